@@ -1,0 +1,109 @@
+//! AES-256-GCM for SMTP passwords: blob = 0x01 ‖ data-key version ‖ nonce ‖ ciphertext ‖ tag,
+//! AAD = tenant id ‖ host ‖ port ‖ username, so a blob moved to another row or host fails.
+
+use secrecy::SecretString;
+
+use super::keyring::{open, seal, KeyError, Keyring};
+
+const BLOB_VERSION: u8 = 1;
+
+/// What a stored password is bound to.
+pub struct PasswordContext<'a> {
+    pub tenant_id: &'a str,
+    pub host: &'a str,
+    pub port: u16,
+    pub username: &'a str,
+}
+
+impl PasswordContext<'_> {
+    fn aad(&self) -> Vec<u8> {
+        let mut out = b"otpmint-smtp-password-v1".to_vec();
+        let port = self.port.to_string();
+        for part in [self.tenant_id, self.host, port.as_str(), self.username] {
+            out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            out.extend_from_slice(part.as_bytes());
+        }
+        out
+    }
+}
+
+pub fn encrypt_password(
+    ring: &Keyring,
+    ctx: &PasswordContext<'_>,
+    password: &str,
+) -> Result<Vec<u8>, KeyError> {
+    let version = ring.active_data_version();
+    let cipher = ring
+        .data_key(version)
+        .ok_or(KeyError::Missing("data key"))?;
+    let mut prefix = vec![BLOB_VERSION];
+    prefix.extend_from_slice(&version.to_be_bytes());
+    seal(cipher, &ctx.aad(), password.as_bytes(), &prefix)
+}
+
+pub fn decrypt_password(
+    ring: &Keyring,
+    ctx: &PasswordContext<'_>,
+    blob: &[u8],
+) -> Result<SecretString, KeyError> {
+    let (version, rest) = blob_version(blob).ok_or(KeyError::Unwrap)?;
+    let cipher = ring.data_key(version).ok_or(KeyError::Unwrap)?;
+    let plain = open(cipher, &ctx.aad(), rest).ok_or(KeyError::Unwrap)?;
+    String::from_utf8(plain)
+        .map(SecretString::from)
+        .map_err(|_| KeyError::Unwrap)
+}
+
+/// The data-key version a blob was sealed with.
+pub fn blob_version(blob: &[u8]) -> Option<(u32, &[u8])> {
+    match blob.split_first() {
+        Some((&BLOB_VERSION, rest)) if rest.len() >= 4 => {
+            let (v, rest) = rest.split_at(4);
+            Some((u32::from_be_bytes([v[0], v[1], v[2], v[3]]), rest))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::keyring::MasterKey;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn roundtrip_and_aad_binding() {
+        let (ring, _) = Keyring::generate(&MasterKey::generate()).unwrap();
+        let ctx = PasswordContext {
+            tenant_id: "tnt_a",
+            host: "smtp.example.com",
+            port: 587,
+            username: "u",
+        };
+        let blob = encrypt_password(&ring, &ctx, "hunter2").unwrap();
+        assert!(!blob.windows(7).any(|w| w == b"hunter2"));
+        assert_eq!(
+            decrypt_password(&ring, &ctx, &blob)
+                .unwrap()
+                .expose_secret(),
+            "hunter2"
+        );
+        for other in [
+            PasswordContext {
+                tenant_id: "tnt_b",
+                ..ctx
+            },
+            PasswordContext {
+                host: "evil.example",
+                ..ctx
+            },
+            PasswordContext { port: 25, ..ctx },
+            PasswordContext {
+                username: "v",
+                ..ctx
+            },
+        ] {
+            assert!(decrypt_password(&ring, &other, &blob).is_err());
+        }
+    }
+}

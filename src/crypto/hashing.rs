@@ -1,0 +1,269 @@
+//! argon2id of codes, keyed with the pepper, on a bounded pool of dedicated threads that
+//! reuse their memory blocks; a full queue is reported as overload instead of waiting.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
+use base64::Engine;
+use rand::{rngs::OsRng, RngCore};
+use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
+
+use crate::config::HashingSettings;
+
+const OUTPUT_LEN: usize = 32;
+const SALT_LEN: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("the hashing queue is full")]
+    Overloaded,
+    #[error("hashing failed: {0}")]
+    Internal(String),
+}
+
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
+/// The hashing pool. Cloning shares it.
+#[derive(Clone)]
+pub struct Hasher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tx: Mutex<Option<SyncSender<Job>>>,
+    params: Params,
+    pepper: Arc<[u8]>,
+    waiting: AtomicUsize,
+}
+
+impl Hasher {
+    pub fn new(
+        settings: &HashingSettings,
+        threads: usize,
+        pepper: &[u8],
+    ) -> Result<Hasher, HashError> {
+        let params = Params::new(
+            settings.memory_kib,
+            settings.iterations,
+            settings.parallelism,
+            Some(OUTPUT_LEN),
+        )
+        .map_err(|e| HashError::Internal(e.to_string()))?;
+        let threads = threads.max(1);
+        let queue = if settings.max_queue == 0 {
+            threads * 64
+        } else {
+            settings.max_queue
+        };
+        let (tx, rx) = sync_channel::<Job>(queue);
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads {
+            let rx = Arc::clone(&rx);
+            std::thread::Builder::new()
+                .name(format!("otpmint-hash-{i}"))
+                .spawn(move || worker(rx))
+                .map_err(|e| HashError::Internal(e.to_string()))?;
+        }
+        Ok(Hasher {
+            inner: Arc::new(Inner {
+                tx: Mutex::new(Some(tx)),
+                params,
+                pepper: Arc::from(pepper),
+                waiting: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// Jobs queued and not yet started.
+    pub fn queue_depth(&self) -> usize {
+        self.inner.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Hash a code with a fresh salt; returns the PHC string.
+    pub async fn hash(&self, code: &str) -> Result<String, HashError> {
+        let mut salt = [0u8; SALT_LEN];
+        OsRng.fill_bytes(&mut salt);
+        let params = self.inner.params.clone();
+        let pepper = Arc::clone(&self.inner.pepper);
+        let code = SecretString::from(code.to_string());
+        self.run(move |mem| {
+            let out = compute(&pepper, &params, code.expose_secret(), &salt, mem)?;
+            Ok(format!(
+                "$argon2id$v=19$m={},t={},p={}${}${}",
+                params.m_cost(),
+                params.t_cost(),
+                params.p_cost(),
+                B64.encode(salt),
+                B64.encode(out)
+            ))
+        })
+        .await
+    }
+
+    /// Verify a code against a stored PHC string, with the parameters it was made with.
+    pub async fn verify(&self, code: &str, phc: &str) -> Result<bool, HashError> {
+        let (params, salt, expected) = parse_phc(phc)?;
+        let pepper = Arc::clone(&self.inner.pepper);
+        let code = SecretString::from(code.to_string());
+        self.run(move |mem| {
+            let out = compute(&pepper, &params, code.expose_secret(), &salt, mem)?;
+            Ok(bool::from(out.as_slice().ct_eq(expected.as_slice())))
+        })
+        .await
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Vec<Block>) -> Result<T, HashError> + Send + 'static,
+    ) -> Result<T, HashError> {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let inner = Arc::clone(&self.inner);
+        let job: Job = Box::new(move |mem| {
+            inner.waiting.fetch_sub(1, Ordering::Relaxed);
+            let _ = done_tx.send(f(mem));
+        });
+        {
+            let guard = self
+                .inner
+                .tx
+                .lock()
+                .map_err(|_| HashError::Internal("hash pool poisoned".into()))?;
+            let tx = guard
+                .as_ref()
+                .ok_or_else(|| HashError::Internal("hash pool stopped".into()))?;
+            self.inner.waiting.fetch_add(1, Ordering::Relaxed);
+            match tx.try_send(job) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    self.inner.waiting.fetch_sub(1, Ordering::Relaxed);
+                    return Err(HashError::Overloaded);
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    self.inner.waiting.fetch_sub(1, Ordering::Relaxed);
+                    return Err(HashError::Internal("hash pool stopped".into()));
+                }
+            }
+        }
+        done_rx
+            .await
+            .map_err(|_| HashError::Internal("hash worker dropped the job".into()))?
+    }
+}
+
+fn worker(rx: Arc<Mutex<Receiver<Job>>>) {
+    let mut memory: Vec<Block> = Vec::new();
+    loop {
+        let job = match rx.lock() {
+            Ok(r) => r.recv(),
+            Err(_) => return,
+        };
+        match job {
+            Ok(job) => job(&mut memory),
+            Err(_) => return,
+        }
+    }
+}
+
+fn compute(
+    pepper: &[u8],
+    params: &Params,
+    code: &str,
+    salt: &[u8],
+    memory: &mut Vec<Block>,
+) -> Result<[u8; OUTPUT_LEN], HashError> {
+    let argon =
+        Argon2::new_with_secret(pepper, Algorithm::Argon2id, Version::V0x13, params.clone())
+            .map_err(|e| HashError::Internal(e.to_string()))?;
+    let blocks = params.block_count();
+    if memory.len() != blocks {
+        memory.clear();
+        memory.resize(blocks, Block::default());
+    }
+    let mut out = [0u8; OUTPUT_LEN];
+    argon
+        .hash_password_into_with_memory(code.as_bytes(), salt, &mut out, memory.as_mut_slice())
+        .map_err(|e| HashError::Internal(e.to_string()))?;
+    Ok(out)
+}
+
+fn parse_phc(phc: &str) -> Result<(Params, Vec<u8>, Vec<u8>), HashError> {
+    let bad = || HashError::Internal("stored hash is malformed".into());
+    let parts: Vec<&str> = phc.split('$').collect();
+    let ["", "argon2id", "v=19", params, salt, hash] = parts.as_slice() else {
+        return Err(bad());
+    };
+    let mut m = None;
+    let mut t = None;
+    let mut p = None;
+    for kv in params.split(',') {
+        let (k, v) = kv.split_once('=').ok_or_else(bad)?;
+        let v: u32 = v.parse().map_err(|_| bad())?;
+        match k {
+            "m" => m = Some(v),
+            "t" => t = Some(v),
+            "p" => p = Some(v),
+            _ => return Err(bad()),
+        }
+    }
+    let params = Params::new(
+        m.ok_or_else(bad)?,
+        t.ok_or_else(bad)?,
+        p.ok_or_else(bad)?,
+        Some(OUTPUT_LEN),
+    )
+    .map_err(|_| bad())?;
+    let salt = B64.decode(salt).map_err(|_| bad())?;
+    let hash = B64.decode(hash).map_err(|_| bad())?;
+    Ok((params, salt, hash))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(max_queue: usize) -> HashingSettings {
+        HashingSettings {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+            max_concurrent: 1,
+            max_queue,
+        }
+    }
+
+    #[tokio::test]
+    async fn hash_verifies_only_with_the_same_code_and_pepper() {
+        let h = Hasher::new(&settings(0), 2, &[1u8; 32]).unwrap();
+        let phc = h.hash("123456").await.unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
+        assert!(!phc.contains("123456"));
+        assert!(h.verify("123456", &phc).await.unwrap());
+        assert!(!h.verify("123457", &phc).await.unwrap());
+        let other = Hasher::new(&settings(0), 1, &[2u8; 32]).unwrap();
+        assert!(!other.verify("123456", &phc).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_answers_overloaded() {
+        let h = Hasher::new(
+            &HashingSettings {
+                memory_kib: 65536,
+                iterations: 4,
+                ..settings(1)
+            },
+            1,
+            &[1u8; 32],
+        )
+        .unwrap();
+        let jobs: Vec<_> = (0..8).map(|_| h.hash("123456")).collect();
+        let results = futures_util::future::join_all(jobs).await;
+        assert!(results
+            .iter()
+            .any(|r| matches!(r, Err(HashError::Overloaded))));
+        assert!(results.iter().any(|r| r.is_ok()));
+    }
+}

@@ -1,0 +1,150 @@
+//! Challenge: the stored state of one code and the rules that read its status at a given time.
+
+use super::Millis;
+
+/// What the store keeps in its `status` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredStatus {
+    /// Inserted, message not yet accepted by the SMTP server.
+    Sending,
+    Pending,
+    Verified,
+    Superseded,
+    Cancelled,
+    /// The message was never accepted: can never verify.
+    Failed,
+}
+
+impl StoredStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoredStatus::Sending => "sending",
+            StoredStatus::Pending => "pending",
+            StoredStatus::Verified => "verified",
+            StoredStatus::Superseded => "superseded",
+            StoredStatus::Cancelled => "cancelled",
+            StoredStatus::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<StoredStatus> {
+        Some(match s {
+            "sending" => StoredStatus::Sending,
+            "pending" => StoredStatus::Pending,
+            "verified" => StoredStatus::Verified,
+            "superseded" => StoredStatus::Superseded,
+            "cancelled" => StoredStatus::Cancelled,
+            "failed" => StoredStatus::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// The status a client sees, derived from the stored one and the time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Pending,
+    Verified,
+    Expired,
+    Exhausted,
+    Superseded,
+    Cancelled,
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Verified => "verified",
+            Status::Expired => "expired",
+            Status::Exhausted => "exhausted",
+            Status::Superseded => "superseded",
+            Status::Cancelled => "cancelled",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// A challenge as read back from the store (never with its hash).
+#[derive(Debug, Clone)]
+pub struct ChallengeView {
+    pub status: StoredStatus,
+    pub email: String,
+    pub email_canonical: String,
+    pub purpose: String,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub code_length: u32,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+    pub verified_at: Option<Millis>,
+}
+
+impl ChallengeView {
+    pub fn status_at(&self, now: Millis) -> Status {
+        match self.status {
+            StoredStatus::Verified => Status::Verified,
+            StoredStatus::Superseded => Status::Superseded,
+            StoredStatus::Cancelled => Status::Cancelled,
+            StoredStatus::Failed => Status::Failed,
+            StoredStatus::Sending | StoredStatus::Pending => {
+                if self.attempts >= self.max_attempts {
+                    Status::Exhausted
+                } else if now >= self.expires_at {
+                    Status::Expired
+                } else {
+                    Status::Pending
+                }
+            }
+        }
+    }
+
+    pub fn attempts_remaining(&self) -> u32 {
+        self.max_attempts.saturating_sub(self.attempts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(status: StoredStatus, attempts: u32) -> ChallengeView {
+        ChallengeView {
+            status,
+            email: "a@b.co".into(),
+            email_canonical: "a@b.co".into(),
+            purpose: "default".into(),
+            attempts,
+            max_attempts: 3,
+            code_length: 6,
+            created_at: 0,
+            expires_at: 1000,
+            verified_at: None,
+        }
+    }
+
+    #[test]
+    fn pending_becomes_expired_at_expiry_and_exhausted_at_the_limit() {
+        assert_eq!(
+            view(StoredStatus::Pending, 0).status_at(999),
+            Status::Pending
+        );
+        assert_eq!(
+            view(StoredStatus::Pending, 0).status_at(1000),
+            Status::Expired
+        );
+        assert_eq!(
+            view(StoredStatus::Pending, 3).status_at(10),
+            Status::Exhausted
+        );
+        assert_eq!(
+            view(StoredStatus::Pending, 3).status_at(5000),
+            Status::Exhausted
+        );
+        assert_eq!(
+            view(StoredStatus::Verified, 1).status_at(5000),
+            Status::Verified
+        );
+        assert_eq!(view(StoredStatus::Pending, 2).attempts_remaining(), 1);
+    }
+}

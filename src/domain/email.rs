@@ -1,0 +1,151 @@
+//! RecipientEmail: one RFC 5321 address, parsed strictly, with its canonical form for quotas.
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EmailError {
+    #[error("must be one email address like ada@example.com")]
+    Malformed,
+    #[error("must be at most 254 characters")]
+    TooLong,
+    #[error("the domain must be a DNS name with a dot, not an IP literal")]
+    BadDomain,
+}
+
+/// A recipient as given (for delivery and for the verify answer) plus its canonical key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RecipientEmail {
+    given: String,
+    local: String,
+    ascii_domain: String,
+    canonical: String,
+}
+
+impl fmt::Debug for RecipientEmail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RecipientEmail({})", self.masked())
+    }
+}
+
+impl RecipientEmail {
+    pub fn parse(input: &str) -> Result<Self, EmailError> {
+        if input.len() > 254 {
+            return Err(EmailError::TooLong);
+        }
+        if input.is_empty()
+            || input
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '<' | '>' | ',' | ';'))
+        {
+            return Err(EmailError::Malformed);
+        }
+        let (local, domain) = input.rsplit_once('@').ok_or(EmailError::Malformed)?;
+        if local.is_empty() || local.len() > 64 || domain.is_empty() {
+            return Err(EmailError::Malformed);
+        }
+        if domain.starts_with('[') || domain.parse::<std::net::IpAddr>().is_ok() {
+            return Err(EmailError::BadDomain);
+        }
+        let ascii_domain = idna::domain_to_ascii_strict(domain)
+            .map_err(|_| EmailError::BadDomain)?
+            .to_ascii_lowercase();
+        let labels: Vec<&str> = ascii_domain.split('.').collect();
+        if labels.len() < 2
+            || labels.iter().any(|l| l.is_empty())
+            || labels
+                .last()
+                .is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit()))
+        {
+            return Err(EmailError::BadDomain);
+        }
+        // lettre's own parser is the authority on the local part's syntax.
+        let for_lettre = format!("{local}@{ascii_domain}");
+        lettre::Address::new(local, &ascii_domain).map_err(|_| EmailError::Malformed)?;
+        if for_lettre.len() > 254 {
+            return Err(EmailError::TooLong);
+        }
+        let canonical = format!("{}@{}", local.to_lowercase(), ascii_domain);
+        Ok(RecipientEmail {
+            given: input.to_string(),
+            local: local.to_string(),
+            ascii_domain,
+            canonical,
+        })
+    }
+
+    /// The address exactly as the client gave it.
+    pub fn as_given(&self) -> &str {
+        &self.given
+    }
+
+    /// Case-folded, IDNA A-label domain: the key quotas count by.
+    pub fn canonical(&self) -> &str {
+        &self.canonical
+    }
+
+    /// The address to deliver to: local part as given, domain in ASCII form.
+    pub fn delivery_address(&self) -> String {
+        format!("{}@{}", self.local, self.ascii_domain)
+    }
+
+    /// For logs: `a***@example.com`.
+    pub fn masked(&self) -> String {
+        mask(&self.delivery_address())
+    }
+}
+
+/// Mask any address-like string for logs.
+pub fn mask(addr: &str) -> String {
+    match addr.rsplit_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        None => "***".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_plain_and_canonicalises() {
+        let e = RecipientEmail::parse("Ada@EXAMPLE.com").unwrap();
+        assert_eq!(e.as_given(), "Ada@EXAMPLE.com");
+        assert_eq!(e.canonical(), "ada@example.com");
+        assert_eq!(e.delivery_address(), "Ada@example.com");
+        assert_eq!(e.masked(), "A***@example.com");
+    }
+
+    #[test]
+    fn idna_domains_share_a_canonical_key() {
+        let a = RecipientEmail::parse("ada@bücher.example").unwrap();
+        let b = RecipientEmail::parse("ADA@xn--bcher-kva.example").unwrap();
+        assert_eq!(a.canonical(), b.canonical());
+    }
+
+    #[test]
+    fn rejects_hostile_forms() {
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example.com\r\nBcc: x@y.com",
+            "ada@example.com,bob@example.com",
+            "Ada <ada@example.com>",
+            "ada@[127.0.0.1]",
+            "ada@127.0.0.1",
+            "ada@localhost",
+            "ada@exa mple.com",
+            "ada\0@example.com",
+            "a..b@example.com",
+            "ada@example..com",
+        ] {
+            assert!(RecipientEmail::parse(bad).is_err(), "accepted {bad:?}");
+        }
+        let long = format!("{}@example.com", "a".repeat(250));
+        assert!(RecipientEmail::parse(&long).is_err());
+    }
+}

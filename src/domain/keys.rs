@@ -1,0 +1,168 @@
+//! Identifiers and bearer secrets: TenantId, SecretKey, ShareableKey. Secrets have redacted Debug.
+
+use std::fmt;
+
+use rand::{distributions::Alphanumeric, rngs::OsRng, Rng};
+use secrecy::{ExposeSecret, SecretString};
+
+fn random_alnum(n: usize) -> String {
+    OsRng
+        .sample_iter(&Alphanumeric)
+        .take(n)
+        .map(char::from)
+        .collect()
+}
+
+fn random_letters(n: usize) -> String {
+    const LETTERS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut rng = OsRng;
+    (0..n)
+        .map(|_| char::from(LETTERS[rng.gen_range(0..LETTERS.len())]))
+        .collect()
+}
+
+/// `tnt_` + 20 base62 characters.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct TenantId(String);
+
+impl TenantId {
+    pub fn generate() -> TenantId {
+        TenantId(format!("tnt_{}", random_alnum(20)))
+    }
+    pub fn parse(s: &str) -> Option<TenantId> {
+        let rest = s.strip_prefix("tnt_")?;
+        (rest.len() == 20 && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+            .then(|| TenantId(s.to_string()))
+    }
+    /// From the store, which only holds ids it made.
+    pub fn from_trusted(s: String) -> TenantId {
+        TenantId(s)
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A tenant's bearer secret: `sk_` + 32 base62 characters (190 bits), or an imported
+/// OtpMint key. Only its HMAC digest is stored.
+pub struct SecretKey(SecretString);
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey(<redacted>)")
+    }
+}
+
+impl SecretKey {
+    pub fn generate() -> SecretKey {
+        SecretKey(SecretString::from(format!("sk_{}", random_alnum(32))))
+    }
+    /// Any presented bearer value (it is only ever hashed and looked up).
+    pub fn presented(s: &str) -> SecretKey {
+        SecretKey(SecretString::from(s.to_string()))
+    }
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+/// The kind of code a shareable key names: native `/v1` or OtpMint-compatible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    Native,
+    Compat,
+}
+
+impl Flavor {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flavor::Native => "native",
+            Flavor::Compat => "compat",
+        }
+    }
+}
+
+/// The handle of one code: `otp_` + 22 base62 (131 bits), or 10 letters for compat.
+pub struct ShareableKey(SecretString);
+
+impl fmt::Debug for ShareableKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ShareableKey(<redacted>)")
+    }
+}
+
+impl ShareableKey {
+    pub fn generate(flavor: Flavor) -> ShareableKey {
+        let s = match flavor {
+            Flavor::Native => format!("otp_{}", random_alnum(22)),
+            Flavor::Compat => random_letters(10),
+        };
+        ShareableKey(SecretString::from(s))
+    }
+    /// Parse a presented key of the given flavor; `None` for anything malformed.
+    pub fn parse(s: &str, flavor: Flavor) -> Option<ShareableKey> {
+        let ok = match flavor {
+            Flavor::Native => s
+                .strip_prefix("otp_")
+                .is_some_and(|r| r.len() == 22 && r.bytes().all(|b| b.is_ascii_alphanumeric())),
+            Flavor::Compat => s.len() == 10 && s.bytes().all(|b| b.is_ascii_alphabetic()),
+        };
+        ok.then(|| ShareableKey(SecretString::from(s.to_string())))
+    }
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_parse_and_are_distinct() {
+        let a = ShareableKey::generate(Flavor::Native);
+        let b = ShareableKey::generate(Flavor::Native);
+        assert_ne!(a.expose(), b.expose());
+        assert!(ShareableKey::parse(a.expose(), Flavor::Native).is_some());
+        assert!(ShareableKey::parse(a.expose(), Flavor::Compat).is_none());
+        let c = ShareableKey::generate(Flavor::Compat);
+        assert_eq!(c.expose().len(), 10);
+        assert!(c.expose().bytes().all(|b| b.is_ascii_alphabetic()));
+        assert!(ShareableKey::parse(c.expose(), Flavor::Native).is_none());
+    }
+
+    #[test]
+    fn malformed_keys_are_refused() {
+        for bad in [
+            "",
+            "otp_",
+            "otp_short",
+            "otp_!!!!!!!!!!!!!!!!!!!!!!",
+            "xyz_aaaaaaaaaaaaaaaaaaaaaa",
+        ] {
+            assert!(ShareableKey::parse(bad, Flavor::Native).is_none(), "{bad}");
+        }
+        assert!(ShareableKey::parse("abcdefghi1", Flavor::Compat).is_none());
+        assert!(TenantId::parse("tnt_x").is_none());
+        assert!(TenantId::parse(TenantId::generate().as_str()).is_some());
+    }
+
+    #[test]
+    fn secret_key_has_prefix_and_debug_is_redacted() {
+        let k = SecretKey::generate();
+        assert!(k.expose().starts_with("sk_"));
+        assert_eq!(k.expose().len(), 35);
+        assert!(!format!("{k:?}").contains(k.expose()));
+    }
+}

@@ -1,0 +1,10 @@
+//! Pure domain types and rules: no I/O, no async, no clock of its own.
+
+pub mod challenge;
+pub mod code;
+pub mod email;
+pub mod keys;
+pub mod policy;
+
+/// Milliseconds since the Unix epoch; the one time unit of the domain and the store.
+pub type Millis = i64;

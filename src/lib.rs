@@ -1,0 +1,14 @@
+//! otpmint: a multi-tenant, self-hosted email one-time-password server.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod domain;
+pub mod limits;
+pub mod mailer;
+pub mod routes;
+pub mod service;
+pub mod startup;
+pub mod storage;
+pub mod telemetry;

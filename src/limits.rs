@@ -1,0 +1,121 @@
+//! Client identity for limits: trusted-proxy aware client IP and CIDR parsing.
+
+use std::net::IpAddr;
+
+/// An address or CIDR range: `10.0.0.0/8`, `::1`, `192.0.2.7`.
+pub fn parse_net(s: &str) -> Option<(IpAddr, u8)> {
+    let (addr, bits) = match s.split_once('/') {
+        Some((a, b)) => (a, Some(b.parse::<u8>().ok()?)),
+        None => (s, None),
+    };
+    let ip: IpAddr = addr.trim().parse().ok()?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let bits = bits.unwrap_or(max);
+    (bits <= max).then_some((ip, bits))
+}
+
+fn in_net(ip: IpAddr, (net, bits): (IpAddr, u8)) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(bits))
+            };
+            (u32::from(a) & mask) == (u32::from(n) & mask)
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(bits))
+            };
+            (u128::from(a) & mask) == (u128::from(n) & mask)
+        }
+        _ => false,
+    }
+}
+
+/// The configured trusted proxies.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<(IpAddr, u8)>);
+
+impl TrustedProxies {
+    pub fn parse(list: &[String]) -> TrustedProxies {
+        TrustedProxies(list.iter().filter_map(|s| parse_net(s)).collect())
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.0.iter().any(|n| in_net(ip, *n))
+    }
+
+    /// The client address: the peer, unless the peer is a trusted proxy; then the right-most
+    /// `X-Forwarded-For` entry that is not itself a trusted proxy.
+    pub fn client_ip(&self, peer: IpAddr, forwarded_for: Option<&str>) -> IpAddr {
+        let peer = canonical(peer);
+        if !self.contains(peer) {
+            return peer;
+        }
+        let Some(xff) = forwarded_for else {
+            return peer;
+        };
+        let mut client = peer;
+        for entry in xff.rsplit(',') {
+            match entry.trim().parse::<IpAddr>() {
+                Ok(ip) => {
+                    let ip = canonical(ip);
+                    client = ip;
+                    if !self.contains(ip) {
+                        return ip;
+                    }
+                }
+                Err(_) => return client,
+            }
+        }
+        client
+    }
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn untrusted_peers_cannot_spoof_forwarded_for() {
+        let t = TrustedProxies::parse(&["10.0.0.0/8".into()]);
+        assert_eq!(
+            t.client_ip(ip("203.0.113.9"), Some("1.2.3.4")),
+            ip("203.0.113.9")
+        );
+    }
+
+    #[test]
+    fn trusted_proxy_chain_is_walked_from_the_right() {
+        let t = TrustedProxies::parse(&["10.0.0.0/8".into(), "192.0.2.1".into()]);
+        assert_eq!(
+            t.client_ip(ip("10.0.0.5"), Some("6.6.6.6, 198.51.100.7, 192.0.2.1")),
+            ip("198.51.100.7")
+        );
+        assert_eq!(t.client_ip(ip("10.0.0.5"), None), ip("10.0.0.5"));
+    }
+
+    #[test]
+    fn parse_net_forms() {
+        assert!(parse_net("10.0.0.0/8").is_some());
+        assert!(parse_net("::1").is_some());
+        assert!(parse_net("10.0.0.0/33").is_none());
+        assert!(parse_net("nope").is_none());
+    }
+}

@@ -1,0 +1,350 @@
+//! SSRF guard for tenant SMTP hosts: syntax, allowed ports, plaintext, and every resolved
+//! address checked against loopback/private/link-local/CGNAT/reserved/metadata ranges.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HostRefusal {
+    #[error("the SMTP host is not allowed")]
+    HostNotAllowed,
+    #[error("the SMTP port is not allowed")]
+    PortNotAllowed,
+    #[error("plaintext SMTP is not allowed")]
+    PlaintextNotAllowed,
+    #[error("the SMTP host does not resolve")]
+    Unresolvable,
+}
+
+#[derive(Debug, Clone)]
+pub struct HostPolicy {
+    pub allowed_ports: Vec<u16>,
+    pub allow_private_hosts: bool,
+    pub allow_plaintext: bool,
+}
+
+/// A host as written, normalised: an IP address (in any legacy spelling) or a DNS name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostName {
+    Ip(IpAddr),
+    Dns(String),
+}
+
+impl HostName {
+    /// Parse a host, or `None` if it is neither a DNS name nor an IP address.
+    pub fn parse(host: &str) -> Option<HostName> {
+        let h = host.trim_end_matches('.');
+        if h.is_empty() || h.len() > 253 {
+            return None;
+        }
+        if let Some(inner) = h.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+            return inner
+                .parse::<Ipv6Addr>()
+                .ok()
+                .map(|ip| HostName::Ip(IpAddr::V6(ip)));
+        }
+        if let Ok(ip) = h.parse::<IpAddr>() {
+            return Some(HostName::Ip(ip));
+        }
+        // inet_aton spellings resolvers accept: 127.1, 2130706433, 0x7f000001, 0177.0.0.1
+        if let Some(v4) = parse_legacy_ipv4(h) {
+            return Some(HostName::Ip(IpAddr::V4(v4)));
+        }
+        let lower = h.to_ascii_lowercase();
+        let labels: Vec<&str> = lower.split('.').collect();
+        let label_ok = |l: &&str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        if !labels.iter().all(label_ok) {
+            return None;
+        }
+        // A numeric last label is an address spelling, never a DNS name.
+        if labels
+            .last()
+            .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()) || l.starts_with("0x"))
+        {
+            return None;
+        }
+        Some(HostName::Dns(lower))
+    }
+
+    /// The name TLS verifies: the DNS name, or the IP's text.
+    pub fn tls_name(&self) -> String {
+        match self {
+            HostName::Ip(ip) => ip.to_string(),
+            HostName::Dns(d) => d.clone(),
+        }
+    }
+}
+
+fn parse_legacy_ipv4(s: &str) -> Option<Ipv4Addr> {
+    let parts: Vec<&str> = s.split('.').collect();
+    if parts.is_empty() || parts.len() > 4 {
+        return None;
+    }
+    let mut nums = Vec::with_capacity(4);
+    for p in &parts {
+        let v = if let Some(hex) = p.strip_prefix("0x").or_else(|| p.strip_prefix("0X")) {
+            if hex.is_empty() {
+                0
+            } else {
+                u64::from_str_radix(hex, 16).ok()?
+            }
+        } else if p.len() > 1 && p.starts_with('0') {
+            u64::from_str_radix(&p[1..], 8).ok()?
+        } else {
+            if p.is_empty() {
+                return None;
+            }
+            p.parse::<u64>().ok()?
+        };
+        nums.push(v);
+    }
+    let (last, head) = nums.split_last()?;
+    if head.iter().any(|&n| n > 255) {
+        return None;
+    }
+    let rest_bits = 8 * (4 - head.len() as u32);
+    if *last >= (1u64 << rest_bits) {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for (i, n) in head.iter().enumerate() {
+        v |= n << (24 - 8 * i as u32);
+    }
+    v |= last;
+    Some(Ipv4Addr::from(v as u32))
+}
+
+/// True when an address is a public unicast address an SMTP host may have.
+pub fn ip_is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4_is_public(v4),
+        IpAddr::V6(v6) => v6_is_public(v6),
+    }
+}
+
+fn v4_is_public(ip: Ipv4Addr) -> bool {
+    let o = ip.octets();
+    let in_net = |net: [u8; 4], bits: u32| {
+        let mask = if bits == 0 {
+            0
+        } else {
+            u32::MAX << (32 - bits)
+        };
+        (u32::from(ip) & mask) == (u32::from(Ipv4Addr::from(net)) & mask)
+    };
+    !(ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_documentation()
+        || o[0] == 0
+        || in_net([100, 64, 0, 0], 10)
+        || in_net([192, 0, 0, 0], 24)
+        || in_net([198, 18, 0, 0], 15)
+        || in_net([240, 0, 0, 0], 4))
+}
+
+fn v6_is_public(ip: Ipv6Addr) -> bool {
+    let s = ip.segments();
+    let embedded_v4 =
+        |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return v4_is_public(v4);
+    }
+    // IPv4-compatible ::a.b.c.d (deprecated) and NAT64 64:ff9b::/96
+    if s[..6] == [0, 0, 0, 0, 0, 0] || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return !ip.is_unspecified() && !ip.is_loopback() && v4_is_public(embedded_v4(s[6], s[7]));
+    }
+    // 6to4 2002:aabb:ccdd::/48
+    if s[0] == 0x2002 {
+        return v4_is_public(embedded_v4(s[1], s[2]));
+    }
+    !(ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || (s[0] & 0xffc0) == 0xfe80 // link-local
+        || (s[0] & 0xffc0) == 0xfec0 // site-local
+        || (s[0] & 0xfe00) == 0xfc00 // unique-local (incl. fd00:ec2::254)
+        || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+        || (s[0] == 0x0064 && s[1] == 0xff9b && s[2] == 1) // local-use NAT64 64:ff9b:1::/48
+        || (s[0] == 0x0100 && s[1..4] == [0, 0, 0])) // discard-only 100::/64
+}
+
+impl HostPolicy {
+    /// Checks that need no DNS: the host's form, the port, the TLS mode.
+    pub fn check_static(
+        &self,
+        host: &str,
+        port: u16,
+        plaintext: bool,
+    ) -> Result<HostName, HostRefusal> {
+        let name = HostName::parse(host).ok_or(HostRefusal::HostNotAllowed)?;
+        if !self.allowed_ports.contains(&port) {
+            return Err(HostRefusal::PortNotAllowed);
+        }
+        if plaintext && !self.allow_plaintext {
+            return Err(HostRefusal::PlaintextNotAllowed);
+        }
+        if !self.allow_private_hosts {
+            match &name {
+                HostName::Ip(ip) if !ip_is_public(*ip) => return Err(HostRefusal::HostNotAllowed),
+                HostName::Dns(d)
+                    if d == "localhost" || d.ends_with(".localhost") || !d.contains('.') =>
+                {
+                    return Err(HostRefusal::HostNotAllowed)
+                }
+                _ => {}
+            }
+        }
+        Ok(name)
+    }
+
+    /// Resolve and check every address; the caller connects only to what this returns.
+    pub async fn resolve(
+        &self,
+        name: &HostName,
+        port: u16,
+    ) -> Result<Vec<SocketAddr>, HostRefusal> {
+        let addrs: Vec<SocketAddr> = match name {
+            HostName::Ip(ip) => vec![SocketAddr::new(*ip, port)],
+            HostName::Dns(d) => tokio::net::lookup_host((d.as_str(), port))
+                .await
+                .map_err(|_| HostRefusal::Unresolvable)?
+                .collect(),
+        };
+        if addrs.is_empty() {
+            return Err(HostRefusal::Unresolvable);
+        }
+        if !self.allow_private_hosts && addrs.iter().any(|a| !ip_is_public(a.ip())) {
+            return Err(HostRefusal::HostNotAllowed);
+        }
+        Ok(addrs)
+    }
+
+    /// Static checks, then resolution.
+    pub async fn check(
+        &self,
+        host: &str,
+        port: u16,
+        plaintext: bool,
+    ) -> Result<(HostName, Vec<SocketAddr>), HostRefusal> {
+        let name = self.check_static(host, port, plaintext)?;
+        let addrs = self.resolve(&name, port).await?;
+        Ok((name, addrs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strict() -> HostPolicy {
+        HostPolicy {
+            allowed_ports: vec![465, 587, 2525],
+            allow_private_hosts: false,
+            allow_plaintext: false,
+        }
+    }
+
+    #[test]
+    fn legacy_ipv4_spellings_parse_to_the_address() {
+        for s in [
+            "127.1",
+            "2130706433",
+            "0x7f000001",
+            "0177.0.0.1",
+            "127.0.1",
+            "0x7f.1",
+        ] {
+            assert_eq!(
+                HostName::parse(s),
+                Some(HostName::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST))),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_spelling_of_a_private_host_is_refused() {
+        let p = strict();
+        for h in [
+            "127.0.0.1",
+            "127.1",
+            "2130706433",
+            "0x7f000001",
+            "[::1]",
+            "::1",
+            "[::ffff:127.0.0.1]",
+            "::ffff:7f00:1",
+            "localhost",
+            "LOCALHOST.",
+            "foo.localhost",
+            "10.0.0.1",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "[::]",
+            "fe80::1",
+            "fd00:ec2::254",
+            "fc00::1",
+            "224.0.0.1",
+            "ff02::1",
+            "198.18.0.1",
+            "240.0.0.1",
+            "255.255.255.255",
+            "64:ff9b::7f00:1",
+            "2002:7f00:1::1",
+            "[64:ff9b::a00:1]",
+            "intranet",
+            "a..b",
+            "-x.com",
+            "0",
+            "1.2.3.4.5",
+        ] {
+            assert_eq!(
+                p.check_static(h, 587, false).err(),
+                Some(HostRefusal::HostNotAllowed),
+                "{h}"
+            );
+        }
+    }
+
+    #[test]
+    fn public_hosts_pass_and_ports_and_plaintext_are_checked() {
+        let p = strict();
+        assert!(p.check_static("smtp.example.com", 587, false).is_ok());
+        assert!(p.check_static("8.8.8.8", 465, false).is_ok());
+        assert!(p.check_static("[2606:4700::1111]", 465, false).is_ok());
+        assert_eq!(
+            p.check_static("smtp.example.com", 25, false).err(),
+            Some(HostRefusal::PortNotAllowed)
+        );
+        assert_eq!(
+            p.check_static("smtp.example.com", 587, true).err(),
+            Some(HostRefusal::PlaintextNotAllowed)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_name_resolving_to_loopback_is_refused() {
+        let p = HostPolicy {
+            allowed_ports: vec![587],
+            ..strict()
+        };
+        // "localhost" is refused statically; resolve() refuses any loopback answer too.
+        let r = p.resolve(&HostName::Dns("localhost".into()), 587).await;
+        assert!(matches!(
+            r,
+            Err(HostRefusal::HostNotAllowed) | Err(HostRefusal::Unresolvable)
+        ));
+    }
+}

@@ -1,0 +1,498 @@
+//! Delivery: per-tenant pooled SMTP connections (our own TCP_NODELAY sockets to SSRF-checked
+//! addresses), message rendering, and mapping of every failure to one `reason`.
+
+pub mod host_policy;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use lettre::message::header::ContentType;
+use lettre::message::Mailbox;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, AsyncTokioStream, Certificate, CertificateStore, TlsParameters,
+};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::{Address, Message};
+use rand::{distributions::Alphanumeric, rngs::OsRng, Rng};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use host_policy::{HostName, HostPolicy, HostRefusal};
+
+/// Why a delivery failed: the `reason` clients see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryReason {
+    HostNotAllowed,
+    Unreachable,
+    Timeout,
+    Tls,
+    Auth,
+    Rejected,
+}
+
+impl DeliveryReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryReason::HostNotAllowed => "smtp_host_not_allowed",
+            DeliveryReason::Unreachable => "smtp_unreachable",
+            DeliveryReason::Timeout => "smtp_timeout",
+            DeliveryReason::Tls => "smtp_tls",
+            DeliveryReason::Auth => "smtp_auth",
+            DeliveryReason::Rejected => "smtp_rejected",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("delivery failed ({})", reason.as_str())]
+pub struct DeliveryError {
+    pub reason: DeliveryReason,
+    /// Internal detail for the logs only (never SMTP credentials).
+    pub detail: String,
+}
+
+fn fail(reason: DeliveryReason, detail: impl fmt::Display) -> DeliveryError {
+    DeliveryError {
+        reason,
+        detail: detail.to_string(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    Starttls,
+    Implicit,
+    None,
+}
+
+impl TlsMode {
+    pub fn parse(s: &str) -> Option<TlsMode> {
+        match s {
+            "starttls" => Some(TlsMode::Starttls),
+            "implicit" => Some(TlsMode::Implicit),
+            "none" => Some(TlsMode::None),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::Starttls => "starttls",
+            TlsMode::Implicit => "implicit",
+            TlsMode::None => "none",
+        }
+    }
+    /// The default for a port: implicit TLS on 465, STARTTLS elsewhere.
+    pub fn default_for(port: u16) -> TlsMode {
+        if port == 465 {
+            TlsMode::Implicit
+        } else {
+            TlsMode::Starttls
+        }
+    }
+}
+
+/// Where and how to send for one tenant.
+pub struct SmtpTarget {
+    pub tenant_id: String,
+    /// Changes whenever the tenant's SMTP settings change.
+    pub version: i64,
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub password: SecretString,
+    pub from: String,
+    pub tls: TlsMode,
+}
+
+/// One message to send.
+pub struct Outgoing<'a> {
+    pub to: &'a str,
+    pub subject: &'a str,
+    pub body: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailerSetupError {
+    #[error("cannot read SMTP root certificate {path}: {message}")]
+    RootCertificate { path: PathBuf, message: String },
+}
+
+struct Idle {
+    conn: AsyncSmtpConnection,
+    addr: SocketAddr,
+    since: Instant,
+}
+
+struct TenantPool {
+    version: i64,
+    idle: Mutex<Vec<Idle>>,
+}
+
+/// The delivery service. Cloning shares the pools.
+#[derive(Clone)]
+pub struct Mailer {
+    inner: Arc<MailerInner>,
+}
+
+struct MailerInner {
+    policy: HostPolicy,
+    timeout: Duration,
+    pool_size: usize,
+    extra_pem: Vec<Vec<u8>>,
+    implicit_tls: tokio_rustls::TlsConnector,
+    pools: Mutex<HashMap<String, Arc<TenantPool>>>,
+    connections_opened: std::sync::atomic::AtomicU64,
+}
+
+const IDLE_MAX: Duration = Duration::from_secs(50);
+
+impl Mailer {
+    pub fn new(
+        policy: HostPolicy,
+        timeout: Duration,
+        pool_size: usize,
+        extra_roots: &[PathBuf],
+    ) -> Result<Mailer, MailerSetupError> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let mut extra_pem = Vec::new();
+        for path in extra_roots {
+            let err = |m: String| MailerSetupError::RootCertificate {
+                path: path.clone(),
+                message: m,
+            };
+            let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+            let mut n = 0;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| err(e.to_string()))?;
+                roots.add(cert).map_err(|e| err(e.to_string()))?;
+                n += 1;
+            }
+            if n == 0 {
+                return Err(err("no PEM certificate in the file".into()));
+            }
+            extra_pem.push(pem);
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| MailerSetupError::RootCertificate {
+                path: PathBuf::new(),
+                message: e.to_string(),
+            })?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Mailer {
+            inner: Arc::new(MailerInner {
+                policy,
+                timeout,
+                pool_size,
+                extra_pem,
+                implicit_tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+                pools: Mutex::new(HashMap::new()),
+                connections_opened: std::sync::atomic::AtomicU64::new(0),
+            }),
+        })
+    }
+
+    pub fn policy(&self) -> &HostPolicy {
+        &self.inner.policy
+    }
+
+    /// SMTP connections opened since start (for benchmarks and metrics).
+    pub fn connections_opened(&self) -> u64 {
+        self.inner
+            .connections_opened
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Forget a tenant's pooled connections (its settings changed or it was deleted).
+    pub fn forget(&self, tenant_id: &str) {
+        if let Ok(mut pools) = self.inner.pools.lock() {
+            pools.remove(tenant_id);
+        }
+    }
+
+    /// Send one message; bounded as a whole by `smtp.timeout_seconds`.
+    pub async fn send(&self, target: &SmtpTarget, msg: &Outgoing<'_>) -> Result<(), DeliveryError> {
+        let (name, addrs) = self
+            .inner
+            .policy
+            .check(&target.host, target.port, target.tls == TlsMode::None)
+            .await
+            .map_err(|r| match r {
+                HostRefusal::Unresolvable => {
+                    fail(DeliveryReason::Unreachable, "host does not resolve")
+                }
+                other => fail(DeliveryReason::HostNotAllowed, other),
+            })?;
+        let (envelope, bytes) = render(target, msg)?;
+        let pool = self.pool_for(target);
+        match tokio::time::timeout(
+            self.inner.timeout,
+            self.send_on_pool(&pool, target, &name, &addrs, &envelope, &bytes),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(fail(
+                DeliveryReason::Timeout,
+                "delivery exceeded smtp.timeout_seconds",
+            )),
+        }
+    }
+
+    fn pool_for(&self, target: &SmtpTarget) -> Arc<TenantPool> {
+        let fresh = || {
+            Arc::new(TenantPool {
+                version: target.version,
+                idle: Mutex::new(Vec::new()),
+            })
+        };
+        let Ok(mut pools) = self.inner.pools.lock() else {
+            return fresh();
+        };
+        match pools.get(&target.tenant_id) {
+            Some(p) if p.version == target.version => Arc::clone(p),
+            _ => {
+                let p = fresh();
+                pools.insert(target.tenant_id.clone(), Arc::clone(&p));
+                p
+            }
+        }
+    }
+
+    async fn send_on_pool(
+        &self,
+        pool: &TenantPool,
+        target: &SmtpTarget,
+        name: &HostName,
+        addrs: &[SocketAddr],
+        envelope: &lettre::address::Envelope,
+        bytes: &[u8],
+    ) -> Result<(), DeliveryError> {
+        let mut conn = None;
+        loop {
+            let candidate = pool.idle.lock().ok().and_then(|mut idle| {
+                let pos = idle
+                    .iter()
+                    .rposition(|i| addrs.contains(&i.addr) && i.since.elapsed() < IDLE_MAX)?;
+                Some(idle.swap_remove(pos))
+            });
+            let Some(mut c) = candidate else { break };
+            if c.conn.test_connected().await {
+                conn = Some((c.conn, c.addr));
+                break;
+            }
+            c.conn.abort().await;
+        }
+        let (mut conn, addr) = match conn {
+            Some(c) => c,
+            None => self.connect(target, name, addrs).await?,
+        };
+        match conn.send(envelope, bytes).await {
+            Ok(_) => {
+                if !conn.has_broken() {
+                    if let Ok(mut idle) = pool.idle.lock() {
+                        idle.retain(|i| i.since.elapsed() < IDLE_MAX);
+                        if idle.len() < self.inner.pool_size {
+                            idle.push(Idle {
+                                conn,
+                                addr,
+                                since: Instant::now(),
+                            });
+                            return Ok(());
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let reason = if e.is_timeout() {
+                    DeliveryReason::Timeout
+                } else {
+                    DeliveryReason::Rejected
+                };
+                conn.abort().await;
+                Err(fail(reason, e))
+            }
+        }
+    }
+
+    async fn connect(
+        &self,
+        target: &SmtpTarget,
+        name: &HostName,
+        addrs: &[SocketAddr],
+    ) -> Result<(AsyncSmtpConnection, SocketAddr), DeliveryError> {
+        let hello = ClientId::Domain(hello_name(&target.from));
+        let mut last_err = fail(DeliveryReason::Unreachable, "no address");
+        let mut tcp = None;
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(s) => {
+                    tcp = Some((s, *addr));
+                    break;
+                }
+                Err(e) => last_err = fail(DeliveryReason::Unreachable, e),
+            }
+        }
+        let Some((tcp, addr)) = tcp else {
+            return Err(last_err);
+        };
+        self.inner
+            .connections_opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // lettre leaves Nagle on, which stalls every message ~40 ms (PITFALLS.md).
+        tcp.set_nodelay(true)
+            .map_err(|e| fail(DeliveryReason::Unreachable, e))?;
+        let tls_name = name.tls_name();
+        let mut conn = match target.tls {
+            TlsMode::Implicit => {
+                let server_name = ServerName::try_from(tls_name.clone())
+                    .map_err(|e| fail(DeliveryReason::Tls, e))?;
+                let tls = self
+                    .inner
+                    .implicit_tls
+                    .connect(server_name, tcp)
+                    .await
+                    .map_err(|e| fail(DeliveryReason::Tls, e))?;
+                AsyncSmtpConnection::connect_with_transport(Box::new(TlsStream(tls)), &hello)
+                    .await
+                    .map_err(|e| fail(DeliveryReason::Unreachable, e))?
+            }
+            TlsMode::Starttls | TlsMode::None => {
+                AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello)
+                    .await
+                    .map_err(|e| fail(DeliveryReason::Unreachable, e))?
+            }
+        };
+        if target.tls == TlsMode::Starttls {
+            let params = self.tls_parameters(&tls_name)?;
+            // Required, never opportunistic: a server without STARTTLS fails here.
+            conn.starttls(params, &hello)
+                .await
+                .map_err(|e| fail(DeliveryReason::Tls, e))?;
+        }
+        if !target.username.is_empty() {
+            let creds = Credentials::new(
+                target.username.clone(),
+                target.password.expose_secret().to_string(),
+            );
+            if let Err(e) = conn
+                .auth(&[Mechanism::Plain, Mechanism::Login], &creds)
+                .await
+            {
+                conn.abort().await;
+                let reason = if e.is_timeout() {
+                    DeliveryReason::Timeout
+                } else {
+                    DeliveryReason::Auth
+                };
+                return Err(fail(reason, "authentication failed"));
+            }
+        }
+        Ok((conn, addr))
+    }
+
+    fn tls_parameters(&self, domain: &str) -> Result<TlsParameters, DeliveryError> {
+        let mut b = TlsParameters::builder(domain.to_string())
+            .certificate_store(CertificateStore::WebpkiRoots);
+        for pem in &self.inner.extra_pem {
+            let cert = Certificate::from_pem(pem).map_err(|e| fail(DeliveryReason::Tls, e))?;
+            b = b.add_root_certificate(cert);
+        }
+        b.build_rustls().map_err(|e| fail(DeliveryReason::Tls, e))
+    }
+}
+
+fn hello_name(from: &str) -> String {
+    from.parse::<Mailbox>()
+        .map(|m| m.email.domain().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+fn render(
+    target: &SmtpTarget,
+    msg: &Outgoing<'_>,
+) -> Result<(lettre::address::Envelope, Vec<u8>), DeliveryError> {
+    let from: Mailbox = target
+        .from
+        .parse()
+        .map_err(|e| fail(DeliveryReason::Rejected, format!("bad from: {e}")))?;
+    let to: Address = msg
+        .to
+        .parse()
+        .map_err(|e| fail(DeliveryReason::Rejected, format!("bad recipient: {e}")))?;
+    let id: String = OsRng
+        .sample_iter(&Alphanumeric)
+        .take(24)
+        .map(char::from)
+        .collect();
+    let message = Message::builder()
+        .from(from.clone())
+        .to(Mailbox::new(None, to))
+        .subject(msg.subject)
+        .message_id(Some(format!("<{id}@{}>", from.email.domain())))
+        .header(ContentType::TEXT_PLAIN)
+        .body(msg.body.clone())
+        .map_err(|e| fail(DeliveryReason::Rejected, e))?;
+    Ok((message.envelope().clone(), message.formatted()))
+}
+
+/// Implicit-TLS stream handed to lettre (our own socket, with TCP_NODELAY set).
+struct TlsStream(tokio_rustls::client::TlsStream<TcpStream>);
+
+impl fmt::Debug for TlsStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TlsStream")
+    }
+}
+
+impl AsyncRead for TlsStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for TlsStream {
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
+}
+
+/// Whether a `from` value is one mailbox (`Name <addr@domain>` or `addr@domain`).
+pub fn valid_from(from: &str) -> bool {
+    !from.contains(['\r', '\n', ',']) && from.parse::<Mailbox>().is_ok()
+}

@@ -1,0 +1,171 @@
+//! Extractors: `TenantAuth` (bearer secret key), `AdminAuth` (admin token), and `ApiJson`
+//! (16 KiB, application/json, unknown fields and duplicates refused, errors as problem+json).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
+use futures_util::StreamExt;
+use secrecy::ExposeSecret;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::crypto::secrets_equal;
+use crate::domain::policy::FieldError;
+use crate::service::ServiceError;
+use crate::storage::TenantRow;
+
+pub const BODY_LIMIT: usize = 16 * 1024;
+
+type LocalFut<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>>>>;
+
+fn state(req: &HttpRequest) -> Result<web::Data<AppState>, ApiError> {
+    req.app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| ServiceError::Internal("app state missing".into()).into())
+}
+
+/// The bearer value, if the header is `Bearer <token>`.
+pub fn bearer(req: &HttpRequest) -> Option<String> {
+    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+}
+
+/// The tenant whose secret key is the bearer token.
+pub struct TenantAuth(pub TenantRow);
+
+impl FromRequest for TenantAuth {
+    type Error = ApiError;
+    type Future = LocalFut<Self>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let st = state(&req)?;
+            // A missing header still costs one lookup, so timing does not tell it apart.
+            let token = bearer(&req).unwrap_or_default();
+            let tenant = st.services.authenticate(&token).await?;
+            req.extensions_mut().insert(tenant.id.clone());
+            Ok(TenantAuth(tenant))
+        })
+    }
+}
+
+/// Check the admin token (constant time); an empty configured token refuses everyone.
+pub fn is_admin(req: &HttpRequest, st: &AppState) -> bool {
+    let configured = st.services.settings.admin.token.expose_secret();
+    match bearer(req) {
+        Some(t) if !configured.is_empty() => secrets_equal(t.as_bytes(), configured.as_bytes()),
+        _ => false,
+    }
+}
+
+/// An admin request.
+pub struct AdminAuth;
+
+impl FromRequest for AdminAuth {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(match state(req) {
+            Ok(st) if is_admin(req, &st) => Ok(AdminAuth),
+            Ok(_) => Err(ServiceError::Unauthorized.into()),
+            Err(e) => Err(e),
+        })
+    }
+}
+
+/// Read the body, at most 16 KiB.
+pub async fn read_body(req: &HttpRequest, payload: &mut Payload) -> Result<web::Bytes, ApiError> {
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        if len > BODY_LIMIT {
+            return Err(ApiError::TooLarge);
+        }
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk
+            .map_err(|_| ApiError::BadBody(vec![FieldError::new("body", "could not be read")]))?;
+        if body.len() + chunk.len() > BODY_LIMIT {
+            return Err(ApiError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+fn is_json(req: &HttpRequest) -> bool {
+    req.mime_type().ok().flatten().is_some_and(|m| {
+        m.type_() == "application"
+            && (m.subtype() == "json" || m.suffix().is_some_and(|s| s == "json"))
+    })
+}
+
+/// Parse JSON into `T`, naming the field at fault.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." || path.is_empty() {
+            "body".to_string()
+        } else {
+            path
+        };
+        // serde's message names types and fields, never values.
+        let inner = e.into_inner();
+        let message = match inner.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                "is not valid JSON".to_string()
+            }
+            _ => strip_position(&inner.to_string()),
+        };
+        ApiError::BadBody(vec![FieldError::new(field, message)])
+    })
+}
+
+fn strip_position(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// A JSON body: application/json, ≤16 KiB, strict fields. Called inside handlers, after
+/// authentication, so an unauthenticated request is a 401 whatever its body.
+pub async fn json_body<T: DeserializeOwned>(
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<T, ApiError> {
+    if !is_json(req) {
+        return Err(ApiError::MediaType);
+    }
+    let bytes = read_body(req, &mut payload.into_inner()).await?;
+    parse_json(&bytes)
+}
+
+/// An optional JSON body: an empty body is `None`.
+pub async fn optional_json_body<T: DeserializeOwned>(
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<Option<T>, ApiError> {
+    let bytes = read_body(req, &mut payload.into_inner()).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    if !is_json(req) {
+        return Err(ApiError::MediaType);
+    }
+    parse_json(&bytes).map(Some)
+}

@@ -1,0 +1,178 @@
+//! OtpMint-compatible routes: thin adapters over the same services, with OtpMint's field
+//! names, status codes and bare-string bodies.
+
+use actix_web::dev::Payload;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use secrecy::SecretString;
+use serde_json::{Map, Value};
+
+use super::auth::{is_admin, read_body};
+use super::error::{ApiError, CompatError, MAIL_ERROR, MISSING_FIELDS};
+use super::AppState;
+use crate::config::RegistrationMode;
+use crate::domain::email::RecipientEmail;
+use crate::domain::keys::{Flavor, SecretKey};
+use crate::domain::policy::PolicyPatch;
+use crate::mailer::TlsMode;
+use crate::service::otp::Purpose;
+use crate::service::tenants::{NewTenant, SmtpInput};
+use crate::service::ServiceError;
+
+type CompatResult = Result<HttpResponse, CompatError>;
+
+fn text(status: StatusCode, body: String) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .body(body)
+}
+
+/// The body as a JSON object, or OtpMint's "Missing required fields".
+async fn object(
+    req: &HttpRequest,
+    mut payload: Payload,
+) -> Result<Map<String, Value>, CompatError> {
+    match read_body(req, &mut payload).await {
+        Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(m)) => Ok(m),
+            _ => Err(CompatError::bad(MISSING_FIELDS)),
+        },
+        Err(ApiError::TooLarge) => Err(CompatError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            body: "Payload Too Large",
+            retry_after: None,
+        }),
+        Err(_) => Err(CompatError::bad(MISSING_FIELDS)),
+    }
+}
+
+fn string(m: &Map<String, Value>, k: &str) -> Option<String> {
+    match m.get(k)? {
+        Value::String(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// A string, or a non-negative integer read as its digits.
+fn string_or_digits(m: &Map<String, Value>, k: &str) -> Option<String> {
+    match m.get(k)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => n.as_u64().map(|n| n.to_string()),
+        _ => None,
+    }
+}
+
+pub async fn reg_secretkey(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    payload: web::Payload,
+) -> CompatResult {
+    match st.services.settings.registration.mode {
+        RegistrationMode::Closed => {
+            return Err(CompatError {
+                status: StatusCode::FORBIDDEN,
+                body: "registration_closed",
+                retry_after: None,
+            })
+        }
+        RegistrationMode::Admin if !is_admin(&req, &st) => {
+            return Err(CompatError::from_service(ServiceError::Unauthorized, false))
+        }
+        _ => {}
+    }
+    let m = object(&req, payload.into_inner()).await?;
+    let (Some(secret), Some(host), Some(port), Some(mail), Some(password)) = (
+        string(&m, "secretKey"),
+        string(&m, "smtp_host"),
+        string_or_digits(&m, "smtp_port"),
+        string(&m, "smtp_mail"),
+        string(&m, "smtp_password"),
+    ) else {
+        return Err(CompatError::bad(MISSING_FIELDS));
+    };
+    if secret.chars().count() < 16 {
+        return Err(CompatError::bad(
+            "Error: secretKey must be at least 16 characters",
+        ));
+    }
+    if secret.len() > 512 || secret.chars().any(|c| c.is_control()) {
+        return Err(CompatError::bad(MISSING_FIELDS));
+    }
+    let port: u16 = match port.trim().parse() {
+        Ok(p) if p > 0 => p,
+        _ => return Err(CompatError::bad("Error: SMTP host not allowed")),
+    };
+    let name: String = mail.chars().take(100).collect();
+    st.services
+        .create_tenant(NewTenant {
+            name,
+            smtp: SmtpInput {
+                host,
+                port,
+                username: mail.clone(),
+                password: SecretString::from(password),
+                from: mail,
+                tls: Some(TlsMode::default_for(port)),
+            },
+            policy: PolicyPatch::default(),
+            origin: "compat",
+            secret: Some(SecretKey::presented(&secret)),
+        })
+        .await
+        .map_err(|e| CompatError::from_service(e, false))?;
+    Ok(text(
+        StatusCode::OK,
+        "Registration of secretKey succeeded.".into(),
+    ))
+}
+
+pub async fn otp(req: HttpRequest, st: web::Data<AppState>, payload: web::Payload) -> CompatResult {
+    let m = object(&req, payload.into_inner()).await?;
+    let (Some(mail), Some(secret)) = (string(&m, "mail"), string(&m, "secretKey")) else {
+        return Err(CompatError::bad(MAIL_ERROR));
+    };
+    let tenant = st
+        .services
+        .authenticate(&secret)
+        .await
+        .map_err(|e| CompatError::from_service(e, true))?;
+    let email = RecipientEmail::parse(&mail).map_err(|_| CompatError::bad(MAIL_ERROR))?;
+    let purpose = Purpose::parse(None).map_err(|e| CompatError::from_service(e, true))?;
+    let minted = st
+        .services
+        .mint(&tenant, email, purpose, Flavor::Compat)
+        .await
+        .map_err(|e| CompatError::from_service(e, true))?;
+    Ok(text(StatusCode::OK, minted.key.expose().to_string()))
+}
+
+pub async fn verify_otp(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    payload: web::Payload,
+) -> CompatResult {
+    let m = object(&req, payload.into_inner()).await?;
+    let (Some(key), Some(code)) = (string(&m, "shareableKey"), string_or_digits(&m, "otp")) else {
+        return Err(CompatError::bad(MISSING_FIELDS));
+    };
+    let tenant = st
+        .services
+        .compat_owner(&key)
+        .await
+        .map_err(|e| CompatError::from_service(e, false))?;
+    match st
+        .services
+        .verify(&tenant, &key, &code, Flavor::Compat)
+        .await
+    {
+        Ok(_) => Ok(text(StatusCode::CREATED, "OTP Matched!".into())),
+        // A code that is not six digits is a mismatch to OtpMint's clients (no attempt used).
+        Err(ServiceError::Invalid(_)) => Err(CompatError::from_service(
+            ServiceError::Mismatch {
+                attempts_remaining: 0,
+            },
+            false,
+        )),
+        Err(e) => Err(CompatError::from_service(e, false)),
+    }
+}

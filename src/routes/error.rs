@@ -1,0 +1,386 @@
+//! The one place where errors become HTTP: problem+json for `/v1`, bare strings for compat.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::{json, Map, Value};
+
+use crate::domain::policy::FieldError;
+use crate::mailer::host_policy::HostRefusal;
+use crate::service::ServiceError;
+
+/// An HTTP-level failure of the native API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error("malformed body")]
+    BadBody(Vec<FieldError>),
+    #[error("payload too large")]
+    TooLarge,
+    #[error("unsupported media type")]
+    MediaType,
+    #[error("method not allowed")]
+    Method,
+    #[error("not found")]
+    NotFound,
+    #[error("registration closed")]
+    RegistrationClosed,
+    #[error("rate limited")]
+    IpLimited { retry_after_secs: u64 },
+}
+
+fn problem(
+    status: StatusCode,
+    code: &str,
+    title: &str,
+    detail: &str,
+    extra: Map<String, Value>,
+) -> HttpResponse {
+    let mut body = Map::new();
+    body.insert("type".into(), json!(format!("/problems/{code}")));
+    body.insert("title".into(), json!(title));
+    body.insert("status".into(), json!(status.as_u16()));
+    body.insert("code".into(), json!(code));
+    body.insert("detail".into(), json!(detail));
+    body.extend(extra);
+    HttpResponse::build(status)
+        .content_type("application/problem+json")
+        .body(Value::Object(body).to_string())
+}
+
+fn errors(list: &[FieldError]) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert(
+        "errors".into(),
+        Value::Array(
+            list.iter()
+                .map(|e| json!({"field": e.field, "message": e.message}))
+                .collect(),
+        ),
+    );
+    m
+}
+
+fn one(key: &str, v: Value) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert(key.into(), v);
+    m
+}
+
+impl ApiError {
+    fn parts(
+        &self,
+    ) -> (
+        StatusCode,
+        &'static str,
+        &'static str,
+        String,
+        Map<String, Value>,
+    ) {
+        use ServiceError as S;
+        let none = Map::new;
+        match self {
+            ApiError::BadBody(e) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "Invalid request",
+                "The request body is not valid.".into(),
+                errors(e),
+            ),
+            ApiError::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "Payload too large",
+                "Request bodies are limited to 16 KiB.".into(),
+                none(),
+            ),
+            ApiError::MediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Unsupported media type",
+                "Send application/json.".into(),
+                none(),
+            ),
+            ApiError::Method => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+                "This route does not take that method.".into(),
+                none(),
+            ),
+            ApiError::NotFound => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "Not found",
+                "No such route.".into(),
+                none(),
+            ),
+            ApiError::RegistrationClosed => (
+                StatusCode::FORBIDDEN,
+                "registration_closed",
+                "Registration closed",
+                "Tenants are created by the administrator.".into(),
+                none(),
+            ),
+            ApiError::IpLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "Too many requests",
+                "Slow down and retry later.".into(),
+                none(),
+            ),
+            ApiError::Service(e) => match e {
+                S::Unauthorized => (
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "Unauthorized",
+                    "A valid bearer token is required.".into(),
+                    none(),
+                ),
+                S::TenantNotFound => (
+                    StatusCode::NOT_FOUND,
+                    "tenant_not_found",
+                    "Tenant not found",
+                    "No such tenant.".into(),
+                    none(),
+                ),
+                S::Invalid(e) => (
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "Invalid request",
+                    "Some fields are not valid.".into(),
+                    errors(e),
+                ),
+                S::InvalidEmail(m) => (
+                    StatusCode::BAD_REQUEST,
+                    "invalid_email",
+                    "Invalid email",
+                    "The email address is not acceptable.".into(),
+                    errors(&[FieldError::new("email", m.clone())]),
+                ),
+                S::SmtpPolicy(r) => {
+                    let (code, detail) = match r {
+                        HostRefusal::HostNotAllowed => (
+                            "smtp_host_not_allowed",
+                            "The SMTP host is not allowed (private, local or special address).",
+                        ),
+                        HostRefusal::PortNotAllowed => (
+                            "smtp_port_not_allowed",
+                            "The SMTP port is not in smtp.allowed_ports.",
+                        ),
+                        HostRefusal::PlaintextNotAllowed => (
+                            "smtp_plaintext_not_allowed",
+                            "tls = \"none\" is not allowed on this server.",
+                        ),
+                        HostRefusal::Unresolvable => {
+                            ("smtp_host_unresolvable", "The SMTP host does not resolve.")
+                        }
+                    };
+                    (
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        code,
+                        "SMTP settings refused",
+                        detail.into(),
+                        none(),
+                    )
+                }
+                S::SecretTaken => (
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    "Conflict",
+                    "That secret key is already registered.".into(),
+                    none(),
+                ),
+                S::RateLimited { .. } => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "Too many requests",
+                    "A sending or guessing limit was reached; retry later.".into(),
+                    none(),
+                ),
+                S::Delivery(reason) => (
+                    StatusCode::BAD_GATEWAY,
+                    "delivery_failed",
+                    "Delivery failed",
+                    "The tenant's SMTP server did not accept the message.".into(),
+                    one("reason", json!(reason.as_str())),
+                ),
+                S::Overloaded => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "Overloaded",
+                    "The server is busy; retry shortly.".into(),
+                    none(),
+                ),
+                S::OtpNotFound => (
+                    StatusCode::NOT_FOUND,
+                    "otp_not_found",
+                    "Code not found",
+                    "No such code.".into(),
+                    none(),
+                ),
+                S::OtpExpired => (
+                    StatusCode::GONE,
+                    "otp_expired",
+                    "Code expired",
+                    "The code has expired.".into(),
+                    none(),
+                ),
+                S::OtpUsed => (
+                    StatusCode::GONE,
+                    "otp_used",
+                    "Code already used",
+                    "The code was already verified.".into(),
+                    none(),
+                ),
+                S::OtpSuperseded => (
+                    StatusCode::GONE,
+                    "otp_superseded",
+                    "Code superseded",
+                    "A newer code was sent.".into(),
+                    none(),
+                ),
+                S::OtpCancelled => (
+                    StatusCode::GONE,
+                    "otp_cancelled",
+                    "Code cancelled",
+                    "The code was cancelled.".into(),
+                    none(),
+                ),
+                S::AttemptsExhausted => (
+                    StatusCode::GONE,
+                    "attempts_exhausted",
+                    "Attempts exhausted",
+                    "Too many wrong guesses; request a new code.".into(),
+                    none(),
+                ),
+                S::Mismatch { attempts_remaining } => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "otp_mismatch",
+                    "Code does not match",
+                    "The code does not match.".into(),
+                    one("attempts_remaining", json!(attempts_remaining)),
+                ),
+                S::Internal(_) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "Internal error",
+                    "Something went wrong on our side.".into(),
+                    none(),
+                ),
+            },
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::IpLimited { retry_after_secs } => Some(*retry_after_secs),
+            ApiError::Service(ServiceError::RateLimited {
+                retry_after_secs, ..
+            }) => Some(*retry_after_secs),
+            ApiError::Service(ServiceError::Overloaded) => Some(1),
+            _ => None,
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ApiError::Service(ServiceError::Internal(cause)) = self {
+            tracing::error!(cause = %cause, "internal error");
+        }
+        let (status, code, title, detail, extra) = self.parts();
+        let mut resp = problem(status, code, title, &detail, extra);
+        let h = resp.headers_mut();
+        if status == StatusCode::UNAUTHORIZED {
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = self.retry_after() {
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                h.insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}
+
+/// A failure of an OtpMint-compatible route: a status and OtpMint's bare-string body.
+#[derive(Debug, thiserror::Error)]
+#[error("{body}")]
+pub struct CompatError {
+    pub status: StatusCode,
+    pub body: &'static str,
+    pub retry_after: Option<u64>,
+}
+
+pub const MISSING_FIELDS: &str = "Missing required fields";
+pub const MAIL_ERROR: &str = "Error: Mail Error -- 6055";
+pub const UNKNOWN_BLOCKER: &str = "Unknown Error in blocker";
+
+impl CompatError {
+    pub fn bad(body: &'static str) -> CompatError {
+        CompatError {
+            status: StatusCode::BAD_REQUEST,
+            body,
+            retry_after: None,
+        }
+    }
+
+    /// How a service failure reads on a compat route; `mail_context` is true for `/otp`.
+    pub fn from_service(e: ServiceError, mail_context: bool) -> CompatError {
+        use ServiceError as S;
+        let with = |status, body| CompatError {
+            status,
+            body,
+            retry_after: None,
+        };
+        match e {
+            S::RateLimited {
+                retry_after_secs, ..
+            } => CompatError {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                body: "Too Many Requests",
+                retry_after: Some(retry_after_secs),
+            },
+            S::Overloaded => CompatError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                body: "Service Unavailable",
+                retry_after: Some(1),
+            },
+            S::Internal(cause) => {
+                tracing::error!(cause = %cause, "internal error");
+                with(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+            }
+            S::Unauthorized if mail_context => CompatError::bad(MAIL_ERROR),
+            S::Unauthorized => with(StatusCode::UNAUTHORIZED, "Unauthorized"),
+            S::SmtpPolicy(_) => CompatError::bad("Error: SMTP host not allowed"),
+            S::SecretTaken => CompatError::bad("Unknown Error - Internal Error Code: 3009"),
+            S::Mismatch { .. } => with(StatusCode::FORBIDDEN, "OTP Mismatched!"),
+            S::AttemptsExhausted => CompatError::bad("Maximum Attempts Reached!"),
+            _ if mail_context => CompatError::bad(MAIL_ERROR),
+            S::Invalid(_) | S::InvalidEmail(_) | S::TenantNotFound => {
+                CompatError::bad(MISSING_FIELDS)
+            }
+            _ => CompatError::bad(UNKNOWN_BLOCKER),
+        }
+    }
+}
+
+impl ResponseError for CompatError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+    fn error_response(&self) -> HttpResponse {
+        let mut b = HttpResponse::build(self.status);
+        b.content_type("text/html; charset=utf-8");
+        if let Some(s) = self.retry_after {
+            b.insert_header((header::RETRY_AFTER, s.to_string()));
+        }
+        b.body(self.body)
+    }
+}

@@ -1,0 +1,152 @@
+//! HTTP only: the whole route table in one place, plus request ids and access logs.
+
+pub mod auth;
+pub mod compat;
+pub mod error;
+pub mod v1;
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, HttpMessage, HttpResponse};
+use rand::{distributions::Alphanumeric, rngs::OsRng, Rng};
+
+use crate::domain::keys::TenantId;
+use crate::service::Services;
+use error::ApiError;
+
+/// Shared state of every worker.
+pub struct AppState {
+    pub services: Services,
+}
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// A request id: the client's if it is short and plain, else a fresh one.
+#[derive(Clone)]
+pub struct RequestId(pub String);
+
+fn request_id(req: &ServiceRequest) -> String {
+    req.headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| {
+            !s.is_empty()
+                && s.len() <= 128
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            OsRng
+                .sample_iter(&Alphanumeric)
+                .take(20)
+                .map(char::from)
+                .collect()
+        })
+}
+
+/// Request id in and out, and one access-log line per request (route pattern, never the
+/// raw path, so shareable keys in `/v1/otp/{key}` stay out of the logs).
+async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let start = Instant::now();
+    let id = request_id(&req);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let method = req.method().to_string();
+    let mut res = next.call(req).await?;
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".into());
+    let tenant = res
+        .request()
+        .extensions()
+        .get::<TenantId>()
+        .map(|t| t.as_str().to_string())
+        .unwrap_or_default();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut()
+            .insert(HeaderName::from_static(REQUEST_ID), v);
+    }
+    tracing::info!(
+        request_id = %id,
+        method = %method,
+        route = %route,
+        status = res.status().as_u16(),
+        latency_ms = start.elapsed().as_secs_f64() * 1000.0,
+        tenant_id = %tenant,
+        "request"
+    );
+    Ok(res)
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::Method)
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}
+
+/// The route table.
+pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
+    let r =
+        |path: &str| web::resource(path.to_string()).default_service(web::to(method_not_allowed));
+    cfg.service(r("/healthz").route(web::get().to(v1::healthz)))
+        .service(r("/readyz").route(web::get().to(v1::readyz)))
+        .service(
+            r("/v1/tenants")
+                .route(web::post().to(v1::create_tenant))
+                .route(web::get().to(v1::list_tenants)),
+        )
+        .service(
+            r("/v1/tenants/{id}")
+                .route(web::get().to(v1::get_tenant))
+                .route(web::patch().to(v1::patch_tenant))
+                .route(web::delete().to(v1::delete_tenant)),
+        )
+        .service(r("/v1/tenants/{id}/rotate-secret").route(web::post().to(v1::rotate_secret)))
+        .service(
+            r("/v1/tenant")
+                .route(web::get().to(v1::get_self))
+                .route(web::patch().to(v1::patch_self)),
+        )
+        .service(r("/v1/otp").route(web::post().to(v1::mint)))
+        .service(r("/v1/otp/verify").route(web::post().to(v1::verify)))
+        .service(
+            r("/v1/otp/{key}")
+                .route(web::get().to(v1::otp_status))
+                .route(web::delete().to(v1::otp_cancel)),
+        );
+    if compat {
+        cfg.service(r("/reg_secretkey").route(web::post().to(compat::reg_secretkey)))
+            .service(r("/otp").route(web::post().to(compat::otp)))
+            .service(r("/verify-otp").route(web::post().to(compat::verify_otp)));
+    }
+}
+
+/// The whole app for one worker.
+pub fn app(
+    state: web::Data<AppState>,
+) -> actix_web::App<
+    impl actix_web::dev::ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let compat = state.services.settings.compat.otpmint;
+    actix_web::App::new()
+        .app_data(state)
+        .wrap(from_fn(observe))
+        .configure(|c| configure(c, compat))
+        .default_service(web::to(not_found))
+}

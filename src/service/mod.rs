@@ -1,0 +1,138 @@
+//! Use cases: tenants and codes. No HTTP words here; storage calls run on the blocking pool.
+
+pub mod otp;
+pub mod tenants;
+
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::crypto::hashing::{HashError, Hasher};
+use crate::crypto::keyring::{KeyError, Keyring};
+use crate::domain::policy::FieldError;
+use crate::mailer::host_policy::HostRefusal;
+use crate::mailer::{DeliveryReason, Mailer};
+use crate::storage::{SendQuota, Store, StoreError};
+
+/// Which limit refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    Recipient,
+    Cooldown,
+    Tenant,
+    Failures,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("unauthorized")]
+    Unauthorized,
+    #[error("tenant not found")]
+    TenantNotFound,
+    #[error("invalid request")]
+    Invalid(Vec<FieldError>),
+    #[error("invalid email")]
+    InvalidEmail(String),
+    #[error("smtp host refused: {0}")]
+    SmtpPolicy(HostRefusal),
+    #[error("secret key already registered")]
+    SecretTaken,
+    #[error("rate limited")]
+    RateLimited {
+        retry_after_secs: u64,
+        kind: LimitKind,
+    },
+    #[error("delivery failed")]
+    Delivery(DeliveryReason),
+    #[error("overloaded")]
+    Overloaded,
+    #[error("otp not found")]
+    OtpNotFound,
+    #[error("otp expired")]
+    OtpExpired,
+    #[error("otp used")]
+    OtpUsed,
+    #[error("otp superseded")]
+    OtpSuperseded,
+    #[error("otp cancelled")]
+    OtpCancelled,
+    #[error("attempts exhausted")]
+    AttemptsExhausted,
+    #[error("otp mismatch")]
+    Mismatch { attempts_remaining: u32 },
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        ServiceError::Internal(e.to_string())
+    }
+}
+
+impl From<KeyError> for ServiceError {
+    fn from(e: KeyError) -> Self {
+        ServiceError::Internal(e.to_string())
+    }
+}
+
+impl From<HashError> for ServiceError {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Overloaded => ServiceError::Overloaded,
+            HashError::Internal(m) => ServiceError::Internal(m),
+        }
+    }
+}
+
+impl ServiceError {
+    pub fn field(field: &str, message: impl Into<String>) -> ServiceError {
+        ServiceError::Invalid(vec![FieldError::new(field, message)])
+    }
+}
+
+/// Everything the use cases need, shared by every worker.
+#[derive(Clone)]
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub keyring: Arc<Keyring>,
+    pub hasher: Hasher,
+    pub mailer: Mailer,
+    pub clock: Arc<dyn Clock>,
+    pub settings: Arc<Settings>,
+}
+
+impl Services {
+    /// Run a store call on the blocking pool.
+    pub async fn db<T, F>(&self, f: F) -> Result<T, ServiceError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|e| ServiceError::Internal(format!("blocking task failed: {e}")))?
+            .map_err(ServiceError::from)
+    }
+
+    pub fn quota(&self) -> SendQuota {
+        let l = &self.settings.limits;
+        SendQuota {
+            recipient_max: l.recipient_max_sends,
+            recipient_window_ms: (l.recipient_window_seconds as i64).saturating_mul(1000),
+            cooldown_ms: (l.resend_cooldown_seconds as i64).saturating_mul(1000),
+            tenant_max_per_hour: l.tenant_max_sends_per_hour,
+            max_failures: l.recipient_max_failures,
+        }
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+}
+
+/// Seconds for a Retry-After header, at least 1.
+pub fn retry_secs(ms: i64) -> u64 {
+    (ms.max(0) as u64).div_ceil(1000).max(1)
+}

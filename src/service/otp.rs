@@ -1,0 +1,373 @@
+//! Code use cases: mint (quota → hash → store → send → supersede), verify (reserve an attempt
+//! atomically, then compare), status and cancel.
+
+use secrecy::SecretString;
+
+use super::{retry_secs, LimitKind, ServiceError, Services};
+use crate::crypto::cipher::{decrypt_password, PasswordContext};
+use crate::crypto::lookup_digest;
+use crate::domain::challenge::{ChallengeView, Status};
+use crate::domain::code::OtpCode;
+use crate::domain::email::RecipientEmail;
+use crate::domain::keys::{Flavor, ShareableKey, TenantId};
+use crate::domain::policy::Policy;
+use crate::domain::Millis;
+use crate::mailer::{Outgoing, SmtpTarget, TlsMode};
+use crate::storage::{NewChallenge, QuotaRefusal, TenantRow};
+
+pub const KEY_LABEL: &str = "shareable-key";
+
+/// A purpose: ≤64 chars of `[a-z0-9_.-]`, default `"default"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purpose(String);
+
+impl Purpose {
+    pub fn parse(s: Option<&str>) -> Result<Purpose, ServiceError> {
+        let s = s.unwrap_or("default");
+        if s.is_empty()
+            || s.len() > 64
+            || !s.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
+            })
+        {
+            return Err(ServiceError::field(
+                "purpose",
+                "must be 1 to 64 characters of a-z 0-9 _ . -",
+            ));
+        }
+        Ok(Purpose(s.to_string()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+pub struct Minted {
+    pub key: ShareableKey,
+    pub expires_at: Millis,
+    pub policy: Policy,
+}
+
+pub struct Verified {
+    pub email: String,
+    pub purpose: String,
+    pub verified_at: Millis,
+}
+
+fn refusal(r: QuotaRefusal) -> ServiceError {
+    let (kind, ms) = match r {
+        QuotaRefusal::Recipient { retry_after_ms } => (LimitKind::Recipient, retry_after_ms),
+        QuotaRefusal::Cooldown { retry_after_ms } => (LimitKind::Cooldown, retry_after_ms),
+        QuotaRefusal::Tenant { retry_after_ms } => (LimitKind::Tenant, retry_after_ms),
+        QuotaRefusal::Failures { retry_after_ms } => (LimitKind::Failures, retry_after_ms),
+    };
+    ServiceError::RateLimited {
+        retry_after_secs: retry_secs(ms),
+        kind,
+    }
+}
+
+/// The error a code's final state answers with.
+fn ended(status: Status) -> ServiceError {
+    match status {
+        Status::Expired => ServiceError::OtpExpired,
+        Status::Exhausted => ServiceError::AttemptsExhausted,
+        Status::Verified => ServiceError::OtpUsed,
+        Status::Superseded => ServiceError::OtpSuperseded,
+        Status::Cancelled => ServiceError::OtpCancelled,
+        Status::Failed | Status::Pending => ServiceError::OtpNotFound,
+    }
+}
+
+impl Services {
+    fn key_digest(&self, key: &str) -> Vec<u8> {
+        lookup_digest(self.keyring.pepper(), KEY_LABEL, key)
+    }
+
+    /// The policy a new code of this flavor gets.
+    pub fn policy_for(&self, tenant: &TenantRow, flavor: Flavor) -> Policy {
+        match flavor {
+            Flavor::Native => tenant.policy,
+            Flavor::Compat => Policy {
+                code_length: 6,
+                ttl_seconds: self.settings.otp.ttl_seconds,
+                max_attempts: self.settings.compat.max_attempts,
+            },
+        }
+    }
+
+    pub async fn mint(
+        &self,
+        tenant: &TenantRow,
+        email: RecipientEmail,
+        purpose: Purpose,
+        flavor: Flavor,
+    ) -> Result<Minted, ServiceError> {
+        let policy = self.policy_for(tenant, flavor);
+        let quota = self.quota();
+        let now = self.now();
+        let tid = tenant.id.clone();
+        let canonical = email.canonical().to_string();
+        let c2 = canonical.clone();
+        self.db(move |s| s.take_send(&tid, &c2, &quota, now))
+            .await?
+            .map_err(refusal)?;
+        let result = self
+            .mint_and_send(tenant, &email, &purpose, flavor, policy, now)
+            .await;
+        if result.is_err() {
+            // Nothing reached the recipient: give the send back to the quotas.
+            let tid = tenant.id.clone();
+            let _ = self.db(move |s| s.refund_send(&tid, &canonical, now)).await;
+        }
+        result
+    }
+
+    async fn mint_and_send(
+        &self,
+        tenant: &TenantRow,
+        email: &RecipientEmail,
+        purpose: &Purpose,
+        flavor: Flavor,
+        policy: Policy,
+        now: Millis,
+    ) -> Result<Minted, ServiceError> {
+        let code = OtpCode::generate(policy.code_length);
+        let key = ShareableKey::generate(flavor);
+        let code_hash = self.hasher.hash(code.expose()).await?;
+        let digest = self.key_digest(key.expose());
+        let expires_at = now + i64::from(policy.ttl_seconds) * 1000;
+        let challenge = NewChallenge {
+            key_digest: digest.clone(),
+            tenant_id: tenant.id.clone(),
+            flavor,
+            email: email.as_given().to_string(),
+            email_canonical: email.canonical().to_string(),
+            purpose: purpose.as_str().to_string(),
+            code_hash,
+            max_attempts: policy.max_attempts,
+            code_length: policy.code_length,
+            created_at: now,
+            expires_at,
+        };
+        self.db(move |s| s.insert_challenge(&challenge)).await?;
+
+        let target = self.smtp_target(tenant)?;
+        let minutes = policy.ttl_seconds.div_ceil(60);
+        let lifetime = if policy.ttl_seconds < 60 {
+            format!("{} seconds", policy.ttl_seconds)
+        } else if minutes == 1 {
+            "1 minute".to_string()
+        } else {
+            format!("{minutes} minutes")
+        };
+        let body = format!(
+            "Your verification code is:\r\n\r\n    {}\r\n\r\nIt expires in {lifetime}. If you did not ask for this code, ignore this message.\r\n",
+            code.expose()
+        );
+        let to = email.delivery_address();
+        let sent = self
+            .mailer
+            .send(
+                &target,
+                &Outgoing {
+                    to: &to,
+                    subject: "Your verification code",
+                    body,
+                },
+            )
+            .await;
+        let tid = tenant.id.clone();
+        let d2 = digest.clone();
+        match sent {
+            Ok(()) => {
+                let t = self.now();
+                self.db(move |s| s.mark_sent(&tid, &d2, t)).await?;
+                tracing::info!(tenant_id = %tenant.id, recipient = %email.masked(), "code sent");
+                Ok(Minted {
+                    key,
+                    expires_at,
+                    policy,
+                })
+            }
+            Err(e) => {
+                let t = self.now();
+                self.db(move |s| s.mark_failed(&tid, &d2, t)).await?;
+                tracing::warn!(tenant_id = %tenant.id, recipient = %email.masked(), reason = e.reason.as_str(), detail = %e.detail, "delivery failed");
+                Err(ServiceError::Delivery(e.reason))
+            }
+        }
+    }
+
+    /// Decrypt the tenant's SMTP password into a send target.
+    pub fn smtp_target(&self, tenant: &TenantRow) -> Result<SmtpTarget, ServiceError> {
+        let s = &tenant.smtp;
+        let password: SecretString = decrypt_password(
+            &self.keyring,
+            &PasswordContext {
+                tenant_id: tenant.id.as_str(),
+                host: &s.host,
+                port: s.port,
+                username: &s.username,
+            },
+            &s.password,
+        )?;
+        Ok(SmtpTarget {
+            tenant_id: tenant.id.as_str().to_string(),
+            version: tenant.smtp_version,
+            host: s.host.clone(),
+            port: s.port,
+            username: s.username.clone(),
+            password,
+            from: s.from.clone(),
+            tls: TlsMode::parse(&s.tls).unwrap_or(TlsMode::Starttls),
+        })
+    }
+
+    /// Check a code. Malformed input uses no attempt; the attempt is reserved in the store
+    /// before the comparison, so concurrency cannot exceed `max_attempts` evaluations.
+    pub async fn verify(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        code: &str,
+        flavor: Flavor,
+    ) -> Result<Verified, ServiceError> {
+        let key = ShareableKey::parse(key, flavor).ok_or(ServiceError::OtpNotFound)?;
+        if code.len() < 4 || code.len() > 10 || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ServiceError::field(
+                "otp",
+                "must be a string of ASCII digits of the code's length",
+            ));
+        }
+        let digest = self.key_digest(key.expose());
+        let quota = self.quota();
+        let now = self.now();
+        let tid = tenant.clone();
+        let d = digest.clone();
+        let len = code.len() as u32;
+        let reserved = self
+            .db(move |s| s.reserve_attempt(&tid, &d, flavor, len, &quota, now))
+            .await?;
+        let Some(res) = reserved else {
+            return Err(self.why_not(tenant, &digest, flavor, now, code.len()).await);
+        };
+        let matched = match self.hasher.verify(code, &res.code_hash).await {
+            Ok(m) => m,
+            Err(e) => {
+                // Never evaluated (e.g. the hashing queue is full): the attempt is returned.
+                let tid = tenant.clone();
+                let d = digest.clone();
+                let _ = self.db(move |s| s.release_attempt(&tid, &d)).await;
+                return Err(e.into());
+            }
+        };
+        let tid = tenant.clone();
+        let recipient = res.email_canonical.clone();
+        if matched {
+            let t = self.now();
+            let d = digest.clone();
+            let tid2 = tid.clone();
+            if self.db(move |s| s.finish_verify(&tid2, &d, t)).await? {
+                let _ = self.db(move |s| s.clear_failures(&tid, &recipient)).await;
+                return Ok(Verified {
+                    email: res.email,
+                    purpose: res.purpose,
+                    verified_at: t,
+                });
+            }
+            return Err(self.why_not(tenant, &digest, flavor, t, code.len()).await);
+        }
+        let t = self.now();
+        self.db(move |s| s.record_failure(&tid, &recipient, &quota, t))
+            .await?;
+        Err(ServiceError::Mismatch {
+            attempts_remaining: res.max_attempts.saturating_sub(res.attempts),
+        })
+    }
+
+    /// Why no attempt could be reserved: unknown, ended, or the recipient is blocked.
+    async fn why_not(
+        &self,
+        tenant: &TenantId,
+        digest: &[u8],
+        flavor: Flavor,
+        now: Millis,
+        code_len: usize,
+    ) -> ServiceError {
+        let tid = tenant.clone();
+        let d = digest.to_vec();
+        let view = match self.db(move |s| s.challenge(&tid, &d, flavor)).await {
+            Ok(Some(v)) => v,
+            Ok(None) => return ServiceError::OtpNotFound,
+            Err(e) => return e,
+        };
+        let status = view.status_at(now);
+        if status == Status::Pending {
+            if code_len != view.code_length as usize {
+                return ServiceError::field(
+                    "otp",
+                    format!("must be {} ASCII digits", view.code_length),
+                );
+            }
+            let quota = self.quota();
+            let tid = tenant.clone();
+            let recipient = view.email_canonical.clone();
+            if let Ok(Some(until)) = self
+                .db(move |s| s.failures_blocked(&tid, &recipient, &quota, now))
+                .await
+            {
+                return ServiceError::RateLimited {
+                    retry_after_secs: retry_secs(until - now),
+                    kind: LimitKind::Failures,
+                };
+            }
+        }
+        ended(status)
+    }
+
+    pub async fn otp_status(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        flavor: Flavor,
+    ) -> Result<ChallengeView, ServiceError> {
+        let key = ShareableKey::parse(key, flavor).ok_or(ServiceError::OtpNotFound)?;
+        let digest = self.key_digest(key.expose());
+        let tid = tenant.clone();
+        self.db(move |s| s.challenge(&tid, &digest, flavor))
+            .await?
+            .ok_or(ServiceError::OtpNotFound)
+    }
+
+    pub async fn cancel(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        flavor: Flavor,
+    ) -> Result<(), ServiceError> {
+        let key = ShareableKey::parse(key, flavor).ok_or(ServiceError::OtpNotFound)?;
+        let digest = self.key_digest(key.expose());
+        let tid = tenant.clone();
+        let now = self.now();
+        match self
+            .db(move |s| s.cancel(&tid, &digest, flavor, now))
+            .await?
+        {
+            None => Err(ServiceError::OtpNotFound),
+            Some((true, _)) => Ok(()),
+            Some((false, v)) => Err(ended(v.status_at(now))),
+        }
+    }
+}
+
+impl Services {
+    /// The tenant owning a compat shareable key (OtpMint's verify carries no secret key).
+    pub async fn compat_owner(&self, key: &str) -> Result<TenantId, ServiceError> {
+        let key = ShareableKey::parse(key, Flavor::Compat).ok_or(ServiceError::OtpNotFound)?;
+        let digest = self.key_digest(key.expose());
+        self.db(move |s| s.challenge_owner(&digest, Flavor::Compat))
+            .await?
+            .ok_or(ServiceError::OtpNotFound)
+    }
+}

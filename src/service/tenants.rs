@@ -1,0 +1,366 @@
+//! Tenant use cases: register, read, change, rotate secrets, delete, authenticate.
+
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{ServiceError, Services};
+use crate::crypto::cipher::{encrypt_password, PasswordContext};
+use crate::crypto::lookup_digest;
+use crate::domain::keys::{SecretKey, TenantId};
+use crate::domain::policy::{FieldError, Policy, PolicyPatch};
+use crate::mailer::{valid_from, TlsMode};
+use crate::storage::{SmtpRow, StoreError, TenantChanges, TenantRow};
+
+pub const SECRET_LABEL: &str = "secret-key";
+
+/// SMTP settings for a new tenant.
+#[derive(Debug)]
+pub struct SmtpInput {
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub password: SecretString,
+    pub from: String,
+    pub tls: Option<TlsMode>,
+}
+
+/// A partial change of SMTP settings.
+#[derive(Debug, Default)]
+pub struct SmtpPatch {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    pub from: Option<String>,
+    pub tls: Option<TlsMode>,
+}
+
+#[derive(Debug)]
+pub struct NewTenant {
+    pub name: String,
+    pub smtp: SmtpInput,
+    pub policy: PolicyPatch,
+    pub origin: &'static str,
+    /// An existing secret to keep (OtpMint keys); otherwise one is generated.
+    pub secret: Option<SecretKey>,
+}
+
+#[derive(Debug, Default)]
+pub struct TenantPatch {
+    pub name: Option<String>,
+    pub enabled: Option<bool>,
+    pub smtp: Option<SmtpPatch>,
+    pub policy: Option<PolicyPatch>,
+}
+
+fn check_name(name: &str, errs: &mut Vec<FieldError>) {
+    let n = name.trim();
+    if n.is_empty() || n.chars().count() > 100 || n.chars().any(char::is_control) {
+        errs.push(FieldError::new(
+            "name",
+            "must be 1 to 100 characters, no control characters",
+        ));
+    }
+}
+
+fn check_smtp_fields(
+    host: &str,
+    port: u16,
+    username: &str,
+    password: Option<&str>,
+    from: &str,
+    errs: &mut Vec<FieldError>,
+) {
+    if host.is_empty()
+        || host.len() > 253
+        || host.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        errs.push(FieldError::new(
+            "smtp.host",
+            "must be a host name or IP address",
+        ));
+    }
+    if port == 0 {
+        errs.push(FieldError::new("smtp.port", "must be between 1 and 65535"));
+    }
+    if username.len() > 256 || username.chars().any(char::is_control) {
+        errs.push(FieldError::new(
+            "smtp.username",
+            "must be at most 256 characters, no control characters",
+        ));
+    }
+    if let Some(p) = password {
+        if p.len() > 1024 || p.contains(['\r', '\n', '\0']) {
+            errs.push(FieldError::new(
+                "smtp.password",
+                "must be at most 1024 characters, no line breaks",
+            ));
+        }
+    }
+    if from.len() > 320 || !valid_from(from) {
+        errs.push(FieldError::new(
+            "smtp.from",
+            "must be one mailbox, like \"Acme <no-reply@acme.example>\"",
+        ));
+    }
+}
+
+impl Services {
+    fn secret_digest(&self, key: &str) -> Vec<u8> {
+        lookup_digest(self.keyring.pepper(), SECRET_LABEL, key)
+    }
+
+    fn encrypt(
+        &self,
+        id: &TenantId,
+        host: &str,
+        port: u16,
+        username: &str,
+        password: &str,
+    ) -> Result<Vec<u8>, ServiceError> {
+        Ok(encrypt_password(
+            &self.keyring,
+            &PasswordContext {
+                tenant_id: id.as_str(),
+                host,
+                port,
+                username,
+            },
+            password,
+        )?)
+    }
+
+    /// SSRF and port/plaintext policy for a host being set (resolves it).
+    async fn check_host(&self, host: &str, port: u16, tls: TlsMode) -> Result<(), ServiceError> {
+        self.mailer
+            .policy()
+            .check(host, port, tls == TlsMode::None)
+            .await
+            .map(|_| ())
+            .map_err(ServiceError::SmtpPolicy)
+    }
+
+    pub async fn create_tenant(
+        &self,
+        t: NewTenant,
+    ) -> Result<(TenantRow, SecretKey), ServiceError> {
+        let mut errs = Vec::new();
+        check_name(&t.name, &mut errs);
+        let s = &t.smtp;
+        check_smtp_fields(
+            &s.host,
+            s.port,
+            &s.username,
+            Some(s.password.expose_secret()),
+            &s.from,
+            &mut errs,
+        );
+        t.policy.validate(&mut errs);
+        if !errs.is_empty() {
+            return Err(ServiceError::Invalid(errs));
+        }
+        let tls = s.tls.unwrap_or(TlsMode::default_for(s.port));
+        self.check_host(&s.host, s.port, tls).await?;
+        let defaults = Policy {
+            code_length: self.settings.otp.code_length,
+            ttl_seconds: self.settings.otp.ttl_seconds,
+            max_attempts: self.settings.otp.max_attempts,
+        };
+        let id = TenantId::generate();
+        let host = s.host.trim_end_matches('.').to_ascii_lowercase();
+        let password = self.encrypt(&id, &host, s.port, &s.username, s.password.expose_secret())?;
+        let now = self.now();
+        let row = TenantRow {
+            id,
+            name: t.name.trim().to_string(),
+            enabled: true,
+            origin: t.origin.to_string(),
+            created_at: now,
+            smtp: SmtpRow {
+                host,
+                port: s.port,
+                username: s.username.clone(),
+                password,
+                from: s.from.trim().to_string(),
+                tls: tls.as_str().to_string(),
+            },
+            smtp_version: 1,
+            policy: t.policy.apply(defaults),
+        };
+        let secret = t.secret.unwrap_or_else(SecretKey::generate);
+        let digest = self.secret_digest(secret.expose());
+        let stored = row.clone();
+        self.store_insert(stored, digest, now).await?;
+        Ok((row, secret))
+    }
+
+    async fn store_insert(
+        &self,
+        row: TenantRow,
+        digest: Vec<u8>,
+        now: i64,
+    ) -> Result<(), ServiceError> {
+        let store = std::sync::Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || store.insert_tenant(&row, &digest, now))
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?
+            .map_err(|e| match e {
+                StoreError::Conflict(_) => ServiceError::SecretTaken,
+                other => other.into(),
+            })
+    }
+
+    pub async fn tenant(&self, id: &str) -> Result<TenantRow, ServiceError> {
+        let id = TenantId::parse(id).ok_or(ServiceError::TenantNotFound)?;
+        self.db(move |s| s.tenant(&id))
+            .await?
+            .ok_or(ServiceError::TenantNotFound)
+    }
+
+    pub async fn tenants(&self) -> Result<Vec<TenantRow>, ServiceError> {
+        self.db(|s| s.tenants()).await
+    }
+
+    /// Apply a change. `by_tenant` limits it to name and SMTP.
+    pub async fn update_tenant(
+        &self,
+        id: &str,
+        p: TenantPatch,
+        by_tenant: bool,
+    ) -> Result<TenantRow, ServiceError> {
+        if by_tenant && (p.policy.is_some() || p.enabled.is_some()) {
+            let field = if p.policy.is_some() {
+                "policy"
+            } else {
+                "enabled"
+            };
+            return Err(ServiceError::field(field, "only the admin can change this"));
+        }
+        let current = self.tenant(id).await?;
+        let mut errs = Vec::new();
+        if let Some(n) = &p.name {
+            check_name(n, &mut errs);
+        }
+        if let Some(pp) = &p.policy {
+            pp.validate(&mut errs);
+        }
+        let mut smtp_row = None;
+        if let Some(sp) = &p.smtp {
+            let c = &current.smtp;
+            let host = sp
+                .host
+                .as_deref()
+                .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+                .unwrap_or_else(|| c.host.clone());
+            let port = sp.port.unwrap_or(c.port);
+            let username = sp.username.clone().unwrap_or_else(|| c.username.clone());
+            let from = sp.from.clone().unwrap_or_else(|| c.from.clone());
+            let tls = match sp.tls {
+                Some(t) => t,
+                None if sp.port.is_some() && sp.port != Some(c.port) => TlsMode::default_for(port),
+                None => TlsMode::parse(&c.tls).unwrap_or(TlsMode::Starttls),
+            };
+            check_smtp_fields(
+                &host,
+                port,
+                &username,
+                sp.password.as_ref().map(|s| s.expose_secret()),
+                &from,
+                &mut errs,
+            );
+            let moved = host != c.host || port != c.port || username != c.username;
+            if moved && sp.password.is_none() {
+                errs.push(FieldError::new(
+                    "smtp.password",
+                    "is required when host, port or username change",
+                ));
+            }
+            if errs.is_empty() {
+                if moved || sp.tls.is_some() || sp.port.is_some() {
+                    self.check_host(&host, port, tls).await?;
+                }
+                let password = match &sp.password {
+                    Some(pw) => {
+                        self.encrypt(&current.id, &host, port, &username, pw.expose_secret())?
+                    }
+                    None => c.password.clone(),
+                };
+                smtp_row = Some(SmtpRow {
+                    host,
+                    port,
+                    username,
+                    password,
+                    from: from.trim().to_string(),
+                    tls: tls.as_str().to_string(),
+                });
+            }
+        }
+        if !errs.is_empty() {
+            return Err(ServiceError::Invalid(errs));
+        }
+        let changes = TenantChanges {
+            name: p.name.map(|n| n.trim().to_string()),
+            enabled: p.enabled,
+            smtp: smtp_row,
+            policy: p.policy.map(|pp| pp.apply(current.policy)),
+        };
+        let smtp_changed = changes.smtp.is_some();
+        let now = self.now();
+        let id = current.id.clone();
+        let row = self
+            .db(move |s| s.update_tenant(&id, &changes, now))
+            .await?
+            .ok_or(ServiceError::TenantNotFound)?;
+        if smtp_changed {
+            self.mailer.forget(row.id.as_str());
+        }
+        Ok(row)
+    }
+
+    pub async fn delete_tenant(&self, id: &str) -> Result<(), ServiceError> {
+        let id = TenantId::parse(id).ok_or(ServiceError::TenantNotFound)?;
+        let key = id.as_str().to_string();
+        if self.db(move |s| s.delete_tenant(&id)).await? {
+            self.mailer.forget(&key);
+            Ok(())
+        } else {
+            Err(ServiceError::TenantNotFound)
+        }
+    }
+
+    /// New secret key; the old one keeps working for `grace_seconds` (0..=86400).
+    pub async fn rotate_secret(
+        &self,
+        id: &str,
+        grace_seconds: u64,
+    ) -> Result<SecretKey, ServiceError> {
+        if grace_seconds > 86_400 {
+            return Err(ServiceError::field(
+                "grace_seconds",
+                "must be between 0 and 86400",
+            ));
+        }
+        let id = TenantId::parse(id).ok_or(ServiceError::TenantNotFound)?;
+        let secret = SecretKey::generate();
+        let digest = self.secret_digest(secret.expose());
+        let now = self.now();
+        let until = now + (grace_seconds as i64) * 1000;
+        if self
+            .db(move |s| s.rotate_secret(&id, &digest, until, now))
+            .await?
+        {
+            Ok(secret)
+        } else {
+            Err(ServiceError::TenantNotFound)
+        }
+    }
+
+    /// The enabled tenant owning this bearer secret. One indexed lookup of its HMAC digest,
+    /// the same work for unknown, malformed and disabled keys.
+    pub async fn authenticate(&self, presented: &str) -> Result<TenantRow, ServiceError> {
+        let digest = self.secret_digest(presented);
+        let now = self.now();
+        self.db(move |s| s.tenant_by_secret(&digest, now))
+            .await?
+            .ok_or(ServiceError::Unauthorized)
+    }
+}

@@ -1,0 +1,272 @@
+//! Application: open the store, unlock the keyring, build the services, bind the listener.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{web, HttpServer};
+use secrecy::ExposeSecret;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{DatabaseLocation, Settings};
+use crate::crypto::hashing::Hasher;
+use crate::crypto::keyring::{KeyError, Keyring, MasterKey};
+use crate::mailer::host_policy::HostPolicy;
+use crate::mailer::Mailer;
+use crate::routes::{app, AppState};
+use crate::service::Services;
+use crate::storage::sqlite::SqliteStore;
+use crate::storage::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("database: {0}")]
+    Store(#[from] crate::storage::StoreError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("{0}")]
+    MasterKey(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Resolve a relative path against the working directory.
+fn resolve(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
+pub fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartupError> {
+    match settings.database_location()? {
+        DatabaseLocation::Sqlite(path) => Ok(Arc::new(SqliteStore::open(
+            &resolve(&path),
+            settings.database.pool_size,
+        )?)),
+    }
+}
+
+fn write_key_file(path: &Path, key: &MasterKey) -> Result<(), StartupError> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StartupError::MasterKey(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(|e| {
+        StartupError::MasterKey(format!(
+            "cannot create master key file {}: {e}",
+            path.display()
+        ))
+    })?;
+    writeln!(f, "{}", key.to_base64())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| {
+            StartupError::MasterKey(format!(
+                "cannot write master key file {}: {e}",
+                path.display()
+            ))
+        })
+}
+
+/// The configured master key: from `crypto.master_key`, or read from the key file.
+/// `Ok(None)` means the key file does not exist.
+pub fn configured_master_key(settings: &Settings) -> Result<Option<MasterKey>, StartupError> {
+    let inline = settings.crypto.master_key.expose_secret();
+    if !inline.is_empty() {
+        return Ok(Some(MasterKey::from_base64(inline)?));
+    }
+    let path = resolve(Path::new(&settings.crypto.master_key_file));
+    match std::fs::read_to_string(&path) {
+        Ok(s) => MasterKey::from_base64(&s).map(Some).map_err(|_| {
+            StartupError::MasterKey(format!(
+                "master key file {} does not hold base64 of 32 bytes",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StartupError::MasterKey(format!(
+            "cannot read master key file {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+pub fn previous_master_keys(settings: &Settings) -> Result<Vec<MasterKey>, StartupError> {
+    Ok(settings
+        .crypto
+        .previous_master_keys
+        .iter()
+        .map(|k| MasterKey::from_base64(k.expose_secret()))
+        .collect::<Result<_, _>>()?)
+}
+
+/// Unlock the keyring, creating it (and the key file) on a first start with an empty database.
+pub fn open_keyring(
+    settings: &Settings,
+    store: &dyn Store,
+    now: i64,
+) -> Result<Keyring, StartupError> {
+    let rows = store.keyring()?;
+    let previous = previous_master_keys(settings)?;
+    let key_path = resolve(Path::new(&settings.crypto.master_key_file));
+    match (rows.is_empty(), configured_master_key(settings)?) {
+        (false, Some(master)) => Ok(Keyring::open(&rows, &master, &previous)?),
+        (false, None) => Err(StartupError::MasterKey(format!(
+            "master key file {} is missing, but the database holds a keyring (wrapped by key id {}); restore the key file or set crypto.master_key — refusing to create a new key",
+            key_path.display(),
+            rows.first().map(|r| r.kek_id.as_str()).unwrap_or("?")
+        ))),
+        (true, master) => {
+            if store.has_data()? {
+                return Err(StartupError::MasterKey("the database holds tenants but no keyring; it cannot be opened".into()));
+            }
+            let master = match master {
+                Some(m) => m,
+                None => {
+                    let m = MasterKey::generate();
+                    write_key_file(&key_path, &m)?;
+                    tracing::info!(path = %key_path.display(), key_id = %m.id(), "created a new master key file; back it up — without it the database cannot be read");
+                    m
+                }
+            };
+            let (_, fresh) = Keyring::generate(&master)?;
+            let stored = store.init_keyring(&fresh, now)?;
+            Ok(Keyring::open(&stored, &master, &previous)?)
+        }
+    }
+}
+
+/// Build the services (store, keyring, hashing pool, mailer) without any HTTP.
+pub fn build_services(settings: Settings, clock: Arc<dyn Clock>) -> Result<Services, StartupError> {
+    let store = open_store(&settings)?;
+    let keyring = open_keyring(&settings, store.as_ref(), clock.now())?;
+    let hasher = Hasher::new(
+        &settings.hashing,
+        settings.max_hashing_threads(),
+        keyring.pepper(),
+    )
+    .map_err(|e| StartupError::Other(e.to_string()))?;
+    let mailer = Mailer::new(
+        HostPolicy {
+            allowed_ports: settings.smtp.allowed_ports.clone(),
+            allow_private_hosts: settings.smtp.allow_private_hosts,
+            allow_plaintext: settings.smtp.allow_plaintext,
+        },
+        Duration::from_secs(settings.smtp.timeout_seconds),
+        settings.smtp.pool_size,
+        &settings.smtp.extra_root_certificates,
+    )
+    .map_err(|e| StartupError::Other(e.to_string()))?;
+    Ok(Services {
+        store,
+        keyring: Arc::new(keyring),
+        hasher,
+        mailer,
+        clock,
+        settings: Arc::new(settings),
+    })
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    handle: actix_web::dev::ServerHandle,
+    services: Services,
+}
+
+impl Application {
+    pub fn build(settings: Settings) -> Result<Application, StartupError> {
+        Self::build_with_clock(settings, Arc::new(SystemClock))
+    }
+
+    pub fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Application, StartupError> {
+        let bind = settings.server.bind.clone();
+        let workers = settings.server.workers;
+        let grace = settings.server.shutdown_grace_seconds;
+        let services = build_services(settings, clock)?;
+        let listener = TcpListener::bind(&bind)
+            .map_err(|e| StartupError::Other(format!("cannot listen on {bind}: {e}")))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| StartupError::Other(e.to_string()))?
+            .port();
+        let state = web::Data::new(AppState {
+            services: services.clone(),
+        });
+        let mut server = HttpServer::new(move || app(state.clone()))
+            .shutdown_timeout(grace)
+            .listen(listener)
+            .map_err(|e| StartupError::Other(e.to_string()))?;
+        if workers > 0 {
+            server = server.workers(workers);
+        }
+        let server = server.run();
+        Ok(Application {
+            port,
+            handle: server.handle(),
+            server,
+            services,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle to stop the server (graceful: in-flight requests finish).
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.handle.clone()
+    }
+
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// Serve until the server stops (SIGINT/SIGTERM), purging ended codes in the background.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let purger = tokio::spawn(purge_loop(self.services.clone()));
+        let result = self.server.await;
+        purger.abort();
+        result
+    }
+}
+
+/// Delete ended codes after `otp.retention_seconds`, and quota records past their windows.
+async fn purge_loop(services: Services) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let now = services.now();
+        let retention = (services.settings.otp.retention_seconds as i64) * 1000;
+        let windows = (services.settings.limits.recipient_window_seconds.max(3600) as i64) * 1000;
+        match services
+            .db(move |s| s.purge(now - retention, now - windows))
+            .await
+        {
+            Ok(n) if n > 0 => tracing::info!(purged = n, "purged ended codes"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "purge failed"),
+        }
+    }
+}

@@ -1,0 +1,728 @@
+//! SQLite store: r2d2 + rusqlite, WAL, synchronous=FULL, busy timeout, refinery migrations.
+
+use std::path::Path;
+use std::time::Duration;
+
+use r2d2::{Pool, PooledConnection};
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
+
+use super::*;
+use crate::crypto::keyring::WrappedKey;
+
+mod embedded {
+    refinery::embed_migrations!("migrations/sqlite");
+}
+
+const TENANT_COLS: &str =
+    "id, name, enabled, origin, created_at, smtp_host, smtp_port, smtp_username, \
+     smtp_password, smtp_from, smtp_tls, smtp_version, code_length, ttl_seconds, max_attempts";
+const VIEW_COLS: &str =
+    "status, email, email_canonical, purpose, attempts, max_attempts, code_length, \
+     created_at, expires_at, verified_at";
+const HOUR_MS: Millis = 3_600_000;
+
+pub struct SqliteStore {
+    pool: Pool<SqliteConnectionManager>,
+}
+
+impl SqliteStore {
+    /// Open (creating the file and its directory) and migrate.
+    pub fn open(path: &Path, pool_size: u32) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Migration(format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+        }
+        // WAL is a property of the file: switch once, before the pool opens its connections
+        // (concurrent switches fail with "database is locked").
+        {
+            let c = rusqlite::Connection::open(path)?;
+            c.busy_timeout(Duration::from_secs(5))?;
+            c.pragma_update(None, "journal_mode", "WAL")?;
+        }
+        let manager = SqliteConnectionManager::file(path).with_init(|c| {
+            c.busy_timeout(Duration::from_secs(5))?;
+            c.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        });
+        let pool = Pool::builder()
+            .max_size(pool_size)
+            .connection_timeout(Duration::from_secs(10))
+            .build(manager)?;
+        let store = SqliteStore { pool };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    pub fn migrate(&self) -> Result<usize, StoreError> {
+        let mut conn = self.conn()?;
+        let report = embedded::migrations::runner()
+            .run(&mut *conn)
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        Ok(report.applied_migrations().len())
+    }
+
+    fn conn(&self) -> Result<PooledConnection<SqliteConnectionManager>, StoreError> {
+        Ok(self.pool.get()?)
+    }
+}
+
+fn tenant_from_row(r: &Row<'_>) -> rusqlite::Result<TenantRow> {
+    Ok(TenantRow {
+        id: TenantId::from_trusted(r.get(0)?),
+        name: r.get(1)?,
+        enabled: r.get(2)?,
+        origin: r.get(3)?,
+        created_at: r.get(4)?,
+        smtp: SmtpRow {
+            host: r.get(5)?,
+            port: r.get(6)?,
+            username: r.get(7)?,
+            password: r.get(8)?,
+            from: r.get(9)?,
+            tls: r.get(10)?,
+        },
+        smtp_version: r.get(11)?,
+        policy: Policy {
+            code_length: r.get(12)?,
+            ttl_seconds: r.get(13)?,
+            max_attempts: r.get(14)?,
+        },
+    })
+}
+
+fn view_from_row(r: &Row<'_>) -> rusqlite::Result<(String, ChallengeView)> {
+    let status: String = r.get(0)?;
+    Ok((
+        status,
+        ChallengeView {
+            status: StoredStatus::Pending,
+            email: r.get(1)?,
+            email_canonical: r.get(2)?,
+            purpose: r.get(3)?,
+            attempts: r.get(4)?,
+            max_attempts: r.get(5)?,
+            code_length: r.get(6)?,
+            created_at: r.get(7)?,
+            expires_at: r.get(8)?,
+            verified_at: r.get(9)?,
+        },
+    ))
+}
+
+fn finish_view(v: Option<(String, ChallengeView)>) -> Result<Option<ChallengeView>, StoreError> {
+    match v {
+        None => Ok(None),
+        Some((s, mut view)) => {
+            view.status = status_from(&s)?;
+            Ok(Some(view))
+        }
+    }
+}
+
+impl Store for SqliteStore {
+    fn ping(&self) -> Result<(), StoreError> {
+        self.conn()?.query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    fn keyring(&self) -> Result<Vec<WrappedKey>, StoreError> {
+        let conn = self.conn()?;
+        let mut st = conn.prepare(
+            "SELECT kind, version, wrapped, kek_id, active FROM keyring ORDER BY kind, version",
+        )?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(WrappedKey {
+                    kind: r.get(0)?,
+                    version: r.get(1)?,
+                    wrapped: r.get(2)?,
+                    kek_id: r.get(3)?,
+                    active: r.get(4)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn init_keyring(
+        &self,
+        rows: &[WrappedKey],
+        now: Millis,
+    ) -> Result<Vec<WrappedKey>, StoreError> {
+        {
+            let mut conn = self.conn()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let existing: i64 = tx.query_row("SELECT COUNT(*) FROM keyring", [], |r| r.get(0))?;
+            if existing == 0 {
+                for k in rows {
+                    tx.execute(
+                        "INSERT INTO keyring (kind, version, wrapped, kek_id, active, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![k.kind, k.version, k.wrapped, k.kek_id, k.active, now],
+                    )?;
+                }
+            }
+            tx.commit()?;
+        }
+        self.keyring()
+    }
+
+    fn has_data(&self) -> Result<bool, StoreError> {
+        let conn = self.conn()?;
+        let n: i64 = conn.query_row(
+            "SELECT (SELECT COUNT(*) FROM keyring) + (SELECT COUNT(*) FROM tenants)",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
+    fn insert_tenant(
+        &self,
+        t: &TenantRow,
+        secret_digest: &[u8],
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let taken: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM tenant_secrets WHERE digest = ?1)",
+            [secret_digest],
+            |r| r.get(0),
+        )?;
+        if taken {
+            return Err(StoreError::Conflict("secret key already registered"));
+        }
+        tx.execute(
+            "INSERT INTO tenants (id, name, enabled, origin, created_at, updated_at, smtp_host, smtp_port, \
+             smtp_username, smtp_password, smtp_from, smtp_tls, smtp_version, code_length, ttl_seconds, max_attempts) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            params![
+                t.id.as_str(),
+                t.name,
+                t.enabled,
+                t.origin,
+                t.created_at,
+                t.smtp.host,
+                t.smtp.port,
+                t.smtp.username,
+                t.smtp.password,
+                t.smtp.from,
+                t.smtp.tls,
+                t.smtp_version,
+                t.policy.code_length,
+                t.policy.ttl_seconds,
+                t.policy.max_attempts
+            ],
+        )?;
+        tx.execute(
+            "INSERT INTO tenant_secrets (digest, tenant_id, created_at, expires_at) VALUES (?1, ?2, ?3, NULL)",
+            params![secret_digest, t.id.as_str(), now],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn tenant(&self, id: &TenantId) -> Result<Option<TenantRow>, StoreError> {
+        let conn = self.conn()?;
+        Ok(conn
+            .query_row(
+                &format!("SELECT {TENANT_COLS} FROM tenants WHERE id = ?1"),
+                [id.as_str()],
+                tenant_from_row,
+            )
+            .optional()?)
+    }
+
+    fn tenants(&self) -> Result<Vec<TenantRow>, StoreError> {
+        let conn = self.conn()?;
+        let mut st = conn.prepare(&format!(
+            "SELECT {TENANT_COLS} FROM tenants ORDER BY created_at, id"
+        ))?;
+        let rows = st
+            .query_map([], tenant_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn update_tenant(
+        &self,
+        id: &TenantId,
+        c: &TenantChanges,
+        now: Millis,
+    ) -> Result<Option<TenantRow>, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let exists: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM tenants WHERE id = ?1)",
+            [id.as_str()],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            return Ok(None);
+        }
+        if let Some(name) = &c.name {
+            tx.execute(
+                "UPDATE tenants SET name = ?2 WHERE id = ?1",
+                params![id.as_str(), name],
+            )?;
+        }
+        if let Some(enabled) = c.enabled {
+            tx.execute(
+                "UPDATE tenants SET enabled = ?2 WHERE id = ?1",
+                params![id.as_str(), enabled],
+            )?;
+        }
+        if let Some(s) = &c.smtp {
+            tx.execute(
+                "UPDATE tenants SET smtp_host = ?2, smtp_port = ?3, smtp_username = ?4, smtp_password = ?5, \
+                 smtp_from = ?6, smtp_tls = ?7, smtp_version = smtp_version + 1 WHERE id = ?1",
+                params![id.as_str(), s.host, s.port, s.username, s.password, s.from, s.tls],
+            )?;
+        }
+        if let Some(p) = &c.policy {
+            tx.execute(
+                "UPDATE tenants SET code_length = ?2, ttl_seconds = ?3, max_attempts = ?4 WHERE id = ?1",
+                params![id.as_str(), p.code_length, p.ttl_seconds, p.max_attempts],
+            )?;
+        }
+        tx.execute(
+            "UPDATE tenants SET updated_at = ?2 WHERE id = ?1",
+            params![id.as_str(), now],
+        )?;
+        let row = tx.query_row(
+            &format!("SELECT {TENANT_COLS} FROM tenants WHERE id = ?1"),
+            [id.as_str()],
+            tenant_from_row,
+        )?;
+        tx.commit()?;
+        Ok(Some(row))
+    }
+
+    fn delete_tenant(&self, id: &TenantId) -> Result<bool, StoreError> {
+        let conn = self.conn()?;
+        Ok(conn.execute("DELETE FROM tenants WHERE id = ?1", [id.as_str()])? > 0)
+    }
+
+    fn tenant_by_secret(
+        &self,
+        digest: &[u8],
+        now: Millis,
+    ) -> Result<Option<TenantRow>, StoreError> {
+        let conn = self.conn()?;
+        let cols = TENANT_COLS
+            .split(", ")
+            .map(|c| format!("t.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok(conn
+            .query_row(
+                &format!(
+                    "SELECT {cols} FROM tenant_secrets s JOIN tenants t ON t.id = s.tenant_id \
+                     WHERE s.digest = ?1 AND (s.expires_at IS NULL OR s.expires_at > ?2) AND t.enabled = 1"
+                ),
+                params![digest, now],
+                tenant_from_row,
+            )
+            .optional()?)
+    }
+
+    fn rotate_secret(
+        &self,
+        id: &TenantId,
+        new_digest: &[u8],
+        old_until: Millis,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let exists: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM tenants WHERE id = ?1)",
+            [id.as_str()],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            return Ok(false);
+        }
+        // Old secrets end at `old_until` (or keep an earlier end they already had).
+        tx.execute(
+            "UPDATE tenant_secrets SET expires_at = MIN(COALESCE(expires_at, ?2), ?2) WHERE tenant_id = ?1",
+            params![id.as_str(), old_until],
+        )?;
+        tx.execute(
+            "DELETE FROM tenant_secrets WHERE tenant_id = ?1 AND expires_at <= ?2",
+            params![id.as_str(), now],
+        )?;
+        tx.execute(
+            "INSERT INTO tenant_secrets (digest, tenant_id, created_at, expires_at) VALUES (?1, ?2, ?3, NULL)",
+            params![new_digest, id.as_str(), now],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn insert_challenge(&self, c: &NewChallenge) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        // One statement: the sequence number is taken under SQLite's write lock.
+        conn.execute(
+            "INSERT INTO challenges (key_digest, tenant_id, flavor, email, email_canonical, purpose, seq, code_hash, \
+             status, attempts, max_attempts, code_length, created_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
+               (SELECT COALESCE(MAX(seq), 0) + 1 FROM challenges WHERE tenant_id = ?2 AND email_canonical = ?5 AND purpose = ?6 AND flavor = ?3), \
+               ?7, 'sending', 0, ?8, ?9, ?10, ?11)",
+            params![
+                c.key_digest,
+                c.tenant_id.as_str(),
+                c.flavor.as_str(),
+                c.email,
+                c.email_canonical,
+                c.purpose,
+                c.code_hash,
+                c.max_attempts,
+                c.code_length,
+                c.created_at,
+                c.expires_at
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn mark_sent(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let group: Option<(String, String, String, i64)> = tx
+            .query_row(
+                "SELECT email_canonical, purpose, flavor, seq FROM challenges \
+                 WHERE key_digest = ?1 AND tenant_id = ?2 AND status = 'sending'",
+                params![key_digest, tenant.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let Some((email, purpose, flavor, seq)) = group else {
+            return Ok(());
+        };
+        tx.execute(
+            "UPDATE challenges SET status = 'superseded', ended_at = ?6 WHERE tenant_id = ?1 AND email_canonical = ?2 \
+             AND purpose = ?3 AND flavor = ?4 AND status = 'pending' AND seq < ?5",
+            params![tenant.as_str(), email, purpose, flavor, seq, now],
+        )?;
+        let newer_sent: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM challenges WHERE tenant_id = ?1 AND email_canonical = ?2 AND purpose = ?3 \
+             AND flavor = ?4 AND seq > ?5 AND status NOT IN ('sending', 'failed'))",
+            params![tenant.as_str(), email, purpose, flavor, seq],
+            |r| r.get(0),
+        )?;
+        if newer_sent {
+            tx.execute(
+                "UPDATE challenges SET status = 'superseded', ended_at = ?3 WHERE key_digest = ?1 AND tenant_id = ?2",
+                params![key_digest, tenant.as_str(), now],
+            )?;
+        } else {
+            tx.execute(
+                "UPDATE challenges SET status = 'pending' WHERE key_digest = ?1 AND tenant_id = ?2",
+                params![key_digest, tenant.as_str()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn mark_failed(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        conn.execute(
+            "UPDATE challenges SET status = 'failed', ended_at = ?3 WHERE key_digest = ?1 AND tenant_id = ?2 AND status = 'sending'",
+            params![key_digest, tenant.as_str(), now],
+        )?;
+        Ok(())
+    }
+
+    fn reserve_attempt(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        flavor: Flavor,
+        code_len: u32,
+        q: &SendQuota,
+        now: Millis,
+    ) -> Result<Option<Reservation>, StoreError> {
+        let conn = self.conn()?;
+        let max_failures: i64 = if q.max_failures == 0 {
+            i64::MAX
+        } else {
+            q.max_failures.into()
+        };
+        Ok(conn
+            .query_row(
+                "UPDATE challenges SET attempts = attempts + 1 \
+                 WHERE key_digest = ?1 AND tenant_id = ?2 AND flavor = ?3 AND status = 'pending' \
+                   AND attempts < max_attempts AND expires_at > ?4 AND code_length = ?7 \
+                   AND NOT EXISTS (SELECT 1 FROM recipient_failures f WHERE f.tenant_id = challenges.tenant_id \
+                       AND f.email_canonical = challenges.email_canonical AND f.failures >= ?5 AND f.window_start + ?6 > ?4) \
+                 RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose",
+                params![key_digest, tenant.as_str(), flavor.as_str(), now, max_failures, q.recipient_window_ms, code_len],
+                |r| {
+                    Ok(Reservation {
+                        code_hash: r.get(0)?,
+                        attempts: r.get(1)?,
+                        max_attempts: r.get(2)?,
+                        email: r.get(3)?,
+                        email_canonical: r.get(4)?,
+                        purpose: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn release_attempt(&self, tenant: &TenantId, key_digest: &[u8]) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        conn.execute(
+            "UPDATE challenges SET attempts = attempts - 1 WHERE key_digest = ?1 AND tenant_id = ?2 AND attempts > 0",
+            params![key_digest, tenant.as_str()],
+        )?;
+        Ok(())
+    }
+
+    fn finish_verify(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let conn = self.conn()?;
+        let n = conn.execute(
+            "UPDATE challenges SET status = 'verified', verified_at = ?3, ended_at = ?3 \
+             WHERE key_digest = ?1 AND tenant_id = ?2 AND status = 'pending' AND expires_at > ?3",
+            params![key_digest, tenant.as_str(), now],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn challenge_owner(
+        &self,
+        key_digest: &[u8],
+        flavor: Flavor,
+    ) -> Result<Option<TenantId>, StoreError> {
+        let conn = self.conn()?;
+        Ok(conn
+            .query_row(
+                "SELECT tenant_id FROM challenges WHERE key_digest = ?1 AND flavor = ?2",
+                params![key_digest, flavor.as_str()],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?
+            .map(TenantId::from_trusted))
+    }
+
+    fn challenge(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        flavor: Flavor,
+    ) -> Result<Option<ChallengeView>, StoreError> {
+        let conn = self.conn()?;
+        let v = conn
+            .query_row(
+                &format!("SELECT {VIEW_COLS} FROM challenges WHERE key_digest = ?1 AND tenant_id = ?2 AND flavor = ?3"),
+                params![key_digest, tenant.as_str(), flavor.as_str()],
+                view_from_row,
+            )
+            .optional()?;
+        finish_view(v)
+    }
+
+    fn cancel(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        flavor: Flavor,
+        now: Millis,
+    ) -> Result<Option<(bool, ChallengeView)>, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "UPDATE challenges SET status = 'cancelled', ended_at = ?4 WHERE key_digest = ?1 AND tenant_id = ?2 \
+             AND flavor = ?3 AND status = 'pending' AND expires_at > ?4 AND attempts < max_attempts",
+            params![key_digest, tenant.as_str(), flavor.as_str(), now],
+        )?;
+        let v = tx
+            .query_row(
+                &format!("SELECT {VIEW_COLS} FROM challenges WHERE key_digest = ?1 AND tenant_id = ?2 AND flavor = ?3"),
+                params![key_digest, tenant.as_str(), flavor.as_str()],
+                view_from_row,
+            )
+            .optional()?;
+        tx.commit()?;
+        Ok(finish_view(v)?.map(|v| (n == 1, v)))
+    }
+
+    fn purge(&self, before: Millis, sends_before: Millis) -> Result<usize, StoreError> {
+        let conn = self.conn()?;
+        let n = conn.execute(
+            "DELETE FROM challenges WHERE (ended_at IS NOT NULL AND ended_at < ?1) OR expires_at < ?1",
+            [before],
+        )?;
+        conn.execute("DELETE FROM sends WHERE at < ?1", [sends_before])?;
+        conn.execute(
+            "DELETE FROM recipient_failures WHERE window_start < ?1",
+            [sends_before],
+        )?;
+        Ok(n)
+    }
+
+    fn take_send(
+        &self,
+        tenant: &TenantId,
+        recipient: &str,
+        q: &SendQuota,
+        now: Millis,
+    ) -> Result<Result<(), QuotaRefusal>, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let t = tenant.as_str();
+        if q.max_failures > 0 {
+            let row: Option<(u32, Millis)> = tx
+                .query_row(
+                    "SELECT failures, window_start FROM recipient_failures WHERE tenant_id = ?1 AND email_canonical = ?2",
+                    params![t, recipient],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((failures, start)) = row {
+                let until = start + q.recipient_window_ms;
+                if failures >= q.max_failures && until > now {
+                    return Ok(Err(QuotaRefusal::Failures {
+                        retry_after_ms: until - now,
+                    }));
+                }
+            }
+        }
+        if q.cooldown_ms > 0 {
+            let last: Option<Millis> = tx.query_row(
+                "SELECT MAX(at) FROM sends WHERE tenant_id = ?1 AND email_canonical = ?2",
+                params![t, recipient],
+                |r| r.get(0),
+            )?;
+            if let Some(last) = last {
+                if last + q.cooldown_ms > now {
+                    return Ok(Err(QuotaRefusal::Cooldown {
+                        retry_after_ms: last + q.cooldown_ms - now,
+                    }));
+                }
+            }
+        }
+        if q.recipient_max > 0 {
+            let (count, oldest): (u32, Option<Millis>) = tx.query_row(
+                "SELECT COUNT(*), MIN(at) FROM sends WHERE tenant_id = ?1 AND email_canonical = ?2 AND at > ?3",
+                params![t, recipient, now - q.recipient_window_ms],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            if count >= q.recipient_max {
+                let retry =
+                    oldest.map_or(q.recipient_window_ms, |o| o + q.recipient_window_ms - now);
+                return Ok(Err(QuotaRefusal::Recipient {
+                    retry_after_ms: retry,
+                }));
+            }
+        }
+        if q.tenant_max_per_hour > 0 {
+            let (count, oldest): (u32, Option<Millis>) = tx.query_row(
+                "SELECT COUNT(*), MIN(at) FROM sends WHERE tenant_id = ?1 AND at > ?2",
+                params![t, now - HOUR_MS],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            if count >= q.tenant_max_per_hour {
+                let retry = oldest.map_or(HOUR_MS, |o| o + HOUR_MS - now);
+                return Ok(Err(QuotaRefusal::Tenant {
+                    retry_after_ms: retry,
+                }));
+            }
+        }
+        tx.execute(
+            "INSERT INTO sends (tenant_id, email_canonical, at) VALUES (?1, ?2, ?3)",
+            params![t, recipient, now],
+        )?;
+        tx.commit()?;
+        Ok(Ok(()))
+    }
+
+    fn refund_send(
+        &self,
+        tenant: &TenantId,
+        recipient: &str,
+        at: Millis,
+    ) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        conn.execute(
+            "DELETE FROM sends WHERE id = (SELECT id FROM sends WHERE tenant_id = ?1 AND email_canonical = ?2 AND at = ?3 LIMIT 1)",
+            params![tenant.as_str(), recipient, at],
+        )?;
+        Ok(())
+    }
+
+    fn failures_blocked(
+        &self,
+        tenant: &TenantId,
+        recipient: &str,
+        q: &SendQuota,
+        now: Millis,
+    ) -> Result<Option<Millis>, StoreError> {
+        if q.max_failures == 0 {
+            return Ok(None);
+        }
+        let conn = self.conn()?;
+        let row: Option<(u32, Millis)> = conn
+            .query_row(
+                "SELECT failures, window_start FROM recipient_failures WHERE tenant_id = ?1 AND email_canonical = ?2",
+                params![tenant.as_str(), recipient],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(row.and_then(|(f, start)| {
+            let until = start + q.recipient_window_ms;
+            (f >= q.max_failures && until > now).then_some(until)
+        }))
+    }
+
+    fn record_failure(
+        &self,
+        tenant: &TenantId,
+        recipient: &str,
+        q: &SendQuota,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        if q.max_failures == 0 {
+            return Ok(());
+        }
+        let conn = self.conn()?;
+        conn.execute(
+            "INSERT INTO recipient_failures (tenant_id, email_canonical, failures, window_start) VALUES (?1, ?2, 1, ?3) \
+             ON CONFLICT (tenant_id, email_canonical) DO UPDATE SET \
+               failures = CASE WHEN window_start + ?4 <= ?3 THEN 1 ELSE failures + 1 END, \
+               window_start = CASE WHEN window_start + ?4 <= ?3 THEN ?3 ELSE window_start END",
+            params![tenant.as_str(), recipient, now, q.recipient_window_ms],
+        )?;
+        Ok(())
+    }
+
+    fn clear_failures(&self, tenant: &TenantId, recipient: &str) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        conn.execute(
+            "DELETE FROM recipient_failures WHERE tenant_id = ?1 AND email_canonical = ?2",
+            params![tenant.as_str(), recipient],
+        )?;
+        Ok(())
+    }
+}

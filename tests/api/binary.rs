@@ -1,0 +1,302 @@
+//! The real binary: first run, key-file safety, CLI commands, and a scan of its log output
+//! for secrets at trace level.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::smtp::{SmtpServer, SMTP_PASS, SMTP_USER};
+
+const BIN: &str = env!("CARGO_BIN_EXE_otpmint");
+
+fn otpmint(dir: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("OTPMINT") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+struct Running {
+    child: Child,
+    port: u16,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `otpmint` and wait for its "listening" line; all stderr lines are collected.
+fn serve(mut cmd: Command) -> Result<Running, String> {
+    let mut child = cmd
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => {
+                if line.contains("otpmint listening") {
+                    let v: Value = serde_json::from_str(&line).unwrap();
+                    let port = v["port"].as_u64().unwrap() as u16;
+                    return Ok(Running {
+                        child,
+                        port,
+                        lines: rx,
+                    });
+                }
+                seen.push(line);
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(seen.join("\n"));
+            }
+        }
+    }
+}
+
+#[test]
+fn first_run_creates_the_database_and_a_0600_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = otpmint(dir.path());
+    cmd.env("OTPMINT__SERVER__BIND", "127.0.0.1:0");
+    let running = serve(cmd).unwrap();
+    assert!(running.port > 0);
+    assert!(dir.path().join("data/otpmint.db").exists());
+    let key = dir.path().join("data/master.key");
+    let meta = std::fs::metadata(&key).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
+    let text = std::fs::read_to_string(&key).unwrap();
+    assert_eq!(text.trim().len(), 44, "one base64 line of 32 bytes");
+    drop(running);
+
+    // A missing key file with a non-empty database refuses to start and creates nothing.
+    std::fs::remove_file(&key).unwrap();
+    let mut cmd = otpmint(dir.path());
+    cmd.env("OTPMINT__SERVER__BIND", "127.0.0.1:0");
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("master key file") && err.contains("missing"),
+        "{err}"
+    );
+    assert!(!key.exists(), "no new key may replace the old one");
+
+    // A wrong master key refuses to start with one clear line.
+    let mut cmd = otpmint(dir.path());
+    cmd.env("OTPMINT__SERVER__BIND", "127.0.0.1:0");
+    cmd.env(
+        "OTPMINT__CRYPTO__MASTER_KEY",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    );
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not match"), "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{err}"
+    );
+}
+
+#[test]
+fn config_check_names_the_bad_key_and_redacts_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.toml"), "[server]\nbnd = \"x\"\n").unwrap();
+    let out = otpmint(dir.path())
+        .args(["--config", "bad.toml", "config", "check"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bnd") && err.contains("bad.toml"), "{err}");
+
+    let out = otpmint(dir.path())
+        .args(["config", "check"])
+        .env("OTPMINT__ADMIN__TOKEN", "super-secret-admin-token")
+        .env("OTPMINT__OTP__TTL_SECONDS", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("otp.ttl_seconds"));
+
+    let out = otpmint(dir.path())
+        .args(["config", "check"])
+        .env("OTPMINT__ADMIN__TOKEN", "super-secret-admin-token")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("[server]") && text.contains("<redacted>"));
+    assert!(!text.contains("super-secret-admin-token"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_manages_tenants_and_logs_never_show_secrets() {
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = format!(
+        "[server]\nbind = \"127.0.0.1:0\"\n[admin]\ntoken = \"admin-token-never-logged-42\"\n[smtp]\nallow_private_hosts = true\nallowed_ports = [{}]\nextra_root_certificates = [\"{}\"]\n[log]\nlevel = \"trace\"\n",
+        smtp.port,
+        smtp.ca_path.display()
+    );
+    std::fs::write(dir.path().join("otpmint.toml"), conf).unwrap();
+    std::fs::write(dir.path().join("pw"), format!("{SMTP_PASS}\n")).unwrap();
+    let cli = |args: &[&str]| {
+        let out = otpmint(dir.path())
+            .arg("--config")
+            .arg("otpmint.toml")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let port = smtp.port.to_string();
+    let (ok, out, err) = cli(&[
+        "tenant",
+        "create",
+        "--name",
+        "Acme",
+        "--smtp-host",
+        "127.0.0.1",
+        "--smtp-port",
+        &port,
+        "--smtp-username",
+        SMTP_USER,
+        "--smtp-from",
+        "Acme <no-reply@acme.example>",
+        "--smtp-password-file",
+        "pw",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let t: Value = serde_json::from_str(out.trim()).unwrap();
+    let id = t["id"].as_str().unwrap().to_string();
+    let sk = t["secret_key"].as_str().unwrap().to_string();
+    let (ok, out, _) = cli(&["tenant", "list"]);
+    assert!(ok && out.contains(&id) && out.starts_with("ID"), "{out}");
+    let (ok, out, _) = cli(&["tenant", "show", &id]);
+    assert!(ok && out.contains("\"Acme\""));
+    let (ok, _, err) = cli(&["tenant", "show", "tnt_nonexistent000000000"]);
+    assert!(!ok && err.starts_with("error:"), "{err}");
+    let (ok, out, err) = cli(&["smtp", "test", &id, "--to", "ops@example.com"]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(smtp.count_to("ops@example.com"), 1);
+
+    let mut cmd = otpmint(dir.path());
+    cmd.args(["--config", "otpmint.toml"]);
+    let running = serve(cmd).unwrap();
+    let base = format!("http://127.0.0.1:{}", running.port);
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{base}/v1/otp"))
+        .bearer_auth(&sk)
+        .json(&json!({"email": "ada@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let key = r.json::<Value>().await.unwrap()["shareable_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let code = smtp.wait_for("ada@example.com", 1).await.code();
+    let r = client
+        .get(format!("{base}/v1/otp/{key}"))
+        .bearer_auth(&sk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = client
+        .post(format!("{base}/v1/otp/verify"))
+        .bearer_auth(&sk)
+        .json(&json!({"shareable_key": key, "otp": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = client
+        .get(format!("{base}/v1/tenants"))
+        .bearer_auth("admin-token-never-logged-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // disable via CLI while running: the key stops working
+    let (ok, _, _) = cli(&["tenant", "disable", &id]);
+    assert!(ok);
+    let r = client
+        .get(format!("{base}/v1/tenant"))
+        .bearer_auth(&sk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut log = String::new();
+    while let Ok(l) = running.lines.try_recv() {
+        log.push_str(&l);
+        log.push('\n');
+    }
+    assert!(
+        log.contains("\"route\":\"/v1/otp/{key}\""),
+        "access log lines are there: {log}"
+    );
+    assert!(log.contains("a***@example.com"), "recipients are masked");
+    use base64::Engine;
+    let auth_plain =
+        base64::engine::general_purpose::STANDARD.encode(format!("\0{SMTP_USER}\0{SMTP_PASS}"));
+    for secret in [
+        code.as_str(),
+        key.as_str(),
+        sk.as_str(),
+        SMTP_PASS,
+        "admin-token-never-logged-42",
+        auth_plain.as_str(),
+        "ada@example.com",
+    ] {
+        assert!(
+            !log.contains(secret),
+            "log output holds a secret ({} chars)",
+            secret.len()
+        );
+    }
+    let master = std::fs::read_to_string(dir.path().join("data/master.key")).unwrap();
+    assert!(!log.contains(master.trim()));
+}

@@ -1,0 +1,246 @@
+//! OtpMint-compatible routes over HTTP with the real SMTP server.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+use crate::smtp::{SMTP_PASS, SMTP_USER};
+
+const KEY: &str = "legacy-client-secret-key-0001";
+
+fn reg_body(app: &TestApp, key: &str) -> Value {
+    json!({"secretKey": key, "smtp_host": "127.0.0.1", "smtp_port": app.smtp.port,
+           "smtp_mail": SMTP_USER, "smtp_password": SMTP_PASS})
+}
+
+async fn text(r: reqwest::Response) -> (StatusCode, String, String) {
+    let s = r.status();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (s, ct, r.text().await.unwrap())
+}
+
+async fn register(app: &TestApp) {
+    let (s, ct, body) = text(app.post("/reg_secretkey", ADMIN, reg_body(app, KEY)).await).await;
+    assert_eq!(
+        (s, body.as_str()),
+        (StatusCode::OK, "Registration of secretKey succeeded.")
+    );
+    assert_eq!(ct, "text/html; charset=utf-8");
+}
+
+async fn compat_mint(app: &TestApp, mail: &str) -> (String, String) {
+    let before = app.smtp.count_to(mail);
+    let (s, _, key) = text(
+        app.post("/otp", "", json!({"mail": mail, "secretKey": KEY}))
+            .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{key}");
+    let m = app.smtp.wait_for(mail, before + 1).await;
+    (key, m.code())
+}
+
+async fn compat_verify(app: &TestApp, key: &str, otp: Value) -> (StatusCode, String) {
+    let (s, _, b) = text(
+        app.post("/verify-otp", "", json!({"shareableKey": key, "otp": otp}))
+            .await,
+    )
+    .await;
+    (s, b)
+}
+
+#[tokio::test]
+async fn registration_needs_the_admin_token_and_a_16_character_key() {
+    let app = spawn_app().await;
+    let (s, _, b) = text(app.post("/reg_secretkey", "", reg_body(&app, KEY)).await).await;
+    assert_eq!((s, b.as_str()), (StatusCode::UNAUTHORIZED, "Unauthorized"));
+    let (s, _, b) = text(
+        app.post("/reg_secretkey", ADMIN, reg_body(&app, "short-key"))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (s, b.as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            "Error: secretKey must be at least 16 characters"
+        )
+    );
+    let mut missing = reg_body(&app, KEY);
+    missing.as_object_mut().unwrap().remove("smtp_password");
+    let (s, _, b) = text(app.post("/reg_secretkey", ADMIN, missing).await).await;
+    assert_eq!(
+        (s, b.as_str()),
+        (StatusCode::BAD_REQUEST, "Missing required fields")
+    );
+    let r = app
+        .client
+        .post(format!("{}/reg_secretkey", app.addr))
+        .bearer_auth(ADMIN)
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
+    let (s, _, b) = text(r).await;
+    assert_eq!(
+        (s, b.as_str()),
+        (StatusCode::BAD_REQUEST, "Missing required fields")
+    );
+    register(&app).await;
+    let (s, _, b) = text(app.post("/reg_secretkey", ADMIN, reg_body(&app, KEY)).await).await;
+    assert_eq!(
+        (s, b.as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            "Unknown Error - Internal Error Code: 3009"
+        )
+    );
+}
+
+#[tokio::test]
+async fn registration_refuses_private_hosts_when_not_allowed() {
+    let app = spawn_app_with(|s| s.smtp.allow_private_hosts = false).await;
+    let (s, _, b) = text(app.post("/reg_secretkey", ADMIN, reg_body(&app, KEY)).await).await;
+    assert_eq!(
+        (s, b.as_str()),
+        (StatusCode::BAD_REQUEST, "Error: SMTP host not allowed")
+    );
+}
+
+#[tokio::test]
+async fn otp_and_verify_otp_work_end_to_end() {
+    let app = spawn_app().await;
+    register(&app).await;
+    let (key, code) = compat_mint(&app, "ada@example.com").await;
+    assert_eq!(key.len(), 10);
+    assert!(key.bytes().all(|b| b.is_ascii_alphabetic()));
+    assert_eq!(code.len(), 6);
+    assert_eq!(
+        compat_verify(&app, &key, json!(wrong(&code))).await,
+        (StatusCode::FORBIDDEN, "OTP Mismatched!".into())
+    );
+    assert_eq!(
+        compat_verify(&app, &key, json!(code)).await,
+        (StatusCode::CREATED, "OTP Matched!".into())
+    );
+    assert_eq!(
+        compat_verify(&app, &key, json!(code)).await,
+        (StatusCode::BAD_REQUEST, "Unknown Error in blocker".into())
+    );
+}
+
+#[tokio::test]
+async fn a_numeric_otp_counts_as_its_digits() {
+    let app = spawn_app().await;
+    register(&app).await;
+    loop {
+        let (key, code) = compat_mint(&app, "ada@example.com").await;
+        if code.starts_with('0') {
+            continue; // a JSON number cannot carry a leading zero
+        }
+        let n: u64 = code.parse().unwrap();
+        assert_eq!(
+            compat_verify(&app, &key, json!(n)).await.0,
+            StatusCode::CREATED
+        );
+        break;
+    }
+}
+
+#[tokio::test]
+async fn unknown_keys_bad_addresses_and_smtp_failures_answer_6055() {
+    let app = spawn_app().await;
+    register(&app).await;
+    for body in [
+        json!({"mail": "ada@example.com", "secretKey": "not-a-registered-key"}),
+        json!({"mail": "nope", "secretKey": KEY}),
+        json!({"mail": "a@example.com, b@example.com", "secretKey": KEY}),
+        json!({"secretKey": KEY}),
+    ] {
+        let (s, _, b) = text(app.post("/otp", "", body).await).await;
+        assert_eq!(
+            (s, b.as_str()),
+            (StatusCode::BAD_REQUEST, "Error: Mail Error -- 6055")
+        );
+    }
+    app.smtp.set_mode(crate::smtp::Mode::RejectRecipients);
+    let (s, _, b) = text(
+        app.post(
+            "/otp",
+            "",
+            json!({"mail": "ada@example.com", "secretKey": KEY}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (s, b.as_str()),
+        (StatusCode::BAD_REQUEST, "Error: Mail Error -- 6055")
+    );
+}
+
+#[tokio::test]
+async fn max_attempts_is_exact_under_twenty_concurrent_guesses() {
+    let app = spawn_app().await;
+    register(&app).await;
+    let (key, code) = compat_mint(&app, "ada@example.com").await;
+    let bad = wrong(&code);
+    let futs = (0..20).map(|_| compat_verify(&app, &key, json!(bad.clone())));
+    let results = futures_util::future::join_all(futs).await;
+    let mismatched = results
+        .iter()
+        .filter(|r| r.0 == StatusCode::FORBIDDEN)
+        .count();
+    assert_eq!(mismatched, 3, "{results:?}");
+    assert!(results
+        .iter()
+        .filter(|r| r.0 != StatusCode::FORBIDDEN)
+        .all(|r| *r
+            == (
+                StatusCode::BAD_REQUEST,
+                "Maximum Attempts Reached!".to_string()
+            )));
+    assert_eq!(
+        compat_verify(&app, &key, json!(code)).await,
+        (StatusCode::BAD_REQUEST, "Maximum Attempts Reached!".into())
+    );
+}
+
+#[tokio::test]
+async fn compat_codes_expire() {
+    let app = spawn_app().await;
+    register(&app).await;
+    let (key, code) = compat_mint(&app, "ada@example.com").await;
+    app.clock.advance_secs(601);
+    assert_eq!(
+        compat_verify(&app, &key, json!(code)).await,
+        (StatusCode::BAD_REQUEST, "Unknown Error in blocker".into())
+    );
+}
+
+#[tokio::test]
+async fn v1_keys_are_unknown_to_verify_otp_and_the_compat_tenant_can_use_v1() {
+    let app = spawn_app().await;
+    register(&app).await;
+    let (key, code) = app.mint(KEY, "ada@example.com").await;
+    assert_eq!(
+        compat_verify(&app, &key, json!(code)).await,
+        (StatusCode::BAD_REQUEST, "Unknown Error in blocker".into())
+    );
+    assert_eq!(app.verify(KEY, &key, &code).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn compat_routes_can_be_turned_off() {
+    let app = spawn_app_with(|s| s.compat.otpmint = false).await;
+    for path in ["/reg_secretkey", "/otp", "/verify-otp"] {
+        assert_eq!(
+            app.post(path, ADMIN, json!({})).await.status(),
+            StatusCode::NOT_FOUND
+        );
+    }
+}

@@ -1,0 +1,169 @@
+//! Delivery over real SMTP: headers, TLS modes, pooled connections, and every failure reason.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+use crate::smtp::{Mode, SmtpServer};
+
+#[tokio::test]
+async fn messages_carry_the_headers_and_the_code_as_one_run_of_digits() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    let (_, code) = app.mint(&sk, "ada@example.com").await;
+    let m = app.smtp.wait_for("ada@example.com", 1).await;
+    for h in ["Date", "Message-ID", "From", "To", "Subject"] {
+        assert!(m.header(h).is_some(), "missing {h}: {}", m.data);
+    }
+    assert!(m.header("Message-ID").unwrap().ends_with("@acme.example>"));
+    assert!(m.header("From").unwrap().contains("no-reply@acme.example"));
+    assert!(m.data.contains(&code));
+    assert!(m.data.contains("10 minutes"), "{}", m.data);
+    assert_eq!(m.from, "no-reply@acme.example");
+}
+
+#[tokio::test]
+async fn implicit_tls_delivers() {
+    let smtp = SmtpServer::start_with(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = test_settings(dir.path(), &smtp);
+    let app = start(
+        settings,
+        smtp,
+        dir,
+        std::sync::Arc::new(otpmint::clock::ManualClock::starting_now()),
+    )
+    .await;
+    let mut smtp_json = app.smtp_json();
+    smtp_json["tls"] = json!("implicit");
+    let r = app
+        .post(
+            "/v1/tenants",
+            ADMIN,
+            json!({"name": "x", "smtp": smtp_json}),
+        )
+        .await;
+    let sk = r.json::<Value>().await.unwrap()["secret_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn connections_are_pooled_and_reused() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    for i in 0..12 {
+        app.mint(&sk, &format!("user{i}@example.com")).await;
+    }
+    let opened = app.smtp.connections();
+    assert!(
+        opened >= 1 && opened <= app.settings.smtp.pool_size,
+        "opened {opened}"
+    );
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_fails_as_smtp_tls() {
+    let app = spawn_app().await;
+    let stranger = SmtpServer::start().await; // its CA is not trusted by the app
+    let mut smtp = app.smtp_json();
+    smtp["port"] = json!(stranger.port);
+    let app2 = {
+        let mut s = app.settings.clone();
+        s.smtp.allowed_ports.push(stranger.port);
+        let dir = tempfile::tempdir().unwrap();
+        s.database.url = format!("sqlite://{}", dir.path().join("o.db").display());
+        s.crypto.master_key_file = dir.path().join("k").display().to_string();
+        start(s, SmtpServer::start().await, dir, app.clock.clone()).await
+    };
+    let r = app2
+        .post("/v1/tenants", ADMIN, json!({"name": "x", "smtp": smtp}))
+        .await;
+    let sk = r.json::<Value>().await.unwrap()["secret_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = app2
+        .post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "delivery_failed");
+    assert_eq!(v["reason"], "smtp_tls");
+    assert!(stranger.messages().is_empty());
+}
+
+async fn failing_mint(app: &TestApp, sk: &str) -> Value {
+    let r = app
+        .post("/v1/otp", sk, json!({"email": "ada@example.com"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_rejected_recipient_fails_as_smtp_rejected_and_the_earlier_code_stays_valid() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    app.smtp.set_mode(Mode::RejectRecipients);
+    let v = failing_mint(&app, &sk).await;
+    assert_eq!(v["reason"], "smtp_rejected");
+    assert!(
+        !v.to_string().contains("no such user"),
+        "SMTP replies are not echoed"
+    );
+    app.smtp.set_mode(Mode::Normal);
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_closed_port_fails_as_smtp_unreachable() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app = spawn_app_with(|s| s.smtp.allowed_ports.push(free)).await;
+    let (id, sk) = app.tenant().await;
+    let r = app
+        .patch(
+            &format!("/v1/tenants/{id}"),
+            ADMIN,
+            json!({"smtp": {"port": free, "tls": "starttls", "password": "x"}}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v = failing_mint(&app, &sk).await;
+    assert_eq!(v["reason"], "smtp_unreachable");
+}
+
+#[tokio::test]
+async fn a_tarpit_fails_as_smtp_timeout_within_the_configured_bound() {
+    let app = spawn_app_with(|s| s.smtp.timeout_seconds = 1).await;
+    let (_, sk) = app.tenant().await;
+    app.smtp.set_mode(Mode::Tarpit);
+    let start = std::time::Instant::now();
+    let v = failing_mint(&app, &sk).await;
+    assert_eq!(v["reason"], "smtp_timeout");
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_failed_code_can_never_verify() {
+    let app = spawn_app().await;
+    let (id, sk) = app.tenant().await;
+    app.patch(
+        &format!("/v1/tenants/{id}"),
+        ADMIN,
+        json!({"smtp": {"password": "wrong"}}),
+    )
+    .await;
+    let v = failing_mint(&app, &sk).await;
+    assert_eq!(v["reason"], "smtp_auth");
+    assert!(v.get("shareable_key").is_none());
+    assert!(app.smtp.messages().is_empty());
+}

@@ -1,0 +1,216 @@
+//! spawn_app(): the real server on 127.0.0.1:0 with a temp database, a manual clock and a
+//! real SMTP server on loopback; plus small request helpers.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use otpmint::clock::ManualClock;
+use otpmint::config::Settings;
+use otpmint::startup::Application;
+use reqwest::{Response, StatusCode};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+
+use crate::smtp::{SmtpServer, SMTP_PASS, SMTP_USER};
+
+pub const ADMIN: &str = "test-admin-token-0123456789";
+
+pub struct TestApp {
+    pub addr: String,
+    pub smtp: SmtpServer,
+    pub clock: Arc<ManualClock>,
+    pub client: reqwest::Client,
+    pub dir: tempfile::TempDir,
+    pub settings: Settings,
+    pub handle: actix_web::dev::ServerHandle,
+}
+
+pub fn test_settings(dir: &std::path::Path, smtp: &SmtpServer) -> Settings {
+    let mut s = Settings::load_from(None, Vec::<(String, String)>::new()).unwrap();
+    s.server.bind = "127.0.0.1:0".into();
+    s.server.workers = 2;
+    s.database.url = format!("sqlite://{}", dir.join("otpmint.db").display());
+    s.crypto.master_key_file = dir.join("master.key").display().to_string();
+    s.admin.token = SecretString::from(ADMIN.to_string());
+    s.smtp.allow_private_hosts = true;
+    s.smtp.allowed_ports = vec![smtp.port];
+    s.smtp.extra_root_certificates = vec![smtp.ca_path.clone()];
+    s.smtp.timeout_seconds = 5;
+    s.hashing.max_concurrent = 2;
+    // Limits off unless a test turns them on.
+    s.limits.resend_cooldown_seconds = 0;
+    s.limits.recipient_max_sends = 0;
+    s.limits.tenant_max_sends_per_hour = 0;
+    s.limits.recipient_max_failures = 0;
+    s
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path(), &smtp);
+    tweak(&mut settings);
+    start(settings, smtp, dir, Arc::new(ManualClock::starting_now())).await
+}
+
+pub async fn start(
+    settings: Settings,
+    smtp: SmtpServer,
+    dir: tempfile::TempDir,
+    clock: Arc<ManualClock>,
+) -> TestApp {
+    let app = Application::build_with_clock(settings.clone(), clock.clone()).expect("app builds");
+    let port = app.port();
+    let handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        addr: format!("http://127.0.0.1:{port}"),
+        smtp,
+        clock,
+        client: reqwest::Client::new(),
+        dir,
+        settings,
+        handle,
+    }
+}
+
+impl TestApp {
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("otpmint.db")
+    }
+
+    /// Stop this server and start another on the same database, key and SMTP server.
+    pub async fn restart(self) -> TestApp {
+        self.handle.stop(true).await;
+        let TestApp {
+            smtp,
+            dir,
+            settings,
+            clock,
+            ..
+        } = self;
+        start(settings, smtp, dir, clock).await
+    }
+
+    pub fn smtp_json(&self) -> Value {
+        json!({
+            "host": "127.0.0.1",
+            "port": self.smtp.port,
+            "username": SMTP_USER,
+            "password": SMTP_PASS,
+            "from": "Acme <no-reply@acme.example>",
+            "tls": "starttls",
+        })
+    }
+
+    pub async fn post(&self, path: &str, bearer: &str, body: Value) -> Response {
+        self.client
+            .post(format!("{}{}", self.addr, path))
+            .bearer_auth(bearer)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn patch(&self, path: &str, bearer: &str, body: Value) -> Response {
+        self.client
+            .patch(format!("{}{}", self.addr, path))
+            .bearer_auth(bearer)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&self, path: &str, bearer: &str) -> Response {
+        self.client
+            .get(format!("{}{}", self.addr, path))
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn delete(&self, path: &str, bearer: &str) -> Response {
+        self.client
+            .delete(format!("{}{}", self.addr, path))
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Create a tenant with this SMTP server; returns (id, secret key).
+    pub async fn tenant_with(&self, policy: Value) -> (String, String) {
+        let mut body = json!({"name": "Acme", "smtp": self.smtp_json()});
+        if !policy.is_null() {
+            body["policy"] = policy;
+        }
+        let r = self.post("/v1/tenants", ADMIN, body).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let v: Value = r.json().await.unwrap();
+        (
+            v["id"].as_str().unwrap().to_string(),
+            v["secret_key"].as_str().unwrap().to_string(),
+        )
+    }
+
+    pub async fn tenant(&self) -> (String, String) {
+        self.tenant_with(Value::Null).await
+    }
+
+    /// Mint a code for `email` and read it out of the received message.
+    pub async fn mint(&self, secret: &str, email: &str) -> (String, String) {
+        self.mint_purpose(secret, email, None).await
+    }
+
+    pub async fn mint_purpose(
+        &self,
+        secret: &str,
+        email: &str,
+        purpose: Option<&str>,
+    ) -> (String, String) {
+        let given = email;
+        // The envelope carries the local part as given and the domain lower-cased.
+        let rcpt = match email.rsplit_once('@') {
+            Some((l, d)) => format!("{l}@{}", d.to_ascii_lowercase()),
+            None => email.to_string(),
+        };
+        let email = rcpt.as_str();
+        let before = self.smtp.count_to(email);
+        let mut body = json!({"email": given});
+        if let Some(p) = purpose {
+            body["purpose"] = json!(p);
+        }
+        let r = self.post("/v1/otp", secret, body).await;
+        let status = r.status();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        let msg = self.smtp.wait_for(email, before + 1).await;
+        (v["shareable_key"].as_str().unwrap().to_string(), msg.code())
+    }
+
+    pub async fn verify(&self, secret: &str, key: &str, otp: &str) -> (StatusCode, Value) {
+        let r = self
+            .post(
+                "/v1/otp/verify",
+                secret,
+                json!({"shareable_key": key, "otp": otp}),
+            )
+            .await;
+        let s = r.status();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// A code of the same length that is certainly not `code`.
+pub fn wrong(code: &str) -> String {
+    code.chars()
+        .map(|c| char::from(b'0' + ((c as u8 - b'0' + 1) % 10)))
+        .collect()
+}

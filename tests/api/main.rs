@@ -1,0 +1,11 @@
+//! Integration tests: the real HTTP server, a real SMTP server over TCP, a temp database.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod binary;
+mod compat;
+mod delivery;
+mod helpers;
+mod otp;
+mod smtp;
+mod tenants;

@@ -1,0 +1,394 @@
+//! Codes over HTTP: every row of the verify table, the concurrency invariants, expiry,
+//! superseding, isolation, persistence, and what the database file holds.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+use crate::smtp::SMTP_PASS;
+
+#[tokio::test]
+async fn mint_returns_201_with_key_and_policy_and_the_code_arrives_by_mail() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    let r = app
+        .post(
+            "/v1/otp",
+            &sk,
+            json!({"email": "ada@example.com", "purpose": "login"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let v: Value = r.json().await.unwrap();
+    let key = v["shareable_key"].as_str().unwrap();
+    assert!(key.starts_with("otp_") && key.len() == 26, "{key}");
+    assert_eq!(v["ttl_seconds"], 600);
+    assert_eq!(v["code_length"], 6);
+    assert_eq!(v["max_attempts"], 5);
+    assert!(v["expires_at"].as_str().unwrap().ends_with('Z'));
+    let msg = app.smtp.wait_for("ada@example.com", 1).await;
+    assert_eq!(msg.code().len(), 6);
+    assert!(msg.tls, "message must travel over TLS");
+    assert_eq!(msg.user, crate::smtp::SMTP_USER);
+}
+
+#[tokio::test]
+async fn verify_returns_200_once_with_email_as_given_and_purpose() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    let (key, code) = app
+        .mint_purpose(&sk, "Ada@Example.COM", Some("login"))
+        .await;
+    let (s, v) = app.verify(&sk, &key, &code).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["verified"], true);
+    assert_eq!(v["email"], "Ada@Example.COM");
+    assert_eq!(v["purpose"], "login");
+    assert!(v["verified_at"].as_str().is_some());
+    let (s, v) = app.verify(&sk, &key, &code).await;
+    assert_eq!(s, StatusCode::GONE);
+    assert_eq!(v["code"], "otp_used");
+    assert_eq!(v["type"], "/problems/otp_used");
+}
+
+#[tokio::test]
+async fn verify_returns_422_with_attempts_remaining_then_410_attempts_exhausted() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant_with(json!({"max_attempts": 3})).await;
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    for remaining in [2, 1, 0] {
+        let (s, v) = app.verify(&sk, &key, &wrong(&code)).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(v["code"], "otp_mismatch");
+        assert_eq!(v["attempts_remaining"], remaining);
+        assert!(!v.to_string().contains(&code));
+    }
+    let (s, v) = app.verify(&sk, &key, &code).await;
+    assert_eq!(s, StatusCode::GONE);
+    assert_eq!(v["code"], "attempts_exhausted");
+}
+
+#[tokio::test]
+async fn malformed_codes_are_400_and_use_no_attempt() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant_with(json!({"max_attempts": 1})).await;
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    for bad in [
+        "12345",
+        "1234567",
+        "12a456",
+        "١٢٣٤٥٦",
+        " 123456",
+        "",
+        "12345\u{0}",
+    ] {
+        let (s, v) = app.verify(&sk, &key, bad).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad:?}: {v}");
+        assert_eq!(v["code"], "invalid_request");
+    }
+    // a number instead of a string is a wrong type
+    let r = app
+        .post(
+            "/v1/otp/verify",
+            &sk,
+            json!({"shareable_key": key, "otp": 123456}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // the single attempt is still there
+    let (s, _) = app.verify(&sk, &key, &code).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn unknown_malformed_and_foreign_keys_are_the_same_404() {
+    let app = spawn_app().await;
+    let (_, sk_a) = app.tenant().await;
+    let (_, sk_b) = app.tenant().await;
+    let (key_a, code_a) = app.mint(&sk_a, "ada@example.com").await;
+    let mut bodies = Vec::new();
+    for key in ["otp_AAAAAAAAAAAAAAAAAAAAAA", "garbage", key_a.as_str()] {
+        let (s, mut v) = app.verify(&sk_b, key, &code_a).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{key}");
+        v.as_object_mut().unwrap().remove("request_id");
+        bodies.push(v);
+        let r = app.get(&format!("/v1/otp/{key}"), &sk_b).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        let r = app.delete(&format!("/v1/otp/{key}"), &sk_b).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
+    assert_eq!(bodies[0], bodies[1]);
+    assert_eq!(bodies[0], bodies[2]);
+    assert_eq!(bodies[0]["code"], "otp_not_found");
+    // tenant A's code is untouched by B's attempts
+    let (s, _) = app.verify(&sk_a, &key_a, &code_a).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_code_never_verifies_after_expires_at() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant_with(json!({"ttl_seconds": 60})).await;
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    app.clock.advance_secs(59);
+    let r: Value = app
+        .get(&format!("/v1/otp/{key}"), &sk)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["status"], "pending");
+    app.clock.advance_secs(1);
+    let (s, v) = app.verify(&sk, &key, &code).await;
+    assert_eq!(s, StatusCode::GONE);
+    assert_eq!(v["code"], "otp_expired");
+    let r: Value = app
+        .get(&format!("/v1/otp/{key}"), &sk)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["status"], "expired");
+    assert_eq!(r["attempts_used"], 0);
+}
+
+#[tokio::test]
+async fn a_new_code_supersedes_the_previous_one_for_the_same_purpose_only() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    let (old, old_code) = app
+        .mint_purpose(&sk, "ada@example.com", Some("login"))
+        .await;
+    let (other, other_code) = app
+        .mint_purpose(&sk, "ada@example.com", Some("reset"))
+        .await;
+    let (new, new_code) = app
+        .mint_purpose(&sk, "ada@example.com", Some("login"))
+        .await;
+    let (s, v) = app.verify(&sk, &old, &old_code).await;
+    assert_eq!(s, StatusCode::GONE);
+    assert_eq!(v["code"], "otp_superseded");
+    assert_eq!(app.verify(&sk, &new, &new_code).await.0, StatusCode::OK);
+    assert_eq!(app.verify(&sk, &other, &other_code).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn status_and_cancel_follow_the_code() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    let (key, code) = app
+        .mint_purpose(&sk, "ada@example.com", Some("login"))
+        .await;
+    app.verify(&sk, &key, &wrong(&code)).await;
+    let v: Value = app
+        .get(&format!("/v1/otp/{key}"), &sk)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["status"], "pending");
+    assert_eq!(v["purpose"], "login");
+    assert_eq!(v["attempts_used"], 1);
+    assert_eq!(v["attempts_remaining"], 4);
+    assert_eq!(v["verified_at"], Value::Null);
+    let r = app.delete(&format!("/v1/otp/{key}"), &sk).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let (s, v) = app.verify(&sk, &key, &code).await;
+    assert_eq!(s, StatusCode::GONE);
+    assert_eq!(v["code"], "otp_cancelled");
+    let v: Value = app
+        .get(&format!("/v1/otp/{key}"), &sk)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["status"], "cancelled");
+    // cancelling again: it has ended
+    let r = app.delete(&format!("/v1/otp/{key}"), &sk).await;
+    assert_eq!(r.status(), StatusCode::GONE);
+}
+
+#[tokio::test]
+async fn twenty_parallel_correct_verifies_succeed_exactly_once() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    let futs = (0..20).map(|_| app.verify(&sk, &key, &code));
+    let results = futures_util::future::join_all(futs).await;
+    let ok = results.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+    assert_eq!(ok, 1, "{results:?}");
+    // The others lost the race: the code is used, or (while the winner was still being
+    // compared) every attempt was already reserved.
+    assert!(results
+        .iter()
+        .filter(|(s, _)| *s != StatusCode::OK)
+        .all(|(s, v)| *s == StatusCode::GONE
+            && (v["code"] == "otp_used" || v["code"] == "attempts_exhausted")));
+    let (s, v) = app.verify(&sk, &key, &code).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::GONE, Some("otp_used"))
+    );
+}
+
+#[tokio::test]
+async fn fifty_parallel_wrong_guesses_evaluate_exactly_max_attempts() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant_with(json!({"max_attempts": 5})).await;
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    let bad = wrong(&code);
+    let futs = (0..50).map(|_| app.verify(&sk, &key, &bad));
+    let results = futures_util::future::join_all(futs).await;
+    let evaluated = results
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::UNPROCESSABLE_ENTITY)
+        .count();
+    assert_eq!(evaluated, 5, "{results:?}");
+    assert!(results
+        .iter()
+        .filter(|(s, _)| *s != StatusCode::UNPROCESSABLE_ENTITY)
+        .all(|(s, v)| *s == StatusCode::GONE && v["code"] == "attempts_exhausted"));
+    let (s, v) = app.verify(&sk, &key, &code).await;
+    assert_eq!(s, StatusCode::GONE);
+    assert_eq!(v["code"], "attempts_exhausted");
+}
+
+#[tokio::test]
+async fn pending_codes_survive_a_restart() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    let (used, used_code) = app.mint_purpose(&sk, "bob@example.com", None).await;
+    assert_eq!(app.verify(&sk, &used, &used_code).await.0, StatusCode::OK);
+    let app = app.restart().await;
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+    let (s, v) = app.verify(&sk, &used, &used_code).await;
+    assert_eq!(s, StatusCode::GONE);
+    assert_eq!(v["code"], "otp_used");
+}
+
+#[tokio::test]
+async fn codes_belong_to_the_tenant_not_to_its_secret_key() {
+    let app = spawn_app().await;
+    let (id, sk) = app.tenant().await;
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    let r = app
+        .post(&format!("/v1/tenants/{id}/rotate-secret"), ADMIN, json!({}))
+        .await;
+    let new_sk = r.json::<Value>().await.unwrap()["secret_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(app.verify(&new_sk, &key, &code).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn deleting_a_tenant_stops_its_codes() {
+    let app = spawn_app().await;
+    let (id, sk) = app.tenant().await;
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    assert_eq!(
+        app.delete(&format!("/v1/tenants/{id}"), ADMIN)
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    let (s, v) = app.verify(&sk, &key, &code).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+}
+
+#[tokio::test]
+async fn the_database_file_holds_no_password_secret_code_or_shareable_key() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    let (key2, _) = app.mint(&sk, "bob@example.com").await;
+    let mut bytes = std::fs::read(app.db_path()).unwrap();
+    if let Ok(wal) = std::fs::read(app.db_path().with_extension("db-wal")) {
+        bytes.extend(wal);
+    }
+    assert!(bytes.len() > 4096);
+    let contains = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(
+        contains("ada@example.com"),
+        "the scan must see the stored rows"
+    );
+    for secret in [
+        SMTP_PASS,
+        sk.as_str(),
+        key.as_str(),
+        key2.as_str(),
+        &key[4..],
+        &sk[3..],
+    ] {
+        assert!(!contains(secret), "database holds a plaintext secret");
+    }
+    // the code is stored only as argon2id; make sure its digits don't sit next to the email
+    assert!(!contains(&format!("\"{code}\"")) && !contains(&format!("code={code}")));
+}
+
+#[tokio::test]
+async fn mint_rejects_bad_email_and_purpose_and_sends_nothing() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    for email in [
+        "nope",
+        "a@b",
+        "a@[127.0.0.1]",
+        "Ada <ada@example.com>",
+        "a@x.com, b@y.com",
+        "a@x.com\r\nBcc: c@d.com",
+    ] {
+        let r = app.post("/v1/otp", &sk, json!({"email": email})).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{email:?}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["code"], "invalid_email");
+    }
+    for purpose in ["LOGIN", "a b", "", &"x".repeat(65)] {
+        let r = app
+            .post(
+                "/v1/otp",
+                &sk,
+                json!({"email": "ada@example.com", "purpose": purpose}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{purpose:?}");
+    }
+    assert!(app.smtp.messages().is_empty());
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_secret_key_are_401_with_one_body() {
+    let app = spawn_app().await;
+    let (id, sk) = app.tenant().await;
+    app.patch(
+        &format!("/v1/tenants/{id}"),
+        ADMIN,
+        json!({"enabled": false}),
+    )
+    .await;
+    let mut bodies = Vec::new();
+    for bearer in [
+        "",
+        "sk_unknownunknownunknownunknown12",
+        "garbage",
+        sk.as_str(),
+    ] {
+        let r = app
+            .post("/v1/otp", bearer, json!({"email": "ada@example.com"}))
+            .await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+        bodies.push(r.json::<Value>().await.unwrap());
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]));
+    let r = app
+        .client
+        .post(format!("{}/v1/otp", app.addr))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}

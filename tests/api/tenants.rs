@@ -1,0 +1,496 @@
+//! Tenants over HTTP: admin CRUD, self-service, secret rotation, registration modes,
+//! validation, and the operational basics (health, problem+json, request ids).
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn create_returns_the_tenant_and_a_secret_shown_once() {
+    let app = spawn_app().await;
+    let r = app
+        .post(
+            "/v1/tenants",
+            ADMIN,
+            json!({"name": "Acme", "smtp": app.smtp_json(), "policy": {"code_length": 8}}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let v: Value = r.json().await.unwrap();
+    let id = v["id"].as_str().unwrap();
+    assert!(id.starts_with("tnt_"));
+    let sk = v["secret_key"].as_str().unwrap();
+    assert!(sk.starts_with("sk_") && sk.len() >= 3 + 22);
+    assert_eq!(v["smtp"]["host"], "127.0.0.1");
+    assert_eq!(v["smtp"]["tls"], "starttls");
+    assert_eq!(
+        v["policy"],
+        json!({"code_length": 8, "ttl_seconds": 600, "max_attempts": 5})
+    );
+    assert!(v["smtp"].get("password").is_none());
+    let got: Value = app
+        .get(&format!("/v1/tenants/{id}"), ADMIN)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(got.get("secret_key").is_none());
+    assert!(!got.to_string().contains(crate::smtp::SMTP_PASS));
+    let list: Value = app.get("/v1/tenants", ADMIN).await.json().await.unwrap();
+    assert_eq!(list["tenants"].as_array().unwrap().len(), 1);
+    // the policy is used for codes
+    let (_, code) = app.mint(sk, "ada@example.com").await;
+    assert_eq!(code.len(), 8);
+}
+
+#[tokio::test]
+async fn admin_routes_need_the_admin_token() {
+    let app = spawn_app().await;
+    let (id, sk) = app.tenant().await;
+    for bearer in ["", "wrong", sk.as_str()] {
+        let r = app.get("/v1/tenants", bearer).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+        assert_eq!(
+            app.get(&format!("/v1/tenants/{id}"), bearer).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        let r = app
+            .post(
+                "/v1/tenants",
+                bearer,
+                json!({"name": "x", "smtp": app.smtp_json()}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+}
+
+#[tokio::test]
+async fn an_empty_admin_token_disables_the_admin_api_unless_registration_is_open() {
+    let app = spawn_app_with(|s| s.admin.token = secrecy::SecretString::from(String::new())).await;
+    assert_eq!(
+        app.get("/v1/tenants", "").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let r = app
+        .post(
+            "/v1/tenants",
+            "",
+            json!({"name": "x", "smtp": app.smtp_json()}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    let open = spawn_app_with(|s| {
+        s.admin.token = secrecy::SecretString::from(String::new());
+        s.registration.mode = otpmint::config::RegistrationMode::Open;
+    })
+    .await;
+    let r = open
+        .post(
+            "/v1/tenants",
+            "",
+            json!({"name": "x", "smtp": open.smtp_json()}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(
+        open.get("/v1/tenants", "").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn closed_registration_answers_403() {
+    let app =
+        spawn_app_with(|s| s.registration.mode = otpmint::config::RegistrationMode::Closed).await;
+    let r = app
+        .post(
+            "/v1/tenants",
+            ADMIN,
+            json!({"name": "x", "smtp": app.smtp_json()}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "registration_closed");
+}
+
+#[tokio::test]
+async fn invalid_tenant_bodies_are_400_with_field_errors() {
+    let app = spawn_app().await;
+    let mut smtp = app.smtp_json();
+    let cases = vec![
+        (
+            json!({"name": "x", "smtp": smtp.clone(), "policy": {"code_length": 3}}),
+            "policy.code_length",
+        ),
+        (
+            json!({"name": "x", "smtp": smtp.clone(), "policy": {"ttl_seconds": 0}}),
+            "policy.ttl_seconds",
+        ),
+        (
+            json!({"name": "x", "smtp": smtp.clone(), "policy": {"max_attempts": 21}}),
+            "policy.max_attempts",
+        ),
+        (json!({"name": "", "smtp": smtp.clone()}), "name"),
+        (
+            json!({"name": "x", "smtp": smtp.clone(), "extra": 1}),
+            "extra",
+        ),
+        (json!({"name": 5, "smtp": smtp.clone()}), "name"),
+    ];
+    for (body, field) in cases {
+        let r = app.post("/v1/tenants", ADMIN, body.clone()).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["code"], "invalid_request");
+        assert!(v["errors"].to_string().contains(field), "{field}: {v}");
+    }
+    for (k, val) in [
+        ("from", json!("not a mailbox")),
+        ("tls", json!("sometimes")),
+        ("port", json!(0)),
+        ("port", json!(70000)),
+    ] {
+        smtp = app.smtp_json();
+        smtp[k] = val;
+        let r = app
+            .post("/v1/tenants", ADMIN, json!({"name": "x", "smtp": smtp}))
+            .await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{k}");
+        let v: Value = r.json().await.unwrap();
+        assert!(
+            v["errors"].to_string().contains(&format!("smtp.{k}")),
+            "{v}"
+        );
+    }
+    // duplicate keys
+    let r = app
+        .client
+        .post(format!("{}/v1/tenants", app.addr))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body(r#"{"name":"a","name":"b","smtp":{}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let list: Value = app.get("/v1/tenants", ADMIN).await.json().await.unwrap();
+    assert_eq!(
+        list["tenants"].as_array().unwrap().len(),
+        0,
+        "nothing was stored"
+    );
+}
+
+#[tokio::test]
+async fn smtp_policy_refusals_are_422_and_the_canary_sees_nothing() {
+    let canary = crate::smtp::Canary::start().await;
+    let cport = canary.addr.port();
+    let app = spawn_app_with(|s| {
+        s.smtp.allow_private_hosts = false;
+        s.smtp.allowed_ports.push(cport);
+    })
+    .await;
+    for host in [
+        "127.0.0.1",
+        "127.1",
+        "localhost",
+        "2130706433",
+        "0x7f000001",
+        "[::1]",
+        "[::ffff:127.0.0.1]",
+        "10.1.2.3",
+        "169.254.169.254",
+        "100.64.0.1",
+    ] {
+        let mut smtp = app.smtp_json();
+        smtp["host"] = json!(host);
+        smtp["port"] = json!(cport);
+        let r = app
+            .post("/v1/tenants", ADMIN, json!({"name": "x", "smtp": smtp}))
+            .await;
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{host}");
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["code"],
+            "smtp_host_not_allowed"
+        );
+    }
+    let mut smtp = app.smtp_json();
+    smtp["host"] = json!("8.8.8.8");
+    smtp["port"] = json!(25);
+    let r = app
+        .post("/v1/tenants", ADMIN, json!({"name": "x", "smtp": smtp}))
+        .await;
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "smtp_port_not_allowed"
+    );
+    let mut smtp = app.smtp_json();
+    smtp["host"] = json!("8.8.8.8");
+    smtp["tls"] = json!("none");
+    let r = app
+        .post("/v1/tenants", ADMIN, json!({"name": "x", "smtp": smtp}))
+        .await;
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "smtp_plaintext_not_allowed"
+    );
+    assert_eq!(canary.hits(), 0, "no connection may reach a refused host");
+}
+
+#[tokio::test]
+async fn patch_changes_fields_and_moving_smtp_requires_the_password() {
+    let app = spawn_app().await;
+    let (id, _) = app.tenant().await;
+    let r = app
+        .patch(
+            &format!("/v1/tenants/{id}"),
+            ADMIN,
+            json!({"name": "Acme 2", "policy": {"ttl_seconds": 120}}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["name"], "Acme 2");
+    assert_eq!(v["policy"]["ttl_seconds"], 120);
+    assert_eq!(v["policy"]["code_length"], 6);
+    let r = app
+        .patch(
+            &format!("/v1/tenants/{id}"),
+            ADMIN,
+            json!({"smtp": {"username": "other"}}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.json::<Value>().await.unwrap()["errors"]
+        .to_string()
+        .contains("smtp.password"));
+    let r = app
+        .patch(
+            &format!("/v1/tenants/{id}"),
+            ADMIN,
+            json!({"smtp": {"from": "New <new@acme.example>"}}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["smtp"]["from"],
+        "New <new@acme.example>"
+    );
+    let r = app
+        .patch(
+            &format!("/v1/tenants/{id}"),
+            ADMIN,
+            json!({"policy": {"max_attempts": 0}}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = app
+        .patch(
+            "/v1/tenants/tnt_doesnotexist00000000",
+            ADMIN,
+            json!({"name": "x"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_changed_smtp_password_is_used_for_the_next_send() {
+    let app = spawn_app().await;
+    let (id, sk) = app.tenant().await;
+    let r = app
+        .patch(
+            &format!("/v1/tenants/{id}"),
+            ADMIN,
+            json!({"smtp": {"password": "wrong-password"}}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app
+        .post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(r.json::<Value>().await.unwrap()["reason"], "smtp_auth");
+    let r = app
+        .patch(
+            &format!("/v1/tenants/{id}"),
+            ADMIN,
+            json!({"smtp": {"password": crate::smtp::SMTP_PASS}}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    app.mint(&sk, "ada@example.com").await;
+}
+
+#[tokio::test]
+async fn tenant_self_service_reads_and_changes_name_and_smtp_only() {
+    let app = spawn_app().await;
+    let (id, sk) = app.tenant().await;
+    let v: Value = app.get("/v1/tenant", &sk).await.json().await.unwrap();
+    assert_eq!(v["id"], id.as_str());
+    let r = app.patch("/v1/tenant", &sk, json!({"name": "Mine"})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    for body in [
+        json!({"policy": {"max_attempts": 20}}),
+        json!({"enabled": false}),
+    ] {
+        let r = app.patch("/v1/tenant", &sk, body).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    }
+    let r = app
+        .patch("/v1/tenant", &sk, json!({"smtp": {"host": "localhost"}}))
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::BAD_REQUEST,
+        "host change needs the password"
+    );
+    let v: Value = app.get("/v1/tenant", &sk).await.json().await.unwrap();
+    assert_eq!(v["name"], "Mine");
+    assert_eq!(v["policy"]["max_attempts"], 5);
+    assert_eq!(v["smtp"]["host"], "127.0.0.1");
+}
+
+#[tokio::test]
+async fn rotate_secret_replaces_the_key_and_grace_keeps_the_old_one_for_a_while() {
+    let app = spawn_app().await;
+    let (id, old) = app.tenant().await;
+    let r = app
+        .post(
+            &format!("/v1/tenants/{id}/rotate-secret"),
+            ADMIN,
+            json!({"grace_seconds": 60}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let new = r.json::<Value>().await.unwrap()["secret_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(new, old);
+    assert_eq!(app.get("/v1/tenant", &old).await.status(), StatusCode::OK);
+    assert_eq!(app.get("/v1/tenant", &new).await.status(), StatusCode::OK);
+    app.clock.advance_secs(61);
+    assert_eq!(
+        app.get("/v1/tenant", &old).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(app.get("/v1/tenant", &new).await.status(), StatusCode::OK);
+    // default grace 0: the old key stops at once; no body is fine
+    let r = app
+        .client
+        .post(format!("{}/v1/tenants/{id}/rotate-secret", app.addr))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        app.get("/v1/tenant", &new).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let r = app
+        .post(
+            &format!("/v1/tenants/{id}/rotate-secret"),
+            ADMIN,
+            json!({"grace_seconds": 86401}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn disabled_tenants_cannot_authenticate_until_enabled() {
+    let app = spawn_app().await;
+    let (id, sk) = app.tenant().await;
+    let r = app
+        .patch(
+            &format!("/v1/tenants/{id}"),
+            ADMIN,
+            json!({"enabled": false}),
+        )
+        .await;
+    assert_eq!(r.json::<Value>().await.unwrap()["enabled"], false);
+    assert_eq!(
+        app.get("/v1/tenant", &sk).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    app.patch(
+        &format!("/v1/tenants/{id}"),
+        ADMIN,
+        json!({"enabled": true}),
+    )
+    .await;
+    assert_eq!(app.get("/v1/tenant", &sk).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn operations_basics_health_errors_and_request_ids() {
+    let app = spawn_app().await;
+    let r = app.get("/healthz", "").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers().contains_key("x-request-id"));
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "ok");
+    assert_eq!(app.get("/readyz", "").await.status(), StatusCode::OK);
+    let r = app
+        .client
+        .get(format!("{}/healthz", app.addr))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "abc-123");
+    let r = app.get("/nowhere", "").await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let r = app.delete("/v1/otp/verify", "").await;
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["type"],
+        "/problems/method_not_allowed"
+    );
+    let (_, sk) = app.tenant().await;
+    let r = app
+        .client
+        .post(format!("{}/v1/otp", app.addr))
+        .bearer_auth(&sk)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let big = json!({"email": "a".repeat(17 * 1024)});
+    let r = app.post("/v1/otp", &sk, big).await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let r = app
+        .client
+        .post(format!("{}/v1/otp", app.addr))
+        .bearer_auth(&sk)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    let r = app
+        .client
+        .post(format!("{}/v1/otp", app.addr))
+        .bearer_auth(&sk)
+        .header("content-type", "application/json")
+        .body(deep)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(app.smtp.messages().is_empty());
+}
