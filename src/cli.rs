@@ -51,6 +51,15 @@ pub enum Command {
     /// SMTP checks
     #[command(subcommand)]
     Smtp(SmtpCommand),
+    /// Import an OtpMint database (its map.db): tenants keep their secret keys, pending
+    /// codes keep their tries; idempotent and all-or-nothing
+    ImportOtpmint {
+        /// Path to OtpMint's map.db
+        path: PathBuf,
+        /// The salt OtpMint hashed codes with (its built-in one unless you changed it)
+        #[arg(long, default_value = crate::service::import::OTPMINT_DEFAULT_SALT, hide_default_value = true)]
+        salt: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -173,6 +182,25 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
         Command::Tenant(t) => tenant(t, services(settings)?).await,
         Command::Smtp(SmtpCommand::Test { id, to }) => {
             smtp_test(&id, &to, services(settings)?).await
+        }
+        Command::ImportOtpmint { path, salt } => {
+            let report = services(settings)?
+                .import_otpmint(&path, &salt)
+                .await
+                .map_err(service_msg)?;
+            for line in report.skipped.iter().chain(report.warnings.iter()) {
+                eprintln!("{line}");
+            }
+            let c = report.counts;
+            println!(
+                "tenants: {} imported, {} already present; pending codes: {} imported, {} already present; rows skipped: {}",
+                c.tenants_added,
+                c.tenants_present,
+                c.codes_added,
+                c.codes_present,
+                report.skipped.len()
+            );
+            Ok(())
         }
     }
 }

@@ -508,3 +508,44 @@ mod tests {
         assert!(s.database_location().is_err());
     }
 }
+
+#[cfg(test)]
+mod docs_tests {
+    /// Every key of the embedded defaults appears in docs/configuration.md with its env name.
+    #[test]
+    fn docs_list_every_key() {
+        let docs = include_str!("../docs/configuration.md");
+        let mut section = String::new();
+        let mut keys = 0;
+        for line in super::DEFAULT_TOML.lines() {
+            let line = line.trim();
+            if line.starts_with('[') {
+                section = line
+                    .trim_matches(['[', ']'])
+                    .split(']')
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+            } else if let Some((key, _)) = line.split_once('=') {
+                if line.starts_with('#') {
+                    continue;
+                }
+                let key = key.trim();
+                let full = format!("`{section}.{key}`");
+                let env = format!(
+                    "`OTPMINT__{}__{}`",
+                    section.to_uppercase(),
+                    key.to_uppercase()
+                );
+                assert!(docs.contains(&full), "docs/configuration.md lacks {full}");
+                assert!(docs.contains(&env), "docs/configuration.md lacks {env}");
+                assert!(
+                    super::DEFAULT_TOML.contains(&env[1..env.len() - 1]),
+                    "config/default.toml does not name {env}"
+                );
+                keys += 1;
+            }
+        }
+        assert!(keys > 30, "parsed only {keys} keys");
+    }
+}

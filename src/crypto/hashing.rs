@@ -16,6 +16,7 @@ use crate::config::HashingSettings;
 
 const OUTPUT_LEN: usize = 32;
 const SALT_LEN: usize = 16;
+const LEGACY_PREFIX: &str = "otpmint-sha256$";
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
@@ -114,6 +115,34 @@ impl Hasher {
             Ok(bool::from(out.as_slice().ct_eq(expected.as_slice())))
         })
         .await
+    }
+
+    /// Wrap an imported OtpMint hash (`sha256(salt + code)` as hex): argon2id with the pepper
+    /// over that hex, so a leaked database still needs the pepper. Verified by [`Hasher::verify_stored`].
+    pub async fn wrap_legacy_sha256(&self, salt: &str, hex: &str) -> Result<String, HashError> {
+        let phc = self.hash(hex).await?;
+        Ok(format!("{LEGACY_PREFIX}{}{phc}", B64.encode(salt)))
+    }
+
+    /// Verify a code against whatever is stored: a native PHC string or a wrapped legacy hash.
+    pub async fn verify_stored(&self, code: &str, stored: &str) -> Result<bool, HashError> {
+        match stored.strip_prefix(LEGACY_PREFIX) {
+            None => self.verify(code, stored).await,
+            Some(rest) => {
+                let (salt, phc) = rest
+                    .split_once('$')
+                    .ok_or_else(|| HashError::Internal("stored hash is malformed".into()))?;
+                let salt = B64
+                    .decode(salt)
+                    .map_err(|_| HashError::Internal("stored hash is malformed".into()))?;
+                use sha2::{Digest, Sha256};
+                let mut h = Sha256::new();
+                h.update(&salt);
+                h.update(code.as_bytes());
+                let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+                self.verify(&hex, &format!("${phc}")).await
+            }
+        }
     }
 
     async fn run<T: Send + 'static>(

@@ -1,5 +1,6 @@
 //! Use cases: tenants and codes. No HTTP words here; storage calls run on the blocking pool.
 
+pub mod import;
 pub mod otp;
 pub mod tenants;
 

@@ -252,7 +252,7 @@ impl Services {
         let Some(res) = reserved else {
             return Err(self.why_not(tenant, &digest, flavor, now, code.len()).await);
         };
-        let matched = match self.hasher.verify(code, &res.code_hash).await {
+        let matched = match self.hasher.verify_stored(code, &res.code_hash).await {
             Ok(m) => m,
             Err(e) => {
                 // Never evaluated (e.g. the hashing queue is full): the attempt is returned.

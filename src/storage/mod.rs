@@ -83,6 +83,24 @@ pub struct Reservation {
     pub purpose: String,
 }
 
+/// A pending code carried over from another system (OtpMint's `mappings`).
+#[derive(Debug, Clone)]
+pub struct ImportedCode {
+    /// The secret digest of the tenant that will own the code.
+    pub owner_secret_digest: Vec<u8>,
+    pub code: NewChallenge,
+    pub attempts: u32,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportCounts {
+    pub tenants_added: usize,
+    pub tenants_present: usize,
+    pub codes_added: usize,
+    pub codes_present: usize,
+}
+
 /// Quotas to check and count in one atomic step at mint.
 #[derive(Debug, Clone, Copy)]
 pub struct SendQuota {
@@ -204,6 +222,15 @@ pub trait Store: Send + Sync + 'static {
     /// Delete codes that ended (or expired) before `before` and send records older than
     /// `sends_before`; returns how many codes.
     fn purge(&self, before: Millis, sends_before: Millis) -> Result<usize, StoreError>;
+
+    /// Insert tenants (skipping secrets already registered) and pending codes (skipping
+    /// keys already present) in one transaction: all or nothing.
+    fn import(
+        &self,
+        tenants: &[(TenantRow, Vec<u8>)],
+        codes: &[ImportedCode],
+        now: Millis,
+    ) -> Result<ImportCounts, StoreError>;
 
     // quotas
     /// Check every quota and, if all allow it, count one send — atomically.

@@ -582,6 +582,75 @@ impl Store for SqliteStore {
         Ok(n)
     }
 
+    fn import(
+        &self,
+        tenants: &[(TenantRow, Vec<u8>)],
+        codes: &[ImportedCode],
+        now: Millis,
+    ) -> Result<ImportCounts, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut counts = ImportCounts::default();
+        for (t, digest) in tenants {
+            let taken: bool = tx.query_row(
+                "SELECT EXISTS(SELECT 1 FROM tenant_secrets WHERE digest = ?1)",
+                [digest],
+                |r| r.get(0),
+            )?;
+            if taken {
+                counts.tenants_present += 1;
+                continue;
+            }
+            tx.execute(
+                "INSERT INTO tenants (id, name, enabled, origin, created_at, updated_at, smtp_host, smtp_port, \
+                 smtp_username, smtp_password, smtp_from, smtp_tls, smtp_version, code_length, ttl_seconds, max_attempts) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                params![
+                    t.id.as_str(), t.name, t.enabled, t.origin, t.created_at, t.smtp.host, t.smtp.port,
+                    t.smtp.username, t.smtp.password, t.smtp.from, t.smtp.tls, t.smtp_version,
+                    t.policy.code_length, t.policy.ttl_seconds, t.policy.max_attempts
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO tenant_secrets (digest, tenant_id, created_at, expires_at) VALUES (?1, ?2, ?3, NULL)",
+                params![digest, t.id.as_str(), now],
+            )?;
+            counts.tenants_added += 1;
+        }
+        for ic in codes {
+            let c = &ic.code;
+            let present: bool = tx.query_row(
+                "SELECT EXISTS(SELECT 1 FROM challenges WHERE key_digest = ?1)",
+                [&c.key_digest],
+                |r| r.get(0),
+            )?;
+            if present {
+                counts.codes_present += 1;
+                continue;
+            }
+            let owner: Option<String> = tx
+                .query_row(
+                    "SELECT tenant_id FROM tenant_secrets WHERE digest = ?1",
+                    [&ic.owner_secret_digest],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let owner = owner.ok_or(StoreError::Corrupt("imported code has no owner".into()))?;
+            tx.execute(
+                "INSERT INTO challenges (key_digest, tenant_id, flavor, email, email_canonical, purpose, seq, code_hash, \
+                 status, attempts, max_attempts, code_length, created_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, 'pending', ?8, ?9, ?10, ?11, ?12)",
+                params![
+                    c.key_digest, owner, c.flavor.as_str(), c.email, c.email_canonical, c.purpose, c.code_hash,
+                    ic.attempts, c.max_attempts, c.code_length, c.created_at, c.expires_at
+                ],
+            )?;
+            counts.codes_added += 1;
+        }
+        tx.commit()?;
+        Ok(counts)
+    }
+
     fn take_send(
         &self,
         tenant: &TenantId,

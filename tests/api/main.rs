@@ -6,6 +6,7 @@ mod binary;
 mod compat;
 mod delivery;
 mod helpers;
+mod import;
 mod otp;
 mod smtp;
 mod tenants;

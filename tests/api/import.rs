@@ -1,0 +1,179 @@
+//! `otpmint import-otpmint`: an OtpMint-shaped map.db (its three tables) imported into the
+//! database of a running server, then used end to end.
+
+use std::path::Path;
+use std::process::Command;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::helpers::*;
+use crate::smtp::{SMTP_PASS, SMTP_USER};
+
+const LEGACY_KEY: &str = "oldclient-secret-abc";
+const SALT: &str = "addanysalthereipreferkanye";
+
+fn sha(code: &str) -> String {
+    Sha256::digest(format!("{SALT}{code}").as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn otpmint_db(path: &Path, smtp_port: u16) {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.execute_batch(
+        "CREATE TABLE auth (secretKey TEXT UNIQUE, smtp_host TEXT, smtp_port INTEGER, smtp_mail TEXT, smtp_password TEXT);
+         CREATE TABLE mappings (shareableKey TEXT UNIQUE, HashedOTP TEXT);
+         CREATE TABLE blocklist (shareableKey TEXT, tries INTEGER);",
+    )
+    .unwrap();
+    c.execute(
+        "INSERT INTO auth VALUES (?1, '127.0.0.1', ?2, ?3, ?4)",
+        rusqlite::params![LEGACY_KEY, smtp_port, SMTP_USER, SMTP_PASS],
+    )
+    .unwrap();
+    c.execute(
+        "INSERT INTO auth VALUES ('broken-row-key-0000', '127.0.0.1', NULL, 'x@y.example', 'pw')",
+        [],
+    )
+    .unwrap();
+    c.execute(
+        "INSERT INTO mappings VALUES ('PendingKey', ?1)",
+        [sha("123456")],
+    )
+    .unwrap();
+    c.execute("INSERT INTO blocklist VALUES ('PendingKey', 1)", [])
+        .unwrap();
+    c.execute(
+        "INSERT INTO mappings VALUES ('BlockedKey', ?1)",
+        [sha("654321")],
+    )
+    .unwrap();
+    c.execute("INSERT INTO blocklist VALUES ('BlockedKey', 3)", [])
+        .unwrap();
+    c.execute("INSERT INTO mappings VALUES ('bad', 'nothex')", [])
+        .unwrap();
+}
+
+fn config_for(app: &TestApp) -> std::path::PathBuf {
+    let p = app.dir.path().join("import.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[database]\nurl = \"{}\"\n[crypto]\nmaster_key_file = \"{}\"\n[smtp]\nallow_private_hosts = true\nallowed_ports = [{}]\n",
+            app.settings.database.url, app.settings.crypto.master_key_file, app.smtp.port
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn import(config: &Path, db: &Path) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_otpmint"))
+        .arg("--config")
+        .arg(config)
+        .arg("import-otpmint")
+        .arg(db)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+async fn verify_otp(app: &TestApp, key: &str, otp: &str) -> (StatusCode, String) {
+    let r = app
+        .post("/verify-otp", "", json!({"shareableKey": key, "otp": otp}))
+        .await;
+    (r.status(), r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imported_tenant_and_pending_code_work_end_to_end_and_a_rerun_changes_nothing() {
+    let app = spawn_app().await;
+    let source = app.dir.path().join("map.db");
+    otpmint_db(&source, app.smtp.port);
+    let config = config_for(&app);
+
+    let (ok, out, err) = import(&config, &source);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("tenants: 1 imported") && out.contains("pending codes: 2 imported"),
+        "{out}"
+    );
+    assert!(
+        err.contains("auth row 2: skipped") && err.contains("mappings row 3: skipped"),
+        "{err}"
+    );
+
+    // the pending code verifies once; the one with 3 tries is exhausted
+    assert_eq!(
+        verify_otp(&app, "PendingKey", "000000").await,
+        (StatusCode::FORBIDDEN, "OTP Mismatched!".into())
+    );
+    assert_eq!(
+        verify_otp(&app, "PendingKey", "123456").await,
+        (StatusCode::CREATED, "OTP Matched!".into())
+    );
+    assert_eq!(
+        verify_otp(&app, "PendingKey", "123456").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        verify_otp(&app, "BlockedKey", "654321").await,
+        (StatusCode::BAD_REQUEST, "Maximum Attempts Reached!".into())
+    );
+
+    // the old client keeps its secret key
+    let r = app
+        .post(
+            "/otp",
+            "",
+            json!({"mail": "ada@example.com", "secretKey": LEGACY_KEY}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let key = r.text().await.unwrap();
+    let code = app.smtp.wait_for("ada@example.com", 1).await.code();
+    assert_eq!(verify_otp(&app, &key, &code).await.0, StatusCode::CREATED);
+
+    // idempotent
+    let (ok, out, _) = import(&config, &source);
+    assert!(ok);
+    assert!(
+        out.contains("tenants: 0 imported, 1 already present")
+            && out.contains("pending codes: 0 imported, 2 already present"),
+        "{out}"
+    );
+    let list: serde_json::Value = app.get("/v1/tenants", ADMIN).await.json().await.unwrap();
+    assert_eq!(list["tenants"].as_array().unwrap().len(), 1);
+    // the stored password is encrypted like any other
+    let bytes = std::fs::read(app.db_path()).unwrap();
+    assert!(!bytes
+        .windows(SMTP_PASS.len())
+        .any(|w| w == SMTP_PASS.as_bytes()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_import_leaves_the_database_as_it_was() {
+    let app = spawn_app().await;
+    let source = app.dir.path().join("partial.db");
+    let c = rusqlite::Connection::open(&source).unwrap();
+    c.execute_batch("CREATE TABLE auth (secretKey TEXT UNIQUE, smtp_host TEXT, smtp_port INTEGER, smtp_mail TEXT, smtp_password TEXT);").unwrap();
+    c.execute("INSERT INTO auth VALUES ('some-legacy-key-0001', 'smtp.example.com', 587, 'a@b.example', 'pw')", []).unwrap();
+    drop(c);
+    let (ok, _, err) = import(&config_for(&app), &source);
+    assert!(!ok);
+    assert!(
+        err.starts_with("error:") && err.contains("mappings"),
+        "{err}"
+    );
+    let list: serde_json::Value = app.get("/v1/tenants", ADMIN).await.json().await.unwrap();
+    assert_eq!(list["tenants"].as_array().unwrap().len(), 0);
+    let (ok, _, err) = import(&config_for(&app), &app.dir.path().join("missing.db"));
+    assert!(!ok && err.contains("not a file"), "{err}");
+}
