@@ -214,7 +214,10 @@ impl Application {
         let state = web::Data::new(AppState {
             services: services.clone(),
         });
-        let mut server = HttpServer::new(move || app(state.clone()))
+        // One limiter state shared by every worker.
+        let governor = crate::limits::ip_governor(&services.settings)
+            .ok_or_else(|| StartupError::Other("invalid per-IP limit settings".into()))?;
+        let mut server = HttpServer::new(move || app(state.clone(), governor.clone()))
             .shutdown_timeout(grace)
             .listen(listener)
             .map_err(|e| StartupError::Other(e.to_string()))?;

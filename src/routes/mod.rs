@@ -131,9 +131,33 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
     }
 }
 
+/// On OtpMint's routes, a per-IP 429 reads as OtpMint's text, not problem+json.
+async fn compat_limit_body(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let compat = matches!(req.path(), "/reg_secretkey" | "/otp" | "/verify-otp");
+    let res = next.call(req).await?;
+    if compat && res.status() == actix_web::http::StatusCode::TOO_MANY_REQUESTS {
+        let retry = res
+            .headers()
+            .get(actix_web::http::header::RETRY_AFTER)
+            .cloned();
+        let (req, _) = res.into_parts();
+        let mut b = HttpResponse::TooManyRequests();
+        b.content_type("text/html; charset=utf-8");
+        if let Some(r) = retry {
+            b.insert_header((actix_web::http::header::RETRY_AFTER, r));
+        }
+        return Ok(ServiceResponse::new(req, b.body("Too Many Requests")));
+    }
+    Ok(res.map_into_boxed_body())
+}
+
 /// The whole app for one worker.
 pub fn app(
     state: web::Data<AppState>,
+    governor: crate::limits::IpGovernor,
 ) -> actix_web::App<
     impl actix_web::dev::ServiceFactory<
         ServiceRequest,
@@ -146,7 +170,9 @@ pub fn app(
     let compat = state.services.settings.compat.otpmint;
     actix_web::App::new()
         .app_data(state)
-        .wrap(from_fn(observe))
         .configure(|c| configure(c, compat))
         .default_service(web::to(not_found))
+        .wrap(actix_governor::Governor::new(&governor))
+        .wrap(from_fn(compat_limit_body))
+        .wrap(from_fn(observe))
 }
