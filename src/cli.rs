@@ -51,6 +51,11 @@ pub enum Command {
     /// SMTP checks
     #[command(subcommand)]
     Smtp(SmtpCommand),
+    /// Copy the live database to PATH (SQLite online backup; PATH must not exist)
+    Backup {
+        /// Where to write the copy
+        path: PathBuf,
+    },
     /// Import an OtpMint database (its map.db): tenants keep their secret keys, pending
     /// codes keep their tries; idempotent and all-or-nothing
     ImportOtpmint {
@@ -72,6 +77,11 @@ pub enum ConfigCommand {
 pub enum KeysCommand {
     /// Print a new base64 master key
     Generate,
+    /// Re-wrap the keyring stored under a key in crypto.previous_master_keys with the
+    /// active master key (idempotent; safe to re-run after an interruption)
+    Rotate,
+    /// New data key; re-encrypt every stored SMTP password under it (resumable)
+    RotateDataKey,
 }
 
 #[derive(Args, Debug)]
@@ -177,6 +187,46 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
         }
         Command::Keys(KeysCommand::Generate) => {
             println!("{}", MasterKey::generate().to_base64());
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Rotate) => {
+            let r = services(settings)?
+                .rotate_master_key()
+                .await
+                .map_err(service_msg)?;
+            for (id, n) in &r.rewrapped {
+                println!("key id {id}: {n} re-wrapped");
+            }
+            println!(
+                "key id {} (active): {} already under it",
+                r.active_id, r.already_active
+            );
+            Ok(())
+        }
+        Command::Keys(KeysCommand::RotateDataKey) => {
+            let r = services(settings)?
+                .rotate_data_key()
+                .await
+                .map_err(service_msg)?;
+            println!(
+                "data key version {} active{}; SMTP passwords: {} re-encrypted, {} already current",
+                r.active_version,
+                if r.started_new {
+                    " (new)"
+                } else {
+                    " (resumed)"
+                },
+                r.reencrypted,
+                r.already_current
+            );
+            Ok(())
+        }
+        Command::Backup { path } => {
+            services(settings)?
+                .backup(path.clone())
+                .await
+                .map_err(service_msg)?;
+            println!("backup written to {}", path.display());
             Ok(())
         }
         Command::Tenant(t) => tenant(t, services(settings)?).await,
@@ -369,7 +419,7 @@ async fn tenant(cmd: TenantCommand, s: Services) -> Result<(), CliError> {
 async fn smtp_test(id: &str, to: &str, s: Services) -> Result<(), CliError> {
     let tenant = s.tenant(id).await.map_err(service_msg)?;
     let to = RecipientEmail::parse(to).map_err(|e| CliError(format!("--to {e}")))?;
-    let target = s.smtp_target(&tenant).map_err(service_msg)?;
+    let target = s.smtp_target(&tenant).await.map_err(service_msg)?;
     let addr = to.delivery_address();
     match s
         .mailer

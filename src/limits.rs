@@ -152,6 +152,7 @@ impl actix_governor::KeyExtractor for ClientIpKey {
     ) -> actix_web::HttpResponse {
         use actix_governor::governor::clock::{Clock, DefaultClock};
         use actix_web::ResponseError;
+        crate::metrics::inc(|m| &m.rate_limited, &["ip"]);
         let wait = negative.wait_time_from(DefaultClock::default().now());
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         crate::routes::error::ApiError::IpLimited {

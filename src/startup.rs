@@ -12,7 +12,7 @@ use secrecy::ExposeSecret;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{DatabaseLocation, Settings};
 use crate::crypto::hashing::Hasher;
-use crate::crypto::keyring::{KeyError, Keyring, MasterKey};
+use crate::crypto::keyring::{KeyError, Keyring, Keys, MasterKey};
 use crate::mailer::host_policy::HostPolicy;
 use crate::mailer::Mailer;
 use crate::routes::{app, AppState};
@@ -123,12 +123,15 @@ pub fn open_keyring(
     settings: &Settings,
     store: &dyn Store,
     now: i64,
-) -> Result<Keyring, StartupError> {
+) -> Result<Keys, StartupError> {
     let rows = store.keyring()?;
     let previous = previous_master_keys(settings)?;
     let key_path = resolve(Path::new(&settings.crypto.master_key_file));
     match (rows.is_empty(), configured_master_key(settings)?) {
-        (false, Some(master)) => Ok(Keyring::open(&rows, &master, &previous)?),
+        (false, Some(master)) => {
+            let ring = Keyring::open(&rows, &master, &previous)?;
+            Ok(Keys::new(ring, master, previous))
+        }
         (false, None) => Err(StartupError::MasterKey(format!(
             "master key file {} is missing, but the database holds a keyring (wrapped by key id {}); restore the key file or set crypto.master_key — refusing to create a new key",
             key_path.display(),
@@ -149,7 +152,8 @@ pub fn open_keyring(
             };
             let (_, fresh) = Keyring::generate(&master)?;
             let stored = store.init_keyring(&fresh, now)?;
-            Ok(Keyring::open(&stored, &master, &previous)?)
+            let ring = Keyring::open(&stored, &master, &previous)?;
+            Ok(Keys::new(ring, master, previous))
         }
     }
 }
@@ -161,7 +165,7 @@ pub fn build_services(settings: Settings, clock: Arc<dyn Clock>) -> Result<Servi
     let hasher = Hasher::new(
         &settings.hashing,
         settings.max_hashing_threads(),
-        keyring.pepper(),
+        keyring.get().pepper(),
     )
     .map_err(|e| StartupError::Other(e.to_string()))?;
     let mailer = Mailer::new(
@@ -260,16 +264,22 @@ async fn purge_loop(services: Services) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
-        let now = services.now();
-        let retention = (services.settings.otp.retention_seconds as i64) * 1000;
-        let windows = (services.settings.limits.recipient_window_seconds.max(3600) as i64) * 1000;
-        match services
-            .db(move |s| s.purge(now - retention, now - windows))
-            .await
-        {
+        match services.purge_once().await {
             Ok(n) if n > 0 => tracing::info!(purged = n, "purged ended codes"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "purge failed"),
         }
+    }
+}
+
+impl Services {
+    /// One purge pass: codes that ended (or expired) more than `otp.retention_seconds` ago,
+    /// and quota records older than their windows. Returns how many codes went.
+    pub async fn purge_once(&self) -> Result<usize, crate::service::ServiceError> {
+        let now = self.now();
+        let retention = (self.settings.otp.retention_seconds as i64) * 1000;
+        let windows = (self.settings.limits.recipient_window_seconds.max(3600) as i64) * 1000;
+        self.db(move |s| s.purge(now - retention, now - windows))
+            .await
     }
 }

@@ -153,7 +153,12 @@ impl Hasher {
         let inner = Arc::clone(&self.inner);
         let job: Job = Box::new(move |mem| {
             inner.waiting.fetch_sub(1, Ordering::Relaxed);
-            let _ = done_tx.send(f(mem));
+            let started = std::time::Instant::now();
+            let out = f(mem);
+            if let Some(m) = crate::metrics::get() {
+                m.hashing_seconds.observe(started.elapsed().as_secs_f64());
+            }
+            let _ = done_tx.send(out);
         });
         {
             let guard = self

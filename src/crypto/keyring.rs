@@ -198,6 +198,19 @@ impl Keyring {
         ))
     }
 
+    /// A fresh data key of `version`, wrapped by `master` (for `keys rotate-data-key`).
+    pub fn new_data_key(master: &MasterKey, version: u32) -> Result<WrappedKey, KeyError> {
+        let mut data = [0u8; 32];
+        OsRng.fill_bytes(&mut data);
+        Ok(WrappedKey {
+            kind: KIND_DATA.into(),
+            version,
+            wrapped: master.wrap(KIND_DATA, version, &data)?,
+            kek_id: master.id(),
+            active: true,
+        })
+    }
+
     /// Unwrap stored rows with the active master key or one of the previous ones.
     pub fn open(
         rows: &[WrappedKey],
@@ -245,6 +258,10 @@ impl Keyring {
         self.active_data
     }
 
+    pub fn has_data_key(&self, version: u32) -> bool {
+        self.data_keys.contains_key(&version)
+    }
+
     pub(crate) fn data_key(&self, version: u32) -> Option<&Aes256Gcm> {
         self.data_keys.get(&version)
     }
@@ -284,5 +301,53 @@ mod tests {
         assert!(k.unwrap_key(KIND_PEPPER, 1, &blob).is_err());
         assert!(k.unwrap_key(KIND_DATA, 2, &blob).is_err());
         assert_eq!(k.unwrap_key(KIND_DATA, 1, &blob).unwrap(), vec![7u8; 32]);
+    }
+}
+
+/// The unlocked keyring of a running process, replaceable when another process (the CLI's
+/// `keys rotate-data-key`) adds a data key.
+pub struct Keys {
+    current: std::sync::RwLock<std::sync::Arc<Keyring>>,
+    master: MasterKey,
+    previous: Vec<MasterKey>,
+}
+
+impl fmt::Debug for Keys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Keys({:?})", self.get())
+    }
+}
+
+impl Keys {
+    pub fn new(ring: Keyring, master: MasterKey, previous: Vec<MasterKey>) -> Keys {
+        Keys {
+            current: std::sync::RwLock::new(std::sync::Arc::new(ring)),
+            master,
+            previous,
+        }
+    }
+
+    pub fn get(&self) -> std::sync::Arc<Keyring> {
+        match self.current.read() {
+            Ok(g) => std::sync::Arc::clone(&g),
+            Err(p) => std::sync::Arc::clone(&p.into_inner()),
+        }
+    }
+
+    /// Unlock freshly read keyring rows and use them from now on.
+    pub fn reopen(&self, rows: &[WrappedKey]) -> Result<std::sync::Arc<Keyring>, KeyError> {
+        let ring = std::sync::Arc::new(Keyring::open(rows, &self.master, &self.previous)?);
+        if let Ok(mut g) = self.current.write() {
+            *g = std::sync::Arc::clone(&ring);
+        }
+        Ok(ring)
+    }
+
+    pub fn master(&self) -> &MasterKey {
+        &self.master
+    }
+
+    pub fn previous(&self) -> &[MasterKey] {
+        &self.previous
     }
 }

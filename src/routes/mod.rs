@@ -74,6 +74,10 @@ async fn observe(
         res.headers_mut()
             .insert(HeaderName::from_static(REQUEST_ID), v);
     }
+    crate::metrics::inc(
+        |m| &m.http_requests,
+        &[route.as_str(), method.as_str(), res.status().as_str()],
+    );
     tracing::info!(
         request_id = %id,
         method = %method,
@@ -100,6 +104,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
         |path: &str| web::resource(path.to_string()).default_service(web::to(method_not_allowed));
     cfg.service(r("/healthz").route(web::get().to(v1::healthz)))
         .service(r("/readyz").route(web::get().to(v1::readyz)))
+        .service(r("/metrics").route(web::get().to(v1::metrics)))
         .service(
             r("/v1/tenants")
                 .route(web::post().to(v1::create_tenant))

@@ -364,3 +364,19 @@ pub async fn readyz(st: web::Data<AppState>) -> HttpResponse {
         }
     }
 }
+
+/// Prometheus text format; needs `metrics.token` as a bearer token when one is set.
+pub async fn metrics(req: HttpRequest, st: web::Data<AppState>) -> ApiResult {
+    use secrecy::ExposeSecret;
+    let token = st.services.settings.metrics.token.expose_secret();
+    if !token.is_empty() {
+        let ok = super::auth::bearer(&req)
+            .is_some_and(|t| crate::crypto::secrets_equal(t.as_bytes(), token.as_bytes()));
+        if !ok {
+            return Err(ServiceError::Unauthorized.into());
+        }
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(crate::metrics::render(st.services.hasher.queue_depth())))
+}

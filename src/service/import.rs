@@ -159,7 +159,7 @@ impl Services {
             let host = host.trim_end_matches('.').to_ascii_lowercase();
             let password = SecretString::from(password);
             let blob = crate::crypto::cipher::encrypt_password(
-                &self.keyring,
+                &self.keyring.get(),
                 &crate::crypto::cipher::PasswordContext {
                     tenant_id: id.as_str(),
                     host: &host,
@@ -168,7 +168,7 @@ impl Services {
                 },
                 secrecy::ExposeSecret::expose_secret(&password),
             )?;
-            let digest = lookup_digest(self.keyring.pepper(), SECRET_LABEL, &secret);
+            let digest = lookup_digest(self.keyring.get().pepper(), SECRET_LABEL, &secret);
             tenants.push((
                 TenantRow {
                     id,
@@ -217,7 +217,7 @@ impl Services {
                 continue;
             };
             let stored = self.hasher.wrap_legacy_sha256(salt, &hash).await?;
-            let key_digest = lookup_digest(self.keyring.pepper(), KEY_LABEL, key.expose());
+            let key_digest = lookup_digest(self.keyring.get().pepper(), KEY_LABEL, key.expose());
             let canonical = format!("otpmint-import:{}", key.expose());
             codes.push(ImportedCode {
                 owner_secret_digest: owner,

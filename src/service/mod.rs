@@ -1,6 +1,7 @@
 //! Use cases: tenants and codes. No HTTP words here; storage calls run on the blocking pool.
 
 pub mod import;
+pub mod keys;
 pub mod otp;
 pub mod tenants;
 
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::crypto::hashing::{HashError, Hasher};
-use crate::crypto::keyring::{KeyError, Keyring};
+use crate::crypto::keyring::{KeyError, Keys};
 use crate::domain::policy::FieldError;
 use crate::mailer::host_policy::HostRefusal;
 use crate::mailer::{DeliveryReason, Mailer};
@@ -22,6 +23,17 @@ pub enum LimitKind {
     Cooldown,
     Tenant,
     Failures,
+}
+
+impl LimitKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitKind::Recipient => "recipient",
+            LimitKind::Cooldown => "cooldown",
+            LimitKind::Tenant => "tenant",
+            LimitKind::Failures => "failures",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +108,7 @@ impl ServiceError {
 #[derive(Clone)]
 pub struct Services {
     pub store: Arc<dyn Store>,
-    pub keyring: Arc<Keyring>,
+    pub keyring: Arc<Keys>,
     pub hasher: Hasher,
     pub mailer: Mailer,
     pub clock: Arc<dyn Clock>,

@@ -81,7 +81,7 @@ fn ended(status: Status) -> ServiceError {
 
 impl Services {
     fn key_digest(&self, key: &str) -> Vec<u8> {
-        lookup_digest(self.keyring.pepper(), KEY_LABEL, key)
+        lookup_digest(self.keyring.get().pepper(), KEY_LABEL, key)
     }
 
     /// The policy a new code of this flavor gets.
@@ -111,7 +111,13 @@ impl Services {
         let c2 = canonical.clone();
         self.db(move |s| s.take_send(&tid, &c2, &quota, now))
             .await?
-            .map_err(refusal)?;
+            .map_err(|r| {
+                let e = refusal(r);
+                if let ServiceError::RateLimited { kind, .. } = &e {
+                    crate::metrics::inc(|m| &m.rate_limited, &[kind.as_str()]);
+                }
+                e
+            })?;
         let result = self
             .mint_and_send(tenant, &email, &purpose, flavor, policy, now)
             .await;
@@ -152,7 +158,7 @@ impl Services {
         };
         self.db(move |s| s.insert_challenge(&challenge)).await?;
 
-        let target = self.smtp_target(tenant)?;
+        let target = self.smtp_target(tenant).await?;
         let minutes = policy.ttl_seconds.div_ceil(60);
         let lifetime = if policy.ttl_seconds < 60 {
             format!("{} seconds", policy.ttl_seconds)
@@ -166,6 +172,7 @@ impl Services {
             code.expose()
         );
         let to = email.delivery_address();
+        let started = std::time::Instant::now();
         let sent = self
             .mailer
             .send(
@@ -177,12 +184,23 @@ impl Services {
                 },
             )
             .await;
+        let outcome = match &sent {
+            Ok(()) => "sent",
+            Err(e) => e.reason.as_str(),
+        };
+        if let Some(m) = crate::metrics::get() {
+            if let Ok(h) = m.smtp_send_seconds.get_metric_with_label_values(&[outcome]) {
+                h.observe(started.elapsed().as_secs_f64());
+            }
+        }
+        crate::metrics::inc(|m| &m.deliveries, &[tenant.id.as_str(), outcome]);
         let tid = tenant.id.clone();
         let d2 = digest.clone();
         match sent {
             Ok(()) => {
                 let t = self.now();
                 self.db(move |s| s.mark_sent(&tid, &d2, t)).await?;
+                crate::metrics::inc(|m| &m.codes_minted, &[tenant.id.as_str()]);
                 tracing::info!(tenant_id = %tenant.id, recipient = %email.masked(), "code sent");
                 Ok(Minted {
                     key,
@@ -199,19 +217,30 @@ impl Services {
         }
     }
 
-    /// Decrypt the tenant's SMTP password into a send target.
-    pub fn smtp_target(&self, tenant: &TenantRow) -> Result<SmtpTarget, ServiceError> {
+    /// Decrypt the tenant's SMTP password into a send target. A blob sealed under a data key
+    /// this process has not seen (another process rotated it) reloads the keyring once.
+    pub async fn smtp_target(&self, tenant: &TenantRow) -> Result<SmtpTarget, ServiceError> {
         let s = &tenant.smtp;
-        let password: SecretString = decrypt_password(
-            &self.keyring,
-            &PasswordContext {
-                tenant_id: tenant.id.as_str(),
-                host: &s.host,
-                port: s.port,
-                username: &s.username,
-            },
-            &s.password,
-        )?;
+        let ctx = PasswordContext {
+            tenant_id: tenant.id.as_str(),
+            host: &s.host,
+            port: s.port,
+            username: &s.username,
+        };
+        let ring = self.keyring.get();
+        let password: SecretString = match decrypt_password(&ring, &ctx, &s.password) {
+            Ok(p) => p,
+            Err(e) => {
+                let unknown = crate::crypto::cipher::blob_version(&s.password)
+                    .is_some_and(|(v, _)| !ring.has_data_key(v));
+                if !unknown {
+                    return Err(e.into());
+                }
+                let rows = self.db(|st| st.keyring()).await?;
+                let ring = self.keyring.reopen(&rows)?;
+                decrypt_password(&ring, &ctx, &s.password)?
+            }
+        };
         Ok(SmtpTarget {
             tenant_id: tenant.id.as_str().to_string(),
             version: tenant.smtp_version,
@@ -227,6 +256,35 @@ impl Services {
     /// Check a code. Malformed input uses no attempt; the attempt is reserved in the store
     /// before the comparison, so concurrency cannot exceed `max_attempts` evaluations.
     pub async fn verify(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        code: &str,
+        flavor: Flavor,
+    ) -> Result<Verified, ServiceError> {
+        let result = self.verify_inner(tenant, key, code, flavor).await;
+        let outcome = match &result {
+            Ok(_) => "verified",
+            Err(ServiceError::Mismatch { .. }) => "mismatch",
+            Err(ServiceError::OtpExpired) => "expired",
+            Err(ServiceError::OtpUsed) => "used",
+            Err(ServiceError::OtpSuperseded) => "superseded",
+            Err(ServiceError::OtpCancelled) => "cancelled",
+            Err(ServiceError::AttemptsExhausted) => "exhausted",
+            Err(ServiceError::OtpNotFound) => "not_found",
+            Err(ServiceError::Invalid(_)) => "invalid",
+            Err(ServiceError::RateLimited { .. }) => "rate_limited",
+            Err(ServiceError::Overloaded) => "overloaded",
+            Err(_) => "error",
+        };
+        crate::metrics::inc(|m| &m.verify_outcomes, &[tenant.as_str(), outcome]);
+        if let Err(ServiceError::RateLimited { kind, .. }) = &result {
+            crate::metrics::inc(|m| &m.rate_limited, &[kind.as_str()]);
+        }
+        result
+    }
+
+    async fn verify_inner(
         &self,
         tenant: &TenantId,
         key: &str,

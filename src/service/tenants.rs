@@ -106,7 +106,7 @@ fn check_smtp_fields(
 
 impl Services {
     fn secret_digest(&self, key: &str) -> Vec<u8> {
-        lookup_digest(self.keyring.pepper(), SECRET_LABEL, key)
+        lookup_digest(self.keyring.get().pepper(), SECRET_LABEL, key)
     }
 
     fn encrypt(
@@ -118,7 +118,7 @@ impl Services {
         password: &str,
     ) -> Result<Vec<u8>, ServiceError> {
         Ok(encrypt_password(
-            &self.keyring,
+            &self.keyring.get(),
             &PasswordContext {
                 tenant_id: id.as_str(),
                 host,

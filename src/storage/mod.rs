@@ -130,6 +130,21 @@ pub trait Store: Send + Sync + 'static {
     /// Store a fresh keyring if none exists; returns the rows now stored.
     fn init_keyring(&self, rows: &[WrappedKey], now: Millis)
         -> Result<Vec<WrappedKey>, StoreError>;
+    /// Re-wrap one keyring row, if it is still wrapped by `old_kek_id` (compare-and-swap).
+    fn rewrap_key(
+        &self,
+        kind: &str,
+        version: u32,
+        wrapped: &[u8],
+        kek_id: &str,
+        old_kek_id: &str,
+    ) -> Result<bool, StoreError>;
+    /// Add a data key and make it the only active one.
+    fn add_data_key(&self, row: &WrappedKey, now: Millis) -> Result<(), StoreError>;
+    /// Replace a tenant's encrypted SMTP password if it is still `old` (compare-and-swap).
+    fn set_smtp_password(&self, id: &TenantId, old: &[u8], new: &[u8]) -> Result<bool, StoreError>;
+    /// A consistent copy of the live database at `path` (SQLite's online backup API).
+    fn backup_to(&self, path: &std::path::Path) -> Result<(), StoreError>;
     /// True when the database holds a keyring or any tenant.
     fn has_data(&self) -> Result<bool, StoreError>;
 

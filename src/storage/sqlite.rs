@@ -169,6 +169,58 @@ impl Store for SqliteStore {
         self.keyring()
     }
 
+    fn rewrap_key(
+        &self,
+        kind: &str,
+        version: u32,
+        wrapped: &[u8],
+        kek_id: &str,
+        old_kek_id: &str,
+    ) -> Result<bool, StoreError> {
+        let conn = self.conn()?;
+        let n = conn.execute(
+            "UPDATE keyring SET wrapped = ?3, kek_id = ?4 WHERE kind = ?1 AND version = ?2 AND kek_id = ?5",
+            params![kind, version, wrapped, kek_id, old_kek_id],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn add_data_key(&self, row: &WrappedKey, now: Millis) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("UPDATE keyring SET active = 0 WHERE kind = ?1", [&row.kind])?;
+        tx.execute(
+            "INSERT INTO keyring (kind, version, wrapped, kek_id, active, created_at) VALUES (?1, ?2, ?3, ?4, 1, ?5)",
+            params![row.kind, row.version, row.wrapped, row.kek_id, now],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn set_smtp_password(&self, id: &TenantId, old: &[u8], new: &[u8]) -> Result<bool, StoreError> {
+        let conn = self.conn()?;
+        let n = conn.execute(
+            "UPDATE tenants SET smtp_password = ?3 WHERE id = ?1 AND smtp_password = ?2",
+            params![id.as_str(), old, new],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn backup_to(&self, path: &std::path::Path) -> Result<(), StoreError> {
+        if path.exists() {
+            return Err(StoreError::Conflict("the backup file already exists"));
+        }
+        let conn = self.conn()?;
+        let mut dst = rusqlite::Connection::open(path)?;
+        {
+            let backup = rusqlite::backup::Backup::new(&conn, &mut dst)?;
+            backup.run_to_completion(256, Duration::from_millis(2), None)?;
+        }
+        // A single file, no WAL: easy to copy off the machine.
+        dst.pragma_update(None, "journal_mode", "DELETE")?;
+        Ok(())
+    }
+
     fn has_data(&self) -> Result<bool, StoreError> {
         let conn = self.conn()?;
         let n: i64 = conn.query_row(

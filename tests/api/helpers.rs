@@ -23,6 +23,7 @@ pub struct TestApp {
     pub dir: tempfile::TempDir,
     pub settings: Settings,
     pub handle: actix_web::dev::ServerHandle,
+    pub services: otpmint::service::Services,
 }
 
 pub fn test_settings(dir: &std::path::Path, smtp: &SmtpServer) -> Settings {
@@ -66,6 +67,7 @@ pub async fn start(
     let app = Application::build_with_clock(settings.clone(), clock.clone()).expect("app builds");
     let port = app.port();
     let handle = app.handle();
+    let services = app.services().clone();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         addr: format!("http://127.0.0.1:{port}"),
@@ -75,10 +77,43 @@ pub async fn start(
         dir,
         settings,
         handle,
+        services,
     }
 }
 
 impl TestApp {
+    /// A config file for the CLI that points at this app's database and key.
+    pub fn cli_config(&self) -> PathBuf {
+        let p = self.dir.path().join("cli.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "[database]\nurl = \"{}\"\n[crypto]\nmaster_key_file = \"{}\"\n[smtp]\nallow_private_hosts = true\nallowed_ports = [{}]\nextra_root_certificates = [\"{}\"]\n",
+                self.settings.database.url,
+                self.settings.crypto.master_key_file,
+                self.smtp.port,
+                self.smtp.ca_path.display()
+            ),
+        )
+        .unwrap();
+        p
+    }
+
+    /// Run the CLI with this app's config: (success, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_otpmint"))
+            .arg("--config")
+            .arg(self.cli_config())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into(),
+            String::from_utf8_lossy(&out.stderr).into(),
+        )
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("otpmint.db")
     }

@@ -8,6 +8,7 @@ mod compat;
 mod delivery;
 mod helpers;
 mod import;
+mod ops;
 mod otp;
 mod smtp;
 mod tenants;

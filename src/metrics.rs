@@ -1,0 +1,127 @@
+//! Prometheus metrics: one registry for the process, labelled by tenant id where it makes
+//! sense and never by an email address or a key.
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub codes_minted: IntCounterVec,
+    pub verify_outcomes: IntCounterVec,
+    pub deliveries: IntCounterVec,
+    pub smtp_send_seconds: HistogramVec,
+    pub hashing_queue_depth: IntGauge,
+    pub hashing_seconds: Histogram,
+    pub rate_limited: IntCounterVec,
+    pub http_requests: IntCounterVec,
+}
+
+fn build() -> Result<Metrics, prometheus::Error> {
+    let registry = Registry::new();
+    let counter =
+        |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+    let m = Metrics {
+        codes_minted: counter(
+            "otpmint_codes_minted_total",
+            "Codes whose message the SMTP server accepted.",
+            &["tenant"],
+        )?,
+        verify_outcomes: counter(
+            "otpmint_verify_total",
+            "Verify requests by result.",
+            &["tenant", "result"],
+        )?,
+        deliveries: counter(
+            "otpmint_deliveries_total",
+            "Delivery attempts by outcome (sent or a failure reason).",
+            &["tenant", "outcome"],
+        )?,
+        rate_limited: counter(
+            "otpmint_rate_limited_total",
+            "Requests refused by a limit, by kind.",
+            &["kind"],
+        )?,
+        http_requests: counter(
+            "otpmint_http_requests_total",
+            "HTTP requests by route pattern, method and status.",
+            &["route", "method", "status"],
+        )?,
+        smtp_send_seconds: {
+            let h = HistogramVec::new(
+                HistogramOpts::new(
+                    "otpmint_smtp_send_seconds",
+                    "Time to deliver one message, by outcome.",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+                &["outcome"],
+            )?;
+            registry.register(Box::new(h.clone()))?;
+            h
+        },
+        hashing_queue_depth: {
+            let g = IntGauge::new(
+                "otpmint_hashing_queue_depth",
+                "Hash jobs waiting for a hashing thread.",
+            )?;
+            registry.register(Box::new(g.clone()))?;
+            g
+        },
+        hashing_seconds: {
+            let h = Histogram::with_opts(
+                HistogramOpts::new(
+                    "otpmint_hashing_seconds",
+                    "Time of one argon2id hash on a hashing thread.",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                ]),
+            )?;
+            registry.register(Box::new(h.clone()))?;
+            h
+        },
+        registry,
+    };
+    Ok(m)
+}
+
+static METRICS: OnceLock<Option<Metrics>> = OnceLock::new();
+
+/// The process's metrics (None only if registration failed, which cannot happen with fixed names).
+pub fn get() -> Option<&'static Metrics> {
+    METRICS.get_or_init(|| build().ok()).as_ref()
+}
+
+/// Count one event of a counter family, ignoring a (never expected) label mismatch.
+pub fn inc(f: impl FnOnce(&'static Metrics) -> &'static IntCounterVec, labels: &[&str]) {
+    if let Some(m) = get() {
+        if let Ok(c) = f(m).get_metric_with_label_values(labels) {
+            c.inc();
+        }
+    }
+}
+
+/// The Prometheus text exposition of every metric.
+pub fn render(queue_depth: usize) -> String {
+    let Some(m) = get() else {
+        return String::new();
+    };
+    m.hashing_queue_depth.set(queue_depth as i64);
+    let mut buf = Vec::new();
+    if TextEncoder::new()
+        .encode(&m.registry.gather(), &mut buf)
+        .is_err()
+    {
+        return String::new();
+    }
+    String::from_utf8(buf).unwrap_or_default()
+}

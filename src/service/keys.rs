@@ -1,0 +1,134 @@
+//! Key operations for admins: re-wrap the keyring under a new master key, rotate the data
+//! key (re-encrypting every SMTP password), and back up the database.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::{ServiceError, Services};
+use crate::crypto::cipher::{blob_version, decrypt_password, encrypt_password, PasswordContext};
+use crate::crypto::keyring::{Keyring, KIND_DATA};
+
+/// What `keys rotate` did, per master key id.
+#[derive(Debug, Default)]
+pub struct RewrapReport {
+    /// key id → rows re-wrapped from it to the active key
+    pub rewrapped: BTreeMap<String, usize>,
+    /// rows that were already under the active key
+    pub already_active: usize,
+    pub active_id: String,
+}
+
+#[derive(Debug, Default)]
+pub struct DataKeyReport {
+    pub active_version: u32,
+    pub started_new: bool,
+    pub reencrypted: usize,
+    pub already_current: usize,
+}
+
+impl Services {
+    /// Re-wrap every keyring row that is under a previous master key with the active one.
+    /// Each row is one atomic compare-and-swap, so an interrupted run simply resumes.
+    pub async fn rotate_master_key(&self) -> Result<RewrapReport, ServiceError> {
+        let rows = self.db(|s| s.keyring()).await?;
+        let keys = &self.keyring;
+        let active = keys.master();
+        let mut report = RewrapReport {
+            active_id: active.id(),
+            ..Default::default()
+        };
+        for row in rows {
+            if row.kek_id == report.active_id {
+                report.already_active += 1;
+                continue;
+            }
+            let old = keys
+                .previous()
+                .iter()
+                .find(|k| k.id() == row.kek_id)
+                .ok_or_else(|| {
+                    ServiceError::Internal(format!(
+                        "key id {} is not in crypto.previous_master_keys",
+                        row.kek_id
+                    ))
+                })?;
+            let material = old.unwrap_key(&row.kind, row.version, &row.wrapped)?;
+            let wrapped = active.wrap(&row.kind, row.version, &material)?;
+            let (kind, version, new_id, old_id) = (
+                row.kind.clone(),
+                row.version,
+                report.active_id.clone(),
+                row.kek_id.clone(),
+            );
+            if self
+                .db(move |s| s.rewrap_key(&kind, version, &wrapped, &new_id, &old_id))
+                .await?
+            {
+                *report.rewrapped.entry(row.kek_id).or_default() += 1;
+            } else {
+                report.already_active += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Start (or resume) a data-key rotation: a new data key becomes active and every SMTP
+    /// password is re-encrypted under it, one compare-and-swap per tenant.
+    pub async fn rotate_data_key(&self) -> Result<DataKeyReport, ServiceError> {
+        let mut ring = self.keyring.reopen(&self.db(|s| s.keyring()).await?)?;
+        let tenants = self.tenants().await?;
+        let stale = |ring: &Keyring| {
+            tenants
+                .iter()
+                .filter(|t| {
+                    blob_version(&t.smtp.password).map(|(v, _)| v)
+                        != Some(ring.active_data_version())
+                })
+                .count()
+        };
+        let mut report = DataKeyReport::default();
+        if stale(&ring) == 0 {
+            let rows = self.db(|s| s.keyring()).await?;
+            let next = rows
+                .iter()
+                .filter(|r| r.kind == KIND_DATA)
+                .map(|r| r.version)
+                .max()
+                .unwrap_or(0)
+                + 1;
+            let row = Keyring::new_data_key(self.keyring.master(), next)?;
+            let now = self.now();
+            self.db(move |s| s.add_data_key(&row, now)).await?;
+            ring = self.keyring.reopen(&self.db(|s| s.keyring()).await?)?;
+            report.started_new = true;
+        }
+        report.active_version = ring.active_data_version();
+        for t in tenants {
+            if blob_version(&t.smtp.password).map(|(v, _)| v) == Some(ring.active_data_version()) {
+                report.already_current += 1;
+                continue;
+            }
+            let ctx = PasswordContext {
+                tenant_id: t.id.as_str(),
+                host: &t.smtp.host,
+                port: t.smtp.port,
+                username: &t.smtp.username,
+            };
+            let plain = decrypt_password(&ring, &ctx, &t.smtp.password)?;
+            let new = encrypt_password(&ring, &ctx, secrecy::ExposeSecret::expose_secret(&plain))?;
+            let (id, old) = (t.id.clone(), t.smtp.password.clone());
+            if self
+                .db(move |s| s.set_smtp_password(&id, &old, &new))
+                .await?
+            {
+                report.reencrypted += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Copy the live database to `path` with SQLite's online backup API.
+    pub async fn backup(&self, path: PathBuf) -> Result<(), ServiceError> {
+        self.db(move |s| s.backup_to(&path)).await
+    }
+}

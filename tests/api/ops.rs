@@ -1,0 +1,303 @@
+//! Operations: metrics, retention, backup and restore, master-key and data-key rotation,
+//! and graceful shutdown of the real binary.
+
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn metrics_count_codes_verifies_deliveries_and_requests_without_personal_data() {
+    let app = spawn_app().await;
+    let (id, sk) = app.tenant().await;
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    app.verify(&sk, &key, &wrong(&code)).await;
+    app.verify(&sk, &key, &code).await;
+    let r = app.get("/metrics", "").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = r.text().await.unwrap();
+    for needle in [
+        format!("otpmint_codes_minted_total{{tenant=\"{id}\"}}"),
+        format!("otpmint_verify_total{{result=\"mismatch\",tenant=\"{id}\"}}"),
+        format!("otpmint_verify_total{{result=\"verified\",tenant=\"{id}\"}}"),
+        format!("otpmint_deliveries_total{{outcome=\"sent\",tenant=\"{id}\"}}"),
+        "otpmint_smtp_send_seconds_bucket".to_string(),
+        "otpmint_hashing_seconds_count".to_string(),
+        "otpmint_hashing_queue_depth".to_string(),
+        "otpmint_http_requests_total{method=\"POST\",route=\"/v1/otp/verify\",status=\"200\"}"
+            .to_string(),
+    ] {
+        assert!(
+            text.contains(&needle),
+            "missing {needle} in {}",
+            text.lines()
+                .filter(|l| l.contains("http_requests"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    for secret in ["ada@example.com", key.as_str(), sk.as_str()] {
+        assert!(!text.contains(secret));
+    }
+}
+
+#[tokio::test]
+async fn metrics_can_require_a_token() {
+    let app = spawn_app_with(|s| {
+        s.metrics.token = secrecy::SecretString::from("metrics-token-1".to_string())
+    })
+    .await;
+    assert_eq!(
+        app.get("/metrics", "").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.get("/metrics", "wrong").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.get("/metrics", "metrics-token-1").await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn ended_codes_are_kept_for_the_retention_period_then_purged() {
+    let app = spawn_app_with(|s| s.otp.retention_seconds = 3600).await;
+    let (_, sk) = app.tenant().await;
+    let (used, code) = app.mint(&sk, "ada@example.com").await;
+    let (pending, _) = app.mint(&sk, "bob@example.com").await;
+    app.verify(&sk, &used, &code).await;
+    app.clock.advance_secs(1800);
+    assert_eq!(app.services.purge_once().await.unwrap(), 0);
+    assert_eq!(
+        app.get(&format!("/v1/otp/{used}"), &sk).await.status(),
+        StatusCode::OK
+    );
+    app.clock.advance_secs(1801);
+    // the verified one ended over an hour ago; the pending one only expired at 600 s
+    assert_eq!(app.services.purge_once().await.unwrap(), 1);
+    assert_eq!(
+        app.get(&format!("/v1/otp/{used}"), &sk).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    let v: Value = app
+        .get(&format!("/v1/otp/{pending}"), &sk)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["status"], "expired");
+    app.clock.advance_secs(600);
+    assert_eq!(app.services.purge_once().await.unwrap(), 1);
+    assert_eq!(
+        app.get(&format!("/v1/otp/{pending}"), &sk).await.status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_restores_and_verifies_a_pending_code() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    let copy = app.dir.path().join("backup.db");
+    let (ok, out, err) = app.cli(&["backup", copy.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("backup written"));
+    let (ok, _, err) = app.cli(&["backup", copy.to_str().unwrap()]);
+    assert!(!ok && err.contains("exists"), "never overwrites: {err}");
+    // restore: a new server on the copy, same master key
+    let mut settings = app.settings.clone();
+    settings.database.url = format!("sqlite://{}", copy.display());
+    app.handle.stop(true).await;
+    let TestApp {
+        smtp, dir, clock, ..
+    } = app;
+    let restored = start(settings, smtp, dir, clock).await;
+    assert_eq!(restored.verify(&sk, &key, &code).await.0, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_key_rotation_rewraps_the_keyring_and_either_key_can_serve_during_it() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    let key_file = std::path::PathBuf::from(&app.settings.crypto.master_key_file);
+    let old = std::fs::read_to_string(&key_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let new = otpmint::crypto::keyring::MasterKey::generate().to_base64();
+    app.handle.stop(true).await;
+    let TestApp {
+        smtp,
+        dir,
+        clock,
+        settings,
+        ..
+    } = app;
+
+    // during the rotation: new key active, old one previous
+    std::fs::write(&key_file, format!("{new}\n")).unwrap();
+    let mut during = settings.clone();
+    during.crypto.previous_master_keys = vec![secrecy::SecretString::from(old.clone())];
+    let app = start(during, smtp, dir, clock).await;
+    let run = |args: &[&str]| {
+        let p = app.dir.path().join("rot.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "[database]\nurl = \"{}\"\n[crypto]\nmaster_key_file = \"{}\"\nprevious_master_keys = [\"{old}\"]\n",
+                app.settings.database.url, app.settings.crypto.master_key_file
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_otpmint"))
+            .arg("--config")
+            .arg(&p)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, out, err) = run(&["keys", "rotate"]);
+    assert!(ok, "{err}");
+    assert!(out.contains(": 2 re-wrapped"), "{out}");
+    let (ok, out, _) = run(&["keys", "rotate"]);
+    assert!(
+        ok && out.contains("2 already under it") && !out.contains("re-wrapped"),
+        "idempotent: {out}"
+    );
+    app.handle.stop(true).await;
+    let TestApp {
+        smtp,
+        dir,
+        clock,
+        settings,
+        ..
+    } = app;
+
+    // after: the new key alone opens it; the old key alone does not
+    let mut after = settings.clone();
+    after.crypto.previous_master_keys = vec![];
+    let app = start(after.clone(), smtp, dir, clock).await;
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+    app.handle.stop(true).await;
+    std::fs::write(&key_file, format!("{old}\n")).unwrap();
+    let err = otpmint::startup::Application::build_with_clock(
+        after,
+        Arc::new(otpmint::clock::ManualClock::starting_now()),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("does not match"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_key_rotation_reencrypts_passwords_and_the_running_server_keeps_sending() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    app.tenant().await;
+    let (ok, out, err) = app.cli(&["keys", "rotate-data-key"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("data key version 2 active (new)") && out.contains("2 re-encrypted"),
+        "{out}"
+    );
+    // the server started with data key 1 only; it must pick up version 2
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+    let (ok, out, _) = app.cli(&["keys", "rotate-data-key"]);
+    assert!(ok && out.contains("version 3"), "{out}");
+    let app = app.restart().await;
+    app.mint(&sk, "bob@example.com").await;
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_verifies_and_exits_zero() {
+    use std::io::{BufRead, BufReader};
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    app.handle.stop(true).await;
+    // the binary on the same database, with slow hashing so a verify is in flight
+    let conf = app.dir.path().join("slow.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[server]\nbind = \"127.0.0.1:0\"\nshutdown_grace_seconds = 20\n[database]\nurl = \"{}\"\n[crypto]\nmaster_key_file = \"{}\"\n",
+            app.settings.database.url, app.settings.crypto.master_key_file
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_otpmint"))
+        .arg("--config")
+        .arg(&conf)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let port = loop {
+        let line = lines.next().unwrap().unwrap();
+        if line.contains("otpmint listening") {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            break v["port"].as_u64().unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/v1/otp/verify");
+    let body = serde_json::json!({"shareable_key": key, "otp": code});
+    // hold the request body open so the request is in flight when SIGTERM arrives
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let stream = tokio_stream_from(rx);
+    let req = tokio::spawn(
+        client
+            .post(&url)
+            .bearer_auth(&sk)
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(stream))
+            .send(),
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let status = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tx.send(Ok(serde_json::to_vec(&body).unwrap()))
+        .await
+        .unwrap();
+    drop(tx);
+    let r = req
+        .await
+        .unwrap()
+        .expect("the in-flight request gets an answer");
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
