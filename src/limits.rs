@@ -140,7 +140,14 @@ impl actix_governor::KeyExtractor for ClientIpKey {
             .headers()
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok());
-        Ok(self.0.client_ip(peer, xff))
+        // IPv6 clients are limited per /56, the smallest block a subscriber usually gets:
+        // rotating addresses inside one's own prefix buys nothing.
+        Ok(match self.0.client_ip(peer, xff) {
+            IpAddr::V6(v6) => {
+                IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & (u128::MAX << 72)))
+            }
+            v4 => v4,
+        })
     }
 
     fn exceed_rate_limit_response(

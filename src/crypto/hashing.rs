@@ -39,6 +39,21 @@ struct Inner {
     params: Params,
     pepper: Arc<[u8]>,
     waiting: AtomicUsize,
+    /// Jobs admitted and not finished; never above `capacity`.
+    inflight: AtomicUsize,
+    capacity: usize,
+}
+
+/// Admission to the hashing pool, taken before any state changes (e.g. before an attempt is
+/// reserved), so that overload is refused up front. Released when its job finishes.
+pub struct HashSlot {
+    inner: Arc<Inner>,
+}
+
+impl Drop for HashSlot {
+    fn drop(&mut self) {
+        self.inner.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Hasher {
@@ -60,7 +75,9 @@ impl Hasher {
         } else {
             settings.max_queue
         };
-        let (tx, rx) = sync_channel::<Job>(queue);
+        let capacity = threads + queue;
+        // Admission (slots) bounds the work; the channel can hold everything admitted.
+        let (tx, rx) = sync_channel::<Job>(capacity);
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..threads {
             let rx = Arc::clone(&rx);
@@ -75,6 +92,8 @@ impl Hasher {
                 params,
                 pepper: Arc::from(pepper),
                 waiting: AtomicUsize::new(0),
+                inflight: AtomicUsize::new(0),
+                capacity,
             }),
         })
     }
@@ -84,14 +103,39 @@ impl Hasher {
         self.inner.waiting.load(Ordering::Relaxed)
     }
 
+    /// Admission to the pool, or `Overloaded` when running + queued jobs are at capacity.
+    pub fn slot(&self) -> Result<HashSlot, HashError> {
+        let inner = &self.inner;
+        let mut cur = inner.inflight.load(Ordering::Acquire);
+        loop {
+            if cur >= inner.capacity {
+                return Err(HashError::Overloaded);
+            }
+            match inner.inflight.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    return Ok(HashSlot {
+                        inner: Arc::clone(inner),
+                    })
+                }
+                Err(now) => cur = now,
+            }
+        }
+    }
+
     /// Hash a code with a fresh salt; returns the PHC string.
     pub async fn hash(&self, code: &str) -> Result<String, HashError> {
+        let slot = self.slot()?;
         let mut salt = [0u8; SALT_LEN];
         OsRng.fill_bytes(&mut salt);
         let params = self.inner.params.clone();
         let pepper = Arc::clone(&self.inner.pepper);
         let code = SecretString::from(code.to_string());
-        self.run(move |mem| {
+        self.run(slot, move |mem| {
             let out = compute(&pepper, &params, code.expose_secret(), &salt, mem)?;
             Ok(format!(
                 "$argon2id$v=19$m={},t={},p={}${}${}",
@@ -106,11 +150,11 @@ impl Hasher {
     }
 
     /// Verify a code against a stored PHC string, with the parameters it was made with.
-    pub async fn verify(&self, code: &str, phc: &str) -> Result<bool, HashError> {
+    async fn verify(&self, slot: HashSlot, code: &str, phc: &str) -> Result<bool, HashError> {
         let (params, salt, expected) = parse_phc(phc)?;
         let pepper = Arc::clone(&self.inner.pepper);
         let code = SecretString::from(code.to_string());
-        self.run(move |mem| {
+        self.run(slot, move |mem| {
             let out = compute(&pepper, &params, code.expose_secret(), &salt, mem)?;
             Ok(bool::from(out.as_slice().ct_eq(expected.as_slice())))
         })
@@ -125,9 +169,14 @@ impl Hasher {
     }
 
     /// Verify a code against whatever is stored: a native PHC string or a wrapped legacy hash.
-    pub async fn verify_stored(&self, code: &str, stored: &str) -> Result<bool, HashError> {
+    pub async fn verify_stored(
+        &self,
+        slot: HashSlot,
+        code: &str,
+        stored: &str,
+    ) -> Result<bool, HashError> {
         match stored.strip_prefix(LEGACY_PREFIX) {
-            None => self.verify(code, stored).await,
+            None => self.verify(slot, code, stored).await,
             Some(rest) => {
                 let (salt, phc) = rest
                     .split_once('$')
@@ -140,18 +189,20 @@ impl Hasher {
                 h.update(&salt);
                 h.update(code.as_bytes());
                 let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-                self.verify(&hex, &format!("${phc}")).await
+                self.verify(slot, &hex, &format!("${phc}")).await
             }
         }
     }
 
     async fn run<T: Send + 'static>(
         &self,
+        slot: HashSlot,
         f: impl FnOnce(&mut Vec<Block>) -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let inner = Arc::clone(&self.inner);
         let job: Job = Box::new(move |mem| {
+            let _slot = slot;
             inner.waiting.fetch_sub(1, Ordering::Relaxed);
             let started = std::time::Instant::now();
             let out = f(mem);
@@ -275,10 +326,19 @@ mod tests {
         let phc = h.hash("123456").await.unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
         assert!(!phc.contains("123456"));
-        assert!(h.verify("123456", &phc).await.unwrap());
-        assert!(!h.verify("123457", &phc).await.unwrap());
+        assert!(h
+            .verify_stored(h.slot().unwrap(), "123456", &phc)
+            .await
+            .unwrap());
+        assert!(!h
+            .verify_stored(h.slot().unwrap(), "123457", &phc)
+            .await
+            .unwrap());
         let other = Hasher::new(&settings(0), 1, &[2u8; 32]).unwrap();
-        assert!(!other.verify("123456", &phc).await.unwrap());
+        assert!(!other
+            .verify_stored(other.slot().unwrap(), "123456", &phc)
+            .await
+            .unwrap());
     }
 
     #[tokio::test]

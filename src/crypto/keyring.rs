@@ -267,43 +267,6 @@ impl Keyring {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn generated_keyring_reopens_with_the_same_master_key_only() {
-        let master = MasterKey::generate();
-        let (ring, rows) = Keyring::generate(&master).unwrap();
-        let again = Keyring::open(&rows, &master, &[]).unwrap();
-        assert_eq!(ring.pepper(), again.pepper());
-        let other = MasterKey::generate();
-        assert!(matches!(
-            Keyring::open(&rows, &other, &[]),
-            Err(KeyError::WrongMasterKey { .. })
-        ));
-        // the old key as "previous" still opens it
-        assert!(Keyring::open(&rows, &other, &[master]).is_ok());
-    }
-
-    #[test]
-    fn master_key_base64_roundtrip_and_rejects() {
-        let k = MasterKey::generate();
-        assert_eq!(MasterKey::from_base64(&k.to_base64()).unwrap().id(), k.id());
-        assert!(MasterKey::from_base64("c2hvcnQ=").is_err());
-        assert!(MasterKey::from_base64("not base64!").is_err());
-    }
-
-    #[test]
-    fn a_blob_wrapped_for_one_kind_does_not_unwrap_as_another() {
-        let k = MasterKey::generate();
-        let blob = k.wrap(KIND_DATA, 1, &[7u8; 32]).unwrap();
-        assert!(k.unwrap_key(KIND_PEPPER, 1, &blob).is_err());
-        assert!(k.unwrap_key(KIND_DATA, 2, &blob).is_err());
-        assert_eq!(k.unwrap_key(KIND_DATA, 1, &blob).unwrap(), vec![7u8; 32]);
-    }
-}
-
 /// The unlocked keyring of a running process, replaceable when another process (the CLI's
 /// `keys rotate-data-key`) adds a data key.
 pub struct Keys {
@@ -349,5 +312,42 @@ impl Keys {
 
     pub fn previous(&self) -> &[MasterKey] {
         &self.previous
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keyring_reopens_with_the_same_master_key_only() {
+        let master = MasterKey::generate();
+        let (ring, rows) = Keyring::generate(&master).unwrap();
+        let again = Keyring::open(&rows, &master, &[]).unwrap();
+        assert_eq!(ring.pepper(), again.pepper());
+        let other = MasterKey::generate();
+        assert!(matches!(
+            Keyring::open(&rows, &other, &[]),
+            Err(KeyError::WrongMasterKey { .. })
+        ));
+        // the old key as "previous" still opens it
+        assert!(Keyring::open(&rows, &other, &[master]).is_ok());
+    }
+
+    #[test]
+    fn master_key_base64_roundtrip_and_rejects() {
+        let k = MasterKey::generate();
+        assert_eq!(MasterKey::from_base64(&k.to_base64()).unwrap().id(), k.id());
+        assert!(MasterKey::from_base64("c2hvcnQ=").is_err());
+        assert!(MasterKey::from_base64("not base64!").is_err());
+    }
+
+    #[test]
+    fn a_blob_wrapped_for_one_kind_does_not_unwrap_as_another() {
+        let k = MasterKey::generate();
+        let blob = k.wrap(KIND_DATA, 1, &[7u8; 32]).unwrap();
+        assert!(k.unwrap_key(KIND_PEPPER, 1, &blob).is_err());
+        assert!(k.unwrap_key(KIND_DATA, 2, &blob).is_err());
+        assert_eq!(k.unwrap_key(KIND_DATA, 1, &blob).unwrap(), vec![7u8; 32]);
     }
 }

@@ -58,14 +58,41 @@ impl DeliveryReason {
 #[error("delivery failed ({})", reason.as_str())]
 pub struct DeliveryError {
     pub reason: DeliveryReason,
-    /// Internal detail for the logs only (never SMTP credentials).
+    /// Internal detail for the logs only: never SMTP credentials, never a server's reply
+    /// text (it can hold the recipient's address).
     pub detail: String,
+    /// The failure came after the message may have reached the server (a timeout or a
+    /// broken connection during the transaction): it must not be treated as unsent.
+    pub maybe_delivered: bool,
 }
 
 fn fail(reason: DeliveryReason, detail: impl fmt::Display) -> DeliveryError {
     DeliveryError {
         reason,
         detail: detail.to_string(),
+        maybe_delivered: false,
+    }
+}
+
+/// A lettre error described by its class and reply code only (the reply text can carry the
+/// recipient's address).
+fn smtp_detail(e: &lettre::transport::smtp::Error) -> String {
+    let class = if e.is_permanent() {
+        "permanent reply"
+    } else if e.is_transient() {
+        "transient reply"
+    } else if e.is_timeout() {
+        "timeout"
+    } else if e.is_tls() {
+        "tls error"
+    } else if e.is_client() {
+        "client error"
+    } else {
+        "connection error"
+    };
+    match e.status() {
+        Some(code) => format!("{class} {code}"),
+        None => class.to_string(),
     }
 }
 
@@ -226,6 +253,29 @@ impl Mailer {
 
     /// Send one message; bounded as a whole by `smtp.timeout_seconds`.
     pub async fn send(&self, target: &SmtpTarget, msg: &Outgoing<'_>) -> Result<(), DeliveryError> {
+        let (envelope, bytes) = render(target, msg)?;
+        // The bound covers everything: resolution, connect, TLS, AUTH and DATA.
+        match tokio::time::timeout(
+            self.inner.timeout,
+            self.resolve_and_send(target, &envelope, &bytes),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(DeliveryError {
+                reason: DeliveryReason::Timeout,
+                detail: "delivery exceeded smtp.timeout_seconds".into(),
+                maybe_delivered: true,
+            }),
+        }
+    }
+
+    async fn resolve_and_send(
+        &self,
+        target: &SmtpTarget,
+        envelope: &lettre::address::Envelope,
+        bytes: &[u8],
+    ) -> Result<(), DeliveryError> {
         let (name, addrs) = self
             .inner
             .policy
@@ -237,20 +287,9 @@ impl Mailer {
                 }
                 other => fail(DeliveryReason::HostNotAllowed, other),
             })?;
-        let (envelope, bytes) = render(target, msg)?;
         let pool = self.pool_for(target);
-        match tokio::time::timeout(
-            self.inner.timeout,
-            self.send_on_pool(&pool, target, &name, &addrs, &envelope, &bytes),
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(fail(
-                DeliveryReason::Timeout,
-                "delivery exceeded smtp.timeout_seconds",
-            )),
-        }
+        self.send_on_pool(&pool, target, &name, &addrs, envelope, bytes)
+            .await
     }
 
     fn pool_for(&self, target: &SmtpTarget) -> Arc<TenantPool> {
@@ -319,13 +358,21 @@ impl Mailer {
                 Ok(())
             }
             Err(e) => {
+                // A reply (4xx/5xx) means the server refused: nothing was delivered. Anything
+                // else (a broken connection, a timeout) may have come after DATA.
+                let refused = e.is_permanent() || e.is_transient();
                 let reason = if e.is_timeout() {
                     DeliveryReason::Timeout
                 } else {
                     DeliveryReason::Rejected
                 };
+                let detail = smtp_detail(&e);
                 conn.abort().await;
-                Err(fail(reason, e))
+                Err(DeliveryError {
+                    reason,
+                    detail,
+                    maybe_delivered: !refused,
+                })
             }
         }
     }
@@ -370,12 +417,12 @@ impl Mailer {
                     .map_err(|e| fail(DeliveryReason::Tls, e))?;
                 AsyncSmtpConnection::connect_with_transport(Box::new(TlsStream(tls)), &hello)
                     .await
-                    .map_err(|e| fail(DeliveryReason::Unreachable, e))?
+                    .map_err(|e| fail(DeliveryReason::Unreachable, smtp_detail(&e)))?
             }
             TlsMode::Starttls | TlsMode::None => {
                 AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello)
                     .await
-                    .map_err(|e| fail(DeliveryReason::Unreachable, e))?
+                    .map_err(|e| fail(DeliveryReason::Unreachable, smtp_detail(&e)))?
             }
         };
         if target.tls == TlsMode::Starttls {
@@ -383,9 +430,17 @@ impl Mailer {
             // Required, never opportunistic: a server without STARTTLS fails here.
             conn.starttls(params, &hello)
                 .await
-                .map_err(|e| fail(DeliveryReason::Tls, e))?;
+                .map_err(|e| fail(DeliveryReason::Tls, smtp_detail(&e)))?;
         }
         if !target.username.is_empty() {
+            // Credentials never travel in the clear, whatever the settings say.
+            if !conn.is_encrypted() && target.tls != TlsMode::Implicit {
+                conn.abort().await;
+                return Err(fail(
+                    DeliveryReason::Auth,
+                    "AUTH is never sent over an unencrypted connection",
+                ));
+            }
             let creds = Credentials::new(
                 target.username.clone(),
                 target.password.expose_secret().to_string(),

@@ -11,6 +11,7 @@ use super::auth::{is_admin, read_body};
 use super::error::{ApiError, CompatError, MAIL_ERROR, MISSING_FIELDS};
 use super::AppState;
 use crate::config::RegistrationMode;
+use crate::domain::challenge::Status;
 use crate::domain::email::RecipientEmail;
 use crate::domain::keys::{Flavor, SecretKey};
 use crate::domain::policy::PolicyPatch;
@@ -166,13 +167,21 @@ pub async fn verify_otp(
         .await
     {
         Ok(_) => Ok(text(StatusCode::CREATED, "OTP Matched!".into())),
-        // A code that is not six digits is a mismatch to OtpMint's clients (no attempt used).
-        Err(ServiceError::Invalid(_)) => Err(CompatError::from_service(
-            ServiceError::Mismatch {
-                attempts_remaining: 0,
-            },
-            false,
-        )),
+        // A code that is not six digits is a mismatch to OtpMint's clients (no attempt used)
+        // while the key is live; an ended key answers as it would for any code.
+        Err(ServiceError::Invalid(_)) => {
+            let e = match st.services.otp_status(&tenant, &key, Flavor::Compat).await {
+                Ok(v) => match v.status_at(st.services.now()) {
+                    Status::Pending => ServiceError::Mismatch {
+                        attempts_remaining: v.attempts_remaining(),
+                    },
+                    Status::Exhausted => ServiceError::AttemptsExhausted,
+                    _ => ServiceError::OtpNotFound,
+                },
+                Err(e) => e,
+            };
+            Err(CompatError::from_service(e, false))
+        }
         Err(e) => Err(CompatError::from_service(e, false)),
     }
 }

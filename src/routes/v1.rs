@@ -133,6 +133,12 @@ pub fn tenant_json(t: &TenantRow) -> Value {
     })
 }
 
+/// A JSON answer with the charset the contract names.
+fn json(mut b: actix_web::HttpResponseBuilder, v: Value) -> HttpResponse {
+    b.content_type("application/json; charset=utf-8")
+        .body(v.to_string())
+}
+
 fn no_store(mut b: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
     b.insert_header((header::CACHE_CONTROL, "no-store"));
     b
@@ -172,17 +178,22 @@ pub async fn create_tenant(
     tracing::info!(tenant_id = %row.id, "tenant created");
     let mut v = tenant_json(&row);
     v["secret_key"] = json!(secret.expose());
-    Ok(no_store(HttpResponse::Created()).json(v))
+    Ok(json(no_store(HttpResponse::Created()), v))
 }
 
 pub async fn list_tenants(_: AdminAuth, st: web::Data<AppState>) -> ApiResult {
     let list = st.services.tenants().await?;
-    Ok(HttpResponse::Ok()
-        .json(json!({"tenants": list.iter().map(tenant_json).collect::<Vec<_>>()})))
+    Ok(json(
+        HttpResponse::Ok(),
+        json!({"tenants": list.iter().map(tenant_json).collect::<Vec<_>>()}),
+    ))
 }
 
 pub async fn get_tenant(_: AdminAuth, st: web::Data<AppState>, id: web::Path<String>) -> ApiResult {
-    Ok(HttpResponse::Ok().json(tenant_json(&st.services.tenant(&id).await?)))
+    Ok(json(
+        HttpResponse::Ok(),
+        tenant_json(&st.services.tenant(&id).await?),
+    ))
 }
 
 fn patch_from(b: PatchTenantBody) -> Result<TenantPatch, ApiError> {
@@ -217,7 +228,7 @@ pub async fn patch_tenant(
         .services
         .update_tenant(&id, patch_from(body)?, false)
         .await?;
-    Ok(HttpResponse::Ok().json(tenant_json(&row)))
+    Ok(json(HttpResponse::Ok(), tenant_json(&row)))
 }
 
 pub async fn delete_tenant(
@@ -241,11 +252,14 @@ pub async fn rotate_secret(
     let grace = body.and_then(|b| b.grace_seconds).unwrap_or(0);
     let secret: SecretKey = st.services.rotate_secret(&id, grace).await?;
     tracing::info!(tenant_id = %id, grace_seconds = grace, "secret key rotated");
-    Ok(no_store(HttpResponse::Ok()).json(json!({"secret_key": secret.expose()})))
+    Ok(json(
+        no_store(HttpResponse::Ok()),
+        json!({"secret_key": secret.expose()}),
+    ))
 }
 
 pub async fn get_self(t: TenantAuth) -> ApiResult {
-    Ok(HttpResponse::Ok().json(tenant_json(&t.0)))
+    Ok(json(HttpResponse::Ok(), tenant_json(&t.0)))
 }
 
 pub async fn patch_self(
@@ -259,7 +273,7 @@ pub async fn patch_self(
         .services
         .update_tenant(t.0.id.as_str(), patch_from(body)?, true)
         .await?;
-    Ok(HttpResponse::Ok().json(tenant_json(&row)))
+    Ok(json(HttpResponse::Ok(), tenant_json(&row)))
 }
 
 pub async fn mint(
@@ -290,13 +304,16 @@ pub async fn mint(
         .services
         .mint(&t.0, email, purpose, Flavor::Native)
         .await?;
-    Ok(no_store(HttpResponse::Created()).json(json!({
-        "shareable_key": m.key.expose(),
-        "expires_at": rfc3339(m.expires_at),
-        "ttl_seconds": m.policy.ttl_seconds,
-        "code_length": m.policy.code_length,
-        "max_attempts": m.policy.max_attempts,
-    })))
+    Ok(json(
+        no_store(HttpResponse::Created()),
+        json!({
+            "shareable_key": m.key.expose(),
+            "expires_at": rfc3339(m.expires_at),
+            "ttl_seconds": m.policy.ttl_seconds,
+            "code_length": m.policy.code_length,
+            "max_attempts": m.policy.max_attempts,
+        }),
+    ))
 }
 
 pub async fn verify(
@@ -310,12 +327,15 @@ pub async fn verify(
         .services
         .verify(&t.0.id, &b.shareable_key, &b.otp, Flavor::Native)
         .await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "verified": true,
-        "email": v.email,
-        "purpose": v.purpose,
-        "verified_at": rfc3339(v.verified_at),
-    })))
+    Ok(json(
+        HttpResponse::Ok(),
+        json!({
+            "verified": true,
+            "email": v.email,
+            "purpose": v.purpose,
+            "verified_at": rfc3339(v.verified_at),
+        }),
+    ))
 }
 
 fn status_json(v: &ChallengeView, now: i64) -> Value {
@@ -339,7 +359,7 @@ pub async fn otp_status(
         .services
         .otp_status(&t.0.id, &key, Flavor::Native)
         .await?;
-    Ok(HttpResponse::Ok().json(status_json(&v, st.services.now())))
+    Ok(json(HttpResponse::Ok(), status_json(&v, st.services.now())))
 }
 
 pub async fn otp_cancel(
@@ -352,15 +372,18 @@ pub async fn otp_cancel(
 }
 
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+    json(HttpResponse::Ok(), json!({"status": "ok"}))
 }
 
 pub async fn readyz(st: web::Data<AppState>) -> HttpResponse {
     match st.services.db(|s| s.ping()).await {
-        Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
+        Ok(()) => json(HttpResponse::Ok(), json!({"status": "ready"})),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            HttpResponse::ServiceUnavailable().json(json!({"status": "unavailable"}))
+            json(
+                HttpResponse::ServiceUnavailable(),
+                json!({"status": "unavailable"}),
+            )
         }
     }
 }

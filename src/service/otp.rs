@@ -42,6 +42,22 @@ impl Purpose {
     }
 }
 
+/// A failed mint, and whether its quota charge is given back (only when nothing can have
+/// reached the recipient).
+pub struct MintFailure {
+    pub error: ServiceError,
+    pub refund: bool,
+}
+
+impl From<ServiceError> for MintFailure {
+    fn from(error: ServiceError) -> Self {
+        MintFailure {
+            error,
+            refund: true,
+        }
+    }
+}
+
 pub struct Minted {
     pub key: ShareableKey,
     pub expires_at: Millis,
@@ -118,15 +134,20 @@ impl Services {
                 }
                 e
             })?;
-        let result = self
+        match self
             .mint_and_send(tenant, &email, &purpose, flavor, policy, now)
-            .await;
-        if result.is_err() {
-            // Nothing reached the recipient: give the send back to the quotas.
-            let tid = tenant.id.clone();
-            let _ = self.db(move |s| s.refund_send(&tid, &canonical, now)).await;
+            .await
+        {
+            Ok(m) => Ok(m),
+            Err(f) => {
+                if f.refund {
+                    // Nothing can have reached the recipient: give the send back.
+                    let tid = tenant.id.clone();
+                    let _ = self.db(move |s| s.refund_send(&tid, &canonical, now)).await;
+                }
+                Err(f.error)
+            }
         }
-        result
     }
 
     async fn mint_and_send(
@@ -137,10 +158,14 @@ impl Services {
         flavor: Flavor,
         policy: Policy,
         now: Millis,
-    ) -> Result<Minted, ServiceError> {
+    ) -> Result<Minted, MintFailure> {
         let code = OtpCode::generate(policy.code_length);
         let key = ShareableKey::generate(flavor);
-        let code_hash = self.hasher.hash(code.expose()).await?;
+        let code_hash = self
+            .hasher
+            .hash(code.expose())
+            .await
+            .map_err(ServiceError::from)?;
         let digest = self.key_digest(key.expose());
         let expires_at = now + i64::from(policy.ttl_seconds) * 1000;
         let challenge = NewChallenge {
@@ -199,7 +224,13 @@ impl Services {
         match sent {
             Ok(()) => {
                 let t = self.now();
-                self.db(move |s| s.mark_sent(&tid, &d2, t)).await?;
+                // The message was accepted: whatever happens now, the send counts.
+                self.db(move |s| s.mark_sent(&tid, &d2, t))
+                    .await
+                    .map_err(|error| MintFailure {
+                        error,
+                        refund: false,
+                    })?;
                 crate::metrics::inc(|m| &m.codes_minted, &[tenant.id.as_str()]);
                 tracing::info!(tenant_id = %tenant.id, recipient = %email.masked(), "code sent");
                 Ok(Minted {
@@ -210,9 +241,15 @@ impl Services {
             }
             Err(e) => {
                 let t = self.now();
-                self.db(move |s| s.mark_failed(&tid, &d2, t)).await?;
+                let refund = !e.maybe_delivered;
+                self.db(move |s| s.mark_failed(&tid, &d2, t))
+                    .await
+                    .map_err(|error| MintFailure { error, refund })?;
                 tracing::warn!(tenant_id = %tenant.id, recipient = %email.masked(), reason = e.reason.as_str(), detail = %e.detail, "delivery failed");
-                Err(ServiceError::Delivery(e.reason))
+                Err(MintFailure {
+                    error: ServiceError::Delivery(e.reason),
+                    refund,
+                })
             }
         }
     }
@@ -304,19 +341,22 @@ impl Services {
         let tid = tenant.clone();
         let d = digest.clone();
         let len = code.len() as u32;
+        // Admission to the hashing pool first: overload is refused before any state changes.
+        let slot = self.hasher.slot()?;
         let reserved = self
             .db(move |s| s.reserve_attempt(&tid, &d, flavor, len, &quota, now))
             .await?;
         let Some(res) = reserved else {
             return Err(self.why_not(tenant, &digest, flavor, now, code.len()).await);
         };
-        let matched = match self.hasher.verify_stored(code, &res.code_hash).await {
+        let matched = match self.hasher.verify_stored(slot, code, &res.code_hash).await {
             Ok(m) => m,
             Err(e) => {
-                // Never evaluated (e.g. the hashing queue is full): the attempt is returned.
+                // Never evaluated: the attempt and the failure budget are given back.
                 let tid = tenant.clone();
                 let d = digest.clone();
-                let _ = self.db(move |s| s.release_attempt(&tid, &d)).await;
+                let r = res.email_canonical.clone();
+                let _ = self.db(move |s| s.release_attempt(&tid, &d, &r)).await;
                 return Err(e.into());
             }
         };
@@ -336,9 +376,7 @@ impl Services {
             }
             return Err(self.why_not(tenant, &digest, flavor, t, code.len()).await);
         }
-        let t = self.now();
-        self.db(move |s| s.record_failure(&tid, &recipient, &quota, t))
-            .await?;
+        // The failure was counted against the recipient's budget with the reservation.
         Err(ServiceError::Mismatch {
             attempts_remaining: res.max_attempts.saturating_sub(res.attempts),
         })

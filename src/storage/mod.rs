@@ -193,7 +193,8 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> Result<(), StoreError>;
     /// Reserve one guess: only for a pending, unexpired, unexhausted code whose recipient's
-    /// failure budget (`q`) is not spent. One statement, so atomic under any concurrency.
+    /// failure budget (`q`) is not spent; the guess counts against that budget at once (a
+    /// match clears it). One transaction, so atomic under any concurrency.
     /// `code_len` must match the code's length (a wrong length is no guess).
     fn reserve_attempt(
         &self,
@@ -205,7 +206,13 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> Result<Option<Reservation>, StoreError>;
     /// Give back a reserved attempt that was never evaluated.
-    fn release_attempt(&self, tenant: &TenantId, key_digest: &[u8]) -> Result<(), StoreError>;
+    /// Also gives back the recipient's failure budget that the reservation took.
+    fn release_attempt(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        recipient: &str,
+    ) -> Result<(), StoreError>;
     /// `pending` → `verified` if still pending and unexpired; false otherwise.
     fn finish_verify(
         &self,
@@ -213,7 +220,7 @@ pub trait Store: Send + Sync + 'static {
         key_digest: &[u8],
         now: Millis,
     ) -> Result<bool, StoreError>;
-    /// The tenant a code belongs to (for OtpMint's verify, which names no tenant).
+    /// The enabled tenant a code belongs to (for OtpMint's verify, which names no tenant).
     fn challenge_owner(
         &self,
         key_digest: &[u8],
@@ -267,13 +274,6 @@ pub trait Store: Send + Sync + 'static {
         q: &SendQuota,
         now: Millis,
     ) -> Result<Option<Millis>, StoreError>;
-    fn record_failure(
-        &self,
-        tenant: &TenantId,
-        recipient: &str,
-        q: &SendQuota,
-        now: Millis,
-    ) -> Result<(), StoreError>;
     fn clear_failures(&self, tenant: &TenantId, recipient: &str) -> Result<(), StoreError>;
 }
 

@@ -509,13 +509,16 @@ impl Store for SqliteStore {
         q: &SendQuota,
         now: Millis,
     ) -> Result<Option<Reservation>, StoreError> {
-        let conn = self.conn()?;
+        let mut conn = self.conn()?;
         let max_failures: i64 = if q.max_failures == 0 {
             i64::MAX
         } else {
             q.max_failures.into()
         };
-        Ok(conn
+        // The attempt and the recipient's failure budget are taken together, so neither can
+        // be overrun by concurrent guesses; a match or a release gives the budget back.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let res = tx
             .query_row(
                 "UPDATE challenges SET attempts = attempts + 1 \
                  WHERE key_digest = ?1 AND tenant_id = ?2 AND flavor = ?3 AND status = 'pending' \
@@ -535,15 +538,39 @@ impl Store for SqliteStore {
                     })
                 },
             )
-            .optional()?)
+            .optional()?;
+        if let Some(r) = &res {
+            if q.max_failures > 0 {
+                tx.execute(
+                    "INSERT INTO recipient_failures (tenant_id, email_canonical, failures, window_start) VALUES (?1, ?2, 1, ?3) \
+                     ON CONFLICT (tenant_id, email_canonical) DO UPDATE SET \
+                       failures = CASE WHEN window_start + ?4 <= ?3 THEN 1 ELSE failures + 1 END, \
+                       window_start = CASE WHEN window_start + ?4 <= ?3 THEN ?3 ELSE window_start END",
+                    params![tenant.as_str(), r.email_canonical, now, q.recipient_window_ms],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(res)
     }
 
-    fn release_attempt(&self, tenant: &TenantId, key_digest: &[u8]) -> Result<(), StoreError> {
-        let conn = self.conn()?;
-        conn.execute(
+    fn release_attempt(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        recipient: &str,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
             "UPDATE challenges SET attempts = attempts - 1 WHERE key_digest = ?1 AND tenant_id = ?2 AND attempts > 0",
             params![key_digest, tenant.as_str()],
         )?;
+        tx.execute(
+            "UPDATE recipient_failures SET failures = failures - 1 WHERE tenant_id = ?1 AND email_canonical = ?2 AND failures > 0",
+            params![tenant.as_str(), recipient],
+        )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -570,7 +597,8 @@ impl Store for SqliteStore {
         let conn = self.conn()?;
         Ok(conn
             .query_row(
-                "SELECT tenant_id FROM challenges WHERE key_digest = ?1 AND flavor = ?2",
+                "SELECT c.tenant_id FROM challenges c JOIN tenants t ON t.id = c.tenant_id \
+                 WHERE c.key_digest = ?1 AND c.flavor = ?2 AND t.enabled = 1",
                 params![key_digest, flavor.as_str()],
                 |r| r.get::<_, String>(0),
             )
@@ -815,27 +843,6 @@ impl Store for SqliteStore {
             let until = start + q.recipient_window_ms;
             (f >= q.max_failures && until > now).then_some(until)
         }))
-    }
-
-    fn record_failure(
-        &self,
-        tenant: &TenantId,
-        recipient: &str,
-        q: &SendQuota,
-        now: Millis,
-    ) -> Result<(), StoreError> {
-        if q.max_failures == 0 {
-            return Ok(());
-        }
-        let conn = self.conn()?;
-        conn.execute(
-            "INSERT INTO recipient_failures (tenant_id, email_canonical, failures, window_start) VALUES (?1, ?2, 1, ?3) \
-             ON CONFLICT (tenant_id, email_canonical) DO UPDATE SET \
-               failures = CASE WHEN window_start + ?4 <= ?3 THEN 1 ELSE failures + 1 END, \
-               window_start = CASE WHEN window_start + ?4 <= ?3 THEN ?3 ELSE window_start END",
-            params![tenant.as_str(), recipient, now, q.recipient_window_ms],
-        )?;
-        Ok(())
     }
 
     fn clear_failures(&self, tenant: &TenantId, recipient: &str) -> Result<(), StoreError> {

@@ -393,3 +393,48 @@ async fn a_verify_flood_is_shed_with_503_while_healthz_answers() {
         .unwrap();
     assert_eq!(v["attempts_used"].as_u64().unwrap() as usize, evaluated);
 }
+
+#[tokio::test]
+async fn concurrent_guesses_across_codes_cannot_overrun_the_failure_budget() {
+    let app = spawn_app_with(|s| s.limits.recipient_max_failures = 4).await;
+    let (_, sk) = app.tenant_with(json!({"max_attempts": 20})).await;
+    let mut keys = Vec::new();
+    for p in ["a", "b", "c"] {
+        let (k, c) = app.mint_purpose(&sk, "ada@example.com", Some(p)).await;
+        keys.push((k, wrong(&c)));
+    }
+    let futs = (0..30).map(|i| {
+        let (k, bad) = &keys[i % 3];
+        app.verify(&sk, k, bad)
+    });
+    let results = futures_util::future::join_all(futs).await;
+    let evaluated = results
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::UNPROCESSABLE_ENTITY)
+        .count();
+    assert_eq!(evaluated, 4, "{results:?}");
+    assert!(results
+        .iter()
+        .filter(|(s, _)| *s != StatusCode::UNPROCESSABLE_ENTITY)
+        .all(|(s, _)| *s == StatusCode::TOO_MANY_REQUESTS));
+}
+
+#[tokio::test]
+async fn plaintext_smtp_never_carries_the_password() {
+    let app = spawn_app_with(|s| s.smtp.allow_plaintext = true).await;
+    let (id, sk) = app.tenant().await;
+    let r = app
+        .patch(
+            &format!("/v1/tenants/{id}"),
+            ADMIN,
+            json!({"smtp": {"tls": "none"}}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app
+        .post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(r.json::<Value>().await.unwrap()["reason"], "smtp_auth");
+    assert!(app.smtp.messages().is_empty());
+}

@@ -244,3 +244,44 @@ async fn compat_routes_can_be_turned_off() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_disabled_tenant_cannot_verify_and_a_malformed_otp_on_an_ended_key_is_a_blocker_error() {
+    let app = spawn_app().await;
+    register(&app).await;
+    let (key, code) = compat_mint(&app, "ada@example.com").await;
+    assert_eq!(
+        compat_verify(&app, &key, json!("12")).await,
+        (StatusCode::FORBIDDEN, "OTP Mismatched!".into())
+    );
+    assert_eq!(
+        compat_verify(&app, &key, json!(code)).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        compat_verify(&app, &key, json!("12")).await,
+        (StatusCode::BAD_REQUEST, "Unknown Error in blocker".into())
+    );
+    let (key2, code2) = compat_mint(&app, "bob@example.com").await;
+    let list: Value = app.get("/v1/tenants", ADMIN).await.json().await.unwrap();
+    let id = list["tenants"][0]["id"].as_str().unwrap().to_string();
+    app.patch(
+        &format!("/v1/tenants/{id}"),
+        ADMIN,
+        json!({"enabled": false}),
+    )
+    .await;
+    assert_eq!(
+        compat_verify(&app, &key2, json!(code2)).await,
+        (StatusCode::BAD_REQUEST, "Unknown Error in blocker".into())
+    );
+    let r = app
+        .post(
+            "/reg_secretkey",
+            "",
+            reg_body(&app, "another-key-0000000001"),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+}

@@ -494,3 +494,18 @@ async fn operations_basics_health_errors_and_request_ids() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(app.smtp.messages().is_empty());
 }
+
+#[tokio::test]
+async fn json_answers_name_their_charset() {
+    let app = spawn_app().await;
+    let r = app.get("/healthz", "").await;
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/json; charset=utf-8"
+    );
+    let r = app.get("/v1/tenants", ADMIN).await;
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/json; charset=utf-8"
+    );
+}
