@@ -173,7 +173,7 @@ fn service_msg(e: ServiceError) -> CliError {
 
 pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(settings).await,
+        Command::Serve => serve(settings, cli.config.clone()).await,
         Command::Migrate => {
             let store = open_store(&settings)?;
             drop(store);
@@ -259,9 +259,10 @@ fn services(settings: Settings) -> Result<Services, CliError> {
     Ok(build_services(settings, Arc::new(SystemClock))?)
 }
 
-async fn serve(settings: Settings) -> Result<(), CliError> {
+async fn serve(settings: Settings, file: Option<PathBuf>) -> Result<(), CliError> {
     let bind = settings.server.bind.clone();
     let app = Application::build(settings)?;
+    app.reload_on_sighup(file);
     let tenants = app.services().tenants().await.map_err(service_msg)?;
     tracing::info!(bind = %bind, port = app.port(), "otpmint listening");
     if tenants.is_empty() {

@@ -61,6 +61,7 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub smtp: SmtpSettings,
     pub compat: CompatSettings,
+    pub audit: AuditSettings,
     pub metrics: MetricsSettings,
     pub log: LogSettings,
 }
@@ -159,6 +160,12 @@ pub struct SmtpSettings {
 pub struct CompatSettings {
     pub otpmint: bool,
     pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    pub retention_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -180,12 +180,13 @@ pub fn build_services(settings: Settings, clock: Arc<dyn Clock>) -> Result<Servi
     )
     .map_err(|e| StartupError::Other(e.to_string()))?;
     Ok(Services {
+        audit: crate::service::audit::Audit::start(Arc::clone(&store)),
         store,
         keyring: Arc::new(keyring),
         hasher,
         mailer,
         clock,
-        settings: Arc::new(settings),
+        settings: Arc::new(arc_swap::ArcSwap::from_pointee(settings)),
     })
 }
 
@@ -216,10 +217,13 @@ impl Application {
             .map_err(|e| StartupError::Other(e.to_string()))?
             .port();
         let state = web::Data::new(AppState {
+            proxies: crate::limits::TrustedProxies::parse(
+                &services.settings.load().server.trusted_proxies,
+            ),
             services: services.clone(),
         });
         // One limiter state shared by every worker.
-        let governor = crate::limits::ip_governor(&services.settings)
+        let governor = crate::limits::ip_governor(&services.settings.load())
             .ok_or_else(|| StartupError::Other("invalid per-IP limit settings".into()))?;
         let mut server = HttpServer::new(move || app(state.clone(), governor.clone()))
             .shutdown_timeout(grace)
@@ -250,11 +254,50 @@ impl Application {
         &self.services
     }
 
+    /// Re-read the configuration on SIGHUP from `file` (the same layers as at start).
+    pub fn reload_on_sighup(&self, file: Option<PathBuf>) {
+        #[cfg(unix)]
+        {
+            let services = self.services.clone();
+            tokio::spawn(async move {
+                use tokio::signal::unix::{signal, SignalKind};
+                let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                    tracing::warn!("cannot listen for SIGHUP; configuration reload is off");
+                    return;
+                };
+                while hup.recv().await.is_some() {
+                    match Settings::load(file.as_deref()) {
+                        Ok(new) => {
+                            let level = new.log.level.clone();
+                            let (live, restart) = services.reload(new);
+                            tracing::info!(
+                                applied = %live.join(","),
+                                need_restart = %restart.join(","),
+                                "configuration reloaded"
+                            );
+                            // After the line above, so a quieter level does not hide it.
+                            if live.iter().any(|k| k == "log.level") {
+                                crate::telemetry::set_level(&level);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "configuration reload failed; keeping the current settings")
+                        }
+                    }
+                }
+            });
+        }
+        #[cfg(not(unix))]
+        let _ = file;
+    }
+
     /// Serve until the server stops (SIGINT/SIGTERM), purging ended codes in the background.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let purger = tokio::spawn(purge_loop(self.services.clone()));
         let result = self.server.await;
         purger.abort();
+        // In-flight requests are done: write the last audit events before exiting.
+        self.services.audit.flush().await;
         result
     }
 }
@@ -272,14 +315,103 @@ async fn purge_loop(services: Services) {
     }
 }
 
+/// Settings that take effect without a restart; everything else is reported as needing one.
+const LIVE_KEYS: &[&str] = &[
+    "admin.token",
+    "registration.mode",
+    "otp.code_length",
+    "otp.ttl_seconds",
+    "otp.max_attempts",
+    "otp.retention_seconds",
+    "limits.recipient_max_sends",
+    "limits.recipient_window_seconds",
+    "limits.resend_cooldown_seconds",
+    "limits.tenant_max_sends_per_hour",
+    "limits.recipient_max_failures",
+    "compat.max_attempts",
+    "audit.retention_seconds",
+    "metrics.token",
+    "log.level",
+];
+
+/// Every `section.key` whose value differs between two settings (secrets compared by value,
+/// never printed).
+fn changed_keys(old: &Settings, new: &Settings) -> Vec<String> {
+    fn flat(s: &Settings) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let exposed = |v: &secrecy::SecretString| v.expose_secret().to_string();
+        let mut secrets = vec![
+            (
+                "crypto.master_key".to_string(),
+                exposed(&s.crypto.master_key),
+            ),
+            ("admin.token".to_string(), exposed(&s.admin.token)),
+            ("metrics.token".to_string(), exposed(&s.metrics.token)),
+            (
+                "crypto.previous_master_keys".to_string(),
+                s.crypto
+                    .previous_master_keys
+                    .iter()
+                    .map(exposed)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+        ];
+        if let Ok(serde_json::Value::Object(sections)) = serde_json::to_value(s) {
+            for (sec, v) in sections {
+                if let serde_json::Value::Object(keys) = v {
+                    for (k, val) in keys {
+                        out.push((format!("{sec}.{k}"), val.to_string()));
+                    }
+                }
+            }
+        }
+        out.retain(|(k, _)| !secrets.iter().any(|(sk, _)| sk == k));
+        out.append(&mut secrets);
+        out
+    }
+    let old = flat(old);
+    let new = flat(new);
+    let mut changed: Vec<String> = new
+        .iter()
+        .filter(|(k, v)| old.iter().find(|(ok, _)| ok == k).map(|(_, ov)| ov) != Some(v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    changed.sort();
+    changed
+}
+
+impl Services {
+    /// Apply new settings: the live ones take effect now; returns (applied, need a restart).
+    pub fn reload(&self, new: Settings) -> (Vec<String>, Vec<String>) {
+        let old = self.settings.load_full();
+        let changed = changed_keys(&old, &new);
+        let (live, restart): (Vec<String>, Vec<String>) = changed
+            .into_iter()
+            .partition(|k| LIVE_KEYS.contains(&k.as_str()));
+        self.settings.store(Arc::new(new));
+        (live, restart)
+    }
+}
+
 impl Services {
     /// One purge pass: codes that ended (or expired) more than `otp.retention_seconds` ago,
     /// and quota records older than their windows. Returns how many codes went.
     pub async fn purge_once(&self) -> Result<usize, crate::service::ServiceError> {
         let now = self.now();
-        let retention = (self.settings.otp.retention_seconds as i64) * 1000;
-        let windows = (self.settings.limits.recipient_window_seconds.max(3600) as i64) * 1000;
-        self.db(move |s| s.purge(now - retention, now - windows))
-            .await
+        let retention = (self.settings.load().otp.retention_seconds as i64) * 1000;
+        let windows = (self
+            .settings
+            .load()
+            .limits
+            .recipient_window_seconds
+            .max(3600) as i64)
+            * 1000;
+        let audit = (self.settings.load().audit.retention_seconds as i64).saturating_mul(1000);
+        self.db(move |s| {
+            s.purge_audit(now - audit)?;
+            s.purge(now - retention, now - windows)
+        })
+        .await
     }
 }

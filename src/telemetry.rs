@@ -35,18 +35,39 @@ pub fn filter(level: &str) -> EnvFilter {
     EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
+type FilterHandle = tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>;
+
+static FILTER: std::sync::OnceLock<FilterHandle> = std::sync::OnceLock::new();
+
 /// Install the global subscriber, writing to stderr. A second call is a no-op.
 pub fn init(settings: &LogSettings) {
-    let builder = fmt()
-        .with_env_filter(filter(&settings.level))
-        .with_writer(std::io::stderr);
-    let _ = match settings.format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (filter_layer, handle) = tracing_subscriber::reload::Layer::new(filter(&settings.level));
+    let registry = tracing_subscriber::registry().with(filter_layer);
+    let installed = match settings.format {
+        LogFormat::Json => registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false)
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
-        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Pretty => registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
     };
+    if installed.is_ok() {
+        let _ = FILTER.set(handle);
+    }
+}
+
+/// Change the level of the installed subscriber (SIGHUP); lettre stays muted.
+pub fn set_level(level: &str) -> bool {
+    FILTER
+        .get()
+        .is_some_and(|h| h.reload(filter(level)).is_ok())
 }

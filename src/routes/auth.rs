@@ -59,7 +59,8 @@ impl FromRequest for TenantAuth {
 
 /// Check the admin token (constant time); an empty configured token refuses everyone.
 pub fn is_admin(req: &HttpRequest, st: &AppState) -> bool {
-    let configured = st.services.settings.admin.token.expose_secret();
+    let settings = st.services.settings.load();
+    let configured = settings.admin.token.expose_secret();
     match bearer(req) {
         Some(t) if !configured.is_empty() => secrets_equal(t.as_bytes(), configured.as_bytes()),
         _ => false,

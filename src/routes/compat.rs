@@ -68,7 +68,8 @@ pub async fn reg_secretkey(
     st: web::Data<AppState>,
     payload: web::Payload,
 ) -> CompatResult {
-    match st.services.settings.registration.mode {
+    let mode = st.services.settings.load().registration.mode;
+    match mode {
         RegistrationMode::Closed => {
             return Err(CompatError {
                 status: StatusCode::FORBIDDEN,
@@ -141,7 +142,13 @@ pub async fn otp(req: HttpRequest, st: web::Data<AppState>, payload: web::Payloa
     let purpose = Purpose::parse(None).map_err(|e| CompatError::from_service(e, true))?;
     let minted = st
         .services
-        .mint(&tenant, email, purpose, Flavor::Compat)
+        .mint(
+            &tenant,
+            email,
+            purpose,
+            Flavor::Compat,
+            &super::request_context(&req, &st),
+        )
         .await
         .map_err(|e| CompatError::from_service(e, true))?;
     Ok(text(StatusCode::OK, minted.key.expose().to_string()))
@@ -161,9 +168,10 @@ pub async fn verify_otp(
         .compat_owner(&key)
         .await
         .map_err(|e| CompatError::from_service(e, false))?;
+    let ctx = super::request_context(&req, &st);
     match st
         .services
-        .verify(&tenant, &key, &code, Flavor::Compat)
+        .verify(&tenant, &key, &code, Flavor::Compat, &ctx)
         .await
     {
         Ok(_) => Ok(text(StatusCode::CREATED, "OTP Matched!".into())),

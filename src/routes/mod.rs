@@ -21,6 +21,33 @@ use error::ApiError;
 /// Shared state of every worker.
 pub struct AppState {
     pub services: Services,
+    pub proxies: crate::limits::TrustedProxies,
+}
+
+/// Who is asking: the client IP (trusted-proxy aware) and the request id, for the audit.
+pub fn request_context(
+    req: &actix_web::HttpRequest,
+    st: &AppState,
+) -> crate::service::audit::RequestContext {
+    let client_ip = req
+        .peer_addr()
+        .map(|p| {
+            let xff = req
+                .headers()
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok());
+            st.proxies.client_ip(p.ip(), xff).to_string()
+        })
+        .unwrap_or_default();
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    crate::service::audit::RequestContext {
+        client_ip,
+        request_id,
+    }
 }
 
 pub const REQUEST_ID: &str = "x-request-id";
@@ -122,6 +149,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
                 .route(web::get().to(v1::get_self))
                 .route(web::patch().to(v1::patch_self)),
         )
+        .service(r("/v1/tenant/audit").route(web::get().to(v1::audit)))
         .service(r("/v1/otp").route(web::post().to(v1::mint)))
         .service(r("/v1/otp/verify").route(web::post().to(v1::verify)))
         .service(
@@ -172,9 +200,16 @@ pub fn app(
         InitError = (),
     >,
 > {
-    let compat = state.services.settings.compat.otpmint;
+    let compat = state.services.settings.load().compat.otpmint;
     actix_web::App::new()
         .app_data(state)
+        .app_data(web::QueryConfig::default().error_handler(|e, _| {
+            ApiError::BadBody(vec![crate::domain::policy::FieldError::new(
+                "query",
+                e.to_string(),
+            )])
+            .into()
+        }))
         .configure(|c| configure(c, compat))
         .default_service(web::to(not_found))
         .wrap(actix_governor::Governor::new(&governor))

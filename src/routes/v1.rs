@@ -149,7 +149,8 @@ pub async fn create_tenant(
     st: web::Data<AppState>,
     payload: web::Payload,
 ) -> ApiResult {
-    match st.services.settings.registration.mode {
+    let mode = st.services.settings.load().registration.mode;
+    match mode {
         RegistrationMode::Closed => return Err(ApiError::RegistrationClosed),
         RegistrationMode::Admin if !is_admin(&req, &st) => {
             return Err(ServiceError::Unauthorized.into())
@@ -300,9 +301,10 @@ pub async fn mint(
             .into());
         }
     }
+    let ctx = super::request_context(&req, &st);
     let m = st
         .services
-        .mint(&t.0, email, purpose, Flavor::Native)
+        .mint(&t.0, email, purpose, Flavor::Native, &ctx)
         .await?;
     Ok(json(
         no_store(HttpResponse::Created()),
@@ -325,7 +327,13 @@ pub async fn verify(
     let b: VerifyBody = json_body(&req, payload).await?;
     let v = st
         .services
-        .verify(&t.0.id, &b.shareable_key, &b.otp, Flavor::Native)
+        .verify(
+            &t.0.id,
+            &b.shareable_key,
+            &b.otp,
+            Flavor::Native,
+            &super::request_context(&req, &st),
+        )
         .await?;
     Ok(json(
         HttpResponse::Ok(),
@@ -364,10 +372,14 @@ pub async fn otp_status(
 
 pub async fn otp_cancel(
     t: TenantAuth,
+    req: HttpRequest,
     st: web::Data<AppState>,
     key: web::Path<String>,
 ) -> ApiResult {
-    st.services.cancel(&t.0.id, &key, Flavor::Native).await?;
+    let ctx = super::request_context(&req, &st);
+    st.services
+        .cancel(&t.0.id, &key, Flavor::Native, &ctx)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -391,7 +403,8 @@ pub async fn readyz(st: web::Data<AppState>) -> HttpResponse {
 /// Prometheus text format; needs `metrics.token` as a bearer token when one is set.
 pub async fn metrics(req: HttpRequest, st: web::Data<AppState>) -> ApiResult {
     use secrecy::ExposeSecret;
-    let token = st.services.settings.metrics.token.expose_secret();
+    let settings = st.services.settings.load();
+    let token = settings.metrics.token.expose_secret();
     if !token.is_empty() {
         let ok = super::auth::bearer(&req)
             .is_some_and(|t| crate::crypto::secrets_equal(t.as_bytes(), token.as_bytes()));
@@ -402,4 +415,44 @@ pub async fn metrics(req: HttpRequest, st: web::Data<AppState>) -> ApiResult {
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(crate::metrics::render(st.services.hasher.queue_depth())))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    limit: Option<u32>,
+    before: Option<i64>,
+}
+
+/// The tenant's own audit events, newest first; page with `before` = the last `id` seen.
+pub async fn audit(t: TenantAuth, st: web::Data<AppState>, q: web::Query<AuditQuery>) -> ApiResult {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ServiceError::field("limit", "must be between 1 and 200").into());
+    }
+    let before = q.before;
+    let tid = t.0.id.clone();
+    st.services.audit.flush().await;
+    let events = st
+        .services
+        .db(move |s| s.audit_page(&tid, before, limit))
+        .await?;
+    let next = (events.len() == limit as usize)
+        .then(|| events.last().map(|e| e.id))
+        .flatten();
+    Ok(json(
+        HttpResponse::Ok(),
+        json!({
+            "events": events.iter().map(|e| json!({
+                "id": e.id,
+                "at": rfc3339(e.at),
+                "event": e.event,
+                "recipient": e.recipient,
+                "outcome": e.outcome,
+                "client_ip": e.client_ip,
+                "request_id": e.request_id,
+            })).collect::<Vec<_>>(),
+            "next_before": next,
+        }),
+    ))
 }

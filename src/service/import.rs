@@ -109,9 +109,9 @@ impl Services {
         let mut report = ImportReport::default();
         let now = self.now();
         let policy = Policy {
-            code_length: self.settings.otp.code_length,
-            ttl_seconds: self.settings.otp.ttl_seconds,
-            max_attempts: self.settings.otp.max_attempts,
+            code_length: self.settings.load().otp.code_length,
+            ttl_seconds: self.settings.load().otp.ttl_seconds,
+            max_attempts: self.settings.load().otp.max_attempts,
         };
         let mut tenants = Vec::new();
         for row in auth {
@@ -191,7 +191,7 @@ impl Services {
             ));
         }
         let mut codes = Vec::new();
-        let max = self.settings.compat.max_attempts;
+        let max = self.settings.load().compat.max_attempts;
         // OtpMint's mappings do not say which secret key minted a code; they go to the first
         // imported tenant (OtpMint's /verify-otp never named one either).
         let owner = tenants.first().map(|(_, d)| d.clone());
@@ -233,7 +233,7 @@ impl Services {
                     max_attempts: max,
                     code_length: 6,
                     created_at: now,
-                    expires_at: now + i64::from(self.settings.otp.ttl_seconds) * 1000,
+                    expires_at: now + i64::from(self.settings.load().otp.ttl_seconds) * 1000,
                 },
             });
         }

@@ -1,5 +1,6 @@
 //! Use cases: tenants and codes. No HTTP words here; storage calls run on the blocking pool.
 
+pub mod audit;
 pub mod import;
 pub mod keys;
 pub mod otp;
@@ -112,7 +113,9 @@ pub struct Services {
     pub hasher: Hasher,
     pub mailer: Mailer,
     pub clock: Arc<dyn Clock>,
-    pub settings: Arc<Settings>,
+    /// Swapped whole on SIGHUP; see [`Services::reload`].
+    pub settings: Arc<arc_swap::ArcSwap<Settings>>,
+    pub audit: audit::Audit,
 }
 
 impl Services {
@@ -130,7 +133,7 @@ impl Services {
     }
 
     pub fn quota(&self) -> SendQuota {
-        let l = &self.settings.limits;
+        let l = &self.settings.load().limits;
         SendQuota {
             recipient_max: l.recipient_max_sends,
             recipient_window_ms: (l.recipient_window_seconds as i64).saturating_mul(1000),

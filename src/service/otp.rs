@@ -13,6 +13,7 @@ use crate::domain::keys::{Flavor, ShareableKey, TenantId};
 use crate::domain::policy::Policy;
 use crate::domain::Millis;
 use crate::mailer::{Outgoing, SmtpTarget, TlsMode};
+use crate::service::audit::RequestContext;
 use crate::storage::{NewChallenge, QuotaRefusal, TenantRow};
 
 pub const KEY_LABEL: &str = "shareable-key";
@@ -106,13 +107,37 @@ impl Services {
             Flavor::Native => tenant.policy,
             Flavor::Compat => Policy {
                 code_length: 6,
-                ttl_seconds: self.settings.otp.ttl_seconds,
-                max_attempts: self.settings.compat.max_attempts,
+                ttl_seconds: self.settings.load().otp.ttl_seconds,
+                max_attempts: self.settings.load().compat.max_attempts,
             },
         }
     }
 
     pub async fn mint(
+        &self,
+        tenant: &TenantRow,
+        email: RecipientEmail,
+        purpose: Purpose,
+        flavor: Flavor,
+        ctx: &RequestContext,
+    ) -> Result<Minted, ServiceError> {
+        let to = email.delivery_address();
+        let result = self.mint_inner(tenant, email, purpose, flavor).await;
+        let outcome = match &result {
+            Ok(_) => "sent".to_string(),
+            Err(ServiceError::Delivery(r)) => format!("delivery_failed:{}", r.as_str()),
+            Err(ServiceError::RateLimited { kind, .. }) => {
+                format!("rate_limited:{}", kind.as_str())
+            }
+            Err(ServiceError::Overloaded) => "overloaded".to_string(),
+            Err(_) => "error".to_string(),
+        };
+        self.audit
+            .record(&tenant.id, self.now(), "mint", &to, &outcome, ctx);
+        result
+    }
+
+    async fn mint_inner(
         &self,
         tenant: &TenantRow,
         email: RecipientEmail,
@@ -298,8 +323,12 @@ impl Services {
         key: &str,
         code: &str,
         flavor: Flavor,
+        ctx: &RequestContext,
     ) -> Result<Verified, ServiceError> {
-        let result = self.verify_inner(tenant, key, code, flavor).await;
+        let mut recipient = String::new();
+        let result = self
+            .verify_inner(tenant, key, code, flavor, &mut recipient)
+            .await;
         let outcome = match &result {
             Ok(_) => "verified",
             Err(ServiceError::Mismatch { .. }) => "mismatch",
@@ -318,6 +347,10 @@ impl Services {
         if let Err(ServiceError::RateLimited { kind, .. }) = &result {
             crate::metrics::inc(|m| &m.rate_limited, &[kind.as_str()]);
         }
+        if outcome != "not_found" && outcome != "invalid" {
+            self.audit
+                .record(tenant, self.now(), "verify", &recipient, outcome, ctx);
+        }
         result
     }
 
@@ -327,6 +360,7 @@ impl Services {
         key: &str,
         code: &str,
         flavor: Flavor,
+        recipient_seen: &mut String,
     ) -> Result<Verified, ServiceError> {
         let key = ShareableKey::parse(key, flavor).ok_or(ServiceError::OtpNotFound)?;
         if code.len() < 4 || code.len() > 10 || !code.bytes().all(|b| b.is_ascii_digit()) {
@@ -349,6 +383,7 @@ impl Services {
         let Some(res) = reserved else {
             return Err(self.why_not(tenant, &digest, flavor, now, code.len()).await);
         };
+        recipient_seen.clone_from(&res.email);
         let matched = match self.hasher.verify_stored(slot, code, &res.code_hash).await {
             Ok(m) => m,
             Err(e) => {
@@ -441,6 +476,7 @@ impl Services {
         tenant: &TenantId,
         key: &str,
         flavor: Flavor,
+        ctx: &RequestContext,
     ) -> Result<(), ServiceError> {
         let key = ShareableKey::parse(key, flavor).ok_or(ServiceError::OtpNotFound)?;
         let digest = self.key_digest(key.expose());
@@ -451,7 +487,11 @@ impl Services {
             .await?
         {
             None => Err(ServiceError::OtpNotFound),
-            Some((true, _)) => Ok(()),
+            Some((true, v)) => {
+                self.audit
+                    .record(tenant, now, "cancel", &v.email, "cancelled", ctx);
+                Ok(())
+            }
             Some((false, v)) => Err(ended(v.status_at(now))),
         }
     }

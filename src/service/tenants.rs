@@ -161,9 +161,9 @@ impl Services {
         let tls = s.tls.unwrap_or(TlsMode::default_for(s.port));
         self.check_host(&s.host, s.port, tls).await?;
         let defaults = Policy {
-            code_length: self.settings.otp.code_length,
-            ttl_seconds: self.settings.otp.ttl_seconds,
-            max_attempts: self.settings.otp.max_attempts,
+            code_length: self.settings.load().otp.code_length,
+            ttl_seconds: self.settings.load().otp.ttl_seconds,
+            max_attempts: self.settings.load().otp.max_attempts,
         };
         let id = TenantId::generate();
         let host = s.host.trim_end_matches('.').to_ascii_lowercase();

@@ -101,6 +101,19 @@ pub struct ImportCounts {
     pub codes_present: usize,
 }
 
+/// One audit event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub id: i64,
+    pub tenant_id: String,
+    pub at: Millis,
+    pub event: String,
+    pub recipient: String,
+    pub outcome: String,
+    pub client_ip: String,
+    pub request_id: String,
+}
+
 /// Quotas to check and count in one atomic step at mint.
 #[derive(Debug, Clone, Copy)]
 pub struct SendQuota {
@@ -253,6 +266,19 @@ pub trait Store: Send + Sync + 'static {
         codes: &[ImportedCode],
         now: Millis,
     ) -> Result<ImportCounts, StoreError>;
+
+    // audit
+    /// Append events (one transaction).
+    fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
+    /// A tenant's events, newest first, with ids below `before`.
+    fn audit_page(
+        &self,
+        tenant: &TenantId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Delete events older than `before`.
+    fn purge_audit(&self, before: Millis) -> Result<usize, StoreError>;
 
     // quotas
     /// Check every quota and, if all allow it, count one send — atomically.

@@ -731,6 +731,67 @@ impl Store for SqliteStore {
         Ok(counts)
     }
 
+    fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            // A tenant deleted meanwhile has no audit: skip its events.
+            let mut st = tx.prepare_cached(
+                "INSERT INTO audit (tenant_id, at, event, recipient, outcome, client_ip, request_id) \
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = ?1)",
+            )?;
+            for e in events {
+                st.execute(params![
+                    e.tenant_id,
+                    e.at,
+                    e.event,
+                    e.recipient,
+                    e.outcome,
+                    e.client_ip,
+                    e.request_id
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn audit_page(
+        &self,
+        tenant: &TenantId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let conn = self.conn()?;
+        let mut st = conn.prepare_cached(
+            "SELECT id, tenant_id, at, event, recipient, outcome, client_ip, request_id FROM audit \
+             WHERE tenant_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
+        )?;
+        let rows = st
+            .query_map(
+                params![tenant.as_str(), before.unwrap_or(i64::MAX), limit],
+                |r| {
+                    Ok(AuditEvent {
+                        id: r.get(0)?,
+                        tenant_id: r.get(1)?,
+                        at: r.get(2)?,
+                        event: r.get(3)?,
+                        recipient: r.get(4)?,
+                        outcome: r.get(5)?,
+                        client_ip: r.get(6)?,
+                        request_id: r.get(7)?,
+                    })
+                },
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn purge_audit(&self, before: Millis) -> Result<usize, StoreError> {
+        let conn = self.conn()?;
+        Ok(conn.execute("DELETE FROM audit WHERE at < ?1", [before])?)
+    }
+
     fn take_send(
         &self,
         tenant: &TenantId,

@@ -300,3 +300,89 @@ async fn cli_manages_tenants_and_logs_never_show_secrets() {
     let master = std::fs::read_to_string(dir.path().join("data/master.key")).unwrap();
     assert!(!log.contains(master.trim()));
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_live_settings_and_names_those_needing_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("otpmint.toml");
+    let base = "[server]\nbind = \"127.0.0.1:0\"\n[admin]\ntoken = \"admin-token-for-reload-1\"\n[smtp]\nallow_private_hosts = true\n";
+    std::fs::write(&conf, format!("{base}[registration]\nmode = \"admin\"\n")).unwrap();
+    let mut cmd = otpmint(dir.path());
+    cmd.arg("--config").arg(&conf);
+    let running = serve(cmd).unwrap();
+    let base_url = format!("http://127.0.0.1:{}", running.port);
+    let client = reqwest::Client::new();
+    let body =
+        json!({"name": "x", "smtp": {"host": "127.0.0.1", "port": 587, "from": "a@b.example"}});
+    let r = client
+        .post(format!("{base_url}/v1/tenants"))
+        .bearer_auth("admin-token-for-reload-1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    let reload = |running: &Running| -> String {
+        let ok = Command::new("kill")
+            .arg("-HUP")
+            .arg(running.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        loop {
+            let line = running
+                .lines
+                .recv_timeout(Duration::from_secs(10))
+                .expect("a reload line");
+            if line.contains("configuration reload") {
+                return line;
+            }
+        }
+    };
+    // a broken file is refused and nothing changes
+    std::fs::write(
+        &conf,
+        format!("{base}[registration]\nmode = \"sometimes\"\n"),
+    )
+    .unwrap();
+    let line = reload(&running);
+    assert!(line.contains("reload failed"), "{line}");
+    let r = client
+        .post(format!("{base_url}/v1/tenants"))
+        .bearer_auth("admin-token-for-reload-1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    std::fs::write(&conf, format!("[server]\nbind = \"127.0.0.1:0\"\nworkers = 1\n[admin]\ntoken = \"admin-token-for-reload-1\"\n[smtp]\nallow_private_hosts = true\n[registration]\nmode = \"closed\"\n[log]\nlevel = \"warn\"\n")).unwrap();
+    let line = reload(&running);
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert!(
+        v["applied"].as_str().unwrap().contains("registration.mode"),
+        "{line}"
+    );
+    assert!(
+        v["applied"].as_str().unwrap().contains("log.level"),
+        "{line}"
+    );
+    assert!(
+        v["need_restart"]
+            .as_str()
+            .unwrap()
+            .contains("server.workers"),
+        "{line}"
+    );
+    assert!(!line.contains("admin-token-for-reload-1"));
+    let r = client
+        .post(format!("{base_url}/v1/tenants"))
+        .bearer_auth("admin-token-for-reload-1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}

@@ -1,0 +1,118 @@
+//! The audit trail: events are queued by requests and written in batches by one background
+//! task, so a request never waits for an extra durable commit; `flush` drains the queue
+//! (used at shutdown).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::email::mask;
+use crate::domain::keys::TenantId;
+use crate::domain::Millis;
+use crate::storage::{AuditEvent, Store};
+
+/// Who made a request: for the audit trail.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    pub client_ip: String,
+    pub request_id: String,
+}
+
+enum Msg {
+    Event(AuditEvent),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The queue into the audit writer. Cloning shares it.
+#[derive(Clone)]
+pub struct Audit {
+    tx: mpsc::Sender<Msg>,
+}
+
+const BATCH: usize = 512;
+
+impl Audit {
+    /// Start the writer task on the current runtime.
+    pub fn start(store: Arc<dyn Store>) -> Audit {
+        let (tx, rx) = mpsc::channel(16 * 1024);
+        tokio::spawn(writer(store, rx));
+        Audit { tx }
+    }
+
+    /// Queue one event; the recipient is masked here, before it goes anywhere.
+    pub fn record(
+        &self,
+        tenant: &TenantId,
+        at: Millis,
+        event: &str,
+        recipient: &str,
+        outcome: &str,
+        ctx: &RequestContext,
+    ) {
+        let e = AuditEvent {
+            id: 0,
+            tenant_id: tenant.as_str().to_string(),
+            at,
+            event: event.to_string(),
+            recipient: if recipient.is_empty() {
+                String::new()
+            } else {
+                mask(recipient)
+            },
+            outcome: outcome.to_string(),
+            client_ip: ctx.client_ip.clone(),
+            request_id: ctx.request_id.clone(),
+        };
+        if let Err(mpsc::error::TrySendError::Full(Msg::Event(e))) = self.tx.try_send(Msg::Event(e))
+        {
+            // The writer is behind: wait for room rather than lose the event.
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(Msg::Event(e)).await;
+            });
+        }
+    }
+
+    /// Write everything queued so far.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+async fn writer(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Msg>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut waiters = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        // Gather what is already queued, briefly waiting for more under load.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(20);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Event(e) => batch.push(e),
+                Msg::Flush(w) => waiters.push(w),
+            }
+            if batch.len() >= BATCH || !waiters.is_empty() {
+                break;
+            }
+            next = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .unwrap_or_default();
+        }
+        if !batch.is_empty() {
+            let events = std::mem::take(&mut batch);
+            let st = Arc::clone(&store);
+            match tokio::task::spawn_blocking(move || st.append_audit(&events)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "audit write failed"),
+                Err(e) => tracing::error!(error = %e, "audit writer task failed"),
+            }
+        }
+        for w in waiters.drain(..) {
+            let _ = w.send(());
+        }
+    }
+}
