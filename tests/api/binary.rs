@@ -358,7 +358,7 @@ async fn sighup_applies_live_settings_and_names_those_needing_a_restart() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
 
-    std::fs::write(&conf, format!("[server]\nbind = \"127.0.0.1:0\"\nworkers = 1\n[admin]\ntoken = \"admin-token-for-reload-1\"\n[smtp]\nallow_private_hosts = true\n[registration]\nmode = \"closed\"\n[log]\nlevel = \"warn\"\n")).unwrap();
+    std::fs::write(&conf, "[server]\nbind = \"127.0.0.1:0\"\nworkers = 1\n[admin]\ntoken = \"admin-token-for-reload-1\"\n[smtp]\nallow_private_hosts = true\n[registration]\nmode = \"closed\"\n[log]\nlevel = \"warn\"\n").unwrap();
     let line = reload(&running);
     let v: Value = serde_json::from_str(&line).unwrap();
     assert!(
