@@ -2,7 +2,9 @@
 
 pub mod auth;
 pub mod compat;
+pub mod dto;
 pub mod error;
+pub mod openapi;
 pub mod v1;
 
 use std::time::Instant;
@@ -132,6 +134,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
     cfg.service(r("/healthz").route(web::get().to(v1::healthz)))
         .service(r("/readyz").route(web::get().to(v1::readyz)))
         .service(r("/metrics").route(web::get().to(v1::metrics)))
+        .service(r("/openapi.json").route(web::get().to(v1::openapi)))
         .service(
             r("/v1/tenants")
                 .route(web::post().to(v1::create_tenant))

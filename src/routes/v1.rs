@@ -1,17 +1,19 @@
-//! The native `/v1` API: parse → one service call → shape the response.
+//! The native `/v1` API: parse → one service call → shape the response. Each handler carries
+//! its OpenAPI description (routes/openapi.rs collects them).
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use secrecy::SecretString;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::auth::{is_admin, json_body, optional_json_body, AdminAuth, TenantAuth};
+use super::dto::*;
 use super::error::ApiError;
 use super::AppState;
 use crate::clock::rfc3339;
 use crate::config::RegistrationMode;
-use crate::domain::challenge::ChallengeView;
 use crate::domain::email::RecipientEmail;
 use crate::domain::keys::{Flavor, SecretKey};
 use crate::domain::policy::PolicyPatch;
@@ -23,7 +25,7 @@ use crate::storage::TenantRow;
 
 type ApiResult = Result<HttpResponse, ApiError>;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpBody {
     host: String,
@@ -36,7 +38,7 @@ pub struct SmtpBody {
     tls: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyBody {
     code_length: Option<u32>,
@@ -54,7 +56,7 @@ impl From<PolicyBody> for PolicyPatch {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenantBody {
     name: String,
@@ -62,7 +64,7 @@ pub struct CreateTenantBody {
     policy: Option<PolicyBody>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpPatchBody {
     host: Option<String>,
@@ -73,7 +75,7 @@ pub struct SmtpPatchBody {
     tls: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchTenantBody {
     name: Option<String>,
@@ -82,13 +84,13 @@ pub struct PatchTenantBody {
     enabled: Option<bool>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateBody {
     grace_seconds: Option<u64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MintBody {
     email: String,
@@ -96,7 +98,7 @@ pub struct MintBody {
     locale: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyBody {
     shareable_key: String,
@@ -112,31 +114,15 @@ fn parse_tls(s: Option<&str>) -> Result<Option<TlsMode>, ApiError> {
     }
 }
 
+/// The tenant as JSON (also used by the CLI).
 pub fn tenant_json(t: &TenantRow) -> Value {
-    json!({
-        "id": t.id.as_str(),
-        "name": t.name,
-        "enabled": t.enabled,
-        "created_at": rfc3339(t.created_at),
-        "smtp": {
-            "host": t.smtp.host,
-            "port": t.smtp.port,
-            "username": t.smtp.username,
-            "from": t.smtp.from,
-            "tls": t.smtp.tls,
-        },
-        "policy": {
-            "code_length": t.policy.code_length,
-            "ttl_seconds": t.policy.ttl_seconds,
-            "max_attempts": t.policy.max_attempts,
-        },
-    })
+    serde_json::to_value(TenantOut::from(t)).unwrap_or(Value::Null)
 }
 
 /// A JSON answer with the charset the contract names.
-fn json(mut b: actix_web::HttpResponseBuilder, v: Value) -> HttpResponse {
+fn json<T: Serialize>(mut b: actix_web::HttpResponseBuilder, v: &T) -> HttpResponse {
     b.content_type("application/json; charset=utf-8")
-        .body(v.to_string())
+        .body(serde_json::to_string(v).unwrap_or_default())
 }
 
 fn no_store(mut b: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
@@ -144,6 +130,17 @@ fn no_store(mut b: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBui
     b
 }
 
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants",
+    description = "Register a tenant. Needs the admin token unless `registration.mode = \"open\"`; `closed` answers 403.",
+    request_body = CreateTenantBody,
+    responses(
+        (status = 201, description = "Created; the secret key is shown once", body = TenantCreatedOut),
+        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "registration_closed", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "smtp_host_not_allowed, smtp_port_not_allowed, smtp_plaintext_not_allowed, smtp_host_unresolvable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("admin_token" = []), ()))]
 pub async fn create_tenant(
     req: HttpRequest,
     st: web::Data<AppState>,
@@ -177,23 +174,43 @@ pub async fn create_tenant(
         })
         .await?;
     tracing::info!(tenant_id = %row.id, "tenant created");
-    let mut v = tenant_json(&row);
-    v["secret_key"] = json!(secret.expose());
-    Ok(json(no_store(HttpResponse::Created()), v))
+    Ok(json(
+        no_store(HttpResponse::Created()),
+        &TenantCreatedOut {
+            tenant: TenantOut::from(&row),
+            secret_key: secret.expose().to_string(),
+        },
+    ))
 }
 
+#[utoipa::path(get, path = "/v1/tenants", tag = "tenants",
+    responses(
+        (status = 200, description = "All tenants", body = TenantListOut),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("admin_token" = [])))]
 pub async fn list_tenants(_: AdminAuth, st: web::Data<AppState>) -> ApiResult {
     let list = st.services.tenants().await?;
     Ok(json(
         HttpResponse::Ok(),
-        json!({"tenants": list.iter().map(tenant_json).collect::<Vec<_>>()}),
+        &TenantListOut {
+            tenants: list.iter().map(TenantOut::from).collect(),
+        },
     ))
 }
 
+#[utoipa::path(get, path = "/v1/tenants/{id}", tag = "tenants",
+    params(("id" = String, Path, description = "Tenant id, `tnt_…`")),
+    responses(
+        (status = 200, description = "The tenant", body = TenantOut),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "tenant_not_found", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("admin_token" = [])))]
 pub async fn get_tenant(_: AdminAuth, st: web::Data<AppState>, id: web::Path<String>) -> ApiResult {
     Ok(json(
         HttpResponse::Ok(),
-        tenant_json(&st.services.tenant(&id).await?),
+        &TenantOut::from(&st.services.tenant(&id).await?),
     ))
 }
 
@@ -217,6 +234,18 @@ fn patch_from(b: PatchTenantBody) -> Result<TenantPatch, ApiError> {
     })
 }
 
+#[utoipa::path(patch, path = "/v1/tenants/{id}", tag = "tenants",
+    description = "Change any of name, smtp (partial), policy (partial), enabled. A change of SMTP host, port or username must carry the password again.",
+    params(("id" = String, Path, description = "Tenant id")),
+    request_body = PatchTenantBody,
+    responses(
+        (status = 200, description = "The changed tenant", body = TenantOut),
+        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "tenant_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "smtp_* policy refusal", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("admin_token" = [])))]
 pub async fn patch_tenant(
     _: AdminAuth,
     req: HttpRequest,
@@ -229,9 +258,18 @@ pub async fn patch_tenant(
         .services
         .update_tenant(&id, patch_from(body)?, false)
         .await?;
-    Ok(json(HttpResponse::Ok(), tenant_json(&row)))
+    Ok(json(HttpResponse::Ok(), &TenantOut::from(&row)))
 }
 
+#[utoipa::path(delete, path = "/v1/tenants/{id}", tag = "tenants",
+    description = "Delete a tenant; its codes stop verifying.",
+    params(("id" = String, Path, description = "Tenant id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "tenant_not_found", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("admin_token" = [])))]
 pub async fn delete_tenant(
     _: AdminAuth,
     st: web::Data<AppState>,
@@ -242,6 +280,17 @@ pub async fn delete_tenant(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(post, path = "/v1/tenants/{id}/rotate-secret", tag = "tenants",
+    description = "Issue a new secret key; the old one keeps working for `grace_seconds` (0–86400, default 0). Pending codes keep verifying.",
+    params(("id" = String, Path, description = "Tenant id")),
+    request_body(content = RotateBody, description = "Optional"),
+    responses(
+        (status = 200, description = "The new secret key, shown once", body = SecretOut),
+        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "tenant_not_found", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("admin_token" = [])))]
 pub async fn rotate_secret(
     _: AdminAuth,
     req: HttpRequest,
@@ -255,14 +304,32 @@ pub async fn rotate_secret(
     tracing::info!(tenant_id = %id, grace_seconds = grace, "secret key rotated");
     Ok(json(
         no_store(HttpResponse::Ok()),
-        json!({"secret_key": secret.expose()}),
+        &SecretOut {
+            secret_key: secret.expose().to_string(),
+        },
     ))
 }
 
+#[utoipa::path(get, path = "/v1/tenant", tag = "self-service",
+    responses(
+        (status = 200, description = "The calling tenant", body = TenantOut),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
 pub async fn get_self(t: TenantAuth) -> ApiResult {
-    Ok(json(HttpResponse::Ok(), tenant_json(&t.0)))
+    Ok(json(HttpResponse::Ok(), &TenantOut::from(&t.0)))
 }
 
+#[utoipa::path(patch, path = "/v1/tenant", tag = "self-service",
+    description = "Change name and smtp only (policy and enabled are the admin's: 400).",
+    request_body = PatchTenantBody,
+    responses(
+        (status = 200, description = "The changed tenant", body = TenantOut),
+        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "smtp_* policy refusal", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
 pub async fn patch_self(
     t: TenantAuth,
     req: HttpRequest,
@@ -274,9 +341,21 @@ pub async fn patch_self(
         .services
         .update_tenant(t.0.id.as_str(), patch_from(body)?, true)
         .await?;
-    Ok(json(HttpResponse::Ok(), tenant_json(&row)))
+    Ok(json(HttpResponse::Ok(), &TenantOut::from(&row)))
 }
 
+#[utoipa::path(post, path = "/v1/otp", tag = "codes",
+    description = "Mint a code, email it through the tenant's SMTP server, return its handle once the server accepted the message.",
+    request_body = MintBody,
+    responses(
+        (status = 201, description = "Sent", body = MintOut),
+        (status = 400, description = "invalid_request, invalid_email", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "delivery_failed with reason; no code exists that could verify", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "overloaded (Retry-After)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
 pub async fn mint(
     t: TenantAuth,
     req: HttpRequest,
@@ -308,16 +387,30 @@ pub async fn mint(
         .await?;
     Ok(json(
         no_store(HttpResponse::Created()),
-        json!({
-            "shareable_key": m.key.expose(),
-            "expires_at": rfc3339(m.expires_at),
-            "ttl_seconds": m.policy.ttl_seconds,
-            "code_length": m.policy.code_length,
-            "max_attempts": m.policy.max_attempts,
-        }),
+        &MintOut {
+            shareable_key: m.key.expose().to_string(),
+            expires_at: rfc3339(m.expires_at),
+            ttl_seconds: m.policy.ttl_seconds,
+            code_length: m.policy.code_length,
+            max_attempts: m.policy.max_attempts,
+        },
     ))
 }
 
+#[utoipa::path(post, path = "/v1/otp/verify", tag = "codes",
+    description = "Check a code. At most max_attempts guesses are ever evaluated per key, at most one verify succeeds, and a code never verifies after expires_at.",
+    request_body = VerifyBody,
+    responses(
+        (status = 200, description = "Verified; the code is now used", body = VerifyOut),
+        (status = 400, description = "invalid_request: otp is not ASCII digits of the code's length (no attempt used)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "otp_not_found: unknown, malformed, another tenant's or purged key", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "otp_expired, otp_used, otp_superseded, otp_cancelled, attempts_exhausted", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "otp_mismatch with attempts_remaining", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited: the recipient's failure budget is spent", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "overloaded", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
 pub async fn verify(
     t: TenantAuth,
     req: HttpRequest,
@@ -325,39 +418,31 @@ pub async fn verify(
     payload: web::Payload,
 ) -> ApiResult {
     let b: VerifyBody = json_body(&req, payload).await?;
+    let ctx = super::request_context(&req, &st);
     let v = st
         .services
-        .verify(
-            &t.0.id,
-            &b.shareable_key,
-            &b.otp,
-            Flavor::Native,
-            &super::request_context(&req, &st),
-        )
+        .verify(&t.0.id, &b.shareable_key, &b.otp, Flavor::Native, &ctx)
         .await?;
     Ok(json(
         HttpResponse::Ok(),
-        json!({
-            "verified": true,
-            "email": v.email,
-            "purpose": v.purpose,
-            "verified_at": rfc3339(v.verified_at),
-        }),
+        &VerifyOut {
+            verified: true,
+            email: v.email,
+            purpose: v.purpose,
+            verified_at: rfc3339(v.verified_at),
+        },
     ))
 }
 
-fn status_json(v: &ChallengeView, now: i64) -> Value {
-    json!({
-        "status": v.status_at(now).as_str(),
-        "purpose": v.purpose,
-        "created_at": rfc3339(v.created_at),
-        "expires_at": rfc3339(v.expires_at),
-        "attempts_used": v.attempts,
-        "attempts_remaining": v.attempts_remaining(),
-        "verified_at": v.verified_at.map(rfc3339),
-    })
-}
-
+#[utoipa::path(get, path = "/v1/otp/{key}", tag = "codes",
+    description = "A code's state; kept for at least otp.retention_seconds after it ends, then 404.",
+    params(("key" = String, Path, description = "Shareable key, `otp_…`")),
+    responses(
+        (status = 200, description = "The code's state", body = StatusOut),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "otp_not_found", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
 pub async fn otp_status(
     t: TenantAuth,
     st: web::Data<AppState>,
@@ -367,9 +452,22 @@ pub async fn otp_status(
         .services
         .otp_status(&t.0.id, &key, Flavor::Native)
         .await?;
-    Ok(json(HttpResponse::Ok(), status_json(&v, st.services.now())))
+    Ok(json(
+        HttpResponse::Ok(),
+        &StatusOut::new(&v, st.services.now()),
+    ))
 }
 
+#[utoipa::path(delete, path = "/v1/otp/{key}", tag = "codes",
+    description = "Cancel a pending code.",
+    params(("key" = String, Path, description = "Shareable key")),
+    responses(
+        (status = 204, description = "Cancelled"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "otp_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "the code had already ended (its state's code)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
 pub async fn otp_cancel(
     t: TenantAuth,
     req: HttpRequest,
@@ -383,48 +481,25 @@ pub async fn otp_cancel(
     Ok(HttpResponse::NoContent().finish())
 }
 
-pub async fn healthz() -> HttpResponse {
-    json(HttpResponse::Ok(), json!({"status": "ok"}))
-}
-
-pub async fn readyz(st: web::Data<AppState>) -> HttpResponse {
-    match st.services.db(|s| s.ping()).await {
-        Ok(()) => json(HttpResponse::Ok(), json!({"status": "ready"})),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            json(
-                HttpResponse::ServiceUnavailable(),
-                json!({"status": "unavailable"}),
-            )
-        }
-    }
-}
-
-/// Prometheus text format; needs `metrics.token` as a bearer token when one is set.
-pub async fn metrics(req: HttpRequest, st: web::Data<AppState>) -> ApiResult {
-    use secrecy::ExposeSecret;
-    let settings = st.services.settings.load();
-    let token = settings.metrics.token.expose_secret();
-    if !token.is_empty() {
-        let ok = super::auth::bearer(&req)
-            .is_some_and(|t| crate::crypto::secrets_equal(t.as_bytes(), token.as_bytes()));
-        if !ok {
-            return Err(ServiceError::Unauthorized.into());
-        }
-    }
-    Ok(HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(crate::metrics::render(st.services.hasher.queue_depth())))
-}
-
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// 1–200, default 50
     limit: Option<u32>,
+    /// Only events with a smaller id (the previous page's `next_before`)
     before: Option<i64>,
 }
 
-/// The tenant's own audit events, newest first; page with `before` = the last `id` seen.
+#[utoipa::path(get, path = "/v1/tenant/audit", tag = "self-service",
+    description = "The calling tenant's own events (mint, verify, cancel), newest first.",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "A page of events", body = AuditPageOut),
+        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
 pub async fn audit(t: TenantAuth, st: web::Data<AppState>, q: web::Query<AuditQuery>) -> ApiResult {
     let limit = q.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
@@ -437,22 +512,77 @@ pub async fn audit(t: TenantAuth, st: web::Data<AppState>, q: web::Query<AuditQu
         .services
         .db(move |s| s.audit_page(&tid, before, limit))
         .await?;
-    let next = (events.len() == limit as usize)
+    let next_before = (events.len() == limit as usize)
         .then(|| events.last().map(|e| e.id))
         .flatten();
     Ok(json(
         HttpResponse::Ok(),
-        json!({
-            "events": events.iter().map(|e| json!({
-                "id": e.id,
-                "at": rfc3339(e.at),
-                "event": e.event,
-                "recipient": e.recipient,
-                "outcome": e.outcome,
-                "client_ip": e.client_ip,
-                "request_id": e.request_id,
-            })).collect::<Vec<_>>(),
-            "next_before": next,
-        }),
+        &AuditPageOut {
+            events: events.iter().map(AuditEventOut::from).collect(),
+            next_before,
+        },
     ))
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process is alive", body = HealthOut)))]
+pub async fn healthz() -> HttpResponse {
+    json(
+        HttpResponse::Ok(),
+        &HealthOut {
+            status: "ok".into(),
+        },
+    )
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "The database answers", body = HealthOut),
+        (status = 503, description = "The database does not answer", body = HealthOut),
+    ))]
+pub async fn readyz(st: web::Data<AppState>) -> HttpResponse {
+    match st.services.db(|s| s.ping()).await {
+        Ok(()) => json(
+            HttpResponse::Ok(),
+            &HealthOut {
+                status: "ready".into(),
+            },
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            json(
+                HttpResponse::ServiceUnavailable(),
+                &HealthOut {
+                    status: "unavailable".into(),
+                },
+            )
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    description = "Prometheus text format. Needs metrics.token as a bearer token when one is set.",
+    responses(
+        (status = 200, description = "Metrics", body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("metrics_token" = []), ()))]
+pub async fn metrics(req: HttpRequest, st: web::Data<AppState>) -> ApiResult {
+    let settings = st.services.settings.load();
+    let token = secrecy::ExposeSecret::expose_secret(&settings.metrics.token);
+    if !token.is_empty() {
+        let ok = super::auth::bearer(&req)
+            .is_some_and(|t| crate::crypto::secrets_equal(t.as_bytes(), token.as_bytes()));
+        if !ok {
+            return Err(ServiceError::Unauthorized.into());
+        }
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(crate::metrics::render(st.services.hasher.queue_depth())))
+}
+
+/// The OpenAPI 3.1 description of this API.
+pub async fn openapi() -> HttpResponse {
+    json(HttpResponse::Ok(), &super::openapi::document())
 }

@@ -379,3 +379,19 @@ async fn the_audit_trail_pages_a_tenants_own_events_with_masked_recipients() {
     let v: Value = app.get("/v1/tenant/audit", &sk).await.json().await.unwrap();
     assert_eq!(v["events"].as_array().unwrap().len(), 0);
 }
+
+#[tokio::test]
+async fn openapi_json_is_served_and_matches_the_committed_document() {
+    let app = spawn_app().await;
+    let r = app.get("/openapi.json", "").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let served: Value = r.json().await.unwrap();
+    let committed: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(served, committed);
+    assert_eq!(served["openapi"], "3.1.0");
+    assert!(served["paths"]["/v1/otp/verify"]["post"]["responses"]["422"].is_object());
+}

@@ -1,0 +1,225 @@
+//! Response bodies of the native API: the handlers serialize these, and the OpenAPI
+//! document is generated from the same types.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::clock::rfc3339;
+use crate::domain::challenge::ChallengeView;
+use crate::storage::{AuditEvent, TenantRow};
+
+#[derive(Serialize, ToSchema)]
+pub struct SmtpOut {
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    /// One mailbox, e.g. `Acme <no-reply@acme.example>`.
+    pub from: String,
+    /// `starttls`, `implicit` or `none`.
+    pub tls: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PolicyOut {
+    /// 4–10
+    pub code_length: u32,
+    /// 1–86400
+    pub ttl_seconds: u32,
+    /// 1–20
+    pub max_attempts: u32,
+}
+
+/// A tenant: never its SMTP password nor its secret key.
+#[derive(Serialize, ToSchema)]
+pub struct TenantOut {
+    /// `tnt_…`
+    pub id: String,
+    pub name: String,
+    pub enabled: bool,
+    /// RFC 3339
+    pub created_at: String,
+    pub smtp: SmtpOut,
+    pub policy: PolicyOut,
+}
+
+impl From<&TenantRow> for TenantOut {
+    fn from(t: &TenantRow) -> Self {
+        TenantOut {
+            id: t.id.to_string(),
+            name: t.name.clone(),
+            enabled: t.enabled,
+            created_at: rfc3339(t.created_at),
+            smtp: SmtpOut {
+                host: t.smtp.host.clone(),
+                port: t.smtp.port,
+                username: t.smtp.username.clone(),
+                from: t.smtp.from.clone(),
+                tls: t.smtp.tls.clone(),
+            },
+            policy: PolicyOut {
+                code_length: t.policy.code_length,
+                ttl_seconds: t.policy.ttl_seconds,
+                max_attempts: t.policy.max_attempts,
+            },
+        }
+    }
+}
+
+/// A new tenant, with its secret key shown this once.
+#[derive(Serialize, ToSchema)]
+pub struct TenantCreatedOut {
+    #[serde(flatten)]
+    pub tenant: TenantOut,
+    /// `sk_…`, ≥128 bits; store it now, it is not shown again.
+    pub secret_key: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TenantListOut {
+    pub tenants: Vec<TenantOut>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SecretOut {
+    pub secret_key: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MintOut {
+    /// `otp_…`, ≥128 bits: names the code for verify, status and cancel.
+    pub shareable_key: String,
+    pub expires_at: String,
+    pub ttl_seconds: u32,
+    pub code_length: u32,
+    pub max_attempts: u32,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct VerifyOut {
+    pub verified: bool,
+    /// The address as it was given at mint.
+    pub email: String,
+    pub purpose: String,
+    pub verified_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StatusOut {
+    /// `pending`, `verified`, `expired`, `exhausted`, `superseded`, `cancelled` or `failed`
+    pub status: String,
+    pub purpose: String,
+    pub created_at: String,
+    pub expires_at: String,
+    pub attempts_used: u32,
+    pub attempts_remaining: u32,
+    pub verified_at: Option<String>,
+}
+
+impl StatusOut {
+    pub fn new(v: &ChallengeView, now: i64) -> Self {
+        StatusOut {
+            status: v.status_at(now).as_str().into(),
+            purpose: v.purpose.clone(),
+            created_at: rfc3339(v.created_at),
+            expires_at: rfc3339(v.expires_at),
+            attempts_used: v.attempts,
+            attempts_remaining: v.attempts_remaining(),
+            verified_at: v.verified_at.map(rfc3339),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditEventOut {
+    pub id: i64,
+    pub at: String,
+    /// `mint`, `verify` or `cancel`
+    pub event: String,
+    /// Masked: `a***@example.com`
+    pub recipient: String,
+    pub outcome: String,
+    pub client_ip: String,
+    pub request_id: String,
+}
+
+impl From<&AuditEvent> for AuditEventOut {
+    fn from(e: &AuditEvent) -> Self {
+        AuditEventOut {
+            id: e.id,
+            at: rfc3339(e.at),
+            event: e.event.clone(),
+            recipient: e.recipient.clone(),
+            outcome: e.outcome.clone(),
+            client_ip: e.client_ip.clone(),
+            request_id: e.request_id.clone(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditPageOut {
+    pub events: Vec<AuditEventOut>,
+    /// Pass as `before` for the next page; null on the last page.
+    pub next_before: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HealthOut {
+    pub status: String,
+}
+
+/// The stable machine-readable error codes.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemCode {
+    InvalidRequest,
+    InvalidEmail,
+    Unauthorized,
+    RegistrationClosed,
+    NotFound,
+    MethodNotAllowed,
+    TenantNotFound,
+    OtpNotFound,
+    Conflict,
+    OtpExpired,
+    OtpUsed,
+    OtpSuperseded,
+    OtpCancelled,
+    AttemptsExhausted,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    OtpMismatch,
+    SmtpHostNotAllowed,
+    SmtpPortNotAllowed,
+    SmtpPlaintextNotAllowed,
+    SmtpHostUnresolvable,
+    RateLimited,
+    Internal,
+    DeliveryFailed,
+    Overloaded,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FieldErrorOut {
+    pub field: String,
+    pub message: String,
+}
+
+/// An RFC 9457 problem document (`application/problem+json`).
+#[derive(Serialize, ToSchema)]
+pub struct Problem {
+    /// `/problems/<code>`
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub code: ProblemCode,
+    pub detail: String,
+    /// With `invalid_request` / `invalid_email`.
+    pub errors: Option<Vec<FieldErrorOut>>,
+    /// With `otp_mismatch`.
+    pub attempts_remaining: Option<u32>,
+    /// With `delivery_failed`: `smtp_host_not_allowed`, `smtp_unreachable`, `smtp_timeout`,
+    /// `smtp_tls`, `smtp_auth` or `smtp_rejected`.
+    pub reason: Option<String>,
+}

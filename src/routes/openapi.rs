@@ -1,0 +1,109 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations and the DTO types.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::dto::*;
+use super::v1;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let bearer = |d: &str| {
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(d.to_string()))
+                    .build(),
+            )
+        };
+        let c = api.components.get_or_insert_with(Default::default);
+        c.add_security_scheme("secret_key", bearer("A tenant's secret key (sk_…)"));
+        c.add_security_scheme("admin_token", bearer("The admin token (admin.token)"));
+        c.add_security_scheme("metrics_token", bearer("The metrics token (metrics.token)"));
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "otpmint",
+        description = "Multi-tenant, self-hosted email one-time-password server. Errors are RFC 9457 problem documents; clients branch on `code`.",
+        license(name = "MIT OR Apache-2.0")
+    ),
+    paths(
+        v1::create_tenant, v1::list_tenants, v1::get_tenant, v1::patch_tenant, v1::delete_tenant,
+        v1::rotate_secret, v1::get_self, v1::patch_self, v1::audit, v1::mint, v1::verify,
+        v1::otp_status, v1::otp_cancel, v1::healthz, v1::readyz, v1::metrics
+    ),
+    components(schemas(Problem, ProblemCode, FieldErrorOut)),
+    modifiers(&Security),
+    tags(
+        (name = "tenants", description = "Tenant administration (admin token)"),
+        (name = "self-service", description = "A tenant managing itself with its secret key"),
+        (name = "codes", description = "Minting and verifying codes (secret key)"),
+        (name = "operations", description = "Health and metrics")
+    )
+)]
+pub struct ApiDoc;
+
+/// The document as served at `/openapi.json`.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    /// docs/openapi.json must be what the code generates. To update it after a change:
+    /// `OTPMINT_WRITE_OPENAPI=1 cargo test openapi`.
+    #[test]
+    fn committed_openapi_matches_the_generated_one() {
+        let generated = serde_json::to_string_pretty(&super::document()).unwrap() + "\n";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json");
+        if std::env::var_os("OTPMINT_WRITE_OPENAPI").is_some() {
+            std::fs::write(path, &generated).unwrap();
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "docs/openapi.json is stale: run `OTPMINT_WRITE_OPENAPI=1 cargo test openapi`"
+        );
+    }
+
+    #[test]
+    fn every_v1_route_and_problem_code_is_described() {
+        let doc = serde_json::to_value(super::document()).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        for p in [
+            "/v1/tenants",
+            "/v1/tenants/{id}",
+            "/v1/tenants/{id}/rotate-secret",
+            "/v1/tenant",
+            "/v1/tenant/audit",
+            "/v1/otp",
+            "/v1/otp/verify",
+            "/v1/otp/{key}",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+        ] {
+            assert!(doc["paths"][p].is_object(), "{p} missing");
+        }
+        let codes = doc["components"]["schemas"]["ProblemCode"]["enum"]
+            .as_array()
+            .unwrap();
+        for c in [
+            "otp_mismatch",
+            "attempts_exhausted",
+            "delivery_failed",
+            "overloaded",
+            "rate_limited",
+            "smtp_host_not_allowed",
+        ] {
+            assert!(codes.iter().any(|x| x == c), "{c} missing");
+        }
+    }
+}
