@@ -13,3 +13,5 @@ pub mod service;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;
+#[cfg(feature = "testkit")]
+pub mod testkit;

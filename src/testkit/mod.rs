@@ -1,0 +1,3 @@
+//! Test and benchmark helpers (feature `testkit`): a real SMTP server on loopback.
+
+pub mod smtp;

@@ -1,0 +1,396 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! A real SMTP server for tests and benchmarks: TCP on loopback, STARTTLS or implicit TLS with a test CA
+//! made at test time, AUTH PLAIN/LOGIN, and the received messages kept for reading.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio_rustls::TlsAcceptor;
+
+pub const SMTP_USER: &str = "mailer@acme.example";
+pub const SMTP_PASS: &str = "smtp-Pa55word-never-logged";
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub from: String,
+    pub to: Vec<String>,
+    pub data: String,
+    pub user: String,
+    pub tls: bool,
+}
+
+impl Received {
+    /// The code: the first run of 4-10 ASCII digits in the body.
+    pub fn code(&self) -> String {
+        let body = self
+            .data
+            .split("\r\n\r\n")
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join("\r\n\r\n");
+        let mut run = String::new();
+        for c in body.chars() {
+            if c.is_ascii_digit() {
+                run.push(c);
+            } else {
+                if (4..=10).contains(&run.len()) {
+                    return run;
+                }
+                run.clear();
+            }
+        }
+        if (4..=10).contains(&run.len()) {
+            return run;
+        }
+        panic!("no code in message: {}", self.data);
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        let head = self.data.split("\r\n\r\n").next()?;
+        head.split("\r\n")
+            .find(|l| {
+                l.to_ascii_lowercase()
+                    .starts_with(&format!("{}:", name.to_ascii_lowercase()))
+            })
+            .map(|l| l[name.len() + 1..].trim().to_string())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Normal,
+    RejectRecipients,
+    /// Accept TCP and never answer.
+    Tarpit,
+}
+
+struct State {
+    messages: Mutex<Vec<Received>>,
+    notify: Notify,
+    connections: AtomicUsize,
+    mode: Mutex<Mode>,
+}
+
+pub struct TestCa {
+    pub ca_pem: String,
+    pub leaf_der: CertificateDer<'static>,
+    pub ca_der: CertificateDer<'static>,
+    pub key_der: Vec<u8>,
+}
+
+pub fn make_ca() -> TestCa {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "otpmint test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    leaf.subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key).unwrap();
+    TestCa {
+        ca_pem: ca_cert.pem(),
+        leaf_der: leaf_cert.der().clone(),
+        ca_der: ca_cert.der().clone(),
+        key_der: leaf_key.serialize_der(),
+    }
+}
+
+pub struct SmtpServer {
+    pub port: u16,
+    pub ca_path: PathBuf,
+    state: Arc<State>,
+    _dir: tempfile::TempDir,
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+impl SmtpServer {
+    pub async fn start() -> SmtpServer {
+        Self::start_with(false).await
+    }
+
+    /// `implicit`: TLS from the first byte (port-465 style) instead of STARTTLS.
+    pub async fn start_with(implicit: bool) -> SmtpServer {
+        let ca = make_ca();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_path = dir.path().join("ca.pem");
+        std::fs::write(&ca_path, &ca.ca_pem).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![ca.leaf_der.clone(), ca.ca_der.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ca.key_der.clone())),
+            )
+            .unwrap();
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(State {
+            messages: Mutex::new(Vec::new()),
+            notify: Notify::new(),
+            connections: AtomicUsize::new(0),
+            mode: Mutex::new(Mode::Normal),
+        });
+        let st = Arc::clone(&state);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                st.connections.fetch_add(1, Ordering::SeqCst);
+                let st = Arc::clone(&st);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let _ = handle(tcp, st, acceptor, implicit).await;
+                });
+            }
+        });
+        SmtpServer {
+            port,
+            ca_path,
+            state,
+            _dir: dir,
+        }
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        *self.state.mode.lock().unwrap() = mode;
+    }
+
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
+    pub fn messages(&self) -> Vec<Received> {
+        self.state.messages.lock().unwrap().clone()
+    }
+
+    /// Take every message received so far (the benchmark reads codes this way).
+    pub fn drain(&self) -> Vec<Received> {
+        std::mem::take(&mut *self.state.messages.lock().unwrap())
+    }
+
+    pub fn count_to(&self, to: &str) -> usize {
+        self.messages()
+            .iter()
+            .filter(|m| m.to.iter().any(|t| t == to))
+            .count()
+    }
+
+    /// Wait until at least `n` messages went to `to`; returns the `n`-th.
+    pub async fn wait_for(&self, to: &str, n: usize) -> Received {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let notified = self.state.notify.notified();
+            let list: Vec<Received> = self
+                .messages()
+                .into_iter()
+                .filter(|m| m.to.iter().any(|t| t == to))
+                .collect();
+            if list.len() >= n {
+                return list[n - 1].clone();
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!("no message #{n} to {to} within 15 s");
+            }
+        }
+    }
+}
+
+async fn handle(
+    tcp: TcpStream,
+    st: Arc<State>,
+    acceptor: TlsAcceptor,
+    implicit: bool,
+) -> std::io::Result<()> {
+    if *st.mode.lock().unwrap() == Mode::Tarpit {
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        drop(tcp);
+        return Ok(());
+    }
+    let mut stream: Box<dyn Io> = if implicit {
+        Box::new(acceptor.accept(tcp).await?)
+    } else {
+        Box::new(tcp)
+    };
+    let mut tls = implicit;
+    let mut greet = true;
+    loop {
+        match session(stream, tls, greet, &st).await? {
+            Some(plain) if !tls => {
+                stream = Box::new(acceptor.accept(plain).await?);
+                tls = true;
+                greet = false;
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
+fn b64(s: &str) -> String {
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(s.trim())
+            .unwrap_or_default(),
+    )
+    .unwrap_or_default()
+}
+
+/// Runs SMTP until QUIT/EOF (None) or STARTTLS (Some(stream) to upgrade).
+async fn session(
+    stream: Box<dyn Io>,
+    tls: bool,
+    greet: bool,
+    st: &State,
+) -> std::io::Result<Option<Box<dyn Io>>> {
+    let mut r = BufReader::new(stream);
+    if greet {
+        r.get_mut().write_all(b"220 sink.test ESMTP\r\n").await?;
+    }
+    let mut user = String::new();
+    let mut from = String::new();
+    let mut to = Vec::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).await? == 0 {
+            return Ok(None);
+        }
+        let cmd = line.trim_end().to_string();
+        let upper = cmd.to_ascii_uppercase();
+        let reply: String = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+            let mut s = String::from("250-sink.test\r\n");
+            if !tls {
+                s.push_str("250-STARTTLS\r\n");
+            } else {
+                s.push_str("250-AUTH PLAIN LOGIN\r\n");
+            }
+            s.push_str("250 8BITMIME\r\n");
+            s
+        } else if upper == "STARTTLS" && !tls {
+            r.get_mut().write_all(b"220 go ahead\r\n").await?;
+            return Ok(Some(r.into_inner()));
+        } else if upper.starts_with("AUTH PLAIN") {
+            let arg = cmd[10..].trim().to_string();
+            let arg = if arg.is_empty() {
+                r.get_mut().write_all(b"334 \r\n").await?;
+                let mut l = String::new();
+                r.read_line(&mut l).await?;
+                l
+            } else {
+                arg
+            };
+            let decoded = b64(&arg);
+            let parts: Vec<&str> = decoded.split('\0').collect();
+            if tls && parts.len() == 3 && parts[1] == SMTP_USER && parts[2] == SMTP_PASS {
+                user = parts[1].to_string();
+                "235 ok\r\n".into()
+            } else {
+                "535 bad credentials\r\n".into()
+            }
+        } else if upper.starts_with("AUTH LOGIN") {
+            r.get_mut().write_all(b"334 VXNlcm5hbWU6\r\n").await?;
+            let mut u = String::new();
+            r.read_line(&mut u).await?;
+            r.get_mut().write_all(b"334 UGFzc3dvcmQ6\r\n").await?;
+            let mut p = String::new();
+            r.read_line(&mut p).await?;
+            if tls && b64(&u) == SMTP_USER && b64(&p) == SMTP_PASS {
+                user = SMTP_USER.to_string();
+                "235 ok\r\n".into()
+            } else {
+                "535 bad credentials\r\n".into()
+            }
+        } else if upper.starts_with("MAIL FROM:") {
+            if user.is_empty() {
+                "530 authentication required\r\n".into()
+            } else {
+                from = cmd[10..]
+                    .trim()
+                    .trim_matches(['<', '>'])
+                    .split(' ')
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                to.clear();
+                "250 ok\r\n".into()
+            }
+        } else if upper.starts_with("RCPT TO:") {
+            if *st.mode.lock().unwrap() == Mode::RejectRecipients {
+                "550 no such user\r\n".into()
+            } else {
+                to.push(cmd[8..].trim().trim_matches(['<', '>']).to_string());
+                "250 ok\r\n".into()
+            }
+        } else if upper == "DATA" {
+            r.get_mut().write_all(b"354 go\r\n").await?;
+            let mut data = String::new();
+            loop {
+                let mut l = String::new();
+                if r.read_line(&mut l).await? == 0 {
+                    return Ok(None);
+                }
+                if l == ".\r\n" {
+                    break;
+                }
+                data.push_str(l.strip_prefix('.').unwrap_or(&l));
+            }
+            st.messages.lock().unwrap().push(Received {
+                from: from.clone(),
+                to: std::mem::take(&mut to),
+                data,
+                user: user.clone(),
+                tls,
+            });
+            st.notify.notify_waiters();
+            "250 queued\r\n".into()
+        } else if upper == "RSET" || upper == "NOOP" {
+            "250 ok\r\n".into()
+        } else if upper == "QUIT" {
+            r.get_mut().write_all(b"221 bye\r\n").await?;
+            return Ok(None);
+        } else {
+            "502 unknown\r\n".into()
+        };
+        r.get_mut().write_all(reply.as_bytes()).await?;
+    }
+}
+
+/// A loopback listener that only counts connections (the SSRF canary).
+pub struct Canary {
+    pub addr: SocketAddr,
+    count: Arc<AtomicUsize>,
+}
+
+impl Canary {
+    pub async fn start() -> Canary {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let count = Arc::new(AtomicUsize::new(0));
+        let c = Arc::clone(&count);
+        tokio::spawn(async move {
+            while let Ok((_s, _)) = listener.accept().await {
+                c.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        Canary { addr, count }
+    }
+    pub fn hits(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+}
