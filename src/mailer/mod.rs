@@ -164,7 +164,13 @@ struct Idle {
 struct TenantPool {
     version: i64,
     idle: Mutex<Vec<Idle>>,
+    /// At most `smtp.pool_size` connections per tenant at once: a send waits for one
+    /// (inside the delivery timeout) instead of opening yet another.
+    slots: tokio::sync::Semaphore,
 }
+
+/// A pooled connection used recently is not probed with NOOP before reuse.
+const FRESH: Duration = Duration::from_secs(1);
 
 /// The delivery service. Cloning shares the pools.
 #[derive(Clone)]
@@ -297,6 +303,11 @@ impl Mailer {
             Arc::new(TenantPool {
                 version: target.version,
                 idle: Mutex::new(Vec::new()),
+                slots: tokio::sync::Semaphore::new(if self.inner.pool_size == 0 {
+                    tokio::sync::Semaphore::MAX_PERMITS
+                } else {
+                    self.inner.pool_size
+                }),
             })
         };
         let Ok(mut pools) = self.inner.pools.lock() else {
@@ -321,6 +332,11 @@ impl Mailer {
         envelope: &lettre::address::Envelope,
         bytes: &[u8],
     ) -> Result<(), DeliveryError> {
+        let _slot = pool
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| fail(DeliveryReason::Unreachable, "connection pool closed"))?;
         let mut conn = None;
         loop {
             let candidate = pool.idle.lock().ok().and_then(|mut idle| {
@@ -330,7 +346,7 @@ impl Mailer {
                 Some(idle.swap_remove(pos))
             });
             let Some(mut c) = candidate else { break };
-            if c.conn.test_connected().await {
+            if c.since.elapsed() < FRESH || c.conn.test_connected().await {
                 conn = Some((c.conn, c.addr));
                 break;
             }

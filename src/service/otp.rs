@@ -150,22 +150,26 @@ impl Services {
         let tid = tenant.id.clone();
         let canonical = email.canonical().to_string();
         let c2 = canonical.clone();
-        self.db(move |s| s.take_send(&tid, &c2, &quota, now))
-            .await?
-            .map_err(|r| {
-                let e = refusal(r);
-                if let ServiceError::RateLimited { kind, .. } = &e {
-                    crate::metrics::inc(|m| &m.rate_limited, &[kind.as_str()]);
-                }
-                e
-            })?;
+        // With every limit off there is nothing to check or count: skip the write.
+        let counted = quota.any();
+        if counted {
+            self.db(move |s| s.take_send(&tid, &c2, &quota, now))
+                .await?
+                .map_err(|r| {
+                    let e = refusal(r);
+                    if let ServiceError::RateLimited { kind, .. } = &e {
+                        crate::metrics::inc(|m| &m.rate_limited, &[kind.as_str()]);
+                    }
+                    e
+                })?;
+        }
         match self
             .mint_and_send(tenant, &email, &purpose, flavor, policy, now)
             .await
         {
             Ok(m) => Ok(m),
             Err(f) => {
-                if f.refund {
+                if f.refund && counted {
                     // Nothing can have reached the recipient: give the send back.
                     let tid = tenant.id.clone();
                     let _ = self.db(move |s| s.refund_send(&tid, &canonical, now)).await;
@@ -402,7 +406,9 @@ impl Services {
             let d = digest.clone();
             let tid2 = tid.clone();
             if self.db(move |s| s.finish_verify(&tid2, &d, t)).await? {
-                let _ = self.db(move |s| s.clear_failures(&tid, &recipient)).await;
+                if quota.max_failures > 0 {
+                    let _ = self.db(move |s| s.clear_failures(&tid, &recipient)).await;
+                }
                 return Ok(Verified {
                     email: res.email,
                     purpose: res.purpose,

@@ -20,6 +20,8 @@ pub enum StoreError {
     Migration(String),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    #[error("commit failed: {0}")]
+    Commit(String),
 }
 
 /// A tenant's SMTP settings as stored (password encrypted).
@@ -122,6 +124,16 @@ pub struct SendQuota {
     pub cooldown_ms: Millis,
     pub tenant_max_per_hour: u32,
     pub max_failures: u32,
+}
+
+impl SendQuota {
+    /// Whether any limit is on (all off: nothing to check or count at mint).
+    pub fn any(&self) -> bool {
+        self.recipient_max > 0
+            || self.cooldown_ms > 0
+            || self.tenant_max_per_hour > 0
+            || self.max_failures > 0
+    }
 }
 
 /// Which quota refused a send, and when to retry.

@@ -24,6 +24,101 @@ const HOUR_MS: Millis = 3_600_000;
 
 pub struct SqliteStore {
     pool: Pool<SqliteConnectionManager>,
+    writer: Writer,
+}
+
+/// One write of the hot paths: `run` executes inside the batch's transaction and returns
+/// what to do once the batch committed (or failed); `fail` answers when it never ran.
+/// Called once the batch committed (`None`) or failed (`Some(error)`).
+type Finish = Box<dyn FnOnce(Option<String>) + Send>;
+
+struct Job {
+    run: Box<dyn FnOnce(&rusqlite::Connection) -> Finish + Send>,
+    fail: Box<dyn FnOnce(String) + Send>,
+}
+
+/// Group commit: one thread owns a connection and commits every queued write in one
+/// durable transaction (`synchronous = FULL`), each write in its own savepoint. Callers wait
+/// for the commit, so durability is unchanged; under concurrency many writes share one
+/// fsync instead of paying one each.
+struct Writer {
+    tx: std::sync::mpsc::Sender<Job>,
+}
+
+const BATCH_MAX: usize = 256;
+
+impl Writer {
+    fn start(path: &Path) -> Result<Writer, StoreError> {
+        let conn = rusqlite::Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("otpmint-db-writer".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut jobs = vec![first];
+                    while jobs.len() < BATCH_MAX {
+                        match rx.try_recv() {
+                            Ok(j) => jobs.push(j),
+                            Err(_) => break,
+                        }
+                    }
+                    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+                        for j in jobs {
+                            (j.fail)(e.to_string());
+                        }
+                        continue;
+                    }
+                    let done: Vec<_> = jobs.into_iter().map(|j| (j.run)(&conn)).collect();
+                    let outcome = conn.execute_batch("COMMIT").err().map(|e| {
+                        let _ = conn.execute_batch("ROLLBACK");
+                        e.to_string()
+                    });
+                    for d in done {
+                        d(outcome.clone());
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Migration(format!("cannot start the database writer: {e}")))?;
+        Ok(Writer { tx })
+    }
+
+    /// Run `f` in the next batch and wait until that batch is durably committed.
+    fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (rtx, rrx) = std::sync::mpsc::sync_channel::<Result<T, StoreError>>(1);
+        let fail_tx = rtx.clone();
+        let job = Job {
+            run: Box::new(move |c| {
+                let out = (|| {
+                    c.execute_batch("SAVEPOINT job")?;
+                    let r = f(c);
+                    match &r {
+                        Ok(_) => c.execute_batch("RELEASE job")?,
+                        Err(_) => c.execute_batch("ROLLBACK TO job; RELEASE job")?,
+                    }
+                    r
+                })();
+                Box::new(move |commit_error: Option<String>| {
+                    let _ = rtx.send(match commit_error {
+                        None => out,
+                        Some(e) => Err(StoreError::Commit(e)),
+                    });
+                })
+            }),
+            fail: Box::new(move |e| {
+                let _ = fail_tx.send(Err(StoreError::Commit(e)));
+            }),
+        };
+        self.tx
+            .send(job)
+            .map_err(|_| StoreError::Commit("the database writer stopped".into()))?;
+        rrx.recv()
+            .map_err(|_| StoreError::Commit("the database writer dropped a write".into()))?
+    }
 }
 
 impl SqliteStore {
@@ -51,7 +146,8 @@ impl SqliteStore {
             .max_size(pool_size)
             .connection_timeout(Duration::from_secs(10))
             .build(manager)?;
-        let store = SqliteStore { pool };
+        let writer = Writer::start(path)?;
+        let store = SqliteStore { pool, writer };
         store.migrate()?;
         Ok(store)
     }
@@ -416,29 +512,31 @@ impl Store for SqliteStore {
     }
 
     fn insert_challenge(&self, c: &NewChallenge) -> Result<(), StoreError> {
-        let conn = self.conn()?;
-        // One statement: the sequence number is taken under SQLite's write lock.
-        conn.execute(
-            "INSERT INTO challenges (key_digest, tenant_id, flavor, email, email_canonical, purpose, seq, code_hash, \
-             status, attempts, max_attempts, code_length, created_at, expires_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
-               (SELECT COALESCE(MAX(seq), 0) + 1 FROM challenges WHERE tenant_id = ?2 AND email_canonical = ?5 AND purpose = ?6 AND flavor = ?3), \
-               ?7, 'sending', 0, ?8, ?9, ?10, ?11)",
-            params![
-                c.key_digest,
-                c.tenant_id.as_str(),
-                c.flavor.as_str(),
-                c.email,
-                c.email_canonical,
-                c.purpose,
-                c.code_hash,
-                c.max_attempts,
-                c.code_length,
-                c.created_at,
-                c.expires_at
-            ],
-        )?;
-        Ok(())
+        let c = c.clone();
+        self.writer.write(move |conn| {
+            // One statement: the sequence number is taken under SQLite's write lock.
+            conn.execute(
+                "INSERT INTO challenges (key_digest, tenant_id, flavor, email, email_canonical, purpose, seq, code_hash, \
+                 status, attempts, max_attempts, code_length, created_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
+                   (SELECT COALESCE(MAX(seq), 0) + 1 FROM challenges WHERE tenant_id = ?2 AND email_canonical = ?5 AND purpose = ?6 AND flavor = ?3), \
+                   ?7, 'sending', 0, ?8, ?9, ?10, ?11)",
+                params![
+                    c.key_digest,
+                    c.tenant_id.as_str(),
+                    c.flavor.as_str(),
+                    c.email,
+                    c.email_canonical,
+                    c.purpose,
+                    c.code_hash,
+                    c.max_attempts,
+                    c.code_length,
+                    c.created_at,
+                    c.expires_at
+                ],
+            )?;
+            Ok(())
+        })
     }
 
     fn mark_sent(
@@ -447,43 +545,43 @@ impl Store for SqliteStore {
         key_digest: &[u8],
         now: Millis,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let group: Option<(String, String, String, i64)> = tx
-            .query_row(
-                "SELECT email_canonical, purpose, flavor, seq FROM challenges \
-                 WHERE key_digest = ?1 AND tenant_id = ?2 AND status = 'sending'",
-                params![key_digest, tenant.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()?;
-        let Some((email, purpose, flavor, seq)) = group else {
-            return Ok(());
-        };
-        tx.execute(
-            "UPDATE challenges SET status = 'superseded', ended_at = ?6 WHERE tenant_id = ?1 AND email_canonical = ?2 \
-             AND purpose = ?3 AND flavor = ?4 AND status = 'pending' AND seq < ?5",
-            params![tenant.as_str(), email, purpose, flavor, seq, now],
-        )?;
-        let newer_sent: bool = tx.query_row(
-            "SELECT EXISTS(SELECT 1 FROM challenges WHERE tenant_id = ?1 AND email_canonical = ?2 AND purpose = ?3 \
-             AND flavor = ?4 AND seq > ?5 AND status NOT IN ('sending', 'failed'))",
-            params![tenant.as_str(), email, purpose, flavor, seq],
-            |r| r.get(0),
-        )?;
-        if newer_sent {
+        let (tenant, key_digest) = (tenant.clone(), key_digest.to_vec());
+        self.writer.write(move |tx| {
+            let group: Option<(String, String, String, i64)> = tx
+                .query_row(
+                    "SELECT email_canonical, purpose, flavor, seq FROM challenges \
+                     WHERE key_digest = ?1 AND tenant_id = ?2 AND status = 'sending'",
+                    params![key_digest, tenant.as_str()],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?;
+            let Some((email, purpose, flavor, seq)) = group else {
+                return Ok(());
+            };
             tx.execute(
-                "UPDATE challenges SET status = 'superseded', ended_at = ?3 WHERE key_digest = ?1 AND tenant_id = ?2",
-                params![key_digest, tenant.as_str(), now],
+                "UPDATE challenges SET status = 'superseded', ended_at = ?6 WHERE tenant_id = ?1 AND email_canonical = ?2 \
+                 AND purpose = ?3 AND flavor = ?4 AND status = 'pending' AND seq < ?5",
+                params![tenant.as_str(), email, purpose, flavor, seq, now],
             )?;
-        } else {
-            tx.execute(
-                "UPDATE challenges SET status = 'pending' WHERE key_digest = ?1 AND tenant_id = ?2",
-                params![key_digest, tenant.as_str()],
+            let newer_sent: bool = tx.query_row(
+                "SELECT EXISTS(SELECT 1 FROM challenges WHERE tenant_id = ?1 AND email_canonical = ?2 AND purpose = ?3 \
+                 AND flavor = ?4 AND seq > ?5 AND status NOT IN ('sending', 'failed'))",
+                params![tenant.as_str(), email, purpose, flavor, seq],
+                |r| r.get(0),
             )?;
-        }
-        tx.commit()?;
-        Ok(())
+            if newer_sent {
+                tx.execute(
+                    "UPDATE challenges SET status = 'superseded', ended_at = ?3 WHERE key_digest = ?1 AND tenant_id = ?2",
+                    params![key_digest, tenant.as_str(), now],
+                )?;
+            } else {
+                tx.execute(
+                    "UPDATE challenges SET status = 'pending' WHERE key_digest = ?1 AND tenant_id = ?2",
+                    params![key_digest, tenant.as_str()],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     fn mark_failed(
@@ -492,12 +590,14 @@ impl Store for SqliteStore {
         key_digest: &[u8],
         now: Millis,
     ) -> Result<(), StoreError> {
-        let conn = self.conn()?;
-        conn.execute(
-            "UPDATE challenges SET status = 'failed', ended_at = ?3 WHERE key_digest = ?1 AND tenant_id = ?2 AND status = 'sending'",
-            params![key_digest, tenant.as_str(), now],
-        )?;
-        Ok(())
+        let (tenant, key_digest) = (tenant.clone(), key_digest.to_vec());
+        self.writer.write(move |conn| {
+            conn.execute(
+                "UPDATE challenges SET status = 'failed', ended_at = ?3 WHERE key_digest = ?1 AND tenant_id = ?2 AND status = 'sending'",
+                params![key_digest, tenant.as_str(), now],
+            )?;
+            Ok(())
+        })
     }
 
     fn reserve_attempt(
@@ -509,49 +609,50 @@ impl Store for SqliteStore {
         q: &SendQuota,
         now: Millis,
     ) -> Result<Option<Reservation>, StoreError> {
-        let mut conn = self.conn()?;
+        let (tenant, key_digest, q) = (tenant.clone(), key_digest.to_vec(), *q);
         let max_failures: i64 = if q.max_failures == 0 {
             i64::MAX
         } else {
             q.max_failures.into()
         };
-        // The attempt and the recipient's failure budget are taken together, so neither can
-        // be overrun by concurrent guesses; a match or a release gives the budget back.
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let res = tx
-            .query_row(
-                "UPDATE challenges SET attempts = attempts + 1 \
-                 WHERE key_digest = ?1 AND tenant_id = ?2 AND flavor = ?3 AND status = 'pending' \
-                   AND attempts < max_attempts AND expires_at > ?4 AND code_length = ?7 \
-                   AND NOT EXISTS (SELECT 1 FROM recipient_failures f WHERE f.tenant_id = challenges.tenant_id \
-                       AND f.email_canonical = challenges.email_canonical AND f.failures >= ?5 AND f.window_start + ?6 > ?4) \
-                 RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose",
-                params![key_digest, tenant.as_str(), flavor.as_str(), now, max_failures, q.recipient_window_ms, code_len],
-                |r| {
-                    Ok(Reservation {
-                        code_hash: r.get(0)?,
-                        attempts: r.get(1)?,
-                        max_attempts: r.get(2)?,
-                        email: r.get(3)?,
-                        email_canonical: r.get(4)?,
-                        purpose: r.get(5)?,
-                    })
-                },
-            )
-            .optional()?;
-        if let Some(r) = &res {
-            if q.max_failures > 0 {
-                tx.execute(
-                    "INSERT INTO recipient_failures (tenant_id, email_canonical, failures, window_start) VALUES (?1, ?2, 1, ?3) \
-                     ON CONFLICT (tenant_id, email_canonical) DO UPDATE SET \
-                       failures = CASE WHEN window_start + ?4 <= ?3 THEN 1 ELSE failures + 1 END, \
-                       window_start = CASE WHEN window_start + ?4 <= ?3 THEN ?3 ELSE window_start END",
-                    params![tenant.as_str(), r.email_canonical, now, q.recipient_window_ms],
-                )?;
+        // The attempt and the recipient's failure budget are taken together (one savepoint),
+        // so neither can be overrun by concurrent guesses; a match or a release gives the
+        // budget back.
+        self.writer.write(move |tx| {
+            let res = tx
+                .query_row(
+                    "UPDATE challenges SET attempts = attempts + 1 \
+                     WHERE key_digest = ?1 AND tenant_id = ?2 AND flavor = ?3 AND status = 'pending' \
+                       AND attempts < max_attempts AND expires_at > ?4 AND code_length = ?7 \
+                       AND NOT EXISTS (SELECT 1 FROM recipient_failures f WHERE f.tenant_id = challenges.tenant_id \
+                           AND f.email_canonical = challenges.email_canonical AND f.failures >= ?5 AND f.window_start + ?6 > ?4) \
+                     RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose",
+                    params![key_digest, tenant.as_str(), flavor.as_str(), now, max_failures, q.recipient_window_ms, code_len],
+                    |r| {
+                        Ok(Reservation {
+                            code_hash: r.get(0)?,
+                            attempts: r.get(1)?,
+                            max_attempts: r.get(2)?,
+                            email: r.get(3)?,
+                            email_canonical: r.get(4)?,
+                            purpose: r.get(5)?,
+                        })
+                    },
+                )
+                .optional()?;
+            if let Some(r) = &res {
+                if q.max_failures > 0 {
+                    tx.execute(
+                        "INSERT INTO recipient_failures (tenant_id, email_canonical, failures, window_start) VALUES (?1, ?2, 1, ?3) \
+                         ON CONFLICT (tenant_id, email_canonical) DO UPDATE SET \
+                           failures = CASE WHEN window_start + ?4 <= ?3 THEN 1 ELSE failures + 1 END, \
+                           window_start = CASE WHEN window_start + ?4 <= ?3 THEN ?3 ELSE window_start END",
+                        params![tenant.as_str(), r.email_canonical, now, q.recipient_window_ms],
+                    )?;
+                }
             }
-        }
-        tx.commit()?;
-        Ok(res)
+            Ok(res)
+        })
     }
 
     fn release_attempt(
@@ -560,18 +661,19 @@ impl Store for SqliteStore {
         key_digest: &[u8],
         recipient: &str,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
-            "UPDATE challenges SET attempts = attempts - 1 WHERE key_digest = ?1 AND tenant_id = ?2 AND attempts > 0",
-            params![key_digest, tenant.as_str()],
-        )?;
-        tx.execute(
-            "UPDATE recipient_failures SET failures = failures - 1 WHERE tenant_id = ?1 AND email_canonical = ?2 AND failures > 0",
-            params![tenant.as_str(), recipient],
-        )?;
-        tx.commit()?;
-        Ok(())
+        let (tenant, key_digest, recipient) =
+            (tenant.clone(), key_digest.to_vec(), recipient.to_string());
+        self.writer.write(move |tx| {
+            tx.execute(
+                "UPDATE challenges SET attempts = attempts - 1 WHERE key_digest = ?1 AND tenant_id = ?2 AND attempts > 0",
+                params![key_digest, tenant.as_str()],
+            )?;
+            tx.execute(
+                "UPDATE recipient_failures SET failures = failures - 1 WHERE tenant_id = ?1 AND email_canonical = ?2 AND failures > 0",
+                params![tenant.as_str(), recipient],
+            )?;
+            Ok(())
+        })
     }
 
     fn finish_verify(
@@ -580,13 +682,15 @@ impl Store for SqliteStore {
         key_digest: &[u8],
         now: Millis,
     ) -> Result<bool, StoreError> {
-        let conn = self.conn()?;
-        let n = conn.execute(
-            "UPDATE challenges SET status = 'verified', verified_at = ?3, ended_at = ?3 \
-             WHERE key_digest = ?1 AND tenant_id = ?2 AND status = 'pending' AND expires_at > ?3",
-            params![key_digest, tenant.as_str(), now],
-        )?;
-        Ok(n == 1)
+        let (tenant, key_digest) = (tenant.clone(), key_digest.to_vec());
+        self.writer.write(move |conn| {
+            let n = conn.execute(
+                "UPDATE challenges SET status = 'verified', verified_at = ?3, ended_at = ?3 \
+                 WHERE key_digest = ?1 AND tenant_id = ?2 AND status = 'pending' AND expires_at > ?3",
+                params![key_digest, tenant.as_str(), now],
+            )?;
+            Ok(n == 1)
+        })
     }
 
     fn challenge_owner(
@@ -630,22 +734,22 @@ impl Store for SqliteStore {
         flavor: Flavor,
         now: Millis,
     ) -> Result<Option<(bool, ChallengeView)>, StoreError> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let n = tx.execute(
-            "UPDATE challenges SET status = 'cancelled', ended_at = ?4 WHERE key_digest = ?1 AND tenant_id = ?2 \
-             AND flavor = ?3 AND status = 'pending' AND expires_at > ?4 AND attempts < max_attempts",
-            params![key_digest, tenant.as_str(), flavor.as_str(), now],
-        )?;
-        let v = tx
-            .query_row(
-                &format!("SELECT {VIEW_COLS} FROM challenges WHERE key_digest = ?1 AND tenant_id = ?2 AND flavor = ?3"),
-                params![key_digest, tenant.as_str(), flavor.as_str()],
-                view_from_row,
-            )
-            .optional()?;
-        tx.commit()?;
-        Ok(finish_view(v)?.map(|v| (n == 1, v)))
+        let (tenant, key_digest) = (tenant.clone(), key_digest.to_vec());
+        self.writer.write(move |tx| {
+            let n = tx.execute(
+                "UPDATE challenges SET status = 'cancelled', ended_at = ?4 WHERE key_digest = ?1 AND tenant_id = ?2 \
+                 AND flavor = ?3 AND status = 'pending' AND expires_at > ?4 AND attempts < max_attempts",
+                params![key_digest, tenant.as_str(), flavor.as_str(), now],
+            )?;
+            let v = tx
+                .query_row(
+                    &format!("SELECT {VIEW_COLS} FROM challenges WHERE key_digest = ?1 AND tenant_id = ?2 AND flavor = ?3"),
+                    params![key_digest, tenant.as_str(), flavor.as_str()],
+                    view_from_row,
+                )
+                .optional()?;
+            Ok(finish_view(v)?.map(|v| (n == 1, v)))
+        })
     }
 
     fn purge(&self, before: Millis, sends_before: Millis) -> Result<usize, StoreError> {
@@ -799,9 +903,10 @@ impl Store for SqliteStore {
         q: &SendQuota,
         now: Millis,
     ) -> Result<Result<(), QuotaRefusal>, StoreError> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (tenant, recipient, q) = (tenant.clone(), recipient.to_string(), *q);
+        self.writer.write(move |tx| {
         let t = tenant.as_str();
+        let recipient = recipient.as_str();
         if q.max_failures > 0 {
             let row: Option<(u32, Millis)> = tx
                 .query_row(
@@ -864,8 +969,8 @@ impl Store for SqliteStore {
             "INSERT INTO sends (tenant_id, email_canonical, at) VALUES (?1, ?2, ?3)",
             params![t, recipient, now],
         )?;
-        tx.commit()?;
         Ok(Ok(()))
+        })
     }
 
     fn refund_send(
@@ -874,12 +979,14 @@ impl Store for SqliteStore {
         recipient: &str,
         at: Millis,
     ) -> Result<(), StoreError> {
-        let conn = self.conn()?;
-        conn.execute(
-            "DELETE FROM sends WHERE id = (SELECT id FROM sends WHERE tenant_id = ?1 AND email_canonical = ?2 AND at = ?3 LIMIT 1)",
-            params![tenant.as_str(), recipient, at],
-        )?;
-        Ok(())
+        let (tenant, recipient) = (tenant.clone(), recipient.to_string());
+        self.writer.write(move |conn| {
+            conn.execute(
+                "DELETE FROM sends WHERE id = (SELECT id FROM sends WHERE tenant_id = ?1 AND email_canonical = ?2 AND at = ?3 LIMIT 1)",
+                params![tenant.as_str(), recipient, at],
+            )?;
+            Ok(())
+        })
     }
 
     fn failures_blocked(
@@ -907,11 +1014,13 @@ impl Store for SqliteStore {
     }
 
     fn clear_failures(&self, tenant: &TenantId, recipient: &str) -> Result<(), StoreError> {
-        let conn = self.conn()?;
-        conn.execute(
-            "DELETE FROM recipient_failures WHERE tenant_id = ?1 AND email_canonical = ?2",
-            params![tenant.as_str(), recipient],
-        )?;
-        Ok(())
+        let (tenant, recipient) = (tenant.clone(), recipient.to_string());
+        self.writer.write(move |conn| {
+            conn.execute(
+                "DELETE FROM recipient_failures WHERE tenant_id = ?1 AND email_canonical = ?2",
+                params![tenant.as_str(), recipient],
+            )?;
+            Ok(())
+        })
     }
 }

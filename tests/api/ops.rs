@@ -395,3 +395,26 @@ async fn openapi_json_is_served_and_matches_the_committed_document() {
     assert_eq!(served["openapi"], "3.1.0");
     assert!(served["paths"]["/v1/otp/verify"]["post"]["responses"]["422"].is_object());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_data_key_rotation_resumes_without_a_new_key() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    app.tenant().await;
+    // as if `keys rotate-data-key` was killed right after adding data key 2
+    let row =
+        otpmint::crypto::keyring::Keyring::new_data_key(app.services.keyring.master(), 2).unwrap();
+    app.services
+        .db(move |s| s.add_data_key(&row, 0))
+        .await
+        .unwrap();
+    let (ok, out, err) = app.cli(&["keys", "rotate-data-key"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("data key version 2 active (resumed)") && out.contains("2 re-encrypted"),
+        "{out}"
+    );
+    let (ok, out, _) = app.cli(&["keys", "rotate-data-key"]);
+    assert!(ok && out.contains("version 3 active (new)"), "{out}");
+    app.mint(&sk, "ada@example.com").await;
+}
