@@ -219,6 +219,11 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
                 r.reencrypted,
                 r.already_current
             );
+            for id in &r.undecryptable {
+                eprintln!(
+                    "tenant {id}: its SMTP password cannot be decrypted; set it again (PATCH smtp.password)"
+                );
+            }
             Ok(())
         }
         Command::Backup { path } => {

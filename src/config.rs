@@ -31,6 +31,24 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
+/// A config library message with every quoted value removed: a type error on a secret
+/// (`invalid type: string "…"`) would otherwise print the secret.
+fn without_values(message: String) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut in_quotes = false;
+    for c in message.chars() {
+        if c == '"' {
+            if !in_quotes {
+                out.push_str("\"…\"");
+            }
+            in_quotes = !in_quotes;
+        } else if !in_quotes {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn redact<S: Serializer>(s: &SecretString, ser: S) -> Result<S::Ok, S::Error> {
     if s.expose_secret().is_empty() {
         ser.serialize_str("")
@@ -220,12 +238,12 @@ impl Settings {
             // Deserialize this layer alone first, so an error names the file.
             let cfg = builder.build_cloned().map_err(|e| ConfigError::Load {
                 source_name: name.clone(),
-                message: e.to_string(),
+                message: without_values(e.to_string()),
             })?;
             cfg.try_deserialize::<Settings>()
                 .map_err(|e| ConfigError::Load {
                     source_name: name.clone(),
-                    message: e.to_string(),
+                    message: without_values(e.to_string()),
                 })?;
         }
         let mut env_names = Vec::new();
@@ -248,7 +266,7 @@ impl Settings {
             };
             builder = result.map_err(|e| ConfigError::Load {
                 source_name: format!("environment variable {name}"),
-                message: e.to_string(),
+                message: without_values(e.to_string()),
             })?;
             env_names.push(name);
         }
@@ -262,7 +280,7 @@ impl Settings {
                     } else {
                         format!("environment ({})", env_names.join(", "))
                     },
-                    message: e.to_string(),
+                    message: without_values(e.to_string()),
                 })?;
         settings.validate()?;
         Ok(settings)
@@ -497,6 +515,25 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("crypto.master_key"), "{err}");
+    }
+
+    #[test]
+    fn a_type_error_on_a_secret_does_not_print_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[crypto]\nprevious_master_keys = \"c2VjcmV0LXZhbHVlLXRoYXQtbXVzdC1ub3QtbGVhaw==\"\n",
+        )
+        .unwrap();
+        let err = Settings::load_from(Some(&p), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("c2VjcmV0"), "{err}");
+        assert!(
+            err.contains("previous_master_keys") || err.contains("sequence"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -169,9 +169,6 @@ struct TenantPool {
     slots: tokio::sync::Semaphore,
 }
 
-/// A pooled connection used recently is not probed with NOOP before reuse.
-const FRESH: Duration = Duration::from_secs(1);
-
 /// The delivery service. Cloning shares the pools.
 #[derive(Clone)]
 pub struct Mailer {
@@ -260,10 +257,13 @@ impl Mailer {
     /// Send one message; bounded as a whole by `smtp.timeout_seconds`.
     pub async fn send(&self, target: &SmtpTarget, msg: &Outgoing<'_>) -> Result<(), DeliveryError> {
         let (envelope, bytes) = render(target, msg)?;
-        // The bound covers everything: resolution, connect, TLS, AUTH and DATA.
+        // Set just before the SMTP transaction starts: a timeout before it sent nothing.
+        let started = std::sync::atomic::AtomicBool::new(false);
+        // The bound covers everything: resolution, waiting for a pooled connection, connect,
+        // TLS, AUTH and DATA.
         match tokio::time::timeout(
             self.inner.timeout,
-            self.resolve_and_send(target, &envelope, &bytes),
+            self.resolve_and_send(target, &envelope, &bytes, &started),
         )
         .await
         {
@@ -271,7 +271,7 @@ impl Mailer {
             Err(_) => Err(DeliveryError {
                 reason: DeliveryReason::Timeout,
                 detail: "delivery exceeded smtp.timeout_seconds".into(),
-                maybe_delivered: true,
+                maybe_delivered: started.load(std::sync::atomic::Ordering::SeqCst),
             }),
         }
     }
@@ -281,6 +281,7 @@ impl Mailer {
         target: &SmtpTarget,
         envelope: &lettre::address::Envelope,
         bytes: &[u8],
+        started: &std::sync::atomic::AtomicBool,
     ) -> Result<(), DeliveryError> {
         let (name, addrs) = self
             .inner
@@ -294,7 +295,7 @@ impl Mailer {
                 other => fail(DeliveryReason::HostNotAllowed, other),
             })?;
         let pool = self.pool_for(target);
-        self.send_on_pool(&pool, target, &name, &addrs, envelope, bytes)
+        self.send_on_pool(&pool, target, (&name, &addrs), (envelope, bytes), started)
             .await
     }
 
@@ -327,10 +328,9 @@ impl Mailer {
         &self,
         pool: &TenantPool,
         target: &SmtpTarget,
-        name: &HostName,
-        addrs: &[SocketAddr],
-        envelope: &lettre::address::Envelope,
-        bytes: &[u8],
+        (name, addrs): (&HostName, &[SocketAddr]),
+        (envelope, bytes): (&lettre::address::Envelope, &[u8]),
+        started: &std::sync::atomic::AtomicBool,
     ) -> Result<(), DeliveryError> {
         let _slot = pool
             .slots
@@ -346,7 +346,7 @@ impl Mailer {
                 Some(idle.swap_remove(pos))
             });
             let Some(mut c) = candidate else { break };
-            if c.since.elapsed() < FRESH || c.conn.test_connected().await {
+            if c.conn.test_connected().await {
                 conn = Some((c.conn, c.addr));
                 break;
             }
@@ -356,6 +356,7 @@ impl Mailer {
             Some(c) => c,
             None => self.connect(target, name, addrs).await?,
         };
+        started.store(true, std::sync::atomic::Ordering::SeqCst);
         match conn.send(envelope, bytes).await {
             Ok(_) => {
                 if !conn.has_broken() {
@@ -376,7 +377,8 @@ impl Mailer {
             Err(e) => {
                 // A reply (4xx/5xx) means the server refused: nothing was delivered. Anything
                 // else (a broken connection, a timeout) may have come after DATA.
-                let refused = e.is_permanent() || e.is_transient();
+                // A client-side refusal (e.g. the server lacks SMTPUTF8) happens before sending.
+                let refused = e.is_permanent() || e.is_transient() || e.is_client();
                 let reason = if e.is_timeout() {
                     DeliveryReason::Timeout
                 } else {

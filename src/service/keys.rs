@@ -24,6 +24,8 @@ pub struct DataKeyReport {
     pub started_new: bool,
     pub reencrypted: usize,
     pub already_current: usize,
+    /// Tenants whose stored password could not be decrypted (left as they were).
+    pub undecryptable: Vec<String>,
 }
 
 impl Services {
@@ -77,12 +79,15 @@ impl Services {
     pub async fn rotate_data_key(&self) -> Result<DataKeyReport, ServiceError> {
         let mut ring = self.keyring.reopen(&self.db(|s| s.keyring()).await?)?;
         let tenants = self.tenants().await?;
+        // A password sealed under an older data key still needs re-encrypting (one that
+        // cannot be decrypted at all does not hold a rotation open).
         let stale = |ring: &Keyring| {
             tenants
                 .iter()
                 .filter(|t| {
-                    blob_version(&t.smtp.password).map(|(v, _)| v)
-                        != Some(ring.active_data_version())
+                    blob_version(&t.smtp.password).is_some_and(|(v, _)| {
+                        v != ring.active_data_version() && ring.has_data_key(v)
+                    })
                 })
                 .count()
         };
@@ -114,7 +119,10 @@ impl Services {
                 port: t.smtp.port,
                 username: &t.smtp.username,
             };
-            let plain = decrypt_password(&ring, &ctx, &t.smtp.password)?;
+            let Ok(plain) = decrypt_password(&ring, &ctx, &t.smtp.password) else {
+                report.undecryptable.push(t.id.to_string());
+                continue;
+            };
             let new = encrypt_password(&ring, &ctx, secrecy::ExposeSecret::expose_secret(&plain))?;
             let (id, old) = (t.id.clone(), t.smtp.password.clone());
             if self

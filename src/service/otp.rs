@@ -385,6 +385,8 @@ impl Services {
             .db(move |s| s.reserve_attempt(&tid, &d, flavor, len, &quota, now))
             .await?;
         let Some(res) = reserved else {
+            // No hashing will happen: give the admission back before the explanatory reads.
+            drop(slot);
             return Err(self.why_not(tenant, &digest, flavor, now, code.len()).await);
         };
         recipient_seen.clone_from(&res.email);

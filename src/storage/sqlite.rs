@@ -70,11 +70,27 @@ impl Writer {
                         }
                         continue;
                     }
-                    let done: Vec<_> = jobs.into_iter().map(|j| (j.run)(&conn)).collect();
-                    let outcome = conn.execute_batch("COMMIT").err().map(|e| {
+                    let mut panicked = false;
+                    let mut done = Vec::with_capacity(jobs.len());
+                    for j in jobs {
+                        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            (j.run)(&conn)
+                        })) {
+                            Ok(d) => done.push(d),
+                            Err(_) => panicked = true,
+                        }
+                    }
+                    // A panicked job or a transaction SQLite rolled back by itself (I/O error,
+                    // disk full) fails the whole batch: nothing of it is committed.
+                    let outcome = if panicked || conn.is_autocommit() {
                         let _ = conn.execute_batch("ROLLBACK");
-                        e.to_string()
-                    });
+                        Some("the batch transaction was aborted".to_string())
+                    } else {
+                        conn.execute_batch("COMMIT").err().map(|e| {
+                            let _ = conn.execute_batch("ROLLBACK");
+                            e.to_string()
+                        })
+                    };
                     for d in done {
                         d(outcome.clone());
                     }
@@ -94,6 +110,12 @@ impl Writer {
         let job = Job {
             run: Box::new(move |c| {
                 let out = (|| {
+                    // If SQLite already rolled the batch back, run nothing in autocommit mode.
+                    if c.is_autocommit() {
+                        return Err(StoreError::Commit(
+                            "the batch transaction was aborted".into(),
+                        ));
+                    }
                     c.execute_batch("SAVEPOINT job")?;
                     let r = f(c);
                     match &r {
@@ -753,17 +775,15 @@ impl Store for SqliteStore {
     }
 
     fn purge(&self, before: Millis, sends_before: Millis) -> Result<usize, StoreError> {
-        let conn = self.conn()?;
-        let n = conn.execute(
-            "DELETE FROM challenges WHERE (ended_at IS NOT NULL AND ended_at < ?1) OR expires_at < ?1",
-            [before],
-        )?;
-        conn.execute("DELETE FROM sends WHERE at < ?1", [sends_before])?;
-        conn.execute(
-            "DELETE FROM recipient_failures WHERE window_start < ?1",
-            [sends_before],
-        )?;
-        Ok(n)
+        self.writer.write(move |conn| {
+            let n = conn.execute(
+                "DELETE FROM challenges WHERE (ended_at IS NOT NULL AND ended_at < ?1) OR expires_at < ?1",
+                [before],
+            )?;
+            conn.execute("DELETE FROM sends WHERE at < ?1", [sends_before])?;
+            conn.execute("DELETE FROM recipient_failures WHERE window_start < ?1", [sends_before])?;
+            Ok(n)
+        })
     }
 
     fn import(
@@ -836,28 +856,18 @@ impl Store for SqliteStore {
     }
 
     fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
+        let events = events.to_vec();
+        self.writer.write(move |tx| {
             // A tenant deleted meanwhile has no audit: skip its events.
             let mut st = tx.prepare_cached(
                 "INSERT INTO audit (tenant_id, at, event, recipient, outcome, client_ip, request_id) \
                  SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = ?1)",
             )?;
-            for e in events {
-                st.execute(params![
-                    e.tenant_id,
-                    e.at,
-                    e.event,
-                    e.recipient,
-                    e.outcome,
-                    e.client_ip,
-                    e.request_id
-                ])?;
+            for e in &events {
+                st.execute(params![e.tenant_id, e.at, e.event, e.recipient, e.outcome, e.client_ip, e.request_id])?;
             }
-        }
-        tx.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     fn audit_page(
@@ -892,8 +902,8 @@ impl Store for SqliteStore {
     }
 
     fn purge_audit(&self, before: Millis) -> Result<usize, StoreError> {
-        let conn = self.conn()?;
-        Ok(conn.execute("DELETE FROM audit WHERE at < ?1", [before])?)
+        self.writer
+            .write(move |conn| Ok(conn.execute("DELETE FROM audit WHERE at < ?1", [before])?))
     }
 
     fn take_send(

@@ -438,3 +438,48 @@ async fn plaintext_smtp_never_carries_the_password() {
     assert_eq!(r.json::<Value>().await.unwrap()["reason"], "smtp_auth");
     assert!(app.smtp.messages().is_empty());
 }
+
+#[tokio::test]
+async fn unknown_malformed_and_disabled_secret_keys_cost_the_same() {
+    // Not a performance goal: a no-oracle check. All three run one HMAC and one indexed
+    // lookup; an extra step on one path (a hash, a second query) would show as a gap of a
+    // millisecond or more between medians of interleaved requests.
+    let app = spawn_app().await;
+    let (id, disabled) = app.tenant().await;
+    app.patch(
+        &format!("/v1/tenants/{id}"),
+        ADMIN,
+        json!({"enabled": false}),
+    )
+    .await;
+    let kinds = [
+        disabled.as_str(),
+        "sk_unknownunknownunknownunknown12",
+        "not a key at all",
+    ];
+    for k in kinds {
+        app.get("/v1/tenant", k).await;
+    }
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    for _ in 0..40 {
+        for (i, k) in kinds.iter().enumerate() {
+            let t = std::time::Instant::now();
+            let r = app.get("/v1/tenant", k).await;
+            times[i].push(t.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        }
+    }
+    let medians: Vec<f64> = times
+        .iter_mut()
+        .map(|v| {
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            v[v.len() / 2]
+        })
+        .collect();
+    let lo = medians.iter().cloned().fold(f64::MAX, f64::min);
+    let hi = medians.iter().cloned().fold(0.0, f64::max);
+    assert!(
+        hi - lo < f64::max(1.0, lo * 0.5),
+        "medians (ms): {medians:?}"
+    );
+}
