@@ -187,6 +187,42 @@ impl SqliteStore {
     }
 }
 
+/// A tenant and its current secret digest (callers hold the transaction).
+fn insert_tenant_row(
+    conn: &rusqlite::Connection,
+    t: &TenantRow,
+    secret_digest: &[u8],
+    now: Millis,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO tenants (id, name, enabled, origin, created_at, updated_at, smtp_host, smtp_port, \
+         smtp_username, smtp_password, smtp_from, smtp_tls, smtp_version, code_length, ttl_seconds, max_attempts) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        params![
+            t.id.as_str(),
+            t.name,
+            t.enabled,
+            t.origin,
+            t.created_at,
+            t.smtp.host,
+            t.smtp.port,
+            t.smtp.username,
+            t.smtp.password,
+            t.smtp.from,
+            t.smtp.tls,
+            t.smtp_version,
+            t.policy.code_length,
+            t.policy.ttl_seconds,
+            t.policy.max_attempts
+        ],
+    )?;
+    conn.execute(
+        "INSERT INTO tenant_secrets (digest, tenant_id, created_at, expires_at) VALUES (?1, ?2, ?3, NULL)",
+        params![secret_digest, t.id.as_str(), now],
+    )?;
+    Ok(())
+}
+
 fn tenant_from_row(r: &Row<'_>) -> rusqlite::Result<TenantRow> {
     Ok(TenantRow {
         id: TenantId::from_trusted(r.get(0)?),
@@ -365,32 +401,7 @@ impl Store for SqliteStore {
         if taken {
             return Err(StoreError::Conflict("secret key already registered"));
         }
-        tx.execute(
-            "INSERT INTO tenants (id, name, enabled, origin, created_at, updated_at, smtp_host, smtp_port, \
-             smtp_username, smtp_password, smtp_from, smtp_tls, smtp_version, code_length, ttl_seconds, max_attempts) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            params![
-                t.id.as_str(),
-                t.name,
-                t.enabled,
-                t.origin,
-                t.created_at,
-                t.smtp.host,
-                t.smtp.port,
-                t.smtp.username,
-                t.smtp.password,
-                t.smtp.from,
-                t.smtp.tls,
-                t.smtp_version,
-                t.policy.code_length,
-                t.policy.ttl_seconds,
-                t.policy.max_attempts
-            ],
-        )?;
-        tx.execute(
-            "INSERT INTO tenant_secrets (digest, tenant_id, created_at, expires_at) VALUES (?1, ?2, ?3, NULL)",
-            params![secret_digest, t.id.as_str(), now],
-        )?;
+        insert_tenant_row(&tx, t, secret_digest, now)?;
         tx.commit()?;
         Ok(())
     }
@@ -805,20 +816,7 @@ impl Store for SqliteStore {
                 counts.tenants_present += 1;
                 continue;
             }
-            tx.execute(
-                "INSERT INTO tenants (id, name, enabled, origin, created_at, updated_at, smtp_host, smtp_port, \
-                 smtp_username, smtp_password, smtp_from, smtp_tls, smtp_version, code_length, ttl_seconds, max_attempts) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-                params![
-                    t.id.as_str(), t.name, t.enabled, t.origin, t.created_at, t.smtp.host, t.smtp.port,
-                    t.smtp.username, t.smtp.password, t.smtp.from, t.smtp.tls, t.smtp_version,
-                    t.policy.code_length, t.policy.ttl_seconds, t.policy.max_attempts
-                ],
-            )?;
-            tx.execute(
-                "INSERT INTO tenant_secrets (digest, tenant_id, created_at, expires_at) VALUES (?1, ?2, ?3, NULL)",
-                params![digest, t.id.as_str(), now],
-            )?;
+            insert_tenant_row(&tx, t, digest, now)?;
             counts.tenants_added += 1;
         }
         for ic in codes {
