@@ -195,10 +195,9 @@ impl Services {
             .hash(code.expose())
             .await
             .map_err(ServiceError::from)?;
-        let digest = self.key_digest(key.expose());
         let expires_at = now + i64::from(policy.ttl_seconds) * 1000;
         let challenge = NewChallenge {
-            key_digest: digest.clone(),
+            key_digest: self.key_digest(key.expose()),
             tenant_id: tenant.id.clone(),
             flavor,
             email: email.as_given().to_string(),
@@ -210,7 +209,6 @@ impl Services {
             created_at: now,
             expires_at,
         };
-        self.db(move |s| s.insert_challenge(&challenge)).await?;
 
         let target = self.smtp_target(tenant).await?;
         let minutes = policy.ttl_seconds.div_ceil(60);
@@ -248,13 +246,12 @@ impl Services {
             }
         }
         crate::metrics::inc(|m| &m.deliveries, &[tenant.id.as_str(), outcome]);
-        let tid = tenant.id.clone();
-        let d2 = digest.clone();
         match sent {
             Ok(()) => {
                 let t = self.now();
-                // The message was accepted: whatever happens now, the send counts.
-                self.db(move |s| s.mark_sent(&tid, &d2, t))
+                // The message was accepted: store the code (one durable commit, superseding
+                // the older ones). Whatever happens now, the send counts.
+                self.db(move |s| s.insert_sent(&challenge, t))
                     .await
                     .map_err(|error| MintFailure {
                         error,
@@ -269,11 +266,8 @@ impl Services {
                 })
             }
             Err(e) => {
-                let t = self.now();
+                // Nothing was stored: the code can never verify, the earlier one stays valid.
                 let refund = !e.maybe_delivered;
-                self.db(move |s| s.mark_failed(&tid, &d2, t))
-                    .await
-                    .map_err(|error| MintFailure { error, refund })?;
                 tracing::warn!(tenant_id = %tenant.id, recipient = %email.masked(), reason = e.reason.as_str(), detail = %e.detail, "delivery failed");
                 Err(MintFailure {
                     error: ServiceError::Delivery(e.reason),

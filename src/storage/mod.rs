@@ -202,21 +202,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
 
     // challenges
-    fn insert_challenge(&self, c: &NewChallenge) -> Result<(), StoreError>;
-    /// The message was accepted: `sending` → `pending`, superseding older pending codes of
-    /// the same (tenant, recipient, purpose, flavor) — or itself, if a newer one was sent.
-    fn mark_sent(
-        &self,
-        tenant: &TenantId,
-        key_digest: &[u8],
-        now: Millis,
-    ) -> Result<(), StoreError>;
-    fn mark_failed(
-        &self,
-        tenant: &TenantId,
-        key_digest: &[u8],
-        now: Millis,
-    ) -> Result<(), StoreError>;
+    /// Store a code whose message the SMTP server accepted, in one transaction: inserted
+    /// `pending` with the next sequence number of its (tenant, recipient, purpose, flavor),
+    /// superseding that group's older pending codes. Nothing is stored for a code whose
+    /// message was not accepted, so it can never verify.
+    fn insert_sent(&self, c: &NewChallenge, now: Millis) -> Result<(), StoreError>;
     /// Reserve one guess: only for a pending, unexpired, unexhausted code whose recipient's
     /// failure budget (`q`) is not spent; the guess counts against that budget at once (a
     /// match clears it). One transaction, so atomic under any concurrency.

@@ -544,16 +544,17 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
-    fn insert_challenge(&self, c: &NewChallenge) -> Result<(), StoreError> {
+    fn insert_sent(&self, c: &NewChallenge, now: Millis) -> Result<(), StoreError> {
         let c = c.clone();
         self.writer.write(move |conn| {
-            // One statement: the sequence number is taken under SQLite's write lock.
-            conn.execute(
+            // The sequence number is taken under SQLite's write lock: the newest accepted
+            // code of a group always has the highest one.
+            let seq: i64 = conn.query_row(
                 "INSERT INTO challenges (key_digest, tenant_id, flavor, email, email_canonical, purpose, seq, code_hash, \
                  status, attempts, max_attempts, code_length, created_at, expires_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
                    (SELECT COALESCE(MAX(seq), 0) + 1 FROM challenges WHERE tenant_id = ?2 AND email_canonical = ?5 AND purpose = ?6 AND flavor = ?3), \
-                   ?7, 'sending', 0, ?8, ?9, ?10, ?11)",
+                   ?7, 'pending', 0, ?8, ?9, ?10, ?11) RETURNING seq",
                 params![
                     c.key_digest,
                     c.tenant_id.as_str(),
@@ -567,67 +568,12 @@ impl Store for SqliteStore {
                     c.created_at,
                     c.expires_at
                 ],
-            )?;
-            Ok(())
-        })
-    }
-
-    fn mark_sent(
-        &self,
-        tenant: &TenantId,
-        key_digest: &[u8],
-        now: Millis,
-    ) -> Result<(), StoreError> {
-        let (tenant, key_digest) = (tenant.clone(), key_digest.to_vec());
-        self.writer.write(move |tx| {
-            let group: Option<(String, String, String, i64)> = tx
-                .query_row(
-                    "SELECT email_canonical, purpose, flavor, seq FROM challenges \
-                     WHERE key_digest = ?1 AND tenant_id = ?2 AND status = 'sending'",
-                    params![key_digest, tenant.as_str()],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                )
-                .optional()?;
-            let Some((email, purpose, flavor, seq)) = group else {
-                return Ok(());
-            };
-            tx.execute(
-                "UPDATE challenges SET status = 'superseded', ended_at = ?6 WHERE tenant_id = ?1 AND email_canonical = ?2 \
-                 AND purpose = ?3 AND flavor = ?4 AND status = 'pending' AND seq < ?5",
-                params![tenant.as_str(), email, purpose, flavor, seq, now],
-            )?;
-            let newer_sent: bool = tx.query_row(
-                "SELECT EXISTS(SELECT 1 FROM challenges WHERE tenant_id = ?1 AND email_canonical = ?2 AND purpose = ?3 \
-                 AND flavor = ?4 AND seq > ?5 AND status NOT IN ('sending', 'failed'))",
-                params![tenant.as_str(), email, purpose, flavor, seq],
                 |r| r.get(0),
             )?;
-            if newer_sent {
-                tx.execute(
-                    "UPDATE challenges SET status = 'superseded', ended_at = ?3 WHERE key_digest = ?1 AND tenant_id = ?2",
-                    params![key_digest, tenant.as_str(), now],
-                )?;
-            } else {
-                tx.execute(
-                    "UPDATE challenges SET status = 'pending' WHERE key_digest = ?1 AND tenant_id = ?2",
-                    params![key_digest, tenant.as_str()],
-                )?;
-            }
-            Ok(())
-        })
-    }
-
-    fn mark_failed(
-        &self,
-        tenant: &TenantId,
-        key_digest: &[u8],
-        now: Millis,
-    ) -> Result<(), StoreError> {
-        let (tenant, key_digest) = (tenant.clone(), key_digest.to_vec());
-        self.writer.write(move |conn| {
             conn.execute(
-                "UPDATE challenges SET status = 'failed', ended_at = ?3 WHERE key_digest = ?1 AND tenant_id = ?2 AND status = 'sending'",
-                params![key_digest, tenant.as_str(), now],
+                "UPDATE challenges SET status = 'superseded', ended_at = ?6 WHERE tenant_id = ?1 AND email_canonical = ?2 \
+                 AND purpose = ?3 AND flavor = ?4 AND status = 'pending' AND seq < ?5",
+                params![c.tenant_id.as_str(), c.email_canonical, c.purpose, c.flavor.as_str(), seq, now],
             )?;
             Ok(())
         })

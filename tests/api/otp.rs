@@ -392,3 +392,46 @@ async fn requests_without_a_valid_secret_key_are_401_with_one_body() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn concurrent_mints_for_one_recipient_and_purpose_leave_exactly_one_pending_code() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    let futs = (0..6).map(|_| {
+        app.post(
+            "/v1/otp",
+            &sk,
+            json!({"email": "ada@example.com", "purpose": "login"}),
+        )
+    });
+    let mut keys = Vec::new();
+    for r in futures_util::future::join_all(futs).await {
+        assert_eq!(r.status(), StatusCode::CREATED);
+        keys.push(
+            r.json::<Value>().await.unwrap()["shareable_key"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let mut statuses = Vec::new();
+    for k in &keys {
+        let v: Value = app
+            .get(&format!("/v1/otp/{k}"), &sk)
+            .await
+            .json()
+            .await
+            .unwrap();
+        statuses.push(v["status"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "pending").count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "superseded").count(),
+        5,
+        "{statuses:?}"
+    );
+}
