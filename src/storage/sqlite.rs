@@ -391,19 +391,19 @@ impl Store for SqliteStore {
         secret_digest: &[u8],
         now: Millis,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let taken: bool = tx.query_row(
-            "SELECT EXISTS(SELECT 1 FROM tenant_secrets WHERE digest = ?1)",
-            [secret_digest],
-            |r| r.get(0),
-        )?;
-        if taken {
-            return Err(StoreError::Conflict("secret key already registered"));
-        }
-        insert_tenant_row(&tx, t, secret_digest, now)?;
-        tx.commit()?;
-        Ok(())
+        let (t, secret_digest) = (t.clone(), secret_digest.to_vec());
+        self.writer.write(move |tx| {
+            let taken: bool = tx.query_row(
+                "SELECT EXISTS(SELECT 1 FROM tenant_secrets WHERE digest = ?1)",
+                [&secret_digest],
+                |r| r.get(0),
+            )?;
+            if taken {
+                return Err(StoreError::Conflict("secret key already registered"));
+            }
+            insert_tenant_row(tx, &t, &secret_digest, now)?;
+            Ok(())
+        })
     }
 
     fn tenant(&self, id: &TenantId) -> Result<Option<TenantRow>, StoreError> {
@@ -434,8 +434,8 @@ impl Store for SqliteStore {
         c: &TenantChanges,
         now: Millis,
     ) -> Result<Option<TenantRow>, StoreError> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (id, c) = (id.clone(), c.clone());
+        self.writer.write(move |tx| {
         let exists: bool = tx.query_row(
             "SELECT EXISTS(SELECT 1 FROM tenants WHERE id = ?1)",
             [id.as_str()],
@@ -478,13 +478,15 @@ impl Store for SqliteStore {
             [id.as_str()],
             tenant_from_row,
         )?;
-        tx.commit()?;
         Ok(Some(row))
+        })
     }
 
     fn delete_tenant(&self, id: &TenantId) -> Result<bool, StoreError> {
-        let conn = self.conn()?;
-        Ok(conn.execute("DELETE FROM tenants WHERE id = ?1", [id.as_str()])? > 0)
+        let id = id.clone();
+        self.writer.write(move |conn| {
+            Ok(conn.execute("DELETE FROM tenants WHERE id = ?1", [id.as_str()])? > 0)
+        })
     }
 
     fn tenant_by_secret(
@@ -517,8 +519,8 @@ impl Store for SqliteStore {
         old_until: Millis,
         now: Millis,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (id, new_digest) = (id.clone(), new_digest.to_vec());
+        self.writer.write(move |tx| {
         let exists: bool = tx.query_row(
             "SELECT EXISTS(SELECT 1 FROM tenants WHERE id = ?1)",
             [id.as_str()],
@@ -540,8 +542,8 @@ impl Store for SqliteStore {
             "INSERT INTO tenant_secrets (digest, tenant_id, created_at, expires_at) VALUES (?1, ?2, ?3, NULL)",
             params![new_digest, id.as_str(), now],
         )?;
-        tx.commit()?;
         Ok(true)
+        })
     }
 
     fn insert_sent(&self, c: &NewChallenge, now: Millis) -> Result<(), StoreError> {
