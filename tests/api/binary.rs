@@ -172,16 +172,13 @@ async fn cli_manages_tenants_and_logs_never_show_secrets() {
     std::fs::write(dir.path().join("otpmint.toml"), conf).unwrap();
     std::fs::write(dir.path().join("pw"), format!("{SMTP_PASS}\n")).unwrap();
     let cli = |args: &[&str]| {
-        let out = otpmint(dir.path())
-            .arg("--config")
-            .arg("otpmint.toml")
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
+        crate::helpers::outcome(
+            otpmint(dir.path())
+                .arg("--config")
+                .arg("otpmint.toml")
+                .args(args)
+                .output()
+                .unwrap(),
         )
     };
     let port = smtp.port.to_string();

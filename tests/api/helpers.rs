@@ -101,17 +101,7 @@ impl TestApp {
 
     /// Run the CLI with this app's config: (success, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_otpmint"))
-            .arg("--config")
-            .arg(self.cli_config())
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into(),
-            String::from_utf8_lossy(&out.stderr).into(),
-        )
+        otpmint_with(&self.cli_config(), args)
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -241,6 +231,27 @@ impl TestApp {
         let s = r.status();
         (s, r.json().await.unwrap_or(Value::Null))
     }
+}
+
+/// A finished command as (success, stdout, stderr).
+pub fn outcome(out: std::process::Output) -> (bool, String, String) {
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// Run the otpmint binary with a config file.
+pub fn otpmint_with(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    outcome(
+        std::process::Command::new(env!("CARGO_BIN_EXE_otpmint"))
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .output()
+            .unwrap(),
+    )
 }
 
 /// A code of the same length that is certainly not `code`.

@@ -2,7 +2,6 @@
 //! database of a running server, then used end to end.
 
 use std::path::Path;
-use std::process::Command;
 
 use reqwest::StatusCode;
 use serde_json::json;
@@ -57,32 +56,9 @@ fn otpmint_db(path: &Path, smtp_port: u16) {
         .unwrap();
 }
 
-fn config_for(app: &TestApp) -> std::path::PathBuf {
-    let p = app.dir.path().join("import.toml");
-    std::fs::write(
-        &p,
-        format!(
-            "[database]\nurl = \"{}\"\n[crypto]\nmaster_key_file = \"{}\"\n[smtp]\nallow_private_hosts = true\nallowed_ports = [{}]\n",
-            app.settings.database.url, app.settings.crypto.master_key_file, app.smtp.port
-        ),
-    )
-    .unwrap();
-    p
-}
-
-fn import(config: &Path, db: &Path) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_otpmint"))
-        .arg("--config")
-        .arg(config)
-        .arg("import-otpmint")
-        .arg(db)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+/// `otpmint import-otpmint PATH` against the app's database.
+fn import(app: &TestApp, db: &Path) -> (bool, String, String) {
+    app.cli(&["import-otpmint", db.to_str().unwrap()])
 }
 
 async fn verify_otp(app: &TestApp, key: &str, otp: &str) -> (StatusCode, String) {
@@ -97,9 +73,8 @@ async fn an_imported_tenant_and_pending_code_work_end_to_end_and_a_rerun_changes
     let app = spawn_app().await;
     let source = app.dir.path().join("map.db");
     otpmint_db(&source, app.smtp.port);
-    let config = config_for(&app);
 
-    let (ok, out, err) = import(&config, &source);
+    let (ok, out, err) = import(&app, &source);
     assert!(ok, "{err}");
     assert!(
         out.contains("tenants: 1 imported") && out.contains("pending codes: 2 imported"),
@@ -142,7 +117,7 @@ async fn an_imported_tenant_and_pending_code_work_end_to_end_and_a_rerun_changes
     assert_eq!(verify_otp(&app, &key, &code).await.0, StatusCode::CREATED);
 
     // idempotent
-    let (ok, out, _) = import(&config, &source);
+    let (ok, out, _) = import(&app, &source);
     assert!(ok);
     assert!(
         out.contains("tenants: 0 imported, 1 already present")
@@ -166,7 +141,7 @@ async fn a_failed_import_leaves_the_database_as_it_was() {
     c.execute_batch("CREATE TABLE auth (secretKey TEXT UNIQUE, smtp_host TEXT, smtp_port INTEGER, smtp_mail TEXT, smtp_password TEXT);").unwrap();
     c.execute("INSERT INTO auth VALUES ('some-legacy-key-0001', 'smtp.example.com', 587, 'a@b.example', 'pw')", []).unwrap();
     drop(c);
-    let (ok, _, err) = import(&config_for(&app), &source);
+    let (ok, _, err) = import(&app, &source);
     assert!(!ok);
     assert!(
         err.starts_with("error:") && err.contains("mappings"),
@@ -174,6 +149,6 @@ async fn a_failed_import_leaves_the_database_as_it_was() {
     );
     let list: serde_json::Value = app.get("/v1/tenants", ADMIN).await.json().await.unwrap();
     assert_eq!(list["tenants"].as_array().unwrap().len(), 0);
-    let (ok, _, err) = import(&config_for(&app), &app.dir.path().join("missing.db"));
+    let (ok, _, err) = import(&app, &app.dir.path().join("missing.db"));
     assert!(!ok && err.contains("not a file"), "{err}");
 }

@@ -159,17 +159,7 @@ async fn master_key_rotation_rewraps_the_keyring_and_either_key_can_serve_during
             ),
         )
         .unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_otpmint"))
-            .arg("--config")
-            .arg(&p)
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
+        otpmint_with(&p, args)
     };
     let (ok, out, err) = run(&["keys", "rotate"]);
     assert!(ok, "{err}");
