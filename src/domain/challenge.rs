@@ -2,38 +2,31 @@
 
 use super::Millis;
 
-/// What the store keeps in its `status` column.
+/// What the store keeps in its `status` column. A code is stored only once its message was
+/// accepted, so there is no state for an unsent code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoredStatus {
-    /// Inserted, message not yet accepted by the SMTP server.
-    Sending,
     Pending,
     Verified,
     Superseded,
     Cancelled,
-    /// The message was never accepted: can never verify.
-    Failed,
 }
 
 impl StoredStatus {
     pub fn as_str(self) -> &'static str {
         match self {
-            StoredStatus::Sending => "sending",
             StoredStatus::Pending => "pending",
             StoredStatus::Verified => "verified",
             StoredStatus::Superseded => "superseded",
             StoredStatus::Cancelled => "cancelled",
-            StoredStatus::Failed => "failed",
         }
     }
     pub fn parse(s: &str) -> Option<StoredStatus> {
         Some(match s {
-            "sending" => StoredStatus::Sending,
             "pending" => StoredStatus::Pending,
             "verified" => StoredStatus::Verified,
             "superseded" => StoredStatus::Superseded,
             "cancelled" => StoredStatus::Cancelled,
-            "failed" => StoredStatus::Failed,
             _ => return None,
         })
     }
@@ -48,7 +41,6 @@ pub enum Status {
     Exhausted,
     Superseded,
     Cancelled,
-    Failed,
 }
 
 impl Status {
@@ -60,7 +52,6 @@ impl Status {
             Status::Exhausted => "exhausted",
             Status::Superseded => "superseded",
             Status::Cancelled => "cancelled",
-            Status::Failed => "failed",
         }
     }
 }
@@ -86,8 +77,7 @@ impl ChallengeView {
             StoredStatus::Verified => Status::Verified,
             StoredStatus::Superseded => Status::Superseded,
             StoredStatus::Cancelled => Status::Cancelled,
-            StoredStatus::Failed => Status::Failed,
-            StoredStatus::Sending | StoredStatus::Pending => {
+            StoredStatus::Pending => {
                 if self.attempts >= self.max_attempts {
                     Status::Exhausted
                 } else if now >= self.expires_at {

@@ -105,7 +105,9 @@ pub struct VerifyOut {
 
 #[derive(Serialize, ToSchema)]
 pub struct StatusOut {
-    /// `pending`, `verified`, `expired`, `exhausted`, `superseded`, `cancelled` or `failed`
+    /// `pending`, `verified`, `expired`, `exhausted`, `superseded` or `cancelled`. (The
+    /// contract's `failed` never appears: an unsent code is not stored and its key is never
+    /// returned.)
     pub status: String,
     pub purpose: String,
     pub created_at: String,

@@ -92,7 +92,7 @@ fn ended(status: Status) -> ServiceError {
         Status::Verified => ServiceError::OtpUsed,
         Status::Superseded => ServiceError::OtpSuperseded,
         Status::Cancelled => ServiceError::OtpCancelled,
-        Status::Failed | Status::Pending => ServiceError::OtpNotFound,
+        Status::Pending => ServiceError::OtpNotFound,
     }
 }
 
