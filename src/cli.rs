@@ -352,8 +352,10 @@ async fn tenant(cmd: TenantCommand, s: Services) -> Result<(), CliError> {
                         password: read_password(a.smtp_password_file.as_ref())?,
                         from: a.smtp_from,
                         tls,
+                        max_connections: None,
                     },
                     policy: PolicyPatch::default(),
+                    delivery: None,
                     origin: "native",
                     secret: None,
                 })
@@ -435,6 +437,7 @@ async fn smtp_test(id: &str, to: &str, s: Services) -> Result<(), CliError> {
                 to: &addr,
                 subject: "otpmint SMTP test",
                 body: "This is a test message from otpmint. No action is needed.\r\n".into(),
+                message_id: None,
             },
         )
         .await

@@ -91,6 +91,8 @@ pub struct ServerSettings {
     pub trusted_proxies: Vec<String>,
     pub workers: usize,
     pub shutdown_grace_seconds: u64,
+    pub request_timeout_seconds: u64,
+    pub max_connections_per_worker: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -171,6 +173,8 @@ pub struct SmtpSettings {
     pub allow_plaintext: bool,
     pub extra_root_certificates: Vec<PathBuf>,
     pub pool_size: usize,
+    pub max_connections_per_tenant: u32,
+    pub max_connections_limit: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -353,6 +357,30 @@ impl Settings {
         )?;
         range("smtp.timeout_seconds", self.smtp.timeout_seconds, 1, 600)?;
         range("smtp.pool_size", self.smtp.pool_size as u64, 0, 64)?;
+        range(
+            "smtp.max_connections_limit",
+            self.smtp.max_connections_limit.into(),
+            1,
+            4096,
+        )?;
+        range(
+            "smtp.max_connections_per_tenant",
+            self.smtp.max_connections_per_tenant.into(),
+            1,
+            self.smtp.max_connections_limit.into(),
+        )?;
+        range(
+            "server.request_timeout_seconds",
+            self.server.request_timeout_seconds,
+            1,
+            3600,
+        )?;
+        range(
+            "server.max_connections_per_worker",
+            self.server.max_connections_per_worker as u64,
+            1,
+            1_000_000,
+        )?;
         if self.smtp.allowed_ports.contains(&0) {
             return Err(invalid("smtp.allowed_ports", "port 0 is not a port"));
         }

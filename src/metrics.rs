@@ -15,6 +15,8 @@ pub struct Metrics {
     pub deliveries: IntCounterVec,
     pub smtp_send_seconds: HistogramVec,
     pub hashing_queue_depth: IntGauge,
+    pub outbox_depth: IntGauge,
+    pub outbox_oldest_due: prometheus::Gauge,
     pub hashing_seconds: Histogram,
     pub rate_limited: IntCounterVec,
     pub http_requests: IntCounterVec,
@@ -29,20 +31,21 @@ fn build() -> Result<Metrics, prometheus::Error> {
             Ok(c)
         };
     let m = Metrics {
+        // No tenant label anywhere: under open registration it would grow without bound.
         codes_minted: counter(
             "otpmint_codes_minted_total",
-            "Codes whose message the SMTP server accepted.",
-            &["tenant"],
+            "Codes minted: sync once the relay accepted the message, async once it is queued.",
+            &["mode"],
         )?,
         verify_outcomes: counter(
             "otpmint_verify_total",
             "Verify requests by result.",
-            &["tenant", "result"],
+            &["result"],
         )?,
         deliveries: counter(
-            "otpmint_deliveries_total",
-            "Delivery attempts by outcome (sent or a failure reason).",
-            &["tenant", "outcome"],
+            "otpmint_delivery_attempts_total",
+            "Delivery attempts by mode and outcome (sent or a failure reason).",
+            &["mode", "outcome"],
         )?,
         rate_limited: counter(
             "otpmint_rate_limited_total",
@@ -72,6 +75,22 @@ fn build() -> Result<Metrics, prometheus::Error> {
             let g = IntGauge::new(
                 "otpmint_hashing_queue_depth",
                 "Hash jobs waiting for a hashing thread.",
+            )?;
+            registry.register(Box::new(g.clone()))?;
+            g
+        },
+        outbox_depth: {
+            let g = IntGauge::new(
+                "otpmint_outbox_depth",
+                "Messages in the outbox (queued, being sent, or waiting for a retry).",
+            )?;
+            registry.register(Box::new(g.clone()))?;
+            g
+        },
+        outbox_oldest_due: {
+            let g = prometheus::Gauge::new(
+                "otpmint_outbox_oldest_due_seconds",
+                "How long the longest-waiting due message has been due.",
             )?;
             registry.register(Box::new(g.clone()))?;
             g
@@ -111,11 +130,15 @@ pub fn inc(f: impl FnOnce(&'static Metrics) -> &'static IntCounterVec, labels: &
 }
 
 /// The Prometheus text exposition of every metric.
-pub fn render(queue_depth: usize) -> String {
+pub fn render(queue_depth: usize, outbox: Option<crate::storage::OutboxStats>) -> String {
     let Some(m) = get() else {
         return String::new();
     };
     m.hashing_queue_depth.set(queue_depth as i64);
+    if let Some(o) = outbox {
+        m.outbox_depth.set(o.depth as i64);
+        m.outbox_oldest_due.set(o.oldest_due_ms as f64 / 1000.0);
+    }
     let mut buf = Vec::new();
     if TextEncoder::new()
         .encode(&m.registry.gather(), &mut buf)

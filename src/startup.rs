@@ -187,6 +187,7 @@ pub fn build_services(settings: Settings, clock: Arc<dyn Clock>) -> Result<Servi
         mailer,
         clock,
         settings: Arc::new(arc_swap::ArcSwap::from_pointee(settings)),
+        outbox: crate::service::delivery::Outbox::new(),
     })
 }
 
@@ -209,6 +210,8 @@ impl Application {
         let bind = settings.server.bind.clone();
         let workers = settings.server.workers;
         let grace = settings.server.shutdown_grace_seconds;
+        let request_timeout = Duration::from_secs(settings.server.request_timeout_seconds);
+        let max_conns = settings.server.max_connections_per_worker;
         let services = build_services(settings, clock)?;
         let listener = TcpListener::bind(&bind)
             .map_err(|e| StartupError::Other(format!("cannot listen on {bind}: {e}")))?;
@@ -227,6 +230,11 @@ impl Application {
             .ok_or_else(|| StartupError::Other("invalid per-IP limit settings".into()))?;
         let mut server = HttpServer::new(move || app(state.clone(), governor.clone()))
             .shutdown_timeout(grace)
+            // Headers within the request timeout (the body's bound is in read_body); a
+            // stalled client holds no socket past it (API.md §6.21).
+            .client_request_timeout(request_timeout)
+            .client_disconnect_timeout(Duration::from_secs(1))
+            .max_connections(max_conns)
             .listen(listener)
             .map_err(|e| StartupError::Other(e.to_string()))?;
         if workers > 0 {
@@ -294,8 +302,10 @@ impl Application {
     /// Serve until the server stops (SIGINT/SIGTERM), purging ended codes in the background.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let purger = tokio::spawn(purge_loop(self.services.clone()));
+        let sender = tokio::spawn(self.services.clone().run_sender());
         let result = self.server.await;
         purger.abort();
+        sender.abort();
         // In-flight requests are done: write the last audit events before exiting.
         self.services.audit.flush().await;
         result

@@ -1,5 +1,7 @@
-//! AES-256-GCM for SMTP passwords: blob = 0x01 ‖ data-key version ‖ nonce ‖ ciphertext ‖ tag,
-//! AAD = tenant id ‖ host ‖ port ‖ username, so a blob moved to another row or host fails.
+//! AES-256-GCM under the active data key for what the database keeps secret: SMTP passwords
+//! (AAD = tenant id ‖ host ‖ port ‖ username, so a blob moved to another row or host fails)
+//! and queued messages, which hold a code (AAD = tenant id ‖ the code's key digest).
+//! Blob = 0x01 ‖ data-key version ‖ nonce ‖ ciphertext ‖ tag.
 
 use secrecy::SecretString;
 
@@ -54,6 +56,46 @@ pub fn decrypt_password(
         .map_err(|_| KeyError::Unwrap)
 }
 
+fn message_aad(tenant_id: &str, key_digest: &[u8]) -> Vec<u8> {
+    let mut out = b"otpmint-outbox-message-v1".to_vec();
+    out.extend_from_slice(&(tenant_id.len() as u32).to_be_bytes());
+    out.extend_from_slice(tenant_id.as_bytes());
+    out.extend_from_slice(key_digest);
+    out
+}
+
+/// Seal a queued message (it holds a code) for its outbox row.
+pub fn encrypt_message(
+    ring: &Keyring,
+    tenant_id: &str,
+    key_digest: &[u8],
+    message: &[u8],
+) -> Result<Vec<u8>, KeyError> {
+    let version = ring.active_data_version();
+    let cipher = ring
+        .data_key(version)
+        .ok_or(KeyError::Missing("data key"))?;
+    let mut prefix = vec![BLOB_VERSION];
+    prefix.extend_from_slice(&version.to_be_bytes());
+    seal(
+        cipher,
+        &message_aad(tenant_id, key_digest),
+        message,
+        &prefix,
+    )
+}
+
+pub fn decrypt_message(
+    ring: &Keyring,
+    tenant_id: &str,
+    key_digest: &[u8],
+    blob: &[u8],
+) -> Result<Vec<u8>, KeyError> {
+    let (version, rest) = blob_version(blob).ok_or(KeyError::Unwrap)?;
+    let cipher = ring.data_key(version).ok_or(KeyError::Unwrap)?;
+    open(cipher, &message_aad(tenant_id, key_digest), rest).ok_or(KeyError::Unwrap)
+}
+
 /// The data-key version a blob was sealed with.
 pub fn blob_version(blob: &[u8]) -> Option<(u32, &[u8])> {
     match blob.split_first() {
@@ -105,5 +147,18 @@ mod tests {
         ] {
             assert!(decrypt_password(&ring, &other, &blob).is_err());
         }
+    }
+
+    #[test]
+    fn messages_are_bound_to_their_row() {
+        let (ring, _) = Keyring::generate(&MasterKey::generate()).unwrap();
+        let blob = encrypt_message(&ring, "tnt_a", b"digest-1", b"code 123456").unwrap();
+        assert!(!blob.windows(6).any(|w| w == b"123456"));
+        assert_eq!(
+            decrypt_message(&ring, "tnt_a", b"digest-1", &blob).unwrap(),
+            b"code 123456"
+        );
+        assert!(decrypt_message(&ring, "tnt_b", b"digest-1", &blob).is_err());
+        assert!(decrypt_message(&ring, "tnt_a", b"digest-2", &blob).is_err());
     }
 }

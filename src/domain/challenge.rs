@@ -1,15 +1,18 @@
 //! Challenge: the stored state of one code and the rules that read its status at a given time.
 
+use super::delivery::DeliveryView;
 use super::Millis;
 
-/// What the store keeps in its `status` column. A code is stored only once its message was
-/// accepted, so there is no state for an unsent code.
+/// What the store keeps in its `status` column. A code is stored before its message leaves
+/// (store first, send second); `Failed` is a code whose message never got accepted: it can
+/// never verify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoredStatus {
     Pending,
     Verified,
     Superseded,
     Cancelled,
+    Failed,
 }
 
 impl StoredStatus {
@@ -19,6 +22,7 @@ impl StoredStatus {
             StoredStatus::Verified => "verified",
             StoredStatus::Superseded => "superseded",
             StoredStatus::Cancelled => "cancelled",
+            StoredStatus::Failed => "failed",
         }
     }
     pub fn parse(s: &str) -> Option<StoredStatus> {
@@ -27,6 +31,7 @@ impl StoredStatus {
             "verified" => StoredStatus::Verified,
             "superseded" => StoredStatus::Superseded,
             "cancelled" => StoredStatus::Cancelled,
+            "failed" => StoredStatus::Failed,
             _ => return None,
         })
     }
@@ -41,6 +46,7 @@ pub enum Status {
     Exhausted,
     Superseded,
     Cancelled,
+    Failed,
 }
 
 impl Status {
@@ -52,6 +58,7 @@ impl Status {
             Status::Exhausted => "exhausted",
             Status::Superseded => "superseded",
             Status::Cancelled => "cancelled",
+            Status::Failed => "failed",
         }
     }
 }
@@ -69,6 +76,7 @@ pub struct ChallengeView {
     pub created_at: Millis,
     pub expires_at: Millis,
     pub verified_at: Option<Millis>,
+    pub delivery: DeliveryView,
 }
 
 impl ChallengeView {
@@ -77,6 +85,7 @@ impl ChallengeView {
             StoredStatus::Verified => Status::Verified,
             StoredStatus::Superseded => Status::Superseded,
             StoredStatus::Cancelled => Status::Cancelled,
+            StoredStatus::Failed => Status::Failed,
             StoredStatus::Pending => {
                 if self.attempts >= self.max_attempts {
                     Status::Exhausted
@@ -97,6 +106,7 @@ impl ChallengeView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::delivery::{DeliveryMode, DeliveryStatus};
 
     fn view(status: StoredStatus, attempts: u32) -> ChallengeView {
         ChallengeView {
@@ -110,6 +120,13 @@ mod tests {
             created_at: 0,
             expires_at: 1000,
             verified_at: None,
+            delivery: DeliveryView {
+                mode: DeliveryMode::Sync,
+                status: DeliveryStatus::Sent,
+                attempts: 1,
+                reason: None,
+                sent_at: Some(0),
+            },
         }
     }
 

@@ -5,6 +5,11 @@ use std::fmt;
 use rand::{distributions::Alphanumeric, rngs::OsRng, Rng};
 use secrecy::{ExposeSecret, SecretString};
 
+/// `n` random base62 characters from the OS CSPRNG.
+pub fn random_id(n: usize) -> String {
+    random_alnum(n)
+}
+
 fn random_alnum(n: usize) -> String {
     OsRng
         .sample_iter(&Alphanumeric)

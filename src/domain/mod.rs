@@ -2,6 +2,7 @@
 
 pub mod challenge;
 pub mod code;
+pub mod delivery;
 pub mod email;
 pub mod keys;
 pub mod policy;

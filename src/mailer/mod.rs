@@ -1,6 +1,8 @@
 //! Delivery: per-tenant pooled SMTP connections (our own TCP_NODELAY sockets to SSRF-checked
-//! addresses), message rendering, and mapping of every failure to one `reason`.
+//! addresses, every read from the relay bounded), at most `max_connections` sessions per
+//! tenant, message rendering, and mapping of every failure to one `reason`.
 
+mod bounded;
 pub mod host_policy;
 
 use std::collections::HashMap;
@@ -19,7 +21,8 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{
     AsyncSmtpConnection, AsyncTokioStream, Certificate, CertificateStore, TlsParameters,
 };
-use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::{Address, Message};
 use rand::{distributions::Alphanumeric, rngs::OsRng, Rng};
 use rustls_pki_types::pem::PemObject;
@@ -64,6 +67,9 @@ pub struct DeliveryError {
     /// The failure came after the message may have reached the server (a timeout or a
     /// broken connection during the transaction): it must not be treated as unsent.
     pub maybe_delivered: bool,
+    /// Worth trying again later: no connection, a timeout, a TLS handshake failure, a 4xx
+    /// reply. A 5xx reply, a refused host or a malformed message is final.
+    pub transient: bool,
 }
 
 fn fail(reason: DeliveryReason, detail: impl fmt::Display) -> DeliveryError {
@@ -71,7 +77,42 @@ fn fail(reason: DeliveryReason, detail: impl fmt::Display) -> DeliveryError {
         reason,
         detail: detail.to_string(),
         maybe_delivered: false,
+        transient: !matches!(
+            reason,
+            DeliveryReason::HostNotAllowed | DeliveryReason::Rejected | DeliveryReason::Auth
+        ),
     }
+}
+
+/// Whether an SMTP error came from the relay sending more than a reply may hold.
+fn overflowed(e: &lettre::transport::smtp::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            if bounded::is_overflow(io) {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// A failure of lettre before the mail transaction: reply classes decide whether to retry.
+fn smtp_fail(reason: DeliveryReason, e: &lettre::transport::smtp::Error) -> DeliveryError {
+    if overflowed(e) {
+        return fail(
+            DeliveryReason::Rejected,
+            "the relay sent an oversized reply",
+        );
+    }
+    let mut d = fail(reason, smtp_detail(e));
+    if e.is_permanent() {
+        d.transient = false;
+    } else if e.is_transient() || e.is_timeout() {
+        d.transient = true;
+    }
+    d
 }
 
 /// A lettre error described by its class and reply code only (the reply text can carry the
@@ -134,6 +175,8 @@ pub struct SmtpTarget {
     pub tenant_id: String,
     /// Changes whenever the tenant's SMTP settings change.
     pub version: i64,
+    /// The most sessions open to this relay at once (from this process).
+    pub max_connections: usize,
     pub host: String,
     pub port: u16,
     pub username: String,
@@ -147,6 +190,8 @@ pub struct Outgoing<'a> {
     pub to: &'a str,
     pub subject: &'a str,
     pub body: String,
+    /// `<id@domain>`; fixed when the message is stored, so a resend carries the same one.
+    pub message_id: Option<&'a str>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,8 +208,10 @@ struct Idle {
 
 struct TenantPool {
     version: i64,
+    max: usize,
+    /// Connections kept for reuse (at most `smtp.pool_size`).
     idle: Mutex<Vec<Idle>>,
-    /// At most `smtp.pool_size` connections per tenant at once: a send waits for one
+    /// At most the tenant's `max_connections` sessions at once: a send waits for one
     /// (inside the delivery timeout) instead of opening yet another.
     slots: tokio::sync::Semaphore,
 }
@@ -186,6 +233,9 @@ struct MailerInner {
 }
 
 const IDLE_MAX: Duration = Duration::from_secs(50);
+/// A pooled connection used this recently is reused without a NOOP probe; if it turns out
+/// dead before DATA, the message goes once more on a fresh connection.
+const FRESH: Duration = Duration::from_secs(5);
 
 impl Mailer {
     pub fn new(
@@ -272,6 +322,7 @@ impl Mailer {
                 reason: DeliveryReason::Timeout,
                 detail: "delivery exceeded smtp.timeout_seconds".into(),
                 maybe_delivered: started.load(std::sync::atomic::Ordering::SeqCst),
+                transient: true,
             }),
         }
     }
@@ -300,22 +351,22 @@ impl Mailer {
     }
 
     fn pool_for(&self, target: &SmtpTarget) -> Arc<TenantPool> {
+        let max = target
+            .max_connections
+            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         let fresh = || {
             Arc::new(TenantPool {
                 version: target.version,
+                max,
                 idle: Mutex::new(Vec::new()),
-                slots: tokio::sync::Semaphore::new(if self.inner.pool_size == 0 {
-                    tokio::sync::Semaphore::MAX_PERMITS
-                } else {
-                    self.inner.pool_size
-                }),
+                slots: tokio::sync::Semaphore::new(max),
             })
         };
         let Ok(mut pools) = self.inner.pools.lock() else {
             return fresh();
         };
         match pools.get(&target.tenant_id) {
-            Some(p) if p.version == target.version => Arc::clone(p),
+            Some(p) if p.version == target.version && p.max == max => Arc::clone(p),
             _ => {
                 let p = fresh();
                 pools.insert(target.tenant_id.clone(), Arc::clone(&p));
@@ -337,7 +388,7 @@ impl Mailer {
             .acquire()
             .await
             .map_err(|_| fail(DeliveryReason::Unreachable, "connection pool closed"))?;
-        let mut conn = None;
+        let mut reused = None;
         loop {
             let candidate = pool.idle.lock().ok().and_then(|mut idle| {
                 let pos = idle
@@ -346,19 +397,46 @@ impl Mailer {
                 Some(idle.swap_remove(pos))
             });
             let Some(mut c) = candidate else { break };
-            if c.conn.test_connected().await {
-                conn = Some((c.conn, c.addr));
+            // Used moments ago: skip the NOOP round trip; a dead one is caught before DATA.
+            if c.since.elapsed() < FRESH || c.conn.test_connected().await {
+                reused = Some((c.conn, c.addr));
                 break;
             }
             c.conn.abort().await;
         }
-        let (mut conn, addr) = match conn {
+        let was_reused = reused.is_some();
+        let (mut conn, addr) = match reused {
             Some(c) => c,
             None => self.connect(target, name, addrs).await?,
         };
         started.store(true, std::sync::atomic::Ordering::SeqCst);
-        match conn.send(envelope, bytes).await {
-            Ok(_) => {
+        let mut result = transact(&mut conn, envelope, bytes).await;
+        if was_reused {
+            if let Err(TxError::Smtp(Stage::Mail, e)) = &result {
+                if !e.is_permanent() {
+                    // The pooled connection was dead (or closing) before DATA: nothing was
+                    // sent on it. Once more on a fresh one.
+                    conn.abort().await;
+                    let (c, a) = self.connect(target, name, addrs).await?;
+                    conn = c;
+                    result = transact(&mut conn, envelope, bytes).await;
+                    return self.finish(pool, conn, a, result).await;
+                }
+            }
+        }
+        self.finish(pool, conn, addr, result).await
+    }
+
+    /// Keep a healthy connection for reuse; map a failure to its reason.
+    async fn finish(
+        &self,
+        pool: &TenantPool,
+        mut conn: AsyncSmtpConnection,
+        addr: SocketAddr,
+        result: Result<(), TxError>,
+    ) -> Result<(), DeliveryError> {
+        match result {
+            Ok(()) => {
                 if !conn.has_broken() {
                     if let Ok(mut idle) = pool.idle.lock() {
                         idle.retain(|i| i.since.elapsed() < IDLE_MAX);
@@ -374,23 +452,33 @@ impl Mailer {
                 }
                 Ok(())
             }
-            Err(e) => {
-                // A reply (4xx/5xx) means the server refused: nothing was delivered. Anything
-                // else (a broken connection, a timeout) may have come after DATA.
-                // A client-side refusal (e.g. the server lacks SMTPUTF8) happens before sending.
-                let refused = e.is_permanent() || e.is_transient() || e.is_client();
+            Err(TxError::NoSmtpUtf8) => {
+                conn.abort().await;
+                Err(fail(
+                    DeliveryReason::Rejected,
+                    "the recipient needs SMTPUTF8, which the relay does not offer",
+                ))
+            }
+            Err(TxError::Smtp(stage, e)) => {
+                // A reply (4xx/5xx) means the server refused: nothing was delivered. So does
+                // any failure before the body went out. A client-side refusal (e.g. the
+                // server lacks SMTPUTF8) happens before sending.
+                let refused =
+                    e.is_permanent() || e.is_transient() || e.is_client() || stage != Stage::Body;
                 let reason = if e.is_timeout() {
                     DeliveryReason::Timeout
                 } else {
                     DeliveryReason::Rejected
                 };
-                let detail = smtp_detail(&e);
+                let mut err = smtp_fail(reason, &e);
+                if !e.is_permanent() && !e.is_transient() && !overflowed(&e) {
+                    // A broken connection or a timeout: worth another try; a client-side
+                    // refusal is not.
+                    err.transient = !e.is_client();
+                }
+                err.maybe_delivered = !refused;
                 conn.abort().await;
-                Err(DeliveryError {
-                    reason,
-                    detail,
-                    maybe_delivered: !refused,
-                })
+                Err(err)
             }
         }
     }
@@ -423,7 +511,9 @@ impl Mailer {
         tcp.set_nodelay(true)
             .map_err(|e| fail(DeliveryReason::Unreachable, e))?;
         let tls_name = name.tls_name();
-        let mut conn = match target.tls {
+        // Every byte the relay sends goes through a bound (API.md §6.22): lettre reads a
+        // reply line without a limit and checks its length only afterwards.
+        let (mut conn, plaintext) = match target.tls {
             TlsMode::Implicit => {
                 let server_name = ServerName::try_from(tls_name.clone())
                     .map_err(|e| fail(DeliveryReason::Tls, e))?;
@@ -433,22 +523,29 @@ impl Mailer {
                     .connect(server_name, tcp)
                     .await
                     .map_err(|e| fail(DeliveryReason::Tls, e))?;
-                AsyncSmtpConnection::connect_with_transport(Box::new(TlsStream(tls)), &hello)
+                let (stream, plain) = bounded::Bounded::new(TlsStream(tls), addr, true);
+                let conn = AsyncSmtpConnection::connect_with_transport(Box::new(stream), &hello)
                     .await
-                    .map_err(|e| fail(DeliveryReason::Unreachable, smtp_detail(&e)))?
+                    .map_err(|e| smtp_fail(DeliveryReason::Unreachable, &e))?;
+                (conn, plain)
             }
             TlsMode::Starttls | TlsMode::None => {
-                AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello)
+                let (stream, plain) = bounded::Bounded::new(tcp, addr, true);
+                let conn = AsyncSmtpConnection::connect_with_transport(Box::new(stream), &hello)
                     .await
-                    .map_err(|e| fail(DeliveryReason::Unreachable, smtp_detail(&e)))?
+                    .map_err(|e| smtp_fail(DeliveryReason::Unreachable, &e))?;
+                (conn, plain)
             }
         };
         if target.tls == TlsMode::Starttls {
             let params = self.tls_parameters(&tls_name)?;
+            // From here on the bounded stream carries TLS records, not reply lines: it
+            // still bounds the bytes per command; lettre checks line lengths.
+            plaintext.store(false, std::sync::atomic::Ordering::SeqCst);
             // Required, never opportunistic: a server without STARTTLS fails here.
             conn.starttls(params, &hello)
                 .await
-                .map_err(|e| fail(DeliveryReason::Tls, smtp_detail(&e)))?;
+                .map_err(|e| smtp_fail(DeliveryReason::Tls, &e))?;
         }
         if !target.username.is_empty() {
             // Credentials never travel in the clear, whatever the settings say.
@@ -473,7 +570,9 @@ impl Mailer {
                 } else {
                     DeliveryReason::Auth
                 };
-                return Err(fail(reason, "authentication failed"));
+                let mut err = smtp_fail(reason, &e);
+                err.detail = "authentication failed".into();
+                return Err(err);
             }
         }
         Ok((conn, addr))
@@ -508,20 +607,86 @@ fn render(
         .to
         .parse()
         .map_err(|e| fail(DeliveryReason::Rejected, format!("bad recipient: {e}")))?;
+    let message_id = match msg.message_id {
+        Some(id) => id.to_string(),
+        None => new_message_id(&target.from),
+    };
+    let message = Message::builder()
+        .from(from.clone())
+        .to(Mailbox::new(None, to))
+        .subject(msg.subject)
+        .message_id(Some(message_id))
+        .header(ContentType::TEXT_PLAIN)
+        .body(msg.body.clone())
+        .map_err(|e| fail(DeliveryReason::Rejected, e))?;
+    Ok((message.envelope().clone(), message.formatted()))
+}
+
+/// A fresh `<random@sender-domain>` Message-ID.
+pub fn new_message_id(from: &str) -> String {
     let id: String = OsRng
         .sample_iter(&Alphanumeric)
         .take(24)
         .map(char::from)
         .collect();
-    let message = Message::builder()
-        .from(from.clone())
-        .to(Mailbox::new(None, to))
-        .subject(msg.subject)
-        .message_id(Some(format!("<{id}@{}>", from.email.domain())))
-        .header(ContentType::TEXT_PLAIN)
-        .body(msg.body.clone())
-        .map_err(|e| fail(DeliveryReason::Rejected, e))?;
-    Ok((message.envelope().clone(), message.formatted()))
+    format!("<{id}@{}>", hello_name(from))
+}
+
+/// Where a mail transaction failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Mail,
+    Rcpt,
+    Data,
+    Body,
+}
+
+/// Why a mail transaction failed.
+enum TxError {
+    Smtp(Stage, lettre::transport::smtp::Error),
+    /// The recipient needs SMTPUTF8 and the relay lacks it: refused before sending anything.
+    NoSmtpUtf8,
+}
+
+/// MAIL, RCPT, DATA and the body, as lettre's `send` does them, but telling where a failure
+/// happened (so a dead pooled connection can be retried when nothing was sent on it).
+async fn transact(
+    conn: &mut AsyncSmtpConnection,
+    envelope: &lettre::address::Envelope,
+    bytes: &[u8],
+) -> Result<(), TxError> {
+    let mut options = vec![];
+    let non_ascii = envelope
+        .from()
+        .is_some_and(|a| !AsRef::<str>::as_ref(a).is_ascii())
+        || envelope
+            .to()
+            .iter()
+            .any(|a| !AsRef::<str>::as_ref(a).is_ascii());
+    if non_ascii {
+        if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
+            return Err(TxError::NoSmtpUtf8);
+        }
+        options.push(MailParameter::SmtpUtfEight);
+    }
+    if !bytes.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
+        options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    conn.command(Mail::new(envelope.from().cloned(), options))
+        .await
+        .map_err(|e| TxError::Smtp(Stage::Mail, e))?;
+    for to in envelope.to() {
+        conn.command(Rcpt::new(to.clone(), vec![]))
+            .await
+            .map_err(|e| TxError::Smtp(Stage::Rcpt, e))?;
+    }
+    conn.command(Data)
+        .await
+        .map_err(|e| TxError::Smtp(Stage::Data, e))?;
+    conn.message(bytes)
+        .await
+        .map_err(|e| TxError::Smtp(Stage::Body, e))?;
+    Ok(())
 }
 
 /// Implicit-TLS stream handed to lettre (our own socket, with TCP_NODELAY set).

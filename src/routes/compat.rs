@@ -115,8 +115,10 @@ pub async fn reg_secretkey(
                 password: SecretString::from(password),
                 from: mail,
                 tls: Some(TlsMode::default_for(port)),
+                max_connections: None,
             },
             policy: PolicyPatch::default(),
+            delivery: None,
             origin: "compat",
             secret: Some(SecretKey::presented(&secret)),
         })
@@ -147,6 +149,7 @@ pub async fn otp(req: HttpRequest, st: web::Data<AppState>, payload: web::Payloa
             email,
             purpose,
             Flavor::Compat,
+            None,
             &super::request_context(&req, &st),
         )
         .await

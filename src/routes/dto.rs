@@ -17,6 +17,8 @@ pub struct SmtpOut {
     pub from: String,
     /// `starttls`, `implicit` or `none`.
     pub tls: String,
+    /// The most SMTP sessions open to the relay at once (per instance).
+    pub max_connections: u32,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -40,6 +42,8 @@ pub struct TenantOut {
     pub created_at: String,
     pub smtp: SmtpOut,
     pub policy: PolicyOut,
+    /// `sync` or `async`: how mints wait for their message unless the request says.
+    pub delivery: String,
 }
 
 impl From<&TenantRow> for TenantOut {
@@ -55,7 +59,9 @@ impl From<&TenantRow> for TenantOut {
                 username: t.smtp.username.clone(),
                 from: t.smtp.from.clone(),
                 tls: t.smtp.tls.clone(),
+                max_connections: t.smtp.max_connections,
             },
+            delivery: t.delivery.as_str().into(),
             policy: PolicyOut {
                 code_length: t.policy.code_length,
                 ttl_seconds: t.policy.ttl_seconds,
@@ -92,6 +98,9 @@ pub struct MintOut {
     pub ttl_seconds: u32,
     pub code_length: u32,
     pub max_attempts: u32,
+    /// `sent` (201: the relay accepted the message) or `queued` (202: stored, a sender
+    /// delivers it; see `GET /v1/otp/{key}`).
+    pub delivery: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -103,11 +112,28 @@ pub struct VerifyOut {
     pub verified_at: String,
 }
 
+/// A code's delivery.
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryOut {
+    /// `sync` or `async`
+    pub mode: String,
+    /// `queued`, `sending`, `sent` or `failed`
+    pub status: String,
+    /// Delivery attempts made so far.
+    pub attempts: u32,
+    /// The last failure: `smtp_unreachable`, `smtp_timeout`, `smtp_tls`, `smtp_auth`,
+    /// `smtp_rejected`, `smtp_host_not_allowed`, `expired` (the code expired before the
+    /// relay accepted it) or `not_sent` (the code ended before its message left).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<String>,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct StatusOut {
-    /// `pending`, `verified`, `expired`, `exhausted`, `superseded` or `cancelled`. (The
-    /// contract's `failed` never appears: an unsent code is not stored and its key is never
-    /// returned.)
+    /// `pending`, `verified`, `expired`, `exhausted`, `superseded`, `cancelled` or `failed`
+    /// (its message could not be delivered; it never verifies).
     pub status: String,
     pub purpose: String,
     pub created_at: String,
@@ -115,6 +141,7 @@ pub struct StatusOut {
     pub attempts_used: u32,
     pub attempts_remaining: u32,
     pub verified_at: Option<String>,
+    pub delivery: DeliveryOut,
 }
 
 impl StatusOut {
@@ -127,6 +154,13 @@ impl StatusOut {
             attempts_used: v.attempts,
             attempts_remaining: v.attempts_remaining(),
             verified_at: v.verified_at.map(rfc3339),
+            delivery: DeliveryOut {
+                mode: v.delivery.mode.as_str().into(),
+                status: v.delivery.status.as_str().into(),
+                attempts: v.delivery.attempts,
+                reason: v.delivery.reason.clone(),
+                sent_at: v.delivery.sent_at.map(rfc3339),
+            },
         }
     }
 }
@@ -199,6 +233,8 @@ pub enum ProblemCode {
     Internal,
     DeliveryFailed,
     Overloaded,
+    Unavailable,
+    OtpFailed,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -213,6 +213,21 @@ impl ApiError {
                     "The server is busy; retry shortly.".into(),
                     none(),
                 ),
+                S::Unavailable(_) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "Service unavailable",
+                    "The database cannot take this request now; nothing was changed. Retry shortly."
+                        .into(),
+                    none(),
+                ),
+                S::OtpFailed => (
+                    StatusCode::GONE,
+                    "otp_failed",
+                    "Code not delivered",
+                    "The code's message could not be delivered; request a new code.".into(),
+                    none(),
+                ),
                 S::OtpNotFound => (
                     StatusCode::NOT_FOUND,
                     "otp_not_found",
@@ -280,6 +295,7 @@ impl ApiError {
                 retry_after_secs, ..
             }) => Some(*retry_after_secs),
             ApiError::Service(ServiceError::Overloaded) => Some(1),
+            ApiError::Service(ServiceError::Unavailable(_)) => Some(1),
             _ => None,
         }
     }
@@ -291,8 +307,14 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let ApiError::Service(ServiceError::Internal(cause)) = self {
-            tracing::error!(cause = %cause, "internal error");
+        match self {
+            ApiError::Service(ServiceError::Internal(cause)) => {
+                tracing::error!(cause = %cause, "internal error")
+            }
+            ApiError::Service(ServiceError::Unavailable(cause)) => {
+                tracing::warn!(cause = %cause, "database unavailable")
+            }
+            _ => {}
         }
         let (status, code, title, detail, extra) = self.parts();
         let mut resp = problem(status, code, title, &detail, extra);
@@ -352,6 +374,14 @@ impl CompatError {
                 body: "Service Unavailable",
                 retry_after: Some(1),
             },
+            S::Unavailable(cause) => {
+                tracing::warn!(cause = %cause, "database unavailable");
+                CompatError {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    body: "Service Unavailable",
+                    retry_after: Some(1),
+                }
+            }
             S::Internal(cause) => {
                 tracing::error!(cause = %cause, "internal error");
                 with(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")

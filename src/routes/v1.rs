@@ -14,6 +14,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::clock::rfc3339;
 use crate::config::RegistrationMode;
+use crate::domain::delivery::DeliveryMode;
 use crate::domain::email::RecipientEmail;
 use crate::domain::keys::{Flavor, SecretKey};
 use crate::domain::policy::PolicyPatch;
@@ -36,6 +37,8 @@ pub struct SmtpBody {
     password: String,
     from: String,
     tls: Option<String>,
+    /// 1 to `smtp.max_connections_limit`; default `smtp.max_connections_per_tenant`
+    max_connections: Option<u32>,
 }
 
 #[derive(Deserialize, Default, ToSchema)]
@@ -62,6 +65,8 @@ pub struct CreateTenantBody {
     name: String,
     smtp: SmtpBody,
     policy: Option<PolicyBody>,
+    /// `sync` (default) or `async`
+    delivery: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -73,6 +78,7 @@ pub struct SmtpPatchBody {
     password: Option<String>,
     from: Option<String>,
     tls: Option<String>,
+    max_connections: Option<u32>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -82,6 +88,8 @@ pub struct PatchTenantBody {
     smtp: Option<SmtpPatchBody>,
     policy: Option<PolicyBody>,
     enabled: Option<bool>,
+    /// `sync` or `async`
+    delivery: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -96,6 +104,8 @@ pub struct MintBody {
     email: String,
     purpose: Option<String>,
     locale: Option<String>,
+    /// `sync` or `async`; default: the tenant's `delivery`
+    delivery: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -111,6 +121,15 @@ fn parse_tls(s: Option<&str>) -> Result<Option<TlsMode>, ApiError> {
         Some(t) => TlsMode::parse(t).map(Some).ok_or_else(|| {
             ServiceError::field("smtp.tls", "must be \"starttls\", \"implicit\" or \"none\"").into()
         }),
+    }
+}
+
+fn parse_delivery(s: Option<&str>) -> Result<Option<DeliveryMode>, ApiError> {
+    match s {
+        None => Ok(None),
+        Some(d) => DeliveryMode::parse(d)
+            .map(Some)
+            .ok_or_else(|| ServiceError::field("delivery", "must be \"sync\" or \"async\"").into()),
     }
 }
 
@@ -156,6 +175,7 @@ pub async fn create_tenant(
     }
     let b: CreateTenantBody = json_body(&req, payload).await?;
     let tls = parse_tls(b.smtp.tls.as_deref())?;
+    let delivery = parse_delivery(b.delivery.as_deref())?;
     let (row, secret) = st
         .services
         .create_tenant(NewTenant {
@@ -167,8 +187,10 @@ pub async fn create_tenant(
                 password: SecretString::from(b.smtp.password),
                 from: b.smtp.from,
                 tls,
+                max_connections: b.smtp.max_connections,
             },
             policy: b.policy.unwrap_or_default().into(),
+            delivery,
             origin: "native",
             secret: None,
         })
@@ -224,6 +246,7 @@ fn patch_from(b: PatchTenantBody) -> Result<TenantPatch, ApiError> {
             username: s.username,
             password: s.password.map(SecretString::from),
             from: s.from,
+            max_connections: s.max_connections,
         }),
     };
     Ok(TenantPatch {
@@ -231,6 +254,7 @@ fn patch_from(b: PatchTenantBody) -> Result<TenantPatch, ApiError> {
         enabled: b.enabled,
         smtp,
         policy: b.policy.map(Into::into),
+        delivery: parse_delivery(b.delivery.as_deref())?,
     })
 }
 
@@ -348,12 +372,13 @@ pub async fn patch_self(
     description = "Mint a code, email it through the tenant's SMTP server, return its handle once the server accepted the message.",
     request_body = MintBody,
     responses(
-        (status = 201, description = "Sent", body = MintOut),
+        (status = 201, description = "Sent (sync delivery): the relay accepted the message", body = MintOut),
+        (status = 202, description = "Queued (async delivery): the code and its message are stored; a sender delivers it", body = MintOut),
         (status = 400, description = "invalid_request, invalid_email", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "rate_limited (Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "delivery_failed with reason; no code exists that could verify", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "overloaded (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "overloaded or unavailable (Retry-After); nothing was stored or sent", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
 pub async fn mint(
@@ -380,19 +405,25 @@ pub async fn mint(
             .into());
         }
     }
+    let delivery = parse_delivery(b.delivery.as_deref())?;
     let ctx = super::request_context(&req, &st);
     let m = st
         .services
-        .mint(&t.0, email, purpose, Flavor::Native, &ctx)
+        .mint(&t.0, email, purpose, Flavor::Native, delivery, &ctx)
         .await?;
+    let (status, delivery) = match m.delivery {
+        DeliveryMode::Sync => (HttpResponse::Created(), "sent"),
+        DeliveryMode::Async => (HttpResponse::Accepted(), "queued"),
+    };
     Ok(json(
-        no_store(HttpResponse::Created()),
+        no_store(status),
         &MintOut {
             shareable_key: m.key.expose().to_string(),
             expires_at: rfc3339(m.expires_at),
             ttl_seconds: m.policy.ttl_seconds,
             code_length: m.policy.code_length,
             max_attempts: m.policy.max_attempts,
+            delivery: delivery.into(),
         },
     ))
 }
@@ -405,7 +436,7 @@ pub async fn mint(
         (status = 400, description = "invalid_request: otp is not ASCII digits of the code's length (no attempt used)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "otp_not_found: unknown, malformed, another tenant's or purged key", body = Problem, content_type = "application/problem+json"),
-        (status = 410, description = "otp_expired, otp_used, otp_superseded, otp_cancelled, attempts_exhausted", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "otp_expired, otp_used, otp_superseded, otp_cancelled, otp_failed, attempts_exhausted", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "otp_mismatch with attempts_remaining", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "rate_limited: the recipient's failure budget is spent", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "overloaded", body = Problem, content_type = "application/problem+json"),
@@ -541,7 +572,18 @@ pub async fn healthz() -> HttpResponse {
         (status = 503, description = "The database does not answer", body = HealthOut),
     ))]
 pub async fn readyz(st: web::Data<AppState>) -> HttpResponse {
-    match st.services.db(|s| s.ping()).await {
+    // Ready means writes succeed: a read can answer while the database is locked or full.
+    let probe = st.services.db(|s| {
+        s.ping()?;
+        s.write_probe()
+    });
+    let result = match tokio::time::timeout(std::time::Duration::from_secs(3), probe).await {
+        Ok(r) => r,
+        Err(_) => Err(ServiceError::Unavailable(
+            "no write completed within 3 s".into(),
+        )),
+    };
+    match result {
         Ok(()) => json(
             HttpResponse::Ok(),
             &HealthOut {
@@ -579,7 +621,10 @@ pub async fn metrics(req: HttpRequest, st: web::Data<AppState>) -> ApiResult {
     }
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(crate::metrics::render(st.services.hasher.queue_depth())))
+        .body(crate::metrics::render(
+            st.services.hasher.queue_depth(),
+            st.services.outbox_stats().await.ok(),
+        )))
 }
 
 /// The OpenAPI 3.1 description of this API.

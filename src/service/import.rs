@@ -183,9 +183,11 @@ impl Services {
                         password: blob,
                         from: mail,
                         tls: tls.as_str().into(),
+                        max_connections: self.settings.load().smtp.max_connections_per_tenant,
                     },
                     smtp_version: 1,
                     policy,
+                    delivery: crate::domain::delivery::DeliveryMode::Sync,
                 },
                 digest,
             ));
@@ -241,6 +243,7 @@ impl Services {
                     code_length: 6,
                     created_at: now,
                     expires_at: now + i64::from(self.settings.load().otp.ttl_seconds) * 1000,
+                    delivery_mode: crate::domain::delivery::DeliveryMode::Sync,
                 },
             });
         }

@@ -1,6 +1,7 @@
 //! Use cases: tenants and codes. No HTTP words here; storage calls run on the blocking pool.
 
 pub mod audit;
+pub mod delivery;
 pub mod import;
 pub mod keys;
 pub mod otp;
@@ -60,6 +61,9 @@ pub enum ServiceError {
     Delivery(DeliveryReason),
     #[error("overloaded")]
     Overloaded,
+    /// The database cannot take the work now (locked, full, unreachable): 503.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     #[error("otp not found")]
     OtpNotFound,
     #[error("otp expired")]
@@ -72,6 +76,8 @@ pub enum ServiceError {
     OtpCancelled,
     #[error("attempts exhausted")]
     AttemptsExhausted,
+    #[error("otp failed")]
+    OtpFailed,
     #[error("otp mismatch")]
     Mismatch { attempts_remaining: u32 },
     #[error("internal: {0}")]
@@ -80,7 +86,10 @@ pub enum ServiceError {
 
 impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
-        ServiceError::Internal(e.to_string())
+        match e {
+            StoreError::Unavailable(m) => ServiceError::Unavailable(m),
+            other => ServiceError::Internal(other.to_string()),
+        }
     }
 }
 
@@ -116,6 +125,7 @@ pub struct Services {
     /// Swapped whole on SIGHUP; see [`Services::reload`].
     pub settings: Arc<arc_swap::ArcSwap<Settings>>,
     pub audit: audit::Audit,
+    pub outbox: delivery::Outbox,
 }
 
 impl Services {

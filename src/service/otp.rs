@@ -8,13 +8,15 @@ use crate::crypto::cipher::{decrypt_password, PasswordContext};
 use crate::crypto::lookup_digest;
 use crate::domain::challenge::{ChallengeView, Status};
 use crate::domain::code::OtpCode;
+use crate::domain::delivery::DeliveryMode;
 use crate::domain::email::RecipientEmail;
 use crate::domain::keys::{Flavor, ShareableKey, TenantId};
 use crate::domain::policy::Policy;
 use crate::domain::Millis;
-use crate::mailer::{Outgoing, SmtpTarget, TlsMode};
+use crate::mailer::{new_message_id, SmtpTarget, TlsMode};
 use crate::service::audit::RequestContext;
-use crate::storage::{NewChallenge, QuotaRefusal, TenantRow};
+use crate::service::delivery::{Attempt, StoredMessage};
+use crate::storage::{NewChallenge, NewOutbox, OutboxJob, QuotaRefusal, TenantRow};
 
 pub const KEY_LABEL: &str = "shareable-key";
 
@@ -43,32 +45,42 @@ impl Purpose {
     }
 }
 
-/// A failed mint, and whether its quota charge is given back (only when nothing can have
-/// reached the recipient).
-pub struct MintFailure {
-    pub error: ServiceError,
-    pub refund: bool,
-}
-
-impl From<ServiceError> for MintFailure {
-    fn from(error: ServiceError) -> Self {
-        MintFailure {
-            error,
-            refund: true,
-        }
-    }
-}
-
 pub struct Minted {
     pub key: ShareableKey,
     pub expires_at: Millis,
     pub policy: Policy,
+    /// Sync: the relay accepted the message. Async: the message is queued.
+    pub delivery: DeliveryMode,
 }
 
 pub struct Verified {
     pub email: String,
     pub purpose: String,
     pub verified_at: Millis,
+}
+
+/// A quota refusal as the error clients see, counted in the metrics.
+fn limited(r: QuotaRefusal) -> ServiceError {
+    let e = refusal(r);
+    if let ServiceError::RateLimited { kind, .. } = &e {
+        crate::metrics::inc(|m| &m.rate_limited, &[kind.as_str()]);
+    }
+    e
+}
+
+/// The plain-text body of a code's message; the code is one unbroken run of digits.
+fn message_text(code: &str, ttl_seconds: u32) -> String {
+    let minutes = ttl_seconds.div_ceil(60);
+    let lifetime = if ttl_seconds < 60 {
+        format!("{ttl_seconds} seconds")
+    } else if minutes == 1 {
+        "1 minute".to_string()
+    } else {
+        format!("{minutes} minutes")
+    };
+    format!(
+        "Your verification code is:\r\n\r\n    {code}\r\n\r\nIt expires in {lifetime}. If you did not ask for this code, ignore this message.\r\n"
+    )
 }
 
 fn refusal(r: QuotaRefusal) -> ServiceError {
@@ -92,6 +104,7 @@ fn ended(status: Status) -> ServiceError {
         Status::Verified => ServiceError::OtpUsed,
         Status::Superseded => ServiceError::OtpSuperseded,
         Status::Cancelled => ServiceError::OtpCancelled,
+        Status::Failed => ServiceError::OtpFailed,
         Status::Pending => ServiceError::OtpNotFound,
     }
 }
@@ -119,11 +132,18 @@ impl Services {
         email: RecipientEmail,
         purpose: Purpose,
         flavor: Flavor,
+        delivery: Option<DeliveryMode>,
         ctx: &RequestContext,
     ) -> Result<Minted, ServiceError> {
         let to = email.delivery_address();
-        let result = self.mint_inner(tenant, email, purpose, flavor).await;
+        let mode = match flavor {
+            // OtpMint's clients expect the message to have left when /otp answers.
+            Flavor::Compat => DeliveryMode::Sync,
+            Flavor::Native => delivery.unwrap_or(tenant.delivery),
+        };
+        let result = self.mint_inner(tenant, email, purpose, flavor, mode).await;
         let outcome = match &result {
+            Ok(m) if m.delivery == DeliveryMode::Async => "queued".to_string(),
             Ok(_) => "sent".to_string(),
             Err(ServiceError::Delivery(r)) => format!("delivery_failed:{}", r.as_str()),
             Err(ServiceError::RateLimited { kind, .. }) => {
@@ -143,61 +163,28 @@ impl Services {
         email: RecipientEmail,
         purpose: Purpose,
         flavor: Flavor,
+        mode: DeliveryMode,
     ) -> Result<Minted, ServiceError> {
         let policy = self.policy_for(tenant, flavor);
         let quota = self.quota();
         let now = self.now();
-        let tid = tenant.id.clone();
-        let canonical = email.canonical().to_string();
-        let c2 = canonical.clone();
-        // With every limit off there is nothing to check or count: skip the write.
+        // With every limit off there is nothing to check or count.
         let counted = quota.any();
         if counted {
-            self.db(move |s| s.take_send(&tid, &c2, &quota, now))
+            // A read first, so a refused mint costs no hash; the counting write below
+            // checks again atomically.
+            let (tid, c2) = (tenant.id.clone(), email.canonical().to_string());
+            self.db(move |s| s.check_quota(&tid, &c2, &quota, now))
                 .await?
-                .map_err(|r| {
-                    let e = refusal(r);
-                    if let ServiceError::RateLimited { kind, .. } = &e {
-                        crate::metrics::inc(|m| &m.rate_limited, &[kind.as_str()]);
-                    }
-                    e
-                })?;
+                .map_err(limited)?;
         }
-        match self
-            .mint_and_send(tenant, &email, &purpose, flavor, policy, now)
-            .await
-        {
-            Ok(m) => Ok(m),
-            Err(f) => {
-                if f.refund && counted {
-                    // Nothing can have reached the recipient: give the send back.
-                    let tid = tenant.id.clone();
-                    let _ = self.db(move |s| s.refund_send(&tid, &canonical, now)).await;
-                }
-                Err(f.error)
-            }
-        }
-    }
-
-    async fn mint_and_send(
-        &self,
-        tenant: &TenantRow,
-        email: &RecipientEmail,
-        purpose: &Purpose,
-        flavor: Flavor,
-        policy: Policy,
-        now: Millis,
-    ) -> Result<Minted, MintFailure> {
         let code = OtpCode::generate(policy.code_length);
         let key = ShareableKey::generate(flavor);
-        let code_hash = self
-            .hasher
-            .hash(code.expose())
-            .await
-            .map_err(ServiceError::from)?;
+        let code_hash = self.hasher.hash(code.expose()).await?;
         let expires_at = now + i64::from(policy.ttl_seconds) * 1000;
+        let key_digest = self.key_digest(key.expose());
         let challenge = NewChallenge {
-            key_digest: self.key_digest(key.expose()),
+            key_digest: key_digest.clone(),
             tenant_id: tenant.id.clone(),
             flavor,
             email: email.as_given().to_string(),
@@ -208,72 +195,56 @@ impl Services {
             code_length: policy.code_length,
             created_at: now,
             expires_at,
+            delivery_mode: mode,
         };
-
-        let target = self.smtp_target(tenant).await?;
-        let minutes = policy.ttl_seconds.div_ceil(60);
-        let lifetime = if policy.ttl_seconds < 60 {
-            format!("{} seconds", policy.ttl_seconds)
-        } else if minutes == 1 {
-            "1 minute".to_string()
-        } else {
-            format!("{minutes} minutes")
+        let message = StoredMessage {
+            subject: "Your verification code".into(),
+            text: message_text(code.expose(), policy.ttl_seconds),
+            message_id: new_message_id(&tenant.smtp.from),
         };
-        let body = format!(
-            "Your verification code is:\r\n\r\n    {}\r\n\r\nIt expires in {lifetime}. If you did not ask for this code, ignore this message.\r\n",
-            code.expose()
-        );
-        let to = email.delivery_address();
-        let started = std::time::Instant::now();
-        let sent = self
-            .mailer
-            .send(
-                &target,
-                &Outgoing {
-                    to: &to,
-                    subject: "Your verification code",
-                    body,
-                },
-            )
-            .await;
-        let outcome = match &sent {
-            Ok(()) => "sent",
-            Err(e) => e.reason.as_str(),
+        let payload = self.seal_message(&tenant.id, &key_digest, &message)?;
+        drop(message);
+        let lease = (mode == DeliveryMode::Sync).then(|| self.lease(now));
+        let outbox = NewOutbox {
+            recipient: email.delivery_address(),
+            payload: payload.clone(),
+            lease,
         };
-        if let Some(m) = crate::metrics::get() {
-            if let Ok(h) = m.smtp_send_seconds.get_metric_with_label_values(&[outcome]) {
-                h.observe(started.elapsed().as_secs_f64());
-            }
+        // Store first, send second: one durable commit holds the quota count, the code
+        // and its message. A mint whose code cannot be stored answers 503 and sends nothing.
+        let c = challenge.clone();
+        let q = counted.then_some(quota);
+        self.db(move |s| s.insert_code(&c, &outbox, q.as_ref(), now))
+            .await?
+            .map_err(limited)?;
+        let minted = Minted {
+            key,
+            expires_at,
+            policy,
+            delivery: mode,
+        };
+        if mode == DeliveryMode::Async {
+            self.outbox.wake();
+            crate::metrics::inc(|m| &m.codes_minted, &[mode.as_str()]);
+            return Ok(minted);
         }
-        crate::metrics::inc(|m| &m.deliveries, &[tenant.id.as_str(), outcome]);
-        match sent {
-            Ok(()) => {
-                let t = self.now();
-                // The message was accepted: store the code (one durable commit, superseding
-                // the older ones). Whatever happens now, the send counts.
-                self.db(move |s| s.insert_sent(&challenge, t))
-                    .await
-                    .map_err(|error| MintFailure {
-                        error,
-                        refund: false,
-                    })?;
-                crate::metrics::inc(|m| &m.codes_minted, &[tenant.id.as_str()]);
-                tracing::info!(tenant_id = %tenant.id, recipient = %email.masked(), "code sent");
-                Ok(Minted {
-                    key,
-                    expires_at,
-                    policy,
-                })
+        let job = OutboxJob {
+            key_digest,
+            tenant_id: tenant.id.clone(),
+            recipient: email.delivery_address(),
+            payload,
+            attempts: 0,
+            expires_at,
+            mode,
+        };
+        match self.attempt(&job, tenant).await {
+            Attempt::Sent => {
+                crate::metrics::inc(|m| &m.codes_minted, &[mode.as_str()]);
+                Ok(minted)
             }
-            Err(e) => {
-                // Nothing was stored: the code can never verify, the earlier one stays valid.
-                let refund = !e.maybe_delivered;
-                tracing::warn!(tenant_id = %tenant.id, recipient = %email.masked(), reason = e.reason.as_str(), detail = %e.detail, "delivery failed");
-                Err(MintFailure {
-                    error: ServiceError::Delivery(e.reason),
-                    refund,
-                })
-            }
+            // A failed sync delivery: the code is `failed` (it can never verify), the quota
+            // given back when nothing can have reached the relay, the earlier code untouched.
+            Attempt::Failed(reason) | Attempt::Retry(reason) => Err(ServiceError::Delivery(reason)),
         }
     }
 
@@ -304,6 +275,7 @@ impl Services {
         Ok(SmtpTarget {
             tenant_id: tenant.id.as_str().to_string(),
             version: tenant.smtp_version,
+            max_connections: self.max_connections(tenant),
             host: s.host.clone(),
             port: s.port,
             username: s.username.clone(),
@@ -338,10 +310,11 @@ impl Services {
             Err(ServiceError::OtpNotFound) => "not_found",
             Err(ServiceError::Invalid(_)) => "invalid",
             Err(ServiceError::RateLimited { .. }) => "rate_limited",
+            Err(ServiceError::OtpFailed) => "failed",
             Err(ServiceError::Overloaded) => "overloaded",
             Err(_) => "error",
         };
-        crate::metrics::inc(|m| &m.verify_outcomes, &[tenant.as_str(), outcome]);
+        crate::metrics::inc(|m| &m.verify_outcomes, &[outcome]);
         if let Err(ServiceError::RateLimited { kind, .. }) = &result {
             crate::metrics::inc(|m| &m.rate_limited, &[kind.as_str()]);
         }

@@ -5,6 +5,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::{ServiceError, Services};
 use crate::crypto::cipher::{encrypt_password, PasswordContext};
 use crate::crypto::lookup_digest;
+use crate::domain::delivery::DeliveryMode;
 use crate::domain::keys::{SecretKey, TenantId};
 use crate::domain::policy::{FieldError, Policy, PolicyPatch};
 use crate::mailer::{valid_from, TlsMode};
@@ -21,6 +22,8 @@ pub struct SmtpInput {
     pub password: SecretString,
     pub from: String,
     pub tls: Option<TlsMode>,
+    /// Default: `smtp.max_connections_per_tenant`.
+    pub max_connections: Option<u32>,
 }
 
 /// A partial change of SMTP settings.
@@ -32,6 +35,7 @@ pub struct SmtpPatch {
     pub password: Option<SecretString>,
     pub from: Option<String>,
     pub tls: Option<TlsMode>,
+    pub max_connections: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -39,6 +43,7 @@ pub struct NewTenant {
     pub name: String,
     pub smtp: SmtpInput,
     pub policy: PolicyPatch,
+    pub delivery: Option<DeliveryMode>,
     pub origin: &'static str,
     /// An existing secret to keep (OtpMint keys); otherwise one is generated.
     pub secret: Option<SecretKey>,
@@ -50,6 +55,7 @@ pub struct TenantPatch {
     pub enabled: Option<bool>,
     pub smtp: Option<SmtpPatch>,
     pub policy: Option<PolicyPatch>,
+    pub delivery: Option<DeliveryMode>,
 }
 
 fn check_name(name: &str, errs: &mut Vec<FieldError>) {
@@ -104,6 +110,17 @@ fn check_smtp_fields(
     }
 }
 
+fn check_max_connections(v: Option<u32>, limit: u32, errs: &mut Vec<FieldError>) {
+    if let Some(n) = v {
+        if n == 0 || n > limit {
+            errs.push(FieldError::new(
+                "smtp.max_connections",
+                format!("must be between 1 and {limit}"),
+            ));
+        }
+    }
+}
+
 impl Services {
     fn secret_digest(&self, key: &str) -> Vec<u8> {
         lookup_digest(self.keyring.get().pepper(), SECRET_LABEL, key)
@@ -155,6 +172,8 @@ impl Services {
             &mut errs,
         );
         t.policy.validate(&mut errs);
+        let limits = self.settings.load().smtp.clone();
+        check_max_connections(s.max_connections, limits.max_connections_limit, &mut errs);
         if !errs.is_empty() {
             return Err(ServiceError::Invalid(errs));
         }
@@ -182,9 +201,13 @@ impl Services {
                 password,
                 from: s.from.trim().to_string(),
                 tls: tls.as_str().to_string(),
+                max_connections: s
+                    .max_connections
+                    .unwrap_or(limits.max_connections_per_tenant),
             },
             smtp_version: 1,
             policy: t.policy.apply(defaults),
+            delivery: t.delivery.unwrap_or(DeliveryMode::Sync),
         };
         let secret = t.secret.unwrap_or_else(SecretKey::generate);
         let digest = self.secret_digest(secret.expose());
@@ -246,6 +269,11 @@ impl Services {
         let mut smtp_row = None;
         if let Some(sp) = &p.smtp {
             let c = &current.smtp;
+            check_max_connections(
+                sp.max_connections,
+                self.settings.load().smtp.max_connections_limit,
+                &mut errs,
+            );
             let host = sp
                 .host
                 .as_deref()
@@ -291,6 +319,7 @@ impl Services {
                     password,
                     from: from.trim().to_string(),
                     tls: tls.as_str().to_string(),
+                    max_connections: sp.max_connections.unwrap_or(c.max_connections),
                 });
             }
         }
@@ -302,6 +331,7 @@ impl Services {
             enabled: p.enabled,
             smtp: smtp_row,
             policy: p.policy.map(|pp| pp.apply(current.policy)),
+            delivery: p.delivery,
         };
         let smtp_changed = changes.smtp.is_some();
         let now = self.now();

@@ -4,24 +4,61 @@ pub mod sqlite;
 
 use crate::crypto::keyring::WrappedKey;
 use crate::domain::challenge::{ChallengeView, StoredStatus};
+use crate::domain::delivery::DeliveryMode;
 use crate::domain::keys::{Flavor, TenantId};
 use crate::domain::policy::Policy;
 use crate::domain::Millis;
 
+/// A storage failure, classed so callers can answer it right: `Unavailable` (locked past
+/// the busy timeout, disk full, I/O error, no connection, the writer busy or stopped) is a
+/// 503 with Retry-After; the others are bugs or damage.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("conflict: {0}")]
     Conflict(&'static str),
-    #[error("database pool: {0}")]
-    Pool(#[from] r2d2::Error),
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     #[error("database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     #[error("migration: {0}")]
     Migration(String),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
     #[error("commit failed: {0}")]
     Commit(String),
+}
+
+impl From<r2d2::Error> for StoreError {
+    fn from(e: r2d2::Error) -> Self {
+        StoreError::Unavailable(format!("no database connection: {e}"))
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode as C;
+        if let rusqlite::Error::SqliteFailure(f, _) = &e {
+            if matches!(
+                f.code,
+                C::DatabaseBusy
+                    | C::DatabaseLocked
+                    | C::DiskFull
+                    | C::SystemIoFailure
+                    | C::CannotOpen
+                    | C::ReadOnly
+                    | C::OutOfMemory
+            ) {
+                return StoreError::Unavailable(e.to_string());
+            }
+        }
+        StoreError::Sqlite(e)
+    }
+}
+
+impl StoreError {
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
 }
 
 /// A tenant's SMTP settings as stored (password encrypted).
@@ -33,6 +70,8 @@ pub struct SmtpRow {
     pub password: Vec<u8>,
     pub from: String,
     pub tls: String,
+    /// The most SMTP sessions open to the relay at once (per instance).
+    pub max_connections: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -46,6 +85,8 @@ pub struct TenantRow {
     /// Bumped on every SMTP change, so cached transports know they are stale.
     pub smtp_version: i64,
     pub policy: Policy,
+    /// How mints wait for their message unless the request says otherwise.
+    pub delivery: DeliveryMode,
 }
 
 /// Changes to a tenant; `None` leaves a field as it is.
@@ -55,9 +96,10 @@ pub struct TenantChanges {
     pub enabled: Option<bool>,
     pub smtp: Option<SmtpRow>,
     pub policy: Option<Policy>,
+    pub delivery: Option<DeliveryMode>,
 }
 
-/// A challenge to insert (status `sending`).
+/// A challenge to insert (status `pending`, delivery `queued`).
 #[derive(Debug, Clone)]
 pub struct NewChallenge {
     pub key_digest: Vec<u8>,
@@ -71,6 +113,56 @@ pub struct NewChallenge {
     pub code_length: u32,
     pub created_at: Millis,
     pub expires_at: Millis,
+    pub delivery_mode: DeliveryMode,
+}
+
+/// The outgoing message of a new code, stored in the same commit as the code.
+#[derive(Debug, Clone)]
+pub struct NewOutbox {
+    /// The delivery address (local part as given, ASCII domain).
+    pub recipient: String,
+    /// The rendered message, sealed with the data key.
+    pub payload: Vec<u8>,
+    /// Set for a sync mint: the row starts leased by the minting instance, which sends it
+    /// at once; if that instance dies, the lease expires and any sender takes it.
+    pub lease: Option<Lease>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub until: Millis,
+    pub owner: String,
+}
+
+/// Which due outbox rows a sender takes.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub now: Millis,
+    pub lease: Lease,
+    pub limit: u32,
+    /// Tenants whose sessions are all busy here: leave their rows for later.
+    pub exclude_tenants: Vec<String>,
+}
+
+/// One claimed message.
+#[derive(Debug, Clone)]
+pub struct OutboxJob {
+    pub key_digest: Vec<u8>,
+    pub tenant_id: TenantId,
+    pub recipient: String,
+    pub payload: Vec<u8>,
+    /// Attempts made before this one.
+    pub attempts: u32,
+    pub expires_at: Millis,
+    pub mode: DeliveryMode,
+}
+
+/// What an outbox row reports about itself for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxStats {
+    pub depth: u64,
+    /// How long the longest-waiting due message has been due.
+    pub oldest_due_ms: Millis,
 }
 
 /// An attempt reserved atomically: the hash to compare against and the attempt count
@@ -201,12 +293,51 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> Result<bool, StoreError>;
 
-    // challenges
-    /// Store a code whose message the SMTP server accepted, in one transaction: inserted
-    /// `pending` with the next sequence number of its (tenant, recipient, purpose, flavor),
-    /// superseding that group's older pending codes. Nothing is stored for a code whose
-    /// message was not accepted, so it can never verify.
-    fn insert_sent(&self, c: &NewChallenge, now: Millis) -> Result<(), StoreError>;
+    /// A write that changes nothing but needs the write lock: whether writes succeed now.
+    fn write_probe(&self) -> Result<(), StoreError>;
+
+    // challenges and their outbox
+    /// Store a code and its outgoing message in one durable commit, after checking and
+    /// counting the quotas `q` in the same transaction (none when `q` is `None`). The code
+    /// is `pending` with the next sequence number of its (tenant, recipient, purpose,
+    /// flavor) group and delivery `queued`; nothing is superseded yet.
+    fn insert_code(
+        &self,
+        c: &NewChallenge,
+        m: &NewOutbox,
+        q: Option<&SendQuota>,
+        now: Millis,
+    ) -> Result<Result<(), QuotaRefusal>, StoreError>;
+    /// Lease due outbox rows of live, pending codes of enabled tenants: at most `limit`,
+    /// and per tenant at most its `max_connections`.
+    fn claim_outbox(&self, c: &ClaimRequest) -> Result<Vec<OutboxJob>, StoreError>;
+    /// The relay accepted the message: delivery `sent`, the outbox row gone, and the
+    /// group's older pending, live codes superseded — one transaction.
+    fn outbox_sent(&self, key_digest: &[u8], attempts: u32, now: Millis) -> Result<(), StoreError>;
+    /// A transient failure: try again at `due_at` (only if `owner` still holds the lease).
+    fn outbox_retry(
+        &self,
+        key_digest: &[u8],
+        owner: &str,
+        attempts: u32,
+        due_at: Millis,
+        reason: &str,
+        maybe_delivered: bool,
+    ) -> Result<(), StoreError>;
+    /// Give up: the code becomes `failed` (it can never verify), the outbox row goes, and
+    /// the quota charge is given back unless some attempt may have reached the relay.
+    fn outbox_failed(
+        &self,
+        key_digest: &[u8],
+        attempts: u32,
+        reason: &str,
+        maybe_delivered: bool,
+        now: Millis,
+    ) -> Result<(), StoreError>;
+    /// Settle unleased outbox rows whose code expired (delivery failed, `expired`) or ended
+    /// otherwise before its message left (`not_sent`); returns how many.
+    fn outbox_sweep(&self, now: Millis) -> Result<usize, StoreError>;
+    fn outbox_stats(&self, now: Millis) -> Result<OutboxStats, StoreError>;
     /// Reserve one guess: only for a pending, unexpired, unexhausted code whose recipient's
     /// failure budget (`q`) is not spent; the guess counts against that budget at once (a
     /// match clears it). One transaction, so atomic under any concurrency.
@@ -291,9 +422,14 @@ pub trait Store: Send + Sync + 'static {
         q: &SendQuota,
         now: Millis,
     ) -> Result<Result<(), QuotaRefusal>, StoreError>;
-    /// Give back a send that never reached the SMTP server.
-    fn refund_send(&self, tenant: &TenantId, recipient: &str, at: Millis)
-        -> Result<(), StoreError>;
+    /// The same checks as `take_send`, counting nothing (a cheap read before hashing).
+    fn check_quota(
+        &self,
+        tenant: &TenantId,
+        recipient: &str,
+        q: &SendQuota,
+        now: Millis,
+    ) -> Result<Result<(), QuotaRefusal>, StoreError>;
     /// Whether the recipient's failure budget is spent (and until when).
     fn failures_blocked(
         &self,
@@ -303,6 +439,10 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> Result<Option<Millis>, StoreError>;
     fn clear_failures(&self, tenant: &TenantId, recipient: &str) -> Result<(), StoreError>;
+}
+
+pub(crate) fn delivery_mode_from(s: &str) -> Result<DeliveryMode, StoreError> {
+    DeliveryMode::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown delivery mode {s}")))
 }
 
 pub(crate) fn status_from(s: &str) -> Result<StoredStatus, StoreError> {

@@ -23,10 +23,12 @@ async fn metrics_count_codes_verifies_deliveries_and_requests_without_personal_d
         .starts_with("text/plain"));
     let text = r.text().await.unwrap();
     for needle in [
-        format!("otpmint_codes_minted_total{{tenant=\"{id}\"}}"),
-        format!("otpmint_verify_total{{result=\"mismatch\",tenant=\"{id}\"}}"),
-        format!("otpmint_verify_total{{result=\"verified\",tenant=\"{id}\"}}"),
-        format!("otpmint_deliveries_total{{outcome=\"sent\",tenant=\"{id}\"}}"),
+        "otpmint_codes_minted_total{mode=\"sync\"}".to_string(),
+        "otpmint_verify_total{result=\"mismatch\"}".to_string(),
+        "otpmint_verify_total{result=\"verified\"}".to_string(),
+        "otpmint_delivery_attempts_total{mode=\"sync\",outcome=\"sent\"}".to_string(),
+        "otpmint_outbox_depth".to_string(),
+        "otpmint_outbox_oldest_due_seconds".to_string(),
         "otpmint_smtp_send_seconds_bucket".to_string(),
         "otpmint_hashing_seconds_count".to_string(),
         "otpmint_hashing_queue_depth".to_string(),
@@ -42,8 +44,8 @@ async fn metrics_count_codes_verifies_deliveries_and_requests_without_personal_d
                 .join("\n")
         );
     }
-    for secret in ["ada@example.com", key.as_str(), sk.as_str()] {
-        assert!(!text.contains(secret));
+    for secret in ["ada@example.com", key.as_str(), sk.as_str(), id.as_str()] {
+        assert!(!text.contains(secret), "{secret} in the metrics");
     }
 }
 

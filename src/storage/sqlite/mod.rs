@@ -1,4 +1,7 @@
-//! SQLite store: r2d2 + rusqlite, WAL, synchronous=FULL, busy timeout, refinery migrations.
+//! SQLite store: r2d2 + rusqlite, WAL, synchronous=FULL, busy timeout, refinery migrations,
+//! and one group-commit writer thread for the writes of a running server.
+
+mod outbox;
 
 use std::path::Path;
 use std::time::Duration;
@@ -9,6 +12,7 @@ use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 
 use super::*;
 use crate::crypto::keyring::WrappedKey;
+use crate::domain::delivery::{DeliveryStatus, DeliveryView};
 
 mod embedded {
     refinery::embed_migrations!("migrations/sqlite");
@@ -16,10 +20,13 @@ mod embedded {
 
 const TENANT_COLS: &str =
     "id, name, enabled, origin, created_at, smtp_host, smtp_port, smtp_username, \
-     smtp_password, smtp_from, smtp_tls, smtp_version, code_length, ttl_seconds, max_attempts";
+     smtp_password, smtp_from, smtp_tls, smtp_version, code_length, ttl_seconds, max_attempts, \
+     smtp_max_connections, delivery";
 const VIEW_COLS: &str =
     "status, email, email_canonical, purpose, attempts, max_attempts, code_length, \
-     created_at, expires_at, verified_at";
+     created_at, expires_at, verified_at, delivery_mode, delivery_status, delivery_attempts, \
+     delivery_reason, sent_at, \
+     EXISTS(SELECT 1 FROM outbox o WHERE o.key_digest = challenges.key_digest AND o.leased_by IS NOT NULL)";
 const HOUR_MS: Millis = 3_600_000;
 
 pub struct SqliteStore {
@@ -30,11 +37,41 @@ pub struct SqliteStore {
 /// One write of the hot paths: `run` executes inside the batch's transaction and returns
 /// what to do once the batch committed (or failed); `fail` answers when it never ran.
 /// Called once the batch committed (`None`) or failed (`Some(error)`).
-type Finish = Box<dyn FnOnce(Option<String>) + Send>;
+type Finish = Box<dyn FnOnce(Option<BatchError>) + Send>;
+
+/// Why a batch did not commit, in a form every caller of the batch can get a copy of.
+#[derive(Debug, Clone)]
+struct BatchError {
+    unavailable: bool,
+    message: String,
+}
+
+impl BatchError {
+    fn of(e: rusqlite::Error) -> BatchError {
+        let e = StoreError::from(e);
+        BatchError {
+            unavailable: e.is_unavailable(),
+            message: e.to_string(),
+        }
+    }
+    fn aborted() -> BatchError {
+        BatchError {
+            unavailable: true,
+            message: "the batch transaction was aborted".into(),
+        }
+    }
+    fn into_store(self) -> StoreError {
+        if self.unavailable {
+            StoreError::Unavailable(self.message)
+        } else {
+            StoreError::Commit(self.message)
+        }
+    }
+}
 
 struct Job {
     run: Box<dyn FnOnce(&rusqlite::Connection) -> Finish + Send>,
-    fail: Box<dyn FnOnce(String) + Send>,
+    fail: Box<dyn FnOnce(BatchError) + Send>,
 }
 
 /// Group commit: one thread owns a connection and commits every queued write in one
@@ -42,17 +79,20 @@ struct Job {
 /// for the commit, so durability is unchanged; under concurrency many writes share one
 /// fsync instead of paying one each.
 struct Writer {
-    tx: std::sync::mpsc::Sender<Job>,
+    tx: std::sync::mpsc::SyncSender<Job>,
 }
 
 const BATCH_MAX: usize = 256;
+/// Writes allowed to wait for the writer; beyond this a write is refused as unavailable
+/// (503) instead of queueing without bound.
+const QUEUE_MAX: usize = 8192;
 
 impl Writer {
     fn start(path: &Path) -> Result<Writer, StoreError> {
         let conn = rusqlite::Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
-        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(QUEUE_MAX);
         std::thread::Builder::new()
             .name("otpmint-db-writer".into())
             .spawn(move || {
@@ -65,8 +105,9 @@ impl Writer {
                         }
                     }
                     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+                        let e = BatchError::of(e);
                         for j in jobs {
-                            (j.fail)(e.to_string());
+                            (j.fail)(e.clone());
                         }
                         continue;
                     }
@@ -84,11 +125,11 @@ impl Writer {
                     // disk full) fails the whole batch: nothing of it is committed.
                     let outcome = if panicked || conn.is_autocommit() {
                         let _ = conn.execute_batch("ROLLBACK");
-                        Some("the batch transaction was aborted".to_string())
+                        Some(BatchError::aborted())
                     } else {
                         conn.execute_batch("COMMIT").err().map(|e| {
                             let _ = conn.execute_batch("ROLLBACK");
-                            e.to_string()
+                            BatchError::of(e)
                         })
                     };
                     for d in done {
@@ -112,9 +153,7 @@ impl Writer {
                 let out = (|| {
                     // If SQLite already rolled the batch back, run nothing in autocommit mode.
                     if c.is_autocommit() {
-                        return Err(StoreError::Commit(
-                            "the batch transaction was aborted".into(),
-                        ));
+                        return Err(BatchError::aborted().into_store());
                     }
                     c.execute_batch("SAVEPOINT job")?;
                     let r = f(c);
@@ -124,22 +163,27 @@ impl Writer {
                     }
                     r
                 })();
-                Box::new(move |commit_error: Option<String>| {
+                Box::new(move |commit_error: Option<BatchError>| {
                     let _ = rtx.send(match commit_error {
                         None => out,
-                        Some(e) => Err(StoreError::Commit(e)),
+                        Some(e) => Err(e.into_store()),
                     });
                 })
             }),
-            fail: Box::new(move |e| {
-                let _ = fail_tx.send(Err(StoreError::Commit(e)));
+            fail: Box::new(move |e: BatchError| {
+                let _ = fail_tx.send(Err(e.into_store()));
             }),
         };
-        self.tx
-            .send(job)
-            .map_err(|_| StoreError::Commit("the database writer stopped".into()))?;
+        self.tx.try_send(job).map_err(|e| match e {
+            std::sync::mpsc::TrySendError::Full(_) => {
+                StoreError::Unavailable("the database writer is busy".into())
+            }
+            std::sync::mpsc::TrySendError::Disconnected(_) => {
+                StoreError::Unavailable("the database writer stopped".into())
+            }
+        })?;
         rrx.recv()
-            .map_err(|_| StoreError::Commit("the database writer dropped a write".into()))?
+            .map_err(|_| StoreError::Unavailable("the database writer dropped a write".into()))?
     }
 }
 
@@ -196,8 +240,9 @@ fn insert_tenant_row(
 ) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO tenants (id, name, enabled, origin, created_at, updated_at, smtp_host, smtp_port, \
-         smtp_username, smtp_password, smtp_from, smtp_tls, smtp_version, code_length, ttl_seconds, max_attempts) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+         smtp_username, smtp_password, smtp_from, smtp_tls, smtp_version, code_length, ttl_seconds, max_attempts, \
+         smtp_max_connections, delivery) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         params![
             t.id.as_str(),
             t.name,
@@ -213,7 +258,9 @@ fn insert_tenant_row(
             t.smtp_version,
             t.policy.code_length,
             t.policy.ttl_seconds,
-            t.policy.max_attempts
+            t.policy.max_attempts,
+            t.smtp.max_connections,
+            t.delivery.as_str()
         ],
     )?;
     conn.execute(
@@ -224,7 +271,9 @@ fn insert_tenant_row(
 }
 
 fn tenant_from_row(r: &Row<'_>) -> rusqlite::Result<TenantRow> {
+    let delivery: String = r.get(16)?;
     Ok(TenantRow {
+        delivery: DeliveryMode::parse(&delivery).unwrap_or(DeliveryMode::Sync),
         id: TenantId::from_trusted(r.get(0)?),
         name: r.get(1)?,
         enabled: r.get(2)?,
@@ -237,6 +286,7 @@ fn tenant_from_row(r: &Row<'_>) -> rusqlite::Result<TenantRow> {
             password: r.get(8)?,
             from: r.get(9)?,
             tls: r.get(10)?,
+            max_connections: r.get(15)?,
         },
         smtp_version: r.get(11)?,
         policy: Policy {
@@ -249,6 +299,14 @@ fn tenant_from_row(r: &Row<'_>) -> rusqlite::Result<TenantRow> {
 
 fn view_from_row(r: &Row<'_>) -> rusqlite::Result<(String, ChallengeView)> {
     let status: String = r.get(0)?;
+    let mode: String = r.get(10)?;
+    let delivery_status: String = r.get(11)?;
+    let leased: bool = r.get(15)?;
+    let delivery_status = match DeliveryStatus::parse_stored(&delivery_status) {
+        Some(DeliveryStatus::Queued) if leased => DeliveryStatus::Sending,
+        Some(s) => s,
+        None => DeliveryStatus::Failed,
+    };
     Ok((
         status,
         ChallengeView {
@@ -262,6 +320,13 @@ fn view_from_row(r: &Row<'_>) -> rusqlite::Result<(String, ChallengeView)> {
             created_at: r.get(7)?,
             expires_at: r.get(8)?,
             verified_at: r.get(9)?,
+            delivery: DeliveryView {
+                mode: DeliveryMode::parse(&mode).unwrap_or(DeliveryMode::Sync),
+                status: delivery_status,
+                attempts: r.get(12)?,
+                reason: r.get(13)?,
+                sent_at: r.get(14)?,
+            },
         },
     ))
 }
@@ -276,7 +341,147 @@ fn finish_view(v: Option<(String, ChallengeView)>) -> Result<Option<ChallengeVie
     }
 }
 
+/// Every quota check of a mint, counting nothing.
+fn quota_check(
+    tx: &rusqlite::Connection,
+    tenant: &TenantId,
+    recipient: &str,
+    q: &SendQuota,
+    now: Millis,
+) -> Result<Result<(), QuotaRefusal>, StoreError> {
+    let t = tenant.as_str();
+    if q.max_failures > 0 {
+        let row: Option<(u32, Millis)> = tx
+            .query_row(
+                "SELECT failures, window_start FROM recipient_failures WHERE tenant_id = ?1 AND email_canonical = ?2",
+                params![t, recipient],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((failures, start)) = row {
+            let until = start + q.recipient_window_ms;
+            if failures >= q.max_failures && until > now {
+                return Ok(Err(QuotaRefusal::Failures {
+                    retry_after_ms: until - now,
+                }));
+            }
+        }
+    }
+    if q.cooldown_ms > 0 {
+        let last: Option<Millis> = tx.query_row(
+            "SELECT MAX(at) FROM sends WHERE tenant_id = ?1 AND email_canonical = ?2",
+            params![t, recipient],
+            |r| r.get(0),
+        )?;
+        if let Some(last) = last {
+            if last + q.cooldown_ms > now {
+                return Ok(Err(QuotaRefusal::Cooldown {
+                    retry_after_ms: last + q.cooldown_ms - now,
+                }));
+            }
+        }
+    }
+    if q.recipient_max > 0 {
+        let (count, oldest): (u32, Option<Millis>) = tx.query_row(
+            "SELECT COUNT(*), MIN(at) FROM sends WHERE tenant_id = ?1 AND email_canonical = ?2 AND at > ?3",
+            params![t, recipient, now - q.recipient_window_ms],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if count >= q.recipient_max {
+            let retry = oldest.map_or(q.recipient_window_ms, |o| o + q.recipient_window_ms - now);
+            return Ok(Err(QuotaRefusal::Recipient {
+                retry_after_ms: retry,
+            }));
+        }
+    }
+    if q.tenant_max_per_hour > 0 {
+        let (count, oldest): (u32, Option<Millis>) = tx.query_row(
+            "SELECT COUNT(*), MIN(at) FROM sends WHERE tenant_id = ?1 AND at > ?2",
+            params![t, now - HOUR_MS],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if count >= q.tenant_max_per_hour {
+            let retry = oldest.map_or(HOUR_MS, |o| o + HOUR_MS - now);
+            return Ok(Err(QuotaRefusal::Tenant {
+                retry_after_ms: retry,
+            }));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Check every quota and, if all allow it, count one send (callers hold the write lock).
+fn take_send_in(
+    tx: &rusqlite::Connection,
+    tenant: &TenantId,
+    recipient: &str,
+    q: &SendQuota,
+    now: Millis,
+) -> Result<Result<(), QuotaRefusal>, StoreError> {
+    if let Err(r) = quota_check(tx, tenant, recipient, q, now)? {
+        return Ok(Err(r));
+    }
+    tx.execute(
+        "INSERT INTO sends (tenant_id, email_canonical, at) VALUES (?1, ?2, ?3)",
+        params![tenant.as_str(), recipient, now],
+    )?;
+    Ok(Ok(()))
+}
+
 impl Store for SqliteStore {
+    fn write_probe(&self) -> Result<(), StoreError> {
+        self.writer.write(|_| Ok(()))
+    }
+
+    fn insert_code(
+        &self,
+        c: &NewChallenge,
+        m: &NewOutbox,
+        q: Option<&SendQuota>,
+        now: Millis,
+    ) -> Result<Result<(), QuotaRefusal>, StoreError> {
+        self.do_insert_code(c, m, q, now)
+    }
+
+    fn claim_outbox(&self, c: &ClaimRequest) -> Result<Vec<OutboxJob>, StoreError> {
+        self.do_claim(c)
+    }
+
+    fn outbox_sent(&self, key_digest: &[u8], attempts: u32, now: Millis) -> Result<(), StoreError> {
+        self.do_sent(key_digest, attempts, now)
+    }
+
+    fn outbox_retry(
+        &self,
+        key_digest: &[u8],
+        owner: &str,
+        attempts: u32,
+        due_at: Millis,
+        reason: &str,
+        maybe_delivered: bool,
+    ) -> Result<(), StoreError> {
+        self.do_retry(key_digest, owner, attempts, due_at, reason, maybe_delivered)
+    }
+
+    fn outbox_failed(
+        &self,
+        key_digest: &[u8],
+        attempts: u32,
+        reason: &str,
+        maybe_delivered: bool,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        self.do_failed(key_digest, attempts, reason, maybe_delivered, now)
+    }
+
+    fn outbox_sweep(&self, now: Millis) -> Result<usize, StoreError> {
+        self.do_sweep(now)
+    }
+
+    fn outbox_stats(&self, now: Millis) -> Result<OutboxStats, StoreError> {
+        self.do_stats(now)
+    }
+
     fn ping(&self) -> Result<(), StoreError> {
         self.conn()?.query_row("SELECT 1", [], |_| Ok(()))?;
         Ok(())
@@ -459,8 +664,14 @@ impl Store for SqliteStore {
         if let Some(s) = &c.smtp {
             tx.execute(
                 "UPDATE tenants SET smtp_host = ?2, smtp_port = ?3, smtp_username = ?4, smtp_password = ?5, \
-                 smtp_from = ?6, smtp_tls = ?7, smtp_version = smtp_version + 1 WHERE id = ?1",
-                params![id.as_str(), s.host, s.port, s.username, s.password, s.from, s.tls],
+                 smtp_from = ?6, smtp_tls = ?7, smtp_max_connections = ?8, smtp_version = smtp_version + 1 WHERE id = ?1",
+                params![id.as_str(), s.host, s.port, s.username, s.password, s.from, s.tls, s.max_connections],
+            )?;
+        }
+        if let Some(d) = c.delivery {
+            tx.execute(
+                "UPDATE tenants SET delivery = ?2 WHERE id = ?1",
+                params![id.as_str(), d.as_str()],
             )?;
         }
         if let Some(p) = &c.policy {
@@ -543,41 +754,6 @@ impl Store for SqliteStore {
             params![new_digest, id.as_str(), now],
         )?;
         Ok(true)
-        })
-    }
-
-    fn insert_sent(&self, c: &NewChallenge, now: Millis) -> Result<(), StoreError> {
-        let c = c.clone();
-        self.writer.write(move |conn| {
-            // The sequence number is taken under SQLite's write lock: the newest accepted
-            // code of a group always has the highest one.
-            let seq: i64 = conn.query_row(
-                "INSERT INTO challenges (key_digest, tenant_id, flavor, email, email_canonical, purpose, seq, code_hash, \
-                 status, attempts, max_attempts, code_length, created_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
-                   (SELECT COALESCE(MAX(seq), 0) + 1 FROM challenges WHERE tenant_id = ?2 AND email_canonical = ?5 AND purpose = ?6 AND flavor = ?3), \
-                   ?7, 'pending', 0, ?8, ?9, ?10, ?11) RETURNING seq",
-                params![
-                    c.key_digest,
-                    c.tenant_id.as_str(),
-                    c.flavor.as_str(),
-                    c.email,
-                    c.email_canonical,
-                    c.purpose,
-                    c.code_hash,
-                    c.max_attempts,
-                    c.code_length,
-                    c.created_at,
-                    c.expires_at
-                ],
-                |r| r.get(0),
-            )?;
-            conn.execute(
-                "UPDATE challenges SET status = 'superseded', ended_at = ?6 WHERE tenant_id = ?1 AND email_canonical = ?2 \
-                 AND purpose = ?3 AND flavor = ?4 AND status = 'pending' AND seq < ?5",
-                params![c.tenant_id.as_str(), c.email_canonical, c.purpose, c.flavor.as_str(), seq, now],
-            )?;
-            Ok(())
         })
     }
 
@@ -789,7 +965,9 @@ impl Store for SqliteStore {
             tx.execute(
                 "INSERT INTO challenges (key_digest, tenant_id, flavor, email, email_canonical, purpose, seq, code_hash, \
                  status, attempts, max_attempts, code_length, created_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, 'pending', ?8, ?9, ?10, ?11, ?12)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
+                   (SELECT COALESCE(MAX(seq), 0) + 1 FROM challenges WHERE tenant_id = ?2 AND email_canonical = ?5 AND purpose = ?6 AND flavor = ?3), \
+                   ?7, 'pending', ?8, ?9, ?10, ?11, ?12)",
                 params![
                     c.key_digest, owner, c.flavor.as_str(), c.email, c.email_canonical, c.purpose, c.code_hash,
                     ic.attempts, c.max_attempts, c.code_length, c.created_at, c.expires_at
@@ -860,89 +1038,19 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> Result<Result<(), QuotaRefusal>, StoreError> {
         let (tenant, recipient, q) = (tenant.clone(), recipient.to_string(), *q);
-        self.writer.write(move |tx| {
-        let t = tenant.as_str();
-        let recipient = recipient.as_str();
-        if q.max_failures > 0 {
-            let row: Option<(u32, Millis)> = tx
-                .query_row(
-                    "SELECT failures, window_start FROM recipient_failures WHERE tenant_id = ?1 AND email_canonical = ?2",
-                    params![t, recipient],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            if let Some((failures, start)) = row {
-                let until = start + q.recipient_window_ms;
-                if failures >= q.max_failures && until > now {
-                    return Ok(Err(QuotaRefusal::Failures {
-                        retry_after_ms: until - now,
-                    }));
-                }
-            }
-        }
-        if q.cooldown_ms > 0 {
-            let last: Option<Millis> = tx.query_row(
-                "SELECT MAX(at) FROM sends WHERE tenant_id = ?1 AND email_canonical = ?2",
-                params![t, recipient],
-                |r| r.get(0),
-            )?;
-            if let Some(last) = last {
-                if last + q.cooldown_ms > now {
-                    return Ok(Err(QuotaRefusal::Cooldown {
-                        retry_after_ms: last + q.cooldown_ms - now,
-                    }));
-                }
-            }
-        }
-        if q.recipient_max > 0 {
-            let (count, oldest): (u32, Option<Millis>) = tx.query_row(
-                "SELECT COUNT(*), MIN(at) FROM sends WHERE tenant_id = ?1 AND email_canonical = ?2 AND at > ?3",
-                params![t, recipient, now - q.recipient_window_ms],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            if count >= q.recipient_max {
-                let retry =
-                    oldest.map_or(q.recipient_window_ms, |o| o + q.recipient_window_ms - now);
-                return Ok(Err(QuotaRefusal::Recipient {
-                    retry_after_ms: retry,
-                }));
-            }
-        }
-        if q.tenant_max_per_hour > 0 {
-            let (count, oldest): (u32, Option<Millis>) = tx.query_row(
-                "SELECT COUNT(*), MIN(at) FROM sends WHERE tenant_id = ?1 AND at > ?2",
-                params![t, now - HOUR_MS],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            if count >= q.tenant_max_per_hour {
-                let retry = oldest.map_or(HOUR_MS, |o| o + HOUR_MS - now);
-                return Ok(Err(QuotaRefusal::Tenant {
-                    retry_after_ms: retry,
-                }));
-            }
-        }
-        tx.execute(
-            "INSERT INTO sends (tenant_id, email_canonical, at) VALUES (?1, ?2, ?3)",
-            params![t, recipient, now],
-        )?;
-        Ok(Ok(()))
-        })
+        self.writer
+            .write(move |tx| take_send_in(tx, &tenant, &recipient, &q, now))
     }
 
-    fn refund_send(
+    fn check_quota(
         &self,
         tenant: &TenantId,
         recipient: &str,
-        at: Millis,
-    ) -> Result<(), StoreError> {
-        let (tenant, recipient) = (tenant.clone(), recipient.to_string());
-        self.writer.write(move |conn| {
-            conn.execute(
-                "DELETE FROM sends WHERE id = (SELECT id FROM sends WHERE tenant_id = ?1 AND email_canonical = ?2 AND at = ?3 LIMIT 1)",
-                params![tenant.as_str(), recipient, at],
-            )?;
-            Ok(())
-        })
+        q: &SendQuota,
+        now: Millis,
+    ) -> Result<Result<(), QuotaRefusal>, StoreError> {
+        let conn = self.conn()?;
+        quota_check(&conn, tenant, recipient, q, now)
     }
 
     fn failures_blocked(

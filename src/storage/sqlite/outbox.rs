@@ -1,0 +1,300 @@
+//! SQLite: codes with their outbox rows — insert (quota + code + message in one commit),
+//! claim with a lease, and the outcomes (sent and superseding, retry, failed with refund).
+
+use rusqlite::{params, OptionalExtension};
+
+use super::{take_send_in, SqliteStore};
+use crate::domain::keys::TenantId;
+use crate::domain::Millis;
+use crate::storage::{
+    delivery_mode_from, ClaimRequest, NewChallenge, NewOutbox, OutboxJob, OutboxStats,
+    QuotaRefusal, SendQuota, StoreError,
+};
+
+impl SqliteStore {
+    pub(super) fn do_insert_code(
+        &self,
+        c: &NewChallenge,
+        m: &NewOutbox,
+        q: Option<&SendQuota>,
+        now: Millis,
+    ) -> Result<Result<(), QuotaRefusal>, StoreError> {
+        let (c, m, q) = (c.clone(), m.clone(), q.copied());
+        self.writer.write(move |tx| {
+            if let Some(q) = &q {
+                if let Err(r) = take_send_in(tx, &c.tenant_id, &c.email_canonical, q, now)? {
+                    return Ok(Err(r));
+                }
+            }
+            // The sequence number is taken under SQLite's write lock: a later mint of the
+            // group always has a higher one.
+            tx.execute(
+                "INSERT INTO challenges (key_digest, tenant_id, flavor, email, email_canonical, purpose, seq, code_hash, \
+                 status, attempts, max_attempts, code_length, created_at, expires_at, \
+                 delivery_mode, delivery_status, delivery_attempts, sent_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
+                   (SELECT COALESCE(MAX(seq), 0) + 1 FROM challenges WHERE tenant_id = ?2 AND email_canonical = ?5 AND purpose = ?6 AND flavor = ?3), \
+                   ?7, 'pending', 0, ?8, ?9, ?10, ?11, ?12, 'queued', 0, NULL)",
+                params![
+                    c.key_digest,
+                    c.tenant_id.as_str(),
+                    c.flavor.as_str(),
+                    c.email,
+                    c.email_canonical,
+                    c.purpose,
+                    c.code_hash,
+                    c.max_attempts,
+                    c.code_length,
+                    c.created_at,
+                    c.expires_at,
+                    c.delivery_mode.as_str()
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO outbox (key_digest, tenant_id, recipient, payload, due_at, attempts, lease_until, leased_by, quota_at, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?5)",
+                params![
+                    c.key_digest,
+                    c.tenant_id.as_str(),
+                    m.recipient,
+                    m.payload,
+                    now,
+                    m.lease.as_ref().map(|l| l.until),
+                    m.lease.as_ref().map(|l| l.owner.clone()),
+                    q.map(|_| now)
+                ],
+            )?;
+            Ok(Ok(()))
+        })
+    }
+
+    pub(super) fn do_claim(&self, c: &ClaimRequest) -> Result<Vec<OutboxJob>, StoreError> {
+        let c = c.clone();
+        self.writer.write(move |tx| {
+            // Due rows of live pending codes of enabled tenants, oldest first, at most
+            // max_connections per tenant, leaving out tenants that are busy here.
+            let placeholders: String = (0..c.exclude_tenants.len())
+                .map(|i| format!(", ?{}", i + 3))
+                .collect();
+            let exclude = if c.exclude_tenants.is_empty() {
+                String::new()
+            } else {
+                format!("AND o.tenant_id NOT IN ({})", &placeholders[2..])
+            };
+            let sql = format!(
+                "SELECT key_digest, tenant_id, recipient, payload, attempts, expires_at, delivery_mode FROM ( \
+                   SELECT o.key_digest, o.tenant_id, o.recipient, o.payload, o.attempts, o.due_at, \
+                          c.expires_at, c.delivery_mode, t.smtp_max_connections AS maxc, \
+                          ROW_NUMBER() OVER (PARTITION BY o.tenant_id ORDER BY o.due_at) AS rn \
+                   FROM outbox o JOIN challenges c ON c.key_digest = o.key_digest JOIN tenants t ON t.id = o.tenant_id \
+                   WHERE o.due_at <= ?1 AND (o.lease_until IS NULL OR o.lease_until < ?1) \
+                     AND c.status = 'pending' AND c.expires_at > ?1 AND c.attempts < c.max_attempts \
+                     AND t.enabled = 1 {exclude} \
+                 ) WHERE rn <= maxc ORDER BY due_at LIMIT ?2"
+            );
+            let mut values: Vec<rusqlite::types::Value> =
+                vec![c.now.into(), i64::from(c.limit).into()];
+            for t in &c.exclude_tenants {
+                values.push(t.clone().into());
+            }
+            let mut st = tx.prepare(&sql)?;
+            let rows = st
+                .query_map(rusqlite::params_from_iter(values.iter()), |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Vec<u8>>(3)?,
+                        r.get::<_, u32>(4)?,
+                        r.get::<_, Millis>(5)?,
+                        r.get::<_, String>(6)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut out = Vec::with_capacity(rows.len());
+            let mut lease = tx.prepare_cached(
+                "UPDATE outbox SET lease_until = ?2, leased_by = ?3 WHERE key_digest = ?1",
+            )?;
+            for (key_digest, tenant, recipient, payload, attempts, expires_at, mode) in rows {
+                lease.execute(params![key_digest, c.lease.until, c.lease.owner])?;
+                out.push(OutboxJob {
+                    key_digest,
+                    tenant_id: TenantId::from_trusted(tenant),
+                    recipient,
+                    payload,
+                    attempts,
+                    expires_at,
+                    mode: delivery_mode_from(&mode)?,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    pub(super) fn do_sent(
+        &self,
+        key_digest: &[u8],
+        attempts: u32,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let key_digest = key_digest.to_vec();
+        self.writer.write(move |tx| {
+            let group: Option<(String, String, String, String, i64, String)> = tx
+                .query_row(
+                    "UPDATE challenges SET delivery_status = 'sent', delivery_attempts = ?2, delivery_reason = NULL, sent_at = ?3 \
+                     WHERE key_digest = ?1 RETURNING tenant_id, email_canonical, purpose, flavor, seq, status",
+                    params![key_digest, attempts, now],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+                )
+                .optional()?;
+            if let Some((tenant, email, purpose, flavor, seq, status)) = group {
+                // Only pending, live codes are superseded: an exhausted or expired code keeps
+                // its state (and its retention).
+                if status == "pending" || status == "verified" {
+                    tx.execute(
+                        "UPDATE challenges SET status = 'superseded', ended_at = ?6 WHERE tenant_id = ?1 AND email_canonical = ?2 \
+                         AND purpose = ?3 AND flavor = ?4 AND status = 'pending' AND seq < ?5 \
+                         AND expires_at > ?6 AND attempts < max_attempts",
+                        params![tenant, email, purpose, flavor, seq, now],
+                    )?;
+                }
+            }
+            tx.execute("DELETE FROM outbox WHERE key_digest = ?1", [&key_digest])?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn do_retry(
+        &self,
+        key_digest: &[u8],
+        owner: &str,
+        attempts: u32,
+        due_at: Millis,
+        reason: &str,
+        maybe_delivered: bool,
+    ) -> Result<(), StoreError> {
+        let (key_digest, owner, reason) =
+            (key_digest.to_vec(), owner.to_string(), reason.to_string());
+        self.writer.write(move |tx| {
+            let n = tx.execute(
+                "UPDATE outbox SET attempts = ?3, due_at = ?4, lease_until = NULL, leased_by = NULL, \
+                 maybe_delivered = maybe_delivered OR ?5 WHERE key_digest = ?1 AND leased_by = ?2",
+                params![key_digest, owner, attempts, due_at, maybe_delivered],
+            )?;
+            if n == 1 {
+                tx.execute(
+                    "UPDATE challenges SET delivery_attempts = ?2, delivery_reason = ?3 WHERE key_digest = ?1",
+                    params![key_digest, attempts, reason],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    pub(super) fn do_failed(
+        &self,
+        key_digest: &[u8],
+        attempts: u32,
+        reason: &str,
+        maybe_delivered: bool,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let (key_digest, reason) = (key_digest.to_vec(), reason.to_string());
+        self.writer.write(move |tx| {
+            fail_in(
+                tx,
+                &key_digest,
+                Some(attempts),
+                &reason,
+                maybe_delivered,
+                true,
+                now,
+            )
+        })
+    }
+
+    pub(super) fn do_sweep(&self, now: Millis) -> Result<usize, StoreError> {
+        self.writer.write(move |tx| {
+            let rows: Vec<(Vec<u8>, String, Millis, u32, u32)> = {
+                let mut st = tx.prepare(
+                    "SELECT o.key_digest, c.status, c.expires_at, c.attempts, c.max_attempts \
+                     FROM outbox o JOIN challenges c ON c.key_digest = o.key_digest \
+                     WHERE (o.lease_until IS NULL OR o.lease_until < ?1) \
+                       AND (c.status <> 'pending' OR c.expires_at <= ?1 OR c.attempts >= c.max_attempts) \
+                     LIMIT 1000",
+                )?;
+                let rows = st
+                    .query_map([now], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                rows
+            };
+            for (key, status, expires_at, attempts, max_attempts) in &rows {
+                let live = status == "pending" && *attempts < *max_attempts;
+                if live && *expires_at <= now {
+                    fail_in(tx, key, None, "expired", false, true, now)?;
+                } else {
+                    fail_in(tx, key, None, "not_sent", false, false, now)?;
+                }
+            }
+            Ok(rows.len())
+        })
+    }
+
+    pub(super) fn do_stats(&self, now: Millis) -> Result<OutboxStats, StoreError> {
+        let conn = self.conn()?;
+        let (depth, oldest): (i64, Option<Millis>) =
+            conn.query_row("SELECT COUNT(*), MIN(due_at) FROM outbox", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        Ok(OutboxStats {
+            depth: depth.max(0) as u64,
+            oldest_due_ms: oldest.map_or(0, |o| (now - o).max(0)),
+        })
+    }
+}
+
+/// Give up on a message: delivery `failed` with `reason`; the code itself becomes `failed`
+/// when `fail_code` and it is still pending; the quota charge is given back unless an attempt
+/// may have reached the relay; the outbox row goes.
+fn fail_in(
+    tx: &rusqlite::Connection,
+    key_digest: &[u8],
+    attempts: Option<u32>,
+    reason: &str,
+    maybe_delivered: bool,
+    fail_code: bool,
+    now: Millis,
+) -> Result<(), StoreError> {
+    let row: Option<(String, bool, Option<Millis>)> = tx
+        .query_row(
+            "SELECT tenant_id, maybe_delivered, quota_at FROM outbox WHERE key_digest = ?1",
+            [key_digest],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let email: Option<String> = tx
+        .query_row(
+            "UPDATE challenges SET \
+               status = CASE WHEN ?5 AND status = 'pending' THEN 'failed' ELSE status END, \
+               ended_at = CASE WHEN ?5 AND status = 'pending' THEN ?4 ELSE ended_at END, \
+               delivery_status = 'failed', delivery_reason = ?3, \
+               delivery_attempts = COALESCE(?2, delivery_attempts) \
+             WHERE key_digest = ?1 RETURNING email_canonical",
+            params![key_digest, attempts, reason, now, fail_code],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let (Some((tenant, maybe_before, Some(quota_at))), Some(email)) = (row, email) {
+        if !maybe_before && !maybe_delivered {
+            // Nothing can have reached the relay: give the send back to the quotas.
+            tx.execute(
+                "DELETE FROM sends WHERE id = (SELECT id FROM sends WHERE tenant_id = ?1 AND email_canonical = ?2 AND at = ?3 LIMIT 1)",
+                params![tenant, email, quota_at],
+            )?;
+        }
+    }
+    tx.execute("DELETE FROM outbox WHERE key_digest = ?1", [key_digest])?;
+    Ok(())
+}
