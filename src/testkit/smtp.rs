@@ -68,9 +68,14 @@ impl Received {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Normal,
+    /// 550 to every RCPT (a permanent refusal).
     RejectRecipients,
     /// Accept TCP and never answer.
     Tarpit,
+    /// Accept TCP and close it at once (a relay that is down).
+    Down,
+    /// A hostile relay: `220 ` and then bytes without a line end, as fast as they go.
+    Flood,
 }
 
 struct State {
@@ -78,6 +83,15 @@ struct State {
     notify: Notify,
     connections: AtomicUsize,
     mode: Mutex<Mode>,
+    /// How long the relay takes to accept each message (after the final `.`).
+    delay: Mutex<Duration>,
+    /// Sessions between DATA and their reply right now, and the most ever seen.
+    in_data: AtomicUsize,
+    max_in_data: AtomicUsize,
+    /// Messages still to be answered `451` (a transient refusal) at the end of DATA.
+    tempfail: AtomicUsize,
+    /// Bytes a flooding relay has written.
+    flooded: AtomicUsize,
 }
 
 pub struct TestCa {
@@ -148,6 +162,11 @@ impl SmtpServer {
             notify: Notify::new(),
             connections: AtomicUsize::new(0),
             mode: Mutex::new(Mode::Normal),
+            delay: Mutex::new(Duration::ZERO),
+            in_data: AtomicUsize::new(0),
+            max_in_data: AtomicUsize::new(0),
+            tempfail: AtomicUsize::new(0),
+            flooded: AtomicUsize::new(0),
         });
         let st = Arc::clone(&state);
         tokio::spawn(async move {
@@ -174,6 +193,26 @@ impl SmtpServer {
 
     pub fn connections(&self) -> usize {
         self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// Make the relay take `d` to accept each message (a real relay takes 50-500 ms).
+    pub fn set_delay(&self, d: Duration) {
+        *self.state.delay.lock().unwrap() = d;
+    }
+
+    /// The most sessions that were between DATA and its reply at the same time.
+    pub fn max_concurrent_in_data(&self) -> usize {
+        self.state.max_in_data.load(Ordering::SeqCst)
+    }
+
+    /// Answer the next `n` messages with `451` (try again later).
+    pub fn tempfail_next(&self, n: usize) {
+        self.state.tempfail.store(n, Ordering::SeqCst);
+    }
+
+    /// Bytes written by the flooding mode so far.
+    pub fn flooded_bytes(&self) -> usize {
+        self.state.flooded.load(Ordering::SeqCst)
     }
 
     pub fn messages(&self) -> Vec<Received> {
@@ -218,10 +257,32 @@ async fn handle(
     acceptor: TlsAcceptor,
     implicit: bool,
 ) -> std::io::Result<()> {
-    if *st.mode.lock().unwrap() == Mode::Tarpit {
-        tokio::time::sleep(Duration::from_secs(120)).await;
-        drop(tcp);
-        return Ok(());
+    let mode = *st.mode.lock().unwrap();
+    match mode {
+        Mode::Tarpit => {
+            tokio::time::sleep(Duration::from_secs(120)).await;
+            drop(tcp);
+            return Ok(());
+        }
+        Mode::Down => {
+            drop(tcp);
+            return Ok(());
+        }
+        Mode::Flood => {
+            let mut tcp = tcp;
+            tcp.write_all(b"220 ").await?;
+            let chunk = vec![b'x'; 64 * 1024];
+            // Bounded: at most 1 GiB or 60 s, or until the client hangs up.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while st.flooded.load(Ordering::SeqCst) < (1 << 30)
+                && tokio::time::Instant::now() < deadline
+            {
+                tcp.write_all(&chunk).await?;
+                st.flooded.fetch_add(chunk.len(), Ordering::SeqCst);
+            }
+            return Ok(());
+        }
+        Mode::Normal | Mode::RejectRecipients => {}
     }
     let mut stream: Box<dyn Io> = if implicit {
         Box::new(acceptor.accept(tcp).await?)
@@ -338,27 +399,35 @@ async fn session(
                 "250 ok\r\n".into()
             }
         } else if upper == "DATA" {
-            r.get_mut().write_all(b"354 go\r\n").await?;
-            let mut data = String::new();
-            loop {
-                let mut l = String::new();
-                if r.read_line(&mut l).await? == 0 {
-                    return Ok(None);
-                }
-                if l == ".\r\n" {
-                    break;
-                }
-                data.push_str(l.strip_prefix('.').unwrap_or(&l));
+            let now_in = st.in_data.fetch_add(1, Ordering::SeqCst) + 1;
+            st.max_in_data.fetch_max(now_in, Ordering::SeqCst);
+            let body = read_data(&mut r).await;
+            let delay = *st.delay.lock().unwrap();
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
             }
-            st.messages.lock().unwrap().push(Received {
-                from: from.clone(),
-                to: std::mem::take(&mut to),
-                data,
-                user: user.clone(),
-                tls,
-            });
-            st.notify.notify_waiters();
-            "250 queued\r\n".into()
+            st.in_data.fetch_sub(1, Ordering::SeqCst);
+            let Some(data) = body? else {
+                return Ok(None);
+            };
+            let tempfail = st
+                .tempfail
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if tempfail {
+                to.clear();
+                "451 try again later\r\n".into()
+            } else {
+                st.messages.lock().unwrap().push(Received {
+                    from: from.clone(),
+                    to: std::mem::take(&mut to),
+                    data,
+                    user: user.clone(),
+                    tls,
+                });
+                st.notify.notify_waiters();
+                "250 queued\r\n".into()
+            }
         } else if upper == "RSET" || upper == "NOOP" {
             "250 ok\r\n".into()
         } else if upper == "QUIT" {
@@ -368,6 +437,22 @@ async fn session(
             "502 unknown\r\n".into()
         };
         r.get_mut().write_all(reply.as_bytes()).await?;
+    }
+}
+
+/// After `354`: the message up to the final `.` (None if the client hung up).
+async fn read_data(r: &mut BufReader<Box<dyn Io>>) -> std::io::Result<Option<String>> {
+    r.get_mut().write_all(b"354 go\r\n").await?;
+    let mut data = String::new();
+    loop {
+        let mut l = String::new();
+        if r.read_line(&mut l).await? == 0 {
+            return Ok(None);
+        }
+        if l == ".\r\n" {
+            return Ok(Some(data));
+        }
+        data.push_str(l.strip_prefix('.').unwrap_or(&l));
     }
 }
 

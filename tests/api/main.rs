@@ -10,5 +10,6 @@ mod helpers;
 mod import;
 mod ops;
 mod otp;
+mod outbox;
 mod smtp;
 mod tenants;

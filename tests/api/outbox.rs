@@ -1,0 +1,341 @@
+//! Delivery at a relay's speed (API.md §10): per-tenant session bound, async mints from the
+//! durable outbox with retries, failure, restart, and each code's delivery status.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+use crate::smtp::Mode;
+
+/// Create a tenant with extra top-level fields (delivery) and smtp fields.
+async fn tenant_with(app: &TestApp, extra: Value, smtp_extra: Value) -> (String, String) {
+    let mut smtp = app.smtp_json();
+    if let Value::Object(m) = smtp_extra {
+        for (k, v) in m {
+            smtp[k] = v;
+        }
+    }
+    let mut body = json!({"name": "Acme", "smtp": smtp});
+    if let Value::Object(m) = extra {
+        for (k, v) in m {
+            body[k] = v;
+        }
+    }
+    let r = app.post("/v1/tenants", ADMIN, body).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.unwrap();
+    (
+        v["id"].as_str().unwrap().to_string(),
+        v["secret_key"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn mint_async(app: &TestApp, sk: &str, email: &str) -> String {
+    let r = app
+        .post("/v1/otp", sk, json!({"email": email, "delivery": "async"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["delivery"], "queued");
+    v["shareable_key"].as_str().unwrap().to_string()
+}
+
+async fn status(app: &TestApp, sk: &str, key: &str) -> Value {
+    let r = app.get(&format!("/v1/otp/{key}"), sk).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    r.json().await.unwrap()
+}
+
+/// Poll the code's status until `done` holds (15 s at most).
+async fn wait_status(app: &TestApp, sk: &str, key: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = status(app, sk, key).await;
+        if done(&v) {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "status never reached the expected state: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_tenant_object_shows_and_validates_max_connections_and_delivery() {
+    let app = spawn_app().await;
+    let (id, sk) = tenant_with(
+        &app,
+        json!({"delivery": "async"}),
+        json!({"max_connections": 3}),
+    )
+    .await;
+    let v: Value = app.get("/v1/tenant", &sk).await.json().await.unwrap();
+    assert_eq!(v["smtp"]["max_connections"], 3);
+    assert_eq!(v["delivery"], "async");
+    // Defaults.
+    let (_, sk2) = app.tenant().await;
+    let v: Value = app.get("/v1/tenant", &sk2).await.json().await.unwrap();
+    assert_eq!(v["smtp"]["max_connections"], 8);
+    assert_eq!(v["delivery"], "sync");
+    // Out of range or unknown: 400, nothing changes.
+    for body in [
+        json!({"smtp": {"max_connections": 0}}),
+        json!({"smtp": {"max_connections": 257}}),
+        json!({"delivery": "later"}),
+    ] {
+        let r = app.patch(&format!("/v1/tenants/{id}"), ADMIN, body).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let p: Value = r.json().await.unwrap();
+        assert_eq!(p["code"], "invalid_request");
+    }
+    let v: Value = app.get("/v1/tenant", &sk).await.json().await.unwrap();
+    assert_eq!(v["smtp"]["max_connections"], 3);
+    // The tenant may change both itself, without the password.
+    let r = app
+        .patch(
+            "/v1/tenant",
+            &sk,
+            json!({"delivery": "sync", "smtp": {"max_connections": 64}}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["smtp"]["max_connections"], 64);
+    assert_eq!(v["delivery"], "sync");
+    let mut smtp = app.smtp_json();
+    smtp["max_connections"] = json!(300);
+    let r = app
+        .post("/v1/tenants", ADMIN, json!({"name": "x", "smtp": smtp}))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn the_relay_never_sees_more_sessions_in_data_than_max_connections() {
+    let app = spawn_app_with(|s| s.smtp.pool_size = 8).await;
+    let (_, sk) = tenant_with(&app, json!({}), json!({"max_connections": 3})).await;
+    app.smtp.set_delay(Duration::from_millis(150));
+    let mints = (0..12).map(|i| {
+        let app = &app;
+        let sk = sk.clone();
+        async move {
+            app.post(
+                "/v1/otp",
+                &sk,
+                json!({"email": format!("s{i}@example.com")}),
+            )
+            .await
+            .status()
+        }
+    });
+    let statuses = futures_util::future::join_all(mints).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::CREATED),
+        "{statuses:?}"
+    );
+    // Async mints share the same bound.
+    for i in 0..12 {
+        mint_async(&app, &sk, &format!("a{i}@example.com")).await;
+    }
+    for i in 0..12 {
+        app.smtp.wait_for(&format!("a{i}@example.com"), 1).await;
+    }
+    let max = app.smtp.max_concurrent_in_data();
+    assert!(max <= 3, "the relay saw {max} sessions in DATA at once");
+    assert!(
+        max >= 2,
+        "sends never overlapped ({max}): the bound was not exercised"
+    );
+}
+
+#[tokio::test]
+async fn an_async_mint_answers_202_before_a_slow_relay_accepts_and_then_verifies() {
+    let app = spawn_app().await;
+    let (_, sk) = tenant_with(&app, json!({"delivery": "async"}), json!({})).await;
+    app.smtp.set_delay(Duration::from_secs(2));
+    let r = app
+        .post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["delivery"], "queued");
+    assert_eq!(v["code_length"], 6);
+    let key = v["shareable_key"].as_str().unwrap().to_string();
+    // Answered while the relay has accepted nothing yet.
+    assert!(app.smtp.messages().is_empty());
+    let s = status(&app, &sk, &key).await;
+    assert_eq!(s["status"], "pending");
+    assert_eq!(s["delivery"]["mode"], "async");
+    assert!(
+        s["delivery"]["status"] == "queued" || s["delivery"]["status"] == "sending",
+        "{s}"
+    );
+    let code = app.smtp.wait_for("ada@example.com", 1).await.code();
+    let s = wait_status(&app, &sk, &key, |v| v["delivery"]["status"] == "sent").await;
+    assert_eq!(s["delivery"]["attempts"], 1);
+    assert!(s["delivery"]["sent_at"].is_string());
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_transient_refusal_is_retried_with_growing_delays_until_accepted() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    app.smtp.tempfail_next(2);
+    let key = mint_async(&app, &sk, "ada@example.com").await;
+    let s = wait_status(&app, &sk, &key, |v| v["delivery"]["attempts"] == 1).await;
+    assert_eq!(s["delivery"]["status"], "queued");
+    assert_eq!(s["delivery"]["reason"], "smtp_rejected");
+    assert_eq!(s["status"], "pending");
+    // The next try is due about 1 s later (the test's clock moves only when told).
+    app.clock.advance_secs(2);
+    wait_status(&app, &sk, &key, |v| v["delivery"]["attempts"] == 2).await;
+    app.clock.advance_secs(1);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        status(&app, &sk, &key).await["delivery"]["attempts"],
+        2,
+        "the third try came before its delay"
+    );
+    app.clock.advance_secs(5);
+    let code = app.smtp.wait_for("ada@example.com", 1).await.code();
+    let s = wait_status(&app, &sk, &key, |v| v["delivery"]["status"] == "sent").await;
+    assert_eq!(s["delivery"]["attempts"], 3);
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_permanent_refusal_fails_the_code_and_the_older_one_stays_valid() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    let (older, code) = app.mint(&sk, "ada@example.com").await;
+    app.smtp.set_mode(Mode::RejectRecipients);
+    let newer = mint_async(&app, &sk, "ada@example.com").await;
+    let s = wait_status(&app, &sk, &newer, |v| v["status"] == "failed").await;
+    assert_eq!(s["delivery"]["status"], "failed");
+    assert_eq!(s["delivery"]["reason"], "smtp_rejected");
+    assert_eq!(s["delivery"]["attempts"], 1);
+    let (st, body) = app.verify(&sk, &newer, "123456").await;
+    assert_eq!(st, StatusCode::GONE);
+    assert_eq!(body["code"], "otp_failed");
+    app.smtp.set_mode(Mode::Normal);
+    assert_eq!(app.verify(&sk, &older, &code).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_failed_async_delivery_gives_the_quota_back() {
+    let app = spawn_app_with(|s| s.limits.recipient_max_sends = 1).await;
+    let (_, sk) = app.tenant().await;
+    app.smtp.set_mode(Mode::RejectRecipients);
+    let key = mint_async(&app, &sk, "ada@example.com").await;
+    wait_status(&app, &sk, &key, |v| v["status"] == "failed").await;
+    app.smtp.set_mode(Mode::Normal);
+    // Nothing reached the relay: the one allowed send is still there.
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+    let r = app
+        .post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn a_queued_message_goes_out_after_a_restart_once_the_relay_is_back() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    app.smtp.set_mode(Mode::Down);
+    let key = mint_async(&app, &sk, "ada@example.com").await;
+    let s = wait_status(&app, &sk, &key, |v| v["delivery"]["attempts"] == 1).await;
+    assert_eq!(s["delivery"]["reason"], "smtp_unreachable");
+    let app = app.restart().await;
+    app.smtp.set_mode(Mode::Normal);
+    app.clock.advance_secs(2);
+    let code = app.smtp.wait_for("ada@example.com", 1).await.code();
+    wait_status(&app, &sk, &key, |v| v["delivery"]["status"] == "sent").await;
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_sync_code_reports_its_delivery() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    let r = app
+        .post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["delivery"], "sent");
+    // The message is there when 201 arrives.
+    assert_eq!(app.smtp.count_to("ada@example.com"), 1);
+    let s = status(&app, &sk, v["shareable_key"].as_str().unwrap()).await;
+    assert_eq!(s["delivery"]["mode"], "sync");
+    assert_eq!(s["delivery"]["status"], "sent");
+    assert_eq!(s["delivery"]["attempts"], 1);
+    assert!(s["delivery"]["sent_at"].is_string());
+    assert!(s["delivery"].get("reason").is_none());
+}
+
+#[tokio::test]
+async fn the_request_overrides_the_tenant_mode_and_compat_is_always_sync() {
+    let app = spawn_app().await;
+    let (_, sk) = tenant_with(&app, json!({"delivery": "async"}), json!({})).await;
+    let r = app
+        .post(
+            "/v1/otp",
+            &sk,
+            json!({"email": "ada@example.com", "delivery": "sync"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = app
+        .post(
+            "/v1/otp",
+            &sk,
+            json!({"email": "ada@example.com", "delivery": "soon"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // An OtpMint client of an async tenant still gets its key once the message left.
+    let compat_key = "compat-secret-key-0123456789";
+    let r = app
+        .post(
+            "/reg_secretkey",
+            ADMIN,
+            json!({"secretKey": compat_key, "smtp_host": "127.0.0.1", "smtp_port": app.smtp.port,
+                   "smtp_mail": crate::smtp::SMTP_USER, "smtp_password": crate::smtp::SMTP_PASS}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app
+        .patch("/v1/tenant", compat_key, json!({"delivery": "async"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app
+        .post(
+            "/otp",
+            "",
+            json!({"mail": "bob@example.com", "secretKey": compat_key}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(app.smtp.count_to("bob@example.com"), 1);
+}
+
+#[tokio::test]
+async fn an_exhausted_code_is_not_rewritten_as_superseded() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant_with(json!({"max_attempts": 2})).await;
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    for _ in 0..2 {
+        app.verify(&sk, &key, &wrong(&code)).await;
+    }
+    app.mint(&sk, "ada@example.com").await;
+    let (st, body) = app.verify(&sk, &key, &code).await;
+    assert_eq!(st, StatusCode::GONE);
+    assert_eq!(body["code"], "attempts_exhausted");
+    assert_eq!(status(&app, &sk, &key).await["status"], "exhausted");
+}
