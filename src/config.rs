@@ -31,22 +31,48 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
-/// A config library message with every quoted value removed: a type error on a secret
-/// (`invalid type: string "…"`) would otherwise print the secret.
+/// A config library message with every value removed: a type error on a secret
+/// (`invalid type: string "…"`) would otherwise print the secret, and a TOML syntax error
+/// quotes the offending source line — whatever the secret's quoting (API.md §6.25).
 fn without_values(message: String) -> String {
+    let kept: Vec<&str> = message.lines().filter(|l| !is_source_snippet(l)).collect();
+    let message = kept.join(" ");
     let mut out = String::with_capacity(message.len());
-    let mut in_quotes = false;
-    for c in message.chars() {
-        if c == '"' {
-            if !in_quotes {
-                out.push_str("\"…\"");
+    let chars: Vec<char> = message.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let opens_single =
+            c == '\'' && (i == 0 || !chars[i - 1].is_alphanumeric()) && chars.len() > i + 1;
+        if c == '"' || opens_single {
+            match chars[i + 1..].iter().position(|&d| d == c) {
+                Some(len) => {
+                    out.push(c);
+                    out.push('…');
+                    out.push(c);
+                    i += len + 2;
+                    continue;
+                }
+                None => {
+                    // An unterminated quote: everything after it may be the value.
+                    out.push(c);
+                    out.push('…');
+                    break;
+                }
             }
-            in_quotes = !in_quotes;
-        } else if !in_quotes {
-            out.push(c);
         }
+        out.push(c);
+        i += 1;
     }
     out
+}
+
+/// A line of a TOML error's source excerpt: `  |`, `2 | token = '…`, `  |   ^`.
+fn is_source_snippet(line: &str) -> bool {
+    match line.split_once('|') {
+        Some((gutter, _)) => gutter.trim().chars().all(|c| c.is_ascii_digit()),
+        None => false,
+    }
 }
 
 fn redact<S: Serializer>(s: &SecretString, ser: S) -> Result<S::Ok, S::Error> {
@@ -562,6 +588,25 @@ mod tests {
             err.contains("previous_master_keys") || err.contains("sequence"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_syntax_error_in_a_single_quoted_secret_does_not_print_it() {
+        let dir = tempfile::tempdir().unwrap();
+        for text in [
+            "[admin]\ntoken = 'sekrit-token-value-123\n",
+            "[admin]\ntoken = \"sekrit-token-value-123\n",
+            "[admin]\ntoken = 'sekrit-token-value-123' x\n",
+            "[admin]\ntoken = '''sekrit-token-value-123\n",
+        ] {
+            let p = dir.path().join("c.toml");
+            std::fs::write(&p, text).unwrap();
+            let err = Settings::load_from(Some(&p), env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(!err.contains("sekrit"), "{err}");
+            assert!(err.contains("c.toml"), "{err}");
+        }
     }
 
     #[test]

@@ -2,6 +2,22 @@
 
 use std::net::IpAddr;
 
+/// Every `X-Forwarded-For` header line, in order, as one comma-separated list (a proxy may
+/// append its own line instead of extending the client's; API.md §6.23).
+pub fn forwarded_for(headers: &actix_web::http::header::HeaderMap) -> Option<String> {
+    let mut out = String::new();
+    for v in headers.get_all("x-forwarded-for") {
+        // A line that is not text cannot be trusted to hold addresses: read it as a
+        // malformed entry, which stops the walk at the proxy that sent it.
+        let v = v.to_str().unwrap_or("?");
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        out.push_str(v);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 /// An address or CIDR range: `10.0.0.0/8`, `::1`, `192.0.2.7`.
 pub fn parse_net(s: &str) -> Option<(IpAddr, u8)> {
     let (addr, bits) = match s.split_once('/') {
@@ -112,6 +128,19 @@ mod tests {
     }
 
     #[test]
+    fn every_forwarded_for_line_counts_in_order() {
+        use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+        let mut h = HeaderMap::new();
+        let name = HeaderName::from_static("x-forwarded-for");
+        h.append(name.clone(), HeaderValue::from_static("6.6.6.6"));
+        h.append(name, HeaderValue::from_static("198.51.100.7, 10.0.0.9"));
+        let xff = forwarded_for(&h).unwrap();
+        assert_eq!(xff, "6.6.6.6, 198.51.100.7, 10.0.0.9");
+        let t = TrustedProxies::parse(&["10.0.0.0/8".into()]);
+        assert_eq!(t.client_ip(ip("10.0.0.5"), Some(&xff)), ip("198.51.100.7"));
+    }
+
+    #[test]
     fn parse_net_forms() {
         assert!(parse_net("10.0.0.0/8").is_some());
         assert!(parse_net("::1").is_some());
@@ -136,10 +165,8 @@ impl actix_governor::KeyExtractor for ClientIpKey {
             .peer_addr()
             .map(|a| a.ip())
             .ok_or_else(|| actix_governor::SimpleKeyExtractionError::new("no peer address"))?;
-        let xff = req
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
+        let xff = forwarded_for(req.headers());
+        let xff = xff.as_deref();
         // IPv6 clients are limited per /56, the smallest block a subscriber usually gets:
         // rotating addresses inside one's own prefix buys nothing.
         Ok(match self.0.client_ip(peer, xff) {

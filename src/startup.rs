@@ -95,18 +95,41 @@ pub fn configured_master_key(settings: &Settings) -> Result<Option<MasterKey>, S
     }
     let path = resolve(Path::new(&settings.crypto.master_key_file));
     match std::fs::read_to_string(&path) {
-        Ok(s) => MasterKey::from_base64(&s).map(Some).map_err(|_| {
-            StartupError::MasterKey(format!(
-                "master key file {} does not hold base64 of 32 bytes",
-                path.display()
-            ))
-        }),
+        Ok(s) => {
+            warn_if_readable_by_others(&path);
+            MasterKey::from_base64(&s).map(Some).map_err(|_| {
+                StartupError::MasterKey(format!(
+                    "master key file {} does not hold base64 of 32 bytes",
+                    path.display()
+                ))
+            })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(StartupError::MasterKey(format!(
             "cannot read master key file {}: {e}",
             path.display()
         ))),
     }
+}
+
+/// A master key file that others than its owner can read is worth a loud line at start.
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = %format!("{mode:04o}"),
+                    "the master key file is readable by others than its owner; chmod 600 it"
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 pub fn previous_master_keys(settings: &Settings) -> Result<Vec<MasterKey>, StartupError> {

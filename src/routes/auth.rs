@@ -83,8 +83,29 @@ impl FromRequest for AdminAuth {
     }
 }
 
-/// Read the body, at most 16 KiB.
+/// When the request's body must have arrived: `server.request_timeout_seconds` after the
+/// request began (API.md §6.21).
+fn body_deadline(req: &HttpRequest) -> tokio::time::Instant {
+    let timeout = state(req)
+        .map(|st| st.services.settings.load().server.request_timeout_seconds)
+        .unwrap_or(10);
+    let started = req
+        .extensions()
+        .get::<super::RequestStart>()
+        .map(|s| s.0)
+        .unwrap_or_else(std::time::Instant::now);
+    tokio::time::Instant::from_std(started) + std::time::Duration::from_secs(timeout)
+}
+
+/// Read the body, at most 16 KiB, within the request timeout.
 pub async fn read_body(req: &HttpRequest, payload: &mut Payload) -> Result<web::Bytes, ApiError> {
+    let deadline = body_deadline(req);
+    tokio::time::timeout_at(deadline, read_body_inner(req, payload))
+        .await
+        .map_err(|_| ApiError::RequestTimeout)?
+}
+
+async fn read_body_inner(req: &HttpRequest, payload: &mut Payload) -> Result<web::Bytes, ApiError> {
     if let Some(len) = req
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -43,6 +43,11 @@ async fn object(
             body: "Payload Too Large",
             retry_after: None,
         }),
+        Err(ApiError::RequestTimeout) => Err(CompatError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            body: "Request Timeout",
+            retry_after: None,
+        }),
         Err(_) => Err(CompatError::bad(MISSING_FIELDS)),
     }
 }

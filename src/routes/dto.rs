@@ -235,6 +235,7 @@ pub enum ProblemCode {
     Overloaded,
     Unavailable,
     OtpFailed,
+    RequestTimeout,
 }
 
 #[derive(Serialize, ToSchema)]

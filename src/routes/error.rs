@@ -28,6 +28,8 @@ pub enum ApiError {
     RegistrationClosed,
     #[error("rate limited")]
     IpLimited { retry_after_secs: u64 },
+    #[error("request timeout")]
+    RequestTimeout,
 }
 
 fn problem(
@@ -121,6 +123,13 @@ impl ApiError {
                 "registration_closed",
                 "Registration closed",
                 "Tenants are created by the administrator.".into(),
+                none(),
+            ),
+            ApiError::RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "Request timeout",
+                "The request body did not arrive in time.".into(),
                 none(),
             ),
             ApiError::IpLimited { .. } => (
@@ -322,6 +331,10 @@ impl ResponseError for ApiError {
         if status == StatusCode::UNAUTHORIZED {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body is not waited for: the connection ends here.
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(secs) = self.retry_after() {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 h.insert(header::RETRY_AFTER, v);
@@ -413,6 +426,9 @@ impl ResponseError for CompatError {
         }
         if self.status == StatusCode::UNAUTHORIZED {
             b.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            b.insert_header((header::CONNECTION, "close"));
         }
         b.body(self.body)
     }

@@ -34,11 +34,8 @@ pub fn request_context(
     let client_ip = req
         .peer_addr()
         .map(|p| {
-            let xff = req
-                .headers()
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok());
-            st.proxies.client_ip(p.ip(), xff).to_string()
+            let xff = crate::limits::forwarded_for(req.headers());
+            st.proxies.client_ip(p.ip(), xff.as_deref()).to_string()
         })
         .unwrap_or_default();
     let request_id = req
@@ -53,6 +50,10 @@ pub fn request_context(
 }
 
 pub const REQUEST_ID: &str = "x-request-id";
+
+/// When the request began (its body must arrive within `server.request_timeout_seconds`).
+#[derive(Clone, Copy)]
+pub struct RequestStart(pub Instant);
 
 /// A request id: the client's if it is short and plain, else a fresh one.
 #[derive(Clone)]
@@ -87,6 +88,7 @@ async fn observe(
     let start = Instant::now();
     let id = request_id(&req);
     req.extensions_mut().insert(RequestId(id.clone()));
+    req.extensions_mut().insert(RequestStart(start));
     let method = req.method().to_string();
     let mut res = next.call(req).await?;
     let route = res

@@ -95,7 +95,39 @@ fn first_run_creates_the_database_and_a_0600_key_file() {
     }
     let text = std::fs::read_to_string(&key).unwrap();
     assert_eq!(text.trim().len(), 44, "one base64 line of 32 bytes");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // The database and its side files are private too (API.md §6.26).
+        for f in ["otpmint.db", "otpmint.db-wal", "otpmint.db-shm"] {
+            let p = dir.path().join("data").join(f);
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{f} is {mode:o}");
+        }
+    }
     drop(running);
+
+    // A key file others can read is named at start, with its mode.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut cmd = otpmint(dir.path());
+        cmd.env("OTPMINT__SERVER__BIND", "127.0.0.1:0");
+        let running = serve(cmd).unwrap();
+        drop(running);
+        let mut cmd = otpmint(dir.path());
+        cmd.args(["tenant", "list"]);
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("readable by others")
+                && err.contains("0644")
+                && err.contains("master.key"),
+            "{err}"
+        );
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
 
     // A missing key file with a non-empty database refuses to start and creates nothing.
     std::fs::remove_file(&key).unwrap();

@@ -6,6 +6,7 @@ mod abuse;
 mod binary;
 mod compat;
 mod delivery;
+mod hardening;
 mod helpers;
 mod import;
 mod ops;

@@ -197,6 +197,9 @@ impl SqliteStore {
                 })?;
             }
         }
+        // Private from the first byte: SQLite gives its -wal and -shm files the database
+        // file's mode (API.md §6.26).
+        create_private(path)?;
         // WAL is a property of the file: switch once, before the pool opens its connections
         // (concurrent switches fail with "database is locked").
         {
@@ -228,6 +231,25 @@ impl SqliteStore {
 
     fn conn(&self) -> Result<PooledConnection<SqliteConnectionManager>, StoreError> {
         Ok(self.pool.get()?)
+    }
+}
+
+/// Create `path` with mode 0600 if it does not exist yet.
+pub(crate) fn create_private(path: &Path) -> Result<(), StoreError> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    match opts.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Unavailable(format!(
+            "cannot create {}: {e}",
+            path.display()
+        ))),
     }
 }
 
@@ -570,6 +592,7 @@ impl Store for SqliteStore {
             return Err(StoreError::Conflict("the backup file already exists"));
         }
         let conn = self.conn()?;
+        create_private(path)?;
         let mut dst = rusqlite::Connection::open(path)?;
         {
             let backup = rusqlite::backup::Backup::new(&conn, &mut dst)?;

@@ -1,0 +1,218 @@
+//! Hardening found by an attack (API.md §6 items 21-24): a hostile relay cannot grow memory,
+//! a stalled client is cut off, every X-Forwarded-For line counts, and a database that
+//! cannot be written answers 503.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::*;
+use crate::smtp::Mode;
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_relay_flooding_one_endless_line_fails_the_delivery_without_growing_memory() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    app.smtp.set_mode(Mode::Flood);
+    let before = rss_kib();
+    let sampler = tokio::spawn(async move {
+        let mut peak = 0;
+        for _ in 0..100 {
+            peak = peak.max(rss_kib());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        peak
+    });
+    let r = app
+        .post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["reason"], "smtp_rejected");
+    let peak = sampler.await.unwrap();
+    // Other tests run in this process too: allow them room, but not a flood's worth.
+    assert!(
+        peak.saturating_sub(before) < 100 * 1024,
+        "RSS grew from {before} KiB to {peak} KiB"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let flooded = app.smtp.flooded_bytes();
+    assert!(
+        flooded < 32 << 20,
+        "the relay could write {flooded} bytes before we hung up"
+    );
+}
+
+/// Read until the server answers or closes; the bytes read (empty when it just closed).
+async fn answer_or_close(s: &mut TcpStream, within: Duration) -> Result<String, &'static str> {
+    let mut buf = vec![0u8; 4096];
+    match tokio::time::timeout(within, s.read(&mut buf)).await {
+        Ok(Ok(n)) => Ok(String::from_utf8_lossy(&buf[..n]).to_string()),
+        Ok(Err(_)) => Ok(String::new()),
+        Err(_) => Err("the server still holds the stalled connection"),
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_stalls_its_body_or_headers_is_cut_off() {
+    let app = spawn_app_with(|s| s.server.request_timeout_seconds = 1).await;
+    let (_, sk) = app.tenant().await;
+    let port = app.addr.rsplit(':').next().unwrap().to_string();
+    // A body promised at 16 000 bytes, one byte sent.
+    let mut s = TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    s.write_all(
+        format!(
+            "POST /v1/otp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Authorization: Bearer {sk}\r\nContent-Length: 16000\r\n\r\n{{"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let got = answer_or_close(&mut s, Duration::from_secs(6))
+        .await
+        .unwrap();
+    assert!(
+        got.is_empty() || got.starts_with("HTTP/1.1 408"),
+        "unexpected answer {got}"
+    );
+    // Headers that never end.
+    let mut s = TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    s.write_all(b"POST /v1/otp HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let got = answer_or_close(&mut s, Duration::from_secs(6))
+        .await
+        .unwrap();
+    assert!(
+        got.is_empty() || got.starts_with("HTTP/1.1 408"),
+        "unexpected answer {got}"
+    );
+    // The server still serves.
+    assert_eq!(app.get("/healthz", "").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn open_connections_per_worker_are_bounded() {
+    let app = spawn_app_with(|s| {
+        s.server.workers = 1;
+        s.server.max_connections_per_worker = 2;
+        s.server.request_timeout_seconds = 3;
+    })
+    .await;
+    let port = app.addr.rsplit(':').next().unwrap().to_string();
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        idle.push(
+            TcpStream::connect(format!("127.0.0.1:{port}"))
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Both slots are held: a third client waits in the backlog.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(1000))
+        .build()
+        .unwrap();
+    assert!(
+        client
+            .get(format!("{}/healthz", app.addr))
+            .send()
+            .await
+            .is_err(),
+        "a connection beyond the bound was served"
+    );
+    // The idle ones are cut off after the request timeout; then service resumes.
+    for s in &mut idle {
+        answer_or_close(s, Duration::from_secs(8)).await.unwrap();
+    }
+    drop(idle);
+    let r = reqwest::Client::new()
+        .get(format!("{}/healthz", app.addr))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn every_forwarded_for_line_counts_for_the_client_ip() {
+    let app = spawn_app_with(|s| s.server.trusted_proxies = vec!["127.0.0.1".into()]).await;
+    let (_, sk) = app.tenant().await;
+    // The client forged the first line; the trusted proxy appended its own.
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.append("x-forwarded-for", "6.6.6.6".parse().unwrap());
+    headers.append("x-forwarded-for", "198.51.100.7".parse().unwrap());
+    let r = app
+        .client
+        .post(format!("{}/v1/otp", app.addr))
+        .bearer_auth(&sk)
+        .headers(headers)
+        .json(&json!({"email": "ada@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = app.get("/v1/tenant/audit", &sk).await.json().await.unwrap();
+    let mint = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"] == "mint")
+        .unwrap()
+        .clone();
+    assert_eq!(mint["client_ip"], "198.51.100.7", "{mint}");
+}
+
+#[tokio::test]
+async fn a_database_held_locked_answers_503_and_readyz_follows() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    let db = app.db_path();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("BEGIN IMMEDIATE").unwrap();
+        locked_tx.send(()).unwrap();
+        let _ = release_rx.recv_timeout(Duration::from_secs(60));
+        c.execute_batch("ROLLBACK").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    let (ready, mint) = tokio::join!(
+        app.get("/readyz", ""),
+        app.post("/v1/otp", &sk, json!({"email": "bob@example.com"}))
+    );
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(mint.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(mint.headers().contains_key("retry-after"));
+    let v: Value = mint.json().await.unwrap();
+    assert_eq!(v["code"], "unavailable");
+    // Nothing was sent for the refused mint.
+    assert_eq!(app.smtp.count_to("bob@example.com"), 0);
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    assert_eq!(app.get("/readyz", "").await.status(), StatusCode::OK);
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+    app.mint(&sk, "bob@example.com").await;
+}
