@@ -19,42 +19,16 @@ pub fn forwarded_for(headers: &actix_web::http::header::HeaderMap) -> Option<Str
 }
 
 /// An address or CIDR range: `10.0.0.0/8`, `::1`, `192.0.2.7`.
-pub fn parse_net(s: &str) -> Option<(IpAddr, u8)> {
-    let (addr, bits) = match s.split_once('/') {
-        Some((a, b)) => (a, Some(b.parse::<u8>().ok()?)),
-        None => (s, None),
-    };
-    let ip: IpAddr = addr.trim().parse().ok()?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    let bits = bits.unwrap_or(max);
-    (bits <= max).then_some((ip, bits))
-}
-
-fn in_net(ip: IpAddr, (net, bits): (IpAddr, u8)) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = if bits == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(bits))
-            };
-            (u32::from(a) & mask) == (u32::from(n) & mask)
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = if bits == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(bits))
-            };
-            (u128::from(a) & mask) == (u128::from(n) & mask)
-        }
-        _ => false,
-    }
+pub fn parse_net(s: &str) -> Option<ipnet::IpNet> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 /// The configured trusted proxies.
 #[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(Vec<(IpAddr, u8)>);
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
 
 impl TrustedProxies {
     pub fn parse(list: &[String]) -> TrustedProxies {
@@ -63,7 +37,7 @@ impl TrustedProxies {
 
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
-        self.0.iter().any(|n| in_net(ip, *n))
+        self.0.iter().any(|n| n.contains(&ip))
     }
 
     /// The client address: the peer, unless the peer is a trusted proxy; then the right-most

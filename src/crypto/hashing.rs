@@ -188,7 +188,7 @@ impl Hasher {
                 let mut h = Sha256::new();
                 h.update(&salt);
                 h.update(code.as_bytes());
-                let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+                let hex = hex::encode(h.finalize());
                 self.verify(slot, &hex, &format!("${phc}")).await
             }
         }

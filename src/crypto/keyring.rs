@@ -65,7 +65,7 @@ impl MasterKey {
         };
         mac.update(b"otpmint master key id v1");
         let out = mac.finalize().into_bytes();
-        out[..8].iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(&out[..8])
     }
 
     fn cipher(&self) -> Aes256Gcm {

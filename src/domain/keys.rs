@@ -2,8 +2,28 @@
 
 use std::fmt;
 
-use rand::{distributions::Alphanumeric, rngs::OsRng, Rng};
+use rand::{rngs::OsRng, RngCore};
 use secrecy::{ExposeSecret, SecretString};
+
+const BASE62: [char; 62] = [
+    '0', '1', '2', '3', '4', '5', '6', '7', '8', '9', 'A', 'B', 'C', 'D', 'E', 'F', 'G', 'H', 'I',
+    'J', 'K', 'L', 'M', 'N', 'O', 'P', 'Q', 'R', 'S', 'T', 'U', 'V', 'W', 'X', 'Y', 'Z', 'a', 'b',
+    'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o', 'p', 'q', 'r', 's', 't', 'u',
+    'v', 'w', 'x', 'y', 'z',
+];
+
+/// Random bytes for nanoid, from the OS CSPRNG.
+fn os_bytes(n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    OsRng.fill_bytes(&mut v);
+    v
+}
+
+/// `n` characters of `alphabet`, uniformly (nanoid's masking, no modulo bias), from the OS
+/// CSPRNG: the one constructor of every random identifier.
+fn random_from(alphabet: &[char], n: usize) -> String {
+    nanoid::format(os_bytes, alphabet, n)
+}
 
 /// `n` random base62 characters from the OS CSPRNG.
 pub fn random_id(n: usize) -> String {
@@ -11,19 +31,11 @@ pub fn random_id(n: usize) -> String {
 }
 
 fn random_alnum(n: usize) -> String {
-    OsRng
-        .sample_iter(&Alphanumeric)
-        .take(n)
-        .map(char::from)
-        .collect()
+    random_from(&BASE62, n)
 }
 
 fn random_letters(n: usize) -> String {
-    const LETTERS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut rng = OsRng;
-    (0..n)
-        .map(|_| char::from(LETTERS[rng.gen_range(0..LETTERS.len())]))
-        .collect()
+    random_from(&BASE62[10..], n)
 }
 
 /// `tnt_` + 20 base62 characters.

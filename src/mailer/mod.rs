@@ -24,7 +24,6 @@ use lettre::transport::smtp::client::{
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::{Address, Message};
-use rand::{distributions::Alphanumeric, rngs::OsRng, Rng};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use secrecy::{ExposeSecret, SecretString};
@@ -624,11 +623,7 @@ fn render(
 
 /// A fresh `<random@sender-domain>` Message-ID.
 pub fn new_message_id(from: &str) -> String {
-    let id: String = OsRng
-        .sample_iter(&Alphanumeric)
-        .take(24)
-        .map(char::from)
-        .collect();
+    let id = crate::domain::keys::random_id(24);
     format!("<{id}@{}>", hello_name(from))
 }
 

@@ -14,7 +14,6 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpMessage, HttpResponse};
-use rand::{distributions::Alphanumeric, rngs::OsRng, Rng};
 
 use crate::domain::keys::TenantId;
 use crate::service::Services;
@@ -70,13 +69,7 @@ fn request_id(req: &ServiceRequest) -> String {
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         })
         .map(str::to_string)
-        .unwrap_or_else(|| {
-            OsRng
-                .sample_iter(&Alphanumeric)
-                .take(20)
-                .map(char::from)
-                .collect()
-        })
+        .unwrap_or_else(|| crate::domain::keys::random_id(20))
 }
 
 /// Request id in and out, and one access-log line per request (route pattern, never the

@@ -221,13 +221,7 @@ impl Services {
             let stored = self.hasher.wrap_legacy_sha256(salt, &hash).await?;
             let key_digest = lookup_digest(self.keyring.get().pepper(), KEY_LABEL, key.expose());
             // Its own failure-budget bucket; never the raw key (only digests are stored).
-            let canonical = format!(
-                "otpmint-import:{}",
-                key_digest
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>()
-            );
+            let canonical = format!("otpmint-import:{}", hex::encode(&key_digest));
             codes.push(ImportedCode {
                 owner_secret_digest: owner,
                 attempts: tries.unwrap_or(0).clamp(0, i64::from(max)) as u32,

@@ -92,6 +92,11 @@ struct State {
     tempfail: AtomicUsize,
     /// Bytes a flooding relay has written.
     flooded: AtomicUsize,
+    /// NOOP commands received (a client probing pooled connections).
+    noops: AtomicUsize,
+    /// Hang up right after accepting a message, without a word (a relay that ends idle
+    /// sessions early).
+    hang_up_after_message: std::sync::atomic::AtomicBool,
 }
 
 pub struct TestCa {
@@ -167,6 +172,8 @@ impl SmtpServer {
             max_in_data: AtomicUsize::new(0),
             tempfail: AtomicUsize::new(0),
             flooded: AtomicUsize::new(0),
+            noops: AtomicUsize::new(0),
+            hang_up_after_message: std::sync::atomic::AtomicBool::new(false),
         });
         let st = Arc::clone(&state);
         tokio::spawn(async move {
@@ -208,6 +215,16 @@ impl SmtpServer {
     /// Answer the next `n` messages with `451` (try again later).
     pub fn tempfail_next(&self, n: usize) {
         self.state.tempfail.store(n, Ordering::SeqCst);
+    }
+
+    /// Close each session right after accepting its message.
+    pub fn set_hang_up_after_message(&self, on: bool) {
+        self.state.hang_up_after_message.store(on, Ordering::SeqCst);
+    }
+
+    /// NOOP commands received so far.
+    pub fn noops(&self) -> usize {
+        self.state.noops.load(Ordering::SeqCst)
     }
 
     /// Bytes written by the flooding mode so far.
@@ -426,9 +443,16 @@ async fn session(
                     tls,
                 });
                 st.notify.notify_waiters();
+                if st.hang_up_after_message.load(Ordering::SeqCst) {
+                    r.get_mut().write_all(b"250 queued\r\n").await?;
+                    return Ok(None);
+                }
                 "250 queued\r\n".into()
             }
         } else if upper == "RSET" || upper == "NOOP" {
+            if upper == "NOOP" {
+                st.noops.fetch_add(1, Ordering::SeqCst);
+            }
             "250 ok\r\n".into()
         } else if upper == "QUIT" {
             r.get_mut().write_all(b"221 bye\r\n").await?;

@@ -66,6 +66,33 @@ async fn connections_are_pooled_and_reused() {
 }
 
 #[tokio::test]
+async fn a_connection_used_moments_ago_is_reused_without_a_noop_probe() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    for i in 0..5 {
+        app.mint(&sk, &format!("user{i}@example.com")).await;
+    }
+    assert_eq!(app.smtp.connections(), 1);
+    // Four round trips per message on a warm connection (MAIL, RCPT, DATA, body), not five.
+    assert_eq!(app.smtp.noops(), 0);
+}
+
+#[tokio::test]
+async fn a_reused_connection_found_dead_before_data_is_retried_once_on_a_fresh_one() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    app.smtp.set_hang_up_after_message(true);
+    for i in 0..3 {
+        // Each mint finds the pooled connection closed by the relay: MAIL FROM fails, the
+        // message goes on a fresh connection, and the mint succeeds.
+        let (key, code) = app.mint(&sk, &format!("user{i}@example.com")).await;
+        assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+    }
+    assert_eq!(app.smtp.connections(), 3);
+    assert_eq!(app.smtp.messages().len(), 3, "nothing sent twice");
+}
+
+#[tokio::test]
 async fn an_untrusted_certificate_fails_as_smtp_tls() {
     let app = spawn_app().await;
     let stranger = SmtpServer::start().await; // its CA is not trusted by the app

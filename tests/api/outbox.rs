@@ -339,3 +339,21 @@ async fn an_exhausted_code_is_not_rewritten_as_superseded() {
     assert_eq!(body["code"], "attempts_exhausted");
     assert_eq!(status(&app, &sk, &key).await["status"], "exhausted");
 }
+
+#[tokio::test]
+async fn a_queued_message_is_sealed_at_rest() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    app.smtp.set_mode(Mode::Down);
+    let key = mint_async(&app, &sk, "ada@example.com").await;
+    wait_status(&app, &sk, &key, |v| v["delivery"]["attempts"] == 1).await;
+    // The message (it holds the code) waits in the outbox, sealed with the data key.
+    let mut bytes = std::fs::read(app.db_path()).unwrap();
+    bytes.extend(std::fs::read(app.dir.path().join("otpmint.db-wal")).unwrap_or_default());
+    let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    assert!(has(b"CREATE TABLE outbox"), "not the database file");
+    assert!(
+        !has(b"verification code"),
+        "a queued message is readable at rest"
+    );
+}

@@ -28,6 +28,7 @@ const VIEW_COLS: &str =
      delivery_reason, sent_at, \
      EXISTS(SELECT 1 FROM outbox o WHERE o.key_digest = challenges.key_digest AND o.leased_by IS NOT NULL)";
 const HOUR_MS: Millis = 3_600_000;
+const MINUTE_MS: Millis = 60_000;
 
 pub struct SqliteStore {
     pool: Pool<SqliteConnectionManager>,
@@ -417,13 +418,15 @@ fn quota_check(
         }
     }
     if q.tenant_max_per_hour > 0 {
-        let (count, oldest): (u32, Option<Millis>) = tx.query_row(
-            "SELECT COUNT(*), MIN(at) FROM sends WHERE tenant_id = ?1 AND at > ?2",
-            params![t, now - HOUR_MS],
+        // Per-minute counters: at most 61 rows, whatever the tenant's volume.
+        let (count, oldest): (u32, Option<i64>) = tx.query_row(
+            "SELECT COALESCE(SUM(sends), 0), MIN(minute) FROM tenant_send_minutes \
+             WHERE tenant_id = ?1 AND minute > ?2 AND sends > 0",
+            params![t, (now - HOUR_MS).div_euclid(MINUTE_MS)],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         if count >= q.tenant_max_per_hour {
-            let retry = oldest.map_or(HOUR_MS, |o| o + HOUR_MS - now);
+            let retry = oldest.map_or(HOUR_MS, |m| (m + 1) * MINUTE_MS + HOUR_MS - now);
             return Ok(Err(QuotaRefusal::Tenant {
                 retry_after_ms: retry,
             }));
@@ -446,6 +449,11 @@ fn take_send_in(
     tx.execute(
         "INSERT INTO sends (tenant_id, email_canonical, at) VALUES (?1, ?2, ?3)",
         params![tenant.as_str(), recipient, now],
+    )?;
+    tx.execute(
+        "INSERT INTO tenant_send_minutes (tenant_id, minute, sends) VALUES (?1, ?2, 1) \
+         ON CONFLICT (tenant_id, minute) DO UPDATE SET sends = sends + 1",
+        params![tenant.as_str(), now.div_euclid(MINUTE_MS)],
     )?;
     Ok(Ok(()))
 }
@@ -939,6 +947,10 @@ impl Store for SqliteStore {
                 [before],
             )?;
             conn.execute("DELETE FROM sends WHERE at < ?1", [sends_before])?;
+            conn.execute(
+                "DELETE FROM tenant_send_minutes WHERE minute < ?1",
+                [sends_before.div_euclid(MINUTE_MS)],
+            )?;
             conn.execute("DELETE FROM recipient_failures WHERE window_start < ?1", [sends_before])?;
             Ok(n)
         })

@@ -69,37 +69,37 @@ impl SqliteStore {
     }
 
     pub(super) fn do_claim(&self, c: &ClaimRequest) -> Result<Vec<OutboxJob>, StoreError> {
+        // A read first: most polls find nothing due, and need no write lock for that.
+        {
+            let conn = self.conn()?;
+            let due: bool = conn.query_row(
+                "SELECT EXISTS(SELECT 1 FROM outbox WHERE due_at <= ?1 AND (lease_until IS NULL OR lease_until < ?1))",
+                [c.now],
+                |r| r.get(0),
+            )?;
+            if !due {
+                return Ok(Vec::new());
+            }
+        }
         let c = c.clone();
         self.writer.write(move |tx| {
-            // Due rows of live pending codes of enabled tenants, oldest first, at most
-            // max_connections per tenant, leaving out tenants that are busy here.
-            let placeholders: String = (0..c.exclude_tenants.len())
-                .map(|i| format!(", ?{}", i + 3))
-                .collect();
-            let exclude = if c.exclude_tenants.is_empty() {
-                String::new()
-            } else {
-                format!("AND o.tenant_id NOT IN ({})", &placeholders[2..])
-            };
-            let sql = format!(
-                "SELECT key_digest, tenant_id, recipient, payload, attempts, expires_at, delivery_mode FROM ( \
-                   SELECT o.key_digest, o.tenant_id, o.recipient, o.payload, o.attempts, o.due_at, \
-                          c.expires_at, c.delivery_mode, t.smtp_max_connections AS maxc, \
-                          ROW_NUMBER() OVER (PARTITION BY o.tenant_id ORDER BY o.due_at) AS rn \
-                   FROM outbox o JOIN challenges c ON c.key_digest = o.key_digest JOIN tenants t ON t.id = o.tenant_id \
-                   WHERE o.due_at <= ?1 AND (o.lease_until IS NULL OR o.lease_until < ?1) \
-                     AND c.status = 'pending' AND c.expires_at > ?1 AND c.attempts < c.max_attempts \
-                     AND t.enabled = 1 {exclude} \
-                 ) WHERE rn <= maxc ORDER BY due_at LIMIT ?2"
-            );
-            let mut values: Vec<rusqlite::types::Value> =
-                vec![c.now.into(), i64::from(c.limit).into()];
-            for t in &c.exclude_tenants {
-                values.push(t.clone().into());
-            }
-            let mut st = tx.prepare(&sql)?;
+            // Due rows of live pending codes of enabled tenants, oldest first. CROSS JOIN
+            // keeps the outbox (by its due_at index) as the outer loop: the outbox is small,
+            // the codes table is not.
+            let mut st = tx.prepare_cached(
+                "SELECT o.key_digest, o.tenant_id, o.recipient, o.payload, o.attempts, c.expires_at, \
+                        c.delivery_mode, t.smtp_max_connections \
+                 FROM outbox o CROSS JOIN challenges c CROSS JOIN tenants t \
+                 WHERE c.key_digest = o.key_digest AND t.id = o.tenant_id \
+                   AND o.due_at <= ?1 AND (o.lease_until IS NULL OR o.lease_until < ?1) \
+                   AND c.status = 'pending' AND c.expires_at > ?1 AND c.attempts < c.max_attempts \
+                   AND t.enabled = 1 \
+                 ORDER BY o.due_at LIMIT ?2",
+            )?;
+            // Look further than the limit, so that tenants capped below are not all we see.
+            let scan = i64::from(c.limit).saturating_mul(4);
             let rows = st
-                .query_map(rusqlite::params_from_iter(values.iter()), |r| {
+                .query_map(params![c.now, scan], |r| {
                     Ok((
                         r.get::<_, Vec<u8>>(0)?,
                         r.get::<_, String>(1)?,
@@ -108,14 +108,31 @@ impl SqliteStore {
                         r.get::<_, u32>(4)?,
                         r.get::<_, Millis>(5)?,
                         r.get::<_, String>(6)?,
+                        r.get::<_, u32>(7)?,
                     ))
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
-            let mut out = Vec::with_capacity(rows.len());
+            let mut per_tenant: std::collections::HashMap<String, u32> =
+                std::collections::HashMap::new();
+            let mut out = Vec::new();
             let mut lease = tx.prepare_cached(
                 "UPDATE outbox SET lease_until = ?2, leased_by = ?3 WHERE key_digest = ?1",
             )?;
-            for (key_digest, tenant, recipient, payload, attempts, expires_at, mode) in rows {
+            for (key_digest, tenant, recipient, payload, attempts, expires_at, mode, maxc) in rows
+            {
+                if out.len() as u32 >= c.limit {
+                    break;
+                }
+                // Tenants whose sessions are all busy here wait; others get at most their
+                // max_connections per claim.
+                if c.exclude_tenants.contains(&tenant) {
+                    continue;
+                }
+                let n = per_tenant.entry(tenant.clone()).or_insert(0);
+                if *n >= maxc.max(1) {
+                    continue;
+                }
+                *n += 1;
                 lease.execute(params![key_digest, c.lease.until, c.lease.owner])?;
                 out.push(OutboxJob {
                     key_digest,
@@ -292,6 +309,10 @@ fn fail_in(
             tx.execute(
                 "DELETE FROM sends WHERE id = (SELECT id FROM sends WHERE tenant_id = ?1 AND email_canonical = ?2 AND at = ?3 LIMIT 1)",
                 params![tenant, email, quota_at],
+            )?;
+            tx.execute(
+                "UPDATE tenant_send_minutes SET sends = sends - 1 WHERE tenant_id = ?1 AND minute = ?2 AND sends > 0",
+                params![tenant, quota_at.div_euclid(60_000)],
             )?;
         }
     }
