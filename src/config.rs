@@ -126,6 +126,11 @@ pub struct ServerSettings {
 pub struct DatabaseSettings {
     pub url: String,
     pub pool_size: u32,
+    /// PEM file of CA certificates trusted (besides the system roots) for PostgreSQL with
+    /// `sslmode=verify-full`; empty for none.
+    pub tls_ca_file: String,
+    /// PostgreSQL: how long to wait to connect or for a pooled connection.
+    pub timeout_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -237,10 +242,11 @@ pub struct LogSettings {
     pub level: String,
 }
 
-/// Where the SQLite database lives.
+/// Where the database lives: a SQLite file, or a PostgreSQL server (the URL as given).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatabaseLocation {
     Sqlite(PathBuf),
+    Postgres(String),
 }
 
 impl Settings {
@@ -347,6 +353,12 @@ impl Settings {
         }
         self.database_location()?;
         range("database.pool_size", self.database.pool_size.into(), 1, 256)?;
+        range(
+            "database.timeout_seconds",
+            self.database.timeout_seconds,
+            1,
+            300,
+        )?;
         range("otp.code_length", self.otp.code_length.into(), 4, 10)?;
         range("otp.ttl_seconds", self.otp.ttl_seconds.into(), 1, 86_400)?;
         range("otp.max_attempts", self.otp.max_attempts.into(), 1, 20)?;
@@ -436,14 +448,17 @@ impl Settings {
         Ok(())
     }
 
-    /// `database.url` parsed: `sqlite://rel/path.db` or `sqlite:///abs/path.db`.
+    /// `database.url` parsed: `sqlite://rel/path.db`, `sqlite:///abs/path.db`, or
+    /// `postgres://…` / `postgresql://…` (checked further when connecting).
     pub fn database_location(&self) -> Result<DatabaseLocation, ConfigError> {
         let url = self.database.url.trim();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(DatabaseLocation::Postgres(url.to_string()));
+        }
         let Some(rest) = url.strip_prefix("sqlite://") else {
             return Err(ConfigError::Invalid {
                 key: "database.url".into(),
-                message: "must start with sqlite:// (postgres arrives with the scale-out work)"
-                    .into(),
+                message: "must start with sqlite://, postgres:// or postgresql://".into(),
             });
         };
         if rest.is_empty() || rest == "/" {

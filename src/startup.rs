@@ -17,6 +17,7 @@ use crate::mailer::host_policy::HostPolicy;
 use crate::mailer::Mailer;
 use crate::routes::{app, AppState};
 use crate::service::Services;
+use crate::storage::postgres::{PgOptions, PgStore};
 use crate::storage::sqlite::SqliteStore;
 use crate::storage::Store;
 
@@ -51,6 +52,13 @@ pub fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartupError> {
             &resolve(&path),
             settings.database.pool_size,
         )?)),
+        DatabaseLocation::Postgres(url) => Ok(Arc::new(PgStore::open(&PgOptions {
+            url,
+            pool_size: settings.database.pool_size,
+            tls_ca_file: (!settings.database.tls_ca_file.is_empty())
+                .then(|| resolve(Path::new(&settings.database.tls_ca_file))),
+            timeout: Duration::from_secs(settings.database.timeout_seconds),
+        })?)),
     }
 }
 
@@ -183,8 +191,17 @@ pub fn open_keyring(
 
 /// Build the services (store, keyring, hashing pool, mailer) without any HTTP.
 pub fn build_services(settings: Settings, clock: Arc<dyn Clock>) -> Result<Services, StartupError> {
-    let store = open_store(&settings)?;
-    let keyring = open_keyring(&settings, store.as_ref(), clock.now())?;
+    // Blocking database work on a plain thread: this may be called from async code, where
+    // the PostgreSQL client must not block.
+    let (store, keyring) = std::thread::scope(|s| {
+        s.spawn(|| -> Result<_, StartupError> {
+            let store = open_store(&settings)?;
+            let keyring = open_keyring(&settings, store.as_ref(), clock.now())?;
+            Ok((store, keyring))
+        })
+        .join()
+        .unwrap_or_else(|_| Err(StartupError::Other("opening the database panicked".into())))
+    })?;
     let hasher = Hasher::new(
         &settings.hashing,
         settings.max_hashing_threads(),

@@ -1,5 +1,7 @@
-//! Storage: the `Store` trait, the only door to persisted state, and its SQLite implementation.
+//! Storage: the `Store` trait, the only door to persisted state, and its two
+//! implementations: SQLite (embedded, one instance) and PostgreSQL (any number of instances).
 
+pub mod postgres;
 pub mod sqlite;
 
 use crate::crypto::keyring::WrappedKey;
@@ -20,6 +22,10 @@ pub enum StoreError {
     Unavailable(String),
     #[error("database: {0}")]
     Sqlite(rusqlite::Error),
+    #[error("database: {0}")]
+    Postgres(::postgres::Error),
+    #[error("{0}")]
+    Unsupported(&'static str),
     #[error("migration: {0}")]
     Migration(String),
     #[error("stored data is inconsistent: {0}")]

@@ -30,7 +30,10 @@ pub fn test_settings(dir: &std::path::Path, smtp: &SmtpServer) -> Settings {
     let mut s = Settings::load_from(None, Vec::<(String, String)>::new()).unwrap();
     s.server.bind = "127.0.0.1:0".into();
     s.server.workers = 2;
-    s.database.url = format!("sqlite://{}", dir.join("otpmint.db").display());
+    s.database.url = match postgres_base_url() {
+        Some(base) => fresh_pg_database(&base),
+        None => format!("sqlite://{}", dir.join("otpmint.db").display()),
+    };
     s.crypto.master_key_file = dir.join("master.key").display().to_string();
     s.admin.token = SecretString::from(ADMIN.to_string());
     s.smtp.allow_private_hosts = true;
@@ -106,6 +109,48 @@ impl TestApp {
 
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("otpmint.db")
+    }
+
+    /// Everything the database holds at rest: SQLite's file and WAL, or on PostgreSQL every
+    /// table's rows as text with each bytea value decoded to its bytes.
+    pub fn stored_bytes(&self) -> Vec<u8> {
+        if !on_postgres() {
+            let mut bytes = std::fs::read(self.db_path()).unwrap();
+            bytes.extend(std::fs::read(self.dir.path().join("otpmint.db-wal")).unwrap_or_default());
+            return bytes;
+        }
+        let url = self.settings.database.url.clone();
+        let text = pg_blocking(move || {
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            let tables = c
+                .query(
+                    "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'",
+                    &[],
+                )
+                .unwrap();
+            let mut text = String::new();
+            for t in tables {
+                let name: String = t.get(0);
+                for r in c
+                    .query(&format!("SELECT t::text FROM \"{name}\" t"), &[])
+                    .unwrap()
+                {
+                    text.push_str(&r.get::<_, String>(0));
+                    text.push('\n');
+                }
+            }
+            text
+        });
+        let mut bytes = text.clone().into_bytes();
+        // bytea prints as \x followed by hex digits
+        for part in text.split("\\x").skip(1) {
+            let hex: String = part.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+            for i in (0..hex.len() / 2).map(|i| i * 2) {
+                bytes.push(u8::from_str_radix(&hex[i..i + 2], 16).unwrap());
+            }
+            bytes.push(b'\n');
+        }
+        bytes
     }
 
     /// Stop this server and start another on the same database, key and SMTP server.
@@ -231,6 +276,86 @@ impl TestApp {
         let s = r.status();
         (s, r.json().await.unwrap_or(Value::Null))
     }
+}
+
+/// The PostgreSQL server this suite runs on: `Some` only in the `api_postgres` run (the same
+/// tests, built a second time from tests/api_postgres when `OTPMINT_TEST_POSTGRES_URL` is set).
+pub fn postgres_base_url() -> Option<String> {
+    if env!("CARGO_CRATE_NAME") != "api_postgres" {
+        return None;
+    }
+    Some(std::env::var("OTPMINT_TEST_POSTGRES_URL").expect("OTPMINT_TEST_POSTGRES_URL is set"))
+}
+
+pub fn on_postgres() -> bool {
+    postgres_base_url().is_some()
+}
+
+/// For the few tests about SQLite's own files: true (and says so) in the PostgreSQL run.
+pub fn skip_on_postgres(why: &str) -> bool {
+    if on_postgres() {
+        eprintln!("skipped on PostgreSQL: {why}");
+        true
+    } else {
+        false
+    }
+}
+
+/// Run blocking PostgreSQL client work off the async test runtime.
+pub fn pg_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(f).join().unwrap()
+}
+
+/// `base` with its database name replaced by `name`.
+pub fn pg_url_for(base: &str, name: &str) -> String {
+    let (head, query) = match base.split_once('?') {
+        Some((h, q)) => (h, format!("?{q}")),
+        None => (base, String::new()),
+    };
+    let authority_start = head.find("://").map_or(0, |i| i + 3);
+    let head = match head[authority_start..].find('/') {
+        Some(i) => &head[..authority_start + i],
+        None => head,
+    };
+    format!("{head}/{name}{query}")
+}
+
+/// A new, empty database for one test; databases left by earlier runs whose process is gone
+/// are dropped the first time.
+pub fn fresh_pg_database(base: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    static CLEANED: std::sync::Once = std::sync::Once::new();
+    let pid = std::process::id();
+    let name = format!(
+        "otpmint_t_{pid}_{}",
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let (b, n) = (base.to_string(), name.clone());
+    pg_blocking(move || {
+        let mut c = postgres::Client::connect(&b, postgres::NoTls).unwrap();
+        CLEANED.call_once(|| {
+            let stale = c
+                .query(
+                    "SELECT datname FROM pg_database WHERE datname LIKE 'otpmint\\_t\\_%'",
+                    &[],
+                )
+                .unwrap();
+            for row in stale {
+                let db: String = row.get(0);
+                let owner = db.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
+                let alive = owner.is_some_and(|p| {
+                    p == pid || std::path::Path::new(&format!("/proc/{p}")).exists()
+                });
+                if !alive {
+                    let _ =
+                        c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"));
+                }
+            }
+        });
+        c.batch_execute(&format!("CREATE DATABASE \"{n}\""))
+            .unwrap();
+    });
+    pg_url_for(base, &name)
 }
 
 /// A finished command as (success, stdout, stderr).

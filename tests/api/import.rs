@@ -127,7 +127,7 @@ async fn an_imported_tenant_and_pending_code_work_end_to_end_and_a_rerun_changes
     let list: serde_json::Value = app.get("/v1/tenants", ADMIN).await.json().await.unwrap();
     assert_eq!(list["tenants"].as_array().unwrap().len(), 1);
     // the stored password is encrypted like any other
-    let bytes = std::fs::read(app.db_path()).unwrap();
+    let bytes = app.stored_bytes();
     assert!(!bytes
         .windows(SMTP_PASS.len())
         .any(|w| w == SMTP_PASS.as_bytes()));
