@@ -342,9 +342,11 @@ impl Application {
     /// Serve until the server stops (SIGINT/SIGTERM), purging ended codes in the background.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let purger = tokio::spawn(purge_loop(self.services.clone()));
+        let keys = tokio::spawn(keyring_loop(self.services.clone()));
         let sender = tokio::spawn(self.services.clone().run_sender());
         let result = self.server.await;
         purger.abort();
+        keys.abort();
         sender.abort();
         // In-flight requests are done: write the last audit events before exiting.
         self.services.audit.flush().await;
@@ -353,6 +355,21 @@ impl Application {
 }
 
 /// Delete ended codes after `otp.retention_seconds`, and quota records past their windows.
+/// Pick up a data-key rotation made by the CLI or another instance within a second or two,
+/// so every instance seals new messages and passwords under the active key.
+async fn keyring_loop(services: Services) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match services.refresh_keyring().await {
+            Ok(true) => tracing::info!("keyring reloaded: a new data key is active"),
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e, "keyring refresh failed"),
+        }
+    }
+}
+
 async fn purge_loop(services: Services) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {

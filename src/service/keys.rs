@@ -29,6 +29,26 @@ pub struct DataKeyReport {
 }
 
 impl Services {
+    /// Reopen the keyring if the database holds a data key this process does not know, or
+    /// another one is active; true when it did.
+    pub async fn refresh_keyring(&self) -> Result<bool, ServiceError> {
+        let rows = self.db(|s| s.keyring()).await?;
+        let ring = self.keyring.get();
+        let active = rows
+            .iter()
+            .find(|r| r.kind == KIND_DATA && r.active)
+            .map(|r| r.version);
+        let all_known = rows
+            .iter()
+            .filter(|r| r.kind == KIND_DATA)
+            .all(|r| ring.has_data_key(r.version));
+        if all_known && active.is_none_or(|v| v == ring.active_data_version()) {
+            return Ok(false);
+        }
+        self.keyring.reopen(&rows)?;
+        Ok(true)
+    }
+
     /// Re-wrap every keyring row that is under a previous master key with the active one.
     /// Each row is one atomic compare-and-swap, so an interrupted run simply resumes.
     pub async fn rotate_master_key(&self) -> Result<RewrapReport, ServiceError> {

@@ -14,7 +14,7 @@ use crate::smtp::{SmtpServer, SMTP_PASS, SMTP_USER};
 
 const BIN: &str = env!("CARGO_BIN_EXE_otpmint");
 
-fn otpmint(dir: &Path) -> Command {
+pub(crate) fn otpmint(dir: &Path) -> Command {
     let mut c = Command::new(BIN);
     c.current_dir(dir);
     for (k, _) in std::env::vars() {
@@ -25,9 +25,9 @@ fn otpmint(dir: &Path) -> Command {
     c
 }
 
-struct Running {
+pub(crate) struct Running {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     lines: mpsc::Receiver<String>,
 }
 
@@ -39,7 +39,7 @@ impl Drop for Running {
 }
 
 /// Start `otpmint` and wait for its "listening" line; all stderr lines are collected.
-fn serve(mut cmd: Command) -> Result<Running, String> {
+pub(crate) fn serve(mut cmd: Command) -> Result<Running, String> {
     let mut child = cmd
         .stderr(Stdio::piped())
         .stdout(Stdio::piped())

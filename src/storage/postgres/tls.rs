@@ -37,15 +37,19 @@ fn split_sslmode(url: &str) -> Result<(String, Mode), StoreError> {
     let mut rest = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
-            Some(("sslmode", v)) => mode = match v {
-                "disable" => Mode::Disable,
-                "prefer" => Mode::Prefer,
-                "require" => Mode::Require,
-                "verify-full" => Mode::VerifyFull,
-                other => return Err(bad(format!(
+            Some(("sslmode", v)) => {
+                mode = match v {
+                    "disable" => Mode::Disable,
+                    "prefer" => Mode::Prefer,
+                    "require" => Mode::Require,
+                    "verify-full" => Mode::VerifyFull,
+                    other => {
+                        return Err(bad(format!(
                     "sslmode {other:?} is not supported (disable, prefer, require or verify-full)"
-                ))),
-            },
+                )))
+                    }
+                }
+            }
             _ => rest.push(pair),
         }
     }

@@ -1,0 +1,481 @@
+//! Several instances on one PostgreSQL database (API.md §7): every invariant holds across
+//! them, tenant changes are in force everywhere at once, instances start together safely,
+//! and a database that goes away answers 503 until it is back, without a restart.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+use crate::smtp::SmtpServer;
+
+/// Another server on A's database, master key and clock (its own pool and caches).
+async fn instance_like(a: &TestApp) -> TestApp {
+    start(
+        a.settings.clone(),
+        SmtpServer::start().await,
+        tempfile::tempdir().unwrap(),
+        a.clock.clone(),
+    )
+    .await
+}
+
+async fn verify_on(app: &TestApp, sk: &str, key: &str, code: &str) -> (StatusCode, Value) {
+    app.verify(sk, key, code).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_minted_on_one_instance_verifies_on_another() {
+    let a = spawn_app().await;
+    let b = instance_like(&a).await;
+    let (_, sk) = a.tenant().await;
+    let (key, code) = a.mint(&sk, "ada@example.com").await;
+    let v: Value = b
+        .get(&format!("/v1/otp/{key}"), &sk)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["status"], "pending");
+    assert_eq!(v["delivery"]["status"], "sent");
+    assert_eq!(verify_on(&b, &sk, &key, &code).await.0, StatusCode::OK);
+    let (s, v) = verify_on(&a, &sk, &key, &code).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::GONE, Some("otp_used"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_parallel_correct_verifies_over_two_instances_succeed_once() {
+    let a = spawn_app().await;
+    let b = instance_like(&a).await;
+    let (_, sk) = a.tenant().await;
+    let (key, code) = a.mint(&sk, "ada@example.com").await;
+    let futs = (0..20).map(|i| {
+        let app = if i % 2 == 0 { &a } else { &b };
+        verify_on(app, &sk, &key, &code)
+    });
+    let results = futures_util::future::join_all(futs).await;
+    let ok = results.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+    assert_eq!(ok, 1, "{results:?}");
+    assert!(results
+        .iter()
+        .filter(|(s, _)| *s != StatusCode::OK)
+        .all(|(s, v)| *s == StatusCode::GONE
+            && (v["code"] == "otp_used" || v["code"] == "attempts_exhausted")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_parallel_wrong_guesses_over_two_instances_evaluate_max_attempts() {
+    let a = spawn_app().await;
+    let b = instance_like(&a).await;
+    let (_, sk) = a.tenant_with(json!({"max_attempts": 5})).await;
+    let (key, code) = a.mint(&sk, "ada@example.com").await;
+    let bad = wrong(&code);
+    let futs = (0..50).map(|i| {
+        let app = if i % 2 == 0 { &a } else { &b };
+        verify_on(app, &sk, &key, &bad)
+    });
+    let results = futures_util::future::join_all(futs).await;
+    let evaluated = results
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::UNPROCESSABLE_ENTITY)
+        .count();
+    assert_eq!(evaluated, 5, "{results:?}");
+    assert!(results
+        .iter()
+        .filter(|(s, _)| *s != StatusCode::UNPROCESSABLE_ENTITY)
+        .all(|(s, v)| *s == StatusCode::GONE && v["code"] == "attempts_exhausted"));
+    assert_eq!(verify_on(&b, &sk, &key, &code).await.0, StatusCode::GONE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_mints_over_two_instances_with_a_quota_of_three_send_three() {
+    let a = spawn_app_with(|s| s.limits.recipient_max_sends = 3).await;
+    let b = instance_like(&a).await;
+    let (_, sk) = a.tenant().await;
+    let futs = (0..30).map(|i| {
+        let app = if i % 2 == 0 { &a } else { &b };
+        app.post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
+    });
+    let results = futures_util::future::join_all(futs).await;
+    let statuses: Vec<StatusCode> = results.iter().map(|r| r.status()).collect();
+    let created = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((created, limited), (3, 27), "{statuses:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(a.smtp.count_to("ada@example.com"), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_mints_over_two_instances_leave_one_pending_code() {
+    let a = spawn_app().await;
+    let b = instance_like(&a).await;
+    let (_, sk) = a.tenant().await;
+    let futs = (0..8).map(|i| {
+        let app = if i % 2 == 0 { &a } else { &b };
+        app.post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
+    });
+    let mut keys = Vec::new();
+    for r in futures_util::future::join_all(futs).await {
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let v: Value = r.json().await.unwrap();
+        keys.push(v["shareable_key"].as_str().unwrap().to_string());
+    }
+    let mut pending = 0;
+    for k in &keys {
+        let v: Value = b
+            .get(&format!("/v1/otp/{k}"), &sk)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if v["status"] == "pending" {
+            pending += 1;
+        } else {
+            assert_eq!(v["status"], "superseded", "{v}");
+        }
+    }
+    assert_eq!(pending, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_changes_on_one_instance_are_in_force_on_the_other_within_a_second() {
+    let a = spawn_app().await;
+    let b = instance_like(&a).await;
+    let (id, sk) = a.tenant().await;
+    let mint = |app: &TestApp, sk: &str| {
+        let (c, url, sk) = (
+            app.client.clone(),
+            format!("{}/v1/otp", app.addr),
+            sk.to_string(),
+        );
+        async move {
+            c.post(url)
+                .bearer_auth(sk)
+                .json(&json!({"email": "ada@example.com"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(mint(&b, &sk).await, StatusCode::CREATED);
+
+    // disable on A: B refuses within a second; enable again
+    let r = a
+        .patch(
+            &format!("/v1/tenants/{id}"),
+            ADMIN,
+            json!({"enabled": false}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(mint(&b, &sk).await, StatusCode::UNAUTHORIZED);
+    a.patch(
+        &format!("/v1/tenants/{id}"),
+        ADMIN,
+        json!({"enabled": true}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(mint(&b, &sk).await, StatusCode::CREATED);
+
+    // rotate the secret on A: B takes the new one and refuses the old one
+    let r = a
+        .post(&format!("/v1/tenants/{id}/rotate-secret"), ADMIN, json!({}))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let new_sk = r.json::<Value>().await.unwrap()["secret_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(mint(&b, &sk).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(mint(&b, &new_sk).await, StatusCode::CREATED);
+
+    // move SMTP to another server on A: B's next send goes there
+    let other = SmtpServer::start().await;
+    let b = {
+        // B must be allowed to reach the new server's port, like A
+        let mut s = b.settings.clone();
+        s.smtp.allowed_ports.push(other.port);
+        s.smtp.extra_root_certificates.push(other.ca_path.clone());
+        b.handle.stop(true).await;
+        start(
+            s,
+            SmtpServer::start().await,
+            tempfile::tempdir().unwrap(),
+            a.clock.clone(),
+        )
+        .await
+    };
+    let a = {
+        let mut s = a.settings.clone();
+        s.smtp.allowed_ports.push(other.port);
+        s.smtp.extra_root_certificates.push(other.ca_path.clone());
+        let TestApp {
+            smtp,
+            dir,
+            clock,
+            handle,
+            ..
+        } = a;
+        handle.stop(true).await;
+        start(s, smtp, dir, clock).await
+    };
+    let mut smtp = a.smtp_json();
+    smtp["port"] = json!(other.port);
+    let r = a
+        .patch(&format!("/v1/tenants/{id}"), ADMIN, json!({"smtp": smtp}))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = a.smtp.count_to("ada@example.com");
+    assert_eq!(mint(&b, &new_sk).await, StatusCode::CREATED);
+    other.wait_for("ada@example.com", 1).await;
+    assert_eq!(a.smtp.count_to("ada@example.com"), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_key_rotation_by_the_cli_reaches_every_running_instance() {
+    let a = spawn_app().await;
+    let b = instance_like(&a).await;
+    let (_, sk) = a.tenant().await;
+    let before = b.services.keyring.get().active_data_version();
+    let (ok, out, err) = a.cli(&["keys", "rotate-data-key"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("active"), "{out}");
+    // both instances pick the new key up without a restart, and keep working
+    let mut picked = false;
+    for _ in 0..40 {
+        if a.services.keyring.get().active_data_version() > before
+            && b.services.keyring.get().active_data_version() > before
+        {
+            picked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        picked,
+        "a running instance still seals under the old data key"
+    );
+    // (the mail goes to the tenant's relay, which is A's test server)
+    let r = b
+        .post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let key = r.json::<Value>().await.unwrap()["shareable_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let code = a.smtp.wait_for("ada@example.com", 1).await.code();
+    assert_eq!(verify_on(&a, &sk, &key, &code).await.0, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_starting_at_once_on_an_empty_database_share_one_keyring() {
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = test_settings(dir.path(), &smtp);
+    // one master key for all three, given in the configuration
+    let master = otpmint::crypto::keyring::MasterKey::generate().to_base64();
+    let config = dir.path().join("shared.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nbind = \"127.0.0.1:0\"\n[database]\nurl = \"{}\"\n[crypto]\nmaster_key = \"{master}\"\n\
+             [admin]\ntoken = \"{ADMIN}\"\n[log]\nformat = \"json\"\n\
+             [smtp]\nallow_private_hosts = true\nallowed_ports = [{}]\nextra_root_certificates = [\"{}\"]\n",
+            settings.database.url,
+            smtp.port,
+            smtp.ca_path.display()
+        ),
+    )
+    .unwrap();
+    let start_one = || {
+        let config = config.clone();
+        let dir = dir.path().to_path_buf();
+        std::thread::spawn(move || {
+            let mut cmd = crate::binary::otpmint(&dir);
+            cmd.arg("--config").arg(&config).arg("serve");
+            crate::binary::serve(cmd)
+        })
+    };
+    let starting: Vec<_> = (0..3).map(|_| start_one()).collect();
+    let running: Vec<_> = starting
+        .into_iter()
+        .map(|t| t.join().unwrap().expect("each instance starts"))
+        .collect();
+    let url = |i: usize, path: &str| format!("http://127.0.0.1:{}{path}", running[i].port);
+    let client = reqwest::Client::new();
+    let r = client
+        .post(url(0, "/v1/tenants"))
+        .bearer_auth(ADMIN)
+        .json(
+            &json!({"name": "x", "smtp": {"host": "127.0.0.1", "port": smtp.port,
+            "username": crate::smtp::SMTP_USER, "password": crate::smtp::SMTP_PASS,
+            "from": "a@b.example", "tls": "starttls"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let sk = r.json::<Value>().await.unwrap()["secret_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // minted on the second (its data key opens the SMTP password the first sealed), verified
+    // on the third (the same pepper): one keyring for all
+    let r = client
+        .post(url(1, "/v1/otp"))
+        .bearer_auth(&sk)
+        .json(&json!({"email": "ada@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let key = r.json::<Value>().await.unwrap()["shareable_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let code = smtp.wait_for("ada@example.com", 1).await.code();
+    let r = client
+        .post(url(2, "/v1/otp/verify"))
+        .bearer_auth(&sk)
+        .json(&json!({"shareable_key": key, "otp": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    drop(running);
+    let db = settings.database.url.clone();
+    let (peppers, data_keys, migrations) = pg_blocking(move || {
+        let mut c = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+        let mut n = |q: &str| -> i64 { c.query_one(q, &[]).unwrap().get(0) };
+        (
+            n("SELECT COUNT(*) FROM keyring WHERE kind = 'pepper'"),
+            n("SELECT COUNT(*) FROM keyring WHERE kind = 'data'"),
+            n("SELECT COUNT(*) FROM otpmint_schema_history"),
+        )
+    });
+    assert_eq!((peppers, data_keys), (1, 1), "exactly one keyring");
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+        .unwrap()
+        .count();
+    assert_eq!(migrations, files as i64, "every migration applied once");
+}
+
+/// A TCP proxy to the database that the test can cut and restore.
+struct Proxy {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let conns = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (c2, conns2) = (cut.clone(), conns.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if c2.load(Ordering::SeqCst) {
+                    drop(inbound); // the database is "gone": every connection is refused
+                    continue;
+                }
+                let up = upstream.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(up).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                conns2.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Proxy { port, cut, conns }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_cut_away_answers_503_and_service_resumes_when_it_returns() {
+    let proxy = Proxy::start("127.0.0.1:5432".into()).await;
+    let app = spawn_app_with(|s| {
+        // the same fresh database, reached through the proxy
+        let url = s.database.url.clone();
+        let name = url.rsplit('/').next().unwrap().to_string();
+        let base = postgres_base_url().unwrap();
+        let through = base.replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port), 1);
+        s.database.url = pg_url_for(&through, &name);
+        s.database.timeout_seconds = 1;
+    })
+    .await;
+    let (_, sk) = app.tenant().await;
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    let health = |path: &'static str| {
+        let (c, url) = (app.client.clone(), format!("{}{path}", app.addr));
+        async move { c.get(url).send().await.unwrap().status() }
+    };
+    assert_eq!(health("/readyz").await, StatusCode::OK);
+
+    proxy.cut();
+    let sent_before = app.smtp.messages().len();
+    let r = app
+        .post("/v1/otp", &sk, json!({"email": "bob@example.com"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers().contains_key("retry-after"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "unavailable");
+    let (s, v) = app.verify(&sk, &key, &code).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable"))
+    );
+    assert_eq!(health("/readyz").await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        app.smtp.messages().len(),
+        sent_before,
+        "no mail for an unstored code"
+    );
+
+    proxy.restore();
+    let mut ready = false;
+    for _ in 0..50 {
+        if health("/readyz").await == StatusCode::OK {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "/readyz stays 503 after the database came back");
+    // nothing changed while it was gone: the code still verifies, once
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+    let (k2, c2) = app.mint(&sk, "bob@example.com").await;
+    assert_eq!(app.verify(&sk, &k2, &c2).await.0, StatusCode::OK);
+}
