@@ -56,6 +56,16 @@ pub enum Command {
         /// Where to write the copy
         path: PathBuf,
     },
+    /// Copy this installation (keyring, tenants, codes, quotas, audit) from one database to
+    /// another, empty one — SQLite to PostgreSQL or back — with the same master key
+    MigrateStore {
+        /// Source database URL (sqlite://… or postgres://…)
+        #[arg(long)]
+        from: String,
+        /// Target database URL; must hold no tenants
+        #[arg(long)]
+        to: String,
+    },
     /// Import an OtpMint database (its map.db): tenants keep their secret keys, pending
     /// codes keep their tries; idempotent and all-or-nothing
     ImportOtpmint {
@@ -178,6 +188,20 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
             let store = open_store(&settings)?;
             drop(store);
             println!("migrations applied");
+            Ok(())
+        }
+        Command::MigrateStore { from, to } => {
+            let counts = tokio::task::spawn_blocking(move || {
+                crate::startup::migrate_store(&settings, &from, &to)
+            })
+            .await
+            .map_err(|e| CliError(e.to_string()))??;
+            let line = counts
+                .iter()
+                .map(|(t, n)| format!("{t} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            println!("copied: {line}");
             Ok(())
         }
         Command::Config(ConfigCommand::Check) => {

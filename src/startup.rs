@@ -189,6 +189,50 @@ pub fn open_keyring(
     }
 }
 
+/// `otpmint migrate-store`: copy the installation at `from` into the empty database at `to`
+/// (both migrated first); the configured master key must open the source's keyring, and
+/// the copy keeps it wrapped as it is. Blocking: call it off the async workers. Returns the
+/// rows copied per table.
+pub fn migrate_store(
+    settings: &Settings,
+    from: &str,
+    to: &str,
+) -> Result<Vec<(&'static str, usize)>, StartupError> {
+    let open = |url: &str| {
+        let mut s = settings.clone();
+        s.database.url = url.to_string();
+        s.validate().map_err(StartupError::Config)?;
+        open_store(&s)
+    };
+    let source = open(from)?;
+    let rows = source.keyring()?;
+    if rows.is_empty() {
+        return Err(StartupError::Other(
+            "the source database holds no installation (no keyring)".into(),
+        ));
+    }
+    let master = configured_master_key(settings)?.ok_or_else(|| {
+        StartupError::MasterKey("no master key configured: the copy could not be checked".into())
+    })?;
+    Keyring::open(&rows, &master, &previous_master_keys(settings)?).map_err(|e| {
+        StartupError::MasterKey(format!(
+            "the configured master key does not open the source's keyring: {e}"
+        ))
+    })?;
+    let target = open(to)?;
+    let mut snapshot = Vec::new();
+    for t in crate::storage::copy::TABLES {
+        snapshot.push((t, source.export_table(t)?));
+    }
+    target.import_snapshot(&snapshot).map_err(|e| match e {
+        crate::storage::StoreError::Conflict(m) => StartupError::Other(format!(
+            "{m}: refusing to copy into it (nothing was changed)"
+        )),
+        other => other.into(),
+    })?;
+    Ok(snapshot.iter().map(|(t, r)| (t.name, r.len())).collect())
+}
+
 /// Build the services (store, keyring, hashing pool, mailer) without any HTTP.
 pub fn build_services(settings: Settings, clock: Arc<dyn Clock>) -> Result<Services, StartupError> {
     // Blocking database work on a plain thread: this may be called from async code, where

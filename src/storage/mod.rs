@@ -1,6 +1,7 @@
 //! Storage: the `Store` trait, the only door to persisted state, and its two
 //! implementations: SQLite (embedded, one instance) and PostgreSQL (any number of instances).
 
+pub mod copy;
 pub mod postgres;
 pub mod sqlite;
 
@@ -445,6 +446,13 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> Result<Option<Millis>, StoreError>;
     fn clear_failures(&self, tenant: &TenantId, recipient: &str) -> Result<(), StoreError>;
+
+    // migrate-store
+    /// Every row of `t`, its columns in `t.columns` order.
+    fn export_table(&self, t: &'static copy::Table) -> Result<Vec<Vec<copy::Value>>, StoreError>;
+    /// Write a snapshot in one transaction: all of it or nothing. Refused (`Conflict`) when
+    /// this database already holds a keyring or a tenant.
+    fn import_snapshot(&self, s: &copy::Snapshot) -> Result<(), StoreError>;
 }
 
 pub(crate) fn delivery_mode_from(s: &str) -> Result<DeliveryMode, StoreError> {

@@ -479,3 +479,97 @@ async fn the_database_cut_away_answers_503_and_service_resumes_when_it_returns()
     let (k2, c2) = app.mint(&sk, "bob@example.com").await;
     assert_eq!(app.verify(&sk, &k2, &c2).await.0, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_store_copies_a_sqlite_installation_to_postgres_and_back() {
+    let target = fresh_pg_database(&postgres_base_url().unwrap());
+    let app = spawn_app_with(|s| {
+        s.database.url = format!(
+            "sqlite://{}",
+            s.crypto.master_key_file.replace("master.key", "otpmint.db")
+        );
+        s.limits.recipient_max_sends = 10;
+    })
+    .await;
+    assert!(app.settings.database.url.starts_with("sqlite://"));
+    let (id, sk) = app.tenant_with(json!({"max_attempts": 3})).await;
+    let (pending, code) = app.mint(&sk, "ada@example.com").await;
+    let (s, _) = app.verify(&sk, &pending, &wrong(&code)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (used, used_code) = app.mint(&sk, "bob@example.com").await;
+    assert_eq!(app.verify(&sk, &used, &used_code).await.0, StatusCode::OK);
+    let sqlite_url = app.settings.database.url.clone();
+    let config = app.cli_config();
+    let TestApp {
+        smtp,
+        dir,
+        clock,
+        handle,
+        settings,
+        ..
+    } = app;
+    handle.stop(true).await;
+
+    let (ok, out, err) = otpmint_with(
+        &config,
+        &["migrate-store", "--from", &sqlite_url, "--to", &target],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("keyring 2") && out.contains("tenants 1") && out.contains("challenges 2"),
+        "{out}"
+    );
+    // a second run refuses the target that now holds tenants, and changes nothing
+    let (ok, _, err) = otpmint_with(
+        &config,
+        &["migrate-store", "--from", &sqlite_url, "--to", &target],
+    );
+    assert!(!ok && err.contains("already holds"), "{err}");
+
+    // the same master key serves the copy: the pending code keeps its used attempt and
+    // verifies; the used one stays used; the audit and the quota came along
+    let mut on_pg = settings.clone();
+    on_pg.database.url = target.clone();
+    let app = start(on_pg, smtp, dir, clock).await;
+    let v: Value = app
+        .get(&format!("/v1/otp/{pending}"), &sk)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (v["status"].as_str(), v["attempts_remaining"].as_u64()),
+        (Some("pending"), Some(2)),
+        "{v}"
+    );
+    assert_eq!(app.verify(&sk, &pending, &code).await.0, StatusCode::OK);
+    let (s, v) = app.verify(&sk, &used, &used_code).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::GONE, Some("otp_used"))
+    );
+    let audit: Value = app.get("/v1/tenant/audit", &sk).await.json().await.unwrap();
+    assert!(audit["events"].as_array().unwrap().len() >= 4, "{audit}");
+    let t: Value = app
+        .get(&format!("/v1/tenants/{id}"), ADMIN)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(t["policy"]["max_attempts"], 3);
+    // new rows number after the copied ones, and new codes work
+    let (k, c) = app.mint(&sk, "cy@example.com").await;
+    assert_eq!(app.verify(&sk, &k, &c).await.0, StatusCode::OK);
+
+    // and back to a new SQLite file
+    let back = format!("sqlite://{}", app.dir.path().join("back.db").display());
+    let (ok, out, err) = otpmint_with(
+        &config,
+        &["migrate-store", "--from", &target, "--to", &back],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("tenants 1") && out.contains("challenges 3"),
+        "{out}"
+    );
+}

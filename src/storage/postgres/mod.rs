@@ -1056,6 +1056,102 @@ impl Store for PgStore {
         Ok((f >= i64::from(q.max_failures) && until > now).then_some(until))
     }
 
+    fn export_table(&self, t: &'static copy::Table) -> Result<Vec<Vec<copy::Value>>, StoreError> {
+        let rows = self
+            .conn()?
+            .query(&format!("SELECT {} FROM {}", t.column_list(), t.name), &[])?;
+        rows.iter()
+            .map(|r| {
+                t.columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, kind))| {
+                        Ok(match kind {
+                            copy::Kind::Int => r
+                                .try_get::<_, Option<i64>>(i)?
+                                .map_or(copy::Value::Null, copy::Value::Int),
+                            copy::Kind::Text => r
+                                .try_get::<_, Option<String>>(i)?
+                                .map_or(copy::Value::Null, copy::Value::Text),
+                            copy::Kind::Blob => r
+                                .try_get::<_, Option<Vec<u8>>>(i)?
+                                .map_or(copy::Value::Null, copy::Value::Blob),
+                            copy::Kind::Bool => r
+                                .try_get::<_, Option<bool>>(i)?
+                                .map_or(copy::Value::Null, copy::Value::Bool),
+                        })
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn import_snapshot(&self, s: &copy::Snapshot) -> Result<(), StoreError> {
+        self.tx(|tx| {
+            // Also keeps two copies into one database from interleaving.
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&KEYRING_LOCK])?;
+            let held: bool = tx
+                .query_one(
+                    "SELECT EXISTS(SELECT 1 FROM keyring) OR EXISTS(SELECT 1 FROM tenants)",
+                    &[],
+                )?
+                .try_get(0)?;
+            if held {
+                return Err(StoreError::Conflict(
+                    "the target database already holds an installation",
+                ));
+            }
+            for (t, rows) in s {
+                let marks = (1..=t.columns.len())
+                    .map(|i| format!("${i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let overriding = if t.identity.is_some() {
+                    " OVERRIDING SYSTEM VALUE"
+                } else {
+                    ""
+                };
+                let st = tx.prepare(&format!(
+                    "INSERT INTO {} ({}){overriding} VALUES ({marks})",
+                    t.name,
+                    t.column_list()
+                ))?;
+                for row in rows {
+                    let values: Vec<Box<dyn ToSql + Sync>> = row
+                        .iter()
+                        .zip(t.columns)
+                        .map(|(v, (_, kind))| -> Box<dyn ToSql + Sync> {
+                            match (v, kind) {
+                                (copy::Value::Int(i), copy::Kind::Bool) => Box::new(*i != 0),
+                                (copy::Value::Int(i), _) => Box::new(*i),
+                                (copy::Value::Bool(b), _) => Box::new(*b),
+                                (copy::Value::Text(s), _) => Box::new(s.clone()),
+                                (copy::Value::Blob(b), _) => Box::new(b.clone()),
+                                (copy::Value::Null, copy::Kind::Int) => Box::new(None::<i64>),
+                                (copy::Value::Null, copy::Kind::Text) => Box::new(None::<String>),
+                                (copy::Value::Null, copy::Kind::Blob) => Box::new(None::<Vec<u8>>),
+                                (copy::Value::Null, copy::Kind::Bool) => Box::new(None::<bool>),
+                            }
+                        })
+                        .collect();
+                    let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|b| b.as_ref()).collect();
+                    tx.execute(&st, &refs)?;
+                }
+                if let Some(col) = t.identity {
+                    // The next number the table hands out comes after the copied ones.
+                    tx.execute(
+                        &format!(
+                            "SELECT setval(pg_get_serial_sequence('{0}', '{col}'), COALESCE(MAX({col}), 1), MAX({col}) IS NOT NULL) FROM {0}",
+                            t.name
+                        ),
+                        &[],
+                    )?;
+                }
+            }
+            Ok(())
+        })
+    }
+
     fn clear_failures(&self, tenant: &TenantId, recipient: &str) -> Result<(), StoreError> {
         self.conn()?.execute(
             "DELETE FROM recipient_failures WHERE tenant_id = $1 AND email_canonical = $2",

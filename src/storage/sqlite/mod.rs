@@ -1112,6 +1112,71 @@ impl Store for SqliteStore {
         }))
     }
 
+    fn export_table(&self, t: &'static copy::Table) -> Result<Vec<Vec<copy::Value>>, StoreError> {
+        use rusqlite::types::ValueRef;
+        let conn = self.conn()?;
+        let mut st = conn.prepare(&format!("SELECT {} FROM {}", t.column_list(), t.name))?;
+        let rows = st
+            .query_map([], |r| {
+                t.columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, kind))| {
+                        Ok(match (r.get_ref(i)?, kind) {
+                            (ValueRef::Null, _) => copy::Value::Null,
+                            (ValueRef::Integer(v), copy::Kind::Bool) => copy::Value::Bool(v != 0),
+                            (ValueRef::Integer(v), _) => copy::Value::Int(v),
+                            (ValueRef::Text(v), _) => {
+                                copy::Value::Text(String::from_utf8_lossy(v).into_owned())
+                            }
+                            (ValueRef::Blob(v), _) => copy::Value::Blob(v.to_vec()),
+                            (ValueRef::Real(v), _) => copy::Value::Int(v as i64),
+                        })
+                    })
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn import_snapshot(&self, s: &copy::Snapshot) -> Result<(), StoreError> {
+        use rusqlite::types::Value as V;
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let held: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM keyring) OR EXISTS(SELECT 1 FROM tenants)",
+            [],
+            |r| r.get(0),
+        )?;
+        if held {
+            return Err(StoreError::Conflict(
+                "the target database already holds an installation",
+            ));
+        }
+        for (t, rows) in s {
+            let marks = (1..=t.columns.len())
+                .map(|i| format!("?{i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut st = tx.prepare(&format!(
+                "INSERT INTO {} ({}) VALUES ({marks})",
+                t.name,
+                t.column_list()
+            ))?;
+            for row in rows {
+                st.execute(rusqlite::params_from_iter(row.iter().map(|v| match v {
+                    copy::Value::Null => V::Null,
+                    copy::Value::Int(i) => V::Integer(*i),
+                    copy::Value::Bool(b) => V::Integer(i64::from(*b)),
+                    copy::Value::Text(s) => V::Text(s.clone()),
+                    copy::Value::Blob(b) => V::Blob(b.clone()),
+                })))?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     fn clear_failures(&self, tenant: &TenantId, recipient: &str) -> Result<(), StoreError> {
         let (tenant, recipient) = (tenant.clone(), recipient.to_string());
         self.writer.write(move |conn| {

@@ -1,0 +1,197 @@
+//! `otpmint migrate-store`: what an installation is, table by table, in a form both
+//! backends read and write. Rows are copied as stored (keys stay wrapped, passwords and
+//! messages stay sealed), so the copy opens with the same master key.
+
+/// The kind of a column, for the backends' types (SQLite keeps flags as integers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Int,
+    Text,
+    Blob,
+    Bool,
+}
+
+/// One value of a copied row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Text(String),
+    Blob(Vec<u8>),
+    Bool(bool),
+}
+
+/// A table and the columns copied, in an order that respects the foreign keys.
+#[derive(Debug)]
+pub struct Table {
+    pub name: &'static str,
+    pub columns: &'static [(&'static str, Kind)],
+    /// Columns whose values the target numbers itself (copied rows keep theirs on SQLite;
+    /// PostgreSQL's identity columns are overridden and their sequences moved past them).
+    pub identity: Option<&'static str>,
+}
+
+use Kind::{Blob, Bool, Int, Text};
+
+pub const TABLES: &[Table] = &[
+    Table {
+        name: "keyring",
+        columns: &[
+            ("kind", Text),
+            ("version", Int),
+            ("wrapped", Blob),
+            ("kek_id", Text),
+            ("active", Bool),
+            ("created_at", Int),
+        ],
+        identity: None,
+    },
+    Table {
+        name: "tenants",
+        columns: &[
+            ("id", Text),
+            ("name", Text),
+            ("enabled", Bool),
+            ("origin", Text),
+            ("created_at", Int),
+            ("updated_at", Int),
+            ("smtp_host", Text),
+            ("smtp_port", Int),
+            ("smtp_username", Text),
+            ("smtp_password", Blob),
+            ("smtp_from", Text),
+            ("smtp_tls", Text),
+            ("smtp_version", Int),
+            ("code_length", Int),
+            ("ttl_seconds", Int),
+            ("max_attempts", Int),
+            ("smtp_max_connections", Int),
+            ("delivery", Text),
+        ],
+        identity: None,
+    },
+    Table {
+        name: "tenant_secrets",
+        columns: &[
+            ("digest", Blob),
+            ("tenant_id", Text),
+            ("created_at", Int),
+            ("expires_at", Int),
+        ],
+        identity: None,
+    },
+    Table {
+        name: "challenges",
+        columns: &[
+            ("key_digest", Blob),
+            ("tenant_id", Text),
+            ("flavor", Text),
+            ("email", Text),
+            ("email_canonical", Text),
+            ("purpose", Text),
+            ("seq", Int),
+            ("code_hash", Text),
+            ("status", Text),
+            ("attempts", Int),
+            ("max_attempts", Int),
+            ("code_length", Int),
+            ("created_at", Int),
+            ("expires_at", Int),
+            ("verified_at", Int),
+            ("ended_at", Int),
+            ("delivery_mode", Text),
+            ("delivery_status", Text),
+            ("delivery_attempts", Int),
+            ("delivery_reason", Text),
+            ("sent_at", Int),
+        ],
+        identity: None,
+    },
+    Table {
+        name: "outbox",
+        columns: &[
+            ("key_digest", Blob),
+            ("tenant_id", Text),
+            ("recipient", Text),
+            ("payload", Blob),
+            ("due_at", Int),
+            ("attempts", Int),
+            ("lease_until", Int),
+            ("leased_by", Text),
+            ("maybe_delivered", Bool),
+            ("quota_at", Int),
+            ("created_at", Int),
+        ],
+        identity: None,
+    },
+    Table {
+        name: "sends",
+        columns: &[
+            ("id", Int),
+            ("tenant_id", Text),
+            ("email_canonical", Text),
+            ("at", Int),
+        ],
+        identity: Some("id"),
+    },
+    Table {
+        name: "tenant_send_minutes",
+        columns: &[("tenant_id", Text), ("minute", Int), ("sends", Int)],
+        identity: None,
+    },
+    Table {
+        name: "recipient_failures",
+        columns: &[
+            ("tenant_id", Text),
+            ("email_canonical", Text),
+            ("failures", Int),
+            ("window_start", Int),
+        ],
+        identity: None,
+    },
+    Table {
+        name: "audit",
+        columns: &[
+            ("id", Int),
+            ("tenant_id", Text),
+            ("at", Int),
+            ("event", Text),
+            ("recipient", Text),
+            ("outcome", Text),
+            ("client_ip", Text),
+            ("request_id", Text),
+        ],
+        identity: Some("id"),
+    },
+];
+
+impl Table {
+    pub fn column_list(&self) -> String {
+        self.columns
+            .iter()
+            .map(|(c, _)| *c)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Every copied table's rows, in `TABLES` order.
+pub type Snapshot = Vec<(&'static Table, Vec<Vec<Value>>)>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parents_come_before_their_children() {
+        let pos = |n: &str| TABLES.iter().position(|t| t.name == n).unwrap();
+        assert!(pos("tenants") < pos("tenant_secrets"));
+        assert!(pos("tenants") < pos("challenges"));
+        assert!(pos("challenges") < pos("outbox"));
+        assert!(pos("tenants") < pos("audit"));
+        assert_eq!(
+            TABLES[0].column_list(),
+            "kind, version, wrapped, kek_id, active, created_at"
+        );
+    }
+}
