@@ -68,6 +68,14 @@ struct Args {
     /// drifts: a ratio needs the floor of its own minute)
     #[arg(long, default_value_t = 1.0)]
     floor_seconds: f64,
+    /// A PostgreSQL server (postgres://…, a role that may create databases): the servers
+    /// under test store in a fresh database on it instead of SQLite
+    #[arg(long)]
+    database: Option<String>,
+    /// Server processes on the one database (needs --database); the load is spread over
+    /// them round-robin, as a load balancer would
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
     /// Where to write the JSON results
     #[arg(long, default_value = "target/bench-results.json")]
     json: PathBuf,
@@ -174,7 +182,47 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn start_server(bin: &Path, smtp: &SmtpServer, args: &Args) -> Server {
+/// A fresh database on the PostgreSQL server of `--database`; its URL.
+fn fresh_database(base: &str) -> String {
+    let name = format!("otpmint_bench_{}", std::process::id());
+    let (b, n) = (base.to_string(), name.clone());
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&b, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("cannot reach --database: {e}"));
+        c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{n}\" WITH (FORCE)"))
+            .unwrap();
+        c.batch_execute(&format!("CREATE DATABASE \"{n}\""))
+            .unwrap();
+    })
+    .join()
+    .unwrap();
+    let (head, query) = base.split_once('?').unwrap_or((base, ""));
+    let auth = head.find("://").map_or(0, |i| i + 3);
+    let head = head[auth..].find('/').map_or(head, |i| &head[..auth + i]);
+    if query.is_empty() {
+        format!("{head}/{name}")
+    } else {
+        format!("{head}/{name}?{query}")
+    }
+}
+
+/// `--instances` servers on one database (SQLite: one server, its own file).
+async fn start_servers(bin: &Path, smtp: &SmtpServer, args: &Args) -> Vec<Server> {
+    let shared = args.database.as_deref().map(|base| {
+        format!(
+            "[database]\nurl = \"{}\"\npool_size = 16\n[crypto]\nmaster_key = \"{}\"\n",
+            fresh_database(base),
+            otpmint::crypto::keyring::MasterKey::generate().to_base64()
+        )
+    });
+    let mut servers = Vec::new();
+    for _ in 0..args.instances.max(1) {
+        servers.push(start_server(bin, smtp, args, shared.as_deref().unwrap_or("")).await);
+    }
+    servers
+}
+
+async fn start_server(bin: &Path, smtp: &SmtpServer, args: &Args, database: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut hashing = String::new();
@@ -189,7 +237,7 @@ async fn start_server(bin: &Path, smtp: &SmtpServer, args: &Args) -> Server {
          [hashing]\n{hashing}\n\
          [limits]\nper_ip_per_second = 1000000\nper_ip_burst = 1000000\nrecipient_max_sends = 1000\ntenant_max_sends_per_hour = 100000000\nrecipient_max_failures = 100000\n\
          [compat]\nmax_attempts = 20\n\
-         [smtp]\nallow_private_hosts = true\npool_size = 64\nallowed_ports = [{}]\nextra_root_certificates = [\"{}\"]\n",
+         [smtp]\nallow_private_hosts = true\npool_size = 64\nallowed_ports = [{}]\nextra_root_certificates = [\"{}\"]\n{database}",
         smtp.port,
         smtp.ca_path.display()
     );
@@ -278,7 +326,7 @@ struct RunResult {
 }
 
 async fn drive(
-    port: u16,
+    ports: &[u16],
     conc: usize,
     duration: Duration,
     max: u64,
@@ -289,7 +337,8 @@ async fn drive(
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::new();
-    for _ in 0..conc {
+    for t in 0..conc {
+        let port = ports[t % ports.len()];
         let (next, stop, gen) = (next.clone(), stop.clone(), gen.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
@@ -533,9 +582,24 @@ async fn main() {
     eprintln!("hashing floor: {floor:.0} hashes/s");
 
     let smtp = SmtpServer::start().await;
-    let server = start_server(&bin, &smtp, &args).await;
-    let pid = server.child.id();
+    assert!(
+        args.instances <= 1 || args.database.is_some(),
+        "--instances needs --database (instances share one PostgreSQL database)"
+    );
+    let servers = start_servers(&bin, &smtp, &args).await;
+    let pids: Vec<u32> = servers.iter().map(|s| s.child.id()).collect();
+    let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
+    let server = &servers[0];
     let port = server.port;
+    eprintln!(
+        "storage: {}, {} instance(s)",
+        if args.database.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        },
+        ports.len()
+    );
     let mut c = Conn::open(port).await.unwrap();
     let (s, body) = c
         .request("POST", "/v1/tenants", ADMIN, json!({"name": "bench", "smtp": {"host": "127.0.0.1", "port": smtp.port, "username": SMTP_USER, "password": SMTP_PASS, "from": "Bench <bench@bench.example>", "max_connections": args.max_connections}}).to_string().as_bytes())
@@ -551,6 +615,9 @@ async fn main() {
         .await
         .unwrap();
     assert_eq!(s, 200);
+    if (args.prefill_codes > 0 || args.prefill_tenants > 0) && args.database.is_some() {
+        panic!("--prefill-* writes the SQLite file; not with --database");
+    }
     if args.prefill_codes > 0 || args.prefill_tenants > 0 {
         eprintln!(
             "pre-filling {} codes over {} tenants…",
@@ -678,10 +745,15 @@ async fn main() {
             smtp.drain();
             let floor_before = hashing_floor(&args, args.floor_seconds).await;
             let conns_before = smtp.connections();
-            let (cpu_before, _) = proc_stats(pid);
+            let stats = || {
+                pids.iter()
+                    .map(|p| proc_stats(*p))
+                    .fold((0, 0), |(c, h), (pc, ph)| (c + pc, h.max(ph)))
+            };
+            let (cpu_before, _) = stats();
             let (mut lat, statuses, errors, secs) =
-                drive(port, conc, duration, 5_000_000, gen).await;
-            let (cpu_after, hwm) = proc_stats(pid);
+                drive(&ports, conc, duration, 5_000_000, gen).await;
+            let (cpu_after, hwm) = stats();
             let drain_seconds = if async_mint {
                 let queued = statuses.get(&202).copied().unwrap_or(0) as usize;
                 let t = Instant::now();
@@ -744,6 +816,8 @@ async fn main() {
         "config": {"memory_kib": args.memory_kib.unwrap_or(4096), "iterations": args.iterations.unwrap_or(1), "duration_s": args.duration,
                    "prefill_codes": args.prefill_codes, "prefill_tenants": args.prefill_tenants},
         "hashing_floor_per_s": floor,
+        "storage": if args.database.is_some() { "postgres" } else { "sqlite" },
+        "instances": args.instances.max(1),
         "results": results,
     });
     if let Some(parent) = args.json.parent() {
@@ -752,7 +826,7 @@ async fn main() {
     std::fs::write(&args.json, serde_json::to_string_pretty(&report).unwrap()).unwrap();
     println!("{}", table(&report));
     eprintln!("results written to {}", args.json.display());
-    drop(server);
+    drop(servers);
 }
 
 fn table(report: &Value) -> String {

@@ -12,7 +12,9 @@ mod tls;
 use std::time::Duration;
 
 use ::postgres::types::ToSql;
-use ::postgres::{GenericClient, Row};
+use std::collections::HashMap;
+
+use ::postgres::{GenericClient, Row, Statement};
 use r2d2::{Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -42,9 +44,110 @@ const VIEW_COLS: &str =
      c.delivery_attempts, c.delivery_reason, c.sent_at, \
      EXISTS(SELECT 1 FROM outbox o WHERE o.key_digest = c.key_digest AND o.leased_by IS NOT NULL)";
 
-type Manager = PostgresConnectionManager<MakeRustlsConnect>;
 type Conn = PooledConnection<Manager>;
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+/// A pooled connection with the statements prepared on it: each SQL text is parsed and
+/// planned once per connection, then bound and executed in one round trip.
+pub(super) struct PgConn {
+    client: ::postgres::Client,
+    cache: HashMap<String, Statement>,
+}
+
+impl PgConn {
+    fn db(&mut self) -> Db<'_, ::postgres::Client> {
+        Db {
+            c: &mut self.client,
+            cache: &mut self.cache,
+        }
+    }
+}
+
+pub(super) struct Manager(PostgresConnectionManager<MakeRustlsConnect>);
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = PgConn;
+    type Error = ::postgres::Error;
+
+    fn connect(&self) -> Result<PgConn, ::postgres::Error> {
+        Ok(PgConn {
+            client: self.0.connect()?,
+            cache: HashMap::new(),
+        })
+    }
+
+    fn is_valid(&self, conn: &mut PgConn) -> Result<(), ::postgres::Error> {
+        self.0.is_valid(&mut conn.client)
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        self.0.has_broken(&mut conn.client)
+    }
+}
+
+/// Statements run on a client or a transaction through the connection's statement cache.
+pub(super) struct Db<'a, C: GenericClient> {
+    c: &'a mut C,
+    cache: &'a mut HashMap<String, Statement>,
+}
+
+impl<C: GenericClient> Db<'_, C> {
+    fn statement(&mut self, sql: &str) -> Result<Statement, ::postgres::Error> {
+        if let Some(st) = self.cache.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self.c.prepare(sql)?;
+        self.cache.insert(sql.to_string(), st.clone());
+        Ok(st)
+    }
+
+    /// A statement the server no longer knows (or whose plan a migration changed) is
+    /// prepared again next time.
+    fn forget_on<T>(
+        &mut self,
+        sql: &str,
+        r: Result<T, ::postgres::Error>,
+    ) -> Result<T, ::postgres::Error> {
+        if r.is_err() {
+            self.cache.remove(sql);
+        }
+        r
+    }
+
+    pub(super) fn execute(&mut self, sql: &str, p: Params<'_>) -> Result<u64, ::postgres::Error> {
+        let st = self.statement(sql)?;
+        let r = self.c.execute(&st, p);
+        self.forget_on(sql, r)
+    }
+
+    pub(super) fn query(
+        &mut self,
+        sql: &str,
+        p: Params<'_>,
+    ) -> Result<Vec<Row>, ::postgres::Error> {
+        let st = self.statement(sql)?;
+        let r = self.c.query(&st, p);
+        self.forget_on(sql, r)
+    }
+
+    pub(super) fn query_one(&mut self, sql: &str, p: Params<'_>) -> Result<Row, ::postgres::Error> {
+        let st = self.statement(sql)?;
+        let r = self.c.query_one(&st, p);
+        self.forget_on(sql, r)
+    }
+
+    pub(super) fn query_opt(
+        &mut self,
+        sql: &str,
+        p: Params<'_>,
+    ) -> Result<Option<Row>, ::postgres::Error> {
+        let st = self.statement(sql)?;
+        let r = self.c.query_opt(&st, p);
+        self.forget_on(sql, r)
+    }
+}
+
+type Tx<'a, 'b> = Db<'a, ::postgres::Transaction<'b>>;
 
 /// How to reach the database.
 #[derive(Debug, Clone)]
@@ -113,7 +216,7 @@ fn lock_key(kind: &str, parts: &[&str]) -> String {
 
 /// Take transaction-scoped advisory locks, in the order given (every caller uses the order
 /// tenant → recipient → group, so two transactions never wait on each other in a circle).
-fn lock_all(tx: &mut impl GenericClient, keys: &[String]) -> Result<(), StoreError> {
+fn lock_all(tx: &mut Db<'_, impl GenericClient>, keys: &[String]) -> Result<(), StoreError> {
     if keys.is_empty() {
         return Ok(());
     }
@@ -132,7 +235,7 @@ impl PgStore {
         std::thread::scope(|s| {
             s.spawn(|| -> Result<PgStore, StoreError> {
                 let (config, tls) = tls::client_config(&opts)?;
-                let manager = PostgresConnectionManager::new(config, tls);
+                let manager = Manager(PostgresConnectionManager::new(config, tls));
                 let pool = Pool::builder()
                     .max_size(opts.pool_size)
                     .min_idle(Some(1))
@@ -151,10 +254,11 @@ impl PgStore {
 
     pub fn migrate(&self) -> Result<usize, StoreError> {
         let mut conn = self.conn()?;
+        let conn = &mut conn.client;
         conn.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
         let report = embedded::migrations::runner()
             .set_migration_table_name("otpmint_schema_history")
-            .run(&mut *conn)
+            .run(conn)
             .map_err(|e| StoreError::Migration(e.to_string()));
         let unlocked = conn.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
         let report = report?;
@@ -172,17 +276,33 @@ impl PgStore {
     /// Run `f` in one transaction (READ COMMITTED), committed when it returns `Ok`.
     fn tx<T>(
         &self,
-        f: impl FnOnce(&mut ::postgres::Transaction<'_>) -> Result<T, StoreError>,
+        f: impl FnOnce(&mut Tx<'_, '_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut conn = self.conn()?;
-        let mut tx = conn.transaction()?;
-        let out = f(&mut tx)?;
+        let PgConn { client, cache } = &mut *conn;
+        let mut tx = client.transaction()?;
+        let out = f(&mut Db { c: &mut tx, cache })?;
         tx.commit()?;
         Ok(out)
     }
 
+    /// As `tx`, but a refusal rolls back whatever the transaction did so far.
+    fn tx_unless_refused<T>(
+        &self,
+        f: impl FnOnce(&mut Tx<'_, '_>) -> Result<Result<T, QuotaRefusal>, StoreError>,
+    ) -> Result<Result<T, QuotaRefusal>, StoreError> {
+        let mut conn = self.conn()?;
+        let PgConn { client, cache } = &mut *conn;
+        let mut tx = client.transaction()?;
+        let out = f(&mut Db { c: &mut tx, cache })?;
+        if out.is_ok() {
+            tx.commit()?;
+        }
+        Ok(out)
+    }
+
     fn query_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>, StoreError> {
-        Ok(self.conn()?.query_opt(sql, params)?)
+        Ok(self.conn()?.db().query_opt(sql, params)?)
     }
 }
 
@@ -259,7 +379,7 @@ fn view_from_row(r: &Row) -> Result<ChallengeView, StoreError> {
 /// A tenant and its current secret digest, inside the caller's transaction; a secret
 /// already registered (to anyone) is a conflict, enforced by the primary key.
 fn insert_tenant_row(
-    tx: &mut impl GenericClient,
+    tx: &mut Db<'_, impl GenericClient>,
     t: &TenantRow,
     secret_digest: &[u8],
     now: Millis,
@@ -299,7 +419,21 @@ fn insert_tenant_row(
 
 /// Every quota check of a mint, counting nothing (callers that count hold the locks).
 fn quota_check(
-    tx: &mut impl GenericClient,
+    tx: &mut Db<'_, impl GenericClient>,
+    tenant: &TenantId,
+    recipient: &str,
+    q: &SendQuota,
+    now: Millis,
+) -> Result<Result<(), QuotaRefusal>, StoreError> {
+    if let Err(r) = recipient_check(tx, tenant, recipient, q, now)? {
+        return Ok(Err(r));
+    }
+    tenant_check(tx, tenant, q, now)
+}
+
+/// The recipient's quotas: failure budget, cooldown, sends per window.
+fn recipient_check(
+    tx: &mut Db<'_, impl GenericClient>,
     tenant: &TenantId,
     recipient: &str,
     q: &SendQuota,
@@ -349,6 +483,17 @@ fn quota_check(
             }));
         }
     }
+    Ok(Ok(()))
+}
+
+/// The tenant's sends in the last hour.
+fn tenant_check(
+    tx: &mut Db<'_, impl GenericClient>,
+    tenant: &TenantId,
+    q: &SendQuota,
+    now: Millis,
+) -> Result<Result<(), QuotaRefusal>, StoreError> {
+    let t = tenant.as_str();
     if q.tenant_max_per_hour > 0 {
         let row = tx.query_one(
             "SELECT COALESCE(SUM(sends), 0)::BIGINT, MIN(minute) FROM tenant_send_minutes \
@@ -367,27 +512,32 @@ fn quota_check(
 }
 
 /// The advisory locks that make a quota check and its count one step across instances:
-/// the tenant (only when the tenant-hour limit is on) and the recipient.
+/// the recipient, then the tenant (only when the tenant-hour limit is on). Every caller takes
+/// them in the order recipient → group → tenant, so no two transactions wait in a circle;
+/// the tenant's lock, shared by all its mints, is taken last and held the shortest.
 fn quota_locks(tenant: &TenantId, recipient: &str, q: &SendQuota) -> Vec<String> {
-    let mut keys = Vec::with_capacity(2);
-    if q.tenant_max_per_hour > 0 {
-        keys.push(lock_key("t", &[tenant.as_str()]));
+    let mut keys = vec![recipient_lock(tenant, recipient)];
+    if let Some(t) = tenant_lock(tenant, q) {
+        keys.push(t);
     }
-    keys.push(lock_key("r", &[tenant.as_str(), recipient]));
     keys
 }
 
-/// Check every quota and, if all allow it, count one send (callers took `quota_locks`).
-fn take_send_in(
-    tx: &mut impl GenericClient,
+fn recipient_lock(tenant: &TenantId, recipient: &str) -> String {
+    lock_key("r", &[tenant.as_str(), recipient])
+}
+
+fn tenant_lock(tenant: &TenantId, q: &SendQuota) -> Option<String> {
+    (q.tenant_max_per_hour > 0).then(|| lock_key("t", &[tenant.as_str()]))
+}
+
+/// Count one send (callers checked the quotas under their locks).
+fn count_send(
+    tx: &mut Db<'_, impl GenericClient>,
     tenant: &TenantId,
     recipient: &str,
-    q: &SendQuota,
     now: Millis,
-) -> Result<Result<(), QuotaRefusal>, StoreError> {
-    if let Err(r) = quota_check(tx, tenant, recipient, q, now)? {
-        return Ok(Err(r));
-    }
+) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO sends (tenant_id, email_canonical, at) VALUES ($1, $2, $3)",
         &[&tenant.as_str(), &recipient, &now],
@@ -397,6 +547,21 @@ fn take_send_in(
          ON CONFLICT (tenant_id, minute) DO UPDATE SET sends = tenant_send_minutes.sends + 1",
         &[&tenant.as_str(), &now.div_euclid(MINUTE_MS)],
     )?;
+    Ok(())
+}
+
+/// Check every quota and, if all allow it, count one send (callers took `quota_locks`).
+fn take_send_in(
+    tx: &mut Db<'_, impl GenericClient>,
+    tenant: &TenantId,
+    recipient: &str,
+    q: &SendQuota,
+    now: Millis,
+) -> Result<Result<(), QuotaRefusal>, StoreError> {
+    if let Err(r) = quota_check(tx, tenant, recipient, q, now)? {
+        return Ok(Err(r));
+    }
+    count_send(tx, tenant, recipient, now)?;
     Ok(Ok(()))
 }
 
@@ -405,7 +570,7 @@ fn take_send_in(
 /// unique index on the group's sequence is the backstop.
 #[allow(clippy::too_many_arguments)]
 fn insert_challenge(
-    tx: &mut impl GenericClient,
+    tx: &mut Db<'_, impl GenericClient>,
     c: &NewChallenge,
     tenant_id: &str,
     status_attempts: u32,
@@ -450,18 +615,18 @@ fn insert_challenge(
 
 impl Store for PgStore {
     fn ping(&self) -> Result<(), StoreError> {
-        self.conn()?.simple_query("SELECT 1")?;
+        self.conn()?.client.simple_query("SELECT 1")?;
         Ok(())
     }
 
     fn write_probe(&self) -> Result<(), StoreError> {
         // Assigning a transaction id is a write: it fails on a read-only or stuck server.
-        self.conn()?.simple_query("SELECT txid_current()")?;
+        self.conn()?.client.simple_query("SELECT txid_current()")?;
         Ok(())
     }
 
     fn keyring(&self) -> Result<Vec<WrappedKey>, StoreError> {
-        let rows = self.conn()?.query(
+        let rows = self.conn()?.db().query(
             "SELECT kind, version, wrapped, kek_id, active FROM keyring ORDER BY kind, version",
             &[],
         )?;
@@ -510,7 +675,7 @@ impl Store for PgStore {
         kek_id: &str,
         old_kek_id: &str,
     ) -> Result<bool, StoreError> {
-        let n = self.conn()?.execute(
+        let n = self.conn()?.db().execute(
             "UPDATE keyring SET wrapped = $3, kek_id = $4 WHERE kind = $1 AND version = $2 AND kek_id = $5",
             &[&kind, &i64::from(version), &wrapped, &kek_id, &old_kek_id],
         )?;
@@ -530,7 +695,7 @@ impl Store for PgStore {
     }
 
     fn set_smtp_password(&self, id: &TenantId, old: &[u8], new: &[u8]) -> Result<bool, StoreError> {
-        let n = self.conn()?.execute(
+        let n = self.conn()?.db().execute(
             "UPDATE tenants SET smtp_password = $3 WHERE id = $1 AND smtp_password = $2",
             &[&id.as_str(), &old, &new],
         )?;
@@ -544,7 +709,7 @@ impl Store for PgStore {
     }
 
     fn has_data(&self) -> Result<bool, StoreError> {
-        let row = self.conn()?.query_one(
+        let row = self.conn()?.db().query_one(
             "SELECT EXISTS(SELECT 1 FROM keyring) OR EXISTS(SELECT 1 FROM tenants)",
             &[],
         )?;
@@ -577,6 +742,7 @@ impl Store for PgStore {
 
     fn tenants(&self) -> Result<Vec<TenantRow>, StoreError> {
         self.conn()?
+            .db()
             .query(
                 &format!("SELECT {TENANT_COLS} FROM tenants t ORDER BY t.created_at, t.id"),
                 &[],
@@ -641,6 +807,7 @@ impl Store for PgStore {
     fn delete_tenant(&self, id: &TenantId) -> Result<bool, StoreError> {
         Ok(self
             .conn()?
+            .db()
             .execute("DELETE FROM tenants WHERE id = $1", &[&id.as_str()])?
             > 0)
     }
@@ -826,7 +993,7 @@ impl Store for PgStore {
         key_digest: &[u8],
         now: Millis,
     ) -> Result<bool, StoreError> {
-        let n = self.conn()?.execute(
+        let n = self.conn()?.db().execute(
             "UPDATE challenges SET status = 'verified', verified_at = $3, ended_at = $3 \
              WHERE key_digest = $1 AND tenant_id = $2 AND status = 'pending' AND expires_at > $3",
             &[&key_digest, &tenant.as_str(), &now],
@@ -889,6 +1056,7 @@ impl Store for PgStore {
     fn purge(&self, before: Millis, sends_before: Millis) -> Result<usize, StoreError> {
         // Each statement is idempotent: instances purging at once delete each row once.
         let mut conn = self.conn()?;
+        let mut conn = conn.db();
         let n = conn.execute(
             "DELETE FROM challenges WHERE (ended_at IS NOT NULL AND ended_at < $1) OR expires_at < $1",
             &[&before],
@@ -964,13 +1132,10 @@ impl Store for PgStore {
     fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
         self.tx(|tx| {
             // A tenant deleted meanwhile has no audit: skip its events.
-            let st = tx.prepare(
-                "INSERT INTO audit (tenant_id, at, event, recipient, outcome, client_ip, request_id) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $1)",
-            )?;
             for e in events {
                 tx.execute(
-                    &st,
+                    "INSERT INTO audit (tenant_id, at, event, recipient, outcome, client_ip, request_id) \
+                     SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $1)",
                     &[&e.tenant_id, &e.at, &e.event, &e.recipient, &e.outcome, &e.client_ip, &e.request_id],
                 )?;
             }
@@ -985,6 +1150,7 @@ impl Store for PgStore {
         limit: u32,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         self.conn()?
+            .db()
             .query(
                 "SELECT id, tenant_id, at, event, recipient, outcome, client_ip, request_id FROM audit \
                  WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
@@ -1009,6 +1175,7 @@ impl Store for PgStore {
     fn purge_audit(&self, before: Millis) -> Result<usize, StoreError> {
         let n = self
             .conn()?
+            .db()
             .execute("DELETE FROM audit WHERE at < $1", &[&before])?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
@@ -1033,7 +1200,7 @@ impl Store for PgStore {
         q: &SendQuota,
         now: Millis,
     ) -> Result<Result<(), QuotaRefusal>, StoreError> {
-        quota_check(&mut *self.conn()?, tenant, recipient, q, now)
+        quota_check(&mut self.conn()?.db(), tenant, recipient, q, now)
     }
 
     fn failures_blocked(
@@ -1059,6 +1226,7 @@ impl Store for PgStore {
     fn export_table(&self, t: &'static copy::Table) -> Result<Vec<Vec<copy::Value>>, StoreError> {
         let rows = self
             .conn()?
+            .db()
             .query(&format!("SELECT {} FROM {}", t.column_list(), t.name), &[])?;
         rows.iter()
             .map(|r| {
@@ -1111,11 +1279,11 @@ impl Store for PgStore {
                 } else {
                     ""
                 };
-                let st = tx.prepare(&format!(
+                let sql = format!(
                     "INSERT INTO {} ({}){overriding} VALUES ({marks})",
                     t.name,
                     t.column_list()
-                ))?;
+                );
                 for row in rows {
                     let values: Vec<Box<dyn ToSql + Sync>> = row
                         .iter()
@@ -1135,7 +1303,7 @@ impl Store for PgStore {
                         })
                         .collect();
                     let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|b| b.as_ref()).collect();
-                    tx.execute(&st, &refs)?;
+                    tx.execute(&sql, &refs)?;
                 }
                 if let Some(col) = t.identity {
                     // The next number the table hands out comes after the copied ones.
@@ -1153,7 +1321,7 @@ impl Store for PgStore {
     }
 
     fn clear_failures(&self, tenant: &TenantId, recipient: &str) -> Result<(), StoreError> {
-        self.conn()?.execute(
+        self.conn()?.db().execute(
             "DELETE FROM recipient_failures WHERE tenant_id = $1 AND email_canonical = $2",
             &[&tenant.as_str(), &recipient],
         )?;

@@ -4,7 +4,10 @@
 
 use ::postgres::GenericClient;
 
-use super::{insert_challenge, lock_all, opt_u32, quota_locks, take_send_in, u32_at, PgStore};
+use super::{
+    count_send, insert_challenge, lock_all, opt_u32, recipient_check, recipient_lock, tenant_check,
+    tenant_lock, u32_at, Db, PgStore,
+};
 use crate::domain::keys::TenantId;
 use crate::domain::Millis;
 use crate::storage::{
@@ -21,10 +24,10 @@ impl PgStore {
         now: Millis,
     ) -> Result<Result<(), QuotaRefusal>, StoreError> {
         let tenant = c.tenant_id.as_str();
-        self.tx(|tx| {
+        self.tx_unless_refused(|tx| {
             if let Some(q) = q {
-                lock_all(tx, &quota_locks(&c.tenant_id, &c.email_canonical, q))?;
-                if let Err(r) = take_send_in(tx, &c.tenant_id, &c.email_canonical, q, now)? {
+                lock_all(tx, &[recipient_lock(&c.tenant_id, &c.email_canonical)])?;
+                if let Err(r) = recipient_check(tx, &c.tenant_id, &c.email_canonical, q, now)? {
                     return Ok(Err(r));
                 }
             }
@@ -49,6 +52,17 @@ impl PgStore {
                     &q.map(|_| now),
                 ],
             )?;
+            if let Some(q) = q {
+                // The tenant's lock last (see `quota_locks`); a refusal here rolls the code
+                // and its message back.
+                if let Some(t) = tenant_lock(&c.tenant_id, q) {
+                    lock_all(tx, &[t])?;
+                    if let Err(r) = tenant_check(tx, &c.tenant_id, q, now)? {
+                        return Ok(Err(r));
+                    }
+                }
+                count_send(tx, &c.tenant_id, &c.email_canonical, now)?;
+            }
             Ok(Ok(()))
         })
     }
@@ -212,6 +226,7 @@ impl PgStore {
     pub(super) fn do_stats(&self, now: Millis) -> Result<OutboxStats, StoreError> {
         let row = self
             .conn()?
+            .db()
             .query_one("SELECT COUNT(*), MIN(due_at) FROM outbox", &[])?;
         let (depth, oldest): (i64, Option<Millis>) = (row.try_get(0)?, row.try_get(1)?);
         Ok(OutboxStats {
@@ -224,7 +239,7 @@ impl PgStore {
 /// Give up on a message (see the SQLite store's `fail_in`). The outbox row is deleted
 /// first: whoever deletes it settles the message, once.
 fn fail_in(
-    tx: &mut impl GenericClient,
+    tx: &mut Db<'_, impl GenericClient>,
     key_digest: &[u8],
     attempts: Option<u32>,
     reason: &str,
