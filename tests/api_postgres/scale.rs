@@ -573,3 +573,59 @@ async fn migrate_store_copies_a_sqlite_installation_to_postgres_and_back() {
         "{out}"
     );
 }
+
+/// The app's own connections to its database, as the server sees them: (count, all TLS).
+fn own_connections_tls(url: &str) -> (i64, bool) {
+    let (url, db) = (
+        url.to_string(),
+        url.rsplit('/')
+            .next()
+            .unwrap()
+            .split('?')
+            .next()
+            .unwrap()
+            .to_string(),
+    );
+    pg_blocking(move || {
+        let base = url.split('?').next().unwrap().to_string();
+        let mut c = postgres::Client::connect(&base, postgres::NoTls).unwrap();
+        let r = c
+            .query_one(
+                "SELECT COUNT(*), COALESCE(bool_and(s.ssl), false) FROM pg_stat_activity a JOIN pg_stat_ssl s ON s.pid = a.pid \
+                 WHERE a.datname = $1 AND a.application_name = 'otpmint'",
+                &[&db],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmode_require_encrypts_and_verify_full_refuses_an_unverifiable_server() {
+    // The local server offers TLS with a certificate no public root signs, for its host
+    // name rather than 127.0.0.1.
+    let app = spawn_app_with(|s| s.database.url.push_str("?sslmode=require")).await;
+    let (_, sk) = app.tenant().await;
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+    let (n, tls) = own_connections_tls(&app.settings.database.url);
+    assert!(n >= 1 && tls, "{n} connections, all TLS: {tls}");
+
+    let plain = spawn_app_with(|s| s.database.url.push_str("?sslmode=disable")).await;
+    plain.tenant().await;
+    let (n, tls) = own_connections_tls(&plain.settings.database.url);
+    assert!(n >= 1 && !tls, "sslmode=disable uses plaintext");
+
+    let mut settings = app.settings.clone();
+    settings.database.url = settings
+        .database
+        .url
+        .replace("sslmode=require", "sslmode=verify-full");
+    settings.database.timeout_seconds = 1;
+    let clock = app.clock.clone();
+    let err = match otpmint::startup::Application::build_with_clock(settings, clock) {
+        Ok(_) => panic!("verify-full accepted a certificate it cannot verify"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("database") && err.contains("TLS"), "{err}");
+}
