@@ -220,10 +220,7 @@ pub fn migrate_store(
         ))
     })?;
     let target = open(to)?;
-    let mut snapshot = Vec::new();
-    for t in crate::storage::copy::TABLES {
-        snapshot.push((t, source.export_table(t)?));
-    }
+    let snapshot = source.export_snapshot()?;
     target.import_snapshot(&snapshot).map_err(|e| match e {
         crate::storage::StoreError::Conflict(m) => StartupError::Other(format!(
             "{m}: refusing to copy into it (nothing was changed)"

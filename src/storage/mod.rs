@@ -448,8 +448,9 @@ pub trait Store: Send + Sync + 'static {
     fn clear_failures(&self, tenant: &TenantId, recipient: &str) -> Result<(), StoreError>;
 
     // migrate-store
-    /// Every row of `t`, its columns in `t.columns` order.
-    fn export_table(&self, t: &'static copy::Table) -> Result<Vec<Vec<copy::Value>>, StoreError>;
+    /// Every row of every table of `copy::TABLES`, read in one consistent snapshot (one read
+    /// transaction), so rows written meanwhile cannot leave a child without its parent.
+    fn export_snapshot(&self) -> Result<copy::Snapshot, StoreError>;
     /// Write a snapshot in one transaction: all of it or nothing. Refused (`Conflict`) when
     /// this database already holds a keyring or a tenant.
     fn import_snapshot(&self, s: &copy::Snapshot) -> Result<(), StoreError>;

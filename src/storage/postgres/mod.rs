@@ -215,7 +215,7 @@ fn lock_key(kind: &str, parts: &[&str]) -> String {
 }
 
 /// Take transaction-scoped advisory locks, in the order given (every caller uses the order
-/// tenant → recipient → group, so two transactions never wait on each other in a circle).
+/// recipient → group → tenant, so two transactions never wait on each other in a circle).
 fn lock_all(tx: &mut Db<'_, impl GenericClient>, keys: &[String]) -> Result<(), StoreError> {
     if keys.is_empty() {
         return Ok(());
@@ -1223,35 +1223,21 @@ impl Store for PgStore {
         Ok((f >= i64::from(q.max_failures) && until > now).then_some(until))
     }
 
-    fn export_table(&self, t: &'static copy::Table) -> Result<Vec<Vec<copy::Value>>, StoreError> {
-        let rows = self
-            .conn()?
-            .db()
-            .query(&format!("SELECT {} FROM {}", t.column_list(), t.name), &[])?;
-        rows.iter()
-            .map(|r| {
-                t.columns
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (_, kind))| {
-                        Ok(match kind {
-                            copy::Kind::Int => r
-                                .try_get::<_, Option<i64>>(i)?
-                                .map_or(copy::Value::Null, copy::Value::Int),
-                            copy::Kind::Text => r
-                                .try_get::<_, Option<String>>(i)?
-                                .map_or(copy::Value::Null, copy::Value::Text),
-                            copy::Kind::Blob => r
-                                .try_get::<_, Option<Vec<u8>>>(i)?
-                                .map_or(copy::Value::Null, copy::Value::Blob),
-                            copy::Kind::Bool => r
-                                .try_get::<_, Option<bool>>(i)?
-                                .map_or(copy::Value::Null, copy::Value::Bool),
-                        })
-                    })
-                    .collect()
-            })
-            .collect()
+    fn export_snapshot(&self) -> Result<copy::Snapshot, StoreError> {
+        let mut conn = self.conn()?;
+        let mut tx = conn
+            .client
+            .build_transaction()
+            .isolation_level(::postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()?;
+        let mut out = Vec::new();
+        for t in copy::TABLES {
+            let rows = tx.query(&format!("SELECT {} FROM {}", t.column_list(), t.name), &[])?;
+            out.push((t, export_rows(t, &rows)?));
+        }
+        tx.commit()?;
+        Ok(out)
     }
 
     fn import_snapshot(&self, s: &copy::Snapshot) -> Result<(), StoreError> {
@@ -1327,6 +1313,34 @@ impl Store for PgStore {
         )?;
         Ok(())
     }
+}
+
+/// Rows read from `t`, as copy values.
+fn export_rows(t: &'static copy::Table, rows: &[Row]) -> Result<Vec<Vec<copy::Value>>, StoreError> {
+    rows.iter()
+        .map(|r| {
+            t.columns
+                .iter()
+                .enumerate()
+                .map(|(i, (_, kind))| {
+                    Ok(match kind {
+                        copy::Kind::Int => r
+                            .try_get::<_, Option<i64>>(i)?
+                            .map_or(copy::Value::Null, copy::Value::Int),
+                        copy::Kind::Text => r
+                            .try_get::<_, Option<String>>(i)?
+                            .map_or(copy::Value::Null, copy::Value::Text),
+                        copy::Kind::Blob => r
+                            .try_get::<_, Option<Vec<u8>>>(i)?
+                            .map_or(copy::Value::Null, copy::Value::Blob),
+                        copy::Kind::Bool => r
+                            .try_get::<_, Option<bool>>(i)?
+                            .map_or(copy::Value::Null, copy::Value::Bool),
+                    })
+                })
+                .collect()
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -126,6 +126,17 @@ impl PgStore {
         now: Millis,
     ) -> Result<(), StoreError> {
         self.tx(|tx| {
+            // The outbox row first, as every settlement does (same lock order as `fail_in`
+            // and the sweep): whoever deletes it settles the message, once.
+            if tx
+                .query_opt(
+                    "DELETE FROM outbox WHERE key_digest = $1 RETURNING 1",
+                    &[&key_digest],
+                )?
+                .is_none()
+            {
+                return Ok(());
+            }
             let group = tx.query_opt(
                 "UPDATE challenges SET delivery_status = 'sent', delivery_attempts = $2, delivery_reason = NULL, sent_at = $3 \
                  WHERE key_digest = $1 RETURNING tenant_id, email_canonical, purpose, flavor, seq, status",
@@ -147,7 +158,6 @@ impl PgStore {
                     )?;
                 }
             }
-            tx.execute("DELETE FROM outbox WHERE key_digest = $1", &[&key_digest])?;
             Ok(())
         })
     }
@@ -205,7 +215,7 @@ impl PgStore {
                  FROM outbox o JOIN challenges c ON c.key_digest = o.key_digest \
                  WHERE (o.lease_until IS NULL OR o.lease_until < $1) \
                    AND (c.status <> 'pending' OR c.expires_at <= $1 OR c.attempts >= c.max_attempts) \
-                 LIMIT 1000 FOR UPDATE OF o SKIP LOCKED",
+                 ORDER BY o.tenant_id, o.quota_at LIMIT 1000 FOR UPDATE OF o SKIP LOCKED",
                 &[&now],
             )?;
             for r in &rows {

@@ -1112,31 +1112,16 @@ impl Store for SqliteStore {
         }))
     }
 
-    fn export_table(&self, t: &'static copy::Table) -> Result<Vec<Vec<copy::Value>>, StoreError> {
-        use rusqlite::types::ValueRef;
-        let conn = self.conn()?;
-        let mut st = conn.prepare(&format!("SELECT {} FROM {}", t.column_list(), t.name))?;
-        let rows = st
-            .query_map([], |r| {
-                t.columns
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (_, kind))| {
-                        Ok(match (r.get_ref(i)?, kind) {
-                            (ValueRef::Null, _) => copy::Value::Null,
-                            (ValueRef::Integer(v), copy::Kind::Bool) => copy::Value::Bool(v != 0),
-                            (ValueRef::Integer(v), _) => copy::Value::Int(v),
-                            (ValueRef::Text(v), _) => {
-                                copy::Value::Text(String::from_utf8_lossy(v).into_owned())
-                            }
-                            (ValueRef::Blob(v), _) => copy::Value::Blob(v.to_vec()),
-                            (ValueRef::Real(v), _) => copy::Value::Int(v as i64),
-                        })
-                    })
-                    .collect::<rusqlite::Result<Vec<_>>>()
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+    fn export_snapshot(&self) -> Result<copy::Snapshot, StoreError> {
+        let mut conn = self.conn()?;
+        // A deferred transaction: its first read fixes the snapshot every table is read in.
+        let tx = conn.transaction()?;
+        let mut out = Vec::new();
+        for t in copy::TABLES {
+            out.push((t, export_table(&tx, t)?));
+        }
+        tx.commit()?;
+        Ok(out)
     }
 
     fn import_snapshot(&self, s: &copy::Snapshot) -> Result<(), StoreError> {
@@ -1187,4 +1172,34 @@ impl Store for SqliteStore {
             Ok(())
         })
     }
+}
+
+/// Every row of `t`, inside the caller's read transaction.
+fn export_table(
+    conn: &rusqlite::Connection,
+    t: &'static copy::Table,
+) -> Result<Vec<Vec<copy::Value>>, StoreError> {
+    use rusqlite::types::ValueRef;
+    let mut st = conn.prepare(&format!("SELECT {} FROM {}", t.column_list(), t.name))?;
+    let rows = st
+        .query_map([], |r| {
+            t.columns
+                .iter()
+                .enumerate()
+                .map(|(i, (_, kind))| {
+                    Ok(match (r.get_ref(i)?, kind) {
+                        (ValueRef::Null, _) => copy::Value::Null,
+                        (ValueRef::Integer(v), copy::Kind::Bool) => copy::Value::Bool(v != 0),
+                        (ValueRef::Integer(v), _) => copy::Value::Int(v),
+                        (ValueRef::Text(v), _) => {
+                            copy::Value::Text(String::from_utf8_lossy(v).into_owned())
+                        }
+                        (ValueRef::Blob(v), _) => copy::Value::Blob(v.to_vec()),
+                        (ValueRef::Real(v), _) => copy::Value::Int(v as i64),
+                    })
+                })
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
 }
