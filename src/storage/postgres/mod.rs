@@ -6,22 +6,23 @@
 //! the quotas, the failure budget and a group's sequence numbers, unique indexes and
 //! `ON CONFLICT` for secrets and keys, `FOR UPDATE SKIP LOCKED` for outbox work.
 
+mod conn;
 mod outbox;
+mod quota;
 mod tls;
 
 use std::time::Duration;
 
 use ::postgres::types::ToSql;
-use std::collections::HashMap;
-
-use ::postgres::{GenericClient, Row, Statement};
-use r2d2::{Pool, PooledConnection};
+use ::postgres::{GenericClient, Row};
+use r2d2::Pool;
 use r2d2_postgres::PostgresConnectionManager;
-use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::*;
 use crate::crypto::keyring::WrappedKey;
 use crate::domain::delivery::{DeliveryStatus, DeliveryView};
+use conn::{Conn, Db, Manager, Params, PgConn, Tx};
+use quota::{lock_all, lock_key, quota_check, quota_locks, take_send_in};
 
 mod embedded {
     refinery::embed_migrations!("migrations/postgres");
@@ -31,8 +32,6 @@ mod embedded {
 const MIGRATION_LOCK: i64 = 0x6f74_706d_696e_7401;
 /// Transaction advisory lock around keyring initialisation.
 const KEYRING_LOCK: i64 = 0x6f74_706d_696e_7402;
-const HOUR_MS: Millis = 3_600_000;
-const MINUTE_MS: Millis = 60_000;
 
 const TENANT_COLS: &str =
     "t.id, t.name, t.enabled, t.origin, t.created_at, t.smtp_host, t.smtp_port, t.smtp_username, \
@@ -43,111 +42,6 @@ const VIEW_COLS: &str =
      c.created_at, c.expires_at, c.verified_at, c.delivery_mode, c.delivery_status, \
      c.delivery_attempts, c.delivery_reason, c.sent_at, \
      EXISTS(SELECT 1 FROM outbox o WHERE o.key_digest = c.key_digest AND o.leased_by IS NOT NULL)";
-
-type Conn = PooledConnection<Manager>;
-type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
-
-/// A pooled connection with the statements prepared on it: each SQL text is parsed and
-/// planned once per connection, then bound and executed in one round trip.
-pub(super) struct PgConn {
-    client: ::postgres::Client,
-    cache: HashMap<String, Statement>,
-}
-
-impl PgConn {
-    fn db(&mut self) -> Db<'_, ::postgres::Client> {
-        Db {
-            c: &mut self.client,
-            cache: &mut self.cache,
-        }
-    }
-}
-
-pub(super) struct Manager(PostgresConnectionManager<MakeRustlsConnect>);
-
-impl r2d2::ManageConnection for Manager {
-    type Connection = PgConn;
-    type Error = ::postgres::Error;
-
-    fn connect(&self) -> Result<PgConn, ::postgres::Error> {
-        Ok(PgConn {
-            client: self.0.connect()?,
-            cache: HashMap::new(),
-        })
-    }
-
-    fn is_valid(&self, conn: &mut PgConn) -> Result<(), ::postgres::Error> {
-        self.0.is_valid(&mut conn.client)
-    }
-
-    fn has_broken(&self, conn: &mut PgConn) -> bool {
-        self.0.has_broken(&mut conn.client)
-    }
-}
-
-/// Statements run on a client or a transaction through the connection's statement cache.
-pub(super) struct Db<'a, C: GenericClient> {
-    c: &'a mut C,
-    cache: &'a mut HashMap<String, Statement>,
-}
-
-impl<C: GenericClient> Db<'_, C> {
-    fn statement(&mut self, sql: &str) -> Result<Statement, ::postgres::Error> {
-        if let Some(st) = self.cache.get(sql) {
-            return Ok(st.clone());
-        }
-        let st = self.c.prepare(sql)?;
-        self.cache.insert(sql.to_string(), st.clone());
-        Ok(st)
-    }
-
-    /// A statement the server no longer knows (or whose plan a migration changed) is
-    /// prepared again next time.
-    fn forget_on<T>(
-        &mut self,
-        sql: &str,
-        r: Result<T, ::postgres::Error>,
-    ) -> Result<T, ::postgres::Error> {
-        if r.is_err() {
-            self.cache.remove(sql);
-        }
-        r
-    }
-
-    pub(super) fn execute(&mut self, sql: &str, p: Params<'_>) -> Result<u64, ::postgres::Error> {
-        let st = self.statement(sql)?;
-        let r = self.c.execute(&st, p);
-        self.forget_on(sql, r)
-    }
-
-    pub(super) fn query(
-        &mut self,
-        sql: &str,
-        p: Params<'_>,
-    ) -> Result<Vec<Row>, ::postgres::Error> {
-        let st = self.statement(sql)?;
-        let r = self.c.query(&st, p);
-        self.forget_on(sql, r)
-    }
-
-    pub(super) fn query_one(&mut self, sql: &str, p: Params<'_>) -> Result<Row, ::postgres::Error> {
-        let st = self.statement(sql)?;
-        let r = self.c.query_one(&st, p);
-        self.forget_on(sql, r)
-    }
-
-    pub(super) fn query_opt(
-        &mut self,
-        sql: &str,
-        p: Params<'_>,
-    ) -> Result<Option<Row>, ::postgres::Error> {
-        let st = self.statement(sql)?;
-        let r = self.c.query_opt(&st, p);
-        self.forget_on(sql, r)
-    }
-}
-
-type Tx<'a, 'b> = Db<'a, ::postgres::Transaction<'b>>;
 
 /// How to reach the database.
 #[derive(Debug, Clone)]
@@ -165,33 +59,6 @@ pub struct PgStore {
     pool: Option<Pool<Manager>>,
 }
 
-impl From<::postgres::Error> for StoreError {
-    fn from(e: ::postgres::Error) -> Self {
-        if let Some(db) = e.as_db_error() {
-            let code = db.code().code();
-            if code == "23505" {
-                return StoreError::Conflict("already exists");
-            }
-            // Connection, resources, operator intervention, serialization and deadlock,
-            // lock timeout, read-only: the database cannot take this now; try again later.
-            if code.starts_with("08")
-                || code.starts_with("53")
-                || code.starts_with("57")
-                || code.starts_with("58")
-                || matches!(code, "40001" | "40P01" | "55P03" | "25006")
-            {
-                return StoreError::Unavailable(e.to_string());
-            }
-            return StoreError::Postgres(e);
-        }
-        let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
-        if e.is_closed() || io || e.to_string().contains("timed out") {
-            return StoreError::Unavailable(e.to_string());
-        }
-        StoreError::Postgres(e)
-    }
-}
-
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(format!("{what} out of range"))
 }
@@ -202,29 +69,6 @@ fn u32_at(r: &Row, i: usize) -> Result<u32, StoreError> {
 
 fn opt_u32(v: Option<u32>) -> Option<i64> {
     v.map(i64::from)
-}
-
-/// The key of a transaction-scoped advisory lock: parts joined by a separator no part holds.
-fn lock_key(kind: &str, parts: &[&str]) -> String {
-    let mut k = String::from(kind);
-    for p in parts {
-        k.push('\u{1f}');
-        k.push_str(p);
-    }
-    k
-}
-
-/// Take transaction-scoped advisory locks, in the order given (every caller uses the order
-/// recipient → group → tenant, so two transactions never wait on each other in a circle).
-fn lock_all(tx: &mut Db<'_, impl GenericClient>, keys: &[String]) -> Result<(), StoreError> {
-    if keys.is_empty() {
-        return Ok(());
-    }
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) WITH ORDINALITY AS l(k, n) ORDER BY n",
-        &[&keys],
-    )?;
-    Ok(())
 }
 
 impl PgStore {
@@ -415,154 +259,6 @@ fn insert_tenant_row(
         &[&secret_digest, &t.id.as_str(), &now],
     )?;
     Ok(n == 1)
-}
-
-/// Every quota check of a mint, counting nothing (callers that count hold the locks).
-fn quota_check(
-    tx: &mut Db<'_, impl GenericClient>,
-    tenant: &TenantId,
-    recipient: &str,
-    q: &SendQuota,
-    now: Millis,
-) -> Result<Result<(), QuotaRefusal>, StoreError> {
-    if let Err(r) = recipient_check(tx, tenant, recipient, q, now)? {
-        return Ok(Err(r));
-    }
-    tenant_check(tx, tenant, q, now)
-}
-
-/// The recipient's quotas: failure budget, cooldown, sends per window.
-fn recipient_check(
-    tx: &mut Db<'_, impl GenericClient>,
-    tenant: &TenantId,
-    recipient: &str,
-    q: &SendQuota,
-    now: Millis,
-) -> Result<Result<(), QuotaRefusal>, StoreError> {
-    let t = tenant.as_str();
-    if q.max_failures > 0 {
-        let row = tx.query_opt(
-            "SELECT failures, window_start FROM recipient_failures WHERE tenant_id = $1 AND email_canonical = $2",
-            &[&t, &recipient],
-        )?;
-        if let Some(row) = row {
-            let (failures, start): (i64, Millis) = (row.try_get(0)?, row.try_get(1)?);
-            let until = start + q.recipient_window_ms;
-            if failures >= i64::from(q.max_failures) && until > now {
-                return Ok(Err(QuotaRefusal::Failures {
-                    retry_after_ms: until - now,
-                }));
-            }
-        }
-    }
-    if q.cooldown_ms > 0 {
-        let last: Option<Millis> = tx
-            .query_one(
-                "SELECT MAX(at) FROM sends WHERE tenant_id = $1 AND email_canonical = $2",
-                &[&t, &recipient],
-            )?
-            .try_get(0)?;
-        if let Some(last) = last {
-            if last + q.cooldown_ms > now {
-                return Ok(Err(QuotaRefusal::Cooldown {
-                    retry_after_ms: last + q.cooldown_ms - now,
-                }));
-            }
-        }
-    }
-    if q.recipient_max > 0 {
-        let row = tx.query_one(
-            "SELECT COUNT(*), MIN(at) FROM sends WHERE tenant_id = $1 AND email_canonical = $2 AND at > $3",
-            &[&t, &recipient, &(now - q.recipient_window_ms)],
-        )?;
-        let (count, oldest): (i64, Option<Millis>) = (row.try_get(0)?, row.try_get(1)?);
-        if count >= i64::from(q.recipient_max) {
-            let retry = oldest.map_or(q.recipient_window_ms, |o| o + q.recipient_window_ms - now);
-            return Ok(Err(QuotaRefusal::Recipient {
-                retry_after_ms: retry,
-            }));
-        }
-    }
-    Ok(Ok(()))
-}
-
-/// The tenant's sends in the last hour.
-fn tenant_check(
-    tx: &mut Db<'_, impl GenericClient>,
-    tenant: &TenantId,
-    q: &SendQuota,
-    now: Millis,
-) -> Result<Result<(), QuotaRefusal>, StoreError> {
-    let t = tenant.as_str();
-    if q.tenant_max_per_hour > 0 {
-        let row = tx.query_one(
-            "SELECT COALESCE(SUM(sends), 0)::BIGINT, MIN(minute) FROM tenant_send_minutes \
-             WHERE tenant_id = $1 AND minute > $2 AND sends > 0",
-            &[&t, &(now - HOUR_MS).div_euclid(MINUTE_MS)],
-        )?;
-        let (count, oldest): (i64, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);
-        if count >= i64::from(q.tenant_max_per_hour) {
-            let retry = oldest.map_or(HOUR_MS, |m| (m + 1) * MINUTE_MS + HOUR_MS - now);
-            return Ok(Err(QuotaRefusal::Tenant {
-                retry_after_ms: retry,
-            }));
-        }
-    }
-    Ok(Ok(()))
-}
-
-/// The advisory locks that make a quota check and its count one step across instances:
-/// the recipient, then the tenant (only when the tenant-hour limit is on). Every caller takes
-/// them in the order recipient → group → tenant, so no two transactions wait in a circle;
-/// the tenant's lock, shared by all its mints, is taken last and held the shortest.
-fn quota_locks(tenant: &TenantId, recipient: &str, q: &SendQuota) -> Vec<String> {
-    let mut keys = vec![recipient_lock(tenant, recipient)];
-    if let Some(t) = tenant_lock(tenant, q) {
-        keys.push(t);
-    }
-    keys
-}
-
-fn recipient_lock(tenant: &TenantId, recipient: &str) -> String {
-    lock_key("r", &[tenant.as_str(), recipient])
-}
-
-fn tenant_lock(tenant: &TenantId, q: &SendQuota) -> Option<String> {
-    (q.tenant_max_per_hour > 0).then(|| lock_key("t", &[tenant.as_str()]))
-}
-
-/// Count one send (callers checked the quotas under their locks).
-fn count_send(
-    tx: &mut Db<'_, impl GenericClient>,
-    tenant: &TenantId,
-    recipient: &str,
-    now: Millis,
-) -> Result<(), StoreError> {
-    tx.execute(
-        "INSERT INTO sends (tenant_id, email_canonical, at) VALUES ($1, $2, $3)",
-        &[&tenant.as_str(), &recipient, &now],
-    )?;
-    tx.execute(
-        "INSERT INTO tenant_send_minutes (tenant_id, minute, sends) VALUES ($1, $2, 1) \
-         ON CONFLICT (tenant_id, minute) DO UPDATE SET sends = tenant_send_minutes.sends + 1",
-        &[&tenant.as_str(), &now.div_euclid(MINUTE_MS)],
-    )?;
-    Ok(())
-}
-
-/// Check every quota and, if all allow it, count one send (callers took `quota_locks`).
-fn take_send_in(
-    tx: &mut Db<'_, impl GenericClient>,
-    tenant: &TenantId,
-    recipient: &str,
-    q: &SendQuota,
-    now: Millis,
-) -> Result<Result<(), QuotaRefusal>, StoreError> {
-    if let Err(r) = quota_check(tx, tenant, recipient, q, now)? {
-        return Ok(Err(r));
-    }
-    count_send(tx, tenant, recipient, now)?;
-    Ok(Ok(()))
 }
 
 /// Insert a pending code with the next sequence number of its group. The group's advisory
@@ -1218,9 +914,7 @@ impl Store for PgStore {
             &[&tenant.as_str(), &recipient],
         )?;
         let Some(row) = row else { return Ok(None) };
-        let (f, start): (i64, Millis) = (row.try_get(0)?, row.try_get(1)?);
-        let until = start + q.recipient_window_ms;
-        Ok((f >= i64::from(q.max_failures) && until > now).then_some(until))
+        Ok(q.failures_until(row.try_get(0)?, row.try_get(1)?, now))
     }
 
     fn export_snapshot(&self) -> Result<copy::Snapshot, StoreError> {
@@ -1346,12 +1040,6 @@ fn export_rows(t: &'static copy::Table, rows: &[Row]) -> Result<Vec<Vec<copy::Va
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lock_keys_keep_their_parts_apart() {
-        assert_ne!(lock_key("r", &["ab", "c"]), lock_key("r", &["a", "bc"]));
-        assert_eq!(lock_key("t", &["x"]), "t\u{1f}x");
-    }
 
     #[test]
     fn opt_counts_widen() {

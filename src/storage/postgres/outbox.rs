@@ -4,10 +4,11 @@
 
 use ::postgres::GenericClient;
 
-use super::{
-    count_send, insert_challenge, lock_all, opt_u32, recipient_check, recipient_lock, tenant_check,
-    tenant_lock, u32_at, Db, PgStore,
+use super::conn::Db;
+use super::quota::{
+    count_send, lock_all, recipient_check, recipient_lock, tenant_check, tenant_lock,
 };
+use super::{insert_challenge, opt_u32, u32_at, PgStore};
 use crate::domain::keys::TenantId;
 use crate::domain::Millis;
 use crate::storage::{

@@ -27,8 +27,6 @@ const VIEW_COLS: &str =
      created_at, expires_at, verified_at, delivery_mode, delivery_status, delivery_attempts, \
      delivery_reason, sent_at, \
      EXISTS(SELECT 1 FROM outbox o WHERE o.key_digest = challenges.key_digest AND o.leased_by IS NOT NULL)";
-const HOUR_MS: Millis = 3_600_000;
-const MINUTE_MS: Millis = 60_000;
 
 pub struct SqliteStore {
     pool: Pool<SqliteConnectionManager>,
@@ -374,20 +372,15 @@ fn quota_check(
 ) -> Result<Result<(), QuotaRefusal>, StoreError> {
     let t = tenant.as_str();
     if q.max_failures > 0 {
-        let row: Option<(u32, Millis)> = tx
+        let row: Option<(i64, Millis)> = tx
             .query_row(
                 "SELECT failures, window_start FROM recipient_failures WHERE tenant_id = ?1 AND email_canonical = ?2",
                 params![t, recipient],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        if let Some((failures, start)) = row {
-            let until = start + q.recipient_window_ms;
-            if failures >= q.max_failures && until > now {
-                return Ok(Err(QuotaRefusal::Failures {
-                    retry_after_ms: until - now,
-                }));
-            }
+        if let Some(r) = row.and_then(|(f, start)| q.failures_refusal(f, start, now)) {
+            return Ok(Err(r));
         }
     }
     if q.cooldown_ms > 0 {
@@ -396,40 +389,29 @@ fn quota_check(
             params![t, recipient],
             |r| r.get(0),
         )?;
-        if let Some(last) = last {
-            if last + q.cooldown_ms > now {
-                return Ok(Err(QuotaRefusal::Cooldown {
-                    retry_after_ms: last + q.cooldown_ms - now,
-                }));
-            }
+        if let Some(r) = q.cooldown_refusal(last, now) {
+            return Ok(Err(r));
         }
     }
     if q.recipient_max > 0 {
-        let (count, oldest): (u32, Option<Millis>) = tx.query_row(
+        let (count, oldest): (i64, Option<Millis>) = tx.query_row(
             "SELECT COUNT(*), MIN(at) FROM sends WHERE tenant_id = ?1 AND email_canonical = ?2 AND at > ?3",
-            params![t, recipient, now - q.recipient_window_ms],
+            params![t, recipient, q.recipient_window_start(now)],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        if count >= q.recipient_max {
-            let retry = oldest.map_or(q.recipient_window_ms, |o| o + q.recipient_window_ms - now);
-            return Ok(Err(QuotaRefusal::Recipient {
-                retry_after_ms: retry,
-            }));
+        if let Some(r) = q.recipient_refusal(count, oldest, now) {
+            return Ok(Err(r));
         }
     }
     if q.tenant_max_per_hour > 0 {
-        // Per-minute counters: at most 61 rows, whatever the tenant's volume.
-        let (count, oldest): (u32, Option<i64>) = tx.query_row(
+        let (count, oldest): (i64, Option<i64>) = tx.query_row(
             "SELECT COALESCE(SUM(sends), 0), MIN(minute) FROM tenant_send_minutes \
              WHERE tenant_id = ?1 AND minute > ?2 AND sends > 0",
-            params![t, (now - HOUR_MS).div_euclid(MINUTE_MS)],
+            params![t, SendQuota::tenant_minutes_after(now)],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        if count >= q.tenant_max_per_hour {
-            let retry = oldest.map_or(HOUR_MS, |m| (m + 1) * MINUTE_MS + HOUR_MS - now);
-            return Ok(Err(QuotaRefusal::Tenant {
-                retry_after_ms: retry,
-            }));
+        if let Some(r) = q.tenant_refusal(count, oldest, now) {
+            return Ok(Err(r));
         }
     }
     Ok(Ok(()))
@@ -1099,17 +1081,14 @@ impl Store for SqliteStore {
             return Ok(None);
         }
         let conn = self.conn()?;
-        let row: Option<(u32, Millis)> = conn
+        let row: Option<(i64, Millis)> = conn
             .query_row(
                 "SELECT failures, window_start FROM recipient_failures WHERE tenant_id = ?1 AND email_canonical = ?2",
                 params![tenant.as_str(), recipient],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        Ok(row.and_then(|(f, start)| {
-            let until = start + q.recipient_window_ms;
-            (f >= q.max_failures && until > now).then_some(until)
-        }))
+        Ok(row.and_then(|(f, start)| q.failures_until(f, start, now)))
     }
 
     fn export_snapshot(&self) -> Result<copy::Snapshot, StoreError> {

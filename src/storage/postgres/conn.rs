@@ -1,0 +1,138 @@
+//! PostgreSQL connections: the pool's manager, the per-connection statement cache every
+//! query goes through, and how client errors are classed.
+
+use std::collections::HashMap;
+
+use ::postgres::types::ToSql;
+use ::postgres::{GenericClient, Row, Statement};
+use r2d2::PooledConnection;
+use r2d2_postgres::PostgresConnectionManager;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::storage::StoreError;
+
+pub(super) type Conn = PooledConnection<Manager>;
+pub(super) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+/// A pooled connection with the statements prepared on it: each SQL text is parsed and
+/// planned once per connection, then bound and executed in one round trip.
+pub(super) struct PgConn {
+    pub(super) client: ::postgres::Client,
+    pub(super) cache: HashMap<String, Statement>,
+}
+
+impl PgConn {
+    pub(super) fn db(&mut self) -> Db<'_, ::postgres::Client> {
+        Db {
+            c: &mut self.client,
+            cache: &mut self.cache,
+        }
+    }
+}
+
+pub(super) struct Manager(pub(super) PostgresConnectionManager<MakeRustlsConnect>);
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = PgConn;
+    type Error = ::postgres::Error;
+
+    fn connect(&self) -> Result<PgConn, ::postgres::Error> {
+        Ok(PgConn {
+            client: self.0.connect()?,
+            cache: HashMap::new(),
+        })
+    }
+
+    fn is_valid(&self, conn: &mut PgConn) -> Result<(), ::postgres::Error> {
+        self.0.is_valid(&mut conn.client)
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        self.0.has_broken(&mut conn.client)
+    }
+}
+
+/// Statements run on a client or a transaction through the connection's statement cache.
+pub(super) struct Db<'a, C: GenericClient> {
+    pub(super) c: &'a mut C,
+    pub(super) cache: &'a mut HashMap<String, Statement>,
+}
+
+impl<C: GenericClient> Db<'_, C> {
+    fn statement(&mut self, sql: &str) -> Result<Statement, ::postgres::Error> {
+        if let Some(st) = self.cache.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self.c.prepare(sql)?;
+        self.cache.insert(sql.to_string(), st.clone());
+        Ok(st)
+    }
+
+    /// Run `sql` through the cache; a statement that fails (one the server no longer knows,
+    /// or whose plan a migration changed) is prepared again next time.
+    fn run<T>(
+        &mut self,
+        sql: &str,
+        f: impl FnOnce(&mut C, &Statement) -> Result<T, ::postgres::Error>,
+    ) -> Result<T, ::postgres::Error> {
+        let st = self.statement(sql)?;
+        let r = f(self.c, &st);
+        if r.is_err() {
+            self.cache.remove(sql);
+        }
+        r
+    }
+
+    pub(super) fn execute(&mut self, sql: &str, p: Params<'_>) -> Result<u64, ::postgres::Error> {
+        self.run(sql, |c, st| c.execute(st, p))
+    }
+
+    pub(super) fn query(
+        &mut self,
+        sql: &str,
+        p: Params<'_>,
+    ) -> Result<Vec<Row>, ::postgres::Error> {
+        self.run(sql, |c, st| c.query(st, p))
+    }
+
+    pub(super) fn query_one(&mut self, sql: &str, p: Params<'_>) -> Result<Row, ::postgres::Error> {
+        self.run(sql, |c, st| c.query_one(st, p))
+    }
+
+    pub(super) fn query_opt(
+        &mut self,
+        sql: &str,
+        p: Params<'_>,
+    ) -> Result<Option<Row>, ::postgres::Error> {
+        self.run(sql, |c, st| c.query_opt(st, p))
+    }
+}
+
+pub(super) type Tx<'a, 'b> = Db<'a, ::postgres::Transaction<'b>>;
+
+impl From<::postgres::Error> for StoreError {
+    fn from(e: ::postgres::Error) -> Self {
+        if let Some(db) = e.as_db_error() {
+            let code = db.code().code();
+            if code == "23505" {
+                return StoreError::Conflict("already exists");
+            }
+            // Connection, resources, operator intervention, serialization and deadlock,
+            // lock timeout, read-only: the database cannot take this now; try again later.
+            if code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57")
+                || code.starts_with("58")
+                || matches!(code, "40001" | "40P01" | "55P03" | "25006")
+            {
+                return StoreError::Unavailable(e.to_string());
+            }
+            return StoreError::Postgres(e);
+        }
+        let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+        if e.is_closed() || io || e.to_string().contains("timed out") {
+            return StoreError::Unavailable(e.to_string());
+        }
+        StoreError::Postgres(e)
+    }
+}
