@@ -380,6 +380,7 @@ async fn tenant(cmd: TenantCommand, s: Services) -> Result<(), CliError> {
                     },
                     policy: PolicyPatch::default(),
                     delivery: None,
+                    default_locale: None,
                     origin: "native",
                     secret: None,
                 })
@@ -460,7 +461,8 @@ async fn smtp_test(id: &str, to: &str, s: Services) -> Result<(), CliError> {
             &Outgoing {
                 to: &addr,
                 subject: "otpmint SMTP test",
-                body: "This is a test message from otpmint. No action is needed.\r\n".into(),
+                text: "This is a test message from otpmint. No action is needed.\r\n",
+                html: None,
                 message_id: None,
             },
         )

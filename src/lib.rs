@@ -7,6 +7,7 @@ pub mod crypto;
 pub mod domain;
 pub mod limits;
 pub mod mailer;
+pub mod messages;
 pub mod metrics;
 pub mod routes;
 pub mod service;

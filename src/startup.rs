@@ -269,6 +269,7 @@ pub fn build_services(settings: Settings, clock: Arc<dyn Clock>) -> Result<Servi
         clock,
         settings: Arc::new(arc_swap::ArcSwap::from_pointee(settings)),
         outbox: crate::service::delivery::Outbox::new(),
+        templates: crate::service::templates::TemplateCache::default(),
     })
 }
 

@@ -5,6 +5,7 @@ pub mod code;
 pub mod delivery;
 pub mod email;
 pub mod keys;
+pub mod locale;
 pub mod policy;
 
 /// Milliseconds since the Unix epoch; the one time unit of the domain and the store.

@@ -3,6 +3,7 @@
 //! tenant, message rendering, and mapping of every failure to one `reason`.
 
 mod bounded;
+mod message;
 pub mod host_policy;
 
 use std::collections::HashMap;
@@ -15,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{
@@ -23,7 +23,6 @@ use lettre::transport::smtp::client::{
 };
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
-use lettre::{Address, Message};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use secrecy::{ExposeSecret, SecretString};
@@ -31,6 +30,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use host_policy::{HostName, HostPolicy, HostRefusal};
+pub use message::new_message_id;
+use message::render;
 
 /// Why a delivery failed: the `reason` clients see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,11 +185,12 @@ pub struct SmtpTarget {
     pub tls: TlsMode,
 }
 
-/// One message to send.
+/// One message to send: a text part and, optionally, an HTML alternative.
 pub struct Outgoing<'a> {
     pub to: &'a str,
     pub subject: &'a str,
-    pub body: String,
+    pub text: &'a str,
+    pub html: Option<&'a str>,
     /// `<id@domain>`; fixed when the message is stored, so a resend carries the same one.
     pub message_id: Option<&'a str>,
 }
@@ -588,43 +590,10 @@ impl Mailer {
     }
 }
 
-fn hello_name(from: &str) -> String {
+pub(crate) fn hello_name(from: &str) -> String {
     from.parse::<Mailbox>()
         .map(|m| m.email.domain().to_string())
         .unwrap_or_else(|_| "localhost".into())
-}
-
-fn render(
-    target: &SmtpTarget,
-    msg: &Outgoing<'_>,
-) -> Result<(lettre::address::Envelope, Vec<u8>), DeliveryError> {
-    let from: Mailbox = target
-        .from
-        .parse()
-        .map_err(|e| fail(DeliveryReason::Rejected, format!("bad from: {e}")))?;
-    let to: Address = msg
-        .to
-        .parse()
-        .map_err(|e| fail(DeliveryReason::Rejected, format!("bad recipient: {e}")))?;
-    let message_id = match msg.message_id {
-        Some(id) => id.to_string(),
-        None => new_message_id(&target.from),
-    };
-    let message = Message::builder()
-        .from(from.clone())
-        .to(Mailbox::new(None, to))
-        .subject(msg.subject)
-        .message_id(Some(message_id))
-        .header(ContentType::TEXT_PLAIN)
-        .body(msg.body.clone())
-        .map_err(|e| fail(DeliveryReason::Rejected, e))?;
-    Ok((message.envelope().clone(), message.formatted()))
-}
-
-/// A fresh `<random@sender-domain>` Message-ID.
-pub fn new_message_id(from: &str) -> String {
-    let id = crate::domain::keys::random_id(24);
-    format!("<{id}@{}>", hello_name(from))
 }
 
 /// Where a mail transaction failed.

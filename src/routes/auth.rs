@@ -99,20 +99,33 @@ fn body_deadline(req: &HttpRequest) -> tokio::time::Instant {
 
 /// Read the body, at most 16 KiB, within the request timeout.
 pub async fn read_body(req: &HttpRequest, payload: &mut Payload) -> Result<web::Bytes, ApiError> {
+    read_body_up_to(req, payload, BODY_LIMIT).await
+}
+
+/// Read the body, at most `limit` bytes (413 beyond), within the request timeout.
+pub async fn read_body_up_to(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    limit: usize,
+) -> Result<web::Bytes, ApiError> {
     let deadline = body_deadline(req);
-    tokio::time::timeout_at(deadline, read_body_inner(req, payload))
+    tokio::time::timeout_at(deadline, read_body_inner(req, payload, limit))
         .await
         .map_err(|_| ApiError::RequestTimeout)?
 }
 
-async fn read_body_inner(req: &HttpRequest, payload: &mut Payload) -> Result<web::Bytes, ApiError> {
+async fn read_body_inner(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    limit: usize,
+) -> Result<web::Bytes, ApiError> {
     if let Some(len) = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
     {
-        if len > BODY_LIMIT {
+        if len > limit {
             return Err(ApiError::TooLarge);
         }
     }
@@ -120,7 +133,7 @@ async fn read_body_inner(req: &HttpRequest, payload: &mut Payload) -> Result<web
     while let Some(chunk) = payload.next().await {
         let chunk = chunk
             .map_err(|_| ApiError::BadBody(vec![FieldError::new("body", "could not be read")]))?;
-        if body.len() + chunk.len() > BODY_LIMIT {
+        if body.len() + chunk.len() > limit {
             return Err(ApiError::TooLarge);
         }
         body.extend_from_slice(&chunk);
@@ -170,10 +183,19 @@ pub async fn json_body<T: DeserializeOwned>(
     req: &HttpRequest,
     payload: web::Payload,
 ) -> Result<T, ApiError> {
+    json_body_up_to(req, payload, BODY_LIMIT).await
+}
+
+/// A JSON body of at most `limit` bytes (the template routes take larger ones).
+pub async fn json_body_up_to<T: DeserializeOwned>(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<T, ApiError> {
     if !is_json(req) {
         return Err(ApiError::MediaType);
     }
-    let bytes = read_body(req, &mut payload.into_inner()).await?;
+    let bytes = read_body_up_to(req, &mut payload.into_inner(), limit).await?;
     parse_json(&bytes)
 }
 

@@ -124,6 +124,7 @@ pub async fn reg_secretkey(
             },
             policy: PolicyPatch::default(),
             delivery: None,
+            default_locale: None,
             origin: "compat",
             secret: Some(SecretKey::presented(&secret)),
         })
@@ -154,6 +155,7 @@ pub async fn otp(req: HttpRequest, st: web::Data<AppState>, payload: web::Payloa
             email,
             purpose,
             Flavor::Compat,
+            None,
             None,
             &super::request_context(&req, &st),
         )

@@ -44,6 +44,8 @@ pub struct TenantOut {
     pub policy: PolicyOut,
     /// `sync` or `async`: how mints wait for their message unless the request says.
     pub delivery: String,
+    /// The locale messages fall back to (API.md §8).
+    pub default_locale: String,
 }
 
 impl From<&TenantRow> for TenantOut {
@@ -62,6 +64,7 @@ impl From<&TenantRow> for TenantOut {
                 max_connections: t.smtp.max_connections,
             },
             delivery: t.delivery.as_str().into(),
+            default_locale: t.default_locale.clone(),
             policy: PolicyOut {
                 code_length: t.policy.code_length,
                 ttl_seconds: t.policy.ttl_seconds,
@@ -101,6 +104,9 @@ pub struct MintOut {
     /// `sent` (201: the relay accepted the message) or `queued` (202: stored, a sender
     /// delivers it; see `GET /v1/otp/{key}`).
     pub delivery: String,
+    /// The locale the message was written in (the first of the fallback chain with a
+    /// template).
+    pub locale: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -236,11 +242,15 @@ pub enum ProblemCode {
     Unavailable,
     OtpFailed,
     RequestTimeout,
+    TemplateNotFound,
+    TemplateInvalid,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct FieldErrorOut {
     pub field: String,
+    /// With `template_invalid`: the line in that field, when it is known.
+    pub line: Option<u32>,
     pub message: String,
 }
 
@@ -254,7 +264,7 @@ pub struct Problem {
     pub status: u16,
     pub code: ProblemCode,
     pub detail: String,
-    /// With `invalid_request` / `invalid_email`.
+    /// With `invalid_request` / `invalid_email` / `template_invalid`.
     pub errors: Option<Vec<FieldErrorOut>>,
     /// With `otp_mismatch`.
     pub attempts_remaining: Option<u32>,

@@ -154,6 +154,27 @@ impl ApiError {
                     "No such tenant.".into(),
                     none(),
                 ),
+                S::TemplateNotFound => (
+                    StatusCode::NOT_FOUND,
+                    "template_not_found",
+                    "Template not found",
+                    "The tenant has no template of its own for that locale.".into(),
+                    none(),
+                ),
+                S::TemplateInvalid(list) => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "template_invalid",
+                    "Template refused",
+                    "The template cannot be used; nothing was changed.".into(),
+                    one(
+                        "errors",
+                        Value::Array(
+                            list.iter()
+                                .map(|e| json!({"field": e.field, "line": e.line, "message": e.message}))
+                                .collect(),
+                        ),
+                    ),
+                ),
                 S::Invalid(e) => (
                     StatusCode::BAD_REQUEST,
                     "invalid_request",

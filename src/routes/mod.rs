@@ -5,6 +5,7 @@ pub mod compat;
 pub mod dto;
 pub mod error;
 pub mod openapi;
+pub mod templates;
 pub mod v1;
 
 use std::time::Instant;
@@ -142,12 +143,28 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
                 .route(web::delete().to(v1::delete_tenant)),
         )
         .service(r("/v1/tenants/{id}/rotate-secret").route(web::post().to(v1::rotate_secret)))
+        .service(r("/v1/tenants/{id}/templates").route(web::get().to(templates::list_for)))
+        .service(
+            r("/v1/tenants/{id}/templates/preview").route(web::post().to(templates::preview_for)),
+        )
+        .service(
+            r("/v1/tenants/{id}/templates/{locale}")
+                .route(web::put().to(templates::put_for))
+                .route(web::delete().to(templates::delete_for)),
+        )
         .service(
             r("/v1/tenant")
                 .route(web::get().to(v1::get_self))
                 .route(web::patch().to(v1::patch_self)),
         )
         .service(r("/v1/tenant/audit").route(web::get().to(v1::audit)))
+        .service(r("/v1/tenant/templates").route(web::get().to(templates::list_own)))
+        .service(r("/v1/tenant/templates/preview").route(web::post().to(templates::preview_own)))
+        .service(
+            r("/v1/tenant/templates/{locale}")
+                .route(web::put().to(templates::put_own))
+                .route(web::delete().to(templates::delete_own)),
+        )
         .service(r("/v1/otp").route(web::post().to(v1::mint)))
         .service(r("/v1/otp/verify").route(web::post().to(v1::verify)))
         .service(

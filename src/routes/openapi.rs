@@ -4,7 +4,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::dto::*;
-use super::v1;
+use super::{templates, v1};
 
 struct Security;
 
@@ -35,7 +35,9 @@ impl Modify for Security {
     paths(
         v1::create_tenant, v1::list_tenants, v1::get_tenant, v1::patch_tenant, v1::delete_tenant,
         v1::rotate_secret, v1::get_self, v1::patch_self, v1::audit, v1::mint, v1::verify,
-        v1::otp_status, v1::otp_cancel, v1::healthz, v1::readyz, v1::metrics
+        v1::otp_status, v1::otp_cancel, v1::healthz, v1::readyz, v1::metrics,
+        templates::list_own, templates::put_own, templates::delete_own, templates::preview_own,
+        templates::list_for, templates::put_for, templates::delete_for, templates::preview_for
     ),
     components(schemas(Problem, ProblemCode, FieldErrorOut)),
     modifiers(&Security),
@@ -43,6 +45,7 @@ impl Modify for Security {
         (name = "tenants", description = "Tenant administration (admin token)"),
         (name = "self-service", description = "A tenant managing itself with its secret key"),
         (name = "codes", description = "Minting and verifying codes (secret key)"),
+        (name = "templates", description = "Messages per locale (secret key, or admin token under /v1/tenants/{id})"),
         (name = "operations", description = "Health and metrics")
     )
 )]
@@ -86,6 +89,12 @@ mod tests {
             "/v1/otp",
             "/v1/otp/verify",
             "/v1/otp/{key}",
+            "/v1/tenant/templates",
+            "/v1/tenant/templates/{locale}",
+            "/v1/tenant/templates/preview",
+            "/v1/tenants/{id}/templates",
+            "/v1/tenants/{id}/templates/{locale}",
+            "/v1/tenants/{id}/templates/preview",
             "/healthz",
             "/readyz",
             "/metrics",
@@ -102,6 +111,7 @@ mod tests {
             "overloaded",
             "rate_limited",
             "smtp_host_not_allowed",
+            "template_invalid",
         ] {
             assert!(codes.iter().any(|x| x == c), "{c} missing");
         }

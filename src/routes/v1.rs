@@ -17,6 +17,7 @@ use crate::config::RegistrationMode;
 use crate::domain::delivery::DeliveryMode;
 use crate::domain::email::RecipientEmail;
 use crate::domain::keys::{Flavor, SecretKey};
+use crate::domain::locale::{Locale, LOCALE_RULE};
 use crate::domain::policy::PolicyPatch;
 use crate::mailer::TlsMode;
 use crate::service::otp::Purpose;
@@ -67,6 +68,8 @@ pub struct CreateTenantBody {
     policy: Option<PolicyBody>,
     /// `sync` (default) or `async`
     delivery: Option<String>,
+    /// The locale messages fall back to (default `en`)
+    default_locale: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -90,6 +93,8 @@ pub struct PatchTenantBody {
     enabled: Option<bool>,
     /// `sync` or `async`
     delivery: Option<String>,
+    /// The locale messages fall back to, e.g. `de`
+    default_locale: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -124,6 +129,16 @@ fn parse_tls(s: Option<&str>) -> Result<Option<TlsMode>, ApiError> {
     }
 }
 
+/// An optional language tag, refused with 400 naming `field`.
+pub(super) fn parse_locale(s: Option<&str>, field: &str) -> Result<Option<Locale>, ApiError> {
+    match s {
+        None => Ok(None),
+        Some(l) => Locale::parse(l)
+            .map(Some)
+            .ok_or_else(|| ServiceError::field(field, LOCALE_RULE).into()),
+    }
+}
+
 fn parse_delivery(s: Option<&str>) -> Result<Option<DeliveryMode>, ApiError> {
     match s {
         None => Ok(None),
@@ -139,7 +154,7 @@ pub fn tenant_json(t: &TenantRow) -> Value {
 }
 
 /// A JSON answer with the charset the contract names.
-fn json<T: Serialize>(mut b: actix_web::HttpResponseBuilder, v: &T) -> HttpResponse {
+pub(super) fn json<T: Serialize>(mut b: actix_web::HttpResponseBuilder, v: &T) -> HttpResponse {
     b.content_type("application/json; charset=utf-8")
         .body(serde_json::to_string(v).unwrap_or_default())
 }
@@ -176,6 +191,7 @@ pub async fn create_tenant(
     let b: CreateTenantBody = json_body(&req, payload).await?;
     let tls = parse_tls(b.smtp.tls.as_deref())?;
     let delivery = parse_delivery(b.delivery.as_deref())?;
+    let default_locale = parse_locale(b.default_locale.as_deref(), "default_locale")?;
     let (row, secret) = st
         .services
         .create_tenant(NewTenant {
@@ -191,6 +207,7 @@ pub async fn create_tenant(
             },
             policy: b.policy.unwrap_or_default().into(),
             delivery,
+            default_locale,
             origin: "native",
             secret: None,
         })
@@ -255,6 +272,7 @@ fn patch_from(b: PatchTenantBody) -> Result<TenantPatch, ApiError> {
         smtp,
         policy: b.policy.map(Into::into),
         delivery: parse_delivery(b.delivery.as_deref())?,
+        default_locale: parse_locale(b.default_locale.as_deref(), "default_locale")?,
     })
 }
 
@@ -345,7 +363,7 @@ pub async fn get_self(t: TenantAuth) -> ApiResult {
 }
 
 #[utoipa::path(patch, path = "/v1/tenant", tag = "self-service",
-    description = "Change name and smtp only (policy and enabled are the admin's: 400).",
+    description = "Change name, smtp, delivery and default_locale (policy and enabled are the admin's: 400).",
     request_body = PatchTenantBody,
     responses(
         (status = 200, description = "The changed tenant", body = TenantOut),
@@ -391,25 +409,12 @@ pub async fn mint(
     let email =
         RecipientEmail::parse(&b.email).map_err(|e| ServiceError::InvalidEmail(e.to_string()))?;
     let purpose = Purpose::parse(b.purpose.as_deref())?;
-    if let Some(l) = &b.locale {
-        if l.is_empty()
-            || l.len() > 35
-            || !l
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-        {
-            return Err(ServiceError::field(
-                "locale",
-                "must be a language tag like \"en\" or \"pt-BR\"",
-            )
-            .into());
-        }
-    }
+    let locale = parse_locale(b.locale.as_deref(), "locale")?;
     let delivery = parse_delivery(b.delivery.as_deref())?;
     let ctx = super::request_context(&req, &st);
     let m = st
         .services
-        .mint(&t.0, email, purpose, Flavor::Native, delivery, &ctx)
+        .mint(&t.0, email, purpose, Flavor::Native, delivery, locale, &ctx)
         .await?;
     let (status, delivery) = match m.delivery {
         DeliveryMode::Sync => (HttpResponse::Created(), "sent"),
@@ -424,6 +429,7 @@ pub async fn mint(
             code_length: m.policy.code_length,
             max_attempts: m.policy.max_attempts,
             delivery: delivery.into(),
+            locale: m.locale.as_str().to_string(),
         },
     ))
 }

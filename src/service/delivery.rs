@@ -34,6 +34,9 @@ const CLAIM_BATCH: u32 = 256;
 pub struct StoredMessage {
     pub subject: String,
     pub text: String,
+    /// The HTML alternative, when the template has one (absent in rows stored before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
     pub message_id: String,
 }
 
@@ -186,7 +189,8 @@ impl Services {
                 &Outgoing {
                     to: &job.recipient,
                     subject: &msg.subject,
-                    body: msg.text,
+                    text: &msg.text,
+                    html: msg.html.as_deref(),
                     message_id: Some(&msg.message_id),
                 },
             )

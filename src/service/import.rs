@@ -188,6 +188,8 @@ impl Services {
                     smtp_version: 1,
                     policy,
                     delivery: crate::domain::delivery::DeliveryMode::Sync,
+                    default_locale: "en".into(),
+                    templates_version: 0,
                 },
                 digest,
             ));
@@ -238,6 +240,7 @@ impl Services {
                     created_at: now,
                     expires_at: now + i64::from(self.settings.load().otp.ttl_seconds) * 1000,
                     delivery_mode: crate::domain::delivery::DeliveryMode::Sync,
+                    locale: None,
                 },
             });
         }

@@ -5,6 +5,7 @@ pub mod delivery;
 pub mod import;
 pub mod keys;
 pub mod otp;
+pub mod templates;
 pub mod tenants;
 
 use std::sync::Arc;
@@ -80,6 +81,10 @@ pub enum ServiceError {
     OtpFailed,
     #[error("otp mismatch")]
     Mismatch { attempts_remaining: u32 },
+    #[error("template not found")]
+    TemplateNotFound,
+    #[error("template invalid")]
+    TemplateInvalid(Vec<crate::messages::TemplateError>),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -126,6 +131,8 @@ pub struct Services {
     pub settings: Arc<arc_swap::ArcSwap<Settings>>,
     pub audit: audit::Audit,
     pub outbox: delivery::Outbox,
+    /// Each tenant's compiled templates, by `templates_version`.
+    pub templates: templates::TemplateCache,
 }
 
 impl Services {

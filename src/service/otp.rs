@@ -11,10 +11,12 @@ use crate::domain::code::OtpCode;
 use crate::domain::delivery::DeliveryMode;
 use crate::domain::email::RecipientEmail;
 use crate::domain::keys::{Flavor, ShareableKey, TenantId};
+use crate::domain::locale::Locale;
 use crate::domain::policy::Policy;
 use crate::domain::Millis;
 use crate::mailer::{new_message_id, SmtpTarget, TlsMode};
 use crate::service::audit::RequestContext;
+use crate::messages::Vars;
 use crate::service::delivery::{Attempt, StoredMessage};
 use crate::storage::{NewChallenge, NewOutbox, OutboxJob, QuotaRefusal, TenantRow};
 
@@ -51,6 +53,8 @@ pub struct Minted {
     pub policy: Policy,
     /// Sync: the relay accepted the message. Async: the message is queued.
     pub delivery: DeliveryMode,
+    /// The locale the message was written in.
+    pub locale: Locale,
 }
 
 pub struct Verified {
@@ -66,21 +70,6 @@ fn limited(r: QuotaRefusal) -> ServiceError {
         crate::metrics::inc(|m| &m.rate_limited, &[kind.as_str()]);
     }
     e
-}
-
-/// The plain-text body of a code's message; the code is one unbroken run of digits.
-fn message_text(code: &str, ttl_seconds: u32) -> String {
-    let minutes = ttl_seconds.div_ceil(60);
-    let lifetime = if ttl_seconds < 60 {
-        format!("{ttl_seconds} seconds")
-    } else if minutes == 1 {
-        "1 minute".to_string()
-    } else {
-        format!("{minutes} minutes")
-    };
-    format!(
-        "Your verification code is:\r\n\r\n    {code}\r\n\r\nIt expires in {lifetime}. If you did not ask for this code, ignore this message.\r\n"
-    )
 }
 
 fn refusal(r: QuotaRefusal) -> ServiceError {
@@ -133,6 +122,7 @@ impl Services {
         purpose: Purpose,
         flavor: Flavor,
         delivery: Option<DeliveryMode>,
+        locale: Option<Locale>,
         ctx: &RequestContext,
     ) -> Result<Minted, ServiceError> {
         let to = email.delivery_address();
@@ -141,7 +131,9 @@ impl Services {
             Flavor::Compat => DeliveryMode::Sync,
             Flavor::Native => delivery.unwrap_or(tenant.delivery),
         };
-        let result = self.mint_inner(tenant, email, purpose, flavor, mode).await;
+        let result = self
+            .mint_inner(tenant, email, purpose, flavor, mode, locale.as_ref())
+            .await;
         let outcome = match &result {
             Ok(m) if m.delivery == DeliveryMode::Async => "queued".to_string(),
             Ok(_) => "sent".to_string(),
@@ -164,6 +156,7 @@ impl Services {
         purpose: Purpose,
         flavor: Flavor,
         mode: DeliveryMode,
+        locale: Option<&Locale>,
     ) -> Result<Minted, ServiceError> {
         let policy = self.policy_for(tenant, flavor);
         let quota = self.quota();
@@ -183,6 +176,21 @@ impl Services {
         let code_hash = self.hasher.hash(code.expose()).await?;
         let expires_at = now + i64::from(policy.ttl_seconds) * 1000;
         let key_digest = self.key_digest(key.expose());
+        let written = self
+            .render_message(
+                tenant,
+                locale,
+                &Vars {
+                    code: code.expose(),
+                    ttl_seconds: policy.ttl_seconds,
+                    expires_at,
+                    app_name: &tenant.name,
+                    purpose: purpose.as_str(),
+                    email: email.as_given(),
+                    locale: "",
+                },
+            )
+            .await?;
         let challenge = NewChallenge {
             key_digest: key_digest.clone(),
             tenant_id: tenant.id.clone(),
@@ -196,10 +204,12 @@ impl Services {
             created_at: now,
             expires_at,
             delivery_mode: mode,
+            locale: Some(written.locale.as_str().to_string()),
         };
         let message = StoredMessage {
-            subject: "Your verification code".into(),
-            text: message_text(code.expose(), policy.ttl_seconds),
+            subject: written.rendered.subject,
+            text: written.rendered.text,
+            html: written.rendered.html,
             message_id: new_message_id(&tenant.smtp.from),
         };
         let payload = self.seal_message(&tenant.id, &key_digest, &message)?;
@@ -222,6 +232,7 @@ impl Services {
             expires_at,
             policy,
             delivery: mode,
+            locale: written.locale,
         };
         if mode == DeliveryMode::Async {
             self.outbox.wake();

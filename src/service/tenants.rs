@@ -7,6 +7,7 @@ use crate::crypto::cipher::{encrypt_password, PasswordContext};
 use crate::crypto::lookup_digest;
 use crate::domain::delivery::DeliveryMode;
 use crate::domain::keys::{SecretKey, TenantId};
+use crate::domain::locale::Locale;
 use crate::domain::policy::{FieldError, Policy, PolicyPatch};
 use crate::mailer::{valid_from, TlsMode};
 use crate::storage::{SmtpRow, StoreError, TenantChanges, TenantRow};
@@ -44,6 +45,7 @@ pub struct NewTenant {
     pub smtp: SmtpInput,
     pub policy: PolicyPatch,
     pub delivery: Option<DeliveryMode>,
+    pub default_locale: Option<Locale>,
     pub origin: &'static str,
     /// An existing secret to keep (OtpMint keys); otherwise one is generated.
     pub secret: Option<SecretKey>,
@@ -56,6 +58,7 @@ pub struct TenantPatch {
     pub smtp: Option<SmtpPatch>,
     pub policy: Option<PolicyPatch>,
     pub delivery: Option<DeliveryMode>,
+    pub default_locale: Option<Locale>,
 }
 
 fn check_name(name: &str, errs: &mut Vec<FieldError>) {
@@ -208,6 +211,12 @@ impl Services {
             smtp_version: 1,
             policy: t.policy.apply(defaults),
             delivery: t.delivery.unwrap_or(DeliveryMode::Sync),
+            default_locale: t
+                .default_locale
+                .unwrap_or_else(Locale::english)
+                .as_str()
+                .to_string(),
+            templates_version: 0,
         };
         let secret = t.secret.unwrap_or_else(SecretKey::generate);
         let digest = self.secret_digest(secret.expose());
@@ -332,6 +341,7 @@ impl Services {
             smtp: smtp_row,
             policy: p.policy.map(|pp| pp.apply(current.policy)),
             delivery: p.delivery,
+            default_locale: p.default_locale.map(|l| l.as_str().to_string()),
         };
         let smtp_changed = changes.smtp.is_some();
         let now = self.now();

@@ -67,6 +67,20 @@ pub const TABLES: &[Table] = &[
             ("max_attempts", Int),
             ("smtp_max_connections", Int),
             ("delivery", Text),
+            ("default_locale", Text),
+            ("templates_version", Int),
+        ],
+        identity: None,
+    },
+    Table {
+        name: "templates",
+        columns: &[
+            ("tenant_id", Text),
+            ("locale", Text),
+            ("subject", Text),
+            ("text", Text),
+            ("html", Text),
+            ("updated_at", Int),
         ],
         identity: None,
     },
@@ -104,6 +118,7 @@ pub const TABLES: &[Table] = &[
             ("delivery_attempts", Int),
             ("delivery_reason", Text),
             ("sent_at", Int),
+            ("locale", Text),
         ],
         identity: None,
     },
@@ -189,6 +204,7 @@ mod tests {
         assert!(pos("tenants") < pos("challenges"));
         assert!(pos("challenges") < pos("outbox"));
         assert!(pos("tenants") < pos("audit"));
+        assert!(pos("tenants") < pos("templates"));
         assert_eq!(
             TABLES[0].column_list(),
             "kind, version, wrapped, kek_id, active, created_at"

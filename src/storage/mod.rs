@@ -94,6 +94,20 @@ pub struct TenantRow {
     pub policy: Policy,
     /// How mints wait for their message unless the request says otherwise.
     pub delivery: DeliveryMode,
+    /// The locale messages fall back to (API.md §8), canonical form.
+    pub default_locale: String,
+    /// Bumped on every template change, so cached templates know they are stale.
+    pub templates_version: i64,
+}
+
+/// A tenant's own template for one locale (sources, not rendered).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateRow {
+    pub locale: String,
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+    pub updated_at: Millis,
 }
 
 /// Changes to a tenant; `None` leaves a field as it is.
@@ -104,6 +118,7 @@ pub struct TenantChanges {
     pub smtp: Option<SmtpRow>,
     pub policy: Option<Policy>,
     pub delivery: Option<DeliveryMode>,
+    pub default_locale: Option<String>,
 }
 
 /// A challenge to insert (status `pending`, delivery `queued`).
@@ -121,6 +136,8 @@ pub struct NewChallenge {
     pub created_at: Millis,
     pub expires_at: Millis,
     pub delivery_mode: DeliveryMode,
+    /// The locale the message was written in (`None`: imported from OtpMint).
+    pub locale: Option<String>,
 }
 
 /// The outgoing message of a new code, stored in the same commit as the code.
@@ -372,6 +389,13 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> Result<Option<TenantRow>, StoreError>;
     fn delete_tenant(&self, id: &TenantId) -> Result<bool, StoreError>;
+    /// The tenant's own templates, by locale.
+    fn templates(&self, id: &TenantId) -> Result<Vec<TemplateRow>, StoreError>;
+    /// Store (insert or replace) a template and bump the tenant's `templates_version`;
+    /// false when there is no such tenant.
+    fn put_template(&self, id: &TenantId, t: &TemplateRow) -> Result<bool, StoreError>;
+    /// Remove a template and bump `templates_version`; false when there was none.
+    fn delete_template(&self, id: &TenantId, locale: &str) -> Result<bool, StoreError>;
     /// The enabled tenant whose current (or in-grace) secret has this digest.
     fn tenant_by_secret(&self, digest: &[u8], now: Millis)
         -> Result<Option<TenantRow>, StoreError>;

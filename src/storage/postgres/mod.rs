@@ -36,7 +36,7 @@ const KEYRING_LOCK: i64 = 0x6f74_706d_696e_7402;
 const TENANT_COLS: &str =
     "t.id, t.name, t.enabled, t.origin, t.created_at, t.smtp_host, t.smtp_port, t.smtp_username, \
      t.smtp_password, t.smtp_from, t.smtp_tls, t.smtp_version, t.code_length, t.ttl_seconds, \
-     t.max_attempts, t.smtp_max_connections, t.delivery";
+     t.max_attempts, t.smtp_max_connections, t.delivery, t.default_locale, t.templates_version";
 const VIEW_COLS: &str =
     "c.status, c.email, c.email_canonical, c.purpose, c.attempts, c.max_attempts, c.code_length, \
      c.created_at, c.expires_at, c.verified_at, c.delivery_mode, c.delivery_status, \
@@ -186,6 +186,8 @@ fn tenant_from_row(r: &Row) -> Result<TenantRow, StoreError> {
             ttl_seconds: u32_at(r, 13)?,
             max_attempts: u32_at(r, 14)?,
         },
+        default_locale: r.try_get(17)?,
+        templates_version: r.try_get(18)?,
     })
 }
 
@@ -231,8 +233,8 @@ fn insert_tenant_row(
     tx.execute(
         "INSERT INTO tenants (id, name, enabled, origin, created_at, updated_at, smtp_host, smtp_port, \
          smtp_username, smtp_password, smtp_from, smtp_tls, smtp_version, code_length, ttl_seconds, max_attempts, \
-         smtp_max_connections, delivery) \
-         VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+         smtp_max_connections, delivery, default_locale) \
+         VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
         &[
             &t.id.as_str(),
             &t.name,
@@ -251,6 +253,7 @@ fn insert_tenant_row(
             &i64::from(t.policy.max_attempts),
             &i64::from(t.smtp.max_connections),
             &t.delivery.as_str(),
+            &t.default_locale,
         ],
     )?;
     let n = tx.execute(
@@ -283,10 +286,10 @@ fn insert_challenge(
     tx.execute(
         "INSERT INTO challenges (key_digest, tenant_id, flavor, email, email_canonical, purpose, seq, code_hash, \
          status, attempts, max_attempts, code_length, created_at, expires_at, \
-         delivery_mode, delivery_status, delivery_attempts, sent_at) \
+         delivery_mode, delivery_status, delivery_attempts, sent_at, locale) \
          VALUES ($1, $2, $3, $4, $5, $6, \
            (SELECT COALESCE(MAX(seq), 0) + 1 FROM challenges WHERE tenant_id = $2 AND email_canonical = $5 AND purpose = $6 AND flavor = $3), \
-           $7, 'pending', $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+           $7, 'pending', $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
         &[
             &c.key_digest,
             &tenant_id,
@@ -304,6 +307,7 @@ fn insert_challenge(
             &dstatus,
             &i64::from(dattempts),
             &sent_at,
+            &c.locale,
         ],
     )?;
     Ok(())
@@ -492,6 +496,12 @@ impl Store for PgStore {
                     &[&id, &i64::from(p.code_length), &i64::from(p.ttl_seconds), &i64::from(p.max_attempts)],
                 )?;
             }
+            if let Some(l) = &c.default_locale {
+                tx.execute(
+                    "UPDATE tenants SET default_locale = $2 WHERE id = $1",
+                    &[&id, l],
+                )?;
+            }
             let row = tx.query_one(
                 &format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = $1"),
                 &[&id],
@@ -506,6 +516,66 @@ impl Store for PgStore {
             .db()
             .execute("DELETE FROM tenants WHERE id = $1", &[&id.as_str()])?
             > 0)
+    }
+
+    fn templates(&self, id: &TenantId) -> Result<Vec<TemplateRow>, StoreError> {
+        self.conn()?
+            .db()
+            .query(
+                "SELECT locale, subject, text, html, updated_at FROM templates \
+                 WHERE tenant_id = $1 ORDER BY locale",
+                &[&id.as_str()],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(TemplateRow {
+                    locale: r.try_get(0)?,
+                    subject: r.try_get(1)?,
+                    text: r.try_get(2)?,
+                    html: r.try_get(3)?,
+                    updated_at: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    fn put_template(&self, id: &TenantId, t: &TemplateRow) -> Result<bool, StoreError> {
+        let id = id.as_str();
+        self.tx(|tx| {
+            // Locks the tenant row: template changes of one tenant take turns.
+            if tx.execute(
+                "UPDATE tenants SET templates_version = templates_version + 1 WHERE id = $1",
+                &[&id],
+            )? == 0
+            {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO templates (tenant_id, locale, subject, text, html, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (tenant_id, locale) DO UPDATE SET subject = excluded.subject, \
+                 text = excluded.text, html = excluded.html, updated_at = excluded.updated_at",
+                &[&id, &t.locale, &t.subject, &t.text, &t.html, &t.updated_at],
+            )?;
+            Ok(true)
+        })
+    }
+
+    fn delete_template(&self, id: &TenantId, locale: &str) -> Result<bool, StoreError> {
+        let id = id.as_str();
+        self.tx(|tx| {
+            let n = tx.execute(
+                "DELETE FROM templates WHERE tenant_id = $1 AND locale = $2",
+                &[&id, &locale],
+            )?;
+            if n > 0 {
+                tx.execute(
+                    "UPDATE tenants SET templates_version = templates_version + 1 WHERE id = $1",
+                    &[&id],
+                )?;
+            }
+            Ok(n > 0)
+        })
     }
 
     fn tenant_by_secret(

@@ -21,7 +21,7 @@ mod embedded {
 const TENANT_COLS: &str =
     "id, name, enabled, origin, created_at, smtp_host, smtp_port, smtp_username, \
      smtp_password, smtp_from, smtp_tls, smtp_version, code_length, ttl_seconds, max_attempts, \
-     smtp_max_connections, delivery";
+     smtp_max_connections, delivery, default_locale, templates_version";
 const VIEW_COLS: &str =
     "status, email, email_canonical, purpose, attempts, max_attempts, code_length, \
      created_at, expires_at, verified_at, delivery_mode, delivery_status, delivery_attempts, \
@@ -262,8 +262,8 @@ fn insert_tenant_row(
     conn.execute(
         "INSERT INTO tenants (id, name, enabled, origin, created_at, updated_at, smtp_host, smtp_port, \
          smtp_username, smtp_password, smtp_from, smtp_tls, smtp_version, code_length, ttl_seconds, max_attempts, \
-         smtp_max_connections, delivery) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+         smtp_max_connections, delivery, default_locale) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
         params![
             t.id.as_str(),
             t.name,
@@ -281,7 +281,8 @@ fn insert_tenant_row(
             t.policy.ttl_seconds,
             t.policy.max_attempts,
             t.smtp.max_connections,
-            t.delivery.as_str()
+            t.delivery.as_str(),
+            t.default_locale
         ],
     )?;
     conn.execute(
@@ -315,6 +316,8 @@ fn tenant_from_row(r: &Row<'_>) -> rusqlite::Result<TenantRow> {
             ttl_seconds: r.get(13)?,
             max_attempts: r.get(14)?,
         },
+        default_locale: r.get(17)?,
+        templates_version: r.get(18)?,
     })
 }
 
@@ -693,6 +696,12 @@ impl Store for SqliteStore {
                 params![id.as_str(), p.code_length, p.ttl_seconds, p.max_attempts],
             )?;
         }
+        if let Some(l) = &c.default_locale {
+            tx.execute(
+                "UPDATE tenants SET default_locale = ?2 WHERE id = ?1",
+                params![id.as_str(), l],
+            )?;
+        }
         tx.execute(
             "UPDATE tenants SET updated_at = ?2 WHERE id = ?1",
             params![id.as_str(), now],
@@ -710,6 +719,64 @@ impl Store for SqliteStore {
         let id = id.clone();
         self.writer.write(move |conn| {
             Ok(conn.execute("DELETE FROM tenants WHERE id = ?1", [id.as_str()])? > 0)
+        })
+    }
+
+    fn templates(&self, id: &TenantId) -> Result<Vec<TemplateRow>, StoreError> {
+        let conn = self.conn()?;
+        let mut st = conn.prepare_cached(
+            "SELECT locale, subject, text, html, updated_at FROM templates \
+             WHERE tenant_id = ?1 ORDER BY locale",
+        )?;
+        let rows = st
+            .query_map([id.as_str()], |r| {
+                Ok(TemplateRow {
+                    locale: r.get(0)?,
+                    subject: r.get(1)?,
+                    text: r.get(2)?,
+                    html: r.get(3)?,
+                    updated_at: r.get(4)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn put_template(&self, id: &TenantId, t: &TemplateRow) -> Result<bool, StoreError> {
+        let (id, t) = (id.clone(), t.clone());
+        self.writer.write(move |tx| {
+            if tx.execute(
+                "UPDATE tenants SET templates_version = templates_version + 1 WHERE id = ?1",
+                [id.as_str()],
+            )? == 0
+            {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO templates (tenant_id, locale, subject, text, html, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (tenant_id, locale) DO UPDATE SET subject = excluded.subject, \
+                 text = excluded.text, html = excluded.html, updated_at = excluded.updated_at",
+                params![id.as_str(), t.locale, t.subject, t.text, t.html, t.updated_at],
+            )?;
+            Ok(true)
+        })
+    }
+
+    fn delete_template(&self, id: &TenantId, locale: &str) -> Result<bool, StoreError> {
+        let (id, locale) = (id.clone(), locale.to_string());
+        self.writer.write(move |tx| {
+            let n = tx.execute(
+                "DELETE FROM templates WHERE tenant_id = ?1 AND locale = ?2",
+                params![id.as_str(), locale],
+            )?;
+            if n > 0 {
+                tx.execute(
+                    "UPDATE tenants SET templates_version = templates_version + 1 WHERE id = ?1",
+                    [id.as_str()],
+                )?;
+            }
+            Ok(n > 0)
         })
     }
 

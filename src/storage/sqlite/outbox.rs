@@ -31,10 +31,10 @@ impl SqliteStore {
             tx.execute(
                 "INSERT INTO challenges (key_digest, tenant_id, flavor, email, email_canonical, purpose, seq, code_hash, \
                  status, attempts, max_attempts, code_length, created_at, expires_at, \
-                 delivery_mode, delivery_status, delivery_attempts, sent_at) \
+                 delivery_mode, delivery_status, delivery_attempts, sent_at, locale) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
                    (SELECT COALESCE(MAX(seq), 0) + 1 FROM challenges WHERE tenant_id = ?2 AND email_canonical = ?5 AND purpose = ?6 AND flavor = ?3), \
-                   ?7, 'pending', 0, ?8, ?9, ?10, ?11, ?12, 'queued', 0, NULL)",
+                   ?7, 'pending', 0, ?8, ?9, ?10, ?11, ?12, 'queued', 0, NULL, ?13)",
                 params![
                     c.key_digest,
                     c.tenant_id.as_str(),
@@ -47,7 +47,8 @@ impl SqliteStore {
                     c.code_length,
                     c.created_at,
                     c.expires_at,
-                    c.delivery_mode.as_str()
+                    c.delivery_mode.as_str(),
+                    c.locale
                 ],
             )?;
             tx.execute(

@@ -1,0 +1,139 @@
+//! A message as it goes on the wire (API.md §8): UTF-8 throughout, `text/plain` alone or
+//! `multipart/alternative` with the text part first and HTML second, an RFC 2047 subject,
+//! `Date`, `Message-ID` and `Auto-Submitted: auto-generated`. Bodies are 7bit when they are
+//! ASCII with short lines, else quoted-printable — which never encodes a digit, so the code
+//! stays one readable run of digits even in the raw message.
+
+use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
+use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
+use lettre::{Address, Message};
+
+use super::{fail, hello_name, DeliveryError, DeliveryReason, Outgoing, SmtpTarget};
+
+/// A fresh `<random@sender-domain>` Message-ID.
+pub fn new_message_id(from: &str) -> String {
+    let id = crate::domain::keys::random_id(24);
+    format!("<{id}@{}>", hello_name(from))
+}
+
+fn body(s: &str) -> Body {
+    let short_lines = s.lines().all(|l| l.len() <= 998);
+    let encoding = if s.is_ascii() && short_lines {
+        ContentTransferEncoding::SevenBit
+    } else {
+        ContentTransferEncoding::QuotedPrintable
+    };
+    // Quoted-printable accepts any input.
+    Body::new_with_encoding(s.to_string(), encoding).unwrap_or_else(|_| Body::new(s.to_string()))
+}
+
+fn part(s: &str, kind: ContentType) -> SinglePart {
+    SinglePart::builder().header(kind).body(body(s))
+}
+
+pub(super) fn render(
+    target: &SmtpTarget,
+    msg: &Outgoing<'_>,
+) -> Result<(lettre::address::Envelope, Vec<u8>), DeliveryError> {
+    let from: Mailbox = target
+        .from
+        .parse()
+        .map_err(|e| fail(DeliveryReason::Rejected, format!("bad from: {e}")))?;
+    let to: Address = msg
+        .to
+        .parse()
+        .map_err(|e| fail(DeliveryReason::Rejected, format!("bad recipient: {e}")))?;
+    let message_id = match msg.message_id {
+        Some(id) => id.to_string(),
+        None => new_message_id(&target.from),
+    };
+    let builder = Message::builder()
+        .from(from)
+        .to(Mailbox::new(None, to))
+        .subject(msg.subject)
+        .message_id(Some(message_id))
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("Auto-Submitted"),
+            "auto-generated".into(),
+        ));
+    let message = match msg.html {
+        None => builder.singlepart(part(msg.text, ContentType::TEXT_PLAIN)),
+        Some(html) => builder.multipart(
+            MultiPart::alternative()
+                .singlepart(part(msg.text, ContentType::TEXT_PLAIN))
+                .singlepart(part(html, ContentType::TEXT_HTML)),
+        ),
+    }
+    .map_err(|e| fail(DeliveryReason::Rejected, e))?;
+    Ok((message.envelope().clone(), message.formatted()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mailer::TlsMode;
+
+    fn target() -> SmtpTarget {
+        SmtpTarget {
+            tenant_id: "tnt_x".into(),
+            version: 1,
+            max_connections: 1,
+            host: "smtp.example.com".into(),
+            port: 587,
+            username: "u".into(),
+            password: secrecy::SecretString::from("p".to_string()),
+            from: "Acme <no-reply@acme.example>".into(),
+            tls: TlsMode::Starttls,
+        }
+    }
+
+    #[test]
+    fn multipart_utf8_headers_and_the_code_in_every_part() {
+        let long = format!("{}\r\n", "Bestätigung ".repeat(20));
+        let text = format!("{long}Ihr Code:\r\n    407139\r\n");
+        let html = format!("<p>{long}</p>\r\n<div style=\"x\">\r\n407139\r\n</div>");
+        let (_, raw) = render(
+            &target(),
+            &Outgoing {
+                to: "ada@example.com",
+                subject: "Ihr Bestätigungscode für Acme",
+                text: &text,
+                html: Some(&html),
+                message_id: None,
+            },
+        )
+        .unwrap();
+        let raw = String::from_utf8(raw).unwrap();
+        assert!(raw.contains("Auto-Submitted: auto-generated\r\n"));
+        assert!(raw.contains("Message-ID: <"));
+        assert!(raw.contains("Date: "));
+        let subject = raw.lines().find(|l| l.starts_with("Subject: ")).unwrap();
+        assert!(subject.contains("=?utf-8?b?"), "{subject}");
+        assert!(raw.contains("multipart/alternative"));
+        let plain = raw.find("text/plain; charset=utf-8").unwrap();
+        let html_at = raw.find("text/html; charset=utf-8").unwrap();
+        assert!(plain < html_at, "text part first");
+        assert_eq!(raw.matches("407139").count(), 2);
+        assert!(raw.contains("quoted-printable"));
+        assert!(raw.is_ascii());
+    }
+
+    #[test]
+    fn plain_ascii_stays_a_single_7bit_part() {
+        let (_, raw) = render(
+            &target(),
+            &Outgoing {
+                to: "ada@example.com",
+                subject: "Your code",
+                text: "Code:\r\n\r\n    123456\r\n",
+                html: None,
+                message_id: Some("<a@acme.example>"),
+            },
+        )
+        .unwrap();
+        let raw = String::from_utf8(raw).unwrap();
+        assert!(raw.contains("Content-Transfer-Encoding: 7bit"));
+        assert!(!raw.contains("multipart"));
+        assert!(raw.contains("Message-ID: <a@acme.example>"));
+    }
+}

@@ -1,0 +1,448 @@
+//! Messages (API.md §8): a tenant's templates per locale and the built-in ones, rendered
+//! with MiniJinja in a sandbox — no loader (so no include, import or extends: those tags are
+//! not even compiled in), no macros, strict undefined, HTML auto-escaped in `html`, and a
+//! fuel budget so a template cannot burn CPU or memory — and the lint that runs on save.
+
+mod builtin;
+
+pub use builtin::LANGUAGES;
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
+
+use crate::domain::locale::Locale;
+use crate::domain::Millis;
+use crate::storage::TemplateRow;
+
+/// The variables a template may use.
+pub const VARIABLES: [&str; 8] = [
+    "code",
+    "ttl_seconds",
+    "ttl_minutes",
+    "expires_at",
+    "app_name",
+    "purpose",
+    "email",
+    "locale",
+];
+/// Names the engine itself provides (functions and loop state).
+const ENGINE_NAMES: [&str; 4] = ["range", "dict", "namespace", "loop"];
+
+pub const SUBJECT_MAX_CHARS: usize = 200;
+pub const BODY_MAX_BYTES: usize = 64 * 1024;
+/// A rendered part larger than this is refused (a loop cannot inflate a message).
+const RENDERED_MAX_BYTES: usize = 256 * 1024;
+/// About this many engine instructions per render (MiniJinja's fuel): plenty for any message,
+/// far too little for a loop that tries to burn a worker.
+const FUEL: u64 = 100_000;
+/// The code previews are rendered with.
+pub const PREVIEW_CODE: &str = "123456";
+
+/// One refusal of a template field: which field, where, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateError {
+    pub field: &'static str,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl TemplateError {
+    fn new(field: &'static str, line: Option<usize>, message: impl Into<String>) -> Self {
+        TemplateError {
+            field,
+            line,
+            message: message.into(),
+        }
+    }
+}
+
+/// A template's sources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fields {
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+}
+
+impl From<&TemplateRow> for Fields {
+    fn from(t: &TemplateRow) -> Self {
+        Fields {
+            subject: t.subject.clone(),
+            text: t.text.clone(),
+            html: t.html.clone(),
+        }
+    }
+}
+
+/// A rendered message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+}
+
+/// What a template is rendered with.
+#[derive(Debug, Clone)]
+pub struct Vars<'a> {
+    pub code: &'a str,
+    pub ttl_seconds: u32,
+    pub expires_at: Millis,
+    pub app_name: &'a str,
+    pub purpose: &'a str,
+    pub email: &'a str,
+    pub locale: &'a str,
+}
+
+impl Vars<'_> {
+    fn context(&self) -> Value {
+        let expires = chrono::DateTime::from_timestamp_millis(self.expires_at)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default();
+        let mut m = BTreeMap::new();
+        m.insert("code", Value::from(self.code));
+        m.insert("ttl_seconds", Value::from(self.ttl_seconds));
+        m.insert("ttl_minutes", Value::from(self.ttl_seconds.div_ceil(60)));
+        m.insert("expires_at", Value::from(expires));
+        m.insert("app_name", Value::from(self.app_name));
+        m.insert("purpose", Value::from(self.purpose));
+        m.insert("email", Value::from(self.email));
+        m.insert("locale", Value::from(self.locale));
+        Value::from(m)
+    }
+}
+
+const FIELD_NAMES: [&str; 3] = ["subject", "text", "html"];
+
+fn field_of(name: &str) -> &'static str {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    FIELD_NAMES
+        .into_iter()
+        .find(|f| *f == last)
+        .unwrap_or("text")
+}
+
+fn sandbox<'s>() -> Environment<'s> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(FUEL));
+    env.set_auto_escape_callback(|name| {
+        if field_of(name) == "html" {
+            AutoEscape::Html
+        } else {
+            AutoEscape::None
+        }
+    });
+    env
+}
+
+fn engine_error(field: &'static str, e: &minijinja::Error) -> TemplateError {
+    let message = match e.kind() {
+        minijinja::ErrorKind::OutOfFuel => "takes too much work to render".to_string(),
+        _ => match e.detail() {
+            Some(d) => format!("{}: {d}", e.kind()),
+            None => e.kind().to_string(),
+        },
+    };
+    TemplateError::new(field, e.line(), message)
+}
+
+/// The first line that names `word` as a whole word (for an unknown variable's error).
+fn line_of(source: &str, word: &str) -> Option<usize> {
+    source.lines().position(|l| {
+        l.match_indices(word).any(|(i, _)| {
+            let before = l[..i].chars().next_back();
+            let after = l[i + word.len()..].chars().next();
+            let ident = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+            !ident(before) && !ident(after)
+        })
+    }).map(|i| i + 1)
+}
+
+/// `code` appears in `out` as one whole run of digits.
+fn holds_code(out: &str, code: &str) -> bool {
+    out.match_indices(code).any(|(i, _)| {
+        let before = out[..i].chars().next_back();
+        let after = out[i + code.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_digit()) && !after.is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
+/// A set of templates by locale, compiled once.
+pub struct TemplateSet {
+    env: Environment<'static>,
+    locales: BTreeMap<String, bool>,
+}
+
+impl TemplateSet {
+    /// The tenant's stored templates. One that no longer compiles (it was linted when it was
+    /// saved, so only an engine upgrade could cause that) is left out: the built-in applies.
+    pub fn new(rows: &[TemplateRow]) -> TemplateSet {
+        let mut set = TemplateSet {
+            env: sandbox(),
+            locales: BTreeMap::new(),
+        };
+        for t in rows {
+            set.add(&t.locale, Fields::from(t));
+        }
+        set
+    }
+
+    fn add(&mut self, locale: &str, f: Fields) -> bool {
+        let mut names = vec![
+            (format!("{locale}/subject"), f.subject),
+            (format!("{locale}/text"), f.text),
+        ];
+        let has_html = f.html.is_some();
+        if let Some(h) = f.html {
+            names.push((format!("{locale}/html"), h));
+        }
+        let mut env = std::mem::replace(&mut self.env, sandbox());
+        let ok = names
+            .into_iter()
+            .all(|(n, s)| env.add_template_owned(n, s).is_ok());
+        if ok {
+            self.locales.insert(locale.to_string(), has_html);
+        } else {
+            for f in FIELD_NAMES {
+                env.remove_template(&format!("{locale}/{f}"));
+            }
+        }
+        self.env = env;
+        ok
+    }
+
+    /// The built-in templates.
+    pub fn builtins() -> &'static TemplateSet {
+        static SET: LazyLock<TemplateSet> = LazyLock::new(|| {
+            let mut set = TemplateSet {
+                env: sandbox(),
+                locales: BTreeMap::new(),
+            };
+            for (lang, f) in builtin::all() {
+                set.add(lang, f);
+            }
+            set
+        });
+        &SET
+    }
+
+    pub fn has(&self, locale: &str) -> bool {
+        self.locales.contains_key(locale)
+    }
+
+    pub fn locales(&self) -> impl Iterator<Item = &str> {
+        self.locales.keys().map(String::as_str)
+    }
+
+    /// Render the template of `locale` (which must be in the set).
+    pub fn render(&self, locale: &str, vars: &Vars<'_>) -> Result<Rendered, TemplateError> {
+        let ctx = vars.context();
+        let part = |field: &'static str| -> Result<String, TemplateError> {
+            let t = self
+                .env
+                .get_template(&format!("{locale}/{field}"))
+                .map_err(|e| engine_error(field, &e))?;
+            let out = t.render(&ctx).map_err(|e| engine_error(field, &e))?;
+            if out.len() > RENDERED_MAX_BYTES {
+                return Err(TemplateError::new(field, None, "renders too large a message"));
+            }
+            Ok(out)
+        };
+        let subject = part("subject")?;
+        let text = part("text")?;
+        let html = match self.locales.get(locale) {
+            Some(true) => Some(part("html")?),
+            _ => None,
+        };
+        Ok(Rendered {
+            subject: one_line(&subject),
+            text,
+            html,
+        })
+    }
+}
+
+/// A subject as one header line: line breaks and tabs become spaces, runs collapse.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Render fields that are not stored (a preview).
+pub fn render_once(f: &Fields, vars: &Vars<'_>) -> Result<Rendered, TemplateError> {
+    let mut set = TemplateSet {
+        env: sandbox(),
+        locales: BTreeMap::new(),
+    };
+    set.add("preview", f.clone());
+    set.render("preview", vars)
+}
+
+/// Check a template before it is stored: every refusal, by field and line.
+pub fn lint(f: &Fields, code_length: u32) -> Result<(), Vec<TemplateError>> {
+    let mut errors = Vec::new();
+    if f.subject.trim().is_empty() {
+        errors.push(TemplateError::new("subject", None, "must not be empty"));
+    }
+    if f.subject.chars().count() > SUBJECT_MAX_CHARS {
+        errors.push(TemplateError::new(
+            "subject",
+            None,
+            format!("must be at most {SUBJECT_MAX_CHARS} characters"),
+        ));
+    }
+    if f.subject.contains(['\r', '\n']) {
+        errors.push(TemplateError::new("subject", Some(1), "must be one line"));
+    }
+    if f.text.trim().is_empty() {
+        errors.push(TemplateError::new("text", None, "must not be empty"));
+    }
+    let mut parts: Vec<(&'static str, &str)> = vec![("subject", &f.subject), ("text", &f.text)];
+    if let Some(h) = &f.html {
+        parts.push(("html", h));
+    }
+    for (field, src) in &parts {
+        if *field != "subject" && src.len() > BODY_MAX_BYTES {
+            errors.push(TemplateError::new(
+                field,
+                None,
+                format!("must be at most {} KiB", BODY_MAX_BYTES / 1024),
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    // Compile each part; name unknown variables.
+    let env = sandbox();
+    let mut compiled = true;
+    for (field, src) in &parts {
+        match env.template_from_named_str(field, src) {
+            Err(e) => {
+                compiled = false;
+                errors.push(engine_error(field, &e));
+            }
+            Ok(t) => {
+                let mut unknown: Vec<String> = t
+                    .undeclared_variables(false)
+                    .into_iter()
+                    .filter(|v| !VARIABLES.contains(&v.as_str()) && !ENGINE_NAMES.contains(&v.as_str()))
+                    .collect();
+                unknown.sort();
+                for v in unknown {
+                    compiled = false;
+                    errors.push(TemplateError::new(
+                        field,
+                        line_of(src, &v),
+                        format!("unknown variable `{v}` (known: {})", VARIABLES.join(", ")),
+                    ));
+                }
+            }
+        }
+    }
+    if !compiled {
+        return Err(errors);
+    }
+    // Render with a sample code: runtime errors, the fuel bound, and the code itself.
+    let sample = sample_code(code_length);
+    let vars = Vars {
+        code: &sample,
+        ttl_seconds: 600,
+        expires_at: 1_767_225_600_000,
+        app_name: "Example App",
+        purpose: "login",
+        email: "ada@example.com",
+        locale: "en",
+    };
+    let mut set = TemplateSet {
+        env: sandbox(),
+        locales: BTreeMap::new(),
+    };
+    set.add("lint", f.clone());
+    match set.render("lint", &vars) {
+        Err(e) => errors.push(e),
+        Ok(r) => {
+            if !holds_code(&r.text, &sample) {
+                errors.push(TemplateError::new(
+                    "text",
+                    None,
+                    "must contain {{ code }} (the code as one run of digits)",
+                ));
+            }
+            if let Some(h) = &r.html {
+                if !holds_code(h, &sample) {
+                    errors.push(TemplateError::new(
+                        "html",
+                        None,
+                        "must contain {{ code }} (the code as one run of digits)",
+                    ));
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// A code that no template text is likely to hold by accident.
+fn sample_code(len: u32) -> String {
+    crate::domain::code::OtpCode::generate(len.clamp(4, 10))
+        .expose()
+        .to_string()
+}
+
+/// Where a message's template comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Tenant,
+    Builtin,
+}
+
+/// The locale fallback chain of §8: the request's locale, its language, the tenant's default,
+/// its language, `en` (duplicates dropped).
+pub fn chain(requested: Option<&Locale>, default: &Locale) -> Vec<Locale> {
+    let mut out: Vec<Locale> = Vec::with_capacity(5);
+    let mut push = |l: Locale| {
+        if !out.contains(&l) {
+            out.push(l);
+        }
+    };
+    if let Some(r) = requested {
+        push(r.clone());
+        push(r.language());
+    }
+    push(default.clone());
+    push(default.language());
+    push(Locale::english());
+    out
+}
+
+/// The first locale of the chain with a template: the tenant's own wins over the built-in at
+/// each step.
+pub fn resolve(chain: &[Locale], tenant: Option<&TemplateSet>) -> (Locale, Source) {
+    for l in chain {
+        if tenant.is_some_and(|t| t.has(l.as_str())) {
+            return (l.clone(), Source::Tenant);
+        }
+        if TemplateSet::builtins().has(l.as_str()) {
+            return (l.clone(), Source::Builtin);
+        }
+    }
+    (Locale::english(), Source::Builtin)
+}
+
+/// The built-in sources of a language, if there is one.
+pub fn builtin_fields(locale: &str) -> Option<Fields> {
+    builtin::all()
+        .into_iter()
+        .find(|(l, _)| *l == locale)
+        .map(|(_, f)| f)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,302 @@
+//! Template routes (API.md §8), for the tenant itself (`/v1/tenant/templates…`) and for the
+//! admin (`/v1/tenants/{id}/templates…`). Bodies up to 256 KiB here (16 KiB elsewhere).
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::{json_body_up_to, AdminAuth, TenantAuth};
+use super::dto::Problem;
+use super::error::ApiError;
+use super::v1::{json, parse_locale};
+use super::AppState;
+use crate::clock::rfc3339;
+use crate::domain::locale::{Locale, LOCALE_RULE};
+use crate::messages::Fields;
+use crate::service::templates::{Message, PreviewInput};
+use crate::service::ServiceError;
+use crate::storage::{TemplateRow, TenantRow};
+
+type ApiResult = Result<HttpResponse, ApiError>;
+
+/// Template bodies may be up to three 64 KiB fields and JSON escaping.
+pub const TEMPLATE_BODY_LIMIT: usize = 256 * 1024;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateBody {
+    /// ≤ 200 characters, one line
+    subject: String,
+    /// ≤ 64 KiB; must contain `{{ code }}`
+    text: String,
+    /// ≤ 64 KiB; must contain `{{ code }}`; variables are HTML-escaped
+    html: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewBody {
+    locale: Option<String>,
+    purpose: Option<String>,
+    subject: Option<String>,
+    text: Option<String>,
+    html: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TemplateOut {
+    pub locale: String,
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+    pub updated_at: String,
+}
+
+impl From<&TemplateRow> for TemplateOut {
+    fn from(t: &TemplateRow) -> Self {
+        TemplateOut {
+            locale: t.locale.clone(),
+            subject: t.subject.clone(),
+            text: t.text.clone(),
+            html: t.html.clone(),
+            updated_at: rfc3339(t.updated_at),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TemplatesOut {
+    /// The locale messages fall back to.
+    pub default_locale: String,
+    /// The tenant's own templates (the built-in ones are not listed).
+    pub templates: Vec<TemplateOut>,
+}
+
+/// A rendered preview (code `123456`).
+#[derive(Serialize, ToSchema)]
+pub struct PreviewOut {
+    pub locale: String,
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+}
+
+impl From<Message> for PreviewOut {
+    fn from(m: Message) -> Self {
+        PreviewOut {
+            locale: m.locale.as_str().to_string(),
+            subject: m.rendered.subject,
+            text: m.rendered.text,
+            html: m.rendered.html,
+        }
+    }
+}
+
+fn path_locale(s: &str) -> Result<Locale, ApiError> {
+    Locale::parse(s).ok_or_else(|| ServiceError::field("locale", LOCALE_RULE).into())
+}
+
+async fn list(st: &AppState, t: &TenantRow) -> ApiResult {
+    let rows = st.services.templates(&t.id).await?;
+    Ok(json(
+        HttpResponse::Ok(),
+        &TemplatesOut {
+            default_locale: t.default_locale.clone(),
+            templates: rows.iter().map(TemplateOut::from).collect(),
+        },
+    ))
+}
+
+async fn put(
+    req: &HttpRequest,
+    st: &AppState,
+    t: &TenantRow,
+    locale: &str,
+    payload: web::Payload,
+) -> ApiResult {
+    let locale = path_locale(locale)?;
+    let b: TemplateBody = json_body_up_to(req, payload, TEMPLATE_BODY_LIMIT).await?;
+    let row = st
+        .services
+        .put_template(
+            t,
+            &locale,
+            Fields {
+                subject: b.subject,
+                text: b.text,
+                html: b.html,
+            },
+        )
+        .await?;
+    Ok(json(HttpResponse::Ok(), &TemplateOut::from(&row)))
+}
+
+async fn delete(st: &AppState, t: &TenantRow, locale: &str) -> ApiResult {
+    let locale = path_locale(locale)?;
+    st.services.delete_template(&t.id, &locale).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn preview(
+    req: &HttpRequest,
+    st: &AppState,
+    t: &TenantRow,
+    payload: web::Payload,
+) -> ApiResult {
+    let b: PreviewBody = json_body_up_to(req, payload, TEMPLATE_BODY_LIMIT).await?;
+    let input = PreviewInput {
+        locale: parse_locale(b.locale.as_deref(), "locale")?,
+        purpose: b.purpose,
+        subject: b.subject,
+        text: b.text,
+        html: b.html,
+    };
+    let m = st.services.preview(t, input).await?;
+    Ok(json(HttpResponse::Ok(), &PreviewOut::from(m)))
+}
+
+#[utoipa::path(get, path = "/v1/tenant/templates", tag = "templates",
+    responses(
+        (status = 200, description = "The tenant's own templates and its default locale", body = TemplatesOut),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn list_own(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
+    list(&st, &t.0).await
+}
+
+#[utoipa::path(put, path = "/v1/tenant/templates/{locale}", tag = "templates",
+    description = "Store the template of one locale (MiniJinja; variables code, ttl_seconds, ttl_minutes, expires_at, app_name, purpose, email, locale). Checked first: a refusal changes nothing.",
+    params(("locale" = String, Path, description = "Language tag, e.g. `en` or `pt-BR`")),
+    request_body = TemplateBody,
+    responses(
+        (status = 200, description = "The stored template", body = TemplateOut),
+        (status = 400, description = "invalid_request (bad locale tag, malformed body)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large (over 256 KiB)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "template_invalid with errors [{field, line, message}]", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn put_own(
+    t: TenantAuth,
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    locale: web::Path<String>,
+    payload: web::Payload,
+) -> ApiResult {
+    put(&req, &st, &t.0, &locale, payload).await
+}
+
+#[utoipa::path(delete, path = "/v1/tenant/templates/{locale}", tag = "templates",
+    description = "Remove the tenant's template of one locale; the built-in one for that language applies again.",
+    params(("locale" = String, Path, description = "Language tag")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 400, description = "invalid_request (bad locale tag)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "template_not_found", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn delete_own(
+    t: TenantAuth,
+    st: web::Data<AppState>,
+    locale: web::Path<String>,
+) -> ApiResult {
+    delete(&st, &t.0, &locale).await
+}
+
+#[utoipa::path(post, path = "/v1/tenant/templates/preview", tag = "templates",
+    description = "Render unsaved fields over the template the locale resolves to, with code 123456. Saves nothing.",
+    request_body = PreviewBody,
+    responses(
+        (status = 200, description = "The rendered message", body = PreviewOut),
+        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "template_invalid", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn preview_own(
+    t: TenantAuth,
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    payload: web::Payload,
+) -> ApiResult {
+    preview(&req, &st, &t.0, payload).await
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{id}/templates", tag = "templates",
+    params(("id" = String, Path, description = "Tenant id")),
+    responses(
+        (status = 200, description = "The tenant's own templates and its default locale", body = TemplatesOut),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "tenant_not_found", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("admin_token" = [])))]
+pub async fn list_for(_: AdminAuth, st: web::Data<AppState>, id: web::Path<String>) -> ApiResult {
+    let t = st.services.tenant(&id).await?;
+    list(&st, &t).await
+}
+
+#[utoipa::path(put, path = "/v1/tenants/{id}/templates/{locale}", tag = "templates",
+    params(("id" = String, Path, description = "Tenant id"), ("locale" = String, Path, description = "Language tag")),
+    request_body = TemplateBody,
+    responses(
+        (status = 200, description = "The stored template", body = TemplateOut),
+        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "tenant_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "template_invalid", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("admin_token" = [])))]
+pub async fn put_for(
+    _: AdminAuth,
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> ApiResult {
+    let (id, locale) = path.into_inner();
+    let t = st.services.tenant(&id).await?;
+    put(&req, &st, &t, &locale, payload).await
+}
+
+#[utoipa::path(delete, path = "/v1/tenants/{id}/templates/{locale}", tag = "templates",
+    params(("id" = String, Path, description = "Tenant id"), ("locale" = String, Path, description = "Language tag")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "tenant_not_found or template_not_found", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("admin_token" = [])))]
+pub async fn delete_for(
+    _: AdminAuth,
+    st: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> ApiResult {
+    let (id, locale) = path.into_inner();
+    let t = st.services.tenant(&id).await?;
+    delete(&st, &t, &locale).await
+}
+
+#[utoipa::path(post, path = "/v1/tenants/{id}/templates/preview", tag = "templates",
+    params(("id" = String, Path, description = "Tenant id")),
+    request_body = PreviewBody,
+    responses(
+        (status = 200, description = "The rendered message", body = PreviewOut),
+        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "tenant_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "template_invalid", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("admin_token" = [])))]
+pub async fn preview_for(
+    _: AdminAuth,
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> ApiResult {
+    let t = st.services.tenant(&id).await?;
+    preview(&req, &st, &t, payload).await
+}
