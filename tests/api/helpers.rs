@@ -197,6 +197,16 @@ impl TestApp {
             .unwrap()
     }
 
+    pub async fn put(&self, path: &str, bearer: &str, body: Value) -> Response {
+        self.client
+            .put(format!("{}{}", self.addr, path))
+            .bearer_auth(bearer)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn get(&self, path: &str, bearer: &str) -> Response {
         self.client
             .get(format!("{}{}", self.addr, path))

@@ -13,4 +13,5 @@ mod ops;
 mod otp;
 mod outbox;
 mod smtp;
+mod templates;
 mod tenants;

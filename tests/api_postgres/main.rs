@@ -38,6 +38,9 @@ mod outbox;
 #[path = "../api/smtp.rs"]
 mod smtp;
 #[cfg(otpmint_pg_tests)]
+#[path = "../api/templates.rs"]
+mod templates;
+#[cfg(otpmint_pg_tests)]
 #[path = "../api/tenants.rs"]
 mod tenants;
 
