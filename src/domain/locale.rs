@@ -14,7 +14,8 @@ pub const LOCALE_RULE: &str =
 
 impl Locale {
     pub fn parse(s: &str) -> Option<Locale> {
-        if !(2..=35).contains(&s.len()) || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        if !(2..=35).contains(&s.len())
+            || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         {
             return None;
         }
@@ -78,7 +79,19 @@ mod tests {
         assert_eq!(p("ZH-hant-tw").as_deref(), Some("zh-Hant-TW"));
         assert_eq!(p("es-419").as_deref(), Some("es-419"));
         assert_eq!(Locale::parse("pt-BR").unwrap().language().as_str(), "pt");
-        for bad in ["", "e", "en_US", "en-", "-en", "en--us", "12", "en-US/x", "a".repeat(36).as_str(), "de-abcdefghi", "fr "] {
+        for bad in [
+            "",
+            "e",
+            "en_US",
+            "en-",
+            "-en",
+            "en--us",
+            "12",
+            "en-US/x",
+            "a".repeat(36).as_str(),
+            "de-abcdefghi",
+            "fr ",
+        ] {
             assert!(Locale::parse(bad).is_none(), "{bad:?} accepted");
         }
     }

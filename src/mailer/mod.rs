@@ -3,8 +3,8 @@
 //! tenant, message rendering, and mapping of every failure to one `reason`.
 
 mod bounded;
-mod message;
 pub mod host_policy;
+mod message;
 
 use std::collections::HashMap;
 use std::fmt;

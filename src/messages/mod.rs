@@ -151,14 +151,17 @@ fn engine_error(field: &'static str, e: &minijinja::Error) -> TemplateError {
 
 /// The first line that names `word` as a whole word (for an unknown variable's error).
 fn line_of(source: &str, word: &str) -> Option<usize> {
-    source.lines().position(|l| {
-        l.match_indices(word).any(|(i, _)| {
-            let before = l[..i].chars().next_back();
-            let after = l[i + word.len()..].chars().next();
-            let ident = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
-            !ident(before) && !ident(after)
+    source
+        .lines()
+        .position(|l| {
+            l.match_indices(word).any(|(i, _)| {
+                let before = l[..i].chars().next_back();
+                let after = l[i + word.len()..].chars().next();
+                let ident = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+                !ident(before) && !ident(after)
+            })
         })
-    }).map(|i| i + 1)
+        .map(|i| i + 1)
 }
 
 /// `code` appears in `out` as one whole run of digits.
@@ -247,7 +250,11 @@ impl TemplateSet {
                 .map_err(|e| engine_error(field, &e))?;
             let out = t.render(&ctx).map_err(|e| engine_error(field, &e))?;
             if out.len() > RENDERED_MAX_BYTES {
-                return Err(TemplateError::new(field, None, "renders too large a message"));
+                return Err(TemplateError::new(
+                    field,
+                    None,
+                    "renders too large a message",
+                ));
             }
             Ok(out)
         };
@@ -328,7 +335,9 @@ pub fn lint(f: &Fields, code_length: u32) -> Result<(), Vec<TemplateError>> {
                 let mut unknown: Vec<String> = t
                     .undeclared_variables(false)
                     .into_iter()
-                    .filter(|v| !VARIABLES.contains(&v.as_str()) && !ENGINE_NAMES.contains(&v.as_str()))
+                    .filter(|v| {
+                        !VARIABLES.contains(&v.as_str()) && !ENGINE_NAMES.contains(&v.as_str())
+                    })
                     .collect();
                 unknown.sort();
                 for v in unknown {

@@ -29,7 +29,9 @@ fn every_builtin_renders_the_code_whole_and_passes_its_own_lint() {
         lint(&f, 6).unwrap_or_else(|e| panic!("{lang}: {e:?}"));
         for purpose in ["default", "login", "signup", "password_reset", "x.y"] {
             for ttl in [1, 30, 60, 61, 600, 7200, 86400, 86399] {
-                let r = set.render(lang, &vars("042917", lang, purpose, ttl)).unwrap();
+                let r = set
+                    .render(lang, &vars("042917", lang, purpose, ttl))
+                    .unwrap();
                 assert!(holds_code(&r.text, "042917"), "{lang} text");
                 let html = r.html.unwrap();
                 assert!(holds_code(&html, "042917"), "{lang} html");
@@ -46,7 +48,11 @@ fn every_builtin_renders_the_code_whole_and_passes_its_own_lint() {
 #[test]
 fn lifetimes_read_naturally() {
     let set = TemplateSet::builtins();
-    let text = |lang: &str, ttl: u32| set.render(lang, &vars("1234", lang, "login", ttl)).unwrap().text;
+    let text = |lang: &str, ttl: u32| {
+        set.render(lang, &vars("1234", lang, "login", ttl))
+            .unwrap()
+            .text
+    };
     assert!(text("en", 600).contains("It expires in 10 minutes."));
     assert!(text("en", 60).contains("It expires in 1 minute."));
     assert!(text("en", 1).contains("It expires in 1 second."));
@@ -61,13 +67,21 @@ fn lifetimes_read_naturally() {
 
 #[test]
 fn lint_names_field_and_line() {
-    let ok = fields("Code for {{ app_name }}", "Your code:\n{{ code }}\n", Some("<p>{{ code }}</p>"));
+    let ok = fields(
+        "Code for {{ app_name }}",
+        "Your code:\n{{ code }}\n",
+        Some("<p>{{ code }}</p>"),
+    );
     assert_eq!(lint(&ok, 6), Ok(()));
 
     let e = lint(&fields("Hi", "line one\n{{ code }\n", None), 6).unwrap_err();
     assert_eq!((e[0].field, e[0].line), ("text", Some(2)));
 
-    let e = lint(&fields("Hi", "a\nb\n{{ code }} {{ secret_thing }}", None), 6).unwrap_err();
+    let e = lint(
+        &fields("Hi", "a\nb\n{{ code }} {{ secret_thing }}", None),
+        6,
+    )
+    .unwrap_err();
     assert_eq!((e[0].field, e[0].line), ("text", Some(3)));
     assert!(e[0].message.contains("secret_thing"));
 
@@ -83,7 +97,15 @@ fn lint_names_field_and_line() {
     assert_eq!(e[0].field, "subject");
     let e = lint(&fields(&"x".repeat(201), "{{ code }}", None), 6).unwrap_err();
     assert_eq!(e[0].field, "subject");
-    let e = lint(&fields("Hi", &format!("{{{{ code }}}}{}", "x".repeat(64 * 1024)), None), 6).unwrap_err();
+    let e = lint(
+        &fields(
+            "Hi",
+            &format!("{{{{ code }}}}{}", "x".repeat(64 * 1024)),
+            None,
+        ),
+        6,
+    )
+    .unwrap_err();
     assert_eq!(e[0].field, "text");
     let e = lint(&fields(" ", "{{ code }}", None), 6).unwrap_err();
     assert_eq!(e[0].field, "subject");
@@ -100,7 +122,8 @@ fn the_sandbox_has_no_files_and_a_budget() {
         let e = lint(&fields("Hi", t, None), 6).unwrap_err();
         assert_eq!(e[0].field, "text", "{t}");
     }
-    let burn = "{% for i in range(10000) %}{% for j in range(10000) %}{{ code }}{% endfor %}{% endfor %}";
+    let burn =
+        "{% for i in range(10000) %}{% for j in range(10000) %}{{ code }}{% endfor %}{% endfor %}";
     let e = lint(&fields("Hi", burn, None), 6).unwrap_err();
     assert!(e[0].message.contains("too much work"), "{:?}", e);
     // Strict undefined: a typo in an attribute fails at save time, not at send time.
@@ -112,7 +135,10 @@ fn the_sandbox_has_no_files_and_a_budget() {
 fn chain_and_resolution_follow_the_contract() {
     let l = |s: &str| Locale::parse(s).unwrap();
     let names = |c: Vec<Locale>| c.iter().map(|l| l.as_str().to_string()).collect::<Vec<_>>();
-    assert_eq!(names(chain(Some(&l("pt-BR")), &l("de-AT"))), ["pt-BR", "pt", "de-AT", "de", "en"]);
+    assert_eq!(
+        names(chain(Some(&l("pt-BR")), &l("de-AT"))),
+        ["pt-BR", "pt", "de-AT", "de", "en"]
+    );
     assert_eq!(names(chain(None, &l("en"))), ["en"]);
 
     let tenant = TemplateSet::new(&[TemplateRow {
@@ -122,10 +148,27 @@ fn chain_and_resolution_follow_the_contract() {
         html: None,
         updated_at: 0,
     }]);
-    assert_eq!(resolve(&chain(Some(&l("pt-BR")), &l("en")), Some(&tenant)), (l("pt-BR"), Source::Tenant));
-    assert_eq!(resolve(&chain(Some(&l("pt-PT")), &l("en")), Some(&tenant)), (l("pt"), Source::Builtin));
-    assert_eq!(resolve(&chain(Some(&l("sv")), &l("fi")), Some(&tenant)), (l("en"), Source::Builtin));
-    assert_eq!(resolve(&chain(Some(&l("sv")), &l("de-CH")), None), (l("de"), Source::Builtin));
-    let r = tenant.render("pt-BR", &vars("999999", "pt-BR", "default", 600)).unwrap();
-    assert_eq!((r.subject.as_str(), r.text.as_str(), r.html), ("S", "999999", None));
+    assert_eq!(
+        resolve(&chain(Some(&l("pt-BR")), &l("en")), Some(&tenant)),
+        (l("pt-BR"), Source::Tenant)
+    );
+    assert_eq!(
+        resolve(&chain(Some(&l("pt-PT")), &l("en")), Some(&tenant)),
+        (l("pt"), Source::Builtin)
+    );
+    assert_eq!(
+        resolve(&chain(Some(&l("sv")), &l("fi")), Some(&tenant)),
+        (l("en"), Source::Builtin)
+    );
+    assert_eq!(
+        resolve(&chain(Some(&l("sv")), &l("de-CH")), None),
+        (l("de"), Source::Builtin)
+    );
+    let r = tenant
+        .render("pt-BR", &vars("999999", "pt-BR", "default", 600))
+        .unwrap();
+    assert_eq!(
+        (r.subject.as_str(), r.text.as_str(), r.html),
+        ("S", "999999", None)
+    );
 }

@@ -16,7 +16,7 @@ use crate::domain::email::RecipientEmail;
 use crate::domain::keys::{Flavor, SecretKey};
 use crate::domain::policy::PolicyPatch;
 use crate::mailer::TlsMode;
-use crate::service::otp::Purpose;
+use crate::service::otp::{MintRequest, Purpose};
 use crate::service::tenants::{NewTenant, SmtpInput};
 use crate::service::ServiceError;
 
@@ -152,11 +152,13 @@ pub async fn otp(req: HttpRequest, st: web::Data<AppState>, payload: web::Payloa
         .services
         .mint(
             &tenant,
-            email,
-            purpose,
-            Flavor::Compat,
-            None,
-            None,
+            MintRequest {
+                email,
+                purpose,
+                flavor: Flavor::Compat,
+                delivery: None,
+                locale: None,
+            },
             &super::request_context(&req, &st),
         )
         .await

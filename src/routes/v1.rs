@@ -20,7 +20,7 @@ use crate::domain::keys::{Flavor, SecretKey};
 use crate::domain::locale::{Locale, LOCALE_RULE};
 use crate::domain::policy::PolicyPatch;
 use crate::mailer::TlsMode;
-use crate::service::otp::Purpose;
+use crate::service::otp::{MintRequest, Purpose};
 use crate::service::tenants::{NewTenant, SmtpInput, SmtpPatch, TenantPatch};
 use crate::service::ServiceError;
 use crate::storage::TenantRow;
@@ -414,7 +414,17 @@ pub async fn mint(
     let ctx = super::request_context(&req, &st);
     let m = st
         .services
-        .mint(&t.0, email, purpose, Flavor::Native, delivery, locale, &ctx)
+        .mint(
+            &t.0,
+            MintRequest {
+                email,
+                purpose,
+                flavor: Flavor::Native,
+                delivery,
+                locale,
+            },
+            &ctx,
+        )
         .await?;
     let (status, delivery) = match m.delivery {
         DeliveryMode::Sync => (HttpResponse::Created(), "sent"),

@@ -15,8 +15,8 @@ use crate::domain::locale::Locale;
 use crate::domain::policy::Policy;
 use crate::domain::Millis;
 use crate::mailer::{new_message_id, SmtpTarget, TlsMode};
-use crate::service::audit::RequestContext;
 use crate::messages::Vars;
+use crate::service::audit::RequestContext;
 use crate::service::delivery::{Attempt, StoredMessage};
 use crate::storage::{NewChallenge, NewOutbox, OutboxJob, QuotaRefusal, TenantRow};
 
@@ -45,6 +45,18 @@ impl Purpose {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// What a mint asks for, parsed.
+#[derive(Debug)]
+pub struct MintRequest {
+    pub email: RecipientEmail,
+    pub purpose: Purpose,
+    pub flavor: Flavor,
+    /// Default: the tenant's.
+    pub delivery: Option<DeliveryMode>,
+    /// The first step of the locale chain, if the request names one.
+    pub locale: Option<Locale>,
 }
 
 pub struct Minted {
@@ -118,13 +130,16 @@ impl Services {
     pub async fn mint(
         &self,
         tenant: &TenantRow,
-        email: RecipientEmail,
-        purpose: Purpose,
-        flavor: Flavor,
-        delivery: Option<DeliveryMode>,
-        locale: Option<Locale>,
+        req: MintRequest,
         ctx: &RequestContext,
     ) -> Result<Minted, ServiceError> {
+        let MintRequest {
+            email,
+            purpose,
+            flavor,
+            delivery,
+            locale,
+        } = req;
         let to = email.delivery_address();
         let mode = match flavor {
             // OtpMint's clients expect the message to have left when /otp answers.

@@ -15,9 +15,12 @@ use crate::storage::{TemplateRow, TenantRow};
 /// More tenants than this with templates in use: the cache starts over (it refills itself).
 const CACHE_MAX: usize = 10_000;
 
+/// tenant id → (its `templates_version`, its compiled templates)
+type Cached = HashMap<String, (i64, Arc<TemplateSet>)>;
+
 #[derive(Clone, Default)]
 pub struct TemplateCache {
-    inner: Arc<Mutex<HashMap<String, (i64, Arc<TemplateSet>)>>>,
+    inner: Arc<Mutex<Cached>>,
 }
 
 impl TemplateCache {
@@ -67,7 +70,8 @@ impl Services {
         locale: &Locale,
         fields: Fields,
     ) -> Result<TemplateRow, ServiceError> {
-        messages::lint(&fields, tenant.policy.code_length).map_err(ServiceError::TemplateInvalid)?;
+        messages::lint(&fields, tenant.policy.code_length)
+            .map_err(ServiceError::TemplateInvalid)?;
         let row = TemplateRow {
             locale: locale.as_str().to_string(),
             subject: fields.subject,
@@ -191,7 +195,8 @@ impl Services {
             text: p.text.unwrap_or(base.text),
             html: p.html.or(base.html),
         };
-        messages::lint(&fields, tenant.policy.code_length).map_err(ServiceError::TemplateInvalid)?;
+        messages::lint(&fields, tenant.policy.code_length)
+            .map_err(ServiceError::TemplateInvalid)?;
         let vars = Vars {
             code: messages::PREVIEW_CODE,
             ttl_seconds: tenant.policy.ttl_seconds,
@@ -201,7 +206,8 @@ impl Services {
             email: "user@example.com",
             locale: locale.as_str(),
         };
-        let rendered = messages::render_once(&fields, &vars).map_err(|e| ServiceError::TemplateInvalid(vec![e]))?;
+        let rendered = messages::render_once(&fields, &vars)
+            .map_err(|e| ServiceError::TemplateInvalid(vec![e]))?;
         Ok(Message { locale, rendered })
     }
 }

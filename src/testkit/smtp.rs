@@ -31,7 +31,9 @@ pub struct Received {
 impl Received {
     /// The code: the first run of 4-10 ASCII digits in the text part.
     pub fn code(&self) -> String {
-        let body = self.text().unwrap_or_else(|| panic!("no text part: {}", self.data));
+        let body = self
+            .text()
+            .unwrap_or_else(|| panic!("no text part: {}", self.data));
         first_code(&body).unwrap_or_else(|| panic!("no code in message: {}", self.data))
     }
 
@@ -170,7 +172,9 @@ fn decode_words(s: &str) -> String {
             let mut it = inner.splitn(3, '?');
             let (_charset, enc, text) = (it.next()?, it.next()?, it.next()?);
             let bytes = match enc.to_ascii_lowercase().as_str() {
-                "b" => base64::engine::general_purpose::STANDARD.decode(text).ok()?,
+                "b" => base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .ok()?,
                 "q" => decode_qp(&text.replace('_', " ")).into_bytes(),
                 _ => return None,
             };

@@ -73,10 +73,18 @@ async fn a_tenant_template_is_used_and_its_code_verifies() {
         .await;
     assert_eq!(status, StatusCode::OK, "{v}");
 
-    let list: Value = app.get("/v1/tenant/templates", &sk).await.json().await.unwrap();
+    let list: Value = app
+        .get("/v1/tenant/templates", &sk)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["default_locale"], "en");
     assert_eq!(list["templates"].as_array().unwrap().len(), 1);
-    assert_eq!(list["templates"][0]["subject"], "{{ app_name }}: sign-in code");
+    assert_eq!(
+        list["templates"][0]["subject"],
+        "{{ app_name }}: sign-in code"
+    );
 }
 
 #[tokio::test]
@@ -84,7 +92,11 @@ async fn html_is_escaped_and_follows_the_text_part() {
     let app = spawn_app().await;
     let (id, sk) = app.tenant().await;
     let r = app
-        .patch(&format!("/v1/tenants/{id}"), ADMIN, json!({"name": "Tom & <Jerry>"}))
+        .patch(
+            &format!("/v1/tenants/{id}"),
+            ADMIN,
+            json!({"name": "Tom & <Jerry>"}),
+        )
         .await;
     assert_eq!(r.status(), StatusCode::OK);
     let (s, v) = put_template(
@@ -104,7 +116,10 @@ async fn html_is_escaped_and_follows_the_text_part() {
         m.content_types(),
         ["text/plain; charset=utf-8", "text/html; charset=utf-8"]
     );
-    assert!(m.header("Content-Type").unwrap().starts_with("multipart/alternative"));
+    assert!(m
+        .header("Content-Type")
+        .unwrap()
+        .starts_with("multipart/alternative"));
     let code = m.code();
     assert_eq!(m.text().unwrap(), format!("Tom & <Jerry>: {code}"));
     assert_eq!(
@@ -119,7 +134,10 @@ async fn every_refusal_names_field_and_line_and_changes_nothing() {
     let app = spawn_app().await;
     let (_, sk) = app.tenant().await;
     let good = simple("Good subject", "Good {{ code }}");
-    assert_eq!(put_template(&app, &sk, "en", good.clone()).await.0, StatusCode::OK);
+    assert_eq!(
+        put_template(&app, &sk, "en", good.clone()).await.0,
+        StatusCode::OK
+    );
     let cases: Vec<(Value, &str, Option<u64>)> = vec![
         (simple("S", "line one\n{% if code %}\n{{ code }}"), "text", Some(3)),
         (simple("S", "a\n{{ code }}\n{{ password }}"), "text", Some(3)),
@@ -167,11 +185,22 @@ async fn every_refusal_names_field_and_line_and_changes_nothing() {
     // A missing field is a malformed body (400), not a template refusal.
     let (s, v) = put_template(&app, &sk, "en", json!({"text": "{{ code }}"})).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
-    let (s, _) = put_template(&app, &sk, "en", json!({"subject": "S", "text": "{{ code }}", "extra": 1})).await;
+    let (s, _) = put_template(
+        &app,
+        &sk,
+        "en",
+        json!({"subject": "S", "text": "{{ code }}", "extra": 1}),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 
     // Nothing changed: the good template is still stored and still used.
-    let list: Value = app.get("/v1/tenant/templates", &sk).await.json().await.unwrap();
+    let list: Value = app
+        .get("/v1/tenant/templates", &sk)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["templates"].as_array().unwrap().len(), 1);
     assert_eq!(list["templates"][0]["text"], "Good {{ code }}");
     let (_, m) = mint_msg(&app, &sk, json!({"email": "ada@example.com"})).await;
@@ -185,15 +214,17 @@ async fn the_locale_falls_back_along_the_chain() {
     let (_, sk) = app.tenant().await;
     put_template(&app, &sk, "pt-BR", simple("BR", "Código BR {{ code }}")).await;
     put_template(&app, &sk, "de", simple("Eigene", "Eigener Code {{ code }}")).await;
-    let r = app.patch("/v1/tenant", &sk, json!({"default_locale": "de-at"})).await;
+    let r = app
+        .patch("/v1/tenant", &sk, json!({"default_locale": "de-at"}))
+        .await;
     let t: Value = r.json().await.unwrap();
     assert_eq!(t["default_locale"], "de-AT");
 
     let cases = [
         // (requested, locale used, subject)
         (Some("pt-br"), "pt-BR", Some("BR")),
-        (Some("pt-PT"), "pt", None),         // its language: the built-in pt
-        (Some("sv"), "de", Some("Eigene")),  // default de-AT → de, the tenant's own
+        (Some("pt-PT"), "pt", None), // its language: the built-in pt
+        (Some("sv"), "de", Some("Eigene")), // default de-AT → de, the tenant's own
         (None, "de", Some("Eigene")),
         (Some("fr-CA"), "fr", None),
     ];
@@ -211,12 +242,25 @@ async fn the_locale_falls_back_along_the_chain() {
     }
     // Without the tenant's de, the built-in German applies; with default en and an unknown
     // request language, English.
-    assert_eq!(app.delete("/v1/tenant/templates/de", &sk).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.delete("/v1/tenant/templates/de", &sk).await.status(),
+        StatusCode::NO_CONTENT
+    );
     let (a, m) = mint_msg(&app, &sk, json!({"email": "x1@example.com"})).await;
     assert_eq!(a["locale"], "de");
-    assert!(m.subject().unwrap().contains("Bestätigungscode"), "{:?}", m.subject());
-    app.patch("/v1/tenant", &sk, json!({"default_locale": "en"})).await;
-    let (a, _) = mint_msg(&app, &sk, json!({"email": "x2@example.com", "locale": "sv-SE"})).await;
+    assert!(
+        m.subject().unwrap().contains("Bestätigungscode"),
+        "{:?}",
+        m.subject()
+    );
+    app.patch("/v1/tenant", &sk, json!({"default_locale": "en"}))
+        .await;
+    let (a, _) = mint_msg(
+        &app,
+        &sk,
+        json!({"email": "x2@example.com", "locale": "sv-SE"}),
+    )
+    .await;
     assert_eq!(a["locale"], "en");
     // Deleting what is not there is 404.
     let r = app.delete("/v1/tenant/templates/de", &sk).await;
@@ -246,10 +290,16 @@ async fn built_in_templates_exist_for_every_listed_language() {
         assert!(html.contains(&format!("lang=\"{lang}\"")), "{lang}");
         let text = m.text().unwrap();
         // The code stands alone as one run of digits in both parts.
-        assert!(text.contains(&format!("\r\n    {code}\r\n")), "{lang}: {text}");
+        assert!(
+            text.contains(&format!("\r\n    {code}\r\n")),
+            "{lang}: {text}"
+        );
         assert!(html.contains(&format!("\r\n{code}\r\n")), "{lang}");
         assert!(text.contains("Acme"), "{lang}: the app's name");
-        assert!(text.contains("ada@example.com") || text.contains(&email), "{lang}");
+        assert!(
+            text.contains("ada@example.com") || text.contains(&email),
+            "{lang}"
+        );
         let subject = m.subject().unwrap();
         assert!(subject.contains("Acme"), "{lang}: {subject}");
         subjects.insert(subject);
@@ -258,7 +308,11 @@ async fn built_in_templates_exist_for_every_listed_language() {
         // The lifetime is there, in the language's words.
         assert!(text.contains("10"), "{lang}: {text}");
     }
-    assert_eq!(subjects.len(), LANGS.len(), "each language has its own subject");
+    assert_eq!(
+        subjects.len(),
+        LANGS.len(),
+        "each language has its own subject"
+    );
 }
 
 #[tokio::test]
@@ -269,18 +323,32 @@ async fn a_non_ascii_subject_is_encoded_and_headers_are_complete() {
         &app,
         &sk,
         "ja",
-        simple("{{ app_name }} の確認コード — ログイン", "確認コード：\n{{ code }}\n"),
+        simple(
+            "{{ app_name }} の確認コード — ログイン",
+            "確認コード：\n{{ code }}\n",
+        ),
     )
     .await;
-    let (_, m) = mint_msg(&app, &sk, json!({"email": "ada@example.com", "locale": "ja"})).await;
+    let (_, m) = mint_msg(
+        &app,
+        &sk,
+        json!({"email": "ada@example.com", "locale": "ja"}),
+    )
+    .await;
     let raw_subject = m.header("Subject").unwrap();
-    assert!(raw_subject.is_ascii() && raw_subject.contains("=?utf-8?"), "{raw_subject}");
+    assert!(
+        raw_subject.is_ascii() && raw_subject.contains("=?utf-8?"),
+        "{raw_subject}"
+    );
     assert_eq!(m.subject().unwrap(), "Acme の確認コード — ログイン");
     assert_eq!(m.header("Auto-Submitted").unwrap(), "auto-generated");
     assert!(m.header("Date").is_some());
     assert!(m.header("Message-ID").unwrap().ends_with("@acme.example>"));
     assert_eq!(m.header("MIME-Version").unwrap(), "1.0");
-    assert_eq!(m.header("Content-Type").unwrap(), "text/plain; charset=utf-8");
+    assert_eq!(
+        m.header("Content-Type").unwrap(),
+        "text/plain; charset=utf-8"
+    );
     assert_eq!(m.text().unwrap(), format!("確認コード：\r\n{}", m.code()));
 }
 
@@ -311,18 +379,34 @@ async fn preview_renders_unsaved_fields_and_saves_nothing() {
         .await
         .unwrap();
     assert_eq!(v["locale"], "en");
-    assert!(v["text"].as_str().unwrap().contains("\n    123456\n"), "{v}");
+    assert!(
+        v["text"].as_str().unwrap().contains("\n    123456\n"),
+        "{v}"
+    );
 
     let r = app
-        .post("/v1/tenant/templates/preview", &sk, json!({"text": "{{ nope }}"}))
+        .post(
+            "/v1/tenant/templates/preview",
+            &sk,
+            json!({"text": "{{ nope }}"}),
+        )
         .await;
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let r = app
-        .post("/v1/tenant/templates/preview", &sk, json!({"locale": "en_US"}))
+        .post(
+            "/v1/tenant/templates/preview",
+            &sk,
+            json!({"locale": "en_US"}),
+        )
         .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 
-    let list: Value = app.get("/v1/tenant/templates", &sk).await.json().await.unwrap();
+    let list: Value = app
+        .get("/v1/tenant/templates", &sk)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["templates"], json!([]), "a preview stored something");
     let (_, m) = mint_msg(&app, &sk, json!({"email": "ada@example.com"})).await;
     assert!(m.subject().unwrap().contains("verification code"));
@@ -334,11 +418,19 @@ async fn templates_are_the_tenants_own() {
     let (_, a) = app.tenant().await;
     let (_, b) = app.tenant().await;
     put_template(&app, &a, "en", simple("A only", "A {{ code }}")).await;
-    let list: Value = app.get("/v1/tenant/templates", &b).await.json().await.unwrap();
+    let list: Value = app
+        .get("/v1/tenant/templates", &b)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["templates"], json!([]));
     let (_, m) = mint_msg(&app, &b, json!({"email": "bob@example.com"})).await;
     assert_ne!(m.subject().unwrap(), "A only");
-    assert_eq!(app.delete("/v1/tenant/templates/en", &b).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.delete("/v1/tenant/templates/en", &b).await.status(),
+        StatusCode::NOT_FOUND
+    );
     let (_, m) = mint_msg(&app, &a, json!({"email": "ada@example.com"})).await;
     assert_eq!(m.subject().unwrap(), "A only");
     // Without a key, nothing.
@@ -352,18 +444,28 @@ async fn the_admin_manages_any_tenants_templates() {
     let (id, sk) = app.tenant().await;
     let path = format!("/v1/tenants/{id}/templates");
     let r = app
-        .put(&format!("{path}/fr"), ADMIN, simple("Admin FR", "Votre code {{ code }}"))
+        .put(
+            &format!("{path}/fr"),
+            ADMIN,
+            simple("Admin FR", "Votre code {{ code }}"),
+        )
         .await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(
-        app.put(&format!("{path}/fr"), &sk, simple("x", "{{ code }}")).await.status(),
+        app.put(&format!("{path}/fr"), &sk, simple("x", "{{ code }}"))
+            .await
+            .status(),
         StatusCode::UNAUTHORIZED,
         "a tenant key is not the admin token"
     );
     let v: Value = app.get(&path, ADMIN).await.json().await.unwrap();
     assert_eq!(v["templates"][0]["locale"], "fr");
     let r = app
-        .patch(&format!("/v1/tenants/{id}"), ADMIN, json!({"default_locale": "fr"}))
+        .patch(
+            &format!("/v1/tenants/{id}"),
+            ADMIN,
+            json!({"default_locale": "fr"}),
+        )
         .await;
     assert_eq!(r.status(), StatusCode::OK);
     let v: Value = app
@@ -372,7 +474,10 @@ async fn the_admin_manages_any_tenants_templates() {
         .json()
         .await
         .unwrap();
-    assert_eq!((v["locale"].as_str(), v["subject"].as_str()), (Some("fr"), Some("Admin FR")));
+    assert_eq!(
+        (v["locale"].as_str(), v["subject"].as_str()),
+        (Some("fr"), Some("Admin FR"))
+    );
     let (a, m) = mint_msg(&app, &sk, json!({"email": "ada@example.com"})).await;
     assert_eq!(a["locale"], "fr");
     assert_eq!(m.subject().unwrap(), "Admin FR");
@@ -383,9 +488,14 @@ async fn the_admin_manages_any_tenants_templates() {
     let v: Value = app.get(&path, ADMIN).await.json().await.unwrap();
     assert_eq!(v["templates"], json!([]));
     // Unknown tenant, no token.
-    let r = app.get("/v1/tenants/tnt_doesnotexist000000000/templates", ADMIN).await;
+    let r = app
+        .get("/v1/tenants/tnt_doesnotexist000000000/templates", ADMIN)
+        .await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    assert_eq!(app.get(&path, "nope").await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.get(&path, "nope").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
@@ -397,14 +507,29 @@ async fn bad_locale_tags_are_refused() {
         assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {v}");
         assert_eq!(v["errors"][0]["field"], "locale");
         let r = app
-            .post("/v1/otp", &sk, json!({"email": "ada@example.com", "locale": bad}))
+            .post(
+                "/v1/otp",
+                &sk,
+                json!({"email": "ada@example.com", "locale": bad}),
+            )
             .await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
-        let r = app.patch("/v1/tenant", &sk, json!({"default_locale": bad})).await;
+        let r = app
+            .patch("/v1/tenant", &sk, json!({"default_locale": bad}))
+            .await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
     }
-    assert_eq!(app.smtp.count_to("ada@example.com"), 0, "a refused mint sent mail");
-    let t: Value = app.get(&format!("/v1/tenants/{id}"), ADMIN).await.json().await.unwrap();
+    assert_eq!(
+        app.smtp.count_to("ada@example.com"),
+        0,
+        "a refused mint sent mail"
+    );
+    let t: Value = app
+        .get(&format!("/v1/tenants/{id}"), ADMIN)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(t["default_locale"], "en");
 }
 
@@ -431,7 +556,11 @@ async fn template_bodies_may_exceed_16_kib_but_not_256() {
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     // The 16 KiB limit still applies elsewhere.
     let r = app
-        .post("/v1/otp", &sk, json!({"email": "ada@example.com", "purpose": "x".repeat(17 * 1024)}))
+        .post(
+            "/v1/otp",
+            &sk,
+            json!({"email": "ada@example.com", "purpose": "x".repeat(17 * 1024)}),
+        )
         .await;
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
 }
@@ -440,7 +569,8 @@ async fn template_bodies_may_exceed_16_kib_but_not_256() {
 async fn compat_otp_writes_in_the_tenants_default_locale() {
     let app = spawn_app().await;
     let (_, sk) = app.tenant().await;
-    app.patch("/v1/tenant", &sk, json!({"default_locale": "es"})).await;
+    app.patch("/v1/tenant", &sk, json!({"default_locale": "es"}))
+        .await;
     let before = app.smtp.count_to("ada@example.com");
     let r = app
         .client
@@ -451,6 +581,10 @@ async fn compat_otp_writes_in_the_tenants_default_locale() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let m = app.smtp.wait_for("ada@example.com", before + 1).await;
-    assert!(m.subject().unwrap().starts_with("Tu código"), "{:?}", m.subject());
+    assert!(
+        m.subject().unwrap().starts_with("Tu código"),
+        "{:?}",
+        m.subject()
+    );
     assert_eq!(m.code().len(), 6);
 }

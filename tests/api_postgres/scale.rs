@@ -493,6 +493,18 @@ async fn migrate_store_copies_a_sqlite_installation_to_postgres_and_back() {
     .await;
     assert!(app.settings.database.url.starts_with("sqlite://"));
     let (id, sk) = app.tenant_with(json!({"max_attempts": 3})).await;
+    let r = app
+        .put(
+            "/v1/tenant/templates/de",
+            &sk,
+            json!({"subject": "Kopiert", "text": "Code {{ code }}", "html": "<b>{{ code }}</b>"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app
+        .patch("/v1/tenant", &sk, json!({"default_locale": "de"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
     let (pending, code) = app.mint(&sk, "ada@example.com").await;
     let (s, _) = app.verify(&sk, &pending, &wrong(&code)).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
@@ -516,7 +528,10 @@ async fn migrate_store_copies_a_sqlite_installation_to_postgres_and_back() {
     );
     assert!(ok, "{err}");
     assert!(
-        out.contains("keyring 2") && out.contains("tenants 1") && out.contains("challenges 2"),
+        out.contains("keyring 2")
+            && out.contains("tenants 1")
+            && out.contains("challenges 2")
+            && out.contains("templates 1"),
         "{out}"
     );
     // a second run refuses the target that now holds tenants, and changes nothing
@@ -557,8 +572,13 @@ async fn migrate_store_copies_a_sqlite_installation_to_postgres_and_back() {
         .await
         .unwrap();
     assert_eq!(t["policy"]["max_attempts"], 3);
-    // new rows number after the copied ones, and new codes work
+    assert_eq!(t["default_locale"], "de");
+    // new rows number after the copied ones, and new codes work, written with the copied
+    // template
     let (k, c) = app.mint(&sk, "cy@example.com").await;
+    let m = app.smtp.wait_for("cy@example.com", 1).await;
+    assert_eq!(m.subject().unwrap(), "Kopiert");
+    assert_eq!(m.html().unwrap(), format!("<b>{c}</b>"));
     assert_eq!(app.verify(&sk, &k, &c).await.0, StatusCode::OK);
 
     // and back to a new SQLite file
@@ -628,4 +648,49 @@ async fn sslmode_require_encrypts_and_verify_full_refuses_an_unverifiable_server
         Err(e) => e.to_string(),
     };
     assert!(err.contains("database") && err.contains("TLS"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_change_on_one_instance_is_used_by_the_next_mint_on_another() {
+    let a = spawn_app().await;
+    let b = instance_like(&a).await;
+    let (_, sk) = a.tenant().await;
+    let put = |subject: &'static str| {
+        let (a, sk) = (&a, sk.clone());
+        async move {
+            let r = a
+                .put(
+                    "/v1/tenant/templates/en",
+                    &sk,
+                    json!({"subject": subject, "text": "{{ code }}"}),
+                )
+                .await;
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+    };
+    let mint_subject = |n: usize| {
+        let (a, b, sk) = (&a, &b, sk.clone());
+        async move {
+            let r = b
+                .post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
+                .await;
+            assert_eq!(r.status(), StatusCode::CREATED);
+            a.smtp
+                .wait_for("ada@example.com", n)
+                .await
+                .subject()
+                .unwrap()
+        }
+    };
+    put("First").await;
+    // B compiles and caches the first version...
+    assert_eq!(mint_subject(1).await, "First");
+    put("Second").await;
+    // ...and sees the change at its next mint, as soon as A answered.
+    assert_eq!(mint_subject(2).await, "Second");
+    assert_eq!(
+        a.delete("/v1/tenant/templates/en", &sk).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert!(mint_subject(3).await.contains("verification code"));
 }

@@ -757,7 +757,14 @@ impl Store for SqliteStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
                  ON CONFLICT (tenant_id, locale) DO UPDATE SET subject = excluded.subject, \
                  text = excluded.text, html = excluded.html, updated_at = excluded.updated_at",
-                params![id.as_str(), t.locale, t.subject, t.text, t.html, t.updated_at],
+                params![
+                    id.as_str(),
+                    t.locale,
+                    t.subject,
+                    t.text,
+                    t.html,
+                    t.updated_at
+                ],
             )?;
             Ok(true)
         })
