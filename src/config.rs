@@ -18,6 +18,7 @@ const LIST_KEYS: &[&str] = &[
     "crypto.previous_master_keys",
     "smtp.allowed_ports",
     "smtp.extra_root_certificates",
+    "webhooks.extra_root_certificates",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +105,7 @@ pub struct Settings {
     pub hashing: HashingSettings,
     pub limits: LimitSettings,
     pub smtp: SmtpSettings,
+    pub webhooks: WebhookSettings,
     pub compat: CompatSettings,
     pub audit: AuditSettings,
     pub metrics: MetricsSettings,
@@ -206,6 +208,15 @@ pub struct SmtpSettings {
     pub pool_size: usize,
     pub max_connections_per_tenant: u32,
     pub max_connections_limit: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    pub allow_private_hosts: bool,
+    pub allow_plaintext: bool,
+    pub timeout_seconds: u64,
+    pub extra_root_certificates: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -395,6 +406,7 @@ impl Settings {
         )?;
         range("smtp.timeout_seconds", self.smtp.timeout_seconds, 1, 600)?;
         range("smtp.pool_size", self.smtp.pool_size as u64, 0, 64)?;
+        range("webhooks.timeout_seconds", self.webhooks.timeout_seconds, 1, 60)?;
         range(
             "smtp.max_connections_limit",
             self.smtp.max_connections_limit.into(),

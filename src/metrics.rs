@@ -13,6 +13,7 @@ pub struct Metrics {
     pub codes_minted: IntCounterVec,
     pub verify_outcomes: IntCounterVec,
     pub deliveries: IntCounterVec,
+    pub webhook_attempts: IntCounterVec,
     pub smtp_send_seconds: HistogramVec,
     pub hashing_queue_depth: IntGauge,
     pub outbox_depth: IntGauge,
@@ -46,6 +47,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "otpmint_delivery_attempts_total",
             "Delivery attempts by mode and outcome (sent or a failure reason).",
             &["mode", "outcome"],
+        )?,
+        webhook_attempts: counter(
+            "otpmint_webhook_attempts_total",
+            "Webhook delivery attempts by outcome (delivered, retry, failed).",
+            &["outcome"],
         )?,
         rate_limited: counter(
             "otpmint_rate_limited_total",

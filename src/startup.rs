@@ -251,7 +251,7 @@ pub fn build_services(settings: Settings, clock: Arc<dyn Clock>) -> Result<Servi
     .map_err(|e| StartupError::Other(e.to_string()))?;
     let mailer = Mailer::new(
         HostPolicy {
-            allowed_ports: settings.smtp.allowed_ports.clone(),
+            allowed_ports: Some(settings.smtp.allowed_ports.clone()),
             allow_private_hosts: settings.smtp.allow_private_hosts,
             allow_plaintext: settings.smtp.allow_plaintext,
         },
@@ -260,6 +260,9 @@ pub fn build_services(settings: Settings, clock: Arc<dyn Clock>) -> Result<Servi
         &settings.smtp.extra_root_certificates,
     )
     .map_err(|e| StartupError::Other(e.to_string()))?;
+    let settings = Arc::new(arc_swap::ArcSwap::from_pointee(settings));
+    let hooks = crate::webhook::WebhookClient::new(Arc::clone(&settings))
+        .map_err(|e| StartupError::Other(e.to_string()))?;
     Ok(Services {
         audit: crate::service::audit::Audit::start(Arc::clone(&store)),
         store,
@@ -267,9 +270,10 @@ pub fn build_services(settings: Settings, clock: Arc<dyn Clock>) -> Result<Servi
         hasher,
         mailer,
         clock,
-        settings: Arc::new(arc_swap::ArcSwap::from_pointee(settings)),
+        settings,
         outbox: crate::service::delivery::Outbox::new(),
         templates: crate::service::templates::TemplateCache::default(),
+        hooks: crate::service::webhooks::Hooks::new(hooks),
     })
 }
 
@@ -386,10 +390,12 @@ impl Application {
         let purger = tokio::spawn(purge_loop(self.services.clone()));
         let keys = tokio::spawn(keyring_loop(self.services.clone()));
         let sender = tokio::spawn(self.services.clone().run_sender());
+        let hooks = tokio::spawn(self.services.clone().run_webhook_sender());
         let result = self.server.await;
         purger.abort();
         keys.abort();
         sender.abort();
+        hooks.abort();
         // In-flight requests are done: write the last audit events before exiting.
         self.services.audit.flush().await;
         result
@@ -519,6 +525,8 @@ impl Services {
         let audit = (self.settings.load().audit.retention_seconds as i64).saturating_mul(1000);
         self.db(move |s| {
             s.purge_audit(now - audit)?;
+            // Idempotency keys after their 24 hours; webhook delivery records with the audit.
+            s.purge_integration(now, now - audit)?;
             s.purge(now - retention, now - windows)
         })
         .await

@@ -96,6 +96,46 @@ pub fn decrypt_message(
     open(cipher, &message_aad(tenant_id, key_digest), rest).ok_or(KeyError::Unwrap)
 }
 
+fn record_aad(kind: &str, tenant_id: &str, id: &[u8]) -> Vec<u8> {
+    let mut out = b"otpmint-record-v1".to_vec();
+    for part in [kind.as_bytes(), tenant_id.as_bytes()] {
+        out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out.extend_from_slice(id);
+    out
+}
+
+/// Seal a stored record of some `kind` (a webhook secret, a webhook event's body, a kept
+/// idempotent answer) under the active data key, bound to its tenant and its id.
+pub fn encrypt_record(
+    ring: &Keyring,
+    kind: &str,
+    tenant_id: &str,
+    id: &[u8],
+    plain: &[u8],
+) -> Result<Vec<u8>, KeyError> {
+    let version = ring.active_data_version();
+    let cipher = ring
+        .data_key(version)
+        .ok_or(KeyError::Missing("data key"))?;
+    let mut prefix = vec![BLOB_VERSION];
+    prefix.extend_from_slice(&version.to_be_bytes());
+    seal(cipher, &record_aad(kind, tenant_id, id), plain, &prefix)
+}
+
+pub fn decrypt_record(
+    ring: &Keyring,
+    kind: &str,
+    tenant_id: &str,
+    id: &[u8],
+    blob: &[u8],
+) -> Result<Vec<u8>, KeyError> {
+    let (version, rest) = blob_version(blob).ok_or(KeyError::Unwrap)?;
+    let cipher = ring.data_key(version).ok_or(KeyError::Unwrap)?;
+    open(cipher, &record_aad(kind, tenant_id, id), rest).ok_or(KeyError::Unwrap)
+}
+
 /// The data-key version a blob was sealed with.
 pub fn blob_version(blob: &[u8]) -> Option<(u32, &[u8])> {
     match blob.split_first() {

@@ -17,7 +17,8 @@ pub enum HostRefusal {
 
 #[derive(Debug, Clone)]
 pub struct HostPolicy {
-    pub allowed_ports: Vec<u16>,
+    /// `None`: any port (webhook endpoints); SMTP hosts use `smtp.allowed_ports`.
+    pub allowed_ports: Option<Vec<u16>>,
     pub allow_private_hosts: bool,
     pub allow_plaintext: bool,
 }
@@ -186,7 +187,11 @@ impl HostPolicy {
         plaintext: bool,
     ) -> Result<HostName, HostRefusal> {
         let name = HostName::parse(host).ok_or(HostRefusal::HostNotAllowed)?;
-        if !self.allowed_ports.contains(&port) {
+        if self
+            .allowed_ports
+            .as_ref()
+            .is_some_and(|ports| !ports.contains(&port))
+        {
             return Err(HostRefusal::PortNotAllowed);
         }
         if plaintext && !self.allow_plaintext {
@@ -247,7 +252,7 @@ mod tests {
 
     fn strict() -> HostPolicy {
         HostPolicy {
-            allowed_ports: vec![465, 587, 2525],
+            allowed_ports: Some(vec![465, 587, 2525]),
             allow_private_hosts: false,
             allow_plaintext: false,
         }
@@ -337,7 +342,7 @@ mod tests {
     #[tokio::test]
     async fn a_name_resolving_to_loopback_is_refused() {
         let p = HostPolicy {
-            allowed_ports: vec![587],
+            allowed_ports: Some(vec![587]),
             ..strict()
         };
         // "localhost" is refused statically; resolve() refuses any loopback answer too.

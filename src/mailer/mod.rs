@@ -249,20 +249,12 @@ impl Mailer {
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         let mut extra_pem = Vec::new();
         for path in extra_roots {
-            let err = |m: String| MailerSetupError::RootCertificate {
-                path: path.clone(),
-                message: m,
-            };
-            let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-            let mut n = 0;
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| err(e.to_string()))?;
-                roots.add(cert).map_err(|e| err(e.to_string()))?;
-                n += 1;
-            }
-            if n == 0 {
-                return Err(err("no PEM certificate in the file".into()));
-            }
+            let pem = add_pem_roots(&mut roots, path).map_err(|message| {
+                MailerSetupError::RootCertificate {
+                    path: path.clone(),
+                    message,
+                }
+            })?;
             extra_pem.push(pem);
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -588,6 +580,24 @@ impl Mailer {
         }
         b.build_rustls().map_err(|e| fail(DeliveryReason::Tls, e))
     }
+}
+
+/// Add every certificate of a PEM file to `roots`; the file's bytes, or why not.
+pub(crate) fn add_pem_roots(
+    roots: &mut rustls::RootCertStore,
+    path: &std::path::Path,
+) -> Result<Vec<u8>, String> {
+    let pem = std::fs::read(path).map_err(|e| e.to_string())?;
+    let mut n = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| e.to_string())?;
+        roots.add(cert).map_err(|e| e.to_string())?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err("no PEM certificate in the file".into());
+    }
+    Ok(pem)
 }
 
 pub(crate) fn hello_name(from: &str) -> String {

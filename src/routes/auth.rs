@@ -199,6 +199,14 @@ pub async fn json_body_up_to<T: DeserializeOwned>(
     parse_json(&bytes)
 }
 
+/// The raw bytes of a JSON body (≤16 KiB), for handlers that need them as well as the value.
+pub async fn json_bytes(req: &HttpRequest, payload: web::Payload) -> Result<web::Bytes, ApiError> {
+    if !is_json(req) {
+        return Err(ApiError::MediaType);
+    }
+    read_body(req, &mut payload.into_inner()).await
+}
+
 /// An optional JSON body: an empty body is `None`.
 pub async fn optional_json_body<T: DeserializeOwned>(
     req: &HttpRequest,

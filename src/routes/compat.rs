@@ -183,7 +183,7 @@ pub async fn verify_otp(
     let ctx = super::request_context(&req, &st);
     match st
         .services
-        .verify(&tenant, &key, &code, Flavor::Compat, &ctx)
+        .verify(&tenant, None, &key, &code, Flavor::Compat, &ctx)
         .await
     {
         Ok(_) => Ok(text(StatusCode::CREATED, "OTP Matched!".into())),

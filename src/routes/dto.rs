@@ -244,6 +244,12 @@ pub enum ProblemCode {
     RequestTimeout,
     TemplateNotFound,
     TemplateInvalid,
+    WebhookNotFound,
+    WebhookHostNotAllowed,
+    WebhookPlaintextNotAllowed,
+    WebhookHostUnresolvable,
+    IdempotencyKeyMismatch,
+    IdempotencyKeyInUse,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -161,6 +161,43 @@ impl ApiError {
                     "The tenant has no template of its own for that locale.".into(),
                     none(),
                 ),
+                S::WebhookNotFound => (
+                    StatusCode::NOT_FOUND,
+                    "webhook_not_found",
+                    "Webhook not found",
+                    "The tenant has no webhook.".into(),
+                    none(),
+                ),
+                S::WebhookRefused(code) => {
+                    let detail = match *code {
+                        "webhook_plaintext_not_allowed" => {
+                            "http:// endpoints are not allowed on this server."
+                        }
+                        "webhook_host_unresolvable" => "The endpoint's host does not resolve.",
+                        _ => "The endpoint's host is not allowed (private, local or special address).",
+                    };
+                    (
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        code,
+                        "Webhook endpoint refused",
+                        detail.into(),
+                        none(),
+                    )
+                }
+                S::IdempotencyMismatch => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency_key_mismatch",
+                    "Idempotency key reused",
+                    "This Idempotency-Key was used with a different request body.".into(),
+                    none(),
+                ),
+                S::IdempotencyInUse => (
+                    StatusCode::CONFLICT,
+                    "idempotency_key_in_use",
+                    "Idempotency key in use",
+                    "A request with this Idempotency-Key is still running; retry shortly.".into(),
+                    none(),
+                ),
                 S::TemplateInvalid(list) => (
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "template_invalid",
@@ -326,6 +363,7 @@ impl ApiError {
             }) => Some(*retry_after_secs),
             ApiError::Service(ServiceError::Overloaded) => Some(1),
             ApiError::Service(ServiceError::Unavailable(_)) => Some(1),
+            ApiError::Service(ServiceError::IdempotencyInUse) => Some(1),
             _ => None,
         }
     }

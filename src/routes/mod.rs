@@ -7,6 +7,7 @@ pub mod error;
 pub mod openapi;
 pub mod templates;
 pub mod v1;
+pub mod webhooks;
 
 use std::time::Instant;
 
@@ -158,6 +159,17 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
                 .route(web::patch().to(v1::patch_self)),
         )
         .service(r("/v1/tenant/audit").route(web::get().to(v1::audit)))
+        .service(
+            r("/v1/tenant/webhook")
+                .route(web::put().to(webhooks::put))
+                .route(web::get().to(webhooks::get))
+                .route(web::delete().to(webhooks::delete)),
+        )
+        .service(
+            r("/v1/tenant/webhook/rotate-secret").route(web::post().to(webhooks::rotate_secret)),
+        )
+        .service(r("/v1/tenant/webhook/test").route(web::post().to(webhooks::test)))
+        .service(r("/v1/tenant/webhook/deliveries").route(web::get().to(webhooks::deliveries)))
         .service(r("/v1/tenant/templates").route(web::get().to(templates::list_own)))
         .service(r("/v1/tenant/templates/preview").route(web::post().to(templates::preview_own)))
         .service(

@@ -4,7 +4,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::dto::*;
-use super::{templates, v1};
+use super::{templates, v1, webhooks};
 
 struct Security;
 
@@ -37,7 +37,9 @@ impl Modify for Security {
         v1::rotate_secret, v1::get_self, v1::patch_self, v1::audit, v1::mint, v1::verify,
         v1::otp_status, v1::otp_cancel, v1::healthz, v1::readyz, v1::metrics,
         templates::list_own, templates::put_own, templates::delete_own, templates::preview_own,
-        templates::list_for, templates::put_for, templates::delete_for, templates::preview_for
+        templates::list_for, templates::put_for, templates::delete_for, templates::preview_for,
+        webhooks::put, webhooks::get, webhooks::delete, webhooks::rotate_secret, webhooks::test,
+        webhooks::deliveries
     ),
     components(schemas(Problem, ProblemCode, FieldErrorOut)),
     modifiers(&Security),
@@ -45,6 +47,7 @@ impl Modify for Security {
         (name = "tenants", description = "Tenant administration (admin token)"),
         (name = "self-service", description = "A tenant managing itself with its secret key"),
         (name = "codes", description = "Minting and verifying codes (secret key)"),
+        (name = "webhooks", description = "Signed event notifications (secret key)"),
         (name = "templates", description = "Messages per locale (secret key, or admin token under /v1/tenants/{id})"),
         (name = "operations", description = "Health and metrics")
     )
@@ -95,6 +98,10 @@ mod tests {
             "/v1/tenants/{id}/templates",
             "/v1/tenants/{id}/templates/{locale}",
             "/v1/tenants/{id}/templates/preview",
+            "/v1/tenant/webhook",
+            "/v1/tenant/webhook/rotate-secret",
+            "/v1/tenant/webhook/test",
+            "/v1/tenant/webhook/deliveries",
             "/healthz",
             "/readyz",
             "/metrics",
@@ -112,6 +119,9 @@ mod tests {
             "rate_limited",
             "smtp_host_not_allowed",
             "template_invalid",
+            "idempotency_key_mismatch",
+            "idempotency_key_in_use",
+            "webhook_host_not_allowed",
         ] {
             assert!(codes.iter().any(|x| x == c), "{c} missing");
         }

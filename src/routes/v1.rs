@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::auth::{is_admin, json_body, optional_json_body, AdminAuth, TenantAuth};
+use super::auth::{
+    is_admin, json_body, json_bytes, optional_json_body, parse_json, AdminAuth, TenantAuth,
+};
 use super::dto::*;
 use super::error::ApiError;
 use super::AppState;
@@ -20,6 +22,7 @@ use crate::domain::keys::{Flavor, SecretKey};
 use crate::domain::locale::{Locale, LOCALE_RULE};
 use crate::domain::policy::PolicyPatch;
 use crate::mailer::TlsMode;
+use crate::service::idempotency::{fingerprint, valid_key, IdemStart};
 use crate::service::otp::{MintRequest, Purpose};
 use crate::service::tenants::{NewTenant, SmtpInput, SmtpPatch, TenantPatch};
 use crate::service::ServiceError;
@@ -387,13 +390,16 @@ pub async fn patch_self(
 }
 
 #[utoipa::path(post, path = "/v1/otp", tag = "codes",
-    description = "Mint a code, email it through the tenant's SMTP server, return its handle once the server accepted the message.",
+    description = "Mint a code, email it through the tenant's SMTP server, return its handle once the server accepted the message. With an `Idempotency-Key` header (1–255 visible ASCII characters, kept 24 h per tenant), a repeat with the same body gets the first 201/202/502 answer again with `Idempotent-Replayed: true`, and nothing is sent or counted.",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters")),
     request_body = MintBody,
     responses(
         (status = 201, description = "Sent (sync delivery): the relay accepted the message", body = MintOut),
         (status = 202, description = "Queued (async delivery): the code and its message are stored; a sender delivers it", body = MintOut),
         (status = 400, description = "invalid_request, invalid_email", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "idempotency_key_in_use: the first request with this key is still running", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "idempotency_key_mismatch: the key was used with another body", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "rate_limited (Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "delivery_failed with reason; no code exists that could verify", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "overloaded or unavailable (Retry-After); nothing was stored or sent", body = Problem, content_type = "application/problem+json"),
@@ -405,13 +411,77 @@ pub async fn mint(
     st: web::Data<AppState>,
     payload: web::Payload,
 ) -> ApiResult {
-    let b: MintBody = json_body(&req, payload).await?;
+    let mut keys = req.headers().get_all(IDEMPOTENCY_KEY);
+    let idem_key = match (keys.next(), keys.next()) {
+        (None, _) => None,
+        (Some(v), None) => match v.to_str() {
+            Ok(k) if valid_key(k) => Some(k.to_string()),
+            _ => return Err(bad_idempotency_key()),
+        },
+        (Some(_), Some(_)) => return Err(bad_idempotency_key()),
+    };
+    let bytes = json_bytes(&req, payload).await?;
+    let b: MintBody = parse_json(&bytes)?;
+    let Some(key) = idem_key else {
+        return mint_once(&t, &req, &st, b).await;
+    };
+    let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let ticket = match st
+        .services
+        .idem_begin(&t.0.id, &key, fingerprint(&value))
+        .await?
+    {
+        IdemStart::Replay { status, body } => return Ok(replayed(status, body)),
+        IdemStart::Proceed(ticket) => ticket,
+    };
+    let resp = match mint_once(&t, &req, &st, b).await {
+        Ok(r) => r,
+        Err(e) => actix_web::ResponseError::error_response(&e),
+    };
+    let status = resp.status().as_u16();
+    let (mut head, body) = resp.into_parts();
+    let body = actix_web::body::to_bytes(body).await.unwrap_or_default();
+    st.services.idem_end(ticket, status, &body).await;
+    head.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    Ok(head.set_body(actix_web::body::BoxBody::new(body)))
+}
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+fn bad_idempotency_key() -> ApiError {
+    ServiceError::field(
+        "Idempotency-Key",
+        "must be one header of 1 to 255 visible ASCII characters",
+    )
+    .into()
+}
+
+/// A kept answer, again.
+fn replayed(status: u16, body: Vec<u8>) -> HttpResponse {
+    let status =
+        actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::OK);
+    let content_type = if status.is_success() {
+        "application/json; charset=utf-8"
+    } else {
+        "application/problem+json"
+    };
+    HttpResponse::build(status)
+        .content_type(content_type)
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header(("Idempotent-Replayed", "true"))
+        .body(body)
+}
+
+async fn mint_once(t: &TenantAuth, req: &HttpRequest, st: &AppState, b: MintBody) -> ApiResult {
     let email =
         RecipientEmail::parse(&b.email).map_err(|e| ServiceError::InvalidEmail(e.to_string()))?;
     let purpose = Purpose::parse(b.purpose.as_deref())?;
     let locale = parse_locale(b.locale.as_deref(), "locale")?;
     let delivery = parse_delivery(b.delivery.as_deref())?;
-    let ctx = super::request_context(&req, &st);
+    let ctx = super::request_context(req, st);
     let m = st
         .services
         .mint(
@@ -468,7 +538,14 @@ pub async fn verify(
     let ctx = super::request_context(&req, &st);
     let v = st
         .services
-        .verify(&t.0.id, &b.shareable_key, &b.otp, Flavor::Native, &ctx)
+        .verify(
+            &t.0.id,
+            Some(&t.0.webhook_events),
+            &b.shareable_key,
+            &b.otp,
+            Flavor::Native,
+            &ctx,
+        )
         .await?;
     Ok(json(
         HttpResponse::Ok(),
@@ -523,7 +600,7 @@ pub async fn otp_cancel(
 ) -> ApiResult {
     let ctx = super::request_context(&req, &st);
     st.services
-        .cancel(&t.0.id, &key, Flavor::Native, &ctx)
+        .cancel(&t.0.id, Some(&t.0.webhook_events), &key, Flavor::Native, &ctx)
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use super::webhooks::EventData;
 use super::{ServiceError, Services};
 use crate::crypto::cipher::{decrypt_message, encrypt_message};
 use crate::domain::delivery::{next_attempt_at, DeliveryMode};
@@ -38,6 +39,15 @@ pub struct StoredMessage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub html: Option<String>,
     pub message_id: String,
+    /// For the webhook events of its outcome (absent in rows stored before webhooks).
+    #[serde(default)]
+    pub shareable_key: Option<String>,
+    #[serde(default)]
+    pub email: String,
+    #[serde(default)]
+    pub purpose: String,
+    #[serde(default)]
+    pub locale: Option<String>,
 }
 
 /// This process's part of the outbox: its lease owner id, the wake-up for its sender, and the
@@ -163,10 +173,44 @@ impl Services {
         }
     }
 
-    /// One delivery attempt of a claimed row, its outcome recorded.
+    /// One delivery attempt of a claimed row, its outcome recorded, and the webhook event of
+    /// a final outcome raised (`otp.sent`, `otp.delivery_failed`).
     pub(crate) async fn attempt(&self, job: &OutboxJob, tenant: &TenantRow) -> Attempt {
+        let msg = self.open_message(job);
+        let result = self.attempt_with(job, tenant, msg.as_ref()).await;
+        if let Some(m) = &msg {
+            let (kind, reason) = match result {
+                Attempt::Sent => ("otp.sent", None),
+                Attempt::Failed(r) => ("otp.delivery_failed", Some(r.as_str())),
+                Attempt::Retry(_) => return result,
+            };
+            if let Some(key) = &m.shareable_key {
+                self.emit(
+                    &tenant.id,
+                    Some(&tenant.webhook_events),
+                    kind,
+                    EventData {
+                        shareable_key: key,
+                        email: &m.email,
+                        purpose: &m.purpose,
+                        locale: m.locale.as_deref(),
+                        reason,
+                    },
+                )
+                .await;
+            }
+        }
+        result
+    }
+
+    async fn attempt_with(
+        &self,
+        job: &OutboxJob,
+        tenant: &TenantRow,
+        msg: Option<&StoredMessage>,
+    ) -> Attempt {
         let attempts = job.attempts + 1;
-        let Some(msg) = self.open_message(job) else {
+        let Some(msg) = msg else {
             tracing::error!(tenant_id = %tenant.id, "a queued message cannot be opened; giving it up");
             return self
                 .record_failed(job, attempts, DeliveryReason::Rejected, false)

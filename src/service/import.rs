@@ -190,6 +190,7 @@ impl Services {
                     delivery: crate::domain::delivery::DeliveryMode::Sync,
                     default_locale: "en".into(),
                     templates_version: 0,
+                    webhook_events: String::new(),
                 },
                 digest,
             ));

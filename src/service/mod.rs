@@ -2,11 +2,13 @@
 
 pub mod audit;
 pub mod delivery;
+pub mod idempotency;
 pub mod import;
 pub mod keys;
 pub mod otp;
 pub mod templates;
 pub mod tenants;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -83,6 +85,15 @@ pub enum ServiceError {
     Mismatch { attempts_remaining: u32 },
     #[error("template not found")]
     TemplateNotFound,
+    #[error("webhook not found")]
+    WebhookNotFound,
+    /// A webhook URL refused by policy: the problem code.
+    #[error("webhook refused: {0}")]
+    WebhookRefused(&'static str),
+    #[error("idempotency key used with another body")]
+    IdempotencyMismatch,
+    #[error("idempotency key in use")]
+    IdempotencyInUse,
     #[error("template invalid")]
     TemplateInvalid(Vec<crate::messages::TemplateError>),
     #[error("internal: {0}")]
@@ -133,6 +144,8 @@ pub struct Services {
     pub outbox: delivery::Outbox,
     /// Each tenant's compiled templates, by `templates_version`.
     pub templates: templates::TemplateCache,
+    /// Webhook delivery: the HTTP client and this process's part of the event outbox.
+    pub hooks: webhooks::Hooks,
 }
 
 impl Services {

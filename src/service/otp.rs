@@ -18,6 +18,7 @@ use crate::mailer::{new_message_id, SmtpTarget, TlsMode};
 use crate::messages::Vars;
 use crate::service::audit::RequestContext;
 use crate::service::delivery::{Attempt, StoredMessage};
+use crate::service::webhooks::EventData;
 use crate::storage::{NewChallenge, NewOutbox, OutboxJob, QuotaRefusal, TenantRow};
 
 pub const KEY_LABEL: &str = "shareable-key";
@@ -226,6 +227,10 @@ impl Services {
             text: written.rendered.text,
             html: written.rendered.html,
             message_id: new_message_id(&tenant.smtp.from),
+            shareable_key: Some(key.expose().to_string()),
+            email: email.as_given().to_string(),
+            purpose: purpose.as_str().to_string(),
+            locale: Some(written.locale.as_str().to_string()),
         };
         let payload = self.seal_message(&tenant.id, &key_digest, &message)?;
         drop(message);
@@ -313,9 +318,12 @@ impl Services {
 
     /// Check a code. Malformed input uses no attempt; the attempt is reserved in the store
     /// before the comparison, so concurrency cannot exceed `max_attempts` evaluations.
+    /// `subscribed`: the tenant's webhook event types when the caller has its row (else they
+    /// are read if an event is raised).
     pub async fn verify(
         &self,
         tenant: &TenantId,
+        subscribed: Option<&str>,
         key: &str,
         code: &str,
         flavor: Flavor,
@@ -323,7 +331,7 @@ impl Services {
     ) -> Result<Verified, ServiceError> {
         let mut recipient = String::new();
         let result = self
-            .verify_inner(tenant, key, code, flavor, &mut recipient)
+            .verify_inner(tenant, subscribed, key, code, flavor, &mut recipient)
             .await;
         let outcome = match &result {
             Ok(_) => "verified",
@@ -354,6 +362,7 @@ impl Services {
     async fn verify_inner(
         &self,
         tenant: &TenantId,
+        subscribed: Option<&str>,
         key: &str,
         code: &str,
         flavor: Flavor,
@@ -404,6 +413,19 @@ impl Services {
                 if quota.max_failures > 0 {
                     let _ = self.db(move |s| s.clear_failures(&tid, &recipient)).await;
                 }
+                self.emit(
+                    tenant,
+                    subscribed,
+                    "otp.verified",
+                    EventData {
+                        shareable_key: key.expose(),
+                        email: &res.email,
+                        purpose: &res.purpose,
+                        locale: res.locale.as_deref(),
+                        reason: None,
+                    },
+                )
+                .await;
                 return Ok(Verified {
                     email: res.email,
                     purpose: res.purpose,
@@ -413,9 +435,23 @@ impl Services {
             return Err(self.why_not(tenant, &digest, flavor, t, code.len()).await);
         }
         // The failure was counted against the recipient's budget with the reservation.
-        Err(ServiceError::Mismatch {
-            attempts_remaining: res.max_attempts.saturating_sub(res.attempts),
-        })
+        let attempts_remaining = res.max_attempts.saturating_sub(res.attempts);
+        if attempts_remaining == 0 {
+            self.emit(
+                tenant,
+                subscribed,
+                "otp.attempts_exhausted",
+                EventData {
+                    shareable_key: key.expose(),
+                    email: &res.email,
+                    purpose: &res.purpose,
+                    locale: res.locale.as_deref(),
+                    reason: None,
+                },
+            )
+            .await;
+        }
+        Err(ServiceError::Mismatch { attempts_remaining })
     }
 
     /// Why no attempt could be reserved: unknown, ended, or the recipient is blocked.
@@ -475,6 +511,7 @@ impl Services {
     pub async fn cancel(
         &self,
         tenant: &TenantId,
+        subscribed: Option<&str>,
         key: &str,
         flavor: Flavor,
         ctx: &RequestContext,
@@ -491,6 +528,19 @@ impl Services {
             Some((true, v)) => {
                 self.audit
                     .record(tenant, now, "cancel", &v.email, "cancelled", ctx);
+                self.emit(
+                    tenant,
+                    subscribed,
+                    "otp.cancelled",
+                    EventData {
+                        shareable_key: key.expose(),
+                        email: &v.email,
+                        purpose: &v.purpose,
+                        locale: None,
+                        reason: None,
+                    },
+                )
+                .await;
                 Ok(())
             }
             Some((false, v)) => Err(ended(v.status_at(now))),

@@ -217,6 +217,7 @@ impl Services {
                 .as_str()
                 .to_string(),
             templates_version: 0,
+            webhook_events: String::new(),
         };
         let secret = t.secret.unwrap_or_else(SecretKey::generate);
         let digest = self.secret_digest(secret.expose());

@@ -2,6 +2,7 @@
 //! implementations: SQLite (embedded, one instance) and PostgreSQL (any number of instances).
 
 pub mod copy;
+pub mod integration;
 pub mod postgres;
 pub mod sqlite;
 
@@ -98,6 +99,8 @@ pub struct TenantRow {
     pub default_locale: String,
     /// Bumped on every template change, so cached templates know they are stale.
     pub templates_version: i64,
+    /// The event types its webhook subscribes to, comma-separated ("" without a webhook).
+    pub webhook_events: String,
 }
 
 /// A tenant's own template for one locale (sources, not rendered).
@@ -199,6 +202,8 @@ pub struct Reservation {
     pub email: String,
     pub email_canonical: String,
     pub purpose: String,
+    /// The locale its message was written in (`None` for imported codes).
+    pub locale: Option<String>,
 }
 
 /// A pending code carried over from another system (OtpMint's `mappings`).
@@ -396,6 +401,64 @@ pub trait Store: Send + Sync + 'static {
     fn put_template(&self, id: &TenantId, t: &TemplateRow) -> Result<bool, StoreError>;
     /// Remove a template and bump `templates_version`; false when there was none.
     fn delete_template(&self, id: &TenantId, locale: &str) -> Result<bool, StoreError>;
+    // webhooks and idempotency keys (API.md §9)
+    /// Create or replace the tenant's webhook (a replacement keeps the stored secret) and
+    /// copy its event types onto the tenant row. `None`: no such tenant; `Some(true)`:
+    /// created.
+    fn put_webhook(
+        &self,
+        id: &TenantId,
+        w: &integration::WebhookRow,
+    ) -> Result<Option<bool>, StoreError>;
+    fn webhook(&self, id: &TenantId) -> Result<Option<integration::WebhookRow>, StoreError>;
+    /// Remove the webhook and its undelivered events; false when there was none.
+    fn delete_webhook(&self, id: &TenantId) -> Result<bool, StoreError>;
+    fn set_webhook_secret(&self, id: &TenantId, sealed: &[u8], now: Millis)
+        -> Result<bool, StoreError>;
+    /// Queue an event, if the tenant still subscribes to its type.
+    fn insert_event(&self, e: &integration::NewEvent) -> Result<bool, StoreError>;
+    /// Lease due pending events (oldest first, at most `limit`).
+    fn claim_events(
+        &self,
+        owner: &str,
+        now: Millis,
+        lease_until: Millis,
+        limit: u32,
+    ) -> Result<Vec<integration::EventJob>, StoreError>;
+    /// Record an attempt and its outcome, if `owner` still holds the event's lease.
+    #[allow(clippy::too_many_arguments)]
+    fn settle_event(
+        &self,
+        event_id: &str,
+        owner: &str,
+        attempt: u32,
+        outcome: integration::EventOutcome,
+        status_code: Option<u16>,
+        error: Option<&str>,
+        now: Millis,
+    ) -> Result<(), StoreError>;
+    /// The newest delivery attempts of a tenant, newest first.
+    fn webhook_deliveries(
+        &self,
+        id: &TenantId,
+        limit: u32,
+    ) -> Result<Vec<integration::DeliveryRow>, StoreError>;
+    /// Claim an idempotency key, or say what holds it (one atomic step).
+    fn idem_begin(&self, c: &integration::IdemClaim) -> Result<integration::IdemBegin, StoreError>;
+    /// Keep the answer of the request that holds the key.
+    fn idem_finish(
+        &self,
+        id: &TenantId,
+        key_digest: &[u8],
+        status: u16,
+        response: &[u8],
+    ) -> Result<(), StoreError>;
+    /// Free a key whose request got an answer that is not kept.
+    fn idem_release(&self, id: &TenantId, key_digest: &[u8]) -> Result<(), StoreError>;
+    /// Delete expired idempotency keys, and settled events and delivery records older than
+    /// `records_before`.
+    fn purge_integration(&self, now: Millis, records_before: Millis) -> Result<usize, StoreError>;
+
     /// The enabled tenant whose current (or in-grace) secret has this digest.
     fn tenant_by_secret(&self, digest: &[u8], now: Millis)
         -> Result<Option<TenantRow>, StoreError>;

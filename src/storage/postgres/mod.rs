@@ -7,6 +7,7 @@
 //! `ON CONFLICT` for secrets and keys, `FOR UPDATE SKIP LOCKED` for outbox work.
 
 mod conn;
+mod integration;
 mod outbox;
 mod quota;
 mod tls;
@@ -18,6 +19,7 @@ use ::postgres::{GenericClient, Row};
 use r2d2::Pool;
 use r2d2_postgres::PostgresConnectionManager;
 
+use super::integration::{DeliveryRow, EventJob, EventOutcome, IdemBegin, IdemClaim, NewEvent, WebhookRow};
 use super::*;
 use crate::crypto::keyring::WrappedKey;
 use crate::domain::delivery::{DeliveryStatus, DeliveryView};
@@ -36,7 +38,7 @@ const KEYRING_LOCK: i64 = 0x6f74_706d_696e_7402;
 const TENANT_COLS: &str =
     "t.id, t.name, t.enabled, t.origin, t.created_at, t.smtp_host, t.smtp_port, t.smtp_username, \
      t.smtp_password, t.smtp_from, t.smtp_tls, t.smtp_version, t.code_length, t.ttl_seconds, \
-     t.max_attempts, t.smtp_max_connections, t.delivery, t.default_locale, t.templates_version";
+     t.max_attempts, t.smtp_max_connections, t.delivery, t.default_locale, t.templates_version, t.webhook_events";
 const VIEW_COLS: &str =
     "c.status, c.email, c.email_canonical, c.purpose, c.attempts, c.max_attempts, c.code_length, \
      c.created_at, c.expires_at, c.verified_at, c.delivery_mode, c.delivery_status, \
@@ -188,6 +190,7 @@ fn tenant_from_row(r: &Row) -> Result<TenantRow, StoreError> {
         },
         default_locale: r.try_get(17)?,
         templates_version: r.try_get(18)?,
+        webhook_events: r.try_get(19)?,
     })
 }
 
@@ -578,6 +581,80 @@ impl Store for PgStore {
         })
     }
 
+    fn put_webhook(&self, id: &TenantId, w: &WebhookRow) -> Result<Option<bool>, StoreError> {
+        self.do_put_webhook(id, w)
+    }
+
+    fn webhook(&self, id: &TenantId) -> Result<Option<WebhookRow>, StoreError> {
+        self.do_webhook(id)
+    }
+
+    fn delete_webhook(&self, id: &TenantId) -> Result<bool, StoreError> {
+        self.do_delete_webhook(id)
+    }
+
+    fn set_webhook_secret(
+        &self,
+        id: &TenantId,
+        sealed: &[u8],
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        self.do_set_webhook_secret(id, sealed, now)
+    }
+
+    fn insert_event(&self, e: &NewEvent) -> Result<bool, StoreError> {
+        self.do_insert_event(e)
+    }
+
+    fn claim_events(
+        &self,
+        owner: &str,
+        now: Millis,
+        lease_until: Millis,
+        limit: u32,
+    ) -> Result<Vec<EventJob>, StoreError> {
+        self.do_claim_events(owner, now, lease_until, limit)
+    }
+
+    fn settle_event(
+        &self,
+        event_id: &str,
+        owner: &str,
+        attempt: u32,
+        outcome: EventOutcome,
+        status_code: Option<u16>,
+        error: Option<&str>,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        self.do_settle_event(event_id, owner, attempt, outcome, status_code, error, now)
+    }
+
+    fn webhook_deliveries(&self, id: &TenantId, limit: u32) -> Result<Vec<DeliveryRow>, StoreError> {
+        self.do_webhook_deliveries(id, limit)
+    }
+
+    fn idem_begin(&self, c: &IdemClaim) -> Result<IdemBegin, StoreError> {
+        self.do_idem_begin(c)
+    }
+
+    fn idem_finish(
+        &self,
+        id: &TenantId,
+        key_digest: &[u8],
+        status: u16,
+        response: &[u8],
+    ) -> Result<(), StoreError> {
+        self.do_idem_finish(id, key_digest, status, response)
+    }
+
+    fn idem_release(&self, id: &TenantId, key_digest: &[u8]) -> Result<(), StoreError> {
+        self.do_idem_release(id, key_digest)
+    }
+
+    fn purge_integration(&self, now: Millis, records_before: Millis) -> Result<usize, StoreError> {
+        self.do_purge_integration(now, records_before)
+    }
+
     fn tenant_by_secret(
         &self,
         digest: &[u8],
@@ -708,7 +785,7 @@ impl Store for PgStore {
                    AND attempts < max_attempts AND expires_at > $4 AND code_length = $7 \
                    AND NOT EXISTS (SELECT 1 FROM recipient_failures f WHERE f.tenant_id = c.tenant_id \
                        AND f.email_canonical = c.email_canonical AND f.failures >= $5 AND f.window_start + $6 > $4) \
-                 RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose",
+                 RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose, locale",
                 &[&key_digest, &t, &flavor.as_str(), &now, &max_failures, &q.recipient_window_ms, &i64::from(code_len)],
             )?;
             let Some(row) = row else { return Ok(None) };
@@ -719,6 +796,7 @@ impl Store for PgStore {
                 email: row.try_get(3)?,
                 email_canonical: row.try_get(4)?,
                 purpose: row.try_get(5)?,
+                locale: row.try_get(6)?,
             };
             if q.max_failures > 0 {
                 tx.execute(

@@ -1,6 +1,7 @@
 //! SQLite store: r2d2 + rusqlite, WAL, synchronous=FULL, busy timeout, refinery migrations,
 //! and one group-commit writer thread for the writes of a running server.
 
+mod integration;
 mod outbox;
 
 use std::path::Path;
@@ -10,6 +11,7 @@ use r2d2::{Pool, PooledConnection};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 
+use super::integration::{DeliveryRow, EventJob, EventOutcome, IdemBegin, IdemClaim, NewEvent, WebhookRow};
 use super::*;
 use crate::crypto::keyring::WrappedKey;
 use crate::domain::delivery::{DeliveryStatus, DeliveryView};
@@ -21,7 +23,7 @@ mod embedded {
 const TENANT_COLS: &str =
     "id, name, enabled, origin, created_at, smtp_host, smtp_port, smtp_username, \
      smtp_password, smtp_from, smtp_tls, smtp_version, code_length, ttl_seconds, max_attempts, \
-     smtp_max_connections, delivery, default_locale, templates_version";
+     smtp_max_connections, delivery, default_locale, templates_version, webhook_events";
 const VIEW_COLS: &str =
     "status, email, email_canonical, purpose, attempts, max_attempts, code_length, \
      created_at, expires_at, verified_at, delivery_mode, delivery_status, delivery_attempts, \
@@ -318,6 +320,7 @@ fn tenant_from_row(r: &Row<'_>) -> rusqlite::Result<TenantRow> {
         },
         default_locale: r.get(17)?,
         templates_version: r.get(18)?,
+        webhook_events: r.get(19)?,
     })
 }
 
@@ -787,6 +790,80 @@ impl Store for SqliteStore {
         })
     }
 
+    fn put_webhook(&self, id: &TenantId, w: &WebhookRow) -> Result<Option<bool>, StoreError> {
+        self.do_put_webhook(id, w)
+    }
+
+    fn webhook(&self, id: &TenantId) -> Result<Option<WebhookRow>, StoreError> {
+        self.do_webhook(id)
+    }
+
+    fn delete_webhook(&self, id: &TenantId) -> Result<bool, StoreError> {
+        self.do_delete_webhook(id)
+    }
+
+    fn set_webhook_secret(
+        &self,
+        id: &TenantId,
+        sealed: &[u8],
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        self.do_set_webhook_secret(id, sealed, now)
+    }
+
+    fn insert_event(&self, e: &NewEvent) -> Result<bool, StoreError> {
+        self.do_insert_event(e)
+    }
+
+    fn claim_events(
+        &self,
+        owner: &str,
+        now: Millis,
+        lease_until: Millis,
+        limit: u32,
+    ) -> Result<Vec<EventJob>, StoreError> {
+        self.do_claim_events(owner, now, lease_until, limit)
+    }
+
+    fn settle_event(
+        &self,
+        event_id: &str,
+        owner: &str,
+        attempt: u32,
+        outcome: EventOutcome,
+        status_code: Option<u16>,
+        error: Option<&str>,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        self.do_settle_event(event_id, owner, attempt, outcome, status_code, error, now)
+    }
+
+    fn webhook_deliveries(&self, id: &TenantId, limit: u32) -> Result<Vec<DeliveryRow>, StoreError> {
+        self.do_webhook_deliveries(id, limit)
+    }
+
+    fn idem_begin(&self, c: &IdemClaim) -> Result<IdemBegin, StoreError> {
+        self.do_idem_begin(c)
+    }
+
+    fn idem_finish(
+        &self,
+        id: &TenantId,
+        key_digest: &[u8],
+        status: u16,
+        response: &[u8],
+    ) -> Result<(), StoreError> {
+        self.do_idem_finish(id, key_digest, status, response)
+    }
+
+    fn idem_release(&self, id: &TenantId, key_digest: &[u8]) -> Result<(), StoreError> {
+        self.do_idem_release(id, key_digest)
+    }
+
+    fn purge_integration(&self, now: Millis, records_before: Millis) -> Result<usize, StoreError> {
+        self.do_purge_integration(now, records_before)
+    }
+
     fn tenant_by_secret(
         &self,
         digest: &[u8],
@@ -870,7 +947,7 @@ impl Store for SqliteStore {
                        AND attempts < max_attempts AND expires_at > ?4 AND code_length = ?7 \
                        AND NOT EXISTS (SELECT 1 FROM recipient_failures f WHERE f.tenant_id = challenges.tenant_id \
                            AND f.email_canonical = challenges.email_canonical AND f.failures >= ?5 AND f.window_start + ?6 > ?4) \
-                     RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose",
+                     RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose, locale",
                     params![key_digest, tenant.as_str(), flavor.as_str(), now, max_failures, q.recipient_window_ms, code_len],
                     |r| {
                         Ok(Reservation {
@@ -880,6 +957,7 @@ impl Store for SqliteStore {
                             email: r.get(3)?,
                             email_canonical: r.get(4)?,
                             purpose: r.get(5)?,
+                            locale: r.get(6)?,
                         })
                     },
                 )

@@ -1,0 +1,59 @@
+-- Idempotent mint and signed webhooks (API.md §9), in step with
+-- migrations/sqlite/V6__webhooks_idempotency.sql.
+
+-- The answer of a mint made with an Idempotency-Key, kept 24 hours. status is NULL while the
+-- first request runs (lease_until bounds how long a crashed one blocks the key); response is
+-- the answer's body sealed with the data key (it names a shareable key).
+CREATE TABLE idempotency_keys (
+    tenant_id   TEXT    NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    key_digest  BYTEA   NOT NULL,
+    fingerprint BYTEA   NOT NULL,
+    status      BIGINT,
+    response    BYTEA,
+    lease_until BIGINT  NOT NULL,
+    expires_at  BIGINT  NOT NULL,
+    PRIMARY KEY (tenant_id, key_digest)
+);
+CREATE INDEX idempotency_keys_expiry ON idempotency_keys(expires_at);
+
+-- One endpoint per tenant; secret sealed with the data key. The subscribed event types are
+-- copied onto the tenant row (webhook_events) in the same transaction, so the hot paths
+-- know whether to write an event without another read.
+CREATE TABLE webhooks (
+    tenant_id   TEXT    PRIMARY KEY REFERENCES tenants(id) ON DELETE CASCADE,
+    url         TEXT    NOT NULL,
+    events      TEXT    NOT NULL,
+    secret      BYTEA   NOT NULL,
+    created_at  BIGINT  NOT NULL,
+    updated_at  BIGINT  NOT NULL
+);
+ALTER TABLE tenants ADD COLUMN webhook_events TEXT NOT NULL DEFAULT '';
+
+-- The durable outbox of events: claimed with a lease like the message outbox. payload is
+-- the JSON body sealed with the data key. status: pending, delivered, failed.
+CREATE TABLE webhook_events (
+    id          TEXT    PRIMARY KEY,
+    tenant_id   TEXT    NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    type        TEXT    NOT NULL,
+    payload     BYTEA   NOT NULL,
+    created_at  BIGINT  NOT NULL,
+    due_at      BIGINT  NOT NULL,
+    attempts    BIGINT  NOT NULL DEFAULT 0,
+    lease_until BIGINT,
+    leased_by   TEXT,
+    status      TEXT    NOT NULL DEFAULT 'pending'
+);
+CREATE INDEX webhook_events_due ON webhook_events(status, due_at);
+
+-- Every attempt, for GET /v1/tenant/webhook/deliveries.
+CREATE TABLE webhook_deliveries (
+    id          BIGINT  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id   TEXT    NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    event_id    TEXT    NOT NULL,
+    type        TEXT    NOT NULL,
+    attempt     BIGINT  NOT NULL,
+    status_code BIGINT,
+    error       TEXT,
+    at          BIGINT  NOT NULL
+);
+CREATE INDEX webhook_deliveries_tenant ON webhook_deliveries(tenant_id, id);

@@ -1,0 +1,195 @@
+//! Webhook routes (API.md §9) for the tenant itself, with its secret key.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::{json_body, TenantAuth};
+use super::dto::Problem;
+use super::error::ApiError;
+use super::v1::json;
+use super::AppState;
+use crate::clock::rfc3339;
+use crate::service::webhooks::{WebhookInput, WebhookShown};
+use crate::storage::integration::DeliveryRow;
+
+type ApiResult = Result<HttpResponse, ApiError>;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookBody {
+    /// `https://…` (`http://` only with `webhooks.allow_plaintext`); the host passes the
+    /// address policy now and at every send.
+    url: String,
+    /// Any of `otp.sent`, `otp.delivery_failed`, `otp.verified`, `otp.attempts_exhausted`,
+    /// `otp.cancelled`.
+    events: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookOut {
+    pub url: String,
+    pub events: Vec<String>,
+    /// `whsec_…`: shown when the webhook is created and on rotation only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<WebhookShown> for WebhookOut {
+    fn from(w: WebhookShown) -> Self {
+        WebhookOut {
+            url: w.row.url,
+            events: w.row.events,
+            secret: w.secret,
+            created_at: rfc3339(w.row.created_at),
+            updated_at: rfc3339(w.row.updated_at),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TestEventOut {
+    /// The `webhook-id` the event is delivered with.
+    pub event_id: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryOut {
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The endpoint's status code, when it answered.
+    pub status_code: Option<u16>,
+    /// Why there was no answer: `timeout`, `connect`, `tls`, `host_not_allowed`, `request`,
+    /// `no_endpoint`, `unreadable`.
+    pub error: Option<String>,
+    pub at: String,
+}
+
+impl From<&DeliveryRow> for DeliveryOut {
+    fn from(d: &DeliveryRow) -> Self {
+        DeliveryOut {
+            event_id: d.event_id.clone(),
+            kind: d.kind.clone(),
+            attempt: d.attempt,
+            status_code: d.status_code,
+            error: d.error.clone(),
+            at: rfc3339(d.at),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeliveriesOut {
+    /// The last 100 attempts, newest first.
+    pub deliveries: Vec<DeliveryOut>,
+}
+
+fn shown(w: WebhookShown) -> HttpResponse {
+    let mut b = HttpResponse::Ok();
+    if w.secret.is_some() {
+        b.insert_header((header::CACHE_CONTROL, "no-store"));
+    }
+    json(b, &WebhookOut::from(w))
+}
+
+#[utoipa::path(put, path = "/v1/tenant/webhook", tag = "webhooks",
+    description = "Create or replace the tenant's webhook. A new webhook's secret is in this answer only; a replacement keeps the secret.",
+    request_body = WebhookBody,
+    responses(
+        (status = 200, description = "The webhook (with `secret` when it was created)", body = WebhookOut),
+        (status = 400, description = "invalid_request (malformed URL, unknown event type)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "webhook_host_not_allowed, webhook_plaintext_not_allowed, webhook_host_unresolvable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn put(
+    t: TenantAuth,
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    payload: web::Payload,
+) -> ApiResult {
+    let b: WebhookBody = json_body(&req, payload).await?;
+    let w = st
+        .services
+        .put_webhook(
+            &t.0,
+            WebhookInput {
+                url: b.url,
+                events: b.events,
+            },
+        )
+        .await?;
+    Ok(shown(w))
+}
+
+#[utoipa::path(get, path = "/v1/tenant/webhook", tag = "webhooks",
+    responses(
+        (status = 200, description = "The webhook, without its secret", body = WebhookOut),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "webhook_not_found", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn get(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
+    let row = st.services.webhook(&t.0.id).await?;
+    Ok(shown(WebhookShown { row, secret: None }))
+}
+
+#[utoipa::path(delete, path = "/v1/tenant/webhook", tag = "webhooks",
+    description = "Remove the webhook; its undelivered events are dropped.",
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "webhook_not_found", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn delete(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
+    st.services.delete_webhook(&t.0.id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(post, path = "/v1/tenant/webhook/rotate-secret", tag = "webhooks",
+    description = "A new signing secret, shown once; the old one stops at once.",
+    responses(
+        (status = 200, description = "The webhook with its new secret", body = WebhookOut),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "webhook_not_found", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn rotate_secret(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
+    Ok(shown(st.services.rotate_webhook_secret(&t.0.id).await?))
+}
+
+#[utoipa::path(post, path = "/v1/tenant/webhook/test", tag = "webhooks",
+    description = "Queue a `webhook.test` event; its attempts show in the deliveries.",
+    responses(
+        (status = 202, description = "Queued", body = TestEventOut),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "webhook_not_found", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn test(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
+    let event_id = st.services.test_webhook(&t.0.id).await?;
+    Ok(json(HttpResponse::Accepted(), &TestEventOut { event_id }))
+}
+
+#[utoipa::path(get, path = "/v1/tenant/webhook/deliveries", tag = "webhooks",
+    responses(
+        (status = 200, description = "The last 100 attempts, newest first", body = DeliveriesOut),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn deliveries(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
+    let rows = st.services.webhook_deliveries(&t.0.id).await?;
+    Ok(json(
+        HttpResponse::Ok(),
+        &DeliveriesOut {
+            deliveries: rows.iter().map(DeliveryOut::from).collect(),
+        },
+    ))
+}

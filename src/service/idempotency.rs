@@ -1,0 +1,123 @@
+//! Idempotent mint (API.md §9): a client that retries `POST /v1/otp` with the same
+//! `Idempotency-Key` and body gets the first answer again, and nothing is sent or counted
+//! twice. Keys are scoped to the tenant, stored only as a digest under the pepper, kept 24
+//! hours in the database (so they hold across instances and restarts); the kept answer is
+//! sealed with the data key (it names a shareable key).
+
+use sha2::{Digest, Sha256};
+
+use super::{ServiceError, Services};
+use crate::crypto::cipher::{decrypt_record, encrypt_record};
+use crate::crypto::lookup_digest;
+use crate::domain::keys::TenantId;
+use crate::storage::integration::{IdemBegin, IdemClaim};
+
+pub const KEY_MAX: usize = 255;
+const KEY_LABEL: &str = "idempotency-key";
+const ANSWER_KIND: &str = "idempotent-answer";
+const KEPT_MS: i64 = 24 * 3_600_000;
+
+/// Answers that are kept; after any other the key may be used again.
+pub fn kept(status: u16) -> bool {
+    matches!(status, 201 | 202 | 502)
+}
+
+/// The claim on a key held by the running request.
+#[derive(Debug)]
+pub struct IdemTicket {
+    tenant: TenantId,
+    key_digest: Vec<u8>,
+}
+
+pub enum IdemStart {
+    Proceed(IdemTicket),
+    Replay { status: u16, body: Vec<u8> },
+}
+
+/// 1–255 visible ASCII characters.
+pub fn valid_key(key: &str) -> bool {
+    (1..=KEY_MAX).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// What "the same body" means: the JSON value, whatever its spacing.
+pub fn fingerprint(body: &serde_json::Value) -> Vec<u8> {
+    let canonical = serde_json::to_vec(body).unwrap_or_default();
+    Sha256::digest(&canonical).to_vec()
+}
+
+impl Services {
+    pub async fn idem_begin(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        fingerprint: Vec<u8>,
+    ) -> Result<IdemStart, ServiceError> {
+        if !valid_key(key) {
+            return Err(ServiceError::field(
+                "Idempotency-Key",
+                "must be 1 to 255 visible ASCII characters",
+            ));
+        }
+        let key_digest = lookup_digest(self.keyring.get().pepper(), KEY_LABEL, key);
+        let now = self.now();
+        let settings = self.settings.load();
+        // A crashed holder blocks its key no longer than a mint can take.
+        let hold = (settings.smtp.timeout_seconds + settings.server.request_timeout_seconds) as i64
+            * 2000
+            + 30_000;
+        let claim = IdemClaim {
+            tenant_id: tenant.clone(),
+            key_digest: key_digest.clone(),
+            fingerprint,
+            now,
+            lease_until: now + hold,
+            expires_at: now + KEPT_MS,
+        };
+        match self.db(move |s| s.idem_begin(&claim)).await? {
+            IdemBegin::Started => Ok(IdemStart::Proceed(IdemTicket {
+                tenant: tenant.clone(),
+                key_digest,
+            })),
+            IdemBegin::Replay { status, response } => {
+                let body = decrypt_record(
+                    &self.keyring.get(),
+                    ANSWER_KIND,
+                    tenant.as_str(),
+                    &key_digest,
+                    &response,
+                )?;
+                Ok(IdemStart::Replay { status, body })
+            }
+            IdemBegin::Mismatch => Err(ServiceError::IdempotencyMismatch),
+            IdemBegin::InUse => Err(ServiceError::IdempotencyInUse),
+        }
+    }
+
+    /// Keep the answer (201, 202, 502) or free the key (anything else). A failure to record
+    /// is logged: the client has its answer; the key stays held until its lease runs out.
+    pub async fn idem_end(&self, ticket: IdemTicket, status: u16, body: &[u8]) {
+        let IdemTicket { tenant, key_digest } = ticket;
+        let result = if kept(status) {
+            match encrypt_record(
+                &self.keyring.get(),
+                ANSWER_KIND,
+                tenant.as_str(),
+                &key_digest,
+                body,
+            ) {
+                Ok(sealed) => {
+                    let t = tenant.clone();
+                    self.db(move |s| s.idem_finish(&t, &key_digest, status, &sealed))
+                        .await
+                }
+                Err(e) => Err(e.into()),
+            }
+        } else {
+            let t = tenant.clone();
+            self.db(move |s| s.idem_release(&t, &key_digest)).await
+        };
+        if let Err(e) = result {
+            tracing::warn!(tenant_id = %tenant, error = %e, "recording an idempotent answer failed");
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! PostgreSQL: kept idempotent answers, webhooks, their event outbox and delivery records,
+//! safe with any number of instances: a key is claimed by `INSERT … ON CONFLICT DO NOTHING`
+//! then a row lock, webhook changes lock the tenant row, events are claimed with
+//! `FOR UPDATE SKIP LOCKED` and a lease and settled only by the lease holder.
+
+use ::postgres::Row;
+
+use super::{corrupt, u32_at, PgStore};
+use crate::domain::keys::TenantId;
+use crate::domain::Millis;
+use crate::storage::integration::{
+    split_events, DeliveryRow, EventJob, EventOutcome, IdemBegin, IdemClaim, NewEvent, WebhookRow,
+};
+use crate::storage::{StoreError, HOUR_MS};
+
+fn webhook_from(r: &Row) -> Result<WebhookRow, StoreError> {
+    let events: String = r.try_get(1)?;
+    Ok(WebhookRow {
+        url: r.try_get(0)?,
+        events: split_events(&events),
+        secret: r.try_get(2)?,
+        created_at: r.try_get(3)?,
+        updated_at: r.try_get(4)?,
+    })
+}
+
+fn opt_code(r: &Row, i: usize) -> Result<Option<u16>, StoreError> {
+    r.try_get::<_, Option<i64>>(i)?
+        .map(|v| u16::try_from(v).map_err(|_| corrupt("a status code")))
+        .transpose()
+}
+
+impl PgStore {
+    pub(super) fn do_put_webhook(
+        &self,
+        id: &TenantId,
+        w: &WebhookRow,
+    ) -> Result<Option<bool>, StoreError> {
+        let id = id.as_str();
+        let events = w.events_joined();
+        self.tx(|tx| {
+            // Locks the tenant row: webhook changes of one tenant take turns.
+            if tx.execute(
+                "UPDATE tenants SET webhook_events = $2 WHERE id = $1",
+                &[&id, &events],
+            )? == 0
+            {
+                return Ok(None);
+            }
+            let updated = tx.execute(
+                "UPDATE webhooks SET url = $2, events = $3, updated_at = $4 WHERE tenant_id = $1",
+                &[&id, &w.url, &events, &w.updated_at],
+            )?;
+            if updated > 0 {
+                return Ok(Some(false));
+            }
+            tx.execute(
+                "INSERT INTO webhooks (tenant_id, url, events, secret, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&id, &w.url, &events, &w.secret, &w.created_at, &w.updated_at],
+            )?;
+            Ok(Some(true))
+        })
+    }
+
+    pub(super) fn do_webhook(&self, id: &TenantId) -> Result<Option<WebhookRow>, StoreError> {
+        self.query_opt(
+            "SELECT url, events, secret, created_at, updated_at FROM webhooks WHERE tenant_id = $1",
+            &[&id.as_str()],
+        )?
+        .map(|r| webhook_from(&r))
+        .transpose()
+    }
+
+    pub(super) fn do_delete_webhook(&self, id: &TenantId) -> Result<bool, StoreError> {
+        let id = id.as_str();
+        self.tx(|tx| {
+            if tx.execute(
+                "UPDATE tenants SET webhook_events = '' WHERE id = $1",
+                &[&id],
+            )? == 0
+            {
+                return Ok(false);
+            }
+            let n = tx.execute("DELETE FROM webhooks WHERE tenant_id = $1", &[&id])?;
+            tx.execute(
+                "DELETE FROM webhook_events WHERE tenant_id = $1 AND status = 'pending'",
+                &[&id],
+            )?;
+            Ok(n > 0)
+        })
+    }
+
+    pub(super) fn do_set_webhook_secret(
+        &self,
+        id: &TenantId,
+        sealed: &[u8],
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        Ok(self.conn()?.db().execute(
+            "UPDATE webhooks SET secret = $2, updated_at = $3 WHERE tenant_id = $1",
+            &[&id.as_str(), &sealed, &now],
+        )? > 0)
+    }
+
+    pub(super) fn do_insert_event(&self, e: &NewEvent) -> Result<bool, StoreError> {
+        Ok(self.conn()?.db().execute(
+            "INSERT INTO webhook_events (id, tenant_id, type, payload, created_at, due_at) \
+             SELECT $1, $2, $3, $4, $5, $5 WHERE EXISTS (SELECT 1 FROM webhooks w \
+               WHERE w.tenant_id = $2 AND ($3 = 'webhook.test' OR $3 = ANY(string_to_array(w.events, ','))))",
+            &[&e.id, &e.tenant_id.as_str(), &e.kind, &e.payload, &e.created_at],
+        )? > 0)
+    }
+
+    pub(super) fn do_claim_events(
+        &self,
+        owner: &str,
+        now: Millis,
+        lease_until: Millis,
+        limit: u32,
+    ) -> Result<Vec<EventJob>, StoreError> {
+        self.tx(|tx| {
+            let rows = tx.query(
+                "SELECT id, tenant_id, type, payload, attempts FROM webhook_events \
+                 WHERE status = 'pending' AND due_at <= $1 AND (lease_until IS NULL OR lease_until < $1) \
+                 ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+                &[&now, &i64::from(limit)],
+            )?;
+            let mut jobs = Vec::with_capacity(rows.len());
+            for r in &rows {
+                jobs.push(EventJob {
+                    id: r.try_get(0)?,
+                    tenant_id: TenantId::from_trusted(r.try_get(1)?),
+                    kind: r.try_get(2)?,
+                    payload: r.try_get(3)?,
+                    attempts: u32_at(r, 4)?,
+                });
+            }
+            if !jobs.is_empty() {
+                let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+                tx.execute(
+                    "UPDATE webhook_events SET lease_until = $2, leased_by = $3 WHERE id = ANY($1)",
+                    &[&ids, &lease_until, &owner],
+                )?;
+            }
+            Ok(jobs)
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn do_settle_event(
+        &self,
+        event_id: &str,
+        owner: &str,
+        attempt: u32,
+        outcome: EventOutcome,
+        status_code: Option<u16>,
+        error: Option<&str>,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let (status, due) = match outcome {
+            EventOutcome::Delivered => ("delivered", now),
+            EventOutcome::Failed => ("failed", now),
+            EventOutcome::Retry { due_at } => ("pending", due_at),
+        };
+        let code = status_code.map(i64::from);
+        self.tx(|tx| {
+            let n = tx.execute(
+                "UPDATE webhook_events SET attempts = $3, status = $4, due_at = $5, lease_until = NULL, leased_by = NULL \
+                 WHERE id = $1 AND leased_by = $2",
+                &[&event_id, &owner, &i64::from(attempt), &status, &due],
+            )?;
+            if n > 0 {
+                tx.execute(
+                    "INSERT INTO webhook_deliveries (tenant_id, event_id, type, attempt, status_code, error, at) \
+                     SELECT tenant_id, id, type, $2, $3, $4, $5 FROM webhook_events WHERE id = $1",
+                    &[&event_id, &i64::from(attempt), &code, &error, &now],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    pub(super) fn do_webhook_deliveries(
+        &self,
+        id: &TenantId,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRow>, StoreError> {
+        self.conn()?
+            .db()
+            .query(
+                "SELECT event_id, type, attempt, status_code, error, at FROM webhook_deliveries \
+                 WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2",
+                &[&id.as_str(), &i64::from(limit)],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(DeliveryRow {
+                    event_id: r.try_get(0)?,
+                    kind: r.try_get(1)?,
+                    attempt: u32_at(r, 2)?,
+                    status_code: opt_code(r, 3)?,
+                    error: r.try_get(4)?,
+                    at: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) fn do_idem_begin(&self, c: &IdemClaim) -> Result<IdemBegin, StoreError> {
+        let tenant = c.tenant_id.as_str();
+        self.tx(|tx| {
+            let inserted = tx.execute(
+                "INSERT INTO idempotency_keys (tenant_id, key_digest, fingerprint, status, response, lease_until, expires_at) \
+                 VALUES ($1, $2, $3, NULL, NULL, $4, $5) ON CONFLICT (tenant_id, key_digest) DO NOTHING",
+                &[&tenant, &c.key_digest, &c.fingerprint, &c.lease_until, &c.expires_at],
+            )?;
+            if inserted == 1 {
+                return Ok(IdemBegin::Started);
+            }
+            // Another request has (or had) the key: lock its row and look.
+            let r = tx.query_one(
+                "SELECT fingerprint, status, response, lease_until, expires_at FROM idempotency_keys \
+                 WHERE tenant_id = $1 AND key_digest = $2 FOR UPDATE",
+                &[&tenant, &c.key_digest],
+            )?;
+            let fingerprint: Vec<u8> = r.try_get(0)?;
+            let status = opt_code(&r, 1)?;
+            let response: Option<Vec<u8>> = r.try_get(2)?;
+            let lease: Millis = r.try_get(3)?;
+            let expires: Millis = r.try_get(4)?;
+            let free = expires <= c.now || (fingerprint == c.fingerprint && status.is_none() && lease <= c.now);
+            if free {
+                tx.execute(
+                    "UPDATE idempotency_keys SET fingerprint = $3, status = NULL, response = NULL, \
+                     lease_until = $4, expires_at = $5 WHERE tenant_id = $1 AND key_digest = $2",
+                    &[&tenant, &c.key_digest, &c.fingerprint, &c.lease_until, &c.expires_at],
+                )?;
+                return Ok(IdemBegin::Started);
+            }
+            if fingerprint != c.fingerprint {
+                return Ok(IdemBegin::Mismatch);
+            }
+            Ok(match (status, response) {
+                (Some(status), Some(response)) => IdemBegin::Replay { status, response },
+                _ => IdemBegin::InUse,
+            })
+        })
+    }
+
+    pub(super) fn do_idem_finish(
+        &self,
+        id: &TenantId,
+        key_digest: &[u8],
+        status: u16,
+        response: &[u8],
+    ) -> Result<(), StoreError> {
+        self.conn()?.db().execute(
+            "UPDATE idempotency_keys SET status = $3, response = $4 WHERE tenant_id = $1 AND key_digest = $2",
+            &[&id.as_str(), &key_digest, &i64::from(status), &response],
+        )?;
+        Ok(())
+    }
+
+    pub(super) fn do_idem_release(&self, id: &TenantId, key_digest: &[u8]) -> Result<(), StoreError> {
+        self.conn()?.db().execute(
+            "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key_digest = $2 AND status IS NULL",
+            &[&id.as_str(), &key_digest],
+        )?;
+        Ok(())
+    }
+
+    pub(super) fn do_purge_integration(
+        &self,
+        now: Millis,
+        records_before: Millis,
+    ) -> Result<usize, StoreError> {
+        let mut db = self.conn()?;
+        let mut db = db.db();
+        let mut n = db.execute("DELETE FROM idempotency_keys WHERE expires_at <= $1", &[&now])?;
+        n += db.execute(
+            "DELETE FROM webhook_events WHERE status <> 'pending' AND created_at < $1",
+            &[&(now - 24 * HOUR_MS)],
+        )?;
+        n += db.execute(
+            "DELETE FROM webhook_deliveries WHERE at < $1",
+            &[&records_before],
+        )?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+}

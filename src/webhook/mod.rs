@@ -1,0 +1,279 @@
+//! Outbound webhooks (API.md §9), the infrastructure part: the endpoint URL rules, the
+//! Standard Webhooks signature, and an HTTP client that connects only to addresses the host
+//! policy of §4 allowed (its DNS resolver checks every address at every connection; IP
+//! literals are checked before each request), follows no redirects, uses no proxy, and bounds
+//! each whole request.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::config::Settings;
+use crate::mailer::host_policy::{HostName, HostPolicy, HostRefusal};
+
+/// The longest endpoint URL accepted.
+pub const URL_MAX: usize = 2048;
+
+/// Why an endpoint URL is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlRefusal {
+    #[error("must be an absolute https:// URL with a host, without user info, at most 2048 characters")]
+    Malformed,
+    #[error("http:// endpoints are not allowed")]
+    Plaintext,
+    #[error("the endpoint's host is not allowed")]
+    Host(HostRefusal),
+}
+
+/// The address policy for endpoints: §4's, with any port.
+pub fn policy(settings: &Settings) -> HostPolicy {
+    HostPolicy {
+        allowed_ports: None,
+        allow_private_hosts: settings.webhooks.allow_private_hosts,
+        allow_plaintext: true,
+    }
+}
+
+/// Parse and check an endpoint URL without DNS: scheme, form, an IP literal's address.
+pub fn check_url(url: &str, settings: &Settings) -> Result<(reqwest::Url, HostName), UrlRefusal> {
+    if url.len() > URL_MAX || url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(UrlRefusal::Malformed);
+    }
+    let u = reqwest::Url::parse(url).map_err(|_| UrlRefusal::Malformed)?;
+    match u.scheme() {
+        "https" => {}
+        "http" if settings.webhooks.allow_plaintext => {}
+        "http" => return Err(UrlRefusal::Plaintext),
+        _ => return Err(UrlRefusal::Malformed),
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err(UrlRefusal::Malformed);
+    }
+    let host = match u.host_str() {
+        Some(h) if !h.is_empty() => h.trim_start_matches('[').trim_end_matches(']').to_string(),
+        _ => return Err(UrlRefusal::Malformed),
+    };
+    let port = u.port_or_known_default().unwrap_or(443);
+    let name = policy(settings)
+        .check_static(&host, port, false)
+        .map_err(UrlRefusal::Host)?;
+    Ok((u, name))
+}
+
+/// Check an endpoint URL fully, resolving its host (at registration).
+pub async fn check_url_resolved(url: &str, settings: &Settings) -> Result<reqwest::Url, UrlRefusal> {
+    let (u, name) = check_url(url, settings)?;
+    let port = u.port_or_known_default().unwrap_or(443);
+    policy(settings)
+        .resolve(&name, port)
+        .await
+        .map_err(UrlRefusal::Host)?;
+    Ok(u)
+}
+
+/// `v1,<base64 HMAC-SHA256 over "{id}.{timestamp}.{body}">`, keyed with the secret's bytes.
+pub fn signature(secret: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+    // HMAC takes keys of any length.
+    let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {
+        Ok(m) => m,
+        Err(_) => return String::new(),
+    };
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
+}
+
+/// A new secret's bytes and its shown form, `whsec_` + base64 of 32 random bytes.
+pub fn new_secret() -> (Vec<u8>, String) {
+    use rand::RngCore;
+    let mut bytes = vec![0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let shown = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(&bytes)
+    );
+    (bytes, shown)
+}
+
+/// A refusal by the policy, carried through reqwest's error chain.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(HostRefusal);
+
+/// Resolves with the system resolver and lets through only addresses the policy allows, read
+/// from the live settings at each connection.
+struct CheckedResolver {
+    settings: Arc<arc_swap::ArcSwap<Settings>>,
+}
+
+impl reqwest::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = policy(&self.settings.load());
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let name = HostName::parse(&host).ok_or(Refused(HostRefusal::HostNotAllowed))?;
+            let addrs: Vec<SocketAddr> = policy.resolve(&name, 0).await.map_err(Refused)?;
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientSetupError {
+    #[error("cannot read webhook root certificate {path}: {message}")]
+    RootCertificate { path: PathBuf, message: String },
+    #[error("webhook client: {0}")]
+    Build(String),
+}
+
+/// What one request came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendResult {
+    /// The endpoint answered (2xx is success).
+    Status(u16),
+    /// No answer: `timeout`, `host_not_allowed`, `connect`, `tls` or `request`.
+    Error(&'static str),
+}
+
+/// The HTTP client for endpoints.
+#[derive(Clone)]
+pub struct WebhookClient {
+    client: reqwest::Client,
+    settings: Arc<arc_swap::ArcSwap<Settings>>,
+}
+
+impl WebhookClient {
+    pub fn new(settings: Arc<arc_swap::ArcSwap<Settings>>) -> Result<WebhookClient, ClientSetupError> {
+        let s = settings.load_full();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for path in &s.webhooks.extra_root_certificates {
+            crate::mailer::add_pem_roots(&mut roots, path).map(drop).map_err(|message| {
+                ClientSetupError::RootCertificate {
+                    path: path.clone(),
+                    message,
+                }
+            })?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ClientSetupError::Build(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .dns_resolver(Arc::new(CheckedResolver {
+                settings: Arc::clone(&settings),
+            }))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(Duration::from_secs(s.webhooks.timeout_seconds))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .user_agent(concat!("otpmint/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientSetupError::Build(e.to_string()))?;
+        Ok(WebhookClient { client, settings })
+    }
+
+    /// POST a signed body to `url`. The URL is checked again first (an IP literal has no DNS
+    /// step where the resolver could refuse it).
+    pub async fn send(&self, url: &str, headers: &[(&str, String)], body: Vec<u8>) -> SendResult {
+        let settings = self.settings.load_full();
+        let u = match check_url(url, &settings) {
+            Ok((u, _)) => u,
+            Err(UrlRefusal::Host(_)) | Err(UrlRefusal::Plaintext) => {
+                return SendResult::Error("host_not_allowed")
+            }
+            Err(UrlRefusal::Malformed) => return SendResult::Error("request"),
+        };
+        let mut req = self
+            .client
+            .post(u)
+            .header("content-type", "application/json")
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(*k, v.as_str());
+        }
+        match req.send().await {
+            Ok(r) => SendResult::Status(r.status().as_u16()),
+            Err(e) => SendResult::Error(classify(&e)),
+        }
+    }
+}
+
+fn classify(e: &reqwest::Error) -> &'static str {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if s.downcast_ref::<Refused>().is_some() {
+            return "host_not_allowed";
+        }
+        if s.downcast_ref::<rustls::Error>().is_some() {
+            return "tls";
+        }
+        src = s.source();
+    }
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "request"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_is_standard_webhooks() {
+        // The example of the Standard Webhooks specification.
+        let secret = base64::engine::general_purpose::STANDARD
+            .decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+            .unwrap();
+        let body = br#"{"test": 2432232314}"#;
+        assert_eq!(
+            signature(&secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+    }
+
+    #[test]
+    fn endpoint_urls_are_checked() {
+        let mut s = crate::config::Settings::load(None).unwrap();
+        for bad in [
+            "ftp://example.com/x",
+            "https://user:pw@example.com/x",
+            "https:///nohost",
+            "not a url",
+            "https://127.0.0.1/hook",
+            "https://[::1]/hook",
+            "https://10.0.0.1/hook",
+            "https://169.254.169.254/latest",
+            "https://localhost/hook",
+            "https://2130706433/hook",
+        ] {
+            assert!(check_url(bad, &s).is_err(), "{bad} accepted");
+        }
+        assert_eq!(
+            check_url("http://example.com/x", &s).unwrap_err(),
+            UrlRefusal::Plaintext
+        );
+        assert!(check_url("https://hooks.example.com:8443/otp?x=1", &s).is_ok());
+        s.webhooks.allow_plaintext = true;
+        s.webhooks.allow_private_hosts = true;
+        assert!(check_url("http://127.0.0.1:9/hook", &s).is_ok());
+    }
+}
