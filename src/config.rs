@@ -406,7 +406,12 @@ impl Settings {
         )?;
         range("smtp.timeout_seconds", self.smtp.timeout_seconds, 1, 600)?;
         range("smtp.pool_size", self.smtp.pool_size as u64, 0, 64)?;
-        range("webhooks.timeout_seconds", self.webhooks.timeout_seconds, 1, 60)?;
+        range(
+            "webhooks.timeout_seconds",
+            self.webhooks.timeout_seconds,
+            1,
+            60,
+        )?;
         range(
             "smtp.max_connections_limit",
             self.smtp.max_connections_limit.into(),

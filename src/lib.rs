@@ -14,6 +14,6 @@ pub mod service;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;
-pub mod webhook;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod webhook;

@@ -11,6 +11,7 @@ const MUTED: &[&str] = &[
     "rustls",
     "tokio_rustls",
     "hyper",
+    "hyper_util",
     "reqwest",
     "h2",
     "refinery_core",

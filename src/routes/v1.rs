@@ -600,7 +600,13 @@ pub async fn otp_cancel(
 ) -> ApiResult {
     let ctx = super::request_context(&req, &st);
     st.services
-        .cancel(&t.0.id, Some(&t.0.webhook_events), &key, Flavor::Native, &ctx)
+        .cancel(
+            &t.0.id,
+            Some(&t.0.webhook_events),
+            &key,
+            Flavor::Native,
+            &ctx,
+        )
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -14,9 +14,7 @@ use super::{ServiceError, Services};
 use crate::clock::rfc3339;
 use crate::crypto::cipher::{decrypt_record, encrypt_record};
 use crate::domain::keys::TenantId;
-use crate::storage::integration::{
-    DeliveryRow, EventJob, EventOutcome, NewEvent, WebhookRow,
-};
+use crate::storage::integration::{DeliveryRow, EventJob, EventOutcome, NewEvent, WebhookRow};
 use crate::storage::TenantRow;
 use crate::webhook::{check_url_resolved, new_secret, signature, SendResult, UrlRefusal};
 
@@ -356,8 +354,15 @@ impl Services {
         let ring = self.keyring.get();
         let opened = match hook {
             Ok(Some(h)) => {
-                let body = decrypt_record(&ring, EVENT_KIND, job.tenant_id.as_str(), job.id.as_bytes(), &job.payload);
-                let secret = decrypt_record(&ring, SECRET_KIND, job.tenant_id.as_str(), b"", &h.secret);
+                let body = decrypt_record(
+                    &ring,
+                    EVENT_KIND,
+                    job.tenant_id.as_str(),
+                    job.id.as_bytes(),
+                    &job.payload,
+                );
+                let secret =
+                    decrypt_record(&ring, SECRET_KIND, job.tenant_id.as_str(), b"", &h.secret);
                 match (body, secret) {
                     (Ok(b), Ok(s)) => Ok((h.url, b, s)),
                     _ => Err("unreadable"),
@@ -412,12 +417,19 @@ impl Services {
         let (id, err) = (job.id.clone(), error.map(str::to_string));
         if let Err(e) = self
             .db(move |s| {
-                s.settle_event(&id, &owner, attempt, outcome, status_code, err.as_deref(), now)
+                s.settle_event(
+                    &id,
+                    &owner,
+                    attempt,
+                    outcome,
+                    status_code,
+                    err.as_deref(),
+                    now,
+                )
             })
             .await
         {
             tracing::warn!(error = %e, event_id = %job.id, "recording a webhook attempt failed; the lease will run out and the event be tried again");
         }
     }
-
 }

@@ -413,8 +413,12 @@ pub trait Store: Send + Sync + 'static {
     fn webhook(&self, id: &TenantId) -> Result<Option<integration::WebhookRow>, StoreError>;
     /// Remove the webhook and its undelivered events; false when there was none.
     fn delete_webhook(&self, id: &TenantId) -> Result<bool, StoreError>;
-    fn set_webhook_secret(&self, id: &TenantId, sealed: &[u8], now: Millis)
-        -> Result<bool, StoreError>;
+    fn set_webhook_secret(
+        &self,
+        id: &TenantId,
+        sealed: &[u8],
+        now: Millis,
+    ) -> Result<bool, StoreError>;
     /// Queue an event, if the tenant still subscribes to its type.
     fn insert_event(&self, e: &integration::NewEvent) -> Result<bool, StoreError>;
     /// Lease due pending events (oldest first, at most `limit`).

@@ -1,3 +1,5 @@
-//! Test and benchmark helpers (feature `testkit`): a real SMTP server on loopback.
+//! Test and benchmark helpers (feature `testkit`): a real SMTP server and a real HTTP(S)
+//! endpoint on loopback.
 
+pub mod http;
 pub mod smtp;

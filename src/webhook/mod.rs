@@ -22,7 +22,9 @@ pub const URL_MAX: usize = 2048;
 /// Why an endpoint URL is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlRefusal {
-    #[error("must be an absolute https:// URL with a host, without user info, at most 2048 characters")]
+    #[error(
+        "must be an absolute https:// URL with a host, without user info, at most 2048 characters"
+    )]
     Malformed,
     #[error("http:// endpoints are not allowed")]
     Plaintext,
@@ -66,7 +68,10 @@ pub fn check_url(url: &str, settings: &Settings) -> Result<(reqwest::Url, HostNa
 }
 
 /// Check an endpoint URL fully, resolving its host (at registration).
-pub async fn check_url_resolved(url: &str, settings: &Settings) -> Result<reqwest::Url, UrlRefusal> {
+pub async fn check_url_resolved(
+    url: &str,
+    settings: &Settings,
+) -> Result<reqwest::Url, UrlRefusal> {
     let (u, name) = check_url(url, settings)?;
     let port = u.port_or_known_default().unwrap_or(443);
     policy(settings)
@@ -154,17 +159,19 @@ pub struct WebhookClient {
 }
 
 impl WebhookClient {
-    pub fn new(settings: Arc<arc_swap::ArcSwap<Settings>>) -> Result<WebhookClient, ClientSetupError> {
+    pub fn new(
+        settings: Arc<arc_swap::ArcSwap<Settings>>,
+    ) -> Result<WebhookClient, ClientSetupError> {
         let s = settings.load_full();
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         for path in &s.webhooks.extra_root_certificates {
-            crate::mailer::add_pem_roots(&mut roots, path).map(drop).map_err(|message| {
-                ClientSetupError::RootCertificate {
+            crate::mailer::add_pem_roots(&mut roots, path)
+                .map(drop)
+                .map_err(|message| ClientSetupError::RootCertificate {
                     path: path.clone(),
                     message,
-                }
-            })?;
+                })?;
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)

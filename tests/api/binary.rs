@@ -195,11 +195,13 @@ fn config_check_names_the_bad_key_and_redacts_secrets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_manages_tenants_and_logs_never_show_secrets() {
     let smtp = SmtpServer::start().await;
+    let hooks = otpmint::testkit::http::HttpReceiver::start(true).await;
     let dir = tempfile::tempdir().unwrap();
     let conf = format!(
-        "[server]\nbind = \"127.0.0.1:0\"\n[admin]\ntoken = \"admin-token-never-logged-42\"\n[smtp]\nallow_private_hosts = true\nallowed_ports = [{}]\nextra_root_certificates = [\"{}\"]\n[log]\nlevel = \"trace\"\n",
+        "[server]\nbind = \"127.0.0.1:0\"\n[admin]\ntoken = \"admin-token-never-logged-42\"\n[smtp]\nallow_private_hosts = true\nallowed_ports = [{}]\nextra_root_certificates = [\"{}\"]\n[webhooks]\nallow_private_hosts = true\nextra_root_certificates = [\"{}\"]\n[log]\nlevel = \"trace\"\n",
         smtp.port,
-        smtp.ca_path.display()
+        smtp.ca_path.display(),
+        hooks.ca_path.display()
     );
     std::fs::write(dir.path().join("otpmint.toml"), conf).unwrap();
     std::fs::write(dir.path().join("pw"), format!("{SMTP_PASS}\n")).unwrap();
@@ -251,6 +253,18 @@ async fn cli_manages_tenants_and_logs_never_show_secrets() {
     let base = format!("http://127.0.0.1:{}", running.port);
     let client = reqwest::Client::new();
     let r = client
+        .put(format!("{base}/v1/tenant/webhook"))
+        .bearer_auth(&sk)
+        .json(&json!({"url": hooks.url("/h"), "events": ["otp.sent", "otp.verified"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let hook_secret = r.json::<Value>().await.unwrap()["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = client
         .post(format!("{base}/v1/otp"))
         .bearer_auth(&sk)
         .json(&json!({"email": "ada@example.com"}))
@@ -286,6 +300,10 @@ async fn cli_manages_tenants_and_logs_never_show_secrets() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 
+    // both events went out over HTTPS (their bodies hold the shareable key and address)
+    let events = hooks.wait_for(2).await;
+    assert!(events.iter().any(|e| e.json()["type"] == "otp.verified"));
+
     // disable via CLI while running: the key stops working
     let (ok, _, _) = cli(&["tenant", "disable", &id]);
     assert!(ok);
@@ -319,6 +337,8 @@ async fn cli_manages_tenants_and_logs_never_show_secrets() {
         "admin-token-never-logged-42",
         auth_plain.as_str(),
         "ada@example.com",
+        hook_secret.as_str(),
+        &hook_secret[6..],
     ] {
         assert!(
             !log.contains(secret),

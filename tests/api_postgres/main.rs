@@ -23,6 +23,9 @@ mod hardening;
 #[path = "../api/helpers.rs"]
 mod helpers;
 #[cfg(otpmint_pg_tests)]
+#[path = "../api/idempotency.rs"]
+mod idempotency;
+#[cfg(otpmint_pg_tests)]
 #[path = "../api/import.rs"]
 mod import;
 #[cfg(otpmint_pg_tests)]
@@ -43,6 +46,9 @@ mod templates;
 #[cfg(otpmint_pg_tests)]
 #[path = "../api/tenants.rs"]
 mod tenants;
+#[cfg(otpmint_pg_tests)]
+#[path = "../api/webhooks.rs"]
+mod webhooks;
 
 #[cfg(not(otpmint_pg_tests))]
 #[test]

@@ -694,3 +694,95 @@ async fn a_template_change_on_one_instance_is_used_by_the_next_mint_on_another()
     );
     assert!(mint_subject(3).await.contains("verification code"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_idempotency_key_over_two_instances_sends_one_email() {
+    let a = spawn_app().await;
+    let b = instance_like(&a).await;
+    let (_, sk) = a.tenant().await;
+    a.smtp.set_delay(Duration::from_millis(300));
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let addr = if i % 2 == 0 {
+            a.addr.clone()
+        } else {
+            b.addr.clone()
+        };
+        let (client, sk) = (a.client.clone(), sk.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = client
+                .post(format!("{addr}/v1/otp"))
+                .bearer_auth(&sk)
+                .header("Idempotency-Key", "across-instances")
+                .json(&json!({"email": "ada@example.com"}))
+                .send()
+                .await
+                .unwrap();
+            let replayed = r.headers().contains_key("idempotent-replayed");
+            (r.status(), replayed)
+        }));
+    }
+    let mut first = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            (StatusCode::CREATED, false) => first += 1,
+            (StatusCode::CREATED, true) | (StatusCode::CONFLICT, _) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(first, 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(a.smtp.count_to("ada@example.com"), 1);
+    // B replays what A (or B) answered.
+    let r = b
+        .client
+        .post(format!("{}/v1/otp", b.addr))
+        .bearer_auth(&sk)
+        .header("Idempotency-Key", "across-instances")
+        .json(&json!({"email": "ada@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_events_are_delivered_once_with_two_instances_sending() {
+    let rx = otpmint::testkit::http::HttpReceiver::start(false).await;
+    let a = spawn_app_with(|s| {
+        s.webhooks.allow_private_hosts = true;
+        s.webhooks.allow_plaintext = true;
+    })
+    .await;
+    let b = instance_like(&a).await;
+    let (_, sk) = a.tenant().await;
+    let r = a
+        .put(
+            "/v1/tenant/webhook",
+            &sk,
+            json!({"url": rx.url("/h"), "events": ["otp.sent"]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    for i in 0..20 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let r = app
+            .post(
+                "/v1/otp",
+                &sk,
+                json!({"email": format!("u{i}@example.com"), "delivery": "async"}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+    }
+    let reqs = rx.wait_for(20).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let reqs_after = rx.requests();
+    assert_eq!(reqs_after.len(), 20, "an event was delivered twice");
+    let ids: std::collections::HashSet<_> = reqs
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 20);
+}

@@ -57,7 +57,14 @@ impl PgStore {
             tx.execute(
                 "INSERT INTO webhooks (tenant_id, url, events, secret, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6)",
-                &[&id, &w.url, &events, &w.secret, &w.created_at, &w.updated_at],
+                &[
+                    &id,
+                    &w.url,
+                    &events,
+                    &w.secret,
+                    &w.created_at,
+                    &w.updated_at,
+                ],
             )?;
             Ok(Some(true))
         })
@@ -262,7 +269,11 @@ impl PgStore {
         Ok(())
     }
 
-    pub(super) fn do_idem_release(&self, id: &TenantId, key_digest: &[u8]) -> Result<(), StoreError> {
+    pub(super) fn do_idem_release(
+        &self,
+        id: &TenantId,
+        key_digest: &[u8],
+    ) -> Result<(), StoreError> {
         self.conn()?.db().execute(
             "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key_digest = $2 AND status IS NULL",
             &[&id.as_str(), &key_digest],
@@ -277,7 +288,10 @@ impl PgStore {
     ) -> Result<usize, StoreError> {
         let mut db = self.conn()?;
         let mut db = db.db();
-        let mut n = db.execute("DELETE FROM idempotency_keys WHERE expires_at <= $1", &[&now])?;
+        let mut n = db.execute(
+            "DELETE FROM idempotency_keys WHERE expires_at <= $1",
+            &[&now],
+        )?;
         n += db.execute(
             "DELETE FROM webhook_events WHERE status <> 'pending' AND created_at < $1",
             &[&(now - 24 * HOUR_MS)],

@@ -19,7 +19,9 @@ use ::postgres::{GenericClient, Row};
 use r2d2::Pool;
 use r2d2_postgres::PostgresConnectionManager;
 
-use super::integration::{DeliveryRow, EventJob, EventOutcome, IdemBegin, IdemClaim, NewEvent, WebhookRow};
+use super::integration::{
+    DeliveryRow, EventJob, EventOutcome, IdemBegin, IdemClaim, NewEvent, WebhookRow,
+};
 use super::*;
 use crate::crypto::keyring::WrappedKey;
 use crate::domain::delivery::{DeliveryStatus, DeliveryView};
@@ -629,7 +631,11 @@ impl Store for PgStore {
         self.do_settle_event(event_id, owner, attempt, outcome, status_code, error, now)
     }
 
-    fn webhook_deliveries(&self, id: &TenantId, limit: u32) -> Result<Vec<DeliveryRow>, StoreError> {
+    fn webhook_deliveries(
+        &self,
+        id: &TenantId,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRow>, StoreError> {
         self.do_webhook_deliveries(id, limit)
     }
 

@@ -11,6 +11,9 @@ use crate::storage::integration::{
 };
 use crate::storage::{StoreError, HOUR_MS};
 
+/// fingerprint, status, response, lease_until, expires_at
+type KeyRow = (Vec<u8>, Option<u16>, Option<Vec<u8>>, Millis, Millis);
+
 fn outcome_parts(o: EventOutcome, now: Millis) -> (&'static str, Millis) {
     match o {
         EventOutcome::Delivered => ("delivered", now),
@@ -44,7 +47,14 @@ impl SqliteStore {
             tx.execute(
                 "INSERT INTO webhooks (tenant_id, url, events, secret, created_at, updated_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![id.as_str(), w.url, w.events_joined(), w.secret, w.created_at, w.updated_at],
+                params![
+                    id.as_str(),
+                    w.url,
+                    w.events_joined(),
+                    w.secret,
+                    w.created_at,
+                    w.updated_at
+                ],
             )?;
             Ok(Some(true))
         })
@@ -212,7 +222,7 @@ impl SqliteStore {
     pub(super) fn do_idem_begin(&self, c: &IdemClaim) -> Result<IdemBegin, StoreError> {
         let c = c.clone();
         self.writer.write(move |tx| {
-            let found: Option<(Vec<u8>, Option<u16>, Option<Vec<u8>>, Millis, Millis)> = tx
+            let found: Option<KeyRow> = tx
                 .query_row(
                     "SELECT fingerprint, status, response, lease_until, expires_at FROM idempotency_keys \
                      WHERE tenant_id = ?1 AND key_digest = ?2",
@@ -261,7 +271,11 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn do_idem_release(&self, id: &TenantId, key_digest: &[u8]) -> Result<(), StoreError> {
+    pub(super) fn do_idem_release(
+        &self,
+        id: &TenantId,
+        key_digest: &[u8],
+    ) -> Result<(), StoreError> {
         let (id, key) = (id.clone(), key_digest.to_vec());
         self.writer.write(move |tx| {
             tx.execute(
@@ -284,7 +298,10 @@ impl SqliteStore {
                 "DELETE FROM webhook_events WHERE status <> 'pending' AND created_at < ?1",
                 [now - 24 * HOUR_MS],
             )?;
-            n += tx.execute("DELETE FROM webhook_deliveries WHERE at < ?1", [records_before])?;
+            n += tx.execute(
+                "DELETE FROM webhook_deliveries WHERE at < ?1",
+                [records_before],
+            )?;
             Ok(n)
         })
     }

@@ -11,7 +11,9 @@ use r2d2::{Pool, PooledConnection};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 
-use super::integration::{DeliveryRow, EventJob, EventOutcome, IdemBegin, IdemClaim, NewEvent, WebhookRow};
+use super::integration::{
+    DeliveryRow, EventJob, EventOutcome, IdemBegin, IdemClaim, NewEvent, WebhookRow,
+};
 use super::*;
 use crate::crypto::keyring::WrappedKey;
 use crate::domain::delivery::{DeliveryStatus, DeliveryView};
@@ -838,7 +840,11 @@ impl Store for SqliteStore {
         self.do_settle_event(event_id, owner, attempt, outcome, status_code, error, now)
     }
 
-    fn webhook_deliveries(&self, id: &TenantId, limit: u32) -> Result<Vec<DeliveryRow>, StoreError> {
+    fn webhook_deliveries(
+        &self,
+        id: &TenantId,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRow>, StoreError> {
         self.do_webhook_deliveries(id, limit)
     }
 

@@ -1,0 +1,206 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! A real HTTP(S) endpoint for webhook tests: TCP on loopback, optionally TLS with a test CA
+//! made at test time, every request kept for reading, answers chosen by the test.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_rustls::TlsAcceptor;
+
+use super::smtp::make_ca;
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    /// Header names lower-cased.
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    requests: Mutex<Vec<Request>>,
+    /// Statuses for the next requests; 200 once empty.
+    script: Mutex<VecDeque<u16>>,
+    /// How long to wait before answering.
+    delay: Mutex<Duration>,
+    notify: Notify,
+}
+
+pub struct HttpReceiver {
+    pub port: u16,
+    pub tls: bool,
+    /// The CA that signed the server's certificate (TLS only).
+    pub ca_path: PathBuf,
+    state: Arc<State>,
+    _dir: tempfile::TempDir,
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+impl HttpReceiver {
+    pub async fn start(tls: bool) -> HttpReceiver {
+        let ca = make_ca();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_path = dir.path().join("ca.pem");
+        std::fs::write(&ca_path, &ca.ca_pem).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![ca.leaf_der.clone(), ca.ca_der.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ca.key_der.clone())),
+            )
+            .unwrap();
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(State::default());
+        let st = Arc::clone(&state);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let st = Arc::clone(&st);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let io: Box<dyn Io> = if tls {
+                        match acceptor.accept(tcp).await {
+                            Ok(s) => Box::new(s),
+                            Err(_) => return,
+                        }
+                    } else {
+                        Box::new(tcp)
+                    };
+                    let _ = serve(io, st).await;
+                });
+            }
+        });
+        HttpReceiver {
+            port,
+            tls,
+            ca_path,
+            state,
+            _dir: dir,
+        }
+    }
+
+    /// `https://127.0.0.1:PORT{path}` (or http).
+    pub fn url(&self, path: &str) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Answer the next requests with these statuses (then 200).
+    pub fn answer_next(&self, statuses: &[u16]) {
+        self.state.script.lock().unwrap().extend(statuses);
+    }
+
+    /// Wait this long before answering.
+    pub fn set_delay(&self, d: Duration) {
+        *self.state.delay.lock().unwrap() = d;
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    /// Wait (at most 20 s) until `n` requests arrived; all of them.
+    pub async fn wait_for(&self, n: usize) -> Vec<Request> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let notified = self.state.notify.notified();
+            {
+                let r = self.state.requests.lock().unwrap();
+                if r.len() >= n {
+                    return r.clone();
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let r = self.state.requests.lock().unwrap();
+                panic!("waited for {n} webhook requests, got {}", r.len());
+            }
+        }
+    }
+}
+
+async fn serve(mut io: Box<dyn Io>, st: Arc<State>) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        if buf.len() > 64 * 1024 {
+            return Ok(());
+        }
+        let n = io.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap_or_default().split(' ');
+    let method = first.next().unwrap_or_default().to_string();
+    let path = first.next().unwrap_or_default().to_string();
+    let headers: HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let len: usize = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = buf[head_end + 4..].to_vec();
+    while body.len() < len {
+        let n = io.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    let delay = *st.delay.lock().unwrap();
+    let status = st.script.lock().unwrap().pop_front().unwrap_or(200);
+    st.requests.lock().unwrap().push(Request {
+        method,
+        path,
+        headers,
+        body,
+    });
+    st.notify.notify_waiters();
+    tokio::time::sleep(delay).await;
+    let extra = if (300..400).contains(&status) {
+        "location: http://127.0.0.1:9/elsewhere\r\n"
+    } else {
+        ""
+    };
+    let resp = format!(
+        "HTTP/1.1 {status} Scripted\r\ncontent-length: 0\r\n{extra}connection: close\r\n\r\n"
+    );
+    io.write_all(resp.as_bytes()).await?;
+    io.flush().await?;
+    let _ = io.shutdown().await;
+    Ok(())
+}
