@@ -446,6 +446,8 @@ const LIVE_KEYS: &[&str] = &[
     "compat.max_attempts",
     "audit.retention_seconds",
     "metrics.token",
+    "webhooks.allow_private_hosts",
+    "webhooks.allow_plaintext",
     "log.level",
 ];
 
