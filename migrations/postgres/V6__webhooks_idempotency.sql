@@ -3,7 +3,8 @@
 
 -- The answer of a mint made with an Idempotency-Key, kept 24 hours. status is NULL while the
 -- first request runs (lease_until bounds how long a crashed one blocks the key); response is
--- the answer's body sealed with the data key (it names a shareable key).
+-- the answer's body sealed with the data key (it names a shareable key). holder is a random
+-- token of the claim: only the request holding it may keep an answer or free the key.
 CREATE TABLE idempotency_keys (
     tenant_id   TEXT    NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
     key_digest  BYTEA   NOT NULL,
@@ -12,6 +13,7 @@ CREATE TABLE idempotency_keys (
     response    BYTEA,
     lease_until BIGINT  NOT NULL,
     expires_at  BIGINT  NOT NULL,
+    holder      TEXT    NOT NULL,
     PRIMARY KEY (tenant_id, key_digest)
 );
 CREATE INDEX idempotency_keys_expiry ON idempotency_keys(expires_at);

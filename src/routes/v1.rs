@@ -22,8 +22,8 @@ use crate::domain::keys::{Flavor, SecretKey};
 use crate::domain::locale::{Locale, LOCALE_RULE};
 use crate::domain::policy::PolicyPatch;
 use crate::mailer::TlsMode;
-use crate::service::idempotency::{fingerprint, valid_key, IdemStart};
-use crate::service::otp::{MintRequest, Purpose};
+use crate::service::idempotency::{fingerprint, kept, valid_key, IdemStart};
+use crate::service::otp::{MintRequest, Minted, Purpose};
 use crate::service::tenants::{NewTenant, SmtpInput, SmtpPatch, TenantPatch};
 use crate::service::ServiceError;
 use crate::storage::TenantRow;
@@ -422,8 +422,14 @@ pub async fn mint(
     };
     let bytes = json_bytes(&req, payload).await?;
     let b: MintBody = parse_json(&bytes)?;
+    // A request that does not parse is answered before a key is claimed (such answers are
+    // not kept anyway).
+    let m = mint_request(b)?;
+    let ctx = super::request_context(&req, &st);
     let Some(key) = idem_key else {
-        return mint_once(&t, &req, &st, b).await;
+        let minted = st.services.mint(&t.0, m, &ctx).await?;
+        let (status, out) = mint_out(&minted);
+        return Ok(json(no_store(HttpResponse::build(status)), &out));
     };
     let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let ticket = match st
@@ -431,22 +437,40 @@ pub async fn mint(
         .idem_begin(&t.0.id, &key, fingerprint(&value))
         .await?
     {
-        IdemStart::Replay { status, body } => return Ok(replayed(status, body)),
+        IdemStart::Replay { status, body } => return Ok(answer(status, body.into(), true)),
         IdemStart::Proceed(ticket) => ticket,
     };
-    let resp = match mint_once(&t, &req, &st, b).await {
-        Ok(r) => r,
-        Err(e) => actix_web::ResponseError::error_response(&e),
-    };
-    let status = resp.status().as_u16();
-    let (mut head, body) = resp.into_parts();
-    let body = actix_web::body::to_bytes(body).await.unwrap_or_default();
-    st.services.idem_end(ticket, status, &body).await;
-    head.headers_mut().insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
-    Ok(head.set_body(actix_web::body::BoxBody::new(body)))
+    // The mint and the record of its answer run on a task of their own: a client that goes
+    // away mid-mint cannot leave the key claimed with a message sent and no answer kept.
+    let services = st.services.clone();
+    let tenant = t.0.clone();
+    let task = tokio::spawn(async move {
+        let (status, body, err) = match services.mint(&tenant, m, &ctx).await {
+            Ok(minted) => {
+                let (status, out) = mint_out(&minted);
+                let body = serde_json::to_vec(&out).unwrap_or_default();
+                (status.as_u16(), web::Bytes::from(body), None)
+            }
+            Err(e) => {
+                let e = ApiError::from(e);
+                let resp = actix_web::ResponseError::error_response(&e);
+                let status = resp.status().as_u16();
+                let body = actix_web::body::MessageBody::try_into_bytes(resp.into_body())
+                    .unwrap_or_default();
+                (status, body, Some(e))
+            }
+        };
+        services.idem_end(ticket, status, &body).await;
+        (status, body, err)
+    });
+    let (status, body, err) = task
+        .await
+        .map_err(|e| ServiceError::Internal(format!("mint task failed: {e}")))?;
+    match err {
+        // Not kept: the error as it is (with its own headers, e.g. Retry-After).
+        Some(e) if !kept(status) => Err(e),
+        _ => Ok(answer(status, body, false)),
+    }
 }
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -459,8 +483,8 @@ fn bad_idempotency_key() -> ApiError {
     .into()
 }
 
-/// A kept answer, again.
-fn replayed(status: u16, body: Vec<u8>) -> HttpResponse {
+/// A kept answer (first time or again).
+fn answer(status: u16, body: web::Bytes, replayed: bool) -> HttpResponse {
     let status =
         actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::OK);
     let content_type = if status.is_success() {
@@ -468,41 +492,35 @@ fn replayed(status: u16, body: Vec<u8>) -> HttpResponse {
     } else {
         "application/problem+json"
     };
-    HttpResponse::build(status)
-        .content_type(content_type)
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .insert_header(("Idempotent-Replayed", "true"))
-        .body(body)
+    let mut b = HttpResponse::build(status);
+    b.content_type(content_type)
+        .insert_header((header::CACHE_CONTROL, "no-store"));
+    if replayed {
+        b.insert_header(("Idempotent-Replayed", "true"));
+    }
+    b.body(body)
 }
 
-async fn mint_once(t: &TenantAuth, req: &HttpRequest, st: &AppState, b: MintBody) -> ApiResult {
+fn mint_request(b: MintBody) -> Result<MintRequest, ApiError> {
     let email =
         RecipientEmail::parse(&b.email).map_err(|e| ServiceError::InvalidEmail(e.to_string()))?;
-    let purpose = Purpose::parse(b.purpose.as_deref())?;
-    let locale = parse_locale(b.locale.as_deref(), "locale")?;
-    let delivery = parse_delivery(b.delivery.as_deref())?;
-    let ctx = super::request_context(req, st);
-    let m = st
-        .services
-        .mint(
-            &t.0,
-            MintRequest {
-                email,
-                purpose,
-                flavor: Flavor::Native,
-                delivery,
-                locale,
-            },
-            &ctx,
-        )
-        .await?;
+    Ok(MintRequest {
+        email,
+        purpose: Purpose::parse(b.purpose.as_deref())?,
+        flavor: Flavor::Native,
+        delivery: parse_delivery(b.delivery.as_deref())?,
+        locale: parse_locale(b.locale.as_deref(), "locale")?,
+    })
+}
+
+fn mint_out(m: &Minted) -> (actix_web::http::StatusCode, MintOut) {
     let (status, delivery) = match m.delivery {
-        DeliveryMode::Sync => (HttpResponse::Created(), "sent"),
-        DeliveryMode::Async => (HttpResponse::Accepted(), "queued"),
+        DeliveryMode::Sync => (actix_web::http::StatusCode::CREATED, "sent"),
+        DeliveryMode::Async => (actix_web::http::StatusCode::ACCEPTED, "queued"),
     };
-    Ok(json(
-        no_store(status),
-        &MintOut {
+    (
+        status,
+        MintOut {
             shareable_key: m.key.expose().to_string(),
             expires_at: rfc3339(m.expires_at),
             ttl_seconds: m.policy.ttl_seconds,
@@ -511,7 +529,7 @@ async fn mint_once(t: &TenantAuth, req: &HttpRequest, st: &AppState, b: MintBody
             delivery: delivery.into(),
             locale: m.locale.as_str().to_string(),
         },
-    ))
+    )
 }
 
 #[utoipa::path(post, path = "/v1/otp/verify", tag = "codes",

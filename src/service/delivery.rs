@@ -153,14 +153,50 @@ impl Services {
     }
 
     fn open_message(&self, job: &OutboxJob) -> Option<StoredMessage> {
-        let plain = decrypt_message(
-            &self.keyring.get(),
-            job.tenant_id.as_str(),
-            &job.key_digest,
-            &job.payload,
-        )
-        .ok()?;
+        self.open_sealed(&job.tenant_id, &job.key_digest, &job.payload)
+    }
+
+    fn open_sealed(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        payload: &[u8],
+    ) -> Option<StoredMessage> {
+        let plain =
+            decrypt_message(&self.keyring.get(), tenant.as_str(), key_digest, payload).ok()?;
         serde_json::from_slice(&plain).ok()
+    }
+
+    /// Log what a sweep settled, and raise `otp.delivery_failed` (reason `expired`) for the
+    /// messages whose code expired before the relay took them.
+    async fn after_sweep(&self, swept: Vec<crate::storage::Swept>) {
+        if swept.is_empty() {
+            return;
+        }
+        tracing::info!(
+            settled = swept.len(),
+            "settled queued messages of ended codes"
+        );
+        for m in swept.iter().filter(|m| m.expired) {
+            let Some(msg) = self.open_sealed(&m.tenant_id, &m.key_digest, &m.payload) else {
+                continue;
+            };
+            if let Some(key) = &msg.shareable_key {
+                self.emit(
+                    &m.tenant_id,
+                    None,
+                    "otp.delivery_failed",
+                    EventData {
+                        shareable_key: key,
+                        email: &msg.email,
+                        purpose: &msg.purpose,
+                        locale: msg.locale.as_deref(),
+                        reason: Some("expired"),
+                    },
+                )
+                .await;
+            }
+        }
     }
 
     /// A lease for a row this process is about to send itself.
@@ -343,8 +379,7 @@ impl Services {
                 _ = sweep.tick() => {
                     let now = self.now();
                     match self.db(move |s| s.outbox_sweep(now)).await {
-                        Ok(n) if n > 0 => tracing::info!(settled = n, "settled queued messages of ended codes"),
-                        Ok(_) => {}
+                        Ok(swept) => self.after_sweep(swept).await,
                         Err(e) => tracing::warn!(error = %e, "outbox sweep failed"),
                     }
                 }

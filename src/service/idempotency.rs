@@ -27,6 +27,7 @@ pub fn kept(status: u16) -> bool {
 pub struct IdemTicket {
     tenant: TenantId,
     key_digest: Vec<u8>,
+    holder: String,
 }
 
 pub enum IdemStart {
@@ -65,7 +66,9 @@ impl Services {
         let hold = (settings.smtp.timeout_seconds + settings.server.request_timeout_seconds) as i64
             * 2000
             + 30_000;
+        let holder = crate::domain::keys::random_id(22);
         let claim = IdemClaim {
+            holder: holder.clone(),
             tenant_id: tenant.clone(),
             key_digest: key_digest.clone(),
             fingerprint,
@@ -77,6 +80,7 @@ impl Services {
             IdemBegin::Started => Ok(IdemStart::Proceed(IdemTicket {
                 tenant: tenant.clone(),
                 key_digest,
+                holder,
             })),
             IdemBegin::Replay { status, response } => {
                 let body = decrypt_record(
@@ -96,7 +100,11 @@ impl Services {
     /// Keep the answer (201, 202, 502) or free the key (anything else). A failure to record
     /// is logged: the client has its answer; the key stays held until its lease runs out.
     pub async fn idem_end(&self, ticket: IdemTicket, status: u16, body: &[u8]) {
-        let IdemTicket { tenant, key_digest } = ticket;
+        let IdemTicket {
+            tenant,
+            key_digest,
+            holder,
+        } = ticket;
         let result = if kept(status) {
             match encrypt_record(
                 &self.keyring.get(),
@@ -107,14 +115,15 @@ impl Services {
             ) {
                 Ok(sealed) => {
                     let t = tenant.clone();
-                    self.db(move |s| s.idem_finish(&t, &key_digest, status, &sealed))
+                    self.db(move |s| s.idem_finish(&t, &key_digest, &holder, status, &sealed))
                         .await
                 }
                 Err(e) => Err(e.into()),
             }
         } else {
             let t = tenant.clone();
-            self.db(move |s| s.idem_release(&t, &key_digest)).await
+            self.db(move |s| s.idem_release(&t, &key_digest, &holder))
+                .await
         };
         if let Err(e) = result {
             tracing::warn!(tenant_id = %tenant, error = %e, "recording an idempotent answer failed");

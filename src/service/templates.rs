@@ -143,9 +143,11 @@ impl Services {
                 };
                 match set.render(locale.as_str(), &v) {
                     Ok(rendered) => return Ok(Message { locale, rendered }),
+                    // Field and line only: the engine's message can quote values (the code,
+                    // the address) that must never reach the logs.
                     Err(e) => tracing::warn!(
                         tenant_id = %tenant.id, locale = %locale, field = e.field,
-                        error = %e.message, "tenant template failed; the built-in one is used"
+                        line = ?e.line, "tenant template failed; the built-in one is used"
                     ),
                 }
             }
@@ -157,7 +159,9 @@ impl Services {
         };
         let rendered = TemplateSet::builtins()
             .render(locale.as_str(), &v)
-            .map_err(|e| ServiceError::Internal(format!("built-in template: {}", e.message)))?;
+            .map_err(|e| {
+                ServiceError::Internal(format!("built-in template failed in {}", e.field))
+            })?;
         Ok(Message { locale, rendered })
     }
 

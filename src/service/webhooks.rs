@@ -392,7 +392,9 @@ impl Services {
             }
         };
         let now = self.now();
-        let permanent = matches!(error, Some("no_endpoint") | Some("unreadable"));
+        // No endpoint any more is final; an unreadable record may be sealed under a data key
+        // another instance made a moment ago (this one reloads its keyring every second).
+        let permanent = error == Some("no_endpoint");
         let outcome = if delivered {
             EventOutcome::Delivered
         } else {

@@ -175,6 +175,7 @@ pub const TABLES: &[Table] = &[
             ("response", Blob),
             ("lease_until", Int),
             ("expires_at", Int),
+            ("holder", Text),
         ],
         identity: None,
     },

@@ -91,4 +91,6 @@ pub struct IdemClaim {
     pub now: Millis,
     pub lease_until: Millis,
     pub expires_at: Millis,
+    /// A random token naming this claim; only its holder may settle the key.
+    pub holder: String,
 }

@@ -124,6 +124,16 @@ pub struct TenantChanges {
     pub default_locale: Option<String>,
 }
 
+/// A message settled by the sweep: its code expired before the relay took it (`expired`,
+/// its delivery failed) or the code ended otherwise first.
+#[derive(Debug, Clone)]
+pub struct Swept {
+    pub tenant_id: TenantId,
+    pub key_digest: Vec<u8>,
+    pub payload: Vec<u8>,
+    pub expired: bool,
+}
+
 /// A challenge to insert (status `pending`, delivery `queued`).
 #[derive(Debug, Clone)]
 pub struct NewChallenge {
@@ -449,16 +459,23 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<integration::DeliveryRow>, StoreError>;
     /// Claim an idempotency key, or say what holds it (one atomic step).
     fn idem_begin(&self, c: &integration::IdemClaim) -> Result<integration::IdemBegin, StoreError>;
-    /// Keep the answer of the request that holds the key.
+    /// Keep the answer of the request that holds the key (`holder`: its claim's token; a
+    /// request whose claim was taken over changes nothing).
     fn idem_finish(
         &self,
         id: &TenantId,
         key_digest: &[u8],
+        holder: &str,
         status: u16,
         response: &[u8],
     ) -> Result<(), StoreError>;
-    /// Free a key whose request got an answer that is not kept.
-    fn idem_release(&self, id: &TenantId, key_digest: &[u8]) -> Result<(), StoreError>;
+    /// Free a key whose request got an answer that is not kept (only the holder's claim).
+    fn idem_release(
+        &self,
+        id: &TenantId,
+        key_digest: &[u8],
+        holder: &str,
+    ) -> Result<(), StoreError>;
     /// Delete expired idempotency keys, and settled events and delivery records older than
     /// `records_before`.
     fn purge_integration(&self, now: Millis, records_before: Millis) -> Result<usize, StoreError>;
@@ -518,7 +535,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Settle unleased outbox rows whose code expired (delivery failed, `expired`) or ended
     /// otherwise before its message left (`not_sent`); returns how many.
-    fn outbox_sweep(&self, now: Millis) -> Result<usize, StoreError>;
+    fn outbox_sweep(&self, now: Millis) -> Result<Vec<Swept>, StoreError>;
     fn outbox_stats(&self, now: Millis) -> Result<OutboxStats, StoreError>;
     /// Reserve one guess: only for a pending, unexpired, unexhausted code whose recipient's
     /// failure budget (`q`) is not spent; the guess counts against that budget at once (a

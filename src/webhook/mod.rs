@@ -205,9 +205,11 @@ impl WebhookClient {
             }
             Err(UrlRefusal::Malformed) => return SendResult::Error("request"),
         };
+        // The live timeout (the event's lease is sized from the same value).
         let mut req = self
             .client
             .post(u)
+            .timeout(Duration::from_secs(settings.webhooks.timeout_seconds))
             .header("content-type", "application/json")
             .body(body);
         for (k, v) in headers {

@@ -478,3 +478,67 @@ async fn the_secret_is_sealed_at_rest() {
         "an event's shareable key is readable at rest"
     );
 }
+
+#[tokio::test]
+async fn a_queued_message_whose_code_expires_unsent_raises_delivery_failed() {
+    let rx = HttpReceiver::start(false).await;
+    let app = app_for(&rx).await;
+    let (id, sk) = app.tenant_with(json!({"ttl_seconds": 60})).await;
+    register(
+        &app,
+        &sk,
+        &rx.url("/h"),
+        &["otp.sent", "otp.delivery_failed"],
+    )
+    .await;
+    // The relay is down: the async message waits for its retries.
+    app.smtp.set_mode(Mode::Down);
+    let r = app
+        .post(
+            "/v1/otp",
+            &sk,
+            json!({"email": "ada@example.com", "delivery": "async", "purpose": "login"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let key = r.json::<Value>().await.unwrap()["shareable_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Its first attempt failed and a retry is due later...
+    for _ in 0..200 {
+        let v: Value = app
+            .get(&format!("/v1/otp/{key}"), &sk)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if v["delivery"]["attempts"] == 1 && v["delivery"]["status"] == "queued" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...then the tenant is disabled (its messages wait), and the code expires meanwhile.
+    let r = app
+        .patch(
+            &format!("/v1/tenants/{id}"),
+            ADMIN,
+            json!({"enabled": false}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    app.clock.advance_secs(61);
+    app.patch(
+        &format!("/v1/tenants/{id}"),
+        ADMIN,
+        json!({"enabled": true}),
+    )
+    .await;
+    // The sweep (every few seconds) settles it as failed and raises the event.
+    let reqs = rx.wait_for(1).await;
+    let body = reqs[0].json();
+    assert_eq!(body["type"], "otp.delivery_failed");
+    assert_eq!(body["data"]["shareable_key"], key.as_str());
+    assert_eq!(body["data"]["reason"], "expired");
+    assert_eq!(body["data"]["purpose"], "login");
+}

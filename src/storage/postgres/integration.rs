@@ -217,31 +217,37 @@ impl PgStore {
     pub(super) fn do_idem_begin(&self, c: &IdemClaim) -> Result<IdemBegin, StoreError> {
         let tenant = c.tenant_id.as_str();
         self.tx(|tx| {
-            let inserted = tx.execute(
-                "INSERT INTO idempotency_keys (tenant_id, key_digest, fingerprint, status, response, lease_until, expires_at) \
-                 VALUES ($1, $2, $3, NULL, NULL, $4, $5) ON CONFLICT (tenant_id, key_digest) DO NOTHING",
-                &[&tenant, &c.key_digest, &c.fingerprint, &c.lease_until, &c.expires_at],
-            )?;
-            if inserted == 1 {
-                return Ok(IdemBegin::Started);
-            }
-            // Another request has (or had) the key: lock its row and look.
-            let r = tx.query_one(
-                "SELECT fingerprint, status, response, lease_until, expires_at FROM idempotency_keys \
-                 WHERE tenant_id = $1 AND key_digest = $2 FOR UPDATE",
-                &[&tenant, &c.key_digest],
-            )?;
+            // Insert, or lock the row that is there; if that row went meanwhile (released or
+            // purged), insert again.
+            let r = loop {
+                let inserted = tx.execute(
+                    "INSERT INTO idempotency_keys (tenant_id, key_digest, fingerprint, status, response, lease_until, expires_at, holder) \
+                     VALUES ($1, $2, $3, NULL, NULL, $4, $5, $6) ON CONFLICT (tenant_id, key_digest) DO NOTHING",
+                    &[&tenant, &c.key_digest, &c.fingerprint, &c.lease_until, &c.expires_at, &c.holder],
+                )?;
+                if inserted == 1 {
+                    return Ok(IdemBegin::Started);
+                }
+                if let Some(r) = tx.query_opt(
+                    "SELECT fingerprint, status, response, lease_until, expires_at FROM idempotency_keys \
+                     WHERE tenant_id = $1 AND key_digest = $2 FOR UPDATE",
+                    &[&tenant, &c.key_digest],
+                )? {
+                    break r;
+                }
+            };
             let fingerprint: Vec<u8> = r.try_get(0)?;
             let status = opt_code(&r, 1)?;
             let response: Option<Vec<u8>> = r.try_get(2)?;
             let lease: Millis = r.try_get(3)?;
             let expires: Millis = r.try_get(4)?;
-            let free = expires <= c.now || (fingerprint == c.fingerprint && status.is_none() && lease <= c.now);
+            let free = expires <= c.now
+                || (fingerprint == c.fingerprint && status.is_none() && lease <= c.now);
             if free {
                 tx.execute(
                     "UPDATE idempotency_keys SET fingerprint = $3, status = NULL, response = NULL, \
-                     lease_until = $4, expires_at = $5 WHERE tenant_id = $1 AND key_digest = $2",
-                    &[&tenant, &c.key_digest, &c.fingerprint, &c.lease_until, &c.expires_at],
+                     lease_until = $4, expires_at = $5, holder = $6 WHERE tenant_id = $1 AND key_digest = $2",
+                    &[&tenant, &c.key_digest, &c.fingerprint, &c.lease_until, &c.expires_at, &c.holder],
                 )?;
                 return Ok(IdemBegin::Started);
             }
@@ -259,12 +265,20 @@ impl PgStore {
         &self,
         id: &TenantId,
         key_digest: &[u8],
+        holder: &str,
         status: u16,
         response: &[u8],
     ) -> Result<(), StoreError> {
         self.conn()?.db().execute(
-            "UPDATE idempotency_keys SET status = $3, response = $4 WHERE tenant_id = $1 AND key_digest = $2",
-            &[&id.as_str(), &key_digest, &i64::from(status), &response],
+            "UPDATE idempotency_keys SET status = $4, response = $5 \
+             WHERE tenant_id = $1 AND key_digest = $2 AND holder = $3 AND status IS NULL",
+            &[
+                &id.as_str(),
+                &key_digest,
+                &holder,
+                &i64::from(status),
+                &response,
+            ],
         )?;
         Ok(())
     }
@@ -273,10 +287,12 @@ impl PgStore {
         &self,
         id: &TenantId,
         key_digest: &[u8],
+        holder: &str,
     ) -> Result<(), StoreError> {
         self.conn()?.db().execute(
-            "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key_digest = $2 AND status IS NULL",
-            &[&id.as_str(), &key_digest],
+            "DELETE FROM idempotency_keys \
+             WHERE tenant_id = $1 AND key_digest = $2 AND holder = $3 AND status IS NULL",
+            &[&id.as_str(), &key_digest, &holder],
         )?;
         Ok(())
     }

@@ -13,7 +13,7 @@ use crate::domain::keys::TenantId;
 use crate::domain::Millis;
 use crate::storage::{
     delivery_mode_from, ClaimRequest, NewChallenge, NewOutbox, OutboxJob, OutboxStats,
-    QuotaRefusal, SendQuota, StoreError,
+    QuotaRefusal, SendQuota, StoreError, Swept,
 };
 
 impl PgStore {
@@ -209,28 +209,36 @@ impl PgStore {
         })
     }
 
-    pub(super) fn do_sweep(&self, now: Millis) -> Result<usize, StoreError> {
+    pub(super) fn do_sweep(&self, now: Millis) -> Result<Vec<Swept>, StoreError> {
         self.tx(|tx| {
             let rows = tx.query(
-                "SELECT o.key_digest, c.status, c.expires_at, c.attempts, c.max_attempts \
+                "SELECT o.key_digest, c.status, c.expires_at, c.attempts, c.max_attempts, o.tenant_id, o.payload \
                  FROM outbox o JOIN challenges c ON c.key_digest = o.key_digest \
                  WHERE (o.lease_until IS NULL OR o.lease_until < $1) \
                    AND (c.status <> 'pending' OR c.expires_at <= $1 OR c.attempts >= c.max_attempts) \
                  ORDER BY o.tenant_id, o.quota_at LIMIT 1000 FOR UPDATE OF o SKIP LOCKED",
                 &[&now],
             )?;
+            let mut out = Vec::with_capacity(rows.len());
             for r in &rows {
                 let key: Vec<u8> = r.try_get(0)?;
                 let status: String = r.try_get(1)?;
                 let expires_at: Millis = r.try_get(2)?;
                 let live = status == "pending" && u32_at(r, 3)? < u32_at(r, 4)?;
-                if live && expires_at <= now {
+                let expired = live && expires_at <= now;
+                if expired {
                     fail_in(tx, &key, None, "expired", false, true, now)?;
                 } else {
                     fail_in(tx, &key, None, "not_sent", false, false, now)?;
                 }
+                out.push(Swept {
+                    tenant_id: TenantId::from_trusted(r.try_get(5)?),
+                    key_digest: key,
+                    payload: r.try_get(6)?,
+                    expired,
+                });
             }
-            Ok(rows.len())
+            Ok(out)
         })
     }
 

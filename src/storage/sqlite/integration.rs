@@ -232,11 +232,12 @@ impl SqliteStore {
                 .optional()?;
             let take = |tx: &rusqlite::Connection| -> Result<IdemBegin, StoreError> {
                 tx.execute(
-                    "INSERT INTO idempotency_keys (tenant_id, key_digest, fingerprint, status, response, lease_until, expires_at) \
-                     VALUES (?1, ?2, ?3, NULL, NULL, ?4, ?5) \
+                    "INSERT INTO idempotency_keys (tenant_id, key_digest, fingerprint, status, response, lease_until, expires_at, holder) \
+                     VALUES (?1, ?2, ?3, NULL, NULL, ?4, ?5, ?6) \
                      ON CONFLICT (tenant_id, key_digest) DO UPDATE SET fingerprint = excluded.fingerprint, \
-                       status = NULL, response = NULL, lease_until = excluded.lease_until, expires_at = excluded.expires_at",
-                    params![c.tenant_id.as_str(), c.key_digest, c.fingerprint, c.lease_until, c.expires_at],
+                       status = NULL, response = NULL, lease_until = excluded.lease_until, expires_at = excluded.expires_at, \
+                       holder = excluded.holder",
+                    params![c.tenant_id.as_str(), c.key_digest, c.fingerprint, c.lease_until, c.expires_at, c.holder],
                 )?;
                 Ok(IdemBegin::Started)
             };
@@ -258,14 +259,21 @@ impl SqliteStore {
         &self,
         id: &TenantId,
         key_digest: &[u8],
+        holder: &str,
         status: u16,
         response: &[u8],
     ) -> Result<(), StoreError> {
-        let (id, key, response) = (id.clone(), key_digest.to_vec(), response.to_vec());
+        let (id, key, holder, response) = (
+            id.clone(),
+            key_digest.to_vec(),
+            holder.to_string(),
+            response.to_vec(),
+        );
         self.writer.write(move |tx| {
             tx.execute(
-                "UPDATE idempotency_keys SET status = ?3, response = ?4 WHERE tenant_id = ?1 AND key_digest = ?2",
-                params![id.as_str(), key, status, response],
+                "UPDATE idempotency_keys SET status = ?4, response = ?5 \
+                 WHERE tenant_id = ?1 AND key_digest = ?2 AND holder = ?3 AND status IS NULL",
+                params![id.as_str(), key, holder, status, response],
             )?;
             Ok(())
         })
@@ -275,12 +283,14 @@ impl SqliteStore {
         &self,
         id: &TenantId,
         key_digest: &[u8],
+        holder: &str,
     ) -> Result<(), StoreError> {
-        let (id, key) = (id.clone(), key_digest.to_vec());
+        let (id, key, holder) = (id.clone(), key_digest.to_vec(), holder.to_string());
         self.writer.write(move |tx| {
             tx.execute(
-                "DELETE FROM idempotency_keys WHERE tenant_id = ?1 AND key_digest = ?2 AND status IS NULL",
-                params![id.as_str(), key],
+                "DELETE FROM idempotency_keys \
+                 WHERE tenant_id = ?1 AND key_digest = ?2 AND holder = ?3 AND status IS NULL",
+                params![id.as_str(), key, holder],
             )?;
             Ok(())
         })

@@ -494,7 +494,7 @@ impl Store for SqliteStore {
         self.do_failed(key_digest, attempts, reason, maybe_delivered, now)
     }
 
-    fn outbox_sweep(&self, now: Millis) -> Result<usize, StoreError> {
+    fn outbox_sweep(&self, now: Millis) -> Result<Vec<Swept>, StoreError> {
         self.do_sweep(now)
     }
 
@@ -856,14 +856,20 @@ impl Store for SqliteStore {
         &self,
         id: &TenantId,
         key_digest: &[u8],
+        holder: &str,
         status: u16,
         response: &[u8],
     ) -> Result<(), StoreError> {
-        self.do_idem_finish(id, key_digest, status, response)
+        self.do_idem_finish(id, key_digest, holder, status, response)
     }
 
-    fn idem_release(&self, id: &TenantId, key_digest: &[u8]) -> Result<(), StoreError> {
-        self.do_idem_release(id, key_digest)
+    fn idem_release(
+        &self,
+        id: &TenantId,
+        key_digest: &[u8],
+        holder: &str,
+    ) -> Result<(), StoreError> {
+        self.do_idem_release(id, key_digest, holder)
     }
 
     fn purge_integration(&self, now: Millis, records_before: Millis) -> Result<usize, StoreError> {

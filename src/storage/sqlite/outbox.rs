@@ -8,7 +8,7 @@ use crate::domain::keys::TenantId;
 use crate::domain::Millis;
 use crate::storage::{
     delivery_mode_from, ClaimRequest, NewChallenge, NewOutbox, OutboxJob, OutboxStats,
-    QuotaRefusal, SendQuota, StoreError,
+    QuotaRefusal, SendQuota, StoreError, Swept,
 };
 
 impl SqliteStore {
@@ -231,11 +231,12 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn do_sweep(&self, now: Millis) -> Result<usize, StoreError> {
+    pub(super) fn do_sweep(&self, now: Millis) -> Result<Vec<Swept>, StoreError> {
         self.writer.write(move |tx| {
-            let rows: Vec<(Vec<u8>, String, Millis, u32, u32)> = {
+            type Row = (Vec<u8>, String, Millis, u32, u32, String, Vec<u8>);
+            let rows: Vec<Row> = {
                 let mut st = tx.prepare(
-                    "SELECT o.key_digest, c.status, c.expires_at, c.attempts, c.max_attempts \
+                    "SELECT o.key_digest, c.status, c.expires_at, c.attempts, c.max_attempts, o.tenant_id, o.payload \
                      FROM outbox o JOIN challenges c ON c.key_digest = o.key_digest \
                      WHERE (o.lease_until IS NULL OR o.lease_until < ?1) \
                        AND (c.status <> 'pending' OR c.expires_at <= ?1 OR c.attempts >= c.max_attempts) \
@@ -243,20 +244,36 @@ impl SqliteStore {
                 )?;
                 let rows = st
                     .query_map([now], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                            r.get(6)?,
+                        ))
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
                 rows
             };
-            for (key, status, expires_at, attempts, max_attempts) in &rows {
-                let live = status == "pending" && *attempts < *max_attempts;
-                if live && *expires_at <= now {
-                    fail_in(tx, key, None, "expired", false, true, now)?;
+            let mut out = Vec::with_capacity(rows.len());
+            for (key, status, expires_at, attempts, max_attempts, tenant, payload) in rows {
+                let live = status == "pending" && attempts < max_attempts;
+                let expired = live && expires_at <= now;
+                if expired {
+                    fail_in(tx, &key, None, "expired", false, true, now)?;
                 } else {
-                    fail_in(tx, key, None, "not_sent", false, false, now)?;
+                    fail_in(tx, &key, None, "not_sent", false, false, now)?;
                 }
+                out.push(Swept {
+                    tenant_id: TenantId::from_trusted(tenant),
+                    key_digest: key,
+                    payload,
+                    expired,
+                });
             }
-            Ok(rows.len())
+            Ok(out)
         })
     }
 
