@@ -209,34 +209,38 @@ impl Services {
         }
     }
 
-    /// One delivery attempt of a claimed row, its outcome recorded, and the webhook event of
-    /// a final outcome raised (`otp.sent`, `otp.delivery_failed`).
+    /// One delivery attempt of a claimed row, its outcome recorded — with the webhook event
+    /// of a final outcome (`otp.sent`, `otp.delivery_failed`) in the same transaction.
     pub(crate) async fn attempt(&self, job: &OutboxJob, tenant: &TenantRow) -> Attempt {
         let msg = self.open_message(job);
-        let result = self.attempt_with(job, tenant, msg.as_ref()).await;
-        if let Some(m) = &msg {
-            let (kind, reason) = match result {
-                Attempt::Sent => ("otp.sent", None),
-                Attempt::Failed(r) => ("otp.delivery_failed", Some(r.as_str())),
-                Attempt::Retry(_) => return result,
-            };
-            if let Some(key) = &m.shareable_key {
-                self.emit(
-                    &tenant.id,
-                    Some(&tenant.webhook_events),
-                    kind,
-                    EventData {
-                        shareable_key: key,
-                        email: &m.email,
-                        purpose: &m.purpose,
-                        locale: m.locale.as_deref(),
-                        reason,
-                    },
-                )
-                .await;
-            }
-        }
-        result
+        self.attempt_with(job, tenant, msg.as_ref()).await
+    }
+
+    /// The event of a final outcome of this message, if its tenant subscribes.
+    fn outcome_event(
+        &self,
+        tenant: &TenantRow,
+        msg: &StoredMessage,
+        reason: Option<DeliveryReason>,
+    ) -> Option<crate::storage::integration::NewEvent> {
+        let key = msg.shareable_key.as_deref()?;
+        let kind = if reason.is_some() {
+            "otp.delivery_failed"
+        } else {
+            "otp.sent"
+        };
+        self.event_for(
+            &tenant.id,
+            Some(&tenant.webhook_events),
+            kind,
+            EventData {
+                shareable_key: key,
+                email: &msg.email,
+                purpose: &msg.purpose,
+                locale: msg.locale.as_deref(),
+                reason: reason.map(|r| r.as_str()),
+            },
+        )
     }
 
     async fn attempt_with(
@@ -249,15 +253,16 @@ impl Services {
         let Some(msg) = msg else {
             tracing::error!(tenant_id = %tenant.id, "a queued message cannot be opened; giving it up");
             return self
-                .record_failed(job, attempts, DeliveryReason::Rejected, false)
+                .record_failed(job, attempts, DeliveryReason::Rejected, false, None)
                 .await;
         };
         let target = match self.smtp_target(tenant).await {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(tenant_id = %tenant.id, error = %e, "the tenant's SMTP password cannot be decrypted");
+                let event = self.outcome_event(tenant, msg, Some(DeliveryReason::Auth));
                 return self
-                    .record_failed(job, attempts, DeliveryReason::Auth, false)
+                    .record_failed(job, attempts, DeliveryReason::Auth, false, event)
                     .await;
             }
         };
@@ -290,8 +295,13 @@ impl Services {
             Ok(()) => {
                 let now = self.now();
                 let key = job.key_digest.clone();
-                self.record(move |s| s.outbox_sent(&key, attempts, now))
+                let event = self.outcome_event(tenant, msg, None);
+                let raised = event.is_some();
+                self.record(move |s| s.outbox_sent(&key, attempts, now, event.as_ref()))
                     .await;
+                if raised {
+                    self.wake_hooks();
+                }
                 tracing::info!(tenant_id = %tenant.id, recipient = %recipient, mode = job.mode.as_str(), attempts, "code sent");
                 Attempt::Sent
             }
@@ -313,7 +323,8 @@ impl Services {
                         Attempt::Retry(e.reason)
                     }
                     None => {
-                        self.record_failed(job, attempts, e.reason, e.maybe_delivered)
+                        let event = self.outcome_event(tenant, msg, Some(e.reason));
+                        self.record_failed(job, attempts, e.reason, e.maybe_delivered, event)
                             .await
                     }
                 }
@@ -327,13 +338,25 @@ impl Services {
         attempts: u32,
         reason: DeliveryReason,
         maybe_delivered: bool,
+        event: Option<crate::storage::integration::NewEvent>,
     ) -> Attempt {
         let now = self.now();
         let key = job.key_digest.clone();
+        let raised = event.is_some();
         self.record(move |s| {
-            s.outbox_failed(&key, attempts, reason.as_str(), maybe_delivered, now)
+            s.outbox_failed(
+                &key,
+                attempts,
+                reason.as_str(),
+                maybe_delivered,
+                now,
+                event.as_ref(),
+            )
         })
         .await;
+        if raised {
+            self.wake_hooks();
+        }
         Attempt::Failed(reason)
     }
 

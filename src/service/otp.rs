@@ -409,23 +409,30 @@ impl Services {
             let t = self.now();
             let d = digest.clone();
             let tid2 = tid.clone();
-            if self.db(move |s| s.finish_verify(&tid2, &d, t)).await? {
+            // `otp.verified` commits with the verify itself.
+            let event = self.event_for(
+                tenant,
+                subscribed,
+                "otp.verified",
+                EventData {
+                    shareable_key: key.expose(),
+                    email: &res.email,
+                    purpose: &res.purpose,
+                    locale: res.locale.as_deref(),
+                    reason: None,
+                },
+            );
+            let raised = event.is_some();
+            if self
+                .db(move |s| s.finish_verify(&tid2, &d, t, event.as_ref()))
+                .await?
+            {
+                if raised {
+                    self.wake_hooks();
+                }
                 if quota.max_failures > 0 {
                     let _ = self.db(move |s| s.clear_failures(&tid, &recipient)).await;
                 }
-                self.emit(
-                    tenant,
-                    subscribed,
-                    "otp.verified",
-                    EventData {
-                        shareable_key: key.expose(),
-                        email: &res.email,
-                        purpose: &res.purpose,
-                        locale: res.locale.as_deref(),
-                        reason: None,
-                    },
-                )
-                .await;
                 return Ok(Verified {
                     email: res.email,
                     purpose: res.purpose,

@@ -88,6 +88,20 @@ fn subscribes(list: &str, kind: &str) -> bool {
     list.split(',').any(|e| e == kind)
 }
 
+fn event_data(d: &EventData<'_>) -> Map<String, Value> {
+    let mut data = Map::new();
+    data.insert("shareable_key".into(), json!(d.shareable_key));
+    data.insert("email".into(), json!(d.email));
+    data.insert("purpose".into(), json!(d.purpose));
+    if let Some(l) = d.locale {
+        data.insert("locale".into(), json!(l));
+    }
+    if let Some(r) = d.reason {
+        data.insert("reason".into(), json!(r));
+    }
+    data
+}
+
 fn refused(r: UrlRefusal) -> ServiceError {
     use crate::mailer::host_policy::HostRefusal;
     match r {
@@ -229,14 +243,13 @@ impl Services {
             .await
     }
 
-    /// Seal and store an event for the tenant's endpoint; `None` when it has no webhook (or
-    /// no longer subscribes to the type).
-    async fn queue_event(
+    /// Seal an event for the tenant's endpoint.
+    fn build_event(
         &self,
         tenant: &TenantId,
         kind: &'static str,
         data: Map<String, Value>,
-    ) -> Result<Option<String>, ServiceError> {
+    ) -> Result<NewEvent, ServiceError> {
         let now = self.now();
         let id = format!("msg_{}", crate::domain::keys::random_id(27));
         let body = json!({"type": kind, "timestamp": rfc3339(now), "data": data});
@@ -249,24 +262,63 @@ impl Services {
             id.as_bytes(),
             &bytes,
         )?;
-        let event = NewEvent {
-            id: id.clone(),
+        Ok(NewEvent {
+            id,
             tenant_id: tenant.clone(),
             kind: kind.to_string(),
             payload,
             created_at: now,
-        };
+        })
+    }
+
+    /// Seal and store an event for the tenant's endpoint; `None` when it has no webhook (or
+    /// no longer subscribes to the type).
+    async fn queue_event(
+        &self,
+        tenant: &TenantId,
+        kind: &'static str,
+        data: Map<String, Value>,
+    ) -> Result<Option<String>, ServiceError> {
+        let event = self.build_event(tenant, kind, data)?;
+        let id = event.id.clone();
         if self.db(move |s| s.insert_event(&event)).await? {
-            self.hooks.wake.notify_one();
+            self.wake_hooks();
             Ok(Some(id))
         } else {
             Ok(None)
         }
     }
 
-    /// Raise an event about a code, if the tenant's webhook subscribes to it. `subscribed` is
-    /// the tenant row's list when the caller has it (else it is read). Never fails the
-    /// caller: an event that cannot be stored is logged.
+    /// Tell this process's webhook sender there is new work.
+    pub(crate) fn wake_hooks(&self) {
+        self.hooks.wake.notify_one();
+    }
+
+    /// The event about a code to write together with the change it reports. `None` when the
+    /// tenant does not subscribe to it (`subscribed`: its list when the caller has the tenant
+    /// row; without it the database decides when writing), or when it cannot be sealed
+    /// (logged: an event never fails the OTP answer).
+    pub(crate) fn event_for(
+        &self,
+        tenant: &TenantId,
+        subscribed: Option<&str>,
+        kind: &'static str,
+        d: EventData<'_>,
+    ) -> Option<NewEvent> {
+        if subscribed.is_some_and(|l| !subscribes(l, kind)) {
+            return None;
+        }
+        match self.build_event(tenant, kind, event_data(&d)) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                tracing::warn!(tenant_id = %tenant, event = kind, error = %e, "a webhook event could not be sealed");
+                None
+            }
+        }
+    }
+
+    /// Raise an event about a code in a write of its own, if the tenant's webhook subscribes
+    /// to it (for outcomes that have no write of their own to join). Never fails the caller.
     pub(crate) async fn emit(
         &self,
         tenant: &TenantId,
@@ -274,31 +326,15 @@ impl Services {
         kind: &'static str,
         d: EventData<'_>,
     ) {
-        let list = match subscribed {
-            Some(l) => l.to_string(),
-            None => {
-                let id = tenant.clone();
-                match self.db(move |s| s.tenant(&id)).await {
-                    Ok(Some(t)) => t.webhook_events,
-                    _ => return,
-                }
-            }
-        };
-        if !subscribes(&list, kind) {
+        let Some(event) = self.event_for(tenant, subscribed, kind, d) else {
             return;
-        }
-        let mut data = Map::new();
-        data.insert("shareable_key".into(), json!(d.shareable_key));
-        data.insert("email".into(), json!(d.email));
-        data.insert("purpose".into(), json!(d.purpose));
-        if let Some(l) = d.locale {
-            data.insert("locale".into(), json!(l));
-        }
-        if let Some(r) = d.reason {
-            data.insert("reason".into(), json!(r));
-        }
-        if let Err(e) = self.queue_event(tenant, kind, data).await {
-            tracing::warn!(tenant_id = %tenant, event = kind, error = %e, "a webhook event could not be stored");
+        };
+        match self.db(move |s| s.insert_event(&event)).await {
+            Ok(true) => self.wake_hooks(),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(tenant_id = %tenant, event = kind, error = %e, "a webhook event could not be stored")
+            }
         }
     }
 

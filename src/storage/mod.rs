@@ -512,7 +512,15 @@ pub trait Store: Send + Sync + 'static {
     fn claim_outbox(&self, c: &ClaimRequest) -> Result<Vec<OutboxJob>, StoreError>;
     /// The relay accepted the message: delivery `sent`, the outbox row gone, and the
     /// group's older pending, live codes superseded — one transaction.
-    fn outbox_sent(&self, key_digest: &[u8], attempts: u32, now: Millis) -> Result<(), StoreError>;
+    /// `event`: its webhook event, written in the same transaction (if the tenant
+    /// subscribes) when this call settles the message.
+    fn outbox_sent(
+        &self,
+        key_digest: &[u8],
+        attempts: u32,
+        now: Millis,
+        event: Option<&integration::NewEvent>,
+    ) -> Result<(), StoreError>;
     /// A transient failure: try again at `due_at` (only if `owner` still holds the lease).
     fn outbox_retry(
         &self,
@@ -525,6 +533,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Give up: the code becomes `failed` (it can never verify), the outbox row goes, and
     /// the quota charge is given back unless some attempt may have reached the relay.
+    #[allow(clippy::too_many_arguments)]
     fn outbox_failed(
         &self,
         key_digest: &[u8],
@@ -532,6 +541,7 @@ pub trait Store: Send + Sync + 'static {
         reason: &str,
         maybe_delivered: bool,
         now: Millis,
+        event: Option<&integration::NewEvent>,
     ) -> Result<(), StoreError>;
     /// Settle unleased outbox rows whose code expired (delivery failed, `expired`) or ended
     /// otherwise before its message left (`not_sent`); returns how many.
@@ -559,11 +569,13 @@ pub trait Store: Send + Sync + 'static {
         recipient: &str,
     ) -> Result<(), StoreError>;
     /// `pending` → `verified` if still pending and unexpired; false otherwise.
+    /// `event` (`otp.verified`) is written in the same transaction when the verify succeeds.
     fn finish_verify(
         &self,
         tenant: &TenantId,
         key_digest: &[u8],
         now: Millis,
+        event: Option<&integration::NewEvent>,
     ) -> Result<bool, StoreError>;
     /// The enabled tenant a code belongs to (for OtpMint's verify, which names no tenant).
     fn challenge_owner(

@@ -3,8 +3,9 @@
 //! then a row lock, webhook changes lock the tenant row, events are claimed with
 //! `FOR UPDATE SKIP LOCKED` and a lease and settled only by the lease holder.
 
-use ::postgres::Row;
+use ::postgres::{GenericClient, Row};
 
+use super::conn::Db;
 use super::{corrupt, u32_at, PgStore};
 use crate::domain::keys::TenantId;
 use crate::domain::Millis;
@@ -28,6 +29,20 @@ fn opt_code(r: &Row, i: usize) -> Result<Option<u16>, StoreError> {
     r.try_get::<_, Option<i64>>(i)?
         .map(|v| u16::try_from(v).map_err(|_| corrupt("a status code")))
         .transpose()
+}
+
+/// Queue an event if the tenant's webhook subscribes to its type (callers hold the
+/// transaction of the change it reports, or none).
+pub(super) fn insert_event_in(
+    tx: &mut Db<'_, impl GenericClient>,
+    e: &NewEvent,
+) -> Result<bool, StoreError> {
+    Ok(tx.execute(
+        "INSERT INTO webhook_events (id, tenant_id, type, payload, created_at, due_at) \
+         SELECT $1, $2, $3, $4, $5, $5 WHERE EXISTS (SELECT 1 FROM webhooks w \
+           WHERE w.tenant_id = $2 AND ($3 = 'webhook.test' OR $3 = ANY(string_to_array(w.events, ','))))",
+        &[&e.id, &e.tenant_id.as_str(), &e.kind, &e.payload, &e.created_at],
+    )? > 0)
 }
 
 impl PgStore {
@@ -111,12 +126,9 @@ impl PgStore {
     }
 
     pub(super) fn do_insert_event(&self, e: &NewEvent) -> Result<bool, StoreError> {
-        Ok(self.conn()?.db().execute(
-            "INSERT INTO webhook_events (id, tenant_id, type, payload, created_at, due_at) \
-             SELECT $1, $2, $3, $4, $5, $5 WHERE EXISTS (SELECT 1 FROM webhooks w \
-               WHERE w.tenant_id = $2 AND ($3 = 'webhook.test' OR $3 = ANY(string_to_array(w.events, ','))))",
-            &[&e.id, &e.tenant_id.as_str(), &e.kind, &e.payload, &e.created_at],
-        )? > 0)
+        let mut conn = self.conn()?;
+        let mut db = conn.db();
+        insert_event_in(&mut db, e)
     }
 
     pub(super) fn do_claim_events(

@@ -729,8 +729,14 @@ impl Store for PgStore {
         self.do_claim(c)
     }
 
-    fn outbox_sent(&self, key_digest: &[u8], attempts: u32, now: Millis) -> Result<(), StoreError> {
-        self.do_sent(key_digest, attempts, now)
+    fn outbox_sent(
+        &self,
+        key_digest: &[u8],
+        attempts: u32,
+        now: Millis,
+        event: Option<&NewEvent>,
+    ) -> Result<(), StoreError> {
+        self.do_sent(key_digest, attempts, now, event)
     }
 
     fn outbox_retry(
@@ -752,8 +758,9 @@ impl Store for PgStore {
         reason: &str,
         maybe_delivered: bool,
         now: Millis,
+        event: Option<&NewEvent>,
     ) -> Result<(), StoreError> {
-        self.do_failed(key_digest, attempts, reason, maybe_delivered, now)
+        self.do_failed(key_digest, attempts, reason, maybe_delivered, now, event)
     }
 
     fn outbox_sweep(&self, now: Millis) -> Result<Vec<Swept>, StoreError> {
@@ -848,13 +855,19 @@ impl Store for PgStore {
         tenant: &TenantId,
         key_digest: &[u8],
         now: Millis,
+        event: Option<&NewEvent>,
     ) -> Result<bool, StoreError> {
-        let n = self.conn()?.db().execute(
-            "UPDATE challenges SET status = 'verified', verified_at = $3, ended_at = $3 \
-             WHERE key_digest = $1 AND tenant_id = $2 AND status = 'pending' AND expires_at > $3",
-            &[&key_digest, &tenant.as_str(), &now],
-        )?;
-        Ok(n == 1)
+        self.tx(|tx| {
+            let n = tx.execute(
+                "UPDATE challenges SET status = 'verified', verified_at = $3, ended_at = $3 \
+                 WHERE key_digest = $1 AND tenant_id = $2 AND status = 'pending' AND expires_at > $3",
+                &[&key_digest, &tenant.as_str(), &now],
+            )?;
+            if let (1, Some(e)) = (n, event) {
+                integration::insert_event_in(tx, e)?;
+            }
+            Ok(n == 1)
+        })
     }
 
     fn challenge_owner(

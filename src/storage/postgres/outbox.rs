@@ -5,12 +5,14 @@
 use ::postgres::GenericClient;
 
 use super::conn::Db;
+use super::integration::insert_event_in;
 use super::quota::{
     count_send, lock_all, recipient_check, recipient_lock, tenant_check, tenant_lock,
 };
 use super::{insert_challenge, opt_u32, u32_at, PgStore};
 use crate::domain::keys::TenantId;
 use crate::domain::Millis;
+use crate::storage::integration::NewEvent;
 use crate::storage::{
     delivery_mode_from, ClaimRequest, NewChallenge, NewOutbox, OutboxJob, OutboxStats,
     QuotaRefusal, SendQuota, StoreError, Swept,
@@ -125,6 +127,7 @@ impl PgStore {
         key_digest: &[u8],
         attempts: u32,
         now: Millis,
+        event: Option<&NewEvent>,
     ) -> Result<(), StoreError> {
         self.tx(|tx| {
             // The outbox row first, as every settlement does (same lock order as `fail_in`
@@ -159,6 +162,9 @@ impl PgStore {
                     )?;
                 }
             }
+            if let Some(e) = event {
+                insert_event_in(tx, e)?;
+            }
             Ok(())
         })
     }
@@ -188,6 +194,7 @@ impl PgStore {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn do_failed(
         &self,
         key_digest: &[u8],
@@ -195,9 +202,10 @@ impl PgStore {
         reason: &str,
         maybe_delivered: bool,
         now: Millis,
+        event: Option<&NewEvent>,
     ) -> Result<(), StoreError> {
         self.tx(|tx| {
-            fail_in(
+            let settled = fail_in(
                 tx,
                 key_digest,
                 Some(attempts),
@@ -205,7 +213,11 @@ impl PgStore {
                 maybe_delivered,
                 true,
                 now,
-            )
+            )?;
+            if let (true, Some(e)) = (settled, event) {
+                insert_event_in(tx, e)?;
+            }
+            Ok(())
         })
     }
 
@@ -265,13 +277,13 @@ fn fail_in(
     maybe_delivered: bool,
     fail_code: bool,
     now: Millis,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let Some(row) = tx.query_opt(
         "DELETE FROM outbox WHERE key_digest = $1 RETURNING tenant_id, maybe_delivered, quota_at",
         &[&key_digest],
     )?
     else {
-        return Ok(());
+        return Ok(false);
     };
     let (tenant, maybe_before, quota_at): (String, bool, Option<Millis>) =
         (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
@@ -300,5 +312,5 @@ fn fail_in(
             )?;
         }
     }
-    Ok(())
+    Ok(true)
 }

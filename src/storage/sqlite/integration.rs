@@ -22,6 +22,17 @@ fn outcome_parts(o: EventOutcome, now: Millis) -> (&'static str, Millis) {
     }
 }
 
+/// Queue an event if the tenant's webhook subscribes to its type (inside the caller's
+/// transaction: the change it reports and the event commit together).
+pub(super) fn insert_event_in(tx: &rusqlite::Connection, e: &NewEvent) -> Result<bool, StoreError> {
+    Ok(tx.execute(
+        "INSERT INTO webhook_events (id, tenant_id, type, payload, created_at, due_at) \
+         SELECT ?1, ?2, ?3, ?4, ?5, ?5 WHERE EXISTS (SELECT 1 FROM webhooks w \
+           WHERE w.tenant_id = ?2 AND (?3 = 'webhook.test' OR (',' || w.events || ',') LIKE ('%,' || ?3 || ',%')))",
+        params![e.id, e.tenant_id.as_str(), e.kind, e.payload, e.created_at],
+    )? > 0)
+}
+
 impl SqliteStore {
     pub(super) fn do_put_webhook(
         &self,
@@ -115,14 +126,7 @@ impl SqliteStore {
 
     pub(super) fn do_insert_event(&self, e: &NewEvent) -> Result<bool, StoreError> {
         let e = e.clone();
-        self.writer.write(move |tx| {
-            Ok(tx.execute(
-                "INSERT INTO webhook_events (id, tenant_id, type, payload, created_at, due_at) \
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?5 WHERE EXISTS (SELECT 1 FROM webhooks w \
-                   WHERE w.tenant_id = ?2 AND (?3 = 'webhook.test' OR (',' || w.events || ',') LIKE ('%,' || ?3 || ',%')))",
-                params![e.id, e.tenant_id.as_str(), e.kind, e.payload, e.created_at],
-            )? > 0)
-        })
+        self.writer.write(move |tx| insert_event_in(tx, &e))
     }
 
     pub(super) fn do_claim_events(

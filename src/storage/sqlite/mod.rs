@@ -467,8 +467,14 @@ impl Store for SqliteStore {
         self.do_claim(c)
     }
 
-    fn outbox_sent(&self, key_digest: &[u8], attempts: u32, now: Millis) -> Result<(), StoreError> {
-        self.do_sent(key_digest, attempts, now)
+    fn outbox_sent(
+        &self,
+        key_digest: &[u8],
+        attempts: u32,
+        now: Millis,
+        event: Option<&NewEvent>,
+    ) -> Result<(), StoreError> {
+        self.do_sent(key_digest, attempts, now, event)
     }
 
     fn outbox_retry(
@@ -490,8 +496,9 @@ impl Store for SqliteStore {
         reason: &str,
         maybe_delivered: bool,
         now: Millis,
+        event: Option<&NewEvent>,
     ) -> Result<(), StoreError> {
-        self.do_failed(key_digest, attempts, reason, maybe_delivered, now)
+        self.do_failed(key_digest, attempts, reason, maybe_delivered, now, event)
     }
 
     fn outbox_sweep(&self, now: Millis) -> Result<Vec<Swept>, StoreError> {
@@ -1015,14 +1022,18 @@ impl Store for SqliteStore {
         tenant: &TenantId,
         key_digest: &[u8],
         now: Millis,
+        event: Option<&NewEvent>,
     ) -> Result<bool, StoreError> {
-        let (tenant, key_digest) = (tenant.clone(), key_digest.to_vec());
+        let (tenant, key_digest, event) = (tenant.clone(), key_digest.to_vec(), event.cloned());
         self.writer.write(move |conn| {
             let n = conn.execute(
                 "UPDATE challenges SET status = 'verified', verified_at = ?3, ended_at = ?3 \
                  WHERE key_digest = ?1 AND tenant_id = ?2 AND status = 'pending' AND expires_at > ?3",
                 params![key_digest, tenant.as_str(), now],
             )?;
+            if let (1, Some(e)) = (n, &event) {
+                integration::insert_event_in(conn, e)?;
+            }
             Ok(n == 1)
         })
     }

@@ -3,9 +3,11 @@
 
 use rusqlite::{params, OptionalExtension};
 
+use super::integration::insert_event_in;
 use super::{take_send_in, SqliteStore};
 use crate::domain::keys::TenantId;
 use crate::domain::Millis;
+use crate::storage::integration::NewEvent;
 use crate::storage::{
     delivery_mode_from, ClaimRequest, NewChallenge, NewOutbox, OutboxJob, OutboxStats,
     QuotaRefusal, SendQuota, StoreError, Swept,
@@ -154,8 +156,9 @@ impl SqliteStore {
         key_digest: &[u8],
         attempts: u32,
         now: Millis,
+        event: Option<&NewEvent>,
     ) -> Result<(), StoreError> {
-        let key_digest = key_digest.to_vec();
+        let (key_digest, event) = (key_digest.to_vec(), event.cloned());
         self.writer.write(move |tx| {
             let group: Option<(String, String, String, String, i64, String)> = tx
                 .query_row(
@@ -177,7 +180,10 @@ impl SqliteStore {
                     )?;
                 }
             }
-            tx.execute("DELETE FROM outbox WHERE key_digest = ?1", [&key_digest])?;
+            let settled = tx.execute("DELETE FROM outbox WHERE key_digest = ?1", [&key_digest])?;
+            if let (1, Some(e)) = (settled, &event) {
+                insert_event_in(tx, e)?;
+            }
             Ok(())
         })
     }
@@ -209,6 +215,7 @@ impl SqliteStore {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn do_failed(
         &self,
         key_digest: &[u8],
@@ -216,10 +223,11 @@ impl SqliteStore {
         reason: &str,
         maybe_delivered: bool,
         now: Millis,
+        event: Option<&NewEvent>,
     ) -> Result<(), StoreError> {
-        let (key_digest, reason) = (key_digest.to_vec(), reason.to_string());
+        let (key_digest, reason, event) = (key_digest.to_vec(), reason.to_string(), event.cloned());
         self.writer.write(move |tx| {
-            fail_in(
+            let settled = fail_in(
                 tx,
                 &key_digest,
                 Some(attempts),
@@ -227,7 +235,11 @@ impl SqliteStore {
                 maybe_delivered,
                 true,
                 now,
-            )
+            )?;
+            if let (true, Some(e)) = (settled, &event) {
+                insert_event_in(tx, e)?;
+            }
+            Ok(())
         })
     }
 
@@ -301,7 +313,7 @@ fn fail_in(
     maybe_delivered: bool,
     fail_code: bool,
     now: Millis,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let row: Option<(String, bool, Option<Millis>)> = tx
         .query_row(
             "SELECT tenant_id, maybe_delivered, quota_at FROM outbox WHERE key_digest = ?1",
@@ -334,6 +346,5 @@ fn fail_in(
             )?;
         }
     }
-    tx.execute("DELETE FROM outbox WHERE key_digest = ?1", [key_digest])?;
-    Ok(())
+    Ok(tx.execute("DELETE FROM outbox WHERE key_digest = ?1", [key_digest])? > 0)
 }
