@@ -786,3 +786,193 @@ async fn webhook_events_are_delivered_once_with_two_instances_sending() {
         .collect();
     assert_eq!(ids.len(), 20);
 }
+
+/// The local server's certificate, as the server names it (`ssl_cert_file`), if readable.
+fn server_certificate(url: &str) -> Option<String> {
+    let base = url.split('?').next().unwrap().to_string();
+    let path: String = pg_blocking(move || {
+        let mut c = postgres::Client::connect(&base, postgres::NoTls).unwrap();
+        c.query_one("SHOW ssl_cert_file", &[]).unwrap().get(0)
+    });
+    std::fs::read_to_string(&path).ok().map(|_| path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmode_verify_full_connects_when_the_servers_certificate_is_trusted() {
+    // Trust the local server's own (self-signed, `localhost`) certificate through
+    // database.tls_ca_file and name the server as its certificate does.
+    let base = postgres_base_url().unwrap();
+    let Some(cert) = server_certificate(&base) else {
+        eprintln!("SKIPPED: the PostgreSQL server's certificate file is not readable here");
+        return;
+    };
+    let app = spawn_app_with(move |s| {
+        s.database.url =
+            s.database.url.replace("@127.0.0.1:", "@localhost:") + "?sslmode=verify-full";
+        s.database.tls_ca_file = cert;
+    })
+    .await;
+    assert!(app.settings.database.url.contains("@localhost:"));
+    let (_, sk) = app.tenant().await;
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+    let (n, tls) = own_connections_tls(&app.settings.database.url);
+    assert!(n >= 1 && tls, "{n} connections, all TLS: {tls}");
+}
+
+/// Two `otpmint` processes on one fresh database with one master key; (processes, SMTP
+/// server, the directory they run in).
+async fn two_processes(
+    extra: &str,
+) -> (Vec<crate::binary::Running>, SmtpServer, tempfile::TempDir) {
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = test_settings(dir.path(), &smtp);
+    let master = otpmint::crypto::keyring::MasterKey::generate().to_base64();
+    let config = dir.path().join("shared.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nbind = \"127.0.0.1:0\"\n[database]\nurl = \"{}\"\n[crypto]\nmaster_key = \"{master}\"\n\
+             [admin]\ntoken = \"{ADMIN}\"\n[log]\nformat = \"json\"\n\
+             [smtp]\nallow_private_hosts = true\nallowed_ports = [{}]\nextra_root_certificates = [\"{}\"]\n{extra}",
+            settings.database.url,
+            smtp.port,
+            smtp.ca_path.display()
+        ),
+    )
+    .unwrap();
+    let mut running = Vec::new();
+    for _ in 0..2 {
+        let mut cmd = crate::binary::otpmint(dir.path());
+        cmd.arg("--config").arg(&config).arg("serve");
+        running.push(crate::binary::serve(cmd).expect("the instance starts"));
+    }
+    (running, smtp, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_keep_every_invariant() {
+    let (running, smtp, _dir) = two_processes(
+        "[limits]\nrecipient_max_sends = 3\nresend_cooldown_seconds = 0\nrecipient_max_failures = 0\nper_ip_per_second = 10000\nper_ip_burst = 10000\n",
+    )
+    .await;
+    let ports: Vec<u16> = running.iter().map(|r| r.port).collect();
+    let url = |i: usize, path: &str| format!("http://127.0.0.1:{}{path}", ports[i % 2]);
+    let client = reqwest::Client::new();
+    let r = client
+        .post(url(0, "/v1/tenants"))
+        .bearer_auth(ADMIN)
+        .json(
+            &json!({"name": "x", "smtp": {"host": "127.0.0.1", "port": smtp.port,
+            "username": crate::smtp::SMTP_USER, "password": crate::smtp::SMTP_PASS,
+            "from": "a@b.example", "tls": "starttls"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let t: Value = r.json().await.unwrap();
+    let (id, sk) = (
+        t["id"].as_str().unwrap().to_string(),
+        t["secret_key"].as_str().unwrap().to_string(),
+    );
+    let mint = |i: usize, email: &'static str| {
+        let (client, u, sk) = (client.clone(), url(i, "/v1/otp"), sk.clone());
+        async move {
+            client
+                .post(u)
+                .bearer_auth(&sk)
+                .json(&json!({"email": email}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let verify = |i: usize, key: String, otp: String| {
+        let (client, u, sk) = (client.clone(), url(i, "/v1/otp/verify"), sk.clone());
+        async move {
+            client
+                .post(u)
+                .bearer_auth(&sk)
+                .json(&json!({"shareable_key": key, "otp": otp}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+
+    // 20 parallel correct verifies over both processes: one 200.
+    let r = mint(0, "ada@example.com").await;
+    let key = r.json::<Value>().await.unwrap()["shareable_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let code = smtp.wait_for("ada@example.com", 1).await.code();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| tokio::spawn(verify(i, key.clone(), code.clone())))
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        if t.await.unwrap() == StatusCode::OK {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 1);
+
+    // 50 parallel wrong guesses over both: exactly max_attempts (5) evaluated.
+    let r = mint(1, "bob@example.com").await;
+    let key = r.json::<Value>().await.unwrap()["shareable_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let code = smtp.wait_for("bob@example.com", 1).await.code();
+    let tasks: Vec<_> = (0..50)
+        .map(|i| tokio::spawn(verify(i, key.clone(), wrong(&code))))
+        .collect();
+    let mut evaluated = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            StatusCode::UNPROCESSABLE_ENTITY => evaluated += 1,
+            StatusCode::GONE => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(evaluated, 5);
+    assert_eq!(verify(0, key, code).await, StatusCode::GONE);
+
+    // 30 parallel mints for one recipient over both, quota 3: three emails.
+    let tasks: Vec<_> = (0..30)
+        .map(|i| tokio::spawn(mint(i, "cy@example.com")))
+        .collect();
+    let mut created = 0;
+    for t in tasks {
+        match t.await.unwrap().status() {
+            StatusCode::CREATED => created += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(created, 3);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(smtp.count_to("cy@example.com"), 3);
+
+    // Disabled on one process: refused by the other a second later.
+    let r = client
+        .patch(url(0, &format!("/v1/tenants/{id}")))
+        .bearer_auth(ADMIN)
+        .json(&json!({"enabled": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let r = client
+        .get(url(1, "/v1/tenant"))
+        .bearer_auth(&sk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
