@@ -21,6 +21,26 @@ const LIST_KEYS: &[&str] = &[
     "webhooks.extra_root_certificates",
 ];
 
+/// An address or CIDR range: `10.0.0.0/8`, `::1`, `192.0.2.7`.
+pub fn parse_net(s: &str) -> Option<ipnet::IpNet> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
+/// A `log.level` value.
+pub fn parse_level(s: &str) -> Option<tracing::Level> {
+    match s.to_ascii_lowercase().as_str() {
+        "error" => Some(tracing::Level::ERROR),
+        "warn" => Some(tracing::Level::WARN),
+        "info" => Some(tracing::Level::INFO),
+        "debug" => Some(tracing::Level::DEBUG),
+        "trace" => Some(tracing::Level::TRACE),
+        _ => None,
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration error in {source_name}: {message}")]
@@ -355,7 +375,7 @@ impl Settings {
             .parse::<SocketAddr>()
             .map_err(|_| invalid("server.bind", "must be an address:port like 127.0.0.1:8080"))?;
         for p in &self.server.trusted_proxies {
-            crate::limits::parse_net(p).ok_or_else(|| {
+            parse_net(p).ok_or_else(|| {
                 invalid(
                     "server.trusted_proxies",
                     format!("`{p}` is not an IP address or CIDR range"),
@@ -445,7 +465,7 @@ impl Settings {
             1,
             20,
         )?;
-        crate::telemetry::parse_level(&self.log.level)
+        parse_level(&self.log.level)
             .ok_or_else(|| invalid("log.level", "must be error, warn, info, debug or trace"))?;
         let key_set = !self.crypto.master_key.expose_secret().is_empty();
         if key_set && self.crypto.master_key_file != DEFAULT_KEY_FILE {

@@ -1,6 +1,9 @@
-//! Client identity for limits: trusted-proxy aware client IP and CIDR parsing.
+//! Client identity for limits: the trusted-proxy aware client IP (the per-IP limiter that
+//! uses it is HTTP wiring: routes/governor.rs).
 
 use std::net::IpAddr;
+
+pub use crate::config::parse_net;
 
 /// Every `X-Forwarded-For` header line, in order, as one comma-separated list (a proxy may
 /// append its own line instead of extending the client's; API.md §6.23).
@@ -16,14 +19,6 @@ pub fn forwarded_for(headers: &actix_web::http::header::HeaderMap) -> Option<Str
         out.push_str(v);
     }
     (!out.is_empty()).then_some(out)
-}
-
-/// An address or CIDR range: `10.0.0.0/8`, `::1`, `192.0.2.7`.
-pub fn parse_net(s: &str) -> Option<ipnet::IpNet> {
-    let s = s.trim();
-    s.parse::<ipnet::IpNet>()
-        .ok()
-        .or_else(|| s.parse::<IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 /// The configured trusted proxies.
@@ -121,73 +116,4 @@ mod tests {
         assert!(parse_net("10.0.0.0/33").is_none());
         assert!(parse_net("nope").is_none());
     }
-}
-
-/// actix-governor key: the client IP as [`TrustedProxies::client_ip`] sees it.
-#[derive(Clone)]
-pub struct ClientIpKey(pub std::sync::Arc<TrustedProxies>);
-
-impl actix_governor::KeyExtractor for ClientIpKey {
-    type Key = IpAddr;
-    type KeyExtractionError = actix_governor::SimpleKeyExtractionError<&'static str>;
-
-    fn extract(
-        &self,
-        req: &actix_web::dev::ServiceRequest,
-    ) -> Result<IpAddr, Self::KeyExtractionError> {
-        let peer = req
-            .peer_addr()
-            .map(|a| a.ip())
-            .ok_or_else(|| actix_governor::SimpleKeyExtractionError::new("no peer address"))?;
-        let xff = forwarded_for(req.headers());
-        let xff = xff.as_deref();
-        // IPv6 clients are limited per /56, the smallest block a subscriber usually gets:
-        // rotating addresses inside one's own prefix buys nothing.
-        Ok(match self.0.client_ip(peer, xff) {
-            IpAddr::V6(v6) => {
-                IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & (u128::MAX << 72)))
-            }
-            v4 => v4,
-        })
-    }
-
-    fn exceed_rate_limit_response(
-        &self,
-        negative: &actix_governor::governor::NotUntil<
-            actix_governor::governor::clock::QuantaInstant,
-        >,
-        _response: actix_web::HttpResponseBuilder,
-    ) -> actix_web::HttpResponse {
-        use actix_governor::governor::clock::{Clock, DefaultClock};
-        use actix_web::ResponseError;
-        crate::metrics::inc(|m| &m.rate_limited, &["ip"]);
-        let wait = negative.wait_time_from(DefaultClock::default().now());
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        crate::routes::error::ApiError::IpLimited {
-            retry_after_secs: secs.max(1),
-        }
-        .error_response()
-    }
-}
-
-/// The per-IP limiter configuration for every route.
-pub type IpGovernor = actix_governor::GovernorConfig<
-    ClientIpKey,
-    actix_governor::governor::middleware::NoOpMiddleware<
-        actix_governor::governor::clock::QuantaInstant,
-    >,
->;
-
-/// The per-IP limiter for all routes; permissive (never limits) when
-/// `limits.per_ip_per_second = 0`.
-pub fn ip_governor(settings: &crate::config::Settings) -> Option<IpGovernor> {
-    let l = &settings.limits;
-    actix_governor::GovernorConfigBuilder::default()
-        .requests_per_second(u64::from(l.per_ip_per_second.max(1)))
-        .burst_size(l.per_ip_burst.max(1))
-        .permissive(l.per_ip_per_second == 0)
-        .key_extractor(ClientIpKey(std::sync::Arc::new(TrustedProxies::parse(
-            &settings.server.trusted_proxies,
-        ))))
-        .finish()
 }

@@ -312,7 +312,7 @@ impl Application {
             services: services.clone(),
         });
         // One limiter state shared by every worker.
-        let governor = crate::limits::ip_governor(&services.settings.load())
+        let governor = crate::routes::governor::ip_governor(&services.settings.load())
             .ok_or_else(|| StartupError::Other("invalid per-IP limit settings".into()))?;
         let mut server = HttpServer::new(move || app(state.clone(), governor.clone()))
             .shutdown_timeout(grace)

@@ -3,6 +3,7 @@
 
 use tracing_subscriber::{fmt, EnvFilter};
 
+pub use crate::config::parse_level;
 use crate::config::{LogFormat, LogSettings};
 
 /// Targets muted at every level: lettre logs SMTP commands and bodies (AUTH, codes).
@@ -16,17 +17,6 @@ const MUTED: &[&str] = &[
     "h2",
     "refinery_core",
 ];
-
-pub fn parse_level(s: &str) -> Option<tracing::Level> {
-    match s.to_ascii_lowercase().as_str() {
-        "error" => Some(tracing::Level::ERROR),
-        "warn" => Some(tracing::Level::WARN),
-        "info" => Some(tracing::Level::INFO),
-        "debug" => Some(tracing::Level::DEBUG),
-        "trace" => Some(tracing::Level::TRACE),
-        _ => None,
-    }
-}
 
 pub fn filter(level: &str) -> EnvFilter {
     let mut directives = level.to_ascii_lowercase();

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
+use argon2::password_hash;
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
 use base64::Engine;
@@ -137,14 +138,7 @@ impl Hasher {
         let code = SecretString::from(code.to_string());
         self.run(slot, move |mem| {
             let out = compute(&pepper, &params, code.expose_secret(), &salt, mem)?;
-            Ok(format!(
-                "$argon2id$v=19$m={},t={},p={}${}${}",
-                params.m_cost(),
-                params.t_cost(),
-                params.p_cost(),
-                B64.encode(salt),
-                B64.encode(out)
-            ))
+            phc_string(&params, &salt, &out)
         })
         .await
     }
@@ -275,40 +269,76 @@ fn compute(
     Ok(out)
 }
 
-fn parse_phc(phc: &str) -> Result<(Params, Vec<u8>, Vec<u8>), HashError> {
-    let bad = || HashError::Internal("stored hash is malformed".into());
-    let parts: Vec<&str> = phc.split('$').collect();
-    let ["", "argon2id", "v=19", params, salt, hash] = parts.as_slice() else {
-        return Err(bad());
+/// The PHC string of a hash (password-hash's encoding: `$argon2id$v=19$m=…,t=…,p=…$salt$hash`).
+fn phc_string(params: &Params, salt: &[u8], out: &[u8]) -> Result<String, HashError> {
+    let err = |e: password_hash::Error| HashError::Internal(e.to_string());
+    let salt = password_hash::SaltString::encode_b64(salt).map_err(err)?;
+    let hash = password_hash::PasswordHash {
+        algorithm: argon2::ARGON2ID_IDENT,
+        version: Some(Version::V0x13.into()),
+        params: password_hash::ParamsString::try_from(params).map_err(err)?,
+        salt: Some(salt.as_salt()),
+        hash: Some(password_hash::Output::new(out).map_err(err)?),
     };
-    let mut m = None;
-    let mut t = None;
-    let mut p = None;
-    for kv in params.split(',') {
-        let (k, v) = kv.split_once('=').ok_or_else(bad)?;
-        let v: u32 = v.parse().map_err(|_| bad())?;
-        match k {
-            "m" => m = Some(v),
-            "t" => t = Some(v),
-            "p" => p = Some(v),
-            _ => return Err(bad()),
-        }
+    Ok(hash.to_string())
+}
+
+/// Parameters, salt and hash of a stored PHC string (argon2id, version 19 only).
+fn parse_phc(phc: &str) -> Result<(Params, Vec<u8>, Vec<u8>), HashError> {
+    let bad = |_| HashError::Internal("stored hash is malformed".into());
+    let h = password_hash::PasswordHash::new(phc).map_err(bad)?;
+    if h.algorithm != argon2::ARGON2ID_IDENT || h.version != Some(Version::V0x13.into()) {
+        return Err(bad(password_hash::Error::Algorithm));
     }
-    let params = Params::new(
-        m.ok_or_else(bad)?,
-        t.ok_or_else(bad)?,
-        p.ok_or_else(bad)?,
-        Some(OUTPUT_LEN),
-    )
-    .map_err(|_| bad())?;
-    let salt = B64.decode(salt).map_err(|_| bad())?;
-    let hash = B64.decode(hash).map_err(|_| bad())?;
+    let params = Params::try_from(&h).map_err(bad)?;
+    let mut buf = [0u8; password_hash::Salt::MAX_LENGTH];
+    let salt = h
+        .salt
+        .ok_or(password_hash::Error::SaltInvalid(
+            password_hash::errors::InvalidValue::Malformed,
+        ))
+        .and_then(|s| s.decode_b64(&mut buf).map(<[u8]>::to_vec))
+        .map_err(bad)?;
+    let hash = h
+        .hash
+        .ok_or(password_hash::Error::OutputSize {
+            provided: std::cmp::Ordering::Less,
+            expected: OUTPUT_LEN,
+        })
+        .map_err(bad)?
+        .as_bytes()
+        .to_vec();
     Ok((params, salt, hash))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn phc_strings_round_trip_in_the_format_stored_before() {
+        let params = Params::new(4096, 1, 1, Some(OUTPUT_LEN)).unwrap();
+        let (salt, out) = ([7u8; SALT_LEN], [9u8; OUTPUT_LEN]);
+        let phc = phc_string(&params, &salt, &out).unwrap();
+        // The format the hand-written encoder produced (rows stored before must parse).
+        let before = format!(
+            "$argon2id$v=19$m=4096,t=1,p=1${}${}",
+            B64.encode(salt),
+            B64.encode(out)
+        );
+        assert_eq!(phc, before);
+        let (p, s, h) = parse_phc(&before).unwrap();
+        assert_eq!((p.m_cost(), p.t_cost(), p.p_cost()), (4096, 1, 1));
+        assert_eq!((s.as_slice(), h.as_slice()), (&salt[..], &out[..]));
+        for bad in [
+            "",
+            "$argon2i$v=19$m=8,t=1,p=1$AAAAAAAAAAA$AAAAAAAAAAA",
+            "$argon2id$v=16$m=8,t=1,p=1$AAAA$AAAA",
+            "$argon2id$v=19$m=8,t=1,p=1",
+        ] {
+            assert!(parse_phc(bad).is_err(), "{bad}");
+        }
+    }
 
     fn settings(max_queue: usize) -> HashingSettings {
         HashingSettings {

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod compat;
 pub mod dto;
 pub mod error;
+pub mod governor;
 pub mod openapi;
 pub mod templates;
 pub mod v1;
@@ -217,7 +218,7 @@ async fn compat_limit_body(
 /// The whole app for one worker.
 pub fn app(
     state: web::Data<AppState>,
-    governor: crate::limits::IpGovernor,
+    governor: crate::routes::governor::IpGovernor,
 ) -> actix_web::App<
     impl actix_web::dev::ServiceFactory<
         ServiceRequest,
