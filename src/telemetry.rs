@@ -42,7 +42,7 @@ pub fn init(settings: &LogSettings) {
                 fmt::layer()
                     .json()
                     .flatten_event(true)
-                    .with_current_span(false)
+                    .with_current_span(true)
                     .with_span_list(false)
                     .with_writer(std::io::stderr),
             )

@@ -195,7 +195,9 @@ impl Hasher {
     ) -> Result<T, HashError> {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let inner = Arc::clone(&self.inner);
+        let span = tracing::Span::current();
         let job: Job = Box::new(move |mem| {
+            let _span = span.entered();
             let _slot = slot;
             inner.waiting.fetch_sub(1, Ordering::Relaxed);
             let started = std::time::Instant::now();

@@ -86,7 +86,10 @@ async fn observe(
     req.extensions_mut().insert(RequestId(id.clone()));
     req.extensions_mut().insert(RequestStart(start));
     let method = req.method().to_string();
-    let mut res = next.call(req).await?;
+    // Every line logged while this request is handled — on async workers, the blocking pool
+    // or a hashing thread — carries its id.
+    let span = tracing::info_span!("request", request_id = %id);
+    let mut res = tracing::Instrument::instrument(next.call(req), span).await?;
     let route = res
         .request()
         .match_pattern()

@@ -444,25 +444,29 @@ pub async fn mint(
     // away mid-mint cannot leave the key claimed with a message sent and no answer kept.
     let services = st.services.clone();
     let tenant = t.0.clone();
-    let task = tokio::spawn(async move {
-        let (status, body, err) = match services.mint(&tenant, m, &ctx).await {
-            Ok(minted) => {
-                let (status, out) = mint_out(&minted);
-                let body = serde_json::to_vec(&out).unwrap_or_default();
-                (status.as_u16(), web::Bytes::from(body), None)
-            }
-            Err(e) => {
-                let e = ApiError::from(e);
-                let resp = actix_web::ResponseError::error_response(&e);
-                let status = resp.status().as_u16();
-                let body = actix_web::body::MessageBody::try_into_bytes(resp.into_body())
-                    .unwrap_or_default();
-                (status, body, Some(e))
-            }
-        };
-        services.idem_end(ticket, status, &body).await;
-        (status, body, err)
-    });
+    let span = tracing::Span::current();
+    let task = tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            let (status, body, err) = match services.mint(&tenant, m, &ctx).await {
+                Ok(minted) => {
+                    let (status, out) = mint_out(&minted);
+                    let body = serde_json::to_vec(&out).unwrap_or_default();
+                    (status.as_u16(), web::Bytes::from(body), None)
+                }
+                Err(e) => {
+                    let e = ApiError::from(e);
+                    let resp = actix_web::ResponseError::error_response(&e);
+                    let status = resp.status().as_u16();
+                    let body = actix_web::body::MessageBody::try_into_bytes(resp.into_body())
+                        .unwrap_or_default();
+                    (status, body, Some(e))
+                }
+            };
+            services.idem_end(ticket, status, &body).await;
+            (status, body, err)
+        },
+        span,
+    ));
     let (status, body, err) = task
         .await
         .map_err(|e| ServiceError::Internal(format!("mint task failed: {e}")))?;

@@ -156,7 +156,8 @@ impl Services {
         F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
     {
         let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || f(store.as_ref()))
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(|| f(store.as_ref())))
             .await
             .map_err(|e| ServiceError::Internal(format!("blocking task failed: {e}")))?
             .map_err(ServiceError::from)

@@ -267,6 +267,7 @@ async fn cli_manages_tenants_and_logs_never_show_secrets() {
     let r = client
         .post(format!("{base}/v1/otp"))
         .bearer_auth(&sk)
+        .header("X-Request-Id", "mint-req-42")
         .json(&json!({"email": "ada@example.com"}))
         .send()
         .await
@@ -326,6 +327,12 @@ async fn cli_manages_tenants_and_logs_never_show_secrets() {
         "access log lines are there: {log}"
     );
     assert!(log.contains("a***@example.com"), "recipients are masked");
+    // Lines logged by the work a request did carry its id (here: the delivery of the mint).
+    assert!(
+        log.lines()
+            .any(|l| l.contains("code sent") && l.contains("mint-req-42")),
+        "the delivery line names its request: {log}"
+    );
     use base64::Engine;
     let auth_plain =
         base64::engine::general_purpose::STANDARD.encode(format!("\0{SMTP_USER}\0{SMTP_PASS}"));

@@ -1357,3 +1357,24 @@ fn export_table(
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn a_panicking_write_fails_its_batch_and_the_writer_lives_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("w.db"), 2).unwrap();
+        let r: Result<(), StoreError> = store.writer.write(|_| panic!("a bug in one write"));
+        assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+        // The next write commits: the writer thread survived.
+        store.write_probe().unwrap();
+        let n: i64 = store
+            .writer
+            .write(|c| Ok(c.query_row("SELECT 41 + 1", [], |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(n, 42);
+    }
+}
