@@ -1,11 +1,13 @@
 //! HTTP only: the whole route table in one place, plus request ids and access logs.
 
 pub mod auth;
+pub mod codes;
 pub mod compat;
 pub mod dto;
 pub mod error;
 pub mod governor;
 pub mod openapi;
+pub mod ops;
 pub mod templates;
 pub mod v1;
 pub mod webhooks;
@@ -132,10 +134,10 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
 pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
     let r =
         |path: &str| web::resource(path.to_string()).default_service(web::to(method_not_allowed));
-    cfg.service(r("/healthz").route(web::get().to(v1::healthz)))
-        .service(r("/readyz").route(web::get().to(v1::readyz)))
-        .service(r("/metrics").route(web::get().to(v1::metrics)))
-        .service(r("/openapi.json").route(web::get().to(v1::openapi)))
+    cfg.service(r("/healthz").route(web::get().to(ops::healthz)))
+        .service(r("/readyz").route(web::get().to(ops::readyz)))
+        .service(r("/metrics").route(web::get().to(ops::metrics)))
+        .service(r("/openapi.json").route(web::get().to(ops::openapi)))
         .service(
             r("/v1/tenants")
                 .route(web::post().to(v1::create_tenant))
@@ -162,7 +164,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
                 .route(web::get().to(v1::get_self))
                 .route(web::patch().to(v1::patch_self)),
         )
-        .service(r("/v1/tenant/audit").route(web::get().to(v1::audit)))
+        .service(r("/v1/tenant/audit").route(web::get().to(codes::audit)))
         .service(
             r("/v1/tenant/webhook")
                 .route(web::put().to(webhooks::put))
@@ -181,12 +183,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
                 .route(web::put().to(templates::put_own))
                 .route(web::delete().to(templates::delete_own)),
         )
-        .service(r("/v1/otp").route(web::post().to(v1::mint)))
-        .service(r("/v1/otp/verify").route(web::post().to(v1::verify)))
+        .service(r("/v1/otp").route(web::post().to(codes::mint)))
+        .service(r("/v1/otp/verify").route(web::post().to(codes::verify)))
         .service(
             r("/v1/otp/{key}")
-                .route(web::get().to(v1::otp_status))
-                .route(web::delete().to(v1::otp_cancel)),
+                .route(web::get().to(codes::otp_status))
+                .route(web::delete().to(codes::otp_cancel)),
         );
     if compat {
         cfg.service(r("/reg_secretkey").route(web::post().to(compat::reg_secretkey)))

@@ -4,7 +4,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::dto::*;
-use super::{templates, v1, webhooks};
+use super::{codes, ops, templates, v1, webhooks};
 
 struct Security;
 
@@ -34,8 +34,9 @@ impl Modify for Security {
     ),
     paths(
         v1::create_tenant, v1::list_tenants, v1::get_tenant, v1::patch_tenant, v1::delete_tenant,
-        v1::rotate_secret, v1::get_self, v1::patch_self, v1::audit, v1::mint, v1::verify,
-        v1::otp_status, v1::otp_cancel, v1::healthz, v1::readyz, v1::metrics,
+        v1::rotate_secret, v1::get_self, v1::patch_self, codes::audit, codes::mint,
+        codes::verify, codes::otp_status, codes::otp_cancel, ops::healthz, ops::readyz,
+        ops::metrics,
         templates::list_own, templates::put_own, templates::delete_own, templates::preview_own,
         templates::list_for, templates::put_for, templates::delete_for, templates::preview_for,
         webhooks::put, webhooks::get, webhooks::delete, webhooks::rotate_secret, webhooks::test,

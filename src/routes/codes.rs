@@ -1,0 +1,327 @@
+//! Code routes of `/v1`: mint (with `Idempotency-Key`), verify, status, cancel, and the
+//! tenant's audit. Each handler carries its OpenAPI description.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::auth::{json_body, json_bytes, parse_json, TenantAuth};
+use super::dto::*;
+use super::error::ApiError;
+use super::v1::{json, no_store, parse_delivery, parse_locale};
+use super::AppState;
+use crate::clock::rfc3339;
+use crate::domain::delivery::DeliveryMode;
+use crate::domain::email::RecipientEmail;
+use crate::domain::keys::Flavor;
+use crate::service::idempotency::{fingerprint, kept, valid_key, IdemStart};
+use crate::service::otp::{MintRequest, Minted, Purpose};
+use crate::service::ServiceError;
+
+type ApiResult = Result<HttpResponse, ApiError>;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MintBody {
+    email: String,
+    purpose: Option<String>,
+    locale: Option<String>,
+    /// `sync` or `async`; default: the tenant's `delivery`
+    delivery: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyBody {
+    shareable_key: String,
+    otp: String,
+}
+
+#[utoipa::path(post, path = "/v1/otp", tag = "codes",
+    description = "Mint a code, email it through the tenant's SMTP server, return its handle once the server accepted the message. With an `Idempotency-Key` header (1–255 visible ASCII characters, kept 24 h per tenant), a repeat with the same body gets the first 201/202/502 answer again with `Idempotent-Replayed: true`, and nothing is sent or counted.",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters")),
+    request_body = MintBody,
+    responses(
+        (status = 201, description = "Sent (sync delivery): the relay accepted the message", body = MintOut),
+        (status = 202, description = "Queued (async delivery): the code and its message are stored; a sender delivers it", body = MintOut),
+        (status = 400, description = "invalid_request, invalid_email", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "idempotency_key_in_use: the first request with this key is still running", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "idempotency_key_mismatch: the key was used with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "delivery_failed with reason; no code exists that could verify", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "overloaded or unavailable (Retry-After); nothing was stored or sent", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn mint(
+    t: TenantAuth,
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    payload: web::Payload,
+) -> ApiResult {
+    let mut keys = req.headers().get_all(IDEMPOTENCY_KEY);
+    let idem_key = match (keys.next(), keys.next()) {
+        (None, _) => None,
+        (Some(v), None) => match v.to_str() {
+            Ok(k) if valid_key(k) => Some(k.to_string()),
+            _ => return Err(bad_idempotency_key()),
+        },
+        (Some(_), Some(_)) => return Err(bad_idempotency_key()),
+    };
+    let bytes = json_bytes(&req, payload).await?;
+    let b: MintBody = parse_json(&bytes)?;
+    // A request that does not parse is answered before a key is claimed (such answers are
+    // not kept anyway).
+    let m = mint_request(b)?;
+    let ctx = super::request_context(&req, &st);
+    let Some(key) = idem_key else {
+        let minted = st.services.mint(&t.0, m, &ctx).await?;
+        let (status, out) = mint_out(&minted);
+        return Ok(json(no_store(HttpResponse::build(status)), &out));
+    };
+    let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let ticket = match st
+        .services
+        .idem_begin(&t.0.id, &key, fingerprint(&value))
+        .await?
+    {
+        IdemStart::Replay { status, body } => return Ok(answer(status, body.into(), true)),
+        IdemStart::Proceed(ticket) => ticket,
+    };
+    // The mint and the record of its answer run on a task of their own: a client that goes
+    // away mid-mint cannot leave the key claimed with a message sent and no answer kept.
+    let services = st.services.clone();
+    let tenant = t.0.clone();
+    let span = tracing::Span::current();
+    let task = tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            let (status, body, err) = match services.mint(&tenant, m, &ctx).await {
+                Ok(minted) => {
+                    let (status, out) = mint_out(&minted);
+                    let body = serde_json::to_vec(&out).unwrap_or_default();
+                    (status.as_u16(), web::Bytes::from(body), None)
+                }
+                Err(e) => {
+                    let e = ApiError::from(e);
+                    let resp = actix_web::ResponseError::error_response(&e);
+                    let status = resp.status().as_u16();
+                    let body = actix_web::body::MessageBody::try_into_bytes(resp.into_body())
+                        .unwrap_or_default();
+                    (status, body, Some(e))
+                }
+            };
+            services.idem_end(ticket, status, &body).await;
+            (status, body, err)
+        },
+        span,
+    ));
+    let (status, body, err) = task
+        .await
+        .map_err(|e| ServiceError::Internal(format!("mint task failed: {e}")))?;
+    match err {
+        // Not kept: the error as it is (with its own headers, e.g. Retry-After).
+        Some(e) if !kept(status) => Err(e),
+        _ => Ok(answer(status, body, false)),
+    }
+}
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+fn bad_idempotency_key() -> ApiError {
+    ServiceError::field(
+        "Idempotency-Key",
+        "must be one header of 1 to 255 visible ASCII characters",
+    )
+    .into()
+}
+
+/// A kept answer (first time or again).
+fn answer(status: u16, body: web::Bytes, replayed: bool) -> HttpResponse {
+    let status =
+        actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::OK);
+    let content_type = if status.is_success() {
+        "application/json; charset=utf-8"
+    } else {
+        "application/problem+json"
+    };
+    let mut b = HttpResponse::build(status);
+    b.content_type(content_type)
+        .insert_header((header::CACHE_CONTROL, "no-store"));
+    if replayed {
+        b.insert_header(("Idempotent-Replayed", "true"));
+    }
+    b.body(body)
+}
+
+fn mint_request(b: MintBody) -> Result<MintRequest, ApiError> {
+    let email =
+        RecipientEmail::parse(&b.email).map_err(|e| ServiceError::InvalidEmail(e.to_string()))?;
+    Ok(MintRequest {
+        email,
+        purpose: Purpose::parse(b.purpose.as_deref())?,
+        flavor: Flavor::Native,
+        delivery: parse_delivery(b.delivery.as_deref())?,
+        locale: parse_locale(b.locale.as_deref(), "locale")?,
+    })
+}
+
+fn mint_out(m: &Minted) -> (actix_web::http::StatusCode, MintOut) {
+    let (status, delivery) = match m.delivery {
+        DeliveryMode::Sync => (actix_web::http::StatusCode::CREATED, "sent"),
+        DeliveryMode::Async => (actix_web::http::StatusCode::ACCEPTED, "queued"),
+    };
+    (
+        status,
+        MintOut {
+            shareable_key: m.key.expose().to_string(),
+            expires_at: rfc3339(m.expires_at),
+            ttl_seconds: m.policy.ttl_seconds,
+            code_length: m.policy.code_length,
+            max_attempts: m.policy.max_attempts,
+            delivery: delivery.into(),
+            locale: m.locale.as_str().to_string(),
+        },
+    )
+}
+
+#[utoipa::path(post, path = "/v1/otp/verify", tag = "codes",
+    description = "Check a code. At most max_attempts guesses are ever evaluated per key, at most one verify succeeds, and a code never verifies after expires_at.",
+    request_body = VerifyBody,
+    responses(
+        (status = 200, description = "Verified; the code is now used", body = VerifyOut),
+        (status = 400, description = "invalid_request: otp is not ASCII digits of the code's length (no attempt used)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "otp_not_found: unknown, malformed, another tenant's or purged key", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "otp_expired, otp_used, otp_superseded, otp_cancelled, otp_failed, attempts_exhausted", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "otp_mismatch with attempts_remaining", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited: the recipient's failure budget is spent", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "overloaded", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn verify(
+    t: TenantAuth,
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    payload: web::Payload,
+) -> ApiResult {
+    let b: VerifyBody = json_body(&req, payload).await?;
+    let ctx = super::request_context(&req, &st);
+    let v = st
+        .services
+        .verify(
+            &t.0.id,
+            Some(&t.0.webhook_events),
+            &b.shareable_key,
+            &b.otp,
+            Flavor::Native,
+            &ctx,
+        )
+        .await?;
+    Ok(json(
+        HttpResponse::Ok(),
+        &VerifyOut {
+            verified: true,
+            email: v.email,
+            purpose: v.purpose,
+            verified_at: rfc3339(v.verified_at),
+        },
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/otp/{key}", tag = "codes",
+    description = "A code's state; kept for at least otp.retention_seconds after it ends, then 404.",
+    params(("key" = String, Path, description = "Shareable key, `otp_…`")),
+    responses(
+        (status = 200, description = "The code's state", body = StatusOut),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "otp_not_found", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn otp_status(
+    t: TenantAuth,
+    st: web::Data<AppState>,
+    key: web::Path<String>,
+) -> ApiResult {
+    let v = st
+        .services
+        .otp_status(&t.0.id, &key, Flavor::Native)
+        .await?;
+    Ok(json(
+        HttpResponse::Ok(),
+        &StatusOut::new(&v, st.services.now()),
+    ))
+}
+
+#[utoipa::path(delete, path = "/v1/otp/{key}", tag = "codes",
+    description = "Cancel a pending code.",
+    params(("key" = String, Path, description = "Shareable key")),
+    responses(
+        (status = 204, description = "Cancelled"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "otp_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "the code had already ended (its state's code)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn otp_cancel(
+    t: TenantAuth,
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    key: web::Path<String>,
+) -> ApiResult {
+    let ctx = super::request_context(&req, &st);
+    st.services
+        .cancel(
+            &t.0.id,
+            Some(&t.0.webhook_events),
+            &key,
+            Flavor::Native,
+            &ctx,
+        )
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// 1–200, default 50
+    limit: Option<u32>,
+    /// Only events with a smaller id (the previous page's `next_before`)
+    before: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/v1/tenant/audit", tag = "self-service",
+    description = "The calling tenant's own events (mint, verify, cancel), newest first.",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "A page of events", body = AuditPageOut),
+        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn audit(t: TenantAuth, st: web::Data<AppState>, q: web::Query<AuditQuery>) -> ApiResult {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ServiceError::field("limit", "must be between 1 and 200").into());
+    }
+    let before = q.before;
+    let tid = t.0.id.clone();
+    st.services.audit.flush().await;
+    let events = st
+        .services
+        .db(move |s| s.audit_page(&tid, before, limit))
+        .await?;
+    let next_before = (events.len() == limit as usize)
+        .then(|| events.last().map(|e| e.id))
+        .flatten();
+    Ok(json(
+        HttpResponse::Ok(),
+        &AuditPageOut {
+            events: events.iter().map(AuditEventOut::from).collect(),
+            next_before,
+        },
+    ))
+}
