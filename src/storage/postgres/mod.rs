@@ -6,10 +6,14 @@
 //! the quotas, the failure budget and a group's sequence numbers, unique indexes and
 //! `ON CONFLICT` for secrets and keys, `FOR UPDATE SKIP LOCKED` for outbox work.
 
+mod codes;
 mod conn;
 mod integration;
+mod keyring;
 mod outbox;
 mod quota;
+mod records;
+mod tenants;
 mod tls;
 
 use std::time::Duration;
@@ -331,21 +335,7 @@ impl Store for PgStore {
     }
 
     fn keyring(&self) -> Result<Vec<WrappedKey>, StoreError> {
-        let rows = self.conn()?.db().query(
-            "SELECT kind, version, wrapped, kek_id, active FROM keyring ORDER BY kind, version",
-            &[],
-        )?;
-        rows.iter()
-            .map(|r| {
-                Ok(WrappedKey {
-                    kind: r.try_get(0)?,
-                    version: u32_at(r, 1)?,
-                    wrapped: r.try_get(2)?,
-                    kek_id: r.try_get(3)?,
-                    active: r.try_get(4)?,
-                })
-            })
-            .collect()
+        self.do_keyring()
     }
 
     fn init_keyring(
@@ -353,23 +343,7 @@ impl Store for PgStore {
         rows: &[WrappedKey],
         now: Millis,
     ) -> Result<Vec<WrappedKey>, StoreError> {
-        // One instance makes the keyring; the others, waiting on the lock, find it made.
-        self.tx(|tx| {
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&KEYRING_LOCK])?;
-            let existing: i64 = tx
-                .query_one("SELECT COUNT(*) FROM keyring", &[])?
-                .try_get(0)?;
-            if existing == 0 {
-                for k in rows {
-                    tx.execute(
-                        "INSERT INTO keyring (kind, version, wrapped, kek_id, active, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                        &[&k.kind, &i64::from(k.version), &k.wrapped, &k.kek_id, &k.active, &now],
-                    )?;
-                }
-            }
-            Ok(())
-        })?;
-        self.keyring()
+        self.do_init_keyring(rows, now)
     }
 
     fn rewrap_key(
@@ -380,45 +354,23 @@ impl Store for PgStore {
         kek_id: &str,
         old_kek_id: &str,
     ) -> Result<bool, StoreError> {
-        let n = self.conn()?.db().execute(
-            "UPDATE keyring SET wrapped = $3, kek_id = $4 WHERE kind = $1 AND version = $2 AND kek_id = $5",
-            &[&kind, &i64::from(version), &wrapped, &kek_id, &old_kek_id],
-        )?;
-        Ok(n == 1)
+        self.do_rewrap_key(kind, version, wrapped, kek_id, old_kek_id)
     }
 
     fn add_data_key(&self, row: &WrappedKey, now: Millis) -> Result<(), StoreError> {
-        // The primary key (kind, version) refuses a version another rotation took first.
-        self.tx(|tx| {
-            tx.execute("UPDATE keyring SET active = FALSE WHERE kind = $1", &[&row.kind])?;
-            tx.execute(
-                "INSERT INTO keyring (kind, version, wrapped, kek_id, active, created_at) VALUES ($1, $2, $3, $4, TRUE, $5)",
-                &[&row.kind, &i64::from(row.version), &row.wrapped, &row.kek_id, &now],
-            )?;
-            Ok(())
-        })
+        self.do_add_data_key(row, now)
     }
 
     fn set_smtp_password(&self, id: &TenantId, old: &[u8], new: &[u8]) -> Result<bool, StoreError> {
-        let n = self.conn()?.db().execute(
-            "UPDATE tenants SET smtp_password = $3 WHERE id = $1 AND smtp_password = $2",
-            &[&id.as_str(), &old, &new],
-        )?;
-        Ok(n == 1)
+        self.do_set_smtp_password(id, old, new)
     }
 
     fn backup_to(&self, _path: &std::path::Path) -> Result<(), StoreError> {
-        Err(StoreError::Unsupported(
-            "`otpmint backup` copies a SQLite database; back up PostgreSQL with pg_dump",
-        ))
+        self.do_backup_to(_path)
     }
 
     fn has_data(&self) -> Result<bool, StoreError> {
-        let row = self.conn()?.db().query_one(
-            "SELECT EXISTS(SELECT 1 FROM keyring) OR EXISTS(SELECT 1 FROM tenants)",
-            &[],
-        )?;
-        Ok(row.try_get(0)?)
+        self.do_has_data()
     }
 
     fn insert_tenant(
@@ -427,34 +379,15 @@ impl Store for PgStore {
         secret_digest: &[u8],
         now: Millis,
     ) -> Result<(), StoreError> {
-        self.tx(|tx| {
-            if insert_tenant_row(tx, t, secret_digest, now)? {
-                Ok(())
-            } else {
-                Err(StoreError::Conflict("secret key already registered"))
-            }
-        })
+        self.do_insert_tenant(t, secret_digest, now)
     }
 
     fn tenant(&self, id: &TenantId) -> Result<Option<TenantRow>, StoreError> {
-        self.query_opt(
-            &format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = $1"),
-            &[&id.as_str()],
-        )?
-        .map(|r| tenant_from_row(&r))
-        .transpose()
+        self.do_tenant(id)
     }
 
     fn tenants(&self) -> Result<Vec<TenantRow>, StoreError> {
-        self.conn()?
-            .db()
-            .query(
-                &format!("SELECT {TENANT_COLS} FROM tenants t ORDER BY t.created_at, t.id"),
-                &[],
-            )?
-            .iter()
-            .map(tenant_from_row)
-            .collect()
+        self.do_tenants()
     }
 
     fn update_tenant(
@@ -463,124 +396,23 @@ impl Store for PgStore {
         c: &TenantChanges,
         now: Millis,
     ) -> Result<Option<TenantRow>, StoreError> {
-        let id = id.as_str();
-        self.tx(|tx| {
-            // Locks the row for the rest of the change, and says whether it exists.
-            if tx.execute(
-                "UPDATE tenants SET updated_at = $2 WHERE id = $1",
-                &[&id, &now],
-            )? == 0
-            {
-                return Ok(None);
-            }
-            if let Some(name) = &c.name {
-                tx.execute("UPDATE tenants SET name = $2 WHERE id = $1", &[&id, name])?;
-            }
-            if let Some(enabled) = c.enabled {
-                tx.execute(
-                    "UPDATE tenants SET enabled = $2 WHERE id = $1",
-                    &[&id, &enabled],
-                )?;
-            }
-            if let Some(s) = &c.smtp {
-                tx.execute(
-                    "UPDATE tenants SET smtp_host = $2, smtp_port = $3, smtp_username = $4, smtp_password = $5, \
-                     smtp_from = $6, smtp_tls = $7, smtp_max_connections = $8, smtp_version = smtp_version + 1 WHERE id = $1",
-                    &[&id, &s.host, &i64::from(s.port), &s.username, &s.password, &s.from, &s.tls, &i64::from(s.max_connections)],
-                )?;
-            }
-            if let Some(d) = c.delivery {
-                tx.execute(
-                    "UPDATE tenants SET delivery = $2 WHERE id = $1",
-                    &[&id, &d.as_str()],
-                )?;
-            }
-            if let Some(p) = &c.policy {
-                tx.execute(
-                    "UPDATE tenants SET code_length = $2, ttl_seconds = $3, max_attempts = $4 WHERE id = $1",
-                    &[&id, &i64::from(p.code_length), &i64::from(p.ttl_seconds), &i64::from(p.max_attempts)],
-                )?;
-            }
-            if let Some(l) = &c.default_locale {
-                tx.execute(
-                    "UPDATE tenants SET default_locale = $2 WHERE id = $1",
-                    &[&id, l],
-                )?;
-            }
-            let row = tx.query_one(
-                &format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = $1"),
-                &[&id],
-            )?;
-            Ok(Some(tenant_from_row(&row)?))
-        })
+        self.do_update_tenant(id, c, now)
     }
 
     fn delete_tenant(&self, id: &TenantId) -> Result<bool, StoreError> {
-        Ok(self
-            .conn()?
-            .db()
-            .execute("DELETE FROM tenants WHERE id = $1", &[&id.as_str()])?
-            > 0)
+        self.do_delete_tenant(id)
     }
 
     fn templates(&self, id: &TenantId) -> Result<Vec<TemplateRow>, StoreError> {
-        self.conn()?
-            .db()
-            .query(
-                "SELECT locale, subject, text, html, updated_at FROM templates \
-                 WHERE tenant_id = $1 ORDER BY locale",
-                &[&id.as_str()],
-            )?
-            .iter()
-            .map(|r| {
-                Ok(TemplateRow {
-                    locale: r.try_get(0)?,
-                    subject: r.try_get(1)?,
-                    text: r.try_get(2)?,
-                    html: r.try_get(3)?,
-                    updated_at: r.try_get(4)?,
-                })
-            })
-            .collect()
+        self.do_templates(id)
     }
 
     fn put_template(&self, id: &TenantId, t: &TemplateRow) -> Result<bool, StoreError> {
-        let id = id.as_str();
-        self.tx(|tx| {
-            // Locks the tenant row: template changes of one tenant take turns.
-            if tx.execute(
-                "UPDATE tenants SET templates_version = templates_version + 1 WHERE id = $1",
-                &[&id],
-            )? == 0
-            {
-                return Ok(false);
-            }
-            tx.execute(
-                "INSERT INTO templates (tenant_id, locale, subject, text, html, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (tenant_id, locale) DO UPDATE SET subject = excluded.subject, \
-                 text = excluded.text, html = excluded.html, updated_at = excluded.updated_at",
-                &[&id, &t.locale, &t.subject, &t.text, &t.html, &t.updated_at],
-            )?;
-            Ok(true)
-        })
+        self.do_put_template(id, t)
     }
 
     fn delete_template(&self, id: &TenantId, locale: &str) -> Result<bool, StoreError> {
-        let id = id.as_str();
-        self.tx(|tx| {
-            let n = tx.execute(
-                "DELETE FROM templates WHERE tenant_id = $1 AND locale = $2",
-                &[&id, &locale],
-            )?;
-            if n > 0 {
-                tx.execute(
-                    "UPDATE tenants SET templates_version = templates_version + 1 WHERE id = $1",
-                    &[&id],
-                )?;
-            }
-            Ok(n > 0)
-        })
+        self.do_delete_template(id, locale)
     }
 
     fn put_webhook(&self, id: &TenantId, w: &WebhookRow) -> Result<Option<bool>, StoreError> {
@@ -672,15 +504,7 @@ impl Store for PgStore {
         digest: &[u8],
         now: Millis,
     ) -> Result<Option<TenantRow>, StoreError> {
-        self.query_opt(
-            &format!(
-                "SELECT {TENANT_COLS} FROM tenant_secrets s JOIN tenants t ON t.id = s.tenant_id \
-                 WHERE s.digest = $1 AND (s.expires_at IS NULL OR s.expires_at > $2) AND t.enabled"
-            ),
-            &[&digest, &now],
-        )?
-        .map(|r| tenant_from_row(&r))
-        .transpose()
+        self.do_tenant_by_secret(digest, now)
     }
 
     fn rotate_secret(
@@ -690,29 +514,7 @@ impl Store for PgStore {
         old_until: Millis,
         now: Millis,
     ) -> Result<bool, StoreError> {
-        let id = id.as_str();
-        self.tx(|tx| {
-            // Lock the tenant: two rotations at once take turns.
-            if tx
-                .query_opt("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", &[&id])?
-                .is_none()
-            {
-                return Ok(false);
-            }
-            tx.execute(
-                "UPDATE tenant_secrets SET expires_at = LEAST(COALESCE(expires_at, $2), $2) WHERE tenant_id = $1",
-                &[&id, &old_until],
-            )?;
-            tx.execute(
-                "DELETE FROM tenant_secrets WHERE tenant_id = $1 AND expires_at <= $2",
-                &[&id, &now],
-            )?;
-            tx.execute(
-                "INSERT INTO tenant_secrets (digest, tenant_id, created_at, expires_at) VALUES ($1, $2, $3, NULL)",
-                &[&new_digest, &id, &now],
-            )?;
-            Ok(true)
-        })
+        self.do_rotate_secret(id, new_digest, old_until, now)
     }
 
     fn insert_code(
@@ -780,54 +582,7 @@ impl Store for PgStore {
         q: &SendQuota,
         now: Millis,
     ) -> Result<Option<Reservation>, StoreError> {
-        let max_failures: i64 = if q.max_failures == 0 {
-            i64::MAX
-        } else {
-            q.max_failures.into()
-        };
-        let t = tenant.as_str();
-        self.tx(|tx| {
-            if q.max_failures > 0 {
-                // The recipient's failure budget is shared by all its codes: take its lock
-                // (the same one a mint's quota check takes) before reading it.
-                tx.execute(
-                    "SELECT pg_advisory_xact_lock(hashtextextended('r' || chr(31) || tenant_id || chr(31) || email_canonical, 0)) \
-                     FROM challenges WHERE key_digest = $1 AND tenant_id = $2",
-                    &[&key_digest, &t],
-                )?;
-            }
-            // The row lock of the UPDATE serialises guesses on one key: a concurrent guess
-            // re-checks `attempts < max_attempts` on the committed row.
-            let row = tx.query_opt(
-                "UPDATE challenges c SET attempts = attempts + 1 \
-                 WHERE key_digest = $1 AND tenant_id = $2 AND flavor = $3 AND status = 'pending' \
-                   AND attempts < max_attempts AND expires_at > $4 AND code_length = $7 \
-                   AND NOT EXISTS (SELECT 1 FROM recipient_failures f WHERE f.tenant_id = c.tenant_id \
-                       AND f.email_canonical = c.email_canonical AND f.failures >= $5 AND f.window_start + $6 > $4) \
-                 RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose, locale",
-                &[&key_digest, &t, &flavor.as_str(), &now, &max_failures, &q.recipient_window_ms, &i64::from(code_len)],
-            )?;
-            let Some(row) = row else { return Ok(None) };
-            let res = Reservation {
-                code_hash: row.try_get(0)?,
-                attempts: u32_at(&row, 1)?,
-                max_attempts: u32_at(&row, 2)?,
-                email: row.try_get(3)?,
-                email_canonical: row.try_get(4)?,
-                purpose: row.try_get(5)?,
-                locale: row.try_get(6)?,
-            };
-            if q.max_failures > 0 {
-                tx.execute(
-                    "INSERT INTO recipient_failures (tenant_id, email_canonical, failures, window_start) VALUES ($1, $2, 1, $3) \
-                     ON CONFLICT (tenant_id, email_canonical) DO UPDATE SET \
-                       failures = CASE WHEN recipient_failures.window_start + $4 <= $3 THEN 1 ELSE recipient_failures.failures + 1 END, \
-                       window_start = CASE WHEN recipient_failures.window_start + $4 <= $3 THEN $3 ELSE recipient_failures.window_start END",
-                    &[&t, &res.email_canonical, &now, &q.recipient_window_ms],
-                )?;
-            }
-            Ok(Some(res))
-        })
+        self.do_reserve_attempt(tenant, key_digest, flavor, code_len, q, now)
     }
 
     fn release_attempt(
@@ -836,18 +591,7 @@ impl Store for PgStore {
         key_digest: &[u8],
         recipient: &str,
     ) -> Result<(), StoreError> {
-        let t = tenant.as_str();
-        self.tx(|tx| {
-            tx.execute(
-                "UPDATE challenges SET attempts = attempts - 1 WHERE key_digest = $1 AND tenant_id = $2 AND attempts > 0",
-                &[&key_digest, &t],
-            )?;
-            tx.execute(
-                "UPDATE recipient_failures SET failures = failures - 1 WHERE tenant_id = $1 AND email_canonical = $2 AND failures > 0",
-                &[&t, &recipient],
-            )?;
-            Ok(())
-        })
+        self.do_release_attempt(tenant, key_digest, recipient)
     }
 
     fn finish_verify(
@@ -857,17 +601,7 @@ impl Store for PgStore {
         now: Millis,
         event: Option<&NewEvent>,
     ) -> Result<bool, StoreError> {
-        self.tx(|tx| {
-            let n = tx.execute(
-                "UPDATE challenges SET status = 'verified', verified_at = $3, ended_at = $3 \
-                 WHERE key_digest = $1 AND tenant_id = $2 AND status = 'pending' AND expires_at > $3",
-                &[&key_digest, &tenant.as_str(), &now],
-            )?;
-            if let (1, Some(e)) = (n, event) {
-                integration::insert_event_in(tx, e)?;
-            }
-            Ok(n == 1)
-        })
+        self.do_finish_verify(tenant, key_digest, now, event)
     }
 
     fn challenge_owner(
@@ -875,15 +609,7 @@ impl Store for PgStore {
         key_digest: &[u8],
         flavor: Flavor,
     ) -> Result<Option<TenantId>, StoreError> {
-        Ok(self
-            .query_opt(
-                "SELECT c.tenant_id FROM challenges c JOIN tenants t ON t.id = c.tenant_id \
-                 WHERE c.key_digest = $1 AND c.flavor = $2 AND t.enabled",
-                &[&key_digest, &flavor.as_str()],
-            )?
-            .map(|r| r.try_get::<_, String>(0))
-            .transpose()?
-            .map(TenantId::from_trusted))
+        self.do_challenge_owner(key_digest, flavor)
     }
 
     fn challenge(
@@ -892,12 +618,7 @@ impl Store for PgStore {
         key_digest: &[u8],
         flavor: Flavor,
     ) -> Result<Option<ChallengeView>, StoreError> {
-        self.query_opt(
-            &format!("SELECT {VIEW_COLS} FROM challenges c WHERE c.key_digest = $1 AND c.tenant_id = $2 AND c.flavor = $3"),
-            &[&key_digest, &tenant.as_str(), &flavor.as_str()],
-        )?
-        .map(|r| view_from_row(&r))
-        .transpose()
+        self.do_challenge(tenant, key_digest, flavor)
     }
 
     fn cancel(
@@ -907,39 +628,11 @@ impl Store for PgStore {
         flavor: Flavor,
         now: Millis,
     ) -> Result<Option<(bool, ChallengeView)>, StoreError> {
-        let t = tenant.as_str();
-        self.tx(|tx| {
-            let n = tx.execute(
-                "UPDATE challenges SET status = 'cancelled', ended_at = $4 WHERE key_digest = $1 AND tenant_id = $2 \
-                 AND flavor = $3 AND status = 'pending' AND expires_at > $4 AND attempts < max_attempts",
-                &[&key_digest, &t, &flavor.as_str(), &now],
-            )?;
-            let v = tx.query_opt(
-                &format!("SELECT {VIEW_COLS} FROM challenges c WHERE c.key_digest = $1 AND c.tenant_id = $2 AND c.flavor = $3"),
-                &[&key_digest, &t, &flavor.as_str()],
-            )?;
-            Ok(v.map(|r| view_from_row(&r)).transpose()?.map(|v| (n == 1, v)))
-        })
+        self.do_cancel(tenant, key_digest, flavor, now)
     }
 
     fn purge(&self, before: Millis, sends_before: Millis) -> Result<usize, StoreError> {
-        // Each statement is idempotent: instances purging at once delete each row once.
-        let mut conn = self.conn()?;
-        let mut conn = conn.db();
-        let n = conn.execute(
-            "DELETE FROM challenges WHERE (ended_at IS NOT NULL AND ended_at < $1) OR expires_at < $1",
-            &[&before],
-        )?;
-        conn.execute("DELETE FROM sends WHERE at < $1", &[&sends_before])?;
-        conn.execute(
-            "DELETE FROM tenant_send_minutes WHERE minute < $1",
-            &[&sends_before.div_euclid(MINUTE_MS)],
-        )?;
-        conn.execute(
-            "DELETE FROM recipient_failures WHERE window_start < $1",
-            &[&sends_before],
-        )?;
-        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        self.do_purge(before, sends_before)
     }
 
     fn import(
@@ -948,68 +641,11 @@ impl Store for PgStore {
         codes: &[ImportedCode],
         now: Millis,
     ) -> Result<ImportCounts, StoreError> {
-        self.tx(|tx| {
-            let mut counts = ImportCounts::default();
-            for (t, digest) in tenants {
-                let taken: bool = tx
-                    .query_one(
-                        "SELECT EXISTS(SELECT 1 FROM tenant_secrets WHERE digest = $1)",
-                        &[digest],
-                    )?
-                    .try_get(0)?;
-                if taken {
-                    counts.tenants_present += 1;
-                    continue;
-                }
-                if !insert_tenant_row(tx, t, digest, now)? {
-                    return Err(StoreError::Conflict("secret key already registered"));
-                }
-                counts.tenants_added += 1;
-            }
-            for ic in codes {
-                let c = &ic.code;
-                let present: bool = tx
-                    .query_one(
-                        "SELECT EXISTS(SELECT 1 FROM challenges WHERE key_digest = $1)",
-                        &[&c.key_digest],
-                    )?
-                    .try_get(0)?;
-                if present {
-                    counts.codes_present += 1;
-                    continue;
-                }
-                let owner: String = tx
-                    .query_opt(
-                        "SELECT tenant_id FROM tenant_secrets WHERE digest = $1",
-                        &[&ic.owner_secret_digest],
-                    )?
-                    .ok_or(StoreError::Corrupt("imported code has no owner".into()))?
-                    .try_get(0)?;
-                insert_challenge(
-                    tx,
-                    c,
-                    &owner,
-                    ic.attempts,
-                    ("sync", "sent", 1, Some(c.created_at)),
-                )?;
-                counts.codes_added += 1;
-            }
-            Ok(counts)
-        })
+        self.do_import(tenants, codes, now)
     }
 
     fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
-        self.tx(|tx| {
-            // A tenant deleted meanwhile has no audit: skip its events.
-            for e in events {
-                tx.execute(
-                    "INSERT INTO audit (tenant_id, at, event, recipient, outcome, client_ip, request_id) \
-                     SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $1)",
-                    &[&e.tenant_id, &e.at, &e.event, &e.recipient, &e.outcome, &e.client_ip, &e.request_id],
-                )?;
-            }
-            Ok(())
-        })
+        self.do_append_audit(events)
     }
 
     fn audit_page(
@@ -1018,35 +654,11 @@ impl Store for PgStore {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        self.conn()?
-            .db()
-            .query(
-                "SELECT id, tenant_id, at, event, recipient, outcome, client_ip, request_id FROM audit \
-                 WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
-                &[&tenant.as_str(), &before.unwrap_or(i64::MAX), &i64::from(limit)],
-            )?
-            .iter()
-            .map(|r| {
-                Ok(AuditEvent {
-                    id: r.try_get(0)?,
-                    tenant_id: r.try_get(1)?,
-                    at: r.try_get(2)?,
-                    event: r.try_get(3)?,
-                    recipient: r.try_get(4)?,
-                    outcome: r.try_get(5)?,
-                    client_ip: r.try_get(6)?,
-                    request_id: r.try_get(7)?,
-                })
-            })
-            .collect()
+        self.do_audit_page(tenant, before, limit)
     }
 
     fn purge_audit(&self, before: Millis) -> Result<usize, StoreError> {
-        let n = self
-            .conn()?
-            .db()
-            .execute("DELETE FROM audit WHERE at < $1", &[&before])?;
-        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        self.do_purge_audit(before)
     }
 
     fn take_send(
@@ -1056,10 +668,7 @@ impl Store for PgStore {
         q: &SendQuota,
         now: Millis,
     ) -> Result<Result<(), QuotaRefusal>, StoreError> {
-        self.tx(|tx| {
-            lock_all(tx, &quota_locks(tenant, recipient, q))?;
-            take_send_in(tx, tenant, recipient, q, now)
-        })
+        self.do_take_send(tenant, recipient, q, now)
     }
 
     fn check_quota(
@@ -1069,7 +678,7 @@ impl Store for PgStore {
         q: &SendQuota,
         now: Millis,
     ) -> Result<Result<(), QuotaRefusal>, StoreError> {
-        quota_check(&mut self.conn()?.db(), tenant, recipient, q, now)
+        self.do_check_quota(tenant, recipient, q, now)
     }
 
     fn failures_blocked(
@@ -1079,106 +688,19 @@ impl Store for PgStore {
         q: &SendQuota,
         now: Millis,
     ) -> Result<Option<Millis>, StoreError> {
-        if q.max_failures == 0 {
-            return Ok(None);
-        }
-        let row = self.query_opt(
-            "SELECT failures, window_start FROM recipient_failures WHERE tenant_id = $1 AND email_canonical = $2",
-            &[&tenant.as_str(), &recipient],
-        )?;
-        let Some(row) = row else { return Ok(None) };
-        Ok(q.failures_until(row.try_get(0)?, row.try_get(1)?, now))
+        self.do_failures_blocked(tenant, recipient, q, now)
     }
 
     fn export_snapshot(&self) -> Result<copy::Snapshot, StoreError> {
-        let mut conn = self.conn()?;
-        let mut tx = conn
-            .client
-            .build_transaction()
-            .isolation_level(::postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()?;
-        let mut out = Vec::new();
-        for t in copy::TABLES {
-            let rows = tx.query(&format!("SELECT {} FROM {}", t.column_list(), t.name), &[])?;
-            out.push((t, export_rows(t, &rows)?));
-        }
-        tx.commit()?;
-        Ok(out)
+        self.do_export_snapshot()
     }
 
     fn import_snapshot(&self, s: &copy::Snapshot) -> Result<(), StoreError> {
-        self.tx(|tx| {
-            // Also keeps two copies into one database from interleaving.
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&KEYRING_LOCK])?;
-            let held: bool = tx
-                .query_one(
-                    "SELECT EXISTS(SELECT 1 FROM keyring) OR EXISTS(SELECT 1 FROM tenants)",
-                    &[],
-                )?
-                .try_get(0)?;
-            if held {
-                return Err(StoreError::Conflict(
-                    "the target database already holds an installation",
-                ));
-            }
-            for (t, rows) in s {
-                let marks = (1..=t.columns.len())
-                    .map(|i| format!("${i}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let overriding = if t.identity.is_some() {
-                    " OVERRIDING SYSTEM VALUE"
-                } else {
-                    ""
-                };
-                let sql = format!(
-                    "INSERT INTO {} ({}){overriding} VALUES ({marks})",
-                    t.name,
-                    t.column_list()
-                );
-                for row in rows {
-                    let values: Vec<Box<dyn ToSql + Sync>> = row
-                        .iter()
-                        .zip(t.columns)
-                        .map(|(v, (_, kind))| -> Box<dyn ToSql + Sync> {
-                            match (v, kind) {
-                                (copy::Value::Int(i), copy::Kind::Bool) => Box::new(*i != 0),
-                                (copy::Value::Int(i), _) => Box::new(*i),
-                                (copy::Value::Bool(b), _) => Box::new(*b),
-                                (copy::Value::Text(s), _) => Box::new(s.clone()),
-                                (copy::Value::Blob(b), _) => Box::new(b.clone()),
-                                (copy::Value::Null, copy::Kind::Int) => Box::new(None::<i64>),
-                                (copy::Value::Null, copy::Kind::Text) => Box::new(None::<String>),
-                                (copy::Value::Null, copy::Kind::Blob) => Box::new(None::<Vec<u8>>),
-                                (copy::Value::Null, copy::Kind::Bool) => Box::new(None::<bool>),
-                            }
-                        })
-                        .collect();
-                    let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|b| b.as_ref()).collect();
-                    tx.execute(&sql, &refs)?;
-                }
-                if let Some(col) = t.identity {
-                    // The next number the table hands out comes after the copied ones.
-                    tx.execute(
-                        &format!(
-                            "SELECT setval(pg_get_serial_sequence('{0}', '{col}'), COALESCE(MAX({col}), 1), MAX({col}) IS NOT NULL) FROM {0}",
-                            t.name
-                        ),
-                        &[],
-                    )?;
-                }
-            }
-            Ok(())
-        })
+        self.do_import_snapshot(s)
     }
 
     fn clear_failures(&self, tenant: &TenantId, recipient: &str) -> Result<(), StoreError> {
-        self.conn()?.db().execute(
-            "DELETE FROM recipient_failures WHERE tenant_id = $1 AND email_canonical = $2",
-            &[&tenant.as_str(), &recipient],
-        )?;
-        Ok(())
+        self.do_clear_failures(tenant, recipient)
     }
 }
 

@@ -1,8 +1,15 @@
 //! SQLite store: r2d2 + rusqlite, WAL, synchronous=FULL, busy timeout, refinery migrations,
 //! and one group-commit writer thread for the writes of a running server.
 
+mod codes;
 mod integration;
+mod keyring;
 mod outbox;
+mod records;
+mod tenants;
+mod writer;
+
+use writer::Writer;
 
 use std::path::Path;
 use std::time::Duration;
@@ -35,159 +42,6 @@ const VIEW_COLS: &str =
 pub struct SqliteStore {
     pool: Pool<SqliteConnectionManager>,
     writer: Writer,
-}
-
-/// One write of the hot paths: `run` executes inside the batch's transaction and returns
-/// what to do once the batch committed (or failed); `fail` answers when it never ran.
-/// Called once the batch committed (`None`) or failed (`Some(error)`).
-type Finish = Box<dyn FnOnce(Option<BatchError>) + Send>;
-
-/// Why a batch did not commit, in a form every caller of the batch can get a copy of.
-#[derive(Debug, Clone)]
-struct BatchError {
-    unavailable: bool,
-    message: String,
-}
-
-impl BatchError {
-    fn of(e: rusqlite::Error) -> BatchError {
-        let e = StoreError::from(e);
-        BatchError {
-            unavailable: e.is_unavailable(),
-            message: e.to_string(),
-        }
-    }
-    fn aborted() -> BatchError {
-        BatchError {
-            unavailable: true,
-            message: "the batch transaction was aborted".into(),
-        }
-    }
-    fn into_store(self) -> StoreError {
-        if self.unavailable {
-            StoreError::Unavailable(self.message)
-        } else {
-            StoreError::Commit(self.message)
-        }
-    }
-}
-
-struct Job {
-    run: Box<dyn FnOnce(&rusqlite::Connection) -> Finish + Send>,
-    fail: Box<dyn FnOnce(BatchError) + Send>,
-}
-
-/// Group commit: one thread owns a connection and commits every queued write in one
-/// durable transaction (`synchronous = FULL`), each write in its own savepoint. Callers wait
-/// for the commit, so durability is unchanged; under concurrency many writes share one
-/// fsync instead of paying one each.
-struct Writer {
-    tx: std::sync::mpsc::SyncSender<Job>,
-}
-
-const BATCH_MAX: usize = 256;
-/// Writes allowed to wait for the writer; beyond this a write is refused as unavailable
-/// (503) instead of queueing without bound.
-const QUEUE_MAX: usize = 8192;
-
-impl Writer {
-    fn start(path: &Path) -> Result<Writer, StoreError> {
-        let conn = rusqlite::Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(QUEUE_MAX);
-        std::thread::Builder::new()
-            .name("otpmint-db-writer".into())
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut jobs = vec![first];
-                    while jobs.len() < BATCH_MAX {
-                        match rx.try_recv() {
-                            Ok(j) => jobs.push(j),
-                            Err(_) => break,
-                        }
-                    }
-                    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-                        let e = BatchError::of(e);
-                        for j in jobs {
-                            (j.fail)(e.clone());
-                        }
-                        continue;
-                    }
-                    let mut panicked = false;
-                    let mut done = Vec::with_capacity(jobs.len());
-                    for j in jobs {
-                        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            (j.run)(&conn)
-                        })) {
-                            Ok(d) => done.push(d),
-                            Err(_) => panicked = true,
-                        }
-                    }
-                    // A panicked job or a transaction SQLite rolled back by itself (I/O error,
-                    // disk full) fails the whole batch: nothing of it is committed.
-                    let outcome = if panicked || conn.is_autocommit() {
-                        let _ = conn.execute_batch("ROLLBACK");
-                        Some(BatchError::aborted())
-                    } else {
-                        conn.execute_batch("COMMIT").err().map(|e| {
-                            let _ = conn.execute_batch("ROLLBACK");
-                            BatchError::of(e)
-                        })
-                    };
-                    for d in done {
-                        d(outcome.clone());
-                    }
-                }
-            })
-            .map_err(|e| StoreError::Migration(format!("cannot start the database writer: {e}")))?;
-        Ok(Writer { tx })
-    }
-
-    /// Run `f` in the next batch and wait until that batch is durably committed.
-    fn write<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let (rtx, rrx) = std::sync::mpsc::sync_channel::<Result<T, StoreError>>(1);
-        let fail_tx = rtx.clone();
-        let job = Job {
-            run: Box::new(move |c| {
-                let out = (|| {
-                    // If SQLite already rolled the batch back, run nothing in autocommit mode.
-                    if c.is_autocommit() {
-                        return Err(BatchError::aborted().into_store());
-                    }
-                    c.execute_batch("SAVEPOINT job")?;
-                    let r = f(c);
-                    match &r {
-                        Ok(_) => c.execute_batch("RELEASE job")?,
-                        Err(_) => c.execute_batch("ROLLBACK TO job; RELEASE job")?,
-                    }
-                    r
-                })();
-                Box::new(move |commit_error: Option<BatchError>| {
-                    let _ = rtx.send(match commit_error {
-                        None => out,
-                        Some(e) => Err(e.into_store()),
-                    });
-                })
-            }),
-            fail: Box::new(move |e: BatchError| {
-                let _ = fail_tx.send(Err(e.into_store()));
-            }),
-        };
-        self.tx.try_send(job).map_err(|e| match e {
-            std::sync::mpsc::TrySendError::Full(_) => {
-                StoreError::Unavailable("the database writer is busy".into())
-            }
-            std::sync::mpsc::TrySendError::Disconnected(_) => {
-                StoreError::Unavailable("the database writer stopped".into())
-            }
-        })?;
-        rrx.recv()
-            .map_err(|_| StoreError::Unavailable("the database writer dropped a write".into()))?
-    }
 }
 
 impl SqliteStore {
@@ -515,22 +369,7 @@ impl Store for SqliteStore {
     }
 
     fn keyring(&self) -> Result<Vec<WrappedKey>, StoreError> {
-        let conn = self.conn()?;
-        let mut st = conn.prepare(
-            "SELECT kind, version, wrapped, kek_id, active FROM keyring ORDER BY kind, version",
-        )?;
-        let rows = st
-            .query_map([], |r| {
-                Ok(WrappedKey {
-                    kind: r.get(0)?,
-                    version: r.get(1)?,
-                    wrapped: r.get(2)?,
-                    kek_id: r.get(3)?,
-                    active: r.get(4)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.do_keyring()
     }
 
     fn init_keyring(
@@ -538,21 +377,7 @@ impl Store for SqliteStore {
         rows: &[WrappedKey],
         now: Millis,
     ) -> Result<Vec<WrappedKey>, StoreError> {
-        {
-            let mut conn = self.conn()?;
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let existing: i64 = tx.query_row("SELECT COUNT(*) FROM keyring", [], |r| r.get(0))?;
-            if existing == 0 {
-                for k in rows {
-                    tx.execute(
-                        "INSERT INTO keyring (kind, version, wrapped, kek_id, active, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                        params![k.kind, k.version, k.wrapped, k.kek_id, k.active, now],
-                    )?;
-                }
-            }
-            tx.commit()?;
-        }
-        self.keyring()
+        self.do_init_keyring(rows, now)
     }
 
     fn rewrap_key(
@@ -563,59 +388,23 @@ impl Store for SqliteStore {
         kek_id: &str,
         old_kek_id: &str,
     ) -> Result<bool, StoreError> {
-        let conn = self.conn()?;
-        let n = conn.execute(
-            "UPDATE keyring SET wrapped = ?3, kek_id = ?4 WHERE kind = ?1 AND version = ?2 AND kek_id = ?5",
-            params![kind, version, wrapped, kek_id, old_kek_id],
-        )?;
-        Ok(n == 1)
+        self.do_rewrap_key(kind, version, wrapped, kek_id, old_kek_id)
     }
 
     fn add_data_key(&self, row: &WrappedKey, now: Millis) -> Result<(), StoreError> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute("UPDATE keyring SET active = 0 WHERE kind = ?1", [&row.kind])?;
-        tx.execute(
-            "INSERT INTO keyring (kind, version, wrapped, kek_id, active, created_at) VALUES (?1, ?2, ?3, ?4, 1, ?5)",
-            params![row.kind, row.version, row.wrapped, row.kek_id, now],
-        )?;
-        tx.commit()?;
-        Ok(())
+        self.do_add_data_key(row, now)
     }
 
     fn set_smtp_password(&self, id: &TenantId, old: &[u8], new: &[u8]) -> Result<bool, StoreError> {
-        let conn = self.conn()?;
-        let n = conn.execute(
-            "UPDATE tenants SET smtp_password = ?3 WHERE id = ?1 AND smtp_password = ?2",
-            params![id.as_str(), old, new],
-        )?;
-        Ok(n == 1)
+        self.do_set_smtp_password(id, old, new)
     }
 
     fn backup_to(&self, path: &std::path::Path) -> Result<(), StoreError> {
-        if path.exists() {
-            return Err(StoreError::Conflict("the backup file already exists"));
-        }
-        let conn = self.conn()?;
-        create_private(path)?;
-        let mut dst = rusqlite::Connection::open(path)?;
-        {
-            let backup = rusqlite::backup::Backup::new(&conn, &mut dst)?;
-            backup.run_to_completion(256, Duration::from_millis(2), None)?;
-        }
-        // A single file, no WAL: easy to copy off the machine.
-        dst.pragma_update(None, "journal_mode", "DELETE")?;
-        Ok(())
+        self.do_backup_to(path)
     }
 
     fn has_data(&self) -> Result<bool, StoreError> {
-        let conn = self.conn()?;
-        let n: i64 = conn.query_row(
-            "SELECT (SELECT COUNT(*) FROM keyring) + (SELECT COUNT(*) FROM tenants)",
-            [],
-            |r| r.get(0),
-        )?;
-        Ok(n > 0)
+        self.do_has_data()
     }
 
     fn insert_tenant(
@@ -624,41 +413,15 @@ impl Store for SqliteStore {
         secret_digest: &[u8],
         now: Millis,
     ) -> Result<(), StoreError> {
-        let (t, secret_digest) = (t.clone(), secret_digest.to_vec());
-        self.writer.write(move |tx| {
-            let taken: bool = tx.query_row(
-                "SELECT EXISTS(SELECT 1 FROM tenant_secrets WHERE digest = ?1)",
-                [&secret_digest],
-                |r| r.get(0),
-            )?;
-            if taken {
-                return Err(StoreError::Conflict("secret key already registered"));
-            }
-            insert_tenant_row(tx, &t, &secret_digest, now)?;
-            Ok(())
-        })
+        self.do_insert_tenant(t, secret_digest, now)
     }
 
     fn tenant(&self, id: &TenantId) -> Result<Option<TenantRow>, StoreError> {
-        let conn = self.conn()?;
-        Ok(conn
-            .query_row(
-                &format!("SELECT {TENANT_COLS} FROM tenants WHERE id = ?1"),
-                [id.as_str()],
-                tenant_from_row,
-            )
-            .optional()?)
+        self.do_tenant(id)
     }
 
     fn tenants(&self) -> Result<Vec<TenantRow>, StoreError> {
-        let conn = self.conn()?;
-        let mut st = conn.prepare(&format!(
-            "SELECT {TENANT_COLS} FROM tenants ORDER BY created_at, id"
-        ))?;
-        let rows = st
-            .query_map([], tenant_from_row)?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.do_tenants()
     }
 
     fn update_tenant(
@@ -667,136 +430,23 @@ impl Store for SqliteStore {
         c: &TenantChanges,
         now: Millis,
     ) -> Result<Option<TenantRow>, StoreError> {
-        let (id, c) = (id.clone(), c.clone());
-        self.writer.write(move |tx| {
-        let exists: bool = tx.query_row(
-            "SELECT EXISTS(SELECT 1 FROM tenants WHERE id = ?1)",
-            [id.as_str()],
-            |r| r.get(0),
-        )?;
-        if !exists {
-            return Ok(None);
-        }
-        if let Some(name) = &c.name {
-            tx.execute(
-                "UPDATE tenants SET name = ?2 WHERE id = ?1",
-                params![id.as_str(), name],
-            )?;
-        }
-        if let Some(enabled) = c.enabled {
-            tx.execute(
-                "UPDATE tenants SET enabled = ?2 WHERE id = ?1",
-                params![id.as_str(), enabled],
-            )?;
-        }
-        if let Some(s) = &c.smtp {
-            tx.execute(
-                "UPDATE tenants SET smtp_host = ?2, smtp_port = ?3, smtp_username = ?4, smtp_password = ?5, \
-                 smtp_from = ?6, smtp_tls = ?7, smtp_max_connections = ?8, smtp_version = smtp_version + 1 WHERE id = ?1",
-                params![id.as_str(), s.host, s.port, s.username, s.password, s.from, s.tls, s.max_connections],
-            )?;
-        }
-        if let Some(d) = c.delivery {
-            tx.execute(
-                "UPDATE tenants SET delivery = ?2 WHERE id = ?1",
-                params![id.as_str(), d.as_str()],
-            )?;
-        }
-        if let Some(p) = &c.policy {
-            tx.execute(
-                "UPDATE tenants SET code_length = ?2, ttl_seconds = ?3, max_attempts = ?4 WHERE id = ?1",
-                params![id.as_str(), p.code_length, p.ttl_seconds, p.max_attempts],
-            )?;
-        }
-        if let Some(l) = &c.default_locale {
-            tx.execute(
-                "UPDATE tenants SET default_locale = ?2 WHERE id = ?1",
-                params![id.as_str(), l],
-            )?;
-        }
-        tx.execute(
-            "UPDATE tenants SET updated_at = ?2 WHERE id = ?1",
-            params![id.as_str(), now],
-        )?;
-        let row = tx.query_row(
-            &format!("SELECT {TENANT_COLS} FROM tenants WHERE id = ?1"),
-            [id.as_str()],
-            tenant_from_row,
-        )?;
-        Ok(Some(row))
-        })
+        self.do_update_tenant(id, c, now)
     }
 
     fn delete_tenant(&self, id: &TenantId) -> Result<bool, StoreError> {
-        let id = id.clone();
-        self.writer.write(move |conn| {
-            Ok(conn.execute("DELETE FROM tenants WHERE id = ?1", [id.as_str()])? > 0)
-        })
+        self.do_delete_tenant(id)
     }
 
     fn templates(&self, id: &TenantId) -> Result<Vec<TemplateRow>, StoreError> {
-        let conn = self.conn()?;
-        let mut st = conn.prepare_cached(
-            "SELECT locale, subject, text, html, updated_at FROM templates \
-             WHERE tenant_id = ?1 ORDER BY locale",
-        )?;
-        let rows = st
-            .query_map([id.as_str()], |r| {
-                Ok(TemplateRow {
-                    locale: r.get(0)?,
-                    subject: r.get(1)?,
-                    text: r.get(2)?,
-                    html: r.get(3)?,
-                    updated_at: r.get(4)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.do_templates(id)
     }
 
     fn put_template(&self, id: &TenantId, t: &TemplateRow) -> Result<bool, StoreError> {
-        let (id, t) = (id.clone(), t.clone());
-        self.writer.write(move |tx| {
-            if tx.execute(
-                "UPDATE tenants SET templates_version = templates_version + 1 WHERE id = ?1",
-                [id.as_str()],
-            )? == 0
-            {
-                return Ok(false);
-            }
-            tx.execute(
-                "INSERT INTO templates (tenant_id, locale, subject, text, html, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-                 ON CONFLICT (tenant_id, locale) DO UPDATE SET subject = excluded.subject, \
-                 text = excluded.text, html = excluded.html, updated_at = excluded.updated_at",
-                params![
-                    id.as_str(),
-                    t.locale,
-                    t.subject,
-                    t.text,
-                    t.html,
-                    t.updated_at
-                ],
-            )?;
-            Ok(true)
-        })
+        self.do_put_template(id, t)
     }
 
     fn delete_template(&self, id: &TenantId, locale: &str) -> Result<bool, StoreError> {
-        let (id, locale) = (id.clone(), locale.to_string());
-        self.writer.write(move |tx| {
-            let n = tx.execute(
-                "DELETE FROM templates WHERE tenant_id = ?1 AND locale = ?2",
-                params![id.as_str(), locale],
-            )?;
-            if n > 0 {
-                tx.execute(
-                    "UPDATE tenants SET templates_version = templates_version + 1 WHERE id = ?1",
-                    [id.as_str()],
-                )?;
-            }
-            Ok(n > 0)
-        })
+        self.do_delete_template(id, locale)
     }
 
     fn put_webhook(&self, id: &TenantId, w: &WebhookRow) -> Result<Option<bool>, StoreError> {
@@ -888,22 +538,7 @@ impl Store for SqliteStore {
         digest: &[u8],
         now: Millis,
     ) -> Result<Option<TenantRow>, StoreError> {
-        let conn = self.conn()?;
-        let cols = TENANT_COLS
-            .split(", ")
-            .map(|c| format!("t.{}", c.trim()))
-            .collect::<Vec<_>>()
-            .join(", ");
-        Ok(conn
-            .query_row(
-                &format!(
-                    "SELECT {cols} FROM tenant_secrets s JOIN tenants t ON t.id = s.tenant_id \
-                     WHERE s.digest = ?1 AND (s.expires_at IS NULL OR s.expires_at > ?2) AND t.enabled = 1"
-                ),
-                params![digest, now],
-                tenant_from_row,
-            )
-            .optional()?)
+        self.do_tenant_by_secret(digest, now)
     }
 
     fn rotate_secret(
@@ -913,31 +548,7 @@ impl Store for SqliteStore {
         old_until: Millis,
         now: Millis,
     ) -> Result<bool, StoreError> {
-        let (id, new_digest) = (id.clone(), new_digest.to_vec());
-        self.writer.write(move |tx| {
-        let exists: bool = tx.query_row(
-            "SELECT EXISTS(SELECT 1 FROM tenants WHERE id = ?1)",
-            [id.as_str()],
-            |r| r.get(0),
-        )?;
-        if !exists {
-            return Ok(false);
-        }
-        // Old secrets end at `old_until` (or keep an earlier end they already had).
-        tx.execute(
-            "UPDATE tenant_secrets SET expires_at = MIN(COALESCE(expires_at, ?2), ?2) WHERE tenant_id = ?1",
-            params![id.as_str(), old_until],
-        )?;
-        tx.execute(
-            "DELETE FROM tenant_secrets WHERE tenant_id = ?1 AND expires_at <= ?2",
-            params![id.as_str(), now],
-        )?;
-        tx.execute(
-            "INSERT INTO tenant_secrets (digest, tenant_id, created_at, expires_at) VALUES (?1, ?2, ?3, NULL)",
-            params![new_digest, id.as_str(), now],
-        )?;
-        Ok(true)
-        })
+        self.do_rotate_secret(id, new_digest, old_until, now)
     }
 
     fn reserve_attempt(
@@ -949,51 +560,7 @@ impl Store for SqliteStore {
         q: &SendQuota,
         now: Millis,
     ) -> Result<Option<Reservation>, StoreError> {
-        let (tenant, key_digest, q) = (tenant.clone(), key_digest.to_vec(), *q);
-        let max_failures: i64 = if q.max_failures == 0 {
-            i64::MAX
-        } else {
-            q.max_failures.into()
-        };
-        // The attempt and the recipient's failure budget are taken together (one savepoint),
-        // so neither can be overrun by concurrent guesses; a match or a release gives the
-        // budget back.
-        self.writer.write(move |tx| {
-            let res = tx
-                .query_row(
-                    "UPDATE challenges SET attempts = attempts + 1 \
-                     WHERE key_digest = ?1 AND tenant_id = ?2 AND flavor = ?3 AND status = 'pending' \
-                       AND attempts < max_attempts AND expires_at > ?4 AND code_length = ?7 \
-                       AND NOT EXISTS (SELECT 1 FROM recipient_failures f WHERE f.tenant_id = challenges.tenant_id \
-                           AND f.email_canonical = challenges.email_canonical AND f.failures >= ?5 AND f.window_start + ?6 > ?4) \
-                     RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose, locale",
-                    params![key_digest, tenant.as_str(), flavor.as_str(), now, max_failures, q.recipient_window_ms, code_len],
-                    |r| {
-                        Ok(Reservation {
-                            code_hash: r.get(0)?,
-                            attempts: r.get(1)?,
-                            max_attempts: r.get(2)?,
-                            email: r.get(3)?,
-                            email_canonical: r.get(4)?,
-                            purpose: r.get(5)?,
-                            locale: r.get(6)?,
-                        })
-                    },
-                )
-                .optional()?;
-            if let Some(r) = &res {
-                if q.max_failures > 0 {
-                    tx.execute(
-                        "INSERT INTO recipient_failures (tenant_id, email_canonical, failures, window_start) VALUES (?1, ?2, 1, ?3) \
-                         ON CONFLICT (tenant_id, email_canonical) DO UPDATE SET \
-                           failures = CASE WHEN window_start + ?4 <= ?3 THEN 1 ELSE failures + 1 END, \
-                           window_start = CASE WHEN window_start + ?4 <= ?3 THEN ?3 ELSE window_start END",
-                        params![tenant.as_str(), r.email_canonical, now, q.recipient_window_ms],
-                    )?;
-                }
-            }
-            Ok(res)
-        })
+        self.do_reserve_attempt(tenant, key_digest, flavor, code_len, q, now)
     }
 
     fn release_attempt(
@@ -1002,19 +569,7 @@ impl Store for SqliteStore {
         key_digest: &[u8],
         recipient: &str,
     ) -> Result<(), StoreError> {
-        let (tenant, key_digest, recipient) =
-            (tenant.clone(), key_digest.to_vec(), recipient.to_string());
-        self.writer.write(move |tx| {
-            tx.execute(
-                "UPDATE challenges SET attempts = attempts - 1 WHERE key_digest = ?1 AND tenant_id = ?2 AND attempts > 0",
-                params![key_digest, tenant.as_str()],
-            )?;
-            tx.execute(
-                "UPDATE recipient_failures SET failures = failures - 1 WHERE tenant_id = ?1 AND email_canonical = ?2 AND failures > 0",
-                params![tenant.as_str(), recipient],
-            )?;
-            Ok(())
-        })
+        self.do_release_attempt(tenant, key_digest, recipient)
     }
 
     fn finish_verify(
@@ -1024,18 +579,7 @@ impl Store for SqliteStore {
         now: Millis,
         event: Option<&NewEvent>,
     ) -> Result<bool, StoreError> {
-        let (tenant, key_digest, event) = (tenant.clone(), key_digest.to_vec(), event.cloned());
-        self.writer.write(move |conn| {
-            let n = conn.execute(
-                "UPDATE challenges SET status = 'verified', verified_at = ?3, ended_at = ?3 \
-                 WHERE key_digest = ?1 AND tenant_id = ?2 AND status = 'pending' AND expires_at > ?3",
-                params![key_digest, tenant.as_str(), now],
-            )?;
-            if let (1, Some(e)) = (n, &event) {
-                integration::insert_event_in(conn, e)?;
-            }
-            Ok(n == 1)
-        })
+        self.do_finish_verify(tenant, key_digest, now, event)
     }
 
     fn challenge_owner(
@@ -1043,16 +587,7 @@ impl Store for SqliteStore {
         key_digest: &[u8],
         flavor: Flavor,
     ) -> Result<Option<TenantId>, StoreError> {
-        let conn = self.conn()?;
-        Ok(conn
-            .query_row(
-                "SELECT c.tenant_id FROM challenges c JOIN tenants t ON t.id = c.tenant_id \
-                 WHERE c.key_digest = ?1 AND c.flavor = ?2 AND t.enabled = 1",
-                params![key_digest, flavor.as_str()],
-                |r| r.get::<_, String>(0),
-            )
-            .optional()?
-            .map(TenantId::from_trusted))
+        self.do_challenge_owner(key_digest, flavor)
     }
 
     fn challenge(
@@ -1061,15 +596,7 @@ impl Store for SqliteStore {
         key_digest: &[u8],
         flavor: Flavor,
     ) -> Result<Option<ChallengeView>, StoreError> {
-        let conn = self.conn()?;
-        let v = conn
-            .query_row(
-                &format!("SELECT {VIEW_COLS} FROM challenges WHERE key_digest = ?1 AND tenant_id = ?2 AND flavor = ?3"),
-                params![key_digest, tenant.as_str(), flavor.as_str()],
-                view_from_row,
-            )
-            .optional()?;
-        finish_view(v)
+        self.do_challenge(tenant, key_digest, flavor)
     }
 
     fn cancel(
@@ -1079,38 +606,11 @@ impl Store for SqliteStore {
         flavor: Flavor,
         now: Millis,
     ) -> Result<Option<(bool, ChallengeView)>, StoreError> {
-        let (tenant, key_digest) = (tenant.clone(), key_digest.to_vec());
-        self.writer.write(move |tx| {
-            let n = tx.execute(
-                "UPDATE challenges SET status = 'cancelled', ended_at = ?4 WHERE key_digest = ?1 AND tenant_id = ?2 \
-                 AND flavor = ?3 AND status = 'pending' AND expires_at > ?4 AND attempts < max_attempts",
-                params![key_digest, tenant.as_str(), flavor.as_str(), now],
-            )?;
-            let v = tx
-                .query_row(
-                    &format!("SELECT {VIEW_COLS} FROM challenges WHERE key_digest = ?1 AND tenant_id = ?2 AND flavor = ?3"),
-                    params![key_digest, tenant.as_str(), flavor.as_str()],
-                    view_from_row,
-                )
-                .optional()?;
-            Ok(finish_view(v)?.map(|v| (n == 1, v)))
-        })
+        self.do_cancel(tenant, key_digest, flavor, now)
     }
 
     fn purge(&self, before: Millis, sends_before: Millis) -> Result<usize, StoreError> {
-        self.writer.write(move |conn| {
-            let n = conn.execute(
-                "DELETE FROM challenges WHERE (ended_at IS NOT NULL AND ended_at < ?1) OR expires_at < ?1",
-                [before],
-            )?;
-            conn.execute("DELETE FROM sends WHERE at < ?1", [sends_before])?;
-            conn.execute(
-                "DELETE FROM tenant_send_minutes WHERE minute < ?1",
-                [sends_before.div_euclid(MINUTE_MS)],
-            )?;
-            conn.execute("DELETE FROM recipient_failures WHERE window_start < ?1", [sends_before])?;
-            Ok(n)
-        })
+        self.do_purge(before, sends_before)
     }
 
     fn import(
@@ -1119,71 +619,11 @@ impl Store for SqliteStore {
         codes: &[ImportedCode],
         now: Millis,
     ) -> Result<ImportCounts, StoreError> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut counts = ImportCounts::default();
-        for (t, digest) in tenants {
-            let taken: bool = tx.query_row(
-                "SELECT EXISTS(SELECT 1 FROM tenant_secrets WHERE digest = ?1)",
-                [digest],
-                |r| r.get(0),
-            )?;
-            if taken {
-                counts.tenants_present += 1;
-                continue;
-            }
-            insert_tenant_row(&tx, t, digest, now)?;
-            counts.tenants_added += 1;
-        }
-        for ic in codes {
-            let c = &ic.code;
-            let present: bool = tx.query_row(
-                "SELECT EXISTS(SELECT 1 FROM challenges WHERE key_digest = ?1)",
-                [&c.key_digest],
-                |r| r.get(0),
-            )?;
-            if present {
-                counts.codes_present += 1;
-                continue;
-            }
-            let owner: Option<String> = tx
-                .query_row(
-                    "SELECT tenant_id FROM tenant_secrets WHERE digest = ?1",
-                    [&ic.owner_secret_digest],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let owner = owner.ok_or(StoreError::Corrupt("imported code has no owner".into()))?;
-            tx.execute(
-                "INSERT INTO challenges (key_digest, tenant_id, flavor, email, email_canonical, purpose, seq, code_hash, \
-                 status, attempts, max_attempts, code_length, created_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
-                   (SELECT COALESCE(MAX(seq), 0) + 1 FROM challenges WHERE tenant_id = ?2 AND email_canonical = ?5 AND purpose = ?6 AND flavor = ?3), \
-                   ?7, 'pending', ?8, ?9, ?10, ?11, ?12)",
-                params![
-                    c.key_digest, owner, c.flavor.as_str(), c.email, c.email_canonical, c.purpose, c.code_hash,
-                    ic.attempts, c.max_attempts, c.code_length, c.created_at, c.expires_at
-                ],
-            )?;
-            counts.codes_added += 1;
-        }
-        tx.commit()?;
-        Ok(counts)
+        self.do_import(tenants, codes, now)
     }
 
     fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
-        let events = events.to_vec();
-        self.writer.write(move |tx| {
-            // A tenant deleted meanwhile has no audit: skip its events.
-            let mut st = tx.prepare_cached(
-                "INSERT INTO audit (tenant_id, at, event, recipient, outcome, client_ip, request_id) \
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = ?1)",
-            )?;
-            for e in &events {
-                st.execute(params![e.tenant_id, e.at, e.event, e.recipient, e.outcome, e.client_ip, e.request_id])?;
-            }
-            Ok(())
-        })
+        self.do_append_audit(events)
     }
 
     fn audit_page(
@@ -1192,34 +632,11 @@ impl Store for SqliteStore {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        let conn = self.conn()?;
-        let mut st = conn.prepare_cached(
-            "SELECT id, tenant_id, at, event, recipient, outcome, client_ip, request_id FROM audit \
-             WHERE tenant_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
-        )?;
-        let rows = st
-            .query_map(
-                params![tenant.as_str(), before.unwrap_or(i64::MAX), limit],
-                |r| {
-                    Ok(AuditEvent {
-                        id: r.get(0)?,
-                        tenant_id: r.get(1)?,
-                        at: r.get(2)?,
-                        event: r.get(3)?,
-                        recipient: r.get(4)?,
-                        outcome: r.get(5)?,
-                        client_ip: r.get(6)?,
-                        request_id: r.get(7)?,
-                    })
-                },
-            )?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.do_audit_page(tenant, before, limit)
     }
 
     fn purge_audit(&self, before: Millis) -> Result<usize, StoreError> {
-        self.writer
-            .write(move |conn| Ok(conn.execute("DELETE FROM audit WHERE at < ?1", [before])?))
+        self.do_purge_audit(before)
     }
 
     fn take_send(
@@ -1229,9 +646,7 @@ impl Store for SqliteStore {
         q: &SendQuota,
         now: Millis,
     ) -> Result<Result<(), QuotaRefusal>, StoreError> {
-        let (tenant, recipient, q) = (tenant.clone(), recipient.to_string(), *q);
-        self.writer
-            .write(move |tx| take_send_in(tx, &tenant, &recipient, &q, now))
+        self.do_take_send(tenant, recipient, q, now)
     }
 
     fn check_quota(
@@ -1241,8 +656,7 @@ impl Store for SqliteStore {
         q: &SendQuota,
         now: Millis,
     ) -> Result<Result<(), QuotaRefusal>, StoreError> {
-        let conn = self.conn()?;
-        quota_check(&conn, tenant, recipient, q, now)
+        self.do_check_quota(tenant, recipient, q, now)
     }
 
     fn failures_blocked(
@@ -1252,79 +666,19 @@ impl Store for SqliteStore {
         q: &SendQuota,
         now: Millis,
     ) -> Result<Option<Millis>, StoreError> {
-        if q.max_failures == 0 {
-            return Ok(None);
-        }
-        let conn = self.conn()?;
-        let row: Option<(i64, Millis)> = conn
-            .query_row(
-                "SELECT failures, window_start FROM recipient_failures WHERE tenant_id = ?1 AND email_canonical = ?2",
-                params![tenant.as_str(), recipient],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        Ok(row.and_then(|(f, start)| q.failures_until(f, start, now)))
+        self.do_failures_blocked(tenant, recipient, q, now)
     }
 
     fn export_snapshot(&self) -> Result<copy::Snapshot, StoreError> {
-        let mut conn = self.conn()?;
-        // A deferred transaction: its first read fixes the snapshot every table is read in.
-        let tx = conn.transaction()?;
-        let mut out = Vec::new();
-        for t in copy::TABLES {
-            out.push((t, export_table(&tx, t)?));
-        }
-        tx.commit()?;
-        Ok(out)
+        self.do_export_snapshot()
     }
 
     fn import_snapshot(&self, s: &copy::Snapshot) -> Result<(), StoreError> {
-        use rusqlite::types::Value as V;
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let held: bool = tx.query_row(
-            "SELECT EXISTS(SELECT 1 FROM keyring) OR EXISTS(SELECT 1 FROM tenants)",
-            [],
-            |r| r.get(0),
-        )?;
-        if held {
-            return Err(StoreError::Conflict(
-                "the target database already holds an installation",
-            ));
-        }
-        for (t, rows) in s {
-            let marks = (1..=t.columns.len())
-                .map(|i| format!("?{i}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let mut st = tx.prepare(&format!(
-                "INSERT INTO {} ({}) VALUES ({marks})",
-                t.name,
-                t.column_list()
-            ))?;
-            for row in rows {
-                st.execute(rusqlite::params_from_iter(row.iter().map(|v| match v {
-                    copy::Value::Null => V::Null,
-                    copy::Value::Int(i) => V::Integer(*i),
-                    copy::Value::Bool(b) => V::Integer(i64::from(*b)),
-                    copy::Value::Text(s) => V::Text(s.clone()),
-                    copy::Value::Blob(b) => V::Blob(b.clone()),
-                })))?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+        self.do_import_snapshot(s)
     }
 
     fn clear_failures(&self, tenant: &TenantId, recipient: &str) -> Result<(), StoreError> {
-        let (tenant, recipient) = (tenant.clone(), recipient.to_string());
-        self.writer.write(move |conn| {
-            conn.execute(
-                "DELETE FROM recipient_failures WHERE tenant_id = ?1 AND email_canonical = ?2",
-                params![tenant.as_str(), recipient],
-            )?;
-            Ok(())
-        })
+        self.do_clear_failures(tenant, recipient)
     }
 }
 

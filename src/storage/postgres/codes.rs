@@ -1,0 +1,210 @@
+//! PostgreSQL: codes — attempts reserved under row locks and given back, verify, status,
+//! cancel — and the quota and failure-budget reads and writes around them.
+
+use super::*;
+
+impl PgStore {
+    pub(super) fn do_reserve_attempt(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        flavor: Flavor,
+        code_len: u32,
+        q: &SendQuota,
+        now: Millis,
+    ) -> Result<Option<Reservation>, StoreError> {
+        let max_failures: i64 = if q.max_failures == 0 {
+            i64::MAX
+        } else {
+            q.max_failures.into()
+        };
+        let t = tenant.as_str();
+        self.tx(|tx| {
+            if q.max_failures > 0 {
+                // The recipient's failure budget is shared by all its codes: take its lock
+                // (the same one a mint's quota check takes) before reading it.
+                tx.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended('r' || chr(31) || tenant_id || chr(31) || email_canonical, 0)) \
+                     FROM challenges WHERE key_digest = $1 AND tenant_id = $2",
+                    &[&key_digest, &t],
+                )?;
+            }
+            // The row lock of the UPDATE serialises guesses on one key: a concurrent guess
+            // re-checks `attempts < max_attempts` on the committed row.
+            let row = tx.query_opt(
+                "UPDATE challenges c SET attempts = attempts + 1 \
+                 WHERE key_digest = $1 AND tenant_id = $2 AND flavor = $3 AND status = 'pending' \
+                   AND attempts < max_attempts AND expires_at > $4 AND code_length = $7 \
+                   AND NOT EXISTS (SELECT 1 FROM recipient_failures f WHERE f.tenant_id = c.tenant_id \
+                       AND f.email_canonical = c.email_canonical AND f.failures >= $5 AND f.window_start + $6 > $4) \
+                 RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose, locale",
+                &[&key_digest, &t, &flavor.as_str(), &now, &max_failures, &q.recipient_window_ms, &i64::from(code_len)],
+            )?;
+            let Some(row) = row else { return Ok(None) };
+            let res = Reservation {
+                code_hash: row.try_get(0)?,
+                attempts: u32_at(&row, 1)?,
+                max_attempts: u32_at(&row, 2)?,
+                email: row.try_get(3)?,
+                email_canonical: row.try_get(4)?,
+                purpose: row.try_get(5)?,
+                locale: row.try_get(6)?,
+            };
+            if q.max_failures > 0 {
+                tx.execute(
+                    "INSERT INTO recipient_failures (tenant_id, email_canonical, failures, window_start) VALUES ($1, $2, 1, $3) \
+                     ON CONFLICT (tenant_id, email_canonical) DO UPDATE SET \
+                       failures = CASE WHEN recipient_failures.window_start + $4 <= $3 THEN 1 ELSE recipient_failures.failures + 1 END, \
+                       window_start = CASE WHEN recipient_failures.window_start + $4 <= $3 THEN $3 ELSE recipient_failures.window_start END",
+                    &[&t, &res.email_canonical, &now, &q.recipient_window_ms],
+                )?;
+            }
+            Ok(Some(res))
+        })
+    }
+
+    pub(super) fn do_release_attempt(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        recipient: &str,
+    ) -> Result<(), StoreError> {
+        let t = tenant.as_str();
+        self.tx(|tx| {
+            tx.execute(
+                "UPDATE challenges SET attempts = attempts - 1 WHERE key_digest = $1 AND tenant_id = $2 AND attempts > 0",
+                &[&key_digest, &t],
+            )?;
+            tx.execute(
+                "UPDATE recipient_failures SET failures = failures - 1 WHERE tenant_id = $1 AND email_canonical = $2 AND failures > 0",
+                &[&t, &recipient],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn do_finish_verify(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        now: Millis,
+        event: Option<&NewEvent>,
+    ) -> Result<bool, StoreError> {
+        self.tx(|tx| {
+            let n = tx.execute(
+                "UPDATE challenges SET status = 'verified', verified_at = $3, ended_at = $3 \
+                 WHERE key_digest = $1 AND tenant_id = $2 AND status = 'pending' AND expires_at > $3",
+                &[&key_digest, &tenant.as_str(), &now],
+            )?;
+            if let (1, Some(e)) = (n, event) {
+                integration::insert_event_in(tx, e)?;
+            }
+            Ok(n == 1)
+        })
+    }
+
+    pub(super) fn do_challenge_owner(
+        &self,
+        key_digest: &[u8],
+        flavor: Flavor,
+    ) -> Result<Option<TenantId>, StoreError> {
+        Ok(self
+            .query_opt(
+                "SELECT c.tenant_id FROM challenges c JOIN tenants t ON t.id = c.tenant_id \
+                 WHERE c.key_digest = $1 AND c.flavor = $2 AND t.enabled",
+                &[&key_digest, &flavor.as_str()],
+            )?
+            .map(|r| r.try_get::<_, String>(0))
+            .transpose()?
+            .map(TenantId::from_trusted))
+    }
+
+    pub(super) fn do_challenge(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        flavor: Flavor,
+    ) -> Result<Option<ChallengeView>, StoreError> {
+        self.query_opt(
+            &format!("SELECT {VIEW_COLS} FROM challenges c WHERE c.key_digest = $1 AND c.tenant_id = $2 AND c.flavor = $3"),
+            &[&key_digest, &tenant.as_str(), &flavor.as_str()],
+        )?
+        .map(|r| view_from_row(&r))
+        .transpose()
+    }
+
+    pub(super) fn do_cancel(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        flavor: Flavor,
+        now: Millis,
+    ) -> Result<Option<(bool, ChallengeView)>, StoreError> {
+        let t = tenant.as_str();
+        self.tx(|tx| {
+            let n = tx.execute(
+                "UPDATE challenges SET status = 'cancelled', ended_at = $4 WHERE key_digest = $1 AND tenant_id = $2 \
+                 AND flavor = $3 AND status = 'pending' AND expires_at > $4 AND attempts < max_attempts",
+                &[&key_digest, &t, &flavor.as_str(), &now],
+            )?;
+            let v = tx.query_opt(
+                &format!("SELECT {VIEW_COLS} FROM challenges c WHERE c.key_digest = $1 AND c.tenant_id = $2 AND c.flavor = $3"),
+                &[&key_digest, &t, &flavor.as_str()],
+            )?;
+            Ok(v.map(|r| view_from_row(&r)).transpose()?.map(|v| (n == 1, v)))
+        })
+    }
+
+    pub(super) fn do_take_send(
+        &self,
+        tenant: &TenantId,
+        recipient: &str,
+        q: &SendQuota,
+        now: Millis,
+    ) -> Result<Result<(), QuotaRefusal>, StoreError> {
+        self.tx(|tx| {
+            lock_all(tx, &quota_locks(tenant, recipient, q))?;
+            take_send_in(tx, tenant, recipient, q, now)
+        })
+    }
+
+    pub(super) fn do_check_quota(
+        &self,
+        tenant: &TenantId,
+        recipient: &str,
+        q: &SendQuota,
+        now: Millis,
+    ) -> Result<Result<(), QuotaRefusal>, StoreError> {
+        quota_check(&mut self.conn()?.db(), tenant, recipient, q, now)
+    }
+
+    pub(super) fn do_failures_blocked(
+        &self,
+        tenant: &TenantId,
+        recipient: &str,
+        q: &SendQuota,
+        now: Millis,
+    ) -> Result<Option<Millis>, StoreError> {
+        if q.max_failures == 0 {
+            return Ok(None);
+        }
+        let row = self.query_opt(
+            "SELECT failures, window_start FROM recipient_failures WHERE tenant_id = $1 AND email_canonical = $2",
+            &[&tenant.as_str(), &recipient],
+        )?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(q.failures_until(row.try_get(0)?, row.try_get(1)?, now))
+    }
+
+    pub(super) fn do_clear_failures(
+        &self,
+        tenant: &TenantId,
+        recipient: &str,
+    ) -> Result<(), StoreError> {
+        self.conn()?.db().execute(
+            "DELETE FROM recipient_failures WHERE tenant_id = $1 AND email_canonical = $2",
+            &[&tenant.as_str(), &recipient],
+        )?;
+        Ok(())
+    }
+}

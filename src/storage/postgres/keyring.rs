@@ -1,0 +1,88 @@
+//! PostgreSQL: the keyring (made once under an advisory lock) and re-encryption of stored
+//! passwords.
+
+use super::*;
+
+impl PgStore {
+    pub(super) fn do_keyring(&self) -> Result<Vec<WrappedKey>, StoreError> {
+        let rows = self.conn()?.db().query(
+            "SELECT kind, version, wrapped, kek_id, active FROM keyring ORDER BY kind, version",
+            &[],
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok(WrappedKey {
+                    kind: r.try_get(0)?,
+                    version: u32_at(r, 1)?,
+                    wrapped: r.try_get(2)?,
+                    kek_id: r.try_get(3)?,
+                    active: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) fn do_init_keyring(
+        &self,
+        rows: &[WrappedKey],
+        now: Millis,
+    ) -> Result<Vec<WrappedKey>, StoreError> {
+        // One instance makes the keyring; the others, waiting on the lock, find it made.
+        self.tx(|tx| {
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&KEYRING_LOCK])?;
+            let existing: i64 = tx
+                .query_one("SELECT COUNT(*) FROM keyring", &[])?
+                .try_get(0)?;
+            if existing == 0 {
+                for k in rows {
+                    tx.execute(
+                        "INSERT INTO keyring (kind, version, wrapped, kek_id, active, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                        &[&k.kind, &i64::from(k.version), &k.wrapped, &k.kek_id, &k.active, &now],
+                    )?;
+                }
+            }
+            Ok(())
+        })?;
+        self.keyring()
+    }
+
+    pub(super) fn do_rewrap_key(
+        &self,
+        kind: &str,
+        version: u32,
+        wrapped: &[u8],
+        kek_id: &str,
+        old_kek_id: &str,
+    ) -> Result<bool, StoreError> {
+        let n = self.conn()?.db().execute(
+            "UPDATE keyring SET wrapped = $3, kek_id = $4 WHERE kind = $1 AND version = $2 AND kek_id = $5",
+            &[&kind, &i64::from(version), &wrapped, &kek_id, &old_kek_id],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub(super) fn do_add_data_key(&self, row: &WrappedKey, now: Millis) -> Result<(), StoreError> {
+        // The primary key (kind, version) refuses a version another rotation took first.
+        self.tx(|tx| {
+            tx.execute("UPDATE keyring SET active = FALSE WHERE kind = $1", &[&row.kind])?;
+            tx.execute(
+                "INSERT INTO keyring (kind, version, wrapped, kek_id, active, created_at) VALUES ($1, $2, $3, $4, TRUE, $5)",
+                &[&row.kind, &i64::from(row.version), &row.wrapped, &row.kek_id, &now],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn do_set_smtp_password(
+        &self,
+        id: &TenantId,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
+        let n = self.conn()?.db().execute(
+            "UPDATE tenants SET smtp_password = $3 WHERE id = $1 AND smtp_password = $2",
+            &[&id.as_str(), &old, &new],
+        )?;
+        Ok(n == 1)
+    }
+}

@@ -1,0 +1,234 @@
+//! PostgreSQL: retention purges, the audit, the OtpMint import and the whole-installation
+//! snapshot used by migrate-store.
+
+use super::*;
+
+impl PgStore {
+    pub(super) fn do_purge(
+        &self,
+        before: Millis,
+        sends_before: Millis,
+    ) -> Result<usize, StoreError> {
+        // Each statement is idempotent: instances purging at once delete each row once.
+        let mut conn = self.conn()?;
+        let mut conn = conn.db();
+        let n = conn.execute(
+            "DELETE FROM challenges WHERE (ended_at IS NOT NULL AND ended_at < $1) OR expires_at < $1",
+            &[&before],
+        )?;
+        conn.execute("DELETE FROM sends WHERE at < $1", &[&sends_before])?;
+        conn.execute(
+            "DELETE FROM tenant_send_minutes WHERE minute < $1",
+            &[&sends_before.div_euclid(MINUTE_MS)],
+        )?;
+        conn.execute(
+            "DELETE FROM recipient_failures WHERE window_start < $1",
+            &[&sends_before],
+        )?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    pub(super) fn do_import(
+        &self,
+        tenants: &[(TenantRow, Vec<u8>)],
+        codes: &[ImportedCode],
+        now: Millis,
+    ) -> Result<ImportCounts, StoreError> {
+        self.tx(|tx| {
+            let mut counts = ImportCounts::default();
+            for (t, digest) in tenants {
+                let taken: bool = tx
+                    .query_one(
+                        "SELECT EXISTS(SELECT 1 FROM tenant_secrets WHERE digest = $1)",
+                        &[digest],
+                    )?
+                    .try_get(0)?;
+                if taken {
+                    counts.tenants_present += 1;
+                    continue;
+                }
+                if !insert_tenant_row(tx, t, digest, now)? {
+                    return Err(StoreError::Conflict("secret key already registered"));
+                }
+                counts.tenants_added += 1;
+            }
+            for ic in codes {
+                let c = &ic.code;
+                let present: bool = tx
+                    .query_one(
+                        "SELECT EXISTS(SELECT 1 FROM challenges WHERE key_digest = $1)",
+                        &[&c.key_digest],
+                    )?
+                    .try_get(0)?;
+                if present {
+                    counts.codes_present += 1;
+                    continue;
+                }
+                let owner: String = tx
+                    .query_opt(
+                        "SELECT tenant_id FROM tenant_secrets WHERE digest = $1",
+                        &[&ic.owner_secret_digest],
+                    )?
+                    .ok_or(StoreError::Corrupt("imported code has no owner".into()))?
+                    .try_get(0)?;
+                insert_challenge(
+                    tx,
+                    c,
+                    &owner,
+                    ic.attempts,
+                    ("sync", "sent", 1, Some(c.created_at)),
+                )?;
+                counts.codes_added += 1;
+            }
+            Ok(counts)
+        })
+    }
+
+    pub(super) fn do_append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        self.tx(|tx| {
+            // A tenant deleted meanwhile has no audit: skip its events.
+            for e in events {
+                tx.execute(
+                    "INSERT INTO audit (tenant_id, at, event, recipient, outcome, client_ip, request_id) \
+                     SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $1)",
+                    &[&e.tenant_id, &e.at, &e.event, &e.recipient, &e.outcome, &e.client_ip, &e.request_id],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    pub(super) fn do_audit_page(
+        &self,
+        tenant: &TenantId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        self.conn()?
+            .db()
+            .query(
+                "SELECT id, tenant_id, at, event, recipient, outcome, client_ip, request_id FROM audit \
+                 WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+                &[&tenant.as_str(), &before.unwrap_or(i64::MAX), &i64::from(limit)],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(AuditEvent {
+                    id: r.try_get(0)?,
+                    tenant_id: r.try_get(1)?,
+                    at: r.try_get(2)?,
+                    event: r.try_get(3)?,
+                    recipient: r.try_get(4)?,
+                    outcome: r.try_get(5)?,
+                    client_ip: r.try_get(6)?,
+                    request_id: r.try_get(7)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) fn do_purge_audit(&self, before: Millis) -> Result<usize, StoreError> {
+        let n = self
+            .conn()?
+            .db()
+            .execute("DELETE FROM audit WHERE at < $1", &[&before])?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    pub(super) fn do_export_snapshot(&self) -> Result<copy::Snapshot, StoreError> {
+        let mut conn = self.conn()?;
+        let mut tx = conn
+            .client
+            .build_transaction()
+            .isolation_level(::postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()?;
+        let mut out = Vec::new();
+        for t in copy::TABLES {
+            let rows = tx.query(&format!("SELECT {} FROM {}", t.column_list(), t.name), &[])?;
+            out.push((t, export_rows(t, &rows)?));
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    pub(super) fn do_import_snapshot(&self, s: &copy::Snapshot) -> Result<(), StoreError> {
+        self.tx(|tx| {
+            // Also keeps two copies into one database from interleaving.
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&KEYRING_LOCK])?;
+            let held: bool = tx
+                .query_one(
+                    "SELECT EXISTS(SELECT 1 FROM keyring) OR EXISTS(SELECT 1 FROM tenants)",
+                    &[],
+                )?
+                .try_get(0)?;
+            if held {
+                return Err(StoreError::Conflict(
+                    "the target database already holds an installation",
+                ));
+            }
+            for (t, rows) in s {
+                let marks = (1..=t.columns.len())
+                    .map(|i| format!("${i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let overriding = if t.identity.is_some() {
+                    " OVERRIDING SYSTEM VALUE"
+                } else {
+                    ""
+                };
+                let sql = format!(
+                    "INSERT INTO {} ({}){overriding} VALUES ({marks})",
+                    t.name,
+                    t.column_list()
+                );
+                for row in rows {
+                    let values: Vec<Box<dyn ToSql + Sync>> = row
+                        .iter()
+                        .zip(t.columns)
+                        .map(|(v, (_, kind))| -> Box<dyn ToSql + Sync> {
+                            match (v, kind) {
+                                (copy::Value::Int(i), copy::Kind::Bool) => Box::new(*i != 0),
+                                (copy::Value::Int(i), _) => Box::new(*i),
+                                (copy::Value::Bool(b), _) => Box::new(*b),
+                                (copy::Value::Text(s), _) => Box::new(s.clone()),
+                                (copy::Value::Blob(b), _) => Box::new(b.clone()),
+                                (copy::Value::Null, copy::Kind::Int) => Box::new(None::<i64>),
+                                (copy::Value::Null, copy::Kind::Text) => Box::new(None::<String>),
+                                (copy::Value::Null, copy::Kind::Blob) => Box::new(None::<Vec<u8>>),
+                                (copy::Value::Null, copy::Kind::Bool) => Box::new(None::<bool>),
+                            }
+                        })
+                        .collect();
+                    let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|b| b.as_ref()).collect();
+                    tx.execute(&sql, &refs)?;
+                }
+                if let Some(col) = t.identity {
+                    // The next number the table hands out comes after the copied ones.
+                    tx.execute(
+                        &format!(
+                            "SELECT setval(pg_get_serial_sequence('{0}', '{col}'), COALESCE(MAX({col}), 1), MAX({col}) IS NOT NULL) FROM {0}",
+                            t.name
+                        ),
+                        &[],
+                    )?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    pub(super) fn do_backup_to(&self, _path: &std::path::Path) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported(
+            "`otpmint backup` copies a SQLite database; back up PostgreSQL with pg_dump",
+        ))
+    }
+
+    pub(super) fn do_has_data(&self) -> Result<bool, StoreError> {
+        let row = self.conn()?.db().query_one(
+            "SELECT EXISTS(SELECT 1 FROM keyring) OR EXISTS(SELECT 1 FROM tenants)",
+            &[],
+        )?;
+        Ok(row.try_get(0)?)
+    }
+}

@@ -1,0 +1,223 @@
+//! PostgreSQL: tenants, their secrets and their templates.
+
+use super::*;
+
+impl PgStore {
+    pub(super) fn do_insert_tenant(
+        &self,
+        t: &TenantRow,
+        secret_digest: &[u8],
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        self.tx(|tx| {
+            if insert_tenant_row(tx, t, secret_digest, now)? {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict("secret key already registered"))
+            }
+        })
+    }
+
+    pub(super) fn do_tenant(&self, id: &TenantId) -> Result<Option<TenantRow>, StoreError> {
+        self.query_opt(
+            &format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = $1"),
+            &[&id.as_str()],
+        )?
+        .map(|r| tenant_from_row(&r))
+        .transpose()
+    }
+
+    pub(super) fn do_tenants(&self) -> Result<Vec<TenantRow>, StoreError> {
+        self.conn()?
+            .db()
+            .query(
+                &format!("SELECT {TENANT_COLS} FROM tenants t ORDER BY t.created_at, t.id"),
+                &[],
+            )?
+            .iter()
+            .map(tenant_from_row)
+            .collect()
+    }
+
+    pub(super) fn do_update_tenant(
+        &self,
+        id: &TenantId,
+        c: &TenantChanges,
+        now: Millis,
+    ) -> Result<Option<TenantRow>, StoreError> {
+        let id = id.as_str();
+        self.tx(|tx| {
+            // Locks the row for the rest of the change, and says whether it exists.
+            if tx.execute(
+                "UPDATE tenants SET updated_at = $2 WHERE id = $1",
+                &[&id, &now],
+            )? == 0
+            {
+                return Ok(None);
+            }
+            if let Some(name) = &c.name {
+                tx.execute("UPDATE tenants SET name = $2 WHERE id = $1", &[&id, name])?;
+            }
+            if let Some(enabled) = c.enabled {
+                tx.execute(
+                    "UPDATE tenants SET enabled = $2 WHERE id = $1",
+                    &[&id, &enabled],
+                )?;
+            }
+            if let Some(s) = &c.smtp {
+                tx.execute(
+                    "UPDATE tenants SET smtp_host = $2, smtp_port = $3, smtp_username = $4, smtp_password = $5, \
+                     smtp_from = $6, smtp_tls = $7, smtp_max_connections = $8, smtp_version = smtp_version + 1 WHERE id = $1",
+                    &[&id, &s.host, &i64::from(s.port), &s.username, &s.password, &s.from, &s.tls, &i64::from(s.max_connections)],
+                )?;
+            }
+            if let Some(d) = c.delivery {
+                tx.execute(
+                    "UPDATE tenants SET delivery = $2 WHERE id = $1",
+                    &[&id, &d.as_str()],
+                )?;
+            }
+            if let Some(p) = &c.policy {
+                tx.execute(
+                    "UPDATE tenants SET code_length = $2, ttl_seconds = $3, max_attempts = $4 WHERE id = $1",
+                    &[&id, &i64::from(p.code_length), &i64::from(p.ttl_seconds), &i64::from(p.max_attempts)],
+                )?;
+            }
+            if let Some(l) = &c.default_locale {
+                tx.execute(
+                    "UPDATE tenants SET default_locale = $2 WHERE id = $1",
+                    &[&id, l],
+                )?;
+            }
+            let row = tx.query_one(
+                &format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = $1"),
+                &[&id],
+            )?;
+            Ok(Some(tenant_from_row(&row)?))
+        })
+    }
+
+    pub(super) fn do_delete_tenant(&self, id: &TenantId) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()?
+            .db()
+            .execute("DELETE FROM tenants WHERE id = $1", &[&id.as_str()])?
+            > 0)
+    }
+
+    pub(super) fn do_templates(&self, id: &TenantId) -> Result<Vec<TemplateRow>, StoreError> {
+        self.conn()?
+            .db()
+            .query(
+                "SELECT locale, subject, text, html, updated_at FROM templates \
+                 WHERE tenant_id = $1 ORDER BY locale",
+                &[&id.as_str()],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(TemplateRow {
+                    locale: r.try_get(0)?,
+                    subject: r.try_get(1)?,
+                    text: r.try_get(2)?,
+                    html: r.try_get(3)?,
+                    updated_at: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) fn do_put_template(
+        &self,
+        id: &TenantId,
+        t: &TemplateRow,
+    ) -> Result<bool, StoreError> {
+        let id = id.as_str();
+        self.tx(|tx| {
+            // Locks the tenant row: template changes of one tenant take turns.
+            if tx.execute(
+                "UPDATE tenants SET templates_version = templates_version + 1 WHERE id = $1",
+                &[&id],
+            )? == 0
+            {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO templates (tenant_id, locale, subject, text, html, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (tenant_id, locale) DO UPDATE SET subject = excluded.subject, \
+                 text = excluded.text, html = excluded.html, updated_at = excluded.updated_at",
+                &[&id, &t.locale, &t.subject, &t.text, &t.html, &t.updated_at],
+            )?;
+            Ok(true)
+        })
+    }
+
+    pub(super) fn do_delete_template(
+        &self,
+        id: &TenantId,
+        locale: &str,
+    ) -> Result<bool, StoreError> {
+        let id = id.as_str();
+        self.tx(|tx| {
+            let n = tx.execute(
+                "DELETE FROM templates WHERE tenant_id = $1 AND locale = $2",
+                &[&id, &locale],
+            )?;
+            if n > 0 {
+                tx.execute(
+                    "UPDATE tenants SET templates_version = templates_version + 1 WHERE id = $1",
+                    &[&id],
+                )?;
+            }
+            Ok(n > 0)
+        })
+    }
+
+    pub(super) fn do_tenant_by_secret(
+        &self,
+        digest: &[u8],
+        now: Millis,
+    ) -> Result<Option<TenantRow>, StoreError> {
+        self.query_opt(
+            &format!(
+                "SELECT {TENANT_COLS} FROM tenant_secrets s JOIN tenants t ON t.id = s.tenant_id \
+                 WHERE s.digest = $1 AND (s.expires_at IS NULL OR s.expires_at > $2) AND t.enabled"
+            ),
+            &[&digest, &now],
+        )?
+        .map(|r| tenant_from_row(&r))
+        .transpose()
+    }
+
+    pub(super) fn do_rotate_secret(
+        &self,
+        id: &TenantId,
+        new_digest: &[u8],
+        old_until: Millis,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let id = id.as_str();
+        self.tx(|tx| {
+            // Lock the tenant: two rotations at once take turns.
+            if tx
+                .query_opt("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", &[&id])?
+                .is_none()
+            {
+                return Ok(false);
+            }
+            tx.execute(
+                "UPDATE tenant_secrets SET expires_at = LEAST(COALESCE(expires_at, $2), $2) WHERE tenant_id = $1",
+                &[&id, &old_until],
+            )?;
+            tx.execute(
+                "DELETE FROM tenant_secrets WHERE tenant_id = $1 AND expires_at <= $2",
+                &[&id, &now],
+            )?;
+            tx.execute(
+                "INSERT INTO tenant_secrets (digest, tenant_id, created_at, expires_at) VALUES ($1, $2, $3, NULL)",
+                &[&new_digest, &id, &now],
+            )?;
+            Ok(true)
+        })
+    }
+}

@@ -1,0 +1,88 @@
+//! SQLite: the keyring (wrapped data keys and pepper) and re-encryption of stored passwords.
+
+use super::*;
+
+impl SqliteStore {
+    pub(super) fn do_keyring(&self) -> Result<Vec<WrappedKey>, StoreError> {
+        let conn = self.conn()?;
+        let mut st = conn.prepare(
+            "SELECT kind, version, wrapped, kek_id, active FROM keyring ORDER BY kind, version",
+        )?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(WrappedKey {
+                    kind: r.get(0)?,
+                    version: r.get(1)?,
+                    wrapped: r.get(2)?,
+                    kek_id: r.get(3)?,
+                    active: r.get(4)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub(super) fn do_init_keyring(
+        &self,
+        rows: &[WrappedKey],
+        now: Millis,
+    ) -> Result<Vec<WrappedKey>, StoreError> {
+        {
+            let mut conn = self.conn()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let existing: i64 = tx.query_row("SELECT COUNT(*) FROM keyring", [], |r| r.get(0))?;
+            if existing == 0 {
+                for k in rows {
+                    tx.execute(
+                        "INSERT INTO keyring (kind, version, wrapped, kek_id, active, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![k.kind, k.version, k.wrapped, k.kek_id, k.active, now],
+                    )?;
+                }
+            }
+            tx.commit()?;
+        }
+        self.keyring()
+    }
+
+    pub(super) fn do_rewrap_key(
+        &self,
+        kind: &str,
+        version: u32,
+        wrapped: &[u8],
+        kek_id: &str,
+        old_kek_id: &str,
+    ) -> Result<bool, StoreError> {
+        let conn = self.conn()?;
+        let n = conn.execute(
+            "UPDATE keyring SET wrapped = ?3, kek_id = ?4 WHERE kind = ?1 AND version = ?2 AND kek_id = ?5",
+            params![kind, version, wrapped, kek_id, old_kek_id],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub(super) fn do_add_data_key(&self, row: &WrappedKey, now: Millis) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("UPDATE keyring SET active = 0 WHERE kind = ?1", [&row.kind])?;
+        tx.execute(
+            "INSERT INTO keyring (kind, version, wrapped, kek_id, active, created_at) VALUES (?1, ?2, ?3, ?4, 1, ?5)",
+            params![row.kind, row.version, row.wrapped, row.kek_id, now],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub(super) fn do_set_smtp_password(
+        &self,
+        id: &TenantId,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
+        let conn = self.conn()?;
+        let n = conn.execute(
+            "UPDATE tenants SET smtp_password = ?3 WHERE id = ?1 AND smtp_password = ?2",
+            params![id.as_str(), old, new],
+        )?;
+        Ok(n == 1)
+    }
+}

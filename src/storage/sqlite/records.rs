@@ -1,0 +1,211 @@
+//! SQLite: retention purges, the audit, the OtpMint import, backups and the whole-installation
+//! snapshot used by migrate-store.
+
+use super::*;
+
+impl SqliteStore {
+    pub(super) fn do_purge(
+        &self,
+        before: Millis,
+        sends_before: Millis,
+    ) -> Result<usize, StoreError> {
+        self.writer.write(move |conn| {
+            let n = conn.execute(
+                "DELETE FROM challenges WHERE (ended_at IS NOT NULL AND ended_at < ?1) OR expires_at < ?1",
+                [before],
+            )?;
+            conn.execute("DELETE FROM sends WHERE at < ?1", [sends_before])?;
+            conn.execute(
+                "DELETE FROM tenant_send_minutes WHERE minute < ?1",
+                [sends_before.div_euclid(MINUTE_MS)],
+            )?;
+            conn.execute("DELETE FROM recipient_failures WHERE window_start < ?1", [sends_before])?;
+            Ok(n)
+        })
+    }
+
+    pub(super) fn do_import(
+        &self,
+        tenants: &[(TenantRow, Vec<u8>)],
+        codes: &[ImportedCode],
+        now: Millis,
+    ) -> Result<ImportCounts, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut counts = ImportCounts::default();
+        for (t, digest) in tenants {
+            let taken: bool = tx.query_row(
+                "SELECT EXISTS(SELECT 1 FROM tenant_secrets WHERE digest = ?1)",
+                [digest],
+                |r| r.get(0),
+            )?;
+            if taken {
+                counts.tenants_present += 1;
+                continue;
+            }
+            insert_tenant_row(&tx, t, digest, now)?;
+            counts.tenants_added += 1;
+        }
+        for ic in codes {
+            let c = &ic.code;
+            let present: bool = tx.query_row(
+                "SELECT EXISTS(SELECT 1 FROM challenges WHERE key_digest = ?1)",
+                [&c.key_digest],
+                |r| r.get(0),
+            )?;
+            if present {
+                counts.codes_present += 1;
+                continue;
+            }
+            let owner: Option<String> = tx
+                .query_row(
+                    "SELECT tenant_id FROM tenant_secrets WHERE digest = ?1",
+                    [&ic.owner_secret_digest],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let owner = owner.ok_or(StoreError::Corrupt("imported code has no owner".into()))?;
+            tx.execute(
+                "INSERT INTO challenges (key_digest, tenant_id, flavor, email, email_canonical, purpose, seq, code_hash, \
+                 status, attempts, max_attempts, code_length, created_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
+                   (SELECT COALESCE(MAX(seq), 0) + 1 FROM challenges WHERE tenant_id = ?2 AND email_canonical = ?5 AND purpose = ?6 AND flavor = ?3), \
+                   ?7, 'pending', ?8, ?9, ?10, ?11, ?12)",
+                params![
+                    c.key_digest, owner, c.flavor.as_str(), c.email, c.email_canonical, c.purpose, c.code_hash,
+                    ic.attempts, c.max_attempts, c.code_length, c.created_at, c.expires_at
+                ],
+            )?;
+            counts.codes_added += 1;
+        }
+        tx.commit()?;
+        Ok(counts)
+    }
+
+    pub(super) fn do_append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        let events = events.to_vec();
+        self.writer.write(move |tx| {
+            // A tenant deleted meanwhile has no audit: skip its events.
+            let mut st = tx.prepare_cached(
+                "INSERT INTO audit (tenant_id, at, event, recipient, outcome, client_ip, request_id) \
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = ?1)",
+            )?;
+            for e in &events {
+                st.execute(params![e.tenant_id, e.at, e.event, e.recipient, e.outcome, e.client_ip, e.request_id])?;
+            }
+            Ok(())
+        })
+    }
+
+    pub(super) fn do_audit_page(
+        &self,
+        tenant: &TenantId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let conn = self.conn()?;
+        let mut st = conn.prepare_cached(
+            "SELECT id, tenant_id, at, event, recipient, outcome, client_ip, request_id FROM audit \
+             WHERE tenant_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
+        )?;
+        let rows = st
+            .query_map(
+                params![tenant.as_str(), before.unwrap_or(i64::MAX), limit],
+                |r| {
+                    Ok(AuditEvent {
+                        id: r.get(0)?,
+                        tenant_id: r.get(1)?,
+                        at: r.get(2)?,
+                        event: r.get(3)?,
+                        recipient: r.get(4)?,
+                        outcome: r.get(5)?,
+                        client_ip: r.get(6)?,
+                        request_id: r.get(7)?,
+                    })
+                },
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub(super) fn do_purge_audit(&self, before: Millis) -> Result<usize, StoreError> {
+        self.writer
+            .write(move |conn| Ok(conn.execute("DELETE FROM audit WHERE at < ?1", [before])?))
+    }
+
+    pub(super) fn do_export_snapshot(&self) -> Result<copy::Snapshot, StoreError> {
+        let mut conn = self.conn()?;
+        // A deferred transaction: its first read fixes the snapshot every table is read in.
+        let tx = conn.transaction()?;
+        let mut out = Vec::new();
+        for t in copy::TABLES {
+            out.push((t, export_table(&tx, t)?));
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    pub(super) fn do_import_snapshot(&self, s: &copy::Snapshot) -> Result<(), StoreError> {
+        use rusqlite::types::Value as V;
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let held: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM keyring) OR EXISTS(SELECT 1 FROM tenants)",
+            [],
+            |r| r.get(0),
+        )?;
+        if held {
+            return Err(StoreError::Conflict(
+                "the target database already holds an installation",
+            ));
+        }
+        for (t, rows) in s {
+            let marks = (1..=t.columns.len())
+                .map(|i| format!("?{i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut st = tx.prepare(&format!(
+                "INSERT INTO {} ({}) VALUES ({marks})",
+                t.name,
+                t.column_list()
+            ))?;
+            for row in rows {
+                st.execute(rusqlite::params_from_iter(row.iter().map(|v| match v {
+                    copy::Value::Null => V::Null,
+                    copy::Value::Int(i) => V::Integer(*i),
+                    copy::Value::Bool(b) => V::Integer(i64::from(*b)),
+                    copy::Value::Text(s) => V::Text(s.clone()),
+                    copy::Value::Blob(b) => V::Blob(b.clone()),
+                })))?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub(super) fn do_backup_to(&self, path: &std::path::Path) -> Result<(), StoreError> {
+        if path.exists() {
+            return Err(StoreError::Conflict("the backup file already exists"));
+        }
+        let conn = self.conn()?;
+        create_private(path)?;
+        let mut dst = rusqlite::Connection::open(path)?;
+        {
+            let backup = rusqlite::backup::Backup::new(&conn, &mut dst)?;
+            backup.run_to_completion(256, Duration::from_millis(2), None)?;
+        }
+        // A single file, no WAL: easy to copy off the machine.
+        dst.pragma_update(None, "journal_mode", "DELETE")?;
+        Ok(())
+    }
+
+    pub(super) fn do_has_data(&self) -> Result<bool, StoreError> {
+        let conn = self.conn()?;
+        let n: i64 = conn.query_row(
+            "SELECT (SELECT COUNT(*) FROM keyring) + (SELECT COUNT(*) FROM tenants)",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+}

@@ -1,0 +1,251 @@
+//! SQLite: tenants, their secrets and their templates.
+
+use super::*;
+
+impl SqliteStore {
+    pub(super) fn do_insert_tenant(
+        &self,
+        t: &TenantRow,
+        secret_digest: &[u8],
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let (t, secret_digest) = (t.clone(), secret_digest.to_vec());
+        self.writer.write(move |tx| {
+            let taken: bool = tx.query_row(
+                "SELECT EXISTS(SELECT 1 FROM tenant_secrets WHERE digest = ?1)",
+                [&secret_digest],
+                |r| r.get(0),
+            )?;
+            if taken {
+                return Err(StoreError::Conflict("secret key already registered"));
+            }
+            insert_tenant_row(tx, &t, &secret_digest, now)?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn do_tenant(&self, id: &TenantId) -> Result<Option<TenantRow>, StoreError> {
+        let conn = self.conn()?;
+        Ok(conn
+            .query_row(
+                &format!("SELECT {TENANT_COLS} FROM tenants WHERE id = ?1"),
+                [id.as_str()],
+                tenant_from_row,
+            )
+            .optional()?)
+    }
+
+    pub(super) fn do_tenants(&self) -> Result<Vec<TenantRow>, StoreError> {
+        let conn = self.conn()?;
+        let mut st = conn.prepare(&format!(
+            "SELECT {TENANT_COLS} FROM tenants ORDER BY created_at, id"
+        ))?;
+        let rows = st
+            .query_map([], tenant_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub(super) fn do_update_tenant(
+        &self,
+        id: &TenantId,
+        c: &TenantChanges,
+        now: Millis,
+    ) -> Result<Option<TenantRow>, StoreError> {
+        let (id, c) = (id.clone(), c.clone());
+        self.writer.write(move |tx| {
+        let exists: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM tenants WHERE id = ?1)",
+            [id.as_str()],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            return Ok(None);
+        }
+        if let Some(name) = &c.name {
+            tx.execute(
+                "UPDATE tenants SET name = ?2 WHERE id = ?1",
+                params![id.as_str(), name],
+            )?;
+        }
+        if let Some(enabled) = c.enabled {
+            tx.execute(
+                "UPDATE tenants SET enabled = ?2 WHERE id = ?1",
+                params![id.as_str(), enabled],
+            )?;
+        }
+        if let Some(s) = &c.smtp {
+            tx.execute(
+                "UPDATE tenants SET smtp_host = ?2, smtp_port = ?3, smtp_username = ?4, smtp_password = ?5, \
+                 smtp_from = ?6, smtp_tls = ?7, smtp_max_connections = ?8, smtp_version = smtp_version + 1 WHERE id = ?1",
+                params![id.as_str(), s.host, s.port, s.username, s.password, s.from, s.tls, s.max_connections],
+            )?;
+        }
+        if let Some(d) = c.delivery {
+            tx.execute(
+                "UPDATE tenants SET delivery = ?2 WHERE id = ?1",
+                params![id.as_str(), d.as_str()],
+            )?;
+        }
+        if let Some(p) = &c.policy {
+            tx.execute(
+                "UPDATE tenants SET code_length = ?2, ttl_seconds = ?3, max_attempts = ?4 WHERE id = ?1",
+                params![id.as_str(), p.code_length, p.ttl_seconds, p.max_attempts],
+            )?;
+        }
+        if let Some(l) = &c.default_locale {
+            tx.execute(
+                "UPDATE tenants SET default_locale = ?2 WHERE id = ?1",
+                params![id.as_str(), l],
+            )?;
+        }
+        tx.execute(
+            "UPDATE tenants SET updated_at = ?2 WHERE id = ?1",
+            params![id.as_str(), now],
+        )?;
+        let row = tx.query_row(
+            &format!("SELECT {TENANT_COLS} FROM tenants WHERE id = ?1"),
+            [id.as_str()],
+            tenant_from_row,
+        )?;
+        Ok(Some(row))
+        })
+    }
+
+    pub(super) fn do_delete_tenant(&self, id: &TenantId) -> Result<bool, StoreError> {
+        let id = id.clone();
+        self.writer.write(move |conn| {
+            Ok(conn.execute("DELETE FROM tenants WHERE id = ?1", [id.as_str()])? > 0)
+        })
+    }
+
+    pub(super) fn do_templates(&self, id: &TenantId) -> Result<Vec<TemplateRow>, StoreError> {
+        let conn = self.conn()?;
+        let mut st = conn.prepare_cached(
+            "SELECT locale, subject, text, html, updated_at FROM templates \
+             WHERE tenant_id = ?1 ORDER BY locale",
+        )?;
+        let rows = st
+            .query_map([id.as_str()], |r| {
+                Ok(TemplateRow {
+                    locale: r.get(0)?,
+                    subject: r.get(1)?,
+                    text: r.get(2)?,
+                    html: r.get(3)?,
+                    updated_at: r.get(4)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub(super) fn do_put_template(
+        &self,
+        id: &TenantId,
+        t: &TemplateRow,
+    ) -> Result<bool, StoreError> {
+        let (id, t) = (id.clone(), t.clone());
+        self.writer.write(move |tx| {
+            if tx.execute(
+                "UPDATE tenants SET templates_version = templates_version + 1 WHERE id = ?1",
+                [id.as_str()],
+            )? == 0
+            {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO templates (tenant_id, locale, subject, text, html, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (tenant_id, locale) DO UPDATE SET subject = excluded.subject, \
+                 text = excluded.text, html = excluded.html, updated_at = excluded.updated_at",
+                params![
+                    id.as_str(),
+                    t.locale,
+                    t.subject,
+                    t.text,
+                    t.html,
+                    t.updated_at
+                ],
+            )?;
+            Ok(true)
+        })
+    }
+
+    pub(super) fn do_delete_template(
+        &self,
+        id: &TenantId,
+        locale: &str,
+    ) -> Result<bool, StoreError> {
+        let (id, locale) = (id.clone(), locale.to_string());
+        self.writer.write(move |tx| {
+            let n = tx.execute(
+                "DELETE FROM templates WHERE tenant_id = ?1 AND locale = ?2",
+                params![id.as_str(), locale],
+            )?;
+            if n > 0 {
+                tx.execute(
+                    "UPDATE tenants SET templates_version = templates_version + 1 WHERE id = ?1",
+                    [id.as_str()],
+                )?;
+            }
+            Ok(n > 0)
+        })
+    }
+
+    pub(super) fn do_tenant_by_secret(
+        &self,
+        digest: &[u8],
+        now: Millis,
+    ) -> Result<Option<TenantRow>, StoreError> {
+        let conn = self.conn()?;
+        let cols = TENANT_COLS
+            .split(", ")
+            .map(|c| format!("t.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok(conn
+            .query_row(
+                &format!(
+                    "SELECT {cols} FROM tenant_secrets s JOIN tenants t ON t.id = s.tenant_id \
+                     WHERE s.digest = ?1 AND (s.expires_at IS NULL OR s.expires_at > ?2) AND t.enabled = 1"
+                ),
+                params![digest, now],
+                tenant_from_row,
+            )
+            .optional()?)
+    }
+
+    pub(super) fn do_rotate_secret(
+        &self,
+        id: &TenantId,
+        new_digest: &[u8],
+        old_until: Millis,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let (id, new_digest) = (id.clone(), new_digest.to_vec());
+        self.writer.write(move |tx| {
+        let exists: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM tenants WHERE id = ?1)",
+            [id.as_str()],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            return Ok(false);
+        }
+        // Old secrets end at `old_until` (or keep an earlier end they already had).
+        tx.execute(
+            "UPDATE tenant_secrets SET expires_at = MIN(COALESCE(expires_at, ?2), ?2) WHERE tenant_id = ?1",
+            params![id.as_str(), old_until],
+        )?;
+        tx.execute(
+            "DELETE FROM tenant_secrets WHERE tenant_id = ?1 AND expires_at <= ?2",
+            params![id.as_str(), now],
+        )?;
+        tx.execute(
+            "INSERT INTO tenant_secrets (digest, tenant_id, created_at, expires_at) VALUES (?1, ?2, ?3, NULL)",
+            params![new_digest, id.as_str(), now],
+        )?;
+        Ok(true)
+        })
+    }
+}
