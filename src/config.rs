@@ -390,9 +390,15 @@ impl Settings {
             1,
             300,
         )?;
-        range("otp.code_length", self.otp.code_length.into(), 4, 10)?;
-        range("otp.ttl_seconds", self.otp.ttl_seconds.into(), 1, 86_400)?;
-        range("otp.max_attempts", self.otp.max_attempts.into(), 1, 20)?;
+        // The policy ranges a tenant's own policy is held to (one source: domain/policy.rs).
+        use crate::domain::policy::{CODE_LENGTH, MAX_ATTEMPTS, TTL_SECONDS};
+        for (key, v, (lo, hi)) in [
+            ("otp.code_length", self.otp.code_length, CODE_LENGTH),
+            ("otp.ttl_seconds", self.otp.ttl_seconds, TTL_SECONDS),
+            ("otp.max_attempts", self.otp.max_attempts, MAX_ATTEMPTS),
+        ] {
+            range(key, v.into(), lo.into(), hi.into())?;
+        }
         range(
             "otp.retention_seconds",
             self.otp.retention_seconds,
@@ -462,8 +468,8 @@ impl Settings {
         range(
             "compat.max_attempts",
             self.compat.max_attempts.into(),
-            1,
-            20,
+            crate::domain::policy::MAX_ATTEMPTS.0.into(),
+            crate::domain::policy::MAX_ATTEMPTS.1.into(),
         )?;
         parse_level(&self.log.level)
             .ok_or_else(|| invalid("log.level", "must be error, warn, info, debug or trace"))?;
