@@ -105,10 +105,16 @@ pub async fn mint(
                 }
                 Err(e) => {
                     let e = ApiError::from(e);
-                    let resp = actix_web::ResponseError::error_response(&e);
-                    let status = resp.status().as_u16();
-                    let body = actix_web::body::MessageBody::try_into_bytes(resp.into_body())
-                        .unwrap_or_default();
+                    let status = actix_web::ResponseError::status_code(&e).as_u16();
+                    // Only a kept answer needs its body here (building a response logs 5xx
+                    // errors; the handler builds the one actually sent).
+                    let body = if kept(status) {
+                        let resp = actix_web::ResponseError::error_response(&e);
+                        actix_web::body::MessageBody::try_into_bytes(resp.into_body())
+                            .unwrap_or_default()
+                    } else {
+                        web::Bytes::new()
+                    };
                     (status, body, Some(e))
                 }
             };

@@ -61,11 +61,12 @@ impl Services {
         }
         let key_digest = lookup_digest(self.keyring.get().pepper(), KEY_LABEL, key);
         let now = self.now();
-        let settings = self.settings.load();
         // A crashed holder blocks its key no longer than a mint can take.
-        let hold = (settings.smtp.timeout_seconds + settings.server.request_timeout_seconds) as i64
-            * 2000
-            + 30_000;
+        let hold = {
+            let settings = self.settings.load();
+            (settings.smtp.timeout_seconds + settings.server.request_timeout_seconds) as i64 * 2000
+                + 30_000
+        };
         let holder = crate::domain::keys::random_id(22);
         let claim = IdemClaim {
             holder: holder.clone(),
@@ -97,15 +98,18 @@ impl Services {
         }
     }
 
-    /// Keep the answer (201, 202, 502) or free the key (anything else). A failure to record
-    /// is logged: the client has its answer; the key stays held until its lease runs out.
+    /// Keep the answer (201, 202, 502) or free the key (anything else). If the database
+    /// cannot take it now, keep trying in the background (the client has its answer; until
+    /// it is recorded a repeat gets 409, and a repeat after the claim's lease could mint
+    /// again — so the record must not be dropped). Only the claim's holder can record, so a
+    /// late retry changes nothing once the key moved on.
     pub async fn idem_end(&self, ticket: IdemTicket, status: u16, body: &[u8]) {
         let IdemTicket {
             tenant,
             key_digest,
             holder,
         } = ticket;
-        let result = if kept(status) {
+        let sealed = if kept(status) {
             match encrypt_record(
                 &self.keyring.get(),
                 ANSWER_KIND,
@@ -113,20 +117,35 @@ impl Services {
                 &key_digest,
                 body,
             ) {
-                Ok(sealed) => {
-                    let t = tenant.clone();
-                    self.db(move |s| s.idem_finish(&t, &key_digest, &holder, status, &sealed))
-                        .await
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(tenant_id = %tenant, error = %e, "an idempotent answer could not be sealed; the key is freed");
+                    None
                 }
-                Err(e) => Err(e.into()),
             }
         } else {
-            let t = tenant.clone();
-            self.db(move |s| s.idem_release(&t, &key_digest, &holder))
-                .await
+            None
         };
-        if let Err(e) = result {
-            tracing::warn!(tenant_id = %tenant, error = %e, "recording an idempotent answer failed");
+        let record = std::sync::Arc::new(move |s: &dyn crate::storage::Store| match &sealed {
+            Some(sealed) => s.idem_finish(&tenant, &key_digest, &holder, status, sealed),
+            None => s.idem_release(&tenant, &key_digest, &holder),
+        });
+        let first = std::sync::Arc::clone(&record);
+        if let Err(e) = self.db(move |s| first(s)).await {
+            tracing::warn!(error = %e, "recording an idempotent answer failed; retrying in the background");
+            let services = self.clone();
+            tokio::spawn(async move {
+                let mut delay = std::time::Duration::from_millis(200);
+                for _ in 0..40 {
+                    tokio::time::sleep(delay).await;
+                    let again = std::sync::Arc::clone(&record);
+                    if services.db(move |s| again(s)).await.is_ok() {
+                        return;
+                    }
+                    delay = (delay * 2).min(std::time::Duration::from_secs(15));
+                }
+                tracing::error!("an idempotent answer could not be recorded; its key frees when the claim's lease runs out");
+            });
         }
     }
 }

@@ -160,6 +160,12 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let (key_digest, event) = (key_digest.to_vec(), event.cloned());
         self.writer.write(move |tx| {
+            // The outbox row first, as the PostgreSQL store does: only the call that removes
+            // it settles the message (a late outcome of an attempt whose lease ran out and
+            // whose row another attempt settled changes nothing).
+            if tx.execute("DELETE FROM outbox WHERE key_digest = ?1", [&key_digest])? == 0 {
+                return Ok(());
+            }
             let group: Option<(String, String, String, String, i64, String)> = tx
                 .query_row(
                     "UPDATE challenges SET delivery_status = 'sent', delivery_attempts = ?2, delivery_reason = NULL, sent_at = ?3 \
@@ -180,8 +186,7 @@ impl SqliteStore {
                     )?;
                 }
             }
-            let settled = tx.execute("DELETE FROM outbox WHERE key_digest = ?1", [&key_digest])?;
-            if let (1, Some(e)) = (settled, &event) {
+            if let Some(e) = &event {
                 insert_event_in(tx, e)?;
             }
             Ok(())
@@ -321,6 +326,10 @@ fn fail_in(
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
+    // Already settled by another attempt: nothing to do (as in the PostgreSQL store).
+    let Some((tenant, maybe_before, quota_at)) = row else {
+        return Ok(false);
+    };
     let email: Option<String> = tx
         .query_row(
             "UPDATE challenges SET \
@@ -333,7 +342,7 @@ fn fail_in(
             |r| r.get(0),
         )
         .optional()?;
-    if let (Some((tenant, maybe_before, Some(quota_at))), Some(email)) = (row, email) {
+    if let (Some(quota_at), Some(email)) = (quota_at, email) {
         if !maybe_before && !maybe_delivered {
             // Nothing can have reached the relay: give the send back to the quotas.
             tx.execute(
