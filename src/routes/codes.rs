@@ -310,16 +310,7 @@ pub struct AuditQuery {
     security(("secret_key" = [])))]
 pub async fn audit(t: TenantAuth, st: web::Data<AppState>, q: web::Query<AuditQuery>) -> ApiResult {
     let limit = q.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ServiceError::field("limit", "must be between 1 and 200").into());
-    }
-    let before = q.before;
-    let tid = t.0.id.clone();
-    st.services.audit.flush().await;
-    let events = st
-        .services
-        .db(move |s| s.audit_page(&tid, before, limit))
-        .await?;
+    let events = st.services.audit_page(&t.0.id, q.before, limit).await?;
     let next_before = (events.len() == limit as usize)
         .then(|| events.last().map(|e| e.id))
         .flatten();

@@ -27,18 +27,7 @@ pub async fn healthz() -> HttpResponse {
         (status = 503, description = "The database does not answer", body = HealthOut),
     ))]
 pub async fn readyz(st: web::Data<AppState>) -> HttpResponse {
-    // Ready means writes succeed: a read can answer while the database is locked or full.
-    let probe = st.services.db(|s| {
-        s.ping()?;
-        s.write_probe()
-    });
-    let result = match tokio::time::timeout(std::time::Duration::from_secs(3), probe).await {
-        Ok(r) => r,
-        Err(_) => Err(ServiceError::Unavailable(
-            "no write completed within 3 s".into(),
-        )),
-    };
-    match result {
+    match st.services.ready().await {
         Ok(()) => json(
             HttpResponse::Ok(),
             &HealthOut {

@@ -116,3 +116,39 @@ async fn writer(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Msg>) {
         }
     }
 }
+
+impl super::Services {
+    /// A page of the tenant's own events, newest first (events still buffered are written
+    /// first, so a caller sees its own latest requests). `limit`: 1–200.
+    pub async fn audit_page(
+        &self,
+        tenant: &TenantId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>, super::ServiceError> {
+        if !(1..=200).contains(&limit) {
+            return Err(super::ServiceError::field(
+                "limit",
+                "must be between 1 and 200",
+            ));
+        }
+        self.audit.flush().await;
+        let tid = tenant.clone();
+        self.db(move |s| s.audit_page(&tid, before, limit)).await
+    }
+
+    /// Ready means writes succeed (a read can answer while the database is locked or full),
+    /// within 3 seconds.
+    pub async fn ready(&self) -> Result<(), super::ServiceError> {
+        let probe = self.db(|s| {
+            s.ping()?;
+            s.write_probe()
+        });
+        match tokio::time::timeout(Duration::from_secs(3), probe).await {
+            Ok(r) => r,
+            Err(_) => Err(super::ServiceError::Unavailable(
+                "no write completed within 3 s".into(),
+            )),
+        }
+    }
+}
