@@ -18,9 +18,8 @@ CREATE TABLE idempotency_keys (
 );
 CREATE INDEX idempotency_keys_expiry ON idempotency_keys(expires_at);
 
--- One endpoint per tenant; secret sealed with the data key. The subscribed event types are
--- copied onto the tenant row (webhook_events) in the same transaction, so the hot paths
--- know whether to write an event without another read.
+-- One endpoint per tenant; secret sealed with the data key. Tenant reads carry its event
+-- types (a primary-key subquery), so the hot paths know whether to raise an event.
 CREATE TABLE webhooks (
     tenant_id   TEXT    PRIMARY KEY REFERENCES tenants(id) ON DELETE CASCADE,
     url         TEXT    NOT NULL,
@@ -29,7 +28,6 @@ CREATE TABLE webhooks (
     created_at  INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL
 );
-ALTER TABLE tenants ADD COLUMN webhook_events TEXT NOT NULL DEFAULT '';
 
 -- The durable outbox of events: claimed with a lease like the message outbox. payload is
 -- the JSON body sealed with the data key. status: pending, delivered, failed.

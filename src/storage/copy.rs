@@ -69,7 +69,6 @@ pub const TABLES: &[Table] = &[
             ("delivery", Text),
             ("default_locale", Text),
             ("templates_version", Int),
-            ("webhook_events", Text),
         ],
         identity: None,
     },

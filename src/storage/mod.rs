@@ -99,7 +99,8 @@ pub struct TenantRow {
     pub default_locale: String,
     /// Bumped on every template change, so cached templates know they are stale.
     pub templates_version: i64,
-    /// The event types its webhook subscribes to, comma-separated ("" without a webhook).
+    /// The event types its webhook subscribes to, comma-separated ("" without a webhook);
+    /// read from `webhooks` with the tenant, never stored on it.
     pub webhook_events: String,
 }
 

@@ -54,11 +54,10 @@ impl PgStore {
         let id = id.as_str();
         let events = w.events_joined();
         self.tx(|tx| {
-            // Locks the tenant row: webhook changes of one tenant take turns.
-            if tx.execute(
-                "UPDATE tenants SET webhook_events = $2 WHERE id = $1",
-                &[&id, &events],
-            )? == 0
+            // Lock the tenant row: webhook changes of one tenant take turns.
+            if tx
+                .query_opt("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", &[&id])?
+                .is_none()
             {
                 return Ok(None);
             }
@@ -97,13 +96,6 @@ impl PgStore {
     pub(super) fn do_delete_webhook(&self, id: &TenantId) -> Result<bool, StoreError> {
         let id = id.as_str();
         self.tx(|tx| {
-            if tx.execute(
-                "UPDATE tenants SET webhook_events = '' WHERE id = $1",
-                &[&id],
-            )? == 0
-            {
-                return Ok(false);
-            }
             let n = tx.execute("DELETE FROM webhooks WHERE tenant_id = $1", &[&id])?;
             tx.execute(
                 "DELETE FROM webhook_events WHERE tenant_id = $1 AND status = 'pending'",

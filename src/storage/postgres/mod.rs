@@ -44,7 +44,8 @@ const KEYRING_LOCK: i64 = 0x6f74_706d_696e_7402;
 const TENANT_COLS: &str =
     "t.id, t.name, t.enabled, t.origin, t.created_at, t.smtp_host, t.smtp_port, t.smtp_username, \
      t.smtp_password, t.smtp_from, t.smtp_tls, t.smtp_version, t.code_length, t.ttl_seconds, \
-     t.max_attempts, t.smtp_max_connections, t.delivery, t.default_locale, t.templates_version, t.webhook_events";
+     t.max_attempts, t.smtp_max_connections, t.delivery, t.default_locale, t.templates_version, \
+     COALESCE((SELECT w.events FROM webhooks w WHERE w.tenant_id = t.id), '')";
 const VIEW_COLS: &str =
     "c.status, c.email, c.email_canonical, c.purpose, c.attempts, c.max_attempts, c.code_length, \
      c.created_at, c.expires_at, c.verified_at, c.delivery_mode, c.delivery_status, \

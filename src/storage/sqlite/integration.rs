@@ -41,11 +41,12 @@ impl SqliteStore {
     ) -> Result<Option<bool>, StoreError> {
         let (id, w) = (id.clone(), w.clone());
         self.writer.write(move |tx| {
-            if tx.execute(
-                "UPDATE tenants SET webhook_events = ?2 WHERE id = ?1",
-                params![id.as_str(), w.events_joined()],
-            )? == 0
-            {
+            let exists: bool = tx.query_row(
+                "SELECT EXISTS(SELECT 1 FROM tenants WHERE id = ?1)",
+                [id.as_str()],
+                |r| r.get(0),
+            )?;
+            if !exists {
                 return Ok(None);
             }
             let updated = tx.execute(
@@ -96,10 +97,6 @@ impl SqliteStore {
         self.writer.write(move |tx| {
             let n = tx.execute("DELETE FROM webhooks WHERE tenant_id = ?1", [id.as_str()])?;
             if n > 0 {
-                tx.execute(
-                    "UPDATE tenants SET webhook_events = '' WHERE id = ?1",
-                    [id.as_str()],
-                )?;
                 tx.execute(
                     "DELETE FROM webhook_events WHERE tenant_id = ?1 AND status = 'pending'",
                     [id.as_str()],

@@ -29,10 +29,13 @@ mod embedded {
     refinery::embed_migrations!("migrations/sqlite");
 }
 
+/// A tenant row's columns, for queries that name the table `t`. The webhook subscription is
+/// read from `webhooks` (its one home), not kept on the tenant.
 const TENANT_COLS: &str =
-    "id, name, enabled, origin, created_at, smtp_host, smtp_port, smtp_username, \
-     smtp_password, smtp_from, smtp_tls, smtp_version, code_length, ttl_seconds, max_attempts, \
-     smtp_max_connections, delivery, default_locale, templates_version, webhook_events";
+    "t.id, t.name, t.enabled, t.origin, t.created_at, t.smtp_host, t.smtp_port, t.smtp_username, \
+     t.smtp_password, t.smtp_from, t.smtp_tls, t.smtp_version, t.code_length, t.ttl_seconds, \
+     t.max_attempts, t.smtp_max_connections, t.delivery, t.default_locale, t.templates_version, \
+     COALESCE((SELECT w.events FROM webhooks w WHERE w.tenant_id = t.id), '')";
 const VIEW_COLS: &str =
     "status, email, email_canonical, purpose, attempts, max_attempts, code_length, \
      created_at, expires_at, verified_at, delivery_mode, delivery_status, delivery_attempts, \

@@ -28,7 +28,7 @@ impl SqliteStore {
         let conn = self.conn()?;
         Ok(conn
             .query_row(
-                &format!("SELECT {TENANT_COLS} FROM tenants WHERE id = ?1"),
+                &format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = ?1"),
                 [id.as_str()],
                 tenant_from_row,
             )
@@ -38,7 +38,7 @@ impl SqliteStore {
     pub(super) fn do_tenants(&self) -> Result<Vec<TenantRow>, StoreError> {
         let conn = self.conn()?;
         let mut st = conn.prepare(&format!(
-            "SELECT {TENANT_COLS} FROM tenants ORDER BY created_at, id"
+            "SELECT {TENANT_COLS} FROM tenants t ORDER BY t.created_at, t.id"
         ))?;
         let rows = st
             .query_map([], tenant_from_row)?
@@ -104,7 +104,7 @@ impl SqliteStore {
             params![id.as_str(), now],
         )?;
         let row = tx.query_row(
-            &format!("SELECT {TENANT_COLS} FROM tenants WHERE id = ?1"),
+            &format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = ?1"),
             [id.as_str()],
             tenant_from_row,
         )?;
@@ -198,15 +198,10 @@ impl SqliteStore {
         now: Millis,
     ) -> Result<Option<TenantRow>, StoreError> {
         let conn = self.conn()?;
-        let cols = TENANT_COLS
-            .split(", ")
-            .map(|c| format!("t.{}", c.trim()))
-            .collect::<Vec<_>>()
-            .join(", ");
         Ok(conn
             .query_row(
                 &format!(
-                    "SELECT {cols} FROM tenant_secrets s JOIN tenants t ON t.id = s.tenant_id \
+                    "SELECT {TENANT_COLS} FROM tenant_secrets s JOIN tenants t ON t.id = s.tenant_id \
                      WHERE s.digest = ?1 AND (s.expires_at IS NULL OR s.expires_at > ?2) AND t.enabled = 1"
                 ),
                 params![digest, now],
