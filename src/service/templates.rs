@@ -70,8 +70,7 @@ impl Services {
         locale: &Locale,
         fields: Fields,
     ) -> Result<TemplateRow, ServiceError> {
-        messages::lint(&fields, tenant.policy.code_length)
-            .map_err(ServiceError::TemplateInvalid)?;
+        let fields = self.checked(fields, tenant.policy.code_length).await?;
         let row = TemplateRow {
             locale: locale.as_str().to_string(),
             subject: fields.subject,
@@ -199,19 +198,36 @@ impl Services {
             text: p.text.unwrap_or(base.text),
             html: p.html.or(base.html),
         };
-        messages::lint(&fields, tenant.policy.code_length)
-            .map_err(ServiceError::TemplateInvalid)?;
-        let vars = Vars {
-            code: messages::PREVIEW_CODE,
-            ttl_seconds: tenant.policy.ttl_seconds,
-            expires_at: self.now() + i64::from(tenant.policy.ttl_seconds) * 1000,
-            app_name: &tenant.name,
-            purpose: purpose.as_str(),
-            email: "user@example.com",
-            locale: locale.as_str(),
-        };
-        let rendered = messages::render_once(&fields, &vars)
-            .map_err(|e| ServiceError::TemplateInvalid(vec![e]))?;
+        let fields = self.checked(fields, tenant.policy.code_length).await?;
+        let (expires_at, ttl_seconds) = (
+            self.now() + i64::from(tenant.policy.ttl_seconds) * 1000,
+            tenant.policy.ttl_seconds,
+        );
+        let (name, loc) = (tenant.name.clone(), locale.as_str().to_string());
+        let rendered = tokio::task::spawn_blocking(move || {
+            let vars = Vars {
+                code: messages::PREVIEW_CODE,
+                ttl_seconds,
+                expires_at,
+                app_name: &name,
+                purpose: purpose.as_str(),
+                email: "user@example.com",
+                locale: &loc,
+            };
+            messages::render_once(&fields, &vars)
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(format!("preview task failed: {e}")))?
+        .map_err(|e| ServiceError::TemplateInvalid(vec![e]))?;
         Ok(Message { locale, rendered })
+    }
+
+    /// The lint, on the blocking pool: compiling and test-rendering up to three 64 KiB
+    /// fields (within the fuel bound) is CPU work that does not belong on an async worker.
+    async fn checked(&self, fields: Fields, code_length: u32) -> Result<Fields, ServiceError> {
+        tokio::task::spawn_blocking(move || messages::lint(&fields, code_length).map(|()| fields))
+            .await
+            .map_err(|e| ServiceError::Internal(format!("template check failed: {e}")))?
+            .map_err(ServiceError::TemplateInvalid)
     }
 }
