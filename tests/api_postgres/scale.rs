@@ -291,20 +291,7 @@ async fn three_instances_starting_at_once_on_an_empty_database_share_one_keyring
     let dir = tempfile::tempdir().unwrap();
     let settings = test_settings(dir.path(), &smtp);
     // one master key for all three, given in the configuration
-    let master = otpmint::crypto::keyring::MasterKey::generate().to_base64();
-    let config = dir.path().join("shared.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nbind = \"127.0.0.1:0\"\n[database]\nurl = \"{}\"\n[crypto]\nmaster_key = \"{master}\"\n\
-             [admin]\ntoken = \"{ADMIN}\"\n[log]\nformat = \"json\"\n\
-             [smtp]\nallow_private_hosts = true\nallowed_ports = [{}]\nextra_root_certificates = [\"{}\"]\n",
-            settings.database.url,
-            smtp.port,
-            smtp.ca_path.display()
-        ),
-    )
-    .unwrap();
+    let config = shared_config(dir.path(), &settings.database.url, &smtp, "");
     let start_one = || {
         let config = config.clone();
         let dir = dir.path().to_path_buf();
@@ -820,6 +807,30 @@ async fn sslmode_verify_full_connects_when_the_servers_certificate_is_trusted() 
     assert!(n >= 1 && tls, "{n} connections, all TLS: {tls}");
 }
 
+/// A configuration file for `otpmint` processes sharing one database and one master key
+/// (given in the file), with `extra` TOML appended.
+fn shared_config(
+    dir: &std::path::Path,
+    database_url: &str,
+    smtp: &SmtpServer,
+    extra: &str,
+) -> std::path::PathBuf {
+    let master = otpmint::crypto::keyring::MasterKey::generate().to_base64();
+    let config = dir.join("shared.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nbind = \"127.0.0.1:0\"\n[database]\nurl = \"{database_url}\"\n[crypto]\nmaster_key = \"{master}\"\n\
+             [admin]\ntoken = \"{ADMIN}\"\n[log]\nformat = \"json\"\n\
+             [smtp]\nallow_private_hosts = true\nallowed_ports = [{}]\nextra_root_certificates = [\"{}\"]\n{extra}",
+            smtp.port,
+            smtp.ca_path.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
 /// Two `otpmint` processes on one fresh database with one master key; (processes, SMTP
 /// server, the directory they run in).
 async fn two_processes(
@@ -828,20 +839,7 @@ async fn two_processes(
     let smtp = SmtpServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let settings = test_settings(dir.path(), &smtp);
-    let master = otpmint::crypto::keyring::MasterKey::generate().to_base64();
-    let config = dir.path().join("shared.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nbind = \"127.0.0.1:0\"\n[database]\nurl = \"{}\"\n[crypto]\nmaster_key = \"{master}\"\n\
-             [admin]\ntoken = \"{ADMIN}\"\n[log]\nformat = \"json\"\n\
-             [smtp]\nallow_private_hosts = true\nallowed_ports = [{}]\nextra_root_certificates = [\"{}\"]\n{extra}",
-            settings.database.url,
-            smtp.port,
-            smtp.ca_path.display()
-        ),
-    )
-    .unwrap();
+    let config = shared_config(dir.path(), &settings.database.url, &smtp, extra);
     let mut running = Vec::new();
     for _ in 0..2 {
         let mut cmd = crate::binary::otpmint(dir.path());
