@@ -2,4 +2,5 @@
 //! endpoint on loopback.
 
 pub mod http;
+mod mime;
 pub mod smtp;
