@@ -24,7 +24,7 @@ impl SqliteStore {
         // budget back.
         self.writer.write(move |tx| {
             let res = tx
-                .query_row(
+                .query_row_cached(
                     "UPDATE challenges SET attempts = attempts + 1 \
                      WHERE key_digest = ?1 AND tenant_id = ?2 AND flavor = ?3 AND status = 'pending' \
                        AND attempts < max_attempts AND expires_at > ?4 AND code_length = ?7 \
@@ -47,7 +47,7 @@ impl SqliteStore {
                 .optional()?;
             if let Some(r) = &res {
                 if q.max_failures > 0 {
-                    tx.execute(
+                    tx.execute_cached(
                         "INSERT INTO recipient_failures (tenant_id, email_canonical, failures, window_start) VALUES (?1, ?2, 1, ?3) \
                          ON CONFLICT (tenant_id, email_canonical) DO UPDATE SET \
                            failures = CASE WHEN window_start + ?4 <= ?3 THEN 1 ELSE failures + 1 END, \
@@ -69,11 +69,11 @@ impl SqliteStore {
         let (tenant, key_digest, recipient) =
             (tenant.clone(), key_digest.to_vec(), recipient.to_string());
         self.writer.write(move |tx| {
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE challenges SET attempts = attempts - 1 WHERE key_digest = ?1 AND tenant_id = ?2 AND attempts > 0",
                 params![key_digest, tenant.as_str()],
             )?;
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE recipient_failures SET failures = failures - 1 WHERE tenant_id = ?1 AND email_canonical = ?2 AND failures > 0",
                 params![tenant.as_str(), recipient],
             )?;
@@ -90,7 +90,7 @@ impl SqliteStore {
     ) -> Result<bool, StoreError> {
         let (tenant, key_digest, event) = (tenant.clone(), key_digest.to_vec(), event.cloned());
         self.writer.write(move |conn| {
-            let n = conn.execute(
+            let n = conn.execute_cached(
                 "UPDATE challenges SET status = 'verified', verified_at = ?3, ended_at = ?3 \
                  WHERE key_digest = ?1 AND tenant_id = ?2 AND status = 'pending' AND expires_at > ?3",
                 params![key_digest, tenant.as_str(), now],
@@ -109,7 +109,7 @@ impl SqliteStore {
     ) -> Result<Option<TenantId>, StoreError> {
         let conn = self.conn()?;
         Ok(conn
-            .query_row(
+            .query_row_cached(
                 "SELECT c.tenant_id FROM challenges c JOIN tenants t ON t.id = c.tenant_id \
                  WHERE c.key_digest = ?1 AND c.flavor = ?2 AND t.enabled = 1",
                 params![key_digest, flavor.as_str()],
@@ -127,7 +127,7 @@ impl SqliteStore {
     ) -> Result<Option<ChallengeView>, StoreError> {
         let conn = self.conn()?;
         let v = conn
-            .query_row(
+            .query_row_cached(
                 &format!("SELECT {VIEW_COLS} FROM challenges WHERE key_digest = ?1 AND tenant_id = ?2 AND flavor = ?3"),
                 params![key_digest, tenant.as_str(), flavor.as_str()],
                 view_from_row,
@@ -145,13 +145,13 @@ impl SqliteStore {
     ) -> Result<Option<(bool, ChallengeView)>, StoreError> {
         let (tenant, key_digest) = (tenant.clone(), key_digest.to_vec());
         self.writer.write(move |tx| {
-            let n = tx.execute(
+            let n = tx.execute_cached(
                 "UPDATE challenges SET status = 'cancelled', ended_at = ?4 WHERE key_digest = ?1 AND tenant_id = ?2 \
                  AND flavor = ?3 AND status = 'pending' AND expires_at > ?4 AND attempts < max_attempts",
                 params![key_digest, tenant.as_str(), flavor.as_str(), now],
             )?;
             let v = tx
-                .query_row(
+                .query_row_cached(
                     &format!("SELECT {VIEW_COLS} FROM challenges WHERE key_digest = ?1 AND tenant_id = ?2 AND flavor = ?3"),
                     params![key_digest, tenant.as_str(), flavor.as_str()],
                     view_from_row,
@@ -196,7 +196,7 @@ impl SqliteStore {
         }
         let conn = self.conn()?;
         let row: Option<(i64, Millis)> = conn
-            .query_row(
+            .query_row_cached(
                 "SELECT failures, window_start FROM recipient_failures WHERE tenant_id = ?1 AND email_canonical = ?2",
                 params![tenant.as_str(), recipient],
                 |r| Ok((r.get(0)?, r.get(1)?)),
@@ -212,7 +212,7 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let (tenant, recipient) = (tenant.clone(), recipient.to_string());
         self.writer.write(move |conn| {
-            conn.execute(
+            conn.execute_cached(
                 "DELETE FROM recipient_failures WHERE tenant_id = ?1 AND email_canonical = ?2",
                 params![tenant.as_str(), recipient],
             )?;

@@ -3,7 +3,7 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use super::SqliteStore;
+use super::{CachedSql, SqliteStore};
 use crate::domain::keys::TenantId;
 use crate::domain::Millis;
 use crate::storage::integration::{
@@ -25,7 +25,7 @@ fn outcome_parts(o: EventOutcome, now: Millis) -> (&'static str, Millis) {
 /// Queue an event if the tenant's webhook subscribes to its type (inside the caller's
 /// transaction: the change it reports and the event commit together).
 pub(super) fn insert_event_in(tx: &rusqlite::Connection, e: &NewEvent) -> Result<bool, StoreError> {
-    Ok(tx.execute(
+    Ok(tx.execute_cached(
         "INSERT INTO webhook_events (id, tenant_id, type, payload, created_at, due_at) \
          SELECT ?1, ?2, ?3, ?4, ?5, ?5 WHERE EXISTS (SELECT 1 FROM webhooks w \
            WHERE w.tenant_id = ?2 AND (?3 = 'webhook.test' OR (',' || w.events || ',') LIKE ('%,' || ?3 || ',%')))",
@@ -41,7 +41,7 @@ impl SqliteStore {
     ) -> Result<Option<bool>, StoreError> {
         let (id, w) = (id.clone(), w.clone());
         self.writer.write(move |tx| {
-            let exists: bool = tx.query_row(
+            let exists: bool = tx.query_row_cached(
                 "SELECT EXISTS(SELECT 1 FROM tenants WHERE id = ?1)",
                 [id.as_str()],
                 |r| r.get(0),
@@ -49,14 +49,14 @@ impl SqliteStore {
             if !exists {
                 return Ok(None);
             }
-            let updated = tx.execute(
+            let updated = tx.execute_cached(
                 "UPDATE webhooks SET url = ?2, events = ?3, updated_at = ?4 WHERE tenant_id = ?1",
                 params![id.as_str(), w.url, w.events_joined(), w.updated_at],
             )?;
             if updated > 0 {
                 return Ok(Some(false));
             }
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO webhooks (tenant_id, url, events, secret, created_at, updated_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
@@ -75,7 +75,7 @@ impl SqliteStore {
     pub(super) fn do_webhook(&self, id: &TenantId) -> Result<Option<WebhookRow>, StoreError> {
         let conn = self.conn()?;
         Ok(conn
-            .query_row(
+            .query_row_cached(
                 "SELECT url, events, secret, created_at, updated_at FROM webhooks WHERE tenant_id = ?1",
                 [id.as_str()],
                 |r| {
@@ -95,9 +95,9 @@ impl SqliteStore {
     pub(super) fn do_delete_webhook(&self, id: &TenantId) -> Result<bool, StoreError> {
         let id = id.clone();
         self.writer.write(move |tx| {
-            let n = tx.execute("DELETE FROM webhooks WHERE tenant_id = ?1", [id.as_str()])?;
+            let n = tx.execute_cached("DELETE FROM webhooks WHERE tenant_id = ?1", [id.as_str()])?;
             if n > 0 {
-                tx.execute(
+                tx.execute_cached(
                     "DELETE FROM webhook_events WHERE tenant_id = ?1 AND status = 'pending'",
                     [id.as_str()],
                 )?;
@@ -114,7 +114,7 @@ impl SqliteStore {
     ) -> Result<bool, StoreError> {
         let (id, sealed) = (id.clone(), sealed.to_vec());
         self.writer.write(move |tx| {
-            Ok(tx.execute(
+            Ok(tx.execute_cached(
                 "UPDATE webhooks SET secret = ?2, updated_at = ?3 WHERE tenant_id = ?1",
                 params![id.as_str(), sealed, now],
             )? > 0)
@@ -179,13 +179,13 @@ impl SqliteStore {
         );
         self.writer.write(move |tx| {
             let (status, due) = outcome_parts(outcome, now);
-            let n = tx.execute(
+            let n = tx.execute_cached(
                 "UPDATE webhook_events SET attempts = ?3, status = ?4, due_at = ?5, lease_until = NULL, leased_by = NULL \
                  WHERE id = ?1 AND leased_by = ?2",
                 params![event_id, owner, attempt, status, due],
             )?;
             if n > 0 {
-                tx.execute(
+                tx.execute_cached(
                     "INSERT INTO webhook_deliveries (tenant_id, event_id, type, attempt, status_code, error, at) \
                      SELECT tenant_id, id, type, ?2, ?3, ?4, ?5 FROM webhook_events WHERE id = ?1",
                     params![event_id, attempt, status_code, error, now],
@@ -224,7 +224,7 @@ impl SqliteStore {
         let c = c.clone();
         self.writer.write(move |tx| {
             let found: Option<KeyRow> = tx
-                .query_row(
+                .query_row_cached(
                     "SELECT fingerprint, status, response, lease_until, expires_at FROM idempotency_keys \
                      WHERE tenant_id = ?1 AND key_digest = ?2",
                     params![c.tenant_id.as_str(), c.key_digest],
@@ -232,7 +232,7 @@ impl SqliteStore {
                 )
                 .optional()?;
             let take = |tx: &rusqlite::Connection| -> Result<IdemBegin, StoreError> {
-                tx.execute(
+                tx.execute_cached(
                     "INSERT INTO idempotency_keys (tenant_id, key_digest, fingerprint, status, response, lease_until, expires_at, holder) \
                      VALUES (?1, ?2, ?3, NULL, NULL, ?4, ?5, ?6) \
                      ON CONFLICT (tenant_id, key_digest) DO UPDATE SET fingerprint = excluded.fingerprint, \
@@ -271,7 +271,7 @@ impl SqliteStore {
             response.to_vec(),
         );
         self.writer.write(move |tx| {
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE idempotency_keys SET status = ?4, response = ?5 \
                  WHERE tenant_id = ?1 AND key_digest = ?2 AND holder = ?3 AND status IS NULL",
                 params![id.as_str(), key, holder, status, response],
@@ -288,7 +288,7 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let (id, key, holder) = (id.clone(), key_digest.to_vec(), holder.to_string());
         self.writer.write(move |tx| {
-            tx.execute(
+            tx.execute_cached(
                 "DELETE FROM idempotency_keys \
                  WHERE tenant_id = ?1 AND key_digest = ?2 AND holder = ?3 AND status IS NULL",
                 params![id.as_str(), key, holder],
@@ -303,13 +303,13 @@ impl SqliteStore {
         records_before: Millis,
     ) -> Result<usize, StoreError> {
         self.writer.write(move |tx| {
-            let mut n = tx.execute("DELETE FROM idempotency_keys WHERE expires_at <= ?1", [now])?;
+            let mut n = tx.execute_cached("DELETE FROM idempotency_keys WHERE expires_at <= ?1", [now])?;
             // A settled event is only needed for its delivery records' type and id.
-            n += tx.execute(
+            n += tx.execute_cached(
                 "DELETE FROM webhook_events WHERE status <> 'pending' AND created_at < ?1",
                 [now - 24 * HOUR_MS],
             )?;
-            n += tx.execute(
+            n += tx.execute_cached(
                 "DELETE FROM webhook_deliveries WHERE at < ?1",
                 [records_before],
             )?;

@@ -5,7 +5,7 @@ use super::*;
 impl SqliteStore {
     pub(super) fn do_keyring(&self) -> Result<Vec<WrappedKey>, StoreError> {
         let conn = self.conn()?;
-        let mut st = conn.prepare(
+        let mut st = conn.prepare_cached(
             "SELECT kind, version, wrapped, kek_id, active FROM keyring ORDER BY kind, version",
         )?;
         let rows = st
@@ -30,10 +30,10 @@ impl SqliteStore {
         {
             let mut conn = self.conn()?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let existing: i64 = tx.query_row("SELECT COUNT(*) FROM keyring", [], |r| r.get(0))?;
+            let existing: i64 = tx.query_row_cached("SELECT COUNT(*) FROM keyring", [], |r| r.get(0))?;
             if existing == 0 {
                 for k in rows {
-                    tx.execute(
+                    tx.execute_cached(
                         "INSERT INTO keyring (kind, version, wrapped, kek_id, active, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                         params![k.kind, k.version, k.wrapped, k.kek_id, k.active, now],
                     )?;
@@ -53,7 +53,7 @@ impl SqliteStore {
         old_kek_id: &str,
     ) -> Result<bool, StoreError> {
         let conn = self.conn()?;
-        let n = conn.execute(
+        let n = conn.execute_cached(
             "UPDATE keyring SET wrapped = ?3, kek_id = ?4 WHERE kind = ?1 AND version = ?2 AND kek_id = ?5",
             params![kind, version, wrapped, kek_id, old_kek_id],
         )?;
@@ -63,8 +63,8 @@ impl SqliteStore {
     pub(super) fn do_add_data_key(&self, row: &WrappedKey, now: Millis) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute("UPDATE keyring SET active = 0 WHERE kind = ?1", [&row.kind])?;
-        tx.execute(
+        tx.execute_cached("UPDATE keyring SET active = 0 WHERE kind = ?1", [&row.kind])?;
+        tx.execute_cached(
             "INSERT INTO keyring (kind, version, wrapped, kek_id, active, created_at) VALUES (?1, ?2, ?3, ?4, 1, ?5)",
             params![row.kind, row.version, row.wrapped, row.kek_id, now],
         )?;
@@ -79,7 +79,7 @@ impl SqliteStore {
         new: &[u8],
     ) -> Result<bool, StoreError> {
         let conn = self.conn()?;
-        let n = conn.execute(
+        let n = conn.execute_cached(
             "UPDATE tenants SET smtp_password = ?3 WHERE id = ?1 AND smtp_password = ?2",
             params![id.as_str(), old, new],
         )?;

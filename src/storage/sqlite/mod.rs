@@ -29,6 +29,33 @@ mod embedded {
     refinery::embed_migrations!("migrations/sqlite");
 }
 
+/// Prepared statements kept per connection: every fixed statement of the store fits.
+pub(super) const STATEMENT_CACHE: usize = 128;
+
+/// Statements through the connection's prepared-statement cache. The hot paths run the same
+/// few statements thousands of times a second; parsing and planning each one every time was
+/// a measurable share of the verify path's CPU (docs/benchmarks.md).
+pub(super) trait CachedSql {
+    fn query_row_cached<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>;
+    fn execute_cached<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+}
+
+impl CachedSql for rusqlite::Connection {
+    fn query_row_cached<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+    fn execute_cached<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+}
+
 /// A tenant row's columns, for queries that name the table `t`. The webhook subscription is
 /// read from `webhooks` (its one home), not kept on the tenant.
 const TENANT_COLS: &str =
@@ -69,6 +96,7 @@ impl SqliteStore {
         }
         let manager = SqliteConnectionManager::file(path).with_init(|c| {
             c.busy_timeout(Duration::from_secs(5))?;
+            c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
             c.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
         });
         let pool = Pool::builder()
@@ -120,7 +148,7 @@ fn insert_tenant_row(
     secret_digest: &[u8],
     now: Millis,
 ) -> Result<(), StoreError> {
-    conn.execute(
+    conn.execute_cached(
         "INSERT INTO tenants (id, name, enabled, origin, created_at, updated_at, smtp_host, smtp_port, \
          smtp_username, smtp_password, smtp_from, smtp_tls, smtp_version, code_length, ttl_seconds, max_attempts, \
          smtp_max_connections, delivery, default_locale) \
@@ -146,7 +174,7 @@ fn insert_tenant_row(
             t.default_locale
         ],
     )?;
-    conn.execute(
+    conn.execute_cached(
         "INSERT INTO tenant_secrets (digest, tenant_id, created_at, expires_at) VALUES (?1, ?2, ?3, NULL)",
         params![secret_digest, t.id.as_str(), now],
     )?;
@@ -238,7 +266,7 @@ fn quota_check(
     let t = tenant.as_str();
     if q.max_failures > 0 {
         let row: Option<(i64, Millis)> = tx
-            .query_row(
+            .query_row_cached(
                 "SELECT failures, window_start FROM recipient_failures WHERE tenant_id = ?1 AND email_canonical = ?2",
                 params![t, recipient],
                 |r| Ok((r.get(0)?, r.get(1)?)),
@@ -249,7 +277,7 @@ fn quota_check(
         }
     }
     if q.cooldown_ms > 0 {
-        let last: Option<Millis> = tx.query_row(
+        let last: Option<Millis> = tx.query_row_cached(
             "SELECT MAX(at) FROM sends WHERE tenant_id = ?1 AND email_canonical = ?2",
             params![t, recipient],
             |r| r.get(0),
@@ -259,7 +287,7 @@ fn quota_check(
         }
     }
     if q.recipient_max > 0 {
-        let (count, oldest): (i64, Option<Millis>) = tx.query_row(
+        let (count, oldest): (i64, Option<Millis>) = tx.query_row_cached(
             "SELECT COUNT(*), MIN(at) FROM sends WHERE tenant_id = ?1 AND email_canonical = ?2 AND at > ?3",
             params![t, recipient, q.recipient_window_start(now)],
             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -269,7 +297,7 @@ fn quota_check(
         }
     }
     if q.tenant_max_per_hour > 0 {
-        let (count, oldest): (i64, Option<i64>) = tx.query_row(
+        let (count, oldest): (i64, Option<i64>) = tx.query_row_cached(
             "SELECT COALESCE(SUM(sends), 0), MIN(minute) FROM tenant_send_minutes \
              WHERE tenant_id = ?1 AND minute > ?2 AND sends > 0",
             params![t, SendQuota::tenant_minutes_after(now)],
@@ -293,11 +321,11 @@ fn take_send_in(
     if let Err(r) = quota_check(tx, tenant, recipient, q, now)? {
         return Ok(Err(r));
     }
-    tx.execute(
+    tx.execute_cached(
         "INSERT INTO sends (tenant_id, email_canonical, at) VALUES (?1, ?2, ?3)",
         params![tenant.as_str(), recipient, now],
     )?;
-    tx.execute(
+    tx.execute_cached(
         "INSERT INTO tenant_send_minutes (tenant_id, minute, sends) VALUES (?1, ?2, 1) \
          ON CONFLICT (tenant_id, minute) DO UPDATE SET sends = sends + 1",
         params![tenant.as_str(), now.div_euclid(MINUTE_MS)],
@@ -367,7 +395,7 @@ impl Store for SqliteStore {
     }
 
     fn ping(&self) -> Result<(), StoreError> {
-        self.conn()?.query_row("SELECT 1", [], |_| Ok(()))?;
+        self.conn()?.query_row_cached("SELECT 1", [], |_| Ok(()))?;
         Ok(())
     }
 
@@ -730,7 +758,7 @@ mod tests {
         store.write_probe().unwrap();
         let n: i64 = store
             .writer
-            .write(|c| Ok(c.query_row("SELECT 41 + 1", [], |r| r.get(0))?))
+            .write(|c| Ok(c.query_row_cached("SELECT 41 + 1", [], |r| r.get(0))?))
             .unwrap();
         assert_eq!(n, 42);
     }

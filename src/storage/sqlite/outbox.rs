@@ -4,7 +4,7 @@
 use rusqlite::{params, OptionalExtension};
 
 use super::integration::insert_event_in;
-use super::{take_send_in, SqliteStore};
+use super::{take_send_in, CachedSql, SqliteStore};
 use crate::domain::keys::TenantId;
 use crate::domain::Millis;
 use crate::storage::integration::NewEvent;
@@ -30,7 +30,7 @@ impl SqliteStore {
             }
             // The sequence number is taken under SQLite's write lock: a later mint of the
             // group always has a higher one.
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO challenges (key_digest, tenant_id, flavor, email, email_canonical, purpose, seq, code_hash, \
                  status, attempts, max_attempts, code_length, created_at, expires_at, \
                  delivery_mode, delivery_status, delivery_attempts, sent_at, locale) \
@@ -53,7 +53,7 @@ impl SqliteStore {
                     c.locale
                 ],
             )?;
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO outbox (key_digest, tenant_id, recipient, payload, due_at, attempts, lease_until, leased_by, quota_at, created_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?5)",
                 params![
@@ -75,7 +75,7 @@ impl SqliteStore {
         // A read first: most polls find nothing due, and need no write lock for that.
         {
             let conn = self.conn()?;
-            let due: bool = conn.query_row(
+            let due: bool = conn.query_row_cached(
                 "SELECT EXISTS(SELECT 1 FROM outbox WHERE due_at <= ?1 AND (lease_until IS NULL OR lease_until < ?1))",
                 [c.now],
                 |r| r.get(0),
@@ -163,11 +163,11 @@ impl SqliteStore {
             // The outbox row first, as the PostgreSQL store does: only the call that removes
             // it settles the message (a late outcome of an attempt whose lease ran out and
             // whose row another attempt settled changes nothing).
-            if tx.execute("DELETE FROM outbox WHERE key_digest = ?1", [&key_digest])? == 0 {
+            if tx.execute_cached("DELETE FROM outbox WHERE key_digest = ?1", [&key_digest])? == 0 {
                 return Ok(());
             }
             let group: Option<(String, String, String, String, i64, String)> = tx
-                .query_row(
+                .query_row_cached(
                     "UPDATE challenges SET delivery_status = 'sent', delivery_attempts = ?2, delivery_reason = NULL, sent_at = ?3 \
                      WHERE key_digest = ?1 RETURNING tenant_id, email_canonical, purpose, flavor, seq, status",
                     params![key_digest, attempts, now],
@@ -178,7 +178,7 @@ impl SqliteStore {
                 // Only pending, live codes are superseded: an exhausted or expired code keeps
                 // its state (and its retention).
                 if status == "pending" || status == "verified" {
-                    tx.execute(
+                    tx.execute_cached(
                         "UPDATE challenges SET status = 'superseded', ended_at = ?6 WHERE tenant_id = ?1 AND email_canonical = ?2 \
                          AND purpose = ?3 AND flavor = ?4 AND status = 'pending' AND seq < ?5 \
                          AND expires_at > ?6 AND attempts < max_attempts",
@@ -205,13 +205,13 @@ impl SqliteStore {
         let (key_digest, owner, reason) =
             (key_digest.to_vec(), owner.to_string(), reason.to_string());
         self.writer.write(move |tx| {
-            let n = tx.execute(
+            let n = tx.execute_cached(
                 "UPDATE outbox SET attempts = ?3, due_at = ?4, lease_until = NULL, leased_by = NULL, \
                  maybe_delivered = maybe_delivered OR ?5 WHERE key_digest = ?1 AND leased_by = ?2",
                 params![key_digest, owner, attempts, due_at, maybe_delivered],
             )?;
             if n == 1 {
-                tx.execute(
+                tx.execute_cached(
                     "UPDATE challenges SET delivery_attempts = ?2, delivery_reason = ?3 WHERE key_digest = ?1",
                     params![key_digest, attempts, reason],
                 )?;
@@ -252,7 +252,7 @@ impl SqliteStore {
         self.writer.write(move |tx| {
             type Row = (Vec<u8>, String, Millis, u32, u32, String, Vec<u8>);
             let rows: Vec<Row> = {
-                let mut st = tx.prepare(
+                let mut st = tx.prepare_cached(
                     "SELECT o.key_digest, c.status, c.expires_at, c.attempts, c.max_attempts, o.tenant_id, o.payload \
                      FROM outbox o JOIN challenges c ON c.key_digest = o.key_digest \
                      WHERE (o.lease_until IS NULL OR o.lease_until < ?1) \
@@ -297,7 +297,7 @@ impl SqliteStore {
     pub(super) fn do_stats(&self, now: Millis) -> Result<OutboxStats, StoreError> {
         let conn = self.conn()?;
         let (depth, oldest): (i64, Option<Millis>) =
-            conn.query_row("SELECT COUNT(*), MIN(due_at) FROM outbox", [], |r| {
+            conn.query_row_cached("SELECT COUNT(*), MIN(due_at) FROM outbox", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })?;
         Ok(OutboxStats {
@@ -320,7 +320,7 @@ fn fail_in(
     now: Millis,
 ) -> Result<bool, StoreError> {
     let row: Option<(String, bool, Option<Millis>)> = tx
-        .query_row(
+        .query_row_cached(
             "SELECT tenant_id, maybe_delivered, quota_at FROM outbox WHERE key_digest = ?1",
             [key_digest],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
@@ -331,7 +331,7 @@ fn fail_in(
         return Ok(false);
     };
     let email: Option<String> = tx
-        .query_row(
+        .query_row_cached(
             "UPDATE challenges SET \
                status = CASE WHEN ?5 AND status = 'pending' THEN 'failed' ELSE status END, \
                ended_at = CASE WHEN ?5 AND status = 'pending' THEN ?4 ELSE ended_at END, \
@@ -345,15 +345,15 @@ fn fail_in(
     if let (Some(quota_at), Some(email)) = (quota_at, email) {
         if !maybe_before && !maybe_delivered {
             // Nothing can have reached the relay: give the send back to the quotas.
-            tx.execute(
+            tx.execute_cached(
                 "DELETE FROM sends WHERE id = (SELECT id FROM sends WHERE tenant_id = ?1 AND email_canonical = ?2 AND at = ?3 LIMIT 1)",
                 params![tenant, email, quota_at],
             )?;
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE tenant_send_minutes SET sends = sends - 1 WHERE tenant_id = ?1 AND minute = ?2 AND sends > 0",
                 params![tenant, quota_at.div_euclid(60_000)],
             )?;
         }
     }
-    Ok(tx.execute("DELETE FROM outbox WHERE key_digest = ?1", [key_digest])? > 0)
+    Ok(tx.execute_cached("DELETE FROM outbox WHERE key_digest = ?1", [key_digest])? > 0)
 }

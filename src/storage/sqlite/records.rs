@@ -10,16 +10,16 @@ impl SqliteStore {
         sends_before: Millis,
     ) -> Result<usize, StoreError> {
         self.writer.write(move |conn| {
-            let n = conn.execute(
+            let n = conn.execute_cached(
                 "DELETE FROM challenges WHERE (ended_at IS NOT NULL AND ended_at < ?1) OR expires_at < ?1",
                 [before],
             )?;
-            conn.execute("DELETE FROM sends WHERE at < ?1", [sends_before])?;
-            conn.execute(
+            conn.execute_cached("DELETE FROM sends WHERE at < ?1", [sends_before])?;
+            conn.execute_cached(
                 "DELETE FROM tenant_send_minutes WHERE minute < ?1",
                 [sends_before.div_euclid(MINUTE_MS)],
             )?;
-            conn.execute("DELETE FROM recipient_failures WHERE window_start < ?1", [sends_before])?;
+            conn.execute_cached("DELETE FROM recipient_failures WHERE window_start < ?1", [sends_before])?;
             Ok(n)
         })
     }
@@ -34,7 +34,7 @@ impl SqliteStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut counts = ImportCounts::default();
         for (t, digest) in tenants {
-            let taken: bool = tx.query_row(
+            let taken: bool = tx.query_row_cached(
                 "SELECT EXISTS(SELECT 1 FROM tenant_secrets WHERE digest = ?1)",
                 [digest],
                 |r| r.get(0),
@@ -48,7 +48,7 @@ impl SqliteStore {
         }
         for ic in codes {
             let c = &ic.code;
-            let present: bool = tx.query_row(
+            let present: bool = tx.query_row_cached(
                 "SELECT EXISTS(SELECT 1 FROM challenges WHERE key_digest = ?1)",
                 [&c.key_digest],
                 |r| r.get(0),
@@ -58,14 +58,14 @@ impl SqliteStore {
                 continue;
             }
             let owner: Option<String> = tx
-                .query_row(
+                .query_row_cached(
                     "SELECT tenant_id FROM tenant_secrets WHERE digest = ?1",
                     [&ic.owner_secret_digest],
                     |r| r.get(0),
                 )
                 .optional()?;
             let owner = owner.ok_or(StoreError::Corrupt("imported code has no owner".into()))?;
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO challenges (key_digest, tenant_id, flavor, email, email_canonical, purpose, seq, code_hash, \
                  status, attempts, max_attempts, code_length, created_at, expires_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
@@ -130,7 +130,7 @@ impl SqliteStore {
 
     pub(super) fn do_purge_audit(&self, before: Millis) -> Result<usize, StoreError> {
         self.writer
-            .write(move |conn| Ok(conn.execute("DELETE FROM audit WHERE at < ?1", [before])?))
+            .write(move |conn| Ok(conn.execute_cached("DELETE FROM audit WHERE at < ?1", [before])?))
     }
 
     pub(super) fn do_export_snapshot(&self) -> Result<copy::Snapshot, StoreError> {
@@ -149,7 +149,7 @@ impl SqliteStore {
         use rusqlite::types::Value as V;
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let held: bool = tx.query_row(
+        let held: bool = tx.query_row_cached(
             "SELECT EXISTS(SELECT 1 FROM keyring) OR EXISTS(SELECT 1 FROM tenants)",
             [],
             |r| r.get(0),
@@ -201,7 +201,7 @@ impl SqliteStore {
 
     pub(super) fn do_has_data(&self) -> Result<bool, StoreError> {
         let conn = self.conn()?;
-        let n: i64 = conn.query_row(
+        let n: i64 = conn.query_row_cached(
             "SELECT (SELECT COUNT(*) FROM keyring) + (SELECT COUNT(*) FROM tenants)",
             [],
             |r| r.get(0),

@@ -11,7 +11,7 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let (t, secret_digest) = (t.clone(), secret_digest.to_vec());
         self.writer.write(move |tx| {
-            let taken: bool = tx.query_row(
+            let taken: bool = tx.query_row_cached(
                 "SELECT EXISTS(SELECT 1 FROM tenant_secrets WHERE digest = ?1)",
                 [&secret_digest],
                 |r| r.get(0),
@@ -27,7 +27,7 @@ impl SqliteStore {
     pub(super) fn do_tenant(&self, id: &TenantId) -> Result<Option<TenantRow>, StoreError> {
         let conn = self.conn()?;
         Ok(conn
-            .query_row(
+            .query_row_cached(
                 &format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = ?1"),
                 [id.as_str()],
                 tenant_from_row,
@@ -37,7 +37,7 @@ impl SqliteStore {
 
     pub(super) fn do_tenants(&self) -> Result<Vec<TenantRow>, StoreError> {
         let conn = self.conn()?;
-        let mut st = conn.prepare(&format!(
+        let mut st = conn.prepare_cached(&format!(
             "SELECT {TENANT_COLS} FROM tenants t ORDER BY t.created_at, t.id"
         ))?;
         let rows = st
@@ -54,7 +54,7 @@ impl SqliteStore {
     ) -> Result<Option<TenantRow>, StoreError> {
         let (id, c) = (id.clone(), c.clone());
         self.writer.write(move |tx| {
-        let exists: bool = tx.query_row(
+        let exists: bool = tx.query_row_cached(
             "SELECT EXISTS(SELECT 1 FROM tenants WHERE id = ?1)",
             [id.as_str()],
             |r| r.get(0),
@@ -63,47 +63,47 @@ impl SqliteStore {
             return Ok(None);
         }
         if let Some(name) = &c.name {
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE tenants SET name = ?2 WHERE id = ?1",
                 params![id.as_str(), name],
             )?;
         }
         if let Some(enabled) = c.enabled {
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE tenants SET enabled = ?2 WHERE id = ?1",
                 params![id.as_str(), enabled],
             )?;
         }
         if let Some(s) = &c.smtp {
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE tenants SET smtp_host = ?2, smtp_port = ?3, smtp_username = ?4, smtp_password = ?5, \
                  smtp_from = ?6, smtp_tls = ?7, smtp_max_connections = ?8, smtp_version = smtp_version + 1 WHERE id = ?1",
                 params![id.as_str(), s.host, s.port, s.username, s.password, s.from, s.tls, s.max_connections],
             )?;
         }
         if let Some(d) = c.delivery {
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE tenants SET delivery = ?2 WHERE id = ?1",
                 params![id.as_str(), d.as_str()],
             )?;
         }
         if let Some(p) = &c.policy {
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE tenants SET code_length = ?2, ttl_seconds = ?3, max_attempts = ?4 WHERE id = ?1",
                 params![id.as_str(), p.code_length, p.ttl_seconds, p.max_attempts],
             )?;
         }
         if let Some(l) = &c.default_locale {
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE tenants SET default_locale = ?2 WHERE id = ?1",
                 params![id.as_str(), l],
             )?;
         }
-        tx.execute(
+        tx.execute_cached(
             "UPDATE tenants SET updated_at = ?2 WHERE id = ?1",
             params![id.as_str(), now],
         )?;
-        let row = tx.query_row(
+        let row = tx.query_row_cached(
             &format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = ?1"),
             [id.as_str()],
             tenant_from_row,
@@ -115,7 +115,7 @@ impl SqliteStore {
     pub(super) fn do_delete_tenant(&self, id: &TenantId) -> Result<bool, StoreError> {
         let id = id.clone();
         self.writer.write(move |conn| {
-            Ok(conn.execute("DELETE FROM tenants WHERE id = ?1", [id.as_str()])? > 0)
+            Ok(conn.execute_cached("DELETE FROM tenants WHERE id = ?1", [id.as_str()])? > 0)
         })
     }
 
@@ -146,14 +146,14 @@ impl SqliteStore {
     ) -> Result<bool, StoreError> {
         let (id, t) = (id.clone(), t.clone());
         self.writer.write(move |tx| {
-            if tx.execute(
+            if tx.execute_cached(
                 "UPDATE tenants SET templates_version = templates_version + 1 WHERE id = ?1",
                 [id.as_str()],
             )? == 0
             {
                 return Ok(false);
             }
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO templates (tenant_id, locale, subject, text, html, updated_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
                  ON CONFLICT (tenant_id, locale) DO UPDATE SET subject = excluded.subject, \
@@ -178,12 +178,12 @@ impl SqliteStore {
     ) -> Result<bool, StoreError> {
         let (id, locale) = (id.clone(), locale.to_string());
         self.writer.write(move |tx| {
-            let n = tx.execute(
+            let n = tx.execute_cached(
                 "DELETE FROM templates WHERE tenant_id = ?1 AND locale = ?2",
                 params![id.as_str(), locale],
             )?;
             if n > 0 {
-                tx.execute(
+                tx.execute_cached(
                     "UPDATE tenants SET templates_version = templates_version + 1 WHERE id = ?1",
                     [id.as_str()],
                 )?;
@@ -199,7 +199,7 @@ impl SqliteStore {
     ) -> Result<Option<TenantRow>, StoreError> {
         let conn = self.conn()?;
         Ok(conn
-            .query_row(
+            .query_row_cached(
                 &format!(
                     "SELECT {TENANT_COLS} FROM tenant_secrets s JOIN tenants t ON t.id = s.tenant_id \
                      WHERE s.digest = ?1 AND (s.expires_at IS NULL OR s.expires_at > ?2) AND t.enabled = 1"
@@ -219,7 +219,7 @@ impl SqliteStore {
     ) -> Result<bool, StoreError> {
         let (id, new_digest) = (id.clone(), new_digest.to_vec());
         self.writer.write(move |tx| {
-        let exists: bool = tx.query_row(
+        let exists: bool = tx.query_row_cached(
             "SELECT EXISTS(SELECT 1 FROM tenants WHERE id = ?1)",
             [id.as_str()],
             |r| r.get(0),
@@ -228,15 +228,15 @@ impl SqliteStore {
             return Ok(false);
         }
         // Old secrets end at `old_until` (or keep an earlier end they already had).
-        tx.execute(
+        tx.execute_cached(
             "UPDATE tenant_secrets SET expires_at = MIN(COALESCE(expires_at, ?2), ?2) WHERE tenant_id = ?1",
             params![id.as_str(), old_until],
         )?;
-        tx.execute(
+        tx.execute_cached(
             "DELETE FROM tenant_secrets WHERE tenant_id = ?1 AND expires_at <= ?2",
             params![id.as_str(), now],
         )?;
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO tenant_secrets (digest, tenant_id, created_at, expires_at) VALUES (?1, ?2, ?3, NULL)",
             params![new_digest, id.as_str(), now],
         )?;

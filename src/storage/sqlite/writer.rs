@@ -63,6 +63,7 @@ impl Writer {
     pub(super) fn start(path: &Path) -> Result<Writer, StoreError> {
         let conn = rusqlite::Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
+        conn.set_prepared_statement_cache_capacity(super::STATEMENT_CACHE);
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(QUEUE_MAX);
         std::thread::Builder::new()
