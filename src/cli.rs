@@ -12,7 +12,8 @@ use crate::config::Settings;
 use crate::crypto::keyring::MasterKey;
 use crate::domain::email::RecipientEmail;
 use crate::domain::policy::PolicyPatch;
-use crate::mailer::{Outgoing, TlsMode};
+use crate::domain::tenant::{Origin, TlsMode};
+use crate::mailer::Outgoing;
 use crate::routes::v1::tenant_json;
 use crate::service::tenants::{NewTenant, SmtpInput, TenantPatch};
 use crate::service::{ServiceError, Services};
@@ -321,14 +322,14 @@ fn read_password(path: Option<&PathBuf>) -> Result<SecretString, CliError> {
     ))
 }
 
-fn print_table(rows: &[crate::storage::TenantRow]) {
+fn print_table(rows: &[crate::domain::tenant::Tenant]) {
     let header = ["ID", "NAME", "ENABLED", "SMTP", "CREATED"];
     let data: Vec<[String; 5]> = rows
         .iter()
         .map(|t| {
             [
                 t.id.to_string(),
-                t.name.clone(),
+                t.name.as_str().to_string(),
                 if t.enabled { "yes".into() } else { "no".into() },
                 format!("{}:{} ({})", t.smtp.host, t.smtp.port, t.smtp.tls),
                 rfc3339(t.created_at),
@@ -381,7 +382,7 @@ async fn tenant(cmd: TenantCommand, s: Services) -> Result<(), CliError> {
                     policy: PolicyPatch::default(),
                     delivery: None,
                     default_locale: None,
-                    origin: "native",
+                    origin: Origin::Native,
                     secret: None,
                 })
                 .await

@@ -18,6 +18,8 @@ impl fmt::Debug for OtpCode {
 pub enum CodeError {
     #[error("must be a string of {0} ASCII digits")]
     Format(u32),
+    #[error("must be a string of ASCII digits of the code's length")]
+    Guess,
 }
 
 impl OtpCode {
@@ -38,6 +40,19 @@ impl OtpCode {
         Ok(OtpCode(SecretString::from(input.to_string())))
     }
 
+    /// A guess before its code is known: 4 to 10 ASCII digits (every code length a policy
+    /// allows); the store then compares its length with the code's.
+    pub fn parse_guess(input: &str) -> Result<OtpCode, CodeError> {
+        let (lo, hi) = crate::domain::policy::CODE_LENGTH;
+        if input.len() < lo as usize
+            || input.len() > hi as usize
+            || !input.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(CodeError::Guess);
+        }
+        Ok(OtpCode(SecretString::from(input.to_string())))
+    }
+
     pub fn expose(&self) -> &str {
         self.0.expose_secret()
     }
@@ -46,6 +61,28 @@ impl OtpCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_guess_is_4_to_10_ascii_digits() {
+        for ok in ["1234", "0000000000", "123456"] {
+            assert_eq!(OtpCode::parse_guess(ok).unwrap().expose(), ok);
+        }
+        for bad in [
+            "",
+            "123",
+            "12345678901",
+            "12 34",
+            "١٢٣٤٥٦",
+            "12345a",
+            "+12345",
+        ] {
+            assert_eq!(
+                OtpCode::parse_guess(bad).unwrap_err(),
+                CodeError::Guess,
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn generates_requested_length_of_digits() {

@@ -1,5 +1,6 @@
 //! Pure domain types and rules: no I/O, no async, no clock of its own.
 
+pub mod audit;
 pub mod challenge;
 pub mod code;
 pub mod delivery;
@@ -7,6 +8,8 @@ pub mod email;
 pub mod keys;
 pub mod locale;
 pub mod policy;
+pub mod purpose;
+pub mod tenant;
 
 /// Milliseconds since the Unix epoch; the one time unit of the domain and the store.
 pub type Millis = i64;

@@ -137,38 +137,7 @@ fn smtp_detail(e: &lettre::transport::smtp::Error) -> String {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
-    Starttls,
-    Implicit,
-    None,
-}
-
-impl TlsMode {
-    pub fn parse(s: &str) -> Option<TlsMode> {
-        match s {
-            "starttls" => Some(TlsMode::Starttls),
-            "implicit" => Some(TlsMode::Implicit),
-            "none" => Some(TlsMode::None),
-            _ => None,
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TlsMode::Starttls => "starttls",
-            TlsMode::Implicit => "implicit",
-            TlsMode::None => "none",
-        }
-    }
-    /// The default for a port: implicit TLS on 465, STARTTLS elsewhere.
-    pub fn default_for(port: u16) -> TlsMode {
-        if port == 465 {
-            TlsMode::Implicit
-        } else {
-            TlsMode::Starttls
-        }
-    }
-}
+pub use crate::domain::tenant::TlsMode;
 
 /// Where and how to send for one tenant.
 pub struct SmtpTarget {
@@ -702,9 +671,4 @@ impl AsyncTokioStream for TlsStream {
     fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.0.get_ref().0.peer_addr()
     }
-}
-
-/// Whether a `from` value is one mailbox (`Name <addr@domain>` or `addr@domain`).
-pub fn valid_from(from: &str) -> bool {
-    !from.contains(['\r', '\n', ',']) && from.parse::<Mailbox>().is_ok()
 }

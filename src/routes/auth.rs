@@ -15,8 +15,8 @@ use super::error::ApiError;
 use super::AppState;
 use crate::crypto::secrets_equal;
 use crate::domain::policy::FieldError;
+use crate::domain::tenant::Tenant;
 use crate::service::ServiceError;
-use crate::storage::TenantRow;
 
 pub const BODY_LIMIT: usize = 16 * 1024;
 
@@ -38,7 +38,7 @@ pub fn bearer(req: &HttpRequest) -> Option<String> {
 }
 
 /// The tenant whose secret key is the bearer token.
-pub struct TenantAuth(pub TenantRow);
+pub struct TenantAuth(pub Tenant);
 
 impl FromRequest for TenantAuth {
     type Error = ApiError;

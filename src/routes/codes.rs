@@ -16,8 +16,9 @@ use crate::clock::rfc3339;
 use crate::domain::delivery::DeliveryMode;
 use crate::domain::email::RecipientEmail;
 use crate::domain::keys::Flavor;
+use crate::domain::purpose::Purpose;
 use crate::service::idempotency::{fingerprint, kept, valid_key, IdemStart};
-use crate::service::otp::{MintRequest, Minted, Purpose};
+use crate::service::otp::{MintRequest, Minted};
 use crate::service::ServiceError;
 
 type ApiResult = Result<HttpResponse, ApiError>;
@@ -166,7 +167,7 @@ fn mint_request(b: MintBody) -> Result<MintRequest, ApiError> {
         RecipientEmail::parse(&b.email).map_err(|e| ServiceError::InvalidEmail(e.to_string()))?;
     Ok(MintRequest {
         email,
-        purpose: Purpose::parse(b.purpose.as_deref())?,
+        purpose: Purpose::parse(b.purpose.as_deref()).map_err(ServiceError::from)?,
         flavor: Flavor::Native,
         delivery: parse_delivery(b.delivery.as_deref())?,
         locale: parse_locale(b.locale.as_deref(), "locale")?,

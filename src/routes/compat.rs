@@ -15,8 +15,9 @@ use crate::domain::challenge::Status;
 use crate::domain::email::RecipientEmail;
 use crate::domain::keys::{Flavor, SecretKey};
 use crate::domain::policy::PolicyPatch;
-use crate::mailer::TlsMode;
-use crate::service::otp::{MintRequest, Purpose};
+use crate::domain::purpose::Purpose;
+use crate::domain::tenant::{Origin, TlsMode};
+use crate::service::otp::MintRequest;
 use crate::service::tenants::{NewTenant, SmtpInput};
 use crate::service::ServiceError;
 
@@ -125,7 +126,7 @@ pub async fn reg_secretkey(
             policy: PolicyPatch::default(),
             delivery: None,
             default_locale: None,
-            origin: "compat",
+            origin: Origin::Compat,
             secret: Some(SecretKey::presented(&secret)),
         })
         .await
@@ -147,7 +148,7 @@ pub async fn otp(req: HttpRequest, st: web::Data<AppState>, payload: web::Payloa
         .await
         .map_err(|e| CompatError::from_service(e, true))?;
     let email = RecipientEmail::parse(&mail).map_err(|_| CompatError::bad(MAIL_ERROR))?;
-    let purpose = Purpose::parse(None).map_err(|e| CompatError::from_service(e, true))?;
+    let purpose = Purpose::parse(None).map_err(|e| CompatError::from_service(e.into(), true))?;
     let minted = st
         .services
         .mint(

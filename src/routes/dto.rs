@@ -5,8 +5,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::clock::rfc3339;
+use crate::domain::audit::AuditEvent;
 use crate::domain::challenge::ChallengeView;
-use crate::storage::{AuditEvent, TenantRow};
+use crate::domain::tenant::Tenant;
 
 #[derive(Serialize, ToSchema)]
 pub struct SmtpOut {
@@ -48,23 +49,23 @@ pub struct TenantOut {
     pub default_locale: String,
 }
 
-impl From<&TenantRow> for TenantOut {
-    fn from(t: &TenantRow) -> Self {
+impl From<&Tenant> for TenantOut {
+    fn from(t: &Tenant) -> Self {
         TenantOut {
             id: t.id.to_string(),
-            name: t.name.clone(),
+            name: t.name.as_str().to_string(),
             enabled: t.enabled,
             created_at: rfc3339(t.created_at),
             smtp: SmtpOut {
-                host: t.smtp.host.clone(),
+                host: t.smtp.host.as_str().to_string(),
                 port: t.smtp.port,
                 username: t.smtp.username.clone(),
-                from: t.smtp.from.clone(),
-                tls: t.smtp.tls.clone(),
+                from: t.smtp.from.as_str().to_string(),
+                tls: t.smtp.tls.as_str().to_string(),
                 max_connections: t.smtp.max_connections,
             },
             delivery: t.delivery.as_str().into(),
-            default_locale: t.default_locale.clone(),
+            default_locale: t.default_locale.as_str().to_string(),
             policy: PolicyOut {
                 code_length: t.policy.code_length,
                 ttl_seconds: t.policy.ttl_seconds,

@@ -12,10 +12,11 @@ use super::v1::{json, parse_locale};
 use super::AppState;
 use crate::clock::rfc3339;
 use crate::domain::locale::{Locale, LOCALE_RULE};
+use crate::domain::tenant::Tenant;
 use crate::messages::Fields;
 use crate::service::templates::{Message, PreviewInput};
 use crate::service::ServiceError;
-use crate::storage::{TemplateRow, TenantRow};
+use crate::storage::TemplateRow;
 
 type ApiResult = Result<HttpResponse, ApiError>;
 
@@ -96,12 +97,12 @@ fn path_locale(s: &str) -> Result<Locale, ApiError> {
     Locale::parse(s).ok_or_else(|| ServiceError::field("locale", LOCALE_RULE).into())
 }
 
-async fn list(st: &AppState, t: &TenantRow) -> ApiResult {
+async fn list(st: &AppState, t: &Tenant) -> ApiResult {
     let rows = st.services.templates(&t.id).await?;
     Ok(json(
         HttpResponse::Ok(),
         &TemplatesOut {
-            default_locale: t.default_locale.clone(),
+            default_locale: t.default_locale.as_str().to_string(),
             templates: rows.iter().map(TemplateOut::from).collect(),
         },
     ))
@@ -110,7 +111,7 @@ async fn list(st: &AppState, t: &TenantRow) -> ApiResult {
 async fn put(
     req: &HttpRequest,
     st: &AppState,
-    t: &TenantRow,
+    t: &Tenant,
     locale: &str,
     payload: web::Payload,
 ) -> ApiResult {
@@ -131,18 +132,13 @@ async fn put(
     Ok(json(HttpResponse::Ok(), &TemplateOut::from(&row)))
 }
 
-async fn delete(st: &AppState, t: &TenantRow, locale: &str) -> ApiResult {
+async fn delete(st: &AppState, t: &Tenant, locale: &str) -> ApiResult {
     let locale = path_locale(locale)?;
     st.services.delete_template(&t.id, &locale).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn preview(
-    req: &HttpRequest,
-    st: &AppState,
-    t: &TenantRow,
-    payload: web::Payload,
-) -> ApiResult {
+async fn preview(req: &HttpRequest, st: &AppState, t: &Tenant, payload: web::Payload) -> ApiResult {
     let b: PreviewBody = json_body_up_to(req, payload, TEMPLATE_BODY_LIMIT).await?;
     let input = PreviewInput {
         locale: parse_locale(b.locale.as_deref(), "locale")?,

@@ -19,10 +19,10 @@ use crate::domain::delivery::DeliveryMode;
 use crate::domain::keys::SecretKey;
 use crate::domain::locale::{Locale, LOCALE_RULE};
 use crate::domain::policy::PolicyPatch;
-use crate::mailer::TlsMode;
+use crate::domain::tenant::Tenant;
+use crate::domain::tenant::{Origin, TlsMode};
 use crate::service::tenants::{NewTenant, SmtpInput, SmtpPatch, TenantPatch};
 use crate::service::ServiceError;
-use crate::storage::TenantRow;
 
 type ApiResult = Result<HttpResponse, ApiError>;
 
@@ -131,7 +131,7 @@ pub(super) fn parse_delivery(s: Option<&str>) -> Result<Option<DeliveryMode>, Ap
 }
 
 /// The tenant as JSON (also used by the CLI).
-pub fn tenant_json(t: &TenantRow) -> Value {
+pub fn tenant_json(t: &Tenant) -> Value {
     serde_json::to_value(TenantOut::from(t)).unwrap_or(Value::Null)
 }
 
@@ -190,7 +190,7 @@ pub async fn create_tenant(
             policy: b.policy.unwrap_or_default().into(),
             delivery,
             default_locale,
-            origin: "native",
+            origin: Origin::Native,
             secret: None,
         })
         .await?;

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::domain::audit::AuditEvent;
 use crate::domain::email::mask;
 use crate::domain::keys::TenantId;
 use crate::domain::Millis;
-use crate::storage::{AuditEvent, Store};
+use crate::storage::Store;
 
 /// Who made a request: for the audit trail.
 #[derive(Debug, Clone, Default)]

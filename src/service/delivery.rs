@@ -18,9 +18,10 @@ use super::{ServiceError, Services};
 use crate::crypto::cipher::{decrypt_message, encrypt_message};
 use crate::domain::delivery::{next_attempt_at, DeliveryMode};
 use crate::domain::keys::TenantId;
+use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
 use crate::mailer::{DeliveryReason, Outgoing};
-use crate::storage::{ClaimRequest, Lease, OutboxJob, StoreError, TenantRow};
+use crate::storage::{ClaimRequest, Lease, OutboxJob, StoreError};
 
 /// How often the sender looks for due work it was not told about (retries coming due, rows
 /// of other instances, expired leases).
@@ -211,7 +212,7 @@ impl Services {
 
     /// One delivery attempt of a claimed row, its outcome recorded — with the webhook event
     /// of a final outcome (`otp.sent`, `otp.delivery_failed`) in the same transaction.
-    pub(crate) async fn attempt(&self, job: &OutboxJob, tenant: &TenantRow) -> Attempt {
+    pub(crate) async fn attempt(&self, job: &OutboxJob, tenant: &Tenant) -> Attempt {
         let msg = self.open_message(job);
         self.attempt_with(job, tenant, msg.as_ref()).await
     }
@@ -219,7 +220,7 @@ impl Services {
     /// The event of a final outcome of this message, if its tenant subscribes.
     fn outcome_event(
         &self,
-        tenant: &TenantRow,
+        tenant: &Tenant,
         msg: &StoredMessage,
         reason: Option<DeliveryReason>,
     ) -> Option<crate::storage::integration::NewEvent> {
@@ -246,7 +247,7 @@ impl Services {
     async fn attempt_with(
         &self,
         job: &OutboxJob,
-        tenant: &TenantRow,
+        tenant: &Tenant,
         msg: Option<&StoredMessage>,
     ) -> Attempt {
         let attempts = job.attempts + 1;
@@ -430,7 +431,7 @@ impl Services {
                 return;
             }
             let full = jobs.len() as u32 >= CLAIM_BATCH;
-            let mut tenants: HashMap<TenantId, Option<TenantRow>> = HashMap::new();
+            let mut tenants: HashMap<TenantId, Option<Tenant>> = HashMap::new();
             for job in jobs {
                 if !tenants.contains_key(&job.tenant_id) {
                     let id = job.tenant_id.clone();
@@ -456,7 +457,7 @@ impl Services {
     }
 
     /// A tenant's session bound, within the server's limit.
-    pub fn max_connections(&self, tenant: &TenantRow) -> usize {
+    pub fn max_connections(&self, tenant: &Tenant) -> usize {
         let limit = self.settings.load().smtp.max_connections_limit;
         (tenant.smtp.max_connections.clamp(1, limit.max(1))) as usize
     }

@@ -9,11 +9,13 @@ use secrecy::SecretString;
 use super::{ServiceError, Services};
 use crate::crypto::lookup_digest;
 use crate::domain::keys::{Flavor, ShareableKey, TenantId};
+use crate::domain::locale::Locale;
 use crate::domain::policy::Policy;
-use crate::mailer::{valid_from, TlsMode};
+use crate::domain::tenant::{Origin, Sender, SmtpHost, TenantName, TlsMode};
+use crate::domain::tenant::{SmtpAccount, Tenant};
 use crate::service::otp::KEY_LABEL;
 use crate::service::tenants::SECRET_LABEL;
-use crate::storage::{ImportCounts, ImportedCode, NewChallenge, SmtpRow, TenantRow};
+use crate::storage::{ImportCounts, ImportedCode, NewChallenge};
 
 /// OtpMint's built-in salt for `sha256(salt + code)`.
 pub const OTPMINT_DEFAULT_SALT: &str = "addanysalthereipreferkanye";
@@ -138,14 +140,25 @@ impl Services {
                 report.skipped.push(line("smtp_port is not a port number"));
                 continue;
             }
-            if !valid_from(&mail) {
+            let (Ok(from), Ok(name)) = (
+                Sender::parse(&mail),
+                TenantName::parse(&mail.chars().take(100).collect::<String>()),
+            ) else {
                 report
                     .skipped
                     .push(line("smtp_mail is not an email address"));
                 continue;
-            }
+            };
+            let Ok(host) = SmtpHost::parse(&host) else {
+                report.skipped.push(line("smtp_host is not a host name"));
+                continue;
+            };
             let tls = TlsMode::default_for(port);
-            if let Err(e) = self.mailer.policy().check_static(&host, port, false) {
+            if let Err(e) = self
+                .mailer
+                .policy()
+                .check_static(host.as_str(), port, false)
+            {
                 report.skipped.push(line(&format!("{e}")));
                 continue;
             }
@@ -156,13 +169,12 @@ impl Services {
                 ));
             }
             let id = TenantId::generate();
-            let host = host.trim_end_matches('.').to_ascii_lowercase();
             let password = SecretString::from(password);
             let blob = crate::crypto::cipher::encrypt_password(
                 &self.keyring.get(),
                 &crate::crypto::cipher::PasswordContext {
                     tenant_id: id.as_str(),
-                    host: &host,
+                    host: host.as_str(),
                     port,
                     username: &mail,
                 },
@@ -170,25 +182,25 @@ impl Services {
             )?;
             let digest = lookup_digest(self.keyring.get().pepper(), SECRET_LABEL, &secret);
             tenants.push((
-                TenantRow {
+                Tenant {
                     id,
-                    name: mail.chars().take(100).collect(),
+                    name,
                     enabled: true,
-                    origin: "otpmint-import".into(),
+                    origin: Origin::Import,
                     created_at: now,
-                    smtp: SmtpRow {
+                    smtp: SmtpAccount {
                         host,
                         port,
                         username: mail.clone(),
                         password: blob,
-                        from: mail,
-                        tls: tls.as_str().into(),
+                        from,
+                        tls,
                         max_connections: self.settings.load().smtp.max_connections_per_tenant,
                     },
                     smtp_version: 1,
                     policy,
                     delivery: crate::domain::delivery::DeliveryMode::Sync,
-                    default_locale: "en".into(),
+                    default_locale: Locale::english(),
                     templates_version: 0,
                     webhook_events: String::new(),
                 },

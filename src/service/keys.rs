@@ -135,7 +135,7 @@ impl Services {
             }
             let ctx = PasswordContext {
                 tenant_id: t.id.as_str(),
-                host: &t.smtp.host,
+                host: t.smtp.host.as_str(),
                 port: t.smtp.port,
                 username: &t.smtp.username,
             };

@@ -13,40 +13,18 @@ use crate::domain::email::RecipientEmail;
 use crate::domain::keys::{Flavor, ShareableKey, TenantId};
 use crate::domain::locale::Locale;
 use crate::domain::policy::Policy;
+use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
-use crate::mailer::{new_message_id, SmtpTarget, TlsMode};
+use crate::mailer::{new_message_id, SmtpTarget};
 use crate::messages::Vars;
 use crate::service::audit::RequestContext;
 use crate::service::delivery::{Attempt, StoredMessage};
 use crate::service::webhooks::EventData;
-use crate::storage::{NewChallenge, NewOutbox, OutboxJob, QuotaRefusal, TenantRow};
+use crate::storage::{NewChallenge, NewOutbox, OutboxJob, QuotaRefusal};
 
 pub const KEY_LABEL: &str = "shareable-key";
 
-/// A purpose: ≤64 chars of `[a-z0-9_.-]`, default `"default"`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Purpose(String);
-
-impl Purpose {
-    pub fn parse(s: Option<&str>) -> Result<Purpose, ServiceError> {
-        let s = s.unwrap_or("default");
-        if s.is_empty()
-            || s.len() > 64
-            || !s.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
-            })
-        {
-            return Err(ServiceError::field(
-                "purpose",
-                "must be 1 to 64 characters of a-z 0-9 _ . -",
-            ));
-        }
-        Ok(Purpose(s.to_string()))
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+use crate::domain::purpose::Purpose;
 
 /// What a mint asks for, parsed.
 #[derive(Debug)]
@@ -117,7 +95,7 @@ impl Services {
     }
 
     /// The policy a new code of this flavor gets.
-    pub fn policy_for(&self, tenant: &TenantRow, flavor: Flavor) -> Policy {
+    pub fn policy_for(&self, tenant: &Tenant, flavor: Flavor) -> Policy {
         match flavor {
             Flavor::Native => tenant.policy,
             Flavor::Compat => Policy {
@@ -130,7 +108,7 @@ impl Services {
 
     pub async fn mint(
         &self,
-        tenant: &TenantRow,
+        tenant: &Tenant,
         req: MintRequest,
         ctx: &RequestContext,
     ) -> Result<Minted, ServiceError> {
@@ -167,7 +145,7 @@ impl Services {
 
     async fn mint_inner(
         &self,
-        tenant: &TenantRow,
+        tenant: &Tenant,
         email: RecipientEmail,
         purpose: Purpose,
         flavor: Flavor,
@@ -200,7 +178,7 @@ impl Services {
                     code: code.expose(),
                     ttl_seconds: policy.ttl_seconds,
                     expires_at,
-                    app_name: &tenant.name,
+                    app_name: tenant.name.as_str(),
                     purpose: purpose.as_str(),
                     email: email.as_given(),
                     locale: "",
@@ -226,7 +204,7 @@ impl Services {
             subject: written.rendered.subject,
             text: written.rendered.text,
             html: written.rendered.html,
-            message_id: new_message_id(&tenant.smtp.from),
+            message_id: new_message_id(tenant.smtp.from.as_str()),
             shareable_key: Some(key.expose().to_string()),
             email: email.as_given().to_string(),
             purpose: purpose.as_str().to_string(),
@@ -281,11 +259,11 @@ impl Services {
 
     /// Decrypt the tenant's SMTP password into a send target. A blob sealed under a data key
     /// this process has not seen (another process rotated it) reloads the keyring once.
-    pub async fn smtp_target(&self, tenant: &TenantRow) -> Result<SmtpTarget, ServiceError> {
+    pub async fn smtp_target(&self, tenant: &Tenant) -> Result<SmtpTarget, ServiceError> {
         let s = &tenant.smtp;
         let ctx = PasswordContext {
             tenant_id: tenant.id.as_str(),
-            host: &s.host,
+            host: s.host.as_str(),
             port: s.port,
             username: &s.username,
         };
@@ -307,12 +285,12 @@ impl Services {
             tenant_id: tenant.id.as_str().to_string(),
             version: tenant.smtp_version,
             max_connections: self.max_connections(tenant),
-            host: s.host.clone(),
+            host: s.host.as_str().to_string(),
             port: s.port,
             username: s.username.clone(),
             password,
-            from: s.from.clone(),
-            tls: TlsMode::parse(&s.tls).unwrap_or(TlsMode::Starttls),
+            from: s.from.as_str().to_string(),
+            tls: s.tls,
         })
     }
 
@@ -369,12 +347,9 @@ impl Services {
         recipient_seen: &mut String,
     ) -> Result<Verified, ServiceError> {
         let key = ShareableKey::parse(key, flavor).ok_or(ServiceError::OtpNotFound)?;
-        if code.len() < 4 || code.len() > 10 || !code.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ServiceError::field(
-                "otp",
-                "must be a string of ASCII digits of the code's length",
-            ));
-        }
+        let guess =
+            OtpCode::parse_guess(code).map_err(|e| ServiceError::field("otp", e.to_string()))?;
+        let code = guess.expose();
         let digest = self.key_digest(key.expose());
         let quota = self.quota();
         let now = self.now();

@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use super::{ServiceError, Services};
 use crate::domain::keys::TenantId;
 use crate::domain::locale::Locale;
+use crate::domain::tenant::Tenant;
 use crate::messages::{self, Fields, Rendered, Source, TemplateSet, Vars};
-use crate::storage::{TemplateRow, TenantRow};
+use crate::storage::TemplateRow;
 
 /// More tenants than this with templates in use: the cache starts over (it refills itself).
 const CACHE_MAX: usize = 10_000;
@@ -66,7 +67,7 @@ impl Services {
     /// Lint and store a template; nothing changes on refusal.
     pub async fn put_template(
         &self,
-        tenant: &TenantRow,
+        tenant: &Tenant,
         locale: &Locale,
         fields: Fields,
     ) -> Result<TemplateRow, ServiceError> {
@@ -103,7 +104,7 @@ impl Services {
     /// The tenant's compiled templates (`None`: it has none).
     async fn tenant_templates(
         &self,
-        tenant: &TenantRow,
+        tenant: &Tenant,
     ) -> Result<Option<Arc<TemplateSet>>, ServiceError> {
         if tenant.templates_version == 0 {
             return Ok(None);
@@ -126,11 +127,11 @@ impl Services {
     /// code is still delivered — and is logged.
     pub async fn render_message(
         &self,
-        tenant: &TenantRow,
+        tenant: &Tenant,
         requested: Option<&Locale>,
         vars: &Vars<'_>,
     ) -> Result<Message, ServiceError> {
-        let default = Locale::parse(&tenant.default_locale).unwrap_or_else(Locale::english);
+        let default = tenant.default_locale.clone();
         let chain = messages::chain(requested, &default);
         let own = self.tenant_templates(tenant).await?;
         let (locale, source) = messages::resolve(&chain, own.as_deref());
@@ -165,13 +166,9 @@ impl Services {
     }
 
     /// Render unsaved fields over the template the locale resolves to, with code 123456.
-    pub async fn preview(
-        &self,
-        tenant: &TenantRow,
-        p: PreviewInput,
-    ) -> Result<Message, ServiceError> {
-        let purpose = super::otp::Purpose::parse(p.purpose.as_deref())?;
-        let default = Locale::parse(&tenant.default_locale).unwrap_or_else(Locale::english);
+    pub async fn preview(&self, tenant: &Tenant, p: PreviewInput) -> Result<Message, ServiceError> {
+        let purpose = crate::domain::purpose::Purpose::parse(p.purpose.as_deref())?;
+        let default = tenant.default_locale.clone();
         let chain = messages::chain(p.locale.as_ref(), &default);
         let own = self.tenant_templates(tenant).await?;
         let (resolved, source) = messages::resolve(&chain, own.as_deref());
@@ -209,7 +206,7 @@ impl Services {
                 code: messages::PREVIEW_CODE,
                 ttl_seconds,
                 expires_at,
-                app_name: &name,
+                app_name: name.as_str(),
                 purpose: purpose.as_str(),
                 email: "user@example.com",
                 locale: &loc,

@@ -9,8 +9,10 @@ use crate::domain::delivery::DeliveryMode;
 use crate::domain::keys::{SecretKey, TenantId};
 use crate::domain::locale::Locale;
 use crate::domain::policy::{FieldError, Policy, PolicyPatch};
-use crate::mailer::{valid_from, TlsMode};
-use crate::storage::{SmtpRow, StoreError, TenantChanges, TenantRow};
+use crate::domain::tenant::{
+    parse_port, Origin, Sender, SmtpAccount, SmtpHost, Tenant, TenantName, TlsMode,
+};
+use crate::storage::{StoreError, TenantChanges};
 
 pub const SECRET_LABEL: &str = "secret-key";
 
@@ -46,7 +48,7 @@ pub struct NewTenant {
     pub policy: PolicyPatch,
     pub delivery: Option<DeliveryMode>,
     pub default_locale: Option<Locale>,
-    pub origin: &'static str,
+    pub origin: Origin,
     /// An existing secret to keep (OtpMint keys); otherwise one is generated.
     pub secret: Option<SecretKey>,
 }
@@ -61,36 +63,22 @@ pub struct TenantPatch {
     pub default_locale: Option<Locale>,
 }
 
-fn check_name(name: &str, errs: &mut Vec<FieldError>) {
-    let n = name.trim();
-    if n.is_empty() || n.chars().count() > 100 || n.chars().any(char::is_control) {
-        errs.push(FieldError::new(
-            "name",
-            "must be 1 to 100 characters, no control characters",
-        ));
-    }
+/// Keep a parsed value, or note why it is not one.
+fn take<T>(r: Result<T, FieldError>, errs: &mut Vec<FieldError>) -> Option<T> {
+    r.map_err(|e| errs.push(e)).ok()
 }
 
-fn check_smtp_fields(
+/// The relay fields parsed into their domain types (errors for every bad one).
+fn parse_smtp_fields(
     host: &str,
     port: u16,
     username: &str,
     password: Option<&str>,
     from: &str,
     errs: &mut Vec<FieldError>,
-) {
-    if host.is_empty()
-        || host.len() > 253
-        || host.chars().any(|c| c.is_control() || c.is_whitespace())
-    {
-        errs.push(FieldError::new(
-            "smtp.host",
-            "must be a host name or IP address",
-        ));
-    }
-    if port == 0 {
-        errs.push(FieldError::new("smtp.port", "must be between 1 and 65535"));
-    }
+) -> Option<(SmtpHost, u16, Sender)> {
+    let host = take(SmtpHost::parse(host), errs);
+    let port = take(parse_port(port), errs);
     if username.len() > 256 || username.chars().any(char::is_control) {
         errs.push(FieldError::new(
             "smtp.username",
@@ -105,12 +93,8 @@ fn check_smtp_fields(
             ));
         }
     }
-    if from.len() > 320 || !valid_from(from) {
-        errs.push(FieldError::new(
-            "smtp.from",
-            "must be one mailbox, like \"Acme <no-reply@acme.example>\"",
-        ));
-    }
+    let from = take(Sender::parse(from), errs);
+    Some((host?, port?, from?))
 }
 
 fn check_max_connections(v: Option<u32>, limit: u32, errs: &mut Vec<FieldError>) {
@@ -132,7 +116,7 @@ impl Services {
     fn encrypt(
         &self,
         id: &TenantId,
-        host: &str,
+        host: &SmtpHost,
         port: u16,
         username: &str,
         password: &str,
@@ -141,7 +125,7 @@ impl Services {
             &self.keyring.get(),
             &PasswordContext {
                 tenant_id: id.as_str(),
-                host,
+                host: host.as_str(),
                 port,
                 username,
             },
@@ -150,23 +134,25 @@ impl Services {
     }
 
     /// SSRF and port/plaintext policy for a host being set (resolves it).
-    async fn check_host(&self, host: &str, port: u16, tls: TlsMode) -> Result<(), ServiceError> {
+    async fn check_host(
+        &self,
+        host: &SmtpHost,
+        port: u16,
+        tls: TlsMode,
+    ) -> Result<(), ServiceError> {
         self.mailer
             .policy()
-            .check(host, port, tls == TlsMode::None)
+            .check(host.as_str(), port, tls == TlsMode::None)
             .await
             .map(|_| ())
             .map_err(ServiceError::SmtpPolicy)
     }
 
-    pub async fn create_tenant(
-        &self,
-        t: NewTenant,
-    ) -> Result<(TenantRow, SecretKey), ServiceError> {
+    pub async fn create_tenant(&self, t: NewTenant) -> Result<(Tenant, SecretKey), ServiceError> {
         let mut errs = Vec::new();
-        check_name(&t.name, &mut errs);
+        let name = take(TenantName::parse(&t.name), &mut errs);
         let s = &t.smtp;
-        check_smtp_fields(
+        let fields = parse_smtp_fields(
             &s.host,
             s.port,
             &s.username,
@@ -177,33 +163,32 @@ impl Services {
         t.policy.validate(&mut errs);
         let limits = self.settings.load().smtp.clone();
         check_max_connections(s.max_connections, limits.max_connections_limit, &mut errs);
-        if !errs.is_empty() {
+        let (Some(name), Some((host, port, from)), true) = (name, fields, errs.is_empty()) else {
             return Err(ServiceError::Invalid(errs));
-        }
-        let tls = s.tls.unwrap_or(TlsMode::default_for(s.port));
-        self.check_host(&s.host, s.port, tls).await?;
+        };
+        let tls = s.tls.unwrap_or(TlsMode::default_for(port));
+        self.check_host(&host, port, tls).await?;
         let defaults = Policy {
             code_length: self.settings.load().otp.code_length,
             ttl_seconds: self.settings.load().otp.ttl_seconds,
             max_attempts: self.settings.load().otp.max_attempts,
         };
         let id = TenantId::generate();
-        let host = s.host.trim_end_matches('.').to_ascii_lowercase();
-        let password = self.encrypt(&id, &host, s.port, &s.username, s.password.expose_secret())?;
+        let password = self.encrypt(&id, &host, port, &s.username, s.password.expose_secret())?;
         let now = self.now();
-        let row = TenantRow {
+        let row = Tenant {
             id,
-            name: t.name.trim().to_string(),
+            name,
             enabled: true,
-            origin: t.origin.to_string(),
+            origin: t.origin,
             created_at: now,
-            smtp: SmtpRow {
+            smtp: SmtpAccount {
                 host,
-                port: s.port,
+                port,
                 username: s.username.clone(),
                 password,
-                from: s.from.trim().to_string(),
-                tls: tls.as_str().to_string(),
+                from,
+                tls,
                 max_connections: s
                     .max_connections
                     .unwrap_or(limits.max_connections_per_tenant),
@@ -211,11 +196,7 @@ impl Services {
             smtp_version: 1,
             policy: t.policy.apply(defaults),
             delivery: t.delivery.unwrap_or(DeliveryMode::Sync),
-            default_locale: t
-                .default_locale
-                .unwrap_or_else(Locale::english)
-                .as_str()
-                .to_string(),
+            default_locale: t.default_locale.unwrap_or_else(Locale::english),
             templates_version: 0,
             webhook_events: String::new(),
         };
@@ -228,7 +209,7 @@ impl Services {
 
     async fn store_insert(
         &self,
-        row: TenantRow,
+        row: Tenant,
         digest: Vec<u8>,
         now: i64,
     ) -> Result<(), ServiceError> {
@@ -242,14 +223,14 @@ impl Services {
             })
     }
 
-    pub async fn tenant(&self, id: &str) -> Result<TenantRow, ServiceError> {
+    pub async fn tenant(&self, id: &str) -> Result<Tenant, ServiceError> {
         let id = TenantId::parse(id).ok_or(ServiceError::TenantNotFound)?;
         self.db(move |s| s.tenant(&id))
             .await?
             .ok_or(ServiceError::TenantNotFound)
     }
 
-    pub async fn tenants(&self) -> Result<Vec<TenantRow>, ServiceError> {
+    pub async fn tenants(&self) -> Result<Vec<Tenant>, ServiceError> {
         self.db(|s| s.tenants()).await
     }
 
@@ -259,7 +240,7 @@ impl Services {
         id: &str,
         p: TenantPatch,
         by_tenant: bool,
-    ) -> Result<TenantRow, ServiceError> {
+    ) -> Result<Tenant, ServiceError> {
         if by_tenant && (p.policy.is_some() || p.enabled.is_some()) {
             let field = if p.policy.is_some() {
                 "policy"
@@ -270,9 +251,10 @@ impl Services {
         }
         let current = self.tenant(id).await?;
         let mut errs = Vec::new();
-        if let Some(n) = &p.name {
-            check_name(n, &mut errs);
-        }
+        let name = p
+            .name
+            .as_deref()
+            .and_then(|n| take(TenantName::parse(n), &mut errs));
         if let Some(pp) = &p.policy {
             pp.validate(&mut errs);
         }
@@ -284,65 +266,61 @@ impl Services {
                 self.settings.load().smtp.max_connections_limit,
                 &mut errs,
             );
-            let host = sp
-                .host
-                .as_deref()
-                .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
-                .unwrap_or_else(|| c.host.clone());
             let port = sp.port.unwrap_or(c.port);
             let username = sp.username.clone().unwrap_or_else(|| c.username.clone());
-            let from = sp.from.clone().unwrap_or_else(|| c.from.clone());
             let tls = match sp.tls {
                 Some(t) => t,
                 None if sp.port.is_some() && sp.port != Some(c.port) => TlsMode::default_for(port),
-                None => TlsMode::parse(&c.tls).unwrap_or(TlsMode::Starttls),
+                None => c.tls,
             };
-            check_smtp_fields(
-                &host,
+            let fields = parse_smtp_fields(
+                sp.host.as_deref().unwrap_or(c.host.as_str()),
                 port,
                 &username,
                 sp.password.as_ref().map(|s| s.expose_secret()),
-                &from,
+                sp.from.as_deref().unwrap_or(c.from.as_str()),
                 &mut errs,
             );
-            let moved = host != c.host || port != c.port || username != c.username;
-            if moved && sp.password.is_none() {
-                errs.push(FieldError::new(
-                    "smtp.password",
-                    "is required when host, port or username change",
-                ));
-            }
-            if errs.is_empty() {
-                if moved || sp.tls.is_some() || sp.port.is_some() {
-                    self.check_host(&host, port, tls).await?;
+            if let Some((host, port, from)) = fields {
+                let moved = host != c.host || port != c.port || username != c.username;
+                if moved && sp.password.is_none() {
+                    errs.push(FieldError::new(
+                        "smtp.password",
+                        "is required when host, port or username change",
+                    ));
                 }
-                let password = match &sp.password {
-                    Some(pw) => {
-                        self.encrypt(&current.id, &host, port, &username, pw.expose_secret())?
+                if errs.is_empty() {
+                    if moved || sp.tls.is_some() || sp.port.is_some() {
+                        self.check_host(&host, port, tls).await?;
                     }
-                    None => c.password.clone(),
-                };
-                smtp_row = Some(SmtpRow {
-                    host,
-                    port,
-                    username,
-                    password,
-                    from: from.trim().to_string(),
-                    tls: tls.as_str().to_string(),
-                    max_connections: sp.max_connections.unwrap_or(c.max_connections),
-                });
+                    let password = match &sp.password {
+                        Some(pw) => {
+                            self.encrypt(&current.id, &host, port, &username, pw.expose_secret())?
+                        }
+                        None => c.password.clone(),
+                    };
+                    smtp_row = Some(SmtpAccount {
+                        host,
+                        port,
+                        username,
+                        password,
+                        from,
+                        tls,
+                        max_connections: sp.max_connections.unwrap_or(c.max_connections),
+                    });
+                }
             }
         }
         if !errs.is_empty() {
             return Err(ServiceError::Invalid(errs));
         }
         let changes = TenantChanges {
-            name: p.name.map(|n| n.trim().to_string()),
+            name,
             enabled: p.enabled,
             smtp: smtp_row,
             policy: p.policy.map(|pp| pp.apply(current.policy)),
             delivery: p.delivery,
-            default_locale: p.default_locale.map(|l| l.as_str().to_string()),
+            default_locale: p.default_locale,
         };
         let smtp_changed = changes.smtp.is_some();
         let now = self.now();
@@ -397,7 +375,7 @@ impl Services {
 
     /// The enabled tenant owning this bearer secret. One indexed lookup of its HMAC digest,
     /// the same work for unknown, malformed and disabled keys.
-    pub async fn authenticate(&self, presented: &str) -> Result<TenantRow, ServiceError> {
+    pub async fn authenticate(&self, presented: &str) -> Result<Tenant, ServiceError> {
         let digest = self.secret_digest(presented);
         let now = self.now();
         self.db(move |s| s.tenant_by_secret(&digest, now))

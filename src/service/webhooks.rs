@@ -14,8 +14,8 @@ use super::{ServiceError, Services};
 use crate::clock::rfc3339;
 use crate::crypto::cipher::{decrypt_record, encrypt_record};
 use crate::domain::keys::TenantId;
+use crate::domain::tenant::Tenant;
 use crate::storage::integration::{DeliveryRow, EventJob, EventOutcome, NewEvent, WebhookRow};
-use crate::storage::TenantRow;
 use crate::webhook::{check_url_resolved, new_secret, signature, SendResult, UrlRefusal};
 
 /// The event types a webhook may subscribe to.
@@ -129,7 +129,7 @@ impl Services {
     /// every send); a new webhook gets a secret, shown in this answer only.
     pub async fn put_webhook(
         &self,
-        tenant: &TenantRow,
+        tenant: &Tenant,
         input: WebhookInput,
     ) -> Result<WebhookShown, ServiceError> {
         if input.events.is_empty() {

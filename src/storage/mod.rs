@@ -11,10 +11,13 @@ pub use quota::{QuotaRefusal, SendQuota};
 pub(crate) use quota::{HOUR_MS, MINUTE_MS};
 
 use crate::crypto::keyring::WrappedKey;
+use crate::domain::audit::AuditEvent;
 use crate::domain::challenge::{ChallengeView, StoredStatus};
 use crate::domain::delivery::DeliveryMode;
 use crate::domain::keys::{Flavor, TenantId};
+use crate::domain::locale::Locale;
 use crate::domain::policy::Policy;
+use crate::domain::tenant::{Origin, Sender, SmtpAccount, SmtpHost, Tenant, TenantName, TlsMode};
 use crate::domain::Millis;
 
 /// A storage failure, classed so callers can answer it right: `Unavailable` (locked past
@@ -73,41 +76,6 @@ impl StoreError {
     }
 }
 
-/// A tenant's SMTP settings as stored (password encrypted).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SmtpRow {
-    pub host: String,
-    pub port: u16,
-    pub username: String,
-    pub password: Vec<u8>,
-    pub from: String,
-    pub tls: String,
-    /// The most SMTP sessions open to the relay at once (per instance).
-    pub max_connections: u32,
-}
-
-#[derive(Debug, Clone)]
-pub struct TenantRow {
-    pub id: TenantId,
-    pub name: String,
-    pub enabled: bool,
-    pub origin: String,
-    pub created_at: Millis,
-    pub smtp: SmtpRow,
-    /// Bumped on every SMTP change, so cached transports know they are stale.
-    pub smtp_version: i64,
-    pub policy: Policy,
-    /// How mints wait for their message unless the request says otherwise.
-    pub delivery: DeliveryMode,
-    /// The locale messages fall back to (API.md §8), canonical form.
-    pub default_locale: String,
-    /// Bumped on every template change, so cached templates know they are stale.
-    pub templates_version: i64,
-    /// The event types its webhook subscribes to, comma-separated ("" without a webhook);
-    /// read from `webhooks` with the tenant, never stored on it.
-    pub webhook_events: String,
-}
-
 /// A tenant's own template for one locale (sources, not rendered).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplateRow {
@@ -121,12 +89,12 @@ pub struct TemplateRow {
 /// Changes to a tenant; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
 pub struct TenantChanges {
-    pub name: Option<String>,
+    pub name: Option<TenantName>,
     pub enabled: Option<bool>,
-    pub smtp: Option<SmtpRow>,
+    pub smtp: Option<SmtpAccount>,
     pub policy: Option<Policy>,
     pub delivery: Option<DeliveryMode>,
-    pub default_locale: Option<String>,
+    pub default_locale: Option<Locale>,
 }
 
 /// A message settled by the sweep: its code expired before the relay took it (`expired`,
@@ -239,19 +207,6 @@ pub struct ImportCounts {
     pub codes_present: usize,
 }
 
-/// One audit event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditEvent {
-    pub id: i64,
-    pub tenant_id: String,
-    pub at: Millis,
-    pub event: String,
-    pub recipient: String,
-    pub outcome: String,
-    pub client_ip: String,
-    pub request_id: String,
-}
-
 /// Every persisted operation. Methods are blocking: callers run them off the async workers.
 /// Every tenant-owned query takes the tenant first; another tenant's row is no row.
 pub trait Store: Send + Sync + 'static {
@@ -283,18 +238,18 @@ pub trait Store: Send + Sync + 'static {
     // tenants
     fn insert_tenant(
         &self,
-        t: &TenantRow,
+        t: &Tenant,
         secret_digest: &[u8],
         now: Millis,
     ) -> Result<(), StoreError>;
-    fn tenant(&self, id: &TenantId) -> Result<Option<TenantRow>, StoreError>;
-    fn tenants(&self) -> Result<Vec<TenantRow>, StoreError>;
+    fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, StoreError>;
+    fn tenants(&self) -> Result<Vec<Tenant>, StoreError>;
     fn update_tenant(
         &self,
         id: &TenantId,
         c: &TenantChanges,
         now: Millis,
-    ) -> Result<Option<TenantRow>, StoreError>;
+    ) -> Result<Option<Tenant>, StoreError>;
     fn delete_tenant(&self, id: &TenantId) -> Result<bool, StoreError>;
     /// The tenant's own templates, by locale.
     fn templates(&self, id: &TenantId) -> Result<Vec<TemplateRow>, StoreError>;
@@ -373,8 +328,7 @@ pub trait Store: Send + Sync + 'static {
     fn purge_integration(&self, now: Millis, records_before: Millis) -> Result<usize, StoreError>;
 
     /// The enabled tenant whose current (or in-grace) secret has this digest.
-    fn tenant_by_secret(&self, digest: &[u8], now: Millis)
-        -> Result<Option<TenantRow>, StoreError>;
+    fn tenant_by_secret(&self, digest: &[u8], now: Millis) -> Result<Option<Tenant>, StoreError>;
     /// Replace the tenant's secret; older secrets stop at `old_until` (now: at once).
     fn rotate_secret(
         &self,
@@ -498,7 +452,7 @@ pub trait Store: Send + Sync + 'static {
     /// keys already present) in one transaction: all or nothing.
     fn import(
         &self,
-        tenants: &[(TenantRow, Vec<u8>)],
+        tenants: &[(Tenant, Vec<u8>)],
         codes: &[ImportedCode],
         now: Millis,
     ) -> Result<ImportCounts, StoreError>;

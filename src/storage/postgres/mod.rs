@@ -171,22 +171,22 @@ impl Drop for PgStore {
     }
 }
 
-fn tenant_from_row(r: &Row) -> Result<TenantRow, StoreError> {
+fn tenant_from_row(r: &Row) -> Result<Tenant, StoreError> {
     let delivery: String = r.try_get(16)?;
-    Ok(TenantRow {
+    Ok(Tenant {
         delivery: DeliveryMode::parse(&delivery).unwrap_or(DeliveryMode::Sync),
         id: TenantId::from_trusted(r.try_get(0)?),
-        name: r.try_get(1)?,
+        name: TenantName::from_stored(r.try_get(1)?),
         enabled: r.try_get(2)?,
-        origin: r.try_get(3)?,
+        origin: Origin::parse(r.try_get(3)?).ok_or_else(|| corrupt("a tenant origin"))?,
         created_at: r.try_get(4)?,
-        smtp: SmtpRow {
-            host: r.try_get(5)?,
+        smtp: SmtpAccount {
+            host: SmtpHost::from_stored(r.try_get(5)?),
             port: u16::try_from(r.try_get::<_, i64>(6)?).map_err(|_| corrupt("a port"))?,
             username: r.try_get(7)?,
             password: r.try_get(8)?,
-            from: r.try_get(9)?,
-            tls: r.try_get(10)?,
+            from: Sender::from_stored(r.try_get(9)?),
+            tls: TlsMode::parse(r.try_get(10)?).ok_or_else(|| corrupt("a TLS mode"))?,
             max_connections: u32_at(r, 15)?,
         },
         smtp_version: r.try_get(11)?,
@@ -195,7 +195,7 @@ fn tenant_from_row(r: &Row) -> Result<TenantRow, StoreError> {
             ttl_seconds: u32_at(r, 13)?,
             max_attempts: u32_at(r, 14)?,
         },
-        default_locale: r.try_get(17)?,
+        default_locale: Locale::parse(r.try_get(17)?).ok_or_else(|| corrupt("a locale"))?,
         templates_version: r.try_get(18)?,
         webhook_events: r.try_get(19)?,
     })
@@ -236,7 +236,7 @@ fn view_from_row(r: &Row) -> Result<ChallengeView, StoreError> {
 /// already registered (to anyone) is a conflict, enforced by the primary key.
 fn insert_tenant_row(
     tx: &mut Db<'_, impl GenericClient>,
-    t: &TenantRow,
+    t: &Tenant,
     secret_digest: &[u8],
     now: Millis,
 ) -> Result<bool, StoreError> {
@@ -247,23 +247,23 @@ fn insert_tenant_row(
          VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
         &[
             &t.id.as_str(),
-            &t.name,
+            &t.name.as_str(),
             &t.enabled,
-            &t.origin,
+            &t.origin.as_str(),
             &t.created_at,
-            &t.smtp.host,
+            &t.smtp.host.as_str(),
             &i64::from(t.smtp.port),
             &t.smtp.username,
             &t.smtp.password,
-            &t.smtp.from,
-            &t.smtp.tls,
+            &t.smtp.from.as_str(),
+            &t.smtp.tls.as_str(),
             &t.smtp_version,
             &i64::from(t.policy.code_length),
             &i64::from(t.policy.ttl_seconds),
             &i64::from(t.policy.max_attempts),
             &i64::from(t.smtp.max_connections),
             &t.delivery.as_str(),
-            &t.default_locale,
+            &t.default_locale.as_str(),
         ],
     )?;
     let n = tx.execute(
@@ -376,18 +376,18 @@ impl Store for PgStore {
 
     fn insert_tenant(
         &self,
-        t: &TenantRow,
+        t: &Tenant,
         secret_digest: &[u8],
         now: Millis,
     ) -> Result<(), StoreError> {
         self.do_insert_tenant(t, secret_digest, now)
     }
 
-    fn tenant(&self, id: &TenantId) -> Result<Option<TenantRow>, StoreError> {
+    fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, StoreError> {
         self.do_tenant(id)
     }
 
-    fn tenants(&self) -> Result<Vec<TenantRow>, StoreError> {
+    fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
         self.do_tenants()
     }
 
@@ -396,7 +396,7 @@ impl Store for PgStore {
         id: &TenantId,
         c: &TenantChanges,
         now: Millis,
-    ) -> Result<Option<TenantRow>, StoreError> {
+    ) -> Result<Option<Tenant>, StoreError> {
         self.do_update_tenant(id, c, now)
     }
 
@@ -500,11 +500,7 @@ impl Store for PgStore {
         self.do_purge_integration(now, records_before)
     }
 
-    fn tenant_by_secret(
-        &self,
-        digest: &[u8],
-        now: Millis,
-    ) -> Result<Option<TenantRow>, StoreError> {
+    fn tenant_by_secret(&self, digest: &[u8], now: Millis) -> Result<Option<Tenant>, StoreError> {
         self.do_tenant_by_secret(digest, now)
     }
 
@@ -638,7 +634,7 @@ impl Store for PgStore {
 
     fn import(
         &self,
-        tenants: &[(TenantRow, Vec<u8>)],
+        tenants: &[(Tenant, Vec<u8>)],
         codes: &[ImportedCode],
         now: Millis,
     ) -> Result<ImportCounts, StoreError> {

@@ -30,7 +30,7 @@ impl PgStore {
 
     pub(super) fn do_import(
         &self,
-        tenants: &[(TenantRow, Vec<u8>)],
+        tenants: &[(Tenant, Vec<u8>)],
         codes: &[ImportedCode],
         now: Millis,
     ) -> Result<ImportCounts, StoreError> {

@@ -5,7 +5,7 @@ use super::*;
 impl PgStore {
     pub(super) fn do_insert_tenant(
         &self,
-        t: &TenantRow,
+        t: &Tenant,
         secret_digest: &[u8],
         now: Millis,
     ) -> Result<(), StoreError> {
@@ -18,7 +18,7 @@ impl PgStore {
         })
     }
 
-    pub(super) fn do_tenant(&self, id: &TenantId) -> Result<Option<TenantRow>, StoreError> {
+    pub(super) fn do_tenant(&self, id: &TenantId) -> Result<Option<Tenant>, StoreError> {
         self.query_opt(
             &format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = $1"),
             &[&id.as_str()],
@@ -27,7 +27,7 @@ impl PgStore {
         .transpose()
     }
 
-    pub(super) fn do_tenants(&self) -> Result<Vec<TenantRow>, StoreError> {
+    pub(super) fn do_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
         self.conn()?
             .db()
             .query(
@@ -44,7 +44,7 @@ impl PgStore {
         id: &TenantId,
         c: &TenantChanges,
         now: Millis,
-    ) -> Result<Option<TenantRow>, StoreError> {
+    ) -> Result<Option<Tenant>, StoreError> {
         let id = id.as_str();
         self.tx(|tx| {
             // Locks the row for the rest of the change, and says whether it exists.
@@ -56,7 +56,7 @@ impl PgStore {
                 return Ok(None);
             }
             if let Some(name) = &c.name {
-                tx.execute("UPDATE tenants SET name = $2 WHERE id = $1", &[&id, name])?;
+                tx.execute("UPDATE tenants SET name = $2 WHERE id = $1", &[&id, &name.as_str()])?;
             }
             if let Some(enabled) = c.enabled {
                 tx.execute(
@@ -68,7 +68,7 @@ impl PgStore {
                 tx.execute(
                     "UPDATE tenants SET smtp_host = $2, smtp_port = $3, smtp_username = $4, smtp_password = $5, \
                      smtp_from = $6, smtp_tls = $7, smtp_max_connections = $8, smtp_version = smtp_version + 1 WHERE id = $1",
-                    &[&id, &s.host, &i64::from(s.port), &s.username, &s.password, &s.from, &s.tls, &i64::from(s.max_connections)],
+                    &[&id, &s.host.as_str(), &i64::from(s.port), &s.username, &s.password, &s.from.as_str(), &s.tls.as_str(), &i64::from(s.max_connections)],
                 )?;
             }
             if let Some(d) = c.delivery {
@@ -86,7 +86,7 @@ impl PgStore {
             if let Some(l) = &c.default_locale {
                 tx.execute(
                     "UPDATE tenants SET default_locale = $2 WHERE id = $1",
-                    &[&id, l],
+                    &[&id, &l.as_str()],
                 )?;
             }
             let row = tx.query_one(
@@ -177,7 +177,7 @@ impl PgStore {
         &self,
         digest: &[u8],
         now: Millis,
-    ) -> Result<Option<TenantRow>, StoreError> {
+    ) -> Result<Option<Tenant>, StoreError> {
         self.query_opt(
             &format!(
                 "SELECT {TENANT_COLS} FROM tenant_secrets s JOIN tenants t ON t.id = s.tenant_id \

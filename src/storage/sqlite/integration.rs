@@ -95,7 +95,8 @@ impl SqliteStore {
     pub(super) fn do_delete_webhook(&self, id: &TenantId) -> Result<bool, StoreError> {
         let id = id.clone();
         self.writer.write(move |tx| {
-            let n = tx.execute_cached("DELETE FROM webhooks WHERE tenant_id = ?1", [id.as_str()])?;
+            let n =
+                tx.execute_cached("DELETE FROM webhooks WHERE tenant_id = ?1", [id.as_str()])?;
             if n > 0 {
                 tx.execute_cached(
                     "DELETE FROM webhook_events WHERE tenant_id = ?1 AND status = 'pending'",
@@ -303,7 +304,8 @@ impl SqliteStore {
         records_before: Millis,
     ) -> Result<usize, StoreError> {
         self.writer.write(move |tx| {
-            let mut n = tx.execute_cached("DELETE FROM idempotency_keys WHERE expires_at <= ?1", [now])?;
+            let mut n =
+                tx.execute_cached("DELETE FROM idempotency_keys WHERE expires_at <= ?1", [now])?;
             // A settled event is only needed for its delivery records' type and id.
             n += tx.execute_cached(
                 "DELETE FROM webhook_events WHERE status <> 'pending' AND created_at < ?1",

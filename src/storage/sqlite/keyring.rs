@@ -30,7 +30,8 @@ impl SqliteStore {
         {
             let mut conn = self.conn()?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let existing: i64 = tx.query_row_cached("SELECT COUNT(*) FROM keyring", [], |r| r.get(0))?;
+            let existing: i64 =
+                tx.query_row_cached("SELECT COUNT(*) FROM keyring", [], |r| r.get(0))?;
             if existing == 0 {
                 for k in rows {
                     tx.execute_cached(

@@ -144,7 +144,7 @@ pub(crate) fn create_private(path: &Path) -> Result<(), StoreError> {
 /// A tenant and its current secret digest (callers hold the transaction).
 fn insert_tenant_row(
     conn: &rusqlite::Connection,
-    t: &TenantRow,
+    t: &Tenant,
     secret_digest: &[u8],
     now: Millis,
 ) -> Result<(), StoreError> {
@@ -155,23 +155,23 @@ fn insert_tenant_row(
          VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
         params![
             t.id.as_str(),
-            t.name,
+            t.name.as_str(),
             t.enabled,
-            t.origin,
+            t.origin.as_str(),
             t.created_at,
-            t.smtp.host,
+            t.smtp.host.as_str(),
             t.smtp.port,
             t.smtp.username,
             t.smtp.password,
-            t.smtp.from,
-            t.smtp.tls,
+            t.smtp.from.as_str(),
+            t.smtp.tls.as_str(),
             t.smtp_version,
             t.policy.code_length,
             t.policy.ttl_seconds,
             t.policy.max_attempts,
             t.smtp.max_connections,
             t.delivery.as_str(),
-            t.default_locale
+            t.default_locale.as_str()
         ],
     )?;
     conn.execute_cached(
@@ -181,22 +181,33 @@ fn insert_tenant_row(
     Ok(())
 }
 
-fn tenant_from_row(r: &Row<'_>) -> rusqlite::Result<TenantRow> {
+/// A stored value that must be one of a set, or a conversion error naming its column.
+fn stored<T>(column: usize, v: Option<T>) -> rusqlite::Result<T> {
+    v.ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Text,
+            "stored value out of range".into(),
+        )
+    })
+}
+
+fn tenant_from_row(r: &Row<'_>) -> rusqlite::Result<Tenant> {
     let delivery: String = r.get(16)?;
-    Ok(TenantRow {
+    Ok(Tenant {
         delivery: DeliveryMode::parse(&delivery).unwrap_or(DeliveryMode::Sync),
         id: TenantId::from_trusted(r.get(0)?),
-        name: r.get(1)?,
+        name: TenantName::from_stored(r.get(1)?),
         enabled: r.get(2)?,
-        origin: r.get(3)?,
+        origin: stored(3, Origin::parse(r.get_ref(3)?.as_str()?))?,
         created_at: r.get(4)?,
-        smtp: SmtpRow {
-            host: r.get(5)?,
+        smtp: SmtpAccount {
+            host: SmtpHost::from_stored(r.get(5)?),
             port: r.get(6)?,
             username: r.get(7)?,
             password: r.get(8)?,
-            from: r.get(9)?,
-            tls: r.get(10)?,
+            from: Sender::from_stored(r.get(9)?),
+            tls: stored(10, TlsMode::parse(r.get_ref(10)?.as_str()?))?,
             max_connections: r.get(15)?,
         },
         smtp_version: r.get(11)?,
@@ -205,7 +216,7 @@ fn tenant_from_row(r: &Row<'_>) -> rusqlite::Result<TenantRow> {
             ttl_seconds: r.get(13)?,
             max_attempts: r.get(14)?,
         },
-        default_locale: r.get(17)?,
+        default_locale: stored(17, Locale::parse(r.get_ref(17)?.as_str()?))?,
         templates_version: r.get(18)?,
         webhook_events: r.get(19)?,
     })
@@ -440,18 +451,18 @@ impl Store for SqliteStore {
 
     fn insert_tenant(
         &self,
-        t: &TenantRow,
+        t: &Tenant,
         secret_digest: &[u8],
         now: Millis,
     ) -> Result<(), StoreError> {
         self.do_insert_tenant(t, secret_digest, now)
     }
 
-    fn tenant(&self, id: &TenantId) -> Result<Option<TenantRow>, StoreError> {
+    fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, StoreError> {
         self.do_tenant(id)
     }
 
-    fn tenants(&self) -> Result<Vec<TenantRow>, StoreError> {
+    fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
         self.do_tenants()
     }
 
@@ -460,7 +471,7 @@ impl Store for SqliteStore {
         id: &TenantId,
         c: &TenantChanges,
         now: Millis,
-    ) -> Result<Option<TenantRow>, StoreError> {
+    ) -> Result<Option<Tenant>, StoreError> {
         self.do_update_tenant(id, c, now)
     }
 
@@ -564,11 +575,7 @@ impl Store for SqliteStore {
         self.do_purge_integration(now, records_before)
     }
 
-    fn tenant_by_secret(
-        &self,
-        digest: &[u8],
-        now: Millis,
-    ) -> Result<Option<TenantRow>, StoreError> {
+    fn tenant_by_secret(&self, digest: &[u8], now: Millis) -> Result<Option<Tenant>, StoreError> {
         self.do_tenant_by_secret(digest, now)
     }
 
@@ -646,7 +653,7 @@ impl Store for SqliteStore {
 
     fn import(
         &self,
-        tenants: &[(TenantRow, Vec<u8>)],
+        tenants: &[(Tenant, Vec<u8>)],
         codes: &[ImportedCode],
         now: Millis,
     ) -> Result<ImportCounts, StoreError> {

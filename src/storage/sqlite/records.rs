@@ -26,7 +26,7 @@ impl SqliteStore {
 
     pub(super) fn do_import(
         &self,
-        tenants: &[(TenantRow, Vec<u8>)],
+        tenants: &[(Tenant, Vec<u8>)],
         codes: &[ImportedCode],
         now: Millis,
     ) -> Result<ImportCounts, StoreError> {
@@ -129,8 +129,9 @@ impl SqliteStore {
     }
 
     pub(super) fn do_purge_audit(&self, before: Millis) -> Result<usize, StoreError> {
-        self.writer
-            .write(move |conn| Ok(conn.execute_cached("DELETE FROM audit WHERE at < ?1", [before])?))
+        self.writer.write(move |conn| {
+            Ok(conn.execute_cached("DELETE FROM audit WHERE at < ?1", [before])?)
+        })
     }
 
     pub(super) fn do_export_snapshot(&self) -> Result<copy::Snapshot, StoreError> {

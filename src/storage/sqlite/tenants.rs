@@ -5,7 +5,7 @@ use super::*;
 impl SqliteStore {
     pub(super) fn do_insert_tenant(
         &self,
-        t: &TenantRow,
+        t: &Tenant,
         secret_digest: &[u8],
         now: Millis,
     ) -> Result<(), StoreError> {
@@ -24,7 +24,7 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn do_tenant(&self, id: &TenantId) -> Result<Option<TenantRow>, StoreError> {
+    pub(super) fn do_tenant(&self, id: &TenantId) -> Result<Option<Tenant>, StoreError> {
         let conn = self.conn()?;
         Ok(conn
             .query_row_cached(
@@ -35,7 +35,7 @@ impl SqliteStore {
             .optional()?)
     }
 
-    pub(super) fn do_tenants(&self) -> Result<Vec<TenantRow>, StoreError> {
+    pub(super) fn do_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
         let conn = self.conn()?;
         let mut st = conn.prepare_cached(&format!(
             "SELECT {TENANT_COLS} FROM tenants t ORDER BY t.created_at, t.id"
@@ -51,7 +51,7 @@ impl SqliteStore {
         id: &TenantId,
         c: &TenantChanges,
         now: Millis,
-    ) -> Result<Option<TenantRow>, StoreError> {
+    ) -> Result<Option<Tenant>, StoreError> {
         let (id, c) = (id.clone(), c.clone());
         self.writer.write(move |tx| {
         let exists: bool = tx.query_row_cached(
@@ -65,7 +65,7 @@ impl SqliteStore {
         if let Some(name) = &c.name {
             tx.execute_cached(
                 "UPDATE tenants SET name = ?2 WHERE id = ?1",
-                params![id.as_str(), name],
+                params![id.as_str(), name.as_str()],
             )?;
         }
         if let Some(enabled) = c.enabled {
@@ -78,7 +78,7 @@ impl SqliteStore {
             tx.execute_cached(
                 "UPDATE tenants SET smtp_host = ?2, smtp_port = ?3, smtp_username = ?4, smtp_password = ?5, \
                  smtp_from = ?6, smtp_tls = ?7, smtp_max_connections = ?8, smtp_version = smtp_version + 1 WHERE id = ?1",
-                params![id.as_str(), s.host, s.port, s.username, s.password, s.from, s.tls, s.max_connections],
+                params![id.as_str(), s.host.as_str(), s.port, s.username, s.password, s.from.as_str(), s.tls.as_str(), s.max_connections],
             )?;
         }
         if let Some(d) = c.delivery {
@@ -96,7 +96,7 @@ impl SqliteStore {
         if let Some(l) = &c.default_locale {
             tx.execute_cached(
                 "UPDATE tenants SET default_locale = ?2 WHERE id = ?1",
-                params![id.as_str(), l],
+                params![id.as_str(), l.as_str()],
             )?;
         }
         tx.execute_cached(
@@ -196,7 +196,7 @@ impl SqliteStore {
         &self,
         digest: &[u8],
         now: Millis,
-    ) -> Result<Option<TenantRow>, StoreError> {
+    ) -> Result<Option<Tenant>, StoreError> {
         let conn = self.conn()?;
         Ok(conn
             .query_row_cached(

@@ -1,0 +1,280 @@
+//! The tenant aggregate: an app that sends codes through its own relay, under its own policy.
+//! Its fields are parsed once, where they enter (a request, the CLI, an import), into the
+//! types below; stored values are trusted as written.
+
+use std::fmt;
+
+use lettre::message::Mailbox;
+
+use super::delivery::DeliveryMode;
+use super::keys::TenantId;
+use super::locale::Locale;
+use super::policy::{FieldError, Policy};
+use super::Millis;
+
+/// A tenant's display name: 1 to 100 characters after trimming, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantName(String);
+
+impl TenantName {
+    pub fn parse(s: &str) -> Result<TenantName, FieldError> {
+        let n = s.trim();
+        if n.is_empty() || n.chars().count() > 100 || n.chars().any(char::is_control) {
+            return Err(FieldError::new(
+                "name",
+                "must be 1 to 100 characters, no control characters",
+            ));
+        }
+        Ok(TenantName(n.to_string()))
+    }
+    /// A name read back from the store (checked when it was written).
+    pub fn from_stored(s: String) -> TenantName {
+        TenantName(s)
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A relay's host name or IP address, lower case, without a trailing dot. Where it may
+/// point (SSRF) is the host policy's business, at connect time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpHost(String);
+
+impl SmtpHost {
+    pub fn parse(s: &str) -> Result<SmtpHost, FieldError> {
+        let h = s.trim_end_matches('.').to_ascii_lowercase();
+        if h.is_empty() || h.len() > 253 || h.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(FieldError::new(
+                "smtp.host",
+                "must be a host name or IP address",
+            ));
+        }
+        Ok(SmtpHost(h))
+    }
+    pub fn from_stored(s: String) -> SmtpHost {
+        SmtpHost(s)
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SmtpHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A relay port: 1 to 65535.
+pub fn parse_port(port: u16) -> Result<u16, FieldError> {
+    if port == 0 {
+        return Err(FieldError::new("smtp.port", "must be between 1 and 65535"));
+    }
+    Ok(port)
+}
+
+/// The sender of a tenant's messages: one mailbox, like `Acme <no-reply@acme.example>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sender(String);
+
+impl Sender {
+    pub fn parse(s: &str) -> Result<Sender, FieldError> {
+        let s = s.trim();
+        if s.len() > 320 || !valid_mailbox(s) {
+            return Err(FieldError::new(
+                "smtp.from",
+                "must be one mailbox, like \"Acme <no-reply@acme.example>\"",
+            ));
+        }
+        Ok(Sender(s.to_string()))
+    }
+    pub fn from_stored(s: String) -> Sender {
+        Sender(s)
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One mailbox and nothing else (no list, no header injection).
+pub fn valid_mailbox(s: &str) -> bool {
+    !s.contains(['\r', '\n', ',']) && s.parse::<Mailbox>().is_ok()
+}
+
+/// How a session to the relay is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    Starttls,
+    Implicit,
+    None,
+}
+
+impl TlsMode {
+    pub fn parse(s: &str) -> Option<TlsMode> {
+        match s {
+            "starttls" => Some(TlsMode::Starttls),
+            "implicit" => Some(TlsMode::Implicit),
+            "none" => Some(TlsMode::None),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::Starttls => "starttls",
+            TlsMode::Implicit => "implicit",
+            TlsMode::None => "none",
+        }
+    }
+    /// The default for a port: implicit TLS on 465, STARTTLS elsewhere.
+    pub fn default_for(port: u16) -> TlsMode {
+        if port == 465 {
+            TlsMode::Implicit
+        } else {
+            TlsMode::Starttls
+        }
+    }
+}
+
+impl fmt::Display for TlsMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a tenant came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// `POST /v1/tenants` or `otpmint tenant create`.
+    Native,
+    /// OtpMint's `/reg_secretkey`.
+    Compat,
+    /// `otpmint import-otpmint`.
+    Import,
+}
+
+impl Origin {
+    pub fn parse(s: &str) -> Option<Origin> {
+        match s {
+            "native" => Some(Origin::Native),
+            "compat" => Some(Origin::Compat),
+            "otpmint-import" => Some(Origin::Import),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Native => "native",
+            Origin::Compat => "compat",
+            Origin::Import => "otpmint-import",
+        }
+    }
+}
+
+/// A tenant's relay account (the password sealed with the data key, bound to the tenant,
+/// host, port and user).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpAccount {
+    pub host: SmtpHost,
+    pub port: u16,
+    pub username: String,
+    pub password: Vec<u8>,
+    pub from: Sender,
+    pub tls: TlsMode,
+    /// The most SMTP sessions open to the relay at once (per instance).
+    pub max_connections: u32,
+}
+
+/// A tenant as the services and routes see it.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: TenantName,
+    pub enabled: bool,
+    pub origin: Origin,
+    pub created_at: Millis,
+    pub smtp: SmtpAccount,
+    /// Bumped on every SMTP change, so cached transports know they are stale.
+    pub smtp_version: i64,
+    pub policy: Policy,
+    /// How mints wait for their message unless the request says otherwise.
+    pub delivery: DeliveryMode,
+    /// The locale messages fall back to (API.md §8).
+    pub default_locale: Locale,
+    /// Bumped on every template change, so cached templates know they are stale.
+    pub templates_version: i64,
+    /// The event types its webhook subscribes to, comma-separated ("" without a webhook);
+    /// read from `webhooks` with the tenant, never stored on it.
+    pub webhook_events: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(TenantName::parse("  Acme ").unwrap().as_str(), "Acme");
+        assert!(TenantName::parse(&"é".repeat(100)).is_ok());
+        for bad in ["", "   ", "a\u{7}b", "line\nbreak"] {
+            assert_eq!(TenantName::parse(bad).unwrap_err().field, "name", "{bad:?}");
+        }
+        assert!(TenantName::parse(&"x".repeat(101)).is_err());
+    }
+
+    #[test]
+    fn hosts_are_lower_case_without_a_trailing_dot() {
+        assert_eq!(
+            SmtpHost::parse("Mail.Example.COM.").unwrap().as_str(),
+            "mail.example.com"
+        );
+        assert_eq!(SmtpHost::parse("::1").unwrap().as_str(), "::1");
+        for bad in ["", ".", "a b", "a\tb", "a\r\nb"] {
+            assert_eq!(
+                SmtpHost::parse(bad).unwrap_err().field,
+                "smtp.host",
+                "{bad:?}"
+            );
+        }
+        assert!(SmtpHost::parse(&"a".repeat(254)).is_err());
+        assert!(parse_port(0).is_err());
+        assert_eq!(parse_port(587).unwrap(), 587);
+    }
+
+    #[test]
+    fn a_sender_is_exactly_one_mailbox() {
+        assert_eq!(
+            Sender::parse(" Acme <no-reply@acme.example> ")
+                .unwrap()
+                .as_str(),
+            "Acme <no-reply@acme.example>"
+        );
+        assert!(Sender::parse("no-reply@acme.example").is_ok());
+        for bad in [
+            "",
+            "not an address",
+            "a@b.example, c@d.example",
+            "Acme <a@b.example>\r\nBcc: x@y.example",
+        ] {
+            assert_eq!(
+                Sender::parse(bad).unwrap_err().field,
+                "smtp.from",
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn tls_modes_and_origins_round_trip_their_stored_names() {
+        for m in [TlsMode::Starttls, TlsMode::Implicit, TlsMode::None] {
+            assert_eq!(TlsMode::parse(m.as_str()), Some(m));
+        }
+        assert_eq!(TlsMode::parse("STARTTLS"), None);
+        assert_eq!(TlsMode::default_for(465), TlsMode::Implicit);
+        assert_eq!(TlsMode::default_for(587), TlsMode::Starttls);
+        for o in [Origin::Native, Origin::Compat, Origin::Import] {
+            assert_eq!(Origin::parse(o.as_str()), Some(o));
+        }
+        assert_eq!(Origin::parse("other"), None);
+    }
+}
