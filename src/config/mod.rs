@@ -1,0 +1,361 @@
+//! Settings: the layered load (embedded defaults → `--config FILE` → `OTPMINT__…` env) and validation.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use config::{Config, File, FileFormat};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
+
+mod error;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use error::without_values;
+pub use error::ConfigError;
+
+/// The embedded defaults (config/default.toml).
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+const DEFAULT_KEY_FILE: &str = "data/master.key";
+const ENV_PREFIX: &str = "OTPMINT__";
+
+/// Keys whose environment value is a comma-separated list.
+const LIST_KEYS: &[&str] = &[
+    "server.trusted_proxies",
+    "crypto.previous_master_keys",
+    "smtp.allowed_ports",
+    "smtp.extra_root_certificates",
+    "webhooks.extra_root_certificates",
+];
+
+/// An address or CIDR range: `10.0.0.0/8`, `::1`, `192.0.2.7`.
+pub fn parse_net(s: &str) -> Option<ipnet::IpNet> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
+/// A `log.level` value.
+pub fn parse_level(s: &str) -> Option<tracing::Level> {
+    match s.to_ascii_lowercase().as_str() {
+        "error" => Some(tracing::Level::ERROR),
+        "warn" => Some(tracing::Level::WARN),
+        "info" => Some(tracing::Level::INFO),
+        "debug" => Some(tracing::Level::DEBUG),
+        "trace" => Some(tracing::Level::TRACE),
+        _ => None,
+    }
+}
+
+fn redact<S: Serializer>(s: &SecretString, ser: S) -> Result<S::Ok, S::Error> {
+    if s.expose_secret().is_empty() {
+        ser.serialize_str("")
+    } else {
+        ser.serialize_str("<redacted>")
+    }
+}
+
+fn redact_list<S: Serializer>(v: &[SecretString], ser: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = ser.serialize_seq(Some(v.len()))?;
+    for _ in v {
+        seq.serialize_element("<redacted>")?;
+    }
+    seq.end()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub crypto: CryptoSettings,
+    pub admin: AdminSettings,
+    pub registration: RegistrationSettings,
+    pub otp: OtpSettings,
+    pub hashing: HashingSettings,
+    pub limits: LimitSettings,
+    pub smtp: SmtpSettings,
+    pub webhooks: WebhookSettings,
+    pub compat: CompatSettings,
+    pub audit: AuditSettings,
+    pub metrics: MetricsSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub bind: String,
+    pub trusted_proxies: Vec<String>,
+    pub workers: usize,
+    pub shutdown_grace_seconds: u64,
+    pub request_timeout_seconds: u64,
+    pub max_connections_per_worker: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub pool_size: u32,
+    /// PEM file of CA certificates trusted (besides the system roots) for PostgreSQL with
+    /// `sslmode=verify-full`; empty for none.
+    pub tls_ca_file: String,
+    /// PostgreSQL: how long to wait to connect or for a pooled connection.
+    pub timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CryptoSettings {
+    #[serde(serialize_with = "redact")]
+    pub master_key: SecretString,
+    pub master_key_file: String,
+    #[serde(serialize_with = "redact_list")]
+    pub previous_master_keys: Vec<SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    #[serde(serialize_with = "redact")]
+    pub token: SecretString,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistrationMode {
+    Open,
+    Admin,
+    Closed,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationSettings {
+    pub mode: RegistrationMode,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtpSettings {
+    pub code_length: u32,
+    pub ttl_seconds: u32,
+    pub max_attempts: u32,
+    pub retention_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HashingSettings {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    pub max_concurrent: usize,
+    pub max_queue: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    pub per_ip_per_second: u32,
+    pub per_ip_burst: u32,
+    pub recipient_max_sends: u32,
+    pub recipient_window_seconds: u64,
+    pub resend_cooldown_seconds: u64,
+    pub tenant_max_sends_per_hour: u32,
+    pub recipient_max_failures: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSettings {
+    pub timeout_seconds: u64,
+    pub allowed_ports: Vec<u16>,
+    pub allow_private_hosts: bool,
+    pub allow_plaintext: bool,
+    pub extra_root_certificates: Vec<PathBuf>,
+    pub pool_size: usize,
+    pub max_connections_per_tenant: u32,
+    pub max_connections_limit: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    pub allow_private_hosts: bool,
+    pub allow_plaintext: bool,
+    pub timeout_seconds: u64,
+    pub extra_root_certificates: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompatSettings {
+    pub otpmint: bool,
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    pub retention_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    #[serde(serialize_with = "redact")]
+    pub token: SecretString,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// Where the database lives: a SQLite file, or a PostgreSQL server (the URL as given).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseLocation {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl Settings {
+    /// Load the layers: embedded defaults, then `file` (if any), then `OTPMINT__*` variables.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// As [`Settings::load`], with the environment given explicitly (tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+        if let Some(path) = file {
+            let name = path.display().to_string();
+            if !path.is_file() {
+                return Err(ConfigError::Load {
+                    source_name: name,
+                    message: "file not found".into(),
+                });
+            }
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml));
+            // Deserialize this layer alone first, so an error names the file.
+            let cfg = builder.build_cloned().map_err(|e| ConfigError::Load {
+                source_name: name.clone(),
+                message: without_values(e.to_string()),
+            })?;
+            cfg.try_deserialize::<Settings>()
+                .map_err(|e| ConfigError::Load {
+                    source_name: name.clone(),
+                    message: without_values(e.to_string()),
+                })?;
+        }
+        let mut env_names = Vec::new();
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let key = rest.to_ascii_lowercase().replace("__", ".");
+            // Values go in as strings (a secret "0123" stays "0123"); serde converts
+            // numbers and booleans, and lists are split here.
+            let result = if LIST_KEYS.contains(&key.as_str()) {
+                let items: Vec<String> = value
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                builder.set_override(key.as_str(), items)
+            } else {
+                builder.set_override(key.as_str(), value)
+            };
+            builder = result.map_err(|e| ConfigError::Load {
+                source_name: format!("environment variable {name}"),
+                message: without_values(e.to_string()),
+            })?;
+            env_names.push(name);
+        }
+        let settings: Settings =
+            builder
+                .build()
+                .and_then(|c| c.try_deserialize())
+                .map_err(|e| ConfigError::Load {
+                    source_name: if env_names.is_empty() {
+                        "built-in defaults".into()
+                    } else {
+                        format!("environment ({})", env_names.join(", "))
+                    },
+                    message: without_values(e.to_string()),
+                })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// `database.url` parsed: `sqlite://rel/path.db`, `sqlite:///abs/path.db`, or
+    /// `postgres://…` / `postgresql://…` (checked further when connecting).
+    pub fn database_location(&self) -> Result<DatabaseLocation, ConfigError> {
+        let url = self.database.url.trim();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(DatabaseLocation::Postgres(url.to_string()));
+        }
+        let Some(rest) = url.strip_prefix("sqlite://") else {
+            return Err(ConfigError::Invalid {
+                key: "database.url".into(),
+                message: "must start with sqlite://, postgres:// or postgresql://".into(),
+            });
+        };
+        if rest.is_empty() || rest == "/" {
+            return Err(ConfigError::Invalid {
+                key: "database.url".into(),
+                message: "names no file".into(),
+            });
+        }
+        Ok(DatabaseLocation::Sqlite(PathBuf::from(rest)))
+    }
+
+    pub fn max_hashing_threads(&self) -> usize {
+        if self.hashing.max_concurrent == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            self.hashing.max_concurrent
+        }
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn redacted_toml(&self) -> String {
+        toml_like(&serde_json::to_value(self).unwrap_or_default())
+    }
+}
+
+fn toml_like(v: &serde_json::Value) -> String {
+    let mut out = String::new();
+    if let serde_json::Value::Object(sections) = v {
+        for (name, section) in sections {
+            out.push_str(&format!("[{name}]\n"));
+            if let serde_json::Value::Object(keys) = section {
+                for (k, val) in keys {
+                    out.push_str(&format!("{k} = {val}\n"));
+                }
+            }
+            out.push('\n');
+        }
+    }
+    out
+}

@@ -1,0 +1,175 @@
+//! Loading, layering, validation and redaction of settings; the docs list every key.
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[test]
+fn defaults_load_and_validate() {
+    let s = Settings::load_from(None, env(&[])).unwrap();
+    assert_eq!(s.server.bind, "127.0.0.1:8080");
+    assert_eq!(s.otp.code_length, 6);
+    assert_eq!(s.registration.mode, RegistrationMode::Admin);
+    assert_eq!(s.smtp.allowed_ports, vec![465, 587, 2525]);
+}
+
+#[test]
+fn env_overrides_keep_secrets_as_strings_and_split_lists() {
+    let s = Settings::load_from(
+        None,
+        env(&[
+            ("OTPMINT__ADMIN__TOKEN", "0123"),
+            ("OTPMINT__SMTP__ALLOWED_PORTS", "587, 2525"),
+            ("OTPMINT__OTP__TTL_SECONDS", "60"),
+            ("OTPMINT__SMTP__ALLOW_PLAINTEXT", "true"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.admin.token.expose_secret(), "0123");
+    assert_eq!(s.smtp.allowed_ports, vec![587, 2525]);
+    assert_eq!(s.otp.ttl_seconds, 60);
+    assert!(s.smtp.allow_plaintext);
+}
+
+#[test]
+fn unknown_env_key_is_named() {
+    let err = Settings::load_from(None, env(&[("OTPMINT__SERVER__BND", "x")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bnd"), "{err}");
+    assert!(err.contains("OTPMINT__SERVER__BND"), "{err}");
+}
+
+#[test]
+fn unknown_file_key_names_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(&p, "[otp]\nttl = 5\n").unwrap();
+    let err = Settings::load_from(Some(&p), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ttl"), "{err}");
+    assert!(err.contains("c.toml"), "{err}");
+}
+
+#[test]
+fn out_of_range_is_refused_with_key() {
+    let err = Settings::load_from(None, env(&[("OTPMINT__OTP__CODE_LENGTH", "12")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("otp.code_length"), "{err}");
+}
+
+#[test]
+fn both_master_key_and_file_is_an_error() {
+    let err = Settings::load_from(
+        None,
+        env(&[
+            (
+                "OTPMINT__CRYPTO__MASTER_KEY",
+                "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            ),
+            ("OTPMINT__CRYPTO__MASTER_KEY_FILE", "/tmp/x.key"),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("crypto.master_key"), "{err}");
+}
+
+#[test]
+fn a_type_error_on_a_secret_does_not_print_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(
+        &p,
+        "[crypto]\nprevious_master_keys = \"c2VjcmV0LXZhbHVlLXRoYXQtbXVzdC1ub3QtbGVhaw==\"\n",
+    )
+    .unwrap();
+    let err = Settings::load_from(Some(&p), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("c2VjcmV0"), "{err}");
+    assert!(
+        err.contains("previous_master_keys") || err.contains("sequence"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_syntax_error_in_a_single_quoted_secret_does_not_print_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for text in [
+        "[admin]\ntoken = 'sekrit-token-value-123\n",
+        "[admin]\ntoken = \"sekrit-token-value-123\n",
+        "[admin]\ntoken = 'sekrit-token-value-123' x\n",
+        "[admin]\ntoken = '''sekrit-token-value-123\n",
+    ] {
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, text).unwrap();
+        let err = Settings::load_from(Some(&p), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("sekrit"), "{err}");
+        assert!(err.contains("c.toml"), "{err}");
+    }
+}
+
+#[test]
+fn database_url_forms() {
+    let mut s = Settings::load_from(None, env(&[])).unwrap();
+    assert_eq!(
+        s.database_location().unwrap(),
+        DatabaseLocation::Sqlite(PathBuf::from("data/otpmint.db"))
+    );
+    s.database.url = "sqlite:///var/lib/o.db".into();
+    assert_eq!(
+        s.database_location().unwrap(),
+        DatabaseLocation::Sqlite(PathBuf::from("/var/lib/o.db"))
+    );
+    s.database.url = "mysql://x".into();
+    assert!(s.database_location().is_err());
+}
+
+/// Every key of the embedded defaults appears in docs/configuration.md with its env name.
+#[test]
+fn docs_list_every_key() {
+    let docs = include_str!("../../docs/configuration.md");
+    let mut section = String::new();
+    let mut keys = 0;
+    for line in DEFAULT_TOML.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            section = line
+                .trim_matches(['[', ']'])
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .to_string();
+        } else if let Some((key, _)) = line.split_once('=') {
+            if line.starts_with('#') {
+                continue;
+            }
+            let key = key.trim();
+            let full = format!("`{section}.{key}`");
+            let env = format!(
+                "`OTPMINT__{}__{}`",
+                section.to_uppercase(),
+                key.to_uppercase()
+            );
+            assert!(docs.contains(&full), "docs/configuration.md lacks {full}");
+            assert!(docs.contains(&env), "docs/configuration.md lacks {env}");
+            assert!(
+                DEFAULT_TOML.contains(&env[1..env.len() - 1]),
+                "config/default.toml does not name {env}"
+            );
+            keys += 1;
+        }
+    }
+    assert!(keys > 30, "parsed only {keys} keys");
+}

@@ -1,0 +1,143 @@
+//! Range and consistency checks of the loaded settings that serde cannot express.
+
+use super::*;
+
+impl Settings {
+    /// Range and consistency checks that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                key: key.into(),
+                message: message.into(),
+            }
+        }
+        fn range(key: &str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
+            if v < lo || v > hi {
+                return Err(invalid(
+                    key,
+                    format!("must be between {lo} and {hi} (got {v})"),
+                ));
+            }
+            Ok(())
+        }
+        self.server
+            .bind
+            .parse::<SocketAddr>()
+            .map_err(|_| invalid("server.bind", "must be an address:port like 127.0.0.1:8080"))?;
+        for p in &self.server.trusted_proxies {
+            parse_net(p).ok_or_else(|| {
+                invalid(
+                    "server.trusted_proxies",
+                    format!("`{p}` is not an IP address or CIDR range"),
+                )
+            })?;
+        }
+        self.database_location()?;
+        range("database.pool_size", self.database.pool_size.into(), 1, 256)?;
+        range(
+            "database.timeout_seconds",
+            self.database.timeout_seconds,
+            1,
+            300,
+        )?;
+        // The policy ranges a tenant's own policy is held to (one source: domain/policy.rs).
+        use crate::domain::policy::{CODE_LENGTH, MAX_ATTEMPTS, TTL_SECONDS};
+        for (key, v, (lo, hi)) in [
+            ("otp.code_length", self.otp.code_length, CODE_LENGTH),
+            ("otp.ttl_seconds", self.otp.ttl_seconds, TTL_SECONDS),
+            ("otp.max_attempts", self.otp.max_attempts, MAX_ATTEMPTS),
+        ] {
+            range(key, v.into(), lo.into(), hi.into())?;
+        }
+        range(
+            "otp.retention_seconds",
+            self.otp.retention_seconds,
+            0,
+            365 * 86_400,
+        )?;
+        range(
+            "hashing.memory_kib",
+            self.hashing.memory_kib.into(),
+            8,
+            4 * 1024 * 1024,
+        )?;
+        range("hashing.iterations", self.hashing.iterations.into(), 1, 64)?;
+        range(
+            "hashing.parallelism",
+            self.hashing.parallelism.into(),
+            1,
+            64,
+        )?;
+        if u64::from(self.hashing.memory_kib) < 8 * u64::from(self.hashing.parallelism) {
+            return Err(invalid(
+                "hashing.memory_kib",
+                "must be at least 8 x hashing.parallelism",
+            ));
+        }
+        range(
+            "hashing.max_concurrent",
+            self.hashing.max_concurrent as u64,
+            0,
+            1024,
+        )?;
+        range("smtp.timeout_seconds", self.smtp.timeout_seconds, 1, 600)?;
+        range("smtp.pool_size", self.smtp.pool_size as u64, 0, 64)?;
+        range(
+            "webhooks.timeout_seconds",
+            self.webhooks.timeout_seconds,
+            1,
+            60,
+        )?;
+        range(
+            "smtp.max_connections_limit",
+            self.smtp.max_connections_limit.into(),
+            1,
+            4096,
+        )?;
+        range(
+            "smtp.max_connections_per_tenant",
+            self.smtp.max_connections_per_tenant.into(),
+            1,
+            self.smtp.max_connections_limit.into(),
+        )?;
+        range(
+            "server.request_timeout_seconds",
+            self.server.request_timeout_seconds,
+            1,
+            3600,
+        )?;
+        range(
+            "server.max_connections_per_worker",
+            self.server.max_connections_per_worker as u64,
+            1,
+            1_000_000,
+        )?;
+        if self.smtp.allowed_ports.contains(&0) {
+            return Err(invalid("smtp.allowed_ports", "port 0 is not a port"));
+        }
+        range(
+            "compat.max_attempts",
+            self.compat.max_attempts.into(),
+            crate::domain::policy::MAX_ATTEMPTS.0.into(),
+            crate::domain::policy::MAX_ATTEMPTS.1.into(),
+        )?;
+        parse_level(&self.log.level)
+            .ok_or_else(|| invalid("log.level", "must be error, warn, info, debug or trace"))?;
+        let key_set = !self.crypto.master_key.expose_secret().is_empty();
+        if key_set && self.crypto.master_key_file != DEFAULT_KEY_FILE {
+            return Err(invalid(
+                "crypto.master_key",
+                "set either crypto.master_key or crypto.master_key_file, not both",
+            ));
+        }
+        if key_set {
+            crate::crypto::keyring::MasterKey::from_base64(self.crypto.master_key.expose_secret())
+                .map_err(|e| invalid("crypto.master_key", e.to_string()))?;
+        }
+        for k in &self.crypto.previous_master_keys {
+            crate::crypto::keyring::MasterKey::from_base64(k.expose_secret())
+                .map_err(|e| invalid("crypto.previous_master_keys", e.to_string()))?;
+        }
+        Ok(())
+    }
+}
