@@ -1,0 +1,112 @@
+//! Every delivery failure mapped to one `reason` clients see, with a detail for the logs.
+
+use std::{fmt, io};
+
+use super::bounded;
+
+/// Why a delivery failed: the `reason` clients see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryReason {
+    HostNotAllowed,
+    Unreachable,
+    Timeout,
+    Tls,
+    Auth,
+    Rejected,
+}
+
+impl DeliveryReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryReason::HostNotAllowed => "smtp_host_not_allowed",
+            DeliveryReason::Unreachable => "smtp_unreachable",
+            DeliveryReason::Timeout => "smtp_timeout",
+            DeliveryReason::Tls => "smtp_tls",
+            DeliveryReason::Auth => "smtp_auth",
+            DeliveryReason::Rejected => "smtp_rejected",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("delivery failed ({})", reason.as_str())]
+pub struct DeliveryError {
+    pub reason: DeliveryReason,
+    /// Internal detail for the logs only: never SMTP credentials, never a server's reply
+    /// text (it can hold the recipient's address).
+    pub detail: String,
+    /// The failure came after the message may have reached the server (a timeout or a
+    /// broken connection during the transaction): it must not be treated as unsent.
+    pub maybe_delivered: bool,
+    /// Worth trying again later: no connection, a timeout, a TLS handshake failure, a 4xx
+    /// reply. A 5xx reply, a refused host or a malformed message is final.
+    pub transient: bool,
+}
+
+pub(super) fn fail(reason: DeliveryReason, detail: impl fmt::Display) -> DeliveryError {
+    DeliveryError {
+        reason,
+        detail: detail.to_string(),
+        maybe_delivered: false,
+        transient: !matches!(
+            reason,
+            DeliveryReason::HostNotAllowed | DeliveryReason::Rejected | DeliveryReason::Auth
+        ),
+    }
+}
+
+/// Whether an SMTP error came from the relay sending more than a reply may hold.
+pub(super) fn overflowed(e: &lettre::transport::smtp::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            if bounded::is_overflow(io) {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// A failure of lettre before the mail transaction: reply classes decide whether to retry.
+pub(super) fn smtp_fail(
+    reason: DeliveryReason,
+    e: &lettre::transport::smtp::Error,
+) -> DeliveryError {
+    if overflowed(e) {
+        return fail(
+            DeliveryReason::Rejected,
+            "the relay sent an oversized reply",
+        );
+    }
+    let mut d = fail(reason, smtp_detail(e));
+    if e.is_permanent() {
+        d.transient = false;
+    } else if e.is_transient() || e.is_timeout() {
+        d.transient = true;
+    }
+    d
+}
+
+/// A lettre error described by its class and reply code only (the reply text can carry the
+/// recipient's address).
+pub(super) fn smtp_detail(e: &lettre::transport::smtp::Error) -> String {
+    let class = if e.is_permanent() {
+        "permanent reply"
+    } else if e.is_transient() {
+        "transient reply"
+    } else if e.is_timeout() {
+        "timeout"
+    } else if e.is_tls() {
+        "tls error"
+    } else if e.is_client() {
+        "client error"
+    } else {
+        "connection error"
+    };
+    match e.status() {
+        Some(code) => format!("{class} {code}"),
+        None => class.to_string(),
+    }
+}
