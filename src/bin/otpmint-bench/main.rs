@@ -1,0 +1,415 @@
+//! otpmint-bench: a reproducible load benchmark. Starts a release otpmint on loopback with a
+//! fresh database and capacity-run limits, a real SMTP server (STARTTLS + AUTH, test CA),
+//! then drives keep-alive HTTP load per scenario and concurrency, and reports throughput,
+//! latency, errors, server CPU per request, peak RSS, SMTP connections, and throughput as a
+//! ratio of the argon2id hashing floor measured with the server's own hashing code.
+//! Every loop is bounded by time and count. See docs/benchmarks.md.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use otpmint::testkit::smtp::{SmtpServer, SMTP_PASS, SMTP_USER};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+mod client;
+mod server;
+mod workload;
+
+use client::*;
+use server::*;
+use workload::*;
+
+const ADMIN: &str = "bench-admin-token-0123456789";
+const COMPAT_KEY: &str = "bench-compat-secret-key-0001";
+
+#[derive(Parser, Debug)]
+#[command(about = "Load benchmark for otpmint (see docs/benchmarks.md)")]
+struct Args {
+    /// Seconds per scenario and concurrency
+    #[arg(long, default_value_t = 5)]
+    duration: u64,
+    /// Concurrency levels
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    concurrency: Vec<usize>,
+    /// Scenarios to run
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "mint,mint-async,verify-wrong,verify-right,compat-mint,compat-verify-wrong,compat-verify-right"
+    )]
+    scenarios: Vec<String>,
+    /// argon2id memory (KiB); default: the server's default
+    #[arg(long)]
+    memory_kib: Option<u32>,
+    /// argon2id iterations; default: the server's default
+    #[arg(long)]
+    iterations: Option<u32>,
+    /// Rows to pre-fill before the run: stored codes (spread over --prefill-tenants tenants)
+    #[arg(long, default_value_t = 0)]
+    prefill_codes: u64,
+    #[arg(long, default_value_t = 0)]
+    prefill_tenants: u64,
+    /// A few seconds, tiny concurrency: proves the tool works (CI)
+    #[arg(long)]
+    smoke: bool,
+    /// Per-message acceptance delays of the relay (ms) to run every scenario against; a real
+    /// relay takes 50-500 ms
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    relay_delay_ms: Vec<u64>,
+    /// The tenants' smtp.max_connections (sessions open to the relay at once)
+    #[arg(long, default_value_t = 64)]
+    max_connections: u32,
+    /// Seconds of hashing-floor sampling before and after each run (the machine's speed
+    /// drifts: a ratio needs the floor of its own minute)
+    #[arg(long, default_value_t = 1.0)]
+    floor_seconds: f64,
+    /// A PostgreSQL server (postgres://…, a role that may create databases): the servers
+    /// under test store in a fresh database on it instead of SQLite
+    #[arg(long)]
+    database: Option<String>,
+    /// Server processes on the one database (needs --database); the load is spread over
+    /// them round-robin, as a load balancer would
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
+    /// Where to write the JSON results
+    #[arg(long, default_value = "target/bench-results.json")]
+    json: PathBuf,
+    /// The otpmint binary (default: next to this one)
+    #[arg(long)]
+    server: Option<PathBuf>,
+}
+
+#[derive(Serialize, Clone, Default)]
+pub struct RunResult {
+    pub scenario: String,
+    pub concurrency: usize,
+    pub requests: u64,
+    pub seconds: f64,
+    pub rps: f64,
+    p50_ms: f64,
+    p95_ms: f64,
+    p99_ms: f64,
+    pub statuses: BTreeMap<u16, u64>,
+    pub transport_errors: u64,
+    pub server_cpu_ms_per_request: f64,
+    pub server_peak_rss_mib: f64,
+    pub smtp_connections_opened: usize,
+    /// The relay's per-message acceptance delay in this run.
+    pub relay_delay_ms: u64,
+    /// Hashing floor sampled just before and just after this run (hashes/s).
+    pub floor_before: f64,
+    pub floor_after: f64,
+    /// Throughput over the mean of the two floors.
+    pub ratio_of_hashing_floor: f64,
+    /// mint-async: seconds from the end of the load until the relay had every queued message.
+    pub drain_seconds: Option<f64>,
+}
+
+#[tokio::main]
+async fn main() {
+    let mut args = Args::parse();
+    if args.smoke {
+        args.duration = 1;
+        args.concurrency = vec![1, 2];
+        args.floor_seconds = 0.25;
+    }
+    let bin = args
+        .server
+        .clone()
+        .unwrap_or_else(|| std::env::current_exe().unwrap().with_file_name("otpmint"));
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    eprintln!(
+        "measuring the hashing floor ({} KiB, {} iteration(s), {cores} cores)…",
+        args.memory_kib.unwrap_or(4096),
+        args.iterations.unwrap_or(1)
+    );
+    let floor = hashing_floor(&args, if args.smoke { 1.0 } else { 3.0 }).await;
+    eprintln!("hashing floor: {floor:.0} hashes/s");
+
+    let smtp = SmtpServer::start().await;
+    assert!(
+        args.instances <= 1 || args.database.is_some(),
+        "--instances needs --database (instances share one PostgreSQL database)"
+    );
+    let servers = start_servers(&bin, &smtp, &args).await;
+    let pids: Vec<u32> = servers.iter().map(|s| s.child.id()).collect();
+    let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
+    let server = &servers[0];
+    let port = server.port;
+    eprintln!(
+        "storage: {}, {} instance(s)",
+        if args.database.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        },
+        ports.len()
+    );
+    let mut c = Conn::open(port).await.unwrap();
+    let (s, body) = c
+        .request("POST", "/v1/tenants", ADMIN, json!({"name": "bench", "smtp": {"host": "127.0.0.1", "port": smtp.port, "username": SMTP_USER, "password": SMTP_PASS, "from": "Bench <bench@bench.example>", "max_connections": args.max_connections}}).to_string().as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(s, 201, "{}", String::from_utf8_lossy(&body));
+    let sk = serde_json::from_slice::<Value>(&body).unwrap()["secret_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, _) = c
+        .request("POST", "/reg_secretkey", ADMIN, json!({"secretKey": COMPAT_KEY, "smtp_host": "127.0.0.1", "smtp_port": smtp.port, "smtp_mail": SMTP_USER, "smtp_password": SMTP_PASS}).to_string().as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    if (args.prefill_codes > 0 || args.prefill_tenants > 0) && args.database.is_some() {
+        panic!("--prefill-* writes the SQLite file; not with --database");
+    }
+    if args.prefill_codes > 0 || args.prefill_tenants > 0 {
+        eprintln!(
+            "pre-filling {} codes over {} tenants…",
+            args.prefill_codes, args.prefill_tenants
+        );
+        let t = Instant::now();
+        prefill(
+            &server.dir.path().join("data/otpmint.db"),
+            args.prefill_codes,
+            args.prefill_tenants,
+        );
+        eprintln!("pre-filled in {:.1} s", t.elapsed().as_secs_f64());
+    }
+
+    let duration = Duration::from_secs(args.duration);
+    let mut results = Vec::new();
+    let run_id = AtomicUsize::new(0);
+    let mut runs = Vec::new();
+    for &delay in &args.relay_delay_ms {
+        for scenario in &args.scenarios {
+            // Verifying never touches the relay: run it once, with the instant relay.
+            if delay > 0 && !scenario.ends_with("mint") && !scenario.ends_with("mint-async") {
+                continue;
+            }
+            for &conc in &args.concurrency {
+                runs.push((delay, scenario.clone(), conc));
+            }
+        }
+    }
+    for (delay, scenario, conc) in runs {
+        let scenario = &scenario;
+        smtp.set_delay(Duration::from_millis(delay));
+        {
+            let run = run_id.fetch_add(1, Ordering::Relaxed);
+            let compat = scenario.starts_with("compat-");
+            let kind = scenario.trim_start_matches("compat-");
+            let async_mint = kind == "mint-async";
+            let kind = if async_mint { "mint" } else { kind };
+            // Enough codes for the run, bounded: verify cannot beat the hashing floor.
+            let expected = (floor * args.duration as f64 * 1.3) as u64 + 50;
+            let gen: Gen = match kind {
+                "mint" => {
+                    let sk = if compat {
+                        COMPAT_KEY.to_string()
+                    } else {
+                        sk.clone()
+                    };
+                    Arc::new(move |i| {
+                        let email = format!("m{run}-{i}@bench.example");
+                        Some(if compat {
+                            Req {
+                                method: "POST",
+                                path: "/otp",
+                                auth: String::new(),
+                                body: json!({"mail": email, "secretKey": sk})
+                                    .to_string()
+                                    .into_bytes(),
+                            }
+                        } else {
+                            Req {
+                                method: "POST",
+                                path: "/v1/otp",
+                                auth: sk.clone(),
+                                body: if async_mint {
+                                    json!({"email": email, "delivery": "async"})
+                                } else {
+                                    json!({"email": email})
+                                }
+                                .to_string()
+                                .into_bytes(),
+                            }
+                        })
+                    })
+                }
+                "verify-wrong" | "verify-right" => {
+                    let right = kind == "verify-right";
+                    let n = if right {
+                        expected.min(30_000)
+                    } else {
+                        // Each code takes max_attempts (5) wrong guesses before it is spent.
+                        (expected / 4).clamp(20, 20_000)
+                    };
+                    eprintln!("{scenario} c={conc}: pre-minting {n} codes…");
+                    let pool = Arc::new(
+                        premint(
+                            port,
+                            &smtp,
+                            if compat { COMPAT_KEY } else { &sk },
+                            compat,
+                            n,
+                            &format!("{run}"),
+                        )
+                        .await,
+                    );
+                    let sk = sk.clone();
+                    Arc::new(move |i| {
+                        if pool.is_empty() || (right && i as usize >= pool.len()) {
+                            return None;
+                        }
+                        let (key, code) = &pool[i as usize % pool.len()];
+                        let otp = if right { code.clone() } else { wrong(code) };
+                        Some(if compat {
+                            Req {
+                                method: "POST",
+                                path: "/verify-otp",
+                                auth: String::new(),
+                                body: json!({"shareableKey": key, "otp": otp})
+                                    .to_string()
+                                    .into_bytes(),
+                            }
+                        } else {
+                            Req {
+                                method: "POST",
+                                path: "/v1/otp/verify",
+                                auth: sk.clone(),
+                                body: json!({"shareable_key": key, "otp": otp})
+                                    .to_string()
+                                    .into_bytes(),
+                            }
+                        })
+                    })
+                }
+                other => panic!("unknown scenario {other}"),
+            };
+            smtp.drain();
+            let floor_before = hashing_floor(&args, args.floor_seconds).await;
+            let conns_before = smtp.connections();
+            let stats = || {
+                pids.iter()
+                    .map(|p| proc_stats(*p))
+                    .fold((0, 0), |(c, h), (pc, ph)| (c + pc, h.max(ph)))
+            };
+            let (cpu_before, _) = stats();
+            let (mut lat, statuses, errors, secs) =
+                drive(&ports, conc, duration, 5_000_000, gen).await;
+            let (cpu_after, hwm) = stats();
+            let drain_seconds = if async_mint {
+                let queued = statuses.get(&202).copied().unwrap_or(0) as usize;
+                let t = Instant::now();
+                while smtp.messages().len() < queued && t.elapsed() < Duration::from_secs(120) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let got = smtp.messages().len();
+                if got < queued {
+                    eprintln!(
+                        "mint-async: only {got} of {queued} queued messages arrived within 120 s"
+                    );
+                }
+                Some(t.elapsed().as_secs_f64())
+            } else {
+                None
+            };
+            smtp.drain();
+            let floor_after = hashing_floor(&args, args.floor_seconds).await;
+            let floor = (floor_before + floor_after) / 2.0;
+            lat.sort_unstable();
+            let n = lat.len() as u64;
+            let r = RunResult {
+                scenario: scenario.clone(),
+                concurrency: conc,
+                requests: n,
+                seconds: secs,
+                rps: n as f64 / secs,
+                p50_ms: pct(&lat, 0.50),
+                p95_ms: pct(&lat, 0.95),
+                p99_ms: pct(&lat, 0.99),
+                statuses,
+                transport_errors: errors,
+                server_cpu_ms_per_request: if n > 0 {
+                    (cpu_after - cpu_before) as f64 / n as f64
+                } else {
+                    0.0
+                },
+                server_peak_rss_mib: hwm as f64 / 1024.0,
+                smtp_connections_opened: smtp.connections() - conns_before,
+                relay_delay_ms: delay,
+                floor_before,
+                floor_after,
+                drain_seconds,
+                ratio_of_hashing_floor: if floor > 0.0 {
+                    n as f64 / secs / floor
+                } else {
+                    0.0
+                },
+            };
+            eprintln!(
+                "{:<22} relay {:>3} ms c={:<3} {:>8.1} req/s  p50 {:>7.2} ms  p95 {:>7.2} ms  p99 {:>7.2} ms  cpu {:>5.2} ms/req  rss {:>6.1} MiB  smtp conns {:>3}  floor {:.0}..{:.0} x{:.2}  drain {:?}  {:?}",
+                r.scenario, r.relay_delay_ms, r.concurrency, r.rps, r.p50_ms, r.p95_ms, r.p99_ms, r.server_cpu_ms_per_request, r.server_peak_rss_mib, r.smtp_connections_opened, r.floor_before, r.floor_after, r.ratio_of_hashing_floor, r.drain_seconds, r.statuses
+            );
+            results.push(r);
+        }
+    }
+    drop(c);
+    let report = json!({
+        "machine": {"cores": cores, "os": std::env::consts::OS},
+        "config": {"memory_kib": args.memory_kib.unwrap_or(4096), "iterations": args.iterations.unwrap_or(1), "duration_s": args.duration,
+                   "prefill_codes": args.prefill_codes, "prefill_tenants": args.prefill_tenants},
+        "hashing_floor_per_s": floor,
+        "storage": if args.database.is_some() { "postgres" } else { "sqlite" },
+        "instances": args.instances.max(1),
+        "results": results,
+    });
+    if let Some(parent) = args.json.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    std::fs::write(&args.json, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    println!("{}", table(&report));
+    eprintln!("results written to {}", args.json.display());
+    drop(servers);
+}
+
+fn table(report: &Value) -> String {
+    let mut out = format!(
+        "hashing floor at start: {:.0} hashes/s (each run's own floor is sampled before and after it)\n| scenario | relay ms | conc | req/s | p50 ms | p95 ms | p99 ms | statuses | cpu ms/req | peak RSS MiB | SMTP conns | floor before..after | × floor | drain s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        report["hashing_floor_per_s"].as_f64().unwrap_or(0.0)
+    );
+    for r in report["results"].as_array().unwrap() {
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.2} | {:.1} | {} | {:.0}..{:.0} | {:.2} | {} |\n",
+            r["scenario"].as_str().unwrap(),
+            r["relay_delay_ms"],
+            r["concurrency"],
+            r["rps"].as_f64().unwrap(),
+            r["p50_ms"].as_f64().unwrap(),
+            r["p95_ms"].as_f64().unwrap(),
+            r["p99_ms"].as_f64().unwrap(),
+            r["statuses"].to_string().replace('"', ""),
+            r["server_cpu_ms_per_request"].as_f64().unwrap(),
+            r["server_peak_rss_mib"].as_f64().unwrap(),
+            r["smtp_connections_opened"],
+            r["floor_before"].as_f64().unwrap(),
+            r["floor_after"].as_f64().unwrap(),
+            r["ratio_of_hashing_floor"].as_f64().unwrap(),
+            r["drain_seconds"]
+                .as_f64()
+                .map(|d| format!("{d:.1}"))
+                .unwrap_or_else(|| "".into()),
+        ));
+    }
+    out
+}
