@@ -48,7 +48,7 @@ pub struct VerifyBody {
         (status = 201, description = "Sent (sync delivery): the relay accepted the message", body = MintOut),
         (status = 202, description = "Queued (async delivery): the code and its message are stored; a sender delivers it", body = MintOut),
         (status = 400, description = "invalid_request, invalid_email", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = problems::Unauthorized),
         (status = 409, description = "idempotency_key_in_use: the first request with this key is still running", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "idempotency_key_mismatch: the key was used with another body", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "rate_limited (Retry-After)", body = Problem, content_type = "application/problem+json"),
@@ -199,8 +199,8 @@ fn mint_out(m: &Minted) -> (actix_web::http::StatusCode, MintOut) {
     responses(
         (status = 200, description = "Verified; the code is now used", body = VerifyOut),
         (status = 400, description = "invalid_request: otp is not ASCII digits of the code's length (no attempt used)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "otp_not_found: unknown, malformed, another tenant's or purged key", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, response = problems::OtpNotFound),
         (status = 410, description = "otp_expired, otp_used, otp_superseded, otp_cancelled, otp_failed, attempts_exhausted", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "otp_mismatch with attempts_remaining", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "rate_limited: the recipient's failure budget is spent", body = Problem, content_type = "application/problem+json"),
@@ -242,8 +242,8 @@ pub async fn verify(
     params(("key" = String, Path, description = "Shareable key, `otp_…`")),
     responses(
         (status = 200, description = "The code's state", body = StatusOut),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "otp_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, response = problems::OtpNotFound),
     ),
     security(("secret_key" = [])))]
 pub async fn otp_status(
@@ -266,8 +266,8 @@ pub async fn otp_status(
     params(("key" = String, Path, description = "Shareable key")),
     responses(
         (status = 204, description = "Cancelled"),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "otp_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, response = problems::OtpNotFound),
         (status = 410, description = "the code had already ended (its state's code)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
@@ -305,8 +305,8 @@ pub struct AuditQuery {
     params(AuditQuery),
     responses(
         (status = 200, description = "A page of events", body = AuditPageOut),
-        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 401, response = problems::Unauthorized),
     ),
     security(("secret_key" = [])))]
 pub async fn audit(t: TenantAuth, st: web::Data<AppState>, q: web::Query<AuditQuery>) -> ApiResult {

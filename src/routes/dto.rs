@@ -279,3 +279,46 @@ pub struct Problem {
     /// `smtp_tls`, `smtp_auth` or `smtp_rejected`.
     pub reason: Option<String>,
 }
+
+/// The problem responses several routes share: one definition each, referenced from every
+/// route that can answer them (`components/responses` in the document).
+pub mod problems {
+    use utoipa::ToResponse;
+
+    use super::Problem;
+
+    /// unauthorized: the bearer token is missing, unknown, disabled or not the one this route takes
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct Unauthorized(pub Problem);
+
+    /// invalid_request: the body or a parameter is malformed; `errors` names each field
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct InvalidRequest(pub Problem);
+
+    /// tenant_not_found
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct TenantNotFound(pub Problem);
+
+    /// webhook_not_found: the tenant has no webhook
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct WebhookNotFound(pub Problem);
+
+    /// otp_not_found: unknown, malformed, another tenant's or purged key
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct OtpNotFound(pub Problem);
+
+    /// template_invalid, with `errors` [{field, line, message}]; nothing changed
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct TemplateInvalid(pub Problem);
+
+    /// smtp_host_not_allowed, smtp_port_not_allowed, smtp_plaintext_not_allowed or smtp_host_unresolvable
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct SmtpPolicyRefused(pub Problem);
+}

@@ -42,7 +42,14 @@ impl Modify for Security {
         webhooks::put, webhooks::get, webhooks::delete, webhooks::rotate_secret, webhooks::test,
         webhooks::deliveries
     ),
-    components(schemas(Problem, ProblemCode, FieldErrorOut)),
+    components(
+        schemas(Problem, ProblemCode, FieldErrorOut),
+        responses(
+            problems::Unauthorized, problems::InvalidRequest, problems::TenantNotFound,
+            problems::WebhookNotFound, problems::OtpNotFound, problems::TemplateInvalid,
+            problems::SmtpPolicyRefused
+        )
+    ),
     modifiers(&Security),
     tags(
         (name = "tenants", description = "Tenant administration (admin token)"),

@@ -50,7 +50,7 @@ pub async fn readyz(st: web::Data<AppState>) -> HttpResponse {
     description = "Prometheus text format. Needs metrics.token as a bearer token when one is set.",
     responses(
         (status = 200, description = "Metrics", body = String, content_type = "text/plain; version=0.0.4"),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = problems::Unauthorized),
     ),
     security(("metrics_token" = []), ()))]
 pub async fn metrics(req: HttpRequest, st: web::Data<AppState>) -> ApiResult {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::{json_body_up_to, AdminAuth, TenantAuth};
-use super::dto::Problem;
+use super::dto::{problems, Problem};
 use super::error::ApiError;
 use super::v1::{json, parse_locale};
 use super::AppState;
@@ -154,7 +154,7 @@ async fn preview(req: &HttpRequest, st: &AppState, t: &Tenant, payload: web::Pay
 #[utoipa::path(get, path = "/v1/tenant/templates", tag = "templates",
     responses(
         (status = 200, description = "The tenant's own templates and its default locale", body = TemplatesOut),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = problems::Unauthorized),
     ),
     security(("secret_key" = [])))]
 pub async fn list_own(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
@@ -168,9 +168,9 @@ pub async fn list_own(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
     responses(
         (status = 200, description = "The stored template", body = TemplateOut),
         (status = 400, description = "invalid_request (bad locale tag, malformed body)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = problems::Unauthorized),
         (status = 413, description = "payload_too_large (over 256 KiB)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "template_invalid with errors [{field, line, message}]", body = Problem, content_type = "application/problem+json"),
+        (status = 422, response = problems::TemplateInvalid),
     ),
     security(("secret_key" = [])))]
 pub async fn put_own(
@@ -189,7 +189,7 @@ pub async fn put_own(
     responses(
         (status = 204, description = "Removed"),
         (status = 400, description = "invalid_request (bad locale tag)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = problems::Unauthorized),
         (status = 404, description = "template_not_found", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
@@ -206,9 +206,9 @@ pub async fn delete_own(
     request_body = PreviewBody,
     responses(
         (status = 200, description = "The rendered message", body = PreviewOut),
-        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "template_invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 401, response = problems::Unauthorized),
+        (status = 422, response = problems::TemplateInvalid),
     ),
     security(("secret_key" = [])))]
 pub async fn preview_own(
@@ -224,8 +224,8 @@ pub async fn preview_own(
     params(("id" = String, Path, description = "Tenant id")),
     responses(
         (status = 200, description = "The tenant's own templates and its default locale", body = TemplatesOut),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "tenant_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, response = problems::TenantNotFound),
     ),
     security(("admin_token" = [])))]
 pub async fn list_for(_: AdminAuth, st: web::Data<AppState>, id: web::Path<String>) -> ApiResult {
@@ -238,10 +238,10 @@ pub async fn list_for(_: AdminAuth, st: web::Data<AppState>, id: web::Path<Strin
     request_body = TemplateBody,
     responses(
         (status = 200, description = "The stored template", body = TemplateOut),
-        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "tenant_not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "template_invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, response = problems::TenantNotFound),
+        (status = 422, response = problems::TemplateInvalid),
     ),
     security(("admin_token" = [])))]
 pub async fn put_for(
@@ -260,8 +260,8 @@ pub async fn put_for(
     params(("id" = String, Path, description = "Tenant id"), ("locale" = String, Path, description = "Language tag")),
     responses(
         (status = 204, description = "Removed"),
-        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 401, response = problems::Unauthorized),
         (status = 404, description = "tenant_not_found or template_not_found", body = Problem, content_type = "application/problem+json"),
     ),
     security(("admin_token" = [])))]
@@ -280,10 +280,10 @@ pub async fn delete_for(
     request_body = PreviewBody,
     responses(
         (status = 200, description = "The rendered message", body = PreviewOut),
-        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "tenant_not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "template_invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, response = problems::TenantNotFound),
+        (status = 422, response = problems::TemplateInvalid),
     ),
     security(("admin_token" = [])))]
 pub async fn preview_for(

@@ -151,10 +151,10 @@ pub(super) fn no_store(mut b: actix_web::HttpResponseBuilder) -> actix_web::Http
     request_body = CreateTenantBody,
     responses(
         (status = 201, description = "Created; the secret key is shown once", body = TenantCreatedOut),
-        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 401, response = problems::Unauthorized),
         (status = 403, description = "registration_closed", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "smtp_host_not_allowed, smtp_port_not_allowed, smtp_plaintext_not_allowed, smtp_host_unresolvable", body = Problem, content_type = "application/problem+json"),
+        (status = 422, response = problems::SmtpPolicyRefused),
     ),
     security(("admin_token" = []), ()))]
 pub async fn create_tenant(
@@ -207,7 +207,7 @@ pub async fn create_tenant(
 #[utoipa::path(get, path = "/v1/tenants", tag = "tenants",
     responses(
         (status = 200, description = "All tenants", body = TenantListOut),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = problems::Unauthorized),
     ),
     security(("admin_token" = [])))]
 pub async fn list_tenants(_: AdminAuth, st: web::Data<AppState>) -> ApiResult {
@@ -224,8 +224,8 @@ pub async fn list_tenants(_: AdminAuth, st: web::Data<AppState>) -> ApiResult {
     params(("id" = String, Path, description = "Tenant id, `tnt_…`")),
     responses(
         (status = 200, description = "The tenant", body = TenantOut),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "tenant_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, response = problems::TenantNotFound),
     ),
     security(("admin_token" = [])))]
 pub async fn get_tenant(_: AdminAuth, st: web::Data<AppState>, id: web::Path<String>) -> ApiResult {
@@ -264,10 +264,10 @@ fn patch_from(b: PatchTenantBody) -> Result<TenantPatch, ApiError> {
     request_body = PatchTenantBody,
     responses(
         (status = 200, description = "The changed tenant", body = TenantOut),
-        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "tenant_not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "smtp_* policy refusal", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, response = problems::TenantNotFound),
+        (status = 422, response = problems::SmtpPolicyRefused),
     ),
     security(("admin_token" = [])))]
 pub async fn patch_tenant(
@@ -290,8 +290,8 @@ pub async fn patch_tenant(
     params(("id" = String, Path, description = "Tenant id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "tenant_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, response = problems::TenantNotFound),
     ),
     security(("admin_token" = [])))]
 pub async fn delete_tenant(
@@ -310,9 +310,9 @@ pub async fn delete_tenant(
     request_body(content = RotateBody, description = "Optional"),
     responses(
         (status = 200, description = "The new secret key, shown once", body = SecretOut),
-        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "tenant_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, response = problems::TenantNotFound),
     ),
     security(("admin_token" = [])))]
 pub async fn rotate_secret(
@@ -337,7 +337,7 @@ pub async fn rotate_secret(
 #[utoipa::path(get, path = "/v1/tenant", tag = "self-service",
     responses(
         (status = 200, description = "The calling tenant", body = TenantOut),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = problems::Unauthorized),
     ),
     security(("secret_key" = [])))]
 pub async fn get_self(t: TenantAuth) -> ApiResult {
@@ -349,9 +349,9 @@ pub async fn get_self(t: TenantAuth) -> ApiResult {
     request_body = PatchTenantBody,
     responses(
         (status = 200, description = "The changed tenant", body = TenantOut),
-        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "smtp_* policy refusal", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 401, response = problems::Unauthorized),
+        (status = 422, response = problems::SmtpPolicyRefused),
     ),
     security(("secret_key" = [])))]
 pub async fn patch_self(

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::{json_body, TenantAuth};
-use super::dto::Problem;
+use super::dto::{problems, Problem};
 use super::error::ApiError;
 use super::v1::json;
 use super::AppState;
@@ -104,7 +104,7 @@ fn shown(w: WebhookShown) -> HttpResponse {
     responses(
         (status = 200, description = "The webhook (with `secret` when it was created)", body = WebhookOut),
         (status = 400, description = "invalid_request (malformed URL, unknown event type)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = problems::Unauthorized),
         (status = 422, description = "webhook_host_not_allowed, webhook_plaintext_not_allowed, webhook_host_unresolvable", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
@@ -131,8 +131,8 @@ pub async fn put(
 #[utoipa::path(get, path = "/v1/tenant/webhook", tag = "webhooks",
     responses(
         (status = 200, description = "The webhook, without its secret", body = WebhookOut),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "webhook_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, response = problems::WebhookNotFound),
     ),
     security(("secret_key" = [])))]
 pub async fn get(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
@@ -144,8 +144,8 @@ pub async fn get(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
     description = "Remove the webhook; its undelivered events are dropped.",
     responses(
         (status = 204, description = "Removed"),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "webhook_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, response = problems::WebhookNotFound),
     ),
     security(("secret_key" = [])))]
 pub async fn delete(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
@@ -157,8 +157,8 @@ pub async fn delete(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
     description = "A new signing secret, shown once; the old one stops at once.",
     responses(
         (status = 200, description = "The webhook with its new secret", body = WebhookOut),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "webhook_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, response = problems::WebhookNotFound),
     ),
     security(("secret_key" = [])))]
 pub async fn rotate_secret(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
@@ -169,8 +169,8 @@ pub async fn rotate_secret(t: TenantAuth, st: web::Data<AppState>) -> ApiResult 
     description = "Queue a `webhook.test` event; its attempts show in the deliveries.",
     responses(
         (status = 202, description = "Queued", body = TestEventOut),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "webhook_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, response = problems::WebhookNotFound),
     ),
     security(("secret_key" = [])))]
 pub async fn test(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
@@ -181,7 +181,7 @@ pub async fn test(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
 #[utoipa::path(get, path = "/v1/tenant/webhook/deliveries", tag = "webhooks",
     responses(
         (status = 200, description = "The last 100 attempts, newest first", body = DeliveriesOut),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = problems::Unauthorized),
     ),
     security(("secret_key" = [])))]
 pub async fn deliveries(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
