@@ -8,6 +8,7 @@ pub mod keys;
 pub mod otp;
 pub mod templates;
 pub mod tenants;
+pub mod verify;
 pub mod webhooks;
 
 use std::sync::Arc;
