@@ -2,11 +2,13 @@
 //! implementations: SQLite (embedded, one instance) and PostgreSQL (any number of instances).
 
 pub mod copy;
+mod error;
 pub mod integration;
 pub mod postgres;
 mod quota;
 pub mod sqlite;
 
+pub use error::StoreError;
 pub use quota::{QuotaRefusal, SendQuota};
 pub(crate) use quota::{HOUR_MS, MINUTE_MS};
 
@@ -19,62 +21,6 @@ use crate::domain::locale::Locale;
 use crate::domain::policy::Policy;
 use crate::domain::tenant::{Origin, Sender, SmtpAccount, SmtpHost, Tenant, TenantName, TlsMode};
 use crate::domain::Millis;
-
-/// A storage failure, classed so callers can answer it right: `Unavailable` (locked past
-/// the busy timeout, disk full, I/O error, no connection, the writer busy or stopped) is a
-/// 503 with Retry-After; the others are bugs or damage.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("conflict: {0}")]
-    Conflict(&'static str),
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    #[error("database: {0}")]
-    Sqlite(rusqlite::Error),
-    #[error("database: {0}")]
-    Postgres(::postgres::Error),
-    #[error("{0}")]
-    Unsupported(&'static str),
-    #[error("migration: {0}")]
-    Migration(String),
-    #[error("stored data is inconsistent: {0}")]
-    Corrupt(String),
-    #[error("commit failed: {0}")]
-    Commit(String),
-}
-
-impl From<r2d2::Error> for StoreError {
-    fn from(e: r2d2::Error) -> Self {
-        StoreError::Unavailable(format!("no database connection: {e}"))
-    }
-}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        use rusqlite::ErrorCode as C;
-        if let rusqlite::Error::SqliteFailure(f, _) = &e {
-            if matches!(
-                f.code,
-                C::DatabaseBusy
-                    | C::DatabaseLocked
-                    | C::DiskFull
-                    | C::SystemIoFailure
-                    | C::CannotOpen
-                    | C::ReadOnly
-                    | C::OutOfMemory
-            ) {
-                return StoreError::Unavailable(e.to_string());
-            }
-        }
-        StoreError::Sqlite(e)
-    }
-}
-
-impl StoreError {
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
-    }
-}
 
 /// A tenant's own template for one locale (sources, not rendered).
 #[derive(Debug, Clone, PartialEq, Eq)]
