@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use super::CachedSql;
 use crate::storage::StoreError;
 
 /// One write of the hot paths: `run` executes inside the batch's transaction and returns
@@ -128,10 +129,10 @@ impl Writer {
                     if c.is_autocommit() {
                         return Err(BatchError::aborted().into_store());
                     }
-                    c.execute_batch("SAVEPOINT job")?;
+                    c.execute_cached("SAVEPOINT job", [])?;
                     let r = f(c);
                     match &r {
-                        Ok(_) => c.execute_batch("RELEASE job")?,
+                        Ok(_) => c.execute_cached("RELEASE job", []).map(drop)?,
                         Err(_) => c.execute_batch("ROLLBACK TO job; RELEASE job")?,
                     }
                     r
