@@ -1,4 +1,5 @@
-//! Loading, layering, validation and redaction of settings; the docs list every key.
+//! Tests of the settings: layering, validation, redaction of secrets in errors, and that
+//! docs/configuration.md lists every key.
 
 use super::*;
 

@@ -1,6 +1,8 @@
 //! The tenant aggregate: an app that sends codes through its own relay, under its own policy.
 //! Its fields are parsed once, where they enter (a request, the CLI, an import), into the
-//! types below; stored values are trusted as written.
+//! types below. Read back from the store, names, hosts and senders are taken as written
+//! (`from_stored`); the TLS mode, origin and default locale must be one of their values, or
+//! the row is reported as unreadable.
 
 use std::fmt;
 
@@ -37,7 +39,7 @@ impl TenantName {
 }
 
 /// A relay's host name or IP address, lower case, without a trailing dot. Where it may
-/// point (SSRF) is the host policy's business, at connect time.
+/// point (SSRF) is the host policy's business, when it is set and again at each connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SmtpHost(String);
 

@@ -91,7 +91,7 @@ pub(super) fn smtp_fail(
 
 /// A lettre error described by its class and reply code only (the reply text can carry the
 /// recipient's address).
-pub(super) fn smtp_detail(e: &lettre::transport::smtp::Error) -> String {
+fn smtp_detail(e: &lettre::transport::smtp::Error) -> String {
     let class = if e.is_permanent() {
         "permanent reply"
     } else if e.is_transient() {

@@ -66,7 +66,7 @@ pub async fn metrics(req: HttpRequest, st: web::Data<AppState>) -> ApiResult {
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(crate::metrics::render(
-            st.services.hasher.queue_depth(),
+            st.services.hashing_queue_depth(),
             st.services.outbox_stats().await.ok(),
         )))
 }

@@ -140,22 +140,27 @@ impl ServiceError {
 /// Everything the use cases need, shared by every worker.
 #[derive(Clone)]
 pub struct Services {
-    pub store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Store>,
     pub keyring: Arc<Keys>,
-    pub hasher: Hasher,
-    pub mailer: Mailer,
+    pub(crate) hasher: Hasher,
+    pub(crate) mailer: Mailer,
     pub clock: Arc<dyn Clock>,
     /// Swapped whole on SIGHUP; see [`Services::reload`].
     pub settings: Arc<arc_swap::ArcSwap<Settings>>,
-    pub audit: audit::Audit,
-    pub outbox: delivery::Outbox,
+    pub(crate) audit: audit::Audit,
+    pub(crate) outbox: delivery::Outbox,
     /// Each tenant's compiled templates, by `templates_version`.
-    pub templates: templates::TemplateCache,
+    pub(crate) templates: templates::TemplateCache,
     /// Webhook delivery: the HTTP client and this process's part of the event outbox.
-    pub hooks: webhooks::Hooks,
+    pub(crate) hooks: webhooks::Hooks,
 }
 
 impl Services {
+    /// Hash jobs waiting for a hashing thread (the metrics' queue gauge).
+    pub fn hashing_queue_depth(&self) -> usize {
+        self.hasher.queue_depth()
+    }
+
     /// Run a store call on the blocking pool.
     pub async fn db<T, F>(&self, f: F) -> Result<T, ServiceError>
     where

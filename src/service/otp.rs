@@ -13,6 +13,7 @@ use crate::domain::email::RecipientEmail;
 use crate::domain::keys::{Flavor, ShareableKey, TenantId};
 use crate::domain::locale::Locale;
 use crate::domain::policy::Policy;
+use crate::domain::purpose::Purpose;
 use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
 use crate::mailer::{new_message_id, SmtpTarget};
@@ -23,8 +24,6 @@ use crate::service::webhooks::EventData;
 use crate::storage::{NewChallenge, NewOutbox, OutboxJob, QuotaRefusal};
 
 pub const KEY_LABEL: &str = "shareable-key";
-
-use crate::domain::purpose::Purpose;
 
 /// What a mint asks for, parsed.
 #[derive(Debug)]

@@ -68,7 +68,8 @@ fn take<T>(r: Result<T, FieldError>, errs: &mut Vec<FieldError>) -> Option<T> {
     r.map_err(|e| errs.push(e)).ok()
 }
 
-/// The relay fields parsed into their domain types (errors for every bad one).
+/// The relay fields parsed into their domain types; every bad one is noted in `errs` and
+/// comes back `None`.
 fn parse_smtp_fields(
     host: &str,
     port: u16,
@@ -76,7 +77,7 @@ fn parse_smtp_fields(
     password: Option<&str>,
     from: &str,
     errs: &mut Vec<FieldError>,
-) -> Option<(SmtpHost, u16, Sender)> {
+) -> (Option<SmtpHost>, Option<u16>, Option<Sender>) {
     let host = take(SmtpHost::parse(host), errs);
     let port = take(parse_port(port), errs);
     if username.len() > 256 || username.chars().any(char::is_control) {
@@ -94,7 +95,7 @@ fn parse_smtp_fields(
         }
     }
     let from = take(Sender::parse(from), errs);
-    Some((host?, port?, from?))
+    (host, port, from)
 }
 
 fn check_max_connections(v: Option<u32>, limit: u32, errs: &mut Vec<FieldError>) {
@@ -163,7 +164,9 @@ impl Services {
         t.policy.validate(&mut errs);
         let limits = self.settings.load().smtp.clone();
         check_max_connections(s.max_connections, limits.max_connections_limit, &mut errs);
-        let (Some(name), Some((host, port, from)), true) = (name, fields, errs.is_empty()) else {
+        let (Some(name), (Some(host), Some(port), Some(from)), true) =
+            (name, fields, errs.is_empty())
+        else {
             return Err(ServiceError::Invalid(errs));
         };
         let tls = s.tls.unwrap_or(TlsMode::default_for(port));
@@ -273,7 +276,7 @@ impl Services {
                 None if sp.port.is_some() && sp.port != Some(c.port) => TlsMode::default_for(port),
                 None => c.tls,
             };
-            let fields = parse_smtp_fields(
+            let (host, port_ok, from) = parse_smtp_fields(
                 sp.host.as_deref().unwrap_or(c.host.as_str()),
                 port,
                 &username,
@@ -281,34 +284,38 @@ impl Services {
                 sp.from.as_deref().unwrap_or(c.from.as_str()),
                 &mut errs,
             );
-            if let Some((host, port, from)) = fields {
-                let moved = host != c.host || port != c.port || username != c.username;
-                if moved && sp.password.is_none() {
-                    errs.push(FieldError::new(
-                        "smtp.password",
-                        "is required when host, port or username change",
-                    ));
+            // A host given but not parsed counts as a move: the password rule is reported
+            // with the other errors, not in a second round.
+            let moved = host.as_ref().is_none_or(|h| *h != c.host)
+                || port != c.port
+                || username != c.username;
+            if moved && sp.password.is_none() {
+                errs.push(FieldError::new(
+                    "smtp.password",
+                    "is required when host, port or username change",
+                ));
+            }
+            if let (Some(host), Some(port), Some(from), true) =
+                (host, port_ok, from, errs.is_empty())
+            {
+                if moved || sp.tls.is_some() || sp.port.is_some() {
+                    self.check_host(&host, port, tls).await?;
                 }
-                if errs.is_empty() {
-                    if moved || sp.tls.is_some() || sp.port.is_some() {
-                        self.check_host(&host, port, tls).await?;
+                let password = match &sp.password {
+                    Some(pw) => {
+                        self.encrypt(&current.id, &host, port, &username, pw.expose_secret())?
                     }
-                    let password = match &sp.password {
-                        Some(pw) => {
-                            self.encrypt(&current.id, &host, port, &username, pw.expose_secret())?
-                        }
-                        None => c.password.clone(),
-                    };
-                    smtp_row = Some(SmtpAccount {
-                        host,
-                        port,
-                        username,
-                        password,
-                        from,
-                        tls,
-                        max_connections: sp.max_connections.unwrap_or(c.max_connections),
-                    });
-                }
+                    None => c.password.clone(),
+                };
+                smtp_row = Some(SmtpAccount {
+                    host,
+                    port,
+                    username,
+                    password,
+                    from,
+                    tls,
+                    max_connections: sp.max_connections.unwrap_or(c.max_connections),
+                });
             }
         }
         if !errs.is_empty() {

@@ -1,5 +1,6 @@
-//! The storage error: backend-neutral classes (unavailable, conflict, corrupt, other) with
-//! the driver's error kept as the source.
+//! The storage error, classed so callers can answer it right (unavailable → 503, conflict,
+//! corrupt, or a driver error kept whole). SQLite's codes are classed here; PostgreSQL's in
+//! `postgres/conn.rs`.
 
 /// A storage failure, classed so callers can answer it right: `Unavailable` (locked past
 /// the busy timeout, disk full, I/O error, no connection, the writer busy or stopped) is a

@@ -271,6 +271,31 @@ async fn patch_changes_fields_and_moving_smtp_requires_the_password() {
     assert!(r.json::<Value>().await.unwrap()["errors"]
         .to_string()
         .contains("smtp.password"));
+    // Every error of a change comes in one answer: a bad sender, a bad host and the
+    // missing password of the move together, and nothing changes.
+    for body in [
+        json!({"smtp": {"host": "new.example", "from": "not a mailbox"}}),
+        json!({"smtp": {"host": "bad host", "from": "not a mailbox"}}),
+    ] {
+        let r = app.patch(&format!("/v1/tenants/{id}"), ADMIN, body).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let v: Value = r.json().await.unwrap();
+        let fields: Vec<&str> = v["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap())
+            .collect();
+        assert!(fields.contains(&"smtp.from"), "{v}");
+        assert!(fields.contains(&"smtp.password"), "{v}");
+    }
+    let v: Value = app
+        .get(&format!("/v1/tenants/{id}"), ADMIN)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["smtp"]["host"], "127.0.0.1");
     let r = app
         .patch(
             &format!("/v1/tenants/{id}"),

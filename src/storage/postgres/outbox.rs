@@ -7,7 +7,7 @@ use ::postgres::GenericClient;
 use super::conn::Db;
 use super::integration::insert_event_in;
 use super::quota::{
-    count_send, lock_all, lock_key, recipient_check, recipient_lock, tenant_check, tenant_lock,
+    count_send, lock_all, recipient_check, recipient_lock, tenant_check, tenant_lock,
 };
 use super::{insert_challenge, opt_u32, u32_at, PgStore};
 use crate::domain::keys::TenantId;
@@ -141,17 +141,16 @@ impl PgStore {
             {
                 return Ok(());
             }
-            // The group's lock before any of its rows: two messages of one group settling
-            // at once would otherwise each hold its own row and wait for the other's
-            // (a deadlock, which left both codes pending until a retry).
-            if let Some(g) = tx.query_opt(
-                "SELECT tenant_id, email_canonical, purpose, flavor FROM challenges WHERE key_digest = $1",
+            // The group's lock before any of its rows (the key is the mint's,
+            // `lock_key("g", [tenant, recipient, purpose, flavor])`). Settlements of one group
+            // superseding older codes at once could otherwise lock rows in opposite orders —
+            // the newest holds its own row and waits for an older one's, whose settlement
+            // holds that row and waits for the newest's — and PostgreSQL aborts one of them.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended('g' || chr(31) || tenant_id || chr(31) || email_canonical \
+                 || chr(31) || purpose || chr(31) || flavor, 0)) FROM challenges WHERE key_digest = $1",
                 &[&key_digest],
-            )? {
-                let parts: [String; 4] = [g.try_get(0)?, g.try_get(1)?, g.try_get(2)?, g.try_get(3)?];
-                let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
-                lock_all(tx, &[lock_key("g", &parts)])?;
-            }
+            )?;
             let group = tx.query_opt(
                 "UPDATE challenges SET delivery_status = 'sent', delivery_attempts = $2, delivery_reason = NULL, sent_at = $3 \
                  WHERE key_digest = $1 RETURNING tenant_id, email_canonical, purpose, flavor, seq, status",

@@ -31,12 +31,12 @@ mod embedded {
 }
 
 /// Prepared statements kept per connection: every fixed statement of the store fits.
-pub(super) const STATEMENT_CACHE: usize = 128;
+const STATEMENT_CACHE: usize = 128;
 
 /// Statements through the connection's prepared-statement cache. The hot paths run the same
 /// few statements thousands of times a second; parsing and planning each one every time was
 /// a measurable share of the verify path's CPU (docs/benchmarks.md).
-pub(super) trait CachedSql {
+trait CachedSql {
     fn query_row_cached<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
     where
         P: rusqlite::Params,
