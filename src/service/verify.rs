@@ -102,12 +102,12 @@ impl Services {
                 return Err(e.into());
             }
         };
-        let tid = tenant.clone();
-        let recipient = res.email_canonical.clone();
         if matched {
             let t = self.now();
             let d = digest.clone();
-            let tid2 = tid.clone();
+            let tid = tenant.clone();
+            // A match resets the recipient's failure budget, in the same commit.
+            let clear = (quota.max_failures > 0).then(|| res.email_canonical.clone());
             // `otp.verified` commits with the verify itself.
             let event = self.event_for(
                 tenant,
@@ -123,14 +123,11 @@ impl Services {
             );
             let raised = event.is_some();
             if self
-                .db(move |s| s.finish_verify(&tid2, &d, t, event.as_ref()))
+                .db(move |s| s.finish_verify(&tid, &d, t, event.as_ref(), clear.as_deref()))
                 .await?
             {
                 if raised {
                     self.wake_hooks();
-                }
-                if quota.max_failures > 0 {
-                    let _ = self.db(move |s| s.clear_failures(&tid, &recipient)).await;
                 }
                 return Ok(Verified {
                     email: res.email,

@@ -360,14 +360,16 @@ pub trait Store: Send + Sync + 'static {
         key_digest: &[u8],
         recipient: &str,
     ) -> Result<(), StoreError>;
-    /// `pending` → `verified` if still pending and unexpired; false otherwise.
-    /// `event` (`otp.verified`) is written in the same transaction when the verify succeeds.
+    /// `pending` → `verified` if still pending and unexpired; false otherwise. When the
+    /// verify succeeds, `event` (`otp.verified`) is written and the failure budget of
+    /// `clear_failures_of` (a recipient) is reset, in the same transaction.
     fn finish_verify(
         &self,
         tenant: &TenantId,
         key_digest: &[u8],
         now: Millis,
         event: Option<&integration::NewEvent>,
+        clear_failures_of: Option<&str>,
     ) -> Result<bool, StoreError>;
     /// The enabled tenant a code belongs to (for OtpMint's verify, which names no tenant).
     fn challenge_owner(
@@ -441,7 +443,6 @@ pub trait Store: Send + Sync + 'static {
         q: &SendQuota,
         now: Millis,
     ) -> Result<Option<Millis>, StoreError>;
-    fn clear_failures(&self, tenant: &TenantId, recipient: &str) -> Result<(), StoreError>;
 
     // migrate-store
     /// Every row of every table of `copy::TABLES`, read in one consistent snapshot (one read

@@ -207,6 +207,33 @@ async fn the_failure_budget_spans_codes_and_blocks_mint_and_verify_until_the_win
 }
 
 #[tokio::test]
+async fn a_right_code_resets_the_recipients_failure_budget() {
+    let app = spawn_app_with(|s| {
+        s.limits.recipient_max_failures = 3;
+        s.limits.recipient_window_seconds = 600;
+    })
+    .await;
+    let (_, sk) = app.tenant().await;
+    let (k1, c1) = app.mint(&sk, "ada@example.com").await;
+    for _ in 0..2 {
+        assert_eq!(
+            app.verify(&sk, &k1, &wrong(&c1)).await.0,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+    }
+    assert_eq!(app.verify(&sk, &k1, &c1).await.0, StatusCode::OK);
+    // Two failures before the match are forgotten with it: a new code gets the whole
+    // budget of three evaluated guesses, then the recipient is blocked.
+    let (k2, c2) = app.mint(&sk, "ada@example.com").await;
+    for _ in 0..3 {
+        let (s, v) = app.verify(&sk, &k2, &wrong(&c2)).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    }
+    let (s, v) = app.verify(&sk, &k2, &c2).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+}
+
+#[tokio::test]
 async fn a_host_that_stopped_being_allowed_fails_at_send_time_without_connecting() {
     let app = spawn_app().await;
     let (_, sk) = app.tenant().await;

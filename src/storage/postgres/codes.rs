@@ -89,6 +89,7 @@ impl PgStore {
         key_digest: &[u8],
         now: Millis,
         event: Option<&NewEvent>,
+        clear_failures_of: Option<&str>,
     ) -> Result<bool, StoreError> {
         self.tx(|tx| {
             let n = tx.execute(
@@ -96,8 +97,16 @@ impl PgStore {
                  WHERE key_digest = $1 AND tenant_id = $2 AND status = 'pending' AND expires_at > $3",
                 &[&key_digest, &tenant.as_str(), &now],
             )?;
-            if let (1, Some(e)) = (n, event) {
-                integration::insert_event_in(tx, e)?;
+            if n == 1 {
+                if let Some(e) = event {
+                    integration::insert_event_in(tx, e)?;
+                }
+                if let Some(r) = clear_failures_of {
+                    tx.execute(
+                        "DELETE FROM recipient_failures WHERE tenant_id = $1 AND email_canonical = $2",
+                        &[&tenant.as_str(), &r],
+                    )?;
+                }
             }
             Ok(n == 1)
         })
@@ -194,17 +203,5 @@ impl PgStore {
         )?;
         let Some(row) = row else { return Ok(None) };
         Ok(q.failures_until(row.try_get(0)?, row.try_get(1)?, now))
-    }
-
-    pub(super) fn do_clear_failures(
-        &self,
-        tenant: &TenantId,
-        recipient: &str,
-    ) -> Result<(), StoreError> {
-        self.conn()?.db().execute(
-            "DELETE FROM recipient_failures WHERE tenant_id = $1 AND email_canonical = $2",
-            &[&tenant.as_str(), &recipient],
-        )?;
-        Ok(())
     }
 }

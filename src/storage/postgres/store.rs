@@ -277,8 +277,9 @@ impl Store for PgStore {
         key_digest: &[u8],
         now: Millis,
         event: Option<&NewEvent>,
+        clear_failures_of: Option<&str>,
     ) -> Result<bool, StoreError> {
-        self.do_finish_verify(tenant, key_digest, now, event)
+        self.do_finish_verify(tenant, key_digest, now, event, clear_failures_of)
     }
 
     fn challenge_owner(
@@ -374,9 +375,5 @@ impl Store for PgStore {
 
     fn import_snapshot(&self, s: &copy::Snapshot) -> Result<(), StoreError> {
         self.do_import_snapshot(s)
-    }
-
-    fn clear_failures(&self, tenant: &TenantId, recipient: &str) -> Result<(), StoreError> {
-        self.do_clear_failures(tenant, recipient)
     }
 }

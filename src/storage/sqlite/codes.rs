@@ -87,16 +87,26 @@ impl SqliteStore {
         key_digest: &[u8],
         now: Millis,
         event: Option<&NewEvent>,
+        clear_failures_of: Option<&str>,
     ) -> Result<bool, StoreError> {
         let (tenant, key_digest, event) = (tenant.clone(), key_digest.to_vec(), event.cloned());
+        let clear = clear_failures_of.map(str::to_string);
         self.writer.write(move |conn| {
             let n = conn.execute_cached(
                 "UPDATE challenges SET status = 'verified', verified_at = ?3, ended_at = ?3 \
                  WHERE key_digest = ?1 AND tenant_id = ?2 AND status = 'pending' AND expires_at > ?3",
                 params![key_digest, tenant.as_str(), now],
             )?;
-            if let (1, Some(e)) = (n, &event) {
-                integration::insert_event_in(conn, e)?;
+            if n == 1 {
+                if let Some(e) = &event {
+                    integration::insert_event_in(conn, e)?;
+                }
+                if let Some(r) = &clear {
+                    conn.execute_cached(
+                        "DELETE FROM recipient_failures WHERE tenant_id = ?1 AND email_canonical = ?2",
+                        params![tenant.as_str(), r],
+                    )?;
+                }
             }
             Ok(n == 1)
         })
@@ -203,20 +213,5 @@ impl SqliteStore {
             )
             .optional()?;
         Ok(row.and_then(|(f, start)| q.failures_until(f, start, now)))
-    }
-
-    pub(super) fn do_clear_failures(
-        &self,
-        tenant: &TenantId,
-        recipient: &str,
-    ) -> Result<(), StoreError> {
-        let (tenant, recipient) = (tenant.clone(), recipient.to_string());
-        self.writer.write(move |conn| {
-            conn.execute_cached(
-                "DELETE FROM recipient_failures WHERE tenant_id = ?1 AND email_canonical = ?2",
-                params![tenant.as_str(), recipient],
-            )?;
-            Ok(())
-        })
     }
 }

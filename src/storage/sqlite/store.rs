@@ -275,8 +275,9 @@ impl Store for SqliteStore {
         key_digest: &[u8],
         now: Millis,
         event: Option<&NewEvent>,
+        clear_failures_of: Option<&str>,
     ) -> Result<bool, StoreError> {
-        self.do_finish_verify(tenant, key_digest, now, event)
+        self.do_finish_verify(tenant, key_digest, now, event, clear_failures_of)
     }
 
     fn challenge_owner(
@@ -372,9 +373,5 @@ impl Store for SqliteStore {
 
     fn import_snapshot(&self, s: &copy::Snapshot) -> Result<(), StoreError> {
         self.do_import_snapshot(s)
-    }
-
-    fn clear_failures(&self, tenant: &TenantId, recipient: &str) -> Result<(), StoreError> {
-        self.do_clear_failures(tenant, recipient)
     }
 }
