@@ -5,6 +5,7 @@ pub mod challenge;
 pub mod code;
 pub mod delivery;
 pub mod email;
+pub mod event;
 pub mod keys;
 pub mod locale;
 pub mod policy;

@@ -17,6 +17,7 @@ use super::webhooks::EventData;
 use super::{ServiceError, Services};
 use crate::crypto::cipher::{decrypt_message, encrypt_message};
 use crate::domain::delivery::{next_attempt_at, DeliveryMode};
+use crate::domain::event::EventType;
 use crate::domain::keys::TenantId;
 use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
@@ -186,7 +187,7 @@ impl Services {
                 self.emit(
                     &m.tenant_id,
                     None,
-                    "otp.delivery_failed",
+                    EventType::OtpDeliveryFailed,
                     EventData {
                         shareable_key: key,
                         email: &msg.email,
@@ -226,9 +227,9 @@ impl Services {
     ) -> Option<crate::storage::integration::NewEvent> {
         let key = msg.shareable_key.as_deref()?;
         let kind = if reason.is_some() {
-            "otp.delivery_failed"
+            EventType::OtpDeliveryFailed
         } else {
-            "otp.sent"
+            EventType::OtpSent
         };
         self.event_for(
             &tenant.id,

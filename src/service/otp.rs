@@ -10,6 +10,7 @@ use crate::domain::challenge::{ChallengeView, Status};
 use crate::domain::code::OtpCode;
 use crate::domain::delivery::DeliveryMode;
 use crate::domain::email::RecipientEmail;
+use crate::domain::event::EventType;
 use crate::domain::keys::{Flavor, ShareableKey, TenantId};
 use crate::domain::locale::Locale;
 use crate::domain::policy::Policy;
@@ -324,7 +325,7 @@ impl Services {
                 self.emit(
                     tenant,
                     subscribed,
-                    "otp.cancelled",
+                    EventType::OtpCancelled,
                     EventData {
                         shareable_key: key.expose(),
                         email: &v.email,

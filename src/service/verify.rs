@@ -6,6 +6,7 @@ use super::otp::ended;
 use super::{retry_secs, LimitKind, ServiceError, Services};
 use crate::domain::challenge::Status;
 use crate::domain::code::OtpCode;
+use crate::domain::event::EventType;
 use crate::domain::keys::{Flavor, ShareableKey, TenantId};
 use crate::domain::Millis;
 use crate::service::audit::RequestContext;
@@ -112,7 +113,7 @@ impl Services {
             let event = self.event_for(
                 tenant,
                 subscribed,
-                "otp.verified",
+                EventType::OtpVerified,
                 EventData {
                     shareable_key: key.expose(),
                     email: &res.email,
@@ -143,7 +144,7 @@ impl Services {
             self.emit(
                 tenant,
                 subscribed,
-                "otp.attempts_exhausted",
+                EventType::OtpAttemptsExhausted,
                 EventData {
                     shareable_key: key.expose(),
                     email: &res.email,

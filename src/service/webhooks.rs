@@ -13,21 +13,12 @@ use tokio::sync::{Notify, Semaphore};
 use super::{ServiceError, Services};
 use crate::clock::rfc3339;
 use crate::crypto::cipher::{decrypt_record, encrypt_record};
+use crate::domain::event::EventType;
 use crate::domain::keys::TenantId;
 use crate::domain::tenant::Tenant;
 use crate::storage::integration::{DeliveryRow, EventJob, EventOutcome, NewEvent, WebhookRow};
 use crate::webhook::{check_url_resolved, new_secret, signature, SendResult, UrlRefusal};
 
-/// The event types a webhook may subscribe to.
-pub const EVENT_TYPES: [&str; 5] = [
-    "otp.sent",
-    "otp.delivery_failed",
-    "otp.verified",
-    "otp.attempts_exhausted",
-    "otp.cancelled",
-];
-/// Sent by `POST /v1/tenant/webhook/test`, whatever the subscription.
-pub const TEST_EVENT: &str = "webhook.test";
 /// The waits before the second to seventh attempts; after the seventh the event has failed.
 pub const RETRY_DELAYS_MS: [i64; 6] = [5_000, 30_000, 120_000, 600_000, 3_600_000, 21_600_000];
 /// Attempts listed by `GET /v1/tenant/webhook/deliveries`.
@@ -84,8 +75,8 @@ pub struct EventData<'a> {
     pub reason: Option<&'a str>,
 }
 
-fn subscribes(list: &str, kind: &str) -> bool {
-    list.split(',').any(|e| e == kind)
+fn subscribes(list: &str, kind: EventType) -> bool {
+    list.split(',').any(|e| e == kind.as_str())
 }
 
 fn event_data(d: &EventData<'_>) -> Map<String, Value> {
@@ -135,24 +126,28 @@ impl Services {
         if input.events.is_empty() {
             return Err(ServiceError::field(
                 "events",
-                format!("must name at least one of {}", EVENT_TYPES.join(", ")),
+                format!(
+                    "must name at least one of {}",
+                    EventType::subscribable_list()
+                ),
             ));
         }
-        if input
+        let Some(asked) = input
             .events
             .iter()
-            .any(|e| !EVENT_TYPES.contains(&e.as_str()))
-        {
+            .map(|e| EventType::parse_subscribable(e))
+            .collect::<Option<Vec<EventType>>>()
+        else {
             return Err(ServiceError::field(
                 "events",
-                format!("each must be one of {}", EVENT_TYPES.join(", ")),
+                format!("each must be one of {}", EventType::subscribable_list()),
             ));
-        }
+        };
         // One canonical order, no duplicates.
-        let events: Vec<String> = EVENT_TYPES
-            .iter()
-            .filter(|t| input.events.iter().any(|e| e == *t))
-            .map(|t| t.to_string())
+        let events: Vec<String> = EventType::SUBSCRIBABLE
+            .into_iter()
+            .filter(|t| asked.contains(t))
+            .map(|t| t.as_str().to_string())
             .collect();
         let settings = self.settings.load_full();
         let url = check_url_resolved(&input.url, &settings)
@@ -228,7 +223,10 @@ impl Services {
     /// Queue a `webhook.test` event; returns its id.
     pub async fn test_webhook(&self, tenant: &TenantId) -> Result<String, ServiceError> {
         let data = Map::new();
-        match self.queue_event(tenant, TEST_EVENT, data).await? {
+        match self
+            .queue_event(tenant, EventType::WebhookTest, data)
+            .await?
+        {
             Some(id) => Ok(id),
             None => Err(ServiceError::WebhookNotFound),
         }
@@ -247,12 +245,12 @@ impl Services {
     fn build_event(
         &self,
         tenant: &TenantId,
-        kind: &'static str,
+        kind: EventType,
         data: Map<String, Value>,
     ) -> Result<NewEvent, ServiceError> {
         let now = self.now();
         let id = format!("msg_{}", crate::domain::keys::random_id(27));
-        let body = json!({"type": kind, "timestamp": rfc3339(now), "data": data});
+        let body = json!({"type": kind.as_str(), "timestamp": rfc3339(now), "data": data});
         let bytes = serde_json::to_vec(&body)
             .map_err(|e| ServiceError::Internal(format!("event encoding: {e}")))?;
         let payload = encrypt_record(
@@ -265,7 +263,7 @@ impl Services {
         Ok(NewEvent {
             id,
             tenant_id: tenant.clone(),
-            kind: kind.to_string(),
+            kind: kind.as_str().to_string(),
             payload,
             created_at: now,
         })
@@ -276,7 +274,7 @@ impl Services {
     async fn queue_event(
         &self,
         tenant: &TenantId,
-        kind: &'static str,
+        kind: EventType,
         data: Map<String, Value>,
     ) -> Result<Option<String>, ServiceError> {
         let event = self.build_event(tenant, kind, data)?;
@@ -302,7 +300,7 @@ impl Services {
         &self,
         tenant: &TenantId,
         subscribed: Option<&str>,
-        kind: &'static str,
+        kind: EventType,
         d: EventData<'_>,
     ) -> Option<NewEvent> {
         if subscribed.is_some_and(|l| !subscribes(l, kind)) {
@@ -311,7 +309,7 @@ impl Services {
         match self.build_event(tenant, kind, event_data(&d)) {
             Ok(e) => Some(e),
             Err(e) => {
-                tracing::warn!(tenant_id = %tenant, event = kind, error = %e, "a webhook event could not be sealed");
+                tracing::warn!(tenant_id = %tenant, event = %kind, error = %e, "a webhook event could not be sealed");
                 None
             }
         }
@@ -323,7 +321,7 @@ impl Services {
         &self,
         tenant: &TenantId,
         subscribed: Option<&str>,
-        kind: &'static str,
+        kind: EventType,
         d: EventData<'_>,
     ) {
         let Some(event) = self.event_for(tenant, subscribed, kind, d) else {
@@ -333,7 +331,7 @@ impl Services {
             Ok(true) => self.wake_hooks(),
             Ok(false) => {}
             Err(e) => {
-                tracing::warn!(tenant_id = %tenant, event = kind, error = %e, "a webhook event could not be stored")
+                tracing::warn!(tenant_id = %tenant, event = %kind, error = %e, "a webhook event could not be stored")
             }
         }
     }

@@ -1,0 +1,74 @@
+//! The webhook event types (API.md §10).
+
+use std::fmt;
+
+/// What a webhook event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    OtpSent,
+    OtpDeliveryFailed,
+    OtpVerified,
+    OtpAttemptsExhausted,
+    OtpCancelled,
+    /// Sent by `POST /v1/tenant/webhook/test`, whatever the subscription.
+    WebhookTest,
+}
+
+impl EventType {
+    /// The types a webhook may subscribe to, in their canonical order.
+    pub const SUBSCRIBABLE: [EventType; 5] = [
+        EventType::OtpSent,
+        EventType::OtpDeliveryFailed,
+        EventType::OtpVerified,
+        EventType::OtpAttemptsExhausted,
+        EventType::OtpCancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::OtpSent => "otp.sent",
+            EventType::OtpDeliveryFailed => "otp.delivery_failed",
+            EventType::OtpVerified => "otp.verified",
+            EventType::OtpAttemptsExhausted => "otp.attempts_exhausted",
+            EventType::OtpCancelled => "otp.cancelled",
+            EventType::WebhookTest => "webhook.test",
+        }
+    }
+
+    /// A type a webhook may subscribe to (`webhook.test` is not one).
+    pub fn parse_subscribable(s: &str) -> Option<EventType> {
+        EventType::SUBSCRIBABLE
+            .into_iter()
+            .find(|t| t.as_str() == s)
+    }
+
+    /// The subscribable names, for error messages.
+    pub fn subscribable_list() -> String {
+        EventType::SUBSCRIBABLE.map(EventType::as_str).join(", ")
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscribable_types_parse_and_the_test_event_does_not() {
+        for t in EventType::SUBSCRIBABLE {
+            assert_eq!(EventType::parse_subscribable(t.as_str()), Some(t));
+        }
+        for bad in ["webhook.test", "otp.Sent", "otp.*", "", "otp.sent "] {
+            assert_eq!(EventType::parse_subscribable(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            EventType::subscribable_list(),
+            "otp.sent, otp.delivery_failed, otp.verified, otp.attempts_exhausted, otp.cancelled"
+        );
+    }
+}
