@@ -48,6 +48,13 @@ impl From<rusqlite::Error> for StoreError {
                 return StoreError::Unavailable(e.to_string());
             }
         }
+        // A stored value that is not one its type allows: damage, like PostgreSQL's `Corrupt`.
+        if matches!(
+            e,
+            rusqlite::Error::FromSqlConversionFailure(..) | rusqlite::Error::InvalidColumnType(..)
+        ) {
+            return StoreError::Corrupt(e.to_string());
+        }
         StoreError::Sqlite(e)
     }
 }

@@ -175,7 +175,7 @@ impl Drop for PgStore {
 fn tenant_from_row(r: &Row) -> Result<Tenant, StoreError> {
     let delivery: String = r.try_get(16)?;
     Ok(Tenant {
-        delivery: DeliveryMode::parse(&delivery).unwrap_or(DeliveryMode::Sync),
+        delivery: DeliveryMode::parse(&delivery).ok_or_else(|| corrupt("a delivery mode"))?,
         id: TenantId::from_trusted(r.try_get(0)?),
         name: TenantName::from_stored(r.try_get(1)?),
         enabled: r.try_get(2)?,

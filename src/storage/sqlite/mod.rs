@@ -194,9 +194,8 @@ fn stored<T>(column: usize, v: Option<T>) -> rusqlite::Result<T> {
 }
 
 fn tenant_from_row(r: &Row<'_>) -> rusqlite::Result<Tenant> {
-    let delivery: String = r.get(16)?;
     Ok(Tenant {
-        delivery: DeliveryMode::parse(&delivery).unwrap_or(DeliveryMode::Sync),
+        delivery: stored(16, DeliveryMode::parse(r.get_ref(16)?.as_str()?))?,
         id: TenantId::from_trusted(r.get(0)?),
         name: TenantName::from_stored(r.get(1)?),
         enabled: r.get(2)?,
@@ -393,5 +392,62 @@ mod tests {
             .write(|c| Ok(c.query_row_cached("SELECT 41 + 1", [], |r| r.get(0))?))
             .unwrap();
         assert_eq!(n, 42);
+    }
+
+    #[test]
+    fn a_stored_value_outside_its_type_is_reported_as_corrupt() {
+        use crate::domain::tenant::{Origin, Sender, SmtpHost, TlsMode};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("c.db"), 2).unwrap();
+        let t = Tenant {
+            id: TenantId::generate(),
+            name: TenantName::parse("Acme").unwrap(),
+            enabled: true,
+            origin: Origin::Native,
+            created_at: 1,
+            smtp: SmtpAccount {
+                host: SmtpHost::parse("mail.acme.example").unwrap(),
+                port: 587,
+                username: "u".into(),
+                password: vec![1, 2, 3],
+                from: Sender::parse("Acme <a@acme.example>").unwrap(),
+                tls: TlsMode::Starttls,
+                max_connections: 4,
+            },
+            smtp_version: 1,
+            policy: Policy {
+                code_length: 6,
+                ttl_seconds: 600,
+                max_attempts: 5,
+            },
+            delivery: DeliveryMode::Sync,
+            default_locale: Locale::english(),
+            templates_version: 0,
+            webhook_events: String::new(),
+        };
+        store.insert_tenant(&t, &[9; 32], 1).unwrap();
+        let back = store.tenant(&t.id).unwrap().unwrap();
+        assert_eq!(
+            (back.smtp.tls, back.origin),
+            (TlsMode::Starttls, Origin::Native)
+        );
+        for (column, bad) in [
+            ("smtp_tls", "sometimes"),
+            ("origin", "elsewhere"),
+            ("delivery", "carrier-pigeon"),
+            ("default_locale", "not a locale!"),
+        ] {
+            let conn = store.conn().unwrap();
+            let good: String = conn
+                .query_row(&format!("SELECT {column} FROM tenants"), [], |r| r.get(0))
+                .unwrap();
+            conn.execute(&format!("UPDATE tenants SET {column} = ?1"), [bad])
+                .unwrap();
+            let r = store.tenant(&t.id);
+            assert!(matches!(r, Err(StoreError::Corrupt(_))), "{column}: {r:?}");
+            conn.execute(&format!("UPDATE tenants SET {column} = ?1"), [good])
+                .unwrap();
+        }
+        assert!(store.tenant(&t.id).unwrap().is_some());
     }
 }
