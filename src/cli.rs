@@ -234,7 +234,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
                 .await
                 .map_err(service_msg)?;
             println!(
-                "data key version {} active{}; SMTP passwords: {} re-encrypted, {} already current",
+                "data key version {} active{}; SMTP passwords: {} re-encrypted, {} already current; webhook secrets: {} re-encrypted",
                 r.active_version,
                 if r.started_new {
                     " (new)"
@@ -242,11 +242,17 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
                     " (resumed)"
                 },
                 r.reencrypted,
-                r.already_current
+                r.already_current,
+                r.webhook_secrets_reencrypted
             );
             for id in &r.undecryptable {
                 eprintln!(
                     "tenant {id}: its SMTP password cannot be decrypted; set it again (PATCH smtp.password)"
+                );
+            }
+            for id in &r.webhook_secrets_undecryptable {
+                eprintln!(
+                    "tenant {id}: its webhook secret cannot be decrypted; rotate it (POST /v1/tenant/webhook/rotate-secret)"
                 );
             }
             Ok(())

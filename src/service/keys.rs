@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::{ServiceError, Services};
-use crate::crypto::cipher::{blob_version, decrypt_password, encrypt_password, PasswordContext};
+use crate::crypto::cipher::{
+    blob_version, decrypt_password, decrypt_record, encrypt_password, encrypt_record,
+    PasswordContext,
+};
 use crate::crypto::keyring::{Keyring, KIND_DATA};
 
 /// What `keys rotate` did, per master key id.
@@ -26,6 +29,10 @@ pub struct DataKeyReport {
     pub already_current: usize,
     /// Tenants whose stored password could not be decrypted (left as they were).
     pub undecryptable: Vec<String>,
+    /// Webhook secrets re-encrypted under the active data key.
+    pub webhook_secrets_reencrypted: usize,
+    /// Tenants whose webhook secret could not be decrypted (left as it was).
+    pub webhook_secrets_undecryptable: Vec<String>,
 }
 
 impl Services {
@@ -95,21 +102,26 @@ impl Services {
     }
 
     /// Start (or resume) a data-key rotation: a new data key becomes active and every SMTP
-    /// password is re-encrypted under it, one compare-and-swap per tenant.
+    /// password and webhook secret is re-encrypted under it, one compare-and-swap each.
     pub async fn rotate_data_key(&self) -> Result<DataKeyReport, ServiceError> {
         let mut ring = self.keyring.reopen(&self.db(|s| s.keyring()).await?)?;
         let tenants = self.tenants().await?;
-        // A password sealed under an older data key still needs re-encrypting (one that
-        // cannot be decrypted at all does not hold a rotation open).
+        let mut secrets = Vec::new();
+        for t in &tenants {
+            let id = t.id.clone();
+            if let Some(w) = self.db(move |s| s.webhook(&id)).await? {
+                secrets.push((t.id.clone(), w.secret));
+            }
+        }
+        // A blob sealed under an older data key still needs re-encrypting (one that cannot
+        // be decrypted at all does not hold a rotation open).
         let stale = |ring: &Keyring| {
-            tenants
-                .iter()
-                .filter(|t| {
-                    blob_version(&t.smtp.password).is_some_and(|(v, _)| {
-                        v != ring.active_data_version() && ring.has_data_key(v)
-                    })
-                })
-                .count()
+            let old = |blob: &[u8]| {
+                blob_version(blob)
+                    .is_some_and(|(v, _)| v != ring.active_data_version() && ring.has_data_key(v))
+            };
+            tenants.iter().filter(|t| old(&t.smtp.password)).count()
+                + secrets.iter().filter(|(_, s)| old(s)).count()
         };
         let mut report = DataKeyReport::default();
         if stale(&ring) == 0 {
@@ -150,6 +162,23 @@ impl Services {
                 .await?
             {
                 report.reencrypted += 1;
+            }
+        }
+        for (id, old) in secrets {
+            if blob_version(&old).map(|(v, _)| v) == Some(ring.active_data_version()) {
+                continue;
+            }
+            let kind = super::webhooks::SECRET_KIND;
+            let Ok(plain) = decrypt_record(&ring, kind, id.as_str(), b"", &old) else {
+                report.webhook_secrets_undecryptable.push(id.to_string());
+                continue;
+            };
+            let new = encrypt_record(&ring, kind, id.as_str(), b"", &plain)?;
+            if self
+                .db(move |s| s.reseal_webhook_secret(&id, &old, &new))
+                .await?
+            {
+                report.webhook_secrets_reencrypted += 1;
             }
         }
         Ok(report)

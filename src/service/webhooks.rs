@@ -12,7 +12,8 @@ use tokio::sync::{Notify, Semaphore};
 
 use super::{ServiceError, Services};
 use crate::clock::rfc3339;
-use crate::crypto::cipher::{decrypt_record, encrypt_record};
+use crate::crypto::cipher::{blob_version, decrypt_record, encrypt_record};
+use crate::crypto::keyring::Keyring;
 use crate::domain::event::EventType;
 use crate::domain::keys::TenantId;
 use crate::domain::tenant::Tenant;
@@ -24,7 +25,7 @@ pub const RETRY_DELAYS_MS: [i64; 6] = [5_000, 30_000, 120_000, 600_000, 3_600_00
 /// Attempts listed by `GET /v1/tenant/webhook/deliveries`.
 pub const DELIVERIES_LISTED: u32 = 100;
 
-const SECRET_KIND: &str = "webhook-secret";
+pub(super) const SECRET_KIND: &str = "webhook-secret";
 const EVENT_KIND: &str = "webhook-event";
 const POLL: Duration = Duration::from_millis(500);
 /// Requests in flight per process.
@@ -385,22 +386,35 @@ impl Services {
         let attempt = job.attempts + 1;
         let tid = job.tenant_id.clone();
         let hook = self.db(move |s| s.webhook(&tid)).await;
-        let ring = self.keyring.get();
+        let open = |ring: &Keyring, h: &WebhookRow| {
+            let body = decrypt_record(
+                ring,
+                EVENT_KIND,
+                job.tenant_id.as_str(),
+                job.id.as_bytes(),
+                &job.payload,
+            );
+            let secret = decrypt_record(ring, SECRET_KIND, job.tenant_id.as_str(), b"", &h.secret);
+            match (body, secret) {
+                (Ok(b), Ok(s)) => Ok((h.url.clone(), b, s)),
+                _ => Err("unreadable"),
+            }
+        };
         let opened = match hook {
             Ok(Some(h)) => {
-                let body = decrypt_record(
-                    &ring,
-                    EVENT_KIND,
-                    job.tenant_id.as_str(),
-                    job.id.as_bytes(),
-                    &job.payload,
-                );
-                let secret =
-                    decrypt_record(&ring, SECRET_KIND, job.tenant_id.as_str(), b"", &h.secret);
-                match (body, secret) {
-                    (Ok(b), Ok(s)) => Ok((h.url, b, s)),
-                    _ => Err("unreadable"),
+                let mut opened = open(&self.keyring.get(), &h);
+                // Sealed under a data key this process has not seen yet (a rotation by the
+                // CLI or another instance): reload the keyring once and try again.
+                let unknown = |blob: &[u8]| {
+                    blob_version(blob).is_some_and(|(v, _)| !self.keyring.get().has_data_key(v))
+                };
+                if opened.is_err()
+                    && (unknown(&h.secret) || unknown(&job.payload))
+                    && self.refresh_keyring().await.unwrap_or(false)
+                {
+                    opened = open(&self.keyring.get(), &h);
                 }
+                opened
             }
             Ok(None) => Err("no_endpoint"),
             Err(e) => {
@@ -409,7 +423,6 @@ impl Services {
                 return;
             }
         };
-        drop(ring);
         let (status_code, error, delivered) = match opened {
             Err(why) => (None, Some(why), false),
             Ok((url, body, secret)) => {

@@ -176,6 +176,14 @@ pub trait Store: Send + Sync + 'static {
     fn add_data_key(&self, row: &WrappedKey, now: Millis) -> Result<(), StoreError>;
     /// Replace a tenant's encrypted SMTP password if it is still `old` (compare-and-swap).
     fn set_smtp_password(&self, id: &TenantId, old: &[u8], new: &[u8]) -> Result<bool, StoreError>;
+    /// Replace a tenant's sealed webhook secret if it is still `old` (compare-and-swap; a
+    /// data-key rotation re-sealing the same secret).
+    fn reseal_webhook_secret(
+        &self,
+        id: &TenantId,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool, StoreError>;
     /// A consistent copy of the live database at `path` (SQLite's online backup API).
     fn backup_to(&self, path: &std::path::Path) -> Result<(), StoreError>;
     /// True when the database holds a keyring or any tenant.

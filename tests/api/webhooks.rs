@@ -542,3 +542,40 @@ async fn a_queued_message_whose_code_expires_unsent_raises_delivery_failed() {
     assert_eq!(body["data"]["reason"], "expired");
     assert_eq!(body["data"]["purpose"], "login");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_key_rotation_reseals_the_secret_and_signing_goes_on() {
+    let rx = HttpReceiver::start(true).await;
+    let app = app_for(&rx).await;
+    let (id, sk) = app.tenant().await;
+    let secret = register(&app, &sk, &rx.url("/h"), &["otp.sent"]).await["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tid = otpmint::domain::keys::TenantId::parse(&id).unwrap();
+    let sealed_under = || {
+        let (svc, tid) = (app.services.clone(), tid.clone());
+        async move {
+            let w = svc.db(move |s| s.webhook(&tid)).await.unwrap().unwrap();
+            otpmint::crypto::cipher::blob_version(&w.secret).unwrap().0
+        }
+    };
+    assert_eq!(sealed_under().await, 1);
+    let (ok, out, err) = app.cli(&["keys", "rotate-data-key"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("data key version 2 active (new)")
+            && out.contains("webhook secrets: 1 re-encrypted"),
+        "{out}"
+    );
+    assert_eq!(sealed_under().await, 2);
+    // The running server, started with data key 1 only, opens the re-sealed secret at once
+    // and signs with the secret the tenant was shown (a test event: no SMTP send first,
+    // whose own password would also make it reload its keyring).
+    let r = app.post("/v1/tenant/webhook/test", &sk, json!({})).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let reqs = rx.wait_for(1).await;
+    verify_signature(&secret, &reqs[0]);
+    let d = wait_deliveries(&app, &sk, 1).await;
+    assert_eq!(d[0]["status_code"], 200, "{d:?}");
+}

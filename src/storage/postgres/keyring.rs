@@ -1,5 +1,5 @@
 //! PostgreSQL: the keyring (made once under an advisory lock) and re-encryption of stored
-//! passwords.
+//! SMTP passwords and webhook secrets.
 
 use super::*;
 
@@ -81,6 +81,19 @@ impl PgStore {
     ) -> Result<bool, StoreError> {
         let n = self.conn()?.db().execute(
             "UPDATE tenants SET smtp_password = $3 WHERE id = $1 AND smtp_password = $2",
+            &[&id.as_str(), &old, &new],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub(super) fn do_reseal_webhook_secret(
+        &self,
+        id: &TenantId,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
+        let n = self.conn()?.db().execute(
+            "UPDATE webhooks SET secret = $3 WHERE tenant_id = $1 AND secret = $2",
             &[&id.as_str(), &old, &new],
         )?;
         Ok(n == 1)

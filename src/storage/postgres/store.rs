@@ -46,6 +46,15 @@ impl Store for PgStore {
         self.do_set_smtp_password(id, old, new)
     }
 
+    fn reseal_webhook_secret(
+        &self,
+        id: &TenantId,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
+        self.do_reseal_webhook_secret(id, old, new)
+    }
+
     fn backup_to(&self, _path: &std::path::Path) -> Result<(), StoreError> {
         self.do_backup_to(_path)
     }

@@ -1,4 +1,5 @@
-//! SQLite: the keyring (wrapped data keys and pepper) and re-encryption of stored passwords.
+//! SQLite: the keyring (wrapped data keys and pepper) and re-encryption of stored SMTP
+//! passwords and webhook secrets.
 
 use super::*;
 
@@ -82,6 +83,20 @@ impl SqliteStore {
         let conn = self.conn()?;
         let n = conn.execute_cached(
             "UPDATE tenants SET smtp_password = ?3 WHERE id = ?1 AND smtp_password = ?2",
+            params![id.as_str(), old, new],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub(super) fn do_reseal_webhook_secret(
+        &self,
+        id: &TenantId,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
+        let conn = self.conn()?;
+        let n = conn.execute_cached(
+            "UPDATE webhooks SET secret = ?3 WHERE tenant_id = ?1 AND secret = ?2",
             params![id.as_str(), old, new],
         )?;
         Ok(n == 1)
