@@ -100,7 +100,7 @@ impl Sender {
 }
 
 /// One mailbox and nothing else (no list, no header injection).
-pub fn valid_mailbox(s: &str) -> bool {
+fn valid_mailbox(s: &str) -> bool {
     !s.contains(['\r', '\n', ',']) && s.parse::<Mailbox>().is_ok()
 }
 
