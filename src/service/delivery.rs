@@ -371,7 +371,7 @@ impl Services {
     {
         let f = Arc::new(f);
         let g = Arc::clone(&f);
-        match self.db(move |s| g(s)).await {
+        match self.write(move |s| g(s)).await {
             Ok(()) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "recording a delivery outcome failed; retrying in the background");
@@ -381,7 +381,7 @@ impl Services {
                     for _ in 0..40 {
                         tokio::time::sleep(delay).await;
                         let g = Arc::clone(&f);
-                        if services.db(move |s| g(s)).await.is_ok() {
+                        if services.write(move |s| g(s)).await.is_ok() {
                             return;
                         }
                         delay = (delay * 2).min(Duration::from_secs(15));

@@ -216,7 +216,7 @@ impl Services {
         // and its message. A mint whose code cannot be stored answers 503 and sends nothing.
         let c = challenge.clone();
         let q = counted.then_some(quota);
-        self.db(move |s| s.insert_code(&c, &outbox, q.as_ref(), now))
+        self.write(move |s| s.insert_code(&c, &outbox, q.as_ref(), now))
             .await?
             .map_err(limited)?;
         let minted = Minted {

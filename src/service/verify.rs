@@ -84,7 +84,7 @@ impl Services {
         // Admission to the hashing pool first: overload is refused before any state changes.
         let slot = self.hasher.slot()?;
         let reserved = self
-            .db(move |s| s.reserve_attempt(&tid, &d, flavor, len, &quota, now))
+            .write(move |s| s.reserve_attempt(&tid, &d, flavor, len, &quota, now))
             .await?;
         let Some(res) = reserved else {
             // No hashing will happen: give the admission back before the explanatory reads.
@@ -99,7 +99,7 @@ impl Services {
                 let tid = tenant.clone();
                 let d = digest.clone();
                 let r = res.email_canonical.clone();
-                let _ = self.db(move |s| s.release_attempt(&tid, &d, &r)).await;
+                let _ = self.write(move |s| s.release_attempt(&tid, &d, &r)).await;
                 return Err(e.into());
             }
         };
@@ -124,7 +124,7 @@ impl Services {
             );
             let raised = event.is_some();
             if self
-                .db(move |s| s.finish_verify(&tid, &d, t, event.as_ref(), clear.as_deref()))
+                .write(move |s| s.finish_verify(&tid, &d, t, event.as_ref(), clear.as_deref()))
                 .await?
             {
                 if raised {

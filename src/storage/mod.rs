@@ -153,10 +153,30 @@ pub struct ImportCounts {
     pub codes_present: usize,
 }
 
+/// A store call handed to [`Store::submit`]: it runs once, where the store's writes are
+/// cheapest, and then learns whether what it wrote is durable.
+pub trait WriteCall: Send {
+    /// Make the call; what it returns is told the outcome of the commit that holds its
+    /// writes (`Ok` once they are durable).
+    fn run(self: Box<Self>) -> Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+    /// The call was never made.
+    fn fail(self: Box<Self>, e: StoreError);
+}
+
 /// Every persisted operation. Methods are blocking: callers run them off the async workers.
 /// Every tenant-owned query takes the tenant first; another tenant's row is no row.
 pub trait Store: Send + Sync + 'static {
     fn ping(&self) -> Result<(), StoreError>;
+
+    /// Run a call made only of this store's writes on the store's own write thread, if it
+    /// has one (SQLite's group-commit writer): its writes join the next batch and nobody
+    /// blocks a thread waiting for the commit. A store without one gives the call back
+    /// (`Err`), and the caller makes it on the blocking pool. The call must not read
+    /// through the store's pool: on the write thread that could wait for a connection held
+    /// by a caller that waits for the writer.
+    fn submit(&self, call: Box<dyn WriteCall>) -> Result<(), Box<dyn WriteCall>> {
+        Err(call)
+    }
 
     // keyring
     fn keyring(&self) -> Result<Vec<WrappedKey>, StoreError>;

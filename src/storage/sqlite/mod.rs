@@ -394,6 +394,107 @@ mod tests {
         assert_eq!(n, 42);
     }
 
+    /// A test call: runs `f` against the store, reports through a channel.
+    struct TestCall<F> {
+        store: std::sync::Arc<SqliteStore>,
+        f: F,
+        tx: std::sync::mpsc::Sender<Result<i64, StoreError>>,
+    }
+
+    impl<F> WriteCall for TestCall<F>
+    where
+        F: FnOnce(&SqliteStore) -> Result<i64, StoreError> + Send + 'static,
+    {
+        fn run(self: Box<Self>) -> Box<dyn FnOnce(Result<(), StoreError>) + Send> {
+            let out = (self.f)(&self.store);
+            let tx = self.tx;
+            Box::new(move |committed| {
+                let _ = tx.send(committed.and(out));
+            })
+        }
+        fn fail(self: Box<Self>, e: StoreError) {
+            let _ = self.tx.send(Err(e));
+        }
+    }
+
+    fn count(store: &SqliteStore) -> i64 {
+        store
+            .conn()
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM kv", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_submitted_call_writes_in_the_writers_batch_and_hears_after_the_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(SqliteStore::open(&dir.path().join("s.db"), 2).unwrap());
+        store
+            .writer
+            .write(|c| Ok(c.execute_batch("CREATE TABLE kv (k INTEGER PRIMARY KEY)")?))
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Two writes of the store's own kind inside one call: on the writer's thread they
+        // run in its open batch (a wait for the writer there would never end). The second
+        // fails and is rolled back alone; the first stays.
+        let call = TestCall {
+            store: std::sync::Arc::clone(&store),
+            f: |s: &SqliteStore| {
+                assert_eq!(
+                    std::thread::current().name(),
+                    Some("otpmint-db-writer"),
+                    "the call runs on the writer's thread"
+                );
+                s.writer
+                    .write(|c| Ok(c.execute("INSERT INTO kv (k) VALUES (1)", [])?))?;
+                let dup = s.writer.write(|c| {
+                    c.execute("INSERT INTO kv (k) VALUES (2)", [])?;
+                    Ok(c.execute("INSERT INTO kv (k) VALUES (1)", [])?)
+                });
+                assert!(dup.is_err());
+                s.writer
+                    .write(|c| Ok(c.query_row("SELECT COUNT(*) FROM kv", [], |r| r.get(0))?))
+            },
+            tx,
+        };
+        assert!(store.submit(Box::new(call)).is_ok());
+        let seen = rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+        assert_eq!(seen, 1);
+        // Answered only once durable: a fresh connection sees exactly the first row.
+        assert_eq!(count(&store), 1);
+        let k: i64 = store
+            .conn()
+            .unwrap()
+            .query_row("SELECT k FROM kv", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(k, 1);
+    }
+
+    #[test]
+    fn a_panicking_call_fails_its_batch_and_nothing_of_it_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(SqliteStore::open(&dir.path().join("p.db"), 2).unwrap());
+        store
+            .writer
+            .write(|c| Ok(c.execute_batch("CREATE TABLE kv (k INTEGER PRIMARY KEY)")?))
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let call = TestCall {
+            store: std::sync::Arc::clone(&store),
+            f: |s: &SqliteStore| {
+                s.writer
+                    .write(|c| Ok(c.execute("INSERT INTO kv (k) VALUES (7)", [])?))?;
+                panic!("a bug after a write");
+            },
+            tx,
+        };
+        assert!(store.submit(Box::new(call)).is_ok());
+        // The call's channel is dropped unanswered with the batch; nothing was committed.
+        assert!(rx.recv_timeout(Duration::from_secs(10)).is_err());
+        assert_eq!(count(&store), 0);
+        store.write_probe().unwrap();
+    }
+
     #[test]
     fn a_stored_value_outside_its_type_is_reported_as_corrupt() {
         use crate::domain::tenant::{Origin, Sender, SmtpHost, TlsMode};

@@ -4,6 +4,11 @@
 use super::*;
 
 impl Store for SqliteStore {
+    fn submit(&self, call: Box<dyn WriteCall>) -> Result<(), Box<dyn WriteCall>> {
+        self.writer.submit(call);
+        Ok(())
+    }
+
     fn write_probe(&self) -> Result<(), StoreError> {
         self.writer.write(|_| Ok(()))
     }
