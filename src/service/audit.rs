@@ -32,6 +32,8 @@ pub struct Audit {
 }
 
 const BATCH: usize = 512;
+/// How long the first event of a batch waits for others.
+const GATHER: Duration = Duration::from_millis(20);
 
 impl Audit {
     /// Start the writer task on the current runtime.
@@ -88,33 +90,45 @@ async fn writer(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Msg>) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut waiters = Vec::new();
     while let Some(first) = rx.recv().await {
+        // Let a batch gather for a moment, then take what is queued: one wake-up of this
+        // task per batch, not one per event (each was a thread switch on a busy server).
+        if !matches!(first, Msg::Flush(_)) {
+            tokio::time::sleep(GATHER).await;
+        }
         let mut next = Some(first);
-        // Gather what is already queued, briefly waiting for more under load.
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(20);
-        while let Some(msg) = next.take() {
+        while let Some(msg) = next.take().or_else(|| rx.try_recv().ok()) {
             match msg {
-                Msg::Event(e) => batch.push(e),
-                Msg::Flush(w) => waiters.push(w),
-            }
-            if batch.len() >= BATCH || !waiters.is_empty() {
-                break;
-            }
-            next = tokio::time::timeout_at(deadline, rx.recv())
-                .await
-                .unwrap_or_default();
-        }
-        if !batch.is_empty() {
-            let events = std::mem::take(&mut batch);
-            let st = Arc::clone(&store);
-            match tokio::task::spawn_blocking(move || st.append_audit(&events)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "audit write failed"),
-                Err(e) => tracing::error!(error = %e, "audit writer task failed"),
+                Msg::Event(e) => {
+                    batch.push(e);
+                    if batch.len() >= BATCH {
+                        write(&store, &mut batch).await;
+                    }
+                }
+                // Everything queued before a flush is in `batch`: write it and answer.
+                Msg::Flush(w) => {
+                    waiters.push(w);
+                    break;
+                }
             }
         }
+        write(&store, &mut batch).await;
         for w in waiters.drain(..) {
             let _ = w.send(());
         }
+    }
+}
+
+/// Append what is in `batch` (one transaction) and empty it.
+async fn write(store: &Arc<dyn Store>, batch: &mut Vec<AuditEvent>) {
+    if batch.is_empty() {
+        return;
+    }
+    let events = std::mem::take(batch);
+    let st = Arc::clone(store);
+    match tokio::task::spawn_blocking(move || st.append_audit(&events)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "audit write failed"),
+        Err(e) => tracing::error!(error = %e, "audit writer task failed"),
     }
 }
 
