@@ -1,11 +1,11 @@
-//! otpmint binary: parse the CLI, load settings, start telemetry, dispatch.
+//! otpmint binary: parse the CLI, load settings, start telemetry, set the threads' CPU
+//! scheduling, dispatch.
 
 use clap::Parser;
-use otpmint::cli::{run, Cli};
+use otpmint::cli::{run, Cli, Command};
 use otpmint::config::Settings;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
@@ -14,8 +14,24 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    // Before any other thread exists: every thread of the server inherits the policy.
+    let scheduling = matches!(cli.command, None | Some(Command::Serve))
+        .then(|| otpmint::startup::scheduling::apply(settings.server.scheduling));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     otpmint::telemetry::init(&settings.log);
-    match run(cli, settings).await {
+    if let Some(Err(e)) = scheduling {
+        tracing::warn!(error = %e, "server.scheduling could not be applied; the threads keep the default policy");
+    }
+    match runtime.block_on(run(cli, settings)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", e.0);

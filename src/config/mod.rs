@@ -94,6 +94,19 @@ pub struct ServerSettings {
     pub shutdown_grace_seconds: u64,
     pub request_timeout_seconds: u64,
     pub max_connections_per_worker: usize,
+    pub scheduling: CpuScheduling,
+}
+
+/// How the server's threads are scheduled by Linux (`server.scheduling`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuScheduling {
+    /// `SCHED_BATCH`: a thread that wakes up does not preempt one that is running; it runs
+    /// at the next scheduler tick instead. Under a full CPU the work of many requests then
+    /// runs in one go rather than one thread switch per step of each request.
+    Batch,
+    /// `SCHED_OTHER`, the Linux default.
+    Normal,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

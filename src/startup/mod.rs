@@ -22,6 +22,7 @@ use crate::storage::sqlite::SqliteStore;
 use crate::storage::Store;
 
 mod reload;
+pub mod scheduling;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {

@@ -442,3 +442,59 @@ async fn sighup_applies_live_settings_and_names_those_needing_a_restart() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
 }
+
+/// The Linux scheduling policy (`SCHED_OTHER` 0, `SCHED_BATCH` 3) of every thread of a
+/// process, from /proc (the 41st field of each thread's stat).
+#[cfg(target_os = "linux")]
+fn thread_policies(pid: u32) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let path = task.unwrap().path();
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+            continue; // the thread ended meanwhile
+        };
+        // The name is in parentheses and may hold spaces: count fields after it.
+        let (head, rest) = stat.rsplit_once(')').unwrap();
+        let name = head.split_once('(').unwrap().1.to_string();
+        let policy = rest.split_whitespace().nth(38).unwrap().parse().unwrap();
+        out.push((name, policy));
+    }
+    out
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_server_thread_runs_under_the_configured_cpu_scheduling() {
+    for (setting, policy) in [(None, 3), (Some("normal"), 0), (Some("batch"), 3)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = otpmint(dir.path());
+        cmd.env("OTPMINT__SERVER__BIND", "127.0.0.1:0");
+        if let Some(s) = setting {
+            cmd.env("OTPMINT__SERVER__SCHEDULING", s);
+        }
+        let running = serve(cmd).unwrap();
+        // A request that writes, so the blocking pool and the database writer have run.
+        let r = reqwest::get(format!("http://127.0.0.1:{}/readyz", running.port))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let threads = thread_policies(running.child.id());
+        let names: Vec<&str> = threads.iter().map(|(n, _)| n.as_str()).collect();
+        for wanted in ["actix-server wo", "otpmint-hash-0", "otpmint-db-writ"] {
+            assert!(names.contains(&wanted), "{wanted} in {names:?}");
+        }
+        assert!(
+            threads.iter().all(|(_, p)| *p == policy),
+            "{setting:?}: {threads:?}"
+        );
+    }
+    // A value that is not a policy is refused before anything starts.
+    let dir = tempfile::tempdir().unwrap();
+    let out = otpmint(dir.path())
+        .args(["config", "check"])
+        .env("OTPMINT__SERVER__SCHEDULING", "realtime")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.scheduling"));
+}
