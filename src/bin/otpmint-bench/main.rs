@@ -305,6 +305,8 @@ async fn main() {
                     .fold((0, 0), |(c, h), (pc, ph)| (c + pc, h.max(ph)))
             };
             let (cpu_before, _) = stats();
+            // A mark for whoever attaches a profiler: the measured load starts now.
+            eprintln!("{scenario} c={conc}: load running for {duration:?}");
             let (mut lat, statuses, errors, secs) =
                 drive(&ports, conc, duration, 5_000_000, gen).await;
             let (cpu_after, hwm) = stats();
