@@ -20,6 +20,13 @@ pub fn apply(policy: CpuScheduling) -> std::io::Result<()> {
             CpuScheduling::Batch => libc::SCHED_BATCH,
             CpuScheduling::Normal => libc::SCHED_OTHER,
         };
+        // Already so (e.g. systemd's CPUSchedulingPolicy=batch): no call to make, which
+        // matters where a system-call filter denies sched_setscheduler.
+        // SAFETY: no arguments but pid 0, the calling thread.
+        let current = unsafe { libc::sched_getscheduler(0) };
+        if current >= 0 && current & !libc::SCHED_RESET_ON_FORK == p {
+            return Ok(());
+        }
         let param = libc::sched_param { sched_priority: 0 };
         // SAFETY: `param` is a valid sched_param that the call only reads; pid 0 names the
         // calling thread. Neither policy needs a privilege (both have priority 0).
