@@ -99,6 +99,15 @@ pub struct RunResult {
     pub statuses: BTreeMap<u16, u64>,
     pub transport_errors: u64,
     pub server_cpu_ms_per_request: f64,
+    /// Of that, the hashing threads'.
+    pub server_hashing_cpu_ms_per_request: f64,
+    /// CPU of this process (load generator and relay) per request.
+    pub bench_cpu_ms_per_request: f64,
+    /// Hashing threads' CPU over all CPU spent in the run (servers and this process): how
+    /// much of the work was argon2. Unlike the ratio to the floor it does not move with the
+    /// machine's speed; × floor can reach it only if argon2 runs in the server as fast as in
+    /// the floor and the cores are never idle.
+    pub hashing_share_of_cpu: f64,
     pub server_peak_rss_mib: f64,
     pub smtp_connections_opened: usize,
     /// The relay's per-message acceptance delay in this run.
@@ -304,12 +313,15 @@ async fn main() {
                     .map(|p| proc_stats(*p))
                     .fold((0, 0), |(c, h), (pc, ph)| (c + pc, h.max(ph)))
             };
-            let (cpu_before, _) = stats();
+            let hashing = || pids.iter().map(|p| hashing_cpu_ms(*p)).sum::<u64>();
+            let own = || process_cpu_ms(std::process::id());
+            let (cpu_before, hash_before, own_before) = (stats().0, hashing(), own());
             // A mark for whoever attaches a profiler: the measured load starts now.
             eprintln!("{scenario} c={conc}: load running for {duration:?}");
             let (mut lat, statuses, errors, secs) =
                 drive(&ports, conc, duration, 5_000_000, gen).await;
             let (cpu_after, hwm) = stats();
+            let (hash_ms, own_ms) = (hashing() - hash_before, own() - own_before);
             let drain_seconds = if async_mint {
                 let queued = statuses.get(&202).copied().unwrap_or(0) as usize;
                 let t = Instant::now();
@@ -331,6 +343,8 @@ async fn main() {
             let floor = (floor_before + floor_after) / 2.0;
             lat.sort_unstable();
             let n = lat.len() as u64;
+            let per_request = |ms: u64| if n > 0 { ms as f64 / n as f64 } else { 0.0 };
+            let all_ms = (cpu_after - cpu_before) + own_ms;
             let r = RunResult {
                 scenario: scenario.clone(),
                 concurrency: conc,
@@ -342,8 +356,11 @@ async fn main() {
                 p99_ms: pct(&lat, 0.99),
                 statuses,
                 transport_errors: errors,
-                server_cpu_ms_per_request: if n > 0 {
-                    (cpu_after - cpu_before) as f64 / n as f64
+                server_cpu_ms_per_request: per_request(cpu_after - cpu_before),
+                server_hashing_cpu_ms_per_request: per_request(hash_ms),
+                bench_cpu_ms_per_request: per_request(own_ms),
+                hashing_share_of_cpu: if all_ms > 0 {
+                    hash_ms as f64 / all_ms as f64
                 } else {
                     0.0
                 },
@@ -360,8 +377,8 @@ async fn main() {
                 },
             };
             eprintln!(
-                "{:<22} relay {:>3} ms c={:<3} {:>8.1} req/s  p50 {:>7.2} ms  p95 {:>7.2} ms  p99 {:>7.2} ms  cpu {:>5.2} ms/req  rss {:>6.1} MiB  smtp conns {:>3}  floor {:.0}..{:.0} x{:.2}  drain {:?}  {:?}",
-                r.scenario, r.relay_delay_ms, r.concurrency, r.rps, r.p50_ms, r.p95_ms, r.p99_ms, r.server_cpu_ms_per_request, r.server_peak_rss_mib, r.smtp_connections_opened, r.floor_before, r.floor_after, r.ratio_of_hashing_floor, r.drain_seconds, r.statuses
+                "{:<22} relay {:>3} ms c={:<3} {:>8.1} req/s  p50 {:>7.2} ms  p95 {:>7.2} ms  p99 {:>7.2} ms  cpu {:>5.2} ms/req (hashing {:.2}, bench {:.2}, hashing share {:.2})  rss {:>6.1} MiB  smtp conns {:>3}  floor {:.0}..{:.0} x{:.2}  drain {:?}  {:?}",
+                r.scenario, r.relay_delay_ms, r.concurrency, r.rps, r.p50_ms, r.p95_ms, r.p99_ms, r.server_cpu_ms_per_request, r.server_hashing_cpu_ms_per_request, r.bench_cpu_ms_per_request, r.hashing_share_of_cpu, r.server_peak_rss_mib, r.smtp_connections_opened, r.floor_before, r.floor_after, r.ratio_of_hashing_floor, r.drain_seconds, r.statuses
             );
             results.push(r);
         }
@@ -387,12 +404,12 @@ async fn main() {
 
 fn table(report: &Value) -> String {
     let mut out = format!(
-        "hashing floor at start: {:.0} hashes/s (each run's own floor is sampled before and after it)\n| scenario | relay ms | conc | req/s | p50 ms | p95 ms | p99 ms | statuses | cpu ms/req | peak RSS MiB | SMTP conns | floor before..after | × floor | drain s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "hashing floor at start: {:.0} hashes/s (each run's own floor is sampled before and after it)\n| scenario | relay ms | conc | req/s | p50 ms | p95 ms | p99 ms | statuses | cpu ms/req | hashing ms/req | bench ms/req | hashing share | peak RSS MiB | SMTP conns | floor before..after | × floor | drain s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         report["hashing_floor_per_s"].as_f64().unwrap_or(0.0)
     );
     for r in report["results"].as_array().unwrap() {
         out.push_str(&format!(
-            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.2} | {:.1} | {} | {:.0}..{:.0} | {:.2} | {} |\n",
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {:.0}..{:.0} | {:.2} | {} |\n",
             r["scenario"].as_str().unwrap(),
             r["relay_delay_ms"],
             r["concurrency"],
@@ -402,6 +419,9 @@ fn table(report: &Value) -> String {
             r["p99_ms"].as_f64().unwrap(),
             r["statuses"].to_string().replace('"', ""),
             r["server_cpu_ms_per_request"].as_f64().unwrap(),
+            r["server_hashing_cpu_ms_per_request"].as_f64().unwrap(),
+            r["bench_cpu_ms_per_request"].as_f64().unwrap(),
+            r["hashing_share_of_cpu"].as_f64().unwrap(),
             r["server_peak_rss_mib"].as_f64().unwrap(),
             r["smtp_connections_opened"],
             r["floor_before"].as_f64().unwrap(),

@@ -127,14 +127,39 @@ pub async fn start_server(bin: &Path, smtp: &SmtpServer, args: &Args, database: 
     }
 }
 
-/// (user+system CPU in ms, peak RSS in KiB) of a process, from /proc.
-pub fn proc_stats(pid: u32) -> (u64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+/// User+system CPU in ms of a process or thread from its `stat` file (0 if gone).
+fn stat_cpu_ms(path: &str) -> u64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     // fields after ')' start at field 3 (state); utime = 14, stime = 15 → indexes 11, 12
-    let cpu_ms = (ticks(11) + ticks(12)) * 1000 / 100;
+    (ticks(11) + ticks(12)) * 1000 / 100
+}
+
+/// CPU in ms of a process (all its threads, ended ones included).
+pub fn process_cpu_ms(pid: u32) -> u64 {
+    stat_cpu_ms(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU in ms of a server's hashing threads (`otpmint-hash-N`, which live as long as it).
+pub fn hashing_cpu_ms(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.starts_with("otpmint-hash"))
+        })
+        .map(|t| stat_cpu_ms(&t.path().join("stat").to_string_lossy()))
+        .sum()
+}
+
+/// (user+system CPU in ms, peak RSS in KiB) of a process, from /proc.
+pub fn proc_stats(pid: u32) -> (u64, u64) {
+    let cpu_ms = process_cpu_ms(pid);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let hwm = status
         .lines()
