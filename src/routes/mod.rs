@@ -134,6 +134,21 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
 pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
     let r =
         |path: &str| web::resource(path.to_string()).default_service(web::to(method_not_allowed));
+    // The router tries resources in this order, matching each `{…}` pattern with a regex:
+    // the hot paths (mint and verify, native and compat) come first. `/v1/otp/verify` must
+    // come before `/v1/otp/{key}`.
+    cfg.service(r("/v1/otp").route(web::post().to(codes::mint)))
+        .service(r("/v1/otp/verify").route(web::post().to(codes::verify)))
+        .service(
+            r("/v1/otp/{key}")
+                .route(web::get().to(codes::otp_status))
+                .route(web::delete().to(codes::otp_cancel)),
+        );
+    if compat {
+        cfg.service(r("/reg_secretkey").route(web::post().to(compat::reg_secretkey)))
+            .service(r("/otp").route(web::post().to(compat::otp)))
+            .service(r("/verify-otp").route(web::post().to(compat::verify_otp)));
+    }
     cfg.service(r("/healthz").route(web::get().to(ops::healthz)))
         .service(r("/readyz").route(web::get().to(ops::readyz)))
         .service(r("/metrics").route(web::get().to(ops::metrics)))
@@ -182,19 +197,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
             r("/v1/tenant/templates/{locale}")
                 .route(web::put().to(templates::put_own))
                 .route(web::delete().to(templates::delete_own)),
-        )
-        .service(r("/v1/otp").route(web::post().to(codes::mint)))
-        .service(r("/v1/otp/verify").route(web::post().to(codes::verify)))
-        .service(
-            r("/v1/otp/{key}")
-                .route(web::get().to(codes::otp_status))
-                .route(web::delete().to(codes::otp_cancel)),
         );
-    if compat {
-        cfg.service(r("/reg_secretkey").route(web::post().to(compat::reg_secretkey)))
-            .service(r("/otp").route(web::post().to(compat::otp)))
-            .service(r("/verify-otp").route(web::post().to(compat::verify_otp)));
-    }
 }
 
 /// On OtpMint's routes, a per-IP 429 reads as OtpMint's text, not problem+json.
