@@ -70,6 +70,11 @@ struct Args {
     /// drifts: a ratio needs the floor of its own minute)
     #[arg(long, default_value_t = 1.0)]
     floor_seconds: f64,
+    /// Split each run's load into this many equal slices with a floor sample between each
+    /// (and before the first and after the last): the ratio then divides by a floor taken
+    /// throughout the run, not only at its ends
+    #[arg(long, default_value_t = 1)]
+    slices: u32,
     /// A PostgreSQL server (postgres://…, a role that may create databases): the servers
     /// under test store in a fresh database on it instead of SQLite
     #[arg(long)]
@@ -112,10 +117,14 @@ pub struct RunResult {
     pub smtp_connections_opened: usize,
     /// The relay's per-message acceptance delay in this run.
     pub relay_delay_ms: u64,
-    /// Hashing floor sampled just before and just after this run (hashes/s).
+    /// Hashing floor sampled just before and just after this run (hashes/s), and the
+    /// lowest and highest of all samples (one more between each two load slices).
     pub floor_before: f64,
     pub floor_after: f64,
-    /// Throughput over the mean of the two floors.
+    pub floor_min: f64,
+    pub floor_max: f64,
+    pub floor_samples: usize,
+    /// Throughput over the mean of the floor samples.
     pub ratio_of_hashing_floor: f64,
     /// mint-async: seconds from the end of the load until the relay had every queued message.
     pub drain_seconds: Option<f64>,
@@ -310,7 +319,7 @@ async fn main() {
                 other => panic!("unknown scenario {other}"),
             };
             smtp.drain();
-            let floor_before = hashing_floor(&args, args.floor_seconds).await;
+            let mut floors = vec![hashing_floor(&args, args.floor_seconds).await];
             let conns_before = smtp.connections();
             let stats = || {
                 pids.iter()
@@ -319,13 +328,41 @@ async fn main() {
             };
             let hashing = || pids.iter().map(|p| hashing_cpu_ms(*p)).sum::<u64>();
             let own = || process_cpu_ms(std::process::id());
-            let (cpu_before, hash_before, own_before) = (stats().0, hashing(), own());
+            let slices = args.slices.max(1);
+            let slice = duration / slices;
             // A mark for whoever attaches a profiler: the measured load starts now.
-            eprintln!("{scenario} c={conc}: load running for {duration:?}");
-            let (mut lat, statuses, errors, secs) =
-                drive(&ports, conc, duration, 5_000_000, gen).await;
-            let (cpu_after, hwm) = stats();
-            let (hash_ms, own_ms) = (hashing() - hash_before, own() - own_before);
+            eprintln!("{scenario} c={conc}: load running for {duration:?} in {slices} slice(s)");
+            let (mut lat, mut statuses, mut errors, mut secs) =
+                (Vec::new(), BTreeMap::<u16, u64>::new(), 0u64, 0.0);
+            let (mut cpu_ms, mut hash_ms, mut own_ms, mut hwm) = (0u64, 0u64, 0u64, 0u64);
+            // Requests generated so far: each slice goes on where the last stopped, so a
+            // code meant to be used once is not used again.
+            let mut used = 0u64;
+            for k in 0..slices {
+                if k > 0 {
+                    floors.push(hashing_floor(&args, args.floor_seconds).await);
+                }
+                let (c0, h0, o0) = (stats().0, hashing(), own());
+                let base = used;
+                let g = Arc::clone(&gen);
+                let sliced: Gen = Arc::new(move |i| g(base + i));
+                let (l, st, e, t) = drive(&ports, conc, slice, 5_000_000, sliced).await;
+                let (c1, peak) = stats();
+                cpu_ms += c1 - c0;
+                hash_ms += hashing() - h0;
+                own_ms += own() - o0;
+                hwm = hwm.max(peak);
+                used += l.len() as u64 + e;
+                lat.extend(l);
+                for (code, n) in st {
+                    *statuses.entry(code).or_default() += n;
+                }
+                errors += e;
+                secs += t;
+                if t < slice.as_secs_f64() * 0.9 {
+                    break; // the generator ran out (e.g. every pre-minted code was used)
+                }
+            }
             let drain_seconds = if async_mint {
                 let queued = statuses.get(&202).copied().unwrap_or(0) as usize;
                 let t = Instant::now();
@@ -343,13 +380,16 @@ async fn main() {
                 None
             };
             smtp.drain();
-            let floor_after = hashing_floor(&args, args.floor_seconds).await;
-            let floor = (floor_before + floor_after) / 2.0;
-            fastest_floor = fastest_floor.max(floor_before).max(floor_after);
+            floors.push(hashing_floor(&args, args.floor_seconds).await);
+            let floor = floors.iter().sum::<f64>() / floors.len() as f64;
+            let (floor_min, floor_max) = floors
+                .iter()
+                .fold((f64::MAX, 0.0f64), |(lo, hi), f| (lo.min(*f), hi.max(*f)));
+            fastest_floor = fastest_floor.max(floor_max);
             lat.sort_unstable();
             let n = lat.len() as u64;
             let per_request = |ms: u64| if n > 0 { ms as f64 / n as f64 } else { 0.0 };
-            let all_ms = (cpu_after - cpu_before) + own_ms;
+            let all_ms = cpu_ms + own_ms;
             let r = RunResult {
                 scenario: scenario.clone(),
                 concurrency: conc,
@@ -361,7 +401,7 @@ async fn main() {
                 p99_ms: pct(&lat, 0.99),
                 statuses,
                 transport_errors: errors,
-                server_cpu_ms_per_request: per_request(cpu_after - cpu_before),
+                server_cpu_ms_per_request: per_request(cpu_ms),
                 server_hashing_cpu_ms_per_request: per_request(hash_ms),
                 bench_cpu_ms_per_request: per_request(own_ms),
                 hashing_share_of_cpu: if all_ms > 0 {
@@ -372,8 +412,11 @@ async fn main() {
                 server_peak_rss_mib: hwm as f64 / 1024.0,
                 smtp_connections_opened: smtp.connections() - conns_before,
                 relay_delay_ms: delay,
-                floor_before,
-                floor_after,
+                floor_before: floors[0],
+                floor_after: floors[floors.len() - 1],
+                floor_min,
+                floor_max,
+                floor_samples: floors.len(),
                 drain_seconds,
                 ratio_of_hashing_floor: if floor > 0.0 {
                     n as f64 / secs / floor
@@ -382,8 +425,8 @@ async fn main() {
                 },
             };
             eprintln!(
-                "{:<22} relay {:>3} ms c={:<3} {:>8.1} req/s  p50 {:>7.2} ms  p95 {:>7.2} ms  p99 {:>7.2} ms  cpu {:>5.2} ms/req (hashing {:.2}, bench {:.2}, hashing share {:.2})  rss {:>6.1} MiB  smtp conns {:>3}  floor {:.0}..{:.0} x{:.2}  drain {:?}  {:?}",
-                r.scenario, r.relay_delay_ms, r.concurrency, r.rps, r.p50_ms, r.p95_ms, r.p99_ms, r.server_cpu_ms_per_request, r.server_hashing_cpu_ms_per_request, r.bench_cpu_ms_per_request, r.hashing_share_of_cpu, r.server_peak_rss_mib, r.smtp_connections_opened, r.floor_before, r.floor_after, r.ratio_of_hashing_floor, r.drain_seconds, r.statuses
+                "{:<22} relay {:>3} ms c={:<3} {:>8.1} req/s  p50 {:>7.2} ms  p95 {:>7.2} ms  p99 {:>7.2} ms  cpu {:>5.2} ms/req (hashing {:.2}, bench {:.2}, hashing share {:.2})  rss {:>6.1} MiB  smtp conns {:>3}  floor {:.0}..{:.0} ({} samples) x{:.2}  drain {:?}  {:?}",
+                r.scenario, r.relay_delay_ms, r.concurrency, r.rps, r.p50_ms, r.p95_ms, r.p99_ms, r.server_cpu_ms_per_request, r.server_hashing_cpu_ms_per_request, r.bench_cpu_ms_per_request, r.hashing_share_of_cpu, r.server_peak_rss_mib, r.smtp_connections_opened, r.floor_min, r.floor_max, r.floor_samples, r.ratio_of_hashing_floor, r.drain_seconds, r.statuses
             );
             results.push(r);
         }
@@ -409,7 +452,7 @@ async fn main() {
 
 fn table(report: &Value) -> String {
     let mut out = format!(
-        "hashing floor at start: {:.0} hashes/s (each run's own floor is sampled before and after it)\n| scenario | relay ms | conc | req/s | p50 ms | p95 ms | p99 ms | statuses | cpu ms/req | hashing ms/req | bench ms/req | hashing share | peak RSS MiB | SMTP conns | floor before..after | × floor | drain s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "hashing floor at start: {:.0} hashes/s (each run's own floor is sampled before and after it, and between its load slices)\n| scenario | relay ms | conc | req/s | p50 ms | p95 ms | p99 ms | statuses | cpu ms/req | hashing ms/req | bench ms/req | hashing share | peak RSS MiB | SMTP conns | floor min..max | × floor | drain s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         report["hashing_floor_per_s"].as_f64().unwrap_or(0.0)
     );
     for r in report["results"].as_array().unwrap() {
@@ -429,8 +472,8 @@ fn table(report: &Value) -> String {
             r["hashing_share_of_cpu"].as_f64().unwrap(),
             r["server_peak_rss_mib"].as_f64().unwrap(),
             r["smtp_connections_opened"],
-            r["floor_before"].as_f64().unwrap(),
-            r["floor_after"].as_f64().unwrap(),
+            r["floor_min"].as_f64().unwrap(),
+            r["floor_max"].as_f64().unwrap(),
             r["ratio_of_hashing_floor"].as_f64().unwrap(),
             r["drain_seconds"]
                 .as_f64()
