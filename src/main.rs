@@ -29,7 +29,7 @@ fn main() -> std::process::ExitCode {
     };
     otpmint::telemetry::init(&settings.log);
     if let Some(Err(e)) = scheduling {
-        tracing::warn!(error = %e, "server.scheduling could not be applied; the threads keep the default policy");
+        tracing::warn!(error = %e, "server.scheduling could not be applied; the threads keep the policy they started with");
     }
     match runtime.block_on(run(cli, settings)) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -135,69 +135,65 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
     let r =
         |path: &str| web::resource(path.to_string()).default_service(web::to(method_not_allowed));
     // The router tries resources in this order, matching each `{…}` pattern with a regex:
-    // the hot paths (mint and verify, native and compat) come first. `/v1/otp/verify` must
-    // come before `/v1/otp/{key}`.
+    // the hot paths (mint and verify, native and compat) come first, before any pattern.
+    // `/v1/otp/verify` must come before `/v1/otp/{key}`.
     cfg.service(r("/v1/otp").route(web::post().to(codes::mint)))
-        .service(r("/v1/otp/verify").route(web::post().to(codes::verify)))
-        .service(
-            r("/v1/otp/{key}")
-                .route(web::get().to(codes::otp_status))
-                .route(web::delete().to(codes::otp_cancel)),
-        );
+        .service(r("/v1/otp/verify").route(web::post().to(codes::verify)));
     if compat {
-        cfg.service(r("/reg_secretkey").route(web::post().to(compat::reg_secretkey)))
-            .service(r("/otp").route(web::post().to(compat::otp)))
-            .service(r("/verify-otp").route(web::post().to(compat::verify_otp)));
+        cfg.service(r("/otp").route(web::post().to(compat::otp)))
+            .service(r("/verify-otp").route(web::post().to(compat::verify_otp)))
+            .service(r("/reg_secretkey").route(web::post().to(compat::reg_secretkey)));
     }
-    cfg.service(r("/healthz").route(web::get().to(ops::healthz)))
-        .service(r("/readyz").route(web::get().to(ops::readyz)))
-        .service(r("/metrics").route(web::get().to(ops::metrics)))
-        .service(r("/openapi.json").route(web::get().to(ops::openapi)))
-        .service(
-            r("/v1/tenants")
-                .route(web::post().to(v1::create_tenant))
-                .route(web::get().to(v1::list_tenants)),
-        )
-        .service(
-            r("/v1/tenants/{id}")
-                .route(web::get().to(v1::get_tenant))
-                .route(web::patch().to(v1::patch_tenant))
-                .route(web::delete().to(v1::delete_tenant)),
-        )
-        .service(r("/v1/tenants/{id}/rotate-secret").route(web::post().to(v1::rotate_secret)))
-        .service(r("/v1/tenants/{id}/templates").route(web::get().to(templates::list_for)))
-        .service(
-            r("/v1/tenants/{id}/templates/preview").route(web::post().to(templates::preview_for)),
-        )
-        .service(
-            r("/v1/tenants/{id}/templates/{locale}")
-                .route(web::put().to(templates::put_for))
-                .route(web::delete().to(templates::delete_for)),
-        )
-        .service(
-            r("/v1/tenant")
-                .route(web::get().to(v1::get_self))
-                .route(web::patch().to(v1::patch_self)),
-        )
-        .service(r("/v1/tenant/audit").route(web::get().to(codes::audit)))
-        .service(
-            r("/v1/tenant/webhook")
-                .route(web::put().to(webhooks::put))
-                .route(web::get().to(webhooks::get))
-                .route(web::delete().to(webhooks::delete)),
-        )
-        .service(
-            r("/v1/tenant/webhook/rotate-secret").route(web::post().to(webhooks::rotate_secret)),
-        )
-        .service(r("/v1/tenant/webhook/test").route(web::post().to(webhooks::test)))
-        .service(r("/v1/tenant/webhook/deliveries").route(web::get().to(webhooks::deliveries)))
-        .service(r("/v1/tenant/templates").route(web::get().to(templates::list_own)))
-        .service(r("/v1/tenant/templates/preview").route(web::post().to(templates::preview_own)))
-        .service(
-            r("/v1/tenant/templates/{locale}")
-                .route(web::put().to(templates::put_own))
-                .route(web::delete().to(templates::delete_own)),
-        );
+    cfg.service(
+        r("/v1/otp/{key}")
+            .route(web::get().to(codes::otp_status))
+            .route(web::delete().to(codes::otp_cancel)),
+    )
+    .service(r("/healthz").route(web::get().to(ops::healthz)))
+    .service(r("/readyz").route(web::get().to(ops::readyz)))
+    .service(r("/metrics").route(web::get().to(ops::metrics)))
+    .service(r("/openapi.json").route(web::get().to(ops::openapi)))
+    .service(
+        r("/v1/tenants")
+            .route(web::post().to(v1::create_tenant))
+            .route(web::get().to(v1::list_tenants)),
+    )
+    .service(
+        r("/v1/tenants/{id}")
+            .route(web::get().to(v1::get_tenant))
+            .route(web::patch().to(v1::patch_tenant))
+            .route(web::delete().to(v1::delete_tenant)),
+    )
+    .service(r("/v1/tenants/{id}/rotate-secret").route(web::post().to(v1::rotate_secret)))
+    .service(r("/v1/tenants/{id}/templates").route(web::get().to(templates::list_for)))
+    .service(r("/v1/tenants/{id}/templates/preview").route(web::post().to(templates::preview_for)))
+    .service(
+        r("/v1/tenants/{id}/templates/{locale}")
+            .route(web::put().to(templates::put_for))
+            .route(web::delete().to(templates::delete_for)),
+    )
+    .service(
+        r("/v1/tenant")
+            .route(web::get().to(v1::get_self))
+            .route(web::patch().to(v1::patch_self)),
+    )
+    .service(r("/v1/tenant/audit").route(web::get().to(codes::audit)))
+    .service(
+        r("/v1/tenant/webhook")
+            .route(web::put().to(webhooks::put))
+            .route(web::get().to(webhooks::get))
+            .route(web::delete().to(webhooks::delete)),
+    )
+    .service(r("/v1/tenant/webhook/rotate-secret").route(web::post().to(webhooks::rotate_secret)))
+    .service(r("/v1/tenant/webhook/test").route(web::post().to(webhooks::test)))
+    .service(r("/v1/tenant/webhook/deliveries").route(web::get().to(webhooks::deliveries)))
+    .service(r("/v1/tenant/templates").route(web::get().to(templates::list_own)))
+    .service(r("/v1/tenant/templates/preview").route(web::post().to(templates::preview_own)))
+    .service(
+        r("/v1/tenant/templates/{locale}")
+            .route(web::put().to(templates::put_own))
+            .route(web::delete().to(templates::delete_own)),
+    );
 }
 
 /// On OtpMint's routes, a per-IP 429 reads as OtpMint's text, not problem+json.

@@ -25,7 +25,7 @@ pub fn apply(policy: CpuScheduling) -> std::io::Result<()> {
         // matters where a system-call filter denies sched_setscheduler.
         // SAFETY: no arguments but pid 0, the calling thread.
         let current = unsafe { libc::sched_getscheduler(0) };
-        if current >= 0 && current & !libc::SCHED_RESET_ON_FORK == p {
+        if current >= 0 && (current & !libc::SCHED_RESET_ON_FORK) == p {
             return Ok(());
         }
         let param = libc::sched_param { sched_priority: 0 };

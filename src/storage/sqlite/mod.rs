@@ -471,6 +471,51 @@ mod tests {
     }
 
     #[test]
+    fn a_call_finding_the_writers_queue_full_is_refused_at_once_and_the_rest_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(SqliteStore::open(&dir.path().join("q.db"), 2).unwrap());
+        // Hold the writer inside a write until released.
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let store = std::sync::Arc::clone(&store);
+            std::thread::spawn(move || {
+                store.writer.write(move |_| {
+                    started_tx.send(()).unwrap();
+                    release_rx.recv().unwrap();
+                    Ok(())
+                })
+            })
+        };
+        started_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let call = |tx: &std::sync::mpsc::Sender<Result<i64, StoreError>>| {
+            Box::new(TestCall {
+                store: std::sync::Arc::clone(&store),
+                f: |_: &SqliteStore| Ok(1),
+                tx: tx.clone(),
+            })
+        };
+        for _ in 0..writer::QUEUE_MAX {
+            assert!(store.submit(call(&tx)).is_ok());
+        }
+        // One more than the queue holds: refused as unavailable, without waiting.
+        let (over_tx, over_rx) = std::sync::mpsc::channel();
+        assert!(store.submit(call(&over_tx)).is_ok());
+        let refused = over_rx.recv_timeout(Duration::from_secs(1)).unwrap();
+        assert!(
+            matches!(&refused, Err(StoreError::Unavailable(m)) if m.contains("busy")),
+            "{refused:?}"
+        );
+        // Released, the writer answers every queued call.
+        release_tx.send(()).unwrap();
+        holder.join().unwrap().unwrap();
+        for _ in 0..writer::QUEUE_MAX {
+            assert_eq!(rx.recv_timeout(Duration::from_secs(30)).unwrap().unwrap(), 1);
+        }
+    }
+
+    #[test]
     fn a_panicking_call_fails_its_batch_and_nothing_of_it_commits() {
         let dir = tempfile::tempdir().unwrap();
         let store = std::sync::Arc::new(SqliteStore::open(&dir.path().join("p.db"), 2).unwrap());

@@ -84,9 +84,12 @@ impl BatchError {
         }
     }
     fn aborted() -> BatchError {
+        BatchError::unavailable("the batch transaction was aborted")
+    }
+    fn unavailable(message: &str) -> BatchError {
         BatchError {
             unavailable: true,
-            message: "the batch transaction was aborted".into(),
+            message: message.into(),
         }
     }
     fn into_store(self) -> StoreError {
@@ -143,7 +146,7 @@ pub(super) struct Writer {
 const BATCH_MAX: usize = 256;
 /// Writes allowed to wait for the writer; beyond this a write is refused as unavailable
 /// (503) instead of queueing without bound.
-const QUEUE_MAX: usize = 8192;
+pub(super) const QUEUE_MAX: usize = 8192;
 
 impl Writer {
     pub(super) fn start(path: &Path) -> Result<Writer, StoreError> {
@@ -251,20 +254,12 @@ impl Writer {
 
     fn try_enqueue(&self, job: Job) -> Result<(), (BatchError, Job)> {
         self.tx.try_send(job).map_err(|e| match e {
-            std::sync::mpsc::TrySendError::Full(j) => (
-                BatchError {
-                    unavailable: true,
-                    message: "the database writer is busy".into(),
-                },
-                j,
-            ),
-            std::sync::mpsc::TrySendError::Disconnected(j) => (
-                BatchError {
-                    unavailable: true,
-                    message: "the database writer stopped".into(),
-                },
-                j,
-            ),
+            std::sync::mpsc::TrySendError::Full(j) => {
+                (BatchError::unavailable("the database writer is busy"), j)
+            }
+            std::sync::mpsc::TrySendError::Disconnected(j) => {
+                (BatchError::unavailable("the database writer stopped"), j)
+            }
         })
     }
 }
