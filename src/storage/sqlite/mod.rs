@@ -511,7 +511,10 @@ mod tests {
         release_tx.send(()).unwrap();
         holder.join().unwrap().unwrap();
         for _ in 0..writer::QUEUE_MAX {
-            assert_eq!(rx.recv_timeout(Duration::from_secs(30)).unwrap().unwrap(), 1);
+            assert_eq!(
+                rx.recv_timeout(Duration::from_secs(30)).unwrap().unwrap(),
+                1
+            );
         }
     }
 
