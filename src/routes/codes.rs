@@ -2,12 +2,12 @@
 //! tenant's audit. Each handler carries its OpenAPI description.
 
 use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::auth::{json_body, json_bytes, parse_json, TenantAuth};
+use super::auth::{bearer, json_body, json_bytes, parse_json, TenantAuth};
 use super::dto::*;
 use super::error::ApiError;
 use super::v1::{json, no_store, parse_delivery, parse_locale};
@@ -19,6 +19,7 @@ use crate::domain::keys::Flavor;
 use crate::domain::purpose::Purpose;
 use crate::service::idempotency::{fingerprint, kept, valid_key, IdemStart};
 use crate::service::otp::{MintRequest, Minted};
+use crate::service::verify::Caller;
 use crate::service::ServiceError;
 
 type ApiResult = Result<HttpResponse, ApiError>;
@@ -207,25 +208,34 @@ fn mint_out(m: &Minted) -> (actix_web::http::StatusCode, MintOut) {
         (status = 503, description = "overloaded", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
-pub async fn verify(
-    t: TenantAuth,
-    req: HttpRequest,
-    st: web::Data<AppState>,
-    payload: web::Payload,
-) -> ApiResult {
-    let b: VerifyBody = json_body(&req, payload).await?;
+pub async fn verify(req: HttpRequest, st: web::Data<AppState>, payload: web::Payload) -> ApiResult {
+    // The secret key is checked in the store call that reserves the attempt (one trip to
+    // the store instead of two); a request refused before that call is authenticated first,
+    // so an unauthenticated request is a 401 whatever its body.
+    let secret = bearer(&req).unwrap_or_default();
+    let b: VerifyBody = match json_body(&req, payload).await {
+        Ok(b) => b,
+        Err(e) => {
+            let tenant = st.services.authenticate(&secret).await?;
+            req.extensions_mut().insert(tenant.id);
+            return Err(e);
+        }
+    };
     let ctx = super::request_context(&req, &st);
-    let v = st
+    let (tenant, result) = st
         .services
         .verify(
-            &t.0.id,
-            Some(&t.0.webhook_events),
+            Caller::Secret(&secret),
             &b.shareable_key,
             &b.otp,
             Flavor::Native,
             &ctx,
         )
-        .await?;
+        .await;
+    if let Some(id) = tenant {
+        req.extensions_mut().insert(id);
+    }
+    let v = result?;
     Ok(json(
         HttpResponse::Ok(),
         &VerifyOut {

@@ -19,6 +19,7 @@ use crate::domain::purpose::Purpose;
 use crate::domain::tenant::{Origin, TlsMode};
 use crate::service::otp::MintRequest;
 use crate::service::tenants::{NewTenant, SmtpInput};
+use crate::service::verify::Caller;
 use crate::service::ServiceError;
 
 type CompatResult = Result<HttpResponse, CompatError>;
@@ -182,10 +183,15 @@ pub async fn verify_otp(
         .await
         .map_err(|e| CompatError::from_service(e, false))?;
     let ctx = super::request_context(&req, &st);
+    let caller = Caller::Tenant {
+        id: &tenant,
+        subscribed: None,
+    };
     match st
         .services
-        .verify(&tenant, None, &key, &code, Flavor::Compat, &ctx)
+        .verify(caller, &key, &code, Flavor::Compat, &ctx)
         .await
+        .1
     {
         Ok(_) => Ok(text(StatusCode::CREATED, "OTP Matched!".into())),
         // A code that is not six digits is a mismatch to OtpMint's clients (no attempt used)

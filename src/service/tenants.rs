@@ -110,7 +110,7 @@ fn check_max_connections(v: Option<u32>, limit: u32, errs: &mut Vec<FieldError>)
 }
 
 impl Services {
-    fn secret_digest(&self, key: &str) -> Vec<u8> {
+    pub(super) fn secret_digest(&self, key: &str) -> Vec<u8> {
         lookup_digest(self.keyring.get().pepper(), SECRET_LABEL, key)
     }
 

@@ -18,24 +18,48 @@ pub struct Verified {
     pub verified_at: Millis,
 }
 
+/// Who a verify is for.
+pub enum Caller<'a> {
+    /// A tenant already known, with its webhook subscriptions when the caller read its row
+    /// (else they are read if an event is raised).
+    Tenant {
+        id: &'a TenantId,
+        subscribed: Option<&'a str>,
+    },
+    /// The bearer secret the request presented. It is checked in the same store call that
+    /// reserves the attempt: one trip to the store, not two. A request that ends before
+    /// that call is authenticated on its own first, so a wrong secret is `Unauthorized`
+    /// whatever else is wrong.
+    Secret(&'a str),
+}
+
+/// The tenant a verify turned out to be for, and its webhook subscriptions if known.
+type Resolved = Option<(TenantId, Option<String>)>;
+
 impl Services {
     /// Check a code. Malformed input uses no attempt; the attempt is reserved in the store
     /// before the comparison, so concurrency cannot exceed `max_attempts` evaluations.
-    /// `subscribed`: the tenant's webhook event types when the caller has its row (else they
-    /// are read if an event is raised).
+    /// Also returns the tenant, once known (`None`: the secret was wrong).
     pub async fn verify(
         &self,
-        tenant: &TenantId,
-        subscribed: Option<&str>,
+        caller: Caller<'_>,
         key: &str,
         code: &str,
         flavor: Flavor,
         ctx: &RequestContext,
-    ) -> Result<Verified, ServiceError> {
+    ) -> (Option<TenantId>, Result<Verified, ServiceError>) {
         let mut recipient = String::new();
+        let mut resolved: Resolved = match caller {
+            Caller::Tenant { id, subscribed } => Some((id.clone(), subscribed.map(str::to_string))),
+            Caller::Secret(_) => None,
+        };
         let result = self
-            .verify_inner(tenant, subscribed, key, code, flavor, &mut recipient)
+            .verify_inner(&caller, &mut resolved, key, code, flavor, &mut recipient)
             .await;
+        let Some((tenant, _)) = resolved else {
+            // Not authenticated: no verify happened.
+            return (None, result);
+        };
         let outcome = match &result {
             Ok(_) => "verified",
             Err(ServiceError::Mismatch { .. }) => "mismatch",
@@ -57,35 +81,84 @@ impl Services {
         }
         if outcome != "not_found" && outcome != "invalid" {
             self.audit
-                .record(tenant, self.now(), "verify", &recipient, outcome, ctx);
+                .record(&tenant, self.now(), "verify", &recipient, outcome, ctx);
         }
-        result
+        (Some(tenant), result)
+    }
+
+    /// Authenticate a [`Caller::Secret`] on its own (for a request that ends before the
+    /// store call that would have checked it), then answer `e`.
+    async fn refuse(
+        &self,
+        caller: &Caller<'_>,
+        resolved: &mut Resolved,
+        e: ServiceError,
+    ) -> ServiceError {
+        if let (Caller::Secret(secret), None) = (caller, &resolved) {
+            match self.authenticate(secret).await {
+                Ok(t) => *resolved = Some((t.id, Some(t.webhook_events))),
+                Err(auth) => return auth,
+            }
+        }
+        e
     }
 
     async fn verify_inner(
         &self,
-        tenant: &TenantId,
-        subscribed: Option<&str>,
+        caller: &Caller<'_>,
+        resolved: &mut Resolved,
         key: &str,
         code: &str,
         flavor: Flavor,
         recipient_seen: &mut String,
     ) -> Result<Verified, ServiceError> {
-        let key = ShareableKey::parse(key, flavor).ok_or(ServiceError::OtpNotFound)?;
-        let guess =
-            OtpCode::parse_guess(code).map_err(|e| ServiceError::field("otp", e.to_string()))?;
+        let Some(key) = ShareableKey::parse(key, flavor) else {
+            return Err(self
+                .refuse(caller, resolved, ServiceError::OtpNotFound)
+                .await);
+        };
+        let guess = match OtpCode::parse_guess(code) {
+            Ok(g) => g,
+            Err(e) => {
+                let e = ServiceError::field("otp", e.to_string());
+                return Err(self.refuse(caller, resolved, e).await);
+            }
+        };
         let code = guess.expose();
         let digest = self.key_digest(key.expose());
         let quota = self.quota();
         let now = self.now();
-        let tid = tenant.clone();
         let d = digest.clone();
         let len = code.len() as u32;
         // Admission to the hashing pool first: overload is refused before any state changes.
-        let slot = self.hasher.slot()?;
+        let slot = match self.hasher.slot() {
+            Ok(s) => s,
+            Err(e) => return Err(self.refuse(caller, resolved, e.into()).await),
+        };
+        let known = resolved.as_ref().map(|(id, _)| id.clone());
+        let secret = match caller {
+            Caller::Secret(s) if known.is_none() => Some(self.secret_digest(s)),
+            _ => None,
+        };
         let reserved = self
-            .write(move |s| s.reserve_attempt(&tid, &d, flavor, len, &quota, now))
+            .write(move |s| {
+                let (tid, subscribed) = match (known, secret) {
+                    (Some(id), _) => (id, None),
+                    (None, Some(secret)) => match s.tenant_by_secret(&secret, now)? {
+                        Some(t) => (t.id, Some(t.webhook_events)),
+                        None => return Ok(None),
+                    },
+                    (None, None) => return Ok(None),
+                };
+                let r = s.reserve_attempt(&tid, &d, flavor, len, &quota, now)?;
+                Ok(Some((tid, subscribed, r)))
+            })
             .await?;
+        let Some((tid, subscribed, reserved)) = reserved else {
+            return Err(ServiceError::Unauthorized);
+        };
+        let (tenant, subscribed) = &*resolved.get_or_insert((tid, subscribed));
+        let subscribed = subscribed.as_deref();
         let Some(res) = reserved else {
             // No hashing will happen: give the admission back before the explanatory reads.
             drop(slot);

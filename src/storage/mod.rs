@@ -168,12 +168,12 @@ pub trait WriteCall: Send {
 pub trait Store: Send + Sync + 'static {
     fn ping(&self) -> Result<(), StoreError>;
 
-    /// Run a call made only of this store's writes on the store's own write thread, if it
-    /// has one (SQLite's group-commit writer): its writes join the next batch and nobody
-    /// blocks a thread waiting for the commit. A store without one gives the call back
-    /// (`Err`), and the caller makes it on the blocking pool. The call must not read
-    /// through the store's pool: on the write thread that could wait for a connection held
-    /// by a caller that waits for the writer.
+    /// Run a call made of this store's writes (and the few indexed reads they need) on the
+    /// store's own write thread, if it has one (SQLite's group-commit writer): its writes
+    /// join the next batch and nobody blocks a thread waiting for the commit. Its reads run
+    /// on the batch's connection and see the batch. A store without one gives the call back
+    /// (`Err`), and the caller makes it on the blocking pool. Reads there are serial with
+    /// every write: keep them to single-row lookups.
     fn submit(&self, call: Box<dyn WriteCall>) -> Result<(), Box<dyn WriteCall>> {
         Err(call)
     }

@@ -389,6 +389,76 @@ async fn requests_without_a_valid_secret_key_are_401_with_one_body() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
 
+/// Verify checks the secret key in the store call that reserves the attempt; a wrong key is
+/// still a 401 whatever else is wrong with the request, uses no attempt and reaches no audit.
+#[tokio::test]
+async fn verify_with_a_wrong_secret_key_is_401_whatever_the_body_and_uses_no_attempt() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant_with(json!({"max_attempts": 2})).await;
+    let (other_id, other_sk) = app.tenant().await;
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    app.patch(
+        &format!("/v1/tenants/{other_id}"),
+        ADMIN,
+        json!({"enabled": false}),
+    )
+    .await;
+    let bodies = [
+        json!({"shareable_key": key, "otp": code}),
+        json!({"shareable_key": key, "otp": wrong(&code)}),
+        json!({"shareable_key": key, "otp": "12ab"}),
+        json!({"shareable_key": "otp_nope", "otp": code}),
+        json!({"shareable_key": key}),
+        json!([1, 2]),
+    ];
+    for bearer in ["", "sk_unknownunknownunknownunknown12", other_sk.as_str()] {
+        for body in &bodies {
+            let r = app.post("/v1/otp/verify", bearer, body.clone()).await;
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{bearer:?} {body}");
+            assert_eq!(r.headers()["www-authenticate"], "Bearer");
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["code"], "unauthorized", "{v}");
+        }
+        let r = app
+            .client
+            .post(format!("{}/v1/otp/verify", app.addr))
+            .bearer_auth(bearer)
+            .header("content-type", "text/plain")
+            .body("not json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{bearer:?} text body");
+    }
+    // The owner's key still has both attempts, and the audit saw no verify.
+    let v: Value = app
+        .get(&format!("/v1/otp/{key}"), &sk)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["attempts_remaining"], 2, "{v}");
+    let audit = |v: Value| -> Vec<String> {
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| format!("{} {}", e["event"], e["outcome"]))
+            .collect()
+    };
+    let v: Value = app.get("/v1/tenant/audit", &sk).await.json().await.unwrap();
+    assert_eq!(audit(v), ["\"mint\" \"sent\""]);
+    // The right key with a bad body gets the body's error, then the code verifies.
+    let r = app
+        .post("/v1/otp/verify", &sk, json!({"shareable_key": key}))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let (s, v) = app.verify(&sk, &key, &code).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let v: Value = app.get("/v1/tenant/audit", &sk).await.json().await.unwrap();
+    assert_eq!(audit(v), ["\"verify\" \"verified\"", "\"mint\" \"sent\""]);
+}
+
 #[tokio::test]
 async fn concurrent_mints_for_one_recipient_and_purpose_leave_exactly_one_pending_code() {
     let app = spawn_app().await;

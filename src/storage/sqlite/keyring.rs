@@ -29,7 +29,7 @@ impl SqliteStore {
         now: Millis,
     ) -> Result<Vec<WrappedKey>, StoreError> {
         {
-            let mut conn = self.conn()?;
+            let mut conn = self.pooled()?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let existing: i64 =
                 tx.query_row_cached("SELECT COUNT(*) FROM keyring", [], |r| r.get(0))?;
@@ -63,7 +63,7 @@ impl SqliteStore {
     }
 
     pub(super) fn do_add_data_key(&self, row: &WrappedKey, now: Millis) -> Result<(), StoreError> {
-        let mut conn = self.conn()?;
+        let mut conn = self.pooled()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute_cached("UPDATE keyring SET active = 0 WHERE kind = ?1", [&row.kind])?;
         tx.execute_cached(

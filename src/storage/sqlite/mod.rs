@@ -111,15 +111,44 @@ impl SqliteStore {
     }
 
     pub fn migrate(&self) -> Result<usize, StoreError> {
-        let mut conn = self.conn()?;
+        let mut conn = self.pooled()?;
         let report = embedded::migrations::runner()
             .run(&mut *conn)
             .map_err(|e| StoreError::Migration(e.to_string()))?;
         Ok(report.applied_migrations().len())
     }
 
-    fn conn(&self) -> Result<PooledConnection<SqliteConnectionManager>, StoreError> {
+    /// A connection for a read: on the writer's thread, inside a call it runs (a
+    /// [`crate::storage::WriteCall`]), the open batch's own, so the read sees the batch and
+    /// never waits for a pooled connection that a caller waiting for the writer holds;
+    /// elsewhere a pooled one.
+    fn conn(&self) -> Result<Conn, StoreError> {
+        match self.writer.batch_conn() {
+            Some(c) => Ok(Conn::Batch(c)),
+            None => Ok(Conn::Pooled(self.pooled()?)),
+        }
+    }
+
+    /// A pooled connection of its own (for a transaction, never on the writer's thread).
+    fn pooled(&self) -> Result<PooledConnection<SqliteConnectionManager>, StoreError> {
         Ok(self.pool.get()?)
+    }
+}
+
+/// See [`SqliteStore::conn`].
+enum Conn {
+    Pooled(PooledConnection<SqliteConnectionManager>),
+    Batch(std::rc::Rc<rusqlite::Connection>),
+}
+
+impl std::ops::Deref for Conn {
+    type Target = rusqlite::Connection;
+
+    fn deref(&self) -> &rusqlite::Connection {
+        match self {
+            Conn::Pooled(c) => c,
+            Conn::Batch(c) => c,
+        }
     }
 }
 
@@ -468,6 +497,35 @@ mod tests {
             .query_row("SELECT k FROM kv", [], |r| r.get(0))
             .unwrap();
         assert_eq!(k, 1);
+    }
+
+    #[test]
+    fn a_submitted_call_reads_through_its_batch_without_waiting_for_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(SqliteStore::open(&dir.path().join("r.db"), 2).unwrap());
+        store
+            .writer
+            .write(|c| Ok(c.execute_batch("CREATE TABLE kv (k INTEGER PRIMARY KEY)")?))
+            .unwrap();
+        // Every pooled connection is taken: a read through the pool would wait for one (and
+        // time out), as it would while the callers holding them wait for the writer.
+        let held = (store.pooled().unwrap(), store.pooled().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let call = TestCall {
+            store: std::sync::Arc::clone(&store),
+            f: |s: &SqliteStore| {
+                s.writer
+                    .write(|c| Ok(c.execute("INSERT INTO kv (k) VALUES (5)", [])?))?;
+                // The read sees the batch's own uncommitted row.
+                Ok(s.conn()?.query_row("SELECT k FROM kv", [], |r| r.get(0))?)
+            },
+            tx,
+        };
+        assert!(store.submit(Box::new(call)).is_ok());
+        let seen = rx.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+        assert_eq!(seen, 5);
+        drop(held);
+        assert_eq!(count(&store), 1);
     }
 
     #[test]

@@ -30,7 +30,7 @@ impl SqliteStore {
         codes: &[ImportedCode],
         now: Millis,
     ) -> Result<ImportCounts, StoreError> {
-        let mut conn = self.conn()?;
+        let mut conn = self.pooled()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut counts = ImportCounts::default();
         for (t, digest) in tenants {
@@ -135,7 +135,7 @@ impl SqliteStore {
     }
 
     pub(super) fn do_export_snapshot(&self) -> Result<copy::Snapshot, StoreError> {
-        let mut conn = self.conn()?;
+        let mut conn = self.pooled()?;
         // A deferred transaction: its first read fixes the snapshot every table is read in.
         let tx = conn.transaction()?;
         let mut out = Vec::new();
@@ -148,7 +148,7 @@ impl SqliteStore {
 
     pub(super) fn do_import_snapshot(&self, s: &copy::Snapshot) -> Result<(), StoreError> {
         use rusqlite::types::Value as V;
-        let mut conn = self.conn()?;
+        let mut conn = self.pooled()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let held: bool = tx.query_row_cached(
             "SELECT EXISTS(SELECT 1 FROM keyring) OR EXISTS(SELECT 1 FROM tenants)",

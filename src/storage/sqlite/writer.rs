@@ -208,6 +208,12 @@ impl Writer {
         Ok(Writer { id, tx })
     }
 
+    /// The open batch's connection, when called on this writer's thread while it runs a
+    /// batch (by a [`WriteCall`]).
+    pub(super) fn batch_conn(&self) -> Option<Rc<rusqlite::Connection>> {
+        batch_of(self.id)
+    }
+
     /// Run `f` in the next batch and wait until that batch is durably committed. Called by
     /// a [`WriteCall`] on this writer's own thread, `f` runs in the open batch at once and
     /// its caller is answered only after that batch commits.
