@@ -3,7 +3,7 @@
 
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 
@@ -177,22 +177,20 @@ pub async fn verify_otp(
     let (Some(key), Some(code)) = (string(&m, "shareableKey"), string_or_digits(&m, "otp")) else {
         return Err(CompatError::bad(MISSING_FIELDS));
     };
-    let tenant = st
-        .services
-        .compat_owner(&key)
-        .await
-        .map_err(|e| CompatError::from_service(e, false))?;
     let ctx = super::request_context(&req, &st);
-    let caller = Caller::Tenant {
-        id: &tenant,
-        subscribed: None,
-    };
-    match st
+    // The key's owner is found in the store call that reserves the attempt.
+    let (tenant, result) = st
         .services
-        .verify(caller, &key, &code, Flavor::Compat, &ctx)
-        .await
-        .1
-    {
+        .verify(Caller::KeyOwner, &key, &code, Flavor::Compat, &ctx)
+        .await;
+    let Some(tenant) = tenant else {
+        return Err(CompatError::from_service(
+            result.err().unwrap_or(ServiceError::OtpNotFound),
+            false,
+        ));
+    };
+    req.extensions_mut().insert(tenant.clone());
+    match result {
         Ok(_) => Ok(text(StatusCode::CREATED, "OTP Matched!".into())),
         // A code that is not six digits is a mismatch to OtpMint's clients (no attempt used)
         // while the key is live; an ended key answers as it would for any code.

@@ -18,19 +18,16 @@ pub struct Verified {
     pub verified_at: Millis,
 }
 
-/// Who a verify is for.
+/// Who a verify is for. Either way the tenant is found in the same store call that
+/// reserves the attempt: one trip to the store, not two.
 pub enum Caller<'a> {
-    /// A tenant already known, with its webhook subscriptions when the caller read its row
-    /// (else they are read if an event is raised).
-    Tenant {
-        id: &'a TenantId,
-        subscribed: Option<&'a str>,
-    },
-    /// The bearer secret the request presented. It is checked in the same store call that
-    /// reserves the attempt: one trip to the store, not two. A request that ends before
-    /// that call is authenticated on its own first, so a wrong secret is `Unauthorized`
-    /// whatever else is wrong.
+    /// The bearer secret the request presented. A request that ends before the store call
+    /// is authenticated on its own first, so a wrong secret is `Unauthorized` whatever else
+    /// is wrong.
     Secret(&'a str),
+    /// Whoever owns the shareable key (OtpMint's routes carry no tenant credential). An
+    /// unknown key, or one whose tenant is disabled, is `OtpNotFound`.
+    KeyOwner,
 }
 
 /// The tenant a verify turned out to be for, and its webhook subscriptions if known.
@@ -39,7 +36,7 @@ type Resolved = Option<(TenantId, Option<String>)>;
 impl Services {
     /// Check a code. Malformed input uses no attempt; the attempt is reserved in the store
     /// before the comparison, so concurrency cannot exceed `max_attempts` evaluations.
-    /// Also returns the tenant, once known (`None`: the secret was wrong).
+    /// Also returns the tenant, once known (`None`: a wrong secret or an unknown key).
     pub async fn verify(
         &self,
         caller: Caller<'_>,
@@ -49,15 +46,12 @@ impl Services {
         ctx: &RequestContext,
     ) -> (Option<TenantId>, Result<Verified, ServiceError>) {
         let mut recipient = String::new();
-        let mut resolved: Resolved = match caller {
-            Caller::Tenant { id, subscribed } => Some((id.clone(), subscribed.map(str::to_string))),
-            Caller::Secret(_) => None,
-        };
+        let mut resolved: Resolved = None;
         let result = self
             .verify_inner(&caller, &mut resolved, key, code, flavor, &mut recipient)
             .await;
         let Some((tenant, _)) = resolved else {
-            // Not authenticated: no verify happened.
+            // Not authenticated, or no such key: no verify happened.
             return (None, result);
         };
         let outcome = match &result {
@@ -86,21 +80,32 @@ impl Services {
         (Some(tenant), result)
     }
 
-    /// Authenticate a [`Caller::Secret`] on its own (for a request that ends before the
-    /// store call that would have checked it), then answer `e`.
+    /// Find the tenant of a request that ends before the store call that would have found
+    /// it (authenticate a [`Caller::Secret`], look up a [`Caller::KeyOwner`]'s key), then
+    /// answer `e`; a wrong secret or an unknown key answers for itself.
     async fn refuse(
         &self,
         caller: &Caller<'_>,
         resolved: &mut Resolved,
+        key: &str,
         e: ServiceError,
     ) -> ServiceError {
-        if let (Caller::Secret(secret), None) = (caller, &resolved) {
-            match self.authenticate(secret).await {
-                Ok(t) => *resolved = Some((t.id, Some(t.webhook_events))),
-                Err(auth) => return auth,
-            }
+        match caller {
+            Caller::Secret(secret) => match self.authenticate(secret).await {
+                Ok(t) => {
+                    *resolved = Some((t.id, Some(t.webhook_events)));
+                    e
+                }
+                Err(auth) => auth,
+            },
+            Caller::KeyOwner => match self.compat_owner(key).await {
+                Ok(id) => {
+                    *resolved = Some((id, None));
+                    e
+                }
+                Err(unknown) => unknown,
+            },
         }
-        e
     }
 
     async fn verify_inner(
@@ -112,16 +117,16 @@ impl Services {
         flavor: Flavor,
         recipient_seen: &mut String,
     ) -> Result<Verified, ServiceError> {
+        let raw_key = key;
         let Some(key) = ShareableKey::parse(key, flavor) else {
-            return Err(self
-                .refuse(caller, resolved, ServiceError::OtpNotFound)
-                .await);
+            let e = ServiceError::OtpNotFound;
+            return Err(self.refuse(caller, resolved, raw_key, e).await);
         };
         let guess = match OtpCode::parse_guess(code) {
             Ok(g) => g,
             Err(e) => {
                 let e = ServiceError::field("otp", e.to_string());
-                return Err(self.refuse(caller, resolved, e).await);
+                return Err(self.refuse(caller, resolved, raw_key, e).await);
             }
         };
         let code = guess.expose();
@@ -133,29 +138,32 @@ impl Services {
         // Admission to the hashing pool first: overload is refused before any state changes.
         let slot = match self.hasher.slot() {
             Ok(s) => s,
-            Err(e) => return Err(self.refuse(caller, resolved, e.into()).await),
+            Err(e) => return Err(self.refuse(caller, resolved, raw_key, e.into()).await),
         };
-        let known = resolved.as_ref().map(|(id, _)| id.clone());
         let secret = match caller {
-            Caller::Secret(s) if known.is_none() => Some(self.secret_digest(s)),
-            _ => None,
+            Caller::Secret(s) => Some(self.secret_digest(s)),
+            Caller::KeyOwner => None,
         };
         let reserved = self
             .write(move |s| {
-                let (tid, subscribed) = match (known, secret) {
-                    (Some(id), _) => (id, None),
-                    (None, Some(secret)) => match s.tenant_by_secret(&secret, now)? {
-                        Some(t) => (t.id, Some(t.webhook_events)),
-                        None => return Ok(None),
-                    },
-                    (None, None) => return Ok(None),
+                let found = match secret {
+                    Some(secret) => s
+                        .tenant_by_secret(&secret, now)?
+                        .map(|t| (t.id, Some(t.webhook_events))),
+                    None => s.challenge_owner(&d, flavor)?.map(|id| (id, None)),
+                };
+                let Some((tid, subscribed)) = found else {
+                    return Ok(None);
                 };
                 let r = s.reserve_attempt(&tid, &d, flavor, len, &quota, now)?;
                 Ok(Some((tid, subscribed, r)))
             })
             .await?;
         let Some((tid, subscribed, reserved)) = reserved else {
-            return Err(ServiceError::Unauthorized);
+            return Err(match caller {
+                Caller::Secret(_) => ServiceError::Unauthorized,
+                Caller::KeyOwner => ServiceError::OtpNotFound,
+            });
         };
         let (tenant, subscribed) = &*resolved.get_or_insert((tid, subscribed));
         let subscribed = subscribed.as_deref();
