@@ -36,7 +36,8 @@ type Resolved = Option<(TenantId, Option<String>)>;
 impl Services {
     /// Check a code. Malformed input uses no attempt; the attempt is reserved in the store
     /// before the comparison, so concurrency cannot exceed `max_attempts` evaluations.
-    /// Also returns the tenant, once known (`None`: a wrong secret or an unknown key).
+    /// Also returns the tenant, once known (`None`: a wrong secret, an unknown key, or a store
+    /// that could not say).
     pub async fn verify(
         &self,
         caller: Caller<'_>,
@@ -80,9 +81,9 @@ impl Services {
         (Some(tenant), result)
     }
 
-    /// Find the tenant of a request that ends before the store call that would have found
-    /// it (authenticate a [`Caller::Secret`], look up a [`Caller::KeyOwner`]'s key), then
-    /// answer `e`; a wrong secret or an unknown key answers for itself.
+    /// Find the tenant of a request that ends before, or without, the store call that would
+    /// have found it (authenticate a [`Caller::Secret`], look up a [`Caller::KeyOwner`]'s
+    /// key), then answer `e`; a wrong secret or an unknown key answers for itself.
     async fn refuse(
         &self,
         caller: &Caller<'_>,
@@ -135,15 +136,11 @@ impl Services {
         let now = self.now();
         let d = digest.clone();
         let len = code.len() as u32;
-        // Admission to the hashing pool first: overload is refused before any state changes.
-        let slot = match self.hasher.slot() {
-            Ok(s) => s,
-            Err(e) => return Err(self.refuse(caller, resolved, raw_key, e.into()).await),
-        };
         let secret = match caller {
             Caller::Secret(s) => Some(self.secret_digest(s)),
             Caller::KeyOwner => None,
         };
+        let hasher = self.hasher.clone();
         let reserved = self
             .write(move |s| {
                 let found = match secret {
@@ -155,11 +152,25 @@ impl Services {
                 let Some((tid, subscribed)) = found else {
                     return Ok(None);
                 };
-                let r = s.reserve_attempt(&tid, &d, flavor, len, &quota, now)?;
-                Ok(Some((tid, subscribed, r)))
+                // Admission to the hashing pool once the tenant is known and before any state
+                // changes: overload is refused with no attempt used, and a request without a
+                // credential never holds a slot. A reservation that fails gives it back here.
+                let admitted = match hasher.slot() {
+                    Ok(slot) => Ok(s
+                        .reserve_attempt(&tid, &d, flavor, len, &quota, now)?
+                        .map(|r| (slot, r))),
+                    Err(e) => Err(e),
+                };
+                Ok(Some((tid, subscribed, admitted)))
             })
-            .await?;
-        let Some((tid, subscribed, reserved)) = reserved else {
+            .await;
+        let reserved = match reserved {
+            Ok(r) => r,
+            // The store failed (its writer busy, a batch aborted): a wrong secret or an unknown
+            // key is still told apart from a store that cannot answer.
+            Err(e) => return Err(self.refuse(caller, resolved, raw_key, e).await),
+        };
+        let Some((tid, subscribed, admitted)) = reserved else {
             return Err(match caller {
                 Caller::Secret(_) => ServiceError::Unauthorized,
                 Caller::KeyOwner => ServiceError::OtpNotFound,
@@ -167,10 +178,10 @@ impl Services {
         };
         let (tenant, subscribed) = &*resolved.get_or_insert((tid, subscribed));
         let subscribed = subscribed.as_deref();
-        let Some(res) = reserved else {
-            // No hashing will happen: give the admission back before the explanatory reads.
-            drop(slot);
-            return Err(self.why_not(tenant, &digest, flavor, now, code.len()).await);
+        let (slot, res) = match admitted {
+            Ok(Some(admitted)) => admitted,
+            Ok(None) => return Err(self.why_not(tenant, &digest, flavor, now, code.len()).await),
+            Err(overloaded) => return Err(overloaded.into()),
         };
         recipient_seen.clone_from(&res.email);
         let matched = match self.hasher.verify_stored(slot, code, &res.code_hash).await {

@@ -204,10 +204,21 @@ async fn a_database_held_locked_answers_503_and_readyz_follows() {
         c.execute_batch("ROLLBACK").unwrap();
     });
     locked_rx.recv().unwrap();
-    let (ready, mint) = tokio::join!(
+    let verify_body = json!({"shareable_key": key, "otp": code});
+    let (ready, mint, verify, stranger) = tokio::join!(
         app.get("/readyz", ""),
-        app.post("/v1/otp", &sk, json!({"email": "bob@example.com"}))
+        app.post("/v1/otp", &sk, json!({"email": "bob@example.com"})),
+        app.post("/v1/otp/verify", &sk, verify_body.clone()),
+        app.post(
+            "/v1/otp/verify",
+            "sk_unknownunknownunknownunknown12",
+            verify_body.clone()
+        )
     );
+    // A verify cannot reserve its attempt: 503, and the code still verifies afterwards (below).
+    // A wrong secret key is still told apart from a store that cannot answer.
+    assert_eq!(verify.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(stranger.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(mint.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(mint.headers().contains_key("retry-after"));

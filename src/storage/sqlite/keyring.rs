@@ -54,7 +54,7 @@ impl SqliteStore {
         kek_id: &str,
         old_kek_id: &str,
     ) -> Result<bool, StoreError> {
-        let conn = self.conn()?;
+        let conn = self.pooled()?;
         let n = conn.execute_cached(
             "UPDATE keyring SET wrapped = ?3, kek_id = ?4 WHERE kind = ?1 AND version = ?2 AND kek_id = ?5",
             params![kind, version, wrapped, kek_id, old_kek_id],
@@ -80,7 +80,7 @@ impl SqliteStore {
         old: &[u8],
         new: &[u8],
     ) -> Result<bool, StoreError> {
-        let conn = self.conn()?;
+        let conn = self.pooled()?;
         let n = conn.execute_cached(
             "UPDATE tenants SET smtp_password = ?3 WHERE id = ?1 AND smtp_password = ?2",
             params![id.as_str(), old, new],
@@ -94,7 +94,7 @@ impl SqliteStore {
         old: &[u8],
         new: &[u8],
     ) -> Result<bool, StoreError> {
-        let conn = self.conn()?;
+        let conn = self.pooled()?;
         let n = conn.execute_cached(
             "UPDATE webhooks SET secret = ?3 WHERE tenant_id = ?1 AND secret = ?2",
             params![id.as_str(), old, new],

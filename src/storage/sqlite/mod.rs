@@ -129,7 +129,8 @@ impl SqliteStore {
         }
     }
 
-    /// A pooled connection of its own (for a transaction, never on the writer's thread).
+    /// A pooled connection of its own: for a transaction, a write outside the writer (the
+    /// keyring's compare-and-swap re-wraps) or a backup, none of which may run inside a batch.
     fn pooled(&self) -> Result<PooledConnection<SqliteConnectionManager>, StoreError> {
         Ok(self.pool.get()?)
     }

@@ -188,7 +188,7 @@ impl SqliteStore {
         if path.exists() {
             return Err(StoreError::Conflict("the backup file already exists"));
         }
-        let conn = self.conn()?;
+        let conn = self.pooled()?;
         create_private(path)?;
         let mut dst = rusqlite::Connection::open(path)?;
         {
