@@ -341,14 +341,3 @@ impl Services {
         }
     }
 }
-
-impl Services {
-    /// The tenant owning a compat shareable key (OtpMint's verify carries no secret key).
-    pub async fn compat_owner(&self, key: &str) -> Result<TenantId, ServiceError> {
-        let key = ShareableKey::parse(key, Flavor::Compat).ok_or(ServiceError::OtpNotFound)?;
-        let digest = self.key_digest(key.expose());
-        self.db(move |s| s.challenge_owner(&digest, Flavor::Compat))
-            .await?
-            .ok_or(ServiceError::OtpNotFound)
-    }
-}

@@ -11,6 +11,7 @@ use crate::domain::keys::{Flavor, ShareableKey, TenantId};
 use crate::domain::Millis;
 use crate::service::audit::RequestContext;
 use crate::service::webhooks::EventData;
+use crate::storage::{Store, StoreError};
 
 pub struct Verified {
     pub email: String,
@@ -32,6 +33,35 @@ pub enum Caller<'a> {
 
 /// The tenant a verify turned out to be for, and its webhook subscriptions if known.
 type Resolved = Option<(TenantId, Option<String>)>;
+
+/// How a [`Caller`]'s tenant is found in the store: one lookup, made inside the reserving
+/// call or, for a request that never gets there, on its own.
+#[derive(Clone)]
+enum Lookup {
+    /// The secret key's digest (the same indexed read for unknown and disabled keys).
+    Secret(Vec<u8>),
+    /// The shareable key's digest: its owner, if enabled.
+    KeyOwner(Vec<u8>),
+}
+
+impl Lookup {
+    fn find(&self, s: &dyn Store, flavor: Flavor, now: Millis) -> Result<Resolved, StoreError> {
+        Ok(match self {
+            Lookup::Secret(d) => s
+                .tenant_by_secret(d, now)?
+                .map(|t| (t.id, Some(t.webhook_events))),
+            Lookup::KeyOwner(d) => s.challenge_owner(d, flavor)?.map(|id| (id, None)),
+        })
+    }
+
+    /// The answer when no tenant is found.
+    fn missing(&self) -> ServiceError {
+        match self {
+            Lookup::Secret(_) => ServiceError::Unauthorized,
+            Lookup::KeyOwner(_) => ServiceError::OtpNotFound,
+        }
+    }
+}
 
 impl Services {
     /// Check a code. Malformed input uses no attempt; the attempt is reserved in the store
@@ -82,30 +112,23 @@ impl Services {
     }
 
     /// Find the tenant of a request that ends before, or without, the store call that would
-    /// have found it (authenticate a [`Caller::Secret`], look up a [`Caller::KeyOwner`]'s
-    /// key), then answer `e`; a wrong secret or an unknown key answers for itself.
+    /// have found it, then answer `e`; a wrong secret or an unknown key answers for itself.
     async fn refuse(
         &self,
-        caller: &Caller<'_>,
+        lookup: Lookup,
+        flavor: Flavor,
+        now: Millis,
         resolved: &mut Resolved,
-        key: &str,
         e: ServiceError,
     ) -> ServiceError {
-        match caller {
-            Caller::Secret(secret) => match self.authenticate(secret).await {
-                Ok(t) => {
-                    *resolved = Some((t.id, Some(t.webhook_events)));
-                    e
-                }
-                Err(auth) => auth,
-            },
-            Caller::KeyOwner => match self.compat_owner(key).await {
-                Ok(id) => {
-                    *resolved = Some((id, None));
-                    e
-                }
-                Err(unknown) => unknown,
-            },
+        let missing = lookup.missing();
+        match self.db(move |s| lookup.find(s, flavor, now)).await {
+            Ok(Some(found)) => {
+                *resolved = Some(found);
+                e
+            }
+            Ok(None) => missing,
+            Err(store) => store,
         }
     }
 
@@ -118,38 +141,37 @@ impl Services {
         flavor: Flavor,
         recipient_seen: &mut String,
     ) -> Result<Verified, ServiceError> {
-        let raw_key = key;
-        let Some(key) = ShareableKey::parse(key, flavor) else {
+        let key = ShareableKey::parse(key, flavor);
+        let digest = key.as_ref().map(|k| self.key_digest(k.expose()));
+        let lookup = match caller {
+            Caller::Secret(secret) => Lookup::Secret(self.secret_digest(secret)),
+            Caller::KeyOwner => match &digest {
+                Some(d) => Lookup::KeyOwner(d.clone()),
+                // A malformed key has no owner.
+                None => return Err(ServiceError::OtpNotFound),
+            },
+        };
+        let now = self.now();
+        let (Some(key), Some(digest)) = (key, digest) else {
             let e = ServiceError::OtpNotFound;
-            return Err(self.refuse(caller, resolved, raw_key, e).await);
+            return Err(self.refuse(lookup, flavor, now, resolved, e).await);
         };
         let guess = match OtpCode::parse_guess(code) {
             Ok(g) => g,
             Err(e) => {
                 let e = ServiceError::field("otp", e.to_string());
-                return Err(self.refuse(caller, resolved, raw_key, e).await);
+                return Err(self.refuse(lookup, flavor, now, resolved, e).await);
             }
         };
         let code = guess.expose();
-        let digest = self.key_digest(key.expose());
         let quota = self.quota();
-        let now = self.now();
         let d = digest.clone();
         let len = code.len() as u32;
-        let secret = match caller {
-            Caller::Secret(s) => Some(self.secret_digest(s)),
-            Caller::KeyOwner => None,
-        };
         let hasher = self.hasher.clone();
+        let find = lookup.clone();
         let reserved = self
             .write(move |s| {
-                let found = match secret {
-                    Some(secret) => s
-                        .tenant_by_secret(&secret, now)?
-                        .map(|t| (t.id, Some(t.webhook_events))),
-                    None => s.challenge_owner(&d, flavor)?.map(|id| (id, None)),
-                };
-                let Some((tid, subscribed)) = found else {
+                let Some((tid, subscribed)) = find.find(s, flavor, now)? else {
                     return Ok(None);
                 };
                 // Admission to the hashing pool once the tenant is known and before any state
@@ -168,13 +190,10 @@ impl Services {
             Ok(r) => r,
             // The store failed (its writer busy, a batch aborted): a wrong secret or an unknown
             // key is still told apart from a store that cannot answer.
-            Err(e) => return Err(self.refuse(caller, resolved, raw_key, e).await),
+            Err(e) => return Err(self.refuse(lookup, flavor, now, resolved, e).await),
         };
         let Some((tid, subscribed, admitted)) = reserved else {
-            return Err(match caller {
-                Caller::Secret(_) => ServiceError::Unauthorized,
-                Caller::KeyOwner => ServiceError::OtpNotFound,
-            });
+            return Err(lookup.missing());
         };
         let (tenant, subscribed) = &*resolved.get_or_insert((tid, subscribed));
         let subscribed = subscribed.as_deref();
