@@ -1,0 +1,252 @@
+//! The SQLite store's own unit tests: the group-commit writer, submitted calls, stored values.
+
+#![allow(clippy::unwrap_used, clippy::panic)]
+use super::*;
+
+#[test]
+fn a_panicking_write_fails_its_batch_and_the_writer_lives_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("w.db"), 2).unwrap();
+    let r: Result<(), StoreError> = store.writer.write(|_| panic!("a bug in one write"));
+    assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+    // The next write commits: the writer thread survived.
+    store.write_probe().unwrap();
+    let n: i64 = store
+        .writer
+        .write(|c| Ok(c.query_row_cached("SELECT 41 + 1", [], |r| r.get(0))?))
+        .unwrap();
+    assert_eq!(n, 42);
+}
+
+/// A test call: runs `f` against the store, reports through a channel.
+struct TestCall<F> {
+    store: std::sync::Arc<SqliteStore>,
+    f: F,
+    tx: std::sync::mpsc::Sender<Result<i64, StoreError>>,
+}
+
+impl<F> WriteCall for TestCall<F>
+where
+    F: FnOnce(&SqliteStore) -> Result<i64, StoreError> + Send + 'static,
+{
+    fn run(self: Box<Self>) -> Box<dyn FnOnce(Result<(), StoreError>) + Send> {
+        let out = (self.f)(&self.store);
+        let tx = self.tx;
+        Box::new(move |committed| {
+            let _ = tx.send(committed.and(out));
+        })
+    }
+    fn fail(self: Box<Self>, e: StoreError) {
+        let _ = self.tx.send(Err(e));
+    }
+}
+
+/// A store with a one-column `kv` table, made through the writer.
+fn kv_store(dir: &tempfile::TempDir, file: &str) -> std::sync::Arc<SqliteStore> {
+    let store = std::sync::Arc::new(SqliteStore::open(&dir.path().join(file), 2).unwrap());
+    store
+        .writer
+        .write(|c| Ok(c.execute_batch("CREATE TABLE kv (k INTEGER PRIMARY KEY)")?))
+        .unwrap();
+    store
+}
+
+fn count(store: &SqliteStore) -> i64 {
+    store
+        .conn()
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM kv", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn a_submitted_call_writes_in_the_writers_batch_and_hears_after_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = kv_store(&dir, "s.db");
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Two writes of the store's own kind inside one call: on the writer's thread they
+    // run in its open batch (a wait for the writer there would never end). The second
+    // fails and is rolled back alone; the first stays.
+    let call = TestCall {
+        store: std::sync::Arc::clone(&store),
+        f: |s: &SqliteStore| {
+            assert_eq!(
+                std::thread::current().name(),
+                Some("otpmint-db-writer"),
+                "the call runs on the writer's thread"
+            );
+            s.writer
+                .write(|c| Ok(c.execute("INSERT INTO kv (k) VALUES (1)", [])?))?;
+            let dup = s.writer.write(|c| {
+                c.execute("INSERT INTO kv (k) VALUES (2)", [])?;
+                Ok(c.execute("INSERT INTO kv (k) VALUES (1)", [])?)
+            });
+            assert!(dup.is_err());
+            s.writer
+                .write(|c| Ok(c.query_row("SELECT COUNT(*) FROM kv", [], |r| r.get(0))?))
+        },
+        tx,
+    };
+    assert!(store.submit(Box::new(call)).is_ok());
+    let seen = rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+    assert_eq!(seen, 1);
+    // Answered only once durable: a fresh connection sees exactly the first row.
+    assert_eq!(count(&store), 1);
+    let k: i64 = store
+        .conn()
+        .unwrap()
+        .query_row("SELECT k FROM kv", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(k, 1);
+}
+
+#[test]
+fn a_submitted_call_reads_through_its_batch_without_waiting_for_the_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = kv_store(&dir, "r.db");
+    // Every pooled connection is taken: a read through the pool would wait for one (and
+    // time out), as it would while the callers holding them wait for the writer.
+    let held = (store.pooled().unwrap(), store.pooled().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let call = TestCall {
+        store: std::sync::Arc::clone(&store),
+        f: |s: &SqliteStore| {
+            s.writer
+                .write(|c| Ok(c.execute("INSERT INTO kv (k) VALUES (5)", [])?))?;
+            // The read sees the batch's own uncommitted row.
+            Ok(s.conn()?.query_row("SELECT k FROM kv", [], |r| r.get(0))?)
+        },
+        tx,
+    };
+    assert!(store.submit(Box::new(call)).is_ok());
+    let seen = rx.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+    assert_eq!(seen, 5);
+    drop(held);
+    assert_eq!(count(&store), 1);
+}
+
+#[test]
+fn a_call_finding_the_writers_queue_full_is_refused_at_once_and_the_rest_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(SqliteStore::open(&dir.path().join("q.db"), 2).unwrap());
+    // Hold the writer inside a write until released.
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let store = std::sync::Arc::clone(&store);
+        std::thread::spawn(move || {
+            store.writer.write(move |_| {
+                started_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+                Ok(())
+            })
+        })
+    };
+    started_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let call = |tx: &std::sync::mpsc::Sender<Result<i64, StoreError>>| {
+        Box::new(TestCall {
+            store: std::sync::Arc::clone(&store),
+            f: |_: &SqliteStore| Ok(1),
+            tx: tx.clone(),
+        })
+    };
+    for _ in 0..writer::QUEUE_MAX {
+        assert!(store.submit(call(&tx)).is_ok());
+    }
+    // One more than the queue holds: refused as unavailable, without waiting.
+    let (over_tx, over_rx) = std::sync::mpsc::channel();
+    assert!(store.submit(call(&over_tx)).is_ok());
+    let refused = over_rx.recv_timeout(Duration::from_secs(1)).unwrap();
+    assert!(
+        matches!(&refused, Err(StoreError::Unavailable(m)) if m.contains("busy")),
+        "{refused:?}"
+    );
+    // Released, the writer answers every queued call.
+    release_tx.send(()).unwrap();
+    holder.join().unwrap().unwrap();
+    for _ in 0..writer::QUEUE_MAX {
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(30)).unwrap().unwrap(),
+            1
+        );
+    }
+}
+
+#[test]
+fn a_panicking_call_fails_its_batch_and_nothing_of_it_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = kv_store(&dir, "p.db");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let call = TestCall {
+        store: std::sync::Arc::clone(&store),
+        f: |s: &SqliteStore| {
+            s.writer
+                .write(|c| Ok(c.execute("INSERT INTO kv (k) VALUES (7)", [])?))?;
+            panic!("a bug after a write");
+        },
+        tx,
+    };
+    assert!(store.submit(Box::new(call)).is_ok());
+    // The call's channel is dropped unanswered with the batch; nothing was committed.
+    assert!(rx.recv_timeout(Duration::from_secs(10)).is_err());
+    assert_eq!(count(&store), 0);
+    store.write_probe().unwrap();
+}
+
+#[test]
+fn a_stored_value_outside_its_type_is_reported_as_corrupt() {
+    use crate::domain::tenant::{Origin, Sender, SmtpHost, TlsMode};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("c.db"), 2).unwrap();
+    let t = Tenant {
+        id: TenantId::generate(),
+        name: TenantName::parse("Acme").unwrap(),
+        enabled: true,
+        origin: Origin::Native,
+        created_at: 1,
+        smtp: SmtpAccount {
+            host: SmtpHost::parse("mail.acme.example").unwrap(),
+            port: 587,
+            username: "u".into(),
+            password: vec![1, 2, 3],
+            from: Sender::parse("Acme <a@acme.example>").unwrap(),
+            tls: TlsMode::Starttls,
+            max_connections: 4,
+        },
+        smtp_version: 1,
+        policy: Policy {
+            code_length: 6,
+            ttl_seconds: 600,
+            max_attempts: 5,
+        },
+        delivery: DeliveryMode::Sync,
+        default_locale: Locale::english(),
+        templates_version: 0,
+        webhook_events: String::new(),
+    };
+    store.insert_tenant(&t, &[9; 32], 1).unwrap();
+    let back = store.tenant(&t.id).unwrap().unwrap();
+    assert_eq!(
+        (back.smtp.tls, back.origin),
+        (TlsMode::Starttls, Origin::Native)
+    );
+    for (column, bad) in [
+        ("smtp_tls", "sometimes"),
+        ("origin", "elsewhere"),
+        ("delivery", "carrier-pigeon"),
+        ("default_locale", "not a locale!"),
+    ] {
+        let conn = store.conn().unwrap();
+        let good: String = conn
+            .query_row(&format!("SELECT {column} FROM tenants"), [], |r| r.get(0))
+            .unwrap();
+        conn.execute(&format!("UPDATE tenants SET {column} = ?1"), [bad])
+            .unwrap();
+        let r = store.tenant(&t.id);
+        assert!(matches!(r, Err(StoreError::Corrupt(_))), "{column}: {r:?}");
+        conn.execute(&format!("UPDATE tenants SET {column} = ?1"), [good])
+            .unwrap();
+    }
+    assert!(store.tenant(&t.id).unwrap().is_some());
+}
