@@ -176,9 +176,10 @@ impl Services {
     }
 
     /// Run a store call made of writes and the single-row reads they need (see
-    /// [`Store::submit`]) and wait for it to be durable. On SQLite it runs on the group-commit writer's own thread, so no blocking
-    /// thread sits waiting for the commit (two thread switches less per write); elsewhere
-    /// it runs on the blocking pool like [`Services::db`].
+    /// [`Store::submit`]) and wait for it to be durable. On SQLite it runs on the
+    /// group-commit writer's own thread, so no blocking thread sits waiting for the commit
+    /// (two thread switches less per write); elsewhere it runs on the blocking pool like
+    /// [`Services::db`].
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, ServiceError>
     where
         T: Send + 'static,
