@@ -9,6 +9,7 @@ pub mod limits;
 pub mod mailer;
 pub mod messages;
 pub mod metrics;
+pub mod net_policy;
 pub mod routes;
 pub mod service;
 pub mod startup;

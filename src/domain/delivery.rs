@@ -28,6 +28,30 @@ impl DeliveryMode {
     }
 }
 
+/// Why a delivery failed: the `reason` clients see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryReason {
+    HostNotAllowed,
+    Unreachable,
+    Timeout,
+    Tls,
+    Auth,
+    Rejected,
+}
+
+impl DeliveryReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryReason::HostNotAllowed => "smtp_host_not_allowed",
+            DeliveryReason::Unreachable => "smtp_unreachable",
+            DeliveryReason::Timeout => "smtp_timeout",
+            DeliveryReason::Tls => "smtp_tls",
+            DeliveryReason::Auth => "smtp_auth",
+            DeliveryReason::Rejected => "smtp_rejected",
+        }
+    }
+}
+
 /// Where a code's message is: stored and waiting, being sent, accepted, or given up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryStatus {

@@ -35,6 +35,14 @@ impl EventType {
         }
     }
 
+    /// Any event type, `webhook.test` included (an event as stored).
+    pub fn parse(s: &str) -> Option<EventType> {
+        if s == EventType::WebhookTest.as_str() {
+            return Some(EventType::WebhookTest);
+        }
+        EventType::parse_subscribable(s)
+    }
+
     /// A type a webhook may subscribe to (`webhook.test` is not one).
     pub fn parse_subscribable(s: &str) -> Option<EventType> {
         EventType::SUBSCRIBABLE

@@ -10,7 +10,9 @@ pub mod keys;
 pub mod locale;
 pub mod policy;
 pub mod purpose;
+pub mod template;
 pub mod tenant;
+pub mod webhook;
 
 /// Milliseconds since the Unix epoch; the one time unit of the domain and the store.
 pub type Millis = i64;

@@ -4,29 +4,7 @@ use std::{fmt, io};
 
 use super::bounded;
 
-/// Why a delivery failed: the `reason` clients see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryReason {
-    HostNotAllowed,
-    Unreachable,
-    Timeout,
-    Tls,
-    Auth,
-    Rejected,
-}
-
-impl DeliveryReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryReason::HostNotAllowed => "smtp_host_not_allowed",
-            DeliveryReason::Unreachable => "smtp_unreachable",
-            DeliveryReason::Timeout => "smtp_timeout",
-            DeliveryReason::Tls => "smtp_tls",
-            DeliveryReason::Auth => "smtp_auth",
-            DeliveryReason::Rejected => "smtp_rejected",
-        }
-    }
-}
+pub use crate::domain::delivery::DeliveryReason;
 
 #[derive(Debug, thiserror::Error)]
 #[error("delivery failed ({})", reason.as_str())]

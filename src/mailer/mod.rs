@@ -5,7 +5,6 @@
 mod bounded;
 mod connect;
 mod error;
-pub mod host_policy;
 mod message;
 mod transact;
 
@@ -32,7 +31,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use host_policy::{HostName, HostPolicy, HostRefusal};
+use crate::net_policy::{HostName, HostPolicy, HostRefusal};
 pub use message::new_message_id;
 use message::render;
 

@@ -13,8 +13,8 @@ use std::sync::LazyLock;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
 
 use crate::domain::locale::Locale;
+use crate::domain::template::TenantTemplate;
 use crate::domain::Millis;
-use crate::storage::TemplateRow;
 
 /// The variables a template may use.
 pub const VARIABLES: [&str; 8] = [
@@ -66,8 +66,8 @@ pub struct Fields {
     pub html: Option<String>,
 }
 
-impl From<&TemplateRow> for Fields {
-    fn from(t: &TemplateRow) -> Self {
+impl From<&TenantTemplate> for Fields {
+    fn from(t: &TenantTemplate) -> Self {
         Fields {
             subject: t.subject.clone(),
             text: t.text.clone(),
@@ -182,7 +182,7 @@ pub struct TemplateSet {
 impl TemplateSet {
     /// The tenant's stored templates. One that no longer compiles (it was linted when it was
     /// saved, so only an engine upgrade could cause that) is left out: the built-in applies.
-    pub fn new(rows: &[TemplateRow]) -> TemplateSet {
+    pub fn new(rows: &[TenantTemplate]) -> TemplateSet {
         let mut set = TemplateSet {
             env: sandbox(),
             locales: BTreeMap::new(),

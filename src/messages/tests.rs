@@ -141,7 +141,7 @@ fn chain_and_resolution_follow_the_contract() {
     );
     assert_eq!(names(chain(None, &l("en"))), ["en"]);
 
-    let tenant = TemplateSet::new(&[TemplateRow {
+    let tenant = TemplateSet::new(&[TenantTemplate {
         locale: "pt-BR".into(),
         subject: "S".into(),
         text: "{{ code }}".into(),

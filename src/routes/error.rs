@@ -6,7 +6,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde_json::{json, Map, Value};
 
 use crate::domain::policy::FieldError;
-use crate::mailer::host_policy::HostRefusal;
+use crate::net_policy::HostRefusal;
 use crate::service::ServiceError;
 
 /// An HTTP-level failure of the native API.

@@ -12,11 +12,11 @@ use super::v1::{json, parse_locale};
 use super::AppState;
 use crate::clock::rfc3339;
 use crate::domain::locale::{Locale, LOCALE_RULE};
+use crate::domain::template::TenantTemplate;
 use crate::domain::tenant::Tenant;
 use crate::messages::Fields;
 use crate::service::templates::{Message, PreviewInput};
 use crate::service::ServiceError;
-use crate::storage::TemplateRow;
 
 type ApiResult = Result<HttpResponse, ApiError>;
 
@@ -53,8 +53,8 @@ pub struct TemplateOut {
     pub updated_at: String,
 }
 
-impl From<&TemplateRow> for TemplateOut {
-    fn from(t: &TemplateRow) -> Self {
+impl From<&TenantTemplate> for TemplateOut {
+    fn from(t: &TenantTemplate) -> Self {
         TemplateOut {
             locale: t.locale.clone(),
             subject: t.subject.clone(),

@@ -11,8 +11,8 @@ use super::error::ApiError;
 use super::v1::json;
 use super::AppState;
 use crate::clock::rfc3339;
+use crate::domain::webhook::WebhookAttempt;
 use crate::service::webhooks::{WebhookInput, WebhookShown};
-use crate::storage::integration::DeliveryRow;
 
 type ApiResult = Result<HttpResponse, ApiError>;
 
@@ -42,7 +42,12 @@ impl From<WebhookShown> for WebhookOut {
     fn from(w: WebhookShown) -> Self {
         WebhookOut {
             url: w.row.url,
-            events: w.row.events,
+            events: w
+                .row
+                .events
+                .iter()
+                .map(|e| e.as_str().to_string())
+                .collect(),
             secret: w.secret,
             created_at: rfc3339(w.row.created_at),
             updated_at: rfc3339(w.row.updated_at),
@@ -71,11 +76,11 @@ pub struct DeliveryOut {
     pub at: String,
 }
 
-impl From<&DeliveryRow> for DeliveryOut {
-    fn from(d: &DeliveryRow) -> Self {
+impl From<&WebhookAttempt> for DeliveryOut {
+    fn from(d: &WebhookAttempt) -> Self {
         DeliveryOut {
             event_id: d.event_id.clone(),
-            kind: d.kind.clone(),
+            kind: d.kind.as_str().to_string(),
             attempt: d.attempt,
             status_code: d.status_code,
             error: d.error.clone(),

@@ -18,8 +18,8 @@ use crate::config::Settings;
 use crate::crypto::hashing::{HashError, Hasher};
 use crate::crypto::keyring::{KeyError, Keys};
 use crate::domain::policy::FieldError;
-use crate::mailer::host_policy::HostRefusal;
 use crate::mailer::{DeliveryReason, Mailer};
+use crate::net_policy::HostRefusal;
 use crate::storage::{SendQuota, Store, StoreError, WriteCall};
 
 /// Which limit refused a request.

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use super::{ServiceError, Services};
 use crate::domain::keys::TenantId;
 use crate::domain::locale::Locale;
+use crate::domain::template::TenantTemplate;
 use crate::domain::tenant::Tenant;
 use crate::messages::{self, Fields, Rendered, Source, TemplateSet, Vars};
-use crate::storage::TemplateRow;
 
 /// More tenants than this with templates in use: the cache starts over (it refills itself).
 const CACHE_MAX: usize = 10_000;
@@ -59,7 +59,7 @@ pub struct Message {
 }
 
 impl Services {
-    pub async fn templates(&self, tenant: &TenantId) -> Result<Vec<TemplateRow>, ServiceError> {
+    pub async fn templates(&self, tenant: &TenantId) -> Result<Vec<TenantTemplate>, ServiceError> {
         let id = tenant.clone();
         self.db(move |s| s.templates(&id)).await
     }
@@ -70,9 +70,9 @@ impl Services {
         tenant: &Tenant,
         locale: &Locale,
         fields: Fields,
-    ) -> Result<TemplateRow, ServiceError> {
+    ) -> Result<TenantTemplate, ServiceError> {
         let fields = self.checked(fields, tenant.policy.code_length).await?;
-        let row = TemplateRow {
+        let row = TenantTemplate {
             locale: locale.as_str().to_string(),
             subject: fields.subject,
             text: fields.text,

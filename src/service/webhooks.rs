@@ -17,7 +17,8 @@ use crate::crypto::keyring::Keyring;
 use crate::domain::event::EventType;
 use crate::domain::keys::TenantId;
 use crate::domain::tenant::Tenant;
-use crate::storage::integration::{DeliveryRow, EventJob, EventOutcome, NewEvent, WebhookRow};
+use crate::domain::webhook::{Webhook, WebhookAttempt};
+use crate::storage::integration::{EventJob, EventOutcome, NewEvent};
 use crate::webhook::{check_url_resolved, new_secret, signature, SendResult, UrlRefusal};
 
 /// The waits before the second to seventh attempts; after the seventh the event has failed.
@@ -62,7 +63,7 @@ pub struct WebhookInput {
 /// A stored webhook, with its secret when it is shown (creation, rotation).
 #[derive(Debug)]
 pub struct WebhookShown {
-    pub row: WebhookRow,
+    pub row: Webhook,
     pub secret: Option<String>,
 }
 
@@ -95,7 +96,7 @@ fn event_data(d: &EventData<'_>) -> Map<String, Value> {
 }
 
 fn refused(r: UrlRefusal) -> ServiceError {
-    use crate::mailer::host_policy::HostRefusal;
+    use crate::net_policy::HostRefusal;
     match r {
         UrlRefusal::Malformed => ServiceError::field("url", r.to_string()),
         UrlRefusal::Plaintext => ServiceError::WebhookRefused("webhook_plaintext_not_allowed"),
@@ -145,10 +146,9 @@ impl Services {
             ));
         };
         // One canonical order, no duplicates.
-        let events: Vec<String> = EventType::SUBSCRIBABLE
+        let events: Vec<EventType> = EventType::SUBSCRIBABLE
             .into_iter()
             .filter(|t| asked.contains(t))
-            .map(|t| t.as_str().to_string())
             .collect();
         let settings = self.settings.load_full();
         let url = check_url_resolved(&input.url, &settings)
@@ -157,7 +157,7 @@ impl Services {
             .to_string();
         let now = self.now();
         let (secret_bytes, shown) = new_secret();
-        let row = WebhookRow {
+        let row = Webhook {
             url,
             events,
             secret: self.seal_secret(&tenant.id, &secret_bytes)?,
@@ -183,7 +183,7 @@ impl Services {
         })
     }
 
-    pub async fn webhook(&self, tenant: &TenantId) -> Result<WebhookRow, ServiceError> {
+    pub async fn webhook(&self, tenant: &TenantId) -> Result<Webhook, ServiceError> {
         let id = tenant.clone();
         self.db(move |s| s.webhook(&id))
             .await?
@@ -236,7 +236,7 @@ impl Services {
     pub async fn webhook_deliveries(
         &self,
         tenant: &TenantId,
-    ) -> Result<Vec<DeliveryRow>, ServiceError> {
+    ) -> Result<Vec<WebhookAttempt>, ServiceError> {
         let id = tenant.clone();
         self.db(move |s| s.webhook_deliveries(&id, DELIVERIES_LISTED))
             .await
@@ -264,7 +264,7 @@ impl Services {
         Ok(NewEvent {
             id,
             tenant_id: tenant.clone(),
-            kind: kind.as_str().to_string(),
+            kind,
             payload,
             created_at: now,
         })
@@ -386,7 +386,7 @@ impl Services {
         let attempt = job.attempts + 1;
         let tid = job.tenant_id.clone();
         let hook = self.db(move |s| s.webhook(&tid)).await;
-        let open = |ring: &Keyring, h: &WebhookRow| {
+        let open = |ring: &Keyring, h: &Webhook| {
             let body = decrypt_record(
                 ring,
                 EVENT_KIND,

@@ -1,40 +1,18 @@
-//! Rows of the integration features (API.md §9): kept idempotent answers, a tenant's webhook,
-//! its durable event outbox and the record of delivery attempts.
+//! The integration aggregate (API.md §9): kept idempotent answers, a tenant's webhook, its
+//! durable event outbox and the record of delivery attempts.
 
+use super::StoreError;
+use crate::domain::event::EventType;
 use crate::domain::keys::TenantId;
+use crate::domain::webhook::{Webhook, WebhookAttempt};
 use crate::domain::Millis;
-
-/// A tenant's webhook endpoint. `secret` is sealed with the data key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WebhookRow {
-    pub url: String,
-    /// Subscribed event types, in a fixed order.
-    pub events: Vec<String>,
-    pub secret: Vec<u8>,
-    pub created_at: Millis,
-    pub updated_at: Millis,
-}
-
-impl WebhookRow {
-    pub fn events_joined(&self) -> String {
-        self.events.join(",")
-    }
-}
-
-/// Split a stored comma list of event types.
-pub fn split_events(s: &str) -> Vec<String> {
-    s.split(',')
-        .filter(|e| !e.is_empty())
-        .map(str::to_string)
-        .collect()
-}
 
 /// An event to deliver. `payload` is the JSON body sealed with the data key.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub id: String,
     pub tenant_id: TenantId,
-    pub kind: String,
+    pub kind: EventType,
     pub payload: Vec<u8>,
     pub created_at: Millis,
 }
@@ -44,7 +22,7 @@ pub struct NewEvent {
 pub struct EventJob {
     pub id: String,
     pub tenant_id: TenantId,
-    pub kind: String,
+    pub kind: EventType,
     pub payload: Vec<u8>,
     /// Attempts made before this one.
     pub attempts: u32,
@@ -56,17 +34,6 @@ pub enum EventOutcome {
     Delivered,
     Retry { due_at: Millis },
     Failed,
-}
-
-/// One attempt, as listed by `GET /v1/tenant/webhook/deliveries`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveryRow {
-    pub event_id: String,
-    pub kind: String,
-    pub attempt: u32,
-    pub status_code: Option<u16>,
-    pub error: Option<String>,
-    pub at: Millis,
 }
 
 /// What a mint with an `Idempotency-Key` found.
@@ -93,4 +60,69 @@ pub struct IdemClaim {
     pub expires_at: Millis,
     /// A random token naming this claim; only its holder may settle the key.
     pub holder: String,
+}
+
+pub trait IntegrationStore {
+    /// Create or replace the tenant's webhook (a replacement keeps the stored secret).
+    /// `None`: no such tenant; `Some(true)`: created.
+    fn put_webhook(&self, id: &TenantId, w: &Webhook) -> Result<Option<bool>, StoreError>;
+    fn webhook(&self, id: &TenantId) -> Result<Option<Webhook>, StoreError>;
+    /// Remove the webhook and its undelivered events; false when there was none.
+    fn delete_webhook(&self, id: &TenantId) -> Result<bool, StoreError>;
+    fn set_webhook_secret(
+        &self,
+        id: &TenantId,
+        sealed: &[u8],
+        now: Millis,
+    ) -> Result<bool, StoreError>;
+    /// Queue an event, if the tenant still subscribes to its type.
+    fn insert_event(&self, e: &NewEvent) -> Result<bool, StoreError>;
+    /// Lease due pending events (oldest first, at most `limit`).
+    fn claim_events(
+        &self,
+        owner: &str,
+        now: Millis,
+        lease_until: Millis,
+        limit: u32,
+    ) -> Result<Vec<EventJob>, StoreError>;
+    /// Record an attempt and its outcome, if `owner` still holds the event's lease.
+    #[allow(clippy::too_many_arguments)]
+    fn settle_event(
+        &self,
+        event_id: &str,
+        owner: &str,
+        attempt: u32,
+        outcome: EventOutcome,
+        status_code: Option<u16>,
+        error: Option<&str>,
+        now: Millis,
+    ) -> Result<(), StoreError>;
+    /// The newest delivery attempts of a tenant, newest first.
+    fn webhook_deliveries(
+        &self,
+        id: &TenantId,
+        limit: u32,
+    ) -> Result<Vec<WebhookAttempt>, StoreError>;
+    /// Claim an idempotency key, or say what holds it (one atomic step).
+    fn idem_begin(&self, c: &IdemClaim) -> Result<IdemBegin, StoreError>;
+    /// Keep the answer of the request that holds the key (`holder`: its claim's token; a
+    /// request whose claim was taken over changes nothing).
+    fn idem_finish(
+        &self,
+        id: &TenantId,
+        key_digest: &[u8],
+        holder: &str,
+        status: u16,
+        response: &[u8],
+    ) -> Result<(), StoreError>;
+    /// Free a key whose request got an answer that is not kept (only the holder's claim).
+    fn idem_release(
+        &self,
+        id: &TenantId,
+        key_digest: &[u8],
+        holder: &str,
+    ) -> Result<(), StoreError>;
+    /// Delete expired idempotency keys, and settled events and delivery records older than
+    /// `records_before`.
+    fn purge_integration(&self, now: Millis, records_before: Millis) -> Result<usize, StoreError>;
 }

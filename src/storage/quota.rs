@@ -1,6 +1,8 @@
 //! The send quotas and failure budget: what they are, and the rules both stores apply when
 //! they check and count them inside a mint's (or a guess's) transaction.
 
+use super::StoreError;
+use crate::domain::keys::TenantId;
 use crate::domain::Millis;
 
 /// Quotas to check and count in one atomic step at mint.
@@ -105,6 +107,26 @@ impl SendQuota {
             }
         })
     }
+}
+
+pub trait QuotaStore {
+    /// Every quota check of a mint, counting nothing (a cheap read before hashing; the
+    /// mint's own transaction checks and counts again, atomically).
+    fn check_quota(
+        &self,
+        tenant: &TenantId,
+        recipient: &str,
+        q: &SendQuota,
+        now: Millis,
+    ) -> Result<Result<(), QuotaRefusal>, StoreError>;
+    /// Whether the recipient's failure budget is spent (and until when).
+    fn failures_blocked(
+        &self,
+        tenant: &TenantId,
+        recipient: &str,
+        q: &SendQuota,
+        now: Millis,
+    ) -> Result<Option<Millis>, StoreError>;
 }
 
 /// Which quota refused a send, and when to retry.

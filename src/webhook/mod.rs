@@ -14,7 +14,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::config::Settings;
-use crate::mailer::host_policy::{HostName, HostPolicy, HostRefusal};
+use crate::net_policy::{HostName, HostPolicy, HostRefusal};
 
 /// The longest endpoint URL accepted.
 pub const URL_MAX: usize = 2048;

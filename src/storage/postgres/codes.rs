@@ -1,10 +1,74 @@
-//! PostgreSQL: codes — attempts reserved under row locks and given back, verify, status,
-//! cancel — and the quota and failure-budget reads and writes around them.
+//! PostgreSQL: codes — stored with their message (the mint's one transaction: quota locks
+//! and counts, code, outbox row), attempts reserved under row locks and given back, verify,
+//! status, cancel.
 
-use super::*;
+use super::integration::insert_event_in;
+use super::quota::{
+    count_send, lock_all, recipient_check, recipient_lock, tenant_check, tenant_lock,
+};
+use super::{insert_challenge, PgStore};
+use crate::domain::challenge::ChallengeView;
+use crate::domain::keys::{Flavor, TenantId};
+use crate::domain::Millis;
+use crate::storage::cells::{view_from, Cells, VIEW_COLS};
+use crate::storage::integration::NewEvent;
+use crate::storage::{
+    CodeStore, NewChallenge, NewOutbox, QuotaRefusal, Reservation, SendQuota, StoreError,
+};
 
-impl PgStore {
-    pub(super) fn do_reserve_attempt(
+impl CodeStore for PgStore {
+    fn insert_code(
+        &self,
+        c: &NewChallenge,
+        m: &NewOutbox,
+        q: Option<&SendQuota>,
+        now: Millis,
+    ) -> Result<Result<(), QuotaRefusal>, StoreError> {
+        let tenant = c.tenant_id.as_str();
+        self.tx_unless_refused(|tx| {
+            if let Some(q) = q {
+                lock_all(tx, &[recipient_lock(&c.tenant_id, &c.email_canonical)])?;
+                if let Err(r) = recipient_check(tx, &c.tenant_id, &c.email_canonical, q, now)? {
+                    return Ok(Err(r));
+                }
+            }
+            insert_challenge(
+                tx,
+                c,
+                tenant,
+                0,
+                (c.delivery_mode.as_str(), "queued", 0, None),
+            )?;
+            tx.execute(
+                "INSERT INTO outbox (key_digest, tenant_id, recipient, payload, due_at, attempts, lease_until, leased_by, quota_at, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, $5)",
+                &[
+                    &c.key_digest,
+                    &tenant,
+                    &m.recipient,
+                    &m.payload,
+                    &now,
+                    &m.lease.as_ref().map(|l| l.until),
+                    &m.lease.as_ref().map(|l| l.owner.as_str()),
+                    &q.map(|_| now),
+                ],
+            )?;
+            if let Some(q) = q {
+                // The tenant's lock last (see `quota_locks`); a refusal here rolls the code
+                // and its message back.
+                if let Some(t) = tenant_lock(&c.tenant_id, q) {
+                    lock_all(tx, &[t])?;
+                    if let Err(r) = tenant_check(tx, &c.tenant_id, q, now)? {
+                        return Ok(Err(r));
+                    }
+                }
+                count_send(tx, &c.tenant_id, &c.email_canonical, now)?;
+            }
+            Ok(Ok(()))
+        })
+    }
+
+    fn reserve_attempt(
         &self,
         tenant: &TenantId,
         key_digest: &[u8],
@@ -43,8 +107,8 @@ impl PgStore {
             let Some(row) = row else { return Ok(None) };
             let res = Reservation {
                 code_hash: row.try_get(0)?,
-                attempts: u32_at(&row, 1)?,
-                max_attempts: u32_at(&row, 2)?,
+                attempts: row.count(1)?,
+                max_attempts: row.count(2)?,
                 email: row.try_get(3)?,
                 email_canonical: row.try_get(4)?,
                 purpose: row.try_get(5)?,
@@ -63,7 +127,7 @@ impl PgStore {
         })
     }
 
-    pub(super) fn do_release_attempt(
+    fn release_attempt(
         &self,
         tenant: &TenantId,
         key_digest: &[u8],
@@ -83,7 +147,7 @@ impl PgStore {
         })
     }
 
-    pub(super) fn do_finish_verify(
+    fn finish_verify(
         &self,
         tenant: &TenantId,
         key_digest: &[u8],
@@ -99,7 +163,7 @@ impl PgStore {
             )?;
             if n == 1 {
                 if let Some(e) = event {
-                    integration::insert_event_in(tx, e)?;
+                    insert_event_in(tx, e)?;
                 }
                 if let Some(r) = clear_failures_of {
                     tx.execute(
@@ -112,7 +176,7 @@ impl PgStore {
         })
     }
 
-    pub(super) fn do_challenge_owner(
+    fn challenge_owner(
         &self,
         key_digest: &[u8],
         flavor: Flavor,
@@ -128,21 +192,20 @@ impl PgStore {
             .map(TenantId::from_trusted))
     }
 
-    pub(super) fn do_challenge(
+    fn challenge(
         &self,
         tenant: &TenantId,
         key_digest: &[u8],
         flavor: Flavor,
     ) -> Result<Option<ChallengeView>, StoreError> {
-        self.query_opt(
+        self.conn()?.db().row_opt(
             &format!("SELECT {VIEW_COLS} FROM challenges c WHERE c.key_digest = $1 AND c.tenant_id = $2 AND c.flavor = $3"),
             &[&key_digest, &tenant.as_str(), &flavor.as_str()],
-        )?
-        .map(|r| view_from_row(&r))
-        .transpose()
+            view_from,
+        )
     }
 
-    pub(super) fn do_cancel(
+    fn cancel(
         &self,
         tenant: &TenantId,
         key_digest: &[u8],
@@ -160,48 +223,7 @@ impl PgStore {
                 &format!("SELECT {VIEW_COLS} FROM challenges c WHERE c.key_digest = $1 AND c.tenant_id = $2 AND c.flavor = $3"),
                 &[&key_digest, &t, &flavor.as_str()],
             )?;
-            Ok(v.map(|r| view_from_row(&r)).transpose()?.map(|v| (n == 1, v)))
+            Ok(v.map(|r| view_from(&r)).transpose()?.map(|v| (n == 1, v)))
         })
-    }
-
-    pub(super) fn do_take_send(
-        &self,
-        tenant: &TenantId,
-        recipient: &str,
-        q: &SendQuota,
-        now: Millis,
-    ) -> Result<Result<(), QuotaRefusal>, StoreError> {
-        self.tx(|tx| {
-            lock_all(tx, &quota_locks(tenant, recipient, q))?;
-            take_send_in(tx, tenant, recipient, q, now)
-        })
-    }
-
-    pub(super) fn do_check_quota(
-        &self,
-        tenant: &TenantId,
-        recipient: &str,
-        q: &SendQuota,
-        now: Millis,
-    ) -> Result<Result<(), QuotaRefusal>, StoreError> {
-        quota_check(&mut self.conn()?.db(), tenant, recipient, q, now)
-    }
-
-    pub(super) fn do_failures_blocked(
-        &self,
-        tenant: &TenantId,
-        recipient: &str,
-        q: &SendQuota,
-        now: Millis,
-    ) -> Result<Option<Millis>, StoreError> {
-        if q.max_failures == 0 {
-            return Ok(None);
-        }
-        let row = self.query_opt(
-            "SELECT failures, window_start FROM recipient_failures WHERE tenant_id = $1 AND email_canonical = $2",
-            &[&tenant.as_str(), &recipient],
-        )?;
-        let Some(row) = row else { return Ok(None) };
-        Ok(q.failures_until(row.try_get(0)?, row.try_get(1)?, now))
     }
 }

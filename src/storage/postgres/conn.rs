@@ -108,6 +108,28 @@ impl<C: GenericClient> Db<'_, C> {
     }
 }
 
+impl<C: GenericClient> Db<'_, C> {
+    /// At most one row, read by a mapper of the store's own (see `cells`).
+    pub(super) fn row_opt<T>(
+        &mut self,
+        sql: &str,
+        p: Params<'_>,
+        f: impl FnOnce(&Row) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        self.query_opt(sql, p)?.as_ref().map(f).transpose()
+    }
+
+    /// Every row, each read by a mapper of the store's own.
+    pub(super) fn rows<T>(
+        &mut self,
+        sql: &str,
+        p: Params<'_>,
+        f: impl Fn(&Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.query(sql, p)?.iter().map(f).collect()
+    }
+}
+
 pub(super) type Tx<'a, 'b> = Db<'a, ::postgres::Transaction<'b>>;
 
 impl From<::postgres::Error> for StoreError {

@@ -3,33 +3,18 @@
 //! then a row lock, webhook changes lock the tenant row, events are claimed with
 //! `FOR UPDATE SKIP LOCKED` and a lease and settled only by the lease holder.
 
-use ::postgres::{GenericClient, Row};
+use ::postgres::GenericClient;
 
 use super::conn::Db;
-use super::{corrupt, u32_at, PgStore};
+use super::PgStore;
 use crate::domain::keys::TenantId;
+use crate::domain::webhook::{Webhook, WebhookAttempt};
 use crate::domain::Millis;
+use crate::storage::cells::{attempt_from, corrupt, event_job_from, webhook_from};
 use crate::storage::integration::{
-    split_events, DeliveryRow, EventJob, EventOutcome, IdemBegin, IdemClaim, NewEvent, WebhookRow,
+    EventJob, EventOutcome, IdemBegin, IdemClaim, IntegrationStore, NewEvent,
 };
-use crate::storage::{StoreError, HOUR_MS};
-
-fn webhook_from(r: &Row) -> Result<WebhookRow, StoreError> {
-    let events: String = r.try_get(1)?;
-    Ok(WebhookRow {
-        url: r.try_get(0)?,
-        events: split_events(&events),
-        secret: r.try_get(2)?,
-        created_at: r.try_get(3)?,
-        updated_at: r.try_get(4)?,
-    })
-}
-
-fn opt_code(r: &Row, i: usize) -> Result<Option<u16>, StoreError> {
-    r.try_get::<_, Option<i64>>(i)?
-        .map(|v| u16::try_from(v).map_err(|_| corrupt("a status code")))
-        .transpose()
-}
+use crate::storage::{rules, StoreError, HOUR_MS};
 
 /// Queue an event if the tenant's webhook subscribes to its type (callers hold the
 /// transaction of the change it reports, or none).
@@ -41,16 +26,12 @@ pub(super) fn insert_event_in(
         "INSERT INTO webhook_events (id, tenant_id, type, payload, created_at, due_at) \
          SELECT $1, $2, $3, $4, $5, $5 WHERE EXISTS (SELECT 1 FROM webhooks w \
            WHERE w.tenant_id = $2 AND ($3 = 'webhook.test' OR $3 = ANY(string_to_array(w.events, ','))))",
-        &[&e.id, &e.tenant_id.as_str(), &e.kind, &e.payload, &e.created_at],
+        &[&e.id, &e.tenant_id.as_str(), &e.kind.as_str(), &e.payload, &e.created_at],
     )? > 0)
 }
 
-impl PgStore {
-    pub(super) fn do_put_webhook(
-        &self,
-        id: &TenantId,
-        w: &WebhookRow,
-    ) -> Result<Option<bool>, StoreError> {
+impl IntegrationStore for PgStore {
+    fn put_webhook(&self, id: &TenantId, w: &Webhook) -> Result<Option<bool>, StoreError> {
         let id = id.as_str();
         let events = w.events_joined();
         self.tx(|tx| {
@@ -84,16 +65,15 @@ impl PgStore {
         })
     }
 
-    pub(super) fn do_webhook(&self, id: &TenantId) -> Result<Option<WebhookRow>, StoreError> {
-        self.query_opt(
+    fn webhook(&self, id: &TenantId) -> Result<Option<Webhook>, StoreError> {
+        self.conn()?.db().row_opt(
             "SELECT url, events, secret, created_at, updated_at FROM webhooks WHERE tenant_id = $1",
             &[&id.as_str()],
-        )?
-        .map(|r| webhook_from(&r))
-        .transpose()
+            webhook_from,
+        )
     }
 
-    pub(super) fn do_delete_webhook(&self, id: &TenantId) -> Result<bool, StoreError> {
+    fn delete_webhook(&self, id: &TenantId) -> Result<bool, StoreError> {
         let id = id.as_str();
         self.tx(|tx| {
             let n = tx.execute("DELETE FROM webhooks WHERE tenant_id = $1", &[&id])?;
@@ -105,7 +85,7 @@ impl PgStore {
         })
     }
 
-    pub(super) fn do_set_webhook_secret(
+    fn set_webhook_secret(
         &self,
         id: &TenantId,
         sealed: &[u8],
@@ -117,13 +97,13 @@ impl PgStore {
         )? > 0)
     }
 
-    pub(super) fn do_insert_event(&self, e: &NewEvent) -> Result<bool, StoreError> {
+    fn insert_event(&self, e: &NewEvent) -> Result<bool, StoreError> {
         let mut conn = self.conn()?;
         let mut db = conn.db();
         insert_event_in(&mut db, e)
     }
 
-    pub(super) fn do_claim_events(
+    fn claim_events(
         &self,
         owner: &str,
         now: Millis,
@@ -137,16 +117,10 @@ impl PgStore {
                  ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED",
                 &[&now, &i64::from(limit)],
             )?;
-            let mut jobs = Vec::with_capacity(rows.len());
-            for r in &rows {
-                jobs.push(EventJob {
-                    id: r.try_get(0)?,
-                    tenant_id: TenantId::from_trusted(r.try_get(1)?),
-                    kind: r.try_get(2)?,
-                    payload: r.try_get(3)?,
-                    attempts: u32_at(r, 4)?,
-                });
-            }
+            let jobs = rows
+                .iter()
+                .map(event_job_from)
+                .collect::<Result<Vec<EventJob>, StoreError>>()?;
             if !jobs.is_empty() {
                 let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
                 tx.execute(
@@ -159,7 +133,7 @@ impl PgStore {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn do_settle_event(
+    fn settle_event(
         &self,
         event_id: &str,
         owner: &str,
@@ -169,11 +143,7 @@ impl PgStore {
         error: Option<&str>,
         now: Millis,
     ) -> Result<(), StoreError> {
-        let (status, due) = match outcome {
-            EventOutcome::Delivered => ("delivered", now),
-            EventOutcome::Failed => ("failed", now),
-            EventOutcome::Retry { due_at } => ("pending", due_at),
-        };
+        let (status, due) = rules::event_row(outcome, now);
         let code = status_code.map(i64::from);
         self.tx(|tx| {
             let n = tx.execute(
@@ -192,33 +162,20 @@ impl PgStore {
         })
     }
 
-    pub(super) fn do_webhook_deliveries(
+    fn webhook_deliveries(
         &self,
         id: &TenantId,
         limit: u32,
-    ) -> Result<Vec<DeliveryRow>, StoreError> {
-        self.conn()?
-            .db()
-            .query(
-                "SELECT event_id, type, attempt, status_code, error, at FROM webhook_deliveries \
-                 WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2",
-                &[&id.as_str(), &i64::from(limit)],
-            )?
-            .iter()
-            .map(|r| {
-                Ok(DeliveryRow {
-                    event_id: r.try_get(0)?,
-                    kind: r.try_get(1)?,
-                    attempt: u32_at(r, 2)?,
-                    status_code: opt_code(r, 3)?,
-                    error: r.try_get(4)?,
-                    at: r.try_get(5)?,
-                })
-            })
-            .collect()
+    ) -> Result<Vec<WebhookAttempt>, StoreError> {
+        self.conn()?.db().rows(
+            "SELECT event_id, type, attempt, status_code, error, at FROM webhook_deliveries \
+             WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2",
+            &[&id.as_str(), &i64::from(limit)],
+            attempt_from,
+        )
     }
 
-    pub(super) fn do_idem_begin(&self, c: &IdemClaim) -> Result<IdemBegin, StoreError> {
+    fn idem_begin(&self, c: &IdemClaim) -> Result<IdemBegin, StoreError> {
         let tenant = c.tenant_id.as_str();
         self.tx(|tx| {
             // Insert, or lock the row that is there; if that row went meanwhile (released or
@@ -241,7 +198,10 @@ impl PgStore {
                 }
             };
             let fingerprint: Vec<u8> = r.try_get(0)?;
-            let status = opt_code(&r, 1)?;
+            let status = r
+                .try_get::<_, Option<i64>>(1)?
+                .map(|v| u16::try_from(v).map_err(|_| corrupt("a status code")))
+                .transpose()?;
             let response: Option<Vec<u8>> = r.try_get(2)?;
             let lease: Millis = r.try_get(3)?;
             let expires: Millis = r.try_get(4)?;
@@ -265,7 +225,7 @@ impl PgStore {
         })
     }
 
-    pub(super) fn do_idem_finish(
+    fn idem_finish(
         &self,
         id: &TenantId,
         key_digest: &[u8],
@@ -287,7 +247,7 @@ impl PgStore {
         Ok(())
     }
 
-    pub(super) fn do_idem_release(
+    fn idem_release(
         &self,
         id: &TenantId,
         key_digest: &[u8],
@@ -301,11 +261,7 @@ impl PgStore {
         Ok(())
     }
 
-    pub(super) fn do_purge_integration(
-        &self,
-        now: Millis,
-        records_before: Millis,
-    ) -> Result<usize, StoreError> {
+    fn purge_integration(&self, now: Millis, records_before: Millis) -> Result<usize, StoreError> {
         let mut db = self.conn()?;
         let mut db = db.db();
         let mut n = db.execute(

@@ -1,28 +1,23 @@
 //! PostgreSQL: the keyring (made once under an advisory lock) and re-encryption of stored
 //! SMTP passwords and webhook secrets.
 
-use super::*;
+use super::{PgStore, KEYRING_LOCK};
+use crate::crypto::keyring::WrappedKey;
+use crate::domain::keys::TenantId;
+use crate::domain::Millis;
+use crate::storage::cells::wrapped_key_from;
+use crate::storage::{KeyringStore, StoreError};
 
-impl PgStore {
-    pub(super) fn do_keyring(&self) -> Result<Vec<WrappedKey>, StoreError> {
-        let rows = self.conn()?.db().query(
+impl KeyringStore for PgStore {
+    fn keyring(&self) -> Result<Vec<WrappedKey>, StoreError> {
+        self.conn()?.db().rows(
             "SELECT kind, version, wrapped, kek_id, active FROM keyring ORDER BY kind, version",
             &[],
-        )?;
-        rows.iter()
-            .map(|r| {
-                Ok(WrappedKey {
-                    kind: r.try_get(0)?,
-                    version: u32_at(r, 1)?,
-                    wrapped: r.try_get(2)?,
-                    kek_id: r.try_get(3)?,
-                    active: r.try_get(4)?,
-                })
-            })
-            .collect()
+            wrapped_key_from,
+        )
     }
 
-    pub(super) fn do_init_keyring(
+    fn init_keyring(
         &self,
         rows: &[WrappedKey],
         now: Millis,
@@ -46,7 +41,7 @@ impl PgStore {
         self.keyring()
     }
 
-    pub(super) fn do_rewrap_key(
+    fn rewrap_key(
         &self,
         kind: &str,
         version: u32,
@@ -61,7 +56,7 @@ impl PgStore {
         Ok(n == 1)
     }
 
-    pub(super) fn do_add_data_key(&self, row: &WrappedKey, now: Millis) -> Result<(), StoreError> {
+    fn add_data_key(&self, row: &WrappedKey, now: Millis) -> Result<(), StoreError> {
         // The primary key (kind, version) refuses a version another rotation took first.
         self.tx(|tx| {
             tx.execute("UPDATE keyring SET active = FALSE WHERE kind = $1", &[&row.kind])?;
@@ -73,12 +68,7 @@ impl PgStore {
         })
     }
 
-    pub(super) fn do_set_smtp_password(
-        &self,
-        id: &TenantId,
-        old: &[u8],
-        new: &[u8],
-    ) -> Result<bool, StoreError> {
+    fn set_smtp_password(&self, id: &TenantId, old: &[u8], new: &[u8]) -> Result<bool, StoreError> {
         let n = self.conn()?.db().execute(
             "UPDATE tenants SET smtp_password = $3 WHERE id = $1 AND smtp_password = $2",
             &[&id.as_str(), &old, &new],
@@ -86,7 +76,7 @@ impl PgStore {
         Ok(n == 1)
     }
 
-    pub(super) fn do_reseal_webhook_secret(
+    fn reseal_webhook_secret(
         &self,
         id: &TenantId,
         old: &[u8],

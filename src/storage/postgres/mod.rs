@@ -13,25 +13,20 @@ mod keyring;
 mod outbox;
 mod quota;
 mod records;
-mod store;
 mod tenants;
 mod tls;
 
 use std::time::Duration;
 
-use ::postgres::types::ToSql;
 use ::postgres::{GenericClient, Row};
 use r2d2::Pool;
 use r2d2_postgres::PostgresConnectionManager;
 
-use super::integration::{
-    DeliveryRow, EventJob, EventOutcome, IdemBegin, IdemClaim, NewEvent, WebhookRow,
-};
-use super::*;
-use crate::crypto::keyring::WrappedKey;
-use crate::domain::delivery::{DeliveryStatus, DeliveryView};
+use super::{copy, NewChallenge, QuotaRefusal, Store, StoreError};
+use crate::domain::tenant::Tenant;
+use crate::domain::Millis;
 use conn::{Conn, Db, Manager, Params, PgConn, Tx};
-use quota::{lock_all, lock_key, quota_check, quota_locks, take_send_in};
+use quota::{lock_all, lock_key};
 
 mod embedded {
     refinery::embed_migrations!("migrations/postgres");
@@ -41,17 +36,6 @@ mod embedded {
 const MIGRATION_LOCK: i64 = 0x6f74_706d_696e_7401;
 /// Transaction advisory lock around keyring initialisation.
 const KEYRING_LOCK: i64 = 0x6f74_706d_696e_7402;
-
-const TENANT_COLS: &str =
-    "t.id, t.name, t.enabled, t.origin, t.created_at, t.smtp_host, t.smtp_port, t.smtp_username, \
-     t.smtp_password, t.smtp_from, t.smtp_tls, t.smtp_version, t.code_length, t.ttl_seconds, \
-     t.max_attempts, t.smtp_max_connections, t.delivery, t.default_locale, t.templates_version, \
-     COALESCE((SELECT w.events FROM webhooks w WHERE w.tenant_id = t.id), '')";
-const VIEW_COLS: &str =
-    "c.status, c.email, c.email_canonical, c.purpose, c.attempts, c.max_attempts, c.code_length, \
-     c.created_at, c.expires_at, c.verified_at, c.delivery_mode, c.delivery_status, \
-     c.delivery_attempts, c.delivery_reason, c.sent_at, \
-     EXISTS(SELECT 1 FROM outbox o WHERE o.key_digest = c.key_digest AND o.leased_by IS NOT NULL)";
 
 /// How to reach the database.
 #[derive(Debug, Clone)]
@@ -67,14 +51,6 @@ pub struct PgOptions {
 pub struct PgStore {
     /// Always `Some` until drop (see `Drop`).
     pool: Option<Pool<Manager>>,
-}
-
-fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(format!("{what} out of range"))
-}
-
-fn u32_at(r: &Row, i: usize) -> Result<u32, StoreError> {
-    u32::try_from(r.try_get::<_, i64>(i)?).map_err(|_| corrupt("a count"))
 }
 
 fn opt_u32(v: Option<u32>) -> Option<i64> {
@@ -160,6 +136,19 @@ impl PgStore {
     }
 }
 
+impl Store for PgStore {
+    fn ping(&self) -> Result<(), StoreError> {
+        self.conn()?.client.simple_query("SELECT 1")?;
+        Ok(())
+    }
+
+    fn write_probe(&self) -> Result<(), StoreError> {
+        // Assigning a transaction id is a write: it fails on a read-only or stuck server.
+        self.conn()?.client.simple_query("SELECT txid_current()")?;
+        Ok(())
+    }
+}
+
 impl Drop for PgStore {
     /// The `postgres` client blocks on a runtime of its own when a connection closes, which
     /// tokio forbids on an async worker: close the pool on a plain thread.
@@ -170,67 +159,6 @@ impl Drop for PgStore {
                 .spawn(move || drop(pool));
         }
     }
-}
-
-fn tenant_from_row(r: &Row) -> Result<Tenant, StoreError> {
-    let delivery: String = r.try_get(16)?;
-    Ok(Tenant {
-        delivery: DeliveryMode::parse(&delivery).ok_or_else(|| corrupt("a delivery mode"))?,
-        id: TenantId::from_trusted(r.try_get(0)?),
-        name: TenantName::from_stored(r.try_get(1)?),
-        enabled: r.try_get(2)?,
-        origin: Origin::parse(r.try_get(3)?).ok_or_else(|| corrupt("a tenant origin"))?,
-        created_at: r.try_get(4)?,
-        smtp: SmtpAccount {
-            host: SmtpHost::from_stored(r.try_get(5)?),
-            port: u16::try_from(r.try_get::<_, i64>(6)?).map_err(|_| corrupt("a port"))?,
-            username: r.try_get(7)?,
-            password: r.try_get(8)?,
-            from: Sender::from_stored(r.try_get(9)?),
-            tls: TlsMode::parse(r.try_get(10)?).ok_or_else(|| corrupt("a TLS mode"))?,
-            max_connections: u32_at(r, 15)?,
-        },
-        smtp_version: r.try_get(11)?,
-        policy: Policy {
-            code_length: u32_at(r, 12)?,
-            ttl_seconds: u32_at(r, 13)?,
-            max_attempts: u32_at(r, 14)?,
-        },
-        default_locale: Locale::parse(r.try_get(17)?).ok_or_else(|| corrupt("a locale"))?,
-        templates_version: r.try_get(18)?,
-        webhook_events: r.try_get(19)?,
-    })
-}
-
-fn view_from_row(r: &Row) -> Result<ChallengeView, StoreError> {
-    let status: String = r.try_get(0)?;
-    let mode: String = r.try_get(10)?;
-    let delivery_status: String = r.try_get(11)?;
-    let leased: bool = r.try_get(15)?;
-    let delivery_status = match DeliveryStatus::parse_stored(&delivery_status) {
-        Some(DeliveryStatus::Queued) if leased => DeliveryStatus::Sending,
-        Some(s) => s,
-        None => DeliveryStatus::Failed,
-    };
-    Ok(ChallengeView {
-        status: status_from(&status)?,
-        email: r.try_get(1)?,
-        email_canonical: r.try_get(2)?,
-        purpose: r.try_get(3)?,
-        attempts: u32_at(r, 4)?,
-        max_attempts: u32_at(r, 5)?,
-        code_length: u32_at(r, 6)?,
-        created_at: r.try_get(7)?,
-        expires_at: r.try_get(8)?,
-        verified_at: r.try_get(9)?,
-        delivery: DeliveryView {
-            mode: DeliveryMode::parse(&mode).unwrap_or(DeliveryMode::Sync),
-            status: delivery_status,
-            attempts: u32_at(r, 12)?,
-            reason: r.try_get(13)?,
-            sent_at: r.try_get(14)?,
-        },
-    })
 }
 
 /// A tenant and its current secret digest, inside the caller's transaction; a secret

@@ -1,4 +1,4 @@
-//! PostgreSQL: codes with their outbox rows. Senders on every instance claim due rows with
+//! PostgreSQL: the outbox. Senders on every instance claim due rows with
 //! `FOR UPDATE SKIP LOCKED` and a lease; a message is settled by deleting its outbox row
 //! first, so two instances can never both settle (or refund) it.
 
@@ -6,71 +6,18 @@ use ::postgres::GenericClient;
 
 use super::conn::Db;
 use super::integration::insert_event_in;
-use super::quota::{
-    count_send, lock_all, recipient_check, recipient_lock, tenant_check, tenant_lock,
-};
-use super::{insert_challenge, opt_u32, u32_at, PgStore};
+use super::{opt_u32, PgStore};
 use crate::domain::keys::TenantId;
 use crate::domain::Millis;
+use crate::storage::cells::{delivery_mode_from, status_from, Cells};
 use crate::storage::integration::NewEvent;
+use crate::storage::rules::{self, SweepVerdict};
 use crate::storage::{
-    delivery_mode_from, ClaimRequest, NewChallenge, NewOutbox, OutboxJob, OutboxStats,
-    QuotaRefusal, SendQuota, StoreError, Swept,
+    ClaimRequest, OutboxJob, OutboxStats, OutboxStore, StoreError, Swept, MINUTE_MS,
 };
 
-impl PgStore {
-    pub(super) fn do_insert_code(
-        &self,
-        c: &NewChallenge,
-        m: &NewOutbox,
-        q: Option<&SendQuota>,
-        now: Millis,
-    ) -> Result<Result<(), QuotaRefusal>, StoreError> {
-        let tenant = c.tenant_id.as_str();
-        self.tx_unless_refused(|tx| {
-            if let Some(q) = q {
-                lock_all(tx, &[recipient_lock(&c.tenant_id, &c.email_canonical)])?;
-                if let Err(r) = recipient_check(tx, &c.tenant_id, &c.email_canonical, q, now)? {
-                    return Ok(Err(r));
-                }
-            }
-            insert_challenge(
-                tx,
-                c,
-                tenant,
-                0,
-                (c.delivery_mode.as_str(), "queued", 0, None),
-            )?;
-            tx.execute(
-                "INSERT INTO outbox (key_digest, tenant_id, recipient, payload, due_at, attempts, lease_until, leased_by, quota_at, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, $5)",
-                &[
-                    &c.key_digest,
-                    &tenant,
-                    &m.recipient,
-                    &m.payload,
-                    &now,
-                    &m.lease.as_ref().map(|l| l.until),
-                    &m.lease.as_ref().map(|l| l.owner.as_str()),
-                    &q.map(|_| now),
-                ],
-            )?;
-            if let Some(q) = q {
-                // The tenant's lock last (see `quota_locks`); a refusal here rolls the code
-                // and its message back.
-                if let Some(t) = tenant_lock(&c.tenant_id, q) {
-                    lock_all(tx, &[t])?;
-                    if let Err(r) = tenant_check(tx, &c.tenant_id, q, now)? {
-                        return Ok(Err(r));
-                    }
-                }
-                count_send(tx, &c.tenant_id, &c.email_canonical, now)?;
-            }
-            Ok(Ok(()))
-        })
-    }
-
-    pub(super) fn do_claim(&self, c: &ClaimRequest) -> Result<Vec<OutboxJob>, StoreError> {
+impl OutboxStore for PgStore {
+    fn claim_outbox(&self, c: &ClaimRequest) -> Result<Vec<OutboxJob>, StoreError> {
         self.tx(|tx| {
             // Due rows of live pending codes of enabled tenants, oldest first; rows another
             // instance is claiming right now are skipped, not waited for.
@@ -94,7 +41,7 @@ impl PgStore {
                     break;
                 }
                 let tenant: String = r.try_get(1)?;
-                let maxc = u32_at(r, 7)?;
+                let maxc = r.count(7)?;
                 let n = per_tenant.entry(tenant.clone()).or_insert(0);
                 if *n >= maxc.max(1) {
                     continue;
@@ -106,7 +53,7 @@ impl PgStore {
                     tenant_id: TenantId::from_trusted(tenant),
                     recipient: r.try_get(2)?,
                     payload: r.try_get(3)?,
-                    attempts: u32_at(r, 4)?,
+                    attempts: r.count(4)?,
                     expires_at: r.try_get(5)?,
                     mode: delivery_mode_from(&mode)?,
                 });
@@ -122,7 +69,7 @@ impl PgStore {
         })
     }
 
-    pub(super) fn do_sent(
+    fn outbox_sent(
         &self,
         key_digest: &[u8],
         attempts: u32,
@@ -161,7 +108,7 @@ impl PgStore {
                 // Only pending, live codes are superseded. An older code of the group was
                 // committed before this one took its number (the group lock), so it is
                 // visible here; a concurrent change to it is waited for and re-checked.
-                if status == "pending" || status == "verified" {
+                if rules::accepted_supersedes(status_from(&status)?) {
                     let (tenant, email, purpose, flavor, seq): (String, String, String, String, i64) =
                         (g.try_get(0)?, g.try_get(1)?, g.try_get(2)?, g.try_get(3)?, g.try_get(4)?);
                     tx.execute(
@@ -179,7 +126,7 @@ impl PgStore {
         })
     }
 
-    pub(super) fn do_retry(
+    fn outbox_retry(
         &self,
         key_digest: &[u8],
         owner: &str,
@@ -205,7 +152,7 @@ impl PgStore {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn do_failed(
+    fn outbox_failed(
         &self,
         key_digest: &[u8],
         attempts: u32,
@@ -231,7 +178,7 @@ impl PgStore {
         })
     }
 
-    pub(super) fn do_sweep(&self, now: Millis) -> Result<Vec<Swept>, StoreError> {
+    fn outbox_sweep(&self, now: Millis) -> Result<Vec<Swept>, StoreError> {
         self.tx(|tx| {
             let rows = tx.query(
                 "SELECT o.key_digest, c.status, c.expires_at, c.attempts, c.max_attempts, o.tenant_id, o.payload \
@@ -244,27 +191,28 @@ impl PgStore {
             let mut out = Vec::with_capacity(rows.len());
             for r in &rows {
                 let key: Vec<u8> = r.try_get(0)?;
-                let status: String = r.try_get(1)?;
-                let expires_at: Millis = r.try_get(2)?;
-                let live = status == "pending" && u32_at(r, 3)? < u32_at(r, 4)?;
-                let expired = live && expires_at <= now;
-                if expired {
-                    fail_in(tx, &key, None, "expired", false, true, now)?;
-                } else {
-                    fail_in(tx, &key, None, "not_sent", false, false, now)?;
-                }
+                let Some(verdict) = rules::sweep_verdict(
+                    status_from(&r.text(1)?)?,
+                    r.count(3)?,
+                    r.count(4)?,
+                    r.int(2)?,
+                    now,
+                ) else {
+                    continue;
+                };
+                fail_in(tx, &key, None, verdict.reason(), false, verdict.fails_code(), now)?;
                 out.push(Swept {
                     tenant_id: TenantId::from_trusted(r.try_get(5)?),
                     key_digest: key,
                     payload: r.try_get(6)?,
-                    expired,
+                    expired: verdict == SweepVerdict::Expired,
                 });
             }
             Ok(out)
         })
     }
 
-    pub(super) fn do_stats(&self, now: Millis) -> Result<OutboxStats, StoreError> {
+    fn outbox_stats(&self, now: Millis) -> Result<OutboxStats, StoreError> {
         let row = self
             .conn()?
             .db()
@@ -310,7 +258,7 @@ fn fail_in(
         .map(|r| r.try_get(0))
         .transpose()?;
     if let (Some(quota_at), Some(email)) = (quota_at, email) {
-        if !maybe_before && !maybe_delivered {
+        if rules::refunds_quota(maybe_before, maybe_delivered) {
             // Nothing can have reached the relay: give the send back to the quotas.
             tx.execute(
                 "DELETE FROM sends WHERE id = (SELECT id FROM sends WHERE tenant_id = $1 AND email_canonical = $2 AND at = $3 LIMIT 1)",
@@ -318,7 +266,7 @@ fn fail_in(
             )?;
             tx.execute(
                 "UPDATE tenant_send_minutes SET sends = sends - 1 WHERE tenant_id = $1 AND minute = $2 AND sends > 0",
-                &[&tenant, &quota_at.div_euclid(60_000)],
+                &[&tenant, &quota_at.div_euclid(MINUTE_MS)],
             )?;
         }
     }

@@ -4,9 +4,40 @@
 use ::postgres::GenericClient;
 
 use super::conn::Db;
+use super::PgStore;
 use crate::domain::keys::TenantId;
 use crate::domain::Millis;
-use crate::storage::{QuotaRefusal, SendQuota, StoreError, MINUTE_MS};
+use crate::storage::{QuotaRefusal, QuotaStore, SendQuota, StoreError, MINUTE_MS};
+
+impl QuotaStore for PgStore {
+    fn check_quota(
+        &self,
+        tenant: &TenantId,
+        recipient: &str,
+        q: &SendQuota,
+        now: Millis,
+    ) -> Result<Result<(), QuotaRefusal>, StoreError> {
+        quota_check(&mut self.conn()?.db(), tenant, recipient, q, now)
+    }
+
+    fn failures_blocked(
+        &self,
+        tenant: &TenantId,
+        recipient: &str,
+        q: &SendQuota,
+        now: Millis,
+    ) -> Result<Option<Millis>, StoreError> {
+        if q.max_failures == 0 {
+            return Ok(None);
+        }
+        let row = self.query_opt(
+            "SELECT failures, window_start FROM recipient_failures WHERE tenant_id = $1 AND email_canonical = $2",
+            &[&tenant.as_str(), &recipient],
+        )?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(q.failures_until(row.try_get(0)?, row.try_get(1)?, now))
+    }
+}
 
 /// The key of a transaction-scoped advisory lock: parts joined by a separator no part holds.
 pub(super) fn lock_key(kind: &str, parts: &[&str]) -> String {
@@ -19,7 +50,8 @@ pub(super) fn lock_key(kind: &str, parts: &[&str]) -> String {
 }
 
 /// Take transaction-scoped advisory locks, in the order given (every caller uses the order
-/// recipient → group → tenant, so two transactions never wait on each other in a circle).
+/// recipient → group → tenant, so two transactions never wait on each other in a circle; the
+/// tenant's lock, shared by all its mints, is taken last and held the shortest).
 pub(super) fn lock_all(
     tx: &mut Db<'_, impl GenericClient>,
     keys: &[String],
@@ -112,18 +144,6 @@ pub(super) fn tenant_check(
     Ok(Ok(()))
 }
 
-/// The advisory locks that make a quota check and its count one step across instances:
-/// the recipient, then the tenant (only when the tenant-hour limit is on). Every caller takes
-/// them in the order recipient → group → tenant, so no two transactions wait in a circle;
-/// the tenant's lock, shared by all its mints, is taken last and held the shortest.
-pub(super) fn quota_locks(tenant: &TenantId, recipient: &str, q: &SendQuota) -> Vec<String> {
-    let mut keys = vec![recipient_lock(tenant, recipient)];
-    if let Some(t) = tenant_lock(tenant, q) {
-        keys.push(t);
-    }
-    keys
-}
-
 pub(super) fn recipient_lock(tenant: &TenantId, recipient: &str) -> String {
     lock_key("r", &[tenant.as_str(), recipient])
 }
@@ -149,21 +169,6 @@ pub(super) fn count_send(
         &[&tenant.as_str(), &now.div_euclid(MINUTE_MS)],
     )?;
     Ok(())
-}
-
-/// Check every quota and, if all allow it, count one send (callers took `quota_locks`).
-pub(super) fn take_send_in(
-    tx: &mut Db<'_, impl GenericClient>,
-    tenant: &TenantId,
-    recipient: &str,
-    q: &SendQuota,
-    now: Millis,
-) -> Result<Result<(), QuotaRefusal>, StoreError> {
-    if let Err(r) = quota_check(tx, tenant, recipient, q, now)? {
-        return Ok(Err(r));
-    }
-    count_send(tx, tenant, recipient, now)?;
-    Ok(Ok(()))
 }
 
 #[cfg(test)]

@@ -1,14 +1,18 @@
 //! PostgreSQL: retention purges, the audit, the OtpMint import and the whole-installation
 //! snapshot used by migrate-store.
 
-use super::*;
+use ::postgres::types::ToSql;
 
-impl PgStore {
-    pub(super) fn do_purge(
-        &self,
-        before: Millis,
-        sends_before: Millis,
-    ) -> Result<usize, StoreError> {
+use super::{export_rows, insert_challenge, insert_tenant_row, PgStore, KEYRING_LOCK};
+use crate::domain::audit::AuditEvent;
+use crate::domain::keys::TenantId;
+use crate::domain::tenant::Tenant;
+use crate::domain::Millis;
+use crate::storage::cells::audit_from;
+use crate::storage::{copy, ImportCounts, ImportedCode, RecordStore, StoreError, MINUTE_MS};
+
+impl RecordStore for PgStore {
+    fn purge(&self, before: Millis, sends_before: Millis) -> Result<usize, StoreError> {
         // Each statement is idempotent: instances purging at once delete each row once.
         let mut conn = self.conn()?;
         let mut conn = conn.db();
@@ -28,7 +32,7 @@ impl PgStore {
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
-    pub(super) fn do_import(
+    fn import(
         &self,
         tenants: &[(Tenant, Vec<u8>)],
         codes: &[ImportedCode],
@@ -84,7 +88,7 @@ impl PgStore {
         })
     }
 
-    pub(super) fn do_append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+    fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
         self.tx(|tx| {
             // A tenant deleted meanwhile has no audit: skip its events.
             for e in events {
@@ -98,36 +102,21 @@ impl PgStore {
         })
     }
 
-    pub(super) fn do_audit_page(
+    fn audit_page(
         &self,
         tenant: &TenantId,
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        self.conn()?
-            .db()
-            .query(
-                "SELECT id, tenant_id, at, event, recipient, outcome, client_ip, request_id FROM audit \
-                 WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
-                &[&tenant.as_str(), &before.unwrap_or(i64::MAX), &i64::from(limit)],
-            )?
-            .iter()
-            .map(|r| {
-                Ok(AuditEvent {
-                    id: r.try_get(0)?,
-                    tenant_id: r.try_get(1)?,
-                    at: r.try_get(2)?,
-                    event: r.try_get(3)?,
-                    recipient: r.try_get(4)?,
-                    outcome: r.try_get(5)?,
-                    client_ip: r.try_get(6)?,
-                    request_id: r.try_get(7)?,
-                })
-            })
-            .collect()
+        self.conn()?.db().rows(
+            "SELECT id, tenant_id, at, event, recipient, outcome, client_ip, request_id FROM audit \
+             WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+            &[&tenant.as_str(), &before.unwrap_or(i64::MAX), &i64::from(limit)],
+            audit_from,
+        )
     }
 
-    pub(super) fn do_purge_audit(&self, before: Millis) -> Result<usize, StoreError> {
+    fn purge_audit(&self, before: Millis) -> Result<usize, StoreError> {
         let n = self
             .conn()?
             .db()
@@ -135,7 +124,7 @@ impl PgStore {
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
-    pub(super) fn do_export_snapshot(&self) -> Result<copy::Snapshot, StoreError> {
+    fn export_snapshot(&self) -> Result<copy::Snapshot, StoreError> {
         let mut conn = self.conn()?;
         let mut tx = conn
             .client
@@ -152,7 +141,7 @@ impl PgStore {
         Ok(out)
     }
 
-    pub(super) fn do_import_snapshot(&self, s: &copy::Snapshot) -> Result<(), StoreError> {
+    fn import_snapshot(&self, s: &copy::Snapshot) -> Result<(), StoreError> {
         self.tx(|tx| {
             // Also keeps two copies into one database from interleaving.
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&KEYRING_LOCK])?;
@@ -218,13 +207,13 @@ impl PgStore {
         })
     }
 
-    pub(super) fn do_backup_to(&self, _path: &std::path::Path) -> Result<(), StoreError> {
+    fn backup_to(&self, _path: &std::path::Path) -> Result<(), StoreError> {
         Err(StoreError::Unsupported(
             "`otpmint backup` copies a SQLite database; back up PostgreSQL with pg_dump",
         ))
     }
 
-    pub(super) fn do_has_data(&self) -> Result<bool, StoreError> {
+    fn has_data(&self) -> Result<bool, StoreError> {
         let row = self.conn()?.db().query_one(
             "SELECT EXISTS(SELECT 1 FROM keyring) OR EXISTS(SELECT 1 FROM tenants)",
             &[],

@@ -1,9 +1,15 @@
 //! PostgreSQL: tenants, their secrets and their templates.
 
-use super::*;
+use super::{insert_tenant_row, PgStore};
+use crate::domain::keys::TenantId;
+use crate::domain::template::TenantTemplate;
+use crate::domain::tenant::Tenant;
+use crate::domain::Millis;
+use crate::storage::cells::{template_from, tenant_from, TENANT_COLS};
+use crate::storage::{StoreError, TenantChanges, TenantStore};
 
-impl PgStore {
-    pub(super) fn do_insert_tenant(
+impl TenantStore for PgStore {
+    fn insert_tenant(
         &self,
         t: &Tenant,
         secret_digest: &[u8],
@@ -18,16 +24,15 @@ impl PgStore {
         })
     }
 
-    pub(super) fn do_tenant(&self, id: &TenantId) -> Result<Option<Tenant>, StoreError> {
-        self.query_opt(
+    fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, StoreError> {
+        self.conn()?.db().row_opt(
             &format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = $1"),
             &[&id.as_str()],
-        )?
-        .map(|r| tenant_from_row(&r))
-        .transpose()
+            tenant_from,
+        )
     }
 
-    pub(super) fn do_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+    fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
         self.conn()?
             .db()
             .query(
@@ -35,11 +40,11 @@ impl PgStore {
                 &[],
             )?
             .iter()
-            .map(tenant_from_row)
+            .map(tenant_from)
             .collect()
     }
 
-    pub(super) fn do_update_tenant(
+    fn update_tenant(
         &self,
         id: &TenantId,
         c: &TenantChanges,
@@ -93,11 +98,11 @@ impl PgStore {
                 &format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = $1"),
                 &[&id],
             )?;
-            Ok(Some(tenant_from_row(&row)?))
+            Ok(Some(tenant_from(&row)?))
         })
     }
 
-    pub(super) fn do_delete_tenant(&self, id: &TenantId) -> Result<bool, StoreError> {
+    fn delete_tenant(&self, id: &TenantId) -> Result<bool, StoreError> {
         Ok(self
             .conn()?
             .db()
@@ -105,32 +110,16 @@ impl PgStore {
             > 0)
     }
 
-    pub(super) fn do_templates(&self, id: &TenantId) -> Result<Vec<TemplateRow>, StoreError> {
-        self.conn()?
-            .db()
-            .query(
-                "SELECT locale, subject, text, html, updated_at FROM templates \
-                 WHERE tenant_id = $1 ORDER BY locale",
-                &[&id.as_str()],
-            )?
-            .iter()
-            .map(|r| {
-                Ok(TemplateRow {
-                    locale: r.try_get(0)?,
-                    subject: r.try_get(1)?,
-                    text: r.try_get(2)?,
-                    html: r.try_get(3)?,
-                    updated_at: r.try_get(4)?,
-                })
-            })
-            .collect()
+    fn templates(&self, id: &TenantId) -> Result<Vec<TenantTemplate>, StoreError> {
+        self.conn()?.db().rows(
+            "SELECT locale, subject, text, html, updated_at FROM templates \
+             WHERE tenant_id = $1 ORDER BY locale",
+            &[&id.as_str()],
+            template_from,
+        )
     }
 
-    pub(super) fn do_put_template(
-        &self,
-        id: &TenantId,
-        t: &TemplateRow,
-    ) -> Result<bool, StoreError> {
+    fn put_template(&self, id: &TenantId, t: &TenantTemplate) -> Result<bool, StoreError> {
         let id = id.as_str();
         self.tx(|tx| {
             // Locks the tenant row: template changes of one tenant take turns.
@@ -152,11 +141,7 @@ impl PgStore {
         })
     }
 
-    pub(super) fn do_delete_template(
-        &self,
-        id: &TenantId,
-        locale: &str,
-    ) -> Result<bool, StoreError> {
+    fn delete_template(&self, id: &TenantId, locale: &str) -> Result<bool, StoreError> {
         let id = id.as_str();
         self.tx(|tx| {
             let n = tx.execute(
@@ -173,23 +158,18 @@ impl PgStore {
         })
     }
 
-    pub(super) fn do_tenant_by_secret(
-        &self,
-        digest: &[u8],
-        now: Millis,
-    ) -> Result<Option<Tenant>, StoreError> {
-        self.query_opt(
+    fn tenant_by_secret(&self, digest: &[u8], now: Millis) -> Result<Option<Tenant>, StoreError> {
+        self.conn()?.db().row_opt(
             &format!(
                 "SELECT {TENANT_COLS} FROM tenant_secrets s JOIN tenants t ON t.id = s.tenant_id \
                  WHERE s.digest = $1 AND (s.expires_at IS NULL OR s.expires_at > $2) AND t.enabled"
             ),
             &[&digest, &now],
-        )?
-        .map(|r| tenant_from_row(&r))
-        .transpose()
+            tenant_from,
+        )
     }
 
-    pub(super) fn do_rotate_secret(
+    fn rotate_secret(
         &self,
         id: &TenantId,
         new_digest: &[u8],

@@ -1,10 +1,79 @@
-//! SQLite: codes — attempts reserved and given back, verify, status, cancel — and the quota
-//! and failure-budget reads and writes around them.
+//! SQLite: codes — stored with their message (the mint's one commit: quota, code, outbox
+//! row), attempts reserved and given back, verify, status, cancel.
 
-use super::*;
+use rusqlite::{params, OptionalExtension};
 
-impl SqliteStore {
-    pub(super) fn do_reserve_attempt(
+use super::integration::insert_event_in;
+use super::quota::take_send_in;
+use super::{CachedSql, SqliteStore};
+use crate::domain::challenge::ChallengeView;
+use crate::domain::keys::{Flavor, TenantId};
+use crate::domain::Millis;
+use crate::storage::cells::{view_from, VIEW_COLS};
+use crate::storage::integration::NewEvent;
+use crate::storage::{
+    CodeStore, NewChallenge, NewOutbox, QuotaRefusal, Reservation, SendQuota, StoreError,
+};
+
+impl CodeStore for SqliteStore {
+    fn insert_code(
+        &self,
+        c: &NewChallenge,
+        m: &NewOutbox,
+        q: Option<&SendQuota>,
+        now: Millis,
+    ) -> Result<Result<(), QuotaRefusal>, StoreError> {
+        let (c, m, q) = (c.clone(), m.clone(), q.copied());
+        self.writer.write(move |tx| {
+            if let Some(q) = &q {
+                if let Err(r) = take_send_in(tx, &c.tenant_id, &c.email_canonical, q, now)? {
+                    return Ok(Err(r));
+                }
+            }
+            // The sequence number is taken under SQLite's write lock: a later mint of the
+            // group always has a higher one.
+            tx.execute_cached(
+                "INSERT INTO challenges (key_digest, tenant_id, flavor, email, email_canonical, purpose, seq, code_hash, \
+                 status, attempts, max_attempts, code_length, created_at, expires_at, \
+                 delivery_mode, delivery_status, delivery_attempts, sent_at, locale) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
+                   (SELECT COALESCE(MAX(seq), 0) + 1 FROM challenges WHERE tenant_id = ?2 AND email_canonical = ?5 AND purpose = ?6 AND flavor = ?3), \
+                   ?7, 'pending', 0, ?8, ?9, ?10, ?11, ?12, 'queued', 0, NULL, ?13)",
+                params![
+                    c.key_digest,
+                    c.tenant_id.as_str(),
+                    c.flavor.as_str(),
+                    c.email,
+                    c.email_canonical,
+                    c.purpose,
+                    c.code_hash,
+                    c.max_attempts,
+                    c.code_length,
+                    c.created_at,
+                    c.expires_at,
+                    c.delivery_mode.as_str(),
+                    c.locale
+                ],
+            )?;
+            tx.execute_cached(
+                "INSERT INTO outbox (key_digest, tenant_id, recipient, payload, due_at, attempts, lease_until, leased_by, quota_at, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?5)",
+                params![
+                    c.key_digest,
+                    c.tenant_id.as_str(),
+                    m.recipient,
+                    m.payload,
+                    now,
+                    m.lease.as_ref().map(|l| l.until),
+                    m.lease.as_ref().map(|l| l.owner.clone()),
+                    q.map(|_| now)
+                ],
+            )?;
+            Ok(Ok(()))
+        })
+    }
+
+    fn reserve_attempt(
         &self,
         tenant: &TenantId,
         key_digest: &[u8],
@@ -60,7 +129,7 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn do_release_attempt(
+    fn release_attempt(
         &self,
         tenant: &TenantId,
         key_digest: &[u8],
@@ -81,7 +150,7 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn do_finish_verify(
+    fn finish_verify(
         &self,
         tenant: &TenantId,
         key_digest: &[u8],
@@ -99,7 +168,7 @@ impl SqliteStore {
             )?;
             if n == 1 {
                 if let Some(e) = &event {
-                    integration::insert_event_in(conn, e)?;
+                    insert_event_in(conn, e)?;
                 }
                 if let Some(r) = &clear {
                     conn.execute_cached(
@@ -112,7 +181,7 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn do_challenge_owner(
+    fn challenge_owner(
         &self,
         key_digest: &[u8],
         flavor: Flavor,
@@ -129,24 +198,20 @@ impl SqliteStore {
             .map(TenantId::from_trusted))
     }
 
-    pub(super) fn do_challenge(
+    fn challenge(
         &self,
         tenant: &TenantId,
         key_digest: &[u8],
         flavor: Flavor,
     ) -> Result<Option<ChallengeView>, StoreError> {
-        let conn = self.conn()?;
-        let v = conn
-            .query_row_cached(
-                &format!("SELECT {VIEW_COLS} FROM challenges WHERE key_digest = ?1 AND tenant_id = ?2 AND flavor = ?3"),
-                params![key_digest, tenant.as_str(), flavor.as_str()],
-                view_from_row,
-            )
-            .optional()?;
-        finish_view(v)
+        self.conn()?.row_opt(
+            &format!("SELECT {VIEW_COLS} FROM challenges c WHERE c.key_digest = ?1 AND c.tenant_id = ?2 AND c.flavor = ?3"),
+            params![key_digest, tenant.as_str(), flavor.as_str()],
+            |r| view_from(r),
+        )
     }
 
-    pub(super) fn do_cancel(
+    fn cancel(
         &self,
         tenant: &TenantId,
         key_digest: &[u8],
@@ -160,58 +225,12 @@ impl SqliteStore {
                  AND flavor = ?3 AND status = 'pending' AND expires_at > ?4 AND attempts < max_attempts",
                 params![key_digest, tenant.as_str(), flavor.as_str(), now],
             )?;
-            let v = tx
-                .query_row_cached(
-                    &format!("SELECT {VIEW_COLS} FROM challenges WHERE key_digest = ?1 AND tenant_id = ?2 AND flavor = ?3"),
-                    params![key_digest, tenant.as_str(), flavor.as_str()],
-                    view_from_row,
-                )
-                .optional()?;
-            Ok(finish_view(v)?.map(|v| (n == 1, v)))
+            let v = tx.row_opt(
+                &format!("SELECT {VIEW_COLS} FROM challenges c WHERE c.key_digest = ?1 AND c.tenant_id = ?2 AND c.flavor = ?3"),
+                params![key_digest, tenant.as_str(), flavor.as_str()],
+                |r| view_from(r),
+            )?;
+            Ok(v.map(|v| (n == 1, v)))
         })
-    }
-
-    pub(super) fn do_take_send(
-        &self,
-        tenant: &TenantId,
-        recipient: &str,
-        q: &SendQuota,
-        now: Millis,
-    ) -> Result<Result<(), QuotaRefusal>, StoreError> {
-        let (tenant, recipient, q) = (tenant.clone(), recipient.to_string(), *q);
-        self.writer
-            .write(move |tx| take_send_in(tx, &tenant, &recipient, &q, now))
-    }
-
-    pub(super) fn do_check_quota(
-        &self,
-        tenant: &TenantId,
-        recipient: &str,
-        q: &SendQuota,
-        now: Millis,
-    ) -> Result<Result<(), QuotaRefusal>, StoreError> {
-        let conn = self.conn()?;
-        quota_check(&conn, tenant, recipient, q, now)
-    }
-
-    pub(super) fn do_failures_blocked(
-        &self,
-        tenant: &TenantId,
-        recipient: &str,
-        q: &SendQuota,
-        now: Millis,
-    ) -> Result<Option<Millis>, StoreError> {
-        if q.max_failures == 0 {
-            return Ok(None);
-        }
-        let conn = self.conn()?;
-        let row: Option<(i64, Millis)> = conn
-            .query_row_cached(
-                "SELECT failures, window_start FROM recipient_failures WHERE tenant_id = ?1 AND email_canonical = ?2",
-                params![tenant.as_str(), recipient],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        Ok(row.and_then(|(f, start)| q.failures_until(f, start, now)))
     }
 }

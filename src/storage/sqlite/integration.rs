@@ -5,22 +5,17 @@ use rusqlite::{params, OptionalExtension};
 
 use super::{CachedSql, SqliteStore};
 use crate::domain::keys::TenantId;
+use crate::domain::webhook::{Webhook, WebhookAttempt};
 use crate::domain::Millis;
+use crate::storage::cells::{attempt_from, event_job_from, webhook_from};
 use crate::storage::integration::{
-    split_events, DeliveryRow, EventJob, EventOutcome, IdemBegin, IdemClaim, NewEvent, WebhookRow,
+    EventJob, EventOutcome, IdemBegin, IdemClaim, IntegrationStore, NewEvent,
 };
+use crate::storage::rules;
 use crate::storage::{StoreError, HOUR_MS};
 
 /// fingerprint, status, response, lease_until, expires_at
 type KeyRow = (Vec<u8>, Option<u16>, Option<Vec<u8>>, Millis, Millis);
-
-fn outcome_parts(o: EventOutcome, now: Millis) -> (&'static str, Millis) {
-    match o {
-        EventOutcome::Delivered => ("delivered", now),
-        EventOutcome::Failed => ("failed", now),
-        EventOutcome::Retry { due_at } => ("pending", due_at),
-    }
-}
 
 /// Queue an event if the tenant's webhook subscribes to its type (inside the caller's
 /// transaction: the change it reports and the event commit together).
@@ -29,16 +24,12 @@ pub(super) fn insert_event_in(tx: &rusqlite::Connection, e: &NewEvent) -> Result
         "INSERT INTO webhook_events (id, tenant_id, type, payload, created_at, due_at) \
          SELECT ?1, ?2, ?3, ?4, ?5, ?5 WHERE EXISTS (SELECT 1 FROM webhooks w \
            WHERE w.tenant_id = ?2 AND (?3 = 'webhook.test' OR (',' || w.events || ',') LIKE ('%,' || ?3 || ',%')))",
-        params![e.id, e.tenant_id.as_str(), e.kind, e.payload, e.created_at],
+        params![e.id, e.tenant_id.as_str(), e.kind.as_str(), e.payload, e.created_at],
     )? > 0)
 }
 
-impl SqliteStore {
-    pub(super) fn do_put_webhook(
-        &self,
-        id: &TenantId,
-        w: &WebhookRow,
-    ) -> Result<Option<bool>, StoreError> {
+impl IntegrationStore for SqliteStore {
+    fn put_webhook(&self, id: &TenantId, w: &Webhook) -> Result<Option<bool>, StoreError> {
         let (id, w) = (id.clone(), w.clone());
         self.writer.write(move |tx| {
             let exists: bool = tx.query_row_cached(
@@ -72,27 +63,15 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn do_webhook(&self, id: &TenantId) -> Result<Option<WebhookRow>, StoreError> {
-        let conn = self.conn()?;
-        Ok(conn
-            .query_row_cached(
-                "SELECT url, events, secret, created_at, updated_at FROM webhooks WHERE tenant_id = ?1",
-                [id.as_str()],
-                |r| {
-                    let events: String = r.get(1)?;
-                    Ok(WebhookRow {
-                        url: r.get(0)?,
-                        events: split_events(&events),
-                        secret: r.get(2)?,
-                        created_at: r.get(3)?,
-                        updated_at: r.get(4)?,
-                    })
-                },
-            )
-            .optional()?)
+    fn webhook(&self, id: &TenantId) -> Result<Option<Webhook>, StoreError> {
+        self.conn()?.row_opt(
+            "SELECT url, events, secret, created_at, updated_at FROM webhooks WHERE tenant_id = ?1",
+            [id.as_str()],
+            |r| webhook_from(r),
+        )
     }
 
-    pub(super) fn do_delete_webhook(&self, id: &TenantId) -> Result<bool, StoreError> {
+    fn delete_webhook(&self, id: &TenantId) -> Result<bool, StoreError> {
         let id = id.clone();
         self.writer.write(move |tx| {
             let n =
@@ -107,7 +86,7 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn do_set_webhook_secret(
+    fn set_webhook_secret(
         &self,
         id: &TenantId,
         sealed: &[u8],
@@ -122,12 +101,12 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn do_insert_event(&self, e: &NewEvent) -> Result<bool, StoreError> {
+    fn insert_event(&self, e: &NewEvent) -> Result<bool, StoreError> {
         let e = e.clone();
         self.writer.write(move |tx| insert_event_in(tx, &e))
     }
 
-    pub(super) fn do_claim_events(
+    fn claim_events(
         &self,
         owner: &str,
         now: Millis,
@@ -136,22 +115,13 @@ impl SqliteStore {
     ) -> Result<Vec<EventJob>, StoreError> {
         let owner = owner.to_string();
         self.writer.write(move |tx| {
-            let mut st = tx.prepare_cached(
+            let jobs = tx.rows(
                 "SELECT id, tenant_id, type, payload, attempts FROM webhook_events \
                  WHERE status = 'pending' AND due_at <= ?1 AND (lease_until IS NULL OR lease_until < ?1) \
                  ORDER BY due_at LIMIT ?2",
+                params![now, limit],
+                |r| event_job_from(r),
             )?;
-            let jobs = st
-                .query_map(params![now, limit], |r| {
-                    Ok(EventJob {
-                        id: r.get(0)?,
-                        tenant_id: TenantId::from_trusted(r.get(1)?),
-                        kind: r.get(2)?,
-                        payload: r.get(3)?,
-                        attempts: r.get(4)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
             let mut lease = tx.prepare_cached(
                 "UPDATE webhook_events SET lease_until = ?2, leased_by = ?3 WHERE id = ?1",
             )?;
@@ -163,7 +133,7 @@ impl SqliteStore {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn do_settle_event(
+    fn settle_event(
         &self,
         event_id: &str,
         owner: &str,
@@ -179,7 +149,7 @@ impl SqliteStore {
             error.map(str::to_string),
         );
         self.writer.write(move |tx| {
-            let (status, due) = outcome_parts(outcome, now);
+            let (status, due) = rules::event_row(outcome, now);
             let n = tx.execute_cached(
                 "UPDATE webhook_events SET attempts = ?3, status = ?4, due_at = ?5, lease_until = NULL, leased_by = NULL \
                  WHERE id = ?1 AND leased_by = ?2",
@@ -196,32 +166,20 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn do_webhook_deliveries(
+    fn webhook_deliveries(
         &self,
         id: &TenantId,
         limit: u32,
-    ) -> Result<Vec<DeliveryRow>, StoreError> {
-        let conn = self.conn()?;
-        let mut st = conn.prepare_cached(
+    ) -> Result<Vec<WebhookAttempt>, StoreError> {
+        self.conn()?.rows(
             "SELECT event_id, type, attempt, status_code, error, at FROM webhook_deliveries \
              WHERE tenant_id = ?1 ORDER BY id DESC LIMIT ?2",
-        )?;
-        let rows = st
-            .query_map(params![id.as_str(), limit], |r| {
-                Ok(DeliveryRow {
-                    event_id: r.get(0)?,
-                    kind: r.get(1)?,
-                    attempt: r.get(2)?,
-                    status_code: r.get(3)?,
-                    error: r.get(4)?,
-                    at: r.get(5)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+            params![id.as_str(), limit],
+            |r| attempt_from(r),
+        )
     }
 
-    pub(super) fn do_idem_begin(&self, c: &IdemClaim) -> Result<IdemBegin, StoreError> {
+    fn idem_begin(&self, c: &IdemClaim) -> Result<IdemBegin, StoreError> {
         let c = c.clone();
         self.writer.write(move |tx| {
             let found: Option<KeyRow> = tx
@@ -257,7 +215,7 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn do_idem_finish(
+    fn idem_finish(
         &self,
         id: &TenantId,
         key_digest: &[u8],
@@ -281,7 +239,7 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn do_idem_release(
+    fn idem_release(
         &self,
         id: &TenantId,
         key_digest: &[u8],
@@ -298,11 +256,7 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn do_purge_integration(
-        &self,
-        now: Millis,
-        records_before: Millis,
-    ) -> Result<usize, StoreError> {
+    fn purge_integration(&self, now: Millis, records_before: Millis) -> Result<usize, StoreError> {
         self.writer.write(move |tx| {
             let mut n =
                 tx.execute_cached("DELETE FROM idempotency_keys WHERE expires_at <= ?1", [now])?;

@@ -1,29 +1,25 @@
 //! SQLite: the keyring (wrapped data keys and pepper) and re-encryption of stored SMTP
 //! passwords and webhook secrets.
 
-use super::*;
+use rusqlite::{params, TransactionBehavior};
 
-impl SqliteStore {
-    pub(super) fn do_keyring(&self) -> Result<Vec<WrappedKey>, StoreError> {
-        let conn = self.conn()?;
-        let mut st = conn.prepare_cached(
+use super::{CachedSql, SqliteStore};
+use crate::crypto::keyring::WrappedKey;
+use crate::domain::keys::TenantId;
+use crate::domain::Millis;
+use crate::storage::cells::wrapped_key_from;
+use crate::storage::{KeyringStore, StoreError};
+
+impl KeyringStore for SqliteStore {
+    fn keyring(&self) -> Result<Vec<WrappedKey>, StoreError> {
+        self.conn()?.rows(
             "SELECT kind, version, wrapped, kek_id, active FROM keyring ORDER BY kind, version",
-        )?;
-        let rows = st
-            .query_map([], |r| {
-                Ok(WrappedKey {
-                    kind: r.get(0)?,
-                    version: r.get(1)?,
-                    wrapped: r.get(2)?,
-                    kek_id: r.get(3)?,
-                    active: r.get(4)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+            [],
+            |r| wrapped_key_from(r),
+        )
     }
 
-    pub(super) fn do_init_keyring(
+    fn init_keyring(
         &self,
         rows: &[WrappedKey],
         now: Millis,
@@ -46,7 +42,7 @@ impl SqliteStore {
         self.keyring()
     }
 
-    pub(super) fn do_rewrap_key(
+    fn rewrap_key(
         &self,
         kind: &str,
         version: u32,
@@ -62,7 +58,7 @@ impl SqliteStore {
         Ok(n == 1)
     }
 
-    pub(super) fn do_add_data_key(&self, row: &WrappedKey, now: Millis) -> Result<(), StoreError> {
+    fn add_data_key(&self, row: &WrappedKey, now: Millis) -> Result<(), StoreError> {
         let mut conn = self.pooled()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute_cached("UPDATE keyring SET active = 0 WHERE kind = ?1", [&row.kind])?;
@@ -74,12 +70,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(super) fn do_set_smtp_password(
-        &self,
-        id: &TenantId,
-        old: &[u8],
-        new: &[u8],
-    ) -> Result<bool, StoreError> {
+    fn set_smtp_password(&self, id: &TenantId, old: &[u8], new: &[u8]) -> Result<bool, StoreError> {
         let conn = self.pooled()?;
         let n = conn.execute_cached(
             "UPDATE tenants SET smtp_password = ?3 WHERE id = ?1 AND smtp_password = ?2",
@@ -88,7 +79,7 @@ impl SqliteStore {
         Ok(n == 1)
     }
 
-    pub(super) fn do_reseal_webhook_secret(
+    fn reseal_webhook_secret(
         &self,
         id: &TenantId,
         old: &[u8],

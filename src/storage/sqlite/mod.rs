@@ -5,8 +5,8 @@ mod codes;
 mod integration;
 mod keyring;
 mod outbox;
+mod quota;
 mod records;
-mod store;
 mod tenants;
 mod writer;
 
@@ -17,14 +17,11 @@ use std::time::Duration;
 
 use r2d2::{Pool, PooledConnection};
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, OptionalExtension, Row};
 
-use super::integration::{
-    DeliveryRow, EventJob, EventOutcome, IdemBegin, IdemClaim, NewEvent, WebhookRow,
-};
 use super::*;
-use crate::crypto::keyring::WrappedKey;
-use crate::domain::delivery::{DeliveryStatus, DeliveryView};
+use crate::domain::tenant::Tenant;
+use crate::domain::Millis;
 
 mod embedded {
     refinery::embed_migrations!("migrations/sqlite");
@@ -42,6 +39,26 @@ trait CachedSql {
         P: rusqlite::Params,
         F: FnOnce(&Row<'_>) -> rusqlite::Result<T>;
     fn execute_cached<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+
+    /// At most one row, read by a mapper of the store's own (see `cells`).
+    fn row_opt<T, P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        f: impl FnOnce(&Row<'_>) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        self.query_row_cached(sql, params, |r| Ok(f(r)))
+            .optional()?
+            .transpose()
+    }
+
+    /// Every row, each read by a mapper of the store's own.
+    fn rows<T, P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        f: impl Fn(&Row<'_>) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError>;
 }
 
 impl CachedSql for rusqlite::Connection {
@@ -55,20 +72,21 @@ impl CachedSql for rusqlite::Connection {
     fn execute_cached<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
         self.prepare_cached(sql)?.execute(params)
     }
+    fn rows<T, P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        f: impl Fn(&Row<'_>) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut st = self.prepare_cached(sql)?;
+        let mut rows = st.query(params)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            out.push(f(r)?);
+        }
+        Ok(out)
+    }
 }
-
-/// A tenant row's columns, for queries that name the table `t`. The webhook subscription is
-/// read from `webhooks` (its one home), not kept on the tenant.
-const TENANT_COLS: &str =
-    "t.id, t.name, t.enabled, t.origin, t.created_at, t.smtp_host, t.smtp_port, t.smtp_username, \
-     t.smtp_password, t.smtp_from, t.smtp_tls, t.smtp_version, t.code_length, t.ttl_seconds, \
-     t.max_attempts, t.smtp_max_connections, t.delivery, t.default_locale, t.templates_version, \
-     COALESCE((SELECT w.events FROM webhooks w WHERE w.tenant_id = t.id), '')";
-const VIEW_COLS: &str =
-    "status, email, email_canonical, purpose, attempts, max_attempts, code_length, \
-     created_at, expires_at, verified_at, delivery_mode, delivery_status, delivery_attempts, \
-     delivery_reason, sent_at, \
-     EXISTS(SELECT 1 FROM outbox o WHERE o.key_digest = challenges.key_digest AND o.leased_by IS NOT NULL)";
 
 pub struct SqliteStore {
     pool: Pool<SqliteConnectionManager>,
@@ -133,6 +151,22 @@ impl SqliteStore {
     /// keyring's compare-and-swap re-wraps) or a backup, none of which may run inside a batch.
     fn pooled(&self) -> Result<PooledConnection<SqliteConnectionManager>, StoreError> {
         Ok(self.pool.get()?)
+    }
+}
+
+impl Store for SqliteStore {
+    fn ping(&self) -> Result<(), StoreError> {
+        self.conn()?.query_row_cached("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    fn write_probe(&self) -> Result<(), StoreError> {
+        self.writer.write(|_| Ok(()))
+    }
+
+    fn submit(&self, call: Box<dyn WriteCall>) -> Result<(), Box<dyn WriteCall>> {
+        self.writer.submit(call);
+        Ok(())
     }
 }
 
@@ -210,168 +244,6 @@ fn insert_tenant_row(
         params![secret_digest, t.id.as_str(), now],
     )?;
     Ok(())
-}
-
-/// A stored value that must be one of a set, or a conversion error naming its column.
-fn stored<T>(column: usize, v: Option<T>) -> rusqlite::Result<T> {
-    v.ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            column,
-            rusqlite::types::Type::Text,
-            "stored value out of range".into(),
-        )
-    })
-}
-
-fn tenant_from_row(r: &Row<'_>) -> rusqlite::Result<Tenant> {
-    Ok(Tenant {
-        delivery: stored(16, DeliveryMode::parse(r.get_ref(16)?.as_str()?))?,
-        id: TenantId::from_trusted(r.get(0)?),
-        name: TenantName::from_stored(r.get(1)?),
-        enabled: r.get(2)?,
-        origin: stored(3, Origin::parse(r.get_ref(3)?.as_str()?))?,
-        created_at: r.get(4)?,
-        smtp: SmtpAccount {
-            host: SmtpHost::from_stored(r.get(5)?),
-            port: r.get(6)?,
-            username: r.get(7)?,
-            password: r.get(8)?,
-            from: Sender::from_stored(r.get(9)?),
-            tls: stored(10, TlsMode::parse(r.get_ref(10)?.as_str()?))?,
-            max_connections: r.get(15)?,
-        },
-        smtp_version: r.get(11)?,
-        policy: Policy {
-            code_length: r.get(12)?,
-            ttl_seconds: r.get(13)?,
-            max_attempts: r.get(14)?,
-        },
-        default_locale: stored(17, Locale::parse(r.get_ref(17)?.as_str()?))?,
-        templates_version: r.get(18)?,
-        webhook_events: r.get(19)?,
-    })
-}
-
-fn view_from_row(r: &Row<'_>) -> rusqlite::Result<(String, ChallengeView)> {
-    let status: String = r.get(0)?;
-    let mode: String = r.get(10)?;
-    let delivery_status: String = r.get(11)?;
-    let leased: bool = r.get(15)?;
-    let delivery_status = match DeliveryStatus::parse_stored(&delivery_status) {
-        Some(DeliveryStatus::Queued) if leased => DeliveryStatus::Sending,
-        Some(s) => s,
-        None => DeliveryStatus::Failed,
-    };
-    Ok((
-        status,
-        ChallengeView {
-            status: StoredStatus::Pending,
-            email: r.get(1)?,
-            email_canonical: r.get(2)?,
-            purpose: r.get(3)?,
-            attempts: r.get(4)?,
-            max_attempts: r.get(5)?,
-            code_length: r.get(6)?,
-            created_at: r.get(7)?,
-            expires_at: r.get(8)?,
-            verified_at: r.get(9)?,
-            delivery: DeliveryView {
-                mode: DeliveryMode::parse(&mode).unwrap_or(DeliveryMode::Sync),
-                status: delivery_status,
-                attempts: r.get(12)?,
-                reason: r.get(13)?,
-                sent_at: r.get(14)?,
-            },
-        },
-    ))
-}
-
-fn finish_view(v: Option<(String, ChallengeView)>) -> Result<Option<ChallengeView>, StoreError> {
-    match v {
-        None => Ok(None),
-        Some((s, mut view)) => {
-            view.status = status_from(&s)?;
-            Ok(Some(view))
-        }
-    }
-}
-
-/// Every quota check of a mint, counting nothing.
-fn quota_check(
-    tx: &rusqlite::Connection,
-    tenant: &TenantId,
-    recipient: &str,
-    q: &SendQuota,
-    now: Millis,
-) -> Result<Result<(), QuotaRefusal>, StoreError> {
-    let t = tenant.as_str();
-    if q.max_failures > 0 {
-        let row: Option<(i64, Millis)> = tx
-            .query_row_cached(
-                "SELECT failures, window_start FROM recipient_failures WHERE tenant_id = ?1 AND email_canonical = ?2",
-                params![t, recipient],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        if let Some(r) = row.and_then(|(f, start)| q.failures_refusal(f, start, now)) {
-            return Ok(Err(r));
-        }
-    }
-    if q.cooldown_ms > 0 {
-        let last: Option<Millis> = tx.query_row_cached(
-            "SELECT MAX(at) FROM sends WHERE tenant_id = ?1 AND email_canonical = ?2",
-            params![t, recipient],
-            |r| r.get(0),
-        )?;
-        if let Some(r) = q.cooldown_refusal(last, now) {
-            return Ok(Err(r));
-        }
-    }
-    if q.recipient_max > 0 {
-        let (count, oldest): (i64, Option<Millis>) = tx.query_row_cached(
-            "SELECT COUNT(*), MIN(at) FROM sends WHERE tenant_id = ?1 AND email_canonical = ?2 AND at > ?3",
-            params![t, recipient, q.recipient_window_start(now)],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        if let Some(r) = q.recipient_refusal(count, oldest, now) {
-            return Ok(Err(r));
-        }
-    }
-    if q.tenant_max_per_hour > 0 {
-        let (count, oldest): (i64, Option<i64>) = tx.query_row_cached(
-            "SELECT COALESCE(SUM(sends), 0), MIN(minute) FROM tenant_send_minutes \
-             WHERE tenant_id = ?1 AND minute > ?2 AND sends > 0",
-            params![t, SendQuota::tenant_minutes_after(now)],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        if let Some(r) = q.tenant_refusal(count, oldest, now) {
-            return Ok(Err(r));
-        }
-    }
-    Ok(Ok(()))
-}
-
-/// Check every quota and, if all allow it, count one send (callers hold the write lock).
-fn take_send_in(
-    tx: &rusqlite::Connection,
-    tenant: &TenantId,
-    recipient: &str,
-    q: &SendQuota,
-    now: Millis,
-) -> Result<Result<(), QuotaRefusal>, StoreError> {
-    if let Err(r) = quota_check(tx, tenant, recipient, q, now)? {
-        return Ok(Err(r));
-    }
-    tx.execute_cached(
-        "INSERT INTO sends (tenant_id, email_canonical, at) VALUES (?1, ?2, ?3)",
-        params![tenant.as_str(), recipient, now],
-    )?;
-    tx.execute_cached(
-        "INSERT INTO tenant_send_minutes (tenant_id, minute, sends) VALUES (?1, ?2, 1) \
-         ON CONFLICT (tenant_id, minute) DO UPDATE SET sends = sends + 1",
-        params![tenant.as_str(), now.div_euclid(MINUTE_MS)],
-    )?;
-    Ok(Ok(()))
 }
 
 /// Every row of `t`, inside the caller's read transaction.

@@ -1,77 +1,21 @@
-//! SQLite: codes with their outbox rows — insert (quota + code + message in one commit),
-//! claim with a lease, and the outcomes (sent and superseding, retry, failed with refund).
+//! SQLite: the outbox — claims with a lease, and the outcomes (sent and superseding, retry,
+//! failed with refund, swept).
 
 use rusqlite::{params, OptionalExtension};
 
 use super::integration::insert_event_in;
-use super::{take_send_in, CachedSql, SqliteStore};
+use super::{CachedSql, SqliteStore};
 use crate::domain::keys::TenantId;
 use crate::domain::Millis;
+use crate::storage::cells::{delivery_mode_from, status_from};
 use crate::storage::integration::NewEvent;
+use crate::storage::rules::{self, SweepVerdict};
 use crate::storage::{
-    delivery_mode_from, ClaimRequest, NewChallenge, NewOutbox, OutboxJob, OutboxStats,
-    QuotaRefusal, SendQuota, StoreError, Swept,
+    ClaimRequest, OutboxJob, OutboxStats, OutboxStore, StoreError, Swept, MINUTE_MS,
 };
 
-impl SqliteStore {
-    pub(super) fn do_insert_code(
-        &self,
-        c: &NewChallenge,
-        m: &NewOutbox,
-        q: Option<&SendQuota>,
-        now: Millis,
-    ) -> Result<Result<(), QuotaRefusal>, StoreError> {
-        let (c, m, q) = (c.clone(), m.clone(), q.copied());
-        self.writer.write(move |tx| {
-            if let Some(q) = &q {
-                if let Err(r) = take_send_in(tx, &c.tenant_id, &c.email_canonical, q, now)? {
-                    return Ok(Err(r));
-                }
-            }
-            // The sequence number is taken under SQLite's write lock: a later mint of the
-            // group always has a higher one.
-            tx.execute_cached(
-                "INSERT INTO challenges (key_digest, tenant_id, flavor, email, email_canonical, purpose, seq, code_hash, \
-                 status, attempts, max_attempts, code_length, created_at, expires_at, \
-                 delivery_mode, delivery_status, delivery_attempts, sent_at, locale) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
-                   (SELECT COALESCE(MAX(seq), 0) + 1 FROM challenges WHERE tenant_id = ?2 AND email_canonical = ?5 AND purpose = ?6 AND flavor = ?3), \
-                   ?7, 'pending', 0, ?8, ?9, ?10, ?11, ?12, 'queued', 0, NULL, ?13)",
-                params![
-                    c.key_digest,
-                    c.tenant_id.as_str(),
-                    c.flavor.as_str(),
-                    c.email,
-                    c.email_canonical,
-                    c.purpose,
-                    c.code_hash,
-                    c.max_attempts,
-                    c.code_length,
-                    c.created_at,
-                    c.expires_at,
-                    c.delivery_mode.as_str(),
-                    c.locale
-                ],
-            )?;
-            tx.execute_cached(
-                "INSERT INTO outbox (key_digest, tenant_id, recipient, payload, due_at, attempts, lease_until, leased_by, quota_at, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?5)",
-                params![
-                    c.key_digest,
-                    c.tenant_id.as_str(),
-                    m.recipient,
-                    m.payload,
-                    now,
-                    m.lease.as_ref().map(|l| l.until),
-                    m.lease.as_ref().map(|l| l.owner.clone()),
-                    q.map(|_| now)
-                ],
-            )?;
-            Ok(Ok(()))
-        })
-    }
-
-    pub(super) fn do_claim(&self, c: &ClaimRequest) -> Result<Vec<OutboxJob>, StoreError> {
+impl OutboxStore for SqliteStore {
+    fn claim_outbox(&self, c: &ClaimRequest) -> Result<Vec<OutboxJob>, StoreError> {
         // A read first: most polls find nothing due, and need no write lock for that.
         {
             let conn = self.conn()?;
@@ -151,7 +95,7 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn do_sent(
+    fn outbox_sent(
         &self,
         key_digest: &[u8],
         attempts: u32,
@@ -177,7 +121,7 @@ impl SqliteStore {
             if let Some((tenant, email, purpose, flavor, seq, status)) = group {
                 // Only pending, live codes are superseded: an exhausted or expired code keeps
                 // its state (and its retention).
-                if status == "pending" || status == "verified" {
+                if rules::accepted_supersedes(status_from(&status)?) {
                     tx.execute_cached(
                         "UPDATE challenges SET status = 'superseded', ended_at = ?6 WHERE tenant_id = ?1 AND email_canonical = ?2 \
                          AND purpose = ?3 AND flavor = ?4 AND status = 'pending' AND seq < ?5 \
@@ -193,7 +137,7 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn do_retry(
+    fn outbox_retry(
         &self,
         key_digest: &[u8],
         owner: &str,
@@ -221,7 +165,7 @@ impl SqliteStore {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn do_failed(
+    fn outbox_failed(
         &self,
         key_digest: &[u8],
         attempts: u32,
@@ -248,7 +192,7 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn do_sweep(&self, now: Millis) -> Result<Vec<Swept>, StoreError> {
+    fn outbox_sweep(&self, now: Millis) -> Result<Vec<Swept>, StoreError> {
         self.writer.write(move |tx| {
             type Row = (Vec<u8>, String, Millis, u32, u32, String, Vec<u8>);
             let rows: Vec<Row> = {
@@ -276,25 +220,28 @@ impl SqliteStore {
             };
             let mut out = Vec::with_capacity(rows.len());
             for (key, status, expires_at, attempts, max_attempts, tenant, payload) in rows {
-                let live = status == "pending" && attempts < max_attempts;
-                let expired = live && expires_at <= now;
-                if expired {
-                    fail_in(tx, &key, None, "expired", false, true, now)?;
-                } else {
-                    fail_in(tx, &key, None, "not_sent", false, false, now)?;
-                }
+                let Some(verdict) = rules::sweep_verdict(
+                    status_from(&status)?,
+                    attempts,
+                    max_attempts,
+                    expires_at,
+                    now,
+                ) else {
+                    continue;
+                };
+                fail_in(tx, &key, None, verdict.reason(), false, verdict.fails_code(), now)?;
                 out.push(Swept {
                     tenant_id: TenantId::from_trusted(tenant),
                     key_digest: key,
                     payload,
-                    expired,
+                    expired: verdict == SweepVerdict::Expired,
                 });
             }
             Ok(out)
         })
     }
 
-    pub(super) fn do_stats(&self, now: Millis) -> Result<OutboxStats, StoreError> {
+    fn outbox_stats(&self, now: Millis) -> Result<OutboxStats, StoreError> {
         let conn = self.conn()?;
         let (depth, oldest): (i64, Option<Millis>) =
             conn.query_row_cached("SELECT COUNT(*), MIN(due_at) FROM outbox", [], |r| {
@@ -343,7 +290,7 @@ fn fail_in(
         )
         .optional()?;
     if let (Some(quota_at), Some(email)) = (quota_at, email) {
-        if !maybe_before && !maybe_delivered {
+        if rules::refunds_quota(maybe_before, maybe_delivered) {
             // Nothing can have reached the relay: give the send back to the quotas.
             tx.execute_cached(
                 "DELETE FROM sends WHERE id = (SELECT id FROM sends WHERE tenant_id = ?1 AND email_canonical = ?2 AND at = ?3 LIMIT 1)",
@@ -351,7 +298,7 @@ fn fail_in(
             )?;
             tx.execute_cached(
                 "UPDATE tenant_send_minutes SET sends = sends - 1 WHERE tenant_id = ?1 AND minute = ?2 AND sends > 0",
-                params![tenant, quota_at.div_euclid(60_000)],
+                params![tenant, quota_at.div_euclid(MINUTE_MS)],
             )?;
         }
     }

@@ -1,14 +1,20 @@
 //! SQLite: retention purges, the audit, the OtpMint import, backups and the whole-installation
 //! snapshot used by migrate-store.
 
-use super::*;
+use std::time::Duration;
 
-impl SqliteStore {
-    pub(super) fn do_purge(
-        &self,
-        before: Millis,
-        sends_before: Millis,
-    ) -> Result<usize, StoreError> {
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+
+use super::{create_private, export_table, insert_tenant_row, CachedSql, SqliteStore};
+use crate::domain::audit::AuditEvent;
+use crate::domain::keys::TenantId;
+use crate::domain::tenant::Tenant;
+use crate::domain::Millis;
+use crate::storage::cells::audit_from;
+use crate::storage::{copy, ImportCounts, ImportedCode, RecordStore, StoreError, MINUTE_MS};
+
+impl RecordStore for SqliteStore {
+    fn purge(&self, before: Millis, sends_before: Millis) -> Result<usize, StoreError> {
         self.writer.write(move |conn| {
             let n = conn.execute_cached(
                 "DELETE FROM challenges WHERE (ended_at IS NOT NULL AND ended_at < ?1) OR expires_at < ?1",
@@ -24,7 +30,7 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn do_import(
+    fn import(
         &self,
         tenants: &[(Tenant, Vec<u8>)],
         codes: &[ImportedCode],
@@ -82,7 +88,7 @@ impl SqliteStore {
         Ok(counts)
     }
 
-    pub(super) fn do_append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+    fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
         let events = events.to_vec();
         self.writer.write(move |tx| {
             // A tenant deleted meanwhile has no audit: skip its events.
@@ -97,44 +103,27 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn do_audit_page(
+    fn audit_page(
         &self,
         tenant: &TenantId,
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        let conn = self.conn()?;
-        let mut st = conn.prepare_cached(
+        self.conn()?.rows(
             "SELECT id, tenant_id, at, event, recipient, outcome, client_ip, request_id FROM audit \
              WHERE tenant_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
-        )?;
-        let rows = st
-            .query_map(
-                params![tenant.as_str(), before.unwrap_or(i64::MAX), limit],
-                |r| {
-                    Ok(AuditEvent {
-                        id: r.get(0)?,
-                        tenant_id: r.get(1)?,
-                        at: r.get(2)?,
-                        event: r.get(3)?,
-                        recipient: r.get(4)?,
-                        outcome: r.get(5)?,
-                        client_ip: r.get(6)?,
-                        request_id: r.get(7)?,
-                    })
-                },
-            )?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+            params![tenant.as_str(), before.unwrap_or(i64::MAX), limit],
+            |r| audit_from(r),
+        )
     }
 
-    pub(super) fn do_purge_audit(&self, before: Millis) -> Result<usize, StoreError> {
+    fn purge_audit(&self, before: Millis) -> Result<usize, StoreError> {
         self.writer.write(move |conn| {
             Ok(conn.execute_cached("DELETE FROM audit WHERE at < ?1", [before])?)
         })
     }
 
-    pub(super) fn do_export_snapshot(&self) -> Result<copy::Snapshot, StoreError> {
+    fn export_snapshot(&self) -> Result<copy::Snapshot, StoreError> {
         let mut conn = self.pooled()?;
         // A deferred transaction: its first read fixes the snapshot every table is read in.
         let tx = conn.transaction()?;
@@ -146,7 +135,7 @@ impl SqliteStore {
         Ok(out)
     }
 
-    pub(super) fn do_import_snapshot(&self, s: &copy::Snapshot) -> Result<(), StoreError> {
+    fn import_snapshot(&self, s: &copy::Snapshot) -> Result<(), StoreError> {
         use rusqlite::types::Value as V;
         let mut conn = self.pooled()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -184,7 +173,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(super) fn do_backup_to(&self, path: &std::path::Path) -> Result<(), StoreError> {
+    fn backup_to(&self, path: &std::path::Path) -> Result<(), StoreError> {
         if path.exists() {
             return Err(StoreError::Conflict("the backup file already exists"));
         }
@@ -200,7 +189,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(super) fn do_has_data(&self) -> Result<bool, StoreError> {
+    fn has_data(&self) -> Result<bool, StoreError> {
         let conn = self.conn()?;
         let n: i64 = conn.query_row_cached(
             "SELECT (SELECT COUNT(*) FROM keyring) + (SELECT COUNT(*) FROM tenants)",

@@ -1,9 +1,17 @@
 //! SQLite: tenants, their secrets and their templates.
 
-use super::*;
+use rusqlite::params;
 
-impl SqliteStore {
-    pub(super) fn do_insert_tenant(
+use super::{insert_tenant_row, CachedSql, SqliteStore};
+use crate::domain::keys::TenantId;
+use crate::domain::template::TenantTemplate;
+use crate::domain::tenant::Tenant;
+use crate::domain::Millis;
+use crate::storage::cells::{template_from, tenant_from, TENANT_COLS};
+use crate::storage::{StoreError, TenantChanges, TenantStore};
+
+impl TenantStore for SqliteStore {
+    fn insert_tenant(
         &self,
         t: &Tenant,
         secret_digest: &[u8],
@@ -24,29 +32,23 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn do_tenant(&self, id: &TenantId) -> Result<Option<Tenant>, StoreError> {
-        let conn = self.conn()?;
-        Ok(conn
-            .query_row_cached(
-                &format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = ?1"),
-                [id.as_str()],
-                tenant_from_row,
-            )
-            .optional()?)
+    fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, StoreError> {
+        self.conn()?.row_opt(
+            &format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = ?1"),
+            [id.as_str()],
+            |r| tenant_from(r),
+        )
     }
 
-    pub(super) fn do_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-        let conn = self.conn()?;
-        let mut st = conn.prepare_cached(&format!(
-            "SELECT {TENANT_COLS} FROM tenants t ORDER BY t.created_at, t.id"
-        ))?;
-        let rows = st
-            .query_map([], tenant_from_row)?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+    fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        self.conn()?.rows(
+            &format!("SELECT {TENANT_COLS} FROM tenants t ORDER BY t.created_at, t.id"),
+            [],
+            |r| tenant_from(r),
+        )
     }
 
-    pub(super) fn do_update_tenant(
+    fn update_tenant(
         &self,
         id: &TenantId,
         c: &TenantChanges,
@@ -103,47 +105,31 @@ impl SqliteStore {
             "UPDATE tenants SET updated_at = ?2 WHERE id = ?1",
             params![id.as_str(), now],
         )?;
-        let row = tx.query_row_cached(
+        tx.row_opt(
             &format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = ?1"),
             [id.as_str()],
-            tenant_from_row,
-        )?;
-        Ok(Some(row))
+            |r| tenant_from(r),
+        )
         })
     }
 
-    pub(super) fn do_delete_tenant(&self, id: &TenantId) -> Result<bool, StoreError> {
+    fn delete_tenant(&self, id: &TenantId) -> Result<bool, StoreError> {
         let id = id.clone();
         self.writer.write(move |conn| {
             Ok(conn.execute_cached("DELETE FROM tenants WHERE id = ?1", [id.as_str()])? > 0)
         })
     }
 
-    pub(super) fn do_templates(&self, id: &TenantId) -> Result<Vec<TemplateRow>, StoreError> {
-        let conn = self.conn()?;
-        let mut st = conn.prepare_cached(
+    fn templates(&self, id: &TenantId) -> Result<Vec<TenantTemplate>, StoreError> {
+        self.conn()?.rows(
             "SELECT locale, subject, text, html, updated_at FROM templates \
              WHERE tenant_id = ?1 ORDER BY locale",
-        )?;
-        let rows = st
-            .query_map([id.as_str()], |r| {
-                Ok(TemplateRow {
-                    locale: r.get(0)?,
-                    subject: r.get(1)?,
-                    text: r.get(2)?,
-                    html: r.get(3)?,
-                    updated_at: r.get(4)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+            [id.as_str()],
+            |r| template_from(r),
+        )
     }
 
-    pub(super) fn do_put_template(
-        &self,
-        id: &TenantId,
-        t: &TemplateRow,
-    ) -> Result<bool, StoreError> {
+    fn put_template(&self, id: &TenantId, t: &TenantTemplate) -> Result<bool, StoreError> {
         let (id, t) = (id.clone(), t.clone());
         self.writer.write(move |tx| {
             if tx.execute_cached(
@@ -171,11 +157,7 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn do_delete_template(
-        &self,
-        id: &TenantId,
-        locale: &str,
-    ) -> Result<bool, StoreError> {
+    fn delete_template(&self, id: &TenantId, locale: &str) -> Result<bool, StoreError> {
         let (id, locale) = (id.clone(), locale.to_string());
         self.writer.write(move |tx| {
             let n = tx.execute_cached(
@@ -192,25 +174,18 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn do_tenant_by_secret(
-        &self,
-        digest: &[u8],
-        now: Millis,
-    ) -> Result<Option<Tenant>, StoreError> {
-        let conn = self.conn()?;
-        Ok(conn
-            .query_row_cached(
-                &format!(
-                    "SELECT {TENANT_COLS} FROM tenant_secrets s JOIN tenants t ON t.id = s.tenant_id \
-                     WHERE s.digest = ?1 AND (s.expires_at IS NULL OR s.expires_at > ?2) AND t.enabled = 1"
-                ),
-                params![digest, now],
-                tenant_from_row,
-            )
-            .optional()?)
+    fn tenant_by_secret(&self, digest: &[u8], now: Millis) -> Result<Option<Tenant>, StoreError> {
+        self.conn()?.row_opt(
+            &format!(
+                "SELECT {TENANT_COLS} FROM tenant_secrets s JOIN tenants t ON t.id = s.tenant_id \
+                 WHERE s.digest = ?1 AND (s.expires_at IS NULL OR s.expires_at > ?2) AND t.enabled = 1"
+            ),
+            params![digest, now],
+            |r| tenant_from(r),
+        )
     }
 
-    pub(super) fn do_rotate_secret(
+    fn rotate_secret(
         &self,
         id: &TenantId,
         new_digest: &[u8],

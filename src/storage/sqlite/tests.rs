@@ -2,6 +2,12 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 use super::*;
+use crate::domain::delivery::DeliveryMode;
+use crate::domain::keys::TenantId;
+use crate::domain::locale::Locale;
+use crate::domain::policy::Policy;
+use crate::domain::tenant::{SmtpAccount, TenantName};
+use crate::storage::TenantStore;
 
 #[test]
 fn a_panicking_write_fails_its_batch_and_the_writer_lives_on() {

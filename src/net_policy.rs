@@ -1,5 +1,7 @@
-//! SSRF guard for tenant SMTP hosts: syntax, allowed ports, plaintext, and every resolved
-//! address checked against loopback/private/link-local/CGNAT/reserved/metadata ranges.
+//! The outbound address policy (the SSRF guard, API.md §4) shared by every outbound
+//! connection — tenant SMTP relays, webhook endpoints, HTTP transports: host syntax, allowed
+//! ports, plaintext, and every resolved address checked against loopback/private/link-local/
+//! CGNAT/reserved/metadata ranges.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 

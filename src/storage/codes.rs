@@ -1,0 +1,128 @@
+//! The code aggregate: a code stored with its outgoing message (the mint), its attempts
+//! reserved and given back, its verify, status and cancel.
+
+use super::integration::NewEvent;
+use super::quota::{QuotaRefusal, SendQuota};
+use super::StoreError;
+use crate::domain::challenge::ChallengeView;
+use crate::domain::delivery::DeliveryMode;
+use crate::domain::keys::{Flavor, TenantId};
+use crate::domain::Millis;
+
+/// A challenge to insert (status `pending`, delivery `queued`).
+#[derive(Debug, Clone)]
+pub struct NewChallenge {
+    pub key_digest: Vec<u8>,
+    pub tenant_id: TenantId,
+    pub flavor: Flavor,
+    pub email: String,
+    pub email_canonical: String,
+    pub purpose: String,
+    pub code_hash: String,
+    pub max_attempts: u32,
+    pub code_length: u32,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+    pub delivery_mode: DeliveryMode,
+    /// The locale the message was written in (`None`: imported from OtpMint).
+    pub locale: Option<String>,
+}
+
+/// The outgoing message of a new code, stored in the same commit as the code.
+#[derive(Debug, Clone)]
+pub struct NewOutbox {
+    /// The delivery address (local part as given, ASCII domain).
+    pub recipient: String,
+    /// The rendered message, sealed with the data key.
+    pub payload: Vec<u8>,
+    /// Set for a sync mint: the row starts leased by the minting instance, which sends it
+    /// at once; if that instance dies, the lease expires and any sender takes it.
+    pub lease: Option<Lease>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub until: Millis,
+    pub owner: String,
+}
+
+/// An attempt reserved atomically: the hash to compare against and the attempt count
+/// after the reservation.
+#[derive(Debug, Clone)]
+pub struct Reservation {
+    pub code_hash: String,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub email: String,
+    pub email_canonical: String,
+    pub purpose: String,
+    /// The locale its message was written in (`None` for imported codes).
+    pub locale: Option<String>,
+}
+
+pub trait CodeStore {
+    /// Store a code and its outgoing message in one durable commit, after checking and
+    /// counting the quotas `q` in the same transaction (none when `q` is `None`). The code
+    /// is `pending` with the next sequence number of its (tenant, recipient, purpose,
+    /// flavor) group and delivery `queued`; nothing is superseded yet.
+    fn insert_code(
+        &self,
+        c: &NewChallenge,
+        m: &NewOutbox,
+        q: Option<&SendQuota>,
+        now: Millis,
+    ) -> Result<Result<(), QuotaRefusal>, StoreError>;
+    /// Reserve one guess: only for a pending, unexpired, unexhausted code whose recipient's
+    /// failure budget (`q`) is not spent; the guess counts against that budget at once (a
+    /// match clears it). One transaction, so atomic under any concurrency.
+    /// `code_len` must match the code's length (a wrong length is no guess).
+    fn reserve_attempt(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        flavor: Flavor,
+        code_len: u32,
+        q: &SendQuota,
+        now: Millis,
+    ) -> Result<Option<Reservation>, StoreError>;
+    /// Give back a reserved attempt that was never evaluated.
+    /// Also gives back the recipient's failure budget that the reservation took.
+    fn release_attempt(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        recipient: &str,
+    ) -> Result<(), StoreError>;
+    /// `pending` → `verified` if still pending and unexpired; false otherwise. When the
+    /// verify succeeds, `event` (`otp.verified`) is written and the failure budget of
+    /// `clear_failures_of` (a recipient) is reset, in the same transaction.
+    fn finish_verify(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        now: Millis,
+        event: Option<&NewEvent>,
+        clear_failures_of: Option<&str>,
+    ) -> Result<bool, StoreError>;
+    /// The enabled tenant a code belongs to (for OtpMint's verify, which names no tenant).
+    fn challenge_owner(
+        &self,
+        key_digest: &[u8],
+        flavor: Flavor,
+    ) -> Result<Option<TenantId>, StoreError>;
+    fn challenge(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        flavor: Flavor,
+    ) -> Result<Option<ChallengeView>, StoreError>;
+    /// Cancel a pending code: `Some((true, view))` cancelled, `Some((false, view))` it had
+    /// already ended, `None` unknown.
+    fn cancel(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        flavor: Flavor,
+        now: Millis,
+    ) -> Result<Option<(bool, ChallengeView)>, StoreError>;
+}

@@ -1,0 +1,35 @@
+//! The keyring aggregate: the wrapped data keys and pepper, and the re-encryption of what is
+//! sealed under them (SMTP passwords, webhook secrets) when a key rotates.
+
+use super::StoreError;
+use crate::crypto::keyring::WrappedKey;
+use crate::domain::keys::TenantId;
+use crate::domain::Millis;
+
+pub trait KeyringStore {
+    fn keyring(&self) -> Result<Vec<WrappedKey>, StoreError>;
+    /// Store a fresh keyring if none exists; returns the rows now stored.
+    fn init_keyring(&self, rows: &[WrappedKey], now: Millis)
+        -> Result<Vec<WrappedKey>, StoreError>;
+    /// Re-wrap one keyring row, if it is still wrapped by `old_kek_id` (compare-and-swap).
+    fn rewrap_key(
+        &self,
+        kind: &str,
+        version: u32,
+        wrapped: &[u8],
+        kek_id: &str,
+        old_kek_id: &str,
+    ) -> Result<bool, StoreError>;
+    /// Add a data key and make it the only active one.
+    fn add_data_key(&self, row: &WrappedKey, now: Millis) -> Result<(), StoreError>;
+    /// Replace a tenant's encrypted SMTP password if it is still `old` (compare-and-swap).
+    fn set_smtp_password(&self, id: &TenantId, old: &[u8], new: &[u8]) -> Result<bool, StoreError>;
+    /// Replace a tenant's sealed webhook secret if it is still `old` (compare-and-swap; a
+    /// data-key rotation re-sealing the same secret).
+    fn reseal_webhook_secret(
+        &self,
+        id: &TenantId,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool, StoreError>;
+}

@@ -1,0 +1,138 @@
+//! What a stored result means, decided once for both backends: which codes a delivered
+//! message supersedes, what the sweep does with a message whose code is no longer live, when
+//! a given-up send goes back to the quotas, how an event's outcome is stored, and how a
+//! code's delivery is shown. The backends hold only the SQL around these decisions.
+
+use super::integration::EventOutcome;
+use crate::domain::challenge::StoredStatus;
+use crate::domain::delivery::DeliveryStatus;
+use crate::domain::Millis;
+
+/// Whether an accepted message supersedes the older pending codes of its group. A code that
+/// already ended otherwise (expired, exhausted, cancelled, failed, superseded) changes
+/// nothing: only a code that is, or just was, the live one of its group takes over.
+pub fn accepted_supersedes(status: StoredStatus) -> bool {
+    matches!(status, StoredStatus::Pending | StoredStatus::Verified)
+}
+
+/// What the sweep does with an unleased outbox row whose code is no longer live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SweepVerdict {
+    /// The code is still pending but expired before its message left: the code fails
+    /// (`expired`), its send goes back to the quotas, `otp.delivery_failed` is raised.
+    Expired,
+    /// The code ended otherwise first (verified, cancelled, exhausted, superseded): the
+    /// delivery is given up (`not_sent`), the code keeps its state.
+    NotSent,
+}
+
+impl SweepVerdict {
+    /// The delivery reason recorded.
+    pub fn reason(self) -> &'static str {
+        match self {
+            SweepVerdict::Expired => "expired",
+            SweepVerdict::NotSent => "not_sent",
+        }
+    }
+
+    /// Whether the code itself becomes `failed`.
+    pub fn fails_code(self) -> bool {
+        self == SweepVerdict::Expired
+    }
+}
+
+/// The sweep's verdict on a row of a code in this state; `None` while the code is live.
+pub fn sweep_verdict(
+    status: StoredStatus,
+    attempts: u32,
+    max_attempts: u32,
+    expires_at: Millis,
+    now: Millis,
+) -> Option<SweepVerdict> {
+    let live = status == StoredStatus::Pending && attempts < max_attempts;
+    match (live, expires_at <= now) {
+        (true, false) => None,
+        (true, true) => Some(SweepVerdict::Expired),
+        (false, _) => Some(SweepVerdict::NotSent),
+    }
+}
+
+/// Whether giving up on a message gives its send back to the quotas: only when no attempt
+/// (an earlier one, or this last one) may have reached the relay.
+pub fn refunds_quota(maybe_delivered_before: bool, maybe_delivered_now: bool) -> bool {
+    !maybe_delivered_before && !maybe_delivered_now
+}
+
+/// How an event's outcome is stored: its status and when it is next due.
+pub fn event_row(outcome: EventOutcome, now: Millis) -> (&'static str, Millis) {
+    match outcome {
+        EventOutcome::Delivered => ("delivered", now),
+        EventOutcome::Failed => ("failed", now),
+        EventOutcome::Retry { due_at } => ("pending", due_at),
+    }
+}
+
+/// A code's delivery as shown: the stored column holds queued, sent or failed; a queued
+/// message whose outbox row is leased right now is `sending`.
+pub fn shown_delivery(stored: &str, leased: bool) -> Option<DeliveryStatus> {
+    match DeliveryStatus::parse_stored(stored)? {
+        DeliveryStatus::Queued if leased => Some(DeliveryStatus::Sending),
+        s => Some(s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use StoredStatus::*;
+
+    #[test]
+    fn only_the_live_code_of_a_group_supersedes() {
+        assert!(accepted_supersedes(Pending));
+        assert!(accepted_supersedes(Verified));
+        for s in [Superseded, Cancelled, Failed] {
+            assert!(!accepted_supersedes(s), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn the_sweep_fails_expired_codes_and_gives_up_on_ended_ones() {
+        assert_eq!(sweep_verdict(Pending, 0, 5, 100, 99), None);
+        assert_eq!(
+            sweep_verdict(Pending, 0, 5, 100, 100),
+            Some(SweepVerdict::Expired)
+        );
+        assert_eq!(
+            sweep_verdict(Pending, 5, 5, 100, 50),
+            Some(SweepVerdict::NotSent),
+            "exhausted"
+        );
+        assert_eq!(
+            sweep_verdict(Cancelled, 0, 5, 100, 200),
+            Some(SweepVerdict::NotSent)
+        );
+        assert!(SweepVerdict::Expired.fails_code());
+        assert!(!SweepVerdict::NotSent.fails_code());
+    }
+
+    #[test]
+    fn a_send_goes_back_only_when_nothing_may_have_reached_the_relay() {
+        assert!(refunds_quota(false, false));
+        assert!(!refunds_quota(true, false));
+        assert!(!refunds_quota(false, true));
+    }
+
+    #[test]
+    fn a_leased_queued_message_shows_as_sending() {
+        assert_eq!(
+            shown_delivery("queued", true),
+            Some(DeliveryStatus::Sending)
+        );
+        assert_eq!(
+            shown_delivery("queued", false),
+            Some(DeliveryStatus::Queued)
+        );
+        assert_eq!(shown_delivery("sent", true), Some(DeliveryStatus::Sent));
+        assert_eq!(shown_delivery("bogus", false), None);
+    }
+}

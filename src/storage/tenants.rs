@@ -1,0 +1,58 @@
+//! The tenant aggregate: tenants, their secret keys (as digests) and their templates.
+
+use super::StoreError;
+use crate::domain::delivery::DeliveryMode;
+use crate::domain::keys::TenantId;
+use crate::domain::locale::Locale;
+use crate::domain::policy::Policy;
+use crate::domain::template::TenantTemplate;
+use crate::domain::tenant::{SmtpAccount, Tenant, TenantName};
+use crate::domain::Millis;
+
+/// Changes to a tenant; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct TenantChanges {
+    pub name: Option<TenantName>,
+    pub enabled: Option<bool>,
+    pub smtp: Option<SmtpAccount>,
+    pub policy: Option<Policy>,
+    pub delivery: Option<DeliveryMode>,
+    pub default_locale: Option<Locale>,
+}
+
+pub trait TenantStore {
+    /// A new tenant with its first secret; a secret already registered (to anyone) is a
+    /// `Conflict`.
+    fn insert_tenant(
+        &self,
+        t: &Tenant,
+        secret_digest: &[u8],
+        now: Millis,
+    ) -> Result<(), StoreError>;
+    fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, StoreError>;
+    fn tenants(&self) -> Result<Vec<Tenant>, StoreError>;
+    fn update_tenant(
+        &self,
+        id: &TenantId,
+        c: &TenantChanges,
+        now: Millis,
+    ) -> Result<Option<Tenant>, StoreError>;
+    fn delete_tenant(&self, id: &TenantId) -> Result<bool, StoreError>;
+    /// The enabled tenant whose current (or in-grace) secret has this digest.
+    fn tenant_by_secret(&self, digest: &[u8], now: Millis) -> Result<Option<Tenant>, StoreError>;
+    /// Replace the tenant's secret; older secrets stop at `old_until` (now: at once).
+    fn rotate_secret(
+        &self,
+        id: &TenantId,
+        new_digest: &[u8],
+        old_until: Millis,
+        now: Millis,
+    ) -> Result<bool, StoreError>;
+    /// The tenant's own templates, by locale.
+    fn templates(&self, id: &TenantId) -> Result<Vec<TenantTemplate>, StoreError>;
+    /// Store (insert or replace) a template and bump the tenant's `templates_version`;
+    /// false when there is no such tenant.
+    fn put_template(&self, id: &TenantId, t: &TenantTemplate) -> Result<bool, StoreError>;
+    /// Remove a template and bump `templates_version`; false when there was none.
+    fn delete_template(&self, id: &TenantId, locale: &str) -> Result<bool, StoreError>;
+}
