@@ -369,27 +369,8 @@ impl Services {
     where
         F: Fn(&dyn crate::storage::Store) -> Result<(), StoreError> + Send + Sync + 'static,
     {
-        let f = Arc::new(f);
-        let g = Arc::clone(&f);
-        match self.write(move |s| g(s)).await {
-            Ok(()) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "recording a delivery outcome failed; retrying in the background");
-                let services = self.clone();
-                tokio::spawn(async move {
-                    let mut delay = Duration::from_millis(200);
-                    for _ in 0..40 {
-                        tokio::time::sleep(delay).await;
-                        let g = Arc::clone(&f);
-                        if services.write(move |s| g(s)).await.is_ok() {
-                            return;
-                        }
-                        delay = (delay * 2).min(Duration::from_secs(15));
-                    }
-                    tracing::error!("a delivery outcome could not be recorded; its lease will expire and the message be tried again");
-                });
-            }
-        }
+        self.record_until_taken("a delivery outcome", f, || {})
+            .await;
     }
 
     /// The sender: claim due rows (within each tenant's free sessions), deliver each on its

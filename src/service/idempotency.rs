@@ -126,26 +126,16 @@ impl Services {
         } else {
             None
         };
-        let record = std::sync::Arc::new(move |s: &dyn crate::storage::Store| match &sealed {
-            Some(sealed) => s.idem_finish(&tenant, &key_digest, &holder, status, sealed),
-            None => s.idem_release(&tenant, &key_digest, &holder),
-        });
-        let first = std::sync::Arc::clone(&record);
-        if let Err(e) = self.db(move |s| first(s)).await {
-            tracing::warn!(error = %e, "recording an idempotent answer failed; retrying in the background");
-            let services = self.clone();
-            tokio::spawn(async move {
-                let mut delay = std::time::Duration::from_millis(200);
-                for _ in 0..40 {
-                    tokio::time::sleep(delay).await;
-                    let again = std::sync::Arc::clone(&record);
-                    if services.db(move |s| again(s)).await.is_ok() {
-                        return;
-                    }
-                    delay = (delay * 2).min(std::time::Duration::from_secs(15));
-                }
-                tracing::error!("an idempotent answer could not be recorded; its key frees when the claim's lease runs out");
-            });
-        }
+        // Only the claim's holder can record, so a late retry changes nothing once the key
+        // moved on.
+        self.record_until_taken(
+            "an idempotent answer",
+            move |s| match &sealed {
+                Some(sealed) => s.idem_finish(&tenant, &key_digest, &holder, status, sealed),
+                None => s.idem_release(&tenant, &key_digest, &holder),
+            },
+            || {},
+        )
+        .await;
     }
 }

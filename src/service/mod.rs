@@ -6,6 +6,7 @@ pub mod idempotency;
 pub mod import;
 pub mod keys;
 pub mod otp;
+mod retry;
 pub mod templates;
 pub mod tenants;
 pub mod verify;
