@@ -394,7 +394,7 @@ async fn tenant(cmd: TenantCommand, s: Services) -> Result<(), CliError> {
                 .await
                 .map_err(service_msg)?;
             if a.json {
-                let mut v = tenant_json(&row);
+                let mut v = tenant_json(&s, &row);
                 v["secret_key"] = json!(secret.expose());
                 println!("{v}");
             } else {
@@ -408,7 +408,7 @@ async fn tenant(cmd: TenantCommand, s: Services) -> Result<(), CliError> {
             if json {
                 println!(
                     "{}",
-                    json!({"tenants": rows.iter().map(tenant_json).collect::<Vec<_>>()})
+                    json!({"tenants": rows.iter().map(|t| tenant_json(&s, t)).collect::<Vec<_>>()})
                 );
             } else {
                 print_table(&rows);
@@ -416,7 +416,7 @@ async fn tenant(cmd: TenantCommand, s: Services) -> Result<(), CliError> {
         }
         TenantCommand::Show { id } => {
             let row = s.tenant(&id).await.map_err(service_msg)?;
-            println!("{}", serde_json::to_string_pretty(&tenant_json(&row))?);
+            println!("{}", serde_json::to_string_pretty(&tenant_json(&s, &row))?);
         }
         TenantCommand::Disable { id } => {
             s.update_tenant(
@@ -472,6 +472,7 @@ async fn smtp_test(id: &str, to: &str, s: Services) -> Result<(), CliError> {
                 html: None,
                 message_id: None,
             },
+            tokio::time::Instant::now() + s.mailer.timeout(),
         )
         .await
     {

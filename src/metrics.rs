@@ -4,8 +4,8 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -21,6 +21,28 @@ pub struct Metrics {
     pub hashing_seconds: Histogram,
     pub rate_limited: IntCounterVec,
     pub http_requests: IntCounterVec,
+    pub relay_windows: IntGaugeVec,
+}
+
+/// The bucket bounds of `otpmint_smtp_relay_windows`.
+const WINDOW_BUCKETS: [u32; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+
+/// An HTTP method as a metric label: the standard ones by name, any other token `other`
+/// (actix accepts any token as a method; labels must come from a fixed set).
+pub fn method_label(m: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method as M;
+    match *m {
+        M::GET => "GET",
+        M::HEAD => "HEAD",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::PATCH => "PATCH",
+        M::DELETE => "DELETE",
+        M::OPTIONS => "OPTIONS",
+        M::CONNECT => "CONNECT",
+        M::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -114,6 +136,18 @@ fn build() -> Result<Metrics, prometheus::Error> {
             registry.register(Box::new(h.clone()))?;
             h
         },
+        relay_windows: {
+            let g = IntGaugeVec::new(
+                Opts::new(
+                    "otpmint_smtp_relay_windows",
+                    "Relays (tenants' SMTP servers) whose adaptive session window is at most `le` \
+                     sessions, in this process: a cumulative histogram of the current windows.",
+                ),
+                &["le"],
+            )?;
+            registry.register(Box::new(g.clone()))?;
+            g
+        },
         registry,
     };
     Ok(m)
@@ -135,12 +169,26 @@ pub fn inc(f: impl FnOnce(&'static Metrics) -> &'static IntCounterVec, labels: &
     }
 }
 
-/// The Prometheus text exposition of every metric.
-pub fn render(queue_depth: usize, outbox: Option<crate::storage::OutboxStats>) -> String {
+/// The Prometheus text exposition of every metric (`windows`: each relay's current session
+/// window).
+pub fn render(
+    queue_depth: usize,
+    outbox: Option<crate::storage::OutboxStats>,
+    windows: &[u32],
+) -> String {
     let Some(m) = get() else {
         return String::new();
     };
     m.hashing_queue_depth.set(queue_depth as i64);
+    for le in WINDOW_BUCKETS {
+        let n = windows.iter().filter(|w| **w <= le).count();
+        m.relay_windows
+            .with_label_values(&[&le.to_string()])
+            .set(n as i64);
+    }
+    m.relay_windows
+        .with_label_values(&["+Inf"])
+        .set(windows.len() as i64);
     if let Some(o) = outbox {
         m.outbox_depth.set(o.depth as i64);
         m.outbox_oldest_due.set(o.oldest_due_ms as f64 / 1000.0);

@@ -193,6 +193,7 @@ pub struct SmtpSettings {
     pub extra_root_certificates: Vec<PathBuf>,
     pub pool_size: usize,
     pub max_connections_per_tenant: u32,
+    pub initial_connections: u32,
     pub max_connections_limit: u32,
 }
 
@@ -203,6 +204,7 @@ pub struct WebhookSettings {
     pub allow_plaintext: bool,
     pub timeout_seconds: u64,
     pub extra_root_certificates: Vec<PathBuf>,
+    pub max_in_flight_per_tenant: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

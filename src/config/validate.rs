@@ -80,6 +80,76 @@ impl Settings {
             0,
             1024,
         )?;
+        // Every number is bounded (API.md §6.31): windows, cooldowns and retentions feed time
+        // arithmetic in milliseconds, which a value near the type's maximum would overflow.
+        const DAY: u64 = 86_400;
+        let l = &self.limits;
+        for (key, v, hi) in [
+            (
+                "limits.per_ip_per_second",
+                u64::from(l.per_ip_per_second),
+                1_000_000,
+            ),
+            ("limits.per_ip_burst", u64::from(l.per_ip_burst), 10_000_000),
+            (
+                "limits.recipient_max_sends",
+                u64::from(l.recipient_max_sends),
+                1_000_000,
+            ),
+            (
+                "limits.recipient_window_seconds",
+                l.recipient_window_seconds,
+                30 * DAY,
+            ),
+            (
+                "limits.resend_cooldown_seconds",
+                l.resend_cooldown_seconds,
+                DAY,
+            ),
+            (
+                "limits.tenant_max_sends_per_hour",
+                u64::from(l.tenant_max_sends_per_hour),
+                100_000_000,
+            ),
+            (
+                "limits.recipient_max_failures",
+                u64::from(l.recipient_max_failures),
+                1_000_000,
+            ),
+        ] {
+            range(key, v, 0, hi)?;
+        }
+        if l.per_ip_per_second > 0 && l.per_ip_burst == 0 {
+            return Err(invalid(
+                "limits.per_ip_burst",
+                "must be at least 1 while limits.per_ip_per_second is on",
+            ));
+        }
+        range("server.workers", self.server.workers as u64, 0, 1024)?;
+        range(
+            "server.shutdown_grace_seconds",
+            self.server.shutdown_grace_seconds,
+            0,
+            3600,
+        )?;
+        range(
+            "hashing.max_queue",
+            self.hashing.max_queue as u64,
+            0,
+            1_000_000,
+        )?;
+        range(
+            "audit.retention_seconds",
+            self.audit.retention_seconds,
+            0,
+            3650 * DAY,
+        )?;
+        range(
+            "webhooks.max_in_flight_per_tenant",
+            self.webhooks.max_in_flight_per_tenant.into(),
+            1,
+            256,
+        )?;
         range("smtp.timeout_seconds", self.smtp.timeout_seconds, 1, 600)?;
         range("smtp.pool_size", self.smtp.pool_size as u64, 0, 64)?;
         range(
@@ -97,6 +167,12 @@ impl Settings {
         range(
             "smtp.max_connections_per_tenant",
             self.smtp.max_connections_per_tenant.into(),
+            1,
+            self.smtp.max_connections_limit.into(),
+        )?;
+        range(
+            "smtp.initial_connections",
+            self.smtp.initial_connections.into(),
             1,
             self.smtp.max_connections_limit.into(),
         )?;

@@ -52,13 +52,16 @@ impl DeliveryReason {
     }
 }
 
-/// Where a code's message is: stored and waiting, being sent, accepted, or given up.
+/// Where a code's message is: stored and waiting, being sent, accepted, given up — or
+/// `Unknown`: a sync send whose process died while the message was in flight (the person may
+/// have it; it is never sent again).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryStatus {
     Queued,
     Sending,
     Sent,
     Failed,
+    Unknown,
 }
 
 impl DeliveryStatus {
@@ -68,15 +71,17 @@ impl DeliveryStatus {
             DeliveryStatus::Sending => "sending",
             DeliveryStatus::Sent => "sent",
             DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Unknown => "unknown",
         }
     }
-    /// The stored column holds queued, sent or failed; `sending` is a queued message whose
-    /// outbox row is leased right now.
+    /// The stored column holds queued, sent, failed or unknown; `sending` is a queued
+    /// message whose outbox row is leased right now.
     pub fn parse_stored(s: &str) -> Option<DeliveryStatus> {
         match s {
             "queued" => Some(DeliveryStatus::Queued),
             "sent" => Some(DeliveryStatus::Sent),
             "failed" => Some(DeliveryStatus::Failed),
+            "unknown" => Some(DeliveryStatus::Unknown),
             _ => None,
         }
     }

@@ -12,6 +12,16 @@ pub struct Webhook {
     pub secret: Vec<u8>,
     pub created_at: Millis,
     pub updated_at: Millis,
+    /// Set when the endpoint answered 410 Gone (API.md §11.7): no events are queued or sent
+    /// until the tenant stores the webhook again.
+    pub disabled: Option<Disabled>,
+}
+
+/// Why and since when a webhook is disabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disabled {
+    pub at: Millis,
+    pub reason: String,
 }
 
 impl Webhook {

@@ -19,7 +19,10 @@ impl Mailer {
                     tcp = Some((s, *addr));
                     break;
                 }
-                Err(e) => last_err = fail(DeliveryReason::Unreachable, e),
+                Err(e) => {
+                    last_err = fail(DeliveryReason::Unreachable, &e);
+                    last_err.refused = turned_away(&e);
+                }
             }
         }
         let Some((tcp, addr)) = tcp else {
@@ -43,18 +46,22 @@ impl Mailer {
                     .implicit_tls
                     .connect(server_name, tcp)
                     .await
-                    .map_err(|e| fail(DeliveryReason::Tls, e))?;
+                    .map_err(|e| {
+                        let mut err = fail(DeliveryReason::Tls, &e);
+                        err.refused = turned_away(&e);
+                        err
+                    })?;
                 let (stream, plain) = bounded::Bounded::new(TlsStream(tls), addr, true);
                 let conn = AsyncSmtpConnection::connect_with_transport(Box::new(stream), &hello)
                     .await
-                    .map_err(|e| smtp_fail(DeliveryReason::Unreachable, &e))?;
+                    .map_err(greeting_failed)?;
                 (conn, plain)
             }
             TlsMode::Starttls | TlsMode::None => {
                 let (stream, plain) = bounded::Bounded::new(tcp, addr, true);
                 let conn = AsyncSmtpConnection::connect_with_transport(Box::new(stream), &hello)
                     .await
-                    .map_err(|e| smtp_fail(DeliveryReason::Unreachable, &e))?;
+                    .map_err(greeting_failed)?;
                 (conn, plain)
             }
         };
@@ -64,9 +71,11 @@ impl Mailer {
             // still bounds the bytes per command; lettre checks line lengths.
             plaintext.store(false, std::sync::atomic::Ordering::SeqCst);
             // Required, never opportunistic: a server without STARTTLS fails here.
-            conn.starttls(params, &hello)
-                .await
-                .map_err(|e| smtp_fail(DeliveryReason::Tls, &e))?;
+            conn.starttls(params, &hello).await.map_err(|e| {
+                let mut err = smtp_fail(DeliveryReason::Tls, &e);
+                err.refused = session_refused(&e, true);
+                err
+            })?;
         }
         if !target.username.is_empty() {
             // Credentials never travel in the clear, whatever the settings say.
@@ -93,6 +102,7 @@ impl Mailer {
                 };
                 let mut err = smtp_fail(reason, &e);
                 err.detail = "authentication failed".into();
+                err.refused = e.is_timeout() || session_refused(&e, false);
                 return Err(err);
             }
         }
@@ -108,6 +118,14 @@ impl Mailer {
         }
         b.build_rustls().map_err(|e| fail(DeliveryReason::Tls, e))
     }
+}
+
+/// The greeting or EHLO failed: any 4xx there, or the connection dropped, is the relay
+/// turning the session away.
+fn greeting_failed(e: lettre::transport::smtp::Error) -> DeliveryError {
+    let mut err = smtp_fail(DeliveryReason::Unreachable, &e);
+    err.refused = session_refused(&e, true);
+    err
 }
 
 /// Add every certificate of a PEM file to `roots`; the file's bytes, or why not.

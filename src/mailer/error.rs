@@ -19,6 +19,11 @@ pub struct DeliveryError {
     /// Worth trying again later: no connection, a timeout, a TLS handshake failure, a 4xx
     /// reply. A 5xx reply, a refused host or a malformed message is final.
     pub transient: bool,
+    /// The relay refused or dropped the session itself — connection refused or reset, 421,
+    /// a 4xx at its greeting or EHLO, a session that did not get through TLS and AUTH in
+    /// time: a sign that it takes no more sessions now (API.md §11.1), not a verdict on
+    /// the message.
+    pub refused: bool,
 }
 
 pub(super) fn fail(reason: DeliveryReason, detail: impl fmt::Display) -> DeliveryError {
@@ -30,7 +35,37 @@ pub(super) fn fail(reason: DeliveryReason, detail: impl fmt::Display) -> Deliver
             reason,
             DeliveryReason::HostNotAllowed | DeliveryReason::Rejected | DeliveryReason::Auth
         ),
+        refused: false,
     }
+}
+
+/// A socket error by which a relay turns a session away: refused, reset, closed on us.
+pub(super) fn turned_away(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
+    )
+}
+
+/// Whether a lettre error is the relay turning the session away: a 421 reply (the relay
+/// closes the channel), or the connection refused or dropped under us. At the greeting and
+/// EHLO (`greeting`), any 4xx reply is one too.
+pub(super) fn session_refused(e: &lettre::transport::smtp::Error, greeting: bool) -> bool {
+    if e.status().is_some_and(|c| c.to_string() == "421") || (greeting && e.is_transient()) {
+        return true;
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            return turned_away(io);
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// Whether an SMTP error came from the relay sending more than a reply may hold.

@@ -77,7 +77,6 @@ mod tests {
         SmtpTarget {
             tenant_id: "tnt_x".into(),
             version: 1,
-            max_connections: 1,
             host: "smtp.example.com".into(),
             port: 587,
             username: "u".into(),

@@ -36,19 +36,18 @@ pub use message::new_message_id;
 use message::render;
 
 pub(crate) use connect::{add_pem_roots, hello_name};
-use error::{fail, overflowed, smtp_fail};
+use error::{fail, overflowed, session_refused, smtp_fail, turned_away};
 pub use error::{DeliveryError, DeliveryReason};
 use transact::{transact, Stage, TxError};
 
 pub use crate::domain::tenant::TlsMode;
 
-/// Where and how to send for one tenant.
+/// Where and how to send for one tenant. How many sessions may be open at once is the
+/// caller's (the delivery service's relay window); the mailer opens, reuses and closes them.
 pub struct SmtpTarget {
     pub tenant_id: String,
     /// Changes whenever the tenant's SMTP settings change.
     pub version: i64,
-    /// The most sessions open to this relay at once (from this process).
-    pub max_connections: usize,
     pub host: String,
     pub port: u16,
     pub username: String,
@@ -81,12 +80,8 @@ struct Idle {
 
 struct TenantPool {
     version: i64,
-    max: usize,
     /// Connections kept for reuse (at most `smtp.pool_size`).
     idle: Mutex<Vec<Idle>>,
-    /// At most the tenant's `max_connections` sessions at once: a send waits for one
-    /// (inside the delivery timeout) instead of opening yet another.
-    slots: tokio::sync::Semaphore,
 }
 
 /// The delivery service. Cloning shares the pools.
@@ -169,27 +164,62 @@ impl Mailer {
         }
     }
 
-    /// Send one message; bounded as a whole by `smtp.timeout_seconds`.
-    pub async fn send(&self, target: &SmtpTarget, msg: &Outgoing<'_>) -> Result<(), DeliveryError> {
+    /// The bound on one whole delivery (`smtp.timeout_seconds`).
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    /// Send one message on one session, finished by `deadline` (the caller's whole budget:
+    /// resolution, connect, TLS, AUTH and DATA all count).
+    pub async fn send(
+        &self,
+        target: &SmtpTarget,
+        msg: &Outgoing<'_>,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), DeliveryError> {
         let (envelope, bytes) = render(target, msg)?;
         // Set just before the SMTP transaction starts: a timeout before it sent nothing.
         let started = std::sync::atomic::AtomicBool::new(false);
-        // The bound covers everything: resolution, waiting for a pooled connection, connect,
-        // TLS, AUTH and DATA.
-        match tokio::time::timeout(
-            self.inner.timeout,
+        match tokio::time::timeout_at(
+            deadline,
             self.resolve_and_send(target, &envelope, &bytes, &started),
         )
         .await
         {
             Ok(r) => r,
-            Err(_) => Err(DeliveryError {
-                reason: DeliveryReason::Timeout,
-                detail: "delivery exceeded smtp.timeout_seconds".into(),
-                maybe_delivered: started.load(std::sync::atomic::Ordering::SeqCst),
-                transient: true,
-            }),
+            Err(_) => {
+                let in_transaction = started.load(std::sync::atomic::Ordering::SeqCst);
+                Err(DeliveryError {
+                    reason: DeliveryReason::Timeout,
+                    detail: "delivery exceeded smtp.timeout_seconds".into(),
+                    maybe_delivered: in_transaction,
+                    transient: true,
+                    // A session that did not get as far as a transaction in time (connect,
+                    // greeting, TLS, AUTH): the relay is slow to take more sessions.
+                    refused: !in_transaction,
+                })
+            }
         }
+    }
+
+    /// Close idle connections past their idle time, and forget pools that have none left
+    /// (API.md §6.27: whether or not their tenant sends again). Returns how many closed.
+    pub fn close_idle(&self) -> usize {
+        let Ok(mut pools) = self.inner.pools.lock() else {
+            return 0;
+        };
+        let mut closed = 0;
+        pools.retain(|_, p| {
+            let Ok(mut idle) = p.idle.lock() else {
+                return true;
+            };
+            let before = idle.len();
+            // Dropping a connection closes its socket.
+            idle.retain(|i| i.since.elapsed() < IDLE_MAX);
+            closed += before - idle.len();
+            !idle.is_empty()
+        });
+        closed
     }
 
     async fn resolve_and_send(
@@ -216,22 +246,17 @@ impl Mailer {
     }
 
     fn pool_for(&self, target: &SmtpTarget) -> Arc<TenantPool> {
-        let max = target
-            .max_connections
-            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         let fresh = || {
             Arc::new(TenantPool {
                 version: target.version,
-                max,
                 idle: Mutex::new(Vec::new()),
-                slots: tokio::sync::Semaphore::new(max),
             })
         };
         let Ok(mut pools) = self.inner.pools.lock() else {
             return fresh();
         };
         match pools.get(&target.tenant_id) {
-            Some(p) if p.version == target.version && p.max == max => Arc::clone(p),
+            Some(p) if p.version == target.version => Arc::clone(p),
             _ => {
                 let p = fresh();
                 pools.insert(target.tenant_id.clone(), Arc::clone(&p));
@@ -248,11 +273,6 @@ impl Mailer {
         (envelope, bytes): (&lettre::address::Envelope, &[u8]),
         started: &std::sync::atomic::AtomicBool,
     ) -> Result<(), DeliveryError> {
-        let _slot = pool
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| fail(DeliveryReason::Unreachable, "connection pool closed"))?;
         let mut reused = None;
         loop {
             let candidate = pool.idle.lock().ok().and_then(|mut idle| {
@@ -342,6 +362,7 @@ impl Mailer {
                     err.transient = !e.is_client();
                 }
                 err.maybe_delivered = !refused;
+                err.refused = session_refused(&e, false);
                 conn.abort().await;
                 Err(err)
             }

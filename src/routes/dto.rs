@@ -18,7 +18,8 @@ pub struct SmtpOut {
     pub from: String,
     /// `starttls`, `implicit` or `none`.
     pub tls: String,
-    /// The most SMTP sessions open to the relay at once (per instance).
+    /// The ceiling of SMTP sessions open to the relay at once (per instance); the sessions
+    /// actually opened adapt below it. The server's default unless the tenant chose one.
     pub max_connections: u32,
 }
 
@@ -49,8 +50,10 @@ pub struct TenantOut {
     pub default_locale: String,
 }
 
-impl From<&Tenant> for TenantOut {
-    fn from(t: &Tenant) -> Self {
+impl TenantOut {
+    /// The tenant as shown: its session ceiling resolved (a tenant that chose none follows
+    /// the server's default).
+    pub fn of(services: &crate::service::Services, t: &Tenant) -> Self {
         TenantOut {
             id: t.id.to_string(),
             name: t.name.as_str().to_string(),
@@ -62,7 +65,7 @@ impl From<&Tenant> for TenantOut {
                 username: t.smtp.username.clone(),
                 from: t.smtp.from.as_str().to_string(),
                 tls: t.smtp.tls.as_str().to_string(),
-                max_connections: t.smtp.max_connections,
+                max_connections: services.max_connections(t),
             },
             delivery: t.delivery.as_str().into(),
             default_locale: t.default_locale.as_str().to_string(),

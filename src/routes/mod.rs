@@ -87,7 +87,8 @@ async fn observe(
     let id = request_id(&req);
     req.extensions_mut().insert(RequestId(id.clone()));
     req.extensions_mut().insert(RequestStart(start));
-    let method = req.method().to_string();
+    // A fixed set: actix takes any token as a method (API.md §6.27).
+    let method = crate::metrics::method_label(req.method());
     // Every line logged while this request is handled — on async workers, the blocking pool
     // or a hashing thread — carries its id.
     let span = tracing::info_span!("request", request_id = %id);
@@ -108,7 +109,7 @@ async fn observe(
     }
     crate::metrics::inc(
         |m| &m.http_requests,
-        &[route.as_str(), method.as_str(), res.status().as_str()],
+        &[route.as_str(), method, res.status().as_str()],
     );
     tracing::info!(
         request_id = %id,

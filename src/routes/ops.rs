@@ -68,6 +68,7 @@ pub async fn metrics(req: HttpRequest, st: web::Data<AppState>) -> ApiResult {
         .body(crate::metrics::render(
             st.services.hashing_queue_depth(),
             st.services.outbox_stats().await.ok(),
+            &st.services.outbox.windows(),
         )))
 }
 

@@ -131,8 +131,8 @@ pub(super) fn parse_delivery(s: Option<&str>) -> Result<Option<DeliveryMode>, Ap
 }
 
 /// The tenant as JSON (also used by the CLI).
-pub fn tenant_json(t: &Tenant) -> Value {
-    serde_json::to_value(TenantOut::from(t)).unwrap_or(Value::Null)
+pub fn tenant_json(services: &crate::service::Services, t: &Tenant) -> Value {
+    serde_json::to_value(TenantOut::of(services, t)).unwrap_or(Value::Null)
 }
 
 /// A JSON answer with the charset the contract names.
@@ -198,7 +198,7 @@ pub async fn create_tenant(
     Ok(json(
         no_store(HttpResponse::Created()),
         &TenantCreatedOut {
-            tenant: TenantOut::from(&row),
+            tenant: TenantOut::of(&st.services, &row),
             secret_key: secret.expose().to_string(),
         },
     ))
@@ -215,7 +215,10 @@ pub async fn list_tenants(_: AdminAuth, st: web::Data<AppState>) -> ApiResult {
     Ok(json(
         HttpResponse::Ok(),
         &TenantListOut {
-            tenants: list.iter().map(TenantOut::from).collect(),
+            tenants: list
+                .iter()
+                .map(|t| TenantOut::of(&st.services, t))
+                .collect(),
         },
     ))
 }
@@ -231,7 +234,7 @@ pub async fn list_tenants(_: AdminAuth, st: web::Data<AppState>) -> ApiResult {
 pub async fn get_tenant(_: AdminAuth, st: web::Data<AppState>, id: web::Path<String>) -> ApiResult {
     Ok(json(
         HttpResponse::Ok(),
-        &TenantOut::from(&st.services.tenant(&id).await?),
+        &TenantOut::of(&st.services, &st.services.tenant(&id).await?),
     ))
 }
 
@@ -282,7 +285,7 @@ pub async fn patch_tenant(
         .services
         .update_tenant(&id, patch_from(body)?, false)
         .await?;
-    Ok(json(HttpResponse::Ok(), &TenantOut::from(&row)))
+    Ok(json(HttpResponse::Ok(), &TenantOut::of(&st.services, &row)))
 }
 
 #[utoipa::path(delete, path = "/v1/tenants/{id}", tag = "tenants",
@@ -340,8 +343,8 @@ pub async fn rotate_secret(
         (status = 401, response = problems::Unauthorized),
     ),
     security(("secret_key" = [])))]
-pub async fn get_self(t: TenantAuth) -> ApiResult {
-    Ok(json(HttpResponse::Ok(), &TenantOut::from(&t.0)))
+pub async fn get_self(st: web::Data<AppState>, t: TenantAuth) -> ApiResult {
+    Ok(json(HttpResponse::Ok(), &TenantOut::of(&st.services, &t.0)))
 }
 
 #[utoipa::path(patch, path = "/v1/tenant", tag = "self-service",
@@ -365,5 +368,5 @@ pub async fn patch_self(
         .services
         .update_tenant(t.0.id.as_str(), patch_from(body)?, true)
         .await?;
-    Ok(json(HttpResponse::Ok(), &TenantOut::from(&row)))
+    Ok(json(HttpResponse::Ok(), &TenantOut::of(&st.services, &row)))
 }

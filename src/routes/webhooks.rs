@@ -36,6 +36,11 @@ pub struct WebhookOut {
     pub secret: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// Set (RFC 3339) when the endpoint answered 410 Gone: no events are sent until the
+    /// webhook is stored again with `PUT`.
+    pub disabled_at: Option<String>,
+    /// Why it was disabled.
+    pub disabled_reason: Option<String>,
 }
 
 impl From<WebhookShown> for WebhookOut {
@@ -51,6 +56,8 @@ impl From<WebhookShown> for WebhookOut {
             secret: w.secret,
             created_at: rfc3339(w.row.created_at),
             updated_at: rfc3339(w.row.updated_at),
+            disabled_at: w.row.disabled.as_ref().map(|d| rfc3339(d.at)),
+            disabled_reason: w.row.disabled.map(|d| d.reason),
         }
     }
 }

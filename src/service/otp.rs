@@ -206,7 +206,7 @@ impl Services {
         };
         let payload = self.seal_message(&tenant.id, &key_digest, &message)?;
         drop(message);
-        let lease = (mode == DeliveryMode::Sync).then(|| self.lease(now));
+        let lease = (mode == DeliveryMode::Sync).then(|| self.lease());
         let outbox = NewOutbox {
             recipient: email.delivery_address(),
             payload: payload.clone(),
@@ -240,7 +240,7 @@ impl Services {
             expires_at,
             mode,
         };
-        match self.attempt(&job, tenant).await {
+        match self.attempt(&job, tenant, None).await {
             Attempt::Sent => {
                 crate::metrics::inc(|m| &m.codes_minted, &[mode.as_str()]);
                 Ok(minted)
@@ -248,6 +248,10 @@ impl Services {
             // A failed sync delivery: the code is `failed` (it can never verify), the quota
             // given back when nothing can have reached the relay, the earlier code untouched.
             Attempt::Failed(reason) | Attempt::Retry(reason) => Err(ServiceError::Delivery(reason)),
+            // A sync message always opens (this process sealed it a moment ago).
+            Attempt::NotMade => Err(ServiceError::Unavailable(
+                "the message could not be sent now".into(),
+            )),
         }
     }
 
@@ -278,7 +282,6 @@ impl Services {
         Ok(SmtpTarget {
             tenant_id: tenant.id.as_str().to_string(),
             version: tenant.smtp_version,
-            max_connections: self.max_connections(tenant),
             host: s.host.as_str().to_string(),
             port: s.port,
             username: s.username.clone(),
@@ -296,8 +299,8 @@ impl Services {
     ) -> Result<ChallengeView, ServiceError> {
         let key = ShareableKey::parse(key, flavor).ok_or(ServiceError::OtpNotFound)?;
         let digest = self.key_digest(key.expose());
-        let tid = tenant.clone();
-        self.db(move |s| s.challenge(&tid, &digest, flavor))
+        let (tid, now) = (tenant.clone(), self.now());
+        self.db(move |s| s.challenge(&tid, &digest, flavor, now))
             .await?
             .ok_or(ServiceError::OtpNotFound)
     }

@@ -192,9 +192,7 @@ impl Services {
                 password,
                 from,
                 tls,
-                max_connections: s
-                    .max_connections
-                    .unwrap_or(limits.max_connections_per_tenant),
+                max_connections: s.max_connections.unwrap_or(0),
             },
             smtp_version: 1,
             policy: t.policy.apply(defaults),

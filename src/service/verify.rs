@@ -280,7 +280,7 @@ impl Services {
     ) -> ServiceError {
         let tid = tenant.clone();
         let d = digest.to_vec();
-        let view = match self.db(move |s| s.challenge(&tid, &d, flavor)).await {
+        let view = match self.db(move |s| s.challenge(&tid, &d, flavor, now)).await {
             Ok(Some(v)) => v,
             Ok(None) => return ServiceError::OtpNotFound,
             Err(e) => return e,

@@ -285,6 +285,8 @@ pub struct Application {
     server: Server,
     handle: actix_web::dev::ServerHandle,
     services: Services,
+    governor: crate::routes::governor::IpGovernor,
+    grace: Duration,
 }
 
 impl Application {
@@ -317,8 +319,12 @@ impl Application {
         // One limiter state shared by every worker.
         let governor = crate::routes::governor::ip_governor(&services.settings.load())
             .ok_or_else(|| StartupError::Other("invalid per-IP limit settings".into()))?;
+        let limiter = governor.clone();
         let mut server = HttpServer::new(move || app(state.clone(), governor.clone()))
             .shutdown_timeout(grace)
+            // SIGTERM and SIGINT are ours (run_until_stopped): delivery stops claiming at
+            // once while the HTTP side drains.
+            .disable_signals()
             // Headers within the request timeout (the body's bound is in read_body); a
             // stalled client holds no socket past it (API.md §6.21).
             .client_request_timeout(request_timeout)
@@ -335,6 +341,8 @@ impl Application {
             handle: server.handle(),
             server,
             services,
+            governor: limiter,
+            grace: Duration::from_secs(grace),
         })
     }
 
@@ -388,20 +396,65 @@ impl Application {
         let _ = file;
     }
 
-    /// Serve until the server stops (SIGINT/SIGTERM), purging ended codes in the background.
+    /// Serve until the server stops (SIGTERM or SIGINT, or its handle), purging ended codes
+    /// and delivering from the outboxes in the background. On the way out (API.md §11.5):
+    /// the senders stop claiming at once, requests and sends in flight finish within
+    /// `server.shutdown_grace_seconds`, and the leases of messages and events not being sent
+    /// are given back, so a restart or another instance sends them without waiting.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let purger = tokio::spawn(purge_loop(self.services.clone()));
         let keys = tokio::spawn(keyring_loop(self.services.clone()));
         let sender = tokio::spawn(self.services.clone().run_sender());
         let hooks = tokio::spawn(self.services.clone().run_webhook_sender());
+        let tidy = tokio::spawn(tidy_loop(self.governor.clone()));
+        let signals = tokio::spawn(stop_on_signal(self.services.clone(), self.handle.clone()));
         let result = self.server.await;
-        purger.abort();
-        keys.abort();
-        sender.abort();
-        hooks.abort();
+        self.services.stop_delivery(self.grace).await;
+        for task in [purger, keys, sender, hooks, tidy, signals] {
+            task.abort();
+        }
         // In-flight requests are done: write the last audit events before exiting.
         self.services.audit.flush().await;
         result
+    }
+}
+
+/// SIGTERM or SIGINT: the senders stop claiming, and the HTTP server drains.
+async fn stop_on_signal(services: Services, handle: actix_web::dev::ServerHandle) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::warn!("cannot listen for SIGTERM and SIGINT; stop the server with its handle");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    tracing::info!("stopping: finishing requests and sends in flight");
+    services.outbox.stop();
+    handle.stop(true).await;
+}
+
+/// Keep what clients cannot grow without bound in check (API.md §6.27): the per-IP
+/// limiter forgets addresses whose buckets are full again.
+async fn tidy_loop(governor: crate::routes::governor::IpGovernor) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let limiter = governor.limiter();
+        limiter.retain_recent();
+        limiter.shrink_to_fit();
     }
 }
 

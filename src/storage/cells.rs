@@ -14,7 +14,7 @@ use crate::domain::locale::Locale;
 use crate::domain::policy::Policy;
 use crate::domain::template::TenantTemplate;
 use crate::domain::tenant::{Origin, Sender, SmtpAccount, SmtpHost, Tenant, TenantName, TlsMode};
-use crate::domain::webhook::{split_events, Webhook, WebhookAttempt};
+use crate::domain::webhook::{split_events, Disabled, Webhook, WebhookAttempt};
 
 /// A tenant row's columns, for queries that name the table `t` (read by [`tenant_from`]).
 /// The webhook subscription is read from `webhooks` (its one home), not kept on the tenant.
@@ -25,12 +25,16 @@ pub(crate) const TENANT_COLS: &str =
      COALESCE((SELECT w.events FROM webhooks w WHERE w.tenant_id = t.id), '')";
 
 /// A code's columns as `GET /v1/otp/{key}` shows it, for queries that name the table `c`
-/// (read by [`view_from`]).
-pub(crate) const VIEW_COLS: &str =
-    "c.status, c.email, c.email_canonical, c.purpose, c.attempts, c.max_attempts, c.code_length, \
-     c.created_at, c.expires_at, c.verified_at, c.delivery_mode, c.delivery_status, \
-     c.delivery_attempts, c.delivery_reason, c.sent_at, \
-     EXISTS(SELECT 1 FROM outbox o WHERE o.key_digest = c.key_digest AND o.leased_by IS NOT NULL)";
+/// (read by [`view_from`]); `now` is the SQL of the current time its lease is compared with
+/// (a lease that ran out no longer shows the message as `sending`).
+pub(crate) fn view_cols(now: &str) -> String {
+    format!(
+        "c.status, c.email, c.email_canonical, c.purpose, c.attempts, c.max_attempts, c.code_length, \
+         c.created_at, c.expires_at, c.verified_at, c.delivery_mode, c.delivery_status, \
+         c.delivery_attempts, c.delivery_reason, c.sent_at, \
+         EXISTS(SELECT 1 FROM outbox o WHERE o.key_digest = c.key_digest AND o.lease_until >= {now})"
+    )
+}
 
 /// One row of either driver, read by column index.
 pub(crate) trait Cells {
@@ -140,7 +144,7 @@ pub(crate) fn tenant_from(r: &impl Cells) -> Result<Tenant, StoreError> {
     })
 }
 
-/// A code from the columns of [`VIEW_COLS`].
+/// A code from the columns of [`view_cols`].
 pub(crate) fn view_from(r: &impl Cells) -> Result<ChallengeView, StoreError> {
     let delivery_status =
         rules::shown_delivery(&r.text(11)?, r.flag(15)?).unwrap_or(DeliveryStatus::Failed);
@@ -176,7 +180,11 @@ pub(crate) fn template_from(r: &impl Cells) -> Result<TenantTemplate, StoreError
     })
 }
 
-/// A webhook from `url, events, secret, created_at, updated_at`.
+/// A webhook's columns (read by [`webhook_from`]).
+pub(crate) const WEBHOOK_COLS: &str =
+    "url, events, secret, created_at, updated_at, disabled_at, disabled_reason";
+
+/// A webhook from [`WEBHOOK_COLS`].
 pub(crate) fn webhook_from(r: &impl Cells) -> Result<Webhook, StoreError> {
     Ok(Webhook {
         url: r.text(0)?,
@@ -184,6 +192,13 @@ pub(crate) fn webhook_from(r: &impl Cells) -> Result<Webhook, StoreError> {
         secret: r.bytes(2)?,
         created_at: r.int(3)?,
         updated_at: r.int(4)?,
+        disabled: match r.opt_int(5)? {
+            Some(at) => Some(Disabled {
+                at,
+                reason: r.opt_text(6)?.unwrap_or_default(),
+            }),
+            None => None,
+        },
     })
 }
 

@@ -36,14 +36,17 @@ pub struct NewOutbox {
     /// The rendered message, sealed with the data key.
     pub payload: Vec<u8>,
     /// Set for a sync mint: the row starts leased by the minting instance, which sends it
-    /// at once; if that instance dies, the lease expires and any sender takes it.
+    /// at once; if that instance dies, the sweep records the delivery as `unknown` once the
+    /// lease ran out (no background sender ever sends a sync row).
     pub lease: Option<Lease>,
 }
 
+/// Who holds an outbox row, and for how long from now (on PostgreSQL measured on the
+/// database's clock, so instances whose clocks differ agree on when it ends).
 #[derive(Debug, Clone)]
 pub struct Lease {
-    pub until: Millis,
     pub owner: String,
+    pub for_ms: Millis,
 }
 
 /// An attempt reserved atomically: the hash to compare against and the attempt count
@@ -115,6 +118,7 @@ pub trait CodeStore {
         tenant: &TenantId,
         key_digest: &[u8],
         flavor: Flavor,
+        now: Millis,
     ) -> Result<Option<ChallengeView>, StoreError>;
     /// Cancel a pending code: `Some((true, view))` cancelled, `Some((false, view))` it had
     /// already ended, `None` unknown.

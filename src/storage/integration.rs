@@ -1,7 +1,7 @@
 //! The integration aggregate (API.md §9): kept idempotent answers, a tenant's webhook, its
 //! durable event outbox and the record of delivery attempts.
 
-use super::StoreError;
+use super::{Fairness, StoreError};
 use crate::domain::event::EventType;
 use crate::domain::keys::TenantId;
 use crate::domain::webhook::{Webhook, WebhookAttempt};
@@ -26,6 +26,16 @@ pub struct EventJob {
     pub payload: Vec<u8>,
     /// Attempts made before this one.
     pub attempts: u32,
+}
+
+/// What an event sender asks for in one claim.
+#[derive(Debug, Clone)]
+pub struct EventClaim {
+    pub now: Millis,
+    pub owner: String,
+    /// How long the lease lasts (on PostgreSQL measured on the database's clock).
+    pub lease_ms: Millis,
+    pub fair: Fairness<String>,
 }
 
 /// How an attempt ended, for the event.
@@ -63,8 +73,8 @@ pub struct IdemClaim {
 }
 
 pub trait IntegrationStore {
-    /// Create or replace the tenant's webhook (a replacement keeps the stored secret).
-    /// `None`: no such tenant; `Some(true)`: created.
+    /// Create or replace the tenant's webhook (a replacement keeps the stored secret and
+    /// enables a disabled one). `None`: no such tenant; `Some(true)`: created.
     fn put_webhook(&self, id: &TenantId, w: &Webhook) -> Result<Option<bool>, StoreError>;
     fn webhook(&self, id: &TenantId) -> Result<Option<Webhook>, StoreError>;
     /// Remove the webhook and its undelivered events; false when there was none.
@@ -77,14 +87,18 @@ pub trait IntegrationStore {
     ) -> Result<bool, StoreError>;
     /// Queue an event, if the tenant still subscribes to its type.
     fn insert_event(&self, e: &NewEvent) -> Result<bool, StoreError>;
-    /// Lease due pending events (oldest first, at most `limit`).
-    fn claim_events(
-        &self,
-        owner: &str,
-        now: Millis,
-        lease_until: Millis,
-        limit: u32,
-    ) -> Result<Vec<EventJob>, StoreError>;
+    /// Lease due pending events tenant by tenant (see [`Fairness`]), not those of a
+    /// disabled webhook; returns them and where the next claim starts.
+    fn claim_events(&self, c: &EventClaim) -> Result<(Vec<EventJob>, Option<String>), StoreError>;
+    /// An event that cannot be opened yet: due again at `due_at`, no attempt counted (only
+    /// while `owner` holds it).
+    fn defer_event(&self, event_id: &str, owner: &str, due_at: Millis) -> Result<(), StoreError>;
+    /// Give back the leases `owner` holds on events, but those in `keep` (shutdown).
+    fn release_events(&self, owner: &str, keep: &[String]) -> Result<usize, StoreError>;
+    /// The endpoint answered 410 Gone: disable the webhook (its pending events fail) until
+    /// the tenant stores it again; false when there is no webhook.
+    fn disable_webhook(&self, id: &TenantId, reason: &str, now: Millis)
+        -> Result<bool, StoreError>;
     /// Record an attempt and its outcome, if `owner` still holds the event's lease.
     #[allow(clippy::too_many_arguments)]
     fn settle_event(

@@ -23,7 +23,9 @@ pub use codes::{CodeStore, Lease, NewChallenge, NewOutbox, Reservation};
 pub use error::StoreError;
 pub use integration::IntegrationStore;
 pub use keyring::KeyringStore;
-pub use outbox::{ClaimRequest, OutboxJob, OutboxStats, OutboxStore, Swept};
+pub use outbox::{
+    ClaimRequest, Claimed, Fairness, OutboxJob, OutboxStats, OutboxStore, SweepCandidate, SweepItem,
+};
 pub use quota::{QuotaRefusal, QuotaStore, SendQuota};
 pub(crate) use quota::{HOUR_MS, MINUTE_MS};
 pub use records::{ImportCounts, ImportedCode, RecordStore};

@@ -1,20 +1,50 @@
-//! The outbox aggregate: the durable work of sending a code's message — claimed with a
-//! lease, settled once (sent, retry later, failed), swept when its code ended first.
+//! The outbox aggregate: the durable work of sending a code's message — claimed tenant by
+//! tenant with a lease, settled once and only by the lease's holder (sent, retry later,
+//! failed), swept when its code ended first or its sync sender died, released at shutdown.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 
 use super::integration::NewEvent;
+use super::rules::SweepVerdict;
 use super::{Lease, StoreError};
 use crate::domain::delivery::DeliveryMode;
 use crate::domain::keys::TenantId;
 use crate::domain::Millis;
 
-/// Which due outbox rows a sender takes.
+/// How a claim shares its rows out between tenants — the same for both outboxes (messages,
+/// webhook events): tenants in id order from a cursor, each up to what it may still have
+/// running here, never a key this process must not take.
+#[derive(Debug, Clone)]
+pub struct Fairness<K> {
+    /// At most this many rows in all.
+    pub limit: u32,
+    /// What each tenant may still start here (free sessions, free requests); a tenant not
+    /// listed may take `default_cap`; a tenant at its ceiling (0) is skipped without a
+    /// query.
+    pub caps: HashMap<String, u32>,
+    pub default_cap: u32,
+    /// Never claimed here (messages whose outcome this process has not recorded yet,
+    /// events it is delivering).
+    pub skip: HashSet<K>,
+    /// Tenants are visited in id order, starting after this one and wrapping around, so
+    /// claims that stop at `limit` take turns between tenants.
+    pub after: Option<String>,
+}
+
+/// What a sender asks for in one claim.
 #[derive(Debug, Clone)]
 pub struct ClaimRequest {
     pub now: Millis,
     pub lease: Lease,
-    pub limit: u32,
-    /// Tenants whose sessions are all busy here: leave their rows for later.
-    pub exclude_tenants: Vec<String>,
+    pub fair: Fairness<Vec<u8>>,
+}
+
+/// What a claim leased, and where the next claim starts.
+#[derive(Debug, Clone, Default)]
+pub struct Claimed {
+    pub jobs: Vec<OutboxJob>,
+    pub next_after: Option<String>,
 }
 
 /// One claimed message.
@@ -38,32 +68,46 @@ pub struct OutboxStats {
     pub oldest_due_ms: Millis,
 }
 
-/// A message settled by the sweep: its code expired before the relay took it (`expired`,
-/// its delivery failed) or the code ended otherwise first.
+/// A row the sweep will settle, as read (its payload only when its code expired: the
+/// service opens it for the `otp.delivery_failed` event).
 #[derive(Debug, Clone)]
-pub struct Swept {
+pub struct SweepCandidate {
     pub tenant_id: TenantId,
     pub key_digest: Vec<u8>,
-    pub payload: Vec<u8>,
-    pub expired: bool,
+    pub verdict: SweepVerdict,
+    pub payload: Option<Vec<u8>>,
 }
 
+/// A candidate to settle, with the event to write in the same transaction.
+#[derive(Debug, Clone)]
+pub struct SweepItem {
+    pub key_digest: Vec<u8>,
+    pub verdict: SweepVerdict,
+    pub event: Option<NewEvent>,
+}
+
+/// Rows a sweep reads at most at once.
+pub const SWEEP_BATCH: u32 = 500;
+
 pub trait OutboxStore {
-    /// Lease due outbox rows of live, pending codes of enabled tenants: at most `limit`,
-    /// and per tenant at most its `max_connections`.
-    fn claim_outbox(&self, c: &ClaimRequest) -> Result<Vec<OutboxJob>, StoreError>;
+    /// Lease due rows of live, pending async codes of enabled tenants, tenant by tenant
+    /// (see [`ClaimRequest`]); only the rows leased are read whole.
+    fn claim_outbox(&self, c: &ClaimRequest) -> Result<Claimed, StoreError>;
     /// The relay accepted the message: delivery `sent`, the outbox row gone, and the
-    /// group's older pending, live codes superseded — one transaction.
-    /// `event`: its webhook event, written in the same transaction (if the tenant
-    /// subscribes) when this call settles the message.
+    /// group's older pending, live codes superseded — one transaction, and only while
+    /// `owner` holds the row (false: someone else settled or re-claimed it; nothing
+    /// changed). `event`: its webhook event, written in the same transaction.
     fn outbox_sent(
         &self,
         key_digest: &[u8],
+        owner: &str,
         attempts: u32,
         now: Millis,
         event: Option<&NewEvent>,
-    ) -> Result<(), StoreError>;
-    /// A transient failure: try again at `due_at` (only if `owner` still holds the lease).
+    ) -> Result<bool, StoreError>;
+    /// A transient failure (or a message that cannot be opened yet): try again at
+    /// `due_at`, only while `owner` holds the row.
+    #[allow(clippy::too_many_arguments)]
     fn outbox_retry(
         &self,
         key_digest: &[u8],
@@ -72,21 +116,142 @@ pub trait OutboxStore {
         due_at: Millis,
         reason: &str,
         maybe_delivered: bool,
-    ) -> Result<(), StoreError>;
-    /// Give up: the code becomes `failed` (it can never verify), the outbox row goes, and
-    /// the quota charge is given back unless some attempt may have reached the relay.
+    ) -> Result<bool, StoreError>;
+    /// Give up, only while `owner` holds the row: the code becomes `failed` (it can never
+    /// verify), the outbox row goes, and the quota charge is given back unless some attempt
+    /// may have reached the relay.
     #[allow(clippy::too_many_arguments)]
     fn outbox_failed(
         &self,
         key_digest: &[u8],
+        owner: &str,
         attempts: u32,
         reason: &str,
         maybe_delivered: bool,
         now: Millis,
         event: Option<&NewEvent>,
-    ) -> Result<(), StoreError>;
-    /// Settle unleased outbox rows whose code expired (delivery failed, `expired`) or ended
-    /// otherwise before its message left (`not_sent`); returns how many.
-    fn outbox_sweep(&self, now: Millis) -> Result<Vec<Swept>, StoreError>;
+    ) -> Result<bool, StoreError>;
+    /// Rows nobody holds whose code is no longer live, and sync rows whose sender's lease
+    /// ran out (at most [`SWEEP_BATCH`]).
+    fn sweep_candidates(&self, now: Millis) -> Result<Vec<SweepCandidate>, StoreError>;
+    /// Settle swept rows in one transaction, each only if its verdict still holds, with
+    /// its event; returns how many were settled.
+    fn settle_swept(&self, items: &[SweepItem], now: Millis) -> Result<usize, StoreError>;
+    /// Give back the leases `owner` holds on async rows, but those in `keep` (shutdown: a
+    /// restart or another instance sends them at once). Returns how many.
+    fn release_leases(&self, owner: &str, keep: &[Vec<u8>]) -> Result<usize, StoreError>;
     fn outbox_stats(&self, now: Millis) -> Result<OutboxStats, StoreError>;
+}
+
+/// Tenants a claim visits at most.
+const CLAIM_TENANTS: usize = 1024;
+
+/// The keys a claim takes, decided once for both backends and both outboxes (see
+/// [`Fairness`]). `next_tenant(after)` names the first tenant with rows after `after`;
+/// `due_keys(tenant, n)` the tenant's `n` oldest claimable keys. Returns the keys and the
+/// cursor for the next claim.
+pub(crate) fn plan_claim<K: Eq + Hash + Clone>(
+    f: &Fairness<K>,
+    mut next_tenant: impl FnMut(Option<&str>) -> Result<Option<String>, StoreError>,
+    mut due_keys: impl FnMut(&str, u32) -> Result<Vec<K>, StoreError>,
+) -> Result<(Vec<K>, Option<String>), StoreError> {
+    let mut keys = Vec::new();
+    let mut cursor = f.after.clone();
+    let mut wrapped = f.after.is_none();
+    let mut seen = HashSet::new();
+    while keys.len() < f.limit as usize && seen.len() < CLAIM_TENANTS {
+        let tenant = match next_tenant(cursor.as_deref())? {
+            Some(t) => t,
+            None if !wrapped => {
+                wrapped = true;
+                cursor = None;
+                continue;
+            }
+            None => break,
+        };
+        if !seen.insert(tenant.clone()) {
+            break;
+        }
+        cursor = Some(tenant.clone());
+        let cap = f.caps.get(&tenant).copied().unwrap_or(f.default_cap);
+        let room = (f.limit as usize - keys.len()).min(cap as usize);
+        if room == 0 {
+            continue;
+        }
+        // Skipped keys may be among the oldest: ask for as many more as there are.
+        let ask = u32::try_from(room + f.skip.len()).unwrap_or(u32::MAX);
+        keys.extend(
+            due_keys(&tenant, ask)?
+                .into_iter()
+                .filter(|k| !f.skip.contains(k))
+                .take(room),
+        );
+    }
+    Ok((keys, cursor))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(limit: u32, caps: &[(&str, u32)], after: Option<&str>) -> Fairness<Vec<u8>> {
+        Fairness {
+            limit,
+            caps: caps.iter().map(|(t, n)| (t.to_string(), *n)).collect(),
+            default_cap: 2,
+            skip: HashSet::new(),
+            after: after.map(str::to_string),
+        }
+    }
+
+    /// Tenants a, b, c with 5 due keys each, named `<tenant><n>`.
+    fn plan(c: &Fairness<Vec<u8>>) -> (Vec<String>, Option<String>) {
+        let tenants = ["a", "b", "c"];
+        let (keys, next) = plan_claim(
+            c,
+            |after| {
+                Ok(tenants
+                    .iter()
+                    .find(|t| after.is_none_or(|a| **t > a))
+                    .map(|t| t.to_string()))
+            },
+            |t, n| {
+                Ok((0..5.min(n))
+                    .map(|i| format!("{t}{i}").into_bytes())
+                    .collect())
+            },
+        )
+        .unwrap();
+        (
+            keys.into_iter()
+                .map(|k| String::from_utf8(k).unwrap())
+                .collect(),
+            next,
+        )
+    }
+
+    #[test]
+    fn a_claim_takes_each_tenant_up_to_its_free_sessions_and_skips_full_ones() {
+        let (keys, next) = plan(&request(100, &[("b", 0), ("c", 3)], None));
+        assert_eq!(keys, ["a0", "a1", "c0", "c1", "c2"]);
+        assert_eq!(next.as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn claims_that_stop_at_their_limit_take_turns_between_tenants() {
+        let (keys, next) = plan(&request(3, &[], None));
+        assert_eq!(keys, ["a0", "a1", "b0"]);
+        assert_eq!(next.as_deref(), Some("b"));
+        // The next claim starts after b, and wraps around to a.
+        let (keys, _) = plan(&request(3, &[], next.as_deref()));
+        assert_eq!(keys, ["c0", "c1", "a0"]);
+    }
+
+    #[test]
+    fn keys_awaiting_their_record_are_never_claimed() {
+        let mut c = request(100, &[("b", 0), ("c", 0)], None);
+        c.skip.insert(b"a0".to_vec());
+        let (keys, _) = plan(&c);
+        assert_eq!(keys, ["a1", "a2"]);
+    }
 }

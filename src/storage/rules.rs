@@ -5,7 +5,7 @@
 
 use super::integration::EventOutcome;
 use crate::domain::challenge::StoredStatus;
-use crate::domain::delivery::DeliveryStatus;
+use crate::domain::delivery::{DeliveryMode, DeliveryStatus};
 use crate::domain::Millis;
 
 /// Whether an accepted message supersedes the older pending codes of its group. A code that
@@ -15,9 +15,13 @@ pub fn accepted_supersedes(status: StoredStatus) -> bool {
     matches!(status, StoredStatus::Pending | StoredStatus::Verified)
 }
 
-/// What the sweep does with an unleased outbox row whose code is no longer live.
+/// What the sweep does with an outbox row nobody holds (never leased, or its lease ran out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SweepVerdict {
+    /// A sync mint's message whose sender died while it was in flight: the person may have
+    /// it, so the code stays as it is (valid until it expires), its send stays counted, it
+    /// supersedes nothing, and no background sender ever sends it (delivery `unknown`).
+    Interrupted,
     /// The code is still pending but expired before its message left: the code fails
     /// (`expired`), its send goes back to the quotas, `otp.delivery_failed` is raised.
     Expired,
@@ -30,9 +34,24 @@ impl SweepVerdict {
     /// The delivery reason recorded.
     pub fn reason(self) -> &'static str {
         match self {
+            SweepVerdict::Interrupted => "interrupted",
             SweepVerdict::Expired => "expired",
             SweepVerdict::NotSent => "not_sent",
         }
+    }
+
+    /// The delivery status recorded.
+    pub fn delivery_status(self) -> DeliveryStatus {
+        match self {
+            SweepVerdict::Interrupted => DeliveryStatus::Unknown,
+            SweepVerdict::Expired | SweepVerdict::NotSent => DeliveryStatus::Failed,
+        }
+    }
+
+    /// Whether the send goes back to the quotas (never after an interrupted send: it may
+    /// have reached the relay).
+    pub fn refunds(self, maybe_delivered_before: bool) -> bool {
+        self != SweepVerdict::Interrupted && refunds_quota(maybe_delivered_before, false)
     }
 
     /// Whether the code itself becomes `failed`.
@@ -41,14 +60,20 @@ impl SweepVerdict {
     }
 }
 
-/// The sweep's verdict on a row of a code in this state; `None` while the code is live.
+/// The sweep's verdict on a row nobody holds, of a code in this state; `None` while an
+/// async code is live (a sender will take it).
 pub fn sweep_verdict(
+    mode: DeliveryMode,
     status: StoredStatus,
     attempts: u32,
     max_attempts: u32,
     expires_at: Millis,
     now: Millis,
 ) -> Option<SweepVerdict> {
+    // A sync row is leased from its insert until its sender settles it.
+    if mode == DeliveryMode::Sync {
+        return Some(SweepVerdict::Interrupted);
+    }
     let live = status == StoredStatus::Pending && attempts < max_attempts;
     match (live, expires_at <= now) {
         (true, false) => None,
@@ -97,22 +122,36 @@ mod tests {
 
     #[test]
     fn the_sweep_fails_expired_codes_and_gives_up_on_ended_ones() {
-        assert_eq!(sweep_verdict(Pending, 0, 5, 100, 99), None);
+        let a = DeliveryMode::Async;
+        assert_eq!(sweep_verdict(a, Pending, 0, 5, 100, 99), None);
         assert_eq!(
-            sweep_verdict(Pending, 0, 5, 100, 100),
+            sweep_verdict(a, Pending, 0, 5, 100, 100),
             Some(SweepVerdict::Expired)
         );
         assert_eq!(
-            sweep_verdict(Pending, 5, 5, 100, 50),
+            sweep_verdict(a, Pending, 5, 5, 100, 50),
             Some(SweepVerdict::NotSent),
             "exhausted"
         );
         assert_eq!(
-            sweep_verdict(Cancelled, 0, 5, 100, 200),
+            sweep_verdict(a, Cancelled, 0, 5, 100, 200),
             Some(SweepVerdict::NotSent)
         );
         assert!(SweepVerdict::Expired.fails_code());
         assert!(!SweepVerdict::NotSent.fails_code());
+        assert!(SweepVerdict::Expired.refunds(false));
+        assert!(!SweepVerdict::Expired.refunds(true));
+    }
+
+    #[test]
+    fn an_interrupted_sync_send_keeps_its_code_and_its_count_and_is_never_sent_again() {
+        let v = sweep_verdict(DeliveryMode::Sync, Pending, 0, 5, 100, 50);
+        assert_eq!(v, Some(SweepVerdict::Interrupted));
+        let v = SweepVerdict::Interrupted;
+        assert!(!v.fails_code());
+        assert!(!v.refunds(false));
+        assert_eq!(v.delivery_status(), DeliveryStatus::Unknown);
+        assert_eq!(v.reason(), "interrupted");
     }
 
     #[test]

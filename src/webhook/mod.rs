@@ -145,10 +145,24 @@ pub enum ClientSetupError {
 /// What one request came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendResult {
-    /// The endpoint answered (2xx is success).
-    Status(u16),
+    /// The endpoint answered (2xx is success), maybe asking to wait before the next try.
+    Status {
+        code: u16,
+        retry_after: Option<Duration>,
+    },
     /// No answer: `timeout`, `host_not_allowed`, `connect`, `tls` or `request`.
     Error(&'static str),
+}
+
+/// A `Retry-After` value: seconds, or an HTTP date (RFC 9110 §10.2.3) as seen at `now`
+/// (Unix seconds). A date in the past asks for no wait.
+pub fn parse_retry_after(value: &str, now: i64) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?.timestamp();
+    Some(Duration::from_secs(u64::try_from(at - now).unwrap_or(0)))
 }
 
 /// The HTTP client for endpoints.
@@ -216,7 +230,14 @@ impl WebhookClient {
             req = req.header(*k, v.as_str());
         }
         match req.send().await {
-            Ok(r) => SendResult::Status(r.status().as_u16()),
+            Ok(r) => SendResult::Status {
+                code: r.status().as_u16(),
+                retry_after: r
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, chrono::Utc::now().timestamp())),
+            },
             Err(e) => SendResult::Error(classify(&e)),
         }
     }
@@ -257,6 +278,23 @@ mod tests {
             signature(&secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body),
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date() {
+        assert_eq!(parse_retry_after("120", 0), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after(" 0 ", 0), Some(Duration::ZERO));
+        // Sun, 06 Nov 1994 08:49:37 GMT is 784111777.
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784_111_777 - 60),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784_111_777 + 60),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", 0), None);
+        assert_eq!(parse_retry_after("-5", 0), None);
     }
 
     #[test]

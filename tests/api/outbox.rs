@@ -79,7 +79,8 @@ async fn the_tenant_object_shows_and_validates_max_connections_and_delivery() {
     // Defaults.
     let (_, sk2) = app.tenant().await;
     let v: Value = app.get("/v1/tenant", &sk2).await.json().await.unwrap();
-    assert_eq!(v["smtp"]["max_connections"], 8);
+    // The server's default ceiling (`smtp.max_connections_per_tenant`).
+    assert_eq!(v["smtp"]["max_connections"], 32);
     assert_eq!(v["delivery"], "sync");
     // Out of range or unknown: 400, nothing changes.
     for body in [

@@ -10,7 +10,7 @@ use super::{insert_challenge, PgStore};
 use crate::domain::challenge::ChallengeView;
 use crate::domain::keys::{Flavor, TenantId};
 use crate::domain::Millis;
-use crate::storage::cells::{view_from, Cells, VIEW_COLS};
+use crate::storage::cells::{view_cols, view_from, Cells};
 use crate::storage::integration::NewEvent;
 use crate::storage::{
     CodeStore, NewChallenge, NewOutbox, QuotaRefusal, Reservation, SendQuota, StoreError,
@@ -39,16 +39,21 @@ impl CodeStore for PgStore {
                 0,
                 (c.delivery_mode.as_str(), "queued", 0, None),
             )?;
+            // A sync row's lease is measured on the database's clock, like every lease here.
             tx.execute(
-                "INSERT INTO outbox (key_digest, tenant_id, recipient, payload, due_at, attempts, lease_until, leased_by, quota_at, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, $5)",
+                concat!(
+                    "INSERT INTO outbox (key_digest, tenant_id, recipient, payload, due_at, attempts, lease_until, leased_by, quota_at, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, 0, ",
+                    db_now!(),
+                    " + $6, $7, $8, $5)"
+                ),
                 &[
                     &c.key_digest,
                     &tenant,
                     &m.recipient,
                     &m.payload,
                     &now,
-                    &m.lease.as_ref().map(|l| l.until),
+                    &m.lease.as_ref().map(|l| l.for_ms),
                     &m.lease.as_ref().map(|l| l.owner.as_str()),
                     &q.map(|_| now),
                 ],
@@ -197,9 +202,13 @@ impl CodeStore for PgStore {
         tenant: &TenantId,
         key_digest: &[u8],
         flavor: Flavor,
+        _now: Millis,
     ) -> Result<Option<ChallengeView>, StoreError> {
         self.conn()?.db().row_opt(
-            &format!("SELECT {VIEW_COLS} FROM challenges c WHERE c.key_digest = $1 AND c.tenant_id = $2 AND c.flavor = $3"),
+            &format!(
+                "SELECT {} FROM challenges c WHERE c.key_digest = $1 AND c.tenant_id = $2 AND c.flavor = $3",
+                view_cols(db_now!())
+            ),
             &[&key_digest, &tenant.as_str(), &flavor.as_str()],
             view_from,
         )
@@ -220,7 +229,10 @@ impl CodeStore for PgStore {
                 &[&key_digest, &t, &flavor.as_str(), &now],
             )?;
             let v = tx.query_opt(
-                &format!("SELECT {VIEW_COLS} FROM challenges c WHERE c.key_digest = $1 AND c.tenant_id = $2 AND c.flavor = $3"),
+                &format!(
+                    "SELECT {} FROM challenges c WHERE c.key_digest = $1 AND c.tenant_id = $2 AND c.flavor = $3",
+                    view_cols(db_now!())
+                ),
                 &[&key_digest, &t, &flavor.as_str()],
             )?;
             Ok(v.map(|r| view_from(&r)).transpose()?.map(|v| (n == 1, v)))

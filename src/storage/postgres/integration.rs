@@ -10,10 +10,13 @@ use super::PgStore;
 use crate::domain::keys::TenantId;
 use crate::domain::webhook::{Webhook, WebhookAttempt};
 use crate::domain::Millis;
-use crate::storage::cells::{attempt_from, corrupt, event_job_from, webhook_from};
-use crate::storage::integration::{
-    EventJob, EventOutcome, IdemBegin, IdemClaim, IntegrationStore, NewEvent,
+use crate::storage::cells::{
+    attempt_from, corrupt, event_job_from, webhook_from, Cells, WEBHOOK_COLS,
 };
+use crate::storage::integration::{
+    EventClaim, EventJob, EventOutcome, IdemBegin, IdemClaim, IntegrationStore, NewEvent,
+};
+use crate::storage::outbox::plan_claim;
 use crate::storage::{rules, StoreError, HOUR_MS};
 
 /// Queue an event if the tenant's webhook subscribes to its type (callers hold the
@@ -25,8 +28,15 @@ pub(super) fn insert_event_in(
     Ok(tx.execute(
         "INSERT INTO webhook_events (id, tenant_id, type, payload, created_at, due_at) \
          SELECT $1, $2, $3, $4, $5, $5 WHERE EXISTS (SELECT 1 FROM webhooks w \
-           WHERE w.tenant_id = $2 AND ($3 = 'webhook.test' OR $3 = ANY(string_to_array(w.events, ','))))",
-        &[&e.id, &e.tenant_id.as_str(), &e.kind.as_str(), &e.payload, &e.created_at],
+           WHERE w.tenant_id = $2 AND w.disabled_at IS NULL \
+             AND ($3 = 'webhook.test' OR $3 = ANY(string_to_array(w.events, ','))))",
+        &[
+            &e.id,
+            &e.tenant_id.as_str(),
+            &e.kind.as_str(),
+            &e.payload,
+            &e.created_at,
+        ],
     )? > 0)
 }
 
@@ -43,7 +53,8 @@ impl IntegrationStore for PgStore {
                 return Ok(None);
             }
             let updated = tx.execute(
-                "UPDATE webhooks SET url = $2, events = $3, updated_at = $4 WHERE tenant_id = $1",
+                "UPDATE webhooks SET url = $2, events = $3, updated_at = $4, disabled_at = NULL, disabled_reason = NULL \
+                 WHERE tenant_id = $1",
                 &[&id, &w.url, &events, &w.updated_at],
             )?;
             if updated > 0 {
@@ -67,7 +78,7 @@ impl IntegrationStore for PgStore {
 
     fn webhook(&self, id: &TenantId) -> Result<Option<Webhook>, StoreError> {
         self.conn()?.db().row_opt(
-            "SELECT url, events, secret, created_at, updated_at FROM webhooks WHERE tenant_id = $1",
+            &format!("SELECT {WEBHOOK_COLS} FROM webhooks WHERE tenant_id = $1"),
             &[&id.as_str()],
             webhook_from,
         )
@@ -103,32 +114,92 @@ impl IntegrationStore for PgStore {
         insert_event_in(&mut db, e)
     }
 
-    fn claim_events(
-        &self,
-        owner: &str,
-        now: Millis,
-        lease_until: Millis,
-        limit: u32,
-    ) -> Result<Vec<EventJob>, StoreError> {
+    fn claim_events(&self, c: &EventClaim) -> Result<(Vec<EventJob>, Option<String>), StoreError> {
         self.tx(|tx| {
-            let rows = tx.query(
-                "SELECT id, tenant_id, type, payload, attempts FROM webhook_events \
-                 WHERE status = 'pending' AND due_at <= $1 AND (lease_until IS NULL OR lease_until < $1) \
-                 ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED",
-                &[&now, &i64::from(limit)],
+            // Events another instance is claiming right now are skipped, not waited for.
+            let (ids, next_after) = {
+                let tx = std::cell::RefCell::new(&mut *tx);
+                plan_claim(
+                    &c.fair,
+                    |after| {
+                        Ok(tx
+                            .borrow_mut()
+                            .query_one(
+                                "SELECT MIN(tenant_id) FROM webhook_events WHERE status = 'pending' AND tenant_id > $1",
+                                &[&after.unwrap_or("")],
+                            )?
+                            .try_get(0)?)
+                    },
+                    |tenant, n| {
+                        tx.borrow_mut().rows(
+                            concat!(
+                                "SELECT e.id FROM webhook_events e \
+                                 WHERE e.tenant_id = $1 AND e.status = 'pending' AND e.due_at <= $2 \
+                                   AND (e.lease_until IS NULL OR e.lease_until < ",
+                                db_now!(),
+                                ") AND NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.tenant_id = e.tenant_id AND w.disabled_at IS NOT NULL) \
+                                 ORDER BY e.due_at LIMIT $3 FOR UPDATE OF e SKIP LOCKED"
+                            ),
+                            &[&tenant, &c.now, &i64::from(n)],
+                            |r| r.text(0),
+                        )
+                    },
+                )?
+            };
+            if ids.is_empty() {
+                return Ok((Vec::new(), next_after));
+            }
+            let jobs = tx.rows(
+                concat!(
+                    "UPDATE webhook_events SET lease_until = ",
+                    db_now!(),
+                    " + $2, leased_by = $3 WHERE id = ANY($1) \
+                     RETURNING id, tenant_id, type, payload, attempts"
+                ),
+                &[&ids, &c.lease_ms, &c.owner],
+                event_job_from,
             )?;
-            let jobs = rows
-                .iter()
-                .map(event_job_from)
-                .collect::<Result<Vec<EventJob>, StoreError>>()?;
-            if !jobs.is_empty() {
-                let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+            Ok((jobs, next_after))
+        })
+    }
+
+    fn defer_event(&self, event_id: &str, owner: &str, due_at: Millis) -> Result<(), StoreError> {
+        self.conn()?.db().execute(
+            "UPDATE webhook_events SET due_at = $3, lease_until = NULL, leased_by = NULL \
+             WHERE id = $1 AND leased_by = $2 AND status = 'pending'",
+            &[&event_id, &owner, &due_at],
+        )?;
+        Ok(())
+    }
+
+    fn release_events(&self, owner: &str, keep: &[String]) -> Result<usize, StoreError> {
+        let n = self.conn()?.db().execute(
+            "UPDATE webhook_events SET lease_until = NULL, leased_by = NULL \
+             WHERE leased_by = $1 AND status = 'pending' AND NOT (id = ANY($2))",
+            &[&owner, &keep],
+        )?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    fn disable_webhook(
+        &self,
+        id: &TenantId,
+        reason: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        self.tx(|tx| {
+            let n = tx.execute(
+                "UPDATE webhooks SET disabled_at = $2, disabled_reason = $3 WHERE tenant_id = $1 AND disabled_at IS NULL",
+                &[&id.as_str(), &now, &reason],
+            )?;
+            if n > 0 {
                 tx.execute(
-                    "UPDATE webhook_events SET lease_until = $2, leased_by = $3 WHERE id = ANY($1)",
-                    &[&ids, &lease_until, &owner],
+                    "UPDATE webhook_events SET status = 'failed', lease_until = NULL, leased_by = NULL \
+                     WHERE tenant_id = $1 AND status = 'pending'",
+                    &[&id.as_str()],
                 )?;
             }
-            Ok(jobs)
+            Ok(n > 0)
         })
     }
 

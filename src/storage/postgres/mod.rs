@@ -6,6 +6,14 @@
 //! the quotas, the failure budget and a group's sequence numbers, unique indexes and
 //! `ON CONFLICT` for secrets and keys, `FOR UPDATE SKIP LOCKED` for outbox work.
 
+/// The database's clock in Unix milliseconds: leases are measured on it, so instances whose
+/// clocks differ agree on when one ends (API.md §11.6).
+macro_rules! db_now {
+    () => {
+        "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT"
+    };
+}
+
 mod codes;
 mod conn;
 mod integration;

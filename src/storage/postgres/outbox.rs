@@ -1,6 +1,7 @@
-//! PostgreSQL: the outbox. Senders on every instance claim due rows with
-//! `FOR UPDATE SKIP LOCKED` and a lease; a message is settled by deleting its outbox row
-//! first, so two instances can never both settle (or refund) it.
+//! PostgreSQL: the outbox. Senders on every instance claim due rows tenant by tenant with
+//! `FOR UPDATE SKIP LOCKED` and a lease measured on the database's clock; a message is
+//! settled by deleting its outbox row first, and only by the lease's holder, so two instances
+//! can never both settle (or refund) it.
 
 use ::postgres::GenericClient;
 
@@ -11,82 +12,125 @@ use crate::domain::keys::TenantId;
 use crate::domain::Millis;
 use crate::storage::cells::{delivery_mode_from, status_from, Cells};
 use crate::storage::integration::NewEvent;
+use crate::storage::outbox::{plan_claim, SweepCandidate, SweepItem, SWEEP_BATCH};
 use crate::storage::rules::{self, SweepVerdict};
 use crate::storage::{
-    ClaimRequest, OutboxJob, OutboxStats, OutboxStore, StoreError, Swept, MINUTE_MS,
+    ClaimRequest, Claimed, OutboxJob, OutboxStats, OutboxStore, StoreError, MINUTE_MS,
 };
 
+/// The rows the sweep settles: nobody holds them (never leased, or the lease ran out on the
+/// database's clock), and either the message is a sync one (its sender died) or its code is
+/// no longer live.
+macro_rules! sweep_rows {
+    () => {
+        concat!(
+            "SELECT o.key_digest, o.tenant_id, c.delivery_mode, c.status, c.attempts, c.max_attempts, \
+               c.expires_at, o.payload \
+             FROM outbox o JOIN challenges c ON c.key_digest = o.key_digest \
+             WHERE (o.lease_until IS NULL OR o.lease_until < ",
+            db_now!(),
+            ") AND (c.delivery_mode = 'sync' OR c.status <> 'pending' OR c.expires_at <= $1 \
+               OR c.attempts >= c.max_attempts)"
+        )
+    };
+}
+
+/// A sweep row's verdict (`None`: the row is live after all).
+fn verdict_of(r: &::postgres::Row, now: Millis) -> Result<Option<SweepVerdict>, StoreError> {
+    Ok(rules::sweep_verdict(
+        delivery_mode_from(&r.text(2)?)?,
+        status_from(&r.text(3)?)?,
+        r.count(4)?,
+        r.count(5)?,
+        r.int(6)?,
+        now,
+    ))
+}
+
 impl OutboxStore for PgStore {
-    fn claim_outbox(&self, c: &ClaimRequest) -> Result<Vec<OutboxJob>, StoreError> {
+    fn claim_outbox(&self, c: &ClaimRequest) -> Result<Claimed, StoreError> {
         self.tx(|tx| {
-            // Due rows of live pending codes of enabled tenants, oldest first; rows another
-            // instance is claiming right now are skipped, not waited for.
-            let scan = i64::from(c.limit).saturating_mul(4);
-            let rows = tx.query(
-                "SELECT o.key_digest, o.tenant_id, o.recipient, o.payload, o.attempts, c.expires_at, \
-                        c.delivery_mode, t.smtp_max_connections \
-                 FROM outbox o JOIN challenges c ON c.key_digest = o.key_digest JOIN tenants t ON t.id = o.tenant_id \
-                 WHERE o.due_at <= $1 AND (o.lease_until IS NULL OR o.lease_until < $1) \
-                   AND c.status = 'pending' AND c.expires_at > $1 AND c.attempts < c.max_attempts \
-                   AND t.enabled AND NOT (o.tenant_id = ANY($3)) \
-                 ORDER BY o.due_at LIMIT $2 \
-                 FOR UPDATE OF o SKIP LOCKED",
-                &[&c.now, &scan, &c.exclude_tenants],
-            )?;
-            let mut per_tenant: std::collections::HashMap<String, u32> =
-                std::collections::HashMap::new();
-            let mut out = Vec::new();
-            for r in &rows {
-                if out.len() >= usize::try_from(c.limit).unwrap_or(usize::MAX) {
-                    break;
-                }
-                let tenant: String = r.try_get(1)?;
-                let maxc = r.count(7)?;
-                let n = per_tenant.entry(tenant.clone()).or_insert(0);
-                if *n >= maxc.max(1) {
-                    continue;
-                }
-                *n += 1;
-                let mode: String = r.try_get(6)?;
-                out.push(OutboxJob {
-                    key_digest: r.try_get(0)?,
-                    tenant_id: TenantId::from_trusted(tenant),
-                    recipient: r.try_get(2)?,
-                    payload: r.try_get(3)?,
-                    attempts: r.count(4)?,
-                    expires_at: r.try_get(5)?,
-                    mode: delivery_mode_from(&mode)?,
+            // Rows another instance is claiming right now are skipped, not waited for.
+            let (keys, next_after) = {
+                let tx = std::cell::RefCell::new(&mut *tx);
+                plan_claim(
+                    &c.fair,
+                    |after| {
+                        Ok(tx
+                            .borrow_mut()
+                            .query_one(
+                                "SELECT MIN(tenant_id) FROM outbox WHERE tenant_id > $1",
+                                &[&after.unwrap_or("")],
+                            )?
+                            .try_get(0)?)
+                    },
+                    |tenant, n| {
+                        tx.borrow_mut().rows(
+                            concat!(
+                                "SELECT o.key_digest FROM outbox o \
+                                 JOIN challenges c ON c.key_digest = o.key_digest JOIN tenants t ON t.id = o.tenant_id \
+                                 WHERE o.tenant_id = $1 AND o.due_at <= $2 AND (o.lease_until IS NULL OR o.lease_until < ",
+                                db_now!(),
+                                ") AND c.delivery_mode = 'async' AND c.status = 'pending' AND c.expires_at > $2 \
+                                   AND c.attempts < c.max_attempts AND t.enabled \
+                                 ORDER BY o.due_at LIMIT $3 FOR UPDATE OF o SKIP LOCKED"
+                            ),
+                            &[&tenant, &c.now, &i64::from(n)],
+                            |r| r.bytes(0),
+                        )
+                    },
+                )?
+            };
+            if keys.is_empty() {
+                return Ok(Claimed {
+                    jobs: Vec::new(),
+                    next_after,
                 });
             }
-            if !out.is_empty() {
-                let keys: Vec<&[u8]> = out.iter().map(|j| j.key_digest.as_slice()).collect();
-                tx.execute(
-                    "UPDATE outbox SET lease_until = $2, leased_by = $3 WHERE key_digest = ANY($1)",
-                    &[&keys, &c.lease.until, &c.lease.owner],
-                )?;
-            }
-            Ok(out)
+            let jobs = tx.rows(
+                concat!(
+                    "UPDATE outbox o SET lease_until = ",
+                    db_now!(),
+                    " + $2, leased_by = $3 FROM challenges c \
+                     WHERE o.key_digest = ANY($1) AND c.key_digest = o.key_digest \
+                     RETURNING o.key_digest, o.tenant_id, o.recipient, o.payload, o.attempts, c.expires_at, c.delivery_mode"
+                ),
+                &[&keys, &c.lease.for_ms, &c.lease.owner],
+                |r| {
+                    Ok(OutboxJob {
+                        key_digest: r.bytes(0)?,
+                        tenant_id: TenantId::from_trusted(r.text(1)?),
+                        recipient: r.text(2)?,
+                        payload: r.bytes(3)?,
+                        attempts: r.count(4)?,
+                        expires_at: r.int(5)?,
+                        mode: delivery_mode_from(&r.text(6)?)?,
+                    })
+                },
+            )?;
+            Ok(Claimed { jobs, next_after })
         })
     }
 
     fn outbox_sent(
         &self,
         key_digest: &[u8],
+        owner: &str,
         attempts: u32,
         now: Millis,
         event: Option<&NewEvent>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         self.tx(|tx| {
-            // The outbox row first, as every settlement does (same lock order as `fail_in`
-            // and the sweep): whoever deletes it settles the message, once.
+            // The outbox row first, as every settlement does (same lock order as `take_row`
+            // and the sweep): only the lease's holder settles the message, once.
             if tx
                 .query_opt(
-                    "DELETE FROM outbox WHERE key_digest = $1 RETURNING 1",
-                    &[&key_digest],
+                    "DELETE FROM outbox WHERE key_digest = $1 AND leased_by = $2 RETURNING 1",
+                    &[&key_digest, &owner],
                 )?
                 .is_none()
             {
-                return Ok(());
+                return Ok(false);
             }
             // The group's lock before any of its rows (the key is the mint's,
             // `lock_key("g", [tenant, recipient, purpose, flavor])`). Settlements of one group
@@ -104,11 +148,10 @@ impl OutboxStore for PgStore {
                 &[&key_digest, &i64::from(attempts), &now],
             )?;
             if let Some(g) = group {
-                let status: String = g.try_get(5)?;
                 // Only pending, live codes are superseded. An older code of the group was
                 // committed before this one took its number (the group lock), so it is
                 // visible here; a concurrent change to it is waited for and re-checked.
-                if rules::accepted_supersedes(status_from(&status)?) {
+                if rules::accepted_supersedes(status_from(&g.text(5)?)?) {
                     let (tenant, email, purpose, flavor, seq): (String, String, String, String, i64) =
                         (g.try_get(0)?, g.try_get(1)?, g.try_get(2)?, g.try_get(3)?, g.try_get(4)?);
                     tx.execute(
@@ -122,7 +165,7 @@ impl OutboxStore for PgStore {
             if let Some(e) = event {
                 insert_event_in(tx, e)?;
             }
-            Ok(())
+            Ok(true)
         })
     }
 
@@ -134,7 +177,7 @@ impl OutboxStore for PgStore {
         due_at: Millis,
         reason: &str,
         maybe_delivered: bool,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         self.tx(|tx| {
             let n = tx.execute(
                 "UPDATE outbox SET attempts = $3, due_at = $4, lease_until = NULL, leased_by = NULL, \
@@ -147,7 +190,7 @@ impl OutboxStore for PgStore {
                     &[&key_digest, &i64::from(attempts), &reason],
                 )?;
             }
-            Ok(())
+            Ok(n == 1)
         })
     }
 
@@ -155,61 +198,110 @@ impl OutboxStore for PgStore {
     fn outbox_failed(
         &self,
         key_digest: &[u8],
+        owner: &str,
         attempts: u32,
         reason: &str,
         maybe_delivered: bool,
         now: Millis,
         event: Option<&NewEvent>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         self.tx(|tx| {
-            let settled = fail_in(
+            let Some((maybe_before, quota_at)) = take_row(tx, key_digest, Some(owner))? else {
+                return Ok(false);
+            };
+            give_up(
                 tx,
                 key_digest,
-                Some(attempts),
-                reason,
-                maybe_delivered,
-                true,
+                Settle {
+                    attempts: Some(attempts),
+                    reason,
+                    status: "failed",
+                    fail_code: true,
+                    refund: rules::refunds_quota(maybe_before, maybe_delivered),
+                    quota_at,
+                },
                 now,
             )?;
-            if let (true, Some(e)) = (settled, event) {
+            if let Some(e) = event {
                 insert_event_in(tx, e)?;
             }
-            Ok(())
+            Ok(true)
         })
     }
 
-    fn outbox_sweep(&self, now: Millis) -> Result<Vec<Swept>, StoreError> {
+    fn sweep_candidates(&self, now: Millis) -> Result<Vec<SweepCandidate>, StoreError> {
+        let rows = self.conn()?.db().rows(
+            concat!(sweep_rows!(), " ORDER BY o.tenant_id LIMIT $2"),
+            &[&now, &i64::from(SWEEP_BATCH)],
+            |r| {
+                let Some(verdict) = verdict_of(r, now)? else {
+                    return Ok(None);
+                };
+                Ok(Some(SweepCandidate {
+                    key_digest: r.bytes(0)?,
+                    tenant_id: TenantId::from_trusted(r.text(1)?),
+                    payload: match verdict {
+                        SweepVerdict::Expired => Some(r.bytes(7)?),
+                        _ => None,
+                    },
+                    verdict,
+                }))
+            },
+        )?;
+        Ok(rows.into_iter().flatten().collect())
+    }
+
+    fn settle_swept(&self, items: &[SweepItem], now: Millis) -> Result<usize, StoreError> {
         self.tx(|tx| {
-            let rows = tx.query(
-                "SELECT o.key_digest, c.status, c.expires_at, c.attempts, c.max_attempts, o.tenant_id, o.payload \
-                 FROM outbox o JOIN challenges c ON c.key_digest = o.key_digest \
-                 WHERE (o.lease_until IS NULL OR o.lease_until < $1) \
-                   AND (c.status <> 'pending' OR c.expires_at <= $1 OR c.attempts >= c.max_attempts) \
-                 ORDER BY o.tenant_id, o.quota_at LIMIT 1000 FOR UPDATE OF o SKIP LOCKED",
-                &[&now],
-            )?;
-            let mut out = Vec::with_capacity(rows.len());
-            for r in &rows {
-                let key: Vec<u8> = r.try_get(0)?;
-                let Some(verdict) = rules::sweep_verdict(
-                    status_from(&r.text(1)?)?,
-                    r.count(3)?,
-                    r.count(4)?,
-                    r.int(2)?,
-                    now,
-                ) else {
+            let mut settled = 0;
+            for item in items {
+                // Lock the row and check that the verdict still holds: it may have been
+                // claimed, settled or its code changed since it was read (a row another
+                // instance is settling right now is skipped).
+                let verdict = tx.row_opt(
+                    concat!(
+                        sweep_rows!(),
+                        " AND o.key_digest = $2 FOR UPDATE OF o SKIP LOCKED"
+                    ),
+                    &[&now, &item.key_digest],
+                    |r| verdict_of(r, now),
+                )?;
+                if verdict.flatten() != Some(item.verdict) {
+                    continue;
+                }
+                let Some((maybe_before, quota_at)) = take_row(tx, &item.key_digest, None)? else {
                     continue;
                 };
-                fail_in(tx, &key, None, verdict.reason(), false, verdict.fails_code(), now)?;
-                out.push(Swept {
-                    tenant_id: TenantId::from_trusted(r.try_get(5)?),
-                    key_digest: key,
-                    payload: r.try_get(6)?,
-                    expired: verdict == SweepVerdict::Expired,
-                });
+                give_up(
+                    tx,
+                    &item.key_digest,
+                    Settle {
+                        attempts: None,
+                        reason: item.verdict.reason(),
+                        status: item.verdict.delivery_status().as_str(),
+                        fail_code: item.verdict.fails_code(),
+                        refund: item.verdict.refunds(maybe_before),
+                        quota_at,
+                    },
+                    now,
+                )?;
+                if let Some(e) = &item.event {
+                    insert_event_in(tx, e)?;
+                }
+                settled += 1;
             }
-            Ok(out)
+            Ok(settled)
         })
+    }
+
+    fn release_leases(&self, owner: &str, keep: &[Vec<u8>]) -> Result<usize, StoreError> {
+        let n = self.conn()?.db().execute(
+            "UPDATE outbox o SET lease_until = NULL, leased_by = NULL FROM challenges c \
+             WHERE o.leased_by = $1 AND c.key_digest = o.key_digest AND c.delivery_mode = 'async' \
+               AND NOT (o.key_digest = ANY($2))",
+            &[&owner, &keep],
+        )?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     fn outbox_stats(&self, now: Millis) -> Result<OutboxStats, StoreError> {
@@ -225,50 +317,65 @@ impl OutboxStore for PgStore {
     }
 }
 
-/// Give up on a message (see the SQLite store's `fail_in`). The outbox row is deleted
-/// first: whoever deletes it settles the message, once.
-fn fail_in(
+/// Delete a message's outbox row — only `owner`'s, when given — and say what it carried
+/// (see the SQLite store's `take_row`). Whoever deletes it settles the message, once.
+fn take_row(
     tx: &mut Db<'_, impl GenericClient>,
     key_digest: &[u8],
+    owner: Option<&str>,
+) -> Result<Option<(bool, Option<Millis>)>, StoreError> {
+    tx.row_opt(
+        "DELETE FROM outbox WHERE key_digest = $1 AND ($2::TEXT IS NULL OR leased_by = $2) \
+         RETURNING maybe_delivered, quota_at",
+        &[&key_digest, &owner],
+        |r| Ok((r.flag(0)?, r.opt_int(1)?)),
+    )
+}
+
+/// How a message that will not be sent (again) is recorded.
+struct Settle<'a> {
     attempts: Option<u32>,
-    reason: &str,
-    maybe_delivered: bool,
+    reason: &'a str,
+    status: &'a str,
     fail_code: bool,
+    refund: bool,
+    quota_at: Option<Millis>,
+}
+
+/// Record a message given up on (its outbox row already taken; see the SQLite store's).
+fn give_up(
+    tx: &mut Db<'_, impl GenericClient>,
+    key_digest: &[u8],
+    s: Settle<'_>,
     now: Millis,
-) -> Result<bool, StoreError> {
-    let Some(row) = tx.query_opt(
-        "DELETE FROM outbox WHERE key_digest = $1 RETURNING tenant_id, maybe_delivered, quota_at",
-        &[&key_digest],
-    )?
-    else {
-        return Ok(false);
-    };
-    let (tenant, maybe_before, quota_at): (String, bool, Option<Millis>) =
-        (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-    let email: Option<String> = tx
-        .query_opt(
-            "UPDATE challenges SET \
-               status = CASE WHEN $5 AND status = 'pending' THEN 'failed' ELSE status END, \
-               ended_at = CASE WHEN $5 AND status = 'pending' THEN $4 ELSE ended_at END, \
-               delivery_status = 'failed', delivery_reason = $3, \
-               delivery_attempts = COALESCE($2, delivery_attempts) \
-             WHERE key_digest = $1 RETURNING email_canonical",
-            &[&key_digest, &opt_u32(attempts), &reason, &now, &fail_code],
-        )?
-        .map(|r| r.try_get(0))
-        .transpose()?;
-    if let (Some(quota_at), Some(email)) = (quota_at, email) {
-        if rules::refunds_quota(maybe_before, maybe_delivered) {
-            // Nothing can have reached the relay: give the send back to the quotas.
-            tx.execute(
-                "DELETE FROM sends WHERE id = (SELECT id FROM sends WHERE tenant_id = $1 AND email_canonical = $2 AND at = $3 LIMIT 1)",
-                &[&tenant, &email, &quota_at],
-            )?;
-            tx.execute(
-                "UPDATE tenant_send_minutes SET sends = sends - 1 WHERE tenant_id = $1 AND minute = $2 AND sends > 0",
-                &[&tenant, &quota_at.div_euclid(MINUTE_MS)],
-            )?;
-        }
+) -> Result<(), StoreError> {
+    let row = tx.row_opt(
+        "UPDATE challenges SET \
+           status = CASE WHEN $5 AND status = 'pending' THEN 'failed' ELSE status END, \
+           ended_at = CASE WHEN $5 AND status = 'pending' THEN $4 ELSE ended_at END, \
+           delivery_status = $6, delivery_reason = $3, \
+           delivery_attempts = COALESCE($2, delivery_attempts) \
+         WHERE key_digest = $1 RETURNING tenant_id, email_canonical",
+        &[
+            &key_digest,
+            &opt_u32(s.attempts),
+            &s.reason,
+            &now,
+            &s.fail_code,
+            &s.status,
+        ],
+        |r| Ok((r.text(0)?, r.text(1)?)),
+    )?;
+    if let (true, Some(quota_at), Some((tenant, email))) = (s.refund, s.quota_at, row) {
+        // Nothing can have reached the relay: give the send back to the quotas.
+        tx.execute(
+            "DELETE FROM sends WHERE id = (SELECT id FROM sends WHERE tenant_id = $1 AND email_canonical = $2 AND at = $3 LIMIT 1)",
+            &[&tenant, &email, &quota_at],
+        )?;
+        tx.execute(
+            "UPDATE tenant_send_minutes SET sends = sends - 1 WHERE tenant_id = $1 AND minute = $2 AND sends > 0",
+            &[&tenant, &quota_at.div_euclid(MINUTE_MS)],
+        )?;
     }
-    Ok(true)
+    Ok(())
 }

@@ -9,7 +9,7 @@ use super::{CachedSql, SqliteStore};
 use crate::domain::challenge::ChallengeView;
 use crate::domain::keys::{Flavor, TenantId};
 use crate::domain::Millis;
-use crate::storage::cells::{view_from, VIEW_COLS};
+use crate::storage::cells::{view_cols, view_from};
 use crate::storage::integration::NewEvent;
 use crate::storage::{
     CodeStore, NewChallenge, NewOutbox, QuotaRefusal, Reservation, SendQuota, StoreError,
@@ -64,7 +64,7 @@ impl CodeStore for SqliteStore {
                     m.recipient,
                     m.payload,
                     now,
-                    m.lease.as_ref().map(|l| l.until),
+                    m.lease.as_ref().map(|l| now + l.for_ms),
                     m.lease.as_ref().map(|l| l.owner.clone()),
                     q.map(|_| now)
                 ],
@@ -203,10 +203,14 @@ impl CodeStore for SqliteStore {
         tenant: &TenantId,
         key_digest: &[u8],
         flavor: Flavor,
+        now: Millis,
     ) -> Result<Option<ChallengeView>, StoreError> {
         self.conn()?.row_opt(
-            &format!("SELECT {VIEW_COLS} FROM challenges c WHERE c.key_digest = ?1 AND c.tenant_id = ?2 AND c.flavor = ?3"),
-            params![key_digest, tenant.as_str(), flavor.as_str()],
+            &format!(
+                "SELECT {} FROM challenges c WHERE c.key_digest = ?1 AND c.tenant_id = ?2 AND c.flavor = ?3",
+                view_cols("?4")
+            ),
+            params![key_digest, tenant.as_str(), flavor.as_str(), now],
             |r| view_from(r),
         )
     }
@@ -226,8 +230,11 @@ impl CodeStore for SqliteStore {
                 params![key_digest, tenant.as_str(), flavor.as_str(), now],
             )?;
             let v = tx.row_opt(
-                &format!("SELECT {VIEW_COLS} FROM challenges c WHERE c.key_digest = ?1 AND c.tenant_id = ?2 AND c.flavor = ?3"),
-                params![key_digest, tenant.as_str(), flavor.as_str()],
+                &format!(
+                    "SELECT {} FROM challenges c WHERE c.key_digest = ?1 AND c.tenant_id = ?2 AND c.flavor = ?3",
+                    view_cols("?4")
+                ),
+                params![key_digest, tenant.as_str(), flavor.as_str(), now],
                 |r| view_from(r),
             )?;
             Ok(v.map(|v| (n == 1, v)))

@@ -7,10 +7,11 @@ use super::{CachedSql, SqliteStore};
 use crate::domain::keys::TenantId;
 use crate::domain::webhook::{Webhook, WebhookAttempt};
 use crate::domain::Millis;
-use crate::storage::cells::{attempt_from, event_job_from, webhook_from};
+use crate::storage::cells::{attempt_from, event_job_from, webhook_from, Cells, WEBHOOK_COLS};
 use crate::storage::integration::{
-    EventJob, EventOutcome, IdemBegin, IdemClaim, IntegrationStore, NewEvent,
+    EventClaim, EventJob, EventOutcome, IdemBegin, IdemClaim, IntegrationStore, NewEvent,
 };
+use crate::storage::outbox::plan_claim;
 use crate::storage::rules;
 use crate::storage::{StoreError, HOUR_MS};
 
@@ -23,8 +24,15 @@ pub(super) fn insert_event_in(tx: &rusqlite::Connection, e: &NewEvent) -> Result
     Ok(tx.execute_cached(
         "INSERT INTO webhook_events (id, tenant_id, type, payload, created_at, due_at) \
          SELECT ?1, ?2, ?3, ?4, ?5, ?5 WHERE EXISTS (SELECT 1 FROM webhooks w \
-           WHERE w.tenant_id = ?2 AND (?3 = 'webhook.test' OR (',' || w.events || ',') LIKE ('%,' || ?3 || ',%')))",
-        params![e.id, e.tenant_id.as_str(), e.kind.as_str(), e.payload, e.created_at],
+           WHERE w.tenant_id = ?2 AND w.disabled_at IS NULL \
+             AND (?3 = 'webhook.test' OR (',' || w.events || ',') LIKE ('%,' || ?3 || ',%')))",
+        params![
+            e.id,
+            e.tenant_id.as_str(),
+            e.kind.as_str(),
+            e.payload,
+            e.created_at
+        ],
     )? > 0)
 }
 
@@ -41,7 +49,8 @@ impl IntegrationStore for SqliteStore {
                 return Ok(None);
             }
             let updated = tx.execute_cached(
-                "UPDATE webhooks SET url = ?2, events = ?3, updated_at = ?4 WHERE tenant_id = ?1",
+                "UPDATE webhooks SET url = ?2, events = ?3, updated_at = ?4, disabled_at = NULL, disabled_reason = NULL \
+                 WHERE tenant_id = ?1",
                 params![id.as_str(), w.url, w.events_joined(), w.updated_at],
             )?;
             if updated > 0 {
@@ -65,7 +74,7 @@ impl IntegrationStore for SqliteStore {
 
     fn webhook(&self, id: &TenantId) -> Result<Option<Webhook>, StoreError> {
         self.conn()?.row_opt(
-            "SELECT url, events, secret, created_at, updated_at FROM webhooks WHERE tenant_id = ?1",
+            &format!("SELECT {WEBHOOK_COLS} FROM webhooks WHERE tenant_id = ?1"),
             [id.as_str()],
             |r| webhook_from(r),
         )
@@ -106,29 +115,103 @@ impl IntegrationStore for SqliteStore {
         self.writer.write(move |tx| insert_event_in(tx, &e))
     }
 
-    fn claim_events(
-        &self,
-        owner: &str,
-        now: Millis,
-        lease_until: Millis,
-        limit: u32,
-    ) -> Result<Vec<EventJob>, StoreError> {
-        let owner = owner.to_string();
-        self.writer.write(move |tx| {
-            let jobs = tx.rows(
-                "SELECT id, tenant_id, type, payload, attempts FROM webhook_events \
-                 WHERE status = 'pending' AND due_at <= ?1 AND (lease_until IS NULL OR lease_until < ?1) \
-                 ORDER BY due_at LIMIT ?2",
-                params![now, limit],
-                |r| event_job_from(r),
-            )?;
-            let mut lease = tx.prepare_cached(
-                "UPDATE webhook_events SET lease_until = ?2, leased_by = ?3 WHERE id = ?1",
-            )?;
-            for j in &jobs {
-                lease.execute(params![j.id, lease_until, owner])?;
+    fn claim_events(&self, c: &EventClaim) -> Result<(Vec<EventJob>, Option<String>), StoreError> {
+        // The plan is a read of ids only; the lease is written by the writer, re-checked.
+        let (ids, next_after) = {
+            let conn = self.conn()?;
+            plan_claim(
+                &c.fair,
+                |after| {
+                    Ok(conn.query_row_cached(
+                        "SELECT MIN(tenant_id) FROM webhook_events WHERE status = 'pending' AND tenant_id > ?1",
+                        [after.unwrap_or("")],
+                        |r| r.get(0),
+                    )?)
+                },
+                |tenant, n| {
+                    conn.rows(
+                        "SELECT e.id FROM webhook_events e \
+                         WHERE e.tenant_id = ?1 AND e.status = 'pending' AND e.due_at <= ?2 \
+                           AND (e.lease_until IS NULL OR e.lease_until < ?2) \
+                           AND NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.tenant_id = e.tenant_id AND w.disabled_at IS NOT NULL) \
+                         ORDER BY e.due_at LIMIT ?3",
+                        params![tenant, c.now, n],
+                        |r| r.text(0),
+                    )
+                },
+            )?
+        };
+        if ids.is_empty() {
+            return Ok((Vec::new(), next_after));
+        }
+        let (now, until, owner) = (c.now, c.now + c.lease_ms, c.owner.clone());
+        let jobs = self.writer.write(move |tx| {
+            let mut jobs = Vec::with_capacity(ids.len());
+            for id in ids {
+                jobs.extend(tx.row_opt(
+                    "UPDATE webhook_events SET lease_until = ?2, leased_by = ?3 \
+                     WHERE id = ?1 AND status = 'pending' AND (lease_until IS NULL OR lease_until < ?4) \
+                     RETURNING id, tenant_id, type, payload, attempts",
+                    params![id, until, owner, now],
+                    |r| event_job_from(r),
+                )?);
             }
             Ok(jobs)
+        })?;
+        Ok((jobs, next_after))
+    }
+
+    fn defer_event(&self, event_id: &str, owner: &str, due_at: Millis) -> Result<(), StoreError> {
+        let (id, owner) = (event_id.to_string(), owner.to_string());
+        self.writer.write(move |tx| {
+            tx.execute_cached(
+                "UPDATE webhook_events SET due_at = ?3, lease_until = NULL, leased_by = NULL \
+                 WHERE id = ?1 AND leased_by = ?2 AND status = 'pending'",
+                params![id, owner, due_at],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn release_events(&self, owner: &str, keep: &[String]) -> Result<usize, StoreError> {
+        let (owner, keep) = (owner.to_string(), keep.to_vec());
+        self.writer.write(move |tx| {
+            let held = tx.rows(
+                "SELECT id FROM webhook_events WHERE leased_by = ?1 AND status = 'pending'",
+                [&owner],
+                |r| r.text(0),
+            )?;
+            let mut n = 0;
+            for id in held.into_iter().filter(|i| !keep.contains(i)) {
+                n += tx.execute_cached(
+                    "UPDATE webhook_events SET lease_until = NULL, leased_by = NULL WHERE id = ?1 AND leased_by = ?2",
+                    params![id, owner],
+                )?;
+            }
+            Ok(n)
+        })
+    }
+
+    fn disable_webhook(
+        &self,
+        id: &TenantId,
+        reason: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let (id, reason) = (id.clone(), reason.to_string());
+        self.writer.write(move |tx| {
+            let n = tx.execute_cached(
+                "UPDATE webhooks SET disabled_at = ?2, disabled_reason = ?3 WHERE tenant_id = ?1 AND disabled_at IS NULL",
+                params![id.as_str(), now, reason],
+            )?;
+            if n > 0 {
+                tx.execute_cached(
+                    "UPDATE webhook_events SET status = 'failed', lease_until = NULL, leased_by = NULL \
+                     WHERE tenant_id = ?1 AND status = 'pending'",
+                    [id.as_str()],
+                )?;
+            }
+            Ok(n > 0)
         })
     }
 

@@ -1,5 +1,7 @@
-//! SQLite: the outbox — claims with a lease, and the outcomes (sent and superseding, retry,
-//! failed with refund, swept).
+//! SQLite: the outbox — claims tenant by tenant (the plan read on a pooled connection, keys
+//! only; the lease written by the writer, re-checked), the outcomes settled only by the
+//! lease's holder (sent and superseding, retry, failed with refund), the sweep, and the
+//! release of leases at shutdown.
 
 use rusqlite::{params, OptionalExtension};
 
@@ -7,82 +9,93 @@ use super::integration::insert_event_in;
 use super::{CachedSql, SqliteStore};
 use crate::domain::keys::TenantId;
 use crate::domain::Millis;
-use crate::storage::cells::{delivery_mode_from, status_from};
+use crate::storage::cells::{delivery_mode_from, status_from, Cells};
 use crate::storage::integration::NewEvent;
+use crate::storage::outbox::{plan_claim, SweepCandidate, SweepItem, SWEEP_BATCH};
 use crate::storage::rules::{self, SweepVerdict};
 use crate::storage::{
-    ClaimRequest, OutboxJob, OutboxStats, OutboxStore, StoreError, Swept, MINUTE_MS,
+    ClaimRequest, Claimed, OutboxJob, OutboxStats, OutboxStore, StoreError, MINUTE_MS,
 };
 
+/// The rows the sweep settles: nobody holds them (never leased, or the lease ran out), and
+/// either the message is a sync one (its sender died) or its code is no longer live.
+const SWEEP_ROWS: &str = "SELECT o.key_digest, o.tenant_id, c.delivery_mode, c.status, c.attempts, c.max_attempts, \
+       c.expires_at, o.payload \
+     FROM outbox o JOIN challenges c ON c.key_digest = o.key_digest \
+     WHERE (o.lease_until IS NULL OR o.lease_until < ?1) \
+       AND (c.delivery_mode = 'sync' OR c.status <> 'pending' OR c.expires_at <= ?1 OR c.attempts >= c.max_attempts)";
+
+/// A sweep row's verdict (`None`: the row is live after all).
+fn verdict_of(r: &rusqlite::Row<'_>, now: Millis) -> Result<Option<SweepVerdict>, StoreError> {
+    Ok(rules::sweep_verdict(
+        delivery_mode_from(&r.text(2)?)?,
+        status_from(&r.text(3)?)?,
+        r.count(4)?,
+        r.count(5)?,
+        r.int(6)?,
+        now,
+    ))
+}
+
 impl OutboxStore for SqliteStore {
-    fn claim_outbox(&self, c: &ClaimRequest) -> Result<Vec<OutboxJob>, StoreError> {
-        // A read first: most polls find nothing due, and need no write lock for that.
-        {
+    fn claim_outbox(&self, c: &ClaimRequest) -> Result<Claimed, StoreError> {
+        // The plan is a read: most polls find nothing due and need no write lock for that,
+        // and it reads keys only.
+        let (keys, next_after) = {
             let conn = self.conn()?;
-            let due: bool = conn.query_row_cached(
-                "SELECT EXISTS(SELECT 1 FROM outbox WHERE due_at <= ?1 AND (lease_until IS NULL OR lease_until < ?1))",
-                [c.now],
-                |r| r.get(0),
-            )?;
-            if !due {
-                return Ok(Vec::new());
-            }
+            plan_claim(
+                &c.fair,
+                |after| {
+                    Ok(conn.query_row_cached(
+                        "SELECT MIN(tenant_id) FROM outbox WHERE tenant_id > ?1",
+                        [after.unwrap_or("")],
+                        |r| r.get(0),
+                    )?)
+                },
+                |tenant, n| {
+                    conn.rows(
+                        "SELECT o.key_digest FROM outbox o \
+                         JOIN challenges c ON c.key_digest = o.key_digest JOIN tenants t ON t.id = o.tenant_id \
+                         WHERE o.tenant_id = ?1 AND o.due_at <= ?2 AND (o.lease_until IS NULL OR o.lease_until < ?2) \
+                           AND c.delivery_mode = 'async' AND c.status = 'pending' AND c.expires_at > ?2 \
+                           AND c.attempts < c.max_attempts AND t.enabled = 1 \
+                         ORDER BY o.due_at LIMIT ?3",
+                        params![tenant, c.now, n],
+                        |r| r.bytes(0),
+                    )
+                },
+            )?
+        };
+        if keys.is_empty() {
+            return Ok(Claimed {
+                jobs: Vec::new(),
+                next_after,
+            });
         }
-        let c = c.clone();
-        self.writer.write(move |tx| {
-            // Due rows of live pending codes of enabled tenants, oldest first. CROSS JOIN
-            // keeps the outbox (by its due_at index) as the outer loop: the outbox is small,
-            // the codes table is not.
-            let mut st = tx.prepare_cached(
-                "SELECT o.key_digest, o.tenant_id, o.recipient, o.payload, o.attempts, c.expires_at, \
-                        c.delivery_mode, t.smtp_max_connections \
-                 FROM outbox o CROSS JOIN challenges c CROSS JOIN tenants t \
-                 WHERE c.key_digest = o.key_digest AND t.id = o.tenant_id \
-                   AND o.due_at <= ?1 AND (o.lease_until IS NULL OR o.lease_until < ?1) \
-                   AND c.status = 'pending' AND c.expires_at > ?1 AND c.attempts < c.max_attempts \
-                   AND t.enabled = 1 \
-                 ORDER BY o.due_at LIMIT ?2",
-            )?;
-            // Look further than the limit, so that tenants capped below are not all we see.
-            let scan = i64::from(c.limit).saturating_mul(4);
-            let rows = st
-                .query_map(params![c.now, scan], |r| {
-                    Ok((
-                        r.get::<_, Vec<u8>>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, Vec<u8>>(3)?,
-                        r.get::<_, u32>(4)?,
-                        r.get::<_, Millis>(5)?,
-                        r.get::<_, String>(6)?,
-                        r.get::<_, u32>(7)?,
-                    ))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut per_tenant: std::collections::HashMap<String, u32> =
-                std::collections::HashMap::new();
-            let mut out = Vec::new();
-            let mut lease = tx.prepare_cached(
-                "UPDATE outbox SET lease_until = ?2, leased_by = ?3 WHERE key_digest = ?1",
-            )?;
-            for (key_digest, tenant, recipient, payload, attempts, expires_at, mode, maxc) in rows
-            {
-                if out.len() as u32 >= c.limit {
-                    break;
-                }
-                // Tenants whose sessions are all busy here wait; others get at most their
-                // max_connections per claim.
-                if c.exclude_tenants.contains(&tenant) {
+        let (now, lease) = (c.now, c.lease.clone());
+        let jobs = self.writer.write(move |tx| {
+            let mut jobs = Vec::with_capacity(keys.len());
+            for key in keys {
+                // Still free and still live: the plan was read outside this transaction.
+                let leased = tx.row_opt(
+                    "UPDATE outbox SET lease_until = ?2, leased_by = ?3 \
+                     WHERE key_digest = ?1 AND (lease_until IS NULL OR lease_until < ?4) \
+                       AND EXISTS (SELECT 1 FROM challenges c WHERE c.key_digest = outbox.key_digest \
+                         AND c.status = 'pending' AND c.expires_at > ?4 AND c.attempts < c.max_attempts) \
+                     RETURNING tenant_id, recipient, payload, attempts",
+                    params![key, now + lease.for_ms, lease.owner, now],
+                    |r| Ok((r.text(0)?, r.text(1)?, r.bytes(2)?, r.count(3)?)),
+                )?;
+                let Some((tenant, recipient, payload, attempts)) = leased else {
                     continue;
-                }
-                let n = per_tenant.entry(tenant.clone()).or_insert(0);
-                if *n >= maxc.max(1) {
-                    continue;
-                }
-                *n += 1;
-                lease.execute(params![key_digest, c.lease.until, c.lease.owner])?;
-                out.push(OutboxJob {
-                    key_digest,
+                };
+                let (expires_at, mode) = tx.query_row_cached(
+                    "SELECT expires_at, delivery_mode FROM challenges WHERE key_digest = ?1",
+                    [&key],
+                    |r| Ok((r.get::<_, Millis>(0)?, r.get::<_, String>(1)?)),
+                )?;
+                jobs.push(OutboxJob {
+                    key_digest: key,
                     tenant_id: TenantId::from_trusted(tenant),
                     recipient,
                     payload,
@@ -91,24 +104,29 @@ impl OutboxStore for SqliteStore {
                     mode: delivery_mode_from(&mode)?,
                 });
             }
-            Ok(out)
-        })
+            Ok(jobs)
+        })?;
+        Ok(Claimed { jobs, next_after })
     }
 
     fn outbox_sent(
         &self,
         key_digest: &[u8],
+        owner: &str,
         attempts: u32,
         now: Millis,
         event: Option<&NewEvent>,
-    ) -> Result<(), StoreError> {
-        let (key_digest, event) = (key_digest.to_vec(), event.cloned());
+    ) -> Result<bool, StoreError> {
+        let (key_digest, owner, event) = (key_digest.to_vec(), owner.to_string(), event.cloned());
         self.writer.write(move |tx| {
-            // The outbox row first, as the PostgreSQL store does: only the call that removes
-            // it settles the message (a late outcome of an attempt whose lease ran out and
-            // whose row another attempt settled changes nothing).
-            if tx.execute_cached("DELETE FROM outbox WHERE key_digest = ?1", [&key_digest])? == 0 {
-                return Ok(());
+            // The outbox row first: only the holder of its lease settles the message (a
+            // late outcome of an attempt whose row was re-claimed or settled changes nothing).
+            if tx.execute_cached(
+                "DELETE FROM outbox WHERE key_digest = ?1 AND leased_by = ?2",
+                params![key_digest, owner],
+            )? == 0
+            {
+                return Ok(false);
             }
             let group: Option<(String, String, String, String, i64, String)> = tx
                 .query_row_cached(
@@ -133,7 +151,7 @@ impl OutboxStore for SqliteStore {
             if let Some(e) = &event {
                 insert_event_in(tx, e)?;
             }
-            Ok(())
+            Ok(true)
         })
     }
 
@@ -145,7 +163,7 @@ impl OutboxStore for SqliteStore {
         due_at: Millis,
         reason: &str,
         maybe_delivered: bool,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let (key_digest, owner, reason) =
             (key_digest.to_vec(), owner.to_string(), reason.to_string());
         self.writer.write(move |tx| {
@@ -160,7 +178,7 @@ impl OutboxStore for SqliteStore {
                     params![key_digest, attempts, reason],
                 )?;
             }
-            Ok(())
+            Ok(n == 1)
         })
     }
 
@@ -168,76 +186,119 @@ impl OutboxStore for SqliteStore {
     fn outbox_failed(
         &self,
         key_digest: &[u8],
+        owner: &str,
         attempts: u32,
         reason: &str,
         maybe_delivered: bool,
         now: Millis,
         event: Option<&NewEvent>,
-    ) -> Result<(), StoreError> {
-        let (key_digest, reason, event) = (key_digest.to_vec(), reason.to_string(), event.cloned());
+    ) -> Result<bool, StoreError> {
+        let (key_digest, owner, reason, event) = (
+            key_digest.to_vec(),
+            owner.to_string(),
+            reason.to_string(),
+            event.cloned(),
+        );
         self.writer.write(move |tx| {
-            let settled = fail_in(
+            let Some(maybe_before) = take_row(tx, &key_digest, Some(&owner))? else {
+                return Ok(false);
+            };
+            give_up(
                 tx,
                 &key_digest,
-                Some(attempts),
-                &reason,
-                maybe_delivered,
-                true,
+                Settle {
+                    attempts: Some(attempts),
+                    reason: &reason,
+                    status: "failed",
+                    fail_code: true,
+                    refund: rules::refunds_quota(maybe_before.0, maybe_delivered),
+                    quota_at: maybe_before.1,
+                },
                 now,
             )?;
-            if let (true, Some(e)) = (settled, &event) {
+            if let Some(e) = &event {
                 insert_event_in(tx, e)?;
             }
-            Ok(())
+            Ok(true)
         })
     }
 
-    fn outbox_sweep(&self, now: Millis) -> Result<Vec<Swept>, StoreError> {
-        self.writer.write(move |tx| {
-            type Row = (Vec<u8>, String, Millis, u32, u32, String, Vec<u8>);
-            let rows: Vec<Row> = {
-                let mut st = tx.prepare_cached(
-                    "SELECT o.key_digest, c.status, c.expires_at, c.attempts, c.max_attempts, o.tenant_id, o.payload \
-                     FROM outbox o JOIN challenges c ON c.key_digest = o.key_digest \
-                     WHERE (o.lease_until IS NULL OR o.lease_until < ?1) \
-                       AND (c.status <> 'pending' OR c.expires_at <= ?1 OR c.attempts >= c.max_attempts) \
-                     LIMIT 1000",
-                )?;
-                let rows = st
-                    .query_map([now], |r| {
-                        Ok((
-                            r.get(0)?,
-                            r.get(1)?,
-                            r.get(2)?,
-                            r.get(3)?,
-                            r.get(4)?,
-                            r.get(5)?,
-                            r.get(6)?,
-                        ))
-                    })?
-                    .collect::<Result<Vec<_>, _>>()?;
-                rows
+    fn sweep_candidates(&self, now: Millis) -> Result<Vec<SweepCandidate>, StoreError> {
+        let conn = self.conn()?;
+        let rows = conn.rows(&format!("{SWEEP_ROWS} LIMIT {SWEEP_BATCH}"), [now], |r| {
+            let Some(verdict) = verdict_of(r, now)? else {
+                return Ok(None);
             };
-            let mut out = Vec::with_capacity(rows.len());
-            for (key, status, expires_at, attempts, max_attempts, tenant, payload) in rows {
-                let Some(verdict) = rules::sweep_verdict(
-                    status_from(&status)?,
-                    attempts,
-                    max_attempts,
-                    expires_at,
-                    now,
-                ) else {
+            Ok(Some(SweepCandidate {
+                key_digest: r.bytes(0)?,
+                tenant_id: TenantId::from_trusted(r.text(1)?),
+                payload: match verdict {
+                    SweepVerdict::Expired => Some(r.bytes(7)?),
+                    _ => None,
+                },
+                verdict,
+            }))
+        })?;
+        Ok(rows.into_iter().flatten().collect())
+    }
+
+    fn settle_swept(&self, items: &[SweepItem], now: Millis) -> Result<usize, StoreError> {
+        let items = items.to_vec();
+        self.writer.write(move |tx| {
+            let mut settled = 0;
+            for item in &items {
+                // The verdict must still hold: the row may have been claimed, settled or
+                // its code changed since it was read.
+                let verdict = tx.row_opt(
+                    &format!("{SWEEP_ROWS} AND o.key_digest = ?2"),
+                    params![now, item.key_digest],
+                    |r| verdict_of(r, now),
+                )?;
+                if verdict.flatten() != Some(item.verdict) {
+                    continue;
+                }
+                let Some((maybe_before, quota_at)) = take_row(tx, &item.key_digest, None)? else {
                     continue;
                 };
-                fail_in(tx, &key, None, verdict.reason(), false, verdict.fails_code(), now)?;
-                out.push(Swept {
-                    tenant_id: TenantId::from_trusted(tenant),
-                    key_digest: key,
-                    payload,
-                    expired: verdict == SweepVerdict::Expired,
-                });
+                give_up(
+                    tx,
+                    &item.key_digest,
+                    Settle {
+                        attempts: None,
+                        reason: item.verdict.reason(),
+                        status: item.verdict.delivery_status().as_str(),
+                        fail_code: item.verdict.fails_code(),
+                        refund: item.verdict.refunds(maybe_before),
+                        quota_at,
+                    },
+                    now,
+                )?;
+                if let Some(e) = &item.event {
+                    insert_event_in(tx, e)?;
+                }
+                settled += 1;
             }
-            Ok(out)
+            Ok(settled)
+        })
+    }
+
+    fn release_leases(&self, owner: &str, keep: &[Vec<u8>]) -> Result<usize, StoreError> {
+        let (owner, keep) = (owner.to_string(), keep.to_vec());
+        self.writer.write(move |tx| {
+            let held = tx.rows(
+                "SELECT o.key_digest FROM outbox o JOIN challenges c ON c.key_digest = o.key_digest \
+                 WHERE o.leased_by = ?1 AND c.delivery_mode = 'async'",
+                [&owner],
+                |r| r.bytes(0),
+            )?;
+            let mut n = 0;
+            for key in held.into_iter().filter(|k| !keep.contains(k)) {
+                n += tx.execute_cached(
+                    "UPDATE outbox SET lease_until = NULL, leased_by = NULL WHERE key_digest = ?1 AND leased_by = ?2",
+                    params![key, owner],
+                )?;
+            }
+            Ok(n)
         })
     }
 
@@ -254,53 +315,66 @@ impl OutboxStore for SqliteStore {
     }
 }
 
-/// Give up on a message: delivery `failed` with `reason`; the code itself becomes `failed`
-/// when `fail_code` and it is still pending; the quota charge is given back unless an attempt
-/// may have reached the relay; the outbox row goes.
-fn fail_in(
+/// Delete a message's outbox row — only `owner`'s, when given — and say what it carried:
+/// whether an earlier attempt may have reached the relay, and when its send was counted.
+/// `None`: already settled (or held by someone else).
+fn take_row(
     tx: &rusqlite::Connection,
     key_digest: &[u8],
-    attempts: Option<u32>,
-    reason: &str,
-    maybe_delivered: bool,
-    fail_code: bool,
-    now: Millis,
-) -> Result<bool, StoreError> {
-    let row: Option<(String, bool, Option<Millis>)> = tx
+    owner: Option<&str>,
+) -> Result<Option<(bool, Option<Millis>)>, StoreError> {
+    Ok(tx
         .query_row_cached(
-            "SELECT tenant_id, maybe_delivered, quota_at FROM outbox WHERE key_digest = ?1",
-            [key_digest],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            "DELETE FROM outbox WHERE key_digest = ?1 AND (?2 IS NULL OR leased_by = ?2) \
+             RETURNING maybe_delivered, quota_at",
+            params![key_digest, owner],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
-        .optional()?;
-    // Already settled by another attempt: nothing to do (as in the PostgreSQL store).
-    let Some((tenant, maybe_before, quota_at)) = row else {
-        return Ok(false);
-    };
-    let email: Option<String> = tx
+        .optional()?)
+}
+
+/// How a message that will not be sent (again) is recorded.
+struct Settle<'a> {
+    attempts: Option<u32>,
+    reason: &'a str,
+    /// The delivery status: `failed`, or `unknown` for an interrupted sync send.
+    status: &'a str,
+    /// Whether the code itself becomes `failed` (if still pending).
+    fail_code: bool,
+    /// Whether the send goes back to the quotas.
+    refund: bool,
+    quota_at: Option<Millis>,
+}
+
+/// Record a message given up on (its outbox row already taken).
+fn give_up(
+    tx: &rusqlite::Connection,
+    key_digest: &[u8],
+    s: Settle<'_>,
+    now: Millis,
+) -> Result<(), StoreError> {
+    let row: Option<(String, String)> = tx
         .query_row_cached(
             "UPDATE challenges SET \
                status = CASE WHEN ?5 AND status = 'pending' THEN 'failed' ELSE status END, \
                ended_at = CASE WHEN ?5 AND status = 'pending' THEN ?4 ELSE ended_at END, \
-               delivery_status = 'failed', delivery_reason = ?3, \
+               delivery_status = ?6, delivery_reason = ?3, \
                delivery_attempts = COALESCE(?2, delivery_attempts) \
-             WHERE key_digest = ?1 RETURNING email_canonical",
-            params![key_digest, attempts, reason, now, fail_code],
-            |r| r.get(0),
+             WHERE key_digest = ?1 RETURNING tenant_id, email_canonical",
+            params![key_digest, s.attempts, s.reason, now, s.fail_code, s.status],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-    if let (Some(quota_at), Some(email)) = (quota_at, email) {
-        if rules::refunds_quota(maybe_before, maybe_delivered) {
-            // Nothing can have reached the relay: give the send back to the quotas.
-            tx.execute_cached(
-                "DELETE FROM sends WHERE id = (SELECT id FROM sends WHERE tenant_id = ?1 AND email_canonical = ?2 AND at = ?3 LIMIT 1)",
-                params![tenant, email, quota_at],
-            )?;
-            tx.execute_cached(
-                "UPDATE tenant_send_minutes SET sends = sends - 1 WHERE tenant_id = ?1 AND minute = ?2 AND sends > 0",
-                params![tenant, quota_at.div_euclid(MINUTE_MS)],
-            )?;
-        }
+    if let (true, Some(quota_at), Some((tenant, email))) = (s.refund, s.quota_at, row) {
+        // Nothing can have reached the relay: give the send back to the quotas.
+        tx.execute_cached(
+            "DELETE FROM sends WHERE id = (SELECT id FROM sends WHERE tenant_id = ?1 AND email_canonical = ?2 AND at = ?3 LIMIT 1)",
+            params![tenant, email, quota_at],
+        )?;
+        tx.execute_cached(
+            "UPDATE tenant_send_minutes SET sends = sends - 1 WHERE tenant_id = ?1 AND minute = ?2 AND sends > 0",
+            params![tenant, quota_at.div_euclid(MINUTE_MS)],
+        )?;
     }
-    Ok(tx.execute_cached("DELETE FROM outbox WHERE key_digest = ?1", [key_digest])? > 0)
+    Ok(())
 }

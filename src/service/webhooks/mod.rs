@@ -1,25 +1,22 @@
-//! Webhooks (API.md §9): a tenant's endpoint, the events its codes raise, and the sender that
-//! delivers them at least once from the durable event outbox — claimed with a lease, so any
-//! instance (or this one after a restart) picks up what is due, signed per Standard Webhooks,
-//! retried after about 5 s, 30 s, 2 min, 10 min, 1 h and 6 h, then marked failed. A webhook
-//! failure never changes an OTP answer.
+//! Webhooks (API.md §9): a tenant's endpoint and the events its codes raise, sealed and queued
+//! in the durable event outbox (often in the same transaction as the change they report);
+//! `sender` delivers them. A webhook failure never changes an OTP answer.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod sender;
+
+pub use sender::Hooks;
 
 use serde_json::{json, Map, Value};
-use tokio::sync::{Notify, Semaphore};
 
 use super::{ServiceError, Services};
 use crate::clock::rfc3339;
-use crate::crypto::cipher::{blob_version, decrypt_record, encrypt_record};
-use crate::crypto::keyring::Keyring;
+use crate::crypto::cipher::encrypt_record;
 use crate::domain::event::EventType;
 use crate::domain::keys::TenantId;
 use crate::domain::tenant::Tenant;
 use crate::domain::webhook::{Webhook, WebhookAttempt};
-use crate::storage::integration::{EventJob, EventOutcome, NewEvent};
-use crate::webhook::{check_url_resolved, new_secret, signature, SendResult, UrlRefusal};
+use crate::storage::integration::NewEvent;
+use crate::webhook::{check_url_resolved, new_secret, UrlRefusal};
 
 /// The waits before the second to seventh attempts; after the seventh the event has failed.
 pub const RETRY_DELAYS_MS: [i64; 6] = [5_000, 30_000, 120_000, 600_000, 3_600_000, 21_600_000];
@@ -27,31 +24,7 @@ pub const RETRY_DELAYS_MS: [i64; 6] = [5_000, 30_000, 120_000, 600_000, 3_600_00
 pub const DELIVERIES_LISTED: u32 = 100;
 
 pub(super) const SECRET_KIND: &str = "webhook-secret";
-const EVENT_KIND: &str = "webhook-event";
-const POLL: Duration = Duration::from_millis(500);
-/// Requests in flight per process.
-const IN_FLIGHT: usize = 32;
-
-/// This process's part of the event outbox: its lease owner id, the sender's wake-up, the
-/// HTTP client and the bound on requests in flight.
-#[derive(Clone)]
-pub struct Hooks {
-    owner: String,
-    wake: Arc<Notify>,
-    slots: Arc<Semaphore>,
-    client: crate::webhook::WebhookClient,
-}
-
-impl Hooks {
-    pub fn new(client: crate::webhook::WebhookClient) -> Hooks {
-        Hooks {
-            owner: format!("inst_{}", crate::domain::keys::random_id(16)),
-            wake: Arc::new(Notify::new()),
-            slots: Arc::new(Semaphore::new(IN_FLIGHT)),
-            client,
-        }
-    }
-}
+pub(super) const EVENT_KIND: &str = "webhook-event";
 
 /// A webhook to store.
 #[derive(Debug)]
@@ -163,6 +136,7 @@ impl Services {
             secret: self.seal_secret(&tenant.id, &secret_bytes)?,
             created_at: now,
             updated_at: now,
+            disabled: None,
         };
         let (id, r) = (tenant.id.clone(), row.clone());
         let created = self
@@ -288,11 +262,6 @@ impl Services {
         }
     }
 
-    /// Tell this process's webhook sender there is new work.
-    pub(crate) fn wake_hooks(&self) {
-        self.hooks.wake.notify_one();
-    }
-
     /// The event about a code to write together with the change it reports. `None` when the
     /// tenant does not subscribe to it (`subscribed`: its list when the caller has the tenant
     /// row; without it the database decides when writing), or when it cannot be sealed
@@ -334,151 +303,6 @@ impl Services {
             Err(e) => {
                 tracing::warn!(tenant_id = %tenant, event = %kind, error = %e, "a webhook event could not be stored")
             }
-        }
-    }
-
-    /// The webhook sender: claim due events, post each on its own task (at most 32 at once
-    /// per process). Runs until the process stops.
-    pub async fn run_webhook_sender(self) {
-        loop {
-            self.claim_and_post().await;
-            tokio::select! {
-                _ = self.hooks.wake.notified() => {}
-                _ = tokio::time::sleep(POLL) => {}
-            }
-        }
-    }
-
-    async fn claim_and_post(&self) {
-        let free = self.hooks.slots.available_permits();
-        if free == 0 {
-            return;
-        }
-        let now = self.now();
-        let timeout_ms = self.settings.load().webhooks.timeout_seconds as i64 * 1000;
-        let lease_until = now + 2 * timeout_ms + 30_000;
-        let owner = self.hooks.owner.clone();
-        let limit = free as u32;
-        let jobs = match self
-            .db(move |s| s.claim_events(&owner, now, lease_until, limit))
-            .await
-        {
-            Ok(j) => j,
-            Err(e) => {
-                tracing::warn!(error = %e, "claiming webhook events failed");
-                return;
-            }
-        };
-        for job in jobs {
-            let Ok(permit) = Arc::clone(&self.hooks.slots).acquire_owned().await else {
-                return;
-            };
-            let me = self.clone();
-            tokio::spawn(async move {
-                me.post_event(job).await;
-                drop(permit);
-                me.hooks.wake.notify_one();
-            });
-        }
-    }
-
-    async fn post_event(&self, job: EventJob) {
-        let attempt = job.attempts + 1;
-        let tid = job.tenant_id.clone();
-        let hook = self.db(move |s| s.webhook(&tid)).await;
-        let open = |ring: &Keyring, h: &Webhook| {
-            let body = decrypt_record(
-                ring,
-                EVENT_KIND,
-                job.tenant_id.as_str(),
-                job.id.as_bytes(),
-                &job.payload,
-            );
-            let secret = decrypt_record(ring, SECRET_KIND, job.tenant_id.as_str(), b"", &h.secret);
-            match (body, secret) {
-                (Ok(b), Ok(s)) => Ok((h.url.clone(), b, s)),
-                _ => Err("unreadable"),
-            }
-        };
-        let opened = match hook {
-            Ok(Some(h)) => {
-                let mut opened = open(&self.keyring.get(), &h);
-                // Sealed under a data key this process has not seen yet (a rotation by the
-                // CLI or another instance): reload the keyring once and try again.
-                let unknown = |blob: &[u8]| {
-                    blob_version(blob).is_some_and(|(v, _)| !self.keyring.get().has_data_key(v))
-                };
-                if opened.is_err()
-                    && (unknown(&h.secret) || unknown(&job.payload))
-                    && self.refresh_keyring().await.unwrap_or(false)
-                {
-                    opened = open(&self.keyring.get(), &h);
-                }
-                opened
-            }
-            Ok(None) => Err("no_endpoint"),
-            Err(e) => {
-                // The database is away: the lease runs out and the event is tried again.
-                tracing::warn!(error = %e, "reading a webhook failed");
-                return;
-            }
-        };
-        let (status_code, error, delivered) = match opened {
-            Err(why) => (None, Some(why), false),
-            Ok((url, body, secret)) => {
-                let ts = self.now().div_euclid(1000);
-                let headers = [
-                    ("webhook-id", job.id.clone()),
-                    ("webhook-timestamp", ts.to_string()),
-                    ("webhook-signature", signature(&secret, &job.id, ts, &body)),
-                ];
-                match self.hooks.client.send(&url, &headers, body).await {
-                    SendResult::Status(c) => (Some(c), None, (200..300).contains(&c)),
-                    SendResult::Error(e) => (None, Some(e), false),
-                }
-            }
-        };
-        let now = self.now();
-        // No endpoint any more is final; an unreadable record may be sealed under a data key
-        // another instance made a moment ago (this one reloads its keyring every second).
-        let permanent = error == Some("no_endpoint");
-        let outcome = if delivered {
-            EventOutcome::Delivered
-        } else {
-            match RETRY_DELAYS_MS.get(job.attempts as usize) {
-                Some(delay) if !permanent => EventOutcome::Retry {
-                    due_at: now + delay,
-                },
-                _ => EventOutcome::Failed,
-            }
-        };
-        let outcome_label = match outcome {
-            EventOutcome::Delivered => "delivered",
-            EventOutcome::Retry { .. } => "retry",
-            EventOutcome::Failed => "failed",
-        };
-        crate::metrics::inc(|m| &m.webhook_attempts, &[outcome_label]);
-        if !delivered {
-            tracing::warn!(tenant_id = %job.tenant_id, event_id = %job.id, event = %job.kind, attempt,
-                status_code = ?status_code, error = ?error, outcome = outcome_label, "webhook attempt failed");
-        }
-        let owner = self.hooks.owner.clone();
-        let (id, err) = (job.id.clone(), error.map(str::to_string));
-        if let Err(e) = self
-            .db(move |s| {
-                s.settle_event(
-                    &id,
-                    &owner,
-                    attempt,
-                    outcome,
-                    status_code,
-                    err.as_deref(),
-                    now,
-                )
-            })
-            .await
-        {
-            tracing::warn!(error = %e, event_id = %job.id, "recording a webhook attempt failed; the lease will run out and the event be tried again");
         }
     }
 }

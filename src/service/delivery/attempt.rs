@@ -1,0 +1,304 @@
+//! One delivery attempt, the same for both modes: open the sealed message, take a session of
+//! the relay's window, send, and record the outcome — only as the holder of the message's
+//! lease, with the webhook event of a final outcome in the same transaction. A session the
+//! relay turns away shrinks the window and the message goes on another session within the
+//! same deadline, so probing a relay's limit costs no message.
+
+use tokio::time::Instant;
+
+use super::window::Ticket;
+use super::{Services, StoredMessage, Unopened};
+use crate::domain::delivery::{next_attempt_at, DeliveryMode};
+use crate::domain::event::EventType;
+use crate::domain::tenant::Tenant;
+use crate::mailer::{DeliveryError, DeliveryReason, Outgoing, SmtpTarget};
+use crate::service::webhooks::EventData;
+use crate::storage::integration::NewEvent;
+use crate::storage::{OutboxJob, Store, StoreError};
+
+/// Sessions one message tries when the relay keeps turning them away while its window
+/// shrinks.
+const REFUSED_TRIES: u32 = 4;
+/// How long a message that cannot be opened yet (its data key is not loaded here) waits.
+const KEY_WAIT_MS: i64 = 5_000;
+
+/// What one attempt came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    Sent,
+    /// Transient failure; the row is due again later.
+    Retry(DeliveryReason),
+    Failed(DeliveryReason),
+    /// Not made: the process is stopping, or the message cannot be opened yet. The row is
+    /// released (at shutdown) or due again shortly; nothing was counted.
+    NotMade,
+}
+
+/// Why a send did not happen.
+enum Undelivered {
+    Failed(DeliveryError),
+    /// Shutting down before a session was free (background sends only).
+    Stopped,
+}
+
+impl Services {
+    /// One attempt of a row this process holds (sync: the mint's own; async: claimed).
+    /// `ticket`: a place already queued in the relay's window (the sender queues when it
+    /// claims, so its next claim counts this send).
+    pub(crate) async fn attempt(
+        &self,
+        job: &OutboxJob,
+        tenant: &Tenant,
+        ticket: Option<Ticket>,
+    ) -> Attempt {
+        let attempts = job.attempts + 1;
+        let msg = match self
+            .open_sealed(&job.tenant_id, &job.key_digest, &job.payload)
+            .await
+        {
+            Ok(m) => m,
+            Err(Unopened::UnknownKey) => {
+                // Never failed for that reason (API.md §11.6): another instance made a data
+                // key this one cannot load yet. Due again shortly; no attempt counted.
+                tracing::warn!(tenant_id = %tenant.id, "a queued message is sealed under a data key not loaded here; trying again later");
+                let (key, owner, due) = (
+                    job.key_digest.clone(),
+                    self.outbox.owner().to_string(),
+                    self.now() + KEY_WAIT_MS,
+                );
+                let previous = job.attempts;
+                self.record(&job.key_digest, move |s| {
+                    s.outbox_retry(&key, &owner, previous, due, "key_unavailable", false)
+                })
+                .await;
+                return Attempt::NotMade;
+            }
+            Err(Unopened::Unreadable) => {
+                tracing::error!(tenant_id = %tenant.id, "a queued message cannot be opened; giving it up");
+                return self
+                    .record_failed(job, attempts, DeliveryReason::Rejected, false, None)
+                    .await;
+            }
+        };
+        let target = match self.smtp_target(tenant).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(tenant_id = %tenant.id, error = %e, "the tenant's SMTP password cannot be decrypted");
+                let event = self.outcome_event(tenant, &msg, Some(DeliveryReason::Auth));
+                return self
+                    .record_failed(job, attempts, DeliveryReason::Auth, false, event)
+                    .await;
+            }
+        };
+        let started = std::time::Instant::now();
+        let sent = self.deliver(job, tenant, &target, &msg, ticket).await;
+        let sent = match sent {
+            Err(Undelivered::Stopped) => return Attempt::NotMade,
+            Ok(()) => Ok(()),
+            Err(Undelivered::Failed(e)) => Err(e),
+        };
+        let outcome = match &sent {
+            Ok(()) => "sent",
+            Err(e) => e.reason.as_str(),
+        };
+        if let Some(m) = crate::metrics::get() {
+            if let Ok(h) = m.smtp_send_seconds.get_metric_with_label_values(&[outcome]) {
+                h.observe(started.elapsed().as_secs_f64());
+            }
+        }
+        crate::metrics::inc(|m| &m.deliveries, &[job.mode.as_str(), outcome]);
+        let recipient = crate::domain::email::mask(&job.recipient);
+        match sent {
+            Ok(()) => {
+                let (now, key, owner) = (
+                    self.now(),
+                    job.key_digest.clone(),
+                    self.outbox.owner().to_string(),
+                );
+                let event = self.outcome_event(tenant, &msg, None);
+                let raised = event.is_some();
+                self.record(&job.key_digest, move |s| {
+                    s.outbox_sent(&key, &owner, attempts, now, event.as_ref())
+                })
+                .await;
+                if raised {
+                    self.wake_hooks();
+                }
+                tracing::info!(tenant_id = %tenant.id, recipient = %recipient, mode = job.mode.as_str(), attempts, "code sent");
+                Attempt::Sent
+            }
+            Err(e) => {
+                tracing::warn!(tenant_id = %tenant.id, recipient = %recipient, mode = job.mode.as_str(), attempts, reason = e.reason.as_str(), detail = %e.detail, transient = e.transient, "delivery attempt failed");
+                let now = self.now();
+                let retry_at = (e.transient && job.mode == DeliveryMode::Async)
+                    .then(|| next_attempt_at(attempts, now, job.expires_at))
+                    .flatten();
+                match retry_at {
+                    Some(due) => {
+                        let (key, owner) =
+                            (job.key_digest.clone(), self.outbox.owner().to_string());
+                        let (reason, maybe) = (e.reason, e.maybe_delivered);
+                        self.record(&job.key_digest, move |s| {
+                            s.outbox_retry(&key, &owner, attempts, due, reason.as_str(), maybe)
+                        })
+                        .await;
+                        Attempt::Retry(e.reason)
+                    }
+                    None => {
+                        let event = self.outcome_event(tenant, &msg, Some(e.reason));
+                        self.record_failed(job, attempts, e.reason, e.maybe_delivered, event)
+                            .await
+                    }
+                }
+            }
+        }
+    }
+
+    /// Send on a session of the relay's window, within one deadline for the whole attempt
+    /// (`smtp.timeout_seconds`: the wait for a session counts). A session turned away
+    /// shrinks the window; the message then goes on another one while that is worth it.
+    async fn deliver(
+        &self,
+        job: &OutboxJob,
+        tenant: &Tenant,
+        target: &SmtpTarget,
+        msg: &StoredMessage,
+        ticket: Option<Ticket>,
+    ) -> Result<(), Undelivered> {
+        let deadline = Instant::now() + self.mailer.timeout();
+        let window = self.window(tenant);
+        let outgoing = Outgoing {
+            to: &job.recipient,
+            subject: &msg.subject,
+            text: &msg.text,
+            html: msg.html.as_deref(),
+            message_id: Some(&msg.message_id),
+        };
+        let background = job.mode == DeliveryMode::Async;
+        let mut ticket = ticket;
+        let mut tries = 0;
+        loop {
+            let queued = ticket.take().unwrap_or_else(|| window.queue());
+            let session = tokio::time::timeout_at(deadline, queued.session());
+            let slot = if background {
+                tokio::select! {
+                    s = session => s,
+                    _ = self.outbox.until_stopped() => return Err(Undelivered::Stopped),
+                }
+            } else {
+                session.await
+            };
+            let Ok(slot) = slot else {
+                return Err(Undelivered::Failed(DeliveryError {
+                    reason: DeliveryReason::Timeout,
+                    detail: "no session of the relay was free in time".into(),
+                    maybe_delivered: false,
+                    transient: true,
+                    refused: false,
+                }));
+            };
+            self.outbox.sending(&job.key_digest, true);
+            match self.mailer.send(target, &outgoing, deadline).await {
+                Ok(()) => {
+                    slot.accepted();
+                    return Ok(());
+                }
+                Err(e) if e.refused => {
+                    tries += 1;
+                    let again = slot.refused()
+                        && !e.maybe_delivered
+                        && tries < REFUSED_TRIES
+                        && Instant::now() < deadline;
+                    drop(slot);
+                    if !again {
+                        return Err(Undelivered::Failed(e));
+                    }
+                    tracing::debug!(tenant_id = %tenant.id, detail = %e.detail, "the relay turned a session away; its window shrinks and the message goes on another");
+                }
+                Err(e) => return Err(Undelivered::Failed(e)),
+            }
+        }
+    }
+
+    /// The event of a final outcome of this message, if its tenant subscribes.
+    pub(super) fn outcome_event(
+        &self,
+        tenant: &Tenant,
+        msg: &StoredMessage,
+        reason: Option<DeliveryReason>,
+    ) -> Option<NewEvent> {
+        let key = msg.shareable_key.as_deref()?;
+        let kind = if reason.is_some() {
+            EventType::OtpDeliveryFailed
+        } else {
+            EventType::OtpSent
+        };
+        self.event_for(
+            &tenant.id,
+            Some(&tenant.webhook_events),
+            kind,
+            EventData {
+                shareable_key: key,
+                email: &msg.email,
+                purpose: &msg.purpose,
+                locale: msg.locale.as_deref(),
+                reason: reason.map(|r| r.as_str()),
+            },
+        )
+    }
+
+    async fn record_failed(
+        &self,
+        job: &OutboxJob,
+        attempts: u32,
+        reason: DeliveryReason,
+        maybe_delivered: bool,
+        event: Option<NewEvent>,
+    ) -> Attempt {
+        let (now, key, owner) = (
+            self.now(),
+            job.key_digest.clone(),
+            self.outbox.owner().to_string(),
+        );
+        let raised = event.is_some();
+        self.record(&job.key_digest, move |s| {
+            s.outbox_failed(
+                &key,
+                &owner,
+                attempts,
+                reason.as_str(),
+                maybe_delivered,
+                now,
+                event.as_ref(),
+            )
+        })
+        .await;
+        if raised {
+            self.wake_hooks();
+        }
+        Attempt::Failed(reason)
+    }
+
+    /// Record an outcome as the lease's holder. Until it is recorded the message is never
+    /// claimed here again, however long the database is away (API.md §11.3); an outcome
+    /// that comes too late (the row was settled or re-claimed meanwhile) changes nothing.
+    async fn record<F>(&self, key: &[u8], f: F)
+    where
+        F: Fn(&dyn Store) -> Result<bool, StoreError> + Send + Sync + 'static,
+    {
+        self.outbox.unrecorded(key, true);
+        self.outbox.sending(key, false);
+        let (outbox, done) = (self.outbox.clone(), key.to_vec());
+        self.record_until_taken(
+            "a delivery outcome",
+            move |s| {
+                if !f(s)? {
+                    tracing::info!("a delivery outcome came after its lease was settled or taken over; nothing changed");
+                }
+                Ok(())
+            },
+            move || outbox.unrecorded(&done, false),
+        )
+        .await;
+    }
+}

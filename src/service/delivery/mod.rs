@@ -1,0 +1,264 @@
+//! Delivery from the durable outbox (API.md §10–§11). Every mint stores its code and its
+//! sealed message in one commit (store first, send second); a sync mint then sends that
+//! message itself and waits, an async mint answers at once and the sender delivers it.
+//!
+//! - `window`: each relay's adaptive session window (the concurrency of every send to it).
+//! - `attempt`: one attempt — a session of the relay's window, the send, and its outcome
+//!   recorded by the lease's holder (sent and superseding, retry later, failed with refund).
+//! - `sender`: the background sender — claims tenant by tenant within each relay's free
+//!   sessions, sweeps what nobody holds, drains and releases its leases at shutdown.
+
+mod attempt;
+mod sender;
+pub mod window;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use super::{ServiceError, Services};
+use crate::crypto::cipher::{blob_version, decrypt_message, encrypt_message};
+use crate::domain::keys::TenantId;
+use crate::domain::tenant::Tenant;
+use crate::storage::Lease;
+
+pub use attempt::Attempt;
+use window::{RelayWindow, Windows};
+
+/// The message of a code as it waits in the outbox (sealed: it holds the code).
+#[derive(Serialize, Deserialize)]
+pub struct StoredMessage {
+    pub subject: String,
+    pub text: String,
+    /// The HTML alternative, when the template has one (absent in rows stored before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+    pub message_id: String,
+    /// For the webhook events of its outcome (absent in rows stored before webhooks).
+    #[serde(default)]
+    pub shareable_key: Option<String>,
+    #[serde(default)]
+    pub email: String,
+    #[serde(default)]
+    pub purpose: String,
+    #[serde(default)]
+    pub locale: Option<String>,
+}
+
+/// This process's part of the outbox: its lease owner id, the wake-up for its sender, each
+/// relay's window, the messages it is sending and those whose outcome it has not recorded
+/// yet, and whether it is stopping.
+#[derive(Clone)]
+pub struct Outbox {
+    inner: Arc<OutboxInner>,
+}
+
+struct OutboxInner {
+    owner: String,
+    wake: Notify,
+    windows: Windows,
+    /// Messages between a session and their recorded outcome (kept leased at shutdown).
+    sending: Mutex<HashSet<Vec<u8>>>,
+    /// Outcomes not recorded yet (the database is away): never claimed here again until
+    /// they are, however long that takes (API.md §11.3).
+    unrecorded: Mutex<HashSet<Vec<u8>>>,
+    /// Background sends running (claimed, not yet settled).
+    running: std::sync::atomic::AtomicUsize,
+    /// Where the next claim starts (claims take turns between tenants).
+    cursor: Mutex<Option<String>>,
+    stopping: AtomicBool,
+    stopped: Notify,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Sets and a cursor, consistent after every statement.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Outbox {
+    pub fn new() -> Outbox {
+        Outbox {
+            inner: Arc::new(OutboxInner {
+                owner: format!("inst_{}", crate::domain::keys::random_id(16)),
+                wake: Notify::new(),
+                windows: Windows::default(),
+                sending: Mutex::new(HashSet::new()),
+                unrecorded: Mutex::new(HashSet::new()),
+                running: std::sync::atomic::AtomicUsize::new(0),
+                cursor: Mutex::new(None),
+                stopping: AtomicBool::new(false),
+                stopped: Notify::new(),
+            }),
+        }
+    }
+
+    /// The lease owner id of this process.
+    pub fn owner(&self) -> &str {
+        &self.inner.owner
+    }
+
+    /// Tell the sender there is new work.
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// The current window of every relay this process sends to (metrics: no tenant ids).
+    pub fn windows(&self) -> Vec<u32> {
+        self.inner.windows.limits()
+    }
+
+    /// Stop claiming; queued background sends give up their turn (shutdown).
+    pub fn stop(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        self.inner.stopped.notify_waiters();
+        self.wake();
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.inner.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once `stop` was called.
+    async fn until_stopped(&self) {
+        let stopped = self.inner.stopped.notified();
+        tokio::pin!(stopped);
+        stopped.as_mut().enable();
+        if !self.stopping() {
+            stopped.await;
+        }
+    }
+
+    fn sending(&self, key: &[u8], on: bool) {
+        let mut s = locked(&self.inner.sending);
+        if on {
+            s.insert(key.to_vec());
+        } else {
+            s.remove(key);
+        }
+    }
+
+    fn unrecorded(&self, key: &[u8], on: bool) {
+        let mut s = locked(&self.inner.unrecorded);
+        if on {
+            s.insert(key.to_vec());
+        } else {
+            s.remove(key);
+        }
+    }
+
+    /// Keys a claim must not take, and a shutdown must not release.
+    fn held(&self) -> HashSet<Vec<u8>> {
+        let mut keys = locked(&self.inner.unrecorded).clone();
+        keys.extend(locked(&self.inner.sending).iter().cloned());
+        keys
+    }
+}
+
+/// Why a stored message cannot be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unopened {
+    /// Sealed under a data key this process has not loaded (yet): never a reason to fail.
+    UnknownKey,
+    /// Damaged or not ours: it never will open.
+    Unreadable,
+}
+
+impl Services {
+    /// The sealed payload of a code's message.
+    pub(crate) fn seal_message(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        msg: &StoredMessage,
+    ) -> Result<Vec<u8>, ServiceError> {
+        let json = serde_json::to_vec(msg)
+            .map_err(|e| ServiceError::Internal(format!("message encoding: {e}")))?;
+        Ok(encrypt_message(
+            &self.keyring.get(),
+            tenant.as_str(),
+            key_digest,
+            &json,
+        )?)
+    }
+
+    fn open_sealed_once(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        payload: &[u8],
+    ) -> Result<StoredMessage, Unopened> {
+        let ring = self.keyring.get();
+        match decrypt_message(&ring, tenant.as_str(), key_digest, payload) {
+            Ok(plain) => serde_json::from_slice(&plain).map_err(|_| Unopened::Unreadable),
+            Err(_) if blob_version(payload).is_some_and(|(v, _)| !ring.has_data_key(v)) => {
+                Err(Unopened::UnknownKey)
+            }
+            Err(_) => Err(Unopened::Unreadable),
+        }
+    }
+
+    /// Open a stored message; one sealed under a data key this process has not seen yet
+    /// (another instance or the CLI rotated it) reloads the keyring and tries again.
+    async fn open_sealed(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        payload: &[u8],
+    ) -> Result<StoredMessage, Unopened> {
+        match self.open_sealed_once(tenant, key_digest, payload) {
+            Err(Unopened::UnknownKey) => {
+                if let Err(e) = self.refresh_keyring().await {
+                    tracing::warn!(error = %e, "reloading the keyring failed");
+                }
+                self.open_sealed_once(tenant, key_digest, payload)
+            }
+            other => other,
+        }
+    }
+
+    /// A lease for a row this process is about to send itself: long enough for the wait
+    /// for a session and the whole delivery, twice.
+    pub(crate) fn lease(&self) -> Lease {
+        let timeout = self.settings.load().smtp.timeout_seconds as i64 * 1000;
+        Lease {
+            owner: self.outbox.owner().to_string(),
+            for_ms: 2 * timeout + 30_000,
+        }
+    }
+
+    /// A tenant's session ceiling, within the server's limit (0 in the tenant: the
+    /// server's default).
+    pub fn max_connections(&self, tenant: &Tenant) -> u32 {
+        let smtp = &self.settings.load().smtp;
+        let chosen = match tenant.smtp.max_connections {
+            0 => smtp.max_connections_per_tenant,
+            n => n,
+        };
+        chosen.clamp(1, smtp.max_connections_limit.max(1))
+    }
+
+    /// The window of a tenant's relay.
+    fn window(&self, tenant: &Tenant) -> Arc<RelayWindow> {
+        self.outbox.inner.windows.of(
+            tenant.id.as_str(),
+            tenant.smtp_version,
+            self.settings.load().smtp.initial_connections,
+            self.max_connections(tenant),
+        )
+    }
+
+    /// Outbox depth and the age of the longest-waiting due message, for metrics.
+    pub async fn outbox_stats(&self) -> Result<crate::storage::OutboxStats, ServiceError> {
+        let now = self.now();
+        self.db(move |s| s.outbox_stats(now)).await
+    }
+}

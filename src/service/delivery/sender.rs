@@ -1,0 +1,201 @@
+//! The background sender: claims due messages tenant by tenant, each tenant within its
+//! relay's free sessions (so one tenant's backlog never delays another's message), sends each
+//! on its own task, sweeps rows nobody holds, and at shutdown lets running sends finish and
+//! gives back the leases of the rest.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::Services;
+use crate::domain::event::EventType;
+use crate::domain::keys::TenantId;
+use crate::domain::tenant::Tenant;
+use crate::service::webhooks::EventData;
+use crate::storage::rules::SweepVerdict;
+use crate::storage::{ClaimRequest, Fairness, SweepItem};
+
+/// How often the sender looks for due work it was not told about (retries coming due, rows
+/// of other instances, expired leases).
+const POLL: Duration = Duration::from_millis(250);
+/// How often rows nobody holds are swept.
+const SWEEP: Duration = Duration::from_secs(5);
+/// How often idle relay windows and idle SMTP connections are let go.
+const TIDY: Duration = Duration::from_secs(30);
+/// Rows claimed per round at most.
+const CLAIM_BATCH: u32 = 256;
+
+/// Counts a background send as running until dropped.
+struct Running(Services);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.outbox.inner.running.fetch_sub(1, Ordering::SeqCst);
+        self.0.outbox.wake();
+    }
+}
+
+impl Services {
+    /// The sender: claim due rows, deliver each on its own task, sweep now and then. Runs
+    /// until the process stops ([`Services::stop_delivery`]).
+    pub async fn run_sender(self) {
+        let mut sweep = tokio::time::interval(SWEEP);
+        let mut tidy = tokio::time::interval(TIDY);
+        loop {
+            if self.outbox.stopping() {
+                return;
+            }
+            self.claim_and_send().await;
+            tokio::select! {
+                _ = self.outbox.inner.wake.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+                _ = sweep.tick() => self.sweep_once().await,
+                _ = tidy.tick() => {
+                    self.outbox.inner.windows.prune();
+                    let closed = self.mailer.close_idle();
+                    if closed > 0 {
+                        tracing::debug!(closed, "closed idle SMTP connections");
+                    }
+                }
+                _ = self.outbox.until_stopped() => return,
+            }
+        }
+    }
+
+    async fn claim_and_send(&self) {
+        loop {
+            if self.outbox.stopping() {
+                return;
+            }
+            let req = ClaimRequest {
+                now: self.now(),
+                lease: self.lease(),
+                fair: Fairness {
+                    limit: CLAIM_BATCH,
+                    caps: self.outbox.inner.windows.free(),
+                    default_cap: self.settings.load().smtp.initial_connections,
+                    skip: self.outbox.held(),
+                    after: super::locked(&self.outbox.inner.cursor).clone(),
+                },
+            };
+            let claimed = match self.db(move |s| s.claim_outbox(&req)).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming outbox work failed");
+                    return;
+                }
+            };
+            *super::locked(&self.outbox.inner.cursor) = claimed.next_after;
+            if claimed.jobs.is_empty() {
+                return;
+            }
+            let full = claimed.jobs.len() as u32 >= CLAIM_BATCH;
+            let mut tenants: HashMap<TenantId, Option<Tenant>> = HashMap::new();
+            for job in claimed.jobs {
+                if !tenants.contains_key(&job.tenant_id) {
+                    let id = job.tenant_id.clone();
+                    let row = self.db(move |s| s.tenant(&id)).await.ok().flatten();
+                    tenants.insert(job.tenant_id.clone(), row);
+                }
+                let Some(Some(tenant)) = tenants.get(&job.tenant_id).cloned() else {
+                    // Deleted meanwhile: its rows go with it.
+                    continue;
+                };
+                // Queued in the window now, so the next claim counts this send.
+                let ticket = self.window(&tenant).queue();
+                self.outbox.inner.running.fetch_add(1, Ordering::SeqCst);
+                let running = Running(self.clone());
+                tokio::spawn(async move {
+                    running.0.attempt(&job, &tenant, Some(ticket)).await;
+                    drop(running);
+                });
+            }
+            if !full {
+                return;
+            }
+        }
+    }
+
+    /// Settle the rows nobody holds whose code is no longer live (or whose sync sender
+    /// died), with the `otp.delivery_failed` event of an expired code in the same
+    /// transaction.
+    pub(crate) async fn sweep_once(&self) {
+        let now = self.now();
+        let candidates = match self.db(move |s| s.sweep_candidates(now)).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox sweep failed");
+                return;
+            }
+        };
+        if candidates.is_empty() {
+            return;
+        }
+        let mut items = Vec::with_capacity(candidates.len());
+        let mut events = 0;
+        for c in candidates {
+            let event = match (&c.verdict, &c.payload) {
+                (SweepVerdict::Expired, Some(payload)) => {
+                    match self.open_sealed(&c.tenant_id, &c.key_digest, payload).await {
+                        Ok(msg) => msg.shareable_key.as_deref().and_then(|key| {
+                            self.event_for(
+                                &c.tenant_id,
+                                None,
+                                EventType::OtpDeliveryFailed,
+                                EventData {
+                                    shareable_key: key,
+                                    email: &msg.email,
+                                    purpose: &msg.purpose,
+                                    locale: msg.locale.as_deref(),
+                                    reason: Some("expired"),
+                                },
+                            )
+                        }),
+                        Err(_) => None,
+                    }
+                }
+                _ => None,
+            };
+            events += usize::from(event.is_some());
+            items.push(SweepItem {
+                key_digest: c.key_digest,
+                verdict: c.verdict,
+                event,
+            });
+        }
+        match self.write(move |s| s.settle_swept(&items, now)).await {
+            Ok(0) => {}
+            Ok(settled) => {
+                tracing::info!(settled, "settled queued messages nobody holds");
+                if events > 0 {
+                    self.wake_hooks();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "outbox sweep failed"),
+        }
+    }
+
+    /// Shutdown (API.md §11.5): stop claiming, let the running sends finish within
+    /// `grace`, then give back the leases of every message not being sent, so a restart or
+    /// another instance sends them at once.
+    pub async fn stop_delivery(&self, grace: Duration) {
+        self.outbox.stop();
+        self.stop_hooks();
+        let deadline = tokio::time::Instant::now() + grace;
+        while (self.outbox.inner.running.load(Ordering::SeqCst) > 0 || self.hooks_running() > 0)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let keep: Vec<Vec<u8>> = self.outbox.held().into_iter().collect();
+        let owner = self.outbox.owner().to_string();
+        match self.db(move |s| s.release_leases(&owner, &keep)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(released = n, "gave back the leases of queued messages"),
+            Err(e) => {
+                tracing::warn!(error = %e, "giving back queued messages' leases failed; they wait for their leases to run out")
+            }
+        }
+        self.release_hook_leases().await;
+    }
+}
