@@ -492,13 +492,14 @@ impl Services {
     pub async fn purge_once(&self) -> Result<usize, crate::service::ServiceError> {
         let now = self.now();
         let retention = (self.settings.load().otp.retention_seconds as i64) * 1000;
-        let windows = (self
-            .settings
-            .load()
-            .limits
+        // A send record is kept as long as any limit looks at it: the recipient window,
+        // the cooldown, the tenant's hour (all range-checked, so no overflow).
+        let limits = self.settings.load().limits.clone();
+        let windows = (limits
             .recipient_window_seconds
+            .max(limits.resend_cooldown_seconds)
             .max(3600) as i64)
-            * 1000;
+            .saturating_mul(1000);
         let audit = (self.settings.load().audit.retention_seconds as i64).saturating_mul(1000);
         self.db(move |s| {
             s.purge_audit(now - audit)?;

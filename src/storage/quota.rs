@@ -93,7 +93,10 @@ impl SendQuota {
         (now - HOUR_MS).div_euclid(MINUTE_MS)
     }
 
-    /// From the tenant's sends in its hour and the oldest minute that holds any.
+    /// From the tenant's sends in its hour and the oldest minute that holds any: the
+    /// oldest minute stops counting once the window no longer reaches it (minute `m` counts
+    /// while `m > (now - hour) / minute`, so until `m * minute + hour`), never more than the
+    /// hour itself away (API.md §6.31).
     pub(crate) fn tenant_refusal(
         &self,
         count: i64,
@@ -103,7 +106,8 @@ impl SendQuota {
         (self.tenant_max_per_hour > 0 && count >= i64::from(self.tenant_max_per_hour)).then(|| {
             QuotaRefusal::Tenant {
                 retry_after_ms: oldest_minute
-                    .map_or(HOUR_MS, |m| (m + 1) * MINUTE_MS + HOUR_MS - now),
+                    .map_or(HOUR_MS, |m| m * MINUTE_MS + HOUR_MS - now)
+                    .clamp(1, HOUR_MS),
             }
         })
     }
@@ -140,6 +144,7 @@ pub enum QuotaRefusal {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::panic)]
     use super::*;
 
     fn q() -> SendQuota {
@@ -186,9 +191,30 @@ mod tests {
         assert_eq!(
             q.tenant_refusal(100, Some(minute), now),
             Some(QuotaRefusal::Tenant {
-                retry_after_ms: (minute + 1) * MINUTE_MS + HOUR_MS - now
+                retry_after_ms: minute * MINUTE_MS + HOUR_MS - now
             })
         );
+        // The oldest minute counted is at most the current one: never more than an hour.
+        for now in [HOUR_MS * 5, HOUR_MS * 5 + 59_999, HOUR_MS * 5 + 30_000] {
+            let current = now.div_euclid(MINUTE_MS);
+            let Some(QuotaRefusal::Tenant { retry_after_ms }) =
+                q.tenant_refusal(100, Some(current), now)
+            else {
+                panic!("refused")
+            };
+            assert!((1..=HOUR_MS).contains(&retry_after_ms), "{retry_after_ms}");
+            // The first minute still counted.
+            let oldest = (now - HOUR_MS).div_euclid(MINUTE_MS) + 1;
+            let Some(QuotaRefusal::Tenant { retry_after_ms }) =
+                q.tenant_refusal(100, Some(oldest), now)
+            else {
+                panic!("refused")
+            };
+            assert!(
+                (1..=MINUTE_MS).contains(&retry_after_ms),
+                "{retry_after_ms}"
+            );
+        }
         assert_eq!(q.tenant_refusal(99, Some(minute), now), None);
         let off = SendQuota {
             max_failures: 0,

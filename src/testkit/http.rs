@@ -39,8 +39,12 @@ impl Request {
 #[derive(Default)]
 struct State {
     requests: Mutex<Vec<Request>>,
-    /// Statuses for the next requests; 200 once empty.
+    /// Statuses for the next requests; `otherwise` once empty.
     script: Mutex<VecDeque<u16>>,
+    /// The status once the script is done (200 unless set).
+    otherwise: Mutex<Option<u16>>,
+    /// A `Retry-After` header on every answer that is not 2xx.
+    retry_after: Mutex<Option<String>>,
     /// How long to wait before answering.
     delay: Mutex<Duration>,
     notify: Notify,
@@ -116,6 +120,16 @@ impl HttpReceiver {
         self.state.script.lock().unwrap().extend(statuses);
     }
 
+    /// Answer every request past the script with this status.
+    pub fn answer_always(&self, status: u16) {
+        *self.state.otherwise.lock().unwrap() = Some(status);
+    }
+
+    /// Send `Retry-After: <value>` with every answer that is not 2xx.
+    pub fn set_retry_after(&self, value: Option<&str>) {
+        *self.state.retry_after.lock().unwrap() = value.map(str::to_string);
+    }
+
     /// Wait this long before answering.
     pub fn set_delay(&self, d: Duration) {
         *self.state.delay.lock().unwrap() = d;
@@ -182,7 +196,13 @@ async fn serve(mut io: Box<dyn Io>, st: Arc<State>) -> std::io::Result<()> {
         body.extend_from_slice(&chunk[..n]);
     }
     let delay = *st.delay.lock().unwrap();
-    let status = st.script.lock().unwrap().pop_front().unwrap_or(200);
+    let status = st
+        .script
+        .lock()
+        .unwrap()
+        .pop_front()
+        .or(*st.otherwise.lock().unwrap())
+        .unwrap_or(200);
     st.requests.lock().unwrap().push(Request {
         method,
         path,
@@ -191,11 +211,17 @@ async fn serve(mut io: Box<dyn Io>, st: Arc<State>) -> std::io::Result<()> {
     });
     st.notify.notify_waiters();
     tokio::time::sleep(delay).await;
-    let extra = if (300..400).contains(&status) {
-        "location: http://127.0.0.1:9/elsewhere\r\n"
+    let mut extra = if (300..400).contains(&status) {
+        "location: http://127.0.0.1:9/elsewhere\r\n".to_string()
     } else {
-        ""
+        String::new()
     };
+    if let (false, Some(v)) = (
+        (200..300).contains(&status),
+        st.retry_after.lock().unwrap().clone(),
+    ) {
+        extra.push_str(&format!("retry-after: {v}\r\n"));
+    }
     let resp = format!(
         "HTTP/1.1 {status} Scripted\r\ncontent-length: 0\r\n{extra}connection: close\r\n\r\n"
     );

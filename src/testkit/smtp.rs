@@ -104,6 +104,21 @@ struct State {
     /// Hang up right after accepting a message, without a word (a relay that ends idle
     /// sessions early).
     hang_up_after_message: std::sync::atomic::AtomicBool,
+    /// The most sessions served at once; beyond it a new session gets `421` at its greeting
+    /// and is closed (a relay that limits its sessions).
+    session_limit: Mutex<Option<usize>>,
+    /// Sessions open right now, and those turned away with `421`.
+    active: AtomicUsize,
+    turned_away: AtomicUsize,
+}
+
+/// Counts a session as open until dropped.
+struct Active<'a>(&'a State);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 pub struct TestCa {
@@ -181,6 +196,9 @@ impl SmtpServer {
             flooded: AtomicUsize::new(0),
             noops: AtomicUsize::new(0),
             hang_up_after_message: std::sync::atomic::AtomicBool::new(false),
+            session_limit: Mutex::new(None),
+            active: AtomicUsize::new(0),
+            turned_away: AtomicUsize::new(0),
         });
         let st = Arc::clone(&state);
         tokio::spawn(async move {
@@ -227,6 +245,21 @@ impl SmtpServer {
     /// Close each session right after accepting its message.
     pub fn set_hang_up_after_message(&self, on: bool) {
         self.state.hang_up_after_message.store(on, Ordering::SeqCst);
+    }
+
+    /// Serve at most `n` sessions at once; the next ones get `421` at their greeting.
+    pub fn set_session_limit(&self, n: Option<usize>) {
+        *self.state.session_limit.lock().unwrap() = n;
+    }
+
+    /// Sessions turned away with `421` so far.
+    pub fn turned_away(&self) -> usize {
+        self.state.turned_away.load(Ordering::SeqCst)
+    }
+
+    /// Sessions between DATA and their reply right now.
+    pub fn in_data(&self) -> usize {
+        self.state.in_data.load(Ordering::SeqCst)
     }
 
     /// NOOP commands received so far.
@@ -307,6 +340,22 @@ async fn handle(
             return Ok(());
         }
         Mode::Normal | Mode::RejectRecipients => {}
+    }
+    let open = st.active.fetch_add(1, Ordering::SeqCst) + 1;
+    let _active = Active(&st);
+    let limit = *st.session_limit.lock().unwrap();
+    if limit.is_some_and(|n| open > n) {
+        st.turned_away.fetch_add(1, Ordering::SeqCst);
+        let mut tcp = tcp;
+        if implicit {
+            let mut tls = acceptor.accept(tcp).await?;
+            tls.write_all(b"421 4.7.0 too many sessions, try again later\r\n")
+                .await?;
+            return Ok(());
+        }
+        tcp.write_all(b"421 4.7.0 too many sessions, try again later\r\n")
+            .await?;
+        return Ok(());
     }
     let mut stream: Box<dyn Io> = if implicit {
         Box::new(acceptor.accept(tcp).await?)

@@ -26,7 +26,7 @@ pub(crate) fn otpmint(dir: &Path) -> Command {
 }
 
 pub(crate) struct Running {
-    child: Child,
+    pub(crate) child: Child,
     pub(crate) port: u16,
     lines: mpsc::Receiver<String>,
 }

@@ -23,11 +23,17 @@ mod hardening;
 #[path = "../api/helpers.rs"]
 mod helpers;
 #[cfg(otpmint_pg_tests)]
+#[path = "../api/holds.rs"]
+mod holds;
+#[cfg(otpmint_pg_tests)]
 #[path = "../api/idempotency.rs"]
 mod idempotency;
 #[cfg(otpmint_pg_tests)]
 #[path = "../api/import.rs"]
 mod import;
+#[cfg(otpmint_pg_tests)]
+#[path = "../api/lifecycle.rs"]
+mod lifecycle;
 #[cfg(otpmint_pg_tests)]
 #[path = "../api/ops.rs"]
 mod ops;

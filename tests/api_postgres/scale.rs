@@ -467,6 +467,69 @@ async fn the_database_cut_away_answers_503_and_service_resumes_when_it_returns()
     assert_eq!(app.verify(&sk, &k2, &c2).await.0, StatusCode::OK);
 }
 
+/// API.md §11.3 on PostgreSQL: the relay takes a message while the database is cut away for
+/// longer than the message's lease; once it is back the outcome is recorded and the message
+/// is never sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_unrecorded_through_an_outage_longer_than_its_lease_is_never_sent_again() {
+    let proxy = Proxy::start("127.0.0.1:5432".into()).await;
+    let direct = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let d2 = direct.clone();
+    let app = spawn_app_with(move |s| {
+        *d2.lock().unwrap() = s.database.url.clone();
+        let name = s.database.url.rsplit('/').next().unwrap().to_string();
+        let base = postgres_base_url().unwrap();
+        let through = base.replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port), 1);
+        s.database.url = pg_url_for(&through, &name);
+        s.database.timeout_seconds = 1;
+    })
+    .await;
+    let direct = direct.lock().unwrap().clone();
+    app.smtp.set_delay(Duration::from_millis(800));
+    let (_, sk) = app.tenant().await;
+    let r = app
+        .post(
+            "/v1/otp",
+            &sk,
+            json!({"email": "ada@example.com", "delivery": "async"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let key = r.json::<Value>().await.unwrap()["shareable_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    while app.smtp.in_data() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    proxy.cut();
+    app.smtp.wait_for("ada@example.com", 1).await;
+    // The lease runs out while the database is away (on the database's own clock).
+    let url = direct.clone();
+    pg_blocking(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        c.execute("UPDATE outbox SET lease_until = 0", &[]).unwrap();
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.restore();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let v: Value = app
+            .get(&format!("/v1/otp/{key}"), &sk)
+            .await
+            .json()
+            .await
+            .unwrap_or(Value::Null);
+        if v["delivery"]["status"] == "sent" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never recorded: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(app.smtp.count_to("ada@example.com"), 1, "sent once");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_store_copies_a_sqlite_installation_to_postgres_and_back() {
     let target = fresh_pg_database(&postgres_base_url().unwrap());

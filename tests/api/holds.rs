@@ -1,0 +1,335 @@
+//! Delivery that holds (API.md §11), in process: a relay that limits its sessions, tenants
+//! that flood while another sends one code, an outcome the database cannot take, and webhook
+//! endpoints that are gone, slow down, or never answer.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+use crate::smtp::SmtpServer;
+use otpmint::testkit::http::HttpReceiver;
+
+/// A tenant on `relay` (an SMTP server the app trusts) with these `smtp` fields and tenant
+/// fields added.
+async fn tenant_on(app: &TestApp, relay: &SmtpServer, smtp: Value, extra: Value) -> String {
+    let mut s = app.smtp_json();
+    s["port"] = json!(relay.port);
+    for (k, v) in smtp.as_object().unwrap() {
+        s[k] = v.clone();
+    }
+    let mut body = json!({"name": "Acme", "smtp": s});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let r = app.post("/v1/tenants", ADMIN, body).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.unwrap();
+    v["secret_key"].as_str().unwrap().to_string()
+}
+
+/// An app that may also send to `relays` (their ports allowed, their CAs trusted).
+async fn app_with_relays(relays: &[&SmtpServer]) -> TestApp {
+    let extra: Vec<(u16, std::path::PathBuf)> =
+        relays.iter().map(|r| (r.port, r.ca_path.clone())).collect();
+    spawn_app_with(move |s| {
+        for (port, ca) in extra {
+            s.smtp.allowed_ports.push(port);
+            s.smtp.extra_root_certificates.push(ca);
+        }
+    })
+    .await
+}
+
+async fn mint_async(app: &TestApp, sk: &str, email: &str) -> String {
+    let r = app
+        .post("/v1/otp", sk, json!({"email": email, "delivery": "async"}))
+        .await;
+    let status = r.status();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    v["shareable_key"].as_str().unwrap().to_string()
+}
+
+/// One value of the metrics exposition.
+async fn metric(app: &TestApp, series: &str) -> f64 {
+    let text = app.get("/metrics", "").await.text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+#[tokio::test]
+async fn a_relay_that_takes_three_sessions_gets_about_three_and_every_message_is_delivered() {
+    let app = spawn_app().await;
+    app.smtp.set_session_limit(Some(3));
+    app.smtp.set_delay(Duration::from_millis(100));
+    let (_, sk) = app.tenant().await;
+    // 60 async messages: the window starts at 4 (above the relay's 3), is turned away,
+    // halves, and works its way back up to the relay's limit.
+    let mut keys = Vec::new();
+    for i in 0..60 {
+        keys.push(mint_async(&app, &sk, &format!("a{i}@example.com")).await);
+    }
+    for i in 0..60 {
+        app.smtp.wait_for(&format!("a{i}@example.com"), 1).await;
+    }
+    // And 20 sync mints at once: none fails because a session was turned away.
+    let mints = (0..20).map(|i| {
+        let (app, sk) = (&app, sk.clone());
+        async move {
+            app.post(
+                "/v1/otp",
+                &sk,
+                json!({"email": format!("s{i}@example.com")}),
+            )
+            .await
+            .status()
+        }
+    });
+    for status in futures_util::future::join_all(mints).await {
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..60 {
+        assert_eq!(
+            app.smtp.count_to(&format!("a{i}@example.com")),
+            1,
+            "sent once"
+        );
+    }
+    assert!(
+        app.smtp.turned_away() > 0,
+        "the window probed past the limit"
+    );
+    assert_eq!(
+        app.smtp.max_concurrent_in_data(),
+        3,
+        "the relay's three sessions were used"
+    );
+    // The window settled near the relay's limit: between 2 and 4 sessions.
+    assert_eq!(
+        metric(&app, "otpmint_smtp_relay_windows{le=\"1\"}").await,
+        0.0
+    );
+    assert_eq!(
+        metric(&app, "otpmint_smtp_relay_windows{le=\"4\"}").await,
+        1.0
+    );
+    let v: Value = app
+        .get(&format!("/v1/otp/{}", keys[0]), &sk)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["delivery"]["status"], "sent", "{v}");
+}
+
+#[tokio::test]
+async fn one_tenants_backlog_never_delays_another_tenants_message() {
+    let slow = SmtpServer::start().await;
+    slow.set_delay(Duration::from_millis(1500));
+    let app = app_with_relays(&[&slow]).await;
+    let flooders = [
+        tenant_on(&app, &slow, json!({"max_connections": 1}), json!({})).await,
+        tenant_on(&app, &slow, json!({"max_connections": 1}), json!({})).await,
+    ];
+    let (_, quiet) = app.tenant().await;
+    for (t, sk) in flooders.iter().enumerate() {
+        let mints = (0..60).map(|i| {
+            let (app, sk) = (&app, sk.clone());
+            async move { mint_async(app, &sk, &format!("f{t}-{i}@example.com")).await }
+        });
+        futures_util::future::join_all(mints).await;
+    }
+    let start = Instant::now();
+    mint_async(&app, &quiet, "quiet@example.com").await;
+    app.smtp.wait_for("quiet@example.com", 1).await;
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "the quiet tenant's message took {took:?}"
+    );
+    assert!(
+        slow.messages().len() < 10,
+        "the flooders are still queued behind their relay"
+    );
+}
+
+#[tokio::test]
+async fn an_outcome_the_database_cannot_take_keeps_its_message_from_being_sent_again() {
+    if skip_on_postgres(
+        "holds SQLite's write lock (tests/api_postgres/scale.rs cuts the server away instead)",
+    ) {
+        return;
+    }
+    let app = spawn_app().await;
+    app.smtp.set_delay(Duration::from_millis(800));
+    let (_, sk) = app.tenant().await;
+    let key = mint_async(&app, &sk, "ada@example.com").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.smtp.in_data() == 0 {
+        assert!(Instant::now() < deadline, "the message never reached DATA");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The database goes away while the relay takes the message.
+    let db = app.db_path();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("BEGIN IMMEDIATE").unwrap();
+        locked_tx.send(()).unwrap();
+        let _ = release_rx.recv_timeout(Duration::from_secs(60));
+        c.execute_batch("ROLLBACK").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    app.smtp.wait_for("ada@example.com", 1).await;
+    // The outage lasts longer than the lease (2 × 5 s + 30 s in these tests).
+    app.clock.advance_secs(120);
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    // The outcome is recorded once the database is back, and the message never goes again.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v: Value = app
+            .get(&format!("/v1/otp/{key}"), &sk)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if v["delivery"]["status"] == "sent" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recorded: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(app.smtp.count_to("ada@example.com"), 1, "sent once");
+}
+
+/// An app whose webhook client trusts `rx` and may reach loopback.
+async fn hook_app(rx: &[&HttpReceiver]) -> TestApp {
+    let cas: Vec<_> = rx.iter().map(|r| r.ca_path.clone()).collect();
+    spawn_app_with(move |s| {
+        s.webhooks.allow_private_hosts = true;
+        s.webhooks.extra_root_certificates = cas;
+        s.webhooks.timeout_seconds = 2;
+    })
+    .await
+}
+
+async fn subscribe(app: &TestApp, sk: &str, url: &str) -> Value {
+    let r = app
+        .put(
+            "/v1/tenant/webhook",
+            sk,
+            json!({"url": url, "events": ["otp.sent"]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn an_endpoint_that_answers_410_is_disabled_until_the_tenant_puts_it_again() {
+    let rx = HttpReceiver::start(true).await;
+    rx.answer_always(410);
+    let app = hook_app(&[&rx]).await;
+    let (_, sk) = app.tenant().await;
+    let v = subscribe(&app, &sk, &rx.url("/hook")).await;
+    assert_eq!(v["disabled_at"], Value::Null);
+    app.mint(&sk, "ada@example.com").await;
+    rx.wait_for(1).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let shown = loop {
+        let v: Value = app
+            .get("/v1/tenant/webhook", &sk)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if v["disabled_at"].is_string() {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "never disabled: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        shown["disabled_reason"].as_str().unwrap().contains("410"),
+        "{shown}"
+    );
+    let d: Value = app
+        .get("/v1/tenant/webhook/deliveries", &sk)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["deliveries"][0]["status_code"], 410, "{d}");
+    // Disabled: nothing more is sent.
+    app.mint(&sk, "bob@example.com").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(rx.requests().len(), 1);
+    // Stored again: enabled, and events flow.
+    rx.answer_always(200);
+    let v = subscribe(&app, &sk, &rx.url("/hook")).await;
+    assert_eq!(v["disabled_at"], Value::Null, "{v}");
+    app.mint(&sk, "cy@example.com").await;
+    let got = rx.wait_for(2).await;
+    assert_eq!(got[1].json()["data"]["email"], "cy@example.com");
+}
+
+#[tokio::test]
+async fn a_retry_after_of_the_endpoint_delays_the_next_attempt_as_asked() {
+    let rx = HttpReceiver::start(true).await;
+    rx.answer_next(&[429]);
+    rx.set_retry_after(Some("120"));
+    let app = hook_app(&[&rx]).await;
+    let (_, sk) = app.tenant().await;
+    subscribe(&app, &sk, &rx.url("/hook")).await;
+    app.mint(&sk, "ada@example.com").await;
+    rx.wait_for(1).await;
+    // The schedule alone would try again after 5 s; the endpoint asked for 120.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.clock.advance_secs(60);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(rx.requests().len(), 1, "tried again before Retry-After");
+    app.clock.advance_secs(61);
+    let got = rx.wait_for(2).await;
+    assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
+}
+
+#[tokio::test]
+async fn endpoints_that_never_answer_do_not_delay_another_tenants_events() {
+    let silent = HttpReceiver::start(true).await;
+    silent.set_delay(Duration::from_secs(30));
+    let fine = HttpReceiver::start(true).await;
+    let app = hook_app(&[&silent, &fine]).await;
+    for _ in 0..2 {
+        let (_, sk) = app.tenant().await;
+        subscribe(&app, &sk, &silent.url("/hook")).await;
+        let tests = (0..100).map(|_| {
+            let (app, sk) = (&app, sk.clone());
+            async move {
+                app.post("/v1/tenant/webhook/test", &sk, json!({}))
+                    .await
+                    .status()
+            }
+        });
+        for s in futures_util::future::join_all(tests).await {
+            assert_eq!(s, StatusCode::ACCEPTED);
+        }
+    }
+    let (_, quiet) = app.tenant().await;
+    subscribe(&app, &quiet, &fine.url("/hook")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let start = Instant::now();
+    app.post("/v1/tenant/webhook/test", &quiet, json!({})).await;
+    fine.wait_for(1).await;
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    // Meanwhile both silent endpoints kept their share of requests busy.
+    assert!(silent.requests().len() >= 8, "{}", silent.requests().len());
+}

@@ -1,0 +1,230 @@
+//! The real process around its outbox (API.md §11.4–11.5): killed while a sync message is in
+//! flight, and stopped with SIGTERM while messages are queued — on SQLite, and again on
+//! PostgreSQL in that run of the suite.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::binary::{otpmint, serve, Running};
+use crate::helpers::*;
+use crate::smtp::{SmtpServer, SMTP_PASS, SMTP_USER};
+
+/// A configuration for `otpmint` processes on this suite's kind of database; returns it and
+/// the database URL.
+fn config(dir: &Path, smtp: &SmtpServer, extra: &str) -> (PathBuf, String) {
+    let url = test_settings(dir, smtp).database.url;
+    let path = dir.join("otpmint.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nbind = \"127.0.0.1:0\"\nshutdown_grace_seconds = 5\n[database]\nurl = \"{url}\"\n\
+             [crypto]\nmaster_key_file = \"{}\"\n[admin]\ntoken = \"{ADMIN}\"\n\
+             [hashing]\nmax_concurrent = 2\n\
+             [limits]\nresend_cooldown_seconds = 0\nrecipient_max_sends = 0\ntenant_max_sends_per_hour = 0\nrecipient_max_failures = 0\n\
+             [smtp]\nallow_private_hosts = true\nallowed_ports = [{}]\nextra_root_certificates = [\"{}\"]\ntimeout_seconds = 5\n{extra}",
+            dir.join("master.key").display(),
+            smtp.port,
+            smtp.ca_path.display()
+        ),
+    )
+    .unwrap();
+    (path, url)
+}
+
+fn start(dir: &Path, config: &Path) -> Running {
+    let mut cmd = otpmint(dir);
+    cmd.arg("--config").arg(config).arg("serve");
+    serve(cmd).expect("otpmint starts")
+}
+
+/// Run one statement, or a query whose first column of its first row is an integer.
+fn sql(url: &str, q: &'static str) -> i64 {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let c = rusqlite::Connection::open(path).unwrap();
+        return if q.starts_with("SELECT") {
+            c.query_row(q, [], |r| r.get(0)).unwrap()
+        } else {
+            c.execute(q, []).unwrap() as i64
+        };
+    }
+    let url = url.to_string();
+    pg_blocking(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        if q.starts_with("SELECT") {
+            c.query_one(q, &[]).unwrap().get(0)
+        } else {
+            c.execute(q, &[]).unwrap() as i64
+        }
+    })
+}
+
+async fn create_tenant(base: &str, smtp: &SmtpServer, extra: Value) -> String {
+    let mut body = json!({"name": "Acme", "smtp": {
+        "host": "127.0.0.1", "port": smtp.port, "username": SMTP_USER, "password": SMTP_PASS,
+        "from": "Acme <no-reply@acme.example>", "tls": "starttls"}});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/tenants"))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.unwrap();
+    v["secret_key"].as_str().unwrap().to_string()
+}
+
+async fn post(base: &str, path: &str, sk: &str, body: Value) -> (StatusCode, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .bearer_auth(sk)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let s = r.status();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_send_killed_in_flight_is_never_sent_again_and_the_older_code_still_verifies() {
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (conf, url) = config(dir.path(), &smtp, "");
+    let first = start(dir.path(), &conf);
+    let base = format!("http://127.0.0.1:{}", first.port);
+    let sk = create_tenant(&base, &smtp, json!({})).await;
+    let (s, v) = post(&base, "/v1/otp", &sk, json!({"email": "ada@example.com"})).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let key1 = v["shareable_key"].as_str().unwrap().to_string();
+    let code1 = smtp.wait_for("ada@example.com", 1).await.code();
+    // Mint #2 to the same address; the process dies while its message is in DATA.
+    smtp.set_delay(Duration::from_secs(60));
+    let (b, k) = (base.clone(), sk.clone());
+    tokio::spawn(async move { post(&b, "/v1/otp", &k, json!({"email": "ada@example.com"})).await });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while smtp.in_data() == 0 {
+        assert!(Instant::now() < deadline, "mint #2 never reached DATA");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(first); // SIGKILL
+    smtp.set_delay(Duration::ZERO);
+    // Its lease would run out after 2 × smtp.timeout_seconds + 30 s: let it run out now.
+    sql(&url, "UPDATE outbox SET lease_until = 0");
+    let second = start(dir.path(), &conf);
+    let base = format!("http://127.0.0.1:{}", second.port);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while sql(
+        &url,
+        "SELECT COUNT(*) FROM challenges WHERE delivery_status = 'unknown'",
+    ) != 1
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the interrupted send was never recorded as unknown"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(sql(&url, "SELECT COUNT(*) FROM outbox"), 0);
+    // Code #1 is in the person's inbox and still verifies: #2 superseded nothing.
+    let (s, v) = post(
+        &base,
+        "/v1/otp/verify",
+        &sk,
+        json!({"shareable_key": key1, "otp": code1}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // Code #2 stays valid until it expires (the person may have it), and is never sent.
+    assert_eq!(
+        sql(
+            &url,
+            "SELECT COUNT(*) FROM challenges WHERE delivery_status = 'unknown' AND status = 'pending'"
+        ),
+        1
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(smtp.count_to("ada@example.com"), 1, "no second message");
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_gives_back_queued_messages_and_a_restart_sends_them_at_once() {
+    let smtp = SmtpServer::start().await;
+    smtp.set_delay(Duration::from_millis(300));
+    let dir = tempfile::tempdir().unwrap();
+    let (conf, url) = config(dir.path(), &smtp, "");
+    let mut first = start(dir.path(), &conf);
+    let base = format!("http://127.0.0.1:{}", first.port);
+    let sk = create_tenant(
+        &base,
+        &smtp,
+        json!({"delivery": "async", "smtp": {
+            "host": "127.0.0.1", "port": smtp.port, "username": SMTP_USER, "password": SMTP_PASS,
+            "from": "Acme <no-reply@acme.example>", "tls": "starttls", "max_connections": 2}}),
+    )
+    .await;
+    for i in 0..30 {
+        let (s, _) = post(
+            &base,
+            "/v1/otp",
+            &sk,
+            json!({"email": format!("q{i}@example.com")}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while smtp.messages().is_empty() {
+        assert!(Instant::now() < deadline, "nothing was sent");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopped = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(first.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(st) = first.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the process did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status}");
+    // Sends in flight finished and were recorded; nothing else is held.
+    assert_eq!(
+        sql(
+            &url,
+            "SELECT COUNT(*) FROM outbox WHERE leased_by IS NOT NULL"
+        ),
+        0
+    );
+    let left = sql(&url, "SELECT COUNT(*) FROM outbox");
+    assert!(
+        left > 0,
+        "everything was sent before the stop: nothing to show"
+    );
+    let started = Instant::now();
+    let _second = start(dir.path(), &conf);
+    for i in 0..30 {
+        smtp.wait_for(&format!("q{i}@example.com"), 1).await;
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(12),
+        "took {took:?} for {left} messages"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 0..30 {
+        assert_eq!(smtp.count_to(&format!("q{i}@example.com")), 1, "sent once");
+    }
+}
