@@ -6,9 +6,13 @@ use tracing_subscriber::{fmt, EnvFilter};
 pub use crate::config::parse_level;
 use crate::config::{LogFormat, LogSettings};
 
-/// Targets muted at every level: lettre logs SMTP commands and bodies (AUTH, codes).
+/// Targets muted at every level: lettre logs SMTP commands and bodies (AUTH, codes); the
+/// PostgreSQL driver logs every statement's parameters at debug (recipient addresses, key
+/// digests; API.md §6.33).
 const MUTED: &[&str] = &[
     "lettre",
+    "tokio_postgres",
+    "postgres",
     "rustls",
     "tokio_rustls",
     "hyper",

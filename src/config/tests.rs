@@ -174,3 +174,60 @@ fn docs_list_every_key() {
     }
     assert!(keys > 30, "parsed only {keys} keys");
 }
+
+#[test]
+fn numbers_that_could_overflow_time_arithmetic_are_refused_naming_key_and_range() {
+    for (var, value, key) in [
+        (
+            "OTPMINT__LIMITS__RECIPIENT_WINDOW_SECONDS",
+            "9223372036854775",
+            "limits.recipient_window_seconds",
+        ),
+        (
+            "OTPMINT__LIMITS__RESEND_COOLDOWN_SECONDS",
+            "10000000000000000",
+            "limits.resend_cooldown_seconds",
+        ),
+        (
+            "OTPMINT__LIMITS__TENANT_MAX_SENDS_PER_HOUR",
+            "4000000000",
+            "limits.tenant_max_sends_per_hour",
+        ),
+        (
+            "OTPMINT__AUDIT__RETENTION_SECONDS",
+            "18446744073709551615",
+            "audit.retention_seconds",
+        ),
+        (
+            "OTPMINT__SERVER__SHUTDOWN_GRACE_SECONDS",
+            "99999999",
+            "server.shutdown_grace_seconds",
+        ),
+        (
+            "OTPMINT__SMTP__INITIAL_CONNECTIONS",
+            "0",
+            "smtp.initial_connections",
+        ),
+        (
+            "OTPMINT__WEBHOOKS__MAX_IN_FLIGHT_PER_TENANT",
+            "100000",
+            "webhooks.max_in_flight_per_tenant",
+        ),
+    ] {
+        let err = Settings::load_from(None, env(&[(var, value)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{var}: {err}");
+        assert!(err.contains("must be between"), "{var}: {err}");
+    }
+    let err = Settings::load_from(
+        None,
+        env(&[
+            ("OTPMINT__LIMITS__PER_IP_BURST", "0"),
+            ("OTPMINT__LIMITS__PER_IP_PER_SECOND", "10"),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("limits.per_ip_burst"), "{err}");
+}

@@ -183,7 +183,8 @@ pub struct SmtpAccount {
     pub password: Vec<u8>,
     pub from: Sender,
     pub tls: TlsMode,
-    /// The most SMTP sessions open to the relay at once (per instance).
+    /// The ceiling of SMTP sessions open to the relay at once (per instance); 0: the
+    /// server's default (`smtp.max_connections_per_tenant`).
     pub max_connections: u32,
 }
 
@@ -208,6 +209,44 @@ pub struct Tenant {
     /// The event types its webhook subscribes to, comma-separated ("" without a webhook);
     /// read from `webhooks` with the tenant, never stored on it.
     pub webhook_events: String,
+    /// Bumped by every change of the row: a change applies to the version it read, or
+    /// is made again on the latest (API.md §6.30).
+    pub row_version: i64,
+}
+
+#[cfg(test)]
+impl Tenant {
+    /// A tenant for unit tests of the layers below the services.
+    #[allow(clippy::unwrap_used)]
+    pub(crate) fn sample() -> Tenant {
+        Tenant {
+            id: TenantId::generate(),
+            name: TenantName::parse("Acme").unwrap(),
+            enabled: true,
+            origin: Origin::Native,
+            created_at: 1,
+            smtp: SmtpAccount {
+                host: SmtpHost::parse("mail.acme.example").unwrap(),
+                port: 587,
+                username: "u".into(),
+                password: vec![1, 2, 3],
+                from: Sender::parse("Acme <a@acme.example>").unwrap(),
+                tls: TlsMode::Starttls,
+                max_connections: 4,
+            },
+            smtp_version: 1,
+            policy: Policy {
+                code_length: 6,
+                ttl_seconds: 600,
+                max_attempts: 5,
+            },
+            delivery: DeliveryMode::Sync,
+            default_locale: Locale::english(),
+            templates_version: 0,
+            webhook_events: String::new(),
+            row_version: 1,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -259,6 +259,20 @@ impl ApiError {
                     "That secret key is already registered.".into(),
                     none(),
                 ),
+                S::Conflict(why) => (
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    "Conflict",
+                    (*why).into(),
+                    none(),
+                ),
+                S::TemplateLimit(n) => (
+                    StatusCode::CONFLICT,
+                    "template_limit_reached",
+                    "Template limit reached",
+                    format!("A tenant stores at most {n} templates; delete one first."),
+                    none(),
+                ),
                 S::RateLimited { .. } => (
                     StatusCode::TOO_MANY_REQUESTS,
                     "rate_limited",

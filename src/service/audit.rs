@@ -1,6 +1,9 @@
 //! The audit trail: events are queued by requests and written in batches by one background
 //! task, so a request never waits for an extra durable commit; `flush` drains the queue
-//! (used at shutdown).
+//! (used at shutdown). The queue is bounded: a request takes its place in it before it does
+//! its work, and a full queue (the database has been away a while) refuses the request with
+//! 503 before it changes anything — no event is lost, no task waits per request. A batch the
+//! database cannot take is written again until it can.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +34,11 @@ pub struct Audit {
     tx: mpsc::Sender<Msg>,
 }
 
+/// A place in the audit queue, taken before a request does its work.
+pub struct AuditSlot(mpsc::OwnedPermit<Msg>);
+
+/// Events that may wait for the writer.
+const QUEUE: usize = 16 * 1024;
 const BATCH: usize = 512;
 /// How long the first event of a batch waits for others.
 const GATHER: Duration = Duration::from_millis(20);
@@ -38,14 +46,38 @@ const GATHER: Duration = Duration::from_millis(20);
 impl Audit {
     /// Start the writer task on the current runtime.
     pub fn start(store: Arc<dyn Store>) -> Audit {
-        let (tx, rx) = mpsc::channel(16 * 1024);
+        Self::with_queue(store, QUEUE)
+    }
+
+    fn with_queue(store: Arc<dyn Store>, queue: usize) -> Audit {
+        let (tx, rx) = mpsc::channel(queue);
         tokio::spawn(writer(store, rx));
         Audit { tx }
     }
 
+    /// A place for one event. `Unavailable` (503) when the queue is full: the writer is
+    /// that far behind because the database cannot take its batches.
+    pub fn slot(&self) -> Result<AuditSlot, super::ServiceError> {
+        self.tx
+            .clone()
+            .try_reserve_owned()
+            .map(AuditSlot)
+            .map_err(|_| super::ServiceError::Unavailable("the audit queue is full".into()))
+    }
+
+    /// Write everything queued so far.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+impl AuditSlot {
     /// Queue one event; the recipient is masked here, before it goes anywhere.
     pub fn record(
-        &self,
+        self,
         tenant: &TenantId,
         at: Millis,
         event: &str,
@@ -53,7 +85,7 @@ impl Audit {
         outcome: &str,
         ctx: &RequestContext,
     ) {
-        let e = AuditEvent {
+        self.0.send(Msg::Event(AuditEvent {
             id: 0,
             tenant_id: tenant.as_str().to_string(),
             at,
@@ -66,23 +98,7 @@ impl Audit {
             outcome: outcome.to_string(),
             client_ip: ctx.client_ip.clone(),
             request_id: ctx.request_id.clone(),
-        };
-        if let Err(mpsc::error::TrySendError::Full(Msg::Event(e))) = self.tx.try_send(Msg::Event(e))
-        {
-            // The writer is behind: wait for room rather than lose the event.
-            let tx = self.tx.clone();
-            tokio::spawn(async move {
-                let _ = tx.send(Msg::Event(e)).await;
-            });
-        }
-    }
-
-    /// Write everything queued so far.
-    pub async fn flush(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(Msg::Flush(tx)).await.is_ok() {
-            let _ = rx.await;
-        }
+        }));
     }
 }
 
@@ -118,17 +134,27 @@ async fn writer(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Msg>) {
     }
 }
 
-/// Append what is in `batch` (one transaction) and empty it.
+/// Append what is in `batch` (one transaction) and empty it. While the database cannot take
+/// it, it is written again (the queue fills meanwhile, and requests are refused with 503
+/// instead of losing their events); a failure of another kind is logged and dropped.
 async fn write(store: &Arc<dyn Store>, batch: &mut Vec<AuditEvent>) {
     if batch.is_empty() {
         return;
     }
-    let events = std::mem::take(batch);
-    let st = Arc::clone(store);
-    match tokio::task::spawn_blocking(move || st.append_audit(&events)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "audit write failed"),
-        Err(e) => tracing::error!(error = %e, "audit writer task failed"),
+    let events = Arc::new(std::mem::take(batch));
+    let mut pause = Duration::from_millis(200);
+    loop {
+        let (st, ev) = (Arc::clone(store), Arc::clone(&events));
+        match tokio::task::spawn_blocking(move || st.append_audit(&ev)).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) if e.is_unavailable() => {
+                tracing::warn!(error = %e, "audit write failed; trying again");
+            }
+            Ok(Err(e)) => return tracing::error!(error = %e, "audit write failed"),
+            Err(e) => return tracing::error!(error = %e, "audit writer task failed"),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -165,5 +191,46 @@ impl super::Services {
                 "no write completed within 3 s".into(),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::storage::sqlite::SqliteStore;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_refuses_requests_and_loses_no_event_while_the_database_is_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, 2).unwrap());
+        let tenant = crate::domain::tenant::Tenant::sample();
+        store.insert_tenant(&tenant, &[7; 32], 1).unwrap();
+        let audit = Audit::with_queue(Arc::clone(&store), 4);
+        // The database is held locked: the writer's batches cannot be written.
+        let lock = rusqlite::Connection::open(&path).unwrap();
+        lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let ctx = RequestContext::default();
+        let mut recorded = 0;
+        let mut refused = 0;
+        for i in 0..50 {
+            match audit.slot() {
+                Ok(slot) => {
+                    slot.record(&tenant.id, i, "mint", "a@example.com", "sent", &ctx);
+                    recorded += 1;
+                }
+                Err(e) => {
+                    assert!(matches!(e, crate::service::ServiceError::Unavailable(_)));
+                    refused += 1;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(refused > 0, "the queue never filled");
+        lock.execute_batch("ROLLBACK").unwrap();
+        audit.flush().await;
+        let page = store.audit_page(&tenant.id, None, 200).unwrap();
+        assert_eq!(page.len(), recorded, "every accepted event was written");
     }
 }

@@ -203,6 +203,7 @@ impl Services {
                     default_locale: Locale::english(),
                     templates_version: 0,
                     webhook_events: String::new(),
+                    row_version: 1,
                 },
                 digest,
             ));

@@ -98,6 +98,12 @@ pub enum ServiceError {
     IdempotencyInUse,
     #[error("template invalid")]
     TemplateInvalid(Vec<crate::messages::TemplateError>),
+    /// A change that could not be applied to the latest stored state: 409 `conflict`.
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    /// The tenant stores `templates.max_locales_per_tenant` templates already: 409.
+    #[error("template limit reached")]
+    TemplateLimit(u32),
     #[error("internal: {0}")]
     Internal(String),
 }

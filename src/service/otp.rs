@@ -114,6 +114,7 @@ impl Services {
             locale,
         } = req;
         let to = email.delivery_address();
+        let audit = self.audit.slot()?;
         let mode = match flavor {
             // OtpMint's clients expect the message to have left when /otp answers.
             Flavor::Compat => DeliveryMode::Sync,
@@ -132,8 +133,7 @@ impl Services {
             Err(ServiceError::Overloaded) => "overloaded".to_string(),
             Err(_) => "error".to_string(),
         };
-        self.audit
-            .record(&tenant.id, self.now(), "mint", &to, &outcome, ctx);
+        audit.record(&tenant.id, self.now(), "mint", &to, &outcome, ctx);
         result
     }
 
@@ -315,16 +315,15 @@ impl Services {
     ) -> Result<(), ServiceError> {
         let key = ShareableKey::parse(key, flavor).ok_or(ServiceError::OtpNotFound)?;
         let digest = self.key_digest(key.expose());
-        let tid = tenant.clone();
-        let now = self.now();
+        let (tid, now) = (tenant.clone(), self.now());
+        let audit = self.audit.slot()?;
         match self
             .db(move |s| s.cancel(&tid, &digest, flavor, now))
             .await?
         {
             None => Err(ServiceError::OtpNotFound),
             Some((true, v)) => {
-                self.audit
-                    .record(tenant, now, "cancel", &v.email, "cancelled", ctx);
+                audit.record(tenant, now, "cancel", &v.email, "cancelled", ctx);
                 self.emit(
                     tenant,
                     subscribed,

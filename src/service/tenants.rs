@@ -12,9 +12,11 @@ use crate::domain::policy::{FieldError, Policy, PolicyPatch};
 use crate::domain::tenant::{
     parse_port, Origin, Sender, SmtpAccount, SmtpHost, Tenant, TenantName, TlsMode,
 };
-use crate::storage::{StoreError, TenantChanges};
+use crate::storage::{StoreError, TenantChanges, Updated};
 
 pub const SECRET_LABEL: &str = "secret-key";
+/// How many times a tenant change is made again on a tenant that changed under it.
+const CHANGE_TRIES: usize = 8;
 
 /// SMTP settings for a new tenant.
 #[derive(Debug)]
@@ -200,6 +202,7 @@ impl Services {
             default_locale: t.default_locale.unwrap_or_else(Locale::english),
             templates_version: 0,
             webhook_events: String::new(),
+            row_version: 1,
         };
         let secret = t.secret.unwrap_or_else(SecretKey::generate);
         let digest = self.secret_digest(secret.expose());
@@ -250,7 +253,39 @@ impl Services {
             };
             return Err(ServiceError::field(field, "only the admin can change this"));
         }
-        let current = self.tenant(id).await?;
+        // Applied to the latest stored tenant: a concurrent change (another PATCH, a data-key
+        // rotation re-encrypting the password) moves its version on, and this change is
+        // made again on what it wrote (API.md §6.30).
+        for _ in 0..CHANGE_TRIES {
+            let current = self.tenant(id).await?;
+            let changes = self.tenant_changes(&current, &p).await?;
+            let smtp_changed = changes.smtp.is_some();
+            let (tid, version, now) = (current.id.clone(), current.row_version, self.now());
+            match self
+                .db(move |s| s.update_tenant(&tid, &changes, version, now))
+                .await?
+            {
+                Updated::Done(row) => {
+                    if smtp_changed {
+                        self.mailer.forget(row.id.as_str());
+                    }
+                    return Ok(*row);
+                }
+                Updated::Missing => return Err(ServiceError::TenantNotFound),
+                Updated::Stale => {}
+            }
+        }
+        Err(ServiceError::Conflict(
+            "the tenant changed under this request again and again; try again",
+        ))
+    }
+
+    /// What a patch changes in `current` (the stored tenant it applies to).
+    async fn tenant_changes(
+        &self,
+        current: &Tenant,
+        p: &TenantPatch,
+    ) -> Result<TenantChanges, ServiceError> {
         let mut errs = Vec::new();
         let name = p
             .name
@@ -323,21 +358,11 @@ impl Services {
             name,
             enabled: p.enabled,
             smtp: smtp_row,
-            policy: p.policy.map(|pp| pp.apply(current.policy)),
+            policy: p.policy.as_ref().map(|pp| pp.apply(current.policy)),
             delivery: p.delivery,
-            default_locale: p.default_locale,
+            default_locale: p.default_locale.clone(),
         };
-        let smtp_changed = changes.smtp.is_some();
-        let now = self.now();
-        let id = current.id.clone();
-        let row = self
-            .db(move |s| s.update_tenant(&id, &changes, now))
-            .await?
-            .ok_or(ServiceError::TenantNotFound)?;
-        if smtp_changed {
-            self.mailer.forget(row.id.as_str());
-        }
-        Ok(row)
+        Ok(changes)
     }
 
     pub async fn delete_tenant(&self, id: &str) -> Result<(), ServiceError> {

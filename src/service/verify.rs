@@ -78,6 +78,10 @@ impl Services {
     ) -> (Option<TenantId>, Result<Verified, ServiceError>) {
         let mut recipient = String::new();
         let mut resolved: Resolved = None;
+        let audit = match self.audit.slot() {
+            Ok(a) => a,
+            Err(e) => return (None, Err(e)),
+        };
         let result = self
             .verify_inner(&caller, &mut resolved, key, code, flavor, &mut recipient)
             .await;
@@ -105,8 +109,7 @@ impl Services {
             crate::metrics::inc(|m| &m.rate_limited, &[kind.as_str()]);
         }
         if outcome != "not_found" && outcome != "invalid" {
-            self.audit
-                .record(&tenant, self.now(), "verify", &recipient, outcome, ctx);
+            audit.record(&tenant, self.now(), "verify", &recipient, outcome, ctx);
         }
         (Some(tenant), result)
     }

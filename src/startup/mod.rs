@@ -159,8 +159,26 @@ pub fn open_keyring(
     now: i64,
 ) -> Result<Keys, StartupError> {
     let rows = store.keyring()?;
+    open_keyring_from(settings, store, rows, now)
+}
+
+/// [`open_keyring`] from the rows it read. Instances starting together on an empty
+/// PostgreSQL database (API.md §6.32) may all read no keyring: each then offers one, and the
+/// store keeps the first (under a lock) and gives every instance that one. The database
+/// holding tenants but no keyring is the only refusal, decided under that same lock.
+fn open_keyring_from(
+    settings: &Settings,
+    store: &dyn Store,
+    rows: Vec<crate::crypto::keyring::WrappedKey>,
+    now: i64,
+) -> Result<Keys, StartupError> {
     let previous = previous_master_keys(settings)?;
     let key_path = resolve(Path::new(&settings.crypto.master_key_file));
+    let no_keyring = || {
+        StartupError::MasterKey(
+            "the database holds tenants but no keyring; it cannot be opened".into(),
+        )
+    };
     match (rows.is_empty(), configured_master_key(settings)?) {
         (false, Some(master)) => {
             let ring = Keyring::open(&rows, &master, &previous)?;
@@ -172,12 +190,14 @@ pub fn open_keyring(
             rows.first().map(|r| r.kek_id.as_str()).unwrap_or("?")
         ))),
         (true, master) => {
-            if store.has_data()? {
-                return Err(StartupError::MasterKey("the database holds tenants but no keyring; it cannot be opened".into()));
-            }
             let master = match master {
                 Some(m) => m,
                 None => {
+                    // Before writing a new key file: a database that holds tenants (and,
+                    // read again now, still no keyring) can never be opened by a new key.
+                    if store.has_tenants()? && store.keyring()?.is_empty() {
+                        return Err(no_keyring());
+                    }
                     let m = MasterKey::generate();
                     write_key_file(&key_path, &m)?;
                     tracing::info!(path = %key_path.display(), key_id = %m.id(), "created a new master key file; back it up — without it the database cannot be read");
@@ -185,7 +205,10 @@ pub fn open_keyring(
                 }
             };
             let (_, fresh) = Keyring::generate(&master)?;
-            let stored = store.init_keyring(&fresh, now)?;
+            let stored = store.init_keyring(&fresh, now).map_err(|e| match e {
+                crate::storage::StoreError::Conflict(_) => no_keyring(),
+                other => other.into(),
+            })?;
             let ring = Keyring::open(&stored, &master, &previous)?;
             Ok(Keys::new(ring, master, previous))
         }
@@ -508,5 +531,64 @@ impl Services {
             s.purge(now - retention, now - windows)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::storage::sqlite::SqliteStore;
+    use crate::storage::KeyringStore;
+
+    fn settings(dir: &Path, key: &MasterKey) -> Settings {
+        let mut s = Settings::load_from(None, Vec::<(String, String)>::new()).unwrap();
+        s.crypto.master_key = secrecy::SecretString::from(key.to_base64());
+        s.database.url = format!("sqlite://{}", dir.join("k.db").display());
+        s
+    }
+
+    #[test]
+    fn an_instance_that_read_no_keyring_while_another_made_one_opens_that_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = MasterKey::generate();
+        let s = settings(dir.path(), &key);
+        let store = SqliteStore::open(&dir.path().join("k.db"), 2).unwrap();
+        // Instance A read the keyring: empty.
+        let read_by_a = store.keyring().unwrap();
+        assert!(read_by_a.is_empty());
+        // Instance B made it meanwhile, and its first tenant is already there.
+        let b = open_keyring(&s, &store, 1).unwrap();
+        crate::storage::TenantStore::insert_tenant(
+            &store,
+            &crate::domain::tenant::Tenant::sample(),
+            &[1; 32],
+            1,
+        )
+        .unwrap();
+        // A goes on from what it read, and opens B's keyring.
+        let a = open_keyring_from(&s, &store, read_by_a, 2).unwrap();
+        assert_eq!(a.get().pepper(), b.get().pepper());
+    }
+
+    #[test]
+    fn a_database_with_tenants_and_no_keyring_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = MasterKey::generate();
+        let s = settings(dir.path(), &key);
+        let store = SqliteStore::open(&dir.path().join("k.db"), 2).unwrap();
+        crate::storage::TenantStore::insert_tenant(
+            &store,
+            &crate::domain::tenant::Tenant::sample(),
+            &[1; 32],
+            1,
+        )
+        .unwrap();
+        let e = open_keyring(&s, &store, 1).err().unwrap();
+        assert!(
+            e.to_string().contains("holds tenants but no keyring"),
+            "{e}"
+        );
+        assert!(store.keyring().unwrap().is_empty(), "no keyring was made");
     }
 }

@@ -25,8 +25,40 @@ const LIVE_KEYS: &[&str] = &[
     "metrics.token",
     "webhooks.allow_private_hosts",
     "webhooks.allow_plaintext",
+    "webhooks.timeout_seconds",
+    "webhooks.max_in_flight_per_tenant",
+    "smtp.initial_connections",
     "log.level",
 ];
+
+/// The settings in force after a reload: the old ones, with the keys of [`LIVE_KEYS`] taken
+/// from the new file. A key that needs a restart keeps its old value until the restart, so
+/// nothing reads a value the running parts were not built with (a lease sized from a new
+/// `smtp.timeout_seconds` while the mailer keeps the old one).
+fn with_live(old: &Settings, new: &Settings) -> Settings {
+    let mut s = old.clone();
+    s.admin.token = new.admin.token.clone();
+    s.registration = new.registration.clone();
+    s.otp.code_length = new.otp.code_length;
+    s.otp.ttl_seconds = new.otp.ttl_seconds;
+    s.otp.max_attempts = new.otp.max_attempts;
+    s.otp.retention_seconds = new.otp.retention_seconds;
+    s.limits.recipient_max_sends = new.limits.recipient_max_sends;
+    s.limits.recipient_window_seconds = new.limits.recipient_window_seconds;
+    s.limits.resend_cooldown_seconds = new.limits.resend_cooldown_seconds;
+    s.limits.tenant_max_sends_per_hour = new.limits.tenant_max_sends_per_hour;
+    s.limits.recipient_max_failures = new.limits.recipient_max_failures;
+    s.compat.max_attempts = new.compat.max_attempts;
+    s.audit.retention_seconds = new.audit.retention_seconds;
+    s.metrics.token = new.metrics.token.clone();
+    s.webhooks.allow_private_hosts = new.webhooks.allow_private_hosts;
+    s.webhooks.allow_plaintext = new.webhooks.allow_plaintext;
+    s.webhooks.timeout_seconds = new.webhooks.timeout_seconds;
+    s.webhooks.max_in_flight_per_tenant = new.webhooks.max_in_flight_per_tenant;
+    s.smtp.initial_connections = new.smtp.initial_connections;
+    s.log.level = new.log.level.clone();
+    s
+}
 
 /// Every `section.key` whose value differs between two settings (secrets compared by value,
 /// never printed).
@@ -76,14 +108,68 @@ fn changed_keys(old: &Settings, new: &Settings) -> Vec<String> {
 }
 
 impl Services {
-    /// Apply new settings: the live ones take effect now; returns (applied, need a restart).
+    /// Apply new settings: the live ones take effect now, the others at the next start;
+    /// returns (applied, need a restart).
     pub fn reload(&self, new: Settings) -> (Vec<String>, Vec<String>) {
         let old = self.settings.load_full();
         let changed = changed_keys(&old, &new);
         let (live, restart): (Vec<String>, Vec<String>) = changed
             .into_iter()
             .partition(|k| LIVE_KEYS.contains(&k.as_str()));
-        self.settings.store(Arc::new(new));
+        self.settings.store(Arc::new(with_live(&old, &new)));
         (live, restart)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_reload_applies_the_live_keys_and_keeps_the_others_until_a_restart() {
+        let old = Settings::load_from(None, Vec::<(String, String)>::new()).unwrap();
+        let mut new = old.clone();
+        // Every key changed at once: the live ones must all be taken, no other.
+        new.smtp.timeout_seconds += 1;
+        new.smtp.pool_size += 1;
+        new.server.workers += 1;
+        new.database.pool_size += 1;
+        new.admin.token = secrecy::SecretString::from("another-admin-token".to_string());
+        new.registration.mode = crate::config::RegistrationMode::Closed;
+        new.otp.code_length += 1;
+        new.otp.ttl_seconds += 1;
+        new.otp.max_attempts += 1;
+        new.otp.retention_seconds += 1;
+        new.limits.recipient_max_sends += 1;
+        new.limits.recipient_window_seconds += 1;
+        new.limits.resend_cooldown_seconds += 1;
+        new.limits.tenant_max_sends_per_hour += 1;
+        new.limits.recipient_max_failures += 1;
+        new.compat.max_attempts += 1;
+        new.audit.retention_seconds += 1;
+        new.metrics.token = secrecy::SecretString::from("metrics-token".to_string());
+        new.webhooks.allow_private_hosts = !new.webhooks.allow_private_hosts;
+        new.webhooks.allow_plaintext = !new.webhooks.allow_plaintext;
+        new.webhooks.timeout_seconds += 1;
+        new.webhooks.max_in_flight_per_tenant += 1;
+        new.smtp.initial_connections += 1;
+        new.log.level = "debug".into();
+        let merged = with_live(&old, &new);
+        let taken = changed_keys(&old, &merged);
+        let mut live: Vec<String> = LIVE_KEYS.iter().map(|k| k.to_string()).collect();
+        live.sort();
+        assert_eq!(taken, live, "exactly the live keys are applied");
+        assert_eq!(
+            changed_keys(&merged, &new),
+            [
+                "database.pool_size",
+                "server.workers",
+                "smtp.pool_size",
+                "smtp.timeout_seconds"
+            ],
+            "the others wait for a restart"
+        );
+        assert_eq!(merged.smtp.timeout_seconds, old.smtp.timeout_seconds);
     }
 }

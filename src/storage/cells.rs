@@ -22,7 +22,7 @@ pub(crate) const TENANT_COLS: &str =
     "t.id, t.name, t.enabled, t.origin, t.created_at, t.smtp_host, t.smtp_port, t.smtp_username, \
      t.smtp_password, t.smtp_from, t.smtp_tls, t.smtp_version, t.code_length, t.ttl_seconds, \
      t.max_attempts, t.smtp_max_connections, t.delivery, t.default_locale, t.templates_version, \
-     COALESCE((SELECT w.events FROM webhooks w WHERE w.tenant_id = t.id), '')";
+     COALESCE((SELECT w.events FROM webhooks w WHERE w.tenant_id = t.id), ''), t.row_version";
 
 /// A code's columns as `GET /v1/otp/{key}` shows it, for queries that name the table `c`
 /// (read by [`view_from`]); `now` is the SQL of the current time its lease is compared with
@@ -141,6 +141,7 @@ pub(crate) fn tenant_from(r: &impl Cells) -> Result<Tenant, StoreError> {
         default_locale: one_of(Locale::parse(&r.text(17)?), "a locale")?,
         templates_version: r.int(18)?,
         webhook_events: r.text(19)?,
+        row_version: r.int(20)?,
     })
 }
 

@@ -8,7 +8,9 @@ use crate::domain::Millis;
 
 pub trait KeyringStore {
     fn keyring(&self) -> Result<Vec<WrappedKey>, StoreError>;
-    /// Store a fresh keyring if none exists; returns the rows now stored.
+    /// Store a fresh keyring if none exists (one transaction, under a lock: instances that
+    /// start together all get the first one); returns the rows now stored. `Conflict` when
+    /// there is no keyring but there are tenants (their secrets cannot be opened).
     fn init_keyring(&self, rows: &[WrappedKey], now: Millis)
         -> Result<Vec<WrappedKey>, StoreError>;
     /// Re-wrap one keyring row, if it is still wrapped by `old_kek_id` (compare-and-swap).

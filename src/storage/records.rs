@@ -51,8 +51,8 @@ pub trait RecordStore {
     fn purge_audit(&self, before: Millis) -> Result<usize, StoreError>;
     /// A consistent copy of the live database at `path` (SQLite's online backup API).
     fn backup_to(&self, path: &std::path::Path) -> Result<(), StoreError>;
-    /// True when the database holds a keyring or any tenant.
-    fn has_data(&self) -> Result<bool, StoreError>;
+    /// True when the database holds any tenant.
+    fn has_tenants(&self) -> Result<bool, StoreError>;
     /// Every row of every table of `copy::TABLES`, read in one consistent snapshot (one read
     /// transaction), so rows written meanwhile cannot leave a child without its parent.
     fn export_snapshot(&self) -> Result<copy::Snapshot, StoreError>;

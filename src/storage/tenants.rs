@@ -20,6 +20,15 @@ pub struct TenantChanges {
     pub default_locale: Option<Locale>,
 }
 
+/// What a conditional tenant change came to.
+#[derive(Debug, Clone)]
+pub enum Updated {
+    Done(Box<Tenant>),
+    /// Changed by someone else since it was read: nothing was written.
+    Stale,
+    Missing,
+}
+
 pub trait TenantStore {
     /// A new tenant with its first secret; a secret already registered (to anyone) is a
     /// `Conflict`.
@@ -31,12 +40,14 @@ pub trait TenantStore {
     ) -> Result<(), StoreError>;
     fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, StoreError>;
     fn tenants(&self) -> Result<Vec<Tenant>, StoreError>;
+    /// Apply `c` if the tenant is still at `version` (every change bumps it).
     fn update_tenant(
         &self,
         id: &TenantId,
         c: &TenantChanges,
+        version: i64,
         now: Millis,
-    ) -> Result<Option<Tenant>, StoreError>;
+    ) -> Result<Updated, StoreError>;
     fn delete_tenant(&self, id: &TenantId) -> Result<bool, StoreError>;
     /// The enabled tenant whose current (or in-grace) secret has this digest.
     fn tenant_by_secret(&self, digest: &[u8], now: Millis) -> Result<Option<Tenant>, StoreError>;

@@ -257,6 +257,11 @@ impl SmtpServer {
         self.state.turned_away.load(Ordering::SeqCst)
     }
 
+    /// Sessions open right now (a client's pooled idle connections included).
+    pub fn open_sessions(&self) -> usize {
+        self.state.active.load(Ordering::SeqCst)
+    }
+
     /// Sessions between DATA and their reply right now.
     pub fn in_data(&self) -> usize {
         self.state.in_data.load(Ordering::SeqCst)

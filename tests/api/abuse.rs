@@ -469,8 +469,13 @@ async fn plaintext_smtp_never_carries_the_password() {
 #[tokio::test]
 async fn unknown_malformed_and_disabled_secret_keys_cost_the_same() {
     // Not a performance goal: a no-oracle check. All three run one HMAC and one indexed
-    // lookup; an extra step on one path (a hash, a second query) would show as a gap of a
-    // millisecond or more between medians of interleaved requests.
+    // lookup (the disabled key's tenant is filtered in the same query: `t.enabled = 1`); an
+    // extra step on one path (a hash, a second query) would show as a gap of a millisecond
+    // or more between medians, in every measurement. A loaded machine (other tests, other
+    // processes) adds noise to whichever request it hits: each round starts with another
+    // kind (so no kind always pays for the first request after a pause), and a measurement
+    // that a burst of load skewed is taken again — noise does not repeat three times, an
+    // oracle does.
     let app = spawn_app().await;
     let (id, disabled) = app.tenant().await;
     app.patch(
@@ -487,26 +492,31 @@ async fn unknown_malformed_and_disabled_secret_keys_cost_the_same() {
     for k in kinds {
         app.get("/v1/tenant", k).await;
     }
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); 3];
-    for _ in 0..40 {
-        for (i, k) in kinds.iter().enumerate() {
-            let t = std::time::Instant::now();
-            let r = app.get("/v1/tenant", k).await;
-            times[i].push(t.elapsed().as_secs_f64() * 1000.0);
-            assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let mut attempts = Vec::new();
+    for _ in 0..3 {
+        let mut times: Vec<Vec<f64>> = vec![Vec::new(); 3];
+        for round in 0..60 {
+            for j in 0..3 {
+                let i = (round + j) % 3;
+                let t = std::time::Instant::now();
+                let r = app.get("/v1/tenant", kinds[i]).await;
+                times[i].push(t.elapsed().as_secs_f64() * 1000.0);
+                assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+            }
         }
+        let medians: Vec<f64> = times
+            .iter_mut()
+            .map(|v| {
+                v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+                v[v.len() / 2]
+            })
+            .collect();
+        let lo = medians.iter().cloned().fold(f64::MAX, f64::min);
+        let hi = medians.iter().cloned().fold(0.0, f64::max);
+        if hi - lo < f64::max(1.0, lo * 0.5) {
+            return;
+        }
+        attempts.push(medians);
     }
-    let medians: Vec<f64> = times
-        .iter_mut()
-        .map(|v| {
-            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            v[v.len() / 2]
-        })
-        .collect();
-    let lo = medians.iter().cloned().fold(f64::MAX, f64::min);
-    let hi = medians.iter().cloned().fold(0.0, f64::max);
-    assert!(
-        hi - lo < f64::max(1.0, lo * 0.5),
-        "medians (ms): {medians:?}"
-    );
+    panic!("medians (ms) of three measurements: {attempts:?}");
 }

@@ -28,7 +28,7 @@ pub(crate) fn otpmint(dir: &Path) -> Command {
 pub(crate) struct Running {
     pub(crate) child: Child,
     pub(crate) port: u16,
-    lines: mpsc::Receiver<String>,
+    pub(crate) lines: mpsc::Receiver<String>,
 }
 
 impl Drop for Running {

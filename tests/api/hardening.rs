@@ -232,3 +232,122 @@ async fn a_database_held_locked_answers_503_and_readyz_follows() {
     assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
     app.mint(&sk, "bob@example.com").await;
 }
+
+#[tokio::test]
+async fn invented_http_methods_add_no_metric_series() {
+    let app = spawn_app().await;
+    for i in 0..30 {
+        let method = reqwest::Method::from_bytes(format!("INVENTED{i}").as_bytes()).unwrap();
+        let r = app
+            .client
+            .request(method, format!("{}/v1/otp", app.addr))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_client_error(), "{}", r.status());
+    }
+    let text = app.get("/metrics", "").await.text().await.unwrap();
+    assert!(
+        !text.contains("INVENTED"),
+        "a client's method became a label"
+    );
+    assert!(text.contains("method=\"other\""), "{text}");
+}
+
+#[tokio::test]
+async fn concurrent_patches_of_one_tenant_never_lose_each_others_fields() {
+    let app = spawn_app().await;
+    let (id, _) = app.tenant().await;
+    let path = format!("/v1/tenants/{id}");
+    for round in 0..20u32 {
+        let (delivery, locale) = if round % 2 == 0 {
+            ("async", "de")
+        } else {
+            ("sync", "fr")
+        };
+        let bodies = [
+            json!({"name": format!("Acme {round}")}),
+            json!({"smtp": {"max_connections": 1 + round % 7}}),
+            json!({"smtp": {"from": format!("Acme <r{round}@acme.example>")}}),
+            json!({"policy": {"ttl_seconds": 100 + round}}),
+            json!({"delivery": delivery}),
+            json!({"default_locale": locale}),
+        ];
+        let answers = futures_util::future::join_all(
+            bodies.iter().map(|b| app.patch(&path, ADMIN, b.clone())),
+        )
+        .await;
+        for r in answers {
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+        let v: Value = app.get(&path, ADMIN).await.json().await.unwrap();
+        assert_eq!(v["name"], format!("Acme {round}"), "round {round}: {v}");
+        assert_eq!(
+            v["smtp"]["max_connections"],
+            1 + round % 7,
+            "round {round}: {v}"
+        );
+        assert_eq!(
+            v["smtp"]["from"],
+            format!("Acme <r{round}@acme.example>"),
+            "round {round}: {v}"
+        );
+        assert_eq!(
+            v["policy"]["ttl_seconds"],
+            100 + round,
+            "round {round}: {v}"
+        );
+        assert_eq!(v["delivery"], delivery, "round {round}: {v}");
+        assert_eq!(v["default_locale"], locale, "round {round}: {v}");
+    }
+    // The password survived every change: a code still goes out.
+    let sk = app
+        .post(&format!("{path}/rotate-secret"), ADMIN, json!({}))
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["secret_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.patch(&path, ADMIN, json!({"delivery": "sync"})).await;
+    app.mint(&sk, "ada@example.com").await;
+}
+
+#[tokio::test]
+async fn a_lease_that_ran_out_no_longer_shows_its_message_as_sending() {
+    if skip_on_postgres("leases run on the database's clock there, not the test's") {
+        return;
+    }
+    let app = spawn_app().await;
+    app.smtp.set_mode(crate::smtp::Mode::Tarpit);
+    let (_, sk) = app.tenant().await;
+    let r = app
+        .post(
+            "/v1/otp",
+            &sk,
+            json!({"email": "ada@example.com", "delivery": "async"}),
+        )
+        .await;
+    let key = r.json::<Value>().await.unwrap()["shareable_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let status = || async {
+        let v: Value = app
+            .get(&format!("/v1/otp/{key}"), &sk)
+            .await
+            .json()
+            .await
+            .unwrap();
+        v["delivery"]["status"].as_str().unwrap().to_string()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while status().await != "sending" {
+        assert!(std::time::Instant::now() < deadline, "never sending");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Its sender is still stuck in the tarpit, but its lease has run out: nobody holds it.
+    app.clock.advance_secs(120);
+    assert_eq!(status().await, "queued");
+}

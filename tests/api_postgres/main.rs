@@ -61,4 +61,6 @@ mod webhooks;
 #[ignore = "SKIPPED: the PostgreSQL backend is not tested; set OTPMINT_TEST_POSTGRES_URL (e.g. postgres://root@127.0.0.1:5432/postgres) to run the suite on it"]
 fn postgres_backend() {}
 #[cfg(otpmint_pg_tests)]
+mod bounds;
+#[cfg(otpmint_pg_tests)]
 mod scale;

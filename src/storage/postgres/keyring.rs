@@ -28,6 +28,12 @@ impl KeyringStore for PgStore {
             let existing: i64 = tx
                 .query_one("SELECT COUNT(*) FROM keyring", &[])?
                 .try_get(0)?;
+            let tenants: bool = tx
+                .query_one("SELECT EXISTS(SELECT 1 FROM tenants)", &[])?
+                .try_get(0)?;
+            if existing == 0 && tenants {
+                return Err(StoreError::Conflict("the database holds tenants but no keyring"));
+            }
             if existing == 0 {
                 for k in rows {
                     tx.execute(
@@ -70,7 +76,7 @@ impl KeyringStore for PgStore {
 
     fn set_smtp_password(&self, id: &TenantId, old: &[u8], new: &[u8]) -> Result<bool, StoreError> {
         let n = self.conn()?.db().execute(
-            "UPDATE tenants SET smtp_password = $3 WHERE id = $1 AND smtp_password = $2",
+            "UPDATE tenants SET smtp_password = $3, row_version = row_version + 1 WHERE id = $1 AND smtp_password = $2",
             &[&id.as_str(), &old, &new],
         )?;
         Ok(n == 1)

@@ -93,14 +93,19 @@ impl PgStore {
     pub fn migrate(&self) -> Result<usize, StoreError> {
         let mut conn = self.conn()?;
         let conn = &mut conn.client;
+        // Migrations may wait for another instance's and may take long on a big database:
+        // no statement or lock timeout for them (reset when they are done).
+        conn.batch_execute("SET statement_timeout = 0; SET lock_timeout = 0")?;
         conn.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
         let report = embedded::migrations::runner()
             .set_migration_table_name("otpmint_schema_history")
             .run(conn)
             .map_err(|e| StoreError::Migration(e.to_string()));
         let unlocked = conn.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
+        let reset = conn.batch_execute("RESET statement_timeout; RESET lock_timeout");
         let report = report?;
         unlocked?;
+        reset?;
         Ok(report.applied_migrations().len())
     }
 
@@ -150,9 +155,23 @@ impl Store for PgStore {
         Ok(())
     }
 
+    /// Whether writes would succeed now, consuming no transaction id and no sequence value
+    /// (API.md §6.28): the lock every write of a code takes, waited for at most
+    /// `lock_timeout` (a table held locked answers 503), on a server that takes writes.
     fn write_probe(&self) -> Result<(), StoreError> {
-        // Assigning a transaction id is a write: it fails on a read-only or stuck server.
-        self.conn()?.client.simple_query("SELECT txid_current()")?;
+        let mut conn = self.conn()?;
+        let mut tx = conn.client.transaction()?;
+        tx.batch_execute("LOCK TABLE challenges, outbox IN ROW EXCLUSIVE MODE")?;
+        let read_only: bool = tx
+            .query_one(
+                "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'",
+                &[],
+            )?
+            .try_get(0)?;
+        tx.rollback()?;
+        if read_only {
+            return Err(StoreError::Unavailable("the database is read-only".into()));
+        }
         Ok(())
     }
 }

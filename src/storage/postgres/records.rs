@@ -132,6 +132,8 @@ impl RecordStore for PgStore {
             .isolation_level(::postgres::IsolationLevel::RepeatableRead)
             .read_only(true)
             .start()?;
+        // A copy reads whole tables: no statement timeout for it.
+        tx.batch_execute("SET LOCAL statement_timeout = 0")?;
         let mut out = Vec::new();
         for t in copy::TABLES {
             let rows = tx.query(&format!("SELECT {} FROM {}", t.column_list(), t.name), &[])?;
@@ -143,6 +145,7 @@ impl RecordStore for PgStore {
 
     fn import_snapshot(&self, s: &copy::Snapshot) -> Result<(), StoreError> {
         self.tx(|tx| {
+            tx.c.batch_execute("SET LOCAL statement_timeout = 0")?;
             // Also keeps two copies into one database from interleaving.
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&KEYRING_LOCK])?;
             let held: bool = tx
@@ -213,11 +216,11 @@ impl RecordStore for PgStore {
         ))
     }
 
-    fn has_data(&self) -> Result<bool, StoreError> {
-        let row = self.conn()?.db().query_one(
-            "SELECT EXISTS(SELECT 1 FROM keyring) OR EXISTS(SELECT 1 FROM tenants)",
-            &[],
-        )?;
+    fn has_tenants(&self) -> Result<bool, StoreError> {
+        let row = self
+            .conn()?
+            .db()
+            .query_one("SELECT EXISTS(SELECT 1 FROM tenants)", &[])?;
         Ok(row.try_get(0)?)
     }
 }

@@ -6,7 +6,7 @@ use crate::domain::template::TenantTemplate;
 use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
 use crate::storage::cells::{template_from, tenant_from, TENANT_COLS};
-use crate::storage::{StoreError, TenantChanges, TenantStore};
+use crate::storage::{StoreError, TenantChanges, TenantStore, Updated};
 
 impl TenantStore for PgStore {
     fn insert_tenant(
@@ -48,17 +48,22 @@ impl TenantStore for PgStore {
         &self,
         id: &TenantId,
         c: &TenantChanges,
+        version: i64,
         now: Millis,
-    ) -> Result<Option<Tenant>, StoreError> {
+    ) -> Result<Updated, StoreError> {
         let id = id.as_str();
         self.tx(|tx| {
-            // Locks the row for the rest of the change, and says whether it exists.
+            // Only the version that was read is changed; the row stays locked for the rest
+            // of the change (a concurrent one waits, then finds the version moved on).
             if tx.execute(
-                "UPDATE tenants SET updated_at = $2 WHERE id = $1",
-                &[&id, &now],
+                "UPDATE tenants SET updated_at = $2, row_version = row_version + 1 WHERE id = $1 AND row_version = $3",
+                &[&id, &now, &version],
             )? == 0
             {
-                return Ok(None);
+                let exists: bool = tx
+                    .query_one("SELECT EXISTS(SELECT 1 FROM tenants WHERE id = $1)", &[&id])?
+                    .try_get(0)?;
+                return Ok(if exists { Updated::Stale } else { Updated::Missing });
             }
             if let Some(name) = &c.name {
                 tx.execute("UPDATE tenants SET name = $2 WHERE id = $1", &[&id, &name.as_str()])?;
@@ -98,7 +103,7 @@ impl TenantStore for PgStore {
                 &format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = $1"),
                 &[&id],
             )?;
-            Ok(Some(tenant_from(&row)?))
+            Ok(Updated::Done(Box::new(tenant_from(&row)?)))
         })
     }
 

@@ -84,6 +84,15 @@ pub(super) fn client_config(
         });
     #[cfg(target_os = "linux")]
     config.tcp_user_timeout(opts.timeout.max(std::time::Duration::from_secs(10)));
+    // Every statement, and every wait for a lock, is bounded by database.timeout_seconds
+    // (API.md §6.28): past it PostgreSQL cancels it (57014, 55P03) and the caller answers
+    // 503. Options the URL already carries are kept.
+    let ms = opts.timeout.as_millis();
+    let options = format!(
+        "{} -c statement_timeout={ms} -c lock_timeout={ms}",
+        config.get_options().unwrap_or_default()
+    );
+    config.options(options.trim());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

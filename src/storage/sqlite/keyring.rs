@@ -29,6 +29,13 @@ impl KeyringStore for SqliteStore {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let existing: i64 =
                 tx.query_row_cached("SELECT COUNT(*) FROM keyring", [], |r| r.get(0))?;
+            let tenants: bool =
+                tx.query_row_cached("SELECT EXISTS(SELECT 1 FROM tenants)", [], |r| r.get(0))?;
+            if existing == 0 && tenants {
+                return Err(StoreError::Conflict(
+                    "the database holds tenants but no keyring",
+                ));
+            }
             if existing == 0 {
                 for k in rows {
                     tx.execute_cached(
@@ -73,7 +80,7 @@ impl KeyringStore for SqliteStore {
     fn set_smtp_password(&self, id: &TenantId, old: &[u8], new: &[u8]) -> Result<bool, StoreError> {
         let conn = self.pooled()?;
         let n = conn.execute_cached(
-            "UPDATE tenants SET smtp_password = ?3 WHERE id = ?1 AND smtp_password = ?2",
+            "UPDATE tenants SET smtp_password = ?3, row_version = row_version + 1 WHERE id = ?1 AND smtp_password = ?2",
             params![id.as_str(), old, new],
         )?;
         Ok(n == 1)

@@ -189,13 +189,9 @@ impl RecordStore for SqliteStore {
         Ok(())
     }
 
-    fn has_data(&self) -> Result<bool, StoreError> {
-        let conn = self.conn()?;
-        let n: i64 = conn.query_row_cached(
-            "SELECT (SELECT COUNT(*) FROM keyring) + (SELECT COUNT(*) FROM tenants)",
-            [],
-            |r| r.get(0),
-        )?;
-        Ok(n > 0)
+    fn has_tenants(&self) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()?
+            .query_row_cached("SELECT EXISTS(SELECT 1 FROM tenants)", [], |r| r.get(0))?)
     }
 }

@@ -8,7 +8,7 @@ use crate::domain::template::TenantTemplate;
 use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
 use crate::storage::cells::{template_from, tenant_from, TENANT_COLS};
-use crate::storage::{StoreError, TenantChanges, TenantStore};
+use crate::storage::{StoreError, TenantChanges, TenantStore, Updated};
 
 impl TenantStore for SqliteStore {
     fn insert_tenant(
@@ -52,17 +52,23 @@ impl TenantStore for SqliteStore {
         &self,
         id: &TenantId,
         c: &TenantChanges,
+        version: i64,
         now: Millis,
-    ) -> Result<Option<Tenant>, StoreError> {
+    ) -> Result<Updated, StoreError> {
         let (id, c) = (id.clone(), c.clone());
         self.writer.write(move |tx| {
-        let exists: bool = tx.query_row_cached(
-            "SELECT EXISTS(SELECT 1 FROM tenants WHERE id = ?1)",
-            [id.as_str()],
-            |r| r.get(0),
-        )?;
-        if !exists {
-            return Ok(None);
+        // Only the version that was read is changed (the writer runs one write at a time).
+        if tx.execute_cached(
+            "UPDATE tenants SET row_version = row_version + 1 WHERE id = ?1 AND row_version = ?2",
+            params![id.as_str(), version],
+        )? == 0
+        {
+            let exists: bool = tx.query_row_cached(
+                "SELECT EXISTS(SELECT 1 FROM tenants WHERE id = ?1)",
+                [id.as_str()],
+                |r| r.get(0),
+            )?;
+            return Ok(if exists { Updated::Stale } else { Updated::Missing });
         }
         if let Some(name) = &c.name {
             tx.execute_cached(
@@ -105,11 +111,13 @@ impl TenantStore for SqliteStore {
             "UPDATE tenants SET updated_at = ?2 WHERE id = ?1",
             params![id.as_str(), now],
         )?;
-        tx.row_opt(
-            &format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = ?1"),
-            [id.as_str()],
-            |r| tenant_from(r),
-        )
+        Ok(tx
+            .row_opt(
+                &format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = ?1"),
+                [id.as_str()],
+                |r| tenant_from(r),
+            )?
+            .map_or(Updated::Missing, |t| Updated::Done(Box::new(t))))
         })
     }
 

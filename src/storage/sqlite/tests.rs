@@ -2,11 +2,6 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 use super::*;
-use crate::domain::delivery::DeliveryMode;
-use crate::domain::keys::TenantId;
-use crate::domain::locale::Locale;
-use crate::domain::policy::Policy;
-use crate::domain::tenant::{SmtpAccount, TenantName};
 use crate::storage::TenantStore;
 
 #[test]
@@ -202,35 +197,10 @@ fn a_panicking_call_fails_its_batch_and_nothing_of_it_commits() {
 
 #[test]
 fn a_stored_value_outside_its_type_is_reported_as_corrupt() {
-    use crate::domain::tenant::{Origin, Sender, SmtpHost, TlsMode};
+    use crate::domain::tenant::{Origin, TlsMode};
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("c.db"), 2).unwrap();
-    let t = Tenant {
-        id: TenantId::generate(),
-        name: TenantName::parse("Acme").unwrap(),
-        enabled: true,
-        origin: Origin::Native,
-        created_at: 1,
-        smtp: SmtpAccount {
-            host: SmtpHost::parse("mail.acme.example").unwrap(),
-            port: 587,
-            username: "u".into(),
-            password: vec![1, 2, 3],
-            from: Sender::parse("Acme <a@acme.example>").unwrap(),
-            tls: TlsMode::Starttls,
-            max_connections: 4,
-        },
-        smtp_version: 1,
-        policy: Policy {
-            code_length: 6,
-            ttl_seconds: 600,
-            max_attempts: 5,
-        },
-        delivery: DeliveryMode::Sync,
-        default_locale: Locale::english(),
-        templates_version: 0,
-        webhook_events: String::new(),
-    };
+    let t = Tenant::sample();
     store.insert_tenant(&t, &[9; 32], 1).unwrap();
     let back = store.tenant(&t.id).unwrap().unwrap();
     assert_eq!(
