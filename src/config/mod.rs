@@ -79,6 +79,7 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub smtp: SmtpSettings,
     pub webhooks: WebhookSettings,
+    pub templates: TemplateSettings,
     pub compat: CompatSettings,
     pub audit: AuditSettings,
     pub metrics: MetricsSettings,
@@ -205,6 +206,12 @@ pub struct WebhookSettings {
     pub timeout_seconds: u64,
     pub extra_root_certificates: Vec<PathBuf>,
     pub max_in_flight_per_tenant: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateSettings {
+    pub max_locales_per_tenant: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

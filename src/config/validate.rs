@@ -145,6 +145,12 @@ impl Settings {
             3650 * DAY,
         )?;
         range(
+            "templates.max_locales_per_tenant",
+            self.templates.max_locales_per_tenant.into(),
+            1,
+            1000,
+        )?;
+        range(
             "webhooks.max_in_flight_per_tenant",
             self.webhooks.max_in_flight_per_tenant.into(),
             1,

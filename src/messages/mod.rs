@@ -173,10 +173,19 @@ fn holds_code(out: &str, code: &str) -> bool {
     })
 }
 
+/// Whether a rendered message shows the code as one run of digits, in its text and in its
+/// HTML when it has one (a tenant template that hides it for some recipient or purpose is
+/// not used; API.md §6.29).
+pub fn shows_code(r: &Rendered, code: &str) -> bool {
+    holds_code(&r.text, code) && r.html.as_deref().is_none_or(|h| holds_code(h, code))
+}
+
 /// A set of templates by locale, compiled once.
 pub struct TemplateSet {
     env: Environment<'static>,
     locales: BTreeMap<String, bool>,
+    /// The bytes of the sources compiled (what a cache of sets counts).
+    bytes: usize,
 }
 
 impl TemplateSet {
@@ -186,6 +195,7 @@ impl TemplateSet {
         let mut set = TemplateSet {
             env: sandbox(),
             locales: BTreeMap::new(),
+            bytes: 0,
         };
         for t in rows {
             set.add(&t.locale, Fields::from(t));
@@ -193,7 +203,13 @@ impl TemplateSet {
         set
     }
 
+    /// The bytes of the sources this set compiled.
+    pub fn source_bytes(&self) -> usize {
+        self.bytes
+    }
+
     fn add(&mut self, locale: &str, f: Fields) -> bool {
+        let bytes = f.subject.len() + f.text.len() + f.html.as_ref().map_or(0, String::len);
         let mut names = vec![
             (format!("{locale}/subject"), f.subject),
             (format!("{locale}/text"), f.text),
@@ -208,6 +224,7 @@ impl TemplateSet {
             .all(|(n, s)| env.add_template_owned(n, s).is_ok());
         if ok {
             self.locales.insert(locale.to_string(), has_html);
+            self.bytes += bytes;
         } else {
             for f in FIELD_NAMES {
                 env.remove_template(&format!("{locale}/{f}"));
@@ -223,6 +240,7 @@ impl TemplateSet {
             let mut set = TemplateSet {
                 env: sandbox(),
                 locales: BTreeMap::new(),
+                bytes: 0,
             };
             for (lang, f) in builtin::all() {
                 set.add(lang, f);
@@ -282,6 +300,7 @@ pub fn render_once(f: &Fields, vars: &Vars<'_>) -> Result<Rendered, TemplateErro
     let mut set = TemplateSet {
         env: sandbox(),
         locales: BTreeMap::new(),
+        bytes: 0,
     };
     set.add("preview", f.clone());
     set.render("preview", vars)
@@ -368,6 +387,7 @@ pub fn lint(f: &Fields, code_length: u32) -> Result<(), Vec<TemplateError>> {
     let mut set = TemplateSet {
         env: sandbox(),
         locales: BTreeMap::new(),
+        bytes: 0,
     };
     set.add("lint", f.clone());
     match set.render("lint", &vars) {
@@ -431,11 +451,11 @@ pub fn chain(requested: Option<&Locale>, default: &Locale) -> Vec<Locale> {
     out
 }
 
-/// The first locale of the chain with a template: the tenant's own wins over the built-in at
-/// each step.
-pub fn resolve(chain: &[Locale], tenant: Option<&TemplateSet>) -> (Locale, Source) {
+/// The first locale of the chain with a template: the tenant's own (`own(locale)`) wins over
+/// the built-in at each step.
+pub fn resolve(chain: &[Locale], own: impl Fn(&str) -> bool) -> (Locale, Source) {
     for l in chain {
-        if tenant.is_some_and(|t| t.has(l.as_str())) {
+        if own(l.as_str()) {
             return (l.clone(), Source::Tenant);
         }
         if TemplateSet::builtins().has(l.as_str()) {

@@ -46,6 +46,9 @@ pub struct Minted {
     pub delivery: DeliveryMode,
     /// The locale the message was written in.
     pub locale: Locale,
+    /// The tenant's template for that locale could not be used (it failed, or its message
+    /// would not have shown the code): the built-in one was.
+    pub template_fallback: bool,
 }
 
 /// A quota refusal as the error clients see, counted in the metrics.
@@ -133,7 +136,25 @@ impl Services {
             Err(ServiceError::Overloaded) => "overloaded".to_string(),
             Err(_) => "error".to_string(),
         };
-        audit.record(&tenant.id, self.now(), "mint", &to, &outcome, ctx);
+        let now = self.now();
+        audit.record(&tenant.id, now, "mint", &to, &outcome, ctx);
+        if let Ok(m) = &result {
+            if m.template_fallback {
+                match self.audit.slot() {
+                    Ok(slot) => slot.record(
+                        &tenant.id,
+                        now,
+                        "template.fallback",
+                        &to,
+                        m.locale.as_str(),
+                        ctx,
+                    ),
+                    Err(_) => {
+                        tracing::warn!(tenant_id = %tenant.id, "the audit queue is full: a template.fallback entry is not kept")
+                    }
+                }
+            }
+        }
         result
     }
 
@@ -225,6 +246,7 @@ impl Services {
             policy,
             delivery: mode,
             locale: written.locale,
+            template_fallback: written.fallback,
         };
         if mode == DeliveryMode::Async {
             self.outbox.wake();

@@ -28,6 +28,7 @@ const LIVE_KEYS: &[&str] = &[
     "webhooks.timeout_seconds",
     "webhooks.max_in_flight_per_tenant",
     "smtp.initial_connections",
+    "templates.max_locales_per_tenant",
     "log.level",
 ];
 
@@ -56,6 +57,7 @@ fn with_live(old: &Settings, new: &Settings) -> Settings {
     s.webhooks.timeout_seconds = new.webhooks.timeout_seconds;
     s.webhooks.max_in_flight_per_tenant = new.webhooks.max_in_flight_per_tenant;
     s.smtp.initial_connections = new.smtp.initial_connections;
+    s.templates.max_locales_per_tenant = new.templates.max_locales_per_tenant;
     s.log.level = new.log.level.clone();
     s
 }
@@ -154,6 +156,7 @@ mod tests {
         new.webhooks.timeout_seconds += 1;
         new.webhooks.max_in_flight_per_tenant += 1;
         new.smtp.initial_connections += 1;
+        new.templates.max_locales_per_tenant += 1;
         new.log.level = "debug".into();
         let merged = with_live(&old, &new);
         let taken = changed_keys(&old, &merged);

@@ -29,7 +29,7 @@ pub use outbox::{
 pub use quota::{QuotaRefusal, QuotaStore, SendQuota};
 pub(crate) use quota::{HOUR_MS, MINUTE_MS};
 pub use records::{ImportCounts, ImportedCode, RecordStore};
-pub use tenants::{TenantChanges, TenantStore, Updated};
+pub use tenants::{PutTemplate, TenantChanges, TenantStore, Updated};
 
 /// A store call handed to [`Store::submit`]: it runs once, where the store's writes are
 /// cheapest, and then learns whether what it wrote is durable.

@@ -29,6 +29,15 @@ pub enum Updated {
     Missing,
 }
 
+/// What storing a template came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutTemplate {
+    Stored,
+    NoTenant,
+    /// A new locale beyond the tenant's limit: nothing stored.
+    Full,
+}
+
 pub trait TenantStore {
     /// A new tenant with its first secret; a secret already registered (to anyone) is a
     /// `Conflict`.
@@ -61,9 +70,18 @@ pub trait TenantStore {
     ) -> Result<bool, StoreError>;
     /// The tenant's own templates, by locale.
     fn templates(&self, id: &TenantId) -> Result<Vec<TenantTemplate>, StoreError>;
-    /// Store (insert or replace) a template and bump the tenant's `templates_version`;
-    /// false when there is no such tenant.
-    fn put_template(&self, id: &TenantId, t: &TenantTemplate) -> Result<bool, StoreError>;
+    /// The locales the tenant has a template for (names only).
+    fn template_locales(&self, id: &TenantId) -> Result<Vec<String>, StoreError>;
+    /// One template of the tenant.
+    fn template(&self, id: &TenantId, locale: &str) -> Result<Option<TenantTemplate>, StoreError>;
+    /// Store (insert or replace) a template and bump the tenant's `templates_version` — a
+    /// new locale only while the tenant has fewer than `max_locales` (API.md §6.29).
+    fn put_template(
+        &self,
+        id: &TenantId,
+        t: &TenantTemplate,
+        max_locales: u32,
+    ) -> Result<PutTemplate, StoreError>;
     /// Remove a template and bump `templates_version`; false when there was none.
     fn delete_template(&self, id: &TenantId, locale: &str) -> Result<bool, StoreError>;
 }

@@ -351,3 +351,71 @@ async fn a_lease_that_ran_out_no_longer_shows_its_message_as_sending() {
     app.clock.advance_secs(120);
     assert_eq!(status().await, "queued");
 }
+
+#[tokio::test]
+async fn a_tenant_stores_at_most_its_limit_of_templates() {
+    let app = spawn_app_with(|s| s.templates.max_locales_per_tenant = 3).await;
+    let (_, sk) = app.tenant().await;
+    let put = |locale: &'static str| {
+        let (app, sk) = (&app, sk.clone());
+        async move {
+            let t = json!({"subject": "Code", "text": "Your code: {{ code }}"});
+            app.put(&format!("/v1/tenant/templates/{locale}"), &sk, t)
+                .await
+        }
+    };
+    for l in ["en", "de", "fr"] {
+        assert_eq!(put(l).await.status(), StatusCode::OK, "{l}");
+    }
+    let r = put("it").await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "template_limit_reached", "{v}");
+    // Replacing one is not one more; after a delete there is room again.
+    assert_eq!(put("de").await.status(), StatusCode::OK);
+    assert_eq!(
+        app.delete("/v1/tenant/templates/fr", &sk).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(put("it").await.status(), StatusCode::OK);
+    let v: Value = app
+        .get("/v1/tenant/templates", &sk)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["templates"].as_array().unwrap().len(), 3, "{v}");
+}
+
+#[tokio::test]
+async fn a_template_that_hides_the_code_from_some_recipient_gives_way_to_the_built_in_one() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    // The lint renders for one sample recipient: this template passes it.
+    let t = json!({"subject": "Sign in", "text":
+        "{% if email == \"victim@example.com\" %}All is well, nothing to do.{% else %}Your code: {{ code }}{% endif %}"});
+    let r = app.put("/v1/tenant/templates/en", &sk, t).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    // The victim gets the built-in message, with the code, and it verifies.
+    let (key, code) = app.mint(&sk, "victim@example.com").await;
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+    let msg = app.smtp.wait_for("victim@example.com", 1).await;
+    assert!(!msg.text().unwrap().contains("All is well"));
+    // Others get the tenant's own.
+    app.mint(&sk, "ada@example.com").await;
+    let msg = app.smtp.wait_for("ada@example.com", 1).await;
+    assert!(
+        msg.text().unwrap().starts_with("Your code: "),
+        "{:?}",
+        msg.text()
+    );
+    // The fallback is in the tenant's audit.
+    let v: Value = app.get("/v1/tenant/audit", &sk).await.json().await.unwrap();
+    let events = v["events"].as_array().unwrap();
+    let fallbacks: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "template.fallback")
+        .collect();
+    assert_eq!(fallbacks.len(), 1, "{v}");
+    assert_eq!(fallbacks[0]["recipient"], "v***@example.com");
+}

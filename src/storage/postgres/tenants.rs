@@ -5,8 +5,9 @@ use crate::domain::keys::TenantId;
 use crate::domain::template::TenantTemplate;
 use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
+use crate::storage::cells::Cells;
 use crate::storage::cells::{template_from, tenant_from, TENANT_COLS};
-use crate::storage::{StoreError, TenantChanges, TenantStore, Updated};
+use crate::storage::{PutTemplate, StoreError, TenantChanges, TenantStore, Updated};
 
 impl TenantStore for PgStore {
     fn insert_tenant(
@@ -124,16 +125,49 @@ impl TenantStore for PgStore {
         )
     }
 
-    fn put_template(&self, id: &TenantId, t: &TenantTemplate) -> Result<bool, StoreError> {
+    fn template_locales(&self, id: &TenantId) -> Result<Vec<String>, StoreError> {
+        self.conn()?.db().rows(
+            "SELECT locale FROM templates WHERE tenant_id = $1 ORDER BY locale",
+            &[&id.as_str()],
+            |r| r.text(0),
+        )
+    }
+
+    fn template(&self, id: &TenantId, locale: &str) -> Result<Option<TenantTemplate>, StoreError> {
+        self.conn()?.db().row_opt(
+            "SELECT locale, subject, text, html, updated_at FROM templates \
+             WHERE tenant_id = $1 AND locale = $2",
+            &[&id.as_str(), &locale],
+            template_from,
+        )
+    }
+
+    fn put_template(
+        &self,
+        id: &TenantId,
+        t: &TenantTemplate,
+        max_locales: u32,
+    ) -> Result<PutTemplate, StoreError> {
         let id = id.as_str();
         self.tx(|tx| {
-            // Locks the tenant row: template changes of one tenant take turns.
+            // Locks the tenant row: template changes of one tenant take turns, so the count
+            // below cannot be overtaken.
             if tx.execute(
                 "UPDATE tenants SET templates_version = templates_version + 1 WHERE id = $1",
                 &[&id],
             )? == 0
             {
-                return Ok(false);
+                return Ok(PutTemplate::NoTenant);
+            }
+            let row = tx.query_one(
+                "SELECT COUNT(*) FILTER (WHERE locale <> $2), COUNT(*) FILTER (WHERE locale = $2) > 0 \
+                 FROM templates WHERE tenant_id = $1",
+                &[&id, &t.locale],
+            )?;
+            let (others, exists): (i64, bool) = (row.try_get(0)?, row.try_get(1)?);
+            if !exists && others >= i64::from(max_locales) {
+                // Returned before commit: the version bump is rolled back with the rest.
+                return Err(StoreError::Conflict("template limit"));
             }
             tx.execute(
                 "INSERT INTO templates (tenant_id, locale, subject, text, html, updated_at) \
@@ -142,7 +176,11 @@ impl TenantStore for PgStore {
                  text = excluded.text, html = excluded.html, updated_at = excluded.updated_at",
                 &[&id, &t.locale, &t.subject, &t.text, &t.html, &t.updated_at],
             )?;
-            Ok(true)
+            Ok(PutTemplate::Stored)
+        })
+        .or_else(|e| match e {
+            StoreError::Conflict("template limit") => Ok(PutTemplate::Full),
+            other => Err(other),
         })
     }
 

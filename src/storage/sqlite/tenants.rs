@@ -7,8 +7,9 @@ use crate::domain::keys::TenantId;
 use crate::domain::template::TenantTemplate;
 use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
+use crate::storage::cells::Cells;
 use crate::storage::cells::{template_from, tenant_from, TENANT_COLS};
-use crate::storage::{StoreError, TenantChanges, TenantStore, Updated};
+use crate::storage::{PutTemplate, StoreError, TenantChanges, TenantStore, Updated};
 
 impl TenantStore for SqliteStore {
     fn insert_tenant(
@@ -137,15 +138,51 @@ impl TenantStore for SqliteStore {
         )
     }
 
-    fn put_template(&self, id: &TenantId, t: &TenantTemplate) -> Result<bool, StoreError> {
+    fn template_locales(&self, id: &TenantId) -> Result<Vec<String>, StoreError> {
+        self.conn()?.rows(
+            "SELECT locale FROM templates WHERE tenant_id = ?1 ORDER BY locale",
+            [id.as_str()],
+            |r| r.text(0),
+        )
+    }
+
+    fn template(&self, id: &TenantId, locale: &str) -> Result<Option<TenantTemplate>, StoreError> {
+        self.conn()?.row_opt(
+            "SELECT locale, subject, text, html, updated_at FROM templates \
+             WHERE tenant_id = ?1 AND locale = ?2",
+            params![id.as_str(), locale],
+            |r| template_from(r),
+        )
+    }
+
+    fn put_template(
+        &self,
+        id: &TenantId,
+        t: &TenantTemplate,
+        max_locales: u32,
+    ) -> Result<PutTemplate, StoreError> {
         let (id, t) = (id.clone(), t.clone());
         self.writer.write(move |tx| {
+            let (others, exists): (i64, bool) = tx.query_row_cached(
+                "SELECT COUNT(*) FILTER (WHERE locale <> ?2), COUNT(*) FILTER (WHERE locale = ?2) > 0 \
+                 FROM templates WHERE tenant_id = ?1",
+                params![id.as_str(), t.locale],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            if !exists && others >= i64::from(max_locales) {
+                let tenant: bool = tx.query_row_cached(
+                    "SELECT EXISTS(SELECT 1 FROM tenants WHERE id = ?1)",
+                    [id.as_str()],
+                    |r| r.get(0),
+                )?;
+                return Ok(if tenant { PutTemplate::Full } else { PutTemplate::NoTenant });
+            }
             if tx.execute_cached(
                 "UPDATE tenants SET templates_version = templates_version + 1 WHERE id = ?1",
                 [id.as_str()],
             )? == 0
             {
-                return Ok(false);
+                return Ok(PutTemplate::NoTenant);
             }
             tx.execute_cached(
                 "INSERT INTO templates (tenant_id, locale, subject, text, html, updated_at) \
@@ -161,7 +198,7 @@ impl TenantStore for SqliteStore {
                     t.updated_at
                 ],
             )?;
-            Ok(true)
+            Ok(PutTemplate::Stored)
         })
     }
 
