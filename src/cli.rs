@@ -473,6 +473,7 @@ async fn smtp_test(id: &str, to: &str, s: Services) -> Result<(), CliError> {
                 message_id: None,
             },
             tokio::time::Instant::now() + s.mailer.timeout(),
+            1,
         )
         .await
     {

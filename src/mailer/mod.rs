@@ -101,6 +101,9 @@ struct MailerInner {
 }
 
 const IDLE_MAX: Duration = Duration::from_secs(50);
+/// Idle connections beyond `smtp.pool_size` (kept while the relay's window is busy) go once
+/// they waited this long for a next message.
+const SURPLUS_IDLE: Duration = Duration::from_secs(2);
 /// A pooled connection used this recently is reused without a NOOP probe; if it turns out
 /// dead before DATA, the message goes once more on a fresh connection.
 const FRESH: Duration = Duration::from_secs(5);
@@ -170,19 +173,22 @@ impl Mailer {
     }
 
     /// Send one message on one session, finished by `deadline` (the caller's whole budget:
-    /// resolution, connect, TLS, AUTH and DATA all count).
+    /// resolution, connect, TLS, AUTH and DATA all count). `sessions`: how many sessions the
+    /// caller lets this relay have now (its window) — so many idle connections may be kept
+    /// for a moment between two messages (`smtp.pool_size` of them for longer).
     pub async fn send(
         &self,
         target: &SmtpTarget,
         msg: &Outgoing<'_>,
         deadline: tokio::time::Instant,
+        sessions: usize,
     ) -> Result<(), DeliveryError> {
         let (envelope, bytes) = render(target, msg)?;
         // Set just before the SMTP transaction starts: a timeout before it sent nothing.
         let started = std::sync::atomic::AtomicBool::new(false);
         match tokio::time::timeout_at(
             deadline,
-            self.resolve_and_send(target, &envelope, &bytes, &started),
+            self.resolve_and_send(target, &envelope, &bytes, &started, sessions),
         )
         .await
         {
@@ -217,10 +223,8 @@ impl Mailer {
             let Ok(mut idle) = p.idle.lock() else {
                 return true;
             };
-            let before = idle.len();
             // Dropping a connection closes its socket.
-            idle.retain(|i| i.since.elapsed() < max);
-            closed += before - idle.len();
+            closed += self.trim(&mut idle, max, usize::MAX);
             !idle.is_empty()
         });
         closed
@@ -232,6 +236,7 @@ impl Mailer {
         envelope: &lettre::address::Envelope,
         bytes: &[u8],
         started: &std::sync::atomic::AtomicBool,
+        sessions: usize,
     ) -> Result<(), DeliveryError> {
         let (name, addrs) = self
             .inner
@@ -245,8 +250,15 @@ impl Mailer {
                 other => fail(DeliveryReason::HostNotAllowed, other),
             })?;
         let pool = self.pool_for(target);
-        self.send_on_pool(&pool, target, (&name, &addrs), (envelope, bytes), started)
-            .await
+        self.send_on_pool(
+            &pool,
+            target,
+            (&name, &addrs),
+            (envelope, bytes),
+            started,
+            sessions,
+        )
+        .await
     }
 
     fn pool_for(&self, target: &SmtpTarget) -> Arc<TenantPool> {
@@ -276,6 +288,7 @@ impl Mailer {
         (name, addrs): (&HostName, &[SocketAddr]),
         (envelope, bytes): (&lettre::address::Envelope, &[u8]),
         started: &std::sync::atomic::AtomicBool,
+        sessions: usize,
     ) -> Result<(), DeliveryError> {
         let mut reused = None;
         loop {
@@ -309,11 +322,31 @@ impl Mailer {
                     let (c, a) = self.connect(target, name, addrs).await?;
                     conn = c;
                     result = transact(&mut conn, envelope, bytes).await;
-                    return self.finish(pool, conn, a, result).await;
+                    return self.finish(pool, conn, a, result, sessions).await;
                 }
             }
         }
-        self.finish(pool, conn, addr, result).await
+        self.finish(pool, conn, addr, result, sessions).await
+    }
+
+    /// Let idle connections go: those past their idle time, those beyond `smtp.pool_size`
+    /// that waited longer than a moment for the next message, and the oldest beyond `keep`
+    /// (the relay's window shrank). Returns how many went.
+    fn trim(&self, idle: &mut Vec<Idle>, max_idle: Duration, keep: usize) -> usize {
+        let before = idle.len();
+        idle.retain(|i| i.since.elapsed() < max_idle);
+        // Oldest first: the surplus beyond the pool that has waited longest goes first.
+        idle.sort_by_key(|i| std::cmp::Reverse(i.since.elapsed()));
+        let pool = self.inner.pool_size;
+        let surplus_gone = idle
+            .iter()
+            .take(idle.len().saturating_sub(pool))
+            .take_while(|i| i.since.elapsed() >= SURPLUS_IDLE)
+            .count();
+        idle.drain(..surplus_gone);
+        let over = idle.len().saturating_sub(keep.max(pool));
+        idle.drain(..over);
+        before - idle.len()
     }
 
     /// Keep a healthy connection for reuse; map a failure to its reason.
@@ -323,13 +356,18 @@ impl Mailer {
         mut conn: AsyncSmtpConnection,
         addr: SocketAddr,
         result: Result<(), TxError>,
+        sessions: usize,
     ) -> Result<(), DeliveryError> {
         match result {
             Ok(()) => {
                 if !conn.has_broken() {
                     if let Ok(mut idle) = pool.idle.lock() {
-                        idle.retain(|i| i.since.elapsed() < IDLE_MAX);
-                        if idle.len() < self.inner.pool_size {
+                        // Between two messages of a busy relay a session is idle for a
+                        // moment: as many as the relay's window may wait for their next
+                        // message (no TLS handshake per message), `smtp.pool_size` longer.
+                        let keep = sessions.max(self.inner.pool_size);
+                        self.trim(&mut idle, IDLE_MAX, keep);
+                        if idle.len() < keep {
                             idle.push(Idle {
                                 conn,
                                 addr,
@@ -412,7 +450,7 @@ mod tests {
             message_id: None,
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        mailer.send(&target, &msg, deadline).await.unwrap();
+        mailer.send(&target, &msg, deadline, 1).await.unwrap();
         assert_eq!(smtp.open_sessions(), 1, "kept for reuse");
         assert_eq!(mailer.close_idle_older_than(Duration::from_secs(60)), 0);
         // Past its idle time, it is closed with no further send from the tenant.

@@ -12,16 +12,26 @@ use tokio::net::TcpStream;
 pub struct Conn {
     r: BufReader<TcpStream>,
     buf: Vec<u8>,
+    port: u16,
+    /// The last answer said `Connection: close` (OtpMint's Werkzeug server says so, then
+    /// keeps the socket open): the next request goes on a new connection.
+    closed: bool,
 }
 
 impl Conn {
     pub async fn open(port: u16) -> std::io::Result<Conn> {
+        Ok(Conn {
+            r: BufReader::new(Self::connect(port).await?),
+            buf: Vec::with_capacity(1024),
+            port,
+            closed: false,
+        })
+    }
+
+    async fn connect(port: u16) -> std::io::Result<TcpStream> {
         let s = TcpStream::connect(("127.0.0.1", port)).await?;
         s.set_nodelay(true)?;
-        Ok(Conn {
-            r: BufReader::new(s),
-            buf: Vec::with_capacity(1024),
-        })
+        Ok(s)
     }
 
     pub async fn request(
@@ -31,6 +41,10 @@ impl Conn {
         auth: &str,
         body: &[u8],
     ) -> std::io::Result<(u16, Vec<u8>)> {
+        if self.closed {
+            self.r = BufReader::new(Self::connect(self.port).await?);
+            self.closed = false;
+        }
         self.buf.clear();
         write!(
             self.buf,
@@ -62,6 +76,9 @@ impl Conn {
             if let Some((k, v)) = line.split_once(':') {
                 if k.eq_ignore_ascii_case("content-length") {
                     len = v.trim().parse().unwrap_or(0);
+                }
+                if k.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close") {
+                    self.closed = true;
                 }
             }
         }

@@ -63,9 +63,19 @@ struct Args {
     /// relay takes 50-500 ms
     #[arg(long, value_delimiter = ',', default_value = "0")]
     relay_delay_ms: Vec<u64>,
-    /// The tenants' smtp.max_connections (sessions open to the relay at once)
-    #[arg(long, default_value_t = 64)]
-    max_connections: u32,
+    /// The tenants' smtp.max_connections (the ceiling of sessions open to the relay at
+    /// once); default: the server's default (32), the window adapting below it
+    #[arg(long)]
+    max_connections: Option<u32>,
+    /// smtp.pool_size of the servers (idle connections kept per tenant); default: the
+    /// server's default (4)
+    #[arg(long)]
+    smtp_pool_size: Option<usize>,
+    /// Drive OtpMint (the Flask service) listening on 127.0.0.1:PORT instead of starting
+    /// otpmint: its secret key is registered through its /reg_secretkey, then the compat-*
+    /// mint scenarios run against it through the same relay (no server CPU figures)
+    #[arg(long)]
+    otpmint_port: Option<u16>,
     /// Seconds of hashing-floor sampling before and after each run (the machine's speed
     /// drifts: a ratio needs the floor of its own minute)
     #[arg(long, default_value_t = 1.0)]
@@ -159,11 +169,16 @@ async fn main() {
         args.instances <= 1 || args.database.is_some(),
         "--instances needs --database (instances share one PostgreSQL database)"
     );
-    let servers = start_servers(&bin, &smtp, &args).await;
+    let servers = match args.otpmint_port {
+        Some(_) => Vec::new(),
+        None => start_servers(&bin, &smtp, &args).await,
+    };
     let pids: Vec<u32> = servers.iter().map(|s| s.child.id()).collect();
-    let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
-    let server = &servers[0];
-    let port = server.port;
+    let ports: Vec<u16> = match args.otpmint_port {
+        Some(p) => vec![p],
+        None => servers.iter().map(|s| s.port).collect(),
+    };
+    let port = ports[0];
     eprintln!(
         "storage: {}, {} instance(s)",
         if args.database.is_some() {
@@ -174,15 +189,34 @@ async fn main() {
         ports.len()
     );
     let mut c = Conn::open(port).await.unwrap();
-    let (s, body) = c
-        .request("POST", "/v1/tenants", ADMIN, json!({"name": "bench", "smtp": {"host": "127.0.0.1", "port": smtp.port, "username": SMTP_USER, "password": SMTP_PASS, "from": "Bench <bench@bench.example>", "max_connections": args.max_connections}}).to_string().as_bytes())
-        .await
-        .unwrap();
-    assert_eq!(s, 201, "{}", String::from_utf8_lossy(&body));
-    let sk = serde_json::from_slice::<Value>(&body).unwrap()["secret_key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let sk = if args.otpmint_port.is_some() {
+        assert!(
+            args.scenarios.iter().all(|s| s == "compat-mint"),
+            "--otpmint-port runs the compat-mint scenario only"
+        );
+        String::new()
+    } else {
+        let mut smtp_json = json!({"host": "127.0.0.1", "port": smtp.port, "username": SMTP_USER, "password": SMTP_PASS, "from": "Bench <bench@bench.example>"});
+        if let Some(n) = args.max_connections {
+            smtp_json["max_connections"] = json!(n);
+        }
+        let (s, body) = c
+            .request(
+                "POST",
+                "/v1/tenants",
+                ADMIN,
+                json!({"name": "bench", "smtp": smtp_json})
+                    .to_string()
+                    .as_bytes(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(s, 201, "{}", String::from_utf8_lossy(&body));
+        serde_json::from_slice::<Value>(&body).unwrap()["secret_key"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
     let (s, _) = c
         .request("POST", "/reg_secretkey", ADMIN, json!({"secretKey": COMPAT_KEY, "smtp_host": "127.0.0.1", "smtp_port": smtp.port, "smtp_mail": SMTP_USER, "smtp_password": SMTP_PASS}).to_string().as_bytes())
         .await
@@ -198,7 +232,7 @@ async fn main() {
         );
         let t = Instant::now();
         prefill(
-            &server.dir.path().join("data/otpmint.db"),
+            &servers[0].dir.path().join("data/otpmint.db"),
             args.prefill_codes,
             args.prefill_tenants,
         );
@@ -440,6 +474,7 @@ async fn main() {
                    "prefill_codes": args.prefill_codes, "prefill_tenants": args.prefill_tenants},
         "hashing_floor_per_s": floor,
         "storage": if args.database.is_some() { "postgres" } else { "sqlite" },
+        "target": if args.otpmint_port.is_some() { "OtpMint (Flask)" } else { "otpmint" },
         "instances": args.instances.max(1),
         "results": results,
     });

@@ -90,12 +90,16 @@ pub async fn start_server(bin: &Path, smtp: &SmtpServer, args: &Args, database: 
     if let Some(i) = args.iterations {
         hashing.push_str(&format!("iterations = {i}\n"));
     }
+    let pool = args
+        .smtp_pool_size
+        .map(|n| format!("pool_size = {n}\n"))
+        .unwrap_or_default();
     let conf = format!(
         "[server]\nbind = \"127.0.0.1:{port}\"\n[admin]\ntoken = \"{ADMIN}\"\n[registration]\nmode = \"admin\"\n\
          [hashing]\n{hashing}\n\
          [limits]\nper_ip_per_second = 1000000\nper_ip_burst = 1000000\nrecipient_max_sends = 1000\ntenant_max_sends_per_hour = 100000000\nrecipient_max_failures = 100000\n\
          [compat]\nmax_attempts = 20\n\
-         [smtp]\nallow_private_hosts = true\npool_size = 64\nallowed_ports = [{}]\nextra_root_certificates = [\"{}\"]\n{database}",
+         [smtp]\nallow_private_hosts = true\n{pool}allowed_ports = [{}]\nextra_root_certificates = [\"{}\"]\n{database}",
         smtp.port,
         smtp.ca_path.display()
     );

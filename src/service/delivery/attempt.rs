@@ -198,7 +198,12 @@ impl Services {
                 }));
             };
             self.outbox.sending(&job.key_digest, true);
-            match self.mailer.send(target, &outgoing, deadline).await {
+            let sessions = window.limit() as usize;
+            match self
+                .mailer
+                .send(target, &outgoing, deadline, sessions)
+                .await
+            {
                 Ok(()) => {
                     slot.accepted();
                     return Ok(());

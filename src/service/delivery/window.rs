@@ -15,13 +15,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// One relay's window.
+/// One relay's window. Sessions are permits of a FIFO-fair semaphore holding the window's
+/// whole sessions: sends get them in the order they queued.
 pub struct RelayWindow {
     state: Mutex<State>,
-    /// Woken whenever a session frees or the window grows.
-    freed: Notify,
+    sessions: Arc<Semaphore>,
 }
 
 #[derive(Debug)]
@@ -30,6 +30,12 @@ struct State {
     /// Sessions allowed at once; fractional between whole sessions while it grows slowly.
     size: f64,
     threshold: f64,
+    /// Whole sessions the semaphore holds (in use or free): `size`, rounded down, ≥ 1 —
+    /// less `owed`.
+    granted: u32,
+    /// Permits to take out of circulation as they come back (the window shrank while they
+    /// were in use).
+    owed: u32,
     in_use: u32,
     /// Sends queued for a session (claimed messages and sync mints).
     waiting: u32,
@@ -47,17 +53,20 @@ impl State {
 impl RelayWindow {
     pub fn new(initial: u32, ceiling: u32) -> RelayWindow {
         let ceiling = ceiling.max(1);
+        let start = initial.clamp(1, ceiling);
         RelayWindow {
             state: Mutex::new(State {
                 ceiling,
-                size: f64::from(initial.clamp(1, ceiling)),
+                size: f64::from(start),
                 threshold: f64::from(ceiling),
+                granted: start,
+                owed: 0,
                 in_use: 0,
                 waiting: 0,
                 round: 0,
                 last_used: Instant::now(),
             }),
-            freed: Notify::new(),
+            sessions: Arc::new(Semaphore::new(start as usize)),
         }
     }
 
@@ -65,6 +74,26 @@ impl RelayWindow {
         // The state is a few numbers, consistent after every statement: a panic elsewhere
         // while it was held leaves nothing half-done.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Make the semaphore hold the window's current limit (callers hold the state).
+    fn settle(&self, s: &mut State) {
+        let want = s.limit();
+        let have = s.granted - s.owed;
+        if want > have {
+            let mut add = want - have;
+            // Permits owed back are simply not taken out.
+            let forgiven = add.min(s.owed);
+            s.owed -= forgiven;
+            add -= forgiven;
+            s.granted += add;
+            self.sessions.add_permits(add as usize);
+        } else if want < have {
+            let remove = have - want;
+            let taken = u32::try_from(self.sessions.forget_permits(remove as usize)).unwrap_or(0);
+            s.granted -= taken;
+            s.owed += remove - taken;
+        }
     }
 
     /// The sessions allowed at once now.
@@ -81,11 +110,13 @@ impl RelayWindow {
     /// A new ceiling (the tenant changed its `max_connections`).
     pub fn set_ceiling(&self, ceiling: u32) {
         let mut s = self.lock();
+        if s.ceiling == ceiling.max(1) {
+            return;
+        }
         s.ceiling = ceiling.max(1);
         s.size = s.size.min(f64::from(s.ceiling));
         s.threshold = s.threshold.min(f64::from(s.ceiling));
-        drop(s);
-        self.freed.notify_waiters();
+        self.settle(&mut s);
     }
 
     /// Queue for a session, at once (so a claim that follows already counts this send).
@@ -112,28 +143,23 @@ pub struct Ticket {
 }
 
 impl Ticket {
-    /// Wait for a session (callers bound the wait with their delivery deadline).
+    /// Wait for a session, first come first served (callers bound the wait with their
+    /// delivery deadline; giving up leaves no trace).
     pub async fn session(mut self) -> Slot {
-        loop {
-            let freed = self.window.freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            {
-                let mut s = self.window.lock();
-                if s.in_use < s.limit() {
-                    s.waiting -= 1;
-                    s.in_use += 1;
-                    self.queued = false;
-                    // The window was full as this send started: it may grow.
-                    let full = s.in_use + s.waiting >= s.limit();
-                    return Slot {
-                        window: Arc::clone(&self.window),
-                        round: s.round,
-                        full,
-                    };
-                }
-            }
-            freed.await;
+        let sessions = Arc::clone(&self.window.sessions);
+        // The semaphore is never closed: a closed one would mean no session ever again.
+        let permit = sessions.acquire_owned().await.ok();
+        let mut s = self.window.lock();
+        s.waiting -= 1;
+        s.in_use += 1;
+        self.queued = false;
+        // The window was full as this send started: it may grow.
+        let full = s.in_use + s.waiting >= s.limit();
+        Slot {
+            window: Arc::clone(&self.window),
+            permit,
+            round: s.round,
+            full,
         }
     }
 }
@@ -149,6 +175,7 @@ impl Drop for Ticket {
 /// A session of a relay, held while one message is sent.
 pub struct Slot {
     window: Arc<RelayWindow>,
+    permit: Option<OwnedSemaphorePermit>,
     round: u64,
     full: bool,
 }
@@ -160,19 +187,13 @@ impl Slot {
             return;
         }
         let mut s = self.window.lock();
-        let ceiling = f64::from(s.ceiling);
         let step = if s.size < s.threshold {
             1.0
         } else {
             1.0 / s.size.max(1.0)
         };
-        let before = s.limit();
-        s.size = (s.size + step).min(ceiling);
-        let grew = s.limit() > before;
-        drop(s);
-        if grew {
-            self.window.freed.notify_waiters();
-        }
+        s.size = (s.size + step).min(f64::from(s.ceiling));
+        self.window.settle(&mut s);
     }
 
     /// The relay turned this session away. Halves the window unless a refusal of this round
@@ -187,6 +208,7 @@ impl Slot {
         s.size = (s.size / 2.0).floor().max(1.0);
         s.threshold = s.size;
         s.round += 1;
+        self.window.settle(&mut s);
         before > 1
     }
 }
@@ -196,8 +218,14 @@ impl Drop for Slot {
         let mut s = self.window.lock();
         s.in_use -= 1;
         s.last_used = Instant::now();
-        drop(s);
-        self.window.freed.notify_waiters();
+        if let Some(p) = self.permit.take() {
+            if s.owed > 0 {
+                // The window shrank while this session was open: its permit leaves.
+                s.owed -= 1;
+                s.granted -= 1;
+                p.forget();
+            }
+        }
     }
 }
 
