@@ -7,12 +7,11 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{web, HttpServer};
-use secrecy::ExposeSecret;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{DatabaseLocation, Settings};
 use crate::crypto::hashing::Hasher;
-use crate::crypto::keyring::{KeyError, Keyring, Keys, MasterKey};
+use crate::crypto::keyring::KeyError;
 use crate::mailer::Mailer;
 use crate::net_policy::HostPolicy;
 use crate::routes::{app, AppState};
@@ -21,8 +20,13 @@ use crate::storage::postgres::{PgOptions, PgStore};
 use crate::storage::sqlite::SqliteStore;
 use crate::storage::Store;
 
+mod background;
+mod keys;
 mod reload;
 pub mod scheduling;
+
+use background::{keyring_loop, purge_loop, stop_on_signal, tidy_loop};
+pub use keys::{configured_master_key, migrate_store, open_keyring, previous_master_keys};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -63,197 +67,6 @@ pub fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartupError> {
             timeout: Duration::from_secs(settings.database.timeout_seconds),
         })?)),
     }
-}
-
-fn write_key_file(path: &Path, key: &MasterKey) -> Result<(), StartupError> {
-    use std::io::Write;
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StartupError::MasterKey(format!("cannot create {}: {e}", dir.display()))
-            })?;
-        }
-    }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path).map_err(|e| {
-        StartupError::MasterKey(format!(
-            "cannot create master key file {}: {e}",
-            path.display()
-        ))
-    })?;
-    writeln!(f, "{}", key.to_base64())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| {
-            StartupError::MasterKey(format!(
-                "cannot write master key file {}: {e}",
-                path.display()
-            ))
-        })
-}
-
-/// The configured master key: from `crypto.master_key`, or read from the key file.
-/// `Ok(None)` means the key file does not exist.
-pub fn configured_master_key(settings: &Settings) -> Result<Option<MasterKey>, StartupError> {
-    let inline = settings.crypto.master_key.expose_secret();
-    if !inline.is_empty() {
-        return Ok(Some(MasterKey::from_base64(inline)?));
-    }
-    let path = resolve(Path::new(&settings.crypto.master_key_file));
-    match std::fs::read_to_string(&path) {
-        Ok(s) => {
-            warn_if_readable_by_others(&path);
-            MasterKey::from_base64(&s).map(Some).map_err(|_| {
-                StartupError::MasterKey(format!(
-                    "master key file {} does not hold base64 of 32 bytes",
-                    path.display()
-                ))
-            })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(StartupError::MasterKey(format!(
-            "cannot read master key file {}: {e}",
-            path.display()
-        ))),
-    }
-}
-
-/// A master key file that others than its owner can read is worth a loud line at start.
-fn warn_if_readable_by_others(path: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(path) {
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                tracing::warn!(
-                    path = %path.display(),
-                    mode = %format!("{mode:04o}"),
-                    "the master key file is readable by others than its owner; chmod 600 it"
-                );
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-}
-
-pub fn previous_master_keys(settings: &Settings) -> Result<Vec<MasterKey>, StartupError> {
-    Ok(settings
-        .crypto
-        .previous_master_keys
-        .iter()
-        .map(|k| MasterKey::from_base64(k.expose_secret()))
-        .collect::<Result<_, _>>()?)
-}
-
-/// Unlock the keyring, creating it (and the key file) on a first start with an empty database.
-pub fn open_keyring(
-    settings: &Settings,
-    store: &dyn Store,
-    now: i64,
-) -> Result<Keys, StartupError> {
-    let rows = store.keyring()?;
-    open_keyring_from(settings, store, rows, now)
-}
-
-/// [`open_keyring`] from the rows it read. Instances starting together on an empty
-/// PostgreSQL database (API.md §6.32) may all read no keyring: each then offers one, and the
-/// store keeps the first (under a lock) and gives every instance that one. The database
-/// holding tenants but no keyring is the only refusal, decided under that same lock.
-fn open_keyring_from(
-    settings: &Settings,
-    store: &dyn Store,
-    rows: Vec<crate::crypto::keyring::WrappedKey>,
-    now: i64,
-) -> Result<Keys, StartupError> {
-    let previous = previous_master_keys(settings)?;
-    let key_path = resolve(Path::new(&settings.crypto.master_key_file));
-    let no_keyring = || {
-        StartupError::MasterKey(
-            "the database holds tenants but no keyring; it cannot be opened".into(),
-        )
-    };
-    match (rows.is_empty(), configured_master_key(settings)?) {
-        (false, Some(master)) => {
-            let ring = Keyring::open(&rows, &master, &previous)?;
-            Ok(Keys::new(ring, master, previous))
-        }
-        (false, None) => Err(StartupError::MasterKey(format!(
-            "master key file {} is missing, but the database holds a keyring (wrapped by key id {}); restore the key file or set crypto.master_key — refusing to create a new key",
-            key_path.display(),
-            rows.first().map(|r| r.kek_id.as_str()).unwrap_or("?")
-        ))),
-        (true, master) => {
-            let master = match master {
-                Some(m) => m,
-                None => {
-                    // Before writing a new key file: a database that holds tenants (and,
-                    // read again now, still no keyring) can never be opened by a new key.
-                    if store.has_tenants()? && store.keyring()?.is_empty() {
-                        return Err(no_keyring());
-                    }
-                    let m = MasterKey::generate();
-                    write_key_file(&key_path, &m)?;
-                    tracing::info!(path = %key_path.display(), key_id = %m.id(), "created a new master key file; back it up — without it the database cannot be read");
-                    m
-                }
-            };
-            let (_, fresh) = Keyring::generate(&master)?;
-            let stored = store.init_keyring(&fresh, now).map_err(|e| match e {
-                crate::storage::StoreError::Conflict(_) => no_keyring(),
-                other => other.into(),
-            })?;
-            let ring = Keyring::open(&stored, &master, &previous)?;
-            Ok(Keys::new(ring, master, previous))
-        }
-    }
-}
-
-/// `otpmint migrate-store`: copy the installation at `from` into the empty database at `to`
-/// (both migrated first); the configured master key must open the source's keyring, and
-/// the copy keeps it wrapped as it is. Blocking: call it off the async workers. Returns the
-/// rows copied per table.
-pub fn migrate_store(
-    settings: &Settings,
-    from: &str,
-    to: &str,
-) -> Result<Vec<(&'static str, usize)>, StartupError> {
-    let open = |url: &str| {
-        let mut s = settings.clone();
-        s.database.url = url.to_string();
-        s.validate().map_err(StartupError::Config)?;
-        open_store(&s)
-    };
-    let source = open(from)?;
-    let rows = source.keyring()?;
-    if rows.is_empty() {
-        return Err(StartupError::Other(
-            "the source database holds no installation (no keyring)".into(),
-        ));
-    }
-    let master = configured_master_key(settings)?.ok_or_else(|| {
-        StartupError::MasterKey("no master key configured: the copy could not be checked".into())
-    })?;
-    Keyring::open(&rows, &master, &previous_master_keys(settings)?).map_err(|e| {
-        StartupError::MasterKey(format!(
-            "the configured master key does not open the source's keyring: {e}"
-        ))
-    })?;
-    let target = open(to)?;
-    let snapshot = source.export_snapshot()?;
-    target.import_snapshot(&snapshot).map_err(|e| match e {
-        crate::storage::StoreError::Conflict(m) => StartupError::Other(format!(
-            "{m}: refusing to copy into it (nothing was changed)"
-        )),
-        other => other.into(),
-    })?;
-    Ok(snapshot.iter().map(|(t, r)| (t.name, r.len())).collect())
 }
 
 /// Build the services (store, keyring, hashing pool, mailer) without any HTTP.
@@ -439,156 +252,5 @@ impl Application {
         // In-flight requests are done: write the last audit events before exiting.
         self.services.audit.flush().await;
         result
-    }
-}
-
-/// SIGTERM or SIGINT: the senders stop claiming, and the HTTP server drains.
-async fn stop_on_signal(services: Services, handle: actix_web::dev::ServerHandle) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::warn!("cannot listen for SIGTERM and SIGINT; stop the server with its handle");
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    if tokio::signal::ctrl_c().await.is_err() {
-        return;
-    }
-    tracing::info!("stopping: finishing requests and sends in flight");
-    services.outbox.stop();
-    handle.stop(true).await;
-}
-
-/// Keep what clients cannot grow without bound in check (API.md §6.27): the per-IP
-/// limiter forgets addresses whose buckets are full again.
-async fn tidy_loop(governor: crate::routes::governor::IpGovernor) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let limiter = governor.limiter();
-        limiter.retain_recent();
-        limiter.shrink_to_fit();
-    }
-}
-
-/// Delete ended codes after `otp.retention_seconds`, and quota records past their windows.
-/// Pick up a data-key rotation made by the CLI or another instance within a second or two,
-/// so every instance seals new messages and passwords under the active key.
-async fn keyring_loop(services: Services) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        match services.refresh_keyring().await {
-            Ok(true) => tracing::info!("keyring reloaded: a new data key is active"),
-            Ok(false) => {}
-            Err(e) => tracing::debug!(error = %e, "keyring refresh failed"),
-        }
-    }
-}
-
-async fn purge_loop(services: Services) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
-    loop {
-        tick.tick().await;
-        match services.purge_once().await {
-            Ok(n) if n > 0 => tracing::info!(purged = n, "purged ended codes"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "purge failed"),
-        }
-    }
-}
-
-impl Services {
-    /// One purge pass: codes that ended (or expired) more than `otp.retention_seconds` ago,
-    /// and quota records older than their windows. Returns how many codes went.
-    pub async fn purge_once(&self) -> Result<usize, crate::service::ServiceError> {
-        let now = self.now();
-        let retention = (self.settings.load().otp.retention_seconds as i64) * 1000;
-        // A send record is kept as long as any limit looks at it: the recipient window,
-        // the cooldown, the tenant's hour (all range-checked, so no overflow).
-        let limits = self.settings.load().limits.clone();
-        let windows = (limits
-            .recipient_window_seconds
-            .max(limits.resend_cooldown_seconds)
-            .max(3600) as i64)
-            .saturating_mul(1000);
-        let audit = (self.settings.load().audit.retention_seconds as i64).saturating_mul(1000);
-        self.db(move |s| {
-            s.purge_audit(now - audit)?;
-            // Idempotency keys after their 24 hours; webhook delivery records with the audit.
-            s.purge_integration(now, now - audit)?;
-            s.purge(now - retention, now - windows)
-        })
-        .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-    use crate::storage::sqlite::SqliteStore;
-    use crate::storage::KeyringStore;
-
-    fn settings(dir: &Path, key: &MasterKey) -> Settings {
-        let mut s = Settings::load_from(None, Vec::<(String, String)>::new()).unwrap();
-        s.crypto.master_key = secrecy::SecretString::from(key.to_base64());
-        s.database.url = format!("sqlite://{}", dir.join("k.db").display());
-        s
-    }
-
-    #[test]
-    fn an_instance_that_read_no_keyring_while_another_made_one_opens_that_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = MasterKey::generate();
-        let s = settings(dir.path(), &key);
-        let store = SqliteStore::open(&dir.path().join("k.db"), 2).unwrap();
-        // Instance A read the keyring: empty.
-        let read_by_a = store.keyring().unwrap();
-        assert!(read_by_a.is_empty());
-        // Instance B made it meanwhile, and its first tenant is already there.
-        let b = open_keyring(&s, &store, 1).unwrap();
-        crate::storage::TenantStore::insert_tenant(
-            &store,
-            &crate::domain::tenant::Tenant::sample(),
-            &[1; 32],
-            1,
-        )
-        .unwrap();
-        // A goes on from what it read, and opens B's keyring.
-        let a = open_keyring_from(&s, &store, read_by_a, 2).unwrap();
-        assert_eq!(a.get().pepper(), b.get().pepper());
-    }
-
-    #[test]
-    fn a_database_with_tenants_and_no_keyring_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = MasterKey::generate();
-        let s = settings(dir.path(), &key);
-        let store = SqliteStore::open(&dir.path().join("k.db"), 2).unwrap();
-        crate::storage::TenantStore::insert_tenant(
-            &store,
-            &crate::domain::tenant::Tenant::sample(),
-            &[1; 32],
-            1,
-        )
-        .unwrap();
-        let e = open_keyring(&s, &store, 1).err().unwrap();
-        assert!(
-            e.to_string().contains("holds tenants but no keyring"),
-            "{e}"
-        );
-        assert!(store.keyring().unwrap().is_empty(), "no keyring was made");
     }
 }

@@ -1,0 +1,98 @@
+//! What runs beside the HTTP server: the signal that stops it, the purge, the keyring
+//! refresh, and the tidying of what clients could otherwise grow without bound.
+
+use std::time::Duration;
+
+use crate::service::Services;
+
+/// SIGTERM or SIGINT: the senders stop claiming, and the HTTP server drains.
+pub(super) async fn stop_on_signal(services: Services, handle: actix_web::dev::ServerHandle) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::warn!("cannot listen for SIGTERM and SIGINT; stop the server with its handle");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    tracing::info!("stopping: finishing requests and sends in flight");
+    services.outbox.stop();
+    handle.stop(true).await;
+}
+
+/// Keep what clients cannot grow without bound in check (API.md §6.27): the per-IP
+/// limiter forgets addresses whose buckets are full again.
+pub(super) async fn tidy_loop(governor: crate::routes::governor::IpGovernor) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let limiter = governor.limiter();
+        limiter.retain_recent();
+        limiter.shrink_to_fit();
+    }
+}
+
+/// Delete ended codes after `otp.retention_seconds`, and quota records past their windows.
+/// Pick up a data-key rotation made by the CLI or another instance within a second or two,
+/// so every instance seals new messages and passwords under the active key.
+pub(super) async fn keyring_loop(services: Services) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match services.refresh_keyring().await {
+            Ok(true) => tracing::info!("keyring reloaded: a new data key is active"),
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e, "keyring refresh failed"),
+        }
+    }
+}
+
+pub(super) async fn purge_loop(services: Services) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        match services.purge_once().await {
+            Ok(n) if n > 0 => tracing::info!(purged = n, "purged ended codes"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "purge failed"),
+        }
+    }
+}
+
+impl Services {
+    /// One purge pass: codes that ended (or expired) more than `otp.retention_seconds` ago,
+    /// and quota records older than their windows. Returns how many codes went.
+    pub async fn purge_once(&self) -> Result<usize, crate::service::ServiceError> {
+        let now = self.now();
+        let retention = (self.settings.load().otp.retention_seconds as i64) * 1000;
+        // A send record is kept as long as any limit looks at it: the recipient window,
+        // the cooldown, the tenant's hour (all range-checked, so no overflow).
+        let limits = self.settings.load().limits.clone();
+        let windows = (limits
+            .recipient_window_seconds
+            .max(limits.resend_cooldown_seconds)
+            .max(3600) as i64)
+            .saturating_mul(1000);
+        let audit = (self.settings.load().audit.retention_seconds as i64).saturating_mul(1000);
+        self.db(move |s| {
+            s.purge_audit(now - audit)?;
+            // Idempotency keys after their 24 hours; webhook delivery records with the audit.
+            s.purge_integration(now, now - audit)?;
+            s.purge(now - retention, now - windows)
+        })
+        .await
+    }
+}
