@@ -173,7 +173,17 @@ impl super::Services {
                 "must be between 1 and 200",
             ));
         }
-        self.audit.flush().await;
+        // Events still queued are written first — but not waited for longer than the
+        // database's own timeout when it is away.
+        let wait = Duration::from_secs(self.settings.load().database.timeout_seconds);
+        if tokio::time::timeout(wait, self.audit.flush())
+            .await
+            .is_err()
+        {
+            return Err(super::ServiceError::Unavailable(
+                "the audit queue cannot be written now".into(),
+            ));
+        }
         let tid = tenant.clone();
         self.db(move |s| s.audit_page(&tid, before, limit)).await
     }

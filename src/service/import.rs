@@ -195,7 +195,8 @@ impl Services {
                         password: blob,
                         from,
                         tls,
-                        max_connections: self.settings.load().smtp.max_connections_per_tenant,
+                        // The server's default ceiling (the window adapts below it).
+                        max_connections: 0,
                     },
                     smtp_version: 1,
                     policy,

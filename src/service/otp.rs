@@ -117,7 +117,8 @@ impl Services {
             locale,
         } = req;
         let to = email.delivery_address();
-        let audit = self.audit.slot()?;
+        // Room for the mint's audit entry, and for a template fallback's, before any work.
+        let (audit, fallback_audit) = (self.audit.slot()?, self.audit.slot()?);
         let mode = match flavor {
             // OtpMint's clients expect the message to have left when /otp answers.
             Flavor::Compat => DeliveryMode::Sync,
@@ -140,19 +141,14 @@ impl Services {
         audit.record(&tenant.id, now, "mint", &to, &outcome, ctx);
         if let Ok(m) = &result {
             if m.template_fallback {
-                match self.audit.slot() {
-                    Ok(slot) => slot.record(
-                        &tenant.id,
-                        now,
-                        "template.fallback",
-                        &to,
-                        m.locale.as_str(),
-                        ctx,
-                    ),
-                    Err(_) => {
-                        tracing::warn!(tenant_id = %tenant.id, "the audit queue is full: a template.fallback entry is not kept")
-                    }
-                }
+                fallback_audit.record(
+                    &tenant.id,
+                    now,
+                    "template.fallback",
+                    &to,
+                    m.locale.as_str(),
+                    ctx,
+                );
             }
         }
         result
@@ -262,7 +258,16 @@ impl Services {
             expires_at,
             mode,
         };
-        match self.attempt(&job, tenant, None).await {
+        // On a task of its own: a client that goes away does not cut the send or the record
+        // of its outcome in half (the message and its lease stay this process's until then).
+        let (me, owner) = (self.clone(), tenant.clone());
+        let attempt = tokio::spawn(tracing::Instrument::instrument(
+            async move { me.attempt(&job, &owner, None).await },
+            tracing::Span::current(),
+        ))
+        .await
+        .map_err(|e| ServiceError::Internal(format!("delivery task failed: {e}")))?;
+        match attempt {
             Attempt::Sent => {
                 crate::metrics::inc(|m| &m.codes_minted, &[mode.as_str()]);
                 Ok(minted)

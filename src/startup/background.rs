@@ -28,6 +28,7 @@ pub(super) async fn stop_on_signal(services: Services, handle: actix_web::dev::S
     }
     tracing::info!("stopping: finishing requests and sends in flight");
     services.outbox.stop();
+    services.stop_hooks();
     handle.stop(true).await;
 }
 

@@ -245,12 +245,20 @@ impl Application {
         let tidy = tokio::spawn(tidy_loop(self.governor.clone()));
         let signals = tokio::spawn(stop_on_signal(self.services.clone(), self.handle.clone()));
         let result = self.server.await;
-        self.services.stop_delivery(self.grace).await;
-        for task in [purger, keys, sender, hooks, tidy, signals] {
+        self.services
+            .stop_delivery(self.grace, vec![sender, hooks])
+            .await;
+        for task in [purger, keys, tidy, signals] {
             task.abort();
         }
-        // In-flight requests are done: write the last audit events before exiting.
-        self.services.audit.flush().await;
+        // In-flight requests are done: write the last audit events before exiting (not
+        // waiting longer than the grace while the database is away).
+        if tokio::time::timeout(self.grace, self.services.audit.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the audit queue could not be written before stopping");
+        }
         result
     }
 }

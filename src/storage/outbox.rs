@@ -24,9 +24,9 @@ pub struct Fairness<K> {
     /// query.
     pub caps: HashMap<String, u32>,
     pub default_cap: u32,
-    /// Never claimed here (messages whose outcome this process has not recorded yet,
-    /// events it is delivering).
-    pub skip: HashSet<K>,
+    /// Never claimed here, with their tenants (messages this process is sending or whose
+    /// outcome it has not recorded yet, events it is delivering).
+    pub skip: HashMap<K, String>,
     /// Tenants are visited in id order, starting after this one and wrapping around, so
     /// claims that stop at `limit` take turns between tenants.
     pub after: Option<String>,
@@ -117,6 +117,14 @@ pub trait OutboxStore {
         reason: &str,
         maybe_delivered: bool,
     ) -> Result<bool, StoreError>;
+    /// Give the row back without an attempt (its message cannot be opened yet, its tenant
+    /// could not be read): due again at `due_at`, only while `owner` holds it.
+    fn outbox_defer(
+        &self,
+        key_digest: &[u8],
+        owner: &str,
+        due_at: Millis,
+    ) -> Result<(), StoreError>;
     /// Give up, only while `owner` holds the row: the code becomes `failed` (it can never
     /// verify), the outbox row goes, and the quota charge is given back unless some attempt
     /// may have reached the relay.
@@ -155,6 +163,10 @@ pub(crate) fn plan_claim<K: Eq + Hash + Clone>(
     mut next_tenant: impl FnMut(Option<&str>) -> Result<Option<String>, StoreError>,
     mut due_keys: impl FnMut(&str, u32) -> Result<Vec<K>, StoreError>,
 ) -> Result<(Vec<K>, Option<String>), StoreError> {
+    let mut skipped: HashMap<&str, usize> = HashMap::new();
+    for tenant in f.skip.values() {
+        *skipped.entry(tenant.as_str()).or_default() += 1;
+    }
     let mut keys = Vec::new();
     let mut cursor = f.after.clone();
     let mut wrapped = f.after.is_none();
@@ -178,12 +190,13 @@ pub(crate) fn plan_claim<K: Eq + Hash + Clone>(
         if room == 0 {
             continue;
         }
-        // Skipped keys may be among the oldest: ask for as many more as there are.
-        let ask = u32::try_from(room + f.skip.len()).unwrap_or(u32::MAX);
+        // The tenant's skipped keys may be among its oldest: ask for as many more.
+        let more = skipped.get(tenant.as_str()).copied().unwrap_or(0);
+        let ask = u32::try_from(room + more).unwrap_or(u32::MAX);
         keys.extend(
             due_keys(&tenant, ask)?
                 .into_iter()
-                .filter(|k| !f.skip.contains(k))
+                .filter(|k| !f.skip.contains_key(k))
                 .take(room),
         );
     }
@@ -199,7 +212,7 @@ mod tests {
             limit,
             caps: caps.iter().map(|(t, n)| (t.to_string(), *n)).collect(),
             default_cap: 2,
-            skip: HashSet::new(),
+            skip: HashMap::new(),
             after: after.map(str::to_string),
         }
     }
@@ -250,7 +263,7 @@ mod tests {
     #[test]
     fn keys_awaiting_their_record_are_never_claimed() {
         let mut c = request(100, &[("b", 0), ("c", 0)], None);
-        c.skip.insert(b"a0".to_vec());
+        c.skip.insert(b"a0".to_vec(), "a".into());
         let (keys, _) = plan(&c);
         assert_eq!(keys, ["a1", "a2"]);
     }

@@ -333,3 +333,66 @@ async fn endpoints_that_never_answer_do_not_delay_another_tenants_events() {
     // Meanwhile both silent endpoints kept their share of requests busy.
     assert!(silent.requests().len() >= 8, "{}", silent.requests().len());
 }
+
+#[tokio::test]
+async fn a_sync_outcome_waiting_through_an_outage_is_recorded_sent_not_unknown() {
+    if skip_on_postgres("holds SQLite's write lock") {
+        return;
+    }
+    let app = spawn_app().await;
+    app.smtp.set_delay(Duration::from_millis(800));
+    let (_, sk) = app.tenant().await;
+    let (app_ref, sk2) = (&app, sk.clone());
+    let mint = async move {
+        app_ref
+            .post("/v1/otp", &sk2, json!({"email": "ada@example.com"}))
+            .await
+    };
+    let lock_after_data = async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while app.smtp.in_data() == 0 {
+            assert!(Instant::now() < deadline, "the message never reached DATA");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let db = app.db_path();
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let c = rusqlite::Connection::open(&db).unwrap();
+            c.execute_batch("BEGIN IMMEDIATE").unwrap();
+            locked_tx.send(()).unwrap();
+            let _ = release_rx.recv_timeout(Duration::from_secs(60));
+            c.execute_batch("ROLLBACK").unwrap();
+        });
+        locked_rx.recv().unwrap();
+        (release_tx, holder)
+    };
+    let (r, (release_tx, holder)) = tokio::join!(mint, lock_after_data);
+    // The relay took it: 201, though its outcome could not be recorded yet.
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let key = r.json::<Value>().await.unwrap()["shareable_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The sync row's lease runs out during the outage; the sweeps meanwhile leave it alone.
+    app.clock.advance_secs(120);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v: Value = app
+            .get(&format!("/v1/otp/{key}"), &sk)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_ne!(v["delivery"]["status"], "unknown", "{v}");
+        if v["delivery"]["status"] == "sent" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recorded: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.smtp.count_to("ada@example.com"), 1);
+}

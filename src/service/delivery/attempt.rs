@@ -66,9 +66,9 @@ impl Services {
                     self.outbox.owner().to_string(),
                     self.now() + KEY_WAIT_MS,
                 );
-                let previous = job.attempts;
-                self.record(&job.key_digest, move |s| {
-                    s.outbox_retry(&key, &owner, previous, due, "key_unavailable", false)
+                self.record(job, move |s| {
+                    s.outbox_defer(&key, &owner, due)?;
+                    Ok(true)
                 })
                 .await;
                 return Attempt::NotMade;
@@ -117,7 +117,7 @@ impl Services {
                 );
                 let event = self.outcome_event(tenant, &msg, None);
                 let raised = event.is_some();
-                self.record(&job.key_digest, move |s| {
+                self.record(job, move |s| {
                     s.outbox_sent(&key, &owner, attempts, now, event.as_ref())
                 })
                 .await;
@@ -138,7 +138,7 @@ impl Services {
                         let (key, owner) =
                             (job.key_digest.clone(), self.outbox.owner().to_string());
                         let (reason, maybe) = (e.reason, e.maybe_delivered);
-                        self.record(&job.key_digest, move |s| {
+                        self.record(job, move |s| {
                             s.outbox_retry(&key, &owner, attempts, due, reason.as_str(), maybe)
                         })
                         .await;
@@ -197,7 +197,8 @@ impl Services {
                     refused: false,
                 }));
             };
-            self.outbox.sending(&job.key_digest, true);
+            self.outbox
+                .hold(&job.key_digest, job.tenant_id.as_str(), job.expires_at);
             let sessions = window.limit() as usize;
             match self
                 .mailer
@@ -266,7 +267,7 @@ impl Services {
             self.outbox.owner().to_string(),
         );
         let raised = event.is_some();
-        self.record(&job.key_digest, move |s| {
+        self.record(job, move |s| {
             s.outbox_failed(
                 &key,
                 &owner,
@@ -287,13 +288,13 @@ impl Services {
     /// Record an outcome as the lease's holder. Until it is recorded the message is never
     /// claimed here again, however long the database is away (API.md §11.3); an outcome
     /// that comes too late (the row was settled or re-claimed meanwhile) changes nothing.
-    async fn record<F>(&self, key: &[u8], f: F)
+    async fn record<F>(&self, job: &OutboxJob, f: F)
     where
         F: Fn(&dyn Store) -> Result<bool, StoreError> + Send + Sync + 'static,
     {
-        self.outbox.unrecorded(key, true);
-        self.outbox.sending(key, false);
-        let (outbox, done) = (self.outbox.clone(), key.to_vec());
+        self.outbox
+            .hold(&job.key_digest, job.tenant_id.as_str(), job.expires_at);
+        let (outbox, done) = (self.outbox.clone(), job.key_digest.clone());
         self.record_until_taken(
             "a delivery outcome",
             move |s| {
@@ -302,7 +303,7 @@ impl Services {
                 }
                 Ok(())
             },
-            move || outbox.unrecorded(&done, false),
+            move || outbox.let_go(&done),
         )
         .await;
     }

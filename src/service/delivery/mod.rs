@@ -12,7 +12,7 @@ mod attempt;
 mod sender;
 pub mod window;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -60,17 +60,24 @@ struct OutboxInner {
     owner: String,
     wake: Notify,
     windows: Windows,
-    /// Messages between a session and their recorded outcome (kept leased at shutdown).
-    sending: Mutex<HashSet<Vec<u8>>>,
-    /// Outcomes not recorded yet (the database is away): never claimed here again until
-    /// they are, however long that takes (API.md §11.3).
-    unrecorded: Mutex<HashSet<Vec<u8>>>,
+    /// Messages this process is sending, or whose outcome it has not recorded yet (the
+    /// database is away): never claimed or swept here, nor released at shutdown, until the
+    /// outcome is recorded, however long that takes (API.md §11.3) — or the code expired.
+    held: Mutex<HashMap<Vec<u8>, Held>>,
     /// Background sends running (claimed, not yet settled).
     running: std::sync::atomic::AtomicUsize,
     /// Where the next claim starts (claims take turns between tenants).
     cursor: Mutex<Option<String>>,
     stopping: AtomicBool,
     stopped: Notify,
+    /// When the stop was asked for: the drain's deadline counts from it.
+    stopped_at: std::sync::OnceLock<std::time::Instant>,
+}
+
+/// A message held by this process (see `OutboxInner::held`).
+struct Held {
+    tenant: String,
+    expires_at: crate::domain::Millis,
 }
 
 impl Default for Outbox {
@@ -91,12 +98,12 @@ impl Outbox {
                 owner: format!("inst_{}", crate::domain::keys::random_id(16)),
                 wake: Notify::new(),
                 windows: Windows::default(),
-                sending: Mutex::new(HashSet::new()),
-                unrecorded: Mutex::new(HashSet::new()),
+                held: Mutex::new(HashMap::new()),
                 running: std::sync::atomic::AtomicUsize::new(0),
                 cursor: Mutex::new(None),
                 stopping: AtomicBool::new(false),
                 stopped: Notify::new(),
+                stopped_at: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -118,6 +125,7 @@ impl Outbox {
 
     /// Stop claiming; queued background sends give up their turn (shutdown).
     pub fn stop(&self) {
+        let _ = self.inner.stopped_at.set(std::time::Instant::now());
         self.inner.stopping.store(true, Ordering::SeqCst);
         self.inner.stopped.notify_waiters();
         self.wake();
@@ -137,29 +145,35 @@ impl Outbox {
         }
     }
 
-    fn sending(&self, key: &[u8], on: bool) {
-        let mut s = locked(&self.inner.sending);
-        if on {
-            s.insert(key.to_vec());
-        } else {
-            s.remove(key);
-        }
+    /// Hold a message until its outcome is recorded (see `OutboxInner::held`).
+    fn hold(&self, key: &[u8], tenant: &str, expires_at: crate::domain::Millis) {
+        locked(&self.inner.held).insert(
+            key.to_vec(),
+            Held {
+                tenant: tenant.to_string(),
+                expires_at,
+            },
+        );
     }
 
-    fn unrecorded(&self, key: &[u8], on: bool) {
-        let mut s = locked(&self.inner.unrecorded);
-        if on {
-            s.insert(key.to_vec());
-        } else {
-            s.remove(key);
-        }
+    fn let_go(&self, key: &[u8]) {
+        locked(&self.inner.held).remove(key);
     }
 
-    /// Keys a claim must not take, and a shutdown must not release.
-    fn held(&self) -> HashSet<Vec<u8>> {
-        let mut keys = locked(&self.inner.unrecorded).clone();
-        keys.extend(locked(&self.inner.sending).iter().cloned());
-        keys
+    /// Messages a claim or the sweep must not take, and a shutdown must not release, with
+    /// their tenants.
+    fn held(&self) -> HashMap<Vec<u8>, String> {
+        locked(&self.inner.held)
+            .iter()
+            .map(|(k, h)| (k.clone(), h.tenant.clone()))
+            .collect()
+    }
+
+    /// Forget held messages whose code expired: nothing can send them any more, and the
+    /// sweep settles them (an outcome that could never be recorded — a bug, not an outage —
+    /// would otherwise be held for the life of the process).
+    fn tidy(&self, now: crate::domain::Millis) {
+        locked(&self.inner.held).retain(|_, h| h.expires_at > now);
     }
 }
 

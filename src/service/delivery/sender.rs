@@ -94,8 +94,22 @@ impl Services {
             for job in claimed.jobs {
                 if !tenants.contains_key(&job.tenant_id) {
                     let id = job.tenant_id.clone();
-                    let row = self.db(move |s| s.tenant(&id)).await.ok().flatten();
-                    tenants.insert(job.tenant_id.clone(), row);
+                    match self.db(move |s| s.tenant(&id)).await {
+                        Ok(row) => {
+                            tenants.insert(job.tenant_id.clone(), row);
+                        }
+                        Err(e) => {
+                            // Give the row back rather than hold it for a whole lease.
+                            tracing::warn!(error = %e, "reading a claimed message's tenant failed");
+                            let (key, owner, due) = (
+                                job.key_digest.clone(),
+                                self.outbox.owner().to_string(),
+                                self.now(),
+                            );
+                            let _ = self.db(move |s| s.outbox_defer(&key, &owner, due)).await;
+                            continue;
+                        }
+                    }
                 }
                 let Some(Some(tenant)) = tenants.get(&job.tenant_id).cloned() else {
                     // Deleted meanwhile: its rows go with it.
@@ -121,13 +135,18 @@ impl Services {
     /// transaction.
     pub(crate) async fn sweep_once(&self) {
         let now = self.now();
-        let candidates = match self.db(move |s| s.sweep_candidates(now)).await {
+        self.outbox.tidy(now);
+        let mut candidates = match self.db(move |s| s.sweep_candidates(now)).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "outbox sweep failed");
                 return;
             }
         };
+        // A message this process sends, or whose outcome it still has to record, is not
+        // the sweep's, even when its lease ran out during an outage (API.md §11.3–11.4).
+        let held = self.outbox.held();
+        candidates.retain(|c| !held.contains_key(&c.key_digest));
         if candidates.is_empty() {
             return;
         }
@@ -175,19 +194,33 @@ impl Services {
         }
     }
 
-    /// Shutdown (API.md §11.5): stop claiming, let the running sends finish within
-    /// `grace`, then give back the leases of every message not being sent, so a restart or
-    /// another instance sends them at once.
-    pub async fn stop_delivery(&self, grace: Duration) {
+    /// Shutdown (API.md §11.5): stop claiming (the sender loops are awaited, so a claim
+    /// under way has spawned its sends before this goes on), let the running sends finish
+    /// within `grace` of the stop, then give back the leases of every message and event not
+    /// being sent, so a restart or another instance sends them at once.
+    pub async fn stop_delivery(&self, grace: Duration, loops: Vec<tokio::task::JoinHandle<()>>) {
         self.outbox.stop();
         self.stop_hooks();
-        let deadline = tokio::time::Instant::now() + grace;
+        let stopped_at = self
+            .outbox
+            .inner
+            .stopped_at
+            .get()
+            .copied()
+            .unwrap_or_else(std::time::Instant::now);
+        let deadline = tokio::time::Instant::from_std(stopped_at) + grace;
+        for l in loops {
+            let abort = l.abort_handle();
+            if tokio::time::timeout_at(deadline, l).await.is_err() {
+                abort.abort();
+            }
+        }
         while (self.outbox.inner.running.load(Ordering::SeqCst) > 0 || self.hooks_running() > 0)
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let keep: Vec<Vec<u8>> = self.outbox.held().into_iter().collect();
+        let keep: Vec<Vec<u8>> = self.outbox.held().into_keys().collect();
         let owner = self.outbox.owner().to_string();
         match self.db(move |s| s.release_leases(&owner, &keep)).await {
             Ok(0) => {}

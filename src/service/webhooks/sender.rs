@@ -181,7 +181,10 @@ impl Services {
                 limit: u32::try_from(free).unwrap_or(u32::MAX),
                 caps,
                 default_cap: per_tenant,
-                skip: self.hooks.running_ids().into_iter().collect(),
+                skip: locked(&self.hooks.inner.in_flight)
+                    .iter()
+                    .flat_map(|(t, ids)| ids.iter().map(move |id| (id.clone(), t.clone())))
+                    .collect(),
                 after: locked(&self.hooks.inner.cursor).clone(),
             },
         };

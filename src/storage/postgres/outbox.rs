@@ -122,13 +122,22 @@ impl OutboxStore for PgStore {
     ) -> Result<bool, StoreError> {
         self.tx(|tx| {
             // The outbox row first, as every settlement does (same lock order as `take_row`
-            // and the sweep): only the lease's holder settles the message, once.
-            if tx
+            // and the sweep): only the lease's holder settles the message, once — or a sync
+            // send another instance's sweep recorded as `unknown` while this outcome waited
+            // for the database (the relay did take it).
+            let held = tx
                 .query_opt(
                     "DELETE FROM outbox WHERE key_digest = $1 AND leased_by = $2 RETURNING 1",
                     &[&key_digest, &owner],
                 )?
-                .is_none()
+                .is_some();
+            if !held
+                && tx
+                    .query_opt(
+                        "SELECT 1 FROM challenges WHERE key_digest = $1 AND delivery_status = 'unknown'",
+                        &[&key_digest],
+                    )?
+                    .is_none()
             {
                 return Ok(false);
             }
@@ -142,11 +151,16 @@ impl OutboxStore for PgStore {
                  || chr(31) || purpose || chr(31) || flavor, 0)) FROM challenges WHERE key_digest = $1",
                 &[&key_digest],
             )?;
+            // (Without the row, the `unknown` state is re-checked under the row's lock here.)
             let group = tx.query_opt(
                 "UPDATE challenges SET delivery_status = 'sent', delivery_attempts = $2, delivery_reason = NULL, sent_at = $3 \
-                 WHERE key_digest = $1 RETURNING tenant_id, email_canonical, purpose, flavor, seq, status",
-                &[&key_digest, &i64::from(attempts), &now],
+                 WHERE key_digest = $1 AND ($4 OR delivery_status = 'unknown') \
+                 RETURNING tenant_id, email_canonical, purpose, flavor, seq, status",
+                &[&key_digest, &i64::from(attempts), &now, &held],
             )?;
+            if !held && group.is_none() {
+                return Ok(false);
+            }
             if let Some(g) = group {
                 // Only pending, live codes are superseded. An older code of the group was
                 // committed before this one took its number (the group lock), so it is
@@ -192,6 +206,20 @@ impl OutboxStore for PgStore {
             }
             Ok(n == 1)
         })
+    }
+
+    fn outbox_defer(
+        &self,
+        key_digest: &[u8],
+        owner: &str,
+        due_at: Millis,
+    ) -> Result<(), StoreError> {
+        self.conn()?.db().execute(
+            "UPDATE outbox SET due_at = $3, lease_until = NULL, leased_by = NULL \
+             WHERE key_digest = $1 AND leased_by = $2",
+            &[&key_digest, &owner, &due_at],
+        )?;
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]

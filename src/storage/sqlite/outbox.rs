@@ -79,9 +79,10 @@ impl OutboxStore for SqliteStore {
                 // Still free and still live: the plan was read outside this transaction.
                 let leased = tx.row_opt(
                     "UPDATE outbox SET lease_until = ?2, leased_by = ?3 \
-                     WHERE key_digest = ?1 AND (lease_until IS NULL OR lease_until < ?4) \
+                     WHERE key_digest = ?1 AND due_at <= ?4 AND (lease_until IS NULL OR lease_until < ?4) \
                        AND EXISTS (SELECT 1 FROM challenges c WHERE c.key_digest = outbox.key_digest \
                          AND c.status = 'pending' AND c.expires_at > ?4 AND c.attempts < c.max_attempts) \
+                       AND EXISTS (SELECT 1 FROM tenants t WHERE t.id = outbox.tenant_id AND t.enabled = 1) \
                      RETURNING tenant_id, recipient, payload, attempts",
                     params![key, now + lease.for_ms, lease.owner, now],
                     |r| Ok((r.text(0)?, r.text(1)?, r.bytes(2)?, r.count(3)?)),
@@ -120,22 +121,25 @@ impl OutboxStore for SqliteStore {
         let (key_digest, owner, event) = (key_digest.to_vec(), owner.to_string(), event.cloned());
         self.writer.write(move |tx| {
             // The outbox row first: only the holder of its lease settles the message (a
-            // late outcome of an attempt whose row was re-claimed or settled changes nothing).
-            if tx.execute_cached(
+            // late outcome of an attempt whose row was re-claimed or settled changes nothing)
+            // — except a sync send that another instance's sweep recorded as `unknown` while
+            // this outcome waited for the database: the relay did take it.
+            let held = tx.execute_cached(
                 "DELETE FROM outbox WHERE key_digest = ?1 AND leased_by = ?2",
                 params![key_digest, owner],
-            )? == 0
-            {
-                return Ok(false);
-            }
+            )? == 1;
             let group: Option<(String, String, String, String, i64, String)> = tx
                 .query_row_cached(
                     "UPDATE challenges SET delivery_status = 'sent', delivery_attempts = ?2, delivery_reason = NULL, sent_at = ?3 \
-                     WHERE key_digest = ?1 RETURNING tenant_id, email_canonical, purpose, flavor, seq, status",
-                    params![key_digest, attempts, now],
+                     WHERE key_digest = ?1 AND (?4 OR delivery_status = 'unknown') \
+                     RETURNING tenant_id, email_canonical, purpose, flavor, seq, status",
+                    params![key_digest, attempts, now, held],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
                 )
                 .optional()?;
+            if !held && group.is_none() {
+                return Ok(false);
+            }
             if let Some((tenant, email, purpose, flavor, seq, status)) = group {
                 // Only pending, live codes are superseded: an exhausted or expired code keeps
                 // its state (and its retention).
@@ -179,6 +183,23 @@ impl OutboxStore for SqliteStore {
                 )?;
             }
             Ok(n == 1)
+        })
+    }
+
+    fn outbox_defer(
+        &self,
+        key_digest: &[u8],
+        owner: &str,
+        due_at: Millis,
+    ) -> Result<(), StoreError> {
+        let (key_digest, owner) = (key_digest.to_vec(), owner.to_string());
+        self.writer.write(move |tx| {
+            tx.execute_cached(
+                "UPDATE outbox SET due_at = ?3, lease_until = NULL, leased_by = NULL \
+                 WHERE key_digest = ?1 AND leased_by = ?2",
+                params![key_digest, owner, due_at],
+            )?;
+            Ok(())
         })
     }
 
