@@ -44,3 +44,12 @@ pub fn rfc3339(ms: Millis) -> String {
         .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
         .unwrap_or_default()
 }
+
+/// A time given as RFC 3339, or as a date (`2026-11-24`: its midnight, UTC).
+pub fn parse_time(s: &str) -> Option<Millis> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Some(t.timestamp_millis());
+    }
+    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+    Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
+}

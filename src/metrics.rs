@@ -11,6 +11,7 @@ use prometheus::{
 pub struct Metrics {
     registry: Registry,
     pub codes_minted: IntCounterVec,
+    pub codes_resent: IntCounterVec,
     pub verify_outcomes: IntCounterVec,
     pub deliveries: IntCounterVec,
     pub webhook_attempts: IntCounterVec,
@@ -57,7 +58,12 @@ fn build() -> Result<Metrics, prometheus::Error> {
         // No tenant label anywhere: under open registration it would grow without bound.
         codes_minted: counter(
             "otpmint_codes_minted_total",
-            "Codes minted: sync once the relay accepted the message, async once it is queued.",
+            "Codes minted: sync once the relay accepted the message, async once it is queued, test once it is in the test inbox.",
+            &["mode"],
+        )?,
+        codes_resent: counter(
+            "otpmint_codes_resent_total",
+            "New codes sent under an existing key (POST /v1/otp/{key}/resend), by mode.",
             &["mode"],
         )?,
         verify_outcomes: counter(

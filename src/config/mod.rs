@@ -80,6 +80,7 @@ pub struct Settings {
     pub smtp: SmtpSettings,
     pub webhooks: WebhookSettings,
     pub templates: TemplateSettings,
+    pub stats: StatsSettings,
     pub compat: CompatSettings,
     pub audit: AuditSettings,
     pub metrics: MetricsSettings,
@@ -160,6 +161,8 @@ pub struct OtpSettings {
     pub ttl_seconds: u32,
     pub max_attempts: u32,
     pub retention_seconds: u64,
+    /// New codes one key may be sent after its first (API.md §13.3).
+    pub max_resends: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -182,6 +185,8 @@ pub struct LimitSettings {
     pub resend_cooldown_seconds: u64,
     pub tenant_max_sends_per_hour: u32,
     pub recipient_max_failures: u32,
+    /// Test mints per tenant per hour (API.md §13.1); 0 = off.
+    pub test_sends_per_hour: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -212,6 +217,13 @@ pub struct WebhookSettings {
 #[serde(deny_unknown_fields)]
 pub struct TemplateSettings {
     pub max_locales_per_tenant: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsSettings {
+    /// Days of statistics kept (API.md §13.4).
+    pub retention_days: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -116,6 +116,11 @@ impl Settings {
                 u64::from(l.recipient_max_failures),
                 1_000_000,
             ),
+            (
+                "limits.test_sends_per_hour",
+                u64::from(l.test_sends_per_hour),
+                100_000_000,
+            ),
         ] {
             range(key, v, 0, hi)?;
         }
@@ -143,6 +148,13 @@ impl Settings {
             self.audit.retention_seconds,
             0,
             3650 * DAY,
+        )?;
+        range("otp.max_resends", self.otp.max_resends.into(), 0, 10)?;
+        range(
+            "stats.retention_days",
+            self.stats.retention_days.into(),
+            1,
+            3650,
         )?;
         range(
             "templates.max_locales_per_tenant",

@@ -143,14 +143,17 @@ impl Hasher {
         .await
     }
 
-    /// Verify a code against a stored PHC string, with the parameters it was made with.
-    async fn verify(&self, slot: HashSlot, code: &str, phc: &str) -> Result<bool, HashError> {
-        let (params, salt, expected) = parse_phc(phc)?;
+    /// Hash a code with the salt and parameters of a stored PHC string: the codes of one
+    /// key share them, so a guess is hashed once however many codes the key has (API.md
+    /// §13.3).
+    pub async fn hash_like(&self, code: &str, phc: &str) -> Result<String, HashError> {
+        let slot = self.slot()?;
+        let (params, salt, _) = parse_phc(phc)?;
         let pepper = Arc::clone(&self.inner.pepper);
         let code = SecretString::from(code.to_string());
         self.run(slot, move |mem| {
             let out = compute(&pepper, &params, code.expose_secret(), &salt, mem)?;
-            Ok(bool::from(out.as_slice().ct_eq(expected.as_slice())))
+            phc_string(&params, &salt, &out)
         })
         .await
     }
@@ -169,23 +172,38 @@ impl Hasher {
         code: &str,
         stored: &str,
     ) -> Result<bool, HashError> {
-        match stored.strip_prefix(LEGACY_PREFIX) {
-            None => self.verify(slot, code, stored).await,
-            Some(rest) => {
-                let (salt, phc) = rest
-                    .split_once('$')
-                    .ok_or_else(|| HashError::Internal("stored hash is malformed".into()))?;
-                let salt = B64
-                    .decode(salt)
-                    .map_err(|_| HashError::Internal("stored hash is malformed".into()))?;
-                use sha2::{Digest, Sha256};
-                let mut h = Sha256::new();
-                h.update(&salt);
-                h.update(code.as_bytes());
-                let hex = hex::encode(h.finalize());
-                self.verify(slot, &hex, &format!("${phc}")).await
-            }
+        self.verify_any(slot, code, &[stored.to_string()]).await
+    }
+
+    /// Whether a code matches any of a key's stored hashes, in one job of the pool. Every
+    /// hash is compared, whichever matches; hashes that share their input, parameters and
+    /// salt (a key's resent codes) cost one argon2id computation together.
+    pub async fn verify_any(
+        &self,
+        slot: HashSlot,
+        code: &str,
+        stored: &[String],
+    ) -> Result<bool, HashError> {
+        let mut checks = Vec::with_capacity(stored.len());
+        for s in stored {
+            checks.push(check_of(code, s)?);
         }
+        let pepper = Arc::clone(&self.inner.pepper);
+        self.run(slot, move |mem| {
+            let mut done: Vec<(&Check, [u8; OUTPUT_LEN])> = Vec::with_capacity(checks.len());
+            let mut matched = subtle::Choice::from(0);
+            for c in &checks {
+                let known = done.iter().find(|(d, _)| d.same_input(c)).map(|(_, o)| *o);
+                let out = match known {
+                    Some(o) => o,
+                    None => compute(&pepper, &c.params, c.input.expose_secret(), &c.salt, mem)?,
+                };
+                matched |= out.as_slice().ct_eq(c.expected.as_slice());
+                done.push((c, out));
+            }
+            Ok(bool::from(matched))
+        })
+        .await
     }
 
     async fn run<T: Send + 'static>(
@@ -233,6 +251,51 @@ impl Hasher {
             .await
             .map_err(|_| HashError::Internal("hash worker dropped the job".into()))?
     }
+}
+
+/// One stored hash to compare a code with: what argon2id is computed over (the code, or
+/// for a wrapped legacy hash the hex of its SHA-256), with which parameters and salt.
+struct Check {
+    input: SecretString,
+    params: Params,
+    salt: Vec<u8>,
+    expected: Vec<u8>,
+}
+
+impl Check {
+    fn same_input(&self, o: &Check) -> bool {
+        self.salt == o.salt
+            && self.params.m_cost() == o.params.m_cost()
+            && self.params.t_cost() == o.params.t_cost()
+            && self.params.p_cost() == o.params.p_cost()
+            && self.input.expose_secret() == o.input.expose_secret()
+    }
+}
+
+fn check_of(code: &str, stored: &str) -> Result<Check, HashError> {
+    let (input, phc) = match stored.strip_prefix(LEGACY_PREFIX) {
+        None => (code.to_string(), stored.to_string()),
+        Some(rest) => {
+            let (salt, phc) = rest
+                .split_once('$')
+                .ok_or_else(|| HashError::Internal("stored hash is malformed".into()))?;
+            let salt = B64
+                .decode(salt)
+                .map_err(|_| HashError::Internal("stored hash is malformed".into()))?;
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            h.update(&salt);
+            h.update(code.as_bytes());
+            (hex::encode(h.finalize()), format!("${phc}"))
+        }
+    };
+    let (params, salt, expected) = parse_phc(&phc)?;
+    Ok(Check {
+        input: SecretString::from(input),
+        params,
+        salt,
+        expected,
+    })
 }
 
 fn worker(rx: Arc<Mutex<Receiver<Job>>>) {
@@ -371,6 +434,27 @@ mod tests {
             .verify_stored(other.slot().unwrap(), "123456", &phc)
             .await
             .unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_keys_codes_share_its_salt_and_any_of_them_verifies() {
+        let h = Hasher::new(&settings(0), 2, &[1u8; 32]).unwrap();
+        let first = h.hash("111111").await.unwrap();
+        let second = h.hash_like("222222", &first).await.unwrap();
+        let salt = |p: &str| parse_phc(p).unwrap().1;
+        assert_eq!(salt(&first), salt(&second));
+        assert_ne!(first, second);
+        let key = vec![second.clone(), first.clone()];
+        for (code, ok) in [("111111", true), ("222222", true), ("333333", false)] {
+            let got = h.verify_any(h.slot().unwrap(), code, &key).await.unwrap();
+            assert_eq!(got, ok, "{code}");
+        }
+        // A key's hashes of one salt are compared after one computation: the check of the
+        // second reuses the first's output.
+        let checks: Vec<Check> = key.iter().map(|s| check_of("1", s).unwrap()).collect();
+        assert!(checks[0].same_input(&checks[1]));
+        let elsewhere = check_of("1", &h.hash("111111").await.unwrap()).unwrap();
+        assert!(!checks[0].same_input(&elsewhere), "another salt");
     }
 
     #[tokio::test]

@@ -77,6 +77,14 @@ pub struct ChallengeView {
     pub expires_at: Millis,
     pub verified_at: Option<Millis>,
     pub delivery: DeliveryView,
+    /// New codes sent under this key since its mint (API.md §13.3).
+    pub resends: u32,
+    /// Minted for a test recipient or by a test tenant: its messages went to the test inbox.
+    pub test: bool,
+    /// The locale its message was written in (`None`: imported from OtpMint).
+    pub locale: Option<String>,
+    /// `email` (text messages come with issue 24).
+    pub channel: String,
 }
 
 impl ChallengeView {
@@ -127,6 +135,10 @@ mod tests {
                 reason: None,
                 sent_at: Some(0),
             },
+            resends: 0,
+            test: false,
+            locale: None,
+            channel: "email".into(),
         }
     }
 

@@ -85,6 +85,18 @@ impl SecretKey {
     pub fn generate() -> SecretKey {
         SecretKey(SecretString::from(format!("sk_{}", random_alnum(32))))
     }
+    /// A test tenant's key (API.md §13.2): `sk_test_` and as many random characters.
+    pub fn generate_test() -> SecretKey {
+        SecretKey(SecretString::from(format!("sk_test_{}", random_alnum(32))))
+    }
+    /// A key of the kind a tenant's mode calls for.
+    pub fn generate_for(test: bool) -> SecretKey {
+        if test {
+            SecretKey::generate_test()
+        } else {
+            SecretKey::generate()
+        }
+    }
     /// Any presented bearer value (it is only ever hashed and looked up).
     pub fn presented(s: &str) -> SecretKey {
         SecretKey(SecretString::from(s.to_string()))

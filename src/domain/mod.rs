@@ -10,8 +10,10 @@ pub mod keys;
 pub mod locale;
 pub mod policy;
 pub mod purpose;
+pub mod stats;
 pub mod template;
 pub mod tenant;
+pub mod test_mode;
 pub mod webhook;
 
 /// Milliseconds since the Unix epoch; the one time unit of the domain and the store.

@@ -212,6 +212,12 @@ pub struct Tenant {
     /// Bumped by every change of the row: a change applies to the version it read, or
     /// is made again on the latest (API.md §6.30).
     pub row_version: i64,
+    /// A test tenant sends nothing to any relay: every mint goes to its test inbox
+    /// (API.md §13.2).
+    pub test: bool,
+    /// Bumped on every change of its test recipients, so cached lists know they are stale
+    /// (0: it never had any).
+    pub test_version: i64,
 }
 
 #[cfg(test)]
@@ -245,6 +251,8 @@ impl Tenant {
             templates_version: 0,
             webhook_events: String::new(),
             row_version: 1,
+            test: false,
+            test_version: 0,
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Code routes of `/v1`: mint (with `Idempotency-Key`), verify, status, cancel, and the
-//! tenant's audit. Each handler carries its OpenAPI description.
+//! Code routes of `/v1`: mint (with `Idempotency-Key`), resend, verify, status, cancel, and
+//! the tenant's audit. Each handler carries its OpenAPI description.
 
 use actix_web::http::header;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
@@ -190,8 +190,55 @@ fn mint_out(m: &Minted) -> (actix_web::http::StatusCode, MintOut) {
             max_attempts: m.policy.max_attempts,
             delivery: delivery.into(),
             locale: m.locale.as_str().to_string(),
+            test: m.test,
         },
     )
+}
+
+#[utoipa::path(post, path = "/v1/otp/{key}/resend", tag = "codes",
+    description = "Email a new code under the same shareable key (API.md §13.3). The key's earlier codes keep verifying until its `expires_at` (unchanged), so a late first message still works; the key's attempts are shared by all its codes. At most `otp.max_resends` per key; the recipient's cooldown and quotas apply as to a mint.",
+    params(("key" = String, Path, description = "Shareable key, `otp_…`")),
+    responses(
+        (status = 201, description = "Sent (the key's delivery is sync): the relay accepted the new message", body = ResendOut),
+        (status = 202, description = "Queued (async): the new message is stored; a sender delivers it", body = ResendOut),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, response = problems::OtpNotFound),
+        (status = 409, description = "conflict: the key's last message is still on its way", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "the key is no longer pending: otp_expired, otp_used, otp_superseded, otp_cancelled, otp_failed, attempts_exhausted", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "resend_limit_reached, or rate_limited (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "delivery_failed with reason; the key's earlier codes still verify", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "overloaded or unavailable (Retry-After)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn resend(
+    t: TenantAuth,
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    key: web::Path<String>,
+) -> ApiResult {
+    let ctx = super::request_context(&req, &st);
+    let r = st.services.resend(&t.0, &key, &ctx).await?;
+    let (status, delivery) = match r.delivery {
+        DeliveryMode::Sync => (actix_web::http::StatusCode::CREATED, "sent"),
+        DeliveryMode::Async => (actix_web::http::StatusCode::ACCEPTED, "queued"),
+    };
+    let v = &r.view;
+    Ok(json(
+        no_store(HttpResponse::build(status)),
+        &ResendOut {
+            code: MintOut {
+                shareable_key: r.key.expose().to_string(),
+                expires_at: rfc3339(v.expires_at),
+                ttl_seconds: u32::try_from((v.expires_at - v.created_at) / 1000).unwrap_or(0),
+                code_length: v.code_length,
+                max_attempts: v.max_attempts,
+                delivery: delivery.into(),
+                locale: r.locale.as_str().to_string(),
+                test: v.test,
+            },
+            resends: v.resends,
+        },
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/otp/verify", tag = "codes",

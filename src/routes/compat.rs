@@ -115,7 +115,7 @@ pub async fn reg_secretkey(
     st.services
         .create_tenant(NewTenant {
             name,
-            smtp: SmtpInput {
+            smtp: Some(SmtpInput {
                 host,
                 port,
                 username: mail.clone(),
@@ -123,12 +123,13 @@ pub async fn reg_secretkey(
                 from: mail,
                 tls: Some(TlsMode::default_for(port)),
                 max_connections: None,
-            },
+            }),
             policy: PolicyPatch::default(),
             delivery: None,
             default_locale: None,
             origin: Origin::Compat,
             secret: Some(SecretKey::presented(&secret)),
+            test: false,
         })
         .await
         .map_err(|e| CompatError::from_service(e, false))?;

@@ -48,6 +48,8 @@ pub struct TenantOut {
     pub delivery: String,
     /// The locale messages fall back to (API.md §8).
     pub default_locale: String,
+    /// A test tenant: sends nothing to any relay (API.md §13.2).
+    pub test: bool,
 }
 
 impl TenantOut {
@@ -69,6 +71,7 @@ impl TenantOut {
             },
             delivery: t.delivery.as_str().into(),
             default_locale: t.default_locale.as_str().to_string(),
+            test: t.test,
             policy: PolicyOut {
                 code_length: t.policy.code_length,
                 ttl_seconds: t.policy.ttl_seconds,
@@ -111,6 +114,19 @@ pub struct MintOut {
     /// The locale the message was written in (the first of the fallback chain with a
     /// template).
     pub locale: String,
+    /// Present and true for a test mint: the message went to the tenant's test inbox, not
+    /// to any relay (API.md §13.1).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub test: bool,
+}
+
+/// A key after `POST /v1/otp/{key}/resend`: as a mint's answer (the same key and expiry),
+/// with the number of codes sent under it since its mint.
+#[derive(Serialize, ToSchema)]
+pub struct ResendOut {
+    #[serde(flatten)]
+    pub code: MintOut,
+    pub resends: u32,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -152,6 +168,12 @@ pub struct StatusOut {
     pub attempts_remaining: u32,
     pub verified_at: Option<String>,
     pub delivery: DeliveryOut,
+    /// New codes sent under this key since its mint (each keeps verifying until
+    /// `expires_at`).
+    pub resends: u32,
+    /// Present and true for a test code (its messages went to the test inbox).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub test: bool,
 }
 
 impl StatusOut {
@@ -171,6 +193,8 @@ impl StatusOut {
                 reason: v.delivery.reason.clone(),
                 sent_at: v.delivery.sent_at.map(rfc3339),
             },
+            resends: v.resends,
+            test: v.test,
         }
     }
 }
@@ -254,6 +278,8 @@ pub enum ProblemCode {
     WebhookHostUnresolvable,
     IdempotencyKeyMismatch,
     IdempotencyKeyInUse,
+    TemplateLimitReached,
+    ResendLimitReached,
 }
 
 #[derive(Serialize, ToSchema)]

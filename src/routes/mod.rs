@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod codes;
 pub mod compat;
+pub mod devx;
 pub mod dto;
 pub mod error;
 pub mod governor;
@@ -150,6 +151,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
             .route(web::get().to(codes::otp_status))
             .route(web::delete().to(codes::otp_cancel)),
     )
+    .service(r("/v1/otp/{key}/resend").route(web::post().to(codes::resend)))
     .service(r("/healthz").route(web::get().to(ops::healthz)))
     .service(r("/readyz").route(web::get().to(ops::readyz)))
     .service(r("/metrics").route(web::get().to(ops::metrics)))
@@ -179,6 +181,15 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
             .route(web::patch().to(v1::patch_self)),
     )
     .service(r("/v1/tenant/audit").route(web::get().to(codes::audit)))
+    .service(
+        r("/v1/tenant/test-recipients")
+            .route(web::put().to(devx::put_test_recipients))
+            .route(web::get().to(devx::get_test_recipients)),
+    )
+    .service(r("/v1/tenant/test-inbox").route(web::get().to(devx::test_inbox)))
+    .service(r("/v1/tenant/stats").route(web::get().to(devx::own_stats)))
+    .service(r("/v1/tenants/{id}/stats").route(web::get().to(devx::tenant_stats)))
+    .service(r("/v1/stats").route(web::get().to(devx::all_stats)))
     .service(
         r("/v1/tenant/webhook")
             .route(web::put().to(webhooks::put))

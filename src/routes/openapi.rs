@@ -4,7 +4,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::dto::*;
-use super::{codes, ops, templates, v1, webhooks};
+use super::{codes, devx, ops, templates, v1, webhooks};
 
 struct Security;
 
@@ -40,7 +40,8 @@ impl Modify for Security {
         templates::list_own, templates::put_own, templates::delete_own, templates::preview_own,
         templates::list_for, templates::put_for, templates::delete_for, templates::preview_for,
         webhooks::put, webhooks::get, webhooks::delete, webhooks::rotate_secret, webhooks::test,
-        webhooks::deliveries
+        webhooks::deliveries, codes::resend, devx::put_test_recipients, devx::get_test_recipients,
+        devx::test_inbox, devx::own_stats, devx::tenant_stats, devx::all_stats
     ),
     components(
         schemas(Problem, ProblemCode, FieldErrorOut),
@@ -57,6 +58,8 @@ impl Modify for Security {
         (name = "codes", description = "Minting and verifying codes (secret key)"),
         (name = "webhooks", description = "Signed event notifications (secret key)"),
         (name = "templates", description = "Messages per locale (secret key, or admin token under /v1/tenants/{id})"),
+        (name = "test mode", description = "Test recipients and the test inbox (secret key)"),
+        (name = "statistics", description = "Counts by period (secret key; admin token for one or all tenants)"),
         (name = "operations", description = "Health and metrics")
     )
 )]
@@ -110,6 +113,12 @@ mod tests {
             "/v1/tenant/webhook/rotate-secret",
             "/v1/tenant/webhook/test",
             "/v1/tenant/webhook/deliveries",
+            "/v1/otp/{key}/resend",
+            "/v1/tenant/test-recipients",
+            "/v1/tenant/test-inbox",
+            "/v1/tenant/stats",
+            "/v1/tenants/{id}/stats",
+            "/v1/stats",
             "/healthz",
             "/readyz",
             "/metrics",
@@ -130,6 +139,8 @@ mod tests {
             "idempotency_key_mismatch",
             "idempotency_key_in_use",
             "webhook_host_not_allowed",
+            "template_limit_reached",
+            "resend_limit_reached",
         ] {
             assert!(codes.iter().any(|x| x == c), "{c} missing");
         }

@@ -63,12 +63,17 @@ impl From<PolicyBody> for PolicyPatch {
 #[serde(deny_unknown_fields)]
 pub struct CreateTenantBody {
     name: String,
-    smtp: SmtpBody,
+    /// Required unless `test` is true.
+    smtp: Option<SmtpBody>,
     policy: Option<PolicyBody>,
     /// `sync` (default) or `async`
     delivery: Option<String>,
     /// The locale messages fall back to (default `en`)
     default_locale: Option<String>,
+    /// A test tenant (API.md §13.2): it sends nothing to any relay, every mint goes to its
+    /// test inbox, and its secret key starts `sk_test_`.
+    #[serde(default)]
+    test: bool,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -94,6 +99,9 @@ pub struct PatchTenantBody {
     delivery: Option<String>,
     /// The locale messages fall back to, e.g. `de`
     default_locale: Option<String>,
+    /// Admin only: make the tenant a test tenant, or take it out of test mode (its relay
+    /// must then pass the host policy).
+    test: Option<bool>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -171,27 +179,31 @@ pub async fn create_tenant(
         _ => {}
     }
     let b: CreateTenantBody = json_body(&req, payload).await?;
-    let tls = parse_tls(b.smtp.tls.as_deref())?;
+    let smtp = match b.smtp {
+        None => None,
+        Some(s) => Some(SmtpInput {
+            tls: parse_tls(s.tls.as_deref())?,
+            host: s.host,
+            port: s.port,
+            username: s.username,
+            password: SecretString::from(s.password),
+            from: s.from,
+            max_connections: s.max_connections,
+        }),
+    };
     let delivery = parse_delivery(b.delivery.as_deref())?;
     let default_locale = parse_locale(b.default_locale.as_deref(), "default_locale")?;
     let (row, secret) = st
         .services
         .create_tenant(NewTenant {
             name: b.name,
-            smtp: SmtpInput {
-                host: b.smtp.host,
-                port: b.smtp.port,
-                username: b.smtp.username,
-                password: SecretString::from(b.smtp.password),
-                from: b.smtp.from,
-                tls,
-                max_connections: b.smtp.max_connections,
-            },
+            smtp,
             policy: b.policy.unwrap_or_default().into(),
             delivery,
             default_locale,
             origin: Origin::Native,
             secret: None,
+            test: b.test,
         })
         .await?;
     tracing::info!(tenant_id = %row.id, "tenant created");
@@ -258,6 +270,7 @@ fn patch_from(b: PatchTenantBody) -> Result<TenantPatch, ApiError> {
         policy: b.policy.map(Into::into),
         delivery: parse_delivery(b.delivery.as_deref())?,
         default_locale: parse_locale(b.default_locale.as_deref(), "default_locale")?,
+        test: b.test,
     })
 }
 

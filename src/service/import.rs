@@ -205,6 +205,8 @@ impl Services {
                     templates_version: 0,
                     webhook_events: String::new(),
                     row_version: 1,
+                    test: false,
+                    test_version: 0,
                 },
                 digest,
             ));
@@ -256,6 +258,7 @@ impl Services {
                     expires_at: now + i64::from(self.settings.load().otp.ttl_seconds) * 1000,
                     delivery_mode: crate::domain::delivery::DeliveryMode::Sync,
                     locale: None,
+                    channel: "email".into(),
                 },
             });
         }

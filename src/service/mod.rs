@@ -6,9 +6,12 @@ pub mod idempotency;
 pub mod import;
 pub mod keys;
 pub mod otp;
+pub mod resend;
 mod retry;
+pub mod stats;
 pub mod templates;
 pub mod tenants;
+pub mod test_mode;
 pub mod verify;
 pub mod webhooks;
 
@@ -30,6 +33,7 @@ pub enum LimitKind {
     Cooldown,
     Tenant,
     Failures,
+    TestSends,
 }
 
 impl LimitKind {
@@ -39,6 +43,7 @@ impl LimitKind {
             LimitKind::Cooldown => "cooldown",
             LimitKind::Tenant => "tenant",
             LimitKind::Failures => "failures",
+            LimitKind::TestSends => "test_sends",
         }
     }
 }
@@ -104,6 +109,9 @@ pub enum ServiceError {
     /// The tenant stores `templates.max_locales_per_tenant` templates already: 409.
     #[error("template limit reached")]
     TemplateLimit(u32),
+    /// The key was resent `otp.max_resends` times already: 429 `resend_limit_reached`.
+    #[error("resend limit reached")]
+    ResendLimit(u32),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -160,6 +168,8 @@ pub struct Services {
     pub(crate) templates: templates::TemplateCache,
     /// Webhook delivery: the HTTP client and this process's part of the event outbox.
     pub(crate) hooks: webhooks::Hooks,
+    /// Each tenant's test recipients, by `test_version`.
+    pub(crate) test_lists: test_mode::TestLists,
 }
 
 impl Services {

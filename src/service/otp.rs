@@ -21,10 +21,13 @@ use crate::mailer::{new_message_id, SmtpTarget};
 use crate::messages::Vars;
 use crate::service::audit::RequestContext;
 use crate::service::delivery::{Attempt, StoredMessage};
+use crate::service::test_mode::Route;
 use crate::service::webhooks::EventData;
-use crate::storage::{NewChallenge, NewOutbox, OutboxJob, QuotaRefusal};
+use crate::storage::{InboxEntry, NewChallenge, NewOutbox, OutboxJob, QuotaRefusal};
 
 pub const KEY_LABEL: &str = "shareable-key";
+/// The channel of every code until text messages come (API.md §12).
+pub(crate) const CHANNEL_EMAIL: &str = "email";
 
 /// What a mint asks for, parsed.
 #[derive(Debug)]
@@ -49,10 +52,12 @@ pub struct Minted {
     /// The tenant's template for that locale could not be used (it failed, or its message
     /// would not have shown the code): the built-in one was.
     pub template_fallback: bool,
+    /// A test mint: the message went to the tenant's test inbox, not to any relay.
+    pub test: bool,
 }
 
 /// A quota refusal as the error clients see, counted in the metrics.
-fn limited(r: QuotaRefusal) -> ServiceError {
+pub(super) fn limited(r: QuotaRefusal) -> ServiceError {
     let e = refusal(r);
     if let ServiceError::RateLimited { kind, .. } = &e {
         crate::metrics::inc(|m| &m.rate_limited, &[kind.as_str()]);
@@ -60,12 +65,13 @@ fn limited(r: QuotaRefusal) -> ServiceError {
     e
 }
 
-fn refusal(r: QuotaRefusal) -> ServiceError {
+pub(super) fn refusal(r: QuotaRefusal) -> ServiceError {
     let (kind, ms) = match r {
         QuotaRefusal::Recipient { retry_after_ms } => (LimitKind::Recipient, retry_after_ms),
         QuotaRefusal::Cooldown { retry_after_ms } => (LimitKind::Cooldown, retry_after_ms),
         QuotaRefusal::Tenant { retry_after_ms } => (LimitKind::Tenant, retry_after_ms),
         QuotaRefusal::Failures { retry_after_ms } => (LimitKind::Failures, retry_after_ms),
+        QuotaRefusal::TestSends { retry_after_ms } => (LimitKind::TestSends, retry_after_ms),
     };
     ServiceError::RateLimited {
         retry_after_secs: retry_secs(ms),
@@ -128,6 +134,7 @@ impl Services {
             .mint_inner(tenant, email, purpose, flavor, mode, locale.as_ref())
             .await;
         let outcome = match &result {
+            Ok(m) if m.test => "test".to_string(),
             Ok(m) if m.delivery == DeliveryMode::Async => "queued".to_string(),
             Ok(_) => "sent".to_string(),
             Err(ServiceError::Delivery(r)) => format!("delivery_failed:{}", r.as_str()),
@@ -163,11 +170,16 @@ impl Services {
         mode: DeliveryMode,
         locale: Option<&Locale>,
     ) -> Result<Minted, ServiceError> {
-        let policy = self.policy_for(tenant, flavor);
+        let mut policy = self.policy_for(tenant, flavor);
         let quota = self.quota();
         let now = self.now();
+        // A test recipient's (or a test tenant's) mint goes to the test inbox: it counts
+        // against the test sends only, and with a fixed code needs no new hash.
+        let route = self.route(tenant, email.canonical(), now).await?;
+        let test = route != Route::Relay;
+        let mode = if test { DeliveryMode::Sync } else { mode };
         // With every limit off there is nothing to check or count.
-        let counted = quota.any();
+        let counted = !test && quota.any();
         if counted {
             // A read first, so a refused mint costs no hash; the counting write below
             // checks again atomically.
@@ -176,9 +188,21 @@ impl Services {
                 .await?
                 .map_err(limited)?;
         }
-        let code = OtpCode::generate(policy.code_length);
+        let (code, code_hash) = match &route {
+            Route::Test(Some(fixed)) => {
+                policy.code_length = fixed.length;
+                (None, fixed.hash.clone())
+            }
+            _ => {
+                let code = OtpCode::generate(policy.code_length);
+                let hash = self.hasher.hash(code.expose()).await?;
+                (Some(code), hash)
+            }
+        };
+        // A fixed code is never shown again, not even in the test inbox.
+        let masked = "*".repeat(policy.code_length as usize);
+        let shown = code.as_ref().map_or(masked.as_str(), |c| c.expose());
         let key = ShareableKey::generate(flavor);
-        let code_hash = self.hasher.hash(code.expose()).await?;
         let expires_at = now + i64::from(policy.ttl_seconds) * 1000;
         let key_digest = self.key_digest(key.expose());
         let written = self
@@ -186,7 +210,7 @@ impl Services {
                 tenant,
                 locale,
                 &Vars {
-                    code: code.expose(),
+                    code: shown,
                     ttl_seconds: policy.ttl_seconds,
                     expires_at,
                     app_name: tenant.name.as_str(),
@@ -210,6 +234,7 @@ impl Services {
             expires_at,
             delivery_mode: mode,
             locale: Some(written.locale.as_str().to_string()),
+            channel: CHANNEL_EMAIL.into(),
         };
         let message = StoredMessage {
             subject: written.rendered.subject,
@@ -223,6 +248,27 @@ impl Services {
         };
         let payload = self.seal_message(&tenant.id, &key_digest, &message)?;
         drop(message);
+        let minted = Minted {
+            key,
+            expires_at,
+            policy,
+            delivery: mode,
+            locale: written.locale,
+            template_fallback: written.fallback,
+            test,
+        };
+        if test {
+            let inbox = InboxEntry {
+                recipient: email.canonical().to_string(),
+                payload,
+                per_hour: self.settings.load().limits.test_sends_per_hour,
+            };
+            self.write(move |s| s.insert_test_code(&challenge, &inbox, now))
+                .await?
+                .map_err(limited)?;
+            crate::metrics::inc(|m| &m.codes_minted, &["test"]);
+            return Ok(minted);
+        }
         let lease = (mode == DeliveryMode::Sync).then(|| self.lease());
         let outbox = NewOutbox {
             recipient: email.delivery_address(),
@@ -236,14 +282,6 @@ impl Services {
         self.write(move |s| s.insert_code(&c, &outbox, q.as_ref(), now))
             .await?
             .map_err(limited)?;
-        let minted = Minted {
-            key,
-            expires_at,
-            policy,
-            delivery: mode,
-            locale: written.locale,
-            template_fallback: written.fallback,
-        };
         if mode == DeliveryMode::Async {
             self.outbox.wake();
             crate::metrics::inc(|m| &m.codes_minted, &[mode.as_str()]);
@@ -258,6 +296,17 @@ impl Services {
             expires_at,
             mode,
         };
+        self.deliver_now(tenant, job).await?;
+        crate::metrics::inc(|m| &m.codes_minted, &[mode.as_str()]);
+        Ok(minted)
+    }
+
+    /// Send a sync message this process holds the lease of, and wait for the outcome.
+    pub(super) async fn deliver_now(
+        &self,
+        tenant: &Tenant,
+        job: OutboxJob,
+    ) -> Result<(), ServiceError> {
         // On a task of its own: a client that goes away does not cut the send or the record
         // of its outcome in half (the message and its lease stay this process's until then).
         let (me, owner) = (self.clone(), tenant.clone());
@@ -268,12 +317,10 @@ impl Services {
         .await
         .map_err(|e| ServiceError::Internal(format!("delivery task failed: {e}")))?;
         match attempt {
-            Attempt::Sent => {
-                crate::metrics::inc(|m| &m.codes_minted, &[mode.as_str()]);
-                Ok(minted)
-            }
-            // A failed sync delivery: the code is `failed` (it can never verify), the quota
-            // given back when nothing can have reached the relay, the earlier code untouched.
+            Attempt::Sent => Ok(()),
+            // A failed sync delivery: the code is `failed` (it can never verify) unless an
+            // earlier message of its key was accepted, the quota given back when nothing can
+            // have reached the relay, the earlier code untouched.
             Attempt::Failed(reason) | Attempt::Retry(reason) => Err(ServiceError::Delivery(reason)),
             // A sync message always opens (this process sealed it a moment ago).
             Attempt::NotMade => Err(ServiceError::Unavailable(

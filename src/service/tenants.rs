@@ -46,13 +46,16 @@ pub struct SmtpPatch {
 #[derive(Debug)]
 pub struct NewTenant {
     pub name: String,
-    pub smtp: SmtpInput,
+    /// Required unless `test`.
+    pub smtp: Option<SmtpInput>,
     pub policy: PolicyPatch,
     pub delivery: Option<DeliveryMode>,
     pub default_locale: Option<Locale>,
     pub origin: Origin,
     /// An existing secret to keep (OtpMint keys); otherwise one is generated.
     pub secret: Option<SecretKey>,
+    /// A test tenant (API.md §13.2): sends nothing to any relay.
+    pub test: bool,
 }
 
 #[derive(Debug, Default)]
@@ -63,7 +66,14 @@ pub struct TenantPatch {
     pub policy: Option<PolicyPatch>,
     pub delivery: Option<DeliveryMode>,
     pub default_locale: Option<Locale>,
+    /// Admin only.
+    pub test: Option<bool>,
 }
+
+/// The relay of a test tenant created without one: never contacted (a test tenant sends
+/// nothing), and refused by the host policy if the tenant leaves test mode without real
+/// settings.
+const PLACEHOLDER_HOST: &str = "test.invalid";
 
 /// Keep a parsed value, or note why it is not one.
 fn take<T>(r: Result<T, FieldError>, errs: &mut Vec<FieldError>) -> Option<T> {
@@ -154,7 +164,25 @@ impl Services {
     pub async fn create_tenant(&self, t: NewTenant) -> Result<(Tenant, SecretKey), ServiceError> {
         let mut errs = Vec::new();
         let name = take(TenantName::parse(&t.name), &mut errs);
-        let s = &t.smtp;
+        let placeholder = SmtpInput {
+            host: PLACEHOLDER_HOST.into(),
+            port: 587,
+            username: String::new(),
+            password: SecretString::from(String::new()),
+            from: format!("no-reply@{PLACEHOLDER_HOST}"),
+            tls: None,
+            max_connections: None,
+        };
+        let s = match &t.smtp {
+            Some(s) => s,
+            None if t.test => &placeholder,
+            None => {
+                return Err(ServiceError::field(
+                    "smtp",
+                    "is required (unless the tenant is a test tenant)",
+                ))
+            }
+        };
         let fields = parse_smtp_fields(
             &s.host,
             s.port,
@@ -172,7 +200,11 @@ impl Services {
             return Err(ServiceError::Invalid(errs));
         };
         let tls = s.tls.unwrap_or(TlsMode::default_for(port));
-        self.check_host(&host, port, tls).await?;
+        // A test tenant's relay is checked when it leaves test mode: until then nothing
+        // connects to it.
+        if !t.test {
+            self.check_host(&host, port, tls).await?;
+        }
         let defaults = Policy {
             code_length: self.settings.load().otp.code_length,
             ttl_seconds: self.settings.load().otp.ttl_seconds,
@@ -203,8 +235,10 @@ impl Services {
             templates_version: 0,
             webhook_events: String::new(),
             row_version: 1,
+            test: t.test,
+            test_version: 0,
         };
-        let secret = t.secret.unwrap_or_else(SecretKey::generate);
+        let secret = t.secret.unwrap_or_else(|| SecretKey::generate_for(t.test));
         let digest = self.secret_digest(secret.expose());
         let stored = row.clone();
         self.store_insert(stored, digest, now).await?;
@@ -245,11 +279,13 @@ impl Services {
         p: TenantPatch,
         by_tenant: bool,
     ) -> Result<Tenant, ServiceError> {
-        if by_tenant && (p.policy.is_some() || p.enabled.is_some()) {
+        if by_tenant && (p.policy.is_some() || p.enabled.is_some() || p.test.is_some()) {
             let field = if p.policy.is_some() {
                 "policy"
-            } else {
+            } else if p.enabled.is_some() {
                 "enabled"
+            } else {
+                "test"
             };
             return Err(ServiceError::field(field, "only the admin can change this"));
         }
@@ -331,7 +367,9 @@ impl Services {
             if let (Some(host), Some(port), Some(from), true) =
                 (host, port_ok, from, errs.is_empty())
             {
-                if moved || sp.tls.is_some() || sp.port.is_some() {
+                // A test tenant's relay is checked when it leaves test mode.
+                let test = p.test.unwrap_or(current.test);
+                if !test && (moved || sp.tls.is_some() || sp.port.is_some()) {
                     self.check_host(&host, port, tls).await?;
                 }
                 let password = match &sp.password {
@@ -354,6 +392,17 @@ impl Services {
         if !errs.is_empty() {
             return Err(ServiceError::Invalid(errs));
         }
+        // Leaving test mode: the relay it will use now must pass the host policy.
+        if current.test && p.test == Some(false) {
+            let relay = smtp_row.as_ref().unwrap_or(&current.smtp);
+            if relay.host.as_str() == PLACEHOLDER_HOST {
+                return Err(ServiceError::field(
+                    "smtp",
+                    "is required to leave test mode: this test tenant has no relay yet",
+                ));
+            }
+            self.check_host(&relay.host, relay.port, relay.tls).await?;
+        }
         let changes = TenantChanges {
             name,
             enabled: p.enabled,
@@ -361,6 +410,7 @@ impl Services {
             policy: p.policy.as_ref().map(|pp| pp.apply(current.policy)),
             delivery: p.delivery,
             default_locale: p.default_locale.clone(),
+            test: p.test,
         };
         Ok(changes)
     }
@@ -388,8 +438,10 @@ impl Services {
                 "must be between 0 and 86400",
             ));
         }
-        let id = TenantId::parse(id).ok_or(ServiceError::TenantNotFound)?;
-        let secret = SecretKey::generate();
+        let current = self.tenant(id).await?;
+        let id = current.id;
+        // A test tenant's keys start `sk_test_` (API.md §13.2).
+        let secret = SecretKey::generate_for(current.test);
         let digest = self.secret_digest(secret.expose());
         let now = self.now();
         let until = now + (grace_seconds as i64) * 1000;

@@ -73,6 +73,25 @@ pub(super) async fn purge_loop(services: Services) {
     }
 }
 
+/// Statistics: count the codes that expired unverified every 15 s (any instance may; each
+/// code is counted once), and drop counts past `stats.retention_days` hourly.
+pub(super) async fn stats_loop(services: Services) {
+    let mut tick = tokio::time::interval(Duration::from_secs(15));
+    let mut last_purge: Option<tokio::time::Instant> = None;
+    loop {
+        tick.tick().await;
+        if let Err(e) = services.count_expired().await {
+            tracing::warn!(error = %e, "counting expired codes failed");
+        }
+        if last_purge.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+            match services.purge_stats().await {
+                Ok(_) => last_purge = Some(tokio::time::Instant::now()),
+                Err(e) => tracing::warn!(error = %e, "purging statistics failed"),
+            }
+        }
+    }
+}
+
 impl Services {
     /// One purge pass: codes that ended (or expired) more than `otp.retention_seconds` ago,
     /// and quota records older than their windows. Returns how many codes went.
@@ -88,6 +107,9 @@ impl Services {
             .max(3600) as i64)
             .saturating_mul(1000);
         let audit = (self.settings.load().audit.retention_seconds as i64).saturating_mul(1000);
+        // Codes are counted as expired unverified before they may go (the purge keeps any
+        // that expired since, until the next count).
+        self.count_expired().await?;
         self.db(move |s| {
             s.purge_audit(now - audit)?;
             // Idempotency keys after their 24 hours; webhook delivery records with the audit.

@@ -25,7 +25,7 @@ mod keys;
 mod reload;
 pub mod scheduling;
 
-use background::{keyring_loop, purge_loop, stop_on_signal, tidy_loop};
+use background::{keyring_loop, purge_loop, stats_loop, stop_on_signal, tidy_loop};
 pub use keys::{configured_master_key, migrate_store, open_keyring, previous_master_keys};
 
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +113,7 @@ pub fn build_services(settings: Settings, clock: Arc<dyn Clock>) -> Result<Servi
         outbox: crate::service::delivery::Outbox::new(),
         templates: crate::service::templates::TemplateCache::default(),
         hooks: crate::service::webhooks::Hooks::new(hooks),
+        test_lists: crate::service::test_mode::TestLists::default(),
     })
 }
 
@@ -240,6 +241,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let purger = tokio::spawn(purge_loop(self.services.clone()));
         let keys = tokio::spawn(keyring_loop(self.services.clone()));
+        let stats = tokio::spawn(stats_loop(self.services.clone()));
         let sender = tokio::spawn(self.services.clone().run_sender());
         let hooks = tokio::spawn(self.services.clone().run_webhook_sender());
         let tidy = tokio::spawn(tidy_loop(self.governor.clone()));
@@ -248,7 +250,7 @@ impl Application {
         self.services
             .stop_delivery(self.grace, vec![sender, hooks])
             .await;
-        for task in [purger, keys, tidy, signals] {
+        for task in [purger, keys, stats, tidy, signals] {
             task.abort();
         }
         // In-flight requests are done: write the last audit events before exiting (not

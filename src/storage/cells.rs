@@ -3,6 +3,7 @@
 //! mappers of tenants and codes built on it.
 
 use super::integration::EventJob;
+use super::test_mode::InboxRow;
 use super::{rules, StoreError};
 use crate::crypto::keyring::WrappedKey;
 use crate::domain::audit::AuditEvent;
@@ -14,6 +15,7 @@ use crate::domain::locale::Locale;
 use crate::domain::policy::Policy;
 use crate::domain::template::TenantTemplate;
 use crate::domain::tenant::{Origin, Sender, SmtpAccount, SmtpHost, Tenant, TenantName, TlsMode};
+use crate::domain::test_mode::{FixedCode, RecipientPattern, TestRecipient};
 use crate::domain::webhook::{split_events, Disabled, Webhook, WebhookAttempt};
 
 /// A tenant row's columns, for queries that name the table `t` (read by [`tenant_from`]).
@@ -22,7 +24,8 @@ pub(crate) const TENANT_COLS: &str =
     "t.id, t.name, t.enabled, t.origin, t.created_at, t.smtp_host, t.smtp_port, t.smtp_username, \
      t.smtp_password, t.smtp_from, t.smtp_tls, t.smtp_version, t.code_length, t.ttl_seconds, \
      t.max_attempts, t.smtp_max_connections, t.delivery, t.default_locale, t.templates_version, \
-     COALESCE((SELECT w.events FROM webhooks w WHERE w.tenant_id = t.id), ''), t.row_version";
+     COALESCE((SELECT w.events FROM webhooks w WHERE w.tenant_id = t.id), ''), t.row_version, \
+     t.test, t.test_version";
 
 /// A code's columns as `GET /v1/otp/{key}` shows it, for queries that name the table `c`
 /// (read by [`view_from`]); `now` is the SQL of the current time its lease is compared with
@@ -32,9 +35,13 @@ pub(crate) fn view_cols(now: &str) -> String {
         "c.status, c.email, c.email_canonical, c.purpose, c.attempts, c.max_attempts, c.code_length, \
          c.created_at, c.expires_at, c.verified_at, c.delivery_mode, c.delivery_status, \
          c.delivery_attempts, c.delivery_reason, c.sent_at, \
-         EXISTS(SELECT 1 FROM outbox o WHERE o.key_digest = c.key_digest AND o.lease_until >= {now})"
+         EXISTS(SELECT 1 FROM outbox o WHERE o.key_digest = c.key_digest AND o.lease_until >= {now}), \
+         c.resends, c.test, c.locale, c.channel"
     )
 }
+
+/// How many columns [`view_cols`] selects (a query may select more after them).
+pub(crate) const VIEW_WIDTH: usize = 20;
 
 /// One row of either driver, read by column index.
 pub(crate) trait Cells {
@@ -142,6 +149,8 @@ pub(crate) fn tenant_from(r: &impl Cells) -> Result<Tenant, StoreError> {
         templates_version: r.int(18)?,
         webhook_events: r.text(19)?,
         row_version: r.int(20)?,
+        test: r.flag(21)?,
+        test_version: r.int(22)?,
     })
 }
 
@@ -167,6 +176,10 @@ pub(crate) fn view_from(r: &impl Cells) -> Result<ChallengeView, StoreError> {
             reason: r.opt_text(13)?,
             sent_at: r.opt_int(14)?,
         },
+        resends: r.count(16)?,
+        test: r.flag(17)?,
+        locale: r.opt_text(18)?,
+        channel: r.text(19)?,
     })
 }
 
@@ -251,5 +264,36 @@ pub(crate) fn event_job_from(r: &impl Cells) -> Result<EventJob, StoreError> {
         kind: event_type_from(&r.text(2)?)?,
         payload: r.bytes(3)?,
         attempts: r.count(4)?,
+    })
+}
+
+/// A test recipient's columns (read by [`test_recipient_from`]).
+pub(crate) const TEST_RECIPIENT_COLS: &str = "pattern, code_hash, code_length, expires_at";
+
+/// A test recipient from [`TEST_RECIPIENT_COLS`].
+pub(crate) fn test_recipient_from(r: &impl Cells) -> Result<TestRecipient, StoreError> {
+    let fixed = match (r.opt_text(1)?, r.opt_int(2)?) {
+        (Some(hash), Some(length)) => Some(FixedCode {
+            hash,
+            length: u32::try_from(length).map_err(|_| corrupt("a code length"))?,
+        }),
+        _ => None,
+    };
+    Ok(TestRecipient {
+        pattern: RecipientPattern::from_stored(r.text(0)?),
+        fixed,
+        expires_at: r.int(3)?,
+    })
+}
+
+/// A test inbox row's columns (read by [`inbox_row_from`]).
+pub(crate) const INBOX_COLS: &str = "key_digest, message, received_at";
+
+/// A test inbox row from [`INBOX_COLS`].
+pub(crate) fn inbox_row_from(r: &impl Cells) -> Result<InboxRow, StoreError> {
+    Ok(InboxRow {
+        key_digest: r.bytes(0)?,
+        payload: r.bytes(1)?,
+        received_at: r.int(2)?,
     })
 }

@@ -3,6 +3,7 @@
 
 use super::integration::NewEvent;
 use super::quota::{QuotaRefusal, SendQuota};
+use super::test_mode::InboxEntry;
 use super::StoreError;
 use crate::domain::challenge::ChallengeView;
 use crate::domain::delivery::DeliveryMode;
@@ -26,6 +27,8 @@ pub struct NewChallenge {
     pub delivery_mode: DeliveryMode,
     /// The locale the message was written in (`None`: imported from OtpMint).
     pub locale: Option<String>,
+    /// How its message travels: `email`.
+    pub channel: String,
 }
 
 /// The outgoing message of a new code, stored in the same commit as the code.
@@ -53,7 +56,8 @@ pub struct Lease {
 /// after the reservation.
 #[derive(Debug, Clone)]
 pub struct Reservation {
-    pub code_hash: String,
+    /// The key's codes: the latest first, then those it resent over (API.md §13.3).
+    pub code_hashes: Vec<String>,
     pub attempts: u32,
     pub max_attempts: u32,
     pub email: String,
@@ -61,6 +65,53 @@ pub struct Reservation {
     pub purpose: String,
     /// The locale its message was written in (`None` for imported codes).
     pub locale: Option<String>,
+}
+
+/// The hashes a key verifies against, from its `code_hash` and `earlier_hashes` columns.
+pub(crate) fn key_hashes(current: String, earlier: &str) -> Vec<String> {
+    std::iter::once(current)
+        .chain(earlier.split_whitespace().map(str::to_string))
+        .collect()
+}
+
+/// The SQL that moves a key's code into its earlier ones (PHC strings hold no spaces).
+pub(crate) const PUSH_EARLIER: &str =
+    "earlier_hashes = CASE WHEN earlier_hashes = '' THEN code_hash \
+     ELSE earlier_hashes || ' ' || code_hash END";
+
+/// A new code under a key that is still pending (API.md §13.3).
+#[derive(Debug, Clone)]
+pub struct Resend {
+    pub tenant_id: TenantId,
+    pub key_digest: Vec<u8>,
+    /// The new code's hash (made with the key's salt).
+    pub code_hash: String,
+    pub max_resends: u32,
+    /// The recipient's canonical form (its quotas).
+    pub recipient: String,
+    pub via: ResendVia,
+}
+
+/// Where a resent code's message goes.
+#[derive(Debug, Clone)]
+pub enum ResendVia {
+    /// The outbox, as at mint, after the quotas (if any) are checked and counted.
+    Relay {
+        outbox: NewOutbox,
+        quota: Option<SendQuota>,
+    },
+    /// The tenant's test inbox.
+    Inbox(InboxEntry),
+}
+
+/// What a resend came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resent {
+    Done,
+    Refused(QuotaRefusal),
+    /// The key is no longer pending, has used its resends, or its last message is still
+    /// on its way: nothing changed (the caller reads the key to say which).
+    NotNow,
 }
 
 pub trait CodeStore {
@@ -75,6 +126,27 @@ pub trait CodeStore {
         q: Option<&SendQuota>,
         now: Millis,
     ) -> Result<Result<(), QuotaRefusal>, StoreError>;
+    /// Store a test code (API.md §13.1): its message goes to the test inbox instead of any
+    /// relay, in the same commit, counted against the tenant's test sends (`inbox.per_hour`)
+    /// and no relay quota; the code's delivery is `sent` and it supersedes its group's
+    /// older pending codes at once.
+    fn insert_test_code(
+        &self,
+        c: &NewChallenge,
+        inbox: &InboxEntry,
+        now: Millis,
+    ) -> Result<Result<(), QuotaRefusal>, StoreError>;
+    /// A pending key's view and current code hash (the salt its resends reuse).
+    fn resend_target(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        now: Millis,
+    ) -> Result<Option<(ChallengeView, String)>, StoreError>;
+    /// Send a new code under a key, in one transaction: only while the key is pending,
+    /// unexpired, unexhausted, under `max_resends`, and without a message still on its way;
+    /// its current code joins the earlier ones (which keep verifying).
+    fn resend_code(&self, r: &Resend, now: Millis) -> Result<Resent, StoreError>;
     /// Reserve one guess: only for a pending, unexpired, unexhausted code whose recipient's
     /// failure budget (`q`) is not spent; the guess counts against that budget at once (a
     /// match clears it). One transaction, so atomic under any concurrency.

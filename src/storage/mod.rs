@@ -1,5 +1,6 @@
 //! Storage: the only module with SQL. Small traits, one per aggregate — tenants, codes, the
-//! outbox, integration (webhooks, events, idempotency keys), quotas, the keyring, records —
+//! outbox, integration (webhooks, events, idempotency keys), quotas, the keyring, records,
+//! test mode, statistics —
 //! each implemented by both backends next to its SQL (`sqlite/<aggregate>.rs`,
 //! `postgres/<aggregate>.rs`); [`Store`] is their bundle. What a result means (what
 //! supersedes what, what a sweep does, when a send is given back to the quotas) is decided
@@ -17,9 +18,13 @@ mod quota;
 mod records;
 pub mod rules;
 pub mod sqlite;
+pub mod stats;
 mod tenants;
+pub mod test_mode;
 
-pub use codes::{CodeStore, Lease, NewChallenge, NewOutbox, Reservation};
+pub use codes::{
+    CodeStore, Lease, NewChallenge, NewOutbox, Resend, ResendVia, Resent, Reservation,
+};
 pub use error::StoreError;
 pub use integration::IntegrationStore;
 pub use keyring::KeyringStore;
@@ -29,7 +34,9 @@ pub use outbox::{
 pub use quota::{QuotaRefusal, QuotaStore, SendQuota};
 pub(crate) use quota::{HOUR_MS, MINUTE_MS};
 pub use records::{ImportCounts, ImportedCode, RecordStore};
+pub use stats::{StatsQuery, StatsRow, StatsStore};
 pub use tenants::{PutTemplate, TenantChanges, TenantStore, Updated};
+pub use test_mode::{InboxEntry, InboxRow, TestStore};
 
 /// A store call handed to [`Store::submit`]: it runs once, where the store's writes are
 /// cheapest, and then learns whether what it wrote is durable.
@@ -52,6 +59,8 @@ pub trait Store:
     + QuotaStore
     + KeyringStore
     + RecordStore
+    + TestStore
+    + StatsStore
     + Send
     + Sync
     + 'static

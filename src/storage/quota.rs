@@ -113,6 +113,31 @@ impl SendQuota {
     }
 }
 
+impl SendQuota {
+    /// The tenant's test sends of the hour (API.md §13.1), counted like its relay sends
+    /// (per minute) against their own limit.
+    pub(crate) fn test_sends_refusal(
+        per_hour: u32,
+        count: i64,
+        oldest_minute: Option<i64>,
+        now: Millis,
+    ) -> Option<QuotaRefusal> {
+        let q = SendQuota {
+            recipient_max: 0,
+            recipient_window_ms: 0,
+            cooldown_ms: 0,
+            tenant_max_per_hour: per_hour,
+            max_failures: 0,
+        };
+        match q.tenant_refusal(count, oldest_minute, now)? {
+            QuotaRefusal::Tenant { retry_after_ms } => {
+                Some(QuotaRefusal::TestSends { retry_after_ms })
+            }
+            other => Some(other),
+        }
+    }
+}
+
 pub trait QuotaStore {
     /// Every quota check of a mint, counting nothing (a cheap read before hashing; the
     /// mint's own transaction checks and counts again, atomically).
@@ -136,10 +161,22 @@ pub trait QuotaStore {
 /// Which quota refused a send, and when to retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuotaRefusal {
-    Recipient { retry_after_ms: Millis },
-    Cooldown { retry_after_ms: Millis },
-    Tenant { retry_after_ms: Millis },
-    Failures { retry_after_ms: Millis },
+    Recipient {
+        retry_after_ms: Millis,
+    },
+    Cooldown {
+        retry_after_ms: Millis,
+    },
+    Tenant {
+        retry_after_ms: Millis,
+    },
+    Failures {
+        retry_after_ms: Millis,
+    },
+    /// The tenant's test sends of the hour (`limits.test_sends_per_hour`).
+    TestSends {
+        retry_after_ms: Millis,
+    },
 }
 
 #[cfg(test)]

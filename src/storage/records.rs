@@ -27,8 +27,9 @@ pub struct ImportCounts {
 }
 
 pub trait RecordStore {
-    /// Delete codes that ended (or expired) before `before` and send records older than
-    /// `sends_before`; returns how many codes.
+    /// Delete codes that ended (or expired) before `before`, and send records and test
+    /// inbox messages older than `sends_before` (at least an hour ago); returns how many
+    /// codes.
     fn purge(&self, before: Millis, sends_before: Millis) -> Result<usize, StoreError>;
     /// Insert tenants (skipping secrets already registered) and pending codes (skipping
     /// keys already present) in one transaction: all or nothing.

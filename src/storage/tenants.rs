@@ -18,6 +18,7 @@ pub struct TenantChanges {
     pub policy: Option<Policy>,
     pub delivery: Option<DeliveryMode>,
     pub default_locale: Option<Locale>,
+    pub test: Option<bool>,
 }
 
 /// What a conditional tenant change came to.

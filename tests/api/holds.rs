@@ -66,12 +66,14 @@ async fn a_relay_that_takes_three_sessions_gets_about_three_and_every_message_is
     app.smtp.set_session_limit(Some(3));
     app.smtp.set_delay(Duration::from_millis(100));
     let (_, sk) = app.tenant().await;
-    // 60 async messages: the window starts at 4 (above the relay's 3), is turned away,
-    // halves, and works its way back up to the relay's limit.
-    let mut keys = Vec::new();
-    for i in 0..60 {
-        keys.push(mint_async(&app, &sk, &format!("a{i}@example.com")).await);
-    }
+    // 60 async messages, minted at once so they wait together however fast the store is:
+    // the window starts at 4 (above the relay's 3), is turned away, halves, and works its
+    // way back up to the relay's limit.
+    let mints = (0..60).map(|i| {
+        let (app, sk) = (&app, sk.clone());
+        async move { mint_async(app, &sk, &format!("a{i}@example.com")).await }
+    });
+    let keys = futures_util::future::join_all(mints).await;
     for i in 0..60 {
         app.smtp.wait_for(&format!("a{i}@example.com"), 1).await;
     }

@@ -6,6 +6,7 @@ mod abuse;
 mod binary;
 mod compat;
 mod delivery;
+mod devx;
 mod hardening;
 mod helpers;
 mod holds;

@@ -17,6 +17,9 @@ mod compat;
 #[path = "../api/delivery.rs"]
 mod delivery;
 #[cfg(otpmint_pg_tests)]
+#[path = "../api/devx.rs"]
+mod devx;
+#[cfg(otpmint_pg_tests)]
 #[path = "../api/hardening.rs"]
 mod hardening;
 #[cfg(otpmint_pg_tests)]

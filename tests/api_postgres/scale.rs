@@ -1037,3 +1037,84 @@ async fn two_processes_keep_every_invariant() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_are_exact_with_two_instances_minting_and_verifying_at_once() {
+    let a = spawn_app().await;
+    let b = instance_like(&a).await;
+    let (_, sk) = a.tenant().await;
+    // 40 async mints at once over both instances, then every code verified at once.
+    let mints = (0..40).map(|i| {
+        let (app, sk) = (if i % 2 == 0 { &a } else { &b }, sk.clone());
+        async move {
+            let r = app
+                .post(
+                    "/v1/otp",
+                    &sk,
+                    json!({"email": format!("u{i}@d{}.example", i % 3), "delivery": "async"}),
+                )
+                .await;
+            assert_eq!(r.status(), StatusCode::ACCEPTED);
+            let v: Value = r.json().await.unwrap();
+            (i, v["shareable_key"].as_str().unwrap().to_string())
+        }
+    });
+    let keys = futures_util::future::join_all(mints).await;
+    let mut codes = Vec::new();
+    for (i, key) in &keys {
+        let msg = a
+            .smtp
+            .wait_for(&format!("u{i}@d{}.example", i % 3), 1)
+            .await;
+        codes.push((key.clone(), msg.code()));
+    }
+    let verifies = codes.iter().enumerate().map(|(i, (key, code))| {
+        let (app, sk) = (if i % 2 == 0 { &b } else { &a }, sk.clone());
+        async move { verify_on(app, &sk, key, code).await.0 }
+    });
+    for s in futures_util::future::join_all(verifies).await {
+        assert_eq!(s, StatusCode::OK);
+    }
+    // Every message's `sent` is recorded by whichever instance sent it, before the stats
+    // are read; wait for the outboxes to settle.
+    for _ in 0..100 {
+        let v: Value = a
+            .get("/v1/tenant/stats?granularity=hour", &sk)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let sum = |k: &str| -> i64 {
+            v["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r[k].as_i64().unwrap())
+                .sum()
+        };
+        if sum("sent") == 40 {
+            assert_eq!(
+                (sum("minted"), sum("verified"), sum("failed")),
+                (40, 40, 0),
+                "{v}"
+            );
+            let by: Value = b
+                .get("/v1/tenant/stats?group_by=domain", &sk)
+                .await
+                .json()
+                .await
+                .unwrap();
+            let per: Vec<i64> = by["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["minted"].as_i64().unwrap())
+                .collect();
+            assert_eq!(per.iter().sum::<i64>(), 40, "{by}");
+            assert_eq!(per.len(), 3, "{by}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the sends were not all counted");
+}

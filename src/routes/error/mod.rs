@@ -276,6 +276,13 @@ impl ApiError {
                     format!("A tenant stores at most {n} templates; delete one first."),
                     none(),
                 ),
+                S::ResendLimit(n) => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "resend_limit_reached",
+                    "Resend limit reached",
+                    format!("A key is sent at most {n} new codes; mint a new one."),
+                    none(),
+                ),
                 S::RateLimited { .. } => (
                     StatusCode::TOO_MANY_REQUESTS,
                     "rate_limited",

@@ -239,6 +239,18 @@ impl Services {
         }
     }
 
+    /// Open a stored message for showing it (the test inbox).
+    pub(crate) async fn open_message(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        payload: &[u8],
+    ) -> Result<StoredMessage, ServiceError> {
+        self.open_sealed(tenant, key_digest, payload)
+            .await
+            .map_err(|_| ServiceError::Internal("a stored message could not be opened".into()))
+    }
+
     /// A lease for a row this process is about to send itself: long enough for the wait
     /// for a session and the whole delivery, twice.
     pub(crate) fn lease(&self) -> Lease {

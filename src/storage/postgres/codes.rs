@@ -2,19 +2,84 @@
 //! and counts, code, outbox row), attempts reserved under row locks and given back, verify,
 //! status, cancel.
 
+use ::postgres::GenericClient;
+
+use super::conn::Db;
 use super::integration::insert_event_in;
+use super::outbox::supersede;
 use super::quota::{
-    count_send, lock_all, recipient_check, recipient_lock, tenant_check, tenant_lock,
+    count_send, lock_all, recipient_check, recipient_lock, take_test_send, tenant_check,
+    tenant_lock,
 };
-use super::{insert_challenge, PgStore};
+use super::stats::{bump_in, count_in};
+use super::test_mode::insert_inbox_in;
+use super::{insert_challenge, Inserted, PgStore};
 use crate::domain::challenge::ChallengeView;
 use crate::domain::keys::{Flavor, TenantId};
+use crate::domain::stats::{verify_secs, CodeDims, Counted};
 use crate::domain::Millis;
-use crate::storage::cells::{view_cols, view_from, Cells};
+use crate::storage::cells::{view_cols, view_from, Cells, VIEW_WIDTH};
+use crate::storage::codes::{key_hashes, PUSH_EARLIER};
 use crate::storage::integration::NewEvent;
+use crate::storage::stats::{tally_from, Bump, STATE_COUNTED, STATE_NOT_COUNTED, TALLY_COLS};
 use crate::storage::{
-    CodeStore, NewChallenge, NewOutbox, QuotaRefusal, Reservation, SendQuota, StoreError,
+    CodeStore, InboxEntry, NewChallenge, NewOutbox, QuotaRefusal, Resend, ResendVia, Resent,
+    Reservation, SendQuota, StoreError,
 };
+
+/// Queue a code's message (its send counted in the quotas at `now` when `counted`); a sync
+/// row's lease is measured on the database's clock, like every lease here.
+fn insert_outbox(
+    tx: &mut Db<'_, impl GenericClient>,
+    key_digest: &[u8],
+    tenant: &str,
+    m: &NewOutbox,
+    counted: bool,
+    now: Millis,
+) -> Result<(), StoreError> {
+    tx.execute(
+        concat!(
+            "INSERT INTO outbox (key_digest, tenant_id, recipient, payload, due_at, attempts, lease_until, leased_by, quota_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, 0, ",
+            db_now!(),
+            " + $6, $7, $8, $5)"
+        ),
+        &[
+            &key_digest,
+            &tenant,
+            &m.recipient,
+            &m.payload,
+            &now,
+            &m.lease.as_ref().map(|l| l.for_ms),
+            &m.lease.as_ref().map(|l| l.owner.as_str()),
+            &counted.then_some(now),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Count a new code's mint (`Minted`, or `Test`) — the last statement of its transaction.
+fn minted(
+    tx: &mut Db<'_, impl GenericClient>,
+    c: &NewChallenge,
+    what: Counted,
+) -> Result<(), StoreError> {
+    let dims = CodeDims::of(
+        &c.purpose,
+        c.locale.as_deref(),
+        &c.channel,
+        &c.email_canonical,
+    );
+    bump_in(
+        tx,
+        &Bump {
+            tenant: c.tenant_id.as_str(),
+            created_at: c.created_at,
+            dims: &dims,
+            what,
+        },
+    )
+}
 
 impl CodeStore for PgStore {
     fn insert_code(
@@ -36,28 +101,14 @@ impl CodeStore for PgStore {
                 tx,
                 c,
                 tenant,
-                0,
-                (c.delivery_mode.as_str(), "queued", 0, None),
+                Inserted {
+                    attempts: 0,
+                    delivery: (c.delivery_mode.as_str(), "queued", 0, None),
+                    test: false,
+                    stats_state: STATE_COUNTED,
+                },
             )?;
-            // A sync row's lease is measured on the database's clock, like every lease here.
-            tx.execute(
-                concat!(
-                    "INSERT INTO outbox (key_digest, tenant_id, recipient, payload, due_at, attempts, lease_until, leased_by, quota_at, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, 0, ",
-                    db_now!(),
-                    " + $6, $7, $8, $5)"
-                ),
-                &[
-                    &c.key_digest,
-                    &tenant,
-                    &m.recipient,
-                    &m.payload,
-                    &now,
-                    &m.lease.as_ref().map(|l| l.for_ms),
-                    &m.lease.as_ref().map(|l| l.owner.as_str()),
-                    &q.map(|_| now),
-                ],
-            )?;
+            insert_outbox(tx, &c.key_digest, tenant, m, q.is_some(), now)?;
             if let Some(q) = q {
                 // The tenant's lock last (see `quota_locks`); a refusal here rolls the code
                 // and its message back.
@@ -69,8 +120,132 @@ impl CodeStore for PgStore {
                 }
                 count_send(tx, &c.tenant_id, &c.email_canonical, now)?;
             }
+            minted(tx, c, Counted::Minted)?;
             Ok(Ok(()))
         })
+    }
+
+    fn insert_test_code(
+        &self,
+        c: &NewChallenge,
+        inbox: &InboxEntry,
+        now: Millis,
+    ) -> Result<Result<(), QuotaRefusal>, StoreError> {
+        let tenant = c.tenant_id.as_str();
+        self.tx_unless_refused(|tx| {
+            // The group's lock (taken here) before the tenant's test lock.
+            insert_challenge(
+                tx,
+                c,
+                tenant,
+                Inserted {
+                    attempts: 0,
+                    delivery: (c.delivery_mode.as_str(), "sent", 0, Some(now)),
+                    test: true,
+                    stats_state: STATE_NOT_COUNTED,
+                },
+            )?;
+            let seq = tx
+                .query_one(
+                    "SELECT seq FROM challenges WHERE key_digest = $1",
+                    &[&c.key_digest],
+                )?
+                .int(0)?;
+            supersede(
+                tx,
+                tenant,
+                &c.email_canonical,
+                &c.purpose,
+                c.flavor.as_str(),
+                seq,
+                now,
+            )?;
+            if let Err(r) = take_test_send(tx, &c.tenant_id, inbox.per_hour, now)? {
+                return Ok(Err(r));
+            }
+            insert_inbox_in(tx, tenant, &c.key_digest, inbox, now)?;
+            minted(tx, c, Counted::Test)?;
+            Ok(Ok(()))
+        })
+    }
+
+    fn resend_target(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        _now: Millis,
+    ) -> Result<Option<(ChallengeView, String)>, StoreError> {
+        self.conn()?.db().row_opt(
+            &format!(
+                "SELECT {}, c.code_hash FROM challenges c WHERE c.key_digest = $1 AND c.tenant_id = $2 AND c.flavor = 'native'",
+                view_cols(db_now!())
+            ),
+            &[&key_digest, &tenant.as_str()],
+            |r| Ok((view_from(r)?, r.text(VIEW_WIDTH)?)),
+        )
+    }
+
+    fn resend_code(&self, r: &Resend, now: Millis) -> Result<Resent, StoreError> {
+        let t = r.tenant_id.as_str();
+        let test = matches!(r.via, ResendVia::Inbox(_));
+        let out = self.tx_unless_refused(|tx| {
+            // Locks in the order every mint takes them: the recipient's, the code's row,
+            // then the tenant's (its quota or its test sends).
+            if let ResendVia::Relay { quota: Some(_), .. } = &r.via {
+                lock_all(tx, &[recipient_lock(&r.tenant_id, &r.recipient)])?;
+            }
+            let tally = tx.row_opt(
+                &format!(
+                    "UPDATE challenges c SET {PUSH_EARLIER}, code_hash = $3, resends = resends + 1, \
+                       delivery_status = CASE WHEN $6 THEN 'sent' ELSE 'queued' END, delivery_attempts = 0, \
+                       delivery_reason = NULL, sent_at = CASE WHEN $6 THEN $4 ELSE sent_at END \
+                     WHERE key_digest = $1 AND tenant_id = $2 AND status = 'pending' AND expires_at > $4 \
+                       AND attempts < max_attempts AND resends < $5 \
+                       AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.key_digest = c.key_digest) \
+                     RETURNING {TALLY_COLS}"
+                ),
+                &[&r.key_digest, &t, &r.code_hash, &now, &i64::from(r.max_resends), &test],
+                |row| tally_from(row, 0),
+            )?;
+            let Some(tally) = tally else {
+                return Ok(Ok(Resent::NotNow));
+            };
+            match &r.via {
+                ResendVia::Inbox(inbox) => {
+                    if let Err(q) = take_test_send(tx, &r.tenant_id, inbox.per_hour, now)? {
+                        return Ok(Err(q));
+                    }
+                    insert_inbox_in(tx, t, &r.key_digest, inbox, now)?;
+                    bump_in(
+                        tx,
+                        &Bump {
+                            tenant: &tally.tenant,
+                            created_at: tally.created_at,
+                            dims: &tally.dims,
+                            what: Counted::Test,
+                        },
+                    )?;
+                }
+                ResendVia::Relay { outbox, quota } => {
+                    if let Some(q) = quota {
+                        if let Err(x) = recipient_check(tx, &r.tenant_id, &r.recipient, q, now)? {
+                            return Ok(Err(x));
+                        }
+                        if let Some(l) = tenant_lock(&r.tenant_id, q) {
+                            lock_all(tx, &[l])?;
+                            if let Err(x) = tenant_check(tx, &r.tenant_id, q, now)? {
+                                return Ok(Err(x));
+                            }
+                        }
+                        count_send(tx, &r.tenant_id, &r.recipient, now)?;
+                    }
+                    insert_outbox(tx, &r.key_digest, t, outbox, quota.is_some(), now)?;
+                }
+            }
+            Ok(Ok(Resent::Done))
+        })?;
+        // A refusal rolled the resend back whole.
+        Ok(out.unwrap_or_else(Resent::Refused))
     }
 
     fn reserve_attempt(
@@ -106,12 +281,12 @@ impl CodeStore for PgStore {
                    AND attempts < max_attempts AND expires_at > $4 AND code_length = $7 \
                    AND NOT EXISTS (SELECT 1 FROM recipient_failures f WHERE f.tenant_id = c.tenant_id \
                        AND f.email_canonical = c.email_canonical AND f.failures >= $5 AND f.window_start + $6 > $4) \
-                 RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose, locale",
+                 RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose, locale, earlier_hashes",
                 &[&key_digest, &t, &flavor.as_str(), &now, &max_failures, &q.recipient_window_ms, &i64::from(code_len)],
             )?;
             let Some(row) = row else { return Ok(None) };
             let res = Reservation {
-                code_hash: row.try_get(0)?,
+                code_hashes: key_hashes(row.try_get(0)?, &row.text(7)?),
                 attempts: row.count(1)?,
                 max_attempts: row.count(2)?,
                 email: row.try_get(3)?,
@@ -161,23 +336,27 @@ impl CodeStore for PgStore {
         clear_failures_of: Option<&str>,
     ) -> Result<bool, StoreError> {
         self.tx(|tx| {
-            let n = tx.execute(
-                "UPDATE challenges SET status = 'verified', verified_at = $3, ended_at = $3 \
-                 WHERE key_digest = $1 AND tenant_id = $2 AND status = 'pending' AND expires_at > $3",
+            let tally = tx.row_opt(
+                &format!(
+                    "UPDATE challenges SET status = 'verified', verified_at = $3, ended_at = $3 \
+                     WHERE key_digest = $1 AND tenant_id = $2 AND status = 'pending' AND expires_at > $3 \
+                     RETURNING {TALLY_COLS}"
+                ),
                 &[&key_digest, &tenant.as_str(), &now],
+                |r| tally_from(r, 0),
             )?;
-            if n == 1 {
-                if let Some(e) = event {
-                    insert_event_in(tx, e)?;
-                }
-                if let Some(r) = clear_failures_of {
-                    tx.execute(
-                        "DELETE FROM recipient_failures WHERE tenant_id = $1 AND email_canonical = $2",
-                        &[&tenant.as_str(), &r],
-                    )?;
-                }
+            let Some(t) = tally else { return Ok(false) };
+            if let Some(e) = event {
+                insert_event_in(tx, e)?;
             }
-            Ok(n == 1)
+            if let Some(r) = clear_failures_of {
+                tx.execute(
+                    "DELETE FROM recipient_failures WHERE tenant_id = $1 AND email_canonical = $2",
+                    &[&tenant.as_str(), &r],
+                )?;
+            }
+            count_in(tx, &t, Counted::Verified(verify_secs(t.created_at, now)))?;
+            Ok(true)
         })
     }
 

@@ -21,7 +21,9 @@ mod keyring;
 mod outbox;
 mod quota;
 mod records;
+mod stats;
 mod tenants;
+mod test_mode;
 mod tls;
 
 use std::time::Duration;
@@ -199,8 +201,8 @@ fn insert_tenant_row(
     tx.execute(
         "INSERT INTO tenants (id, name, enabled, origin, created_at, updated_at, smtp_host, smtp_port, \
          smtp_username, smtp_password, smtp_from, smtp_tls, smtp_version, code_length, ttl_seconds, max_attempts, \
-         smtp_max_connections, delivery, default_locale) \
-         VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+         smtp_max_connections, delivery, default_locale, test) \
+         VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
         &[
             &t.id.as_str(),
             &t.name.as_str(),
@@ -220,6 +222,7 @@ fn insert_tenant_row(
             &i64::from(t.smtp.max_connections),
             &t.delivery.as_str(),
             &t.default_locale.as_str(),
+            &t.test,
         ],
     )?;
     let n = tx.execute(
@@ -234,12 +237,20 @@ fn insert_tenant_row(
 /// lock is held until commit, so numbers are taken one at a time and in commit order; the
 /// unique index on the group's sequence is the backstop.
 #[allow(clippy::too_many_arguments)]
+/// How a code is inserted: its attempts used, delivery (mode, status, attempts, sent at),
+/// whether it is a test code, and its statistics state.
+struct Inserted<'a> {
+    attempts: u32,
+    delivery: (&'a str, &'a str, u32, Option<Millis>),
+    test: bool,
+    stats_state: i64,
+}
+
 fn insert_challenge(
     tx: &mut Db<'_, impl GenericClient>,
     c: &NewChallenge,
     tenant_id: &str,
-    status_attempts: u32,
-    delivery: (&str, &str, u32, Option<Millis>),
+    how: Inserted<'_>,
 ) -> Result<(), StoreError> {
     lock_all(
         tx,
@@ -248,14 +259,14 @@ fn insert_challenge(
             &[tenant_id, &c.email_canonical, &c.purpose, c.flavor.as_str()],
         )],
     )?;
-    let (mode, dstatus, dattempts, sent_at) = delivery;
+    let (mode, dstatus, dattempts, sent_at) = how.delivery;
     tx.execute(
         "INSERT INTO challenges (key_digest, tenant_id, flavor, email, email_canonical, purpose, seq, code_hash, \
          status, attempts, max_attempts, code_length, created_at, expires_at, \
-         delivery_mode, delivery_status, delivery_attempts, sent_at, locale) \
+         delivery_mode, delivery_status, delivery_attempts, sent_at, locale, channel, test, stats_state) \
          VALUES ($1, $2, $3, $4, $5, $6, \
            (SELECT COALESCE(MAX(seq), 0) + 1 FROM challenges WHERE tenant_id = $2 AND email_canonical = $5 AND purpose = $6 AND flavor = $3), \
-           $7, 'pending', $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+           $7, 'pending', $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
         &[
             &c.key_digest,
             &tenant_id,
@@ -264,7 +275,7 @@ fn insert_challenge(
             &c.email_canonical,
             &c.purpose,
             &c.code_hash,
-            &i64::from(status_attempts),
+            &i64::from(how.attempts),
             &i64::from(c.max_attempts),
             &i64::from(c.code_length),
             &c.created_at,
@@ -274,6 +285,9 @@ fn insert_challenge(
             &i64::from(dattempts),
             &sent_at,
             &c.locale,
+            &c.channel,
+            &how.test,
+            &how.stats_state,
         ],
     )?;
     Ok(())

@@ -7,13 +7,16 @@ use ::postgres::GenericClient;
 
 use super::conn::Db;
 use super::integration::insert_event_in;
+use super::stats::count_in;
 use super::{opt_u32, PgStore};
 use crate::domain::keys::TenantId;
+use crate::domain::stats::Counted;
 use crate::domain::Millis;
 use crate::storage::cells::{delivery_mode_from, status_from, Cells};
 use crate::storage::integration::NewEvent;
 use crate::storage::outbox::{plan_claim, SweepCandidate, SweepItem, SWEEP_BATCH};
 use crate::storage::rules::{self, SweepVerdict};
+use crate::storage::stats::{tally_from, TALLY_COLS};
 use crate::storage::{
     ClaimRequest, Claimed, OutboxJob, OutboxStats, OutboxStore, StoreError, MINUTE_MS,
 };
@@ -152,32 +155,35 @@ impl OutboxStore for PgStore {
                 &[&key_digest],
             )?;
             // (Without the row, the `unknown` state is re-checked under the row's lock here.)
-            let group = tx.query_opt(
-                "UPDATE challenges SET delivery_status = 'sent', delivery_attempts = $2, delivery_reason = NULL, sent_at = $3 \
-                 WHERE key_digest = $1 AND ($4 OR delivery_status = 'unknown') \
-                 RETURNING tenant_id, email_canonical, purpose, flavor, seq, status",
+            let sent = tx.row_opt(
+                &format!(
+                    "UPDATE challenges SET delivery_status = 'sent', delivery_attempts = $2, delivery_reason = NULL, sent_at = $3 \
+                     WHERE key_digest = $1 AND ($4 OR delivery_status = 'unknown') \
+                     RETURNING email_canonical, purpose, flavor, seq, status, {TALLY_COLS}"
+                ),
                 &[&key_digest, &i64::from(attempts), &now, &held],
+                |g| Ok((g.text(0)?, g.text(1)?, g.text(2)?, g.int(3)?, status_from(&g.text(4)?)?, tally_from(g, 5)?)),
             )?;
-            if !held && group.is_none() {
+            if !held && sent.is_none() {
                 return Ok(false);
             }
-            if let Some(g) = group {
-                // Only pending, live codes are superseded. An older code of the group was
-                // committed before this one took its number (the group lock), so it is
-                // visible here; a concurrent change to it is waited for and re-checked.
-                if rules::accepted_supersedes(status_from(&g.text(5)?)?) {
-                    let (tenant, email, purpose, flavor, seq): (String, String, String, String, i64) =
-                        (g.try_get(0)?, g.try_get(1)?, g.try_get(2)?, g.try_get(3)?, g.try_get(4)?);
-                    tx.execute(
-                        "UPDATE challenges SET status = 'superseded', ended_at = $6 WHERE tenant_id = $1 AND email_canonical = $2 \
-                         AND purpose = $3 AND flavor = $4 AND status = 'pending' AND seq < $5 \
-                         AND expires_at > $6 AND attempts < max_attempts",
-                        &[&tenant, &email, &purpose, &flavor, &seq, &now],
-                    )?;
+            let tally = match sent {
+                Some((email, purpose, flavor, seq, status, tally)) => {
+                    // Only pending, live codes are superseded. An older code of the group was
+                    // committed before this one took its number (the group lock), so it is
+                    // visible here; a concurrent change to it is waited for and re-checked.
+                    if rules::accepted_supersedes(status) {
+                        supersede(tx, &tally.tenant, &email, &purpose, &flavor, seq, now)?;
+                    }
+                    Some(tally)
                 }
-            }
+                None => None,
+            };
             if let Some(e) = event {
                 insert_event_in(tx, e)?;
+            }
+            if let Some(t) = &tally {
+                count_in(tx, t, Counted::Sent)?;
             }
             Ok(true)
         })
@@ -377,13 +383,17 @@ fn give_up(
     s: Settle<'_>,
     now: Millis,
 ) -> Result<(), StoreError> {
+    // A key whose earlier message was accepted keeps its code: the person may hold it
+    // (API.md §13.3).
     let row = tx.row_opt(
-        "UPDATE challenges SET \
-           status = CASE WHEN $5 AND status = 'pending' THEN 'failed' ELSE status END, \
-           ended_at = CASE WHEN $5 AND status = 'pending' THEN $4 ELSE ended_at END, \
-           delivery_status = $6, delivery_reason = $3, \
-           delivery_attempts = COALESCE($2, delivery_attempts) \
-         WHERE key_digest = $1 RETURNING tenant_id, email_canonical",
+        &format!(
+            "UPDATE challenges SET \
+               status = CASE WHEN $5 AND status = 'pending' AND sent_at IS NULL THEN 'failed' ELSE status END, \
+               ended_at = CASE WHEN $5 AND status = 'pending' AND sent_at IS NULL THEN $4 ELSE ended_at END, \
+               delivery_status = $6, delivery_reason = $3, \
+               delivery_attempts = COALESCE($2, delivery_attempts) \
+             WHERE key_digest = $1 RETURNING {TALLY_COLS}"
+        ),
         &[
             &key_digest,
             &opt_u32(s.attempts),
@@ -392,8 +402,10 @@ fn give_up(
             &s.fail_code,
             &s.status,
         ],
-        |r| Ok((r.text(0)?, r.text(1)?)),
+        |r| Ok((tally_from(r, 0)?, r.text(5)?)),
     )?;
+    let failed = row.as_ref().filter(|_| s.fail_code).map(|(t, _)| t.clone());
+    let row = row.map(|(t, email)| (t.tenant, email));
     if let (true, Some(quota_at), Some((tenant, email))) = (s.refund, s.quota_at, row) {
         // Nothing can have reached the relay: give the send back to the quotas.
         tx.execute(
@@ -405,5 +417,28 @@ fn give_up(
             &[&tenant, &quota_at.div_euclid(MINUTE_MS)],
         )?;
     }
+    if let Some(t) = &failed {
+        count_in(tx, t, Counted::Failed)?;
+    }
+    Ok(())
+}
+
+/// The group's older pending, live codes, superseded by an accepted message (callers hold
+/// the group's lock).
+pub(super) fn supersede(
+    tx: &mut Db<'_, impl GenericClient>,
+    tenant: &str,
+    email: &str,
+    purpose: &str,
+    flavor: &str,
+    seq: i64,
+    now: Millis,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE challenges SET status = 'superseded', ended_at = $6 WHERE tenant_id = $1 AND email_canonical = $2 \
+         AND purpose = $3 AND flavor = $4 AND status = 'pending' AND seq < $5 \
+         AND expires_at > $6 AND attempts < max_attempts",
+        &[&tenant, &email, &purpose, &flavor, &seq, &now],
+    )?;
     Ok(())
 }

@@ -171,6 +171,36 @@ pub(super) fn count_send(
     Ok(())
 }
 
+/// Check the tenant's test sends of the hour under its test lock (taken last, like the
+/// tenant's) and, if under `per_hour` (0: no limit), count one.
+pub(super) fn take_test_send(
+    tx: &mut Db<'_, impl GenericClient>,
+    tenant: &TenantId,
+    per_hour: u32,
+    now: Millis,
+) -> Result<Result<(), QuotaRefusal>, StoreError> {
+    let t = tenant.as_str();
+    lock_all(tx, &[lock_key("T", &[t])])?;
+    if per_hour > 0 {
+        let row = tx.query_one(
+            "SELECT COALESCE(SUM(sends), 0)::BIGINT, MIN(minute) FROM test_send_minutes \
+             WHERE tenant_id = $1 AND minute > $2 AND sends > 0",
+            &[&t, &SendQuota::tenant_minutes_after(now)],
+        )?;
+        if let Some(r) =
+            SendQuota::test_sends_refusal(per_hour, row.try_get(0)?, row.try_get(1)?, now)
+        {
+            return Ok(Err(r));
+        }
+    }
+    tx.execute(
+        "INSERT INTO test_send_minutes (tenant_id, minute, sends) VALUES ($1, $2, 1) \
+         ON CONFLICT (tenant_id, minute) DO UPDATE SET sends = test_send_minutes.sends + 1",
+        &[&t, &now.div_euclid(MINUTE_MS)],
+    )?;
+    Ok(Ok(()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,12 +3,13 @@
 
 use ::postgres::types::ToSql;
 
-use super::{export_rows, insert_challenge, insert_tenant_row, PgStore, KEYRING_LOCK};
+use super::{export_rows, insert_challenge, insert_tenant_row, Inserted, PgStore, KEYRING_LOCK};
 use crate::domain::audit::AuditEvent;
 use crate::domain::keys::TenantId;
 use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
 use crate::storage::cells::audit_from;
+use crate::storage::stats::STATE_NOT_COUNTED;
 use crate::storage::{copy, ImportCounts, ImportedCode, RecordStore, StoreError, MINUTE_MS};
 
 impl RecordStore for PgStore {
@@ -16,8 +17,10 @@ impl RecordStore for PgStore {
         // Each statement is idempotent: instances purging at once delete each row once.
         let mut conn = self.conn()?;
         let mut conn = conn.db();
+        // A code still to be counted as expired unverified (stats_state 1) waits for the count.
         let n = conn.execute(
-            "DELETE FROM challenges WHERE (ended_at IS NOT NULL AND ended_at < $1) OR expires_at < $1",
+            "DELETE FROM challenges WHERE ((ended_at IS NOT NULL AND ended_at < $1) OR expires_at < $1) \
+                 AND NOT (status = 'pending' AND stats_state = 1)",
             &[&before],
         )?;
         conn.execute("DELETE FROM sends WHERE at < $1", &[&sends_before])?;
@@ -27,6 +30,14 @@ impl RecordStore for PgStore {
         )?;
         conn.execute(
             "DELETE FROM recipient_failures WHERE window_start < $1",
+            &[&sends_before],
+        )?;
+        conn.execute(
+            "DELETE FROM test_send_minutes WHERE minute < $1",
+            &[&sends_before.div_euclid(MINUTE_MS)],
+        )?;
+        conn.execute(
+            "DELETE FROM test_inbox WHERE received_at < $1",
             &[&sends_before],
         )?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
@@ -79,8 +90,13 @@ impl RecordStore for PgStore {
                     tx,
                     c,
                     &owner,
-                    ic.attempts,
-                    ("sync", "sent", 1, Some(c.created_at)),
+                    Inserted {
+                        attempts: ic.attempts,
+                        delivery: ("sync", "sent", 1, Some(c.created_at)),
+                        test: false,
+                        // Imported codes are not in the statistics.
+                        stats_state: STATE_NOT_COUNTED,
+                    },
                 )?;
                 counts.codes_added += 1;
             }

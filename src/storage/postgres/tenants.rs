@@ -100,6 +100,9 @@ impl TenantStore for PgStore {
                     &[&id, &l.as_str()],
                 )?;
             }
+            if let Some(test) = c.test {
+                tx.execute("UPDATE tenants SET test = $2 WHERE id = $1", &[&id, &test])?;
+            }
             let row = tx.query_one(
                 &format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = $1"),
                 &[&id],

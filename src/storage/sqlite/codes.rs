@@ -4,16 +4,133 @@
 use rusqlite::{params, OptionalExtension};
 
 use super::integration::insert_event_in;
-use super::quota::take_send_in;
+use super::quota::{take_send_in, take_test_send_in};
+use super::stats::{bump_in, count_in};
+use super::test_mode::insert_inbox_in;
 use super::{CachedSql, SqliteStore};
 use crate::domain::challenge::ChallengeView;
 use crate::domain::keys::{Flavor, TenantId};
+use crate::domain::stats::{verify_secs, CodeDims, Counted};
 use crate::domain::Millis;
-use crate::storage::cells::{view_cols, view_from};
+use crate::storage::cells::{view_cols, view_from, Cells, VIEW_WIDTH};
+use crate::storage::codes::{key_hashes, PUSH_EARLIER};
 use crate::storage::integration::NewEvent;
+use crate::storage::stats::{tally_from, Bump, STATE_COUNTED, STATE_NOT_COUNTED, TALLY_COLS};
 use crate::storage::{
-    CodeStore, NewChallenge, NewOutbox, QuotaRefusal, Reservation, SendQuota, StoreError,
+    CodeStore, InboxEntry, NewChallenge, NewOutbox, QuotaRefusal, Resend, ResendVia, Resent,
+    Reservation, SendQuota, StoreError,
 };
+
+/// How a new code is stored: counted in the statistics with its message queued, or a test
+/// code whose message went to the inbox at `sent_at`.
+enum Stored {
+    Counted,
+    Test { sent_at: Millis },
+}
+
+/// Insert a new code (status `pending`, the next sequence number of its group).
+fn insert_challenge_in(
+    tx: &rusqlite::Connection,
+    c: &NewChallenge,
+    how: Stored,
+) -> Result<(), StoreError> {
+    let (delivery, sent_at, test, state) = match how {
+        Stored::Counted => ("queued", None, false, STATE_COUNTED),
+        Stored::Test { sent_at } => ("sent", Some(sent_at), true, STATE_NOT_COUNTED),
+    };
+    // The sequence number is taken under SQLite's write lock: a later mint of the group
+    // always has a higher one.
+    tx.execute_cached(
+        "INSERT INTO challenges (key_digest, tenant_id, flavor, email, email_canonical, purpose, seq, code_hash, \
+         status, attempts, max_attempts, code_length, created_at, expires_at, \
+         delivery_mode, delivery_status, delivery_attempts, sent_at, locale, channel, test, stats_state) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
+           (SELECT COALESCE(MAX(seq), 0) + 1 FROM challenges WHERE tenant_id = ?2 AND email_canonical = ?5 AND purpose = ?6 AND flavor = ?3), \
+           ?7, 'pending', 0, ?8, ?9, ?10, ?11, ?12, ?13, 0, ?14, ?15, ?16, ?17, ?18)",
+        params![
+            c.key_digest,
+            c.tenant_id.as_str(),
+            c.flavor.as_str(),
+            c.email,
+            c.email_canonical,
+            c.purpose,
+            c.code_hash,
+            c.max_attempts,
+            c.code_length,
+            c.created_at,
+            c.expires_at,
+            c.delivery_mode.as_str(),
+            delivery,
+            sent_at,
+            c.locale,
+            c.channel,
+            test,
+            state
+        ],
+    )?;
+    Ok(())
+}
+
+/// Queue a code's message (its send counted in the quotas at `now` when `counted`).
+fn insert_outbox_in(
+    tx: &rusqlite::Connection,
+    key_digest: &[u8],
+    tenant: &str,
+    m: &NewOutbox,
+    counted: bool,
+    now: Millis,
+) -> Result<(), StoreError> {
+    tx.execute_cached(
+        "INSERT INTO outbox (key_digest, tenant_id, recipient, payload, due_at, attempts, lease_until, leased_by, quota_at, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?5)",
+        params![
+            key_digest,
+            tenant,
+            m.recipient,
+            m.payload,
+            now,
+            m.lease.as_ref().map(|l| now + l.for_ms),
+            m.lease.as_ref().map(|l| l.owner.clone()),
+            counted.then_some(now)
+        ],
+    )?;
+    Ok(())
+}
+
+/// Count a new code's mint (`Minted`, or `Test`).
+fn minted_in(tx: &rusqlite::Connection, c: &NewChallenge, what: Counted) -> Result<(), StoreError> {
+    let dims = CodeDims::of(
+        &c.purpose,
+        c.locale.as_deref(),
+        &c.channel,
+        &c.email_canonical,
+    );
+    bump_in(
+        tx,
+        &Bump {
+            tenant: c.tenant_id.as_str(),
+            created_at: c.created_at,
+            dims: &dims,
+            what,
+        },
+    )
+}
+
+/// A code whose message was accepted supersedes its group's older pending, live codes.
+pub(super) fn supersede_in(
+    tx: &rusqlite::Connection,
+    key_digest: &[u8],
+    now: Millis,
+) -> Result<(), StoreError> {
+    tx.execute_cached(
+        "UPDATE challenges SET status = 'superseded', ended_at = ?2 WHERE (tenant_id, email_canonical, purpose, flavor) = \
+           (SELECT tenant_id, email_canonical, purpose, flavor FROM challenges WHERE key_digest = ?1) \
+         AND status = 'pending' AND seq < (SELECT seq FROM challenges WHERE key_digest = ?1) \
+         AND expires_at > ?2 AND attempts < max_attempts",
+        params![key_digest, now],
+    )?;
+    Ok(())
+}
 
 impl CodeStore for SqliteStore {
     fn insert_code(
@@ -30,46 +147,107 @@ impl CodeStore for SqliteStore {
                     return Ok(Err(r));
                 }
             }
-            // The sequence number is taken under SQLite's write lock: a later mint of the
-            // group always has a higher one.
-            tx.execute_cached(
-                "INSERT INTO challenges (key_digest, tenant_id, flavor, email, email_canonical, purpose, seq, code_hash, \
-                 status, attempts, max_attempts, code_length, created_at, expires_at, \
-                 delivery_mode, delivery_status, delivery_attempts, sent_at, locale) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
-                   (SELECT COALESCE(MAX(seq), 0) + 1 FROM challenges WHERE tenant_id = ?2 AND email_canonical = ?5 AND purpose = ?6 AND flavor = ?3), \
-                   ?7, 'pending', 0, ?8, ?9, ?10, ?11, ?12, 'queued', 0, NULL, ?13)",
-                params![
-                    c.key_digest,
-                    c.tenant_id.as_str(),
-                    c.flavor.as_str(),
-                    c.email,
-                    c.email_canonical,
-                    c.purpose,
-                    c.code_hash,
-                    c.max_attempts,
-                    c.code_length,
-                    c.created_at,
-                    c.expires_at,
-                    c.delivery_mode.as_str(),
-                    c.locale
-                ],
+            insert_challenge_in(tx, &c, Stored::Counted)?;
+            insert_outbox_in(
+                tx,
+                &c.key_digest,
+                c.tenant_id.as_str(),
+                &m,
+                q.is_some(),
+                now,
             )?;
-            tx.execute_cached(
-                "INSERT INTO outbox (key_digest, tenant_id, recipient, payload, due_at, attempts, lease_until, leased_by, quota_at, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?5)",
-                params![
-                    c.key_digest,
-                    c.tenant_id.as_str(),
-                    m.recipient,
-                    m.payload,
-                    now,
-                    m.lease.as_ref().map(|l| now + l.for_ms),
-                    m.lease.as_ref().map(|l| l.owner.clone()),
-                    q.map(|_| now)
-                ],
-            )?;
+            minted_in(tx, &c, Counted::Minted)?;
             Ok(Ok(()))
+        })
+    }
+
+    fn insert_test_code(
+        &self,
+        c: &NewChallenge,
+        inbox: &InboxEntry,
+        now: Millis,
+    ) -> Result<Result<(), QuotaRefusal>, StoreError> {
+        let (c, inbox) = (c.clone(), inbox.clone());
+        self.writer.write(move |tx| {
+            if let Err(r) = take_test_send_in(tx, &c.tenant_id, inbox.per_hour, now)? {
+                return Ok(Err(r));
+            }
+            insert_challenge_in(tx, &c, Stored::Test { sent_at: now })?;
+            supersede_in(tx, &c.key_digest, now)?;
+            insert_inbox_in(tx, c.tenant_id.as_str(), &c.key_digest, &inbox, now)?;
+            minted_in(tx, &c, Counted::Test)?;
+            Ok(Ok(()))
+        })
+    }
+
+    fn resend_target(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        now: Millis,
+    ) -> Result<Option<(ChallengeView, String)>, StoreError> {
+        self.conn()?.row_opt(
+            &format!(
+                "SELECT {}, c.code_hash FROM challenges c WHERE c.key_digest = ?1 AND c.tenant_id = ?2 AND c.flavor = 'native'",
+                view_cols("?3")
+            ),
+            params![key_digest, tenant.as_str(), now],
+            |r| Ok((view_from(r)?, r.text(VIEW_WIDTH)?)),
+        )
+    }
+
+    fn resend_code(&self, r: &Resend, now: Millis) -> Result<Resent, StoreError> {
+        let r = r.clone();
+        self.writer.write(move |tx| {
+            // Checked, then counted, then changed — all under the write lock, so a refusal
+            // changes nothing.
+            let resendable: bool = tx.query_row_cached(
+                "SELECT EXISTS(SELECT 1 FROM challenges c WHERE c.key_digest = ?1 AND c.tenant_id = ?2 \
+                   AND c.status = 'pending' AND c.expires_at > ?3 AND c.attempts < c.max_attempts AND c.resends < ?4 \
+                   AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.key_digest = c.key_digest))",
+                params![r.key_digest, r.tenant_id.as_str(), now, r.max_resends],
+                |row| row.get(0),
+            )?;
+            if !resendable {
+                return Ok(Resent::NotNow);
+            }
+            let refused = match &r.via {
+                ResendVia::Inbox(inbox) => take_test_send_in(tx, &r.tenant_id, inbox.per_hour, now)?,
+                ResendVia::Relay { quota: Some(q), .. } => take_send_in(tx, &r.tenant_id, &r.recipient, q, now)?,
+                ResendVia::Relay { quota: None, .. } => Ok(()),
+            };
+            if let Err(q) = refused {
+                return Ok(Resent::Refused(q));
+            }
+            let test = matches!(r.via, ResendVia::Inbox(_));
+            let tally = tx.query_row_cached(
+                &format!(
+                    "UPDATE challenges SET {PUSH_EARLIER}, code_hash = ?2, resends = resends + 1, \
+                       delivery_status = CASE WHEN ?4 THEN 'sent' ELSE 'queued' END, delivery_attempts = 0, \
+                       delivery_reason = NULL, sent_at = CASE WHEN ?4 THEN ?3 ELSE sent_at END \
+                     WHERE key_digest = ?1 RETURNING {TALLY_COLS}"
+                ),
+                params![r.key_digest, r.code_hash, now, test],
+                |row| Ok(tally_from(row, 0)),
+            )??;
+            match &r.via {
+                ResendVia::Inbox(inbox) => {
+                    insert_inbox_in(tx, r.tenant_id.as_str(), &r.key_digest, inbox, now)?;
+                    bump_in(
+                        tx,
+                        &Bump {
+                            tenant: &tally.tenant,
+                            created_at: tally.created_at,
+                            dims: &tally.dims,
+                            what: Counted::Test,
+                        },
+                    )?;
+                }
+                ResendVia::Relay { outbox, quota } => {
+                    insert_outbox_in(tx, &r.key_digest, r.tenant_id.as_str(), outbox, quota.is_some(), now)?;
+                }
+            }
+            Ok(Resent::Done)
         })
     }
 
@@ -99,11 +277,11 @@ impl CodeStore for SqliteStore {
                        AND attempts < max_attempts AND expires_at > ?4 AND code_length = ?7 \
                        AND NOT EXISTS (SELECT 1 FROM recipient_failures f WHERE f.tenant_id = challenges.tenant_id \
                            AND f.email_canonical = challenges.email_canonical AND f.failures >= ?5 AND f.window_start + ?6 > ?4) \
-                     RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose, locale",
+                     RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose, locale, earlier_hashes",
                     params![key_digest, tenant.as_str(), flavor.as_str(), now, max_failures, q.recipient_window_ms, code_len],
                     |r| {
                         Ok(Reservation {
-                            code_hash: r.get(0)?,
+                            code_hashes: key_hashes(r.get(0)?, &r.get::<_, String>(7)?),
                             attempts: r.get(1)?,
                             max_attempts: r.get(2)?,
                             email: r.get(3)?,
@@ -161,12 +339,18 @@ impl CodeStore for SqliteStore {
         let (tenant, key_digest, event) = (tenant.clone(), key_digest.to_vec(), event.cloned());
         let clear = clear_failures_of.map(str::to_string);
         self.writer.write(move |conn| {
-            let n = conn.execute_cached(
-                "UPDATE challenges SET status = 'verified', verified_at = ?3, ended_at = ?3 \
-                 WHERE key_digest = ?1 AND tenant_id = ?2 AND status = 'pending' AND expires_at > ?3",
+            let tally = conn.row_opt(
+                &format!(
+                    "UPDATE challenges SET status = 'verified', verified_at = ?3, ended_at = ?3 \
+                     WHERE key_digest = ?1 AND tenant_id = ?2 AND status = 'pending' AND expires_at > ?3 \
+                     RETURNING {TALLY_COLS}"
+                ),
                 params![key_digest, tenant.as_str(), now],
+                |r| tally_from(r, 0),
             )?;
-            if n == 1 {
+            let n = usize::from(tally.is_some());
+            if let Some(t) = &tally {
+                count_in(conn, t, Counted::Verified(verify_secs(t.created_at, now)))?;
                 if let Some(e) = &event {
                     insert_event_in(conn, e)?;
                 }

@@ -7,7 +7,9 @@ mod keyring;
 mod outbox;
 mod quota;
 mod records;
+mod stats;
 mod tenants;
+mod test_mode;
 mod writer;
 
 use writer::Writer;
@@ -216,8 +218,8 @@ fn insert_tenant_row(
     conn.execute_cached(
         "INSERT INTO tenants (id, name, enabled, origin, created_at, updated_at, smtp_host, smtp_port, \
          smtp_username, smtp_password, smtp_from, smtp_tls, smtp_version, code_length, ttl_seconds, max_attempts, \
-         smtp_max_connections, delivery, default_locale) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+         smtp_max_connections, delivery, default_locale, test) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
         params![
             t.id.as_str(),
             t.name.as_str(),
@@ -236,7 +238,8 @@ fn insert_tenant_row(
             t.policy.max_attempts,
             t.smtp.max_connections,
             t.delivery.as_str(),
-            t.default_locale.as_str()
+            t.default_locale.as_str(),
+            t.test
         ],
     )?;
     conn.execute_cached(

@@ -5,14 +5,18 @@
 
 use rusqlite::{params, OptionalExtension};
 
+use super::codes::supersede_in;
 use super::integration::insert_event_in;
+use super::stats::count_in;
 use super::{CachedSql, SqliteStore};
 use crate::domain::keys::TenantId;
+use crate::domain::stats::Counted;
 use crate::domain::Millis;
 use crate::storage::cells::{delivery_mode_from, status_from, Cells};
 use crate::storage::integration::NewEvent;
 use crate::storage::outbox::{plan_claim, SweepCandidate, SweepItem, SWEEP_BATCH};
 use crate::storage::rules::{self, SweepVerdict};
+use crate::storage::stats::{tally_from, TALLY_COLS};
 use crate::storage::{
     ClaimRequest, Claimed, OutboxJob, OutboxStats, OutboxStore, StoreError, MINUTE_MS,
 };
@@ -128,29 +132,24 @@ impl OutboxStore for SqliteStore {
                 "DELETE FROM outbox WHERE key_digest = ?1 AND leased_by = ?2",
                 params![key_digest, owner],
             )? == 1;
-            let group: Option<(String, String, String, String, i64, String)> = tx
-                .query_row_cached(
+            let sent = tx.row_opt(
+                &format!(
                     "UPDATE challenges SET delivery_status = 'sent', delivery_attempts = ?2, delivery_reason = NULL, sent_at = ?3 \
-                     WHERE key_digest = ?1 AND (?4 OR delivery_status = 'unknown') \
-                     RETURNING tenant_id, email_canonical, purpose, flavor, seq, status",
-                    params![key_digest, attempts, now, held],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
-                )
-                .optional()?;
-            if !held && group.is_none() {
+                     WHERE key_digest = ?1 AND (?4 OR delivery_status = 'unknown') RETURNING status, {TALLY_COLS}"
+                ),
+                params![key_digest, attempts, now, held],
+                |r| Ok((status_from(&r.text(0)?)?, tally_from(r, 1)?)),
+            )?;
+            if !held && sent.is_none() {
                 return Ok(false);
             }
-            if let Some((tenant, email, purpose, flavor, seq, status)) = group {
+            if let Some((status, tally)) = sent {
                 // Only pending, live codes are superseded: an exhausted or expired code keeps
                 // its state (and its retention).
-                if rules::accepted_supersedes(status_from(&status)?) {
-                    tx.execute_cached(
-                        "UPDATE challenges SET status = 'superseded', ended_at = ?6 WHERE tenant_id = ?1 AND email_canonical = ?2 \
-                         AND purpose = ?3 AND flavor = ?4 AND status = 'pending' AND seq < ?5 \
-                         AND expires_at > ?6 AND attempts < max_attempts",
-                        params![tenant, email, purpose, flavor, seq, now],
-                    )?;
+                if rules::accepted_supersedes(status) {
+                    supersede_in(tx, &key_digest, now)?;
                 }
+                count_in(tx, &tally, Counted::Sent)?;
             }
             if let Some(e) = &event {
                 insert_event_in(tx, e)?;
@@ -374,18 +373,24 @@ fn give_up(
     s: Settle<'_>,
     now: Millis,
 ) -> Result<(), StoreError> {
-    let row: Option<(String, String)> = tx
-        .query_row_cached(
+    // A key whose earlier message was accepted keeps its code: the person may hold it
+    // (API.md §13.3).
+    let row = tx.row_opt(
+        &format!(
             "UPDATE challenges SET \
-               status = CASE WHEN ?5 AND status = 'pending' THEN 'failed' ELSE status END, \
-               ended_at = CASE WHEN ?5 AND status = 'pending' THEN ?4 ELSE ended_at END, \
+               status = CASE WHEN ?5 AND status = 'pending' AND sent_at IS NULL THEN 'failed' ELSE status END, \
+               ended_at = CASE WHEN ?5 AND status = 'pending' AND sent_at IS NULL THEN ?4 ELSE ended_at END, \
                delivery_status = ?6, delivery_reason = ?3, \
                delivery_attempts = COALESCE(?2, delivery_attempts) \
-             WHERE key_digest = ?1 RETURNING tenant_id, email_canonical",
-            params![key_digest, s.attempts, s.reason, now, s.fail_code, s.status],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
+             WHERE key_digest = ?1 RETURNING {TALLY_COLS}"
+        ),
+        params![key_digest, s.attempts, s.reason, now, s.fail_code, s.status],
+        |r| Ok((tally_from(r, 0)?, r.text(5)?)),
+    )?;
+    if let (true, Some((tally, _))) = (s.fail_code, &row) {
+        count_in(tx, tally, Counted::Failed)?;
+    }
+    let row = row.map(|(t, email)| (t.tenant, email));
     if let (true, Some(quota_at), Some((tenant, email))) = (s.refund, s.quota_at, row) {
         // Nothing can have reached the relay: give the send back to the quotas.
         tx.execute_cached(

@@ -98,7 +98,6 @@ pub(super) fn quota_check(
 }
 
 /// Check every quota and, if all allow it, count one send (callers hold the write lock).
-/// Check every quota and, if all allow it, count one send (callers hold the write lock).
 pub(super) fn take_send_in(
     tx: &rusqlite::Connection,
     tenant: &TenantId,
@@ -115,6 +114,33 @@ pub(super) fn take_send_in(
     )?;
     tx.execute_cached(
         "INSERT INTO tenant_send_minutes (tenant_id, minute, sends) VALUES (?1, ?2, 1) \
+         ON CONFLICT (tenant_id, minute) DO UPDATE SET sends = sends + 1",
+        params![tenant.as_str(), now.div_euclid(MINUTE_MS)],
+    )?;
+    Ok(Ok(()))
+}
+
+/// Check the tenant's test sends of the hour and, if under `per_hour` (0: no limit), count
+/// one (callers hold the write lock).
+pub(super) fn take_test_send_in(
+    tx: &rusqlite::Connection,
+    tenant: &TenantId,
+    per_hour: u32,
+    now: Millis,
+) -> Result<Result<(), QuotaRefusal>, StoreError> {
+    if per_hour > 0 {
+        let (count, oldest): (i64, Option<i64>) = tx.query_row_cached(
+            "SELECT COALESCE(SUM(sends), 0), MIN(minute) FROM test_send_minutes \
+             WHERE tenant_id = ?1 AND minute > ?2 AND sends > 0",
+            params![tenant.as_str(), SendQuota::tenant_minutes_after(now)],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if let Some(r) = SendQuota::test_sends_refusal(per_hour, count, oldest, now) {
+            return Ok(Err(r));
+        }
+    }
+    tx.execute_cached(
+        "INSERT INTO test_send_minutes (tenant_id, minute, sends) VALUES (?1, ?2, 1) \
          ON CONFLICT (tenant_id, minute) DO UPDATE SET sends = sends + 1",
         params![tenant.as_str(), now.div_euclid(MINUTE_MS)],
     )?;

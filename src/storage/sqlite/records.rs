@@ -16,8 +16,10 @@ use crate::storage::{copy, ImportCounts, ImportedCode, RecordStore, StoreError, 
 impl RecordStore for SqliteStore {
     fn purge(&self, before: Millis, sends_before: Millis) -> Result<usize, StoreError> {
         self.writer.write(move |conn| {
+            // A code still to be counted as expired unverified (stats_state 1) waits for the count.
             let n = conn.execute_cached(
-                "DELETE FROM challenges WHERE (ended_at IS NOT NULL AND ended_at < ?1) OR expires_at < ?1",
+                "DELETE FROM challenges WHERE ((ended_at IS NOT NULL AND ended_at < ?1) OR expires_at < ?1) \
+                 AND NOT (status = 'pending' AND stats_state = 1)",
                 [before],
             )?;
             conn.execute_cached("DELETE FROM sends WHERE at < ?1", [sends_before])?;
@@ -26,6 +28,11 @@ impl RecordStore for SqliteStore {
                 [sends_before.div_euclid(MINUTE_MS)],
             )?;
             conn.execute_cached("DELETE FROM recipient_failures WHERE window_start < ?1", [sends_before])?;
+            conn.execute_cached(
+                "DELETE FROM test_send_minutes WHERE minute < ?1",
+                [sends_before.div_euclid(MINUTE_MS)],
+            )?;
+            conn.execute_cached("DELETE FROM test_inbox WHERE received_at < ?1", [sends_before])?;
             Ok(n)
         })
     }

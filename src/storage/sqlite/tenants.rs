@@ -102,6 +102,12 @@ impl TenantStore for SqliteStore {
                 params![id.as_str(), p.code_length, p.ttl_seconds, p.max_attempts],
             )?;
         }
+        if let Some(test) = c.test {
+            tx.execute_cached(
+                "UPDATE tenants SET test = ?2 WHERE id = ?1",
+                params![id.as_str(), test],
+            )?;
+        }
         if let Some(l) = &c.default_locale {
             tx.execute_cached(
                 "UPDATE tenants SET default_locale = ?2 WHERE id = ?1",

@@ -1,21 +1,21 @@
-//! The `otpmint` command line: serve, migrate, config check, keys, tenants, smtp test.
+//! The `otpmint` command line: serve, migrate, config check, keys, tenants, smtp test,
+//! statistics.
+
+mod stats;
+mod tenant;
+
+pub use tenant::{CreateArgs, TenantCommand};
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use clap::{Args, Parser, Subcommand};
-use secrecy::SecretString;
-use serde_json::json;
+use clap::{Parser, Subcommand};
 
-use crate::clock::{rfc3339, SystemClock};
+use crate::clock::SystemClock;
 use crate::config::Settings;
 use crate::crypto::keyring::MasterKey;
 use crate::domain::email::RecipientEmail;
-use crate::domain::policy::PolicyPatch;
-use crate::domain::tenant::{Origin, TlsMode};
 use crate::mailer::Outgoing;
-use crate::routes::v1::tenant_json;
-use crate::service::tenants::{NewTenant, SmtpInput, TenantPatch};
 use crate::service::{ServiceError, Services};
 use crate::startup::{build_services, open_store, Application};
 
@@ -52,6 +52,9 @@ pub enum Command {
     /// SMTP checks
     #[command(subcommand)]
     Smtp(SmtpCommand),
+    /// Counts by period: minted, sent, failed, verified, expired unverified, test,
+    /// conversion, time to verify (as GET /v1/tenant/stats answers them)
+    Stats(stats::StatsArgs),
     /// Copy the live database to PATH (SQLite online backup; PATH must not exist)
     Backup {
         /// Where to write the copy
@@ -93,58 +96,6 @@ pub enum KeysCommand {
     Rotate,
     /// New data key; re-encrypt every stored SMTP password under it (resumable)
     RotateDataKey,
-}
-
-#[derive(Args, Debug)]
-pub struct CreateArgs {
-    /// Tenant name
-    #[arg(long)]
-    name: String,
-    /// SMTP server host name or IP address
-    #[arg(long)]
-    smtp_host: String,
-    /// SMTP server port
-    #[arg(long)]
-    smtp_port: u16,
-    /// SMTP username
-    #[arg(long, default_value = "")]
-    smtp_username: String,
-    /// Sender mailbox, e.g. "Acme <no-reply@acme.example>"
-    #[arg(long)]
-    smtp_from: String,
-    /// starttls | implicit | none (default: implicit for 465, else starttls)
-    #[arg(long)]
-    smtp_tls: Option<String>,
-    /// File holding the SMTP password (first line; "-" reads stdin)
-    #[arg(long)]
-    smtp_password_file: Option<PathBuf>,
-    /// Print JSON
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum TenantCommand {
-    /// Create a tenant; prints its id and secret key (shown once)
-    Create(CreateArgs),
-    /// List tenants
-    List {
-        /// Print JSON
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show one tenant
-    Show { id: String },
-    /// Disable a tenant (its key stops working)
-    Disable { id: String },
-    /// Enable a tenant
-    Enable { id: String },
-    /// Issue a new secret key; the old one stops at once unless --grace-seconds
-    RotateSecret {
-        id: String,
-        #[arg(long, default_value_t = 0)]
-        grace_seconds: u64,
-    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -265,7 +216,8 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
             println!("backup written to {}", path.display());
             Ok(())
         }
-        Command::Tenant(t) => tenant(t, services(settings)?).await,
+        Command::Tenant(t) => tenant::tenant(t, services(settings)?).await,
+        Command::Stats(a) => stats::stats(a, services(settings)?).await,
         Command::Smtp(SmtpCommand::Test { id, to }) => {
             smtp_test(&id, &to, services(settings)?).await
         }
@@ -311,39 +263,10 @@ async fn serve(settings: Settings, file: Option<PathBuf>) -> Result<(), CliError
     Ok(())
 }
 
-fn read_password(path: Option<&PathBuf>) -> Result<SecretString, CliError> {
-    let Some(path) = path else {
-        return Ok(SecretString::from(String::new()));
-    };
-    let raw = if path.as_os_str() == "-" {
-        let mut s = String::new();
-        std::io::stdin().read_line(&mut s)?;
-        s
-    } else {
-        std::fs::read_to_string(path)
-            .map_err(|e| CliError(format!("cannot read {}: {e}", path.display())))?
-    };
-    Ok(SecretString::from(
-        raw.lines().next().unwrap_or("").to_string(),
-    ))
-}
-
-fn print_table(rows: &[crate::domain::tenant::Tenant]) {
-    let header = ["ID", "NAME", "ENABLED", "SMTP", "CREATED"];
-    let data: Vec<[String; 5]> = rows
-        .iter()
-        .map(|t| {
-            [
-                t.id.to_string(),
-                t.name.as_str().to_string(),
-                if t.enabled { "yes".into() } else { "no".into() },
-                format!("{}:{} ({})", t.smtp.host, t.smtp.port, t.smtp.tls),
-                rfc3339(t.created_at),
-            ]
-        })
-        .collect();
-    let mut widths = header.map(str::len);
-    for r in &data {
+/// Rows under a header, each column as wide as its widest cell.
+fn print_columns(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
         for (w, c) in widths.iter_mut().zip(r.iter()) {
             *w = (*w).max(c.chars().count());
         }
@@ -359,101 +282,9 @@ fn print_table(rows: &[crate::domain::tenant::Tenant]) {
             .to_string()
     };
     println!("{}", line(header.to_vec()));
-    for r in &data {
+    for r in rows {
         println!("{}", line(r.iter().map(String::as_str).collect()));
     }
-}
-
-async fn tenant(cmd: TenantCommand, s: Services) -> Result<(), CliError> {
-    match cmd {
-        TenantCommand::Create(a) => {
-            let tls = match a.smtp_tls.as_deref() {
-                None => None,
-                Some(t) => Some(TlsMode::parse(t).ok_or_else(|| {
-                    CliError("--smtp-tls must be starttls, implicit or none".into())
-                })?),
-            };
-            let (row, secret) = s
-                .create_tenant(NewTenant {
-                    name: a.name,
-                    smtp: SmtpInput {
-                        host: a.smtp_host,
-                        port: a.smtp_port,
-                        username: a.smtp_username,
-                        password: read_password(a.smtp_password_file.as_ref())?,
-                        from: a.smtp_from,
-                        tls,
-                        max_connections: None,
-                    },
-                    policy: PolicyPatch::default(),
-                    delivery: None,
-                    default_locale: None,
-                    origin: Origin::Native,
-                    secret: None,
-                })
-                .await
-                .map_err(service_msg)?;
-            if a.json {
-                let mut v = tenant_json(&s, &row);
-                v["secret_key"] = json!(secret.expose());
-                println!("{v}");
-            } else {
-                println!("id:         {}", row.id);
-                println!("secret key: {}", secret.expose());
-                println!("(the secret key is shown only once)");
-            }
-        }
-        TenantCommand::List { json } => {
-            let rows = s.tenants().await.map_err(service_msg)?;
-            if json {
-                println!(
-                    "{}",
-                    json!({"tenants": rows.iter().map(|t| tenant_json(&s, t)).collect::<Vec<_>>()})
-                );
-            } else {
-                print_table(&rows);
-            }
-        }
-        TenantCommand::Show { id } => {
-            let row = s.tenant(&id).await.map_err(service_msg)?;
-            println!("{}", serde_json::to_string_pretty(&tenant_json(&s, &row))?);
-        }
-        TenantCommand::Disable { id } => {
-            s.update_tenant(
-                &id,
-                TenantPatch {
-                    enabled: Some(false),
-                    ..Default::default()
-                },
-                false,
-            )
-            .await
-            .map_err(service_msg)?;
-            println!("tenant {id} disabled");
-        }
-        TenantCommand::Enable { id } => {
-            s.update_tenant(
-                &id,
-                TenantPatch {
-                    enabled: Some(true),
-                    ..Default::default()
-                },
-                false,
-            )
-            .await
-            .map_err(service_msg)?;
-            println!("tenant {id} enabled");
-        }
-        TenantCommand::RotateSecret { id, grace_seconds } => {
-            let secret = s
-                .rotate_secret(&id, grace_seconds)
-                .await
-                .map_err(service_msg)?;
-            println!("secret key: {}", secret.expose());
-            println!("(the secret key is shown only once)");
-        }
-    }
-    Ok(())
 }
 
 async fn smtp_test(id: &str, to: &str, s: Services) -> Result<(), CliError> {

@@ -1,0 +1,197 @@
+//! `otpmint tenant …`: create, list, show, disable, enable, rotate a secret — directly in
+//! the database.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use secrecy::SecretString;
+use serde_json::json;
+
+use super::{print_columns, service_msg, CliError};
+use crate::clock::rfc3339;
+use crate::domain::policy::PolicyPatch;
+use crate::domain::tenant::{Origin, TlsMode};
+use crate::routes::v1::tenant_json;
+use crate::service::tenants::{NewTenant, SmtpInput, TenantPatch};
+use crate::service::Services;
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Tenant name
+    #[arg(long)]
+    name: String,
+    /// SMTP server host name or IP address
+    #[arg(long)]
+    smtp_host: String,
+    /// SMTP server port
+    #[arg(long)]
+    smtp_port: u16,
+    /// SMTP username
+    #[arg(long, default_value = "")]
+    smtp_username: String,
+    /// Sender mailbox, e.g. "Acme <no-reply@acme.example>"
+    #[arg(long)]
+    smtp_from: String,
+    /// starttls | implicit | none (default: implicit for 465, else starttls)
+    #[arg(long)]
+    smtp_tls: Option<String>,
+    /// File holding the SMTP password (first line; "-" reads stdin)
+    #[arg(long)]
+    smtp_password_file: Option<PathBuf>,
+    /// A test tenant: sends nothing to any relay, its key starts sk_test_ (API.md §13.2)
+    #[arg(long)]
+    test: bool,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TenantCommand {
+    /// Create a tenant; prints its id and secret key (shown once)
+    Create(CreateArgs),
+    /// List tenants
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one tenant
+    Show { id: String },
+    /// Disable a tenant (its key stops working)
+    Disable { id: String },
+    /// Enable a tenant
+    Enable { id: String },
+    /// Issue a new secret key; the old one stops at once unless --grace-seconds
+    RotateSecret {
+        id: String,
+        #[arg(long, default_value_t = 0)]
+        grace_seconds: u64,
+    },
+}
+
+fn read_password(path: Option<&PathBuf>) -> Result<SecretString, CliError> {
+    let Some(path) = path else {
+        return Ok(SecretString::from(String::new()));
+    };
+    let raw = if path.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_line(&mut s)?;
+        s
+    } else {
+        std::fs::read_to_string(path)
+            .map_err(|e| CliError(format!("cannot read {}: {e}", path.display())))?
+    };
+    Ok(SecretString::from(
+        raw.lines().next().unwrap_or("").to_string(),
+    ))
+}
+
+fn print_table(rows: &[crate::domain::tenant::Tenant]) {
+    let data: Vec<Vec<String>> = rows
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.to_string(),
+                t.name.as_str().to_string(),
+                if t.enabled { "yes".into() } else { "no".into() },
+                format!("{}:{} ({})", t.smtp.host, t.smtp.port, t.smtp.tls),
+                rfc3339(t.created_at),
+            ]
+        })
+        .collect();
+    print_columns(&["ID", "NAME", "ENABLED", "SMTP", "CREATED"], &data);
+}
+
+pub(super) async fn tenant(cmd: TenantCommand, s: Services) -> Result<(), CliError> {
+    match cmd {
+        TenantCommand::Create(a) => {
+            let tls = match a.smtp_tls.as_deref() {
+                None => None,
+                Some(t) => Some(TlsMode::parse(t).ok_or_else(|| {
+                    CliError("--smtp-tls must be starttls, implicit or none".into())
+                })?),
+            };
+            let (row, secret) = s
+                .create_tenant(NewTenant {
+                    name: a.name,
+                    smtp: Some(SmtpInput {
+                        host: a.smtp_host,
+                        port: a.smtp_port,
+                        username: a.smtp_username,
+                        password: read_password(a.smtp_password_file.as_ref())?,
+                        from: a.smtp_from,
+                        tls,
+                        max_connections: None,
+                    }),
+                    policy: PolicyPatch::default(),
+                    delivery: None,
+                    default_locale: None,
+                    origin: Origin::Native,
+                    secret: None,
+                    test: a.test,
+                })
+                .await
+                .map_err(service_msg)?;
+            if a.json {
+                let mut v = tenant_json(&s, &row);
+                v["secret_key"] = json!(secret.expose());
+                println!("{v}");
+            } else {
+                println!("id:         {}", row.id);
+                println!("secret key: {}", secret.expose());
+                println!("(the secret key is shown only once)");
+            }
+        }
+        TenantCommand::List { json } => {
+            let rows = s.tenants().await.map_err(service_msg)?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"tenants": rows.iter().map(|t| tenant_json(&s, t)).collect::<Vec<_>>()})
+                );
+            } else {
+                print_table(&rows);
+            }
+        }
+        TenantCommand::Show { id } => {
+            let row = s.tenant(&id).await.map_err(service_msg)?;
+            println!("{}", serde_json::to_string_pretty(&tenant_json(&s, &row))?);
+        }
+        TenantCommand::Disable { id } => {
+            s.update_tenant(
+                &id,
+                TenantPatch {
+                    enabled: Some(false),
+                    ..Default::default()
+                },
+                false,
+            )
+            .await
+            .map_err(service_msg)?;
+            println!("tenant {id} disabled");
+        }
+        TenantCommand::Enable { id } => {
+            s.update_tenant(
+                &id,
+                TenantPatch {
+                    enabled: Some(true),
+                    ..Default::default()
+                },
+                false,
+            )
+            .await
+            .map_err(service_msg)?;
+            println!("tenant {id} enabled");
+        }
+        TenantCommand::RotateSecret { id, grace_seconds } => {
+            let secret = s
+                .rotate_secret(&id, grace_seconds)
+                .await
+                .map_err(service_msg)?;
+            println!("secret key: {}", secret.expose());
+            println!("(the secret key is shown only once)");
+        }
+    }
+    Ok(())
+}

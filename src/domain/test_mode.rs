@@ -1,0 +1,221 @@
+//! Test mode (API.md §13.1–13.2): which recipients a tenant's mints go to its test inbox for
+//! instead of a relay — an exact address or number (optionally with a fixed code), or a
+//! pattern with `*` — and the messages that land there.
+
+use super::email::RecipientEmail;
+use super::policy::FieldError;
+use super::Millis;
+
+/// Entries a tenant may list.
+pub const MAX_RECIPIENTS: usize = 100;
+/// How far ahead an entry may expire.
+pub const MAX_LIFETIME_MS: Millis = 90 * 86_400_000;
+/// Messages a tenant's test inbox keeps, and for how long.
+pub const INBOX_KEPT: usize = 100;
+pub const INBOX_KEPT_MS: Millis = 3_600_000;
+
+/// Which recipients an entry covers, matched against a recipient's canonical form
+/// (addresses case-folded with an ASCII domain; numbers in E.164).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecipientPattern {
+    /// One address or number.
+    Exact(String),
+    /// `*` stands for any run of characters: `*@test.acme.example`, `+1555*`.
+    Wildcard(String),
+}
+
+impl RecipientPattern {
+    pub fn parse(s: &str) -> Result<RecipientPattern, FieldError> {
+        let bad = |m: &str| FieldError::new("match", m);
+        let s = s.trim();
+        if s.is_empty() || s.len() > 254 || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(bad("must be an address, a number, or a pattern with *"));
+        }
+        if s.contains('*') {
+            if s.chars().all(|c| c == '*') {
+                return Err(bad("must name more than `*`"));
+            }
+            let phone = s.starts_with('+');
+            let ok = if phone {
+                s[1..].chars().all(|c| c.is_ascii_digit() || c == '*')
+            } else {
+                s.contains('@')
+            };
+            if !ok {
+                return Err(bad(
+                    "a pattern is an address with * (e.g. *@test.acme.example) or a number with * (e.g. +1555*)",
+                ));
+            }
+            return Ok(RecipientPattern::Wildcard(s.to_lowercase()));
+        }
+        if let Some(digits) = s.strip_prefix('+') {
+            if (8..=15).contains(&digits.len()) && digits.chars().all(|c| c.is_ascii_digit()) {
+                return Ok(RecipientPattern::Exact(s.to_string()));
+            }
+            return Err(bad("a number is E.164: + and 8 to 15 digits"));
+        }
+        let email = RecipientEmail::parse(s).map_err(|e| bad(&e.to_string()))?;
+        Ok(RecipientPattern::Exact(email.canonical().to_string()))
+    }
+
+    /// The stored form.
+    pub fn as_str(&self) -> &str {
+        match self {
+            RecipientPattern::Exact(s) | RecipientPattern::Wildcard(s) => s,
+        }
+    }
+
+    /// The stored form read back (it was parsed when stored).
+    pub fn from_stored(s: String) -> RecipientPattern {
+        if s.contains('*') {
+            RecipientPattern::Wildcard(s)
+        } else {
+            RecipientPattern::Exact(s)
+        }
+    }
+
+    pub fn is_exact(&self) -> bool {
+        matches!(self, RecipientPattern::Exact(_))
+    }
+
+    /// Whether a recipient (its canonical form) is covered.
+    pub fn matches(&self, canonical: &str) -> bool {
+        match self {
+            RecipientPattern::Exact(s) => s == canonical,
+            RecipientPattern::Wildcard(p) => glob(p.as_bytes(), canonical.as_bytes()),
+        }
+    }
+}
+
+/// `*` as any run of bytes; everything else literal (iterative, no backtracking blow-up).
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, si));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == s[si] {
+            pi += 1;
+            si += 1;
+        } else if let Some((sp, ss)) = star {
+            pi = sp + 1;
+            si = ss + 1;
+            star = Some((sp, ss + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == b'*')
+}
+
+/// A tenant's test recipient as stored (a fixed code only as its hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestRecipient {
+    pub pattern: RecipientPattern,
+    /// A fixed code's hash and length (exact recipients only).
+    pub fixed: Option<FixedCode>,
+    pub expires_at: Millis,
+}
+
+/// A test recipient's fixed code, as stored: its hash (made like every code's) and length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FixedCode {
+    pub hash: String,
+    pub length: u32,
+}
+
+/// The first live entry that covers a recipient: an exact one before any pattern.
+pub fn find<'a>(
+    list: &'a [TestRecipient],
+    canonical: &str,
+    now: Millis,
+) -> Option<&'a TestRecipient> {
+    let live = || list.iter().filter(move |t| t.expires_at > now);
+    live()
+        .find(|t| t.pattern.is_exact() && t.pattern.matches(canonical))
+        .or_else(|| live().find(|t| t.pattern.matches(canonical)))
+}
+
+/// A message in a tenant's test inbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestMessage {
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+    pub received_at: Millis,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn patterns_parse_to_their_canonical_form_and_bad_ones_are_refused() {
+        assert_eq!(
+            RecipientPattern::parse("Review@ACME.example").unwrap(),
+            RecipientPattern::Exact("review@acme.example".into())
+        );
+        assert_eq!(
+            RecipientPattern::parse("*@Test.Acme.Example").unwrap(),
+            RecipientPattern::Wildcard("*@test.acme.example".into())
+        );
+        assert!(RecipientPattern::parse("+15551234567").unwrap().is_exact());
+        assert!(!RecipientPattern::parse("+1555*").unwrap().is_exact());
+        for bad in [
+            "",
+            "*",
+            "***",
+            "not an address",
+            "+12",
+            "+1555x*",
+            "a b@c.example",
+            "*nodomain",
+        ] {
+            assert!(RecipientPattern::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn patterns_match_whole_recipients() {
+        let p = |s: &str| RecipientPattern::parse(s).unwrap();
+        assert!(p("*@test.acme.example").matches("bob@test.acme.example"));
+        assert!(!p("*@test.acme.example").matches("bob@test.acme.example.evil"));
+        assert!(!p("*@test.acme.example").matches("bob@acme.example"));
+        assert!(p("qa-*@acme.example").matches("qa-7@acme.example"));
+        assert!(p("+1555*").matches("+15551234567"));
+        assert!(!p("+1555*").matches("+15561234567"));
+        assert!(p("review@acme.example").matches("review@acme.example"));
+        assert!(!p("review@acme.example").matches("review2@acme.example"));
+        assert!(glob(b"a*b*c", b"axxbyyc"));
+        assert!(!glob(b"a*b*c", b"axxbyy"));
+    }
+
+    #[test]
+    fn an_exact_entry_wins_and_expired_ones_are_inert() {
+        let list = vec![
+            TestRecipient {
+                pattern: RecipientPattern::parse("*@acme.example").unwrap(),
+                fixed: None,
+                expires_at: 100,
+            },
+            TestRecipient {
+                pattern: RecipientPattern::parse("review@acme.example").unwrap(),
+                fixed: Some(FixedCode {
+                    hash: "h".into(),
+                    length: 6,
+                }),
+                expires_at: 100,
+            },
+        ];
+        let hit = find(&list, "review@acme.example", 50).unwrap();
+        assert_eq!(hit.fixed.as_ref().map(|f| f.hash.as_str()), Some("h"));
+        assert!(find(&list, "other@acme.example", 50)
+            .unwrap()
+            .fixed
+            .is_none());
+        assert!(find(&list, "review@acme.example", 100).is_none(), "expired");
+    }
+}

@@ -1,0 +1,387 @@
+//! Developer-experience routes (API.md §13): test recipients and the test inbox
+//! (`/v1/tenant/test-…`), and statistics for a tenant (`/v1/tenant/stats`), for the admin
+//! (`/v1/tenants/{id}/stats`) and over all tenants (`/v1/stats`).
+
+use std::collections::BTreeMap;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::{json_body, AdminAuth, TenantAuth};
+use super::dto::problems;
+use super::error::ApiError;
+use super::v1::{json, no_store};
+use super::AppState;
+use crate::clock::rfc3339;
+use crate::domain::keys::TenantId;
+use crate::domain::stats::Dim;
+use crate::domain::test_mode::TestRecipient;
+use crate::domain::Millis;
+use crate::service::stats::{Granularity, StatsAnswer, StatsRequest};
+use crate::service::test_mode::TestRecipientInput;
+use crate::service::ServiceError;
+
+type ApiResult = Result<HttpResponse, ApiError>;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestRecipientBody {
+    /// An address (`review@acme.example`), a number (`+15551234567`), or a pattern with `*`
+    /// (`*@test.acme.example`, `+1555*`).
+    #[serde(rename = "match")]
+    pattern: String,
+    /// A fixed code of the tenant's code length, on an exact address or number only; stored
+    /// hashed, never shown again.
+    code: Option<String>,
+    /// RFC 3339, at most 90 days ahead.
+    expires_at: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestRecipientsBody {
+    /// At most 100 entries; replaces the list.
+    recipients: Vec<TestRecipientBody>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TestRecipientOut {
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// Whether it has a fixed code (the code itself is never shown).
+    pub fixed_code: bool,
+    pub expires_at: String,
+    /// An expired entry is inert.
+    pub expired: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TestRecipientsOut {
+    pub recipients: Vec<TestRecipientOut>,
+}
+
+impl TestRecipientsOut {
+    fn of(list: &[TestRecipient], now: Millis) -> Self {
+        TestRecipientsOut {
+            recipients: list
+                .iter()
+                .map(|t| TestRecipientOut {
+                    pattern: t.pattern.as_str().to_string(),
+                    fixed_code: t.fixed.is_some(),
+                    expires_at: rfc3339(t.expires_at),
+                    expired: t.expires_at <= now,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A time given as RFC 3339 or as a date (`2026-11-24`: its midnight, UTC).
+fn parse_time(field: &str, s: &str) -> Result<Millis, ServiceError> {
+    crate::clock::parse_time(s).ok_or_else(|| {
+        ServiceError::field(field, "must be an RFC 3339 time or a date (YYYY-MM-DD)")
+    })
+}
+
+#[utoipa::path(put, path = "/v1/tenant/test-recipients", tag = "test mode",
+    description = "Replace the tenant's test recipients (API.md §13.1). A mint to a live entry's recipient sends nothing to any relay: its message goes to the test inbox and the answer says `\"test\": true`. Every change is audited.",
+    request_body = TestRecipientsBody,
+    responses(
+        (status = 200, description = "The list as stored", body = TestRecipientsOut),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 401, response = problems::Unauthorized),
+    ),
+    security(("secret_key" = [])))]
+pub async fn put_test_recipients(
+    t: TenantAuth,
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    payload: web::Payload,
+) -> ApiResult {
+    let b: TestRecipientsBody = json_body(&req, payload).await?;
+    let mut input = Vec::with_capacity(b.recipients.len());
+    for (i, r) in b.recipients.into_iter().enumerate() {
+        input.push(TestRecipientInput {
+            expires_at: parse_time(&format!("recipients[{i}].expires_at"), &r.expires_at)?,
+            pattern: r.pattern,
+            code: r.code,
+        });
+    }
+    let ctx = super::request_context(&req, &st);
+    let list = st.services.put_test_recipients(&t.0, input, &ctx).await?;
+    Ok(json(
+        HttpResponse::Ok(),
+        &TestRecipientsOut::of(&list, st.services.now()),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/tenant/test-recipients", tag = "test mode",
+    responses(
+        (status = 200, description = "The tenant's test recipients", body = TestRecipientsOut),
+        (status = 401, response = problems::Unauthorized),
+    ),
+    security(("secret_key" = [])))]
+pub async fn get_test_recipients(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
+    let list = st.services.test_recipients(&t.0.id).await?;
+    Ok(json(
+        HttpResponse::Ok(),
+        &TestRecipientsOut::of(&list, st.services.now()),
+    ))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct InboxQuery {
+    /// Only the messages to this address or number.
+    to: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TestMessageOut {
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+    pub received_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TestInboxOut {
+    /// Newest first; the last 100 of the tenant, kept one hour.
+    pub messages: Vec<TestMessageOut>,
+}
+
+#[utoipa::path(get, path = "/v1/tenant/test-inbox", tag = "test mode",
+    description = "The messages of test mints (API.md §13.1): the last 100 of the tenant, kept one hour, newest first. They hold codes: the answer is `Cache-Control: no-store`.",
+    params(InboxQuery),
+    responses(
+        (status = 200, description = "The messages", body = TestInboxOut),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 401, response = problems::Unauthorized),
+    ),
+    security(("secret_key" = [])))]
+pub async fn test_inbox(
+    t: TenantAuth,
+    st: web::Data<AppState>,
+    q: web::Query<InboxQuery>,
+) -> ApiResult {
+    let list = st.services.test_inbox(&t.0.id, q.to.as_deref()).await?;
+    Ok(json(
+        no_store(HttpResponse::Ok()),
+        &TestInboxOut {
+            messages: list
+                .into_iter()
+                .map(|m| TestMessageOut {
+                    to: m.to,
+                    subject: m.subject,
+                    text: m.text,
+                    html: m.html,
+                    received_at: rfc3339(m.received_at),
+                })
+                .collect(),
+        },
+    ))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StatsParams {
+    /// RFC 3339 or YYYY-MM-DD (UTC); default: 24 hours (by hour) or 7 days (by day) before `to`
+    from: Option<String>,
+    /// RFC 3339 or YYYY-MM-DD (UTC); default: now. The period holding it is included.
+    to: Option<String>,
+    /// `hour` or `day` (default)
+    granularity: Option<String>,
+    /// `purpose`, `locale`, `channel` or `domain` (the recipient's)
+    group_by: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SecondsToVerifyOut {
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StatsRowOut {
+    /// The period's start, RFC 3339 (UTC).
+    pub period: String,
+    /// The group's value (with `group_by`; also under the dimension's own name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub named_group: BTreeMap<String, String>,
+    /// Codes minted (test mints not included).
+    pub minted: i64,
+    /// Messages the relay accepted (a resend's too).
+    pub sent: i64,
+    /// Messages given up on.
+    pub failed: i64,
+    pub verified: i64,
+    /// Codes that expired without a verify.
+    pub expired_unverified: i64,
+    /// Test mints (and resends) to the test inbox.
+    pub test: i64,
+    /// verified / minted (null before any mint).
+    pub conversion_rate: Option<f64>,
+    /// Seconds from mint to verify (interpolated within buckets; null before any verify).
+    pub seconds_to_verify: SecondsToVerifyOut,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StatsOut {
+    pub from: String,
+    pub to: String,
+    pub granularity: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_by: Option<String>,
+    /// Periods (and groups) with any count, in order.
+    pub rows: Vec<StatsRowOut>,
+}
+
+/// Round to 3 decimals (rates) or 1 (seconds).
+fn round(v: Option<f64>, places: i32) -> Option<f64> {
+    let f = 10f64.powi(places);
+    v.map(|x| (x * f).round() / f)
+}
+
+impl From<StatsAnswer> for StatsOut {
+    fn from(a: StatsAnswer) -> Self {
+        let dim = a.group.map(|d| d.as_str().to_string());
+        StatsOut {
+            from: rfc3339(a.from),
+            to: rfc3339(a.to),
+            granularity: match a.granularity {
+                Granularity::Hour => "hour",
+                Granularity::Day => "day",
+            }
+            .into(),
+            rows: a
+                .rows
+                .into_iter()
+                .map(|r| {
+                    let c = &r.counts;
+                    StatsRowOut {
+                        period: rfc3339(r.hour * crate::domain::stats::HOUR_MS),
+                        named_group: match (&dim, &r.group) {
+                            (Some(d), Some(g)) => BTreeMap::from([(d.clone(), g.clone())]),
+                            _ => BTreeMap::new(),
+                        },
+                        group: r.group.clone(),
+                        minted: c.minted,
+                        sent: c.sent,
+                        failed: c.failed,
+                        verified: c.verified,
+                        expired_unverified: c.expired_unverified,
+                        test: c.test,
+                        conversion_rate: round(c.conversion_rate(), 3),
+                        seconds_to_verify: SecondsToVerifyOut {
+                            p50: round(c.seconds_to_verify(0.5), 1),
+                            p90: round(c.seconds_to_verify(0.9), 1),
+                        },
+                    }
+                })
+                .collect(),
+            group_by: dim,
+        }
+    }
+}
+
+/// A statistics request from its parameters (the CLI's too).
+pub fn stats_request(
+    from: Option<&str>,
+    to: Option<&str>,
+    granularity: Option<&str>,
+    group_by: Option<&str>,
+) -> Result<StatsRequest, ServiceError> {
+    let granularity = match granularity {
+        None => Granularity::Day,
+        Some(g) => Granularity::parse(g)
+            .ok_or_else(|| ServiceError::field("granularity", "must be \"hour\" or \"day\""))?,
+    };
+    let group = match group_by {
+        None => None,
+        Some(g) => Some(Dim::parse_group(g).ok_or_else(|| {
+            ServiceError::field(
+                "group_by",
+                "must be \"purpose\", \"locale\", \"channel\" or \"domain\"",
+            )
+        })?),
+    };
+    Ok(StatsRequest {
+        from: from.map(|s| parse_time("from", s)).transpose()?,
+        to: to.map(|s| parse_time("to", s)).transpose()?,
+        granularity,
+        group,
+    })
+}
+
+async fn stats_of(st: &AppState, tenant: Option<TenantId>, q: &StatsParams) -> ApiResult {
+    let r = stats_request(
+        q.from.as_deref(),
+        q.to.as_deref(),
+        q.granularity.as_deref(),
+        q.group_by.as_deref(),
+    )?;
+    let answer = st.services.stats(tenant, r).await?;
+    Ok(json(HttpResponse::Ok(), &StatsOut::from(answer)))
+}
+
+#[utoipa::path(get, path = "/v1/tenant/stats", tag = "statistics",
+    description = "The calling tenant's counts by period of mint (API.md §13.4), from rollups kept in the transactions that change a code: exact across instances. A range over 400 days, or an answer over 10,000 rows, is a 400.",
+    params(StatsParams),
+    responses(
+        (status = 200, description = "The counts", body = StatsOut),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 401, response = problems::Unauthorized),
+    ),
+    security(("secret_key" = [])))]
+pub async fn own_stats(
+    t: TenantAuth,
+    st: web::Data<AppState>,
+    q: web::Query<StatsParams>,
+) -> ApiResult {
+    stats_of(&st, Some(t.0.id.clone()), &q).await
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{id}/stats", tag = "statistics",
+    description = "A tenant's counts, for the admin (as `GET /v1/tenant/stats`).",
+    params(("id" = String, Path, description = "Tenant id, `tnt_…`"), StatsParams),
+    responses(
+        (status = 200, description = "The counts", body = StatsOut),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, response = problems::TenantNotFound),
+    ),
+    security(("admin_token" = [])))]
+pub async fn tenant_stats(
+    _: AdminAuth,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+    q: web::Query<StatsParams>,
+) -> ApiResult {
+    let tenant = st.services.tenant(&id).await?;
+    stats_of(&st, Some(tenant.id), &q).await
+}
+
+#[utoipa::path(get, path = "/v1/stats", tag = "statistics",
+    description = "Every tenant's counts together, for the admin (as `GET /v1/tenant/stats`).",
+    params(StatsParams),
+    responses(
+        (status = 200, description = "The counts", body = StatsOut),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 401, response = problems::Unauthorized),
+    ),
+    security(("admin_token" = [])))]
+pub async fn all_stats(
+    _: AdminAuth,
+    st: web::Data<AppState>,
+    q: web::Query<StatsParams>,
+) -> ApiResult {
+    stats_of(&st, None, &q).await
+}

@@ -1,0 +1,224 @@
+//! Resend under one handle (API.md §13.3): a new code under the same shareable key. The
+//! key's earlier codes keep verifying until its (unchanged) expiry, its attempts are shared
+//! by all its codes, `otp.max_resends` bounds it, and the recipient's cooldown and quotas
+//! apply as to a mint.
+
+use super::otp::{ended, limited};
+use super::test_mode::Route;
+use super::{ServiceError, Services};
+use crate::domain::challenge::{ChallengeView, Status};
+use crate::domain::code::OtpCode;
+use crate::domain::delivery::{DeliveryMode, DeliveryStatus};
+use crate::domain::email::RecipientEmail;
+use crate::domain::keys::{Flavor, ShareableKey};
+use crate::domain::locale::Locale;
+use crate::domain::tenant::Tenant;
+use crate::domain::Millis;
+use crate::mailer::new_message_id;
+use crate::messages::Vars;
+use crate::service::audit::RequestContext;
+use crate::service::delivery::StoredMessage;
+use crate::storage::{InboxEntry, NewOutbox, OutboxJob, Resend, ResendVia, Resent};
+
+/// A key after a resend.
+pub struct ResentKey {
+    pub key: ShareableKey,
+    pub view: ChallengeView,
+    /// Sync: the relay accepted the new message. Async: it is queued.
+    pub delivery: DeliveryMode,
+    /// The locale the new message was written in.
+    pub locale: Locale,
+}
+
+/// Why a key cannot be resent now, from its state: ended (410 with its state's code), out
+/// of resends (429), or its last message still on its way (409).
+fn why_not(v: &ChallengeView, max_resends: u32, now: Millis) -> Option<ServiceError> {
+    let status = v.status_at(now);
+    if status != Status::Pending {
+        return Some(ended(status));
+    }
+    if v.resends >= max_resends {
+        return Some(ServiceError::ResendLimit(max_resends));
+    }
+    if matches!(
+        v.delivery.status,
+        DeliveryStatus::Queued | DeliveryStatus::Sending
+    ) {
+        return Some(ServiceError::Conflict(
+            "the key's last message is still on its way; resend once it was delivered or failed",
+        ));
+    }
+    None
+}
+
+impl Services {
+    pub async fn resend(
+        &self,
+        tenant: &Tenant,
+        key: &str,
+        ctx: &RequestContext,
+    ) -> Result<ResentKey, ServiceError> {
+        let key = ShareableKey::parse(key, Flavor::Native).ok_or(ServiceError::OtpNotFound)?;
+        let audit = self.audit.slot()?;
+        let mut recipient = String::new();
+        let result = self.resend_inner(tenant, key, &mut recipient).await;
+        let outcome = match &result {
+            Ok(r) if r.view.test => "test".to_string(),
+            Ok(r) if r.delivery == DeliveryMode::Async => "queued".to_string(),
+            Ok(_) => "sent".to_string(),
+            Err(ServiceError::Delivery(r)) => format!("delivery_failed:{}", r.as_str()),
+            Err(ServiceError::RateLimited { kind, .. }) => {
+                format!("rate_limited:{}", kind.as_str())
+            }
+            Err(ServiceError::ResendLimit(_)) => "resend_limit_reached".to_string(),
+            Err(ServiceError::OtpNotFound) => return result,
+            Err(_) => "refused".to_string(),
+        };
+        audit.record(&tenant.id, self.now(), "resend", &recipient, &outcome, ctx);
+        result
+    }
+
+    async fn resend_inner(
+        &self,
+        tenant: &Tenant,
+        key: ShareableKey,
+        recipient_seen: &mut String,
+    ) -> Result<ResentKey, ServiceError> {
+        let now = self.now();
+        let digest = self.key_digest(key.expose());
+        let max_resends = self.settings.load().otp.max_resends;
+        let (tid, d) = (tenant.id.clone(), digest.clone());
+        let (view, current_hash) = self
+            .db(move |s| s.resend_target(&tid, &d, now))
+            .await?
+            .ok_or(ServiceError::OtpNotFound)?;
+        recipient_seen.clone_from(&view.email);
+        if let Some(e) = why_not(&view, max_resends, now) {
+            return Err(e);
+        }
+        let email = RecipientEmail::parse(&view.email)
+            .map_err(|_| ServiceError::Internal("a stored address does not parse".into()))?;
+        let quota = self.quota();
+        let counted = !view.test && quota.any();
+        if counted {
+            // A read first, so a refused resend costs no hash.
+            let (tid, c2) = (tenant.id.clone(), view.email_canonical.clone());
+            self.db(move |s| s.check_quota(&tid, &c2, &quota, now))
+                .await?
+                .map_err(limited)?;
+        }
+        // The new code shares the key's salt: a guess is hashed once for all its codes. A
+        // test recipient with a fixed code gets that code again.
+        let fixed = match view.test {
+            true => match self.route(tenant, &view.email_canonical, now).await? {
+                Route::Test(Some(f)) if f.length == view.code_length => Some(f),
+                _ => None,
+            },
+            false => None,
+        };
+        let (code, code_hash) = match fixed {
+            Some(f) => (None, f.hash),
+            None => {
+                let code = OtpCode::generate(view.code_length);
+                let hash = self.hasher.hash_like(code.expose(), &current_hash).await?;
+                (Some(code), hash)
+            }
+        };
+        let masked = "*".repeat(view.code_length as usize);
+        let shown = code.as_ref().map_or(masked.as_str(), |c| c.expose());
+        let locale = view.locale.as_deref().and_then(Locale::parse);
+        let written = self
+            .render_message(
+                tenant,
+                locale.as_ref(),
+                &Vars {
+                    code: shown,
+                    ttl_seconds: u32::try_from((view.expires_at - now).max(0) / 1000).unwrap_or(0),
+                    expires_at: view.expires_at,
+                    app_name: tenant.name.as_str(),
+                    purpose: &view.purpose,
+                    email: &view.email,
+                    locale: "",
+                },
+            )
+            .await?;
+        let message = StoredMessage {
+            subject: written.rendered.subject,
+            text: written.rendered.text,
+            html: written.rendered.html,
+            message_id: new_message_id(tenant.smtp.from.as_str()),
+            shareable_key: Some(key.expose().to_string()),
+            email: view.email.clone(),
+            purpose: view.purpose.clone(),
+            locale: Some(written.locale.as_str().to_string()),
+        };
+        let payload = self.seal_message(&tenant.id, &digest, &message)?;
+        drop(message);
+        let mode = view.delivery.mode;
+        let via = if view.test {
+            ResendVia::Inbox(InboxEntry {
+                recipient: view.email_canonical.clone(),
+                payload: payload.clone(),
+                per_hour: self.settings.load().limits.test_sends_per_hour,
+            })
+        } else {
+            ResendVia::Relay {
+                outbox: NewOutbox {
+                    recipient: email.delivery_address(),
+                    payload: payload.clone(),
+                    lease: (mode == DeliveryMode::Sync).then(|| self.lease()),
+                },
+                quota: counted.then_some(quota),
+            }
+        };
+        let r = Resend {
+            tenant_id: tenant.id.clone(),
+            key_digest: digest.clone(),
+            code_hash,
+            max_resends,
+            recipient: view.email_canonical.clone(),
+            via,
+        };
+        match self.write(move |s| s.resend_code(&r, now)).await? {
+            Resent::Done => {}
+            Resent::Refused(q) => return Err(limited(q)),
+            Resent::NotNow => {
+                // Changed since it was read: say how, from its state now.
+                let (tid, d) = (tenant.id.clone(), digest.clone());
+                let again = self.db(move |s| s.resend_target(&tid, &d, now)).await?;
+                return Err(again
+                    .and_then(|(v, _)| why_not(&v, max_resends, now))
+                    .unwrap_or(ServiceError::Conflict(
+                        "the key changed under this request; try again",
+                    )));
+            }
+        }
+        let delivery = if view.test { DeliveryMode::Sync } else { mode };
+        if !view.test {
+            if mode == DeliveryMode::Async {
+                self.outbox.wake();
+            } else {
+                let job = OutboxJob {
+                    key_digest: digest.clone(),
+                    tenant_id: tenant.id.clone(),
+                    recipient: email.delivery_address(),
+                    payload,
+                    attempts: 0,
+                    expires_at: view.expires_at,
+                    mode,
+                };
+                self.deliver_now(tenant, job).await?;
+            }
+        }
+        let label = if view.test { "test" } else { mode.as_str() };
+        crate::metrics::inc(|m| &m.codes_resent, &[label]);
+        let mut view = view;
+        view.resends += 1;
+        Ok(ResentKey {
+            key,
+            view,
+            delivery,
+            locale: written.locale,
+        })
+    }
+}

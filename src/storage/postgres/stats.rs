@@ -1,0 +1,128 @@
+//! PostgreSQL: statistics — the cells a code's change adds to (in that change's
+//! transaction, on one of a few shards so concurrent instances rarely wait on one row), the
+//! expiry pass, the summing query and the purge (the SQL is shared with SQLite in
+//! `storage::stats`).
+
+use ::postgres::GenericClient;
+use rand::Rng;
+
+use super::conn::Db;
+use super::PgStore;
+use crate::domain::stats::Counted;
+use crate::domain::Millis;
+use crate::storage::stats::{
+    cell_sql, cells_of, query_sql, stats_row_from, tally_from, upsert_sql, Bump, StatsQuery,
+    StatsRow, StatsStore, Tally, EXPIRY_BATCH, STATE_COUNTED, STATE_EXPIRY_COUNTED, TALLY_COLS,
+};
+use crate::storage::StoreError;
+
+/// Rows each cell is spread over: a transaction adds to one, chosen at random, and a query
+/// sums them.
+const SHARDS: i64 = 8;
+
+/// Add a bump to its five cells, on a random shard. Callers make it the last statement of
+/// their transaction, so the row locks it takes are held the shortest and never waited on
+/// while holding another.
+pub(super) fn bump_in(tx: &mut Db<'_, impl GenericClient>, b: &Bump<'_>) -> Result<(), StoreError> {
+    let shard = rand::thread_rng().gen_range(0..SHARDS);
+    tx.execute(
+        &upsert_sql(b.what, |i| format!("${i}")),
+        &[
+            &b.tenant,
+            &b.hour(),
+            &shard,
+            &1i64,
+            &b.dims.purpose,
+            &b.dims.locale,
+            &b.dims.channel,
+            &b.dims.domain,
+        ],
+    )?;
+    Ok(())
+}
+
+/// Count `what` for a code as read with `TALLY_COLS` (nothing for a code that does not
+/// count).
+pub(super) fn count_in(
+    tx: &mut Db<'_, impl GenericClient>,
+    t: &Tally,
+    what: Counted,
+) -> Result<(), StoreError> {
+    if !t.counts {
+        return Ok(());
+    }
+    bump_in(
+        tx,
+        &Bump {
+            tenant: &t.tenant,
+            created_at: t.created_at,
+            dims: &t.dims,
+            what,
+        },
+    )
+}
+
+impl StatsStore for PgStore {
+    fn count_expired(&self, now: Millis) -> Result<usize, StoreError> {
+        self.tx(|tx| {
+            // Rows another instance is counting are skipped, not waited for; the state
+            // change re-checks each under its row lock.
+            let tallies = tx.rows(
+                &format!(
+                    "UPDATE challenges SET stats_state = $1 WHERE key_digest IN ( \
+                       SELECT key_digest FROM challenges WHERE status = 'pending' AND stats_state = $2 \
+                       AND expires_at <= $3 LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                     AND status = 'pending' AND stats_state = $2 RETURNING {TALLY_COLS}"
+                ),
+                &[&STATE_EXPIRY_COUNTED, &STATE_COUNTED, &now, &i64::from(EXPIRY_BATCH)],
+                |r| tally_from(r, 0),
+            )?;
+            // Summed per cell and written in the one order every transaction writes cells
+            // in, on one shard: two passes never wait on each other in a circle.
+            let shard = rand::thread_rng().gen_range(0..SHARDS);
+            for c in cells_of(&tallies) {
+                tx.execute(
+                    &cell_sql(Counted::ExpiredUnverified, |i| format!("${i}")),
+                    &[&c.tenant, &c.dim.as_str(), &c.value, &c.hour, &shard, &c.n],
+                )?;
+            }
+            Ok(tallies.len())
+        })
+    }
+
+    fn stats(&self, q: &StatsQuery) -> Result<Vec<StatsRow>, StoreError> {
+        let sql = query_sql(q, |i| format!("${i}"));
+        let dim = q.group.map_or("all", |d| d.as_str());
+        let limit = i64::try_from(q.max_rows + 1).unwrap_or(i64::MAX);
+        let grouped = q.group.is_some();
+        let mut conn = self.conn()?;
+        let mut db = conn.db();
+        match &q.tenant {
+            Some(t) => db.rows(
+                &sql,
+                &[
+                    &dim,
+                    &q.from_hour,
+                    &q.to_hour,
+                    &q.period_hours,
+                    &limit,
+                    &t.as_str(),
+                ],
+                |r| stats_row_from(r, grouped),
+            ),
+            None => db.rows(
+                &sql,
+                &[&dim, &q.from_hour, &q.to_hour, &q.period_hours, &limit],
+                |r| stats_row_from(r, grouped),
+            ),
+        }
+    }
+
+    fn purge_stats(&self, before_hour: i64) -> Result<usize, StoreError> {
+        let n = self
+            .conn()?
+            .db()
+            .execute("DELETE FROM stats WHERE dim IN ('all', 'purpose', 'locale', 'channel', 'domain') AND hour < $1", &[&before_hour])?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+}

@@ -1,0 +1,97 @@
+//! PostgreSQL: test recipients and the test inbox.
+
+use ::postgres::GenericClient;
+
+use super::conn::Db;
+use super::PgStore;
+use crate::domain::keys::TenantId;
+use crate::domain::test_mode::{TestRecipient, INBOX_KEPT};
+use crate::domain::Millis;
+use crate::storage::cells::{inbox_row_from, test_recipient_from, INBOX_COLS, TEST_RECIPIENT_COLS};
+use crate::storage::{InboxEntry, InboxRow, StoreError, TestStore};
+
+const KEPT: i64 = INBOX_KEPT as i64;
+
+/// Put a test message in the tenant's inbox, which keeps its last `INBOX_KEPT` (callers
+/// hold the tenant's test-sends lock, so trims of one inbox do not race).
+pub(super) fn insert_inbox_in(
+    tx: &mut Db<'_, impl GenericClient>,
+    tenant: &str,
+    key_digest: &[u8],
+    e: &InboxEntry,
+    now: Millis,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO test_inbox (tenant_id, key_digest, recipient, message, received_at) VALUES ($1, $2, $3, $4, $5)",
+        &[&tenant, &key_digest, &e.recipient, &e.payload, &now],
+    )?;
+    tx.execute(
+        "DELETE FROM test_inbox WHERE tenant_id = $1 AND id <= \
+           (SELECT id FROM test_inbox WHERE tenant_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
+        &[&tenant, &KEPT],
+    )?;
+    Ok(())
+}
+
+impl TestStore for PgStore {
+    fn test_recipients(&self, tenant: &TenantId) -> Result<Vec<TestRecipient>, StoreError> {
+        self.conn()?.db().rows(
+            &format!("SELECT {TEST_RECIPIENT_COLS} FROM test_recipients WHERE tenant_id = $1 ORDER BY created_at, pattern"),
+            &[&tenant.as_str()],
+            test_recipient_from,
+        )
+    }
+
+    fn put_test_recipients(
+        &self,
+        tenant: &TenantId,
+        list: &[TestRecipient],
+        now: Millis,
+    ) -> Result<Option<i64>, StoreError> {
+        let t = tenant.as_str();
+        self.tx(|tx| {
+            // The tenant's row lock serialises changes of its list.
+            let Some(row) = tx.query_opt(
+                "UPDATE tenants SET test_version = test_version + 1, row_version = row_version + 1 \
+                 WHERE id = $1 RETURNING test_version",
+                &[&t],
+            )?
+            else {
+                return Ok(None);
+            };
+            tx.execute("DELETE FROM test_recipients WHERE tenant_id = $1", &[&t])?;
+            for (i, r) in list.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO test_recipients (tenant_id, pattern, code_hash, code_length, expires_at, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    &[
+                        &t,
+                        &r.pattern.as_str(),
+                        &r.fixed.as_ref().map(|f| f.hash.as_str()),
+                        &r.fixed.as_ref().map(|f| i64::from(f.length)),
+                        &r.expires_at,
+                        // The list's order, kept.
+                        &(now + i as i64),
+                    ],
+                )?;
+            }
+            Ok(Some(row.try_get(0)?))
+        })
+    }
+
+    fn test_inbox(
+        &self,
+        tenant: &TenantId,
+        recipient: Option<&str>,
+        since: Millis,
+    ) -> Result<Vec<InboxRow>, StoreError> {
+        self.conn()?.db().rows(
+            &format!(
+                "SELECT {INBOX_COLS} FROM test_inbox WHERE tenant_id = $1 AND received_at > $2 \
+                 AND ($3::TEXT IS NULL OR recipient = $3) ORDER BY id DESC LIMIT $4"
+            ),
+            &[&tenant.as_str(), &since, &recipient, &KEPT],
+            inbox_row_from,
+        )
+    }
+}

@@ -1,0 +1,93 @@
+//! SQLite: test recipients and the test inbox.
+
+use rusqlite::params;
+
+use super::{CachedSql, SqliteStore};
+use crate::domain::keys::TenantId;
+use crate::domain::test_mode::{TestRecipient, INBOX_KEPT};
+use crate::domain::Millis;
+use crate::storage::cells::{inbox_row_from, test_recipient_from, INBOX_COLS, TEST_RECIPIENT_COLS};
+use crate::storage::{InboxEntry, InboxRow, StoreError, TestStore};
+
+/// Put a test message in the tenant's inbox, which keeps its last `INBOX_KEPT`.
+pub(super) fn insert_inbox_in(
+    tx: &rusqlite::Connection,
+    tenant: &str,
+    key_digest: &[u8],
+    e: &InboxEntry,
+    now: Millis,
+) -> Result<(), StoreError> {
+    tx.execute_cached(
+        "INSERT INTO test_inbox (tenant_id, key_digest, recipient, message, received_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![tenant, key_digest, e.recipient, e.payload, now],
+    )?;
+    tx.execute_cached(
+        "DELETE FROM test_inbox WHERE tenant_id = ?1 AND id <= \
+           (SELECT id FROM test_inbox WHERE tenant_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+        params![tenant, INBOX_KEPT],
+    )?;
+    Ok(())
+}
+
+impl TestStore for SqliteStore {
+    fn test_recipients(&self, tenant: &TenantId) -> Result<Vec<TestRecipient>, StoreError> {
+        self.conn()?.rows(
+            &format!("SELECT {TEST_RECIPIENT_COLS} FROM test_recipients WHERE tenant_id = ?1 ORDER BY created_at, pattern"),
+            [tenant.as_str()],
+            |r| test_recipient_from(r),
+        )
+    }
+
+    fn put_test_recipients(
+        &self,
+        tenant: &TenantId,
+        list: &[TestRecipient],
+        now: Millis,
+    ) -> Result<Option<i64>, StoreError> {
+        let (tenant, list) = (tenant.clone(), list.to_vec());
+        self.writer.write(move |tx| {
+            let version: Option<i64> = tx.row_opt(
+                "UPDATE tenants SET test_version = test_version + 1, row_version = row_version + 1 \
+                 WHERE id = ?1 RETURNING test_version",
+                [tenant.as_str()],
+                |r| Ok(r.get(0)?),
+            )?;
+            if version.is_none() {
+                return Ok(None);
+            }
+            tx.execute_cached("DELETE FROM test_recipients WHERE tenant_id = ?1", [tenant.as_str()])?;
+            for (i, t) in list.iter().enumerate() {
+                tx.execute_cached(
+                    "INSERT INTO test_recipients (tenant_id, pattern, code_hash, code_length, expires_at, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        tenant.as_str(),
+                        t.pattern.as_str(),
+                        t.fixed.as_ref().map(|f| f.hash.as_str()),
+                        t.fixed.as_ref().map(|f| f.length),
+                        t.expires_at,
+                        // The list's order, kept.
+                        now + i as i64
+                    ],
+                )?;
+            }
+            Ok(version)
+        })
+    }
+
+    fn test_inbox(
+        &self,
+        tenant: &TenantId,
+        recipient: Option<&str>,
+        since: Millis,
+    ) -> Result<Vec<InboxRow>, StoreError> {
+        self.conn()?.rows(
+            &format!(
+                "SELECT {INBOX_COLS} FROM test_inbox WHERE tenant_id = ?1 AND received_at > ?2 \
+                 AND (?3 IS NULL OR recipient = ?3) ORDER BY id DESC LIMIT ?4"
+            ),
+            params![tenant.as_str(), since, recipient, INBOX_KEPT],
+            |r| inbox_row_from(r),
+        )
+    }
+}

@@ -1,0 +1,591 @@
+//! For the tenant's developers (API.md §13): test recipients and test tenants whose mints
+//! reach no relay (the real SMTP test server must receive nothing), resend under one key,
+//! and statistics read back over HTTP (and the CLI) on both backends.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+use otpmint::testkit::smtp::Mode;
+
+const DAY: i64 = 86_400;
+
+/// RFC 3339 of the app's clock plus `secs`.
+fn at(app: &TestApp, secs: i64) -> String {
+    otpmint::clock::rfc3339(otpmint::clock::Clock::now(app.clock.as_ref()) + secs * 1000)
+}
+
+async fn body(r: reqwest::Response) -> (StatusCode, Value) {
+    let s = r.status();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn put_list(app: &TestApp, sk: &str, list: Value) -> (StatusCode, Value) {
+    body(
+        app.put(
+            "/v1/tenant/test-recipients",
+            sk,
+            json!({ "recipients": list }),
+        )
+        .await,
+    )
+    .await
+}
+
+async fn mint_json(app: &TestApp, sk: &str, email: &str) -> (StatusCode, Value) {
+    body(app.post("/v1/otp", sk, json!({ "email": email })).await).await
+}
+
+async fn inbox(app: &TestApp, sk: &str, to: &str) -> Vec<Value> {
+    let (s, v) = body(app.get(&format!("/v1/tenant/test-inbox?to={to}"), sk).await).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["messages"].as_array().unwrap().clone()
+}
+
+/// The first run of 6 digits in a text.
+fn code_in(text: &str) -> String {
+    text.as_bytes()
+        .windows(6)
+        .find(|w| w.iter().all(u8::is_ascii_digit))
+        .map(|w| String::from_utf8(w.to_vec()).unwrap())
+        .unwrap_or_else(|| panic!("no code in {text}"))
+}
+
+async fn stats(app: &TestApp, path: &str, bearer: &str) -> Value {
+    let (s, v) = body(app.get(path, bearer).await).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v
+}
+
+#[tokio::test]
+async fn a_test_recipient_signs_in_with_its_fixed_code_and_nothing_reaches_the_relay() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    let (s, v) = put_list(
+        &app,
+        &sk,
+        json!([
+            {"match": "Review@Acme.example", "code": "424242", "expires_at": at(&app, DAY)},
+            {"match": "*@test.acme.example", "expires_at": at(&app, DAY)},
+        ]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["recipients"][0]["match"], "review@acme.example");
+    assert_eq!(v["recipients"][0]["fixed_code"], true);
+    assert!(
+        !v.to_string().contains("424242"),
+        "a fixed code is never shown: {v}"
+    );
+
+    let (s, m) = mint_json(&app, &sk, "review@acme.example").await;
+    assert_eq!((s, &m["test"]), (StatusCode::CREATED, &json!(true)), "{m}");
+    assert_eq!(m["delivery"], "sent");
+    let key = m["shareable_key"].as_str().unwrap();
+    // The inbox has the message, without the fixed code.
+    let msgs = inbox(&app, &sk, "review@acme.example").await;
+    assert_eq!(msgs.len(), 1);
+    let text = msgs[0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("******") && !text.contains("424242"),
+        "{text}"
+    );
+    assert_eq!(msgs[0]["to"], "review@acme.example");
+    // Attempt limits as usual, then the fixed code verifies.
+    let (s, v) = app.verify(&sk, key, "000000").await;
+    assert_eq!(
+        (s, v["attempts_remaining"].as_u64()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some(4))
+    );
+    assert_eq!(app.verify(&sk, key, "424242").await.0, StatusCode::OK);
+
+    // A wildcard entry: a fresh random code, in the inbox only.
+    let (s, m) = mint_json(&app, &sk, "qa-1@test.acme.example").await;
+    assert_eq!((s, &m["test"]), (StatusCode::CREATED, &json!(true)));
+    let msgs = inbox(&app, &sk, "qa-1@test.acme.example").await;
+    assert_eq!(msgs.len(), 1);
+    let code = code_in(msgs[0]["text"].as_str().unwrap());
+    let key = m["shareable_key"].as_str().unwrap();
+    let status = body(app.get(&format!("/v1/otp/{key}"), &sk).await).await.1;
+    assert_eq!(status["test"], true);
+    assert_eq!(app.verify(&sk, key, &code).await.0, StatusCode::OK);
+
+    // Anyone else is a normal mint through the relay, without `test`.
+    let (_, other_code) = app.mint(&sk, "ada@example.com").await;
+    assert_eq!(other_code.len(), 6);
+    let (_, m) = mint_json(&app, &sk, "bob@example.com").await;
+    assert!(m.get("test").is_none(), "{m}");
+    app.smtp.wait_for("bob@example.com", 1).await;
+    // Nothing addressed to a test recipient reached the relay.
+    let to: Vec<String> = app
+        .smtp
+        .messages()
+        .iter()
+        .flat_map(|m| m.to.clone())
+        .collect();
+    assert!(
+        to.iter().all(|t| !t.contains("acme.example")),
+        "a test recipient's message reached the relay: {to:?}"
+    );
+    // Every change is audited; the inbox filter and the whole inbox.
+    let audit = stats(&app, "/v1/tenant/audit", &sk).await;
+    let events: Vec<&str> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(events.contains(&"test_recipients.put"), "{events:?}");
+    let all = body(app.get("/v1/tenant/test-inbox", &sk).await).await.1;
+    assert_eq!(all["messages"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn bad_test_recipients_are_refused_whole_and_expired_ones_are_inert() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    let good =
+        json!({"match": "review@acme.example", "code": "424242", "expires_at": at(&app, 60)});
+    assert_eq!(put_list(&app, &sk, json!([good])).await.0, StatusCode::OK);
+    for (bad, field) in [
+        (
+            json!({"match": "*@acme.example", "code": "424242", "expires_at": at(&app, DAY)}),
+            "recipients[1].code",
+        ),
+        (
+            json!({"match": "x@acme.example", "code": "4242", "expires_at": at(&app, DAY)}),
+            "recipients[1].code",
+        ),
+        (
+            json!({"match": "x@acme.example", "expires_at": at(&app, 91 * DAY)}),
+            "recipients[1].expires_at",
+        ),
+        (
+            json!({"match": "x@acme.example", "expires_at": at(&app, -1)}),
+            "recipients[1].expires_at",
+        ),
+        (
+            json!({"match": "*", "expires_at": at(&app, DAY)}),
+            "recipients[1].match",
+        ),
+        (
+            json!({"match": "not an address", "expires_at": at(&app, DAY)}),
+            "recipients[1].match",
+        ),
+        (
+            json!({"match": "review@acme.example", "expires_at": at(&app, DAY)}),
+            "recipients[1].match",
+        ),
+    ] {
+        let (s, v) = put_list(&app, &sk, json!([good, bad])).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {v}");
+        assert!(v.to_string().contains(field), "{field} not named: {v}");
+    }
+    let (s, _) = put_list(&app, &sk, json!([{"match": "x@acme.example"}])).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "expires_at is required");
+    let many: Vec<Value> = (0..101)
+        .map(|i| json!({"match": format!("u{i}@acme.example"), "expires_at": at(&app, DAY)}))
+        .collect();
+    assert_eq!(
+        put_list(&app, &sk, json!(many)).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    // Nothing changed: the first list stands.
+    let v = body(app.get("/v1/tenant/test-recipients", &sk).await)
+        .await
+        .1;
+    assert_eq!(v["recipients"].as_array().unwrap().len(), 1);
+    assert_eq!(v["recipients"][0]["expired"], false);
+
+    // Once the entry expires it is inert: the mint goes to the relay.
+    app.clock.advance_secs(61);
+    let v = body(app.get("/v1/tenant/test-recipients", &sk).await)
+        .await
+        .1;
+    assert_eq!(v["recipients"][0]["expired"], true);
+    let (_, code) = app.mint(&sk, "review@acme.example").await;
+    assert_ne!(code, "424242");
+}
+
+#[tokio::test]
+async fn a_test_tenant_never_emails_anyone_and_its_keys_say_so() {
+    let app = spawn_app().await;
+    let (s, v) = body(
+        app.post("/v1/tenants", ADMIN, json!({"name": "CI", "test": true}))
+            .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["test"], true);
+    let (id, sk) = (
+        v["id"].as_str().unwrap().to_string(),
+        v["secret_key"].as_str().unwrap().to_string(),
+    );
+    assert!(sk.starts_with("sk_test_"), "{sk}");
+    for email in ["a@example.com", "b@example.org"] {
+        let (s, m) = mint_json(&app, &sk, email).await;
+        assert_eq!((s, &m["test"]), (StatusCode::CREATED, &json!(true)), "{m}");
+        let msgs = inbox(&app, &sk, email).await;
+        assert_eq!(msgs.len(), 1);
+        let code = code_in(msgs[0]["text"].as_str().unwrap());
+        assert_eq!(
+            app.verify(&sk, m["shareable_key"].as_str().unwrap(), &code)
+                .await
+                .0,
+            StatusCode::OK
+        );
+    }
+    assert!(
+        app.smtp.messages().is_empty(),
+        "a test tenant emailed someone"
+    );
+    // Without a relay it cannot leave test mode; the tenant itself cannot change it.
+    let (s, v) = body(
+        app.patch(&format!("/v1/tenants/{id}"), ADMIN, json!({"test": false}))
+            .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v.to_string().contains("smtp"), "{v}");
+    let (s, _) = body(app.patch("/v1/tenant", &sk, json!({"test": false})).await).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, v) = body(
+        app.post(&format!("/v1/tenants/{id}/rotate-secret"), ADMIN, json!({}))
+            .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v["secret_key"].as_str().unwrap().starts_with("sk_test_"));
+    // A tenant without smtp that is not a test tenant is refused.
+    let (s, _) = body(app.post("/v1/tenants", ADMIN, json!({"name": "X"})).await).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    // With a relay given, it leaves test mode and mails through it.
+    let sk_new = v["secret_key"].as_str().unwrap().to_string();
+    let (s, v) = body(
+        app.patch(
+            &format!("/v1/tenants/{id}"),
+            ADMIN,
+            json!({"test": false, "smtp": app.smtp_json()}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((s, &v["test"]), (StatusCode::OK, &json!(false)), "{v}");
+    let (_, code) = app.mint(&sk_new, "c@example.com").await;
+    assert_eq!(code.len(), 6);
+}
+
+#[tokio::test]
+async fn test_sends_have_their_own_hourly_limit() {
+    let app = spawn_app_with(|s| {
+        s.limits.test_sends_per_hour = 2;
+        s.limits.tenant_max_sends_per_hour = 2;
+    })
+    .await;
+    let (_, sk) = app.tenant().await;
+    put_list(
+        &app,
+        &sk,
+        json!([{"match": "*@test.example", "expires_at": at(&app, DAY)}]),
+    )
+    .await;
+    for i in 0..2 {
+        let (s, _) = mint_json(&app, &sk, &format!("t{i}@test.example")).await;
+        assert_eq!(s, StatusCode::CREATED);
+    }
+    let r = app
+        .post("/v1/otp", &sk, json!({"email": "t9@test.example"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().get("retry-after").is_some());
+    // They counted against no relay quota: two real sends still go.
+    app.mint(&sk, "a@example.com").await;
+    app.mint(&sk, "b@example.com").await;
+    app.clock.advance_secs(3601);
+    assert_eq!(
+        mint_json(&app, &sk, "t9@test.example").await.0,
+        StatusCode::CREATED
+    );
+}
+
+#[tokio::test]
+async fn a_resent_key_verifies_every_code_it_was_sent_until_it_expires() {
+    let app = spawn_app_with(|s| s.otp.max_resends = 2).await;
+    let (_, sk) = app.tenant_with(json!({"max_attempts": 3})).await;
+    let (key, first) = app.mint(&sk, "ada@example.com").await;
+    let (s, v) = body(
+        app.post(&format!("/v1/otp/{key}/resend"), &sk, json!({}))
+            .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(
+        (v["shareable_key"].as_str(), v["resends"].as_u64()),
+        (Some(key.as_str()), Some(1))
+    );
+    assert_eq!(v["delivery"], "sent");
+    let second = app.smtp.wait_for("ada@example.com", 2).await.code();
+    let status = body(app.get(&format!("/v1/otp/{key}"), &sk).await).await.1;
+    assert_eq!(status["resends"], 1);
+    // The attempt budget is the key's, shared by its codes.
+    let mut guess = wrong(&first);
+    if guess == second {
+        guess = wrong(&guess);
+    }
+    let (s, v) = app.verify(&sk, &key, &guess).await;
+    assert_eq!(
+        (s, v["attempts_remaining"].as_u64()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some(2))
+    );
+    body(
+        app.post(&format!("/v1/otp/{key}/resend"), &sk, json!({}))
+            .await,
+    )
+    .await;
+    app.smtp.wait_for("ada@example.com", 3).await;
+    let (s, v) = body(
+        app.post(&format!("/v1/otp/{key}/resend"), &sk, json!({}))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("resend_limit_reached"))
+    );
+    // The late first message still works, once.
+    assert_eq!(app.verify(&sk, &key, &first).await.0, StatusCode::OK);
+    assert_eq!(app.verify(&sk, &key, &second).await.0, StatusCode::GONE);
+    let (s, v) = body(
+        app.post(&format!("/v1/otp/{key}/resend"), &sk, json!({}))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::GONE, Some("otp_used"))
+    );
+    let (s, _) = body(
+        app.post(
+            "/v1/otp/otp_nosuchkey00000000000000000/resend",
+            &sk,
+            json!({}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_resend_keeps_the_expiry_honours_the_cooldown_and_a_failed_one_breaks_nothing() {
+    let app = spawn_app_with(|s| s.limits.resend_cooldown_seconds = 30).await;
+    let (_, sk) = app.tenant().await;
+    let (key, first) = app.mint(&sk, "ada@example.com").await;
+    let minted = body(app.get(&format!("/v1/otp/{key}"), &sk).await).await.1;
+    let r = app
+        .post(&format!("/v1/otp/{key}/resend"), &sk, json!({}))
+        .await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().get("retry-after").is_some());
+    app.clock.advance_secs(31);
+    // The relay turns the resent message away: 502, and the first code still verifies.
+    app.smtp.set_mode(Mode::RejectRecipients);
+    let (s, v) = body(
+        app.post(&format!("/v1/otp/{key}/resend"), &sk, json!({}))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::BAD_GATEWAY, Some("delivery_failed")),
+        "{v}"
+    );
+    app.smtp.set_mode(Mode::Normal);
+    let status = body(app.get(&format!("/v1/otp/{key}"), &sk).await).await.1;
+    assert_eq!(status["status"], "pending", "{status}");
+    assert_eq!(
+        status["expires_at"], minted["expires_at"],
+        "the expiry is the key's"
+    );
+    app.clock.advance_secs(31);
+    let (s, v) = body(
+        app.post(&format!("/v1/otp/{key}/resend"), &sk, json!({}))
+            .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["expires_at"], minted["expires_at"]);
+    assert_eq!(app.verify(&sk, &key, &first).await.0, StatusCode::OK);
+    // An expired key is gone.
+    let (key, _) = app.mint(&sk, "bob@example.com").await;
+    app.clock.advance_secs(601);
+    let (s, v) = body(
+        app.post(&format!("/v1/otp/{key}/resend"), &sk, json!({}))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::GONE, Some("otp_expired"))
+    );
+}
+
+#[tokio::test]
+async fn a_test_key_is_resent_to_the_inbox() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    put_list(
+        &app,
+        &sk,
+        json!([{"match": "*@test.example", "expires_at": at(&app, DAY)}]),
+    )
+    .await;
+    let (_, m) = mint_json(&app, &sk, "qa@test.example").await;
+    let key = m["shareable_key"].as_str().unwrap();
+    let (s, v) = body(
+        app.post(&format!("/v1/otp/{key}/resend"), &sk, json!({}))
+            .await,
+    )
+    .await;
+    assert_eq!((s, &v["test"]), (StatusCode::CREATED, &json!(true)), "{v}");
+    let msgs = inbox(&app, &sk, "qa@test.example").await;
+    assert_eq!(msgs.len(), 2);
+    let (newest, oldest) = (
+        code_in(msgs[0]["text"].as_str().unwrap()),
+        code_in(msgs[1]["text"].as_str().unwrap()),
+    );
+    assert!(app.smtp.messages().is_empty());
+    assert_eq!(
+        app.verify(&sk, key, &oldest).await.0,
+        StatusCode::OK,
+        "{newest} {oldest}"
+    );
+}
+
+/// One row's numbers.
+fn counts(row: &Value) -> [i64; 6] {
+    [
+        "minted",
+        "sent",
+        "failed",
+        "verified",
+        "expired_unverified",
+        "test",
+    ]
+    .map(|k| row[k].as_i64().unwrap_or_else(|| panic!("{k} in {row}")))
+}
+
+#[tokio::test]
+async fn statistics_count_what_happened_to_codes_by_period_and_group() {
+    let app = spawn_app().await;
+    let (id, sk) = app.tenant().await;
+    put_list(
+        &app,
+        &sk,
+        json!([{"match": "*@test.example", "expires_at": at(&app, DAY)}]),
+    )
+    .await;
+    // Two verified (one after 20 s), one left to expire, one whose delivery fails, one test.
+    let (k1, c1) = app.mint(&sk, "a@one.example").await;
+    let (k2, c2) = app.mint_purpose(&sk, "b@two.example", Some("reset")).await;
+    app.mint(&sk, "c@two.example").await;
+    app.smtp.set_mode(Mode::RejectRecipients);
+    assert_eq!(
+        mint_json(&app, &sk, "d@one.example").await.0,
+        StatusCode::BAD_GATEWAY
+    );
+    app.smtp.set_mode(Mode::Normal);
+    mint_json(&app, &sk, "e@test.example").await;
+    assert_eq!(app.verify(&sk, &k1, &c1).await.0, StatusCode::OK);
+    app.clock.advance_secs(20);
+    assert_eq!(app.verify(&sk, &k2, &c2).await.0, StatusCode::OK);
+    app.clock.advance_secs(601);
+    // The pass the server runs every 15 s: the third code expired unverified.
+    assert!(app.services.count_expired().await.unwrap() >= 1);
+    assert_eq!(
+        app.services.count_expired().await.unwrap(),
+        0,
+        "counted once"
+    );
+
+    let v = stats(&app, "/v1/tenant/stats?granularity=hour", &sk).await;
+    let rows = v["rows"].as_array().unwrap();
+    let total = rows.iter().fold([0i64; 6], |mut acc, r| {
+        for (a, b) in acc.iter_mut().zip(counts(r)) {
+            *a += b;
+        }
+        acc
+    });
+    assert_eq!(total, [4, 3, 1, 2, 1, 1], "{v}");
+    let row = rows.iter().find(|r| r["verified"] == 2).unwrap();
+    assert!(row["conversion_rate"].as_f64().unwrap() > 0.0);
+    let p50 = row["seconds_to_verify"]["p50"].as_f64().unwrap();
+    let p90 = row["seconds_to_verify"]["p90"].as_f64().unwrap();
+    assert!(p50 <= p90 && p90 <= 30.0, "{row}");
+
+    let v = stats(
+        &app,
+        "/v1/tenant/stats?granularity=day&group_by=domain",
+        &sk,
+    )
+    .await;
+    let by: Vec<(String, i64)> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["domain"].as_str().unwrap().to_string(),
+                r["minted"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(by.contains(&("one.example".into(), 2)), "{by:?}");
+    assert!(by.contains(&("two.example".into(), 2)), "{by:?}");
+    let v = stats(&app, "/v1/tenant/stats?group_by=purpose", &sk).await;
+    assert!(
+        v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["group"] == "reset" && r["minted"] == 1),
+        "{v}"
+    );
+
+    // The admin's views: the same tenant, and every tenant together.
+    let (_, sk2) = app.tenant().await;
+    app.mint(&sk2, "z@example.com").await;
+    let one = stats(&app, &format!("/v1/tenants/{id}/stats"), ADMIN).await;
+    let all = stats(&app, "/v1/stats", ADMIN).await;
+    let minted = |v: &Value| -> i64 {
+        v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["minted"].as_i64().unwrap())
+            .sum()
+    };
+    assert_eq!((minted(&one), minted(&all)), (4, 5));
+    assert_eq!(
+        app.get("/v1/stats", &sk).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Bad ranges and parameters change nothing and say why.
+    for q in [
+        "from=2020-01-01&to=2026-01-01",
+        "granularity=week",
+        "group_by=colour",
+        "from=2026-02-01&to=2026-01-01",
+        "from=yesterday",
+    ] {
+        let (s, v) = body(app.get(&format!("/v1/tenant/stats?{q}"), &sk).await).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{q}: {v}");
+    }
+
+    // The CLI reads the same numbers.
+    let (ok, out, err) = app.cli(&["stats", "--tenant", &id, "--json"]);
+    assert!(ok, "{err}");
+    let cli: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(minted(&cli), 4, "{out}");
+}
