@@ -55,25 +55,27 @@ CREATE INDEX challenges_uncounted ON challenges(expires_at) WHERE status = 'pend
 -- (dim: all, purpose, locale, channel, domain), updated in the transactions that change a
 -- code; shard spreads concurrent updates of one row over several (PostgreSQL row locks).
 -- v0..v14: codes verified within 5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200, 1800,
--- 3600 seconds of their mint, and later.
+-- 3600 seconds of their mint, and later. Counts are INTEGER: SUM over them accumulates in a
+-- BIGINT, not in a NUMERIC as over BIGINT. The key's order serves a tenant's range of hours
+-- of one dimension; stats_hour serves all tenants'. Hours older than two days are folded
+-- into shard 0 hourly.
 CREATE TABLE stats (
     tenant_id   TEXT    NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
     dim         TEXT    NOT NULL,
     value       TEXT    NOT NULL,
     hour        BIGINT NOT NULL,
     shard       BIGINT NOT NULL,
-    minted      BIGINT NOT NULL DEFAULT 0,
-    sent        BIGINT NOT NULL DEFAULT 0,
-    failed      BIGINT NOT NULL DEFAULT 0,
-    verified    BIGINT NOT NULL DEFAULT 0,
-    expired_unverified BIGINT NOT NULL DEFAULT 0,
-    test        BIGINT NOT NULL DEFAULT 0,
-    v0 BIGINT NOT NULL DEFAULT 0, v1 BIGINT NOT NULL DEFAULT 0, v2 BIGINT NOT NULL DEFAULT 0,
-    v3 BIGINT NOT NULL DEFAULT 0, v4 BIGINT NOT NULL DEFAULT 0, v5 BIGINT NOT NULL DEFAULT 0,
-    v6 BIGINT NOT NULL DEFAULT 0, v7 BIGINT NOT NULL DEFAULT 0, v8 BIGINT NOT NULL DEFAULT 0,
-    v9 BIGINT NOT NULL DEFAULT 0, v10 BIGINT NOT NULL DEFAULT 0, v11 BIGINT NOT NULL DEFAULT 0,
-    v12 BIGINT NOT NULL DEFAULT 0, v13 BIGINT NOT NULL DEFAULT 0, v14 BIGINT NOT NULL DEFAULT 0,
-    PRIMARY KEY (tenant_id, dim, value, hour, shard)
+    minted      INTEGER NOT NULL DEFAULT 0,
+    sent        INTEGER NOT NULL DEFAULT 0,
+    failed      INTEGER NOT NULL DEFAULT 0,
+    verified    INTEGER NOT NULL DEFAULT 0,
+    expired_unverified INTEGER NOT NULL DEFAULT 0,
+    test        INTEGER NOT NULL DEFAULT 0,
+    v0 INTEGER NOT NULL DEFAULT 0, v1 INTEGER NOT NULL DEFAULT 0, v2 INTEGER NOT NULL DEFAULT 0,
+    v3 INTEGER NOT NULL DEFAULT 0, v4 INTEGER NOT NULL DEFAULT 0, v5 INTEGER NOT NULL DEFAULT 0,
+    v6 INTEGER NOT NULL DEFAULT 0, v7 INTEGER NOT NULL DEFAULT 0, v8 INTEGER NOT NULL DEFAULT 0,
+    v9 INTEGER NOT NULL DEFAULT 0, v10 INTEGER NOT NULL DEFAULT 0, v11 INTEGER NOT NULL DEFAULT 0,
+    v12 INTEGER NOT NULL DEFAULT 0, v13 INTEGER NOT NULL DEFAULT 0, v14 INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant_id, dim, hour, value, shard)
 );
-CREATE INDEX stats_period ON stats(tenant_id, dim, hour);
 CREATE INDEX stats_hour ON stats(dim, hour);

@@ -6,6 +6,7 @@ use super::{ServiceError, Services};
 use crate::domain::keys::TenantId;
 use crate::domain::stats::{Dim, HOUR_MS, MAX_RANGE_DAYS, MAX_ROWS};
 use crate::domain::Millis;
+use crate::storage::stats::QUIET_HOURS;
 use crate::storage::{StatsQuery, StatsRow};
 
 /// Hours or days.
@@ -120,10 +121,16 @@ impl Services {
         }
     }
 
-    /// Drop counts older than `stats.retention_days`.
+    /// Drop counts older than `stats.retention_days`, and fold the shards of quiet hours.
     pub async fn purge_stats(&self) -> Result<usize, ServiceError> {
+        let now = self.now();
         let days = i64::from(self.settings.load().stats.retention_days);
-        let before = (self.now() - days * 24 * HOUR_MS).div_euclid(HOUR_MS);
-        self.write(move |s| s.purge_stats(before)).await
+        let before = (now - days * 24 * HOUR_MS).div_euclid(HOUR_MS);
+        let quiet = now.div_euclid(HOUR_MS) - QUIET_HOURS;
+        self.write(move |s| {
+            s.compact_stats(quiet)?;
+            s.purge_stats(before)
+        })
+        .await
     }
 }

@@ -6,6 +6,8 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Int,
+    /// A count kept as a 32-bit integer on PostgreSQL (`INTEGER`; SQLite's are all 64-bit).
+    Count,
     Text,
     Blob,
     Bool,
@@ -31,7 +33,7 @@ pub struct Table {
     pub identity: Option<&'static str>,
 }
 
-use Kind::{Blob, Bool, Int, Text};
+use Kind::{Blob, Bool, Count, Int, Text};
 
 pub const TABLES: &[Table] = &[
     Table {
@@ -281,27 +283,27 @@ pub const TABLES: &[Table] = &[
             ("value", Text),
             ("hour", Int),
             ("shard", Int),
-            ("minted", Int),
-            ("sent", Int),
-            ("failed", Int),
-            ("verified", Int),
-            ("expired_unverified", Int),
-            ("test", Int),
-            ("v0", Int),
-            ("v1", Int),
-            ("v2", Int),
-            ("v3", Int),
-            ("v4", Int),
-            ("v5", Int),
-            ("v6", Int),
-            ("v7", Int),
-            ("v8", Int),
-            ("v9", Int),
-            ("v10", Int),
-            ("v11", Int),
-            ("v12", Int),
-            ("v13", Int),
-            ("v14", Int),
+            ("minted", Count),
+            ("sent", Count),
+            ("failed", Count),
+            ("verified", Count),
+            ("expired_unverified", Count),
+            ("test", Count),
+            ("v0", Count),
+            ("v1", Count),
+            ("v2", Count),
+            ("v3", Count),
+            ("v4", Count),
+            ("v5", Count),
+            ("v6", Count),
+            ("v7", Count),
+            ("v8", Count),
+            ("v9", Count),
+            ("v10", Count),
+            ("v11", Count),
+            ("v12", Count),
+            ("v13", Count),
+            ("v14", Count),
         ],
         identity: None,
     },

@@ -1112,6 +1112,51 @@ async fn statistics_are_exact_with_two_instances_minting_and_verifying_at_once()
                 .collect();
             assert_eq!(per.iter().sum::<i64>(), 40, "{by}");
             assert_eq!(per.len(), 3, "{by}");
+            // Two days on, the hourly pass folds each cell's shards into one row: the same
+            // numbers, one row per cell; past stats.retention_days they are gone.
+            let url = a.settings.database.url.clone();
+            let rows = move |sql: &'static str| {
+                let url = url.clone();
+                pg_blocking(move || {
+                    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                    c.query_one(sql, &[]).unwrap().get::<_, i64>(0)
+                })
+            };
+            assert!(
+                rows("SELECT COUNT(*) FROM stats WHERE shard > 0") > 0,
+                "spread over shards"
+            );
+            let day = otpmint::clock::rfc3339(otpmint::clock::Clock::now(a.clock.as_ref()));
+            let day = &day[..10];
+            a.clock.advance_secs(49 * 3600);
+            a.services.purge_stats().await.unwrap();
+            assert_eq!(rows("SELECT COUNT(*) FROM stats WHERE shard > 0"), 0);
+            assert_eq!(
+                rows("SELECT COUNT(*) FROM (SELECT 1 FROM stats GROUP BY tenant_id, dim, hour, value HAVING COUNT(*) > 1) d"),
+                0
+            );
+            let v: Value = a
+                .get(&format!("/v1/tenant/stats?from={day}"), &sk)
+                .await
+                .json()
+                .await
+                .unwrap();
+            let sum = |k: &str| -> i64 {
+                v["rows"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r[k].as_i64().unwrap())
+                    .sum()
+            };
+            assert_eq!(
+                (sum("minted"), sum("sent"), sum("verified")),
+                (40, 40, 40),
+                "{v}"
+            );
+            a.clock.advance_secs(401 * 86_400);
+            a.services.purge_stats().await.unwrap();
+            assert_eq!(rows("SELECT COUNT(*) FROM stats"), 0, "past the retention");
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 mod client;
 mod report;
 mod server;
+mod stats;
 mod workload;
 
 use report::table;
@@ -59,6 +60,10 @@ struct Args {
     prefill_codes: u64,
     #[arg(long, default_value_t = 0)]
     prefill_tenants: u64,
+    /// Instead of load: give the bench tenant this many codes over 400 days (with their
+    /// rollups) and time `GET /v1/tenant/stats` (docs/benchmarks.md)
+    #[arg(long, default_value_t = 0)]
+    stats_codes: u64,
     /// A few seconds, tiny concurrency: proves the tool works (CI)
     #[arg(long)]
     smoke: bool,
@@ -225,22 +230,14 @@ async fn main() {
         .await
         .unwrap();
     assert_eq!(s, 200);
-    if (args.prefill_codes > 0 || args.prefill_tenants > 0) && args.database.is_some() {
-        panic!("--prefill-* writes the SQLite file; not with --database");
+    if args.stats_codes > 0 {
+        let db = match &args.database {
+            Some(base) => stats::Db::Postgres(database_url(base)),
+            None => stats::Db::Sqlite(servers[0].dir.path().join("data/otpmint.db")),
+        };
+        return stats::run(port, &sk, db, args.stats_codes).await;
     }
-    if args.prefill_codes > 0 || args.prefill_tenants > 0 {
-        eprintln!(
-            "pre-filling {} codes over {} tenants…",
-            args.prefill_codes, args.prefill_tenants
-        );
-        let t = Instant::now();
-        prefill(
-            &servers[0].dir.path().join("data/otpmint.db"),
-            args.prefill_codes,
-            args.prefill_tenants,
-        );
-        eprintln!("pre-filled in {:.1} s", t.elapsed().as_secs_f64());
-    }
+    prefill_if_asked(&args, &servers);
 
     let duration = Duration::from_secs(args.duration);
     let mut results = Vec::new();

@@ -40,10 +40,27 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The name of this run's database on the PostgreSQL server of `--database`.
+fn database_name() -> String {
+    format!("otpmint_bench_{}", std::process::id())
+}
+
+/// The URL of this run's database on the PostgreSQL server `base`.
+pub fn database_url(base: &str) -> String {
+    let name = database_name();
+    let (head, query) = base.split_once('?').unwrap_or((base, ""));
+    let auth = head.find("://").map_or(0, |i| i + 3);
+    let head = head[auth..].find('/').map_or(head, |i| &head[..auth + i]);
+    if query.is_empty() {
+        format!("{head}/{name}")
+    } else {
+        format!("{head}/{name}?{query}")
+    }
+}
+
 /// A fresh database on the PostgreSQL server of `--database`; its URL.
 pub fn fresh_database(base: &str) -> String {
-    let name = format!("otpmint_bench_{}", std::process::id());
-    let (b, n) = (base.to_string(), name.clone());
+    let (b, n) = (base.to_string(), database_name());
     std::thread::spawn(move || {
         let mut c = postgres::Client::connect(&b, postgres::NoTls)
             .unwrap_or_else(|e| panic!("cannot reach --database: {e}"));
@@ -54,14 +71,7 @@ pub fn fresh_database(base: &str) -> String {
     })
     .join()
     .unwrap();
-    let (head, query) = base.split_once('?').unwrap_or((base, ""));
-    let auth = head.find("://").map_or(0, |i| i + 3);
-    let head = head[auth..].find('/').map_or(head, |i| &head[..auth + i]);
-    if query.is_empty() {
-        format!("{head}/{name}")
-    } else {
-        format!("{head}/{name}?{query}")
-    }
+    database_url(base)
 }
 
 /// `--instances` servers on one database (SQLite: one server, its own file).
@@ -172,6 +182,28 @@ pub fn proc_stats(pid: u32) -> (u64, u64) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     (cpu_ms, hwm)
+}
+
+/// `--prefill-*`: stored codes and tenants, before the load.
+pub fn prefill_if_asked(args: &Args, servers: &[Server]) {
+    if args.prefill_codes == 0 && args.prefill_tenants == 0 {
+        return;
+    }
+    assert!(
+        args.database.is_none(),
+        "--prefill-* writes the SQLite file; not with --database"
+    );
+    eprintln!(
+        "pre-filling {} codes over {} tenants…",
+        args.prefill_codes, args.prefill_tenants
+    );
+    let t = Instant::now();
+    prefill(
+        &servers[0].dir.path().join("data/otpmint.db"),
+        args.prefill_codes,
+        args.prefill_tenants,
+    );
+    eprintln!("pre-filled in {:.1} s", t.elapsed().as_secs_f64());
 }
 
 /// Insert stored codes and tenants directly, so the run shows whether cost grows with data.

@@ -305,6 +305,9 @@ fn export_rows(t: &'static copy::Table, rows: &[Row]) -> Result<Vec<Vec<copy::Va
                         copy::Kind::Int => r
                             .try_get::<_, Option<i64>>(i)?
                             .map_or(copy::Value::Null, copy::Value::Int),
+                        copy::Kind::Count => r
+                            .try_get::<_, Option<i32>>(i)?
+                            .map_or(copy::Value::Null, |v| copy::Value::Int(v.into())),
                         copy::Kind::Text => r
                             .try_get::<_, Option<String>>(i)?
                             .map_or(copy::Value::Null, copy::Value::Text),

@@ -197,11 +197,15 @@ impl RecordStore for PgStore {
                         .map(|(v, (_, kind))| -> Box<dyn ToSql + Sync> {
                             match (v, kind) {
                                 (copy::Value::Int(i), copy::Kind::Bool) => Box::new(*i != 0),
+                                (copy::Value::Int(i), copy::Kind::Count) => {
+                                    Box::new(i32::try_from(*i).unwrap_or(i32::MAX))
+                                }
                                 (copy::Value::Int(i), _) => Box::new(*i),
                                 (copy::Value::Bool(b), _) => Box::new(*b),
                                 (copy::Value::Text(s), _) => Box::new(s.clone()),
                                 (copy::Value::Blob(b), _) => Box::new(b.clone()),
                                 (copy::Value::Null, copy::Kind::Int) => Box::new(None::<i64>),
+                                (copy::Value::Null, copy::Kind::Count) => Box::new(None::<i32>),
                                 (copy::Value::Null, copy::Kind::Text) => Box::new(None::<String>),
                                 (copy::Value::Null, copy::Kind::Blob) => Box::new(None::<Vec<u8>>),
                                 (copy::Value::Null, copy::Kind::Bool) => Box::new(None::<bool>),

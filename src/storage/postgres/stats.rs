@@ -12,7 +12,8 @@ use crate::domain::stats::Counted;
 use crate::domain::Millis;
 use crate::storage::stats::{
     cell_sql, cells_of, query_sql, stats_row_from, tally_from, upsert_sql, Bump, StatsQuery,
-    StatsRow, StatsStore, Tally, EXPIRY_BATCH, STATE_COUNTED, STATE_EXPIRY_COUNTED, TALLY_COLS,
+    StatsRow, StatsStore, Tally, COUNT_COLS, EXPIRY_BATCH, STATE_COUNTED, STATE_EXPIRY_COUNTED,
+    TALLY_COLS,
 };
 use crate::storage::StoreError;
 
@@ -31,7 +32,7 @@ pub(super) fn bump_in(tx: &mut Db<'_, impl GenericClient>, b: &Bump<'_>) -> Resu
             &b.tenant,
             &b.hour(),
             &shard,
-            &1i64,
+            &1i32,
             &b.dims.purpose,
             &b.dims.locale,
             &b.dims.channel,
@@ -83,7 +84,7 @@ impl StatsStore for PgStore {
             for c in cells_of(&tallies) {
                 tx.execute(
                     &cell_sql(Counted::ExpiredUnverified, |i| format!("${i}")),
-                    &[&c.tenant, &c.dim.as_str(), &c.value, &c.hour, &shard, &c.n],
+                    &[&c.tenant, &c.dim.as_str(), &c.value, &c.hour, &shard, &i32::try_from(c.n).unwrap_or(i32::MAX)],
                 )?;
             }
             Ok(tallies.len())
@@ -116,6 +117,33 @@ impl StatsStore for PgStore {
                 |r| stats_row_from(r, grouped),
             ),
         }
+    }
+
+    fn compact_stats(&self, before_hour: i64) -> Result<usize, StoreError> {
+        let cols = COUNT_COLS.join(", ");
+        let sums: Vec<String> = COUNT_COLS.iter().map(|c| format!("SUM({c})")).collect();
+        let set: Vec<String> = COUNT_COLS
+            .iter()
+            .map(|c| format!("{c} = stats.{c} + excluded.{c}"))
+            .collect();
+        // The shards' rows go and their sums join shard 0, in one statement (rows of quiet
+        // hours: no code changes them any more).
+        let n = self.tx(|tx| {
+            Ok(tx.execute(
+                &format!(
+                    "WITH moved AS (DELETE FROM stats WHERE shard > 0 AND hour < $1 \
+                       AND dim IN ('all', 'purpose', 'locale', 'channel', 'domain') RETURNING *) \
+                     INSERT INTO stats (tenant_id, dim, hour, value, shard, {cols}) \
+                     SELECT tenant_id, dim, hour, value, 0, {} FROM moved \
+                     GROUP BY tenant_id, dim, hour, value ORDER BY tenant_id, dim, hour, value \
+                     ON CONFLICT (tenant_id, dim, hour, value, shard) DO UPDATE SET {}",
+                    sums.join(", "),
+                    set.join(", ")
+                ),
+                &[&before_hour],
+            )?)
+        })?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     fn purge_stats(&self, before_hour: i64) -> Result<usize, StoreError> {
