@@ -46,10 +46,10 @@ ALTER TABLE challenges ADD COLUMN earlier_hashes TEXT NOT NULL DEFAULT '';
 ALTER TABLE challenges ADD COLUMN test BOOLEAN NOT NULL DEFAULT FALSE;
 ALTER TABLE challenges ADD COLUMN channel TEXT NOT NULL DEFAULT 'email';
 -- Whether a code counts in the statistics: 0 not (codes from before this version, imported
--- codes, test codes — those count once, as `test`), 1 counted, 2 counted and its expiry
--- unverified counted too.
+-- codes, test codes — those count once, as `test`), 1 counted, 2 counted and nothing more
+-- to count (its unverified expiry counted, or it failed before expiring).
 ALTER TABLE challenges ADD COLUMN stats_state BIGINT NOT NULL DEFAULT 0;
-CREATE INDEX challenges_uncounted ON challenges(expires_at) WHERE status = 'pending' AND stats_state = 1;
+CREATE INDEX challenges_uncounted ON challenges(expires_at) WHERE status IN ('pending', 'failed') AND stats_state = 1;
 
 -- Statistics: counts per tenant, hour of the code's mint, and one dimension's value
 -- (dim: all, purpose, locale, channel, domain), updated in the transactions that change a

@@ -32,21 +32,9 @@ impl RecipientPattern {
             return Err(bad("must be an address, a number, or a pattern with *"));
         }
         if s.contains('*') {
-            if s.chars().all(|c| c == '*') {
-                return Err(bad("must name more than `*`"));
-            }
-            let phone = s.starts_with('+');
-            let ok = if phone {
-                s[1..].chars().all(|c| c.is_ascii_digit() || c == '*')
-            } else {
-                s.contains('@')
-            };
-            if !ok {
-                return Err(bad(
-                    "a pattern is an address with * (e.g. *@test.acme.example) or a number with * (e.g. +1555*)",
-                ));
-            }
-            return Ok(RecipientPattern::Wildcard(s.to_lowercase()));
+            return wildcard(s).map(RecipientPattern::Wildcard).ok_or_else(|| {
+                bad("a pattern is an address with * in its local part and a whole domain (e.g. *@test.acme.example), or + and at least 4 digits then * (e.g. +1555*)")
+            });
         }
         if let Some(digits) = s.strip_prefix('+') {
             if (8..=15).contains(&digits.len()) && digits.chars().all(|c| c.is_ascii_digit()) {
@@ -85,6 +73,25 @@ impl RecipientPattern {
             RecipientPattern::Wildcard(p) => glob(p.as_bytes(), canonical.as_bytes()),
         }
     }
+}
+
+/// A pattern's stored form, if it is narrow enough: an address whose `*` are all in the local
+/// part and whose domain is a whole one (`*@*` would catch every person's code), or a number
+/// with at least 4 digits before its first `*`.
+fn wildcard(s: &str) -> Option<String> {
+    if let Some(rest) = s.strip_prefix('+') {
+        let digits = rest.find('*')?;
+        let ok = digits >= 4 && rest.chars().all(|c| c.is_ascii_digit() || c == '*');
+        return ok.then(|| s.to_string());
+    }
+    let (local, domain) = s.rsplit_once('@')?;
+    if local.is_empty() || local.contains('@') {
+        return None;
+    }
+    // The domain must be one an address could have: checked with a stand-in local part.
+    let domain = RecipientEmail::parse(&format!("x@{domain}")).ok()?;
+    let domain = domain.canonical().rsplit_once('@')?.1.to_string();
+    Some(format!("{}@{domain}", local.to_lowercase()))
 }
 
 /// `*` as any run of bytes; everything else literal (iterative, no backtracking blow-up).

@@ -30,25 +30,31 @@ pub struct ResentKey {
     pub locale: Locale,
 }
 
-/// Why a key cannot be resent now, from its state: ended (410 with its state's code), out
-/// of resends (429), or its last message still on its way (409).
-fn why_not(v: &ChallengeView, max_resends: u32, now: Millis) -> Option<ServiceError> {
+/// Whether a key can no longer be resent: ended (410 with its state's code) or out of
+/// resends (429 `resend_limit_reached`).
+fn ended_or_spent(v: &ChallengeView, max_resends: u32, now: Millis) -> Option<ServiceError> {
     let status = v.status_at(now);
     if status != Status::Pending {
         return Some(ended(status));
     }
-    if v.resends >= max_resends {
-        return Some(ServiceError::ResendLimit(max_resends));
-    }
-    if matches!(
+    (v.resends >= max_resends).then_some(ServiceError::ResendLimit(max_resends))
+}
+
+/// Whether the key's last message is still on its way (409): checked after the cooldown and
+/// quotas, whose 429 tells when to try again.
+fn in_flight(v: &ChallengeView) -> Option<ServiceError> {
+    matches!(
         v.delivery.status,
         DeliveryStatus::Queued | DeliveryStatus::Sending
-    ) {
-        return Some(ServiceError::Conflict(
-            "the key's last message is still on its way; resend once it was delivered or failed",
-        ));
-    }
-    None
+    )
+    .then_some(ServiceError::Conflict(
+        "the key's last message is still on its way; resend once it was delivered or failed",
+    ))
+}
+
+/// Why a key cannot be resent now, from its state.
+fn why_not(v: &ChallengeView, max_resends: u32, now: Millis) -> Option<ServiceError> {
+    ended_or_spent(v, max_resends, now).or_else(|| in_flight(v))
 }
 
 impl Services {
@@ -93,13 +99,15 @@ impl Services {
             .await?
             .ok_or(ServiceError::OtpNotFound)?;
         recipient_seen.clone_from(&view.email);
-        if let Some(e) = why_not(&view, max_resends, now) {
+        if let Some(e) = ended_or_spent(&view, max_resends, now) {
             return Err(e);
         }
+        // A test key, or any key of a tenant now in test mode, is resent to the test inbox.
+        let test = view.test || tenant.test;
         let email = RecipientEmail::parse(&view.email)
             .map_err(|_| ServiceError::Internal("a stored address does not parse".into()))?;
         let quota = self.quota();
-        let counted = !view.test && quota.any();
+        let counted = !test && quota.any();
         if counted {
             // A read first, so a refused resend costs no hash.
             let (tid, c2) = (tenant.id.clone(), view.email_canonical.clone());
@@ -107,9 +115,12 @@ impl Services {
                 .await?
                 .map_err(limited)?;
         }
+        if let Some(e) = in_flight(&view) {
+            return Err(e);
+        }
         // The new code shares the key's salt: a guess is hashed once for all its codes. A
         // test recipient with a fixed code gets that code again.
-        let fixed = match view.test {
+        let fixed = match test {
             true => match self.route(tenant, &view.email_canonical, now).await? {
                 Route::Test(Some(f)) if f.length == view.code_length => Some(f),
                 _ => None,
@@ -155,7 +166,7 @@ impl Services {
         let payload = self.seal_message(&tenant.id, &digest, &message)?;
         drop(message);
         let mode = view.delivery.mode;
-        let via = if view.test {
+        let via = if test {
             ResendVia::Inbox(InboxEntry {
                 recipient: view.email_canonical.clone(),
                 payload: payload.clone(),
@@ -193,8 +204,8 @@ impl Services {
                     )));
             }
         }
-        let delivery = if view.test { DeliveryMode::Sync } else { mode };
-        if !view.test {
+        let delivery = if test { DeliveryMode::Sync } else { mode };
+        if !test {
             if mode == DeliveryMode::Async {
                 self.outbox.wake();
             } else {
@@ -210,10 +221,11 @@ impl Services {
                 self.deliver_now(tenant, job).await?;
             }
         }
-        let label = if view.test { "test" } else { mode.as_str() };
+        let label = if test { "test" } else { mode.as_str() };
         crate::metrics::inc(|m| &m.codes_resent, &[label]);
         let mut view = view;
         view.resends += 1;
+        view.test = test;
         Ok(ResentKey {
             key,
             view,

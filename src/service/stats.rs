@@ -74,14 +74,14 @@ impl Services {
         if from > to {
             return Err(ServiceError::field("from", "must not be after `to`"));
         }
-        let from_p = from.div_euclid(period_ms);
-        let to_p = to.div_euclid(period_ms) + 1;
-        if (to_p - from_p) * r.granularity.hours() > MAX_RANGE_DAYS * 24 {
+        if to - from > MAX_RANGE_DAYS * 24 * HOUR_MS {
             return Err(ServiceError::field(
                 "from",
                 format!("the range may cover at most {MAX_RANGE_DAYS} days"),
             ));
         }
+        let from_p = from.div_euclid(period_ms);
+        let to_p = to.div_euclid(period_ms) + 1;
         let q = StatsQuery {
             tenant,
             from_hour: from_p * r.granularity.hours(),

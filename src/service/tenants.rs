@@ -200,9 +200,9 @@ impl Services {
             return Err(ServiceError::Invalid(errs));
         };
         let tls = s.tls.unwrap_or(TlsMode::default_for(port));
-        // A test tenant's relay is checked when it leaves test mode: until then nothing
-        // connects to it.
-        if !t.test {
+        // A relay given is checked whatever the mode (only a test tenant's placeholder is not:
+        // it is never contacted, and leaving test mode needs a real relay).
+        if t.smtp.is_some() {
             self.check_host(&host, port, tls).await?;
         }
         let defaults = Policy {
@@ -367,9 +367,7 @@ impl Services {
             if let (Some(host), Some(port), Some(from), true) =
                 (host, port_ok, from, errs.is_empty())
             {
-                // A test tenant's relay is checked when it leaves test mode.
-                let test = p.test.unwrap_or(current.test);
-                if !test && (moved || sp.tls.is_some() || sp.port.is_some()) {
+                if moved || sp.tls.is_some() || sp.port.is_some() {
                     self.check_host(&host, port, tls).await?;
                 }
                 let password = match &sp.password {

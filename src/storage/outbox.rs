@@ -90,8 +90,9 @@ pub struct SweepItem {
 pub const SWEEP_BATCH: u32 = 500;
 
 pub trait OutboxStore {
-    /// Lease due rows of live, pending async codes of enabled tenants, tenant by tenant
-    /// (see [`ClaimRequest`]); only the rows leased are read whole.
+    /// Lease due rows of live, pending async codes of enabled tenants not in test mode (a
+    /// tenant made a test tenant sends nothing, not even what it queued before), tenant by
+    /// tenant (see [`ClaimRequest`]); only the rows leased are read whole.
     fn claim_outbox(&self, c: &ClaimRequest) -> Result<Claimed, StoreError>;
     /// The relay accepted the message: delivery `sent`, the outbox row gone, and the
     /// group's older pending, live codes superseded — one transaction, and only while

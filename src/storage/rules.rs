@@ -15,6 +15,13 @@ pub fn accepted_supersedes(status: StoredStatus) -> bool {
     matches!(status, StoredStatus::Pending | StoredStatus::Verified)
 }
 
+/// The SQL condition, on a code's row as it was, under which a message given up on fails
+/// its code: a pending key none of whose messages was accepted, and that was never resent
+/// (a resent key's earlier codes keep verifying until it expires, API.md §13.3; its first
+/// message may have arrived even when its delivery shows `unknown`).
+pub(crate) const GIVING_UP_FAILS_KEY: &str =
+    "status = 'pending' AND sent_at IS NULL AND resends = 0";
+
 /// What the sweep does with an outbox row nobody holds (never leased, or its lease ran out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SweepVerdict {

@@ -257,13 +257,23 @@ pub(crate) fn stats_row_from(r: &impl Cells, grouped: bool) -> Result<StatsRow, 
     })
 }
 
+/// The codes whose unverified expiry is still to be counted, once expired: counted ones
+/// still pending, or failed at or after their expiry (a code failing before it expires has
+/// nothing more to count). The partial index `challenges_uncounted` holds exactly these;
+/// the values are literals so both planners use it.
+pub(crate) const EXPIRY_UNCOUNTED: &str = "status IN ('pending', 'failed') AND stats_state = 1";
+
+/// How long after its expiry a code is counted as expired unverified: longer than clocks of
+/// instances differ, so a code one instance counts as expired no other still verifies.
+pub const EXPIRY_GRACE_MS: Millis = 60_000;
+
 /// Codes the expiry pass reads at most at once.
 pub const EXPIRY_BATCH: u32 = 500;
 
 pub trait StatsStore {
-    /// Count the codes that expired unverified (pending, counted, past their expiry, not
-    /// counted as expired yet), up to [`EXPIRY_BATCH`] per call, each once however many
-    /// instances run this; returns how many.
+    /// Count the codes that expired unverified ([`EXPIRY_UNCOUNTED`], expired at least
+    /// [`EXPIRY_GRACE_MS`] before `now`), up to [`EXPIRY_BATCH`] per call, each once however
+    /// many instances run this; returns how many.
     fn count_expired(&self, now: Millis) -> Result<usize, StoreError>;
     /// Sum the counts of a range (see [`StatsQuery`]); at most `max_rows + 1` rows.
     fn stats(&self, q: &StatsQuery) -> Result<Vec<StatsRow>, StoreError>;

@@ -499,7 +499,11 @@ async fn statistics_count_what_happened_to_codes_by_period_and_group() {
     assert_eq!(app.verify(&sk, &k1, &c1).await.0, StatusCode::OK);
     app.clock.advance_secs(20);
     assert_eq!(app.verify(&sk, &k2, &c2).await.0, StatusCode::OK);
-    app.clock.advance_secs(601);
+    // A code counts as expired a minute after its expiry (longer than instances' clocks
+    // differ).
+    app.clock.advance_secs(590);
+    assert_eq!(app.services.count_expired().await.unwrap(), 0, "not yet");
+    app.clock.advance_secs(71);
     // The pass the server runs every 15 s: the third code expired unverified.
     assert!(app.services.count_expired().await.unwrap() >= 1);
     assert_eq!(
@@ -588,4 +592,154 @@ async fn statistics_count_what_happened_to_codes_by_period_and_group() {
     assert!(ok, "{err}");
     let cli: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(minted(&cli), 4, "{out}");
+}
+
+/// Wait until a queued message's first attempt has ended and been recorded.
+async fn first_attempt_recorded(app: &TestApp, sk: &str, key: &str) {
+    for _ in 0..200 {
+        let v = body(app.get(&format!("/v1/otp/{key}"), sk).await).await.1;
+        if v["delivery"]["attempts"].as_i64().unwrap() >= 1 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the first attempt of {key} was never recorded");
+}
+
+#[tokio::test]
+async fn a_tenant_made_a_test_tenant_sends_nothing_more_until_it_leaves_test_mode() {
+    let app = spawn_app().await;
+    let (id, sk) = app.tenant().await;
+    let (sent_key, first) = app.mint(&sk, "ada@example.com").await;
+    // A message queued while the relay is down…
+    app.smtp.set_mode(Mode::Down);
+    let r = app
+        .post(
+            "/v1/otp",
+            &sk,
+            json!({"email": "bob@example.com", "delivery": "async"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let queued: Value = r.json().await.unwrap();
+    let queued = queued["shareable_key"].as_str().unwrap().to_string();
+    // (Its first attempt ends and is recorded: a send under way when the tenant changes
+    // may still finish.)
+    first_attempt_recorded(&app, &sk, &queued).await;
+    // …then the admin makes the tenant a test tenant, and the relay is back.
+    let (s, v) = body(
+        app.patch(&format!("/v1/tenants/{id}"), ADMIN, json!({"test": true}))
+            .await,
+    )
+    .await;
+    assert_eq!((s, &v["test"]), (StatusCode::OK, &json!(true)), "{v}");
+    app.smtp.set_mode(Mode::Normal);
+    app.clock.advance_secs(60);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        app.smtp.count_to("bob@example.com"),
+        0,
+        "a test tenant sends nothing"
+    );
+    // A resend of a key minted before goes to the test inbox, and both codes verify.
+    let (s, v) = body(
+        app.post(&format!("/v1/otp/{sent_key}/resend"), &sk, json!({}))
+            .await,
+    )
+    .await;
+    assert_eq!((s, &v["test"]), (StatusCode::CREATED, &json!(true)), "{v}");
+    assert_eq!(app.smtp.count_to("ada@example.com"), 1);
+    let msgs = inbox(&app, &sk, "ada@example.com").await;
+    assert_eq!(msgs.len(), 1);
+    let second = code_in(msgs[0]["text"].as_str().unwrap());
+    assert_ne!(second, first);
+    // Out of test mode (its relay passes the host policy again), the queued message goes.
+    let (s, v) = body(
+        app.patch(
+            &format!("/v1/tenants/{id}"),
+            ADMIN,
+            json!({"test": false, "smtp": app.smtp_json()}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    app.clock.advance_secs(60);
+    let msg = app.smtp.wait_for("bob@example.com", 1).await;
+    assert_eq!(
+        app.verify(&sk, &queued, &msg.code()).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(app.verify(&sk, &sent_key, &first).await.0, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_never_left_counts_failed_and_expired_whichever_pass_comes_first() {
+    let app = spawn_app().await;
+    let (id, sk) = app.tenant().await;
+    // Two messages wait for a disabled tenant while their codes expire.
+    // (The relay is down, so nothing leaves; each first attempt is recorded before the
+    // tenant is disabled, so no send is under way either.)
+    app.smtp.set_mode(Mode::Down);
+    for email in ["a@example.com", "b@example.com"] {
+        let r = app
+            .post("/v1/otp", &sk, json!({"email": email, "delivery": "async"}))
+            .await;
+        let v: Value = r.json().await.unwrap();
+        let key = v["shareable_key"].as_str().unwrap().to_string();
+        first_attempt_recorded(&app, &sk, &key).await;
+    }
+    let path = format!("/v1/tenants/{id}");
+    let patch = |enabled: bool| app.patch(&path, ADMIN, json!({ "enabled": enabled }));
+    assert_eq!(patch(false).await.status(), StatusCode::OK);
+    app.smtp.set_mode(Mode::Normal);
+    let expected_failed = 2;
+    app.clock.advance_secs(700);
+    // The expiry pass first for both; the sweep (every 5 s) then fails their deliveries.
+    assert_eq!(app.services.count_expired().await.unwrap() as i64, 2);
+    let totals = || async {
+        let v = stats(&app, &format!("/v1/tenants/{id}/stats"), ADMIN).await;
+        v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .fold([0i64; 6], |mut acc, r| {
+                for (a, b) in acc.iter_mut().zip(counts(r)) {
+                    *a += b;
+                }
+                acc
+            })
+    };
+    for _ in 0..100 {
+        if totals().await[2] == expected_failed {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let t = totals().await;
+    assert_eq!((t[2], t[4]), (expected_failed, 2), "{t:?}");
+    // Two more, the other way round: the sweep fails them first, the pass counts them after.
+    let mut more = Vec::new();
+    assert_eq!(patch(true).await.status(), StatusCode::OK);
+    app.smtp.set_mode(Mode::Down);
+    for email in ["c@example.com", "d@example.com"] {
+        let r = app
+            .post("/v1/otp", &sk, json!({"email": email, "delivery": "async"}))
+            .await;
+        let v: Value = r.json().await.unwrap();
+        more.push(v["shareable_key"].as_str().unwrap().to_string());
+    }
+    app.clock.advance_secs(700);
+    for key in &more {
+        for _ in 0..100 {
+            let v = body(app.get(&format!("/v1/otp/{key}"), &sk).await).await.1;
+            if v["status"] == "failed" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(app.services.count_expired().await.unwrap(), 2);
+    let t = totals().await;
+    assert_eq!((t[2], t[4]), (expected_failed + 2, 4), "{t:?}");
 }

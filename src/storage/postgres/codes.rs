@@ -194,6 +194,13 @@ impl CodeStore for PgStore {
             if let ResendVia::Relay { quota: Some(_), .. } = &r.via {
                 lock_all(tx, &[recipient_lock(&r.tenant_id, &r.recipient)])?;
             }
+            // The key's row first, in a statement of its own: the change below then reads
+            // the outbox as it is once a concurrent resend of the key committed (its own
+            // snapshot starts after this lock), so two resends never both queue a message.
+            tx.execute(
+                "SELECT 1 FROM challenges WHERE key_digest = $1 AND tenant_id = $2 FOR UPDATE",
+                &[&r.key_digest, &t],
+            )?;
             let tally = tx.row_opt(
                 &format!(
                     "UPDATE challenges c SET {PUSH_EARLIER}, code_hash = $3, resends = resends + 1, \

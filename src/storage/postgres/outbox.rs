@@ -7,7 +7,7 @@ use ::postgres::GenericClient;
 
 use super::conn::Db;
 use super::integration::insert_event_in;
-use super::stats::count_in;
+use super::stats::{count_all, count_in};
 use super::{opt_u32, PgStore};
 use crate::domain::keys::TenantId;
 use crate::domain::stats::Counted;
@@ -15,8 +15,8 @@ use crate::domain::Millis;
 use crate::storage::cells::{delivery_mode_from, status_from, Cells};
 use crate::storage::integration::NewEvent;
 use crate::storage::outbox::{plan_claim, SweepCandidate, SweepItem, SWEEP_BATCH};
-use crate::storage::rules::{self, SweepVerdict};
-use crate::storage::stats::{tally_from, TALLY_COLS};
+use crate::storage::rules::{self, SweepVerdict, GIVING_UP_FAILS_KEY};
+use crate::storage::stats::{tally_from, Tally, STATE_COUNTED, STATE_EXPIRY_COUNTED, TALLY_COLS};
 use crate::storage::{
     ClaimRequest, Claimed, OutboxJob, OutboxStats, OutboxStore, StoreError, MINUTE_MS,
 };
@@ -75,7 +75,7 @@ impl OutboxStore for PgStore {
                                  WHERE o.tenant_id = $1 AND o.due_at <= $2 AND (o.lease_until IS NULL OR o.lease_until < ",
                                 db_now!(),
                                 ") AND c.delivery_mode = 'async' AND c.status = 'pending' AND c.expires_at > $2 \
-                                   AND c.attempts < c.max_attempts AND t.enabled \
+                                   AND c.attempts < c.max_attempts AND t.enabled AND NOT t.test \
                                  ORDER BY o.due_at LIMIT $3 FOR UPDATE OF o SKIP LOCKED"
                             ),
                             &[&tenant, &c.now, &i64::from(n)],
@@ -243,7 +243,7 @@ impl OutboxStore for PgStore {
             let Some((maybe_before, quota_at)) = take_row(tx, key_digest, Some(owner))? else {
                 return Ok(false);
             };
-            give_up(
+            let failed = give_up(
                 tx,
                 key_digest,
                 Settle {
@@ -258,6 +258,9 @@ impl OutboxStore for PgStore {
             )?;
             if let Some(e) = event {
                 insert_event_in(tx, e)?;
+            }
+            if let Some(t) = &failed {
+                count_in(tx, t, Counted::Failed)?;
             }
             Ok(true)
         })
@@ -288,6 +291,7 @@ impl OutboxStore for PgStore {
     fn settle_swept(&self, items: &[SweepItem], now: Millis) -> Result<usize, StoreError> {
         self.tx(|tx| {
             let mut settled = 0;
+            let mut failed = Vec::new();
             for item in items {
                 // Lock the row and check that the verdict still holds: it may have been
                 // claimed, settled or its code changed since it was read (a row another
@@ -306,7 +310,7 @@ impl OutboxStore for PgStore {
                 let Some((maybe_before, quota_at)) = take_row(tx, &item.key_digest, None)? else {
                     continue;
                 };
-                give_up(
+                failed.extend(give_up(
                     tx,
                     &item.key_digest,
                     Settle {
@@ -318,12 +322,13 @@ impl OutboxStore for PgStore {
                         quota_at,
                     },
                     now,
-                )?;
+                )?);
                 if let Some(e) = &item.event {
                     insert_event_in(tx, e)?;
                 }
                 settled += 1;
             }
+            count_all(tx, &failed, Counted::Failed)?;
             Ok(settled)
         })
     }
@@ -377,19 +382,24 @@ struct Settle<'a> {
 }
 
 /// Record a message given up on (its outbox row already taken; see the SQLite store's).
+/// Returns what to count as `failed`: callers count it last in their transaction, a batch's
+/// in one go (`count_all`), so the cells are locked in one order.
 fn give_up(
     tx: &mut Db<'_, impl GenericClient>,
     key_digest: &[u8],
     s: Settle<'_>,
     now: Millis,
-) -> Result<(), StoreError> {
-    // A key whose earlier message was accepted keeps its code: the person may hold it
-    // (API.md §13.3).
+) -> Result<Option<Tally>, StoreError> {
+    // A code that fails before it expires has nothing more to count; one that fails at or
+    // after its expiry is counted as expired unverified by the expiry pass, whichever runs
+    // first.
+    let fails = format!("$5 AND {GIVING_UP_FAILS_KEY}");
     let row = tx.row_opt(
         &format!(
             "UPDATE challenges SET \
-               status = CASE WHEN $5 AND status = 'pending' AND sent_at IS NULL THEN 'failed' ELSE status END, \
-               ended_at = CASE WHEN $5 AND status = 'pending' AND sent_at IS NULL THEN $4 ELSE ended_at END, \
+               status = CASE WHEN {fails} THEN 'failed' ELSE status END, \
+               ended_at = CASE WHEN {fails} THEN $4 ELSE ended_at END, \
+               stats_state = CASE WHEN {fails} AND expires_at > $4 AND stats_state = $7 THEN $8 ELSE stats_state END, \
                delivery_status = $6, delivery_reason = $3, \
                delivery_attempts = COALESCE($2, delivery_attempts) \
              WHERE key_digest = $1 RETURNING {TALLY_COLS}"
@@ -401,6 +411,8 @@ fn give_up(
             &now,
             &s.fail_code,
             &s.status,
+            &STATE_COUNTED,
+            &STATE_EXPIRY_COUNTED,
         ],
         |r| Ok((tally_from(r, 0)?, r.text(5)?)),
     )?;
@@ -417,10 +429,7 @@ fn give_up(
             &[&tenant, &quota_at.div_euclid(MINUTE_MS)],
         )?;
     }
-    if let Some(t) = &failed {
-        count_in(tx, t, Counted::Failed)?;
-    }
-    Ok(())
+    Ok(failed)
 }
 
 /// The group's older pending, live codes, superseded by an accepted message (callers hold

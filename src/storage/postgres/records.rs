@@ -20,7 +20,7 @@ impl RecordStore for PgStore {
         // A code still to be counted as expired unverified (stats_state 1) waits for the count.
         let n = conn.execute(
             "DELETE FROM challenges WHERE ((ended_at IS NOT NULL AND ended_at < $1) OR expires_at < $1) \
-                 AND NOT (status = 'pending' AND stats_state = 1)",
+                 AND NOT (status IN ('pending', 'failed') AND stats_state = 1)",
             &[&before],
         )?;
         conn.execute("DELETE FROM sends WHERE at < $1", &[&sends_before])?;

@@ -12,8 +12,8 @@ use crate::domain::stats::Counted;
 use crate::domain::Millis;
 use crate::storage::stats::{
     cell_sql, cells_of, query_sql, stats_row_from, tally_from, upsert_sql, Bump, StatsQuery,
-    StatsRow, StatsStore, Tally, COUNT_COLS, EXPIRY_BATCH, STATE_COUNTED, STATE_EXPIRY_COUNTED,
-    TALLY_COLS,
+    StatsRow, StatsStore, Tally, COUNT_COLS, EXPIRY_BATCH, EXPIRY_GRACE_MS, EXPIRY_UNCOUNTED,
+    STATE_EXPIRY_COUNTED, TALLY_COLS,
 };
 use crate::storage::StoreError;
 
@@ -63,6 +63,31 @@ pub(super) fn count_in(
     )
 }
 
+/// Count `what` once for each of a batch of codes (those that count): summed per cell and
+/// written in the one order every transaction writes cells in, on one shard, so two
+/// batches never wait on each other in a circle.
+pub(super) fn count_all(
+    tx: &mut Db<'_, impl GenericClient>,
+    tallies: &[Tally],
+    what: Counted,
+) -> Result<(), StoreError> {
+    let shard = rand::thread_rng().gen_range(0..SHARDS);
+    for c in cells_of(tallies) {
+        tx.execute(
+            &cell_sql(what, |i| format!("${i}")),
+            &[
+                &c.tenant,
+                &c.dim.as_str(),
+                &c.value,
+                &c.hour,
+                &shard,
+                &i32::try_from(c.n).unwrap_or(i32::MAX),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
 impl StatsStore for PgStore {
     fn count_expired(&self, now: Millis) -> Result<usize, StoreError> {
         self.tx(|tx| {
@@ -71,22 +96,18 @@ impl StatsStore for PgStore {
             let tallies = tx.rows(
                 &format!(
                     "UPDATE challenges SET stats_state = $1 WHERE key_digest IN ( \
-                       SELECT key_digest FROM challenges WHERE status = 'pending' AND stats_state = $2 \
-                       AND expires_at <= $3 LIMIT $4 FOR UPDATE SKIP LOCKED) \
-                     AND status = 'pending' AND stats_state = $2 RETURNING {TALLY_COLS}"
+                       SELECT key_digest FROM challenges WHERE {EXPIRY_UNCOUNTED} \
+                       AND expires_at <= $2 LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                     AND {EXPIRY_UNCOUNTED} RETURNING {TALLY_COLS}"
                 ),
-                &[&STATE_EXPIRY_COUNTED, &STATE_COUNTED, &now, &i64::from(EXPIRY_BATCH)],
+                &[
+                    &STATE_EXPIRY_COUNTED,
+                    &(now - EXPIRY_GRACE_MS),
+                    &i64::from(EXPIRY_BATCH),
+                ],
                 |r| tally_from(r, 0),
             )?;
-            // Summed per cell and written in the one order every transaction writes cells
-            // in, on one shard: two passes never wait on each other in a circle.
-            let shard = rand::thread_rng().gen_range(0..SHARDS);
-            for c in cells_of(&tallies) {
-                tx.execute(
-                    &cell_sql(Counted::ExpiredUnverified, |i| format!("${i}")),
-                    &[&c.tenant, &c.dim.as_str(), &c.value, &c.hour, &shard, &i32::try_from(c.n).unwrap_or(i32::MAX)],
-                )?;
-            }
+            count_all(tx, &tallies, Counted::ExpiredUnverified)?;
             Ok(tallies.len())
         })
     }

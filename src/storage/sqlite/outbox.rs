@@ -15,8 +15,8 @@ use crate::domain::Millis;
 use crate::storage::cells::{delivery_mode_from, status_from, Cells};
 use crate::storage::integration::NewEvent;
 use crate::storage::outbox::{plan_claim, SweepCandidate, SweepItem, SWEEP_BATCH};
-use crate::storage::rules::{self, SweepVerdict};
-use crate::storage::stats::{tally_from, TALLY_COLS};
+use crate::storage::rules::{self, SweepVerdict, GIVING_UP_FAILS_KEY};
+use crate::storage::stats::{tally_from, STATE_COUNTED, STATE_EXPIRY_COUNTED, TALLY_COLS};
 use crate::storage::{
     ClaimRequest, Claimed, OutboxJob, OutboxStats, OutboxStore, StoreError, MINUTE_MS,
 };
@@ -62,7 +62,7 @@ impl OutboxStore for SqliteStore {
                          JOIN challenges c ON c.key_digest = o.key_digest JOIN tenants t ON t.id = o.tenant_id \
                          WHERE o.tenant_id = ?1 AND o.due_at <= ?2 AND (o.lease_until IS NULL OR o.lease_until < ?2) \
                            AND c.delivery_mode = 'async' AND c.status = 'pending' AND c.expires_at > ?2 \
-                           AND c.attempts < c.max_attempts AND t.enabled = 1 \
+                           AND c.attempts < c.max_attempts AND t.enabled = 1 AND t.test = 0 \
                          ORDER BY o.due_at LIMIT ?3",
                         params![tenant, c.now, n],
                         |r| r.bytes(0),
@@ -86,7 +86,7 @@ impl OutboxStore for SqliteStore {
                      WHERE key_digest = ?1 AND due_at <= ?4 AND (lease_until IS NULL OR lease_until < ?4) \
                        AND EXISTS (SELECT 1 FROM challenges c WHERE c.key_digest = outbox.key_digest \
                          AND c.status = 'pending' AND c.expires_at > ?4 AND c.attempts < c.max_attempts) \
-                       AND EXISTS (SELECT 1 FROM tenants t WHERE t.id = outbox.tenant_id AND t.enabled = 1) \
+                       AND EXISTS (SELECT 1 FROM tenants t WHERE t.id = outbox.tenant_id AND t.enabled = 1 AND t.test = 0) \
                      RETURNING tenant_id, recipient, payload, attempts",
                     params![key, now + lease.for_ms, lease.owner, now],
                     |r| Ok((r.text(0)?, r.text(1)?, r.bytes(2)?, r.count(3)?)),
@@ -373,18 +373,30 @@ fn give_up(
     s: Settle<'_>,
     now: Millis,
 ) -> Result<(), StoreError> {
-    // A key whose earlier message was accepted keeps its code: the person may hold it
-    // (API.md §13.3).
+    // A code that fails before it expires has nothing more to count; one that fails at or
+    // after its expiry is counted as expired unverified by the expiry pass, whichever runs
+    // first.
+    let fails = format!("?5 AND {GIVING_UP_FAILS_KEY}");
     let row = tx.row_opt(
         &format!(
             "UPDATE challenges SET \
-               status = CASE WHEN ?5 AND status = 'pending' AND sent_at IS NULL THEN 'failed' ELSE status END, \
-               ended_at = CASE WHEN ?5 AND status = 'pending' AND sent_at IS NULL THEN ?4 ELSE ended_at END, \
+               status = CASE WHEN {fails} THEN 'failed' ELSE status END, \
+               ended_at = CASE WHEN {fails} THEN ?4 ELSE ended_at END, \
+               stats_state = CASE WHEN {fails} AND expires_at > ?4 AND stats_state = ?7 THEN ?8 ELSE stats_state END, \
                delivery_status = ?6, delivery_reason = ?3, \
                delivery_attempts = COALESCE(?2, delivery_attempts) \
              WHERE key_digest = ?1 RETURNING {TALLY_COLS}"
         ),
-        params![key_digest, s.attempts, s.reason, now, s.fail_code, s.status],
+        params![
+            key_digest,
+            s.attempts,
+            s.reason,
+            now,
+            s.fail_code,
+            s.status,
+            STATE_COUNTED,
+            STATE_EXPIRY_COUNTED
+        ],
         |r| Ok((tally_from(r, 0)?, r.text(5)?)),
     )?;
     if let (true, Some((tally, _))) = (s.fail_code, &row) {

@@ -9,7 +9,8 @@ use crate::domain::stats::Counted;
 use crate::domain::Millis;
 use crate::storage::stats::{
     cell_sql, cells_of, query_sql, stats_row_from, tally_from, upsert_sql, Bump, StatsQuery,
-    StatsRow, StatsStore, Tally, EXPIRY_BATCH, STATE_COUNTED, STATE_EXPIRY_COUNTED, TALLY_COLS,
+    StatsRow, StatsStore, Tally, EXPIRY_BATCH, EXPIRY_GRACE_MS, EXPIRY_UNCOUNTED,
+    STATE_EXPIRY_COUNTED, TALLY_COLS,
 };
 use crate::storage::StoreError;
 
@@ -58,10 +59,10 @@ impl StatsStore for SqliteStore {
             let tallies = tx.rows(
                 &format!(
                     "UPDATE challenges SET stats_state = ?1 WHERE key_digest IN ( \
-                       SELECT key_digest FROM challenges WHERE status = 'pending' AND stats_state = ?2 \
-                       AND expires_at <= ?3 LIMIT ?4) RETURNING {TALLY_COLS}"
+                       SELECT key_digest FROM challenges WHERE {EXPIRY_UNCOUNTED} \
+                       AND expires_at <= ?2 LIMIT ?3) RETURNING {TALLY_COLS}"
                 ),
-                params![STATE_EXPIRY_COUNTED, STATE_COUNTED, now, EXPIRY_BATCH],
+                params![STATE_EXPIRY_COUNTED, now - EXPIRY_GRACE_MS, EXPIRY_BATCH],
                 |r| tally_from(r, 0),
             )?;
             for c in cells_of(&tallies) {

@@ -102,6 +102,10 @@ async fn session(
         if r.read_line(&mut line).await? == 0 {
             return Ok(None);
         }
+        // A relay that goes down drops the sessions it had open too.
+        if *st.mode.lock().unwrap() == Mode::Down {
+            return Ok(None);
+        }
         let cmd = line.trim_end().to_string();
         let upper = cmd.to_ascii_uppercase();
         let reply: String = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
