@@ -303,7 +303,7 @@ async fn smtp_test(id: &str, to: &str, s: Services) -> Result<(), CliError> {
                 html: None,
                 message_id: None,
             },
-            tokio::time::Instant::now() + s.mailer.timeout(),
+            (tokio::time::Instant::now() + s.mailer.timeout(), None),
             1,
         )
         .await

@@ -130,6 +130,7 @@ pub(super) async fn tenant(cmd: TenantCommand, s: Services) -> Result<(), CliErr
                     origin: Origin::Native,
                     secret: None,
                     test: a.test,
+                    smtp_fallback: None,
                 })
                 .await
                 .map_err(service_msg)?;

@@ -79,6 +79,7 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub smtp: SmtpSettings,
     pub webhooks: WebhookSettings,
+    pub delivery: DeliverySettings,
     pub templates: TemplateSettings,
     pub stats: StatsSettings,
     pub compat: CompatSettings,
@@ -211,6 +212,18 @@ pub struct WebhookSettings {
     pub timeout_seconds: u64,
     pub extra_root_certificates: Vec<PathBuf>,
     pub max_in_flight_per_tenant: u32,
+}
+
+/// Transports beyond one relay (API.md §12).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// Transient failures in a row after which a relay is skipped (its breaker opens).
+    pub breaker_failures: u32,
+    /// How long an open breaker skips its relay before one message probes it.
+    pub breaker_seconds: u64,
+    /// Bound on one request to a tenant's HTTP transport.
+    pub http_timeout_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -151,6 +151,24 @@ impl Settings {
         )?;
         range("otp.max_resends", self.otp.max_resends.into(), 0, 10)?;
         range(
+            "delivery.breaker_failures",
+            self.delivery.breaker_failures.into(),
+            1,
+            1000,
+        )?;
+        range(
+            "delivery.breaker_seconds",
+            self.delivery.breaker_seconds,
+            1,
+            3600,
+        )?;
+        range(
+            "delivery.http_timeout_seconds",
+            self.delivery.http_timeout_seconds,
+            1,
+            300,
+        )?;
+        range(
             "stats.retention_days",
             self.stats.retention_days.into(),
             1,

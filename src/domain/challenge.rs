@@ -134,6 +134,7 @@ mod tests {
                 attempts: 1,
                 reason: None,
                 sent_at: Some(0),
+                transport: None,
             },
             resends: 0,
             test: false,

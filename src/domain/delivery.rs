@@ -97,6 +97,8 @@ pub struct DeliveryView {
     /// before its message left).
     pub reason: Option<String>,
     pub sent_at: Option<Millis>,
+    /// The transport that accepted its last message: `smtp`, `smtp_fallback` or `http`.
+    pub transport: Option<String>,
 }
 
 /// Delays after the 1st, 2nd, … failed attempt: about 1 s, 5 s, 30 s, 2 min, 10 min, then

@@ -218,6 +218,9 @@ pub struct Tenant {
     /// Bumped on every change of its test recipients, so cached lists know they are stale
     /// (0: it never had any).
     pub test_version: i64,
+    /// A second relay, tried at once when `smtp` fails transiently (API.md §12.1); its
+    /// password is sealed as the tenant's fallback.
+    pub smtp_fallback: Option<SmtpAccount>,
 }
 
 #[cfg(test)]
@@ -253,6 +256,7 @@ impl Tenant {
             row_version: 1,
             test: false,
             test_version: 0,
+            smtp_fallback: None,
         }
     }
 }

@@ -160,10 +160,12 @@ impl Mailer {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Forget a tenant's pooled connections (its settings changed or it was deleted).
+    /// Forget a tenant's pooled connections, its fallback relay's too (its settings changed
+    /// or it was deleted).
     pub fn forget(&self, tenant_id: &str) {
         if let Ok(mut pools) = self.inner.pools.lock() {
             pools.remove(tenant_id);
+            pools.remove(&format!("{tenant_id}/fallback"));
         }
     }
 
@@ -176,22 +178,41 @@ impl Mailer {
     /// resolution, connect, TLS, AUTH and DATA all count). `sessions`: how many sessions the
     /// caller lets this relay have now (its window) — so many idle connections may be kept
     /// for a moment between two messages (`smtp.pool_size` of them for longer).
+    ///
+    /// `setup_by`: when set (another relay waits to take the message), a session that has not
+    /// got as far as its transaction by then is given up (a transient failure that sent
+    /// nothing), so a relay that hangs leaves the other one time.
     pub async fn send(
         &self,
         target: &SmtpTarget,
         msg: &Outgoing<'_>,
-        deadline: tokio::time::Instant,
+        (deadline, setup_by): (tokio::time::Instant, Option<tokio::time::Instant>),
         sessions: usize,
     ) -> Result<(), DeliveryError> {
         let (envelope, bytes) = render(target, msg)?;
         // Set just before the SMTP transaction starts: a timeout before it sent nothing.
         let started = std::sync::atomic::AtomicBool::new(false);
-        match tokio::time::timeout_at(
-            deadline,
-            self.resolve_and_send(target, &envelope, &bytes, &started, sessions),
-        )
-        .await
-        {
+        let sending = self.resolve_and_send(target, &envelope, &bytes, &started, sessions);
+        let bounded = async {
+            tokio::pin!(sending);
+            if let Some(by) = setup_by {
+                tokio::select! {
+                    r = &mut sending => return r,
+                    _ = tokio::time::sleep_until(by) => {}
+                }
+                if !started.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(DeliveryError {
+                        reason: DeliveryReason::Timeout,
+                        detail: "the relay did not take a session in its share of the time".into(),
+                        maybe_delivered: false,
+                        transient: true,
+                        refused: true,
+                    });
+                }
+            }
+            sending.await
+        };
+        match tokio::time::timeout_at(deadline, bounded).await {
             Ok(r) => r,
             Err(_) => {
                 let in_transaction = started.load(std::sync::atomic::Ordering::SeqCst);
@@ -450,7 +471,7 @@ mod tests {
             message_id: None,
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        mailer.send(&target, &msg, deadline, 1).await.unwrap();
+        mailer.send(&target, &msg, (deadline, None), 1).await.unwrap();
         assert_eq!(smtp.open_sessions(), 1, "kept for reuse");
         assert_eq!(mailer.close_idle_older_than(Duration::from_secs(60)), 0);
         // Past its idle time, it is closed with no further send from the tenant.

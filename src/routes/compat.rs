@@ -130,6 +130,7 @@ pub async fn reg_secretkey(
             origin: Origin::Compat,
             secret: Some(SecretKey::presented(&secret)),
             test: false,
+            smtp_fallback: None,
         })
         .await
         .map_err(|e| CompatError::from_service(e, false))?;

@@ -50,6 +50,9 @@ pub struct TenantOut {
     pub default_locale: String,
     /// A test tenant: sends nothing to any relay (API.md §13.2).
     pub test: bool,
+    /// The second relay, tried at once when `smtp` fails transiently (API.md §12.1); null
+    /// without one.
+    pub smtp_fallback: Option<SmtpOut>,
 }
 
 impl TenantOut {
@@ -72,6 +75,14 @@ impl TenantOut {
             delivery: t.delivery.as_str().into(),
             default_locale: t.default_locale.as_str().to_string(),
             test: t.test,
+            smtp_fallback: t.smtp_fallback.as_ref().map(|f| SmtpOut {
+                host: f.host.as_str().to_string(),
+                port: f.port,
+                username: f.username.clone(),
+                from: f.from.as_str().to_string(),
+                tls: f.tls.as_str().to_string(),
+                max_connections: services.ceiling(f.max_connections),
+            }),
             policy: PolicyOut {
                 code_length: t.policy.code_length,
                 ttl_seconds: t.policy.ttl_seconds,
@@ -154,6 +165,10 @@ pub struct DeliveryOut {
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sent_at: Option<String>,
+    /// The transport that accepted the last message: `smtp`, `smtp_fallback` or `http`
+    /// (API.md §12); absent until one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -192,6 +207,7 @@ impl StatusOut {
                 attempts: v.delivery.attempts,
                 reason: v.delivery.reason.clone(),
                 sent_at: v.delivery.sent_at.map(rfc3339),
+                transport: v.delivery.transport.clone(),
             },
             resends: v.resends,
             test: v.test,

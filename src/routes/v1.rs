@@ -74,6 +74,8 @@ pub struct CreateTenantBody {
     /// test inbox, and its secret key starts `sk_test_`.
     #[serde(default)]
     test: bool,
+    /// A second relay, tried at once when `smtp` fails transiently (API.md §12.1).
+    smtp_fallback: Option<SmtpBody>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -102,6 +104,20 @@ pub struct PatchTenantBody {
     /// Admin only: make the tenant a test tenant, or take it out of test mode (its relay
     /// must then pass the host policy).
     test: Option<bool>,
+    /// The fallback relay: fields to change (all but `tls` and `max_connections` when the
+    /// tenant has none yet), or `null` to remove it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<SmtpPatchBody>)]
+    smtp_fallback: Option<Option<SmtpPatchBody>>,
+}
+
+/// A field that may be absent (outer `None`), `null` (`Some(None)`) or a value.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -110,11 +126,15 @@ pub struct RotateBody {
     grace_seconds: Option<u64>,
 }
 
-fn parse_tls(s: Option<&str>) -> Result<Option<TlsMode>, ApiError> {
+fn parse_tls(s: Option<&str>, relay: &str) -> Result<Option<TlsMode>, ApiError> {
     match s {
         None => Ok(None),
         Some(t) => TlsMode::parse(t).map(Some).ok_or_else(|| {
-            ServiceError::field("smtp.tls", "must be \"starttls\", \"implicit\" or \"none\"").into()
+            ServiceError::field(
+                &format!("{relay}.tls"),
+                "must be \"starttls\", \"implicit\" or \"none\"",
+            )
+            .into()
         }),
     }
 }
@@ -179,18 +199,11 @@ pub async fn create_tenant(
         _ => {}
     }
     let b: CreateTenantBody = json_body(&req, payload).await?;
-    let smtp = match b.smtp {
-        None => None,
-        Some(s) => Some(SmtpInput {
-            tls: parse_tls(s.tls.as_deref())?,
-            host: s.host,
-            port: s.port,
-            username: s.username,
-            password: SecretString::from(s.password),
-            from: s.from,
-            max_connections: s.max_connections,
-        }),
-    };
+    let smtp = b.smtp.map(|s| input_from(s, "smtp")).transpose()?;
+    let smtp_fallback = b
+        .smtp_fallback
+        .map(|s| input_from(s, "smtp_fallback"))
+        .transpose()?;
     let delivery = parse_delivery(b.delivery.as_deref())?;
     let default_locale = parse_locale(b.default_locale.as_deref(), "default_locale")?;
     let (row, secret) = st
@@ -204,6 +217,7 @@ pub async fn create_tenant(
             origin: Origin::Native,
             secret: None,
             test: b.test,
+            smtp_fallback,
         })
         .await?;
     tracing::info!(tenant_id = %row.id, "tenant created");
@@ -250,18 +264,36 @@ pub async fn get_tenant(_: AdminAuth, st: web::Data<AppState>, id: web::Path<Str
     ))
 }
 
+fn input_from(s: SmtpBody, relay: &str) -> Result<SmtpInput, ApiError> {
+    Ok(SmtpInput {
+        tls: parse_tls(s.tls.as_deref(), relay)?,
+        host: s.host,
+        port: s.port,
+        username: s.username,
+        password: SecretString::from(s.password),
+        from: s.from,
+        max_connections: s.max_connections,
+    })
+}
+
+fn smtp_patch_from(s: SmtpPatchBody, relay: &str) -> Result<SmtpPatch, ApiError> {
+    Ok(SmtpPatch {
+        tls: parse_tls(s.tls.as_deref(), relay)?,
+        host: s.host,
+        port: s.port,
+        username: s.username,
+        password: s.password.map(SecretString::from),
+        from: s.from,
+        max_connections: s.max_connections,
+    })
+}
+
 fn patch_from(b: PatchTenantBody) -> Result<TenantPatch, ApiError> {
-    let smtp = match b.smtp {
+    let smtp = b.smtp.map(|s| smtp_patch_from(s, "smtp")).transpose()?;
+    let smtp_fallback = match b.smtp_fallback {
         None => None,
-        Some(s) => Some(SmtpPatch {
-            tls: parse_tls(s.tls.as_deref())?,
-            host: s.host,
-            port: s.port,
-            username: s.username,
-            password: s.password.map(SecretString::from),
-            from: s.from,
-            max_connections: s.max_connections,
-        }),
+        Some(None) => Some(None),
+        Some(Some(s)) => Some(Some(smtp_patch_from(s, "smtp_fallback")?)),
     };
     Ok(TenantPatch {
         name: b.name,
@@ -271,6 +303,7 @@ fn patch_from(b: PatchTenantBody) -> Result<TenantPatch, ApiError> {
         delivery: parse_delivery(b.delivery.as_deref())?,
         default_locale: parse_locale(b.default_locale.as_deref(), "default_locale")?,
         test: b.test,
+        smtp_fallback,
     })
 }
 

@@ -207,6 +207,7 @@ impl Services {
                     row_version: 1,
                     test: false,
                     test_version: 0,
+                    smtp_fallback: None,
                 },
                 digest,
             ));

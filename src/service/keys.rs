@@ -120,7 +120,11 @@ impl Services {
                 blob_version(blob)
                     .is_some_and(|(v, _)| v != ring.active_data_version() && ring.has_data_key(v))
             };
-            tenants.iter().filter(|t| old(&t.smtp.password)).count()
+            tenants
+                .iter()
+                .flat_map(|t| std::iter::once(&t.smtp).chain(&t.smtp_fallback))
+                .filter(|a| old(&a.password))
+                .count()
                 + secrets.iter().filter(|(_, s)| old(s)).count()
         };
         let mut report = DataKeyReport::default();
@@ -141,27 +145,35 @@ impl Services {
         }
         report.active_version = ring.active_data_version();
         for t in tenants {
-            if blob_version(&t.smtp.password).map(|(v, _)| v) == Some(ring.active_data_version()) {
-                report.already_current += 1;
-                continue;
-            }
-            let ctx = PasswordContext {
-                tenant_id: t.id.as_str(),
-                host: t.smtp.host.as_str(),
-                port: t.smtp.port,
-                username: &t.smtp.username,
-            };
-            let Ok(plain) = decrypt_password(&ring, &ctx, &t.smtp.password) else {
-                report.undecryptable.push(t.id.to_string());
-                continue;
-            };
-            let new = encrypt_password(&ring, &ctx, secrecy::ExposeSecret::expose_secret(&plain))?;
-            let (id, old) = (t.id.clone(), t.smtp.password.clone());
-            if self
-                .db(move |s| s.set_smtp_password(&id, &old, &new))
-                .await?
-            {
-                report.reencrypted += 1;
+            let relays = std::iter::once((false, &t.smtp))
+                .chain(t.smtp_fallback.as_ref().map(|f| (true, f)));
+            for (fallback, account) in relays {
+                if blob_version(&account.password).map(|(v, _)| v)
+                    == Some(ring.active_data_version())
+                {
+                    report.already_current += 1;
+                    continue;
+                }
+                let sealed_as = super::tenants::sealed_as(&t.id, fallback);
+                let ctx = PasswordContext {
+                    tenant_id: &sealed_as,
+                    host: account.host.as_str(),
+                    port: account.port,
+                    username: &account.username,
+                };
+                let Ok(plain) = decrypt_password(&ring, &ctx, &account.password) else {
+                    report.undecryptable.push(t.id.to_string());
+                    continue;
+                };
+                let new =
+                    encrypt_password(&ring, &ctx, secrecy::ExposeSecret::expose_secret(&plain))?;
+                let (id, old) = (t.id.clone(), account.password.clone());
+                if self
+                    .db(move |s| s.set_smtp_password(&id, fallback, &old, &new))
+                    .await?
+                {
+                    report.reencrypted += 1;
+                }
             }
         }
         for (id, old) in secrets {

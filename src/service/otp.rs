@@ -15,7 +15,7 @@ use crate::domain::keys::{Flavor, ShareableKey, TenantId};
 use crate::domain::locale::Locale;
 use crate::domain::policy::Policy;
 use crate::domain::purpose::Purpose;
-use crate::domain::tenant::Tenant;
+use crate::domain::tenant::{SmtpAccount, Tenant};
 use crate::domain::Millis;
 use crate::mailer::{new_message_id, SmtpTarget};
 use crate::messages::Vars;
@@ -329,12 +329,23 @@ impl Services {
         }
     }
 
-    /// Decrypt the tenant's SMTP password into a send target. A blob sealed under a data key
-    /// this process has not seen (another process rotated it) reloads the keyring once.
+    /// Decrypt the tenant's SMTP password into a send target.
     pub async fn smtp_target(&self, tenant: &Tenant) -> Result<SmtpTarget, ServiceError> {
-        let s = &tenant.smtp;
+        self.relay_target(tenant, &tenant.smtp, false).await
+    }
+
+    /// Decrypt a relay's password (the tenant's primary relay, or its fallback when
+    /// `fallback`) into a send target. A blob sealed under a data key this process has not
+    /// seen (another process rotated it) reloads the keyring once.
+    pub async fn relay_target(
+        &self,
+        tenant: &Tenant,
+        s: &SmtpAccount,
+        fallback: bool,
+    ) -> Result<SmtpTarget, ServiceError> {
+        let sealed_as = super::tenants::sealed_as(&tenant.id, fallback);
         let ctx = PasswordContext {
-            tenant_id: tenant.id.as_str(),
+            tenant_id: &sealed_as,
             host: s.host.as_str(),
             port: s.port,
             username: &s.username,
@@ -354,7 +365,8 @@ impl Services {
             }
         };
         Ok(SmtpTarget {
-            tenant_id: tenant.id.as_str().to_string(),
+            // The pool's key: the fallback relay's sessions are its own.
+            tenant_id: sealed_as,
             version: tenant.smtp_version,
             host: s.host.as_str().to_string(),
             port: s.port,

@@ -56,6 +56,8 @@ pub struct NewTenant {
     pub secret: Option<SecretKey>,
     /// A test tenant (API.md §13.2): sends nothing to any relay.
     pub test: bool,
+    /// A second relay (API.md §12.1).
+    pub smtp_fallback: Option<SmtpInput>,
 }
 
 #[derive(Debug, Default)]
@@ -68,6 +70,33 @@ pub struct TenantPatch {
     pub default_locale: Option<Locale>,
     /// Admin only.
     pub test: Option<bool>,
+    /// `Some(None)` removes the fallback relay; `Some(Some(_))` changes it (or sets it: then
+    /// every field but `tls` and `max_connections` is required).
+    pub smtp_fallback: Option<Option<SmtpPatch>>,
+}
+
+impl From<&SmtpInput> for SmtpPatch {
+    fn from(s: &SmtpInput) -> SmtpPatch {
+        SmtpPatch {
+            host: Some(s.host.clone()),
+            port: Some(s.port),
+            username: Some(s.username.clone()),
+            password: Some(s.password.clone()),
+            from: Some(s.from.clone()),
+            tls: s.tls,
+            max_connections: s.max_connections,
+        }
+    }
+}
+
+/// The id a relay password is sealed under (bound into its AAD): the tenant's, or for its
+/// fallback relay the tenant's marked as such, so the two blobs cannot stand in for each other.
+pub(super) fn sealed_as(id: &TenantId, fallback: bool) -> String {
+    if fallback {
+        format!("{}/fallback", id.as_str())
+    } else {
+        id.as_str().to_string()
+    }
 }
 
 /// The relay of a test tenant created without one: never contacted (a test tenant sends
@@ -82,7 +111,9 @@ fn take<T>(r: Result<T, FieldError>, errs: &mut Vec<FieldError>) -> Option<T> {
 
 /// The relay fields parsed into their domain types; every bad one is noted in `errs` and
 /// comes back `None`.
+/// `relay`: the field the errors are named under (`smtp` or `smtp_fallback`).
 fn parse_smtp_fields(
+    relay: &str,
     host: &str,
     port: u16,
     username: &str,
@@ -90,31 +121,38 @@ fn parse_smtp_fields(
     from: &str,
     errs: &mut Vec<FieldError>,
 ) -> (Option<SmtpHost>, Option<u16>, Option<Sender>) {
-    let host = take(SmtpHost::parse(host), errs);
-    let port = take(parse_port(port), errs);
+    let mut mine = Vec::new();
+    let host = take(SmtpHost::parse(host), &mut mine);
+    let port = take(parse_port(port), &mut mine);
     if username.len() > 256 || username.chars().any(char::is_control) {
-        errs.push(FieldError::new(
+        mine.push(FieldError::new(
             "smtp.username",
             "must be at most 256 characters, no control characters",
         ));
     }
     if let Some(p) = password {
         if p.len() > 1024 || p.contains(['\r', '\n', '\0']) {
-            errs.push(FieldError::new(
+            mine.push(FieldError::new(
                 "smtp.password",
                 "must be at most 1024 characters, no line breaks",
             ));
         }
     }
-    let from = take(Sender::parse(from), errs);
+    let from = take(Sender::parse(from), &mut mine);
+    errs.extend(mine.into_iter().map(|mut e| {
+        if let Some(rest) = e.field.strip_prefix("smtp.") {
+            e.field = format!("{relay}.{rest}");
+        }
+        e
+    }));
     (host, port, from)
 }
 
-fn check_max_connections(v: Option<u32>, limit: u32, errs: &mut Vec<FieldError>) {
+fn check_max_connections(relay: &str, v: Option<u32>, limit: u32, errs: &mut Vec<FieldError>) {
     if let Some(n) = v {
         if n == 0 || n > limit {
             errs.push(FieldError::new(
-                "smtp.max_connections",
+                format!("{relay}.max_connections"),
                 format!("must be between 1 and {limit}"),
             ));
         }
@@ -128,7 +166,7 @@ impl Services {
 
     fn encrypt(
         &self,
-        id: &TenantId,
+        (id, fallback): (&TenantId, bool),
         host: &SmtpHost,
         port: u16,
         username: &str,
@@ -137,7 +175,7 @@ impl Services {
         Ok(encrypt_password(
             &self.keyring.get(),
             &PasswordContext {
-                tenant_id: id.as_str(),
+                tenant_id: &sealed_as(id, fallback),
                 host: host.as_str(),
                 port,
                 username,
@@ -184,6 +222,7 @@ impl Services {
             }
         };
         let fields = parse_smtp_fields(
+            "smtp",
             &s.host,
             s.port,
             &s.username,
@@ -193,7 +232,12 @@ impl Services {
         );
         t.policy.validate(&mut errs);
         let limits = self.settings.load().smtp.clone();
-        check_max_connections(s.max_connections, limits.max_connections_limit, &mut errs);
+        check_max_connections(
+            "smtp",
+            s.max_connections,
+            limits.max_connections_limit,
+            &mut errs,
+        );
         let (Some(name), (Some(host), Some(port), Some(from)), true) =
             (name, fields, errs.is_empty())
         else {
@@ -211,7 +255,27 @@ impl Services {
             max_attempts: self.settings.load().otp.max_attempts,
         };
         let id = TenantId::generate();
-        let password = self.encrypt(&id, &host, port, &s.username, s.password.expose_secret())?;
+        let smtp_fallback = match &t.smtp_fallback {
+            Some(f) => {
+                let patch = SmtpPatch::from(f);
+                let mut errs = Vec::new();
+                match self
+                    .account_change((&id, true), None, &patch, &mut errs)
+                    .await?
+                {
+                    Some(a) if errs.is_empty() => Some(a),
+                    _ => return Err(ServiceError::Invalid(errs)),
+                }
+            }
+            None => None,
+        };
+        let password = self.encrypt(
+            (&id, false),
+            &host,
+            port,
+            &s.username,
+            s.password.expose_secret(),
+        )?;
         let now = self.now();
         let row = Tenant {
             id,
@@ -237,6 +301,7 @@ impl Services {
             row_version: 1,
             test: t.test,
             test_version: 0,
+            smtp_fallback,
         };
         let secret = t.secret.unwrap_or_else(|| SecretKey::generate_for(t.test));
         let digest = self.secret_digest(secret.expose());
@@ -330,63 +395,32 @@ impl Services {
         if let Some(pp) = &p.policy {
             pp.validate(&mut errs);
         }
-        let mut smtp_row = None;
-        if let Some(sp) = &p.smtp {
-            let c = &current.smtp;
-            check_max_connections(
-                sp.max_connections,
-                self.settings.load().smtp.max_connections_limit,
-                &mut errs,
-            );
-            let port = sp.port.unwrap_or(c.port);
-            let username = sp.username.clone().unwrap_or_else(|| c.username.clone());
-            let tls = match sp.tls {
-                Some(t) => t,
-                None if sp.port.is_some() && sp.port != Some(c.port) => TlsMode::default_for(port),
-                None => c.tls,
-            };
-            let (host, port_ok, from) = parse_smtp_fields(
-                sp.host.as_deref().unwrap_or(c.host.as_str()),
-                port,
-                &username,
-                sp.password.as_ref().map(|s| s.expose_secret()),
-                sp.from.as_deref().unwrap_or(c.from.as_str()),
-                &mut errs,
-            );
-            // A host given but not parsed counts as a move: the password rule is reported
-            // with the other errors, not in a second round.
-            let moved = host.as_ref().is_none_or(|h| *h != c.host)
-                || port != c.port
-                || username != c.username;
-            if moved && sp.password.is_none() {
-                errs.push(FieldError::new(
-                    "smtp.password",
-                    "is required when host, port or username change",
-                ));
+        let smtp_row = match &p.smtp {
+            Some(sp) => {
+                self.account_change((&current.id, false), Some(&current.smtp), sp, &mut errs)
+                    .await?
             }
-            if let (Some(host), Some(port), Some(from), true) =
-                (host, port_ok, from, errs.is_empty())
-            {
-                if moved || sp.tls.is_some() || sp.port.is_some() {
-                    self.check_host(&host, port, tls).await?;
-                }
-                let password = match &sp.password {
-                    Some(pw) => {
-                        self.encrypt(&current.id, &host, port, &username, pw.expose_secret())?
-                    }
-                    None => c.password.clone(),
+            None => None,
+        };
+        let smtp_fallback = match &p.smtp_fallback {
+            Some(Some(sp)) => {
+                let Some(fallback) = self
+                    .account_change(
+                        (&current.id, true),
+                        current.smtp_fallback.as_ref(),
+                        sp,
+                        &mut errs,
+                    )
+                    .await?
+                    .map(Some)
+                else {
+                    return Err(ServiceError::Invalid(errs));
                 };
-                smtp_row = Some(SmtpAccount {
-                    host,
-                    port,
-                    username,
-                    password,
-                    from,
-                    tls,
-                    max_connections: sp.max_connections.unwrap_or(c.max_connections),
-                });
+                Some(fallback)
             }
-        }
+            Some(None) => Some(None),
+            None => None,
+        };
         if !errs.is_empty() {
             return Err(ServiceError::Invalid(errs));
         }
@@ -409,8 +443,107 @@ impl Services {
             delivery: p.delivery,
             default_locale: p.default_locale.clone(),
             test: p.test,
+            smtp_fallback,
         };
         Ok(changes)
+    }
+
+    /// A relay account changed by `sp`: the primary relay (`fallback` false; `current` is
+    /// its account) or the fallback (`current` is `None` while the tenant has none: then
+    /// every field but `tls` and `max_connections` is required). Bad fields are noted in
+    /// `errs` (and `None` comes back); a relay that moves needs its password again, and a
+    /// relay given passes the host policy.
+    async fn account_change(
+        &self,
+        (id, fallback): (&TenantId, bool),
+        current: Option<&SmtpAccount>,
+        sp: &SmtpPatch,
+        errs: &mut Vec<FieldError>,
+    ) -> Result<Option<SmtpAccount>, ServiceError> {
+        let relay = if fallback { "smtp_fallback" } else { "smtp" };
+        let before = errs.len();
+        check_max_connections(
+            relay,
+            sp.max_connections,
+            self.settings.load().smtp.max_connections_limit,
+            errs,
+        );
+        let c = match current {
+            Some(c) => c.clone(),
+            None => {
+                let missing = [
+                    ("host", sp.host.is_none()),
+                    ("port", sp.port.is_none()),
+                    ("username", sp.username.is_none()),
+                    ("password", sp.password.is_none()),
+                    ("from", sp.from.is_none()),
+                ];
+                for (field, absent) in missing {
+                    if absent {
+                        errs.push(FieldError::new(format!("{relay}.{field}"), "is required"));
+                    }
+                }
+                if errs.len() > before {
+                    return Ok(None);
+                }
+                // Every field comes from the patch: this stands in for "nothing before".
+                SmtpAccount {
+                    host: SmtpHost::from_stored(String::new()),
+                    port: 0,
+                    username: String::new(),
+                    password: Vec::new(),
+                    from: Sender::from_stored(String::new()),
+                    tls: TlsMode::Starttls,
+                    max_connections: 0,
+                }
+            }
+        };
+        let port = sp.port.unwrap_or(c.port);
+        let username = sp.username.clone().unwrap_or_else(|| c.username.clone());
+        let tls = match sp.tls {
+            Some(t) => t,
+            None if sp.port.is_some() && sp.port != Some(c.port) => TlsMode::default_for(port),
+            None => c.tls,
+        };
+        let (host, port_ok, from) = parse_smtp_fields(
+            relay,
+            sp.host.as_deref().unwrap_or(c.host.as_str()),
+            port,
+            &username,
+            sp.password.as_ref().map(|s| s.expose_secret()),
+            sp.from.as_deref().unwrap_or(c.from.as_str()),
+            errs,
+        );
+        // A host given but not parsed counts as a move: the password rule is reported with
+        // the other errors, not in a second round.
+        let moved =
+            host.as_ref().is_none_or(|h| *h != c.host) || port != c.port || username != c.username;
+        if moved && sp.password.is_none() {
+            errs.push(FieldError::new(
+                format!("{relay}.password"),
+                "is required when host, port or username change",
+            ));
+        }
+        let (Some(host), Some(port), Some(from), true) = (host, port_ok, from, errs.is_empty())
+        else {
+            return Ok(None);
+        };
+        if moved || sp.tls.is_some() || sp.port.is_some() {
+            self.check_host(&host, port, tls).await?;
+        }
+        let password = match &sp.password {
+            Some(pw) => self.encrypt((id, fallback), &host, port, &username, pw.expose_secret())?,
+            None => c.password.clone(),
+        };
+        Ok(Some(SmtpAccount {
+            host,
+            port,
+            username,
+            password,
+            from,
+            tls,
+            max_connections: sp.max_connections.unwrap_or(c.max_connections),
+        }))
     }
 
     pub async fn delete_tenant(&self, id: &str) -> Result<(), ServiceError> {

@@ -25,7 +25,8 @@ pub(crate) const TENANT_COLS: &str =
      t.smtp_password, t.smtp_from, t.smtp_tls, t.smtp_version, t.code_length, t.ttl_seconds, \
      t.max_attempts, t.smtp_max_connections, t.delivery, t.default_locale, t.templates_version, \
      COALESCE((SELECT w.events FROM webhooks w WHERE w.tenant_id = t.id), ''), t.row_version, \
-     t.test, t.test_version";
+     t.test, t.test_version, t.fallback_host, t.fallback_port, t.fallback_username, \
+     t.fallback_password, t.fallback_from, t.fallback_tls, t.fallback_max_connections";
 
 /// A code's columns as `GET /v1/otp/{key}` shows it, for queries that name the table `c`
 /// (read by [`view_from`]); `now` is the SQL of the current time its lease is compared with
@@ -36,12 +37,12 @@ pub(crate) fn view_cols(now: &str) -> String {
          c.created_at, c.expires_at, c.verified_at, c.delivery_mode, c.delivery_status, \
          c.delivery_attempts, c.delivery_reason, c.sent_at, \
          EXISTS(SELECT 1 FROM outbox o WHERE o.key_digest = c.key_digest AND o.lease_until >= {now}), \
-         c.resends, c.test, c.locale, c.channel"
+         c.resends, c.test, c.locale, c.channel, c.delivery_transport"
     )
 }
 
 /// How many columns [`view_cols`] selects (a query may select more after them).
-pub(crate) const VIEW_WIDTH: usize = 20;
+pub(crate) const VIEW_WIDTH: usize = 21;
 
 /// One row of either driver, read by column index.
 pub(crate) trait Cells {
@@ -50,6 +51,7 @@ pub(crate) trait Cells {
     fn text(&self, i: usize) -> Result<String, StoreError>;
     fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError>;
     fn bytes(&self, i: usize) -> Result<Vec<u8>, StoreError>;
+    fn opt_bytes(&self, i: usize) -> Result<Option<Vec<u8>>, StoreError>;
     fn flag(&self, i: usize) -> Result<bool, StoreError>;
 
     /// A count or setting stored as an integer that must fit a `u32`.
@@ -74,6 +76,9 @@ impl Cells for rusqlite::Row<'_> {
     fn bytes(&self, i: usize) -> Result<Vec<u8>, StoreError> {
         Ok(self.get(i)?)
     }
+    fn opt_bytes(&self, i: usize) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.get(i)?)
+    }
     fn flag(&self, i: usize) -> Result<bool, StoreError> {
         Ok(self.get(i)?)
     }
@@ -93,6 +98,9 @@ impl Cells for ::postgres::Row {
         Ok(self.try_get(i)?)
     }
     fn bytes(&self, i: usize) -> Result<Vec<u8>, StoreError> {
+        Ok(self.try_get(i)?)
+    }
+    fn opt_bytes(&self, i: usize) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.try_get(i)?)
     }
     fn flag(&self, i: usize) -> Result<bool, StoreError> {
@@ -151,7 +159,29 @@ pub(crate) fn tenant_from(r: &impl Cells) -> Result<Tenant, StoreError> {
         row_version: r.int(20)?,
         test: r.flag(21)?,
         test_version: r.int(22)?,
+        smtp_fallback: fallback_from(r, 23)?,
     })
+}
+
+/// The fallback relay from its seven columns starting at `at` (all NULL without one).
+fn fallback_from(r: &impl Cells, at: usize) -> Result<Option<SmtpAccount>, StoreError> {
+    let Some(host) = r.opt_text(at)? else {
+        return Ok(None);
+    };
+    let need = |v: Option<i64>| v.ok_or_else(|| corrupt("a fallback relay"));
+    Ok(Some(SmtpAccount {
+        host: SmtpHost::from_stored(host),
+        port: u16::try_from(need(r.opt_int(at + 1)?)?).map_err(|_| corrupt("a port"))?,
+        username: r.opt_text(at + 2)?.unwrap_or_default(),
+        password: r.opt_bytes(at + 3)?.unwrap_or_default(),
+        from: Sender::from_stored(r.opt_text(at + 4)?.unwrap_or_default()),
+        tls: one_of(
+            r.opt_text(at + 5)?.as_deref().and_then(TlsMode::parse),
+            "a TLS mode",
+        )?,
+        max_connections: u32::try_from(need(r.opt_int(at + 6)?)?)
+            .map_err(|_| corrupt("a count"))?,
+    }))
 }
 
 /// A code from the columns of [`view_cols`].
@@ -175,6 +205,7 @@ pub(crate) fn view_from(r: &impl Cells) -> Result<ChallengeView, StoreError> {
             attempts: r.count(12)?,
             reason: r.opt_text(13)?,
             sent_at: r.opt_int(14)?,
+            transport: r.opt_text(20)?,
         },
         resends: r.count(16)?,
         test: r.flag(17)?,

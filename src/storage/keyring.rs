@@ -24,8 +24,15 @@ pub trait KeyringStore {
     ) -> Result<bool, StoreError>;
     /// Add a data key and make it the only active one.
     fn add_data_key(&self, row: &WrappedKey, now: Millis) -> Result<(), StoreError>;
-    /// Replace a tenant's encrypted SMTP password if it is still `old` (compare-and-swap).
-    fn set_smtp_password(&self, id: &TenantId, old: &[u8], new: &[u8]) -> Result<bool, StoreError>;
+    /// Replace a tenant's encrypted SMTP password (its fallback relay's when `fallback`) if
+    /// it is still `old` (compare-and-swap).
+    fn set_smtp_password(
+        &self,
+        id: &TenantId,
+        fallback: bool,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool, StoreError>;
     /// Replace a tenant's sealed webhook secret if it is still `old` (compare-and-swap; a
     /// data-key rotation re-sealing the same secret).
     fn reseal_webhook_secret(

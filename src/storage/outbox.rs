@@ -102,7 +102,8 @@ pub trait OutboxStore {
         &self,
         key_digest: &[u8],
         owner: &str,
-        attempts: u32,
+        // The attempts made, and the transport that accepted (`smtp`, `smtp_fallback`, `http`).
+        attempt: (u32, &str),
         now: Millis,
         event: Option<&NewEvent>,
     ) -> Result<bool, StoreError>;

@@ -19,6 +19,8 @@ pub struct TenantChanges {
     pub delivery: Option<DeliveryMode>,
     pub default_locale: Option<Locale>,
     pub test: Option<bool>,
+    /// `Some(None)` removes the fallback relay.
+    pub smtp_fallback: Option<Option<SmtpAccount>>,
 }
 
 /// What a conditional tenant change came to.

@@ -19,4 +19,5 @@ mod outbox;
 mod smtp;
 mod templates;
 mod tenants;
+mod transports;
 mod webhooks;

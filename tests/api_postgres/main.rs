@@ -56,6 +56,9 @@ mod templates;
 #[path = "../api/tenants.rs"]
 mod tenants;
 #[cfg(otpmint_pg_tests)]
+#[path = "../api/transports.rs"]
+mod transports;
+#[cfg(otpmint_pg_tests)]
 #[path = "../api/webhooks.rs"]
 mod webhooks;
 

@@ -6,12 +6,14 @@
 
 use tokio::time::Instant;
 
+use super::relays::{Gate, Transport};
 use super::window::Ticket;
 use super::{Services, StoredMessage, Unopened};
 use crate::domain::delivery::{next_attempt_at, DeliveryMode};
 use crate::domain::event::EventType;
-use crate::domain::tenant::Tenant;
+use crate::domain::tenant::{SmtpAccount, Tenant};
 use crate::mailer::{DeliveryError, DeliveryReason, Outgoing, SmtpTarget};
+use crate::service::tenants::sealed_as;
 use crate::service::webhooks::EventData;
 use crate::storage::integration::NewEvent;
 use crate::storage::{OutboxJob, Store, StoreError};
@@ -21,6 +23,13 @@ use crate::storage::{OutboxJob, Store, StoreError};
 const REFUSED_TRIES: u32 = 4;
 /// How long a message that cannot be opened yet (its data key is not loaded here) waits.
 const KEY_WAIT_MS: i64 = 5_000;
+
+/// One relay of a tenant: its window's key and ceiling.
+struct Relay<'a> {
+    key: &'a str,
+    account: &'a SmtpAccount,
+    version: i64,
+}
 
 /// What one attempt came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,25 +89,14 @@ impl Services {
                     .await;
             }
         };
-        let target = match self.smtp_target(tenant).await {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(tenant_id = %tenant.id, error = %e, "the tenant's SMTP password cannot be decrypted");
-                let event = self.outcome_event(tenant, &msg, Some(DeliveryReason::Auth));
-                return self
-                    .record_failed(job, attempts, DeliveryReason::Auth, false, event)
-                    .await;
-            }
-        };
         let started = std::time::Instant::now();
-        let sent = self.deliver(job, tenant, &target, &msg, ticket).await;
-        let sent = match sent {
+        let sent = match self.send_via_relays(job, tenant, &msg, ticket).await {
             Err(Undelivered::Stopped) => return Attempt::NotMade,
-            Ok(()) => Ok(()),
+            Ok(transport) => Ok(transport),
             Err(Undelivered::Failed(e)) => Err(e),
         };
         let outcome = match &sent {
-            Ok(()) => "sent",
+            Ok(_) => "sent",
             Err(e) => e.reason.as_str(),
         };
         if let Some(m) = crate::metrics::get() {
@@ -109,7 +107,7 @@ impl Services {
         crate::metrics::inc(|m| &m.deliveries, &[job.mode.as_str(), outcome]);
         let recipient = crate::domain::email::mask(&job.recipient);
         match sent {
-            Ok(()) => {
+            Ok(transport) => {
                 let (now, key, owner) = (
                     self.now(),
                     job.key_digest.clone(),
@@ -118,13 +116,19 @@ impl Services {
                 let event = self.outcome_event(tenant, &msg, None);
                 let raised = event.is_some();
                 self.record(job, move |s| {
-                    s.outbox_sent(&key, &owner, attempts, now, event.as_ref())
+                    s.outbox_sent(
+                        &key,
+                        &owner,
+                        (attempts, transport.as_str()),
+                        now,
+                        event.as_ref(),
+                    )
                 })
                 .await;
                 if raised {
                     self.wake_hooks();
                 }
-                tracing::info!(tenant_id = %tenant.id, recipient = %recipient, mode = job.mode.as_str(), attempts, "code sent");
+                tracing::info!(tenant_id = %tenant.id, recipient = %recipient, mode = job.mode.as_str(), attempts, transport = transport.as_str(), "code sent");
                 Attempt::Sent
             }
             Err(e) => {
@@ -154,19 +158,144 @@ impl Services {
         }
     }
 
+    /// Send through the tenant's relays in order (API.md §12.1): a transient failure that
+    /// sent nothing goes on to the next relay at once, within the same deadline
+    /// (`smtp.timeout_seconds`); a relay whose breaker is open is skipped while another can
+    /// take the message. `ticket`: a place already queued in the primary relay's window.
+    async fn send_via_relays(
+        &self,
+        job: &OutboxJob,
+        tenant: &Tenant,
+        msg: &StoredMessage,
+        ticket: Option<Ticket>,
+    ) -> Result<Transport, Undelivered> {
+        let deadline = Instant::now() + self.mailer.timeout();
+        let breakers = self.outbox.breakers();
+        let cfg = self.settings.load().delivery.clone();
+        let relays: Vec<(Transport, &SmtpAccount, String)> =
+            std::iter::once((Transport::Smtp, &tenant.smtp))
+                .chain(
+                    tenant
+                        .smtp_fallback
+                        .as_ref()
+                        .map(|f| (Transport::SmtpFallback, f)),
+                )
+                .map(|(t, a)| (t, a, sealed_as(&tenant.id, t == Transport::SmtpFallback)))
+                .collect();
+        let now = self.now();
+        // Every relay resting: try them all the same (skipping would only fail sooner).
+        let all_open = relays
+            .iter()
+            .all(|(_, _, key)| breakers.peek(key, now) == Gate::Open);
+        let mut ticket = ticket;
+        let mut last = None;
+        for (i, (transport, account, key)) in relays.iter().enumerate() {
+            let ticket = ticket.take().filter(|_| i == 0);
+            let gate = if all_open {
+                Gate::Closed
+            } else {
+                breakers.admit(key, now)
+            };
+            if gate == Gate::Open {
+                tracing::debug!(tenant_id = %tenant.id, transport = transport.as_str(), "the relay's breaker is open; skipped");
+                continue;
+            }
+            let fallback = *transport == Transport::SmtpFallback;
+            let target = match self.relay_target(tenant, account, fallback).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::error!(tenant_id = %tenant.id, transport = transport.as_str(), error = %e, "a relay's SMTP password cannot be decrypted");
+                    if gate == Gate::Probe {
+                        breakers.let_go(key);
+                    }
+                    last = Some(DeliveryError {
+                        reason: DeliveryReason::Auth,
+                        detail: "the relay's password cannot be decrypted".into(),
+                        maybe_delivered: false,
+                        transient: false,
+                        refused: false,
+                    });
+                    continue;
+                }
+            };
+            // Another relay waits behind this one: a relay that hangs gets half the time left.
+            let more = relays[i + 1..]
+                .iter()
+                .any(|(_, _, k)| all_open || breakers.peek(k, now) != Gate::Open);
+            let setup_by = more.then(|| {
+                let left = deadline.saturating_duration_since(Instant::now());
+                Instant::now() + left / 2
+            });
+            let relay = Relay {
+                key,
+                account,
+                version: tenant.smtp_version,
+            };
+            match self
+                .deliver(
+                    job,
+                    tenant,
+                    &relay,
+                    &target,
+                    msg,
+                    ticket,
+                    (deadline, setup_by),
+                )
+                .await
+            {
+                Ok(()) => {
+                    breakers.passed(key);
+                    return Ok(*transport);
+                }
+                Err(Undelivered::Stopped) => {
+                    if gate == Gate::Probe {
+                        breakers.let_go(key);
+                    }
+                    return Err(Undelivered::Stopped);
+                }
+                Err(Undelivered::Failed(e)) => {
+                    if e.transient {
+                        let open_ms = (cfg.breaker_seconds as i64).saturating_mul(1000);
+                        breakers.failed(key, self.now(), cfg.breaker_failures, open_ms);
+                    } else {
+                        breakers.passed(key);
+                    }
+                    let go_on = e.transient && !e.maybe_delivered && Instant::now() < deadline;
+                    if more && go_on {
+                        tracing::warn!(tenant_id = %tenant.id, transport = transport.as_str(), reason = e.reason.as_str(), detail = %e.detail, "a relay failed; the message goes to the next one");
+                    }
+                    last = Some(e);
+                    if !go_on {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(Undelivered::Failed(last.unwrap_or_else(|| DeliveryError {
+            reason: DeliveryReason::Unreachable,
+            detail: "every relay is resting after failures".into(),
+            maybe_delivered: false,
+            transient: true,
+            refused: false,
+        })))
+    }
+
     /// Send on a session of the relay's window, within one deadline for the whole attempt
-    /// (`smtp.timeout_seconds`: the wait for a session counts). A session turned away
-    /// shrinks the window; the message then goes on another one while that is worth it.
+    /// (`smtp.timeout_seconds`: the wait for a session counts; with another relay waiting,
+    /// the session must be ready by `setup_by`). A session turned away shrinks the window;
+    /// the message then goes on another one while that is worth it.
+    #[allow(clippy::too_many_arguments)]
     async fn deliver(
         &self,
         job: &OutboxJob,
         tenant: &Tenant,
+        relay: &Relay<'_>,
         target: &SmtpTarget,
         msg: &StoredMessage,
         ticket: Option<Ticket>,
+        (deadline, setup_by): (Instant, Option<Instant>),
     ) -> Result<(), Undelivered> {
-        let deadline = Instant::now() + self.mailer.timeout();
-        let window = self.window(tenant);
+        let window = self.relay_window(relay.key, relay.version, relay.account.max_connections);
         let outgoing = Outgoing {
             to: &job.recipient,
             subject: &msg.subject,
@@ -179,7 +308,7 @@ impl Services {
         let mut tries = 0;
         loop {
             let queued = ticket.take().unwrap_or_else(|| window.queue());
-            let session = tokio::time::timeout_at(deadline, queued.session());
+            let session = tokio::time::timeout_at(setup_by.unwrap_or(deadline), queued.session());
             let slot = if background {
                 tokio::select! {
                     s = session => s,
@@ -202,7 +331,7 @@ impl Services {
             let sessions = window.limit() as usize;
             match self
                 .mailer
-                .send(target, &outgoing, deadline, sessions)
+                .send(target, &outgoing, (deadline, setup_by), sessions)
                 .await
             {
                 Ok(()) => {
@@ -214,7 +343,7 @@ impl Services {
                     let again = slot.refused()
                         && !e.maybe_delivered
                         && tries < REFUSED_TRIES
-                        && Instant::now() < deadline;
+                        && Instant::now() < setup_by.unwrap_or(deadline);
                     drop(slot);
                     if !again {
                         return Err(Undelivered::Failed(e));

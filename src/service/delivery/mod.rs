@@ -9,6 +9,7 @@
 //!   sessions, sweeps what nobody holds, drains and releases its leases at shutdown.
 
 mod attempt;
+pub mod relays;
 mod sender;
 pub mod window;
 
@@ -64,6 +65,8 @@ struct OutboxInner {
     /// database is away): never claimed or swept here, nor released at shutdown, until the
     /// outcome is recorded, however long that takes (API.md §11.3) — or the code expired.
     held: Mutex<HashMap<Vec<u8>, Held>>,
+    /// The circuit breakers of the relays this process sends to (API.md §12.1).
+    breakers: relays::Breakers,
     /// Background sends running (claimed, not yet settled).
     running: std::sync::atomic::AtomicUsize,
     /// Where the next claim starts (claims take turns between tenants).
@@ -99,6 +102,7 @@ impl Outbox {
                 wake: Notify::new(),
                 windows: Windows::default(),
                 held: Mutex::new(HashMap::new()),
+                breakers: relays::Breakers::default(),
                 running: std::sync::atomic::AtomicUsize::new(0),
                 cursor: Mutex::new(None),
                 stopping: AtomicBool::new(false),
@@ -106,6 +110,10 @@ impl Outbox {
                 stopped_at: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    pub(crate) fn breakers(&self) -> &relays::Breakers {
+        &self.inner.breakers
     }
 
     /// The lease owner id of this process.
@@ -264,8 +272,13 @@ impl Services {
     /// A tenant's session ceiling, within the server's limit (0 in the tenant: the
     /// server's default).
     pub fn max_connections(&self, tenant: &Tenant) -> u32 {
+        self.ceiling(tenant.smtp.max_connections)
+    }
+
+    /// A relay's session ceiling from the account's choice (0: the server's default).
+    pub fn ceiling(&self, chosen: u32) -> u32 {
         let smtp = &self.settings.load().smtp;
-        let chosen = match tenant.smtp.max_connections {
+        let chosen = match chosen {
             0 => smtp.max_connections_per_tenant,
             n => n,
         };
@@ -274,11 +287,20 @@ impl Services {
 
     /// The window of a tenant's relay.
     fn window(&self, tenant: &Tenant) -> Arc<RelayWindow> {
-        self.outbox.inner.windows.of(
+        self.relay_window(
             tenant.id.as_str(),
             tenant.smtp_version,
+            tenant.smtp.max_connections,
+        )
+    }
+
+    /// The window of a relay by its key (the tenant's id, or its fallback's).
+    fn relay_window(&self, key: &str, version: i64, chosen: u32) -> Arc<RelayWindow> {
+        self.outbox.inner.windows.of(
+            key,
+            version,
             self.settings.load().smtp.initial_connections,
-            self.max_connections(tenant),
+            self.ceiling(chosen),
         )
     }
 

@@ -74,9 +74,19 @@ impl KeyringStore for PgStore {
         })
     }
 
-    fn set_smtp_password(&self, id: &TenantId, old: &[u8], new: &[u8]) -> Result<bool, StoreError> {
+    fn set_smtp_password(
+        &self,
+        id: &TenantId,
+        fallback: bool,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
         let n = self.conn()?.db().execute(
-            "UPDATE tenants SET smtp_password = $3, row_version = row_version + 1 WHERE id = $1 AND smtp_password = $2",
+            if fallback {
+                "UPDATE tenants SET fallback_password = $3, row_version = row_version + 1 WHERE id = $1 AND fallback_password = $2"
+            } else {
+                "UPDATE tenants SET smtp_password = $3, row_version = row_version + 1 WHERE id = $1 AND smtp_password = $2"
+            },
             &[&id.as_str(), &old, &new],
         )?;
         Ok(n == 1)

@@ -190,6 +190,30 @@ impl Drop for PgStore {
     }
 }
 
+/// Set or remove a tenant's fallback relay (callers hold the transaction).
+fn set_fallback_row(
+    tx: &mut Db<'_, impl GenericClient>,
+    id: &str,
+    f: Option<&crate::domain::tenant::SmtpAccount>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE tenants SET fallback_host = $2, fallback_port = $3, fallback_username = $4, \
+         fallback_password = $5, fallback_from = $6, fallback_tls = $7, fallback_max_connections = $8 \
+         WHERE id = $1",
+        &[
+            &id,
+            &f.map(|f| f.host.as_str()),
+            &f.map(|f| i64::from(f.port)),
+            &f.map(|f| f.username.as_str()),
+            &f.map(|f| f.password.as_slice()),
+            &f.map(|f| f.from.as_str()),
+            &f.map(|f| f.tls.as_str()),
+            &f.map(|f| i64::from(f.max_connections)),
+        ],
+    )?;
+    Ok(())
+}
+
 /// A tenant and its current secret digest, inside the caller's transaction; a secret
 /// already registered (to anyone) is a conflict, enforced by the primary key.
 fn insert_tenant_row(
@@ -225,6 +249,9 @@ fn insert_tenant_row(
             &t.test,
         ],
     )?;
+    if let Some(f) = &t.smtp_fallback {
+        set_fallback_row(tx, t.id.as_str(), Some(f))?;
+    }
     let n = tx.execute(
         "INSERT INTO tenant_secrets (digest, tenant_id, created_at, expires_at) VALUES ($1, $2, $3, NULL) \
          ON CONFLICT (digest) DO NOTHING",

@@ -119,7 +119,7 @@ impl OutboxStore for PgStore {
         &self,
         key_digest: &[u8],
         owner: &str,
-        attempts: u32,
+        (attempts, transport): (u32, &str),
         now: Millis,
         event: Option<&NewEvent>,
     ) -> Result<bool, StoreError> {
@@ -157,11 +157,12 @@ impl OutboxStore for PgStore {
             // (Without the row, the `unknown` state is re-checked under the row's lock here.)
             let sent = tx.row_opt(
                 &format!(
-                    "UPDATE challenges SET delivery_status = 'sent', delivery_attempts = $2, delivery_reason = NULL, sent_at = $3 \
+                    "UPDATE challenges SET delivery_status = 'sent', delivery_attempts = $2, delivery_reason = NULL, sent_at = $3, \
+                       delivery_transport = $5 \
                      WHERE key_digest = $1 AND ($4 OR delivery_status = 'unknown') \
                      RETURNING email_canonical, purpose, flavor, seq, status, {TALLY_COLS}"
                 ),
-                &[&key_digest, &i64::from(attempts), &now, &held],
+                &[&key_digest, &i64::from(attempts), &now, &held, &transport],
                 |g| Ok((g.text(0)?, g.text(1)?, g.text(2)?, g.int(3)?, status_from(&g.text(4)?)?, tally_from(g, 5)?)),
             )?;
             if !held && sent.is_none() {

@@ -1,6 +1,6 @@
 //! PostgreSQL: tenants, their secrets and their templates.
 
-use super::{insert_tenant_row, PgStore};
+use super::{insert_tenant_row, set_fallback_row, PgStore};
 use crate::domain::keys::TenantId;
 use crate::domain::template::TenantTemplate;
 use crate::domain::tenant::Tenant;
@@ -80,6 +80,13 @@ impl TenantStore for PgStore {
                     "UPDATE tenants SET smtp_host = $2, smtp_port = $3, smtp_username = $4, smtp_password = $5, \
                      smtp_from = $6, smtp_tls = $7, smtp_max_connections = $8, smtp_version = smtp_version + 1 WHERE id = $1",
                     &[&id, &s.host.as_str(), &i64::from(s.port), &s.username, &s.password, &s.from.as_str(), &s.tls.as_str(), &i64::from(s.max_connections)],
+                )?;
+            }
+            if let Some(f) = &c.smtp_fallback {
+                set_fallback_row(tx, id, f.as_ref())?;
+                tx.execute(
+                    "UPDATE tenants SET smtp_version = smtp_version + 1 WHERE id = $1",
+                    &[&id],
                 )?;
             }
             if let Some(d) = c.delivery {

@@ -77,10 +77,20 @@ impl KeyringStore for SqliteStore {
         Ok(())
     }
 
-    fn set_smtp_password(&self, id: &TenantId, old: &[u8], new: &[u8]) -> Result<bool, StoreError> {
+    fn set_smtp_password(
+        &self,
+        id: &TenantId,
+        fallback: bool,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
         let conn = self.pooled()?;
         let n = conn.execute_cached(
-            "UPDATE tenants SET smtp_password = ?3, row_version = row_version + 1 WHERE id = ?1 AND smtp_password = ?2",
+            if fallback {
+                "UPDATE tenants SET fallback_password = ?3, row_version = row_version + 1 WHERE id = ?1 AND fallback_password = ?2"
+            } else {
+                "UPDATE tenants SET smtp_password = ?3, row_version = row_version + 1 WHERE id = ?1 AND smtp_password = ?2"
+            },
             params![id.as_str(), old, new],
         )?;
         Ok(n == 1)

@@ -208,6 +208,30 @@ pub(crate) fn create_private(path: &Path) -> Result<(), StoreError> {
     }
 }
 
+/// Set or remove a tenant's fallback relay (callers hold the transaction).
+fn set_fallback_row(
+    conn: &rusqlite::Connection,
+    id: &str,
+    f: Option<&crate::domain::tenant::SmtpAccount>,
+) -> Result<(), StoreError> {
+    conn.execute_cached(
+        "UPDATE tenants SET fallback_host = ?2, fallback_port = ?3, fallback_username = ?4, \
+         fallback_password = ?5, fallback_from = ?6, fallback_tls = ?7, fallback_max_connections = ?8 \
+         WHERE id = ?1",
+        params![
+            id,
+            f.map(|f| f.host.as_str()),
+            f.map(|f| f.port),
+            f.map(|f| f.username.as_str()),
+            f.map(|f| f.password.as_slice()),
+            f.map(|f| f.from.as_str()),
+            f.map(|f| f.tls.as_str()),
+            f.map(|f| f.max_connections),
+        ],
+    )?;
+    Ok(())
+}
+
 /// A tenant and its current secret digest (callers hold the transaction).
 fn insert_tenant_row(
     conn: &rusqlite::Connection,
@@ -242,6 +266,9 @@ fn insert_tenant_row(
             t.test
         ],
     )?;
+    if let Some(f) = &t.smtp_fallback {
+        set_fallback_row(conn, t.id.as_str(), Some(f))?;
+    }
     conn.execute_cached(
         "INSERT INTO tenant_secrets (digest, tenant_id, created_at, expires_at) VALUES (?1, ?2, ?3, NULL)",
         params![secret_digest, t.id.as_str(), now],

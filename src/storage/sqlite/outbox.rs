@@ -118,11 +118,16 @@ impl OutboxStore for SqliteStore {
         &self,
         key_digest: &[u8],
         owner: &str,
-        attempts: u32,
+        (attempts, transport): (u32, &str),
         now: Millis,
         event: Option<&NewEvent>,
     ) -> Result<bool, StoreError> {
-        let (key_digest, owner, event) = (key_digest.to_vec(), owner.to_string(), event.cloned());
+        let (key_digest, owner, event, transport) = (
+            key_digest.to_vec(),
+            owner.to_string(),
+            event.cloned(),
+            transport.to_string(),
+        );
         self.writer.write(move |tx| {
             // The outbox row first: only the holder of its lease settles the message (a
             // late outcome of an attempt whose row was re-claimed or settled changes nothing)
@@ -134,10 +139,11 @@ impl OutboxStore for SqliteStore {
             )? == 1;
             let sent = tx.row_opt(
                 &format!(
-                    "UPDATE challenges SET delivery_status = 'sent', delivery_attempts = ?2, delivery_reason = NULL, sent_at = ?3 \
+                    "UPDATE challenges SET delivery_status = 'sent', delivery_attempts = ?2, delivery_reason = NULL, sent_at = ?3, \
+                       delivery_transport = ?5 \
                      WHERE key_digest = ?1 AND (?4 OR delivery_status = 'unknown') RETURNING status, {TALLY_COLS}"
                 ),
-                params![key_digest, attempts, now, held],
+                params![key_digest, attempts, now, held, transport],
                 |r| Ok((status_from(&r.text(0)?)?, tally_from(r, 1)?)),
             )?;
             if !held && sent.is_none() {

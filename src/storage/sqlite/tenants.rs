@@ -2,7 +2,7 @@
 
 use rusqlite::params;
 
-use super::{insert_tenant_row, CachedSql, SqliteStore};
+use super::{insert_tenant_row, set_fallback_row, CachedSql, SqliteStore};
 use crate::domain::keys::TenantId;
 use crate::domain::template::TenantTemplate;
 use crate::domain::tenant::Tenant;
@@ -88,6 +88,13 @@ impl TenantStore for SqliteStore {
                 "UPDATE tenants SET smtp_host = ?2, smtp_port = ?3, smtp_username = ?4, smtp_password = ?5, \
                  smtp_from = ?6, smtp_tls = ?7, smtp_max_connections = ?8, smtp_version = smtp_version + 1 WHERE id = ?1",
                 params![id.as_str(), s.host.as_str(), s.port, s.username, s.password, s.from.as_str(), s.tls.as_str(), s.max_connections],
+            )?;
+        }
+        if let Some(f) = &c.smtp_fallback {
+            set_fallback_row(tx, id.as_str(), f.as_ref())?;
+            tx.execute_cached(
+                "UPDATE tenants SET smtp_version = smtp_version + 1 WHERE id = ?1",
+                [id.as_str()],
             )?;
         }
         if let Some(d) = c.delivery {

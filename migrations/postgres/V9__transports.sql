@@ -1,0 +1,14 @@
+-- A second relay per tenant (API.md §12.1), in step with migrations/sqlite/V9__transports.sql.
+
+-- The fallback relay: all NULL without one. Its password is sealed like smtp_password, bound
+-- to the tenant (as its fallback), host, port and user.
+ALTER TABLE tenants ADD COLUMN fallback_host TEXT;
+ALTER TABLE tenants ADD COLUMN fallback_port BIGINT;
+ALTER TABLE tenants ADD COLUMN fallback_username TEXT;
+ALTER TABLE tenants ADD COLUMN fallback_password BYTEA;
+ALTER TABLE tenants ADD COLUMN fallback_from TEXT;
+ALTER TABLE tenants ADD COLUMN fallback_tls TEXT;
+ALTER TABLE tenants ADD COLUMN fallback_max_connections BIGINT;
+
+-- Which transport accepted a code's last message: smtp, smtp_fallback or http.
+ALTER TABLE challenges ADD COLUMN delivery_transport TEXT;
