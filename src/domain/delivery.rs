@@ -37,6 +37,15 @@ pub enum DeliveryReason {
     Tls,
     Auth,
     Rejected,
+    /// The HTTP endpoint refused the message for good (a 4xx other than 408 and 429, or a
+    /// redirect, which is not followed).
+    HttpRejected,
+    /// The HTTP endpoint answered 408, 429 or 5xx.
+    HttpUnavailable,
+    /// No answer from the HTTP endpoint (connection, TLS, timeout).
+    HttpUnreachable,
+    /// The HTTP endpoint's host is not allowed by the address policy.
+    HttpHostNotAllowed,
 }
 
 impl DeliveryReason {
@@ -48,6 +57,10 @@ impl DeliveryReason {
             DeliveryReason::Tls => "smtp_tls",
             DeliveryReason::Auth => "smtp_auth",
             DeliveryReason::Rejected => "smtp_rejected",
+            DeliveryReason::HttpRejected => "http_rejected",
+            DeliveryReason::HttpUnavailable => "http_unavailable",
+            DeliveryReason::HttpUnreachable => "http_unreachable",
+            DeliveryReason::HttpHostNotAllowed => "http_host_not_allowed",
         }
     }
 }

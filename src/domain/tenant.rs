@@ -221,6 +221,42 @@ pub struct Tenant {
     /// A second relay, tried at once when `smtp` fails transiently (API.md §12.1); its
     /// password is sealed as the tenant's fallback.
     pub smtp_fallback: Option<SmtpAccount>,
+    /// Its HTTPS endpoint, as its primary transport or as the last fallback (API.md §12.2).
+    pub http: Option<HttpTransport>,
+}
+
+/// Where a tenant's HTTP transport stands among its transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpUse {
+    /// Instead of SMTP (then `smtp_fallback`, if any, is its fallback).
+    Primary,
+    /// After the relays.
+    Fallback,
+}
+
+impl HttpUse {
+    pub fn parse(s: &str) -> Option<HttpUse> {
+        match s {
+            "primary" => Some(HttpUse::Primary),
+            "fallback" => Some(HttpUse::Fallback),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpUse::Primary => "primary",
+            HttpUse::Fallback => "fallback",
+        }
+    }
+}
+
+/// A tenant's HTTP transport: messages are POSTed to `url`, signed with the secret (sealed
+/// with the data key, bound to the tenant).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpTransport {
+    pub url: String,
+    pub use_as: HttpUse,
+    pub secret: Vec<u8>,
 }
 
 #[cfg(test)]
@@ -257,6 +293,7 @@ impl Tenant {
             test: false,
             test_version: 0,
             smtp_fallback: None,
+            http: None,
         }
     }
 }

@@ -24,6 +24,8 @@ pub struct DeliveryError {
     /// time: a sign that it takes no more sessions now (API.md §11.1), not a verdict on
     /// the message.
     pub refused: bool,
+    /// How long the server asked to wait before the next try (an HTTP `Retry-After`).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 pub(super) fn fail(reason: DeliveryReason, detail: impl fmt::Display) -> DeliveryError {
@@ -36,6 +38,7 @@ pub(super) fn fail(reason: DeliveryReason, detail: impl fmt::Display) -> Deliver
             DeliveryReason::HostNotAllowed | DeliveryReason::Rejected | DeliveryReason::Auth
         ),
         refused: false,
+        retry_after: None,
     }
 }
 

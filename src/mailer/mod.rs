@@ -207,6 +207,7 @@ impl Mailer {
                         maybe_delivered: false,
                         transient: true,
                         refused: true,
+                        retry_after: None,
                     });
                 }
             }
@@ -224,6 +225,7 @@ impl Mailer {
                     // A session that did not get as far as a transaction in time (connect,
                     // greeting, TLS, AUTH): the relay is slow to take more sessions.
                     refused: !in_transaction,
+                    retry_after: None,
                 })
             }
         }
@@ -471,7 +473,10 @@ mod tests {
             message_id: None,
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        mailer.send(&target, &msg, (deadline, None), 1).await.unwrap();
+        mailer
+            .send(&target, &msg, (deadline, None), 1)
+            .await
+            .unwrap();
         assert_eq!(smtp.open_sessions(), 1, "kept for reuse");
         assert_eq!(mailer.close_idle_older_than(Duration::from_secs(60)), 0);
         // Past its idle time, it is closed with no further send from the tenant.

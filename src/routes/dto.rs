@@ -296,6 +296,8 @@ pub enum ProblemCode {
     IdempotencyKeyInUse,
     TemplateLimitReached,
     ResendLimitReached,
+    TransportNotFound,
+    ChannelNotConfigured,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -351,6 +353,11 @@ pub mod problems {
     #[derive(ToResponse)]
     #[response(content_type = "application/problem+json")]
     pub struct WebhookNotFound(pub Problem);
+
+    /// transport_not_found: the tenant has no HTTP transport
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct TransportNotFound(pub Problem);
 
     /// otp_not_found: unknown, malformed, another tenant's or purged key
     #[derive(ToResponse)]

@@ -10,6 +10,7 @@ pub mod governor;
 pub mod openapi;
 pub mod ops;
 pub mod templates;
+pub mod transport;
 pub mod v1;
 pub mod webhooks;
 
@@ -195,6 +196,16 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
             .route(web::put().to(webhooks::put))
             .route(web::get().to(webhooks::get))
             .route(web::delete().to(webhooks::delete)),
+    )
+    .service(
+        r("/v1/tenant/transport/http")
+            .route(web::put().to(transport::put))
+            .route(web::get().to(transport::get))
+            .route(web::delete().to(transport::delete)),
+    )
+    .service(
+        r("/v1/tenant/transport/http/rotate-secret")
+            .route(web::post().to(transport::rotate_secret)),
     )
     .service(r("/v1/tenant/webhook/rotate-secret").route(web::post().to(webhooks::rotate_secret)))
     .service(r("/v1/tenant/webhook/test").route(web::post().to(webhooks::test)))

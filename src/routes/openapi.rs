@@ -4,7 +4,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::dto::*;
-use super::{codes, devx, ops, templates, v1, webhooks};
+use super::{codes, devx, ops, templates, transport, v1, webhooks};
 
 struct Security;
 
@@ -41,13 +41,14 @@ impl Modify for Security {
         templates::list_for, templates::put_for, templates::delete_for, templates::preview_for,
         webhooks::put, webhooks::get, webhooks::delete, webhooks::rotate_secret, webhooks::test,
         webhooks::deliveries, codes::resend, devx::put_test_recipients, devx::get_test_recipients,
-        devx::test_inbox, devx::own_stats, devx::tenant_stats, devx::all_stats
+        devx::test_inbox, devx::own_stats, devx::tenant_stats, devx::all_stats,
+        transport::put, transport::get, transport::delete, transport::rotate_secret
     ),
     components(
         schemas(Problem, ProblemCode, FieldErrorOut),
         responses(
             problems::Unauthorized, problems::InvalidRequest, problems::TenantNotFound,
-            problems::WebhookNotFound, problems::OtpNotFound, problems::TemplateInvalid,
+            problems::WebhookNotFound, problems::TransportNotFound, problems::OtpNotFound, problems::TemplateInvalid,
             problems::SmtpPolicyRefused
         )
     ),
@@ -57,6 +58,7 @@ impl Modify for Security {
         (name = "self-service", description = "A tenant managing itself with its secret key"),
         (name = "codes", description = "Minting and verifying codes (secret key)"),
         (name = "webhooks", description = "Signed event notifications (secret key)"),
+        (name = "transports", description = "Delivery through the tenant's own HTTPS endpoint (secret key)"),
         (name = "templates", description = "Messages per locale (secret key, or admin token under /v1/tenants/{id})"),
         (name = "test mode", description = "Test recipients and the test inbox (secret key)"),
         (name = "statistics", description = "Counts by period (secret key; admin token for one or all tenants)"),

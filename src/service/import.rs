@@ -208,6 +208,7 @@ impl Services {
                     test: false,
                     test_version: 0,
                     smtp_fallback: None,
+                    http: None,
                 },
                 digest,
             ));

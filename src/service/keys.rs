@@ -10,6 +10,7 @@ use crate::crypto::cipher::{
     PasswordContext,
 };
 use crate::crypto::keyring::{Keyring, KIND_DATA};
+use crate::storage::TenantSeal;
 
 /// What `keys rotate` did, per master key id.
 #[derive(Debug, Default)]
@@ -122,8 +123,12 @@ impl Services {
             };
             tenants
                 .iter()
-                .flat_map(|t| std::iter::once(&t.smtp).chain(&t.smtp_fallback))
-                .filter(|a| old(&a.password))
+                .flat_map(|t| {
+                    std::iter::once(&t.smtp.password)
+                        .chain(t.smtp_fallback.as_ref().map(|f| &f.password))
+                        .chain(t.http.as_ref().map(|h| &h.secret))
+                })
+                .filter(|b| old(b))
                 .count()
                 + secrets.iter().filter(|(_, s)| old(s)).count()
         };
@@ -167,13 +172,36 @@ impl Services {
                 };
                 let new =
                     encrypt_password(&ring, &ctx, secrecy::ExposeSecret::expose_secret(&plain))?;
+                let which = if fallback {
+                    TenantSeal::FallbackPassword
+                } else {
+                    TenantSeal::SmtpPassword
+                };
                 let (id, old) = (t.id.clone(), account.password.clone());
                 if self
-                    .db(move |s| s.set_smtp_password(&id, fallback, &old, &new))
+                    .db(move |s| s.reseal_tenant_value(&id, which, &old, &new))
                     .await?
                 {
                     report.reencrypted += 1;
                 }
+            }
+            // The HTTP transport's signing secret is counted with the webhook secrets.
+            let Some(http) = &t.http else { continue };
+            if blob_version(&http.secret).map(|(v, _)| v) == Some(ring.active_data_version()) {
+                continue;
+            }
+            let kind = super::transport_http::SECRET_KIND;
+            let Ok(plain) = decrypt_record(&ring, kind, t.id.as_str(), b"", &http.secret) else {
+                report.webhook_secrets_undecryptable.push(t.id.to_string());
+                continue;
+            };
+            let new = encrypt_record(&ring, kind, t.id.as_str(), b"", &plain)?;
+            let (id, old) = (t.id.clone(), http.secret.clone());
+            if self
+                .db(move |s| s.reseal_tenant_value(&id, TenantSeal::HttpSecret, &old, &new))
+                .await?
+            {
+                report.webhook_secrets_reencrypted += 1;
             }
         }
         for (id, old) in secrets {

@@ -12,6 +12,7 @@ pub mod stats;
 pub mod templates;
 pub mod tenants;
 pub mod test_mode;
+pub mod transport_http;
 pub mod verify;
 pub mod webhooks;
 
@@ -94,6 +95,12 @@ pub enum ServiceError {
     TemplateNotFound,
     #[error("webhook not found")]
     WebhookNotFound,
+    /// The tenant has no HTTP transport (API.md §12.2): 404 `transport_not_found`.
+    #[error("transport not found")]
+    TransportNotFound,
+    /// A text message for a tenant without an HTTP transport: 422 `channel_not_configured`.
+    #[error("channel not configured")]
+    ChannelNotConfigured,
     /// A webhook URL refused by policy: the problem code.
     #[error("webhook refused: {0}")]
     WebhookRefused(&'static str),

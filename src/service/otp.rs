@@ -245,6 +245,7 @@ impl Services {
             email: email.as_given().to_string(),
             purpose: purpose.as_str().to_string(),
             locale: Some(written.locale.as_str().to_string()),
+            channel: None,
         };
         let payload = self.seal_message(&tenant.id, &key_digest, &message)?;
         drop(message);

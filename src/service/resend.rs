@@ -162,6 +162,7 @@ impl Services {
             email: view.email.clone(),
             purpose: view.purpose.clone(),
             locale: Some(written.locale.as_str().to_string()),
+            channel: None,
         };
         let payload = self.seal_message(&tenant.id, &digest, &message)?;
         drop(message);

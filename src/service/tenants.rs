@@ -302,6 +302,7 @@ impl Services {
             test: t.test,
             test_version: 0,
             smtp_fallback,
+            http: None,
         };
         let secret = t.secret.unwrap_or_else(|| SecretKey::generate_for(t.test));
         let digest = self.secret_digest(secret.expose());

@@ -14,7 +14,9 @@ use crate::domain::keys::TenantId;
 use crate::domain::locale::Locale;
 use crate::domain::policy::Policy;
 use crate::domain::template::TenantTemplate;
-use crate::domain::tenant::{Origin, Sender, SmtpAccount, SmtpHost, Tenant, TenantName, TlsMode};
+use crate::domain::tenant::{
+    HttpTransport, HttpUse, Origin, Sender, SmtpAccount, SmtpHost, Tenant, TenantName, TlsMode,
+};
 use crate::domain::test_mode::{FixedCode, RecipientPattern, TestRecipient};
 use crate::domain::webhook::{split_events, Disabled, Webhook, WebhookAttempt};
 
@@ -26,7 +28,8 @@ pub(crate) const TENANT_COLS: &str =
      t.max_attempts, t.smtp_max_connections, t.delivery, t.default_locale, t.templates_version, \
      COALESCE((SELECT w.events FROM webhooks w WHERE w.tenant_id = t.id), ''), t.row_version, \
      t.test, t.test_version, t.fallback_host, t.fallback_port, t.fallback_username, \
-     t.fallback_password, t.fallback_from, t.fallback_tls, t.fallback_max_connections";
+     t.fallback_password, t.fallback_from, t.fallback_tls, t.fallback_max_connections, \
+     t.http_url, t.http_use, t.http_secret";
 
 /// A code's columns as `GET /v1/otp/{key}` shows it, for queries that name the table `c`
 /// (read by [`view_from`]); `now` is the SQL of the current time its lease is compared with
@@ -160,6 +163,17 @@ pub(crate) fn tenant_from(r: &impl Cells) -> Result<Tenant, StoreError> {
         test: r.flag(21)?,
         test_version: r.int(22)?,
         smtp_fallback: fallback_from(r, 23)?,
+        http: match r.opt_text(30)? {
+            None => None,
+            Some(url) => Some(HttpTransport {
+                url,
+                use_as: one_of(
+                    r.opt_text(31)?.as_deref().and_then(HttpUse::parse),
+                    "an HTTP transport's use",
+                )?,
+                secret: r.opt_bytes(32)?.unwrap_or_default(),
+            }),
+        },
     })
 }
 

@@ -24,12 +24,12 @@ pub trait KeyringStore {
     ) -> Result<bool, StoreError>;
     /// Add a data key and make it the only active one.
     fn add_data_key(&self, row: &WrappedKey, now: Millis) -> Result<(), StoreError>;
-    /// Replace a tenant's encrypted SMTP password (its fallback relay's when `fallback`) if
-    /// it is still `old` (compare-and-swap).
-    fn set_smtp_password(
+    /// Replace a value sealed on a tenant's row if it is still `old` (compare-and-swap; a
+    /// data-key rotation re-sealing it).
+    fn reseal_tenant_value(
         &self,
         id: &TenantId,
-        fallback: bool,
+        which: TenantSeal,
         old: &[u8],
         new: &[u8],
     ) -> Result<bool, StoreError>;
@@ -41,4 +41,23 @@ pub trait KeyringStore {
         old: &[u8],
         new: &[u8],
     ) -> Result<bool, StoreError>;
+}
+
+/// A value sealed with the data key on a tenant's row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantSeal {
+    SmtpPassword,
+    FallbackPassword,
+    HttpSecret,
+}
+
+impl TenantSeal {
+    /// Its column.
+    pub(crate) fn column(self) -> &'static str {
+        match self {
+            TenantSeal::SmtpPassword => "smtp_password",
+            TenantSeal::FallbackPassword => "fallback_password",
+            TenantSeal::HttpSecret => "http_secret",
+        }
+    }
 }

@@ -27,7 +27,7 @@ pub use codes::{
 };
 pub use error::StoreError;
 pub use integration::IntegrationStore;
-pub use keyring::KeyringStore;
+pub use keyring::{KeyringStore, TenantSeal};
 pub use outbox::{
     ClaimRequest, Claimed, Fairness, OutboxJob, OutboxStats, OutboxStore, SweepCandidate, SweepItem,
 };

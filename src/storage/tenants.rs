@@ -6,7 +6,7 @@ use crate::domain::keys::TenantId;
 use crate::domain::locale::Locale;
 use crate::domain::policy::Policy;
 use crate::domain::template::TenantTemplate;
-use crate::domain::tenant::{SmtpAccount, Tenant, TenantName};
+use crate::domain::tenant::{HttpUse, SmtpAccount, Tenant, TenantName};
 use crate::domain::Millis;
 
 /// Changes to a tenant; `None` leaves a field as it is.
@@ -60,6 +60,20 @@ pub trait TenantStore {
         version: i64,
         now: Millis,
     ) -> Result<Updated, StoreError>;
+    /// Store the tenant's HTTP transport (API.md §12.2), keeping the signing secret it has
+    /// (`secret` is used only when it has none). `None`: no such tenant; `Some(true)`: the
+    /// transport is new (its secret is `secret`).
+    fn put_http(
+        &self,
+        id: &TenantId,
+        url: &str,
+        use_as: HttpUse,
+        secret: &[u8],
+    ) -> Result<Option<bool>, StoreError>;
+    /// Remove the tenant's HTTP transport; false when it had none.
+    fn clear_http(&self, id: &TenantId) -> Result<bool, StoreError>;
+    /// A new sealed signing secret; false when the tenant has no HTTP transport.
+    fn set_http_secret(&self, id: &TenantId, sealed: &[u8]) -> Result<bool, StoreError>;
     fn delete_tenant(&self, id: &TenantId) -> Result<bool, StoreError>;
     /// The enabled tenant whose current (or in-grace) secret has this digest.
     fn tenant_by_secret(&self, digest: &[u8], now: Millis) -> Result<Option<Tenant>, StoreError>;

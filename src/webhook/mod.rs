@@ -208,9 +208,16 @@ impl WebhookClient {
         Ok(WebhookClient { client, settings })
     }
 
-    /// POST a signed body to `url`. The URL is checked again first (an IP literal has no DNS
-    /// step where the resolver could refuse it).
-    pub async fn send(&self, url: &str, headers: &[(&str, String)], body: Vec<u8>) -> SendResult {
+    /// POST a signed body to `url`, within `timeout` (default: `webhooks.timeout_seconds`).
+    /// The URL is checked again first (an IP literal has no DNS step where the resolver could
+    /// refuse it).
+    pub async fn send(
+        &self,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> SendResult {
         let settings = self.settings.load_full();
         let u = match check_url(url, &settings) {
             Ok((u, _)) => u,
@@ -223,7 +230,7 @@ impl WebhookClient {
         let mut req = self
             .client
             .post(u)
-            .timeout(Duration::from_secs(settings.webhooks.timeout_seconds))
+            .timeout(timeout.unwrap_or(Duration::from_secs(settings.webhooks.timeout_seconds)))
             .header("content-type", "application/json")
             .body(body);
         for (k, v) in headers {

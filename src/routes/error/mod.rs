@@ -171,6 +171,20 @@ impl ApiError {
                     "The tenant has no webhook.".into(),
                     none(),
                 ),
+                S::TransportNotFound => (
+                    StatusCode::NOT_FOUND,
+                    "transport_not_found",
+                    "Transport not found",
+                    "The tenant has no HTTP transport.".into(),
+                    none(),
+                ),
+                S::ChannelNotConfigured => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "channel_not_configured",
+                    "Channel not configured",
+                    "Text messages go only through the tenant's HTTP transport, and it has none (PUT /v1/tenant/transport/http).".into(),
+                    none(),
+                ),
                 S::WebhookRefused(code) => {
                     let detail = match *code {
                         "webhook_plaintext_not_allowed" => {
@@ -294,7 +308,7 @@ impl ApiError {
                     StatusCode::BAD_GATEWAY,
                     "delivery_failed",
                     "Delivery failed",
-                    "The tenant's SMTP server did not accept the message.".into(),
+                    "The tenant's transport (its SMTP relay or HTTP endpoint) did not accept the message.".into(),
                     one("reason", json!(reason.as_str())),
                 ),
                 S::Overloaded => (

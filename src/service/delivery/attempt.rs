@@ -6,14 +6,14 @@
 
 use tokio::time::Instant;
 
-use super::relays::{Gate, Transport};
+use super::relays::{routes, Gate, Transport, Way};
 use super::window::Ticket;
 use super::{Services, StoredMessage, Unopened};
 use crate::domain::delivery::{next_attempt_at, DeliveryMode};
 use crate::domain::event::EventType;
 use crate::domain::tenant::{SmtpAccount, Tenant};
 use crate::mailer::{DeliveryError, DeliveryReason, Outgoing, SmtpTarget};
-use crate::service::tenants::sealed_as;
+use crate::service::transport_http::HttpMessage;
 use crate::service::webhooks::EventData;
 use crate::storage::integration::NewEvent;
 use crate::storage::{OutboxJob, Store, StoreError};
@@ -21,6 +21,8 @@ use crate::storage::{OutboxJob, Store, StoreError};
 /// Sessions one message tries when the relay keeps turning them away while its window
 /// shrinks.
 const REFUSED_TRIES: u32 = 4;
+/// The longest wait a `Retry-After` is honoured for (API.md §11.7).
+const RETRY_AFTER_MAX_MS: i64 = 3_600_000;
 /// How long a message that cannot be opened yet (its data key is not loaded here) waits.
 const KEY_WAIT_MS: i64 = 5_000;
 
@@ -134,9 +136,18 @@ impl Services {
             Err(e) => {
                 tracing::warn!(tenant_id = %tenant.id, recipient = %recipient, mode = job.mode.as_str(), attempts, reason = e.reason.as_str(), detail = %e.detail, transient = e.transient, "delivery attempt failed");
                 let now = self.now();
+                // The schedule's next try, or later if the endpoint asked (`Retry-After`, up
+                // to an hour), before the code expires.
+                let asked = e.retry_after.map_or(0, |d| {
+                    i64::try_from(d.as_millis())
+                        .unwrap_or(i64::MAX)
+                        .min(RETRY_AFTER_MAX_MS)
+                });
                 let retry_at = (e.transient && job.mode == DeliveryMode::Async)
                     .then(|| next_attempt_at(attempts, now, job.expires_at))
-                    .flatten();
+                    .flatten()
+                    .map(|at| at.max(now.saturating_add(asked)))
+                    .filter(|at| *at < job.expires_at);
                 match retry_at {
                     Some(due) => {
                         let (key, owner) =
@@ -158,10 +169,11 @@ impl Services {
         }
     }
 
-    /// Send through the tenant's relays in order (API.md §12.1): a transient failure that
-    /// sent nothing goes on to the next relay at once, within the same deadline
-    /// (`smtp.timeout_seconds`); a relay whose breaker is open is skipped while another can
-    /// take the message. `ticket`: a place already queued in the primary relay's window.
+    /// Send through the tenant's transports in order (API.md §12): a transient failure that
+    /// sent nothing goes on to the next one at once, within the same deadline (the first
+    /// transport's: `smtp.timeout_seconds` or `delivery.http_timeout_seconds`); a transport
+    /// whose breaker is open is skipped while another can take the message. `ticket`: a
+    /// place already queued in the primary relay's window.
     async fn send_via_relays(
         &self,
         job: &OutboxJob,
@@ -169,100 +181,117 @@ impl Services {
         msg: &StoredMessage,
         ticket: Option<Ticket>,
     ) -> Result<Transport, Undelivered> {
-        let deadline = Instant::now() + self.mailer.timeout();
         let breakers = self.outbox.breakers();
         let cfg = self.settings.load().delivery.clone();
-        let relays: Vec<(Transport, &SmtpAccount, String)> =
-            std::iter::once((Transport::Smtp, &tenant.smtp))
-                .chain(
-                    tenant
-                        .smtp_fallback
-                        .as_ref()
-                        .map(|f| (Transport::SmtpFallback, f)),
-                )
-                .map(|(t, a)| (t, a, sealed_as(&tenant.id, t == Transport::SmtpFallback)))
-                .collect();
+        let http_timeout = std::time::Duration::from_secs(cfg.http_timeout_seconds);
+        let channel = msg.channel();
+        let routes = routes(tenant, channel);
+        let deadline = Instant::now()
+            + match routes.first().map(|r| r.way) {
+                Some(Way::Http(_)) => http_timeout,
+                _ => self.mailer.timeout(),
+            };
         let now = self.now();
-        // Every relay resting: try them all the same (skipping would only fail sooner).
-        let all_open = relays
+        // Every transport resting: try them all the same (skipping would only fail sooner).
+        let all_open = routes
             .iter()
-            .all(|(_, _, key)| breakers.peek(key, now) == Gate::Open);
+            .all(|r| breakers.peek(&r.key, now) == Gate::Open);
         let mut ticket = ticket;
         let mut last = None;
-        for (i, (transport, account, key)) in relays.iter().enumerate() {
-            let ticket = ticket.take().filter(|_| i == 0);
+        for (i, route) in routes.iter().enumerate() {
+            let ticket = ticket.take().filter(|_| route.transport == Transport::Smtp);
             let gate = if all_open {
                 Gate::Closed
             } else {
-                breakers.admit(key, now)
+                breakers.admit(&route.key, now)
             };
             if gate == Gate::Open {
-                tracing::debug!(tenant_id = %tenant.id, transport = transport.as_str(), "the relay's breaker is open; skipped");
+                tracing::debug!(tenant_id = %tenant.id, transport = route.transport.as_str(), "the transport's breaker is open; skipped");
                 continue;
             }
-            let fallback = *transport == Transport::SmtpFallback;
-            let target = match self.relay_target(tenant, account, fallback).await {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::error!(tenant_id = %tenant.id, transport = transport.as_str(), error = %e, "a relay's SMTP password cannot be decrypted");
-                    if gate == Gate::Probe {
-                        breakers.let_go(key);
-                    }
-                    last = Some(DeliveryError {
-                        reason: DeliveryReason::Auth,
-                        detail: "the relay's password cannot be decrypted".into(),
-                        maybe_delivered: false,
-                        transient: false,
-                        refused: false,
-                    });
-                    continue;
-                }
-            };
-            // Another relay waits behind this one: a relay that hangs gets half the time left.
-            let more = relays[i + 1..]
+            // Another transport waits behind this one: one that hangs gets half the time left.
+            let more = routes[i + 1..]
                 .iter()
-                .any(|(_, _, k)| all_open || breakers.peek(k, now) != Gate::Open);
+                .any(|r| all_open || breakers.peek(&r.key, now) != Gate::Open);
             let setup_by = more.then(|| {
                 let left = deadline.saturating_duration_since(Instant::now());
                 Instant::now() + left / 2
             });
-            let relay = Relay {
-                key,
-                account,
-                version: tenant.smtp_version,
+            let sent = match route.way {
+                Way::Smtp { account, fallback } => {
+                    match self.relay_target(tenant, account, fallback).await {
+                        Ok(target) => {
+                            let relay = Relay {
+                                key: &route.key,
+                                account,
+                                version: tenant.smtp_version,
+                            };
+                            self.deliver(
+                                job,
+                                tenant,
+                                &relay,
+                                &target,
+                                msg,
+                                ticket,
+                                (deadline, setup_by),
+                            )
+                            .await
+                        }
+                        Err(e) => {
+                            tracing::error!(tenant_id = %tenant.id, transport = route.transport.as_str(), error = %e, "a relay's SMTP password cannot be decrypted");
+                            Err(Undelivered::Failed(DeliveryError {
+                                reason: DeliveryReason::Auth,
+                                detail: "the relay's password cannot be decrypted".into(),
+                                maybe_delivered: false,
+                                transient: false,
+                                refused: false,
+                                retry_after: None,
+                            }))
+                        }
+                    }
+                }
+                Way::Http(h) => {
+                    let left = setup_by
+                        .unwrap_or(deadline)
+                        .saturating_duration_since(Instant::now());
+                    self.outbox
+                        .hold(&job.key_digest, job.tenant_id.as_str(), job.expires_at);
+                    let m = HttpMessage {
+                        channel: channel.as_str(),
+                        job,
+                        msg,
+                    };
+                    self.send_http(tenant, h, &m, left.min(http_timeout))
+                        .await
+                        .map_err(Undelivered::Failed)
+                }
             };
-            match self
-                .deliver(
-                    job,
-                    tenant,
-                    &relay,
-                    &target,
-                    msg,
-                    ticket,
-                    (deadline, setup_by),
-                )
-                .await
-            {
+            match sent {
                 Ok(()) => {
-                    breakers.passed(key);
-                    return Ok(*transport);
+                    breakers.passed(&route.key);
+                    return Ok(route.transport);
                 }
                 Err(Undelivered::Stopped) => {
                     if gate == Gate::Probe {
-                        breakers.let_go(key);
+                        breakers.let_go(&route.key);
                     }
                     return Err(Undelivered::Stopped);
                 }
                 Err(Undelivered::Failed(e)) => {
                     if e.transient {
                         let open_ms = (cfg.breaker_seconds as i64).saturating_mul(1000);
-                        breakers.failed(key, self.now(), cfg.breaker_failures, open_ms);
+                        breakers.failed(&route.key, self.now(), cfg.breaker_failures, open_ms);
                     } else {
-                        breakers.passed(key);
+                        breakers.passed(&route.key);
                     }
-                    let go_on = e.transient && !e.maybe_delivered && Instant::now() < deadline;
+                    // A transport that cannot be used at all (its secret unreadable) lets the
+                    // next one try; otherwise only a transient failure that sent nothing does.
+                    let unusable = e.reason == DeliveryReason::Auth && !e.maybe_delivered;
+                    let go_on = (e.transient || unusable)
+                        && !e.maybe_delivered
+                        && Instant::now() < deadline;
                     if more && go_on {
-                        tracing::warn!(tenant_id = %tenant.id, transport = transport.as_str(), reason = e.reason.as_str(), detail = %e.detail, "a relay failed; the message goes to the next one");
+                        tracing::warn!(tenant_id = %tenant.id, transport = route.transport.as_str(), reason = e.reason.as_str(), detail = %e.detail, "a transport failed; the message goes to the next one");
                     }
                     last = Some(e);
                     if !go_on {
@@ -273,10 +302,11 @@ impl Services {
         }
         Err(Undelivered::Failed(last.unwrap_or_else(|| DeliveryError {
             reason: DeliveryReason::Unreachable,
-            detail: "every relay is resting after failures".into(),
+            detail: "every transport is resting after failures".into(),
             maybe_delivered: false,
             transient: true,
             refused: false,
+            retry_after: None,
         })))
     }
 
@@ -324,6 +354,7 @@ impl Services {
                     maybe_delivered: false,
                     transient: true,
                     refused: false,
+                    retry_after: None,
                 }));
             };
             self.outbox

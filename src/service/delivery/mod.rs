@@ -47,6 +47,18 @@ pub struct StoredMessage {
     pub purpose: String,
     #[serde(default)]
     pub locale: Option<String>,
+    /// `sms` for a text message (absent: an email).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+impl StoredMessage {
+    pub fn channel(&self) -> relays::Channel {
+        match self.channel.as_deref() {
+            Some("sms") => relays::Channel::Sms,
+            _ => relays::Channel::Email,
+        }
+    }
 }
 
 /// This process's part of the outbox: its lease owner id, the wake-up for its sender, each

@@ -1,5 +1,6 @@
-//! A tenant's relays (API.md §12.1): its primary relay and an optional fallback, each with
-//! its own session window and pool, and a circuit breaker per relay and process. After
+//! A tenant's transports (API.md §12): its relay, an optional fallback relay and an optional
+//! HTTP endpoint (first, instead of the relay, or last), each SMTP relay with its own
+//! session window and pool, and a circuit breaker per transport and process. After
 //! `delivery.breaker_failures` transient failures in a row a relay is skipped for
 //! `delivery.breaker_seconds` while another relay can take the message; then one message
 //! probes it (the others keep skipping it until the probe's outcome). A relay that answers —
@@ -9,13 +10,90 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use crate::domain::tenant::{HttpTransport, HttpUse, SmtpAccount, Tenant};
 use crate::domain::Millis;
+use crate::service::tenants::sealed_as;
+
+/// What a message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Email,
+    Sms,
+}
+
+impl Channel {
+    pub fn parse(s: &str) -> Option<Channel> {
+        match s {
+            "email" => Some(Channel::Email),
+            "sms" => Some(Channel::Sms),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Sms => "sms",
+        }
+    }
+}
 
 /// The transport that accepted a message (`delivery.transport`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
     Smtp,
     SmtpFallback,
+    Http,
+}
+
+/// How a route sends.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Way<'a> {
+    Smtp {
+        account: &'a SmtpAccount,
+        fallback: bool,
+    },
+    Http(&'a HttpTransport),
+}
+
+/// One transport a message may take, with its breaker's key.
+#[derive(Debug)]
+pub(crate) struct Route<'a> {
+    pub transport: Transport,
+    pub way: Way<'a>,
+    pub key: String,
+}
+
+/// The transports a message takes, in order: a text message only the HTTP endpoint; an
+/// email the endpoint first when it is the primary transport (then the fallback relay),
+/// else the relay, the fallback relay and the endpoint when it is the fallback.
+pub(crate) fn routes(tenant: &Tenant, channel: Channel) -> Vec<Route<'_>> {
+    let id = &tenant.id;
+    let smtp = Route {
+        transport: Transport::Smtp,
+        way: Way::Smtp {
+            account: &tenant.smtp,
+            fallback: false,
+        },
+        key: sealed_as(id, false),
+    };
+    let fallback = tenant.smtp_fallback.as_ref().map(|account| Route {
+        transport: Transport::SmtpFallback,
+        way: Way::Smtp {
+            account,
+            fallback: true,
+        },
+        key: sealed_as(id, true),
+    });
+    let http = tenant.http.as_ref().map(|h| Route {
+        transport: Transport::Http,
+        way: Way::Http(h),
+        key: format!("{}/http", id.as_str()),
+    });
+    match (channel, tenant.http.as_ref().map(|h| h.use_as)) {
+        (Channel::Sms, _) => http.into_iter().collect(),
+        (Channel::Email, Some(HttpUse::Primary)) => http.into_iter().chain(fallback).collect(),
+        (Channel::Email, _) => std::iter::once(smtp).chain(fallback).chain(http).collect(),
+    }
 }
 
 impl Transport {
@@ -23,6 +101,7 @@ impl Transport {
         match self {
             Transport::Smtp => "smtp",
             Transport::SmtpFallback => "smtp_fallback",
+            Transport::Http => "http",
         }
     }
 }

@@ -68,7 +68,7 @@ fn event_data(d: &EventData<'_>) -> Map<String, Value> {
     data
 }
 
-fn refused(r: UrlRefusal) -> ServiceError {
+pub(super) fn refused(r: UrlRefusal) -> ServiceError {
     use crate::net_policy::HostRefusal;
     match r {
         UrlRefusal::Malformed => ServiceError::field("url", r.to_string()),

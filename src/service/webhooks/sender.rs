@@ -52,6 +52,11 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Hooks {
+    /// The HTTP client for tenants' endpoints (webhooks and the HTTP transport).
+    pub(crate) fn client(&self) -> &crate::webhook::WebhookClient {
+        &self.inner.client
+    }
+
     pub fn new(client: crate::webhook::WebhookClient) -> Hooks {
         Hooks {
             inner: Arc::new(HooksInner {
@@ -274,7 +279,7 @@ impl Services {
                 .hooks
                 .inner
                 .client
-                .send(&hook.url, &headers, body)
+                .send(&hook.url, &headers, body, None)
                 .await
             {
                 SendResult::Status { code, .. } if (200..300).contains(&code) => {

@@ -6,7 +6,7 @@ use crate::crypto::keyring::WrappedKey;
 use crate::domain::keys::TenantId;
 use crate::domain::Millis;
 use crate::storage::cells::wrapped_key_from;
-use crate::storage::{KeyringStore, StoreError};
+use crate::storage::{KeyringStore, StoreError, TenantSeal};
 
 impl KeyringStore for PgStore {
     fn keyring(&self) -> Result<Vec<WrappedKey>, StoreError> {
@@ -74,19 +74,16 @@ impl KeyringStore for PgStore {
         })
     }
 
-    fn set_smtp_password(
+    fn reseal_tenant_value(
         &self,
         id: &TenantId,
-        fallback: bool,
+        which: TenantSeal,
         old: &[u8],
         new: &[u8],
     ) -> Result<bool, StoreError> {
+        let col = which.column();
         let n = self.conn()?.db().execute(
-            if fallback {
-                "UPDATE tenants SET fallback_password = $3, row_version = row_version + 1 WHERE id = $1 AND fallback_password = $2"
-            } else {
-                "UPDATE tenants SET smtp_password = $3, row_version = row_version + 1 WHERE id = $1 AND smtp_password = $2"
-            },
+            &format!("UPDATE tenants SET {col} = $3, row_version = row_version + 1 WHERE id = $1 AND {col} = $2"),
             &[&id.as_str(), &old, &new],
         )?;
         Ok(n == 1)

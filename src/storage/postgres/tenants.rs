@@ -3,7 +3,7 @@
 use super::{insert_tenant_row, set_fallback_row, PgStore};
 use crate::domain::keys::TenantId;
 use crate::domain::template::TenantTemplate;
-use crate::domain::tenant::Tenant;
+use crate::domain::tenant::{HttpUse, Tenant};
 use crate::domain::Millis;
 use crate::storage::cells::Cells;
 use crate::storage::cells::{template_from, tenant_from, TENANT_COLS};
@@ -116,6 +116,37 @@ impl TenantStore for PgStore {
             )?;
             Ok(Updated::Done(Box::new(tenant_from(&row)?)))
         })
+    }
+
+    fn put_http(
+        &self,
+        id: &TenantId,
+        url: &str,
+        use_as: HttpUse,
+        secret: &[u8],
+    ) -> Result<Option<bool>, StoreError> {
+        self.conn()?.db().row_opt(
+            "UPDATE tenants SET http_url = $2, http_use = $3, http_secret = COALESCE(http_secret, $4), \
+             row_version = row_version + 1 WHERE id = $1 RETURNING http_secret = $4",
+            &[&id.as_str(), &url, &use_as.as_str(), &secret],
+            |r| r.flag(0),
+        )
+    }
+
+    fn clear_http(&self, id: &TenantId) -> Result<bool, StoreError> {
+        Ok(self.conn()?.db().execute(
+            "UPDATE tenants SET http_url = NULL, http_use = NULL, http_secret = NULL, \
+             row_version = row_version + 1 WHERE id = $1 AND http_url IS NOT NULL",
+            &[&id.as_str()],
+        )? > 0)
+    }
+
+    fn set_http_secret(&self, id: &TenantId, sealed: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.conn()?.db().execute(
+            "UPDATE tenants SET http_secret = $2, row_version = row_version + 1 \
+             WHERE id = $1 AND http_url IS NOT NULL",
+            &[&id.as_str(), &sealed],
+        )? > 0)
     }
 
     fn delete_tenant(&self, id: &TenantId) -> Result<bool, StoreError> {

@@ -8,7 +8,7 @@ use crate::crypto::keyring::WrappedKey;
 use crate::domain::keys::TenantId;
 use crate::domain::Millis;
 use crate::storage::cells::wrapped_key_from;
-use crate::storage::{KeyringStore, StoreError};
+use crate::storage::{KeyringStore, StoreError, TenantSeal};
 
 impl KeyringStore for SqliteStore {
     fn keyring(&self) -> Result<Vec<WrappedKey>, StoreError> {
@@ -77,20 +77,17 @@ impl KeyringStore for SqliteStore {
         Ok(())
     }
 
-    fn set_smtp_password(
+    fn reseal_tenant_value(
         &self,
         id: &TenantId,
-        fallback: bool,
+        which: TenantSeal,
         old: &[u8],
         new: &[u8],
     ) -> Result<bool, StoreError> {
         let conn = self.pooled()?;
+        let col = which.column();
         let n = conn.execute_cached(
-            if fallback {
-                "UPDATE tenants SET fallback_password = ?3, row_version = row_version + 1 WHERE id = ?1 AND fallback_password = ?2"
-            } else {
-                "UPDATE tenants SET smtp_password = ?3, row_version = row_version + 1 WHERE id = ?1 AND smtp_password = ?2"
-            },
+            &format!("UPDATE tenants SET {col} = ?3, row_version = row_version + 1 WHERE id = ?1 AND {col} = ?2"),
             params![id.as_str(), old, new],
         )?;
         Ok(n == 1)
