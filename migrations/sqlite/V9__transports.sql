@@ -16,5 +16,8 @@ ALTER TABLE tenants ADD COLUMN http_url TEXT;
 ALTER TABLE tenants ADD COLUMN http_use TEXT;
 ALTER TABLE tenants ADD COLUMN http_secret BLOB;
 
+-- A locale's text message (API.md §12.3); NULL: the built-in one of its language.
+ALTER TABLE templates ADD COLUMN sms TEXT;
+
 -- Which transport accepted a code's last message: smtp, smtp_fallback or http.
 ALTER TABLE challenges ADD COLUMN delivery_transport TEXT;

@@ -46,6 +46,8 @@ pub enum DeliveryReason {
     HttpUnreachable,
     /// The HTTP endpoint's host is not allowed by the address policy.
     HttpHostNotAllowed,
+    /// A text message, and the tenant has no HTTP transport (any more).
+    ChannelNotConfigured,
 }
 
 impl DeliveryReason {
@@ -61,6 +63,7 @@ impl DeliveryReason {
             DeliveryReason::HttpUnavailable => "http_unavailable",
             DeliveryReason::HttpUnreachable => "http_unreachable",
             DeliveryReason::HttpHostNotAllowed => "http_host_not_allowed",
+            DeliveryReason::ChannelNotConfigured => "channel_not_configured",
         }
     }
 }

@@ -94,8 +94,11 @@ impl RecipientEmail {
     }
 }
 
-/// Mask any address-like string for logs.
+/// Mask any address-like string for logs (a phone number as `+49*******678`).
 pub fn mask(addr: &str) -> String {
+    if super::recipient::PhoneNumber::parse(addr).is_some() {
+        return super::recipient::mask_phone(addr);
+    }
     match addr.rsplit_once('@') {
         Some((local, domain)) => {
             let first: String = local.chars().take(1).collect();

@@ -10,6 +10,7 @@ pub mod keys;
 pub mod locale;
 pub mod policy;
 pub mod purpose;
+pub mod recipient;
 pub mod stats;
 pub mod template;
 pub mod tenant;

@@ -9,5 +9,7 @@ pub struct TenantTemplate {
     pub subject: String,
     pub text: String,
     pub html: Option<String>,
+    /// The text message (API.md §12.3).
+    pub sms: Option<String>,
     pub updated_at: Millis,
 }

@@ -12,11 +12,12 @@ macro_rules! lang {
             include_str!(concat!("../../templates/", $l, "/subject.txt")),
             include_str!(concat!("../../templates/", $l, "/text.txt")),
             include_str!(concat!("../../templates/", $l, "/html.html")),
+            include_str!(concat!("../../templates/", $l, "/sms.txt")),
         )
     };
 }
 
-const SOURCES: [(&str, &str, &str, &str); 10] = [
+const SOURCES: [(&str, &str, &str, &str, &str); 10] = [
     lang!("en"),
     lang!("de"),
     lang!("es"),
@@ -33,13 +34,14 @@ const SOURCES: [(&str, &str, &str, &str); 10] = [
 pub fn all() -> Vec<(&'static str, Fields)> {
     SOURCES
         .iter()
-        .map(|(l, subject, text, html)| {
+        .map(|(l, subject, text, html, sms)| {
             (
                 *l,
                 Fields {
                     subject: subject.trim().to_string(),
                     text: text.to_string(),
                     html: Some(html.to_string()),
+                    sms: Some(sms.trim().to_string()),
                 },
             )
         })

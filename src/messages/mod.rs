@@ -31,6 +31,8 @@ pub const VARIABLES: [&str; 8] = [
 const ENGINE_NAMES: [&str; 4] = ["range", "dict", "namespace", "loop"];
 
 pub const SUBJECT_MAX_CHARS: usize = 200;
+/// A text message, rendered, is at most this many characters (API.md §12.3).
+pub const SMS_MAX_CHARS: usize = 320;
 pub const BODY_MAX_BYTES: usize = 64 * 1024;
 /// A rendered part larger than this is refused (a loop cannot inflate a message).
 const RENDERED_MAX_BYTES: usize = 256 * 1024;
@@ -64,6 +66,8 @@ pub struct Fields {
     pub subject: String,
     pub text: String,
     pub html: Option<String>,
+    /// The text message of this locale (API.md §12.3).
+    pub sms: Option<String>,
 }
 
 impl From<&TenantTemplate> for Fields {
@@ -72,6 +76,7 @@ impl From<&TenantTemplate> for Fields {
             subject: t.subject.clone(),
             text: t.text.clone(),
             html: t.html.clone(),
+            sms: t.sms.clone(),
         }
     }
 }
@@ -82,6 +87,8 @@ pub struct Rendered {
     pub subject: String,
     pub text: String,
     pub html: Option<String>,
+    /// The text message, when the template has one.
+    pub sms: Option<String>,
 }
 
 /// What a template is rendered with.
@@ -114,7 +121,7 @@ impl Vars<'_> {
     }
 }
 
-const FIELD_NAMES: [&str; 3] = ["subject", "text", "html"];
+const FIELD_NAMES: [&str; 4] = ["subject", "text", "html", "sms"];
 
 fn field_of(name: &str) -> &'static str {
     let last = name.rsplit('/').next().unwrap_or(name);
@@ -180,10 +187,22 @@ pub fn shows_code(r: &Rendered, code: &str) -> bool {
     holds_code(&r.text, code) && r.html.as_deref().is_none_or(|h| holds_code(h, code))
 }
 
+/// Whether a rendered message has a text message that shows the code.
+pub fn sms_shows_code(r: &Rendered, code: &str) -> bool {
+    r.sms.as_deref().is_some_and(|s| holds_code(s, code))
+}
+
+/// What a locale of a set holds besides subject and text.
+#[derive(Debug, Clone, Copy, Default)]
+struct Parts {
+    html: bool,
+    sms: bool,
+}
+
 /// A set of templates by locale, compiled once.
 pub struct TemplateSet {
     env: Environment<'static>,
-    locales: BTreeMap<String, bool>,
+    locales: BTreeMap<String, Parts>,
     /// The bytes of the sources compiled (what a cache of sets counts).
     bytes: usize,
 }
@@ -209,21 +228,30 @@ impl TemplateSet {
     }
 
     fn add(&mut self, locale: &str, f: Fields) -> bool {
-        let bytes = f.subject.len() + f.text.len() + f.html.as_ref().map_or(0, String::len);
+        let bytes = f.subject.len()
+            + f.text.len()
+            + f.html.as_ref().map_or(0, String::len)
+            + f.sms.as_ref().map_or(0, String::len);
         let mut names = vec![
             (format!("{locale}/subject"), f.subject),
             (format!("{locale}/text"), f.text),
         ];
-        let has_html = f.html.is_some();
+        let parts = Parts {
+            html: f.html.is_some(),
+            sms: f.sms.is_some(),
+        };
         if let Some(h) = f.html {
             names.push((format!("{locale}/html"), h));
+        }
+        if let Some(t) = f.sms {
+            names.push((format!("{locale}/sms"), t));
         }
         let mut env = std::mem::replace(&mut self.env, sandbox());
         let ok = names
             .into_iter()
             .all(|(n, s)| env.add_template_owned(n, s).is_ok());
         if ok {
-            self.locales.insert(locale.to_string(), has_html);
+            self.locales.insert(locale.to_string(), parts);
             self.bytes += bytes;
         } else {
             for f in FIELD_NAMES {
@@ -278,14 +306,27 @@ impl TemplateSet {
         };
         let subject = part("subject")?;
         let text = part("text")?;
-        let html = match self.locales.get(locale) {
-            Some(true) => Some(part("html")?),
-            _ => None,
+        let parts = self.locales.get(locale).copied().unwrap_or_default();
+        let html = parts.html.then(|| part("html")).transpose()?;
+        let sms = match parts.sms {
+            false => None,
+            true => {
+                let sms = part("sms")?.trim().to_string();
+                if sms.chars().count() > SMS_MAX_CHARS {
+                    return Err(TemplateError::new(
+                        "sms",
+                        None,
+                        format!("renders more than {SMS_MAX_CHARS} characters"),
+                    ));
+                }
+                Some(sms)
+            }
         };
         Ok(Rendered {
             subject: one_line(&subject),
             text,
             html,
+            sms,
         })
     }
 }
@@ -325,9 +366,15 @@ pub fn lint(f: &Fields, code_length: u32) -> Result<(), Vec<TemplateError>> {
     if f.text.trim().is_empty() {
         errors.push(TemplateError::new("text", None, "must not be empty"));
     }
+    if f.sms.as_ref().is_some_and(|t| t.trim().is_empty()) {
+        errors.push(TemplateError::new("sms", None, "must not be empty"));
+    }
     let mut parts: Vec<(&'static str, &str)> = vec![("subject", &f.subject), ("text", &f.text)];
     if let Some(h) = &f.html {
         parts.push(("html", h));
+    }
+    if let Some(t) = &f.sms {
+        parts.push(("sms", t));
     }
     for (field, src) in &parts {
         if *field != "subject" && src.len() > BODY_MAX_BYTES {
@@ -404,6 +451,15 @@ pub fn lint(f: &Fields, code_length: u32) -> Result<(), Vec<TemplateError>> {
                 if !holds_code(h, &sample) {
                     errors.push(TemplateError::new(
                         "html",
+                        None,
+                        "must contain {{ code }} (the code as one run of digits)",
+                    ));
+                }
+            }
+            if let Some(t) = &r.sms {
+                if !holds_code(t, &sample) {
+                    errors.push(TemplateError::new(
+                        "sms",
                         None,
                         "must contain {{ code }} (the code as one run of digits)",
                     ));

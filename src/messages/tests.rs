@@ -17,7 +17,49 @@ fn fields(subject: &str, text: &str, html: Option<&str>) -> Fields {
         subject: subject.into(),
         text: text.into(),
         html: html.map(str::to_string),
+        sms: None,
     }
+}
+
+#[test]
+fn every_builtin_text_message_starts_with_the_code_and_fits() {
+    let set = TemplateSet::builtins();
+    for lang in LANGUAGES {
+        for ttl in [60, 600, 86400] {
+            let r = set
+                .render(lang, &vars("042917", lang, "login", ttl))
+                .unwrap();
+            let sms = r
+                .sms
+                .unwrap_or_else(|| panic!("{lang} has no text message"));
+            assert!(sms.starts_with("042917 "), "{lang}: {sms}");
+            assert!(sms.contains("Acme <Shop> & Co"), "{lang}: {sms}");
+            assert!(sms.chars().count() <= SMS_MAX_CHARS, "{lang}");
+            assert!(!sms.contains("{{") && !sms.contains('\n'), "{lang}: {sms}");
+        }
+    }
+}
+
+#[test]
+fn a_text_message_must_show_the_code_and_render_within_320_characters() {
+    let mut f = fields("Code", "{{ code }}", None);
+    f.sms = Some("{{ code }} for {{ app_name }}".into());
+    lint(&f, 6).unwrap();
+    f.sms = Some("your code is ready".into());
+    assert_eq!(lint(&f, 6).unwrap_err()[0].field, "sms");
+    f.sms = Some("  ".into());
+    assert_eq!(lint(&f, 6).unwrap_err()[0].field, "sms");
+    f.sms = Some("{{ code }} {{ nope }}".into());
+    assert_eq!(lint(&f, 6).unwrap_err()[0].field, "sms");
+    // Short in source, long once rendered.
+    f.sms = Some("{{ code }}{% for i in range(40) %} {{ app_name }}{% endfor %}".into());
+    let e = lint(&f, 6).unwrap_err();
+    assert_eq!(e[0].field, "sms", "{e:?}");
+    assert!(e[0].message.contains("320"), "{e:?}");
+    // A text message is not part of the email: it does not need to be there at all.
+    f.sms = None;
+    let r = render_once(&f, &vars("123456", "en", "login", 60)).unwrap();
+    assert_eq!(r.sms, None);
 }
 
 #[test]
@@ -146,6 +188,7 @@ fn chain_and_resolution_follow_the_contract() {
         subject: "S".into(),
         text: "{{ code }}".into(),
         html: None,
+        sms: None,
         updated_at: 0,
     }]);
     assert_eq!(

@@ -17,6 +17,7 @@ use crate::domain::delivery::DeliveryMode;
 use crate::domain::email::RecipientEmail;
 use crate::domain::keys::Flavor;
 use crate::domain::purpose::Purpose;
+use crate::domain::recipient::{PhoneNumber, Recipient, PHONE_RULE};
 use crate::service::idempotency::{fingerprint, kept, valid_key, IdemStart};
 use crate::service::otp::{MintRequest, Minted};
 use crate::service::verify::Caller;
@@ -27,7 +28,11 @@ type ApiResult = Result<HttpResponse, ApiError>;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MintBody {
-    email: String,
+    /// The recipient's address (or `phone`, not both).
+    email: Option<String>,
+    /// A phone number in E.164 form (`+4915112345678`): the code goes as a text message
+    /// through the tenant's HTTP transport (API.md §12.3).
+    phone: Option<String>,
     purpose: Option<String>,
     locale: Option<String>,
     /// `sync` or `async`; default: the tenant's `delivery`
@@ -164,10 +169,28 @@ fn answer(status: u16, body: web::Bytes, replayed: bool) -> HttpResponse {
 }
 
 fn mint_request(b: MintBody) -> Result<MintRequest, ApiError> {
-    let email =
-        RecipientEmail::parse(&b.email).map_err(|e| ServiceError::InvalidEmail(e.to_string()))?;
+    let to = match (b.email, b.phone) {
+        (Some(e), None) => Recipient::Email(
+            RecipientEmail::parse(&e).map_err(|e| ServiceError::InvalidEmail(e.to_string()))?,
+        ),
+        (None, Some(p)) => Recipient::Phone(
+            PhoneNumber::parse(&p).ok_or_else(|| ServiceError::field("phone", PHONE_RULE))?,
+        ),
+        (Some(_), Some(_)) => {
+            return Err(
+                ServiceError::field("phone", "give \"email\" or \"phone\", not both").into(),
+            )
+        }
+        (None, None) => {
+            return Err(ServiceError::field(
+                "email",
+                "is required (or \"phone\" for a text message)",
+            )
+            .into())
+        }
+    };
     Ok(MintRequest {
-        email,
+        to,
         purpose: Purpose::parse(b.purpose.as_deref()).map_err(ServiceError::from)?,
         flavor: Flavor::Native,
         delivery: parse_delivery(b.delivery.as_deref())?,

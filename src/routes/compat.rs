@@ -16,6 +16,7 @@ use crate::domain::email::RecipientEmail;
 use crate::domain::keys::{Flavor, SecretKey};
 use crate::domain::policy::PolicyPatch;
 use crate::domain::purpose::Purpose;
+use crate::domain::recipient::Recipient;
 use crate::domain::tenant::{Origin, TlsMode};
 use crate::service::otp::MintRequest;
 use crate::service::tenants::{NewTenant, SmtpInput};
@@ -157,7 +158,7 @@ pub async fn otp(req: HttpRequest, st: web::Data<AppState>, payload: web::Payloa
         .mint(
             &tenant,
             MintRequest {
-                email,
+                to: Recipient::Email(email),
                 purpose,
                 flavor: Flavor::Compat,
                 delivery: None,

@@ -32,6 +32,9 @@ pub struct TemplateBody {
     text: String,
     /// ≤ 64 KiB; must contain `{{ code }}`; variables are HTML-escaped
     html: Option<String>,
+    /// The text message (API.md §12.3): must contain `{{ code }}`, ≤ 320 characters
+    /// rendered; without it the built-in text message of the language is used
+    sms: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema, Default)]
@@ -42,6 +45,7 @@ pub struct PreviewBody {
     subject: Option<String>,
     text: Option<String>,
     html: Option<String>,
+    sms: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -50,6 +54,7 @@ pub struct TemplateOut {
     pub subject: String,
     pub text: String,
     pub html: Option<String>,
+    pub sms: Option<String>,
     pub updated_at: String,
 }
 
@@ -60,6 +65,7 @@ impl From<&TenantTemplate> for TemplateOut {
             subject: t.subject.clone(),
             text: t.text.clone(),
             html: t.html.clone(),
+            sms: t.sms.clone(),
             updated_at: rfc3339(t.updated_at),
         }
     }
@@ -80,6 +86,8 @@ pub struct PreviewOut {
     pub subject: String,
     pub text: String,
     pub html: Option<String>,
+    /// The text message.
+    pub sms: Option<String>,
 }
 
 impl From<Message> for PreviewOut {
@@ -89,6 +97,7 @@ impl From<Message> for PreviewOut {
             subject: m.rendered.subject,
             text: m.rendered.text,
             html: m.rendered.html,
+            sms: m.rendered.sms,
         }
     }
 }
@@ -126,6 +135,7 @@ async fn put(
                 subject: b.subject,
                 text: b.text,
                 html: b.html,
+                sms: b.sms,
             },
         )
         .await?;
@@ -146,6 +156,7 @@ async fn preview(req: &HttpRequest, st: &AppState, t: &Tenant, payload: web::Pay
         subject: b.subject,
         text: b.text,
         html: b.html,
+        sms: b.sms,
     };
     let m = st.services.preview(t, input).await?;
     Ok(json(HttpResponse::Ok(), &PreviewOut::from(m)))

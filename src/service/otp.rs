@@ -9,12 +9,12 @@ use crate::crypto::lookup_digest;
 use crate::domain::challenge::{ChallengeView, Status};
 use crate::domain::code::OtpCode;
 use crate::domain::delivery::DeliveryMode;
-use crate::domain::email::RecipientEmail;
 use crate::domain::event::EventType;
 use crate::domain::keys::{Flavor, ShareableKey, TenantId};
 use crate::domain::locale::Locale;
 use crate::domain::policy::Policy;
 use crate::domain::purpose::Purpose;
+use crate::domain::recipient::{Channel, Recipient};
 use crate::domain::tenant::{SmtpAccount, Tenant};
 use crate::domain::Millis;
 use crate::mailer::{new_message_id, SmtpTarget};
@@ -26,13 +26,12 @@ use crate::service::webhooks::EventData;
 use crate::storage::{InboxEntry, NewChallenge, NewOutbox, OutboxJob, QuotaRefusal};
 
 pub const KEY_LABEL: &str = "shareable-key";
-/// The channel of every code until text messages come (API.md §12).
-pub(crate) const CHANNEL_EMAIL: &str = "email";
 
 /// What a mint asks for, parsed.
 #[derive(Debug)]
 pub struct MintRequest {
-    pub email: RecipientEmail,
+    /// An address, or a phone number for a text message (API.md §12.3).
+    pub to: Recipient,
     pub purpose: Purpose,
     pub flavor: Flavor,
     /// Default: the tenant's.
@@ -92,6 +91,32 @@ pub(super) fn ended(status: Status) -> ServiceError {
     }
 }
 
+/// A message as it is sealed in the outbox: an email, or (`sms`) a text message whose text
+/// is the rendered `sms` part (the built-in one when the template has none).
+pub(super) fn stored_message(
+    tenant: &Tenant,
+    rendered: crate::messages::Rendered,
+    (locale, sms): (&Locale, bool),
+    key: &str,
+    (to, purpose): (&str, &str),
+) -> StoredMessage {
+    let (subject, text, html) = match (sms, rendered.sms) {
+        (true, Some(t)) => (String::new(), t, None),
+        _ => (rendered.subject, rendered.text, rendered.html),
+    };
+    StoredMessage {
+        subject,
+        text,
+        html,
+        message_id: new_message_id(tenant.smtp.from.as_str()),
+        shareable_key: Some(key.to_string()),
+        email: to.to_string(),
+        purpose: purpose.to_string(),
+        locale: Some(locale.as_str().to_string()),
+        channel: sms.then(|| Channel::Sms.as_str().to_string()),
+    }
+}
+
 impl Services {
     pub(super) fn key_digest(&self, key: &str) -> Vec<u8> {
         lookup_digest(self.keyring.get().pepper(), KEY_LABEL, key)
@@ -116,7 +141,7 @@ impl Services {
         ctx: &RequestContext,
     ) -> Result<Minted, ServiceError> {
         let MintRequest {
-            email,
+            to: email,
             purpose,
             flavor,
             delivery,
@@ -164,7 +189,7 @@ impl Services {
     async fn mint_inner(
         &self,
         tenant: &Tenant,
-        email: RecipientEmail,
+        email: Recipient,
         purpose: Purpose,
         flavor: Flavor,
         mode: DeliveryMode,
@@ -177,6 +202,11 @@ impl Services {
         // against the test sends only, and with a fixed code needs no new hash.
         let route = self.route(tenant, email.canonical(), now).await?;
         let test = route != Route::Relay;
+        let sms = email.channel() == Channel::Sms;
+        // A text message goes only through the HTTP transport (a test mint goes nowhere).
+        if sms && !test && tenant.http.is_none() {
+            return Err(ServiceError::ChannelNotConfigured);
+        }
         let mode = if test { DeliveryMode::Sync } else { mode };
         // With every limit off there is nothing to check or count.
         let counted = !test && quota.any();
@@ -218,6 +248,7 @@ impl Services {
                     email: email.as_given(),
                     locale: "",
                 },
+                sms,
             )
             .await?;
         let challenge = NewChallenge {
@@ -234,19 +265,15 @@ impl Services {
             expires_at,
             delivery_mode: mode,
             locale: Some(written.locale.as_str().to_string()),
-            channel: CHANNEL_EMAIL.into(),
+            channel: email.channel().as_str().into(),
         };
-        let message = StoredMessage {
-            subject: written.rendered.subject,
-            text: written.rendered.text,
-            html: written.rendered.html,
-            message_id: new_message_id(tenant.smtp.from.as_str()),
-            shareable_key: Some(key.expose().to_string()),
-            email: email.as_given().to_string(),
-            purpose: purpose.as_str().to_string(),
-            locale: Some(written.locale.as_str().to_string()),
-            channel: None,
-        };
+        let message = stored_message(
+            tenant,
+            written.rendered,
+            (&written.locale, sms),
+            key.expose(),
+            (email.as_given(), purpose.as_str()),
+        );
         let payload = self.seal_message(&tenant.id, &key_digest, &message)?;
         drop(message);
         let minted = Minted {

@@ -3,7 +3,7 @@
 //! by all its codes, `otp.max_resends` bounds it, and the recipient's cooldown and quotas
 //! apply as to a mint.
 
-use super::otp::{ended, limited};
+use super::otp::{ended, limited, stored_message};
 use super::test_mode::Route;
 use super::{ServiceError, Services};
 use crate::domain::challenge::{ChallengeView, Status};
@@ -12,12 +12,11 @@ use crate::domain::delivery::{DeliveryMode, DeliveryStatus};
 use crate::domain::email::RecipientEmail;
 use crate::domain::keys::{Flavor, ShareableKey};
 use crate::domain::locale::Locale;
+use crate::domain::recipient::{Channel, PhoneNumber, Recipient};
 use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
-use crate::mailer::new_message_id;
 use crate::messages::Vars;
 use crate::service::audit::RequestContext;
-use crate::service::delivery::StoredMessage;
 use crate::storage::{InboxEntry, NewOutbox, OutboxJob, Resend, ResendVia, Resent};
 
 /// A key after a resend.
@@ -104,8 +103,18 @@ impl Services {
         }
         // A test key, or any key of a tenant now in test mode, is resent to the test inbox.
         let test = view.test || tenant.test;
-        let email = RecipientEmail::parse(&view.email)
-            .map_err(|_| ServiceError::Internal("a stored address does not parse".into()))?;
+        let sms = Channel::parse(&view.channel) == Some(Channel::Sms);
+        let email = if sms {
+            PhoneNumber::parse(&view.email).map(Recipient::Phone)
+        } else {
+            RecipientEmail::parse(&view.email)
+                .ok()
+                .map(Recipient::Email)
+        }
+        .ok_or_else(|| ServiceError::Internal("a stored recipient does not parse".into()))?;
+        if sms && !test && tenant.http.is_none() {
+            return Err(ServiceError::ChannelNotConfigured);
+        }
         let quota = self.quota();
         let counted = !test && quota.any();
         if counted {
@@ -151,19 +160,16 @@ impl Services {
                     email: &view.email,
                     locale: "",
                 },
+                sms,
             )
             .await?;
-        let message = StoredMessage {
-            subject: written.rendered.subject,
-            text: written.rendered.text,
-            html: written.rendered.html,
-            message_id: new_message_id(tenant.smtp.from.as_str()),
-            shareable_key: Some(key.expose().to_string()),
-            email: view.email.clone(),
-            purpose: view.purpose.clone(),
-            locale: Some(written.locale.as_str().to_string()),
-            channel: None,
-        };
+        let message = stored_message(
+            tenant,
+            written.rendered,
+            (&written.locale, sms),
+            key.expose(),
+            (&view.email, &view.purpose),
+        );
         let payload = self.seal_message(&tenant.id, &digest, &message)?;
         drop(message);
         let mode = view.delivery.mode;

@@ -107,6 +107,7 @@ pub struct PreviewInput {
     pub subject: Option<String>,
     pub text: Option<String>,
     pub html: Option<String>,
+    pub sms: Option<String>,
 }
 
 /// A rendered message and the locale it was written in.
@@ -153,6 +154,27 @@ impl OwnedVars {
     }
 }
 
+/// The built-in message of `locale` (its language's, else English).
+fn builtin(locale: Locale, vars: &Vars<'_>, fallback: bool) -> Result<Message, ServiceError> {
+    let locale = if TemplateSet::builtins().has(locale.as_str()) {
+        locale
+    } else {
+        messages::resolve(&[locale.language()], |_| false).0
+    };
+    let v = Vars {
+        locale: locale.as_str(),
+        ..vars.clone()
+    };
+    let rendered = TemplateSet::builtins()
+        .render(locale.as_str(), &v)
+        .map_err(|e| ServiceError::Internal(format!("built-in template failed in {}", e.field)))?;
+    Ok(Message {
+        locale,
+        rendered,
+        fallback,
+    })
+}
+
 impl Services {
     pub async fn templates(&self, tenant: &TenantId) -> Result<Vec<TenantTemplate>, ServiceError> {
         let id = tenant.clone();
@@ -172,6 +194,7 @@ impl Services {
             subject: fields.subject,
             text: fields.text,
             html: fields.html,
+            sms: fields.sms,
             updated_at: self.now(),
         };
         let (id, r) = (tenant.id.clone(), row.clone());
@@ -255,6 +278,7 @@ impl Services {
         tenant: &Tenant,
         requested: Option<&Locale>,
         vars: &Vars<'_>,
+        sms: bool,
     ) -> Result<Message, ServiceError> {
         let default = tenant.default_locale.clone();
         let chain = messages::chain(requested, &default);
@@ -275,12 +299,19 @@ impl Services {
                     ..vars.clone()
                 };
                 match set.render(locale.as_str(), &v) {
-                    Ok(rendered) if messages::shows_code(&rendered, v.code) => {
+                    Ok(rendered)
+                        if !sms && messages::shows_code(&rendered, v.code)
+                            || sms && messages::sms_shows_code(&rendered, v.code) =>
+                    {
                         return Ok(Message {
                             locale,
                             rendered,
                             fallback: false,
                         })
+                    }
+                    // A template without a text message: the built-in one is meant.
+                    Ok(rendered) if sms && rendered.sms.is_none() => {
+                        return builtin(locale, &vars, false);
                     }
                     Ok(_) => tracing::warn!(
                         tenant_id = %tid, locale = %locale,
@@ -294,20 +325,7 @@ impl Services {
                     ),
                 }
             }
-            let v = Vars {
-                locale: fallback_locale.as_str(),
-                ..vars
-            };
-            let rendered = TemplateSet::builtins()
-                .render(fallback_locale.as_str(), &v)
-                .map_err(|e| {
-                    ServiceError::Internal(format!("built-in template failed in {}", e.field))
-                })?;
-            Ok(Message {
-                locale: fallback_locale,
-                rendered,
-                fallback: from_tenant,
-            })
+            builtin(fallback_locale, &vars, from_tenant)
         })
         .await
         .map_err(|e| ServiceError::Internal(format!("render task failed: {e}")))?
@@ -332,7 +350,8 @@ impl Services {
             Source::Builtin => messages::builtin_fields(resolved.as_str())
                 .ok_or_else(|| ServiceError::Internal("no built-in template".into()))?,
         };
-        let overridden = p.subject.is_some() || p.text.is_some() || p.html.is_some();
+        let overridden =
+            p.subject.is_some() || p.text.is_some() || p.html.is_some() || p.sms.is_some();
         // Unsaved fields preview the template that would be stored for the locale asked for.
         let locale = match (&p.locale, overridden) {
             (Some(l), true) => l.clone(),
@@ -342,6 +361,11 @@ impl Services {
             subject: p.subject.unwrap_or(base.subject),
             text: p.text.unwrap_or(base.text),
             html: p.html.or(base.html),
+            sms: p.sms.or(base.sms).or_else(|| {
+                messages::builtin_fields(locale.language().as_str())
+                    .or_else(|| messages::builtin_fields("en"))
+                    .and_then(|f| f.sms)
+            }),
         };
         let fields = self.checked(fields, tenant.policy.code_length).await?;
         let (expires_at, ttl_seconds) = (

@@ -228,7 +228,7 @@ pub(crate) fn view_from(r: &impl Cells) -> Result<ChallengeView, StoreError> {
     })
 }
 
-/// A template from `locale, subject, text, html, updated_at`.
+/// A template from `locale, subject, text, html, updated_at, sms`.
 pub(crate) fn template_from(r: &impl Cells) -> Result<TenantTemplate, StoreError> {
     Ok(TenantTemplate {
         locale: r.text(0)?,
@@ -236,6 +236,7 @@ pub(crate) fn template_from(r: &impl Cells) -> Result<TenantTemplate, StoreError
         text: r.text(2)?,
         html: r.opt_text(3)?,
         updated_at: r.int(4)?,
+        sms: r.opt_text(5)?,
     })
 }
 

@@ -96,6 +96,7 @@ pub const TABLES: &[Table] = &[
             ("text", Text),
             ("html", Text),
             ("updated_at", Int),
+            ("sms", Text),
         ],
         identity: None,
     },

@@ -13,13 +13,13 @@ use crate::helpers::*;
 use crate::smtp::Mode;
 use otpmint::testkit::http::{HttpReceiver, Request};
 
-async fn body(r: reqwest::Response) -> (StatusCode, Value) {
+pub(crate) async fn body(r: reqwest::Response) -> (StatusCode, Value) {
     let s = r.status();
     (s, r.json().await.unwrap_or(Value::Null))
 }
 
 /// An app whose outbound HTTP trusts the receiver's CA and may reach loopback.
-async fn app_for(rx: &HttpReceiver) -> TestApp {
+pub(crate) async fn app_for(rx: &HttpReceiver) -> TestApp {
     let ca = rx.ca_path.clone();
     spawn_app_with(move |s| {
         s.webhooks.allow_private_hosts = true;
@@ -30,7 +30,7 @@ async fn app_for(rx: &HttpReceiver) -> TestApp {
 }
 
 /// Store the transport; answers its secret (`whsec_…`).
-async fn put_http(app: &TestApp, sk: &str, rx: &HttpReceiver, use_as: &str) -> String {
+pub(crate) async fn put_http(app: &TestApp, sk: &str, rx: &HttpReceiver, use_as: &str) -> String {
     let (s, v) = body(
         app.put(
             "/v1/tenant/transport/http",
@@ -46,7 +46,7 @@ async fn put_http(app: &TestApp, sk: &str, rx: &HttpReceiver, use_as: &str) -> S
 
 /// What a receiver checks before it trusts a request: the Standard Webhooks signature over
 /// `id.timestamp.body` with the transport's secret.
-fn signed_with(secret: &str, req: &Request) -> bool {
+pub(crate) fn signed_with(secret: &str, req: &Request) -> bool {
     let key = base64::engine::general_purpose::STANDARD
         .decode(secret.strip_prefix("whsec_").unwrap())
         .unwrap();
@@ -65,14 +65,14 @@ fn signed_with(secret: &str, req: &Request) -> bool {
 }
 
 /// The code in a message's text.
-fn code_in(text: &str) -> String {
+pub(crate) fn code_in(text: &str) -> String {
     text.split(|c: char| !c.is_ascii_digit())
         .find(|w| w.len() == 6)
         .unwrap()
         .to_string()
 }
 
-async fn status_of(app: &TestApp, sk: &str, key: &str) -> Value {
+pub(crate) async fn status_of(app: &TestApp, sk: &str, key: &str) -> Value {
     body(app.get(&format!("/v1/otp/{key}"), sk).await).await.1
 }
 

@@ -17,6 +17,7 @@ mod lifecycle;
 mod ops;
 mod otp;
 mod outbox;
+mod sms;
 mod smtp;
 mod templates;
 mod tenants;

@@ -50,6 +50,9 @@ mod otp;
 #[path = "../api/outbox.rs"]
 mod outbox;
 #[cfg(otpmint_pg_tests)]
+#[path = "../api/sms.rs"]
+mod sms;
+#[cfg(otpmint_pg_tests)]
 #[path = "../api/smtp.rs"]
 mod smtp;
 #[cfg(otpmint_pg_tests)]

@@ -186,6 +186,17 @@ impl Services {
         let http_timeout = std::time::Duration::from_secs(cfg.http_timeout_seconds);
         let channel = msg.channel();
         let routes = routes(tenant, channel);
+        if routes.is_empty() {
+            // A text message whose tenant removed its HTTP transport since the mint.
+            return Err(Undelivered::Failed(DeliveryError {
+                reason: DeliveryReason::ChannelNotConfigured,
+                detail: "no transport takes this channel".into(),
+                maybe_delivered: false,
+                transient: false,
+                refused: false,
+                retry_after: None,
+            }));
+        }
         let deadline = Instant::now()
             + match routes.first().map(|r| r.way) {
                 Some(Way::Http(_)) => http_timeout,

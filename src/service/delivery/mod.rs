@@ -54,10 +54,10 @@ pub struct StoredMessage {
 
 impl StoredMessage {
     pub fn channel(&self) -> relays::Channel {
-        match self.channel.as_deref() {
-            Some("sms") => relays::Channel::Sms,
-            _ => relays::Channel::Email,
-        }
+        self.channel
+            .as_deref()
+            .and_then(relays::Channel::parse)
+            .unwrap_or(relays::Channel::Email)
     }
 }
 

@@ -10,32 +10,10 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+pub use crate::domain::recipient::Channel;
 use crate::domain::tenant::{HttpTransport, HttpUse, SmtpAccount, Tenant};
 use crate::domain::Millis;
 use crate::service::tenants::sealed_as;
-
-/// What a message is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Channel {
-    Email,
-    Sms,
-}
-
-impl Channel {
-    pub fn parse(s: &str) -> Option<Channel> {
-        match s {
-            "email" => Some(Channel::Email),
-            "sms" => Some(Channel::Sms),
-            _ => None,
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Channel::Email => "email",
-            Channel::Sms => "sms",
-        }
-    }
-}
 
 /// The transport that accepted a message (`delivery.transport`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

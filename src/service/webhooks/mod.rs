@@ -13,6 +13,7 @@ use crate::clock::rfc3339;
 use crate::crypto::cipher::encrypt_record;
 use crate::domain::event::EventType;
 use crate::domain::keys::TenantId;
+use crate::domain::recipient::PhoneNumber;
 use crate::domain::tenant::Tenant;
 use crate::domain::webhook::{Webhook, WebhookAttempt};
 use crate::storage::integration::NewEvent;
@@ -57,7 +58,12 @@ fn subscribes(list: &str, kind: EventType) -> bool {
 fn event_data(d: &EventData<'_>) -> Map<String, Value> {
     let mut data = Map::new();
     data.insert("shareable_key".into(), json!(d.shareable_key));
-    data.insert("email".into(), json!(d.email));
+    // A text message's recipient is a phone number (API.md §12.3).
+    let field = match PhoneNumber::parse(d.email) {
+        Some(_) => "phone",
+        None => "email",
+    };
+    data.insert(field.into(), json!(d.email));
     data.insert("purpose".into(), json!(d.purpose));
     if let Some(l) = d.locale {
         data.insert("locale".into(), json!(l));

@@ -159,7 +159,7 @@ impl TenantStore for PgStore {
 
     fn templates(&self, id: &TenantId) -> Result<Vec<TenantTemplate>, StoreError> {
         self.conn()?.db().rows(
-            "SELECT locale, subject, text, html, updated_at FROM templates \
+            "SELECT locale, subject, text, html, updated_at, sms FROM templates \
              WHERE tenant_id = $1 ORDER BY locale",
             &[&id.as_str()],
             template_from,
@@ -176,7 +176,7 @@ impl TenantStore for PgStore {
 
     fn template(&self, id: &TenantId, locale: &str) -> Result<Option<TenantTemplate>, StoreError> {
         self.conn()?.db().row_opt(
-            "SELECT locale, subject, text, html, updated_at FROM templates \
+            "SELECT locale, subject, text, html, updated_at, sms FROM templates \
              WHERE tenant_id = $1 AND locale = $2",
             &[&id.as_str(), &locale],
             template_from,
@@ -211,11 +211,11 @@ impl TenantStore for PgStore {
                 return Err(StoreError::Conflict("template limit"));
             }
             tx.execute(
-                "INSERT INTO templates (tenant_id, locale, subject, text, html, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) \
+                "INSERT INTO templates (tenant_id, locale, subject, text, html, updated_at, sms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
                  ON CONFLICT (tenant_id, locale) DO UPDATE SET subject = excluded.subject, \
-                 text = excluded.text, html = excluded.html, updated_at = excluded.updated_at",
-                &[&id, &t.locale, &t.subject, &t.text, &t.html, &t.updated_at],
+                 text = excluded.text, html = excluded.html, updated_at = excluded.updated_at, sms = excluded.sms",
+                &[&id, &t.locale, &t.subject, &t.text, &t.html, &t.updated_at, &t.sms],
             )?;
             Ok(PutTemplate::Stored)
         })

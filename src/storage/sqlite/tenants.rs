@@ -184,7 +184,7 @@ impl TenantStore for SqliteStore {
 
     fn templates(&self, id: &TenantId) -> Result<Vec<TenantTemplate>, StoreError> {
         self.conn()?.rows(
-            "SELECT locale, subject, text, html, updated_at FROM templates \
+            "SELECT locale, subject, text, html, updated_at, sms FROM templates \
              WHERE tenant_id = ?1 ORDER BY locale",
             [id.as_str()],
             |r| template_from(r),
@@ -201,7 +201,7 @@ impl TenantStore for SqliteStore {
 
     fn template(&self, id: &TenantId, locale: &str) -> Result<Option<TenantTemplate>, StoreError> {
         self.conn()?.row_opt(
-            "SELECT locale, subject, text, html, updated_at FROM templates \
+            "SELECT locale, subject, text, html, updated_at, sms FROM templates \
              WHERE tenant_id = ?1 AND locale = ?2",
             params![id.as_str(), locale],
             |r| template_from(r),
@@ -238,17 +238,18 @@ impl TenantStore for SqliteStore {
                 return Ok(PutTemplate::NoTenant);
             }
             tx.execute_cached(
-                "INSERT INTO templates (tenant_id, locale, subject, text, html, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                "INSERT INTO templates (tenant_id, locale, subject, text, html, updated_at, sms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
                  ON CONFLICT (tenant_id, locale) DO UPDATE SET subject = excluded.subject, \
-                 text = excluded.text, html = excluded.html, updated_at = excluded.updated_at",
+                 text = excluded.text, html = excluded.html, updated_at = excluded.updated_at, sms = excluded.sms",
                 params![
                     id.as_str(),
                     t.locale,
                     t.subject,
                     t.text,
                     t.html,
-                    t.updated_at
+                    t.updated_at,
+                    t.sms
                 ],
             )?;
             Ok(PutTemplate::Stored)

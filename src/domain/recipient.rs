@@ -1,0 +1,149 @@
+//! Who a code goes to: an email address or, for a text message, a phone number in E.164
+//! form (API.md §12.3). Quotas, cooldowns, supersede, statistics and the audit treat both
+//! alike, by their canonical form.
+
+use std::fmt;
+
+use super::email::RecipientEmail;
+
+/// A phone number in E.164 form: `+`, then 8 to 15 digits, the first not 0.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PhoneNumber(String);
+
+impl fmt::Debug for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PhoneNumber({})", mask_phone(&self.0))
+    }
+}
+
+/// What a phone number must look like.
+pub const PHONE_RULE: &str =
+    "must be a phone number in E.164 form: + and 8 to 15 digits, like +4915112345678";
+
+impl PhoneNumber {
+    pub fn parse(s: &str) -> Option<PhoneNumber> {
+        let digits = s.strip_prefix('+')?;
+        let ok = (8..=15).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0');
+        ok.then(|| PhoneNumber(s.to_string()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A phone number for logs and the audit: the country code's first two digits and the last
+/// three (`+49*******678`).
+pub fn mask_phone(s: &str) -> String {
+    let digits = s.trim_start_matches('+');
+    let n = digits.chars().count();
+    if n < 6 {
+        return "+***".into();
+    }
+    let head: String = digits.chars().take(2).collect();
+    let tail: String = digits.chars().skip(n - 3).collect();
+    format!("+{head}{}{tail}", "*".repeat(n - 5))
+}
+
+/// What a message is: an email, or a text message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Email,
+    Sms,
+}
+
+impl Channel {
+    pub fn parse(s: &str) -> Option<Channel> {
+        match s {
+            "email" => Some(Channel::Email),
+            "sms" => Some(Channel::Sms),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Sms => "sms",
+        }
+    }
+}
+
+/// An email address or a phone number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    Email(RecipientEmail),
+    Phone(PhoneNumber),
+}
+
+impl Recipient {
+    /// As the client gave it.
+    pub fn as_given(&self) -> &str {
+        match self {
+            Recipient::Email(e) => e.as_given(),
+            Recipient::Phone(p) => p.as_str(),
+        }
+    }
+    /// The key quotas and test recipients match by.
+    pub fn canonical(&self) -> &str {
+        match self {
+            Recipient::Email(e) => e.canonical(),
+            Recipient::Phone(p) => p.as_str(),
+        }
+    }
+    /// Where the message goes.
+    pub fn delivery_address(&self) -> String {
+        match self {
+            Recipient::Email(e) => e.delivery_address(),
+            Recipient::Phone(p) => p.as_str().to_string(),
+        }
+    }
+    pub fn channel(&self) -> Channel {
+        match self {
+            Recipient::Email(_) => Channel::Email,
+            Recipient::Phone(_) => Channel::Sms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phone_numbers_are_e164() {
+        for good in [
+            "+4915112345678",
+            "+14155550123",
+            "+12345678",
+            "+123456789012345",
+        ] {
+            assert!(PhoneNumber::parse(good).is_some(), "{good}");
+        }
+        for bad in [
+            "",
+            "+",
+            "4915112345678",
+            "+1234567",
+            "+1234567890123456",
+            "+0123456789",
+            "+49 151 12345678",
+            "+49-15112345678",
+            "+49151123456７8",
+            "++4915112345678",
+        ] {
+            assert!(PhoneNumber::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn numbers_are_masked_but_for_the_country_and_the_last_three_digits() {
+        assert_eq!(mask_phone("+4915112345678"), "+49********678");
+        assert_eq!(mask_phone("+491511234678"), "+49*******678");
+        assert_eq!(mask_phone("+12345678"), "+12***678");
+        assert_eq!(
+            format!("{:?}", PhoneNumber::parse("+14155550123").unwrap()),
+            "PhoneNumber(+14******123)"
+        );
+    }
+}
