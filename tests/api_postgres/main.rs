@@ -76,3 +76,5 @@ fn postgres_backend() {}
 mod bounds;
 #[cfg(otpmint_pg_tests)]
 mod scale;
+#[cfg(otpmint_pg_tests)]
+mod transports_scale;
