@@ -139,6 +139,11 @@ impl HttpReceiver {
         self.state.requests.lock().unwrap().clone()
     }
 
+    /// Forget the requests received so far.
+    pub fn clear(&self) {
+        self.state.requests.lock().unwrap().clear();
+    }
+
     /// Wait (at most 20 s) until `n` requests arrived; all of them.
     pub async fn wait_for(&self, n: usize) -> Vec<Request> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

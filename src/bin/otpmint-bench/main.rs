@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 mod client;
 mod report;
 mod server;
+mod sink;
 mod stats;
 mod workload;
 
@@ -102,6 +103,10 @@ struct Args {
     /// them round-robin, as a load balancer would
     #[arg(long, default_value_t = 1)]
     instances: usize,
+    /// `smtp`, or `http`: the bench tenant delivers through an HTTP receiver (the mint
+    /// scenarios only; --relay-delay-ms delays its answers)
+    #[arg(long, default_value = "smtp")]
+    transport: String,
     /// Where to write the JSON results
     #[arg(long, default_value = "target/bench-results.json")]
     json: PathBuf,
@@ -173,6 +178,7 @@ async fn main() {
     eprintln!("hashing floor: {floor:.0} hashes/s");
 
     let smtp = SmtpServer::start().await;
+    let sink = sink::Sink::start(&args.transport, &args.scenarios).await;
     assert!(
         args.instances <= 1 || args.database.is_some(),
         "--instances needs --database (instances share one PostgreSQL database)"
@@ -230,6 +236,7 @@ async fn main() {
         .await
         .unwrap();
     assert_eq!(s, 200);
+    sink.attach(port, &sk).await;
     if args.stats_codes > 0 {
         let db = match &args.database {
             Some(base) => stats::Db::Postgres(database_url(base)),
@@ -259,7 +266,7 @@ async fn main() {
     let mut fastest_floor = floor;
     for (delay, scenario, conc) in runs {
         let scenario = &scenario;
-        smtp.set_delay(Duration::from_millis(delay));
+        sink.set_delay(&smtp, Duration::from_millis(delay));
         {
             let run = run_id.fetch_add(1, Ordering::Relaxed);
             let compat = scenario.starts_with("compat-");
@@ -353,7 +360,7 @@ async fn main() {
                 }
                 other => panic!("unknown scenario {other}"),
             };
-            smtp.drain();
+            sink.drain(&smtp);
             let mut floors = vec![hashing_floor(&args, args.floor_seconds).await];
             let conns_before = smtp.connections();
             let stats = || {
@@ -402,10 +409,10 @@ async fn main() {
             let drain_seconds = if async_mint {
                 let queued = statuses.get(&202).copied().unwrap_or(0) as usize;
                 let t = Instant::now();
-                while smtp.messages().len() < queued && t.elapsed() < Duration::from_secs(120) {
+                while sink.delivered(&smtp) < queued && t.elapsed() < Duration::from_secs(120) {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                let got = smtp.messages().len();
+                let got = sink.delivered(&smtp);
                 if got < queued {
                     eprintln!(
                         "mint-async: only {got} of {queued} queued messages arrived within 120 s"
@@ -415,7 +422,7 @@ async fn main() {
             } else {
                 None
             };
-            smtp.drain();
+            sink.drain(&smtp);
             floors.push(hashing_floor(&args, args.floor_seconds).await);
             let floor = floors.iter().sum::<f64>() / floors.len() as f64;
             let (floor_min, floor_max) = floors

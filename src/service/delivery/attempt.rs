@@ -6,14 +6,12 @@
 
 use tokio::time::Instant;
 
-use super::relays::{routes, Gate, Transport, Way};
 use super::window::Ticket;
 use super::{Services, StoredMessage, Unopened};
 use crate::domain::delivery::{next_attempt_at, DeliveryMode};
 use crate::domain::event::EventType;
 use crate::domain::tenant::{SmtpAccount, Tenant};
 use crate::mailer::{DeliveryError, DeliveryReason, Outgoing, SmtpTarget};
-use crate::service::transport_http::HttpMessage;
 use crate::service::webhooks::EventData;
 use crate::storage::integration::NewEvent;
 use crate::storage::{OutboxJob, Store, StoreError};
@@ -27,10 +25,10 @@ const RETRY_AFTER_MAX_MS: i64 = 3_600_000;
 const KEY_WAIT_MS: i64 = 5_000;
 
 /// One relay of a tenant: its window's key and ceiling.
-struct Relay<'a> {
-    key: &'a str,
-    account: &'a SmtpAccount,
-    version: i64,
+pub(super) struct Relay<'a> {
+    pub key: &'a str,
+    pub account: &'a SmtpAccount,
+    pub version: i64,
 }
 
 /// What one attempt came to.
@@ -46,7 +44,7 @@ pub enum Attempt {
 }
 
 /// Why a send did not happen.
-enum Undelivered {
+pub(super) enum Undelivered {
     Failed(DeliveryError),
     /// Shutting down before a session was free (background sends only).
     Stopped,
@@ -169,164 +167,12 @@ impl Services {
         }
     }
 
-    /// Send through the tenant's transports in order (API.md §12): a transient failure that
-    /// sent nothing goes on to the next one at once, within the same deadline (the first
-    /// transport's: `smtp.timeout_seconds` or `delivery.http_timeout_seconds`); a transport
-    /// whose breaker is open is skipped while another can take the message. `ticket`: a
-    /// place already queued in the primary relay's window.
-    async fn send_via_relays(
-        &self,
-        job: &OutboxJob,
-        tenant: &Tenant,
-        msg: &StoredMessage,
-        ticket: Option<Ticket>,
-    ) -> Result<Transport, Undelivered> {
-        let breakers = self.outbox.breakers();
-        let cfg = self.settings.load().delivery.clone();
-        let http_timeout = std::time::Duration::from_secs(cfg.http_timeout_seconds);
-        let channel = msg.channel();
-        let routes = routes(tenant, channel);
-        if routes.is_empty() {
-            // A text message whose tenant removed its HTTP transport since the mint.
-            return Err(Undelivered::Failed(DeliveryError {
-                reason: DeliveryReason::ChannelNotConfigured,
-                detail: "no transport takes this channel".into(),
-                maybe_delivered: false,
-                transient: false,
-                refused: false,
-                retry_after: None,
-            }));
-        }
-        let deadline = Instant::now()
-            + match routes.first().map(|r| r.way) {
-                Some(Way::Http(_)) => http_timeout,
-                _ => self.mailer.timeout(),
-            };
-        let now = self.now();
-        // Every transport resting: try them all the same (skipping would only fail sooner).
-        let all_open = routes
-            .iter()
-            .all(|r| breakers.peek(&r.key, now) == Gate::Open);
-        let mut ticket = ticket;
-        let mut last = None;
-        for (i, route) in routes.iter().enumerate() {
-            let ticket = ticket.take().filter(|_| route.transport == Transport::Smtp);
-            let gate = if all_open {
-                Gate::Closed
-            } else {
-                breakers.admit(&route.key, now)
-            };
-            if gate == Gate::Open {
-                tracing::debug!(tenant_id = %tenant.id, transport = route.transport.as_str(), "the transport's breaker is open; skipped");
-                continue;
-            }
-            // Another transport waits behind this one: one that hangs gets half the time left.
-            let more = routes[i + 1..]
-                .iter()
-                .any(|r| all_open || breakers.peek(&r.key, now) != Gate::Open);
-            let setup_by = more.then(|| {
-                let left = deadline.saturating_duration_since(Instant::now());
-                Instant::now() + left / 2
-            });
-            let sent = match route.way {
-                Way::Smtp { account, fallback } => {
-                    match self.relay_target(tenant, account, fallback).await {
-                        Ok(target) => {
-                            let relay = Relay {
-                                key: &route.key,
-                                account,
-                                version: tenant.smtp_version,
-                            };
-                            self.deliver(
-                                job,
-                                tenant,
-                                &relay,
-                                &target,
-                                msg,
-                                ticket,
-                                (deadline, setup_by),
-                            )
-                            .await
-                        }
-                        Err(e) => {
-                            tracing::error!(tenant_id = %tenant.id, transport = route.transport.as_str(), error = %e, "a relay's SMTP password cannot be decrypted");
-                            Err(Undelivered::Failed(DeliveryError {
-                                reason: DeliveryReason::Auth,
-                                detail: "the relay's password cannot be decrypted".into(),
-                                maybe_delivered: false,
-                                transient: false,
-                                refused: false,
-                                retry_after: None,
-                            }))
-                        }
-                    }
-                }
-                Way::Http(h) => {
-                    let left = setup_by
-                        .unwrap_or(deadline)
-                        .saturating_duration_since(Instant::now());
-                    self.outbox
-                        .hold(&job.key_digest, job.tenant_id.as_str(), job.expires_at);
-                    let m = HttpMessage {
-                        channel: channel.as_str(),
-                        job,
-                        msg,
-                    };
-                    self.send_http(tenant, h, &m, left.min(http_timeout))
-                        .await
-                        .map_err(Undelivered::Failed)
-                }
-            };
-            match sent {
-                Ok(()) => {
-                    breakers.passed(&route.key);
-                    return Ok(route.transport);
-                }
-                Err(Undelivered::Stopped) => {
-                    if gate == Gate::Probe {
-                        breakers.let_go(&route.key);
-                    }
-                    return Err(Undelivered::Stopped);
-                }
-                Err(Undelivered::Failed(e)) => {
-                    if e.transient {
-                        let open_ms = (cfg.breaker_seconds as i64).saturating_mul(1000);
-                        breakers.failed(&route.key, self.now(), cfg.breaker_failures, open_ms);
-                    } else {
-                        breakers.passed(&route.key);
-                    }
-                    // A transport that cannot be used at all (its secret unreadable) lets the
-                    // next one try; otherwise only a transient failure that sent nothing does.
-                    let unusable = e.reason == DeliveryReason::Auth && !e.maybe_delivered;
-                    let go_on = (e.transient || unusable)
-                        && !e.maybe_delivered
-                        && Instant::now() < deadline;
-                    if more && go_on {
-                        tracing::warn!(tenant_id = %tenant.id, transport = route.transport.as_str(), reason = e.reason.as_str(), detail = %e.detail, "a transport failed; the message goes to the next one");
-                    }
-                    last = Some(e);
-                    if !go_on {
-                        break;
-                    }
-                }
-            }
-        }
-        Err(Undelivered::Failed(last.unwrap_or_else(|| DeliveryError {
-            reason: DeliveryReason::Unreachable,
-            detail: "every transport is resting after failures".into(),
-            maybe_delivered: false,
-            transient: true,
-            refused: false,
-            retry_after: None,
-        })))
-    }
-
     /// Send on a session of the relay's window, within one deadline for the whole attempt
     /// (`smtp.timeout_seconds`: the wait for a session counts; with another relay waiting,
     /// the session must be ready by `setup_by`). A session turned away shrinks the window;
     /// the message then goes on another one while that is worth it.
     #[allow(clippy::too_many_arguments)]
-    async fn deliver(
+    pub(super) async fn deliver(
         &self,
         job: &OutboxJob,
         tenant: &Tenant,
@@ -344,32 +190,12 @@ impl Services {
             html: msg.html.as_deref(),
             message_id: Some(&msg.message_id),
         };
-        let background = job.mode == DeliveryMode::Async;
         let mut ticket = ticket;
         let mut tries = 0;
         loop {
-            let queued = ticket.take().unwrap_or_else(|| window.queue());
-            let session = tokio::time::timeout_at(setup_by.unwrap_or(deadline), queued.session());
-            let slot = if background {
-                tokio::select! {
-                    s = session => s,
-                    _ = self.outbox.until_stopped() => return Err(Undelivered::Stopped),
-                }
-            } else {
-                session.await
-            };
-            let Ok(slot) = slot else {
-                return Err(Undelivered::Failed(DeliveryError {
-                    reason: DeliveryReason::Timeout,
-                    detail: "no session of the relay was free in time".into(),
-                    maybe_delivered: false,
-                    transient: true,
-                    refused: false,
-                    retry_after: None,
-                }));
-            };
-            self.outbox
-                .hold(&job.key_digest, job.tenant_id.as_str(), job.expires_at);
+            let slot = self
+                .session(job, &window, ticket.take(), setup_by.unwrap_or(deadline))
+                .await?;
             let sessions = window.limit() as usize;
             match self
                 .mailer

@@ -1,6 +1,7 @@
 //! A tenant's transports (API.md §12): its relay, an optional fallback relay and an optional
-//! HTTP endpoint (first, instead of the relay, or last), each SMTP relay with its own
-//! session window and pool, and a circuit breaker per transport and process. After
+//! HTTP endpoint (first, instead of the relay, or last), tried in order for one attempt;
+//! each has its own adaptive window (sessions, or requests in flight to the endpoint) and a
+//! circuit breaker per transport and process. After
 //! `delivery.breaker_failures` transient failures in a row a relay is skipped for
 //! `delivery.breaker_seconds` while another relay can take the message; then one message
 //! probes it (the others keep skipping it until the probe's outcome). A relay that answers —
@@ -8,7 +9,17 @@
 //! open relay is tried all the same: skipping it would only fail the message sooner.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use tokio::time::Instant;
+
+use super::attempt::{Relay, Undelivered};
+use super::window::{RelayWindow, Slot, Ticket};
+use super::{Services, StoredMessage};
+use crate::domain::delivery::{DeliveryMode, DeliveryReason};
+use crate::mailer::DeliveryError;
+use crate::service::transport_http::HttpMessage;
+use crate::storage::OutboxJob;
 
 pub use crate::domain::recipient::Channel;
 use crate::domain::tenant::{HttpTransport, HttpUse, SmtpAccount, Tenant};
@@ -33,7 +44,7 @@ pub(crate) enum Way<'a> {
     Http(&'a HttpTransport),
 }
 
-/// One transport a message may take, with its breaker's key.
+/// One transport a message may take, with the key of its window and breaker.
 #[derive(Debug)]
 pub(crate) struct Route<'a> {
     pub transport: Transport,
@@ -65,7 +76,12 @@ pub(crate) fn routes(tenant: &Tenant, channel: Channel) -> Vec<Route<'_>> {
     let http = tenant.http.as_ref().map(|h| Route {
         transport: Transport::Http,
         way: Way::Http(h),
-        key: format!("{}/http", id.as_str()),
+        // The primary transport's window is the tenant's (what claims count by); as the
+        // fallback the endpoint has its own.
+        key: match h.use_as {
+            HttpUse::Primary => id.as_str().to_string(),
+            HttpUse::Fallback => format!("{}/http", id.as_str()),
+        },
     });
     match (channel, tenant.http.as_ref().map(|h| h.use_as)) {
         (Channel::Sms, _) => http.into_iter().collect(),
@@ -173,6 +189,212 @@ impl Breakers {
         if let Some(b) = self.locked().get_mut(relay) {
             b.probing = false;
         }
+    }
+}
+
+impl Services {
+    /// Send through the tenant's transports in order (API.md §12): a transient failure that
+    /// sent nothing goes on to the next one at once, within the same deadline (the first
+    /// transport's: `smtp.timeout_seconds` or `delivery.http_timeout_seconds`); a transport
+    /// whose breaker is open is skipped while another can take the message. `ticket`: a
+    /// place already queued in the primary relay's window.
+    pub(super) async fn send_via_relays(
+        &self,
+        job: &OutboxJob,
+        tenant: &Tenant,
+        msg: &StoredMessage,
+        ticket: Option<Ticket>,
+    ) -> Result<Transport, Undelivered> {
+        let breakers = self.outbox.breakers();
+        let cfg = self.settings.load().delivery.clone();
+        let http_timeout = std::time::Duration::from_secs(cfg.http_timeout_seconds);
+        let channel = msg.channel();
+        let routes = routes(tenant, channel);
+        if routes.is_empty() {
+            // A text message whose tenant removed its HTTP transport since the mint.
+            return Err(Undelivered::Failed(DeliveryError {
+                reason: DeliveryReason::ChannelNotConfigured,
+                detail: "no transport takes this channel".into(),
+                maybe_delivered: false,
+                transient: false,
+                refused: false,
+                retry_after: None,
+            }));
+        }
+        let deadline = Instant::now()
+            + match routes.first().map(|r| r.way) {
+                Some(Way::Http(_)) => http_timeout,
+                _ => self.mailer.timeout(),
+            };
+        let now = self.now();
+        // Every transport resting: try them all the same (skipping would only fail sooner).
+        let all_open = routes
+            .iter()
+            .all(|r| breakers.peek(&r.key, now) == Gate::Open);
+        let mut ticket = ticket;
+        let mut last = None;
+        for (i, route) in routes.iter().enumerate() {
+            // The sender queued the message in the tenant's window: the first route's.
+            let ticket = ticket
+                .take()
+                .filter(|_| i == 0 && route.key == tenant.id.as_str());
+            let gate = if all_open {
+                Gate::Closed
+            } else {
+                breakers.admit(&route.key, now)
+            };
+            if gate == Gate::Open {
+                tracing::debug!(tenant_id = %tenant.id, transport = route.transport.as_str(), "the transport's breaker is open; skipped");
+                continue;
+            }
+            // Another transport waits behind this one: one that hangs gets half the time left.
+            let more = routes[i + 1..]
+                .iter()
+                .any(|r| all_open || breakers.peek(&r.key, now) != Gate::Open);
+            let setup_by = more.then(|| {
+                let left = deadline.saturating_duration_since(Instant::now());
+                Instant::now() + left / 2
+            });
+            let sent = match route.way {
+                Way::Smtp { account, fallback } => {
+                    match self.relay_target(tenant, account, fallback).await {
+                        Ok(target) => {
+                            let relay = Relay {
+                                key: &route.key,
+                                account,
+                                version: tenant.smtp_version,
+                            };
+                            self.deliver(
+                                job,
+                                tenant,
+                                &relay,
+                                &target,
+                                msg,
+                                ticket,
+                                (deadline, setup_by),
+                            )
+                            .await
+                        }
+                        Err(e) => {
+                            tracing::error!(tenant_id = %tenant.id, transport = route.transport.as_str(), error = %e, "a relay's SMTP password cannot be decrypted");
+                            Err(Undelivered::Failed(DeliveryError {
+                                reason: DeliveryReason::Auth,
+                                detail: "the relay's password cannot be decrypted".into(),
+                                maybe_delivered: false,
+                                transient: false,
+                                refused: false,
+                                retry_after: None,
+                            }))
+                        }
+                    }
+                }
+                Way::Http(h) => {
+                    // Requests in flight to the endpoint adapt like a relay's sessions.
+                    let window = self.relay_window(
+                        &route.key,
+                        tenant.smtp_version,
+                        tenant.smtp.max_connections,
+                    );
+                    let by = setup_by.unwrap_or(deadline);
+                    match self.session(job, &window, ticket, by).await {
+                        Err(u) => Err(u),
+                        Ok(slot) => {
+                            let left = deadline.saturating_duration_since(Instant::now());
+                            let m = HttpMessage {
+                                channel: channel.as_str(),
+                                job,
+                                msg,
+                            };
+                            let sent = self.send_http(tenant, h, &m, left.min(http_timeout)).await;
+                            match &sent {
+                                Ok(()) => slot.accepted(),
+                                // Too many requests, or unavailable: fewer at once.
+                                Err(e) if e.reason == DeliveryReason::HttpUnavailable => {
+                                    slot.refused();
+                                }
+                                Err(_) => {}
+                            }
+                            sent.map_err(Undelivered::Failed)
+                        }
+                    }
+                }
+            };
+            match sent {
+                Ok(()) => {
+                    breakers.passed(&route.key);
+                    return Ok(route.transport);
+                }
+                Err(Undelivered::Stopped) => {
+                    if gate == Gate::Probe {
+                        breakers.let_go(&route.key);
+                    }
+                    return Err(Undelivered::Stopped);
+                }
+                Err(Undelivered::Failed(e)) => {
+                    if e.transient {
+                        let open_ms = (cfg.breaker_seconds as i64).saturating_mul(1000);
+                        breakers.failed(&route.key, self.now(), cfg.breaker_failures, open_ms);
+                    } else {
+                        breakers.passed(&route.key);
+                    }
+                    // A transport that cannot be used at all (its secret unreadable) lets the
+                    // next one try; otherwise only a transient failure that sent nothing does.
+                    let unusable = e.reason == DeliveryReason::Auth && !e.maybe_delivered;
+                    let go_on = (e.transient || unusable)
+                        && !e.maybe_delivered
+                        && Instant::now() < deadline;
+                    if more && go_on {
+                        tracing::warn!(tenant_id = %tenant.id, transport = route.transport.as_str(), reason = e.reason.as_str(), detail = %e.detail, "a transport failed; the message goes to the next one");
+                    }
+                    last = Some(e);
+                    if !go_on {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(Undelivered::Failed(last.unwrap_or_else(|| DeliveryError {
+            reason: DeliveryReason::Unreachable,
+            detail: "every transport is resting after failures".into(),
+            maybe_delivered: false,
+            transient: true,
+            refused: false,
+            retry_after: None,
+        })))
+    }
+
+    /// A session of the window (the ticket's place, or a new one) by `by`, the message then
+    /// held by this process; a background send gives its turn up when the process stops.
+    pub(super) async fn session(
+        &self,
+        job: &OutboxJob,
+        window: &Arc<RelayWindow>,
+        ticket: Option<Ticket>,
+        by: Instant,
+    ) -> Result<Slot, Undelivered> {
+        let queued = ticket.unwrap_or_else(|| window.queue());
+        let session = tokio::time::timeout_at(by, queued.session());
+        let slot = if job.mode == DeliveryMode::Async {
+            tokio::select! {
+                s = session => s,
+                _ = self.outbox.until_stopped() => return Err(Undelivered::Stopped),
+            }
+        } else {
+            session.await
+        };
+        let Ok(slot) = slot else {
+            return Err(Undelivered::Failed(DeliveryError {
+                reason: DeliveryReason::Timeout,
+                detail: "no session of the transport was free in time".into(),
+                maybe_delivered: false,
+                transient: true,
+                refused: false,
+                retry_after: None,
+            }));
+        };
+        self.outbox
+            .hold(&job.key_digest, job.tenant_id.as_str(), job.expires_at);
+        Ok(slot)
     }
 }
 
