@@ -206,3 +206,37 @@ async fn text_messages_follow_the_recipient_limits_and_the_tenants_sms_template(
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(rx.requests().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_events_of_a_text_message_name_the_phone_number() {
+    let rx = HttpReceiver::start(true).await;
+    let hooks = HttpReceiver::start(true).await;
+    let app = {
+        let cas = vec![rx.ca_path.clone(), hooks.ca_path.clone()];
+        spawn_app_with(move |s| {
+            s.webhooks.allow_private_hosts = true;
+            s.webhooks.extra_root_certificates = cas;
+        })
+        .await
+    };
+    let (_, sk) = app.tenant().await;
+    put_http(&app, &sk, &rx, "primary").await;
+    let r = app
+        .put(
+            "/v1/tenant/webhook",
+            &sk,
+            json!({"url": hooks.url("/hooks"), "events": ["otp.sent", "otp.verified"]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let (s, v) = mint_phone(&app, &sk, json!({ "phone": PHONE })).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let key = v["shareable_key"].as_str().unwrap().to_string();
+    let code = code_in(rx.wait_for(1).await[0].json()["text"].as_str().unwrap());
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+    for event in hooks.wait_for(2).await {
+        let data = &event.json()["data"];
+        assert_eq!(data["phone"], PHONE, "{data}");
+        assert!(data.get("email").is_none(), "{data}");
+    }
+}
