@@ -19,6 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             purpose: "login",
             email: "ada@example.com",
             locale: lang,
+            link: "",
         };
         let m = TemplateSet::builtins()
             .render(lang, &vars)

@@ -10,6 +10,7 @@ pub mod mailer;
 pub mod messages;
 pub mod metrics;
 pub mod net_policy;
+pub mod pages;
 pub mod routes;
 pub mod service;
 pub mod startup;

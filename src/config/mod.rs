@@ -98,6 +98,9 @@ pub struct ServerSettings {
     pub request_timeout_seconds: u64,
     pub max_connections_per_worker: usize,
     pub scheduling: CpuScheduling,
+    /// Where people reach the magic links (API.md §14), e.g. `https://otp.example.com`;
+    /// empty: links are off.
+    pub public_url: String,
 }
 
 /// How the server's threads are scheduled by Linux (`server.scheduling`).

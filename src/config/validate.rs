@@ -224,6 +224,14 @@ impl Settings {
             1,
             1_000_000,
         )?;
+        if !self.server.public_url.is_empty()
+            && crate::domain::links::public_base(&self.server.public_url).is_none()
+        {
+            return Err(invalid(
+                "server.public_url",
+                "must be empty or an https:// URL (http:// only for localhost) without query or fragment",
+            ));
+        }
         if self.smtp.allowed_ports.contains(&0) {
             return Err(invalid("smtp.allowed_ports", "port 0 is not a port"));
         }

@@ -83,8 +83,10 @@ pub struct ChallengeView {
     pub test: bool,
     /// The locale its message was written in (`None`: imported from OtpMint).
     pub locale: Option<String>,
-    /// `email` (text messages come with issue 24).
+    /// `email` or `sms`.
     pub channel: String,
+    /// How it was verified: `code` or `link` (API.md §14.2).
+    pub verified_via: Option<String>,
 }
 
 impl ChallengeView {
@@ -140,6 +142,7 @@ mod tests {
             test: false,
             locale: None,
             channel: "email".into(),
+            verified_via: None,
         }
     }
 

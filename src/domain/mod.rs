@@ -7,6 +7,7 @@ pub mod delivery;
 pub mod email;
 pub mod event;
 pub mod keys;
+pub mod links;
 pub mod locale;
 pub mod policy;
 pub mod purpose;

@@ -223,6 +223,8 @@ pub struct Tenant {
     pub smtp_fallback: Option<SmtpAccount>,
     /// Its HTTPS endpoint, as its primary transport or as the last fallback (API.md §12.2).
     pub http: Option<HttpTransport>,
+    /// The prefixes a magic link's return URL must start with (API.md §14).
+    pub allowed_return_urls: Vec<String>,
 }
 
 /// Where a tenant's HTTP transport stands among its transports.
@@ -294,6 +296,7 @@ impl Tenant {
             test_version: 0,
             smtp_fallback: None,
             http: None,
+            allowed_return_urls: Vec::new(),
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::domain::template::TenantTemplate;
 use crate::domain::Millis;
 
 /// The variables a template may use.
-pub const VARIABLES: [&str; 8] = [
+pub const VARIABLES: [&str; 9] = [
     "code",
     "ttl_seconds",
     "ttl_minutes",
@@ -26,6 +26,7 @@ pub const VARIABLES: [&str; 8] = [
     "purpose",
     "email",
     "locale",
+    "link",
 ];
 /// Names the engine itself provides (functions and loop state).
 const ENGINE_NAMES: [&str; 4] = ["range", "dict", "namespace", "loop"];
@@ -101,6 +102,8 @@ pub struct Vars<'a> {
     pub purpose: &'a str,
     pub email: &'a str,
     pub locale: &'a str,
+    /// The magic link of the code (API.md §14.2), or empty.
+    pub link: &'a str,
 }
 
 impl Vars<'_> {
@@ -117,6 +120,7 @@ impl Vars<'_> {
         m.insert("purpose", Value::from(self.purpose));
         m.insert("email", Value::from(self.email));
         m.insert("locale", Value::from(self.locale));
+        m.insert("link", Value::from(self.link));
         Value::from(m)
     }
 }
@@ -185,6 +189,25 @@ fn holds_code(out: &str, code: &str) -> bool {
 /// not used; API.md §6.29).
 pub fn shows_code(r: &Rendered, code: &str) -> bool {
     holds_code(&r.text, code) && r.html.as_deref().is_none_or(|h| holds_code(h, code))
+}
+
+/// A magic link the template did not place goes at the end of the message: a paragraph of
+/// its own in the text, and a link in the HTML.
+pub fn ensure_link(r: &mut Rendered, link: &str) {
+    if !r.text.contains(link) {
+        r.text = format!("{}\n\n{link}\n", r.text.trim_end());
+    }
+    if let Some(h) = &mut r.html {
+        if !h.contains(link) {
+            // The link is ours (base URL and a base62 token): nothing in it needs escaping
+            // but the quote, and it has none.
+            let a = format!("<p><a href=\"{link}\">{link}</a></p>");
+            match h.rfind("</body>") {
+                Some(i) => h.insert_str(i, &a),
+                None => h.push_str(&a),
+            }
+        }
+    }
 }
 
 /// Whether a rendered message has a text message that shows the code.
@@ -430,6 +453,7 @@ pub fn lint(f: &Fields, code_length: u32) -> Result<(), Vec<TemplateError>> {
         purpose: "login",
         email: "ada@example.com",
         locale: "en",
+        link: "",
     };
     let mut set = TemplateSet {
         env: sandbox(),

@@ -9,6 +9,7 @@ fn vars<'a>(code: &'a str, locale: &'a str, purpose: &'a str, ttl: u32) -> Vars<
         purpose,
         email: "ada@example.com",
         locale,
+        link: "",
     }
 }
 

@@ -37,6 +37,15 @@ pub struct MintBody {
     locale: Option<String>,
     /// `sync` or `async`; default: the tenant's `delivery`
     delivery: Option<String>,
+    /// A magic link beside the code (API.md §14.2), returning to `return_url` (which must
+    /// start with one of the tenant's `allowed_return_urls`).
+    link: Option<LinkBody>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkBody {
+    return_url: String,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -195,6 +204,7 @@ fn mint_request(b: MintBody) -> Result<MintRequest, ApiError> {
         flavor: Flavor::Native,
         delivery: parse_delivery(b.delivery.as_deref())?,
         locale: parse_locale(b.locale.as_deref(), "locale")?,
+        link: b.link.map(|l| l.return_url),
     })
 }
 

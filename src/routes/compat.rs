@@ -163,6 +163,7 @@ pub async fn otp(req: HttpRequest, st: web::Data<AppState>, payload: web::Payloa
                 flavor: Flavor::Compat,
                 delivery: None,
                 locale: None,
+                link: None,
             },
             &super::request_context(&req, &st),
         )

@@ -53,6 +53,8 @@ pub struct TenantOut {
     /// The second relay, tried at once when `smtp` fails transiently (API.md §12.1); null
     /// without one.
     pub smtp_fallback: Option<SmtpOut>,
+    /// The prefixes a magic link's `return_url` must start with (API.md §14).
+    pub allowed_return_urls: Vec<String>,
 }
 
 impl TenantOut {
@@ -83,6 +85,7 @@ impl TenantOut {
                 tls: f.tls.as_str().to_string(),
                 max_connections: services.ceiling(f.max_connections),
             }),
+            allowed_return_urls: t.allowed_return_urls.clone(),
             policy: PolicyOut {
                 code_length: t.policy.code_length,
                 ttl_seconds: t.policy.ttl_seconds,
@@ -189,6 +192,9 @@ pub struct StatusOut {
     /// Present and true for a test code (its messages went to the test inbox).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub test: bool,
+    /// Once verified: `code` or `link` (a magic link, API.md §14.2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified_via: Option<String>,
 }
 
 impl StatusOut {
@@ -211,6 +217,7 @@ impl StatusOut {
             },
             resends: v.resends,
             test: v.test,
+            verified_via: v.verified_via.clone(),
         }
     }
 }
@@ -298,6 +305,7 @@ pub enum ProblemCode {
     ResendLimitReached,
     TransportNotFound,
     ChannelNotConfigured,
+    LinksNotConfigured,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -7,6 +7,7 @@ pub mod devx;
 pub mod dto;
 pub mod error;
 pub mod governor;
+pub mod links;
 pub mod openapi;
 pub mod ops;
 pub mod templates;
@@ -153,6 +154,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
             .route(web::delete().to(codes::otp_cancel)),
     )
     .service(r("/v1/otp/{key}/resend").route(web::post().to(codes::resend)))
+    .service(
+        r("/l/{token}")
+            .route(web::get().to(links::show))
+            .route(web::post().to(links::confirm)),
+    )
+    .service(r("/pages/style.css").route(web::get().to(links::style)))
     .service(r("/healthz").route(web::get().to(ops::healthz)))
     .service(r("/readyz").route(web::get().to(ops::readyz)))
     .service(r("/metrics").route(web::get().to(ops::metrics)))

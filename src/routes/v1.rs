@@ -109,6 +109,9 @@ pub struct PatchTenantBody {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<SmtpPatchBody>)]
     smtp_fallback: Option<Option<SmtpPatchBody>>,
+    /// The prefixes a magic link's `return_url` must start with (API.md §14; replaces the
+    /// list; ≤ 20): `https://…`, or `http://localhost…` for development.
+    allowed_return_urls: Option<Vec<String>>,
 }
 
 /// A field that may be absent (outer `None`), `null` (`Some(None)`) or a value.
@@ -304,6 +307,7 @@ fn patch_from(b: PatchTenantBody) -> Result<TenantPatch, ApiError> {
         default_locale: parse_locale(b.default_locale.as_deref(), "default_locale")?,
         test: b.test,
         smtp_fallback,
+        allowed_return_urls: b.allowed_return_urls,
     })
 }
 

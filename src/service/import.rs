@@ -209,6 +209,7 @@ impl Services {
                     test_version: 0,
                     smtp_fallback: None,
                     http: None,
+                    allowed_return_urls: Vec::new(),
                 },
                 digest,
             ));
@@ -247,6 +248,7 @@ impl Services {
                 owner_secret_digest: owner,
                 attempts: tries.unwrap_or(0).clamp(0, i64::from(max)) as u32,
                 code: NewChallenge {
+                    link: None,
                     key_digest,
                     tenant_id: TenantId::from_trusted(String::new()),
                     flavor: Flavor::Compat,

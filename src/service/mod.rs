@@ -5,6 +5,7 @@ pub mod delivery;
 pub mod idempotency;
 pub mod import;
 pub mod keys;
+pub mod links;
 pub mod otp;
 pub mod resend;
 mod retry;
@@ -98,6 +99,9 @@ pub enum ServiceError {
     /// The tenant has no HTTP transport (API.md §12.2): 404 `transport_not_found`.
     #[error("transport not found")]
     TransportNotFound,
+    /// A magic link asked for while `server.public_url` is empty: 422 `links_not_configured`.
+    #[error("links not configured")]
+    LinksOff,
     /// A text message for a tenant without an HTTP transport: 422 `channel_not_configured`.
     #[error("channel not configured")]
     ChannelNotConfigured,

@@ -38,6 +38,8 @@ pub struct MintRequest {
     pub delivery: Option<DeliveryMode>,
     /// The first step of the locale chain, if the request names one.
     pub locale: Option<Locale>,
+    /// A magic link beside the code, returning to this URL (API.md §14.2).
+    pub link: Option<String>,
 }
 
 pub struct Minted {
@@ -146,6 +148,7 @@ impl Services {
             flavor,
             delivery,
             locale,
+            link,
         } = req;
         let to = email.delivery_address();
         // Room for the mint's audit entry, and for a template fallback's, before any work.
@@ -156,7 +159,14 @@ impl Services {
             Flavor::Native => delivery.unwrap_or(tenant.delivery),
         };
         let result = self
-            .mint_inner(tenant, email, purpose, flavor, mode, locale.as_ref())
+            .mint_inner(
+                tenant,
+                email,
+                purpose,
+                (flavor, mode),
+                locale.as_ref(),
+                link.as_deref(),
+            )
             .await;
         let outcome = match &result {
             Ok(m) if m.test => "test".to_string(),
@@ -191,9 +201,9 @@ impl Services {
         tenant: &Tenant,
         email: Recipient,
         purpose: Purpose,
-        flavor: Flavor,
-        mode: DeliveryMode,
+        (flavor, mode): (Flavor, DeliveryMode),
         locale: Option<&Locale>,
+        link: Option<&str>,
     ) -> Result<Minted, ServiceError> {
         let mut policy = self.policy_for(tenant, flavor);
         let quota = self.quota();
@@ -207,6 +217,9 @@ impl Services {
         if sms && !test && tenant.http.is_none() {
             return Err(ServiceError::ChannelNotConfigured);
         }
+        let link_plan = link
+            .map(|url| self.plan_link(tenant, url, sms))
+            .transpose()?;
         let mode = if test { DeliveryMode::Sync } else { mode };
         // With every limit off there is nothing to check or count.
         let counted = !test && quota.any();
@@ -235,7 +248,14 @@ impl Services {
         let key = ShareableKey::generate(flavor);
         let expires_at = now + i64::from(policy.ttl_seconds) * 1000;
         let key_digest = self.key_digest(key.expose());
-        let written = self
+        let (link_url, link_row) = match &link_plan {
+            Some(plan) => {
+                let (url, row) = self.make_link(tenant, plan, key.expose())?;
+                (url, Some(row))
+            }
+            None => (String::new(), None),
+        };
+        let mut written = self
             .render_message(
                 tenant,
                 locale,
@@ -247,10 +267,14 @@ impl Services {
                     purpose: purpose.as_str(),
                     email: email.as_given(),
                     locale: "",
+                    link: &link_url,
                 },
                 sms,
             )
             .await?;
+        if !link_url.is_empty() {
+            crate::messages::ensure_link(&mut written.rendered, &link_url);
+        }
         let challenge = NewChallenge {
             key_digest: key_digest.clone(),
             tenant_id: tenant.id.clone(),
@@ -266,6 +290,7 @@ impl Services {
             delivery_mode: mode,
             locale: Some(written.locale.as_str().to_string()),
             channel: email.channel().as_str().into(),
+            link: link_row,
         };
         let message = stored_message(
             tenant,

@@ -159,6 +159,7 @@ impl Services {
                     purpose: &view.purpose,
                     email: &view.email,
                     locale: "",
+                    link: "",
                 },
                 sms,
             )

@@ -127,6 +127,7 @@ struct OwnedVars {
     app_name: String,
     purpose: String,
     email: String,
+    link: String,
 }
 
 impl OwnedVars {
@@ -138,6 +139,7 @@ impl OwnedVars {
             app_name: v.app_name.to_string(),
             purpose: v.purpose.to_string(),
             email: v.email.to_string(),
+            link: v.link.to_string(),
         }
     }
 
@@ -150,6 +152,7 @@ impl OwnedVars {
             purpose: &self.purpose,
             email: &self.email,
             locale: "",
+            link: &self.link,
         }
     }
 }
@@ -382,6 +385,7 @@ impl Services {
                 purpose: purpose.as_str(),
                 email: "user@example.com",
                 locale: &loc,
+                link: "",
             };
             messages::render_once(&fields, &vars)
         })

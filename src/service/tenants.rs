@@ -7,6 +7,7 @@ use crate::crypto::cipher::{encrypt_password, PasswordContext};
 use crate::crypto::lookup_digest;
 use crate::domain::delivery::DeliveryMode;
 use crate::domain::keys::{SecretKey, TenantId};
+use crate::domain::links::{parse_allowed, ALLOWED_RETURN_URLS_MAX, RETURN_URL_RULE};
 use crate::domain::locale::Locale;
 use crate::domain::policy::{FieldError, Policy, PolicyPatch};
 use crate::domain::tenant::{
@@ -73,6 +74,8 @@ pub struct TenantPatch {
     /// `Some(None)` removes the fallback relay; `Some(Some(_))` changes it (or sets it: then
     /// every field but `tls` and `max_connections` is required).
     pub smtp_fallback: Option<Option<SmtpPatch>>,
+    /// The prefixes magic links may return to (replaces the list).
+    pub allowed_return_urls: Option<Vec<String>>,
 }
 
 impl From<&SmtpInput> for SmtpPatch {
@@ -303,6 +306,7 @@ impl Services {
             test_version: 0,
             smtp_fallback,
             http: None,
+            allowed_return_urls: Vec::new(),
         };
         let secret = t.secret.unwrap_or_else(|| SecretKey::generate_for(t.test));
         let digest = self.secret_digest(secret.expose());
@@ -396,6 +400,22 @@ impl Services {
         if let Some(pp) = &p.policy {
             pp.validate(&mut errs);
         }
+        if let Some(urls) = &p.allowed_return_urls {
+            if urls.len() > ALLOWED_RETURN_URLS_MAX {
+                errs.push(FieldError::new(
+                    "allowed_return_urls",
+                    format!("at most {ALLOWED_RETURN_URLS_MAX} entries"),
+                ));
+            }
+            for (i, u) in urls.iter().enumerate() {
+                if parse_allowed(u).is_none() {
+                    errs.push(FieldError::new(
+                        format!("allowed_return_urls[{i}]"),
+                        RETURN_URL_RULE,
+                    ));
+                }
+            }
+        }
         let smtp_row = match &p.smtp {
             Some(sp) => {
                 self.account_change((&current.id, false), Some(&current.smtp), sp, &mut errs)
@@ -445,6 +465,7 @@ impl Services {
             default_locale: p.default_locale.clone(),
             test: p.test,
             smtp_fallback,
+            allowed_return_urls: p.allowed_return_urls.clone(),
         };
         Ok(changes)
     }

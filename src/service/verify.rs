@@ -239,7 +239,9 @@ impl Services {
             );
             let raised = event.is_some();
             if self
-                .write(move |s| s.finish_verify(&tid, &d, t, event.as_ref(), clear.as_deref()))
+                .write(move |s| {
+                    s.finish_verify(&tid, &d, t, event.as_ref(), clear.as_deref(), "code")
+                })
                 .await?
             {
                 if raised {

@@ -29,7 +29,7 @@ pub(crate) const TENANT_COLS: &str =
      COALESCE((SELECT w.events FROM webhooks w WHERE w.tenant_id = t.id), ''), t.row_version, \
      t.test, t.test_version, t.fallback_host, t.fallback_port, t.fallback_username, \
      t.fallback_password, t.fallback_from, t.fallback_tls, t.fallback_max_connections, \
-     t.http_url, t.http_use, t.http_secret";
+     t.http_url, t.http_use, t.http_secret, t.allowed_return_urls";
 
 /// A code's columns as `GET /v1/otp/{key}` shows it, for queries that name the table `c`
 /// (read by [`view_from`]); `now` is the SQL of the current time its lease is compared with
@@ -40,12 +40,12 @@ pub(crate) fn view_cols(now: &str) -> String {
          c.created_at, c.expires_at, c.verified_at, c.delivery_mode, c.delivery_status, \
          c.delivery_attempts, c.delivery_reason, c.sent_at, \
          EXISTS(SELECT 1 FROM outbox o WHERE o.key_digest = c.key_digest AND o.lease_until >= {now}), \
-         c.resends, c.test, c.locale, c.channel, c.delivery_transport"
+         c.resends, c.test, c.locale, c.channel, c.delivery_transport, c.verified_via"
     )
 }
 
 /// How many columns [`view_cols`] selects (a query may select more after them).
-pub(crate) const VIEW_WIDTH: usize = 21;
+pub(crate) const VIEW_WIDTH: usize = 22;
 
 /// One row of either driver, read by column index.
 pub(crate) trait Cells {
@@ -174,6 +174,12 @@ pub(crate) fn tenant_from(r: &impl Cells) -> Result<Tenant, StoreError> {
                 secret: r.opt_bytes(32)?.unwrap_or_default(),
             }),
         },
+        allowed_return_urls: r
+            .text(33)?
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect(),
     })
 }
 
@@ -225,6 +231,7 @@ pub(crate) fn view_from(r: &impl Cells) -> Result<ChallengeView, StoreError> {
         test: r.flag(17)?,
         locale: r.opt_text(18)?,
         channel: r.text(19)?,
+        verified_via: r.opt_text(21)?,
     })
 }
 

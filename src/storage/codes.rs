@@ -27,8 +27,19 @@ pub struct NewChallenge {
     pub delivery_mode: DeliveryMode,
     /// The locale the message was written in (`None`: imported from OtpMint).
     pub locale: Option<String>,
-    /// How its message travels: `email`.
+    /// How its message travels: `email` or `sms`.
     pub channel: String,
+    /// A magic link that verifies it (API.md §14.2).
+    pub link: Option<NewLink>,
+}
+
+/// A magic link: its token's digest, where it returns to, and the shareable key sealed for
+/// the redirect.
+#[derive(Debug, Clone)]
+pub struct NewLink {
+    pub digest: Vec<u8>,
+    pub return_url: String,
+    pub key_sealed: Vec<u8>,
 }
 
 /// The outgoing message of a new code, stored in the same commit as the code.
@@ -168,7 +179,8 @@ pub trait CodeStore {
         key_digest: &[u8],
         recipient: &str,
     ) -> Result<(), StoreError>;
-    /// `pending` → `verified` if still pending and unexpired; false otherwise. When the
+    /// `pending` → `verified` (by `via`: `code` or `link`) if still pending and unexpired;
+    /// false otherwise. When the
     /// verify succeeds, `event` (`otp.verified`) is written and the failure budget of
     /// `clear_failures_of` (a recipient) is reset, in the same transaction.
     fn finish_verify(
@@ -178,6 +190,7 @@ pub trait CodeStore {
         now: Millis,
         event: Option<&NewEvent>,
         clear_failures_of: Option<&str>,
+        via: &str,
     ) -> Result<bool, StoreError>;
     /// The enabled tenant a code belongs to (for OtpMint's verify, which names no tenant).
     fn challenge_owner(

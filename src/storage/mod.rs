@@ -12,6 +12,7 @@ pub mod copy;
 mod error;
 pub mod integration;
 mod keyring;
+pub mod links;
 mod outbox;
 pub mod postgres;
 mod quota;
@@ -23,11 +24,12 @@ mod tenants;
 pub mod test_mode;
 
 pub use codes::{
-    CodeStore, Lease, NewChallenge, NewOutbox, Resend, ResendVia, Resent, Reservation,
+    CodeStore, Lease, NewChallenge, NewLink, NewOutbox, Resend, ResendVia, Resent, Reservation,
 };
 pub use error::StoreError;
 pub use integration::IntegrationStore;
 pub use keyring::{KeyringStore, TenantSeal};
+pub use links::{LinkStore, LinkView};
 pub use outbox::{
     ClaimRequest, Claimed, Fairness, OutboxJob, OutboxStats, OutboxStore, SweepCandidate, SweepItem,
 };
@@ -61,6 +63,7 @@ pub trait Store:
     + RecordStore
     + TestStore
     + StatsStore
+    + LinkStore
     + Send
     + Sync
     + 'static

@@ -21,6 +21,7 @@ pub struct TenantChanges {
     pub test: Option<bool>,
     /// `Some(None)` removes the fallback relay.
     pub smtp_fallback: Option<Option<SmtpAccount>>,
+    pub allowed_return_urls: Option<Vec<String>>,
 }
 
 /// What a conditional tenant change came to.

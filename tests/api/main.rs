@@ -14,6 +14,7 @@ mod http_transport;
 mod idempotency;
 mod import;
 mod lifecycle;
+mod links;
 mod ops;
 mod otp;
 mod outbox;

@@ -41,6 +41,9 @@ mod import;
 #[path = "../api/lifecycle.rs"]
 mod lifecycle;
 #[cfg(otpmint_pg_tests)]
+#[path = "../api/links.rs"]
+mod links;
+#[cfg(otpmint_pg_tests)]
 #[path = "../api/ops.rs"]
 mod ops;
 #[cfg(otpmint_pg_tests)]

@@ -178,6 +178,13 @@ impl ApiError {
                     "The tenant has no HTTP transport.".into(),
                     none(),
                 ),
+                S::LinksOff => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "links_not_configured",
+                    "Links not configured",
+                    "Magic links need server.public_url, and this server has none.".into(),
+                    none(),
+                ),
                 S::ChannelNotConfigured => (
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "channel_not_configured",

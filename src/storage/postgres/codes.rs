@@ -341,15 +341,16 @@ impl CodeStore for PgStore {
         now: Millis,
         event: Option<&NewEvent>,
         clear_failures_of: Option<&str>,
+        via: &str,
     ) -> Result<bool, StoreError> {
         self.tx(|tx| {
             let tally = tx.row_opt(
                 &format!(
-                    "UPDATE challenges SET status = 'verified', verified_at = $3, ended_at = $3 \
+                    "UPDATE challenges SET status = 'verified', verified_at = $3, ended_at = $3, verified_via = $4 \
                      WHERE key_digest = $1 AND tenant_id = $2 AND status = 'pending' AND expires_at > $3 \
                      RETURNING {TALLY_COLS}"
                 ),
-                &[&key_digest, &tenant.as_str(), &now],
+                &[&key_digest, &tenant.as_str(), &now, &via],
                 |r| tally_from(r, 0),
             )?;
             let Some(t) = tally else { return Ok(false) };

@@ -18,6 +18,7 @@ mod codes;
 mod conn;
 mod integration;
 mod keyring;
+mod links;
 mod outbox;
 mod quota;
 mod records;
@@ -317,6 +318,19 @@ fn insert_challenge(
             &how.stats_state,
         ],
     )?;
+    if let Some(l) = &c.link {
+        tx.execute(
+            "INSERT INTO magic_links (digest, key_digest, return_url, key_sealed, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &l.digest,
+                &c.key_digest,
+                &l.return_url,
+                &l.key_sealed,
+                &c.created_at,
+            ],
+        )?;
+    }
     Ok(())
 }
 

@@ -89,6 +89,12 @@ impl TenantStore for PgStore {
                     &[&id],
                 )?;
             }
+            if let Some(urls) = &c.allowed_return_urls {
+                tx.execute(
+                    "UPDATE tenants SET allowed_return_urls = $2 WHERE id = $1",
+                    &[&id, &urls.join("\n")],
+                )?;
+            }
             if let Some(d) = c.delivery {
                 tx.execute(
                     "UPDATE tenants SET delivery = $2 WHERE id = $1",

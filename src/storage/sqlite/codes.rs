@@ -68,6 +68,19 @@ fn insert_challenge_in(
             state
         ],
     )?;
+    if let Some(l) = &c.link {
+        tx.execute_cached(
+            "INSERT INTO magic_links (digest, key_digest, return_url, key_sealed, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                l.digest,
+                c.key_digest,
+                l.return_url,
+                l.key_sealed,
+                c.created_at
+            ],
+        )?;
+    }
     Ok(())
 }
 
@@ -335,17 +348,19 @@ impl CodeStore for SqliteStore {
         now: Millis,
         event: Option<&NewEvent>,
         clear_failures_of: Option<&str>,
+        via: &str,
     ) -> Result<bool, StoreError> {
         let (tenant, key_digest, event) = (tenant.clone(), key_digest.to_vec(), event.cloned());
+        let via = via.to_string();
         let clear = clear_failures_of.map(str::to_string);
         self.writer.write(move |conn| {
             let tally = conn.row_opt(
                 &format!(
-                    "UPDATE challenges SET status = 'verified', verified_at = ?3, ended_at = ?3 \
+                    "UPDATE challenges SET status = 'verified', verified_at = ?3, ended_at = ?3, verified_via = ?4 \
                      WHERE key_digest = ?1 AND tenant_id = ?2 AND status = 'pending' AND expires_at > ?3 \
                      RETURNING {TALLY_COLS}"
                 ),
-                params![key_digest, tenant.as_str(), now],
+                params![key_digest, tenant.as_str(), now, via],
                 |r| tally_from(r, 0),
             )?;
             let n = usize::from(tally.is_some());

@@ -4,6 +4,7 @@
 mod codes;
 mod integration;
 mod keyring;
+mod links;
 mod outbox;
 mod quota;
 mod records;

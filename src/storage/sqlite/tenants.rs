@@ -97,6 +97,12 @@ impl TenantStore for SqliteStore {
                 [id.as_str()],
             )?;
         }
+        if let Some(urls) = &c.allowed_return_urls {
+            tx.execute_cached(
+                "UPDATE tenants SET allowed_return_urls = ?2 WHERE id = ?1",
+                params![id.as_str(), urls.join("\n")],
+            )?;
+        }
         if let Some(d) = c.delivery {
             tx.execute_cached(
                 "UPDATE tenants SET delivery = ?2 WHERE id = ?1",

@@ -1,0 +1,144 @@
+//! Magic links (API.md §14.2): where people reach them, the return URLs a tenant allows,
+//! and the redirect after a link verified its key.
+
+use reqwest::Url;
+
+/// The longest return URL (or allowlist entry) accepted.
+pub const RETURN_URL_MAX: usize = 2048;
+/// Return URL prefixes a tenant may allow.
+pub const ALLOWED_RETURN_URLS_MAX: usize = 20;
+/// What a return URL (or an allowlist entry) must look like.
+pub const RETURN_URL_RULE: &str =
+    "must be an absolute https:// URL (http:// only for localhost), without user info or fragment, at most 2048 characters";
+
+fn local(u: &Url) -> bool {
+    matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"))
+}
+
+/// A URL people's browsers go to: https, or http on localhost (development); no user info,
+/// no fragment.
+fn browser_url(s: &str) -> Option<Url> {
+    if s.len() > RETURN_URL_MAX || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return None;
+    }
+    let u = Url::parse(s).ok()?;
+    let scheme_ok = u.scheme() == "https" || (u.scheme() == "http" && local(&u));
+    let ok = scheme_ok
+        && u.host_str().is_some_and(|h| !h.is_empty())
+        && u.username().is_empty()
+        && u.password().is_none()
+        && u.fragment().is_none();
+    ok.then_some(u)
+}
+
+/// `server.public_url` as links start with it (no trailing `/`), if it is a valid one: no
+/// query either.
+pub fn public_base(s: &str) -> Option<String> {
+    let u = browser_url(s)?;
+    if u.query().is_some() {
+        return None;
+    }
+    Some(u.as_str().trim_end_matches('/').to_string())
+}
+
+/// An entry of a tenant's `allowed_return_urls`, as stored.
+pub fn parse_allowed(s: &str) -> Option<String> {
+    browser_url(s).map(|_| s.to_string())
+}
+
+/// Whether `return_url` is a URL people may be sent to and starts with one of `allowed` at a
+/// boundary (the prefix ends with `/`, or the URL goes on with `/`, `?` or nothing), so
+/// `https://app.example` does not allow `https://app.example.evil.test`.
+pub fn return_url_allowed(return_url: &str, allowed: &[String]) -> bool {
+    if browser_url(return_url).is_none() {
+        return false;
+    }
+    allowed
+        .iter()
+        .any(|p| match return_url.strip_prefix(p.as_str()) {
+            Some(rest) => p.ends_with('/') || rest.is_empty() || rest.starts_with(['/', '?']),
+            None => false,
+        })
+}
+
+/// The origin of a URL (`https://app.example.com:8443`), for a page's `form-action`.
+pub fn origin(url: &str) -> Option<String> {
+    let o = Url::parse(url).ok()?.origin();
+    o.is_tuple().then(|| o.ascii_serialization())
+}
+
+/// `return_url` with `key` and `status=verified` added to its query.
+pub fn verified_redirect(return_url: &str, key: &str) -> Option<String> {
+    let mut u = Url::parse(return_url).ok()?;
+    u.query_pairs_mut()
+        .append_pair("key", key)
+        .append_pair("status", "verified");
+    Some(u.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_urls_are_https_or_local_http_without_query() {
+        assert_eq!(
+            public_base("https://otp.example.com/").as_deref(),
+            Some("https://otp.example.com")
+        );
+        assert_eq!(
+            public_base("https://example.com/otp/").as_deref(),
+            Some("https://example.com/otp")
+        );
+        assert!(public_base("http://localhost:8080").is_some());
+        for bad in [
+            "http://otp.example.com",
+            "https://otp.example.com/?x=1",
+            "https://otp.example.com/#x",
+            "https://user:pw@otp.example.com",
+            "ftp://otp.example.com",
+            "otp.example.com",
+            "",
+        ] {
+            assert!(public_base(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_return_url_must_start_with_an_allowed_prefix_at_a_boundary() {
+        let allowed = vec![
+            "https://app.example.com".to_string(),
+            "https://b.example.com/auth/".to_string(),
+            "http://localhost:3000/cb".to_string(),
+        ];
+        for ok in [
+            "https://app.example.com",
+            "https://app.example.com/done?x=1",
+            "https://app.example.com?x=1",
+            "https://b.example.com/auth/callback",
+            "http://localhost:3000/cb?next=/",
+        ] {
+            assert!(return_url_allowed(ok, &allowed), "{ok}");
+        }
+        for bad in [
+            "https://app.example.com.evil.test/",
+            "https://app.example.community/",
+            "https://b.example.com/authx",
+            "http://app.example.com/",
+            "https://other.example.com/",
+            "https://app.example.com/#frag",
+            "javascript:alert(1)",
+        ] {
+            assert!(!return_url_allowed(bad, &allowed), "{bad}");
+        }
+        assert_eq!(
+            verified_redirect("https://app.example.com/cb?a=1", "otp_k").as_deref(),
+            Some("https://app.example.com/cb?a=1&key=otp_k&status=verified")
+        );
+        assert_eq!(
+            origin("https://app.example.com:8443/cb?a=1").as_deref(),
+            Some("https://app.example.com:8443")
+        );
+        assert!(parse_allowed("http://example.com").is_none());
+    }
+}

@@ -1,0 +1,235 @@
+//! Magic links (API.md §14.2): beside the code, a link `server.public_url/l/{token}` whose
+//! GET only shows a confirm page (mail scanners that follow links consume nothing) and whose
+//! POST — with the page's CSRF token — verifies the code's key, like a matching code: one
+//! success, whichever comes first. The token (190 bits) is stored only as a digest; the
+//! shareable key the redirect names only sealed, bound to the link.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use super::{ServiceError, Services};
+use crate::crypto::cipher::{decrypt_record, encrypt_record};
+use crate::crypto::lookup_digest;
+use crate::domain::challenge::StoredStatus;
+use crate::domain::event::EventType;
+use crate::domain::keys::random_id;
+use crate::domain::links::{public_base, return_url_allowed, verified_redirect};
+use crate::domain::tenant::Tenant;
+use crate::service::webhooks::EventData;
+use crate::storage::{LinkView, NewLink};
+
+const TOKEN_LABEL: &str = "magic-link";
+const CSRF_LABEL: &str = "magic-link-csrf";
+const KEY_KIND: &str = "magic-link-key";
+/// Base62 characters of a token: 32 × log2(62) ≈ 190 bits.
+const TOKEN_CHARS: usize = 32;
+
+/// A link asked for on a mint, checked: where links live and where it returns to.
+#[derive(Debug, Clone)]
+pub struct LinkPlan {
+    base: String,
+    return_url: String,
+}
+
+/// What a link's page shows.
+pub enum LinkState {
+    /// Live: the confirm page.
+    Open(Box<LinkView>),
+    /// Its code was verified, or ended: nothing to confirm.
+    Ended(Box<LinkView>),
+}
+
+/// Why a confirm did not verify.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ConfirmError {
+    /// Unknown token (or links are off).
+    NotFound,
+    /// The form's CSRF token does not match the page's.
+    Forbidden,
+    /// The code was verified already, or ended.
+    Ended,
+}
+
+fn hmac_hex(key: &[u8], parts: &[&[u8]]) -> String {
+    let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
+        Ok(m) => m,
+        Err(_) => return String::new(),
+    };
+    for p in parts {
+        mac.update(p);
+        mac.update(&[0]);
+    }
+    hex::encode(mac.finalize().into_bytes())
+}
+
+impl Services {
+    /// Links are served at `server.public_url` (empty: off).
+    pub fn links_base(&self) -> Option<String> {
+        public_base(&self.settings.load().server.public_url)
+    }
+
+    /// Check a mint's `link`: links on, an email (not a text message), a return URL the
+    /// tenant allows.
+    pub fn plan_link(
+        &self,
+        tenant: &Tenant,
+        return_url: &str,
+        sms: bool,
+    ) -> Result<LinkPlan, ServiceError> {
+        let base = self.links_base().ok_or(ServiceError::LinksOff)?;
+        if sms {
+            return Err(ServiceError::field(
+                "link",
+                "goes with \"email\" only (a text message carries the code)",
+            ));
+        }
+        if !return_url_allowed(return_url, &tenant.allowed_return_urls) {
+            return Err(ServiceError::field(
+                "link.return_url",
+                "must start with one of the tenant's allowed_return_urls (https://, or http://localhost)",
+            ));
+        }
+        Ok(LinkPlan {
+            base,
+            return_url: return_url.to_string(),
+        })
+    }
+
+    /// A new link for the key: its URL (for the message) and its row.
+    pub(super) fn make_link(
+        &self,
+        tenant: &Tenant,
+        plan: &LinkPlan,
+        shareable_key: &str,
+    ) -> Result<(String, NewLink), ServiceError> {
+        let token = random_id(TOKEN_CHARS);
+        let digest = lookup_digest(self.keyring.get().pepper(), TOKEN_LABEL, &token);
+        let key_sealed = encrypt_record(
+            &self.keyring.get(),
+            KEY_KIND,
+            tenant.id.as_str(),
+            &digest,
+            shareable_key.as_bytes(),
+        )?;
+        Ok((
+            format!("{}/l/{token}", plan.base),
+            NewLink {
+                digest,
+                return_url: plan.return_url.clone(),
+                key_sealed,
+            },
+        ))
+    }
+
+    fn link_digest(&self, token: &str) -> Option<Vec<u8>> {
+        // A token is base62 of its length; anything else is unknown without a lookup.
+        let ok = token.len() == TOKEN_CHARS && token.bytes().all(|b| b.is_ascii_alphanumeric());
+        ok.then(|| lookup_digest(self.keyring.get().pepper(), TOKEN_LABEL, token))
+    }
+
+    /// The link of a token, for its page. `None`: unknown (or links are off).
+    pub async fn link_state(&self, token: &str) -> Result<Option<LinkState>, ServiceError> {
+        if self.links_base().is_none() {
+            return Ok(None);
+        }
+        let Some(digest) = self.link_digest(token) else {
+            return Ok(None);
+        };
+        let now = self.now();
+        Ok(self.db(move |s| s.link(&digest)).await?.map(|l| {
+            if l.status == StoredStatus::Pending && l.expires_at > now {
+                LinkState::Open(Box::new(l))
+            } else {
+                LinkState::Ended(Box::new(l))
+            }
+        }))
+    }
+
+    /// The CSRF token of a page: bound to the link's token and to the browser's cookie.
+    pub fn link_csrf(&self, token: &str, cookie: &str) -> String {
+        hmac_hex(
+            self.keyring.get().pepper(),
+            &[CSRF_LABEL.as_bytes(), token.as_bytes(), cookie.as_bytes()],
+        )
+    }
+
+    /// The confirm button: check the CSRF token, verify the key (one success, as always),
+    /// and answer where to send the person (`return_url` with `key` and `status=verified`).
+    pub async fn confirm_link(
+        &self,
+        token: &str,
+        cookie: Option<&str>,
+        csrf: &str,
+        ctx: &super::audit::RequestContext,
+    ) -> Result<String, ConfirmError> {
+        let expected = cookie.map(|c| self.link_csrf(token, c));
+        let matches = expected
+            .as_ref()
+            .is_some_and(|e| !csrf.is_empty() && bool::from(e.as_bytes().ct_eq(csrf.as_bytes())));
+        let link = match self.link_state(token).await {
+            Ok(Some(LinkState::Open(l))) => l,
+            Ok(Some(LinkState::Ended(_))) => return Err(ConfirmError::Ended),
+            Ok(None) => return Err(ConfirmError::NotFound),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading a magic link failed");
+                return Err(ConfirmError::NotFound);
+            }
+        };
+        if !matches {
+            return Err(ConfirmError::Forbidden);
+        }
+        let Some(digest) = self.link_digest(token) else {
+            return Err(ConfirmError::NotFound);
+        };
+        let key = decrypt_record(
+            &self.keyring.get(),
+            KEY_KIND,
+            link.tenant_id.as_str(),
+            &digest,
+            &link.key_sealed,
+        )
+        .ok()
+        .and_then(|k| String::from_utf8(k).ok())
+        .ok_or(ConfirmError::NotFound)?;
+        let subscribed = self
+            .db({
+                let id = link.tenant_id.clone();
+                move |s| s.tenant(&id)
+            })
+            .await
+            .ok()
+            .flatten()
+            .map(|t| t.webhook_events);
+        let event = self.event_for(
+            &link.tenant_id,
+            subscribed.as_deref(),
+            EventType::OtpVerified,
+            EventData {
+                shareable_key: &key,
+                email: &link.email,
+                purpose: &link.purpose,
+                locale: link.locale.as_deref(),
+                reason: None,
+            },
+        );
+        let raised = event.is_some();
+        let (tid, kd, now) = (link.tenant_id.clone(), link.key_digest.clone(), self.now());
+        let verified = self
+            .write(move |s| s.finish_verify(&tid, &kd, now, event.as_ref(), None, "link"))
+            .await
+            .unwrap_or(false);
+        let outcome = if verified { "verified_link" } else { "ended" };
+        if let Ok(slot) = self.audit.slot() {
+            slot.record(&link.tenant_id, now, "verify", &link.email, outcome, ctx);
+        }
+        if !verified {
+            return Err(ConfirmError::Ended);
+        }
+        if raised {
+            self.wake_hooks();
+        }
+        crate::metrics::inc(|m| &m.verify_outcomes, &["verified_link"]);
+        verified_redirect(&link.return_url, &key).ok_or(ConfirmError::NotFound)
+    }
+}

@@ -1,0 +1,48 @@
+//! The magic-link aggregate (API.md §14.2): a link's token digest leads to its code. A link
+//! verifies its code with `CodeStore::finish_verify`, like a matching code does.
+
+use super::StoreError;
+use crate::domain::challenge::StoredStatus;
+use crate::domain::keys::TenantId;
+use crate::domain::Millis;
+
+/// A link and what its pages need of its code and tenant.
+#[derive(Debug, Clone)]
+pub struct LinkView {
+    pub tenant_id: TenantId,
+    pub tenant_name: String,
+    pub key_digest: Vec<u8>,
+    pub return_url: String,
+    pub key_sealed: Vec<u8>,
+    pub status: StoredStatus,
+    pub expires_at: Millis,
+    /// The locale its message was written in.
+    pub locale: Option<String>,
+    pub email: String,
+    pub purpose: String,
+}
+
+/// The columns [`LinkView`] is read from (`l`: magic_links, `c`: challenges, `t`: tenants).
+pub(crate) const LINK_COLS: &str =
+    "c.tenant_id, t.name, l.key_digest, l.return_url, l.key_sealed, \
+     c.status, c.expires_at, c.locale, c.email, c.purpose";
+
+pub trait LinkStore {
+    /// The link with this token digest, of an enabled tenant.
+    fn link(&self, digest: &[u8]) -> Result<Option<LinkView>, StoreError>;
+}
+
+pub(crate) fn link_from(r: &impl super::cells::Cells) -> Result<LinkView, StoreError> {
+    Ok(LinkView {
+        tenant_id: TenantId::from_trusted(r.text(0)?),
+        tenant_name: r.text(1)?,
+        key_digest: r.bytes(2)?,
+        return_url: r.text(3)?,
+        key_sealed: r.bytes(4)?,
+        status: super::cells::status_from(&r.text(5)?)?,
+        expires_at: r.int(6)?,
+        locale: r.opt_text(7)?,
+        email: r.text(8)?,
+        purpose: r.text(9)?,
+    })
+}

@@ -1,0 +1,293 @@
+//! Magic links (API.md §14.2): a GET changes nothing, a POST with the page's CSRF token
+//! verifies the key once and redirects; without `server.public_url` links are off.
+
+use reqwest::header;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+const RETURN: &str = "https://app.example.com/signed-in";
+
+async fn body(r: reqwest::Response) -> (StatusCode, Value) {
+    let s = r.status();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn linked_app() -> (TestApp, String) {
+    let app = spawn_app_with(|s| s.server.public_url = "http://localhost:8080/".into()).await;
+    let (_, sk) = app.tenant().await;
+    let (s, v) = body(
+        app.patch(
+            "/v1/tenant",
+            &sk,
+            json!({"allowed_return_urls": ["https://app.example.com"]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["allowed_return_urls"], json!(["https://app.example.com"]));
+    (app, sk)
+}
+
+/// Mint with a link; the key and the link's token, read out of the message.
+async fn mint_link(app: &TestApp, sk: &str, to: &str) -> (String, String, String) {
+    let (s, v) = body(
+        app.post(
+            "/v1/otp",
+            sk,
+            json!({"email": to, "link": {"return_url": format!("{RETURN}?from=mail")}}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let key = v["shareable_key"].as_str().unwrap().to_string();
+    let msg = app.smtp.wait_for(to, 1).await;
+    let text = msg.text().unwrap();
+    let at = text
+        .find("http://localhost:8080/l/")
+        .expect("the link in the text");
+    let token: String = text[at + "http://localhost:8080/l/".len()..]
+        .chars()
+        .take_while(char::is_ascii_alphanumeric)
+        .collect();
+    assert!(
+        msg.html().unwrap().contains(&format!("/l/{token}")),
+        "the link in the HTML"
+    );
+    (key, token, msg.code())
+}
+
+async fn status(app: &TestApp, sk: &str, key: &str) -> Value {
+    body(app.get(&format!("/v1/otp/{key}"), sk).await).await.1
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// GET the page: its cookie and the form's CSRF token.
+async fn open(app: &TestApp, token: &str) -> (String, String) {
+    let r = no_redirects()
+        .get(format!("{}/l/{token}", app.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let csp = r.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert!(
+        csp.contains("form-action 'self' https://app.example.com"),
+        "{csp}"
+    );
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+    let cookie = r.headers()[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let html = r.text().await.unwrap();
+    assert!(!html.contains("<script"), "no JavaScript");
+    let at = html.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
+    let csrf = html[at..].split('"').next().unwrap().to_string();
+    (cookie, csrf)
+}
+
+async fn post(app: &TestApp, token: &str, cookie: Option<&str>, csrf: &str) -> reqwest::Response {
+    let mut r = no_redirects()
+        .post(format!("{}/l/{token}", app.addr))
+        .form(&[("csrf", csrf)]);
+    if let Some(c) = cookie {
+        r = r.header(header::COOKIE, c);
+    }
+    r.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn without_a_public_url_links_are_refused_and_their_pages_are_not_there() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    let (s, v) = body(
+        app.post(
+            "/v1/otp",
+            &sk,
+            json!({"email": "ada@example.com", "link": {"return_url": RETURN}}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (s, &v["code"]),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &json!("links_not_configured")
+        ),
+        "{v}"
+    );
+    assert!(app.smtp.messages().is_empty());
+    let r = no_redirects()
+        .get(format!("{}/l/{}", app.addr, "a".repeat(32)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn return_urls_are_allowlisted_prefixes() {
+    let (app, sk) = linked_app().await;
+    for bad in [
+        json!(["http://app.example.com"]),
+        json!(["not a url"]),
+        json!(["https://app.example.com/#x"]),
+    ] {
+        let (s, v) = body(
+            app.patch("/v1/tenant", &sk, json!({ "allowed_return_urls": bad }))
+                .await,
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert!(v.to_string().contains("allowed_return_urls[0]"), "{v}");
+    }
+    for (link, field) in [
+        (
+            json!({"return_url": "https://app.example.com.evil.test/"}),
+            "link.return_url",
+        ),
+        (
+            json!({"return_url": "https://other.example.com/"}),
+            "link.return_url",
+        ),
+    ] {
+        let (s, v) = body(
+            app.post(
+                "/v1/otp",
+                &sk,
+                json!({"email": "ada@example.com", "link": link}),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert!(v.to_string().contains(field), "{v}");
+    }
+    assert!(app.smtp.messages().is_empty(), "nothing was sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_a_link_changes_nothing_and_its_button_verifies_once() {
+    let (app, sk) = linked_app().await;
+    let (key, token, code) = mint_link(&app, &sk, "ada@example.com").await;
+    // A scanner (or the person) opens it, twice: still pending.
+    let (cookie, csrf) = open(&app, &token).await;
+    open(&app, &token).await;
+    assert_eq!(status(&app, &sk, &key).await["status"], "pending");
+    // A form from elsewhere has neither the cookie nor the token.
+    assert_eq!(
+        post(&app, &token, None, &csrf).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        post(&app, &token, Some(&cookie), "forged").await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        post(&app, &token, Some("otpmint_link=another"), &csrf)
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(status(&app, &sk, &key).await["status"], "pending");
+    // The button: verified, and back to the tenant's page.
+    let r = post(&app, &token, Some(&cookie), &csrf).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        r.headers()[header::LOCATION].to_str().unwrap(),
+        format!("{RETURN}?from=mail&key={key}&status=verified")
+    );
+    let st = status(&app, &sk, &key).await;
+    assert_eq!(
+        (&st["status"], &st["verified_via"]),
+        (&json!("verified"), &json!("link")),
+        "{st}"
+    );
+    // Once: the link again, and the code after it, find the key used.
+    assert_eq!(
+        post(&app, &token, Some(&cookie), &csrf).await.status(),
+        StatusCode::GONE
+    );
+    let r = no_redirects()
+        .get(format!("{}/l/{token}", app.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::GONE);
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::GONE);
+
+    // The code first: then the link has nothing to confirm.
+    let (key, token, code) = mint_link(&app, &sk, "bob@example.com").await;
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+    assert_eq!(status(&app, &sk, &key).await["verified_via"], "code");
+    let r = no_redirects()
+        .get(format!("{}/l/{token}", app.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::GONE);
+    // An unknown token.
+    let r = no_redirects()
+        .get(format!("{}/l/{}", app.addr, "Z".repeat(32)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_confirms_verify_once() {
+    let (app, sk) = linked_app().await;
+    let (key, token, _) = mint_link(&app, &sk, "ada@example.com").await;
+    let (cookie, csrf) = open(&app, &token).await;
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let (url, cookie, csrf) = (
+            format!("{}/l/{token}", app.addr),
+            cookie.clone(),
+            csrf.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            no_redirects()
+                .post(url)
+                .header(header::COOKIE, cookie)
+                .form(&[("csrf", csrf)])
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    let won = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::SEE_OTHER)
+        .count();
+    let gone = statuses.iter().filter(|s| **s == StatusCode::GONE).count();
+    assert_eq!((won, gone), (1, 9), "{statuses:?}");
+    assert_eq!(status(&app, &sk, &key).await["verified_via"], "link");
+}
