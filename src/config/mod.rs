@@ -88,6 +88,16 @@ pub struct Settings {
     pub log: LogSettings,
 }
 
+impl Settings {
+    /// The longest one delivery attempt can take: its deadline is the first transport's
+    /// (`smtp.timeout_seconds` or `delivery.http_timeout_seconds`).
+    pub fn attempt_seconds(&self) -> u64 {
+        self.smtp
+            .timeout_seconds
+            .max(self.delivery.http_timeout_seconds)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {

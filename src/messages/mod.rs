@@ -331,26 +331,47 @@ impl TemplateSet {
         let text = part("text")?;
         let parts = self.locales.get(locale).copied().unwrap_or_default();
         let html = parts.html.then(|| part("html")).transpose()?;
-        let sms = match parts.sms {
-            false => None,
-            true => {
-                let sms = part("sms")?.trim().to_string();
-                if sms.chars().count() > SMS_MAX_CHARS {
-                    return Err(TemplateError::new(
-                        "sms",
-                        None,
-                        format!("renders more than {SMS_MAX_CHARS} characters"),
-                    ));
-                }
-                Some(sms)
-            }
-        };
         Ok(Rendered {
             subject: one_line(&subject),
             text,
             html,
-            sms,
+            // A text message that fails does not take the email down with it: it is then
+            // absent (the built-in one stands in when a text message is sent).
+            sms: self.render_sms(locale, vars).ok().flatten(),
         })
+    }
+
+    /// Whether the template of `locale` has a text message.
+    pub fn has_sms(&self, locale: &str) -> bool {
+        self.locales.get(locale).is_some_and(|p| p.sms)
+    }
+
+    /// The text message of `locale`, if its template has one: at most `SMS_MAX_CHARS`.
+    pub fn render_sms(
+        &self,
+        locale: &str,
+        vars: &Vars<'_>,
+    ) -> Result<Option<String>, TemplateError> {
+        if !self.has_sms(locale) {
+            return Ok(None);
+        }
+        let t = self
+            .env
+            .get_template(&format!("{locale}/sms"))
+            .map_err(|e| engine_error("sms", &e))?;
+        let sms = t
+            .render(vars.context())
+            .map_err(|e| engine_error("sms", &e))?
+            .trim()
+            .to_string();
+        if sms.chars().count() > SMS_MAX_CHARS {
+            return Err(TemplateError::new(
+                "sms",
+                None,
+                format!("renders more than {SMS_MAX_CHARS} characters"),
+            ));
+        }
+        Ok(Some(sms))
     }
 }
 
@@ -461,6 +482,9 @@ pub fn lint(f: &Fields, code_length: u32) -> Result<(), Vec<TemplateError>> {
         bytes: 0,
     };
     set.add("lint", f.clone());
+    if let Err(e) = set.render_sms("lint", &vars) {
+        errors.push(e);
+    }
     match set.render("lint", &vars) {
         Err(e) => errors.push(e),
         Ok(r) => {

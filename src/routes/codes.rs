@@ -320,7 +320,10 @@ pub async fn verify(req: HttpRequest, st: web::Data<AppState>, payload: web::Pay
         HttpResponse::Ok(),
         &VerifyOut {
             verified: true,
-            email: v.email,
+            email: PhoneNumber::parse(&v.email)
+                .is_none()
+                .then(|| v.email.clone()),
+            phone: PhoneNumber::parse(&v.email).map(|_| v.email.clone()),
             purpose: v.purpose,
             verified_at: rfc3339(v.verified_at),
         },

@@ -146,8 +146,12 @@ pub struct ResendOut {
 #[derive(Serialize, ToSchema)]
 pub struct VerifyOut {
     pub verified: bool,
-    /// The address as it was given at mint.
-    pub email: String,
+    /// The address as it was given at mint (absent for a text message's code).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The phone number of a text message's code (API.md §12.3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
     pub purpose: String,
     pub verified_at: String,
 }

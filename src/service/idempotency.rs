@@ -64,7 +64,7 @@ impl Services {
         // A crashed holder blocks its key no longer than a mint can take.
         let hold = {
             let settings = self.settings.load();
-            (settings.smtp.timeout_seconds + settings.server.request_timeout_seconds) as i64 * 2000
+            (settings.attempt_seconds() + settings.server.request_timeout_seconds) as i64 * 2000
                 + 30_000
         };
         let holder = crate::domain::keys::random_id(22);

@@ -313,7 +313,7 @@ impl Services {
                         })
                     }
                     // A template without a text message: the built-in one is meant.
-                    Ok(rendered) if sms && rendered.sms.is_none() => {
+                    Ok(_) if sms && !set.has_sms(locale.as_str()) => {
                         return builtin(locale, &vars, false);
                     }
                     Ok(_) => tracing::warn!(

@@ -365,7 +365,7 @@ impl Services {
         for _ in 0..CHANGE_TRIES {
             let current = self.tenant(id).await?;
             let changes = self.tenant_changes(&current, &p).await?;
-            let smtp_changed = changes.smtp.is_some();
+            let smtp_changed = changes.smtp.is_some() || changes.smtp_fallback.is_some();
             let (tid, version, now) = (current.id.clone(), current.row_version, self.now());
             match self
                 .db(move |s| s.update_tenant(&tid, &changes, version, now))
@@ -374,6 +374,7 @@ impl Services {
                 Updated::Done(row) => {
                     if smtp_changed {
                         self.mailer.forget(row.id.as_str());
+                        self.outbox.breakers().forget(row.id.as_str());
                     }
                     return Ok(*row);
                 }

@@ -74,6 +74,7 @@ impl Services {
             .await?
             .ok_or(ServiceError::TenantNotFound)?;
         tracing::info!(tenant_id = %tenant.id, created, use_as = use_as.as_str(), "HTTP transport stored");
+        self.outbox.breakers().forget(tenant.id.as_str());
         Ok(HttpShown {
             url,
             use_as,
@@ -97,6 +98,7 @@ impl Services {
         let id = tenant.id.clone();
         if self.db(move |s| s.clear_http(&id)).await? {
             tracing::info!(tenant_id = %tenant.id, "HTTP transport deleted");
+            self.outbox.breakers().forget(tenant.id.as_str());
             Ok(())
         } else {
             Err(ServiceError::TransportNotFound)
@@ -213,11 +215,15 @@ impl Services {
             SendResult::Status { code, retry_after }
                 if code == 408 || code == 429 || code >= 500 =>
             {
+                // 408, 429 and 503 turned the message away; another 5xx (a gateway, or an
+                // endpoint that failed after it forwarded) may have delivered it: tried again
+                // here later, not at once elsewhere.
+                let maybe = !matches!(code, 408 | 429 | 503);
                 let mut e = failed(
                     DeliveryReason::HttpUnavailable,
                     &format!("the endpoint answered {code}"),
                     true,
-                    false,
+                    maybe,
                 );
                 e.retry_after = retry_after;
                 Err(e)

@@ -261,10 +261,11 @@ fn classify(e: &reqwest::Error) -> &'static str {
         }
         src = s.source();
     }
-    if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
+    // A connect that timed out reached nobody: `connect`, not `timeout`.
+    if e.is_connect() {
         "connect"
+    } else if e.is_timeout() {
+        "timeout"
     } else {
         "request"
     }

@@ -443,3 +443,37 @@ async fn the_python_example_receiver_in_the_docs_forwards_what_it_verifies() {
     assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(provider.requests().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_that_may_have_forwarded_is_not_bypassed_one_that_refused_is() {
+    let rx = HttpReceiver::start(true).await;
+    let app = app_for(&rx).await;
+    let (_, sk) = app.tenant().await;
+    // The endpoint first, the relay (as smtp_fallback) after it.
+    let fb = app.smtp_json();
+    let r = app
+        .patch("/v1/tenant", &sk, json!({ "smtp_fallback": fb }))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    put_http(&app, &sk, &rx, "primary").await;
+    // A 502 may have been forwarded: no second copy through the relay.
+    rx.answer_next(&[502]);
+    let (s, v) = mint(&app, &sk, "a@example.com", "sync").await;
+    assert_eq!(
+        (s, &v["reason"]),
+        (StatusCode::BAD_GATEWAY, &json!("http_unavailable")),
+        "{v}"
+    );
+    assert_eq!(app.smtp.count_to("a@example.com"), 0);
+    // A 503 turned it away: the relay takes it at once.
+    rx.answer_next(&[503]);
+    let (s, v) = mint(&app, &sk, "b@example.com", "sync").await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let key = v["shareable_key"].as_str().unwrap().to_string();
+    assert_eq!(
+        status_of(&app, &sk, &key).await["delivery"]["transport"],
+        "smtp_fallback"
+    );
+    let msg = app.smtp.wait_for("b@example.com", 1).await;
+    assert_eq!(app.verify(&sk, &key, &msg.code()).await.0, StatusCode::OK);
+}

@@ -79,12 +79,9 @@ async fn a_code_goes_to_a_phone_number_as_a_text_message_and_verifies() {
         );
         let st = status_of(&app, &sk, &key).await;
         assert_eq!(st["delivery"]["transport"], "http", "{st}");
-        // The old code is superseded by the new one, as for an address.
-        assert_eq!(
-            app.verify(&sk, &key, &code).await.0,
-            StatusCode::OK,
-            "{locale}"
-        );
+        let (s, v) = app.verify(&sk, &key, &code).await;
+        assert_eq!(s, StatusCode::OK, "{locale}");
+        assert_eq!((&v["phone"], v.get("email")), (&json!(PHONE), None), "{v}");
     }
     assert!(app.smtp.messages().is_empty(), "no email was sent");
 

@@ -272,9 +272,10 @@ impl Services {
     }
 
     /// A lease for a row this process is about to send itself: long enough for the wait
-    /// for a session and the whole delivery, twice.
+    /// for a session and the whole delivery (SMTP or HTTP, whichever may take longer),
+    /// twice.
     pub(crate) fn lease(&self) -> Lease {
-        let timeout = self.settings.load().smtp.timeout_seconds as i64 * 1000;
+        let timeout = self.settings.load().attempt_seconds() as i64 * 1000;
         Lease {
             owner: self.outbox.owner().to_string(),
             for_ms: 2 * timeout + 30_000,

@@ -34,6 +34,11 @@ pub enum Transport {
     Http,
 }
 
+/// The failure of a send that waited in this process's queue for a session and got none.
+const NO_SESSION: &str = "no session of the transport was free in time";
+/// The failure of a relay whose sealed password cannot be read here.
+const UNREADABLE: &str = "the relay's password cannot be decrypted";
+
 /// How a route sends.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Way<'a> {
@@ -184,6 +189,13 @@ impl Breakers {
         b.probing = false;
     }
 
+    /// Forget the breakers of a tenant's transports (its settings changed).
+    pub fn forget(&self, tenant: &str) {
+        let own = format!("{tenant}/");
+        self.locked()
+            .retain(|k, _| k != tenant && !k.starts_with(&own));
+    }
+
     /// A probe that sent nothing (shutting down): the next message probes instead.
     pub fn let_go(&self, relay: &str) {
         if let Some(b) = self.locked().get_mut(relay) {
@@ -221,23 +233,25 @@ impl Services {
                 retry_after: None,
             }));
         }
-        let deadline = Instant::now()
-            + match routes.first().map(|r| r.way) {
-                Some(Way::Http(_)) => http_timeout,
-                _ => self.mailer.timeout(),
-            };
         let now = self.now();
         // Every transport resting: try them all the same (skipping would only fail sooner).
         let all_open = routes
             .iter()
             .all(|r| breakers.peek(&r.key, now) == Gate::Open);
-        let mut ticket = ticket;
-        let mut last = None;
+        // The sender queued the message in the tenant's window (the first route's). Unless
+        // that route takes it, the place is held until the attempt ends, so the sender's
+        // next claim still counts this message.
+        let mut held = ticket;
+        // The whole attempt's deadline: the first route tried sets it.
+        let mut deadline: Option<Instant> = None;
+        let mut asked: Option<std::time::Duration> = None;
+        let mut last: Option<DeliveryError> = None;
         for (i, route) in routes.iter().enumerate() {
-            // The sender queued the message in the tenant's window: the first route's.
-            let ticket = ticket
-                .take()
-                .filter(|_| i == 0 && route.key == tenant.id.as_str());
+            let ticket = if i == 0 && route.key == tenant.id.as_str() {
+                held.take()
+            } else {
+                None
+            };
             let gate = if all_open {
                 Gate::Closed
             } else {
@@ -245,8 +259,16 @@ impl Services {
             };
             if gate == Gate::Open {
                 tracing::debug!(tenant_id = %tenant.id, transport = route.transport.as_str(), "the transport's breaker is open; skipped");
+                held = held.or(ticket);
                 continue;
             }
+            let deadline = *deadline.get_or_insert_with(|| {
+                Instant::now()
+                    + match route.way {
+                        Way::Http(_) => http_timeout,
+                        Way::Smtp { .. } => self.mailer.timeout(),
+                    }
+            });
             // Another transport waits behind this one: one that hangs gets half the time left.
             let more = routes[i + 1..]
                 .iter()
@@ -279,7 +301,7 @@ impl Services {
                             tracing::error!(tenant_id = %tenant.id, transport = route.transport.as_str(), error = %e, "a relay's SMTP password cannot be decrypted");
                             Err(Undelivered::Failed(DeliveryError {
                                 reason: DeliveryReason::Auth,
-                                detail: "the relay's password cannot be decrypted".into(),
+                                detail: UNREADABLE.into(),
                                 maybe_delivered: false,
                                 transient: false,
                                 refused: false,
@@ -331,15 +353,22 @@ impl Services {
                     return Err(Undelivered::Stopped);
                 }
                 Err(Undelivered::Failed(e)) => {
-                    if e.transient {
+                    // A wait in this process's own queue says nothing of the transport; an
+                    // answer, even a refusal for good, says it is up.
+                    if e.detail == NO_SESSION {
+                        if gate == Gate::Probe {
+                            breakers.let_go(&route.key);
+                        }
+                    } else if e.transient {
                         let open_ms = (cfg.breaker_seconds as i64).saturating_mul(1000);
                         breakers.failed(&route.key, self.now(), cfg.breaker_failures, open_ms);
                     } else {
                         breakers.passed(&route.key);
                     }
-                    // A transport that cannot be used at all (its secret unreadable) lets the
-                    // next one try; otherwise only a transient failure that sent nothing does.
-                    let unusable = e.reason == DeliveryReason::Auth && !e.maybe_delivered;
+                    asked = asked.max(e.retry_after);
+                    // A relay whose password cannot be read is unusable here: the next one
+                    // tries. Otherwise only a transient failure that sent nothing moves on.
+                    let unusable = e.detail == UNREADABLE;
                     let go_on = (e.transient || unusable)
                         && !e.maybe_delivered
                         && Instant::now() < deadline;
@@ -353,14 +382,18 @@ impl Services {
                 }
             }
         }
-        Err(Undelivered::Failed(last.unwrap_or_else(|| DeliveryError {
+        drop(held);
+        let mut e = last.unwrap_or_else(|| DeliveryError {
             reason: DeliveryReason::Unreachable,
             detail: "every transport is resting after failures".into(),
             maybe_delivered: false,
             transient: true,
             refused: false,
             retry_after: None,
-        })))
+        });
+        // The longest wait any endpoint asked for holds for the next try.
+        e.retry_after = e.retry_after.max(asked);
+        Err(Undelivered::Failed(e))
     }
 
     /// A session of the window (the ticket's place, or a new one) by `by`, the message then
@@ -385,7 +418,7 @@ impl Services {
         let Ok(slot) = slot else {
             return Err(Undelivered::Failed(DeliveryError {
                 reason: DeliveryReason::Timeout,
-                detail: "no session of the transport was free in time".into(),
+                detail: NO_SESSION.into(),
                 maybe_delivered: false,
                 transient: true,
                 refused: false,

@@ -204,7 +204,7 @@ impl CodeStore for PgStore {
             let tally = tx.row_opt(
                 &format!(
                     "UPDATE challenges c SET {PUSH_EARLIER}, code_hash = $3, resends = resends + 1, \
-                       delivery_status = CASE WHEN $6 THEN 'sent' ELSE 'queued' END, delivery_attempts = 0, \
+                       delivery_status = CASE WHEN $6 THEN 'sent' ELSE 'queued' END, delivery_attempts = 0, delivery_transport = NULL, \
                        delivery_reason = NULL, sent_at = CASE WHEN $6 THEN $4 ELSE sent_at END \
                      WHERE key_digest = $1 AND tenant_id = $2 AND status = 'pending' AND expires_at > $4 \
                        AND attempts < max_attempts AND resends < $5 \

@@ -236,7 +236,7 @@ impl CodeStore for SqliteStore {
             let tally = tx.query_row_cached(
                 &format!(
                     "UPDATE challenges SET {PUSH_EARLIER}, code_hash = ?2, resends = resends + 1, \
-                       delivery_status = CASE WHEN ?4 THEN 'sent' ELSE 'queued' END, delivery_attempts = 0, \
+                       delivery_status = CASE WHEN ?4 THEN 'sent' ELSE 'queued' END, delivery_attempts = 0, delivery_transport = NULL, \
                        delivery_reason = NULL, sent_at = CASE WHEN ?4 THEN ?3 ELSE sent_at END \
                      WHERE key_digest = ?1 RETURNING {TALLY_COLS}"
                 ),
