@@ -225,6 +225,8 @@ pub struct Tenant {
     pub http: Option<HttpTransport>,
     /// The prefixes a magic link's return URL must start with (API.md §14).
     pub allowed_return_urls: Vec<String>,
+    /// Its colour on the hosted pages (`#RRGGBB`; empty: the default).
+    pub brand_color: String,
 }
 
 /// Where a tenant's HTTP transport stands among its transports.
@@ -297,6 +299,7 @@ impl Tenant {
             smtp_fallback: None,
             http: None,
             allowed_return_urls: Vec::new(),
+            brand_color: String::new(),
         }
     }
 }

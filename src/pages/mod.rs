@@ -2,12 +2,14 @@
 //! JavaScript, no third-party resources, in the language of the code's message (the ten
 //! built-in languages, else English). Rendered with MiniJinja, HTML auto-escaped.
 
+mod hosted_strings;
 mod strings;
 
 use std::sync::LazyLock;
 
 use minijinja::{context, AutoEscape, Environment};
 
+pub use hosted_strings::HostedStrings;
 pub use strings::Strings;
 
 /// The stylesheet every page links to (served by otpmint itself).
@@ -19,6 +21,10 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     // A built-in page that does not compile is a build defect, caught by the tests.
     let _ = env.add_template("page.html", include_str!("../../templates/pages/page.html"));
+    let _ = env.add_template(
+        "hosted.html",
+        include_str!("../../templates/pages/hosted.html"),
+    );
     env
 });
 
@@ -59,6 +65,65 @@ pub fn render(p: &Page<'_>) -> String {
             })
         })
         .unwrap_or_else(|_| "<!doctype html><title>otpmint</title>".to_string())
+}
+
+/// A hosted sign-in page (API.md §14.1).
+pub struct HostedPage<'a> {
+    pub lang: &'a str,
+    pub app: &'a str,
+    pub tenant: &'a str,
+    pub title: &'a str,
+    pub lead: &'a str,
+    pub error: &'a str,
+    /// `email`, `code`, or empty for a page without a form.
+    pub field: &'a str,
+    pub label: &'a str,
+    pub value: &'a str,
+    pub button: &'a str,
+    pub action: &'a str,
+    pub csrf: &'a str,
+    /// A second form ("send a new code"), when not empty.
+    pub again: &'a str,
+    pub again_action: &'a str,
+    pub brand: bool,
+    pub logo: bool,
+    pub base_path: &'a str,
+}
+
+pub fn render_hosted(p: &HostedPage<'_>) -> String {
+    ENV.get_template("hosted.html")
+        .and_then(|t| {
+            t.render(context! {
+                lang => p.lang, app => p.app, tenant => p.tenant, title => p.title,
+                lead => p.lead, error => p.error, field => p.field, label => p.label,
+                value => p.value, button => p.button, action => p.action, csrf => p.csrf,
+                again => p.again, again_action => p.again_action, brand => p.brand,
+                logo => p.logo, base_path => p.base_path,
+            })
+        })
+        .unwrap_or_else(|_| "<!doctype html><title>otpmint</title>".to_string())
+}
+
+/// A tenant's colour as a stylesheet, with a text colour that keeps the contrast.
+pub fn brand_css(color: &str) -> String {
+    let hex = color.trim_start_matches('#');
+    let c = |i: usize| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("00"), 16).unwrap_or(0);
+    // Relative luminance (WCAG 2): white text on dark colours, near-black on light ones.
+    let lin = |v: u8| {
+        let s = f64::from(v) / 255.0;
+        if s <= 0.03928 {
+            s / 12.92
+        } else {
+            ((s + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    let l = 0.2126 * lin(c(0)) + 0.7152 * lin(c(2)) + 0.0722 * lin(c(4));
+    let text = if (1.05 / (l + 0.05)) >= ((l + 0.05) / 0.05) {
+        "#ffffff"
+    } else {
+        "#111111"
+    };
+    format!(":root {{ --brand: #{hex}; --brand-text: {text}; }}\n")
 }
 
 #[cfg(test)]

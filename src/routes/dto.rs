@@ -55,6 +55,14 @@ pub struct TenantOut {
     pub smtp_fallback: Option<SmtpOut>,
     /// The prefixes a magic link's `return_url` must start with (API.md §14).
     pub allowed_return_urls: Vec<String>,
+    /// The hosted pages' look.
+    pub branding: BrandingOut,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BrandingOut {
+    /// `#rrggbb`, or null for the default.
+    pub color: Option<String>,
 }
 
 impl TenantOut {
@@ -86,6 +94,9 @@ impl TenantOut {
                 max_connections: services.ceiling(f.max_connections),
             }),
             allowed_return_urls: t.allowed_return_urls.clone(),
+            branding: BrandingOut {
+                color: (!t.brand_color.is_empty()).then(|| t.brand_color.clone()),
+            },
             policy: PolicyOut {
                 code_length: t.policy.code_length,
                 ttl_seconds: t.policy.ttl_seconds,
@@ -310,6 +321,7 @@ pub enum ProblemCode {
     TransportNotFound,
     ChannelNotConfigured,
     LinksNotConfigured,
+    SessionNotFound,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -7,6 +7,7 @@ pub mod devx;
 pub mod dto;
 pub mod error;
 pub mod governor;
+pub mod hosted;
 pub mod links;
 pub mod openapi;
 pub mod ops;
@@ -160,6 +161,18 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
             .route(web::post().to(links::confirm)),
     )
     .service(r("/pages/style.css").route(web::get().to(links::style)))
+    .service(r("/pages/brand/{tenant}").route(web::get().to(hosted::brand_css)))
+    .service(r("/pages/logo/{tenant}").route(web::get().to(hosted::logo)))
+    .service(r("/h/{id}").route(web::get().to(hosted::show)))
+    .service(r("/h/{id}/send").route(web::post().to(hosted::send)))
+    .service(r("/h/{id}/verify").route(web::post().to(hosted::verify)))
+    .service(r("/v1/tenant/hosted-sessions").route(web::post().to(hosted::open)))
+    .service(r("/v1/tenant/hosted-sessions/{id}").route(web::get().to(hosted::outcome)))
+    .service(
+        r("/v1/tenant/branding/logo")
+            .route(web::put().to(hosted::put_logo))
+            .route(web::delete().to(hosted::delete_logo)),
+    )
     .service(r("/healthz").route(web::get().to(ops::healthz)))
     .service(r("/readyz").route(web::get().to(ops::readyz)))
     .service(r("/metrics").route(web::get().to(ops::metrics)))

@@ -4,7 +4,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::dto::*;
-use super::{codes, devx, ops, templates, transport, v1, webhooks};
+use super::{codes, devx, hosted, ops, templates, transport, v1, webhooks};
 
 struct Security;
 
@@ -42,7 +42,8 @@ impl Modify for Security {
         webhooks::put, webhooks::get, webhooks::delete, webhooks::rotate_secret, webhooks::test,
         webhooks::deliveries, codes::resend, devx::put_test_recipients, devx::get_test_recipients,
         devx::test_inbox, devx::own_stats, devx::tenant_stats, devx::all_stats,
-        transport::put, transport::get, transport::delete, transport::rotate_secret
+        transport::put, transport::get, transport::delete, transport::rotate_secret,
+        hosted::open, hosted::outcome, hosted::put_logo, hosted::delete_logo
     ),
     components(
         schemas(Problem, ProblemCode, FieldErrorOut),
@@ -58,6 +59,7 @@ impl Modify for Security {
         (name = "self-service", description = "A tenant managing itself with its secret key"),
         (name = "codes", description = "Minting and verifying codes (secret key)"),
         (name = "webhooks", description = "Signed event notifications (secret key)"),
+        (name = "hosted pages", description = "Sign-in pages otpmint serves for the tenant (secret key)"),
         (name = "transports", description = "Delivery through the tenant's own HTTPS endpoint (secret key)"),
         (name = "templates", description = "Messages per locale (secret key, or admin token under /v1/tenants/{id})"),
         (name = "test mode", description = "Test recipients and the test inbox (secret key)"),

@@ -112,6 +112,16 @@ pub struct PatchTenantBody {
     /// The prefixes a magic link's `return_url` must start with (API.md §14; replaces the
     /// list; ≤ 20): `https://…`, or `http://localhost…` for development.
     allowed_return_urls: Option<Vec<String>>,
+    /// The hosted pages' look (API.md §14.1): `{"color": "#RRGGBB"}` (`null`: the default).
+    branding: Option<BrandingBody>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BrandingBody {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    color: Option<Option<String>>,
 }
 
 /// A field that may be absent (outer `None`), `null` (`Some(None)`) or a value.
@@ -308,6 +318,7 @@ fn patch_from(b: PatchTenantBody) -> Result<TenantPatch, ApiError> {
         test: b.test,
         smtp_fallback,
         allowed_return_urls: b.allowed_return_urls,
+        brand_color: b.branding.and_then(|x| x.color),
     })
 }
 

@@ -210,6 +210,7 @@ impl Services {
                     smtp_fallback: None,
                     http: None,
                     allowed_return_urls: Vec::new(),
+                    brand_color: String::new(),
                 },
                 digest,
             ));

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod delivery;
+pub mod hosted;
 pub mod idempotency;
 pub mod import;
 pub mod keys;
@@ -96,6 +97,9 @@ pub enum ServiceError {
     TemplateNotFound,
     #[error("webhook not found")]
     WebhookNotFound,
+    /// No such hosted session of this tenant: 404 `session_not_found`.
+    #[error("session not found")]
+    SessionNotFound,
     /// The tenant has no HTTP transport (API.md §12.2): 404 `transport_not_found`.
     #[error("transport not found")]
     TransportNotFound,

@@ -76,6 +76,8 @@ pub struct TenantPatch {
     pub smtp_fallback: Option<Option<SmtpPatch>>,
     /// The prefixes magic links may return to (replaces the list).
     pub allowed_return_urls: Option<Vec<String>>,
+    /// The hosted pages' colour: `Some(None)` back to the default.
+    pub brand_color: Option<Option<String>>,
 }
 
 impl From<&SmtpInput> for SmtpPatch {
@@ -307,6 +309,7 @@ impl Services {
             smtp_fallback,
             http: None,
             allowed_return_urls: Vec::new(),
+            brand_color: String::new(),
         };
         let secret = t.secret.unwrap_or_else(|| SecretKey::generate_for(t.test));
         let digest = self.secret_digest(secret.expose());
@@ -401,6 +404,12 @@ impl Services {
         if let Some(pp) = &p.policy {
             pp.validate(&mut errs);
         }
+        if let Some(Some(c)) = &p.brand_color {
+            let hex = c.strip_prefix('#').unwrap_or("");
+            if hex.len() != 6 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                errs.push(FieldError::new("branding.color", "must be #RRGGBB"));
+            }
+        }
         if let Some(urls) = &p.allowed_return_urls {
             if urls.len() > ALLOWED_RETURN_URLS_MAX {
                 errs.push(FieldError::new(
@@ -467,6 +476,10 @@ impl Services {
             test: p.test,
             smtp_fallback,
             allowed_return_urls: p.allowed_return_urls.clone(),
+            brand_color: p
+                .brand_color
+                .as_ref()
+                .map(|c| c.as_deref().unwrap_or("").to_ascii_lowercase()),
         };
         Ok(changes)
     }

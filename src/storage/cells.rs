@@ -29,7 +29,7 @@ pub(crate) const TENANT_COLS: &str =
      COALESCE((SELECT w.events FROM webhooks w WHERE w.tenant_id = t.id), ''), t.row_version, \
      t.test, t.test_version, t.fallback_host, t.fallback_port, t.fallback_username, \
      t.fallback_password, t.fallback_from, t.fallback_tls, t.fallback_max_connections, \
-     t.http_url, t.http_use, t.http_secret, t.allowed_return_urls";
+     t.http_url, t.http_use, t.http_secret, t.allowed_return_urls, t.brand_color";
 
 /// A code's columns as `GET /v1/otp/{key}` shows it, for queries that name the table `c`
 /// (read by [`view_from`]); `now` is the SQL of the current time its lease is compared with
@@ -180,6 +180,7 @@ pub(crate) fn tenant_from(r: &impl Cells) -> Result<Tenant, StoreError> {
             .filter(|l| !l.is_empty())
             .map(str::to_string)
             .collect(),
+        brand_color: r.text(34)?,
     })
 }
 

@@ -10,6 +10,7 @@ mod cells;
 mod codes;
 pub mod copy;
 mod error;
+pub mod hosted;
 pub mod integration;
 mod keyring;
 pub mod links;
@@ -27,6 +28,7 @@ pub use codes::{
     CodeStore, Lease, NewChallenge, NewLink, NewOutbox, Resend, ResendVia, Resent, Reservation,
 };
 pub use error::StoreError;
+pub use hosted::{HostedStore, NewSession, SessionRow};
 pub use integration::IntegrationStore;
 pub use keyring::{KeyringStore, TenantSeal};
 pub use links::{LinkStore, LinkView};
@@ -64,6 +66,7 @@ pub trait Store:
     + TestStore
     + StatsStore
     + LinkStore
+    + HostedStore
     + Send
     + Sync
     + 'static

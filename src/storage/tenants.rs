@@ -22,6 +22,8 @@ pub struct TenantChanges {
     /// `Some(None)` removes the fallback relay.
     pub smtp_fallback: Option<Option<SmtpAccount>>,
     pub allowed_return_urls: Option<Vec<String>>,
+    /// `#RRGGBB`, or empty for the default.
+    pub brand_color: Option<String>,
 }
 
 /// What a conditional tenant change came to.

@@ -10,6 +10,7 @@ mod devx;
 mod hardening;
 mod helpers;
 mod holds;
+mod hosted;
 mod http_transport;
 mod idempotency;
 mod import;

@@ -29,6 +29,9 @@ mod helpers;
 #[path = "../api/holds.rs"]
 mod holds;
 #[cfg(otpmint_pg_tests)]
+#[path = "../api/hosted.rs"]
+mod hosted;
+#[cfg(otpmint_pg_tests)]
 #[path = "../api/http_transport.rs"]
 mod http_transport;
 #[cfg(otpmint_pg_tests)]

@@ -171,6 +171,13 @@ impl ApiError {
                     "The tenant has no webhook.".into(),
                     none(),
                 ),
+                S::SessionNotFound => (
+                    StatusCode::NOT_FOUND,
+                    "session_not_found",
+                    "Session not found",
+                    "The tenant has no hosted session with this id.".into(),
+                    none(),
+                ),
                 S::TransportNotFound => (
                     StatusCode::NOT_FOUND,
                     "transport_not_found",

@@ -16,6 +16,7 @@ macro_rules! db_now {
 
 mod codes;
 mod conn;
+mod hosted;
 mod integration;
 mod keyring;
 mod links;

@@ -89,6 +89,12 @@ impl TenantStore for PgStore {
                     &[&id],
                 )?;
             }
+            if let Some(color) = &c.brand_color {
+                tx.execute(
+                    "UPDATE tenants SET brand_color = $2 WHERE id = $1",
+                    &[&id, color],
+                )?;
+            }
             if let Some(urls) = &c.allowed_return_urls {
                 tx.execute(
                     "UPDATE tenants SET allowed_return_urls = $2 WHERE id = $1",

@@ -2,6 +2,7 @@
 //! and one group-commit writer thread for the writes of a running server.
 
 mod codes;
+mod hosted;
 mod integration;
 mod keyring;
 mod links;

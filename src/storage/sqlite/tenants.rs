@@ -97,6 +97,12 @@ impl TenantStore for SqliteStore {
                 [id.as_str()],
             )?;
         }
+        if let Some(color) = &c.brand_color {
+            tx.execute_cached(
+                "UPDATE tenants SET brand_color = ?2 WHERE id = ?1",
+                params![id.as_str(), color],
+            )?;
+        }
         if let Some(urls) = &c.allowed_return_urls {
             tx.execute_cached(
                 "UPDATE tenants SET allowed_return_urls = ?2 WHERE id = ?1",

@@ -1,0 +1,488 @@
+//! Hosted verification (API.md §14.1): the tenant's routes (open a session, read its
+//! outcome, upload a logo) and the pages people use (`/h/{id}`), server-rendered, without
+//! JavaScript, under a strict Content-Security-Policy, every form with a CSRF token bound to
+//! a cookie. With `server.public_url` empty the pages answer 404.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::{json_body, read_body_up_to, TenantAuth};
+use super::dto::{problems, Problem};
+use super::error::ApiError;
+use super::v1::json;
+use super::AppState;
+use crate::clock::rfc3339;
+use crate::domain::email::mask;
+use crate::domain::keys::random_id;
+use crate::domain::links::origin;
+use crate::domain::tenant::Tenant;
+use crate::pages::{self, HostedPage, HostedStrings};
+use crate::service::hosted::{status_of, NewHosted, PageError};
+use crate::service::ServiceError;
+use crate::storage::SessionRow;
+
+type ApiResult = Result<HttpResponse, ApiError>;
+
+/// The largest logo accepted.
+pub const LOGO_MAX: usize = 64 * 1024;
+const COOKIE: &str = "otpmint_hosted";
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostedBody {
+    /// The address to verify; without it the page asks for one.
+    email: Option<String>,
+    /// Default `default`.
+    purpose: Option<String>,
+    /// The first step of the pages' and the message's locale chain.
+    locale: Option<String>,
+    /// Must start with one of the tenant's `allowed_return_urls`.
+    return_url: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HostedOut {
+    /// `hs_…`
+    pub id: String,
+    /// Where to send the person (on `server.public_url`).
+    pub url: String,
+    pub expires_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HostedStatusOut {
+    /// `open`, `verified`, `failed` or `expired`
+    pub status: String,
+    /// The address (given, or typed on the page), once known.
+    pub email: Option<String>,
+    pub verified_at: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/tenant/hosted-sessions", tag = "hosted pages",
+    request_body = HostedBody,
+    responses(
+        (status = 201, description = "Opened", body = HostedOut),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 401, response = problems::Unauthorized),
+        (status = 422, description = "links_not_configured: server.public_url is empty", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn open(
+    t: TenantAuth,
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    payload: web::Payload,
+) -> ApiResult {
+    let b: HostedBody = json_body(&req, payload).await?;
+    let o = st
+        .services
+        .open_hosted(
+            &t.0,
+            NewHosted {
+                email: b.email,
+                purpose: b.purpose,
+                locale: b.locale,
+                return_url: b.return_url,
+            },
+        )
+        .await?;
+    Ok(json(
+        HttpResponse::Created(),
+        &HostedOut {
+            id: o.id,
+            url: o.url,
+            expires_at: rfc3339(o.expires_at),
+        },
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/tenant/hosted-sessions/{id}", tag = "hosted pages",
+    params(("id" = String, Path, description = "`hs_…`")),
+    responses(
+        (status = 200, description = "The session's outcome", body = HostedStatusOut),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, description = "session_not_found", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn outcome(t: TenantAuth, st: web::Data<AppState>, id: web::Path<String>) -> ApiResult {
+    let o = st.services.hosted_outcome(&t.0, &id).await?;
+    Ok(json(
+        HttpResponse::Ok(),
+        &HostedStatusOut {
+            status: o.status.to_string(),
+            email: o.email,
+            verified_at: o.verified_at.map(rfc3339),
+        },
+    ))
+}
+
+/// A PNG: its signature, then an IHDR chunk.
+fn is_png(b: &[u8]) -> bool {
+    b.len() > 24 && b.starts_with(b"\x89PNG\r\n\x1a\n") && &b[12..16] == b"IHDR"
+}
+
+#[utoipa::path(put, path = "/v1/tenant/branding/logo", tag = "hosted pages",
+    description = "The logo on the hosted pages: a PNG of at most 64 KiB (`Content-Type: image/png`), served by otpmint.",
+    responses(
+        (status = 204, description = "Stored"),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 401, response = problems::Unauthorized),
+        (status = 413, description = "payload_too_large: over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported_media_type: not image/png", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn put_logo(
+    t: TenantAuth,
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    payload: web::Payload,
+) -> ApiResult {
+    let png = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("image/png"));
+    if !png {
+        return Err(ApiError::MediaType);
+    }
+    let bytes = read_body_up_to(&req, &mut payload.into_inner(), LOGO_MAX).await?;
+    if !is_png(&bytes) {
+        return Err(ServiceError::field("logo", "must be a PNG image").into());
+    }
+    st.services.put_logo(&t.0, Some(&bytes)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(delete, path = "/v1/tenant/branding/logo", tag = "hosted pages",
+    responses(
+        (status = 204, description = "Removed (or there was none)"),
+        (status = 401, response = problems::Unauthorized),
+    ),
+    security(("secret_key" = [])))]
+pub async fn delete_logo(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
+    st.services.put_logo(&t.0, None).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+// ---- the pages ----
+
+#[derive(Deserialize)]
+pub struct PageForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    code: String,
+}
+
+fn base_path(st: &AppState) -> String {
+    st.services
+        .links_base()
+        .and_then(|b| reqwest::Url::parse(&b).ok())
+        .map(|u| u.path().trim_end_matches('/').to_string())
+        .unwrap_or_default()
+}
+
+fn the_cookie(req: &HttpRequest) -> Option<String> {
+    let raw = req.headers().get(header::COOKIE)?.to_str().ok()?;
+    raw.split(';').find_map(|kv| {
+        let (k, v) = kv.trim().split_once('=')?;
+        (k == COOKIE && !v.is_empty() && v.len() <= 64).then(|| v.to_string())
+    })
+}
+
+/// A page with the headers every page carries.
+fn respond(
+    status: StatusCode,
+    html: String,
+    form_to: Option<String>,
+    cookie: Option<String>,
+) -> HttpResponse {
+    let form_action = match form_to {
+        Some(o) => format!("'self' {o}"),
+        None => "'self'".to_string(),
+    };
+    let mut b = HttpResponse::build(status);
+    b.content_type("text/html; charset=utf-8")
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            format!(
+                "default-src 'none'; style-src 'self'; img-src 'self'; form-action {form_action}; \
+                 frame-ancestors 'none'; base-uri 'none'"
+            ),
+        ))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
+    if let Some(c) = cookie {
+        b.insert_header((header::SET_COOKIE, c));
+    }
+    b.body(html)
+}
+
+fn see_other(to: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, to.to_string()))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .finish()
+}
+
+/// Render the session's page as it stands, with `error` shown.
+async fn render(
+    st: &AppState,
+    req: &HttpRequest,
+    row: &SessionRow,
+    tenant: &Tenant,
+    error: Option<&PageError>,
+) -> HttpResponse {
+    let s = HostedStrings::of(
+        row.locale
+            .as_deref()
+            .unwrap_or(tenant.default_locale.as_str()),
+    );
+    let app = tenant.name.as_str();
+    let base = base_path(st);
+    let logo = st.services.has_logo(&tenant.id).await;
+    let cookie = the_cookie(req).unwrap_or_else(|| random_id(32));
+    let csrf = st.services.hosted_csrf(&row.id, &cookie);
+    let secure = st
+        .services
+        .links_base()
+        .is_some_and(|b| b.starts_with("https://"));
+    let set_cookie = format!(
+        "{COOKIE}={cookie}; Path={base}/h/; HttpOnly; SameSite=Strict; Max-Age=3600{}",
+        if secure { "; Secure" } else { "" }
+    );
+    let status_now = status_of(row, st.services.now());
+    let over = status_now != "open" || error == Some(&PageError::Over);
+    let code_sent = row.key_sealed.is_some();
+    let err = match error {
+        Some(PageError::BadEmail) => s.bad_email.to_string(),
+        Some(PageError::WrongCode(n)) if *n == u32::MAX => {
+            s.wrong_code.replace(": {n}", "").replace("：{n}", "")
+        }
+        Some(PageError::WrongCode(n)) => s.wrong_code.replace("{n}", &n.to_string()),
+        Some(PageError::Limited) => s.limited.to_string(),
+        Some(PageError::NotSent) => s.not_sent.to_string(),
+        Some(PageError::Over) | None => String::new(),
+    };
+    let (title, lead, field, label, button, action, again) = if over {
+        (
+            s.over_title.to_string(),
+            s.over_lead.replace("{app}", app),
+            "",
+            "",
+            "",
+            String::new(),
+            "",
+        )
+    } else if code_sent && error != Some(&PageError::BadEmail) {
+        let email = row.email.as_deref().map(mask).unwrap_or_default();
+        (
+            s.code_title.to_string(),
+            s.code_lead.replace("{email}", &email),
+            "code",
+            s.code_label,
+            s.verify,
+            format!("{base}/h/{}/verify", row.id),
+            s.resend,
+        )
+    } else if let Some(email) = row.email.as_deref() {
+        // The tenant gave the address: only the button to send the code.
+        (
+            s.email_title.replace("{app}", app),
+            s.send_lead.replace("{email}", &mask(email)),
+            "send",
+            "",
+            s.send,
+            format!("{base}/h/{}/send", row.id),
+            "",
+        )
+    } else {
+        (
+            s.email_title.replace("{app}", app),
+            s.email_lead.to_string(),
+            "email",
+            s.email_label,
+            s.send,
+            format!("{base}/h/{}/send", row.id),
+            "",
+        )
+    };
+    let html = pages::render_hosted(&HostedPage {
+        lang: s.lang,
+        app,
+        tenant: tenant.id.as_str(),
+        title: &title,
+        lead: &lead,
+        error: &err,
+        field,
+        label,
+        value: "",
+        button,
+        action: &action,
+        csrf: &csrf,
+        again,
+        again_action: &format!("{base}/h/{}/send", row.id),
+        brand: !tenant.brand_color.is_empty(),
+        logo,
+        base_path: &base,
+    });
+    let status = match error {
+        Some(PageError::Over) => StatusCode::GONE,
+        Some(PageError::BadEmail | PageError::WrongCode(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+        Some(PageError::Limited) => StatusCode::TOO_MANY_REQUESTS,
+        Some(PageError::NotSent) => StatusCode::BAD_GATEWAY,
+        None if over => StatusCode::GONE,
+        None => StatusCode::OK,
+    };
+    respond(status, html, origin(&row.return_url), Some(set_cookie))
+}
+
+async fn session(st: &AppState, id: &str) -> Result<(SessionRow, Tenant), HttpResponse> {
+    match st.services.hosted_page(id).await {
+        Ok(Some(x)) => Ok(x),
+        Ok(None) => Err(HttpResponse::NotFound()
+            .content_type("text/plain; charset=utf-8")
+            .body("Not found")),
+        Err(_) => Err(HttpResponse::ServiceUnavailable().finish()),
+    }
+}
+
+pub async fn show(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+) -> HttpResponse {
+    let (row, tenant) = match session(&st, &id).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if row.verified {
+        return see_other(&crate::service::hosted::session_redirect(
+            &row.return_url,
+            &row.id,
+        ));
+    }
+    render(&st, &req, &row, &tenant, None).await
+}
+
+/// Whether the form carries the CSRF token of this browser's cookie.
+fn csrf_ok(st: &AppState, req: &HttpRequest, id: &str, given: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    the_cookie(req).is_some_and(|c| {
+        let want = st.services.hosted_csrf(id, &c);
+        !given.is_empty() && bool::from(want.as_bytes().ct_eq(given.as_bytes()))
+    })
+}
+
+fn forbidden() -> HttpResponse {
+    HttpResponse::Forbidden()
+        .content_type("text/plain; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body("This form has expired. Go back and reload the page.")
+}
+
+pub async fn send(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+    form: web::Form<PageForm>,
+) -> HttpResponse {
+    let (row, tenant) = match session(&st, &id).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if !csrf_ok(&st, &req, &row.id, &form.csrf) {
+        return forbidden();
+    }
+    let ctx = super::request_context(&req, &st);
+    match st
+        .services
+        .hosted_send(&row, &tenant, &form.email, &ctx)
+        .await
+    {
+        Ok(()) => see_other(&format!("{}/h/{}", base_path(&st), row.id)),
+        Err(e) => {
+            let row = st
+                .services
+                .hosted_page(&row.id)
+                .await
+                .ok()
+                .flatten()
+                .map(|x| x.0)
+                .unwrap_or(row);
+            render(&st, &req, &row, &tenant, Some(&e)).await
+        }
+    }
+}
+
+pub async fn verify(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+    form: web::Form<PageForm>,
+) -> HttpResponse {
+    let (row, tenant) = match session(&st, &id).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if !csrf_ok(&st, &req, &row.id, &form.csrf) {
+        return forbidden();
+    }
+    let ctx = super::request_context(&req, &st);
+    match st
+        .services
+        .hosted_verify(&row, &tenant, &form.code, &ctx)
+        .await
+    {
+        Ok(to) => see_other(&to),
+        Err(e) => {
+            let row = st
+                .services
+                .hosted_page(&row.id)
+                .await
+                .ok()
+                .flatten()
+                .map(|x| x.0)
+                .unwrap_or(row);
+            render(&st, &req, &row, &tenant, Some(&e)).await
+        }
+    }
+}
+
+pub async fn brand_css(st: web::Data<AppState>, tenant: web::Path<String>) -> HttpResponse {
+    let id = tenant.trim_end_matches(".css");
+    let Ok(t) = st.services.tenant(id).await else {
+        return HttpResponse::NotFound().finish();
+    };
+    if st.services.links_base().is_none() || t.brand_color.is_empty() {
+        return HttpResponse::NotFound().finish();
+    }
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .body(pages::brand_css(&t.brand_color))
+}
+
+pub async fn logo(st: web::Data<AppState>, tenant: web::Path<String>) -> HttpResponse {
+    let id = tenant.trim_end_matches(".png");
+    if st.services.links_base().is_none() {
+        return HttpResponse::NotFound().finish();
+    }
+    match st.services.logo(id).await {
+        Some(png) => HttpResponse::Ok()
+            .content_type("image/png")
+            .insert_header((header::CACHE_CONTROL, "no-cache"))
+            .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+            .insert_header((header::CONTENT_SECURITY_POLICY, "default-src 'none'"))
+            .body(png),
+        None => HttpResponse::NotFound().finish(),
+    }
+}

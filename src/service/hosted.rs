@@ -1,0 +1,303 @@
+//! Hosted verification (API.md §14.1): a tenant's backend opens a session; the person proves
+//! an address on otpmint's pages — the code minted and verified like any other, through the
+//! tenant's transports, under every limit — and goes back to the tenant's return URL with
+//! `?session=hs_…`; the backend reads the outcome by id.
+
+use super::audit::RequestContext;
+use super::otp::MintRequest;
+use super::verify::Caller;
+use super::{ServiceError, Services};
+use crate::crypto::cipher::{decrypt_record, encrypt_record};
+use crate::domain::delivery::DeliveryMode;
+use crate::domain::email::RecipientEmail;
+use crate::domain::keys::{random_id, Flavor};
+use crate::domain::links::return_url_allowed;
+use crate::domain::locale::{Locale, LOCALE_RULE};
+use crate::domain::purpose::Purpose;
+use crate::domain::recipient::Recipient;
+use crate::domain::tenant::Tenant;
+use crate::domain::Millis;
+use crate::storage::{NewSession, SessionRow};
+
+/// How long a person has to finish a hosted session.
+pub const SESSION_MS: Millis = 30 * 60 * 1000;
+const KEY_KIND: &str = "hosted-key";
+const CSRF_LABEL: &str = "hosted-csrf";
+
+/// What a tenant asks for.
+pub struct NewHosted {
+    pub email: Option<String>,
+    pub purpose: Option<String>,
+    pub locale: Option<String>,
+    pub return_url: String,
+}
+
+pub struct Opened {
+    pub id: String,
+    pub url: String,
+    pub expires_at: Millis,
+}
+
+/// A session's outcome as its tenant reads it.
+pub struct Outcome {
+    pub status: &'static str,
+    pub email: Option<String>,
+    pub verified_at: Option<Millis>,
+}
+
+/// Why a page action did not go through (shown on the page).
+#[derive(Debug, PartialEq, Eq)]
+pub enum PageError {
+    BadEmail,
+    WrongCode(u32),
+    Limited,
+    NotSent,
+    /// Expired, failed, or verified already: nothing more to do here.
+    Over,
+}
+
+/// `open`, `verified`, `expired` or `failed` (its code's attempts spent; a code that could
+/// not be delivered leaves it open: the person may send another).
+pub fn status_of(row: &SessionRow, now: Millis) -> &'static str {
+    if row.verified {
+        "verified"
+    } else if now >= row.expires_at {
+        "expired"
+    } else if row.code_state.as_deref() == Some("exhausted") {
+        "failed"
+    } else {
+        "open"
+    }
+}
+
+impl Services {
+    pub async fn open_hosted(&self, tenant: &Tenant, n: NewHosted) -> Result<Opened, ServiceError> {
+        let base = self.links_base().ok_or(ServiceError::LinksOff)?;
+        let email = match &n.email {
+            Some(e) => Some(
+                RecipientEmail::parse(e).map_err(|e| ServiceError::InvalidEmail(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let purpose = Purpose::parse(n.purpose.as_deref())?;
+        let locale = match &n.locale {
+            Some(l) => {
+                Some(Locale::parse(l).ok_or_else(|| ServiceError::field("locale", LOCALE_RULE))?)
+            }
+            None => None,
+        };
+        if !return_url_allowed(&n.return_url, &tenant.allowed_return_urls) {
+            return Err(ServiceError::field(
+                "return_url",
+                "must start with one of the tenant's allowed_return_urls (https://, or http://localhost)",
+            ));
+        }
+        let now = self.now();
+        let s = NewSession {
+            id: format!("hs_{}", random_id(24)),
+            tenant_id: tenant.id.clone(),
+            email: email.map(|e| e.as_given().to_string()),
+            purpose: purpose.as_str().to_string(),
+            locale: locale.map(|l| l.as_str().to_string()),
+            return_url: n.return_url,
+            created_at: now,
+            expires_at: now + SESSION_MS,
+        };
+        let row = s.clone();
+        self.write(move |st| st.insert_session(&row)).await?;
+        tracing::info!(tenant_id = %tenant.id, "hosted session opened");
+        Ok(Opened {
+            url: format!("{base}/h/{}", s.id),
+            id: s.id,
+            expires_at: s.expires_at,
+        })
+    }
+
+    /// A session of this tenant (another tenant's is not found).
+    pub async fn hosted_outcome(&self, tenant: &Tenant, id: &str) -> Result<Outcome, ServiceError> {
+        let row = self
+            .hosted_row(id)
+            .await?
+            .filter(|r| r.tenant_id == tenant.id)
+            .ok_or(ServiceError::SessionNotFound)?;
+        Ok(Outcome {
+            status: status_of(&row, self.now()),
+            email: row.email,
+            verified_at: row.verified_at,
+        })
+    }
+
+    /// A session and its (enabled) tenant, for the pages; `None`: unknown, or links are off.
+    pub async fn hosted_page(
+        &self,
+        id: &str,
+    ) -> Result<Option<(SessionRow, Tenant)>, ServiceError> {
+        if self.links_base().is_none() {
+            return Ok(None);
+        }
+        let Some(row) = self.hosted_row(id).await? else {
+            return Ok(None);
+        };
+        let tid = row.tenant_id.clone();
+        let tenant = self
+            .db(move |s| s.tenant(&tid))
+            .await?
+            .filter(|t| t.enabled);
+        Ok(tenant.map(|t| (row, t)))
+    }
+
+    async fn hosted_row(&self, id: &str) -> Result<Option<SessionRow>, ServiceError> {
+        let ok = id.len() == 27
+            && id.starts_with("hs_")
+            && id[3..].bytes().all(|b| b.is_ascii_alphanumeric());
+        if !ok {
+            return Ok(None);
+        }
+        let id = id.to_string();
+        self.db(move |s| s.session(&id)).await
+    }
+
+    /// The pages' CSRF token: bound to the session and to the browser's cookie.
+    pub fn hosted_csrf(&self, id: &str, cookie: &str) -> String {
+        use hmac::{Hmac, Mac};
+        let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(self.keyring.get().pepper()) else {
+            return String::new();
+        };
+        for p in [CSRF_LABEL, id, cookie] {
+            mac.update(p.as_bytes());
+            mac.update(&[0]);
+        }
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Mint and send the session's code (to the address it was opened with, else `email`).
+    pub async fn hosted_send(
+        &self,
+        row: &SessionRow,
+        tenant: &Tenant,
+        email: &str,
+        ctx: &RequestContext,
+    ) -> Result<(), PageError> {
+        if status_of(row, self.now()) != "open" {
+            return Err(PageError::Over);
+        }
+        let given = row.email.as_deref().unwrap_or(email);
+        let to = RecipientEmail::parse(given.trim()).map_err(|_| PageError::BadEmail)?;
+        let minted = self
+            .mint(
+                tenant,
+                MintRequest {
+                    to: Recipient::Email(to.clone()),
+                    purpose: Purpose::parse(Some(&row.purpose)).map_err(|_| PageError::NotSent)?,
+                    flavor: Flavor::Native,
+                    delivery: Some(DeliveryMode::Sync),
+                    locale: row.locale.as_deref().and_then(Locale::parse),
+                    link: None,
+                },
+                ctx,
+            )
+            .await
+            .map_err(|e| match e {
+                ServiceError::RateLimited { .. } => PageError::Limited,
+                ServiceError::InvalidEmail(_) => PageError::BadEmail,
+                _ => PageError::NotSent,
+            })?;
+        let key = minted.key.expose().to_string();
+        let sealed = encrypt_record(
+            &self.keyring.get(),
+            KEY_KIND,
+            tenant.id.as_str(),
+            row.id.as_bytes(),
+            key.as_bytes(),
+        )
+        .map_err(|_| PageError::NotSent)?;
+        let (id, email, digest) = (
+            row.id.clone(),
+            to.as_given().to_string(),
+            self.key_digest(&key),
+        );
+        match self
+            .write(move |s| s.set_session_code(&id, &email, &digest, &sealed))
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(PageError::Over),
+            Err(_) => Err(PageError::NotSent),
+        }
+    }
+
+    /// Verify the code typed on the page; where to send the person next.
+    pub async fn hosted_verify(
+        &self,
+        row: &SessionRow,
+        tenant: &Tenant,
+        code: &str,
+        ctx: &RequestContext,
+    ) -> Result<String, PageError> {
+        if status_of(row, self.now()) != "open" {
+            return Err(PageError::Over);
+        }
+        let key = row
+            .key_sealed
+            .as_ref()
+            .and_then(|s| {
+                decrypt_record(
+                    &self.keyring.get(),
+                    KEY_KIND,
+                    tenant.id.as_str(),
+                    row.id.as_bytes(),
+                    s,
+                )
+                .ok()
+            })
+            .and_then(|k| String::from_utf8(k).ok())
+            .ok_or(PageError::Over)?;
+        let (_, r) = self
+            .verify(Caller::KeyOwner, &key, code.trim(), Flavor::Native, ctx)
+            .await;
+        match r {
+            Ok(_) => {
+                let (id, now) = (row.id.clone(), self.now());
+                let _ = self.write(move |s| s.finish_session(&id, now)).await;
+                Ok(session_redirect(&row.return_url, &row.id))
+            }
+            Err(ServiceError::Mismatch { attempts_remaining }) => {
+                Err(PageError::WrongCode(attempts_remaining))
+            }
+            Err(ServiceError::Invalid(_)) => Err(PageError::WrongCode(u32::MAX)),
+            Err(ServiceError::RateLimited { .. }) => Err(PageError::Limited),
+            Err(_) => Err(PageError::Over),
+        }
+    }
+}
+
+impl Services {
+    pub async fn has_logo(&self, tenant: &crate::domain::keys::TenantId) -> bool {
+        self.logo(tenant.as_str()).await.is_some()
+    }
+
+    /// A tenant's logo (`id` as given in a URL).
+    pub async fn logo(&self, id: &str) -> Option<Vec<u8>> {
+        let id = crate::domain::keys::TenantId::parse(id)?;
+        self.db(move |s| s.logo(&id)).await.ok().flatten()
+    }
+
+    /// Store (or remove) the tenant's logo.
+    pub async fn put_logo(&self, tenant: &Tenant, png: Option<&[u8]>) -> Result<(), ServiceError> {
+        let (id, png, now) = (tenant.id.clone(), png.map(<[u8]>::to_vec), self.now());
+        self.write(move |s| s.put_logo(&id, png.as_deref(), now))
+            .await?;
+        Ok(())
+    }
+}
+
+/// `return_url` with `session=<id>` added to its query.
+pub fn session_redirect(return_url: &str, id: &str) -> String {
+    match reqwest::Url::parse(return_url) {
+        Ok(mut u) => {
+            u.query_pairs_mut().append_pair("session", id);
+            u.to_string()
+        }
+        Err(_) => return_url.to_string(),
+    }
+}

@@ -1,0 +1,84 @@
+//! The hosted-page aggregate (API.md §14.1): sessions on otpmint's pages, and tenants'
+//! logos. A session's code is an ordinary code.
+
+use super::cells::Cells;
+use super::StoreError;
+use crate::domain::keys::TenantId;
+use crate::domain::Millis;
+
+/// A new session.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub email: Option<String>,
+    pub purpose: String,
+    pub locale: Option<String>,
+    pub return_url: String,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+}
+
+/// A session as stored, with its code's state.
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub email: Option<String>,
+    pub purpose: String,
+    pub locale: Option<String>,
+    pub return_url: String,
+    pub key_sealed: Option<Vec<u8>>,
+    pub verified: bool,
+    pub expires_at: Millis,
+    pub verified_at: Option<Millis>,
+    /// Its code's stored status, once one was sent — `exhausted` when its attempts are
+    /// spent.
+    pub code_state: Option<String>,
+}
+
+pub(crate) const SESSION_COLS: &str =
+    "h.id, h.tenant_id, h.email, h.purpose, h.locale, h.return_url, \
+     h.key_sealed, h.status, h.expires_at, h.verified_at, \
+     (SELECT CASE WHEN c.status = 'pending' AND c.attempts >= c.max_attempts THEN 'exhausted' \
+       ELSE c.status END FROM challenges c WHERE c.key_digest = h.key_digest)";
+
+pub(crate) fn session_from(r: &impl Cells) -> Result<SessionRow, StoreError> {
+    Ok(SessionRow {
+        id: r.text(0)?,
+        tenant_id: TenantId::from_trusted(r.text(1)?),
+        email: r.opt_text(2)?,
+        purpose: r.text(3)?,
+        locale: r.opt_text(4)?,
+        return_url: r.text(5)?,
+        key_sealed: r.opt_bytes(6)?,
+        verified: r.text(7)? == "verified",
+        expires_at: r.int(8)?,
+        verified_at: r.opt_int(9)?,
+        code_state: r.opt_text(10)?,
+    })
+}
+
+pub trait HostedStore {
+    fn insert_session(&self, s: &NewSession) -> Result<(), StoreError>;
+    fn session(&self, id: &str) -> Result<Option<SessionRow>, StoreError>;
+    /// The code sent for an open session (replacing an earlier one); false when the session
+    /// is no longer open.
+    fn set_session_code(
+        &self,
+        id: &str,
+        email: &str,
+        key_digest: &[u8],
+        key_sealed: &[u8],
+    ) -> Result<bool, StoreError>;
+    /// `open` → `verified`; false when it was not open.
+    fn finish_session(&self, id: &str, now: Millis) -> Result<bool, StoreError>;
+    fn logo(&self, tenant: &TenantId) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Store (or with `None` remove) the tenant's logo; false: no such tenant (or no logo).
+    fn put_logo(
+        &self,
+        tenant: &TenantId,
+        png: Option<&[u8]>,
+        now: Millis,
+    ) -> Result<bool, StoreError>;
+}

@@ -1,0 +1,91 @@
+//! SQLite: hosted sessions and logos.
+
+use rusqlite::params;
+
+use super::{CachedSql, SqliteStore};
+use crate::domain::keys::TenantId;
+use crate::domain::Millis;
+use crate::storage::hosted::{session_from, HostedStore, NewSession, SessionRow, SESSION_COLS};
+use crate::storage::StoreError;
+
+impl HostedStore for SqliteStore {
+    fn insert_session(&self, s: &NewSession) -> Result<(), StoreError> {
+        let s = s.clone();
+        self.writer.write(move |tx| {
+            tx.execute_cached(
+                "INSERT INTO hosted_sessions (id, tenant_id, email, purpose, locale, return_url, status, created_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7, ?8)",
+                params![s.id, s.tenant_id.as_str(), s.email, s.purpose, s.locale, s.return_url, s.created_at, s.expires_at],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn session(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
+        self.conn()?.row_opt(
+            &format!("SELECT {SESSION_COLS} FROM hosted_sessions h WHERE h.id = ?1"),
+            [id],
+            |r| session_from(r),
+        )
+    }
+
+    fn set_session_code(
+        &self,
+        id: &str,
+        email: &str,
+        key_digest: &[u8],
+        key_sealed: &[u8],
+    ) -> Result<bool, StoreError> {
+        let (id, email, kd, ks) = (
+            id.to_string(),
+            email.to_string(),
+            key_digest.to_vec(),
+            key_sealed.to_vec(),
+        );
+        self.writer.write(move |tx| {
+            Ok(tx.execute_cached(
+                "UPDATE hosted_sessions SET email = ?2, key_digest = ?3, key_sealed = ?4 \
+                 WHERE id = ?1 AND status = 'open'",
+                params![id, email, kd, ks],
+            )? == 1)
+        })
+    }
+
+    fn finish_session(&self, id: &str, now: Millis) -> Result<bool, StoreError> {
+        let id = id.to_string();
+        self.writer.write(move |tx| {
+            Ok(tx.execute_cached(
+                "UPDATE hosted_sessions SET status = 'verified', verified_at = ?2 WHERE id = ?1 AND status = 'open'",
+                params![id, now],
+            )? == 1)
+        })
+    }
+
+    fn logo(&self, tenant: &TenantId) -> Result<Option<Vec<u8>>, StoreError> {
+        self.conn()?.row_opt(
+            "SELECT png FROM tenant_logos WHERE tenant_id = ?1",
+            [tenant.as_str()],
+            |r| Ok(r.get::<_, Vec<u8>>(0)?),
+        )
+    }
+
+    fn put_logo(
+        &self,
+        tenant: &TenantId,
+        png: Option<&[u8]>,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let (tenant, png) = (tenant.clone(), png.map(<[u8]>::to_vec));
+        self.writer.write(move |tx| {
+            Ok(match png {
+                Some(p) => tx.execute_cached(
+                    "INSERT INTO tenant_logos (tenant_id, png, updated_at) \
+                     SELECT id, ?2, ?3 FROM tenants WHERE id = ?1 \
+                     ON CONFLICT (tenant_id) DO UPDATE SET png = excluded.png, updated_at = excluded.updated_at",
+                    params![tenant.as_str(), p, now],
+                )? == 1,
+                None => tx.execute_cached("DELETE FROM tenant_logos WHERE tenant_id = ?1", [tenant.as_str()])? == 1,
+            })
+        })
+    }
+}

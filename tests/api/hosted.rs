@@ -1,0 +1,424 @@
+//! Hosted verification pages (API.md §14.1) over plain HTTP: every rule of the pages (CSP,
+//! CSRF, the flow, errors announced, branding) and the tenant's view of a session.
+
+use reqwest::header;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+const RETURN: &str = "https://app.example.com/back";
+
+async fn body(r: reqwest::Response) -> (StatusCode, Value) {
+    let s = r.status();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+pub(crate) async fn hosted_app(return_prefix: &str) -> (TestApp, String) {
+    let app = spawn_app_with(|s| s.server.public_url = "http://localhost:8080".into()).await;
+    let (_, sk) = app.tenant().await;
+    let r = app
+        .patch(
+            "/v1/tenant",
+            &sk,
+            json!({ "allowed_return_urls": [return_prefix] }),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    (app, sk)
+}
+
+pub(crate) async fn open_session(app: &TestApp, sk: &str, body_: Value) -> (String, Value) {
+    let (s, v) = body(app.post("/v1/tenant/hosted-sessions", sk, body_).await).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    (v["id"].as_str().unwrap().to_string(), v)
+}
+
+/// A browser-like client: keeps cookies, follows no redirects.
+struct Browser {
+    c: reqwest::Client,
+    base: String,
+    cookie: Option<String>,
+}
+
+impl Browser {
+    fn new(app: &TestApp) -> Browser {
+        Browser {
+            c: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: app.addr.clone(),
+            cookie: None,
+        }
+    }
+
+    fn keep(&mut self, r: &reqwest::Response) {
+        if let Some(c) = r.headers().get(header::SET_COOKIE) {
+            self.cookie = Some(c.to_str().unwrap().split(';').next().unwrap().to_string());
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> (StatusCode, reqwest::header::HeaderMap, String) {
+        let mut r = self.c.get(format!("{}{path}", self.base));
+        if let Some(c) = &self.cookie {
+            r = r.header(header::COOKIE, c);
+        }
+        let r = r.send().await.unwrap();
+        self.keep(&r);
+        (r.status(), r.headers().clone(), r.text().await.unwrap())
+    }
+
+    async fn post(
+        &mut self,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> (StatusCode, reqwest::header::HeaderMap, String) {
+        let mut r = self.c.post(format!("{}{path}", self.base)).form(form);
+        if let Some(c) = &self.cookie {
+            r = r.header(header::COOKIE, c);
+        }
+        let r = r.send().await.unwrap();
+        self.keep(&r);
+        (r.status(), r.headers().clone(), r.text().await.unwrap())
+    }
+}
+
+fn attr<'a>(html: &'a str, marker: &str) -> &'a str {
+    let at = html
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker} in {html}"))
+        + marker.len();
+    html[at..].split('"').next().unwrap()
+}
+
+/// MiniJinja writes `/` as `&#x2f;` in attributes; a browser reads it back.
+fn unescape(s: &str) -> String {
+    s.replace("&#x2f;", "/")
+}
+
+#[tokio::test]
+async fn without_a_public_url_there_are_no_hosted_sessions() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    let (s, v) = body(
+        app.post(
+            "/v1/tenant/hosted-sessions",
+            &sk,
+            json!({ "return_url": RETURN }),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (s, &v["code"]),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &json!("links_not_configured")
+        ),
+        "{v}"
+    );
+    let r = reqwest::get(format!("{}/h/hs_{}", app.addr, "a".repeat(24)))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_proves_an_address_on_the_pages_and_goes_back_once() {
+    let (app, sk) = hosted_app("https://app.example.com").await;
+    // Bad requests change nothing.
+    for bad in [
+        json!({"return_url": "https://evil.example.com/"}),
+        json!({"return_url": RETURN, "email": "not an address"}),
+        json!({"return_url": RETURN, "locale": "!!"}),
+    ] {
+        let (s, v) = body(
+            app.post("/v1/tenant/hosted-sessions", &sk, bad.clone())
+                .await,
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {v}");
+    }
+    let (id, v) = open_session(&app, &sk, json!({"return_url": RETURN, "purpose": "login"})).await;
+    assert!(id.starts_with("hs_"), "{v}");
+    assert_eq!(v["url"], format!("http://localhost:8080/h/{id}"));
+    assert!(v["expires_at"].as_str().unwrap().ends_with('Z'));
+    let (s, v) = body(
+        app.get(&format!("/v1/tenant/hosted-sessions/{id}"), &sk)
+            .await,
+    )
+    .await;
+    assert_eq!((s, &v["status"]), (StatusCode::OK, &json!("open")), "{v}");
+    // Another tenant cannot read it.
+    let (_, other) = app.tenant().await;
+    assert_eq!(
+        app.get(&format!("/v1/tenant/hosted-sessions/{id}"), &other)
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+
+    let mut b = Browser::new(&app);
+    let (s, h, html) = b.get(&format!("/h/{id}")).await;
+    assert_eq!(s, StatusCode::OK);
+    let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'")
+            && csp.contains("form-action 'self' https://app.example.com"),
+        "{csp}"
+    );
+    assert!(
+        !html.contains("<script") && !html.contains("http://") && !html.contains("https://"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<label for=\"email\">") && html.contains("autocomplete=\"email\""),
+        "{html}"
+    );
+    let csrf = attr(&html, "name=\"csrf\" value=\"").to_string();
+    let send = unescape(attr(&html, "<form method=\"post\" action=\""));
+    // Without the page's token (or its cookie) the form does nothing.
+    let (s, _, _) = b
+        .post(&send, &[("csrf", "forged"), ("email", "ada@example.com")])
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let mut stranger = Browser::new(&app);
+    let (s, _, _) = stranger
+        .post(&send, &[("csrf", &csrf), ("email", "ada@example.com")])
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(app.smtp.messages().is_empty());
+    // A bad address is announced next to its field.
+    let (s, _, html) = b.post(&send, &[("csrf", &csrf), ("email", "nope")]).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        html.contains("role=\"alert\"")
+            && html.contains("aria-invalid=\"true\" aria-describedby=\"error\""),
+        "{html}"
+    );
+    // The code goes out, and the page asks for it.
+    let (s, h, _) = b
+        .post(&send, &[("csrf", &csrf), ("email", "ada@example.com")])
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(h[header::LOCATION], format!("/h/{id}"));
+    let code = app.smtp.wait_for("ada@example.com", 1).await.code();
+    let (s, _, html) = b.get(&format!("/h/{id}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        html.contains("autocomplete=\"one-time-code\"") && html.contains("inputmode=\"numeric\""),
+        "{html}"
+    );
+    assert!(
+        html.contains("a***@example.com"),
+        "the address, masked: {html}"
+    );
+    let verify = unescape(attr(&html, "<form method=\"post\" action=\""));
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let (s, _, html) = b.post(&verify, &[("csrf", &csrf), ("code", wrong)]).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        html.contains("role=\"alert\"") && html.contains(": 4"),
+        "attempts left: {html}"
+    );
+    let (s, h, _) = b.post(&verify, &[("csrf", &csrf), ("code", &code)]).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(h[header::LOCATION], format!("{RETURN}?session={id}"));
+    let (s, v) = body(
+        app.get(&format!("/v1/tenant/hosted-sessions/{id}"), &sk)
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (s, &v["status"], &v["email"]),
+        (
+            StatusCode::OK,
+            &json!("verified"),
+            &json!("ada@example.com")
+        ),
+        "{v}"
+    );
+    assert!(v["verified_at"].is_string());
+    // Once: the page now only sends the person back; the code is used.
+    let (s, h, _) = b.get(&format!("/h/{id}")).await;
+    assert_eq!(
+        (s, h[header::LOCATION].to_str().unwrap()),
+        (
+            StatusCode::SEE_OTHER,
+            format!("{RETURN}?session={id}").as_str()
+        )
+    );
+    let (s, _, _) = b.post(&verify, &[("csrf", &csrf), ("code", &code)]).await;
+    assert_eq!(s, StatusCode::GONE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_given_address_is_not_asked_for_and_spent_attempts_fail_the_session() {
+    let (app, sk) = hosted_app("https://app.example.com").await;
+    let (id, _) = open_session(
+        &app,
+        &sk,
+        json!({"return_url": RETURN, "email": "bob@example.com", "locale": "de"}),
+    )
+    .await;
+    let mut b = Browser::new(&app);
+    let (_, _, html) = b.get(&format!("/h/{id}")).await;
+    assert!(
+        html.contains("<html lang=\"de\">") && html.contains("Code senden"),
+        "{html}"
+    );
+    assert!(
+        !html.contains("name=\"email\""),
+        "the address is not asked for: {html}"
+    );
+    let csrf = attr(&html, "name=\"csrf\" value=\"").to_string();
+    let (s, _, _) = b
+        .post(
+            &format!("/h/{id}/send"),
+            &[("csrf", &csrf), ("email", "eve@example.com")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let msg = app.smtp.wait_for("bob@example.com", 1).await;
+    assert_eq!(
+        app.smtp.count_to("eve@example.com"),
+        0,
+        "the given address, not the typed one"
+    );
+    let wrong = if msg.code() == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    for _ in 0..5 {
+        b.post(
+            &format!("/h/{id}/verify"),
+            &[("csrf", &csrf), ("code", wrong)],
+        )
+        .await;
+    }
+    let (s, v) = body(
+        app.get(&format!("/v1/tenant/hosted-sessions/{id}"), &sk)
+            .await,
+    )
+    .await;
+    assert_eq!((s, &v["status"]), (StatusCode::OK, &json!("failed")), "{v}");
+    let (s, _, _) = b
+        .post(
+            &format!("/h/{id}/verify"),
+            &[("csrf", &csrf), ("code", &msg.code())],
+        )
+        .await;
+    assert_eq!(s, StatusCode::GONE);
+}
+
+/// A 1×1 PNG.
+const PNG: &[u8] = &[
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4,
+    0x89, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0x60, 0x60, 0x60, 0xf8,
+    0x0f, 0x00, 0x01, 0x04, 0x01, 0x00, 0x5f, 0xe5, 0xc3, 0x4b, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45,
+    0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+];
+
+async fn put_logo(app: &TestApp, sk: &str, ct: &str, bytes: Vec<u8>) -> StatusCode {
+    app.client
+        .put(format!("{}/v1/tenant/branding/logo", app.addr))
+        .bearer_auth(sk)
+        .header(header::CONTENT_TYPE, ct)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_brands_its_pages_with_a_colour_and_a_logo() {
+    let (app, sk) = hosted_app("https://app.example.com").await;
+    let (id, sk_id) = (
+        body(app.get("/v1/tenant", &sk).await).await.1["id"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        sk.clone(),
+    );
+    let (s, v) = body(
+        app.patch("/v1/tenant", &sk, json!({"branding": {"color": "red"}}))
+            .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = body(
+        app.patch("/v1/tenant", &sk, json!({"branding": {"color": "#FFD700"}}))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (s, &v["branding"]["color"]),
+        (StatusCode::OK, &json!("#ffd700")),
+        "{v}"
+    );
+    let css = reqwest::get(format!("{}/pages/brand/{id}.css", app.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // Dark text on a light colour keeps the contrast.
+    assert!(
+        css.contains("--brand: #ffd700") && css.contains("--brand-text: #111111"),
+        "{css}"
+    );
+
+    assert_eq!(
+        put_logo(&app, &sk_id, "image/gif", PNG.to_vec()).await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    assert_eq!(
+        put_logo(&app, &sk_id, "image/png", b"GIF89a not a png".to_vec()).await,
+        StatusCode::BAD_REQUEST
+    );
+    let mut big = PNG.to_vec();
+    big.resize(64 * 1024 + 1, 0);
+    assert_eq!(
+        put_logo(&app, &sk_id, "image/png", big).await,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    assert_eq!(
+        put_logo(&app, &sk_id, "image/png", PNG.to_vec()).await,
+        StatusCode::NO_CONTENT
+    );
+    let r = reqwest::get(format!("{}/pages/logo/{id}.png", app.addr))
+        .await
+        .unwrap();
+    assert_eq!(r.headers()[header::CONTENT_TYPE], "image/png");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), PNG);
+
+    let (hs, _) = open_session(&app, &sk, json!({ "return_url": RETURN })).await;
+    let html = reqwest::get(format!("{}/h/{hs}", app.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains(&format!("pages&#x2f;logo&#x2f;{id}.png"))
+            || html.contains(&format!("/pages/logo/{id}.png")),
+        "{html}"
+    );
+    assert!(html.contains(&format!("/pages/brand/{id}.css")), "{html}");
+    let r = app
+        .client
+        .delete(format!("{}/v1/tenant/branding/logo", app.addr))
+        .bearer_auth(&sk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = reqwest::get(format!("{}/pages/logo/{id}.png", app.addr))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
