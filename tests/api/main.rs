@@ -4,6 +4,7 @@
 
 mod abuse;
 mod binary;
+mod browser;
 mod compat;
 mod delivery;
 mod devx;
