@@ -11,12 +11,14 @@ use utoipa::ToSchema;
 use super::auth::{json_body, read_body_up_to, TenantAuth};
 use super::dto::{problems, Problem};
 use super::error::ApiError;
+use super::page_kit;
 use super::v1::json;
 use super::AppState;
 use crate::clock::rfc3339;
 use crate::domain::email::mask;
 use crate::domain::keys::random_id;
 use crate::domain::links::origin;
+use crate::domain::locale::Locale;
 use crate::domain::tenant::Tenant;
 use crate::pages::{self, HostedPage, HostedStrings};
 use crate::service::hosted::{status_of, NewHosted, PageError};
@@ -178,60 +180,6 @@ pub struct PageForm {
     code: String,
 }
 
-fn base_path(st: &AppState) -> String {
-    st.services
-        .links_base()
-        .and_then(|b| reqwest::Url::parse(&b).ok())
-        .map(|u| u.path().trim_end_matches('/').to_string())
-        .unwrap_or_default()
-}
-
-fn the_cookie(req: &HttpRequest) -> Option<String> {
-    let raw = req.headers().get(header::COOKIE)?.to_str().ok()?;
-    raw.split(';').find_map(|kv| {
-        let (k, v) = kv.trim().split_once('=')?;
-        (k == COOKIE && !v.is_empty() && v.len() <= 64).then(|| v.to_string())
-    })
-}
-
-/// A page with the headers every page carries.
-fn respond(
-    status: StatusCode,
-    html: String,
-    form_to: Option<String>,
-    cookie: Option<String>,
-) -> HttpResponse {
-    let form_action = match form_to {
-        Some(o) => format!("'self' {o}"),
-        None => "'self'".to_string(),
-    };
-    let mut b = HttpResponse::build(status);
-    b.content_type("text/html; charset=utf-8")
-        .insert_header((
-            header::CONTENT_SECURITY_POLICY,
-            format!(
-                "default-src 'none'; style-src 'self'; img-src 'self'; form-action {form_action}; \
-                 frame-ancestors 'none'; base-uri 'none'"
-            ),
-        ))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
-        .insert_header((header::REFERRER_POLICY, "no-referrer"))
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
-    if let Some(c) = cookie {
-        b.insert_header((header::SET_COOKIE, c));
-    }
-    b.body(html)
-}
-
-fn see_other(to: &str) -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, to.to_string()))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .insert_header((header::REFERRER_POLICY, "no-referrer"))
-        .finish()
-}
-
 /// Render the session's page as it stands, with `error` shown.
 async fn render(
     st: &AppState,
@@ -240,24 +188,22 @@ async fn render(
     tenant: &Tenant,
     error: Option<&PageError>,
 ) -> HttpResponse {
-    let s = HostedStrings::of(
-        row.locale
-            .as_deref()
-            .unwrap_or(tenant.default_locale.as_str()),
-    );
+    // The §8 chain: the session's locale, its language, the tenant's default, its
+    // language, English — the first with pages.
+    let requested = row.locale.as_deref().and_then(Locale::parse);
+    let chain = crate::messages::chain(requested.as_ref(), &tenant.default_locale);
+    let lang = chain
+        .iter()
+        .map(Locale::language)
+        .find(|l| crate::messages::LANGUAGES.contains(&l.as_str()))
+        .unwrap_or_else(Locale::english);
+    let s = HostedStrings::of(lang.as_str());
     let app = tenant.name.as_str();
-    let base = base_path(st);
+    let base = page_kit::base_path(st);
     let logo = st.services.has_logo(&tenant.id).await;
-    let cookie = the_cookie(req).unwrap_or_else(|| random_id(32));
+    let cookie = page_kit::cookie(req, COOKIE).unwrap_or_else(|| random_id(32));
     let csrf = st.services.hosted_csrf(&row.id, &cookie);
-    let secure = st
-        .services
-        .links_base()
-        .is_some_and(|b| b.starts_with("https://"));
-    let set_cookie = format!(
-        "{COOKIE}={cookie}; Path={base}/h/; HttpOnly; SameSite=Strict; Max-Age=3600{}",
-        if secure { "; Secure" } else { "" }
-    );
+    let set_cookie = page_kit::set_cookie(st, COOKIE, &cookie, "/h/");
     let status_now = status_of(row, st.services.now());
     let over = status_now != "open" || error == Some(&PageError::Over);
     let code_sent = row.key_sealed.is_some();
@@ -341,7 +287,7 @@ async fn render(
         None if over => StatusCode::GONE,
         None => StatusCode::OK,
     };
-    respond(status, html, origin(&row.return_url), Some(set_cookie))
+    page_kit::page(status, html, origin(&row.return_url), Some(set_cookie))
 }
 
 async fn session(st: &AppState, id: &str) -> Result<(SessionRow, Tenant), HttpResponse> {
@@ -364,21 +310,12 @@ pub async fn show(
         Err(r) => return r,
     };
     if row.verified {
-        return see_other(&crate::service::hosted::session_redirect(
+        return page_kit::see_other(&crate::service::hosted::session_redirect(
             &row.return_url,
             &row.id,
         ));
     }
     render(&st, &req, &row, &tenant, None).await
-}
-
-/// Whether the form carries the CSRF token of this browser's cookie.
-fn csrf_ok(st: &AppState, req: &HttpRequest, id: &str, given: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    the_cookie(req).is_some_and(|c| {
-        let want = st.services.hosted_csrf(id, &c);
-        !given.is_empty() && bool::from(want.as_bytes().ct_eq(given.as_bytes()))
-    })
 }
 
 fn forbidden() -> HttpResponse {
@@ -388,38 +325,51 @@ fn forbidden() -> HttpResponse {
         .body("This form has expired. Go back and reload the page.")
 }
 
+/// A form of the pages: `send` (the code goes out) or `verify` (the code typed).
+async fn act(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    id: &str,
+    form: PageForm,
+    verify: bool,
+) -> HttpResponse {
+    let (row, tenant) = match session(&st, id).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let expected = page_kit::cookie(&req, COOKIE).map(|c| st.services.hosted_csrf(&row.id, &c));
+    if !expected.is_some_and(|e| page_kit::same_token(&e, &form.csrf)) {
+        return forbidden();
+    }
+    let ctx = super::request_context(&req, &st);
+    let done = if verify {
+        st.services
+            .hosted_verify(&row, &tenant, &form.code, &ctx)
+            .await
+    } else {
+        st.services
+            .hosted_send(&row, &tenant, &form.email, &ctx)
+            .await
+            .map(|()| format!("{}/h/{}", page_kit::base_path(&st), row.id))
+    };
+    match done {
+        Ok(to) => page_kit::see_other(&to),
+        Err(e) => {
+            // The page as it stands now (a code may have been sent, attempts used).
+            let now = st.services.hosted_page(&row.id).await.ok().flatten();
+            let row = now.map(|x| x.0).unwrap_or(row);
+            render(&st, &req, &row, &tenant, Some(&e)).await
+        }
+    }
+}
+
 pub async fn send(
     req: HttpRequest,
     st: web::Data<AppState>,
     id: web::Path<String>,
     form: web::Form<PageForm>,
 ) -> HttpResponse {
-    let (row, tenant) = match session(&st, &id).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    if !csrf_ok(&st, &req, &row.id, &form.csrf) {
-        return forbidden();
-    }
-    let ctx = super::request_context(&req, &st);
-    match st
-        .services
-        .hosted_send(&row, &tenant, &form.email, &ctx)
-        .await
-    {
-        Ok(()) => see_other(&format!("{}/h/{}", base_path(&st), row.id)),
-        Err(e) => {
-            let row = st
-                .services
-                .hosted_page(&row.id)
-                .await
-                .ok()
-                .flatten()
-                .map(|x| x.0)
-                .unwrap_or(row);
-            render(&st, &req, &row, &tenant, Some(&e)).await
-        }
-    }
+    act(req, st, &id, form.into_inner(), false).await
 }
 
 pub async fn verify(
@@ -428,32 +378,7 @@ pub async fn verify(
     id: web::Path<String>,
     form: web::Form<PageForm>,
 ) -> HttpResponse {
-    let (row, tenant) = match session(&st, &id).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    if !csrf_ok(&st, &req, &row.id, &form.csrf) {
-        return forbidden();
-    }
-    let ctx = super::request_context(&req, &st);
-    match st
-        .services
-        .hosted_verify(&row, &tenant, &form.code, &ctx)
-        .await
-    {
-        Ok(to) => see_other(&to),
-        Err(e) => {
-            let row = st
-                .services
-                .hosted_page(&row.id)
-                .await
-                .ok()
-                .flatten()
-                .map(|x| x.0)
-                .unwrap_or(row);
-            render(&st, &req, &row, &tenant, Some(&e)).await
-        }
-    }
+    act(req, st, &id, form.into_inner(), true).await
 }
 
 pub async fn brand_css(st: web::Data<AppState>, tenant: web::Path<String>) -> HttpResponse {

@@ -8,6 +8,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use super::page_kit;
 use super::AppState;
 use crate::domain::keys::random_id;
 use crate::domain::links::origin;
@@ -22,46 +23,6 @@ pub struct ConfirmForm {
     csrf: String,
 }
 
-/// The path prefix of `server.public_url` (its stylesheet lives under it).
-fn base_path(st: &AppState) -> String {
-    st.services
-        .links_base()
-        .and_then(|b| reqwest::Url::parse(&b).ok())
-        .map(|u| u.path().trim_end_matches('/').to_string())
-        .unwrap_or_default()
-}
-
-/// A page with the headers every page carries; `form_to`: the origin the form's redirect may
-/// go to (Chrome applies `form-action` to the redirect after a POST).
-fn page(
-    status: actix_web::http::StatusCode,
-    html: String,
-    form_to: Option<&str>,
-    cookie: Option<String>,
-) -> HttpResponse {
-    let form_action = match form_to {
-        Some(o) => format!("'self' {o}"),
-        None => "'none'".to_string(),
-    };
-    let mut b = HttpResponse::build(status);
-    b.content_type("text/html; charset=utf-8")
-        .insert_header((
-            header::CONTENT_SECURITY_POLICY,
-            format!(
-                "default-src 'none'; style-src 'self'; img-src 'self'; form-action {form_action}; \
-                 frame-ancestors 'none'; base-uri 'none'"
-            ),
-        ))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
-        .insert_header((header::REFERRER_POLICY, "no-referrer"))
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
-    if let Some(c) = cookie {
-        b.insert_header((header::SET_COOKIE, c));
-    }
-    b.body(html)
-}
-
 fn notice(
     st: &AppState,
     status: actix_web::http::StatusCode,
@@ -74,17 +35,9 @@ fn notice(
         title,
         lead,
         form: None,
-        base_path: &base_path(st),
+        base_path: &page_kit::base_path(st),
     });
-    page(status, html, None, None)
-}
-
-fn the_cookie(req: &HttpRequest) -> Option<String> {
-    let raw = req.headers().get(header::COOKIE)?.to_str().ok()?;
-    raw.split(';').find_map(|kv| {
-        let (k, v) = kv.trim().split_once('=')?;
-        (k == COOKIE && !v.is_empty() && v.len() <= 64).then(|| v.to_string())
-    })
+    page_kit::page(status, html, None, None)
 }
 
 pub async fn show(
@@ -113,19 +66,11 @@ pub async fn show(
         Some(LinkState::Open(l)) => {
             let s = Strings::of(l.locale.as_deref().unwrap_or("en"));
             // The browser's cookie for this page (a new one unless it has one).
-            let cookie = the_cookie(&req).unwrap_or_else(|| random_id(32));
+            let cookie = page_kit::cookie(&req, COOKIE).unwrap_or_else(|| random_id(32));
             let csrf = st.services.link_csrf(&token, &cookie);
-            let secure = st
-                .services
-                .links_base()
-                .is_some_and(|b| b.starts_with("https://"));
-            let set_cookie = format!(
-                "{COOKIE}={cookie}; Path={}/l/; HttpOnly; SameSite=Strict; Max-Age=3600{}",
-                base_path(&st),
-                if secure { "; Secure" } else { "" }
-            );
+            let set_cookie = page_kit::set_cookie(&st, COOKIE, &cookie, "/l/");
             let lead = s.confirm_lead.replace("{app}", &l.tenant_name);
-            let action = format!("{}/l/{}", base_path(&st), token.as_str());
+            let action = format!("{}/l/{}", page_kit::base_path(&st), token.as_str());
             let html = pages::render(&Page {
                 lang: s.lang,
                 title: s.confirm_title,
@@ -135,12 +80,12 @@ pub async fn show(
                     action: &action,
                     csrf: &csrf,
                 }),
-                base_path: &base_path(&st),
+                base_path: &page_kit::base_path(&st),
             });
-            page(
+            page_kit::page(
                 StatusCode::OK,
                 html,
-                origin(&l.return_url).as_deref(),
+                origin(&l.return_url),
                 Some(set_cookie),
             )
         }
@@ -158,7 +103,7 @@ pub async fn confirm(
         return HttpResponse::NotFound().finish();
     }
     let ctx = super::request_context(&req, &st);
-    let cookie = the_cookie(&req);
+    let cookie = page_kit::cookie(&req, COOKIE);
     let lang = match st.services.link_state(&token).await {
         Ok(Some(LinkState::Open(l) | LinkState::Ended(l))) => l.locale.clone(),
         _ => None,
@@ -169,11 +114,7 @@ pub async fn confirm(
         .confirm_link(&token, cookie.as_deref(), &form.csrf, &ctx)
         .await
     {
-        Ok(to) => HttpResponse::SeeOther()
-            .insert_header((header::LOCATION, to))
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .insert_header((header::REFERRER_POLICY, "no-referrer"))
-            .finish(),
+        Ok(to) => page_kit::see_other(&to),
         Err(ConfirmError::NotFound) => {
             notice(&st, StatusCode::NOT_FOUND, s.lang, s.not_found, s.not_found)
         }

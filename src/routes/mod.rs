@@ -11,6 +11,7 @@ pub mod hosted;
 pub mod links;
 pub mod openapi;
 pub mod ops;
+mod page_kit;
 pub mod templates;
 pub mod transport;
 pub mod v1;

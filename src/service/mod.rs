@@ -8,6 +8,7 @@ pub mod import;
 pub mod keys;
 pub mod links;
 pub mod otp;
+mod relay_accounts;
 pub mod resend;
 mod retry;
 pub mod stats;

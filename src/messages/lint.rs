@@ -1,0 +1,144 @@
+//! The lint a template passes before it is stored (API.md §8): every refusal, by field and
+//! line — sizes, syntax, unknown variables, and a sample render that must show the code.
+
+use std::collections::BTreeMap;
+
+use super::*;
+
+/// Check a template before it is stored: every refusal, by field and line.
+pub fn lint(f: &Fields, code_length: u32) -> Result<(), Vec<TemplateError>> {
+    let mut errors = Vec::new();
+    if f.subject.trim().is_empty() {
+        errors.push(TemplateError::new("subject", None, "must not be empty"));
+    }
+    if f.subject.chars().count() > SUBJECT_MAX_CHARS {
+        errors.push(TemplateError::new(
+            "subject",
+            None,
+            format!("must be at most {SUBJECT_MAX_CHARS} characters"),
+        ));
+    }
+    if f.subject.contains(['\r', '\n']) {
+        errors.push(TemplateError::new("subject", Some(1), "must be one line"));
+    }
+    if f.text.trim().is_empty() {
+        errors.push(TemplateError::new("text", None, "must not be empty"));
+    }
+    if f.sms.as_ref().is_some_and(|t| t.trim().is_empty()) {
+        errors.push(TemplateError::new("sms", None, "must not be empty"));
+    }
+    let mut parts: Vec<(&'static str, &str)> = vec![("subject", &f.subject), ("text", &f.text)];
+    if let Some(h) = &f.html {
+        parts.push(("html", h));
+    }
+    if let Some(t) = &f.sms {
+        parts.push(("sms", t));
+    }
+    for (field, src) in &parts {
+        if *field != "subject" && src.len() > BODY_MAX_BYTES {
+            errors.push(TemplateError::new(
+                field,
+                None,
+                format!("must be at most {} KiB", BODY_MAX_BYTES / 1024),
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    // Compile each part; name unknown variables.
+    let env = sandbox();
+    let mut compiled = true;
+    for (field, src) in &parts {
+        match env.template_from_named_str(field, src) {
+            Err(e) => {
+                compiled = false;
+                errors.push(engine_error(field, &e));
+            }
+            Ok(t) => {
+                let mut unknown: Vec<String> = t
+                    .undeclared_variables(false)
+                    .into_iter()
+                    .filter(|v| {
+                        !VARIABLES.contains(&v.as_str()) && !ENGINE_NAMES.contains(&v.as_str())
+                    })
+                    .collect();
+                unknown.sort();
+                for v in unknown {
+                    compiled = false;
+                    errors.push(TemplateError::new(
+                        field,
+                        line_of(src, &v),
+                        format!("unknown variable `{v}` (known: {})", VARIABLES.join(", ")),
+                    ));
+                }
+            }
+        }
+    }
+    if !compiled {
+        return Err(errors);
+    }
+    // Render with a sample code: runtime errors, the fuel bound, and the code itself.
+    let sample = sample_code(code_length);
+    let vars = Vars {
+        code: &sample,
+        ttl_seconds: 600,
+        expires_at: 1_767_225_600_000,
+        app_name: "Example App",
+        purpose: "login",
+        email: "ada@example.com",
+        locale: "en",
+        link: "",
+    };
+    let mut set = TemplateSet {
+        env: sandbox(),
+        locales: BTreeMap::new(),
+        bytes: 0,
+    };
+    set.add("lint", f.clone());
+    if let Err(e) = set.render_sms("lint", &vars) {
+        errors.push(e);
+    }
+    match set.render("lint", &vars) {
+        Err(e) => errors.push(e),
+        Ok(r) => {
+            if !holds_code(&r.text, &sample) {
+                errors.push(TemplateError::new(
+                    "text",
+                    None,
+                    "must contain {{ code }} (the code as one run of digits)",
+                ));
+            }
+            if let Some(h) = &r.html {
+                if !holds_code(h, &sample) {
+                    errors.push(TemplateError::new(
+                        "html",
+                        None,
+                        "must contain {{ code }} (the code as one run of digits)",
+                    ));
+                }
+            }
+            if let Some(t) = &r.sms {
+                if !holds_code(t, &sample) {
+                    errors.push(TemplateError::new(
+                        "sms",
+                        None,
+                        "must contain {{ code }} (the code as one run of digits)",
+                    ));
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// A code that no template text is likely to hold by accident.
+fn sample_code(len: u32) -> String {
+    crate::domain::code::OtpCode::generate(len.clamp(4, 10))
+        .expose()
+        .to_string()
+}
