@@ -41,24 +41,43 @@ pub fn public_base(s: &str) -> Option<String> {
     Some(u.as_str().trim_end_matches('/').to_string())
 }
 
-/// An entry of a tenant's `allowed_return_urls`, as stored.
+/// An entry of a tenant's `allowed_return_urls`, as stored: normalised (lower-case host,
+/// default port dropped, `.` and `..` resolved), like the return URLs compared with it.
 pub fn parse_allowed(s: &str) -> Option<String> {
-    browser_url(s).map(|_| s.to_string())
+    browser_url(s).map(|u| u.as_str().to_string())
 }
 
-/// Whether `return_url` is a URL people may be sent to and starts with one of `allowed` at a
-/// boundary (the prefix ends with `/`, or the URL goes on with `/`, `?` or nothing), so
-/// `https://app.example` does not allow `https://app.example.evil.test`.
-pub fn return_url_allowed(return_url: &str, allowed: &[String]) -> bool {
-    if browser_url(return_url).is_none() {
-        return false;
-    }
-    allowed
-        .iter()
-        .any(|p| match return_url.strip_prefix(p.as_str()) {
+/// `return_url`, normalised, if it is a URL people may be sent to and starts with one of
+/// `allowed` at a boundary (the prefix ends with `/`, or the URL goes on with `/`, `?` or
+/// nothing), so `https://app.example` does not allow `https://app.example.evil.test` and
+/// `https://app.example/auth/` does not allow `https://app.example/auth/../admin`.
+pub fn allowed_return(return_url: &str, allowed: &[String]) -> Option<String> {
+    let url = browser_url(return_url)?.as_str().to_string();
+    let ok = allowed.iter().filter_map(|p| parse_allowed(p)).any(|p| {
+        match url.strip_prefix(p.as_str()) {
             Some(rest) => p.ends_with('/') || rest.is_empty() || rest.starts_with(['/', '?']),
             None => false,
-        })
+        }
+    });
+    ok.then_some(url)
+}
+
+/// `return_url` with `names` taken out of its query and `pairs` added: what the tenant's
+/// page reads is ours, never a value planted in the return URL.
+pub fn with_query(return_url: &str, names: &[&str], pairs: &[(&str, &str)]) -> Option<String> {
+    let mut u = Url::parse(return_url).ok()?;
+    let kept: Vec<(String, String)> = u
+        .query_pairs()
+        .filter(|(k, _)| !names.contains(&k.as_ref()))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    u.set_query(None);
+    {
+        let mut q = u.query_pairs_mut();
+        q.extend_pairs(kept);
+        q.extend_pairs(pairs.iter().copied());
+    }
+    Some(u.to_string())
 }
 
 /// The origin of a URL (`https://app.example.com:8443`), for a page's `form-action`.
@@ -67,13 +86,13 @@ pub fn origin(url: &str) -> Option<String> {
     o.is_tuple().then(|| o.ascii_serialization())
 }
 
-/// `return_url` with `key` and `status=verified` added to its query.
+/// `return_url` with `key` and `status=verified` in its query.
 pub fn verified_redirect(return_url: &str, key: &str) -> Option<String> {
-    let mut u = Url::parse(return_url).ok()?;
-    u.query_pairs_mut()
-        .append_pair("key", key)
-        .append_pair("status", "verified");
-    Some(u.to_string())
+    with_query(
+        return_url,
+        &["key", "status"],
+        &[("key", key), ("status", "verified")],
+    )
 }
 
 #[cfg(test)]
@@ -117,8 +136,9 @@ mod tests {
             "https://app.example.com?x=1",
             "https://b.example.com/auth/callback",
             "http://localhost:3000/cb?next=/",
+            "https://APP.example.com:443/done",
         ] {
-            assert!(return_url_allowed(ok, &allowed), "{ok}");
+            assert!(allowed_return(ok, &allowed).is_some(), "{ok}");
         }
         for bad in [
             "https://app.example.com.evil.test/",
@@ -128,12 +148,24 @@ mod tests {
             "https://other.example.com/",
             "https://app.example.com/#frag",
             "javascript:alert(1)",
+            "https://b.example.com/auth/../admin",
+            "https://b.example.com/auth/%2e%2e/admin",
         ] {
-            assert!(!return_url_allowed(bad, &allowed), "{bad}");
+            assert!(allowed_return(bad, &allowed).is_none(), "{bad}");
         }
         assert_eq!(
             verified_redirect("https://app.example.com/cb?a=1", "otp_k").as_deref(),
             Some("https://app.example.com/cb?a=1&key=otp_k&status=verified")
+        );
+        // A key planted in the return URL is not what the page reads.
+        assert_eq!(
+            verified_redirect("https://app.example.com/cb?key=evil&status=x&a=1", "otp_k")
+                .as_deref(),
+            Some("https://app.example.com/cb?a=1&key=otp_k&status=verified")
+        );
+        assert_eq!(
+            allowed_return("https://APP.example.com:443/a/./b", &allowed).as_deref(),
+            Some("https://app.example.com/a/b")
         );
         assert_eq!(
             origin("https://app.example.com:8443/cb?a=1").as_deref(),

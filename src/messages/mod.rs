@@ -200,7 +200,8 @@ pub fn ensure_link(r: &mut Rendered, link: &str) {
         r.text = format!("{}\n\n{link}\n", r.text.trim_end());
     }
     if let Some(h) = &mut r.html {
-        if !h.contains(link) {
+        // The template's HTML has the link escaped (`/` as `&#x2f;`) when it placed it.
+        if !h.contains(link) && !h.contains(&link.replace('/', "&#x2f;")) {
             // The link is ours (base URL and a base62 token): nothing in it needs escaping
             // but the quote, and it has none.
             let a = format!("<p><a href=\"{link}\">{link}</a></p>");

@@ -121,7 +121,7 @@ pub fn brand_css(color: &str) -> String {
     let text = if (1.05 / (l + 0.05)) >= ((l + 0.05) / 0.05) {
         "#ffffff"
     } else {
-        "#111111"
+        "#000000"
     };
     format!(":root {{ --brand: #{hex}; --brand-text: {text}; }}\n")
 }

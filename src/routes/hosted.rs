@@ -21,7 +21,7 @@ use crate::domain::links::origin;
 use crate::domain::locale::Locale;
 use crate::domain::tenant::Tenant;
 use crate::pages::{self, HostedPage, HostedStrings};
-use crate::service::hosted::{status_of, NewHosted, PageError};
+use crate::service::hosted::{session_redirect, status_of, NewHosted, PageError};
 use crate::service::ServiceError;
 use crate::storage::SessionRow;
 
@@ -187,6 +187,7 @@ async fn render(
     row: &SessionRow,
     tenant: &Tenant,
     error: Option<&PageError>,
+    typed: &str,
 ) -> HttpResponse {
     // The §8 chain: the session's locale, its language, the tenant's default, its
     // language, English — the first with pages.
@@ -203,15 +204,14 @@ async fn render(
     let logo = st.services.has_logo(&tenant.id).await;
     let cookie = page_kit::cookie(req, COOKIE).unwrap_or_else(|| random_id(32));
     let csrf = st.services.hosted_csrf(&row.id, &cookie);
-    let set_cookie = page_kit::set_cookie(st, COOKIE, &cookie, "/h/");
+    let set_cookie = page_kit::set_cookie(st, COOKIE, &cookie, &format!("/h/{}", row.id));
     let status_now = status_of(row, st.services.now());
     let over = status_now != "open" || error == Some(&PageError::Over);
     let code_sent = row.key_sealed.is_some();
     let err = match error {
         Some(PageError::BadEmail) => s.bad_email.to_string(),
-        Some(PageError::WrongCode(n)) if *n == u32::MAX => {
-            s.wrong_code.replace(": {n}", "").replace("：{n}", "")
-        }
+        Some(PageError::BadCode) => s.bad_code.to_string(),
+        Some(PageError::CodeEnded) => s.code_ended.to_string(),
         Some(PageError::WrongCode(n)) => s.wrong_code.replace("{n}", &n.to_string()),
         Some(PageError::Limited) => s.limited.to_string(),
         Some(PageError::NotSent) => s.not_sent.to_string(),
@@ -269,7 +269,12 @@ async fn render(
         error: &err,
         field,
         label,
-        value: "",
+        // What the person typed, back in the field after a refusal.
+        value: if error == Some(&PageError::BadEmail) {
+            typed
+        } else {
+            ""
+        },
         button,
         action: &action,
         csrf: &csrf,
@@ -281,7 +286,12 @@ async fn render(
     });
     let status = match error {
         Some(PageError::Over) => StatusCode::GONE,
-        Some(PageError::BadEmail | PageError::WrongCode(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+        Some(
+            PageError::BadEmail
+            | PageError::BadCode
+            | PageError::WrongCode(_)
+            | PageError::CodeEnded,
+        ) => StatusCode::UNPROCESSABLE_ENTITY,
         Some(PageError::Limited) => StatusCode::TOO_MANY_REQUESTS,
         Some(PageError::NotSent) => StatusCode::BAD_GATEWAY,
         None if over => StatusCode::GONE,
@@ -310,12 +320,9 @@ pub async fn show(
         Err(r) => return r,
     };
     if row.verified {
-        return page_kit::see_other(&crate::service::hosted::session_redirect(
-            &row.return_url,
-            &row.id,
-        ));
+        return page_kit::see_other(&session_redirect(&row.return_url, &row.id));
     }
-    render(&st, &req, &row, &tenant, None).await
+    render(&st, &req, &row, &tenant, None, "").await
 }
 
 fn forbidden() -> HttpResponse {
@@ -355,10 +362,14 @@ async fn act(
     match done {
         Ok(to) => page_kit::see_other(&to),
         Err(e) => {
-            // The page as it stands now (a code may have been sent, attempts used).
+            // The page as it stands now (a code may have been sent, attempts used); a
+            // session verified meanwhile (a second click) goes back to the tenant.
             let now = st.services.hosted_page(&row.id).await.ok().flatten();
             let row = now.map(|x| x.0).unwrap_or(row);
-            render(&st, &req, &row, &tenant, Some(&e)).await
+            if status_of(&row, st.services.now()) == "verified" {
+                return page_kit::see_other(&session_redirect(&row.return_url, &row.id));
+            }
+            render(&st, &req, &row, &tenant, Some(&e), &form.email).await
         }
     }
 }

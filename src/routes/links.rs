@@ -68,7 +68,8 @@ pub async fn show(
             // The browser's cookie for this page (a new one unless it has one).
             let cookie = page_kit::cookie(&req, COOKIE).unwrap_or_else(|| random_id(32));
             let csrf = st.services.link_csrf(&token, &cookie);
-            let set_cookie = page_kit::set_cookie(&st, COOKIE, &cookie, "/l/");
+            let set_cookie =
+                page_kit::set_cookie(&st, COOKIE, &cookie, &format!("/l/{}", token.as_str()));
             let lead = s.confirm_lead.replace("{app}", &l.tenant_name);
             let action = format!("{}/l/{}", page_kit::base_path(&st), token.as_str());
             let html = pages::render(&Page {

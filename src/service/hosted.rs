@@ -11,7 +11,7 @@ use crate::crypto::cipher::{decrypt_record, encrypt_record};
 use crate::domain::delivery::DeliveryMode;
 use crate::domain::email::RecipientEmail;
 use crate::domain::keys::{random_id, Flavor};
-use crate::domain::links::return_url_allowed;
+use crate::domain::links::{allowed_return, with_query};
 use crate::domain::locale::{Locale, LOCALE_RULE};
 use crate::domain::purpose::Purpose;
 use crate::domain::recipient::Recipient;
@@ -49,7 +49,11 @@ pub struct Outcome {
 #[derive(Debug, PartialEq, Eq)]
 pub enum PageError {
     BadEmail,
+    /// Not a code at all (no attempt used).
+    BadCode,
     WrongCode(u32),
+    /// The code expired, or was replaced: a new one may be sent.
+    CodeEnded,
     Limited,
     NotSent,
     /// Expired, failed, or verified already: nothing more to do here.
@@ -59,7 +63,9 @@ pub enum PageError {
 /// `open`, `verified`, `expired` or `failed` (its code's attempts spent; a code that could
 /// not be delivered leaves it open: the person may send another).
 pub fn status_of(row: &SessionRow, now: Millis) -> &'static str {
-    if row.verified {
+    // Its current code verified is the session verified, even if recording that on the
+    // session did not happen.
+    if row.verified || row.code_state.as_deref() == Some("verified") {
         "verified"
     } else if now >= row.expires_at {
         "expired"
@@ -86,12 +92,12 @@ impl Services {
             }
             None => None,
         };
-        if !return_url_allowed(&n.return_url, &tenant.allowed_return_urls) {
+        let Some(return_url) = allowed_return(&n.return_url, &tenant.allowed_return_urls) else {
             return Err(ServiceError::field(
                 "return_url",
                 "must start with one of the tenant's allowed_return_urls (https://, or http://localhost)",
             ));
-        }
+        };
         let now = self.now();
         let s = NewSession {
             id: format!("hs_{}", random_id(24)),
@@ -99,7 +105,7 @@ impl Services {
             email: email.map(|e| e.as_given().to_string()),
             purpose: purpose.as_str().to_string(),
             locale: locale.map(|l| l.as_str().to_string()),
-            return_url: n.return_url,
+            return_url,
             created_at: now,
             expires_at: now + SESSION_MS,
         };
@@ -183,6 +189,26 @@ impl Services {
         }
         let given = row.email.as_deref().unwrap_or(email);
         let to = RecipientEmail::parse(given.trim()).map_err(|_| PageError::BadEmail)?;
+        // A code was sent: a new one under the same key (one attempt budget; the earlier
+        // code keeps working), unless that key has ended.
+        if let Some(key) = self.session_key(row, tenant) {
+            match self.resend(tenant, &key, ctx).await {
+                Ok(_) => return Ok(()),
+                Err(ServiceError::RateLimited { .. } | ServiceError::ResendLimit(_)) => {
+                    return Err(PageError::Limited)
+                }
+                Err(
+                    ServiceError::OtpExpired
+                    | ServiceError::OtpSuperseded
+                    | ServiceError::OtpCancelled
+                    | ServiceError::OtpFailed,
+                ) => {}
+                Err(ServiceError::AttemptsExhausted | ServiceError::OtpUsed) => {
+                    return Err(PageError::Over)
+                }
+                Err(_) => return Err(PageError::NotSent),
+            }
+        }
         let minted = self
             .mint(
                 tenant,
@@ -237,37 +263,50 @@ impl Services {
         if status_of(row, self.now()) != "open" {
             return Err(PageError::Over);
         }
-        let key = row
-            .key_sealed
-            .as_ref()
-            .and_then(|s| {
-                decrypt_record(
-                    &self.keyring.get(),
-                    KEY_KIND,
-                    tenant.id.as_str(),
-                    row.id.as_bytes(),
-                    s,
-                )
-                .ok()
-            })
-            .and_then(|k| String::from_utf8(k).ok())
-            .ok_or(PageError::Over)?;
+        let key = self.session_key(row, tenant).ok_or(PageError::Over)?;
         let (_, r) = self
             .verify(Caller::KeyOwner, &key, code.trim(), Flavor::Native, ctx)
             .await;
         match r {
             Ok(_) => {
-                let (id, now) = (row.id.clone(), self.now());
-                let _ = self.write(move |s| s.finish_session(&id, now)).await;
-                Ok(session_redirect(&row.return_url, &row.id))
+                let (id, now, digest) = (row.id.clone(), self.now(), self.key_digest(&key));
+                // Only the session's current code finishes it.
+                match self
+                    .write(move |s| s.finish_session(&id, &digest, now))
+                    .await
+                {
+                    Ok(true) => Ok(session_redirect(&row.return_url, &row.id)),
+                    _ => Err(PageError::Over),
+                }
             }
             Err(ServiceError::Mismatch { attempts_remaining }) => {
                 Err(PageError::WrongCode(attempts_remaining))
             }
-            Err(ServiceError::Invalid(_)) => Err(PageError::WrongCode(u32::MAX)),
+            Err(ServiceError::Invalid(_)) => Err(PageError::BadCode),
             Err(ServiceError::RateLimited { .. }) => Err(PageError::Limited),
+            Err(
+                ServiceError::OtpExpired
+                | ServiceError::OtpSuperseded
+                | ServiceError::OtpCancelled
+                | ServiceError::OtpFailed,
+            ) => Err(PageError::CodeEnded),
+            Err(ServiceError::Unavailable(_) | ServiceError::Overloaded) => Err(PageError::NotSent),
             Err(_) => Err(PageError::Over),
         }
+    }
+
+    /// The shareable key of the session's current code.
+    fn session_key(&self, row: &SessionRow, tenant: &Tenant) -> Option<String> {
+        let sealed = row.key_sealed.as_ref()?;
+        let key = decrypt_record(
+            &self.keyring.get(),
+            KEY_KIND,
+            tenant.id.as_str(),
+            row.id.as_bytes(),
+            sealed,
+        )
+        .ok()?;
+        String::from_utf8(key).ok()
     }
 }
 
@@ -291,13 +330,8 @@ impl Services {
     }
 }
 
-/// `return_url` with `session=<id>` added to its query.
+/// `return_url` with `session=<id>` in its query.
 pub fn session_redirect(return_url: &str, id: &str) -> String {
-    match reqwest::Url::parse(return_url) {
-        Ok(mut u) => {
-            u.query_pairs_mut().append_pair("session", id);
-            u.to_string()
-        }
-        Err(_) => return_url.to_string(),
-    }
+    with_query(return_url, &["session"], &[("session", id)])
+        .unwrap_or_else(|| return_url.to_string())
 }

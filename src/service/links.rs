@@ -14,7 +14,7 @@ use crate::crypto::lookup_digest;
 use crate::domain::challenge::StoredStatus;
 use crate::domain::event::EventType;
 use crate::domain::keys::random_id;
-use crate::domain::links::{public_base, return_url_allowed, verified_redirect};
+use crate::domain::links::{allowed_return, public_base, verified_redirect};
 use crate::domain::tenant::Tenant;
 use crate::service::webhooks::EventData;
 use crate::storage::{LinkView, NewLink};
@@ -84,16 +84,13 @@ impl Services {
                 "goes with \"email\" only (a text message carries the code)",
             ));
         }
-        if !return_url_allowed(return_url, &tenant.allowed_return_urls) {
+        let Some(return_url) = allowed_return(return_url, &tenant.allowed_return_urls) else {
             return Err(ServiceError::field(
                 "link.return_url",
                 "must start with one of the tenant's allowed_return_urls (https://, or http://localhost)",
             ));
-        }
-        Ok(LinkPlan {
-            base,
-            return_url: return_url.to_string(),
-        })
+        };
+        Ok(LinkPlan { base, return_url })
     }
 
     /// A new link for the key: its URL (for the message) and its row.
@@ -138,7 +135,7 @@ impl Services {
         };
         let now = self.now();
         Ok(self.db(move |s| s.link(&digest)).await?.map(|l| {
-            if l.status == StoredStatus::Pending && l.expires_at > now {
+            if l.status == StoredStatus::Pending && l.expires_at > now && !l.spent {
                 LinkState::Open(Box::new(l))
             } else {
                 LinkState::Ended(Box::new(l))
@@ -169,6 +166,15 @@ impl Services {
             .is_some_and(|e| !csrf.is_empty() && bool::from(e.as_bytes().ct_eq(csrf.as_bytes())));
         let link = match self.link_state(token).await {
             Ok(Some(LinkState::Open(l))) => l,
+            // Verified by this link already (a second click): the same way back, with the
+            // page's own token.
+            Ok(Some(LinkState::Ended(l)))
+                if matches
+                    && l.verified_via.as_deref() == Some("link")
+                    && l.status == StoredStatus::Verified =>
+            {
+                return self.link_redirect(token, &l).ok_or(ConfirmError::NotFound);
+            }
             Ok(Some(LinkState::Ended(_))) => return Err(ConfirmError::Ended),
             Ok(None) => return Err(ConfirmError::NotFound),
             Err(e) => {
@@ -179,19 +185,7 @@ impl Services {
         if !matches {
             return Err(ConfirmError::Forbidden);
         }
-        let Some(digest) = self.link_digest(token) else {
-            return Err(ConfirmError::NotFound);
-        };
-        let key = decrypt_record(
-            &self.keyring.get(),
-            KEY_KIND,
-            link.tenant_id.as_str(),
-            &digest,
-            &link.key_sealed,
-        )
-        .ok()
-        .and_then(|k| String::from_utf8(k).ok())
-        .ok_or(ConfirmError::NotFound)?;
+        let key = self.link_key(token, &link).ok_or(ConfirmError::NotFound)?;
         let subscribed = self
             .db({
                 let id = link.tenant_id.clone();
@@ -231,5 +225,23 @@ impl Services {
         }
         crate::metrics::inc(|m| &m.verify_outcomes, &["verified_link"]);
         verified_redirect(&link.return_url, &key).ok_or(ConfirmError::NotFound)
+    }
+
+    /// The shareable key a link's redirect names.
+    fn link_key(&self, token: &str, link: &LinkView) -> Option<String> {
+        let digest = self.link_digest(token)?;
+        let key = decrypt_record(
+            &self.keyring.get(),
+            KEY_KIND,
+            link.tenant_id.as_str(),
+            &digest,
+            &link.key_sealed,
+        )
+        .ok()?;
+        String::from_utf8(key).ok()
+    }
+
+    fn link_redirect(&self, token: &str, link: &LinkView) -> Option<String> {
+        verified_redirect(&link.return_url, &self.link_key(token, link)?)
     }
 }

@@ -39,7 +39,8 @@ pub struct SessionRow {
 
 pub(crate) const SESSION_COLS: &str =
     "h.id, h.tenant_id, h.email, h.purpose, h.locale, h.return_url, \
-     h.key_sealed, h.status, h.expires_at, h.verified_at, \
+     h.key_sealed, h.status, h.expires_at, \
+     COALESCE(h.verified_at, (SELECT c.verified_at FROM challenges c WHERE c.key_digest = h.key_digest)), \
      (SELECT CASE WHEN c.status = 'pending' AND c.attempts >= c.max_attempts THEN 'exhausted' \
        ELSE c.status END FROM challenges c WHERE c.key_digest = h.key_digest)";
 
@@ -62,8 +63,9 @@ pub(crate) fn session_from(r: &impl Cells) -> Result<SessionRow, StoreError> {
 pub trait HostedStore {
     fn insert_session(&self, s: &NewSession) -> Result<(), StoreError>;
     fn session(&self, id: &str) -> Result<Option<SessionRow>, StoreError>;
-    /// The code sent for an open session (replacing an earlier one); false when the session
-    /// is no longer open.
+    /// The code sent for an open session (replacing an earlier one), to its address: the
+    /// first one sets it, and it never changes after; false when the session is no longer
+    /// open or has another address.
     fn set_session_code(
         &self,
         id: &str,
@@ -71,8 +73,9 @@ pub trait HostedStore {
         key_digest: &[u8],
         key_sealed: &[u8],
     ) -> Result<bool, StoreError>;
-    /// `open` → `verified`; false when it was not open.
-    fn finish_session(&self, id: &str, now: Millis) -> Result<bool, StoreError>;
+    /// `open` → `verified`, if its code is still `key_digest` (the one just verified); false
+    /// otherwise.
+    fn finish_session(&self, id: &str, key_digest: &[u8], now: Millis) -> Result<bool, StoreError>;
     fn logo(&self, tenant: &TenantId) -> Result<Option<Vec<u8>>, StoreError>;
     /// Store (or with `None` remove) the tenant's logo; false: no such tenant (or no logo).
     fn put_logo(

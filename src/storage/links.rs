@@ -20,12 +20,17 @@ pub struct LinkView {
     pub locale: Option<String>,
     pub email: String,
     pub purpose: String,
+    /// Its attempts are spent: no way verifies it any more.
+    pub spent: bool,
+    /// `code` or `link`, once verified.
+    pub verified_via: Option<String>,
 }
 
 /// The columns [`LinkView`] is read from (`l`: magic_links, `c`: challenges, `t`: tenants).
 pub(crate) const LINK_COLS: &str =
     "c.tenant_id, t.name, l.key_digest, l.return_url, l.key_sealed, \
-     c.status, c.expires_at, c.locale, c.email, c.purpose";
+     c.status, c.expires_at, c.locale, c.email, c.purpose, c.attempts >= c.max_attempts, \
+     c.verified_via";
 
 pub trait LinkStore {
     /// The link with this token digest, of an enabled tenant.
@@ -44,5 +49,7 @@ pub(crate) fn link_from(r: &impl super::cells::Cells) -> Result<LinkView, StoreE
         locale: r.opt_text(7)?,
         email: r.text(8)?,
         purpose: r.text(9)?,
+        spent: r.flag(10)?,
+        verified_via: r.opt_text(11)?,
     })
 }

@@ -249,8 +249,10 @@ async fn a_person_proves_an_address_on_the_pages_and_goes_back_once() {
             format!("{RETURN}?session={id}").as_str()
         )
     );
-    let (s, _, _) = b.post(&verify, &[("csrf", &csrf), ("code", &code)]).await;
-    assert_eq!(s, StatusCode::GONE);
+    // A second submit (a double click) goes back the same way.
+    let (s, h, _) = b.post(&verify, &[("csrf", &csrf), ("code", &code)]).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(h[header::LOCATION], format!("{RETURN}?session={id}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -368,7 +370,7 @@ async fn a_tenant_brands_its_pages_with_a_colour_and_a_logo() {
         .unwrap();
     // Dark text on a light colour keeps the contrast.
     assert!(
-        css.contains("--brand: #ffd700") && css.contains("--brand-text: #111111"),
+        css.contains("--brand: #ffd700") && css.contains("--brand-text: #000000"),
         "{css}"
     );
 
@@ -421,4 +423,85 @@ async fn a_tenant_brands_its_pages_with_a_colour_and_a_logo() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_code_on_the_page_keeps_the_key_and_an_expired_code_leaves_the_session_open() {
+    let (app, sk) = hosted_app("https://app.example.com").await;
+    let (id, _) = open_session(
+        &app,
+        &sk,
+        json!({"return_url": RETURN, "email": "ada@example.com"}),
+    )
+    .await;
+    let mut b = Browser::new(&app);
+    let (_, _, html) = b.get(&format!("/h/{id}")).await;
+    let csrf = attr(&html, "name=\"csrf\" value=\"").to_string();
+    let send = format!("/h/{id}/send");
+    let verify = format!("/h/{id}/verify");
+    assert_eq!(
+        b.post(&send, &[("csrf", &csrf)]).await.0,
+        StatusCode::SEE_OTHER
+    );
+    let first = app.smtp.wait_for("ada@example.com", 1).await.code();
+    // "Send a new code": the same key, so the first code still works.
+    assert_eq!(
+        b.post(&send, &[("csrf", &csrf)]).await.0,
+        StatusCode::SEE_OTHER
+    );
+    app.smtp.wait_for("ada@example.com", 2).await;
+    let (s, h, _) = b.post(&verify, &[("csrf", &csrf), ("code", &first)]).await;
+    assert_eq!(
+        (s, h[header::LOCATION].to_str().unwrap()),
+        (
+            StatusCode::SEE_OTHER,
+            format!("{RETURN}?session={id}").as_str()
+        )
+    );
+
+    // A code that expired: said so, the form stays, and a new code finishes the session.
+    let (id, _) = open_session(
+        &app,
+        &sk,
+        json!({"return_url": RETURN, "email": "bob@example.com"}),
+    )
+    .await;
+    let mut b = Browser::new(&app);
+    let (_, _, html) = b.get(&format!("/h/{id}")).await;
+    let csrf = attr(&html, "name=\"csrf\" value=\"").to_string();
+    b.post(&format!("/h/{id}/send"), &[("csrf", &csrf)]).await;
+    let old = app.smtp.wait_for("bob@example.com", 1).await.code();
+    app.clock.advance_secs(601);
+    let (s, _, html) = b
+        .post(
+            &format!("/h/{id}/verify"),
+            &[("csrf", &csrf), ("code", &old)],
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(
+        html.contains("expired") && html.contains("name=\"code\""),
+        "{html}"
+    );
+    let (s, _, _) = b.post(&format!("/h/{id}/send"), &[("csrf", &csrf)]).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let new = app.smtp.wait_for("bob@example.com", 2).await.code();
+    let (s, _, _) = b
+        .post(
+            &format!("/h/{id}/verify"),
+            &[("csrf", &csrf), ("code", &new)],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let v = body(
+        app.get(&format!("/v1/tenant/hosted-sessions/{id}"), &sk)
+            .await,
+    )
+    .await
+    .1;
+    assert_eq!(
+        (&v["status"], &v["email"]),
+        (&json!("verified"), &json!("bob@example.com")),
+        "{v}"
+    );
 }

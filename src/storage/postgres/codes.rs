@@ -348,6 +348,7 @@ impl CodeStore for PgStore {
                 &format!(
                     "UPDATE challenges SET status = 'verified', verified_at = $3, ended_at = $3, verified_via = $4 \
                      WHERE key_digest = $1 AND tenant_id = $2 AND status = 'pending' AND expires_at > $3 \
+                       AND ($4 <> 'link' OR attempts < max_attempts) \
                      RETURNING {TALLY_COLS}"
                 ),
                 &[&key_digest, &tenant.as_str(), &now, &via],

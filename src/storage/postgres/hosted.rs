@@ -33,15 +33,16 @@ impl HostedStore for PgStore {
     ) -> Result<bool, StoreError> {
         Ok(self.conn()?.db().execute(
             "UPDATE hosted_sessions SET email = $2, key_digest = $3, key_sealed = $4 \
-             WHERE id = $1 AND status = 'open'",
+             WHERE id = $1 AND status = 'open' AND (email IS NULL OR email = $2)",
             &[&id, &email, &key_digest, &key_sealed],
         )? == 1)
     }
 
-    fn finish_session(&self, id: &str, now: Millis) -> Result<bool, StoreError> {
+    fn finish_session(&self, id: &str, key_digest: &[u8], now: Millis) -> Result<bool, StoreError> {
         Ok(self.conn()?.db().execute(
-            "UPDATE hosted_sessions SET status = 'verified', verified_at = $2 WHERE id = $1 AND status = 'open'",
-            &[&id, &now],
+            "UPDATE hosted_sessions SET status = 'verified', verified_at = $2 \
+             WHERE id = $1 AND status = 'open' AND key_digest = $3",
+            &[&id, &now, &key_digest],
         )? == 1)
     }
 

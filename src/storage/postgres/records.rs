@@ -37,6 +37,10 @@ impl RecordStore for PgStore {
             &[&sends_before.div_euclid(MINUTE_MS)],
         )?;
         conn.execute(
+            "DELETE FROM hosted_sessions WHERE expires_at < $1",
+            &[&before],
+        )?;
+        conn.execute(
             "DELETE FROM test_inbox WHERE received_at < $1",
             &[&sends_before],
         )?;

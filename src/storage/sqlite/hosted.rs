@@ -45,18 +45,19 @@ impl HostedStore for SqliteStore {
         self.writer.write(move |tx| {
             Ok(tx.execute_cached(
                 "UPDATE hosted_sessions SET email = ?2, key_digest = ?3, key_sealed = ?4 \
-                 WHERE id = ?1 AND status = 'open'",
+                 WHERE id = ?1 AND status = 'open' AND (email IS NULL OR email = ?2)",
                 params![id, email, kd, ks],
             )? == 1)
         })
     }
 
-    fn finish_session(&self, id: &str, now: Millis) -> Result<bool, StoreError> {
-        let id = id.to_string();
+    fn finish_session(&self, id: &str, key_digest: &[u8], now: Millis) -> Result<bool, StoreError> {
+        let (id, kd) = (id.to_string(), key_digest.to_vec());
         self.writer.write(move |tx| {
             Ok(tx.execute_cached(
-                "UPDATE hosted_sessions SET status = 'verified', verified_at = ?2 WHERE id = ?1 AND status = 'open'",
-                params![id, now],
+                "UPDATE hosted_sessions SET status = 'verified', verified_at = ?2 \
+                 WHERE id = ?1 AND status = 'open' AND key_digest = ?3",
+                params![id, now, kd],
             )? == 1)
         })
     }

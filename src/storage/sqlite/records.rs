@@ -33,6 +33,7 @@ impl RecordStore for SqliteStore {
                 [sends_before.div_euclid(MINUTE_MS)],
             )?;
             conn.execute_cached("DELETE FROM test_inbox WHERE received_at < ?1", [sends_before])?;
+            conn.execute_cached("DELETE FROM hosted_sessions WHERE expires_at < ?1", [before])?;
             Ok(n)
         })
     }
