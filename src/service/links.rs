@@ -209,8 +209,15 @@ impl Services {
         );
         let raised = event.is_some();
         let (tid, kd, now) = (link.tenant_id.clone(), link.key_digest.clone(), self.now());
+        // A success resets the recipient's failure budget, as a matching code does.
+        let clear = (self.quota().max_failures > 0)
+            .then(|| crate::domain::email::RecipientEmail::parse(&link.email).ok())
+            .flatten()
+            .map(|e| e.canonical().to_string());
         let verified = self
-            .write(move |s| s.finish_verify(&tid, &kd, now, event.as_ref(), None, "link"))
+            .write(move |s| {
+                s.finish_verify(&tid, &kd, now, event.as_ref(), clear.as_deref(), "link")
+            })
             .await
             .unwrap_or(false);
         let outcome = if verified { "verified_link" } else { "ended" };
