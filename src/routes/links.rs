@@ -105,14 +105,18 @@ pub async fn confirm(
     }
     let ctx = super::request_context(&req, &st);
     let cookie = page_kit::cookie(&req, COOKIE);
-    let lang = match st.services.link_state(&token).await {
-        Ok(Some(LinkState::Open(l) | LinkState::Ended(l))) => l.locale.clone(),
-        _ => None,
+    let state = match st.services.link_state(&token).await {
+        Ok(s) => s,
+        Err(_) => return HttpResponse::ServiceUnavailable().finish(),
+    };
+    let lang = match &state {
+        Some(LinkState::Open(l) | LinkState::Ended(l)) => l.locale.clone(),
+        None => None,
     };
     let s = Strings::of(lang.as_deref().unwrap_or("en"));
     match st
         .services
-        .confirm_link(&token, cookie.as_deref(), &form.csrf, &ctx)
+        .confirm_link(&token, state, (cookie.as_deref(), &form.csrf), &ctx)
         .await
     {
         Ok(to) => page_kit::see_other(&to),

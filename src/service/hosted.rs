@@ -312,7 +312,8 @@ impl Services {
 
 impl Services {
     pub async fn has_logo(&self, tenant: &crate::domain::keys::TenantId) -> bool {
-        self.logo(tenant.as_str()).await.is_some()
+        let id = tenant.clone();
+        self.db(move |s| s.has_logo(&id)).await.unwrap_or(false)
     }
 
     /// A tenant's logo (`id` as given in a URL).

@@ -37,6 +37,25 @@ pub struct DataKeyReport {
 }
 
 impl Services {
+    /// Open `blob` with `open`; a blob sealed under a data key this process has not loaded
+    /// (another process rotated it) reloads the keyring from the database once.
+    pub(crate) async fn open_with_keyring<T>(
+        &self,
+        blob: &[u8],
+        open: impl Fn(&Keyring) -> Result<T, crate::crypto::keyring::KeyError>,
+    ) -> Result<T, ServiceError> {
+        let ring = self.keyring.get();
+        match open(&ring) {
+            Ok(v) => Ok(v),
+            Err(e) if blob_version(blob).is_none_or(|(v, _)| ring.has_data_key(v)) => Err(e.into()),
+            Err(_) => {
+                let rows = self.db(|s| s.keyring()).await?;
+                let ring = self.keyring.reopen(&rows)?;
+                Ok(open(&ring)?)
+            }
+        }
+    }
+
     /// Reopen the keyring if the database holds a data key this process does not know, or
     /// another one is active; true when it did.
     pub async fn refresh_keyring(&self) -> Result<bool, ServiceError> {

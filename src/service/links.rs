@@ -151,53 +151,42 @@ impl Services {
         )
     }
 
-    /// The confirm button: check the CSRF token, verify the key (one success, as always),
-    /// and answer where to send the person (`return_url` with `key` and `status=verified`).
+    /// The confirm button of the link `state` read for `token`: check the CSRF token, verify
+    /// the key (one success, as always), and answer where to send the person (`return_url`
+    /// with `key` and `status=verified`).
     pub async fn confirm_link(
         &self,
         token: &str,
-        cookie: Option<&str>,
-        csrf: &str,
+        state: Option<LinkState>,
+        (cookie, csrf): (Option<&str>, &str),
         ctx: &super::audit::RequestContext,
     ) -> Result<String, ConfirmError> {
         let expected = cookie.map(|c| self.link_csrf(token, c));
         let matches = expected
             .as_ref()
             .is_some_and(|e| !csrf.is_empty() && bool::from(e.as_bytes().ct_eq(csrf.as_bytes())));
-        let link = match self.link_state(token).await {
-            Ok(Some(LinkState::Open(l))) => l,
+        let link = match state {
+            Some(LinkState::Open(l)) => l,
             // Verified by this link already (a second click): the same way back, with the
             // page's own token.
-            Ok(Some(LinkState::Ended(l)))
+            Some(LinkState::Ended(l))
                 if matches
                     && l.verified_via.as_deref() == Some("link")
                     && l.status == StoredStatus::Verified =>
             {
                 return self.link_redirect(token, &l).ok_or(ConfirmError::NotFound);
             }
-            Ok(Some(LinkState::Ended(_))) => return Err(ConfirmError::Ended),
-            Ok(None) => return Err(ConfirmError::NotFound),
-            Err(e) => {
-                tracing::warn!(error = %e, "reading a magic link failed");
-                return Err(ConfirmError::NotFound);
-            }
+            Some(LinkState::Ended(_)) => return Err(ConfirmError::Ended),
+            None => return Err(ConfirmError::NotFound),
         };
         if !matches {
             return Err(ConfirmError::Forbidden);
         }
         let key = self.link_key(token, &link).ok_or(ConfirmError::NotFound)?;
-        let subscribed = self
-            .db({
-                let id = link.tenant_id.clone();
-                move |s| s.tenant(&id)
-            })
-            .await
-            .ok()
-            .flatten()
-            .map(|t| t.webhook_events);
+        // The store queues it only if the tenant subscribes.
         let event = self.event_for(
             &link.tenant_id,
-            subscribed.as_deref(),
+            None,
             EventType::OtpVerified,
             EventData {
                 shareable_key: &key,

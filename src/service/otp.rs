@@ -403,20 +403,11 @@ impl Services {
             port: s.port,
             username: &s.username,
         };
-        let ring = self.keyring.get();
-        let password: SecretString = match decrypt_password(&ring, &ctx, &s.password) {
-            Ok(p) => p,
-            Err(e) => {
-                let unknown = crate::crypto::cipher::blob_version(&s.password)
-                    .is_some_and(|(v, _)| !ring.has_data_key(v));
-                if !unknown {
-                    return Err(e.into());
-                }
-                let rows = self.db(|st| st.keyring()).await?;
-                let ring = self.keyring.reopen(&rows)?;
-                decrypt_password(&ring, &ctx, &s.password)?
-            }
-        };
+        let password: SecretString = self
+            .open_with_keyring(&s.password, |ring| {
+                decrypt_password(ring, &ctx, &s.password)
+            })
+            .await?;
         Ok(SmtpTarget {
             // The pool's key: the fallback relay's sessions are its own.
             tenant_id: sealed_as,

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{ServiceError, Services};
 use crate::clock::rfc3339;
-use crate::crypto::cipher::{blob_version, decrypt_record, encrypt_record};
+use crate::crypto::cipher::{decrypt_record, encrypt_record};
 use crate::domain::delivery::DeliveryReason;
 use crate::domain::tenant::{HttpTransport, HttpUse, Tenant};
 use crate::mailer::DeliveryError;
@@ -132,24 +132,10 @@ impl Services {
         tenant: &Tenant,
         h: &HttpTransport,
     ) -> Result<Vec<u8>, ServiceError> {
-        let ring = self.keyring.get();
-        match decrypt_record(&ring, SECRET_KIND, tenant.id.as_str(), b"", &h.secret) {
-            Ok(p) => Ok(p),
-            Err(e) => {
-                if blob_version(&h.secret).is_none_or(|(v, _)| ring.has_data_key(v)) {
-                    return Err(e.into());
-                }
-                let rows = self.db(|st| st.keyring()).await?;
-                let ring = self.keyring.reopen(&rows)?;
-                Ok(decrypt_record(
-                    &ring,
-                    SECRET_KIND,
-                    tenant.id.as_str(),
-                    b"",
-                    &h.secret,
-                )?)
-            }
-        }
+        self.open_with_keyring(&h.secret, |ring| {
+            decrypt_record(ring, SECRET_KIND, tenant.id.as_str(), b"", &h.secret)
+        })
+        .await
     }
 
     /// POST one message to the tenant's endpoint, within `timeout`.

@@ -77,6 +77,8 @@ pub trait HostedStore {
     /// otherwise.
     fn finish_session(&self, id: &str, key_digest: &[u8], now: Millis) -> Result<bool, StoreError>;
     fn logo(&self, tenant: &TenantId) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Whether the tenant has a logo (without reading it).
+    fn has_logo(&self, tenant: &TenantId) -> Result<bool, StoreError>;
     /// Store (or with `None` remove) the tenant's logo; false: no such tenant (or no logo).
     fn put_logo(
         &self,

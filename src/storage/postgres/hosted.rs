@@ -54,6 +54,17 @@ impl HostedStore for PgStore {
         )
     }
 
+    fn has_logo(&self, tenant: &TenantId) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()?
+            .db()
+            .query_one(
+                "SELECT EXISTS(SELECT 1 FROM tenant_logos WHERE tenant_id = $1)",
+                &[&tenant.as_str()],
+            )?
+            .try_get(0)?)
+    }
+
     fn put_logo(
         &self,
         tenant: &TenantId,

@@ -70,6 +70,14 @@ impl HostedStore for SqliteStore {
         )
     }
 
+    fn has_logo(&self, tenant: &TenantId) -> Result<bool, StoreError> {
+        Ok(self.conn()?.query_row_cached(
+            "SELECT EXISTS(SELECT 1 FROM tenant_logos WHERE tenant_id = ?1)",
+            [tenant.as_str()],
+            |r| r.get(0),
+        )?)
+    }
+
     fn put_logo(
         &self,
         tenant: &TenantId,
