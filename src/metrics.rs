@@ -14,6 +14,7 @@ pub struct Metrics {
     pub codes_resent: IntCounterVec,
     pub verify_outcomes: IntCounterVec,
     pub deliveries: IntCounterVec,
+    pub oauth2_token_requests: IntCounterVec,
     pub webhook_attempts: IntCounterVec,
     pub smtp_send_seconds: HistogramVec,
     pub hashing_queue_depth: IntGauge,
@@ -75,6 +76,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "otpmint_delivery_attempts_total",
             "Delivery attempts by mode and outcome (sent or a failure reason).",
             &["mode", "outcome"],
+        )?,
+        oauth2_token_requests: counter(
+            "otpmint_oauth2_token_requests_total",
+            "Requests to OAuth2 token endpoints for SMTP relays (API.md §15.1), by outcome: ok, refused (invalid_grant and the like) or failed (no answer, 429, 5xx).",
+            &["outcome"],
         )?,
         webhook_attempts: counter(
             "otpmint_webhook_attempts_total",

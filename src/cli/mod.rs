@@ -15,7 +15,6 @@ use crate::clock::SystemClock;
 use crate::config::Settings;
 use crate::crypto::keyring::MasterKey;
 use crate::domain::email::RecipientEmail;
-use crate::mailer::Outgoing;
 use crate::service::{ServiceError, Services};
 use crate::startup::{build_services, open_store, Application};
 
@@ -290,28 +289,14 @@ fn print_columns(header: &[&str], rows: &[Vec<String>]) {
 async fn smtp_test(id: &str, to: &str, s: Services) -> Result<(), CliError> {
     let tenant = s.tenant(id).await.map_err(service_msg)?;
     let to = RecipientEmail::parse(to).map_err(|e| CliError(format!("--to {e}")))?;
-    let target = s.smtp_target(&tenant).await.map_err(service_msg)?;
-    let addr = to.delivery_address();
-    match s
-        .mailer
-        .send(
-            &target,
-            &Outgoing {
-                to: &addr,
-                subject: "otpmint SMTP test",
-                text: "This is a test message from otpmint. No action is needed.\r\n",
-                html: None,
-                message_id: None,
-            },
-            (tokio::time::Instant::now() + s.mailer.timeout(), None),
-            1,
-        )
-        .await
-    {
+    match s.test_relay(&tenant, &to.delivery_address()).await {
         Ok(()) => {
             println!("ok: the SMTP server accepted the message");
             Ok(())
         }
-        Err(e) => Err(CliError(format!("delivery failed: {}", e.reason.as_str()))),
+        Err(crate::service::ServiceError::Delivery(reason)) => {
+            Err(CliError(format!("delivery failed: {}", reason.as_str())))
+        }
+        Err(e) => Err(service_msg(e)),
     }
 }

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use secrecy::SecretString;
+
+use crate::domain::oauth2::OAuth2Input;
 use serde_json::json;
 
 use super::{print_columns, service_msg, CliError};
@@ -36,8 +38,13 @@ pub struct CreateArgs {
     #[arg(long)]
     smtp_tls: Option<String>,
     /// File holding the SMTP password (first line; "-" reads stdin)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "smtp_oauth2_file")]
     smtp_password_file: Option<PathBuf>,
+    /// JSON file holding the relay's OAuth2 settings instead of a password (API.md §15.1):
+    /// {"provider", "token_url", "client_id", "client_secret", "scope", "refresh_token",
+    /// "entra_tenant"}; see docs/providers.md
+    #[arg(long)]
+    smtp_oauth2_file: Option<PathBuf>,
     /// A test tenant: sends nothing to any relay, its key starts sk_test_ (API.md §13.2)
     #[arg(long)]
     test: bool,
@@ -87,6 +94,19 @@ fn read_password(path: Option<&PathBuf>) -> Result<SecretString, CliError> {
     ))
 }
 
+/// The OAuth2 settings of a relay from a JSON file.
+fn read_oauth2(path: &PathBuf) -> Result<OAuth2Input, CliError> {
+    let raw = std::fs::read(path)
+        .map_err(|e| CliError(format!("cannot read {}: {e}", path.display())))?;
+    serde_json::from_slice(&raw).map_err(|e| {
+        // serde names the field and the place, never a value.
+        CliError(format!(
+            "--smtp-oauth2-file {}: not an OAuth2 settings object: {e}",
+            path.display()
+        ))
+    })
+}
+
 fn print_table(rows: &[crate::domain::tenant::Tenant]) {
     let data: Vec<Vec<String>> = rows
         .iter()
@@ -95,7 +115,13 @@ fn print_table(rows: &[crate::domain::tenant::Tenant]) {
                 t.id.to_string(),
                 t.name.as_str().to_string(),
                 if t.enabled { "yes".into() } else { "no".into() },
-                format!("{}:{} ({})", t.smtp.host, t.smtp.port, t.smtp.tls),
+                match &t.smtp {
+                    Some(a) if a.oauth2.is_some() => {
+                        format!("{}:{} ({}, oauth2)", a.host, a.port, a.tls)
+                    }
+                    Some(a) => format!("{}:{} ({})", a.host, a.port, a.tls),
+                    None => "-".into(),
+                },
                 rfc3339(t.created_at),
             ]
         })
@@ -119,10 +145,18 @@ pub(super) async fn tenant(cmd: TenantCommand, s: Services) -> Result<(), CliErr
                         host: a.smtp_host,
                         port: a.smtp_port,
                         username: a.smtp_username,
-                        password: read_password(a.smtp_password_file.as_ref())?,
+                        password: match &a.smtp_oauth2_file {
+                            Some(_) => None,
+                            None => Some(read_password(a.smtp_password_file.as_ref())?),
+                        },
                         from: a.smtp_from,
                         tls,
                         max_connections: None,
+                        oauth2: a
+                            .smtp_oauth2_file
+                            .as_ref()
+                            .map(read_oauth2)
+                            .transpose()?,
                     }),
                     policy: PolicyPatch::default(),
                     delivery: None,

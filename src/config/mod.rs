@@ -235,8 +235,12 @@ pub struct DeliverySettings {
     pub breaker_failures: u32,
     /// How long an open breaker skips its relay before one message probes it.
     pub breaker_seconds: u64,
-    /// Bound on one request to a tenant's HTTP transport.
+    /// Bound on one request to a tenant's HTTP transport, a provider or a token endpoint.
     pub http_timeout_seconds: u64,
+    /// Operator overrides of the providers' base URLs (API.md §15.2), by kind:
+    /// `{postmark = "https://host:port"}`; otpmint appends each API's documented path.
+    #[serde(default)]
+    pub provider_base_urls: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

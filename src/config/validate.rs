@@ -168,6 +168,33 @@ impl Settings {
             1,
             300,
         )?;
+        for (kind, url) in &self.delivery.provider_base_urls {
+            let key = format!("delivery.provider_base_urls.{kind}");
+            if crate::domain::provider::ProviderKind::parse(kind).is_none() {
+                return Err(invalid(
+                    &key,
+                    format!(
+                        "is not a provider kind (one of {})",
+                        crate::domain::provider::ProviderKind::ALL
+                            .map(|k| k.as_str())
+                            .join(", ")
+                    ),
+                ));
+            }
+            let ok = reqwest::Url::parse(url).is_ok_and(|u| {
+                matches!(u.scheme(), "https" | "http")
+                    && u.host_str().is_some_and(|h| !h.is_empty())
+                    && matches!(u.path(), "" | "/")
+                    && u.query().is_none()
+                    && u.username().is_empty()
+            });
+            if !ok {
+                return Err(invalid(
+                    &key,
+                    "must be a base URL: scheme, host and port only, like https://host:8443",
+                ));
+            }
+        }
         range(
             "stats.retention_days",
             self.stats.retention_days.into(),

@@ -137,6 +137,8 @@ mod tests {
                 reason: None,
                 sent_at: Some(0),
                 transport: None,
+                provider_message_id: None,
+                detail_code: None,
             },
             resends: 0,
             test: false,

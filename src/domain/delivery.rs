@@ -46,8 +46,18 @@ pub enum DeliveryReason {
     HttpUnreachable,
     /// The HTTP endpoint's host is not allowed by the address policy.
     HttpHostNotAllowed,
-    /// A text message, and the tenant has no HTTP transport (any more).
+    /// No transport takes the message's channel (any more).
     ChannelNotConfigured,
+    /// A provider refused the credentials (401/403).
+    ProviderAuth,
+    /// A provider refused the message for good (another 4xx); its own code is kept.
+    ProviderRejected,
+    /// A provider answered 408, 429 or 5xx.
+    ProviderUnavailable,
+    /// No answer from a provider (connection, TLS, timeout).
+    ProviderUnreachable,
+    /// A provider's host is not allowed by the address policy.
+    ProviderHostNotAllowed,
 }
 
 impl DeliveryReason {
@@ -64,7 +74,119 @@ impl DeliveryReason {
             DeliveryReason::HttpUnreachable => "http_unreachable",
             DeliveryReason::HttpHostNotAllowed => "http_host_not_allowed",
             DeliveryReason::ChannelNotConfigured => "channel_not_configured",
+            DeliveryReason::ProviderAuth => "provider_auth",
+            DeliveryReason::ProviderRejected => "provider_rejected",
+            DeliveryReason::ProviderUnavailable => "provider_unavailable",
+            DeliveryReason::ProviderUnreachable => "provider_unreachable",
+            DeliveryReason::ProviderHostNotAllowed => "provider_host_not_allowed",
         }
+    }
+}
+
+/// What kind of failure a delivery failure is: what the route, the window, the breaker and
+/// the retry schedule do with it — decided where the failure is seen, never from its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Final: the message, the recipient or the credentials were refused.
+    Permanent,
+    /// It may pass: worth a try later, or at once elsewhere if nothing was sent.
+    Transient,
+    /// The relay turned the session away (connection refused or reset, a 421, a 4xx at its
+    /// greeting, a session not through TLS and AUTH in time): its window shrinks and the
+    /// message may go on another session. Transient.
+    SessionRefused,
+    /// The endpoint or API asked for fewer requests (408, 429, 5xx): its window shrinks.
+    /// Transient.
+    Throttled,
+    /// No session of the transport was free in this process in time: says nothing of the
+    /// transport itself. Transient.
+    NoSession,
+    /// The transport cannot be used here (its credentials cannot be opened): the next one
+    /// is tried; final if none is left.
+    Unusable,
+}
+
+/// A failed delivery: the `reason` clients see, what kind of failure it is, whether the
+/// message may have reached the other side anyway, and details for the record and the logs.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("delivery failed ({})", reason.as_str())]
+pub struct DeliveryError {
+    pub reason: DeliveryReason,
+    pub kind: FailureKind,
+    /// The failure came after the message may have reached the other side (a timeout or a
+    /// broken connection during the transaction, a gateway's 5xx): never treated as unsent.
+    pub maybe_delivered: bool,
+    /// For the logs only: never credentials, never a server's reply text (it can hold the
+    /// recipient's address).
+    pub detail: String,
+    /// The other side's own error code, kept in the delivery record (a provider's code,
+    /// `oauth2_invalid_grant`).
+    pub detail_code: Option<String>,
+    /// How long the other side asked to wait before the next try (`Retry-After`).
+    pub retry_after: Option<std::time::Duration>,
+}
+
+impl DeliveryError {
+    pub fn new(reason: DeliveryReason, kind: FailureKind, detail: impl Into<String>) -> Self {
+        DeliveryError {
+            reason,
+            kind,
+            maybe_delivered: false,
+            detail: detail.into(),
+            detail_code: None,
+            retry_after: None,
+        }
+    }
+    pub fn permanent(reason: DeliveryReason, detail: impl Into<String>) -> Self {
+        Self::new(reason, FailureKind::Permanent, detail)
+    }
+    pub fn transient(reason: DeliveryReason, detail: impl Into<String>) -> Self {
+        Self::new(reason, FailureKind::Transient, detail)
+    }
+    /// Nothing free in this process's queue of the transport in time.
+    pub fn no_session() -> Self {
+        Self::new(
+            DeliveryReason::Timeout,
+            FailureKind::NoSession,
+            "no session of the transport was free in time",
+        )
+    }
+    /// It may have been delivered.
+    pub fn maybe_delivered(mut self, maybe: bool) -> Self {
+        self.maybe_delivered = maybe;
+        self
+    }
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.detail_code = Some(code.into());
+        self
+    }
+    pub fn with_retry_after(mut self, d: Option<std::time::Duration>) -> Self {
+        self.retry_after = d;
+        self
+    }
+    /// The kind from the two facts the SMTP layer finds: worth another try, and whether
+    /// the relay turned the session away.
+    pub fn classed(mut self, transient: bool, refused: bool) -> Self {
+        self.kind = match (refused, transient) {
+            (true, _) => FailureKind::SessionRefused,
+            (false, true) => FailureKind::Transient,
+            (false, false) => FailureKind::Permanent,
+        };
+        self
+    }
+    /// Worth another try (later, or elsewhere when nothing was sent).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.kind,
+            FailureKind::Transient
+                | FailureKind::SessionRefused
+                | FailureKind::Throttled
+                | FailureKind::NoSession
+        )
+    }
+    /// The session was turned away: the window shrinks, another session may be tried.
+    pub fn is_refused(&self) -> bool {
+        self.kind == FailureKind::SessionRefused
     }
 }
 
@@ -113,8 +235,14 @@ pub struct DeliveryView {
     /// before its message left).
     pub reason: Option<String>,
     pub sent_at: Option<Millis>,
-    /// The transport that accepted its last message: `smtp`, `smtp_fallback` or `http`.
+    /// The transport that accepted its last message: `smtp`, `smtp_fallback`, `http` or
+    /// `provider:<kind>`.
     pub transport: Option<String>,
+    /// The provider's id of the accepted message (API.md §15.2).
+    pub provider_message_id: Option<String>,
+    /// The last failure's code beyond its reason (a provider's error code,
+    /// `oauth2_invalid_grant`).
+    pub detail_code: Option<String>,
 }
 
 /// Delays after the 1st, 2nd, … failed attempt: about 1 s, 5 s, 30 s, 2 min, 10 min, then

@@ -11,7 +11,10 @@ use lettre::message::Mailbox;
 use super::delivery::DeliveryMode;
 use super::keys::TenantId;
 use super::locale::Locale;
+use super::oauth2::OAuth2;
 use super::policy::{FieldError, Policy};
+use super::provider::Provider;
+use super::recipient::Channel;
 use super::Millis;
 
 /// A tenant's display name: 1 to 100 characters after trimming, no control characters.
@@ -186,6 +189,9 @@ pub struct SmtpAccount {
     /// The ceiling of SMTP sessions open to the relay at once (per instance); 0: the
     /// server's default (`smtp.max_connections_per_tenant`).
     pub max_connections: u32,
+    /// Logs in with SASL XOAUTH2 (API.md §15.1): `password` then holds the sealed OAuth2
+    /// secrets (client secret, refresh token) instead of a password.
+    pub oauth2: Option<OAuth2>,
 }
 
 /// A tenant as the services and routes see it.
@@ -196,7 +202,9 @@ pub struct Tenant {
     pub enabled: bool,
     pub origin: Origin,
     pub created_at: Millis,
-    pub smtp: SmtpAccount,
+    /// Its relay; a tenant may have none (API.md §15.3: it sends through a provider or its
+    /// HTTP transport, or it is a test tenant).
+    pub smtp: Option<SmtpAccount>,
     /// Bumped on every SMTP change, so cached transports know they are stale.
     pub smtp_version: i64,
     pub policy: Policy,
@@ -227,29 +235,53 @@ pub struct Tenant {
     pub allowed_return_urls: Vec<String>,
     /// Its colour on the hosted pages (`#RRGGBB`; empty: the default).
     pub brand_color: String,
+    /// Its email API (API.md §15.2).
+    pub email_provider: Option<Provider>,
+    /// Its SMS API (API.md §15.2).
+    pub sms_provider: Option<Provider>,
 }
 
-/// Where a tenant's HTTP transport stands among its transports.
+impl Tenant {
+    /// Its provider of a channel.
+    pub fn provider(&self, channel: Channel) -> Option<&Provider> {
+        match channel {
+            Channel::Email => self.email_provider.as_ref(),
+            Channel::Sms => self.sms_provider.as_ref(),
+        }
+    }
+
+    /// The sender of its emails: the relay's, else the email provider's.
+    pub fn sender(&self) -> Option<&str> {
+        self.smtp
+            .as_ref()
+            .map(|s| s.from.as_str())
+            .or_else(|| self.email_provider.as_ref()?.setting("from"))
+            .or_else(|| self.smtp_fallback.as_ref().map(|s| s.from.as_str()))
+    }
+}
+
+/// Where a transport the tenant added (its HTTP endpoint, a provider) stands among the
+/// transports of its channel (API.md §15.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HttpUse {
+pub enum TransportUse {
     /// Instead of SMTP (then `smtp_fallback`, if any, is its fallback).
     Primary,
     /// After the relays.
     Fallback,
 }
 
-impl HttpUse {
-    pub fn parse(s: &str) -> Option<HttpUse> {
+impl TransportUse {
+    pub fn parse(s: &str) -> Option<TransportUse> {
         match s {
-            "primary" => Some(HttpUse::Primary),
-            "fallback" => Some(HttpUse::Fallback),
+            "primary" => Some(TransportUse::Primary),
+            "fallback" => Some(TransportUse::Fallback),
             _ => None,
         }
     }
     pub fn as_str(self) -> &'static str {
         match self {
-            HttpUse::Primary => "primary",
-            HttpUse::Fallback => "fallback",
+            TransportUse::Primary => "primary",
+            TransportUse::Fallback => "fallback",
         }
     }
 }
@@ -259,7 +291,7 @@ impl HttpUse {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpTransport {
     pub url: String,
-    pub use_as: HttpUse,
+    pub use_as: TransportUse,
     pub secret: Vec<u8>,
 }
 
@@ -274,7 +306,7 @@ impl Tenant {
             enabled: true,
             origin: Origin::Native,
             created_at: 1,
-            smtp: SmtpAccount {
+            smtp: Some(SmtpAccount {
                 host: SmtpHost::parse("mail.acme.example").unwrap(),
                 port: 587,
                 username: "u".into(),
@@ -282,7 +314,8 @@ impl Tenant {
                 from: Sender::parse("Acme <a@acme.example>").unwrap(),
                 tls: TlsMode::Starttls,
                 max_connections: 4,
-            },
+                oauth2: None,
+            }),
             smtp_version: 1,
             policy: Policy {
                 code_length: 6,
@@ -300,6 +333,8 @@ impl Tenant {
             http: None,
             allowed_return_urls: Vec::new(),
             brand_color: String::new(),
+            email_provider: None,
+            sms_provider: None,
         }
     }
 }

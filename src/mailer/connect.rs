@@ -20,8 +20,7 @@ impl Mailer {
                     break;
                 }
                 Err(e) => {
-                    last_err = fail(DeliveryReason::Unreachable, &e);
-                    last_err.refused = turned_away(&e);
+                    last_err = refused_if(fail(DeliveryReason::Unreachable, &e), turned_away(&e));
                 }
             }
         }
@@ -46,11 +45,7 @@ impl Mailer {
                     .implicit_tls
                     .connect(server_name, tcp)
                     .await
-                    .map_err(|e| {
-                        let mut err = fail(DeliveryReason::Tls, &e);
-                        err.refused = turned_away(&e);
-                        err
-                    })?;
+                    .map_err(|e| refused_if(fail(DeliveryReason::Tls, &e), turned_away(&e)))?;
                 let (stream, plain) = bounded::Bounded::new(TlsStream(tls), addr, true);
                 let conn = AsyncSmtpConnection::connect_with_transport(Box::new(stream), &hello)
                     .await
@@ -72,9 +67,10 @@ impl Mailer {
             plaintext.store(false, std::sync::atomic::Ordering::SeqCst);
             // Required, never opportunistic: a server without STARTTLS fails here.
             conn.starttls(params, &hello).await.map_err(|e| {
-                let mut err = smtp_fail(DeliveryReason::Tls, &e);
-                err.refused = session_refused(&e, true);
-                err
+                refused_if(
+                    smtp_fail(DeliveryReason::Tls, &e),
+                    session_refused(&e, true),
+                )
             })?;
         }
         if !target.username.is_empty() {
@@ -86,14 +82,14 @@ impl Mailer {
                     "AUTH is never sent over an unencrypted connection",
                 ));
             }
-            let creds = Credentials::new(
-                target.username.clone(),
-                target.password.expose_secret().to_string(),
-            );
-            if let Err(e) = conn
-                .auth(&[Mechanism::Plain, Mechanism::Login], &creds)
-                .await
-            {
+            let (mechanisms, secret): (&[Mechanism], _) = match &target.auth {
+                SmtpAuth::Password(p) => (&[Mechanism::Plain, Mechanism::Login], p),
+                // `user=…\x01auth=Bearer <token>\x01\x01`, base64 (lettre writes it).
+                SmtpAuth::Xoauth2(token) => (&[Mechanism::Xoauth2], token),
+            };
+            let creds =
+                Credentials::new(target.username.clone(), secret.expose_secret().to_string());
+            if let Err(e) = conn.auth(mechanisms, &creds).await {
                 conn.abort().await;
                 let reason = if e.is_timeout() {
                     DeliveryReason::Timeout
@@ -102,8 +98,10 @@ impl Mailer {
                 };
                 let mut err = smtp_fail(reason, &e);
                 err.detail = "authentication failed".into();
-                err.refused = e.is_timeout() || session_refused(&e, false);
-                return Err(err);
+                return Err(refused_if(
+                    err,
+                    e.is_timeout() || session_refused(&e, false),
+                ));
             }
         }
         Ok((conn, addr))
@@ -123,9 +121,20 @@ impl Mailer {
 /// The greeting or EHLO failed: any 4xx there, or the connection dropped, is the relay
 /// turning the session away.
 fn greeting_failed(e: lettre::transport::smtp::Error) -> DeliveryError {
-    let mut err = smtp_fail(DeliveryReason::Unreachable, &e);
-    err.refused = session_refused(&e, true);
-    err
+    refused_if(
+        smtp_fail(DeliveryReason::Unreachable, &e),
+        session_refused(&e, true),
+    )
+}
+
+/// The failure as a session the relay turned away, when it was one.
+pub(super) fn refused_if(err: DeliveryError, refused: bool) -> DeliveryError {
+    if refused {
+        let transient = err.is_transient();
+        err.classed(transient, true)
+    } else {
+        err
+    }
 }
 
 /// Add every certificate of a PEM file to `roots`; the file's bytes, or why not.

@@ -4,42 +4,14 @@ use std::{fmt, io};
 
 use super::bounded;
 
-pub use crate::domain::delivery::DeliveryReason;
-
-#[derive(Debug, thiserror::Error)]
-#[error("delivery failed ({})", reason.as_str())]
-pub struct DeliveryError {
-    pub reason: DeliveryReason,
-    /// Internal detail for the logs only: never SMTP credentials, never a server's reply
-    /// text (it can hold the recipient's address).
-    pub detail: String,
-    /// The failure came after the message may have reached the server (a timeout or a
-    /// broken connection during the transaction): it must not be treated as unsent.
-    pub maybe_delivered: bool,
-    /// Worth trying again later: no connection, a timeout, a TLS handshake failure, a 4xx
-    /// reply. A 5xx reply, a refused host or a malformed message is final.
-    pub transient: bool,
-    /// The relay refused or dropped the session itself — connection refused or reset, 421,
-    /// a 4xx at its greeting or EHLO, a session that did not get through TLS and AUTH in
-    /// time: a sign that it takes no more sessions now (API.md §11.1), not a verdict on
-    /// the message.
-    pub refused: bool,
-    /// How long the server asked to wait before the next try (an HTTP `Retry-After`).
-    pub retry_after: Option<std::time::Duration>,
-}
+pub use crate::domain::delivery::{DeliveryError, DeliveryReason, FailureKind};
 
 pub(super) fn fail(reason: DeliveryReason, detail: impl fmt::Display) -> DeliveryError {
-    DeliveryError {
+    let transient = !matches!(
         reason,
-        detail: detail.to_string(),
-        maybe_delivered: false,
-        transient: !matches!(
-            reason,
-            DeliveryReason::HostNotAllowed | DeliveryReason::Rejected | DeliveryReason::Auth
-        ),
-        refused: false,
-        retry_after: None,
-    }
+        DeliveryReason::HostNotAllowed | DeliveryReason::Rejected | DeliveryReason::Auth
+    );
+    DeliveryError::permanent(reason, detail.to_string()).classed(transient, false)
 }
 
 /// A socket error by which a relay turns a session away: refused, reset, closed on us.
@@ -96,13 +68,14 @@ pub(super) fn smtp_fail(
             "the relay sent an oversized reply",
         );
     }
-    let mut d = fail(reason, smtp_detail(e));
+    let d = fail(reason, smtp_detail(e));
     if e.is_permanent() {
-        d.transient = false;
+        d.classed(false, false)
     } else if e.is_transient() || e.is_timeout() {
-        d.transient = true;
+        d.classed(true, false)
+    } else {
+        d
     }
-    d
 }
 
 /// A lettre error described by its class and reply code only (the reply text can carry the

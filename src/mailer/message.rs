@@ -80,7 +80,7 @@ mod tests {
             host: "smtp.example.com".into(),
             port: 587,
             username: "u".into(),
-            password: secrecy::SecretString::from("p".to_string()),
+            auth: super::super::SmtpAuth::Password(secrecy::SecretString::from("p".to_string())),
             from: "Acme <no-reply@acme.example>".into(),
             tls: TlsMode::Starttls,
         }

@@ -37,7 +37,7 @@ use message::render;
 
 pub(crate) use connect::{add_pem_roots, hello_name};
 use error::{fail, overflowed, session_refused, smtp_fail, turned_away};
-pub use error::{DeliveryError, DeliveryReason};
+pub use error::{DeliveryError, DeliveryReason, FailureKind};
 use transact::{transact, Stage, TxError};
 
 pub use crate::domain::tenant::TlsMode;
@@ -51,9 +51,17 @@ pub struct SmtpTarget {
     pub host: String,
     pub port: u16,
     pub username: String,
-    pub password: SecretString,
+    pub auth: SmtpAuth,
     pub from: String,
     pub tls: TlsMode,
+}
+
+/// How a session logs in (with a non-empty username).
+pub enum SmtpAuth {
+    /// AUTH PLAIN or LOGIN.
+    Password(SecretString),
+    /// SASL XOAUTH2 with this access token (API.md §15.1).
+    Xoauth2(SecretString),
 }
 
 /// One message to send: a text part and, optionally, an HTML alternative.
@@ -201,14 +209,11 @@ impl Mailer {
                     _ = tokio::time::sleep_until(by) => {}
                 }
                 if !started.load(std::sync::atomic::Ordering::SeqCst) {
-                    return Err(DeliveryError {
-                        reason: DeliveryReason::Timeout,
-                        detail: "the relay did not take a session in its share of the time".into(),
-                        maybe_delivered: false,
-                        transient: true,
-                        refused: true,
-                        retry_after: None,
-                    });
+                    return Err(DeliveryError::new(
+                        DeliveryReason::Timeout,
+                        FailureKind::SessionRefused,
+                        "the relay did not take a session in its share of the time",
+                    ));
                 }
             }
             sending.await
@@ -217,16 +222,14 @@ impl Mailer {
             Ok(r) => r,
             Err(_) => {
                 let in_transaction = started.load(std::sync::atomic::Ordering::SeqCst);
-                Err(DeliveryError {
-                    reason: DeliveryReason::Timeout,
-                    detail: "delivery exceeded smtp.timeout_seconds".into(),
-                    maybe_delivered: in_transaction,
-                    transient: true,
-                    // A session that did not get as far as a transaction in time (connect,
-                    // greeting, TLS, AUTH): the relay is slow to take more sessions.
-                    refused: !in_transaction,
-                    retry_after: None,
-                })
+                // A session that did not get as far as a transaction in time (connect,
+                // greeting, TLS, AUTH): the relay is slow to take more sessions.
+                Err(DeliveryError::transient(
+                    DeliveryReason::Timeout,
+                    "delivery exceeded smtp.timeout_seconds",
+                )
+                .classed(true, !in_transaction)
+                .maybe_delivered(in_transaction))
             }
         }
     }
@@ -420,16 +423,18 @@ impl Mailer {
                 } else {
                     DeliveryReason::Rejected
                 };
-                let mut err = smtp_fail(reason, &e);
-                if !e.is_permanent() && !e.is_transient() && !overflowed(&e) {
-                    // A broken connection or a timeout: worth another try; a client-side
-                    // refusal is not.
-                    err.transient = !e.is_client();
-                }
-                err.maybe_delivered = !refused;
-                err.refused = session_refused(&e, false);
+                let err = smtp_fail(reason, &e);
+                // A broken connection or a timeout: worth another try; a client-side
+                // refusal is not.
+                let transient = if !e.is_permanent() && !e.is_transient() && !overflowed(&e) {
+                    !e.is_client()
+                } else {
+                    err.is_transient()
+                };
                 conn.abort().await;
-                Err(err)
+                Err(err
+                    .classed(transient, session_refused(&e, false))
+                    .maybe_delivered(!refused))
             }
         }
     }
@@ -461,7 +466,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port: smtp.port,
             username: SMTP_USER.into(),
-            password: SecretString::from(SMTP_PASS.to_string()),
+            auth: SmtpAuth::Password(SecretString::from(SMTP_PASS.to_string())),
             from: "Acme <no-reply@acme.example>".into(),
             tls: TlsMode::Starttls,
         };

@@ -21,6 +21,43 @@ pub struct SmtpOut {
     /// The ceiling of SMTP sessions open to the relay at once (per instance); the sessions
     /// actually opened adapt below it. The server's default unless the tenant chose one.
     pub max_connections: u32,
+    /// Present when the relay logs in with OAuth2 (SASL XOAUTH2) instead of a password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth2: Option<OAuth2Out>,
+}
+
+/// A relay's OAuth2 settings as shown: never its client secret nor its refresh token.
+#[derive(Serialize, ToSchema)]
+pub struct OAuth2Out {
+    /// `microsoft`, `google`, or null (an explicit `token_url`).
+    pub provider: Option<String>,
+    pub token_url: String,
+    pub client_id: String,
+    pub scope: String,
+    pub entra_tenant: Option<String>,
+    /// Whether a refresh token is stored (the refresh-token grant; else client credentials).
+    pub refresh_token: bool,
+}
+
+impl SmtpOut {
+    fn of(a: &crate::domain::tenant::SmtpAccount, max_connections: u32) -> SmtpOut {
+        SmtpOut {
+            host: a.host.as_str().to_string(),
+            port: a.port,
+            username: a.username.clone(),
+            from: a.from.as_str().to_string(),
+            tls: a.tls.as_str().to_string(),
+            max_connections,
+            oauth2: a.oauth2.as_ref().map(|o| OAuth2Out {
+                provider: o.provider.map(|p| p.as_str().to_string()),
+                token_url: o.token_url.clone(),
+                client_id: o.client_id.clone(),
+                scope: o.scope.clone(),
+                entra_tenant: o.entra_tenant.clone(),
+                refresh_token: o.refresh_token,
+            }),
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -42,7 +79,9 @@ pub struct TenantOut {
     pub enabled: bool,
     /// RFC 3339
     pub created_at: String,
-    pub smtp: SmtpOut,
+    /// The relay; null for a tenant without one (it sends through a provider or its HTTP
+    /// transport, API.md §15.3).
+    pub smtp: Option<SmtpOut>,
     pub policy: PolicyOut,
     /// `sync` or `async`: how mints wait for their message unless the request says.
     pub delivery: String,
@@ -74,25 +113,17 @@ impl TenantOut {
             name: t.name.as_str().to_string(),
             enabled: t.enabled,
             created_at: rfc3339(t.created_at),
-            smtp: SmtpOut {
-                host: t.smtp.host.as_str().to_string(),
-                port: t.smtp.port,
-                username: t.smtp.username.clone(),
-                from: t.smtp.from.as_str().to_string(),
-                tls: t.smtp.tls.as_str().to_string(),
-                max_connections: services.max_connections(t),
-            },
+            smtp: t
+                .smtp
+                .as_ref()
+                .map(|a| SmtpOut::of(a, services.max_connections(t))),
             delivery: t.delivery.as_str().into(),
             default_locale: t.default_locale.as_str().to_string(),
             test: t.test,
-            smtp_fallback: t.smtp_fallback.as_ref().map(|f| SmtpOut {
-                host: f.host.as_str().to_string(),
-                port: f.port,
-                username: f.username.clone(),
-                from: f.from.as_str().to_string(),
-                tls: f.tls.as_str().to_string(),
-                max_connections: services.ceiling(f.max_connections),
-            }),
+            smtp_fallback: t
+                .smtp_fallback
+                .as_ref()
+                .map(|f| SmtpOut::of(f, services.ceiling(f.max_connections))),
             allowed_return_urls: t.allowed_return_urls.clone(),
             branding: BrandingOut {
                 color: (!t.brand_color.is_empty()).then(|| t.brand_color.clone()),
@@ -183,10 +214,18 @@ pub struct DeliveryOut {
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sent_at: Option<String>,
-    /// The transport that accepted the last message: `smtp`, `smtp_fallback` or `http`
-    /// (API.md §12); absent until one did.
+    /// The transport that accepted the last message: `smtp`, `smtp_fallback`, `http` or
+    /// `provider:<kind>` (API.md §12, §15); absent until one did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transport: Option<String>,
+    /// The provider's id of the accepted message (API.md §15.2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
+    /// The last failure's code beyond its reason: the provider's own error code (Postmark
+    /// `ErrorCode`, Resend `name`, SES error type, Twilio `code`, Vonage `status`) or
+    /// `oauth2_invalid_grant` and the like.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail_code: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -229,6 +268,8 @@ impl StatusOut {
                 reason: v.delivery.reason.clone(),
                 sent_at: v.delivery.sent_at.map(rfc3339),
                 transport: v.delivery.transport.clone(),
+                provider_message_id: v.delivery.provider_message_id.clone(),
+                detail_code: v.delivery.detail_code.clone(),
             },
             resends: v.resends,
             test: v.test,
@@ -322,6 +363,8 @@ pub enum ProblemCode {
     ChannelNotConfigured,
     LinksNotConfigured,
     SessionNotFound,
+    ProviderNotFound,
+    TransportConflict,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -12,6 +12,7 @@ pub mod links;
 pub mod openapi;
 pub mod ops;
 mod page_kit;
+pub mod providers;
 pub mod templates;
 pub mod transport;
 pub mod v1;
@@ -227,6 +228,22 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
     .service(
         r("/v1/tenant/transport/http/rotate-secret")
             .route(web::post().to(transport::rotate_secret)),
+    )
+    .service(
+        r("/v1/tenant/providers/{channel}")
+            .route(web::put().to(providers::put_own))
+            .route(web::get().to(providers::get_own))
+            .route(web::delete().to(providers::delete_own)),
+    )
+    .service(r("/v1/tenant/providers/{channel}/test").route(web::post().to(providers::test_own)))
+    .service(
+        r("/v1/tenants/{id}/providers/{channel}")
+            .route(web::put().to(providers::put_for))
+            .route(web::get().to(providers::get_for))
+            .route(web::delete().to(providers::delete_for)),
+    )
+    .service(
+        r("/v1/tenants/{id}/providers/{channel}/test").route(web::post().to(providers::test_for)),
     )
     .service(r("/v1/tenant/webhook/rotate-secret").route(web::post().to(webhooks::rotate_secret)))
     .service(r("/v1/tenant/webhook/test").route(web::post().to(webhooks::test)))

@@ -4,7 +4,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::dto::*;
-use super::{codes, devx, hosted, ops, templates, transport, v1, webhooks};
+use super::{codes, devx, hosted, ops, providers, templates, transport, v1, webhooks};
 
 struct Security;
 
@@ -43,7 +43,9 @@ impl Modify for Security {
         webhooks::deliveries, codes::resend, devx::put_test_recipients, devx::get_test_recipients,
         devx::test_inbox, devx::own_stats, devx::tenant_stats, devx::all_stats,
         transport::put, transport::get, transport::delete, transport::rotate_secret,
-        hosted::open, hosted::outcome, hosted::put_logo, hosted::delete_logo
+        hosted::open, hosted::outcome, hosted::put_logo, hosted::delete_logo,
+        providers::put_own, providers::get_own, providers::delete_own, providers::test_own,
+        providers::put_for, providers::get_for, providers::delete_for, providers::test_for
     ),
     components(
         schemas(Problem, ProblemCode, FieldErrorOut),
@@ -61,6 +63,7 @@ impl Modify for Security {
         (name = "webhooks", description = "Signed event notifications (secret key)"),
         (name = "hosted pages", description = "Sign-in pages otpmint serves for the tenant (secret key)"),
         (name = "transports", description = "Delivery through the tenant's own HTTPS endpoint (secret key)"),
+        (name = "providers", description = "Email and SMS providers per channel (secret key, or admin token under /v1/tenants/{id})"),
         (name = "templates", description = "Messages per locale (secret key, or admin token under /v1/tenants/{id})"),
         (name = "test mode", description = "Test recipients and the test inbox (secret key)"),
         (name = "statistics", description = "Counts by period (secret key; admin token for one or all tenants)"),
@@ -123,6 +126,10 @@ mod tests {
             "/v1/tenant/stats",
             "/v1/tenants/{id}/stats",
             "/v1/stats",
+            "/v1/tenant/providers/{channel}",
+            "/v1/tenant/providers/{channel}/test",
+            "/v1/tenants/{id}/providers/{channel}",
+            "/v1/tenants/{id}/providers/{channel}/test",
             "/healthz",
             "/readyz",
             "/metrics",
@@ -145,6 +152,8 @@ mod tests {
             "webhook_host_not_allowed",
             "template_limit_reached",
             "resend_limit_reached",
+            "transport_conflict",
+            "provider_not_found",
         ] {
             assert!(codes.iter().any(|x| x == c), "{c} missing");
         }

@@ -18,6 +18,7 @@ use crate::config::RegistrationMode;
 use crate::domain::delivery::DeliveryMode;
 use crate::domain::keys::SecretKey;
 use crate::domain::locale::{Locale, LOCALE_RULE};
+use crate::domain::oauth2::OAuth2Input;
 use crate::domain::policy::PolicyPatch;
 use crate::domain::tenant::Tenant;
 use crate::domain::tenant::{Origin, TlsMode};
@@ -33,12 +34,46 @@ pub struct SmtpBody {
     port: u16,
     #[serde(default)]
     username: String,
-    #[serde(default)]
-    password: String,
+    /// The relay's password (unless `oauth2`).
+    password: Option<String>,
     from: String,
     tls: Option<String>,
     /// 1 to `smtp.max_connections_limit`; default `smtp.max_connections_per_tenant`
     max_connections: Option<u32>,
+    /// Log in with OAuth2 (SASL XOAUTH2) instead of a password (API.md §15.1).
+    oauth2: Option<OAuth2Body>,
+}
+
+/// A relay's OAuth2 settings (API.md §15.1). `provider` fills `token_url` and `scope`;
+/// without it `token_url` is required. With `refresh_token` the refresh-token grant is
+/// used, else client credentials. Secrets are sealed and never shown.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2Body {
+    /// `microsoft` or `google`
+    provider: Option<String>,
+    /// `https://…` (the outbound address policy applies)
+    token_url: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    scope: Option<String>,
+    refresh_token: Option<String>,
+    /// Microsoft Entra tenant id or domain (required with `provider: "microsoft"`)
+    entra_tenant: Option<String>,
+}
+
+impl From<OAuth2Body> for OAuth2Input {
+    fn from(b: OAuth2Body) -> Self {
+        OAuth2Input {
+            provider: b.provider,
+            token_url: b.token_url,
+            client_id: b.client_id,
+            client_secret: b.client_secret,
+            scope: b.scope,
+            refresh_token: b.refresh_token,
+            entra_tenant: b.entra_tenant,
+        }
+    }
 }
 
 #[derive(Deserialize, Default, ToSchema)]
@@ -63,7 +98,8 @@ impl From<PolicyBody> for PolicyPatch {
 #[serde(deny_unknown_fields)]
 pub struct CreateTenantBody {
     name: String,
-    /// Required unless `test` is true.
+    /// The relay; a tenant may have none and send through a provider or its HTTP transport
+    /// (API.md §15.3), or be a test tenant.
     smtp: Option<SmtpBody>,
     policy: Option<PolicyBody>,
     /// `sync` (default) or `async`
@@ -88,6 +124,8 @@ pub struct SmtpPatchBody {
     from: Option<String>,
     tls: Option<String>,
     max_connections: Option<u32>,
+    /// OAuth2 settings to set or change (API.md §15.1).
+    oauth2: Option<OAuth2Body>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -283,9 +321,14 @@ fn input_from(s: SmtpBody, relay: &str) -> Result<SmtpInput, ApiError> {
         host: s.host,
         port: s.port,
         username: s.username,
-        password: SecretString::from(s.password),
+        // A relay without a login takes an empty password, as before OAuth2.
+        password: match (&s.oauth2, s.password) {
+            (None, p) => Some(SecretString::from(p.unwrap_or_default())),
+            (Some(_), p) => p.map(SecretString::from),
+        },
         from: s.from,
         max_connections: s.max_connections,
+        oauth2: s.oauth2.map(Into::into),
     })
 }
 
@@ -298,6 +341,7 @@ fn smtp_patch_from(s: SmtpPatchBody, relay: &str) -> Result<SmtpPatch, ApiError>
         password: s.password.map(SecretString::from),
         from: s.from,
         max_connections: s.max_connections,
+        oauth2: s.oauth2.map(Into::into),
     })
 }
 

@@ -188,7 +188,7 @@ impl Services {
                     enabled: true,
                     origin: Origin::Import,
                     created_at: now,
-                    smtp: SmtpAccount {
+                    smtp: Some(SmtpAccount {
                         host,
                         port,
                         username: mail.clone(),
@@ -197,7 +197,8 @@ impl Services {
                         tls,
                         // The server's default ceiling (the window adapts below it).
                         max_connections: 0,
-                    },
+                        oauth2: None,
+                    }),
                     smtp_version: 1,
                     policy,
                     delivery: crate::domain::delivery::DeliveryMode::Sync,
@@ -211,6 +212,8 @@ impl Services {
                     http: None,
                     allowed_return_urls: Vec::new(),
                     brand_color: String::new(),
+                    email_provider: None,
+                    sms_provider: None,
                 },
                 digest,
             ));

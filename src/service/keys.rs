@@ -4,11 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use super::seals::tenant_seals;
 use super::{ServiceError, Services};
-use crate::crypto::cipher::{
-    blob_version, decrypt_password, decrypt_record, encrypt_password, encrypt_record,
-    PasswordContext,
-};
+use crate::crypto::cipher::{blob_version, decrypt_record, encrypt_record};
 use crate::crypto::keyring::{Keyring, KIND_DATA};
 use crate::storage::TenantSeal;
 
@@ -121,8 +119,9 @@ impl Services {
         Ok(report)
     }
 
-    /// Start (or resume) a data-key rotation: a new data key becomes active and every SMTP
-    /// password and webhook secret is re-encrypted under it, one compare-and-swap each.
+    /// Start (or resume) a data-key rotation: a new data key becomes active and every sealed
+    /// credential of a tenant (relay passwords and OAuth2 secrets, provider secrets, signing
+    /// secrets) and every webhook secret is re-encrypted under it, one compare-and-swap each.
     pub async fn rotate_data_key(&self) -> Result<DataKeyReport, ServiceError> {
         let mut ring = self.keyring.reopen(&self.db(|s| s.keyring()).await?)?;
         let tenants = self.tenants().await?;
@@ -142,12 +141,8 @@ impl Services {
             };
             tenants
                 .iter()
-                .flat_map(|t| {
-                    std::iter::once(&t.smtp.password)
-                        .chain(t.smtp_fallback.as_ref().map(|f| &f.password))
-                        .chain(t.http.as_ref().map(|h| &h.secret))
-                })
-                .filter(|b| old(b))
+                .flat_map(tenant_seals)
+                .filter(|(_, b, _)| old(b))
                 .count()
                 + secrets.iter().filter(|(_, s)| old(s)).count()
         };
@@ -168,59 +163,37 @@ impl Services {
             report.started_new = true;
         }
         report.active_version = ring.active_data_version();
-        for t in tenants {
-            let relays = std::iter::once((false, &t.smtp))
-                .chain(t.smtp_fallback.as_ref().map(|f| (true, f)));
-            for (fallback, account) in relays {
-                if blob_version(&account.password).map(|(v, _)| v)
-                    == Some(ring.active_data_version())
-                {
-                    report.already_current += 1;
+        for t in &tenants {
+            for (which, blob, seal) in tenant_seals(t) {
+                // The HTTP transport's signing secret is counted with the webhook secrets;
+                // relay and provider credentials with the passwords.
+                let signing = which == TenantSeal::HttpSecret;
+                if blob_version(blob).map(|(v, _)| v) == Some(ring.active_data_version()) {
+                    if !signing {
+                        report.already_current += 1;
+                    }
                     continue;
                 }
-                let sealed_as = super::tenants::sealed_as(&t.id, fallback);
-                let ctx = PasswordContext {
-                    tenant_id: &sealed_as,
-                    host: account.host.as_str(),
-                    port: account.port,
-                    username: &account.username,
-                };
-                let Ok(plain) = decrypt_password(&ring, &ctx, &account.password) else {
-                    report.undecryptable.push(t.id.to_string());
+                let Ok(plain) = seal.open(&ring, blob) else {
+                    if signing {
+                        report.webhook_secrets_undecryptable.push(t.id.to_string());
+                    } else {
+                        report.undecryptable.push(t.id.to_string());
+                    }
                     continue;
                 };
-                let new =
-                    encrypt_password(&ring, &ctx, secrecy::ExposeSecret::expose_secret(&plain))?;
-                let which = if fallback {
-                    TenantSeal::FallbackPassword
-                } else {
-                    TenantSeal::SmtpPassword
-                };
-                let (id, old) = (t.id.clone(), account.password.clone());
+                let new = seal.seal(&ring, &plain)?;
+                let (id, old) = (t.id.clone(), blob.to_vec());
                 if self
                     .db(move |s| s.reseal_tenant_value(&id, which, &old, &new))
                     .await?
                 {
-                    report.reencrypted += 1;
+                    if signing {
+                        report.webhook_secrets_reencrypted += 1;
+                    } else {
+                        report.reencrypted += 1;
+                    }
                 }
-            }
-            // The HTTP transport's signing secret is counted with the webhook secrets.
-            let Some(http) = &t.http else { continue };
-            if blob_version(&http.secret).map(|(v, _)| v) == Some(ring.active_data_version()) {
-                continue;
-            }
-            let kind = super::transport_http::SECRET_KIND;
-            let Ok(plain) = decrypt_record(&ring, kind, t.id.as_str(), b"", &http.secret) else {
-                report.webhook_secrets_undecryptable.push(t.id.to_string());
-                continue;
-            };
-            let new = encrypt_record(&ring, kind, t.id.as_str(), b"", &plain)?;
-            let (id, old) = (t.id.clone(), http.secret.clone());
-            if self
-                .db(move |s| s.reseal_tenant_value(&id, TenantSeal::HttpSecret, &old, &new))
-                .await?
-            {
-                report.webhook_secrets_reencrypted += 1;
             }
         }
         for (id, old) in secrets {

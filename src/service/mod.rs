@@ -8,9 +8,11 @@ pub mod import;
 pub mod keys;
 pub mod links;
 pub mod otp;
+pub mod providers;
 mod relay_accounts;
 pub mod resend;
 mod retry;
+pub(crate) mod seals;
 pub mod stats;
 pub mod templates;
 pub mod tenants;
@@ -107,9 +109,19 @@ pub enum ServiceError {
     /// A magic link asked for while `server.public_url` is empty: 422 `links_not_configured`.
     #[error("links not configured")]
     LinksOff,
-    /// A text message for a tenant without an HTTP transport: 422 `channel_not_configured`.
+    /// No transport takes the message's channel: 422 `channel_not_configured`.
     #[error("channel not configured")]
     ChannelNotConfigured,
+    /// The tenant has no provider for the channel: 404 `provider_not_found`.
+    #[error("provider not found")]
+    ProviderNotFound,
+    /// A second transport marked primary for a channel: 409 `transport_conflict`.
+    #[error("transport conflict")]
+    TransportConflict,
+    /// A test message through a provider failed: 502 `delivery_failed` with its reason and
+    /// the provider's code.
+    #[error("provider test failed")]
+    ProviderTest(crate::domain::delivery::DeliveryError),
     /// A webhook URL refused by policy: the problem code.
     #[error("webhook refused: {0}")]
     WebhookRefused(&'static str),

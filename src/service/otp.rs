@@ -1,10 +1,7 @@
 //! Code use cases: mint (quota → hash → store → send → supersede), status and cancel
 //! (verify is in verify.rs).
 
-use secrecy::SecretString;
-
 use super::{retry_secs, LimitKind, ServiceError, Services};
-use crate::crypto::cipher::{decrypt_password, PasswordContext};
 use crate::crypto::lookup_digest;
 use crate::domain::challenge::{ChallengeView, Status};
 use crate::domain::code::OtpCode;
@@ -15,9 +12,9 @@ use crate::domain::locale::Locale;
 use crate::domain::policy::Policy;
 use crate::domain::purpose::Purpose;
 use crate::domain::recipient::{Channel, Recipient};
-use crate::domain::tenant::{SmtpAccount, Tenant};
+use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
-use crate::mailer::{new_message_id, SmtpTarget};
+use crate::mailer::new_message_id;
 use crate::messages::Vars;
 use crate::service::audit::RequestContext;
 use crate::service::delivery::{Attempt, StoredMessage};
@@ -110,7 +107,7 @@ pub(super) fn stored_message(
         subject,
         text,
         html,
-        message_id: new_message_id(tenant.smtp.from.as_str()),
+        message_id: new_message_id(tenant.sender().unwrap_or("otpmint.invalid")),
         shareable_key: Some(key.to_string()),
         email: to.to_string(),
         purpose: purpose.to_string(),
@@ -213,8 +210,8 @@ impl Services {
         let route = self.route(tenant, email.canonical(), now).await?;
         let test = route != Route::Relay;
         let sms = email.channel() == Channel::Sms;
-        // A text message goes only through the HTTP transport (a test mint goes nowhere).
-        if sms && !test && tenant.http.is_none() {
+        // The channel needs a transport (a test mint goes nowhere).
+        if !test && !self.has_route(tenant, email.channel()) {
             return Err(ServiceError::ChannelNotConfigured);
         }
         let link_plan = link
@@ -380,45 +377,6 @@ impl Services {
                 "the message could not be sent now".into(),
             )),
         }
-    }
-
-    /// Decrypt the tenant's SMTP password into a send target.
-    pub async fn smtp_target(&self, tenant: &Tenant) -> Result<SmtpTarget, ServiceError> {
-        self.relay_target(tenant, &tenant.smtp, false).await
-    }
-
-    /// Decrypt a relay's password (the tenant's primary relay, or its fallback when
-    /// `fallback`) into a send target. A blob sealed under a data key this process has not
-    /// seen (another process rotated it) reloads the keyring once.
-    pub async fn relay_target(
-        &self,
-        tenant: &Tenant,
-        s: &SmtpAccount,
-        fallback: bool,
-    ) -> Result<SmtpTarget, ServiceError> {
-        let sealed_as = super::tenants::sealed_as(&tenant.id, fallback);
-        let ctx = PasswordContext {
-            tenant_id: &sealed_as,
-            host: s.host.as_str(),
-            port: s.port,
-            username: &s.username,
-        };
-        let password: SecretString = self
-            .open_with_keyring(&s.password, |ring| {
-                decrypt_password(ring, &ctx, &s.password)
-            })
-            .await?;
-        Ok(SmtpTarget {
-            // The pool's key: the fallback relay's sessions are its own.
-            tenant_id: sealed_as,
-            version: tenant.smtp_version,
-            host: s.host.as_str().to_string(),
-            port: s.port,
-            username: s.username.clone(),
-            password,
-            from: s.from.as_str().to_string(),
-            tls: s.tls,
-        })
     }
 
     pub async fn otp_status(

@@ -1,12 +1,14 @@
-//! A tenant's relay accounts (API.md §12.1): the primary relay and the fallback, parsed,
-//! checked against the host policy, and sealed — the password bound to the tenant (as its
-//! fallback, for the second relay), host, port and user.
+//! A tenant's relay accounts (API.md §12.1, §15.1): the primary relay and the fallback,
+//! parsed, checked against the host policy, and sealed — the password, or the OAuth2
+//! secrets, bound to the tenant (as its fallback, for the second relay), host, port and
+//! user (and the token endpoint and client). A relay that moves needs its secrets again.
 
 use secrecy::{ExposeSecret, SecretString};
 
+use super::seals::Seal;
 use super::{ServiceError, Services};
-use crate::crypto::cipher::{encrypt_password, PasswordContext};
 use crate::domain::keys::TenantId;
+use crate::domain::oauth2::{OAuth2Input, OAuth2Secrets};
 use crate::domain::policy::FieldError;
 use crate::domain::tenant::{parse_port, Sender, SmtpAccount, SmtpHost, TlsMode};
 
@@ -16,11 +18,14 @@ pub struct SmtpInput {
     pub host: String,
     pub port: u16,
     pub username: String,
-    pub password: SecretString,
+    /// A password login (unless `oauth2`).
+    pub password: Option<SecretString>,
     pub from: String,
     pub tls: Option<TlsMode>,
     /// Default: `smtp.max_connections_per_tenant`.
     pub max_connections: Option<u32>,
+    /// SASL XOAUTH2 instead of a password (API.md §15.1).
+    pub oauth2: Option<OAuth2Input>,
 }
 
 /// A partial change of SMTP settings.
@@ -33,6 +38,8 @@ pub struct SmtpPatch {
     pub from: Option<String>,
     pub tls: Option<TlsMode>,
     pub max_connections: Option<u32>,
+    /// OAuth2 settings to set or change (API.md §15.1).
+    pub oauth2: Option<OAuth2Input>,
 }
 
 impl From<&SmtpInput> for SmtpPatch {
@@ -41,15 +48,16 @@ impl From<&SmtpInput> for SmtpPatch {
             host: Some(s.host.clone()),
             port: Some(s.port),
             username: Some(s.username.clone()),
-            password: Some(s.password.clone()),
+            password: s.password.clone(),
             from: Some(s.from.clone()),
             tls: s.tls,
             max_connections: s.max_connections,
+            oauth2: s.oauth2.clone(),
         }
     }
 }
 
-/// The id a relay password is sealed under (bound into its AAD): the tenant's, or for its
+/// The id a relay's secret is sealed under (bound into its AAD): the tenant's, or for its
 /// fallback relay the tenant's marked as such, so the two blobs cannot stand in for each other.
 pub(crate) fn sealed_as(id: &TenantId, fallback: bool) -> String {
     if fallback {
@@ -120,26 +128,6 @@ pub(super) fn check_max_connections(
 }
 
 impl Services {
-    pub(super) fn encrypt(
-        &self,
-        (id, fallback): (&TenantId, bool),
-        host: &SmtpHost,
-        port: u16,
-        username: &str,
-        password: &str,
-    ) -> Result<Vec<u8>, ServiceError> {
-        Ok(encrypt_password(
-            &self.keyring.get(),
-            &PasswordContext {
-                tenant_id: &sealed_as(id, fallback),
-                host: host.as_str(),
-                port,
-                username,
-            },
-            password,
-        )?)
-    }
-
     /// SSRF and port/plaintext policy for a host being set (resolves it).
     pub(super) async fn check_host(
         &self,
@@ -156,10 +144,11 @@ impl Services {
     }
 
     /// A relay account changed by `sp`: the primary relay (`fallback` false; `current` is
-    /// its account) or the fallback (`current` is `None` while the tenant has none: then
-    /// every field but `tls` and `max_connections` is required). Bad fields are noted in
-    /// `errs` (and `None` comes back); a relay that moves needs its password again, and a
-    /// relay given passes the host policy.
+    /// its account) or the fallback. `current` is `None` while the tenant has no such relay:
+    /// then host, port, from and a password or `oauth2` are required. Bad fields are noted
+    /// in `errs` (and `None` comes back); a relay that moves — host, port, username, or its
+    /// token endpoint, client or Entra tenant — needs its secrets again, and a relay given
+    /// passes the host policy (and the token endpoint the outbound address policy).
     pub(super) async fn account_change(
         &self,
         (id, fallback): (&TenantId, bool),
@@ -175,6 +164,12 @@ impl Services {
             self.settings.load().smtp.max_connections_limit,
             errs,
         );
+        if sp.password.is_some() && sp.oauth2.is_some() {
+            errs.push(FieldError::new(
+                format!("{relay}.password"),
+                "give either password or oauth2, not both",
+            ));
+        }
         let c = match current {
             Some(c) => c.clone(),
             None => {
@@ -182,7 +177,7 @@ impl Services {
                     ("host", sp.host.is_none()),
                     ("port", sp.port.is_none()),
                     ("username", sp.username.is_none()),
-                    ("password", sp.password.is_none()),
+                    ("password", sp.password.is_none() && sp.oauth2.is_none()),
                     ("from", sp.from.is_none()),
                 ];
                 for (field, absent) in missing {
@@ -202,6 +197,7 @@ impl Services {
                     from: Sender::from_stored(String::new()),
                     tls: TlsMode::Starttls,
                     max_connections: 0,
+                    oauth2: None,
                 }
             }
         };
@@ -221,15 +217,45 @@ impl Services {
             sp.from.as_deref().unwrap_or(c.from.as_str()),
             errs,
         );
-        // A host given but not parsed counts as a move: the password rule is reported with
+        // The login it will have: OAuth2 when given (or kept), a password when given.
+        let oauth2 = match (&sp.oauth2, &sp.password) {
+            (Some(input), _) => input.parse(relay, c.oauth2.as_ref(), errs),
+            (None, Some(_)) => None,
+            (None, None) => c.oauth2.clone().map(|o| (o, None)),
+        };
+        // A host given but not parsed counts as a move: the secrets rule is reported with
         // the other errors, not in a second round.
-        let moved =
+        let mut moved =
             host.as_ref().is_none_or(|h| *h != c.host) || port != c.port || username != c.username;
-        if moved && sp.password.is_none() {
+        match (&oauth2, &c.oauth2) {
+            (Some((o, _)), Some(before)) => moved |= o.moved_from(before),
+            // A new way to log in needs its secret whatever else changed.
+            (Some(_), None) | (None, Some(_)) => moved = true,
+            (None, None) => {}
+        }
+        let given = sp.password.is_some() || oauth2.as_ref().is_some_and(|(_, s)| s.is_some());
+        if moved && !given {
+            let (field, what) = if oauth2.is_some() {
+                (
+                    "oauth2.client_secret",
+                    "host, port, username, token_url, client_id or entra_tenant",
+                )
+            } else {
+                ("password", "host, port or username")
+            };
             errs.push(FieldError::new(
-                format!("{relay}.password"),
-                "is required when host, port or username change",
+                format!("{relay}.{field}"),
+                format!("is required when {what} change"),
             ));
+        }
+        if let (Some((o, Some(secrets))), true) = (&oauth2, moved) {
+            let had_refresh = c.oauth2.as_ref().is_some_and(|b| b.refresh_token);
+            if had_refresh && secrets.refresh_token.is_none() && o.refresh_token {
+                errs.push(FieldError::new(
+                    format!("{relay}.oauth2.refresh_token"),
+                    "is required again when the relay moves (one was stored)",
+                ));
+            }
         }
         let (Some(host), Some(port), Some(from), true) = (host, port_ok, from, errs.is_empty())
         else {
@@ -238,18 +264,66 @@ impl Services {
         if moved || sp.tls.is_some() || sp.port.is_some() {
             self.check_host(&host, port, tls).await?;
         }
-        let password = match &sp.password {
-            Some(pw) => self.encrypt((id, fallback), &host, port, &username, pw.expose_secret())?,
-            None => c.password.clone(),
-        };
-        Ok(Some(SmtpAccount {
+        let mut account = SmtpAccount {
             host,
             port,
             username,
-            password,
+            password: Vec::new(),
             from,
             tls,
             max_connections: sp.max_connections.unwrap_or(c.max_connections),
-        }))
+            oauth2: None,
+        };
+        account.password = match oauth2 {
+            Some((o, secrets)) => {
+                if moved || secrets.is_some() {
+                    self.check_token_url(relay, &o.token_url).await?;
+                }
+                account.oauth2 = Some(o.clone());
+                match secrets {
+                    Some(mut secrets) => {
+                        // A new client secret alone keeps the stored refresh token.
+                        if secrets.refresh_token.is_none() && o.refresh_token && !moved {
+                            let stored = self
+                                .open(&Seal::relay(id, fallback, &c), &c.password)
+                                .await
+                                .ok()
+                                .and_then(|p| serde_json::from_slice::<OAuth2Secrets>(&p).ok());
+                            secrets.refresh_token = stored.and_then(|s| s.refresh_token);
+                        }
+                        if secrets.refresh_token.is_none() {
+                            if let Some(o) = account.oauth2.as_mut() {
+                                o.refresh_token = false;
+                            }
+                        }
+                        self.seal_oauth2_for(id, fallback, &account, &o, &secrets)?
+                    }
+                    None => c.password.clone(),
+                }
+            }
+            None => match &sp.password {
+                Some(pw) => self.seal(
+                    &Seal::relay(id, fallback, &account),
+                    pw.expose_secret().as_bytes(),
+                )?,
+                None => c.password.clone(),
+            },
+        };
+        Ok(Some(account))
+    }
+
+    /// A token endpoint passes the outbound address policy (the webhooks' settings).
+    async fn check_token_url(&self, relay: &str, url: &str) -> Result<(), ServiceError> {
+        let settings = self.settings.load_full();
+        crate::webhook::check_url_resolved(url, &settings)
+            .await
+            .map(drop)
+            .map_err(|e| match e {
+                crate::webhook::UrlRefusal::Malformed => ServiceError::field(
+                    &format!("{relay}.oauth2.token_url"),
+                    "must be an absolute https:// URL",
+                ),
+                other => super::webhooks::refused(other),
+            })
     }
 }

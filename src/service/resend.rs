@@ -112,7 +112,7 @@ impl Services {
                 .map(Recipient::Email)
         }
         .ok_or_else(|| ServiceError::Internal("a stored recipient does not parse".into()))?;
-        if sms && !test && tenant.http.is_none() {
+        if !test && !self.has_route(tenant, email.channel()) {
             return Err(ServiceError::ChannelNotConfigured);
         }
         let quota = self.quota();

@@ -1,7 +1,5 @@
 //! Tenant use cases: register, read, change, rotate secrets, delete, authenticate.
 
-use secrecy::{ExposeSecret, SecretString};
-
 use super::{ServiceError, Services};
 use crate::crypto::lookup_digest;
 use crate::domain::delivery::DeliveryMode;
@@ -9,11 +7,11 @@ use crate::domain::keys::{SecretKey, TenantId};
 use crate::domain::links::{parse_allowed, ALLOWED_RETURN_URLS_MAX, RETURN_URL_RULE};
 use crate::domain::locale::Locale;
 use crate::domain::policy::{FieldError, Policy, PolicyPatch};
-use crate::domain::tenant::{Origin, SmtpAccount, Tenant, TenantName, TlsMode};
+use crate::domain::tenant::{Origin, Tenant, TenantName};
 use crate::storage::{StoreError, TenantChanges, Updated};
 
 pub(crate) use super::relay_accounts::sealed_as;
-use super::relay_accounts::{check_max_connections, parse_smtp_fields, take};
+use super::relay_accounts::take;
 pub use super::relay_accounts::{SmtpInput, SmtpPatch};
 
 pub const SECRET_LABEL: &str = "secret-key";
@@ -23,7 +21,7 @@ const CHANGE_TRIES: usize = 8;
 #[derive(Debug)]
 pub struct NewTenant {
     pub name: String,
-    /// Required unless `test`.
+    /// The relay; a tenant may have none (API.md §15.3).
     pub smtp: Option<SmtpInput>,
     pub policy: PolicyPatch,
     pub delivery: Option<DeliveryMode>,
@@ -56,11 +54,6 @@ pub struct TenantPatch {
     pub brand_color: Option<Option<String>>,
 }
 
-/// The relay of a test tenant created without one: never contacted (a test tenant sends
-/// nothing), and refused by the host policy if the tenant leaves test mode without real
-/// settings.
-const PLACEHOLDER_HOST: &str = "test.invalid";
-
 impl Services {
     pub(super) fn secret_digest(&self, key: &str) -> Vec<u8> {
         lookup_digest(self.keyring.get().pepper(), SECRET_LABEL, key)
@@ -69,80 +62,30 @@ impl Services {
     pub async fn create_tenant(&self, t: NewTenant) -> Result<(Tenant, SecretKey), ServiceError> {
         let mut errs = Vec::new();
         let name = take(TenantName::parse(&t.name), &mut errs);
-        let placeholder = SmtpInput {
-            host: PLACEHOLDER_HOST.into(),
-            port: 587,
-            username: String::new(),
-            password: SecretString::from(String::new()),
-            from: format!("no-reply@{PLACEHOLDER_HOST}"),
-            tls: None,
-            max_connections: None,
-        };
-        let s = match &t.smtp {
-            Some(s) => s,
-            None if t.test => &placeholder,
-            None => {
-                return Err(ServiceError::field(
-                    "smtp",
-                    "is required (unless the tenant is a test tenant)",
-                ))
-            }
-        };
-        let fields = parse_smtp_fields(
-            "smtp",
-            &s.host,
-            s.port,
-            &s.username,
-            Some(s.password.expose_secret()),
-            &s.from,
-            &mut errs,
-        );
         t.policy.validate(&mut errs);
-        let limits = self.settings.load().smtp.clone();
-        check_max_connections(
-            "smtp",
-            s.max_connections,
-            limits.max_connections_limit,
-            &mut errs,
-        );
-        let (Some(name), (Some(host), Some(port), Some(from)), true) =
-            (name, fields, errs.is_empty())
-        else {
+        let id = TenantId::generate();
+        // A tenant may have no relay (API.md §15.3): it sends through a provider or its
+        // HTTP transport, or it is a test tenant. A relay given is checked whatever the mode.
+        let mut relays = [None, None];
+        for (i, (input, fallback)) in [(&t.smtp, false), (&t.smtp_fallback, true)]
+            .into_iter()
+            .enumerate()
+        {
+            if let Some(input) = input {
+                relays[i] = self
+                    .account_change((&id, fallback), None, &SmtpPatch::from(input), &mut errs)
+                    .await?;
+            }
+        }
+        let (Some(name), true) = (name, errs.is_empty()) else {
             return Err(ServiceError::Invalid(errs));
         };
-        let tls = s.tls.unwrap_or(TlsMode::default_for(port));
-        // A relay given is checked whatever the mode (only a test tenant's placeholder is not:
-        // it is never contacted, and leaving test mode needs a real relay).
-        if t.smtp.is_some() {
-            self.check_host(&host, port, tls).await?;
-        }
+        let [smtp, smtp_fallback] = relays;
         let defaults = Policy {
             code_length: self.settings.load().otp.code_length,
             ttl_seconds: self.settings.load().otp.ttl_seconds,
             max_attempts: self.settings.load().otp.max_attempts,
         };
-        let id = TenantId::generate();
-        let smtp_fallback = match &t.smtp_fallback {
-            Some(f) => {
-                let patch = SmtpPatch::from(f);
-                let mut errs = Vec::new();
-                match self
-                    .account_change((&id, true), None, &patch, &mut errs)
-                    .await?
-                {
-                    Some(a) if errs.is_empty() => Some(a),
-                    _ => return Err(ServiceError::Invalid(errs)),
-                }
-            }
-            None => None,
-        };
-        let password = self.encrypt(
-            (&id, false),
-            &host,
-            port,
-            &s.username,
-            s.password.expose_secret(),
-        )?;
         let now = self.now();
         let row = Tenant {
             id,
@@ -150,15 +93,7 @@ impl Services {
             enabled: true,
             origin: t.origin,
             created_at: now,
-            smtp: SmtpAccount {
-                host,
-                port,
-                username: s.username.clone(),
-                password,
-                from,
-                tls,
-                max_connections: s.max_connections.unwrap_or(0),
-            },
+            smtp,
             smtp_version: 1,
             policy: t.policy.apply(defaults),
             delivery: t.delivery.unwrap_or(DeliveryMode::Sync),
@@ -172,6 +107,8 @@ impl Services {
             http: None,
             allowed_return_urls: Vec::new(),
             brand_color: String::new(),
+            email_provider: None,
+            sms_provider: None,
         };
         let secret = t.secret.unwrap_or_else(|| SecretKey::generate_for(t.test));
         let digest = self.secret_digest(secret.expose());
@@ -230,26 +167,56 @@ impl Services {
         for _ in 0..CHANGE_TRIES {
             let current = self.tenant(id).await?;
             let changes = self.tenant_changes(&current, &p).await?;
-            let smtp_changed = changes.smtp.is_some() || changes.smtp_fallback.is_some();
-            let (tid, version, now) = (current.id.clone(), current.row_version, self.now());
-            match self
-                .db(move |s| s.update_tenant(&tid, &changes, version, now))
-                .await?
-            {
-                Updated::Done(row) => {
-                    if smtp_changed {
-                        self.mailer.forget(row.id.as_str());
-                        self.outbox.breakers().forget(row.id.as_str());
-                    }
-                    return Ok(*row);
-                }
-                Updated::Missing => return Err(ServiceError::TenantNotFound),
-                Updated::Stale => {}
+            if let Some(row) = self.store_change(&current, changes).await? {
+                return Ok(row);
             }
         }
         Err(ServiceError::Conflict(
             "the tenant changed under this request again and again; try again",
         ))
+    }
+
+    /// Apply a change computed by `f` from the latest stored tenant, made again on the
+    /// latest when another change came first (API.md §6.30).
+    pub(super) async fn change_tenant(
+        &self,
+        id: &TenantId,
+        f: impl Fn(&Tenant) -> Result<TenantChanges, ServiceError>,
+    ) -> Result<Tenant, ServiceError> {
+        for _ in 0..CHANGE_TRIES {
+            let current = self.tenant(id.as_str()).await?;
+            if let Some(row) = self.store_change(&current, f(&current)?).await? {
+                return Ok(row);
+            }
+        }
+        Err(ServiceError::Conflict(
+            "the tenant changed under this request again and again; try again",
+        ))
+    }
+
+    /// Store a change of `current` if it is still the stored version (`None`: it is not);
+    /// pooled sessions, breakers and tokens of transports it replaced are forgotten.
+    async fn store_change(
+        &self,
+        current: &Tenant,
+        changes: TenantChanges,
+    ) -> Result<Option<Tenant>, ServiceError> {
+        let transports = changes.transports_changed();
+        let (tid, version, now) = (current.id.clone(), current.row_version, self.now());
+        match self
+            .db(move |s| s.update_tenant(&tid, &changes, version, now))
+            .await?
+        {
+            Updated::Done(row) => {
+                if transports {
+                    self.mailer.forget(row.id.as_str());
+                    self.outbox.forget(row.id.as_str());
+                }
+                Ok(Some(*row))
+            }
+            Updated::Missing => Err(ServiceError::TenantNotFound),
+            Updated::Stale => Ok(None),
+        }
     }
 
     /// What a patch changes in `current` (the stored tenant it applies to).
@@ -290,8 +257,13 @@ impl Services {
         }
         let smtp_row = match &p.smtp {
             Some(sp) => {
-                self.account_change((&current.id, false), Some(&current.smtp), sp, &mut errs)
+                let Some(relay) = self
+                    .account_change((&current.id, false), current.smtp.as_ref(), sp, &mut errs)
                     .await?
+                else {
+                    return Err(ServiceError::Invalid(errs));
+                };
+                Some(relay)
             }
             None => None,
         };
@@ -317,16 +289,23 @@ impl Services {
         if !errs.is_empty() {
             return Err(ServiceError::Invalid(errs));
         }
-        // Leaving test mode: the relay it will use now must pass the host policy.
+        // Leaving test mode: the relay it will use now must pass the host policy, and it
+        // needs some way to send.
         if current.test && p.test == Some(false) {
-            let relay = smtp_row.as_ref().unwrap_or(&current.smtp);
-            if relay.host.as_str() == PLACEHOLDER_HOST {
-                return Err(ServiceError::field(
-                    "smtp",
-                    "is required to leave test mode: this test tenant has no relay yet",
-                ));
+            match smtp_row.as_ref().or(current.smtp.as_ref()) {
+                Some(relay) => self.check_host(&relay.host, relay.port, relay.tls).await?,
+                None if current.smtp_fallback.is_none()
+                    && current.email_provider.is_none()
+                    && current.sms_provider.is_none()
+                    && current.http.is_none() =>
+                {
+                    return Err(ServiceError::field(
+                        "smtp",
+                        "is required to leave test mode (or an email provider or an HTTP transport): this test tenant has no way to send yet",
+                    ));
+                }
+                None => {}
             }
-            self.check_host(&relay.host, relay.port, relay.tls).await?;
         }
         let changes = TenantChanges {
             name,
@@ -342,6 +321,8 @@ impl Services {
                 .brand_color
                 .as_ref()
                 .map(|c| c.as_deref().unwrap_or("").to_ascii_lowercase()),
+            email_provider: None,
+            sms_provider: None,
         };
         Ok(changes)
     }
@@ -351,6 +332,7 @@ impl Services {
         let key = id.as_str().to_string();
         if self.db(move |s| s.delete_tenant(&id)).await? {
             self.mailer.forget(&key);
+            self.outbox.forget(&key);
             Ok(())
         } else {
             Err(ServiceError::TenantNotFound)

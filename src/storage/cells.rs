@@ -12,10 +12,12 @@ use crate::domain::delivery::{DeliveryMode, DeliveryStatus, DeliveryView};
 use crate::domain::event::EventType;
 use crate::domain::keys::TenantId;
 use crate::domain::locale::Locale;
+use crate::domain::oauth2::{OAuth2, OAuth2Provider};
 use crate::domain::policy::Policy;
+use crate::domain::provider::{Provider, ProviderKind};
 use crate::domain::template::TenantTemplate;
 use crate::domain::tenant::{
-    HttpTransport, HttpUse, Origin, Sender, SmtpAccount, SmtpHost, Tenant, TenantName, TlsMode,
+    HttpTransport, Origin, Sender, SmtpAccount, SmtpHost, Tenant, TenantName, TlsMode, TransportUse,
 };
 use crate::domain::test_mode::{FixedCode, RecipientPattern, TestRecipient};
 use crate::domain::webhook::{split_events, Disabled, Webhook, WebhookAttempt};
@@ -29,7 +31,9 @@ pub(crate) const TENANT_COLS: &str =
      COALESCE((SELECT w.events FROM webhooks w WHERE w.tenant_id = t.id), ''), t.row_version, \
      t.test, t.test_version, t.fallback_host, t.fallback_port, t.fallback_username, \
      t.fallback_password, t.fallback_from, t.fallback_tls, t.fallback_max_connections, \
-     t.http_url, t.http_use, t.http_secret, t.allowed_return_urls, t.brand_color";
+     t.http_url, t.http_use, t.http_secret, t.allowed_return_urls, t.brand_color, \
+     t.smtp_oauth2, t.fallback_oauth2, t.email_provider, t.email_provider_secrets, \
+     t.sms_provider, t.sms_provider_secrets";
 
 /// A code's columns as `GET /v1/otp/{key}` shows it, for queries that name the table `c`
 /// (read by [`view_from`]); `now` is the SQL of the current time its lease is compared with
@@ -40,12 +44,13 @@ pub(crate) fn view_cols(now: &str) -> String {
          c.created_at, c.expires_at, c.verified_at, c.delivery_mode, c.delivery_status, \
          c.delivery_attempts, c.delivery_reason, c.sent_at, \
          EXISTS(SELECT 1 FROM outbox o WHERE o.key_digest = c.key_digest AND o.lease_until >= {now}), \
-         c.resends, c.test, c.locale, c.channel, c.delivery_transport, c.verified_via"
+         c.resends, c.test, c.locale, c.channel, c.delivery_transport, c.verified_via, \
+         c.provider_message_id, c.delivery_detail_code"
     )
 }
 
 /// How many columns [`view_cols`] selects (a query may select more after them).
-pub(crate) const VIEW_WIDTH: usize = 22;
+pub(crate) const VIEW_WIDTH: usize = 24;
 
 /// One row of either driver, read by column index.
 pub(crate) trait Cells {
@@ -140,14 +145,20 @@ pub(crate) fn tenant_from(r: &impl Cells) -> Result<Tenant, StoreError> {
         enabled: r.flag(2)?,
         origin: one_of(Origin::parse(&r.text(3)?), "a tenant origin")?,
         created_at: r.int(4)?,
-        smtp: SmtpAccount {
-            host: SmtpHost::from_stored(r.text(5)?),
-            port: u16::try_from(r.int(6)?).map_err(|_| corrupt("a port"))?,
-            username: r.text(7)?,
-            password: r.bytes(8)?,
-            from: Sender::from_stored(r.text(9)?),
-            tls: one_of(TlsMode::parse(&r.text(10)?), "a TLS mode")?,
-            max_connections: r.count(15)?,
+        // A tenant without a relay keeps an empty host (the columns are NOT NULL); so did a
+        // test tenant created without one before (its placeholder host).
+        smtp: match r.text(5)? {
+            h if h.is_empty() || h == NO_RELAY_BEFORE => None,
+            h => Some(SmtpAccount {
+                host: SmtpHost::from_stored(h),
+                port: u16::try_from(r.int(6)?).map_err(|_| corrupt("a port"))?,
+                username: r.text(7)?,
+                password: r.bytes(8)?,
+                from: Sender::from_stored(r.text(9)?),
+                tls: one_of(TlsMode::parse(&r.text(10)?), "a TLS mode")?,
+                max_connections: r.count(15)?,
+                oauth2: oauth2_from(r.opt_text(35)?)?,
+            }),
         },
         smtp_version: r.int(11)?,
         policy: Policy {
@@ -168,7 +179,7 @@ pub(crate) fn tenant_from(r: &impl Cells) -> Result<Tenant, StoreError> {
             Some(url) => Some(HttpTransport {
                 url,
                 use_as: one_of(
-                    r.opt_text(31)?.as_deref().and_then(HttpUse::parse),
+                    r.opt_text(31)?.as_deref().and_then(TransportUse::parse),
                     "an HTTP transport's use",
                 )?,
                 secret: r.opt_bytes(32)?.unwrap_or_default(),
@@ -181,7 +192,94 @@ pub(crate) fn tenant_from(r: &impl Cells) -> Result<Tenant, StoreError> {
             .map(str::to_string)
             .collect(),
         brand_color: r.text(34)?,
+        email_provider: provider_from(r.opt_text(37)?, r.opt_bytes(38)?)?,
+        sms_provider: provider_from(r.opt_text(39)?, r.opt_bytes(40)?)?,
     })
+}
+
+/// The host a test tenant created without a relay was given before tenants could have none.
+const NO_RELAY_BEFORE: &str = "test.invalid";
+
+/// A relay's OAuth2 settings as stored (JSON).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredOAuth2 {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    provider: Option<String>,
+    token_url: String,
+    client_id: String,
+    #[serde(default)]
+    scope: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    entra_tenant: Option<String>,
+    #[serde(default)]
+    refresh_token: bool,
+}
+
+pub(crate) fn oauth2_from(json: Option<String>) -> Result<Option<OAuth2>, StoreError> {
+    let Some(json) = json else { return Ok(None) };
+    let s: StoredOAuth2 =
+        serde_json::from_str(&json).map_err(|_| corrupt("a relay's OAuth2 settings"))?;
+    Ok(Some(OAuth2 {
+        provider: match s.provider {
+            None => None,
+            Some(p) => Some(one_of(OAuth2Provider::parse(&p), "an OAuth2 provider")?),
+        },
+        token_url: s.token_url,
+        client_id: s.client_id,
+        scope: s.scope,
+        entra_tenant: s.entra_tenant,
+        refresh_token: s.refresh_token,
+    }))
+}
+
+/// The stored form of a relay's OAuth2 settings (`None`: a password login).
+pub(crate) fn oauth2_json(o: Option<&OAuth2>) -> Option<String> {
+    let o = o?;
+    serde_json::to_string(&StoredOAuth2 {
+        provider: o.provider.map(|p| p.as_str().to_string()),
+        token_url: o.token_url.clone(),
+        client_id: o.client_id.clone(),
+        scope: o.scope.clone(),
+        entra_tenant: o.entra_tenant.clone(),
+        refresh_token: o.refresh_token,
+    })
+    .ok()
+}
+
+/// A provider as stored (JSON): its kind, use and the settings that are not secret.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredProvider {
+    kind: String,
+    #[serde(rename = "use")]
+    use_as: String,
+    settings: std::collections::BTreeMap<String, String>,
+}
+
+pub(crate) fn provider_from(
+    json: Option<String>,
+    sealed: Option<Vec<u8>>,
+) -> Result<Option<Provider>, StoreError> {
+    let Some(json) = json else { return Ok(None) };
+    let s: StoredProvider =
+        serde_json::from_str(&json).map_err(|_| corrupt("a provider's settings"))?;
+    Ok(Some(Provider {
+        kind: one_of(ProviderKind::parse(&s.kind), "a provider kind")?,
+        use_as: one_of(TransportUse::parse(&s.use_as), "a provider's use")?,
+        settings: s.settings,
+        sealed: sealed.unwrap_or_default(),
+    }))
+}
+
+/// The stored form of a provider (`None`: none), with its sealed secrets.
+pub(crate) fn provider_json(p: Option<&Provider>) -> (Option<String>, Option<Vec<u8>>) {
+    let Some(p) = p else { return (None, None) };
+    let json = serde_json::to_string(&StoredProvider {
+        kind: p.kind.as_str().to_string(),
+        use_as: p.use_as.as_str().to_string(),
+        settings: p.settings.clone(),
+    })
+    .ok();
+    (json, Some(p.sealed.clone()))
 }
 
 /// The fallback relay from its seven columns starting at `at` (all NULL without one).
@@ -202,6 +300,7 @@ fn fallback_from(r: &impl Cells, at: usize) -> Result<Option<SmtpAccount>, Store
         )?,
         max_connections: u32::try_from(need(r.opt_int(at + 6)?)?)
             .map_err(|_| corrupt("a count"))?,
+        oauth2: oauth2_from(r.opt_text(36)?)?,
     }))
 }
 
@@ -227,6 +326,8 @@ pub(crate) fn view_from(r: &impl Cells) -> Result<ChallengeView, StoreError> {
             reason: r.opt_text(13)?,
             sent_at: r.opt_int(14)?,
             transport: r.opt_text(20)?,
+            provider_message_id: r.opt_text(22)?,
+            detail_code: r.opt_text(23)?,
         },
         resends: r.count(16)?,
         test: r.flag(17)?,

@@ -49,6 +49,8 @@ pub enum TenantSeal {
     SmtpPassword,
     FallbackPassword,
     HttpSecret,
+    EmailProviderSecrets,
+    SmsProviderSecrets,
 }
 
 impl TenantSeal {
@@ -58,6 +60,8 @@ impl TenantSeal {
             TenantSeal::SmtpPassword => "smtp_password",
             TenantSeal::FallbackPassword => "fallback_password",
             TenantSeal::HttpSecret => "http_secret",
+            TenantSeal::EmailProviderSecrets => "email_provider_secrets",
+            TenantSeal::SmsProviderSecrets => "sms_provider_secrets",
         }
     }
 }

@@ -33,7 +33,8 @@ pub use integration::IntegrationStore;
 pub use keyring::{KeyringStore, TenantSeal};
 pub use links::{LinkStore, LinkView};
 pub use outbox::{
-    ClaimRequest, Claimed, Fairness, OutboxJob, OutboxStats, OutboxStore, SweepCandidate, SweepItem,
+    AttemptRecord, ClaimRequest, Claimed, Fairness, OutboxJob, OutboxStats, OutboxStore,
+    SweepCandidate, SweepItem,
 };
 pub use quota::{QuotaRefusal, QuotaStore, SendQuota};
 pub(crate) use quota::{HOUR_MS, MINUTE_MS};

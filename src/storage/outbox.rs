@@ -89,6 +89,20 @@ pub struct SweepItem {
 /// Rows a sweep reads at most at once.
 pub const SWEEP_BATCH: u32 = 500;
 
+/// What a code's delivery record keeps of an attempt besides its status and reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttemptRecord {
+    /// Attempts made so far, this one included.
+    pub attempts: u32,
+    /// The transport that accepted: `smtp`, `smtp_fallback`, `http`, `provider:postmark`, …
+    pub transport: Option<String>,
+    /// The provider's id of the accepted message (API.md §15.2).
+    pub provider_message_id: Option<String>,
+    /// A failure's code beyond its reason: the provider's own error code, or
+    /// `oauth2_invalid_grant` and the like.
+    pub detail_code: Option<String>,
+}
+
 pub trait OutboxStore {
     /// Lease due rows of live, pending async codes of enabled tenants not in test mode (a
     /// tenant made a test tenant sends nothing, not even what it queued before), tenant by
@@ -102,8 +116,7 @@ pub trait OutboxStore {
         &self,
         key_digest: &[u8],
         owner: &str,
-        // The attempts made, and the transport that accepted (`smtp`, `smtp_fallback`, `http`).
-        attempt: (u32, &str),
+        attempt: &AttemptRecord,
         now: Millis,
         event: Option<&NewEvent>,
     ) -> Result<bool, StoreError>;
@@ -114,7 +127,7 @@ pub trait OutboxStore {
         &self,
         key_digest: &[u8],
         owner: &str,
-        attempts: u32,
+        attempt: &AttemptRecord,
         due_at: Millis,
         reason: &str,
         maybe_delivered: bool,
@@ -135,7 +148,7 @@ pub trait OutboxStore {
         &self,
         key_digest: &[u8],
         owner: &str,
-        attempts: u32,
+        attempt: &AttemptRecord,
         reason: &str,
         maybe_delivered: bool,
         now: Millis,

@@ -5,8 +5,9 @@ use crate::domain::delivery::DeliveryMode;
 use crate::domain::keys::TenantId;
 use crate::domain::locale::Locale;
 use crate::domain::policy::Policy;
+use crate::domain::provider::Provider;
 use crate::domain::template::TenantTemplate;
-use crate::domain::tenant::{HttpUse, SmtpAccount, Tenant, TenantName};
+use crate::domain::tenant::{SmtpAccount, Tenant, TenantName, TransportUse};
 use crate::domain::Millis;
 
 /// Changes to a tenant; `None` leaves a field as it is.
@@ -24,6 +25,86 @@ pub struct TenantChanges {
     pub allowed_return_urls: Option<Vec<String>>,
     /// `#RRGGBB`, or empty for the default.
     pub brand_color: Option<String>,
+    /// `Some(None)` removes the email provider (API.md §15.2).
+    pub email_provider: Option<Option<Provider>>,
+    /// `Some(None)` removes the SMS provider.
+    pub sms_provider: Option<Option<Provider>>,
+}
+
+impl TenantChanges {
+    /// Whether the change touches how the tenant's messages leave (its relays and
+    /// providers): pooled sessions, windows and breakers of the old ones are forgotten.
+    pub fn transports_changed(&self) -> bool {
+        self.smtp.is_some()
+            || self.smtp_fallback.is_some()
+            || self.email_provider.is_some()
+            || self.sms_provider.is_some()
+    }
+}
+
+/// The SQL of tenant changes that both backends run as written (`$N` placeholders; SQLite
+/// takes them as `?N`, see [`sqlite_placeholders`]).
+pub(crate) mod sql {
+    /// The relay (`$9`: its OAuth2 settings); a new relay version.
+    pub const SET_RELAY: &str = "UPDATE tenants SET smtp_host = $2, smtp_port = $3, smtp_username = $4, \
+         smtp_password = $5, smtp_from = $6, smtp_tls = $7, smtp_max_connections = $8, smtp_oauth2 = $9, \
+         smtp_version = smtp_version + 1 WHERE id = $1";
+    /// The fallback relay (all NULL: none).
+    pub const SET_FALLBACK: &str = "UPDATE tenants SET fallback_host = $2, fallback_port = $3, \
+         fallback_username = $4, fallback_password = $5, fallback_from = $6, fallback_tls = $7, \
+         fallback_max_connections = $8, fallback_oauth2 = $9 WHERE id = $1";
+    /// A new version of the tenant's transports (windows and token caches start afresh).
+    pub const BUMP_TRANSPORTS: &str =
+        "UPDATE tenants SET smtp_version = smtp_version + 1 WHERE id = $1";
+    pub const SET_EMAIL_PROVIDER: &str =
+        "UPDATE tenants SET email_provider = $2, email_provider_secrets = $3 WHERE id = $1";
+    pub const SET_SMS_PROVIDER: &str =
+        "UPDATE tenants SET sms_provider = $2, sms_provider_secrets = $3 WHERE id = $1";
+}
+
+/// `$N` placeholders as SQLite's `?N` (the shared SQL has no `$` elsewhere).
+pub(crate) fn sqlite_placeholders(sql: &str) -> String {
+    sql.replace('$', "?")
+}
+
+/// A relay's columns as stored: a tenant without a relay keeps empty values (the columns
+/// are NOT NULL).
+pub(crate) struct RelayCells {
+    pub host: String,
+    pub port: i64,
+    pub username: String,
+    pub password: Vec<u8>,
+    pub from: String,
+    pub tls: &'static str,
+    pub max_connections: i64,
+    pub oauth2: Option<String>,
+}
+
+impl RelayCells {
+    pub fn of(a: Option<&SmtpAccount>) -> RelayCells {
+        match a {
+            Some(a) => RelayCells {
+                host: a.host.as_str().to_string(),
+                port: i64::from(a.port),
+                username: a.username.clone(),
+                password: a.password.clone(),
+                from: a.from.as_str().to_string(),
+                tls: a.tls.as_str(),
+                max_connections: i64::from(a.max_connections),
+                oauth2: super::cells::oauth2_json(a.oauth2.as_ref()),
+            },
+            None => RelayCells {
+                host: String::new(),
+                port: 0,
+                username: String::new(),
+                password: Vec::new(),
+                from: String::new(),
+                tls: "starttls",
+                max_connections: 0,
+                oauth2: None,
+            },
+        }
+    }
 }
 
 /// What a conditional tenant change came to.
@@ -70,7 +151,7 @@ pub trait TenantStore {
         &self,
         id: &TenantId,
         url: &str,
-        use_as: HttpUse,
+        use_as: TransportUse,
         secret: &[u8],
     ) -> Result<Option<bool>, StoreError>;
     /// Remove the tenant's HTTP transport; false when it had none.

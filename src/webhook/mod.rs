@@ -165,6 +165,29 @@ pub fn parse_retry_after(value: &str, now: i64) -> Option<Duration> {
     Some(Duration::from_secs(u64::try_from(at - now).unwrap_or(0)))
 }
 
+/// A request to an outbound API (a provider, an OAuth2 token endpoint).
+pub struct ApiRequest<'a> {
+    pub url: &'a str,
+    /// `application/json` or `application/x-www-form-urlencoded`.
+    pub content_type: &'a str,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+    pub timeout: Duration,
+}
+
+/// An API's answer: its status, the headers an adapter may read, and at most
+/// [`API_BODY_MAX`] bytes of its body.
+#[derive(Debug, Clone)]
+pub struct ApiAnswer {
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// The most of an API's answer read (ids and error codes are short; the rest is dropped).
+pub const API_BODY_MAX: usize = 64 * 1024;
+
 /// The HTTP client for endpoints.
 #[derive(Clone)]
 pub struct WebhookClient {
@@ -247,6 +270,64 @@ impl WebhookClient {
             },
             Err(e) => SendResult::Error(classify(&e)),
         }
+    }
+}
+
+impl WebhookClient {
+    /// POST to an API under the same address policy as webhook endpoints (the URL checked
+    /// again here, every resolved address by the resolver, no redirects, no proxy), within
+    /// the request's timeout. `Err`: no answer — `timeout`, `host_not_allowed`, `connect`,
+    /// `tls` or `request`.
+    pub async fn api(&self, req: ApiRequest<'_>) -> Result<ApiAnswer, &'static str> {
+        let settings = self.settings.load_full();
+        let u = match check_url(req.url, &settings) {
+            Ok((u, _)) => u,
+            Err(UrlRefusal::Host(_)) | Err(UrlRefusal::Plaintext) => {
+                return Err("host_not_allowed")
+            }
+            Err(UrlRefusal::Malformed) => return Err("request"),
+        };
+        let mut r = self
+            .client
+            .post(u)
+            .timeout(req.timeout)
+            .header("content-type", req.content_type)
+            .header("accept", "application/json")
+            .body(req.body);
+        for (k, v) in &req.headers {
+            r = r.header(*k, v.as_str());
+        }
+        let deadline = tokio::time::Instant::now() + req.timeout;
+        let mut resp = r.send().await.map_err(|e| classify(&e))?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, chrono::Utc::now().timestamp()));
+        let headers = resp.headers().clone();
+        let mut body = Vec::new();
+        // The body within the same bound; past API_BODY_MAX the rest is not read.
+        loop {
+            match tokio::time::timeout_at(deadline, resp.chunk()).await {
+                Ok(Ok(Some(chunk))) => {
+                    let room = API_BODY_MAX.saturating_sub(body.len());
+                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    if body.len() >= API_BODY_MAX {
+                        break;
+                    }
+                }
+                Ok(Ok(None)) => break,
+                // The answer's status is known: a body cut short reads as what arrived.
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        Ok(ApiAnswer {
+            status,
+            retry_after,
+            headers,
+            body,
+        })
     }
 }
 

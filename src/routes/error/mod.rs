@@ -196,9 +196,36 @@ impl ApiError {
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "channel_not_configured",
                     "Channel not configured",
-                    "Text messages go only through the tenant's HTTP transport, and it has none (PUT /v1/tenant/transport/http).".into(),
+                    "No transport of the tenant takes this channel: emails need smtp, an email provider or the HTTP transport; text messages an SMS provider or the HTTP transport (PUT /v1/tenant/providers/{channel}).".into(),
                     none(),
                 ),
+                S::ProviderNotFound => (
+                    StatusCode::NOT_FOUND,
+                    "provider_not_found",
+                    "Provider not found",
+                    "The tenant has no provider for this channel.".into(),
+                    none(),
+                ),
+                S::TransportConflict => (
+                    StatusCode::CONFLICT,
+                    "transport_conflict",
+                    "Transport conflict",
+                    "Another transport of this channel is already primary (at most one is): make it \"fallback\" first, or use this one as \"fallback\".".into(),
+                    none(),
+                ),
+                S::ProviderTest(e) => {
+                    let mut extra = one("reason", json!(e.reason.as_str()));
+                    if let Some(code) = &e.detail_code {
+                        extra.insert("detail_code".into(), json!(code));
+                    }
+                    (
+                        StatusCode::BAD_GATEWAY,
+                        "delivery_failed",
+                        "Delivery failed",
+                        "The provider did not accept the test message.".into(),
+                        extra,
+                    )
+                }
                 S::WebhookRefused(code) => {
                     let detail = match *code {
                         "webhook_plaintext_not_allowed" => {
@@ -322,7 +349,7 @@ impl ApiError {
                     StatusCode::BAD_GATEWAY,
                     "delivery_failed",
                     "Delivery failed",
-                    "The tenant's transport (its SMTP relay or HTTP endpoint) did not accept the message.".into(),
+                    "The tenant's transports (its SMTP relay, provider or HTTP endpoint) did not accept the message.".into(),
                     one("reason", json!(reason.as_str())),
                 ),
                 S::Overloaded => (

@@ -4,32 +4,20 @@
 //! relay turns away shrinks the window and the message goes on another session within the
 //! same deadline, so probing a relay's limit costs no message.
 
-use tokio::time::Instant;
-
 use super::window::Ticket;
 use super::{Services, StoredMessage, Unopened};
 use crate::domain::delivery::{next_attempt_at, DeliveryMode};
 use crate::domain::event::EventType;
-use crate::domain::tenant::{SmtpAccount, Tenant};
-use crate::mailer::{DeliveryError, DeliveryReason, Outgoing, SmtpTarget};
+use crate::domain::tenant::Tenant;
+use crate::mailer::{DeliveryError, DeliveryReason};
 use crate::service::webhooks::EventData;
 use crate::storage::integration::NewEvent;
-use crate::storage::{OutboxJob, Store, StoreError};
+use crate::storage::{AttemptRecord, OutboxJob, Store, StoreError};
 
-/// Sessions one message tries when the relay keeps turning them away while its window
-/// shrinks.
-const REFUSED_TRIES: u32 = 4;
 /// The longest wait a `Retry-After` is honoured for (API.md §11.7).
 const RETRY_AFTER_MAX_MS: i64 = 3_600_000;
 /// How long a message that cannot be opened yet (its data key is not loaded here) waits.
 const KEY_WAIT_MS: i64 = 5_000;
-
-/// One relay of a tenant: its window's key and ceiling.
-pub(super) struct Relay<'a> {
-    pub key: &'a str,
-    pub account: &'a SmtpAccount,
-    pub version: i64,
-}
 
 /// What one attempt came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,15 +72,19 @@ impl Services {
             }
             Err(Unopened::Unreadable) => {
                 tracing::error!(tenant_id = %tenant.id, "a queued message cannot be opened; giving it up");
+                let rec = AttemptRecord {
+                    attempts,
+                    ..AttemptRecord::default()
+                };
                 return self
-                    .record_failed(job, attempts, DeliveryReason::Rejected, false, None)
+                    .record_failed(job, rec, DeliveryReason::Rejected, false, None)
                     .await;
             }
         };
         let started = std::time::Instant::now();
-        let sent = match self.send_via_relays(job, tenant, &msg, ticket).await {
+        let sent = match self.send_via_route(job, tenant, &msg, ticket).await {
             Err(Undelivered::Stopped) => return Attempt::NotMade,
-            Ok(transport) => Ok(transport),
+            Ok(delivered) => Ok(delivered),
             Err(Undelivered::Failed(e)) => Err(e),
         };
         let outcome = match &sent {
@@ -107,7 +99,7 @@ impl Services {
         crate::metrics::inc(|m| &m.deliveries, &[job.mode.as_str(), outcome]);
         let recipient = crate::domain::email::mask(&job.recipient);
         match sent {
-            Ok(transport) => {
+            Ok(delivered) => {
                 let (now, key, owner) = (
                     self.now(),
                     job.key_digest.clone(),
@@ -115,24 +107,24 @@ impl Services {
                 );
                 let event = self.outcome_event(tenant, &msg, None);
                 let raised = event.is_some();
+                tracing::info!(tenant_id = %tenant.id, recipient = %recipient, mode = job.mode.as_str(), attempts, transport = %delivered.transport, "code sent");
+                let rec = AttemptRecord {
+                    attempts,
+                    transport: Some(delivered.transport),
+                    provider_message_id: delivered.accepted.message_id,
+                    detail_code: None,
+                };
                 self.record(job, move |s| {
-                    s.outbox_sent(
-                        &key,
-                        &owner,
-                        (attempts, transport.as_str()),
-                        now,
-                        event.as_ref(),
-                    )
+                    s.outbox_sent(&key, &owner, &rec, now, event.as_ref())
                 })
                 .await;
                 if raised {
                     self.wake_hooks();
                 }
-                tracing::info!(tenant_id = %tenant.id, recipient = %recipient, mode = job.mode.as_str(), attempts, transport = transport.as_str(), "code sent");
                 Attempt::Sent
             }
             Err(e) => {
-                tracing::warn!(tenant_id = %tenant.id, recipient = %recipient, mode = job.mode.as_str(), attempts, reason = e.reason.as_str(), detail = %e.detail, transient = e.transient, "delivery attempt failed");
+                tracing::warn!(tenant_id = %tenant.id, recipient = %recipient, mode = job.mode.as_str(), attempts, reason = e.reason.as_str(), detail = %e.detail, transient = e.is_transient(), "delivery attempt failed");
                 let now = self.now();
                 // The schedule's next try, or later if the endpoint asked (`Retry-After`, up
                 // to an hour), before the code expires.
@@ -141,7 +133,7 @@ impl Services {
                         .unwrap_or(i64::MAX)
                         .min(RETRY_AFTER_MAX_MS)
                 });
-                let retry_at = (e.transient && job.mode == DeliveryMode::Async)
+                let retry_at = (e.is_transient() && job.mode == DeliveryMode::Async)
                     .then(|| next_attempt_at(attempts, now, job.expires_at))
                     .flatten()
                     .map(|at| at.max(now.saturating_add(asked)))
@@ -151,74 +143,28 @@ impl Services {
                         let (key, owner) =
                             (job.key_digest.clone(), self.outbox.owner().to_string());
                         let (reason, maybe) = (e.reason, e.maybe_delivered);
+                        let rec = AttemptRecord {
+                            attempts,
+                            detail_code: e.detail_code.clone(),
+                            ..AttemptRecord::default()
+                        };
                         self.record(job, move |s| {
-                            s.outbox_retry(&key, &owner, attempts, due, reason.as_str(), maybe)
+                            s.outbox_retry(&key, &owner, &rec, due, reason.as_str(), maybe)
                         })
                         .await;
                         Attempt::Retry(e.reason)
                     }
                     None => {
                         let event = self.outcome_event(tenant, &msg, Some(e.reason));
-                        self.record_failed(job, attempts, e.reason, e.maybe_delivered, event)
+                        let rec = AttemptRecord {
+                            attempts,
+                            detail_code: e.detail_code.clone(),
+                            ..AttemptRecord::default()
+                        };
+                        self.record_failed(job, rec, e.reason, e.maybe_delivered, event)
                             .await
                     }
                 }
-            }
-        }
-    }
-
-    /// Send on a session of the relay's window, within one deadline for the whole attempt
-    /// (`smtp.timeout_seconds`: the wait for a session counts; with another relay waiting,
-    /// the session must be ready by `setup_by`). A session turned away shrinks the window;
-    /// the message then goes on another one while that is worth it.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn deliver(
-        &self,
-        job: &OutboxJob,
-        tenant: &Tenant,
-        relay: &Relay<'_>,
-        target: &SmtpTarget,
-        msg: &StoredMessage,
-        ticket: Option<Ticket>,
-        (deadline, setup_by): (Instant, Option<Instant>),
-    ) -> Result<(), Undelivered> {
-        let window = self.relay_window(relay.key, relay.version, relay.account.max_connections);
-        let outgoing = Outgoing {
-            to: &job.recipient,
-            subject: &msg.subject,
-            text: &msg.text,
-            html: msg.html.as_deref(),
-            message_id: Some(&msg.message_id),
-        };
-        let mut ticket = ticket;
-        let mut tries = 0;
-        loop {
-            let slot = self
-                .session(job, &window, ticket.take(), setup_by.unwrap_or(deadline))
-                .await?;
-            let sessions = window.limit() as usize;
-            match self
-                .mailer
-                .send(target, &outgoing, (deadline, setup_by), sessions)
-                .await
-            {
-                Ok(()) => {
-                    slot.accepted();
-                    return Ok(());
-                }
-                Err(e) if e.refused => {
-                    tries += 1;
-                    let again = slot.refused()
-                        && !e.maybe_delivered
-                        && tries < REFUSED_TRIES
-                        && Instant::now() < setup_by.unwrap_or(deadline);
-                    drop(slot);
-                    if !again {
-                        return Err(Undelivered::Failed(e));
-                    }
-                    tracing::debug!(tenant_id = %tenant.id, detail = %e.detail, "the relay turned a session away; its window shrinks and the message goes on another");
-                }
-                Err(e) => return Err(Undelivered::Failed(e)),
             }
         }
     }
@@ -253,7 +199,7 @@ impl Services {
     async fn record_failed(
         &self,
         job: &OutboxJob,
-        attempts: u32,
+        rec: AttemptRecord,
         reason: DeliveryReason,
         maybe_delivered: bool,
         event: Option<NewEvent>,
@@ -268,7 +214,7 @@ impl Services {
             s.outbox_failed(
                 &key,
                 &owner,
-                attempts,
+                &rec,
                 reason.as_str(),
                 maybe_delivered,
                 now,

@@ -9,8 +9,10 @@
 //!   sessions, sweeps what nobody holds, drains and releases its leases at shutdown.
 
 mod attempt;
-pub mod relays;
+pub(crate) mod oauth2;
+pub mod route;
 mod sender;
+pub(crate) mod transport;
 pub mod window;
 
 use std::collections::HashMap;
@@ -53,11 +55,11 @@ pub struct StoredMessage {
 }
 
 impl StoredMessage {
-    pub fn channel(&self) -> relays::Channel {
+    pub fn channel(&self) -> route::Channel {
         self.channel
             .as_deref()
-            .and_then(relays::Channel::parse)
-            .unwrap_or(relays::Channel::Email)
+            .and_then(route::Channel::parse)
+            .unwrap_or(route::Channel::Email)
     }
 }
 
@@ -77,8 +79,10 @@ struct OutboxInner {
     /// database is away): never claimed or swept here, nor released at shutdown, until the
     /// outcome is recorded, however long that takes (API.md §11.3) — or the code expired.
     held: Mutex<HashMap<Vec<u8>, Held>>,
-    /// The circuit breakers of the relays this process sends to (API.md §12.1).
-    breakers: relays::Breakers,
+    /// The circuit breakers of the transports this process sends to (API.md §12.1).
+    breakers: route::Breakers,
+    /// OAuth2 access tokens of the relays this process sends to (API.md §15.1).
+    tokens: oauth2::Tokens,
     /// Background sends running (claimed, not yet settled).
     running: std::sync::atomic::AtomicUsize,
     /// Where the next claim starts (claims take turns between tenants).
@@ -114,7 +118,8 @@ impl Outbox {
                 wake: Notify::new(),
                 windows: Windows::default(),
                 held: Mutex::new(HashMap::new()),
-                breakers: relays::Breakers::default(),
+                breakers: route::Breakers::default(),
+                tokens: oauth2::Tokens::default(),
                 running: std::sync::atomic::AtomicUsize::new(0),
                 cursor: Mutex::new(None),
                 stopping: AtomicBool::new(false),
@@ -124,8 +129,19 @@ impl Outbox {
         }
     }
 
-    pub(crate) fn breakers(&self) -> &relays::Breakers {
+    pub(crate) fn breakers(&self) -> &route::Breakers {
         &self.inner.breakers
+    }
+
+    pub(crate) fn tokens(&self) -> &oauth2::Tokens {
+        &self.inner.tokens
+    }
+
+    /// Forget what this process keeps of a tenant's transports (breakers, tokens): their
+    /// settings changed, or the tenant was deleted.
+    pub(crate) fn forget(&self, tenant: &str) {
+        self.inner.breakers.forget(tenant);
+        self.inner.tokens.forget(tenant);
     }
 
     /// The lease owner id of this process.
@@ -285,7 +301,7 @@ impl Services {
     /// A tenant's session ceiling, within the server's limit (0 in the tenant: the
     /// server's default).
     pub fn max_connections(&self, tenant: &Tenant) -> u32 {
-        self.ceiling(tenant.smtp.max_connections)
+        self.ceiling(tenant.smtp.as_ref().map_or(0, |a| a.max_connections))
     }
 
     /// A relay's session ceiling from the account's choice (0: the server's default).
@@ -298,13 +314,18 @@ impl Services {
         chosen.clamp(1, smtp.max_connections_limit.max(1))
     }
 
-    /// The window of a tenant's relay.
+    /// Whether any transport of the tenant takes messages of this channel.
+    pub(crate) fn has_route(&self, tenant: &Tenant, channel: route::Channel) -> bool {
+        !transport::route(tenant, channel).is_empty()
+    }
+
+    /// The window of a tenant's primary transport (keyed by the tenant: claims count it).
     fn window(&self, tenant: &Tenant) -> Arc<RelayWindow> {
-        self.relay_window(
-            tenant.id.as_str(),
-            tenant.smtp_version,
-            tenant.smtp.max_connections,
-        )
+        let ceiling = transport::route(tenant, route::Channel::Email)
+            .first()
+            .filter(|t| t.key() == tenant.id.as_str())
+            .map_or(0, |t| t.ceiling());
+        self.relay_window(tenant.id.as_str(), tenant.smtp_version, ceiling)
     }
 
     /// The window of a relay by its key (the tenant's id, or its fallback's).

@@ -37,6 +37,7 @@ use r2d2_postgres::PostgresConnectionManager;
 use super::{copy, NewChallenge, QuotaRefusal, Store, StoreError};
 use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
+use crate::storage::tenants::{sql, RelayCells};
 use conn::{Conn, Db, Manager, Params, PgConn, Tx};
 use quota::{lock_all, lock_key};
 
@@ -198,21 +199,61 @@ fn set_fallback_row(
     id: &str,
     f: Option<&crate::domain::tenant::SmtpAccount>,
 ) -> Result<(), StoreError> {
+    let c = f.map(|f| RelayCells::of(Some(f)));
     tx.execute(
-        "UPDATE tenants SET fallback_host = $2, fallback_port = $3, fallback_username = $4, \
-         fallback_password = $5, fallback_from = $6, fallback_tls = $7, fallback_max_connections = $8 \
-         WHERE id = $1",
+        sql::SET_FALLBACK,
         &[
             &id,
-            &f.map(|f| f.host.as_str()),
-            &f.map(|f| i64::from(f.port)),
-            &f.map(|f| f.username.as_str()),
-            &f.map(|f| f.password.as_slice()),
-            &f.map(|f| f.from.as_str()),
-            &f.map(|f| f.tls.as_str()),
-            &f.map(|f| i64::from(f.max_connections)),
+            &c.as_ref().map(|c| c.host.as_str()),
+            &c.as_ref().map(|c| c.port),
+            &c.as_ref().map(|c| c.username.as_str()),
+            &c.as_ref().map(|c| c.password.as_slice()),
+            &c.as_ref().map(|c| c.from.as_str()),
+            &c.as_ref().map(|c| c.tls),
+            &c.as_ref().map(|c| c.max_connections),
+            &c.as_ref().and_then(|c| c.oauth2.as_deref()),
         ],
     )?;
+    Ok(())
+}
+
+/// Set a tenant's relay (none: empty columns), a new relay version.
+fn set_relay_row(
+    tx: &mut Db<'_, impl GenericClient>,
+    id: &str,
+    a: Option<&crate::domain::tenant::SmtpAccount>,
+) -> Result<(), StoreError> {
+    let c = RelayCells::of(a);
+    tx.execute(
+        sql::SET_RELAY,
+        &[
+            &id,
+            &c.host,
+            &c.port,
+            &c.username,
+            &c.password,
+            &c.from,
+            &c.tls,
+            &c.max_connections,
+            &c.oauth2,
+        ],
+    )?;
+    Ok(())
+}
+
+/// Set or remove a tenant's provider of a channel (callers hold the transaction).
+fn set_provider_row(
+    tx: &mut Db<'_, impl GenericClient>,
+    id: &str,
+    channel: crate::domain::recipient::Channel,
+    p: Option<&crate::domain::provider::Provider>,
+) -> Result<(), StoreError> {
+    let q = match channel {
+        crate::domain::recipient::Channel::Email => sql::SET_EMAIL_PROVIDER,
+        crate::domain::recipient::Channel::Sms => sql::SET_SMS_PROVIDER,
+    };
+    let (json, sealed) = crate::storage::cells::provider_json(p);
+    tx.execute(q, &[&id, &json, &sealed])?;
     Ok(())
 }
 
@@ -224,35 +265,45 @@ fn insert_tenant_row(
     secret_digest: &[u8],
     now: Millis,
 ) -> Result<bool, StoreError> {
+    let r = RelayCells::of(t.smtp.as_ref());
     tx.execute(
         "INSERT INTO tenants (id, name, enabled, origin, created_at, updated_at, smtp_host, smtp_port, \
          smtp_username, smtp_password, smtp_from, smtp_tls, smtp_version, code_length, ttl_seconds, max_attempts, \
-         smtp_max_connections, delivery, default_locale, test) \
-         VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+         smtp_max_connections, delivery, default_locale, test, smtp_oauth2) \
+         VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
         &[
             &t.id.as_str(),
             &t.name.as_str(),
             &t.enabled,
             &t.origin.as_str(),
             &t.created_at,
-            &t.smtp.host.as_str(),
-            &i64::from(t.smtp.port),
-            &t.smtp.username,
-            &t.smtp.password,
-            &t.smtp.from.as_str(),
-            &t.smtp.tls.as_str(),
+            &r.host,
+            &r.port,
+            &r.username,
+            &r.password,
+            &r.from,
+            &r.tls,
             &t.smtp_version,
             &i64::from(t.policy.code_length),
             &i64::from(t.policy.ttl_seconds),
             &i64::from(t.policy.max_attempts),
-            &i64::from(t.smtp.max_connections),
+            &r.max_connections,
             &t.delivery.as_str(),
             &t.default_locale.as_str(),
             &t.test,
+            &r.oauth2,
         ],
     )?;
     if let Some(f) = &t.smtp_fallback {
         set_fallback_row(tx, t.id.as_str(), Some(f))?;
+    }
+    for channel in [
+        crate::domain::recipient::Channel::Email,
+        crate::domain::recipient::Channel::Sms,
+    ] {
+        if let Some(p) = t.provider(channel) {
+            set_provider_row(tx, t.id.as_str(), channel, Some(p))?;
+        }
     }
     let n = tx.execute(
         "INSERT INTO tenant_secrets (digest, tenant_id, created_at, expires_at) VALUES ($1, $2, $3, NULL) \

@@ -14,7 +14,7 @@ use crate::domain::stats::Counted;
 use crate::domain::Millis;
 use crate::storage::cells::{delivery_mode_from, status_from, Cells};
 use crate::storage::integration::NewEvent;
-use crate::storage::outbox::{plan_claim, SweepCandidate, SweepItem, SWEEP_BATCH};
+use crate::storage::outbox::{plan_claim, AttemptRecord, SweepCandidate, SweepItem, SWEEP_BATCH};
 use crate::storage::rules::{self, SweepVerdict, GIVING_UP_FAILS_KEY};
 use crate::storage::stats::{tally_from, Tally, STATE_COUNTED, STATE_EXPIRY_COUNTED, TALLY_COLS};
 use crate::storage::{
@@ -119,7 +119,7 @@ impl OutboxStore for PgStore {
         &self,
         key_digest: &[u8],
         owner: &str,
-        (attempts, transport): (u32, &str),
+        rec: &AttemptRecord,
         now: Millis,
         event: Option<&NewEvent>,
     ) -> Result<bool, StoreError> {
@@ -158,11 +158,11 @@ impl OutboxStore for PgStore {
             let sent = tx.row_opt(
                 &format!(
                     "UPDATE challenges SET delivery_status = 'sent', delivery_attempts = $2, delivery_reason = NULL, sent_at = $3, \
-                       delivery_transport = $5 \
+                       delivery_transport = $5, provider_message_id = $6, delivery_detail_code = NULL \
                      WHERE key_digest = $1 AND ($4 OR delivery_status = 'unknown') \
                      RETURNING email_canonical, purpose, flavor, seq, status, {TALLY_COLS}"
                 ),
-                &[&key_digest, &i64::from(attempts), &now, &held, &transport],
+                &[&key_digest, &i64::from(rec.attempts), &now, &held, &rec.transport, &rec.provider_message_id],
                 |g| Ok((g.text(0)?, g.text(1)?, g.text(2)?, g.int(3)?, status_from(&g.text(4)?)?, tally_from(g, 5)?)),
             )?;
             if !held && sent.is_none() {
@@ -194,11 +194,12 @@ impl OutboxStore for PgStore {
         &self,
         key_digest: &[u8],
         owner: &str,
-        attempts: u32,
+        rec: &AttemptRecord,
         due_at: Millis,
         reason: &str,
         maybe_delivered: bool,
     ) -> Result<bool, StoreError> {
+        let attempts = rec.attempts;
         self.tx(|tx| {
             let n = tx.execute(
                 "UPDATE outbox SET attempts = $3, due_at = $4, lease_until = NULL, leased_by = NULL, \
@@ -207,8 +208,9 @@ impl OutboxStore for PgStore {
             )?;
             if n == 1 {
                 tx.execute(
-                    "UPDATE challenges SET delivery_attempts = $2, delivery_reason = $3 WHERE key_digest = $1",
-                    &[&key_digest, &i64::from(attempts), &reason],
+                    "UPDATE challenges SET delivery_attempts = $2, delivery_reason = $3, delivery_detail_code = $4 \
+                     WHERE key_digest = $1",
+                    &[&key_digest, &i64::from(attempts), &reason, &rec.detail_code],
                 )?;
             }
             Ok(n == 1)
@@ -234,12 +236,13 @@ impl OutboxStore for PgStore {
         &self,
         key_digest: &[u8],
         owner: &str,
-        attempts: u32,
+        rec: &AttemptRecord,
         reason: &str,
         maybe_delivered: bool,
         now: Millis,
         event: Option<&NewEvent>,
     ) -> Result<bool, StoreError> {
+        let attempts = rec.attempts;
         self.tx(|tx| {
             let Some((maybe_before, quota_at)) = take_row(tx, key_digest, Some(owner))? else {
                 return Ok(false);
@@ -256,6 +259,10 @@ impl OutboxStore for PgStore {
                     quota_at,
                 },
                 now,
+            )?;
+            tx.execute(
+                "UPDATE challenges SET delivery_detail_code = $2 WHERE key_digest = $1",
+                &[&key_digest, &rec.detail_code],
             )?;
             if let Some(e) = event {
                 insert_event_in(tx, e)?;

@@ -1,12 +1,14 @@
 //! PostgreSQL: tenants, their secrets and their templates.
 
-use super::{insert_tenant_row, set_fallback_row, PgStore};
+use super::{insert_tenant_row, set_fallback_row, set_provider_row, set_relay_row, PgStore};
 use crate::domain::keys::TenantId;
+use crate::domain::recipient::Channel;
 use crate::domain::template::TenantTemplate;
-use crate::domain::tenant::{HttpUse, Tenant};
+use crate::domain::tenant::{Tenant, TransportUse};
 use crate::domain::Millis;
 use crate::storage::cells::Cells;
 use crate::storage::cells::{template_from, tenant_from, TENANT_COLS};
+use crate::storage::tenants::sql;
 use crate::storage::{PutTemplate, StoreError, TenantChanges, TenantStore, Updated};
 
 impl TenantStore for PgStore {
@@ -76,18 +78,22 @@ impl TenantStore for PgStore {
                 )?;
             }
             if let Some(s) = &c.smtp {
-                tx.execute(
-                    "UPDATE tenants SET smtp_host = $2, smtp_port = $3, smtp_username = $4, smtp_password = $5, \
-                     smtp_from = $6, smtp_tls = $7, smtp_max_connections = $8, smtp_version = smtp_version + 1 WHERE id = $1",
-                    &[&id, &s.host.as_str(), &i64::from(s.port), &s.username, &s.password, &s.from.as_str(), &s.tls.as_str(), &i64::from(s.max_connections)],
-                )?;
+                set_relay_row(tx, id, Some(s))?;
             }
             if let Some(f) = &c.smtp_fallback {
                 set_fallback_row(tx, id, f.as_ref())?;
-                tx.execute(
-                    "UPDATE tenants SET smtp_version = smtp_version + 1 WHERE id = $1",
-                    &[&id],
-                )?;
+            }
+            for (channel, p) in [
+                (Channel::Email, &c.email_provider),
+                (Channel::Sms, &c.sms_provider),
+            ] {
+                if let Some(p) = p {
+                    set_provider_row(tx, id, channel, p.as_ref())?;
+                }
+            }
+            if c.smtp_fallback.is_some() || c.email_provider.is_some() || c.sms_provider.is_some()
+            {
+                tx.execute(sql::BUMP_TRANSPORTS, &[&id])?;
             }
             if let Some(color) = &c.brand_color {
                 tx.execute(
@@ -134,7 +140,7 @@ impl TenantStore for PgStore {
         &self,
         id: &TenantId,
         url: &str,
-        use_as: HttpUse,
+        use_as: TransportUse,
         secret: &[u8],
     ) -> Result<Option<bool>, StoreError> {
         self.conn()?.db().row_opt(

@@ -26,6 +26,7 @@ use rusqlite::{params, OptionalExtension, Row};
 use super::*;
 use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
+use crate::storage::tenants::{sql, sqlite_placeholders, RelayCells};
 
 mod embedded {
     refinery::embed_migrations!("migrations/sqlite");
@@ -216,21 +217,61 @@ fn set_fallback_row(
     id: &str,
     f: Option<&crate::domain::tenant::SmtpAccount>,
 ) -> Result<(), StoreError> {
+    let c = f.map(|f| RelayCells::of(Some(f)));
     conn.execute_cached(
-        "UPDATE tenants SET fallback_host = ?2, fallback_port = ?3, fallback_username = ?4, \
-         fallback_password = ?5, fallback_from = ?6, fallback_tls = ?7, fallback_max_connections = ?8 \
-         WHERE id = ?1",
+        &sqlite_placeholders(sql::SET_FALLBACK),
         params![
             id,
-            f.map(|f| f.host.as_str()),
-            f.map(|f| f.port),
-            f.map(|f| f.username.as_str()),
-            f.map(|f| f.password.as_slice()),
-            f.map(|f| f.from.as_str()),
-            f.map(|f| f.tls.as_str()),
-            f.map(|f| f.max_connections),
+            c.as_ref().map(|c| c.host.as_str()),
+            c.as_ref().map(|c| c.port),
+            c.as_ref().map(|c| c.username.as_str()),
+            c.as_ref().map(|c| c.password.as_slice()),
+            c.as_ref().map(|c| c.from.as_str()),
+            c.as_ref().map(|c| c.tls),
+            c.as_ref().map(|c| c.max_connections),
+            c.as_ref().and_then(|c| c.oauth2.as_deref()),
         ],
     )?;
+    Ok(())
+}
+
+/// Set a tenant's relay (none: empty columns), a new relay version.
+fn set_relay_row(
+    conn: &rusqlite::Connection,
+    id: &str,
+    a: Option<&crate::domain::tenant::SmtpAccount>,
+) -> Result<(), StoreError> {
+    let c = RelayCells::of(a);
+    conn.execute_cached(
+        &sqlite_placeholders(sql::SET_RELAY),
+        params![
+            id,
+            c.host,
+            c.port,
+            c.username,
+            c.password,
+            c.from,
+            c.tls,
+            c.max_connections,
+            c.oauth2
+        ],
+    )?;
+    Ok(())
+}
+
+/// Set or remove a tenant's provider of a channel (callers hold the transaction).
+fn set_provider_row(
+    conn: &rusqlite::Connection,
+    id: &str,
+    channel: crate::domain::recipient::Channel,
+    p: Option<&crate::domain::provider::Provider>,
+) -> Result<(), StoreError> {
+    let q = match channel {
+        crate::domain::recipient::Channel::Email => sql::SET_EMAIL_PROVIDER,
+        crate::domain::recipient::Channel::Sms => sql::SET_SMS_PROVIDER,
+    };
+    let (json, sealed) = crate::storage::cells::provider_json(p);
+    conn.execute_cached(&sqlite_placeholders(q), params![id, json, sealed])?;
     Ok(())
 }
 
@@ -241,35 +282,45 @@ fn insert_tenant_row(
     secret_digest: &[u8],
     now: Millis,
 ) -> Result<(), StoreError> {
+    let r = RelayCells::of(t.smtp.as_ref());
     conn.execute_cached(
         "INSERT INTO tenants (id, name, enabled, origin, created_at, updated_at, smtp_host, smtp_port, \
          smtp_username, smtp_password, smtp_from, smtp_tls, smtp_version, code_length, ttl_seconds, max_attempts, \
-         smtp_max_connections, delivery, default_locale, test) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+         smtp_max_connections, delivery, default_locale, test, smtp_oauth2) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
         params![
             t.id.as_str(),
             t.name.as_str(),
             t.enabled,
             t.origin.as_str(),
             t.created_at,
-            t.smtp.host.as_str(),
-            t.smtp.port,
-            t.smtp.username,
-            t.smtp.password,
-            t.smtp.from.as_str(),
-            t.smtp.tls.as_str(),
+            r.host,
+            r.port,
+            r.username,
+            r.password,
+            r.from,
+            r.tls,
             t.smtp_version,
             t.policy.code_length,
             t.policy.ttl_seconds,
             t.policy.max_attempts,
-            t.smtp.max_connections,
+            r.max_connections,
             t.delivery.as_str(),
             t.default_locale.as_str(),
-            t.test
+            t.test,
+            r.oauth2
         ],
     )?;
     if let Some(f) = &t.smtp_fallback {
         set_fallback_row(conn, t.id.as_str(), Some(f))?;
+    }
+    for channel in [
+        crate::domain::recipient::Channel::Email,
+        crate::domain::recipient::Channel::Sms,
+    ] {
+        if let Some(p) = t.provider(channel) {
+            set_provider_row(conn, t.id.as_str(), channel, Some(p))?;
+        }
     }
     conn.execute_cached(
         "INSERT INTO tenant_secrets (digest, tenant_id, created_at, expires_at) VALUES (?1, ?2, ?3, NULL)",

@@ -14,7 +14,7 @@ use crate::domain::stats::Counted;
 use crate::domain::Millis;
 use crate::storage::cells::{delivery_mode_from, status_from, Cells};
 use crate::storage::integration::NewEvent;
-use crate::storage::outbox::{plan_claim, SweepCandidate, SweepItem, SWEEP_BATCH};
+use crate::storage::outbox::{plan_claim, AttemptRecord, SweepCandidate, SweepItem, SWEEP_BATCH};
 use crate::storage::rules::{self, SweepVerdict, GIVING_UP_FAILS_KEY};
 use crate::storage::stats::{tally_from, STATE_COUNTED, STATE_EXPIRY_COUNTED, TALLY_COLS};
 use crate::storage::{
@@ -118,15 +118,15 @@ impl OutboxStore for SqliteStore {
         &self,
         key_digest: &[u8],
         owner: &str,
-        (attempts, transport): (u32, &str),
+        rec: &AttemptRecord,
         now: Millis,
         event: Option<&NewEvent>,
     ) -> Result<bool, StoreError> {
-        let (key_digest, owner, event, transport) = (
+        let (key_digest, owner, event, rec) = (
             key_digest.to_vec(),
             owner.to_string(),
             event.cloned(),
-            transport.to_string(),
+            rec.clone(),
         );
         self.writer.write(move |tx| {
             // The outbox row first: only the holder of its lease settles the message (a
@@ -140,10 +140,10 @@ impl OutboxStore for SqliteStore {
             let sent = tx.row_opt(
                 &format!(
                     "UPDATE challenges SET delivery_status = 'sent', delivery_attempts = ?2, delivery_reason = NULL, sent_at = ?3, \
-                       delivery_transport = ?5 \
+                       delivery_transport = ?5, provider_message_id = ?6, delivery_detail_code = NULL \
                      WHERE key_digest = ?1 AND (?4 OR delivery_status = 'unknown') RETURNING status, {TALLY_COLS}"
                 ),
-                params![key_digest, attempts, now, held, transport],
+                params![key_digest, rec.attempts, now, held, rec.transport, rec.provider_message_id],
                 |r| Ok((status_from(&r.text(0)?)?, tally_from(r, 1)?)),
             )?;
             if !held && sent.is_none() {
@@ -168,13 +168,18 @@ impl OutboxStore for SqliteStore {
         &self,
         key_digest: &[u8],
         owner: &str,
-        attempts: u32,
+        rec: &AttemptRecord,
         due_at: Millis,
         reason: &str,
         maybe_delivered: bool,
     ) -> Result<bool, StoreError> {
-        let (key_digest, owner, reason) =
-            (key_digest.to_vec(), owner.to_string(), reason.to_string());
+        let (key_digest, owner, reason, rec) = (
+            key_digest.to_vec(),
+            owner.to_string(),
+            reason.to_string(),
+            rec.clone(),
+        );
+        let attempts = rec.attempts;
         self.writer.write(move |tx| {
             let n = tx.execute_cached(
                 "UPDATE outbox SET attempts = ?3, due_at = ?4, lease_until = NULL, leased_by = NULL, \
@@ -183,8 +188,9 @@ impl OutboxStore for SqliteStore {
             )?;
             if n == 1 {
                 tx.execute_cached(
-                    "UPDATE challenges SET delivery_attempts = ?2, delivery_reason = ?3 WHERE key_digest = ?1",
-                    params![key_digest, attempts, reason],
+                    "UPDATE challenges SET delivery_attempts = ?2, delivery_reason = ?3, delivery_detail_code = ?4 \
+                     WHERE key_digest = ?1",
+                    params![key_digest, attempts, reason, rec.detail_code],
                 )?;
             }
             Ok(n == 1)
@@ -213,18 +219,20 @@ impl OutboxStore for SqliteStore {
         &self,
         key_digest: &[u8],
         owner: &str,
-        attempts: u32,
+        rec: &AttemptRecord,
         reason: &str,
         maybe_delivered: bool,
         now: Millis,
         event: Option<&NewEvent>,
     ) -> Result<bool, StoreError> {
-        let (key_digest, owner, reason, event) = (
+        let (key_digest, owner, reason, event, rec) = (
             key_digest.to_vec(),
             owner.to_string(),
             reason.to_string(),
             event.cloned(),
+            rec.clone(),
         );
+        let attempts = rec.attempts;
         self.writer.write(move |tx| {
             let Some(maybe_before) = take_row(tx, &key_digest, Some(&owner))? else {
                 return Ok(false);
@@ -241,6 +249,10 @@ impl OutboxStore for SqliteStore {
                     quota_at: maybe_before.1,
                 },
                 now,
+            )?;
+            tx.execute_cached(
+                "UPDATE challenges SET delivery_detail_code = ?2 WHERE key_digest = ?1",
+                params![key_digest, rec.detail_code],
             )?;
             if let Some(e) = &event {
                 insert_event_in(tx, e)?;

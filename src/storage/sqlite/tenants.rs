@@ -2,13 +2,17 @@
 
 use rusqlite::params;
 
-use super::{insert_tenant_row, set_fallback_row, CachedSql, SqliteStore};
+use super::{
+    insert_tenant_row, set_fallback_row, set_provider_row, set_relay_row, CachedSql, SqliteStore,
+};
 use crate::domain::keys::TenantId;
+use crate::domain::recipient::Channel;
 use crate::domain::template::TenantTemplate;
-use crate::domain::tenant::{HttpUse, Tenant};
+use crate::domain::tenant::{Tenant, TransportUse};
 use crate::domain::Millis;
 use crate::storage::cells::Cells;
 use crate::storage::cells::{template_from, tenant_from, TENANT_COLS};
+use crate::storage::tenants::{sql, sqlite_placeholders};
 use crate::storage::{PutTemplate, StoreError, TenantChanges, TenantStore, Updated};
 
 impl TenantStore for SqliteStore {
@@ -84,18 +88,21 @@ impl TenantStore for SqliteStore {
             )?;
         }
         if let Some(s) = &c.smtp {
-            tx.execute_cached(
-                "UPDATE tenants SET smtp_host = ?2, smtp_port = ?3, smtp_username = ?4, smtp_password = ?5, \
-                 smtp_from = ?6, smtp_tls = ?7, smtp_max_connections = ?8, smtp_version = smtp_version + 1 WHERE id = ?1",
-                params![id.as_str(), s.host.as_str(), s.port, s.username, s.password, s.from.as_str(), s.tls.as_str(), s.max_connections],
-            )?;
+            set_relay_row(tx, id.as_str(), Some(s))?;
         }
         if let Some(f) = &c.smtp_fallback {
             set_fallback_row(tx, id.as_str(), f.as_ref())?;
-            tx.execute_cached(
-                "UPDATE tenants SET smtp_version = smtp_version + 1 WHERE id = ?1",
-                [id.as_str()],
-            )?;
+        }
+        for (channel, p) in [
+            (Channel::Email, &c.email_provider),
+            (Channel::Sms, &c.sms_provider),
+        ] {
+            if let Some(p) = p {
+                set_provider_row(tx, id.as_str(), channel, p.as_ref())?;
+            }
+        }
+        if c.smtp_fallback.is_some() || c.email_provider.is_some() || c.sms_provider.is_some() {
+            tx.execute_cached(&sqlite_placeholders(sql::BUMP_TRANSPORTS), [id.as_str()])?;
         }
         if let Some(color) = &c.brand_color {
             tx.execute_cached(
@@ -151,7 +158,7 @@ impl TenantStore for SqliteStore {
         &self,
         id: &TenantId,
         url: &str,
-        use_as: HttpUse,
+        use_as: TransportUse,
         secret: &[u8],
     ) -> Result<Option<bool>, StoreError> {
         let (id, url, secret) = (id.clone(), url.to_string(), secret.to_vec());

@@ -204,7 +204,7 @@ fn a_stored_value_outside_its_type_is_reported_as_corrupt() {
     store.insert_tenant(&t, &[9; 32], 1).unwrap();
     let back = store.tenant(&t.id).unwrap().unwrap();
     assert_eq!(
-        (back.smtp.tls, back.origin),
+        (back.smtp.as_ref().unwrap().tls, back.origin),
         (TlsMode::Starttls, Origin::Native)
     );
     for (column, bad) in [

@@ -1,0 +1,580 @@
+//! A tenant's provider per channel (API.md §15.2): which email or SMS API it sends through,
+//! where that provider stands among its transports, and the settings each kind takes. The
+//! secrets (tokens, keys) are parsed here and sealed by the service; what is stored on the
+//! tenant row is the kind, its use and the settings that are not secret.
+
+use std::collections::BTreeMap;
+
+use super::policy::FieldError;
+use super::recipient::{Channel, PhoneNumber};
+use super::tenant::{Sender, TransportUse};
+
+/// The providers otpmint speaks to itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProviderKind {
+    Postmark,
+    Resend,
+    Sendgrid,
+    Mailgun,
+    Ses,
+    Twilio,
+    Vonage,
+}
+
+/// What a setting must look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// A secret or an identifier: 1 to 1024 visible characters.
+    Token,
+    /// One mailbox (`Acme <no-reply@acme.example>`).
+    Mailbox,
+    /// A sender of text messages: E.164, or (Vonage) up to 11 letters and digits.
+    SmsSender,
+    /// A Postmark message stream id.
+    Stream,
+    /// A domain name.
+    Domain,
+    /// `us` or `eu` (Mailgun).
+    MailgunRegion,
+    /// An AWS region, like `eu-west-1`.
+    AwsRegion,
+    /// An AWS access key id.
+    AccessKeyId,
+    /// An SES configuration set name.
+    ConfigSet,
+    /// A Twilio SID with this two-letter prefix and 32 hex digits.
+    Sid(&'static str),
+}
+
+/// One setting of a kind.
+#[derive(Debug, Clone, Copy)]
+struct Field {
+    name: &'static str,
+    /// Sealed, never shown.
+    secret: bool,
+    required: bool,
+    check: Check,
+}
+
+const fn f(name: &'static str, secret: bool, required: bool, check: Check) -> Field {
+    Field {
+        name,
+        secret,
+        required,
+        check,
+    }
+}
+
+const POSTMARK: &[Field] = &[
+    f("server_token", true, true, Check::Token),
+    f("from", false, true, Check::Mailbox),
+    f("message_stream", false, false, Check::Stream),
+];
+const RESEND: &[Field] = &[
+    f("api_key", true, true, Check::Token),
+    f("from", false, true, Check::Mailbox),
+];
+const SENDGRID: &[Field] = &[
+    f("api_key", true, true, Check::Token),
+    f("from", false, true, Check::Mailbox),
+];
+const MAILGUN: &[Field] = &[
+    f("api_key", true, true, Check::Token),
+    f("domain", false, true, Check::Domain),
+    f("region", false, false, Check::MailgunRegion),
+    f("from", false, true, Check::Mailbox),
+];
+const SES: &[Field] = &[
+    f("access_key_id", false, true, Check::AccessKeyId),
+    f("secret_access_key", true, true, Check::Token),
+    f("region", false, true, Check::AwsRegion),
+    f("from", false, true, Check::Mailbox),
+    f("configuration_set", false, false, Check::ConfigSet),
+];
+const TWILIO: &[Field] = &[
+    f("account_sid", false, true, Check::Sid("AC")),
+    f("auth_token", true, true, Check::Token),
+    f("from", false, false, Check::SmsSender),
+    f("messaging_service_sid", false, false, Check::Sid("MG")),
+];
+const VONAGE: &[Field] = &[
+    f("api_key", true, true, Check::Token),
+    f("api_secret", true, true, Check::Token),
+    f("from", false, true, Check::SmsSender),
+];
+
+/// Every setting name any kind takes (for a request body's shape).
+pub const SETTING_NAMES: &[&str] = &[
+    "server_token",
+    "from",
+    "message_stream",
+    "api_key",
+    "domain",
+    "region",
+    "access_key_id",
+    "secret_access_key",
+    "configuration_set",
+    "account_sid",
+    "auth_token",
+    "messaging_service_sid",
+    "api_secret",
+];
+
+impl ProviderKind {
+    pub const ALL: [ProviderKind; 7] = [
+        ProviderKind::Postmark,
+        ProviderKind::Resend,
+        ProviderKind::Sendgrid,
+        ProviderKind::Mailgun,
+        ProviderKind::Ses,
+        ProviderKind::Twilio,
+        ProviderKind::Vonage,
+    ];
+
+    pub fn parse(s: &str) -> Option<ProviderKind> {
+        ProviderKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Postmark => "postmark",
+            ProviderKind::Resend => "resend",
+            ProviderKind::Sendgrid => "sendgrid",
+            ProviderKind::Mailgun => "mailgun",
+            ProviderKind::Ses => "ses",
+            ProviderKind::Twilio => "twilio",
+            ProviderKind::Vonage => "vonage",
+        }
+    }
+
+    /// The channel its API sends on.
+    pub fn channel(self) -> Channel {
+        match self {
+            ProviderKind::Twilio | ProviderKind::Vonage => Channel::Sms,
+            _ => Channel::Email,
+        }
+    }
+
+    fn fields(self) -> &'static [Field] {
+        match self {
+            ProviderKind::Postmark => POSTMARK,
+            ProviderKind::Resend => RESEND,
+            ProviderKind::Sendgrid => SENDGRID,
+            ProviderKind::Mailgun => MAILGUN,
+            ProviderKind::Ses => SES,
+            ProviderKind::Twilio => TWILIO,
+            ProviderKind::Vonage => VONAGE,
+        }
+    }
+
+    /// The kinds of a channel, for error messages.
+    pub fn names_for(channel: Channel) -> String {
+        ProviderKind::ALL
+            .iter()
+            .filter(|k| k.channel() == channel)
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// A provider as stored on the tenant row: its kind, its place among the channel's
+/// transports, the settings that are not secret, and the secrets sealed (a JSON object of
+/// name → value, bound to the tenant, the channel and the kind).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provider {
+    pub kind: ProviderKind,
+    pub use_as: TransportUse,
+    pub settings: BTreeMap<String, String>,
+    pub sealed: Vec<u8>,
+}
+
+impl Provider {
+    /// A setting that is not secret (`from`, `region`, …).
+    pub fn setting(&self, name: &str) -> Option<&str> {
+        self.settings.get(name).map(String::as_str)
+    }
+
+    /// The transport's name in delivery records: `provider:postmark`.
+    pub fn transport_name(&self) -> String {
+        format!("provider:{}", self.kind.as_str())
+    }
+}
+
+/// A provider's settings as given, parsed and checked; the secrets still in the clear (the
+/// service seals them at once).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProviderInput {
+    pub kind: ProviderKind,
+    pub use_as: TransportUse,
+    pub settings: BTreeMap<String, String>,
+    pub secrets: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for ProviderInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderInput")
+            .field("kind", &self.kind)
+            .field("use_as", &self.use_as)
+            .field("settings", &self.settings)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl ProviderInput {
+    /// Parse a `PUT /v1/tenant/providers/{channel}` body: `kind`, `use` and the named
+    /// settings (absent ones are `None`). Every bad field is reported at once.
+    pub fn parse(
+        channel: Channel,
+        kind: &str,
+        use_as: Option<&str>,
+        given: &[(&str, Option<&str>)],
+    ) -> Result<ProviderInput, Vec<FieldError>> {
+        let mut errs = Vec::new();
+        let Some(kind) = ProviderKind::parse(kind).filter(|k| k.channel() == channel) else {
+            return Err(vec![FieldError::new(
+                "kind",
+                format!(
+                    "must be one of {} for the {} channel",
+                    ProviderKind::names_for(channel),
+                    channel.as_str()
+                ),
+            )]);
+        };
+        let use_as = match use_as {
+            None => TransportUse::Primary,
+            Some(u) => TransportUse::parse(u).unwrap_or_else(|| {
+                errs.push(FieldError::new(
+                    "use",
+                    "must be \"primary\" or \"fallback\"",
+                ));
+                TransportUse::Primary
+            }),
+        };
+        let fields = kind.fields();
+        let (mut settings, mut secrets) = (BTreeMap::new(), BTreeMap::new());
+        for (name, value) in given {
+            let Some(value) = value else { continue };
+            let Some(field) = fields.iter().find(|f| f.name == *name) else {
+                errs.push(FieldError::new(
+                    *name,
+                    format!("is not a setting of {}", kind.as_str()),
+                ));
+                continue;
+            };
+            match checked(field.check, value) {
+                Ok(v) if field.secret => {
+                    secrets.insert(field.name.to_string(), v);
+                }
+                Ok(v) => {
+                    settings.insert(field.name.to_string(), v);
+                }
+                Err(rule) => errs.push(FieldError::new(field.name, rule)),
+            }
+        }
+        for field in fields.iter().filter(|f| f.required) {
+            let given = given.iter().any(|(n, v)| *n == field.name && v.is_some());
+            if !given {
+                errs.push(FieldError::new(field.name, "is required"));
+            }
+        }
+        if kind == ProviderKind::Twilio {
+            let from = settings.contains_key("from");
+            let service = settings.contains_key("messaging_service_sid");
+            if from == service {
+                errs.push(FieldError::new(
+                    "from",
+                    "give exactly one of from (E.164) and messaging_service_sid",
+                ));
+            }
+            if from
+                && settings
+                    .get("from")
+                    .and_then(|f| PhoneNumber::parse(f))
+                    .is_none()
+            {
+                errs.push(FieldError::new(
+                    "from",
+                    "must be a phone number in E.164 form, like +15005550006",
+                ));
+            }
+        }
+        if kind == ProviderKind::Mailgun && !settings.contains_key("region") {
+            settings.insert("region".into(), "us".into());
+        }
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        Ok(ProviderInput {
+            kind,
+            use_as,
+            settings,
+            secrets,
+        })
+    }
+}
+
+/// A value that passes its check, as stored (trimmed where that is harmless), or the rule.
+fn checked(check: Check, v: &str) -> Result<String, String> {
+    let visible = |s: &str, max: usize| {
+        !s.is_empty() && s.len() <= max && !s.chars().any(|c| c.is_control() || c == ' ')
+    };
+    match check {
+        Check::Token => visible(v, 1024)
+            .then(|| v.to_string())
+            .ok_or_else(|| "must be 1 to 1024 characters, no spaces or control characters".into()),
+        Check::Mailbox => Sender::parse(v)
+            .map(|s| s.as_str().to_string())
+            .map_err(|e| e.message),
+        Check::SmsSender => {
+            let alnum = !v.is_empty()
+                && v.chars().count() <= 11
+                && v.chars().all(|c| c.is_ascii_alphanumeric())
+                && v.chars().any(|c| c.is_ascii_alphabetic());
+            if PhoneNumber::parse(v).is_some() || alnum {
+                Ok(v.to_string())
+            } else {
+                Err("must be a phone number in E.164 form or up to 11 letters and digits".into())
+            }
+        }
+        Check::Stream => (!v.is_empty()
+            && v.len() <= 100
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .then(|| v.to_string())
+        .ok_or_else(|| "must be 1 to 100 letters, digits, - or _".into()),
+        Check::Domain => {
+            let d = v.trim_end_matches('.').to_ascii_lowercase();
+            let ok = d.len() <= 253
+                && d.contains('.')
+                && d.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && !l.starts_with('-')
+                        && !l.ends_with('-')
+                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            ok.then_some(d)
+                .ok_or_else(|| "must be a domain name, like mg.acme.example".into())
+        }
+        Check::MailgunRegion => matches!(v, "us" | "eu")
+            .then(|| v.to_string())
+            .ok_or_else(|| "must be \"us\" or \"eu\"".into()),
+        Check::AwsRegion => {
+            let parts: Vec<&str> = v.split('-').collect();
+            let ok = v.len() <= 32
+                && parts.len() >= 3
+                && parts.iter().all(|p| {
+                    !p.is_empty()
+                        && p.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                })
+                && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit());
+            ok.then(|| v.to_string())
+                .ok_or_else(|| "must be an AWS region, like eu-west-1".into())
+        }
+        Check::AccessKeyId => ((16..=128).contains(&v.len())
+            && v.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
+        .then(|| v.to_string())
+        .ok_or_else(|| {
+            "must be an AWS access key id (16 to 128 capital letters and digits)".into()
+        }),
+        Check::ConfigSet => (!v.is_empty()
+            && v.len() <= 64
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .then(|| v.to_string())
+        .ok_or_else(|| "must be 1 to 64 letters, digits, - or _".into()),
+        Check::Sid(prefix) => (v.len() == 34
+            && v.starts_with(prefix)
+            && v[2..].bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| v.to_string())
+        .ok_or_else(|| format!("must be {prefix} and 32 hexadecimal digits")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(
+        channel: Channel,
+        kind: &str,
+        given: &[(&str, Option<&str>)],
+    ) -> Result<ProviderInput, Vec<FieldError>> {
+        ProviderInput::parse(channel, kind, None, given)
+    }
+
+    fn fields(errs: Vec<FieldError>) -> Vec<String> {
+        errs.into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn each_kind_takes_its_documented_settings_and_keeps_secrets_apart() {
+        let p = parse(
+            Channel::Email,
+            "postmark",
+            &[
+                ("server_token", Some("pm-token")),
+                ("from", Some("Acme <no-reply@acme.example>")),
+                ("message_stream", Some("outbound")),
+            ],
+        )
+        .unwrap();
+        assert_eq!(p.kind, ProviderKind::Postmark);
+        assert_eq!(p.use_as, TransportUse::Primary);
+        assert_eq!(p.secrets.get("server_token").unwrap(), "pm-token");
+        assert!(!p.settings.contains_key("server_token"));
+        assert!(
+            !format!("{p:?}").contains("pm-token"),
+            "secrets stay out of Debug"
+        );
+        let m = parse(
+            Channel::Email,
+            "mailgun",
+            &[
+                ("api_key", Some("key-1")),
+                ("domain", Some("MG.Acme.Example")),
+                ("from", Some("a@acme.example")),
+            ],
+        )
+        .unwrap();
+        assert_eq!(m.settings["region"], "us");
+        assert_eq!(m.settings["domain"], "mg.acme.example");
+        let s = parse(
+            Channel::Email,
+            "ses",
+            &[
+                ("access_key_id", Some("AKIDEXAMPLE000000000")),
+                (
+                    "secret_access_key",
+                    Some("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"),
+                ),
+                ("region", Some("eu-west-1")),
+                ("from", Some("a@acme.example")),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.settings["access_key_id"], "AKIDEXAMPLE000000000");
+        assert!(s.secrets.contains_key("secret_access_key"));
+    }
+
+    #[test]
+    fn a_kind_of_the_other_channel_unknown_or_missing_settings_are_refused() {
+        assert_eq!(
+            fields(parse(Channel::Email, "twilio", &[]).unwrap_err()),
+            ["kind"]
+        );
+        assert_eq!(
+            fields(parse(Channel::Sms, "postmark", &[]).unwrap_err()),
+            ["kind"]
+        );
+        assert_eq!(
+            fields(
+                parse(
+                    Channel::Email,
+                    "resend",
+                    &[("api_key", Some("re_1")), ("domain", Some("acme.example"))]
+                )
+                .unwrap_err()
+            ),
+            ["domain", "from"]
+        );
+        let e = ProviderInput::parse(
+            Channel::Email,
+            "resend",
+            Some("sometimes"),
+            &[("api_key", Some("re_1")), ("from", Some("a@acme.example"))],
+        )
+        .unwrap_err();
+        assert_eq!(fields(e), ["use"]);
+        for (name, bad) in [
+            ("from", "not a mailbox"),
+            ("api_key", "has space"),
+            ("api_key", ""),
+        ] {
+            let given = [("api_key", Some("re_1")), ("from", Some("a@acme.example"))]
+                .map(|(n, v)| if n == name { (n, Some(bad)) } else { (n, v) });
+            assert_eq!(
+                fields(parse(Channel::Email, "resend", &given).unwrap_err()),
+                [name],
+                "{name}={bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn twilio_takes_exactly_one_sender_and_sids_are_checked() {
+        let sid = "AC0123456789abcdef0123456789abcdef";
+        let ok = parse(
+            Channel::Sms,
+            "twilio",
+            &[
+                ("account_sid", Some(sid)),
+                ("auth_token", Some("tok")),
+                ("from", Some("+15005550006")),
+            ],
+        );
+        assert!(ok.is_ok());
+        let both = parse(
+            Channel::Sms,
+            "twilio",
+            &[
+                ("account_sid", Some(sid)),
+                ("auth_token", Some("tok")),
+                ("from", Some("+15005550006")),
+                (
+                    "messaging_service_sid",
+                    Some("MG0123456789abcdef0123456789abcdef"),
+                ),
+            ],
+        );
+        assert_eq!(fields(both.unwrap_err()), ["from"]);
+        let alpha_from = parse(
+            Channel::Sms,
+            "twilio",
+            &[
+                ("account_sid", Some(sid)),
+                ("auth_token", Some("tok")),
+                ("from", Some("Acme")),
+            ],
+        );
+        assert_eq!(fields(alpha_from.unwrap_err()), ["from"]);
+        let bad_sid = parse(
+            Channel::Sms,
+            "twilio",
+            &[
+                ("account_sid", Some("MG0123456789abcdef0123456789abcdef")),
+                ("auth_token", Some("tok")),
+                ("from", Some("+15005550006")),
+            ],
+        );
+        assert_eq!(fields(bad_sid.unwrap_err()), ["account_sid"]);
+        let vonage = parse(
+            Channel::Sms,
+            "vonage",
+            &[
+                ("api_key", Some("k")),
+                ("api_secret", Some("s")),
+                ("from", Some("Acme")),
+            ],
+        )
+        .unwrap();
+        assert_eq!(vonage.settings["from"], "Acme");
+        assert_eq!(vonage.secrets.len(), 2);
+    }
+
+    #[test]
+    fn aws_regions_and_access_keys_have_their_shapes() {
+        for ok in ["us-east-1", "eu-west-1", "ap-southeast-2", "us-gov-west-1"] {
+            assert!(checked(Check::AwsRegion, ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "useast1", "us-east", "US-EAST-1", "us-east-1/x"] {
+            assert!(checked(Check::AwsRegion, bad).is_err(), "{bad}");
+        }
+        assert!(checked(Check::AccessKeyId, "AKIAIOSFODNN7EXAMPLE").is_ok());
+        assert!(checked(Check::AccessKeyId, "akiaiosfodnn7example").is_err());
+    }
+}

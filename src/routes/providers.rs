@@ -1,0 +1,341 @@
+//! A tenant's providers per channel (API.md §15.2), by the tenant with its secret key or by
+//! the admin: store, show (never a secret), remove, and send one test message.
+
+use std::collections::BTreeMap;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::{json_body, AdminAuth, TenantAuth};
+use super::dto::{problems, Problem};
+use super::error::ApiError;
+use super::v1::json;
+use super::AppState;
+use crate::domain::email::RecipientEmail;
+use crate::domain::provider::ProviderInput;
+use crate::domain::recipient::{Channel, PhoneNumber, Recipient, PHONE_RULE};
+use crate::domain::tenant::Tenant;
+use crate::service::providers::ProviderShown;
+use crate::service::ServiceError;
+
+type ApiResult = Result<HttpResponse, ApiError>;
+
+/// A provider's settings. Which fields a kind takes (API.md §15.2): postmark
+/// `server_token`, `from`, `message_stream`?; resend and sendgrid `api_key`, `from`; mailgun
+/// `api_key`, `domain`, `region`? (`us`|`eu`), `from`; ses `access_key_id`,
+/// `secret_access_key`, `region`, `from`, `configuration_set`?; twilio `account_sid`,
+/// `auth_token`, `from` (E.164) or `messaging_service_sid`; vonage `api_key`, `api_secret`,
+/// `from`. Secrets are sealed at once and never shown.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderBody {
+    /// email: `postmark`, `resend`, `sendgrid`, `mailgun`, `ses`; sms: `twilio`, `vonage`
+    kind: String,
+    /// `primary` (default) or `fallback` (API.md §15.3)
+    #[serde(rename = "use")]
+    use_as: Option<String>,
+    server_token: Option<String>,
+    from: Option<String>,
+    message_stream: Option<String>,
+    api_key: Option<String>,
+    domain: Option<String>,
+    region: Option<String>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    configuration_set: Option<String>,
+    account_sid: Option<String>,
+    auth_token: Option<String>,
+    messaging_service_sid: Option<String>,
+    api_secret: Option<String>,
+}
+
+impl ProviderBody {
+    fn parse(self, channel: Channel) -> Result<ProviderInput, ApiError> {
+        let given = [
+            ("server_token", self.server_token.as_deref()),
+            ("from", self.from.as_deref()),
+            ("message_stream", self.message_stream.as_deref()),
+            ("api_key", self.api_key.as_deref()),
+            ("domain", self.domain.as_deref()),
+            ("region", self.region.as_deref()),
+            ("access_key_id", self.access_key_id.as_deref()),
+            ("secret_access_key", self.secret_access_key.as_deref()),
+            ("configuration_set", self.configuration_set.as_deref()),
+            ("account_sid", self.account_sid.as_deref()),
+            ("auth_token", self.auth_token.as_deref()),
+            (
+                "messaging_service_sid",
+                self.messaging_service_sid.as_deref(),
+            ),
+            ("api_secret", self.api_secret.as_deref()),
+        ];
+        ProviderInput::parse(channel, &self.kind, self.use_as.as_deref(), &given)
+            .map_err(|e| ServiceError::Invalid(e).into())
+    }
+}
+
+/// A provider as shown: its kind, use and the settings that are not secret.
+#[derive(Serialize, ToSchema)]
+pub struct ProviderOut {
+    /// `email` or `sms`
+    pub channel: String,
+    pub kind: String,
+    /// `primary` or `fallback`
+    #[serde(rename = "use")]
+    pub use_as: String,
+    /// The settings that are not secret, by name (`from`, `region`, `domain`, …).
+    #[serde(flatten)]
+    pub settings: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderTestBody {
+    /// An email address (email channel) or an E.164 number (sms channel).
+    to: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProviderTestOut {
+    pub accepted: bool,
+    /// The provider's id of the test message, when it gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
+}
+
+fn channel_of(s: &str) -> Result<Channel, ApiError> {
+    Channel::parse(s).ok_or(ApiError::NotFound)
+}
+
+fn shown(p: ProviderShown) -> HttpResponse {
+    json(
+        HttpResponse::Ok(),
+        &ProviderOut {
+            channel: p.channel.as_str().into(),
+            kind: p.kind.as_str().into(),
+            use_as: p.use_as.as_str().into(),
+            settings: p.settings,
+        },
+    )
+}
+
+async fn put(
+    req: &HttpRequest,
+    st: &AppState,
+    t: &Tenant,
+    channel: &str,
+    payload: web::Payload,
+) -> ApiResult {
+    let channel = channel_of(channel)?;
+    let body: ProviderBody = json_body(req, payload).await?;
+    let input = body.parse(channel)?;
+    Ok(shown(
+        st.services.put_provider(&t.id, channel, input).await?,
+    ))
+}
+
+fn get(st: &AppState, t: &Tenant, channel: &str) -> ApiResult {
+    Ok(shown(st.services.provider_shown(t, channel_of(channel)?)?))
+}
+
+async fn delete(st: &AppState, t: &Tenant, channel: &str) -> ApiResult {
+    st.services
+        .delete_provider(&t.id, channel_of(channel)?)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn test(
+    req: &HttpRequest,
+    st: &AppState,
+    t: &Tenant,
+    channel: &str,
+    payload: web::Payload,
+) -> ApiResult {
+    let channel = channel_of(channel)?;
+    let body: ProviderTestBody = json_body(req, payload).await?;
+    let to = match channel {
+        Channel::Email => Recipient::Email(
+            RecipientEmail::parse(&body.to)
+                .map_err(|e| ServiceError::InvalidEmail(e.to_string()))?,
+        ),
+        Channel::Sms => Recipient::Phone(
+            PhoneNumber::parse(&body.to).ok_or_else(|| ServiceError::field("to", PHONE_RULE))?,
+        ),
+    };
+    if t.provider(channel).is_none() {
+        return Err(ServiceError::ProviderNotFound.into());
+    }
+    match st.services.test_provider(t, channel, &to).await {
+        Ok(id) => Ok(json(
+            HttpResponse::Ok(),
+            &ProviderTestOut {
+                accepted: true,
+                provider_message_id: id,
+            },
+        )),
+        Err(e) => {
+            tracing::warn!(tenant_id = %t.id, channel = channel.as_str(), reason = e.reason.as_str(), detail = %e.detail, "a provider's test message failed");
+            Err(ServiceError::ProviderTest(e).into())
+        }
+    }
+}
+
+#[utoipa::path(put, path = "/v1/tenant/providers/{channel}", tag = "providers",
+    description = "Store (or replace) the tenant's provider of a channel. The settings' shape is checked (400 names the field); nothing is sent. Secrets are sealed at once and never shown.",
+    params(("channel" = String, Path, description = "`email` or `sms`")),
+    request_body = ProviderBody,
+    responses(
+        (status = 200, description = "The provider, without its secrets", body = ProviderOut),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, description = "not_found: no such channel", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "transport_conflict: another transport of the channel is primary", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn put_own(
+    t: TenantAuth,
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    channel: web::Path<String>,
+    payload: web::Payload,
+) -> ApiResult {
+    put(&req, &st, &t.0, &channel, payload).await
+}
+
+#[utoipa::path(get, path = "/v1/tenant/providers/{channel}", tag = "providers",
+    params(("channel" = String, Path, description = "`email` or `sms`")),
+    responses(
+        (status = 200, description = "The provider, without its secrets", body = ProviderOut),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, description = "provider_not_found", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn get_own(
+    t: TenantAuth,
+    st: web::Data<AppState>,
+    channel: web::Path<String>,
+) -> ApiResult {
+    get(&st, &t.0, &channel)
+}
+
+#[utoipa::path(delete, path = "/v1/tenant/providers/{channel}", tag = "providers",
+    params(("channel" = String, Path, description = "`email` or `sms`")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, description = "provider_not_found", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn delete_own(
+    t: TenantAuth,
+    st: web::Data<AppState>,
+    channel: web::Path<String>,
+) -> ApiResult {
+    delete(&st, &t.0, &channel).await
+}
+
+#[utoipa::path(post, path = "/v1/tenant/providers/{channel}/test", tag = "providers",
+    description = "Send one test message through the provider (no code is minted).",
+    params(("channel" = String, Path, description = "`email` or `sms`")),
+    request_body = ProviderTestBody,
+    responses(
+        (status = 200, description = "The provider accepted it", body = ProviderTestOut),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, description = "provider_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "delivery_failed with `reason` (provider_auth, provider_rejected, provider_unavailable, provider_unreachable) and the provider's `detail_code`", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn test_own(
+    t: TenantAuth,
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    channel: web::Path<String>,
+    payload: web::Payload,
+) -> ApiResult {
+    test(&req, &st, &t.0, &channel, payload).await
+}
+
+#[utoipa::path(put, path = "/v1/tenants/{id}/providers/{channel}", tag = "providers",
+    params(("id" = String, Path, description = "Tenant id"), ("channel" = String, Path, description = "`email` or `sms`")),
+    request_body = ProviderBody,
+    responses(
+        (status = 200, description = "The provider, without its secrets", body = ProviderOut),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, response = problems::TenantNotFound),
+        (status = 409, description = "transport_conflict", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("admin_token" = [])))]
+pub async fn put_for(
+    _: AdminAuth,
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> ApiResult {
+    let (id, channel) = path.into_inner();
+    let t = st.services.tenant(&id).await?;
+    put(&req, &st, &t, &channel, payload).await
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{id}/providers/{channel}", tag = "providers",
+    params(("id" = String, Path, description = "Tenant id"), ("channel" = String, Path, description = "`email` or `sms`")),
+    responses(
+        (status = 200, description = "The provider, without its secrets", body = ProviderOut),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, description = "tenant_not_found or provider_not_found", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("admin_token" = [])))]
+pub async fn get_for(
+    _: AdminAuth,
+    st: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> ApiResult {
+    let (id, channel) = path.into_inner();
+    let t = st.services.tenant(&id).await?;
+    get(&st, &t, &channel)
+}
+
+#[utoipa::path(delete, path = "/v1/tenants/{id}/providers/{channel}", tag = "providers",
+    params(("id" = String, Path, description = "Tenant id"), ("channel" = String, Path, description = "`email` or `sms`")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, description = "tenant_not_found or provider_not_found", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("admin_token" = [])))]
+pub async fn delete_for(
+    _: AdminAuth,
+    st: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> ApiResult {
+    let (id, channel) = path.into_inner();
+    let t = st.services.tenant(&id).await?;
+    delete(&st, &t, &channel).await
+}
+
+#[utoipa::path(post, path = "/v1/tenants/{id}/providers/{channel}/test", tag = "providers",
+    params(("id" = String, Path, description = "Tenant id"), ("channel" = String, Path, description = "`email` or `sms`")),
+    request_body = ProviderTestBody,
+    responses(
+        (status = 200, description = "The provider accepted it", body = ProviderTestOut),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, description = "tenant_not_found or provider_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "delivery_failed", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("admin_token" = [])))]
+pub async fn test_for(
+    _: AdminAuth,
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> ApiResult {
+    let (id, channel) = path.into_inner();
+    let t = st.services.tenant(&id).await?;
+    test(&req, &st, &t, &channel, payload).await
+}

@@ -1,0 +1,245 @@
+//! OAuth2 access tokens for SMTP relays (API.md §15.1): one cache entry per relay, one
+//! request to the token endpoint at a time per relay (many messages waiting for a token
+//! share one), a token kept until 60 s before it expires, fetched anew once after an AUTH
+//! refusal, and a refresh token the provider rotates stored sealed at once (and used from
+//! memory until the stored tenant is read again). The token endpoint is reached through the
+//! webhooks' outbound client: their address policy, no redirects,
+//! `delivery.http_timeout_seconds`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::domain::delivery::{DeliveryError, DeliveryReason, FailureKind};
+use crate::domain::oauth2::{OAuth2, OAuth2Secrets};
+use crate::domain::tenant::{SmtpAccount, Tenant};
+use crate::service::Services;
+use crate::storage::TenantSeal;
+use crate::webhook::ApiRequest;
+
+/// A token is used until this long before it expires.
+const EARLY: Duration = Duration::from_secs(60);
+
+/// This process's tokens, by relay.
+#[derive(Default)]
+pub(crate) struct Tokens {
+    by_relay: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Entry>>>>,
+}
+
+#[derive(Default)]
+struct Entry {
+    /// The relay's settings version the entry is for.
+    version: i64,
+    token: Option<(SecretString, Instant)>,
+    /// A refresh token the provider rotated: the sealed blob it replaced, the blob stored
+    /// instead, and the token itself.
+    rotated: Option<(Vec<u8>, Vec<u8>, SecretString)>,
+}
+
+impl Tokens {
+    fn entry(&self, key: &str) -> Arc<tokio::sync::Mutex<Entry>> {
+        let mut map = self.by_relay.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(map.entry(key.to_string()).or_default())
+    }
+
+    /// Forget the tokens of a tenant's relays (its settings changed, it was deleted).
+    pub fn forget(&self, tenant: &str) {
+        let own = format!("{tenant}/");
+        self.by_relay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| k != tenant && !k.starts_with(&own));
+    }
+}
+
+/// A token endpoint's failure as a delivery failure (`smtp_auth`, with the OAuth2 error
+/// in `detail_code`).
+fn token_failed(kind: FailureKind, detail: &str, code: &str) -> DeliveryError {
+    DeliveryError::new(
+        DeliveryReason::Auth,
+        kind,
+        format!("OAuth2 token: {detail}"),
+    )
+    .with_code(code)
+}
+
+impl Services {
+    /// An access token for the relay (`key`: its pool key), from the cache unless `fresh`.
+    pub(crate) async fn oauth2_token(
+        &self,
+        tenant: &Tenant,
+        account: &SmtpAccount,
+        o: &OAuth2,
+        (key, fallback): (&str, bool),
+        fresh: bool,
+    ) -> Result<SecretString, DeliveryError> {
+        let entry = self.outbox.tokens().entry(key);
+        // One request per relay at a time: the others wait and take its token.
+        let mut e = entry.lock().await;
+        if e.version != tenant.smtp_version {
+            *e = Entry {
+                version: tenant.smtp_version,
+                ..Entry::default()
+            };
+        }
+        if let (false, Some((token, until))) = (fresh, &e.token) {
+            if Instant::now() < *until {
+                return Ok(token.clone());
+            }
+        }
+        let secrets = self
+            .open_oauth2_secrets(tenant, account, o, fallback)
+            .await
+            .map_err(|err| {
+                tracing::error!(tenant_id = %tenant.id, error = %err, "a relay's OAuth2 secrets cannot be decrypted");
+                DeliveryError::new(
+                    DeliveryReason::Auth,
+                    FailureKind::Unusable,
+                    "the relay's OAuth2 secrets cannot be decrypted",
+                )
+            })?;
+        // The newest refresh token: the one this process stored, while the tenant read here
+        // still holds (or already holds) its blob.
+        let (stored_blob, refresh) = match &e.rotated {
+            Some((old, new, token)) if account.password == *old || account.password == *new => {
+                (new.clone(), Some(token.expose_secret().to_string()))
+            }
+            _ => (account.password.clone(), secrets.refresh_token.clone()),
+        };
+        let body = {
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            match &refresh {
+                Some(rt) => form
+                    .append_pair("grant_type", "refresh_token")
+                    .append_pair("refresh_token", rt),
+                None => form.append_pair("grant_type", "client_credentials"),
+            };
+            form.append_pair("client_id", &o.client_id)
+                .append_pair("client_secret", &secrets.client_secret);
+            if !o.scope.is_empty() {
+                form.append_pair("scope", &o.scope);
+            }
+            form.finish().into_bytes()
+        };
+        let timeout = Duration::from_secs(self.settings.load().delivery.http_timeout_seconds);
+        let answer = self
+            .hooks
+            .client()
+            .api(ApiRequest {
+                url: &o.token_url,
+                content_type: "application/x-www-form-urlencoded",
+                headers: Vec::new(),
+                body,
+                timeout,
+            })
+            .await;
+        let outcome = |o: &str| crate::metrics::inc(|m| &m.oauth2_token_requests, &[o]);
+        let a = match answer {
+            Ok(a) => a,
+            Err("host_not_allowed") => {
+                outcome("failed");
+                return Err(token_failed(
+                    FailureKind::Permanent,
+                    "the token endpoint's host is not allowed",
+                    "oauth2_host_not_allowed",
+                ));
+            }
+            Err(why) => {
+                outcome("failed");
+                return Err(token_failed(
+                    FailureKind::Transient,
+                    why,
+                    "oauth2_unavailable",
+                ));
+            }
+        };
+        let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap_or_default();
+        if !(200..300).contains(&a.status) {
+            let error = v
+                .get("error")
+                .and_then(|e| e.as_str())
+                .filter(|e| {
+                    e.len() <= 64 && e.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                })
+                .unwrap_or("rejected");
+            return Err(match a.status {
+                408 | 429 | 500..=599 => {
+                    outcome("failed");
+                    token_failed(
+                        FailureKind::Transient,
+                        &format!("the token endpoint answered {}", a.status),
+                        "oauth2_unavailable",
+                    )
+                    .with_retry_after(a.retry_after)
+                }
+                _ => {
+                    outcome("refused");
+                    tracing::warn!(tenant_id = %tenant.id, status = a.status, error, "the OAuth2 token endpoint refused the relay's credentials");
+                    token_failed(
+                        FailureKind::Permanent,
+                        &format!("the token endpoint answered {} {error}", a.status),
+                        &format!("oauth2_{error}"),
+                    )
+                }
+            });
+        }
+        let Some(token) = v.get("access_token").and_then(|t| t.as_str()) else {
+            outcome("failed");
+            return Err(token_failed(
+                FailureKind::Transient,
+                "the token endpoint's answer has no access_token",
+                "oauth2_unavailable",
+            ));
+        };
+        outcome("ok");
+        let token = SecretString::from(token.to_string());
+        let lifetime = v
+            .get("expires_in")
+            .and_then(|e| e.as_u64().or_else(|| e.as_str()?.parse().ok()))
+            .unwrap_or(3600);
+        let until = Instant::now() + Duration::from_secs(lifetime).saturating_sub(EARLY);
+        e.token = Some((token.clone(), until));
+        // A new refresh token replaces the old one at once: the old one may stop working.
+        if let (Some(new), Some(old)) = (v.get("refresh_token").and_then(|t| t.as_str()), &refresh)
+        {
+            if new != old {
+                let rotated = OAuth2Secrets {
+                    client_secret: secrets.client_secret.clone(),
+                    refresh_token: Some(new.to_string()),
+                };
+                match self.seal_oauth2_secrets(tenant, account, o, fallback, &rotated) {
+                    Ok(blob) => {
+                        let which = if fallback {
+                            TenantSeal::FallbackPassword
+                        } else {
+                            TenantSeal::SmtpPassword
+                        };
+                        let (id, old_blob, new_blob) =
+                            (tenant.id.clone(), stored_blob.clone(), blob.clone());
+                        match self
+                            .db(move |s| s.reseal_tenant_value(&id, which, &old_blob, &new_blob))
+                            .await
+                        {
+                            Ok(true) => {
+                                tracing::info!(tenant_id = %tenant.id, "a rotated OAuth2 refresh token was stored")
+                            }
+                            Ok(false) => {
+                                tracing::warn!(tenant_id = %tenant.id, "a rotated OAuth2 refresh token was not stored: the relay changed meanwhile")
+                            }
+                            Err(err) => {
+                                tracing::error!(tenant_id = %tenant.id, error = %err, "a rotated OAuth2 refresh token could not be stored; it is kept in memory")
+                            }
+                        }
+                        e.rotated = Some((stored_blob, blob, SecretString::from(new.to_string())));
+                    }
+                    Err(err) => {
+                        tracing::error!(tenant_id = %tenant.id, error = %err, "a rotated OAuth2 refresh token could not be sealed")
+                    }
+                }
+            }
+        }
+        Ok(token)
+    }
+}

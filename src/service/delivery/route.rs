@@ -1,0 +1,395 @@
+//! One attempt's route (API.md §12, §15.3): the transports of the message's channel, tried
+//! in order; each has its own adaptive window (sessions, or requests in flight) and a
+//! circuit breaker per transport and process. After
+//! `delivery.breaker_failures` transient failures in a row a relay is skipped for
+//! `delivery.breaker_seconds` while another relay can take the message; then one message
+//! probes it (the others keep skipping it until the probe's outcome). A relay that answers —
+//! even with a permanent refusal — closes its breaker. With no other relay to go to, an
+//! open relay is tried all the same: skipping it would only fail the message sooner.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::time::Instant;
+
+use super::attempt::Undelivered;
+use super::transport::{route, Accepted, Deadline, Outbound, Transport};
+use super::window::{RelayWindow, Slot, Ticket};
+use super::{Services, StoredMessage};
+use crate::domain::delivery::{DeliveryError, DeliveryMode, DeliveryReason, FailureKind};
+use crate::domain::tenant::Tenant;
+use crate::domain::Millis;
+use crate::storage::OutboxJob;
+
+pub use crate::domain::recipient::Channel;
+
+/// Sessions one message tries when the relay keeps turning them away while its window
+/// shrinks.
+const REFUSED_TRIES: u32 = 4;
+
+/// What accepted a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    /// The transport's name (`delivery.transport`).
+    pub transport: String,
+    pub accepted: Accepted,
+}
+
+/// Whether a relay takes messages now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gate {
+    /// Closed: it does.
+    Closed,
+    /// Open, and its time is up: this message is its probe.
+    Probe,
+    /// Open: skip it if another relay can take the message.
+    Open,
+}
+
+#[derive(Debug, Default)]
+struct Breaker {
+    /// Transient failures in a row.
+    failures: u32,
+    /// Open until then (`None`: closed).
+    open_until: Option<Millis>,
+    /// A probe is under way.
+    probing: bool,
+}
+
+/// The breakers of this process, by relay (the pool key of its target).
+#[derive(Debug, Default)]
+pub(crate) struct Breakers {
+    by_relay: Mutex<HashMap<String, Breaker>>,
+}
+
+impl Breakers {
+    fn locked(&self) -> std::sync::MutexGuard<'_, HashMap<String, Breaker>> {
+        self.by_relay.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The relay's gate now, without taking its probe.
+    pub fn peek(&self, relay: &str, now: Millis) -> Gate {
+        match self.locked().get(relay) {
+            Some(Breaker {
+                open_until: Some(until),
+                probing,
+                ..
+            }) => {
+                if now >= *until && !probing {
+                    Gate::Probe
+                } else {
+                    Gate::Open
+                }
+            }
+            _ => Gate::Closed,
+        }
+    }
+
+    /// The relay's gate now; a `Probe` answer makes this caller its probe (report the
+    /// outcome with `passed` or `failed`, or `let_go` if nothing was sent).
+    pub fn admit(&self, relay: &str, now: Millis) -> Gate {
+        let mut map = self.locked();
+        let Some(b) = map.get_mut(relay) else {
+            return Gate::Closed;
+        };
+        match b.open_until {
+            None => Gate::Closed,
+            Some(until) if now >= until && !b.probing => {
+                b.probing = true;
+                Gate::Probe
+            }
+            Some(_) => Gate::Open,
+        }
+    }
+
+    /// The relay answered (accepted, or refused for good): its breaker closes.
+    pub fn passed(&self, relay: &str) {
+        self.locked().remove(relay);
+    }
+
+    /// A transient failure: one more in a row; the breaker opens at `threshold` (a failed
+    /// probe opens it again at once).
+    pub fn failed(&self, relay: &str, now: Millis, threshold: u32, open_ms: Millis) {
+        let mut map = self.locked();
+        let b = map.entry(relay.to_string()).or_default();
+        b.failures = b.failures.saturating_add(1);
+        if b.probing || b.failures >= threshold.max(1) {
+            b.open_until = Some(now.saturating_add(open_ms));
+        }
+        b.probing = false;
+    }
+
+    /// Forget the breakers of a tenant's transports (its settings changed).
+    pub fn forget(&self, tenant: &str) {
+        let own = format!("{tenant}/");
+        self.locked()
+            .retain(|k, _| k != tenant && !k.starts_with(&own));
+    }
+
+    /// A probe that sent nothing (shutting down): the next message probes instead.
+    pub fn let_go(&self, relay: &str) {
+        if let Some(b) = self.locked().get_mut(relay) {
+            b.probing = false;
+        }
+    }
+}
+
+impl Services {
+    /// Send through the tenant's transports of the message's channel in order (API.md §12,
+    /// §15.3): a transient failure that sent nothing goes on to the next one at once, within
+    /// the same deadline (the first transport's); a transport whose breaker is open is
+    /// skipped while another can take the message. `ticket`: a place already queued in the
+    /// primary transport's window.
+    pub(super) async fn send_via_route(
+        &self,
+        job: &OutboxJob,
+        tenant: &Tenant,
+        msg: &StoredMessage,
+        ticket: Option<Ticket>,
+    ) -> Result<Delivered, Undelivered> {
+        let breakers = self.outbox.breakers();
+        let cfg = self.settings.load().delivery.clone();
+        let channel = msg.channel();
+        let routes = route(tenant, channel);
+        if routes.is_empty() {
+            // The channel's transports were removed since the mint.
+            return Err(Undelivered::Failed(DeliveryError::permanent(
+                DeliveryReason::ChannelNotConfigured,
+                "no transport takes this channel",
+            )));
+        }
+        let out = Outbound {
+            tenant,
+            to: &job.recipient,
+            msg,
+            channel,
+            expires_at: job.expires_at,
+        };
+        let now = self.now();
+        // Every transport resting: try them all the same (skipping would only fail sooner).
+        let all_open = routes
+            .iter()
+            .all(|r| breakers.peek(r.key(), now) == Gate::Open);
+        // The sender queued the message in the tenant's window (the first route's). Unless
+        // that route takes it, the place is held until the attempt ends, so the sender's
+        // next claim still counts this message.
+        let mut held = ticket;
+        // The whole attempt's deadline: the first route tried sets it.
+        let mut deadline: Option<Instant> = None;
+        let mut asked: Option<std::time::Duration> = None;
+        let mut last: Option<DeliveryError> = None;
+        for (i, transport) in routes.iter().enumerate() {
+            let key = transport.key();
+            let ticket = if i == 0 && key == tenant.id.as_str() {
+                held.take()
+            } else {
+                None
+            };
+            let gate = if all_open {
+                Gate::Closed
+            } else {
+                breakers.admit(key, now)
+            };
+            if gate == Gate::Open {
+                tracing::debug!(tenant_id = %tenant.id, transport = %transport.name(), "the transport's breaker is open; skipped");
+                held = held.or(ticket);
+                continue;
+            }
+            let deadline =
+                *deadline.get_or_insert_with(|| Instant::now() + transport.timeout(self));
+            // Another transport waits behind this one: one that hangs gets half the time left.
+            let more = routes[i + 1..]
+                .iter()
+                .any(|r| all_open || breakers.peek(r.key(), now) != Gate::Open);
+            let setup_by = more.then(|| {
+                let left = deadline.saturating_duration_since(Instant::now());
+                Instant::now() + left / 2
+            });
+            let window = self.relay_window(key, tenant.smtp_version, transport.ceiling());
+            let sent = self
+                .through(
+                    job,
+                    transport.as_ref(),
+                    &out,
+                    (&window, ticket),
+                    Deadline {
+                        by: deadline,
+                        setup_by,
+                    },
+                )
+                .await;
+            match sent {
+                Ok(accepted) => {
+                    breakers.passed(key);
+                    return Ok(Delivered {
+                        transport: transport.name(),
+                        accepted,
+                    });
+                }
+                Err(Undelivered::Stopped) => {
+                    if gate == Gate::Probe {
+                        breakers.let_go(key);
+                    }
+                    return Err(Undelivered::Stopped);
+                }
+                Err(Undelivered::Failed(e)) => {
+                    // A wait in this process's own queue says nothing of the transport; an
+                    // answer, even a refusal for good, says it is up.
+                    match e.kind {
+                        FailureKind::NoSession => {
+                            if gate == Gate::Probe {
+                                breakers.let_go(key);
+                            }
+                        }
+                        _ if e.is_transient() => {
+                            let open_ms = (cfg.breaker_seconds as i64).saturating_mul(1000);
+                            breakers.failed(key, self.now(), cfg.breaker_failures, open_ms);
+                        }
+                        _ => breakers.passed(key),
+                    }
+                    asked = asked.max(e.retry_after);
+                    // A transport that cannot be used here (its credentials cannot be read)
+                    // leaves the message to the next one; otherwise only a transient failure
+                    // that sent nothing moves on.
+                    let go_on = (e.is_transient() || e.kind == FailureKind::Unusable)
+                        && !e.maybe_delivered
+                        && Instant::now() < deadline;
+                    if more && go_on {
+                        tracing::warn!(tenant_id = %tenant.id, transport = %transport.name(), reason = e.reason.as_str(), detail = %e.detail, "a transport failed; the message goes to the next one");
+                    }
+                    last = Some(e);
+                    if !go_on {
+                        break;
+                    }
+                }
+            }
+        }
+        drop(held);
+        let mut e = last.unwrap_or_else(|| {
+            DeliveryError::transient(
+                DeliveryReason::Unreachable,
+                "every transport is resting after failures",
+            )
+        });
+        // The longest wait any endpoint asked for holds for the next try.
+        e.retry_after = e.retry_after.max(asked);
+        Err(Undelivered::Failed(e))
+    }
+
+    /// Send through one transport on a session of its window, within the attempt's
+    /// deadline (the wait for a session counts; with another transport waiting, the session
+    /// must be ready by `setup_by`). A session turned away shrinks the window and the
+    /// message goes on another one while that is worth it; an answer asking for fewer
+    /// requests shrinks it too.
+    async fn through(
+        &self,
+        job: &OutboxJob,
+        transport: &dyn Transport,
+        out: &Outbound<'_>,
+        (window, ticket): (&Arc<RelayWindow>, Option<Ticket>),
+        deadline: Deadline,
+    ) -> Result<Accepted, Undelivered> {
+        let setup_by = deadline.setup_by.unwrap_or(deadline.by);
+        let mut ticket = ticket;
+        let mut tries = 0;
+        loop {
+            let slot = self.session(job, window, ticket.take(), setup_by).await?;
+            let sessions = window.limit() as usize;
+            match transport.send(self, out, deadline, sessions).await {
+                Ok(a) => {
+                    slot.accepted();
+                    return Ok(a);
+                }
+                Err(e) if e.is_refused() => {
+                    tries += 1;
+                    let again = slot.refused()
+                        && !e.maybe_delivered
+                        && tries < REFUSED_TRIES
+                        && Instant::now() < setup_by;
+                    drop(slot);
+                    if !again {
+                        return Err(Undelivered::Failed(e));
+                    }
+                    tracing::debug!(tenant_id = %out.tenant.id, detail = %e.detail, "the relay turned a session away; its window shrinks and the message goes on another");
+                }
+                Err(e) => {
+                    if e.kind == FailureKind::Throttled {
+                        slot.refused();
+                    }
+                    return Err(Undelivered::Failed(e));
+                }
+            }
+        }
+    }
+
+    /// A session of the window (the ticket's place, or a new one) by `by`, the message then
+    /// held by this process; a background send gives its turn up when the process stops.
+    pub(super) async fn session(
+        &self,
+        job: &OutboxJob,
+        window: &Arc<RelayWindow>,
+        ticket: Option<Ticket>,
+        by: Instant,
+    ) -> Result<Slot, Undelivered> {
+        let queued = ticket.unwrap_or_else(|| window.queue());
+        let session = tokio::time::timeout_at(by, queued.session());
+        let slot = if job.mode == DeliveryMode::Async {
+            tokio::select! {
+                s = session => s,
+                _ = self.outbox.until_stopped() => return Err(Undelivered::Stopped),
+            }
+        } else {
+            session.await
+        };
+        let Ok(slot) = slot else {
+            return Err(Undelivered::Failed(DeliveryError::no_session()));
+        };
+        self.outbox
+            .hold(&job.key_digest, job.tenant_id.as_str(), job.expires_at);
+        Ok(slot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_breaker_opens_after_the_threshold_and_one_probe_closes_or_reopens_it() {
+        let b = Breakers::default();
+        for _ in 0..4 {
+            b.failed("r", 0, 5, 30_000);
+            assert_eq!(b.peek("r", 0), Gate::Closed);
+        }
+        b.failed("r", 1_000, 5, 30_000);
+        assert_eq!(b.admit("r", 1_000), Gate::Open);
+        assert_eq!(b.admit("r", 30_999), Gate::Open);
+        // Its time is up: one probe, the others still skip it.
+        assert_eq!(b.peek("r", 31_000), Gate::Probe);
+        assert_eq!(b.admit("r", 31_000), Gate::Probe);
+        assert_eq!(b.admit("r", 31_000), Gate::Open);
+        assert_eq!(b.peek("r", 31_000), Gate::Open);
+        // A failed probe opens it again for the whole time.
+        b.failed("r", 32_000, 5, 30_000);
+        assert_eq!(b.admit("r", 61_999), Gate::Open);
+        assert_eq!(b.admit("r", 62_000), Gate::Probe);
+        b.passed("r");
+        assert_eq!(b.admit("r", 62_000), Gate::Closed);
+        // A success in between resets the count.
+        for _ in 0..4 {
+            b.failed("r", 0, 5, 30_000);
+        }
+        b.passed("r");
+        b.failed("r", 0, 5, 30_000);
+        assert_eq!(b.peek("r", 0), Gate::Closed);
+        // A probe let go lets the next message probe.
+        for _ in 0..5 {
+            b.failed("s", 0, 5, 10);
+        }
+        assert_eq!(b.admit("s", 10), Gate::Probe);
+        b.let_go("s");
+        assert_eq!(b.admit("s", 10), Gate::Probe);
+        // Other relays are not affected.
+        assert_eq!(b.peek("t", 0), Gate::Closed);
+    }
+}

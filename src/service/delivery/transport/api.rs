@@ -1,0 +1,253 @@
+//! What every provider transport shares (API.md §15.2): its base URL (the provider's public
+//! one, or the operator's `delivery.provider_base_urls` override), its sealed secrets opened
+//! through the one helper for sealed values, the POST through the outbound client (the
+//! webhooks' address policy, no redirects, `delivery.http_timeout_seconds`), and the mapping
+//! of the answer: 2xx accepted; 408, 429 and 5xx transient (with `Retry-After`); 401 and
+//! 403 `provider_auth`; any other answer `provider_rejected` with the provider's own code.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::{Deadline, Outbound};
+use crate::domain::delivery::{DeliveryError, DeliveryReason, FailureKind};
+use crate::domain::provider::{Provider, ProviderKind};
+use crate::service::Services;
+use crate::webhook::{ApiAnswer, ApiRequest};
+
+pub(crate) const JSON: &str = "application/json";
+pub(crate) const FORM: &str = "application/x-www-form-urlencoded";
+
+/// The base URL of a kind: the operator's override, else `default`.
+pub(crate) fn base_url(services: &Services, kind: ProviderKind, default: &str) -> String {
+    services
+        .settings
+        .load()
+        .delivery
+        .provider_base_urls
+        .get(kind.as_str())
+        .map(|u| u.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| default.to_string())
+}
+
+/// A provider's secrets, opened (a blob under a data key this process has not loaded yet
+/// reloads the keyring once). Not readable here: the transport is unusable, the next one
+/// is tried.
+pub(crate) async fn secrets(
+    services: &Services,
+    out: &Outbound<'_>,
+    p: &Provider,
+) -> Result<BTreeMap<String, String>, DeliveryError> {
+    services
+        .open_provider_secrets(&out.tenant.id, p)
+        .await
+        .map_err(|e| {
+            tracing::error!(tenant_id = %out.tenant.id, provider = p.kind.as_str(), error = %e, "a provider's secrets cannot be decrypted");
+            DeliveryError::new(
+                DeliveryReason::ProviderAuth,
+                FailureKind::Unusable,
+                "the provider's secrets cannot be decrypted",
+            )
+        })
+}
+
+/// A secret or setting the provider's settings must hold (checked when they were saved).
+pub(crate) fn need<'a>(
+    map: &'a BTreeMap<String, String>,
+    name: &str,
+) -> Result<&'a str, DeliveryError> {
+    map.get(name).map(String::as_str).ok_or_else(|| {
+        DeliveryError::new(
+            DeliveryReason::ProviderAuth,
+            FailureKind::Unusable,
+            format!("the provider's settings lack {name}"),
+        )
+    })
+}
+
+/// A form-encoded body.
+pub(crate) fn form(fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut f = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in fields {
+        f.append_pair(k, v);
+    }
+    f.finish().into_bytes()
+}
+
+/// HTTP Basic credentials.
+pub(crate) fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// POST one request within the attempt's deadline and `delivery.http_timeout_seconds`. No
+/// answer: the host refused by policy is final, anything else transient (and, once the
+/// request may have reached the provider — a timeout, a broken request — maybe delivered).
+pub(crate) async fn post(
+    services: &Services,
+    deadline: Deadline,
+    url: &str,
+    content_type: &str,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+) -> Result<ApiAnswer, DeliveryError> {
+    let cap = Duration::from_secs(services.settings.load().delivery.http_timeout_seconds);
+    let timeout = deadline.left(cap);
+    if timeout.is_zero() {
+        return Err(DeliveryError::transient(
+            DeliveryReason::ProviderUnreachable,
+            "no time left for the request",
+        ));
+    }
+    services
+        .hooks
+        .client()
+        .api(ApiRequest {
+            url,
+            content_type,
+            headers,
+            body,
+            timeout,
+        })
+        .await
+        .map_err(|e| match e {
+            "host_not_allowed" => DeliveryError::permanent(
+                DeliveryReason::ProviderHostNotAllowed,
+                "the provider's host is not allowed by the address policy",
+            ),
+            "timeout" | "request" => {
+                DeliveryError::transient(DeliveryReason::ProviderUnreachable, e)
+                    .maybe_delivered(true)
+            }
+            other => DeliveryError::transient(DeliveryReason::ProviderUnreachable, other),
+        })
+}
+
+/// A JSON body, or null.
+pub(crate) fn json(a: &ApiAnswer) -> serde_json::Value {
+    serde_json::from_slice(&a.body).unwrap_or(serde_json::Value::Null)
+}
+
+/// A provider's code as kept in the record: short, printable.
+fn code_of(code: Option<String>) -> Option<String> {
+    let c = code?;
+    let c: String = c
+        .chars()
+        .filter(|ch| ch.is_ascii_graphic())
+        .take(64)
+        .collect();
+    (!c.is_empty()).then_some(c)
+}
+
+/// The failure a non-2xx answer is, with the provider's own error code.
+pub(crate) fn refused(a: &ApiAnswer, code: Option<String>) -> DeliveryError {
+    let detail = format!("the provider answered {}", a.status);
+    let code = code_of(code);
+    let e = match a.status {
+        401 | 403 => DeliveryError::permanent(DeliveryReason::ProviderAuth, detail),
+        // 408, 429 and 503 turned the message away; another 5xx may have come after the
+        // provider took it: tried again here later, not at once elsewhere.
+        408 | 429 | 500..=599 => DeliveryError::new(
+            DeliveryReason::ProviderUnavailable,
+            FailureKind::Throttled,
+            detail,
+        )
+        .maybe_delivered(!matches!(a.status, 408 | 429 | 503))
+        .with_retry_after(a.retry_after),
+        _ => DeliveryError::permanent(DeliveryReason::ProviderRejected, detail),
+    };
+    match code {
+        Some(c) => e.with_code(c),
+        None => e,
+    }
+}
+
+/// Accepted when 2xx, else [`refused`] with the code `code_of` finds in the answer.
+pub(crate) fn accepted(
+    a: &ApiAnswer,
+    id: impl FnOnce(&ApiAnswer) -> Option<String>,
+    code_of: impl FnOnce(&ApiAnswer) -> Option<String>,
+) -> Result<super::Accepted, DeliveryError> {
+    if (200..300).contains(&a.status) {
+        Ok(super::Accepted { message_id: id(a) })
+    } else {
+        Err(refused(a, code_of(a)))
+    }
+}
+
+/// A JSON member as text (a string, or a number written out).
+pub(crate) fn text_of(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The address and display name of a mailbox (`Acme <a@acme.example>`).
+pub(crate) fn mailbox(from: &str) -> (String, Option<String>) {
+    match from.parse::<lettre::message::Mailbox>() {
+        Ok(m) => (m.email.to_string(), m.name.filter(|n| !n.is_empty())),
+        Err(_) => (from.to_string(), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16) -> ApiAnswer {
+        ApiAnswer {
+            status,
+            retry_after: Some(Duration::from_secs(7)),
+            headers: Default::default(),
+            body: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn answers_map_to_the_documented_outcomes() {
+        let e = refused(&answer(401), Some("10".into()));
+        assert_eq!(
+            (e.reason, e.kind, e.detail_code.as_deref()),
+            (
+                DeliveryReason::ProviderAuth,
+                FailureKind::Permanent,
+                Some("10")
+            )
+        );
+        assert_eq!(
+            refused(&answer(403), None).reason,
+            DeliveryReason::ProviderAuth
+        );
+        for s in [408, 429, 503] {
+            let e = refused(&answer(s), None);
+            assert!(e.is_transient() && !e.maybe_delivered, "{s}");
+            assert_eq!(e.retry_after, Some(Duration::from_secs(7)));
+        }
+        for s in [500, 502, 504] {
+            let e = refused(&answer(s), None);
+            assert!(e.is_transient() && e.maybe_delivered, "{s}");
+        }
+        let e = refused(&answer(422), Some("300\n<script>".into()));
+        assert_eq!(
+            (e.reason, e.kind, e.detail_code.as_deref()),
+            (
+                DeliveryReason::ProviderRejected,
+                FailureKind::Permanent,
+                Some("300<script>")
+            )
+        );
+        assert!(accepted(&answer(202), |_| Some("id".into()), |_| None).is_ok());
+        assert_eq!(
+            mailbox("Acme <no-reply@acme.example>"),
+            ("no-reply@acme.example".into(), Some("Acme".into()))
+        );
+        assert_eq!(
+            String::from_utf8(form(&[("To", "+49 1"), ("Body", "a&b=c")])).unwrap(),
+            "To=%2B49+1&Body=a%26b%3Dc"
+        );
+    }
+}

@@ -1,0 +1,342 @@
+//! The ways a message leaves, behind one trait (API.md §12, §15): the tenant's relays
+//! (`smtp.rs`), its own HTTPS endpoint (`http.rs`) and the providers' APIs (one file each).
+//! A transport builds its request from the stored message, sends it on one session of its
+//! window and classifies the answer: accepted (with the other side's id), or a
+//! [`DeliveryError`] whose kind says what the route, the window and the breaker do next.
+//! The route (`route.rs`), windows, breakers and deadlines know this trait only, never a
+//! provider's name. A provider's file implements [`Api`] — build the request from the
+//! message and the provider's settings, read the answer — and one generic transport gives
+//! every provider the rest (its name, window key, secrets, timeout): adding a provider is
+//! one file and one line in [`provider`].
+
+pub(crate) mod api;
+mod http;
+mod mailgun;
+mod postmark;
+mod resend;
+mod sendgrid;
+mod ses;
+pub(crate) mod sigv4;
+pub(crate) mod smtp;
+mod twilio;
+mod vonage;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::StoredMessage;
+use crate::domain::delivery::DeliveryError;
+use crate::domain::provider::{Provider, ProviderKind};
+use crate::domain::recipient::Channel;
+use crate::domain::tenant::{SmtpAccount, Tenant, TransportUse};
+use crate::service::tenants::sealed_as;
+use crate::service::Services;
+
+pub(crate) use http::HttpEndpoint;
+pub(crate) use smtp::Relay;
+
+/// A message on its way out, as every transport sees it.
+pub(crate) struct Outbound<'a> {
+    pub tenant: &'a Tenant,
+    /// The recipient as delivery uses it (an address with its domain in ASCII, or E.164).
+    pub to: &'a str,
+    pub msg: &'a StoredMessage,
+    pub channel: Channel,
+    /// When the code expires (the HTTP transport tells its endpoint).
+    pub expires_at: crate::domain::Millis,
+}
+
+/// The other side took the message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Accepted {
+    /// Its id for the message, when it gives one (a provider's message id).
+    pub message_id: Option<String>,
+}
+
+/// When one send must be done: the attempt's deadline and, while another transport waits
+/// behind this one, when its session must be up (a transport that hangs leaves the next
+/// one time).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline {
+    pub by: Instant,
+    pub setup_by: Option<Instant>,
+}
+
+impl Deadline {
+    /// Time left for one request, at most `cap`.
+    pub fn left(&self, cap: Duration) -> Duration {
+        self.by.saturating_duration_since(Instant::now()).min(cap)
+    }
+}
+
+pub(crate) type Sending<'a> =
+    Pin<Box<dyn Future<Output = Result<Accepted, DeliveryError>> + Send + 'a>>;
+
+/// One way out.
+pub(crate) trait Transport: Send + Sync {
+    /// Its name in delivery records: `smtp`, `smtp_fallback`, `http`, `provider:postmark`.
+    fn name(&self) -> String;
+    /// The key of its window and breaker in this process.
+    fn key(&self) -> &str;
+    /// The ceiling of its window as the tenant chose it (0: the server's default).
+    fn ceiling(&self) -> u32;
+    /// How long an attempt may take when this transport comes first.
+    fn timeout(&self, services: &Services) -> Duration;
+    /// Send one message on one session of its window (`sessions`: the window's size now).
+    fn send<'a>(
+        &'a self,
+        services: &'a Services,
+        out: &'a Outbound<'a>,
+        deadline: Deadline,
+        sessions: usize,
+    ) -> Sending<'a>;
+}
+
+/// One call of a provider's API.
+pub(crate) struct Call<'a> {
+    pub services: &'a Services,
+    pub out: &'a Outbound<'a>,
+    pub provider: &'a Provider,
+    /// The provider's secrets, opened.
+    pub secrets: BTreeMap<String, String>,
+    pub deadline: Deadline,
+}
+
+/// A provider's API as its documentation describes it: the request built from a message
+/// and the provider's settings, the answer read into accepted-with-id or a failure.
+pub(crate) trait Api: Send + Sync {
+    fn call<'a>(&'a self, c: Call<'a>) -> Sending<'a>;
+}
+
+/// Each kind's API: one line per kind.
+fn api_of(kind: ProviderKind) -> &'static dyn Api {
+    match kind {
+        ProviderKind::Postmark => &postmark::Postmark,
+        ProviderKind::Resend => &resend::Resend,
+        ProviderKind::Sendgrid => &sendgrid::Sendgrid,
+        ProviderKind::Mailgun => &mailgun::Mailgun,
+        ProviderKind::Ses => &ses::Ses,
+        ProviderKind::Twilio => &twilio::Twilio,
+        ProviderKind::Vonage => &vonage::Vonage,
+    }
+}
+
+/// A provider as a transport: its API behind the trait every route knows.
+pub(crate) struct ProviderTransport<'a> {
+    provider: &'a Provider,
+    key: String,
+}
+
+impl<'a> ProviderTransport<'a> {
+    pub fn new(provider: &'a Provider, key: String) -> Self {
+        ProviderTransport { provider, key }
+    }
+}
+
+impl Transport for ProviderTransport<'_> {
+    fn name(&self) -> String {
+        self.provider.transport_name()
+    }
+    fn key(&self) -> &str {
+        &self.key
+    }
+    fn ceiling(&self) -> u32 {
+        // Requests in flight follow the server's default ceiling.
+        0
+    }
+    fn timeout(&self, s: &Services) -> Duration {
+        Duration::from_secs(s.settings.load().delivery.http_timeout_seconds)
+    }
+    fn send<'a>(
+        &'a self,
+        services: &'a Services,
+        out: &'a Outbound<'a>,
+        deadline: Deadline,
+        _sessions: usize,
+    ) -> Sending<'a> {
+        Box::pin(async move {
+            let secrets = api::secrets(services, out, self.provider).await?;
+            api_of(self.provider.kind)
+                .call(Call {
+                    services,
+                    out,
+                    provider: self.provider,
+                    secrets,
+                    deadline,
+                })
+                .await
+        })
+    }
+}
+
+fn provider(p: &Provider, key: String) -> Box<dyn Transport + '_> {
+    Box::new(ProviderTransport::new(p, key))
+}
+
+/// The transports of a channel, in order (API.md §15.3). Email: the one marked primary —
+/// the relay, unless the email provider or the HTTP transport says `primary` — then the
+/// fallbacks: the fallback relay, the email provider, the HTTP transport. SMS: the SMS
+/// provider and the HTTP transport, primary first.
+///
+/// The primary's window is keyed by the tenant (the sender's claims count it); the others
+/// have their own.
+pub(crate) fn route(tenant: &Tenant, channel: Channel) -> Vec<Box<dyn Transport + '_>> {
+    let id = tenant.id.as_str();
+    let own = |what: &str| format!("{id}/{what}");
+    let primary_key = id.to_string();
+    let is_primary = |u: TransportUse| u == TransportUse::Primary;
+    fn relay<'t>(
+        tenant: &'t Tenant,
+        a: &'t SmtpAccount,
+        fallback: bool,
+        key: String,
+    ) -> Box<dyn Transport + 't> {
+        Box::new(Relay::new(tenant, a, fallback, key))
+    }
+    let http = tenant.http.as_ref();
+    let ceiling = tenant.smtp.as_ref().map_or(0, |a| a.max_connections);
+    let mut out: Vec<Box<dyn Transport + '_>> = Vec::new();
+    match channel {
+        Channel::Email => {
+            let provider_first = tenant
+                .email_provider
+                .as_ref()
+                .filter(|p| is_primary(p.use_as));
+            let http_first = http.filter(|h| is_primary(h.use_as));
+            match (provider_first, http_first, &tenant.smtp) {
+                (Some(p), _, _) => out.push(provider(p, primary_key)),
+                (None, Some(h), _) => {
+                    out.push(Box::new(HttpEndpoint::new(h, primary_key, ceiling)))
+                }
+                (None, None, Some(a)) => out.push(relay(tenant, a, false, primary_key)),
+                (None, None, None) => {}
+            }
+            if let Some(f) = &tenant.smtp_fallback {
+                out.push(relay(tenant, f, true, sealed_as(&tenant.id, true)));
+            }
+            if let Some(p) = tenant
+                .email_provider
+                .as_ref()
+                .filter(|p| !is_primary(p.use_as))
+            {
+                out.push(provider(p, own("provider")));
+            }
+            if let Some(h) = http.filter(|h| !is_primary(h.use_as)) {
+                out.push(Box::new(HttpEndpoint::new(h, own("http"), ceiling)));
+            }
+        }
+        Channel::Sms => {
+            // A text message never waits in an email transport's window: its transports
+            // have windows of their own, except the HTTP endpoint when it is the tenant's
+            // primary transport (one endpoint, one window).
+            let p = tenant.sms_provider.as_ref();
+            let provider_first = p.is_some_and(|p| is_primary(p.use_as))
+                || http.is_none_or(|h| !is_primary(h.use_as));
+            let sms_provider = p.map(|p| provider(p, own("sms")));
+            let endpoint = http.map(|h| {
+                let key = if is_primary(h.use_as) {
+                    primary_key.clone()
+                } else {
+                    own("http")
+                };
+                Box::new(HttpEndpoint::new(h, key, ceiling)) as Box<dyn Transport + '_>
+            });
+            if provider_first {
+                out.extend(sms_provider);
+                out.extend(endpoint);
+            } else {
+                out.extend(endpoint);
+                out.extend(sms_provider);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::domain::tenant::HttpTransport;
+
+    fn names(t: &Tenant, c: Channel) -> Vec<(String, String)> {
+        route(t, c)
+            .iter()
+            .map(|r| (r.name(), r.key().replace(t.id.as_str(), "T")))
+            .collect()
+    }
+
+    fn provider_of(kind: ProviderKind, use_as: TransportUse) -> Provider {
+        Provider {
+            kind,
+            use_as,
+            settings: BTreeMap::new(),
+            sealed: Vec::new(),
+        }
+    }
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn routes_follow_the_documented_order_per_channel() {
+        let mut t = Tenant::sample();
+        assert_eq!(names(&t, Channel::Email), pairs(&[("smtp", "T")]));
+        assert!(names(&t, Channel::Sms).is_empty());
+        t.smtp_fallback = t.smtp.clone();
+        t.email_provider = Some(provider_of(ProviderKind::Postmark, TransportUse::Fallback));
+        t.http = Some(HttpTransport {
+            url: "https://h.example/x".into(),
+            use_as: TransportUse::Fallback,
+            secret: Vec::new(),
+        });
+        assert_eq!(
+            names(&t, Channel::Email),
+            pairs(&[
+                ("smtp", "T"),
+                ("smtp_fallback", "T/fallback"),
+                ("provider:postmark", "T/provider"),
+                ("http", "T/http"),
+            ])
+        );
+        // A provider marked primary replaces the relay, which is then not used.
+        t.email_provider = Some(provider_of(ProviderKind::Ses, TransportUse::Primary));
+        assert_eq!(
+            names(&t, Channel::Email),
+            pairs(&[
+                ("provider:ses", "T"),
+                ("smtp_fallback", "T/fallback"),
+                ("http", "T/http"),
+            ])
+        );
+        // A tenant without a relay and nothing primary: the fallbacks.
+        t.email_provider = Some(provider_of(ProviderKind::Resend, TransportUse::Fallback));
+        t.smtp = None;
+        t.smtp_fallback = None;
+        assert_eq!(
+            names(&t, Channel::Email),
+            pairs(&[("provider:resend", "T/provider"), ("http", "T/http")])
+        );
+        // SMS: the provider first unless the endpoint is the primary transport.
+        t.sms_provider = Some(provider_of(ProviderKind::Twilio, TransportUse::Fallback));
+        assert_eq!(
+            names(&t, Channel::Sms),
+            pairs(&[("provider:twilio", "T/sms"), ("http", "T/http")])
+        );
+        t.http.as_mut().unwrap().use_as = TransportUse::Primary;
+        assert_eq!(
+            names(&t, Channel::Sms),
+            pairs(&[("http", "T"), ("provider:twilio", "T/sms")])
+        );
+        t.sms_provider = None;
+        assert_eq!(names(&t, Channel::Sms), pairs(&[("http", "T")]));
+    }
+}

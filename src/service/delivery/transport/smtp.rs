@@ -1,0 +1,171 @@
+//! A tenant's relay (API.md §4, §11, §15.1): the message rendered as MIME and sent through
+//! the mailer's pooled sessions to the SSRF-checked address, logged in with the relay's
+//! password or, for an OAuth2 relay, with SASL XOAUTH2 and a cached access token — fetched
+//! anew once when the relay refuses it.
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use super::{Accepted, Deadline, Outbound, Sending, Transport};
+use crate::domain::delivery::{DeliveryError, DeliveryReason, FailureKind};
+use crate::domain::tenant::{SmtpAccount, Tenant};
+use crate::mailer::{Outgoing, SmtpAuth, SmtpTarget};
+use crate::service::seals::{sealed_as, Seal};
+use crate::service::{ServiceError, Services};
+
+pub(crate) struct Relay<'a> {
+    tenant: &'a Tenant,
+    account: &'a SmtpAccount,
+    fallback: bool,
+    key: String,
+}
+
+impl<'a> Relay<'a> {
+    pub fn new(tenant: &'a Tenant, account: &'a SmtpAccount, fallback: bool, key: String) -> Self {
+        Relay {
+            tenant,
+            account,
+            fallback,
+            key,
+        }
+    }
+}
+
+impl Transport for Relay<'_> {
+    fn name(&self) -> String {
+        if self.fallback {
+            "smtp_fallback"
+        } else {
+            "smtp"
+        }
+        .into()
+    }
+    fn key(&self) -> &str {
+        &self.key
+    }
+    fn ceiling(&self) -> u32 {
+        self.account.max_connections
+    }
+    fn timeout(&self, s: &Services) -> Duration {
+        s.mailer.timeout()
+    }
+    fn send<'a>(
+        &'a self,
+        s: &'a Services,
+        out: &'a Outbound<'a>,
+        deadline: Deadline,
+        sessions: usize,
+    ) -> Sending<'a> {
+        Box::pin(async move {
+            let outgoing = Outgoing {
+                to: out.to,
+                subject: &out.msg.subject,
+                text: &out.msg.text,
+                html: out.msg.html.as_deref(),
+                message_id: Some(&out.msg.message_id),
+            };
+            let bounds = (deadline.by, deadline.setup_by);
+            let target = s
+                .relay_target(self.tenant, self.account, self.fallback, false)
+                .await?;
+            match s.mailer.send(&target, &outgoing, bounds, sessions).await {
+                Ok(()) => Ok(Accepted::default()),
+                // The relay refused the token (revoked, or expired early): once more with a
+                // fresh one before the attempt fails as smtp_auth.
+                Err(e)
+                    if self.account.oauth2.is_some()
+                        && e.reason == DeliveryReason::Auth
+                        && e.kind == FailureKind::Permanent =>
+                {
+                    tracing::info!(tenant_id = %self.tenant.id, "the relay refused its OAuth2 token; fetching a new one");
+                    let target = s
+                        .relay_target(self.tenant, self.account, self.fallback, true)
+                        .await?;
+                    s.mailer
+                        .send(&target, &outgoing, bounds, sessions)
+                        .await
+                        .map(|()| Accepted::default())
+                }
+                Err(e) => Err(e),
+            }
+        })
+    }
+}
+
+impl Services {
+    /// A relay as the mailer sends to it, its credentials opened: the password (a blob
+    /// sealed under a data key this process has not seen reloads the keyring once), or an
+    /// OAuth2 access token (cached; `fresh`: fetched anew). Unreadable credentials make the
+    /// relay unusable here (the next transport is tried).
+    pub(crate) async fn relay_target(
+        &self,
+        tenant: &Tenant,
+        account: &SmtpAccount,
+        fallback: bool,
+        fresh: bool,
+    ) -> Result<SmtpTarget, DeliveryError> {
+        // The pool's key: the fallback relay's sessions are its own.
+        let pool = sealed_as(&tenant.id, fallback);
+        let auth = match &account.oauth2 {
+            Some(o) => SmtpAuth::Xoauth2(
+                self.oauth2_token(tenant, account, o, (&pool, fallback), fresh)
+                    .await?,
+            ),
+            None => {
+                let plain = self
+                    .open(&Seal::relay(&tenant.id, fallback, account), &account.password)
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(tenant_id = %tenant.id, relay = pool, error = %e, "a relay's SMTP password cannot be decrypted");
+                        DeliveryError::new(
+                            DeliveryReason::Auth,
+                            FailureKind::Unusable,
+                            "the relay's password cannot be decrypted",
+                        )
+                    })?;
+                SmtpAuth::Password(SecretString::from(
+                    String::from_utf8(plain).unwrap_or_default(),
+                ))
+            }
+        };
+        Ok(SmtpTarget {
+            tenant_id: pool,
+            version: tenant.smtp_version,
+            host: account.host.as_str().to_string(),
+            port: account.port,
+            username: account.username.clone(),
+            auth,
+            from: account.from.as_str().to_string(),
+            tls: account.tls,
+        })
+    }
+
+    /// Send one test message through the tenant's relay (`otpmint smtp test`), OAuth2
+    /// relays included; nothing is stored.
+    pub async fn test_relay(&self, tenant: &Tenant, to: &str) -> Result<(), ServiceError> {
+        let account = tenant
+            .smtp
+            .as_ref()
+            .ok_or_else(|| ServiceError::field("smtp", "the tenant has no relay"))?;
+        let target = self
+            .relay_target(tenant, account, false, false)
+            .await
+            .map_err(|e| ServiceError::Delivery(e.reason))?;
+        self.mailer
+            .send(
+                &target,
+                &Outgoing {
+                    to,
+                    subject: "otpmint SMTP test",
+                    text: "This is a test message from otpmint. No action is needed.\r\n",
+                    html: None,
+                    message_id: None,
+                },
+                (tokio::time::Instant::now() + self.mailer.timeout(), None),
+                1,
+            )
+            .await
+            .map_err(|e| ServiceError::Delivery(e.reason))
+    }
+}
