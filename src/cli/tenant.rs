@@ -152,11 +152,7 @@ pub(super) async fn tenant(cmd: TenantCommand, s: Services) -> Result<(), CliErr
                         from: a.smtp_from,
                         tls,
                         max_connections: None,
-                        oauth2: a
-                            .smtp_oauth2_file
-                            .as_ref()
-                            .map(read_oauth2)
-                            .transpose()?,
+                        oauth2: a.smtp_oauth2_file.as_ref().map(read_oauth2).transpose()?,
                     }),
                     policy: PolicyPatch::default(),
                     delivery: None,

@@ -312,11 +312,12 @@ impl Services {
         Ok(Some(account))
     }
 
-    /// A token endpoint passes the outbound address policy (the webhooks' settings).
+    /// A token endpoint passes the outbound address policy (the webhooks' settings) as far
+    /// as it can be told without DNS (scheme, an IP literal's address, local names); the
+    /// resolved addresses are checked at every request.
     async fn check_token_url(&self, relay: &str, url: &str) -> Result<(), ServiceError> {
         let settings = self.settings.load_full();
-        crate::webhook::check_url_resolved(url, &settings)
-            .await
+        crate::webhook::check_url(url, &settings)
             .map(drop)
             .map_err(|e| match e {
                 crate::webhook::UrlRefusal::Malformed => ServiceError::field(

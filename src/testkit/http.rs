@@ -36,8 +36,41 @@ impl Request {
     }
 }
 
+/// An answer a handler chose.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(status: u16, v: serde_json::Value) -> Reply {
+        Reply {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: v.to_string().into_bytes(),
+        }
+    }
+    pub fn empty(status: u16) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+    pub fn header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// Chooses the answer to a request (after the script, which wins while it lasts).
+pub type Handler = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
+
 #[derive(Default)]
 struct State {
+    handler: Mutex<Option<Handler>>,
     requests: Mutex<Vec<Request>>,
     /// Statuses for the next requests; `otherwise` once empty.
     script: Mutex<VecDeque<u16>>,
@@ -63,6 +96,13 @@ trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 impl HttpReceiver {
+    /// A receiver whose answers `handler` chooses (a fake API).
+    pub async fn start_with(tls: bool, handler: Handler) -> HttpReceiver {
+        let rx = Self::start(tls).await;
+        *rx.state.handler.lock().unwrap() = Some(handler);
+        rx
+    }
+
     pub async fn start(tls: bool) -> HttpReceiver {
         let ca = make_ca();
         let dir = tempfile::tempdir().unwrap();
@@ -201,21 +241,43 @@ async fn serve(mut io: Box<dyn Io>, st: Arc<State>) -> std::io::Result<()> {
         body.extend_from_slice(&chunk[..n]);
     }
     let delay = *st.delay.lock().unwrap();
-    let status = st
+    let scripted = st
         .script
         .lock()
         .unwrap()
         .pop_front()
-        .or(*st.otherwise.lock().unwrap())
-        .unwrap_or(200);
-    st.requests.lock().unwrap().push(Request {
+        .or(*st.otherwise.lock().unwrap());
+    let req = Request {
         method,
         path,
         headers,
         body,
-    });
+    };
+    let handler = st.handler.lock().unwrap().clone();
+    let reply = match (scripted, handler) {
+        (None, Some(h)) => Some(h(&req)),
+        _ => None,
+    };
+    st.requests.lock().unwrap().push(req);
     st.notify.notify_waiters();
     tokio::time::sleep(delay).await;
+    if let Some(reply) = reply {
+        let mut head = format!(
+            "HTTP/1.1 {} Fake\r\ncontent-length: {}\r\nconnection: close\r\n",
+            reply.status,
+            reply.body.len()
+        );
+        for (k, v) in &reply.headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        io.write_all(head.as_bytes()).await?;
+        io.write_all(&reply.body).await?;
+        io.flush().await?;
+        let _ = io.shutdown().await;
+        return Ok(());
+    }
+    let status = scripted.unwrap_or(200);
     let mut extra = if (300..400).contains(&status) {
         "location: http://127.0.0.1:9/elsewhere\r\n".to_string()
     } else {

@@ -1,6 +1,8 @@
-//! Test and benchmark helpers (feature `testkit`): a real SMTP server and a real HTTP(S)
-//! endpoint on loopback.
+//! Test and benchmark helpers (feature `testkit`): a real SMTP server, a real HTTP(S)
+//! endpoint, an OAuth2 token endpoint and fake provider APIs, all on loopback.
 
 pub mod http;
 mod mime;
+pub mod oauth2;
+pub mod providers;
 pub mod smtp;

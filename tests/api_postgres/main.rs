@@ -47,6 +47,9 @@ mod lifecycle;
 #[path = "../api/links.rs"]
 mod links;
 #[cfg(otpmint_pg_tests)]
+#[path = "../api/oauth2.rs"]
+mod oauth2;
+#[cfg(otpmint_pg_tests)]
 #[path = "../api/ops.rs"]
 mod ops;
 #[cfg(otpmint_pg_tests)]
@@ -55,6 +58,9 @@ mod otp;
 #[cfg(otpmint_pg_tests)]
 #[path = "../api/outbox.rs"]
 mod outbox;
+#[cfg(otpmint_pg_tests)]
+#[path = "../api/providers.rs"]
+mod providers;
 #[cfg(otpmint_pg_tests)]
 #[path = "../api/sms.rs"]
 mod sms;

@@ -103,8 +103,11 @@ struct Args {
     /// them round-robin, as a load balancer would
     #[arg(long, default_value_t = 1)]
     instances: usize,
-    /// `smtp`, or `http`: the bench tenant delivers through an HTTP receiver (the mint
-    /// scenarios only; --relay-delay-ms delays its answers)
+    /// `smtp`; `http`: the bench tenant delivers through an HTTP receiver; `provider:<kind>`
+    /// (postmark, resend, sendgrid, mailgun, ses, twilio, vonage): through a fake of that
+    /// provider's API (both the mint scenarios only; --relay-delay-ms delays their answers);
+    /// `smtp-oauth2`: the relay with XOAUTH2 and tokens from a test token endpoint (the
+    /// results count the token requests)
     #[arg(long, default_value = "smtp")]
     transport: String,
     /// Where to write the JSON results
@@ -128,6 +131,9 @@ pub struct RunResult {
     pub statuses: BTreeMap<u16, u64>,
     pub transport_errors: u64,
     pub server_cpu_ms_per_request: f64,
+    /// Requests to the OAuth2 token endpoint during the run (`--transport smtp-oauth2`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_requests: Option<u64>,
     /// Of that, the hashing threads'.
     pub server_hashing_cpu_ms_per_request: f64,
     /// CPU of this process (load generator and relay) per request.
@@ -185,7 +191,7 @@ async fn main() {
     );
     let servers = match args.otpmint_port {
         Some(_) => Vec::new(),
-        None => start_servers(&bin, &smtp, &args).await,
+        None => start_servers(&bin, &smtp, &args, &sink.server_config()).await,
     };
     let pids: Vec<u32> = servers.iter().map(|s| s.child.id()).collect();
     let ports: Vec<u16> = match args.otpmint_port {
@@ -236,7 +242,7 @@ async fn main() {
         .await
         .unwrap();
     assert_eq!(s, 200);
-    sink.attach(port, &sk).await;
+    sink.attach(port, &sk, &smtp).await;
     if args.stats_codes > 0 {
         let db = match &args.database {
             Some(base) => stats::Db::Postgres(database_url(base)),
@@ -363,6 +369,7 @@ async fn main() {
             sink.drain(&smtp);
             let mut floors = vec![hashing_floor(&args, args.floor_seconds).await];
             let conns_before = smtp.connections();
+            let tokens_before = sink.token_requests();
             let stats = || {
                 pids.iter()
                     .map(|p| proc_stats(*p))
@@ -445,6 +452,9 @@ async fn main() {
                 statuses,
                 transport_errors: errors,
                 server_cpu_ms_per_request: per_request(cpu_ms),
+                token_requests: sink
+                    .token_requests()
+                    .map(|n| n - tokens_before.unwrap_or(0)),
                 server_hashing_cpu_ms_per_request: per_request(hash_ms),
                 bench_cpu_ms_per_request: per_request(own_ms),
                 hashing_share_of_cpu: if all_ms > 0 {

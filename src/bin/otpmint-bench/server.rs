@@ -75,7 +75,13 @@ pub fn fresh_database(base: &str) -> String {
 }
 
 /// `--instances` servers on one database (SQLite: one server, its own file).
-pub async fn start_servers(bin: &Path, smtp: &SmtpServer, args: &Args) -> Vec<Server> {
+/// `extra`: lines for `[webhooks]` and tables for the end of each server's configuration.
+pub async fn start_servers(
+    bin: &Path,
+    smtp: &SmtpServer,
+    args: &Args,
+    extra: &(String, String),
+) -> Vec<Server> {
     let shared = args.database.as_deref().map(|base| {
         format!(
             "[database]\nurl = \"{}\"\npool_size = 16\n[crypto]\nmaster_key = \"{}\"\n",
@@ -85,12 +91,18 @@ pub async fn start_servers(bin: &Path, smtp: &SmtpServer, args: &Args) -> Vec<Se
     });
     let mut servers = Vec::new();
     for _ in 0..args.instances.max(1) {
-        servers.push(start_server(bin, smtp, args, shared.as_deref().unwrap_or("")).await);
+        let tail = format!("{}{}", shared.as_deref().unwrap_or(""), extra.1);
+        servers.push(start_server(bin, smtp, args, (&extra.0, &tail)).await);
     }
     servers
 }
 
-pub async fn start_server(bin: &Path, smtp: &SmtpServer, args: &Args, database: &str) -> Server {
+pub async fn start_server(
+    bin: &Path,
+    smtp: &SmtpServer,
+    args: &Args,
+    (webhooks, database): (&str, &str),
+) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut hashing = String::new();
@@ -108,7 +120,7 @@ pub async fn start_server(bin: &Path, smtp: &SmtpServer, args: &Args, database: 
         "[server]\nbind = \"127.0.0.1:{port}\"\n[admin]\ntoken = \"{ADMIN}\"\n[registration]\nmode = \"admin\"\n\
          [hashing]\n{hashing}\n\
          [limits]\nper_ip_per_second = 1000000\nper_ip_burst = 1000000\nrecipient_max_sends = 1000\ntenant_max_sends_per_hour = 100000000\nrecipient_max_failures = 100000\n\
-         [compat]\nmax_attempts = 20\n[webhooks]\nallow_private_hosts = true\nallow_plaintext = true\n\
+         [compat]\nmax_attempts = 20\n[webhooks]\nallow_private_hosts = true\nallow_plaintext = true\n{webhooks}\
          [smtp]\nallow_private_hosts = true\n{pool}allowed_ports = [{}]\nextra_root_certificates = [\"{}\"]\n{database}",
         smtp.port,
         smtp.ca_path.display()

@@ -1,42 +1,108 @@
-//! Where the bench's messages arrive: the SMTP test relay, or with `--transport http` an
-//! HTTP receiver the bench tenant delivers to (API.md §12.2), with the same per-message delay.
+//! Where the bench's messages arrive: the SMTP test relay; with `--transport http` an HTTP
+//! receiver the bench tenant delivers to (API.md §12.2); with `--transport provider:<kind>`
+//! a fake of that provider's API (API.md §15.2); with `--transport smtp-oauth2` the relay,
+//! logged in with XOAUTH2 and tokens from a test token endpoint (API.md §15.1) — each with
+//! the same per-message delay.
 
 use std::time::Duration;
 
 use otpmint::testkit::http::HttpReceiver;
-use otpmint::testkit::smtp::SmtpServer;
+use otpmint::testkit::oauth2::{TokenServer, CLIENT_ID, CLIENT_SECRET};
+use otpmint::testkit::providers::FakeProvider;
+use otpmint::testkit::smtp::{SmtpServer, SMTP_USER};
 use serde_json::json;
 
 use crate::client::Conn;
 
+enum Kind {
+    Smtp,
+    Http(HttpReceiver),
+    Provider(FakeProvider),
+    OAuth2(TokenServer),
+}
+
 pub struct Sink {
-    http: Option<HttpReceiver>,
+    kind: Kind,
 }
 
 impl Sink {
     pub async fn start(transport: &str, scenarios: &[String]) -> Sink {
-        let http = match transport {
-            "smtp" => None,
-            "http" => {
-                // The verify scenarios read their codes from the relay.
-                assert!(
-                    scenarios.iter().all(|s| s == "mint" || s == "mint-async"),
-                    "--transport http runs the mint and mint-async scenarios only"
-                );
-                Some(HttpReceiver::start(false).await)
-            }
-            other => panic!("--transport is smtp or http, not {other}"),
+        let mint_only = || {
+            // The verify scenarios read their codes from the relay.
+            assert!(
+                scenarios.iter().all(|s| s == "mint" || s == "mint-async"),
+                "--transport {transport} runs the mint and mint-async scenarios only"
+            );
         };
-        Sink { http }
+        let kind = match transport {
+            "smtp" => Kind::Smtp,
+            "http" => {
+                mint_only();
+                Kind::Http(HttpReceiver::start(false).await)
+            }
+            "smtp-oauth2" => Kind::OAuth2(TokenServer::start(SMTP_USER).await),
+            other => match other.strip_prefix("provider:") {
+                Some(kind) => {
+                    mint_only();
+                    let kind = otpmint::domain::provider::ProviderKind::parse(kind)
+                        .unwrap_or_else(|| panic!("no provider {kind}"));
+                    Kind::Provider(FakeProvider::start(kind.as_str()).await)
+                }
+                None => {
+                    panic!("--transport is smtp, http, smtp-oauth2 or provider:<kind>, not {other}")
+                }
+            },
+        };
+        Sink { kind }
     }
 
-    /// With an HTTP receiver: make it the tenant's primary transport.
-    pub async fn attach(&self, port: u16, sk: &str) {
-        let Some(rx) = &self.http else { return };
-        let body = json!({"url": rx.url("/send"), "use": "primary"}).to_string();
+    /// Lines for the servers' configuration: inside `[webhooks]`, and tables at the end.
+    pub fn server_config(&self) -> (String, String) {
+        let ca = |p: &std::path::Path| format!("extra_root_certificates = [\"{}\"]\n", p.display());
+        match &self.kind {
+            Kind::Provider(f) => (
+                ca(&f.rx.ca_path),
+                format!(
+                    "[delivery.provider_base_urls]\n{} = \"{}\"\n",
+                    f.kind,
+                    f.base_url()
+                ),
+            ),
+            Kind::OAuth2(t) => (ca(&t.rx.ca_path), String::new()),
+            _ => (String::new(), String::new()),
+        }
+    }
+
+    /// Give the bench tenant this transport.
+    pub async fn attach(&self, port: u16, sk: &str, smtp: &SmtpServer) {
+        let (method, path, body) = match &self.kind {
+            Kind::Smtp => return,
+            Kind::Http(rx) => (
+                "PUT",
+                "/v1/tenant/transport/http",
+                json!({"url": rx.url("/send"), "use": "primary"}),
+            ),
+            Kind::Provider(f) => (
+                "PUT",
+                if f.channel() == "sms" {
+                    "/v1/tenant/providers/sms"
+                } else {
+                    "/v1/tenant/providers/email"
+                },
+                f.settings("primary"),
+            ),
+            Kind::OAuth2(t) => {
+                smtp.accept_xoauth2(t.check());
+                (
+                    "PATCH",
+                    "/v1/tenant",
+                    json!({"smtp": {"oauth2": {"token_url": t.url(), "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}}}),
+                )
+            }
+        };
         let mut c = Conn::open(port).await.unwrap();
         let (s, b) = c
-            .request("PUT", "/v1/tenant/transport/http", sk, body.as_bytes())
+            .request(method, path, sk, body.to_string().as_bytes())
             .await
             .unwrap();
         assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
@@ -44,23 +110,36 @@ impl Sink {
 
     pub fn set_delay(&self, smtp: &SmtpServer, d: Duration) {
         smtp.set_delay(d);
-        if let Some(rx) = &self.http {
-            rx.set_delay(d);
+        match &self.kind {
+            Kind::Http(rx) => rx.set_delay(d),
+            Kind::Provider(f) => f.rx.set_delay(d),
+            _ => {}
         }
     }
 
     /// Messages arrived since the last `drain`.
     pub fn delivered(&self, smtp: &SmtpServer) -> usize {
-        match &self.http {
-            Some(rx) => rx.requests().len(),
-            None => smtp.messages().len(),
+        match &self.kind {
+            Kind::Http(rx) => rx.requests().len(),
+            Kind::Provider(f) => f.taken().len(),
+            _ => smtp.messages().len(),
         }
     }
 
     pub fn drain(&self, smtp: &SmtpServer) {
         smtp.drain();
-        if let Some(rx) = &self.http {
-            rx.clear();
+        match &self.kind {
+            Kind::Http(rx) => rx.clear(),
+            Kind::Provider(f) => f.clear(),
+            _ => {}
+        }
+    }
+
+    /// Requests to the OAuth2 token endpoint so far (with `--transport smtp-oauth2`).
+    pub fn token_requests(&self) -> Option<u64> {
+        match &self.kind {
+            Kind::OAuth2(t) => Some(t.requests() as u64),
+            _ => None,
         }
     }
 }

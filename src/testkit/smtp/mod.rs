@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! A real SMTP server for tests and benchmarks: TCP on loopback, STARTTLS or implicit TLS with a test CA
-//! made at test time, AUTH PLAIN/LOGIN, and the received messages kept for reading.
+//! made at test time, AUTH PLAIN/LOGIN/XOAUTH2, and the received messages kept for reading.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -113,7 +113,14 @@ struct State {
     /// Sessions open right now, and those turned away with `421`.
     active: AtomicUsize,
     turned_away: AtomicUsize,
+    /// Who may log in with SASL XOAUTH2: (user, token) → accepted. None: nobody.
+    xoauth2: Mutex<Option<TokenCheck>>,
+    xoauth2_logins: AtomicUsize,
+    xoauth2_refusals: AtomicUsize,
 }
+
+/// Whether a bearer token logs this user in.
+pub type TokenCheck = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
 
 /// Counts a session as open until dropped.
 struct Active<'a>(&'a State);
@@ -202,6 +209,9 @@ impl SmtpServer {
             session_limit: Mutex::new(None),
             active: AtomicUsize::new(0),
             turned_away: AtomicUsize::new(0),
+            xoauth2: Mutex::new(None),
+            xoauth2_logins: AtomicUsize::new(0),
+            xoauth2_refusals: AtomicUsize::new(0),
         });
         let st = Arc::clone(&state);
         tokio::spawn(async move {
@@ -220,6 +230,19 @@ impl SmtpServer {
             state,
             _dir: dir,
         }
+    }
+
+    /// Accept SASL XOAUTH2 logins this check accepts (an OAuth2 token endpoint's tokens).
+    pub fn accept_xoauth2(&self, check: TokenCheck) {
+        *self.state.xoauth2.lock().unwrap() = Some(check);
+    }
+
+    /// XOAUTH2 logins accepted and refused so far.
+    pub fn xoauth2_counts(&self) -> (usize, usize) {
+        (
+            self.state.xoauth2_logins.load(Ordering::SeqCst),
+            self.state.xoauth2_refusals.load(Ordering::SeqCst),
+        )
     }
 
     pub fn set_mode(&self, mode: Mode) {

@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The SMTP conversation of the test server: greeting (or `421` beyond the session limit),
-//! EHLO, STARTTLS, AUTH PLAIN/LOGIN, MAIL, RCPT, DATA with the relay's delay, RSET, NOOP,
+//! EHLO, STARTTLS, AUTH PLAIN/LOGIN/XOAUTH2, MAIL, RCPT, DATA with the relay's delay, RSET, NOOP,
 //! QUIT, and the failure modes a test asks for.
 
 use super::*;
@@ -113,7 +113,7 @@ async fn session(
             if !tls {
                 s.push_str("250-STARTTLS\r\n");
             } else {
-                s.push_str("250-AUTH PLAIN LOGIN\r\n");
+                s.push_str("250-AUTH PLAIN LOGIN XOAUTH2\r\n");
             }
             s.push_str("250 8BITMIME\r\n");
             s
@@ -137,6 +137,28 @@ async fn session(
                 "235 ok\r\n".into()
             } else {
                 "535 bad credentials\r\n".into()
+            }
+        } else if upper.starts_with("AUTH XOAUTH2") {
+            // `user=<user>\x01auth=Bearer <token>\x01\x01`, base64, as Microsoft 365 and
+            // Gmail take it; a refused token is 535 at once (as Microsoft answers).
+            let decoded = b64(cmd[12..].trim());
+            let mut parts = decoded.split('\x01');
+            let user_part = parts.next().and_then(|p| p.strip_prefix("user="));
+            let token = parts.next().and_then(|p| p.strip_prefix("auth=Bearer "));
+            let accepted = match (tls, user_part, token, st.xoauth2.lock().unwrap().clone()) {
+                (true, Some(u), Some(t), Some(check)) => check(u, t).then(|| u.to_string()),
+                _ => None,
+            };
+            match accepted {
+                Some(u) => {
+                    user = u;
+                    st.xoauth2_logins.fetch_add(1, Ordering::SeqCst);
+                    "235 2.7.0 Authentication successful\r\n".into()
+                }
+                None => {
+                    st.xoauth2_refusals.fetch_add(1, Ordering::SeqCst);
+                    "535 5.7.3 Authentication unsuccessful\r\n".into()
+                }
             }
         } else if upper.starts_with("AUTH LOGIN") {
             r.get_mut().write_all(b"334 VXNlcm5hbWU6\r\n").await?;
