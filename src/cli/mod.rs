@@ -184,7 +184,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
                 .await
                 .map_err(service_msg)?;
             println!(
-                "data key version {} active{}; SMTP passwords: {} re-encrypted, {} already current; webhook secrets: {} re-encrypted",
+                "data key version {} active{}; credentials (relay passwords and OAuth2 secrets, provider secrets): {} re-encrypted, {} already current; webhook secrets: {} re-encrypted",
                 r.active_version,
                 if r.started_new {
                     " (new)"

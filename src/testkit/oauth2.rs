@@ -171,6 +171,11 @@ impl TokenServer {
         self.state.issued.lock().unwrap().clear();
     }
 
+    /// Every access token issued so far.
+    pub fn issued(&self) -> Vec<String> {
+        self.state.issued.lock().unwrap().keys().cloned().collect()
+    }
+
     /// Requests received.
     pub fn requests(&self) -> usize {
         self.state.requests.load(Ordering::SeqCst)

@@ -357,6 +357,143 @@ async fn cli_manages_tenants_and_logs_never_show_secrets() {
     assert!(!log.contains(master.trim()));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_and_oauth2_relays_leave_no_secret_in_the_logs() {
+    use base64::Engine;
+    use otpmint::testkit::oauth2::{TokenServer, CLIENT_ID, CLIENT_SECRET};
+    use otpmint::testkit::providers::{FakeProvider, POSTMARK_TOKEN, TWILIO_SID, TWILIO_TOKEN};
+    let smtp = SmtpServer::start().await;
+    let tokens = TokenServer::start(SMTP_USER).await;
+    smtp.accept_xoauth2(tokens.check());
+    let postmark = FakeProvider::start("postmark").await;
+    let twilio = FakeProvider::start("twilio").await;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = format!(
+        "[server]\nbind = \"127.0.0.1:0\"\n[admin]\ntoken = \"admin-token-never-logged-42\"\n\
+         [smtp]\nallow_private_hosts = true\nallowed_ports = [{}]\nextra_root_certificates = [\"{}\"]\n\
+         [webhooks]\nallow_private_hosts = true\nextra_root_certificates = [\"{}\", \"{}\", \"{}\"]\n\
+         [log]\nlevel = \"trace\"\n[delivery.provider_base_urls]\npostmark = \"{}\"\ntwilio = \"{}\"\n",
+        smtp.port,
+        smtp.ca_path.display(),
+        tokens.rx.ca_path.display(),
+        postmark.rx.ca_path.display(),
+        twilio.rx.ca_path.display(),
+        postmark.base_url(),
+        twilio.base_url(),
+    );
+    std::fs::write(dir.path().join("otpmint.toml"), conf).unwrap();
+    let mut cmd = otpmint(dir.path());
+    cmd.args(["--config", "otpmint.toml"]);
+    let running = serve(cmd).unwrap();
+    let base = format!("http://127.0.0.1:{}", running.port);
+    let client = reqwest::Client::new();
+    let send = |method: reqwest::Method, path: &str, bearer: &str, body: Value| {
+        client
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(bearer)
+            .json(&body)
+            .send()
+    };
+    let r = send(
+        reqwest::Method::POST,
+        "/v1/tenants",
+        "admin-token-never-logged-42",
+        json!({"name": "Acme", "smtp": {"host": "127.0.0.1", "port": smtp.port, "username": SMTP_USER,
+            "from": "Acme <no-reply@acme.example>",
+            "oauth2": {"token_url": tokens.url(), "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let sk = r.json::<Value>().await.unwrap()["secret_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (channel, fake) in [("email", &postmark), ("sms", &twilio)] {
+        let r = send(
+            reqwest::Method::PUT,
+            &format!("/v1/tenant/providers/{channel}"),
+            &sk,
+            fake.settings("fallback"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    // Through the OAuth2 relay; through Postmark once the relay is down; a text message
+    // through Twilio; each verified.
+    let mut codes = Vec::new();
+    for (to, i) in [
+        ("ada@example.com", 0),
+        ("bob@example.com", 1),
+        ("+4915112345678", 2),
+    ] {
+        if i == 1 {
+            smtp.set_mode(crate::smtp::Mode::Down);
+        }
+        let field = if to.starts_with('+') {
+            "phone"
+        } else {
+            "email"
+        };
+        let r = send(reqwest::Method::POST, "/v1/otp", &sk, json!({ field: to }))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let key = r.json::<Value>().await.unwrap()["shareable_key"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let code = match i {
+            0 => smtp.wait_for(to, 1).await.code(),
+            1 => postmark.wait_taken(1).await[0].code(),
+            _ => twilio.wait_taken(1).await[0].code(),
+        };
+        let r = send(
+            reqwest::Method::POST,
+            "/v1/otp/verify",
+            &sk,
+            json!({"shareable_key": key, "otp": code}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        codes.push(code);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut log = String::new();
+    while let Ok(l) = running.lines.try_recv() {
+        log.push_str(&l);
+        log.push('\n');
+    }
+    assert!(
+        log.contains("provider:postmark") && log.contains("provider:twilio"),
+        "{log}"
+    );
+    let b64 = |s: String| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut secrets = vec![
+        CLIENT_SECRET.to_string(),
+        POSTMARK_TOKEN.to_string(),
+        TWILIO_TOKEN.to_string(),
+        b64(format!("{TWILIO_SID}:{TWILIO_TOKEN}")),
+        "ada@example.com".into(),
+        "+4915112345678".into(),
+    ];
+    for t in tokens.issued() {
+        secrets.push(b64(format!("user={SMTP_USER}\x01auth=Bearer {t}\x01\x01")));
+        secrets.push(t);
+    }
+    secrets.extend(codes);
+    assert!(tokens.requests() >= 1);
+    for secret in &secrets {
+        assert!(
+            !log.contains(secret.as_str()),
+            "log output holds a secret ({} chars)",
+            secret.len()
+        );
+    }
+}
+
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_applies_live_settings_and_names_those_needing_a_restart() {

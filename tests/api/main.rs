@@ -28,3 +28,30 @@ mod templates;
 mod tenants;
 mod transports;
 mod webhooks;
+
+/// `tests/api_postgres` builds these modules again against PostgreSQL: it must list every one
+/// of them (a module left out would silently run on SQLite only), but for those named here
+/// with the reason.
+#[test]
+fn the_postgres_suite_builds_every_module_of_this_one() {
+    const SQLITE_ONLY: &[(&str, &str)] = &[(
+        "browser",
+        "drives Chromium through the pages; what the pages store is tested on PostgreSQL by hosted and links",
+    )];
+    let modules = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.trim().strip_prefix("mod "))
+            .map(|m| m.trim_end_matches(';').trim().to_string())
+            .collect()
+    };
+    let here = modules(include_str!("main.rs"));
+    let there = modules(include_str!("../api_postgres/main.rs"));
+    for m in &here {
+        let excused = SQLITE_ONLY.iter().any(|(name, _)| name == m);
+        assert!(
+            there.contains(m) || excused,
+            "tests/api_postgres/main.rs does not build `{m}`"
+        );
+    }
+    assert!(here.len() > 20, "{here:?}");
+}

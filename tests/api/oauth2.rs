@@ -118,6 +118,17 @@ async fn a_relay_logs_in_with_xoauth2_and_one_token_serves_many_messages() {
     assert_eq!(tokens.grants(), ["client_credentials"]);
     assert!(tokens.problems().is_empty(), "{:?}", tokens.problems());
     assert!(app.smtp.xoauth2_counts().0 >= 1);
+    // Re-sealed by a data-key rotation: another process opens the secret and logs in.
+    let (ok, out, err) = app.cli(&["keys", "rotate-data-key"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("provider secrets): 1 re-encrypted"), "{out}");
+    let (ok, out, err) = cli(
+        &app,
+        &tokens,
+        &["smtp", "test", &id, "--to", "after@example.com"],
+    );
+    assert!(ok, "{out}{err}");
+    assert_eq!(tokens.requests(), 2);
     // Never stored in the clear.
     assert!(!app
         .stored_bytes()

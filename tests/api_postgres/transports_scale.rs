@@ -112,3 +112,60 @@ async fn queued_messages_through_the_endpoint_and_the_fallback_relay_go_once_ove
         assert_eq!(st["delivery"]["transport"], want, "{st}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_messages_through_providers_go_once_over_two_instances() {
+    use otpmint::testkit::providers::FakeProvider;
+    let email = FakeProvider::start("postmark").await;
+    let sms = FakeProvider::start("twilio").await;
+    let a = crate::providers::app_with(&[&email, &sms], &[]).await;
+    let b = instance_like(&a).await;
+    // A tenant without a relay: a provider per channel.
+    let r = a.post("/v1/tenants", ADMIN, json!({"name": "P"})).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let sk = r.json::<Value>().await.unwrap()["secret_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for f in [&email, &sms] {
+        let r = a
+            .put(
+                &format!("/v1/tenant/providers/{}", f.channel()),
+                &sk,
+                f.settings("primary"),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let mut keys = Vec::new();
+    for i in 0..24 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let mut body = if i % 3 == 0 {
+            json!({"phone": format!("+4915100001{i:03}")})
+        } else {
+            json!({"email": format!("p{i}@example.com")})
+        };
+        body["delivery"] = json!("async");
+        let r = app.post("/v1/otp", &sk, body.clone()).await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let v: Value = r.json().await.unwrap();
+        keys.push((body, v["shareable_key"].as_str().unwrap().to_string()));
+    }
+    email.wait_taken(16).await;
+    sms.wait_taken(8).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(email.taken().len(), 16, "a message went twice");
+    assert_eq!(sms.taken().len(), 8, "a text message went twice");
+    // Every code verifies once, on the other instance than the one that minted it.
+    let taken: Vec<_> = email.taken().into_iter().chain(sms.taken()).collect();
+    for (i, (body, key)) in keys.iter().enumerate() {
+        let app = if i % 2 == 0 { &b } else { &a };
+        let to = body
+            .get("email")
+            .or(body.get("phone"))
+            .and_then(Value::as_str)
+            .unwrap();
+        let msg = taken.iter().find(|t| t.to == to).unwrap();
+        assert_eq!(app.verify(&sk, key, &msg.code()).await.0, StatusCode::OK);
+    }
+}

@@ -110,6 +110,10 @@ struct Args {
     /// results count the token requests)
     #[arg(long, default_value = "smtp")]
     transport: String,
+    /// With `--transport smtp-oauth2`: the access tokens' lifetime (`expires_in`); otpmint
+    /// uses a token until 60 s before it expires
+    #[arg(long, default_value_t = 3600)]
+    token_lifetime_seconds: u64,
     /// Where to write the JSON results
     #[arg(long, default_value = "target/bench-results.json")]
     json: PathBuf,
@@ -185,6 +189,7 @@ async fn main() {
 
     let smtp = SmtpServer::start().await;
     let sink = sink::Sink::start(&args.transport, &args.scenarios).await;
+    sink.set_token_lifetime(args.token_lifetime_seconds);
     assert!(
         args.instances <= 1 || args.database.is_some(),
         "--instances needs --database (instances share one PostgreSQL database)"

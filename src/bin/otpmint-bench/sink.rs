@@ -135,6 +135,13 @@ impl Sink {
         }
     }
 
+    /// The token endpoint's `expires_in` (with `--transport smtp-oauth2`).
+    pub fn set_token_lifetime(&self, secs: u64) {
+        if let Kind::OAuth2(t) = &self.kind {
+            t.set_expires_in(secs);
+        }
+    }
+
     /// Requests to the OAuth2 token endpoint so far (with `--transport smtp-oauth2`).
     pub fn token_requests(&self) -> Option<u64> {
         match &self.kind {
