@@ -205,6 +205,10 @@ impl OAuth2Input {
         }
         let scope = match (&self.scope, provider) {
             (Some(s), _) => s.clone(),
+            // A patch that names neither a scope nor a provider keeps the stored scope.
+            (None, _) if self.provider.is_none() && current.is_some() => {
+                current.map(|c| c.scope.clone()).unwrap_or_default()
+            }
             (None, Some(OAuth2Provider::Microsoft)) if refresh => {
                 MICROSOFT_DELEGATED_SCOPE.to_string()
             }
@@ -220,6 +224,12 @@ impl OAuth2Input {
         }
         if current.is_none() && self.client_secret.is_none() {
             errs.push(FieldError::new(field("client_secret"), "is required"));
+        } else if self.refresh_token.is_some() && self.client_secret.is_none() {
+            // Sealed together: a new refresh token comes with the client secret.
+            errs.push(FieldError::new(
+                field("client_secret"),
+                "is required with refresh_token",
+            ));
         }
         if errs.len() > before {
             return None;

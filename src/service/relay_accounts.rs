@@ -233,6 +233,13 @@ impl Services {
             (Some(_), None) | (None, Some(_)) => moved = true,
             (None, None) => {}
         }
+        if oauth2.is_some() && username.is_empty() {
+            // XOAUTH2 names the mailbox: without a user name nothing would log in.
+            errs.push(FieldError::new(
+                format!("{relay}.username"),
+                "is required with oauth2 (the mailbox that sends)",
+            ));
+        }
         let given = sp.password.is_some() || oauth2.as_ref().is_some_and(|(_, s)| s.is_some());
         if moved && !given {
             let (field, what) = if oauth2.is_some() {

@@ -281,6 +281,11 @@ async fn moving_an_oauth2_relay_needs_its_secret_again() {
             json!({"smtp": {"password": "x", "oauth2": {"client_secret": "y"}}}),
             "smtp.password",
         ),
+        (
+            json!({"smtp": {"oauth2": {"refresh_token": "rt-alone"}}}),
+            "smtp.oauth2.client_secret",
+        ),
+        (json!({"smtp": {"username": ""}}), "smtp.username"),
     ] {
         let (s, v) = body(app.patch(&path, ADMIN, patch.clone()).await).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{patch}: {v}");
