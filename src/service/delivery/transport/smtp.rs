@@ -66,9 +66,23 @@ impl Transport for Relay<'_> {
                 message_id: Some(&out.msg.message_id),
             };
             let bounds = (deadline.by, deadline.setup_by);
-            let target = s
-                .relay_target(self.tenant, self.account, self.fallback, false)
-                .await?;
+            // Opening the credentials (an OAuth2 token: the wait for the relay's one token
+            // request included) counts against the attempt's time like the session does.
+            let by = deadline.setup_by.unwrap_or(deadline.by);
+            let in_time = |fresh| {
+                tokio::time::timeout_at(
+                    by,
+                    s.relay_target(self.tenant, self.account, self.fallback, fresh),
+                )
+            };
+            let late = || {
+                DeliveryError::transient(
+                    DeliveryReason::Auth,
+                    "the relay's credentials were not ready in time",
+                )
+                .with_code("oauth2_unavailable")
+            };
+            let target = in_time(false).await.map_err(|_| late())??;
             match s.mailer.send(&target, &outgoing, bounds, sessions).await {
                 Ok(()) => Ok(Accepted::default()),
                 // The relay refused the token (revoked, or expired early): once more with a
@@ -79,9 +93,7 @@ impl Transport for Relay<'_> {
                         && e.kind == FailureKind::Permanent =>
                 {
                     tracing::info!(tenant_id = %self.tenant.id, "the relay refused its OAuth2 token; fetching a new one");
-                    let target = s
-                        .relay_target(self.tenant, self.account, self.fallback, true)
-                        .await?;
+                    let target = in_time(true).await.map_err(|_| late())??;
                     s.mailer
                         .send(&target, &outgoing, bounds, sessions)
                         .await
