@@ -182,11 +182,26 @@ pub struct OtpSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HashingSettings {
+    /// How codes are hashed (API.md §19.1); stored hashes of the other kind keep verifying.
+    #[serde(default)]
+    pub algorithm: HashAlgorithm,
     pub memory_kib: u32,
     pub iterations: u32,
     pub parallelism: u32,
     pub max_concurrent: usize,
     pub max_queue: usize,
+}
+
+/// `hashing.algorithm`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum HashAlgorithm {
+    /// argon2id keyed with the pepper, on the hashing threads.
+    #[default]
+    #[serde(rename = "argon2id")]
+    Argon2id,
+    /// HMAC-SHA256 with a key derived from the pepper (HKDF), computed in place.
+    #[serde(rename = "hmac-sha256")]
+    HmacSha256,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

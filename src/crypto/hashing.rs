@@ -1,5 +1,7 @@
-//! argon2id of codes, keyed with the pepper, on a bounded pool of dedicated threads that
-//! reuse their memory blocks; a full queue is reported as overload instead of waiting.
+//! Codes hashed with the pepper: argon2id on a bounded pool of dedicated threads that reuse
+//! their memory blocks (a full queue is reported as overload instead of waiting), or a keyed
+//! HMAC-SHA256 computed in place (API.md §19.1). The stored form names its algorithm, so
+//! codes made under either verify after `hashing.algorithm` changes.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
@@ -13,11 +15,15 @@ use rand::{rngs::OsRng, RngCore};
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
-use crate::config::HashingSettings;
+use crate::config::{HashAlgorithm, HashingSettings};
 
 const OUTPUT_LEN: usize = 32;
 const SALT_LEN: usize = 16;
 const LEGACY_PREFIX: &str = "otpmint-sha256$";
+/// The stored form of a keyed HMAC: `$hmac-sha256$v=1$<salt>$<mac>` (unpadded base64).
+const HMAC_PREFIX: &str = "$hmac-sha256$v=1$";
+/// HKDF's info for the HMAC key: its own label, so the key is used for nothing else.
+const HMAC_KEY_LABEL: &[u8] = b"otpmint code hmac-sha256 v1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
@@ -39,6 +45,9 @@ struct Inner {
     tx: Mutex<Option<SyncSender<Job>>>,
     params: Params,
     pepper: Arc<[u8]>,
+    algorithm: HashAlgorithm,
+    /// HKDF-SHA256 of the pepper under [`HMAC_KEY_LABEL`].
+    hmac_key: [u8; 32],
     waiting: AtomicUsize,
     /// Jobs admitted and not finished; never above `capacity`.
     inflight: AtomicUsize,
@@ -92,6 +101,8 @@ impl Hasher {
                 tx: Mutex::new(Some(tx)),
                 params,
                 pepper: Arc::from(pepper),
+                algorithm: settings.algorithm,
+                hmac_key: hmac_key_of(pepper)?,
                 waiting: AtomicUsize::new(0),
                 inflight: AtomicUsize::new(0),
                 capacity,
@@ -133,6 +144,12 @@ impl Hasher {
         let slot = self.slot()?;
         let mut salt = [0u8; SALT_LEN];
         OsRng.fill_bytes(&mut salt);
+        if self.inner.algorithm == HashAlgorithm::HmacSha256 {
+            return Ok(hmac_string(
+                &salt,
+                &hmac(&self.inner.hmac_key, &salt, code)?,
+            ));
+        }
         let params = self.inner.params.clone();
         let pepper = Arc::clone(&self.inner.pepper);
         let code = SecretString::from(code.to_string());
@@ -148,6 +165,12 @@ impl Hasher {
     /// §13.3).
     pub async fn hash_like(&self, code: &str, phc: &str) -> Result<String, HashError> {
         let slot = self.slot()?;
+        if let Some((salt, _)) = parse_hmac(phc)? {
+            return Ok(hmac_string(
+                &salt,
+                &hmac(&self.inner.hmac_key, &salt, code)?,
+            ));
+        }
         let (params, salt, _) = parse_phc(phc)?;
         let pepper = Arc::clone(&self.inner.pepper);
         let code = SecretString::from(code.to_string());
@@ -158,8 +181,8 @@ impl Hasher {
         .await
     }
 
-    /// Wrap an imported OtpMint hash (`sha256(salt + code)` as hex): argon2id with the pepper
-    /// over that hex, so a leaked database still needs the pepper. Verified by [`Hasher::verify_stored`].
+    /// Wrap an imported OtpMint hash (`sha256(salt + code)` as hex): the configured algorithm
+    /// with the pepper over that hex, so a leaked database still needs the pepper. Verified by [`Hasher::verify_stored`].
     pub async fn wrap_legacy_sha256(&self, salt: &str, hex: &str) -> Result<String, HashError> {
         let phc = self.hash(hex).await?;
         Ok(format!("{LEGACY_PREFIX}{}{phc}", B64.encode(salt)))
@@ -175,9 +198,10 @@ impl Hasher {
         self.verify_any(slot, code, &[stored.to_string()]).await
     }
 
-    /// Whether a code matches any of a key's stored hashes, in one job of the pool. Every
-    /// hash is compared, whichever matches; hashes that share their input, parameters and
-    /// salt (a key's resent codes) cost one argon2id computation together.
+    /// Whether a code matches any of a key's stored hashes, in one job of the pool (in place
+    /// when all of them are HMACs). Every hash is compared, whichever matches; hashes that
+    /// share their input, parameters and salt (a key's resent codes) cost one computation
+    /// together.
     pub async fn verify_any(
         &self,
         slot: HashSlot,
@@ -189,21 +213,14 @@ impl Hasher {
             checks.push(check_of(code, s)?);
         }
         let pepper = Arc::clone(&self.inner.pepper);
-        self.run(slot, move |mem| {
-            let mut done: Vec<(&Check, [u8; OUTPUT_LEN])> = Vec::with_capacity(checks.len());
-            let mut matched = subtle::Choice::from(0);
-            for c in &checks {
-                let known = done.iter().find(|(d, _)| d.same_input(c)).map(|(_, o)| *o);
-                let out = match known {
-                    Some(o) => o,
-                    None => compute(&pepper, &c.params, c.input.expose_secret(), &c.salt, mem)?,
-                };
-                matched |= out.as_slice().ct_eq(c.expected.as_slice());
-                done.push((c, out));
-            }
-            Ok(bool::from(matched))
-        })
-        .await
+        let key = self.inner.hmac_key;
+        if checks.iter().all(|c| c.params.is_none()) {
+            drop(slot);
+            let mut none = Vec::new();
+            return compare(&pepper, &key, &checks, &mut none);
+        }
+        self.run(slot, move |mem| compare(&pepper, &key, &checks, mem))
+            .await
     }
 
     async fn run<T: Send + 'static>(
@@ -253,22 +270,48 @@ impl Hasher {
     }
 }
 
-/// One stored hash to compare a code with: what argon2id is computed over (the code, or
-/// for a wrapped legacy hash the hex of its SHA-256), with which parameters and salt.
+/// Whether the code matches any of the checks; every one is compared in constant time.
+fn compare(
+    pepper: &[u8],
+    hmac_key: &[u8; 32],
+    checks: &[Check],
+    mem: &mut Vec<Block>,
+) -> Result<bool, HashError> {
+    let mut done: Vec<(&Check, [u8; OUTPUT_LEN])> = Vec::with_capacity(checks.len());
+    let mut matched = subtle::Choice::from(0);
+    for c in checks {
+        let known = done.iter().find(|(d, _)| d.same_input(c)).map(|(_, o)| *o);
+        let out = match (known, &c.params) {
+            (Some(o), _) => o,
+            (None, Some(params)) => compute(pepper, params, c.input.expose_secret(), &c.salt, mem)?,
+            (None, None) => hmac(hmac_key, &c.salt, c.input.expose_secret())?,
+        };
+        matched |= out.as_slice().ct_eq(c.expected.as_slice());
+        done.push((c, out));
+    }
+    Ok(bool::from(matched))
+}
+
+/// One stored hash to compare a code with: what is computed over (the code, or for a
+/// wrapped legacy hash the hex of its SHA-256), with which algorithm (argon2id's parameters,
+/// or `None` for HMAC-SHA256) and salt.
 struct Check {
     input: SecretString,
-    params: Params,
+    params: Option<Params>,
     salt: Vec<u8>,
     expected: Vec<u8>,
 }
 
 impl Check {
     fn same_input(&self, o: &Check) -> bool {
-        self.salt == o.salt
-            && self.params.m_cost() == o.params.m_cost()
-            && self.params.t_cost() == o.params.t_cost()
-            && self.params.p_cost() == o.params.p_cost()
-            && self.input.expose_secret() == o.input.expose_secret()
+        let same_params = match (&self.params, &o.params) {
+            (Some(a), Some(b)) => {
+                a.m_cost() == b.m_cost() && a.t_cost() == b.t_cost() && a.p_cost() == b.p_cost()
+            }
+            (None, None) => true,
+            _ => false,
+        };
+        self.salt == o.salt && same_params && self.input.expose_secret() == o.input.expose_secret()
     }
 }
 
@@ -289,13 +332,59 @@ fn check_of(code: &str, stored: &str) -> Result<Check, HashError> {
             (hex::encode(h.finalize()), format!("${phc}"))
         }
     };
+    if let Some((salt, expected)) = parse_hmac(&phc)? {
+        return Ok(Check {
+            input: SecretString::from(input),
+            params: None,
+            salt,
+            expected,
+        });
+    }
     let (params, salt, expected) = parse_phc(&phc)?;
     Ok(Check {
         input: SecretString::from(input),
-        params,
+        params: Some(params),
         salt,
         expected,
     })
+}
+
+/// The HMAC key: HKDF-SHA256 of the pepper with its own label.
+fn hmac_key_of(pepper: &[u8]) -> Result<[u8; 32], HashError> {
+    let mut key = [0u8; 32];
+    hkdf::Hkdf::<sha2::Sha256>::new(None, pepper)
+        .expand(HMAC_KEY_LABEL, &mut key)
+        .map_err(|e| HashError::Internal(e.to_string()))?;
+    Ok(key)
+}
+
+/// HMAC-SHA256 over the salt and the code.
+fn hmac(key: &[u8; 32], salt: &[u8], code: &str) -> Result<[u8; OUTPUT_LEN], HashError> {
+    use hmac::Mac;
+    let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::digest::KeyInit>::new_from_slice(key)
+        .map_err(|e| HashError::Internal(e.to_string()))?;
+    mac.update(salt);
+    mac.update(code.as_bytes());
+    Ok(mac.finalize().into_bytes().into())
+}
+
+fn hmac_string(salt: &[u8], mac: &[u8]) -> String {
+    format!("{HMAC_PREFIX}{}${}", B64.encode(salt), B64.encode(mac))
+}
+
+/// Salt and MAC of a stored HMAC form; `None` when the string is of another algorithm.
+fn parse_hmac(stored: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>, HashError> {
+    let Some(rest) = stored.strip_prefix(HMAC_PREFIX) else {
+        return Ok(None);
+    };
+    let bad = || HashError::Internal("stored hash is malformed".into());
+    let (salt, mac) = rest.split_once('$').ok_or_else(bad)?;
+    let salt = B64.decode(salt).map_err(|_| bad())?;
+    let mac = B64.decode(mac).map_err(|_| bad())?;
+    if salt.len() != SALT_LEN || mac.len() != OUTPUT_LEN {
+        return Err(bad());
+    }
+    Ok(Some((salt, mac)))
 }
 
 fn worker(rx: Arc<Mutex<Receiver<Job>>>) {
@@ -379,6 +468,7 @@ fn parse_phc(phc: &str) -> Result<(Params, Vec<u8>, Vec<u8>), HashError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::Digest;
 
     #[test]
     fn phc_strings_round_trip_in_the_format_stored_before() {
@@ -407,6 +497,7 @@ mod tests {
 
     fn settings(max_queue: usize) -> HashingSettings {
         HashingSettings {
+            algorithm: HashAlgorithm::Argon2id,
             memory_kib: 64,
             iterations: 1,
             parallelism: 1,
@@ -455,6 +546,87 @@ mod tests {
         assert!(checks[0].same_input(&checks[1]));
         let elsewhere = check_of("1", &h.hash("111111").await.unwrap()).unwrap();
         assert!(!checks[0].same_input(&elsewhere), "another salt");
+    }
+
+    #[tokio::test]
+    async fn hmac_codes_name_their_algorithm_and_both_kinds_verify_after_a_switch() {
+        let pepper = [3u8; 32];
+        let argon = Hasher::new(&settings(0), 1, &pepper).unwrap();
+        let hmac_settings = HashingSettings {
+            algorithm: HashAlgorithm::HmacSha256,
+            ..settings(0)
+        };
+        let hm = Hasher::new(&hmac_settings, 1, &pepper).unwrap();
+        let stored_hmac = hm.hash("123456").await.unwrap();
+        assert!(
+            stored_hmac.starts_with("$hmac-sha256$v=1$"),
+            "{stored_hmac}"
+        );
+        assert!(!stored_hmac.contains("123456"));
+        let stored_argon = argon.hash("123456").await.unwrap();
+        // Each hasher verifies both forms (a switch either way), and a wrong code fails.
+        for h in [&argon, &hm] {
+            for stored in [&stored_hmac, &stored_argon] {
+                assert!(h
+                    .verify_stored(h.slot().unwrap(), "123456", stored)
+                    .await
+                    .unwrap());
+                assert!(!h
+                    .verify_stored(h.slot().unwrap(), "654321", stored)
+                    .await
+                    .unwrap());
+            }
+        }
+        // A fresh salt per key; a resent code keeps its key's salt and algorithm.
+        assert_ne!(stored_hmac, hm.hash("123456").await.unwrap());
+        let resent = argon.hash_like("222222", &stored_hmac).await.unwrap();
+        assert!(resent.starts_with("$hmac-sha256$v=1$"));
+        assert_eq!(
+            parse_hmac(&resent).unwrap().unwrap().0,
+            parse_hmac(&stored_hmac).unwrap().unwrap().0
+        );
+        let key = vec![stored_hmac.clone(), resent];
+        assert!(hm
+            .verify_any(hm.slot().unwrap(), "222222", &key)
+            .await
+            .unwrap());
+        // The key comes from the pepper: another pepper verifies nothing.
+        let other = Hasher::new(&hmac_settings, 1, &[4u8; 32]).unwrap();
+        assert!(!other
+            .verify_stored(other.slot().unwrap(), "123456", &stored_hmac)
+            .await
+            .unwrap());
+        // HKDF with its own label: the key is neither the pepper nor a plain hash of it.
+        assert_ne!(hmac_key_of(&pepper).unwrap(), pepper);
+        // Imported OtpMint hashes wrap under the HMAC too.
+        let wrapped = hm
+            .wrap_legacy_sha256("salt", &hex::encode(sha2::Sha256::digest(b"salt111111")))
+            .await
+            .unwrap();
+        assert!(hm
+            .verify_stored(hm.slot().unwrap(), "111111", &wrapped)
+            .await
+            .unwrap());
+        assert!(argon
+            .verify_stored(argon.slot().unwrap(), "111111", &wrapped)
+            .await
+            .unwrap());
+        assert!(!hm
+            .verify_stored(hm.slot().unwrap(), "111112", &wrapped)
+            .await
+            .unwrap());
+        for bad in [
+            "$hmac-sha256$v=1$AAAA",
+            "$hmac-sha256$v=1$AAAA$AAAA",
+            "$hmac-sha256$v=1$!!$!!",
+        ] {
+            assert!(
+                hm.verify_stored(hm.slot().unwrap(), "1", bad)
+                    .await
+                    .is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -285,3 +285,67 @@ async fn a_disabled_tenant_cannot_verify_and_a_malformed_otp_on_an_ended_key_is_
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(r.headers()["www-authenticate"], "Bearer");
 }
+
+#[tokio::test]
+async fn codes_hashed_either_way_verify_after_the_hashing_algorithm_changes() {
+    use otpmint::config::HashAlgorithm;
+    let app = spawn_app().await;
+    register(&app).await;
+    let (_, sk) = app.tenant().await;
+    // Made under argon2id.
+    let (argon_key, argon_code) = app.mint(&sk, "ada@example.com").await;
+    let (argon_compat, argon_compat_code) = compat_mint(&app, "bob@example.com").await;
+    assert!(!String::from_utf8_lossy(&app.stored_bytes()).contains("$hmac-sha256$"));
+
+    let mut app = app;
+    app.settings.hashing.algorithm = HashAlgorithm::HmacSha256;
+    let app = app.restart().await;
+    let (hmac_key, hmac_code) = app.mint(&sk, "cy@example.com").await;
+    let (hmac_compat, hmac_compat_code) = compat_mint(&app, "dee@example.com").await;
+    let stored = String::from_utf8_lossy(&app.stored_bytes()).into_owned();
+    assert!(
+        stored.contains("$hmac-sha256$v=1$"),
+        "the stored form names HMAC"
+    );
+    assert!(
+        stored.contains("$argon2id$v=19$"),
+        "earlier codes keep theirs"
+    );
+    // Under HMAC: a wrong code uses an attempt, the right one verifies; argon2id codes too.
+    let (s, v) = app.verify(&sk, &hmac_key, &wrong(&hmac_code)).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("otp_mismatch"))
+    );
+    assert_eq!(v["attempts_remaining"], 4);
+    assert_eq!(
+        app.verify(&sk, &hmac_key, &hmac_code).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.verify(&sk, &argon_key, &argon_code).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        compat_verify(&app, &argon_compat, json!(argon_compat_code)).await,
+        (StatusCode::CREATED, "OTP Matched!".into())
+    );
+
+    // And back: HMAC codes keep verifying under argon2id.
+    let (later_key, later_code) = app.mint(&sk, "eve@example.com").await;
+    let mut app = app;
+    app.settings.hashing.algorithm = HashAlgorithm::Argon2id;
+    let app = app.restart().await;
+    assert_eq!(
+        compat_verify(&app, &hmac_compat, json!(wrong(&hmac_compat_code))).await,
+        (StatusCode::FORBIDDEN, "OTP Mismatched!".into())
+    );
+    assert_eq!(
+        compat_verify(&app, &hmac_compat, json!(hmac_compat_code)).await,
+        (StatusCode::CREATED, "OTP Matched!".into())
+    );
+    assert_eq!(
+        app.verify(&sk, &later_key, &later_code).await.0,
+        StatusCode::OK
+    );
+}

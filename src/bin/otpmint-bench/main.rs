@@ -56,6 +56,9 @@ struct Args {
     /// argon2id iterations; default: the server's default
     #[arg(long)]
     iterations: Option<u32>,
+    /// The server's `hashing.algorithm` (argon2id | hmac-sha256); default: the server's default
+    #[arg(long)]
+    hashing_algorithm: Option<String>,
     /// Rows to pre-fill before the run: stored codes (spread over --prefill-tenants tenants)
     #[arg(long, default_value_t = 0)]
     prefill_codes: u64,
@@ -492,7 +495,7 @@ async fn main() {
     drop(c);
     let report = json!({
         "machine": {"cores": cores, "os": std::env::consts::OS},
-        "config": {"memory_kib": args.memory_kib.unwrap_or(4096), "iterations": args.iterations.unwrap_or(1), "duration_s": args.duration,
+        "config": {"hashing_algorithm": args.hashing_algorithm.as_deref().unwrap_or("argon2id"), "memory_kib": args.memory_kib.unwrap_or(4096), "iterations": args.iterations.unwrap_or(1), "duration_s": args.duration,
                    "prefill_codes": args.prefill_codes, "prefill_tenants": args.prefill_tenants},
         "hashing_floor_per_s": floor,
         "storage": if args.database.is_some() { "postgres" } else { "sqlite" },

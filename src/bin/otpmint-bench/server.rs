@@ -112,6 +112,9 @@ pub async fn start_server(
     if let Some(i) = args.iterations {
         hashing.push_str(&format!("iterations = {i}\n"));
     }
+    if let Some(a) = &args.hashing_algorithm {
+        hashing.push_str(&format!("algorithm = {a:?}\n"));
+    }
     let pool = args
         .smtp_pool_size
         .map(|n| format!("pool_size = {n}\n"))

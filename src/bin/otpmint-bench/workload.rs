@@ -19,6 +19,7 @@ pub async fn hashing_floor(args: &Args, seconds: f64) -> f64 {
         .map(|n| n.get())
         .unwrap_or(1);
     let settings = HashingSettings {
+        algorithm: otpmint::config::HashAlgorithm::Argon2id,
         memory_kib: args.memory_kib.unwrap_or(4096),
         iterations: args.iterations.unwrap_or(1),
         parallelism: 1,
