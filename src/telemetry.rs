@@ -40,8 +40,15 @@ pub fn init(settings: &LogSettings) {
     use tracing_subscriber::util::SubscriberInitExt;
     let (filter_layer, handle) = tracing_subscriber::reload::Layer::new(filter(&settings.level));
     let registry = tracing_subscriber::registry().with(filter_layer);
-    let installed = match settings.format {
-        LogFormat::Json => registry
+    let format = match settings.format {
+        LogFormat::Auto if std::io::IsTerminal::is_terminal(&std::io::stderr()) => {
+            LogFormat::Pretty
+        }
+        LogFormat::Auto => LogFormat::Json,
+        f => f,
+    };
+    let installed = match format {
+        LogFormat::Auto | LogFormat::Json => registry
             .with(
                 fmt::layer()
                     .json()

@@ -39,6 +39,13 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations and exit
     Migrate,
+    /// Exit 0 when the server's /readyz answers 200 within 2 s, 1 otherwise (for container
+    /// health checks without curl)
+    Healthcheck {
+        /// The server's base URL or its /readyz URL; default: from server.bind
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Validate and show the configuration
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -141,6 +148,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
             println!("migrations applied");
             Ok(())
         }
+        Command::Healthcheck { url } => healthcheck(&settings, url.as_deref()).await,
         Command::MigrateStore { from, to } => {
             let counts = tokio::task::spawn_blocking(move || {
                 crate::startup::migrate_store(&settings, &from, &to)
@@ -298,5 +306,69 @@ async fn smtp_test(id: &str, to: &str, s: Services) -> Result<(), CliError> {
             Err(CliError(format!("delivery failed: {}", reason.as_str())))
         }
         Err(e) => Err(service_msg(e)),
+    }
+}
+
+/// The URL `otpmint healthcheck` asks: `--url` (its `/readyz` added unless it ends so), or
+/// `server.bind` with an unspecified address replaced by loopback.
+fn readyz_url(settings: &Settings, url: Option<&str>) -> String {
+    let base = match url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => {
+            let bind = settings.server.bind.trim();
+            let bind = match bind.rsplit_once(':') {
+                Some(("0.0.0.0", port)) => format!("127.0.0.1:{port}"),
+                Some(("[::]", port)) => format!("[::1]:{port}"),
+                _ => bind.to_string(),
+            };
+            format!("http://{bind}")
+        }
+    };
+    if base.ends_with("/readyz") {
+        base
+    } else {
+        format!("{base}/readyz")
+    }
+}
+
+async fn healthcheck(settings: &Settings, url: Option<&str>) -> Result<(), CliError> {
+    let url = readyz_url(settings, url);
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    match client.get(&url).send().await {
+        Ok(r) if r.status() == reqwest::StatusCode::OK => {
+            eprintln!("ready: {url}");
+            Ok(())
+        }
+        Ok(r) => Err(CliError(format!(
+            "not ready: {url} answered {}",
+            r.status()
+        ))),
+        Err(e) if e.is_timeout() => Err(CliError(format!(
+            "not ready: {url} did not answer within 2 s"
+        ))),
+        Err(_) => Err(CliError(format!("not ready: cannot reach {url}"))),
+    }
+}
+
+#[cfg(test)]
+mod healthcheck_tests {
+    use super::*;
+
+    #[test]
+    fn the_healthcheck_asks_readyz_on_the_bound_address_or_the_given_url() {
+        let mut s = Settings::load_from(None, Vec::<(String, String)>::new()).unwrap();
+        assert_eq!(readyz_url(&s, None), "http://127.0.0.1:8080/readyz");
+        s.server.bind = "0.0.0.0:9000".into();
+        assert_eq!(readyz_url(&s, None), "http://127.0.0.1:9000/readyz");
+        s.server.bind = "[::]:9000".into();
+        assert_eq!(readyz_url(&s, None), "http://[::1]:9000/readyz");
+        assert_eq!(readyz_url(&s, Some("http://h:1/")), "http://h:1/readyz");
+        assert_eq!(
+            readyz_url(&s, Some("http://h:1/readyz")),
+            "http://h:1/readyz"
+        );
     }
 }

@@ -129,6 +129,9 @@ pub enum CpuScheduling {
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     pub url: String,
+    /// A file whose first line is `url` (API.md §18.4); read at start and on SIGHUP.
+    #[serde(default)]
+    pub url_file: String,
     pub pool_size: u32,
     /// PEM file of CA certificates trusted (besides the system roots) for PostgreSQL with
     /// `sslmode=verify-full`; empty for none.
@@ -152,6 +155,9 @@ pub struct CryptoSettings {
 pub struct AdminSettings {
     #[serde(serialize_with = "redact")]
     pub token: SecretString,
+    /// A file whose first line is `token`; read at start and on SIGHUP.
+    #[serde(default)]
+    pub token_file: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -289,11 +295,16 @@ pub struct AuditSettings {
 pub struct MetricsSettings {
     #[serde(serialize_with = "redact")]
     pub token: SecretString,
+    /// A file whose first line is `token`; read at start and on SIGHUP.
+    #[serde(default)]
+    pub token_file: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// Lines for a person when stderr is a terminal, JSON otherwise.
+    Auto,
     Json,
     Pretty,
 }
@@ -345,6 +356,16 @@ impl Settings {
                     message: without_values(e.to_string()),
                 })?;
         }
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let credentials_dir = env
+            .iter()
+            .find(|(n, _)| n == "CREDENTIALS_DIRECTORY")
+            .map(|(_, v)| PathBuf::from(v));
+        // The same layers without the defaults: which keys a person set.
+        let mut user = Config::builder();
+        if let Some(path) = file {
+            user = user.add_source(File::from(path).format(FileFormat::Toml));
+        }
         let mut env_names = Vec::new();
         for (name, value) in env {
             let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
@@ -367,9 +388,19 @@ impl Settings {
                 source_name: format!("environment variable {name}"),
                 message: without_values(e.to_string()),
             })?;
+            user = user
+                .set_override(key.as_str(), "set")
+                .map_err(|e| ConfigError::Load {
+                    source_name: format!("environment variable {name}"),
+                    message: without_values(e.to_string()),
+                })?;
             env_names.push(name);
         }
-        let settings: Settings =
+        let user = user.build().map_err(|e| ConfigError::Load {
+            source_name: "configuration".into(),
+            message: without_values(e.to_string()),
+        })?;
+        let mut settings: Settings =
             builder
                 .build()
                 .and_then(|c| c.try_deserialize())
@@ -381,8 +412,57 @@ impl Settings {
                     },
                     message: without_values(e.to_string()),
                 })?;
+        settings.read_secret_files(&user, credentials_dir.as_deref())?;
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// `admin.token_file`, `metrics.token_file`, `database.url_file` (API.md §18.4): each
+    /// file's first line becomes its key's value. A relative path is taken in systemd's
+    /// `$CREDENTIALS_DIRECTORY` when that is set (`LoadCredential=`). Giving a key a value
+    /// (in the file or the environment) and its file both is an error, and so is a file that cannot be read or is empty.
+    fn read_secret_files(
+        &mut self,
+        user: &Config,
+        credentials_dir: Option<&Path>,
+    ) -> Result<(), ConfigError> {
+        let read = |key: &str, path: &str| -> Result<Option<String>, ConfigError> {
+            if path.is_empty() {
+                return Ok(None);
+            }
+            if user.get_string(key).is_ok_and(|v| !v.is_empty()) {
+                return Err(ConfigError::Invalid {
+                    key: format!("{key}_file"),
+                    message: format!("and `{key}` are both set; keep one"),
+                });
+            }
+            let mut full = PathBuf::from(path);
+            if let Some(dir) = credentials_dir.filter(|_| full.is_relative()) {
+                full = dir.join(full);
+            }
+            let text = std::fs::read_to_string(&full).map_err(|e| ConfigError::Invalid {
+                key: format!("{key}_file"),
+                message: format!("cannot be read ({}): {}", full.display(), e.kind()),
+            })?;
+            let line = text.lines().next().unwrap_or("").trim_end();
+            if line.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: format!("{key}_file"),
+                    message: format!("names an empty file ({})", full.display()),
+                });
+            }
+            Ok(Some(line.to_string()))
+        };
+        if let Some(v) = read("admin.token", &self.admin.token_file)? {
+            self.admin.token = SecretString::from(v);
+        }
+        if let Some(v) = read("metrics.token", &self.metrics.token_file)? {
+            self.metrics.token = SecretString::from(v);
+        }
+        if let Some(v) = read("database.url", &self.database.url_file)? {
+            self.database.url = v;
+        }
+        Ok(())
     }
 
     /// `database.url` parsed: `sqlite://rel/path.db`, `sqlite:///abs/path.db`, or

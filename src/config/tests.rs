@@ -231,3 +231,71 @@ fn numbers_that_could_overflow_time_arithmetic_are_refused_naming_key_and_range(
     .to_string();
     assert!(err.contains("limits.per_ip_burst"), "{err}");
 }
+
+#[test]
+fn secret_files_give_their_first_line_and_refuse_both_or_an_empty_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("admin");
+    std::fs::write(&file, "from-the-file-0123\r\nsecond line ignored\n").unwrap();
+    let path = file.display().to_string();
+    let s = Settings::load_from(None, env(&[("OTPMINT__ADMIN__TOKEN_FILE", &path)])).unwrap();
+    assert_eq!(s.admin.token.expose_secret(), "from-the-file-0123");
+    // Relative paths are taken in systemd's credentials directory.
+    let dir_s = dir.path().display().to_string();
+    let s = Settings::load_from(
+        None,
+        env(&[
+            ("OTPMINT__METRICS__TOKEN_FILE", "admin"),
+            ("CREDENTIALS_DIRECTORY", &dir_s),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.metrics.token.expose_secret(), "from-the-file-0123");
+    // Both a key and its file, from any layers: an error naming the key, never the value.
+    let both = Settings::load_from(
+        None,
+        env(&[
+            ("OTPMINT__ADMIN__TOKEN_FILE", &path),
+            ("OTPMINT__ADMIN__TOKEN", "inline-secret-token"),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        both.contains("admin.token_file") && both.contains("both set"),
+        "{both}"
+    );
+    assert!(
+        !both.contains("inline-secret") && !both.contains("from-the-file"),
+        "{both}"
+    );
+    let toml = dir.path().join("c.toml");
+    std::fs::write(&toml, "[database]\nurl = \"sqlite://x.db\"\n").unwrap();
+    let url_file = dir.path().join("url");
+    std::fs::write(&url_file, "sqlite:///tmp/y.db\n").unwrap();
+    let url_path = url_file.display().to_string();
+    assert!(Settings::load_from(
+        Some(&toml),
+        env(&[("OTPMINT__DATABASE__URL_FILE", &url_path)])
+    )
+    .is_err());
+    let s = Settings::load_from(None, env(&[("OTPMINT__DATABASE__URL_FILE", &url_path)])).unwrap();
+    assert_eq!(s.database.url, "sqlite:///tmp/y.db");
+    // Missing and empty files.
+    std::fs::write(dir.path().join("empty"), "\n").unwrap();
+    for name in ["missing", "empty"] {
+        let p = dir.path().join(name).display().to_string();
+        let e = Settings::load_from(None, env(&[("OTPMINT__ADMIN__TOKEN_FILE", &p)]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("admin.token_file") && e.contains(name), "{e}");
+    }
+}
+
+#[test]
+fn the_log_format_is_auto_by_default() {
+    let s = Settings::load_from(None, env(&[])).unwrap();
+    assert_eq!(s.log.format, LogFormat::Auto);
+    let s = Settings::load_from(None, env(&[("OTPMINT__LOG__FORMAT", "json")])).unwrap();
+    assert_eq!(s.log.format, LogFormat::Json);
+}

@@ -635,3 +635,149 @@ async fn every_server_thread_runs_under_the_configured_cpu_scheduling() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.scheduling"));
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_come_from_files_at_start_and_on_sighup_and_healthcheck_exits_by_readiness() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("credentials");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(
+        creds.join("admin-token"),
+        "admin-token-from-a-file-000001\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("metrics-token"),
+        "metrics-token-from-a-file\n",
+    )
+    .unwrap();
+    let db = dir.path().join("elsewhere.db");
+    std::fs::write(
+        dir.path().join("db-url"),
+        format!("sqlite://{}\n", db.display()),
+    )
+    .unwrap();
+    let conf = dir.path().join("otpmint.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[server]\nbind = \"127.0.0.1:0\"\n[admin]\ntoken_file = \"admin-token\"\n[metrics]\ntoken_file = \"{}\"\n[database]\nurl_file = \"{}\"\n",
+            dir.path().join("metrics-token").display(),
+            dir.path().join("db-url").display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = otpmint(dir.path());
+    cmd.arg("--config")
+        .arg(&conf)
+        .env("CREDENTIALS_DIRECTORY", &creds);
+    let running = serve(cmd).unwrap();
+    assert!(db.exists(), "the database is where url_file says");
+    let base = format!("http://127.0.0.1:{}", running.port);
+    let client = reqwest::Client::new();
+    let tenants = |token: &'static str| {
+        client
+            .get(format!("{base}/v1/tenants"))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(
+        tenants("admin-token-from-a-file-000001")
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .bearer_auth("metrics-token-from-a-file")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), StatusCode::OK);
+
+    // A new token in the file takes effect on SIGHUP; the old one stops.
+    std::fs::write(creds.join("admin-token"), "admin-token-from-a-file-000002").unwrap();
+    assert!(Command::new("kill")
+        .arg("-HUP")
+        .arg(running.child.id().to_string())
+        .status()
+        .unwrap()
+        .success());
+    loop {
+        let line = running
+            .lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a reload line");
+        if line.contains("configuration reload") {
+            assert!(!line.contains("admin-token-from-a-file"), "{line}");
+            break;
+        }
+    }
+    assert_eq!(
+        tenants("admin-token-from-a-file-000002")
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        tenants("admin-token-from-a-file-000001")
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    // healthcheck: 0 while /readyz answers 200, 1 when nothing answers.
+    let check = |url: String| {
+        otpmint(dir.path())
+            .args(["healthcheck", "--url", &url])
+            .output()
+            .unwrap()
+    };
+    let ok = check(base.clone());
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let down = check(dead);
+    assert_eq!(down.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&down.stderr).contains("not ready"));
+    // A silent server: the check gives up after 2 s and fails.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let started = std::time::Instant::now();
+    let stalled = check(format!("http://{}", silent.local_addr().unwrap()));
+    assert_eq!(stalled.status.code(), Some(1));
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // Both a key and its file: a config error naming them, nothing served.
+    std::fs::write(
+        &conf,
+        "[admin]\ntoken = \"inline-admin-token-0000000000001\"\ntoken_file = \"admin-token\"\n",
+    )
+    .unwrap();
+    let out = otpmint(dir.path())
+        .arg("--config")
+        .arg(&conf)
+        .args(["config", "check"])
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("admin.token_file") && err.contains("both set"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("inline-admin-token") && !err.contains("from-a-file"),
+        "{err}"
+    );
+}
