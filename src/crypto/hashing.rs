@@ -372,8 +372,11 @@ fn hmac_string(salt: &[u8], mac: &[u8]) -> String {
     format!("{HMAC_PREFIX}{}${}", B64.encode(salt), B64.encode(mac))
 }
 
+/// A stored HMAC's salt and MAC.
+type SaltAndMac = (Vec<u8>, Vec<u8>);
+
 /// Salt and MAC of a stored HMAC form; `None` when the string is of another algorithm.
-fn parse_hmac(stored: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>, HashError> {
+fn parse_hmac(stored: &str) -> Result<Option<SaltAndMac>, HashError> {
     let Some(rest) = stored.strip_prefix(HMAC_PREFIX) else {
         return Ok(None);
     };

@@ -15,6 +15,7 @@ pub mod provider;
 pub mod purpose;
 pub mod recipient;
 pub mod stats;
+pub mod suppression;
 pub mod template;
 pub mod tenant;
 pub mod test_mode;

@@ -239,6 +239,11 @@ pub struct Tenant {
     pub email_provider: Option<Provider>,
     /// Its SMS API (API.md §15.2).
     pub sms_provider: Option<Provider>,
+    /// Whether a mint to a suppressed recipient is refused (`"suppression": "on"`, the
+    /// default) or only recorded (API.md §16.1).
+    pub suppression: bool,
+    /// How many entries its suppression list holds (0: a mint need not look).
+    pub suppressed: i64,
 }
 
 impl Tenant {
@@ -335,6 +340,8 @@ impl Tenant {
             brand_color: String::new(),
             email_provider: None,
             sms_provider: None,
+            suppression: true,
+            suppressed: 0,
         }
     }
 }

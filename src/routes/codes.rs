@@ -65,7 +65,7 @@ pub struct VerifyBody {
         (status = 400, description = "invalid_request, invalid_email", body = Problem, content_type = "application/problem+json"),
         (status = 401, response = problems::Unauthorized),
         (status = 409, description = "idempotency_key_in_use: the first request with this key is still running", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "idempotency_key_mismatch: the key was used with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "idempotency_key_mismatch: the key was used with another body; recipient_suppressed: the recipient is on the suppression list (nothing sent); channel_not_configured", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "rate_limited (Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "delivery_failed with reason; no code exists that could verify", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "overloaded or unavailable (Retry-After); nothing was stored or sent", body = Problem, content_type = "application/problem+json"),

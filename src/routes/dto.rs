@@ -96,6 +96,8 @@ pub struct TenantOut {
     pub allowed_return_urls: Vec<String>,
     /// The hosted pages' look.
     pub branding: BrandingOut,
+    /// `on`: mints to suppressed recipients are refused; `off`: the list only records.
+    pub suppression: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -128,6 +130,7 @@ impl TenantOut {
             branding: BrandingOut {
                 color: (!t.brand_color.is_empty()).then(|| t.brand_color.clone()),
             },
+            suppression: if t.suppression { "on" } else { "off" }.into(),
             policy: PolicyOut {
                 code_length: t.policy.code_length,
                 ttl_seconds: t.policy.ttl_seconds,
@@ -365,6 +368,8 @@ pub enum ProblemCode {
     SessionNotFound,
     ProviderNotFound,
     TransportConflict,
+    RecipientSuppressed,
+    SuppressionNotFound,
 }
 
 #[derive(Serialize, ToSchema)]

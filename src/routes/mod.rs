@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod ops;
 mod page_kit;
 pub mod providers;
+pub mod suppressions;
 pub mod templates;
 pub mod transport;
 pub mod v1;
@@ -210,6 +211,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
             .route(web::get().to(devx::get_test_recipients)),
     )
     .service(r("/v1/tenant/test-inbox").route(web::get().to(devx::test_inbox)))
+    .service(
+        r("/v1/tenant/suppressions")
+            .route(web::get().to(suppressions::list))
+            .route(web::post().to(suppressions::add)),
+    )
+    .service(r("/v1/tenant/suppressions/{recipient}").route(web::delete().to(suppressions::remove)))
     .service(r("/v1/tenant/stats").route(web::get().to(devx::own_stats)))
     .service(r("/v1/tenants/{id}/stats").route(web::get().to(devx::tenant_stats)))
     .service(r("/v1/stats").route(web::get().to(devx::all_stats)))

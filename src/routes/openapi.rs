@@ -4,7 +4,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::dto::*;
-use super::{codes, devx, hosted, ops, providers, templates, transport, v1, webhooks};
+use super::{
+    codes, devx, hosted, ops, providers, suppressions, templates, transport, v1, webhooks,
+};
 
 struct Security;
 
@@ -45,7 +47,8 @@ impl Modify for Security {
         transport::put, transport::get, transport::delete, transport::rotate_secret,
         hosted::open, hosted::outcome, hosted::put_logo, hosted::delete_logo,
         providers::put_own, providers::get_own, providers::delete_own, providers::test_own,
-        providers::put_for, providers::get_for, providers::delete_for, providers::test_for
+        providers::put_for, providers::get_for, providers::delete_for, providers::test_for,
+        suppressions::list, suppressions::add, suppressions::remove
     ),
     components(
         schemas(Problem, ProblemCode, FieldErrorOut),
@@ -65,6 +68,7 @@ impl Modify for Security {
         (name = "transports", description = "Delivery through the tenant's own HTTPS endpoint (secret key)"),
         (name = "providers", description = "Email and SMS providers per channel (secret key, or admin token under /v1/tenants/{id})"),
         (name = "templates", description = "Messages per locale (secret key, or admin token under /v1/tenants/{id})"),
+        (name = "deliverability", description = "The suppression list (secret key)"),
         (name = "test mode", description = "Test recipients and the test inbox (secret key)"),
         (name = "statistics", description = "Counts by period (secret key; admin token for one or all tenants)"),
         (name = "operations", description = "Health and metrics")

@@ -152,6 +152,10 @@ pub struct PatchTenantBody {
     allowed_return_urls: Option<Vec<String>>,
     /// The hosted pages' look (API.md §14.1): `{"color": "#RRGGBB"}` (`null`: the default).
     branding: Option<BrandingBody>,
+    /// `on` (default: a mint to a suppressed recipient answers 422 `recipient_suppressed`)
+    /// or `off` (the list only records; API.md §16.1).
+    #[schema(pattern = "^(on|off)$")]
+    suppression: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -363,6 +367,14 @@ fn patch_from(b: PatchTenantBody) -> Result<TenantPatch, ApiError> {
         smtp_fallback,
         allowed_return_urls: b.allowed_return_urls,
         brand_color: b.branding.and_then(|x| x.color),
+        suppression: match b.suppression.as_deref() {
+            None => None,
+            Some("on") => Some(true),
+            Some("off") => Some(false),
+            Some(_) => {
+                return Err(ServiceError::field("suppression", "must be \"on\" or \"off\"").into())
+            }
+        },
     })
 }
 

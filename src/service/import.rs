@@ -214,6 +214,8 @@ impl Services {
                     brand_color: String::new(),
                     email_provider: None,
                     sms_provider: None,
+                    suppression: true,
+                    suppressed: 0,
                 },
                 digest,
             ));

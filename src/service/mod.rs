@@ -14,6 +14,7 @@ pub mod resend;
 mod retry;
 pub(crate) mod seals;
 pub mod stats;
+pub mod suppressions;
 pub mod templates;
 pub mod tenants;
 pub mod test_mode;
@@ -112,6 +113,12 @@ pub enum ServiceError {
     /// No transport takes the message's channel: 422 `channel_not_configured`.
     #[error("channel not configured")]
     ChannelNotConfigured,
+    /// The recipient is on the tenant's suppression list: 422 `recipient_suppressed`.
+    #[error("recipient suppressed")]
+    RecipientSuppressed,
+    /// No such entry on the tenant's suppression list: 404 `suppression_not_found`.
+    #[error("suppression not found")]
+    SuppressionNotFound,
     /// The tenant has no provider for the channel: 404 `provider_not_found`.
     #[error("provider not found")]
     ProviderNotFound,

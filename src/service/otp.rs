@@ -214,6 +214,9 @@ impl Services {
         if !test && !self.has_route(tenant, email.channel()) {
             return Err(ServiceError::ChannelNotConfigured);
         }
+        if !test {
+            self.check_suppressed(tenant, email.canonical()).await?;
+        }
         let link_plan = link
             .map(|url| self.plan_link(tenant, url, sms))
             .transpose()?;

@@ -115,6 +115,9 @@ impl Services {
         if !test && !self.has_route(tenant, email.channel()) {
             return Err(ServiceError::ChannelNotConfigured);
         }
+        if !test {
+            self.check_suppressed(tenant, email.canonical()).await?;
+        }
         let quota = self.quota();
         let counted = !test && quota.any();
         if counted {

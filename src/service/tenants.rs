@@ -52,6 +52,8 @@ pub struct TenantPatch {
     pub allowed_return_urls: Option<Vec<String>>,
     /// The hosted pages' colour: `Some(None)` back to the default.
     pub brand_color: Option<Option<String>>,
+    /// `"on"` (mints to suppressed recipients are refused) or `"off"` (only recorded).
+    pub suppression: Option<bool>,
 }
 
 impl Services {
@@ -109,6 +111,8 @@ impl Services {
             brand_color: String::new(),
             email_provider: None,
             sms_provider: None,
+            suppression: true,
+            suppressed: 0,
         };
         let secret = t.secret.unwrap_or_else(|| SecretKey::generate_for(t.test));
         let digest = self.secret_digest(secret.expose());
@@ -323,6 +327,7 @@ impl Services {
                 .map(|c| c.as_deref().unwrap_or("").to_ascii_lowercase()),
             email_provider: None,
             sms_provider: None,
+            suppression: p.suppression,
         };
         Ok(changes)
     }

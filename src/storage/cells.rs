@@ -33,7 +33,7 @@ pub(crate) const TENANT_COLS: &str =
      t.fallback_password, t.fallback_from, t.fallback_tls, t.fallback_max_connections, \
      t.http_url, t.http_use, t.http_secret, t.allowed_return_urls, t.brand_color, \
      t.smtp_oauth2, t.fallback_oauth2, t.email_provider, t.email_provider_secrets, \
-     t.sms_provider, t.sms_provider_secrets";
+     t.sms_provider, t.sms_provider_secrets, t.suppression_off, t.suppressed";
 
 /// A code's columns as `GET /v1/otp/{key}` shows it, for queries that name the table `c`
 /// (read by [`view_from`]); `now` is the SQL of the current time its lease is compared with
@@ -194,6 +194,8 @@ pub(crate) fn tenant_from(r: &impl Cells) -> Result<Tenant, StoreError> {
         brand_color: r.text(34)?,
         email_provider: provider_from(r.opt_text(37)?, r.opt_bytes(38)?)?,
         sms_provider: provider_from(r.opt_text(39)?, r.opt_bytes(40)?)?,
+        suppression: !r.flag(41)?,
+        suppressed: r.int(42)?,
     })
 }
 
@@ -450,5 +452,21 @@ pub(crate) fn inbox_row_from(r: &impl Cells) -> Result<InboxRow, StoreError> {
         key_digest: r.bytes(0)?,
         payload: r.bytes(1)?,
         received_at: r.int(2)?,
+    })
+}
+
+/// A suppression-list entry from `recipient, reason, source, created_at`.
+pub(crate) fn suppression_from(
+    r: &impl Cells,
+) -> Result<crate::domain::suppression::Suppression, StoreError> {
+    use crate::domain::suppression::{Suppression, SuppressionReason};
+    Ok(Suppression {
+        recipient: r.text(0)?,
+        reason: one_of(
+            SuppressionReason::parse(&r.text(1)?),
+            "a suppression reason",
+        )?,
+        source: r.text(2)?,
+        created_at: r.int(3)?,
     })
 }

@@ -92,6 +92,8 @@ pub const TABLES: &[Table] = &[
             ("email_provider_secrets", Blob),
             ("sms_provider", Text),
             ("sms_provider_secrets", Blob),
+            ("suppression_off", Bool),
+            ("suppressed", Int),
         ],
         identity: None,
     },
@@ -302,6 +304,17 @@ pub const TABLES: &[Table] = &[
             ("request_id", Text),
         ],
         identity: Some("id"),
+    },
+    Table {
+        name: "suppressions",
+        columns: &[
+            ("tenant_id", Text),
+            ("recipient", Text),
+            ("reason", Text),
+            ("source", Text),
+            ("created_at", Int),
+        ],
+        identity: None,
     },
     Table {
         name: "test_recipients",

@@ -21,6 +21,7 @@ mod records;
 pub mod rules;
 pub mod sqlite;
 pub mod stats;
+pub mod suppressions;
 mod tenants;
 pub mod test_mode;
 
@@ -40,6 +41,7 @@ pub use quota::{QuotaRefusal, QuotaStore, SendQuota};
 pub(crate) use quota::{HOUR_MS, MINUTE_MS};
 pub use records::{ImportCounts, ImportedCode, RecordStore};
 pub use stats::{StatsQuery, StatsRow, StatsStore};
+pub use suppressions::SuppressionStore;
 pub use tenants::{PutTemplate, TenantChanges, TenantStore, Updated};
 pub use test_mode::{InboxEntry, InboxRow, TestStore};
 
@@ -68,6 +70,7 @@ pub trait Store:
     + StatsStore
     + LinkStore
     + HostedStore
+    + SuppressionStore
     + Send
     + Sync
     + 'static

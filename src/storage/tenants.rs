@@ -29,6 +29,8 @@ pub struct TenantChanges {
     pub email_provider: Option<Option<Provider>>,
     /// `Some(None)` removes the SMS provider.
     pub sms_provider: Option<Option<Provider>>,
+    /// Whether mints to suppressed recipients are refused (API.md §16.1).
+    pub suppression: Option<bool>,
 }
 
 impl TenantChanges {
@@ -56,6 +58,7 @@ pub(crate) mod sql {
     /// A new version of the tenant's transports (windows and token caches start afresh).
     pub const BUMP_TRANSPORTS: &str =
         "UPDATE tenants SET smtp_version = smtp_version + 1 WHERE id = $1";
+    pub const SET_SUPPRESSION_OFF: &str = "UPDATE tenants SET suppression_off = $2 WHERE id = $1";
     pub const SET_EMAIL_PROVIDER: &str =
         "UPDATE tenants SET email_provider = $2, email_provider_secrets = $3 WHERE id = $1";
     pub const SET_SMS_PROVIDER: &str =

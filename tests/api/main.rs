@@ -24,6 +24,7 @@ mod outbox;
 mod providers;
 mod sms;
 mod smtp;
+mod suppressions;
 mod templates;
 mod tenants;
 mod transports;

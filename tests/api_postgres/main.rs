@@ -68,6 +68,9 @@ mod sms;
 #[path = "../api/smtp.rs"]
 mod smtp;
 #[cfg(otpmint_pg_tests)]
+#[path = "../api/suppressions.rs"]
+mod suppressions;
+#[cfg(otpmint_pg_tests)]
 #[path = "../api/templates.rs"]
 mod templates;
 #[cfg(otpmint_pg_tests)]

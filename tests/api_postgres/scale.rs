@@ -1163,3 +1163,45 @@ async fn statistics_are_exact_with_two_instances_minting_and_verifying_at_once()
     }
     panic!("the sends were not all counted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_instance_refuses_a_recipient_suppressed_through_this_one() {
+    let a = spawn_app().await;
+    let b = instance_like(&a).await;
+    let (_, sk) = a.tenant().await;
+    b.post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
+        .await;
+    assert_eq!(
+        a.post(
+            "/v1/tenant/suppressions",
+            &sk,
+            json!({"recipient": "ada@example.com"})
+        )
+        .await
+        .status(),
+        StatusCode::CREATED
+    );
+    let r = b
+        .post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
+        .await;
+    let (s, v): (StatusCode, Value) = (r.status(), r.json().await.unwrap());
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("recipient_suppressed")
+        )
+    );
+    assert_eq!(
+        b.delete("/v1/tenant/suppressions/ada@example.com", &sk)
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        a.post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+}

@@ -199,6 +199,20 @@ impl ApiError {
                     "No transport of the tenant takes this channel: emails need smtp, an email provider or the HTTP transport; text messages an SMS provider or the HTTP transport (PUT /v1/tenant/providers/{channel}).".into(),
                     none(),
                 ),
+                S::RecipientSuppressed => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "recipient_suppressed",
+                    "Recipient suppressed",
+                    "The recipient is on the tenant's suppression list (a hard bounce, a complaint or added by hand): nothing was sent. DELETE /v1/tenant/suppressions/{recipient} removes it.".into(),
+                    none(),
+                ),
+                S::SuppressionNotFound => (
+                    StatusCode::NOT_FOUND,
+                    "suppression_not_found",
+                    "Suppression not found",
+                    "The recipient is not on the tenant's suppression list.".into(),
+                    none(),
+                ),
                 S::ProviderNotFound => (
                     StatusCode::NOT_FOUND,
                     "provider_not_found",

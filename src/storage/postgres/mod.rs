@@ -24,6 +24,7 @@ mod outbox;
 mod quota;
 mod records;
 mod stats;
+mod suppressions;
 mod tenants;
 mod test_mode;
 mod tls;

@@ -95,6 +95,9 @@ impl TenantStore for PgStore {
             {
                 tx.execute(sql::BUMP_TRANSPORTS, &[&id])?;
             }
+            if let Some(on) = c.suppression {
+                tx.execute(sql::SET_SUPPRESSION_OFF, &[&id, &!on])?;
+            }
             if let Some(color) = &c.brand_color {
                 tx.execute(
                     "UPDATE tenants SET brand_color = $2 WHERE id = $1",

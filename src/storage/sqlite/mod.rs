@@ -10,6 +10,7 @@ mod outbox;
 mod quota;
 mod records;
 mod stats;
+mod suppressions;
 mod tenants;
 mod test_mode;
 mod writer;

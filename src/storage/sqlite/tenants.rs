@@ -104,6 +104,12 @@ impl TenantStore for SqliteStore {
         if c.smtp_fallback.is_some() || c.email_provider.is_some() || c.sms_provider.is_some() {
             tx.execute_cached(&sqlite_placeholders(sql::BUMP_TRANSPORTS), [id.as_str()])?;
         }
+        if let Some(on) = c.suppression {
+            tx.execute_cached(
+                &sqlite_placeholders(sql::SET_SUPPRESSION_OFF),
+                params![id.as_str(), !on],
+            )?;
+        }
         if let Some(color) = &c.brand_color {
             tx.execute_cached(
                 "UPDATE tenants SET brand_color = ?2 WHERE id = ?1",

@@ -1,0 +1,19 @@
+-- Deliverability (API.md §16.1), in step with migrations/postgres/V13__suppressions.sql.
+
+-- A tenant's suppression list: recipients (canonical address or E.164 number) that mints
+-- do not send to; reason hard_bounce | complaint | manual; source names where it came from
+-- (api, or a provider's event).
+CREATE TABLE suppressions (
+    tenant_id   TEXT    NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    recipient   TEXT    NOT NULL,
+    reason      TEXT    NOT NULL,
+    source      TEXT    NOT NULL,
+    created_at  INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, recipient)
+);
+CREATE INDEX suppressions_newest ON suppressions(tenant_id, created_at, recipient);
+
+-- suppression_off: 1 when the tenant only records (a mint to a suppressed recipient still
+-- sends); suppressed: how many entries the list holds (0: a mint need not look).
+ALTER TABLE tenants ADD COLUMN suppression_off INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tenants ADD COLUMN suppressed INTEGER NOT NULL DEFAULT 0;

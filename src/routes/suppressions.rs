@@ -1,0 +1,139 @@
+//! A tenant's suppression list (API.md §16.1): a page of it, an entry added by hand, an
+//! entry removed. Mints to a listed recipient answer 422 `recipient_suppressed`.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::{json_body, TenantAuth};
+use super::dto::{problems, Problem};
+use super::error::ApiError;
+use super::v1::json;
+use super::AppState;
+use crate::clock::rfc3339;
+use crate::domain::suppression::Suppression;
+
+type ApiResult = Result<HttpResponse, ApiError>;
+
+#[derive(Serialize, ToSchema)]
+pub struct SuppressionOut {
+    /// The canonical address or E.164 number.
+    pub recipient: String,
+    /// `hard_bounce`, `complaint` or `manual`
+    pub reason: String,
+    /// `api`, or the provider whose event added it.
+    pub source: String,
+    pub created_at: String,
+}
+
+impl SuppressionOut {
+    fn of(s: &Suppression) -> Self {
+        SuppressionOut {
+            recipient: s.recipient.clone(),
+            reason: s.reason.as_str().into(),
+            source: s.source.clone(),
+            created_at: rfc3339(s.created_at),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SuppressionsOut {
+    /// Newest first; at most 100.
+    pub suppressions: Vec<SuppressionOut>,
+    /// Give it back as `?cursor=` for the next page; null on the last.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// The `next_cursor` of the page before.
+    cursor: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SuppressionBody {
+    /// An email address or an E.164 number.
+    #[schema(min_length = 1, max_length = 320)]
+    recipient: String,
+    /// `manual` (the default; bounces and complaints come from provider events)
+    #[schema(pattern = "^manual$")]
+    reason: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/tenant/suppressions", tag = "deliverability",
+    description = "The tenant's suppression list, newest first, 100 a page.",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page", body = SuppressionsOut),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 401, response = problems::Unauthorized),
+    ),
+    security(("secret_key" = [])))]
+pub async fn list(t: TenantAuth, st: web::Data<AppState>, q: web::Query<PageQuery>) -> ApiResult {
+    let page = st
+        .services
+        .suppressions(&t.0.id, q.cursor.as_deref())
+        .await?;
+    Ok(json(
+        HttpResponse::Ok(),
+        &SuppressionsOut {
+            suppressions: page.entries.iter().map(SuppressionOut::of).collect(),
+            next_cursor: page.next_cursor,
+        },
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/tenant/suppressions", tag = "deliverability",
+    description = "Add a recipient by hand: mints to it answer 422 `recipient_suppressed` and send nothing (unless the tenant set `\"suppression\": \"off\"`). A recipient already listed keeps its entry (200).",
+    request_body = SuppressionBody,
+    responses(
+        (status = 201, description = "Added", body = SuppressionOut),
+        (status = 200, description = "Already listed: the entry as it was", body = SuppressionOut),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 401, response = problems::Unauthorized),
+    ),
+    security(("secret_key" = [])))]
+pub async fn add(
+    t: TenantAuth,
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    payload: web::Payload,
+) -> ApiResult {
+    let b: SuppressionBody = json_body(&req, payload).await?;
+    let ctx = super::request_context(&req, &st);
+    let (entry, created) = st
+        .services
+        .suppress_manually(&t.0.id, &b.recipient, b.reason.as_deref(), &ctx)
+        .await?;
+    let status = if created {
+        HttpResponse::Created()
+    } else {
+        HttpResponse::Ok()
+    };
+    Ok(json(status, &SuppressionOut::of(&entry)))
+}
+
+#[utoipa::path(delete, path = "/v1/tenant/suppressions/{recipient}", tag = "deliverability",
+    description = "Remove a recipient from the list: mints to it send again.",
+    params(("recipient" = String, Path, description = "The address or number as listed (or as given: it is compared in its canonical form)")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, description = "suppression_not_found", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn remove(
+    t: TenantAuth,
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    path: web::Path<String>,
+) -> ApiResult {
+    let ctx = super::request_context(&req, &st);
+    st.services.unsuppress(&t.0.id, &path, &ctx).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
