@@ -116,6 +116,10 @@ pub struct DeliveryError {
     /// The failure came after the message may have reached the other side (a timeout or a
     /// broken connection during the transaction, a gateway's 5xx): never treated as unsent.
     pub maybe_delivered: bool,
+    /// Nobody can tell whether it arrived (API.md §19.2): the relay took the body and
+    /// never answered, or the provider's request went out and no answer came. Never tried
+    /// again by itself (implies `maybe_delivered`).
+    pub outcome_unknown: bool,
     /// For the logs only: never credentials, never a server's reply text (it can hold the
     /// recipient's address).
     pub detail: String,
@@ -132,6 +136,7 @@ impl DeliveryError {
             reason,
             kind,
             maybe_delivered: false,
+            outcome_unknown: false,
             detail: detail.into(),
             detail_code: None,
             retry_after: None,
@@ -154,6 +159,12 @@ impl DeliveryError {
     /// It may have been delivered.
     pub fn maybe_delivered(mut self, maybe: bool) -> Self {
         self.maybe_delivered = maybe;
+        self
+    }
+    /// Whether it arrived cannot be known (`true`): never sent again by itself.
+    pub fn outcome_unknown(mut self, unknown: bool) -> Self {
+        self.outcome_unknown = unknown;
+        self.maybe_delivered |= unknown;
         self
     }
     pub fn with_code(mut self, code: impl Into<String>) -> Self {

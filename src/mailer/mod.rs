@@ -80,6 +80,14 @@ pub enum MailerSetupError {
     RootCertificate { path: PathBuf, message: String },
 }
 
+/// How far a send got: into its transaction (before it nothing was sent), and past the
+/// start of the body (after it the relay may have the message).
+#[derive(Default)]
+struct Progress {
+    started: std::sync::atomic::AtomicBool,
+    body: std::sync::atomic::AtomicBool,
+}
+
 struct Idle {
     conn: AsyncSmtpConnection,
     addr: SocketAddr,
@@ -198,9 +206,8 @@ impl Mailer {
         sessions: usize,
     ) -> Result<(), DeliveryError> {
         let (envelope, bytes) = render(target, msg)?;
-        // Set just before the SMTP transaction starts: a timeout before it sent nothing.
-        let started = std::sync::atomic::AtomicBool::new(false);
-        let sending = self.resolve_and_send(target, &envelope, &bytes, &started, sessions);
+        let progress = Progress::default();
+        let sending = self.resolve_and_send(target, &envelope, &bytes, &progress, sessions);
         let bounded = async {
             tokio::pin!(sending);
             if let Some(by) = setup_by {
@@ -208,7 +215,7 @@ impl Mailer {
                     r = &mut sending => return r,
                     _ = tokio::time::sleep_until(by) => {}
                 }
-                if !started.load(std::sync::atomic::Ordering::SeqCst) {
+                if !progress.started.load(std::sync::atomic::Ordering::SeqCst) {
                     return Err(DeliveryError::new(
                         DeliveryReason::Timeout,
                         FailureKind::SessionRefused,
@@ -221,15 +228,18 @@ impl Mailer {
         match tokio::time::timeout_at(deadline, bounded).await {
             Ok(r) => r,
             Err(_) => {
-                let in_transaction = started.load(std::sync::atomic::Ordering::SeqCst);
+                let in_transaction = progress.started.load(std::sync::atomic::Ordering::SeqCst);
+                let body_out = progress.body.load(std::sync::atomic::Ordering::SeqCst);
                 // A session that did not get as far as a transaction in time (connect,
-                // greeting, TLS, AUTH): the relay is slow to take more sessions.
+                // greeting, TLS, AUTH): the relay is slow to take more sessions. One that
+                // sent the body and got no answer may have delivered it: unknown.
                 Err(DeliveryError::transient(
                     DeliveryReason::Timeout,
                     "delivery exceeded smtp.timeout_seconds",
                 )
                 .classed(true, !in_transaction)
-                .maybe_delivered(in_transaction))
+                .maybe_delivered(in_transaction)
+                .outcome_unknown(body_out))
             }
         }
     }
@@ -261,7 +271,7 @@ impl Mailer {
         target: &SmtpTarget,
         envelope: &lettre::address::Envelope,
         bytes: &[u8],
-        started: &std::sync::atomic::AtomicBool,
+        progress: &Progress,
         sessions: usize,
     ) -> Result<(), DeliveryError> {
         let (name, addrs) = self
@@ -281,7 +291,7 @@ impl Mailer {
             target,
             (&name, &addrs),
             (envelope, bytes),
-            started,
+            progress,
             sessions,
         )
         .await
@@ -313,7 +323,7 @@ impl Mailer {
         target: &SmtpTarget,
         (name, addrs): (&HostName, &[SocketAddr]),
         (envelope, bytes): (&lettre::address::Envelope, &[u8]),
-        started: &std::sync::atomic::AtomicBool,
+        progress: &Progress,
         sessions: usize,
     ) -> Result<(), DeliveryError> {
         let mut reused = None;
@@ -337,8 +347,10 @@ impl Mailer {
             Some(c) => c,
             None => self.connect(target, name, addrs).await?,
         };
-        started.store(true, std::sync::atomic::Ordering::SeqCst);
-        let mut result = transact(&mut conn, envelope, bytes).await;
+        progress
+            .started
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut result = transact(&mut conn, envelope, bytes, &progress.body).await;
         if was_reused {
             if let Err(TxError::Smtp(Stage::Mail, e)) = &result {
                 if !e.is_permanent() {
@@ -347,7 +359,7 @@ impl Mailer {
                     conn.abort().await;
                     let (c, a) = self.connect(target, name, addrs).await?;
                     conn = c;
-                    result = transact(&mut conn, envelope, bytes).await;
+                    result = transact(&mut conn, envelope, bytes, &progress.body).await;
                     return self.finish(pool, conn, a, result, sessions).await;
                 }
             }
@@ -432,9 +444,12 @@ impl Mailer {
                     err.is_transient()
                 };
                 conn.abort().await;
+                // The body went out and no reply came (a timeout, a dropped connection):
+                // nobody can know whether the relay kept it.
                 Err(err
                     .classed(transient, session_refused(&e, false))
-                    .maybe_delivered(!refused))
+                    .maybe_delivered(!refused)
+                    .outcome_unknown(!refused))
             }
         }
     }

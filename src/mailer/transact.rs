@@ -24,6 +24,7 @@ pub(super) async fn transact(
     conn: &mut AsyncSmtpConnection,
     envelope: &lettre::address::Envelope,
     bytes: &[u8],
+    body_out: &std::sync::atomic::AtomicBool,
 ) -> Result<(), TxError> {
     let mut options = vec![];
     let non_ascii = envelope
@@ -53,6 +54,7 @@ pub(super) async fn transact(
     conn.command(Data)
         .await
         .map_err(|e| TxError::Smtp(Stage::Data, e))?;
+    body_out.store(true, std::sync::atomic::Ordering::SeqCst);
     conn.message(bytes)
         .await
         .map_err(|e| TxError::Smtp(Stage::Body, e))?;

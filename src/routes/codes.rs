@@ -208,11 +208,22 @@ fn mint_request(b: MintBody) -> Result<MintRequest, ApiError> {
     })
 }
 
+/// The status and `delivery` of a mint's or resend's answer: 201 `sent` (or `unknown` when
+/// the message may have arrived but no answer came: the code is valid, API.md §19.2), 202
+/// `queued`.
+fn delivery_shown(
+    mode: DeliveryMode,
+    unknown: bool,
+) -> (actix_web::http::StatusCode, &'static str) {
+    match (mode, unknown) {
+        (DeliveryMode::Sync, false) => (actix_web::http::StatusCode::CREATED, "sent"),
+        (DeliveryMode::Sync, true) => (actix_web::http::StatusCode::CREATED, "unknown"),
+        (DeliveryMode::Async, _) => (actix_web::http::StatusCode::ACCEPTED, "queued"),
+    }
+}
+
 fn mint_out(m: &Minted) -> (actix_web::http::StatusCode, MintOut) {
-    let (status, delivery) = match m.delivery {
-        DeliveryMode::Sync => (actix_web::http::StatusCode::CREATED, "sent"),
-        DeliveryMode::Async => (actix_web::http::StatusCode::ACCEPTED, "queued"),
-    };
+    let (status, delivery) = delivery_shown(m.delivery, m.outcome_unknown);
     (
         status,
         MintOut {
@@ -251,10 +262,7 @@ pub async fn resend(
 ) -> ApiResult {
     let ctx = super::request_context(&req, &st);
     let r = st.services.resend(&t.0, &key, &ctx).await?;
-    let (status, delivery) = match r.delivery {
-        DeliveryMode::Sync => (actix_web::http::StatusCode::CREATED, "sent"),
-        DeliveryMode::Async => (actix_web::http::StatusCode::ACCEPTED, "queued"),
-    };
+    let (status, delivery) = delivery_shown(r.delivery, r.outcome_unknown);
     let v = &r.view;
     Ok(json(
         no_store(HttpResponse::build(status)),

@@ -167,8 +167,10 @@ pub struct MintOut {
     pub ttl_seconds: u32,
     pub code_length: u32,
     pub max_attempts: u32,
-    /// `sent` (201: the relay accepted the message) or `queued` (202: stored, a sender
-    /// delivers it; see `GET /v1/otp/{key}`).
+    /// `sent` (201: the relay accepted the message), `unknown` (201: the relay or provider
+    /// took the message and never answered; the person may have it, the code is valid, and
+    /// nothing sends it again by itself: resend if the person has nothing) or `queued` (202:
+    /// stored, a sender delivers it; see `GET /v1/otp/{key}`).
     pub delivery: String,
     /// The locale the message was written in (the first of the fallback chain with a
     /// template).

@@ -52,6 +52,9 @@ pub struct Minted {
     pub template_fallback: bool,
     /// A test mint: the message went to the tenant's test inbox, not to any relay.
     pub test: bool,
+    /// Sync: the message may have reached the person but no answer came (API.md §19.2):
+    /// its delivery is `unknown` and the code is valid.
+    pub outcome_unknown: bool,
 }
 
 /// A quota refusal as the error clients see, counted in the metrics.
@@ -309,6 +312,7 @@ impl Services {
             locale: written.locale,
             template_fallback: written.fallback,
             test,
+            outcome_unknown: false,
         };
         if test {
             let inbox = InboxEntry {
@@ -349,17 +353,22 @@ impl Services {
             expires_at,
             mode,
         };
-        self.deliver_now(tenant, job).await?;
+        let outcome_unknown = self.deliver_now(tenant, job).await?;
         crate::metrics::inc(|m| &m.codes_minted, &[mode.as_str()]);
-        Ok(minted)
+        Ok(Minted {
+            outcome_unknown,
+            ..minted
+        })
     }
 
-    /// Send a sync message this process holds the lease of, and wait for the outcome.
+    /// Send a sync message this process holds the lease of, and wait for the outcome:
+    /// `true` when it is unknown (the message may have reached the person; the code stays
+    /// valid and nothing sends it again by itself).
     pub(super) async fn deliver_now(
         &self,
         tenant: &Tenant,
         job: OutboxJob,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<bool, ServiceError> {
         // On a task of its own: a client that goes away does not cut the send or the record
         // of its outcome in half (the message and its lease stay this process's until then).
         let (me, owner) = (self.clone(), tenant.clone());
@@ -370,7 +379,8 @@ impl Services {
         .await
         .map_err(|e| ServiceError::Internal(format!("delivery task failed: {e}")))?;
         match attempt {
-            Attempt::Sent => Ok(()),
+            Attempt::Sent => Ok(false),
+            Attempt::Unknown(_) => Ok(true),
             // A failed sync delivery: the code is `failed` (it can never verify) unless an
             // earlier message of its key was accepted, the quota given back when nothing can
             // have reached the relay, the earlier code untouched.

@@ -25,6 +25,8 @@ pub struct ResentKey {
     pub view: ChallengeView,
     /// Sync: the relay accepted the new message. Async: it is queued.
     pub delivery: DeliveryMode,
+    /// Sync: the new message may have reached the person but no answer came.
+    pub outcome_unknown: bool,
     /// The locale the new message was written in.
     pub locale: Locale,
 }
@@ -216,6 +218,7 @@ impl Services {
             }
         }
         let delivery = if test { DeliveryMode::Sync } else { mode };
+        let mut outcome_unknown = false;
         if !test {
             if mode == DeliveryMode::Async {
                 self.outbox.wake();
@@ -229,7 +232,7 @@ impl Services {
                     expires_at: view.expires_at,
                     mode,
                 };
-                self.deliver_now(tenant, job).await?;
+                outcome_unknown = self.deliver_now(tenant, job).await?;
             }
         }
         let label = if test { "test" } else { mode.as_str() };
@@ -241,6 +244,7 @@ impl Services {
             key,
             view,
             delivery,
+            outcome_unknown,
             locale: written.locale,
         })
     }

@@ -101,6 +101,8 @@ pub struct AttemptRecord {
     /// A failure's code beyond its reason: the provider's own error code, or
     /// `oauth2_invalid_grant` and the like.
     pub detail_code: Option<String>,
+    /// A last attempt whose outcome nobody can know (API.md §19.2): given up as `unknown`.
+    pub outcome_unknown: bool,
 }
 
 pub trait OutboxStore {
@@ -142,7 +144,9 @@ pub trait OutboxStore {
     ) -> Result<(), StoreError>;
     /// Give up, only while `owner` holds the row: the code becomes `failed` (it can never
     /// verify), the outbox row goes, and the quota charge is given back unless some attempt
-    /// may have reached the relay.
+    /// may have reached the relay. When this attempt's outcome is unknown
+    /// (`attempt.outcome_unknown`), the delivery is `unknown` instead and the code stays
+    /// valid (see `rules::given_up`).
     #[allow(clippy::too_many_arguments)]
     fn outbox_failed(
         &self,

@@ -89,6 +89,19 @@ pub fn sweep_verdict(
     }
 }
 
+/// How a message given up on is recorded (API.md §19.2): when nobody can know whether this
+/// last attempt reached the person (the relay took the body and never answered; a provider
+/// timed out after the request went out) its delivery is `unknown`, the code stays valid until it
+/// expires and nothing sends it again by itself; otherwise it `failed` and so does its code
+/// (see [`GIVING_UP_FAILS_KEY`]). Returns the delivery status and whether the code fails.
+pub fn given_up(outcome_unknown: bool) -> (DeliveryStatus, bool) {
+    if outcome_unknown {
+        (DeliveryStatus::Unknown, false)
+    } else {
+        (DeliveryStatus::Failed, true)
+    }
+}
+
 /// Whether giving up on a message gives its send back to the quotas: only when no attempt
 /// (an earlier one, or this last one) may have reached the relay.
 pub fn refunds_quota(maybe_delivered_before: bool, maybe_delivered_now: bool) -> bool {

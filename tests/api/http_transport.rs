@@ -477,3 +477,46 @@ async fn an_endpoint_that_may_have_forwarded_is_not_bypassed_one_that_refused_is
     let msg = app.smtp.wait_for("b@example.com", 1).await;
     assert_eq!(app.verify(&sk, &key, &msg.code()).await.0, StatusCode::OK);
 }
+
+/// An endpoint that took the request and answered nothing within the timeout: the message
+/// may have gone out, so it is `unknown`, valid, and never sent again by itself (sync or
+/// async; API.md §19.2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_endpoint_never_answered_is_unknown_and_not_sent_again() {
+    let rx = HttpReceiver::start(true).await;
+    let app = app_for(&rx).await;
+    let (_, sk) = app.tenant().await;
+    put_http(&app, &sk, &rx, "primary").await;
+    rx.set_delay(Duration::from_secs(5));
+    let (s, v) = mint(&app, &sk, "ada@example.com", "sync").await;
+    assert_eq!(
+        (s, v["delivery"].as_str()),
+        (StatusCode::CREATED, Some("unknown")),
+        "{v}"
+    );
+    let key = v["shareable_key"].as_str().unwrap().to_string();
+    let (s, v) = mint(&app, &sk, "bob@example.com", "async").await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let queued = v["shareable_key"].as_str().unwrap().to_string();
+    attempts_recorded(&app, &sk, &queued, 1).await;
+    for _ in 0..5 {
+        app.clock.advance_secs(60);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let reqs = rx.requests();
+    assert_eq!(reqs.len(), 2, "one request per message");
+    for (k, req) in [(&key, &reqs[0]), (&queued, &reqs[1])] {
+        let st = status_of(&app, &sk, k).await;
+        assert_eq!(
+            (
+                st["status"].as_str(),
+                st["delivery"]["status"].as_str(),
+                st["delivery"]["attempts"].as_i64()
+            ),
+            (Some("pending"), Some("unknown"), Some(1)),
+            "{st}"
+        );
+        let code = code_in(req.json()["text"].as_str().unwrap());
+        assert_eq!(app.verify(&sk, k, &code).await.0, StatusCode::OK);
+    }
+}

@@ -357,3 +357,62 @@ async fn a_queued_message_is_sealed_at_rest() {
         "a queued message is readable at rest"
     );
 }
+
+/// A relay that keeps the message at the final `.` and never answers: the sync mint answers
+/// 201 `unknown` with the key, the code verifies, and nothing sends it again (API.md §19.2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_relay_took_without_answering_is_unknown_valid_and_never_resent() {
+    let app = spawn_app_with(|s| s.smtp.timeout_seconds = 2).await;
+    app.smtp.set_mode(Mode::KeepAndStall);
+    let (_, sk) = app.tenant().await;
+    let r = app
+        .post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["delivery"], "unknown", "{v}");
+    let key = v["shareable_key"].as_str().unwrap().to_string();
+    let s = status(&app, &sk, &key).await;
+    assert_eq!(
+        (s["status"].as_str(), s["delivery"]["status"].as_str()),
+        (Some("pending"), Some("unknown")),
+        "{s}"
+    );
+
+    // Async: recorded unknown after one attempt; past every retry of the schedule, still
+    // one copy at the relay.
+    let queued = mint_async(&app, &sk, "bob@example.com").await;
+    let s = wait_status(&app, &sk, &queued, |v| v["delivery"]["status"] == "unknown").await;
+    assert_eq!(s["delivery"]["attempts"], 1, "{s}");
+    for _ in 0..6 {
+        app.clock.advance_secs(60);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(app.smtp.count_to("ada@example.com"), 1);
+    assert_eq!(app.smtp.count_to("bob@example.com"), 1, "never sent again");
+    let s = status(&app, &sk, &queued).await;
+    assert_eq!(
+        (
+            s["delivery"]["status"].as_str(),
+            s["delivery"]["attempts"].as_i64()
+        ),
+        (Some("unknown"), Some(1))
+    );
+
+    // Both codes are valid: the person may have them.
+    let code = app.smtp.wait_for("ada@example.com", 1).await.code();
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+    let code = app.smtp.wait_for("bob@example.com", 1).await.code();
+    assert_eq!(app.verify(&sk, &queued, &code).await.0, StatusCode::OK);
+
+    // A resend is the way to send again, and it is answered the same way.
+    app.smtp.set_mode(Mode::Normal);
+    let (other, _) = app.mint(&sk, "cy@example.com").await;
+    app.smtp.set_mode(Mode::KeepAndStall);
+    let r = app
+        .post(&format!("/v1/otp/{other}/resend"), &sk, json!({}))
+        .await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["delivery"], "unknown", "{v}");
+    assert_eq!(app.smtp.count_to("cy@example.com"), 2);
+}

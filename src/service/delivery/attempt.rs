@@ -26,6 +26,9 @@ pub enum Attempt {
     /// Transient failure; the row is due again later.
     Retry(DeliveryReason),
     Failed(DeliveryReason),
+    /// The message may have reached the person and no answer came (API.md §19.2): recorded
+    /// `unknown`, counted as one send, the code valid; never sent again by itself.
+    Unknown(DeliveryReason),
     /// Not made: the process is stopping, or the message cannot be opened yet. The row is
     /// released (at shutdown) or due again shortly; nothing was counted.
     NotMade,
@@ -112,7 +115,7 @@ impl Services {
                     attempts,
                     transport: Some(delivered.transport),
                     provider_message_id: delivered.accepted.message_id,
-                    detail_code: None,
+                    ..AttemptRecord::default()
                 };
                 self.record(job, move |s| {
                     s.outbox_sent(&key, &owner, &rec, now, event.as_ref())
@@ -133,11 +136,14 @@ impl Services {
                         .unwrap_or(i64::MAX)
                         .min(RETRY_AFTER_MAX_MS)
                 });
-                let retry_at = (e.is_transient() && job.mode == DeliveryMode::Async)
-                    .then(|| next_attempt_at(attempts, now, job.expires_at))
-                    .flatten()
-                    .map(|at| at.max(now.saturating_add(asked)))
-                    .filter(|at| *at < job.expires_at);
+                // A send whose outcome is unknown is never made again by itself: the person
+                // may have the message (API.md §19.2).
+                let retry_at =
+                    (e.is_transient() && !e.outcome_unknown && job.mode == DeliveryMode::Async)
+                        .then(|| next_attempt_at(attempts, now, job.expires_at))
+                        .flatten()
+                        .map(|at| at.max(now.saturating_add(asked)))
+                        .filter(|at| *at < job.expires_at);
                 match retry_at {
                     Some(due) => {
                         let (key, owner) =
@@ -153,6 +159,17 @@ impl Services {
                         })
                         .await;
                         Attempt::Retry(e.reason)
+                    }
+                    None if e.outcome_unknown => {
+                        tracing::warn!(tenant_id = %tenant.id, recipient = %recipient, reason = e.reason.as_str(), "the message may have been delivered but no answer came: recorded unknown, not sent again");
+                        let rec = AttemptRecord {
+                            attempts,
+                            detail_code: e.detail_code.clone(),
+                            outcome_unknown: true,
+                            ..AttemptRecord::default()
+                        };
+                        self.record_failed(job, rec, e.reason, true, None).await;
+                        Attempt::Unknown(e.reason)
                     }
                     None => {
                         let event = self.outcome_event(tenant, &msg, Some(e.reason));

@@ -247,14 +247,15 @@ impl OutboxStore for PgStore {
             let Some((maybe_before, quota_at)) = take_row(tx, key_digest, Some(owner))? else {
                 return Ok(false);
             };
+            let (status, fail_code) = rules::given_up(rec.outcome_unknown);
             let failed = give_up(
                 tx,
                 key_digest,
                 Settle {
                     attempts: Some(attempts),
                     reason,
-                    status: "failed",
-                    fail_code: true,
+                    status: status.as_str(),
+                    fail_code,
                     refund: rules::refunds_quota(maybe_before, maybe_delivered),
                     quota_at,
                 },

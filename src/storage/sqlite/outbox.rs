@@ -237,14 +237,15 @@ impl OutboxStore for SqliteStore {
             let Some(maybe_before) = take_row(tx, &key_digest, Some(&owner))? else {
                 return Ok(false);
             };
+            let (status, fail_code) = rules::given_up(rec.outcome_unknown);
             give_up(
                 tx,
                 &key_digest,
                 Settle {
                     attempts: Some(attempts),
                     reason: &reason,
-                    status: "failed",
-                    fail_code: true,
+                    status: status.as_str(),
+                    fail_code,
                     refund: rules::refunds_quota(maybe_before.0, maybe_delivered),
                     quota_at: maybe_before.1,
                 },

@@ -86,6 +86,9 @@ pub enum Mode {
     Down,
     /// A hostile relay: `220 ` and then bytes without a line end, as fast as they go.
     Flood,
+    /// Keep each message at its final `.` (it counts as received) and never answer: the
+    /// sender cannot know whether it was delivered.
+    KeepAndStall,
 }
 
 struct State {

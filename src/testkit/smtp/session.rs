@@ -36,7 +36,7 @@ pub(super) async fn handle(
             }
             return Ok(());
         }
-        Mode::Normal | Mode::RejectRecipients => {}
+        Mode::Normal | Mode::RejectRecipients | Mode::KeepAndStall => {}
     }
     let open = st.active.fetch_add(1, Ordering::SeqCst) + 1;
     let _active = Active(&st);
@@ -222,6 +222,15 @@ async fn session(
                     tls,
                 });
                 st.notify.notify_waiters();
+                if *st.mode.lock().unwrap() == Mode::KeepAndStall {
+                    // No answer; the connection stays open until the client gives up.
+                    let mut sink = [0u8; 512];
+                    let _ = tokio::time::timeout(Duration::from_secs(120), async {
+                        while matches!(tokio::io::AsyncReadExt::read(r.get_mut(), &mut sink).await, Ok(n) if n > 0) {}
+                    })
+                    .await;
+                    return Ok(None);
+                }
                 if st.hang_up_after_message.load(Ordering::SeqCst) {
                     r.get_mut().write_all(b"250 queued\r\n").await?;
                     return Ok(None);

@@ -117,9 +117,10 @@ pub(crate) async fn post(
                 DeliveryReason::ProviderHostNotAllowed,
                 "the provider's host is not allowed by the address policy",
             ),
+            // The request went out and no answer came: it may have been sent.
             "timeout" | "request" => {
                 DeliveryError::transient(DeliveryReason::ProviderUnreachable, e)
-                    .maybe_delivered(true)
+                    .outcome_unknown(true)
             }
             other => DeliveryError::transient(DeliveryReason::ProviderUnreachable, other),
         })

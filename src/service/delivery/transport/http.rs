@@ -130,7 +130,7 @@ impl Transport for HttpEndpoint<'_> {
                 // The request may have reached the endpoint: not sent elsewhere at once.
                 SendResult::Error(e @ ("timeout" | "request")) => {
                     Err(DeliveryError::transient(DeliveryReason::HttpUnreachable, e)
-                        .maybe_delivered(true))
+                        .outcome_unknown(true))
                 }
                 SendResult::Error(e) => {
                     Err(DeliveryError::transient(DeliveryReason::HttpUnreachable, e))

@@ -68,7 +68,7 @@ impl Api for Vonage {
                     DeliveryReason::ProviderUnavailable,
                     "the provider's answer had no message status",
                 )
-                .maybe_delivered(true)),
+                .outcome_unknown(true)),
             }
         })
     }
