@@ -258,6 +258,9 @@ pub struct DeliverySettings {
     pub breaker_seconds: u64,
     /// Bound on one request to a tenant's HTTP transport, a provider or a token endpoint.
     pub http_timeout_seconds: u64,
+    /// SMTP sessions, HTTP transport and provider requests in flight in this process, all
+    /// tenants together (API.md §19.3); beyond it work waits.
+    pub max_sessions: u32,
     /// Operator overrides of the providers' base URLs (API.md §15.2), by kind:
     /// `{postmark = "https://host:port"}`; otpmint appends each API's documented path.
     #[serde(default)]

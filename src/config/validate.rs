@@ -168,6 +168,12 @@ impl Settings {
             1,
             300,
         )?;
+        range(
+            "delivery.max_sessions",
+            self.delivery.max_sessions.into(),
+            1,
+            100_000,
+        )?;
         for (kind, url) in &self.delivery.provider_base_urls {
             let key = format!("delivery.provider_base_urls.{kind}");
             if crate::domain::provider::ProviderKind::parse(kind).is_none() {

@@ -99,6 +99,7 @@ pub fn build_services(settings: Settings, clock: Arc<dyn Clock>) -> Result<Servi
         &settings.smtp.extra_root_certificates,
     )
     .map_err(|e| StartupError::Other(e.to_string()))?;
+    let outbox = crate::service::delivery::Outbox::new(settings.delivery.max_sessions as usize);
     let settings = Arc::new(arc_swap::ArcSwap::from_pointee(settings));
     let hooks = crate::webhook::WebhookClient::new(Arc::clone(&settings))
         .map_err(|e| StartupError::Other(e.to_string()))?;
@@ -110,7 +111,7 @@ pub fn build_services(settings: Settings, clock: Arc<dyn Clock>) -> Result<Servi
         mailer,
         clock,
         settings,
-        outbox: crate::service::delivery::Outbox::new(),
+        outbox,
         templates: crate::service::templates::TemplateCache::default(),
         hooks: crate::service::webhooks::Hooks::new(hooks),
         test_lists: crate::service::test_mode::TestLists::default(),

@@ -3,6 +3,7 @@
 //! PostgreSQL in that run of the suite.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -227,4 +228,74 @@ async fn sigterm_gives_back_queued_messages_and_a_restart_sends_them_at_once() {
     for i in 0..30 {
         assert_eq!(smtp.count_to(&format!("q{i}@example.com")), 1, "sent once");
     }
+}
+
+/// A queued message whose relay failed and that was waiting for its next transport when
+/// SIGTERM came gives its lease back like every other (API.md §19.4): nothing this process
+/// held stays leased after it stopped.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_stopped_while_waiting_for_its_next_transport_gives_its_lease_back() {
+    use otpmint::testkit::http::HttpReceiver;
+    let smtp = SmtpServer::start().await;
+    smtp.set_mode(crate::smtp::Mode::Down);
+    let rx = HttpReceiver::start(true).await;
+    rx.set_delay(Duration::from_secs(3));
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "[webhooks]\nallow_private_hosts = true\nextra_root_certificates = [\"{}\"]\n",
+        rx.ca_path.display()
+    );
+    let (conf, url) = config(dir.path(), &smtp, &extra);
+    let mut first = start(dir.path(), &conf);
+    let base = format!("http://127.0.0.1:{}", first.port);
+    let sk = create_tenant(
+        &base,
+        &smtp,
+        json!({"delivery": "async", "smtp": {
+            "host": "127.0.0.1", "port": smtp.port, "username": SMTP_USER, "password": SMTP_PASS,
+            "from": "Acme <no-reply@acme.example>", "tls": "starttls", "max_connections": 1}}),
+    )
+    .await;
+    let r = reqwest::Client::new()
+        .put(format!("{base}/v1/tenant/transport/http"))
+        .bearer_auth(&sk)
+        .json(&json!({"url": rx.url("/send"), "use": "fallback"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    for to in ["a@example.com", "b@example.com"] {
+        let (s, _) = post(&base, "/v1/otp", &sk, json!({"email": to})).await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+    }
+    // One message is at the endpoint (its one session); the other failed at the relay and
+    // waits for that session.
+    rx.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(Command::new("kill")
+        .arg("-TERM")
+        .arg(first.child.id().to_string())
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while first.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the process did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rx.requests().len(), 1, "the waiting message was not sent");
+    assert_eq!(
+        sql(&url, "SELECT COUNT(*) FROM outbox"),
+        1,
+        "it is still queued"
+    );
+    assert_eq!(
+        sql(
+            &url,
+            "SELECT COUNT(*) FROM outbox WHERE leased_by IS NOT NULL"
+        ),
+        0,
+        "and no longer leased"
+    );
 }

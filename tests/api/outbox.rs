@@ -416,3 +416,47 @@ async fn a_message_the_relay_took_without_answering_is_unknown_valid_and_never_r
     assert_eq!(v["delivery"], "unknown", "{v}");
     assert_eq!(app.smtp.count_to("cy@example.com"), 2);
 }
+
+/// `delivery.max_sessions` bounds outbound work over all tenants together: three tenants
+/// whose relays each allow four sessions never have more than two messages in DATA at once,
+/// and every message still goes (sync within its deadline, async from the queue).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bound_holds_outbound_sessions_of_all_tenants_together() {
+    let app = spawn_app_with(|s| s.delivery.max_sessions = 2).await;
+    app.smtp.set_delay(Duration::from_millis(300));
+    let mut tenants = Vec::new();
+    for _ in 0..3 {
+        tenants.push(
+            tenant_with(&app, json!({}), json!({"max_connections": 4}))
+                .await
+                .1,
+        );
+    }
+    let mints = tenants.iter().enumerate().flat_map(|(t, sk)| {
+        let app = &app;
+        (0..4).map(move |i| async move {
+            let delivery = if i % 2 == 0 { "sync" } else { "async" };
+            let r = app
+                .post(
+                    "/v1/otp",
+                    sk,
+                    json!({"email": format!("p{t}-{i}@example.com"), "delivery": delivery}),
+                )
+                .await;
+            r.status()
+        })
+    });
+    for s in futures_util::future::join_all(mints).await {
+        assert!(s == StatusCode::CREATED || s == StatusCode::ACCEPTED, "{s}");
+    }
+    for t in 0..3 {
+        for i in 0..4 {
+            app.smtp.wait_for(&format!("p{t}-{i}@example.com"), 1).await;
+        }
+    }
+    assert_eq!(
+        app.smtp.max_concurrent_in_data(),
+        2,
+        "the bound was reached and held"
+    );
+}

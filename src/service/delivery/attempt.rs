@@ -86,7 +86,13 @@ impl Services {
         };
         let started = std::time::Instant::now();
         let sent = match self.send_via_route(job, tenant, &msg, ticket).await {
-            Err(Undelivered::Stopped) => return Attempt::NotMade,
+            // Stopped before a session (perhaps after an earlier transport failed without
+            // sending): nothing to record, and the lease goes back at shutdown like every
+            // other this process is not sending (API.md §19.4).
+            Err(Undelivered::Stopped) => {
+                self.outbox.let_go(&job.key_digest);
+                return Attempt::NotMade;
+            }
             Ok(delivered) => Ok(delivered),
             Err(Undelivered::Failed(e)) => Err(e),
         };

@@ -91,6 +91,9 @@ struct OutboxInner {
     stopped: Notify,
     /// When the stop was asked for: the drain's deadline counts from it.
     stopped_at: std::sync::OnceLock<std::time::Instant>,
+    /// `delivery.max_sessions`: outbound sessions and requests in flight, all tenants
+    /// together (API.md §19.3).
+    sessions: Arc<tokio::sync::Semaphore>,
 }
 
 /// A message held by this process (see `OutboxInner::held`).
@@ -99,19 +102,14 @@ struct Held {
     expires_at: crate::domain::Millis,
 }
 
-impl Default for Outbox {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Sets and a cursor, consistent after every statement.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Outbox {
-    pub fn new() -> Outbox {
+    /// `max_sessions`: the process-wide bound on outbound sessions and requests.
+    pub fn new(max_sessions: usize) -> Outbox {
         Outbox {
             inner: Arc::new(OutboxInner {
                 owner: format!("inst_{}", crate::domain::keys::random_id(16)),
@@ -125,8 +123,14 @@ impl Outbox {
                 stopping: AtomicBool::new(false),
                 stopped: Notify::new(),
                 stopped_at: std::sync::OnceLock::new(),
+                sessions: Arc::new(tokio::sync::Semaphore::new(max_sessions.max(1))),
             }),
         }
+    }
+
+    /// The process-wide bound on outbound sessions and requests.
+    pub(crate) fn sessions(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.inner.sessions
     }
 
     pub(crate) fn breakers(&self) -> &route::Breakers {
@@ -192,7 +196,7 @@ impl Outbox {
         );
     }
 
-    fn let_go(&self, key: &[u8]) {
+    pub(super) fn let_go(&self, key: &[u8]) {
         locked(&self.inner.held).remove(key);
     }
 

@@ -332,7 +332,16 @@ impl Services {
         by: Instant,
     ) -> Result<Slot, Undelivered> {
         let queued = ticket.unwrap_or_else(|| window.queue());
-        let session = tokio::time::timeout_at(by, queued.session());
+        // A place in the relay's window first, then one of the process-wide bound
+        // (`delivery.max_sessions`): a relay with no room never holds a global place.
+        let global = Arc::clone(self.outbox.sessions());
+        let session = tokio::time::timeout_at(by, async move {
+            let slot = queued.session().await;
+            match global.acquire_owned().await {
+                Ok(permit) => Some(slot.with_global(permit)),
+                Err(_) => None,
+            }
+        });
         let slot = if job.mode == DeliveryMode::Async {
             tokio::select! {
                 s = session => s,
@@ -341,7 +350,7 @@ impl Services {
         } else {
             session.await
         };
-        let Ok(slot) = slot else {
+        let Ok(Some(slot)) = slot else {
             return Err(Undelivered::Failed(DeliveryError::no_session()));
         };
         self.outbox

@@ -158,6 +158,7 @@ impl Ticket {
         Slot {
             window: Arc::clone(&self.window),
             permit,
+            global: None,
             round: s.round,
             full,
         }
@@ -176,11 +177,19 @@ impl Drop for Ticket {
 pub struct Slot {
     window: Arc<RelayWindow>,
     permit: Option<OwnedSemaphorePermit>,
+    /// The process-wide bound's place (`delivery.max_sessions`), once taken.
+    global: Option<OwnedSemaphorePermit>,
     round: u64,
     full: bool,
 }
 
 impl Slot {
+    /// This session's place in the process-wide bound on outbound work.
+    pub fn with_global(mut self, permit: OwnedSemaphorePermit) -> Slot {
+        self.global = Some(permit);
+        self
+    }
+
     /// The relay accepted a message on this session.
     pub fn accepted(&self) {
         if !self.full {
