@@ -1,4 +1,4 @@
--- Deliverability (API.md §16.1), in step with migrations/sqlite/V13__suppressions.sql.
+-- Deliverability (API.md §16.1) and test keys (§17.4), in step with migrations/sqlite/V13__suppressions.sql.
 
 -- A tenant's suppression list: recipients (canonical address or E.164 number) that mints
 -- do not send to; reason hard_bounce | complaint | manual; source names where it came from
@@ -17,3 +17,8 @@ CREATE INDEX suppressions_newest ON suppressions(tenant_id, created_at, recipien
 -- sends); suppressed: how many entries the list holds (0: a mint need not look).
 ALTER TABLE tenants ADD COLUMN suppression_off BOOLEAN NOT NULL DEFAULT FALSE;
 ALTER TABLE tenants ADD COLUMN suppressed BIGINT NOT NULL DEFAULT 0;
+
+-- Test keys (API.md §17.4): a secret key made while its tenant is a test tenant (`sk_test_`)
+-- stops when the tenant is made live. Keys of tenants in test mode now are taken as test keys.
+ALTER TABLE tenant_secrets ADD COLUMN test BOOLEAN NOT NULL DEFAULT FALSE;
+UPDATE tenant_secrets SET test = TRUE WHERE tenant_id IN (SELECT id FROM tenants WHERE test);

@@ -149,6 +149,17 @@ pub struct TenantCreatedOut {
     pub secret_key: String,
 }
 
+/// A tenant after an admin's change.
+#[derive(Serialize, ToSchema)]
+pub struct TenantPatchedOut {
+    #[serde(flatten)]
+    pub tenant: TenantOut,
+    /// Only when a test tenant was made live (`"test": false`): its new `sk_…` key, shown
+    /// once; its `sk_test_` keys stopped working with this change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<String>,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct TenantListOut {
     pub tenants: Vec<TenantOut>,

@@ -383,7 +383,7 @@ fn patch_from(b: PatchTenantBody) -> Result<TenantPatch, ApiError> {
     params(("id" = String, Path, description = "Tenant id")),
     request_body = PatchTenantBody,
     responses(
-        (status = 200, description = "The changed tenant", body = TenantOut),
+        (status = 200, description = "The changed tenant (with a new `secret_key` when a test tenant was made live)", body = TenantPatchedOut),
         (status = 400, response = problems::InvalidRequest),
         (status = 401, response = problems::Unauthorized),
         (status = 404, response = problems::TenantNotFound),
@@ -398,11 +398,17 @@ pub async fn patch_tenant(
     payload: web::Payload,
 ) -> ApiResult {
     let body: PatchTenantBody = json_body(&req, payload).await?;
-    let row = st
+    let (row, secret) = st
         .services
         .update_tenant(&id, patch_from(body)?, false)
         .await?;
-    Ok(json(HttpResponse::Ok(), &TenantOut::of(&st.services, &row)))
+    Ok(json(
+        HttpResponse::Ok(),
+        &TenantPatchedOut {
+            tenant: TenantOut::of(&st.services, &row),
+            secret_key: secret.map(|s| s.expose().to_string()),
+        },
+    ))
 }
 
 #[utoipa::path(delete, path = "/v1/tenants/{id}", tag = "tenants",
@@ -481,7 +487,7 @@ pub async fn patch_self(
     payload: web::Payload,
 ) -> ApiResult {
     let body: PatchTenantBody = json_body(&req, payload).await?;
-    let row = st
+    let (row, _) = st
         .services
         .update_tenant(t.0.id.as_str(), patch_from(body)?, true)
         .await?;

@@ -154,7 +154,7 @@ impl Services {
         id: &str,
         p: TenantPatch,
         by_tenant: bool,
-    ) -> Result<Tenant, ServiceError> {
+    ) -> Result<(Tenant, Option<SecretKey>), ServiceError> {
         if by_tenant && (p.policy.is_some() || p.enabled.is_some() || p.test.is_some()) {
             let field = if p.policy.is_some() {
                 "policy"
@@ -170,9 +170,17 @@ impl Services {
         // made again on what it wrote (API.md §6.30).
         for _ in 0..CHANGE_TRIES {
             let current = self.tenant(id).await?;
-            let changes = self.tenant_changes(&current, &p).await?;
+            let mut changes = self.tenant_changes(&current, &p).await?;
+            // A test tenant made live (API.md §17.4): its `sk_test_` keys stop in the same
+            // change, and a new `sk_` key is shown once.
+            let going_live = current.test && p.test == Some(false) && {
+                let tid = current.id.clone();
+                self.db(move |s| s.has_test_secrets(&tid)).await?
+            };
+            let secret = going_live.then(|| SecretKey::generate_for(false));
+            changes.new_secret = secret.as_ref().map(|s| self.secret_digest(s.expose()));
             if let Some(row) = self.store_change(&current, changes).await? {
-                return Ok(row);
+                return Ok((row, secret));
             }
         }
         Err(ServiceError::Conflict(
@@ -328,6 +336,7 @@ impl Services {
             email_provider: None,
             sms_provider: None,
             suppression: p.suppression,
+            new_secret: None,
         };
         Ok(changes)
     }

@@ -140,6 +140,7 @@ pub const TABLES: &[Table] = &[
             ("tenant_id", Text),
             ("created_at", Int),
             ("expires_at", Int),
+            ("test", Bool),
         ],
         identity: None,
     },

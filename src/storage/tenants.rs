@@ -31,6 +31,9 @@ pub struct TenantChanges {
     pub sms_provider: Option<Option<Provider>>,
     /// Whether mints to suppressed recipients are refused (API.md §16.1).
     pub suppression: Option<bool>,
+    /// A new secret key's digest that replaces every other at once (a test tenant made
+    /// live: its `sk_test_` key stops, API.md §17.4).
+    pub new_secret: Option<Vec<u8>>,
 }
 
 impl TenantChanges {
@@ -58,6 +61,22 @@ pub(crate) mod sql {
     /// A new version of the tenant's transports (windows and token caches start afresh).
     pub const BUMP_TRANSPORTS: &str =
         "UPDATE tenants SET smtp_version = smtp_version + 1 WHERE id = $1";
+    /// Secret keys: the tenant's others end at `$2` (or keep an earlier end), and those
+    /// ended by `$2` go.
+    pub const END_SECRETS: &str = "UPDATE tenant_secrets SET expires_at = CASE \
+         WHEN expires_at IS NOT NULL AND expires_at < $2 THEN expires_at ELSE $2 END WHERE tenant_id = $1";
+    pub const DROP_ENDED_SECRETS: &str =
+        "DELETE FROM tenant_secrets WHERE tenant_id = $1 AND expires_at <= $2";
+    /// A test tenant made live: its test keys go (API.md §17.4).
+    pub const DROP_TEST_SECRETS: &str = "DELETE FROM tenant_secrets WHERE tenant_id = $1 AND test";
+    /// A new secret key (`$1` digest, `$2` tenant, `$3` now): a test key while its tenant is
+    /// a test tenant.
+    pub const ADD_SECRET: &str =
+        "INSERT INTO tenant_secrets (digest, tenant_id, created_at, expires_at, test) \
+         SELECT $1, $2, $3, NULL, t.test FROM tenants t WHERE t.id = $2";
+    /// Whether the tenant has test keys.
+    pub const HAS_TEST_SECRETS: &str =
+        "SELECT EXISTS(SELECT 1 FROM tenant_secrets WHERE tenant_id = $1 AND test)";
     pub const SET_SUPPRESSION_OFF: &str = "UPDATE tenants SET suppression_off = $2 WHERE id = $1";
     pub const SET_EMAIL_PROVIDER: &str =
         "UPDATE tenants SET email_provider = $2, email_provider_secrets = $3 WHERE id = $1";
@@ -164,6 +183,8 @@ pub trait TenantStore {
     fn delete_tenant(&self, id: &TenantId) -> Result<bool, StoreError>;
     /// The enabled tenant whose current (or in-grace) secret has this digest.
     fn tenant_by_secret(&self, digest: &[u8], now: Millis) -> Result<Option<Tenant>, StoreError>;
+    /// Whether the tenant has secret keys made while it was a test tenant (`sk_test_`).
+    fn has_test_secrets(&self, id: &TenantId) -> Result<bool, StoreError>;
     /// Replace the tenant's secret; older secrets stop at `old_until` (now: at once).
     fn rotate_secret(
         &self,

@@ -285,7 +285,13 @@ async fn a_test_tenant_never_emails_anyone_and_its_keys_say_so() {
     )
     .await;
     assert_eq!((s, &v["test"]), (StatusCode::OK, &json!(false)), "{v}");
-    let (_, code) = app.mint(&sk_new, "c@example.com").await;
+    // Its test key stopped (API.md §17.4); the live key shown once mails for real.
+    assert_eq!(
+        app.get("/v1/tenant", &sk_new).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let live = v["secret_key"].as_str().unwrap().to_string();
+    let (_, code) = app.mint(&live, "c@example.com").await;
     assert_eq!(code.len(), 6);
 }
 
@@ -756,4 +762,75 @@ async fn a_message_that_never_left_counts_failed_and_expired_whichever_pass_come
     assert_eq!(app.services.count_expired().await.unwrap(), 2);
     let t = totals().await;
     assert_eq!((t[2], t[4]), (expected_failed + 2, 4), "{t:?}");
+}
+
+/// A test tenant made live (API.md §17.4): its `sk_test_` keys stop in that change (a grace
+/// period of an earlier rotation included), and the answer shows a new `sk_` key once.
+#[tokio::test]
+async fn a_test_tenant_made_live_stops_its_test_keys_and_shows_a_live_key_once() {
+    let app = spawn_app().await;
+    let (s, v) = body(
+        app.post(
+            "/v1/tenants",
+            ADMIN,
+            json!({"name": "CI", "test": true, "smtp": app.smtp_json()}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let first = v["secret_key"].as_str().unwrap().to_string();
+    // A rotation with a grace period: both test keys work for now.
+    let (_, r) = body(
+        app.post(
+            &format!("/v1/tenants/{id}/rotate-secret"),
+            ADMIN,
+            json!({"grace_seconds": 3600}),
+        )
+        .await,
+    )
+    .await;
+    let second = r["secret_key"].as_str().unwrap().to_string();
+    for sk in [&first, &second] {
+        assert_eq!(app.get("/v1/tenant", sk).await.status(), StatusCode::OK);
+    }
+    let (s, v) = body(
+        app.patch(&format!("/v1/tenants/{id}"), ADMIN, json!({"test": false}))
+            .await,
+    )
+    .await;
+    assert_eq!((s, &v["test"]), (StatusCode::OK, &json!(false)), "{v}");
+    let live = v["secret_key"]
+        .as_str()
+        .expect("a new key, shown once")
+        .to_string();
+    assert!(
+        live.starts_with("sk_") && !live.starts_with("sk_test_"),
+        "{live}"
+    );
+    for sk in [&first, &second] {
+        assert_eq!(
+            app.get("/v1/tenant", sk).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // The live key sends for real.
+    let (key, code) = app.mint(&live, "ada@example.com").await;
+    assert_eq!(app.verify(&live, &key, &code).await.0, StatusCode::OK);
+    // Another change shows no key; neither does GET.
+    let (s, v) = body(
+        app.patch(
+            &format!("/v1/tenants/{id}"),
+            ADMIN,
+            json!({"test": false, "name": "CI 2"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(v.get("secret_key").is_none(), "{v}");
+    let (_, v) = body(app.get(&format!("/v1/tenants/{id}"), ADMIN).await).await;
+    assert!(v.get("secret_key").is_none(), "{v}");
+    assert_eq!(app.get("/v1/tenant", &live).await.status(), StatusCode::OK);
 }

@@ -307,8 +307,10 @@ fn insert_tenant_row(
         }
     }
     let n = tx.execute(
-        "INSERT INTO tenant_secrets (digest, tenant_id, created_at, expires_at) VALUES ($1, $2, $3, NULL) \
-         ON CONFLICT (digest) DO NOTHING",
+        &format!(
+            "{} ON CONFLICT (digest) DO NOTHING",
+            crate::storage::tenants::sql::ADD_SECRET
+        ),
         &[&secret_digest, &t.id.as_str(), &now],
     )?;
     Ok(n == 1)

@@ -131,6 +131,11 @@ impl TenantStore for PgStore {
             if let Some(test) = c.test {
                 tx.execute("UPDATE tenants SET test = $2 WHERE id = $1", &[&id, &test])?;
             }
+            // After `test`: the new key is a live one.
+            if let Some(digest) = &c.new_secret {
+                tx.execute(sql::DROP_TEST_SECRETS, &[&id])?;
+                tx.execute(sql::ADD_SECRET, &[digest, &id, &now])?;
+            }
             let row = tx.query_one(
                 &format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = $1"),
                 &[&id],
@@ -274,6 +279,14 @@ impl TenantStore for PgStore {
         )
     }
 
+    fn has_test_secrets(&self, id: &TenantId) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()?
+            .db()
+            .query_one(sql::HAS_TEST_SECRETS, &[&id.as_str()])?
+            .try_get(0)?)
+    }
+
     fn rotate_secret(
         &self,
         id: &TenantId,
@@ -290,19 +303,22 @@ impl TenantStore for PgStore {
             {
                 return Ok(false);
             }
-            tx.execute(
-                "UPDATE tenant_secrets SET expires_at = LEAST(COALESCE(expires_at, $2), $2) WHERE tenant_id = $1",
-                &[&id, &old_until],
-            )?;
-            tx.execute(
-                "DELETE FROM tenant_secrets WHERE tenant_id = $1 AND expires_at <= $2",
-                &[&id, &now],
-            )?;
-            tx.execute(
-                "INSERT INTO tenant_secrets (digest, tenant_id, created_at, expires_at) VALUES ($1, $2, $3, NULL)",
-                &[&new_digest, &id, &now],
-            )?;
+            replace_secret(tx, id, new_digest, old_until, now)?;
             Ok(true)
         })
     }
+}
+
+/// A new secret key; the tenant's others end at `old_until` (or keep an earlier end).
+fn replace_secret(
+    tx: &mut super::conn::Tx<'_, '_>,
+    id: &str,
+    digest: &[u8],
+    old_until: Millis,
+    now: Millis,
+) -> Result<(), StoreError> {
+    tx.execute(sql::END_SECRETS, &[&id, &old_until])?;
+    tx.execute(sql::DROP_ENDED_SECRETS, &[&id, &now])?;
+    tx.execute(sql::ADD_SECRET, &[&digest, &id, &now])?;
+    Ok(())
 }

@@ -324,7 +324,7 @@ fn insert_tenant_row(
         }
     }
     conn.execute_cached(
-        "INSERT INTO tenant_secrets (digest, tenant_id, created_at, expires_at) VALUES (?1, ?2, ?3, NULL)",
+        &crate::storage::tenants::sqlite_placeholders(crate::storage::tenants::sql::ADD_SECRET),
         params![secret_digest, t.id.as_str(), now],
     )?;
     Ok(())

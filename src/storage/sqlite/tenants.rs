@@ -140,6 +140,17 @@ impl TenantStore for SqliteStore {
                 params![id.as_str(), test],
             )?;
         }
+        // After `test`: the new key is a live one.
+        if let Some(digest) = &c.new_secret {
+            tx.execute_cached(
+                &sqlite_placeholders(sql::DROP_TEST_SECRETS),
+                [id.as_str()],
+            )?;
+            tx.execute_cached(
+                &sqlite_placeholders(sql::ADD_SECRET),
+                params![digest, id.as_str(), now],
+            )?;
+        }
         if let Some(l) = &c.default_locale {
             tx.execute_cached(
                 "UPDATE tenants SET default_locale = ?2 WHERE id = ?1",
@@ -309,6 +320,14 @@ impl TenantStore for SqliteStore {
         )
     }
 
+    fn has_test_secrets(&self, id: &TenantId) -> Result<bool, StoreError> {
+        Ok(self.conn()?.query_row_cached(
+            &sqlite_placeholders(sql::HAS_TEST_SECRETS),
+            [id.as_str()],
+            |r| r.get(0),
+        )?)
+    }
+
     fn rotate_secret(
         &self,
         id: &TenantId,
@@ -318,28 +337,39 @@ impl TenantStore for SqliteStore {
     ) -> Result<bool, StoreError> {
         let (id, new_digest) = (id.clone(), new_digest.to_vec());
         self.writer.write(move |tx| {
-        let exists: bool = tx.query_row_cached(
-            "SELECT EXISTS(SELECT 1 FROM tenants WHERE id = ?1)",
-            [id.as_str()],
-            |r| r.get(0),
-        )?;
-        if !exists {
-            return Ok(false);
-        }
-        // Old secrets end at `old_until` (or keep an earlier end they already had).
-        tx.execute_cached(
-            "UPDATE tenant_secrets SET expires_at = MIN(COALESCE(expires_at, ?2), ?2) WHERE tenant_id = ?1",
-            params![id.as_str(), old_until],
-        )?;
-        tx.execute_cached(
-            "DELETE FROM tenant_secrets WHERE tenant_id = ?1 AND expires_at <= ?2",
-            params![id.as_str(), now],
-        )?;
-        tx.execute_cached(
-            "INSERT INTO tenant_secrets (digest, tenant_id, created_at, expires_at) VALUES (?1, ?2, ?3, NULL)",
-            params![new_digest, id.as_str(), now],
-        )?;
-        Ok(true)
+            let exists: bool = tx.query_row_cached(
+                "SELECT EXISTS(SELECT 1 FROM tenants WHERE id = ?1)",
+                [id.as_str()],
+                |r| r.get(0),
+            )?;
+            if !exists {
+                return Ok(false);
+            }
+            replace_secret(tx, id.as_str(), &new_digest, old_until, now)?;
+            Ok(true)
         })
     }
+}
+
+/// A new secret key; the tenant's others end at `old_until` (or keep an earlier end).
+fn replace_secret(
+    tx: &rusqlite::Connection,
+    id: &str,
+    digest: &[u8],
+    old_until: Millis,
+    now: Millis,
+) -> Result<(), StoreError> {
+    tx.execute_cached(
+        &sqlite_placeholders(sql::END_SECRETS),
+        params![id, old_until],
+    )?;
+    tx.execute_cached(
+        &sqlite_placeholders(sql::DROP_ENDED_SECRETS),
+        params![id, now],
+    )?;
+    tx.execute_cached(
+        &sqlite_placeholders(sql::ADD_SECRET),
+        params![digest, id, now],
+    )?;
+    Ok(())
 }
