@@ -165,6 +165,11 @@ fn v6_is_public(ip: Ipv6Addr) -> bool {
     if s[..6] == [0, 0, 0, 0, 0, 0] || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
         return !ip.is_unspecified() && !ip.is_loopback() && v4_is_public(embedded_v4(s[6], s[7]));
     }
+    // SIIT ::ffff:0:a.b.c.d (::ffff:0:0/96) and Teredo 2001::/32 (it tunnels to an IPv4
+    // server and client of its own): refused whatever they embed (API.md §17.8).
+    if s[..6] == [0, 0, 0, 0, 0xffff, 0] || (s[0] == 0x2001 && s[1] == 0) {
+        return false;
+    }
     // 6to4 2002:aabb:ccdd::/48
     if s[0] == 0x2002 {
         return v4_is_public(embedded_v4(s[1], s[2]));
@@ -311,6 +316,11 @@ mod tests {
             "64:ff9b::7f00:1",
             "2002:7f00:1::1",
             "[64:ff9b::a00:1]",
+            // SIIT and Teredo, whatever they embed (a public address included).
+            "[::ffff:0:7f00:1]",
+            "[::ffff:0:808:808]",
+            "[2001::1]",
+            "[2001:0:4136:e378:8000:63bf:3fff:fdd2]",
             "intranet",
             "a..b",
             "-x.com",

@@ -21,13 +21,37 @@ use super::Millis;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantName(String);
 
+/// A character a name must not hold (API.md §17.8): controls, bidirectional controls
+/// (they reorder what a page shows), zero-width and other invisible or format characters,
+/// and white space other than the plain space.
+fn invisible(c: char) -> bool {
+    c.is_control()
+        || (c.is_whitespace() && c != ' ')
+        || matches!(c,
+            '\u{00AD}' // soft hyphen
+            | '\u{034F}' // combining grapheme joiner
+            | '\u{061C}' // Arabic letter mark
+            | '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' // Hangul fillers
+            | '\u{17B4}' | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}' // Mongolian variation selectors, vowel separator
+            | '\u{200B}'..='\u{200F}' // zero width space/joiners, LRM, RLM
+            | '\u{202A}'..='\u{202E}' // bidi embeddings and overrides
+            | '\u{2060}'..='\u{206F}' // word joiner, invisible operators, bidi isolates
+            | '\u{FE00}'..='\u{FE0F}' // variation selectors
+            | '\u{FEFF}' // zero width no-break space
+            | '\u{FFF9}'..='\u{FFFB}' // interlinear annotations
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E007F}' // tags
+            | '\u{E0100}'..='\u{E01EF}') // variation selectors supplement
+}
+
 impl TenantName {
     pub fn parse(s: &str) -> Result<TenantName, FieldError> {
         let n = s.trim();
-        if n.is_empty() || n.chars().count() > 100 || n.chars().any(char::is_control) {
+        if n.is_empty() || n.chars().count() > 100 || n.chars().any(invisible) {
             return Err(FieldError::new(
                 "name",
-                "must be 1 to 100 characters, no control characters",
+                "must be 1 to 100 characters, with no control, invisible or bidirectional-control characters",
             ));
         }
         Ok(TenantName(n.to_string()))
@@ -354,10 +378,35 @@ mod tests {
     fn names_are_trimmed_and_bounded() {
         assert_eq!(TenantName::parse("  Acme ").unwrap().as_str(), "Acme");
         assert!(TenantName::parse(&"é".repeat(100)).is_ok());
-        for bad in ["", "   ", "a\u{7}b", "line\nbreak"] {
+        for bad in [
+            "",
+            "   ",
+            "a\u{7}b",
+            "line\nbreak",
+            "Acme\u{202E}lapyap",
+            "Pay\u{200B}Pal",
+            "A\u{2066}b\u{2069}",
+            "A\u{FEFF}",
+            "A\u{00AD}cme",
+            "A\u{200D}cme",
+            "A\u{E0041}",
+            "tab\tname",
+            "A\u{3000}B",
+        ] {
             assert_eq!(TenantName::parse(bad).unwrap_err().field, "name", "{bad:?}");
         }
         assert!(TenantName::parse(&"x".repeat(101)).is_err());
+        // Letters of every script, marks, emoji and plain spaces are fine.
+        for good in [
+            "Acme Ltd.",
+            "Bücher & Co",
+            "東京",
+            "مرحبا",
+            "café",
+            "Team 🚀",
+        ] {
+            assert!(TenantName::parse(good).is_ok(), "{good}");
+        }
     }
 
     #[test]

@@ -357,7 +357,7 @@ pub async fn otp_status(
         .otp_status(&t.0.id, &key, Flavor::Native)
         .await?;
     Ok(json(
-        HttpResponse::Ok(),
+        no_store(HttpResponse::Ok()),
         &StatusOut::new(&v, st.services.now()),
     ))
 }

@@ -77,6 +77,11 @@ impl TestRecipientsOut {
     }
 }
 
+/// Whether a time was given as a date alone (`2026-11-24`).
+fn is_date_only(s: &str) -> bool {
+    s.len() == 10 && !s.contains('T')
+}
+
 /// A time given as RFC 3339 or as a date (`2026-11-24`: its midnight, UTC).
 fn parse_time(field: &str, s: &str) -> Result<Millis, ServiceError> {
     crate::clock::parse_time(s).ok_or_else(|| {
@@ -315,7 +320,17 @@ pub fn stats_request(
     };
     Ok(StatsRequest {
         from: from.map(|s| parse_time("from", s)).transpose()?,
-        to: to.map(|s| parse_time("to", s)).transpose()?,
+        // A date alone means its whole day: `to` is that day's last millisecond.
+        to: to
+            .map(|s| {
+                let at = parse_time("to", s)?;
+                Ok::<_, ServiceError>(if is_date_only(s) {
+                    at + 86_400_000 - 1
+                } else {
+                    at
+                })
+            })
+            .transpose()?,
         granularity,
         group,
     })

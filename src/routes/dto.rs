@@ -383,6 +383,7 @@ pub enum ProblemCode {
     TransportConflict,
     RecipientSuppressed,
     SuppressionNotFound,
+    LogoInvalid,
 }
 
 #[derive(Serialize, ToSchema)]

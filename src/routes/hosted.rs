@@ -111,7 +111,7 @@ pub async fn open(
 pub async fn outcome(t: TenantAuth, st: web::Data<AppState>, id: web::Path<String>) -> ApiResult {
     let o = st.services.hosted_outcome(&t.0, &id).await?;
     Ok(json(
-        HttpResponse::Ok(),
+        super::v1::no_store(HttpResponse::Ok()),
         &HostedStatusOut {
             status: o.status.to_string(),
             email: o.email,
@@ -120,19 +120,42 @@ pub async fn outcome(t: TenantAuth, st: web::Data<AppState>, id: web::Path<Strin
     ))
 }
 
-/// A PNG: its signature, then an IHDR chunk.
-fn is_png(b: &[u8]) -> bool {
-    b.len() > 24 && b.starts_with(b"\x89PNG\r\n\x1a\n") && &b[12..16] == b"IHDR"
+/// The largest logo, in pixels each way.
+const LOGO_PIXELS: u32 = 1024;
+
+/// Whether the bytes are a PNG that decodes whole, of at most 1024×1024 pixels (API.md
+/// §17.8): its header alone says nothing of what follows.
+fn is_valid_logo(b: &[u8]) -> bool {
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(b));
+    // 1024×1024 at 16-bit RGBA at most.
+    decoder.set_limits(png::Limits {
+        bytes: (LOGO_PIXELS * LOGO_PIXELS * 8) as usize,
+    });
+    let Ok(mut reader) = decoder.read_info() else {
+        return false;
+    };
+    let (w, h) = (reader.info().width, reader.info().height);
+    if w == 0 || h == 0 || w > LOGO_PIXELS || h > LOGO_PIXELS {
+        return false;
+    }
+    let Some(size) = reader.output_buffer_size() else {
+        return false;
+    };
+    let mut buf = vec![0u8; size];
+    // Every frame of an animated PNG, and the end of the stream, must decode.
+    while reader.next_frame(&mut buf).is_ok() {}
+    reader.finish().is_ok()
 }
 
 #[utoipa::path(put, path = "/v1/tenant/branding/logo", tag = "hosted pages",
-    description = "The logo on the hosted pages: a PNG of at most 64 KiB (`Content-Type: image/png`), served by otpmint.",
+    description = "The logo on the hosted pages: a PNG of at most 64 KiB and 1024×1024 pixels (`Content-Type: image/png`) that decodes whole, served by otpmint.",
     responses(
         (status = 204, description = "Stored"),
         (status = 400, response = problems::InvalidRequest),
         (status = 401, response = problems::Unauthorized),
         (status = 413, description = "payload_too_large: over 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "unsupported_media_type: not image/png", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "logo_invalid: not a PNG that decodes, or larger than 1024×1024 pixels", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
 pub async fn put_logo(
@@ -150,9 +173,10 @@ pub async fn put_logo(
         return Err(ApiError::MediaType);
     }
     let bytes = read_body_up_to(&req, &mut payload.into_inner(), LOGO_MAX).await?;
-    if !is_png(&bytes) {
-        return Err(ServiceError::field("logo", "must be a PNG image").into());
-    }
+    let bytes = web::block(move || is_valid_logo(&bytes).then_some(bytes))
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))?
+        .ok_or(ServiceError::LogoInvalid)?;
     st.services.put_logo(&t.0, Some(&bytes)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -397,7 +421,7 @@ pub async fn brand_css(st: web::Data<AppState>, tenant: web::Path<String>) -> Ht
     let Ok(t) = st.services.tenant(id).await else {
         return HttpResponse::NotFound().finish();
     };
-    if st.services.links_base().is_none() || t.brand_color.is_empty() {
+    if st.services.links_base().is_none() || t.brand_color.is_empty() || !t.enabled {
         return HttpResponse::NotFound().finish();
     }
     HttpResponse::Ok()

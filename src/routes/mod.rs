@@ -158,15 +158,33 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
             .route(web::delete().to(codes::otp_cancel)),
     )
     .service(r("/v1/otp/{key}/resend").route(web::post().to(codes::resend)))
+    // The pages answer HEAD as GET; actix sends the head without the body (API.md §17.8).
     .service(
         r("/l/{token}")
             .route(web::get().to(links::show))
+            .route(web::head().to(links::show))
             .route(web::post().to(links::confirm)),
     )
-    .service(r("/pages/style.css").route(web::get().to(links::style)))
-    .service(r("/pages/brand/{tenant}").route(web::get().to(hosted::brand_css)))
-    .service(r("/pages/logo/{tenant}").route(web::get().to(hosted::logo)))
-    .service(r("/h/{id}").route(web::get().to(hosted::show)))
+    .service(
+        r("/pages/style.css")
+            .route(web::get().to(links::style))
+            .route(web::head().to(links::style)),
+    )
+    .service(
+        r("/pages/brand/{tenant}")
+            .route(web::get().to(hosted::brand_css))
+            .route(web::head().to(hosted::brand_css)),
+    )
+    .service(
+        r("/pages/logo/{tenant}")
+            .route(web::get().to(hosted::logo))
+            .route(web::head().to(hosted::logo)),
+    )
+    .service(
+        r("/h/{id}")
+            .route(web::get().to(hosted::show))
+            .route(web::head().to(hosted::show)),
+    )
     .service(r("/h/{id}/send").route(web::post().to(hosted::send)))
     .service(r("/h/{id}/verify").route(web::post().to(hosted::verify)))
     .service(r("/v1/tenant/hosted-sessions").route(web::post().to(hosted::open)))

@@ -264,8 +264,14 @@ impl Services {
             return Err(PageError::Over);
         }
         let key = self.session_key(row, tenant).ok_or(PageError::Over)?;
+        // A person may type the code in groups: spaces and hyphens are not part of it
+        // (API.md §17.8).
+        let typed: String = code
+            .chars()
+            .filter(|c| !c.is_whitespace() && !matches!(c, '-' | '\u{2010}'..='\u{2015}'))
+            .collect();
         let (_, r) = self
-            .verify(Caller::KeyOwner, &key, code.trim(), Flavor::Native, ctx)
+            .verify(Caller::KeyOwner, &key, &typed, Flavor::Native, ctx)
             .await;
         match r {
             Ok(_) => {

@@ -113,6 +113,9 @@ pub enum ServiceError {
     /// No transport takes the message's channel: 422 `channel_not_configured`.
     #[error("channel not configured")]
     ChannelNotConfigured,
+    /// A logo that is not a PNG that decodes whole, or is over 1024×1024: 422 `logo_invalid`.
+    #[error("logo invalid")]
+    LogoInvalid,
     /// The recipient is on the tenant's suppression list: 422 `recipient_suppressed`.
     #[error("recipient suppressed")]
     RecipientSuppressed,

@@ -834,3 +834,38 @@ async fn a_test_tenant_made_live_stops_its_test_keys_and_shows_a_live_key_once()
     assert!(v.get("secret_key").is_none(), "{v}");
     assert_eq!(app.get("/v1/tenant", &live).await.status(), StatusCode::OK);
 }
+
+/// A date alone in `to` means the end of that day, in `from` its start (API.md §17.8): by
+/// hour, `from=D&to=D` covers the whole of day D.
+#[tokio::test]
+async fn a_date_only_stats_range_covers_whole_days() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    // Past 02:00 UTC, so the mint is not in the day's first hour.
+    let now = otpmint::clock::Clock::now(app.clock.as_ref());
+    let into_day = now.rem_euclid(86_400_000);
+    if into_day < 2 * 3_600_000 {
+        app.clock
+            .advance_secs((2 * 3_600_000 - into_day) / 1000 + 1);
+    }
+    app.mint(&sk, "ada@example.com").await;
+    let day =
+        otpmint::clock::rfc3339(otpmint::clock::Clock::now(app.clock.as_ref()))[..10].to_string();
+    let v = stats(
+        &app,
+        &format!("/v1/tenant/stats?granularity=hour&from={day}&to={day}"),
+        &sk,
+    )
+    .await;
+    let minted: i64 = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["minted"].as_i64().unwrap())
+        .sum();
+    assert_eq!(minted, 1, "{v}");
+    assert!(
+        v["to"].as_str().unwrap().starts_with(&day) || v["to"].as_str().unwrap() > day.as_str(),
+        "{v}"
+    );
+}

@@ -160,6 +160,19 @@ async fn a_person_proves_an_address_on_the_pages_and_goes_back_once() {
     );
 
     let mut b = Browser::new(&app);
+    // HEAD answers as GET, without the page (API.md §17.8).
+    let r = app
+        .client
+        .head(format!("{}/h/{id}", app.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(r.bytes().await.unwrap().is_empty());
     let (s, h, html) = b.get(&format!("/h/{id}")).await;
     assert_eq!(s, StatusCode::OK);
     let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
@@ -222,14 +235,16 @@ async fn a_person_proves_an_address_on_the_pages_and_goes_back_once() {
         html.contains("role=\"alert\"") && html.contains(": 4"),
         "attempts left: {html}"
     );
-    let (s, h, _) = b.post(&verify, &[("csrf", &csrf), ("code", &code)]).await;
+    // Typed in groups, with spaces and a hyphen, it is the same code.
+    let typed = format!(" {} - {} ", &code[..3], &code[3..]);
+    let (s, h, _) = b.post(&verify, &[("csrf", &csrf), ("code", &typed)]).await;
     assert_eq!(s, StatusCode::SEE_OTHER);
     assert_eq!(h[header::LOCATION], format!("{RETURN}?session={id}"));
-    let (s, v) = body(
-        app.get(&format!("/v1/tenant/hosted-sessions/{id}"), &sk)
-            .await,
-    )
-    .await;
+    let r = app
+        .get(&format!("/v1/tenant/hosted-sessions/{id}"), &sk)
+        .await;
+    assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+    let (s, v) = body(r).await;
     assert_eq!(
         (s, &v["status"], &v["email"]),
         (
@@ -324,6 +339,19 @@ const PNG: &[u8] = &[
     0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
 ];
 
+/// A grey PNG of this size, made by the png crate.
+fn png_of(width: u32, height: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut e = png::Encoder::new(&mut out, width, height);
+    e.set_color(png::ColorType::Grayscale);
+    e.set_depth(png::BitDepth::Eight);
+    let mut w = e.write_header().unwrap();
+    w.write_image_data(&vec![128u8; (width * height) as usize])
+        .unwrap();
+    w.finish().unwrap();
+    out
+}
+
 async fn put_logo(app: &TestApp, sk: &str, ct: &str, bytes: Vec<u8>) -> StatusCode {
     app.client
         .put(format!("{}/v1/tenant/branding/logo", app.addr))
@@ -378,9 +406,25 @@ async fn a_tenant_brands_its_pages_with_a_colour_and_a_logo() {
         put_logo(&app, &sk_id, "image/gif", PNG.to_vec()).await,
         StatusCode::UNSUPPORTED_MEDIA_TYPE
     );
+    // Decoded, not only sniffed (API.md §17.8): a PNG's header with nothing that decodes
+    // behind it, and a PNG over 1024×1024 pixels, are 422 logo_invalid.
     assert_eq!(
         put_logo(&app, &sk_id, "image/png", b"GIF89a not a png".to_vec()).await,
-        StatusCode::BAD_REQUEST
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let mut truncated = PNG[..40].to_vec();
+    truncated.extend_from_slice(&[0u8; 40]);
+    assert_eq!(
+        put_logo(&app, &sk_id, "image/png", truncated).await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        put_logo(&app, &sk_id, "image/png", png_of(1025, 1)).await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        put_logo(&app, &sk_id, "image/png", png_of(1024, 1024)).await,
+        StatusCode::NO_CONTENT
     );
     let mut big = PNG.to_vec();
     big.resize(64 * 1024 + 1, 0);
@@ -411,6 +455,28 @@ async fn a_tenant_brands_its_pages_with_a_colour_and_a_logo() {
         "{html}"
     );
     assert!(html.contains(&format!("/pages/brand/{id}.css")), "{html}");
+    // A disabled tenant's brand assets answer 404; enabled again, they are back.
+    for enabled in [false, true] {
+        let r = app
+            .patch(
+                &format!("/v1/tenants/{id}"),
+                ADMIN,
+                json!({"enabled": enabled}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let want = if enabled {
+            StatusCode::OK
+        } else {
+            StatusCode::NOT_FOUND
+        };
+        for asset in [format!("logo/{id}.png"), format!("brand/{id}.css")] {
+            let r = reqwest::get(format!("{}/pages/{asset}", app.addr))
+                .await
+                .unwrap();
+            assert_eq!(r.status(), want, "{asset} enabled={enabled}");
+        }
+    }
     let r = app
         .client
         .delete(format!("{}/v1/tenant/branding/logo", app.addr))

@@ -272,6 +272,14 @@ async fn a_sync_code_reports_its_delivery() {
     assert_eq!(v["delivery"], "sent");
     // The message is there when 201 arrives.
     assert_eq!(app.smtp.count_to("ada@example.com"), 1);
+    // The outcome read is never cached (API.md §17.8).
+    let r = app
+        .get(
+            &format!("/v1/otp/{}", v["shareable_key"].as_str().unwrap()),
+            &sk,
+        )
+        .await;
+    assert_eq!(r.headers()["cache-control"], "no-store");
     let s = status(&app, &sk, v["shareable_key"].as_str().unwrap()).await;
     assert_eq!(s["delivery"]["mode"], "sync");
     assert_eq!(s["delivery"]["status"], "sent");

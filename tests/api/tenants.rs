@@ -534,3 +534,43 @@ async fn json_answers_name_their_charset() {
         "application/json; charset=utf-8"
     );
 }
+
+/// Names that could mislead on a page (API.md §17.8): bidirectional controls, zero-width
+/// and other invisible characters are refused with 400 and change nothing.
+#[tokio::test]
+async fn tenant_names_with_invisible_or_bidirectional_characters_are_refused() {
+    let app = spawn_app().await;
+    for name in [
+        "Acme\u{202E}lapyap",
+        "Pay\u{200B}Pal",
+        "A\u{2066}cme",
+        "\u{FEFF}Acme",
+        "Ac\u{00AD}me",
+    ] {
+        let r = app
+            .post(
+                "/v1/tenants",
+                ADMIN,
+                json!({"name": name, "smtp": app.smtp_json()}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{name:?}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["errors"][0]["field"], "name", "{v}");
+    }
+    let (_, sk) = app.tenant().await;
+    let r = app
+        .patch("/v1/tenant", &sk, json!({"name": "Evil\u{202E}"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let v: Value = app.get("/v1/tenant", &sk).await.json().await.unwrap();
+    assert!(!v["name"].as_str().unwrap().contains('\u{202E}'));
+    let r = app
+        .post(
+            "/v1/tenants",
+            ADMIN,
+            json!({"name": "Bücher & Co 東京", "smtp": app.smtp_json()}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+}

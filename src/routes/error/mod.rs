@@ -199,6 +199,13 @@ impl ApiError {
                     "No transport of the tenant takes this channel: emails need smtp, an email provider or the HTTP transport; text messages an SMS provider or the HTTP transport (PUT /v1/tenant/providers/{channel}).".into(),
                     none(),
                 ),
+                S::LogoInvalid => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "logo_invalid",
+                    "Logo invalid",
+                    "The logo must be a PNG image that decodes whole, of at most 1024×1024 pixels.".into(),
+                    none(),
+                ),
                 S::RecipientSuppressed => (
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "recipient_suppressed",

@@ -48,7 +48,9 @@ impl HostedStore for PgStore {
 
     fn logo(&self, tenant: &TenantId) -> Result<Option<Vec<u8>>, StoreError> {
         self.conn()?.db().row_opt(
-            "SELECT png FROM tenant_logos WHERE tenant_id = $1",
+            // A disabled tenant's logo is not served (API.md §17.8).
+            "SELECT l.png FROM tenant_logos l JOIN tenants t ON t.id = l.tenant_id \
+             WHERE l.tenant_id = $1 AND t.enabled",
             &[&tenant.as_str()],
             |r| Ok(r.try_get::<_, Vec<u8>>(0)?),
         )
