@@ -22,3 +22,10 @@ ALTER TABLE tenants ADD COLUMN suppressed BIGINT NOT NULL DEFAULT 0;
 -- stops when the tenant is made live. Keys of tenants in test mode now are taken as test keys.
 ALTER TABLE tenant_secrets ADD COLUMN test BOOLEAN NOT NULL DEFAULT FALSE;
 UPDATE tenant_secrets SET test = TRUE WHERE tenant_id IN (SELECT id FROM tenants WHERE test);
+
+-- Outcomes bound to the browser that started them (API.md §17.2): a PKCE S256 challenge
+-- given with a magic link or a hosted session, and when the outcome was claimed (once).
+ALTER TABLE challenges ADD COLUMN code_challenge TEXT;
+ALTER TABLE challenges ADD COLUMN claimed_at BIGINT;
+ALTER TABLE hosted_sessions ADD COLUMN code_challenge TEXT;
+ALTER TABLE hosted_sessions ADD COLUMN claimed_at BIGINT;

@@ -22,3 +22,10 @@ ALTER TABLE tenants ADD COLUMN suppressed INTEGER NOT NULL DEFAULT 0;
 -- stops when the tenant is made live. Keys of tenants in test mode now are taken as test keys.
 ALTER TABLE tenant_secrets ADD COLUMN test INTEGER NOT NULL DEFAULT 0;
 UPDATE tenant_secrets SET test = 1 WHERE tenant_id IN (SELECT id FROM tenants WHERE test);
+
+-- Outcomes bound to the browser that started them (API.md §17.2): a PKCE S256 challenge
+-- given with a magic link or a hosted session, and when the outcome was claimed (once).
+ALTER TABLE challenges ADD COLUMN code_challenge TEXT;
+ALTER TABLE challenges ADD COLUMN claimed_at INTEGER;
+ALTER TABLE hosted_sessions ADD COLUMN code_challenge TEXT;
+ALTER TABLE hosted_sessions ADD COLUMN claimed_at INTEGER;

@@ -87,6 +87,10 @@ pub struct ChallengeView {
     pub channel: String,
     /// How it was verified: `code` or `link` (API.md §14.2).
     pub verified_via: Option<String>,
+    /// The PKCE challenge its outcome is claimed with (API.md §17.2).
+    pub code_challenge: Option<super::claim::CodeChallenge>,
+    /// When its outcome was claimed (once).
+    pub claimed_at: Option<Millis>,
 }
 
 impl ChallengeView {
@@ -145,6 +149,8 @@ mod tests {
             locale: None,
             channel: "email".into(),
             verified_via: None,
+            code_challenge: None,
+            claimed_at: None,
         }
     }
 

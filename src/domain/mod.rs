@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod challenge;
+pub mod claim;
 pub mod code;
 pub mod delivery;
 pub mod email;

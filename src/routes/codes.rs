@@ -7,18 +7,20 @@ use serde::Deserialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::auth::{bearer, json_body, json_bytes, parse_json, TenantAuth};
+use super::auth::{bearer, json_body, json_bytes, optional_json_body, parse_json, TenantAuth};
 use super::dto::*;
 use super::error::ApiError;
 use super::v1::{json, no_store, parse_delivery, parse_locale};
 use super::AppState;
 use crate::clock::rfc3339;
+use crate::domain::claim::CodeChallenge;
 use crate::domain::delivery::DeliveryMode;
 use crate::domain::email::RecipientEmail;
 use crate::domain::keys::Flavor;
 use crate::domain::purpose::Purpose;
 use crate::domain::recipient::{PhoneNumber, Recipient, PHONE_RULE};
 use crate::service::idempotency::{fingerprint, kept, valid_key, IdemStart};
+use crate::service::links::LinkRequest;
 use crate::service::otp::{MintRequest, Minted};
 use crate::service::verify::Caller;
 use crate::service::ServiceError;
@@ -46,6 +48,13 @@ pub struct MintBody {
 #[serde(deny_unknown_fields)]
 pub struct LinkBody {
     return_url: String,
+    /// PKCE (API.md §17.2): base64url SHA-256 of a 43–128 character verifier the initiating
+    /// browser keeps; the outcome is then claimed once with it (`POST /v1/otp/{key}/claim`).
+    #[schema(min_length = 43, max_length = 43, pattern = "^[A-Za-z0-9_-]{43}$")]
+    code_challenge: Option<String>,
+    /// `S256` (the only method)
+    #[schema(pattern = "^S256$")]
+    code_challenge_method: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -204,7 +213,27 @@ fn mint_request(b: MintBody) -> Result<MintRequest, ApiError> {
         flavor: Flavor::Native,
         delivery: parse_delivery(b.delivery.as_deref())?,
         locale: parse_locale(b.locale.as_deref(), "locale")?,
-        link: b.link.map(|l| l.return_url),
+        link: b
+            .link
+            .map(|l| {
+                let code_challenge = l
+                    .code_challenge
+                    .as_deref()
+                    .map(|c| {
+                        CodeChallenge::parse(
+                            c,
+                            l.code_challenge_method.as_deref(),
+                            "link.code_challenge",
+                        )
+                    })
+                    .transpose()
+                    .map_err(|e| ServiceError::Invalid(vec![e]))?;
+                Ok::<_, ApiError>(LinkRequest {
+                    return_url: l.return_url,
+                    code_challenge,
+                })
+            })
+            .transpose()?,
     })
 }
 
@@ -423,4 +452,75 @@ pub async fn audit(t: TenantAuth, st: web::Data<AppState>, q: web::Query<AuditQu
             next_before,
         },
     ))
+}
+
+/// A claim's body: the PKCE verifier, when a challenge was given.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimBody {
+    /// The 43–128 character verifier whose base64url SHA-256 was the `code_challenge`.
+    #[schema(
+        min_length = 43,
+        max_length = 128,
+        pattern = "^[A-Za-z0-9._~-]{43,128}$"
+    )]
+    pub(crate) code_verifier: Option<String>,
+}
+
+/// A claimed outcome (API.md §17.2).
+#[derive(serde::Serialize, ToSchema)]
+pub struct ClaimedOut {
+    /// The address that was verified (an email code).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The number that was verified (a text-message code).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    pub purpose: String,
+    pub verified_at: String,
+    /// `code` or `link`
+    pub verified_via: String,
+}
+
+impl ClaimedOut {
+    pub fn of(c: crate::service::claims::ClaimedOutcome) -> Self {
+        let sms = c.channel == "sms";
+        ClaimedOut {
+            email: (!sms).then(|| c.recipient.clone()),
+            phone: sms.then_some(c.recipient),
+            purpose: c.purpose,
+            verified_at: rfc3339(c.verified_at),
+            verified_via: c.verified_via,
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/v1/otp/{key}/claim", tag = "codes",
+    description = "Who verified this key, answered once (API.md §17.2). With a `code_challenge` given at the mint's link, only with its `code_verifier`; a wrong or missing one answers 403 and spends nothing. `GET /v1/otp/{key}` stops showing the address once claimed.",
+    params(("key" = String, Path, description = "Shareable key, `otp_…`")),
+    request_body(content = Option<ClaimBody>, description = "Optional"),
+    responses(
+        (status = 200, description = "The outcome, the first time", body = ClaimedOut),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 401, response = problems::Unauthorized),
+        (status = 403, description = "code_verifier_mismatch", body = Problem, content_type = "application/problem+json"),
+        (status = 404, response = problems::OtpNotFound),
+        (status = 409, description = "already_claimed or not_verified", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn claim(
+    t: TenantAuth,
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    key: web::Path<String>,
+    payload: web::Payload,
+) -> ApiResult {
+    let body: Option<ClaimBody> = optional_json_body(&req, payload).await?;
+    let ctx = super::request_context(&req, &st);
+    let verifier = body.and_then(|b| b.code_verifier);
+    let c = st
+        .services
+        .claim_code(&t.0, &key, verifier.as_deref(), &ctx)
+        .await?;
+    Ok(json(no_store(HttpResponse::Ok()), &ClaimedOut::of(c)))
 }

@@ -265,6 +265,15 @@ pub struct StatusOut {
     /// Once verified: `code` or `link` (a magic link, API.md §14.2).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verified_via: Option<String>,
+    /// The address (an email code), until the outcome is claimed (API.md §17.2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The number (a text-message code), until the outcome is claimed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    /// Present and true once the outcome was claimed (`POST /v1/otp/{key}/claim`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub claimed: bool,
 }
 
 impl StatusOut {
@@ -290,6 +299,9 @@ impl StatusOut {
             resends: v.resends,
             test: v.test,
             verified_via: v.verified_via.clone(),
+            email: (v.claimed_at.is_none() && v.channel != "sms").then(|| v.email.clone()),
+            phone: (v.claimed_at.is_none() && v.channel == "sms").then(|| v.email.clone()),
+            claimed: v.claimed_at.is_some(),
         }
     }
 }
@@ -384,6 +396,9 @@ pub enum ProblemCode {
     RecipientSuppressed,
     SuppressionNotFound,
     LogoInvalid,
+    CodeVerifierMismatch,
+    AlreadyClaimed,
+    NotVerified,
 }
 
 #[derive(Serialize, ToSchema)]

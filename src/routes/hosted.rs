@@ -42,6 +42,13 @@ pub struct HostedBody {
     locale: Option<String>,
     /// Must start with one of the tenant's `allowed_return_urls`.
     return_url: String,
+    /// PKCE (API.md §17.2): base64url SHA-256 of a 43–128 character verifier the initiating
+    /// browser keeps; the outcome is then claimed once with it.
+    #[schema(min_length = 43, max_length = 43, pattern = "^[A-Za-z0-9_-]{43}$")]
+    code_challenge: Option<String>,
+    /// `S256` (the only method)
+    #[schema(pattern = "^S256$")]
+    code_challenge_method: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -83,6 +90,18 @@ pub async fn open(
         .open_hosted(
             &t.0,
             NewHosted {
+                code_challenge: b
+                    .code_challenge
+                    .as_deref()
+                    .map(|c| {
+                        crate::domain::claim::CodeChallenge::parse(
+                            c,
+                            b.code_challenge_method.as_deref(),
+                            "code_challenge",
+                        )
+                    })
+                    .transpose()
+                    .map_err(|e| ServiceError::Invalid(vec![e]))?,
                 email: b.email,
                 purpose: b.purpose,
                 locale: b.locale,
@@ -445,4 +464,38 @@ pub async fn logo(st: web::Data<AppState>, tenant: web::Path<String>) -> HttpRes
             .body(png),
         None => HttpResponse::NotFound().finish(),
     }
+}
+
+#[utoipa::path(post, path = "/v1/tenant/hosted-sessions/{id}/claim", tag = "hosted pages",
+    description = "Who verified on this session's pages, answered once (API.md §17.2). With a `code_challenge` given when it was opened, only with its `code_verifier`; a wrong or missing one answers 403 and spends nothing. `GET` of the session stops showing the address once claimed.",
+    params(("id" = String, Path, description = "`hs_…`")),
+    request_body(content = Option<super::codes::ClaimBody>, description = "Optional"),
+    responses(
+        (status = 200, description = "The outcome, the first time", body = super::codes::ClaimedOut),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 401, response = problems::Unauthorized),
+        (status = 403, description = "code_verifier_mismatch", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "session_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "already_claimed or not_verified", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn claim(
+    t: TenantAuth,
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> ApiResult {
+    let body: Option<super::codes::ClaimBody> =
+        super::auth::optional_json_body(&req, payload).await?;
+    let ctx = super::request_context(&req, &st);
+    let verifier = body.and_then(|b| b.code_verifier);
+    let c = st
+        .services
+        .claim_session(&t.0, &id, verifier.as_deref(), &ctx)
+        .await?;
+    Ok(json(
+        super::v1::no_store(HttpResponse::Ok()),
+        &super::codes::ClaimedOut::of(c),
+    ))
 }

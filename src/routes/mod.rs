@@ -158,6 +158,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
             .route(web::delete().to(codes::otp_cancel)),
     )
     .service(r("/v1/otp/{key}/resend").route(web::post().to(codes::resend)))
+    .service(r("/v1/otp/{key}/claim").route(web::post().to(codes::claim)))
     // The pages answer HEAD as GET; actix sends the head without the body (API.md §17.8).
     .service(
         r("/l/{token}")
@@ -189,6 +190,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
     .service(r("/h/{id}/verify").route(web::post().to(hosted::verify)))
     .service(r("/v1/tenant/hosted-sessions").route(web::post().to(hosted::open)))
     .service(r("/v1/tenant/hosted-sessions/{id}").route(web::get().to(hosted::outcome)))
+    .service(r("/v1/tenant/hosted-sessions/{id}/claim").route(web::post().to(hosted::claim)))
     .service(
         r("/v1/tenant/branding/logo")
             .route(web::put().to(hosted::put_logo))

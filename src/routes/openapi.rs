@@ -48,7 +48,7 @@ impl Modify for Security {
         hosted::open, hosted::outcome, hosted::put_logo, hosted::delete_logo,
         providers::put_own, providers::get_own, providers::delete_own, providers::test_own,
         providers::put_for, providers::get_for, providers::delete_for, providers::test_for,
-        suppressions::list, suppressions::add, suppressions::remove
+        suppressions::list, suppressions::add, suppressions::remove, codes::claim, hosted::claim
     ),
     components(
         schemas(Problem, ProblemCode, FieldErrorOut),

@@ -30,6 +30,8 @@ pub struct NewHosted {
     pub purpose: Option<String>,
     pub locale: Option<String>,
     pub return_url: String,
+    /// PKCE (API.md §17.2): the outcome is claimed once with its verifier.
+    pub code_challenge: Option<crate::domain::claim::CodeChallenge>,
 }
 
 pub struct Opened {
@@ -108,6 +110,7 @@ impl Services {
             return_url,
             created_at: now,
             expires_at: now + SESSION_MS,
+            code_challenge: n.code_challenge.as_ref().map(|c| c.as_str().to_string()),
         };
         let row = s.clone();
         self.write(move |st| st.insert_session(&row)).await?;
@@ -126,9 +129,10 @@ impl Services {
             .await?
             .filter(|r| r.tenant_id == tenant.id)
             .ok_or(ServiceError::SessionNotFound)?;
+        // The address is shown until the outcome is claimed (API.md §17.2).
         Ok(Outcome {
             status: status_of(&row, self.now()),
-            email: row.email,
+            email: row.email.filter(|_| row.claimed_at.is_none()),
             verified_at: row.verified_at,
         })
     }
@@ -150,6 +154,18 @@ impl Services {
             .await?
             .filter(|t| t.enabled);
         Ok(tenant.map(|t| (row, t)))
+    }
+
+    /// A session of this tenant (`None`: unknown, or another tenant's).
+    pub(crate) async fn hosted_session_of(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+    ) -> Result<Option<SessionRow>, ServiceError> {
+        Ok(self
+            .hosted_row(id)
+            .await?
+            .filter(|r| r.tenant_id == tenant.id))
     }
 
     async fn hosted_row(&self, id: &str) -> Result<Option<SessionRow>, ServiceError> {

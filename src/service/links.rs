@@ -12,6 +12,7 @@ use super::{ServiceError, Services};
 use crate::crypto::cipher::{decrypt_record, encrypt_record};
 use crate::crypto::lookup_digest;
 use crate::domain::challenge::StoredStatus;
+use crate::domain::claim::CodeChallenge;
 use crate::domain::event::EventType;
 use crate::domain::keys::random_id;
 use crate::domain::links::{allowed_return, public_base, verified_redirect};
@@ -30,6 +31,15 @@ const TOKEN_CHARS: usize = 32;
 pub struct LinkPlan {
     base: String,
     return_url: String,
+    code_challenge: Option<CodeChallenge>,
+}
+
+/// A mint's `link`: where it returns to, and the PKCE challenge its outcome is claimed
+/// with (API.md §17.2).
+#[derive(Debug, Clone)]
+pub struct LinkRequest {
+    pub return_url: String,
+    pub code_challenge: Option<CodeChallenge>,
 }
 
 /// What a link's page shows.
@@ -74,9 +84,10 @@ impl Services {
     pub fn plan_link(
         &self,
         tenant: &Tenant,
-        return_url: &str,
+        link: &LinkRequest,
         sms: bool,
     ) -> Result<LinkPlan, ServiceError> {
+        let return_url = link.return_url.as_str();
         let base = self.links_base().ok_or(ServiceError::LinksOff)?;
         if sms {
             return Err(ServiceError::field(
@@ -90,7 +101,11 @@ impl Services {
                 "must start with one of the tenant's allowed_return_urls (https://, or http://localhost)",
             ));
         };
-        Ok(LinkPlan { base, return_url })
+        Ok(LinkPlan {
+            base,
+            return_url,
+            code_challenge: link.code_challenge.clone(),
+        })
     }
 
     /// A new link for the key: its URL (for the message) and its row.
@@ -115,6 +130,7 @@ impl Services {
                 digest,
                 return_url: plan.return_url.clone(),
                 key_sealed,
+                code_challenge: plan.code_challenge.as_ref().map(|c| c.as_str().to_string()),
             },
         ))
     }

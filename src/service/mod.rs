@@ -1,6 +1,7 @@
 //! Use cases: tenants and codes. No HTTP words here; storage calls run on the blocking pool.
 
 pub mod audit;
+pub mod claims;
 pub mod delivery;
 pub mod hosted;
 pub mod idempotency;
@@ -113,6 +114,16 @@ pub enum ServiceError {
     /// No transport takes the message's channel: 422 `channel_not_configured`.
     #[error("channel not configured")]
     ChannelNotConfigured,
+    /// A wrong or missing PKCE verifier where a challenge was given: 403
+    /// `code_verifier_mismatch` (the claim is not spent).
+    #[error("code verifier mismatch")]
+    CodeVerifierMismatch,
+    /// The outcome was claimed already: 409 `already_claimed`.
+    #[error("already claimed")]
+    AlreadyClaimed,
+    /// Nothing to claim yet: 409 `not_verified`.
+    #[error("not verified")]
+    NotVerified,
     /// A logo that is not a PNG that decodes whole, or is over 1024×1024: 422 `logo_invalid`.
     #[error("logo invalid")]
     LogoInvalid,

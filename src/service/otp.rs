@@ -35,8 +35,8 @@ pub struct MintRequest {
     pub delivery: Option<DeliveryMode>,
     /// The first step of the locale chain, if the request names one.
     pub locale: Option<Locale>,
-    /// A magic link beside the code, returning to this URL (API.md §14.2).
-    pub link: Option<String>,
+    /// A magic link beside the code (API.md §14.2).
+    pub link: Option<crate::service::links::LinkRequest>,
 }
 
 pub struct Minted {
@@ -165,7 +165,7 @@ impl Services {
                 purpose,
                 (flavor, mode),
                 locale.as_ref(),
-                link.as_deref(),
+                link.as_ref(),
             )
             .await;
         let outcome = match &result {
@@ -203,7 +203,7 @@ impl Services {
         purpose: Purpose,
         (flavor, mode): (Flavor, DeliveryMode),
         locale: Option<&Locale>,
-        link: Option<&str>,
+        link: Option<&crate::service::links::LinkRequest>,
     ) -> Result<Minted, ServiceError> {
         let mut policy = self.policy_for(tenant, flavor);
         let quota = self.quota();
@@ -220,9 +220,7 @@ impl Services {
         if !test {
             self.check_suppressed(tenant, email.canonical()).await?;
         }
-        let link_plan = link
-            .map(|url| self.plan_link(tenant, url, sms))
-            .transpose()?;
+        let link_plan = link.map(|l| self.plan_link(tenant, l, sms)).transpose()?;
         let mode = if test { DeliveryMode::Sync } else { mode };
         // With every limit off there is nothing to check or count.
         let counted = !test && quota.any();

@@ -8,6 +8,7 @@ use super::{rules, StoreError};
 use crate::crypto::keyring::WrappedKey;
 use crate::domain::audit::AuditEvent;
 use crate::domain::challenge::{ChallengeView, StoredStatus};
+use crate::domain::claim::CodeChallenge;
 use crate::domain::delivery::{DeliveryMode, DeliveryStatus, DeliveryView};
 use crate::domain::event::EventType;
 use crate::domain::keys::TenantId;
@@ -45,12 +46,12 @@ pub(crate) fn view_cols(now: &str) -> String {
          c.delivery_attempts, c.delivery_reason, c.sent_at, \
          EXISTS(SELECT 1 FROM outbox o WHERE o.key_digest = c.key_digest AND o.lease_until >= {now}), \
          c.resends, c.test, c.locale, c.channel, c.delivery_transport, c.verified_via, \
-         c.provider_message_id, c.delivery_detail_code"
+         c.provider_message_id, c.delivery_detail_code, c.code_challenge, c.claimed_at"
     )
 }
 
 /// How many columns [`view_cols`] selects (a query may select more after them).
-pub(crate) const VIEW_WIDTH: usize = 24;
+pub(crate) const VIEW_WIDTH: usize = 26;
 
 /// One row of either driver, read by column index.
 pub(crate) trait Cells {
@@ -336,6 +337,8 @@ pub(crate) fn view_from(r: &impl Cells) -> Result<ChallengeView, StoreError> {
         locale: r.opt_text(18)?,
         channel: r.text(19)?,
         verified_via: r.opt_text(21)?,
+        code_challenge: r.opt_text(24)?.map(CodeChallenge::from_stored),
+        claimed_at: r.opt_int(25)?,
     })
 }
 

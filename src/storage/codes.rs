@@ -40,6 +40,34 @@ pub struct NewLink {
     pub digest: Vec<u8>,
     pub return_url: String,
     pub key_sealed: Vec<u8>,
+    /// The PKCE challenge its outcome is claimed with (API.md §17.2), kept on the code.
+    pub code_challenge: Option<String>,
+}
+
+/// Outcomes claimed once (API.md §17.2).
+pub trait ClaimStore {
+    /// Mark a verified, unclaimed code of `tenant` claimed; false when it is not verified
+    /// or was claimed already.
+    fn claim_code(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        now: Millis,
+    ) -> Result<bool, StoreError>;
+    /// Mark a verified, unclaimed hosted session of `tenant` claimed; false otherwise.
+    fn claim_session(&self, tenant: &TenantId, id: &str, now: Millis) -> Result<bool, StoreError>;
+}
+
+/// The SQL of claims both backends run as written (`$N` placeholders; SQLite takes `?N`).
+pub(crate) mod claim_sql {
+    pub const SET_CHALLENGE: &str =
+        "UPDATE challenges SET code_challenge = $2 WHERE key_digest = $1";
+    /// A verified code's outcome, claimed once (`$1` tenant, `$2` key digest, `$3` now).
+    pub const CLAIM_CODE: &str = "UPDATE challenges SET claimed_at = $3 \
+         WHERE tenant_id = $1 AND key_digest = $2 AND status = 'verified' AND claimed_at IS NULL";
+    /// A verified session's outcome, claimed once (`$1` tenant, `$2` id, `$3` now).
+    pub const CLAIM_SESSION: &str = "UPDATE hosted_sessions SET claimed_at = $3 \
+         WHERE tenant_id = $1 AND id = $2 AND status = 'verified' AND claimed_at IS NULL";
 }
 
 /// The outgoing message of a new code, stored in the same commit as the code.

@@ -3,6 +3,7 @@
 
 use super::cells::Cells;
 use super::StoreError;
+use crate::domain::claim::CodeChallenge;
 use crate::domain::keys::TenantId;
 use crate::domain::Millis;
 
@@ -17,6 +18,8 @@ pub struct NewSession {
     pub return_url: String,
     pub created_at: Millis,
     pub expires_at: Millis,
+    /// The PKCE challenge its outcome is claimed with (API.md §17.2).
+    pub code_challenge: Option<String>,
 }
 
 /// A session as stored, with its code's state.
@@ -35,6 +38,9 @@ pub struct SessionRow {
     /// Its code's stored status, once one was sent — `exhausted` when its attempts are
     /// spent.
     pub code_state: Option<String>,
+    pub code_challenge: Option<CodeChallenge>,
+    /// When its outcome was claimed (once).
+    pub claimed_at: Option<Millis>,
 }
 
 pub(crate) const SESSION_COLS: &str =
@@ -42,7 +48,8 @@ pub(crate) const SESSION_COLS: &str =
      h.key_sealed, h.status, h.expires_at, \
      COALESCE(h.verified_at, (SELECT c.verified_at FROM challenges c WHERE c.key_digest = h.key_digest)), \
      (SELECT CASE WHEN c.status = 'pending' AND c.attempts >= c.max_attempts THEN 'exhausted' \
-       ELSE c.status END FROM challenges c WHERE c.key_digest = h.key_digest)";
+       ELSE c.status END FROM challenges c WHERE c.key_digest = h.key_digest), \
+     h.code_challenge, h.claimed_at";
 
 pub(crate) fn session_from(r: &impl Cells) -> Result<SessionRow, StoreError> {
     Ok(SessionRow {
@@ -57,6 +64,8 @@ pub(crate) fn session_from(r: &impl Cells) -> Result<SessionRow, StoreError> {
         expires_at: r.int(8)?,
         verified_at: r.opt_int(9)?,
         code_state: r.opt_text(10)?,
+        code_challenge: r.opt_text(11)?.map(CodeChallenge::from_stored),
+        claimed_at: r.opt_int(12)?,
     })
 }
 

@@ -26,7 +26,8 @@ mod tenants;
 pub mod test_mode;
 
 pub use codes::{
-    CodeStore, Lease, NewChallenge, NewLink, NewOutbox, Resend, ResendVia, Resent, Reservation,
+    ClaimStore, CodeStore, Lease, NewChallenge, NewLink, NewOutbox, Resend, ResendVia, Resent,
+    Reservation,
 };
 pub use error::StoreError;
 pub use hosted::{HostedStore, NewSession, SessionRow};
@@ -71,6 +72,7 @@ pub trait Store:
     + LinkStore
     + HostedStore
     + SuppressionStore
+    + ClaimStore
     + Send
     + Sync
     + 'static

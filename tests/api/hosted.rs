@@ -571,3 +571,224 @@ async fn a_new_code_on_the_page_keeps_the_key_and_an_expired_code_leaves_the_ses
         "{v}"
     );
 }
+
+/// RFC 7636's example verifier and its S256 challenge.
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+async fn claim(app: &TestApp, sk: &str, path: &str, verifier: Option<&str>) -> (StatusCode, Value) {
+    let b = match verifier {
+        Some(v) => json!({ "code_verifier": v }),
+        None => json!({}),
+    };
+    body(app.post(path, sk, b).await).await
+}
+
+/// A key's outcome is claimed once (API.md §17.2): not before it is verified, then once;
+/// with a challenge given at its link only with the verifier, and a wrong one spends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_key_is_claimed_once_and_with_its_verifier_when_it_had_a_challenge() {
+    let (app, sk) = hosted_app(RETURN).await;
+    let (_, other) = app.tenant().await;
+    // Without a challenge.
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    let path = format!("/v1/otp/{key}/claim");
+    let (s, v) = claim(&app, &sk, &path, None).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::CONFLICT, Some("not_verified")),
+        "{v}"
+    );
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+    let (s, v) = body(app.get(&format!("/v1/otp/{key}"), &sk).await).await;
+    assert_eq!(
+        (s, v["email"].as_str()),
+        (StatusCode::OK, Some("ada@example.com")),
+        "{v}"
+    );
+    assert_eq!(
+        claim(&app, &other, &path, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let r = app
+        .client
+        .post(format!("{}{path}", app.addr))
+        .bearer_auth(&sk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "a claim needs no body");
+    assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (
+            v["email"].as_str(),
+            v["purpose"].as_str(),
+            v["verified_via"].as_str()
+        ),
+        (Some("ada@example.com"), Some("default"), Some("code")),
+        "{v}"
+    );
+    assert!(v["verified_at"].as_str().unwrap().ends_with('Z'));
+    let (s, v) = claim(&app, &sk, &path, None).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::CONFLICT, Some("already_claimed"))
+    );
+    let (_, v) = body(app.get(&format!("/v1/otp/{key}"), &sk).await).await;
+    assert_eq!(
+        (&v["status"], &v["email"], &v["claimed"]),
+        (&json!("verified"), &Value::Null, &json!(true)),
+        "{v}"
+    );
+
+    // With a challenge on its link.
+    for (bad, field) in [
+        (
+            json!({"return_url": RETURN, "code_challenge": "short"}),
+            "link.code_challenge",
+        ),
+        (
+            json!({"return_url": RETURN, "code_challenge": CHALLENGE, "code_challenge_method": "plain"}),
+            "link.code_challenge_method",
+        ),
+    ] {
+        let (s, v) = body(
+            app.post(
+                "/v1/otp",
+                &sk,
+                json!({"email": "bob@example.com", "link": bad}),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(
+            (s, v["errors"][0]["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(field)),
+            "{v}"
+        );
+    }
+    let before = app.smtp.count_to("bob@example.com");
+    let (s, v) = body(
+        app.post(
+            "/v1/otp",
+            &sk,
+            json!({"email": "bob@example.com", "link": {"return_url": RETURN, "code_challenge": CHALLENGE, "code_challenge_method": "S256"}}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let key = v["shareable_key"].as_str().unwrap().to_string();
+    let code = app
+        .smtp
+        .wait_for("bob@example.com", before + 1)
+        .await
+        .code();
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+    let path = format!("/v1/otp/{key}/claim");
+    for wrong in [
+        None,
+        Some("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXj"),
+        Some("x"),
+    ] {
+        let (s, v) = claim(&app, &sk, &path, wrong).await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("code_verifier_mismatch")),
+            "{wrong:?}"
+        );
+    }
+    let (s, v) = claim(&app, &sk, &path, Some(VERIFIER)).await;
+    assert_eq!(
+        (s, v["email"].as_str(), v["verified_via"].as_str()),
+        (StatusCode::OK, Some("bob@example.com"), Some("code")),
+        "{v}"
+    );
+    assert_eq!(
+        claim(&app, &sk, &path, Some(VERIFIER)).await.0,
+        StatusCode::CONFLICT
+    );
+}
+
+/// A hosted session's outcome is claimed once, with its verifier (API.md §17.2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hosted_session_is_claimed_once_with_its_verifier() {
+    let (app, sk) = hosted_app(RETURN).await;
+    let (s, v) = body(
+        app.post(
+            "/v1/tenant/hosted-sessions",
+            &sk,
+            json!({"return_url": RETURN, "email": "ada@example.com", "code_challenge": "no"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (s, v["errors"][0]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("code_challenge")),
+        "{v}"
+    );
+    let (id, _) = open_session(
+        &app,
+        &sk,
+        json!({"return_url": RETURN, "email": "ada@example.com", "code_challenge": CHALLENGE}),
+    )
+    .await;
+    let path = format!("/v1/tenant/hosted-sessions/{id}/claim");
+    let (s, v) = claim(&app, &sk, &path, Some(VERIFIER)).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::CONFLICT, Some("not_verified")),
+        "{v}"
+    );
+    // The person verifies on the page.
+    let mut b = Browser::new(&app);
+    let (_, _, html) = b.get(&format!("/h/{id}")).await;
+    let csrf = attr(&html, "name=\"csrf\" value=\"").to_string();
+    let send = unescape(attr(&html, "<form method=\"post\" action=\""));
+    if send.ends_with("/send") {
+        b.post(&send, &[("csrf", &csrf), ("email", "ada@example.com")])
+            .await;
+    }
+    let code = app.smtp.wait_for("ada@example.com", 1).await.code();
+    let (_, _, html) = b.get(&format!("/h/{id}")).await;
+    let verify = unescape(attr(&html, "<form method=\"post\" action=\""));
+    let (s, _, _) = b.post(&verify, &[("csrf", &csrf), ("code", &code)]).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let (_, v) = body(
+        app.get(&format!("/v1/tenant/hosted-sessions/{id}"), &sk)
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (&v["status"], &v["email"]),
+        (&json!("verified"), &json!("ada@example.com"))
+    );
+    let (s, v) = claim(&app, &sk, &path, None).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("code_verifier_mismatch"))
+    );
+    let (s, v) = claim(&app, &sk, &path, Some(VERIFIER)).await;
+    assert_eq!(
+        (s, v["email"].as_str(), v["purpose"].as_str()),
+        (StatusCode::OK, Some("ada@example.com"), Some("default")),
+        "{v}"
+    );
+    let (s, v) = claim(&app, &sk, &path, Some(VERIFIER)).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::CONFLICT, Some("already_claimed"))
+    );
+    let (_, v) = body(
+        app.get(&format!("/v1/tenant/hosted-sessions/{id}"), &sk)
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (&v["status"], &v["email"]),
+        (&json!("verified"), &Value::Null),
+        "{v}"
+    );
+}

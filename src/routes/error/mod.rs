@@ -199,6 +199,27 @@ impl ApiError {
                     "No transport of the tenant takes this channel: emails need smtp, an email provider or the HTTP transport; text messages an SMS provider or the HTTP transport (PUT /v1/tenant/providers/{channel}).".into(),
                     none(),
                 ),
+                S::CodeVerifierMismatch => (
+                    StatusCode::FORBIDDEN,
+                    "code_verifier_mismatch",
+                    "Code verifier mismatch",
+                    "A code_challenge was given when this started: the claim needs the code_verifier it was made from. Nothing was spent.".into(),
+                    none(),
+                ),
+                S::AlreadyClaimed => (
+                    StatusCode::CONFLICT,
+                    "already_claimed",
+                    "Already claimed",
+                    "This outcome was claimed already; it is answered once.".into(),
+                    none(),
+                ),
+                S::NotVerified => (
+                    StatusCode::CONFLICT,
+                    "not_verified",
+                    "Not verified",
+                    "Nothing to claim: it has not been verified (yet).".into(),
+                    none(),
+                ),
                 S::LogoInvalid => (
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "logo_invalid",

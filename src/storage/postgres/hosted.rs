@@ -9,9 +9,9 @@ use crate::storage::StoreError;
 impl HostedStore for PgStore {
     fn insert_session(&self, s: &NewSession) -> Result<(), StoreError> {
         self.conn()?.db().execute(
-            "INSERT INTO hosted_sessions (id, tenant_id, email, purpose, locale, return_url, status, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8)",
-            &[&s.id, &s.tenant_id.as_str(), &s.email, &s.purpose, &s.locale, &s.return_url, &s.created_at, &s.expires_at],
+            "INSERT INTO hosted_sessions (id, tenant_id, email, purpose, locale, return_url, status, created_at, expires_at, code_challenge) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8, $9)",
+            &[&s.id, &s.tenant_id.as_str(), &s.email, &s.purpose, &s.locale, &s.return_url, &s.created_at, &s.expires_at, &s.code_challenge],
         )?;
         Ok(())
     }

@@ -14,6 +14,7 @@ macro_rules! db_now {
     };
 }
 
+mod claims;
 mod codes;
 mod conn;
 mod hosted;
@@ -385,6 +386,12 @@ fn insert_challenge(
                 &c.created_at,
             ],
         )?;
+        if let Some(ch) = &l.code_challenge {
+            tx.execute(
+                crate::storage::codes::claim_sql::SET_CHALLENGE,
+                &[&c.key_digest, ch],
+            )?;
+        }
     }
     Ok(())
 }

@@ -80,6 +80,14 @@ fn insert_challenge_in(
                 c.created_at
             ],
         )?;
+        if let Some(ch) = &l.code_challenge {
+            tx.execute_cached(
+                &crate::storage::tenants::sqlite_placeholders(
+                    crate::storage::codes::claim_sql::SET_CHALLENGE,
+                ),
+                params![c.key_digest, ch],
+            )?;
+        }
     }
     Ok(())
 }

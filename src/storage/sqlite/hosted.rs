@@ -13,9 +13,9 @@ impl HostedStore for SqliteStore {
         let s = s.clone();
         self.writer.write(move |tx| {
             tx.execute_cached(
-                "INSERT INTO hosted_sessions (id, tenant_id, email, purpose, locale, return_url, status, created_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7, ?8)",
-                params![s.id, s.tenant_id.as_str(), s.email, s.purpose, s.locale, s.return_url, s.created_at, s.expires_at],
+                "INSERT INTO hosted_sessions (id, tenant_id, email, purpose, locale, return_url, status, created_at, expires_at, code_challenge) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7, ?8, ?9)",
+                params![s.id, s.tenant_id.as_str(), s.email, s.purpose, s.locale, s.return_url, s.created_at, s.expires_at, s.code_challenge],
             )?;
             Ok(())
         })

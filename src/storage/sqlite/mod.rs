@@ -1,6 +1,7 @@
 //! SQLite store: r2d2 + rusqlite, WAL, synchronous=FULL, busy timeout, refinery migrations,
 //! and one group-commit writer thread for the writes of a running server.
 
+mod claims;
 mod codes;
 mod hosted;
 mod integration;
