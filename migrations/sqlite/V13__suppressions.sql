@@ -29,3 +29,7 @@ ALTER TABLE challenges ADD COLUMN code_challenge TEXT;
 ALTER TABLE challenges ADD COLUMN claimed_at INTEGER;
 ALTER TABLE hosted_sessions ADD COLUMN code_challenge TEXT;
 ALTER TABLE hosted_sessions ADD COLUMN claimed_at INTEGER;
+
+-- Open registration (API.md §17.6): a self-registered tenant's hosted pages and links stay
+-- off until the admin approves them. Tenants that exist now keep theirs.
+ALTER TABLE tenants ADD COLUMN pages_approved INTEGER NOT NULL DEFAULT 1;

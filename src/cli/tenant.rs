@@ -161,6 +161,7 @@ pub(super) async fn tenant(cmd: TenantCommand, s: Services) -> Result<(), CliErr
                     secret: None,
                     test: a.test,
                     smtp_fallback: None,
+                    pages_approved: true,
                 })
                 .await
                 .map_err(service_msg)?;

@@ -268,6 +268,8 @@ pub struct Tenant {
     pub suppression: bool,
     /// How many entries its suppression list holds (0: a mint need not look).
     pub suppressed: i64,
+    /// Its hosted pages and links may be used under open registration (API.md §17.6).
+    pub pages_approved: bool,
 }
 
 impl Tenant {
@@ -366,6 +368,7 @@ impl Tenant {
             sms_provider: None,
             suppression: true,
             suppressed: 0,
+            pages_approved: true,
         }
     }
 }

@@ -133,6 +133,7 @@ pub async fn reg_secretkey(
             secret: Some(SecretKey::presented(&secret)),
             test: false,
             smtp_fallback: None,
+            pages_approved: true,
         })
         .await
         .map_err(|e| CompatError::from_service(e, false))?;

@@ -98,6 +98,8 @@ pub struct TenantOut {
     pub branding: BrandingOut,
     /// `on`: mints to suppressed recipients are refused; `off`: the list only records.
     pub suppression: String,
+    /// Its hosted pages and links may be used under open registration (API.md §17.6).
+    pub pages_approved: bool,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -131,6 +133,7 @@ impl TenantOut {
                 color: (!t.brand_color.is_empty()).then(|| t.brand_color.clone()),
             },
             suppression: if t.suppression { "on" } else { "off" }.into(),
+            pages_approved: t.pages_approved,
             policy: PolicyOut {
                 code_length: t.policy.code_length,
                 ttl_seconds: t.policy.ttl_seconds,
@@ -396,6 +399,7 @@ pub enum ProblemCode {
     RecipientSuppressed,
     SuppressionNotFound,
     LogoInvalid,
+    PagesNotApproved,
     CodeVerifierMismatch,
     AlreadyClaimed,
     NotVerified,

@@ -440,7 +440,11 @@ pub async fn brand_css(st: web::Data<AppState>, tenant: web::Path<String>) -> Ht
     let Ok(t) = st.services.tenant(id).await else {
         return HttpResponse::NotFound().finish();
     };
-    if st.services.links_base().is_none() || t.brand_color.is_empty() || !t.enabled {
+    if st.services.links_base().is_none()
+        || t.brand_color.is_empty()
+        || !t.enabled
+        || !st.services.pages_allowed(&t)
+    {
         return HttpResponse::NotFound().finish();
     }
     HttpResponse::Ok()
@@ -453,6 +457,15 @@ pub async fn brand_css(st: web::Data<AppState>, tenant: web::Path<String>) -> Ht
 pub async fn logo(st: web::Data<AppState>, tenant: web::Path<String>) -> HttpResponse {
     let id = tenant.trim_end_matches(".png");
     if st.services.links_base().is_none() {
+        return HttpResponse::NotFound().finish();
+    }
+    // Under open registration a tenant's brand shows only once its pages are approved.
+    if !st
+        .services
+        .tenant(id)
+        .await
+        .is_ok_and(|t| st.services.pages_allowed(&t))
+    {
         return HttpResponse::NotFound().finish();
     }
     match st.services.logo(id).await {

@@ -156,6 +156,9 @@ pub struct PatchTenantBody {
     /// or `off` (the list only records; API.md §16.1).
     #[schema(pattern = "^(on|off)$")]
     suppression: Option<String>,
+    /// Admin only: under `registration.mode = "open"` a self-registered tenant's hosted
+    /// pages and links stay off (422 `pages_not_approved`) until this is true (API.md §17.6).
+    pages_approved: Option<bool>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -273,6 +276,8 @@ pub async fn create_tenant(
             secret: None,
             test: b.test,
             smtp_fallback,
+            // Under open registration a tenant that registers itself waits for the admin.
+            pages_approved: mode != RegistrationMode::Open || is_admin(&req, &st),
         })
         .await?;
     tracing::info!(tenant_id = %row.id, "tenant created");
@@ -367,6 +372,7 @@ fn patch_from(b: PatchTenantBody) -> Result<TenantPatch, ApiError> {
         smtp_fallback,
         allowed_return_urls: b.allowed_return_urls,
         brand_color: b.branding.and_then(|x| x.color),
+        pages_approved: b.pages_approved,
         suppression: match b.suppression.as_deref() {
             None => None,
             Some("on") => Some(true),

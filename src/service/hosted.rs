@@ -81,6 +81,9 @@ pub fn status_of(row: &SessionRow, now: Millis) -> &'static str {
 impl Services {
     pub async fn open_hosted(&self, tenant: &Tenant, n: NewHosted) -> Result<Opened, ServiceError> {
         let base = self.links_base().ok_or(ServiceError::LinksOff)?;
+        if !self.pages_allowed(tenant) {
+            return Err(ServiceError::PagesNotApproved);
+        }
         let email = match &n.email {
             Some(e) => Some(
                 RecipientEmail::parse(e).map_err(|e| ServiceError::InvalidEmail(e.to_string()))?,
@@ -152,7 +155,7 @@ impl Services {
         let tenant = self
             .db(move |s| s.tenant(&tid))
             .await?
-            .filter(|t| t.enabled);
+            .filter(|t| t.enabled && self.pages_allowed(t));
         Ok(tenant.map(|t| (row, t)))
     }
 

@@ -216,6 +216,7 @@ impl Services {
                     sms_provider: None,
                     suppression: true,
                     suppressed: 0,
+                    pages_approved: true,
                 },
                 digest,
             ));

@@ -79,8 +79,15 @@ impl Services {
         public_base(&self.settings.load().server.public_url)
     }
 
-    /// Check a mint's `link`: links on, an email (not a text message), a return URL the
-    /// tenant allows.
+    /// Whether the tenant's hosted pages and links may be used: always, but under open
+    /// registration only once the admin approved them (API.md §17.6).
+    pub fn pages_allowed(&self, tenant: &Tenant) -> bool {
+        tenant.pages_approved
+            || self.settings.load().registration.mode != crate::config::RegistrationMode::Open
+    }
+
+    /// Check a mint's `link`: links on, pages approved, an email (not a text message), a
+    /// return URL the tenant allows.
     pub fn plan_link(
         &self,
         tenant: &Tenant,
@@ -89,6 +96,9 @@ impl Services {
     ) -> Result<LinkPlan, ServiceError> {
         let return_url = link.return_url.as_str();
         let base = self.links_base().ok_or(ServiceError::LinksOff)?;
+        if !self.pages_allowed(tenant) {
+            return Err(ServiceError::PagesNotApproved);
+        }
         if sms {
             return Err(ServiceError::field(
                 "link",

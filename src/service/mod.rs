@@ -124,6 +124,10 @@ pub enum ServiceError {
     /// Nothing to claim yet: 409 `not_verified`.
     #[error("not verified")]
     NotVerified,
+    /// Open registration and the admin has not approved the tenant's pages: 422
+    /// `pages_not_approved`.
+    #[error("pages not approved")]
+    PagesNotApproved,
     /// A logo that is not a PNG that decodes whole, or is over 1024×1024: 422 `logo_invalid`.
     #[error("logo invalid")]
     LogoInvalid,

@@ -33,6 +33,9 @@ pub struct NewTenant {
     pub test: bool,
     /// A second relay (API.md §12.1).
     pub smtp_fallback: Option<SmtpInput>,
+    /// Its hosted pages and links may be used under open registration (API.md §17.6):
+    /// false for a tenant that registered itself.
+    pub pages_approved: bool,
 }
 
 #[derive(Debug, Default)]
@@ -54,6 +57,8 @@ pub struct TenantPatch {
     pub brand_color: Option<Option<String>>,
     /// `"on"` (mints to suppressed recipients are refused) or `"off"` (only recorded).
     pub suppression: Option<bool>,
+    /// Admin only: approve the tenant's pages and links under open registration.
+    pub pages_approved: Option<bool>,
 }
 
 impl Services {
@@ -113,6 +118,7 @@ impl Services {
             sms_provider: None,
             suppression: true,
             suppressed: 0,
+            pages_approved: t.pages_approved,
         };
         let secret = t.secret.unwrap_or_else(|| SecretKey::generate_for(t.test));
         let digest = self.secret_digest(secret.expose());
@@ -155,13 +161,20 @@ impl Services {
         p: TenantPatch,
         by_tenant: bool,
     ) -> Result<(Tenant, Option<SecretKey>), ServiceError> {
-        if by_tenant && (p.policy.is_some() || p.enabled.is_some() || p.test.is_some()) {
+        if by_tenant
+            && (p.policy.is_some()
+                || p.enabled.is_some()
+                || p.test.is_some()
+                || p.pages_approved.is_some())
+        {
             let field = if p.policy.is_some() {
                 "policy"
             } else if p.enabled.is_some() {
                 "enabled"
-            } else {
+            } else if p.test.is_some() {
                 "test"
+            } else {
+                "pages_approved"
             };
             return Err(ServiceError::field(field, "only the admin can change this"));
         }
@@ -336,6 +349,7 @@ impl Services {
             email_provider: None,
             sms_provider: None,
             suppression: p.suppression,
+            pages_approved: p.pages_approved,
             new_secret: None,
         };
         Ok(changes)

@@ -34,7 +34,8 @@ pub(crate) const TENANT_COLS: &str =
      t.fallback_password, t.fallback_from, t.fallback_tls, t.fallback_max_connections, \
      t.http_url, t.http_use, t.http_secret, t.allowed_return_urls, t.brand_color, \
      t.smtp_oauth2, t.fallback_oauth2, t.email_provider, t.email_provider_secrets, \
-     t.sms_provider, t.sms_provider_secrets, t.suppression_off, t.suppressed";
+     t.sms_provider, t.sms_provider_secrets, t.suppression_off, t.suppressed, \
+     t.pages_approved";
 
 /// A code's columns as `GET /v1/otp/{key}` shows it, for queries that name the table `c`
 /// (read by [`view_from`]); `now` is the SQL of the current time its lease is compared with
@@ -197,6 +198,7 @@ pub(crate) fn tenant_from(r: &impl Cells) -> Result<Tenant, StoreError> {
         sms_provider: provider_from(r.opt_text(39)?, r.opt_bytes(40)?)?,
         suppression: !r.flag(41)?,
         suppressed: r.int(42)?,
+        pages_approved: r.flag(43)?,
     })
 }
 

@@ -94,6 +94,7 @@ pub const TABLES: &[Table] = &[
             ("sms_provider_secrets", Blob),
             ("suppression_off", Bool),
             ("suppressed", Int),
+            ("pages_approved", Bool),
         ],
         identity: None,
     },

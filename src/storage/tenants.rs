@@ -31,6 +31,8 @@ pub struct TenantChanges {
     pub sms_provider: Option<Option<Provider>>,
     /// Whether mints to suppressed recipients are refused (API.md §16.1).
     pub suppression: Option<bool>,
+    /// Its pages approved under open registration (API.md §17.6).
+    pub pages_approved: Option<bool>,
     /// A new secret key's digest that replaces every other at once (a test tenant made
     /// live: its `sk_test_` key stops, API.md §17.4).
     pub new_secret: Option<Vec<u8>>,
@@ -77,6 +79,7 @@ pub(crate) mod sql {
     /// Whether the tenant has test keys.
     pub const HAS_TEST_SECRETS: &str =
         "SELECT EXISTS(SELECT 1 FROM tenant_secrets WHERE tenant_id = $1 AND test)";
+    pub const SET_PAGES_APPROVED: &str = "UPDATE tenants SET pages_approved = $2 WHERE id = $1";
     pub const SET_SUPPRESSION_OFF: &str = "UPDATE tenants SET suppression_off = $2 WHERE id = $1";
     pub const SET_EMAIL_PROVIDER: &str =
         "UPDATE tenants SET email_provider = $2, email_provider_secrets = $3 WHERE id = $1";

@@ -792,3 +792,116 @@ async fn a_hosted_session_is_claimed_once_with_its_verifier() {
         "{v}"
     );
 }
+
+/// Open registration (API.md §17.6): a tenant that registered itself has no hosted pages or
+/// links (422 pages_not_approved), nor its brand on otpmint's pages, until the admin approves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_open_registration_pages_wait_for_the_admins_approval() {
+    let app = spawn_app_with(|s| {
+        s.server.public_url = "http://localhost:8080".into();
+        s.registration.mode = otpmint::config::RegistrationMode::Open;
+    })
+    .await;
+    let (s, v) = body(
+        app.post(
+            "/v1/tenants",
+            "",
+            json!({"name": "Self", "smtp": app.smtp_json()}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (s, &v["pages_approved"]),
+        (StatusCode::CREATED, &json!(false)),
+        "{v}"
+    );
+    let (id, sk) = (
+        v["id"].as_str().unwrap().to_string(),
+        v["secret_key"].as_str().unwrap().to_string(),
+    );
+    let r = app
+        .patch(
+            "/v1/tenant",
+            &sk,
+            json!({"allowed_return_urls": [RETURN], "branding": {"color": "#112233"}}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let (s, v) = body(
+        app.post(
+            "/v1/tenant/hosted-sessions",
+            &sk,
+            json!({"return_url": RETURN}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("pages_not_approved")),
+        "{v}"
+    );
+    let (s, v) = body(
+        app.post(
+            "/v1/otp",
+            &sk,
+            json!({"email": "ada@example.com", "link": {"return_url": RETURN}}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("pages_not_approved")),
+        "{v}"
+    );
+    assert_eq!(app.smtp.count_to("ada@example.com"), 0);
+    let css = reqwest::get(format!("{}/pages/brand/{id}.css", app.addr))
+        .await
+        .unwrap();
+    assert_eq!(css.status(), StatusCode::NOT_FOUND);
+    // Only the admin approves.
+    let (s, v) = body(
+        app.patch("/v1/tenant", &sk, json!({"pages_approved": true}))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (s, v["errors"][0]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("pages_approved"))
+    );
+    let (s, v) = body(
+        app.patch(
+            &format!("/v1/tenants/{id}"),
+            ADMIN,
+            json!({"pages_approved": true}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (s, &v["pages_approved"]),
+        (StatusCode::OK, &json!(true)),
+        "{v}"
+    );
+    open_session(&app, &sk, json!({"return_url": RETURN})).await;
+    let css = reqwest::get(format!("{}/pages/brand/{id}.css", app.addr))
+        .await
+        .unwrap();
+    assert_eq!(css.status(), StatusCode::OK);
+    // A tenant the admin creates is approved from the start.
+    let (s, v) = body(
+        app.post(
+            "/v1/tenants",
+            ADMIN,
+            json!({"name": "Admin's", "smtp": app.smtp_json()}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (s, &v["pages_approved"]),
+        (StatusCode::CREATED, &json!(true))
+    );
+}

@@ -220,6 +220,13 @@ impl ApiError {
                     "Nothing to claim: it has not been verified (yet).".into(),
                     none(),
                 ),
+                S::PagesNotApproved => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "pages_not_approved",
+                    "Pages not approved",
+                    "This server lets anyone register: a tenant's hosted pages and magic links stay off until the admin approves them (PATCH /v1/tenants/{id} {\"pages_approved\": true}).".into(),
+                    none(),
+                ),
                 S::LogoInvalid => (
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "logo_invalid",

@@ -296,6 +296,10 @@ fn insert_tenant_row(
             &r.oauth2,
         ],
     )?;
+    tx.execute(
+        crate::storage::tenants::sql::SET_PAGES_APPROVED,
+        &[&t.id.as_str(), &t.pages_approved],
+    )?;
     if let Some(f) = &t.smtp_fallback {
         set_fallback_row(tx, t.id.as_str(), Some(f))?;
     }

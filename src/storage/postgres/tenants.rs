@@ -95,6 +95,9 @@ impl TenantStore for PgStore {
             {
                 tx.execute(sql::BUMP_TRANSPORTS, &[&id])?;
             }
+            if let Some(ok) = c.pages_approved {
+                tx.execute(sql::SET_PAGES_APPROVED, &[&id, &ok])?;
+            }
             if let Some(on) = c.suppression {
                 tx.execute(sql::SET_SUPPRESSION_OFF, &[&id, &!on])?;
             }

@@ -313,6 +313,12 @@ fn insert_tenant_row(
             r.oauth2
         ],
     )?;
+    conn.execute_cached(
+        &crate::storage::tenants::sqlite_placeholders(
+            crate::storage::tenants::sql::SET_PAGES_APPROVED,
+        ),
+        params![t.id.as_str(), t.pages_approved],
+    )?;
     if let Some(f) = &t.smtp_fallback {
         set_fallback_row(conn, t.id.as_str(), Some(f))?;
     }

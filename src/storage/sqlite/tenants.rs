@@ -104,6 +104,12 @@ impl TenantStore for SqliteStore {
         if c.smtp_fallback.is_some() || c.email_provider.is_some() || c.sms_provider.is_some() {
             tx.execute_cached(&sqlite_placeholders(sql::BUMP_TRANSPORTS), [id.as_str()])?;
         }
+        if let Some(ok) = c.pages_approved {
+            tx.execute_cached(
+                &sqlite_placeholders(sql::SET_PAGES_APPROVED),
+                params![id.as_str(), ok],
+            )?;
+        }
         if let Some(on) = c.suppression {
             tx.execute_cached(
                 &sqlite_placeholders(sql::SET_SUPPRESSION_OFF),
