@@ -164,6 +164,9 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
             Ok(())
         }
         Command::Config(ConfigCommand::Check) => {
+            for (warn, note) in settings.start_notes(std::env::vars()) {
+                eprintln!("{}: {note}", if warn { "warning" } else { "note" });
+            }
             print!("{}", settings.redacted_toml());
             eprintln!("configuration ok");
             Ok(())
@@ -256,6 +259,13 @@ fn services(settings: Settings) -> Result<Services, CliError> {
 
 async fn serve(settings: Settings, file: Option<PathBuf>) -> Result<(), CliError> {
     let bind = settings.server.bind.clone();
+    for (warn, note) in settings.start_notes(std::env::vars()) {
+        if warn {
+            tracing::warn!("{note}");
+        } else {
+            tracing::info!("{note}");
+        }
+    }
     let app = Application::build(settings)?;
     app.reload_on_sighup(file);
     let tenants = app.services().tenants().await.map_err(service_msg)?;

@@ -420,6 +420,56 @@ impl Settings {
         Ok(settings)
     }
 
+    /// What a person starting the server should know (API.md §18.8), one sentence each:
+    /// the admin API is off, the admin token is short, and `OTPMINT_…` variables in `env`
+    /// that match no key (a single `_` after `OTPMINT`, say) — named, never their values.
+    pub fn start_notes(
+        &self,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Vec<(bool, String)> {
+        use secrecy::ExposeSecret;
+        let mut notes = Vec::new();
+        let token = self.admin.token.expose_secret();
+        if token.is_empty() {
+            notes.push((
+                false,
+                "the admin API is off: admin.token is empty (the CLI still manages tenants)"
+                    .to_string(),
+            ));
+        } else if token.chars().count() < 32 {
+            notes.push((
+                true,
+                "admin.token is shorter than 32 characters: use a long random one (`openssl rand -base64 32`)"
+                    .to_string(),
+            ));
+        }
+        // Variables of the project's own tests and tools, not settings.
+        const TOOLS: &[&str] = &[
+            "OTPMINT_TEST_",
+            "OTPMINT_BROWSER_TESTS",
+            "OTPMINT_WRITE_OPENAPI",
+        ];
+        let mut stray: Vec<String> = env
+            .into_iter()
+            .map(|(name, _)| name)
+            .filter(|n| {
+                n.to_ascii_uppercase().starts_with("OTPMINT")
+                    && !n.starts_with(ENV_PREFIX)
+                    && !TOOLS.iter().any(|t| n.starts_with(t))
+            })
+            .collect();
+        stray.sort();
+        for name in stray {
+            notes.push((
+                true,
+                format!(
+                    "the environment variable {name} matches no setting and is ignored: settings are OTPMINT__SECTION__KEY, with two underscores"
+                ),
+            ));
+        }
+        notes
+    }
+
     /// `admin.token_file`, `metrics.token_file`, `database.url_file` (API.md §18.4): each
     /// file's first line becomes its key's value. A relative path is taken in systemd's
     /// `$CREDENTIALS_DIRECTORY` when that is set (`LoadCredential=`). Giving a key a value

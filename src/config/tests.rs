@@ -299,3 +299,28 @@ fn the_log_format_is_auto_by_default() {
     let s = Settings::load_from(None, env(&[("OTPMINT__LOG__FORMAT", "json")])).unwrap();
     assert_eq!(s.log.format, LogFormat::Json);
 }
+
+#[test]
+fn start_notes_name_an_off_admin_api_a_short_token_and_stray_variables() {
+    let s = Settings::load_from(None, env(&[])).unwrap();
+    let notes = s.start_notes(env(&[
+        ("OTPMINT_ADMIN__TOKEN", "secret-value-1"),
+        ("OTPMINT__LOG__LEVEL", "info"),
+        ("OTPMINT_TEST_POSTGRES_URL", "x"),
+        ("PATH", "/bin"),
+    ]));
+    let text: Vec<&str> = notes.iter().map(|(_, n)| n.as_str()).collect();
+    assert!(text[0].contains("admin API is off"), "{text:?}");
+    assert_eq!(notes.len(), 2, "{text:?}");
+    assert!(
+        notes[1].0 && text[1].contains("OTPMINT_ADMIN__TOKEN") && !text[1].contains("secret-value")
+    );
+    let s = Settings::load_from(None, env(&[("OTPMINT__ADMIN__TOKEN", "short")])).unwrap();
+    let notes = s.start_notes(env(&[]));
+    assert!(
+        notes.len() == 1 && notes[0].0 && notes[0].1.contains("shorter than 32"),
+        "{notes:?}"
+    );
+    let s = Settings::load_from(None, env(&[("OTPMINT__ADMIN__TOKEN", &"x".repeat(40))])).unwrap();
+    assert!(s.start_notes(env(&[])).is_empty());
+}

@@ -112,7 +112,16 @@ pub async fn reg_secretkey(
         Ok(p) if p > 0 => p,
         _ => return Err(CompatError::bad("Error: SMTP host not allowed")),
     };
-    let name: String = mail.chars().take(100).collect();
+    // Named after the sender's domain (API.md §18.8): the name appears on pages and in
+    // messages, where an address would read oddly.
+    let name: String = mail
+        .rsplit_once('@')
+        .filter(|(_, domain)| !domain.is_empty())
+        .map_or(mail.as_str(), |(_, domain)| domain)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(100)
+        .collect();
     st.services
         .create_tenant(NewTenant {
             name,

@@ -222,7 +222,8 @@ pub struct VerifyOut {
 pub struct DeliveryOut {
     /// `sync` or `async`
     pub mode: String,
-    /// `queued`, `sending`, `sent` or `failed`
+    /// `queued`, `sending`, `sent`, `failed`, `unknown` (it may have arrived; nobody can
+    /// know) or `test` (a test code: its message went to the test inbox)
     pub status: String,
     /// Delivery attempts made so far.
     pub attempts: u32,
@@ -291,7 +292,11 @@ impl StatusOut {
             verified_at: v.verified_at.map(rfc3339),
             delivery: DeliveryOut {
                 mode: v.delivery.mode.as_str().into(),
-                status: v.delivery.status.as_str().into(),
+                // A test code's message went to the test inbox, not to anyone (API.md §18.8).
+                status: match v.delivery.status {
+                    crate::domain::delivery::DeliveryStatus::Sent if v.test => "test".into(),
+                    s => s.as_str().into(),
+                },
                 attempts: v.delivery.attempts,
                 reason: v.delivery.reason.clone(),
                 sent_at: v.delivery.sent_at.map(rfc3339),
@@ -430,6 +435,9 @@ pub struct Problem {
     /// With `delivery_failed`: `smtp_host_not_allowed`, `smtp_unreachable`, `smtp_timeout`,
     /// `smtp_tls`, `smtp_auth` or `smtp_rejected`.
     pub reason: Option<String>,
+    /// With `rate_limited`: the limit that refused (`recipient`, `cooldown`, `tenant`,
+    /// `failures`, `test_sends`); `detail` names its setting.
+    pub limit: Option<String>,
 }
 
 /// The problem responses several routes share: one definition each, referenced from every

@@ -196,6 +196,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
             .route(web::put().to(hosted::put_logo))
             .route(web::delete().to(hosted::delete_logo)),
     )
+    .service(
+        r("/")
+            .route(web::get().to(ops::index))
+            .route(web::head().to(ops::index)),
+    )
     .service(r("/healthz").route(web::get().to(ops::healthz)))
     .service(r("/readyz").route(web::get().to(ops::readyz)))
     .service(r("/metrics").route(web::get().to(ops::metrics)))

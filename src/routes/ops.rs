@@ -10,6 +10,30 @@ use crate::service::ServiceError;
 
 type ApiResult = Result<HttpResponse, ApiError>;
 
+/// `GET /`: a short page naming otpmint and where its API and docs are (API.md §18.8), for
+/// the person who opens the server's address in a browser.
+pub async fn index() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((
+            actix_web::http::header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'",
+        ))
+        .insert_header((actix_web::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .body(concat!(
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
+            "<title>otpmint</title></head><body>\n",
+            "<h1>otpmint ",
+            env!("CARGO_PKG_VERSION"),
+            "</h1>\n<p>A self-hosted one-time-password server. This address serves its HTTP API; ",
+            "there is nothing to sign in to here.</p>\n<ul>\n",
+            "<li>API description: <a href=\"/openapi.json\">/openapi.json</a></li>\n",
+            "<li>Health: <a href=\"/healthz\">/healthz</a>, readiness: <a href=\"/readyz\">/readyz</a></li>\n",
+            "<li>Documentation: <code>docs/</code> in the source (docs/api.md for the API, ",
+            "docs/operations.md to run it)</li>\n</ul>\n</body></html>\n"
+        ))
+}
+
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "The process is alive", body = HealthOut)))]
 pub async fn healthz() -> HttpResponse {

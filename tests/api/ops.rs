@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::helpers::*;
 
@@ -417,4 +417,85 @@ async fn an_interrupted_data_key_rotation_resumes_without_a_new_key() {
     let (ok, out, _) = app.cli(&["keys", "rotate-data-key"]);
     assert!(ok && out.contains("version 3 active (new)"), "{out}");
     app.mint(&sk, "ada@example.com").await;
+}
+
+/// A newcomer's path (API.md §18.8): the server's address answers a page naming otpmint and
+/// where its API is; a 429 names the limit that refused; a test code's delivery is `test`;
+/// an OtpMint-style registration names the tenant after the sender's domain.
+#[tokio::test]
+async fn what_a_newcomer_meets_says_what_it_is() {
+    let app = spawn_app_with(|s| s.limits.recipient_max_sends = 1).await;
+    let r = reqwest::get(format!("{}/", app.addr)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("otpmint") && page.contains("/openapi.json"),
+        "{page}"
+    );
+
+    let (_, sk) = app.tenant().await;
+    app.mint(&sk, "ada@example.com").await;
+    let r = app
+        .post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["limit"], "recipient", "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("limits.recipient_max_sends"),
+        "{v}"
+    );
+
+    let (_, v) = {
+        let r = app
+            .post("/v1/tenants", ADMIN, json!({"name": "CI", "test": true}))
+            .await;
+        (r.status(), r.json::<Value>().await.unwrap())
+    };
+    let test_sk = v["secret_key"].as_str().unwrap().to_string();
+    let r = app
+        .post("/v1/otp", &test_sk, json!({"email": "bob@example.com"}))
+        .await;
+    let key = r.json::<Value>().await.unwrap()["shareable_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let v: Value = app
+        .get(&format!("/v1/otp/{key}"), &test_sk)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["delivery"]["status"], "test", "{v}");
+
+    let r = app
+        .post(
+            "/reg_secretkey",
+            ADMIN,
+            json!({"secretKey": "legacy-client-secret-key-0002", "smtp_host": "127.0.0.1",
+                   "smtp_port": app.smtp.port, "smtp_mail": crate::smtp::SMTP_USER,
+                   "smtp_password": crate::smtp::SMTP_PASS}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = app.get("/v1/tenants", ADMIN).await.json().await.unwrap();
+    let domain = crate::smtp::SMTP_USER
+        .rsplit_once('@')
+        .map(|(_, d)| d)
+        .unwrap_or(crate::smtp::SMTP_USER);
+    assert!(
+        v["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == domain),
+        "{v}"
+    );
 }

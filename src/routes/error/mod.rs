@@ -387,12 +387,20 @@ impl ApiError {
                     format!("A key is sent at most {n} new codes; mint a new one."),
                     none(),
                 ),
-                S::RateLimited { .. } => (
+                S::RateLimited { kind, .. } => (
                     StatusCode::TOO_MANY_REQUESTS,
                     "rate_limited",
                     "Too many requests",
-                    "A sending or guessing limit was reached; retry later.".into(),
-                    none(),
+                    // The limit that refused, by its setting (API.md §18.8).
+                    match kind {
+                        crate::service::LimitKind::Recipient => "Too many codes were sent to this recipient recently (limits.recipient_max_sends per limits.recipient_window_seconds); retry later.",
+                        crate::service::LimitKind::Cooldown => "A code was sent to this recipient moments ago (limits.resend_cooldown_seconds); retry later.",
+                        crate::service::LimitKind::Tenant => "This tenant sent its hourly maximum (limits.tenant_max_sends_per_hour); retry later.",
+                        crate::service::LimitKind::Failures => "Too many wrong codes for this recipient recently (limits.recipient_max_failures); retry later.",
+                        crate::service::LimitKind::TestSends => "This tenant made its hourly maximum of test mints (limits.test_sends_per_hour); retry later.",
+                    }
+                    .into(),
+                    one("limit", json!(kind.as_str())),
                 ),
                 S::Delivery(reason) => (
                     StatusCode::BAD_GATEWAY,
