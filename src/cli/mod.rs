@@ -16,7 +16,7 @@ use crate::config::Settings;
 use crate::crypto::keyring::MasterKey;
 use crate::domain::email::RecipientEmail;
 use crate::service::{ServiceError, Services};
-use crate::startup::{build_services, open_store, Application};
+use crate::startup::{build_services, Application};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -143,8 +143,10 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings, cli.config.clone()).await,
         Command::Migrate => {
-            let store = open_store(&settings)?;
-            drop(store);
+            // Like `serve`, `migrate` makes the database and the master key when there are
+            // none (the other commands never do).
+            eprintln!("database: {}", describe(&settings.database_location()?));
+            drop(build_services(settings, Arc::new(SystemClock))?);
             println!("migrations applied");
             Ok(())
         }
@@ -253,8 +255,45 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
     }
 }
 
+/// The services of an installation that exists: a command other than `serve` and
+/// `migrate` never creates a database or a master key (API.md §18.8); it names the path it
+/// looked for, and says on stderr which database it uses.
 fn services(settings: Settings) -> Result<Services, CliError> {
+    let location = settings.database_location()?;
+    if let crate::config::DatabaseLocation::Sqlite(path) = &location {
+        if !path.exists() {
+            return Err(CliError(format!(
+                "no database at {} (database.url): start the server once, or run `otpmint migrate`, to create it",
+                path.display()
+            )));
+        }
+    }
+    {
+        use secrecy::ExposeSecret;
+        let key_file = std::path::Path::new(&settings.crypto.master_key_file);
+        if settings.crypto.master_key.expose_secret().is_empty() && !key_file.exists() {
+            return Err(CliError(format!(
+                "no master key at {} (crypto.master_key_file): this command does not make one; point the configuration at the server's key",
+                key_file.display()
+            )));
+        }
+    }
+    eprintln!("database: {}", describe(&location));
     Ok(build_services(settings, Arc::new(SystemClock))?)
+}
+
+/// A database location for people: a SQLite file's path, or a PostgreSQL URL without its
+/// credentials.
+fn describe(location: &crate::config::DatabaseLocation) -> String {
+    match location {
+        crate::config::DatabaseLocation::Sqlite(p) => format!("sqlite {}", p.display()),
+        crate::config::DatabaseLocation::Postgres(url) => {
+            let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+            let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+            let host = host.split('?').next().unwrap_or(host);
+            format!("postgresql {host}")
+        }
+    }
 }
 
 async fn serve(settings: Settings, file: Option<PathBuf>) -> Result<(), CliError> {

@@ -216,6 +216,9 @@ async fn cli_manages_tenants_and_logs_never_show_secrets() {
         )
     };
     let port = smtp.port.to_string();
+    // The database and key are made by `migrate` (or `serve`), never by other commands.
+    let (ok, _, err) = cli(&["migrate"]);
+    assert!(ok, "{err}");
     let (ok, out, err) = cli(&[
         "tenant",
         "create",
@@ -242,7 +245,7 @@ async fn cli_manages_tenants_and_logs_never_show_secrets() {
     let (ok, out, _) = cli(&["tenant", "show", &id]);
     assert!(ok && out.contains("\"Acme\""));
     let (ok, _, err) = cli(&["tenant", "show", "tnt_nonexistent000000000"]);
-    assert!(!ok && err.starts_with("error:"), "{err}");
+    assert!(!ok && err.lines().any(|l| l.starts_with("error:")), "{err}");
     let (ok, out, err) = cli(&["smtp", "test", &id, "--to", "ops@example.com"]);
     assert!(ok, "{out}{err}");
     assert_eq!(smtp.count_to("ops@example.com"), 1);
@@ -780,4 +783,44 @@ async fn secrets_come_from_files_at_start_and_on_sighup_and_healthcheck_exits_by
         !err.contains("inline-admin-token") && !err.contains("from-a-file"),
         "{err}"
     );
+}
+
+/// CLI commands other than `serve` and `migrate` never create a database or a master key
+/// (API.md §18.8): with none where the configuration points they fail naming the path, and
+/// every command that uses a database says which on stderr.
+#[test]
+fn cli_commands_do_not_create_a_database_and_say_which_they_use() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["tenant", "list"],
+        vec!["stats"],
+        vec!["keys", "rotate"],
+    ] {
+        let out = otpmint(dir.path()).args(&args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("no database at") && err.contains("otpmint.db"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !dir.path().join("data").exists(),
+            "{args:?} created something"
+        );
+    }
+    let out = otpmint(dir.path()).arg("migrate").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("database: sqlite") && err.contains("otpmint.db"),
+        "{err}"
+    );
+    assert!(dir.path().join("data/otpmint.db").exists());
+    let out = otpmint(dir.path())
+        .args(["tenant", "list"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("database: sqlite"), "{err}");
 }
