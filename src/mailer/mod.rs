@@ -244,6 +244,24 @@ impl Mailer {
         }
     }
 
+    /// Connect, TLS and AUTH to a relay and say goodbye, sending nothing (`check_relay`,
+    /// API.md §18.8), within the mailer's timeout.
+    pub async fn check(&self, target: &SmtpTarget) -> Result<(), DeliveryError> {
+        let attempt = async {
+            let (name, addrs) = self.resolve(target).await?;
+            let (mut conn, _) = self.connect(target, &name, &addrs).await?;
+            conn.quit().await.ok();
+            Ok(())
+        };
+        match tokio::time::timeout(self.timeout(), attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(DeliveryError::transient(
+                DeliveryReason::Timeout,
+                "the relay check exceeded smtp.timeout_seconds",
+            )),
+        }
+    }
+
     /// Close idle connections past their idle time, and forget pools that have none left
     /// (API.md §6.27: whether or not their tenant sends again). Returns how many closed.
     pub fn close_idle(&self) -> usize {
@@ -274,17 +292,7 @@ impl Mailer {
         progress: &Progress,
         sessions: usize,
     ) -> Result<(), DeliveryError> {
-        let (name, addrs) = self
-            .inner
-            .policy
-            .check(&target.host, target.port, target.tls == TlsMode::None)
-            .await
-            .map_err(|r| match r {
-                HostRefusal::Unresolvable => {
-                    fail(DeliveryReason::Unreachable, "host does not resolve")
-                }
-                other => fail(DeliveryReason::HostNotAllowed, other),
-            })?;
+        let (name, addrs) = self.resolve(target).await?;
         let pool = self.pool_for(target);
         self.send_on_pool(
             &pool,
@@ -295,6 +303,23 @@ impl Mailer {
             sessions,
         )
         .await
+    }
+
+    /// The relay's name and addresses, as the host policy allows them (at every connect).
+    async fn resolve(
+        &self,
+        target: &SmtpTarget,
+    ) -> Result<(HostName, Vec<SocketAddr>), DeliveryError> {
+        self.inner
+            .policy
+            .check(&target.host, target.port, target.tls == TlsMode::None)
+            .await
+            .map_err(|r| match r {
+                HostRefusal::Unresolvable => {
+                    fail(DeliveryReason::Unreachable, "host does not resolve")
+                }
+                other => fail(DeliveryReason::HostNotAllowed, other),
+            })
     }
 
     fn pool_for(&self, target: &SmtpTarget) -> Arc<TenantPool> {

@@ -143,6 +143,7 @@ pub async fn reg_secretkey(
             test: false,
             smtp_fallback: None,
             pages_approved: true,
+            check_relay: false,
         })
         .await
         .map_err(|e| CompatError::from_service(e, false))?;

@@ -404,6 +404,7 @@ pub enum ProblemCode {
     RecipientSuppressed,
     SuppressionNotFound,
     LogoInvalid,
+    RelayCheckFailed,
     PagesNotApproved,
     CodeVerifierMismatch,
     AlreadyClaimed,

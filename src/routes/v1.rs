@@ -112,6 +112,9 @@ pub struct CreateTenantBody {
     test: bool,
     /// A second relay, tried at once when `smtp` fails transiently (API.md §12.1).
     smtp_fallback: Option<SmtpBody>,
+    /// Connect, TLS and AUTH to the relay (no mail) before saving; a failure is 422
+    /// `relay_check_failed` with the delivery `reason`, and nothing is saved.
+    check_relay: Option<bool>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -159,6 +162,9 @@ pub struct PatchTenantBody {
     /// Admin only: under `registration.mode = "open"` a self-registered tenant's hosted
     /// pages and links stay off (422 `pages_not_approved`) until this is true (API.md §17.6).
     pages_approved: Option<bool>,
+    /// Connect, TLS and AUTH to the relay as changed (no mail) before saving; a failure is
+    /// 422 `relay_check_failed` with the delivery `reason`, and nothing is saved.
+    check_relay: Option<bool>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -278,6 +284,7 @@ pub async fn create_tenant(
             smtp_fallback,
             // Under open registration a tenant that registers itself waits for the admin.
             pages_approved: mode != RegistrationMode::Open || is_admin(&req, &st),
+            check_relay: b.check_relay.unwrap_or(false),
         })
         .await?;
     tracing::info!(tenant_id = %row.id, "tenant created");
@@ -373,6 +380,7 @@ fn patch_from(b: PatchTenantBody) -> Result<TenantPatch, ApiError> {
         allowed_return_urls: b.allowed_return_urls,
         brand_color: b.branding.and_then(|x| x.color),
         pages_approved: b.pages_approved,
+        check_relay: b.check_relay.unwrap_or(false),
         suppression: match b.suppression.as_deref() {
             None => None,
             Some("on") => Some(true),

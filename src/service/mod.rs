@@ -128,6 +128,10 @@ pub enum ServiceError {
     /// `pages_not_approved`.
     #[error("pages not approved")]
     PagesNotApproved,
+    /// `check_relay` found the relay unusable: 422 `relay_check_failed` with its reason;
+    /// nothing was saved.
+    #[error("relay check failed")]
+    RelayCheck(DeliveryReason),
     /// A logo that is not a PNG that decodes whole, or is over 1024×1024: 422 `logo_invalid`.
     #[error("logo invalid")]
     LogoInvalid,

@@ -36,6 +36,8 @@ pub struct NewTenant {
     /// Its hosted pages and links may be used under open registration (API.md §17.6):
     /// false for a tenant that registered itself.
     pub pages_approved: bool,
+    /// Connect, TLS and AUTH to the relay before saving (API.md §18.8).
+    pub check_relay: bool,
 }
 
 #[derive(Debug, Default)]
@@ -59,6 +61,8 @@ pub struct TenantPatch {
     pub suppression: Option<bool>,
     /// Admin only: approve the tenant's pages and links under open registration.
     pub pages_approved: Option<bool>,
+    /// Connect, TLS and AUTH to the relay as changed before saving (API.md §18.8).
+    pub check_relay: bool,
 }
 
 impl Services {
@@ -120,6 +124,9 @@ impl Services {
             suppressed: 0,
             pages_approved: t.pages_approved,
         };
+        if t.check_relay {
+            self.check_relays(&row).await?;
+        }
         let secret = t.secret.unwrap_or_else(|| SecretKey::generate_for(t.test));
         let digest = self.secret_digest(secret.expose());
         let stored = row.clone();
@@ -184,6 +191,16 @@ impl Services {
         for _ in 0..CHANGE_TRIES {
             let current = self.tenant(id).await?;
             let mut changes = self.tenant_changes(&current, &p).await?;
+            if p.check_relay {
+                let mut candidate = current.clone();
+                if let Some(s) = &changes.smtp {
+                    candidate.smtp = Some(s.clone());
+                }
+                if let Some(f) = &changes.smtp_fallback {
+                    candidate.smtp_fallback = f.clone();
+                }
+                self.check_relays(&candidate).await?;
+            }
             // A test tenant made live (API.md §17.4): its `sk_test_` keys stop in the same
             // change, and a new `sk_` key is shown once.
             let going_live = current.test && p.test == Some(false) && {

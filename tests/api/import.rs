@@ -144,7 +144,8 @@ async fn a_failed_import_leaves_the_database_as_it_was() {
     let (ok, _, err) = import(&app, &source);
     assert!(!ok);
     assert!(
-        err.lines().any(|l| l.starts_with("error:") && l.contains("mappings")),
+        err.lines()
+            .any(|l| l.starts_with("error:") && l.contains("mappings")),
         "{err}"
     );
     let list: serde_json::Value = app.get("/v1/tenants", ADMIN).await.json().await.unwrap();

@@ -574,3 +574,81 @@ async fn tenant_names_with_invisible_or_bidirectional_characters_are_refused() {
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);
 }
+
+/// `check_relay` (API.md §18.8): connect, TLS and AUTH before saving, no mail; a failure is
+/// 422 with the delivery reason and nothing is saved.
+#[tokio::test]
+async fn check_relay_logs_in_before_saving_and_a_failure_saves_nothing() {
+    let app = spawn_app().await;
+    let mut bad = app.smtp_json();
+    bad["password"] = json!("not-the-password");
+    let r = app
+        .post(
+            "/v1/tenants",
+            ADMIN,
+            json!({"name": "Bad", "smtp": bad, "check_relay": true}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["code"].as_str(), v["reason"].as_str()),
+        (Some("relay_check_failed"), Some("smtp_auth")),
+        "{v}"
+    );
+    let list: Value = app.get("/v1/tenants", ADMIN).await.json().await.unwrap();
+    assert_eq!(
+        list["tenants"].as_array().unwrap().len(),
+        0,
+        "nothing saved"
+    );
+
+    let r = app
+        .post(
+            "/v1/tenants",
+            ADMIN,
+            json!({"name": "Good", "smtp": app.smtp_json(), "check_relay": true}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.unwrap();
+    let (id, sk) = (
+        v["id"].as_str().unwrap().to_string(),
+        v["secret_key"].as_str().unwrap().to_string(),
+    );
+    assert!(app.smtp.messages().is_empty(), "a check sends no mail");
+
+    // A change that would not log in is refused whole; the relay as it was still sends.
+    let r = app
+        .patch(
+            &format!("/v1/tenants/{id}"),
+            ADMIN,
+            json!({"name": "Renamed", "smtp": {"password": "wrong-again"}, "check_relay": true}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let v: Value = app
+        .get(&format!("/v1/tenants/{id}"), ADMIN)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["name"], "Good");
+    app.mint(&sk, "ada@example.com").await;
+    // A port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let app2 = spawn_app_with(move |s| s.smtp.allowed_ports.push(port)).await;
+    let mut down = app2.smtp_json();
+    down["port"] = json!(port);
+    let r = app2
+        .post(
+            "/v1/tenants",
+            ADMIN,
+            json!({"name": "Down", "smtp": down, "check_relay": true}),
+        )
+        .await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["reason"], "smtp_unreachable", "{v}");
+}

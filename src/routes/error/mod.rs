@@ -227,6 +227,13 @@ impl ApiError {
                     "This server lets anyone register: a tenant's hosted pages and magic links stay off until the admin approves them (PATCH /v1/tenants/{id} {\"pages_approved\": true}).".into(),
                     none(),
                 ),
+                S::RelayCheck(reason) => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "relay_check_failed",
+                    "Relay check failed",
+                    format!("Connecting, TLS or logging in to the relay failed ({}); nothing was saved. `otpmint smtp test` tries a whole message.", reason.as_str()),
+                    one("reason", json!(reason.as_str())),
+                ),
                 S::LogoInvalid => (
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "logo_invalid",

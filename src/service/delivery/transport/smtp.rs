@@ -155,6 +155,29 @@ impl Services {
 
     /// Send one test message through the tenant's relay (`otpmint smtp test`), OAuth2
     /// relays included; nothing is stored.
+    /// `check_relay` (API.md §18.8): connect, TLS and AUTH to the tenant's relay (and its
+    /// fallback) as it would be saved, sending nothing; a failure is 422 with its reason.
+    pub(crate) async fn check_relays(&self, tenant: &Tenant) -> Result<(), ServiceError> {
+        if tenant.smtp.is_none() {
+            return Err(ServiceError::field(
+                "check_relay",
+                "there is no relay (smtp) to check",
+            ));
+        }
+        for (account, fallback) in [(&tenant.smtp, false), (&tenant.smtp_fallback, true)] {
+            let Some(account) = account else { continue };
+            let checked = match self.relay_target(tenant, account, fallback, true).await {
+                Ok(target) => self.mailer.check(&target).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = checked {
+                tracing::warn!(tenant_id = %tenant.id, fallback, reason = e.reason.as_str(), detail = %e.detail, "the relay check failed; nothing was saved");
+                return Err(ServiceError::RelayCheck(e.reason));
+            }
+        }
+        Ok(())
+    }
+
     pub async fn test_relay(&self, tenant: &Tenant, to: &str) -> Result<(), ServiceError> {
         let account = tenant
             .smtp
