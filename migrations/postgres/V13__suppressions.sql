@@ -33,3 +33,7 @@ ALTER TABLE hosted_sessions ADD COLUMN claimed_at BIGINT;
 -- Open registration (API.md §17.6): a self-registered tenant's hosted pages and links stay
 -- off until the admin approves them. Tenants that exist now keep theirs.
 ALTER TABLE tenants ADD COLUMN pages_approved BOOLEAN NOT NULL DEFAULT TRUE;
+
+-- The purge of hosted sessions finds expired ones by expires_at across all tenants
+-- (API.md §17.7).
+CREATE INDEX hosted_sessions_expires ON hosted_sessions(expires_at);

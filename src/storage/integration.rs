@@ -95,10 +95,16 @@ pub trait IntegrationStore {
     fn defer_event(&self, event_id: &str, owner: &str, due_at: Millis) -> Result<(), StoreError>;
     /// Give back the leases `owner` holds on events, but those in `keep` (shutdown).
     fn release_events(&self, owner: &str, keep: &[String]) -> Result<usize, StoreError>;
-    /// The endpoint answered 410 Gone: disable the webhook (its pending events fail) until
-    /// the tenant stores it again; false when there is no webhook.
-    fn disable_webhook(&self, id: &TenantId, reason: &str, now: Millis)
-        -> Result<bool, StoreError>;
+    /// The endpoint at `url` answered 410 Gone: disable the webhook (its pending events
+    /// fail) until the tenant stores it again — only while it still points at `url`; false
+    /// when there is no such webhook.
+    fn disable_webhook(
+        &self,
+        id: &TenantId,
+        url: &str,
+        reason: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError>;
     /// Record an attempt and its outcome, if `owner` still holds the event's lease.
     #[allow(clippy::too_many_arguments)]
     fn settle_event(

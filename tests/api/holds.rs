@@ -398,3 +398,36 @@ async fn a_sync_outcome_waiting_through_an_outage_is_recorded_sent_not_unknown()
     }
     assert_eq!(app.smtp.count_to("ada@example.com"), 1);
 }
+
+/// A 410 disables the webhook only if the URL that answered is still the stored one (API.md
+/// §17.7): the tenant moved to a new URL while the old one was answering, and the new URL
+/// and its events are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_410_from_an_old_url_leaves_the_new_one_enabled() {
+    let old = HttpReceiver::start(true).await;
+    old.answer_always(410);
+    old.set_delay(Duration::from_millis(1500));
+    let new = HttpReceiver::start(true).await;
+    let app = hook_app(&[&old, &new]).await;
+    let (_, sk) = app.tenant().await;
+    subscribe(&app, &sk, &old.url("/hook")).await;
+    app.mint(&sk, "ada@example.com").await;
+    old.wait_for(1).await;
+    // While the old endpoint takes its time to answer 410, the tenant stores a new URL.
+    subscribe(&app, &sk, &new.url("/hook")).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let v: Value = app
+        .get("/v1/tenant/webhook", &sk)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (&v["disabled_at"], &v["url"]),
+        (&Value::Null, &json!(new.url("/hook"))),
+        "{v}"
+    );
+    app.mint(&sk, "bob@example.com").await;
+    let got = new.wait_for(1).await;
+    assert_eq!(got[0].json()["data"]["email"], "bob@example.com");
+}

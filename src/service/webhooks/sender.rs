@@ -108,6 +108,8 @@ enum Posted {
     Delivered(u16),
     /// Any other answer, with the endpoint's `Retry-After` if it gave one.
     Answered(u16, Option<Duration>),
+    /// 410 Gone from this URL: the webhook is disabled if it still points there.
+    Gone(String),
     /// No answer (`timeout`, `connect`, `tls`, …).
     NoAnswer(&'static str),
     /// The tenant has no webhook any more: final.
@@ -285,6 +287,7 @@ impl Services {
                 SendResult::Status { code, .. } if (200..300).contains(&code) => {
                     Posted::Delivered(code)
                 }
+                SendResult::Status { code: 410, .. } => Posted::Gone(hook.url.clone()),
                 SendResult::Status { code, retry_after } => Posted::Answered(code, retry_after),
                 SendResult::Error(e) => Posted::NoAnswer(e),
             },
@@ -321,13 +324,14 @@ impl Services {
         };
         let (status_code, error) = match &posted {
             Posted::Delivered(c) | Posted::Answered(c, _) => (Some(*c), None),
+            Posted::Gone(_) => (Some(410), None),
             Posted::NoAnswer(e) => (None, Some(*e)),
             Posted::NoEndpoint => (None, Some("no_endpoint")),
             Posted::Unreadable | Posted::KeyUnavailable => (None, Some("unreadable")),
         };
         let outcome = match posted {
             Posted::Delivered(_) => EventOutcome::Delivered,
-            Posted::NoEndpoint | Posted::Answered(410, _) => EventOutcome::Failed,
+            Posted::NoEndpoint | Posted::Gone(_) => EventOutcome::Failed,
             _ => match RETRY_DELAYS_MS.get(job.attempts as usize) {
                 Some(delay) => EventOutcome::Retry {
                     due_at: now + (*delay).max(asked),
@@ -345,7 +349,10 @@ impl Services {
             tracing::warn!(tenant_id = %job.tenant_id, event_id = %job.id, event = %job.kind, attempt,
                 status_code = ?status_code, error = ?error, outcome = outcome_label, "webhook attempt failed");
         }
-        let gone = matches!(posted, Posted::Answered(410, _));
+        let gone = match &posted {
+            Posted::Gone(url) => Some(url.clone()),
+            _ => None,
+        };
         let err = error.map(str::to_string);
         if let Err(e) = self
             .db(move |s| {
@@ -363,10 +370,15 @@ impl Services {
         {
             tracing::warn!(error = %e, event_id = %job.id, "recording a webhook attempt failed; the lease will run out and the event be tried again");
         }
-        if gone {
-            // After the attempt is recorded: disabling fails the tenant's pending events.
+        if let Some(url) = gone {
+            // After the attempt is recorded: disabling fails the tenant's pending events —
+            // only while the webhook still points at the URL that answered (a new URL and
+            // its events are untouched, API.md §17.7).
             let (tid, reason) = (job.tenant_id.clone(), "the endpoint answered 410 Gone");
-            match self.db(move |s| s.disable_webhook(&tid, reason, now)).await {
+            match self
+                .db(move |s| s.disable_webhook(&tid, &url, reason, now))
+                .await
+            {
                 Ok(true) => {
                     tracing::warn!(tenant_id = %job.tenant_id, "the webhook endpoint answered 410 Gone: the webhook is disabled until it is stored again")
                 }

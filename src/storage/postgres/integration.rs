@@ -184,13 +184,15 @@ impl IntegrationStore for PgStore {
     fn disable_webhook(
         &self,
         id: &TenantId,
+        url: &str,
         reason: &str,
         now: Millis,
     ) -> Result<bool, StoreError> {
         self.tx(|tx| {
             let n = tx.execute(
-                "UPDATE webhooks SET disabled_at = $2, disabled_reason = $3 WHERE tenant_id = $1 AND disabled_at IS NULL",
-                &[&id.as_str(), &now, &reason],
+                "UPDATE webhooks SET disabled_at = $2, disabled_reason = $3 \
+                 WHERE tenant_id = $1 AND url = $4 AND disabled_at IS NULL",
+                &[&id.as_str(), &now, &reason, &url],
             )?;
             if n > 0 {
                 tx.execute(

@@ -195,14 +195,16 @@ impl IntegrationStore for SqliteStore {
     fn disable_webhook(
         &self,
         id: &TenantId,
+        url: &str,
         reason: &str,
         now: Millis,
     ) -> Result<bool, StoreError> {
-        let (id, reason) = (id.clone(), reason.to_string());
+        let (id, url, reason) = (id.clone(), url.to_string(), reason.to_string());
         self.writer.write(move |tx| {
             let n = tx.execute_cached(
-                "UPDATE webhooks SET disabled_at = ?2, disabled_reason = ?3 WHERE tenant_id = ?1 AND disabled_at IS NULL",
-                params![id.as_str(), now, reason],
+                "UPDATE webhooks SET disabled_at = ?2, disabled_reason = ?3 \
+                 WHERE tenant_id = ?1 AND url = ?4 AND disabled_at IS NULL",
+                params![id.as_str(), now, reason, url],
             )?;
             if n > 0 {
                 tx.execute_cached(
