@@ -246,6 +246,8 @@ pub struct WebhookSettings {
     pub timeout_seconds: u64,
     pub extra_root_certificates: Vec<PathBuf>,
     pub max_in_flight_per_tenant: u32,
+    /// Webhook requests in flight per process, all tenants together (API.md §17.7).
+    pub max_in_flight: u32,
 }
 
 /// Transports beyond one relay (API.md §12).

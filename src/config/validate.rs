@@ -219,6 +219,12 @@ impl Settings {
             1,
             256,
         )?;
+        range(
+            "webhooks.max_in_flight",
+            self.webhooks.max_in_flight.into(),
+            1,
+            4096,
+        )?;
         range("smtp.timeout_seconds", self.smtp.timeout_seconds, 1, 600)?;
         range("smtp.pool_size", self.smtp.pool_size as u64, 0, 64)?;
         range(

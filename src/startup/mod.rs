@@ -100,6 +100,7 @@ pub fn build_services(settings: Settings, clock: Arc<dyn Clock>) -> Result<Servi
     )
     .map_err(|e| StartupError::Other(e.to_string()))?;
     let outbox = crate::service::delivery::Outbox::new(settings.delivery.max_sessions as usize);
+    let max_webhooks = settings.webhooks.max_in_flight as usize;
     let settings = Arc::new(arc_swap::ArcSwap::from_pointee(settings));
     let hooks = crate::webhook::WebhookClient::new(Arc::clone(&settings))
         .map_err(|e| StartupError::Other(e.to_string()))?;
@@ -113,7 +114,7 @@ pub fn build_services(settings: Settings, clock: Arc<dyn Clock>) -> Result<Servi
         settings,
         outbox,
         templates: crate::service::templates::TemplateCache::default(),
-        hooks: crate::service::webhooks::Hooks::new(hooks),
+        hooks: crate::service::webhooks::Hooks::new(hooks, max_webhooks),
         test_lists: crate::service::test_mode::TestLists::default(),
     })
 }

@@ -1,7 +1,8 @@
 //! The webhook sender: delivers events at least once from the durable event outbox — claimed
 //! tenant by tenant with a lease (at most `webhooks.max_in_flight_per_tenant` requests per
-//! tenant and 32 per process at once, so one tenant's silent endpoint never delays another's
-//! events), signed per Standard Webhooks, retried after about 5 s, 30 s, 2 min, 10 min, 1 h
+//! tenant and `webhooks.max_in_flight` per process at once, so one tenant's silent endpoint
+//! never delays another's events; an endpoint that timed out three times in a row gets one
+//! request at a time until it answers), signed per Standard Webhooks, retried after about 5 s, 30 s, 2 min, 10 min, 1 h
 //! and 6 h (later if the endpoint's `Retry-After` says so, up to an hour), then failed. An
 //! endpoint that answers 410 Gone is disabled until the tenant stores it again.
 
@@ -22,8 +23,8 @@ use crate::storage::Fairness;
 use crate::webhook::{signature, SendResult};
 
 const POLL: Duration = Duration::from_millis(500);
-/// Requests in flight per process.
-const IN_FLIGHT: usize = 32;
+/// Timeouts in a row after which an endpoint gets one request at a time (API.md §17.7).
+const TIMEOUTS_TO_SLOW: u32 = 3;
 /// The longest wait an endpoint's `Retry-After` is honoured for (API.md §11.7).
 const RETRY_AFTER_MAX_MS: i64 = 3_600_000;
 /// How long an event sealed under a data key not loaded here waits before it is tried again.
@@ -43,6 +44,8 @@ struct HooksInner {
     client: crate::webhook::WebhookClient,
     /// Events being delivered here, by tenant.
     in_flight: Mutex<HashMap<String, HashSet<String>>>,
+    /// Timeouts in a row of each tenant's endpoint (reset by any answer).
+    timeouts: Mutex<HashMap<String, u32>>,
     cursor: Mutex<Option<String>>,
     stopping: AtomicBool,
 }
@@ -57,14 +60,16 @@ impl Hooks {
         &self.inner.client
     }
 
-    pub fn new(client: crate::webhook::WebhookClient) -> Hooks {
+    /// `max_in_flight`: webhook requests in flight in this process (`webhooks.max_in_flight`).
+    pub fn new(client: crate::webhook::WebhookClient, max_in_flight: usize) -> Hooks {
         Hooks {
             inner: Arc::new(HooksInner {
                 owner: format!("inst_{}", crate::domain::keys::random_id(16)),
                 wake: Notify::new(),
-                slots: Arc::new(Semaphore::new(IN_FLIGHT)),
+                slots: Arc::new(Semaphore::new(max_in_flight.max(1))),
                 client,
                 in_flight: Mutex::new(HashMap::new()),
+                timeouts: Mutex::new(HashMap::new()),
                 cursor: Mutex::new(None),
                 stopping: AtomicBool::new(false),
             }),
@@ -92,6 +97,29 @@ impl Hooks {
         }
         drop(m);
         self.wake();
+    }
+
+    /// An attempt's outcome for the endpoint's timeout count: a timeout adds one, anything
+    /// else (an answer, another error) starts it over.
+    fn note_timeout(&self, tenant: &str, timed_out: bool) {
+        let mut m = locked(&self.inner.timeouts);
+        if timed_out {
+            *m.entry(tenant.to_string()).or_default() += 1;
+        } else {
+            m.remove(tenant);
+        }
+    }
+
+    /// What each tenant may still have in flight: `per_tenant` less what it has, and for an
+    /// endpoint that kept timing out one request at a time.
+    fn caps(&self, per_tenant: u32) -> HashMap<String, u32> {
+        let in_flight = locked(&self.inner.in_flight);
+        let slow: Vec<String> = locked(&self.inner.timeouts)
+            .iter()
+            .filter(|(_, n)| **n >= TIMEOUTS_TO_SLOW)
+            .map(|(t, _)| t.clone())
+            .collect();
+        caps_of(&in_flight, &slow, per_tenant)
     }
 
     fn running_ids(&self) -> Vec<String> {
@@ -150,7 +178,10 @@ impl Services {
 
     /// Webhook requests running here.
     pub(crate) fn hooks_running(&self) -> usize {
-        IN_FLIGHT - self.hooks.inner.slots.available_permits()
+        locked(&self.hooks.inner.in_flight)
+            .values()
+            .map(HashSet::len)
+            .sum()
     }
 
     /// Give back the leases of events not being delivered (shutdown).
@@ -173,13 +204,7 @@ impl Services {
         }
         let settings = self.settings.load();
         let per_tenant = settings.webhooks.max_in_flight_per_tenant;
-        let caps = locked(&self.hooks.inner.in_flight)
-            .iter()
-            .map(|(t, ids)| {
-                let n = u32::try_from(ids.len()).unwrap_or(u32::MAX);
-                (t.clone(), per_tenant.saturating_sub(n))
-            })
-            .collect();
+        let caps = self.hooks.caps(per_tenant);
         let claim = EventClaim {
             now: self.now(),
             owner: self.hooks.inner.owner.clone(),
@@ -305,6 +330,12 @@ impl Services {
         };
         let now = self.now();
         let attempt = job.attempts + 1;
+        if !matches!(posted, Posted::KeyUnavailable | Posted::Unreadable) {
+            self.hooks.note_timeout(
+                job.tenant_id.as_str(),
+                matches!(posted, Posted::NoAnswer("timeout")),
+            );
+        }
         let (id, owner) = (job.id.clone(), self.hooks.inner.owner.clone());
         if let Posted::KeyUnavailable = posted {
             tracing::warn!(tenant_id = %job.tenant_id, event_id = %job.id, "a webhook event is sealed under a data key not loaded here; trying again later");
@@ -386,5 +417,45 @@ impl Services {
                 Err(e) => tracing::warn!(error = %e, "disabling a webhook failed"),
             }
         }
+    }
+}
+
+/// What each tenant may still have in flight: `per_tenant` less what it has in flight, and
+/// at most one in all for the tenants in `slow` (their endpoint kept timing out).
+fn caps_of(
+    in_flight: &HashMap<String, HashSet<String>>,
+    slow: &[String],
+    per_tenant: u32,
+) -> HashMap<String, u32> {
+    let mut caps: HashMap<String, u32> = in_flight
+        .iter()
+        .map(|(t, ids)| {
+            let n = u32::try_from(ids.len()).unwrap_or(u32::MAX);
+            (t.clone(), per_tenant.saturating_sub(n))
+        })
+        .collect();
+    for t in slow {
+        let busy = in_flight.get(t).map_or(0, HashSet::len);
+        caps.insert(t.clone(), u32::from(busy == 0));
+    }
+    caps
+}
+
+#[cfg(test)]
+mod caps_tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_that_kept_timing_out_gets_one_request_at_a_time() {
+        let mut in_flight: HashMap<String, HashSet<String>> = HashMap::new();
+        in_flight.insert("a".into(), ["e1".to_string()].into_iter().collect());
+        in_flight.insert("b".into(), ["e2".to_string()].into_iter().collect());
+        let caps = caps_of(&in_flight, &["b".to_string(), "c".to_string()], 4);
+        assert_eq!(caps["a"], 3, "a healthy endpoint keeps its share");
+        assert_eq!(
+            caps["b"], 0,
+            "a slow endpoint with one in flight gets no more"
+        );
+        assert_eq!(caps["c"], 1, "a slow endpoint with none in flight gets one");
     }
 }
