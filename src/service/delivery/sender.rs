@@ -115,8 +115,14 @@ impl Services {
                     // Deleted meanwhile: its rows go with it.
                     continue;
                 };
-                // Queued in the window now, so the next claim counts this send.
-                let ticket = self.window(&tenant).queue();
+                // Queued in its route's first window now, so the next claim counts this send.
+                let channel =
+                    if crate::domain::recipient::PhoneNumber::parse(&job.recipient).is_some() {
+                        super::route::Channel::Sms
+                    } else {
+                        super::route::Channel::Email
+                    };
+                let ticket = self.window(&tenant, channel).queue();
                 self.outbox.inner.running.fetch_add(1, Ordering::SeqCst);
                 let running = Running(self.clone());
                 tokio::spawn(async move {
