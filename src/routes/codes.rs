@@ -464,7 +464,7 @@ pub struct ClaimBody {
         max_length = 128,
         pattern = "^[A-Za-z0-9._~-]{43,128}$"
     )]
-    pub(crate) code_verifier: Option<String>,
+    code_verifier: Option<String>,
 }
 
 /// A claimed outcome (API.md §17.2).
@@ -480,6 +480,20 @@ pub struct ClaimedOut {
     pub verified_at: String,
     /// `code` or `link`
     pub verified_via: String,
+}
+
+/// A claim's verifier, from its optional body.
+pub(super) async fn verifier_of(
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<Option<String>, ApiError> {
+    let body: Option<ClaimBody> = optional_json_body(req, payload).await?;
+    Ok(body.and_then(|b| b.code_verifier))
+}
+
+/// A claimed outcome's answer (never cached).
+pub(super) fn claimed(c: crate::service::claims::ClaimedOutcome) -> HttpResponse {
+    json(no_store(HttpResponse::Ok()), &ClaimedOut::of(c))
 }
 
 impl ClaimedOut {
@@ -515,12 +529,11 @@ pub async fn claim(
     key: web::Path<String>,
     payload: web::Payload,
 ) -> ApiResult {
-    let body: Option<ClaimBody> = optional_json_body(&req, payload).await?;
+    let verifier = verifier_of(&req, payload).await?;
     let ctx = super::request_context(&req, &st);
-    let verifier = body.and_then(|b| b.code_verifier);
     let c = st
         .services
         .claim_code(&t.0, &key, verifier.as_deref(), &ctx)
         .await?;
-    Ok(json(no_store(HttpResponse::Ok()), &ClaimedOut::of(c)))
+    Ok(claimed(c))
 }

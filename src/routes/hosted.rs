@@ -499,16 +499,11 @@ pub async fn claim(
     id: web::Path<String>,
     payload: web::Payload,
 ) -> ApiResult {
-    let body: Option<super::codes::ClaimBody> =
-        super::auth::optional_json_body(&req, payload).await?;
+    let verifier = super::codes::verifier_of(&req, payload).await?;
     let ctx = super::request_context(&req, &st);
-    let verifier = body.and_then(|b| b.code_verifier);
     let c = st
         .services
         .claim_session(&t.0, &id, verifier.as_deref(), &ctx)
         .await?;
-    Ok(json(
-        super::v1::no_store(HttpResponse::Ok()),
-        &super::codes::ClaimedOut::of(c),
-    ))
+    Ok(super::codes::claimed(c))
 }
