@@ -324,14 +324,12 @@ impl Services {
     }
 
     /// The window of a tenant's primary transport (keyed by the tenant: claims count it).
-    /// The window of the first transport of the channel's route: where a message of that
-    /// channel waits for a session (an SMS through a provider or the HTTP transport never in
-    /// the relay's window, API.md §17.7).
-    fn window(&self, tenant: &Tenant, channel: route::Channel) -> Arc<RelayWindow> {
-        match transport::route(tenant, channel).first() {
-            Some(t) => self.relay_window(t.key(), tenant.smtp_version, t.ceiling()),
-            None => self.relay_window(tenant.id.as_str(), tenant.smtp_version, 0),
-        }
+    fn window(&self, tenant: &Tenant) -> Arc<RelayWindow> {
+        let ceiling = transport::route(tenant, route::Channel::Email)
+            .first()
+            .filter(|t| t.key() == tenant.id.as_str())
+            .map_or(0, |t| t.ceiling());
+        self.relay_window(tenant.id.as_str(), tenant.smtp_version, ceiling)
     }
 
     /// The window of a relay by its key (the tenant's id, or its fallback's).

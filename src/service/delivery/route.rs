@@ -170,7 +170,7 @@ impl Services {
         let all_open = routes
             .iter()
             .all(|r| breakers.peek(r.key(), now) == Gate::Open);
-        // The sender queued the message in the window of the channel's first route. Unless
+        // The sender queued the message in the tenant's window (the first route's). Unless
         // that route takes it, the place is held until the attempt ends, so the sender's
         // next claim still counts this message.
         let mut held = ticket;
@@ -180,7 +180,11 @@ impl Services {
         let mut last: Option<DeliveryError> = None;
         for (i, transport) in routes.iter().enumerate() {
             let key = transport.key();
-            let ticket = if i == 0 { held.take() } else { None };
+            let ticket = if i == 0 && key == tenant.id.as_str() {
+                held.take()
+            } else {
+                None
+            };
             let gate = if all_open {
                 Gate::Closed
             } else {

@@ -115,14 +115,8 @@ impl Services {
                     // Deleted meanwhile: its rows go with it.
                     continue;
                 };
-                // Queued in its route's first window now, so the next claim counts this send.
-                let channel =
-                    if crate::domain::recipient::PhoneNumber::parse(&job.recipient).is_some() {
-                        super::route::Channel::Sms
-                    } else {
-                        super::route::Channel::Email
-                    };
-                let ticket = self.window(&tenant, channel).queue();
+                // Queued in the window now, so the next claim counts this send.
+                let ticket = self.window(&tenant).queue();
                 self.outbox.inner.running.fetch_add(1, Ordering::SeqCst);
                 let running = Running(self.clone());
                 tokio::spawn(async move {
