@@ -57,6 +57,27 @@ fn redact<S: Serializer>(s: &SecretString, ser: S) -> Result<S::Ok, S::Error> {
     }
 }
 
+/// A database URL with any password replaced (`postgres://user:<redacted>@host/db`).
+fn redact_url_password<S: Serializer>(url: &str, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(&url_without_password(url))
+}
+
+/// A URL's `user:password@` part with the password replaced; other URLs as they are.
+pub fn url_without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:<redacted>@{host}{tail}")
+        }
+        _ => url.to_string(),
+    }
+}
+
 fn redact_list<S: Serializer>(v: &[SecretString], ser: S) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeSeq;
     let mut seq = ser.serialize_seq(Some(v.len()))?;
@@ -128,6 +149,8 @@ pub enum CpuScheduling {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
+    /// Shown without its password (`config check`): a URL may carry credentials.
+    #[serde(serialize_with = "redact_url_password")]
     pub url: String,
     /// A file whose first line is `url` (API.md §18.4); read at start and on SIGHUP.
     #[serde(default)]
@@ -387,14 +410,14 @@ impl Settings {
                     .collect();
                 builder.set_override(key.as_str(), items)
             } else {
-                builder.set_override(key.as_str(), value)
+                builder.set_override(key.as_str(), value.clone())
             };
             builder = result.map_err(|e| ConfigError::Load {
                 source_name: format!("environment variable {name}"),
                 message: without_values(e.to_string()),
             })?;
             user = user
-                .set_override(key.as_str(), "set")
+                .set_override(key.as_str(), value.as_str())
                 .map_err(|e| ConfigError::Load {
                     source_name: format!("environment variable {name}"),
                     message: without_values(e.to_string()),

@@ -324,3 +324,43 @@ fn start_notes_name_an_off_admin_api_a_short_token_and_stray_variables() {
     let s = Settings::load_from(None, env(&[("OTPMINT__ADMIN__TOKEN", &"x".repeat(40))])).unwrap();
     assert!(s.start_notes(env(&[])).is_empty());
 }
+
+#[test]
+fn a_database_url_is_shown_without_its_password_and_empty_variables_are_unset() {
+    assert_eq!(
+        url_without_password("postgres://otp:s3cret@db.example:5432/otp?sslmode=require"),
+        "postgres://otp:<redacted>@db.example:5432/otp?sslmode=require"
+    );
+    assert_eq!(
+        url_without_password("postgres://db/otp"),
+        "postgres://db/otp"
+    );
+    assert_eq!(
+        url_without_password("sqlite://data/x.db"),
+        "sqlite://data/x.db"
+    );
+    let s = Settings::load_from(
+        None,
+        env(&[("OTPMINT__DATABASE__URL", "postgres://otp:s3cret@db/otp")]),
+    )
+    .unwrap();
+    let shown = s.redacted_toml();
+    assert!(
+        !shown.contains("s3cret") && shown.contains("otp:<redacted>@db/otp"),
+        "{shown}"
+    );
+    // An empty OTPMINT__ADMIN__TOKEN (compose files) beside a token file is not "both".
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t");
+    std::fs::write(&file, "from-file-token-0123456789\n").unwrap();
+    let path = file.display().to_string();
+    let s = Settings::load_from(
+        None,
+        env(&[
+            ("OTPMINT__ADMIN__TOKEN", ""),
+            ("OTPMINT__ADMIN__TOKEN_FILE", &path),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.admin.token.expose_secret(), "from-file-token-0123456789");
+}

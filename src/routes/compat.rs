@@ -142,7 +142,9 @@ pub async fn reg_secretkey(
             secret: Some(SecretKey::presented(&secret)),
             test: false,
             smtp_fallback: None,
-            pages_approved: true,
+            // Under open registration a tenant that registers itself waits for the admin
+            // (API.md §17.6), whichever route it registered through.
+            pages_approved: mode != RegistrationMode::Open || is_admin(&req, &st),
             check_relay: false,
         })
         .await

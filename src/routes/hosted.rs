@@ -161,8 +161,17 @@ fn is_valid_logo(b: &[u8]) -> bool {
         return false;
     };
     let mut buf = vec![0u8; size];
-    // Every frame of an animated PNG, and the end of the stream, must decode.
-    while reader.next_frame(&mut buf).is_ok() {}
+    // The image, every further frame of an animated PNG, and the end of the stream must
+    // decode: any error refuses the logo.
+    let frames = reader
+        .info()
+        .animation_control
+        .map_or(1, |a| a.num_frames.max(1));
+    for _ in 0..frames {
+        if reader.next_frame(&mut buf).is_err() {
+            return false;
+        }
+    }
     reader.finish().is_ok()
 }
 

@@ -417,7 +417,7 @@ pub async fn patch_tenant(
         .update_tenant(&id, patch_from(body)?, false)
         .await?;
     Ok(json(
-        HttpResponse::Ok(),
+        no_store(HttpResponse::Ok()),
         &TenantPatchedOut {
             tenant: TenantOut::of(&st.services, &row),
             secret_key: secret.map(|s| s.expose().to_string()),

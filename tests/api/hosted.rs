@@ -352,6 +352,30 @@ fn png_of(width: u32, height: u32) -> Vec<u8> {
     out
 }
 
+/// A 64×1 PNG whose header says 64×64: its chunks and CRCs are valid, its data too short.
+fn short_of_data() -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    let mut png = png_of(64, 1);
+    // IHDR: length at 8, type at 12, data at 16 (width 16..20, height 20..24), CRC at 29.
+    png[20..24].copy_from_slice(&64u32.to_be_bytes());
+    let crc = crc32(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    png
+}
+
 async fn put_logo(app: &TestApp, sk: &str, ct: &str, bytes: Vec<u8>) -> StatusCode {
     app.client
         .put(format!("{}/v1/tenant/branding/logo", app.addr))
@@ -420,6 +444,11 @@ async fn a_tenant_brands_its_pages_with_a_colour_and_a_logo() {
     );
     assert_eq!(
         put_logo(&app, &sk_id, "image/png", png_of(1025, 1)).await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    // Every chunk intact (CRCs right) but less image data than the header promises.
+    assert_eq!(
+        put_logo(&app, &sk_id, "image/png", short_of_data()).await,
         StatusCode::UNPROCESSABLE_ENTITY
     );
     assert_eq!(
@@ -890,6 +919,26 @@ async fn under_open_registration_pages_wait_for_the_admins_approval() {
         .await
         .unwrap();
     assert_eq!(css.status(), StatusCode::OK);
+    // OtpMint-style registration without the admin token waits for approval too.
+    let r = app
+        .post(
+            "/reg_secretkey",
+            "",
+            json!({"secretKey": "legacy-client-secret-key-0003", "smtp_host": "127.0.0.1",
+                   "smtp_port": app.smtp.port, "smtp_mail": crate::smtp::SMTP_USER,
+                   "smtp_password": crate::smtp::SMTP_PASS}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let list: Value = app.get("/v1/tenants", ADMIN).await.json().await.unwrap();
+    let compat = list["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] != json!(id) && t["name"] != "Self")
+        .unwrap()
+        .clone();
+    assert_eq!(compat["pages_approved"], false, "{compat}");
     // A tenant the admin creates is approved from the start.
     let (s, v) = body(
         app.post(

@@ -134,9 +134,12 @@ impl TenantStore for PgStore {
             if let Some(test) = c.test {
                 tx.execute("UPDATE tenants SET test = $2 WHERE id = $1", &[&id, &test])?;
             }
-            // After `test`: the new key is a live one.
-            if let Some(digest) = &c.new_secret {
+            // A live tenant keeps no test key (API.md §17.4), whatever was read before this
+            // transaction; after `test`, the new key is a live one.
+            if c.test == Some(false) {
                 tx.execute(sql::DROP_TEST_SECRETS, &[&id])?;
+            }
+            if let Some(digest) = &c.new_secret {
                 tx.execute(sql::ADD_SECRET, &[digest, &id, &now])?;
             }
             let row = tx.query_one(

@@ -146,12 +146,15 @@ impl TenantStore for SqliteStore {
                 params![id.as_str(), test],
             )?;
         }
-        // After `test`: the new key is a live one.
-        if let Some(digest) = &c.new_secret {
+        // A live tenant keeps no test key (API.md §17.4), whatever was read before this
+        // transaction; after `test`, the new key is a live one.
+        if c.test == Some(false) {
             tx.execute_cached(
                 &sqlite_placeholders(sql::DROP_TEST_SECRETS),
                 [id.as_str()],
             )?;
+        }
+        if let Some(digest) = &c.new_secret {
             tx.execute_cached(
                 &sqlite_placeholders(sql::ADD_SECRET),
                 params![digest, id.as_str(), now],
