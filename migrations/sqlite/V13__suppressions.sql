@@ -37,3 +37,7 @@ ALTER TABLE tenants ADD COLUMN pages_approved INTEGER NOT NULL DEFAULT 1;
 -- The purge of hosted sessions finds expired ones by expires_at across all tenants
 -- (API.md §17.7).
 CREATE INDEX hosted_sessions_expires ON hosted_sessions(expires_at);
+
+-- Which browser finished a hosted session (a digest of its page cookie): only it is sent
+-- back to the return URL; anyone else sees that the sign-in is complete (API.md §17.2).
+ALTER TABLE hosted_sessions ADD COLUMN finished_by BLOB;

@@ -21,6 +21,9 @@ pub struct HostedStrings {
     pub not_sent: &'static str,
     pub over_title: &'static str,
     pub over_lead: &'static str,
+    /// Shown to anyone but the browser that finished the sign-in (API.md §17.2).
+    pub done_title: &'static str,
+    pub done_lead: &'static str,
 }
 
 const ALL: [HostedStrings; 10] = [
@@ -44,6 +47,8 @@ const ALL: [HostedStrings; 10] = [
         not_sent: "The code could not be sent. Try again in a moment.",
         over_title: "This sign-in can no longer be completed",
         over_lead: "It has expired or failed. Start again from {app}.",
+        done_title: "This sign-in is already complete",
+        done_lead: "You can close this page.",
     },
     HostedStrings {
         lang: "de",
@@ -65,6 +70,8 @@ const ALL: [HostedStrings; 10] = [
         not_sent: "Der Code konnte nicht gesendet werden. Versuchen Sie es gleich noch einmal.",
         over_title: "Diese Anmeldung kann nicht mehr abgeschlossen werden",
         over_lead: "Sie ist abgelaufen oder fehlgeschlagen. Beginnen Sie erneut bei {app}.",
+        done_title: "Diese Anmeldung ist bereits abgeschlossen",
+        done_lead: "Sie können diese Seite schließen.",
     },
     HostedStrings {
         lang: "es",
@@ -86,6 +93,8 @@ const ALL: [HostedStrings; 10] = [
         not_sent: "No se pudo enviar el código. Inténtalo de nuevo en un momento.",
         over_title: "Este inicio de sesión ya no se puede completar",
         over_lead: "Ha caducado o ha fallado. Vuelve a empezar desde {app}.",
+        done_title: "Este inicio de sesión ya se ha completado",
+        done_lead: "Puedes cerrar esta página.",
     },
     HostedStrings {
         lang: "fr",
@@ -107,6 +116,8 @@ const ALL: [HostedStrings; 10] = [
         not_sent: "Le code n’a pas pu être envoyé. Réessayez dans un instant.",
         over_title: "Cette connexion ne peut plus aboutir",
         over_lead: "Elle a expiré ou échoué. Recommencez depuis {app}.",
+        done_title: "Cette connexion est déjà terminée",
+        done_lead: "Vous pouvez fermer cette page.",
     },
     HostedStrings {
         lang: "it",
@@ -128,6 +139,8 @@ const ALL: [HostedStrings; 10] = [
         not_sent: "Non è stato possibile inviare il codice. Riprova tra poco.",
         over_title: "Questo accesso non può più essere completato",
         over_lead: "È scaduto o non è riuscito. Ricomincia da {app}.",
+        done_title: "Questo accesso è già stato completato",
+        done_lead: "Puoi chiudere questa pagina.",
     },
     HostedStrings {
         lang: "pt",
@@ -149,6 +162,8 @@ const ALL: [HostedStrings; 10] = [
         not_sent: "Não foi possível enviar o código. Tente de novo em instantes.",
         over_title: "Este acesso não pode mais ser concluído",
         over_lead: "Ele expirou ou falhou. Comece de novo em {app}.",
+        done_title: "Este acesso já foi concluído",
+        done_lead: "Você pode fechar esta página.",
     },
     HostedStrings {
         lang: "nl",
@@ -170,6 +185,8 @@ const ALL: [HostedStrings; 10] = [
         not_sent: "De code kon niet worden verstuurd. Probeer het zo opnieuw.",
         over_title: "Deze aanmelding kan niet meer worden afgerond",
         over_lead: "Ze is verlopen of mislukt. Begin opnieuw bij {app}.",
+        done_title: "Deze aanmelding is al afgerond",
+        done_lead: "U kunt deze pagina sluiten.",
     },
     HostedStrings {
         lang: "pl",
@@ -191,6 +208,8 @@ const ALL: [HostedStrings; 10] = [
         not_sent: "Nie udało się wysłać kodu. Spróbuj ponownie za chwilę.",
         over_title: "Tego logowania nie można już dokończyć",
         over_lead: "Wygasło lub się nie powiodło. Zacznij od nowa w {app}.",
+        done_title: "To logowanie zostało już zakończone",
+        done_lead: "Możesz zamknąć tę stronę.",
     },
     HostedStrings {
         lang: "ja",
@@ -212,6 +231,8 @@ const ALL: [HostedStrings; 10] = [
         not_sent: "コードを送信できませんでした。しばらくしてからもう一度お試しください。",
         over_title: "このサインインは完了できません",
         over_lead: "有効期限が切れたか、失敗しました。{app} からやり直してください。",
+        done_title: "このサインインはすでに完了しています",
+        done_lead: "このページを閉じてかまいません。",
     },
     HostedStrings {
         lang: "zh",
@@ -233,6 +254,8 @@ const ALL: [HostedStrings; 10] = [
         not_sent: "验证码发送失败。请稍后再试。",
         over_title: "此次登录已无法完成",
         over_lead: "它已过期或失败。请从 {app} 重新开始。",
+        done_title: "此次登录已完成",
+        done_lead: "您可以关闭此页面。",
     },
 ];
 

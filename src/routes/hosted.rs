@@ -269,7 +269,18 @@ async fn render(
         Some(PageError::NotSent) => s.not_sent.to_string(),
         Some(PageError::Over) | None => String::new(),
     };
-    let (title, lead, field, label, button, action, again) = if over {
+    let done = status_now == "verified";
+    let (title, lead, field, label, button, action, again) = if done {
+        (
+            s.done_title.to_string(),
+            s.done_lead.to_string(),
+            "",
+            "",
+            "",
+            String::new(),
+            "",
+        )
+    } else if over {
         (
             s.over_title.to_string(),
             s.over_lead.replace("{app}", app),
@@ -346,6 +357,7 @@ async fn render(
         ) => StatusCode::UNPROCESSABLE_ENTITY,
         Some(PageError::Limited) => StatusCode::TOO_MANY_REQUESTS,
         Some(PageError::NotSent) => StatusCode::BAD_GATEWAY,
+        None if done => StatusCode::OK,
         None if over => StatusCode::GONE,
         None => StatusCode::OK,
     };
@@ -371,7 +383,13 @@ pub async fn show(
         Ok(x) => x,
         Err(r) => return r,
     };
-    if row.verified {
+    // Once verified, only the browser that finished the flow goes back to the tenant;
+    // anyone else sees that the sign-in is complete (API.md §17.2).
+    if row.verified
+        && st
+            .services
+            .finished_here(&row, page_kit::cookie(&req, COOKIE).as_deref())
+    {
         return page_kit::see_other(&session_redirect(&row.return_url, &row.id));
     }
     render(&st, &req, &row, &tenant, None, "").await
@@ -396,14 +414,18 @@ async fn act(
         Ok(x) => x,
         Err(r) => return r,
     };
-    let expected = page_kit::cookie(&req, COOKIE).map(|c| st.services.hosted_csrf(&row.id, &c));
+    let cookie = page_kit::cookie(&req, COOKIE);
+    let expected = cookie
+        .as_deref()
+        .map(|c| st.services.hosted_csrf(&row.id, c));
     if !expected.is_some_and(|e| page_kit::same_token(&e, &form.csrf)) {
         return forbidden();
     }
+    let cookie = cookie.unwrap_or_default();
     let ctx = super::request_context(&req, &st);
     let done = if verify {
         st.services
-            .hosted_verify(&row, &tenant, &form.code, &ctx)
+            .hosted_verify(&row, &tenant, &form.code, (&cookie, &ctx))
             .await
     } else {
         st.services
@@ -418,7 +440,9 @@ async fn act(
             // session verified meanwhile (a second click) goes back to the tenant.
             let now = st.services.hosted_page(&row.id).await.ok().flatten();
             let row = now.map(|x| x.0).unwrap_or(row);
-            if status_of(&row, st.services.now()) == "verified" {
+            if status_of(&row, st.services.now()) == "verified"
+                && st.services.finished_here(&row, Some(&cookie))
+            {
                 return page_kit::see_other(&session_redirect(&row.return_url, &row.id));
             }
             render(&st, &req, &row, &tenant, Some(&e), &form.email).await

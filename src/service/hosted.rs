@@ -183,6 +183,22 @@ impl Services {
     }
 
     /// The pages' CSRF token: bound to the session and to the browser's cookie.
+    /// What a session keeps of the browser that finished it: a digest of the page's token
+    /// for that browser's cookie (never the cookie itself).
+    pub fn hosted_finisher(&self, id: &str, cookie: &str) -> Vec<u8> {
+        use sha2::Digest;
+        sha2::Sha256::digest(self.hosted_csrf(id, cookie).as_bytes()).to_vec()
+    }
+
+    /// Whether this browser (its page cookie) is the one that finished the session.
+    pub fn finished_here(&self, row: &SessionRow, cookie: Option<&str>) -> bool {
+        use subtle::ConstantTimeEq;
+        match (&row.finished_by, cookie) {
+            (Some(by), Some(c)) => bool::from(self.hosted_finisher(&row.id, c).ct_eq(by)),
+            _ => false,
+        }
+    }
+
     pub fn hosted_csrf(&self, id: &str, cookie: &str) -> String {
         use hmac::{Hmac, Mac};
         let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(self.keyring.get().pepper()) else {
@@ -277,7 +293,7 @@ impl Services {
         row: &SessionRow,
         tenant: &Tenant,
         code: &str,
-        ctx: &RequestContext,
+        (cookie, ctx): (&str, &RequestContext),
     ) -> Result<String, PageError> {
         if status_of(row, self.now()) != "open" {
             return Err(PageError::Over);
@@ -295,9 +311,10 @@ impl Services {
         match r {
             Ok(_) => {
                 let (id, now, digest) = (row.id.clone(), self.now(), self.key_digest(&key));
+                let by = self.hosted_finisher(&row.id, cookie);
                 // Only the session's current code finishes it.
                 match self
-                    .write(move |s| s.finish_session(&id, &digest, now))
+                    .write(move |s| s.finish_session(&id, &digest, now, &by))
                     .await
                 {
                     Ok(true) => Ok(session_redirect(&row.return_url, &row.id)),

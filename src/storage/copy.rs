@@ -120,6 +120,7 @@ pub const TABLES: &[Table] = &[
             ("verified_at", Int),
             ("code_challenge", Text),
             ("claimed_at", Int),
+            ("finished_by", Blob),
         ],
         identity: None,
     },

@@ -41,6 +41,8 @@ pub struct SessionRow {
     pub code_challenge: Option<CodeChallenge>,
     /// When its outcome was claimed (once).
     pub claimed_at: Option<Millis>,
+    /// A digest of the page cookie of the browser that finished it.
+    pub finished_by: Option<Vec<u8>>,
 }
 
 pub(crate) const SESSION_COLS: &str =
@@ -49,7 +51,7 @@ pub(crate) const SESSION_COLS: &str =
      COALESCE(h.verified_at, (SELECT c.verified_at FROM challenges c WHERE c.key_digest = h.key_digest)), \
      (SELECT CASE WHEN c.status = 'pending' AND c.attempts >= c.max_attempts THEN 'exhausted' \
        ELSE c.status END FROM challenges c WHERE c.key_digest = h.key_digest), \
-     h.code_challenge, h.claimed_at";
+     h.code_challenge, h.claimed_at, h.finished_by";
 
 pub(crate) fn session_from(r: &impl Cells) -> Result<SessionRow, StoreError> {
     Ok(SessionRow {
@@ -66,6 +68,7 @@ pub(crate) fn session_from(r: &impl Cells) -> Result<SessionRow, StoreError> {
         code_state: r.opt_text(10)?,
         code_challenge: r.opt_text(11)?.map(CodeChallenge::from_stored),
         claimed_at: r.opt_int(12)?,
+        finished_by: r.opt_bytes(13)?,
     })
 }
 
@@ -84,7 +87,13 @@ pub trait HostedStore {
     ) -> Result<bool, StoreError>;
     /// `open` → `verified`, if its code is still `key_digest` (the one just verified); false
     /// otherwise.
-    fn finish_session(&self, id: &str, key_digest: &[u8], now: Millis) -> Result<bool, StoreError>;
+    fn finish_session(
+        &self,
+        id: &str,
+        key_digest: &[u8],
+        now: Millis,
+        finished_by: &[u8],
+    ) -> Result<bool, StoreError>;
     fn logo(&self, tenant: &TenantId) -> Result<Option<Vec<u8>>, StoreError>;
     /// Whether the tenant has a logo (without reading it).
     fn has_logo(&self, tenant: &TenantId) -> Result<bool, StoreError>;

@@ -264,6 +264,17 @@ async fn a_person_proves_an_address_on_the_pages_and_goes_back_once() {
             format!("{RETURN}?session={id}").as_str()
         )
     );
+    // Anyone else — a browser without the cookie of the one that finished — sees that the
+    // sign-in is complete, in the session's language, and is sent nowhere (API.md §17.2).
+    let mut other = Browser::new(&app);
+    let (s, h, html) = other.get(&format!("/h/{id}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(h.get(header::LOCATION).is_none());
+    assert!(html.contains("This sign-in is already complete"), "{html}");
+    assert!(
+        !html.contains("ada@example.com") && !html.contains(RETURN),
+        "{html}"
+    );
     // A second submit (a double click) goes back the same way.
     let (s, h, _) = b.post(&verify, &[("csrf", &csrf), ("code", &code)]).await;
     assert_eq!(s, StatusCode::SEE_OTHER);

@@ -38,11 +38,17 @@ impl HostedStore for PgStore {
         )? == 1)
     }
 
-    fn finish_session(&self, id: &str, key_digest: &[u8], now: Millis) -> Result<bool, StoreError> {
+    fn finish_session(
+        &self,
+        id: &str,
+        key_digest: &[u8],
+        now: Millis,
+        finished_by: &[u8],
+    ) -> Result<bool, StoreError> {
         Ok(self.conn()?.db().execute(
-            "UPDATE hosted_sessions SET status = 'verified', verified_at = $2 \
+            "UPDATE hosted_sessions SET status = 'verified', verified_at = $2, finished_by = $4 \
              WHERE id = $1 AND status = 'open' AND key_digest = $3",
-            &[&id, &now, &key_digest],
+            &[&id, &now, &key_digest, &finished_by],
         )? == 1)
     }
 

@@ -51,13 +51,19 @@ impl HostedStore for SqliteStore {
         })
     }
 
-    fn finish_session(&self, id: &str, key_digest: &[u8], now: Millis) -> Result<bool, StoreError> {
-        let (id, kd) = (id.to_string(), key_digest.to_vec());
+    fn finish_session(
+        &self,
+        id: &str,
+        key_digest: &[u8],
+        now: Millis,
+        finished_by: &[u8],
+    ) -> Result<bool, StoreError> {
+        let (id, kd, by) = (id.to_string(), key_digest.to_vec(), finished_by.to_vec());
         self.writer.write(move |tx| {
             Ok(tx.execute_cached(
-                "UPDATE hosted_sessions SET status = 'verified', verified_at = ?2 \
+                "UPDATE hosted_sessions SET status = 'verified', verified_at = ?2, finished_by = ?4 \
                  WHERE id = ?1 AND status = 'open' AND key_digest = ?3",
-                params![id, now, kd],
+                params![id, now, kd, by],
             )? == 1)
         })
     }
