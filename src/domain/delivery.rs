@@ -61,6 +61,28 @@ pub enum DeliveryReason {
 }
 
 impl DeliveryReason {
+    /// What to check, in one sentence a person can act on (API.md §18.8).
+    pub fn advice(self) -> &'static str {
+        match self {
+            DeliveryReason::HostNotAllowed => "The relay's host is a private, local or special address: an operator allows those with smtp.allow_private_hosts.",
+            DeliveryReason::Unreachable => "The relay could not be reached: check its host and port, and that it accepts connections from this server.",
+            DeliveryReason::Timeout => "The relay did not answer in time (smtp.timeout_seconds): check the port and the TLS mode (tls = \"implicit\" for port 465, \"starttls\" for 587).",
+            DeliveryReason::Tls => "TLS with the relay failed: an untrusted certificate needs smtp.extra_root_certificates; a mismatched mode needs tls = \"implicit\" for port 465 or \"starttls\" for 587.",
+            DeliveryReason::Auth => "The relay refused the login: check the username and password (or the OAuth2 settings and consent).",
+            DeliveryReason::Rejected => "The relay refused the message: check that it lets this account send as the from address, and the recipient.",
+            DeliveryReason::HttpRejected => "The tenant's HTTP endpoint refused the message (a 4xx or a redirect): check its URL and what it expects.",
+            DeliveryReason::HttpUnavailable => "The tenant's HTTP endpoint answered 408, 429 or 5xx: it is busy or failing.",
+            DeliveryReason::HttpUnreachable => "The tenant's HTTP endpoint did not answer (connection, TLS or delivery.http_timeout_seconds): check its URL and certificate.",
+            DeliveryReason::HttpHostNotAllowed => "The HTTP endpoint's host is not allowed: an operator allows private hosts with webhooks.allow_private_hosts.",
+            DeliveryReason::ChannelNotConfigured => "No transport takes this channel: set smtp, a provider or the HTTP transport for it.",
+            DeliveryReason::ProviderAuth => "The provider refused the credentials (401/403): check the API key or token in the provider settings.",
+            DeliveryReason::ProviderRejected => "The provider refused the message: its own code is in detail_code; check the sender (from) is verified there.",
+            DeliveryReason::ProviderUnavailable => "The provider answered 408, 429 or 5xx: it is busy or failing; the message is tried again later.",
+            DeliveryReason::ProviderUnreachable => "The provider did not answer (connection, TLS or delivery.http_timeout_seconds).",
+            DeliveryReason::ProviderHostNotAllowed => "The provider's host is not allowed by the address policy (delivery.provider_base_urls).",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             DeliveryReason::HostNotAllowed => "smtp_host_not_allowed",

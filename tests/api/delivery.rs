@@ -20,6 +20,10 @@ async fn messages_carry_the_headers_and_the_code_as_one_run_of_digits() {
     assert!(m.data.contains(&code));
     assert!(m.data.contains("10 minutes"), "{}", m.data);
     assert_eq!(m.from, "no-reply@acme.example");
+    // A code is transactional mail: no List-Unsubscribe, which marks mail as bulk (API.md
+    // §16.5).
+    assert!(m.header("List-Unsubscribe").is_none(), "{}", m.data);
+    assert!(!m.data.to_ascii_lowercase().contains("list-unsubscribe"));
 }
 
 #[tokio::test]
@@ -120,6 +124,14 @@ async fn an_untrusted_certificate_fails_as_smtp_tls() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["code"], "delivery_failed");
     assert_eq!(v["reason"], "smtp_tls");
+    // The detail says what to check (API.md §18.8).
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("smtp.extra_root_certificates"),
+        "{v}"
+    );
     assert!(stranger.messages().is_empty());
 }
 

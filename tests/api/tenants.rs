@@ -596,6 +596,13 @@ async fn check_relay_logs_in_before_saving_and_a_failure_saves_nothing() {
         (Some("relay_check_failed"), Some("smtp_auth")),
         "{v}"
     );
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("username and password"),
+        "{v}"
+    );
     let list: Value = app.get("/v1/tenants", ADMIN).await.json().await.unwrap();
     assert_eq!(
         list["tenants"].as_array().unwrap().len(),

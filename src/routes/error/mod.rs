@@ -231,7 +231,7 @@ impl ApiError {
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "relay_check_failed",
                     "Relay check failed",
-                    format!("Connecting, TLS or logging in to the relay failed ({}); nothing was saved. `otpmint smtp test` tries a whole message.", reason.as_str()),
+                    format!("Connecting, TLS or logging in to the relay failed ({}); nothing was saved. {}", reason.as_str(), reason.advice()),
                     one("reason", json!(reason.as_str())),
                 ),
                 S::LogoInvalid => (
@@ -344,19 +344,20 @@ impl ApiError {
                     let (code, detail) = match r {
                         HostRefusal::HostNotAllowed => (
                             "smtp_host_not_allowed",
-                            "The SMTP host is not allowed (private, local or special address).",
+                            "The SMTP host is a private, local or special address; an operator allows those with smtp.allow_private_hosts.",
                         ),
                         HostRefusal::PortNotAllowed => (
                             "smtp_port_not_allowed",
-                            "The SMTP port is not in smtp.allowed_ports.",
+                            "The SMTP port is not one of smtp.allowed_ports (465, 587 and 2525 unless the operator changed them).",
                         ),
                         HostRefusal::PlaintextNotAllowed => (
                             "smtp_plaintext_not_allowed",
-                            "tls = \"none\" is not allowed on this server.",
+                            "tls = \"none\" is not allowed on this server; an operator allows it with smtp.allow_plaintext.",
                         ),
-                        HostRefusal::Unresolvable => {
-                            ("smtp_host_unresolvable", "The SMTP host does not resolve.")
-                        }
+                        HostRefusal::Unresolvable => (
+                            "smtp_host_unresolvable",
+                            "The SMTP host does not resolve: check its name.",
+                        ),
                     };
                     (
                         StatusCode::UNPROCESSABLE_ENTITY,
@@ -413,7 +414,10 @@ impl ApiError {
                     StatusCode::BAD_GATEWAY,
                     "delivery_failed",
                     "Delivery failed",
-                    "The tenant's transports (its SMTP relay, provider or HTTP endpoint) did not accept the message.".into(),
+                    format!(
+                        "The tenant's transports did not accept the message. {}",
+                        reason.advice()
+                    ),
                     one("reason", json!(reason.as_str())),
                 ),
                 S::Overloaded => (

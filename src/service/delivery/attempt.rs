@@ -133,7 +133,7 @@ impl Services {
                 Attempt::Sent
             }
             Err(e) => {
-                tracing::warn!(tenant_id = %tenant.id, recipient = %recipient, mode = job.mode.as_str(), attempts, reason = e.reason.as_str(), detail = %e.detail, transient = e.is_transient(), "delivery attempt failed");
+                tracing::warn!(tenant_id = %tenant.id, recipient = %recipient, mode = job.mode.as_str(), attempts, reason = e.reason.as_str(), detail = %e.detail, check = e.reason.advice(), transient = e.is_transient(), "delivery attempt failed");
                 let now = self.now();
                 // The schedule's next try, or later if the endpoint asked (`Retry-After`, up
                 // to an hour), before the code expires.
