@@ -166,6 +166,8 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
             Ok(())
         }
         Command::Config(ConfigCommand::Check) => {
+            // Every check serve makes before it binds (API.md §18.8).
+            crate::startup::preflight(&settings)?;
             for (warn, note) in settings.start_notes(std::env::vars()) {
                 eprintln!("{}: {note}", if warn { "warning" } else { "note" });
             }

@@ -69,6 +69,52 @@ pub fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartupError> {
     }
 }
 
+/// The SMTP client of these settings (its extra root certificates parsed).
+fn mailer_of(settings: &Settings) -> Result<Mailer, StartupError> {
+    Mailer::new(
+        HostPolicy {
+            allowed_ports: Some(settings.smtp.allowed_ports.clone()),
+            allow_private_hosts: settings.smtp.allow_private_hosts,
+            allow_plaintext: settings.smtp.allow_plaintext,
+        },
+        Duration::from_secs(settings.smtp.timeout_seconds),
+        settings.smtp.pool_size,
+        &settings.smtp.extra_root_certificates,
+    )
+    .map_err(|e| StartupError::Other(format!("smtp.extra_root_certificates: {e}")))
+}
+
+/// What `serve` checks before it opens the database and binds, without doing either
+/// (`otpmint config check`, API.md §18.8): the certificate files of the SMTP and HTTP
+/// clients and of PostgreSQL parse, and the master key file, when there is one, is readable.
+pub fn preflight(settings: &Settings) -> Result<(), StartupError> {
+    use secrecy::ExposeSecret;
+    mailer_of(settings)?;
+    crate::webhook::WebhookClient::new(Arc::new(arc_swap::ArcSwap::from_pointee(settings.clone())))
+        .map_err(|e| StartupError::Other(format!("webhooks.extra_root_certificates: {e}")))?;
+    if !settings.database.tls_ca_file.is_empty() {
+        let path = resolve(Path::new(&settings.database.tls_ca_file));
+        std::fs::read(&path).map_err(|e| {
+            StartupError::Other(format!(
+                "database.tls_ca_file {} cannot be read: {}",
+                path.display(),
+                e.kind()
+            ))
+        })?;
+    }
+    let key = Path::new(&settings.crypto.master_key_file);
+    if settings.crypto.master_key.expose_secret().is_empty() && key.exists() {
+        std::fs::read(key).map_err(|e| {
+            StartupError::Other(format!(
+                "crypto.master_key_file {} cannot be read: {}",
+                key.display(),
+                e.kind()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
 /// Build the services (store, keyring, hashing pool, mailer) without any HTTP.
 pub fn build_services(settings: Settings, clock: Arc<dyn Clock>) -> Result<Services, StartupError> {
     // Blocking database work on a plain thread: this may be called from async code, where
@@ -88,17 +134,7 @@ pub fn build_services(settings: Settings, clock: Arc<dyn Clock>) -> Result<Servi
         keyring.get().pepper(),
     )
     .map_err(|e| StartupError::Other(e.to_string()))?;
-    let mailer = Mailer::new(
-        HostPolicy {
-            allowed_ports: Some(settings.smtp.allowed_ports.clone()),
-            allow_private_hosts: settings.smtp.allow_private_hosts,
-            allow_plaintext: settings.smtp.allow_plaintext,
-        },
-        Duration::from_secs(settings.smtp.timeout_seconds),
-        settings.smtp.pool_size,
-        &settings.smtp.extra_root_certificates,
-    )
-    .map_err(|e| StartupError::Other(e.to_string()))?;
+    let mailer = mailer_of(&settings)?;
     let outbox = crate::service::delivery::Outbox::new(settings.delivery.max_sessions as usize);
     let max_webhooks = settings.webhooks.max_in_flight as usize;
     let settings = Arc::new(arc_swap::ArcSwap::from_pointee(settings));

@@ -824,3 +824,47 @@ fn cli_commands_do_not_create_a_database_and_say_which_they_use() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("database: sqlite"), "{err}");
 }
+
+/// `config check` runs the checks `serve` runs before it binds (API.md §18.8): certificate
+/// files that are missing or do not parse fail it, naming the setting.
+#[test]
+fn config_check_fails_on_certificates_serve_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("garbage.pem"), "not a certificate").unwrap();
+    for (section, file) in [
+        ("smtp", "missing.pem"),
+        ("webhooks", "missing.pem"),
+        ("smtp", "garbage.pem"),
+    ] {
+        let conf = dir.path().join("c.toml");
+        std::fs::write(
+            &conf,
+            format!(
+                "[{section}]\nextra_root_certificates = [\"{}\"]\n",
+                dir.path().join(file).display()
+            ),
+        )
+        .unwrap();
+        let out = otpmint(dir.path())
+            .arg("--config")
+            .arg(&conf)
+            .args(["config", "check"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{section} {file}: {err}");
+        assert!(
+            err.contains(&format!("{section}.extra_root_certificates")),
+            "{err}"
+        );
+    }
+    let out = otpmint(dir.path())
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
