@@ -41,3 +41,8 @@ CREATE INDEX hosted_sessions_expires ON hosted_sessions(expires_at);
 -- Which browser finished a hosted session (a digest of its page cookie): only it is sent
 -- back to the return URL; anyone else sees that the sign-in is complete (API.md §17.2).
 ALTER TABLE hosted_sessions ADD COLUMN finished_by BLOB;
+
+-- Fixed test codes have their own failure budget (API.md §17.3): wrong guesses over all the
+-- entry's keys, and when it turned inert (until the list is stored again).
+ALTER TABLE test_recipients ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE test_recipients ADD COLUMN disabled_at INTEGER;

@@ -245,6 +245,9 @@ pub struct LimitSettings {
     pub recipient_max_failures: u32,
     /// Test mints per tenant per hour (API.md §13.1); 0 = off.
     pub test_sends_per_hour: u32,
+    /// Wrong guesses of a test recipient's fixed code, over all its keys, after which the
+    /// entry turns inert until it is stored again (API.md §17.3); 0 = no limit.
+    pub test_code_max_failures: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -121,6 +121,11 @@ impl Settings {
                 u64::from(l.test_sends_per_hour),
                 100_000_000,
             ),
+            (
+                "limits.test_code_max_failures",
+                u64::from(l.test_code_max_failures),
+                1_000_000,
+            ),
         ] {
             range(key, v, 0, hi)?;
         }

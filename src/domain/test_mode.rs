@@ -123,6 +123,8 @@ pub struct TestRecipient {
     /// A fixed code's hash and length (exact recipients only).
     pub fixed: Option<FixedCode>,
     pub expires_at: Millis,
+    /// When its fixed code's failure budget ran out (API.md §17.3): inert until stored again.
+    pub disabled_at: Option<Millis>,
 }
 
 /// A test recipient's fixed code, as stored: its hash (made like every code's) and length.
@@ -207,6 +209,7 @@ mod tests {
                 pattern: RecipientPattern::parse("*@acme.example").unwrap(),
                 fixed: None,
                 expires_at: 100,
+                disabled_at: None,
             },
             TestRecipient {
                 pattern: RecipientPattern::parse("review@acme.example").unwrap(),
@@ -215,6 +218,7 @@ mod tests {
                     length: 6,
                 }),
                 expires_at: 100,
+                disabled_at: None,
             },
         ];
         let hit = find(&list, "review@acme.example", 50).unwrap();

@@ -54,6 +54,9 @@ pub struct TestRecipientOut {
     pub expires_at: String,
     /// An expired entry is inert.
     pub expired: bool,
+    /// When its fixed code's failure budget ran out (`limits.test_code_max_failures`): its
+    /// mints get a random code until the list is stored again.
+    pub disabled_at: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -71,6 +74,7 @@ impl TestRecipientsOut {
                     fixed_code: t.fixed.is_some(),
                     expires_at: rfc3339(t.expires_at),
                     expired: t.expires_at <= now,
+                    disabled_at: t.disabled_at.map(rfc3339),
                 })
                 .collect(),
         }

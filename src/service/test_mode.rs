@@ -82,7 +82,11 @@ impl Services {
         }
         let list = self.test_list(tenant).await?;
         match test_mode::find(&list, canonical, now) {
-            Some(hit) => Ok(Route::Test(hit.fixed.clone())),
+            // An entry whose fixed code ran out of its failure budget still catches the
+            // mint, with a random code (API.md §17.3).
+            Some(hit) => Ok(Route::Test(
+                hit.fixed.clone().filter(|_| hit.disabled_at.is_none()),
+            )),
             None if tenant.test => Ok(Route::Test(None)),
             None => Ok(Route::Relay),
         }
@@ -189,6 +193,7 @@ impl Services {
                 pattern,
                 fixed,
                 expires_at,
+                disabled_at: None,
             });
         }
         let (tid, stored) = (tenant.id.clone(), list.clone());

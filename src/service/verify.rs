@@ -83,7 +83,14 @@ impl Services {
             Err(e) => return (None, Err(e)),
         };
         let result = self
-            .verify_inner(&caller, &mut resolved, key, code, flavor, &mut recipient)
+            .verify_inner(
+                &caller,
+                &mut resolved,
+                key,
+                code,
+                (flavor, ctx),
+                &mut recipient,
+            )
             .await;
         let Some((tenant, _)) = resolved else {
             // Not authenticated, or no such key: no verify happened.
@@ -141,7 +148,7 @@ impl Services {
         resolved: &mut Resolved,
         key: &str,
         code: &str,
-        flavor: Flavor,
+        (flavor, ctx): (Flavor, &RequestContext),
         recipient_seen: &mut String,
     ) -> Result<Verified, ServiceError> {
         let key = ShareableKey::parse(key, flavor);
@@ -255,7 +262,36 @@ impl Services {
             }
             return Err(self.why_not(tenant, &digest, flavor, t, code.len()).await);
         }
-        // The failure was counted against the recipient's budget with the reservation.
+        // The failure was counted against the recipient's budget with the reservation. A
+        // test recipient's fixed code has a budget of its own (API.md §17.3).
+        let max_test = self.settings.load().limits.test_code_max_failures;
+        if res.test && max_test > 0 {
+            if let Some(hash) = res.code_hashes.first().cloned() {
+                let (tid, r, now) = (tenant.clone(), res.email_canonical.clone(), self.now());
+                match self
+                    .write(move |s| s.test_code_failed(&tid, &r, &hash, max_test, now))
+                    .await
+                {
+                    Ok(true) => {
+                        tracing::warn!(tenant_id = %tenant, "a test recipient's fixed code ran out of its failure budget; the entry is inert until stored again");
+                        if let Ok(audit) = self.audit.slot() {
+                            audit.record(
+                                tenant,
+                                now,
+                                "test_recipient.disabled",
+                                &res.email,
+                                "failure_budget",
+                                ctx,
+                            );
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "counting a fixed test code's failure failed")
+                    }
+                }
+            }
+        }
         let attempts_remaining = res.max_attempts.saturating_sub(res.attempts);
         if attempts_remaining == 0 {
             self.emit(

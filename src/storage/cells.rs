@@ -430,7 +430,8 @@ pub(crate) fn event_job_from(r: &impl Cells) -> Result<EventJob, StoreError> {
 }
 
 /// A test recipient's columns (read by [`test_recipient_from`]).
-pub(crate) const TEST_RECIPIENT_COLS: &str = "pattern, code_hash, code_length, expires_at";
+pub(crate) const TEST_RECIPIENT_COLS: &str =
+    "pattern, code_hash, code_length, expires_at, disabled_at";
 
 /// A test recipient from [`TEST_RECIPIENT_COLS`].
 pub(crate) fn test_recipient_from(r: &impl Cells) -> Result<TestRecipient, StoreError> {
@@ -445,6 +446,7 @@ pub(crate) fn test_recipient_from(r: &impl Cells) -> Result<TestRecipient, Store
         pattern: RecipientPattern::from_stored(r.text(0)?),
         fixed,
         expires_at: r.int(3)?,
+        disabled_at: r.opt_int(4)?,
     })
 }
 

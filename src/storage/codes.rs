@@ -104,6 +104,8 @@ pub struct Reservation {
     pub purpose: String,
     /// The locale its message was written in (`None` for imported codes).
     pub locale: Option<String>,
+    /// A test code (a test recipient's or a test tenant's).
+    pub test: bool,
 }
 
 /// The hashes a key verifies against, from its `code_hash` and `earlier_hashes` columns.

@@ -332,6 +332,8 @@ pub const TABLES: &[Table] = &[
             ("code_length", Int),
             ("expires_at", Int),
             ("created_at", Int),
+            ("failures", Count),
+            ("disabled_at", Int),
         ],
         identity: None,
     },

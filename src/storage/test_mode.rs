@@ -38,6 +38,18 @@ pub trait TestStore {
         list: &[TestRecipient],
         now: Millis,
     ) -> Result<Option<i64>, StoreError>;
+    /// A wrong guess of a test recipient's fixed code (`code_hash`, the key's current one):
+    /// one more failure on the exact entry of `recipient` that has that code; at `max` the
+    /// entry turns inert and the tenant's `test_version` moves on. True when it turned inert
+    /// now.
+    fn test_code_failed(
+        &self,
+        tenant: &TenantId,
+        recipient: &str,
+        code_hash: &str,
+        max: u32,
+        now: Millis,
+    ) -> Result<bool, StoreError>;
     /// The tenant's inbox received after `since`, newest first (only `recipient`'s, if
     /// given), at most [`crate::domain::test_mode::INBOX_KEPT`].
     fn test_inbox(
@@ -46,4 +58,15 @@ pub trait TestStore {
         recipient: Option<&str>,
         since: Millis,
     ) -> Result<Vec<InboxRow>, StoreError>;
+}
+
+/// The SQL of test-code failures both backends run (`$N`; SQLite takes `?N`).
+pub(crate) mod sql {
+    /// `$1` tenant, `$2` recipient, `$3` code hash, `$4` budget, `$5` now.
+    pub const CODE_FAILED: &str = "UPDATE test_recipients SET failures = failures + 1, \
+         disabled_at = CASE WHEN failures + 1 >= $4 THEN $5 ELSE disabled_at END \
+         WHERE tenant_id = $1 AND pattern = $2 AND code_hash = $3 AND disabled_at IS NULL \
+         RETURNING disabled_at";
+    pub const BUMP_TEST_VERSION: &str =
+        "UPDATE tenants SET test_version = test_version + 1 WHERE id = $1";
 }

@@ -865,3 +865,52 @@ async fn a_date_only_stats_range_covers_whole_days() {
         .sum();
     assert_eq!(minted, 1, "{v}");
 }
+
+/// A fixed test code has its own failure budget over all its keys (API.md §17.3): after
+/// `limits.test_code_max_failures` wrong guesses the entry is inert — mints to it get a random
+/// code in the inbox — until the list is stored again; audited.
+#[tokio::test]
+async fn a_fixed_test_code_turns_inert_after_its_failure_budget_until_stored_again() {
+    let app = spawn_app_with(|s| s.limits.test_code_max_failures = 3).await;
+    let (_, sk) = app.tenant().await;
+    let list =
+        json!([{"match": "review@acme.example", "code": "424242", "expires_at": at(&app, DAY)}]);
+    assert_eq!(put_list(&app, &sk, list.clone()).await.0, StatusCode::OK);
+    // Three wrong guesses over two keys.
+    for wrongs in [2, 1] {
+        let (_, m) = mint_json(&app, &sk, "review@acme.example").await;
+        let key = m["shareable_key"].as_str().unwrap().to_string();
+        for _ in 0..wrongs {
+            assert_eq!(
+                app.verify(&sk, &key, "000000").await.0,
+                StatusCode::UNPROCESSABLE_ENTITY
+            );
+        }
+    }
+    let (_, v) = body(app.get("/v1/tenant/test-recipients", &sk).await).await;
+    assert!(v["recipients"][0]["disabled_at"].is_string(), "{v}");
+    // Inert: a new mint goes to the inbox with a random code; the fixed one does not verify.
+    let (s, m) = mint_json(&app, &sk, "review@acme.example").await;
+    assert_eq!((s, &m["test"]), (StatusCode::CREATED, &json!(true)), "{m}");
+    let key = m["shareable_key"].as_str().unwrap().to_string();
+    let msgs = inbox(&app, &sk, "review@acme.example").await;
+    let code = code_in(msgs[0]["text"].as_str().unwrap());
+    assert_ne!(code, "424242");
+    assert_eq!(
+        app.verify(&sk, &key, "424242").await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+    let audit: Value = app.get("/v1/tenant/audit", &sk).await.json().await.unwrap();
+    assert!(
+        audit.to_string().contains("test_recipient.disabled"),
+        "{audit}"
+    );
+    // Stored again: the fixed code works again.
+    assert_eq!(put_list(&app, &sk, list).await.0, StatusCode::OK);
+    let (_, v) = body(app.get("/v1/tenant/test-recipients", &sk).await).await;
+    assert_eq!(v["recipients"][0]["disabled_at"], Value::Null, "{v}");
+    let (_, m) = mint_json(&app, &sk, "review@acme.example").await;
+    let key = m["shareable_key"].as_str().unwrap().to_string();
+    assert_eq!(app.verify(&sk, &key, "424242").await.0, StatusCode::OK);
+}

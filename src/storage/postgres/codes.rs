@@ -288,7 +288,7 @@ impl CodeStore for PgStore {
                    AND attempts < max_attempts AND expires_at > $4 AND code_length = $7 \
                    AND NOT EXISTS (SELECT 1 FROM recipient_failures f WHERE f.tenant_id = c.tenant_id \
                        AND f.email_canonical = c.email_canonical AND f.failures >= $5 AND f.window_start + $6 > $4) \
-                 RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose, locale, earlier_hashes",
+                 RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose, locale, earlier_hashes, test",
                 &[&key_digest, &t, &flavor.as_str(), &now, &max_failures, &q.recipient_window_ms, &i64::from(code_len)],
             )?;
             let Some(row) = row else { return Ok(None) };
@@ -300,6 +300,7 @@ impl CodeStore for PgStore {
                 email_canonical: row.try_get(4)?,
                 purpose: row.try_get(5)?,
                 locale: row.try_get(6)?,
+                test: row.try_get(8)?,
             };
             if q.max_failures > 0 {
                 tx.execute(

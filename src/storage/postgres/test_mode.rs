@@ -34,6 +34,32 @@ pub(super) fn insert_inbox_in(
 }
 
 impl TestStore for PgStore {
+    fn test_code_failed(
+        &self,
+        tenant: &TenantId,
+        recipient: &str,
+        code_hash: &str,
+        max: u32,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        use crate::storage::test_mode::sql;
+        let t = tenant.as_str();
+        self.tx(|tx| {
+            let row = tx.query_opt(
+                sql::CODE_FAILED,
+                &[&t, &recipient, &code_hash, &i64::from(max), &now],
+            )?;
+            let now_inert = match row {
+                Some(r) => r.try_get::<_, Option<i64>>(0)?.is_some(),
+                None => false,
+            };
+            if now_inert {
+                tx.execute(sql::BUMP_TEST_VERSION, &[&t])?;
+            }
+            Ok(now_inert)
+        })
+    }
+
     fn test_recipients(&self, tenant: &TenantId) -> Result<Vec<TestRecipient>, StoreError> {
         self.conn()?.db().rows(
             &format!("SELECT {TEST_RECIPIENT_COLS} FROM test_recipients WHERE tenant_id = $1 ORDER BY created_at, pattern"),

@@ -298,7 +298,7 @@ impl CodeStore for SqliteStore {
                        AND attempts < max_attempts AND expires_at > ?4 AND code_length = ?7 \
                        AND NOT EXISTS (SELECT 1 FROM recipient_failures f WHERE f.tenant_id = challenges.tenant_id \
                            AND f.email_canonical = challenges.email_canonical AND f.failures >= ?5 AND f.window_start + ?6 > ?4) \
-                     RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose, locale, earlier_hashes",
+                     RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose, locale, earlier_hashes, test",
                     params![key_digest, tenant.as_str(), flavor.as_str(), now, max_failures, q.recipient_window_ms, code_len],
                     |r| {
                         Ok(Reservation {
@@ -309,6 +309,7 @@ impl CodeStore for SqliteStore {
                             email_canonical: r.get(4)?,
                             purpose: r.get(5)?,
                             locale: r.get(6)?,
+                            test: r.get(8)?,
                         })
                     },
                 )

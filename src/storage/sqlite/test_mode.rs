@@ -30,6 +30,32 @@ pub(super) fn insert_inbox_in(
 }
 
 impl TestStore for SqliteStore {
+    fn test_code_failed(
+        &self,
+        tenant: &TenantId,
+        recipient: &str,
+        code_hash: &str,
+        max: u32,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        use crate::storage::tenants::sqlite_placeholders as q;
+        use crate::storage::test_mode::sql;
+        let (tenant, recipient, hash) =
+            (tenant.clone(), recipient.to_string(), code_hash.to_string());
+        self.writer.write(move |tx| {
+            let disabled: Option<Option<i64>> = tx.row_opt(
+                &q(sql::CODE_FAILED),
+                params![tenant.as_str(), recipient, hash, max, now],
+                |r| Ok(r.get(0)?),
+            )?;
+            let now_inert = matches!(disabled, Some(Some(_)));
+            if now_inert {
+                tx.execute_cached(&q(sql::BUMP_TEST_VERSION), [tenant.as_str()])?;
+            }
+            Ok(now_inert)
+        })
+    }
+
     fn test_recipients(&self, tenant: &TenantId) -> Result<Vec<TestRecipient>, StoreError> {
         self.conn()?.rows(
             &format!("SELECT {TEST_RECIPIENT_COLS} FROM test_recipients WHERE tenant_id = ?1 ORDER BY created_at, pattern"),
