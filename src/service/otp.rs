@@ -224,11 +224,14 @@ impl Services {
         let mode = if test { DeliveryMode::Sync } else { mode };
         // With every limit off there is nothing to check or count.
         let counted = !test && quota.any();
-        if counted {
+        // A test mint counts against no send limit, but a recipient out of its failure
+        // budget is refused like any (API.md §17.8).
+        let checked = if test { quota.failures_only() } else { quota };
+        if checked.any() {
             // A read first, so a refused mint costs no hash; the counting write below
             // checks again atomically.
             let (tid, c2) = (tenant.id.clone(), email.canonical().to_string());
-            self.db(move |s| s.check_quota(&tid, &c2, &quota, now))
+            self.db(move |s| s.check_quota(&tid, &c2, &checked, now))
                 .await?
                 .map_err(limited)?;
         }

@@ -23,6 +23,17 @@ impl SendQuota {
             || self.tenant_max_per_hour > 0
             || self.max_failures > 0
     }
+
+    /// Only the recipient's failure budget: what a test mint is checked against (it sends
+    /// nothing, but a recipient that keeps guessing wrong is refused like any, API.md §17.8).
+    pub fn failures_only(&self) -> SendQuota {
+        SendQuota {
+            recipient_max: 0,
+            cooldown_ms: 0,
+            tenant_max_per_hour: 0,
+            ..*self
+        }
+    }
 }
 
 pub(crate) const HOUR_MS: Millis = 3_600_000;

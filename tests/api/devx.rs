@@ -914,3 +914,28 @@ async fn a_fixed_test_code_turns_inert_after_its_failure_budget_until_stored_aga
     let key = m["shareable_key"].as_str().unwrap().to_string();
     assert_eq!(app.verify(&sk, &key, "424242").await.0, StatusCode::OK);
 }
+
+/// A test recipient counts against the recipient's failure budget at mint like any
+/// recipient (API.md §17.8): guessing wrong until the budget is spent refuses its next mint.
+#[tokio::test]
+async fn a_test_recipient_out_of_its_failure_budget_is_refused_at_mint() {
+    let app = spawn_app_with(|s| s.limits.recipient_max_failures = 2).await;
+    let (_, sk) = app.tenant().await;
+    let list =
+        json!([{"match": "review@acme.example", "code": "424242", "expires_at": at(&app, DAY)}]);
+    assert_eq!(put_list(&app, &sk, list).await.0, StatusCode::OK);
+    let (_, m) = mint_json(&app, &sk, "review@acme.example").await;
+    let key = m["shareable_key"].as_str().unwrap().to_string();
+    for _ in 0..2 {
+        assert_eq!(
+            app.verify(&sk, &key, "000000").await.0,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+    }
+    let (s, v) = mint_json(&app, &sk, "review@acme.example").await;
+    assert_eq!(
+        (s, v["limit"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("failures")),
+        "{v}"
+    );
+}
