@@ -511,32 +511,3 @@ pub async fn logo(st: web::Data<AppState>, tenant: web::Path<String>) -> HttpRes
         None => HttpResponse::NotFound().finish(),
     }
 }
-
-#[utoipa::path(post, path = "/v1/tenant/hosted-sessions/{id}/claim", tag = "hosted pages",
-    description = "Who verified on this session's pages, answered once (API.md §17.2). With a `code_challenge` given when it was opened, only with its `code_verifier`; a wrong or missing one answers 403 and spends nothing. `GET` of the session stops showing the address once claimed.",
-    params(("id" = String, Path, description = "`hs_…`")),
-    request_body(content = Option<super::codes::ClaimBody>, description = "Optional"),
-    responses(
-        (status = 200, description = "The outcome, the first time", body = super::codes::ClaimedOut),
-        (status = 400, response = problems::InvalidRequest),
-        (status = 401, response = problems::Unauthorized),
-        (status = 403, description = "code_verifier_mismatch", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "session_not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "already_claimed or not_verified", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("secret_key" = [])))]
-pub async fn claim(
-    t: TenantAuth,
-    req: HttpRequest,
-    st: web::Data<AppState>,
-    id: web::Path<String>,
-    payload: web::Payload,
-) -> ApiResult {
-    let verifier = super::codes::verifier_of(&req, payload).await?;
-    let ctx = super::request_context(&req, &st);
-    let c = st
-        .services
-        .claim_session(&t.0, &id, verifier.as_deref(), &ctx)
-        .await?;
-    Ok(super::codes::claimed(c))
-}

@@ -1,6 +1,7 @@
 //! HTTP only: the whole route table in one place, plus request ids and access logs.
 
 pub mod auth;
+pub mod claims;
 pub mod codes;
 pub mod compat;
 pub mod devx;
@@ -158,7 +159,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
             .route(web::delete().to(codes::otp_cancel)),
     )
     .service(r("/v1/otp/{key}/resend").route(web::post().to(codes::resend)))
-    .service(r("/v1/otp/{key}/claim").route(web::post().to(codes::claim)))
+    .service(r("/v1/otp/{key}/claim").route(web::post().to(claims::claim_code)))
     // The pages answer HEAD as GET; actix sends the head without the body (API.md §17.8).
     .service(
         r("/l/{token}")
@@ -190,7 +191,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
     .service(r("/h/{id}/verify").route(web::post().to(hosted::verify)))
     .service(r("/v1/tenant/hosted-sessions").route(web::post().to(hosted::open)))
     .service(r("/v1/tenant/hosted-sessions/{id}").route(web::get().to(hosted::outcome)))
-    .service(r("/v1/tenant/hosted-sessions/{id}/claim").route(web::post().to(hosted::claim)))
+    .service(
+        r("/v1/tenant/hosted-sessions/{id}/claim").route(web::post().to(claims::claim_session)),
+    )
     .service(
         r("/v1/tenant/branding/logo")
             .route(web::put().to(hosted::put_logo))

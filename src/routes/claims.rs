@@ -1,0 +1,125 @@
+//! Outcomes claimed once (API.md §17.2): a verified key's or hosted session's outcome,
+//! answered the first time, with the PKCE verifier when a challenge was given.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::{optional_json_body, TenantAuth};
+use super::dto::{problems, Problem};
+use super::error::ApiError;
+use super::v1::{json, no_store};
+use super::AppState;
+use crate::clock::rfc3339;
+
+type ApiResult = Result<HttpResponse, ApiError>;
+
+/// A claim's body: the PKCE verifier, when a challenge was given.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimBody {
+    /// The 43–128 character verifier whose base64url SHA-256 was the `code_challenge`.
+    #[schema(
+        min_length = 43,
+        max_length = 128,
+        pattern = "^[A-Za-z0-9._~-]{43,128}$"
+    )]
+    code_verifier: Option<String>,
+}
+
+/// A claimed outcome (API.md §17.2).
+#[derive(Serialize, ToSchema)]
+pub struct ClaimedOut {
+    /// The address that was verified (an email code).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The number that was verified (a text-message code).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    pub purpose: String,
+    pub verified_at: String,
+    /// `code` or `link`
+    pub verified_via: String,
+}
+
+/// A claim's verifier, from its optional body.
+async fn verifier_of(req: &HttpRequest, payload: web::Payload) -> Result<Option<String>, ApiError> {
+    let body: Option<ClaimBody> = optional_json_body(req, payload).await?;
+    Ok(body.and_then(|b| b.code_verifier))
+}
+
+/// A claimed outcome's answer (never cached).
+fn claimed(c: crate::service::claims::ClaimedOutcome) -> HttpResponse {
+    json(no_store(HttpResponse::Ok()), &ClaimedOut::of(c))
+}
+
+impl ClaimedOut {
+    pub fn of(c: crate::service::claims::ClaimedOutcome) -> Self {
+        let sms = c.channel == "sms";
+        ClaimedOut {
+            email: (!sms).then(|| c.recipient.clone()),
+            phone: sms.then_some(c.recipient),
+            purpose: c.purpose,
+            verified_at: rfc3339(c.verified_at),
+            verified_via: c.verified_via,
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/v1/otp/{key}/claim", tag = "codes",
+    description = "Who verified this key, answered once (API.md §17.2). With a `code_challenge` given at the mint's link, only with its `code_verifier`; a wrong or missing one answers 403 and spends nothing. `GET /v1/otp/{key}` stops showing the address once claimed.",
+    params(("key" = String, Path, description = "Shareable key, `otp_…`")),
+    request_body(content = Option<ClaimBody>, description = "Optional"),
+    responses(
+        (status = 200, description = "The outcome, the first time", body = ClaimedOut),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 401, response = problems::Unauthorized),
+        (status = 403, description = "code_verifier_mismatch", body = Problem, content_type = "application/problem+json"),
+        (status = 404, response = problems::OtpNotFound),
+        (status = 409, description = "already_claimed or not_verified", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn claim_code(
+    t: TenantAuth,
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    key: web::Path<String>,
+    payload: web::Payload,
+) -> ApiResult {
+    let verifier = verifier_of(&req, payload).await?;
+    let ctx = super::request_context(&req, &st);
+    let c = st
+        .services
+        .claim_code(&t.0, &key, verifier.as_deref(), &ctx)
+        .await?;
+    Ok(claimed(c))
+}
+
+#[utoipa::path(post, path = "/v1/tenant/hosted-sessions/{id}/claim", tag = "hosted pages",
+    description = "Who verified on this session's pages, answered once (API.md §17.2). With a `code_challenge` given when it was opened, only with its `code_verifier`; a wrong or missing one answers 403 and spends nothing. `GET` of the session stops showing the address once claimed.",
+    params(("id" = String, Path, description = "`hs_…`")),
+    request_body(content = Option<ClaimBody>, description = "Optional"),
+    responses(
+        (status = 200, description = "The outcome, the first time", body = ClaimedOut),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 401, response = problems::Unauthorized),
+        (status = 403, description = "code_verifier_mismatch", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "session_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "already_claimed or not_verified", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn claim_session(
+    t: TenantAuth,
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> ApiResult {
+    let verifier = verifier_of(&req, payload).await?;
+    let ctx = super::request_context(&req, &st);
+    let c = st
+        .services
+        .claim_session(&t.0, &id, verifier.as_deref(), &ctx)
+        .await?;
+    Ok(claimed(c))
+}
