@@ -45,10 +45,9 @@ impl TestStore for PgStore {
         use crate::storage::test_mode::sql;
         let t = tenant.as_str();
         self.tx(|tx| {
-            let row = tx.query_opt(
-                sql::CODE_FAILED,
-                &[&t, &recipient, &code_hash, &i64::from(max), &now],
-            )?;
+            // `failures` is an INTEGER: the budget goes as one.
+            let max = i32::try_from(max).unwrap_or(i32::MAX);
+            let row = tx.query_opt(sql::CODE_FAILED, &[&t, &recipient, &code_hash, &max, &now])?;
             let now_inert = match row {
                 Some(r) => r.try_get::<_, Option<i64>>(0)?.is_some(),
                 None => false,
