@@ -10,18 +10,21 @@ pub enum EventType {
     OtpVerified,
     OtpAttemptsExhausted,
     OtpCancelled,
+    /// A test recipient's fixed code ran out of its failure budget (API.md §17.3).
+    TestRecipientDisabled,
     /// Sent by `POST /v1/tenant/webhook/test`, whatever the subscription.
     WebhookTest,
 }
 
 impl EventType {
     /// The types a webhook may subscribe to, in their canonical order.
-    pub const SUBSCRIBABLE: [EventType; 5] = [
+    pub const SUBSCRIBABLE: [EventType; 6] = [
         EventType::OtpSent,
         EventType::OtpDeliveryFailed,
         EventType::OtpVerified,
         EventType::OtpAttemptsExhausted,
         EventType::OtpCancelled,
+        EventType::TestRecipientDisabled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -31,6 +34,7 @@ impl EventType {
             EventType::OtpVerified => "otp.verified",
             EventType::OtpAttemptsExhausted => "otp.attempts_exhausted",
             EventType::OtpCancelled => "otp.cancelled",
+            EventType::TestRecipientDisabled => "test_recipient.disabled",
             EventType::WebhookTest => "webhook.test",
         }
     }
@@ -76,7 +80,7 @@ mod tests {
         }
         assert_eq!(
             EventType::subscribable_list(),
-            "otp.sent, otp.delivery_failed, otp.verified, otp.attempts_exhausted, otp.cancelled"
+            "otp.sent, otp.delivery_failed, otp.verified, otp.attempts_exhausted, otp.cancelled, test_recipient.disabled"
         );
     }
 }

@@ -284,6 +284,19 @@ impl Services {
                                 ctx,
                             );
                         }
+                        self.emit(
+                            tenant,
+                            subscribed,
+                            EventType::TestRecipientDisabled,
+                            EventData {
+                                shareable_key: key.expose(),
+                                email: &res.email,
+                                purpose: &res.purpose,
+                                locale: res.locale.as_deref(),
+                                reason: Some("failure_budget"),
+                            },
+                        )
+                        .await;
                     }
                     Ok(false) => {}
                     Err(e) => {

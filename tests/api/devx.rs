@@ -871,8 +871,23 @@ async fn a_date_only_stats_range_covers_whole_days() {
 /// code in the inbox — until the list is stored again; audited.
 #[tokio::test]
 async fn a_fixed_test_code_turns_inert_after_its_failure_budget_until_stored_again() {
-    let app = spawn_app_with(|s| s.limits.test_code_max_failures = 3).await;
+    let rx = otpmint::testkit::http::HttpReceiver::start(true).await;
+    let ca = rx.ca_path.clone();
+    let app = spawn_app_with(move |s| {
+        s.limits.test_code_max_failures = 3;
+        s.webhooks.allow_private_hosts = true;
+        s.webhooks.extra_root_certificates = vec![ca];
+    })
+    .await;
     let (_, sk) = app.tenant().await;
+    let r = app
+        .put(
+            "/v1/tenant/webhook",
+            &sk,
+            json!({"url": rx.url("/hook"), "events": ["test_recipient.disabled"]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
     let list =
         json!([{"match": "review@acme.example", "code": "424242", "expires_at": at(&app, DAY)}]);
     assert_eq!(put_list(&app, &sk, list.clone()).await.0, StatusCode::OK);
@@ -889,6 +904,18 @@ async fn a_fixed_test_code_turns_inert_after_its_failure_budget_until_stored_aga
     }
     let (_, v) = body(app.get("/v1/tenant/test-recipients", &sk).await).await;
     assert!(v["recipients"][0]["disabled_at"].is_string(), "{v}");
+    // The tenant's webhook hears of it.
+    let got = rx.wait_for(1).await;
+    let e = got[0].json();
+    assert_eq!(
+        (&e["type"], &e["data"]["email"], &e["data"]["reason"]),
+        (
+            &json!("test_recipient.disabled"),
+            &json!("review@acme.example"),
+            &json!("failure_budget")
+        ),
+        "{e}"
+    );
     // Inert: a new mint goes to the inbox with a random code; the fixed one does not verify.
     let (s, m) = mint_json(&app, &sk, "review@acme.example").await;
     assert_eq!((s, &m["test"]), (StatusCode::CREATED, &json!(true)), "{m}");
