@@ -182,7 +182,6 @@ impl Services {
         self.db(move |s| s.session(&id)).await
     }
 
-    /// The pages' CSRF token: bound to the session and to the browser's cookie.
     /// What a session keeps of the browser that finished it: a digest of the page's token
     /// for that browser's cookie (never the cookie itself).
     pub fn hosted_finisher(&self, id: &str, cookie: &str) -> Vec<u8> {
@@ -199,6 +198,7 @@ impl Services {
         }
     }
 
+    /// The pages' CSRF token: bound to the session and to the browser's cookie.
     pub fn hosted_csrf(&self, id: &str, cookie: &str) -> String {
         use hmac::{Hmac, Mac};
         let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(self.keyring.get().pepper()) else {
