@@ -160,13 +160,20 @@ impl Services {
             return Ok(None);
         };
         let now = self.now();
-        Ok(self.db(move |s| s.link(&digest)).await?.map(|l| {
-            if l.status == StoredStatus::Pending && l.expires_at > now && !l.spent {
-                LinkState::Open(Box::new(l))
-            } else {
-                LinkState::Ended(Box::new(l))
-            }
-        }))
+        // Under open registration a link lives only while its tenant's pages are approved
+        // (API.md §17.6): one sent before an approval was taken back is unknown now.
+        let open_registration =
+            self.settings.load().registration.mode == crate::config::RegistrationMode::Open;
+        let link = self.db(move |s| s.link(&digest)).await?;
+        Ok(link
+            .filter(|l| l.pages_approved || !open_registration)
+            .map(|l| {
+                if l.status == StoredStatus::Pending && l.expires_at > now && !l.spent {
+                    LinkState::Open(Box::new(l))
+                } else {
+                    LinkState::Ended(Box::new(l))
+                }
+            }))
     }
 
     /// The CSRF token of a page: bound to the link's token and to the browser's cookie.

@@ -24,13 +24,15 @@ pub struct LinkView {
     pub spent: bool,
     /// `code` or `link`, once verified.
     pub verified_via: Option<String>,
+    /// Its tenant's pages are approved (API.md §17.6).
+    pub pages_approved: bool,
 }
 
 /// The columns [`LinkView`] is read from (`l`: magic_links, `c`: challenges, `t`: tenants).
 pub(crate) const LINK_COLS: &str =
     "c.tenant_id, t.name, l.key_digest, l.return_url, l.key_sealed, \
      c.status, c.expires_at, c.locale, c.email, c.purpose, c.attempts >= c.max_attempts, \
-     c.verified_via";
+     c.verified_via, t.pages_approved";
 
 pub trait LinkStore {
     /// The link with this token digest, of an enabled tenant.
@@ -51,5 +53,6 @@ pub(crate) fn link_from(r: &impl super::cells::Cells) -> Result<LinkView, StoreE
         purpose: r.text(9)?,
         spent: r.flag(10)?,
         verified_via: r.opt_text(11)?,
+        pages_approved: r.flag(12)?,
     })
 }

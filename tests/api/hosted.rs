@@ -930,6 +930,39 @@ async fn under_open_registration_pages_wait_for_the_admins_approval() {
         .await
         .unwrap();
     assert_eq!(css.status(), StatusCode::OK);
+    // A link sent while approved stops when the approval is taken back.
+    let (s, _) = body(
+        app.post(
+            "/v1/otp",
+            &sk,
+            json!({"email": "cy@example.com", "link": {"return_url": RETURN}}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let text = app.smtp.wait_for("cy@example.com", 1).await.text().unwrap();
+    let token: String = text
+        .split("/l/")
+        .nth(1)
+        .unwrap()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
+    let page = |t: String| {
+        let url = format!("{}/l/{t}", app.addr);
+        async move { reqwest::get(url).await.unwrap().status() }
+    };
+    assert_eq!(page(token.clone()).await, StatusCode::OK);
+    let r = app
+        .patch(
+            &format!("/v1/tenants/{id}"),
+            ADMIN,
+            json!({"pages_approved": false}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(page(token).await, StatusCode::NOT_FOUND);
     // OtpMint-style registration without the admin token waits for approval too.
     let r = app
         .post(
