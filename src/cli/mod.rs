@@ -285,15 +285,12 @@ fn services(settings: Settings) -> Result<Services, CliError> {
 }
 
 /// A database location for people: a SQLite file's path, or a PostgreSQL URL without its
-/// credentials.
+/// password.
 fn describe(location: &crate::config::DatabaseLocation) -> String {
     match location {
         crate::config::DatabaseLocation::Sqlite(p) => format!("sqlite {}", p.display()),
         crate::config::DatabaseLocation::Postgres(url) => {
-            let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
-            let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-            let host = host.split('?').next().unwrap_or(host);
-            format!("postgresql {host}")
+            format!("postgresql {}", crate::config::url_without_password(url))
         }
     }
 }
