@@ -11,6 +11,7 @@ use prometheus::{
 pub struct Metrics {
     registry: Registry,
     pub codes_minted: IntCounterVec,
+    pub sms_blocked: IntCounterVec,
     pub codes_resent: IntCounterVec,
     pub verify_outcomes: IntCounterVec,
     pub deliveries: IntCounterVec,
@@ -61,6 +62,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "otpmint_codes_minted_total",
             "Codes minted: sync once the relay accepted the message, async once it is queued, test once it is in the test inbox.",
             &["mode"],
+        )?,
+        sms_blocked: counter(
+            "otpmint_sms_blocked_total",
+            "SMS mints the fraud guard refused (API.md §17.1), by reason: country_not_allowed, number_not_allowed, velocity.",
+            &["reason"],
         )?,
         codes_resent: counter(
             "otpmint_codes_resent_total",

@@ -234,6 +234,11 @@ pub struct LimitSettings {
     /// Wrong guesses of a test recipient's fixed code, over all its keys, after which the
     /// entry turns inert until it is stored again (API.md §17.3); 0 = no limit.
     pub test_code_max_failures: u32,
+    /// SMS per tenant per hour to one range (the number without its last 3 digits,
+    /// API.md §17.1); 0 = off.
+    pub sms_range_per_hour: u32,
+    /// SMS per tenant per hour to one country whose code was not verified; 0 = off.
+    pub sms_unverified_per_country_per_hour: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -126,6 +126,16 @@ impl Settings {
                 u64::from(l.test_code_max_failures),
                 1_000_000,
             ),
+            (
+                "limits.sms_range_per_hour",
+                u64::from(l.sms_range_per_hour),
+                100_000_000,
+            ),
+            (
+                "limits.sms_unverified_per_country_per_hour",
+                u64::from(l.sms_unverified_per_country_per_hour),
+                100_000_000,
+            ),
         ] {
             range(key, v, 0, hi)?;
         }

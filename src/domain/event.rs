@@ -12,19 +12,22 @@ pub enum EventType {
     OtpCancelled,
     /// A test recipient's fixed code ran out of its failure budget (API.md §17.3).
     TestRecipientDisabled,
+    /// The SMS fraud guard refused a mint (API.md §17.1).
+    OtpBlocked,
     /// Sent by `POST /v1/tenant/webhook/test`, whatever the subscription.
     WebhookTest,
 }
 
 impl EventType {
     /// The types a webhook may subscribe to, in their canonical order.
-    pub const SUBSCRIBABLE: [EventType; 6] = [
+    pub const SUBSCRIBABLE: [EventType; 7] = [
         EventType::OtpSent,
         EventType::OtpDeliveryFailed,
         EventType::OtpVerified,
         EventType::OtpAttemptsExhausted,
         EventType::OtpCancelled,
         EventType::TestRecipientDisabled,
+        EventType::OtpBlocked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +38,7 @@ impl EventType {
             EventType::OtpAttemptsExhausted => "otp.attempts_exhausted",
             EventType::OtpCancelled => "otp.cancelled",
             EventType::TestRecipientDisabled => "test_recipient.disabled",
+            EventType::OtpBlocked => "otp.blocked",
             EventType::WebhookTest => "webhook.test",
         }
     }
@@ -80,7 +84,7 @@ mod tests {
         }
         assert_eq!(
             EventType::subscribable_list(),
-            "otp.sent, otp.delivery_failed, otp.verified, otp.attempts_exhausted, otp.cancelled, test_recipient.disabled"
+            "otp.sent, otp.delivery_failed, otp.verified, otp.attempts_exhausted, otp.cancelled, test_recipient.disabled, otp.blocked"
         );
     }
 }

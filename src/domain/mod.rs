@@ -15,6 +15,7 @@ pub mod policy;
 pub mod provider;
 pub mod purpose;
 pub mod recipient;
+pub mod sms_guard;
 pub mod stats;
 pub mod suppression;
 pub mod template;

@@ -53,6 +53,32 @@ pub enum Counted {
     ExpiredUnverified,
     /// A test mint (it counts nowhere else).
     Test,
+    /// A mint the SMS fraud guard refused (API.md §17.1), by its reason.
+    Blocked(BlockReason),
+}
+
+/// Why the SMS fraud guard refused a mint, as statistics and `otp.blocked` name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockReason {
+    CountryNotAllowed,
+    NumberNotAllowed,
+    Velocity,
+}
+
+impl BlockReason {
+    pub const ALL: [BlockReason; 3] = [
+        BlockReason::CountryNotAllowed,
+        BlockReason::NumberNotAllowed,
+        BlockReason::Velocity,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlockReason::CountryNotAllowed => "country_not_allowed",
+            BlockReason::NumberNotAllowed => "number_not_allowed",
+            BlockReason::Velocity => "velocity",
+        }
+    }
 }
 
 impl Counted {
@@ -65,6 +91,9 @@ impl Counted {
             Counted::Verified(_) => "verified",
             Counted::ExpiredUnverified => "expired_unverified",
             Counted::Test => "test",
+            Counted::Blocked(BlockReason::CountryNotAllowed) => "blocked_country",
+            Counted::Blocked(BlockReason::NumberNotAllowed) => "blocked_number",
+            Counted::Blocked(BlockReason::Velocity) => "blocked_velocity",
         }
     }
 
@@ -138,6 +167,8 @@ pub struct Counts {
     pub expired_unverified: i64,
     pub test: i64,
     pub buckets: [i64; BUCKETS],
+    /// Mints the SMS fraud guard refused, in the order of [`BlockReason::ALL`].
+    pub blocked: [i64; 3],
 }
 
 impl Counts {
@@ -148,6 +179,9 @@ impl Counts {
         self.verified += o.verified;
         self.expired_unverified += o.expired_unverified;
         self.test += o.test;
+        for (a, b) in self.blocked.iter_mut().zip(o.blocked.iter()) {
+            *a += b;
+        }
         for (a, b) in self.buckets.iter_mut().zip(o.buckets.iter()) {
             *a += b;
         }

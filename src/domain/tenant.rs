@@ -270,6 +270,8 @@ pub struct Tenant {
     pub suppressed: i64,
     /// Its hosted pages and links may be used under open registration (API.md §17.6).
     pub pages_approved: bool,
+    /// Its SMS fraud guard settings (API.md §17.1).
+    pub sms: super::sms_guard::SmsSettings,
 }
 
 impl Tenant {
@@ -369,6 +371,7 @@ impl Tenant {
             suppression: true,
             suppressed: 0,
             pages_approved: true,
+            sms: crate::domain::sms_guard::SmsSettings::default(),
         }
     }
 }

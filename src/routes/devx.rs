@@ -236,6 +236,10 @@ pub struct StatsRowOut {
     pub expired_unverified: i64,
     /// Test mints (and resends) to the test inbox.
     pub test: i64,
+    /// Mints the SMS fraud guard refused (API.md §17.1); not counted in `minted`.
+    pub blocked: i64,
+    /// The refusals by reason: `country_not_allowed`, `number_not_allowed`, `velocity`.
+    pub blocked_by_reason: BTreeMap<String, i64>,
     /// verified / minted (null before any mint).
     pub conversion_rate: Option<f64>,
     /// Seconds from mint to verify (interpolated within buckets; null before any verify).
@@ -288,6 +292,12 @@ impl From<StatsAnswer> for StatsOut {
                         verified: c.verified,
                         expired_unverified: c.expired_unverified,
                         test: c.test,
+                        blocked: c.blocked.iter().sum(),
+                        blocked_by_reason: crate::domain::stats::BlockReason::ALL
+                            .iter()
+                            .zip(c.blocked.iter())
+                            .map(|(r, n)| (r.as_str().to_string(), *n))
+                            .collect(),
                         conversion_rate: round(c.conversion_rate(), 3),
                         seconds_to_verify: SecondsToVerifyOut {
                             p50: round(c.seconds_to_verify(0.5), 1),

@@ -100,6 +100,19 @@ pub struct TenantOut {
     pub suppression: String,
     /// Its hosted pages and links may be used under open registration (API.md §17.6).
     pub pages_approved: bool,
+    /// The SMS fraud guard's settings (API.md §17.1).
+    pub sms: SmsOut,
+}
+
+/// A tenant's SMS fraud guard settings.
+#[derive(Serialize, ToSchema)]
+pub struct SmsOut {
+    /// ISO 3166-1 alpha-2 codes of the countries it texts (empty: none).
+    pub allowed_countries: Vec<String>,
+    /// Days a number that verified a code skips the velocity limits.
+    pub trusted_days: u32,
+    /// Whether fixed-line numbers are texted.
+    pub allow_fixed_line: bool,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -134,6 +147,11 @@ impl TenantOut {
             },
             suppression: if t.suppression { "on" } else { "off" }.into(),
             pages_approved: t.pages_approved,
+            sms: SmsOut {
+                allowed_countries: t.sms.allowed_countries.clone(),
+                trusted_days: t.sms.trusted_days,
+                allow_fixed_line: t.sms.allow_fixed_line,
+            },
             policy: PolicyOut {
                 code_length: t.policy.code_length,
                 ttl_seconds: t.policy.ttl_seconds,
@@ -402,6 +420,9 @@ pub enum ProblemCode {
     ProviderNotFound,
     TransportConflict,
     RecipientSuppressed,
+    SmsCountryNotAllowed,
+    PhoneNumberNotAllowed,
+    SmsVelocity,
     SuppressionNotFound,
     LogoInvalid,
     RelayCheckFailed,

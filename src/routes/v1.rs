@@ -162,9 +162,27 @@ pub struct PatchTenantBody {
     /// Admin only: under `registration.mode = "open"` a self-registered tenant's hosted
     /// pages and links stay off (422 `pages_not_approved`) until this is true (API.md §17.6).
     pages_approved: Option<bool>,
+    /// The SMS fraud guard (API.md §17.1): the fields given replace the stored ones.
+    sms: Option<SmsBody>,
     /// Connect, TLS and AUTH to the relay as changed (no mail) before saving; a failure is
     /// 422 `relay_check_failed` with the delivery `reason`, and nothing is saved.
     check_relay: Option<bool>,
+}
+
+/// A tenant's SMS fraud guard settings (API.md §17.1).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SmsBody {
+    /// The countries whose numbers the tenant texts, as ISO 3166-1 alpha-2 codes
+    /// (`["DE", "FR"]`; replaces the list). Empty by default: SMS is opt-in per country.
+    #[schema(max_items = 250)]
+    allowed_countries: Option<Vec<String>>,
+    /// Numbers that verified a code of the tenant within this many days skip the velocity
+    /// limits (0: none does). Default 90.
+    #[schema(minimum = 0, maximum = 3650)]
+    trusted_days: Option<u32>,
+    /// Text fixed-line numbers too. Default false.
+    allow_fixed_line: Option<bool>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -381,6 +399,11 @@ fn patch_from(b: PatchTenantBody) -> Result<TenantPatch, ApiError> {
         brand_color: b.branding.and_then(|x| x.color),
         pages_approved: b.pages_approved,
         check_relay: b.check_relay.unwrap_or(false),
+        sms: b.sms.map(|s| crate::domain::sms_guard::SmsPatch {
+            allowed_countries: s.allowed_countries,
+            trusted_days: s.trusted_days,
+            allow_fixed_line: s.allow_fixed_line,
+        }),
         suppression: match b.suppression.as_deref() {
             None => None,
             Some("on") => Some(true),

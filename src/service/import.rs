@@ -217,6 +217,7 @@ impl Services {
                     suppression: true,
                     suppressed: 0,
                     pages_approved: true,
+                    sms: crate::domain::sms_guard::SmsSettings::default(),
                 },
                 digest,
             ));

@@ -14,6 +14,7 @@ mod relay_accounts;
 pub mod resend;
 mod retry;
 pub(crate) mod seals;
+mod sms_guard;
 pub mod stats;
 pub mod suppressions;
 pub mod templates;
@@ -138,6 +139,21 @@ pub enum ServiceError {
     /// The recipient is on the tenant's suppression list: 422 `recipient_suppressed`.
     #[error("recipient suppressed")]
     RecipientSuppressed,
+    /// The SMS fraud guard (API.md §17.1): the number's country is not in the tenant's
+    /// `sms.allowed_countries` (its ISO code, if it has one): 422 `sms_country_not_allowed`.
+    #[error("sms country not allowed")]
+    SmsCountryNotAllowed(Option<String>),
+    /// The number is invalid for its country or of a type that is not texted: 422
+    /// `phone_number_not_allowed`.
+    #[error("phone number not allowed")]
+    PhoneNumberNotAllowed,
+    /// Over a velocity limit of the SMS guard: 429 `sms_velocity` with Retry-After.
+    #[error("sms velocity")]
+    SmsVelocity {
+        retry_after_secs: u64,
+        /// The setting that refused it.
+        setting: &'static str,
+    },
     /// No such entry on the tenant's suppression list: 404 `suppression_not_found`.
     #[error("suppression not found")]
     SuppressionNotFound,

@@ -177,6 +177,9 @@ impl Services {
                 format!("rate_limited:{}", kind.as_str())
             }
             Err(ServiceError::Overloaded) => "overloaded".to_string(),
+            Err(ServiceError::SmsCountryNotAllowed(_)) => "blocked:country_not_allowed".into(),
+            Err(ServiceError::PhoneNumberNotAllowed) => "blocked:number_not_allowed".into(),
+            Err(ServiceError::SmsVelocity { .. }) => "blocked:velocity".into(),
             Err(_) => "error".to_string(),
         };
         let now = self.now();
@@ -220,6 +223,14 @@ impl Services {
         if !test {
             self.check_suppressed(tenant, email.canonical()).await?;
         }
+        // The SMS fraud guard (API.md §17.1); a mint that sends nothing passes no check.
+        let sms_facts = match sms && !test {
+            true => Some(
+                self.screen_sms(tenant, email.canonical(), purpose.as_str(), now)
+                    .await?,
+            ),
+            false => None,
+        };
         let link_plan = link.map(|l| self.plan_link(tenant, l, sms)).transpose()?;
         let mode = if test { DeliveryMode::Sync } else { mode };
         // With every limit off there is nothing to check or count.
@@ -333,13 +344,37 @@ impl Services {
             payload: payload.clone(),
             lease,
         };
+        let admitted = match sms_facts {
+            Some(facts) => Some(
+                self.count_sms(
+                    tenant,
+                    (email.canonical(), purpose.as_str()),
+                    facts,
+                    &key_digest,
+                    now,
+                )
+                .await?,
+            ),
+            None => None,
+        };
         // Store first, send second: one durable commit holds the quota count, the code
         // and its message. A mint whose code cannot be stored answers 503 and sends nothing.
         let c = challenge.clone();
         let q = counted.then_some(quota);
-        self.write(move |s| s.insert_code(&c, &outbox, q.as_ref(), now))
-            .await?
-            .map_err(limited)?;
+        let stored = match self
+            .write(move |s| s.insert_code(&c, &outbox, q.as_ref(), now))
+            .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(r)) => Err(limited(r)),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = stored {
+            if let Some(a) = admitted {
+                self.release_sms(a).await;
+            }
+            return Err(e);
+        }
         if mode == DeliveryMode::Async {
             self.outbox.wake();
             crate::metrics::inc(|m| &m.codes_minted, &[mode.as_str()]);

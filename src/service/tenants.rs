@@ -7,6 +7,7 @@ use crate::domain::keys::{SecretKey, TenantId};
 use crate::domain::links::{parse_allowed, ALLOWED_RETURN_URLS_MAX, RETURN_URL_RULE};
 use crate::domain::locale::Locale;
 use crate::domain::policy::{FieldError, Policy, PolicyPatch};
+use crate::domain::sms_guard::{SmsPatch, SmsSettings};
 use crate::domain::tenant::{Origin, Tenant, TenantName};
 use crate::storage::{StoreError, TenantChanges, Updated};
 
@@ -63,6 +64,8 @@ pub struct TenantPatch {
     pub pages_approved: Option<bool>,
     /// Connect, TLS and AUTH to the relay as changed before saving (API.md §18.8).
     pub check_relay: bool,
+    /// The SMS fraud guard's settings to change (API.md §17.1).
+    pub sms: Option<SmsPatch>,
 }
 
 impl Services {
@@ -123,6 +126,7 @@ impl Services {
             suppression: true,
             suppressed: 0,
             pages_approved: t.pages_approved,
+            sms: SmsSettings::default(),
         };
         if t.check_relay {
             self.check_relays(&row).await?;
@@ -328,6 +332,16 @@ impl Services {
             Some(None) => Some(None),
             None => None,
         };
+        let sms = match &p.sms {
+            Some(patch) => match patch.apply(&current.sms) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    errs.extend(e);
+                    None
+                }
+            },
+            None => None,
+        };
         if !errs.is_empty() {
             return Err(ServiceError::Invalid(errs));
         }
@@ -367,6 +381,7 @@ impl Services {
             sms_provider: None,
             suppression: p.suppression,
             pages_approved: p.pages_approved,
+            sms,
             new_secret: None,
         };
         Ok(changes)

@@ -16,6 +16,7 @@ use crate::domain::locale::Locale;
 use crate::domain::oauth2::{OAuth2, OAuth2Provider};
 use crate::domain::policy::Policy;
 use crate::domain::provider::{Provider, ProviderKind};
+use crate::domain::sms_guard::{countries_from_stored, SmsSettings};
 use crate::domain::template::TenantTemplate;
 use crate::domain::tenant::{
     HttpTransport, Origin, Sender, SmtpAccount, SmtpHost, Tenant, TenantName, TlsMode, TransportUse,
@@ -35,7 +36,7 @@ pub(crate) const TENANT_COLS: &str =
      t.http_url, t.http_use, t.http_secret, t.allowed_return_urls, t.brand_color, \
      t.smtp_oauth2, t.fallback_oauth2, t.email_provider, t.email_provider_secrets, \
      t.sms_provider, t.sms_provider_secrets, t.suppression_off, t.suppressed, \
-     t.pages_approved";
+     t.pages_approved, t.sms_allowed_countries, t.sms_trusted_days, t.sms_allow_fixed_line";
 
 /// A code's columns as `GET /v1/otp/{key}` shows it, for queries that name the table `c`
 /// (read by [`view_from`]); `now` is the SQL of the current time its lease is compared with
@@ -199,6 +200,11 @@ pub(crate) fn tenant_from(r: &impl Cells) -> Result<Tenant, StoreError> {
         suppression: !r.flag(41)?,
         suppressed: r.int(42)?,
         pages_approved: r.flag(43)?,
+        sms: SmsSettings {
+            allowed_countries: countries_from_stored(&r.text(44)?),
+            trusted_days: r.count(45)?,
+            allow_fixed_line: r.flag(46)?,
+        },
     })
 }
 

@@ -95,6 +95,9 @@ pub const TABLES: &[Table] = &[
             ("suppression_off", Bool),
             ("suppressed", Int),
             ("pages_approved", Bool),
+            ("sms_allowed_countries", Text),
+            ("sms_trusted_days", Int),
+            ("sms_allow_fixed_line", Bool),
         ],
         identity: None,
     },
@@ -324,6 +327,22 @@ pub const TABLES: &[Table] = &[
         identity: None,
     },
     Table {
+        name: "sms_sends",
+        columns: &[
+            ("tenant_id", Text),
+            ("key_digest", Blob),
+            ("range_prefix", Text),
+            ("country", Text),
+            ("at", Int),
+        ],
+        identity: None,
+    },
+    Table {
+        name: "sms_trusted",
+        columns: &[("tenant_id", Text), ("phone", Text), ("verified_at", Int)],
+        identity: None,
+    },
+    Table {
         name: "test_recipients",
         columns: &[
             ("tenant_id", Text),
@@ -383,6 +402,9 @@ pub const TABLES: &[Table] = &[
             ("v12", Count),
             ("v13", Count),
             ("v14", Count),
+            ("blocked_country", Count),
+            ("blocked_number", Count),
+            ("blocked_velocity", Count),
         ],
         identity: None,
     },

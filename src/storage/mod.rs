@@ -19,6 +19,7 @@ pub mod postgres;
 mod quota;
 mod records;
 pub mod rules;
+pub mod sms_guard;
 pub mod sqlite;
 pub mod stats;
 pub mod suppressions;
@@ -41,6 +42,7 @@ pub use outbox::{
 pub use quota::{QuotaRefusal, QuotaStore, SendQuota};
 pub(crate) use quota::{HOUR_MS, MINUTE_MS};
 pub use records::{ImportCounts, ImportedCode, RecordStore};
+pub use sms_guard::{SmsGuardStore, SmsSend, SmsTaken, SmsVelocity, SmsVelocityRefusal};
 pub use stats::{StatsQuery, StatsRow, StatsStore};
 pub use suppressions::SuppressionStore;
 pub use tenants::{PutTemplate, TenantChanges, TenantStore, Updated};
@@ -72,6 +74,7 @@ pub trait Store:
     + LinkStore
     + HostedStore
     + SuppressionStore
+    + SmsGuardStore
     + ClaimStore
     + Send
     + Sync

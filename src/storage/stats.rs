@@ -185,7 +185,7 @@ pub struct StatsRow {
 }
 
 /// Every count column of a cell: the six counts, then the time-to-verify buckets.
-pub(crate) const COUNT_COLS: [&str; 6 + BUCKETS] = [
+pub(crate) const COUNT_COLS: [&str; 6 + BUCKETS + 3] = [
     "minted",
     "sent",
     "failed",
@@ -207,6 +207,9 @@ pub(crate) const COUNT_COLS: [&str; 6 + BUCKETS] = [
     "v12",
     "v13",
     "v14",
+    "blocked_country",
+    "blocked_number",
+    "blocked_velocity",
 ];
 
 /// The summing query of [`StatsQuery`], with the backend's placeholder for parameter `i`.
@@ -253,6 +256,11 @@ pub(crate) fn stats_row_from(r: &impl Cells, grouped: bool) -> Result<StatsRow, 
             expired_unverified: r.int(6)?,
             test: r.int(7)?,
             buckets,
+            blocked: [
+                r.int(8 + BUCKETS)?,
+                r.int(9 + BUCKETS)?,
+                r.int(10 + BUCKETS)?,
+            ],
         },
     })
 }
@@ -277,6 +285,15 @@ pub trait StatsStore {
     fn count_expired(&self, now: Millis) -> Result<usize, StoreError>;
     /// Sum the counts of a range (see [`StatsQuery`]); at most `max_rows + 1` rows.
     fn stats(&self, q: &StatsQuery) -> Result<Vec<StatsRow>, StoreError>;
+    /// Count one mint refused by the SMS fraud guard (`what` a [`Counted::Blocked`]) under
+    /// the hour of `at` and the mint's dimensions.
+    fn count_blocked(
+        &self,
+        tenant: &TenantId,
+        at: Millis,
+        dims: &CodeDims,
+        what: Counted,
+    ) -> Result<(), StoreError>;
     /// Drop the counts of hours before `before_hour`.
     fn purge_stats(&self, before_hour: i64) -> Result<usize, StoreError>;
     /// Fold the shards of each cell of the hours before `before_hour` into one row, so a

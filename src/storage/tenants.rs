@@ -33,6 +33,8 @@ pub struct TenantChanges {
     pub suppression: Option<bool>,
     /// Its pages approved under open registration (API.md §17.6).
     pub pages_approved: Option<bool>,
+    /// Its SMS fraud guard settings (API.md §17.1).
+    pub sms: Option<crate::domain::sms_guard::SmsSettings>,
     /// A new secret key's digest that replaces every other at once (a test tenant made
     /// live: its `sk_test_` key stops, API.md §17.4).
     pub new_secret: Option<Vec<u8>>,
@@ -80,6 +82,9 @@ pub(crate) mod sql {
     pub const HAS_TEST_SECRETS: &str =
         "SELECT EXISTS(SELECT 1 FROM tenant_secrets WHERE tenant_id = $1 AND test)";
     pub const SET_PAGES_APPROVED: &str = "UPDATE tenants SET pages_approved = $2 WHERE id = $1";
+    pub const SET_SMS: &str =
+        "UPDATE tenants SET sms_allowed_countries = $2, sms_trusted_days = $3, \
+         sms_allow_fixed_line = $4 WHERE id = $1";
     pub const SET_SUPPRESSION_OFF: &str = "UPDATE tenants SET suppression_off = $2 WHERE id = $1";
     pub const SET_EMAIL_PROVIDER: &str =
         "UPDATE tenants SET email_provider = $2, email_provider_secrets = $3 WHERE id = $1";

@@ -423,6 +423,15 @@ async fn providers_and_oauth2_relays_leave_no_secret_in_the_logs() {
         .unwrap();
         assert_eq!(r.status(), StatusCode::OK);
     }
+    let r = send(
+        reqwest::Method::PATCH,
+        "/v1/tenant",
+        &sk,
+        json!({"sms": {"allowed_countries": ["DE"]}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
     // Through the OAuth2 relay; through Postmark once the relay is down; a text message
     // through Twilio; each verified.
     let mut codes = Vec::new();

@@ -35,8 +35,11 @@ fn have(bin: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// chromedriver and chromium, installed if need be; `None`: skipped (said loudly).
+/// chromedriver and chromium, installed if need be; `None`: skipped (said loudly). One
+/// test installs at a time (the others wait for it: apt-get holds a lock).
 fn browser_tools() -> Option<()> {
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
     if have("chromedriver") && have("chromium") {
         return Some(());
     }

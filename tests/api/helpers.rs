@@ -244,6 +244,19 @@ impl TestApp {
         self.tenant_with(Value::Null).await
     }
 
+    /// Let the tenant text numbers of these countries (the SMS fraud guard texts none by
+    /// default, API.md §17.1).
+    pub async fn allow_sms(&self, secret: &str, countries: &[&str]) {
+        let r = self
+            .patch(
+                "/v1/tenant",
+                secret,
+                json!({"sms": {"allowed_countries": countries}}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+
     /// Mint a code for `email` and read it out of the received message.
     pub async fn mint(&self, secret: &str, email: &str) -> (String, String) {
         self.mint_purpose(secret, email, None).await

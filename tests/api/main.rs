@@ -23,6 +23,7 @@ mod otp;
 mod outbox;
 mod providers;
 mod sms;
+mod sms_guard;
 mod smtp;
 mod suppressions;
 mod templates;

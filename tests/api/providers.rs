@@ -88,6 +88,7 @@ async fn a_code_sent_through_each_provider_verifies_sync_and_async() {
         .await;
         assert_eq!(s, StatusCode::CREATED, "{t}");
         let sk = t["secret_key"].as_str().unwrap().to_string();
+        app.allow_sms(&sk, &["DE"]).await;
         put_provider(&app, &sk, fake, "primary").await;
         for (i, mode) in ["sync", "async"].into_iter().enumerate() {
             let mut req = recipient(fake, i);
@@ -149,6 +150,7 @@ async fn provider_settings_are_checked_shown_without_secrets_and_removed() {
     ];
     let app = app_with(&fakes.iter().collect::<Vec<_>>(), &[]).await;
     let (id, sk) = app.tenant().await;
+    app.allow_sms(&sk, &["DE"]).await;
     let path = "/v1/tenant/providers/email";
     assert_eq!(app.get(path, &sk).await.status(), StatusCode::NOT_FOUND);
     assert_eq!(
@@ -279,6 +281,7 @@ async fn a_channel_has_one_primary_transport() {
     let sms = FakeProvider::start("vonage").await;
     let app = app_with(&[&fake, &sms], &[&rx]).await;
     let (_, sk) = app.tenant().await;
+    app.allow_sms(&sk, &["DE"]).await;
     let (s, _) = body(
         app.put(
             "/v1/tenant/transport/http",
@@ -340,6 +343,7 @@ async fn a_refused_relay_fails_over_to_the_email_provider_in_the_same_request() 
     let fake = FakeProvider::start("resend").await;
     let app = app_with(&[&fake], &[]).await;
     let (_, sk) = app.tenant().await;
+    app.allow_sms(&sk, &["DE"]).await;
     put_provider(&app, &sk, &fake, "fallback").await;
     // The relay works: it takes the message, the provider stays idle.
     let (key, code) = app.mint(&sk, "ada@example.com").await;
@@ -401,6 +405,7 @@ async fn provider_answers_become_reasons_with_the_providers_own_codes() {
     ];
     for (i, (fake, status, reason, code)) in cases.into_iter().enumerate() {
         let sk = new_tenant().await;
+        app.allow_sms(&sk, &["DE"]).await;
         put_provider(&app, &sk, fake, "primary").await;
         // Sync: 502 with the reason, no provider text.
         fake.fail_next(&[status]);
@@ -441,6 +446,7 @@ async fn provider_answers_become_reasons_with_the_providers_own_codes() {
     // 429 and 5xx are transient: an async message is tried again (Retry-After: 1 s) and
     // delivered.
     let sk = new_tenant().await;
+    app.allow_sms(&sk, &["DE"]).await;
     put_provider(&app, &sk, &postmark, "primary").await;
     let before = postmark.taken().len();
     postmark.fail_next(&[429, 503]);
@@ -474,6 +480,7 @@ async fn the_test_route_sends_one_message_through_the_provider() {
     let sms = FakeProvider::start("twilio").await;
     let app = app_with(&[&fake, &sms], &[]).await;
     let (id, sk) = app.tenant().await;
+    app.allow_sms(&sk, &["DE"]).await;
     let path = "/v1/tenant/providers/email/test";
     assert_eq!(
         app.post(path, &sk, json!({"to": "ada@example.com"}))
@@ -526,6 +533,7 @@ async fn provider_secrets_survive_a_data_key_rotation() {
     let fake = FakeProvider::start("mailgun").await;
     let app = app_with(&[&fake], &[]).await;
     let (_, sk) = app.tenant().await;
+    app.allow_sms(&sk, &["DE"]).await;
     put_provider(&app, &sk, &fake, "primary").await;
     let (ok, out, err) = app.cli(&["keys", "rotate-data-key"]);
     assert!(ok, "{out}{err}");

@@ -21,6 +21,7 @@ async fn a_code_goes_to_a_phone_number_as_a_text_message_and_verifies() {
     let rx = HttpReceiver::start(true).await;
     let app = app_for(&rx).await;
     let (_, sk) = app.tenant().await;
+    app.allow_sms(&sk, &["DE", "US"]).await;
 
     // No HTTP transport: the channel is not configured.
     let (s, v) = mint_phone(&app, &sk, json!({ "phone": PHONE })).await;
@@ -131,6 +132,7 @@ async fn text_messages_follow_the_recipient_limits_and_the_tenants_sms_template(
         .await
     };
     let (_, sk) = app.tenant().await;
+    app.allow_sms(&sk, &["DE", "US"]).await;
     put_http(&app, &sk, &rx, "primary").await;
 
     // The tenant's own text message for a locale; a bad one is refused and changes nothing.
@@ -217,6 +219,7 @@ async fn webhook_events_of_a_text_message_name_the_phone_number() {
         .await
     };
     let (_, sk) = app.tenant().await;
+    app.allow_sms(&sk, &["DE", "US"]).await;
     put_http(&app, &sk, &rx, "primary").await;
     let r = app
         .put(

@@ -65,6 +65,9 @@ mod providers;
 #[path = "../api/sms.rs"]
 mod sms;
 #[cfg(otpmint_pg_tests)]
+#[path = "../api/sms_guard.rs"]
+mod sms_guard;
+#[cfg(otpmint_pg_tests)]
 #[path = "../api/smtp.rs"]
 mod smtp;
 #[cfg(otpmint_pg_tests)]

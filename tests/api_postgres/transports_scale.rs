@@ -37,6 +37,7 @@ async fn queued_messages_through_the_endpoint_and_the_fallback_relay_go_once_ove
 
     // One tenant sends through its endpoint (emails and text messages) …
     let (_, http_sk) = a.tenant().await;
+    a.allow_sms(&http_sk, &["DE"]).await;
     let r = a
         .put(
             "/v1/tenant/transport/http",
@@ -127,6 +128,7 @@ async fn queued_messages_through_providers_go_once_over_two_instances() {
         .as_str()
         .unwrap()
         .to_string();
+    a.allow_sms(&sk, &["DE"]).await;
     for f in [&email, &sms] {
         let r = a
             .put(

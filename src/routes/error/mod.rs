@@ -248,6 +248,30 @@ impl ApiError {
                     "The recipient is on the tenant's suppression list (a hard bounce, a complaint or added by hand): nothing was sent. DELETE /v1/tenant/suppressions/{recipient} removes it.".into(),
                     none(),
                 ),
+                S::SmsCountryNotAllowed(country) => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "sms_country_not_allowed",
+                    "SMS country not allowed",
+                    match country {
+                        Some(c) => format!("This tenant does not text numbers of {c}: add it to sms.allowed_countries (PATCH /v1/tenant {{\"sms\": {{\"allowed_countries\": [\"{c}\"]}}}}). Nothing was sent."),
+                        None => "This number belongs to no country this tenant texts (sms.allowed_countries). Nothing was sent.".into(),
+                    },
+                    country.as_ref().map_or_else(none, |c| one("country", json!(c))),
+                ),
+                S::PhoneNumberNotAllowed => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "phone_number_not_allowed",
+                    "Phone number not allowed",
+                    "This number is not valid for its country, or is of a type that is not texted (premium-rate, shared-cost, UAN, voicemail, pager, VoIP, personal or unknown; fixed-line only with sms.allow_fixed_line). Nothing was sent.".into(),
+                    none(),
+                ),
+                S::SmsVelocity { setting, .. } => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "sms_velocity",
+                    "Too many text messages",
+                    format!("Too many text messages of this tenant went to numbers like this one in the last hour ({setting}); numbers that verified a code before are not held back. Retry later."),
+                    one("limit", json!(setting.trim_start_matches("limits."))),
+                ),
                 S::SuppressionNotFound => (
                     StatusCode::NOT_FOUND,
                     "suppression_not_found",
@@ -506,6 +530,9 @@ impl ApiError {
         match self {
             ApiError::IpLimited { retry_after_secs } => Some(*retry_after_secs),
             ApiError::Service(ServiceError::RateLimited {
+                retry_after_secs, ..
+            }) => Some(*retry_after_secs),
+            ApiError::Service(ServiceError::SmsVelocity {
                 retry_after_secs, ..
             }) => Some(*retry_after_secs),
             ApiError::Service(ServiceError::Overloaded) => Some(1),

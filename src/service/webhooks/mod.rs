@@ -57,7 +57,10 @@ fn subscribes(list: &str, kind: EventType) -> bool {
 
 fn event_data(d: &EventData<'_>) -> Map<String, Value> {
     let mut data = Map::new();
-    data.insert("shareable_key".into(), json!(d.shareable_key));
+    // A blocked mint made no key.
+    if !d.shareable_key.is_empty() {
+        data.insert("shareable_key".into(), json!(d.shareable_key));
+    }
     // A text message's recipient is a phone number (API.md §12.3).
     let field = match PhoneNumber::parse(d.email) {
         Some(_) => "phone",

@@ -365,6 +365,8 @@ impl CodeStore for PgStore {
                     &[&tenant.as_str(), &r],
                 )?;
             }
+            // A number that verified is trusted by the SMS guard (API.md §17.1).
+            tx.execute(crate::storage::sms_guard::sql::TRUST, &[&key_digest, &now])?;
             count_in(tx, &t, Counted::Verified(verify_secs(t.created_at, now)))?;
             Ok(true)
         })

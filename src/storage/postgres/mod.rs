@@ -24,6 +24,7 @@ mod links;
 mod outbox;
 mod quota;
 mod records;
+mod sms_guard;
 mod stats;
 mod suppressions;
 mod tenants;

@@ -24,6 +24,7 @@ impl RecordStore for PgStore {
             &[&before],
         )?;
         conn.execute("DELETE FROM sends WHERE at < $1", &[&sends_before])?;
+        conn.execute(crate::storage::sms_guard::sql::PURGE, &[&sends_before])?;
         conn.execute(
             "DELETE FROM tenant_send_minutes WHERE minute < $1",
             &[&sends_before.div_euclid(MINUTE_MS)],

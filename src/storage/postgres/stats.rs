@@ -8,7 +8,8 @@ use rand::Rng;
 
 use super::conn::Db;
 use super::PgStore;
-use crate::domain::stats::Counted;
+use crate::domain::keys::TenantId;
+use crate::domain::stats::{CodeDims, Counted};
 use crate::domain::Millis;
 use crate::storage::stats::{
     cell_sql, cells_of, query_sql, stats_row_from, tally_from, upsert_sql, Bump, StatsQuery,
@@ -89,6 +90,26 @@ pub(super) fn count_all(
 }
 
 impl StatsStore for PgStore {
+    fn count_blocked(
+        &self,
+        tenant: &TenantId,
+        at: Millis,
+        dims: &CodeDims,
+        what: Counted,
+    ) -> Result<(), StoreError> {
+        self.tx(|tx| {
+            bump_in(
+                tx,
+                &Bump {
+                    tenant: tenant.as_str(),
+                    created_at: at,
+                    dims,
+                    what,
+                },
+            )
+        })
+    }
+
     fn count_expired(&self, now: Millis) -> Result<usize, StoreError> {
         self.tx(|tx| {
             // Rows another instance is counting are skipped, not waited for; the state

@@ -98,6 +98,18 @@ impl TenantStore for PgStore {
             if let Some(ok) = c.pages_approved {
                 tx.execute(sql::SET_PAGES_APPROVED, &[&id, &ok])?;
             }
+            if let Some(sms) = &c.sms {
+                let days = i64::from(sms.trusted_days);
+                tx.execute(
+                    sql::SET_SMS,
+                    &[
+                        &id,
+                        &crate::domain::sms_guard::countries_to_stored(&sms.allowed_countries),
+                        &days,
+                        &sms.allow_fixed_line,
+                    ],
+                )?;
+            }
             if let Some(on) = c.suppression {
                 tx.execute(sql::SET_SUPPRESSION_OFF, &[&id, &!on])?;
             }

@@ -385,6 +385,11 @@ impl CodeStore for SqliteStore {
                         params![tenant.as_str(), r],
                     )?;
                 }
+                // A number that verified is trusted by the SMS guard (API.md §17.1).
+                conn.execute_cached(
+                    &crate::storage::tenants::sqlite_placeholders(crate::storage::sms_guard::sql::TRUST),
+                    params![key_digest, now],
+                )?;
             }
             Ok(n == 1)
         })

@@ -24,6 +24,10 @@ impl RecordStore for SqliteStore {
             )?;
             conn.execute_cached("DELETE FROM sends WHERE at < ?1", [sends_before])?;
             conn.execute_cached(
+                &crate::storage::tenants::sqlite_placeholders(crate::storage::sms_guard::sql::PURGE),
+                [sends_before],
+            )?;
+            conn.execute_cached(
                 "DELETE FROM tenant_send_minutes WHERE minute < ?1",
                 [sends_before.div_euclid(MINUTE_MS)],
             )?;

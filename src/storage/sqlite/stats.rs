@@ -5,7 +5,8 @@
 use rusqlite::params;
 
 use super::{CachedSql, SqliteStore};
-use crate::domain::stats::Counted;
+use crate::domain::keys::TenantId;
+use crate::domain::stats::{CodeDims, Counted};
 use crate::domain::Millis;
 use crate::storage::stats::{
     cell_sql, cells_of, query_sql, stats_row_from, tally_from, upsert_sql, Bump, StatsQuery,
@@ -54,6 +55,27 @@ pub(super) fn count_in(
 }
 
 impl StatsStore for SqliteStore {
+    fn count_blocked(
+        &self,
+        tenant: &TenantId,
+        at: Millis,
+        dims: &CodeDims,
+        what: Counted,
+    ) -> Result<(), StoreError> {
+        let (t, d) = (tenant.as_str().to_string(), dims.clone());
+        self.writer.write(move |tx| {
+            bump_in(
+                tx,
+                &Bump {
+                    tenant: &t,
+                    created_at: at,
+                    dims: &d,
+                    what,
+                },
+            )
+        })
+    }
+
     fn count_expired(&self, now: Millis) -> Result<usize, StoreError> {
         self.writer.write(move |tx| {
             let tallies = tx.rows(

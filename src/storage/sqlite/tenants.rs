@@ -1,5 +1,6 @@
 //! SQLite: tenants, their secrets and their templates.
 
+use crate::domain::sms_guard::countries_to_stored;
 use rusqlite::params;
 
 use super::{
@@ -108,6 +109,17 @@ impl TenantStore for SqliteStore {
             tx.execute_cached(
                 &sqlite_placeholders(sql::SET_PAGES_APPROVED),
                 params![id.as_str(), ok],
+            )?;
+        }
+        if let Some(sms) = &c.sms {
+            tx.execute_cached(
+                &sqlite_placeholders(sql::SET_SMS),
+                params![
+                    id.as_str(),
+                    countries_to_stored(&sms.allowed_countries),
+                    sms.trusted_days,
+                    sms.allow_fixed_line
+                ],
             )?;
         }
         if let Some(on) = c.suppression {

@@ -1,0 +1,138 @@
+//! The SMS fraud guard at mint (API.md §17.1): the tenant's countries and the number's
+//! type first (no store), then the velocity limits, checked and counted in one step.
+//! Every refusal is audited by the mint, counted in the statistics and raised as
+//! `otp.blocked`.
+
+use super::webhooks::EventData;
+use super::{ServiceError, Services};
+use crate::domain::event::EventType;
+use crate::domain::sms_guard::{screen, NumberFacts, Screened};
+use crate::domain::stats::{BlockReason, CodeDims, Counted};
+use crate::domain::tenant::Tenant;
+use crate::domain::Millis;
+use crate::storage::{SmsSend, SmsTaken, SmsVelocity};
+
+const DAY_MS: Millis = 86_400_000;
+
+/// A number the guard let through, and whether it was counted (to give back if the mint
+/// does not go ahead).
+pub(super) struct Admitted {
+    counted: Option<Vec<u8>>,
+}
+
+impl Services {
+    /// Whether the tenant texts numbers like this one at all: its countries, the number's
+    /// validity and type (no store; before any hashing).
+    pub(super) async fn screen_sms(
+        &self,
+        tenant: &Tenant,
+        phone: &str,
+        purpose: &str,
+        now: Millis,
+    ) -> Result<NumberFacts, ServiceError> {
+        let facts = NumberFacts::of(phone);
+        if let Err(s) = screen(&tenant.sms, &facts) {
+            let (reason, err) = match s {
+                Screened::CountryNotAllowed => (
+                    BlockReason::CountryNotAllowed,
+                    ServiceError::SmsCountryNotAllowed(facts.country.clone()),
+                ),
+                Screened::NumberNotAllowed => (
+                    BlockReason::NumberNotAllowed,
+                    ServiceError::PhoneNumberNotAllowed,
+                ),
+            };
+            self.blocked(tenant, phone, purpose, reason, now).await;
+            return Err(err);
+        }
+        Ok(facts)
+    }
+
+    /// Check the velocity limits and count the SMS (unless its number is trusted), just
+    /// before the mint stores its code.
+    pub(super) async fn count_sms(
+        &self,
+        tenant: &Tenant,
+        (phone, purpose): (&str, &str),
+        facts: NumberFacts,
+        key_digest: &[u8],
+        now: Millis,
+    ) -> Result<Admitted, ServiceError> {
+        let limits = {
+            let l = &self.settings.load().limits;
+            SmsVelocity {
+                range_per_hour: l.sms_range_per_hour,
+                unverified_per_country_per_hour: l.sms_unverified_per_country_per_hour,
+            }
+        };
+        if limits.range_per_hour == 0 && limits.unverified_per_country_per_hour == 0 {
+            return Ok(Admitted { counted: None });
+        }
+        let send = SmsSend {
+            tenant: tenant.id.clone(),
+            phone: phone.to_string(),
+            key_digest: key_digest.to_vec(),
+            range: facts.range,
+            // Screened: a number of an allowed country has one.
+            country: facts.country.unwrap_or_default(),
+            trusted_since: (tenant.sms.trusted_days > 0)
+                .then(|| now - i64::from(tenant.sms.trusted_days) * DAY_MS),
+        };
+        match self.write(move |s| s.take_sms(&send, &limits, now)).await? {
+            Ok(SmsTaken::Counted) => Ok(Admitted {
+                counted: Some(key_digest.to_vec()),
+            }),
+            Ok(SmsTaken::Trusted) => Ok(Admitted { counted: None }),
+            Err(refusal) => {
+                self.blocked(tenant, phone, purpose, BlockReason::Velocity, now)
+                    .await;
+                let ms = refusal.retry_after_ms().max(1000);
+                Err(ServiceError::SmsVelocity {
+                    retry_after_secs: u64::try_from((ms + 999) / 1000).unwrap_or(3600),
+                    setting: refusal.setting(),
+                })
+            }
+        }
+    }
+
+    /// Give back an SMS the guard counted for a mint that did not go ahead.
+    pub(super) async fn release_sms(&self, admitted: Admitted) {
+        if let Some(d) = admitted.counted {
+            if let Err(e) = self.write(move |s| s.release_sms(&d)).await {
+                tracing::warn!(error = %e, "giving back an SMS of the fraud guard's count failed");
+            }
+        }
+    }
+
+    /// A refusal's statistics and `otp.blocked` (the mint audits it).
+    async fn blocked(
+        &self,
+        tenant: &Tenant,
+        phone: &str,
+        purpose: &str,
+        reason: BlockReason,
+        now: Millis,
+    ) {
+        crate::metrics::inc(|m| &m.sms_blocked, &[reason.as_str()]);
+        let (tid, dims) = (tenant.id.clone(), CodeDims::of(purpose, None, "sms", phone));
+        if let Err(e) = self
+            .write(move |s| s.count_blocked(&tid, now, &dims, Counted::Blocked(reason)))
+            .await
+        {
+            tracing::warn!(error = %e, "counting a blocked SMS in the statistics failed");
+        }
+        self.emit(
+            &tenant.id,
+            Some(tenant.webhook_events.as_str()),
+            EventType::OtpBlocked,
+            EventData {
+                shareable_key: "",
+                email: phone,
+                purpose,
+                locale: None,
+                reason: Some(reason.as_str()),
+            },
+        )
+        .await;
+    }
+}

@@ -1,0 +1,58 @@
+//! PostgreSQL: the SMS fraud guard's counts, under the tenant's advisory lock so every
+//! instance checks and counts in one step (the rules are `storage::sms_guard`'s).
+
+use super::quota::{lock_all, lock_key};
+use super::PgStore;
+use crate::domain::Millis;
+use crate::storage::quota::HOUR_MS;
+use crate::storage::sms_guard::{over, sql, SmsSend, SmsTaken, SmsVelocity, SmsVelocityRefusal};
+use crate::storage::{SmsGuardStore, StoreError};
+
+impl SmsGuardStore for PgStore {
+    fn take_sms(
+        &self,
+        s: &SmsSend,
+        l: &SmsVelocity,
+        now: Millis,
+    ) -> Result<Result<SmsTaken, SmsVelocityRefusal>, StoreError> {
+        let t = s.tenant.as_str();
+        self.tx(|tx| {
+            if let Some(since) = s.trusted_since {
+                let trusted: bool = tx
+                    .query_one(sql::TRUSTED, &[&t, &s.phone, &since])?
+                    .try_get(0)?;
+                if trusted {
+                    return Ok(Ok(SmsTaken::Trusted));
+                }
+            }
+            lock_all(tx, &[lock_key("sms", &[t])])?;
+            let from = now - HOUR_MS;
+            if l.range_per_hour > 0 {
+                let row = tx.query_one(sql::IN_RANGE, &[&t, &s.range, &from])?;
+                let (n, oldest): (i64, Option<Millis>) = (row.try_get(0)?, row.try_get(1)?);
+                if let Some(retry_after_ms) = over(l.range_per_hour, n, oldest, now) {
+                    return Ok(Err(SmsVelocityRefusal::Range { retry_after_ms }));
+                }
+            }
+            if l.unverified_per_country_per_hour > 0 {
+                let row = tx.query_one(sql::UNVERIFIED_IN_COUNTRY, &[&t, &s.country, &from])?;
+                let (n, oldest): (i64, Option<Millis>) = (row.try_get(0)?, row.try_get(1)?);
+                if let Some(retry_after_ms) =
+                    over(l.unverified_per_country_per_hour, n, oldest, now)
+                {
+                    return Ok(Err(SmsVelocityRefusal::Country { retry_after_ms }));
+                }
+            }
+            tx.execute(
+                sql::INSERT,
+                &[&t, &s.key_digest, &s.range, &s.country, &now],
+            )?;
+            Ok(Ok(SmsTaken::Counted))
+        })
+    }
+
+    fn release_sms(&self, key_digest: &[u8]) -> Result<(), StoreError> {
+        self.conn()?.db().execute(sql::RELEASE, &[&key_digest])?;
+        Ok(())
+    }
+}

@@ -1,0 +1,123 @@
+//! The SMS fraud guard's records (API.md §17.1): the tenant's SMS of the last hour by range
+//! and country, and the numbers that verified a code (trusted for the tenant's
+//! `trusted_days`). The velocity rules are here, once, for both backends.
+
+use super::quota::HOUR_MS;
+use super::StoreError;
+use crate::domain::keys::TenantId;
+use crate::domain::Millis;
+
+/// The velocity limits of one tenant's SMS (0: that limit is off).
+#[derive(Debug, Clone, Copy)]
+pub struct SmsVelocity {
+    pub range_per_hour: u32,
+    pub unverified_per_country_per_hour: u32,
+}
+
+/// An SMS a mint is about to send, as the guard counts it.
+#[derive(Debug, Clone)]
+pub struct SmsSend {
+    pub tenant: TenantId,
+    /// The E.164 number.
+    pub phone: String,
+    /// The code's key digest (its verification takes it out of the unverified count).
+    pub key_digest: Vec<u8>,
+    /// The number without its last digits.
+    pub range: String,
+    /// ISO 3166-1 alpha-2.
+    pub country: String,
+    /// A number that verified a code of the tenant at or after this time skips the
+    /// velocity limits (`None`: no number is trusted).
+    pub trusted_since: Option<Millis>,
+}
+
+/// Which velocity limit refused an SMS, and when it would allow one again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmsVelocityRefusal {
+    Range { retry_after_ms: Millis },
+    Country { retry_after_ms: Millis },
+}
+
+impl SmsVelocityRefusal {
+    pub fn retry_after_ms(self) -> Millis {
+        match self {
+            SmsVelocityRefusal::Range { retry_after_ms }
+            | SmsVelocityRefusal::Country { retry_after_ms } => retry_after_ms,
+        }
+    }
+    /// The setting that refused it.
+    pub fn setting(self) -> &'static str {
+        match self {
+            SmsVelocityRefusal::Range { .. } => "limits.sms_range_per_hour",
+            SmsVelocityRefusal::Country { .. } => "limits.sms_unverified_per_country_per_hour",
+        }
+    }
+}
+
+/// How an SMS fared with the guard's velocity limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmsTaken {
+    /// Counted.
+    Counted,
+    /// A trusted number: neither checked nor counted.
+    Trusted,
+}
+
+pub trait SmsGuardStore {
+    /// Check the velocity limits and, if both allow it, count the SMS — atomically with
+    /// every other mint of the tenant on any instance.
+    fn take_sms(
+        &self,
+        send: &SmsSend,
+        limits: &SmsVelocity,
+        now: Millis,
+    ) -> Result<Result<SmsTaken, SmsVelocityRefusal>, StoreError>;
+    /// Give back a counted SMS whose mint did not go ahead.
+    fn release_sms(&self, key_digest: &[u8]) -> Result<(), StoreError>;
+}
+
+/// A limit's refusal from the count in the hour and the oldest send counted.
+pub(crate) fn over(limit: u32, count: i64, oldest: Option<Millis>, now: Millis) -> Option<Millis> {
+    (limit > 0 && count >= i64::from(limit))
+        .then(|| oldest.map_or(HOUR_MS, |o| (o + HOUR_MS - now).clamp(1000, HOUR_MS)))
+}
+
+/// The SQL both backends run as written (`$N` placeholders; SQLite takes them as `?N`).
+pub(crate) mod sql {
+    pub const TRUSTED: &str = "SELECT EXISTS(SELECT 1 FROM sms_trusted \
+         WHERE tenant_id = $1 AND phone = $2 AND verified_at >= $3)";
+    pub const IN_RANGE: &str = "SELECT COUNT(*), MIN(at) FROM sms_sends \
+         WHERE tenant_id = $1 AND range_prefix = $2 AND at > $3";
+    /// SMS to the country whose code was not verified (a purged code counts as unverified).
+    pub const UNVERIFIED_IN_COUNTRY: &str = "SELECT COUNT(*), MIN(s.at) FROM sms_sends s \
+         LEFT JOIN challenges c ON c.key_digest = s.key_digest \
+         WHERE s.tenant_id = $1 AND s.country = $2 AND s.at > $3 \
+           AND (c.status IS NULL OR c.status <> 'verified')";
+    pub const INSERT: &str =
+        "INSERT INTO sms_sends (tenant_id, key_digest, range_prefix, country, at) \
+         VALUES ($1, $2, $3, $4, $5)";
+    pub const RELEASE: &str = "DELETE FROM sms_sends WHERE key_digest = $1";
+    /// A verified SMS code trusts its number (`$1` the code's key digest, `$2` now); run in
+    /// the verify's own transaction.
+    pub const TRUST: &str = "INSERT INTO sms_trusted (tenant_id, phone, verified_at) \
+         SELECT tenant_id, email_canonical, $2 FROM challenges WHERE key_digest = $1 AND channel = 'sms' \
+         ON CONFLICT (tenant_id, phone) DO UPDATE SET verified_at = excluded.verified_at";
+    pub const PURGE: &str = "DELETE FROM sms_sends WHERE at < $1";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_limit_refuses_at_its_count_until_the_oldest_send_leaves_the_hour() {
+        let now = 10 * HOUR_MS;
+        assert_eq!(over(10, 9, Some(now - 1000), now), None);
+        assert_eq!(
+            over(10, 10, Some(now - 1000 * 60), now),
+            Some(HOUR_MS - 60_000)
+        );
+        assert_eq!(over(0, 1000, Some(now), now), None);
+        assert_eq!(over(1, 1, None, now), Some(HOUR_MS));
+    }
+}
