@@ -66,6 +66,45 @@ impl RecipientPattern {
         matches!(self, RecipientPattern::Exact(_))
     }
 
+    /// Whether a wildcard could catch only the tenant's own or fictional recipients
+    /// (API.md §17.8): `*@` the tenant's `from` domain (or a subdomain of it) or a name
+    /// reserved by RFC 6761; a sub-address `name+*@domain`; a number pattern only in
+    /// ranges libphonenumber holds invalid. `from_domain`: the tenant's sender's domain.
+    pub fn check_scope(&self, from_domain: Option<&str>) -> Result<(), FieldError> {
+        let RecipientPattern::Wildcard(p) = self else {
+            return Ok(());
+        };
+        if p.starts_with('+') {
+            return match phone_pattern_catches_real_numbers(p) {
+                None => Ok(()),
+                Some(example) => Err(FieldError::new(
+                    "match",
+                    format!("could catch real people's numbers (such as {example}): a number pattern must lie in a range that holds no valid numbers, such as +1555*"),
+                )),
+            };
+        }
+        let Some((local, domain)) = p.rsplit_once('@') else {
+            return Err(FieldError::new("match", "is not a pattern of addresses"));
+        };
+        // A sub-address of one mailbox: name+*@domain.
+        if let Some(name) = local.strip_suffix("+*") {
+            if !name.is_empty() && !name.contains('*') && !name.contains('+') {
+                return Ok(());
+            }
+        }
+        let own = from_domain.is_some_and(|f| {
+            let f = f.to_ascii_lowercase();
+            domain == f || domain.ends_with(&format!(".{f}"))
+        });
+        if local == "*" && (own || reserved_domain(domain)) {
+            return Ok(());
+        }
+        Err(FieldError::new(
+            "match",
+            "could catch real people's addresses: a pattern is *@ the tenant's from domain (or a subdomain of it), *@ a reserved name (.test, .example, .invalid, .localhost, example.com), or a sub-address such as qa+*@acme.example",
+        ))
+    }
+
     /// Whether a recipient (its canonical form) is covered.
     pub fn matches(&self, canonical: &str) -> bool {
         match self {
@@ -92,6 +131,71 @@ fn wildcard(s: &str) -> Option<String> {
     let domain = RecipientEmail::parse(&format!("x@{domain}")).ok()?;
     let domain = domain.canonical().rsplit_once('@')?.1.to_string();
     Some(format!("{}@{domain}", local.to_lowercase()))
+}
+
+/// Names RFC 6761 (and RFC 2606) keep from real use.
+fn reserved_domain(domain: &str) -> bool {
+    const TLDS: [&str; 4] = ["test", "example", "invalid", "localhost"];
+    const NAMES: [&str; 3] = ["example.com", "example.net", "example.org"];
+    let last = domain.rsplit('.').next().unwrap_or(domain);
+    TLDS.contains(&last)
+        || NAMES
+            .iter()
+            .any(|n| domain == *n || domain.ends_with(&format!(".{n}")))
+}
+
+/// A valid number a phone pattern would match, if the pattern's range holds any: its `*`
+/// filled with many runs of digits (fixed ones and a deterministic spread) to every length
+/// E.164 allows. `None`: libphonenumber holds every sampled number invalid.
+fn phone_pattern_catches_real_numbers(pattern: &str) -> Option<String> {
+    let digits = pattern.trim_start_matches('+');
+    let fixed = digits.chars().filter(|c| *c != '*').count();
+    let stars = digits.chars().filter(|c| *c == '*').count().max(1);
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for total in 8..=15usize {
+        let Some(free) = total.checked_sub(fixed) else {
+            continue;
+        };
+        if free < stars {
+            continue;
+        }
+        for sample in 0..48u32 {
+            let fill: String = (0..free)
+                .map(|i| {
+                    let d = match sample {
+                        0..=9 => sample,
+                        10 => (i as u32) % 10,
+                        11 => 9 - (i as u32) % 10,
+                        _ => {
+                            seed = seed
+                                .wrapping_mul(6_364_136_223_846_793_005)
+                                .wrapping_add(1_442_695_040_888_963_407);
+                            ((seed >> 33) % 10) as u32
+                        }
+                    };
+                    char::from_digit(d, 10).unwrap_or('0')
+                })
+                .collect();
+            // The first `*` takes all but one digit per other `*`.
+            let mut rest = fill.chars();
+            let first = free - (stars - 1);
+            let mut n = String::from("+");
+            let mut first_star = true;
+            for c in digits.chars() {
+                if c == '*' {
+                    let take = if first_star { first } else { 1 };
+                    first_star = false;
+                    n.extend(rest.by_ref().take(take));
+                } else {
+                    n.push(c);
+                }
+            }
+            if super::sms_guard::is_valid_number(&n) {
+                return Some(n);
+            }
+        }
+    }
+    None
 }
 
 /// `*` as any run of bytes; everything else literal (iterative, no backtracking blow-up).
@@ -185,6 +289,43 @@ mod tests {
         ] {
             assert!(RecipientPattern::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn wildcards_are_held_to_the_tenants_own_reserved_or_fictional_recipients() {
+        let scope =
+            |s: &str| RecipientPattern::parse(s).and_then(|p| p.check_scope(Some("acme.example")));
+        for ok in [
+            "*@acme.example",
+            "*@test.acme.example",
+            "*@qa.test",
+            "*@example.com",
+            "*@anything.invalid",
+            "qa+*@gmail.com",
+            "+1555*",
+            "+1555555*",
+            "review@gmail.com",
+            "+4915112345678",
+        ] {
+            assert!(scope(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "*@gmail.com",
+            "qa-*@gmail.com",
+            "*@acme.example.evil",
+            "*+*@gmail.com",
+            "+4915*",
+            "+1415*",
+            "+4477*",
+        ] {
+            assert_eq!(scope(bad).unwrap_err().field, "match", "{bad}");
+        }
+        // Its own domain only as its sender's; without a sender, only reserved names and
+        // sub-addresses.
+        let p = RecipientPattern::parse("*@acme.com").unwrap();
+        assert!(p.check_scope(Some("acme.com")).is_ok());
+        assert!(p.check_scope(Some("other.com")).is_err());
+        assert!(p.check_scope(None).is_err());
     }
 
     #[test]

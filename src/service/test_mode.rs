@@ -130,9 +130,19 @@ impl Services {
         }
         let mut errs = Vec::new();
         let mut parsed = Vec::with_capacity(input.len());
+        // The domain of the tenant's sender: its own addresses may be caught by a pattern.
+        let from_domain = tenant.sender().and_then(|f| {
+            let addr = f
+                .rsplit_once('<')
+                .map_or(f, |(_, a)| a.trim_end_matches('>'));
+            addr.rsplit_once('@')
+                .map(|(_, d)| d.trim().to_ascii_lowercase())
+        });
         for (i, e) in input.iter().enumerate() {
             let at = |f: &str| format!("recipients[{i}].{f}");
-            let pattern = match RecipientPattern::parse(&e.pattern) {
+            let pattern = match RecipientPattern::parse(&e.pattern)
+                .and_then(|p| p.check_scope(from_domain.as_deref()).map(|()| p))
+            {
                 Ok(p) => p,
                 Err(err) => {
                     errs.push(FieldError::new(at("match"), err.message));

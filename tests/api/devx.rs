@@ -176,6 +176,20 @@ async fn bad_test_recipients_are_refused_whole_and_expired_ones_are_inert() {
             json!({"match": "review@acme.example", "expires_at": at(&app, DAY)}),
             "recipients[1].match",
         ),
+        // Wildcards that could catch real people (API.md §17.8): another domain than the
+        // sender's, a prefix that is not a sub-address, a range of real mobile numbers.
+        (
+            json!({"match": "*@gmail.com", "expires_at": at(&app, DAY)}),
+            "real people",
+        ),
+        (
+            json!({"match": "qa-*@gmail.com", "expires_at": at(&app, DAY)}),
+            "real people",
+        ),
+        (
+            json!({"match": "+4915*", "expires_at": at(&app, DAY)}),
+            "real people",
+        ),
     ] {
         let (s, v) = put_list(&app, &sk, json!([good, bad])).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {v}");
@@ -183,6 +197,21 @@ async fn bad_test_recipients_are_refused_whole_and_expired_ones_are_inert() {
     }
     let (s, _) = put_list(&app, &sk, json!([{"match": "x@acme.example"}])).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "expires_at is required");
+    // The sender's domain and its subdomains, reserved names, sub-addresses of one mailbox
+    // and fictional number ranges are fine.
+    let fine: Vec<Value> = [
+        "*@acme.example",
+        "*@qa.acme.example",
+        "*@ci.test",
+        "qa+*@gmail.com",
+        "+1555*",
+    ]
+    .iter()
+    .map(|m| json!({"match": m, "expires_at": at(&app, DAY)}))
+    .collect();
+    let (s, v) = put_list(&app, &sk, json!(fine)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(put_list(&app, &sk, json!([good])).await.0, StatusCode::OK);
     let many: Vec<Value> = (0..101)
         .map(|i| json!({"match": format!("u{i}@acme.example"), "expires_at": at(&app, DAY)}))
         .collect();
