@@ -12,6 +12,7 @@ pub struct Metrics {
     registry: Registry,
     pub codes_minted: IntCounterVec,
     pub sms_blocked: IntCounterVec,
+    pub provider_events: IntCounterVec,
     pub codes_resent: IntCounterVec,
     pub verify_outcomes: IntCounterVec,
     pub deliveries: IntCounterVec,
@@ -67,6 +68,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "otpmint_sms_blocked_total",
             "SMS mints the fraud guard refused (API.md §17.1), by reason: country_not_allowed, number_not_allowed, velocity.",
             &["reason"],
+        )?,
+        provider_events: counter(
+            "otpmint_provider_events_total",
+            "Hard bounces and complaints from email providers applied (API.md §16.2), by provider and reason.",
+            &["provider", "reason"],
         )?,
         codes_resent: counter(
             "otpmint_codes_resent_total",

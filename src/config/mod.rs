@@ -280,6 +280,10 @@ pub struct DeliverySettings {
     /// SMTP sessions, HTTP transport and provider requests in flight in this process, all
     /// tenants together (API.md §19.3); beyond it work waits.
     pub max_sessions: u32,
+    /// Hosts an SNS signing certificate or subscription URL may be fetched from besides
+    /// `sns.<region>.amazonaws.com` (API.md §16.2; tests).
+    #[serde(default)]
+    pub sns_certificate_hosts: Vec<String>,
     /// Operator overrides of the providers' base URLs (API.md §15.2), by kind:
     /// `{postmark = "https://host:port"}`; otpmint appends each API's documented path.
     #[serde(default)]

@@ -233,6 +233,8 @@ pub enum DeliveryStatus {
     Sent,
     Failed,
     Unknown,
+    /// Sent, then reported by the provider as a hard bounce or complaint (API.md §16.2).
+    Bounced,
 }
 
 impl DeliveryStatus {
@@ -243,6 +245,7 @@ impl DeliveryStatus {
             DeliveryStatus::Sent => "sent",
             DeliveryStatus::Failed => "failed",
             DeliveryStatus::Unknown => "unknown",
+            DeliveryStatus::Bounced => "bounced",
         }
     }
     /// The stored column holds queued, sent, failed or unknown; `sending` is a queued
@@ -253,6 +256,7 @@ impl DeliveryStatus {
             "sent" => Some(DeliveryStatus::Sent),
             "failed" => Some(DeliveryStatus::Failed),
             "unknown" => Some(DeliveryStatus::Unknown),
+            "bounced" => Some(DeliveryStatus::Bounced),
             _ => None,
         }
     }

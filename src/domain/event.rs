@@ -14,13 +14,17 @@ pub enum EventType {
     TestRecipientDisabled,
     /// The SMS fraud guard refused a mint (API.md §17.1).
     OtpBlocked,
+    /// A provider reported a hard bounce (API.md §16.2).
+    OtpBounced,
+    /// A provider reported a spam complaint.
+    OtpComplained,
     /// Sent by `POST /v1/tenant/webhook/test`, whatever the subscription.
     WebhookTest,
 }
 
 impl EventType {
     /// The types a webhook may subscribe to, in their canonical order.
-    pub const SUBSCRIBABLE: [EventType; 7] = [
+    pub const SUBSCRIBABLE: [EventType; 9] = [
         EventType::OtpSent,
         EventType::OtpDeliveryFailed,
         EventType::OtpVerified,
@@ -28,6 +32,8 @@ impl EventType {
         EventType::OtpCancelled,
         EventType::TestRecipientDisabled,
         EventType::OtpBlocked,
+        EventType::OtpBounced,
+        EventType::OtpComplained,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +45,8 @@ impl EventType {
             EventType::OtpCancelled => "otp.cancelled",
             EventType::TestRecipientDisabled => "test_recipient.disabled",
             EventType::OtpBlocked => "otp.blocked",
+            EventType::OtpBounced => "otp.bounced",
+            EventType::OtpComplained => "otp.complained",
             EventType::WebhookTest => "webhook.test",
         }
     }
@@ -84,7 +92,7 @@ mod tests {
         }
         assert_eq!(
             EventType::subscribable_list(),
-            "otp.sent, otp.delivery_failed, otp.verified, otp.attempts_exhausted, otp.cancelled, test_recipient.disabled, otp.blocked"
+            "otp.sent, otp.delivery_failed, otp.verified, otp.attempts_exhausted, otp.cancelled, test_recipient.disabled, otp.blocked, otp.bounced, otp.complained"
         );
     }
 }

@@ -13,6 +13,7 @@ pub mod locale;
 pub mod oauth2;
 pub mod policy;
 pub mod provider;
+pub mod provider_event;
 pub mod purpose;
 pub mod recipient;
 pub mod sms_guard;

@@ -44,6 +44,10 @@ enum Check {
     ConfigSet,
     /// A Twilio SID with this two-letter prefix and 32 hex digits.
     Sid(&'static str),
+    /// A Standard Webhooks signing secret: `whsec_` and base64 (Resend).
+    WebhookSecret,
+    /// SendGrid's event verification key: base64 of a P-256 SubjectPublicKeyInfo.
+    EcPublicKey,
 }
 
 /// One setting of a kind.
@@ -69,20 +73,25 @@ const POSTMARK: &[Field] = &[
     f("server_token", true, true, Check::Token),
     f("from", false, true, Check::Mailbox),
     f("message_stream", false, false, Check::Stream),
+    f("events_username", false, false, Check::Token),
+    f("events_password", true, false, Check::Token),
 ];
 const RESEND: &[Field] = &[
     f("api_key", true, true, Check::Token),
     f("from", false, true, Check::Mailbox),
+    f("events_secret", true, false, Check::WebhookSecret),
 ];
 const SENDGRID: &[Field] = &[
     f("api_key", true, true, Check::Token),
     f("from", false, true, Check::Mailbox),
+    f("events_public_key", false, false, Check::EcPublicKey),
 ];
 const MAILGUN: &[Field] = &[
     f("api_key", true, true, Check::Token),
     f("domain", false, true, Check::Domain),
     f("region", false, false, Check::MailgunRegion),
     f("from", false, true, Check::Mailbox),
+    f("events_secret", true, false, Check::Token),
 ];
 const SES: &[Field] = &[
     f("access_key_id", false, true, Check::AccessKeyId),
@@ -118,6 +127,10 @@ pub const SETTING_NAMES: &[&str] = &[
     "auth_token",
     "messaging_service_sid",
     "api_secret",
+    "events_secret",
+    "events_public_key",
+    "events_username",
+    "events_password",
 ];
 
 impl ProviderKind {
@@ -392,6 +405,22 @@ fn checked(check: Check, v: &str) -> Result<String, String> {
             && v[2..].bytes().all(|b| b.is_ascii_hexdigit()))
         .then(|| v.to_string())
         .ok_or_else(|| format!("must be {prefix} and 32 hexadecimal digits")),
+        Check::WebhookSecret => v
+            .strip_prefix("whsec_")
+            .and_then(|k| {
+                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, k).ok()
+            })
+            .filter(|k| !k.is_empty())
+            .map(|_| v.to_string())
+            .ok_or_else(|| {
+                "must be the signing secret as the provider shows it: whsec_ and base64".into()
+            }),
+        Check::EcPublicKey => super::provider_event::sendgrid_point(v)
+            .map(|_| v.trim().to_string())
+            .ok_or_else(|| {
+                "must be the verification key as SendGrid shows it: base64 of a P-256 public key"
+                    .into()
+            }),
     }
 }
 

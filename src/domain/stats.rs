@@ -55,6 +55,10 @@ pub enum Counted {
     Test,
     /// A mint the SMS fraud guard refused (API.md §17.1), by its reason.
     Blocked(BlockReason),
+    /// A provider reported a hard bounce of the message (API.md §16.2).
+    Bounced,
+    /// The person marked the message as spam.
+    Complained,
 }
 
 /// Why the SMS fraud guard refused a mint, as statistics and `otp.blocked` name it.
@@ -94,6 +98,8 @@ impl Counted {
             Counted::Blocked(BlockReason::CountryNotAllowed) => "blocked_country",
             Counted::Blocked(BlockReason::NumberNotAllowed) => "blocked_number",
             Counted::Blocked(BlockReason::Velocity) => "blocked_velocity",
+            Counted::Bounced => "bounced",
+            Counted::Complained => "complained",
         }
     }
 
@@ -169,6 +175,9 @@ pub struct Counts {
     pub buckets: [i64; BUCKETS],
     /// Mints the SMS fraud guard refused, in the order of [`BlockReason::ALL`].
     pub blocked: [i64; 3],
+    /// Hard bounces and complaints providers reported (API.md §16.2).
+    pub bounced: i64,
+    pub complained: i64,
 }
 
 impl Counts {
@@ -182,6 +191,8 @@ impl Counts {
         for (a, b) in self.blocked.iter_mut().zip(o.blocked.iter()) {
             *a += b;
         }
+        self.bounced += o.bounced;
+        self.complained += o.complained;
         for (a, b) in self.buckets.iter_mut().zip(o.buckets.iter()) {
             *a += b;
         }

@@ -240,6 +240,10 @@ pub struct StatsRowOut {
     pub blocked: i64,
     /// The refusals by reason: `country_not_allowed`, `number_not_allowed`, `velocity`.
     pub blocked_by_reason: BTreeMap<String, i64>,
+    /// Hard bounces providers reported (API.md §16.2), under the hour of the code's mint.
+    pub bounced: i64,
+    /// Spam complaints providers reported.
+    pub complained: i64,
     /// verified / minted (null before any mint).
     pub conversion_rate: Option<f64>,
     /// Seconds from mint to verify (interpolated within buckets; null before any verify).
@@ -293,6 +297,8 @@ impl From<StatsAnswer> for StatsOut {
                         expired_unverified: c.expired_unverified,
                         test: c.test,
                         blocked: c.blocked.iter().sum(),
+                        bounced: c.bounced,
+                        complained: c.complained,
                         blocked_by_reason: crate::domain::stats::BlockReason::ALL
                             .iter()
                             .zip(c.blocked.iter())

@@ -423,6 +423,7 @@ pub enum ProblemCode {
     SmsCountryNotAllowed,
     PhoneNumberNotAllowed,
     SmsVelocity,
+    EventUnverified,
     SuppressionNotFound,
     LogoInvalid,
     RelayCheckFailed,

@@ -13,6 +13,7 @@ pub mod links;
 pub mod openapi;
 pub mod ops;
 mod page_kit;
+pub mod provider_events;
 pub mod providers;
 pub mod suppressions;
 pub mod templates;
@@ -245,6 +246,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
             .route(web::post().to(suppressions::add)),
     )
     .service(r("/v1/tenant/suppressions/{recipient}").route(web::delete().to(suppressions::remove)))
+    .service(r("/v1/events/{provider}/{tenant_id}").route(web::post().to(provider_events::receive)))
     .service(r("/v1/tenant/stats").route(web::get().to(devx::own_stats)))
     .service(r("/v1/tenants/{id}/stats").route(web::get().to(devx::tenant_stats)))
     .service(r("/v1/stats").route(web::get().to(devx::all_stats)))

@@ -48,6 +48,14 @@ pub struct ProviderBody {
     auth_token: Option<String>,
     messaging_service_sid: Option<String>,
     api_secret: Option<String>,
+    /// Resend: the webhook's `whsec_…` signing secret; Mailgun: the webhook signing key
+    /// (API.md §16.2). Sealed, never shown.
+    events_secret: Option<String>,
+    /// SendGrid: the Event Webhook's verification key (base64).
+    events_public_key: Option<String>,
+    /// Postmark: the Basic credentials put on the webhook URL (the password sealed).
+    events_username: Option<String>,
+    events_password: Option<String>,
 }
 
 impl ProviderBody {
@@ -69,6 +77,10 @@ impl ProviderBody {
                 self.messaging_service_sid.as_deref(),
             ),
             ("api_secret", self.api_secret.as_deref()),
+            ("events_secret", self.events_secret.as_deref()),
+            ("events_public_key", self.events_public_key.as_deref()),
+            ("events_username", self.events_username.as_deref()),
+            ("events_password", self.events_password.as_deref()),
         ];
         ProviderInput::parse(channel, &self.kind, self.use_as.as_deref(), &given)
             .map_err(|e| ServiceError::Invalid(e).into())

@@ -9,6 +9,7 @@ pub mod import;
 pub mod keys;
 pub mod links;
 pub mod otp;
+pub mod provider_events;
 pub mod providers;
 mod relay_accounts;
 pub mod resend;
@@ -154,6 +155,13 @@ pub enum ServiceError {
         /// The setting that refused it.
         setting: &'static str,
     },
+    /// A provider event whose signature or credentials did not verify: 401
+    /// `event_unverified`; nothing changed.
+    #[error("event unverified")]
+    EventUnverified,
+    /// A verified provider event whose body is not that provider's: 400.
+    #[error("event malformed: {0}")]
+    EventMalformed(&'static str),
     /// No such entry on the tenant's suppression list: 404 `suppression_not_found`.
     #[error("suppression not found")]
     SuppressionNotFound,

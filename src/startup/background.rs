@@ -114,6 +114,8 @@ impl Services {
             s.purge_audit(now - audit)?;
             // Idempotency keys after their 24 hours; webhook delivery records with the audit.
             s.purge_integration(now, now - audit)?;
+            // Provider events are kept 30 days: a provider retries for less.
+            s.purge_provider_events(now - 30 * 86_400_000)?;
             s.purge(now - retention, now - windows)
         })
         .await

@@ -338,6 +338,16 @@ pub const TABLES: &[Table] = &[
         identity: None,
     },
     Table {
+        name: "provider_events",
+        columns: &[
+            ("tenant_id", Text),
+            ("provider", Text),
+            ("event_id", Text),
+            ("received_at", Int),
+        ],
+        identity: None,
+    },
+    Table {
         name: "sms_trusted",
         columns: &[("tenant_id", Text), ("phone", Text), ("verified_at", Int)],
         identity: None,
@@ -405,6 +415,8 @@ pub const TABLES: &[Table] = &[
             ("blocked_country", Count),
             ("blocked_number", Count),
             ("blocked_velocity", Count),
+            ("bounced", Count),
+            ("complained", Count),
         ],
         identity: None,
     },

@@ -16,6 +16,7 @@ mod keyring;
 pub mod links;
 mod outbox;
 pub mod postgres;
+pub mod provider_events;
 mod quota;
 mod records;
 pub mod rules;
@@ -39,6 +40,7 @@ pub use outbox::{
     AttemptRecord, ClaimRequest, Claimed, Fairness, OutboxJob, OutboxStats, OutboxStore,
     SweepCandidate, SweepItem,
 };
+pub use provider_events::{EventEffect, ProviderEventStore};
 pub use quota::{QuotaRefusal, QuotaStore, SendQuota};
 pub(crate) use quota::{HOUR_MS, MINUTE_MS};
 pub use records::{ImportCounts, ImportedCode, RecordStore};
@@ -75,6 +77,7 @@ pub trait Store:
     + HostedStore
     + SuppressionStore
     + SmsGuardStore
+    + ProviderEventStore
     + ClaimStore
     + Send
     + Sync

@@ -185,7 +185,7 @@ pub struct StatsRow {
 }
 
 /// Every count column of a cell: the six counts, then the time-to-verify buckets.
-pub(crate) const COUNT_COLS: [&str; 6 + BUCKETS + 3] = [
+pub(crate) const COUNT_COLS: [&str; 6 + BUCKETS + 5] = [
     "minted",
     "sent",
     "failed",
@@ -210,6 +210,8 @@ pub(crate) const COUNT_COLS: [&str; 6 + BUCKETS + 3] = [
     "blocked_country",
     "blocked_number",
     "blocked_velocity",
+    "bounced",
+    "complained",
 ];
 
 /// The summing query of [`StatsQuery`], with the backend's placeholder for parameter `i`.
@@ -261,6 +263,8 @@ pub(crate) fn stats_row_from(r: &impl Cells, grouped: bool) -> Result<StatsRow, 
                 r.int(9 + BUCKETS)?,
                 r.int(10 + BUCKETS)?,
             ],
+            bounced: r.int(11 + BUCKETS)?,
+            complained: r.int(12 + BUCKETS)?,
         },
     })
 }

@@ -4,5 +4,6 @@
 pub mod http;
 mod mime;
 pub mod oauth2;
+pub mod provider_events;
 pub mod providers;
 pub mod smtp;

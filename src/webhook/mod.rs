@@ -274,6 +274,49 @@ impl WebhookClient {
 }
 
 impl WebhookClient {
+    /// GET a small document (an SNS signing certificate, a subscription confirmation)
+    /// under the address policy of webhook endpoints, within `timeout`, at most `max`
+    /// bytes. Answers the status and the body.
+    pub async fn get(
+        &self,
+        url: &str,
+        timeout: Duration,
+        max: usize,
+    ) -> Result<(u16, Vec<u8>), &'static str> {
+        let settings = self.settings.load_full();
+        let u = match check_url(url, &settings) {
+            Ok((u, _)) => u,
+            Err(UrlRefusal::Host(_)) | Err(UrlRefusal::Plaintext) => {
+                return Err("host_not_allowed")
+            }
+            Err(UrlRefusal::Malformed) => return Err("request"),
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut resp = self
+            .client
+            .get(u)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| classify(&e))?;
+        let status = resp.status().as_u16();
+        let mut body = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline, resp.chunk()).await {
+                Ok(Ok(Some(chunk))) => {
+                    if body.len() + chunk.len() > max {
+                        return Err("too_large");
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(Ok(None)) => break,
+                Ok(Err(_)) => return Err("request"),
+                Err(_) => return Err("timeout"),
+            }
+        }
+        Ok((status, body))
+    }
+
     /// POST to an API under the same address policy as webhook endpoints (the URL checked
     /// again here, every resolved address by the resolver, no redirects, no proxy), within
     /// the request's timeout. `Err`: no answer — `timeout`, `host_not_allowed`, `connect`,

@@ -21,6 +21,7 @@ mod oauth2;
 mod ops;
 mod otp;
 mod outbox;
+mod provider_events;
 mod providers;
 mod sms;
 mod sms_guard;

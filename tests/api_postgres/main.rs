@@ -59,6 +59,9 @@ mod otp;
 #[path = "../api/outbox.rs"]
 mod outbox;
 #[cfg(otpmint_pg_tests)]
+#[path = "../api/provider_events.rs"]
+mod provider_events;
+#[cfg(otpmint_pg_tests)]
 #[path = "../api/providers.rs"]
 mod providers;
 #[cfg(otpmint_pg_tests)]

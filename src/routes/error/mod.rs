@@ -272,6 +272,20 @@ impl ApiError {
                     format!("Too many text messages of this tenant went to numbers like this one in the last hour ({setting}); numbers that verified a code before are not held back. Retry later."),
                     one("limit", json!(setting.trim_start_matches("limits."))),
                 ),
+                S::EventUnverified => (
+                    StatusCode::UNAUTHORIZED,
+                    "event_unverified",
+                    "Event not verified",
+                    "The event's signature or credentials did not verify with the tenant's email provider settings (events_secret, events_public_key, events_username/events_password), or its timestamp is more than 5 minutes off. Nothing changed.".into(),
+                    none(),
+                ),
+                S::EventMalformed(why) => (
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "Invalid request",
+                    format!("The event verified but is not one this provider sends: {why}. Nothing changed."),
+                    none(),
+                ),
                 S::SuppressionNotFound => (
                     StatusCode::NOT_FOUND,
                     "suppression_not_found",

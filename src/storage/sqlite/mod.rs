@@ -8,6 +8,7 @@ mod integration;
 mod keyring;
 mod links;
 mod outbox;
+mod provider_events;
 mod quota;
 mod records;
 mod sms_guard;

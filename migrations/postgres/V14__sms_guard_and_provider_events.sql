@@ -1,4 +1,4 @@
--- The SMS fraud guard (API.md §17.1), in step with migrations/sqlite/V14__sms_guard.sql.
+-- The SMS fraud guard (API.md §17.1), in step with migrations/sqlite/V14__sms_guard_and_provider_events.sql.
 
 -- A tenant's SMS settings: the countries it texts (ISO 3166-1 alpha-2, comma-separated;
 -- empty: none, so SMS is opt-in per country), how many days a number that verified a code
@@ -33,3 +33,17 @@ CREATE TABLE sms_trusted (
 ALTER TABLE stats ADD COLUMN blocked_country INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE stats ADD COLUMN blocked_number INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE stats ADD COLUMN blocked_velocity INTEGER NOT NULL DEFAULT 0;
+
+-- Deliverability (API.md §16.2): provider events seen, so a duplicate changes nothing;
+-- purged after 30 days. Hard bounces and complaints in the statistics.
+CREATE TABLE provider_events (
+    tenant_id   TEXT    NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    provider    TEXT    NOT NULL,
+    event_id    TEXT    NOT NULL,
+    received_at BIGINT  NOT NULL,
+    PRIMARY KEY (tenant_id, provider, event_id)
+);
+CREATE INDEX provider_events_received ON provider_events(received_at);
+CREATE INDEX challenges_provider_message ON challenges(tenant_id, provider_message_id);
+ALTER TABLE stats ADD COLUMN bounced INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE stats ADD COLUMN complained INTEGER NOT NULL DEFAULT 0;

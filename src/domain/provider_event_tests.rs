@@ -1,0 +1,299 @@
+//! Each provider's signature verified as it signs, and every forgery refused.
+
+use super::*;
+use crate::testkit::provider_events::{
+    basic, mailgun_body, resend_headers, sns_message, SendgridKey, SNS_TEST_CERT,
+};
+use serde_json::json;
+
+const NOW: i64 = 1_790_000_000;
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn headers(list: Vec<(String, String)>) -> impl Fn(&str) -> Option<String> {
+    move |n: &str| {
+        list.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.clone())
+    }
+}
+
+fn keys_secret(s: &str) -> EventKeys {
+    EventKeys {
+        secret: Some(s.into()),
+        ..EventKeys::default()
+    }
+}
+
+#[test]
+fn a_resend_bounce_verifies_with_its_secret_and_forgeries_do_not() {
+    let body = json!({"type": "email.bounced", "created_at": "2026-11-24T12:00:00Z",
+        "data": {"email_id": "em_1", "to": ["ada@example.com"], "bounce": {"type": "Permanent"}}})
+    .to_string();
+    let h = headers(resend_headers(SECRET, "msg_1", NOW, body.as_bytes()));
+    let events = verify_and_parse(
+        ProviderKind::Resend,
+        &keys_secret(SECRET),
+        &h,
+        body.as_bytes(),
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(
+        events,
+        vec![ProviderEvent {
+            id: "msg_1".into(),
+            recipient: "ada@example.com".into(),
+            kind: EventKind::HardBounce,
+            message_id: Some("em_1".into()),
+        }]
+    );
+    // Another secret, a changed body, an old timestamp: refused.
+    let other = "whsec_b3RoZXItc2VjcmV0LW9mLWFub3RoZXItdGVuYW50";
+    assert_eq!(
+        verify_and_parse(
+            ProviderKind::Resend,
+            &keys_secret(other),
+            &h,
+            body.as_bytes(),
+            NOW
+        ),
+        Err(Refused::Unverified)
+    );
+    let changed = body.replace("ada@", "eve@");
+    assert_eq!(
+        verify_and_parse(
+            ProviderKind::Resend,
+            &keys_secret(SECRET),
+            &h,
+            changed.as_bytes(),
+            NOW
+        ),
+        Err(Refused::Unverified)
+    );
+    assert_eq!(
+        verify_and_parse(
+            ProviderKind::Resend,
+            &keys_secret(SECRET),
+            &h,
+            body.as_bytes(),
+            NOW + 301
+        ),
+        Err(Refused::Unverified)
+    );
+    // webhook-* headers are taken too; a complaint.
+    let body = json!({"type": "email.complained", "data": {"email_id": "em_2", "to": ["bob@example.com"]}}).to_string();
+    let list: Vec<(String, String)> = resend_headers(SECRET, "msg_2", NOW, body.as_bytes())
+        .into_iter()
+        .map(|(k, v)| (k.replace("svix-", "webhook-"), v))
+        .collect();
+    let e = verify_and_parse(
+        ProviderKind::Resend,
+        &keys_secret(SECRET),
+        &headers(list),
+        body.as_bytes(),
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(e[0].kind, EventKind::Complaint);
+}
+
+#[test]
+fn a_sendgrid_batch_verifies_with_its_public_key_and_forgeries_do_not() {
+    let key = SendgridKey::new();
+    let keys = EventKeys {
+        public_key: Some(key.public_key()),
+        ..EventKeys::default()
+    };
+    let body = json!([
+        {"email": "ada@example.com", "event": "bounce", "type": "bounce", "sg_event_id": "e1", "sg_message_id": "abc.filter1.x"},
+        {"email": "bob@example.com", "event": "bounce", "type": "blocked", "sg_event_id": "e2"},
+        {"email": "cy@example.com", "event": "spamreport", "sg_event_id": "e3"},
+        {"email": "di@example.com", "event": "delivered", "sg_event_id": "e4"}
+    ])
+    .to_string();
+    let h = headers(key.headers(NOW, body.as_bytes()));
+    let e = verify_and_parse(ProviderKind::Sendgrid, &keys, &h, body.as_bytes(), NOW).unwrap();
+    let kinds: Vec<EventKind> = e.iter().map(|x| x.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::HardBounce,
+            EventKind::SoftBounce,
+            EventKind::Complaint,
+            EventKind::Other
+        ]
+    );
+    assert_eq!(e[0].message_id.as_deref(), Some("abc"));
+    let other = EventKeys {
+        public_key: Some(SendgridKey::new().public_key()),
+        ..EventKeys::default()
+    };
+    assert_eq!(
+        verify_and_parse(ProviderKind::Sendgrid, &other, &h, body.as_bytes(), NOW),
+        Err(Refused::Unverified)
+    );
+    assert_eq!(
+        verify_and_parse(
+            ProviderKind::Sendgrid,
+            &keys,
+            &h,
+            body.replace("e1", "e9").as_bytes(),
+            NOW
+        ),
+        Err(Refused::Unverified)
+    );
+    assert_eq!(
+        verify_and_parse(
+            ProviderKind::Sendgrid,
+            &keys,
+            &h,
+            body.as_bytes(),
+            NOW - 400
+        ),
+        Err(Refused::Unverified)
+    );
+}
+
+#[test]
+fn a_mailgun_failure_verifies_with_its_signing_key_and_forgeries_do_not() {
+    let data = json!({"event": "failed", "severity": "permanent", "id": "ev1",
+        "recipient": "ada@example.com", "message": {"headers": {"message-id": "2026.1@mg.acme.example"}}});
+    let body = mailgun_body("key-1", NOW, "tok-1", data.clone());
+    let e = verify_and_parse(
+        ProviderKind::Mailgun,
+        &keys_secret("key-1"),
+        &|_: &str| None,
+        &body,
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(e[0].kind, EventKind::HardBounce);
+    assert_eq!(e[0].message_id.as_deref(), Some("<2026.1@mg.acme.example>"));
+    assert_eq!(
+        verify_and_parse(
+            ProviderKind::Mailgun,
+            &keys_secret("key-2"),
+            &|_: &str| None,
+            &body,
+            NOW
+        ),
+        Err(Refused::Unverified)
+    );
+    let old = mailgun_body("key-1", NOW - 3600, "tok-1", data);
+    assert_eq!(
+        verify_and_parse(
+            ProviderKind::Mailgun,
+            &keys_secret("key-1"),
+            &|_: &str| None,
+            &old,
+            NOW
+        ),
+        Err(Refused::Unverified)
+    );
+    let temp = mailgun_body(
+        "key-1",
+        NOW,
+        "tok-2",
+        json!({"event": "failed", "severity": "temporary", "id": "ev2", "recipient": "ada@example.com"}),
+    );
+    let e = verify_and_parse(
+        ProviderKind::Mailgun,
+        &keys_secret("key-1"),
+        &|_: &str| None,
+        &temp,
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(e[0].kind, EventKind::SoftBounce);
+}
+
+#[test]
+fn a_postmark_bounce_verifies_with_its_basic_credentials_only() {
+    let keys = EventKeys {
+        username: Some("hook".into()),
+        password: Some("s3cret".into()),
+        ..EventKeys::default()
+    };
+    let body = json!({"RecordType": "Bounce", "Type": "HardBounce", "ID": 42, "Email": "ada@example.com", "MessageID": "pm-1"}).to_string();
+    let good = headers(vec![("authorization".into(), basic("hook", "s3cret"))]);
+    let e = verify_and_parse(ProviderKind::Postmark, &keys, &good, body.as_bytes(), NOW).unwrap();
+    assert_eq!(e[0].id, "Bounce:42");
+    assert_eq!(e[0].kind, EventKind::HardBounce);
+    for bad in [
+        basic("hook", "wrong"),
+        basic("other", "s3cret"),
+        "Bearer x".into(),
+    ] {
+        let h = headers(vec![("authorization".into(), bad)]);
+        assert_eq!(
+            verify_and_parse(ProviderKind::Postmark, &keys, &h, body.as_bytes(), NOW),
+            Err(Refused::Unverified)
+        );
+    }
+    assert_eq!(
+        verify_and_parse(
+            ProviderKind::Postmark,
+            &keys,
+            &|_: &str| None,
+            body.as_bytes(),
+            NOW
+        ),
+        Err(Refused::Unverified)
+    );
+    let soft =
+        json!({"RecordType": "Bounce", "Type": "SoftBounce", "ID": 43, "Email": "ada@example.com"})
+            .to_string();
+    let e = verify_and_parse(ProviderKind::Postmark, &keys, &good, soft.as_bytes(), NOW).unwrap();
+    assert_eq!(e[0].kind, EventKind::SoftBounce);
+}
+
+#[test]
+fn an_sns_notification_verifies_with_its_certificate_and_names_ses_recipients() {
+    let ses = json!({"notificationType": "Bounce",
+        "bounce": {"bounceType": "Permanent", "bouncedRecipients": [{"emailAddress": "ada@example.com"}]},
+        "mail": {"messageId": "ses-1"}})
+    .to_string();
+    let body = sns_message(
+        "Notification",
+        "sns-1",
+        &ses,
+        "https://sns.eu-west-1.amazonaws.com/x.pem",
+        "",
+    );
+    let m = SnsMessage::parse(&body).unwrap();
+    m.verify(SNS_TEST_CERT.as_bytes()).unwrap();
+    let e = m.ses_events().unwrap();
+    assert_eq!(e[0].recipient, "ada@example.com");
+    assert_eq!(e[0].kind, EventKind::HardBounce);
+    assert_eq!(e[0].message_id.as_deref(), Some("ses-1"));
+    // A changed message does not verify.
+    let forged = String::from_utf8(body)
+        .unwrap()
+        .replace("ada@example.com", "eve@example.com");
+    let m = SnsMessage::parse(forged.as_bytes()).unwrap();
+    assert_eq!(m.verify(SNS_TEST_CERT.as_bytes()), Err(Refused::Unverified));
+}
+
+#[test]
+fn sns_certificates_come_only_from_sns_hosts_over_https() {
+    let none: Vec<String> = Vec::new();
+    assert!(sns_url_allowed(
+        "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-1.pem",
+        &none
+    ));
+    for bad in [
+        "http://sns.eu-west-1.amazonaws.com/c.pem",
+        "https://sns.eu-west-1.amazonaws.com.evil.example/c.pem",
+        "https://evil.example/sns.eu-west-1.amazonaws.com/c.pem",
+        "https://sns.eu-west-1.amazonaws.com:8443/c.pem",
+        "https://user@sns.eu-west-1.amazonaws.com/c.pem",
+        "https://s3.amazonaws.com/c.pem",
+        "https://127.0.0.1:4443/c.pem",
+    ] {
+        assert!(!sns_url_allowed(bad, &none), "{bad}");
+    }
+    assert!(sns_url_allowed(
+        "https://127.0.0.1:4443/c.pem",
+        &["127.0.0.1".to_string()]
+    ));
+}

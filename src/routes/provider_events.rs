@@ -1,0 +1,63 @@
+//! Bounce and complaint events from a tenant's email provider (API.md §16.2):
+//! `POST /v1/events/{provider}/{tenant_id}`, verified the way that provider signs.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::auth::read_body_up_to;
+use super::dto::{problems, Problem};
+use super::error::ApiError;
+use super::v1::json;
+use super::AppState;
+use crate::domain::provider_event::BODY_MAX;
+
+#[derive(Serialize, ToSchema)]
+pub struct EventsOut {
+    /// Events in the request.
+    pub received: usize,
+    /// Hard bounces and complaints applied now (duplicates and soft bounces change nothing).
+    pub applied: usize,
+}
+
+#[utoipa::path(post, path = "/v1/events/{provider}/{tenant_id}", tag = "deliverability",
+    description = "Bounce and complaint events from the tenant's email provider, verified the way that provider signs them: Resend (Standard Webhooks with `events_secret`), SendGrid (ECDSA with `events_public_key`), Mailgun (HMAC with `events_secret`), Postmark (HTTP Basic with `events_username`/`events_password`), SES through SNS (the message signature; the certificate only from SNS hosts; a subscription confirmation followed once). A hard bounce or complaint suppresses the recipient, marks its code's delivery `bounced`, counts in the statistics and raises `otp.bounced`/`otp.complained`. At most 1 MiB.",
+    params(
+        ("provider" = String, Path, description = "postmark, resend, sendgrid, mailgun or ses"),
+        ("tenant_id" = String, Path, description = "The tenant's id"),
+    ),
+    request_body(content = String, description = "The provider's event body as it sends it", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Accepted (a soft bounce or a duplicate included)", body = EventsOut),
+        (status = 400, description = "invalid_request: verified, but not a body of this provider", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "event_unverified: the signature or credentials did not verify; nothing changed", body = Problem, content_type = "application/problem+json"),
+        (status = 404, response = problems::TenantNotFound),
+        (status = 413, description = "payload_too_large: over 1 MiB", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn receive(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (provider, tenant) = path.into_inner();
+    let body = read_body_up_to(&req, &mut payload.into_inner(), BODY_MAX).await?;
+    let headers = req.headers().clone();
+    let header = move |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let done = st
+        .services
+        .receive_provider_events(&provider, &tenant, &header, &body)
+        .await?;
+    Ok(json(
+        HttpResponse::Ok(),
+        &EventsOut {
+            received: done.received,
+            applied: done.applied,
+        },
+    ))
+}

@@ -1,0 +1,243 @@
+//! Bounce and complaint events from a tenant's email provider (API.md §16.2): verified with
+//! the material of its provider settings, then each applied once — the recipient
+//! suppressed, the code's delivery marked `bounced`, statistics and `otp.bounced` /
+//! `otp.complained`. SES events arrive through SNS: the signing certificate is fetched only
+//! from SNS hosts and cached; a subscription confirmation is followed once.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use super::webhooks::EventData;
+use super::{ServiceError, Services};
+use crate::domain::email::RecipientEmail;
+use crate::domain::provider::ProviderKind;
+use crate::domain::provider_event::{
+    sns_url_allowed, verify_and_parse, EventKeys, EventKind, Header, ProviderEvent, Refused,
+    SnsMessage, SnsType,
+};
+use crate::domain::recipient::Channel;
+use crate::domain::stats::Counted;
+use crate::domain::suppression::{Suppression, SuppressionReason};
+use crate::domain::tenant::Tenant;
+use crate::storage::EventEffect;
+
+/// Certificates kept (by URL); SNS signs with a handful at a time.
+const CERTS_KEPT: usize = 32;
+const CERT_MAX: usize = 16 * 1024;
+
+fn certs() -> &'static Mutex<HashMap<String, Vec<u8>>> {
+    static CERTS: OnceLock<Mutex<HashMap<String, Vec<u8>>>> = OnceLock::new();
+    CERTS.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn refused(r: Refused) -> ServiceError {
+    match r {
+        Refused::Unverified => ServiceError::EventUnverified,
+        Refused::Malformed(why) => ServiceError::EventMalformed(why),
+    }
+}
+
+/// What a request of events did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct EventsApplied {
+    /// Events in the request.
+    pub received: usize,
+    /// Hard bounces and complaints applied now (not seen before).
+    pub applied: usize,
+}
+
+impl Services {
+    /// Receive a provider's request of events for a tenant.
+    pub async fn receive_provider_events(
+        &self,
+        provider: &str,
+        tenant_id: &str,
+        header: Header<'_>,
+        body: &[u8],
+    ) -> Result<EventsApplied, ServiceError> {
+        let kind = ProviderKind::parse(provider)
+            .filter(|k| k.channel() == Channel::Email)
+            .ok_or(ServiceError::ProviderNotFound)?;
+        let tenant = self.tenant(tenant_id).await?;
+        if !tenant.enabled {
+            return Err(ServiceError::TenantNotFound);
+        }
+        // The tenant's email provider holds the verification material: another kind's
+        // events cannot verify.
+        let Some(p) = tenant.email_provider.as_ref().filter(|p| p.kind == kind) else {
+            return Err(ServiceError::EventUnverified);
+        };
+        let now = self.now();
+        let events = if kind == ProviderKind::Ses {
+            match self.verified_sns(&tenant, body).await? {
+                Some(events) => events,
+                None => return Ok(EventsApplied::default()),
+            }
+        } else {
+            let secrets = self.open_provider_secrets(&tenant.id, p).await?;
+            let keys = EventKeys {
+                secret: secrets.get("events_secret").cloned(),
+                public_key: p.setting("events_public_key").map(str::to_string),
+                username: p.setting("events_username").map(str::to_string),
+                password: secrets.get("events_password").cloned(),
+            };
+            verify_and_parse(kind, &keys, header, body, now / 1000).map_err(refused)?
+        };
+        let mut done = EventsApplied {
+            received: events.len(),
+            applied: 0,
+        };
+        for e in events {
+            if self.apply_event(&tenant, kind, e, now).await? {
+                done.applied += 1;
+            }
+        }
+        Ok(done)
+    }
+
+    /// Apply one event: a hard bounce or complaint once; anything else changes nothing.
+    async fn apply_event(
+        &self,
+        tenant: &Tenant,
+        kind: ProviderKind,
+        e: ProviderEvent,
+        now: i64,
+    ) -> Result<bool, ServiceError> {
+        let (reason, counted) = match e.kind {
+            EventKind::HardBounce => (SuppressionReason::HardBounce, Counted::Bounced),
+            EventKind::Complaint => (SuppressionReason::Complaint, Counted::Complained),
+            EventKind::SoftBounce | EventKind::Other => return Ok(false),
+        };
+        // An address the provider names that is no address is no one to suppress.
+        let Ok(addr) = RecipientEmail::parse(&e.recipient) else {
+            return Ok(false);
+        };
+        let recipient = addr.canonical().to_string();
+        let mut effect = EventEffect {
+            tenant: tenant.id.clone(),
+            provider: kind.as_str().to_string(),
+            event_id: e.id.chars().take(200).collect(),
+            suppression: Suppression {
+                recipient: recipient.clone(),
+                reason,
+                source: kind.as_str().to_string(),
+                created_at: now,
+            },
+            message_id: e.message_id.map(|m| m.chars().take(300).collect()),
+            counted,
+            webhook: None,
+            now,
+        };
+        effect.webhook = self.event_for(
+            &tenant.id,
+            Some(tenant.webhook_events.as_str()),
+            effect.event_type(),
+            EventData {
+                shareable_key: "",
+                email: &recipient,
+                purpose: "",
+                locale: None,
+                reason: Some(reason.as_str()),
+            },
+        );
+        let raised = effect.webhook.is_some();
+        let applied = self.write(move |s| s.apply_provider_event(&effect)).await?;
+        if applied {
+            crate::metrics::inc(|m| &m.provider_events, &[kind.as_str(), reason.as_str()]);
+            if raised {
+                self.wake_hooks();
+            }
+        }
+        Ok(applied)
+    }
+
+    /// An SNS message verified with its certificate: SES's events of a notification, or
+    /// `None` for a subscription (confirmed once) or unsubscribe confirmation.
+    async fn verified_sns(
+        &self,
+        tenant: &Tenant,
+        body: &[u8],
+    ) -> Result<Option<Vec<ProviderEvent>>, ServiceError> {
+        let msg = SnsMessage::parse(body).map_err(refused)?;
+        let hosts = self.settings.load().delivery.sns_certificate_hosts.clone();
+        if !sns_url_allowed(&msg.signing_cert_url, &hosts) {
+            return Err(ServiceError::EventUnverified);
+        }
+        let cert = self.sns_certificate(&msg.signing_cert_url).await?;
+        msg.verify(&cert).map_err(refused)?;
+        match msg.kind {
+            SnsType::Notification => Ok(Some(msg.ses_events().map_err(refused)?)),
+            SnsType::UnsubscribeConfirmation => Ok(None),
+            SnsType::SubscriptionConfirmation => {
+                let Some(url) = msg
+                    .subscribe_url
+                    .as_deref()
+                    .filter(|u| sns_url_allowed(u, &hosts))
+                else {
+                    return Err(ServiceError::EventUnverified);
+                };
+                let (tid, id, now) = (
+                    tenant.id.clone(),
+                    format!("subscribe:{}", msg.message_id),
+                    self.now(),
+                );
+                // Followed once: a repeat of the same confirmation changes nothing.
+                if self
+                    .write(move |s| s.record_provider_event(&tid, "ses", &id, now))
+                    .await?
+                {
+                    let timeout = self.http_timeout();
+                    match self.hooks.client().get(url, timeout, CERT_MAX).await {
+                        Ok((s, _)) if (200..300).contains(&s) => {
+                            tracing::info!(tenant_id = %tenant.id, "confirmed the SNS subscription of the tenant's SES events")
+                        }
+                        Ok((s, _)) => {
+                            tracing::warn!(tenant_id = %tenant.id, status = s, "SNS refused the subscription confirmation")
+                        }
+                        Err(e) => {
+                            tracing::warn!(tenant_id = %tenant.id, error = e, "confirming the SNS subscription failed")
+                        }
+                    }
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    fn http_timeout(&self) -> Duration {
+        Duration::from_secs(self.settings.load().delivery.http_timeout_seconds)
+    }
+
+    /// The PEM at an SNS certificate URL, fetched once and kept.
+    async fn sns_certificate(&self, url: &str) -> Result<Vec<u8>, ServiceError> {
+        if let Some(c) = certs().lock().unwrap_or_else(|e| e.into_inner()).get(url) {
+            return Ok(c.clone());
+        }
+        let pem = match self
+            .hooks
+            .client()
+            .get(url, self.http_timeout(), CERT_MAX)
+            .await
+        {
+            Ok((200, body)) => body,
+            Ok((status, _)) => {
+                tracing::warn!(status, "the SNS signing certificate could not be fetched");
+                return Err(ServiceError::EventUnverified);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = e,
+                    "the SNS signing certificate could not be fetched"
+                );
+                return Err(ServiceError::EventUnverified);
+            }
+        };
+        let mut kept = certs().lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() >= CERTS_KEPT {
+            kept.clear();
+        }
+        kept.insert(url.to_string(), pem.clone());
+        Ok(pem)
+    }
+}

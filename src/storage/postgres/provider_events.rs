@@ -1,0 +1,76 @@
+//! PostgreSQL: provider events, each applied once in one transaction (the rules are
+//! `storage::provider_events`'s).
+
+use super::integration::insert_event_in;
+use super::stats::{bump_in, count_in};
+use super::PgStore;
+use crate::domain::keys::TenantId;
+use crate::domain::stats::CodeDims;
+use crate::domain::Millis;
+use crate::storage::provider_events::{sql, EventEffect};
+use crate::storage::stats::{tally_from, Bump};
+use crate::storage::suppressions::sql as sup;
+use crate::storage::{ProviderEventStore, StoreError};
+
+impl ProviderEventStore for PgStore {
+    fn record_provider_event(
+        &self,
+        tenant: &TenantId,
+        provider: &str,
+        event_id: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()?
+            .db()
+            .execute(sql::SEEN, &[&tenant.as_str(), &provider, &event_id, &now])?
+            == 1)
+    }
+
+    fn apply_provider_event(&self, e: &EventEffect) -> Result<bool, StoreError> {
+        let t = e.tenant.as_str();
+        self.tx(|tx| {
+            if tx.execute(sql::SEEN, &[&t, &e.provider, &e.event_id, &e.now])? == 0 {
+                return Ok(false);
+            }
+            let s = &e.suppression;
+            if tx.execute(
+                sup::INSERT,
+                &[
+                    &t,
+                    &s.recipient,
+                    &s.reason.as_str(),
+                    &s.source,
+                    &s.created_at,
+                ],
+            )? == 1
+            {
+                tx.execute(sup::COUNT_UP, &[&t])?;
+            }
+            let tallies = match &e.message_id {
+                Some(m) => tx.rows(&sql::mark_bounced(), &[&t, m], |r| tally_from(r, 0))?,
+                None => Vec::new(),
+            };
+            match tallies.first() {
+                Some(tally) => count_in(tx, tally, e.counted)?,
+                None => bump_in(
+                    tx,
+                    &Bump {
+                        tenant: t,
+                        created_at: e.now,
+                        dims: &CodeDims::of("", None, "email", &s.recipient),
+                        what: e.counted,
+                    },
+                )?,
+            }
+            if let Some(ev) = &e.webhook {
+                insert_event_in(tx, ev)?;
+            }
+            Ok(true)
+        })
+    }
+
+    fn purge_provider_events(&self, before: Millis) -> Result<usize, StoreError> {
+        Ok(self.conn()?.db().execute(sql::PURGE, &[&before])? as usize)
+    }
+}

@@ -1,0 +1,70 @@
+//! Provider events (API.md §16.2): each applied once — recorded by its provider's id, and in
+//! the same transaction the recipient suppressed, the matching code's delivery marked
+//! `bounced`, the statistics counted and the tenant's webhook event stored.
+
+use super::StoreError;
+use crate::domain::event::EventType;
+use crate::domain::keys::TenantId;
+use crate::domain::stats::Counted;
+use crate::domain::suppression::Suppression;
+use crate::domain::Millis;
+use crate::storage::integration::NewEvent;
+
+/// A verified hard bounce or complaint, with everything it changes.
+#[derive(Debug, Clone)]
+pub struct EventEffect {
+    pub tenant: TenantId,
+    /// `postmark`, `resend`, …
+    pub provider: String,
+    pub event_id: String,
+    /// The suppression entry it adds (the recipient canonical).
+    pub suppression: Suppression,
+    /// The provider's message id, to find the code it was about.
+    pub message_id: Option<String>,
+    /// `Counted::Bounced` or `Counted::Complained`.
+    pub counted: Counted,
+    /// The tenant's webhook event, if it subscribes.
+    pub webhook: Option<NewEvent>,
+    pub now: Millis,
+}
+
+impl EventEffect {
+    pub fn event_type(&self) -> EventType {
+        match self.counted {
+            Counted::Complained => EventType::OtpComplained,
+            _ => EventType::OtpBounced,
+        }
+    }
+}
+
+pub trait ProviderEventStore {
+    /// Record an event seen (`false`: seen before, nothing changes). For an event that
+    /// changes nothing (a soft bounce, a subscription confirmation).
+    fn record_provider_event(
+        &self,
+        tenant: &TenantId,
+        provider: &str,
+        event_id: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError>;
+    /// Apply a hard bounce or complaint once (`false`: seen before, nothing changed).
+    fn apply_provider_event(&self, e: &EventEffect) -> Result<bool, StoreError>;
+    /// Forget events received before `before`.
+    fn purge_provider_events(&self, before: Millis) -> Result<usize, StoreError>;
+}
+
+/// The SQL both backends run as written (`$N` placeholders; SQLite takes them as `?N`).
+pub(crate) mod sql {
+    pub const SEEN: &str =
+        "INSERT INTO provider_events (tenant_id, provider, event_id, received_at) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, provider, event_id) DO NOTHING";
+    /// The code the message was about: its delivery is marked bounced.
+    pub fn mark_bounced() -> String {
+        format!(
+            "UPDATE challenges SET delivery_status = 'bounced' \
+             WHERE tenant_id = $1 AND provider_message_id = $2 RETURNING {}",
+            crate::storage::stats::TALLY_COLS
+        )
+    }
+    pub const PURGE: &str = "DELETE FROM provider_events WHERE received_at < $1";
+}

@@ -1,0 +1,76 @@
+//! SQLite: provider events, each applied once in one write (the rules are
+//! `storage::provider_events`'s).
+
+use rusqlite::params;
+
+use super::integration::insert_event_in;
+use super::stats::{bump_in, count_in};
+use super::{CachedSql, SqliteStore};
+use crate::domain::keys::TenantId;
+use crate::domain::stats::CodeDims;
+use crate::domain::Millis;
+use crate::storage::provider_events::{sql, EventEffect};
+use crate::storage::stats::{tally_from, Bump};
+use crate::storage::suppressions::sql as sup;
+use crate::storage::tenants::sqlite_placeholders as q;
+use crate::storage::{ProviderEventStore, StoreError};
+
+impl ProviderEventStore for SqliteStore {
+    fn record_provider_event(
+        &self,
+        tenant: &TenantId,
+        provider: &str,
+        event_id: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let (t, p, id) = (tenant.clone(), provider.to_string(), event_id.to_string());
+        self.writer.write(move |tx| {
+            Ok(tx.execute_cached(&q(sql::SEEN), params![t.as_str(), p, id, now])? == 1)
+        })
+    }
+
+    fn apply_provider_event(&self, e: &EventEffect) -> Result<bool, StoreError> {
+        let e = e.clone();
+        self.writer.write(move |tx| {
+            let t = e.tenant.as_str();
+            if tx.execute_cached(&q(sql::SEEN), params![t, e.provider, e.event_id, e.now])? == 0 {
+                return Ok(false);
+            }
+            let s = &e.suppression;
+            if tx.execute_cached(
+                &q(sup::INSERT),
+                params![t, s.recipient, s.reason.as_str(), s.source, s.created_at],
+            )? == 1
+            {
+                tx.execute_cached(&q(sup::COUNT_UP), [t])?;
+            }
+            let tallies = match &e.message_id {
+                Some(m) => tx.rows(&q(&sql::mark_bounced()), params![t, m], |r| {
+                    tally_from(r, 0)
+                })?,
+                None => Vec::new(),
+            };
+            match tallies.first() {
+                Some(tally) => count_in(tx, tally, e.counted)?,
+                None => bump_in(
+                    tx,
+                    &Bump {
+                        tenant: t,
+                        created_at: e.now,
+                        dims: &CodeDims::of("", None, "email", &s.recipient),
+                        what: e.counted,
+                    },
+                )?,
+            }
+            if let Some(ev) = &e.webhook {
+                insert_event_in(tx, ev)?;
+            }
+            Ok(true)
+        })
+    }
+
+    fn purge_provider_events(&self, before: Millis) -> Result<usize, StoreError> {
+        self.writer
+            .write(move |tx| Ok(tx.execute_cached(&q(sql::PURGE), [before])?))
+    }
+}

@@ -1,0 +1,165 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Signing provider events as each provider documents it (API.md §16.2), for tests on
+//! loopback: Standard Webhooks (Resend), ECDSA P-256 (SendGrid), HMAC-SHA256 (Mailgun),
+//! HTTP Basic (Postmark) and SNS SignatureVersion 2 (SES) with a test-only RSA key and its
+//! self-signed certificate (made once with openssl; never trusted by anything else).
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use ring::rand::SystemRandom;
+use ring::signature::{EcdsaKeyPair, KeyPair, RsaKeyPair};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+/// The test-only RSA key SNS messages are signed with here, and its certificate.
+pub const SNS_TEST_KEY: &str = include_str!("data/sns_test_key.pem");
+pub const SNS_TEST_CERT: &str = include_str!("data/sns_test_cert.pem");
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// Resend's headers (Svix) for a body: `svix-id`, `svix-timestamp`, `svix-signature`.
+pub fn resend_headers(secret: &str, id: &str, ts: i64, body: &[u8]) -> Vec<(String, String)> {
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim_start_matches("whsec_"))
+        .unwrap_or_default();
+    vec![
+        ("svix-id".into(), id.into()),
+        ("svix-timestamp".into(), ts.to_string()),
+        (
+            "svix-signature".into(),
+            crate::webhook::signature(&key, id, ts, body),
+        ),
+    ]
+}
+
+/// A SendGrid signing key pair: its verification key as SendGrid shows it (base64 DER
+/// SubjectPublicKeyInfo) and signatures over `timestamp || body`.
+pub struct SendgridKey {
+    pair: EcdsaKeyPair,
+}
+
+impl Default for SendgridKey {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SendgridKey {
+    pub fn new() -> SendgridKey {
+        let rng = SystemRandom::new();
+        let alg = &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING;
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &rng).unwrap();
+        SendgridKey {
+            pair: EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).unwrap(),
+        }
+    }
+
+    pub fn public_key(&self) -> String {
+        let mut der = vec![
+            0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
+            0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+        ];
+        der.extend_from_slice(self.pair.public_key().as_ref());
+        b64(&der)
+    }
+
+    /// The two headers SendGrid sends.
+    pub fn headers(&self, ts: i64, body: &[u8]) -> Vec<(String, String)> {
+        let mut msg = ts.to_string().into_bytes();
+        msg.extend_from_slice(body);
+        let sig = self.pair.sign(&SystemRandom::new(), &msg).unwrap();
+        vec![
+            (
+                "x-twilio-email-event-webhook-signature".into(),
+                b64(sig.as_ref()),
+            ),
+            (
+                "x-twilio-email-event-webhook-timestamp".into(),
+                ts.to_string(),
+            ),
+        ]
+    }
+}
+
+/// A Mailgun webhook body: `signature` (HMAC-SHA256 hex of timestamp || token) and
+/// `event-data`.
+pub fn mailgun_body(key: &str, ts: i64, token: &str, event_data: Value) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(ts.to_string().as_bytes());
+    mac.update(token.as_bytes());
+    json!({
+        "signature": {
+            "timestamp": ts.to_string(),
+            "token": token,
+            "signature": hex::encode(mac.finalize().into_bytes()),
+        },
+        "event-data": event_data,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// `Authorization: Basic …` for Postmark's webhook credentials.
+pub fn basic(user: &str, pass: &str) -> String {
+    format!("Basic {}", b64(format!("{user}:{pass}").as_bytes()))
+}
+
+/// An SNS message signed (SignatureVersion 2) with the test key; `cert_url` names where the
+/// certificate is served. `kind`: `Notification` or `SubscriptionConfirmation`.
+pub fn sns_message(
+    kind: &str,
+    id: &str,
+    message: &str,
+    cert_url: &str,
+    subscribe_url: &str,
+) -> Vec<u8> {
+    let ts = "2026-11-24T12:00:00.000Z";
+    let topic = "arn:aws:sns:eu-west-1:123456789012:ses-events";
+    let token = "2336412f37fb687f5d51e6e2425f004aed2b9a9d5d8b2b7d8b2b7d8b";
+    let fields: Vec<(&str, &str)> = if kind == "Notification" {
+        vec![
+            ("Message", message),
+            ("MessageId", id),
+            ("Timestamp", ts),
+            ("TopicArn", topic),
+            ("Type", kind),
+        ]
+    } else {
+        vec![
+            ("Message", message),
+            ("MessageId", id),
+            ("SubscribeURL", subscribe_url),
+            ("Timestamp", ts),
+            ("Token", token),
+            ("TopicArn", topic),
+            ("Type", kind),
+        ]
+    };
+    let mut to_sign = String::new();
+    for (k, v) in &fields {
+        to_sign.push_str(&format!("{k}\n{v}\n"));
+    }
+    use rustls_pki_types::pem::PemObject;
+    let der =
+        rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(SNS_TEST_KEY.as_bytes()).unwrap();
+    let pair = RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).unwrap();
+    let mut sig = vec![0u8; pair.public().modulus_len()];
+    pair.sign(
+        &ring::signature::RSA_PKCS1_SHA256,
+        &SystemRandom::new(),
+        to_sign.as_bytes(),
+        &mut sig,
+    )
+    .unwrap();
+    let mut v = json!({
+        "SignatureVersion": "2",
+        "Signature": b64(&sig),
+        "SigningCertURL": cert_url,
+    });
+    for (k, val) in fields {
+        v[k] = json!(val);
+    }
+    v.to_string().into_bytes()
+}

@@ -1,0 +1,439 @@
+//! Provider events (API.md §16.2) over HTTP: a signed hard bounce of each provider — the
+//! code sent through that provider's fake API — suppresses the recipient, marks the code's
+//! delivery `bounced`, counts in the statistics and raises `otp.bounced`; forgeries, another
+//! tenant's secret and stale timestamps change nothing; duplicates change nothing; SES
+//! through SNS with its certificate fetched only from an allowed host, the subscription
+//! confirmed once.
+
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+use crate::http_transport::body;
+use otpmint::testkit::http::{HttpReceiver, Reply};
+use otpmint::testkit::provider_events::{
+    basic, mailgun_body, resend_headers, sns_message, SendgridKey, SNS_TEST_CERT,
+};
+use otpmint::testkit::providers::{FakeProvider, MAILGUN_DOMAIN};
+
+const KINDS: [&str; 5] = ["postmark", "resend", "sendgrid", "mailgun", "ses"];
+const RESEND_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const MAILGUN_SIGNING: &str = "mailgun-signing-key-1";
+
+/// A fake SNS host: the certificate at /cert.pem, 200 for anything else (the subscription
+/// confirmation).
+async fn sns_host() -> HttpReceiver {
+    HttpReceiver::start_with(
+        true,
+        Arc::new(|r: &otpmint::testkit::http::Request| {
+            if r.path.starts_with("/cert.pem") {
+                Reply {
+                    status: 200,
+                    headers: vec![("content-type".into(), "application/x-pem-file".into())],
+                    body: SNS_TEST_CERT.as_bytes().to_vec(),
+                }
+            } else {
+                Reply::empty(200)
+            }
+        }),
+    )
+    .await
+}
+
+struct Setup {
+    app: TestApp,
+    fakes: Vec<FakeProvider>,
+    sns: HttpReceiver,
+    hooks: HttpReceiver,
+    sendgrid: SendgridKey,
+}
+
+async fn setup() -> Setup {
+    let mut fakes = Vec::new();
+    for k in KINDS {
+        fakes.push(FakeProvider::start(k).await);
+    }
+    let sns = sns_host().await;
+    let hooks = HttpReceiver::start(true).await;
+    let urls: Vec<(String, String)> = fakes
+        .iter()
+        .map(|f| (f.kind.to_string(), f.base_url()))
+        .collect();
+    let cas: Vec<_> = fakes
+        .iter()
+        .map(|f| f.rx.ca_path.clone())
+        .chain([sns.ca_path.clone(), hooks.ca_path.clone()])
+        .collect();
+    let app = spawn_app_with(move |s| {
+        s.webhooks.allow_private_hosts = true;
+        s.webhooks.extra_root_certificates = cas;
+        s.delivery.http_timeout_seconds = 3;
+        s.delivery.provider_base_urls = urls.into_iter().collect();
+        s.delivery.sns_certificate_hosts = vec!["127.0.0.1".into()];
+    })
+    .await;
+    Setup {
+        app,
+        fakes,
+        sns,
+        hooks,
+        sendgrid: SendgridKey::new(),
+    }
+}
+
+impl Setup {
+    fn now(&self) -> i64 {
+        otpmint::clock::Clock::now(self.app.clock.as_ref()) / 1000
+    }
+
+    /// A tenant without a relay sending through `fake`, with the provider's event material
+    /// and a webhook for bounces and complaints. Answers (id, secret key).
+    async fn tenant(&self, fake: &FakeProvider) -> (String, String) {
+        let (s, t) = body(
+            self.app
+                .post("/v1/tenants", ADMIN, json!({"name": fake.kind}))
+                .await,
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{t}");
+        let sk = t["secret_key"].as_str().unwrap().to_string();
+        let mut settings = fake.settings("primary");
+        match fake.kind {
+            "postmark" => {
+                settings["events_username"] = json!("hook");
+                settings["events_password"] = json!("pm-hook-pass");
+            }
+            "resend" => settings["events_secret"] = json!(RESEND_SECRET),
+            "sendgrid" => settings["events_public_key"] = json!(self.sendgrid.public_key()),
+            "mailgun" => settings["events_secret"] = json!(MAILGUN_SIGNING),
+            _ => {}
+        }
+        let (s, v) = body(
+            self.app
+                .put("/v1/tenant/providers/email", &sk, settings)
+                .await,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{}: {v}", fake.kind);
+        assert!(
+            !v.to_string().contains("pm-hook-pass") && !v.to_string().contains(RESEND_SECRET),
+            "{v}"
+        );
+        let r = self
+            .app
+            .put(
+                "/v1/tenant/webhook",
+                &sk,
+                json!({"url": self.hooks.url("/hooks"), "events": ["otp.bounced", "otp.complained"]}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        (t["id"].as_str().unwrap().to_string(), sk)
+    }
+
+    /// A provider's hard bounce (or complaint) of `to`, about message `msg`, signed as it
+    /// signs: (headers, body).
+    fn event(
+        &self,
+        kind: &str,
+        to: &str,
+        msg: &str,
+        complaint: bool,
+        n: u32,
+    ) -> (Vec<(String, String)>, Vec<u8>) {
+        let ts = self.now();
+        match kind {
+            "postmark" => {
+                let b = if complaint {
+                    json!({"RecordType": "SpamComplaint", "Type": "SpamComplaint", "ID": n, "Email": to, "MessageID": msg})
+                } else {
+                    json!({"RecordType": "Bounce", "Type": "HardBounce", "TypeCode": 1, "ID": n, "Email": to, "MessageID": msg})
+                };
+                (
+                    vec![("authorization".into(), basic("hook", "pm-hook-pass"))],
+                    b.to_string().into_bytes(),
+                )
+            }
+            "resend" => {
+                let b = json!({"type": if complaint {"email.complained"} else {"email.bounced"},
+                    "created_at": "2026-11-24T12:00:00.000Z",
+                    "data": {"email_id": msg, "to": [to], "bounce": {"type": "Permanent", "subType": "General"}}})
+                .to_string()
+                .into_bytes();
+                (
+                    resend_headers(RESEND_SECRET, &format!("msg_{n}"), ts, &b),
+                    b,
+                )
+            }
+            "sendgrid" => {
+                let b = json!([{"email": to, "timestamp": ts, "event": if complaint {"spamreport"} else {"bounce"},
+                    "type": "bounce", "sg_event_id": format!("sg-{n}"), "sg_message_id": format!("{msg}.filterdrecv-1.0")}])
+                .to_string()
+                .into_bytes();
+                (self.sendgrid.headers(ts, &b), b)
+            }
+            "mailgun" => {
+                let data = json!({"event": if complaint {"complained"} else {"failed"}, "severity": "permanent",
+                    "id": format!("mg-{n}"), "recipient": to,
+                    "message": {"headers": {"message-id": msg.trim_matches(|c| c == '<' || c == '>')}}});
+                (
+                    Vec::new(),
+                    mailgun_body(MAILGUN_SIGNING, ts, &format!("tok-{n}"), data),
+                )
+            }
+            _ => {
+                let ses = if complaint {
+                    json!({"notificationType": "Complaint", "complaint": {"complainedRecipients": [{"emailAddress": to}]}, "mail": {"messageId": msg}})
+                } else {
+                    json!({"notificationType": "Bounce", "bounce": {"bounceType": "Permanent", "bouncedRecipients": [{"emailAddress": to}]}, "mail": {"messageId": msg}})
+                };
+                (
+                    vec![("x-amz-sns-message-type".into(), "Notification".into())],
+                    sns_message(
+                        "Notification",
+                        &format!("sns-{n}"),
+                        &ses.to_string(),
+                        &self.sns.url("/cert.pem"),
+                        "",
+                    ),
+                )
+            }
+        }
+    }
+
+    async fn post(
+        &self,
+        kind: &str,
+        tenant: &str,
+        (headers, b): (Vec<(String, String)>, Vec<u8>),
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .app
+            .client
+            .post(format!("{}/v1/events/{kind}/{tenant}", self.app.addr))
+            .header("content-type", "application/json")
+            .body(b);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        body(req.send().await.unwrap()).await
+    }
+}
+
+async fn suppressed(app: &TestApp, sk: &str) -> Vec<Value> {
+    let (_, v) = body(app.get("/v1/tenant/suppressions", sk).await).await;
+    v["suppressions"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_hard_bounce_of_each_provider_suppresses_and_marks_the_code_bounced() {
+    let s = setup().await;
+    for (i, fake) in s.fakes.iter().enumerate() {
+        let (id, sk) = s.tenant(fake).await;
+        let to = format!("user{i}@example.com");
+        let (st, v) = body(s.app.post("/v1/otp", &sk, json!({"email": to})).await).await;
+        assert_eq!(st, StatusCode::CREATED, "{}: {v}", fake.kind);
+        let key = v["shareable_key"].as_str().unwrap().to_string();
+        let taken = fake.wait_taken(1).await;
+        let msg = match fake.kind {
+            "mailgun" => format!("<{}@{MAILGUN_DOMAIN}>", taken[0].id),
+            _ => taken[0].id.clone(),
+        };
+
+        // A forgery first: signed with other material, or stale. Nothing changes.
+        let (h, b) = s.event(fake.kind, &to, &msg, false, 1);
+        let forged = match fake.kind {
+            "postmark" => (
+                vec![("authorization".into(), basic("hook", "guess"))],
+                b.clone(),
+            ),
+            "resend" => (
+                resend_headers(
+                    "whsec_b3RoZXItc2VjcmV0LW9mLWFub3RoZXI=",
+                    "msg_1",
+                    s.now(),
+                    &b,
+                ),
+                b.clone(),
+            ),
+            "sendgrid" => (SendgridKey::new().headers(s.now(), &b), b.clone()),
+            "mailgun" => (
+                Vec::new(),
+                mailgun_body(
+                    MAILGUN_SIGNING,
+                    s.now() - 3600,
+                    "tok-1",
+                    serde_json::from_slice::<Value>(&b).unwrap()["event-data"].clone(),
+                ),
+            ),
+            _ => (
+                h.clone(),
+                String::from_utf8(b.clone())
+                    .unwrap()
+                    .replace(&to, "eve@example.com")
+                    .into_bytes(),
+            ),
+        };
+        let (st, v) = s.post(fake.kind, &id, forged).await;
+        assert_eq!(
+            (st, &v["code"]),
+            (StatusCode::UNAUTHORIZED, &json!("event_unverified")),
+            "{}: {v}",
+            fake.kind
+        );
+        assert!(suppressed(&s.app, &sk).await.is_empty(), "{}", fake.kind);
+
+        // The signed event: applied once.
+        let (st, v) = s.post(fake.kind, &id, (h.clone(), b.clone())).await;
+        assert_eq!(st, StatusCode::OK, "{}: {v}", fake.kind);
+        assert_eq!(v["applied"], 1, "{}: {v}", fake.kind);
+        let list = suppressed(&s.app, &sk).await;
+        assert_eq!(list.len(), 1, "{}: {list:?}", fake.kind);
+        assert_eq!(list[0]["recipient"], to.as_str());
+        assert_eq!(list[0]["reason"], "hard_bounce");
+        assert_eq!(list[0]["source"], fake.kind);
+        let (_, st_v) = body(s.app.get(&format!("/v1/otp/{key}"), &sk).await).await;
+        assert_eq!(
+            st_v["delivery"]["status"], "bounced",
+            "{}: {st_v}",
+            fake.kind
+        );
+        // A duplicate changes nothing (SNS, Postmark and Mailgun bodies are replayed as
+        // sent; the others are signed again with the same event id).
+        let again = if matches!(fake.kind, "resend" | "sendgrid") {
+            s.event(fake.kind, &to, &msg, false, 1)
+        } else {
+            (h, b)
+        };
+        let (st, v) = s.post(fake.kind, &id, again).await;
+        assert_eq!(
+            (st, &v["applied"]),
+            (StatusCode::OK, &json!(0)),
+            "{}: {v}",
+            fake.kind
+        );
+        // The next mint to the address is refused; the statistics count one bounce.
+        let (st, v) = body(s.app.post("/v1/otp", &sk, json!({"email": to})).await).await;
+        assert_eq!(
+            (st, &v["code"]),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &json!("recipient_suppressed")
+            ),
+            "{}: {v}",
+            fake.kind
+        );
+        let (_, stats) = body(s.app.get("/v1/tenant/stats", &sk).await).await;
+        assert_eq!(stats["rows"][0]["bounced"], 1, "{}: {stats}", fake.kind);
+    }
+    // One otp.bounced per tenant, naming the recipient.
+    let events = s.hooks.wait_for(5).await;
+    let mut named: Vec<String> = events
+        .iter()
+        .map(|e| {
+            let v = e.json();
+            assert_eq!(v["type"], "otp.bounced", "{v}");
+            v["data"]["email"].as_str().unwrap().to_string()
+        })
+        .collect();
+    named.sort();
+    assert_eq!(
+        named,
+        (0..5)
+            .map(|i| format!("user{i}@example.com"))
+            .collect::<Vec<_>>()
+    );
+    // The SNS certificate was fetched once, and cached.
+    let certs = s
+        .sns
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/cert.pem")
+        .count();
+    assert_eq!(certs, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complaints_suppress_and_soft_bounces_other_tenants_and_other_hosts_do_not() {
+    let s = setup().await;
+    let resend = &s.fakes[1];
+    let ses = &s.fakes[4];
+    let (a, a_sk) = s.tenant(resend).await;
+    let (b, b_sk) = s.tenant(resend).await;
+    // Tenant b stores another signing secret: a's events do not verify there.
+    let mut other = resend.settings("primary");
+    other["events_secret"] = json!("whsec_dGVuYW50LWItc2lnbmluZy1zZWNyZXQ=");
+    let r = s.app.put("/v1/tenant/providers/email", &b_sk, other).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let ev = s.event("resend", "cy@example.com", "em-x", true, 7);
+    let (st, _) = s.post("resend", &b, ev.clone()).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    assert!(suppressed(&s.app, &b_sk).await.is_empty());
+    // Under another provider's path, or an unknown tenant: refused.
+    let (st, _) = s.post("postmark", &a, ev.clone()).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, v) = s
+        .post("resend", "tnt_doesnotexist000000000", ev.clone())
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    let (st, v) = s.post("sparkpost", &a, ev.clone()).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    // A complaint (no code matched) suppresses as a complaint and raises otp.complained.
+    let (st, v) = s.post("resend", &a, ev).await;
+    assert_eq!((st, &v["applied"]), (StatusCode::OK, &json!(1)), "{v}");
+    let list = suppressed(&s.app, &a_sk).await;
+    assert_eq!(list[0]["reason"], "complaint", "{list:?}");
+    let hook = s.hooks.wait_for(1).await[0].json();
+    assert_eq!(hook["type"], "otp.complained", "{hook}");
+    assert_eq!(hook["data"]["email"], "cy@example.com", "{hook}");
+    // A soft bounce is accepted and changes nothing.
+    let soft = json!({"type": "email.bounced", "data": {"email_id": "em-y", "to": ["di@example.com"], "bounce": {"type": "Transient"}}})
+        .to_string()
+        .into_bytes();
+    let h = resend_headers(RESEND_SECRET, "msg_soft", s.now(), &soft);
+    let (st, v) = s.post("resend", &a, (h, soft)).await;
+    assert_eq!((st, &v["applied"]), (StatusCode::OK, &json!(0)), "{v}");
+    assert_eq!(suppressed(&s.app, &a_sk).await.len(), 1);
+    // Malformed JSON that verifies is a 400; an oversized body a 413.
+    let junk = b"not json".to_vec();
+    let h = resend_headers(RESEND_SECRET, "msg_junk", s.now(), &junk);
+    let (st, _) = s.post("resend", &a, (h, junk)).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let big = vec![b' '; 1024 * 1024 + 1];
+    let (st, _) = s.post("resend", &a, (Vec::new(), big)).await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
+
+    // SES: a certificate URL on any other host is refused without a fetch; a subscription
+    // confirmation is followed once.
+    let (c, c_sk) = s.tenant(ses).await;
+    let other_host = sns_message(
+        "Notification",
+        "sns-evil",
+        "{}",
+        "https://localhost:1/cert.pem",
+        "",
+    );
+    let (st, _) = s.post("ses", &c, (Vec::new(), other_host)).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let sub = sns_message(
+        "SubscriptionConfirmation",
+        "sns-sub-1",
+        "You have chosen to subscribe to the topic",
+        &s.sns.url("/cert.pem"),
+        &s.sns.url("/confirm?Action=ConfirmSubscription&Token=t"),
+    );
+    for _ in 0..2 {
+        let (st, v) = s.post("ses", &c, (Vec::new(), sub.clone())).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+    }
+    let confirms = s
+        .sns
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/confirm"))
+        .count();
+    assert_eq!(confirms, 1);
+    assert!(suppressed(&s.app, &c_sk).await.is_empty());
+}
