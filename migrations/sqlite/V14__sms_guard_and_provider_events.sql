@@ -47,3 +47,9 @@ CREATE INDEX provider_events_received ON provider_events(received_at);
 CREATE INDEX challenges_provider_message ON challenges(tenant_id, provider_message_id);
 ALTER TABLE stats ADD COLUMN bounced INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE stats ADD COLUMN complained INTEGER NOT NULL DEFAULT 0;
+
+-- DKIM per tenant (API.md §16.3): the keys' public parts as JSON (domain, selector,
+-- algorithm, public key, created_at; the newest signs) and their private keys, sealed with
+-- the data key as one JSON object by selector.
+ALTER TABLE tenants ADD COLUMN dkim_keys TEXT NOT NULL DEFAULT '';
+ALTER TABLE tenants ADD COLUMN dkim_private BLOB;

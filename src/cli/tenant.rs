@@ -65,6 +65,8 @@ pub enum TenantCommand {
     },
     /// Show one tenant
     Show { id: String },
+    /// Look up the tenant's sender domain's SPF, DKIM and DMARC records (API.md §16.4)
+    CheckDomain { id: String },
     /// Disable a tenant (its key stops working)
     Disable { id: String },
     /// Enable a tenant
@@ -186,6 +188,13 @@ pub(super) async fn tenant(cmd: TenantCommand, s: Services) -> Result<(), CliErr
             } else {
                 print_table(&rows);
             }
+        }
+        TenantCommand::CheckDomain { id } => {
+            let c = s.check_domain(&id).await.map_err(service_msg)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&crate::routes::dkim::DomainCheckOut::from(c))?
+            );
         }
         TenantCommand::Show { id } => {
             let row = s.tenant(&id).await.map_err(service_msg)?;

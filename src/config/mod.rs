@@ -93,6 +93,17 @@ pub struct Settings {
     pub audit: AuditSettings,
     pub metrics: MetricsSettings,
     pub log: LogSettings,
+    #[serde(default)]
+    pub dns: DnsSettings,
+}
+
+/// DNS look-ups of the domain check (API.md §16.4).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSettings {
+    /// `IP:PORT` of the resolver to ask; empty: the system's (`/etc/resolv.conf`).
+    #[serde(default)]
+    pub resolver: String,
 }
 
 impl Settings {

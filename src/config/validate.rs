@@ -32,6 +32,12 @@ impl Settings {
                 )
             })?;
         }
+        if !self.dns.resolver.is_empty() && self.dns.resolver.parse::<SocketAddr>().is_err() {
+            return Err(invalid(
+                "dns.resolver",
+                "must be empty (the system resolver) or IP:PORT like 127.0.0.1:53",
+            ));
+        }
         self.database_location()?;
         range("database.pool_size", self.database.pool_size.into(), 1, 256)?;
         range(

@@ -5,6 +5,7 @@ pub mod challenge;
 pub mod claim;
 pub mod code;
 pub mod delivery;
+pub mod dkim;
 pub mod email;
 pub mod event;
 pub mod keys;

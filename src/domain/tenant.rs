@@ -272,6 +272,10 @@ pub struct Tenant {
     pub pages_approved: bool,
     /// Its SMS fraud guard settings (API.md §17.1).
     pub sms: super::sms_guard::SmsSettings,
+    /// Its DKIM keys' public parts, oldest first (API.md §16.3).
+    pub dkim: Vec<super::dkim::DkimKey>,
+    /// Their private keys, sealed as one JSON object by selector (empty: none).
+    pub dkim_sealed: Vec<u8>,
 }
 
 impl Tenant {
@@ -372,6 +376,8 @@ impl Tenant {
             suppressed: 0,
             pages_approved: true,
             sms: crate::domain::sms_guard::SmsSettings::default(),
+            dkim: Vec::new(),
+            dkim_sealed: Vec::new(),
         }
     }
 }

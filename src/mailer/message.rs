@@ -65,7 +65,15 @@ pub(super) fn render(
         ),
     }
     .map_err(|e| fail(DeliveryReason::Rejected, e))?;
-    Ok((message.envelope().clone(), message.formatted()))
+    let mut raw = message.formatted();
+    if let Some(d) = msg.dkim {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |t| t.as_secs());
+        raw = super::dkim::sign(&raw, d, now)
+            .map_err(|e| fail(DeliveryReason::Rejected, format!("DKIM signing: {e}")))?;
+    }
+    Ok((message.envelope().clone(), raw))
 }
 
 #[cfg(test)]
@@ -99,6 +107,7 @@ mod tests {
                 text: &text,
                 html: Some(&html),
                 message_id: None,
+                dkim: None,
             },
         )
         .unwrap();
@@ -127,6 +136,7 @@ mod tests {
                 text: "Code:\r\n\r\n    123456\r\n",
                 html: None,
                 message_id: Some("<a@acme.example>"),
+                dkim: None,
             },
         )
         .unwrap();

@@ -4,6 +4,7 @@
 
 mod bounded;
 mod connect;
+mod dkim;
 mod error;
 mod message;
 mod transact;
@@ -72,6 +73,27 @@ pub struct Outgoing<'a> {
     pub html: Option<&'a str>,
     /// `<id@domain>`; fixed when the message is stored, so a resend carries the same one.
     pub message_id: Option<&'a str>,
+    /// The tenant's DKIM key, when its domain aligns with the sender's (API.md §16.3).
+    pub dkim: Option<&'a DkimSigner>,
+}
+
+/// A DKIM key a message is signed with (relaxed/relaxed).
+pub struct DkimSigner {
+    pub domain: String,
+    pub selector: String,
+    pub algorithm: crate::domain::dkim::DkimAlgorithm,
+    /// As lettre takes it: Ed25519 base64 of the seed; RSA PKCS#1 PEM.
+    pub private: SecretString,
+}
+
+impl std::fmt::Debug for DkimSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DkimSigner")
+            .field("domain", &self.domain)
+            .field("selector", &self.selector)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -516,6 +538,7 @@ mod tests {
             text: "123456\r\n",
             html: None,
             message_id: None,
+            dkim: None,
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         mailer

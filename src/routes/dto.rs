@@ -424,6 +424,7 @@ pub enum ProblemCode {
     PhoneNumberNotAllowed,
     SmsVelocity,
     EventUnverified,
+    DkimNotFound,
     SuppressionNotFound,
     LogoInvalid,
     RelayCheckFailed,

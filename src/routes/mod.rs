@@ -5,6 +5,7 @@ pub mod claims;
 pub mod codes;
 pub mod compat;
 pub mod devx;
+pub mod dkim;
 pub mod dto;
 pub mod error;
 pub mod governor;
@@ -247,6 +248,13 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
     )
     .service(r("/v1/tenant/suppressions/{recipient}").route(web::delete().to(suppressions::remove)))
     .service(r("/v1/events/{provider}/{tenant_id}").route(web::post().to(provider_events::receive)))
+    .service(
+        r("/v1/tenant/dkim")
+            .route(web::post().to(dkim::create))
+            .route(web::get().to(dkim::get))
+            .route(web::delete().to(dkim::delete)),
+    )
+    .service(r("/v1/tenant/domain-check").route(web::get().to(dkim::domain_check)))
     .service(r("/v1/tenant/stats").route(web::get().to(devx::own_stats)))
     .service(r("/v1/tenants/{id}/stats").route(web::get().to(devx::tenant_stats)))
     .service(r("/v1/stats").route(web::get().to(devx::all_stats)))

@@ -5,7 +5,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::dto::*;
 use super::{
-    claims, codes, devx, hosted, ops, provider_events, providers, suppressions, templates,
+    claims, codes, devx, dkim, hosted, ops, provider_events, providers, suppressions, templates,
     transport, v1, webhooks,
 };
 
@@ -49,7 +49,7 @@ impl Modify for Security {
         hosted::open, hosted::outcome, hosted::put_logo, hosted::delete_logo,
         providers::put_own, providers::get_own, providers::delete_own, providers::test_own,
         providers::put_for, providers::get_for, providers::delete_for, providers::test_for,
-        suppressions::list, suppressions::add, suppressions::remove, provider_events::receive, claims::claim_code, claims::claim_session
+        suppressions::list, suppressions::add, suppressions::remove, provider_events::receive, dkim::create, dkim::get, dkim::delete, dkim::domain_check, claims::claim_code, claims::claim_session
     ),
     components(
         schemas(Problem, ProblemCode, FieldErrorOut),

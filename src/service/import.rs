@@ -218,6 +218,8 @@ impl Services {
                     suppressed: 0,
                     pages_approved: true,
                     sms: crate::domain::sms_guard::SmsSettings::default(),
+                    dkim: Vec::new(),
+                    dkim_sealed: Vec::new(),
                 },
                 digest,
             ));

@@ -3,6 +3,8 @@
 pub mod audit;
 pub mod claims;
 pub mod delivery;
+pub mod dkim;
+pub mod domain_check;
 pub mod hosted;
 pub mod idempotency;
 pub mod import;
@@ -155,6 +157,9 @@ pub enum ServiceError {
         /// The setting that refused it.
         setting: &'static str,
     },
+    /// The tenant has no DKIM key: 404 `dkim_not_found`.
+    #[error("dkim not found")]
+    DkimNotFound,
     /// A provider event whose signature or credentials did not verify: 401
     /// `event_unverified`; nothing changed.
     #[error("event unverified")]

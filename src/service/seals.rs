@@ -25,6 +25,7 @@ pub(crate) use super::relay_accounts::sealed_as;
 pub(crate) const HTTP_SECRET: &str = "http-transport-secret";
 const OAUTH2: &str = "smtp-oauth2";
 const PROVIDER: &str = "provider-secrets";
+const DKIM: &str = "dkim-private-keys";
 
 /// What one sealed value is bound to.
 pub(crate) enum Seal<'a> {
@@ -48,6 +49,8 @@ pub(crate) enum Seal<'a> {
     },
     /// The HTTP transport's signing secret: the tenant.
     HttpSecret { tenant: &'a TenantId },
+    /// The DKIM private keys (API.md §16.3): the tenant.
+    Dkim { tenant: &'a TenantId },
 }
 
 /// Length-prefixed parts, so no two lists of parts read the same.
@@ -117,6 +120,7 @@ impl<'a> Seal<'a> {
                 parts(&[channel.as_str(), kind.as_str()]),
             ),
             Seal::HttpSecret { tenant } => (HTTP_SECRET, tenant.as_str().to_string(), Vec::new()),
+            Seal::Dkim { tenant } => (DKIM, tenant.as_str().to_string(), Vec::new()),
             Seal::RelayPassword { .. } => return None,
         })
     }
@@ -188,6 +192,13 @@ pub(crate) fn tenant_seals(t: &Tenant) -> Vec<(TenantSeal, &[u8], Seal<'_>)> {
                 },
             ));
         }
+    }
+    if !t.dkim_sealed.is_empty() {
+        out.push((
+            TenantSeal::DkimPrivate,
+            t.dkim_sealed.as_slice(),
+            Seal::Dkim { tenant: &t.id },
+        ));
     }
     out
 }

@@ -127,6 +127,8 @@ impl Services {
             suppressed: 0,
             pages_approved: t.pages_approved,
             sms: SmsSettings::default(),
+            dkim: Vec::new(),
+            dkim_sealed: Vec::new(),
         };
         if t.check_relay {
             self.check_relays(&row).await?;
@@ -382,6 +384,7 @@ impl Services {
             suppression: p.suppression,
             pages_approved: p.pages_approved,
             sms,
+            dkim: None,
             new_secret: None,
         };
         Ok(changes)

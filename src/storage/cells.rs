@@ -36,7 +36,7 @@ pub(crate) const TENANT_COLS: &str =
      t.http_url, t.http_use, t.http_secret, t.allowed_return_urls, t.brand_color, \
      t.smtp_oauth2, t.fallback_oauth2, t.email_provider, t.email_provider_secrets, \
      t.sms_provider, t.sms_provider_secrets, t.suppression_off, t.suppressed, \
-     t.pages_approved, t.sms_allowed_countries, t.sms_trusted_days, t.sms_allow_fixed_line";
+     t.pages_approved, t.sms_allowed_countries, t.sms_trusted_days, t.sms_allow_fixed_line, t.dkim_keys, t.dkim_private";
 
 /// A code's columns as `GET /v1/otp/{key}` shows it, for queries that name the table `c`
 /// (read by [`view_from`]); `now` is the SQL of the current time its lease is compared with
@@ -205,6 +205,8 @@ pub(crate) fn tenant_from(r: &impl Cells) -> Result<Tenant, StoreError> {
             trusted_days: r.count(45)?,
             allow_fixed_line: r.flag(46)?,
         },
+        dkim: crate::domain::dkim::keys_from_stored(&r.text(47)?),
+        dkim_sealed: r.opt_bytes(48)?.unwrap_or_default(),
     })
 }
 

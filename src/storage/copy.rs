@@ -98,6 +98,8 @@ pub const TABLES: &[Table] = &[
             ("sms_allowed_countries", Text),
             ("sms_trusted_days", Int),
             ("sms_allow_fixed_line", Bool),
+            ("dkim_keys", Text),
+            ("dkim_private", Blob),
         ],
         identity: None,
     },

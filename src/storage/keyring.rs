@@ -51,6 +51,7 @@ pub enum TenantSeal {
     HttpSecret,
     EmailProviderSecrets,
     SmsProviderSecrets,
+    DkimPrivate,
 }
 
 impl TenantSeal {
@@ -62,6 +63,7 @@ impl TenantSeal {
             TenantSeal::HttpSecret => "http_secret",
             TenantSeal::EmailProviderSecrets => "email_provider_secrets",
             TenantSeal::SmsProviderSecrets => "sms_provider_secrets",
+            TenantSeal::DkimPrivate => "dkim_private",
         }
     }
 }

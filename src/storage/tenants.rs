@@ -35,6 +35,9 @@ pub struct TenantChanges {
     pub pages_approved: Option<bool>,
     /// Its SMS fraud guard settings (API.md §17.1).
     pub sms: Option<crate::domain::sms_guard::SmsSettings>,
+    /// Its DKIM keys (public parts as stored JSON, and the sealed private keys; empty:
+    /// none), API.md §16.3.
+    pub dkim: Option<(String, Vec<u8>)>,
     /// A new secret key's digest that replaces every other at once (a test tenant made
     /// live: its `sk_test_` key stops, API.md §17.4).
     pub new_secret: Option<Vec<u8>>,
@@ -85,6 +88,7 @@ pub(crate) mod sql {
     pub const SET_SMS: &str =
         "UPDATE tenants SET sms_allowed_countries = $2, sms_trusted_days = $3, \
          sms_allow_fixed_line = $4 WHERE id = $1";
+    pub const SET_DKIM: &str = "UPDATE tenants SET dkim_keys = $2, dkim_private = $3 WHERE id = $1";
     pub const SET_SUPPRESSION_OFF: &str = "UPDATE tenants SET suppression_off = $2 WHERE id = $1";
     pub const SET_EMAIL_PROVIDER: &str =
         "UPDATE tenants SET email_provider = $2, email_provider_secrets = $3 WHERE id = $1";

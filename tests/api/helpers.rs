@@ -91,11 +91,12 @@ impl TestApp {
         std::fs::write(
             &p,
             format!(
-                "[database]\nurl = \"{}\"\n[crypto]\nmaster_key_file = \"{}\"\n[smtp]\nallow_private_hosts = true\nallowed_ports = [{}]\nextra_root_certificates = [\"{}\"]\n",
+                "[database]\nurl = \"{}\"\n[crypto]\nmaster_key_file = \"{}\"\n[smtp]\nallow_private_hosts = true\nallowed_ports = [{}]\nextra_root_certificates = [\"{}\"]\n[dns]\nresolver = \"{}\"\n",
                 self.settings.database.url,
                 self.settings.crypto.master_key_file,
                 self.smtp.port,
-                self.smtp.ca_path.display()
+                self.smtp.ca_path.display(),
+                self.settings.dns.resolver
             ),
         )
         .unwrap();

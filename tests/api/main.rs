@@ -8,6 +8,7 @@ mod browser;
 mod compat;
 mod delivery;
 mod devx;
+mod dkim;
 mod hardening;
 mod helpers;
 mod holds;

@@ -20,6 +20,9 @@ mod delivery;
 #[path = "../api/devx.rs"]
 mod devx;
 #[cfg(otpmint_pg_tests)]
+#[path = "../api/dkim.rs"]
+mod dkim;
+#[cfg(otpmint_pg_tests)]
 #[path = "../api/hardening.rs"]
 mod hardening;
 #[cfg(otpmint_pg_tests)]

@@ -272,6 +272,13 @@ impl ApiError {
                     format!("Too many text messages of this tenant went to numbers like this one in the last hour ({setting}); numbers that verified a code before are not held back. Retry later."),
                     one("limit", json!(setting.trim_start_matches("limits."))),
                 ),
+                S::DkimNotFound => (
+                    StatusCode::NOT_FOUND,
+                    "dkim_not_found",
+                    "DKIM key not found",
+                    "The tenant has no DKIM key: POST /v1/tenant/dkim makes one.".into(),
+                    none(),
+                ),
                 S::EventUnverified => (
                     StatusCode::UNAUTHORIZED,
                     "event_unverified",

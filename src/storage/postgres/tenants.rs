@@ -98,6 +98,10 @@ impl TenantStore for PgStore {
             if let Some(ok) = c.pages_approved {
                 tx.execute(sql::SET_PAGES_APPROVED, &[&id, &ok])?;
             }
+            if let Some((keys, private)) = &c.dkim {
+                let private = (!private.is_empty()).then_some(private);
+                tx.execute(sql::SET_DKIM, &[&id, keys, &private])?;
+            }
             if let Some(sms) = &c.sms {
                 let days = i64::from(sms.trusted_days);
                 tx.execute(

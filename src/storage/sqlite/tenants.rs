@@ -111,6 +111,13 @@ impl TenantStore for SqliteStore {
                 params![id.as_str(), ok],
             )?;
         }
+        if let Some((keys, private)) = &c.dkim {
+            let private = (!private.is_empty()).then_some(private);
+            tx.execute_cached(
+                &sqlite_placeholders(sql::SET_DKIM),
+                params![id.as_str(), keys, private],
+            )?;
+        }
         if let Some(sms) = &c.sms {
             tx.execute_cached(
                 &sqlite_placeholders(sql::SET_SMS),

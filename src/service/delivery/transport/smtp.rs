@@ -58,12 +58,14 @@ impl Transport for Relay<'_> {
         sessions: usize,
     ) -> Sending<'a> {
         Box::pin(async move {
+            let signer = s.dkim_signer(self.tenant, self.account.from.as_str()).await;
             let outgoing = Outgoing {
                 to: out.to,
                 subject: &out.msg.subject,
                 text: &out.msg.text,
                 html: out.msg.html.as_deref(),
                 message_id: Some(&out.msg.message_id),
+                dkim: signer.as_ref(),
             };
             let bounds = (deadline.by, deadline.setup_by);
             // Opening the credentials (an OAuth2 token: the wait for the relay's one token
@@ -187,6 +189,7 @@ impl Services {
             .relay_target(tenant, account, false, false)
             .await
             .map_err(|e| ServiceError::Delivery(e.reason))?;
+        let signer = self.dkim_signer(tenant, account.from.as_str()).await;
         self.mailer
             .send(
                 &target,
@@ -196,6 +199,7 @@ impl Services {
                     text: "This is a test message from otpmint. No action is needed.\r\n",
                     html: None,
                     message_id: None,
+                    dkim: signer.as_ref(),
                 },
                 (tokio::time::Instant::now() + self.mailer.timeout(), None),
                 1,

@@ -1,0 +1,109 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! A DNS server on loopback (UDP) answering TXT queries from records the test sets: enough
+//! for DKIM, SPF and DMARC look-ups (API.md §16.3–§16.4). Unknown names answer NXDOMAIN.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::net::UdpSocket;
+
+#[derive(Default)]
+struct State {
+    txt: Mutex<HashMap<String, Vec<String>>>,
+    queries: Mutex<Vec<String>>,
+}
+
+pub struct DnsServer {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+}
+
+impl DnsServer {
+    pub async fn start() -> DnsServer {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        let state = Arc::new(State::default());
+        let st = Arc::clone(&state);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((n, peer)) = sock.recv_from(&mut buf).await {
+                if let Some(reply) = answer(&buf[..n], &st) {
+                    let _ = sock.send_to(&reply, peer).await;
+                }
+            }
+        });
+        DnsServer { addr, state }
+    }
+
+    /// Set the TXT records of a name (replacing any).
+    pub fn set_txt(&self, name: &str, values: &[&str]) {
+        self.state.txt.lock().unwrap().insert(
+            name.trim_end_matches('.').to_ascii_lowercase(),
+            values.iter().map(|v| v.to_string()).collect(),
+        );
+    }
+
+    pub fn remove(&self, name: &str) {
+        self.state
+            .txt
+            .lock()
+            .unwrap()
+            .remove(&name.trim_end_matches('.').to_ascii_lowercase());
+    }
+
+    /// The names asked for, in order.
+    pub fn queries(&self) -> Vec<String> {
+        self.state.queries.lock().unwrap().clone()
+    }
+}
+
+/// The reply to one query: its question echoed and the TXT answers (each split into strings
+/// of at most 255 bytes), NXDOMAIN for a name without records.
+fn answer(q: &[u8], st: &State) -> Option<Vec<u8>> {
+    if q.len() < 12 {
+        return None;
+    }
+    // The question: labels, then type and class.
+    let mut i = 12;
+    let mut labels = Vec::new();
+    loop {
+        let len = *q.get(i)? as usize;
+        i += 1;
+        if len == 0 {
+            break;
+        }
+        labels.push(String::from_utf8_lossy(q.get(i..i + len)?).to_ascii_lowercase());
+        i += len;
+    }
+    let qtype = u16::from_be_bytes([*q.get(i)?, *q.get(i + 1)?]);
+    let question_end = i + 4;
+    let name = labels.join(".");
+    st.queries.lock().unwrap().push(name.clone());
+    let records = st.txt.lock().unwrap().get(&name).cloned();
+    let answers: Vec<String> = match (&records, qtype) {
+        (Some(r), 16) => r.clone(),
+        _ => Vec::new(),
+    };
+    let mut out = Vec::new();
+    out.extend_from_slice(&q[0..2]);
+    let rcode = if records.is_none() { 3 } else { 0 };
+    // QR, opcode 0, AA, RD as asked; RA; the rcode.
+    out.push(0x84 | (q[2] & 0x01));
+    out.push(0x80 | rcode);
+    out.extend_from_slice(&[0, 1]);
+    out.extend_from_slice(&(answers.len() as u16).to_be_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(q.get(12..question_end)?);
+    for a in answers {
+        let mut rdata = Vec::new();
+        for chunk in a.as_bytes().chunks(255) {
+            rdata.push(chunk.len() as u8);
+            rdata.extend_from_slice(chunk);
+        }
+        out.extend_from_slice(&[0xc0, 0x0c, 0, 16, 0, 1, 0, 0, 0, 60]);
+        out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        out.extend_from_slice(&rdata);
+    }
+    Some(out)
+}

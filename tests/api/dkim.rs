@@ -1,0 +1,424 @@
+//! DKIM per tenant (API.md §16.3) and the domain check (§16.4) over HTTP: a message received
+//! by the test SMTP server verifies against the record published on a DNS server on
+//! loopback — checked by a verifier written here from RFC 6376 (relaxed/relaxed) and RFC
+//! 8463, not by the signer's code — rotation, removal, alignment; and the domain check's
+//! answers for found, missing and misaligned records.
+
+use base64::Engine;
+use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::{RData, RecordType};
+use hickory_resolver::Resolver;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::helpers::*;
+use crate::http_transport::body;
+use otpmint::testkit::dns::DnsServer;
+
+async fn app_with_dns(dns: &DnsServer) -> TestApp {
+    let addr = dns.addr.to_string();
+    spawn_app_with(move |s| s.dns.resolver = addr).await
+}
+
+/// The TXT record at `name`, asked of the test DNS server.
+async fn lookup(dns: &DnsServer, name: &str) -> Option<String> {
+    let mut ns = NameServerConfig::udp(dns.addr.ip());
+    ns.connections[0].port = dns.addr.port();
+    let r = Resolver::builder_with_config(
+        ResolverConfig::from_name_servers(vec![ns]),
+        TokioRuntimeProvider::default(),
+    )
+    .build()
+    .unwrap();
+    let l = r.lookup(format!("{name}."), RecordType::TXT).await.ok()?;
+    l.answers().iter().find_map(|rec| match &rec.data {
+        RData::TXT(t) => Some(
+            t.txt_data
+                .iter()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .collect(),
+        ),
+        _ => None,
+    })
+}
+
+fn tags(v: &str) -> Vec<(String, String)> {
+    v.split(';')
+        .filter_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            Some((
+                k.trim().to_string(),
+                v.chars().filter(|c| !c.is_whitespace()).collect(),
+            ))
+        })
+        .collect()
+}
+
+fn tag<'a>(t: &'a [(String, String)], k: &str) -> &'a str {
+    t.iter()
+        .find(|(n, _)| n == k)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("")
+}
+
+/// Relaxed header canonicalization (RFC 6376 §3.4.2) of one unfolded `Name: value`.
+fn relaxed_header(raw: &str) -> String {
+    let (name, value) = raw.split_once(':').unwrap();
+    let unfolded = value.replace("\r\n", "");
+    let squeezed = unfolded
+        .split([' ', '\t'])
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!(
+        "{}:{}\r\n",
+        name.trim().to_ascii_lowercase(),
+        squeezed.trim()
+    )
+}
+
+/// Relaxed body canonicalization (RFC 6376 §3.4.4).
+fn relaxed_body(body: &str) -> String {
+    let mut lines: Vec<String> = body
+        .split("\r\n")
+        .map(|l| {
+            // Runs of whitespace become one space (a leading run too); trailing goes.
+            let mut out = String::new();
+            for c in l.chars() {
+                if c == ' ' || c == '\t' {
+                    if !out.ends_with(' ') {
+                        out.push(' ');
+                    }
+                } else {
+                    out.push(c);
+                }
+            }
+            out.trim_end().to_string()
+        })
+        .collect();
+    while lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    if lines.is_empty() {
+        return String::new();
+    }
+    lines.join("\r\n") + "\r\n"
+}
+
+/// Verify the message's DKIM-Signature against the record in DNS: `Ok(selector)` or why not.
+async fn verify(dns: &DnsServer, raw: &str) -> Result<String, String> {
+    let raw = raw.replace("\r\n", "\n").replace('\n', "\r\n");
+    let (head, body) = raw.split_once("\r\n\r\n").ok_or("no body")?;
+    // Headers, unfolded into whole fields.
+    let mut fields: Vec<String> = Vec::new();
+    for line in head.split("\r\n") {
+        if line.starts_with([' ', '\t']) {
+            let last = fields.last_mut().ok_or("continuation first")?;
+            last.push_str("\r\n");
+            last.push_str(line);
+        } else {
+            fields.push(line.to_string());
+        }
+    }
+    let sig_field = fields
+        .iter()
+        .find(|f| f.to_ascii_lowercase().starts_with("dkim-signature:"))
+        .ok_or("unsigned")?
+        .clone();
+    let t = tags(sig_field.split_once(':').unwrap().1);
+    if tag(&t, "c") != "relaxed/relaxed" {
+        return Err(format!("c={}", tag(&t, "c")));
+    }
+    let bh = Sha256::digest(relaxed_body(body).as_bytes());
+    if base64::engine::general_purpose::STANDARD.encode(bh) != tag(&t, "bh") {
+        return Err("body hash".into());
+    }
+    let mut data = String::new();
+    for name in tag(&t, "h").split(':') {
+        if let Some(f) = fields.iter().rev().find(|f| {
+            f.split_once(':')
+                .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        }) {
+            data.push_str(&relaxed_header(f));
+        }
+    }
+    // The signature field itself, b= emptied, no final CRLF.
+    let b_at = sig_field.find("b=").ok_or("no b=")?;
+    let b_start = b_at + 2;
+    let b_end = sig_field[b_start..]
+        .find(';')
+        .map_or(sig_field.len(), |i| b_start + i);
+    let emptied = format!("{}{}", &sig_field[..b_start], &sig_field[b_end..]);
+    // b= must be the b= tag, not bh=: the first "b=" after a separator.
+    let emptied = if sig_field[..b_at].ends_with('h') {
+        let b2 = sig_field[b_start..].find("b=").ok_or("no b=")? + b_start;
+        let s = b2 + 2;
+        let e = sig_field[s..].find(';').map_or(sig_field.len(), |i| s + i);
+        format!("{}{}", &sig_field[..s], &sig_field[e..])
+    } else {
+        emptied
+    };
+    data.push_str(relaxed_header(&emptied).trim_end_matches("\r\n"));
+    let hash = Sha256::digest(data.as_bytes());
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(tag(&t, "b"))
+        .map_err(|_| "b= is not base64")?;
+    let name = format!("{}._domainkey.{}", tag(&t, "s"), tag(&t, "d"));
+    let record = lookup(dns, &name)
+        .await
+        .ok_or(format!("no record at {name}"))?;
+    let rt = tags(&record);
+    let p = base64::engine::general_purpose::STANDARD
+        .decode(tag(&rt, "p"))
+        .map_err(|_| "p= is not base64")?;
+    match tag(&t, "a") {
+        "ed25519-sha256" => ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &p)
+            .verify(&hash, &sig)
+            .map_err(|_| "ed25519 signature".to_string())?,
+        "rsa-sha256" => {
+            use rsa::pkcs8::DecodePublicKey;
+            let key = rsa::RsaPublicKey::from_public_key_der(&p).map_err(|e| e.to_string())?;
+            key.verify(rsa::Pkcs1v15Sign::new::<rsa::sha2::Sha256>(), &hash, &sig)
+                .map_err(|_| "rsa signature".to_string())?
+        }
+        a => return Err(format!("a={a}")),
+    }
+    Ok(tag(&t, "s").to_string())
+}
+
+async fn mint_raw(app: &TestApp, sk: &str, to: &str) -> String {
+    let before = app.smtp.count_to(to);
+    let r = app.post("/v1/otp", sk, json!({"email": to})).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    app.smtp.wait_for(to, before + 1).await.data
+}
+
+async fn make_key(app: &TestApp, sk: &str, b: Value) -> (StatusCode, Value) {
+    body(app.post("/v1/tenant/dkim", sk, b).await).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_message_verifies_against_the_published_record_through_rotation_and_removal() {
+    let dns = DnsServer::start().await;
+    let app = app_with_dns(&dns).await;
+    let (_, sk) = app.tenant().await;
+
+    // Unsigned before any key; bad requests make none.
+    let raw = mint_raw(&app, &sk, "ada@example.com").await;
+    assert_eq!(verify(&dns, &raw).await, Err("unsigned".into()));
+    for bad in [
+        json!({"domain": "acme.example", "algorithm": "dsa"}),
+        json!({"domain": "localhost", "algorithm": "ed25519"}),
+        json!({"domain": "acme.example", "algorithm": "ed25519", "selector": "bad_one"}),
+        json!({"algorithm": "ed25519"}),
+    ] {
+        assert_eq!(
+            make_key(&app, &sk, bad.clone()).await.0,
+            StatusCode::BAD_REQUEST,
+            "{bad}"
+        );
+    }
+    let (s, _) = body(app.get("/v1/tenant/dkim", &sk).await).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    let (s, k) = make_key(
+        &app,
+        &sk,
+        json!({"domain": "acme.example", "algorithm": "ed25519"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{k}");
+    assert_eq!(k["name"], "otpmint1._domainkey.acme.example");
+    let value = k["value"].as_str().unwrap().to_string();
+    assert!(value.starts_with("v=DKIM1; k=ed25519; p="), "{value}");
+    dns.set_txt("otpmint1._domainkey.acme.example", &[&value]);
+    let raw = mint_raw(&app, &sk, "ada@example.com").await;
+    assert_eq!(verify(&dns, &raw).await, Ok("otpmint1".into()), "{raw}");
+    assert!(
+        raw.contains("h=from:to:subject:date:message-id:mime-version:content-type;"),
+        "{raw}"
+    );
+    // The verifier can fail: a changed code, or another key published.
+    let code = app.smtp.messages().last().unwrap().code();
+    let forged = raw.replace(&code, "000000");
+    assert_eq!(verify(&dns, &forged).await, Err("body hash".into()));
+    let (other, _) =
+        otpmint::domain::dkim::generate(otpmint::domain::dkim::DkimAlgorithm::Ed25519).unwrap();
+    dns.set_txt(
+        "otpmint1._domainkey.acme.example",
+        &[&format!("v=DKIM1; k=ed25519; p={other}")],
+    );
+    assert_eq!(verify(&dns, &raw).await, Err("ed25519 signature".into()));
+    dns.set_txt("otpmint1._domainkey.acme.example", &[&value]);
+
+    // A data-key rotation (another process) re-seals the private key: it still signs.
+    let (ok, _, err) = app.cli(&["keys", "rotate-data-key"]);
+    assert!(ok, "{err}");
+    let raw = mint_raw(&app, &sk, "eve@example.com").await;
+    assert_eq!(verify(&dns, &raw).await, Ok("otpmint1".into()), "{raw}");
+
+    // Rotation: an RSA key under a second selector signs from now on.
+    let (s, _) = make_key(
+        &app,
+        &sk,
+        json!({"domain": "acme.example", "algorithm": "ed25519", "selector": "otpmint1"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, k2) = make_key(
+        &app,
+        &sk,
+        json!({"domain": "acme.example", "algorithm": "rsa2048", "selector": "s2026"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{k2}");
+    assert!(k2["value"]
+        .as_str()
+        .unwrap()
+        .starts_with("v=DKIM1; k=rsa; p="));
+    dns.set_txt(
+        "s2026._domainkey.acme.example",
+        &[k2["value"].as_str().unwrap()],
+    );
+    let raw = mint_raw(&app, &sk, "bob@example.com").await;
+    assert_eq!(verify(&dns, &raw).await, Ok("s2026".into()), "{raw}");
+    let (s, g) = body(app.get("/v1/tenant/dkim", &sk).await).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(g["selector"], "s2026", "{g}");
+    assert_eq!(g["keys"].as_array().unwrap().len(), 2, "{g}");
+    assert!(!g.to_string().contains("PRIVATE"), "{g}");
+
+    // Removed: unsigned again.
+    assert_eq!(
+        app.delete("/v1/tenant/dkim", &sk).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let raw = mint_raw(&app, &sk, "cy@example.com").await;
+    assert_eq!(verify(&dns, &raw).await, Err("unsigned".into()));
+    assert_eq!(
+        app.delete("/v1/tenant/dkim", &sk).await.status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // A key for another domain than the sender's signs nothing.
+    let (s, _) = make_key(
+        &app,
+        &sk,
+        json!({"domain": "other.example", "algorithm": "ed25519"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let raw = mint_raw(&app, &sk, "di@example.com").await;
+    assert_eq!(verify(&dns, &raw).await, Err("unsigned".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_domain_check_answers_found_missing_and_misaligned_records() {
+    let dns = DnsServer::start().await;
+    let app = app_with_dns(&dns).await;
+    let (id, sk) = app.tenant().await;
+    let check = |sk: String| {
+        let app = &app;
+        async move {
+            let (s, v) = body(app.get("/v1/tenant/domain-check", &sk).await).await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            v
+        }
+    };
+
+    // Nothing published, no key: three problems.
+    let v = check(sk.clone()).await;
+    assert_eq!(v["domain"], "acme.example");
+    assert_eq!(v["spf"]["found"], false, "{v}");
+    assert_eq!(
+        v["dkim"],
+        json!({"found": false, "matches_key": false}),
+        "{v}"
+    );
+    assert_eq!(v["dmarc"]["found"], false, "{v}");
+    assert_eq!(v["advice"].as_array().unwrap().len(), 3, "{v}");
+
+    // Everything published and matching: no advice.
+    let (_, k) = make_key(
+        &app,
+        &sk,
+        json!({"domain": "acme.example", "algorithm": "ed25519"}),
+    )
+    .await;
+    dns.set_txt(
+        "acme.example",
+        &["v=spf1 ip4:192.0.2.1 ~all", "google-site-verification=x"],
+    );
+    dns.set_txt(
+        "otpmint1._domainkey.acme.example",
+        &[k["value"].as_str().unwrap()],
+    );
+    dns.set_txt(
+        "_dmarc.acme.example",
+        &["v=DMARC1; p=reject; rua=mailto:d@acme.example"],
+    );
+    let v = check(sk.clone()).await;
+    assert_eq!(v["spf"]["found"], true, "{v}");
+    assert_eq!(v["spf"]["record"], "v=spf1 ip4:192.0.2.1 ~all", "{v}");
+    assert_eq!(
+        v["dkim"],
+        json!({"found": true, "matches_key": true}),
+        "{v}"
+    );
+    assert_eq!(v["dmarc"]["policy"], "reject", "{v}");
+    assert_eq!(v["dmarc"]["aligned"], true, "{v}");
+    assert_eq!(v["advice"], json!([]), "{v}");
+    // The CLI answers the same.
+    let (ok, out, err) = app.cli(&["tenant", "check-domain", &id]);
+    assert!(ok, "{err}");
+    let cli: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        cli["dkim"],
+        json!({"found": true, "matches_key": true}),
+        "{out}"
+    );
+    assert_eq!(cli["advice"], json!([]), "{out}");
+
+    // Two SPF records; another key published; strict DKIM alignment for a subdomain sender.
+    dns.set_txt("acme.example", &["v=spf1 ~all", "v=spf1 -all"]);
+    dns.set_txt(
+        "otpmint1._domainkey.acme.example",
+        &["v=DKIM1; k=ed25519; p=AAAA"],
+    );
+    let v = check(sk.clone()).await;
+    assert_eq!(v["dkim"]["matches_key"], false, "{v}");
+    let advice = v["advice"].to_string();
+    assert!(advice.contains("2 SPF records"), "{advice}");
+    assert!(advice.contains("another key"), "{advice}");
+
+    dns.set_txt(
+        "otpmint1._domainkey.acme.example",
+        &[k["value"].as_str().unwrap()],
+    );
+    let r = app
+        .patch(
+            "/v1/tenant",
+            &sk,
+            json!({"smtp": {"from": "Acme <no-reply@mail.acme.example>"}}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    dns.set_txt("mail.acme.example", &["v=spf1 ~all"]);
+    dns.set_txt("_dmarc.acme.example", &["v=DMARC1; p=quarantine; adkim=s"]);
+    let v = check(sk.clone()).await;
+    assert_eq!(v["domain"], "mail.acme.example", "{v}");
+    // No _dmarc.mail.acme.example: the organizational domain's record, strict.
+    assert_eq!(v["dmarc"]["found"], true, "{v}");
+    assert_eq!(v["dmarc"]["policy"], "quarantine", "{v}");
+    assert_eq!(v["dmarc"]["aligned"], false, "{v}");
+    assert!(v["advice"].to_string().contains("adkim=s"), "{v}");
+    dns.set_txt("_dmarc.acme.example", &["v=DMARC1; p=quarantine"]);
+    let v = check(sk.clone()).await;
+    assert_eq!(v["dmarc"]["aligned"], true, "{v}");
+    assert!(dns
+        .queries()
+        .iter()
+        .any(|q| q == "_dmarc.mail.acme.example"));
+}
