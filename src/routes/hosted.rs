@@ -16,7 +16,6 @@ use super::v1::json;
 use super::AppState;
 use crate::clock::rfc3339;
 use crate::domain::email::mask;
-use crate::domain::keys::random_id;
 use crate::domain::links::origin;
 use crate::domain::locale::Locale;
 use crate::domain::tenant::Tenant;
@@ -29,7 +28,7 @@ type ApiResult = Result<HttpResponse, ApiError>;
 
 /// The largest logo accepted.
 pub const LOGO_MAX: usize = 64 * 1024;
-const COOKIE: &str = "otpmint_hosted";
+const COOKIE: &str = "__Host-otpmint_hosted";
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -254,9 +253,9 @@ async fn render(
     let app = tenant.name.as_str();
     let base = page_kit::base_path(st);
     let logo = st.services.has_logo(&tenant.id).await;
-    let cookie = page_kit::cookie(req, COOKIE).unwrap_or_else(|| random_id(32));
+    let cookie = page_kit::cookie_or_new(st, req, COOKIE);
     let csrf = st.services.hosted_csrf(&row.id, &cookie);
-    let set_cookie = page_kit::set_cookie(st, COOKIE, &cookie, &format!("/h/{}", row.id));
+    let set_cookie = page_kit::set_cookie(st, COOKIE, &cookie);
     let status_now = status_of(row, st.services.now());
     let over = status_now != "open" || error == Some(&PageError::Over);
     let code_sent = row.key_sealed.is_some();
@@ -388,7 +387,7 @@ pub async fn show(
     if row.verified
         && st
             .services
-            .finished_here(&row, page_kit::cookie(&req, COOKIE).as_deref())
+            .finished_here(&row, page_kit::cookie(&st, &req, COOKIE).as_deref())
     {
         return page_kit::see_other(&session_redirect(&row.return_url, &row.id));
     }
@@ -414,7 +413,7 @@ async fn act(
         Ok(x) => x,
         Err(r) => return r,
     };
-    let cookie = page_kit::cookie(&req, COOKIE);
+    let cookie = page_kit::cookie(&st, &req, COOKIE);
     let expected = cookie
         .as_deref()
         .map(|c| st.services.hosted_csrf(&row.id, c));

@@ -10,12 +10,11 @@ use serde::Deserialize;
 
 use super::page_kit;
 use super::AppState;
-use crate::domain::keys::random_id;
 use crate::domain::links::origin;
 use crate::pages::{self, Form, Page, Strings};
 use crate::service::links::{ConfirmError, LinkState};
 
-const COOKIE: &str = "otpmint_link";
+const COOKIE: &str = "__Host-otpmint_link";
 
 #[derive(Deserialize)]
 pub struct ConfirmForm {
@@ -66,10 +65,9 @@ pub async fn show(
         Some(LinkState::Open(l)) => {
             let s = Strings::of(l.locale.as_deref().unwrap_or("en"));
             // The browser's cookie for this page (a new one unless it has one).
-            let cookie = page_kit::cookie(&req, COOKIE).unwrap_or_else(|| random_id(32));
+            let cookie = page_kit::cookie_or_new(&st, &req, COOKIE);
             let csrf = st.services.link_csrf(&token, &cookie);
-            let set_cookie =
-                page_kit::set_cookie(&st, COOKIE, &cookie, &format!("/l/{}", token.as_str()));
+            let set_cookie = page_kit::set_cookie(&st, COOKIE, &cookie);
             let lead = s.confirm_lead.replace("{app}", &l.tenant_name);
             let action = format!("{}/l/{}", page_kit::base_path(&st), token.as_str());
             let html = pages::render(&Page {
@@ -104,7 +102,7 @@ pub async fn confirm(
         return HttpResponse::NotFound().finish();
     }
     let ctx = super::request_context(&req, &st);
-    let cookie = page_kit::cookie(&req, COOKIE);
+    let cookie = page_kit::cookie(&st, &req, COOKIE);
     let state = match st.services.link_state(&token).await {
         Ok(s) => s,
         Err(_) => return HttpResponse::ServiceUnavailable().finish(),

@@ -16,24 +16,35 @@ pub(super) fn base_path(st: &AppState) -> String {
         .unwrap_or_default()
 }
 
-/// The browser's cookie `name`, if it sent a plausible one.
-pub(super) fn cookie(req: &HttpRequest, name: &str) -> Option<String> {
+/// The browser's cookie `name`, if it sent one this server issued (API.md §17.5): a value
+/// the server did not choose is no cookie, and the page sets a new one.
+pub(super) fn cookie(st: &AppState, req: &HttpRequest, name: &str) -> Option<String> {
     let raw = req.headers().get(header::COOKIE)?.to_str().ok()?;
     raw.split(';').find_map(|kv| {
         let (k, v) = kv.trim().split_once('=')?;
-        (k == name && !v.is_empty() && v.len() <= 64).then(|| v.to_string())
+        (k == name && v.len() <= 80 && st.services.page_cookie_issued(v)).then(|| v.to_string())
     })
 }
 
-/// A `Set-Cookie` for a page's CSRF cookie under `path` (`Secure` behind https).
-pub(super) fn set_cookie(st: &AppState, name: &str, value: &str, path: &str) -> String {
-    let secure = st
-        .services
-        .links_base()
-        .is_some_and(|b| b.starts_with("https://"));
+/// The browser's cookie `name`, or a new one the server chose.
+pub(super) fn cookie_or_new(st: &AppState, req: &HttpRequest, name: &str) -> String {
+    cookie(st, req, name).unwrap_or_else(|| st.services.new_page_cookie())
+}
+
+/// A `Set-Cookie` for a page's CSRF cookie: a `__Host-` name (the caller's), `Path=/`, no
+/// domain; `Secure` behind https — and on a loopback host, which browsers treat as secure
+/// and where a `__Host-` cookie must carry it too.
+pub(super) fn set_cookie(st: &AppState, name: &str, value: &str) -> String {
+    let base = st.services.links_base().unwrap_or_default();
+    let loopback = reqwest::Url::parse(&base).is_ok_and(|u| match u.host() {
+        Some(url::Host::Domain(d)) => d == "localhost" || d.ends_with(".localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    });
+    let secure = base.starts_with("https://") || loopback;
     format!(
-        "{name}={value}; Path={}{path}; HttpOnly; SameSite=Strict; Max-Age=3600{}",
-        base_path(st),
+        "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age=3600{}",
         if secure { "; Secure" } else { "" }
     )
 }

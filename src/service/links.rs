@@ -73,7 +73,34 @@ fn hmac_hex(key: &[u8], parts: &[&[u8]]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// What a page cookie's MAC is keyed for (API.md §17.5).
+const PAGE_COOKIE_LABEL: &str = "page-cookie";
+
 impl Services {
+    /// A new page cookie value the server chose: a random id and its MAC (API.md §17.5).
+    pub fn new_page_cookie(&self) -> String {
+        let id = crate::domain::keys::random_id(24);
+        let mac = self.page_cookie_mac(&id);
+        format!("{id}.{mac}")
+    }
+
+    /// Whether a cookie value the browser brought is one this server issued.
+    pub fn page_cookie_issued(&self, value: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        value.split_once('.').is_some_and(|(id, mac)| {
+            id.len() == 24 && bool::from(self.page_cookie_mac(id).as_bytes().ct_eq(mac.as_bytes()))
+        })
+    }
+
+    fn page_cookie_mac(&self, id: &str) -> String {
+        let mut mac = hmac_hex(
+            self.keyring.get().pepper(),
+            &[PAGE_COOKIE_LABEL.as_bytes(), id.as_bytes()],
+        );
+        mac.truncate(32);
+        mac
+    }
+
     /// Links are served at `server.public_url` (empty: off).
     pub fn links_base(&self) -> Option<String> {
         public_base(&self.settings.load().server.public_url)

@@ -205,7 +205,7 @@ async fn opening_a_link_changes_nothing_and_its_button_verifies_once() {
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        post(&app, &token, Some("otpmint_link=another"), &csrf)
+        post(&app, &token, Some("__Host-otpmint_link=another"), &csrf)
             .await
             .status(),
         StatusCode::FORBIDDEN
@@ -329,4 +329,54 @@ async fn a_link_does_not_verify_a_key_whose_attempts_are_spent() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::GONE);
     assert_eq!(status(&app, &sk, &key).await["status"], "exhausted");
+}
+
+/// The pages' CSRF cookie is always one the server chose, under a `__Host-` name (API.md
+/// §17.5): a value the browser brings that the server did not issue is replaced, and a form
+/// posted with it does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_cookie_is_a_host_cookie_the_server_chose() {
+    let (app, sk) = linked_app().await;
+    let (key, token, _) = mint_link(&app, &sk, "fix@example.com").await;
+    let get = |cookie: Option<String>| {
+        let mut r = no_redirects().get(format!("{}/l/{token}", app.addr));
+        if let Some(c) = cookie {
+            r = r.header(header::COOKIE, c);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            let set = r.headers()[header::SET_COOKIE]
+                .to_str()
+                .unwrap()
+                .to_string();
+            let html = r.text().await.unwrap();
+            let at = html.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
+            (set, html[at..].split('"').next().unwrap().to_string())
+        }
+    };
+    let (set, _) = get(None).await;
+    assert!(set.starts_with("__Host-otpmint_link="), "{set}");
+    assert!(set.contains("; Path=/;"), "{set}");
+    assert!(!set.contains("Domain="), "{set}");
+    // localhost is a secure context to browsers: a __Host- cookie must be Secure there too.
+    assert!(set.contains("; Secure"), "{set}");
+    let issued = set.split(';').next().unwrap().to_string();
+    // The server's own cookie is kept.
+    let (again, _) = get(Some(issued.clone())).await;
+    assert_eq!(again.split(';').next().unwrap(), issued);
+    // A value an attacker planted is replaced by a new one the server chose …
+    let planted = "__Host-otpmint_link=attacker-chosen-value".to_string();
+    let (replaced, csrf) = get(Some(planted.clone())).await;
+    let fresh = replaced.split(';').next().unwrap().to_string();
+    assert_ne!(fresh, planted);
+    assert_ne!(fresh, issued);
+    // … and a form posted with the planted value does nothing, even with the page's token.
+    let r = post(&app, &token, Some(&planted), &csrf).await;
+    assert_ne!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(status(&app, &sk, &key).await["status"], "pending");
+    // With the cookie the page set, it verifies.
+    let r = post(&app, &token, Some(&fresh), &csrf).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(status(&app, &sk, &key).await["status"], "verified");
 }
