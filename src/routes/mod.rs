@@ -133,8 +133,63 @@ async fn observe(
     Ok(res)
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::Method)
+/// 405 with `Allow`: the methods the matched route answers (RFC 9110 §15.5.6).
+async fn method_not_allowed(req: actix_web::HttpRequest) -> HttpResponse {
+    use actix_web::ResponseError;
+    let mut res = ApiError::Method.error_response();
+    if let Some(allow) = req.match_pattern().and_then(|p| allow_of(&p)) {
+        if let Ok(v) = HeaderValue::from_str(&allow) {
+            res.headers_mut().insert(actix_web::http::header::ALLOW, v);
+        }
+    }
+    res
+}
+
+/// The pages and documents outside the API description, and the methods they answer.
+const PAGES: [(&str, &str); 9] = [
+    ("/l/{token}", "GET, HEAD, POST"),
+    ("/pages/style.css", "GET, HEAD"),
+    ("/pages/brand/{tenant}", "GET, HEAD"),
+    ("/pages/logo/{tenant}", "GET, HEAD"),
+    ("/h/{id}", "GET, HEAD"),
+    ("/h/{id}/send", "POST"),
+    ("/h/{id}/verify", "POST"),
+    ("/", "GET, HEAD"),
+    ("/openapi.json", "GET"),
+];
+
+/// The methods a route pattern answers: the API's from its OpenAPI description (one
+/// source with the routes' documentation; a test holds the two together), the pages'
+/// from [`PAGES`].
+fn allow_of(pattern: &str) -> Option<String> {
+    use std::collections::HashMap;
+    use std::sync::OnceLock;
+    use utoipa::OpenApi;
+    static TABLE: OnceLock<HashMap<String, String>> = OnceLock::new();
+    TABLE
+        .get_or_init(|| {
+            let mut t: HashMap<String, String> = PAGES
+                .iter()
+                .map(|(p, m)| (p.to_string(), m.to_string()))
+                .collect();
+            for (path, item) in openapi::ApiDoc::openapi().paths.paths {
+                let methods: Vec<&str> = [
+                    ("GET", item.get.is_some()),
+                    ("HEAD", item.head.is_some()),
+                    ("POST", item.post.is_some()),
+                    ("PUT", item.put.is_some()),
+                    ("PATCH", item.patch.is_some()),
+                    ("DELETE", item.delete.is_some()),
+                ]
+                .into_iter()
+                .filter_map(|(m, on)| on.then_some(m))
+                .collect();
+                t.entry(path).or_insert_with(|| methods.join(", "));
+            }
+            t
+        })
+        .get(pattern)
+        .cloned()
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {

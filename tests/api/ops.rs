@@ -396,6 +396,48 @@ async fn openapi_json_is_served_and_matches_the_committed_document() {
     assert!(served["paths"]["/v1/otp/verify"]["post"]["responses"]["422"].is_object());
 }
 
+/// Every documented path is a route, and a method it does not document answers 405 with
+/// `Allow` naming exactly the documented ones (RFC 9110 §15.5.6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_path_answers_an_undocumented_method_with_405_and_allow() {
+    let app = spawn_app().await;
+    let doc: Value = app.get("/openapi.json", "").await.json().await.unwrap();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let documented: Vec<String> = ["get", "head", "post", "put", "patch", "delete"]
+            .iter()
+            .filter(|m| item.get(**m).is_some())
+            .map(|m| m.to_ascii_uppercase())
+            .collect();
+        let other = ["PATCH", "PUT", "DELETE", "POST"]
+            .into_iter()
+            .find(|m| !documented.iter().any(|d| d == m))
+            .unwrap();
+        let concrete = path
+            .split('/')
+            .map(|seg| if seg.starts_with('{') { "x" } else { seg })
+            .collect::<Vec<_>>()
+            .join("/");
+        let r = app
+            .client
+            .request(
+                reqwest::Method::from_bytes(other.as_bytes()).unwrap(),
+                format!("{}{concrete}", app.addr),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{other} {path}");
+        assert_eq!(
+            r.headers()["allow"].to_str().unwrap(),
+            documented.join(", "),
+            "{path}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 40, "{checked}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_data_key_rotation_resumes_without_a_new_key() {
     let app = spawn_app().await;

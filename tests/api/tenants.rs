@@ -478,6 +478,7 @@ async fn operations_basics_health_errors_and_request_ids() {
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     let r = app.delete("/v1/otp/verify", "").await;
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers()["allow"], "POST");
     assert_eq!(
         r.json::<Value>().await.unwrap()["type"],
         "/problems/method_not_allowed"

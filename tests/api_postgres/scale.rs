@@ -1205,3 +1205,37 @@ async fn another_instance_refuses_a_recipient_suppressed_through_this_one() {
         StatusCode::CREATED
     );
 }
+
+/// A suppression (API.md §16.1) made through one instance holds on the other at once, and
+/// its removal too: the list and the count that lets a mint skip it are in the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suppression_made_on_one_instance_holds_on_the_other() {
+    let a = spawn_app().await;
+    let b = instance_like(&a).await;
+    let (_, sk) = a.tenant().await;
+    // b has read the tenant (an empty list) before the entry is made.
+    let r = b
+        .post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = a
+        .post(
+            "/v1/tenant/suppressions",
+            &sk,
+            json!({"recipient": "gone@example.com", "reason": "manual"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = b
+        .post("/v1/otp", &sk, json!({"email": "gone@example.com"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "recipient_suppressed", "{v}");
+    assert_eq!(a.smtp.count_to("gone@example.com"), 0);
+    let r = b
+        .delete("/v1/tenant/suppressions/gone@example.com", &sk)
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    a.mint(&sk, "gone@example.com").await;
+}

@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 mod client;
+mod events;
 mod report;
 mod server;
 mod sink;
@@ -117,6 +118,10 @@ struct Args {
     /// uses a token until 60 s before it expires
     #[arg(long, default_value_t = 3600)]
     token_lifetime_seconds: u64,
+    /// Signed provider events per second posted to a second tenant of the same instance
+    /// during the `…+events` scenarios (`mint+events`, `mint-async+events`)
+    #[arg(long, default_value_t = 1000)]
+    event_rate: u32,
     /// Where to write the JSON results
     #[arg(long, default_value = "target/bench-results.json")]
     json: PathBuf,
@@ -251,6 +256,11 @@ async fn main() {
         .unwrap();
     assert_eq!(s, 200);
     sink.attach(port, &sk, &smtp).await;
+    let events_tenant = if args.scenarios.iter().any(|s| s.ends_with("+events")) {
+        Some(events::events_tenant(&mut c, ADMIN, smtp.port).await)
+    } else {
+        None
+    };
     if args.stats_codes > 0 {
         let db = match &args.database {
             Some(base) => stats::Db::Postgres(database_url(base)),
@@ -267,7 +277,8 @@ async fn main() {
     for &delay in &args.relay_delay_ms {
         for scenario in &args.scenarios {
             // Verifying never touches the relay: run it once, with the instant relay.
-            if delay > 0 && !scenario.ends_with("mint") && !scenario.ends_with("mint-async") {
+            let base = scenario.trim_end_matches("+events");
+            if delay > 0 && !base.ends_with("mint") && !base.ends_with("mint-async") {
                 continue;
             }
             for &conc in &args.concurrency {
@@ -283,8 +294,10 @@ async fn main() {
         sink.set_delay(&smtp, Duration::from_millis(delay));
         {
             let run = run_id.fetch_add(1, Ordering::Relaxed);
-            let compat = scenario.starts_with("compat-");
-            let kind = scenario.trim_start_matches("compat-");
+            let with_events = scenario.ends_with("+events");
+            let base = scenario.trim_end_matches("+events");
+            let compat = base.starts_with("compat-");
+            let kind = base.trim_start_matches("compat-");
             let async_mint = kind == "mint-async";
             let kind = if async_mint { "mint" } else { kind };
             // Enough codes for the run, bounded: verify cannot beat the hashing floor (with
@@ -395,6 +408,16 @@ async fn main() {
             // Requests generated so far: each slice goes on where the last stopped, so a
             // code meant to be used once is not used again.
             let mut used = 0u64;
+            let stop_events = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let burst = match (&events_tenant, with_events) {
+                (Some(t), true) => Some(tokio::spawn(events::burst(
+                    port,
+                    t.clone(),
+                    args.event_rate,
+                    Arc::clone(&stop_events),
+                ))),
+                _ => None,
+            };
             for k in 0..slices {
                 if k > 0 {
                     floors.push(hashing_floor(&args, args.floor_seconds).await);
@@ -420,6 +443,17 @@ async fn main() {
                 if t < slice.as_secs_f64() * 0.9 {
                     break; // the generator ran out (e.g. every pre-minted code was used)
                 }
+            }
+            stop_events.store(true, Ordering::Relaxed);
+            if let Some(b) = burst {
+                let b = b.await.unwrap();
+                eprintln!(
+                    "{scenario} c={conc}: {} events posted in {:.1} s ({:.0}/s), {} accepted",
+                    b.sent,
+                    b.seconds,
+                    b.sent as f64 / b.seconds.max(0.001),
+                    b.accepted
+                );
             }
             let drain_seconds = if async_mint {
                 let queued = statuses.get(&202).copied().unwrap_or(0) as usize;

@@ -1,0 +1,121 @@
+//! A burst of signed provider events (API.md §16.2) beside a mint scenario: Resend's
+//! Standard Webhooks, a hard bounce to a new recipient each, posted at a fixed rate to a
+//! second tenant of the same instance — the load the mints must not feel (docs/benchmarks.md,
+//! "Provider events beside mints").
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::client::Conn;
+
+pub const EVENTS_SECRET: &str = "whsec_YmVuY2gtZXZlbnRzLXNpZ25pbmctc2VjcmV0LTAwMQ==";
+
+/// The tenant the events are for: a relay like the bench tenant's, and Resend as its
+/// (fallback) email provider holding the events secret. Answers its id.
+pub async fn events_tenant(c: &mut Conn, admin: &str, smtp_port: u16) -> String {
+    let (s, body) = c
+        .request(
+            "POST",
+            "/v1/tenants",
+            admin,
+            json!({"name": "events", "smtp": {"host": "127.0.0.1", "port": smtp_port,
+                "username": otpmint::testkit::smtp::SMTP_USER, "password": otpmint::testkit::smtp::SMTP_PASS,
+                "from": "Bench <bench@bench.example>"}})
+            .to_string()
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 201, "{}", String::from_utf8_lossy(&body));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let (id, sk) = (
+        v["id"].as_str().unwrap().to_string(),
+        v["secret_key"].as_str().unwrap().to_string(),
+    );
+    let (s, body) = c
+        .request(
+            "PUT",
+            "/v1/tenant/providers/email",
+            &sk,
+            json!({"kind": "resend", "use": "fallback", "api_key": "re_bench_unused",
+                "from": "Bench <bench@bench.example>", "events_secret": EVENTS_SECRET})
+            .to_string()
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+    id
+}
+
+/// What a burst did.
+pub struct Burst {
+    pub sent: u64,
+    pub accepted: u64,
+    pub seconds: f64,
+}
+
+/// Post events at `rate` per second until `stop`, from `workers` connections.
+pub async fn burst(port: u16, tenant: String, rate: u32, stop: Arc<AtomicBool>) -> Burst {
+    let key = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        EVENTS_SECRET.trim_start_matches("whsec_"),
+    )
+    .unwrap();
+    let next = Arc::new(AtomicU64::new(0));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let per = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (next, accepted, stop, key, tenant) = (
+            Arc::clone(&next),
+            Arc::clone(&accepted),
+            Arc::clone(&stop),
+            key.clone(),
+            tenant.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep_until((start + per * i as u32).into()).await;
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let body = json!({"type": "email.bounced", "created_at": "2026-11-24T12:00:00.000Z",
+                    "data": {"email_id": format!("em-{i}"), "to": [format!("bounce-{i}@bench.example")],
+                        "bounce": {"type": "Permanent"}}})
+                .to_string()
+                .into_bytes();
+                let ts = chrono::Utc::now().timestamp();
+                let id = format!("msg_{i}");
+                let sig = otpmint::webhook::signature(&key, &id, ts, &body);
+                let r = client
+                    .post(format!("http://127.0.0.1:{port}/v1/events/resend/{tenant}"))
+                    .header("content-type", "application/json")
+                    .header("svix-id", id)
+                    .header("svix-timestamp", ts.to_string())
+                    .header("svix-signature", sig)
+                    .body(body)
+                    .send()
+                    .await;
+                if r.is_ok_and(|r| r.status().as_u16() == 200) {
+                    accepted.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Burst {
+        sent: next.load(Ordering::Relaxed).saturating_sub(16),
+        accepted: accepted.load(Ordering::Relaxed),
+        seconds,
+    }
+}
