@@ -47,10 +47,13 @@ pub fn parse_allowed(s: &str) -> Option<String> {
     browser_url(s).map(|u| u.as_str().to_string())
 }
 
-/// `return_url`, normalised, if it is a URL people may be sent to and starts with one of
-/// `allowed` at a boundary (the prefix ends with `/`, or the URL goes on with `/`, `?` or
-/// nothing), so `https://app.example` does not allow `https://app.example.evil.test` and
-/// `https://app.example/auth/` does not allow `https://app.example/auth/../admin`.
+/// `return_url` if it is a URL people may be sent to and, normalised as a browser reads it,
+/// starts with one of `allowed` at a boundary (the prefix ends with `/`, or the URL goes on
+/// with `/`, `?` or nothing), so `https://app.example` does not allow
+/// `https://app.example.evil.test` and `https://app.example/auth/` does not allow
+/// `https://app.example/auth/../admin`. Kept byte for byte as given (API.md §17.7) — the
+/// browser reads it as it was checked — unless it holds characters a `Location` header
+/// cannot carry: then its normalised (percent-encoded) form.
 pub fn allowed_return(return_url: &str, allowed: &[String]) -> Option<String> {
     let url = browser_url(return_url)?.as_str().to_string();
     let ok = allowed.iter().filter_map(|p| parse_allowed(p)).any(|p| {
@@ -59,25 +62,42 @@ pub fn allowed_return(return_url: &str, allowed: &[String]) -> Option<String> {
             None => false,
         }
     });
-    ok.then_some(url)
+    let visible = return_url.bytes().all(|b| b.is_ascii_graphic());
+    ok.then(|| if visible { return_url.to_string() } else { url })
 }
 
-/// `return_url` with `names` taken out of its query and `pairs` added: what the tenant's
-/// page reads is ours, never a value planted in the return URL.
+/// `return_url` with the query parameters `names` taken out and `pairs` added, everything
+/// else byte for byte (API.md §17.7): what the tenant's page reads is ours, never a value
+/// planted in the return URL (a name is compared decoded, so `k%65y` is `key` too).
 pub fn with_query(return_url: &str, names: &[&str], pairs: &[(&str, &str)]) -> Option<String> {
-    let mut u = Url::parse(return_url).ok()?;
-    let kept: Vec<(String, String)> = u
-        .query_pairs()
-        .filter(|(k, _)| !names.contains(&k.as_ref()))
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+    let (base, fragment) = match return_url.split_once('#') {
+        Some((b, f)) => (b, Some(f)),
+        None => (return_url, None),
+    };
+    let (path, query) = base.split_once('?').unwrap_or((base, ""));
+    let mut kept: Vec<String> = query
+        .split('&')
+        .filter(|seg| !seg.is_empty())
+        .filter(|seg| {
+            let name = form_urlencoded::parse(seg.as_bytes())
+                .next()
+                .map(|(k, _)| k.into_owned())
+                .unwrap_or_default();
+            !names.contains(&name.as_str())
+        })
+        .map(str::to_string)
         .collect();
-    u.set_query(None);
-    {
-        let mut q = u.query_pairs_mut();
-        q.extend_pairs(kept);
-        q.extend_pairs(pairs.iter().copied());
+    kept.push(
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs.iter().copied())
+            .finish(),
+    );
+    let mut out = format!("{path}?{}", kept.join("&"));
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
     }
-    Some(u.to_string())
+    Some(out)
 }
 
 /// The origin of a URL (`https://app.example.com:8443`), for a page's `form-action`.
@@ -163,9 +183,23 @@ mod tests {
                 .as_deref(),
             Some("https://app.example.com/cb?a=1&key=otp_k&status=verified")
         );
+        // Checked as a browser reads it, kept as given.
         assert_eq!(
             allowed_return("https://APP.example.com:443/a/./b", &allowed).as_deref(),
-            Some("https://app.example.com/a/b")
+            Some("https://APP.example.com:443/a/./b")
+        );
+        assert_eq!(
+            verified_redirect(
+                "https://app.example.com/cb?b=%20x&c&d=e+f&k%65y=evil",
+                "otp_k"
+            )
+            .as_deref(),
+            Some("https://app.example.com/cb?b=%20x&c&d=e+f&key=otp_k&status=verified")
+        );
+        // A URL a Location header cannot carry as is goes percent-encoded.
+        assert_eq!(
+            allowed_return("https://app.example.com/caf\u{e9}", &allowed).as_deref(),
+            Some("https://app.example.com/caf%C3%A9")
         );
         assert_eq!(
             origin("https://app.example.com:8443/cb?a=1").as_deref(),

@@ -389,7 +389,9 @@ pub async fn show(
             .services
             .finished_here(&row, page_kit::cookie(&st, &req, COOKIE).as_deref())
     {
-        return page_kit::see_other(&session_redirect(&row.return_url, &row.id));
+        if let Some(to) = session_redirect(&row.return_url, &row.id, &tenant.allowed_return_urls) {
+            return page_kit::see_other(&to);
+        }
     }
     render(&st, &req, &row, &tenant, None, "").await
 }
@@ -442,7 +444,11 @@ async fn act(
             if status_of(&row, st.services.now()) == "verified"
                 && st.services.finished_here(&row, Some(&cookie))
             {
-                return page_kit::see_other(&session_redirect(&row.return_url, &row.id));
+                if let Some(to) =
+                    session_redirect(&row.return_url, &row.id, &tenant.allowed_return_urls)
+                {
+                    return page_kit::see_other(&to);
+                }
             }
             render(&st, &req, &row, &tenant, Some(&e), &form.email).await
         }

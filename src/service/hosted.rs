@@ -226,7 +226,7 @@ impl Services {
         let to = RecipientEmail::parse(given.trim()).map_err(|_| PageError::BadEmail)?;
         // A code was sent: a new one under the same key (one attempt budget; the earlier
         // code keeps working), unless that key has ended.
-        if let Some(key) = self.session_key(row, tenant) {
+        if let Some(key) = self.session_key(row, tenant).await {
             match self.resend(tenant, &key, ctx).await {
                 Ok(_) => return Ok(()),
                 Err(ServiceError::RateLimited { .. } | ServiceError::ResendLimit(_)) => {
@@ -298,7 +298,7 @@ impl Services {
         if status_of(row, self.now()) != "open" {
             return Err(PageError::Over);
         }
-        let key = self.session_key(row, tenant).ok_or(PageError::Over)?;
+        let key = self.session_key(row, tenant).await.ok_or(PageError::Over)?;
         // A person may type the code in groups: spaces and hyphens are not part of it
         // (API.md §17.8).
         let typed: String = code
@@ -317,7 +317,10 @@ impl Services {
                     .write(move |s| s.finish_session(&id, &digest, now, &by))
                     .await
                 {
-                    Ok(true) => Ok(session_redirect(&row.return_url, &row.id)),
+                    Ok(true) => {
+                        session_redirect(&row.return_url, &row.id, &tenant.allowed_return_urls)
+                            .ok_or(PageError::Over)
+                    }
                     _ => Err(PageError::Over),
                 }
             }
@@ -337,17 +340,22 @@ impl Services {
         }
     }
 
-    /// The shareable key of the session's current code.
-    fn session_key(&self, row: &SessionRow, tenant: &Tenant) -> Option<String> {
+    /// The shareable key of the session's current code (a data key another process rotated
+    /// in is loaded first, API.md §11.6).
+    async fn session_key(&self, row: &SessionRow, tenant: &Tenant) -> Option<String> {
         let sealed = row.key_sealed.as_ref()?;
-        let key = decrypt_record(
-            &self.keyring.get(),
-            KEY_KIND,
-            tenant.id.as_str(),
-            row.id.as_bytes(),
-            sealed,
-        )
-        .ok()?;
+        let key = self
+            .open_with_keyring(sealed, |ring| {
+                decrypt_record(
+                    ring,
+                    KEY_KIND,
+                    tenant.id.as_str(),
+                    row.id.as_bytes(),
+                    sealed,
+                )
+            })
+            .await
+            .ok()?;
         String::from_utf8(key).ok()
     }
 }
@@ -373,8 +381,9 @@ impl Services {
     }
 }
 
-/// `return_url` with `session=<id>` in its query.
-pub fn session_redirect(return_url: &str, id: &str) -> String {
+/// `return_url` with `session=<id>` in its query — if the tenant's allowlist still allows
+/// it (checked again at the redirect, API.md §17.7).
+pub fn session_redirect(return_url: &str, id: &str, allowed: &[String]) -> Option<String> {
+    allowed_return(return_url, allowed)?;
     with_query(return_url, &["session"], &[("session", id)])
-        .unwrap_or_else(|| return_url.to_string())
 }

@@ -234,7 +234,10 @@ impl Services {
                     && l.verified_via.as_deref() == Some("link")
                     && l.status == StoredStatus::Verified =>
             {
-                return self.link_redirect(token, &l).ok_or(ConfirmError::NotFound);
+                return self
+                    .link_redirect(token, &l)
+                    .await
+                    .ok_or(ConfirmError::NotFound);
             }
             Some(LinkState::Ended(_)) => return Err(ConfirmError::Ended),
             None => return Err(ConfirmError::NotFound),
@@ -242,7 +245,10 @@ impl Services {
         if !matches {
             return Err(ConfirmError::Forbidden);
         }
-        let key = self.link_key(token, &link).ok_or(ConfirmError::NotFound)?;
+        let key = self
+            .link_key(token, &link)
+            .await
+            .ok_or(ConfirmError::NotFound)?;
         // The store queues it only if the tenant subscribes.
         let event = self.event_for(
             &link.tenant_id,
@@ -280,24 +286,35 @@ impl Services {
             self.wake_hooks();
         }
         crate::metrics::inc(|m| &m.verify_outcomes, &["verified_link"]);
-        verified_redirect(&link.return_url, &key).ok_or(ConfirmError::NotFound)
+        self.link_redirect(token, &link)
+            .await
+            .ok_or(ConfirmError::NotFound)
     }
 
-    /// The shareable key a link's redirect names.
-    fn link_key(&self, token: &str, link: &LinkView) -> Option<String> {
+    /// The shareable key a link's redirect names (a data key another process rotated in is
+    /// loaded first, API.md §11.6).
+    async fn link_key(&self, token: &str, link: &LinkView) -> Option<String> {
         let digest = self.link_digest(token)?;
-        let key = decrypt_record(
-            &self.keyring.get(),
-            KEY_KIND,
-            link.tenant_id.as_str(),
-            &digest,
-            &link.key_sealed,
-        )
-        .ok()?;
+        let key = self
+            .open_with_keyring(&link.key_sealed, |ring| {
+                decrypt_record(
+                    ring,
+                    KEY_KIND,
+                    link.tenant_id.as_str(),
+                    &digest,
+                    &link.key_sealed,
+                )
+            })
+            .await
+            .ok()?;
         String::from_utf8(key).ok()
     }
 
-    fn link_redirect(&self, token: &str, link: &LinkView) -> Option<String> {
-        verified_redirect(&link.return_url, &self.link_key(token, link)?)
+    /// Where a verified link sends the person: its return URL with the key — if the
+    /// tenant's allowlist still allows it (checked again at the redirect, API.md §17.7).
+    async fn link_redirect(&self, token: &str, link: &LinkView) -> Option<String> {
+        let tenant = self.tenant(link.tenant_id.as_str()).await.ok()?;
+        allowed_return(&link.return_url, &tenant.allowed_return_urls)?;
+        verified_redirect(&link.return_url, &self.link_key(token, link).await?)
     }
 }

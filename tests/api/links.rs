@@ -380,3 +380,59 @@ async fn the_page_cookie_is_a_host_cookie_the_server_chose() {
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(status(&app, &sk, &key).await["status"], "verified");
 }
+
+/// A return URL goes back byte for byte apart from the parameters otpmint adds, and the
+/// tenant's allowlist is checked again when the page redirects (API.md §17.7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_return_url_is_kept_as_given_and_checked_again_at_the_redirect() {
+    let (app, sk) = linked_app().await;
+    let given = "https://APP.example.com/cb?b=%20x&c&d=e+f&k%65y=planted";
+    let (s, v) = body(
+        app.post(
+            "/v1/otp",
+            &sk,
+            json!({"email": "raw@example.com", "link": {"return_url": given}}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let key = v["shareable_key"].as_str().unwrap().to_string();
+    let text = app
+        .smtp
+        .wait_for("raw@example.com", 1)
+        .await
+        .text()
+        .unwrap();
+    let at = text.find("http://localhost:8080/l/").unwrap() + "http://localhost:8080/l/".len();
+    let token: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_alphanumeric)
+        .collect();
+    let (cookie, csrf) = open(&app, &token).await;
+    let r = post(&app, &token, Some(&cookie), &csrf).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        r.headers()[header::LOCATION].to_str().unwrap(),
+        format!("https://APP.example.com/cb?b=%20x&c&d=e+f&key={key}&status=verified")
+    );
+
+    // Another link; the tenant takes its return URL off the list before it is used.
+    let (key2, token2, _) = mint_link(&app, &sk, "late@example.com").await;
+    let (s, _) = body(
+        app.patch(
+            "/v1/tenant",
+            &sk,
+            json!({"allowed_return_urls": ["https://other.example.com"]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (cookie, csrf) = open(&app, &token2).await;
+    let r = post(&app, &token2, Some(&cookie), &csrf).await;
+    assert_ne!(r.status(), StatusCode::SEE_OTHER);
+    assert!(r.headers().get(header::LOCATION).is_none());
+    // The key itself verified; only the redirect is refused.
+    assert_eq!(status(&app, &sk, &key2).await["status"], "verified");
+}

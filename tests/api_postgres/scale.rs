@@ -1239,3 +1239,73 @@ async fn a_suppression_made_on_one_instance_holds_on_the_other() {
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     a.mint(&sk, "gone@example.com").await;
 }
+
+/// A magic link sealed by an instance that already saw a rotated data key opens on one
+/// that has not loaded it yet: the keyring is reloaded (API.md §17.7, §11.6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_sealed_under_a_newer_data_key_opens_on_an_instance_that_lags() {
+    let a = spawn_app_with(|s| s.server.public_url = "http://localhost:8080/".into()).await;
+    let (_, sk) = a.tenant().await;
+    let r = a
+        .patch(
+            "/v1/tenant",
+            &sk,
+            json!({"allowed_return_urls": ["https://app.example.com"]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let (ok, _, err) = a.cli(&["keys", "rotate-data-key"]);
+    assert!(ok, "{err}");
+    // b starts now: its keyring has data key 2 active; a still seals and opens with 1.
+    let b = instance_like(&a).await;
+    let r = b
+        .post(
+            "/v1/otp",
+            &sk,
+            json!({"email": "ada@example.com", "link": {"return_url": "https://app.example.com/in"}}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let key = r.json::<Value>().await.unwrap()["shareable_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let text = a.smtp.wait_for("ada@example.com", 1).await.text().unwrap();
+    let at = text.find("/l/").unwrap() + 3;
+    let token: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_alphanumeric)
+        .collect();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = client
+        .get(format!("{}/l/{token}", a.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let cookie = page.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let html = page.text().await.unwrap();
+    let at = html.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
+    let csrf = html[at..].split('"').next().unwrap().to_string();
+    let r = client
+        .post(format!("{}/l/{token}", a.addr))
+        .header("cookie", cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        r.headers()["location"].to_str().unwrap(),
+        format!("https://app.example.com/in?key={key}&status=verified")
+    );
+}
