@@ -11,6 +11,9 @@ use serde_json::json;
 
 use crate::client::Conn;
 
+/// Connections posting events at once (enough for 1,000/s at ~50 ms a request).
+const WORKERS: u64 = 64;
+
 pub const EVENTS_SECRET: &str = "whsec_YmVuY2gtZXZlbnRzLXNpZ25pbmctc2VjcmV0LTAwMQ==";
 
 /// The tenant the events are for: a relay like the bench tenant's, and Resend as its
@@ -70,7 +73,7 @@ pub async fn burst(port: u16, tenant: String, rate: u32, stop: Arc<AtomicBool>) 
     let start = Instant::now();
     let per = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
     let mut tasks = Vec::new();
-    for _ in 0..16 {
+    for _ in 0..WORKERS {
         let (next, accepted, stop, key, tenant) = (
             Arc::clone(&next),
             Arc::clone(&accepted),
@@ -114,7 +117,7 @@ pub async fn burst(port: u16, tenant: String, rate: u32, stop: Arc<AtomicBool>) 
     }
     let seconds = start.elapsed().as_secs_f64();
     Burst {
-        sent: next.load(Ordering::Relaxed).saturating_sub(16),
+        sent: next.load(Ordering::Relaxed).saturating_sub(WORKERS),
         accepted: accepted.load(Ordering::Relaxed),
         seconds,
     }

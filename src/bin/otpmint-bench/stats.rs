@@ -90,6 +90,10 @@ fn column(c: Counted) -> usize {
         Counted::Verified(_) => 3,
         Counted::ExpiredUnverified => 4,
         Counted::Test => 5,
+        // The prefill makes codes only; refusals, bounces and complaints are not codes.
+        other @ (Counted::Blocked(_) | Counted::Bounced | Counted::Complained) => {
+            panic!("the stats prefill does not write {other:?}")
+        }
     }
 }
 
