@@ -41,7 +41,7 @@ pub fn public_base(s: &str) -> Option<String> {
     Some(u.as_str().trim_end_matches('/').to_string())
 }
 
-/// An entry of a tenant's `allowed_return_urls`, as stored: normalised (lower-case host,
+/// An entry of a tenant's `allowed_return_urls` as it is compared: normalised (lower-case host,
 /// default port dropped, `.` and `..` resolved), like the return URLs compared with it.
 pub fn parse_allowed(s: &str) -> Option<String> {
     browser_url(s).map(|u| u.as_str().to_string())

@@ -366,9 +366,7 @@ async fn render(
 async fn session(st: &AppState, id: &str) -> Result<(SessionRow, Tenant), HttpResponse> {
     match st.services.hosted_page(id).await {
         Ok(Some(x)) => Ok(x),
-        Ok(None) => Err(HttpResponse::NotFound()
-            .content_type("text/plain; charset=utf-8")
-            .body("Not found")),
+        Ok(None) => Err(page_kit::plain(StatusCode::NOT_FOUND, "Not found")),
         Err(_) => Err(HttpResponse::ServiceUnavailable().finish()),
     }
 }
@@ -397,10 +395,10 @@ pub async fn show(
 }
 
 fn forbidden() -> HttpResponse {
-    HttpResponse::Forbidden()
-        .content_type("text/plain; charset=utf-8")
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .body("This form has expired. Go back and reload the page.")
+    page_kit::plain(
+        StatusCode::FORBIDDEN,
+        "This form has expired. Go back and reload the page.",
+    )
 }
 
 /// A form of the pages: `send` (the code goes out) or `verify` (the code typed).

@@ -81,6 +81,22 @@ pub(super) fn page(
     b.body(html)
 }
 
+/// A short plain-text answer of the pages (not found, an expired form) with the headers
+/// every page carries: nothing in it may load, frame or be cached.
+pub(super) fn plain(status: StatusCode, text: &'static str) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/plain; charset=utf-8")
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        ))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .body(text)
+}
+
 /// 303 to `to`, after a form.
 pub(super) fn see_other(to: &str) -> HttpResponse {
     HttpResponse::SeeOther()

@@ -374,6 +374,7 @@ impl Services {
             default_locale: p.default_locale.clone(),
             test: p.test,
             smtp_fallback,
+            // Stored as given (shown back so); compared normalised (`allowed_return`).
             allowed_return_urls: p.allowed_return_urls.clone(),
             brand_color: p
                 .brand_color

@@ -436,3 +436,39 @@ async fn the_return_url_is_kept_as_given_and_checked_again_at_the_redirect() {
     // The key itself verified; only the redirect is refused.
     assert_eq!(status(&app, &sk, &key2).await["status"], "verified");
 }
+
+/// The allowlist is shown as given and compared normalised; a page's plain-text answer
+/// carries the pages' security headers (API.md §17.7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_allowlist_is_compared_normalised_and_plain_page_answers_carry_a_csp() {
+    let (app, sk) = linked_app().await;
+    let given = "HTTPS://App.Example.com:443/x/./y";
+    let (s, v) = body(
+        app.patch("/v1/tenant", &sk, json!({"allowed_return_urls": [given]}))
+            .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["allowed_return_urls"], json!([given]), "{v}");
+    let (s, v) = body(
+        app.post(
+            "/v1/otp",
+            &sk,
+            json!({"email": "n@example.com", "link": {"return_url": "https://app.example.com/x/y/done"}}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let r = no_redirects()
+        .get(format!("{}/h/hs_doesnotexist", app.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let csp = r.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert_eq!(r.headers()[header::X_FRAME_OPTIONS], "DENY");
+}
