@@ -995,3 +995,28 @@ async fn a_test_recipient_out_of_its_failure_budget_is_refused_at_mint() {
         "{v}"
     );
 }
+
+/// A key minted live and resent after its tenant turned into a test tenant: the new code
+/// goes to the test inbox, and the key shows `"test": true` from then on (API.md §17.7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_into_the_test_inbox_marks_the_key_test() {
+    let app = spawn_app_with(|s| s.limits.resend_cooldown_seconds = 0).await;
+    let (id, sk) = app.tenant().await;
+    let (key, _) = app.mint(&sk, "live@example.com").await;
+    let (_, v) = body(app.get(&format!("/v1/otp/{key}"), &sk).await).await;
+    assert_ne!(v["test"], true, "{v}");
+    let r = app
+        .patch(&format!("/v1/tenants/{id}"), ADMIN, json!({"test": true}))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let (s, v) = body(
+        app.post(&format!("/v1/otp/{key}/resend"), &sk, json!({}))
+            .await,
+    )
+    .await;
+    assert!(s.is_success(), "{v}");
+    assert_eq!(inbox(&app, &sk, "live@example.com").await.len(), 1);
+    assert_eq!(app.smtp.count_to("live@example.com"), 1);
+    let (_, v) = body(app.get(&format!("/v1/otp/{key}"), &sk).await).await;
+    assert_eq!(v["test"], true, "{v}");
+}

@@ -205,7 +205,8 @@ impl CodeStore for PgStore {
                 &format!(
                     "UPDATE challenges c SET {PUSH_EARLIER}, code_hash = $3, resends = resends + 1, \
                        delivery_status = CASE WHEN $6 THEN 'sent' ELSE 'queued' END, delivery_attempts = 0, delivery_transport = NULL, \
-                       delivery_reason = NULL, sent_at = CASE WHEN $6 THEN $4 ELSE sent_at END \
+                       delivery_reason = NULL, sent_at = CASE WHEN $6 THEN $4 ELSE sent_at END, \
+                       test = (test OR $6) \
                      WHERE key_digest = $1 AND tenant_id = $2 AND status = 'pending' AND expires_at > $4 \
                        AND attempts < max_attempts AND resends < $5 \
                        AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.key_digest = c.key_digest) \

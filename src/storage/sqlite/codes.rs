@@ -245,7 +245,8 @@ impl CodeStore for SqliteStore {
                 &format!(
                     "UPDATE challenges SET {PUSH_EARLIER}, code_hash = ?2, resends = resends + 1, \
                        delivery_status = CASE WHEN ?4 THEN 'sent' ELSE 'queued' END, delivery_attempts = 0, delivery_transport = NULL, \
-                       delivery_reason = NULL, sent_at = CASE WHEN ?4 THEN ?3 ELSE sent_at END \
+                       delivery_reason = NULL, sent_at = CASE WHEN ?4 THEN ?3 ELSE sent_at END, \
+                       test = (test OR ?4) \
                      WHERE key_digest = ?1 RETURNING {TALLY_COLS}"
                 ),
                 params![r.key_digest, r.code_hash, now, test],
