@@ -79,11 +79,15 @@ pub fn with_query(return_url: &str, names: &[&str], pairs: &[(&str, &str)]) -> O
         .split('&')
         .filter(|seg| !seg.is_empty())
         .filter(|seg| {
-            let name = form_urlencoded::parse(seg.as_bytes())
-                .next()
-                .map(|(k, _)| k.into_owned())
-                .unwrap_or_default();
-            !names.contains(&name.as_str())
+            // Some parsers split on `;` too: a part is dropped when any of its `;` pieces
+            // names one of ours, so `x=1;key=evil` cannot plant a key.
+            !seg.split(';').any(|piece| {
+                let name = form_urlencoded::parse(piece.as_bytes())
+                    .next()
+                    .map(|(k, _)| k.into_owned())
+                    .unwrap_or_default();
+                names.contains(&name.as_str())
+            })
         })
         .map(str::to_string)
         .collect();
@@ -195,6 +199,10 @@ mod tests {
             )
             .as_deref(),
             Some("https://app.example.com/cb?b=%20x&c&d=e+f&key=otp_k&status=verified")
+        );
+        assert_eq!(
+            verified_redirect("https://app.example.com/cb?x=1;key=evil&y=2", "otp_k").as_deref(),
+            Some("https://app.example.com/cb?y=2&key=otp_k&status=verified")
         );
         // A URL a Location header cannot carry as is goes percent-encoded.
         assert_eq!(

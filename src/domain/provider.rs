@@ -48,6 +48,8 @@ enum Check {
     WebhookSecret,
     /// SendGrid's event verification key: base64 of a P-256 SubjectPublicKeyInfo.
     EcPublicKey,
+    /// An SNS topic ARN (`arn:aws:sns:eu-west-1:123456789012:ses-events`).
+    TopicArn,
 }
 
 /// One setting of a kind.
@@ -99,6 +101,7 @@ const SES: &[Field] = &[
     f("region", false, true, Check::AwsRegion),
     f("from", false, true, Check::Mailbox),
     f("configuration_set", false, false, Check::ConfigSet),
+    f("events_topic_arn", false, false, Check::TopicArn),
 ];
 const TWILIO: &[Field] = &[
     f("account_sid", false, true, Check::Sid("AC")),
@@ -131,6 +134,7 @@ pub const SETTING_NAMES: &[&str] = &[
     "events_public_key",
     "events_username",
     "events_password",
+    "events_topic_arn",
 ];
 
 impl ProviderKind {
@@ -415,6 +419,23 @@ fn checked(check: Check, v: &str) -> Result<String, String> {
             .ok_or_else(|| {
                 "must be the signing secret as the provider shows it: whsec_ and base64".into()
             }),
+        Check::TopicArn => {
+            let parts: Vec<&str> = v.split(':').collect();
+            let ok = parts.len() == 6
+                && parts[..3] == ["arn", "aws", "sns"]
+                && !parts[3].is_empty()
+                && parts[4].len() == 12
+                && parts[4].bytes().all(|b| b.is_ascii_digit())
+                && !parts[5].is_empty()
+                && parts[5].len() <= 256
+                && parts[5]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            ok.then(|| v.to_string()).ok_or_else(|| {
+                "must be an SNS topic ARN, like arn:aws:sns:eu-west-1:123456789012:ses-events"
+                    .into()
+            })
+        }
         Check::EcPublicKey => super::provider_event::sendgrid_point(v)
             .map(|_| v.trim().to_string())
             .ok_or_else(|| {

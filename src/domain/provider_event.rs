@@ -375,6 +375,10 @@ fn parse_postmark(body: &[u8]) -> Result<Vec<ProviderEvent>, Refused> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnsMessage {
     pub kind: SnsType,
+    /// The topic it was published to (signed).
+    pub topic_arn: String,
+    /// When SNS sent it (signed; RFC 3339).
+    pub timestamp: String,
     pub message_id: String,
     pub message: String,
     pub signing_cert_url: String,
@@ -447,12 +451,23 @@ impl SnsMessage {
         };
         Ok(SnsMessage {
             kind,
+            topic_arn: field("TopicArn").unwrap_or_default().to_string(),
+            timestamp: field("Timestamp").unwrap_or_default().to_string(),
             message_id: id.to_string(),
             message: message.to_string(),
             signing_cert_url: cert.to_string(),
             subscribe_url: field("SubscribeURL").map(str::to_string),
             signature: sig,
             string_to_sign,
+        })
+    }
+
+    /// Whether it was sent recently: within the last hour, at most 5 minutes ahead (a
+    /// replay after its duplicate record is purged is refused).
+    pub fn fresh(&self, now_ms: i64) -> bool {
+        chrono::DateTime::parse_from_rfc3339(&self.timestamp).is_ok_and(|t| {
+            let at = t.timestamp_millis();
+            at >= now_ms - 3_600_000 && at <= now_ms + TOLERANCE_SECS * 1000
         })
     }
 
@@ -540,6 +555,29 @@ pub fn sns_url_allowed(url: &str, extra_hosts: &[String]) -> bool {
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         });
     aws && u.port().is_none()
+}
+
+/// Whether a signing certificate URL may be fetched: an SNS URL ([`sns_url_allowed`]) and,
+/// on SNS's own hosts, the path SNS serves its certificates at
+/// (`/SimpleNotificationService-<hex>.pem`, no query) — so a forged body cannot make the
+/// server fetch arbitrary documents from those hosts.
+pub fn sns_cert_url_allowed(url: &str, extra_hosts: &[String]) -> bool {
+    if !sns_url_allowed(url, extra_hosts) {
+        return false;
+    }
+    let Ok(u) = url::Url::parse(url) else {
+        return false;
+    };
+    if u.host_str()
+        .is_some_and(|h| extra_hosts.iter().any(|x| x.eq_ignore_ascii_case(h)))
+    {
+        return true;
+    }
+    u.query().is_none()
+        && u.path()
+            .strip_prefix("/SimpleNotificationService-")
+            .and_then(|r| r.strip_suffix(".pem"))
+            .is_some_and(|hexid| !hexid.is_empty() && hexid.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 #[cfg(test)]

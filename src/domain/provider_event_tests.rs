@@ -262,6 +262,12 @@ fn an_sns_notification_verifies_with_its_certificate_and_names_ses_recipients() 
     );
     let m = SnsMessage::parse(&body).unwrap();
     m.verify(SNS_TEST_CERT.as_bytes()).unwrap();
+    assert_eq!(m.topic_arn, "arn:aws:sns:eu-west-1:123456789012:ses-events");
+    let sent = chrono::DateTime::parse_from_rfc3339(&m.timestamp)
+        .unwrap()
+        .timestamp_millis();
+    assert!(m.fresh(sent + 60_000));
+    assert!(!m.fresh(sent + 2 * 3_600_000));
     let e = m.ses_events().unwrap();
     assert_eq!(e[0].recipient, "ada@example.com");
     assert_eq!(e[0].kind, EventKind::HardBounce);
@@ -296,4 +302,15 @@ fn sns_certificates_come_only_from_sns_hosts_over_https() {
         "https://127.0.0.1:4443/c.pem",
         &["127.0.0.1".to_string()]
     ));
+    assert!(sns_cert_url_allowed(
+        "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-a1b2c3.pem",
+        &none
+    ));
+    for bad in [
+        "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription",
+        "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-a1.pem?x=1",
+        "https://sns.eu-west-1.amazonaws.com/other.pem",
+    ] {
+        assert!(!sns_cert_url_allowed(bad, &none), "{bad}");
+    }
 }

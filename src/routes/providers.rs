@@ -56,6 +56,9 @@ pub struct ProviderBody {
     /// Postmark: the Basic credentials put on the webhook URL (the password sealed).
     events_username: Option<String>,
     events_password: Option<String>,
+    /// SES: the SNS topic its events come from (without it, the first topic that
+    /// subscribes or notifies is the only one taken from then on).
+    events_topic_arn: Option<String>,
 }
 
 impl ProviderBody {
@@ -81,6 +84,7 @@ impl ProviderBody {
             ("events_public_key", self.events_public_key.as_deref()),
             ("events_username", self.events_username.as_deref()),
             ("events_password", self.events_password.as_deref()),
+            ("events_topic_arn", self.events_topic_arn.as_deref()),
         ];
         ProviderInput::parse(channel, &self.kind, self.use_as.as_deref(), &given)
             .map_err(|e| ServiceError::Invalid(e).into())

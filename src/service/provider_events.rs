@@ -13,14 +13,17 @@ use super::{ServiceError, Services};
 use crate::domain::email::RecipientEmail;
 use crate::domain::provider::ProviderKind;
 use crate::domain::provider_event::{
-    sns_url_allowed, verify_and_parse, EventKeys, EventKind, Header, ProviderEvent, Refused,
-    SnsMessage, SnsType,
+    sns_cert_url_allowed, sns_url_allowed, verify_and_parse, EventKeys, EventKind, Header,
+    ProviderEvent, Refused, SnsMessage, SnsType,
 };
 use crate::domain::recipient::Channel;
 use crate::domain::stats::Counted;
 use crate::domain::suppression::{Suppression, SuppressionReason};
 use crate::domain::tenant::Tenant;
 use crate::storage::EventEffect;
+
+/// Where the SES topic a tenant's events come from is pinned (API.md §16.2).
+const SES_TOPIC_PIN: &str = "ses-topic-pin";
 
 /// Certificates kept (by URL); SNS signs with a handful at a time.
 const CERTS_KEPT: usize = 32;
@@ -70,7 +73,8 @@ impl Services {
         };
         let now = self.now();
         let events = if kind == ProviderKind::Ses {
-            match self.verified_sns(&tenant, body).await? {
+            let topic = p.setting("events_topic_arn").map(str::to_string);
+            match self.verified_sns(&tenant, topic, body).await? {
                 Some(events) => events,
                 None => return Ok(EventsApplied::default()),
             }
@@ -82,7 +86,30 @@ impl Services {
                 username: p.setting("events_username").map(str::to_string),
                 password: secrets.get("events_password").cloned(),
             };
-            verify_and_parse(kind, &keys, header, body, now / 1000).map_err(refused)?
+            let events =
+                verify_and_parse(kind, &keys, header, body, now / 1000).map_err(refused)?;
+            // Mailgun signs only its timestamp and token, not the event: a token is taken
+            // once, so a captured signature carries no other event.
+            if kind == ProviderKind::Mailgun {
+                let token = serde_json::from_slice::<serde_json::Value>(body)
+                    .ok()
+                    .and_then(|v| v.pointer("/signature/token")?.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                let (tid, t) = (
+                    tenant.id.clone(),
+                    token.chars().take(200).collect::<String>(),
+                );
+                if !self
+                    .write(move |s| s.record_provider_event(&tid, "mailgun-token", &t, now))
+                    .await?
+                {
+                    return Ok(EventsApplied {
+                        received: events.len(),
+                        applied: 0,
+                    });
+                }
+            }
+            events
         };
         let mut done = EventsApplied {
             received: events.len(),
@@ -157,15 +184,32 @@ impl Services {
     async fn verified_sns(
         &self,
         tenant: &Tenant,
+        configured_topic: Option<String>,
         body: &[u8],
     ) -> Result<Option<Vec<ProviderEvent>>, ServiceError> {
         let msg = SnsMessage::parse(body).map_err(refused)?;
         let hosts = self.settings.load().delivery.sns_certificate_hosts.clone();
-        if !sns_url_allowed(&msg.signing_cert_url, &hosts) {
+        if !sns_cert_url_allowed(&msg.signing_cert_url, &hosts) || !msg.fresh(self.now()) {
+            return Err(ServiceError::EventUnverified);
+        }
+        // Every SNS topic is signed with the same certificates: only the tenant's topic is
+        // taken — the one its settings name, else the first that subscribed or notified
+        // (pinned then). Checked before any certificate is fetched.
+        let tid = tenant.id.clone();
+        let pinned = self
+            .db(move |s| s.provider_pin(&tid, SES_TOPIC_PIN))
+            .await?;
+        let expected = configured_topic.or(pinned.clone());
+        if expected.as_deref().is_some_and(|t| t != msg.topic_arn) {
             return Err(ServiceError::EventUnverified);
         }
         let cert = self.sns_certificate(&msg.signing_cert_url).await?;
         msg.verify(&cert).map_err(refused)?;
+        if expected.is_none() {
+            let (tid, topic, now) = (tenant.id.clone(), msg.topic_arn.clone(), self.now());
+            self.write(move |s| s.record_provider_event(&tid, SES_TOPIC_PIN, &topic, now))
+                .await?;
+        }
         match msg.kind {
             SnsType::Notification => Ok(Some(msg.ses_events().map_err(refused)?)),
             SnsType::UnsubscribeConfirmation => Ok(None),
@@ -177,30 +221,43 @@ impl Services {
                 else {
                     return Err(ServiceError::EventUnverified);
                 };
-                let (tid, id, now) = (
-                    tenant.id.clone(),
-                    format!("subscribe:{}", msg.message_id),
-                    self.now(),
-                );
-                // Followed once: a repeat of the same confirmation changes nothing.
+                let id = format!("subscribe:{}", msg.message_id);
+                // Followed once: recorded once SNS took it, so a repeat changes nothing and a
+                // failed one is tried again when SNS sends it again (503 tells it to).
+                let (tid, check) = (tenant.id.clone(), id.clone());
                 if self
-                    .write(move |s| s.record_provider_event(&tid, "ses", &id, now))
+                    .db(move |s| s.provider_pin(&tid, &check))
                     .await?
+                    .is_some()
                 {
-                    let timeout = self.http_timeout();
-                    match self.hooks.client().get(url, timeout, CERT_MAX).await {
-                        Ok((s, _)) if (200..300).contains(&s) => {
-                            tracing::info!(tenant_id = %tenant.id, "confirmed the SNS subscription of the tenant's SES events")
-                        }
-                        Ok((s, _)) => {
-                            tracing::warn!(tenant_id = %tenant.id, status = s, "SNS refused the subscription confirmation")
-                        }
-                        Err(e) => {
-                            tracing::warn!(tenant_id = %tenant.id, error = e, "confirming the SNS subscription failed")
-                        }
+                    return Ok(None);
+                }
+                match self
+                    .hooks
+                    .client()
+                    .get(url, self.http_timeout(), CERT_MAX)
+                    .await
+                {
+                    Ok((s, _)) if (200..300).contains(&s) => {
+                        tracing::info!(tenant_id = %tenant.id, "confirmed the SNS subscription of the tenant's SES events");
+                        let (tid, now) = (tenant.id.clone(), self.now());
+                        self.write(move |s| s.record_provider_event(&tid, &id, "confirmed", now))
+                            .await?;
+                        Ok(None)
+                    }
+                    Ok((s, _)) => {
+                        tracing::warn!(tenant_id = %tenant.id, status = s, "SNS refused the subscription confirmation");
+                        Err(ServiceError::Unavailable(
+                            "SNS refused the subscription confirmation".into(),
+                        ))
+                    }
+                    Err(e) => {
+                        tracing::warn!(tenant_id = %tenant.id, error = e, "confirming the SNS subscription failed");
+                        Err(ServiceError::Unavailable(
+                            "confirming the SNS subscription failed".into(),
+                        ))
                     }
                 }
-                Ok(None)
             }
         }
     }
@@ -223,7 +280,10 @@ impl Services {
             Ok((200, body)) => body,
             Ok((status, _)) => {
                 tracing::warn!(status, "the SNS signing certificate could not be fetched");
-                return Err(ServiceError::EventUnverified);
+                // Not the sender's fault: 503, so SNS sends it again.
+                return Err(ServiceError::Unavailable(
+                    "the SNS signing certificate could not be fetched".into(),
+                ));
             }
             Err(e) => {
                 tracing::warn!(

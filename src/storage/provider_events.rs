@@ -49,7 +49,10 @@ pub trait ProviderEventStore {
     ) -> Result<bool, StoreError>;
     /// Apply a hard bounce or complaint once (`false`: seen before, nothing changed).
     fn apply_provider_event(&self, e: &EventEffect) -> Result<bool, StoreError>;
-    /// Forget events received before `before`.
+    /// The first value recorded under `provider` for the tenant (a pinned SNS topic).
+    fn provider_pin(&self, tenant: &TenantId, provider: &str)
+        -> Result<Option<String>, StoreError>;
+    /// Forget events received before `before` (pins are kept).
     fn purge_provider_events(&self, before: Millis) -> Result<usize, StoreError>;
 }
 
@@ -66,5 +69,10 @@ pub(crate) mod sql {
             crate::storage::stats::TALLY_COLS
         )
     }
-    pub const PURGE: &str = "DELETE FROM provider_events WHERE received_at < $1";
+    pub const PIN: &str =
+        "SELECT event_id FROM provider_events WHERE tenant_id = $1 AND provider = $2 \
+         ORDER BY received_at, event_id LIMIT 1";
+    /// Pins (`…-pin`) are not events: they stay.
+    pub const PURGE: &str =
+        "DELETE FROM provider_events WHERE received_at < $1 AND provider NOT LIKE '%-pin'";
 }

@@ -115,8 +115,23 @@ pub fn sns_message(
     cert_url: &str,
     subscribe_url: &str,
 ) -> Vec<u8> {
-    let ts = "2026-11-24T12:00:00.000Z";
-    let topic = "arn:aws:sns:eu-west-1:123456789012:ses-events";
+    sns_message_on(SNS_TOPIC, kind, id, message, cert_url, subscribe_url)
+}
+
+/// The topic [`sns_message`] publishes on.
+pub const SNS_TOPIC: &str = "arn:aws:sns:eu-west-1:123456789012:ses-events";
+
+/// As [`sns_message`], published on `topic`, sent now.
+pub fn sns_message_on(
+    topic: &str,
+    kind: &str,
+    id: &str,
+    message: &str,
+    cert_url: &str,
+    subscribe_url: &str,
+) -> Vec<u8> {
+    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let ts = ts.as_str();
     let token = "2336412f37fb687f5d51e6e2425f004aed2b9a9d5d8b2b7d8b2b7d8b";
     let fields: Vec<(&str, &str)> = if kind == "Notification" {
         vec![

@@ -417,6 +417,24 @@ async fn complaints_suppress_and_soft_bounces_other_tenants_and_other_hosts_do_n
     );
     let (st, _) = s.post("ses", &c, (Vec::new(), other_host)).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
+    // A tenant that names its topic takes no other (every topic is signed with the same
+    // certificates); checked before any certificate is fetched.
+    let mut named = ses.settings("primary");
+    named["events_topic_arn"] = json!("arn:aws:sns:eu-west-1:123456789012:ses-events");
+    let r = s.app.put("/v1/tenant/providers/email", &c_sk, named).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let fetched = s.sns.requests().len();
+    let evil = otpmint::testkit::provider_events::sns_message_on(
+        "arn:aws:sns:eu-west-1:999999999999:attacker",
+        "Notification",
+        "sns-evil-2",
+        &json!({"notificationType": "Complaint", "complaint": {"complainedRecipients": [{"emailAddress": "victim@example.com"}]}, "mail": {"messageId": "x"}}).to_string(),
+        &s.sns.url("/cert.pem"),
+        "",
+    );
+    let (st, _) = s.post("ses", &c, (Vec::new(), evil)).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    assert_eq!(s.sns.requests().len(), fetched);
     let sub = sns_message(
         "SubscriptionConfirmation",
         "sns-sub-1",

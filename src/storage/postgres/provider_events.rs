@@ -70,6 +70,19 @@ impl ProviderEventStore for PgStore {
         })
     }
 
+    fn provider_pin(
+        &self,
+        tenant: &TenantId,
+        provider: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()?
+            .db()
+            .query_opt(sql::PIN, &[&tenant.as_str(), &provider])?
+            .map(|r| r.try_get::<_, String>(0))
+            .transpose()?)
+    }
+
     fn purge_provider_events(&self, before: Millis) -> Result<usize, StoreError> {
         Ok(self.conn()?.db().execute(sql::PURGE, &[&before])? as usize)
     }

@@ -69,6 +69,20 @@ impl ProviderEventStore for SqliteStore {
         })
     }
 
+    fn provider_pin(
+        &self,
+        tenant: &TenantId,
+        provider: &str,
+    ) -> Result<Option<String>, StoreError> {
+        use rusqlite::OptionalExtension;
+        Ok(self
+            .conn()?
+            .query_row_cached(&q(sql::PIN), params![tenant.as_str(), provider], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
     fn purge_provider_events(&self, before: Millis) -> Result<usize, StoreError> {
         self.writer
             .write(move |tx| Ok(tx.execute_cached(&q(sql::PURGE), [before])?))
