@@ -98,14 +98,21 @@ pub fn sign(raw: &[u8], d: &DkimSigner, now: u64) -> Result<Vec<u8>, String> {
     let mut signed = String::new();
     let mut names = Vec::new();
     for name in DKIM_HEADERS {
-        // The last instance of a header is the one signed (RFC 6376 §5.4.2).
-        if let Some(f) = all.iter().rev().find(|f| {
-            f.split_once(':')
-                .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
-        }) {
+        // Instances are signed from the bottom up (RFC 6376 §5.4.2), and each name is listed
+        // once more than it occurs: a header added on the way (a second From) breaks the
+        // signature instead of riding along (§8.15, "oversigning").
+        let instances: Vec<&&str> = all
+            .iter()
+            .filter(|f| {
+                f.split_once(':')
+                    .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+            })
+            .collect();
+        for f in instances.iter().rev() {
             signed.push_str(&relaxed_header(f));
             names.push(name.to_ascii_lowercase());
         }
+        names.push(name.to_ascii_lowercase());
     }
     let a = match d.algorithm {
         DkimAlgorithm::Ed25519 => "ed25519-sha256",

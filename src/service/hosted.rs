@@ -298,6 +298,10 @@ impl Services {
         if status_of(row, self.now()) != "open" {
             return Err(PageError::Over);
         }
+        // The way back is checked before the code is spent (API.md §17.7).
+        if allowed_return(&row.return_url, &tenant.allowed_return_urls).is_none() {
+            return Err(PageError::Over);
+        }
         let key = self.session_key(row, tenant).await.ok_or(PageError::Over)?;
         // A person may type the code in groups: spaces and hyphens are not part of it
         // (API.md §17.8).

@@ -245,6 +245,15 @@ impl Services {
         if !matches {
             return Err(ConfirmError::Forbidden);
         }
+        // The way back is checked before the key is spent: a return URL the tenant took off
+        // its list since the mint verifies nothing (API.md §17.7).
+        let tenant = self
+            .tenant(link.tenant_id.as_str())
+            .await
+            .map_err(|_| ConfirmError::NotFound)?;
+        if allowed_return(&link.return_url, &tenant.allowed_return_urls).is_none() {
+            return Err(ConfirmError::NotFound);
+        }
         let key = self
             .link_key(token, &link)
             .await

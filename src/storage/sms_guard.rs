@@ -103,6 +103,8 @@ pub(crate) mod sql {
          SELECT tenant_id, email_canonical, $2 FROM challenges WHERE key_digest = $1 AND channel = 'sms' \
          ON CONFLICT (tenant_id, phone) DO UPDATE SET verified_at = excluded.verified_at";
     pub const PURGE: &str = "DELETE FROM sms_sends WHERE at < $1";
+    /// Trust older than any tenant may keep it (`TRUSTED_DAYS_MAX`).
+    pub const PURGE_TRUSTED: &str = "DELETE FROM sms_trusted WHERE verified_at < $1";
 }
 
 #[cfg(test)]

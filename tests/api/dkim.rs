@@ -136,13 +136,22 @@ async fn verify(dns: &DnsServer, raw: &str) -> Result<String, String> {
         return Err("body hash".into());
     }
     let mut data = String::new();
+    // Each listed name takes the next instance from the bottom; one not there adds nothing.
+    let mut used: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for name in tag(&t, "h").split(':') {
-        if let Some(f) = fields.iter().rev().find(|f| {
-            f.split_once(':')
-                .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
-        }) {
+        let n = used.entry(name.to_ascii_lowercase()).or_default();
+        if let Some(f) = fields
+            .iter()
+            .rev()
+            .filter(|f| {
+                f.split_once(':')
+                    .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+            })
+            .nth(*n)
+        {
             data.push_str(&relaxed_header(f));
         }
+        *n += 1;
     }
     // The signature field itself, b= emptied, no final CRLF.
     let b_at = sig_field.find("b=").ok_or("no b=")?;
@@ -237,9 +246,12 @@ async fn a_signed_message_verifies_against_the_published_record_through_rotation
     let raw = mint_raw(&app, &sk, "ada@example.com").await;
     assert_eq!(verify(&dns, &raw).await, Ok("otpmint1".into()), "{raw}");
     assert!(
-        raw.contains("h=from:to:subject:date:message-id:mime-version:content-type;"),
+        raw.contains("h=from:from:to:to:subject:subject:date:date:message-id:message-id:mime-version:mime-version:content-type:content-type;"),
         "{raw}"
     );
+    // A second From added on the way breaks the signature (oversigned).
+    let added = format!("From: Eve <eve@evil.example>\r\n{raw}");
+    assert!(verify(&dns, &added).await.is_err());
     // The verifier can fail: a changed code, or another key published.
     let code = app.smtp.messages().last().unwrap().code();
     let forged = raw.replace(&code, "000000");

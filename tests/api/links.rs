@@ -433,8 +433,8 @@ async fn the_return_url_is_kept_as_given_and_checked_again_at_the_redirect() {
     let r = post(&app, &token2, Some(&cookie), &csrf).await;
     assert_ne!(r.status(), StatusCode::SEE_OTHER);
     assert!(r.headers().get(header::LOCATION).is_none());
-    // The key itself verified; only the redirect is refused.
-    assert_eq!(status(&app, &sk, &key2).await["status"], "verified");
+    // Checked before the key is spent: it is still pending.
+    assert_eq!(status(&app, &sk, &key2).await["status"], "pending");
 }
 
 /// The allowlist is shown as given and compared normalised; a page's plain-text answer

@@ -25,6 +25,12 @@ impl RecordStore for PgStore {
         )?;
         conn.execute("DELETE FROM sends WHERE at < $1", &[&sends_before])?;
         conn.execute(crate::storage::sms_guard::sql::PURGE, &[&sends_before])?;
+        let trusted_before = before.min(sends_before)
+            - i64::from(crate::domain::sms_guard::TRUSTED_DAYS_MAX) * 86_400_000;
+        conn.execute(
+            crate::storage::sms_guard::sql::PURGE_TRUSTED,
+            &[&trusted_before],
+        )?;
         conn.execute(
             "DELETE FROM tenant_send_minutes WHERE minute < $1",
             &[&sends_before.div_euclid(MINUTE_MS)],

@@ -28,6 +28,12 @@ impl RecordStore for SqliteStore {
                 [sends_before],
             )?;
             conn.execute_cached(
+                &crate::storage::tenants::sqlite_placeholders(
+                    crate::storage::sms_guard::sql::PURGE_TRUSTED,
+                ),
+                [before.min(sends_before) - i64::from(crate::domain::sms_guard::TRUSTED_DAYS_MAX) * 86_400_000],
+            )?;
+            conn.execute_cached(
                 "DELETE FROM tenant_send_minutes WHERE minute < ?1",
                 [sends_before.div_euclid(MINUTE_MS)],
             )?;
