@@ -120,6 +120,15 @@ impl Services {
         if !test {
             self.check_suppressed(tenant, email.canonical()).await?;
         }
+        // The SMS fraud guard sees a resend like a mint (API.md §17.1): the country and type
+        // again (the tenant may have taken the country off its list), and the velocity.
+        let sms_facts = match sms && !test {
+            true => Some(
+                self.screen_sms(tenant, email.canonical(), &view.purpose, now)
+                    .await?,
+            ),
+            false => None,
+        };
         let quota = self.quota();
         let counted = !test && quota.any();
         if counted {
@@ -203,7 +212,26 @@ impl Services {
             recipient: view.email_canonical.clone(),
             via,
         };
-        match self.write(move |s| s.resend_code(&r, now)).await? {
+        let admitted = match sms_facts {
+            Some(facts) => Some(
+                self.count_sms(
+                    tenant,
+                    (email.canonical(), &view.purpose),
+                    facts,
+                    &digest,
+                    now,
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        let resent = self.write(move |s| s.resend_code(&r, now)).await;
+        if !matches!(resent, Ok(Resent::Done)) {
+            if let Some(a) = admitted {
+                self.release_sms(a).await;
+            }
+        }
+        match resent? {
             Resent::Done => {}
             Resent::Refused(q) => return Err(limited(q)),
             Resent::NotNow => {

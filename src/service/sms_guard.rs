@@ -17,7 +17,8 @@ const DAY_MS: Millis = 86_400_000;
 /// A number the guard let through, and whether it was counted (to give back if the mint
 /// does not go ahead).
 pub(super) struct Admitted {
-    counted: Option<Vec<u8>>,
+    /// The counted row: the code's key digest and when it was counted.
+    counted: Option<(Vec<u8>, Millis)>,
 }
 
 impl Services {
@@ -80,7 +81,7 @@ impl Services {
         };
         match self.write(move |s| s.take_sms(&send, &limits, now)).await? {
             Ok(SmsTaken::Counted) => Ok(Admitted {
-                counted: Some(key_digest.to_vec()),
+                counted: Some((key_digest.to_vec(), now)),
             }),
             Ok(SmsTaken::Trusted) => Ok(Admitted { counted: None }),
             Err(refusal) => {
@@ -97,8 +98,8 @@ impl Services {
 
     /// Give back an SMS the guard counted for a mint that did not go ahead.
     pub(super) async fn release_sms(&self, admitted: Admitted) {
-        if let Some(d) = admitted.counted {
-            if let Err(e) = self.write(move |s| s.release_sms(&d)).await {
+        if let Some((d, at)) = admitted.counted {
+            if let Err(e) = self.write(move |s| s.release_sms(&d, at)).await {
                 tracing::warn!(error = %e, "giving back an SMS of the fraud guard's count failed");
             }
         }

@@ -72,8 +72,9 @@ pub trait SmsGuardStore {
         limits: &SmsVelocity,
         now: Millis,
     ) -> Result<Result<SmsTaken, SmsVelocityRefusal>, StoreError>;
-    /// Give back a counted SMS whose mint did not go ahead.
-    fn release_sms(&self, key_digest: &[u8]) -> Result<(), StoreError>;
+    /// Give back a counted SMS whose mint (or resend) did not go ahead: the row of that key
+    /// counted at `at`.
+    fn release_sms(&self, key_digest: &[u8], at: Millis) -> Result<(), StoreError>;
 }
 
 /// A limit's refusal from the count in the hour and the oldest send counted.
@@ -96,7 +97,7 @@ pub(crate) mod sql {
     pub const INSERT: &str =
         "INSERT INTO sms_sends (tenant_id, key_digest, range_prefix, country, at) \
          VALUES ($1, $2, $3, $4, $5)";
-    pub const RELEASE: &str = "DELETE FROM sms_sends WHERE key_digest = $1";
+    pub const RELEASE: &str = "DELETE FROM sms_sends WHERE key_digest = $1 AND at = $2";
     /// A verified SMS code trusts its number (`$1` the code's key digest, `$2` now); run in
     /// the verify's own transaction.
     pub const TRUST: &str = "INSERT INTO sms_trusted (tenant_id, phone, verified_at) \

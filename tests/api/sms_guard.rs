@@ -323,3 +323,50 @@ async fn a_test_mint_to_a_fictional_number_passes_no_guard_check() {
     );
     assert!(rx.requests().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_passes_the_guard_like_a_mint() {
+    let rx = HttpReceiver::start(true).await;
+    let hooks = HttpReceiver::start(true).await;
+    // Two SMS an hour per range.
+    let app = app_with_limits(&rx, &hooks, 2, 50).await;
+    let (_, sk) = app.tenant().await;
+    put_http(&app, &sk, &rx, "primary").await;
+    app.allow_sms(&sk, &["DE"]).await;
+    let (s, v, _) = mint_phone(&app, &sk, MOBILE_DE).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let key = v["shareable_key"].as_str().unwrap().to_string();
+    let resend = |key: String| {
+        let app = &app;
+        let sk = sk.clone();
+        async move {
+            body(
+                app.post(&format!("/v1/otp/{key}/resend"), &sk, json!({}))
+                    .await,
+            )
+            .await
+        }
+    };
+    // The second SMS of the range: a resend counts like a mint.
+    let (s, v) = resend(key.clone()).await;
+    assert!(s.is_success(), "{v}");
+    let (s, v) = resend(key.clone()).await;
+    assert_eq!(
+        (s, &v["code"]),
+        (StatusCode::TOO_MANY_REQUESTS, &json!("sms_velocity")),
+        "{v}"
+    );
+    // A country taken off the list stops resends to it too.
+    app.allow_sms(&sk, &["FR"]).await;
+    let (s, v) = resend(key.clone()).await;
+    assert_eq!(
+        (s, &v["code"]),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &json!("sms_country_not_allowed")
+        ),
+        "{v}"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(rx.requests().len(), 2);
+}

@@ -51,8 +51,10 @@ impl SmsGuardStore for PgStore {
         })
     }
 
-    fn release_sms(&self, key_digest: &[u8]) -> Result<(), StoreError> {
-        self.conn()?.db().execute(sql::RELEASE, &[&key_digest])?;
+    fn release_sms(&self, key_digest: &[u8], at: Millis) -> Result<(), StoreError> {
+        self.conn()?
+            .db()
+            .execute(sql::RELEASE, &[&key_digest, &at])?;
         Ok(())
     }
 }

@@ -59,10 +59,10 @@ impl SmsGuardStore for SqliteStore {
         })
     }
 
-    fn release_sms(&self, key_digest: &[u8]) -> Result<(), StoreError> {
+    fn release_sms(&self, key_digest: &[u8], at: Millis) -> Result<(), StoreError> {
         let d = key_digest.to_vec();
         self.writer.write(move |tx| {
-            tx.execute_cached(&q(sql::RELEASE), [d])?;
+            tx.execute_cached(&q(sql::RELEASE), params![d, at])?;
             Ok(())
         })
     }
