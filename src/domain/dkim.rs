@@ -94,17 +94,7 @@ pub fn aligned(from_domain: &str, key_domain: &str) -> bool {
 
 /// A domain name as stored (lower case, no trailing dot), or what is wrong with it.
 pub fn parse_domain(s: &str) -> Result<String, FieldError> {
-    let d = s.trim().trim_end_matches('.').to_ascii_lowercase();
-    let ok = d.len() <= 253
-        && d.contains('.')
-        && d.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
-    ok.then_some(d)
+    super::dns_name(s)
         .ok_or_else(|| FieldError::new("domain", "must be a domain name, like acme.example"))
 }
 

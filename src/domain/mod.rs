@@ -18,12 +18,29 @@ pub mod provider_event;
 pub mod purpose;
 pub mod recipient;
 pub mod sms_guard;
+pub mod sns;
 pub mod stats;
 pub mod suppression;
 pub mod template;
 pub mod tenant;
 pub mod test_mode;
 pub mod webhook;
+
+/// A DNS name as stored — lower case, no trailing dot, at least two labels of letters,
+/// digits and inner hyphens — if `s` is one (provider domains, DKIM domains).
+pub fn dns_name(s: &str) -> Option<String> {
+    let d = s.trim().trim_end_matches('.').to_ascii_lowercase();
+    let ok = d.len() <= 253
+        && d.contains('.')
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    ok.then_some(d)
+}
 
 /// Milliseconds since the Unix epoch; the one time unit of the domain and the store.
 pub type Millis = i64;

@@ -362,18 +362,7 @@ fn checked(check: Check, v: &str) -> Result<String, String> {
         .then(|| v.to_string())
         .ok_or_else(|| "must be 1 to 100 letters, digits, - or _".into()),
         Check::Domain => {
-            let d = v.trim_end_matches('.').to_ascii_lowercase();
-            let ok = d.len() <= 253
-                && d.contains('.')
-                && d.split('.').all(|l| {
-                    !l.is_empty()
-                        && l.len() <= 63
-                        && !l.starts_with('-')
-                        && !l.ends_with('-')
-                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                });
-            ok.then_some(d)
-                .ok_or_else(|| "must be a domain name, like mg.acme.example".into())
+            super::dns_name(v).ok_or_else(|| "must be a domain name, like mg.acme.example".into())
         }
         Check::MailgunRegion => matches!(v, "us" | "eu")
             .then(|| v.to_string())

@@ -131,13 +131,7 @@ impl Services {
         let mut errs = Vec::new();
         let mut parsed = Vec::with_capacity(input.len());
         // The domain of the tenant's sender: its own addresses may be caught by a pattern.
-        let from_domain = tenant.sender().and_then(|f| {
-            let addr = f
-                .rsplit_once('<')
-                .map_or(f, |(_, a)| a.trim_end_matches('>'));
-            addr.rsplit_once('@')
-                .map(|(_, d)| d.trim().to_ascii_lowercase())
-        });
+        let from_domain = tenant.sender().and_then(super::dkim::sender_domain);
         for (i, e) in input.iter().enumerate() {
             let at = |f: &str| format!("recipients[{i}].{f}");
             let pattern = match RecipientPattern::parse(&e.pattern)
