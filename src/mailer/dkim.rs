@@ -154,6 +154,38 @@ pub fn sign(raw: &[u8], d: &DkimSigner, now: u64) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// Sign `raw` now: Ed25519 in place (microseconds), RSA-2048 (a PEM parse and a
+/// private-key operation, about a millisecond) on the blocking pool, off the async workers.
+pub(super) async fn sign_off_worker(
+    raw: Vec<u8>,
+    d: &DkimSigner,
+) -> Result<Vec<u8>, super::DeliveryError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_secs());
+    let failed = |e: String| {
+        super::fail(
+            super::DeliveryReason::Rejected,
+            format!("DKIM signing: {e}"),
+        )
+    };
+    match d.algorithm {
+        DkimAlgorithm::Ed25519 => sign(&raw, d, now).map_err(failed),
+        DkimAlgorithm::Rsa2048 => {
+            let owned = DkimSigner {
+                domain: d.domain.clone(),
+                selector: d.selector.clone(),
+                algorithm: d.algorithm,
+                private: d.private.clone(),
+            };
+            tokio::task::spawn_blocking(move || sign(&raw, &owned, now))
+                .await
+                .map_err(|e| failed(e.to_string()))?
+                .map_err(failed)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -65,15 +65,8 @@ pub(super) fn render(
         ),
     }
     .map_err(|e| fail(DeliveryReason::Rejected, e))?;
-    let mut raw = message.formatted();
-    if let Some(d) = msg.dkim {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |t| t.as_secs());
-        raw = super::dkim::sign(&raw, d, now)
-            .map_err(|e| fail(DeliveryReason::Rejected, format!("DKIM signing: {e}")))?;
-    }
-    Ok((message.envelope().clone(), raw))
+    // Unsigned: the caller adds the DKIM signature (`dkim::sign_off_worker`).
+    Ok((message.envelope().clone(), message.formatted()))
 }
 
 #[cfg(test)]

@@ -227,7 +227,10 @@ impl Mailer {
         (deadline, setup_by): (tokio::time::Instant, Option<tokio::time::Instant>),
         sessions: usize,
     ) -> Result<(), DeliveryError> {
-        let (envelope, bytes) = render(target, msg)?;
+        let (envelope, mut bytes) = render(target, msg)?;
+        if let Some(d) = msg.dkim {
+            bytes = dkim::sign_off_worker(bytes, d).await?;
+        }
         let progress = Progress::default();
         let sending = self.resolve_and_send(target, &envelope, &bytes, &progress, sessions);
         let bounded = async {
