@@ -66,14 +66,24 @@ async fn a_relay_that_takes_three_sessions_gets_about_three_and_every_message_is
     app.smtp.set_session_limit(Some(3));
     app.smtp.set_delay(Duration::from_millis(100));
     let (_, sk) = app.tenant().await;
-    // 60 async messages, minted at once so they wait together however fast the store is:
-    // the window starts at 4 (above the relay's 3), is turned away, halves, and works its
-    // way back up to the relay's limit.
+    // 60 async messages. The relay keeps its first messages unanswered until a session has
+    // been turned away, so the window (which starts at 4, above the relay's 3) probes past
+    // the limit however slowly a loaded machine mints; then it halves and works its way
+    // back up to the relay's limit.
+    app.smtp.hold();
     let mints = (0..60).map(|i| {
         let (app, sk) = (&app, sk.clone());
         async move { mint_async(app, &sk, &format!("a{i}@example.com")).await }
     });
-    let keys = futures_util::future::join_all(mints).await;
+    let released = async {
+        // Released in time for the held sessions (the tests' SMTP timeout is 5 s).
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while app.smtp.turned_away() == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        app.smtp.release();
+    };
+    let (keys, ()) = tokio::join!(futures_util::future::join_all(mints), released);
     for i in 0..60 {
         app.smtp.wait_for(&format!("a{i}@example.com"), 1).await;
     }
@@ -119,13 +129,23 @@ async fn a_relay_that_takes_three_sessions_gets_about_three_and_every_message_is
         metric(&app, "otpmint_smtp_relay_windows{le=\"4\"}").await,
         1.0
     );
-    let v: Value = app
-        .get(&format!("/v1/otp/{}", keys[0]), &sk)
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(v["delivery"]["status"], "sent", "{v}");
+    // The relay's answers are recorded (asynchronously, after the relay took each message).
+    for key in &keys {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let v: Value = app
+                .get(&format!("/v1/otp/{key}"), &sk)
+                .await
+                .json()
+                .await
+                .unwrap();
+            if v["delivery"]["status"] == "sent" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never recorded as sent: {v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 #[tokio::test]

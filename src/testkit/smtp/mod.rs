@@ -120,6 +120,9 @@ struct State {
     xoauth2: Mutex<Option<TokenCheck>>,
     xoauth2_logins: AtomicUsize,
     xoauth2_refusals: AtomicUsize,
+    /// Open (true) or closed: a closed gate keeps each message at its final `.` until it
+    /// opens (a relay that has not answered yet, for as long as a test needs).
+    gate: tokio::sync::watch::Sender<bool>,
 }
 
 /// Whether a bearer token logs this user in.
@@ -215,6 +218,7 @@ impl SmtpServer {
             xoauth2: Mutex::new(None),
             xoauth2_logins: AtomicUsize::new(0),
             xoauth2_refusals: AtomicUsize::new(0),
+            gate: tokio::sync::watch::Sender::new(true),
         });
         let st = Arc::clone(&state);
         tokio::spawn(async move {
@@ -279,6 +283,16 @@ impl SmtpServer {
     /// Serve at most `n` sessions at once; the next ones get `421` at their greeting.
     pub fn set_session_limit(&self, n: Option<usize>) {
         *self.state.session_limit.lock().unwrap() = n;
+    }
+
+    /// Keep every message at its final `.`, unanswered, until [`SmtpServer::release`].
+    pub fn hold(&self) {
+        self.state.gate.send_replace(false);
+    }
+
+    /// Answer the messages [`SmtpServer::hold`] kept, and the next ones as usual.
+    pub fn release(&self) {
+        self.state.gate.send_replace(true);
     }
 
     /// Sessions turned away with `421` so far.

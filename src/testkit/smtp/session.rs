@@ -198,6 +198,7 @@ async fn session(
             let now_in = st.in_data.fetch_add(1, Ordering::SeqCst) + 1;
             st.max_in_data.fetch_max(now_in, Ordering::SeqCst);
             let body = read_data(&mut r).await;
+            let _ = st.gate.subscribe().wait_for(|open| *open).await;
             let delay = *st.delay.lock().unwrap();
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
