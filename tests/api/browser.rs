@@ -26,46 +26,20 @@ impl Drop for Driver {
     }
 }
 
-fn have(bin: &str) -> bool {
-    Command::new(bin)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// chromedriver and chromium, installed if need be; `None`: skipped (said loudly). One
-/// test installs at a time (the others wait for it: apt-get holds a lock).
+/// chromedriver and chromium, installed if need be; `None`: skipped (said loudly).
 fn browser_tools() -> Option<()> {
-    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    if have("chromedriver") && have("chromium") {
+    let ready = apt_tools(&["chromedriver", "chromium"], &["chromium", "chromium-driver"], false);
+    if ready {
         return Some(());
     }
     if std::env::var("OTPMINT_BROWSER_TESTS").as_deref() == Ok("skip") {
         eprintln!("\n*** BROWSER TESTS SKIPPED: chromium/chromedriver missing and OTPMINT_BROWSER_TESTS=skip ***\n");
         return None;
     }
-    eprintln!("installing chromium and chromium-driver with apt-get for the browser tests…");
-    let _ = Command::new("apt-get").args(["update", "-qq"]).status();
-    let _ = Command::new("apt-get")
-        .args([
-            "install",
-            "-y",
-            "-qq",
-            "--no-install-recommends",
-            "chromium",
-            "chromium-driver",
-        ])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status();
-    assert!(
-        have("chromedriver") && have("chromium"),
+    panic!(
         "the browser tests need Debian's chromium and chromium-driver: \
          `apt-get install chromium chromium-driver` (or set OTPMINT_BROWSER_TESTS=skip)"
     );
-    Some(())
 }
 
 async fn browser(javascript: bool) -> (Driver, Client) {
