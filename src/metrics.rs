@@ -184,6 +184,37 @@ pub fn get() -> Option<&'static Metrics> {
     METRICS.get_or_init(|| build().ok()).as_ref()
 }
 
+/// The name of every metric family the process registers (a family shows in `/metrics` once
+/// it has a sample).
+pub fn family_names() -> Vec<String> {
+    use prometheus::core::Collector;
+    let Some(m) = get() else {
+        return Vec::new();
+    };
+    let all: [&dyn Collector; 16] = [
+        &m.codes_minted,
+        &m.sms_blocked,
+        &m.provider_events,
+        &m.codes_resent,
+        &m.verify_outcomes,
+        &m.deliveries,
+        &m.oauth2_token_requests,
+        &m.webhook_attempts,
+        &m.smtp_send_seconds,
+        &m.hashing_queue_depth,
+        &m.outbox_depth,
+        &m.outbox_oldest_due,
+        &m.hashing_seconds,
+        &m.rate_limited,
+        &m.http_requests,
+        &m.relay_windows,
+    ];
+    all.iter()
+        .flat_map(|c| c.desc())
+        .map(|d| d.fq_name.clone())
+        .collect()
+}
+
 /// Count one event of a counter family, ignoring a (never expected) label mismatch.
 pub fn inc(f: impl FnOnce(&'static Metrics) -> &'static IntCounterVec, labels: &[&str]) {
     if let Some(m) = get() {

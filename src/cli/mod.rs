@@ -152,6 +152,11 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
         }
         Command::Healthcheck { url } => healthcheck(&settings, url.as_deref()).await,
         Command::MigrateStore { from, to } => {
+            eprintln!(
+                "copying from {} to {}",
+                describe_url(&from),
+                describe_url(&to)
+            );
             let counts = tokio::task::spawn_blocking(move || {
                 crate::startup::migrate_store(&settings, &from, &to)
             })
@@ -168,6 +173,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
         Command::Config(ConfigCommand::Check) => {
             // Every check serve makes before it binds (API.md §18.8).
             crate::startup::preflight(&settings)?;
+            eprintln!("database: {}", describe(&settings.database_location()?));
             for (warn, note) in settings.start_notes(std::env::vars()) {
                 eprintln!("{}: {note}", if warn { "warning" } else { "note" });
             }
@@ -295,8 +301,14 @@ fn describe(location: &crate::config::DatabaseLocation) -> String {
     }
 }
 
+/// A database URL given on the command line, for people (without its password).
+fn describe_url(url: &str) -> String {
+    crate::config::url_without_password(url)
+}
+
 async fn serve(settings: Settings, file: Option<PathBuf>) -> Result<(), CliError> {
     let bind = settings.server.bind.clone();
+    let database = describe(&settings.database_location()?);
     for (warn, note) in settings.start_notes(std::env::vars()) {
         if warn {
             tracing::warn!("{note}");
@@ -307,7 +319,7 @@ async fn serve(settings: Settings, file: Option<PathBuf>) -> Result<(), CliError
     let app = Application::build(settings)?;
     app.reload_on_sighup(file);
     let tenants = app.services().tenants().await.map_err(service_msg)?;
-    tracing::info!(bind = %bind, port = app.port(), "otpmint listening");
+    tracing::info!(bind = %bind, port = app.port(), database = %database, "otpmint listening");
     if tenants.is_empty() {
         tracing::info!(
             "no tenants yet: create one with `otpmint tenant create --name NAME --smtp-host HOST --smtp-port 587 --smtp-username USER --smtp-from 'App <no-reply@example.com>' --smtp-password-file FILE`, or set admin.token and POST /v1/tenants"

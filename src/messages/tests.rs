@@ -216,3 +216,52 @@ fn chain_and_resolution_follow_the_contract() {
         ("S", "999999", None)
     );
 }
+
+#[test]
+fn every_builtin_places_a_magic_link_as_a_translated_button_and_line() {
+    let set = TemplateSet::builtins();
+    let link = "https://otp.example.com/l/AbCdEfGhIjKlMnOpQrStUvWxYz012345";
+    let mut buttons = std::collections::BTreeSet::new();
+    for lang in LANGUAGES {
+        let mut v = vars("042917", lang, "login", 600);
+        v.link = link;
+        let mut r = set.render(lang, &v).unwrap();
+        let html = r.html.clone().unwrap();
+        // Once in the text, on a line of its own after a translated line that leads to it.
+        assert_eq!(r.text.matches(link).count(), 1, "{lang}: {}", r.text);
+        let before = r.text[..r.text.find(link).unwrap()].trim_end_matches('\n');
+        let lead = before.lines().last().unwrap().to_string();
+        assert!(
+            !lead.trim().is_empty() && !lead.contains("042917"),
+            "{lang}"
+        );
+        // A button in the HTML: the link (escaped) as the href of an <a> with its own text.
+        let escaped = link.replace('/', "&#x2f;");
+        assert_eq!(
+            html.matches(&format!("href=\"{escaped}\"")).count(),
+            1,
+            "{lang}"
+        );
+        let at = html.find(&format!("href=\"{escaped}\"")).unwrap();
+        let text_start = at + html[at..].find('>').unwrap() + 1;
+        let button =
+            html[text_start..text_start + html[text_start..].find("</a>").unwrap()].to_string();
+        assert!(!button.trim().is_empty(), "{lang}");
+        buttons.insert(button.clone());
+        // The fallback adds nothing when the template placed the link.
+        ensure_link(&mut r, link);
+        assert_eq!(r.text.matches(link).count(), 1, "{lang}");
+        assert_eq!(r.html.unwrap(), html, "{lang}");
+        // Without a link, neither the button nor the line.
+        let r = set
+            .render(lang, &vars("042917", lang, "login", 600))
+            .unwrap();
+        assert!(!r.html.unwrap().contains(&button), "{lang}");
+        assert!(!r.text.contains(&lead), "{lang}");
+    }
+    assert_eq!(
+        buttons.len(),
+        LANGUAGES.len(),
+        "one translation each: {buttons:?}"
+    );
+}

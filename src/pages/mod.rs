@@ -37,6 +37,8 @@ pub struct Page<'a> {
     pub form: Option<Form<'a>>,
     /// The path prefix of `server.public_url` (`""` or `/otp`), for the stylesheet.
     pub base_path: &'a str,
+    /// The tenant whose colour the page wears (its brand stylesheet), if it has one.
+    pub brand: Option<&'a str>,
 }
 
 pub struct Form<'a> {
@@ -62,6 +64,7 @@ pub fn render(p: &Page<'_>) -> String {
                 action => action,
                 csrf => csrf,
                 base_path => p.base_path,
+                brand => p.brand,
             })
         })
         .unwrap_or_else(|_| "<!doctype html><title>otpmint</title>".to_string())
@@ -142,11 +145,13 @@ mod tests {
                 csrf: "t\"ok",
             }),
             base_path: "",
+            brand: Some("tnt_abc"),
         });
         assert!(html.contains("<html lang=\"de\">"));
         assert!(html.contains("Anmelden bei &lt;Acme&gt;"));
         assert!(html.contains("value=\"t&quot;ok\""));
         assert!(html.contains("<button type=\"submit\">Weiter</button>"));
+        assert!(html.contains("/pages/brand/tnt_abc.css"), "{html}");
         assert!(!html.contains("<script"));
         let notice = render(&Page {
             lang: "en",
@@ -154,6 +159,7 @@ mod tests {
             lead: "gone",
             form: None,
             base_path: "/otp",
+            brand: None,
         });
         assert!(notice.contains("role=\"alert\"") && !notice.contains("<form"));
         // (MiniJinja escapes `/` too; browsers read it back.)

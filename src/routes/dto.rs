@@ -459,7 +459,7 @@ pub struct Problem {
     /// With `delivery_failed`: `smtp_host_not_allowed`, `smtp_unreachable`, `smtp_timeout`,
     /// `smtp_tls`, `smtp_auth` or `smtp_rejected`.
     pub reason: Option<String>,
-    /// With `rate_limited`: the limit that refused (`recipient`, `cooldown`, `tenant`,
+    /// With `rate_limited`: the limit that refused (`ip`, `recipient`, `cooldown`, `tenant`,
     /// `failures`, `test_sends`); `detail` names its setting.
     pub limit: Option<String>,
 }

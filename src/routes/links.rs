@@ -35,6 +35,7 @@ fn notice(
         lead,
         form: None,
         base_path: &page_kit::base_path(st),
+        brand: None,
     });
     page_kit::page(status, html, None, None)
 }
@@ -70,6 +71,11 @@ pub async fn show(
             let set_cookie = page_kit::set_cookie(&st, COOKIE, &cookie);
             let lead = s.confirm_lead.replace("{app}", &l.tenant_name);
             let action = format!("{}/l/{}", page_kit::base_path(&st), token.as_str());
+            // The tenant's colour, as on its hosted pages (API.md §18.8).
+            let branded = match st.services.tenant(l.tenant_id.as_str()).await {
+                Ok(t) => !t.brand_color.is_empty() && t.enabled && st.services.pages_allowed(&t),
+                Err(_) => false,
+            };
             let html = pages::render(&Page {
                 lang: s.lang,
                 title: s.confirm_title,
@@ -80,6 +86,7 @@ pub async fn show(
                     csrf: &csrf,
                 }),
                 base_path: &page_kit::base_path(&st),
+                brand: branded.then_some(l.tenant_id.as_str()),
             });
             page_kit::page(
                 StatusCode::OK,

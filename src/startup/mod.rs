@@ -88,30 +88,43 @@ fn mailer_of(settings: &Settings) -> Result<Mailer, StartupError> {
 /// (`otpmint config check`, API.md §18.8): the certificate files of the SMTP and HTTP
 /// clients and of PostgreSQL parse, and the master key file, when there is one, is readable.
 pub fn preflight(settings: &Settings) -> Result<(), StartupError> {
-    use secrecy::ExposeSecret;
     mailer_of(settings)?;
     crate::webhook::WebhookClient::new(Arc::new(arc_swap::ArcSwap::from_pointee(settings.clone())))
         .map_err(|e| StartupError::Other(format!("webhooks.extra_root_certificates: {e}")))?;
     if !settings.database.tls_ca_file.is_empty() {
+        use rustls_pki_types::pem::PemObject;
         let path = resolve(Path::new(&settings.database.tls_ca_file));
-        std::fs::read(&path).map_err(|e| {
+        let pem = std::fs::read(&path).map_err(|e| {
             StartupError::Other(format!(
                 "database.tls_ca_file {} cannot be read: {}",
                 path.display(),
                 e.kind()
             ))
         })?;
+        // Parsed as the PostgreSQL connector parses it: at least one certificate, each a
+        // trust anchor rustls takes.
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+            let added = cert
+                .map_err(|e| e.to_string())
+                .and_then(|c| roots.add(c).map_err(|e| e.to_string()));
+            if let Err(e) = added {
+                return Err(StartupError::Other(format!(
+                    "database.tls_ca_file {}: {e}",
+                    path.display()
+                )));
+            }
+        }
+        if roots.is_empty() {
+            return Err(StartupError::Other(format!(
+                "database.tls_ca_file {} holds no PEM certificate",
+                path.display()
+            )));
+        }
     }
-    let key = Path::new(&settings.crypto.master_key_file);
-    if settings.crypto.master_key.expose_secret().is_empty() && key.exists() {
-        std::fs::read(key).map_err(|e| {
-            StartupError::Other(format!(
-                "crypto.master_key_file {} cannot be read: {}",
-                key.display(),
-                e.kind()
-            ))
-        })?;
-    }
+    // The master key as serve reads it: the inline key or the file must decode (a file
+    // that does not exist yet is made on the first start).
+    configured_master_key(settings)?;
     Ok(())
 }
 

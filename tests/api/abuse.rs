@@ -34,7 +34,12 @@ async fn per_ip_limit_answers_429_with_retry_after_on_every_route() {
             .unwrap()
             >= 1
     );
-    assert_eq!(r.json::<Value>().await.unwrap()["code"], "rate_limited");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "rate_limited");
+    // The refusal names its limit and the settings that allow more (API.md §18.8).
+    assert_eq!(v["limit"], "ip");
+    let detail = v["detail"].as_str().unwrap();
+    assert!(detail.contains("limits.per_ip_per_second"), "{detail}");
     // compat routes read OtpMint's text
     let r = app
         .post(

@@ -28,6 +28,8 @@ pub(crate) fn otpmint(dir: &Path) -> Command {
 pub(crate) struct Running {
     pub(crate) child: Child,
     pub(crate) port: u16,
+    /// The database the "listening" line names.
+    pub(crate) database: String,
     pub(crate) lines: mpsc::Receiver<String>,
 }
 
@@ -64,6 +66,7 @@ pub(crate) fn serve(mut cmd: Command) -> Result<Running, String> {
                     return Ok(Running {
                         child,
                         port,
+                        database: v["database"].as_str().unwrap_or_default().to_string(),
                         lines: rx,
                     });
                 }
@@ -86,6 +89,12 @@ fn first_run_creates_the_database_and_a_0600_key_file() {
     let running = serve(cmd).unwrap();
     assert!(running.port > 0);
     assert!(dir.path().join("data/otpmint.db").exists());
+    // The start says which database it uses.
+    assert!(
+        running.database.starts_with("sqlite ") && running.database.ends_with("otpmint.db"),
+        "{}",
+        running.database
+    );
     let key = dir.path().join("data/master.key");
     let meta = std::fs::metadata(&key).unwrap();
     #[cfg(unix)]
@@ -190,6 +199,12 @@ fn config_check_names_the_bad_key_and_redacts_secrets() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("[server]") && text.contains("<redacted>"));
     assert!(!text.contains("super-secret-admin-token"));
+    // It says which database the configuration points at.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("database: sqlite") && err.contains("otpmint.db"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -866,6 +881,31 @@ fn config_check_fails_on_certificates_serve_would_refuse() {
             err.contains(&format!("{section}.extra_root_certificates")),
             "{err}"
         );
+    }
+    // The PostgreSQL CA file is parsed, and the master key decoded, as serve does.
+    let garbage = dir.path().join("garbage.pem");
+    let bad_key = dir.path().join("bad.key");
+    std::fs::write(&bad_key, "not base64 of 32 bytes\n").unwrap();
+    for (env, value, setting) in [
+        (
+            "OTPMINT__DATABASE__TLS_CA_FILE",
+            garbage.to_str().unwrap(),
+            "database.tls_ca_file",
+        ),
+        (
+            "OTPMINT__CRYPTO__MASTER_KEY_FILE",
+            bad_key.to_str().unwrap(),
+            "master key file",
+        ),
+    ] {
+        let out = otpmint(dir.path())
+            .args(["config", "check"])
+            .env(env, value)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{env}: {err}");
+        assert!(err.contains(setting), "{env}: {err}");
     }
     let out = otpmint(dir.path())
         .args(["config", "check"])

@@ -28,7 +28,11 @@ impl Drop for Driver {
 
 /// chromedriver and chromium, installed if need be; `None`: skipped (said loudly).
 fn browser_tools() -> Option<()> {
-    let ready = apt_tools(&["chromedriver", "chromium"], &["chromium", "chromium-driver"], false);
+    let ready = apt_tools(
+        &["chromedriver", "chromium"],
+        &["chromium", "chromium-driver"],
+        false,
+    );
     if ready {
         return Some(());
     }

@@ -31,8 +31,12 @@ struct Podman {
 impl Podman {
     fn cmd(&self) -> Command {
         let mut c = Command::new("podman");
-        c.env("CONTAINERS_CONF", &self.conf)
-            .args(["--runtime", "runc", "--cgroup-manager", "cgroupfs"]);
+        c.env("CONTAINERS_CONF", &self.conf).args([
+            "--runtime",
+            "runc",
+            "--cgroup-manager",
+            "cgroupfs",
+        ]);
         c
     }
 
@@ -175,12 +179,23 @@ async fn the_image_runs_read_only_as_10001_and_keeps_its_state_on_the_volume() {
         images: vec![image.clone(), base_image.clone()],
     };
 
+    // The images of the build's stages, removed at the end: those that were not there before.
+    let dangling_before = podman
+        .ok(&["images", "-q", "--filter", "dangling=true"])
+        .await;
     // The base, then the image from packaging/Containerfile as published.
     let base_dir = dir.path().join("base");
     std::fs::create_dir_all(&base_dir).unwrap();
     write_base_context(&base_dir);
     podman
-        .ok(&["build", "-q", "-t", &base_image, base_dir.to_str().unwrap()])
+        .ok(&[
+            "build",
+            "-q",
+            "--layers=false",
+            "-t",
+            &base_image,
+            base_dir.to_str().unwrap(),
+        ])
         .await;
     let ctx = dir.path().join("context");
     std::fs::create_dir_all(&ctx).unwrap();
@@ -220,13 +235,23 @@ async fn the_image_runs_read_only_as_10001_and_keeps_its_state_on_the_volume() {
     )
     .unwrap();
     assert_eq!(config["User"], "10001:10001", "{config}");
-    assert_eq!(config["Entrypoint"], json!(["/usr/bin/otpmint"]), "{config}");
+    assert_eq!(
+        config["Entrypoint"],
+        json!(["/usr/bin/otpmint"]),
+        "{config}"
+    );
     assert_eq!(config["Cmd"], json!(["serve"]), "{config}");
     assert!(config["Volumes"]["/data"].is_object(), "{config}");
     assert!(config["ExposedPorts"]["8080/tcp"].is_object(), "{config}");
     let health: Value = serde_json::from_str(
         &podman
-            .ok(&["image", "inspect", &image, "--format", "{{json .HealthCheck}}"])
+            .ok(&[
+                "image",
+                "inspect",
+                &image,
+                "--format",
+                "{{json .HealthCheck}}",
+            ])
             .await,
     )
     .unwrap();
@@ -237,12 +262,30 @@ async fn the_image_runs_read_only_as_10001_and_keeps_its_state_on_the_volume() {
     );
     let env: Vec<String> = serde_json::from_value(config["Env"].clone()).unwrap();
     assert!(
-        env.iter().any(|e| e == "OTPMINT__SERVER__BIND=0.0.0.0:8080"),
+        env.iter()
+            .any(|e| e == "OTPMINT__SERVER__BIND=0.0.0.0:8080"),
         "{env:?}"
     );
     // No shell, no package manager: only the binary and the runtime's files.
+    let dangling_after = podman
+        .ok(&["images", "-q", "--filter", "dangling=true"])
+        .await;
+    cleanup.images.extend(
+        dangling_after
+            .lines()
+            .filter(|id| !dangling_before.lines().any(|b| b == *id))
+            .map(str::to_string),
+    );
     let shell = podman
-        .run(&["run", "--rm", "--entrypoint", "/bin/sh", &image, "-c", "true"])
+        .run(&[
+            "run",
+            "--rm",
+            "--entrypoint",
+            "/bin/sh",
+            &image,
+            "-c",
+            "true",
+        ])
         .await;
     assert!(!shell.status.success(), "the image has a shell");
 
@@ -275,7 +318,10 @@ async fn the_image_runs_read_only_as_10001_and_keeps_its_state_on_the_volume() {
     // The server's process runs as UID 10001 (on the host too: no user namespace here).
     let top = podman.ok(&["top", &name, "huser"]).await;
     let uids: Vec<&str> = top.lines().skip(1).map(str::trim).collect();
-    assert!(!uids.is_empty() && uids.iter().all(|u| *u == "10001"), "{top}");
+    assert!(
+        !uids.is_empty() && uids.iter().all(|u| *u == "10001"),
+        "{top}"
+    );
     podman.ok(&["stop", "-t", "20", &name]).await;
     podman.ok(&["rm", &name]).await;
     // The volume holds the database and the master key, owned by the service's user.

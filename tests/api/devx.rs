@@ -401,6 +401,10 @@ async fn a_resent_key_verifies_every_code_it_was_sent_until_it_expires() {
         (s, v["code"].as_str()),
         (StatusCode::TOO_MANY_REQUESTS, Some("resend_limit_reached"))
     );
+    assert!(
+        v["detail"].as_str().unwrap().contains("otp.max_resends"),
+        "{v}"
+    );
     // The late first message still works, once.
     assert_eq!(app.verify(&sk, &key, &first).await.0, StatusCode::OK);
     assert_eq!(app.verify(&sk, &key, &second).await.0, StatusCode::GONE);

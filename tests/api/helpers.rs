@@ -429,7 +429,10 @@ pub fn apt_tools(bins: &[&str], packages: &[&str], recommends: bool) -> bool {
     if bins.iter().all(|b| have(b)) {
         return true;
     }
-    eprintln!("installing {} with apt-get for the tests…", packages.join(" "));
+    eprintln!(
+        "installing {} with apt-get for the tests…",
+        packages.join(" ")
+    );
     let _ = std::process::Command::new("apt-get")
         .args(["update", "-qq"])
         .status();

@@ -53,8 +53,12 @@ async fn mint_link(app: &TestApp, sk: &str, to: &str) -> (String, String, String
         .chars()
         .take_while(char::is_ascii_alphanumeric)
         .collect();
+    // The HTML has it as the href of the button, escaped as HTML escapes (`/` → `&#x2f;`).
     assert!(
-        msg.html().unwrap().contains(&format!("/l/{token}")),
+        msg.html()
+            .unwrap()
+            .replace("&#x2f;", "/")
+            .contains(&format!("href=\"http://localhost:8080/l/{token}\"")),
         "the link in the HTML"
     );
     (key, token, msg.code())
@@ -471,4 +475,41 @@ async fn the_allowlist_is_compared_normalised_and_plain_page_answers_carry_a_csp
         .unwrap();
     assert!(csp.contains("default-src 'none'"), "{csp}");
     assert_eq!(r.headers()[header::X_FRAME_OPTIONS], "DENY");
+}
+
+#[tokio::test]
+async fn the_confirm_page_wears_the_tenants_colour_as_its_hosted_pages_do() {
+    let (app, sk) = linked_app().await;
+    let page = |token: String| {
+        let app = &app;
+        async move {
+            let r = no_redirects()
+                .get(format!("{}/l/{token}", app.addr))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            r.text().await.unwrap().replace("&#x2f;", "/")
+        }
+    };
+    let (_, token, _) = mint_link(&app, &sk, "ada@example.com").await;
+    assert!(!page(token).await.contains("/pages/brand/"));
+    let (s, v) = body(
+        app.patch("/v1/tenant", &sk, json!({"branding": {"color": "#FFD700"}}))
+            .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let (_, token, _) = mint_link(&app, &sk, "bob@example.com").await;
+    let html = page(token).await;
+    let href = format!("/pages/brand/{id}.css");
+    assert!(html.contains(&href), "{html}");
+    let css = reqwest::get(format!("{}{href}", app.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(css.contains("--brand: #ffd700"), "{css}");
 }

@@ -5,6 +5,7 @@
 mod abuse;
 mod binary;
 mod browser;
+mod clients;
 mod compat;
 mod container;
 mod delivery;
@@ -43,6 +44,10 @@ fn the_postgres_suite_builds_every_module_of_this_one() {
         (
             "browser",
             "drives Chromium through the pages; what the pages store is tested on PostgreSQL by hosted and links",
+        ),
+        (
+            "clients",
+            "runs the client libraries' own suites, which test the clients, not the store",
         ),
         (
             "container",

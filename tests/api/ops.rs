@@ -49,6 +49,80 @@ async fn metrics_count_codes_verifies_deliveries_and_requests_without_personal_d
     }
 }
 
+/// The `otpmint_…` names docs and README mention (not the `__Host-otpmint_…` cookies),
+/// with a histogram's `_bucket`/`_sum`/`_count` series named by their family.
+fn metric_names_in_docs() -> std::collections::BTreeMap<String, String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("README.md")];
+    for e in std::fs::read_dir(root.join("docs")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "md") {
+            files.push(p);
+        }
+    }
+    let mut names = std::collections::BTreeMap::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for (at, _) in text.match_indices("otpmint_") {
+            if text[..at].ends_with("__Host-") {
+                continue;
+            }
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            // `otpmint_<version>_<arch>.deb` and the like are not metric names.
+            if !name["otpmint_".len()..].starts_with(|c: char| c.is_ascii_lowercase()) {
+                continue;
+            }
+            let name = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name)
+                .to_string();
+            names.insert(name, f.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    names
+}
+
+#[tokio::test]
+async fn the_metric_names_in_the_docs_are_the_ones_the_server_serves() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    app.verify(&sk, &key, &wrong(&code)).await;
+    let text = app.get("/metrics", "").await.text().await.unwrap();
+    let served: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .map(str::to_string)
+        .collect();
+    let registered: std::collections::BTreeSet<String> =
+        otpmint::metrics::family_names().into_iter().collect();
+    assert!(served.len() >= 10, "{served:?}");
+    for name in &served {
+        assert!(
+            registered.contains(name),
+            "{name} is served but not registered"
+        );
+    }
+    let documented = metric_names_in_docs();
+    for (name, file) in &documented {
+        assert!(
+            registered.contains(name),
+            "docs/{file} names {name}, which the server does not have (it has {registered:?})"
+        );
+    }
+    for name in &registered {
+        assert!(
+            documented.contains_key(name),
+            "{name} is not in docs/operations.md's list of metrics"
+        );
+    }
+}
+
 #[tokio::test]
 async fn metrics_can_require_a_token() {
     let app = spawn_app_with(|s| {

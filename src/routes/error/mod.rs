@@ -139,8 +139,10 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 "Too many requests",
-                "Slow down and retry later.".into(),
-                none(),
+                "Too many requests from this address (limits.per_ip_per_second, \
+                 limits.per_ip_burst); retry after the time Retry-After gives."
+                    .into(),
+                one("limit", json!("ip")),
             ),
             ApiError::Service(e) => match e {
                 S::Unauthorized => (
@@ -437,7 +439,9 @@ impl ApiError {
                     StatusCode::TOO_MANY_REQUESTS,
                     "resend_limit_reached",
                     "Resend limit reached",
-                    format!("A key is sent at most {n} new codes; mint a new one."),
+                    format!(
+                        "A key is sent at most {n} new codes (otp.max_resends); mint a new one."
+                    ),
                     none(),
                 ),
                 S::RateLimited { kind, .. } => (

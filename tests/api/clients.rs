@@ -1,0 +1,110 @@
+//! The client libraries (API.md §18.6) against this server: `clients/python` (its unittest
+//! suite) and `clients/typescript` (compiled with its pinned TypeScript, then `node --test`)
+//! each mint, verify, claim, resend, cancel and start a hosted session through a real
+//! server, reading codes out of a test tenant's inbox, and check webhook signatures.
+//! Python and Node are on the machines the tests run on; where one is missing the test says
+//! so loudly and is skipped.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+const RETURN_URL: &str = "https://app.example.com/done";
+
+/// A server with links and hosted pages, and a test tenant's secret key, as environment
+/// variables for a client's tests.
+async fn server_for_clients() -> (TestApp, Vec<(&'static str, String)>) {
+    let app = spawn_app_with(|s| s.server.public_url = "http://localhost:8080/".into()).await;
+    let r = app
+        .post("/v1/tenants", ADMIN, json!({"name": "Acme", "test": true}))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.unwrap();
+    let sk = v["secret_key"].as_str().unwrap().to_string();
+    assert!(sk.starts_with("sk_test_"));
+    let r = app
+        .patch(
+            "/v1/tenant",
+            &sk,
+            json!({"allowed_return_urls": ["https://app.example.com"]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let env = vec![
+        ("OTPMINT_URL", app.addr.clone()),
+        ("OTPMINT_SECRET_KEY", sk),
+        ("OTPMINT_RETURN_URL", RETURN_URL.to_string()),
+    ];
+    (app, env)
+}
+
+/// Run `cmd` off the async workers (the server answers meanwhile); panics with its output
+/// when it fails.
+async fn run(mut cmd: Command, what: &str) -> Output {
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn clients_dir(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("clients")
+        .join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_client_mints_verifies_and_claims_against_the_server() {
+    if !have("python3") {
+        eprintln!("\n*** PYTHON CLIENT TEST SKIPPED: python3 is not installed ***\n");
+        return;
+    }
+    let (_app, env) = server_for_clients().await;
+    let dir = clients_dir("python");
+    let mut cmd = Command::new("python3");
+    cmd.args(["-m", "unittest", "discover", "-v", "-s", "tests"])
+        .current_dir(&dir)
+        .envs(env);
+    let out = run(cmd, "the Python client's tests").await;
+    let report = String::from_utf8_lossy(&out.stderr);
+    // Every test ran against the server: none was skipped.
+    assert!(report.contains("Ran 7 tests"), "{report}");
+    assert!(!report.contains("skipped"), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typescript_client_mints_verifies_and_claims_against_the_server() {
+    if !have("node") || !have("npm") {
+        eprintln!("\n*** TYPESCRIPT CLIENT TEST SKIPPED: node and npm are not installed ***\n");
+        return;
+    }
+    let dir = clients_dir("typescript");
+    // The pinned compiler (package-lock.json), installed once.
+    if !dir.join("node_modules/typescript").exists() {
+        let mut cmd = Command::new("npm");
+        cmd.args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir);
+        run(cmd, "npm ci in clients/typescript").await;
+    }
+    let mut cmd = Command::new("npx");
+    cmd.args(["--no-install", "tsc", "-p", "."])
+        .current_dir(&dir);
+    run(cmd, "tsc in clients/typescript").await;
+    let (_app, env) = server_for_clients().await;
+    let mut cmd = Command::new("node");
+    cmd.args(["--test", "test/"]).current_dir(&dir).envs(env);
+    let out = run(cmd, "the TypeScript client's tests").await;
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("# pass 7"), "{report}");
+    assert!(report.contains("# skipped 0"), "{report}");
+}
