@@ -156,6 +156,8 @@ class Client:
         ):
             if value is not None:
                 body[name] = value
+        if code_challenge is not None and link_return_url is None:
+            raise ValueError("code_challenge binds a magic link: give link_return_url too")
         if link_return_url is not None:
             link: Dict[str, Any] = {"return_url": link_return_url}
             if code_challenge is not None:
@@ -275,11 +277,15 @@ def verify_webhook(
         raise WebhookVerificationError("webhook-timestamp is too old or too new")
     if not secret.startswith("whsec_"):
         raise WebhookVerificationError("the secret is not a whsec_ secret")
-    key = base64.b64decode(secret[len("whsec_") :])
+    try:
+        key = base64.b64decode(secret[len("whsec_") :], validate=True)
+    except ValueError:
+        raise WebhookVerificationError("the secret is not base64 after whsec_") from None
     signed = msg_id.encode() + b"." + stamp.encode() + b"." + body
-    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest())
     for candidate in signatures.split():
         version, _, value = candidate.partition(",")
-        if version == "v1" and hmac.compare_digest(value, expected):
+        # Bytes: a header with other than ASCII in it is a mismatch, not an exception.
+        if version == "v1" and hmac.compare_digest(value.encode(), expected):
             return json.loads(body)
     raise WebhookVerificationError("no signature matches")

@@ -394,10 +394,18 @@ impl Settings {
                 })?;
         }
         let env: Vec<(String, String)> = env.into_iter().collect();
+        // Where a relative `*_file` is read: systemd's credentials when it sets them, else
+        // beside the configuration file (so the CLI run as root from any directory reads
+        // what the service reads), else the working directory.
         let credentials_dir = env
             .iter()
             .find(|(n, _)| n == "CREDENTIALS_DIRECTORY")
-            .map(|(_, v)| PathBuf::from(v));
+            .map(|(_, v)| PathBuf::from(v))
+            .or_else(|| {
+                file.and_then(Path::parent)
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .map(Path::to_path_buf)
+            });
         // The same layers without the defaults: which keys a person set.
         let mut user = Config::builder();
         if let Some(path) = file {

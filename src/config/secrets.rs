@@ -62,7 +62,8 @@ impl Settings {
 
     /// `admin.token_file`, `metrics.token_file`, `database.url_file` (API.md §18.4): each
     /// file's first line becomes its key's value. A relative path is taken in systemd's
-    /// `$CREDENTIALS_DIRECTORY` when that is set (`LoadCredential=`). Giving a key a value
+    /// `$CREDENTIALS_DIRECTORY` when that is set (`LoadCredential=`), else in the
+    /// configuration file's directory, else in the working directory. Giving a key a value
     /// (in the file or the environment) and its file both is an error, and so is a file that cannot be read or is empty.
     pub(super) fn read_secret_files(
         &mut self,
@@ -109,18 +110,35 @@ impl Settings {
     }
 }
 
-/// A URL's `user:password@` part with the password replaced; other URLs as they are.
+/// A URL with the password of its `user:password@` part and its `password=` and
+/// `sslpassword=` query parameters replaced; other URLs as they are.
 pub fn url_without_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
+    let authority = match authority.rsplit_once('@') {
         Some((userinfo, host)) if userinfo.contains(':') => {
             let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:<redacted>@{host}{tail}")
+            format!("{user}:<redacted>@{host}")
         }
-        _ => url.to_string(),
-    }
+        _ => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, _)) if k == "password" || k == "sslpassword" => {
+                        format!("{k}=<redacted>")
+                    }
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }

@@ -251,6 +251,11 @@ fn secret_files_give_their_first_line_and_refuse_both_or_an_empty_file() {
     )
     .unwrap();
     assert_eq!(s.metrics.token.expose_secret(), "from-the-file-0123");
+    // Without systemd, beside the configuration file (the CLI run from anywhere).
+    let conf = dir.path().join("config.toml");
+    std::fs::write(&conf, "[admin]\ntoken_file = \"admin\"\n").unwrap();
+    let s = Settings::load_from(Some(&conf), env(&[])).unwrap();
+    assert_eq!(s.admin.token.expose_secret(), "from-the-file-0123");
     // Both a key and its file, from any layers: an error naming the key, never the value.
     let both = Settings::load_from(
         None,
@@ -338,6 +343,10 @@ fn a_database_url_is_shown_without_its_password_and_empty_variables_are_unset() 
     assert_eq!(
         url_without_password("sqlite://data/x.db"),
         "sqlite://data/x.db"
+    );
+    assert_eq!(
+        url_without_password("postgres://otp@db/otp?sslmode=require&password=s3cret"),
+        "postgres://otp@db/otp?sslmode=require&password=<redacted>"
     );
     let s = Settings::load_from(
         None,

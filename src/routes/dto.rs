@@ -510,4 +510,14 @@ pub mod problems {
     #[derive(ToResponse)]
     #[response(content_type = "application/problem+json")]
     pub struct SmtpPolicyRefused(pub Problem);
+
+    /// payload_too_large: request bodies are limited to 16 KiB
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct PayloadTooLarge(pub Problem);
+
+    /// unsupported_media_type: the body is not `application/json`
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct UnsupportedMediaType(pub Problem);
 }

@@ -28,6 +28,45 @@ impl Modify for Security {
     }
 }
 
+/// Every operation that takes a JSON body answers 413 past the body limit and 415 for any
+/// other media type (the extractor of every such route, `routes/auth.rs`): declared here
+/// once instead of on each handler (API.md §18.5).
+struct Bodies;
+
+impl Modify for Bodies {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{Ref, RefOr};
+        for (path, item) in api.paths.paths.iter_mut() {
+            // Provider events take the body as each provider sends it (SNS: text/plain).
+            if path.starts_with("/v1/events/") {
+                continue;
+            }
+            let operations = [
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ];
+            for op in operations.into_iter().flatten() {
+                let json = op
+                    .request_body
+                    .as_ref()
+                    .is_some_and(|b| b.content.contains_key("application/json"));
+                if !json {
+                    continue;
+                }
+                for (status, name) in [("413", "PayloadTooLarge"), ("415", "UnsupportedMediaType")]
+                {
+                    op.responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
+                }
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -56,10 +95,10 @@ impl Modify for Security {
         responses(
             problems::Unauthorized, problems::InvalidRequest, problems::TenantNotFound,
             problems::WebhookNotFound, problems::TransportNotFound, problems::OtpNotFound, problems::TemplateInvalid,
-            problems::SmtpPolicyRefused
+            problems::SmtpPolicyRefused, problems::PayloadTooLarge, problems::UnsupportedMediaType
         )
     ),
-    modifiers(&Security),
+    modifiers(&Security, &Bodies),
     tags(
         (name = "tenants", description = "Tenant administration (admin token)"),
         (name = "self-service", description = "A tenant managing itself with its secret key"),
@@ -100,6 +139,28 @@ mod tests {
             committed == generated,
             "docs/openapi.json is stale: run `OTPMINT_WRITE_OPENAPI=1 cargo test openapi`"
         );
+    }
+
+    #[test]
+    fn every_operation_with_a_json_body_declares_413_and_415() {
+        let doc = serde_json::to_value(super::document()).unwrap();
+        let mut n = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                if op["requestBody"]["content"]["application/json"].is_object()
+                    && !path.starts_with("/v1/events/")
+                {
+                    n += 1;
+                    for status in ["413", "415"] {
+                        assert!(
+                            op["responses"][status].is_object(),
+                            "{method} {path} does not declare {status}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(n > 20, "{n} operations with a JSON body");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 use crate::hosted::open_session;
+use crate::tools::apt_tools;
 use otpmint::testkit::http::HttpReceiver;
 
 struct Driver(Child);

@@ -32,6 +32,7 @@ mod smtp;
 mod suppressions;
 mod templates;
 mod tenants;
+mod tools;
 mod transports;
 mod webhooks;
 
@@ -48,6 +49,10 @@ fn the_postgres_suite_builds_every_module_of_this_one() {
         (
             "clients",
             "runs the client libraries' own suites, which test the clients, not the store",
+        ),
+        (
+            "tools",
+            "installs the programs of the SQLite-only tests",
         ),
         (
             "container",

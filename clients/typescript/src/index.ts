@@ -28,6 +28,7 @@ export interface MintResult {
   max_attempts: number;
   test?: boolean;
   locale?: string;
+  delivery?: Record<string, unknown>;
 }
 
 export interface VerifyResult {
@@ -68,10 +69,14 @@ export interface HostedSessionRequest {
 
 export interface HostedSession {
   id: string;
-  url?: string;
+  url: string;
   expires_at: string;
-  status?: "open" | "verified" | "failed" | "expired";
-  email?: string;
+}
+
+export interface HostedStatus {
+  status: "open" | "verified" | "failed" | "expired";
+  email?: string | null;
+  verified_at?: string | null;
   [field: string]: unknown;
 }
 
@@ -165,6 +170,9 @@ export class Client {
     for (const k of ["email", "phone", "purpose", "locale", "delivery"] as const) {
       if (req[k] !== undefined) body[k] = req[k];
     }
+    if (req.codeChallenge !== undefined && req.linkReturnUrl === undefined) {
+      throw new TypeError("codeChallenge binds a magic link: give linkReturnUrl too");
+    }
     if (req.linkReturnUrl !== undefined) {
       body.link = {
         return_url: req.linkReturnUrl,
@@ -216,7 +224,7 @@ export class Client {
   }
 
   /** A hosted session's status (`GET /v1/tenant/hosted-sessions/{id}`). */
-  hostedSession(id: string): Promise<HostedSession> {
+  hostedSession(id: string): Promise<HostedStatus> {
     return this.#request("GET", `/v1/tenant/hosted-sessions/${seg(id)}`);
   }
 
@@ -271,14 +279,19 @@ export async function pkcePair(): Promise<{ verifier: string; challenge: string 
  * parsing. Rejects with `WebhookVerificationError`. */
 export async function verifyWebhook<T = unknown>(
   secret: string,
-  headers: Headers | Record<string, string>,
+  headers: { get(name: string): string | null } | Record<string, string | string[] | undefined>,
   body: string,
   options: { toleranceSeconds?: number; now?: number } = {},
 ): Promise<T> {
   const get = (name: string): string | null => {
-    if (headers instanceof Headers) return headers.get(name);
-    const hit = Object.keys(headers).find((k) => k.toLowerCase() === name);
-    return hit === undefined ? null : headers[hit];
+    // A Headers of any fetch implementation, or a plain object (Node's IncomingHttpHeaders).
+    if (typeof (headers as { get?: unknown }).get === "function") {
+      return (headers as { get(n: string): string | null }).get(name);
+    }
+    const plain = headers as Record<string, string | string[] | undefined>;
+    const hit = Object.keys(plain).find((k) => k.toLowerCase() === name);
+    const value = hit === undefined ? undefined : plain[hit];
+    return Array.isArray(value) ? value.join(" ") : (value ?? null);
   };
   const id = get("webhook-id");
   const stamp = get("webhook-timestamp");
