@@ -126,7 +126,7 @@ impl<E: std::fmt::Display> From<E> for CliError {
 
 fn service_msg(e: ServiceError) -> CliError {
     match e {
-        ServiceError::Invalid(errs) => CliError(
+        ServiceError::Invalid(errs) | ServiceError::Unprocessable(errs) => CliError(
             errs.iter()
                 .map(|e| format!("{} {}", e.field, e.message))
                 .collect::<Vec<_>>()

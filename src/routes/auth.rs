@@ -148,10 +148,15 @@ fn is_json(req: &HttpRequest) -> bool {
     })
 }
 
-/// Parse JSON into `T`, naming the field at fault.
+/// Parse a JSON object into `T`, naming the field at fault. Every body is an object, and
+/// so is every struct in it (`routes::strict`).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let mut track = serde_path_to_error::Track::new();
+    let parsed = super::strict::object(serde_path_to_error::Deserializer::new(&mut de, &mut track))
+        .and_then(|t| de.end().map(|()| t));
+    parsed.map_err(|inner| {
+        let e = serde_path_to_error::Error::new(track.path(), inner);
         let path = e.path().to_string();
         let field = if path == "." || path.is_empty() {
             "body".to_string()
@@ -207,7 +212,7 @@ pub async fn json_bytes(req: &HttpRequest, payload: web::Payload) -> Result<web:
     read_body(req, &mut payload.into_inner()).await
 }
 
-/// An optional JSON body: an empty body is `None`.
+/// An optional JSON body: an empty body, or `null`, is `None`.
 pub async fn optional_json_body<T: DeserializeOwned>(
     req: &HttpRequest,
     payload: web::Payload,
@@ -218,6 +223,10 @@ pub async fn optional_json_body<T: DeserializeOwned>(
     }
     if !is_json(req) {
         return Err(ApiError::MediaType);
+    }
+    // JSON `null` is no body too.
+    if bytes.trim_ascii() == b"null" {
+        return Ok(None);
     }
     parse_json(&bytes).map(Some)
 }

@@ -41,6 +41,7 @@ pub struct MintBody {
     delivery: Option<String>,
     /// A magic link beside the code (API.md §14.2), returning to `return_url` (which must
     /// start with one of the tenant's `allowed_return_urls`).
+    #[serde(default, deserialize_with = "super::strict::maybe_object")]
     link: Option<LinkBody>,
 }
 
@@ -50,7 +51,11 @@ pub struct LinkBody {
     return_url: String,
     /// PKCE (API.md §17.2): base64url SHA-256 of a 43–128 character verifier the initiating
     /// browser keeps; the outcome is then claimed once with it (`POST /v1/otp/{key}/claim`).
-    #[schema(min_length = 43, max_length = 43, pattern = "^[A-Za-z0-9_-]{43}$")]
+    #[schema(
+        min_length = 43,
+        max_length = 43,
+        pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"
+    )]
     code_challenge: Option<String>,
     /// `S256` (the only method)
     #[schema(pattern = "^S256$")]
@@ -74,7 +79,7 @@ pub struct VerifyBody {
         (status = 400, description = "invalid_request, invalid_email", body = Problem, content_type = "application/problem+json"),
         (status = 401, response = problems::Unauthorized),
         (status = 409, description = "idempotency_key_in_use: the first request with this key is still running", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "idempotency_key_mismatch: the key was used with another body; recipient_suppressed: the recipient is on the suppression list (nothing sent); channel_not_configured; sms_country_not_allowed, phone_number_not_allowed: the SMS fraud guard refused the number (nothing sent)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "unprocessable: the link's return_url is not one of the tenant's allowed ones, or the link goes with a phone; idempotency_key_mismatch: the key was used with another body; recipient_suppressed: the recipient is on the suppression list (nothing sent); channel_not_configured; sms_country_not_allowed, phone_number_not_allowed: the SMS fraud guard refused the number (nothing sent)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "rate_limited or sms_velocity (Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "delivery_failed with reason; no code exists that could verify", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "overloaded or unavailable (Retry-After); nothing was stored or sent", body = Problem, content_type = "application/problem+json"),
@@ -425,6 +430,7 @@ pub async fn otp_cancel(
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// 1–200, default 50
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
     /// Only events with a smaller id (the previous page's `next_before`)
     before: Option<i64>,

@@ -42,6 +42,7 @@ pub struct TestRecipientBody {
 #[serde(deny_unknown_fields)]
 pub struct TestRecipientsBody {
     /// At most 100 entries; replaces the list.
+    #[serde(deserialize_with = "super::strict::objects")]
     recipients: Vec<TestRecipientBody>,
 }
 
@@ -373,6 +374,7 @@ async fn stats_of(st: &AppState, tenant: Option<TenantId>, q: &StatsParams) -> A
     responses(
         (status = 200, description = "The counts", body = StatsOut),
         (status = 400, response = problems::InvalidRequest),
+        (status = 422, response = problems::Unprocessable),
         (status = 401, response = problems::Unauthorized),
     ),
     security(("secret_key" = [])))]
@@ -390,6 +392,7 @@ pub async fn own_stats(
     responses(
         (status = 200, description = "The counts", body = StatsOut),
         (status = 400, response = problems::InvalidRequest),
+        (status = 422, response = problems::Unprocessable),
         (status = 401, response = problems::Unauthorized),
         (status = 404, response = problems::TenantNotFound),
     ),
@@ -410,6 +413,7 @@ pub async fn tenant_stats(
     responses(
         (status = 200, description = "The counts", body = StatsOut),
         (status = 400, response = problems::InvalidRequest),
+        (status = 422, response = problems::Unprocessable),
         (status = 401, response = problems::Unauthorized),
     ),
     security(("admin_token" = [])))]

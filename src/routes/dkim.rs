@@ -24,7 +24,10 @@ pub struct DkimBody {
     /// (`acme.example` signs mail from `no-reply@acme.example` and `…@mail.acme.example`).
     domain: String,
     /// The DNS selector (default `otpmint1`, then `otpmint2`, … for a second key).
-    #[schema(pattern = "^[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*$", max_length = 63)]
+    #[schema(
+        pattern = "^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$",
+        max_length = 63
+    )]
     selector: Option<String>,
     /// `ed25519` or `rsa2048`
     #[schema(pattern = "^(ed25519|rsa2048)$")]
@@ -74,6 +77,7 @@ pub struct DkimOut {
         (status = 400, response = problems::InvalidRequest),
         (status = 401, response = problems::Unauthorized),
         (status = 409, description = "conflict: a key with this selector exists", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "unprocessable: the tenant holds the most keys it may", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
 pub async fn create(
@@ -196,7 +200,7 @@ impl From<crate::service::domain_check::DomainCheck> for DomainCheckOut {
     description = "Look up the sender domain's SPF, DKIM (the stored selector) and DMARC records through the system resolver (or `dns.resolver`) and answer what is found, with one plain sentence of advice per problem. Ends within 5 s.",
     responses(
         (status = 200, body = DomainCheckOut),
-        (status = 400, description = "invalid_request: the tenant has no sender address", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "unprocessable: the tenant has no sender address", body = Problem, content_type = "application/problem+json"),
         (status = 401, response = problems::Unauthorized),
     ),
     security(("secret_key" = [])))]

@@ -376,6 +376,7 @@ pub struct HealthOut {
 #[serde(rename_all = "snake_case")]
 pub enum ProblemCode {
     InvalidRequest,
+    Unprocessable,
     InvalidEmail,
     Unauthorized,
     RegistrationClosed,
@@ -515,6 +516,18 @@ pub mod problems {
     #[derive(ToResponse)]
     #[response(content_type = "application/problem+json")]
     pub struct PayloadTooLarge(pub Problem);
+
+    /// rate_limited: a limit refused (every route has the per-address flood guard); `limit`
+    /// names which, `Retry-After` says when to try again
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct RateLimited(pub Problem);
+
+    /// unprocessable: well-formed, but a rule the schema cannot state refuses it; `errors`
+    /// names each field
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct Unprocessable(pub Problem);
 
     /// unsupported_media_type: the body is not `application/json`
     #[derive(ToResponse)]

@@ -43,7 +43,11 @@ pub struct HostedBody {
     return_url: String,
     /// PKCE (API.md §17.2): base64url SHA-256 of a 43–128 character verifier the initiating
     /// browser keeps; the outcome is then claimed once with it.
-    #[schema(min_length = 43, max_length = 43, pattern = "^[A-Za-z0-9_-]{43}$")]
+    #[schema(
+        min_length = 43,
+        max_length = 43,
+        pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"
+    )]
     code_challenge: Option<String>,
     /// `S256` (the only method)
     #[schema(pattern = "^S256$")]
@@ -74,7 +78,7 @@ pub struct HostedStatusOut {
         (status = 201, description = "Opened", body = HostedOut),
         (status = 400, response = problems::InvalidRequest),
         (status = 401, response = problems::Unauthorized),
-        (status = 422, description = "links_not_configured: server.public_url is empty", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "links_not_configured: server.public_url is empty; unprocessable: return_url is not one of the tenant's allowed ones", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
 pub async fn open(
@@ -176,6 +180,7 @@ fn is_valid_logo(b: &[u8]) -> bool {
 
 #[utoipa::path(put, path = "/v1/tenant/branding/logo", tag = "hosted pages",
     description = "The logo on the hosted pages: a PNG of at most 64 KiB and 1024×1024 pixels (`Content-Type: image/png`) that decodes whole, served by otpmint.",
+    request_body(content = String, description = "The PNG's bytes", content_type = "image/png"),
     responses(
         (status = 204, description = "Stored"),
         (status = 400, response = problems::InvalidRequest),

@@ -16,6 +16,7 @@ pub mod ops;
 mod page_kit;
 pub mod provider_events;
 pub mod providers;
+pub(crate) mod strict;
 pub mod suppressions;
 pub mod templates;
 pub mod transport;

@@ -28,35 +28,35 @@ impl Modify for Security {
     }
 }
 
-/// Every operation that takes a JSON body answers 413 past the body limit and 415 for any
-/// other media type (the extractor of every such route, `routes/auth.rs`): declared here
-/// once instead of on each handler (API.md §18.5).
-struct Bodies;
+/// Responses every operation of a kind can give, declared here once instead of on each
+/// handler (API.md §18.5): every route passes the per-address flood guard (429), and every
+/// operation that takes a JSON body answers 413 past the body limit and 415 for any other
+/// media type (the extractor of every such route, `routes/auth.rs`).
+struct Common;
 
-impl Modify for Bodies {
+impl Modify for Common {
     fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::{Ref, RefOr};
         for (path, item) in api.paths.paths.iter_mut() {
             // Provider events take the body as each provider sends it (SNS: text/plain).
-            if path.starts_with("/v1/events/") {
-                continue;
-            }
+            let events = path.starts_with("/v1/events/");
             let operations = [
+                &mut item.get,
                 &mut item.post,
                 &mut item.put,
                 &mut item.patch,
                 &mut item.delete,
             ];
             for op in operations.into_iter().flatten() {
+                let mut add = vec![("429", "RateLimited")];
                 let json = op
                     .request_body
                     .as_ref()
                     .is_some_and(|b| b.content.contains_key("application/json"));
-                if !json {
-                    continue;
+                if json && !events {
+                    add.extend([("413", "PayloadTooLarge"), ("415", "UnsupportedMediaType")]);
                 }
-                for (status, name) in [("413", "PayloadTooLarge"), ("415", "UnsupportedMediaType")]
-                {
+                for (status, name) in add {
                     op.responses
                         .responses
                         .entry(status.to_string())
@@ -95,10 +95,11 @@ impl Modify for Bodies {
         responses(
             problems::Unauthorized, problems::InvalidRequest, problems::TenantNotFound,
             problems::WebhookNotFound, problems::TransportNotFound, problems::OtpNotFound, problems::TemplateInvalid,
-            problems::SmtpPolicyRefused, problems::PayloadTooLarge, problems::UnsupportedMediaType
+            problems::SmtpPolicyRefused, problems::PayloadTooLarge, problems::UnsupportedMediaType,
+            problems::RateLimited, problems::Unprocessable
         )
     ),
-    modifiers(&Security, &Bodies),
+    modifiers(&Security, &Common),
     tags(
         (name = "tenants", description = "Tenant administration (admin token)"),
         (name = "self-service", description = "A tenant managing itself with its secret key"),
@@ -117,11 +118,208 @@ impl Modify for Bodies {
 pub struct ApiDoc;
 
 /// The document as served at `/openapi.json`.
-pub fn document() -> utoipa::openapi::OpenApi {
+pub fn document() -> serde_json::Value {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    let mut doc = serde_json::to_value(doc).unwrap_or_default();
+    constrain(&mut doc);
     doc
 }
+
+/// The rules the server enforces on a field, in JSON Schema (API.md §18.5), one per kind
+/// of value; each beside the parser that enforces it, which Schemathesis holds them to
+/// (`.ci/schemathesis`).
+mod rule {
+    use serde_json::{json, Value};
+
+    /// `domain::locale::Locale::parse`: a language, then subtags of 1–8 letters or digits.
+    pub fn locale() -> Value {
+        json!({"pattern": "^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$", "minLength": 2, "maxLength": 35})
+    }
+    /// `domain::purpose::Purpose::parse`.
+    pub fn purpose() -> Value {
+        json!({"pattern": "^[a-z0-9_.-]{1,64}$"})
+    }
+    /// `domain::recipient::PhoneNumber::parse`: E.164.
+    pub fn phone() -> Value {
+        json!({"pattern": "^\\+[1-9][0-9]{7,14}$"})
+    }
+    /// `domain::email::RecipientEmail::parse`.
+    pub fn email() -> Value {
+        json!({"format": "email", "maxLength": 254})
+    }
+    /// An email address or an E.164 number.
+    pub fn recipient() -> Value {
+        json!({"anyOf": [email(), phone()]})
+    }
+    /// `crate::domain::dns_name`: labels of letters, digits and inner `-`, at least two.
+    pub fn dns_name() -> Value {
+        let label = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
+        json!({"pattern": format!("^({label}\\.)+{label}$"), "maxLength": 253})
+    }
+    /// `webhook::check_url`: an https:// URL with a host (its address is checked when it is
+    /// registered: a refusal there is 422).
+    pub fn endpoint() -> Value {
+        json!({
+            // A name whose last label starts with a letter (a numeric one reads as IPv4).
+            "pattern": "^https://([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~-]*)*$",
+            "maxLength": 2048
+        })
+    }
+    /// `clock::parse_time`: an RFC 3339 time, or a date.
+    pub fn when() -> Value {
+        json!({"anyOf": [{"format": "date-time"}, {"format": "date"}]})
+    }
+    /// Exactly one of `values` (letters, digits, `_` and `.`, the dot escaped).
+    pub fn one_of(values: &[&str]) -> Value {
+        let escaped: Vec<String> = values.iter().map(|v| v.replace('.', "\\.")).collect();
+        json!({"pattern": format!("^({})$", escaped.join("|"))})
+    }
+}
+
+/// Every constraint of `rule` where the server enforces it: (schema, property) of request
+/// bodies and (path, parameter) of parameters.
+fn constrain(doc: &mut serde_json::Value) {
+    use serde_json::Value;
+    let delivery = || rule::one_of(&["sync", "async"]);
+    let properties: Vec<(&str, &str, Value)> = vec![
+        ("MintBody", "email", rule::email()),
+        ("MintBody", "phone", rule::phone()),
+        ("MintBody", "purpose", rule::purpose()),
+        ("MintBody", "locale", rule::locale()),
+        ("MintBody", "delivery", delivery()),
+        ("HostedBody", "email", rule::email()),
+        ("HostedBody", "purpose", rule::purpose()),
+        ("HostedBody", "locale", rule::locale()),
+        ("PreviewBody", "purpose", rule::purpose()),
+        ("PreviewBody", "locale", rule::locale()),
+        ("CreateTenantBody", "default_locale", rule::locale()),
+        ("CreateTenantBody", "delivery", delivery()),
+        ("PatchTenantBody", "default_locale", rule::locale()),
+        ("PatchTenantBody", "delivery", delivery()),
+        ("SuppressionBody", "recipient", rule::recipient()),
+        (
+            "HttpTransportBody",
+            "use",
+            rule::one_of(&["primary", "fallback"]),
+        ),
+        ("HttpTransportBody", "url", rule::endpoint()),
+        ("WebhookBody", "url", rule::endpoint()),
+        (
+            "WebhookBody",
+            "events",
+            serde_json::json!({"minItems": 1, "items": {
+                "type": "string",
+                "pattern": rule::one_of(
+                    &crate::domain::event::EventType::SUBSCRIBABLE.map(|t| t.as_str()),
+                )["pattern"],
+            }}),
+        ),
+        ("DkimBody", "domain", rule::dns_name()),
+        (
+            "ProviderBody",
+            "kind",
+            rule::one_of(&crate::domain::provider::ProviderKind::ALL.map(|k| k.as_str())),
+        ),
+        ("ProviderTestBody", "to", rule::recipient()),
+        ("TestRecipientBody", "expires_at", rule::when()),
+        (
+            "VerifyBody",
+            "otp",
+            serde_json::json!({"pattern": "^[0-9]{4,10}$"}),
+        ),
+    ];
+    for (schema, property, patch) in properties {
+        if let Some(Value::Object(target)) = doc.pointer_mut(&format!(
+            "/components/schemas/{schema}/properties/{property}"
+        )) {
+            if let Value::Object(patch) = patch {
+                target.extend(patch);
+            }
+        }
+    }
+    // (a part of the path, the parameter, its rule)
+    let when = rule::when;
+    let parameters: Vec<(&str, &str, Value)> = vec![
+        ("", "locale", rule::locale()),
+        ("", "recipient", rule::recipient()),
+        ("/stats", "from", when()),
+        ("/stats", "to", when()),
+        ("/stats", "granularity", rule::one_of(&["hour", "day"])),
+        (
+            "/stats",
+            "group_by",
+            rule::one_of(&["purpose", "locale", "channel", "domain"]),
+        ),
+        ("", "channel", rule::one_of(&["email", "sms"])),
+        (
+            "/suppressions",
+            "cursor",
+            serde_json::json!({"pattern": "^[A-Za-z0-9_-]*$"}),
+        ),
+        (
+            "",
+            "Idempotency-Key",
+            serde_json::json!({"pattern": "^[!-~]{1,255}$", "minLength": 1, "maxLength": 255}),
+        ),
+    ];
+    if let Some(Value::Object(paths)) = doc.get_mut("paths") {
+        for (path, item) in paths.iter_mut() {
+            let Some(item) = item.as_object_mut() else {
+                continue;
+            };
+            for op in item.values_mut() {
+                let Some(Value::Array(params)) = op.get_mut("parameters") else {
+                    continue;
+                };
+                for param in params {
+                    let name = param["name"].as_str().unwrap_or("").to_string();
+                    let Some((_, _, patch)) = parameters
+                        .iter()
+                        .find(|(within, n, _)| *n == name && path.contains(within))
+                    else {
+                        continue;
+                    };
+                    if let (Some(Value::Object(schema)), Value::Object(patch)) =
+                        (param.get_mut("schema"), patch.clone())
+                    {
+                        schema.extend(patch);
+                    }
+                }
+            }
+        }
+    } // One recipient: `email` or `phone`, not both.
+    if let Some(Value::Object(mint)) = doc.pointer_mut("/components/schemas/MintBody") {
+        mint.insert(
+            "oneOf".into(),
+            serde_json::json!([
+                {"required": ["email"], "properties": {"email": {"type": "string"}, "phone": {"type": "null"}}},
+                {"required": ["phone"], "properties": {"phone": {"type": "string"}, "email": {"type": "null"}}}
+            ]),
+        );
+    }
+    // A tenant changing itself: the fields only the admin may change are not in its body.
+    if let Some(admin) = doc.pointer("/components/schemas/PatchTenantBody").cloned() {
+        let mut own = admin;
+        if let Some(Value::Object(props)) = own.get_mut("properties") {
+            for field in ADMIN_ONLY {
+                props.remove(*field);
+            }
+        }
+        if let Some(Value::Object(schemas)) = doc.pointer_mut("/components/schemas") {
+            schemas.insert("PatchSelfBody".into(), own);
+        }
+        if let Some(Value::Object(body)) = doc
+            .pointer_mut("/paths/~1v1~1tenant/patch/requestBody/content/application~1json/schema")
+        {
+            body.insert("$ref".into(), "#/components/schemas/PatchSelfBody".into());
+        }
+    }
+}
+
+/// What `PATCH /v1/tenant` refuses and `PATCH /v1/tenants/{id}` takes
+/// (`service::tenants`, "only the admin can change this").
+const ADMIN_ONLY: &[&str] = &["policy", "enabled", "test", "pages_approved"];
 
 #[cfg(test)]
 mod tests {
@@ -143,7 +341,7 @@ mod tests {
 
     #[test]
     fn every_operation_with_a_json_body_declares_413_and_415() {
-        let doc = serde_json::to_value(super::document()).unwrap();
+        let doc = super::document();
         let mut n = 0;
         for (path, item) in doc["paths"].as_object().unwrap() {
             for (method, op) in item.as_object().unwrap() {
@@ -165,7 +363,7 @@ mod tests {
 
     #[test]
     fn every_v1_route_and_problem_code_is_described() {
-        let doc = serde_json::to_value(super::document()).unwrap();
+        let doc = super::document();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
         for p in [
             "/v1/tenants",

@@ -70,6 +70,7 @@ pub struct SuppressionBody {
     responses(
         (status = 200, description = "A page", body = SuppressionsOut),
         (status = 400, response = problems::InvalidRequest),
+        (status = 422, description = "unprocessable: `cursor` is not one this server gave out", body = Problem, content_type = "application/problem+json"),
         (status = 401, response = problems::Unauthorized),
     ),
     security(("secret_key" = [])))]

@@ -31,6 +31,7 @@ type ApiResult = Result<HttpResponse, ApiError>;
 #[serde(deny_unknown_fields)]
 pub struct SmtpBody {
     host: String,
+    #[serde(deserialize_with = "super::strict::whole")]
     port: u16,
     #[serde(default)]
     username: String,
@@ -39,8 +40,10 @@ pub struct SmtpBody {
     from: String,
     tls: Option<String>,
     /// 1 to `smtp.max_connections_limit`; default `smtp.max_connections_per_tenant`
+    #[serde(default, deserialize_with = "super::strict::maybe_whole")]
     max_connections: Option<u32>,
     /// Log in with OAuth2 (SASL XOAUTH2) instead of a password (API.md §15.1).
+    #[serde(default, deserialize_with = "super::strict::maybe_object")]
     oauth2: Option<OAuth2Body>,
 }
 
@@ -79,8 +82,11 @@ impl From<OAuth2Body> for OAuth2Input {
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyBody {
+    #[serde(default, deserialize_with = "super::strict::maybe_whole")]
     code_length: Option<u32>,
+    #[serde(default, deserialize_with = "super::strict::maybe_whole")]
     ttl_seconds: Option<u32>,
+    #[serde(default, deserialize_with = "super::strict::maybe_whole")]
     max_attempts: Option<u32>,
 }
 
@@ -100,7 +106,9 @@ pub struct CreateTenantBody {
     name: String,
     /// The relay; a tenant may have none and send through a provider or its HTTP transport
     /// (API.md §15.3), or be a test tenant.
+    #[serde(default, deserialize_with = "super::strict::maybe_object")]
     smtp: Option<SmtpBody>,
+    #[serde(default, deserialize_with = "super::strict::maybe_object")]
     policy: Option<PolicyBody>,
     /// `sync` (default) or `async`
     delivery: Option<String>,
@@ -111,6 +119,7 @@ pub struct CreateTenantBody {
     #[serde(default)]
     test: bool,
     /// A second relay, tried at once when `smtp` fails transiently (API.md §12.1).
+    #[serde(default, deserialize_with = "super::strict::maybe_object")]
     smtp_fallback: Option<SmtpBody>,
     /// Connect, TLS and AUTH to the relay (no mail) before saving; a failure is 422
     /// `relay_check_failed` with the delivery `reason`, and nothing is saved.
@@ -121,13 +130,16 @@ pub struct CreateTenantBody {
 #[serde(deny_unknown_fields)]
 pub struct SmtpPatchBody {
     host: Option<String>,
+    #[serde(default, deserialize_with = "super::strict::maybe_whole")]
     port: Option<u16>,
     username: Option<String>,
     password: Option<String>,
     from: Option<String>,
     tls: Option<String>,
+    #[serde(default, deserialize_with = "super::strict::maybe_whole")]
     max_connections: Option<u32>,
     /// OAuth2 settings to set or change (API.md §15.1).
+    #[serde(default, deserialize_with = "super::strict::maybe_object")]
     oauth2: Option<OAuth2Body>,
 }
 
@@ -135,7 +147,9 @@ pub struct SmtpPatchBody {
 #[serde(deny_unknown_fields)]
 pub struct PatchTenantBody {
     name: Option<String>,
+    #[serde(default, deserialize_with = "super::strict::maybe_object")]
     smtp: Option<SmtpPatchBody>,
+    #[serde(default, deserialize_with = "super::strict::maybe_object")]
     policy: Option<PolicyBody>,
     enabled: Option<bool>,
     /// `sync` or `async`
@@ -147,13 +161,14 @@ pub struct PatchTenantBody {
     test: Option<bool>,
     /// The fallback relay: fields to change (all but `tls` and `max_connections` when the
     /// tenant has none yet), or `null` to remove it.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::strict::present_object")]
     #[schema(value_type = Option<SmtpPatchBody>)]
     smtp_fallback: Option<Option<SmtpPatchBody>>,
     /// The prefixes a magic link's `return_url` must start with (API.md §14; replaces the
     /// list; ≤ 20): `https://…`, or `http://localhost…` for development.
     allowed_return_urls: Option<Vec<String>>,
     /// The hosted pages' look (API.md §14.1): `{"color": "#RRGGBB"}` (`null`: the default).
+    #[serde(default, deserialize_with = "super::strict::maybe_object")]
     branding: Option<BrandingBody>,
     /// `on` (default: a mint to a suppressed recipient answers 422 `recipient_suppressed`)
     /// or `off` (the list only records; API.md §16.1).
@@ -163,6 +178,7 @@ pub struct PatchTenantBody {
     /// pages and links stay off (422 `pages_not_approved`) until this is true (API.md §17.6).
     pages_approved: Option<bool>,
     /// The SMS fraud guard (API.md §17.1): the fields given replace the stored ones.
+    #[serde(default, deserialize_with = "super::strict::maybe_object")]
     sms: Option<SmsBody>,
     /// Connect, TLS and AUTH to the relay as changed (no mail) before saving; a failure is
     /// 422 `relay_check_failed` with the delivery `reason`, and nothing is saved.
@@ -180,6 +196,7 @@ pub struct SmsBody {
     /// Numbers that verified a code of the tenant within this many days skip the velocity
     /// limits (0: none does). Default 90.
     #[schema(minimum = 0, maximum = 3650)]
+    #[serde(default, deserialize_with = "super::strict::maybe_whole")]
     trusted_days: Option<u32>,
     /// Text fixed-line numbers too. Default false.
     allow_fixed_line: Option<bool>,
@@ -188,23 +205,17 @@ pub struct SmsBody {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BrandingBody {
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::strict::present")]
     #[schema(value_type = Option<String>)]
     color: Option<Option<String>>,
-}
-
-/// A field that may be absent (outer `None`), `null` (`Some(None)`) or a value.
-fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateBody {
+    /// How long the old key keeps working, 0–86400 seconds (default 0).
+    #[schema(minimum = 0, maximum = 86400)]
+    #[serde(default, deserialize_with = "super::strict::maybe_whole")]
     grace_seconds: Option<u64>,
 }
 
@@ -470,7 +481,7 @@ pub async fn delete_tenant(
 #[utoipa::path(post, path = "/v1/tenants/{id}/rotate-secret", tag = "tenants",
     description = "Issue a new secret key; the old one keeps working for `grace_seconds` (0–86400, default 0). Pending codes keep verifying.",
     params(("id" = String, Path, description = "Tenant id")),
-    request_body(content = RotateBody, description = "Optional"),
+    request_body(content = Option<RotateBody>, description = "Optional"),
     responses(
         (status = 200, description = "The new secret key, shown once", body = SecretOut),
         (status = 400, response = problems::InvalidRequest),

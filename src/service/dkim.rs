@@ -75,7 +75,7 @@ impl Services {
         let made = std::sync::Mutex::new(None);
         self.change_tenant(id, |current| {
             if current.dkim.len() >= MAX_KEYS {
-                return Err(ServiceError::field(
+                return Err(ServiceError::rule(
                     "selector",
                     format!("a tenant holds at most {MAX_KEYS} DKIM keys: DELETE them and make one again"),
                 ));

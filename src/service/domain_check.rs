@@ -153,7 +153,7 @@ impl Services {
     pub async fn check_domain(&self, id: &str) -> Result<DomainCheck, ServiceError> {
         let t = self.tenant(id).await?;
         let domain = t.sender().and_then(sender_domain).ok_or_else(|| {
-            ServiceError::field("from", "the tenant has no sender address to check")
+            ServiceError::rule("from", "the tenant has no sender address to check")
         })?;
         let r = self.resolver()?;
         tokio::time::timeout(CHECK_TIMEOUT, self.check_with(&t, &domain, &r))

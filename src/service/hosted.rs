@@ -98,7 +98,7 @@ impl Services {
             None => None,
         };
         let Some(return_url) = allowed_return(&n.return_url, &tenant.allowed_return_urls) else {
-            return Err(ServiceError::field(
+            return Err(ServiceError::rule(
                 "return_url",
                 "must start with one of the tenant's allowed_return_urls (https://, or http://localhost)",
             ));

@@ -127,13 +127,13 @@ impl Services {
             return Err(ServiceError::PagesNotApproved);
         }
         if sms {
-            return Err(ServiceError::field(
+            return Err(ServiceError::rule(
                 "link",
                 "goes with \"email\" only (a text message carries the code)",
             ));
         }
         let Some(return_url) = allowed_return(return_url, &tenant.allowed_return_urls) else {
-            return Err(ServiceError::field(
+            return Err(ServiceError::rule(
                 "link.return_url",
                 "must start with one of the tenant's allowed_return_urls (https://, or http://localhost)",
             ));

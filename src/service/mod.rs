@@ -68,6 +68,10 @@ pub enum ServiceError {
     TenantNotFound,
     #[error("invalid request")]
     Invalid(Vec<FieldError>),
+    /// Well-formed, but a rule the request's schema cannot state refuses it: fields that
+    /// contradict each other, a range too wide, a value the tenant's state does not allow.
+    #[error("unprocessable request")]
+    Unprocessable(Vec<FieldError>),
     #[error("invalid email")]
     InvalidEmail(String),
     #[error("smtp host refused: {0}")]
@@ -235,6 +239,11 @@ impl From<HashError> for ServiceError {
 impl ServiceError {
     pub fn field(field: &str, message: impl Into<String>) -> ServiceError {
         ServiceError::Invalid(vec![FieldError::new(field, message)])
+    }
+
+    /// A well-formed field a rule refuses (422 `unprocessable`).
+    pub fn rule(field: &str, message: impl Into<String>) -> ServiceError {
+        ServiceError::Unprocessable(vec![FieldError::new(field, message)])
     }
 }
 

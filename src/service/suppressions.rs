@@ -44,7 +44,7 @@ impl Services {
         let after = match cursor.filter(|c| !c.is_empty()) {
             None => None,
             Some(c) => Some(Cursor::decode(c).ok_or_else(|| {
-                ServiceError::field("cursor", "is not a cursor this server gave out")
+                ServiceError::rule("cursor", "is not a cursor this server gave out")
             })?),
         };
         let tid = tenant.clone();

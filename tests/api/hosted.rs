@@ -128,17 +128,26 @@ async fn without_a_public_url_there_are_no_hosted_sessions() {
 async fn a_person_proves_an_address_on_the_pages_and_goes_back_once() {
     let (app, sk) = hosted_app("https://app.example.com").await;
     // Bad requests change nothing.
-    for bad in [
-        json!({"return_url": "https://evil.example.com/"}),
-        json!({"return_url": RETURN, "email": "not an address"}),
-        json!({"return_url": RETURN, "locale": "!!"}),
+    for (bad, status) in [
+        (
+            json!({"return_url": "https://evil.example.com/"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"return_url": RETURN, "email": "not an address"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"return_url": RETURN, "locale": "!!"}),
+            StatusCode::BAD_REQUEST,
+        ),
     ] {
         let (s, v) = body(
             app.post("/v1/tenant/hosted-sessions", &sk, bad.clone())
                 .await,
         )
         .await;
-        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {v}");
+        assert_eq!(s, status, "{bad}: {v}");
     }
     let (id, v) = open_session(&app, &sk, json!({"return_url": RETURN, "purpose": "login"})).await;
     assert!(id.starts_with("hs_"), "{v}");

@@ -185,7 +185,9 @@ async fn return_urls_are_allowlisted_prefixes() {
             .await,
         )
         .await;
-        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        // Well-formed, but not one of the tenant's: a rule of its state (API.md §18.5).
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+        assert_eq!(v["code"], "unprocessable", "{v}");
         assert!(v.to_string().contains(field), "{v}");
     }
     assert!(app.smtp.messages().is_empty(), "nothing was sent");

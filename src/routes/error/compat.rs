@@ -64,7 +64,7 @@ impl CompatError {
             S::Mismatch { .. } => with(StatusCode::FORBIDDEN, "OTP Mismatched!"),
             S::AttemptsExhausted => CompatError::bad("Maximum Attempts Reached!"),
             _ if mail_context => CompatError::bad(MAIL_ERROR),
-            S::Invalid(_) | S::InvalidEmail(_) | S::TenantNotFound => {
+            S::Invalid(_) | S::Unprocessable(_) | S::InvalidEmail(_) | S::TenantNotFound => {
                 CompatError::bad(MISSING_FIELDS)
             }
             _ => CompatError::bad(UNKNOWN_BLOCKER),

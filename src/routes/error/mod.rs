@@ -380,6 +380,13 @@ impl ApiError {
                     "Some fields are not valid.".into(),
                     errors(e),
                 ),
+                S::Unprocessable(e) => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unprocessable",
+                    "Unprocessable request",
+                    "The request is well-formed, but a rule refuses it; `errors` says which.".into(),
+                    errors(e),
+                ),
                 S::InvalidEmail(m) => (
                     StatusCode::BAD_REQUEST,
                     "invalid_email",
