@@ -61,6 +61,40 @@ pub enum DeliveryReason {
 }
 
 impl DeliveryReason {
+    pub const ALL: [DeliveryReason; 16] = [
+        DeliveryReason::HostNotAllowed,
+        DeliveryReason::Unreachable,
+        DeliveryReason::Timeout,
+        DeliveryReason::Tls,
+        DeliveryReason::Auth,
+        DeliveryReason::Rejected,
+        DeliveryReason::HttpRejected,
+        DeliveryReason::HttpUnavailable,
+        DeliveryReason::HttpUnreachable,
+        DeliveryReason::HttpHostNotAllowed,
+        DeliveryReason::ChannelNotConfigured,
+        DeliveryReason::ProviderAuth,
+        DeliveryReason::ProviderRejected,
+        DeliveryReason::ProviderUnavailable,
+        DeliveryReason::ProviderUnreachable,
+        DeliveryReason::ProviderHostNotAllowed,
+    ];
+
+    /// What to check for a stored `reason` (a transport's failure, or the code's end
+    /// before its message left), in one sentence.
+    pub fn advice_for(reason: &str) -> Option<&'static str> {
+        match reason {
+            "expired" => Some("The code expired before a transport accepted its message."),
+            "not_sent" => {
+                Some("The code ended (verified, cancelled or superseded) before its message left.")
+            }
+            r => DeliveryReason::ALL
+                .into_iter()
+                .find(|x| x.as_str() == r)
+                .map(DeliveryReason::advice),
+        }
+    }
+
     /// What to check, in one sentence a person can act on (API.md §18.8).
     pub fn advice(self) -> &'static str {
         match self {
@@ -320,5 +354,20 @@ mod tests {
             DeliveryStatus::parse_stored("failed"),
             Some(DeliveryStatus::Failed)
         );
+    }
+}
+
+#[cfg(test)]
+mod advice_tests {
+    use super::DeliveryReason;
+
+    #[test]
+    fn every_reason_reads_back_with_its_advice() {
+        for r in DeliveryReason::ALL {
+            assert_eq!(DeliveryReason::advice_for(r.as_str()), Some(r.advice()));
+        }
+        assert!(DeliveryReason::advice_for("expired").is_some());
+        assert!(DeliveryReason::advice_for("not_sent").is_some());
+        assert_eq!(DeliveryReason::advice_for("nonsense"), None);
     }
 }

@@ -250,6 +250,10 @@ pub struct DeliveryOut {
     /// relay accepted it) or `not_sent` (the code ended before its message left).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// With `reason`: what to check, in one sentence (the setting to change, where one
+    /// applies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sent_at: Option<String>,
     /// The transport that accepted the last message: `smtp`, `smtp_fallback`, `http` or
@@ -317,6 +321,12 @@ impl StatusOut {
                 },
                 attempts: v.delivery.attempts,
                 reason: v.delivery.reason.clone(),
+                detail: v
+                    .delivery
+                    .reason
+                    .as_deref()
+                    .and_then(crate::domain::delivery::DeliveryReason::advice_for)
+                    .map(str::to_string),
                 sent_at: v.delivery.sent_at.map(rfc3339),
                 transport: v.delivery.transport.clone(),
                 provider_message_id: v.delivery.provider_message_id.clone(),

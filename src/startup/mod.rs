@@ -125,6 +125,7 @@ pub fn preflight(settings: &Settings) -> Result<(), StartupError> {
     // The master key as serve reads it: the inline key or the file must decode (a file
     // that does not exist yet is made on the first start).
     configured_master_key(settings)?;
+    previous_master_keys(settings)?;
     Ok(())
 }
 

@@ -323,6 +323,18 @@ async fn cli_manages_tenants_and_logs_never_show_secrets() {
     let events = hooks.wait_for(2).await;
     assert!(events.iter().any(|e| e.json()["type"] == "otp.verified"));
 
+    // A refused message: its log line says what to check, in words (API.md §18.8).
+    smtp.set_mode(crate::smtp::Mode::RejectRecipients);
+    let r = client
+        .post(format!("{base}/v1/otp"))
+        .bearer_auth(&sk)
+        .json(&json!({"email": "bo@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    smtp.set_mode(crate::smtp::Mode::Normal);
+
     // disable via CLI while running: the key stops working
     let (ok, _, _) = cli(&["tenant", "disable", &id]);
     assert!(ok);
@@ -350,6 +362,12 @@ async fn cli_manages_tenants_and_logs_never_show_secrets() {
         log.lines()
             .any(|l| l.contains("code sent") && l.contains("mint-req-42")),
         "the delivery line names its request: {log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("delivery attempt failed")
+            && l.contains("smtp_rejected")
+            && l.contains("The relay refused the message")),
+        "the failure's line says what to check: {log}"
     );
     use base64::Engine;
     let auth_plain =

@@ -55,6 +55,49 @@ async fn implicit_tls_delivers() {
     assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
 }
 
+/// A relay that speaks TLS from the first byte (port 465's way) reached with STARTTLS: the
+/// answer says which setting fixes it (API.md §18.8).
+#[tokio::test]
+async fn a_tls_mode_mismatch_names_the_tls_setting() {
+    let smtp = SmtpServer::start_with(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = test_settings(dir.path(), &smtp);
+    let app = start(
+        settings,
+        smtp,
+        dir,
+        std::sync::Arc::new(otpmint::clock::ManualClock::starting_now()),
+    )
+    .await;
+    let mut smtp_json = app.smtp_json();
+    smtp_json["tls"] = json!("starttls");
+    let r = app
+        .post(
+            "/v1/tenants",
+            ADMIN,
+            json!({"name": "x", "smtp": smtp_json}),
+        )
+        .await;
+    let sk = r.json::<Value>().await.unwrap()["secret_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = app
+        .post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["reason"] == "smtp_tls" || v["reason"] == "smtp_timeout",
+        "{v}"
+    );
+    assert!(
+        v["detail"].as_str().unwrap().contains("tls = \"implicit\""),
+        "{v}"
+    );
+    assert!(app.smtp.messages().is_empty());
+}
+
 #[tokio::test]
 async fn connections_are_pooled_and_reused() {
     let app = spawn_app().await;

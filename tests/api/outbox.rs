@@ -252,6 +252,9 @@ async fn a_queued_message_goes_out_after_a_restart_once_the_relay_is_back() {
     let key = mint_async(&app, &sk, "ada@example.com").await;
     let s = wait_status(&app, &sk, &key, |v| v["delivery"]["attempts"] == 1).await;
     assert_eq!(s["delivery"]["reason"], "smtp_unreachable");
+    // What to check, in words (API.md §18.8).
+    let detail = s["delivery"]["detail"].as_str().unwrap();
+    assert!(detail.contains("host and port"), "{detail}");
     let app = app.restart().await;
     app.smtp.set_mode(Mode::Normal);
     app.clock.advance_secs(2);
