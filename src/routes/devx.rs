@@ -374,7 +374,6 @@ async fn stats_of(st: &AppState, tenant: Option<TenantId>, q: &StatsParams) -> A
     responses(
         (status = 200, description = "The counts", body = StatsOut),
         (status = 400, response = problems::InvalidRequest),
-        (status = 422, response = problems::Unprocessable),
         (status = 401, response = problems::Unauthorized),
     ),
     security(("secret_key" = [])))]
@@ -392,7 +391,6 @@ pub async fn own_stats(
     responses(
         (status = 200, description = "The counts", body = StatsOut),
         (status = 400, response = problems::InvalidRequest),
-        (status = 422, response = problems::Unprocessable),
         (status = 401, response = problems::Unauthorized),
         (status = 404, response = problems::TenantNotFound),
     ),
@@ -413,7 +411,6 @@ pub async fn tenant_stats(
     responses(
         (status = 200, description = "The counts", body = StatsOut),
         (status = 400, response = problems::InvalidRequest),
-        (status = 422, response = problems::Unprocessable),
         (status = 401, response = problems::Unauthorized),
     ),
     security(("admin_token" = [])))]

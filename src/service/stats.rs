@@ -72,10 +72,10 @@ impl Services {
             Granularity::Day => to - DEFAULT_DAYS * 24 * HOUR_MS,
         });
         if from > to {
-            return Err(ServiceError::rule("from", "must not be after `to`"));
+            return Err(ServiceError::field("from", "must not be after `to`"));
         }
         if to - from > MAX_RANGE_DAYS * 24 * HOUR_MS {
-            return Err(ServiceError::rule(
+            return Err(ServiceError::field(
                 "from",
                 format!("the range may cover at most {MAX_RANGE_DAYS} days"),
             ));
@@ -92,7 +92,7 @@ impl Services {
         };
         let rows = self.db(move |s| s.stats(&q)).await?;
         if rows.len() > MAX_ROWS {
-            return Err(ServiceError::rule(
+            return Err(ServiceError::field(
                 "group_by",
                 format!(
                     "the answer would have more than {MAX_ROWS} rows; narrow the range or use a coarser granularity"
