@@ -27,7 +27,7 @@ impl CodeChallenge {
             ));
         }
         let decoded = URL_SAFE_NO_PAD.decode(s).ok();
-        if s.len() != 43 || decoded.is_none_or(|d| d.len() != 32) {
+        if !super::grammar::CODE_CHALLENGE.matches(s) || decoded.is_none_or(|d| d.len() != 32) {
             return Err(FieldError::new(field, CHALLENGE_RULE));
         }
         Ok(CodeChallenge(s.to_string()))
@@ -45,10 +45,7 @@ impl CodeChallenge {
     /// Whether `verifier` (43–128 unreserved characters, RFC 7636) is the one this
     /// challenge was made from; compared in constant time.
     pub fn matches(&self, verifier: &str) -> bool {
-        let well_formed = (43..=128).contains(&verifier.len())
-            && verifier
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+        let well_formed = super::grammar::CODE_VERIFIER.matches(verifier);
         let made = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
         let same: bool = made.as_bytes().ct_eq(self.0.as_bytes()).into();
         well_formed && same

@@ -100,16 +100,8 @@ pub fn parse_domain(s: &str) -> Result<String, FieldError> {
 
 /// A selector (one or more DNS labels), or what is wrong with it.
 pub fn parse_selector(s: &str) -> Result<String, FieldError> {
-    let v = s.trim().to_ascii_lowercase();
-    let ok = !v.is_empty()
-        && v.len() <= 63
-        && v.split('.').all(|l| {
-            !l.is_empty()
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
-    ok.then_some(v).ok_or_else(|| {
+    let ok = super::grammar::DKIM_SELECTOR.matches(s);
+    ok.then(|| s.to_ascii_lowercase()).ok_or_else(|| {
         FieldError::new(
             "selector",
             "must be 1 to 63 letters, digits, hyphens and dots, like otpmint1",

@@ -14,9 +14,7 @@ pub const LOCALE_RULE: &str =
 
 impl Locale {
     pub fn parse(s: &str) -> Option<Locale> {
-        if !(2..=35).contains(&s.len())
-            || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
+        if !super::grammar::LOCALE.matches(s) {
             return None;
         }
         let mut out = Vec::new();

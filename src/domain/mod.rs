@@ -8,6 +8,7 @@ pub mod delivery;
 pub mod dkim;
 pub mod email;
 pub mod event;
+pub mod grammar;
 pub mod keys;
 pub mod links;
 pub mod locale;
@@ -29,17 +30,11 @@ pub mod webhook;
 /// A DNS name as stored — lower case, no trailing dot, at least two labels of letters,
 /// digits and inner hyphens — if `s` is one (provider domains, DKIM domains).
 pub fn dns_name(s: &str) -> Option<String> {
-    let d = s.trim().trim_end_matches('.').to_ascii_lowercase();
-    let ok = d.len() <= 253
-        && d.contains('.')
-        && d.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
-    ok.then_some(d)
+    if !grammar::DNS_NAME.matches(s) {
+        return None;
+    }
+    let d = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
+    (d.len() <= 253).then_some(d)
 }
 
 /// Milliseconds since the Unix epoch; the one time unit of the domain and the store.

@@ -9,12 +9,7 @@ pub struct Purpose(String);
 impl Purpose {
     pub fn parse(s: Option<&str>) -> Result<Purpose, FieldError> {
         let s = s.unwrap_or("default");
-        if s.is_empty()
-            || s.len() > 64
-            || !s.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
-            })
-        {
+        if !super::grammar::PURPOSE.matches(s) {
             return Err(FieldError::new(
                 "purpose",
                 "must be 1 to 64 characters of a-z 0-9 _ . -",

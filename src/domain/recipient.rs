@@ -22,11 +22,9 @@ pub const PHONE_RULE: &str =
 
 impl PhoneNumber {
     pub fn parse(s: &str) -> Option<PhoneNumber> {
-        let digits = s.strip_prefix('+')?;
-        let ok = (8..=15).contains(&digits.len())
-            && digits.bytes().all(|b| b.is_ascii_digit())
-            && !digits.starts_with('0');
-        ok.then(|| PhoneNumber(s.to_string()))
+        super::grammar::PHONE
+            .matches(s)
+            .then(|| PhoneNumber(s.to_string()))
     }
     pub fn as_str(&self) -> &str {
         &self.0

@@ -19,11 +19,6 @@ type ApiResult = Result<HttpResponse, ApiError>;
 #[serde(deny_unknown_fields)]
 pub struct ClaimBody {
     /// The 43–128 character verifier whose base64url SHA-256 was the `code_challenge`.
-    #[schema(
-        min_length = 43,
-        max_length = 128,
-        pattern = "^[A-Za-z0-9._~-]{43,128}$"
-    )]
     code_verifier: Option<String>,
 }
 

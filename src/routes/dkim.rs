@@ -24,10 +24,6 @@ pub struct DkimBody {
     /// (`acme.example` signs mail from `no-reply@acme.example` and `…@mail.acme.example`).
     domain: String,
     /// The DNS selector (default `otpmint1`, then `otpmint2`, … for a second key).
-    #[schema(
-        pattern = "^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$",
-        max_length = 63
-    )]
     selector: Option<String>,
     /// `ed25519` or `rsa2048`
     #[schema(pattern = "^(ed25519|rsa2048)$")]

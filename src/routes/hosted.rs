@@ -43,11 +43,6 @@ pub struct HostedBody {
     return_url: String,
     /// PKCE (API.md §17.2): base64url SHA-256 of a 43–128 character verifier the initiating
     /// browser keeps; the outcome is then claimed once with it.
-    #[schema(
-        min_length = 43,
-        max_length = 43,
-        pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"
-    )]
     code_challenge: Option<String>,
     /// `S256` (the only method)
     #[schema(pattern = "^S256$")]

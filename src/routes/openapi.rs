@@ -126,23 +126,42 @@ pub fn document() -> serde_json::Value {
     doc
 }
 
-/// The rules the server enforces on a field, in JSON Schema (API.md §18.5), one per kind
-/// of value; each beside the parser that enforces it, which Schemathesis holds them to
+/// The rules the server enforces on a field, in JSON Schema (API.md §18.5): the form of a
+/// value from `domain::grammar`, which its parser checks too; what no pattern states
+/// (an email address, a date) by its format. Schemathesis holds the server to them
 /// (`.ci/schemathesis`).
 mod rule {
     use serde_json::{json, Value};
 
-    /// `domain::locale::Locale::parse`: a language, then subtags of 1–8 letters or digits.
+    use crate::domain::grammar::{self, Grammar};
+
+    fn of(g: &Grammar) -> Value {
+        json!({"pattern": g.pattern, "minLength": g.min_length, "maxLength": g.max_length})
+    }
     pub fn locale() -> Value {
-        json!({"pattern": "^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$", "minLength": 2, "maxLength": 35})
+        of(&grammar::LOCALE)
     }
-    /// `domain::purpose::Purpose::parse`.
     pub fn purpose() -> Value {
-        json!({"pattern": "^[a-z0-9_.-]{1,64}$"})
+        of(&grammar::PURPOSE)
     }
-    /// `domain::recipient::PhoneNumber::parse`: E.164.
     pub fn phone() -> Value {
-        json!({"pattern": "^\\+[1-9][0-9]{7,14}$"})
+        of(&grammar::PHONE)
+    }
+    pub fn dns_name() -> Value {
+        of(&grammar::DNS_NAME)
+    }
+    pub fn dkim_selector() -> Value {
+        of(&grammar::DKIM_SELECTOR)
+    }
+    pub fn code_challenge() -> Value {
+        of(&grammar::CODE_CHALLENGE)
+    }
+    pub fn code_verifier() -> Value {
+        of(&grammar::CODE_VERIFIER)
+    }
+    /// A whole number in `(min, max)`.
+    pub fn range((min, max): (u32, u32)) -> Value {
+        json!({"minimum": min, "maximum": max})
     }
     /// `domain::email::RecipientEmail::parse`.
     pub fn email() -> Value {
@@ -151,11 +170,6 @@ mod rule {
     /// An email address or an E.164 number.
     pub fn recipient() -> Value {
         json!({"anyOf": [email(), phone()]})
-    }
-    /// `crate::domain::dns_name`: labels of letters, digits and inner `-`, at least two.
-    pub fn dns_name() -> Value {
-        let label = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
-        json!({"pattern": format!("^({label}\\.)+{label}$"), "maxLength": 253})
     }
     /// `webhook::check_url`: an https:// URL with a host (its address is checked when it is
     /// registered: a refusal there is 422).
@@ -181,8 +195,24 @@ mod rule {
 /// bodies and (path, parameter) of parameters.
 fn constrain(doc: &mut serde_json::Value) {
     use serde_json::Value;
+    for (schema, property, patch) in property_rules() {
+        if let Some(Value::Object(target)) = doc.pointer_mut(&format!(
+            "/components/schemas/{schema}/properties/{property}"
+        )) {
+            if let Value::Object(patch) = patch {
+                target.extend(patch);
+            }
+        }
+    }
+    constrain_parameters(doc);
+    constrain_shapes(doc);
+}
+
+/// The rules of request bodies' properties: (schema, property, rule).
+fn property_rules() -> Vec<(&'static str, &'static str, serde_json::Value)> {
+    use crate::domain::policy;
     let delivery = || rule::one_of(&["sync", "async"]);
-    let properties: Vec<(&str, &str, Value)> = vec![
+    vec![
         ("MintBody", "email", rule::email()),
         ("MintBody", "phone", rule::phone()),
         ("MintBody", "purpose", rule::purpose()),
@@ -216,6 +246,10 @@ fn constrain(doc: &mut serde_json::Value) {
             }}),
         ),
         ("DkimBody", "domain", rule::dns_name()),
+        ("DkimBody", "selector", rule::dkim_selector()),
+        ("LinkBody", "code_challenge", rule::code_challenge()),
+        ("HostedBody", "code_challenge", rule::code_challenge()),
+        ("ClaimBody", "code_verifier", rule::code_verifier()),
         (
             "ProviderBody",
             "kind",
@@ -228,16 +262,64 @@ fn constrain(doc: &mut serde_json::Value) {
             "otp",
             serde_json::json!({"pattern": "^[0-9]{4,10}$"}),
         ),
-    ];
-    for (schema, property, patch) in properties {
-        if let Some(Value::Object(target)) = doc.pointer_mut(&format!(
-            "/components/schemas/{schema}/properties/{property}"
-        )) {
-            if let Value::Object(patch) = patch {
-                target.extend(patch);
-            }
-        }
-    }
+        ("SmtpBody", "port", rule::range((1, 65_535))),
+        ("SmtpPatchBody", "port", rule::range((1, 65_535))),
+        (
+            "SmtpBody",
+            "tls",
+            rule::one_of(&["starttls", "implicit", "none"]),
+        ),
+        (
+            "SmtpPatchBody",
+            "tls",
+            rule::one_of(&["starttls", "implicit", "none"]),
+        ),
+        (
+            "PolicyBody",
+            "code_length",
+            rule::range(policy::CODE_LENGTH),
+        ),
+        (
+            "PolicyBody",
+            "ttl_seconds",
+            rule::range(policy::TTL_SECONDS),
+        ),
+        (
+            "PolicyBody",
+            "max_attempts",
+            rule::range(policy::MAX_ATTEMPTS),
+        ),
+        (
+            "SmsBody",
+            "trusted_days",
+            rule::range((0, crate::domain::sms_guard::TRUSTED_DAYS_MAX)),
+        ),
+        (
+            "BrandingBody",
+            "color",
+            serde_json::json!({"pattern": "^#[0-9A-Fa-f]{6}$"}),
+        ),
+        (
+            "CreateTenantBody",
+            "name",
+            serde_json::json!({"minLength": 1, "maxLength": 100}),
+        ),
+        (
+            "PatchTenantBody",
+            "name",
+            serde_json::json!({"minLength": 1, "maxLength": 100}),
+        ),
+        (
+            "PatchTenantBody",
+            "allowed_return_urls",
+            serde_json::json!({"maxItems": crate::domain::links::ALLOWED_RETURN_URLS_MAX}),
+        ),
+    ]
+}
+
+/// The rules of parameters, by (a part of the path, the parameter).
+fn constrain_parameters(doc: &mut serde_json::Value) {
+    use serde_json::Value;
     // (a part of the path, the parameter, its rule)
     let when = rule::when;
     let parameters: Vec<(&str, &str, Value)> = vec![
@@ -288,7 +370,13 @@ fn constrain(doc: &mut serde_json::Value) {
                 }
             }
         }
-    } // One recipient: `email` or `phone`, not both.
+    }
+}
+
+/// Shapes no single property states: one recipient, a tenant's own PATCH body.
+fn constrain_shapes(doc: &mut serde_json::Value) {
+    use serde_json::Value;
+    // One recipient: `email` or `phone`, not both.
     if let Some(Value::Object(mint)) = doc.pointer_mut("/components/schemas/MintBody") {
         mint.insert(
             "oneOf".into(),
@@ -337,6 +425,21 @@ mod tests {
             committed == generated,
             "docs/openapi.json is stale: run `OTPMINT_WRITE_OPENAPI=1 cargo test openapi`"
         );
+    }
+
+    #[test]
+    fn every_property_rule_names_a_property_of_the_description() {
+        use utoipa::OpenApi;
+        let doc = serde_json::to_value(super::ApiDoc::openapi()).unwrap();
+        for (schema, property, _) in super::property_rules() {
+            assert!(
+                doc.pointer(&format!(
+                    "/components/schemas/{schema}/properties/{property}"
+                ))
+                .is_some(),
+                "{schema}.{property} is not in the description"
+            );
+        }
     }
 
     #[test]

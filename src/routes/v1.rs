@@ -195,7 +195,6 @@ pub struct SmsBody {
     allowed_countries: Option<Vec<String>>,
     /// Numbers that verified a code of the tenant within this many days skip the velocity
     /// limits (0: none does). Default 90.
-    #[schema(minimum = 0, maximum = 3650)]
     #[serde(default, deserialize_with = "super::strict::maybe_whole")]
     trusted_days: Option<u32>,
     /// Text fixed-line numbers too. Default false.

@@ -19,10 +19,12 @@ pub struct SuppressionPage {
 /// A recipient as the list keys it: an E.164 number (it starts with `+`) or an address;
 /// `field` names it in a 400.
 pub fn recipient_key(given: &str, field: &str) -> Result<String, ServiceError> {
-    let r = if given.starts_with('+') {
-        Recipient::Phone(
-            PhoneNumber::parse(given).ok_or_else(|| ServiceError::field(field, PHONE_RULE))?,
-        )
+    // A number is `+` and digits only; anything else with `+` (`+tag@…` is an address) is
+    // read as an address.
+    let r = if let Some(number) = PhoneNumber::parse(given) {
+        Recipient::Phone(number)
+    } else if given.starts_with('+') && !given.contains('@') {
+        return Err(ServiceError::field(field, PHONE_RULE));
     } else {
         Recipient::Email(RecipientEmail::parse(given).map_err(|e| {
             ServiceError::field(
