@@ -176,7 +176,7 @@ mod rule {
     pub fn endpoint() -> Value {
         json!({
             // A name whose last label starts with a letter (a numeric one reads as IPv4).
-            "pattern": "^https://([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~-]*)*$",
+            "pattern": "^https://([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?(/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*(\\?([A-Za-z0-9._~!$&'()*+,;=:@%-]|[/?])*)?$",
             "maxLength": 2048
         })
     }
