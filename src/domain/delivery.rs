@@ -13,12 +13,10 @@ pub enum DeliveryMode {
 }
 
 impl DeliveryMode {
+    pub const ALL: [DeliveryMode; 2] = [DeliveryMode::Sync, DeliveryMode::Async];
+
     pub fn parse(s: &str) -> Option<DeliveryMode> {
-        match s {
-            "sync" => Some(DeliveryMode::Sync),
-            "async" => Some(DeliveryMode::Async),
-            _ => None,
-        }
+        DeliveryMode::ALL.into_iter().find(|m| m.as_str() == s)
     }
     pub fn as_str(self) -> &'static str {
         match self {

@@ -52,12 +52,10 @@ pub enum Channel {
 }
 
 impl Channel {
+    pub const ALL: [Channel; 2] = [Channel::Email, Channel::Sms];
+
     pub fn parse(s: &str) -> Option<Channel> {
-        match s {
-            "email" => Some(Channel::Email),
-            "sms" => Some(Channel::Sms),
-            _ => None,
-        }
+        Channel::ALL.into_iter().find(|c| c.as_str() == s)
     }
     pub fn as_str(self) -> &'static str {
         match self {

@@ -140,13 +140,10 @@ pub enum TlsMode {
 }
 
 impl TlsMode {
+    pub const ALL: [TlsMode; 3] = [TlsMode::Starttls, TlsMode::Implicit, TlsMode::None];
+
     pub fn parse(s: &str) -> Option<TlsMode> {
-        match s {
-            "starttls" => Some(TlsMode::Starttls),
-            "implicit" => Some(TlsMode::Implicit),
-            "none" => Some(TlsMode::None),
-            _ => None,
-        }
+        TlsMode::ALL.into_iter().find(|t| t.as_str() == s)
     }
     pub fn as_str(self) -> &'static str {
         match self {
@@ -308,12 +305,10 @@ pub enum TransportUse {
 }
 
 impl TransportUse {
+    pub const ALL: [TransportUse; 2] = [TransportUse::Primary, TransportUse::Fallback];
+
     pub fn parse(s: &str) -> Option<TransportUse> {
-        match s {
-            "primary" => Some(TransportUse::Primary),
-            "fallback" => Some(TransportUse::Fallback),
-            _ => None,
-        }
+        TransportUse::ALL.into_iter().find(|u| u.as_str() == s)
     }
     pub fn as_str(self) -> &'static str {
         match self {

@@ -210,8 +210,11 @@ fn constrain(doc: &mut serde_json::Value) {
 
 /// The rules of request bodies' properties: (schema, property, rule).
 fn property_rules() -> Vec<(&'static str, &'static str, serde_json::Value)> {
+    use crate::domain::delivery::DeliveryMode;
     use crate::domain::policy;
-    let delivery = || rule::one_of(&["sync", "async"]);
+    use crate::domain::tenant::{TlsMode, TransportUse};
+    let delivery = || rule::one_of(&DeliveryMode::ALL.map(DeliveryMode::as_str));
+    let tls = || rule::one_of(&TlsMode::ALL.map(TlsMode::as_str));
     vec![
         ("MintBody", "email", rule::email()),
         ("MintBody", "phone", rule::phone()),
@@ -231,7 +234,7 @@ fn property_rules() -> Vec<(&'static str, &'static str, serde_json::Value)> {
         (
             "HttpTransportBody",
             "use",
-            rule::one_of(&["primary", "fallback"]),
+            rule::one_of(&TransportUse::ALL.map(TransportUse::as_str)),
         ),
         ("HttpTransportBody", "url", rule::endpoint()),
         ("WebhookBody", "url", rule::endpoint()),
@@ -260,20 +263,20 @@ fn property_rules() -> Vec<(&'static str, &'static str, serde_json::Value)> {
         (
             "VerifyBody",
             "otp",
-            serde_json::json!({"pattern": "^[0-9]{4,10}$"}),
+            serde_json::json!({"pattern": format!(
+                "^[0-9]{{{},{}}}$",
+                crate::domain::policy::CODE_LENGTH.0,
+                crate::domain::policy::CODE_LENGTH.1
+            )}),
         ),
-        ("SmtpBody", "port", rule::range((1, 65_535))),
-        ("SmtpPatchBody", "port", rule::range((1, 65_535))),
-        (
-            "SmtpBody",
-            "tls",
-            rule::one_of(&["starttls", "implicit", "none"]),
-        ),
+        ("SmtpBody", "port", rule::range((1, u32::from(u16::MAX)))),
         (
             "SmtpPatchBody",
-            "tls",
-            rule::one_of(&["starttls", "implicit", "none"]),
+            "port",
+            rule::range((1, u32::from(u16::MAX))),
         ),
+        ("SmtpBody", "tls", tls()),
+        ("SmtpPatchBody", "tls", tls()),
         (
             "PolicyBody",
             "code_length",
@@ -319,6 +322,9 @@ fn property_rules() -> Vec<(&'static str, &'static str, serde_json::Value)> {
 
 /// The rules of parameters, by (a part of the path, the parameter).
 fn constrain_parameters(doc: &mut serde_json::Value) {
+    use crate::domain::recipient::Channel;
+    use crate::domain::stats::Dim;
+    use crate::service::stats::Granularity;
     use serde_json::Value;
     // (a part of the path, the parameter, its rule)
     let when = rule::when;
@@ -327,13 +333,21 @@ fn constrain_parameters(doc: &mut serde_json::Value) {
         ("", "recipient", rule::recipient()),
         ("/stats", "from", when()),
         ("/stats", "to", when()),
-        ("/stats", "granularity", rule::one_of(&["hour", "day"])),
+        (
+            "/stats",
+            "granularity",
+            rule::one_of(&Granularity::ALL.map(Granularity::as_str)),
+        ),
         (
             "/stats",
             "group_by",
-            rule::one_of(&["purpose", "locale", "channel", "domain"]),
+            rule::one_of(&Dim::GROUPS.map(Dim::as_str)),
         ),
-        ("", "channel", rule::one_of(&["email", "sms"])),
+        (
+            "",
+            "channel",
+            rule::one_of(&Channel::ALL.map(Channel::as_str)),
+        ),
         (
             "/suppressions",
             "cursor",

@@ -17,11 +17,16 @@ pub enum Granularity {
 }
 
 impl Granularity {
+    pub const ALL: [Granularity; 2] = [Granularity::Hour, Granularity::Day];
+
     pub fn parse(s: &str) -> Option<Granularity> {
-        match s {
-            "hour" => Some(Granularity::Hour),
-            "day" => Some(Granularity::Day),
-            _ => None,
+        Granularity::ALL.into_iter().find(|g| g.as_str() == s)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Granularity::Hour => "hour",
+            Granularity::Day => "day",
         }
     }
 
