@@ -65,8 +65,17 @@ pub static CODE_CHALLENGE: Grammar = Grammar::new("^[A-Za-z0-9_-]{42}[AEIMQUYcgk
 /// A PKCE verifier (RFC 7636): 43–128 unreserved characters.
 pub static CODE_VERIFIER: Grammar = Grammar::new("^[A-Za-z0-9._~-]{43,128}$", 43, 128);
 
+/// A brand colour: `#RRGGBB`.
+pub static BRAND_COLOR: Grammar = Grammar::new("^#[0-9A-Fa-f]{6}$", 7, 7);
+
+/// An `Idempotency-Key` header: 1–255 visible ASCII characters.
+pub static IDEMPOTENCY_KEY: Grammar = Grammar::new("^[!-~]{1,255}$", 1, 255);
+
+/// A suppression-list cursor as the server gives it out: unpadded base64url.
+pub static CURSOR: Grammar = Grammar::new("^[A-Za-z0-9_-]*$", 0, 1024);
+
 /// Every grammar, for the description and its test.
-pub fn all() -> [(&'static str, &'static Grammar); 7] {
+pub fn all() -> [(&'static str, &'static Grammar); 10] {
     [
         ("locale", &LOCALE),
         ("purpose", &PURPOSE),
@@ -75,6 +84,9 @@ pub fn all() -> [(&'static str, &'static Grammar); 7] {
         ("dkim_selector", &DKIM_SELECTOR),
         ("code_challenge", &CODE_CHALLENGE),
         ("code_verifier", &CODE_VERIFIER),
+        ("brand_color", &BRAND_COLOR),
+        ("idempotency_key", &IDEMPOTENCY_KEY),
+        ("cursor", &CURSOR),
     ]
 }
 
@@ -124,6 +136,17 @@ mod tests {
                 &["dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"],
                 &["short", "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjX!"],
             ),
+            (
+                &BRAND_COLOR,
+                &["#FFD700", "#0a0b0c"],
+                &["FFD700", "#FFD70", "#GGGGGG", "red"],
+            ),
+            (
+                &IDEMPOTENCY_KEY,
+                &["a", "order-42/retry:1"],
+                &["", "has space", "tab\t", "é"],
+            ),
+            (&CURSOR, &["", "bm9wZQ", "a-b_c"], &["a=b", "a b", "a/b"]),
         ] {
             for y in yes {
                 assert!(g.matches(y), "{} refuses {y}", g.pattern);

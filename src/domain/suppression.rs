@@ -65,6 +65,9 @@ impl Cursor {
     /// A cursor given back; `None` when it is not one this server made.
     pub fn decode(s: &str) -> Option<Cursor> {
         use base64::Engine;
+        if !super::grammar::CURSOR.matches(s) {
+            return None;
+        }
         let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(s)
             .ok()?;

@@ -135,7 +135,7 @@ mod rule {
 
     use crate::domain::grammar::{self, Grammar};
 
-    fn of(g: &Grammar) -> Value {
+    pub fn of(g: &Grammar) -> Value {
         json!({"pattern": g.pattern, "minLength": g.min_length, "maxLength": g.max_length})
     }
     pub fn locale() -> Value {
@@ -211,6 +211,7 @@ fn constrain(doc: &mut serde_json::Value) {
 /// The rules of request bodies' properties: (schema, property, rule).
 fn property_rules() -> Vec<(&'static str, &'static str, serde_json::Value)> {
     use crate::domain::delivery::DeliveryMode;
+    use crate::domain::grammar;
     use crate::domain::policy;
     use crate::domain::tenant::{TlsMode, TransportUse};
     let delivery = || rule::one_of(&DeliveryMode::ALL.map(DeliveryMode::as_str));
@@ -297,11 +298,7 @@ fn property_rules() -> Vec<(&'static str, &'static str, serde_json::Value)> {
             "trusted_days",
             rule::range((0, crate::domain::sms_guard::TRUSTED_DAYS_MAX)),
         ),
-        (
-            "BrandingBody",
-            "color",
-            serde_json::json!({"pattern": "^#[0-9A-Fa-f]{6}$"}),
-        ),
+        ("BrandingBody", "color", rule::of(&grammar::BRAND_COLOR)),
         (
             "CreateTenantBody",
             "name",
@@ -322,6 +319,7 @@ fn property_rules() -> Vec<(&'static str, &'static str, serde_json::Value)> {
 
 /// The rules of parameters, by (a part of the path, the parameter).
 fn constrain_parameters(doc: &mut serde_json::Value) {
+    use crate::domain::grammar;
     use crate::domain::recipient::Channel;
     use crate::domain::stats::Dim;
     use crate::service::stats::Granularity;
@@ -348,16 +346,8 @@ fn constrain_parameters(doc: &mut serde_json::Value) {
             "channel",
             rule::one_of(&Channel::ALL.map(Channel::as_str)),
         ),
-        (
-            "/suppressions",
-            "cursor",
-            serde_json::json!({"pattern": "^[A-Za-z0-9_-]*$"}),
-        ),
-        (
-            "",
-            "Idempotency-Key",
-            serde_json::json!({"pattern": "^[!-~]{1,255}$", "minLength": 1, "maxLength": 255}),
-        ),
+        ("/suppressions", "cursor", rule::of(&grammar::CURSOR)),
+        ("", "Idempotency-Key", rule::of(&grammar::IDEMPOTENCY_KEY)),
     ];
     if let Some(Value::Object(paths)) = doc.get_mut("paths") {
         for (path, item) in paths.iter_mut() {

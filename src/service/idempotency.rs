@@ -37,7 +37,7 @@ pub enum IdemStart {
 
 /// 1–255 visible ASCII characters.
 pub fn valid_key(key: &str) -> bool {
-    (1..=KEY_MAX).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
+    crate::domain::grammar::IDEMPOTENCY_KEY.matches(key)
 }
 
 /// What "the same body" means: the JSON value, whatever its spacing.

@@ -282,8 +282,7 @@ impl Services {
             pp.validate(&mut errs);
         }
         if let Some(Some(c)) = &p.brand_color {
-            let hex = c.strip_prefix('#').unwrap_or("");
-            if hex.len() != 6 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if !crate::domain::grammar::BRAND_COLOR.matches(c) {
                 errs.push(FieldError::new("branding.color", "must be #RRGGBB"));
             }
         }
