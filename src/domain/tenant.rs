@@ -46,9 +46,12 @@ fn invisible(c: char) -> bool {
 }
 
 impl TenantName {
+    /// The most characters a name has (the API description states it too).
+    pub const MAX_CHARS: usize = 100;
+
     pub fn parse(s: &str) -> Result<TenantName, FieldError> {
         let n = s.trim();
-        if n.is_empty() || n.chars().count() > 100 || n.chars().any(invisible) {
+        if n.is_empty() || n.chars().count() > Self::MAX_CHARS || n.chars().any(invisible) {
             return Err(FieldError::new(
                 "name",
                 "must be 1 to 100 characters, with no control, invisible or bidirectional-control characters",

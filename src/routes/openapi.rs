@@ -213,6 +213,7 @@ fn property_rules() -> Vec<(&'static str, &'static str, serde_json::Value)> {
     use crate::domain::delivery::DeliveryMode;
     use crate::domain::grammar;
     use crate::domain::policy;
+    use crate::domain::tenant::TenantName;
     use crate::domain::tenant::{TlsMode, TransportUse};
     let delivery = || rule::one_of(&DeliveryMode::ALL.map(DeliveryMode::as_str));
     let tls = || rule::one_of(&TlsMode::ALL.map(TlsMode::as_str));
@@ -302,12 +303,12 @@ fn property_rules() -> Vec<(&'static str, &'static str, serde_json::Value)> {
         (
             "CreateTenantBody",
             "name",
-            serde_json::json!({"minLength": 1, "maxLength": 100}),
+            serde_json::json!({"minLength": 1, "maxLength": TenantName::MAX_CHARS}),
         ),
         (
             "PatchTenantBody",
             "name",
-            serde_json::json!({"minLength": 1, "maxLength": 100}),
+            serde_json::json!({"minLength": 1, "maxLength": TenantName::MAX_CHARS}),
         ),
         (
             "PatchTenantBody",

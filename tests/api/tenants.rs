@@ -216,9 +216,15 @@ async fn smtp_policy_refusals_are_422_and_the_canary_sees_nothing() {
             .post("/v1/tenants", ADMIN, json!({"name": "x", "smtp": smtp}))
             .await;
         assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{host}");
-        assert_eq!(
-            r.json::<Value>().await.unwrap()["code"],
-            "smtp_host_not_allowed"
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["code"], "smtp_host_not_allowed");
+        // The refusal names the setting that allows it (API.md §18.8).
+        assert!(
+            v["detail"]
+                .as_str()
+                .unwrap()
+                .contains("smtp.allow_private_hosts"),
+            "{v}"
         );
     }
     let mut smtp = app.smtp_json();
@@ -227,9 +233,11 @@ async fn smtp_policy_refusals_are_422_and_the_canary_sees_nothing() {
     let r = app
         .post("/v1/tenants", ADMIN, json!({"name": "x", "smtp": smtp}))
         .await;
-    assert_eq!(
-        r.json::<Value>().await.unwrap()["code"],
-        "smtp_port_not_allowed"
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "smtp_port_not_allowed");
+    assert!(
+        v["detail"].as_str().unwrap().contains("smtp.allowed_ports"),
+        "{v}"
     );
     let mut smtp = app.smtp_json();
     smtp["host"] = json!("8.8.8.8");
