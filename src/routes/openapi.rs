@@ -395,7 +395,7 @@ fn constrain_shapes(doc: &mut serde_json::Value) {
     if let Some(admin) = doc.pointer("/components/schemas/PatchTenantBody").cloned() {
         let mut own = admin;
         if let Some(Value::Object(props)) = own.get_mut("properties") {
-            for field in ADMIN_ONLY {
+            for field in super::v1::ADMIN_ONLY_FIELDS {
                 props.remove(*field);
             }
         }
@@ -409,10 +409,6 @@ fn constrain_shapes(doc: &mut serde_json::Value) {
         }
     }
 }
-
-/// What `PATCH /v1/tenant` refuses and `PATCH /v1/tenants/{id}` takes
-/// (`service::tenants`, "only the admin can change this").
-const ADMIN_ONLY: &[&str] = &["policy", "enabled", "test", "pages_approved"];
 
 #[cfg(test)]
 mod tests {

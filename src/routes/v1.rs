@@ -517,6 +517,10 @@ pub async fn get_self(st: web::Data<AppState>, t: TenantAuth) -> ApiResult {
     Ok(json(HttpResponse::Ok(), &TenantOut::of(&st.services, &t.0)))
 }
 
+/// What `PATCH /v1/tenant` refuses and `PATCH /v1/tenants/{id}` takes: even `null`, these
+/// keys are not in a tenant's own body (its description leaves them out).
+pub const ADMIN_ONLY_FIELDS: &[&str] = &["policy", "enabled", "test", "pages_approved"];
+
 #[utoipa::path(patch, path = "/v1/tenant", tag = "self-service",
     description = "Change name, smtp, delivery and default_locale (policy and enabled are the admin's: 400).",
     request_body = PatchTenantBody,
@@ -533,7 +537,13 @@ pub async fn patch_self(
     st: web::Data<AppState>,
     payload: web::Payload,
 ) -> ApiResult {
-    let body: PatchTenantBody = json_body(&req, payload).await?;
+    let bytes = super::auth::json_bytes(&req, payload).await?;
+    let body: PatchTenantBody = super::auth::parse_json(&bytes)?;
+    let keys: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes).unwrap_or_default();
+    if let Some(field) = ADMIN_ONLY_FIELDS.iter().find(|f| keys.contains_key(**f)) {
+        return Err(ServiceError::field(field, "only the admin can change this").into());
+    }
     let (row, _) = st
         .services
         .update_tenant(t.0.id.as_str(), patch_from(body)?, true)
