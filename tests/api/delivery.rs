@@ -26,8 +26,9 @@ async fn messages_carry_the_headers_and_the_code_as_one_run_of_digits() {
     assert!(!m.data.to_ascii_lowercase().contains("list-unsubscribe"));
 }
 
-#[tokio::test]
-async fn implicit_tls_delivers() {
+/// An app whose relay speaks TLS from the first byte (port 465's way), and a tenant on it
+/// with the TLS mode `tls`.
+async fn implicit_relay_tenant(tls: &str) -> (TestApp, String) {
     let smtp = SmtpServer::start_with(true).await;
     let dir = tempfile::tempdir().unwrap();
     let settings = test_settings(dir.path(), &smtp);
@@ -39,7 +40,7 @@ async fn implicit_tls_delivers() {
     )
     .await;
     let mut smtp_json = app.smtp_json();
-    smtp_json["tls"] = json!("implicit");
+    smtp_json["tls"] = json!(tls);
     let r = app
         .post(
             "/v1/tenants",
@@ -51,37 +52,21 @@ async fn implicit_tls_delivers() {
         .as_str()
         .unwrap()
         .to_string();
+    (app, sk)
+}
+
+#[tokio::test]
+async fn implicit_tls_delivers() {
+    let (app, sk) = implicit_relay_tenant("implicit").await;
     let (key, code) = app.mint(&sk, "ada@example.com").await;
     assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
 }
 
-/// A relay that speaks TLS from the first byte (port 465's way) reached with STARTTLS: the
-/// answer says which setting fixes it (API.md §18.8).
+/// The same relay reached with STARTTLS: the answer says which setting fixes it
+/// (API.md §18.8).
 #[tokio::test]
 async fn a_tls_mode_mismatch_names_the_tls_setting() {
-    let smtp = SmtpServer::start_with(true).await;
-    let dir = tempfile::tempdir().unwrap();
-    let settings = test_settings(dir.path(), &smtp);
-    let app = start(
-        settings,
-        smtp,
-        dir,
-        std::sync::Arc::new(otpmint::clock::ManualClock::starting_now()),
-    )
-    .await;
-    let mut smtp_json = app.smtp_json();
-    smtp_json["tls"] = json!("starttls");
-    let r = app
-        .post(
-            "/v1/tenants",
-            ADMIN,
-            json!({"name": "x", "smtp": smtp_json}),
-        )
-        .await;
-    let sk = r.json::<Value>().await.unwrap()["secret_key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (app, sk) = implicit_relay_tenant("starttls").await;
     let r = app
         .post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
         .await;

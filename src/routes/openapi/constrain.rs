@@ -1,0 +1,287 @@
+//! The constraints the server enforces, written into the generated description (API.md
+//! §18.5): the form of values from `domain::grammar`, enumerations and ranges from the types
+//! that parse them, and the shapes no single property states.
+
+/// The rules the server enforces on a field, in JSON Schema (API.md §18.5): the form of a
+/// value from `domain::grammar`, which its parser checks too; what no pattern states
+/// (an email address, a date) by its format. Schemathesis holds the server to them
+/// (`.ci/schemathesis`).
+mod rule {
+    use serde_json::{json, Value};
+
+    use crate::domain::grammar::{self, Grammar};
+
+    pub fn of(g: &Grammar) -> Value {
+        json!({"pattern": g.pattern, "minLength": g.min_length, "maxLength": g.max_length})
+    }
+    pub fn locale() -> Value {
+        of(&grammar::LOCALE)
+    }
+    pub fn purpose() -> Value {
+        of(&grammar::PURPOSE)
+    }
+    pub fn phone() -> Value {
+        of(&grammar::PHONE)
+    }
+    pub fn dns_name() -> Value {
+        of(&grammar::DNS_NAME)
+    }
+    pub fn dkim_selector() -> Value {
+        of(&grammar::DKIM_SELECTOR)
+    }
+    pub fn code_challenge() -> Value {
+        of(&grammar::CODE_CHALLENGE)
+    }
+    pub fn code_verifier() -> Value {
+        of(&grammar::CODE_VERIFIER)
+    }
+    /// A whole number in `(min, max)`.
+    pub fn range((min, max): (u32, u32)) -> Value {
+        json!({"minimum": min, "maximum": max})
+    }
+    /// `domain::email::RecipientEmail::parse`.
+    pub fn email() -> Value {
+        json!({"format": "email", "maxLength": 254})
+    }
+    /// An email address or an E.164 number.
+    pub fn recipient() -> Value {
+        json!({"anyOf": [email(), phone()]})
+    }
+    /// `webhook::check_url`: an https:// URL with a host (its address is checked when it is
+    /// registered: a refusal there is 422).
+    pub fn endpoint() -> Value {
+        json!({
+            // A name whose last label starts with a letter (a numeric one reads as IPv4).
+            "pattern": "^https://([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?(/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*(\\?([A-Za-z0-9._~!$&'()*+,;=:@%-]|[/?])*)?$",
+            "maxLength": 2048
+        })
+    }
+    /// `clock::parse_time`: an RFC 3339 time, or a date.
+    pub fn when() -> Value {
+        json!({"anyOf": [{"format": "date-time"}, {"format": "date"}]})
+    }
+    /// Exactly one of `values` (letters, digits, `_` and `.`, the dot escaped).
+    pub fn one_of(values: &[&str]) -> Value {
+        let escaped: Vec<String> = values.iter().map(|v| v.replace('.', "\\.")).collect();
+        json!({"pattern": format!("^({})$", escaped.join("|"))})
+    }
+}
+
+/// Every constraint of `rule` where the server enforces it: (schema, property) of request
+/// bodies and (path, parameter) of parameters.
+pub(super) fn constrain(doc: &mut serde_json::Value) {
+    use serde_json::Value;
+    for (schema, property, patch) in property_rules() {
+        if let Some(Value::Object(target)) = doc.pointer_mut(&format!(
+            "/components/schemas/{schema}/properties/{property}"
+        )) {
+            if let Value::Object(patch) = patch {
+                target.extend(patch);
+            }
+        }
+    }
+    constrain_parameters(doc);
+    constrain_shapes(doc);
+}
+
+/// The rules of request bodies' properties: (schema, property, rule).
+pub(super) fn property_rules() -> Vec<(&'static str, &'static str, serde_json::Value)> {
+    use crate::domain::delivery::DeliveryMode;
+    use crate::domain::grammar;
+    use crate::domain::policy;
+    use crate::domain::tenant::TenantName;
+    use crate::domain::tenant::{TlsMode, TransportUse};
+    let delivery = || rule::one_of(&DeliveryMode::ALL.map(DeliveryMode::as_str));
+    let tls = || rule::one_of(&TlsMode::ALL.map(TlsMode::as_str));
+    vec![
+        ("MintBody", "email", rule::email()),
+        ("MintBody", "phone", rule::phone()),
+        ("MintBody", "purpose", rule::purpose()),
+        ("MintBody", "locale", rule::locale()),
+        ("MintBody", "delivery", delivery()),
+        ("HostedBody", "email", rule::email()),
+        ("HostedBody", "purpose", rule::purpose()),
+        ("HostedBody", "locale", rule::locale()),
+        ("PreviewBody", "purpose", rule::purpose()),
+        ("PreviewBody", "locale", rule::locale()),
+        ("CreateTenantBody", "default_locale", rule::locale()),
+        ("CreateTenantBody", "delivery", delivery()),
+        ("PatchTenantBody", "default_locale", rule::locale()),
+        ("PatchTenantBody", "delivery", delivery()),
+        ("SuppressionBody", "recipient", rule::recipient()),
+        (
+            "HttpTransportBody",
+            "use",
+            rule::one_of(&TransportUse::ALL.map(TransportUse::as_str)),
+        ),
+        ("HttpTransportBody", "url", rule::endpoint()),
+        ("WebhookBody", "url", rule::endpoint()),
+        (
+            "WebhookBody",
+            "events",
+            serde_json::json!({"minItems": 1, "items": {
+                "type": "string",
+                "pattern": rule::one_of(
+                    &crate::domain::event::EventType::SUBSCRIBABLE.map(|t| t.as_str()),
+                )["pattern"],
+            }}),
+        ),
+        ("DkimBody", "domain", rule::dns_name()),
+        ("DkimBody", "selector", rule::dkim_selector()),
+        ("LinkBody", "code_challenge", rule::code_challenge()),
+        ("HostedBody", "code_challenge", rule::code_challenge()),
+        ("ClaimBody", "code_verifier", rule::code_verifier()),
+        (
+            "ProviderBody",
+            "kind",
+            rule::one_of(&crate::domain::provider::ProviderKind::ALL.map(|k| k.as_str())),
+        ),
+        ("ProviderTestBody", "to", rule::recipient()),
+        ("TestRecipientBody", "expires_at", rule::when()),
+        (
+            "VerifyBody",
+            "otp",
+            serde_json::json!({"pattern": format!(
+                "^[0-9]{{{},{}}}$",
+                crate::domain::policy::CODE_LENGTH.0,
+                crate::domain::policy::CODE_LENGTH.1
+            )}),
+        ),
+        ("SmtpBody", "port", rule::range((1, u32::from(u16::MAX)))),
+        (
+            "SmtpPatchBody",
+            "port",
+            rule::range((1, u32::from(u16::MAX))),
+        ),
+        ("SmtpBody", "tls", tls()),
+        ("SmtpPatchBody", "tls", tls()),
+        (
+            "PolicyBody",
+            "code_length",
+            rule::range(policy::CODE_LENGTH),
+        ),
+        (
+            "PolicyBody",
+            "ttl_seconds",
+            rule::range(policy::TTL_SECONDS),
+        ),
+        (
+            "PolicyBody",
+            "max_attempts",
+            rule::range(policy::MAX_ATTEMPTS),
+        ),
+        (
+            "SmsBody",
+            "trusted_days",
+            rule::range((0, crate::domain::sms_guard::TRUSTED_DAYS_MAX)),
+        ),
+        ("BrandingBody", "color", rule::of(&grammar::BRAND_COLOR)),
+        (
+            "CreateTenantBody",
+            "name",
+            serde_json::json!({"minLength": 1, "maxLength": TenantName::MAX_CHARS}),
+        ),
+        (
+            "PatchTenantBody",
+            "name",
+            serde_json::json!({"minLength": 1, "maxLength": TenantName::MAX_CHARS}),
+        ),
+        (
+            "PatchTenantBody",
+            "allowed_return_urls",
+            serde_json::json!({"maxItems": crate::domain::links::ALLOWED_RETURN_URLS_MAX}),
+        ),
+    ]
+}
+
+/// The rules of parameters, by (a part of the path, the parameter).
+fn constrain_parameters(doc: &mut serde_json::Value) {
+    use crate::domain::grammar;
+    use crate::domain::recipient::Channel;
+    use crate::domain::stats::Dim;
+    use crate::service::stats::Granularity;
+    use serde_json::Value;
+    // (a part of the path, the parameter, its rule)
+    let when = rule::when;
+    let parameters: Vec<(&str, &str, Value)> = vec![
+        ("", "locale", rule::locale()),
+        ("", "recipient", rule::recipient()),
+        ("/stats", "from", when()),
+        ("/stats", "to", when()),
+        (
+            "/stats",
+            "granularity",
+            rule::one_of(&Granularity::ALL.map(Granularity::as_str)),
+        ),
+        (
+            "/stats",
+            "group_by",
+            rule::one_of(&Dim::GROUPS.map(Dim::as_str)),
+        ),
+        (
+            "",
+            "channel",
+            rule::one_of(&Channel::ALL.map(Channel::as_str)),
+        ),
+        ("/suppressions", "cursor", rule::of(&grammar::CURSOR)),
+        ("", "Idempotency-Key", rule::of(&grammar::IDEMPOTENCY_KEY)),
+    ];
+    if let Some(Value::Object(paths)) = doc.get_mut("paths") {
+        for (path, item) in paths.iter_mut() {
+            let Some(item) = item.as_object_mut() else {
+                continue;
+            };
+            for op in item.values_mut() {
+                let Some(Value::Array(params)) = op.get_mut("parameters") else {
+                    continue;
+                };
+                for param in params {
+                    let name = param["name"].as_str().unwrap_or("").to_string();
+                    let Some((_, _, patch)) = parameters
+                        .iter()
+                        .find(|(within, n, _)| *n == name && path.contains(within))
+                    else {
+                        continue;
+                    };
+                    if let (Some(Value::Object(schema)), Value::Object(patch)) =
+                        (param.get_mut("schema"), patch.clone())
+                    {
+                        schema.extend(patch);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Shapes no single property states: one recipient, a tenant's own PATCH body.
+fn constrain_shapes(doc: &mut serde_json::Value) {
+    use serde_json::Value;
+    // One recipient: `email` or `phone`, not both.
+    if let Some(Value::Object(mint)) = doc.pointer_mut("/components/schemas/MintBody") {
+        mint.insert(
+            "oneOf".into(),
+            serde_json::json!([
+                {"required": ["email"], "properties": {"email": {"type": "string"}, "phone": {"type": "null"}}},
+                {"required": ["phone"], "properties": {"phone": {"type": "string"}, "email": {"type": "null"}}}
+            ]),
+        );
+    }
+    // A tenant changing itself: the fields only the admin may change are not in its body.
+    if let Some(admin) = doc.pointer("/components/schemas/PatchTenantBody").cloned() {
+        let mut own = admin;
+        if let Some(Value::Object(props)) = own.get_mut("properties") {
+            for field in crate::routes::v1::ADMIN_ONLY_FIELDS {
+                props.remove(*field);
+            }
+        }
+        if let Some(Value::Object(schemas)) = doc.pointer_mut("/components/schemas") {
+            schemas.insert("PatchSelfBody".into(), own);
+        }
+        if let Some(Value::Object(body)) = doc
+            .pointer_mut("/paths/~1v1~1tenant/patch/requestBody/content/application~1json/schema")
+        {
+            body.insert("$ref".into(), "#/components/schemas/PatchSelfBody".into());
+        }
+    }
+}
