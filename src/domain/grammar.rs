@@ -7,7 +7,9 @@ use std::sync::OnceLock;
 
 use regex::Regex;
 
-/// A pattern (ECMA-262 and Rust `regex` alike: no look-around) and lengths in bytes.
+/// A pattern (ECMA-262 with Unicode code points, Python `re` and Rust `regex` alike: no
+/// look-around, no escapes only one of them reads) and lengths in characters, as JSON Schema
+/// counts them.
 pub struct Grammar {
     pub pattern: &'static str,
     pub min_length: usize,
@@ -27,7 +29,7 @@ impl Grammar {
 
     /// Whether `s` has this form.
     pub fn matches(&self, s: &str) -> bool {
-        (self.min_length..=self.max_length).contains(&s.len())
+        (self.min_length..=self.max_length).contains(&s.chars().count())
             && self
                 .compiled
                 .get_or_init(|| Regex::new(self.pattern).ok())
@@ -74,8 +76,77 @@ pub static IDEMPOTENCY_KEY: Grammar = Grammar::new("^[!-~]{1,255}$", 1, 255);
 /// A suppression-list cursor as the server gives it out: unpadded base64url.
 pub static CURSOR: Grammar = Grammar::new("^[A-Za-z0-9_-]*$", 0, 1024);
 
+/// The characters a tenant's name must not hold (API.md §17.8), as the inside of a
+/// character class of literal characters: controls; white space other than the plain space;
+/// bidirectional controls (they reorder what a page shows); zero-width, invisible and other
+/// format characters, fillers and variation selectors.
+macro_rules! name_refused {
+    () => {
+        concat!(
+            "\u{0}-\u{1F}\u{7F}-\u{9F}",                // controls
+            "\u{A0}\u{AD}\u{34F}\u{61C}",               // no-break space, soft hyphen, CGJ, ALM
+            "\u{115F}\u{1160}\u{1680}\u{17B4}\u{17B5}", // Hangul fillers, ogham space, Khmer
+            "\u{180B}-\u{180F}",                        // Mongolian selectors and separator
+            "\u{2000}-\u{200F}",                        // spaces, zero widths, LRM, RLM
+            "\u{2028}-\u{202F}",                        // separators, bidi embeddings, NNBSP
+            "\u{205F}-\u{206F}",                        // word joiner, invisibles, isolates
+            "\u{3000}\u{3164}\u{FE00}-\u{FE0F}\u{FEFF}\u{FFA0}\u{FFF9}-\u{FFFB}",
+            "\u{1D173}-\u{1D17A}\u{E0000}-\u{E007F}\u{E0100}-\u{E01EF}", // tags, selectors
+        )
+    };
+}
+
+/// A tenant's name: 1 to 100 characters, none of [`name_refused`]'s, not only spaces (the
+/// parser trims the spaces around it).
+pub static TENANT_NAME: Grammar = Grammar::new(
+    concat!(
+        "^[^",
+        name_refused!(),
+        "]*[^ ",
+        name_refused!(),
+        "][^",
+        name_refused!(),
+        "]*$"
+    ),
+    1,
+    100,
+);
+
+/// A webhook or HTTP-transport endpoint: `http(s)://`, a host (a DNS name whose last label
+/// starts with a letter, a dotted IPv4 address or a bracketed IPv6 address), an optional
+/// port, a path and a query of URL characters, no user info, no fragment. Whether `http://`
+/// and the host's address are allowed is the address policy's business (422), not form.
+pub static ENDPOINT_URL: Grammar = Grammar::new(
+    concat!(
+        "^https?://(",
+        // a DNS name
+        "([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)*[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?",
+        // IPv4
+        "|((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])",
+        // IPv6 (RFC 4291 text forms without an embedded IPv4 address or a zone)
+        "|\\[(",
+        "([0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}",
+        "|([0-9A-Fa-f]{1,4}:){1,7}:",
+        "|([0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}",
+        "|([0-9A-Fa-f]{1,4}:){1,5}(:[0-9A-Fa-f]{1,4}){1,2}",
+        "|([0-9A-Fa-f]{1,4}:){1,4}(:[0-9A-Fa-f]{1,4}){1,3}",
+        "|([0-9A-Fa-f]{1,4}:){1,3}(:[0-9A-Fa-f]{1,4}){1,4}",
+        "|([0-9A-Fa-f]{1,4}:){1,2}(:[0-9A-Fa-f]{1,4}){1,5}",
+        "|[0-9A-Fa-f]{1,4}:(:[0-9A-Fa-f]{1,4}){1,6}",
+        "|:((:[0-9A-Fa-f]{1,4}){1,7}|:)",
+        ")\\]",
+        ")",
+        // a port of 1 to 65535
+        "(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?",
+        // path and query
+        "(/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*(\\?([A-Za-z0-9._~!$&'()*+,;=:@%-]|[/?])*)?$",
+    ),
+    8,
+    2048,
+);
+
 /// Every grammar, for the description and its test.
-pub fn all() -> [(&'static str, &'static Grammar); 10] {
+pub fn all() -> [(&'static str, &'static Grammar); 12] {
     [
         ("locale", &LOCALE),
         ("purpose", &PURPOSE),
@@ -87,6 +158,8 @@ pub fn all() -> [(&'static str, &'static Grammar); 10] {
         ("brand_color", &BRAND_COLOR),
         ("idempotency_key", &IDEMPOTENCY_KEY),
         ("cursor", &CURSOR),
+        ("tenant_name", &TENANT_NAME),
+        ("endpoint_url", &ENDPOINT_URL),
     ]
 }
 
@@ -147,6 +220,45 @@ mod tests {
                 &["", "has space", "tab\t", "é"],
             ),
             (&CURSOR, &["", "bm9wZQ", "a-b_c"], &["a=b", "a b", "a/b"]),
+            (
+                &TENANT_NAME,
+                &["Acme", "  Acme Corp  ", "Ünïcødé 🚀 株式会社", "a b", "x"],
+                &[
+                    "",
+                    "   ",
+                    "Acme\nCorp",
+                    "\tAcme",
+                    "Acme\u{202E}moc",
+                    "A\u{200B}cme",
+                    "Acme\u{E0041}",
+                    "Acme\u{FE0F}",
+                    "A\u{3164}",
+                    "A\u{00A0}B",
+                ],
+            ),
+            (
+                &ENDPOINT_URL,
+                &[
+                    "https://hooks.example.com/otp",
+                    "https://example.com",
+                    "http://localhost:8080/h?x=1&y=/2",
+                    "https://8.8.8.8:443/",
+                    "https://[2001:db8::1]/x",
+                    "https://[::1]:9000",
+                ],
+                &[
+                    "ftp://example.com/",
+                    "https://user@example.com/",
+                    "https://example.com/#frag",
+                    "https://example.1a/",
+                    "https://256.1.1.1/",
+                    "https://1.2.3/",
+                    "https://[1:::2]/",
+                    "https://example.com:0/",
+                    "https://example.com:65536/",
+                    "https://exa mple.com/",
+                ],
+            ),
         ] {
             for y in yes {
                 assert!(g.matches(y), "{} refuses {y}", g.pattern);

@@ -21,43 +21,17 @@ use super::Millis;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantName(String);
 
-/// A character a name must not hold (API.md §17.8): controls, bidirectional controls
-/// (they reorder what a page shows), zero-width and other invisible or format characters,
-/// and white space other than the plain space.
-fn invisible(c: char) -> bool {
-    c.is_control()
-        || (c.is_whitespace() && c != ' ')
-        || matches!(c,
-            '\u{00AD}' // soft hyphen
-            | '\u{034F}' // combining grapheme joiner
-            | '\u{061C}' // Arabic letter mark
-            | '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' // Hangul fillers
-            | '\u{17B4}' | '\u{17B5}'
-            | '\u{180B}'..='\u{180F}' // Mongolian variation selectors, vowel separator
-            | '\u{200B}'..='\u{200F}' // zero width space/joiners, LRM, RLM
-            | '\u{202A}'..='\u{202E}' // bidi embeddings and overrides
-            | '\u{2060}'..='\u{206F}' // word joiner, invisible operators, bidi isolates
-            | '\u{FE00}'..='\u{FE0F}' // variation selectors
-            | '\u{FEFF}' // zero width no-break space
-            | '\u{FFF9}'..='\u{FFFB}' // interlinear annotations
-            | '\u{1D173}'..='\u{1D17A}'
-            | '\u{E0000}'..='\u{E007F}' // tags
-            | '\u{E0100}'..='\u{E01EF}') // variation selectors supplement
-}
-
 impl TenantName {
-    /// The most characters a name has (the API description states it too).
-    pub const MAX_CHARS: usize = 100;
-
+    /// A name's form, `domain::grammar::TENANT_NAME` (API.md §17.8; the API description
+    /// states it too); the spaces around it are dropped.
     pub fn parse(s: &str) -> Result<TenantName, FieldError> {
-        let n = s.trim();
-        if n.is_empty() || n.chars().count() > Self::MAX_CHARS || n.chars().any(invisible) {
+        if !crate::domain::grammar::TENANT_NAME.matches(s) {
             return Err(FieldError::new(
                 "name",
-                "must be 1 to 100 characters, with no control, invisible or bidirectional-control characters",
+                "must be 1 to 100 characters, not only spaces, with no control, invisible or bidirectional-control characters",
             ));
         }
-        Ok(TenantName(n.to_string()))
+        Ok(TenantName(s.trim_matches(' ').to_string()))
     }
     /// A name read back from the store (checked when it was written).
     pub fn from_stored(s: String) -> TenantName {

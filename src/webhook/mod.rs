@@ -23,7 +23,7 @@ pub const URL_MAX: usize = 2048;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlRefusal {
     #[error(
-        "must be an absolute https:// URL with a host, without user info, at most 2048 characters"
+        "must be an absolute https:// URL with a host name or IP address, without user info or fragment, at most 2048 characters"
     )]
     Malformed,
     #[error("http:// endpoints are not allowed")]
@@ -43,7 +43,7 @@ pub fn policy(settings: &Settings) -> HostPolicy {
 
 /// Parse and check an endpoint URL without DNS: scheme, form, an IP literal's address.
 pub fn check_url(url: &str, settings: &Settings) -> Result<(reqwest::Url, HostName), UrlRefusal> {
-    if url.len() > URL_MAX || url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    if url.len() > URL_MAX || !crate::domain::grammar::ENDPOINT_URL.matches(url) {
         return Err(UrlRefusal::Malformed);
     }
     let u = reqwest::Url::parse(url).map_err(|_| UrlRefusal::Malformed)?;

@@ -47,14 +47,10 @@ mod rule {
     pub fn recipient() -> Value {
         json!({"anyOf": [email(), phone()]})
     }
-    /// `webhook::check_url`: an https:// URL with a host (its address is checked when it is
-    /// registered: a refusal there is 422).
+    /// `webhook::check_url`: the form of an endpoint (whether `http://` and its host's
+    /// address are allowed is checked when it is registered: a refusal there is 422).
     pub fn endpoint() -> Value {
-        json!({
-            // A name whose last label starts with a letter (a numeric one reads as IPv4).
-            "pattern": "^https://([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?(/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*(\\?([A-Za-z0-9._~!$&'()*+,;=:@%-]|[/?])*)?$",
-            "maxLength": 2048
-        })
+        of(&grammar::ENDPOINT_URL)
     }
     /// `clock::parse_time`: an RFC 3339 time, or a date.
     pub fn when() -> Value {
@@ -89,7 +85,6 @@ pub(super) fn property_rules() -> Vec<(&'static str, &'static str, serde_json::V
     use crate::domain::delivery::DeliveryMode;
     use crate::domain::grammar;
     use crate::domain::policy;
-    use crate::domain::tenant::TenantName;
     use crate::domain::tenant::{TlsMode, TransportUse};
     let delivery = || rule::one_of(&DeliveryMode::ALL.map(DeliveryMode::as_str));
     let tls = || rule::one_of(&TlsMode::ALL.map(TlsMode::as_str));
@@ -176,16 +171,8 @@ pub(super) fn property_rules() -> Vec<(&'static str, &'static str, serde_json::V
             rule::range((0, crate::domain::sms_guard::TRUSTED_DAYS_MAX)),
         ),
         ("BrandingBody", "color", rule::of(&grammar::BRAND_COLOR)),
-        (
-            "CreateTenantBody",
-            "name",
-            serde_json::json!({"minLength": 1, "maxLength": TenantName::MAX_CHARS}),
-        ),
-        (
-            "PatchTenantBody",
-            "name",
-            serde_json::json!({"minLength": 1, "maxLength": TenantName::MAX_CHARS}),
-        ),
+        ("CreateTenantBody", "name", rule::of(&grammar::TENANT_NAME)),
+        ("PatchTenantBody", "name", rule::of(&grammar::TENANT_NAME)),
         (
             "PatchTenantBody",
             "allowed_return_urls",
