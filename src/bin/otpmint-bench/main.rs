@@ -23,6 +23,7 @@ mod events;
 mod report;
 mod server;
 mod sink;
+mod soak;
 mod stats;
 mod workload;
 
@@ -122,6 +123,17 @@ struct Args {
     /// during the `…+events` scenarios (`mint+events`, `mint-async+events`)
     #[arg(long, default_value_t = 1000)]
     event_rate: u32,
+    /// Instead of load: a chaos soak of this many seconds of faults (docs/reliability.md);
+    /// with --database, --instances processes (at least 2) on PostgreSQL behind a proxy that
+    /// cuts, else one on SQLite. Exit status 1 when the checker finds a violation
+    #[arg(long)]
+    soak: Option<u64>,
+    /// The soak's concurrent clients
+    #[arg(long, default_value_t = 12)]
+    soak_workers: usize,
+    /// The seed of the soak's faults and load
+    #[arg(long, default_value_t = 1)]
+    soak_seed: u64,
     /// Where to write the JSON results
     #[arg(long, default_value = "target/bench-results.json")]
     json: PathBuf,
@@ -184,6 +196,10 @@ async fn main() {
         .server
         .clone()
         .unwrap_or_else(|| std::env::current_exe().unwrap().with_file_name("otpmint"));
+    if let Some(seconds) = args.soak {
+        let passed = soak::run(&args, &bin, seconds).await;
+        std::process::exit(if passed { 0 } else { 1 });
+    }
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
