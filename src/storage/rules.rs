@@ -25,9 +25,11 @@ pub(crate) const GIVING_UP_FAILS_KEY: &str =
 /// What the sweep does with an outbox row nobody holds (never leased, or its lease ran out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SweepVerdict {
-    /// A sync mint's message whose sender died while it was in flight: the person may have
+    /// A message whose sender died (or lost the database) while it held it — a sync mint's,
+    /// or an async one a sender had claimed — and whose lease ran out: the person may have
     /// it, so the code stays as it is (valid until it expires), its send stays counted, it
-    /// supersedes nothing, and no background sender ever sends it (delivery `unknown`).
+    /// supersedes nothing, and nobody sends it again by itself (delivery `unknown`, API.md
+    /// §19.2; `POST /v1/otp/{key}/resend` remains the way to send again).
     Interrupted,
     /// The code is still pending but expired before its message left: the code fails
     /// (`expired`), its send goes back to the quotas, `otp.delivery_failed` is raised.
@@ -68,17 +70,20 @@ impl SweepVerdict {
 }
 
 /// The sweep's verdict on a row nobody holds, of a code in this state; `None` while an
-/// async code is live (a sender will take it).
+/// async code is live (a sender will take it). `abandoned`: the row is still marked as held
+/// by a sender whose lease ran out (it died, or could not record the outcome).
 pub fn sweep_verdict(
     mode: DeliveryMode,
+    abandoned: bool,
     status: StoredStatus,
     attempts: u32,
     max_attempts: u32,
     expires_at: Millis,
     now: Millis,
 ) -> Option<SweepVerdict> {
-    // A sync row is leased from its insert until its sender settles it.
-    if mode == DeliveryMode::Sync {
+    // A sync row is leased from its insert until its sender settles it; an async one from
+    // its claim until its sender settles it, retries later or gives it back.
+    if mode == DeliveryMode::Sync || abandoned {
         return Some(SweepVerdict::Interrupted);
     }
     let live = status == StoredStatus::Pending && attempts < max_attempts;
@@ -143,18 +148,18 @@ mod tests {
     #[test]
     fn the_sweep_fails_expired_codes_and_gives_up_on_ended_ones() {
         let a = DeliveryMode::Async;
-        assert_eq!(sweep_verdict(a, Pending, 0, 5, 100, 99), None);
+        assert_eq!(sweep_verdict(a, false, Pending, 0, 5, 100, 99), None);
         assert_eq!(
-            sweep_verdict(a, Pending, 0, 5, 100, 100),
+            sweep_verdict(a, false, Pending, 0, 5, 100, 100),
             Some(SweepVerdict::Expired)
         );
         assert_eq!(
-            sweep_verdict(a, Pending, 5, 5, 100, 50),
+            sweep_verdict(a, false, Pending, 5, 5, 100, 50),
             Some(SweepVerdict::NotSent),
             "exhausted"
         );
         assert_eq!(
-            sweep_verdict(a, Cancelled, 0, 5, 100, 200),
+            sweep_verdict(a, false, Cancelled, 0, 5, 100, 200),
             Some(SweepVerdict::NotSent)
         );
         assert!(SweepVerdict::Expired.fails_code());
@@ -165,8 +170,19 @@ mod tests {
 
     #[test]
     fn an_interrupted_sync_send_keeps_its_code_and_its_count_and_is_never_sent_again() {
-        let v = sweep_verdict(DeliveryMode::Sync, Pending, 0, 5, 100, 50);
+        let v = sweep_verdict(DeliveryMode::Sync, true, Pending, 0, 5, 100, 50);
         assert_eq!(v, Some(SweepVerdict::Interrupted));
+        // An async message its sender claimed and never settled: the same, whatever its
+        // code's state (it may have reached the person before the sender died).
+        let a = DeliveryMode::Async;
+        for (status, attempts, expires_at) in
+            [(Pending, 0, 100), (Pending, 0, 40), (Verified, 1, 100)]
+        {
+            assert_eq!(
+                sweep_verdict(a, true, status, attempts, 5, expires_at, 50),
+                Some(SweepVerdict::Interrupted)
+            );
+        }
         let v = SweepVerdict::Interrupted;
         assert!(!v.fails_code());
         assert!(!v.refunds(false));

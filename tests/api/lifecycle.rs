@@ -1,6 +1,6 @@
-//! The real process around its outbox (API.md §11.4–11.5): killed while a sync message is in
-//! flight, and stopped with SIGTERM while messages are queued — on SQLite, and again on
-//! PostgreSQL in that run of the suite.
+//! The real process around its outbox (API.md §11.4–11.5, §19.2): killed while a sync or an
+//! async message is in flight, and stopped with SIGTERM while messages are queued — on
+//! SQLite, and again on PostgreSQL in that run of the suite.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -152,6 +152,63 @@ async fn a_sync_send_killed_in_flight_is_never_sent_again_and_the_older_code_sti
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(smtp.count_to("ada@example.com"), 1, "no second message");
+}
+
+/// API.md §19.2: an async message its sender had claimed, killed while the relay held it,
+/// is recorded `unknown` once its lease runs out — never sent again by another sender (the
+/// chaos soak found it sent twice before), and its code stays valid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_send_killed_in_flight_is_never_sent_again_and_its_code_stays_valid() {
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (conf, url) = config(dir.path(), &smtp, "");
+    let first = start(dir.path(), &conf);
+    let base = format!("http://127.0.0.1:{}", first.port);
+    let sk = create_tenant(&base, &smtp, json!({})).await;
+    smtp.set_delay(Duration::from_secs(60));
+    let (s, v) = post(
+        &base,
+        "/v1/otp",
+        &sk,
+        json!({"email": "ada@example.com", "delivery": "async"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let key = v["shareable_key"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while smtp.in_data() == 0 {
+        assert!(Instant::now() < deadline, "the message never reached DATA");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(first); // SIGKILL, holding the message's lease
+    smtp.set_delay(Duration::ZERO);
+    sql(&url, "UPDATE outbox SET lease_until = 0");
+    let second = start(dir.path(), &conf);
+    let base = format!("http://127.0.0.1:{}", second.port);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while sql(
+        &url,
+        "SELECT COUNT(*) FROM challenges WHERE delivery_status = 'unknown' AND status = 'pending'",
+    ) != 1
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the interrupted send was never recorded as unknown"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(sql(&url, "SELECT COUNT(*) FROM outbox"), 0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(smtp.count_to("ada@example.com") <= 1, "sent again");
+    let r = reqwest::Client::new()
+        .get(format!("{base}/v1/otp/{key}"))
+        .bearer_auth(&sk)
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "pending", "{v}");
+    assert_eq!(v["delivery"]["status"], "unknown", "{v}");
 }
 
 #[cfg(unix)]

@@ -131,6 +131,10 @@ struct Args {
     /// The soak's concurrent clients
     #[arg(long, default_value_t = 12)]
     soak_workers: usize,
+    /// How long the soak's relays take to accept each message (a real relay takes 50-500 ms:
+    /// sends are in flight when an instance is killed)
+    #[arg(long, default_value_t = 100)]
+    soak_relay_delay_ms: u64,
     /// The seed of the soak's faults and load
     #[arg(long, default_value_t = 1)]
     soak_seed: u64,

@@ -22,18 +22,18 @@ use crate::storage::{
 };
 
 /// The rows the sweep settles: nobody holds them (never leased, or the lease ran out on the
-/// database's clock), and either the message is a sync one (its sender died) or its code is
-/// no longer live.
+/// database's clock), and either a sender held them and died (a sync message, or an async
+/// one it had claimed) or the code is no longer live.
 macro_rules! sweep_rows {
     () => {
         concat!(
             "SELECT o.key_digest, o.tenant_id, c.delivery_mode, c.status, c.attempts, c.max_attempts, \
-               c.expires_at, o.payload \
+               c.expires_at, o.payload, o.leased_by IS NOT NULL \
              FROM outbox o JOIN challenges c ON c.key_digest = o.key_digest \
              WHERE (o.lease_until IS NULL OR o.lease_until < ",
             db_now!(),
-            ") AND (c.delivery_mode = 'sync' OR c.status <> 'pending' OR c.expires_at <= $1 \
-               OR c.attempts >= c.max_attempts)"
+            ") AND (o.leased_by IS NOT NULL OR c.delivery_mode = 'sync' OR c.status <> 'pending' \
+               OR c.expires_at <= $1 OR c.attempts >= c.max_attempts)"
         )
     };
 }
@@ -42,6 +42,7 @@ macro_rules! sweep_rows {
 fn verdict_of(r: &::postgres::Row, now: Millis) -> Result<Option<SweepVerdict>, StoreError> {
     Ok(rules::sweep_verdict(
         delivery_mode_from(&r.text(2)?)?,
+        r.try_get::<_, bool>(8)?,
         status_from(&r.text(3)?)?,
         r.count(4)?,
         r.count(5)?,
@@ -72,9 +73,8 @@ impl OutboxStore for PgStore {
                             concat!(
                                 "SELECT o.key_digest FROM outbox o \
                                  JOIN challenges c ON c.key_digest = o.key_digest JOIN tenants t ON t.id = o.tenant_id \
-                                 WHERE o.tenant_id = $1 AND o.due_at <= $2 AND (o.lease_until IS NULL OR o.lease_until < ",
-                                db_now!(),
-                                ") AND c.delivery_mode = 'async' AND c.status = 'pending' AND c.expires_at > $2 \
+                                 WHERE o.tenant_id = $1 AND o.due_at <= $2 AND o.leased_by IS NULL \
+                                   AND c.delivery_mode = 'async' AND c.status = 'pending' AND c.expires_at > $2 \
                                    AND c.attempts < c.max_attempts AND t.enabled AND NOT t.test \
                                  ORDER BY o.due_at LIMIT $3 FOR UPDATE OF o SKIP LOCKED"
                             ),

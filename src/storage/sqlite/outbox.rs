@@ -22,17 +22,20 @@ use crate::storage::{
 };
 
 /// The rows the sweep settles: nobody holds them (never leased, or the lease ran out), and
-/// either the message is a sync one (its sender died) or its code is no longer live.
+/// either a sender held them and died (a sync message, or an async one it had claimed) or
+/// the code is no longer live.
 const SWEEP_ROWS: &str = "SELECT o.key_digest, o.tenant_id, c.delivery_mode, c.status, c.attempts, c.max_attempts, \
-       c.expires_at, o.payload \
+       c.expires_at, o.payload, o.leased_by IS NOT NULL \
      FROM outbox o JOIN challenges c ON c.key_digest = o.key_digest \
      WHERE (o.lease_until IS NULL OR o.lease_until < ?1) \
-       AND (c.delivery_mode = 'sync' OR c.status <> 'pending' OR c.expires_at <= ?1 OR c.attempts >= c.max_attempts)";
+       AND (o.leased_by IS NOT NULL OR c.delivery_mode = 'sync' OR c.status <> 'pending' OR c.expires_at <= ?1 \
+         OR c.attempts >= c.max_attempts)";
 
 /// A sweep row's verdict (`None`: the row is live after all).
 fn verdict_of(r: &rusqlite::Row<'_>, now: Millis) -> Result<Option<SweepVerdict>, StoreError> {
     Ok(rules::sweep_verdict(
         delivery_mode_from(&r.text(2)?)?,
+        r.get::<_, bool>(8)?,
         status_from(&r.text(3)?)?,
         r.count(4)?,
         r.count(5)?,
@@ -60,7 +63,7 @@ impl OutboxStore for SqliteStore {
                     conn.rows(
                         "SELECT o.key_digest FROM outbox o \
                          JOIN challenges c ON c.key_digest = o.key_digest JOIN tenants t ON t.id = o.tenant_id \
-                         WHERE o.tenant_id = ?1 AND o.due_at <= ?2 AND (o.lease_until IS NULL OR o.lease_until < ?2) \
+                         WHERE o.tenant_id = ?1 AND o.due_at <= ?2 AND o.leased_by IS NULL \
                            AND c.delivery_mode = 'async' AND c.status = 'pending' AND c.expires_at > ?2 \
                            AND c.attempts < c.max_attempts AND t.enabled = 1 AND t.test = 0 \
                          ORDER BY o.due_at LIMIT ?3",
@@ -83,7 +86,7 @@ impl OutboxStore for SqliteStore {
                 // Still free and still live: the plan was read outside this transaction.
                 let leased = tx.row_opt(
                     "UPDATE outbox SET lease_until = ?2, leased_by = ?3 \
-                     WHERE key_digest = ?1 AND due_at <= ?4 AND (lease_until IS NULL OR lease_until < ?4) \
+                     WHERE key_digest = ?1 AND due_at <= ?4 AND leased_by IS NULL \
                        AND EXISTS (SELECT 1 FROM challenges c WHERE c.key_digest = outbox.key_digest \
                          AND c.status = 'pending' AND c.expires_at > ?4 AND c.attempts < c.max_attempts) \
                        AND EXISTS (SELECT 1 FROM tenants t WHERE t.id = outbox.tenant_id AND t.enabled = 1 AND t.test = 0) \

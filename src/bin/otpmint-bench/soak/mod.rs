@@ -100,6 +100,9 @@ pub async fn run(args: &Args, bin: &Path, seconds: u64) -> bool {
         Arc::new(SmtpServer::start().await),
         Arc::new(SmtpServer::start().await),
     ];
+    for r in &relays {
+        r.set_delay(Duration::from_millis(args.soak_relay_delay_ms));
+    }
     let root = tempfile::tempdir().unwrap();
     let master = otpmint::crypto::keyring::MasterKey::generate().to_base64();
     let (proxy, database) = match &args.database {
