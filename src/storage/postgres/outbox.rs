@@ -70,14 +70,12 @@ impl OutboxStore for PgStore {
                     },
                     |tenant, n| {
                         tx.borrow_mut().rows(
-                            concat!(
-                                "SELECT o.key_digest FROM outbox o \
+                            "SELECT o.key_digest FROM outbox o \
                                  JOIN challenges c ON c.key_digest = o.key_digest JOIN tenants t ON t.id = o.tenant_id \
                                  WHERE o.tenant_id = $1 AND o.due_at <= $2 AND o.leased_by IS NULL \
                                    AND c.delivery_mode = 'async' AND c.status = 'pending' AND c.expires_at > $2 \
                                    AND c.attempts < c.max_attempts AND t.enabled AND NOT t.test \
-                                 ORDER BY o.due_at LIMIT $3 FOR UPDATE OF o SKIP LOCKED"
-                            ),
+                                 ORDER BY o.due_at LIMIT $3 FOR UPDATE OF o SKIP LOCKED",
                             &[&tenant, &c.now, &i64::from(n)],
                             |r| r.bytes(0),
                         )
