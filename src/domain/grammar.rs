@@ -113,14 +113,15 @@ pub static TENANT_NAME: Grammar = Grammar::new(
 );
 
 /// A webhook or HTTP-transport endpoint: `http(s)://`, a host (a DNS name whose last label
-/// starts with a letter, a dotted IPv4 address or a bracketed IPv6 address), an optional
+/// starts with a letter; `_` allowed, as container names have it), a dotted IPv4 address or a
+/// bracketed IPv6 address), an optional
 /// port, a path and a query of URL characters, no user info, no fragment. Whether `http://`
 /// and the host's address are allowed is the address policy's business (422), not form.
 pub static ENDPOINT_URL: Grammar = Grammar::new(
     concat!(
         "^https?://(",
         // a DNS name
-        "([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)*[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?",
+        "([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\\.)*[A-Za-z]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?",
         // IPv4
         "|((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])",
         // IPv6 (RFC 4291 text forms without an embedded IPv4 address or a zone)
@@ -139,7 +140,7 @@ pub static ENDPOINT_URL: Grammar = Grammar::new(
         // a port of 1 to 65535
         "(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?",
         // path and query
-        "(/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*(\\?([A-Za-z0-9._~!$&'()*+,;=:@%-]|[/?])*)?$",
+        "(/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*(\\?[A-Za-z0-9._~!$&'()*+,;=:@%/?\\[\\]|{}^-]*)?$",
     ),
     8,
     2048,
@@ -245,6 +246,8 @@ mod tests {
                     "https://8.8.8.8:443/",
                     "https://[2001:db8::1]/x",
                     "https://[::1]:9000",
+                    "http://mail_mock:8080/v1",
+                    "https://hooks.example.com/h?a=b|c&f[x]=1&q={}^",
                 ],
                 &[
                     "ftp://example.com/",

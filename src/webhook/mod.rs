@@ -43,7 +43,7 @@ pub fn policy(settings: &Settings) -> HostPolicy {
 
 /// Parse and check an endpoint URL without DNS: scheme, form, an IP literal's address.
 pub fn check_url(url: &str, settings: &Settings) -> Result<(reqwest::Url, HostName), UrlRefusal> {
-    if url.len() > URL_MAX || !crate::domain::grammar::ENDPOINT_URL.matches(url) {
+    if url.len() > URL_MAX || url.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err(UrlRefusal::Malformed);
     }
     let u = reqwest::Url::parse(url).map_err(|_| UrlRefusal::Malformed)?;
@@ -72,6 +72,12 @@ pub async fn check_url_resolved(
     url: &str,
     settings: &Settings,
 ) -> Result<reqwest::Url, UrlRefusal> {
+    // The form the API description states (`domain::grammar::ENDPOINT_URL`), checked when a
+    // URL is registered; at send time `check_url` alone (a stored URL of an older, looser
+    // form, or an operator's base URL, still goes out).
+    if !crate::domain::grammar::ENDPOINT_URL.matches(url) {
+        return Err(UrlRefusal::Malformed);
+    }
     let (u, name) = check_url(url, settings)?;
     let port = u.port_or_known_default().unwrap_or(443);
     policy(settings)

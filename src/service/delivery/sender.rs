@@ -106,7 +106,11 @@ impl Services {
                                 self.outbox.owner().to_string(),
                                 self.now(),
                             );
-                            let _ = self.db(move |s| s.outbox_defer(&key, &owner, due)).await;
+                            if let Err(e) =
+                                self.db(move |s| s.outbox_defer(&key, &owner, due)).await
+                            {
+                                tracing::warn!(error = %e, "giving back a claimed message failed: once its lease runs out it is recorded unknown, not sent");
+                            }
                             continue;
                         }
                     }
@@ -226,7 +230,7 @@ impl Services {
             Ok(0) => {}
             Ok(n) => tracing::info!(released = n, "gave back the leases of queued messages"),
             Err(e) => {
-                tracing::warn!(error = %e, "giving back queued messages' leases failed; they wait for their leases to run out")
+                tracing::warn!(error = %e, "giving back queued messages' leases failed: once their leases run out they are recorded unknown, not sent again")
             }
         }
         self.release_hook_leases().await;

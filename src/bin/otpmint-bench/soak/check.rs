@@ -30,6 +30,18 @@ impl Final {
     }
 }
 
+/// A code's states (API.md §1) and a delivery's settled states (§10, §16, §19.2).
+const CODE_STATES: [&str; 7] = [
+    "pending",
+    "verified",
+    "expired",
+    "exhausted",
+    "superseded",
+    "cancelled",
+    "failed",
+];
+const SETTLED_DELIVERIES: [&str; 4] = ["sent", "failed", "unknown", "bounced"];
+
 #[derive(Serialize, Default)]
 pub struct Findings {
     pub codes_minted: usize,
@@ -39,9 +51,6 @@ pub struct Findings {
     pub code_states: HashMap<String, usize>,
     pub statuses: HashMap<String, u64>,
     pub transport_errors: u64,
-    /// Messages received more than once whose code's delivery is recorded `unknown`
-    /// (allowed: such a send may have arrived before it was sent again by hand).
-    pub duplicates_recorded_unknown: usize,
     pub violations: Vec<String>,
 }
 
@@ -100,6 +109,14 @@ pub fn check(
             ));
             continue;
         };
+        if !CODE_STATES.contains(&fin.status.as_str())
+            || !SETTLED_DELIVERIES.contains(&fin.delivery.as_str())
+        {
+            v.push(format!(
+                "{}: status {:?}, delivery {:?}: not a state the contract names for a settled code",
+                m.recipient, fin.status, fin.delivery
+            ));
+        }
         *f.code_states.entry(fin.status.clone()).or_default() += 1;
         *f.delivery_states.entry(fin.delivery.clone()).or_default() += 1;
         let codes = received.get(&m.recipient).cloned().unwrap_or_default();
@@ -149,17 +166,13 @@ pub fn check(
                 m.recipient, m.status, fin.delivery
             ));
         }
+        // No message is ever sent twice (API.md §19.2): a resend is a new code.
         let mut seen = HashSet::new();
-        let twice = codes.iter().any(|c| !seen.insert(c));
-        if twice {
-            if fin.delivery == "unknown" {
-                f.duplicates_recorded_unknown += 1;
-            } else {
-                v.push(format!(
-                    "{}: one message delivered twice, delivery recorded {:?}",
-                    m.recipient, fin.delivery
-                ));
-            }
+        if codes.iter().any(|c| !seen.insert(c)) {
+            v.push(format!(
+                "{}: one message delivered twice, delivery recorded {:?}",
+                m.recipient, fin.delivery
+            ));
         }
     }
     f.violations = v;
@@ -300,14 +313,28 @@ mod tests {
         assert!(v
             .iter()
             .any(|v| v.starts_with("d@x.example: answered 201 but no record")));
-        // Recorded unknown, the same duplicate is allowed.
+        // Recorded unknown, a duplicate is still one (a resend is a new code).
         let v = run(
             &r,
             &[("k1", fin("pending", "unknown", 0))],
             &[("a@x.example", &["1", "1"])],
             &[],
         );
-        assert!(!v.iter().any(|v| v.starts_with("a@x.example")), "{v:?}");
+        assert!(v
+            .iter()
+            .any(|v| v.starts_with("a@x.example: one message delivered twice")));
+        // A state the contract does not name.
+        let v = run(
+            &r,
+            &[("k1", fin("lost", "sent", 0))],
+            &[("a@x.example", &["1"])],
+            &[],
+        );
+        assert!(
+            v.iter()
+                .any(|v| v.contains("not a state the contract names")),
+            "{v:?}"
+        );
     }
 
     #[test]

@@ -75,6 +75,13 @@ impl Instance {
         }
     }
 
+    /// Whether the process ended by itself (no fault of the soak's): how, if so.
+    pub fn exited(&mut self) -> Option<String> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status.to_string())
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
