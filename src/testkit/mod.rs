@@ -1,5 +1,5 @@
 //! Test and benchmark helpers (feature `testkit`): a real SMTP server, a real HTTP(S)
-//! endpoint, an OAuth2 token endpoint and fake provider APIs, all on loopback.
+//! endpoint, an OAuth2 token endpoint, fake provider APIs and a TCP proxy that cuts, all on loopback.
 
 pub mod dns;
 pub mod http;
@@ -7,4 +7,5 @@ mod mime;
 pub mod oauth2;
 pub mod provider_events;
 pub mod providers;
+pub mod proxy;
 pub mod smtp;

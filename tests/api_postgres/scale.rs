@@ -2,10 +2,9 @@
 //! them, tenant changes are in force everywhere at once, instances start together safely,
 //! and a database that goes away answers 503 until it is back, without a restart.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
+use otpmint::testkit::proxy::Proxy;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -363,50 +362,6 @@ async fn three_instances_starting_at_once_on_an_empty_database_share_one_keyring
         .unwrap()
         .count();
     assert_eq!(migrations, files as i64, "every migration applied once");
-}
-
-/// A TCP proxy to the database that the test can cut and restore.
-struct Proxy {
-    port: u16,
-    cut: Arc<AtomicBool>,
-    conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
-}
-
-impl Proxy {
-    async fn start(upstream: String) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let cut = Arc::new(AtomicBool::new(false));
-        let conns = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (c2, conns2) = (cut.clone(), conns.clone());
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if c2.load(Ordering::SeqCst) {
-                    drop(inbound); // the database is "gone": every connection is refused
-                    continue;
-                }
-                let up = upstream.clone();
-                let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(up).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                conns2.lock().unwrap().push(task.abort_handle());
-            }
-        });
-        Proxy { port, cut, conns }
-    }
-
-    fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        for c in self.conns.lock().unwrap().drain(..) {
-            c.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

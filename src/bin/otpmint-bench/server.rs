@@ -16,20 +16,41 @@ pub struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child, Duration::from_secs(10));
     }
+}
+
+/// SIGTERM, then wait for the process to end within `grace` (then SIGKILL); whether it
+/// ended by itself in time. Blocks the calling thread.
+pub fn stop(child: &mut Child, grace: Duration) -> bool {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
+}
+
+/// Whether the server on `port` answers `/healthz` with 200 within `within`.
+pub async fn healthy_within(port: u16, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(mut c) = Conn::open(port).await {
+            if let Ok((200, _)) = c.request("GET", "/healthz", "", b"").await {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
 
 pub fn free_port() -> u16 {
@@ -140,20 +161,12 @@ pub async fn start_server(
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
     let server = Server { child, port, dir };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(mut c) = Conn::open(port).await {
-            if let Ok((200, _)) = c.request("GET", "/healthz", "", b"").await {
-                return server;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the server did not come up; see its log in {}",
-            server.dir.path().display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(
+        healthy_within(port, Duration::from_secs(30)).await,
+        "the server did not come up; see its log in {}",
+        server.dir.path().display()
+    );
+    server
 }
 
 /// User+system CPU in ms of a process or thread from its `stat` file (0 if gone).
@@ -186,17 +199,20 @@ pub fn hashing_cpu_ms(pid: u32) -> u64 {
         .sum()
 }
 
-/// (user+system CPU in ms, peak RSS in KiB) of a process, from /proc.
-pub fn proc_stats(pid: u32) -> (u64, u64) {
-    let cpu_ms = process_cpu_ms(pid);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm = status
+/// A size field of a process's `/proc/PID/status` in KiB (`VmHWM:`, `VmRSS:`; 0 if gone).
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    (cpu_ms, hwm)
+        .unwrap_or(0)
+}
+
+/// (user+system CPU in ms, peak RSS in KiB) of a process, from /proc.
+pub fn proc_stats(pid: u32) -> (u64, u64) {
+    (process_cpu_ms(pid), status_kib(pid, "VmHWM:"))
 }
 
 /// `--prefill-*`: stored codes and tenants, before the load.

@@ -26,8 +26,9 @@ mod check;
 mod fleet;
 mod load;
 
-use fleet::{Instance, Proxy};
+use fleet::Instance;
 use load::{Load, Tenant};
+use otpmint::testkit::proxy::Proxy;
 
 /// A code's lifetime in the soak: queued messages settle (sent, failed, unknown, or expired
 /// with their code) within it after the faults stop.
@@ -205,7 +206,7 @@ pub async fn run(args: &Args, bin: &Path, seconds: u64) -> bool {
             }
             2 => {
                 let i = if n > 1 { rng.gen_range(1..n) } else { 0 };
-                let clean = fleet[i].terminate(Duration::from_secs(10)).await;
+                let clean = fleet[i].terminate(Duration::from_secs(10));
                 pids.lock().unwrap()[i] = None;
                 fleet[i].start().await;
                 pids.lock().unwrap()[i] = fleet[i].pid();
@@ -237,7 +238,7 @@ pub async fn run(args: &Args, bin: &Path, seconds: u64) -> bool {
                 let proxy = proxy.as_ref().unwrap();
                 proxy.cut();
                 tokio::time::sleep(Duration::from_millis(rng.gen_range(1000..3000))).await;
-                proxy.mend();
+                proxy.restore();
                 "cut database".into()
             }
         };
