@@ -1,6 +1,7 @@
 //! Code use cases: mint (quota → hash → store → send → supersede), status and cancel
 //! (verify is in verify.rs).
 
+use super::sms_guard::SmsCount;
 use super::{retry_secs, LimitKind, ServiceError, Services};
 use crate::crypto::lookup_digest;
 use crate::domain::challenge::{ChallengeView, Status};
@@ -344,37 +345,24 @@ impl Services {
             payload: payload.clone(),
             lease,
         };
-        let admitted = match sms_facts {
-            Some(facts) => Some(
-                self.count_sms(
-                    tenant,
-                    (email.canonical(), purpose.as_str()),
-                    facts,
-                    &key_digest,
-                    now,
-                )
-                .await?,
-            ),
-            None => None,
-        };
+        let count = sms_facts.map(|facts| SmsCount {
+            tenant: tenant.clone(),
+            phone: email.canonical().to_string(),
+            purpose: purpose.as_str().to_string(),
+            facts,
+            key_digest: key_digest.clone(),
+            now,
+        });
         // Store first, send second: one durable commit holds the quota count, the code
         // and its message. A mint whose code cannot be stored answers 503 and sends nothing.
-        let c = challenge.clone();
+        let (this, c) = (self.clone(), challenge.clone());
         let q = counted.then_some(quota);
-        let stored = match self
-            .write(move |s| s.insert_code(&c, &outbox, q.as_ref(), now))
-            .await
-        {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(r)) => Err(limited(r)),
-            Err(e) => Err(e),
+        let store = async move {
+            this.write(move |s| s.insert_code(&c, &outbox, q.as_ref(), now))
+                .await?
+                .map_err(limited)
         };
-        if let Err(e) = stored {
-            if let Some(a) = admitted {
-                self.release_sms(a).await;
-            }
-            return Err(e);
-        }
+        self.with_sms_count(count, store, Result::is_ok).await?;
         if mode == DeliveryMode::Async {
             self.outbox.wake();
             crate::metrics::inc(|m| &m.codes_minted, &[mode.as_str()]);
@@ -388,6 +376,7 @@ impl Services {
             attempts: 0,
             expires_at,
             mode,
+            channel: email.channel(),
         };
         let outcome_unknown = self.deliver_now(tenant, job).await?;
         crate::metrics::inc(|m| &m.codes_minted, &[mode.as_str()]);

@@ -4,6 +4,7 @@
 //! apply as to a mint.
 
 use super::otp::{ended, limited, stored_message};
+use super::sms_guard::SmsCount;
 use super::test_mode::Route;
 use super::{ServiceError, Services};
 use crate::domain::challenge::{ChallengeView, Status};
@@ -212,25 +213,19 @@ impl Services {
             recipient: view.email_canonical.clone(),
             via,
         };
-        let admitted = match sms_facts {
-            Some(facts) => Some(
-                self.count_sms(
-                    tenant,
-                    (email.canonical(), &view.purpose),
-                    facts,
-                    &digest,
-                    now,
-                )
-                .await?,
-            ),
-            None => None,
-        };
-        let resent = self.write(move |s| s.resend_code(&r, now)).await;
-        if !matches!(resent, Ok(Resent::Done)) {
-            if let Some(a) = admitted {
-                self.release_sms(a).await;
-            }
-        }
+        let count = sms_facts.map(|facts| SmsCount {
+            tenant: tenant.clone(),
+            phone: email.canonical().to_string(),
+            purpose: view.purpose.clone(),
+            facts,
+            key_digest: digest.clone(),
+            now,
+        });
+        let this = self.clone();
+        let store = async move { this.write(move |s| s.resend_code(&r, now)).await };
+        let resent = self
+            .with_sms_count(count, store, |r| matches!(r, Ok(Resent::Done)))
+            .await;
         match resent? {
             Resent::Done => {}
             Resent::Refused(q) => return Err(limited(q)),
@@ -259,6 +254,7 @@ impl Services {
                     attempts: 0,
                     expires_at: view.expires_at,
                     mode,
+                    channel: email.channel(),
                 };
                 outcome_unknown = self.deliver_now(tenant, job).await?;
             }

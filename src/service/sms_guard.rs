@@ -21,6 +21,16 @@ pub(super) struct Admitted {
     counted: Option<(Vec<u8>, Millis)>,
 }
 
+/// An SMS to count against the velocity limits, for the code of `key_digest`.
+pub(super) struct SmsCount {
+    pub tenant: Tenant,
+    pub phone: String,
+    pub purpose: String,
+    pub facts: NumberFacts,
+    pub key_digest: Vec<u8>,
+    pub now: Millis,
+}
+
 impl Services {
     /// Whether the tenant texts numbers like this one at all: its countries, the number's
     /// validity and type (no store; before any hashing).
@@ -49,16 +59,44 @@ impl Services {
         Ok(facts)
     }
 
-    /// Check the velocity limits and count the SMS (unless its number is trusted), just
-    /// before the mint stores its code.
-    pub(super) async fn count_sms(
+    /// Check the velocity limits and count the SMS (unless its number is trusted), then
+    /// run `store` (the write that stores what was counted for), as one task that finishes
+    /// even when the request goes away mid-way — actix drops a handler's future when its
+    /// client disconnects, and a count whose code was never stored would hold the number's
+    /// range for the hour. Unless `kept` says the stored outcome keeps the count, it is
+    /// given back. Without `count` (not an SMS, or one that sends nothing) only `store` runs.
+    pub(super) async fn with_sms_count<T: Send + 'static>(
         &self,
-        tenant: &Tenant,
-        (phone, purpose): (&str, &str),
-        facts: NumberFacts,
-        key_digest: &[u8],
-        now: Millis,
-    ) -> Result<Admitted, ServiceError> {
+        count: Option<SmsCount>,
+        store: impl std::future::Future<Output = Result<T, ServiceError>> + Send + 'static,
+        kept: fn(&Result<T, ServiceError>) -> bool,
+    ) -> Result<T, ServiceError> {
+        let Some(count) = count else {
+            return store.await;
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            let admitted = this.count_sms(count).await?;
+            let out = store.await;
+            if !kept(&out) {
+                this.release_sms(admitted).await;
+            }
+            out
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(format!("counting an SMS failed: {e}")))?
+    }
+
+    async fn count_sms(&self, c: SmsCount) -> Result<Admitted, ServiceError> {
+        let SmsCount {
+            tenant,
+            phone,
+            purpose,
+            facts,
+            key_digest,
+            now,
+        } = c;
+        let (tenant, phone, purpose, key_digest) = (&tenant, &phone, &purpose, &key_digest);
         let limits = {
             let l = &self.settings.load().limits;
             SmsVelocity {
@@ -97,7 +135,7 @@ impl Services {
     }
 
     /// Give back an SMS the guard counted for a mint that did not go ahead.
-    pub(super) async fn release_sms(&self, admitted: Admitted) {
+    async fn release_sms(&self, admitted: Admitted) {
         if let Some((d, at)) = admitted.counted {
             if let Err(e) = self.write(move |s| s.release_sms(&d, at)).await {
                 tracing::warn!(error = %e, "giving back an SMS of the fraud guard's count failed");

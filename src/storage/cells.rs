@@ -132,6 +132,10 @@ pub(crate) fn delivery_mode_from(s: &str) -> Result<DeliveryMode, StoreError> {
     one_of(DeliveryMode::parse(s), "a delivery mode")
 }
 
+pub(crate) fn channel_from(s: &str) -> Result<crate::domain::recipient::Channel, StoreError> {
+    one_of(crate::domain::recipient::Channel::parse(s), "a channel")
+}
+
 pub(crate) fn status_from(s: &str) -> Result<StoredStatus, StoreError> {
     one_of(StoredStatus::parse(s), "a code status")
 }

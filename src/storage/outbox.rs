@@ -10,6 +10,7 @@ use super::rules::SweepVerdict;
 use super::{Lease, StoreError};
 use crate::domain::delivery::DeliveryMode;
 use crate::domain::keys::TenantId;
+use crate::domain::recipient::Channel;
 use crate::domain::Millis;
 
 /// How a claim shares its rows out between tenants — the same for both outboxes (messages,
@@ -37,7 +38,11 @@ pub struct Fairness<K> {
 pub struct ClaimRequest {
     pub now: Millis,
     pub lease: Lease,
+    /// `fair.caps`: what each tenant's email may still start here.
     pub fair: Fairness<Vec<u8>>,
+    /// What each tenant's text messages may still start here (their first transport's
+    /// window is not the email one's: API.md §17.7); a tenant not listed: `default_cap`.
+    pub sms_caps: HashMap<String, u32>,
 }
 
 /// What a claim leased, and where the next claim starts.
@@ -58,6 +63,7 @@ pub struct OutboxJob {
     pub attempts: u32,
     pub expires_at: Millis,
     pub mode: DeliveryMode,
+    pub channel: Channel,
 }
 
 /// What the outbox reports about itself for metrics.
@@ -174,13 +180,17 @@ pub trait OutboxStore {
 const CLAIM_TENANTS: usize = 1024;
 
 /// The keys a claim takes, decided once for both backends and both outboxes (see
-/// [`Fairness`]). `next_tenant(after)` names the first tenant with rows after `after`;
-/// `due_keys(tenant, n)` the tenant's `n` oldest claimable keys. Returns the keys and the
-/// cursor for the next claim.
-pub(crate) fn plan_claim<K: Eq + Hash + Clone>(
+/// [`Fairness`]). A tenant's work may be in several lanes, each with its own caps (the
+/// message outbox has one per channel: each channel's first transport has a window of its
+/// own; webhook events have one lane, `f.caps`); a tenant not in a lane's caps may take
+/// `f.default_cap` there. `next_tenant(after)` names the first tenant with rows after
+/// `after`; `due_keys(tenant, lane, n)` the tenant's `n` oldest claimable keys of the lane.
+/// Returns the keys and the cursor for the next claim.
+pub(crate) fn plan_claim<K: Eq + Hash + Clone, L: Copy>(
     f: &Fairness<K>,
+    lanes: &[(L, &HashMap<String, u32>)],
     mut next_tenant: impl FnMut(Option<&str>) -> Result<Option<String>, StoreError>,
-    mut due_keys: impl FnMut(&str, u32) -> Result<Vec<K>, StoreError>,
+    mut due_keys: impl FnMut(&str, L, u32) -> Result<Vec<K>, StoreError>,
 ) -> Result<(Vec<K>, Option<String>), StoreError> {
     let mut skipped: HashMap<&str, usize> = HashMap::new();
     for tenant in f.skip.values() {
@@ -204,20 +214,22 @@ pub(crate) fn plan_claim<K: Eq + Hash + Clone>(
             break;
         }
         cursor = Some(tenant.clone());
-        let cap = f.caps.get(&tenant).copied().unwrap_or(f.default_cap);
-        let room = (f.limit as usize - keys.len()).min(cap as usize);
-        if room == 0 {
-            continue;
+        for (lane, caps) in lanes {
+            let cap = caps.get(&tenant).copied().unwrap_or(f.default_cap);
+            let room = (f.limit as usize - keys.len()).min(cap as usize);
+            if room == 0 {
+                continue;
+            }
+            // The tenant's skipped keys may be among its oldest: ask for as many more.
+            let more = skipped.get(tenant.as_str()).copied().unwrap_or(0);
+            let ask = u32::try_from(room + more).unwrap_or(u32::MAX);
+            keys.extend(
+                due_keys(&tenant, *lane, ask)?
+                    .into_iter()
+                    .filter(|k| !f.skip.contains_key(k))
+                    .take(room),
+            );
         }
-        // The tenant's skipped keys may be among its oldest: ask for as many more.
-        let more = skipped.get(tenant.as_str()).copied().unwrap_or(0);
-        let ask = u32::try_from(room + more).unwrap_or(u32::MAX);
-        keys.extend(
-            due_keys(&tenant, ask)?
-                .into_iter()
-                .filter(|k| !f.skip.contains_key(k))
-                .take(room),
-        );
     }
     Ok((keys, cursor))
 }
@@ -241,13 +253,14 @@ mod tests {
         let tenants = ["a", "b", "c"];
         let (keys, next) = plan_claim(
             c,
+            &[((), &c.caps)],
             |after| {
                 Ok(tenants
                     .iter()
                     .find(|t| after.is_none_or(|a| **t > a))
                     .map(|t| t.to_string()))
             },
-            |t, n| {
+            |t, (), n| {
                 Ok((0..5.min(n))
                     .map(|i| format!("{t}{i}").into_bytes())
                     .collect())
@@ -277,6 +290,34 @@ mod tests {
         // The next claim starts after b, and wraps around to a.
         let (keys, _) = plan(&request(3, &[], next.as_deref()));
         assert_eq!(keys, ["c0", "c1", "a0"]);
+    }
+
+    #[test]
+    fn each_lane_of_a_tenant_is_claimed_within_its_own_caps() {
+        // Email of tenant a has no free session; its text messages' window has three.
+        let c = request(100, &[("a", 0)], None);
+        let sms: HashMap<String, u32> = [("a".to_string(), 3)].into();
+        let (keys, _) = plan_claim(
+            &c,
+            &[("email", &c.caps), ("sms", &sms)],
+            |after| {
+                Ok(["a"]
+                    .iter()
+                    .find(|t| after.is_none_or(|a| **t > a))
+                    .map(|t| t.to_string()))
+            },
+            |t, lane, n| {
+                Ok((0..5.min(n))
+                    .map(|i| format!("{t}-{lane}{i}").into_bytes())
+                    .collect())
+            },
+        )
+        .unwrap();
+        let keys: Vec<String> = keys
+            .into_iter()
+            .map(|k| String::from_utf8(k).unwrap())
+            .collect();
+        assert_eq!(keys, ["a-sms0", "a-sms1", "a-sms2"]);
     }
 
     #[test]

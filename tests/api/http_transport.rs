@@ -520,3 +520,75 @@ async fn a_request_the_endpoint_never_answered_is_unknown_and_not_sent_again() {
         assert_eq!(app.verify(&sk, k, &code).await.0, StatusCode::OK);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sms_through_the_endpoint_takes_its_place_in_the_endpoints_window_not_the_relays() {
+    // One session per window: the relay's is taken by an email it holds unanswered.
+    let rx = HttpReceiver::start(true).await;
+    let ca = rx.ca_path.clone();
+    let app = spawn_app_with(move |s| {
+        s.webhooks.allow_private_hosts = true;
+        s.webhooks.extra_root_certificates = vec![ca];
+        s.delivery.http_timeout_seconds = 3;
+        s.smtp.timeout_seconds = 60;
+        s.smtp.initial_connections = 1;
+        s.smtp.max_connections_per_tenant = 1;
+    })
+    .await;
+    let (_, sk) = app.tenant().await;
+    app.allow_sms(&sk, &["DE"]).await;
+    let secret = put_http(&app, &sk, &rx, "fallback").await;
+    app.smtp.hold();
+    let (s, v) = mint(&app, &sk, "ada@example.com", "async").await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let email_key = v["shareable_key"].as_str().unwrap().to_string();
+    for _ in 0..300 {
+        if app.smtp.in_data() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.smtp.in_data(), 1, "the relay holds the email's session");
+
+    // A text message goes to the endpoint at once, while the relay's one session is busy.
+    let (s, v) = body(
+        app.post(
+            "/v1/otp",
+            &sk,
+            json!({"phone": "+4915112345678", "delivery": "async"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let sms_key = v["shareable_key"].as_str().unwrap().to_string();
+    let req = rx.wait_for(1).await.pop().unwrap();
+    assert!(signed_with(&secret, &req));
+    assert_eq!(req.json()["to"], "+4915112345678");
+    assert_eq!(app.smtp.in_data(), 1, "the email is still held");
+    let held = status_of(&app, &sk, &email_key).await["delivery"]["status"].clone();
+    assert!(held == "queued" || held == "sending", "{held}");
+    let sms = delivery_becomes(&app, &sk, &sms_key, "sent").await;
+    assert_eq!(sms["delivery"]["transport"], "http", "{sms}");
+    let code = code_in(req.json()["text"].as_str().unwrap());
+    assert_eq!(app.verify(&sk, &sms_key, &code).await.0, StatusCode::OK);
+
+    // The relay answers: the email is sent too.
+    app.smtp.release();
+    let email = delivery_becomes(&app, &sk, &email_key, "sent").await;
+    assert_eq!(email["delivery"]["transport"], "smtp", "{email}");
+    app.smtp.wait_for("ada@example.com", 1).await;
+}
+
+/// Wait until the key's delivery status is `want`; its status then.
+async fn delivery_becomes(app: &TestApp, sk: &str, key: &str, want: &str) -> Value {
+    let mut v = Value::Null;
+    for _ in 0..200 {
+        v = status_of(app, sk, key).await;
+        if v["delivery"]["status"] == want {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the delivery of {key} never became {want}: {v}");
+}

@@ -115,7 +115,9 @@ struct Args {
     /// them round-robin, as a load balancer would
     #[arg(long, default_value_t = 1)]
     instances: usize,
-    /// `smtp`; `http`: the bench tenant delivers through an HTTP receiver; `provider:<kind>`
+    /// `smtp`; `http`: the bench tenant delivers through an HTTP receiver; `http-sms`: the
+    /// mints are text messages to German mobile numbers, through an HTTP receiver that is
+    /// the tenant's fallback (the relay its primary); `provider:<kind>`
     /// (postmark, resend, sendgrid, mailgun, ses, twilio, vonage): through a fake of that
     /// provider's API (both the mint scenarios only; --relay-delay-ms delays their answers);
     /// `smtp-oauth2`: the relay with XOAUTH2 and tokens from a test token endpoint (the
@@ -197,6 +199,9 @@ pub struct RunResult {
     pub ratio_of_hashing_floor: f64,
     /// mint-async: seconds from the end of the load until the relay had every queued message.
     pub drain_seconds: Option<f64>,
+    /// mint-async: messages delivered per second, from the start of the load until the
+    /// last queued message arrived.
+    pub delivered_per_s: Option<f64>,
 }
 
 #[tokio::main]
@@ -371,6 +376,7 @@ async fn main() {
             let expected = (per_second * args.duration as f64) as u64 + 50;
             let gen: Gen = match kind {
                 "mint" => {
+                    let texts = sink.texts();
                     let sk = if compat {
                         compat_key.clone()
                     } else {
@@ -378,6 +384,14 @@ async fn main() {
                     };
                     Arc::new(move |i| {
                         let email = format!("m{run}-{i}@bench.example");
+                        // Valid German mobile numbers, one per mint.
+                        let phone =
+                            format!("+49151{:08}", (run as u64 * 1_000_000 + i) % 100_000_000);
+                        let to = if texts {
+                            json!({"phone": phone})
+                        } else {
+                            json!({"email": email})
+                        };
                         Some(if compat {
                             Req {
                                 method: "POST",
@@ -392,13 +406,13 @@ async fn main() {
                                 method: "POST",
                                 path: "/v1/otp",
                                 auth: sk.clone(),
-                                body: if async_mint {
-                                    json!({"email": email, "delivery": "async"})
-                                } else {
-                                    json!({"email": email})
-                                }
-                                .to_string()
-                                .into_bytes(),
+                                body: {
+                                    let mut b = to;
+                                    if async_mint {
+                                        b["delivery"] = json!("async");
+                                    }
+                                    b.to_string().into_bytes()
+                                },
                             }
                         })
                     })
@@ -521,7 +535,7 @@ async fn main() {
                     b.accepted
                 );
             }
-            let drain_seconds = if async_mint {
+            let drain = if async_mint {
                 let queued = statuses.get(&202).copied().unwrap_or(0) as usize;
                 let t = Instant::now();
                 while sink.delivered(&smtp) < queued && t.elapsed() < Duration::from_secs(120) {
@@ -533,10 +547,12 @@ async fn main() {
                         "mint-async: only {got} of {queued} queued messages arrived within 120 s"
                     );
                 }
-                Some(t.elapsed().as_secs_f64())
+                Some((t.elapsed().as_secs_f64(), got))
             } else {
                 None
             };
+            let delivered_per_s = drain.map(|(d, got)| got as f64 / (secs + d));
+            let drain_seconds = drain.map(|(d, _)| d);
             sink.drain(&smtp);
             floors.push(hashing_floor(&args, args.floor_seconds).await);
             let floor = floors.iter().sum::<f64>() / floors.len() as f64;
@@ -579,6 +595,7 @@ async fn main() {
                 floor_max,
                 floor_samples: floors.len(),
                 drain_seconds,
+                delivered_per_s,
                 ratio_of_hashing_floor: if floor > 0.0 {
                     n as f64 / secs / floor
                 } else {
@@ -586,8 +603,8 @@ async fn main() {
                 },
             };
             eprintln!(
-                "{:<22} relay {:>3} ms c={:<3} {:>8.1} req/s  p50 {:>7.2} ms  p95 {:>7.2} ms  p99 {:>7.2} ms  cpu {:>5.2} ms/req (hashing {:.2}, bench {:.2}, hashing share {:.2})  rss {:>6.1} MiB  smtp conns {:>3}  floor {:.0}..{:.0} ({} samples) x{:.2}  drain {:?}  {:?}",
-                r.scenario, r.relay_delay_ms, r.concurrency, r.rps, r.p50_ms, r.p95_ms, r.p99_ms, r.server_cpu_ms_per_request, r.server_hashing_cpu_ms_per_request, r.bench_cpu_ms_per_request, r.hashing_share_of_cpu, r.server_peak_rss_mib, r.smtp_connections_opened, r.floor_min, r.floor_max, r.floor_samples, r.ratio_of_hashing_floor, r.drain_seconds, r.statuses
+                "{:<22} relay {:>3} ms c={:<3} {:>8.1} req/s  p50 {:>7.2} ms  p95 {:>7.2} ms  p99 {:>7.2} ms  cpu {:>5.2} ms/req (hashing {:.2}, bench {:.2}, hashing share {:.2})  rss {:>6.1} MiB  smtp conns {:>3}  floor {:.0}..{:.0} ({} samples) x{:.2}  drain {:?} delivered/s {:?}  {:?}",
+                r.scenario, r.relay_delay_ms, r.concurrency, r.rps, r.p50_ms, r.p95_ms, r.p99_ms, r.server_cpu_ms_per_request, r.server_hashing_cpu_ms_per_request, r.bench_cpu_ms_per_request, r.hashing_share_of_cpu, r.server_peak_rss_mib, r.smtp_connections_opened, r.floor_min, r.floor_max, r.floor_samples, r.ratio_of_hashing_floor, r.drain_seconds, r.delivered_per_s, r.statuses
             );
             results.push(r);
         }

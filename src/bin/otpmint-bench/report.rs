@@ -4,12 +4,12 @@ use serde_json::Value;
 
 pub fn table(report: &Value) -> String {
     let mut out = format!(
-        "hashing floor at start: {:.0} hashes/s (each run's own floor is sampled before and after it, and between its load slices)\n| scenario | relay ms | conc | req/s | p50 ms | p95 ms | p99 ms | statuses | cpu ms/req | hashing ms/req | bench ms/req | hashing share | peak RSS MiB | SMTP conns | floor min..max | × floor | drain s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "hashing floor at start: {:.0} hashes/s (each run's own floor is sampled before and after it, and between its load slices)\n| scenario | relay ms | conc | req/s | p50 ms | p95 ms | p99 ms | statuses | cpu ms/req | hashing ms/req | bench ms/req | hashing share | peak RSS MiB | SMTP conns | floor min..max | × floor | drain s | delivered/s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         report["hashing_floor_per_s"].as_f64().unwrap_or(0.0)
     );
     for r in report["results"].as_array().unwrap() {
         out.push_str(&format!(
-            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {:.0}..{:.0} | {:.2} | {} |\n",
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {:.0}..{:.0} | {:.2} | {} | {} |\n",
             r["scenario"].as_str().unwrap(),
             r["relay_delay_ms"],
             r["concurrency"],
@@ -30,6 +30,10 @@ pub fn table(report: &Value) -> String {
             r["drain_seconds"]
                 .as_f64()
                 .map(|d| format!("{d:.1}"))
+                .unwrap_or_else(|| "".into()),
+            r["delivered_per_s"]
+                .as_f64()
+                .map(|d| format!("{d:.0}"))
                 .unwrap_or_else(|| "".into()),
         ));
     }

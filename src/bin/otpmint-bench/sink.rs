@@ -1,8 +1,9 @@
 //! Where the bench's messages arrive: the SMTP test relay; with `--transport http` an HTTP
 //! receiver the bench tenant delivers to (API.md §12.2); with `--transport provider:<kind>`
 //! a fake of that provider's API (API.md §15.2); with `--transport smtp-oauth2` the relay,
-//! logged in with XOAUTH2 and tokens from a test token endpoint (API.md §15.1) — each with
-//! the same per-message delay.
+//! logged in with XOAUTH2 and tokens from a test token endpoint (API.md §15.1); with
+//! `--transport http-sms` text messages to an HTTP receiver that is the tenant's fallback
+//! transport, the relay its primary (API.md §17.7) — each with the same per-message delay.
 
 use std::time::Duration;
 
@@ -17,6 +18,8 @@ use crate::client::Conn;
 enum Kind {
     Smtp,
     Http(HttpReceiver),
+    /// Text messages through the HTTP transport as fallback, SMTP primary.
+    HttpSms(HttpReceiver),
     Provider(FakeProvider),
     OAuth2(TokenServer),
 }
@@ -40,6 +43,10 @@ impl Sink {
                 mint_only();
                 Kind::Http(HttpReceiver::start(false).await)
             }
+            "http-sms" => {
+                mint_only();
+                Kind::HttpSms(HttpReceiver::start(false).await)
+            }
             "smtp-oauth2" => Kind::OAuth2(TokenServer::start(SMTP_USER).await),
             other => match other.strip_prefix("provider:") {
                 Some(kind) => {
@@ -49,7 +56,7 @@ impl Sink {
                     Kind::Provider(FakeProvider::start(kind.as_str()).await)
                 }
                 None => {
-                    panic!("--transport is smtp, http, smtp-oauth2 or provider:<kind>, not {other}")
+                    panic!("--transport is smtp, http, http-sms, smtp-oauth2 or provider:<kind>, not {other}")
                 }
             },
         };
@@ -82,6 +89,20 @@ impl Sink {
                 "/v1/tenant/transport/http",
                 json!({"url": rx.url("/send"), "use": "primary"}),
             ),
+            Kind::HttpSms(rx) => {
+                let mut c = Conn::open(port).await.unwrap();
+                let body = json!({"sms": {"allowed_countries": ["DE"]}}).to_string();
+                let (s, b) = c
+                    .request("PATCH", "/v1/tenant", sk, body.as_bytes())
+                    .await
+                    .unwrap();
+                assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+                (
+                    "PUT",
+                    "/v1/tenant/transport/http",
+                    json!({"url": rx.url("/send"), "use": "fallback"}),
+                )
+            }
             Kind::Provider(f) => (
                 "PUT",
                 if f.channel() == "sms" {
@@ -111,7 +132,7 @@ impl Sink {
     pub fn set_delay(&self, smtp: &SmtpServer, d: Duration) {
         smtp.set_delay(d);
         match &self.kind {
-            Kind::Http(rx) => rx.set_delay(d),
+            Kind::Http(rx) | Kind::HttpSms(rx) => rx.set_delay(d),
             Kind::Provider(f) => f.rx.set_delay(d),
             _ => {}
         }
@@ -120,7 +141,7 @@ impl Sink {
     /// Messages arrived since the last `drain`.
     pub fn delivered(&self, smtp: &SmtpServer) -> usize {
         match &self.kind {
-            Kind::Http(rx) => rx.requests().len(),
+            Kind::Http(rx) | Kind::HttpSms(rx) => rx.requests().len(),
             Kind::Provider(f) => f.taken().len(),
             _ => smtp.messages().len(),
         }
@@ -129,10 +150,15 @@ impl Sink {
     pub fn drain(&self, smtp: &SmtpServer) {
         smtp.drain();
         match &self.kind {
-            Kind::Http(rx) => rx.clear(),
+            Kind::Http(rx) | Kind::HttpSms(rx) => rx.clear(),
             Kind::Provider(f) => f.clear(),
             _ => {}
         }
+    }
+
+    /// Whether the mints go to phone numbers.
+    pub fn texts(&self) -> bool {
+        matches!(self.kind, Kind::HttpSms(_))
     }
 
     /// The token endpoint's `expires_in` (with `--transport smtp-oauth2`).

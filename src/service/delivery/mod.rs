@@ -85,6 +85,9 @@ struct OutboxInner {
     tokens: oauth2::Tokens,
     /// Background sends running (claimed, not yet settled).
     running: std::sync::atomic::AtomicUsize,
+    /// The window key of each tenant's text messages' first transport, as last seen by
+    /// the sender (claims count that window for the tenant's SMS lane).
+    sms_lanes: Mutex<HashMap<String, String>>,
     /// Where the next claim starts (claims take turns between tenants).
     cursor: Mutex<Option<String>>,
     stopping: AtomicBool,
@@ -119,6 +122,7 @@ impl Outbox {
                 breakers: route::Breakers::default(),
                 tokens: oauth2::Tokens::default(),
                 running: std::sync::atomic::AtomicUsize::new(0),
+                sms_lanes: Mutex::new(HashMap::new()),
                 cursor: Mutex::new(None),
                 stopping: AtomicBool::new(false),
                 stopped: Notify::new(),
@@ -323,13 +327,32 @@ impl Services {
         !transport::route(tenant, channel).is_empty()
     }
 
-    /// The window of a tenant's primary transport (keyed by the tenant: claims count it).
-    fn window(&self, tenant: &Tenant) -> Arc<RelayWindow> {
-        let ceiling = transport::route(tenant, route::Channel::Email)
+    /// The window of the first transport of a tenant's channel, where the sender queues a
+    /// claimed message (claims count it: the email one is keyed by the tenant, the text
+    /// messages' is remembered as the tenant's SMS lane — API.md §17.7).
+    fn lane_window(&self, tenant: &Tenant, channel: route::Channel) -> Arc<RelayWindow> {
+        let routes = transport::route(tenant, channel);
+        let (key, ceiling) = routes
             .first()
-            .filter(|t| t.key() == tenant.id.as_str())
-            .map_or(0, |t| t.ceiling());
-        self.relay_window(tenant.id.as_str(), tenant.smtp_version, ceiling)
+            .map_or((tenant.id.as_str(), 0), |t| (t.key(), t.ceiling()));
+        if channel == route::Channel::Sms {
+            locked(&self.outbox.inner.sms_lanes).insert(tenant.id.to_string(), key.to_string());
+        }
+        self.relay_window(key, tenant.smtp_version, ceiling)
+    }
+
+    /// What each tenant may still start here, per lane, for a claim: email by its primary
+    /// transport's window, text messages by their first transport's.
+    fn lane_caps(&self) -> (HashMap<String, u32>, HashMap<String, u32>) {
+        let free = self.outbox.inner.windows.free();
+        let mut lanes = locked(&self.outbox.inner.sms_lanes);
+        // A lane whose window was let go starts again at the default.
+        lanes.retain(|_, key| free.contains_key(key));
+        let sms = lanes
+            .iter()
+            .filter_map(|(tenant, key)| free.get(key).map(|n| (tenant.clone(), *n)))
+            .collect();
+        (free, sms)
     }
 
     /// The window of a relay by its key (the tenant's id, or its fallback's).

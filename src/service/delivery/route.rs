@@ -170,7 +170,7 @@ impl Services {
         let all_open = routes
             .iter()
             .all(|r| breakers.peek(r.key(), now) == Gate::Open);
-        // The sender queued the message in the tenant's window (the first route's). Unless
+        // The sender queued the message in the window of the channel's first route. Unless
         // that route takes it, the place is held until the attempt ends, so the sender's
         // next claim still counts this message.
         let mut held = ticket;
@@ -180,11 +180,6 @@ impl Services {
         let mut last: Option<DeliveryError> = None;
         for (i, transport) in routes.iter().enumerate() {
             let key = transport.key();
-            let ticket = if i == 0 && key == tenant.id.as_str() {
-                held.take()
-            } else {
-                None
-            };
             let gate = if all_open {
                 Gate::Closed
             } else {
@@ -192,7 +187,6 @@ impl Services {
             };
             if gate == Gate::Open {
                 tracing::debug!(tenant_id = %tenant.id, transport = %transport.name(), "the transport's breaker is open; skipped");
-                held = held.or(ticket);
                 continue;
             }
             let deadline =
@@ -206,6 +200,8 @@ impl Services {
                 Instant::now() + left / 2
             });
             let window = self.relay_window(key, tenant.smtp_version, transport.ceiling());
+            // The queued place is this transport's when the sender queued in its window.
+            let ticket = held.take_if(|t| t.is_of(&window));
             let sent = self
                 .through(
                     job,

@@ -67,12 +67,14 @@ impl Services {
             if self.outbox.stopping() {
                 return;
             }
+            let (caps, sms_caps) = self.lane_caps();
             let req = ClaimRequest {
                 now: self.now(),
                 lease: self.lease(),
+                sms_caps,
                 fair: Fairness {
                     limit: CLAIM_BATCH,
-                    caps: self.outbox.inner.windows.free(),
+                    caps,
                     default_cap: self.settings.load().smtp.initial_connections,
                     skip: self.outbox.held(),
                     after: super::locked(&self.outbox.inner.cursor).clone(),
@@ -119,8 +121,8 @@ impl Services {
                     // Deleted meanwhile: its rows go with it.
                     continue;
                 };
-                // Queued in the window now, so the next claim counts this send.
-                let ticket = self.window(&tenant).queue();
+                // Queued in its channel's window now, so the next claim counts this send.
+                let ticket = self.lane_window(&tenant, job.channel).queue();
                 self.outbox.inner.running.fetch_add(1, Ordering::SeqCst);
                 let running = Running(self.clone());
                 tokio::spawn(async move {

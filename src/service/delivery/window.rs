@@ -143,6 +143,11 @@ pub struct Ticket {
 }
 
 impl Ticket {
+    /// Whether this is a place in `window`.
+    pub fn is_of(&self, window: &Arc<RelayWindow>) -> bool {
+        Arc::ptr_eq(&self.window, window)
+    }
+
     /// Wait for a session, first come first served (callers bound the wait with their
     /// delivery deadline; giving up leaves no trace).
     pub async fn session(mut self) -> Slot {
@@ -267,7 +272,7 @@ impl Windows {
         w
     }
 
-    /// Sessions free per tenant, for a claim.
+    /// Sessions free per window key (a tenant's id: its primary transport's), for a claim.
     pub fn free(&self) -> HashMap<String, u32> {
         self.lock()
             .iter()

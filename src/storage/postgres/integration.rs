@@ -121,6 +121,7 @@ impl IntegrationStore for PgStore {
                 let tx = std::cell::RefCell::new(&mut *tx);
                 plan_claim(
                     &c.fair,
+                    &[((), &c.fair.caps)],
                     |after| {
                         Ok(tx
                             .borrow_mut()
@@ -130,7 +131,7 @@ impl IntegrationStore for PgStore {
                             )?
                             .try_get(0)?)
                     },
-                    |tenant, n| {
+                    |tenant, (), n| {
                         tx.borrow_mut().rows(
                             concat!(
                                 "SELECT e.id FROM webhook_events e \

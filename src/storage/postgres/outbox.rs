@@ -10,9 +10,10 @@ use super::integration::insert_event_in;
 use super::stats::{count_all, count_in};
 use super::{opt_u32, PgStore};
 use crate::domain::keys::TenantId;
+use crate::domain::recipient::Channel;
 use crate::domain::stats::Counted;
 use crate::domain::Millis;
-use crate::storage::cells::{delivery_mode_from, status_from, Cells};
+use crate::storage::cells::{channel_from, delivery_mode_from, status_from, Cells};
 use crate::storage::integration::NewEvent;
 use crate::storage::outbox::{plan_claim, AttemptRecord, SweepCandidate, SweepItem, SWEEP_BATCH};
 use crate::storage::rules::{self, SweepVerdict, GIVING_UP_FAILS_KEY};
@@ -59,6 +60,10 @@ impl OutboxStore for PgStore {
                 let tx = std::cell::RefCell::new(&mut *tx);
                 plan_claim(
                     &c.fair,
+                    &[
+                        (Channel::Email, &c.fair.caps),
+                        (Channel::Sms, &c.sms_caps),
+                    ],
                     |after| {
                         Ok(tx
                             .borrow_mut()
@@ -68,15 +73,16 @@ impl OutboxStore for PgStore {
                             )?
                             .try_get(0)?)
                     },
-                    |tenant, n| {
+                    |tenant, channel, n| {
                         tx.borrow_mut().rows(
                             "SELECT o.key_digest FROM outbox o \
                                  JOIN challenges c ON c.key_digest = o.key_digest JOIN tenants t ON t.id = o.tenant_id \
                                  WHERE o.tenant_id = $1 AND o.due_at <= $2 AND o.leased_by IS NULL \
                                    AND c.delivery_mode = 'async' AND c.status = 'pending' AND c.expires_at > $2 \
                                    AND c.attempts < c.max_attempts AND t.enabled AND NOT t.test \
+                                   AND c.channel = $4 \
                                  ORDER BY o.due_at LIMIT $3 FOR UPDATE OF o SKIP LOCKED",
-                            &[&tenant, &c.now, &i64::from(n)],
+                            &[&tenant, &c.now, &i64::from(n), &channel.as_str()],
                             |r| r.bytes(0),
                         )
                     },
@@ -94,7 +100,7 @@ impl OutboxStore for PgStore {
                     db_now!(),
                     " + $2, leased_by = $3 FROM challenges c \
                      WHERE o.key_digest = ANY($1) AND c.key_digest = o.key_digest \
-                     RETURNING o.key_digest, o.tenant_id, o.recipient, o.payload, o.attempts, c.expires_at, c.delivery_mode"
+                     RETURNING o.key_digest, o.tenant_id, o.recipient, o.payload, o.attempts, c.expires_at, c.delivery_mode, c.channel"
                 ),
                 &[&keys, &c.lease.for_ms, &c.lease.owner],
                 |r| {
@@ -106,6 +112,7 @@ impl OutboxStore for PgStore {
                         attempts: r.count(4)?,
                         expires_at: r.int(5)?,
                         mode: delivery_mode_from(&r.text(6)?)?,
+                        channel: channel_from(&r.text(7)?)?,
                     })
                 },
             )?;

@@ -121,6 +121,7 @@ impl IntegrationStore for SqliteStore {
             let conn = self.conn()?;
             plan_claim(
                 &c.fair,
+                &[((), &c.fair.caps)],
                 |after| {
                     Ok(conn.query_row_cached(
                         "SELECT MIN(tenant_id) FROM webhook_events WHERE status = 'pending' AND tenant_id > ?1",
@@ -128,7 +129,7 @@ impl IntegrationStore for SqliteStore {
                         |r| r.get(0),
                     )?)
                 },
-                |tenant, n| {
+                |tenant, (), n| {
                     conn.rows(
                         "SELECT e.id FROM webhook_events e \
                          WHERE e.tenant_id = ?1 AND e.status = 'pending' AND e.due_at <= ?2 \

@@ -10,9 +10,10 @@ use super::integration::insert_event_in;
 use super::stats::count_in;
 use super::{CachedSql, SqliteStore};
 use crate::domain::keys::TenantId;
+use crate::domain::recipient::Channel;
 use crate::domain::stats::Counted;
 use crate::domain::Millis;
-use crate::storage::cells::{delivery_mode_from, status_from, Cells};
+use crate::storage::cells::{channel_from, delivery_mode_from, status_from, Cells};
 use crate::storage::integration::NewEvent;
 use crate::storage::outbox::{plan_claim, AttemptRecord, SweepCandidate, SweepItem, SWEEP_BATCH};
 use crate::storage::rules::{self, SweepVerdict, GIVING_UP_FAILS_KEY};
@@ -52,6 +53,7 @@ impl OutboxStore for SqliteStore {
             let conn = self.conn()?;
             plan_claim(
                 &c.fair,
+                &[(Channel::Email, &c.fair.caps), (Channel::Sms, &c.sms_caps)],
                 |after| {
                     Ok(conn.query_row_cached(
                         "SELECT MIN(tenant_id) FROM outbox WHERE tenant_id > ?1",
@@ -59,15 +61,16 @@ impl OutboxStore for SqliteStore {
                         |r| r.get(0),
                     )?)
                 },
-                |tenant, n| {
+                |tenant, channel, n| {
                     conn.rows(
                         "SELECT o.key_digest FROM outbox o \
                          JOIN challenges c ON c.key_digest = o.key_digest JOIN tenants t ON t.id = o.tenant_id \
                          WHERE o.tenant_id = ?1 AND o.due_at <= ?2 AND o.leased_by IS NULL \
                            AND c.delivery_mode = 'async' AND c.status = 'pending' AND c.expires_at > ?2 \
                            AND c.attempts < c.max_attempts AND t.enabled = 1 AND t.test = 0 \
+                           AND c.channel = ?4 \
                          ORDER BY o.due_at LIMIT ?3",
-                        params![tenant, c.now, n],
+                        params![tenant, c.now, n, channel.as_str()],
                         |r| r.bytes(0),
                     )
                 },
@@ -97,10 +100,16 @@ impl OutboxStore for SqliteStore {
                 let Some((tenant, recipient, payload, attempts)) = leased else {
                     continue;
                 };
-                let (expires_at, mode) = tx.query_row_cached(
-                    "SELECT expires_at, delivery_mode FROM challenges WHERE key_digest = ?1",
+                let (expires_at, mode, channel) = tx.query_row_cached(
+                    "SELECT expires_at, delivery_mode, channel FROM challenges WHERE key_digest = ?1",
                     [&key],
-                    |r| Ok((r.get::<_, Millis>(0)?, r.get::<_, String>(1)?)),
+                    |r| {
+                        Ok((
+                            r.get::<_, Millis>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                        ))
+                    },
                 )?;
                 jobs.push(OutboxJob {
                     key_digest: key,
@@ -110,6 +119,7 @@ impl OutboxStore for SqliteStore {
                     attempts,
                     expires_at,
                     mode: delivery_mode_from(&mode)?,
+                    channel: channel_from(&channel)?,
                 });
             }
             Ok(jobs)
