@@ -344,6 +344,7 @@ impl Services {
             recipient: email.delivery_address(),
             payload: payload.clone(),
             lease,
+            channel: email.channel(),
         };
         let count = sms_facts.map(|facts| SmsCount {
             tenant: tenant.clone(),

@@ -201,6 +201,7 @@ impl Services {
                     recipient: email.delivery_address(),
                     payload: payload.clone(),
                     lease: (mode == DeliveryMode::Sync).then(|| self.lease()),
+                    channel: email.channel(),
                 },
                 quota: counted.then_some(quota),
             }

@@ -75,14 +75,18 @@ impl Services {
             return store.await;
         };
         let this = self.clone();
-        tokio::spawn(async move {
+        let task = async move {
             let admitted = this.count_sms(count).await?;
             let out = store.await;
             if !kept(&out) {
                 this.release_sms(admitted).await;
             }
             out
-        })
+        };
+        tokio::spawn(tracing::Instrument::instrument(
+            task,
+            tracing::Span::current(),
+        ))
         .await
         .map_err(|e| ServiceError::Internal(format!("counting an SMS failed: {e}")))?
     }

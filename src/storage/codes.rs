@@ -81,6 +81,8 @@ pub struct NewOutbox {
     /// at once; if that instance dies, the sweep records the delivery as `unknown` once the
     /// lease ran out (no background sender ever sends a sync row).
     pub lease: Option<Lease>,
+    /// Its channel: claims take each channel's messages within its own window.
+    pub channel: crate::domain::recipient::Channel,
 }
 
 /// Who holds an outbox row, and for how long from now (on PostgreSQL measured on the

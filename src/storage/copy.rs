@@ -217,6 +217,7 @@ pub const TABLES: &[Table] = &[
             ("maybe_delivered", Bool),
             ("quota_at", Int),
             ("created_at", Int),
+            ("channel", Text),
         ],
         identity: None,
     },

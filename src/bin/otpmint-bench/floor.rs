@@ -77,6 +77,7 @@ pub fn write_floor(store: &Store, tenant: &str, seconds: f64) -> f64 {
                             owner: "write-floor".into(),
                             for_ms: 3_600_000,
                         }),
+                        channel: otpmint::domain::recipient::Channel::Email,
                     };
                     if let Ok(Ok(())) = codes.insert_code(&c, &m, None, now) {
                         done.fetch_add(1, Ordering::Relaxed);

@@ -85,9 +85,9 @@ struct OutboxInner {
     tokens: oauth2::Tokens,
     /// Background sends running (claimed, not yet settled).
     running: std::sync::atomic::AtomicUsize,
-    /// The window key of each tenant's text messages' first transport, as last seen by
-    /// the sender (claims count that window for the tenant's SMS lane).
-    sms_lanes: Mutex<HashMap<String, String>>,
+    /// The window key of the first transport of each tenant's channel, as last seen by the
+    /// sender (claims count that window for the tenant's lane of the channel).
+    lanes: Mutex<HashMap<(String, route::Channel), String>>,
     /// Where the next claim starts (claims take turns between tenants).
     cursor: Mutex<Option<String>>,
     stopping: AtomicBool,
@@ -122,7 +122,7 @@ impl Outbox {
                 breakers: route::Breakers::default(),
                 tokens: oauth2::Tokens::default(),
                 running: std::sync::atomic::AtomicUsize::new(0),
-                sms_lanes: Mutex::new(HashMap::new()),
+                lanes: Mutex::new(HashMap::new()),
                 cursor: Mutex::new(None),
                 stopping: AtomicBool::new(false),
                 stopped: Notify::new(),
@@ -328,31 +328,44 @@ impl Services {
     }
 
     /// The window of the first transport of a tenant's channel, where the sender queues a
-    /// claimed message (claims count it: the email one is keyed by the tenant, the text
-    /// messages' is remembered as the tenant's SMS lane — API.md §17.7).
+    /// claimed message; remembered as the tenant's lane of that channel, whose free places
+    /// cap the next claims (API.md §17.7: a text message never waits in the relay's window).
     fn lane_window(&self, tenant: &Tenant, channel: route::Channel) -> Arc<RelayWindow> {
         let routes = transport::route(tenant, channel);
-        let (key, ceiling) = routes
-            .first()
-            .map_or((tenant.id.as_str(), 0), |t| (t.key(), t.ceiling()));
-        if channel == route::Channel::Sms {
-            locked(&self.outbox.inner.sms_lanes).insert(tenant.id.to_string(), key.to_string());
-        }
-        self.relay_window(key, tenant.smtp_version, ceiling)
+        let Some(first) = routes.first() else {
+            // No transport takes the channel any more: the attempt fails at once.
+            return match channel {
+                route::Channel::Sms => self.lane_window(tenant, route::Channel::Email),
+                route::Channel::Email => {
+                    self.relay_window(tenant.id.as_str(), tenant.smtp_version, 0)
+                }
+            };
+        };
+        locked(&self.outbox.inner.lanes)
+            .insert((tenant.id.to_string(), channel), first.key().to_string());
+        self.relay_window(first.key(), tenant.smtp_version, first.ceiling())
     }
 
-    /// What each tenant may still start here, per lane, for a claim: email by its primary
-    /// transport's window, text messages by their first transport's.
+    /// What each tenant may still start here, per channel, for a claim: the free places of
+    /// the window its lane queues in (a tenant without a lane yet: the claim's default; a
+    /// tenant whose email goes first to its own relay: that window, also when only sync
+    /// mints used it). Text messages and email that share one window (the HTTP transport
+    /// primary for both) may each take its free places: at most twice, for one claim.
     fn lane_caps(&self) -> (HashMap<String, u32>, HashMap<String, u32>) {
         let free = self.outbox.inner.windows.free();
-        let mut lanes = locked(&self.outbox.inner.sms_lanes);
+        let mut lanes = locked(&self.outbox.inner.lanes);
         // A lane whose window was let go starts again at the default.
         lanes.retain(|_, key| free.contains_key(key));
-        let sms = lanes
-            .iter()
-            .filter_map(|(tenant, key)| free.get(key).map(|n| (tenant.clone(), *n)))
-            .collect();
-        (free, sms)
+        let mut email = free.clone();
+        let mut sms = HashMap::new();
+        for ((tenant, channel), key) in lanes.iter() {
+            let Some(n) = free.get(key) else { continue };
+            match channel {
+                route::Channel::Email => email.insert(tenant.clone(), *n),
+                route::Channel::Sms => sms.insert(tenant.clone(), *n),
+            };
+        }
+        (email, sms)
     }
 
     /// The window of a relay by its key (the tenant's id, or its fallback's).

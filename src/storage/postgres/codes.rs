@@ -39,10 +39,10 @@ fn insert_outbox(
 ) -> Result<(), StoreError> {
     tx.execute(
         concat!(
-            "INSERT INTO outbox (key_digest, tenant_id, recipient, payload, due_at, attempts, lease_until, leased_by, quota_at, created_at) \
+            "INSERT INTO outbox (key_digest, tenant_id, recipient, payload, due_at, attempts, lease_until, leased_by, quota_at, created_at, channel) \
              VALUES ($1, $2, $3, $4, $5, 0, ",
             db_now!(),
-            " + $6, $7, $8, $5)"
+            " + $6, $7, $8, $5, $9)"
         ),
         &[
             &key_digest,
@@ -53,6 +53,7 @@ fn insert_outbox(
             &m.lease.as_ref().map(|l| l.for_ms),
             &m.lease.as_ref().map(|l| l.owner.as_str()),
             &counted.then_some(now),
+            &m.channel.as_str(),
         ],
     )?;
     Ok(())

@@ -80,7 +80,7 @@ impl OutboxStore for PgStore {
                                  WHERE o.tenant_id = $1 AND o.due_at <= $2 AND o.leased_by IS NULL \
                                    AND c.delivery_mode = 'async' AND c.status = 'pending' AND c.expires_at > $2 \
                                    AND c.attempts < c.max_attempts AND t.enabled AND NOT t.test \
-                                   AND c.channel = $4 \
+                                   AND o.channel = $4 \
                                  ORDER BY o.due_at LIMIT $3 FOR UPDATE OF o SKIP LOCKED",
                             &[&tenant, &c.now, &i64::from(n), &channel.as_str()],
                             |r| r.bytes(0),
@@ -100,7 +100,7 @@ impl OutboxStore for PgStore {
                     db_now!(),
                     " + $2, leased_by = $3 FROM challenges c \
                      WHERE o.key_digest = ANY($1) AND c.key_digest = o.key_digest \
-                     RETURNING o.key_digest, o.tenant_id, o.recipient, o.payload, o.attempts, c.expires_at, c.delivery_mode, c.channel"
+                     RETURNING o.key_digest, o.tenant_id, o.recipient, o.payload, o.attempts, c.expires_at, c.delivery_mode, o.channel"
                 ),
                 &[&keys, &c.lease.for_ms, &c.lease.owner],
                 |r| {

@@ -102,8 +102,8 @@ fn insert_outbox_in(
     now: Millis,
 ) -> Result<(), StoreError> {
     tx.execute_cached(
-        "INSERT INTO outbox (key_digest, tenant_id, recipient, payload, due_at, attempts, lease_until, leased_by, quota_at, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?5)",
+        "INSERT INTO outbox (key_digest, tenant_id, recipient, payload, due_at, attempts, lease_until, leased_by, quota_at, created_at, channel) \
+         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?5, ?9)",
         params![
             key_digest,
             tenant,
@@ -112,7 +112,8 @@ fn insert_outbox_in(
             now,
             m.lease.as_ref().map(|l| now + l.for_ms),
             m.lease.as_ref().map(|l| l.owner.clone()),
-            counted.then_some(now)
+            counted.then_some(now),
+            m.channel.as_str()
         ],
     )?;
     Ok(())

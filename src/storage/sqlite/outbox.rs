@@ -68,7 +68,7 @@ impl OutboxStore for SqliteStore {
                          WHERE o.tenant_id = ?1 AND o.due_at <= ?2 AND o.leased_by IS NULL \
                            AND c.delivery_mode = 'async' AND c.status = 'pending' AND c.expires_at > ?2 \
                            AND c.attempts < c.max_attempts AND t.enabled = 1 AND t.test = 0 \
-                           AND c.channel = ?4 \
+                           AND o.channel = ?4 \
                          ORDER BY o.due_at LIMIT ?3",
                         params![tenant, c.now, n, channel.as_str()],
                         |r| r.bytes(0),
@@ -93,23 +93,17 @@ impl OutboxStore for SqliteStore {
                        AND EXISTS (SELECT 1 FROM challenges c WHERE c.key_digest = outbox.key_digest \
                          AND c.status = 'pending' AND c.expires_at > ?4 AND c.attempts < c.max_attempts) \
                        AND EXISTS (SELECT 1 FROM tenants t WHERE t.id = outbox.tenant_id AND t.enabled = 1 AND t.test = 0) \
-                     RETURNING tenant_id, recipient, payload, attempts",
+                     RETURNING tenant_id, recipient, payload, attempts, channel",
                     params![key, now + lease.for_ms, lease.owner, now],
-                    |r| Ok((r.text(0)?, r.text(1)?, r.bytes(2)?, r.count(3)?)),
+                    |r| Ok((r.text(0)?, r.text(1)?, r.bytes(2)?, r.count(3)?, r.text(4)?)),
                 )?;
-                let Some((tenant, recipient, payload, attempts)) = leased else {
+                let Some((tenant, recipient, payload, attempts, channel)) = leased else {
                     continue;
                 };
-                let (expires_at, mode, channel) = tx.query_row_cached(
-                    "SELECT expires_at, delivery_mode, channel FROM challenges WHERE key_digest = ?1",
+                let (expires_at, mode) = tx.query_row_cached(
+                    "SELECT expires_at, delivery_mode FROM challenges WHERE key_digest = ?1",
                     [&key],
-                    |r| {
-                        Ok((
-                            r.get::<_, Millis>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, String>(2)?,
-                        ))
-                    },
+                    |r| Ok((r.get::<_, Millis>(0)?, r.get::<_, String>(1)?)),
                 )?;
                 jobs.push(OutboxJob {
                     key_digest: key,
