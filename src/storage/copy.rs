@@ -337,6 +337,7 @@ pub const TABLES: &[Table] = &[
             ("range_prefix", Text),
             ("country", Text),
             ("at", Int),
+            ("verified", Bool),
         ],
         identity: None,
     },

@@ -77,7 +77,8 @@ pub trait SmsGuardStore {
     fn release_sms(&self, key_digest: &[u8], at: Millis) -> Result<(), StoreError>;
 }
 
-/// A limit's refusal from the count in the hour and the oldest send counted.
+/// A limit's refusal from the count in the hour (at most the limit) and the oldest send
+/// counted (the limit-th newest: when it leaves the hour, there is room again).
 pub(crate) fn over(limit: u32, count: i64, oldest: Option<Millis>, now: Millis) -> Option<Millis> {
     (limit > 0 && count >= i64::from(limit))
         .then(|| oldest.map_or(HOUR_MS, |o| (o + HOUR_MS - now).clamp(1000, HOUR_MS)))
@@ -87,17 +88,23 @@ pub(crate) fn over(limit: u32, count: i64, oldest: Option<Millis>, now: Millis) 
 pub(crate) mod sql {
     pub const TRUSTED: &str = "SELECT EXISTS(SELECT 1 FROM sms_trusted \
          WHERE tenant_id = $1 AND phone = $2 AND verified_at >= $3)";
-    pub const IN_RANGE: &str = "SELECT COUNT(*), MIN(at) FROM sms_sends \
-         WHERE tenant_id = $1 AND range_prefix = $2 AND at > $3";
-    /// SMS to the country whose code was not verified (a purged code counts as unverified).
-    pub const UNVERIFIED_IN_COUNTRY: &str = "SELECT COUNT(*), MIN(s.at) FROM sms_sends s \
-         LEFT JOIN challenges c ON c.key_digest = s.key_digest \
-         WHERE s.tenant_id = $1 AND s.country = $2 AND s.at > $3 \
-           AND (c.status IS NULL OR c.status <> 'verified')";
+    /// The newest SMS to the range in the hour, at most `$4` (the limit: counting past it
+    /// tells nothing more, and the limit-th newest says when the range has room again).
+    pub const IN_RANGE: &str = "SELECT COUNT(*), MIN(at) FROM (SELECT at FROM sms_sends \
+         WHERE tenant_id = $1 AND range_prefix = $2 AND at > $3 ORDER BY at DESC LIMIT $4) recent";
+    /// The newest SMS to the country whose code was not verified (marked by the verify; a
+    /// code purged unverified stays unverified), at most `$4`, as above.
+    pub const UNVERIFIED_IN_COUNTRY: &str =
+        "SELECT COUNT(*), MIN(at) FROM (SELECT at FROM sms_sends \
+         WHERE tenant_id = $1 AND country = $2 AND at > $3 AND NOT verified \
+         ORDER BY at DESC LIMIT $4) recent";
     pub const INSERT: &str =
         "INSERT INTO sms_sends (tenant_id, key_digest, range_prefix, country, at) \
          VALUES ($1, $2, $3, $4, $5)";
     pub const RELEASE: &str = "DELETE FROM sms_sends WHERE key_digest = $1 AND at = $2";
+    /// A verified SMS code's send leaves the unverified count (`$1` its key digest); run in
+    /// the verify's own transaction.
+    pub const VERIFIED: &str = "UPDATE sms_sends SET verified = TRUE WHERE key_digest = $1";
     /// A verified SMS code trusts its number (`$1` the code's key digest, `$2` now); run in
     /// the verify's own transaction.
     pub const TRUST: &str = "INSERT INTO sms_trusted (tenant_id, phone, verified_at) \

@@ -143,7 +143,7 @@ pub async fn start_server(
     let conf = format!(
         "[server]\nbind = \"127.0.0.1:{port}\"\n[admin]\ntoken = \"{ADMIN}\"\n[registration]\nmode = \"admin\"\n\
          [hashing]\n{hashing}\n\
-         [limits]\nper_ip_per_second = 1000000\nper_ip_burst = 1000000\nrecipient_max_sends = 1000\ntenant_max_sends_per_hour = 100000000\nrecipient_max_failures = 100000\nsms_range_per_hour = 1000000\nsms_unverified_per_country_per_hour = 100000000\n\
+         [limits]\nper_ip_per_second = 1000000\nper_ip_burst = 1000000\nrecipient_max_sends = 1000\ntenant_max_sends_per_hour = 100000000\nrecipient_max_failures = 100000\nsms_range_per_hour = 1000000\nsms_unverified_per_country_per_hour = 1000000\n\
          [compat]\nmax_attempts = 20\n[webhooks]\nallow_private_hosts = true\nallow_plaintext = true\n{webhooks}\
          [smtp]\nallow_private_hosts = true\n{pool}allowed_ports = [{}]\nextra_root_certificates = [\"{}\"]\n{database}",
         smtp.port,

@@ -369,6 +369,7 @@ impl CodeStore for PgStore {
             }
             // A number that verified is trusted by the SMS guard (API.md §17.1).
             tx.execute(crate::storage::sms_guard::sql::TRUST, &[&key_digest, &now])?;
+            tx.execute(crate::storage::sms_guard::sql::VERIFIED, &[&key_digest])?;
             count_in(tx, &t, Counted::Verified(verify_secs(t.created_at, now)))?;
             Ok(true)
         })

@@ -28,14 +28,25 @@ impl SmsGuardStore for PgStore {
             lock_all(tx, &[lock_key("sms", &[t])])?;
             let from = now - HOUR_MS;
             if l.range_per_hour > 0 {
-                let row = tx.query_one(sql::IN_RANGE, &[&t, &s.range, &from])?;
+                let row = tx.query_one(
+                    sql::IN_RANGE,
+                    &[&t, &s.range, &from, &i64::from(l.range_per_hour)],
+                )?;
                 let (n, oldest): (i64, Option<Millis>) = (row.try_get(0)?, row.try_get(1)?);
                 if let Some(retry_after_ms) = over(l.range_per_hour, n, oldest, now) {
                     return Ok(Err(SmsVelocityRefusal::Range { retry_after_ms }));
                 }
             }
             if l.unverified_per_country_per_hour > 0 {
-                let row = tx.query_one(sql::UNVERIFIED_IN_COUNTRY, &[&t, &s.country, &from])?;
+                let row = tx.query_one(
+                    sql::UNVERIFIED_IN_COUNTRY,
+                    &[
+                        &t,
+                        &s.country,
+                        &from,
+                        &i64::from(l.unverified_per_country_per_hour),
+                    ],
+                )?;
                 let (n, oldest): (i64, Option<Millis>) = (row.try_get(0)?, row.try_get(1)?);
                 if let Some(retry_after_ms) =
                     over(l.unverified_per_country_per_hour, n, oldest, now)

@@ -392,6 +392,12 @@ impl CodeStore for SqliteStore {
                     &crate::storage::tenants::sqlite_placeholders(crate::storage::sms_guard::sql::TRUST),
                     params![key_digest, now],
                 )?;
+                conn.execute_cached(
+                    &crate::storage::tenants::sqlite_placeholders(
+                        crate::storage::sms_guard::sql::VERIFIED,
+                    ),
+                    params![key_digest],
+                )?;
             }
             Ok(n == 1)
         })

@@ -31,10 +31,11 @@ impl SmsGuardStore for SqliteStore {
             }
             let from = now - HOUR_MS;
             if l.range_per_hour > 0 {
-                let (n, oldest): (i64, Option<Millis>) =
-                    tx.query_row_cached(&q(sql::IN_RANGE), params![t, s.range, from], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })?;
+                let (n, oldest): (i64, Option<Millis>) = tx.query_row_cached(
+                    &q(sql::IN_RANGE),
+                    params![t, s.range, from, l.range_per_hour],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
                 if let Some(retry_after_ms) = over(l.range_per_hour, n, oldest, now) {
                     return Ok(Err(SmsVelocityRefusal::Range { retry_after_ms }));
                 }
@@ -42,7 +43,7 @@ impl SmsGuardStore for SqliteStore {
             if l.unverified_per_country_per_hour > 0 {
                 let (n, oldest): (i64, Option<Millis>) = tx.query_row_cached(
                     &q(sql::UNVERIFIED_IN_COUNTRY),
-                    params![t, s.country, from],
+                    params![t, s.country, from, l.unverified_per_country_per_hour],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )?;
                 if let Some(retry_after_ms) =
