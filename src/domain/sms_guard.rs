@@ -266,6 +266,69 @@ mod tests {
         }
     }
 
+    /// libphonenumber's own example number of each type, in every country whose metadata
+    /// has one: the types §17.1 refuses are refused, those it texts pass.
+    #[test]
+    fn every_type_the_contract_refuses_is_refused_by_libphonenumbers_own_examples() {
+        use phonenumber::metadata::{Descriptor, Descriptors};
+        type Of = fn(&Descriptors) -> Option<&Descriptor>;
+        let refused: [(&str, Of); 6] = [
+            ("premium rate", Descriptors::premium_rate),
+            ("shared cost", Descriptors::shared_cost),
+            ("UAN", Descriptors::uan),
+            ("voicemail", Descriptors::voicemail),
+            ("pager", Descriptors::pager),
+            ("personal number", Descriptors::personal_number),
+        ];
+        let texted: [(&str, Of); 2] = [
+            ("mobile", Descriptors::mobile),
+            ("toll free", Descriptors::toll_free),
+        ];
+        let countries = [
+            "GB", "FR", "DE", "IT", "ES", "NL", "BE", "AT", "CH", "US", "IN", "BR", "AU", "JP",
+        ];
+        let mut checked = std::collections::BTreeMap::<&str, usize>::new();
+        for id in countries {
+            let meta = DATABASE.by_id(id).unwrap();
+            let settings = allowing(&[id]);
+            let example = |of: Of| {
+                of(meta.descriptors())
+                    .and_then(|d| d.example())
+                    .map(|e| format!("+{}{e}", meta.country_code()))
+            };
+            for (what, of) in refused {
+                let Some(n) = example(of) else { continue };
+                let facts = NumberFacts::of(&n);
+                // An example another type's pattern also takes is that type's, not this one's.
+                if facts.kind != NumberKind::Refused {
+                    continue;
+                }
+                assert_eq!(
+                    screen(&settings, &facts),
+                    Err(Screened::NumberNotAllowed),
+                    "{what} {n}"
+                );
+                *checked.entry(what).or_default() += 1;
+            }
+            for (what, of) in texted {
+                let Some(n) = example(of) else { continue };
+                assert_eq!(
+                    screen(&settings, &NumberFacts::of(&n)),
+                    Ok(()),
+                    "{what} {n}"
+                );
+                *checked.entry(what).or_default() += 1;
+            }
+        }
+        // Each type was met in some country's examples.
+        for (what, _) in refused.iter().chain(texted.iter()) {
+            assert!(
+                checked.get(what).copied().unwrap_or(0) > 0,
+                "no example of {what}: {checked:?}"
+            );
+        }
+    }
+
     #[test]
     fn fixed_line_numbers_pass_only_when_the_tenant_allows_them() {
         // Berlin.

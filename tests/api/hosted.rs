@@ -1007,3 +1007,47 @@ async fn under_open_registration_pages_wait_for_the_admins_approval() {
         (StatusCode::CREATED, &json!(true))
     );
 }
+
+/// The pages' CSRF cookie is a `__Host-` cookie whose value the server chose: a planted one
+/// is replaced, and a form posted with it does nothing (API.md §17.5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hosted_page_cookie_is_a_host_cookie_the_server_chose() {
+    let (app, sk) = hosted_app("https://app.example.com").await;
+    let (id, _) = open_session(&app, &sk, json!({"return_url": RETURN})).await;
+    let mut b = Browser::new(&app);
+    let (s, h, html) = b.get(&format!("/h/{id}")).await;
+    assert_eq!(s, StatusCode::OK);
+    let set = h[header::SET_COOKIE].to_str().unwrap().to_string();
+    assert!(set.starts_with("__Host-otpmint_hosted="), "{set}");
+    assert!(
+        set.contains("; Path=/;") && !set.contains("Domain="),
+        "{set}"
+    );
+    assert!(set.contains("; Secure"), "{set}");
+    let issued = b.cookie.clone().unwrap();
+    let send = unescape(attr(&html, "<form method=\"post\" action=\""));
+
+    // A planted value is replaced by one the server chose …
+    let planted = "__Host-otpmint_hosted=attacker-chosen-value".to_string();
+    b.cookie = Some(planted.clone());
+    let (s, _, html) = b.get(&format!("/h/{id}")).await;
+    assert_eq!(s, StatusCode::OK);
+    let fresh = b.cookie.clone().unwrap();
+    assert_ne!(fresh, planted);
+    assert_ne!(fresh, issued);
+    let csrf = attr(&html, "name=\"csrf\" value=\"").to_string();
+    // … and a form posted with the planted value, even with the page's token, does nothing.
+    let mut planter = Browser::new(&app);
+    planter.cookie = Some(planted);
+    let (s, _, _) = planter
+        .post(&send, &[("csrf", &csrf), ("email", "ada@example.com")])
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(app.smtp.messages().is_empty());
+    // With the cookie the page set, the code goes out.
+    let (s, _, _) = b
+        .post(&send, &[("csrf", &csrf), ("email", "ada@example.com")])
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    app.smtp.wait_for("ada@example.com", 1).await;
+}
