@@ -265,8 +265,6 @@ pub struct Services {
     pub(crate) hooks: webhooks::Hooks,
     /// Each tenant's test recipients, by `test_version`.
     pub(crate) test_lists: test_mode::TestLists,
-    /// Provider events waiting to be written together.
-    pub(crate) event_batch: provider_events::EventBatch,
 }
 
 impl Services {

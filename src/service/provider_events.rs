@@ -41,27 +41,6 @@ fn refused(r: Refused) -> ServiceError {
     }
 }
 
-/// How long the first event of a batch waits for others: a burst of events is written in
-/// a few transactions, not one each (each commit is a durable write of its pages).
-const BATCH_LINGER: Duration = Duration::from_millis(10);
-/// Events written in one transaction at most.
-const BATCH_MAX: usize = 256;
-
-type Waiter = tokio::sync::oneshot::Sender<Result<bool, String>>;
-
-/// Events verified and waiting to be written together, each with whoever waits for it.
-#[derive(Clone, Default)]
-pub(crate) struct EventBatch {
-    pending: std::sync::Arc<Mutex<Vec<(EventEffect, Waiter)>>>,
-}
-
-impl EventBatch {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(EventEffect, Waiter)>> {
-        // A list, consistent after every statement.
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
 /// What a request of events did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct EventsApplied {
@@ -190,7 +169,7 @@ impl Services {
             },
         );
         let raised = effect.webhook.is_some();
-        let applied = self.apply_batched(effect).await?;
+        let applied = self.write(move |s| s.apply_provider_event(&effect)).await?;
         if applied {
             crate::metrics::inc(|m| &m.provider_events, &[kind.as_str(), reason.as_str()]);
             if raised {
@@ -198,65 +177,6 @@ impl Services {
             }
         }
         Ok(applied)
-    }
-
-    /// Write an event's effect with the others of the next few milliseconds, in one
-    /// transaction, and answer once it is durable. The first event of a batch leads it, on a
-    /// task of its own (a request that goes away does not strand the others).
-    async fn apply_batched(&self, effect: EventEffect) -> Result<bool, ServiceError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let lead = {
-            let mut pending = self.event_batch.lock();
-            pending.push((effect, tx));
-            pending.len() == 1
-        };
-        if lead {
-            let this = self.clone();
-            let task = async move {
-                tokio::time::sleep(BATCH_LINGER).await;
-                loop {
-                    let mut batch: Vec<(EventEffect, Waiter)> = {
-                        let mut pending = this.event_batch.lock();
-                        let n = pending.len().min(BATCH_MAX);
-                        pending.drain(..n).collect()
-                    };
-                    if batch.is_empty() {
-                        return;
-                    }
-                    // One order for every batch (PostgreSQL takes row locks as it goes).
-                    batch.sort_by(|a, b| {
-                        (a.0.tenant.as_str(), &a.0.suppression.recipient)
-                            .cmp(&(b.0.tenant.as_str(), &b.0.suppression.recipient))
-                    });
-                    let (effects, waiters): (Vec<EventEffect>, Vec<Waiter>) =
-                        batch.into_iter().unzip();
-                    match this.write(move |s| s.apply_provider_events(&effects)).await {
-                        Ok(applied) => {
-                            for (w, a) in waiters.into_iter().zip(applied) {
-                                let _ = w.send(Ok(a));
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, events = waiters.len(), "writing provider events failed");
-                            for w in waiters {
-                                let _ = w.send(Err(e.to_string()));
-                            }
-                        }
-                    }
-                }
-            };
-            tokio::spawn(tracing::Instrument::instrument(
-                task,
-                tracing::Span::current(),
-            ));
-        }
-        match rx.await {
-            Ok(Ok(applied)) => Ok(applied),
-            Ok(Err(e)) => Err(ServiceError::Unavailable(e)),
-            Err(_) => Err(ServiceError::Unavailable(
-                "the provider events' batch was dropped".into(),
-            )),
-        }
     }
 
     /// An SNS message verified with its certificate: SES's events of a notification, or

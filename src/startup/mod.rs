@@ -166,7 +166,6 @@ pub fn build_services(settings: Settings, clock: Arc<dyn Clock>) -> Result<Servi
         templates: crate::service::templates::TemplateCache::default(),
         hooks: crate::service::webhooks::Hooks::new(hooks, max_webhooks),
         test_lists: crate::service::test_mode::TestLists::default(),
-        event_batch: crate::service::provider_events::EventBatch::default(),
     })
 }
 

@@ -47,9 +47,8 @@ pub trait ProviderEventStore {
         event_id: &str,
         now: Millis,
     ) -> Result<bool, StoreError>;
-    /// Apply hard bounces and complaints, each once (`false`: seen before, nothing changed
-    /// for it), in one transaction: all of them or none.
-    fn apply_provider_events(&self, effects: &[EventEffect]) -> Result<Vec<bool>, StoreError>;
+    /// Apply a hard bounce or complaint once (`false`: seen before, nothing changed).
+    fn apply_provider_event(&self, e: &EventEffect) -> Result<bool, StoreError>;
     /// The first value recorded under `provider` for the tenant (a pinned SNS topic).
     fn provider_pin(&self, tenant: &TenantId, provider: &str)
         -> Result<Option<String>, StoreError>;

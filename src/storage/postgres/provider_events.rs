@@ -27,51 +27,46 @@ impl ProviderEventStore for PgStore {
             == 1)
     }
 
-    fn apply_provider_events(&self, effects: &[EventEffect]) -> Result<Vec<bool>, StoreError> {
+    fn apply_provider_event(&self, e: &EventEffect) -> Result<bool, StoreError> {
+        let t = e.tenant.as_str();
         self.tx(|tx| {
-            let mut applied = Vec::with_capacity(effects.len());
-            for e in effects {
-                let t = e.tenant.as_str();
-                if tx.execute(sql::SEEN, &[&t, &e.provider, &e.event_id, &e.now])? == 0 {
-                    applied.push(false);
-                    continue;
-                }
-                let s = &e.suppression;
-                if tx.execute(
-                    sup::INSERT,
-                    &[
-                        &t,
-                        &s.recipient,
-                        &s.reason.as_str(),
-                        &s.source,
-                        &s.created_at,
-                    ],
-                )? == 1
-                {
-                    tx.execute(sup::COUNT_UP, &[&t])?;
-                }
-                let tallies = match &e.message_id {
-                    Some(m) => tx.rows(&sql::mark_bounced(), &[&t, m], |r| tally_from(r, 0))?,
-                    None => Vec::new(),
-                };
-                match tallies.first() {
-                    Some(tally) => count_in(tx, tally, e.counted)?,
-                    None => bump_in(
-                        tx,
-                        &Bump {
-                            tenant: t,
-                            created_at: e.now,
-                            dims: &CodeDims::of("", None, "email", &s.recipient),
-                            what: e.counted,
-                        },
-                    )?,
-                }
-                if let Some(ev) = &e.webhook {
-                    insert_event_in(tx, ev)?;
-                }
-                applied.push(true);
+            if tx.execute(sql::SEEN, &[&t, &e.provider, &e.event_id, &e.now])? == 0 {
+                return Ok(false);
             }
-            Ok(applied)
+            let s = &e.suppression;
+            if tx.execute(
+                sup::INSERT,
+                &[
+                    &t,
+                    &s.recipient,
+                    &s.reason.as_str(),
+                    &s.source,
+                    &s.created_at,
+                ],
+            )? == 1
+            {
+                tx.execute(sup::COUNT_UP, &[&t])?;
+            }
+            let tallies = match &e.message_id {
+                Some(m) => tx.rows(&sql::mark_bounced(), &[&t, m], |r| tally_from(r, 0))?,
+                None => Vec::new(),
+            };
+            match tallies.first() {
+                Some(tally) => count_in(tx, tally, e.counted)?,
+                None => bump_in(
+                    tx,
+                    &Bump {
+                        tenant: t,
+                        created_at: e.now,
+                        dims: &CodeDims::of("", None, "email", &s.recipient),
+                        what: e.counted,
+                    },
+                )?,
+            }
+            if let Some(ev) = &e.webhook {
+                insert_event_in(tx, ev)?;
+            }
+            Ok(true)
         })
     }
 

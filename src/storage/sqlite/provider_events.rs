@@ -29,49 +29,43 @@ impl ProviderEventStore for SqliteStore {
         })
     }
 
-    fn apply_provider_events(&self, effects: &[EventEffect]) -> Result<Vec<bool>, StoreError> {
-        let effects = effects.to_vec();
+    fn apply_provider_event(&self, e: &EventEffect) -> Result<bool, StoreError> {
+        let e = e.clone();
         self.writer.write(move |tx| {
-            let mut applied = Vec::with_capacity(effects.len());
-            for e in &effects {
-                let t = e.tenant.as_str();
-                if tx.execute_cached(&q(sql::SEEN), params![t, e.provider, e.event_id, e.now])? == 0
-                {
-                    applied.push(false);
-                    continue;
-                }
-                let s = &e.suppression;
-                if tx.execute_cached(
-                    &q(sup::INSERT),
-                    params![t, s.recipient, s.reason.as_str(), s.source, s.created_at],
-                )? == 1
-                {
-                    tx.execute_cached(&q(sup::COUNT_UP), [t])?;
-                }
-                let tallies = match &e.message_id {
-                    Some(m) => tx.rows(&q(&sql::mark_bounced()), params![t, m], |r| {
-                        tally_from(r, 0)
-                    })?,
-                    None => Vec::new(),
-                };
-                match tallies.first() {
-                    Some(tally) => count_in(tx, tally, e.counted)?,
-                    None => bump_in(
-                        tx,
-                        &Bump {
-                            tenant: t,
-                            created_at: e.now,
-                            dims: &CodeDims::of("", None, "email", &s.recipient),
-                            what: e.counted,
-                        },
-                    )?,
-                }
-                if let Some(ev) = &e.webhook {
-                    insert_event_in(tx, ev)?;
-                }
-                applied.push(true);
+            let t = e.tenant.as_str();
+            if tx.execute_cached(&q(sql::SEEN), params![t, e.provider, e.event_id, e.now])? == 0 {
+                return Ok(false);
             }
-            Ok(applied)
+            let s = &e.suppression;
+            if tx.execute_cached(
+                &q(sup::INSERT),
+                params![t, s.recipient, s.reason.as_str(), s.source, s.created_at],
+            )? == 1
+            {
+                tx.execute_cached(&q(sup::COUNT_UP), [t])?;
+            }
+            let tallies = match &e.message_id {
+                Some(m) => tx.rows(&q(&sql::mark_bounced()), params![t, m], |r| {
+                    tally_from(r, 0)
+                })?,
+                None => Vec::new(),
+            };
+            match tallies.first() {
+                Some(tally) => count_in(tx, tally, e.counted)?,
+                None => bump_in(
+                    tx,
+                    &Bump {
+                        tenant: t,
+                        created_at: e.now,
+                        dims: &CodeDims::of("", None, "email", &s.recipient),
+                        what: e.counted,
+                    },
+                )?,
+            }
+            if let Some(ev) = &e.webhook {
+                insert_event_in(tx, ev)?;
+            }
+            Ok(true)
         })
     }
 
