@@ -196,6 +196,30 @@ async fn sign_in_on_the_pages(javascript: bool, locale: &str, shots: bool) {
         .unwrap();
     assert_eq!(v["status"], "verified", "{v}");
     c.close().await.unwrap();
+
+    // Another browser (a fresh profile: no cookie of the one that finished) sees that the
+    // sign-in is complete and is sent nowhere (API.md §17.2).
+    let went_back = back.requests().len();
+    let (_driver2, other) = browser(javascript).await;
+    other.goto(&format!("{}/h/{id}", app.addr)).await.unwrap();
+    let page = other
+        .find(Locator::Css("body"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let here = other.current_url().await.unwrap();
+    assert!(here.path().ends_with(&format!("/h/{id}")), "{here}");
+    assert!(
+        !page.contains("ada@example.com") && !page.is_empty(),
+        "{page}"
+    );
+    assert!(other.find(Locator::Id("email")).await.is_err());
+    assert!(other.find(Locator::Id("code")).await.is_err());
+    assert_eq!(back.requests().len(), went_back, "nobody else went back");
+    other.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
