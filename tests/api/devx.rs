@@ -15,11 +15,6 @@ fn at(app: &TestApp, secs: i64) -> String {
     otpmint::clock::rfc3339(otpmint::clock::Clock::now(app.clock.as_ref()) + secs * 1000)
 }
 
-async fn body(r: reqwest::Response) -> (StatusCode, Value) {
-    let s = r.status();
-    (s, r.json().await.unwrap_or(Value::Null))
-}
-
 async fn put_list(app: &TestApp, sk: &str, list: Value) -> (StatusCode, Value) {
     body(
         app.put(

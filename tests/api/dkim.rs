@@ -14,7 +14,6 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::helpers::*;
-use crate::http_transport::body;
 use otpmint::testkit::dns::DnsServer;
 
 async fn app_with_dns(dns: &DnsServer) -> TestApp {

@@ -13,6 +13,26 @@ use serde_json::{json, Value};
 
 use crate::smtp::{SmtpServer, SMTP_PASS, SMTP_USER};
 
+/// `OTPMINT_TEST_LOG=<filter>` (`debug`, `otpmint=trace`, …): the servers' logs go to the
+/// test's output, which `cargo test` shows for a failing test (README.md, "Two commands").
+fn logs_if_asked() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("OTPMINT_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// An answer's status and its JSON body (`null` when it has none).
+pub async fn body(r: Response) -> (StatusCode, Value) {
+    let s = r.status();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
 pub const ADMIN: &str = "test-admin-token-0123456789";
 
 pub struct TestApp {
@@ -67,6 +87,7 @@ pub async fn start(
     dir: tempfile::TempDir,
     clock: Arc<ManualClock>,
 ) -> TestApp {
+    logs_if_asked();
     let app = Application::build_with_clock(settings.clone(), clock.clone()).expect("app builds");
     let port = app.port();
     let handle = app.handle();

@@ -9,11 +9,6 @@ use crate::helpers::*;
 
 const RETURN: &str = "https://app.example.com/back";
 
-async fn body(r: reqwest::Response) -> (StatusCode, Value) {
-    let s = r.status();
-    (s, r.json().await.unwrap_or(Value::Null))
-}
-
 pub(crate) async fn hosted_app(return_prefix: &str) -> (TestApp, String) {
     let app = spawn_app_with(|s| s.server.public_url = "http://localhost:8080".into()).await;
     let (_, sk) = app.tenant().await;

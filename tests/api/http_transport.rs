@@ -13,11 +13,6 @@ use crate::helpers::*;
 use crate::smtp::Mode;
 use otpmint::testkit::http::{HttpReceiver, Request};
 
-pub(crate) async fn body(r: reqwest::Response) -> (StatusCode, Value) {
-    let s = r.status();
-    (s, r.json().await.unwrap_or(Value::Null))
-}
-
 /// An app whose outbound HTTP trusts the receiver's CA and may reach loopback.
 pub(crate) async fn app_for(rx: &HttpReceiver) -> TestApp {
     let ca = rx.ca_path.clone();

@@ -12,11 +12,6 @@ use crate::helpers::*;
 use crate::smtp::{SMTP_PASS, SMTP_USER};
 use otpmint::testkit::oauth2::{TokenMode, TokenServer, CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN};
 
-async fn body(r: reqwest::Response) -> (StatusCode, Value) {
-    let s = r.status();
-    (s, r.json().await.unwrap_or(Value::Null))
-}
-
 /// An app that trusts the token endpoint's CA and may reach it on loopback, and a token
 /// endpoint whose tokens the SMTP server takes.
 async fn setup() -> (TestApp, TokenServer) {

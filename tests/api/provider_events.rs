@@ -11,7 +11,6 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
-use crate::http_transport::body;
 use otpmint::testkit::http::{HttpReceiver, Reply};
 use otpmint::testkit::provider_events::{
     basic, mailgun_body, resend_headers, sns_message, SendgridKey, SNS_TEST_CERT,

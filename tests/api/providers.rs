@@ -18,11 +18,6 @@ pub(crate) const KINDS: [&str; 7] = [
     "postmark", "resend", "sendgrid", "mailgun", "ses", "twilio", "vonage",
 ];
 
-async fn body(r: reqwest::Response) -> (StatusCode, Value) {
-    let s = r.status();
-    (s, r.json().await.unwrap_or(Value::Null))
-}
-
 /// An app whose providers' base URLs point at these fakes (the operator's override) and
 /// whose outbound HTTP trusts their CAs and may reach loopback.
 pub(crate) async fn app_with(fakes: &[&FakeProvider], extra: &[&HttpReceiver]) -> TestApp {

@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
-use crate::http_transport::{app_for, body, code_in, put_http, signed_with, status_of};
+use crate::http_transport::{app_for, code_in, put_http, signed_with, status_of};
 use otpmint::testkit::http::HttpReceiver;
 
 const PHONE: &str = "+4915112345678";

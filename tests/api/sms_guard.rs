@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
-use crate::http_transport::{body, code_in, put_http};
+use crate::http_transport::{code_in, put_http};
 use otpmint::testkit::http::HttpReceiver;
 
 const MOBILE_DE: &str = "+4915112345678";

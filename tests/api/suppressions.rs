@@ -9,11 +9,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-async fn body(r: reqwest::Response) -> (StatusCode, Value) {
-    let s = r.status();
-    (s, r.json().await.unwrap_or(Value::Null))
-}
-
 async fn suppress(app: &TestApp, sk: &str, recipient: &str) -> (StatusCode, Value) {
     body(
         app.post(

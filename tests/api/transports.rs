@@ -9,11 +9,6 @@ use crate::helpers::*;
 use crate::smtp::{SmtpServer, SMTP_PASS, SMTP_USER};
 use otpmint::testkit::smtp::Mode;
 
-async fn body(r: reqwest::Response) -> (StatusCode, Value) {
-    let s = r.status();
-    (s, r.json().await.unwrap_or(Value::Null))
-}
-
 /// The app (its own relay as `smtp`) and a second relay it may use, trusted and allowed.
 async fn app_with_fallback(
     tweak: impl FnOnce(&mut otpmint::config::Settings),
