@@ -13,7 +13,7 @@ use super::{print_columns, service_msg, CliError};
 use crate::clock::rfc3339;
 use crate::domain::policy::PolicyPatch;
 use crate::domain::tenant::{Origin, TlsMode};
-use crate::routes::v1::tenant_json;
+use crate::routes::tenants::tenant_json;
 use crate::service::tenants::{NewTenant, SmtpInput, TenantPatch};
 use crate::service::Services;
 

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use super::auth::{optional_json_body, TenantAuth};
 use super::dto::{problems, Problem};
 use super::error::ApiError;
-use super::v1::{json, no_store};
+use super::respond::{json, no_store};
 use super::AppState;
 use crate::clock::rfc3339;
 

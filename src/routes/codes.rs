@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use super::auth::{bearer, json_body, json_bytes, parse_json, TenantAuth};
 use super::dto::*;
 use super::error::ApiError;
-use super::v1::{json, no_store, parse_delivery, parse_locale};
+use super::respond::{json, no_store, parse_delivery, parse_locale};
 use super::AppState;
 use crate::clock::rfc3339;
 use crate::domain::claim::CodeChallenge;

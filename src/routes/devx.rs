@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use super::auth::{json_body, AdminAuth, TenantAuth};
 use super::dto::problems;
 use super::error::ApiError;
-use super::v1::{json, no_store};
+use super::respond::{json, no_store};
 use super::AppState;
 use crate::clock::rfc3339;
 use crate::domain::keys::TenantId;

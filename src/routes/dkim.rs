@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use super::auth::{json_body, TenantAuth};
 use super::dto::{problems, Problem};
 use super::error::ApiError;
-use super::v1::json;
+use super::respond::json;
 use super::AppState;
 use crate::clock::rfc3339;
 use crate::domain::dkim::{signing_key, DkimAlgorithm, DkimKey};
@@ -203,7 +203,7 @@ impl From<crate::service::domain_check::DomainCheck> for DomainCheckOut {
 pub async fn domain_check(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
     let c = st.services.check_domain(t.0.id.as_str()).await?;
     Ok(json(
-        super::v1::no_store(HttpResponse::Ok()),
+        super::respond::no_store(HttpResponse::Ok()),
         &DomainCheckOut::from(c),
     ))
 }

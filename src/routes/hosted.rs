@@ -12,7 +12,7 @@ use super::auth::{json_body, read_body_up_to, TenantAuth};
 use super::dto::{problems, Problem};
 use super::error::ApiError;
 use super::page_kit;
-use super::v1::json;
+use super::respond::json;
 use super::AppState;
 use crate::clock::rfc3339;
 use crate::domain::email::mask;
@@ -128,7 +128,7 @@ pub async fn open(
 pub async fn outcome(t: TenantAuth, st: web::Data<AppState>, id: web::Path<String>) -> ApiResult {
     let o = st.services.hosted_outcome(&t.0, &id).await?;
     Ok(json(
-        super::v1::no_store(HttpResponse::Ok()),
+        super::respond::no_store(HttpResponse::Ok()),
         &HostedStatusOut {
             status: o.status.to_string(),
             email: o.email,

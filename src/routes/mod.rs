@@ -16,11 +16,13 @@ pub mod ops;
 mod page_kit;
 pub mod provider_events;
 pub mod providers;
+pub(crate) mod respond;
 pub(crate) mod strict;
 pub mod suppressions;
 pub mod templates;
+pub mod tenant_bodies;
+pub mod tenants;
 pub mod transport;
-pub mod v1;
 pub mod webhooks;
 
 use std::time::Instant;
@@ -268,16 +270,16 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
     .service(r("/openapi.json").route(web::get().to(ops::openapi)))
     .service(
         r("/v1/tenants")
-            .route(web::post().to(v1::create_tenant))
-            .route(web::get().to(v1::list_tenants)),
+            .route(web::post().to(tenants::create_tenant))
+            .route(web::get().to(tenants::list_tenants)),
     )
     .service(
         r("/v1/tenants/{id}")
-            .route(web::get().to(v1::get_tenant))
-            .route(web::patch().to(v1::patch_tenant))
-            .route(web::delete().to(v1::delete_tenant)),
+            .route(web::get().to(tenants::get_tenant))
+            .route(web::patch().to(tenants::patch_tenant))
+            .route(web::delete().to(tenants::delete_tenant)),
     )
-    .service(r("/v1/tenants/{id}/rotate-secret").route(web::post().to(v1::rotate_secret)))
+    .service(r("/v1/tenants/{id}/rotate-secret").route(web::post().to(tenants::rotate_secret)))
     .service(r("/v1/tenants/{id}/templates").route(web::get().to(templates::list_for)))
     .service(r("/v1/tenants/{id}/templates/preview").route(web::post().to(templates::preview_for)))
     .service(
@@ -287,8 +289,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
     )
     .service(
         r("/v1/tenant")
-            .route(web::get().to(v1::get_self))
-            .route(web::patch().to(v1::patch_self)),
+            .route(web::get().to(tenants::get_self))
+            .route(web::patch().to(tenants::patch_self)),
     )
     .service(r("/v1/tenant/audit").route(web::get().to(codes::audit)))
     .service(

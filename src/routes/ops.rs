@@ -4,7 +4,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::dto::*;
 use super::error::ApiError;
-use super::v1::json;
+use super::respond::json;
 use super::AppState;
 use crate::service::ServiceError;
 

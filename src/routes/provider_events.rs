@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use super::auth::read_body_up_to;
 use super::dto::{problems, Problem};
 use super::error::ApiError;
-use super::v1::json;
+use super::respond::json;
 use super::AppState;
 use crate::domain::provider_event::BODY_MAX;
 

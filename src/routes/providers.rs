@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use super::auth::{json_body, AdminAuth, TenantAuth};
 use super::dto::{problems, Problem};
 use super::error::ApiError;
-use super::v1::json;
+use super::respond::json;
 use super::AppState;
 use crate::domain::email::RecipientEmail;
 use crate::domain::provider::ProviderInput;

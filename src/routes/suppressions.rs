@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use super::auth::{json_body, TenantAuth};
 use super::dto::{problems, Problem};
 use super::error::ApiError;
-use super::v1::json;
+use super::respond::json;
 use super::AppState;
 use crate::clock::rfc3339;
 use crate::domain::suppression::Suppression;

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use super::auth::{json_body_up_to, AdminAuth, TenantAuth};
 use super::dto::{problems, Problem};
 use super::error::ApiError;
-use super::v1::{json, parse_locale};
+use super::respond::{json, parse_locale};
 use super::AppState;
 use crate::clock::rfc3339;
 use crate::domain::locale::{Locale, LOCALE_RULE};

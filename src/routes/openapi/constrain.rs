@@ -258,7 +258,7 @@ fn constrain_shapes(doc: &mut serde_json::Value) {
     if let Some(admin) = doc.pointer("/components/schemas/PatchTenantBody").cloned() {
         let mut own = admin;
         if let Some(Value::Object(props)) = own.get_mut("properties") {
-            for field in crate::routes::v1::ADMIN_ONLY_FIELDS {
+            for field in crate::routes::tenants::ADMIN_ONLY_FIELDS {
                 props.remove(*field);
             }
         }

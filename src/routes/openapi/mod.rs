@@ -8,7 +8,7 @@ mod constrain;
 use super::dto::*;
 use super::{
     claims, codes, devx, dkim, hosted, ops, provider_events, providers, suppressions, templates,
-    transport, v1, webhooks,
+    tenants, transport, webhooks,
 };
 
 struct Security;
@@ -77,8 +77,8 @@ impl Modify for Common {
         license(name = "MIT OR Apache-2.0")
     ),
     paths(
-        v1::create_tenant, v1::list_tenants, v1::get_tenant, v1::patch_tenant, v1::delete_tenant,
-        v1::rotate_secret, v1::get_self, v1::patch_self, codes::audit, codes::mint,
+        tenants::create_tenant, tenants::list_tenants, tenants::get_tenant, tenants::patch_tenant, tenants::delete_tenant,
+        tenants::rotate_secret, tenants::get_self, tenants::patch_self, codes::audit, codes::mint,
         codes::verify, codes::otp_status, codes::otp_cancel, ops::healthz, ops::readyz,
         ops::metrics,
         templates::list_own, templates::put_own, templates::delete_own, templates::preview_own,

@@ -1,0 +1,246 @@
+//! The tenant routes of the native API (admin and self-service): parse → one service call →
+//! shape the response. Each handler carries its OpenAPI description (routes/openapi/
+//! collects them); the helpers every handler shares are in respond.rs, codes in codes.rs,
+//! operations in ops.rs, templates and webhooks in their own files.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::Value;
+
+use super::auth::{is_admin, json_body, optional_json_body, AdminAuth, TenantAuth};
+use super::dto::*;
+use super::error::ApiError;
+use super::respond::{json, no_store, parse_delivery, parse_locale};
+use super::tenant_bodies::*;
+use super::AppState;
+use crate::config::RegistrationMode;
+use crate::domain::keys::SecretKey;
+use crate::domain::tenant::Origin;
+use crate::domain::tenant::Tenant;
+use crate::service::tenants::NewTenant;
+use crate::service::ServiceError;
+
+type ApiResult = Result<HttpResponse, ApiError>;
+
+/// The tenant as JSON (also used by the CLI).
+pub fn tenant_json(services: &crate::service::Services, t: &Tenant) -> Value {
+    serde_json::to_value(TenantOut::of(services, t)).unwrap_or(Value::Null)
+}
+
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants",
+    description = "Register a tenant. Needs the admin token unless `registration.mode = \"open\"`; `closed` answers 403.",
+    request_body = CreateTenantBody,
+    responses(
+        (status = 201, description = "Created; the secret key is shown once", body = TenantCreatedOut),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 401, response = problems::Unauthorized),
+        (status = 403, description = "registration_closed", body = Problem, content_type = "application/problem+json"),
+        (status = 422, response = problems::SmtpPolicyRefused),
+    ),
+    security(("admin_token" = []), ()))]
+pub async fn create_tenant(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    payload: web::Payload,
+) -> ApiResult {
+    let mode = st.services.settings.load().registration.mode;
+    match mode {
+        RegistrationMode::Closed => return Err(ApiError::RegistrationClosed),
+        RegistrationMode::Admin if !is_admin(&req, &st) => {
+            return Err(ServiceError::Unauthorized.into())
+        }
+        _ => {}
+    }
+    let b: CreateTenantBody = json_body(&req, payload).await?;
+    let smtp = b.smtp.map(|s| input_from(s, "smtp")).transpose()?;
+    let smtp_fallback = b
+        .smtp_fallback
+        .map(|s| input_from(s, "smtp_fallback"))
+        .transpose()?;
+    let delivery = parse_delivery(b.delivery.as_deref())?;
+    let default_locale = parse_locale(b.default_locale.as_deref(), "default_locale")?;
+    let (row, secret) = st
+        .services
+        .create_tenant(NewTenant {
+            name: b.name,
+            smtp,
+            policy: b.policy.unwrap_or_default().into(),
+            delivery,
+            default_locale,
+            origin: Origin::Native,
+            secret: None,
+            test: b.test,
+            smtp_fallback,
+            // Under open registration a tenant that registers itself waits for the admin.
+            pages_approved: mode != RegistrationMode::Open || is_admin(&req, &st),
+            check_relay: b.check_relay.unwrap_or(false),
+        })
+        .await?;
+    tracing::info!(tenant_id = %row.id, "tenant created");
+    Ok(json(
+        no_store(HttpResponse::Created()),
+        &TenantCreatedOut {
+            tenant: TenantOut::of(&st.services, &row),
+            secret_key: secret.expose().to_string(),
+        },
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/tenants", tag = "tenants",
+    responses(
+        (status = 200, description = "All tenants", body = TenantListOut),
+        (status = 401, response = problems::Unauthorized),
+    ),
+    security(("admin_token" = [])))]
+pub async fn list_tenants(_: AdminAuth, st: web::Data<AppState>) -> ApiResult {
+    let list = st.services.tenants().await?;
+    Ok(json(
+        HttpResponse::Ok(),
+        &TenantListOut {
+            tenants: list
+                .iter()
+                .map(|t| TenantOut::of(&st.services, t))
+                .collect(),
+        },
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{id}", tag = "tenants",
+    params(("id" = String, Path, description = "Tenant id, `tnt_…`")),
+    responses(
+        (status = 200, description = "The tenant", body = TenantOut),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, response = problems::TenantNotFound),
+    ),
+    security(("admin_token" = [])))]
+pub async fn get_tenant(_: AdminAuth, st: web::Data<AppState>, id: web::Path<String>) -> ApiResult {
+    Ok(json(
+        HttpResponse::Ok(),
+        &TenantOut::of(&st.services, &st.services.tenant(&id).await?),
+    ))
+}
+
+#[utoipa::path(patch, path = "/v1/tenants/{id}", tag = "tenants",
+    description = "Change any of name, smtp (partial), policy (partial), enabled. A change of SMTP host, port or username must carry the password again.",
+    params(("id" = String, Path, description = "Tenant id")),
+    request_body = PatchTenantBody,
+    responses(
+        (status = 200, description = "The changed tenant (with a new `secret_key` when a test tenant was made live)", body = TenantPatchedOut),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, response = problems::TenantNotFound),
+        (status = 422, response = problems::SmtpPolicyRefused),
+    ),
+    security(("admin_token" = [])))]
+pub async fn patch_tenant(
+    _: AdminAuth,
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> ApiResult {
+    let body: PatchTenantBody = json_body(&req, payload).await?;
+    let (row, secret) = st
+        .services
+        .update_tenant(&id, patch_from(body)?, false)
+        .await?;
+    Ok(json(
+        no_store(HttpResponse::Ok()),
+        &TenantPatchedOut {
+            tenant: TenantOut::of(&st.services, &row),
+            secret_key: secret.map(|s| s.expose().to_string()),
+        },
+    ))
+}
+
+#[utoipa::path(delete, path = "/v1/tenants/{id}", tag = "tenants",
+    description = "Delete a tenant; its codes stop verifying.",
+    params(("id" = String, Path, description = "Tenant id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, response = problems::TenantNotFound),
+    ),
+    security(("admin_token" = [])))]
+pub async fn delete_tenant(
+    _: AdminAuth,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+) -> ApiResult {
+    st.services.delete_tenant(&id).await?;
+    tracing::info!(tenant_id = %id, "tenant deleted");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(post, path = "/v1/tenants/{id}/rotate-secret", tag = "tenants",
+    description = "Issue a new secret key; the old one keeps working for `grace_seconds` (0–86400, default 0). Pending codes keep verifying.",
+    params(("id" = String, Path, description = "Tenant id")),
+    request_body(content = Option<RotateBody>, description = "Optional"),
+    responses(
+        (status = 200, description = "The new secret key, shown once", body = SecretOut),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 401, response = problems::Unauthorized),
+        (status = 404, response = problems::TenantNotFound),
+    ),
+    security(("admin_token" = [])))]
+pub async fn rotate_secret(
+    _: AdminAuth,
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> ApiResult {
+    let body: Option<RotateBody> = optional_json_body(&req, payload).await?;
+    let grace = body.and_then(|b| b.grace_seconds).unwrap_or(0);
+    let secret: SecretKey = st.services.rotate_secret(&id, grace).await?;
+    tracing::info!(tenant_id = %id, grace_seconds = grace, "secret key rotated");
+    Ok(json(
+        no_store(HttpResponse::Ok()),
+        &SecretOut {
+            secret_key: secret.expose().to_string(),
+        },
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/tenant", tag = "self-service",
+    responses(
+        (status = 200, description = "The calling tenant", body = TenantOut),
+        (status = 401, response = problems::Unauthorized),
+    ),
+    security(("secret_key" = [])))]
+pub async fn get_self(st: web::Data<AppState>, t: TenantAuth) -> ApiResult {
+    Ok(json(HttpResponse::Ok(), &TenantOut::of(&st.services, &t.0)))
+}
+
+/// What `PATCH /v1/tenant` refuses and `PATCH /v1/tenants/{id}` takes: even `null`, these
+/// keys are not in a tenant's own body (its description leaves them out).
+pub const ADMIN_ONLY_FIELDS: &[&str] = &["policy", "enabled", "test", "pages_approved"];
+
+#[utoipa::path(patch, path = "/v1/tenant", tag = "self-service",
+    description = "Change name, smtp, delivery and default_locale (policy and enabled are the admin's: 400).",
+    request_body = PatchTenantBody,
+    responses(
+        (status = 200, description = "The changed tenant", body = TenantOut),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 401, response = problems::Unauthorized),
+        (status = 422, response = problems::SmtpPolicyRefused),
+    ),
+    security(("secret_key" = [])))]
+pub async fn patch_self(
+    t: TenantAuth,
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    payload: web::Payload,
+) -> ApiResult {
+    let bytes = super::auth::json_bytes(&req, payload).await?;
+    let body: PatchTenantBody = super::auth::parse_json(&bytes)?;
+    let keys: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes).unwrap_or_default();
+    if let Some(field) = ADMIN_ONLY_FIELDS.iter().find(|f| keys.contains_key(**f)) {
+        return Err(ServiceError::field(field, "only the admin can change this").into());
+    }
+    let (row, _) = st
+        .services
+        .update_tenant(t.0.id.as_str(), patch_from(body)?, true)
+        .await?;
+    Ok(json(HttpResponse::Ok(), &TenantOut::of(&st.services, &row)))
+}
