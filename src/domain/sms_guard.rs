@@ -272,13 +272,14 @@ mod tests {
     fn every_type_the_contract_refuses_is_refused_by_libphonenumbers_own_examples() {
         use phonenumber::metadata::{Descriptor, Descriptors};
         type Of = fn(&Descriptors) -> Option<&Descriptor>;
-        let refused: [(&str, Of); 6] = [
+        let refused: [(&str, Of); 7] = [
             ("premium rate", Descriptors::premium_rate),
             ("shared cost", Descriptors::shared_cost),
             ("UAN", Descriptors::uan),
             ("voicemail", Descriptors::voicemail),
             ("pager", Descriptors::pager),
             ("personal number", Descriptors::personal_number),
+            ("VoIP", Descriptors::voip),
         ];
         let texted: [(&str, Of); 2] = [
             ("mobile", Descriptors::mobile),
@@ -299,10 +300,8 @@ mod tests {
             for (what, of) in refused {
                 let Some(n) = example(of) else { continue };
                 let facts = NumberFacts::of(&n);
-                // An example another type's pattern also takes is that type's, not this one's.
-                if facts.kind != NumberKind::Refused {
-                    continue;
-                }
+                assert!(facts.valid, "{what} {n}");
+                assert_eq!(facts.kind, NumberKind::Refused, "{what} {n}");
                 assert_eq!(
                     screen(&settings, &facts),
                     Err(Screened::NumberNotAllowed),

@@ -333,13 +333,13 @@ impl Services {
     fn lane_window(&self, tenant: &Tenant, channel: route::Channel) -> Arc<RelayWindow> {
         let routes = transport::route(tenant, channel);
         let Some(first) = routes.first() else {
-            // No transport takes the channel any more: the attempt fails at once.
-            return match channel {
-                route::Channel::Sms => self.lane_window(tenant, route::Channel::Email),
-                route::Channel::Email => {
-                    self.relay_window(tenant.id.as_str(), tenant.smtp_version, 0)
-                }
+            // No transport takes the channel any more: the attempt fails at once (an SMS
+            // still never in the relay's window).
+            let key = match channel {
+                route::Channel::Sms => format!("{}/sms", tenant.id),
+                route::Channel::Email => tenant.id.to_string(),
             };
+            return self.relay_window(&key, tenant.smtp_version, 0);
         };
         locked(&self.outbox.inner.lanes)
             .insert((tenant.id.to_string(), channel), first.key().to_string());
