@@ -82,28 +82,26 @@ impl Sink {
 
     /// Give the bench tenant this transport.
     pub async fn attach(&self, port: u16, sk: &str, smtp: &SmtpServer) {
-        let (method, path, body) = match &self.kind {
+        let requests = match &self.kind {
             Kind::Smtp => return,
-            Kind::Http(rx) => (
+            Kind::Http(rx) => vec![(
                 "PUT",
                 "/v1/tenant/transport/http",
                 json!({"url": rx.url("/send"), "use": "primary"}),
-            ),
-            Kind::HttpSms(rx) => {
-                let mut c = Conn::open(port).await.unwrap();
-                let body = json!({"sms": {"allowed_countries": ["DE"]}}).to_string();
-                let (s, b) = c
-                    .request("PATCH", "/v1/tenant", sk, body.as_bytes())
-                    .await
-                    .unwrap();
-                assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+            )],
+            Kind::HttpSms(rx) => vec![
+                (
+                    "PATCH",
+                    "/v1/tenant",
+                    json!({"sms": {"allowed_countries": ["DE"]}}),
+                ),
                 (
                     "PUT",
                     "/v1/tenant/transport/http",
                     json!({"url": rx.url("/send"), "use": "fallback"}),
-                )
-            }
-            Kind::Provider(f) => (
+                ),
+            ],
+            Kind::Provider(f) => vec![(
                 "PUT",
                 if f.channel() == "sms" {
                     "/v1/tenant/providers/sms"
@@ -111,22 +109,24 @@ impl Sink {
                     "/v1/tenant/providers/email"
                 },
                 f.settings("primary"),
-            ),
+            )],
             Kind::OAuth2(t) => {
                 smtp.accept_xoauth2(t.check());
-                (
+                vec![(
                     "PATCH",
                     "/v1/tenant",
                     json!({"smtp": {"oauth2": {"token_url": t.url(), "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}}}),
-                )
+                )]
             }
         };
         let mut c = Conn::open(port).await.unwrap();
-        let (s, b) = c
-            .request(method, path, sk, body.to_string().as_bytes())
-            .await
-            .unwrap();
-        assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+        for (method, path, body) in requests {
+            let (s, b) = c
+                .request(method, path, sk, body.to_string().as_bytes())
+                .await
+                .unwrap();
+            assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+        }
     }
 
     pub fn set_delay(&self, smtp: &SmtpServer, d: Duration) {

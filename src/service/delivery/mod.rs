@@ -356,16 +356,22 @@ impl Services {
         let mut lanes = locked(&self.outbox.inner.lanes);
         // A lane whose window was let go starts again at the default.
         lanes.retain(|_, key| free.contains_key(key));
-        let mut email = free.clone();
-        let mut sms = HashMap::new();
+        let (mut email, mut sms) = (Vec::new(), HashMap::new());
         for ((tenant, channel), key) in lanes.iter() {
             let Some(n) = free.get(key) else { continue };
             match channel {
-                route::Channel::Email => email.insert(tenant.clone(), *n),
-                route::Channel::Sms => sms.insert(tenant.clone(), *n),
-            };
+                route::Channel::Email => email.push((tenant.clone(), *n)),
+                route::Channel::Sms => {
+                    sms.insert(tenant.clone(), *n);
+                }
+            }
         }
-        (email, sms)
+        drop(lanes);
+        // The email lane of a tenant without an entry is its own relay's window (keyed by
+        // the tenant), which `free` already holds.
+        let mut caps = free;
+        caps.extend(email);
+        (caps, sms)
     }
 
     /// The window of a relay by its key (the tenant's id, or its fallback's).
