@@ -41,22 +41,29 @@ impl Conn {
         auth: &str,
         body: &[u8],
     ) -> std::io::Result<(u16, Vec<u8>)> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let bearer = (!auth.is_empty()).then(|| format!("Bearer {auth}"));
+        let header = bearer.as_deref().map(|b| [("Authorization", b)]);
+        write_request(
+            &mut buf,
+            method,
+            path,
+            header.as_ref().map_or(&[], |h| h),
+            body,
+        )?;
+        let answer = self.exchange(&buf).await;
+        self.buf = buf;
+        answer
+    }
+
+    /// Send one request as written by [`write_request`] and read its answer.
+    pub async fn exchange(&mut self, request: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
         if self.closed {
             self.r = BufReader::new(Self::connect(self.port).await?);
             self.closed = false;
         }
-        self.buf.clear();
-        write!(
-            self.buf,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        )?;
-        if !auth.is_empty() {
-            write!(self.buf, "Authorization: Bearer {auth}\r\n")?;
-        }
-        self.buf.extend_from_slice(b"\r\n");
-        self.buf.extend_from_slice(body);
-        self.r.get_mut().write_all(&self.buf).await?;
+        self.r.get_mut().write_all(request).await?;
         let mut line = String::new();
         self.r.read_line(&mut line).await?;
         let status: u16 = line
@@ -86,6 +93,27 @@ impl Conn {
         self.r.read_exact(&mut body).await?;
         Ok((status, body))
     }
+}
+
+/// An HTTP/1.1 request with a JSON body, as [`Conn::exchange`] sends it.
+pub fn write_request(
+    buf: &mut Vec<u8>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<()> {
+    write!(
+        buf,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    )?;
+    for (k, v) in headers {
+        write!(buf, "{k}: {v}\r\n")?;
+    }
+    buf.extend_from_slice(b"\r\n");
+    buf.extend_from_slice(body);
+    Ok(())
 }
 
 #[derive(Clone)]

@@ -490,12 +490,15 @@ async fn main() {
             let mut used = 0u64;
             let stop_events = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let burst = match (&events_tenant, with_events) {
-                (Some(t), true) => Some(tokio::spawn(events::burst(
-                    port,
-                    t.clone(),
-                    args.event_rate,
-                    Arc::clone(&stop_events),
-                ))),
+                (Some(t), true) => {
+                    let count = u64::from(args.event_rate) * (duration.as_secs() + 2);
+                    Some(tokio::spawn(events::burst(
+                        port,
+                        events::signed_requests(t, count),
+                        args.event_rate,
+                        Arc::clone(&stop_events),
+                    )))
+                }
                 _ => None,
             };
             for k in 0..slices {

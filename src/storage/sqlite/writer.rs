@@ -153,7 +153,7 @@ impl Writer {
         let conn = rusqlite::Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.set_prepared_statement_cache_capacity(super::STATEMENT_CACHE);
-        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+        conn.execute_batch(super::PRAGMAS)?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(QUEUE_MAX);
         let id = NEXT_WRITER.fetch_add(1, Ordering::Relaxed);
         std::thread::Builder::new()
