@@ -1,11 +1,11 @@
 //! otpmint: a multi-tenant, self-hosted email one-time-password server.
 
 pub mod cli;
+pub mod client_ip;
 pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod domain;
-pub mod limits;
 pub mod mailer;
 pub mod messages;
 pub mod metrics;

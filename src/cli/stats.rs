@@ -4,7 +4,7 @@
 use clap::Args;
 
 use super::{print_columns, service_msg, CliError};
-use crate::routes::devx::{stats_request, StatsOut};
+use crate::routes::stats::{stats_request, StatsOut};
 use crate::service::Services;
 
 #[derive(Args, Debug)]

@@ -8,6 +8,7 @@ use crate::clock::rfc3339;
 use crate::domain::audit::AuditEvent;
 use crate::domain::challenge::ChallengeView;
 use crate::domain::tenant::Tenant;
+use crate::service::ErrorCode;
 
 #[derive(Serialize, ToSchema)]
 pub struct SmtpOut {
@@ -381,68 +382,25 @@ pub struct HealthOut {
     pub status: String,
 }
 
-/// The stable machine-readable error codes.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ProblemCode {
-    InvalidRequest,
-    Unprocessable,
-    InvalidEmail,
-    Unauthorized,
-    RegistrationClosed,
-    NotFound,
-    MethodNotAllowed,
-    TenantNotFound,
-    OtpNotFound,
-    Conflict,
-    OtpExpired,
-    OtpUsed,
-    OtpSuperseded,
-    OtpCancelled,
-    AttemptsExhausted,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    OtpMismatch,
-    SmtpHostNotAllowed,
-    SmtpPortNotAllowed,
-    SmtpPlaintextNotAllowed,
-    SmtpHostUnresolvable,
-    RateLimited,
-    Internal,
-    DeliveryFailed,
-    Overloaded,
-    Unavailable,
-    OtpFailed,
-    RequestTimeout,
-    TemplateNotFound,
-    TemplateInvalid,
-    WebhookNotFound,
-    WebhookHostNotAllowed,
-    WebhookPlaintextNotAllowed,
-    WebhookHostUnresolvable,
-    IdempotencyKeyMismatch,
-    IdempotencyKeyInUse,
-    TemplateLimitReached,
-    ResendLimitReached,
-    TransportNotFound,
-    ChannelNotConfigured,
-    LinksNotConfigured,
-    SessionNotFound,
-    ProviderNotFound,
-    TransportConflict,
-    RecipientSuppressed,
-    SmsCountryNotAllowed,
-    PhoneNumberNotAllowed,
-    SmsVelocity,
-    EventUnverified,
-    DkimNotFound,
-    SuppressionNotFound,
-    LogoInvalid,
-    RelayCheckFailed,
-    PagesNotApproved,
-    CodeVerifierMismatch,
-    AlreadyClaimed,
-    NotVerified,
+/// The stable machine-readable error codes: the API description's list is
+/// [`ErrorCode::ALL`], the one list the answers are made from.
+#[derive(Serialize)]
+pub struct ProblemCode;
+
+impl utoipa::PartialSchema for ProblemCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some("The stable machine-readable error codes."))
+            .enum_values(Some(ErrorCode::ALL.iter().map(|c| c.as_str())))
+            .into()
+    }
+}
+
+impl ToSchema for ProblemCode {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "ProblemCode".into()
+    }
 }
 
 #[derive(Serialize, ToSchema)]

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use crate::limits::{forwarded_for, TrustedProxies};
+use crate::client_ip::{forwarded_for, TrustedProxies};
 
 /// actix-governor key: the client IP as [`TrustedProxies::client_ip`] sees it.
 #[derive(Clone)]

@@ -4,7 +4,6 @@ pub mod auth;
 pub mod claims;
 pub mod codes;
 pub mod compat;
-pub mod devx;
 pub mod dkim;
 pub mod dto;
 pub mod error;
@@ -17,11 +16,13 @@ mod page_kit;
 pub mod provider_events;
 pub mod providers;
 pub(crate) mod respond;
+pub mod stats;
 pub(crate) mod strict;
 pub mod suppressions;
 pub mod templates;
 pub mod tenant_bodies;
 pub mod tenants;
+pub mod test_mode;
 pub mod transport;
 pub mod webhooks;
 
@@ -40,7 +41,7 @@ use error::ApiError;
 /// Shared state of every worker.
 pub struct AppState {
     pub services: Services,
-    pub proxies: crate::limits::TrustedProxies,
+    pub proxies: crate::client_ip::TrustedProxies,
 }
 
 /// Who is asking: the client IP (trusted-proxy aware) and the request id, for the audit.
@@ -51,7 +52,7 @@ pub fn request_context(
     let client_ip = req
         .peer_addr()
         .map(|p| {
-            let xff = crate::limits::forwarded_for(req.headers());
+            let xff = crate::client_ip::forwarded_for(req.headers());
             st.proxies.client_ip(p.ip(), xff.as_deref()).to_string()
         })
         .unwrap_or_default();
@@ -299,10 +300,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
     .service(r("/v1/tenant/audit").route(web::get().to(codes::audit)))
     .service(
         r("/v1/tenant/test-recipients")
-            .route(web::put().to(devx::put_test_recipients))
-            .route(web::get().to(devx::get_test_recipients)),
+            .route(web::put().to(test_mode::put_test_recipients))
+            .route(web::get().to(test_mode::get_test_recipients)),
     )
-    .service(r("/v1/tenant/test-inbox").route(web::get().to(devx::test_inbox)))
+    .service(r("/v1/tenant/test-inbox").route(web::get().to(test_mode::test_inbox)))
     .service(
         r("/v1/tenant/suppressions")
             .route(web::get().to(suppressions::list))
@@ -316,9 +317,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
             .route(web::delete().to(dkim::delete)),
     )
     .service(r("/v1/tenant/domain-check").route(web::get().to(dkim::domain_check)))
-    .service(r("/v1/tenant/stats").route(web::get().to(devx::own_stats)))
-    .service(r("/v1/tenants/{id}/stats").route(web::get().to(devx::tenant_stats)))
-    .service(r("/v1/stats").route(web::get().to(devx::all_stats)))
+    .service(r("/v1/tenant/stats").route(web::get().to(stats::own_stats)))
+    .service(r("/v1/tenants/{id}/stats").route(web::get().to(stats::tenant_stats)))
+    .service(r("/v1/stats").route(web::get().to(stats::all_stats)))
     .service(
         r("/v1/tenant/webhook")
             .route(web::put().to(webhooks::put))

@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::error::ApiError;
 use crate::domain::delivery::DeliveryMode;
 use crate::domain::locale::{Locale, LOCALE_RULE};
+use crate::domain::Millis;
 use crate::service::ServiceError;
 
 /// An optional language tag, refused with 400 naming `field`.
@@ -38,4 +39,16 @@ pub(super) fn json<T: Serialize>(mut b: actix_web::HttpResponseBuilder, v: &T) -
 pub(super) fn no_store(mut b: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
     b.insert_header((header::CACHE_CONTROL, "no-store"));
     b
+}
+
+/// Whether a time was given as a date alone (`2026-11-24`).
+pub(super) fn is_date_only(s: &str) -> bool {
+    s.len() == 10 && !s.contains('T')
+}
+
+/// A time given as RFC 3339 or as a date (`2026-11-24`: its midnight, UTC).
+pub(super) fn parse_time(field: &str, s: &str) -> Result<Millis, ServiceError> {
+    crate::clock::parse_time(s).ok_or_else(|| {
+        ServiceError::field(field, "must be an RFC 3339 time or a date (YYYY-MM-DD)")
+    })
 }

@@ -3,7 +3,7 @@
 //! the code's state.
 
 use super::otp::ended;
-use super::{retry_secs, LimitKind, ServiceError, Services};
+use super::{retry_secs, ErrorCode, LimitKind, ServiceError, Services};
 use crate::domain::challenge::Status;
 use crate::domain::code::OtpCode;
 use crate::domain::event::EventType;
@@ -96,19 +96,19 @@ impl Services {
             // Not authenticated, or no such key: no verify happened.
             return (None, result);
         };
-        let outcome = match &result {
+        let outcome = match result.as_ref().map_err(ServiceError::code) {
             Ok(_) => "verified",
-            Err(ServiceError::Mismatch { .. }) => "mismatch",
-            Err(ServiceError::OtpExpired) => "expired",
-            Err(ServiceError::OtpUsed) => "used",
-            Err(ServiceError::OtpSuperseded) => "superseded",
-            Err(ServiceError::OtpCancelled) => "cancelled",
-            Err(ServiceError::AttemptsExhausted) => "exhausted",
-            Err(ServiceError::OtpNotFound) => "not_found",
-            Err(ServiceError::Invalid(_)) => "invalid",
-            Err(ServiceError::RateLimited { .. }) => "rate_limited",
-            Err(ServiceError::OtpFailed) => "failed",
-            Err(ServiceError::Overloaded) => "overloaded",
+            Err(ErrorCode::OtpMismatch) => "mismatch",
+            Err(ErrorCode::OtpExpired) => "expired",
+            Err(ErrorCode::OtpUsed) => "used",
+            Err(ErrorCode::OtpSuperseded) => "superseded",
+            Err(ErrorCode::OtpCancelled) => "cancelled",
+            Err(ErrorCode::AttemptsExhausted) => "exhausted",
+            Err(ErrorCode::OtpNotFound) => "not_found",
+            Err(ErrorCode::InvalidRequest) => "invalid",
+            Err(ErrorCode::RateLimited) => "rate_limited",
+            Err(ErrorCode::OtpFailed) => "failed",
+            Err(ErrorCode::Overloaded) => "overloaded",
             Err(_) => "error",
         };
         crate::metrics::inc(|m| &m.verify_outcomes, &[outcome]);

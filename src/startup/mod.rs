@@ -200,7 +200,7 @@ impl Application {
             .map_err(|e| StartupError::Other(e.to_string()))?
             .port();
         let state = web::Data::new(AppState {
-            proxies: crate::limits::TrustedProxies::parse(
+            proxies: crate::client_ip::TrustedProxies::parse(
                 &services.settings.load().server.trusted_proxies,
             ),
             services: services.clone(),

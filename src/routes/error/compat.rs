@@ -25,46 +25,49 @@ impl CompatError {
     }
 
     /// How a service failure reads on a compat route; `mail_context` is true for `/otp`.
+    /// Decided by the error's code ([`ErrorCode`]), like the native answer.
     pub fn from_service(e: ServiceError, mail_context: bool) -> CompatError {
-        use ServiceError as S;
+        use ErrorCode as C;
         let with = |status, body| CompatError {
             status,
             body,
             retry_after: None,
         };
-        match e {
-            S::RateLimited {
-                retry_after_secs, ..
-            } => CompatError {
+        match &e {
+            ServiceError::Unavailable(cause) => {
+                tracing::warn!(cause = %cause, "database unavailable")
+            }
+            ServiceError::Internal(cause) => tracing::error!(cause = %cause, "internal error"),
+            _ => {}
+        }
+        match e.code() {
+            C::RateLimited => CompatError {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 body: "Too Many Requests",
-                retry_after: Some(retry_after_secs),
+                retry_after: match e {
+                    ServiceError::RateLimited {
+                        retry_after_secs, ..
+                    } => Some(retry_after_secs),
+                    _ => None,
+                },
             },
-            S::Overloaded => CompatError {
+            C::Overloaded | C::Unavailable => CompatError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 body: "Service Unavailable",
                 retry_after: Some(1),
             },
-            S::Unavailable(cause) => {
-                tracing::warn!(cause = %cause, "database unavailable");
-                CompatError {
-                    status: StatusCode::SERVICE_UNAVAILABLE,
-                    body: "Service Unavailable",
-                    retry_after: Some(1),
-                }
-            }
-            S::Internal(cause) => {
-                tracing::error!(cause = %cause, "internal error");
-                with(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
-            }
-            S::Unauthorized if mail_context => CompatError::bad(MAIL_ERROR),
-            S::Unauthorized => with(StatusCode::UNAUTHORIZED, "Unauthorized"),
-            S::SmtpPolicy(_) => CompatError::bad("Error: SMTP host not allowed"),
-            S::SecretTaken => CompatError::bad("Unknown Error - Internal Error Code: 3009"),
-            S::Mismatch { .. } => with(StatusCode::FORBIDDEN, "OTP Mismatched!"),
-            S::AttemptsExhausted => CompatError::bad("Maximum Attempts Reached!"),
+            C::Internal => with(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
+            C::Unauthorized if mail_context => CompatError::bad(MAIL_ERROR),
+            C::Unauthorized => with(StatusCode::UNAUTHORIZED, "Unauthorized"),
+            C::SmtpHostNotAllowed
+            | C::SmtpPortNotAllowed
+            | C::SmtpPlaintextNotAllowed
+            | C::SmtpHostUnresolvable => CompatError::bad("Error: SMTP host not allowed"),
+            C::Conflict => CompatError::bad("Unknown Error - Internal Error Code: 3009"),
+            C::OtpMismatch => with(StatusCode::FORBIDDEN, "OTP Mismatched!"),
+            C::AttemptsExhausted => CompatError::bad("Maximum Attempts Reached!"),
             _ if mail_context => CompatError::bad(MAIL_ERROR),
-            S::Invalid(_) | S::Unprocessable(_) | S::InvalidEmail(_) | S::TenantNotFound => {
+            C::InvalidRequest | C::Unprocessable | C::InvalidEmail | C::TenantNotFound => {
                 CompatError::bad(MISSING_FIELDS)
             }
             _ => CompatError::bad(UNKNOWN_BLOCKER),

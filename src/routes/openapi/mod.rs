@@ -7,8 +7,8 @@ mod constrain;
 
 use super::dto::*;
 use super::{
-    claims, codes, devx, dkim, hosted, ops, provider_events, providers, suppressions, templates,
-    tenants, transport, webhooks,
+    claims, codes, dkim, hosted, ops, provider_events, providers, stats, suppressions, templates,
+    tenants, test_mode, transport, webhooks,
 };
 
 struct Security;
@@ -84,8 +84,8 @@ impl Modify for Common {
         templates::list_own, templates::put_own, templates::delete_own, templates::preview_own,
         templates::list_for, templates::put_for, templates::delete_for, templates::preview_for,
         webhooks::put, webhooks::get, webhooks::delete, webhooks::rotate_secret, webhooks::test,
-        webhooks::deliveries, codes::resend, devx::put_test_recipients, devx::get_test_recipients,
-        devx::test_inbox, devx::own_stats, devx::tenant_stats, devx::all_stats,
+        webhooks::deliveries, codes::resend, test_mode::put_test_recipients, test_mode::get_test_recipients,
+        test_mode::test_inbox, stats::own_stats, stats::tenant_stats, stats::all_stats,
         transport::put, transport::get, transport::delete, transport::rotate_secret,
         hosted::open, hosted::outcome, hosted::put_logo, hosted::delete_logo,
         providers::put_own, providers::get_own, providers::delete_own, providers::test_own,

@@ -8,7 +8,7 @@ pub use sender::Hooks;
 
 use serde_json::{json, Map, Value};
 
-use super::{ServiceError, Services};
+use super::{ErrorCode, ServiceError, Services};
 use crate::clock::rfc3339;
 use crate::crypto::cipher::encrypt_record;
 use crate::domain::event::EventType;
@@ -81,11 +81,13 @@ pub(super) fn refused(r: UrlRefusal) -> ServiceError {
     use crate::net_policy::HostRefusal;
     match r {
         UrlRefusal::Malformed => ServiceError::field("url", r.to_string()),
-        UrlRefusal::Plaintext => ServiceError::WebhookRefused("webhook_plaintext_not_allowed"),
-        UrlRefusal::Host(HostRefusal::Unresolvable) => {
-            ServiceError::WebhookRefused("webhook_host_unresolvable")
+        UrlRefusal::Plaintext => {
+            ServiceError::WebhookRefused(ErrorCode::WebhookPlaintextNotAllowed)
         }
-        UrlRefusal::Host(_) => ServiceError::WebhookRefused("webhook_host_not_allowed"),
+        UrlRefusal::Host(HostRefusal::Unresolvable) => {
+            ServiceError::WebhookRefused(ErrorCode::WebhookHostUnresolvable)
+        }
+        UrlRefusal::Host(_) => ServiceError::WebhookRefused(ErrorCode::WebhookHostNotAllowed),
     }
 }
 

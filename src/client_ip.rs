@@ -1,5 +1,5 @@
-//! Client identity for limits: the trusted-proxy aware client IP (the per-IP limiter that
-//! uses it is HTTP wiring: routes/governor.rs).
+//! The client's address, for the limits and the audit: the trusted-proxy aware client IP
+//! (the per-IP limiter that uses it is HTTP wiring: routes/governor.rs).
 
 use std::net::IpAddr;
 

@@ -1,200 +1,27 @@
-//! Developer-experience routes (API.md §13): test recipients and the test inbox
-//! (`/v1/tenant/test-…`), and statistics for a tenant (`/v1/tenant/stats`), for the admin
-//! (`/v1/tenants/{id}/stats`) and over all tenants (`/v1/stats`).
+//! Statistics (API.md §13.4): a tenant's own (`/v1/tenant/stats`), one tenant's for the admin
+//! (`/v1/tenants/{id}/stats`) and all tenants' (`/v1/stats`); the CLI's `stats` reads the
+//! same request and answer.
 
 use std::collections::BTreeMap;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::{json_body, AdminAuth, TenantAuth};
+use super::auth::{AdminAuth, TenantAuth};
 use super::dto::problems;
 use super::error::ApiError;
-use super::respond::{json, no_store};
+use super::respond::json;
 use super::AppState;
 use crate::clock::rfc3339;
 use crate::domain::keys::TenantId;
 use crate::domain::stats::Dim;
-use crate::domain::test_mode::TestRecipient;
-use crate::domain::Millis;
 use crate::service::stats::{Granularity, StatsAnswer, StatsRequest};
-use crate::service::test_mode::TestRecipientInput;
 use crate::service::ServiceError;
 
+use super::respond::{is_date_only, parse_time};
+
 type ApiResult = Result<HttpResponse, ApiError>;
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TestRecipientBody {
-    /// An address (`review@acme.example`), a number (`+15551234567`), or a pattern with `*`
-    /// (`*@test.acme.example`, `+1555*`).
-    #[serde(rename = "match")]
-    pattern: String,
-    /// A fixed code of the tenant's code length, on an exact address or number only; stored
-    /// hashed, never shown again.
-    code: Option<String>,
-    /// RFC 3339, at most 90 days ahead.
-    expires_at: String,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TestRecipientsBody {
-    /// At most 100 entries; replaces the list.
-    #[serde(deserialize_with = "super::strict::objects")]
-    recipients: Vec<TestRecipientBody>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct TestRecipientOut {
-    #[serde(rename = "match")]
-    pub pattern: String,
-    /// Whether it has a fixed code (the code itself is never shown).
-    pub fixed_code: bool,
-    pub expires_at: String,
-    /// An expired entry is inert.
-    pub expired: bool,
-    /// When its fixed code's failure budget ran out (`limits.test_code_max_failures`): its
-    /// mints get a random code until the list is stored again.
-    pub disabled_at: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct TestRecipientsOut {
-    pub recipients: Vec<TestRecipientOut>,
-}
-
-impl TestRecipientsOut {
-    fn of(list: &[TestRecipient], now: Millis) -> Self {
-        TestRecipientsOut {
-            recipients: list
-                .iter()
-                .map(|t| TestRecipientOut {
-                    pattern: t.pattern.as_str().to_string(),
-                    fixed_code: t.fixed.is_some(),
-                    expires_at: rfc3339(t.expires_at),
-                    expired: t.expires_at <= now,
-                    disabled_at: t.disabled_at.map(rfc3339),
-                })
-                .collect(),
-        }
-    }
-}
-
-/// Whether a time was given as a date alone (`2026-11-24`).
-fn is_date_only(s: &str) -> bool {
-    s.len() == 10 && !s.contains('T')
-}
-
-/// A time given as RFC 3339 or as a date (`2026-11-24`: its midnight, UTC).
-fn parse_time(field: &str, s: &str) -> Result<Millis, ServiceError> {
-    crate::clock::parse_time(s).ok_or_else(|| {
-        ServiceError::field(field, "must be an RFC 3339 time or a date (YYYY-MM-DD)")
-    })
-}
-
-#[utoipa::path(put, path = "/v1/tenant/test-recipients", tag = "test mode",
-    description = "Replace the tenant's test recipients (API.md §13.1). A mint to a live entry's recipient sends nothing to any relay: its message goes to the test inbox and the answer says `\"test\": true`. Every change is audited.",
-    request_body = TestRecipientsBody,
-    responses(
-        (status = 200, description = "The list as stored", body = TestRecipientsOut),
-        (status = 400, response = problems::InvalidRequest),
-        (status = 401, response = problems::Unauthorized),
-    ),
-    security(("secret_key" = [])))]
-pub async fn put_test_recipients(
-    t: TenantAuth,
-    req: HttpRequest,
-    st: web::Data<AppState>,
-    payload: web::Payload,
-) -> ApiResult {
-    let b: TestRecipientsBody = json_body(&req, payload).await?;
-    let mut input = Vec::with_capacity(b.recipients.len());
-    for (i, r) in b.recipients.into_iter().enumerate() {
-        input.push(TestRecipientInput {
-            expires_at: parse_time(&format!("recipients[{i}].expires_at"), &r.expires_at)?,
-            pattern: r.pattern,
-            code: r.code,
-        });
-    }
-    let ctx = super::request_context(&req, &st);
-    let list = st.services.put_test_recipients(&t.0, input, &ctx).await?;
-    Ok(json(
-        HttpResponse::Ok(),
-        &TestRecipientsOut::of(&list, st.services.now()),
-    ))
-}
-
-#[utoipa::path(get, path = "/v1/tenant/test-recipients", tag = "test mode",
-    responses(
-        (status = 200, description = "The tenant's test recipients", body = TestRecipientsOut),
-        (status = 401, response = problems::Unauthorized),
-    ),
-    security(("secret_key" = [])))]
-pub async fn get_test_recipients(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
-    let list = st.services.test_recipients(&t.0.id).await?;
-    Ok(json(
-        HttpResponse::Ok(),
-        &TestRecipientsOut::of(&list, st.services.now()),
-    ))
-}
-
-#[derive(Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct InboxQuery {
-    /// Only the messages to this address or number.
-    to: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct TestMessageOut {
-    pub to: String,
-    pub subject: String,
-    pub text: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub html: Option<String>,
-    pub received_at: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct TestInboxOut {
-    /// Newest first; the last 100 of the tenant, kept one hour.
-    pub messages: Vec<TestMessageOut>,
-}
-
-#[utoipa::path(get, path = "/v1/tenant/test-inbox", tag = "test mode",
-    description = "The messages of test mints (API.md §13.1): the last 100 of the tenant, kept one hour, newest first. They hold codes: the answer is `Cache-Control: no-store`.",
-    params(InboxQuery),
-    responses(
-        (status = 200, description = "The messages", body = TestInboxOut),
-        (status = 400, response = problems::InvalidRequest),
-        (status = 401, response = problems::Unauthorized),
-    ),
-    security(("secret_key" = [])))]
-pub async fn test_inbox(
-    t: TenantAuth,
-    st: web::Data<AppState>,
-    q: web::Query<InboxQuery>,
-) -> ApiResult {
-    let list = st.services.test_inbox(&t.0.id, q.to.as_deref()).await?;
-    Ok(json(
-        no_store(HttpResponse::Ok()),
-        &TestInboxOut {
-            messages: list
-                .into_iter()
-                .map(|m| TestMessageOut {
-                    to: m.to,
-                    subject: m.subject,
-                    text: m.text,
-                    html: m.html,
-                    received_at: rfc3339(m.received_at),
-                })
-                .collect(),
-        },
-    ))
-}
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
