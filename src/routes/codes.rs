@@ -1,15 +1,14 @@
 //! Code routes of `/v1`: mint (with `Idempotency-Key`), resend, verify, status, cancel, and
 //! the tenant's audit. Each handler carries its OpenAPI description.
 
-use actix_web::http::header;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::auth::{bearer, json_body, json_bytes, parse_json, TenantAuth};
 use super::dto::*;
 use super::error::ApiError;
+use super::idempotent;
 use super::respond::{json, no_store, parse_delivery, parse_locale};
 use super::AppState;
 use crate::clock::rfc3339;
@@ -19,10 +18,9 @@ use crate::domain::email::RecipientEmail;
 use crate::domain::keys::Flavor;
 use crate::domain::purpose::Purpose;
 use crate::domain::recipient::{PhoneNumber, Recipient, PHONE_RULE};
-use crate::service::idempotency::{fingerprint, kept, valid_key, IdemStart};
 use crate::service::links::LinkRequest;
 use crate::service::otp::{MintRequest, Minted};
-use crate::service::verify::Caller;
+use crate::service::verify::{Caller, VerifyOutcome};
 use crate::service::ServiceError;
 
 type ApiResult = Result<HttpResponse, ApiError>;
@@ -86,104 +84,19 @@ pub async fn mint(
     st: web::Data<AppState>,
     payload: web::Payload,
 ) -> ApiResult {
-    let mut keys = req.headers().get_all(IDEMPOTENCY_KEY);
-    let idem_key = match (keys.next(), keys.next()) {
-        (None, _) => None,
-        (Some(v), None) => match v.to_str() {
-            Ok(k) if valid_key(k) => Some(k.to_string()),
-            _ => return Err(bad_idempotency_key()),
-        },
-        (Some(_), Some(_)) => return Err(bad_idempotency_key()),
-    };
+    let key = idempotent::key_of(&req)?;
     let bytes = json_bytes(&req, payload).await?;
     let b: MintBody = parse_json(&bytes)?;
     // A request that does not parse is answered before a key is claimed (such answers are
     // not kept anyway).
     let m = mint_request(b)?;
     let ctx = super::request_context(&req, &st);
-    let Some(key) = idem_key else {
-        let minted = st.services.mint(&t.0, m, &ctx).await?;
-        let (status, out) = mint_out(&minted);
-        return Ok(json(no_store(HttpResponse::build(status)), &out));
-    };
-    let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    let ticket = match st
-        .services
-        .idem_begin(&t.0.id, &key, fingerprint(&value))
-        .await?
-    {
-        IdemStart::Replay { status, body } => return Ok(answer(status, body.into(), true)),
-        IdemStart::Proceed(ticket) => ticket,
-    };
-    // The mint and the record of its answer run on a task of their own: a client that goes
-    // away mid-mint cannot leave the key claimed with a message sent and no answer kept.
-    let services = st.services.clone();
-    let tenant = t.0.clone();
-    let span = tracing::Span::current();
-    let task = tokio::spawn(tracing::Instrument::instrument(
-        async move {
-            let (status, body, err) = match services.mint(&tenant, m, &ctx).await {
-                Ok(minted) => {
-                    let (status, out) = mint_out(&minted);
-                    let body = serde_json::to_vec(&out).unwrap_or_default();
-                    (status.as_u16(), web::Bytes::from(body), None)
-                }
-                Err(e) => {
-                    let e = ApiError::from(e);
-                    let status = actix_web::ResponseError::status_code(&e).as_u16();
-                    // Only a kept answer needs its body here (building a response logs 5xx
-                    // errors; the handler builds the one actually sent).
-                    let body = if kept(status) {
-                        let resp = actix_web::ResponseError::error_response(&e);
-                        actix_web::body::MessageBody::try_into_bytes(resp.into_body())
-                            .unwrap_or_default()
-                    } else {
-                        web::Bytes::new()
-                    };
-                    (status, body, Some(e))
-                }
-            };
-            services.idem_end(ticket, status, &body).await;
-            (status, body, err)
-        },
-        span,
-    ));
-    let (status, body, err) = task
-        .await
-        .map_err(|e| ServiceError::Internal(format!("mint task failed: {e}")))?;
-    match err {
-        // Not kept: the error as it is (with its own headers, e.g. Retry-After).
-        Some(e) if !kept(status) => Err(e),
-        _ => Ok(answer(status, body, false)),
-    }
-}
-
-const IDEMPOTENCY_KEY: &str = "idempotency-key";
-
-fn bad_idempotency_key() -> ApiError {
-    ServiceError::field(
-        "Idempotency-Key",
-        "must be one header of 1 to 255 visible ASCII characters",
-    )
-    .into()
-}
-
-/// A kept answer (first time or again).
-fn answer(status: u16, body: web::Bytes, replayed: bool) -> HttpResponse {
-    let status =
-        actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::OK);
-    let content_type = if status.is_success() {
-        "application/json; charset=utf-8"
-    } else {
-        "application/problem+json"
-    };
-    let mut b = HttpResponse::build(status);
-    b.content_type(content_type)
-        .insert_header((header::CACHE_CONTROL, "no-store"));
-    if replayed {
-        b.insert_header(("Idempotent-Replayed", "true"));
-    }
-    b.body(body)
+    let (services, tenant) = (st.services.clone(), t.0.clone());
+    idempotent::once(&st, &t.0.id, key, &bytes, move || async move {
+        let minted = services.mint(&tenant, m, &ctx).await?;
+        Ok(mint_out(&minted))
+    })
+    .await
 }
 
 fn mint_request(b: MintBody) -> Result<MintRequest, ApiError> {
@@ -339,7 +252,7 @@ pub async fn verify(req: HttpRequest, st: web::Data<AppState>, payload: web::Pay
         }
     };
     let ctx = super::request_context(&req, &st);
-    let (tenant, result) = st
+    let VerifyOutcome { tenant, result } = st
         .services
         .verify(
             Caller::Secret(&secret),
@@ -353,14 +266,14 @@ pub async fn verify(req: HttpRequest, st: web::Data<AppState>, payload: web::Pay
         req.extensions_mut().insert(id);
     }
     let v = result?;
+    // The recipient is stored as it was given: an E.164 number or an address.
+    let by_phone = PhoneNumber::parse(&v.email).is_some();
     Ok(json(
         HttpResponse::Ok(),
         &VerifyOut {
             verified: true,
-            email: PhoneNumber::parse(&v.email)
-                .is_none()
-                .then(|| v.email.clone()),
-            phone: PhoneNumber::parse(&v.email).map(|_| v.email.clone()),
+            email: (!by_phone).then(|| v.email.clone()),
+            phone: by_phone.then(|| v.email.clone()),
             purpose: v.purpose,
             verified_at: rfc3339(v.verified_at),
         },

@@ -20,7 +20,7 @@ use crate::domain::recipient::Recipient;
 use crate::domain::tenant::{Origin, TlsMode};
 use crate::service::otp::MintRequest;
 use crate::service::tenants::{NewTenant, SmtpInput};
-use crate::service::verify::Caller;
+use crate::service::verify::{Caller, VerifyOutcome};
 use crate::service::ServiceError;
 
 type CompatResult = Result<HttpResponse, CompatError>;
@@ -197,7 +197,7 @@ pub async fn verify_otp(
     };
     let ctx = super::request_context(&req, &st);
     // The key's owner is found in the store call that reserves the attempt.
-    let (tenant, result) = st
+    let VerifyOutcome { tenant, result } = st
         .services
         .verify(Caller::KeyOwner, &key, &code, Flavor::Compat, &ctx)
         .await;

@@ -9,6 +9,7 @@ pub mod dto;
 pub mod error;
 pub mod governor;
 pub mod hosted;
+mod idempotent;
 pub mod links;
 pub mod openapi;
 pub mod ops;

@@ -1,7 +1,6 @@
 //! Test mode's routes (API.md §13.1–§13.2): the tenant's test recipients
 //! (`/v1/tenant/test-recipients`) and its test inbox (`/v1/tenant/test-inbox`).
 
-
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -309,10 +309,10 @@ impl Services {
             .chars()
             .filter(|c| !c.is_whitespace() && !matches!(c, '-' | '\u{2010}'..='\u{2015}'))
             .collect();
-        let (_, r) = self
+        let r = self
             .verify(Caller::KeyOwner, &key, &typed, Flavor::Native, ctx)
             .await;
-        match r {
+        match r.result {
             Ok(_) => {
                 let (id, now, digest) = (row.id.clone(), self.now(), self.key_digest(&key));
                 let by = self.hosted_finisher(&row.id, cookie);

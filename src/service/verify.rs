@@ -19,6 +19,21 @@ pub struct Verified {
     pub verified_at: Millis,
 }
 
+/// What a verify did: its result, and the tenant it was for once known (`None`: a wrong
+/// secret, an unknown key, or a store that could not say) — for the access log and metrics.
+pub struct VerifyOutcome {
+    pub tenant: Option<TenantId>,
+    pub result: Result<Verified, ServiceError>,
+}
+
+/// One verify's steps as they went: the tenant found (if it was), the recipient seen (once
+/// the attempt was reserved) and the result.
+struct Steps {
+    resolved: Resolved,
+    recipient: String,
+    result: Result<Verified, ServiceError>,
+}
+
 /// Who a verify is for. Either way the tenant is found in the same store call that
 /// reserves the attempt: one trip to the store, not two.
 pub enum Caller<'a> {
@@ -75,26 +90,27 @@ impl Services {
         code: &str,
         flavor: Flavor,
         ctx: &RequestContext,
-    ) -> (Option<TenantId>, Result<Verified, ServiceError>) {
-        let mut recipient = String::new();
-        let mut resolved: Resolved = None;
+    ) -> VerifyOutcome {
         let audit = match self.audit.slot() {
             Ok(a) => a,
-            Err(e) => return (None, Err(e)),
+            Err(e) => {
+                return VerifyOutcome {
+                    tenant: None,
+                    result: Err(e),
+                }
+            }
         };
-        let result = self
-            .verify_inner(
-                &caller,
-                &mut resolved,
-                key,
-                code,
-                (flavor, ctx),
-                &mut recipient,
-            )
-            .await;
+        let Steps {
+            resolved,
+            recipient,
+            result,
+        } = self.verify_steps(&caller, key, code, (flavor, ctx)).await;
         let Some((tenant, _)) = resolved else {
             // Not authenticated, or no such key: no verify happened.
-            return (None, result);
+            return VerifyOutcome {
+                tenant: None,
+                result,
+            };
         };
         let outcome = match result.as_ref().map_err(ServiceError::code) {
             Ok(_) => "verified",
@@ -118,39 +134,40 @@ impl Services {
         if outcome != "not_found" && outcome != "invalid" {
             audit.record(&tenant, self.now(), "verify", &recipient, outcome, ctx);
         }
-        (Some(tenant), result)
+        VerifyOutcome {
+            tenant: Some(tenant),
+            result,
+        }
     }
 
     /// Find the tenant of a request that ends before, or without, the store call that would
-    /// have found it, then answer `e`; a wrong secret or an unknown key answers for itself.
+    /// have found it, then answer `e` for it; a wrong secret or an unknown key answers for
+    /// itself (and finds no tenant).
     async fn refuse(
         &self,
         lookup: Lookup,
         flavor: Flavor,
         now: Millis,
-        resolved: &mut Resolved,
         e: ServiceError,
-    ) -> ServiceError {
+    ) -> (Resolved, ServiceError) {
         let missing = lookup.missing();
         match self.db(move |s| lookup.find(s, flavor, now)).await {
-            Ok(Some(found)) => {
-                *resolved = Some(found);
-                e
-            }
-            Ok(None) => missing,
-            Err(store) => store,
+            Ok(Some(found)) => (Some(found), e),
+            Ok(None) => (None, missing),
+            Err(store) => (None, store),
         }
     }
 
-    async fn verify_inner(
+    async fn verify_steps(
         &self,
         caller: &Caller<'_>,
-        resolved: &mut Resolved,
         key: &str,
         code: &str,
         (flavor, ctx): (Flavor, &RequestContext),
-        recipient_seen: &mut String,
-    ) -> Result<Verified, ServiceError> {
+    ) -> Steps {
+        let mut resolved: Resolved = None;
+        let mut recipient = String::new();
+        let result = async {
         let key = ShareableKey::parse(key, flavor);
         let digest = key.as_ref().map(|k| self.key_digest(k.expose()));
         let lookup = match caller {
@@ -164,13 +181,17 @@ impl Services {
         let now = self.now();
         let (Some(key), Some(digest)) = (key, digest) else {
             let e = ServiceError::OtpNotFound;
-            return Err(self.refuse(lookup, flavor, now, resolved, e).await);
+            let (found, e) = self.refuse(lookup, flavor, now, e).await;
+            resolved = found;
+            return Err(e);
         };
         let guess = match OtpCode::parse_guess(code) {
             Ok(g) => g,
             Err(e) => {
                 let e = ServiceError::field("otp", e.to_string());
-                return Err(self.refuse(lookup, flavor, now, resolved, e).await);
+                let (found, e) = self.refuse(lookup, flavor, now, e).await;
+                resolved = found;
+                return Err(e);
             }
         };
         let code = guess.expose();
@@ -200,7 +221,11 @@ impl Services {
             Ok(r) => r,
             // The store failed (its writer busy, a batch aborted): a wrong secret or an unknown
             // key is still told apart from a store that cannot answer.
-            Err(e) => return Err(self.refuse(lookup, flavor, now, resolved, e).await),
+            Err(e) => {
+                let (found, e) = self.refuse(lookup, flavor, now, e).await;
+                resolved = found;
+                return Err(e);
+            }
         };
         let Some((tid, subscribed, admitted)) = reserved else {
             return Err(lookup.missing());
@@ -212,7 +237,7 @@ impl Services {
             Ok(None) => return Err(self.why_not(tenant, &digest, flavor, now, code.len()).await),
             Err(overloaded) => return Err(overloaded.into()),
         };
-        recipient_seen.clone_from(&res.email);
+        recipient.clone_from(&res.email);
         // Every code of the key (its resends') in one hashing job (API.md §13.3).
         let matched = match self.hasher.verify_any(slot, code, &res.code_hashes).await {
             Ok(m) => m,
@@ -245,12 +270,16 @@ impl Services {
                 },
             );
             let raised = event.is_some();
-            if self
+            let finished = match self
                 .write(move |s| {
                     s.finish_verify(&tid, &d, t, event.as_ref(), clear.as_deref(), "code")
                 })
-                .await?
+                .await
             {
+                Ok(f) => f,
+                Err(e) => return Err(e),
+            };
+            if finished {
                 if raised {
                     self.wake_hooks();
                 }
@@ -322,6 +351,13 @@ impl Services {
             .await;
         }
         Err(ServiceError::Mismatch { attempts_remaining })
+        }
+        .await;
+        Steps {
+            resolved,
+            recipient,
+            result,
+        }
     }
 
     /// Why no attempt could be reserved: unknown, ended, or the recipient is blocked.
