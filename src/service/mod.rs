@@ -57,6 +57,8 @@ pub struct Services {
     pub(crate) hooks: webhooks::Hooks,
     /// Each tenant's test recipients, by `test_version`.
     pub(crate) test_lists: test_mode::TestLists,
+    /// Each tenant's provider event settings as last read (checked when an event applies).
+    pub(crate) event_settings: provider_events::EventSettingsCache,
 }
 
 impl Services {

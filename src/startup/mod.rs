@@ -166,6 +166,7 @@ pub fn build_services(settings: Settings, clock: Arc<dyn Clock>) -> Result<Servi
         templates: crate::service::templates::TemplateCache::default(),
         hooks: crate::service::webhooks::Hooks::new(hooks, max_webhooks),
         test_lists: crate::service::test_mode::TestLists::default(),
+        event_settings: crate::service::provider_events::EventSettingsCache::default(),
     })
 }
 

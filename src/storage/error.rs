@@ -12,9 +12,10 @@ pub enum StoreError {
     #[error("database unavailable: {0}")]
     Unavailable(String),
     #[error("database: {0}")]
-    Sqlite(rusqlite::Error),
+    Sqlite(#[source] rusqlite::Error),
+    /// PostgreSQL's own message is in the error under it (`source`): `db error` alone here.
     #[error("database: {0}")]
-    Postgres(::postgres::Error),
+    Postgres(#[source] ::postgres::Error),
     #[error("{0}")]
     Unsupported(&'static str),
     #[error("migration: {0}")]

@@ -25,7 +25,31 @@ pub struct EventEffect {
     pub counted: Counted,
     /// The tenant's webhook event, if it subscribes.
     pub webhook: Option<NewEvent>,
+    /// The tenant's settings the event was verified with, when they were read before this
+    /// request: it is applied only while they still hold.
+    pub verified_with: Option<VerifiedWith>,
     pub now: Millis,
+}
+
+/// What an event was verified and shaped with: the tenant's row version (every change of
+/// its provider settings, its enabled flag or its keys moves it on) and its webhook's event
+/// types (which decide whether `otp.bounced` is raised).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedWith {
+    pub row_version: i64,
+    pub webhook_events: String,
+}
+
+/// What applying an event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventApplied {
+    /// Applied now.
+    Applied,
+    /// Seen before: nothing changed.
+    Seen,
+    /// The tenant's settings are no longer what the event was verified with (or it is
+    /// disabled or gone): nothing changed.
+    Stale,
 }
 
 impl EventEffect {
@@ -47,8 +71,9 @@ pub trait ProviderEventStore {
         event_id: &str,
         now: Millis,
     ) -> Result<bool, StoreError>;
-    /// Apply a hard bounce or complaint once (`false`: seen before, nothing changed).
-    fn apply_provider_event(&self, e: &EventEffect) -> Result<bool, StoreError>;
+    /// Apply a hard bounce or complaint once, in one transaction that first checks the
+    /// tenant's settings are still [`EventEffect::verified_with`] (when given).
+    fn apply_provider_event(&self, e: &EventEffect) -> Result<EventApplied, StoreError>;
     /// The first value recorded under `provider` for the tenant (a pinned SNS topic).
     fn provider_pin(&self, tenant: &TenantId, provider: &str)
         -> Result<Option<String>, StoreError>;
@@ -58,6 +83,11 @@ pub trait ProviderEventStore {
 
 /// The SQL both backends run as written (`$N` placeholders; SQLite takes them as `?N`).
 pub(crate) mod sql {
+    /// An enabled tenant's row version and webhook event types, as [`super::VerifiedWith`]
+    /// holds them.
+    pub const VERIFIED_WITH: &str =
+        "SELECT t.row_version, COALESCE((SELECT w.events FROM webhooks w WHERE w.tenant_id = t.id), '') \
+         FROM tenants t WHERE t.id = $1 AND t.enabled";
     pub const SEEN: &str =
         "INSERT INTO provider_events (tenant_id, provider, event_id, received_at) \
          VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, provider, event_id) DO NOTHING";

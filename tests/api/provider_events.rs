@@ -454,3 +454,134 @@ async fn complaints_suppress_and_soft_bounces_other_tenants_and_other_hosts_do_n
     assert_eq!(confirms, 1);
     assert!(suppressed(&s.app, &c_sk).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_events_secret_a_webhook_change_or_a_disabled_tenant_holds_from_the_next_event() {
+    // Events of a tenant whose settings were read for an earlier event are verified with
+    // those, and applied only while they still hold: each change here comes between two
+    // events and must hold for the second.
+    const NEW_SECRET: &str = "whsec_bmV3LWV2ZW50cy1zaWduaW5nLXNlY3JldC0wMDAwMDE=";
+    let s = setup().await;
+    let fake = s.fakes.iter().find(|f| f.kind == "resend").unwrap();
+    let (id, sk) = s.tenant(fake).await;
+    let subscribe = |events: Value| {
+        s.app.put(
+            "/v1/tenant/webhook",
+            &sk,
+            json!({"url": s.hooks.url("/hooks"), "events": events}),
+        )
+    };
+    assert_eq!(
+        subscribe(json!(["otp.complained"])).await.status(),
+        StatusCode::OK
+    );
+    let bounce = |secret: &str, n: u32, to: &str| {
+        let b = json!({"type": "email.bounced", "created_at": "2026-11-24T12:00:00.000Z",
+            "data": {"email_id": format!("em-{n}"), "to": [to], "bounce": {"type": "Permanent"}}})
+        .to_string()
+        .into_bytes();
+        (resend_headers(secret, &format!("msg_{n}"), s.now(), &b), b)
+    };
+    let (st, v) = s
+        .post("resend", &id, bounce(RESEND_SECRET, 1, "one@example.com"))
+        .await;
+    assert_eq!((st, &v["applied"]), (StatusCode::OK, &json!(1)), "{v}");
+
+    // Subscribed to bounces now: the next bounce raises otp.bounced.
+    assert_eq!(
+        subscribe(json!(["otp.bounced"])).await.status(),
+        StatusCode::OK
+    );
+    let (st, v) = s
+        .post("resend", &id, bounce(RESEND_SECRET, 2, "two@example.com"))
+        .await;
+    assert_eq!((st, &v["applied"]), (StatusCode::OK, &json!(1)), "{v}");
+    let hooks = s.hooks.wait_for(1).await;
+    let first = hooks[0].json();
+    assert_eq!(first["type"], "otp.bounced", "{first}");
+    assert_eq!(first["data"]["email"], "two@example.com", "{first}");
+
+    // A new events secret: an event signed with the old one is refused and changes nothing
+    // (the settings kept from the last event still hold the old one).
+    let mut settings = fake.settings("primary");
+    settings["events_secret"] = json!(NEW_SECRET);
+    let (st, v) = body(s.app.put("/v1/tenant/providers/email", &sk, settings).await).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    // Not even an event that would change nothing (a soft bounce).
+    let soft = json!({"type": "email.bounced", "created_at": "2026-11-24T12:00:00.000Z",
+        "data": {"email_id": "em-s", "to": ["soft@example.com"], "bounce": {"type": "Transient"}}})
+    .to_string()
+    .into_bytes();
+    let (st, v) = s
+        .post(
+            "resend",
+            &id,
+            (resend_headers(RESEND_SECRET, "msg_s", s.now(), &soft), soft),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
+    let (st, v) = s
+        .post("resend", &id, bounce(RESEND_SECRET, 3, "three@example.com"))
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
+    assert_eq!(v["code"], "event_unverified");
+    let listed = |list: Vec<Value>| {
+        list.iter()
+            .map(|e| e["recipient"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let mut now_suppressed = listed(suppressed(&s.app, &sk).await);
+    now_suppressed.sort();
+    assert_eq!(now_suppressed, ["one@example.com", "two@example.com"]);
+    let (st, v) = s
+        .post("resend", &id, bounce(NEW_SECRET, 4, "four@example.com"))
+        .await;
+    assert_eq!((st, &v["applied"]), (StatusCode::OK, &json!(1)), "{v}");
+    // And the same again: the settings read for it are kept, the duplicate changes nothing.
+    let (st, v) = s
+        .post("resend", &id, bounce(NEW_SECRET, 4, "four@example.com"))
+        .await;
+    assert_eq!((st, &v["applied"]), (StatusCode::OK, &json!(0)), "{v}");
+
+    // A disabled tenant takes no events.
+    let r = s
+        .app
+        .patch(
+            &format!("/v1/tenants/{id}"),
+            ADMIN,
+            json!({"enabled": false}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let soft = json!({"type": "email.delivered", "created_at": "2026-11-24T12:00:00.000Z",
+        "data": {"email_id": "em-d", "to": ["five@example.com"]}})
+    .to_string()
+    .into_bytes();
+    let (st, v) = s
+        .post(
+            "resend",
+            &id,
+            (resend_headers(NEW_SECRET, "msg_d", s.now(), &soft), soft),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    let (st, v) = s
+        .post("resend", &id, bounce(NEW_SECRET, 5, "five@example.com"))
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    let r = s
+        .app
+        .patch(
+            &format!("/v1/tenants/{id}"),
+            ADMIN,
+            json!({"enabled": true}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut now_suppressed = listed(suppressed(&s.app, &sk).await);
+    now_suppressed.sort();
+    assert_eq!(
+        now_suppressed,
+        ["four@example.com", "one@example.com", "two@example.com"]
+    );
+}

@@ -7,7 +7,7 @@ use super::PgStore;
 use crate::domain::keys::TenantId;
 use crate::domain::stats::CodeDims;
 use crate::domain::Millis;
-use crate::storage::provider_events::{sql, EventEffect};
+use crate::storage::provider_events::{sql, EventApplied, EventEffect, VerifiedWith};
 use crate::storage::stats::{tally_from, Bump};
 use crate::storage::suppressions::sql as sup;
 use crate::storage::{ProviderEventStore, StoreError};
@@ -27,11 +27,25 @@ impl ProviderEventStore for PgStore {
             == 1)
     }
 
-    fn apply_provider_event(&self, e: &EventEffect) -> Result<bool, StoreError> {
+    fn apply_provider_event(&self, e: &EventEffect) -> Result<EventApplied, StoreError> {
         let t = e.tenant.as_str();
         self.tx(|tx| {
+            if let Some(w) = &e.verified_with {
+                // No row lock: one taken here, before the suppression's count updates the same
+                // row, would deadlock concurrent events of the tenant. A change committed
+                // while this runs is ordered after the event, as if it had come a moment later.
+                let now = tx.row_opt(sql::VERIFIED_WITH, &[&t], |r| {
+                    Ok(VerifiedWith {
+                        row_version: r.try_get(0)?,
+                        webhook_events: r.try_get(1)?,
+                    })
+                })?;
+                if now.as_ref() != Some(w) {
+                    return Ok(EventApplied::Stale);
+                }
+            }
             if tx.execute(sql::SEEN, &[&t, &e.provider, &e.event_id, &e.now])? == 0 {
-                return Ok(false);
+                return Ok(EventApplied::Seen);
             }
             let s = &e.suppression;
             if tx.execute(
@@ -66,7 +80,7 @@ impl ProviderEventStore for PgStore {
             if let Some(ev) = &e.webhook {
                 insert_event_in(tx, ev)?;
             }
-            Ok(true)
+            Ok(EventApplied::Applied)
         })
     }
 

@@ -9,7 +9,7 @@ use super::{CachedSql, SqliteStore};
 use crate::domain::keys::TenantId;
 use crate::domain::stats::CodeDims;
 use crate::domain::Millis;
-use crate::storage::provider_events::{sql, EventEffect};
+use crate::storage::provider_events::{sql, EventApplied, EventEffect, VerifiedWith};
 use crate::storage::stats::{tally_from, Bump};
 use crate::storage::suppressions::sql as sup;
 use crate::storage::tenants::sqlite_placeholders as q;
@@ -29,12 +29,26 @@ impl ProviderEventStore for SqliteStore {
         })
     }
 
-    fn apply_provider_event(&self, e: &EventEffect) -> Result<bool, StoreError> {
+    fn apply_provider_event(&self, e: &EventEffect) -> Result<EventApplied, StoreError> {
+        use rusqlite::OptionalExtension;
         let e = e.clone();
         self.writer.write(move |tx| {
             let t = e.tenant.as_str();
+            if let Some(w) = &e.verified_with {
+                let now = tx
+                    .query_row_cached(&q(sql::VERIFIED_WITH), [t], |r| {
+                        Ok(VerifiedWith {
+                            row_version: r.get(0)?,
+                            webhook_events: r.get(1)?,
+                        })
+                    })
+                    .optional()?;
+                if now.as_ref() != Some(w) {
+                    return Ok(EventApplied::Stale);
+                }
+            }
             if tx.execute_cached(&q(sql::SEEN), params![t, e.provider, e.event_id, e.now])? == 0 {
-                return Ok(false);
+                return Ok(EventApplied::Seen);
             }
             let s = &e.suppression;
             if tx.execute_cached(
@@ -65,7 +79,7 @@ impl ProviderEventStore for SqliteStore {
             if let Some(ev) = &e.webhook {
                 insert_event_in(tx, ev)?;
             }
-            Ok(true)
+            Ok(EventApplied::Applied)
         })
     }
 
