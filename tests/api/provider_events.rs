@@ -585,3 +585,39 @@ async fn a_new_events_secret_a_webhook_change_or_a_disabled_tenant_holds_from_th
         ["four@example.com", "one@example.com", "two@example.com"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_one_tenants_events_applies_each_once_and_refuses_none() {
+    // Concurrent events of one tenant, verified with its kept settings: each applies once
+    // (a duplicate changes nothing), none is refused or lost to a lock (on PostgreSQL each
+    // updates the tenant's suppression count in its transaction).
+    let s = setup().await;
+    let fake = s.fakes.iter().find(|f| f.kind == "resend").unwrap();
+    let (id, sk) = s.tenant(fake).await;
+    let bounce = |n: u32| {
+        let b = json!({"type": "email.bounced", "created_at": "2026-11-24T12:00:00.000Z",
+            "data": {"email_id": format!("em-{n}"), "to": [format!("burst{n}@example.com")],
+                "bounce": {"type": "Permanent"}}})
+        .to_string()
+        .into_bytes();
+        (
+            resend_headers(RESEND_SECRET, &format!("msg_{n}"), s.now(), &b),
+            b,
+        )
+    };
+    let (st, v) = s.post("resend", &id, bounce(0)).await;
+    assert_eq!((st, &v["applied"]), (StatusCode::OK, &json!(1)), "{v}");
+    let answers = futures_util::future::join_all(
+        (1..=24u32)
+            .flat_map(|n| [n, n])
+            .map(|n| s.post("resend", &id, bounce(n))),
+    )
+    .await;
+    let mut applied = 0;
+    for (st, v) in answers {
+        assert_eq!(st, StatusCode::OK, "{v}");
+        applied += v["applied"].as_u64().unwrap();
+    }
+    assert_eq!(applied, 24, "each event once");
+    assert_eq!(suppressed(&s.app, &sk).await.len(), 25);
+}
