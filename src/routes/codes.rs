@@ -91,9 +91,11 @@ pub async fn mint(
     // not kept anyway).
     let m = mint_request(b)?;
     let ctx = super::request_context(&req, &st);
-    let (services, tenant) = (st.services.clone(), t.0.clone());
-    idempotent::once(&st, &t.0.id, key, &bytes, move || async move {
-        let minted = services.mint(&tenant, m, &ctx).await?;
+    // The work owns the tenant and a handle on the state (no copies on the hot path): with a
+    // key it runs on a task of its own.
+    let (tenant_id, app) = (t.0.id.clone(), st.clone());
+    idempotent::once(&st, &tenant_id, key, &bytes, move || async move {
+        let minted = app.services.mint(&t.0, m, &ctx).await?;
         Ok(mint_out(&minted))
     })
     .await

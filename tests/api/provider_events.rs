@@ -455,6 +455,26 @@ async fn complaints_suppress_and_soft_bounces_other_tenants_and_other_hosts_do_n
     assert!(suppressed(&s.app, &c_sk).await.is_empty());
 }
 
+/// A Resend event signed with `secret`: `kind` its type (`email.bounced`, …), `bounce` its
+/// bounce type if any, id `msg_<n>`.
+fn resend_event(
+    s: &Setup,
+    secret: &str,
+    n: &str,
+    kind: &str,
+    to: &str,
+    bounce: Option<&str>,
+) -> (Vec<(String, String)>, Vec<u8>) {
+    let mut data = json!({"email_id": format!("em-{n}"), "to": [to]});
+    if let Some(b) = bounce {
+        data["bounce"] = json!({"type": b});
+    }
+    let b = json!({"type": kind, "created_at": "2026-11-24T12:00:00.000Z", "data": data})
+        .to_string()
+        .into_bytes();
+    (resend_headers(secret, &format!("msg_{n}"), s.now(), &b), b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_events_secret_a_webhook_change_or_a_disabled_tenant_holds_from_the_next_event() {
     // Events of a tenant whose settings were read for an earlier event are verified with
@@ -476,11 +496,14 @@ async fn a_new_events_secret_a_webhook_change_or_a_disabled_tenant_holds_from_th
         StatusCode::OK
     );
     let bounce = |secret: &str, n: u32, to: &str| {
-        let b = json!({"type": "email.bounced", "created_at": "2026-11-24T12:00:00.000Z",
-            "data": {"email_id": format!("em-{n}"), "to": [to], "bounce": {"type": "Permanent"}}})
-        .to_string()
-        .into_bytes();
-        (resend_headers(secret, &format!("msg_{n}"), s.now(), &b), b)
+        resend_event(
+            &s,
+            secret,
+            &n.to_string(),
+            "email.bounced",
+            to,
+            Some("Permanent"),
+        )
     };
     let (st, v) = s
         .post("resend", &id, bounce(RESEND_SECRET, 1, "one@example.com"))
@@ -508,17 +531,15 @@ async fn a_new_events_secret_a_webhook_change_or_a_disabled_tenant_holds_from_th
     let (st, v) = body(s.app.put("/v1/tenant/providers/email", &sk, settings).await).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     // Not even an event that would change nothing (a soft bounce).
-    let soft = json!({"type": "email.bounced", "created_at": "2026-11-24T12:00:00.000Z",
-        "data": {"email_id": "em-s", "to": ["soft@example.com"], "bounce": {"type": "Transient"}}})
-    .to_string()
-    .into_bytes();
-    let (st, v) = s
-        .post(
-            "resend",
-            &id,
-            (resend_headers(RESEND_SECRET, "msg_s", s.now(), &soft), soft),
-        )
-        .await;
+    let soft = resend_event(
+        &s,
+        RESEND_SECRET,
+        "s",
+        "email.bounced",
+        "soft@example.com",
+        Some("Transient"),
+    );
+    let (st, v) = s.post("resend", &id, soft).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
     let (st, v) = s
         .post("resend", &id, bounce(RESEND_SECRET, 3, "three@example.com"))
@@ -553,17 +574,15 @@ async fn a_new_events_secret_a_webhook_change_or_a_disabled_tenant_holds_from_th
         )
         .await;
     assert_eq!(r.status(), StatusCode::OK);
-    let soft = json!({"type": "email.delivered", "created_at": "2026-11-24T12:00:00.000Z",
-        "data": {"email_id": "em-d", "to": ["five@example.com"]}})
-    .to_string()
-    .into_bytes();
-    let (st, v) = s
-        .post(
-            "resend",
-            &id,
-            (resend_headers(NEW_SECRET, "msg_d", s.now(), &soft), soft),
-        )
-        .await;
+    let delivered = resend_event(
+        &s,
+        NEW_SECRET,
+        "d",
+        "email.delivered",
+        "five@example.com",
+        None,
+    );
+    let (st, v) = s.post("resend", &id, delivered).await;
     assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
     let (st, v) = s
         .post("resend", &id, bounce(NEW_SECRET, 5, "five@example.com"))
@@ -595,14 +614,14 @@ async fn a_burst_of_one_tenants_events_applies_each_once_and_refuses_none() {
     let fake = s.fakes.iter().find(|f| f.kind == "resend").unwrap();
     let (id, sk) = s.tenant(fake).await;
     let bounce = |n: u32| {
-        let b = json!({"type": "email.bounced", "created_at": "2026-11-24T12:00:00.000Z",
-            "data": {"email_id": format!("em-{n}"), "to": [format!("burst{n}@example.com")],
-                "bounce": {"type": "Permanent"}}})
-        .to_string()
-        .into_bytes();
-        (
-            resend_headers(RESEND_SECRET, &format!("msg_{n}"), s.now(), &b),
-            b,
+        let to = format!("burst{n}@example.com");
+        resend_event(
+            &s,
+            RESEND_SECRET,
+            &n.to_string(),
+            "email.bounced",
+            &to,
+            Some("Permanent"),
         )
     };
     let (st, v) = s.post("resend", &id, bounce(0)).await;
