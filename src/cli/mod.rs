@@ -187,6 +187,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
         }
         Command::Keys(KeysCommand::Rotate) => {
             let r = services(settings)?
+                .admin
                 .rotate_master_key()
                 .await
                 .map_err(service_msg)?;
@@ -201,6 +202,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
         }
         Command::Keys(KeysCommand::RotateDataKey) => {
             let r = services(settings)?
+                .admin
                 .rotate_data_key()
                 .await
                 .map_err(service_msg)?;
@@ -230,6 +232,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
         }
         Command::Backup { path } => {
             services(settings)?
+                .admin
                 .backup(path.clone())
                 .await
                 .map_err(service_msg)?;
@@ -243,6 +246,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
         }
         Command::ImportOtpmint { path, salt } => {
             let report = services(settings)?
+                .admin
                 .import_otpmint(&path, &salt)
                 .await
                 .map_err(service_msg)?;
@@ -318,7 +322,7 @@ async fn serve(settings: Settings, file: Option<PathBuf>) -> Result<(), CliError
     }
     let app = Application::build(settings)?;
     app.reload_on_sighup(file);
-    let tenants = app.services().tenants().await.map_err(service_msg)?;
+    let tenants = app.services().core.tenants().await.map_err(service_msg)?;
     tracing::info!(bind = %bind, port = app.port(), database = %database, "otpmint listening");
     if tenants.is_empty() {
         tracing::info!(
@@ -355,9 +359,9 @@ fn print_columns(header: &[&str], rows: &[Vec<String>]) {
 }
 
 async fn smtp_test(id: &str, to: &str, s: Services) -> Result<(), CliError> {
-    let tenant = s.tenant(id).await.map_err(service_msg)?;
+    let tenant = s.core.tenant(id).await.map_err(service_msg)?;
     let to = RecipientEmail::parse(to).map_err(|e| CliError(format!("--to {e}")))?;
-    match s.test_relay(&tenant, &to.delivery_address()).await {
+    match s.delivery.test_relay(&tenant, &to.delivery_address()).await {
         Ok(()) => {
             println!("ok: the SMTP server accepted the message");
             Ok(())

@@ -31,7 +31,7 @@ pub struct StatsArgs {
 
 pub(super) async fn stats(a: StatsArgs, s: Services) -> Result<(), CliError> {
     let tenant = match &a.tenant {
-        Some(id) => Some(s.tenant(id).await.map_err(service_msg)?.id),
+        Some(id) => Some(s.core.tenant(id).await.map_err(service_msg)?.id),
         None => None,
     };
     let r = stats_request(
@@ -41,7 +41,7 @@ pub(super) async fn stats(a: StatsArgs, s: Services) -> Result<(), CliError> {
         a.group_by.as_deref(),
     )
     .map_err(service_msg)?;
-    let out = StatsOut::from(s.stats(tenant, r).await.map_err(service_msg)?);
+    let out = StatsOut::from(s.admin.stats(tenant, r).await.map_err(service_msg)?);
     if a.json {
         println!(
             "{}",

@@ -141,6 +141,7 @@ pub(super) async fn tenant(cmd: TenantCommand, s: Services) -> Result<(), CliErr
                 })?),
             };
             let (row, secret) = s
+                .tenants
                 .create_tenant(NewTenant {
                     name: a.name,
                     smtp: Some(SmtpInput {
@@ -179,7 +180,7 @@ pub(super) async fn tenant(cmd: TenantCommand, s: Services) -> Result<(), CliErr
             }
         }
         TenantCommand::List { json } => {
-            let rows = s.tenants().await.map_err(service_msg)?;
+            let rows = s.core.tenants().await.map_err(service_msg)?;
             if json {
                 println!(
                     "{}",
@@ -190,44 +191,47 @@ pub(super) async fn tenant(cmd: TenantCommand, s: Services) -> Result<(), CliErr
             }
         }
         TenantCommand::CheckDomain { id } => {
-            let c = s.check_domain(&id).await.map_err(service_msg)?;
+            let c = s.tenants.check_domain(&id).await.map_err(service_msg)?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&crate::routes::dkim::DomainCheckOut::from(c))?
             );
         }
         TenantCommand::Show { id } => {
-            let row = s.tenant(&id).await.map_err(service_msg)?;
+            let row = s.core.tenant(&id).await.map_err(service_msg)?;
             println!("{}", serde_json::to_string_pretty(&tenant_json(&s, &row))?);
         }
         TenantCommand::Disable { id } => {
-            s.update_tenant(
-                &id,
-                TenantPatch {
-                    enabled: Some(false),
-                    ..Default::default()
-                },
-                false,
-            )
-            .await
-            .map_err(service_msg)?;
+            s.tenants
+                .update_tenant(
+                    &id,
+                    TenantPatch {
+                        enabled: Some(false),
+                        ..Default::default()
+                    },
+                    false,
+                )
+                .await
+                .map_err(service_msg)?;
             println!("tenant {id} disabled");
         }
         TenantCommand::Enable { id } => {
-            s.update_tenant(
-                &id,
-                TenantPatch {
-                    enabled: Some(true),
-                    ..Default::default()
-                },
-                false,
-            )
-            .await
-            .map_err(service_msg)?;
+            s.tenants
+                .update_tenant(
+                    &id,
+                    TenantPatch {
+                        enabled: Some(true),
+                        ..Default::default()
+                    },
+                    false,
+                )
+                .await
+                .map_err(service_msg)?;
             println!("tenant {id} enabled");
         }
         TenantCommand::RotateSecret { id, grace_seconds } => {
             let secret = s
+                .tenants
                 .rotate_secret(&id, grace_seconds)
                 .await
                 .map_err(service_msg)?;

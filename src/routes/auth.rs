@@ -50,7 +50,7 @@ impl FromRequest for TenantAuth {
             let st = state(&req)?;
             // A missing header still costs one lookup, so timing does not tell it apart.
             let token = bearer(&req).unwrap_or_default();
-            let tenant = st.services.authenticate(&token).await?;
+            let tenant = st.services.tenants.authenticate(&token).await?;
             req.extensions_mut().insert(tenant.id.clone());
             Ok(TenantAuth(tenant))
         })
@@ -59,7 +59,7 @@ impl FromRequest for TenantAuth {
 
 /// Check the admin token (constant time); an empty configured token refuses everyone.
 pub fn is_admin(req: &HttpRequest, st: &AppState) -> bool {
-    let settings = st.services.settings.load();
+    let settings = st.services.core.settings.load();
     let configured = settings.admin.token.expose_secret();
     match bearer(req) {
         Some(t) if !configured.is_empty() => secrets_equal(t.as_bytes(), configured.as_bytes()),
@@ -87,7 +87,14 @@ impl FromRequest for AdminAuth {
 /// request began (API.md §6.21).
 fn body_deadline(req: &HttpRequest) -> tokio::time::Instant {
     let timeout = state(req)
-        .map(|st| st.services.settings.load().server.request_timeout_seconds)
+        .map(|st| {
+            st.services
+                .core
+                .settings
+                .load()
+                .server
+                .request_timeout_seconds
+        })
         .unwrap_or(10);
     let started = req
         .extensions()

@@ -85,6 +85,7 @@ pub async fn claim_code(
     let ctx = super::request_context(&req, &st);
     let c = st
         .services
+        .codes
         .claim_code(&t.0, &key, verifier.as_deref(), &ctx)
         .await?;
     Ok(claimed(c))
@@ -114,6 +115,7 @@ pub async fn claim_session(
     let ctx = super::request_context(&req, &st);
     let c = st
         .services
+        .codes
         .claim_session(&t.0, &id, verifier.as_deref(), &ctx)
         .await?;
     Ok(claimed(c))

@@ -95,7 +95,7 @@ pub async fn mint(
     // key it runs on a task of its own.
     let (tenant_id, app) = (t.0.id.clone(), st.clone());
     idempotent::once(&st, &tenant_id, key, &bytes, move || async move {
-        let minted = app.services.mint(&t.0, m, &ctx).await?;
+        let minted = app.services.codes.mint(&t.0, m, &ctx).await?;
         Ok(mint_out(&minted))
     })
     .await
@@ -205,7 +205,7 @@ pub async fn resend(
     key: web::Path<String>,
 ) -> ApiResult {
     let ctx = super::request_context(&req, &st);
-    let r = st.services.resend(&t.0, &key, &ctx).await?;
+    let r = st.services.codes.resend(&t.0, &key, &ctx).await?;
     let (status, delivery) = delivery_shown(r.delivery, r.outcome_unknown);
     let v = &r.view;
     Ok(json(
@@ -248,7 +248,7 @@ pub async fn verify(req: HttpRequest, st: web::Data<AppState>, payload: web::Pay
     let b: VerifyBody = match json_body(&req, payload).await {
         Ok(b) => b,
         Err(e) => {
-            let tenant = st.services.authenticate(&secret).await?;
+            let tenant = st.services.tenants.authenticate(&secret).await?;
             req.extensions_mut().insert(tenant.id);
             return Err(e);
         }
@@ -256,6 +256,7 @@ pub async fn verify(req: HttpRequest, st: web::Data<AppState>, payload: web::Pay
     let ctx = super::request_context(&req, &st);
     let VerifyOutcome { tenant, result } = st
         .services
+        .codes
         .verify(
             Caller::Secret(&secret),
             &b.shareable_key,
@@ -298,11 +299,12 @@ pub async fn otp_status(
 ) -> ApiResult {
     let v = st
         .services
+        .codes
         .otp_status(&t.0.id, &key, Flavor::Native)
         .await?;
     Ok(json(
         no_store(HttpResponse::Ok()),
-        &StatusOut::new(&v, st.services.now()),
+        &StatusOut::new(&v, st.services.core.now()),
     ))
 }
 
@@ -324,6 +326,7 @@ pub async fn otp_cancel(
 ) -> ApiResult {
     let ctx = super::request_context(&req, &st);
     st.services
+        .codes
         .cancel(
             &t.0.id,
             Some(&t.0.webhook_events),
@@ -357,7 +360,11 @@ pub struct AuditQuery {
     security(("secret_key" = [])))]
 pub async fn audit(t: TenantAuth, st: web::Data<AppState>, q: web::Query<AuditQuery>) -> ApiResult {
     let limit = q.limit.unwrap_or(50);
-    let events = st.services.audit_page(&t.0.id, q.before, limit).await?;
+    let events = st
+        .services
+        .core
+        .audit_page(&t.0.id, q.before, limit)
+        .await?;
     let next_before = (events.len() == limit as usize)
         .then(|| events.last().map(|e| e.id))
         .flatten();

@@ -76,7 +76,7 @@ pub async fn reg_secretkey(
     st: web::Data<AppState>,
     payload: web::Payload,
 ) -> CompatResult {
-    let mode = st.services.settings.load().registration.mode;
+    let mode = st.services.core.settings.load().registration.mode;
     match mode {
         RegistrationMode::Closed => {
             return Err(CompatError {
@@ -123,6 +123,7 @@ pub async fn reg_secretkey(
         .take(100)
         .collect();
     st.services
+        .tenants
         .create_tenant(NewTenant {
             name,
             smtp: Some(SmtpInput {
@@ -162,6 +163,7 @@ pub async fn otp(req: HttpRequest, st: web::Data<AppState>, payload: web::Payloa
     };
     let tenant = st
         .services
+        .tenants
         .authenticate(&secret)
         .await
         .map_err(|e| CompatError::from_service(e, true))?;
@@ -169,6 +171,7 @@ pub async fn otp(req: HttpRequest, st: web::Data<AppState>, payload: web::Payloa
     let purpose = Purpose::parse(None).map_err(|e| CompatError::from_service(e.into(), true))?;
     let minted = st
         .services
+        .codes
         .mint(
             &tenant,
             MintRequest {
@@ -199,6 +202,7 @@ pub async fn verify_otp(
     // The key's owner is found in the store call that reserves the attempt.
     let VerifyOutcome { tenant, result } = st
         .services
+        .codes
         .verify(Caller::KeyOwner, &key, &code, Flavor::Compat, &ctx)
         .await;
     let Some(tenant) = tenant else {
@@ -213,8 +217,13 @@ pub async fn verify_otp(
         // A code that is not six digits is a mismatch to OtpMint's clients (no attempt used)
         // while the key is live; an ended key answers as it would for any code.
         Err(ServiceError::Invalid(_)) => {
-            let e = match st.services.otp_status(&tenant, &key, Flavor::Compat).await {
-                Ok(v) => match v.status_at(st.services.now()) {
+            let e = match st
+                .services
+                .codes
+                .otp_status(&tenant, &key, Flavor::Compat)
+                .await
+            {
+                Ok(v) => match v.status_at(st.services.core.now()) {
                     Status::Pending => ServiceError::Mismatch {
                         attempts_remaining: v.attempts_remaining(),
                     },

@@ -87,6 +87,7 @@ pub async fn create(
         .ok_or_else(|| ServiceError::field("algorithm", "must be \"ed25519\" or \"rsa2048\""))?;
     let key = st
         .services
+        .tenants
         .create_dkim_key(
             &t.0.id,
             NewDkimKey {
@@ -108,7 +109,7 @@ pub async fn create(
     ),
     security(("secret_key" = [])))]
 pub async fn get(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
-    let tenant = st.services.tenant(t.0.id.as_str()).await?;
+    let tenant = st.services.core.tenant(t.0.id.as_str()).await?;
     let signing = signing_key(&tenant.dkim).ok_or(ServiceError::DkimNotFound)?;
     Ok(json(
         HttpResponse::Ok(),
@@ -128,7 +129,7 @@ pub async fn get(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
     ),
     security(("secret_key" = [])))]
 pub async fn delete(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
-    st.services.delete_dkim_keys(&t.0.id).await?;
+    st.services.tenants.delete_dkim_keys(&t.0.id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -201,7 +202,7 @@ impl From<crate::service::domain_check::DomainCheck> for DomainCheckOut {
     ),
     security(("secret_key" = [])))]
 pub async fn domain_check(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
-    let c = st.services.check_domain(t.0.id.as_str()).await?;
+    let c = st.services.tenants.check_domain(t.0.id.as_str()).await?;
     Ok(json(
         super::respond::no_store(HttpResponse::Ok()),
         &DomainCheckOut::from(c),

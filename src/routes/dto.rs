@@ -134,14 +134,14 @@ impl TenantOut {
             smtp: t
                 .smtp
                 .as_ref()
-                .map(|a| SmtpOut::of(a, services.max_connections(t))),
+                .map(|a| SmtpOut::of(a, services.delivery.max_connections(t))),
             delivery: t.delivery.as_str().into(),
             default_locale: t.default_locale.as_str().to_string(),
             test: t.test,
             smtp_fallback: t
                 .smtp_fallback
                 .as_ref()
-                .map(|f| SmtpOut::of(f, services.ceiling(f.max_connections))),
+                .map(|f| SmtpOut::of(f, services.delivery.ceiling(f.max_connections))),
             allowed_return_urls: t.allowed_return_urls.clone(),
             branding: BrandingOut {
                 color: (!t.brand_color.is_empty()).then(|| t.brand_color.clone()),

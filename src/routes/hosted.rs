@@ -85,6 +85,7 @@ pub async fn open(
     let b: HostedBody = json_body(&req, payload).await?;
     let o = st
         .services
+        .codes
         .open_hosted(
             &t.0,
             NewHosted {
@@ -126,7 +127,7 @@ pub async fn open(
     ),
     security(("secret_key" = [])))]
 pub async fn outcome(t: TenantAuth, st: web::Data<AppState>, id: web::Path<String>) -> ApiResult {
-    let o = st.services.hosted_outcome(&t.0, &id).await?;
+    let o = st.services.codes.hosted_outcome(&t.0, &id).await?;
     Ok(json(
         super::respond::no_store(HttpResponse::Ok()),
         &HostedStatusOut {
@@ -204,7 +205,7 @@ pub async fn put_logo(
         .await
         .map_err(|e| ServiceError::Internal(e.to_string()))?
         .ok_or(ServiceError::LogoInvalid)?;
-    st.services.put_logo(&t.0, Some(&bytes)).await?;
+    st.services.codes.put_logo(&t.0, Some(&bytes)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -215,7 +216,7 @@ pub async fn put_logo(
     ),
     security(("secret_key" = [])))]
 pub async fn delete_logo(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
-    st.services.put_logo(&t.0, None).await?;
+    st.services.codes.put_logo(&t.0, None).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -252,11 +253,11 @@ async fn render(
     let s = HostedStrings::of(lang.as_str());
     let app = tenant.name.as_str();
     let base = page_kit::base_path(st);
-    let logo = st.services.has_logo(&tenant.id).await;
+    let logo = st.services.codes.has_logo(&tenant.id).await;
     let cookie = page_kit::cookie_or_new(st, req, COOKIE);
-    let csrf = st.services.hosted_csrf(&row.id, &cookie);
+    let csrf = st.services.codes.hosted_csrf(&row.id, &cookie);
     let set_cookie = page_kit::set_cookie(st, COOKIE, &cookie);
-    let status_now = status_of(row, st.services.now());
+    let status_now = status_of(row, st.services.core.now());
     let over = status_now != "open" || error == Some(&PageError::Over);
     let code_sent = row.key_sealed.is_some();
     let err = match error {
@@ -364,7 +365,7 @@ async fn render(
 }
 
 async fn session(st: &AppState, id: &str) -> Result<(SessionRow, Tenant), HttpResponse> {
-    match st.services.hosted_page(id).await {
+    match st.services.codes.hosted_page(id).await {
         Ok(Some(x)) => Ok(x),
         Ok(None) => Err(page_kit::plain(StatusCode::NOT_FOUND, "Not found")),
         Err(_) => Err(HttpResponse::ServiceUnavailable().finish()),
@@ -385,6 +386,7 @@ pub async fn show(
     if row.verified
         && st
             .services
+            .codes
             .finished_here(&row, page_kit::cookie(&st, &req, COOKIE).as_deref())
     {
         if let Some(to) = session_redirect(&row.return_url, &row.id, &tenant.allowed_return_urls) {
@@ -416,7 +418,7 @@ async fn act(
     let cookie = page_kit::cookie(&st, &req, COOKIE);
     let expected = cookie
         .as_deref()
-        .map(|c| st.services.hosted_csrf(&row.id, c));
+        .map(|c| st.services.codes.hosted_csrf(&row.id, c));
     if !expected.is_some_and(|e| page_kit::same_token(&e, &form.csrf)) {
         return forbidden();
     }
@@ -424,10 +426,12 @@ async fn act(
     let ctx = super::request_context(&req, &st);
     let done = if verify {
         st.services
+            .codes
             .hosted_verify(&row, &tenant, &form.code, (&cookie, &ctx))
             .await
     } else {
         st.services
+            .codes
             .hosted_send(&row, &tenant, &form.email, &ctx)
             .await
             .map(|()| format!("{}/h/{}", page_kit::base_path(&st), row.id))
@@ -437,10 +441,10 @@ async fn act(
         Err(e) => {
             // The page as it stands now (a code may have been sent, attempts used); a
             // session verified meanwhile (a second click) goes back to the tenant.
-            let now = st.services.hosted_page(&row.id).await.ok().flatten();
+            let now = st.services.codes.hosted_page(&row.id).await.ok().flatten();
             let row = now.map(|x| x.0).unwrap_or(row);
-            if status_of(&row, st.services.now()) == "verified"
-                && st.services.finished_here(&row, Some(&cookie))
+            if status_of(&row, st.services.core.now()) == "verified"
+                && st.services.codes.finished_here(&row, Some(&cookie))
             {
                 if let Some(to) =
                     session_redirect(&row.return_url, &row.id, &tenant.allowed_return_urls)
@@ -473,13 +477,13 @@ pub async fn verify(
 
 pub async fn brand_css(st: web::Data<AppState>, tenant: web::Path<String>) -> HttpResponse {
     let id = tenant.trim_end_matches(".css");
-    let Ok(t) = st.services.tenant(id).await else {
+    let Ok(t) = st.services.core.tenant(id).await else {
         return HttpResponse::NotFound().finish();
     };
-    if st.services.links_base().is_none()
+    if st.services.codes.links_base().is_none()
         || t.brand_color.is_empty()
         || !t.enabled
-        || !st.services.pages_allowed(&t)
+        || !st.services.codes.pages_allowed(&t)
     {
         return HttpResponse::NotFound().finish();
     }
@@ -492,19 +496,20 @@ pub async fn brand_css(st: web::Data<AppState>, tenant: web::Path<String>) -> Ht
 
 pub async fn logo(st: web::Data<AppState>, tenant: web::Path<String>) -> HttpResponse {
     let id = tenant.trim_end_matches(".png");
-    if st.services.links_base().is_none() {
+    if st.services.codes.links_base().is_none() {
         return HttpResponse::NotFound().finish();
     }
     // Under open registration a tenant's brand shows only once its pages are approved.
     if !st
         .services
+        .core
         .tenant(id)
         .await
-        .is_ok_and(|t| st.services.pages_allowed(&t))
+        .is_ok_and(|t| st.services.codes.pages_allowed(&t))
     {
         return HttpResponse::NotFound().finish();
     }
-    match st.services.logo(id).await {
+    match st.services.codes.logo(id).await {
         Some(png) => HttpResponse::Ok()
             .content_type("image/png")
             .insert_header((header::CACHE_CONTROL, "no-cache"))

@@ -63,6 +63,7 @@ where
     let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let ticket = match st
         .services
+        .codes
         .idem_begin(tenant, &key, fingerprint(&value))
         .await?
     {
@@ -93,7 +94,7 @@ where
                     (status, body, Some(e))
                 }
             };
-            services.idem_end(ticket, status, &body).await;
+            services.codes.idem_end(ticket, status, &body).await;
             (status, body, err)
         },
         span,

@@ -46,10 +46,10 @@ pub async fn show(
     token: web::Path<String>,
 ) -> HttpResponse {
     use actix_web::http::StatusCode;
-    if st.services.links_base().is_none() {
+    if st.services.codes.links_base().is_none() {
         return HttpResponse::NotFound().finish();
     }
-    let state = match st.services.link_state(&token).await {
+    let state = match st.services.codes.link_state(&token).await {
         Ok(s) => s,
         Err(_) => return HttpResponse::ServiceUnavailable().finish(),
     };
@@ -67,13 +67,15 @@ pub async fn show(
             let s = Strings::of(l.locale.as_deref().unwrap_or("en"));
             // The browser's cookie for this page (a new one unless it has one).
             let cookie = page_kit::cookie_or_new(&st, &req, COOKIE);
-            let csrf = st.services.link_csrf(&token, &cookie);
+            let csrf = st.services.codes.link_csrf(&token, &cookie);
             let set_cookie = page_kit::set_cookie(&st, COOKIE, &cookie);
             let lead = s.confirm_lead.replace("{app}", &l.tenant_name);
             let action = format!("{}/l/{}", page_kit::base_path(&st), token.as_str());
             // The tenant's colour, as on its hosted pages (API.md §18.8).
-            let branded = match st.services.tenant(l.tenant_id.as_str()).await {
-                Ok(t) => !t.brand_color.is_empty() && t.enabled && st.services.pages_allowed(&t),
+            let branded = match st.services.core.tenant(l.tenant_id.as_str()).await {
+                Ok(t) => {
+                    !t.brand_color.is_empty() && t.enabled && st.services.codes.pages_allowed(&t)
+                }
                 Err(_) => false,
             };
             let html = pages::render(&Page {
@@ -105,12 +107,12 @@ pub async fn confirm(
     form: web::Form<ConfirmForm>,
 ) -> HttpResponse {
     use actix_web::http::StatusCode;
-    if st.services.links_base().is_none() {
+    if st.services.codes.links_base().is_none() {
         return HttpResponse::NotFound().finish();
     }
     let ctx = super::request_context(&req, &st);
     let cookie = page_kit::cookie(&st, &req, COOKIE);
-    let state = match st.services.link_state(&token).await {
+    let state = match st.services.codes.link_state(&token).await {
         Ok(s) => s,
         Err(_) => return HttpResponse::ServiceUnavailable().finish(),
     };
@@ -121,6 +123,7 @@ pub async fn confirm(
     let s = Strings::of(lang.as_deref().unwrap_or("en"));
     match st
         .services
+        .codes
         .confirm_link(&token, state, (cookie.as_deref(), &form.csrf), &ctx)
         .await
     {
@@ -142,7 +145,7 @@ pub async fn confirm(
 }
 
 pub async fn style(st: web::Data<AppState>) -> HttpResponse {
-    if st.services.links_base().is_none() {
+    if st.services.codes.links_base().is_none() {
         return HttpResponse::NotFound().finish();
     }
     HttpResponse::Ok()

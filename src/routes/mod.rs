@@ -401,7 +401,7 @@ pub fn app(
         InitError = (),
     >,
 > {
-    let compat = state.services.settings.load().compat.otpmint;
+    let compat = state.services.core.settings.load().compat.otpmint;
     actix_web::App::new()
         .app_data(state)
         .app_data(web::QueryConfig::default().error_handler(|e, _| {

@@ -51,7 +51,7 @@ pub async fn healthz() -> HttpResponse {
         (status = 503, description = "The database does not answer", body = HealthOut),
     ))]
 pub async fn readyz(st: web::Data<AppState>) -> HttpResponse {
-    match st.services.ready().await {
+    match st.services.core.ready().await {
         Ok(()) => json(
             HttpResponse::Ok(),
             &HealthOut {
@@ -78,7 +78,7 @@ pub async fn readyz(st: web::Data<AppState>) -> HttpResponse {
     ),
     security(("metrics_token" = []), ()))]
 pub async fn metrics(req: HttpRequest, st: web::Data<AppState>) -> ApiResult {
-    let settings = st.services.settings.load();
+    let settings = st.services.core.settings.load();
     let token = secrecy::ExposeSecret::expose_secret(&settings.metrics.token);
     if !token.is_empty() {
         let ok = super::auth::bearer(&req)
@@ -90,9 +90,9 @@ pub async fn metrics(req: HttpRequest, st: web::Data<AppState>) -> ApiResult {
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(crate::metrics::render(
-            st.services.hashing_queue_depth(),
-            st.services.outbox_stats().await.ok(),
-            &st.services.outbox.windows(),
+            st.services.core.hashing_queue_depth(),
+            st.services.delivery.outbox_stats().await.ok(),
+            &st.services.delivery.outbox.windows(),
         )))
 }
 

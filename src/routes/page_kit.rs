@@ -10,6 +10,7 @@ use super::AppState;
 /// The path prefix of `server.public_url` (`""` or `/otp`): pages link under it.
 pub(super) fn base_path(st: &AppState) -> String {
     st.services
+        .codes
         .links_base()
         .and_then(|b| reqwest::Url::parse(&b).ok())
         .map(|u| u.path().trim_end_matches('/').to_string())
@@ -22,20 +23,21 @@ pub(super) fn cookie(st: &AppState, req: &HttpRequest, name: &str) -> Option<Str
     let raw = req.headers().get(header::COOKIE)?.to_str().ok()?;
     raw.split(';').find_map(|kv| {
         let (k, v) = kv.trim().split_once('=')?;
-        (k == name && v.len() <= 80 && st.services.page_cookie_issued(v)).then(|| v.to_string())
+        (k == name && v.len() <= 80 && st.services.codes.page_cookie_issued(v))
+            .then(|| v.to_string())
     })
 }
 
 /// The browser's cookie `name`, or a new one the server chose.
 pub(super) fn cookie_or_new(st: &AppState, req: &HttpRequest, name: &str) -> String {
-    cookie(st, req, name).unwrap_or_else(|| st.services.new_page_cookie())
+    cookie(st, req, name).unwrap_or_else(|| st.services.codes.new_page_cookie())
 }
 
 /// A `Set-Cookie` for a page's CSRF cookie: a `__Host-` name (the caller's), `Path=/`, no
 /// domain; `Secure` behind https — and on a loopback host, which browsers treat as secure
 /// and where a `__Host-` cookie must carry it too.
 pub(super) fn set_cookie(st: &AppState, name: &str, value: &str) -> String {
-    let base = st.services.links_base().unwrap_or_default();
+    let base = st.services.codes.links_base().unwrap_or_default();
     let loopback = reqwest::Url::parse(&base).is_ok_and(|u| match u.host() {
         Some(url::Host::Domain(d)) => d == "localhost" || d.ends_with(".localhost"),
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),

@@ -51,6 +51,7 @@ pub async fn receive(
     };
     let done = st
         .services
+        .events
         .receive_provider_events(&provider, &tenant, &header, &body)
         .await?;
     Ok(json(

@@ -147,16 +147,24 @@ async fn put(
     let body: ProviderBody = json_body(req, payload).await?;
     let input = body.parse(channel)?;
     Ok(shown(
-        st.services.put_provider(&t.id, channel, input).await?,
+        st.services
+            .tenants
+            .put_provider(&t.id, channel, input)
+            .await?,
     ))
 }
 
 fn get(st: &AppState, t: &Tenant, channel: &str) -> ApiResult {
-    Ok(shown(st.services.provider_shown(t, channel_of(channel)?)?))
+    Ok(shown(
+        st.services
+            .tenants
+            .provider_shown(t, channel_of(channel)?)?,
+    ))
 }
 
 async fn delete(st: &AppState, t: &Tenant, channel: &str) -> ApiResult {
     st.services
+        .tenants
         .delete_provider(&t.id, channel_of(channel)?)
         .await?;
     Ok(HttpResponse::NoContent().finish())
@@ -183,7 +191,7 @@ async fn test(
     if t.provider(channel).is_none() {
         return Err(ServiceError::ProviderNotFound.into());
     }
-    match st.services.test_provider(t, channel, &to).await {
+    match st.services.tenants.test_provider(t, channel, &to).await {
         Ok(id) => Ok(json(
             HttpResponse::Ok(),
             &ProviderTestOut {
@@ -293,7 +301,7 @@ pub async fn put_for(
     payload: web::Payload,
 ) -> ApiResult {
     let (id, channel) = path.into_inner();
-    let t = st.services.tenant(&id).await?;
+    let t = st.services.core.tenant(&id).await?;
     put(&req, &st, &t, &channel, payload).await
 }
 
@@ -311,7 +319,7 @@ pub async fn get_for(
     path: web::Path<(String, String)>,
 ) -> ApiResult {
     let (id, channel) = path.into_inner();
-    let t = st.services.tenant(&id).await?;
+    let t = st.services.core.tenant(&id).await?;
     get(&st, &t, &channel)
 }
 
@@ -329,7 +337,7 @@ pub async fn delete_for(
     path: web::Path<(String, String)>,
 ) -> ApiResult {
     let (id, channel) = path.into_inner();
-    let t = st.services.tenant(&id).await?;
+    let t = st.services.core.tenant(&id).await?;
     delete(&st, &t, &channel).await
 }
 
@@ -352,6 +360,6 @@ pub async fn test_for(
     payload: web::Payload,
 ) -> ApiResult {
     let (id, channel) = path.into_inner();
-    let t = st.services.tenant(&id).await?;
+    let t = st.services.core.tenant(&id).await?;
     test(&req, &st, &t, &channel, payload).await
 }

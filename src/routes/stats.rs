@@ -191,7 +191,7 @@ async fn stats_of(st: &AppState, tenant: Option<TenantId>, q: &StatsParams) -> A
         q.granularity.as_deref(),
         q.group_by.as_deref(),
     )?;
-    let answer = st.services.stats(tenant, r).await?;
+    let answer = st.services.admin.stats(tenant, r).await?;
     Ok(json(HttpResponse::Ok(), &StatsOut::from(answer)))
 }
 
@@ -228,7 +228,7 @@ pub async fn tenant_stats(
     id: web::Path<String>,
     q: web::Query<StatsParams>,
 ) -> ApiResult {
-    let tenant = st.services.tenant(&id).await?;
+    let tenant = st.services.core.tenant(&id).await?;
     stats_of(&st, Some(tenant.id), &q).await
 }
 

@@ -77,6 +77,7 @@ pub struct SuppressionBody {
 pub async fn list(t: TenantAuth, st: web::Data<AppState>, q: web::Query<PageQuery>) -> ApiResult {
     let page = st
         .services
+        .tenants
         .suppressions(&t.0.id, q.cursor.as_deref())
         .await?;
     Ok(json(
@@ -108,6 +109,7 @@ pub async fn add(
     let ctx = super::request_context(&req, &st);
     let (entry, created) = st
         .services
+        .tenants
         .suppress_manually(&t.0.id, &b.recipient, b.reason.as_deref(), &ctx)
         .await?;
     let status = if created {
@@ -135,6 +137,6 @@ pub async fn remove(
     path: web::Path<String>,
 ) -> ApiResult {
     let ctx = super::request_context(&req, &st);
-    st.services.unsuppress(&t.0.id, &path, &ctx).await?;
+    st.services.tenants.unsuppress(&t.0.id, &path, &ctx).await?;
     Ok(HttpResponse::NoContent().finish())
 }

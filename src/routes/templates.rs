@@ -107,7 +107,7 @@ fn path_locale(s: &str) -> Result<Locale, ApiError> {
 }
 
 async fn list(st: &AppState, t: &Tenant) -> ApiResult {
-    let rows = st.services.templates(&t.id).await?;
+    let rows = st.services.tenants.templates(&t.id).await?;
     Ok(json(
         HttpResponse::Ok(),
         &TemplatesOut {
@@ -128,6 +128,7 @@ async fn put(
     let b: TemplateBody = json_body_up_to(req, payload, TEMPLATE_BODY_LIMIT).await?;
     let row = st
         .services
+        .tenants
         .put_template(
             t,
             &locale,
@@ -144,7 +145,7 @@ async fn put(
 
 async fn delete(st: &AppState, t: &Tenant, locale: &str) -> ApiResult {
     let locale = path_locale(locale)?;
-    st.services.delete_template(&t.id, &locale).await?;
+    st.services.tenants.delete_template(&t.id, &locale).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -158,7 +159,7 @@ async fn preview(req: &HttpRequest, st: &AppState, t: &Tenant, payload: web::Pay
         html: b.html,
         sms: b.sms,
     };
-    let m = st.services.preview(t, input).await?;
+    let m = st.services.tenants.preview(t, input).await?;
     Ok(json(HttpResponse::Ok(), &PreviewOut::from(m)))
 }
 
@@ -240,7 +241,7 @@ pub async fn preview_own(
     ),
     security(("admin_token" = [])))]
 pub async fn list_for(_: AdminAuth, st: web::Data<AppState>, id: web::Path<String>) -> ApiResult {
-    let t = st.services.tenant(&id).await?;
+    let t = st.services.core.tenant(&id).await?;
     list(&st, &t).await
 }
 
@@ -263,7 +264,7 @@ pub async fn put_for(
     payload: web::Payload,
 ) -> ApiResult {
     let (id, locale) = path.into_inner();
-    let t = st.services.tenant(&id).await?;
+    let t = st.services.core.tenant(&id).await?;
     put(&req, &st, &t, &locale, payload).await
 }
 
@@ -282,7 +283,7 @@ pub async fn delete_for(
     path: web::Path<(String, String)>,
 ) -> ApiResult {
     let (id, locale) = path.into_inner();
-    let t = st.services.tenant(&id).await?;
+    let t = st.services.core.tenant(&id).await?;
     delete(&st, &t, &locale).await
 }
 
@@ -304,6 +305,6 @@ pub async fn preview_for(
     id: web::Path<String>,
     payload: web::Payload,
 ) -> ApiResult {
-    let t = st.services.tenant(&id).await?;
+    let t = st.services.core.tenant(&id).await?;
     preview(&req, &st, &t, payload).await
 }

@@ -42,7 +42,7 @@ pub async fn create_tenant(
     st: web::Data<AppState>,
     payload: web::Payload,
 ) -> ApiResult {
-    let mode = st.services.settings.load().registration.mode;
+    let mode = st.services.core.settings.load().registration.mode;
     match mode {
         RegistrationMode::Closed => return Err(ApiError::RegistrationClosed),
         RegistrationMode::Admin if !is_admin(&req, &st) => {
@@ -60,6 +60,7 @@ pub async fn create_tenant(
     let default_locale = parse_locale(b.default_locale.as_deref(), "default_locale")?;
     let (row, secret) = st
         .services
+        .tenants
         .create_tenant(NewTenant {
             name: b.name,
             smtp,
@@ -92,7 +93,7 @@ pub async fn create_tenant(
     ),
     security(("admin_token" = [])))]
 pub async fn list_tenants(_: AdminAuth, st: web::Data<AppState>) -> ApiResult {
-    let list = st.services.tenants().await?;
+    let list = st.services.core.tenants().await?;
     Ok(json(
         HttpResponse::Ok(),
         &TenantListOut {
@@ -115,7 +116,7 @@ pub async fn list_tenants(_: AdminAuth, st: web::Data<AppState>) -> ApiResult {
 pub async fn get_tenant(_: AdminAuth, st: web::Data<AppState>, id: web::Path<String>) -> ApiResult {
     Ok(json(
         HttpResponse::Ok(),
-        &TenantOut::of(&st.services, &st.services.tenant(&id).await?),
+        &TenantOut::of(&st.services, &st.services.core.tenant(&id).await?),
     ))
 }
 
@@ -141,6 +142,7 @@ pub async fn patch_tenant(
     let body: PatchTenantBody = json_body(&req, payload).await?;
     let (row, secret) = st
         .services
+        .tenants
         .update_tenant(&id, patch_from(body)?, false)
         .await?;
     Ok(json(
@@ -166,7 +168,7 @@ pub async fn delete_tenant(
     st: web::Data<AppState>,
     id: web::Path<String>,
 ) -> ApiResult {
-    st.services.delete_tenant(&id).await?;
+    st.services.tenants.delete_tenant(&id).await?;
     tracing::info!(tenant_id = %id, "tenant deleted");
     Ok(HttpResponse::NoContent().finish())
 }
@@ -191,7 +193,7 @@ pub async fn rotate_secret(
 ) -> ApiResult {
     let body: Option<RotateBody> = optional_json_body(&req, payload).await?;
     let grace = body.and_then(|b| b.grace_seconds).unwrap_or(0);
-    let secret: SecretKey = st.services.rotate_secret(&id, grace).await?;
+    let secret: SecretKey = st.services.tenants.rotate_secret(&id, grace).await?;
     tracing::info!(tenant_id = %id, grace_seconds = grace, "secret key rotated");
     Ok(json(
         no_store(HttpResponse::Ok()),
@@ -240,6 +242,7 @@ pub async fn patch_self(
     }
     let (row, _) = st
         .services
+        .tenants
         .update_tenant(t.0.id.as_str(), patch_from(body)?, true)
         .await?;
     Ok(json(HttpResponse::Ok(), &TenantOut::of(&st.services, &row)))

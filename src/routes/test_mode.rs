@@ -102,10 +102,14 @@ pub async fn put_test_recipients(
         });
     }
     let ctx = super::request_context(&req, &st);
-    let list = st.services.put_test_recipients(&t.0, input, &ctx).await?;
+    let list = st
+        .services
+        .tenants
+        .put_test_recipients(&t.0, input, &ctx)
+        .await?;
     Ok(json(
         HttpResponse::Ok(),
-        &TestRecipientsOut::of(&list, st.services.now()),
+        &TestRecipientsOut::of(&list, st.services.core.now()),
     ))
 }
 
@@ -116,10 +120,10 @@ pub async fn put_test_recipients(
     ),
     security(("secret_key" = [])))]
 pub async fn get_test_recipients(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
-    let list = st.services.test_recipients(&t.0.id).await?;
+    let list = st.services.tenants.test_recipients(&t.0.id).await?;
     Ok(json(
         HttpResponse::Ok(),
-        &TestRecipientsOut::of(&list, st.services.now()),
+        &TestRecipientsOut::of(&list, st.services.core.now()),
     ))
 }
 
@@ -161,7 +165,11 @@ pub async fn test_inbox(
     st: web::Data<AppState>,
     q: web::Query<InboxQuery>,
 ) -> ApiResult {
-    let list = st.services.test_inbox(&t.0.id, q.to.as_deref()).await?;
+    let list = st
+        .services
+        .tenants
+        .test_inbox(&t.0.id, q.to.as_deref())
+        .await?;
     Ok(json(
         no_store(HttpResponse::Ok()),
         &TestInboxOut {

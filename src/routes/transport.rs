@@ -70,6 +70,7 @@ pub async fn put(
     let b: HttpTransportBody = json_body(&req, payload).await?;
     Ok(shown(
         st.services
+            .tenants
             .put_http_transport(&t.0, &b.url, b.use_as.as_deref())
             .await?,
     ))
@@ -83,7 +84,7 @@ pub async fn put(
     ),
     security(("secret_key" = [])))]
 pub async fn get(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
-    Ok(shown(st.services.http_transport(&t.0)?))
+    Ok(shown(st.services.tenants.http_transport(&t.0)?))
 }
 
 #[utoipa::path(delete, path = "/v1/tenant/transport/http", tag = "transports",
@@ -95,7 +96,7 @@ pub async fn get(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
     ),
     security(("secret_key" = [])))]
 pub async fn delete(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
-    st.services.delete_http_transport(&t.0).await?;
+    st.services.tenants.delete_http_transport(&t.0).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -108,5 +109,5 @@ pub async fn delete(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
     ),
     security(("secret_key" = [])))]
 pub async fn rotate_secret(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
-    Ok(shown(st.services.rotate_http_secret(&t.0).await?))
+    Ok(shown(st.services.tenants.rotate_http_secret(&t.0).await?))
 }

@@ -129,6 +129,7 @@ pub async fn put(
     let b: WebhookBody = json_body(&req, payload).await?;
     let w = st
         .services
+        .events
         .put_webhook(
             &t.0,
             WebhookInput {
@@ -148,7 +149,7 @@ pub async fn put(
     ),
     security(("secret_key" = [])))]
 pub async fn get(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
-    let row = st.services.webhook(&t.0.id).await?;
+    let row = st.services.events.webhook(&t.0.id).await?;
     Ok(shown(WebhookShown { row, secret: None }))
 }
 
@@ -161,7 +162,7 @@ pub async fn get(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
     ),
     security(("secret_key" = [])))]
 pub async fn delete(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
-    st.services.delete_webhook(&t.0.id).await?;
+    st.services.events.delete_webhook(&t.0.id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -174,7 +175,9 @@ pub async fn delete(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
     ),
     security(("secret_key" = [])))]
 pub async fn rotate_secret(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
-    Ok(shown(st.services.rotate_webhook_secret(&t.0.id).await?))
+    Ok(shown(
+        st.services.events.rotate_webhook_secret(&t.0.id).await?,
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/tenant/webhook/test", tag = "webhooks",
@@ -186,7 +189,7 @@ pub async fn rotate_secret(t: TenantAuth, st: web::Data<AppState>) -> ApiResult 
     ),
     security(("secret_key" = [])))]
 pub async fn test(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
-    let event_id = st.services.test_webhook(&t.0.id).await?;
+    let event_id = st.services.events.test_webhook(&t.0.id).await?;
     Ok(json(HttpResponse::Accepted(), &TestEventOut { event_id }))
 }
 
@@ -197,7 +200,7 @@ pub async fn test(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
     ),
     security(("secret_key" = [])))]
 pub async fn deliveries(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
-    let rows = st.services.webhook_deliveries(&t.0.id).await?;
+    let rows = st.services.events.webhook_deliveries(&t.0.id).await?;
     Ok(json(
         HttpResponse::Ok(),
         &DeliveriesOut {

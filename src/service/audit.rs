@@ -158,7 +158,7 @@ async fn write(store: &Arc<dyn Store>, batch: &mut Vec<AuditEvent>) {
     }
 }
 
-impl super::Services {
+impl super::Core {
     /// A page of the tenant's own events, newest first (events still buffered are written
     /// first, so a caller sees its own latest requests). `limit`: 1–200.
     pub async fn audit_page(

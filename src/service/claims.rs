@@ -2,7 +2,7 @@
 //! or hosted session answers who verified, once; with a code challenge given at the start
 //! only to the holder of its verifier.
 
-use super::{ServiceError, Services};
+use super::{Codes, ServiceError};
 use crate::domain::challenge::Status;
 use crate::domain::claim::CodeChallenge;
 use crate::domain::keys::{Flavor, ShareableKey};
@@ -35,7 +35,7 @@ fn check_verifier(
     }
 }
 
-impl Services {
+impl Codes {
     /// Claim a verified key's outcome once.
     pub async fn claim_code(
         &self,
@@ -49,18 +49,20 @@ impl Services {
         if view.claimed_at.is_some() {
             return Err(ServiceError::AlreadyClaimed);
         }
-        let (Status::Verified, Some(verified_at)) = (view.status_at(self.now()), view.verified_at)
+        let (Status::Verified, Some(verified_at)) =
+            (view.status_at(self.core.now()), view.verified_at)
         else {
             return Err(ServiceError::NotVerified);
         };
-        let audit = self.audit.slot()?;
+        let audit = self.core.audit.slot()?;
         let parsed = ShareableKey::parse(key, Flavor::Native).ok_or(ServiceError::OtpNotFound)?;
         let (tid, digest, now) = (
             tenant.id.clone(),
             self.key_digest(parsed.expose()),
-            self.now(),
+            self.core.now(),
         );
         if !self
+            .core
             .write(move |s| s.claim_code(&tid, &digest, now))
             .await?
         {
@@ -96,9 +98,10 @@ impl Services {
         else {
             return Err(ServiceError::NotVerified);
         };
-        let audit = self.audit.slot()?;
-        let (tid, sid, now) = (tenant.id.clone(), row.id.clone(), self.now());
+        let audit = self.core.audit.slot()?;
+        let (tid, sid, now) = (tenant.id.clone(), row.id.clone(), self.core.now());
         if !self
+            .core
             .write(move |s| s.claim_session(&tid, &sid, now))
             .await?
         {

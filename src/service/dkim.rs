@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use secrecy::SecretString;
 
 use super::seals::Seal;
-use super::{ServiceError, Services};
+use super::{Delivery, ServiceError, Tenants};
 use crate::domain::dkim::{
     aligned, generate, keys_to_stored, next_selector, parse_domain, parse_selector, signing_key,
     DkimAlgorithm, DkimKey, MAX_KEYS,
@@ -35,12 +35,12 @@ pub fn sender_domain(from: &str) -> Option<String> {
         .map(|(_, d)| d.trim().trim_end_matches('.').to_ascii_lowercase())
 }
 
-impl Services {
+impl Tenants {
     fn open_dkim_sync(&self, t: &Tenant) -> Result<BTreeMap<String, String>, ServiceError> {
         if t.dkim_sealed.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let plain = Seal::Dkim { tenant: &t.id }.open(&self.keyring.get(), &t.dkim_sealed)?;
+        let plain = Seal::Dkim { tenant: &t.id }.open(&self.core.keyring.get(), &t.dkim_sealed)?;
         serde_json::from_slice(&plain)
             .map_err(|_| ServiceError::Internal("unreadable DKIM keys".into()))
     }
@@ -64,12 +64,13 @@ impl Services {
             .await
             .map_err(|e| ServiceError::Internal(format!("key generation: {e}")))?
             .map_err(ServiceError::Internal)?;
-        let now = self.now();
+        let now = self.core.now();
         // Opened once here, so a data key another process rotated in is loaded before the
         // change below opens the keys again.
-        let t = self.tenant(id.as_str()).await?;
+        let t = self.core.tenant(id.as_str()).await?;
         if !t.dkim_sealed.is_empty() {
-            self.open(&Seal::Dkim { tenant: &t.id }, &t.dkim_sealed)
+            self.core
+                .open(&Seal::Dkim { tenant: &t.id }, &t.dkim_sealed)
                 .await?;
         }
         let made = std::sync::Mutex::new(None);
@@ -104,7 +105,7 @@ impl Services {
             private_keys.insert(selector, private.clone());
             let json = serde_json::to_vec(&private_keys)
                 .map_err(|e| ServiceError::Internal(format!("DKIM keys encoding: {e}")))?;
-            let sealed = self.seal(&Seal::Dkim { tenant: &current.id }, &json)?;
+            let sealed = self.core.seal(&Seal::Dkim { tenant: &current.id }, &json)?;
             let mut keys = current.dkim.clone();
             keys.push(key.clone());
             if let Ok(mut m) = made.lock() {
@@ -124,7 +125,7 @@ impl Services {
 
     /// Remove every key: messages are no longer signed.
     pub async fn delete_dkim_keys(&self, id: &TenantId) -> Result<(), ServiceError> {
-        let t = self.tenant(id.as_str()).await?;
+        let t = self.core.tenant(id.as_str()).await?;
         if t.dkim.is_empty() {
             return Err(ServiceError::DkimNotFound);
         }
@@ -137,7 +138,9 @@ impl Services {
         .await?;
         Ok(())
     }
+}
 
+impl Delivery {
     /// The key a message from `from` is signed with: the newest, when the sender's domain
     /// aligns with its domain. A key that cannot be opened signs nothing (logged).
     pub(crate) async fn dkim_signer(&self, tenant: &Tenant, from: &str) -> Option<DkimSigner> {
@@ -146,6 +149,7 @@ impl Services {
             return None;
         }
         let plain = match self
+            .core
             .open(&Seal::Dkim { tenant: &tenant.id }, &tenant.dkim_sealed)
             .await
         {

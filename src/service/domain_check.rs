@@ -12,7 +12,7 @@ use hickory_resolver::Resolver;
 use serde::Serialize;
 
 use super::dkim::sender_domain;
-use super::{ServiceError, Services};
+use super::{ServiceError, Tenants};
 use crate::domain::dkim::{aligned, signing_key};
 use crate::domain::provider::ProviderKind;
 use crate::domain::tenant::Tenant;
@@ -100,9 +100,9 @@ fn org_domain(d: &str) -> String {
     labels[labels.len().saturating_sub(2)..].join(".")
 }
 
-impl Services {
+impl Tenants {
     fn resolver(&self) -> Result<Resolver<TokioRuntimeProvider>, ServiceError> {
-        let configured = self.settings.load().dns.resolver.clone();
+        let configured = self.core.settings.load().dns.resolver.clone();
         let mut builder = if configured.is_empty() {
             Resolver::builder_tokio()
                 .map_err(|e| ServiceError::Internal(format!("the system resolver: {e}")))?
@@ -151,7 +151,7 @@ impl Services {
 
     /// Check the tenant's sender domain.
     pub async fn check_domain(&self, id: &str) -> Result<DomainCheck, ServiceError> {
-        let t = self.tenant(id).await?;
+        let t = self.core.tenant(id).await?;
         let domain = t.sender().and_then(sender_domain).ok_or_else(|| {
             ServiceError::rule("from", "the tenant has no sender address to check")
         })?;

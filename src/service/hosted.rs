@@ -6,7 +6,7 @@
 use super::audit::RequestContext;
 use super::otp::MintRequest;
 use super::verify::Caller;
-use super::{ServiceError, Services};
+use super::{Codes, ServiceError};
 use crate::crypto::cipher::{decrypt_record, encrypt_record};
 use crate::domain::delivery::DeliveryMode;
 use crate::domain::email::RecipientEmail;
@@ -78,7 +78,7 @@ pub fn status_of(row: &SessionRow, now: Millis) -> &'static str {
     }
 }
 
-impl Services {
+impl Codes {
     pub async fn open_hosted(&self, tenant: &Tenant, n: NewHosted) -> Result<Opened, ServiceError> {
         let base = self.links_base().ok_or(ServiceError::LinksOff)?;
         if !self.pages_allowed(tenant) {
@@ -103,7 +103,7 @@ impl Services {
                 "must start with one of the tenant's allowed_return_urls (https://, or http://localhost)",
             ));
         };
-        let now = self.now();
+        let now = self.core.now();
         let s = NewSession {
             id: format!("hs_{}", random_id(24)),
             tenant_id: tenant.id.clone(),
@@ -116,7 +116,7 @@ impl Services {
             code_challenge: n.code_challenge.as_ref().map(|c| c.as_str().to_string()),
         };
         let row = s.clone();
-        self.write(move |st| st.insert_session(&row)).await?;
+        self.core.write(move |st| st.insert_session(&row)).await?;
         tracing::info!(tenant_id = %tenant.id, "hosted session opened");
         Ok(Opened {
             url: format!("{base}/h/{}", s.id),
@@ -134,7 +134,7 @@ impl Services {
             .ok_or(ServiceError::SessionNotFound)?;
         // The address is shown until the outcome is claimed (API.md §17.2).
         Ok(Outcome {
-            status: status_of(&row, self.now()),
+            status: status_of(&row, self.core.now()),
             email: row.email.filter(|_| row.claimed_at.is_none()),
             verified_at: row.verified_at,
         })
@@ -153,6 +153,7 @@ impl Services {
         };
         let tid = row.tenant_id.clone();
         let tenant = self
+            .core
             .db(move |s| s.tenant(&tid))
             .await?
             .filter(|t| t.enabled && self.pages_allowed(t));
@@ -179,7 +180,7 @@ impl Services {
             return Ok(None);
         }
         let id = id.to_string();
-        self.db(move |s| s.session(&id)).await
+        self.core.db(move |s| s.session(&id)).await
     }
 
     /// What a session keeps of the browser that finished it: a digest of the page's token
@@ -201,7 +202,8 @@ impl Services {
     /// The pages' CSRF token: bound to the session and to the browser's cookie.
     pub fn hosted_csrf(&self, id: &str, cookie: &str) -> String {
         use hmac::{Hmac, Mac};
-        let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(self.keyring.get().pepper()) else {
+        let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(self.core.keyring.get().pepper())
+        else {
             return String::new();
         };
         for p in [CSRF_LABEL, id, cookie] {
@@ -219,7 +221,7 @@ impl Services {
         email: &str,
         ctx: &RequestContext,
     ) -> Result<(), PageError> {
-        if status_of(row, self.now()) != "open" {
+        if status_of(row, self.core.now()) != "open" {
             return Err(PageError::Over);
         }
         let given = row.email.as_deref().unwrap_or(email);
@@ -265,7 +267,7 @@ impl Services {
             })?;
         let key = minted.key.expose().to_string();
         let sealed = encrypt_record(
-            &self.keyring.get(),
+            &self.core.keyring.get(),
             KEY_KIND,
             tenant.id.as_str(),
             row.id.as_bytes(),
@@ -278,6 +280,7 @@ impl Services {
             self.key_digest(&key),
         );
         match self
+            .core
             .write(move |s| s.set_session_code(&id, &email, &digest, &sealed))
             .await
         {
@@ -295,7 +298,7 @@ impl Services {
         code: &str,
         (cookie, ctx): (&str, &RequestContext),
     ) -> Result<String, PageError> {
-        if status_of(row, self.now()) != "open" {
+        if status_of(row, self.core.now()) != "open" {
             return Err(PageError::Over);
         }
         // The way back is checked before the code is spent (API.md §17.7).
@@ -314,10 +317,11 @@ impl Services {
             .await;
         match r.result {
             Ok(_) => {
-                let (id, now, digest) = (row.id.clone(), self.now(), self.key_digest(&key));
+                let (id, now, digest) = (row.id.clone(), self.core.now(), self.key_digest(&key));
                 let by = self.hosted_finisher(&row.id, cookie);
                 // Only the session's current code finishes it.
                 match self
+                    .core
                     .write(move |s| s.finish_session(&id, &digest, now, &by))
                     .await
                 {
@@ -349,6 +353,7 @@ impl Services {
     async fn session_key(&self, row: &SessionRow, tenant: &Tenant) -> Option<String> {
         let sealed = row.key_sealed.as_ref()?;
         let key = self
+            .core
             .open_with_keyring(sealed, |ring| {
                 decrypt_record(
                     ring,
@@ -364,22 +369,26 @@ impl Services {
     }
 }
 
-impl Services {
+impl Codes {
     pub async fn has_logo(&self, tenant: &crate::domain::keys::TenantId) -> bool {
         let id = tenant.clone();
-        self.db(move |s| s.has_logo(&id)).await.unwrap_or(false)
+        self.core
+            .db(move |s| s.has_logo(&id))
+            .await
+            .unwrap_or(false)
     }
 
     /// A tenant's logo (`id` as given in a URL).
     pub async fn logo(&self, id: &str) -> Option<Vec<u8>> {
         let id = crate::domain::keys::TenantId::parse(id)?;
-        self.db(move |s| s.logo(&id)).await.ok().flatten()
+        self.core.db(move |s| s.logo(&id)).await.ok().flatten()
     }
 
     /// Store (or remove) the tenant's logo.
     pub async fn put_logo(&self, tenant: &Tenant, png: Option<&[u8]>) -> Result<(), ServiceError> {
-        let (id, png, now) = (tenant.id.clone(), png.map(<[u8]>::to_vec), self.now());
-        self.write(move |s| s.put_logo(&id, png.as_deref(), now))
+        let (id, png, now) = (tenant.id.clone(), png.map(<[u8]>::to_vec), self.core.now());
+        self.core
+            .write(move |s| s.put_logo(&id, png.as_deref(), now))
             .await?;
         Ok(())
     }

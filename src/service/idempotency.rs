@@ -6,7 +6,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::{ServiceError, Services};
+use super::{Codes, ServiceError};
 use crate::crypto::cipher::{decrypt_record, encrypt_record};
 use crate::crypto::lookup_digest;
 use crate::domain::keys::TenantId;
@@ -46,7 +46,7 @@ pub fn fingerprint(body: &serde_json::Value) -> Vec<u8> {
     Sha256::digest(&canonical).to_vec()
 }
 
-impl Services {
+impl Codes {
     pub async fn idem_begin(
         &self,
         tenant: &TenantId,
@@ -59,11 +59,11 @@ impl Services {
                 "must be 1 to 255 visible ASCII characters",
             ));
         }
-        let key_digest = lookup_digest(self.keyring.get().pepper(), KEY_LABEL, key);
-        let now = self.now();
+        let key_digest = lookup_digest(self.core.keyring.get().pepper(), KEY_LABEL, key);
+        let now = self.core.now();
         // A crashed holder blocks its key no longer than a mint can take.
         let hold = {
-            let settings = self.settings.load();
+            let settings = self.core.settings.load();
             (settings.attempt_seconds() + settings.server.request_timeout_seconds) as i64 * 2000
                 + 30_000
         };
@@ -77,7 +77,7 @@ impl Services {
             lease_until: now + hold,
             expires_at: now + KEPT_MS,
         };
-        match self.db(move |s| s.idem_begin(&claim)).await? {
+        match self.core.db(move |s| s.idem_begin(&claim)).await? {
             IdemBegin::Started => Ok(IdemStart::Proceed(IdemTicket {
                 tenant: tenant.clone(),
                 key_digest,
@@ -85,7 +85,7 @@ impl Services {
             })),
             IdemBegin::Replay { status, response } => {
                 let body = decrypt_record(
-                    &self.keyring.get(),
+                    &self.core.keyring.get(),
                     ANSWER_KIND,
                     tenant.as_str(),
                     &key_digest,
@@ -111,7 +111,7 @@ impl Services {
         } = ticket;
         let sealed = if kept(status) {
             match encrypt_record(
-                &self.keyring.get(),
+                &self.core.keyring.get(),
                 ANSWER_KIND,
                 tenant.as_str(),
                 &key_digest,
@@ -128,14 +128,15 @@ impl Services {
         };
         // Only the claim's holder can record, so a late retry changes nothing once the key
         // moved on.
-        self.record_until_taken(
-            "an idempotent answer",
-            move |s| match &sealed {
-                Some(sealed) => s.idem_finish(&tenant, &key_digest, &holder, status, sealed),
-                None => s.idem_release(&tenant, &key_digest, &holder),
-            },
-            || {},
-        )
-        .await;
+        self.core
+            .record_until_taken(
+                "an idempotent answer",
+                move |s| match &sealed {
+                    Some(sealed) => s.idem_finish(&tenant, &key_digest, &holder, status, sealed),
+                    None => s.idem_release(&tenant, &key_digest, &holder),
+                },
+                || {},
+            )
+            .await;
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use secrecy::SecretString;
 
-use super::{ServiceError, Services};
+use super::{Admin, ServiceError};
 use crate::crypto::lookup_digest;
 use crate::domain::keys::{Flavor, ShareableKey, TenantId};
 use crate::domain::locale::Locale;
@@ -97,7 +97,7 @@ fn read_otpmint(path: &Path) -> Result<(Vec<AuthRow>, Vec<MappingRow>), ServiceE
     Ok((auth, codes))
 }
 
-impl Services {
+impl Admin {
     /// Import `path` (OtpMint's `map.db`). Idempotent and all-or-nothing.
     pub async fn import_otpmint(
         &self,
@@ -109,11 +109,11 @@ impl Services {
             .await
             .map_err(|e| ServiceError::Internal(e.to_string()))??;
         let mut report = ImportReport::default();
-        let now = self.now();
+        let now = self.core.now();
         let policy = Policy {
-            code_length: self.settings.load().otp.code_length,
-            ttl_seconds: self.settings.load().otp.ttl_seconds,
-            max_attempts: self.settings.load().otp.max_attempts,
+            code_length: self.core.settings.load().otp.code_length,
+            ttl_seconds: self.core.settings.load().otp.ttl_seconds,
+            max_attempts: self.core.settings.load().otp.max_attempts,
         };
         let mut tenants = Vec::new();
         for row in auth {
@@ -155,6 +155,7 @@ impl Services {
             };
             let tls = TlsMode::default_for(port);
             if let Err(e) = self
+                .core
                 .mailer
                 .policy()
                 .check_static(host.as_str(), port, false)
@@ -171,7 +172,7 @@ impl Services {
             let id = TenantId::generate();
             let password = SecretString::from(password);
             let blob = crate::crypto::cipher::encrypt_password(
-                &self.keyring.get(),
+                &self.core.keyring.get(),
                 &crate::crypto::cipher::PasswordContext {
                     tenant_id: id.as_str(),
                     host: host.as_str(),
@@ -180,7 +181,7 @@ impl Services {
                 },
                 secrecy::ExposeSecret::expose_secret(&password),
             )?;
-            let digest = lookup_digest(self.keyring.get().pepper(), SECRET_LABEL, &secret);
+            let digest = lookup_digest(self.core.keyring.get().pepper(), SECRET_LABEL, &secret);
             tenants.push((
                 Tenant {
                     id,
@@ -225,7 +226,7 @@ impl Services {
             ));
         }
         let mut codes = Vec::new();
-        let max = self.settings.load().compat.max_attempts;
+        let max = self.core.settings.load().compat.max_attempts;
         // OtpMint's mappings do not say which secret key minted a code; they go to the first
         // imported tenant (OtpMint's /verify-otp never named one either).
         let owner = tenants.first().map(|(_, d)| d.clone());
@@ -250,8 +251,9 @@ impl Services {
                 report.skipped.push(line("there is no tenant to own it"));
                 continue;
             };
-            let stored = self.hasher.wrap_legacy_sha256(salt, &hash).await?;
-            let key_digest = lookup_digest(self.keyring.get().pepper(), KEY_LABEL, key.expose());
+            let stored = self.core.hasher.wrap_legacy_sha256(salt, &hash).await?;
+            let key_digest =
+                lookup_digest(self.core.keyring.get().pepper(), KEY_LABEL, key.expose());
             // Its own failure-budget bucket; never the raw key (only digests are stored).
             let canonical = format!("otpmint-import:{}", hex::encode(&key_digest));
             codes.push(ImportedCode {
@@ -269,14 +271,17 @@ impl Services {
                     max_attempts: max,
                     code_length: 6,
                     created_at: now,
-                    expires_at: now + i64::from(self.settings.load().otp.ttl_seconds) * 1000,
+                    expires_at: now + i64::from(self.core.settings.load().otp.ttl_seconds) * 1000,
                     delivery_mode: crate::domain::delivery::DeliveryMode::Sync,
                     locale: None,
                     channel: "email".into(),
                 },
             });
         }
-        report.counts = self.db(move |s| s.import(&tenants, &codes, now)).await?;
+        report.counts = self
+            .core
+            .db(move |s| s.import(&tenants, &codes, now))
+            .await?;
         Ok(report)
     }
 }

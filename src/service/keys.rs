@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::seals::tenant_seals;
-use super::{ServiceError, Services};
+use super::{Admin, Core, ServiceError};
 use crate::crypto::cipher::{blob_version, decrypt_record, encrypt_record};
 use crate::crypto::keyring::{Keyring, KIND_DATA};
 use crate::storage::TenantSeal;
@@ -34,7 +34,7 @@ pub struct DataKeyReport {
     pub webhook_secrets_undecryptable: Vec<String>,
 }
 
-impl Services {
+impl Core {
     /// Open `blob` with `open`; a blob sealed under a data key this process has not loaded
     /// (another process rotated it) reloads the keyring from the database once.
     pub(crate) async fn open_with_keyring<T>(
@@ -73,12 +73,14 @@ impl Services {
         self.keyring.reopen(&rows)?;
         Ok(true)
     }
+}
 
+impl Admin {
     /// Re-wrap every keyring row that is under a previous master key with the active one.
     /// Each row is one atomic compare-and-swap, so an interrupted run simply resumes.
     pub async fn rotate_master_key(&self) -> Result<RewrapReport, ServiceError> {
-        let rows = self.db(|s| s.keyring()).await?;
-        let keys = &self.keyring;
+        let rows = self.core.db(|s| s.keyring()).await?;
+        let keys = &self.core.keyring;
         let active = keys.master();
         let mut report = RewrapReport {
             active_id: active.id(),
@@ -108,6 +110,7 @@ impl Services {
                 row.kek_id.clone(),
             );
             if self
+                .core
                 .db(move |s| s.rewrap_key(&kind, version, &wrapped, &new_id, &old_id))
                 .await?
             {
@@ -123,12 +126,15 @@ impl Services {
     /// credential of a tenant (relay passwords and OAuth2 secrets, provider secrets, signing
     /// secrets) and every webhook secret is re-encrypted under it, one compare-and-swap each.
     pub async fn rotate_data_key(&self) -> Result<DataKeyReport, ServiceError> {
-        let mut ring = self.keyring.reopen(&self.db(|s| s.keyring()).await?)?;
-        let tenants = self.tenants().await?;
+        let mut ring = self
+            .core
+            .keyring
+            .reopen(&self.core.db(|s| s.keyring()).await?)?;
+        let tenants = self.core.tenants().await?;
         let mut secrets = Vec::new();
         for t in &tenants {
             let id = t.id.clone();
-            if let Some(w) = self.db(move |s| s.webhook(&id)).await? {
+            if let Some(w) = self.core.db(move |s| s.webhook(&id)).await? {
                 secrets.push((t.id.clone(), w.secret));
             }
         }
@@ -148,7 +154,7 @@ impl Services {
         };
         let mut report = DataKeyReport::default();
         if stale(&ring) == 0 {
-            let rows = self.db(|s| s.keyring()).await?;
+            let rows = self.core.db(|s| s.keyring()).await?;
             let next = rows
                 .iter()
                 .filter(|r| r.kind == KIND_DATA)
@@ -156,10 +162,13 @@ impl Services {
                 .max()
                 .unwrap_or(0)
                 + 1;
-            let row = Keyring::new_data_key(self.keyring.master(), next)?;
-            let now = self.now();
-            self.db(move |s| s.add_data_key(&row, now)).await?;
-            ring = self.keyring.reopen(&self.db(|s| s.keyring()).await?)?;
+            let row = Keyring::new_data_key(self.core.keyring.master(), next)?;
+            let now = self.core.now();
+            self.core.db(move |s| s.add_data_key(&row, now)).await?;
+            ring = self
+                .core
+                .keyring
+                .reopen(&self.core.db(|s| s.keyring()).await?)?;
             report.started_new = true;
         }
         report.active_version = ring.active_data_version();
@@ -185,6 +194,7 @@ impl Services {
                 let new = seal.seal(&ring, &plain)?;
                 let (id, old) = (t.id.clone(), blob.to_vec());
                 if self
+                    .core
                     .db(move |s| s.reseal_tenant_value(&id, which, &old, &new))
                     .await?
                 {
@@ -207,6 +217,7 @@ impl Services {
             };
             let new = encrypt_record(&ring, kind, id.as_str(), b"", &plain)?;
             if self
+                .core
                 .db(move |s| s.reseal_webhook_secret(&id, &old, &new))
                 .await?
             {
@@ -218,6 +229,6 @@ impl Services {
 
     /// Copy the live database to `path` with SQLite's online backup API.
     pub async fn backup(&self, path: PathBuf) -> Result<(), ServiceError> {
-        self.db(move |s| s.backup_to(&path)).await
+        self.core.db(move |s| s.backup_to(&path)).await
     }
 }

@@ -8,7 +8,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use super::{ServiceError, Services};
+use super::{Codes, ServiceError};
 use crate::crypto::cipher::{decrypt_record, encrypt_record};
 use crate::crypto::lookup_digest;
 use crate::domain::challenge::StoredStatus;
@@ -76,7 +76,7 @@ fn hmac_hex(key: &[u8], parts: &[&[u8]]) -> String {
 /// What a page cookie's MAC is keyed for (API.md §17.5).
 const PAGE_COOKIE_LABEL: &str = "page-cookie";
 
-impl Services {
+impl Codes {
     /// A new page cookie value the server chose: a random id and its MAC (API.md §17.5).
     pub fn new_page_cookie(&self) -> String {
         let id = crate::domain::keys::random_id(24);
@@ -94,7 +94,7 @@ impl Services {
 
     fn page_cookie_mac(&self, id: &str) -> String {
         let mut mac = hmac_hex(
-            self.keyring.get().pepper(),
+            self.core.keyring.get().pepper(),
             &[PAGE_COOKIE_LABEL.as_bytes(), id.as_bytes()],
         );
         mac.truncate(32);
@@ -103,14 +103,14 @@ impl Services {
 
     /// Links are served at `server.public_url` (empty: off).
     pub fn links_base(&self) -> Option<String> {
-        public_base(&self.settings.load().server.public_url)
+        public_base(&self.core.settings.load().server.public_url)
     }
 
     /// Whether the tenant's hosted pages and links may be used: always, but under open
     /// registration only once the admin approved them (API.md §17.6).
     pub fn pages_allowed(&self, tenant: &Tenant) -> bool {
         tenant.pages_approved
-            || self.settings.load().registration.mode != crate::config::RegistrationMode::Open
+            || self.core.settings.load().registration.mode != crate::config::RegistrationMode::Open
     }
 
     /// Check a mint's `link`: links on, pages approved, an email (not a text message), a
@@ -153,9 +153,9 @@ impl Services {
         shareable_key: &str,
     ) -> Result<(String, NewLink), ServiceError> {
         let token = random_id(TOKEN_CHARS);
-        let digest = lookup_digest(self.keyring.get().pepper(), TOKEN_LABEL, &token);
+        let digest = lookup_digest(self.core.keyring.get().pepper(), TOKEN_LABEL, &token);
         let key_sealed = encrypt_record(
-            &self.keyring.get(),
+            &self.core.keyring.get(),
             KEY_KIND,
             tenant.id.as_str(),
             &digest,
@@ -175,7 +175,7 @@ impl Services {
     fn link_digest(&self, token: &str) -> Option<Vec<u8>> {
         // A token is base62 of its length; anything else is unknown without a lookup.
         let ok = token.len() == TOKEN_CHARS && token.bytes().all(|b| b.is_ascii_alphanumeric());
-        ok.then(|| lookup_digest(self.keyring.get().pepper(), TOKEN_LABEL, token))
+        ok.then(|| lookup_digest(self.core.keyring.get().pepper(), TOKEN_LABEL, token))
     }
 
     /// The link of a token, for its page. `None`: unknown (or links are off).
@@ -186,12 +186,12 @@ impl Services {
         let Some(digest) = self.link_digest(token) else {
             return Ok(None);
         };
-        let now = self.now();
+        let now = self.core.now();
         // Under open registration a link lives only while its tenant's pages are approved
         // (API.md §17.6): one sent before an approval was taken back is unknown now.
         let open_registration =
-            self.settings.load().registration.mode == crate::config::RegistrationMode::Open;
-        let link = self.db(move |s| s.link(&digest)).await?;
+            self.core.settings.load().registration.mode == crate::config::RegistrationMode::Open;
+        let link = self.core.db(move |s| s.link(&digest)).await?;
         Ok(link
             .filter(|l| l.pages_approved || !open_registration)
             .map(|l| {
@@ -206,7 +206,7 @@ impl Services {
     /// The CSRF token of a page: bound to the link's token and to the browser's cookie.
     pub fn link_csrf(&self, token: &str, cookie: &str) -> String {
         hmac_hex(
-            self.keyring.get().pepper(),
+            self.core.keyring.get().pepper(),
             &[CSRF_LABEL.as_bytes(), token.as_bytes(), cookie.as_bytes()],
         )
     }
@@ -248,6 +248,7 @@ impl Services {
         // The way back is checked before the key is spent: a return URL the tenant took off
         // its list since the mint verifies nothing (API.md §17.7).
         let tenant = self
+            .core
             .tenant(link.tenant_id.as_str())
             .await
             .map_err(|_| ConfirmError::NotFound)?;
@@ -259,7 +260,7 @@ impl Services {
             .await
             .ok_or(ConfirmError::NotFound)?;
         // The store queues it only if the tenant subscribes.
-        let event = self.event_for(
+        let event = self.events.event_for(
             &link.tenant_id,
             None,
             EventType::OtpVerified,
@@ -272,27 +273,32 @@ impl Services {
             },
         );
         let raised = event.is_some();
-        let (tid, kd, now) = (link.tenant_id.clone(), link.key_digest.clone(), self.now());
+        let (tid, kd, now) = (
+            link.tenant_id.clone(),
+            link.key_digest.clone(),
+            self.core.now(),
+        );
         // A success resets the recipient's failure budget, as a matching code does.
-        let clear = (self.quota().max_failures > 0)
+        let clear = (self.core.quota().max_failures > 0)
             .then(|| crate::domain::email::RecipientEmail::parse(&link.email).ok())
             .flatten()
             .map(|e| e.canonical().to_string());
         let verified = self
+            .core
             .write(move |s| {
                 s.finish_verify(&tid, &kd, now, event.as_ref(), clear.as_deref(), "link")
             })
             .await
             .unwrap_or(false);
         let outcome = if verified { "verified_link" } else { "ended" };
-        if let Ok(slot) = self.audit.slot() {
+        if let Ok(slot) = self.core.audit.slot() {
             slot.record(&link.tenant_id, now, "verify", &link.email, outcome, ctx);
         }
         if !verified {
             return Err(ConfirmError::Ended);
         }
         if raised {
-            self.wake_hooks();
+            self.events.wake_hooks();
         }
         crate::metrics::inc(|m| &m.verify_outcomes, &["verified_link"]);
         self.link_redirect(token, &link)
@@ -305,6 +311,7 @@ impl Services {
     async fn link_key(&self, token: &str, link: &LinkView) -> Option<String> {
         let digest = self.link_digest(token)?;
         let key = self
+            .core
             .open_with_keyring(&link.key_sealed, |ring| {
                 decrypt_record(
                     ring,
@@ -322,7 +329,7 @@ impl Services {
     /// Where a verified link sends the person: its return URL with the key — if the
     /// tenant's allowlist still allows it (checked again at the redirect, API.md §17.7).
     async fn link_redirect(&self, token: &str, link: &LinkView) -> Option<String> {
-        let tenant = self.tenant(link.tenant_id.as_str()).await.ok()?;
+        let tenant = self.core.tenant(link.tenant_id.as_str()).await.ok()?;
         allowed_return(&link.return_url, &tenant.allowed_return_urls)?;
         verified_redirect(&link.return_url, &self.link_key(token, link).await?)
     }

@@ -39,29 +39,126 @@ use crate::crypto::keyring::Keys;
 use crate::mailer::Mailer;
 use crate::storage::{SendQuota, Store, StoreError, WriteCall};
 
-/// Everything the use cases need, shared by every worker.
+/// The use cases, by what they own; cheap to clone (one `Arc` each) and shared by every
+/// worker. Each part holds only the handles it needs, and the parts it calls, so the
+/// dependencies run one way: `Codes` → `Tenants` → `Delivery` → `Events` → `Core`.
 #[derive(Clone)]
 pub struct Services {
+    pub core: Arc<Core>,
+    pub events: Arc<Events>,
+    pub delivery: Arc<Delivery>,
+    pub tenants: Arc<Tenants>,
+    pub codes: Arc<Codes>,
+    pub admin: Arc<Admin>,
+}
+
+/// The handles every part shares: the store, the keys, hashing, the mailer, the clock, the
+/// settings and the audit log, with the store calls and sealing built on them.
+#[derive(Clone)]
+pub struct Core {
     pub(crate) store: Arc<dyn Store>,
     pub keyring: Arc<Keys>,
     pub(crate) hasher: Hasher,
     pub(crate) mailer: Mailer,
     pub clock: Arc<dyn Clock>,
-    /// Swapped whole on SIGHUP; see [`Services::reload`].
+    /// Swapped whole on SIGHUP; see [`Admin::reload`].
     pub settings: Arc<arc_swap::ArcSwap<Settings>>,
     pub(crate) audit: audit::Audit,
-    pub(crate) outbox: delivery::Outbox,
-    /// Each tenant's compiled templates, by `templates_version`.
-    pub(crate) templates: templates::TemplateCache,
+}
+
+/// Events out (signed webhooks, their outbox and sender) and in (provider events).
+#[derive(Clone)]
+pub struct Events {
+    pub(crate) core: Arc<Core>,
     /// Webhook delivery: the HTTP client and this process's part of the event outbox.
     pub(crate) hooks: webhooks::Hooks,
-    /// Each tenant's test recipients, by `test_version`.
-    pub(crate) test_lists: test_mode::TestLists,
     /// Each tenant's provider event settings as last read (checked when an event applies).
     pub(crate) event_settings: provider_events::EventSettingsCache,
 }
 
+/// Getting a code's message out: the outbox, its sender, routes, windows, breakers and
+/// transports.
+#[derive(Clone)]
+pub struct Delivery {
+    pub(crate) core: Arc<Core>,
+    pub(crate) events: Arc<Events>,
+    pub(crate) outbox: delivery::Outbox,
+}
+
+/// Tenant accounts and their settings: relays, providers, templates, test mode, DKIM,
+/// domains and suppressions.
+#[derive(Clone)]
+pub struct Tenants {
+    pub(crate) core: Arc<Core>,
+    /// Relay settings are checked by connecting through delivery's own path.
+    pub(crate) delivery: Arc<Delivery>,
+    /// Each tenant's compiled templates, by `templates_version`.
+    pub(crate) templates: templates::TemplateCache,
+    /// Each tenant's test recipients, by `test_version`.
+    pub(crate) test_lists: test_mode::TestLists,
+}
+
+/// Codes: mint, verify, resend, cancel, claims, links, hosted pages, idempotency and the
+/// SMS guard.
+#[derive(Clone)]
+pub struct Codes {
+    pub(crate) core: Arc<Core>,
+    pub(crate) tenants: Arc<Tenants>,
+    pub(crate) delivery: Arc<Delivery>,
+    pub(crate) events: Arc<Events>,
+}
+
+/// Operations: keys, import, purge, statistics and reload.
+#[derive(Clone)]
+pub struct Admin {
+    pub(crate) core: Arc<Core>,
+}
+
 impl Services {
+    /// Wire the parts together over the shared handles.
+    pub(crate) fn assemble(
+        core: Core,
+        outbox: delivery::Outbox,
+        hooks: webhooks::Hooks,
+    ) -> Services {
+        let core = Arc::new(core);
+        let events = Arc::new(Events {
+            core: Arc::clone(&core),
+            hooks,
+            event_settings: provider_events::EventSettingsCache::default(),
+        });
+        let delivery = Arc::new(Delivery {
+            core: Arc::clone(&core),
+            events: Arc::clone(&events),
+            outbox,
+        });
+        let tenants = Arc::new(Tenants {
+            core: Arc::clone(&core),
+            delivery: Arc::clone(&delivery),
+            templates: templates::TemplateCache::default(),
+            test_lists: test_mode::TestLists::default(),
+        });
+        let codes = Arc::new(Codes {
+            core: Arc::clone(&core),
+            tenants: Arc::clone(&tenants),
+            delivery: Arc::clone(&delivery),
+            events: Arc::clone(&events),
+        });
+        let admin = Arc::new(Admin {
+            core: Arc::clone(&core),
+        });
+        Services {
+            core,
+            events,
+            delivery,
+            tenants,
+            codes,
+            admin,
+        }
+    }
+}
+
+impl Core {
     /// Hash jobs waiting for a hashing thread (the metrics' queue gauge).
     pub fn hashing_queue_depth(&self) -> usize {
         self.hasher.queue_depth()

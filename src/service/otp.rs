@@ -2,7 +2,7 @@
 //! (verify is in verify.rs).
 
 use super::sms_guard::SmsCount;
-use super::{retry_secs, LimitKind, ServiceError, Services};
+use super::{retry_secs, Codes, LimitKind, ServiceError};
 use crate::crypto::lookup_digest;
 use crate::domain::challenge::{ChallengeView, Status};
 use crate::domain::code::OtpCode;
@@ -120,9 +120,9 @@ pub(super) fn stored_message(
     }
 }
 
-impl Services {
+impl Codes {
     pub(super) fn key_digest(&self, key: &str) -> Vec<u8> {
-        lookup_digest(self.keyring.get().pepper(), KEY_LABEL, key)
+        lookup_digest(self.core.keyring.get().pepper(), KEY_LABEL, key)
     }
 
     /// The policy a new code of this flavor gets.
@@ -131,8 +131,8 @@ impl Services {
             Flavor::Native => tenant.policy,
             Flavor::Compat => Policy {
                 code_length: 6,
-                ttl_seconds: self.settings.load().otp.ttl_seconds,
-                max_attempts: self.settings.load().compat.max_attempts,
+                ttl_seconds: self.core.settings.load().otp.ttl_seconds,
+                max_attempts: self.core.settings.load().compat.max_attempts,
             },
         }
     }
@@ -153,7 +153,7 @@ impl Services {
         } = req;
         let to = email.delivery_address();
         // Room for the mint's audit entry, and for a template fallback's, before any work.
-        let (audit, fallback_audit) = (self.audit.slot()?, self.audit.slot()?);
+        let (audit, fallback_audit) = (self.core.audit.slot()?, self.core.audit.slot()?);
         let mode = match flavor {
             // OtpMint's clients expect the message to have left when /otp answers.
             Flavor::Compat => DeliveryMode::Sync,
@@ -183,7 +183,7 @@ impl Services {
             Err(ServiceError::SmsVelocity { .. }) => "blocked:velocity".into(),
             Err(_) => "error".to_string(),
         };
-        let now = self.now();
+        let now = self.core.now();
         audit.record(&tenant.id, now, "mint", &to, &outcome, ctx);
         if let Ok(m) = &result {
             if m.template_fallback {
@@ -210,19 +210,21 @@ impl Services {
         link: Option<&crate::service::links::LinkRequest>,
     ) -> Result<Minted, ServiceError> {
         let mut policy = self.policy_for(tenant, flavor);
-        let quota = self.quota();
-        let now = self.now();
+        let quota = self.core.quota();
+        let now = self.core.now();
         // A test recipient's (or a test tenant's) mint goes to the test inbox: it counts
         // against the test sends only, and with a fixed code needs no new hash.
-        let route = self.route(tenant, email.canonical(), now).await?;
+        let route = self.tenants.route(tenant, email.canonical(), now).await?;
         let test = route != Route::Relay;
         let sms = email.channel() == Channel::Sms;
         // The channel needs a transport (a test mint goes nowhere).
-        if !test && !self.has_route(tenant, email.channel()) {
+        if !test && !self.delivery.has_route(tenant, email.channel()) {
             return Err(ServiceError::ChannelNotConfigured);
         }
         if !test {
-            self.check_suppressed(tenant, email.canonical()).await?;
+            self.tenants
+                .check_suppressed(tenant, email.canonical())
+                .await?;
         }
         // The SMS fraud guard (API.md §17.1); a mint that sends nothing passes no check.
         let sms_facts = match sms && !test {
@@ -243,7 +245,8 @@ impl Services {
             // A read first, so a refused mint costs no hash; the counting write below
             // checks again atomically.
             let (tid, c2) = (tenant.id.clone(), email.canonical().to_string());
-            self.db(move |s| s.check_quota(&tid, &c2, &checked, now))
+            self.core
+                .db(move |s| s.check_quota(&tid, &c2, &checked, now))
                 .await?
                 .map_err(limited)?;
         }
@@ -254,7 +257,7 @@ impl Services {
             }
             _ => {
                 let code = OtpCode::generate(policy.code_length);
-                let hash = self.hasher.hash(code.expose()).await?;
+                let hash = self.core.hasher.hash(code.expose()).await?;
                 (Some(code), hash)
             }
         };
@@ -272,6 +275,7 @@ impl Services {
             None => (String::new(), None),
         };
         let mut written = self
+            .tenants
             .render_message(
                 tenant,
                 locale,
@@ -315,7 +319,7 @@ impl Services {
             key.expose(),
             (email.as_given(), purpose.as_str()),
         );
-        let payload = self.seal_message(&tenant.id, &key_digest, &message)?;
+        let payload = self.core.seal_message(&tenant.id, &key_digest, &message)?;
         drop(message);
         let minted = Minted {
             key,
@@ -331,15 +335,16 @@ impl Services {
             let inbox = InboxEntry {
                 recipient: email.canonical().to_string(),
                 payload,
-                per_hour: self.settings.load().limits.test_sends_per_hour,
+                per_hour: self.core.settings.load().limits.test_sends_per_hour,
             };
-            self.write(move |s| s.insert_test_code(&challenge, &inbox, now))
+            self.core
+                .write(move |s| s.insert_test_code(&challenge, &inbox, now))
                 .await?
                 .map_err(limited)?;
             crate::metrics::inc(|m| &m.codes_minted, &["test"]);
             return Ok(minted);
         }
-        let lease = (mode == DeliveryMode::Sync).then(|| self.lease());
+        let lease = (mode == DeliveryMode::Sync).then(|| self.delivery.lease());
         let outbox = NewOutbox {
             recipient: email.delivery_address(),
             payload: payload.clone(),
@@ -356,7 +361,7 @@ impl Services {
         });
         // Store first, send second: one durable commit holds the quota count, the code
         // and its message. A mint whose code cannot be stored answers 503 and sends nothing.
-        let (this, c) = (self.clone(), challenge.clone());
+        let (this, c) = (std::sync::Arc::clone(&self.core), challenge.clone());
         let q = counted.then_some(quota);
         let store = async move {
             this.write(move |s| s.insert_code(&c, &outbox, q.as_ref(), now))
@@ -365,7 +370,7 @@ impl Services {
         };
         self.with_sms_count(count, store, Result::is_ok).await?;
         if mode == DeliveryMode::Async {
-            self.outbox.wake();
+            self.delivery.outbox.wake();
             crate::metrics::inc(|m| &m.codes_minted, &[mode.as_str()]);
             return Ok(minted);
         }
@@ -397,7 +402,7 @@ impl Services {
     ) -> Result<bool, ServiceError> {
         // On a task of its own: a client that goes away does not cut the send or the record
         // of its outcome in half (the message and its lease stay this process's until then).
-        let (me, owner) = (self.clone(), tenant.clone());
+        let (me, owner) = (std::sync::Arc::clone(&self.delivery), tenant.clone());
         let attempt = tokio::spawn(tracing::Instrument::instrument(
             async move { me.attempt(&job, &owner, None).await },
             tracing::Span::current(),
@@ -426,8 +431,9 @@ impl Services {
     ) -> Result<ChallengeView, ServiceError> {
         let key = ShareableKey::parse(key, flavor).ok_or(ServiceError::OtpNotFound)?;
         let digest = self.key_digest(key.expose());
-        let (tid, now) = (tenant.clone(), self.now());
-        self.db(move |s| s.challenge(&tid, &digest, flavor, now))
+        let (tid, now) = (tenant.clone(), self.core.now());
+        self.core
+            .db(move |s| s.challenge(&tid, &digest, flavor, now))
             .await?
             .ok_or(ServiceError::OtpNotFound)
     }
@@ -442,28 +448,30 @@ impl Services {
     ) -> Result<(), ServiceError> {
         let key = ShareableKey::parse(key, flavor).ok_or(ServiceError::OtpNotFound)?;
         let digest = self.key_digest(key.expose());
-        let (tid, now) = (tenant.clone(), self.now());
-        let audit = self.audit.slot()?;
+        let (tid, now) = (tenant.clone(), self.core.now());
+        let audit = self.core.audit.slot()?;
         match self
+            .core
             .db(move |s| s.cancel(&tid, &digest, flavor, now))
             .await?
         {
             None => Err(ServiceError::OtpNotFound),
             Some((true, v)) => {
                 audit.record(tenant, now, "cancel", &v.email, "cancelled", ctx);
-                self.emit(
-                    tenant,
-                    subscribed,
-                    EventType::OtpCancelled,
-                    EventData {
-                        shareable_key: key.expose(),
-                        email: &v.email,
-                        purpose: &v.purpose,
-                        locale: None,
-                        reason: None,
-                    },
-                )
-                .await;
+                self.events
+                    .emit(
+                        tenant,
+                        subscribed,
+                        EventType::OtpCancelled,
+                        EventData {
+                            shareable_key: key.expose(),
+                            email: &v.email,
+                            purpose: &v.purpose,
+                            locale: None,
+                            reason: None,
+                        },
+                    )
+                    .await;
                 Ok(())
             }
             Some((false, v)) => Err(ended(v.status_at(now))),

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use super::webhooks::EventData;
-use super::{ServiceError, Services};
+use super::{Events, ServiceError};
 use crate::domain::email::RecipientEmail;
 use crate::domain::keys::TenantId;
 use crate::domain::provider::ProviderKind;
@@ -109,7 +109,7 @@ pub struct EventsApplied {
     pub applied: usize,
 }
 
-impl Services {
+impl Events {
     /// Receive a provider's request of events for a tenant.
     pub async fn receive_provider_events(
         &self,
@@ -122,7 +122,7 @@ impl Services {
             .filter(|k| k.channel() == Channel::Email)
             .ok_or(ServiceError::ProviderNotFound)?;
         let id = TenantId::parse(tenant_id).ok_or(ServiceError::TenantNotFound)?;
-        let now = self.now();
+        let now = self.core.now();
         // First with the settings read for an earlier request, while they still hold.
         let mut applied_before = 0;
         if let Some(known) = self.event_settings.get(&id).filter(|k| k.kind == kind) {
@@ -143,7 +143,7 @@ impl Services {
                 self.event_settings.forget(&id);
             }
         }
-        let tenant = self.tenant(tenant_id).await?;
+        let tenant = self.core.tenant(tenant_id).await?;
         if !tenant.enabled {
             return Err(ServiceError::TenantNotFound);
         }
@@ -159,7 +159,7 @@ impl Services {
                 None => return Ok(EventsApplied::default()),
             }
         } else {
-            let secrets = self.open_provider_secrets(&tenant.id, p).await?;
+            let secrets = self.core.open_provider_secrets(&tenant.id, p).await?;
             let keys = EventKeys {
                 secret: secrets.get("events_secret").cloned(),
                 public_key: p.setting("events_public_key").map(str::to_string),
@@ -193,6 +193,7 @@ impl Services {
                     token.chars().take(200).collect::<String>(),
                 );
                 if !self
+                    .core
                     .write(move |s| s.record_provider_event(&tid, "mailgun-token", &t, now))
                     .await?
                 {
@@ -290,7 +291,10 @@ impl Services {
             },
         );
         let raised = effect.webhook.is_some();
-        let applied = self.write(move |s| s.apply_provider_event(&effect)).await?;
+        let applied = self
+            .core
+            .write(move |s| s.apply_provider_event(&effect))
+            .await?;
         if applied == EventApplied::Applied {
             crate::metrics::inc(|m| &m.provider_events, &[kind.as_str(), reason.as_str()]);
             if raised {
@@ -309,8 +313,14 @@ impl Services {
         body: &[u8],
     ) -> Result<Option<Vec<ProviderEvent>>, ServiceError> {
         let msg = SnsMessage::parse(body).map_err(refused)?;
-        let hosts = self.settings.load().delivery.sns_certificate_hosts.clone();
-        if !sns_cert_url_allowed(&msg.signing_cert_url, &hosts) || !msg.fresh(self.now()) {
+        let hosts = self
+            .core
+            .settings
+            .load()
+            .delivery
+            .sns_certificate_hosts
+            .clone();
+        if !sns_cert_url_allowed(&msg.signing_cert_url, &hosts) || !msg.fresh(self.core.now()) {
             return Err(ServiceError::EventUnverified);
         }
         // Every SNS topic is signed with the same certificates: only the tenant's topic is
@@ -318,6 +328,7 @@ impl Services {
         // (pinned then). Checked before any certificate is fetched.
         let tid = tenant.id.clone();
         let pinned = self
+            .core
             .db(move |s| s.provider_pin(&tid, SES_TOPIC_PIN))
             .await?;
         let expected = configured_topic.or(pinned.clone());
@@ -327,8 +338,9 @@ impl Services {
         let cert = self.sns_certificate(&msg.signing_cert_url).await?;
         msg.verify(&cert).map_err(refused)?;
         if expected.is_none() {
-            let (tid, topic, now) = (tenant.id.clone(), msg.topic_arn.clone(), self.now());
-            self.write(move |s| s.record_provider_event(&tid, SES_TOPIC_PIN, &topic, now))
+            let (tid, topic, now) = (tenant.id.clone(), msg.topic_arn.clone(), self.core.now());
+            self.core
+                .write(move |s| s.record_provider_event(&tid, SES_TOPIC_PIN, &topic, now))
                 .await?;
         }
         match msg.kind {
@@ -347,6 +359,7 @@ impl Services {
                 // failed one is tried again when SNS sends it again (503 tells it to).
                 let (tid, check) = (tenant.id.clone(), id.clone());
                 if self
+                    .core
                     .db(move |s| s.provider_pin(&tid, &check))
                     .await?
                     .is_some()
@@ -361,8 +374,9 @@ impl Services {
                 {
                     Ok((s, _)) if (200..300).contains(&s) => {
                         tracing::info!(tenant_id = %tenant.id, "confirmed the SNS subscription of the tenant's SES events");
-                        let (tid, now) = (tenant.id.clone(), self.now());
-                        self.write(move |s| s.record_provider_event(&tid, &id, "confirmed", now))
+                        let (tid, now) = (tenant.id.clone(), self.core.now());
+                        self.core
+                            .write(move |s| s.record_provider_event(&tid, &id, "confirmed", now))
                             .await?;
                         Ok(None)
                     }
@@ -384,7 +398,7 @@ impl Services {
     }
 
     fn http_timeout(&self) -> Duration {
-        Duration::from_secs(self.settings.load().delivery.http_timeout_seconds)
+        Duration::from_secs(self.core.settings.load().delivery.http_timeout_seconds)
     }
 
     /// The PEM at an SNS certificate URL, fetched once and kept.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use super::delivery::transport::{Deadline, Outbound, ProviderTransport, Transport};
 use super::delivery::StoredMessage;
-use super::{ServiceError, Services};
+use super::{ServiceError, Tenants};
 use crate::domain::delivery::DeliveryError;
 use crate::domain::keys::TenantId;
 use crate::domain::provider::{Provider, ProviderInput, ProviderKind};
@@ -53,7 +53,7 @@ pub(crate) fn primary_conflict(t: &Tenant, channel: Channel, adding: &str) -> bo
     }
 }
 
-impl Services {
+impl Tenants {
     /// Store (or replace) the tenant's provider of a channel.
     pub async fn put_provider(
         &self,
@@ -61,7 +61,9 @@ impl Services {
         channel: Channel,
         input: ProviderInput,
     ) -> Result<ProviderShown, ServiceError> {
-        let sealed = self.seal_provider_secrets(id, channel, input.kind, &input.secrets)?;
+        let sealed = self
+            .core
+            .seal_provider_secrets(id, channel, input.kind, &input.secrets)?;
         let provider = Provider {
             kind: input.kind,
             use_as: input.use_as,
@@ -158,13 +160,13 @@ impl Services {
             to: &delivery_to,
             msg: &msg,
             channel,
-            expires_at: self.now() + 600_000,
+            expires_at: self.core.now() + 600_000,
         };
         let deadline = Deadline {
-            by: tokio::time::Instant::now() + transport.timeout(self),
+            by: tokio::time::Instant::now() + transport.timeout(&self.delivery),
             setup_by: None,
         };
-        let accepted = transport.send(self, &out, deadline, 1).await?;
+        let accepted = transport.send(&self.delivery, &out, deadline, 1).await?;
         Ok(accepted.message_id)
     }
 }

@@ -6,7 +6,7 @@
 use secrecy::{ExposeSecret, SecretString};
 
 use super::seals::Seal;
-use super::{ServiceError, Services};
+use super::{ServiceError, Tenants};
 use crate::domain::keys::TenantId;
 use crate::domain::oauth2::{OAuth2Input, OAuth2Secrets};
 use crate::domain::policy::FieldError;
@@ -127,7 +127,7 @@ pub(super) fn check_max_connections(
     }
 }
 
-impl Services {
+impl Tenants {
     /// SSRF and port/plaintext policy for a host being set (resolves it).
     pub(super) async fn check_host(
         &self,
@@ -135,7 +135,8 @@ impl Services {
         port: u16,
         tls: TlsMode,
     ) -> Result<(), ServiceError> {
-        self.mailer
+        self.core
+            .mailer
             .policy()
             .check(host.as_str(), port, tls == TlsMode::None)
             .await
@@ -161,7 +162,7 @@ impl Services {
         check_max_connections(
             relay,
             sp.max_connections,
-            self.settings.load().smtp.max_connections_limit,
+            self.core.settings.load().smtp.max_connections_limit,
             errs,
         );
         if sp.password.is_some() && sp.oauth2.is_some() {
@@ -292,6 +293,7 @@ impl Services {
                         // A new client secret alone keeps the stored refresh token.
                         if secrets.refresh_token.is_none() && o.refresh_token && !moved {
                             let stored = self
+                                .core
                                 .open(&Seal::relay(id, fallback, &c), &c.password)
                                 .await
                                 .ok()
@@ -303,13 +305,14 @@ impl Services {
                                 o.refresh_token = false;
                             }
                         }
-                        self.seal_oauth2_for(id, fallback, &account, &o, &secrets)?
+                        self.core
+                            .seal_oauth2_for(id, fallback, &account, &o, &secrets)?
                     }
                     None => c.password.clone(),
                 }
             }
             None => match &sp.password {
-                Some(pw) => self.seal(
+                Some(pw) => self.core.seal(
                     &Seal::relay(id, fallback, &account),
                     pw.expose_secret().as_bytes(),
                 )?,
@@ -323,7 +326,7 @@ impl Services {
     /// as it can be told without DNS (scheme, an IP literal's address, local names); the
     /// resolved addresses are checked at every request.
     async fn check_token_url(&self, relay: &str, url: &str) -> Result<(), ServiceError> {
-        let settings = self.settings.load_full();
+        let settings = self.core.settings.load_full();
         crate::webhook::check_url(url, &settings)
             .map(drop)
             .map_err(|e| match e {

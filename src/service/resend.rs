@@ -6,7 +6,7 @@
 use super::otp::{ended, limited, stored_message};
 use super::sms_guard::SmsCount;
 use super::test_mode::Route;
-use super::{ServiceError, Services};
+use super::{Codes, ServiceError};
 use crate::domain::challenge::{ChallengeView, Status};
 use crate::domain::code::OtpCode;
 use crate::domain::delivery::{DeliveryMode, DeliveryStatus};
@@ -59,7 +59,7 @@ fn why_not(v: &ChallengeView, max_resends: u32, now: Millis) -> Option<ServiceEr
     ended_or_spent(v, max_resends, now).or_else(|| in_flight(v))
 }
 
-impl Services {
+impl Codes {
     pub async fn resend(
         &self,
         tenant: &Tenant,
@@ -67,7 +67,7 @@ impl Services {
         ctx: &RequestContext,
     ) -> Result<ResentKey, ServiceError> {
         let key = ShareableKey::parse(key, Flavor::Native).ok_or(ServiceError::OtpNotFound)?;
-        let audit = self.audit.slot()?;
+        let audit = self.core.audit.slot()?;
         let mut recipient = String::new();
         let result = self.resend_inner(tenant, key, &mut recipient).await;
         let outcome = match &result {
@@ -82,7 +82,14 @@ impl Services {
             Err(ServiceError::OtpNotFound) => return result,
             Err(_) => "refused".to_string(),
         };
-        audit.record(&tenant.id, self.now(), "resend", &recipient, &outcome, ctx);
+        audit.record(
+            &tenant.id,
+            self.core.now(),
+            "resend",
+            &recipient,
+            &outcome,
+            ctx,
+        );
         result
     }
 
@@ -92,11 +99,12 @@ impl Services {
         key: ShareableKey,
         recipient_seen: &mut String,
     ) -> Result<ResentKey, ServiceError> {
-        let now = self.now();
+        let now = self.core.now();
         let digest = self.key_digest(key.expose());
-        let max_resends = self.settings.load().otp.max_resends;
+        let max_resends = self.core.settings.load().otp.max_resends;
         let (tid, d) = (tenant.id.clone(), digest.clone());
         let (view, current_hash) = self
+            .core
             .db(move |s| s.resend_target(&tid, &d, now))
             .await?
             .ok_or(ServiceError::OtpNotFound)?;
@@ -115,11 +123,13 @@ impl Services {
                 .map(Recipient::Email)
         }
         .ok_or_else(|| ServiceError::Internal("a stored recipient does not parse".into()))?;
-        if !test && !self.has_route(tenant, email.channel()) {
+        if !test && !self.delivery.has_route(tenant, email.channel()) {
             return Err(ServiceError::ChannelNotConfigured);
         }
         if !test {
-            self.check_suppressed(tenant, email.canonical()).await?;
+            self.tenants
+                .check_suppressed(tenant, email.canonical())
+                .await?;
         }
         // The SMS fraud guard sees a resend like a mint (API.md §17.1): the country and type
         // again (the tenant may have taken the country off its list), and the velocity.
@@ -130,12 +140,13 @@ impl Services {
             ),
             false => None,
         };
-        let quota = self.quota();
+        let quota = self.core.quota();
         let counted = !test && quota.any();
         if counted {
             // A read first, so a refused resend costs no hash.
             let (tid, c2) = (tenant.id.clone(), view.email_canonical.clone());
-            self.db(move |s| s.check_quota(&tid, &c2, &quota, now))
+            self.core
+                .db(move |s| s.check_quota(&tid, &c2, &quota, now))
                 .await?
                 .map_err(limited)?;
         }
@@ -145,7 +156,11 @@ impl Services {
         // The new code shares the key's salt: a guess is hashed once for all its codes. A
         // test recipient with a fixed code gets that code again.
         let fixed = match test {
-            true => match self.route(tenant, &view.email_canonical, now).await? {
+            true => match self
+                .tenants
+                .route(tenant, &view.email_canonical, now)
+                .await?
+            {
                 Route::Test(Some(f)) if f.length == view.code_length => Some(f),
                 _ => None,
             },
@@ -155,7 +170,11 @@ impl Services {
             Some(f) => (None, f.hash),
             None => {
                 let code = OtpCode::generate(view.code_length);
-                let hash = self.hasher.hash_like(code.expose(), &current_hash).await?;
+                let hash = self
+                    .core
+                    .hasher
+                    .hash_like(code.expose(), &current_hash)
+                    .await?;
                 (Some(code), hash)
             }
         };
@@ -163,6 +182,7 @@ impl Services {
         let shown = code.as_ref().map_or(masked.as_str(), |c| c.expose());
         let locale = view.locale.as_deref().and_then(Locale::parse);
         let written = self
+            .tenants
             .render_message(
                 tenant,
                 locale.as_ref(),
@@ -186,21 +206,21 @@ impl Services {
             key.expose(),
             (&view.email, &view.purpose),
         );
-        let payload = self.seal_message(&tenant.id, &digest, &message)?;
+        let payload = self.core.seal_message(&tenant.id, &digest, &message)?;
         drop(message);
         let mode = view.delivery.mode;
         let via = if test {
             ResendVia::Inbox(InboxEntry {
                 recipient: view.email_canonical.clone(),
                 payload: payload.clone(),
-                per_hour: self.settings.load().limits.test_sends_per_hour,
+                per_hour: self.core.settings.load().limits.test_sends_per_hour,
             })
         } else {
             ResendVia::Relay {
                 outbox: NewOutbox {
                     recipient: email.delivery_address(),
                     payload: payload.clone(),
-                    lease: (mode == DeliveryMode::Sync).then(|| self.lease()),
+                    lease: (mode == DeliveryMode::Sync).then(|| self.delivery.lease()),
                     channel: email.channel(),
                 },
                 quota: counted.then_some(quota),
@@ -222,7 +242,7 @@ impl Services {
             key_digest: digest.clone(),
             now,
         });
-        let this = self.clone();
+        let this = std::sync::Arc::clone(&self.core);
         let store = async move { this.write(move |s| s.resend_code(&r, now)).await };
         let resent = self
             .with_sms_count(count, store, |r| matches!(r, Ok(Resent::Done)))
@@ -233,7 +253,10 @@ impl Services {
             Resent::NotNow => {
                 // Changed since it was read: say how, from its state now.
                 let (tid, d) = (tenant.id.clone(), digest.clone());
-                let again = self.db(move |s| s.resend_target(&tid, &d, now)).await?;
+                let again = self
+                    .core
+                    .db(move |s| s.resend_target(&tid, &d, now))
+                    .await?;
                 return Err(again
                     .and_then(|(v, _)| why_not(&v, max_resends, now))
                     .unwrap_or(ServiceError::Conflict(
@@ -245,7 +268,7 @@ impl Services {
         let mut outcome_unknown = false;
         if !test {
             if mode == DeliveryMode::Async {
-                self.outbox.wake();
+                self.delivery.outbox.wake();
             } else {
                 let job = OutboxJob {
                     key_digest: digest.clone(),

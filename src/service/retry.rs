@@ -5,14 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{ServiceError, Services};
+use super::{Core, ServiceError};
 use crate::storage::{Store, StoreError};
 
 /// The first pause before trying again, and the longest.
 const FIRST_PAUSE: Duration = Duration::from_millis(200);
 const LONGEST_PAUSE: Duration = Duration::from_secs(5);
 
-impl Services {
+impl Core {
     /// Make `f` (a write that may be repeated: it changes nothing once it took effect) until
     /// the store takes it. While the database is unavailable it is tried again in the
     /// background, however long that lasts; a failure of any other kind (a bug, damage) is

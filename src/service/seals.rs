@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use secrecy::ExposeSecret;
 
-use super::{ServiceError, Services};
+use super::{Core, ServiceError};
 use crate::crypto::cipher::{
     decrypt_password, decrypt_record, encrypt_password, encrypt_record, PasswordContext,
 };
@@ -203,7 +203,7 @@ pub(crate) fn tenant_seals(t: &Tenant) -> Vec<(TenantSeal, &[u8], Seal<'_>)> {
     out
 }
 
-impl Services {
+impl Core {
     /// Seal under the active data key.
     pub(crate) fn seal(&self, seal: &Seal<'_>, plain: &[u8]) -> Result<Vec<u8>, ServiceError> {
         Ok(seal.seal(&self.keyring.get(), plain)?)

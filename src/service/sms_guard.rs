@@ -4,7 +4,7 @@
 //! `otp.blocked`.
 
 use super::webhooks::EventData;
-use super::{ServiceError, Services};
+use super::{Codes, ServiceError};
 use crate::domain::event::EventType;
 use crate::domain::sms_guard::{screen, NumberFacts, Screened};
 use crate::domain::stats::{BlockReason, CodeDims, Counted};
@@ -31,7 +31,7 @@ pub(super) struct SmsCount {
     pub now: Millis,
 }
 
-impl Services {
+impl Codes {
     /// Whether the tenant texts numbers like this one at all: its countries, the number's
     /// validity and type (no store; before any hashing).
     pub(super) async fn screen_sms(
@@ -102,7 +102,7 @@ impl Services {
         } = c;
         let (tenant, phone, purpose, key_digest) = (&tenant, &phone, &purpose, &key_digest);
         let limits = {
-            let l = &self.settings.load().limits;
+            let l = &self.core.settings.load().limits;
             SmsVelocity {
                 range_per_hour: l.sms_range_per_hour,
                 unverified_per_country_per_hour: l.sms_unverified_per_country_per_hour,
@@ -121,7 +121,11 @@ impl Services {
             trusted_since: (tenant.sms.trusted_days > 0)
                 .then(|| now - i64::from(tenant.sms.trusted_days) * DAY_MS),
         };
-        match self.write(move |s| s.take_sms(&send, &limits, now)).await? {
+        match self
+            .core
+            .write(move |s| s.take_sms(&send, &limits, now))
+            .await?
+        {
             Ok(SmsTaken::Counted) => Ok(Admitted {
                 counted: Some((key_digest.to_vec(), now)),
             }),
@@ -141,7 +145,7 @@ impl Services {
     /// Give back an SMS the guard counted for a mint that did not go ahead.
     async fn release_sms(&self, admitted: Admitted) {
         if let Some((d, at)) = admitted.counted {
-            if let Err(e) = self.write(move |s| s.release_sms(&d, at)).await {
+            if let Err(e) = self.core.write(move |s| s.release_sms(&d, at)).await {
                 tracing::warn!(error = %e, "giving back an SMS of the fraud guard's count failed");
             }
         }
@@ -159,23 +163,25 @@ impl Services {
         crate::metrics::inc(|m| &m.sms_blocked, &[reason.as_str()]);
         let (tid, dims) = (tenant.id.clone(), CodeDims::of(purpose, None, "sms", phone));
         if let Err(e) = self
+            .core
             .write(move |s| s.count_blocked(&tid, now, &dims, Counted::Blocked(reason)))
             .await
         {
             tracing::warn!(error = %e, "counting a blocked SMS in the statistics failed");
         }
-        self.emit(
-            &tenant.id,
-            Some(tenant.webhook_events.as_str()),
-            EventType::OtpBlocked,
-            EventData {
-                shareable_key: "",
-                email: phone,
-                purpose,
-                locale: None,
-                reason: Some(reason.as_str()),
-            },
-        )
-        .await;
+        self.events
+            .emit(
+                &tenant.id,
+                Some(tenant.webhook_events.as_str()),
+                EventType::OtpBlocked,
+                EventData {
+                    shareable_key: "",
+                    email: phone,
+                    purpose,
+                    locale: None,
+                    reason: Some(reason.as_str()),
+                },
+            )
+            .await;
     }
 }

@@ -2,7 +2,7 @@
 //! hour or day, optionally grouped, read from the rollups the code transactions keep; the
 //! pass that counts codes that expired unverified; the purge of old counts.
 
-use super::{ServiceError, Services};
+use super::{Admin, ServiceError};
 use crate::domain::keys::TenantId;
 use crate::domain::stats::{Dim, HOUR_MS, MAX_RANGE_DAYS, MAX_ROWS};
 use crate::domain::Millis;
@@ -62,7 +62,7 @@ pub struct StatsAnswer {
 /// The default range: the last 7 days by day, the last 24 hours by hour.
 const DEFAULT_DAYS: i64 = 7;
 
-impl Services {
+impl Admin {
     /// Counts of `tenant` (`None`: all tenants together) over a range of mint times. The
     /// range covers whole periods: from the start of `from`'s period to the end of `to`'s.
     pub async fn stats(
@@ -71,7 +71,7 @@ impl Services {
         r: StatsRequest,
     ) -> Result<StatsAnswer, ServiceError> {
         let period_ms = r.granularity.hours() * HOUR_MS;
-        let to = r.to.unwrap_or_else(|| self.now());
+        let to = r.to.unwrap_or_else(|| self.core.now());
         let from = r.from.unwrap_or(match r.granularity {
             Granularity::Hour => to - 24 * HOUR_MS,
             Granularity::Day => to - DEFAULT_DAYS * 24 * HOUR_MS,
@@ -95,7 +95,7 @@ impl Services {
             group: r.group,
             max_rows: MAX_ROWS,
         };
-        let rows = self.db(move |s| s.stats(&q)).await?;
+        let rows = self.core.db(move |s| s.stats(&q)).await?;
         if rows.len() > MAX_ROWS {
             return Err(ServiceError::field(
                 "group_by",
@@ -115,10 +115,10 @@ impl Services {
 
     /// Count the codes that expired unverified since the last pass; returns how many.
     pub async fn count_expired(&self) -> Result<usize, ServiceError> {
-        let now = self.now();
+        let now = self.core.now();
         let mut total = 0;
         loop {
-            let n = self.write(move |s| s.count_expired(now)).await?;
+            let n = self.core.write(move |s| s.count_expired(now)).await?;
             total += n;
             if n < crate::storage::stats::EXPIRY_BATCH as usize {
                 return Ok(total);
@@ -128,14 +128,15 @@ impl Services {
 
     /// Drop counts older than `stats.retention_days`, and fold the shards of quiet hours.
     pub async fn purge_stats(&self) -> Result<usize, ServiceError> {
-        let now = self.now();
-        let days = i64::from(self.settings.load().stats.retention_days);
+        let now = self.core.now();
+        let days = i64::from(self.core.settings.load().stats.retention_days);
         let before = (now - days * 24 * HOUR_MS).div_euclid(HOUR_MS);
         let quiet = now.div_euclid(HOUR_MS) - QUIET_HOURS;
-        self.write(move |s| {
-            s.compact_stats(quiet)?;
-            s.purge_stats(before)
-        })
-        .await
+        self.core
+            .write(move |s| {
+                s.compact_stats(quiet)?;
+                s.purge_stats(before)
+            })
+            .await
     }
 }

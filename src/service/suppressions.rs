@@ -2,7 +2,7 @@
 //! one (each change audited with the recipient masked), and the check a mint makes before
 //! it sends.
 
-use super::{ServiceError, Services};
+use super::{ServiceError, Tenants};
 use crate::domain::email::RecipientEmail;
 use crate::domain::keys::TenantId;
 use crate::domain::recipient::{PhoneNumber, Recipient, PHONE_RULE};
@@ -36,7 +36,7 @@ pub fn recipient_key(given: &str, field: &str) -> Result<String, ServiceError> {
     Ok(r.canonical().to_string())
 }
 
-impl Services {
+impl Tenants {
     /// A page of the tenant's list, newest first.
     pub async fn suppressions(
         &self,
@@ -52,6 +52,7 @@ impl Services {
         let tid = tenant.clone();
         // One more than a page says whether another follows.
         let mut entries = self
+            .core
             .db(move |s| s.suppressions(&tid, after.as_ref(), PAGE + 1))
             .await?;
         let next_cursor = if entries.len() > PAGE {
@@ -109,26 +110,27 @@ impl Services {
         source: &str,
         ctx: &RequestContext,
     ) -> Result<(Suppression, bool), ServiceError> {
-        let audit = self.audit.slot()?;
+        let audit = self.core.audit.slot()?;
         let entry = Suppression {
             recipient,
             reason,
             source: source.to_string(),
-            created_at: self.now(),
+            created_at: self.core.now(),
         };
         let (tid, e) = (tenant.clone(), entry.clone());
-        let created = self.db(move |s| s.suppress(&tid, &e)).await?;
+        let created = self.core.db(move |s| s.suppress(&tid, &e)).await?;
         let shown = if created {
             entry
         } else {
             let (tid, r) = (tenant.clone(), entry.recipient.clone());
-            self.db(move |s| s.suppression(&tid, &r))
+            self.core
+                .db(move |s| s.suppression(&tid, &r))
                 .await?
                 .unwrap_or(entry)
         };
         audit.record(
             tenant,
-            self.now(),
+            self.core.now(),
             "suppression.add",
             &shown.recipient,
             if created { reason.as_str() } else { "exists" },
@@ -145,14 +147,14 @@ impl Services {
         ctx: &RequestContext,
     ) -> Result<(), ServiceError> {
         let key = recipient_key(recipient, "recipient")?;
-        let audit = self.audit.slot()?;
+        let audit = self.core.audit.slot()?;
         let (tid, k) = (tenant.clone(), key.clone());
-        if !self.db(move |s| s.unsuppress(&tid, &k)).await? {
+        if !self.core.db(move |s| s.unsuppress(&tid, &k)).await? {
             return Err(ServiceError::SuppressionNotFound);
         }
         audit.record(
             tenant,
-            self.now(),
+            self.core.now(),
             "suppression.remove",
             &key,
             "removed",
@@ -172,7 +174,12 @@ impl Services {
             return Ok(());
         }
         let (tid, r) = (tenant.id.clone(), canonical.to_string());
-        if self.db(move |s| s.suppression(&tid, &r)).await?.is_some() {
+        if self
+            .core
+            .db(move |s| s.suppression(&tid, &r))
+            .await?
+            .is_some()
+        {
             return Err(ServiceError::RecipientSuppressed);
         }
         Ok(())

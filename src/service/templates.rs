@@ -9,7 +9,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
-use super::{ServiceError, Services};
+use super::{ServiceError, Tenants};
 use crate::domain::keys::TenantId;
 use crate::domain::locale::Locale;
 use crate::domain::template::TenantTemplate;
@@ -178,10 +178,10 @@ fn builtin(locale: Locale, vars: &Vars<'_>, fallback: bool) -> Result<Message, S
     })
 }
 
-impl Services {
+impl Tenants {
     pub async fn templates(&self, tenant: &TenantId) -> Result<Vec<TenantTemplate>, ServiceError> {
         let id = tenant.clone();
-        self.db(move |s| s.templates(&id)).await
+        self.core.db(move |s| s.templates(&id)).await
     }
 
     /// Lint and store a template; nothing changes on refusal.
@@ -198,11 +198,11 @@ impl Services {
             text: fields.text,
             html: fields.html,
             sms: fields.sms,
-            updated_at: self.now(),
+            updated_at: self.core.now(),
         };
         let (id, r) = (tenant.id.clone(), row.clone());
-        let max = self.settings.load().templates.max_locales_per_tenant;
-        match self.db(move |s| s.put_template(&id, &r, max)).await? {
+        let max = self.core.settings.load().templates.max_locales_per_tenant;
+        match self.core.db(move |s| s.put_template(&id, &r, max)).await? {
             PutTemplate::Stored => {}
             PutTemplate::NoTenant => return Err(ServiceError::TenantNotFound),
             PutTemplate::Full => return Err(ServiceError::TemplateLimit(max)),
@@ -217,7 +217,7 @@ impl Services {
         locale: &Locale,
     ) -> Result<(), ServiceError> {
         let (id, l) = (tenant.clone(), locale.as_str().to_string());
-        if self.db(move |s| s.delete_template(&id, &l)).await? {
+        if self.core.db(move |s| s.delete_template(&id, &l)).await? {
             tracing::info!(tenant_id = %tenant, locale = %locale, "template deleted");
             Ok(())
         } else {
@@ -236,6 +236,7 @@ impl Services {
         }
         let id = tenant.id.clone();
         let locales: BTreeSet<String> = self
+            .core
             .db(move |s| s.template_locales(&id))
             .await?
             .into_iter()
@@ -257,7 +258,7 @@ impl Services {
             return Ok(Some(set));
         }
         let (id, l) = (tenant.id.clone(), locale.to_string());
-        let Some(row) = self.db(move |s| s.template(&id, &l)).await? else {
+        let Some(row) = self.core.db(move |s| s.template(&id, &l)).await? else {
             return Ok(None);
         };
         let set = tokio::task::spawn_blocking(move || Arc::new(TemplateSet::new(&[row])))
@@ -344,7 +345,8 @@ impl Services {
         let base: Fields = match source {
             Source::Tenant => {
                 let (id, l) = (tenant.id.clone(), resolved.as_str().to_string());
-                self.db(move |s| s.template(&id, &l))
+                self.core
+                    .db(move |s| s.template(&id, &l))
                     .await?
                     .as_ref()
                     .map(Fields::from)
@@ -372,7 +374,7 @@ impl Services {
         };
         let fields = self.checked(fields, tenant.policy.code_length).await?;
         let (expires_at, ttl_seconds) = (
-            self.now() + i64::from(tenant.policy.ttl_seconds) * 1000,
+            self.core.now() + i64::from(tenant.policy.ttl_seconds) * 1000,
             tenant.policy.ttl_seconds,
         );
         let (name, loc) = (tenant.name.clone(), locale.as_str().to_string());

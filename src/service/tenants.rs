@@ -1,6 +1,6 @@
 //! Tenant use cases: register, read, change, rotate secrets, delete, authenticate.
 
-use super::{ServiceError, Services};
+use super::{Core, ServiceError, Tenants};
 use crate::crypto::lookup_digest;
 use crate::domain::delivery::DeliveryMode;
 use crate::domain::keys::{SecretKey, TenantId};
@@ -68,9 +68,9 @@ pub struct TenantPatch {
     pub sms: Option<SmsPatch>,
 }
 
-impl Services {
+impl Tenants {
     pub(super) fn secret_digest(&self, key: &str) -> Vec<u8> {
-        lookup_digest(self.keyring.get().pepper(), SECRET_LABEL, key)
+        lookup_digest(self.core.keyring.get().pepper(), SECRET_LABEL, key)
     }
 
     pub async fn create_tenant(&self, t: NewTenant) -> Result<(Tenant, SecretKey), ServiceError> {
@@ -96,11 +96,11 @@ impl Services {
         };
         let [smtp, smtp_fallback] = relays;
         let defaults = Policy {
-            code_length: self.settings.load().otp.code_length,
-            ttl_seconds: self.settings.load().otp.ttl_seconds,
-            max_attempts: self.settings.load().otp.max_attempts,
+            code_length: self.core.settings.load().otp.code_length,
+            ttl_seconds: self.core.settings.load().otp.ttl_seconds,
+            max_attempts: self.core.settings.load().otp.max_attempts,
         };
-        let now = self.now();
+        let now = self.core.now();
         let row = Tenant {
             id,
             name,
@@ -131,7 +131,7 @@ impl Services {
             dkim_sealed: Vec::new(),
         };
         if t.check_relay {
-            self.check_relays(&row).await?;
+            self.delivery.check_relays(&row).await?;
         }
         let secret = t.secret.unwrap_or_else(|| SecretKey::generate_for(t.test));
         let digest = self.secret_digest(secret.expose());
@@ -146,7 +146,7 @@ impl Services {
         digest: Vec<u8>,
         now: i64,
     ) -> Result<(), ServiceError> {
-        let store = std::sync::Arc::clone(&self.store);
+        let store = std::sync::Arc::clone(&self.core.store);
         tokio::task::spawn_blocking(move || store.insert_tenant(&row, &digest, now))
             .await
             .map_err(|e| ServiceError::Internal(e.to_string()))?
@@ -154,17 +154,6 @@ impl Services {
                 StoreError::Conflict(_) => ServiceError::SecretTaken,
                 other => other.into(),
             })
-    }
-
-    pub async fn tenant(&self, id: &str) -> Result<Tenant, ServiceError> {
-        let id = TenantId::parse(id).ok_or(ServiceError::TenantNotFound)?;
-        self.db(move |s| s.tenant(&id))
-            .await?
-            .ok_or(ServiceError::TenantNotFound)
-    }
-
-    pub async fn tenants(&self) -> Result<Vec<Tenant>, ServiceError> {
-        self.db(|s| s.tenants()).await
     }
 
     /// Apply a change. `by_tenant` limits it to name and SMTP.
@@ -195,7 +184,7 @@ impl Services {
         // rotation re-encrypting the password) moves its version on, and this change is
         // made again on what it wrote (API.md §6.30).
         for _ in 0..CHANGE_TRIES {
-            let current = self.tenant(id).await?;
+            let current = self.core.tenant(id).await?;
             let mut changes = self.tenant_changes(&current, &p).await?;
             if p.check_relay {
                 let mut candidate = current.clone();
@@ -205,13 +194,13 @@ impl Services {
                 if let Some(f) = &changes.smtp_fallback {
                     candidate.smtp_fallback = f.clone();
                 }
-                self.check_relays(&candidate).await?;
+                self.delivery.check_relays(&candidate).await?;
             }
             // A test tenant made live (API.md §17.4): its `sk_test_` keys stop in the same
             // change, and a new `sk_` key is shown once.
             let going_live = current.test && p.test == Some(false) && {
                 let tid = current.id.clone();
-                self.db(move |s| s.has_test_secrets(&tid)).await?
+                self.core.db(move |s| s.has_test_secrets(&tid)).await?
             };
             let secret = going_live.then(|| SecretKey::generate_for(false));
             changes.new_secret = secret.as_ref().map(|s| self.secret_digest(s.expose()));
@@ -232,7 +221,7 @@ impl Services {
         f: impl Fn(&Tenant) -> Result<TenantChanges, ServiceError>,
     ) -> Result<Tenant, ServiceError> {
         for _ in 0..CHANGE_TRIES {
-            let current = self.tenant(id.as_str()).await?;
+            let current = self.core.tenant(id.as_str()).await?;
             if let Some(row) = self.store_change(&current, f(&current)?).await? {
                 return Ok(row);
             }
@@ -250,15 +239,16 @@ impl Services {
         changes: TenantChanges,
     ) -> Result<Option<Tenant>, ServiceError> {
         let transports = changes.transports_changed();
-        let (tid, version, now) = (current.id.clone(), current.row_version, self.now());
+        let (tid, version, now) = (current.id.clone(), current.row_version, self.core.now());
         match self
+            .core
             .db(move |s| s.update_tenant(&tid, &changes, version, now))
             .await?
         {
             Updated::Done(row) => {
                 if transports {
-                    self.mailer.forget(row.id.as_str());
-                    self.outbox.forget(row.id.as_str());
+                    self.core.mailer.forget(row.id.as_str());
+                    self.delivery.outbox.forget(row.id.as_str());
                 }
                 Ok(Some(*row))
             }
@@ -393,9 +383,9 @@ impl Services {
     pub async fn delete_tenant(&self, id: &str) -> Result<(), ServiceError> {
         let id = TenantId::parse(id).ok_or(ServiceError::TenantNotFound)?;
         let key = id.as_str().to_string();
-        if self.db(move |s| s.delete_tenant(&id)).await? {
-            self.mailer.forget(&key);
-            self.outbox.forget(&key);
+        if self.core.db(move |s| s.delete_tenant(&id)).await? {
+            self.core.mailer.forget(&key);
+            self.delivery.outbox.forget(&key);
             Ok(())
         } else {
             Err(ServiceError::TenantNotFound)
@@ -414,14 +404,15 @@ impl Services {
                 "must be between 0 and 86400",
             ));
         }
-        let current = self.tenant(id).await?;
+        let current = self.core.tenant(id).await?;
         let id = current.id;
         // A test tenant's keys start `sk_test_` (API.md §13.2).
         let secret = SecretKey::generate_for(current.test);
         let digest = self.secret_digest(secret.expose());
-        let now = self.now();
+        let now = self.core.now();
         let until = now + (grace_seconds as i64) * 1000;
         if self
+            .core
             .db(move |s| s.rotate_secret(&id, &digest, until, now))
             .await?
         {
@@ -435,9 +426,23 @@ impl Services {
     /// the same work for unknown, malformed and disabled keys.
     pub async fn authenticate(&self, presented: &str) -> Result<Tenant, ServiceError> {
         let digest = self.secret_digest(presented);
-        let now = self.now();
-        self.db(move |s| s.tenant_by_secret(&digest, now))
+        let now = self.core.now();
+        self.core
+            .db(move |s| s.tenant_by_secret(&digest, now))
             .await?
             .ok_or(ServiceError::Unauthorized)
+    }
+}
+
+impl Core {
+    pub async fn tenant(&self, id: &str) -> Result<Tenant, ServiceError> {
+        let id = TenantId::parse(id).ok_or(ServiceError::TenantNotFound)?;
+        self.db(move |s| s.tenant(&id))
+            .await?
+            .ok_or(ServiceError::TenantNotFound)
+    }
+
+    pub async fn tenants(&self) -> Result<Vec<Tenant>, ServiceError> {
+        self.db(|s| s.tenants()).await
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::{ServiceError, Services};
+use super::{ServiceError, Tenants};
 use crate::domain::code::OtpCode;
 use crate::domain::keys::TenantId;
 use crate::domain::policy::FieldError;
@@ -64,7 +64,7 @@ pub struct TestRecipientInput {
     pub expires_at: Millis,
 }
 
-impl Services {
+impl Tenants {
     /// Where a mint for this recipient (its canonical form) goes: a test tenant's always to
     /// its inbox; otherwise to the inbox only when a live test recipient covers it.
     pub(crate) async fn route(
@@ -98,7 +98,7 @@ impl Services {
             return Ok(l);
         }
         let tid = tenant.id.clone();
-        let list = Arc::new(self.db(move |s| s.test_recipients(&tid)).await?);
+        let list = Arc::new(self.core.db(move |s| s.test_recipients(&tid)).await?);
         self.test_lists
             .put(key, tenant.test_version, Arc::clone(&list));
         Ok(list)
@@ -110,7 +110,7 @@ impl Services {
         tenant: &TenantId,
     ) -> Result<Vec<TestRecipient>, ServiceError> {
         let tid = tenant.clone();
-        self.db(move |s| s.test_recipients(&tid)).await
+        self.core.db(move |s| s.test_recipients(&tid)).await
     }
 
     /// Replace the tenant's test recipients (all checked first: one bad entry changes
@@ -121,7 +121,7 @@ impl Services {
         input: Vec<TestRecipientInput>,
         ctx: &RequestContext,
     ) -> Result<Vec<TestRecipient>, ServiceError> {
-        let now = self.now();
+        let now = self.core.now();
         if input.len() > MAX_RECIPIENTS {
             return Err(ServiceError::field(
                 "recipients",
@@ -183,12 +183,12 @@ impl Services {
         if !errs.is_empty() {
             return Err(ServiceError::Invalid(errs));
         }
-        let audit = self.audit.slot()?;
+        let audit = self.core.audit.slot()?;
         let mut list = Vec::with_capacity(parsed.len());
         for (pattern, code, expires_at) in parsed {
             let fixed = match code {
                 Some(c) => Some(FixedCode {
-                    hash: self.hasher.hash(c.expose()).await?,
+                    hash: self.core.hasher.hash(c.expose()).await?,
                     length: c.expose().len() as u32,
                 }),
                 None => None,
@@ -201,7 +201,8 @@ impl Services {
             });
         }
         let (tid, stored) = (tenant.id.clone(), list.clone());
-        self.write(move |s| s.put_test_recipients(&tid, &stored, now))
+        self.core
+            .write(move |s| s.put_test_recipients(&tid, &stored, now))
             .await?
             .ok_or(ServiceError::TenantNotFound)?;
         let fixed = list.iter().filter(|t| t.fixed.is_some()).count();
@@ -235,14 +236,18 @@ impl Services {
                 },
             ),
         };
-        let since = self.now() - INBOX_KEPT_MS;
+        let since = self.core.now() - INBOX_KEPT_MS;
         let tid = tenant.clone();
         let rows = self
+            .core
             .db(move |s| s.test_inbox(&tid, to.as_deref(), since))
             .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
-            let m = self.open_message(tenant, &r.key_digest, &r.payload).await?;
+            let m = self
+                .core
+                .open_message(tenant, &r.key_digest, &r.payload)
+                .await?;
             out.push(TestMessage {
                 to: m.email,
                 subject: m.subject,

@@ -3,7 +3,7 @@
 //! only). Sending through it is `delivery/transport/http.rs`.
 
 use super::seals::Seal;
-use super::{ServiceError, Services};
+use super::{Core, ServiceError, Tenants};
 use crate::domain::tenant::{HttpTransport, Tenant, TransportUse};
 use crate::webhook::{check_url_resolved, new_secret};
 
@@ -15,9 +15,10 @@ pub struct HttpShown {
     pub secret: Option<String>,
 }
 
-impl Services {
+impl Tenants {
     fn seal_http_secret(&self, tenant: &Tenant, secret: &[u8]) -> Result<Vec<u8>, ServiceError> {
-        self.seal(&Seal::HttpSecret { tenant: &tenant.id }, secret)
+        self.core
+            .seal(&Seal::HttpSecret { tenant: &tenant.id }, secret)
     }
 
     /// Create or replace the tenant's HTTP transport. The URL passes the address policy now
@@ -44,7 +45,7 @@ impl Services {
         {
             return Err(ServiceError::TransportConflict);
         }
-        let settings = self.settings.load_full();
+        let settings = self.core.settings.load_full();
         let url = check_url_resolved(url, &settings)
             .await
             .map_err(super::webhooks::refused)?
@@ -53,11 +54,12 @@ impl Services {
         let sealed = self.seal_http_secret(tenant, &bytes)?;
         let (id, u) = (tenant.id.clone(), url.clone());
         let created = self
+            .core
             .db(move |s| s.put_http(&id, &u, use_as, &sealed))
             .await?
             .ok_or(ServiceError::TenantNotFound)?;
         tracing::info!(tenant_id = %tenant.id, created, use_as = use_as.as_str(), "HTTP transport stored");
-        self.outbox.forget(tenant.id.as_str());
+        self.delivery.outbox.forget(tenant.id.as_str());
         Ok(HttpShown {
             url,
             use_as,
@@ -79,9 +81,9 @@ impl Services {
 
     pub async fn delete_http_transport(&self, tenant: &Tenant) -> Result<(), ServiceError> {
         let id = tenant.id.clone();
-        if self.db(move |s| s.clear_http(&id)).await? {
+        if self.core.db(move |s| s.clear_http(&id)).await? {
             tracing::info!(tenant_id = %tenant.id, "HTTP transport deleted");
-            self.outbox.forget(tenant.id.as_str());
+            self.delivery.outbox.forget(tenant.id.as_str());
             Ok(())
         } else {
             Err(ServiceError::TransportNotFound)
@@ -97,7 +99,11 @@ impl Services {
         let (bytes, shown) = new_secret();
         let sealed = self.seal_http_secret(tenant, &bytes)?;
         let id = tenant.id.clone();
-        if !self.db(move |s| s.set_http_secret(&id, &sealed)).await? {
+        if !self
+            .core
+            .db(move |s| s.set_http_secret(&id, &sealed))
+            .await?
+        {
             return Err(ServiceError::TransportNotFound);
         }
         tracing::info!(tenant_id = %tenant.id, "HTTP transport secret rotated");
@@ -107,7 +113,9 @@ impl Services {
             secret: Some(shown),
         })
     }
+}
 
+impl Core {
     /// The signing secret's bytes. A blob sealed under a data key this process has not seen
     /// (another process rotated it) reloads the keyring once.
     pub(crate) async fn http_secret(

@@ -3,7 +3,7 @@
 //! the code's state.
 
 use super::otp::ended;
-use super::{retry_secs, ErrorCode, LimitKind, ServiceError, Services};
+use super::{retry_secs, Codes, ErrorCode, LimitKind, ServiceError};
 use crate::domain::challenge::Status;
 use crate::domain::code::OtpCode;
 use crate::domain::event::EventType;
@@ -78,7 +78,7 @@ impl Lookup {
     }
 }
 
-impl Services {
+impl Codes {
     /// Check a code. Malformed input uses no attempt; the attempt is reserved in the store
     /// before the comparison, so concurrency cannot exceed `max_attempts` evaluations.
     /// Also returns the tenant, once known (`None`: a wrong secret, an unknown key, or a store
@@ -91,7 +91,7 @@ impl Services {
         flavor: Flavor,
         ctx: &RequestContext,
     ) -> VerifyOutcome {
-        let audit = match self.audit.slot() {
+        let audit = match self.core.audit.slot() {
             Ok(a) => a,
             Err(e) => {
                 return VerifyOutcome {
@@ -132,7 +132,7 @@ impl Services {
             crate::metrics::inc(|m| &m.rate_limited, &[kind.as_str()]);
         }
         if outcome != "not_found" && outcome != "invalid" {
-            audit.record(&tenant, self.now(), "verify", &recipient, outcome, ctx);
+            audit.record(&tenant, self.core.now(), "verify", &recipient, outcome, ctx);
         }
         VerifyOutcome {
             tenant: Some(tenant),
@@ -151,7 +151,7 @@ impl Services {
         e: ServiceError,
     ) -> (Resolved, ServiceError) {
         let missing = lookup.missing();
-        match self.db(move |s| lookup.find(s, flavor, now)).await {
+        match self.core.db(move |s| lookup.find(s, flavor, now)).await {
             Ok(Some(found)) => (Some(found), e),
             Ok(None) => (None, missing),
             Err(store) => (None, store),
@@ -171,14 +171,14 @@ impl Services {
         let key = ShareableKey::parse(key, flavor);
         let digest = key.as_ref().map(|k| self.key_digest(k.expose()));
         let lookup = match caller {
-            Caller::Secret(secret) => Lookup::Secret(self.secret_digest(secret)),
+            Caller::Secret(secret) => Lookup::Secret(self.tenants.secret_digest(secret)),
             Caller::KeyOwner => match &digest {
                 Some(d) => Lookup::KeyOwner(d.clone()),
                 // A malformed key has no owner.
                 None => return Err(ServiceError::OtpNotFound),
             },
         };
-        let now = self.now();
+        let now = self.core.now();
         let (Some(key), Some(digest)) = (key, digest) else {
             let e = ServiceError::OtpNotFound;
             let (found, e) = self.refuse(lookup, flavor, now, e).await;
@@ -195,13 +195,13 @@ impl Services {
             }
         };
         let code = guess.expose();
-        let quota = self.quota();
+        let quota = self.core.quota();
         let d = digest.clone();
         let len = code.len() as u32;
-        let hasher = self.hasher.clone();
+        let hasher = self.core.hasher.clone();
         let find = lookup.clone();
         let reserved = self
-            .write(move |s| {
+            .core.write(move |s| {
                 let Some((tid, subscribed)) = find.find(s, flavor, now)? else {
                     return Ok(None);
                 };
@@ -239,25 +239,25 @@ impl Services {
         };
         recipient.clone_from(&res.email);
         // Every code of the key (its resends') in one hashing job (API.md §13.3).
-        let matched = match self.hasher.verify_any(slot, code, &res.code_hashes).await {
+        let matched = match self.core.hasher.verify_any(slot, code, &res.code_hashes).await {
             Ok(m) => m,
             Err(e) => {
                 // Never evaluated: the attempt and the failure budget are given back.
                 let tid = tenant.clone();
                 let d = digest.clone();
                 let r = res.email_canonical.clone();
-                let _ = self.write(move |s| s.release_attempt(&tid, &d, &r)).await;
+                let _ = self.core.write(move |s| s.release_attempt(&tid, &d, &r)).await;
                 return Err(e.into());
             }
         };
         if matched {
-            let t = self.now();
+            let t = self.core.now();
             let d = digest.clone();
             let tid = tenant.clone();
             // A match resets the recipient's failure budget, in the same commit.
             let clear = (quota.max_failures > 0).then(|| res.email_canonical.clone());
             // `otp.verified` commits with the verify itself.
-            let event = self.event_for(
+            let event = self.events.event_for(
                 tenant,
                 subscribed,
                 EventType::OtpVerified,
@@ -271,7 +271,7 @@ impl Services {
             );
             let raised = event.is_some();
             let finished = match self
-                .write(move |s| {
+                .core.write(move |s| {
                     s.finish_verify(&tid, &d, t, event.as_ref(), clear.as_deref(), "code")
                 })
                 .await
@@ -281,7 +281,7 @@ impl Services {
             };
             if finished {
                 if raised {
-                    self.wake_hooks();
+                    self.events.wake_hooks();
                 }
                 return Ok(Verified {
                     email: res.email,
@@ -293,17 +293,17 @@ impl Services {
         }
         // The failure was counted against the recipient's budget with the reservation. A
         // test recipient's fixed code has a budget of its own (API.md §17.3).
-        let max_test = self.settings.load().limits.test_code_max_failures;
+        let max_test = self.core.settings.load().limits.test_code_max_failures;
         if res.test && max_test > 0 {
             if let Some(hash) = res.code_hashes.first().cloned() {
-                let (tid, r, now) = (tenant.clone(), res.email_canonical.clone(), self.now());
+                let (tid, r, now) = (tenant.clone(), res.email_canonical.clone(), self.core.now());
                 match self
-                    .write(move |s| s.test_code_failed(&tid, &r, &hash, max_test, now))
+                    .core.write(move |s| s.test_code_failed(&tid, &r, &hash, max_test, now))
                     .await
                 {
                     Ok(true) => {
                         tracing::warn!(tenant_id = %tenant, "a test recipient's fixed code ran out of its failure budget; the entry is inert until stored again");
-                        if let Ok(audit) = self.audit.slot() {
+                        if let Ok(audit) = self.core.audit.slot() {
                             audit.record(
                                 tenant,
                                 now,
@@ -313,7 +313,7 @@ impl Services {
                                 ctx,
                             );
                         }
-                        self.emit(
+                        self.events.emit(
                             tenant,
                             subscribed,
                             EventType::TestRecipientDisabled,
@@ -336,7 +336,7 @@ impl Services {
         }
         let attempts_remaining = res.max_attempts.saturating_sub(res.attempts);
         if attempts_remaining == 0 {
-            self.emit(
+            self.events.emit(
                 tenant,
                 subscribed,
                 EventType::OtpAttemptsExhausted,
@@ -371,7 +371,11 @@ impl Services {
     ) -> ServiceError {
         let tid = tenant.clone();
         let d = digest.to_vec();
-        let view = match self.db(move |s| s.challenge(&tid, &d, flavor, now)).await {
+        let view = match self
+            .core
+            .db(move |s| s.challenge(&tid, &d, flavor, now))
+            .await
+        {
             Ok(Some(v)) => v,
             Ok(None) => return ServiceError::OtpNotFound,
             Err(e) => return e,
@@ -384,10 +388,11 @@ impl Services {
                     format!("must be {} ASCII digits", view.code_length),
                 );
             }
-            let quota = self.quota();
+            let quota = self.core.quota();
             let tid = tenant.clone();
             let recipient = view.email_canonical.clone();
             if let Ok(Some(until)) = self
+                .core
                 .db(move |s| s.failures_blocked(&tid, &recipient, &quota, now))
                 .await
             {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::service::Services;
+use crate::service::{Admin, Services};
 
 /// SIGTERM or SIGINT: the senders stop claiming, and the HTTP server drains.
 pub(super) async fn stop_on_signal(services: Services, handle: actix_web::dev::ServerHandle) {
@@ -27,8 +27,8 @@ pub(super) async fn stop_on_signal(services: Services, handle: actix_web::dev::S
         return;
     }
     tracing::info!("stopping: finishing requests and sends in flight");
-    services.outbox.stop();
-    services.stop_hooks();
+    services.delivery.outbox.stop();
+    services.events.stop_hooks();
     handle.stop(true).await;
 }
 
@@ -53,7 +53,7 @@ pub(super) async fn keyring_loop(services: Services) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match services.refresh_keyring().await {
+        match services.core.refresh_keyring().await {
             Ok(true) => tracing::info!("keyring reloaded: a new data key is active"),
             Ok(false) => {}
             Err(e) => tracing::debug!(error = %e, "keyring refresh failed"),
@@ -65,7 +65,7 @@ pub(super) async fn purge_loop(services: Services) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
-        match services.purge_once().await {
+        match services.admin.purge_once().await {
             Ok(n) if n > 0 => tracing::info!(purged = n, "purged ended codes"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "purge failed"),
@@ -80,11 +80,11 @@ pub(super) async fn stats_loop(services: Services) {
     let mut last_purge: Option<tokio::time::Instant> = None;
     loop {
         tick.tick().await;
-        if let Err(e) = services.count_expired().await {
+        if let Err(e) = services.admin.count_expired().await {
             tracing::warn!(error = %e, "counting expired codes failed");
         }
         if last_purge.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
-            match services.purge_stats().await {
+            match services.admin.purge_stats().await {
                 Ok(_) => last_purge = Some(tokio::time::Instant::now()),
                 Err(e) => tracing::warn!(error = %e, "purging statistics failed"),
             }
@@ -92,32 +92,33 @@ pub(super) async fn stats_loop(services: Services) {
     }
 }
 
-impl Services {
+impl Admin {
     /// One purge pass: codes that ended (or expired) more than `otp.retention_seconds` ago,
     /// and quota records older than their windows. Returns how many codes went.
     pub async fn purge_once(&self) -> Result<usize, crate::service::ServiceError> {
-        let now = self.now();
-        let retention = (self.settings.load().otp.retention_seconds as i64) * 1000;
+        let now = self.core.now();
+        let retention = (self.core.settings.load().otp.retention_seconds as i64) * 1000;
         // A send record is kept as long as any limit looks at it: the recipient window,
         // the cooldown, the tenant's hour (all range-checked, so no overflow).
-        let limits = self.settings.load().limits.clone();
+        let limits = self.core.settings.load().limits.clone();
         let windows = (limits
             .recipient_window_seconds
             .max(limits.resend_cooldown_seconds)
             .max(3600) as i64)
             .saturating_mul(1000);
-        let audit = (self.settings.load().audit.retention_seconds as i64).saturating_mul(1000);
+        let audit = (self.core.settings.load().audit.retention_seconds as i64).saturating_mul(1000);
         // Codes are counted as expired unverified before they may go (the purge keeps any
         // that expired since, until the next count).
         self.count_expired().await?;
-        self.db(move |s| {
-            s.purge_audit(now - audit)?;
-            // Idempotency keys after their 24 hours; webhook delivery records with the audit.
-            s.purge_integration(now, now - audit)?;
-            // Provider events are kept 30 days: a provider retries for less.
-            s.purge_provider_events(now - 30 * 86_400_000)?;
-            s.purge(now - retention, now - windows)
-        })
-        .await
+        self.core
+            .db(move |s| {
+                s.purge_audit(now - audit)?;
+                // Idempotency keys after their 24 hours; webhook delivery records with the audit.
+                s.purge_integration(now, now - audit)?;
+                // Provider events are kept 30 days: a provider retries for less.
+                s.purge_provider_events(now - 30 * 86_400_000)?;
+                s.purge(now - retention, now - windows)
+            })
+            .await
     }
 }

@@ -15,7 +15,7 @@ use crate::crypto::keyring::KeyError;
 use crate::mailer::Mailer;
 use crate::net_policy::HostPolicy;
 use crate::routes::{app, AppState};
-use crate::service::Services;
+use crate::service::{Delivery, Events, Services};
 use crate::storage::postgres::{PgOptions, PgStore};
 use crate::storage::sqlite::SqliteStore;
 use crate::storage::Store;
@@ -154,7 +154,7 @@ pub fn build_services(settings: Settings, clock: Arc<dyn Clock>) -> Result<Servi
     let settings = Arc::new(arc_swap::ArcSwap::from_pointee(settings));
     let hooks = crate::webhook::WebhookClient::new(Arc::clone(&settings))
         .map_err(|e| StartupError::Other(e.to_string()))?;
-    Ok(Services {
+    let core = crate::service::Core {
         audit: crate::service::audit::Audit::start(Arc::clone(&store)),
         store,
         keyring: Arc::new(keyring),
@@ -162,12 +162,9 @@ pub fn build_services(settings: Settings, clock: Arc<dyn Clock>) -> Result<Servi
         mailer,
         clock,
         settings,
-        outbox,
-        templates: crate::service::templates::TemplateCache::default(),
-        hooks: crate::service::webhooks::Hooks::new(hooks, max_webhooks),
-        test_lists: crate::service::test_mode::TestLists::default(),
-        event_settings: crate::service::provider_events::EventSettingsCache::default(),
-    })
+    };
+    let hooks = crate::service::webhooks::Hooks::new(hooks, max_webhooks);
+    Ok(Services::assemble(core, outbox, hooks))
 }
 
 pub struct Application {
@@ -202,12 +199,12 @@ impl Application {
             .port();
         let state = web::Data::new(AppState {
             proxies: crate::client_ip::TrustedProxies::parse(
-                &services.settings.load().server.trusted_proxies,
+                &services.core.settings.load().server.trusted_proxies,
             ),
             services: services.clone(),
         });
         // One limiter state shared by every worker.
-        let governor = crate::routes::governor::ip_governor(&services.settings.load())
+        let governor = crate::routes::governor::ip_governor(&services.core.settings.load())
             .ok_or_else(|| StartupError::Other("invalid per-IP limit settings".into()))?;
         let limiter = governor.clone();
         let mut server = HttpServer::new(move || app(state.clone(), governor.clone()))
@@ -264,7 +261,7 @@ impl Application {
                     match Settings::load(file.as_deref()) {
                         Ok(new) => {
                             let level = new.log.level.clone();
-                            let (live, restart) = services.reload(new);
+                            let (live, restart) = services.admin.reload(new);
                             tracing::info!(
                                 applied = %live.join(","),
                                 need_restart = %restart.join(","),
@@ -295,12 +292,13 @@ impl Application {
         let purger = tokio::spawn(purge_loop(self.services.clone()));
         let keys = tokio::spawn(keyring_loop(self.services.clone()));
         let stats = tokio::spawn(stats_loop(self.services.clone()));
-        let sender = tokio::spawn(self.services.clone().run_sender());
-        let hooks = tokio::spawn(self.services.clone().run_webhook_sender());
+        let sender = tokio::spawn(Delivery::clone(&self.services.delivery).run_sender());
+        let hooks = tokio::spawn(Events::clone(&self.services.events).run_webhook_sender());
         let tidy = tokio::spawn(tidy_loop(self.governor.clone()));
         let signals = tokio::spawn(stop_on_signal(self.services.clone(), self.handle.clone()));
         let result = self.server.await;
         self.services
+            .delivery
             .stop_delivery(self.grace, vec![sender, hooks])
             .await;
         for task in [purger, keys, stats, tidy, signals] {
@@ -308,7 +306,7 @@ impl Application {
         }
         // In-flight requests are done: write the last audit events before exiting (not
         // waiting longer than the grace while the database is away).
-        if tokio::time::timeout(self.grace, self.services.audit.flush())
+        if tokio::time::timeout(self.grace, self.services.core.audit.flush())
             .await
             .is_err()
         {

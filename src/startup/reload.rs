@@ -5,7 +5,7 @@ use std::sync::Arc;
 use secrecy::ExposeSecret;
 
 use crate::config::Settings;
-use crate::service::Services;
+use crate::service::Admin;
 
 /// Settings that take effect without a restart; everything else is reported as needing one.
 const LIVE_KEYS: &[&str] = &[
@@ -109,16 +109,16 @@ fn changed_keys(old: &Settings, new: &Settings) -> Vec<String> {
     changed
 }
 
-impl Services {
+impl Admin {
     /// Apply new settings: the live ones take effect now, the others at the next start;
     /// returns (applied, need a restart).
     pub fn reload(&self, new: Settings) -> (Vec<String>, Vec<String>) {
-        let old = self.settings.load_full();
+        let old = self.core.settings.load_full();
         let changed = changed_keys(&old, &new);
         let (live, restart): (Vec<String>, Vec<String>) = changed
             .into_iter()
             .partition(|k| LIVE_KEYS.contains(&k.as_str()));
-        self.settings.store(Arc::new(with_live(&old, &new)));
+        self.core.settings.store(Arc::new(with_live(&old, &new)));
         (live, restart)
     }
 }

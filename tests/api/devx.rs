@@ -550,12 +550,16 @@ async fn statistics_count_what_happened_to_codes_by_period_and_group() {
     // A code counts as expired a minute after its expiry (longer than instances' clocks
     // differ).
     app.clock.advance_secs(590);
-    assert_eq!(app.services.count_expired().await.unwrap(), 0, "not yet");
+    assert_eq!(
+        app.services.admin.count_expired().await.unwrap(),
+        0,
+        "not yet"
+    );
     app.clock.advance_secs(71);
     // The pass the server runs every 15 s: the third code expired unverified.
-    assert!(app.services.count_expired().await.unwrap() >= 1);
+    assert!(app.services.admin.count_expired().await.unwrap() >= 1);
     assert_eq!(
-        app.services.count_expired().await.unwrap(),
+        app.services.admin.count_expired().await.unwrap(),
         0,
         "counted once"
     );
@@ -745,7 +749,7 @@ async fn a_message_that_never_left_counts_failed_and_expired_whichever_pass_come
     let expected_failed = 2;
     app.clock.advance_secs(700);
     // The expiry pass first for both; the sweep (every 5 s) then fails their deliveries.
-    assert_eq!(app.services.count_expired().await.unwrap() as i64, 2);
+    assert_eq!(app.services.admin.count_expired().await.unwrap() as i64, 2);
     let totals = || async {
         let v = stats(&app, &format!("/v1/tenants/{id}/stats"), ADMIN).await;
         v["rows"]
@@ -788,7 +792,7 @@ async fn a_message_that_never_left_counts_failed_and_expired_whichever_pass_come
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
-    assert_eq!(app.services.count_expired().await.unwrap(), 2);
+    assert_eq!(app.services.admin.count_expired().await.unwrap(), 2);
     let t = totals().await;
     assert_eq!((t[2], t[4]), (expected_failed + 2, 4), "{t:?}");
 }

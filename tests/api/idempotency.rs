@@ -201,7 +201,7 @@ async fn keys_belong_to_a_tenant_and_last_a_day() {
     app.smtp.wait_for("ada@example.com", 2).await;
     // After 24 hours the key is forgotten (and purged).
     app.clock.advance_secs(24 * 3600 + 1);
-    app.services.purge_once().await.unwrap();
+    app.services.admin.purge_once().await.unwrap();
     let (s, replayed, later) = parts(mint_with_key(&app, &a, "shared", body).await).await;
     assert_eq!((s, replayed), (StatusCode::ACCEPTED, false));
     assert_ne!(later, first);

@@ -151,14 +151,14 @@ async fn ended_codes_are_kept_for_the_retention_period_then_purged() {
     let (pending, _) = app.mint(&sk, "bob@example.com").await;
     app.verify(&sk, &used, &code).await;
     app.clock.advance_secs(1800);
-    assert_eq!(app.services.purge_once().await.unwrap(), 0);
+    assert_eq!(app.services.admin.purge_once().await.unwrap(), 0);
     assert_eq!(
         app.get(&format!("/v1/otp/{used}"), &sk).await.status(),
         StatusCode::OK
     );
     app.clock.advance_secs(1801);
     // the verified one ended over an hour ago; the pending one only expired at 600 s
-    assert_eq!(app.services.purge_once().await.unwrap(), 1);
+    assert_eq!(app.services.admin.purge_once().await.unwrap(), 1);
     assert_eq!(
         app.get(&format!("/v1/otp/{used}"), &sk).await.status(),
         StatusCode::NOT_FOUND
@@ -171,7 +171,7 @@ async fn ended_codes_are_kept_for_the_retention_period_then_purged() {
         .unwrap();
     assert_eq!(v["status"], "expired");
     app.clock.advance_secs(600);
-    assert_eq!(app.services.purge_once().await.unwrap(), 1);
+    assert_eq!(app.services.admin.purge_once().await.unwrap(), 1);
     assert_eq!(
         app.get(&format!("/v1/otp/{pending}"), &sk).await.status(),
         StatusCode::NOT_FOUND
@@ -449,7 +449,7 @@ async fn the_audit_trail_pages_a_tenants_own_events_with_masked_recipients() {
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     // retention
     app.clock.advance_secs(7201);
-    app.services.purge_once().await.unwrap();
+    app.services.admin.purge_once().await.unwrap();
     let v: Value = app.get("/v1/tenant/audit", &sk).await.json().await.unwrap();
     assert_eq!(v["events"].as_array().unwrap().len(), 0);
 }
@@ -519,8 +519,10 @@ async fn an_interrupted_data_key_rotation_resumes_without_a_new_key() {
     app.tenant().await;
     // as if `keys rotate-data-key` was killed right after adding data key 2
     let row =
-        otpmint::crypto::keyring::Keyring::new_data_key(app.services.keyring.master(), 2).unwrap();
+        otpmint::crypto::keyring::Keyring::new_data_key(app.services.core.keyring.master(), 2)
+            .unwrap();
     app.services
+        .core
         .db(move |s| s.add_data_key(&row, 0))
         .await
         .unwrap();

@@ -396,9 +396,9 @@ async fn the_address_policy_applies_again_at_send_time() {
     let (_, sk) = app.tenant().await;
     register(&app, &sk, &rx.url("/h"), &["otp.sent"]).await;
     // The operator turns private endpoints off after registration.
-    let mut s = (*app.services.settings.load_full()).clone();
+    let mut s = (*app.services.core.settings.load_full()).clone();
     s.webhooks.allow_private_hosts = false;
-    app.services.settings.store(std::sync::Arc::new(s));
+    app.services.core.settings.store(std::sync::Arc::new(s));
     app.mint(&sk, "ada@example.com").await;
     let d = wait_deliveries(&app, &sk, 1).await;
     assert_eq!(d[0]["error"], "host_not_allowed");
@@ -558,7 +558,12 @@ async fn a_data_key_rotation_reseals_the_secret_and_signing_goes_on() {
     let sealed_under = || {
         let (svc, tid) = (app.services.clone(), tid.clone());
         async move {
-            let w = svc.db(move |s| s.webhook(&tid)).await.unwrap().unwrap();
+            let w = svc
+                .core
+                .db(move |s| s.webhook(&tid))
+                .await
+                .unwrap()
+                .unwrap();
             otpmint::crypto::cipher::blob_version(&w.secret).unwrap().0
         }
     };

@@ -252,15 +252,15 @@ async fn a_data_key_rotation_by_the_cli_reaches_every_running_instance() {
     let a = spawn_app().await;
     let b = instance_like(&a).await;
     let (_, sk) = a.tenant().await;
-    let before = b.services.keyring.get().active_data_version();
+    let before = b.services.core.keyring.get().active_data_version();
     let (ok, out, err) = a.cli(&["keys", "rotate-data-key"]);
     assert!(ok, "{err}");
     assert!(out.contains("active"), "{out}");
     // both instances pick the new key up without a restart, and keep working
     let mut picked = false;
     for _ in 0..40 {
-        if a.services.keyring.get().active_data_version() > before
-            && b.services.keyring.get().active_data_version() > before
+        if a.services.core.keyring.get().active_data_version() > before
+            && b.services.core.keyring.get().active_data_version() > before
         {
             picked = true;
             break;
@@ -1084,7 +1084,7 @@ async fn statistics_are_exact_with_two_instances_minting_and_verifying_at_once()
             let day = otpmint::clock::rfc3339(otpmint::clock::Clock::now(a.clock.as_ref()));
             let day = &day[..10];
             a.clock.advance_secs(49 * 3600);
-            a.services.purge_stats().await.unwrap();
+            a.services.admin.purge_stats().await.unwrap();
             assert_eq!(rows("SELECT COUNT(*) FROM stats WHERE shard > 0"), 0);
             assert_eq!(
                 rows("SELECT COUNT(*) FROM (SELECT 1 FROM stats GROUP BY tenant_id, dim, hour, value HAVING COUNT(*) > 1) d"),
@@ -1110,7 +1110,7 @@ async fn statistics_are_exact_with_two_instances_minting_and_verifying_at_once()
                 "{v}"
             );
             a.clock.advance_secs(401 * 86_400);
-            a.services.purge_stats().await.unwrap();
+            a.services.admin.purge_stats().await.unwrap();
             assert_eq!(rows("SELECT COUNT(*) FROM stats"), 0, "past the retention");
             return;
         }

@@ -5,7 +5,7 @@
 //! same deadline, so probing a relay's limit costs no message.
 
 use super::window::Ticket;
-use super::{Services, StoredMessage, Unopened};
+use super::{Delivery, StoredMessage, Unopened};
 use crate::domain::delivery::{next_attempt_at, DeliveryMode};
 use crate::domain::event::EventType;
 use crate::domain::tenant::Tenant;
@@ -41,7 +41,7 @@ pub(super) enum Undelivered {
     Stopped,
 }
 
-impl Services {
+impl Delivery {
     /// One attempt of a row this process holds (sync: the mint's own; async: claimed).
     /// `ticket`: a place already queued in the relay's window (the sender queues when it
     /// claims, so its next claim counts this send).
@@ -53,6 +53,7 @@ impl Services {
     ) -> Attempt {
         let attempts = job.attempts + 1;
         let msg = match self
+            .core
             .open_sealed(&job.tenant_id, &job.key_digest, &job.payload)
             .await
         {
@@ -64,7 +65,7 @@ impl Services {
                 let (key, owner, due) = (
                     job.key_digest.clone(),
                     self.outbox.owner().to_string(),
-                    self.now() + KEY_WAIT_MS,
+                    self.core.now() + KEY_WAIT_MS,
                 );
                 self.record(job, move |s| {
                     s.outbox_defer(&key, &owner, due)?;
@@ -110,7 +111,7 @@ impl Services {
         match sent {
             Ok(delivered) => {
                 let (now, key, owner) = (
-                    self.now(),
+                    self.core.now(),
                     job.key_digest.clone(),
                     self.outbox.owner().to_string(),
                 );
@@ -128,13 +129,13 @@ impl Services {
                 })
                 .await;
                 if raised {
-                    self.wake_hooks();
+                    self.events.wake_hooks();
                 }
                 Attempt::Sent
             }
             Err(e) => {
                 tracing::warn!(tenant_id = %tenant.id, recipient = %recipient, mode = job.mode.as_str(), attempts, reason = e.reason.as_str(), detail = %e.detail, check = e.reason.advice(), transient = e.is_transient(), "delivery attempt failed");
-                let now = self.now();
+                let now = self.core.now();
                 // The schedule's next try, or later if the endpoint asked (`Retry-After`, up
                 // to an hour), before the code expires.
                 let asked = e.retry_after.map_or(0, |d| {
@@ -205,7 +206,7 @@ impl Services {
         } else {
             EventType::OtpSent
         };
-        self.event_for(
+        self.events.event_for(
             &tenant.id,
             Some(&tenant.webhook_events),
             kind,
@@ -228,7 +229,7 @@ impl Services {
         event: Option<NewEvent>,
     ) -> Attempt {
         let (now, key, owner) = (
-            self.now(),
+            self.core.now(),
             job.key_digest.clone(),
             self.outbox.owner().to_string(),
         );
@@ -246,7 +247,7 @@ impl Services {
         })
         .await;
         if raised {
-            self.wake_hooks();
+            self.events.wake_hooks();
         }
         Attempt::Failed(reason)
     }
@@ -261,7 +262,7 @@ impl Services {
         self.outbox
             .hold(&job.key_digest, job.tenant_id.as_str(), job.expires_at);
         let (outbox, done) = (self.outbox.clone(), job.key_digest.clone());
-        self.record_until_taken(
+        self.core.record_until_taken(
             "a delivery outcome",
             move |s| {
                 if !f(s)? {

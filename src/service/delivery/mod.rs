@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use super::{ServiceError, Services};
+use super::{Core, Delivery, ServiceError};
 use crate::crypto::cipher::{blob_version, decrypt_message, encrypt_message};
 use crate::domain::keys::TenantId;
 use crate::domain::tenant::Tenant;
@@ -230,7 +230,7 @@ enum Unopened {
     Unreadable,
 }
 
-impl Services {
+impl Core {
     /// The sealed payload of a code's message.
     pub(crate) fn seal_message(
         &self,
@@ -294,12 +294,14 @@ impl Services {
             .await
             .map_err(|_| ServiceError::Internal("a stored message could not be opened".into()))
     }
+}
 
+impl Delivery {
     /// A lease for a row this process is about to send itself: long enough for the wait
     /// for a session and the whole delivery (SMTP or HTTP, whichever may take longer),
     /// twice.
     pub(crate) fn lease(&self) -> Lease {
-        let timeout = self.settings.load().attempt_seconds() as i64 * 1000;
+        let timeout = self.core.settings.load().attempt_seconds() as i64 * 1000;
         Lease {
             owner: self.outbox.owner().to_string(),
             for_ms: 2 * timeout + 30_000,
@@ -314,7 +316,7 @@ impl Services {
 
     /// A relay's session ceiling from the account's choice (0: the server's default).
     pub fn ceiling(&self, chosen: u32) -> u32 {
-        let smtp = &self.settings.load().smtp;
+        let smtp = &self.core.settings.load().smtp;
         let chosen = match chosen {
             0 => smtp.max_connections_per_tenant,
             n => n,
@@ -379,14 +381,14 @@ impl Services {
         self.outbox.inner.windows.of(
             key,
             version,
-            self.settings.load().smtp.initial_connections,
+            self.core.settings.load().smtp.initial_connections,
             self.ceiling(chosen),
         )
     }
 
     /// Outbox depth and the age of the longest-waiting due message, for metrics.
     pub async fn outbox_stats(&self) -> Result<crate::storage::OutboxStats, ServiceError> {
-        let now = self.now();
-        self.db(move |s| s.outbox_stats(now)).await
+        let now = self.core.now();
+        self.core.db(move |s| s.outbox_stats(now)).await
     }
 }

@@ -15,7 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::domain::delivery::{DeliveryError, DeliveryReason, FailureKind};
 use crate::domain::oauth2::{OAuth2, OAuth2Secrets};
 use crate::domain::tenant::{SmtpAccount, Tenant};
-use crate::service::Services;
+use crate::service::Delivery;
 use crate::storage::TenantSeal;
 use crate::webhook::ApiRequest;
 
@@ -65,7 +65,7 @@ fn token_failed(kind: FailureKind, detail: &str, code: &str) -> DeliveryError {
     .with_code(code)
 }
 
-impl Services {
+impl Delivery {
     /// An access token for the relay (`key`: its pool key), from the cache unless `fresh`.
     pub(crate) async fn oauth2_token(
         &self,
@@ -90,7 +90,7 @@ impl Services {
             }
         }
         let secrets = self
-            .open_oauth2_secrets(tenant, account, o, fallback)
+            .core.open_oauth2_secrets(tenant, account, o, fallback)
             .await
             .map_err(|err| {
                 tracing::error!(tenant_id = %tenant.id, error = %err, "a relay's OAuth2 secrets cannot be decrypted");
@@ -123,8 +123,9 @@ impl Services {
             }
             form.finish().into_bytes()
         };
-        let timeout = Duration::from_secs(self.settings.load().delivery.http_timeout_seconds);
+        let timeout = Duration::from_secs(self.core.settings.load().delivery.http_timeout_seconds);
         let answer = self
+            .events
             .hooks
             .client()
             .api(ApiRequest {
@@ -209,7 +210,10 @@ impl Services {
                     client_secret: secrets.client_secret.clone(),
                     refresh_token: Some(new.to_string()),
                 };
-                match self.seal_oauth2_secrets(tenant, account, o, fallback, &rotated) {
+                match self
+                    .core
+                    .seal_oauth2_secrets(tenant, account, o, fallback, &rotated)
+                {
                     Ok(blob) => {
                         let which = if fallback {
                             TenantSeal::FallbackPassword
@@ -219,6 +223,7 @@ impl Services {
                         let (id, old_blob, new_blob) =
                             (tenant.id.clone(), stored_blob.clone(), blob.clone());
                         match self
+                            .core
                             .db(move |s| s.reseal_tenant_value(&id, which, &old_blob, &new_blob))
                             .await
                         {

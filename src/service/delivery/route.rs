@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::attempt::Undelivered;
 use super::transport::{route, Accepted, Deadline, Outbound, Transport};
 use super::window::{RelayWindow, Slot, Ticket};
-use super::{Services, StoredMessage};
+use super::{Delivery, StoredMessage};
 use crate::domain::delivery::{DeliveryError, DeliveryMode, DeliveryReason, FailureKind};
 use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
@@ -134,7 +134,7 @@ impl Breakers {
     }
 }
 
-impl Services {
+impl Delivery {
     /// Send through the tenant's transports of the message's channel in order (API.md §12,
     /// §15.3): a transient failure that sent nothing goes on to the next one at once, within
     /// the same deadline (the first transport's); a transport whose breaker is open is
@@ -148,7 +148,7 @@ impl Services {
         ticket: Option<Ticket>,
     ) -> Result<Delivered, Undelivered> {
         let breakers = self.outbox.breakers();
-        let cfg = self.settings.load().delivery.clone();
+        let cfg = self.core.settings.load().delivery.clone();
         let channel = msg.channel();
         let routes = route(tenant, channel);
         if routes.is_empty() {
@@ -165,7 +165,7 @@ impl Services {
             channel,
             expires_at: job.expires_at,
         };
-        let now = self.now();
+        let now = self.core.now();
         // Every transport resting: try them all the same (skipping would only fail sooner).
         let all_open = routes
             .iter()
@@ -239,7 +239,7 @@ impl Services {
                         }
                         _ if e.is_transient() => {
                             let open_ms = (cfg.breaker_seconds as i64).saturating_mul(1000);
-                            breakers.failed(key, self.now(), cfg.breaker_failures, open_ms);
+                            breakers.failed(key, self.core.now(), cfg.breaker_failures, open_ms);
                         }
                         _ => breakers.passed(key),
                     }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::Services;
+use super::Delivery;
 use crate::domain::event::EventType;
 use crate::domain::keys::TenantId;
 use crate::domain::tenant::Tenant;
@@ -26,7 +26,7 @@ const TIDY: Duration = Duration::from_secs(30);
 const CLAIM_BATCH: u32 = 256;
 
 /// Counts a background send as running until dropped.
-struct Running(Services);
+struct Running(Delivery);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -35,9 +35,9 @@ impl Drop for Running {
     }
 }
 
-impl Services {
+impl Delivery {
     /// The sender: claim due rows, deliver each on its own task, sweep now and then. Runs
-    /// until the process stops ([`Services::stop_delivery`]).
+    /// until the process stops ([`Delivery::stop_delivery`]).
     pub async fn run_sender(self) {
         let mut sweep = tokio::time::interval(SWEEP);
         let mut tidy = tokio::time::interval(TIDY);
@@ -52,7 +52,7 @@ impl Services {
                 _ = sweep.tick() => self.sweep_once().await,
                 _ = tidy.tick() => {
                     self.outbox.inner.windows.prune();
-                    let closed = self.mailer.close_idle();
+                    let closed = self.core.mailer.close_idle();
                     if closed > 0 {
                         tracing::debug!(closed, "closed idle SMTP connections");
                     }
@@ -69,18 +69,18 @@ impl Services {
             }
             let (caps, sms_caps) = self.lane_caps();
             let req = ClaimRequest {
-                now: self.now(),
+                now: self.core.now(),
                 lease: self.lease(),
                 sms_caps,
                 fair: Fairness {
                     limit: CLAIM_BATCH,
                     caps,
-                    default_cap: self.settings.load().smtp.initial_connections,
+                    default_cap: self.core.settings.load().smtp.initial_connections,
                     skip: self.outbox.held(),
                     after: super::locked(&self.outbox.inner.cursor).clone(),
                 },
             };
-            let claimed = match self.db(move |s| s.claim_outbox(&req)).await {
+            let claimed = match self.core.db(move |s| s.claim_outbox(&req)).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "claiming outbox work failed");
@@ -96,7 +96,7 @@ impl Services {
             for job in claimed.jobs {
                 if !tenants.contains_key(&job.tenant_id) {
                     let id = job.tenant_id.clone();
-                    match self.db(move |s| s.tenant(&id)).await {
+                    match self.core.db(move |s| s.tenant(&id)).await {
                         Ok(row) => {
                             tenants.insert(job.tenant_id.clone(), row);
                         }
@@ -106,10 +106,12 @@ impl Services {
                             let (key, owner, due) = (
                                 job.key_digest.clone(),
                                 self.outbox.owner().to_string(),
-                                self.now(),
+                                self.core.now(),
                             );
-                            if let Err(e) =
-                                self.db(move |s| s.outbox_defer(&key, &owner, due)).await
+                            if let Err(e) = self
+                                .core
+                                .db(move |s| s.outbox_defer(&key, &owner, due))
+                                .await
                             {
                                 tracing::warn!(error = %e, "giving back a claimed message failed: once its lease runs out it is recorded unknown, not sent");
                             }
@@ -140,9 +142,9 @@ impl Services {
     /// died), with the `otp.delivery_failed` event of an expired code in the same
     /// transaction.
     pub(crate) async fn sweep_once(&self) {
-        let now = self.now();
+        let now = self.core.now();
         self.outbox.tidy(now);
-        let mut candidates = match self.db(move |s| s.sweep_candidates(now)).await {
+        let mut candidates = match self.core.db(move |s| s.sweep_candidates(now)).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "outbox sweep failed");
@@ -161,9 +163,13 @@ impl Services {
         for c in candidates {
             let event = match (&c.verdict, &c.payload) {
                 (SweepVerdict::Expired, Some(payload)) => {
-                    match self.open_sealed(&c.tenant_id, &c.key_digest, payload).await {
+                    match self
+                        .core
+                        .open_sealed(&c.tenant_id, &c.key_digest, payload)
+                        .await
+                    {
                         Ok(msg) => msg.shareable_key.as_deref().and_then(|key| {
-                            self.event_for(
+                            self.events.event_for(
                                 &c.tenant_id,
                                 None,
                                 EventType::OtpDeliveryFailed,
@@ -188,12 +194,12 @@ impl Services {
                 event,
             });
         }
-        match self.write(move |s| s.settle_swept(&items, now)).await {
+        match self.core.write(move |s| s.settle_swept(&items, now)).await {
             Ok(0) => {}
             Ok(settled) => {
                 tracing::info!(settled, "settled queued messages nobody holds");
                 if events > 0 {
-                    self.wake_hooks();
+                    self.events.wake_hooks();
                 }
             }
             Err(e) => tracing::warn!(error = %e, "outbox sweep failed"),
@@ -206,7 +212,7 @@ impl Services {
     /// being sent, so a restart or another instance sends them at once.
     pub async fn stop_delivery(&self, grace: Duration, loops: Vec<tokio::task::JoinHandle<()>>) {
         self.outbox.stop();
-        self.stop_hooks();
+        self.events.stop_hooks();
         let stopped_at = self
             .outbox
             .inner
@@ -221,20 +227,21 @@ impl Services {
                 abort.abort();
             }
         }
-        while (self.outbox.inner.running.load(Ordering::SeqCst) > 0 || self.hooks_running() > 0)
+        while (self.outbox.inner.running.load(Ordering::SeqCst) > 0
+            || self.events.hooks_running() > 0)
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let keep: Vec<Vec<u8>> = self.outbox.held().into_keys().collect();
         let owner = self.outbox.owner().to_string();
-        match self.db(move |s| s.release_leases(&owner, &keep)).await {
+        match self.core.db(move |s| s.release_leases(&owner, &keep)).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(released = n, "gave back the leases of queued messages"),
             Err(e) => {
                 tracing::warn!(error = %e, "giving back queued messages' leases failed: once their leases run out they are recorded unknown, not sent again")
             }
         }
-        self.release_hook_leases().await;
+        self.events.release_hook_leases().await;
     }
 }

@@ -8,7 +8,7 @@ pub use sender::Hooks;
 
 use serde_json::{json, Map, Value};
 
-use super::{ErrorCode, ServiceError, Services};
+use super::{ErrorCode, Events, ServiceError};
 use crate::clock::rfc3339;
 use crate::crypto::cipher::encrypt_record;
 use crate::domain::event::EventType;
@@ -91,10 +91,10 @@ pub(super) fn refused(r: UrlRefusal) -> ServiceError {
     }
 }
 
-impl Services {
+impl Events {
     fn seal_secret(&self, tenant: &TenantId, secret: &[u8]) -> Result<Vec<u8>, ServiceError> {
         Ok(encrypt_record(
-            &self.keyring.get(),
+            &self.core.keyring.get(),
             SECRET_KIND,
             tenant.as_str(),
             b"",
@@ -134,12 +134,12 @@ impl Services {
             .into_iter()
             .filter(|t| asked.contains(t))
             .collect();
-        let settings = self.settings.load_full();
+        let settings = self.core.settings.load_full();
         let url = check_url_resolved(&input.url, &settings)
             .await
             .map_err(refused)?
             .to_string();
-        let now = self.now();
+        let now = self.core.now();
         let (secret_bytes, shown) = new_secret();
         let row = Webhook {
             url,
@@ -151,6 +151,7 @@ impl Services {
         };
         let (id, r) = (tenant.id.clone(), row.clone());
         let created = self
+            .core
             .db(move |s| s.put_webhook(&id, &r))
             .await?
             .ok_or(ServiceError::TenantNotFound)?;
@@ -170,14 +171,15 @@ impl Services {
 
     pub async fn webhook(&self, tenant: &TenantId) -> Result<Webhook, ServiceError> {
         let id = tenant.clone();
-        self.db(move |s| s.webhook(&id))
+        self.core
+            .db(move |s| s.webhook(&id))
             .await?
             .ok_or(ServiceError::WebhookNotFound)
     }
 
     pub async fn delete_webhook(&self, tenant: &TenantId) -> Result<(), ServiceError> {
         let id = tenant.clone();
-        if self.db(move |s| s.delete_webhook(&id)).await? {
+        if self.core.db(move |s| s.delete_webhook(&id)).await? {
             tracing::info!(tenant_id = %tenant, "webhook deleted");
             Ok(())
         } else {
@@ -192,8 +194,9 @@ impl Services {
     ) -> Result<WebhookShown, ServiceError> {
         let (bytes, shown) = new_secret();
         let sealed = self.seal_secret(tenant, &bytes)?;
-        let (id, now) = (tenant.clone(), self.now());
+        let (id, now) = (tenant.clone(), self.core.now());
         if !self
+            .core
             .db(move |s| s.set_webhook_secret(&id, &sealed, now))
             .await?
         {
@@ -223,7 +226,8 @@ impl Services {
         tenant: &TenantId,
     ) -> Result<Vec<WebhookAttempt>, ServiceError> {
         let id = tenant.clone();
-        self.db(move |s| s.webhook_deliveries(&id, DELIVERIES_LISTED))
+        self.core
+            .db(move |s| s.webhook_deliveries(&id, DELIVERIES_LISTED))
             .await
     }
 
@@ -234,13 +238,13 @@ impl Services {
         kind: EventType,
         data: Map<String, Value>,
     ) -> Result<NewEvent, ServiceError> {
-        let now = self.now();
+        let now = self.core.now();
         let id = format!("msg_{}", crate::domain::keys::random_id(27));
         let body = json!({"type": kind.as_str(), "timestamp": rfc3339(now), "data": data});
         let bytes = serde_json::to_vec(&body)
             .map_err(|e| ServiceError::Internal(format!("event encoding: {e}")))?;
         let payload = encrypt_record(
-            &self.keyring.get(),
+            &self.core.keyring.get(),
             EVENT_KIND,
             tenant.as_str(),
             id.as_bytes(),
@@ -265,7 +269,7 @@ impl Services {
     ) -> Result<Option<String>, ServiceError> {
         let event = self.build_event(tenant, kind, data)?;
         let id = event.id.clone();
-        if self.db(move |s| s.insert_event(&event)).await? {
+        if self.core.db(move |s| s.insert_event(&event)).await? {
             self.wake_hooks();
             Ok(Some(id))
         } else {
@@ -308,7 +312,7 @@ impl Services {
         let Some(event) = self.event_for(tenant, subscribed, kind, d) else {
             return;
         };
-        match self.db(move |s| s.insert_event(&event)).await {
+        match self.core.db(move |s| s.insert_event(&event)).await {
             Ok(true) => self.wake_hooks(),
             Ok(false) => {}
             Err(e) => {

@@ -17,7 +17,7 @@ use super::{EVENT_KIND, RETRY_DELAYS_MS, SECRET_KIND};
 use crate::crypto::cipher::{blob_version, decrypt_record};
 use crate::crypto::keyring::Keyring;
 use crate::domain::webhook::Webhook;
-use crate::service::Services;
+use crate::service::Events;
 use crate::storage::integration::{EventClaim, EventJob, EventOutcome};
 use crate::storage::Fairness;
 use crate::webhook::{signature, SendResult};
@@ -149,7 +149,7 @@ enum Posted {
     Unreadable,
 }
 
-impl Services {
+impl Events {
     /// The webhook sender: claim due events, post each on its own task. Runs until the
     /// process stops.
     pub async fn run_webhook_sender(self) {
@@ -187,7 +187,7 @@ impl Services {
     /// Give back the leases of events not being delivered (shutdown).
     pub(crate) async fn release_hook_leases(&self) {
         let (owner, keep) = (self.hooks.inner.owner.clone(), self.hooks.running_ids());
-        match self.db(move |s| s.release_events(&owner, &keep)).await {
+        match self.core.db(move |s| s.release_events(&owner, &keep)).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(
                 released = n,
@@ -202,11 +202,11 @@ impl Services {
         if free == 0 {
             return;
         }
-        let settings = self.settings.load();
+        let settings = self.core.settings.load();
         let per_tenant = settings.webhooks.max_in_flight_per_tenant;
         let caps = self.hooks.caps(per_tenant);
         let claim = EventClaim {
-            now: self.now(),
+            now: self.core.now(),
             owner: self.hooks.inner.owner.clone(),
             lease_ms: 2 * settings.webhooks.timeout_seconds as i64 * 1000 + 30_000,
             fair: Fairness {
@@ -220,7 +220,7 @@ impl Services {
                 after: locked(&self.hooks.inner.cursor).clone(),
             },
         };
-        let (jobs, next) = match self.db(move |s| s.claim_events(&claim)).await {
+        let (jobs, next) = match self.core.db(move |s| s.claim_events(&claim)).await {
             Ok(j) => j,
             Err(e) => {
                 tracing::warn!(error = %e, "claiming webhook events failed");
@@ -266,16 +266,16 @@ impl Services {
                 .iter()
                 .any(|blob| blob_version(blob).is_some_and(|(v, _)| !ring.has_data_key(v)))
         };
-        if let Some(opened) = open(&self.keyring.get()) {
+        if let Some(opened) = open(&self.core.keyring.get()) {
             return Ok(opened);
         }
-        if !unknown(&self.keyring.get()) {
+        if !unknown(&self.core.keyring.get()) {
             return Err(Posted::Unreadable);
         }
-        if let Err(e) = self.refresh_keyring().await {
+        if let Err(e) = self.core.refresh_keyring().await {
             tracing::warn!(error = %e, "reloading the keyring failed");
         }
-        let ring = self.keyring.get();
+        let ring = self.core.keyring.get();
         match open(&ring) {
             Some(opened) => Ok(opened),
             None if unknown(&ring) => Err(Posted::KeyUnavailable),
@@ -285,7 +285,7 @@ impl Services {
 
     async fn post(&self, job: &EventJob) -> Result<Posted, crate::service::ServiceError> {
         let tid = job.tenant_id.clone();
-        let Some(hook) = self.db(move |s| s.webhook(&tid)).await? else {
+        let Some(hook) = self.core.db(move |s| s.webhook(&tid)).await? else {
             return Ok(Posted::NoEndpoint);
         };
         if hook.disabled.is_some() {
@@ -295,7 +295,7 @@ impl Services {
             Ok(o) => o,
             Err(p) => return Ok(p),
         };
-        let ts = self.now().div_euclid(1000);
+        let ts = self.core.now().div_euclid(1000);
         let headers = [
             ("webhook-id", job.id.clone()),
             ("webhook-timestamp", ts.to_string()),
@@ -328,7 +328,7 @@ impl Services {
                 return;
             }
         };
-        let now = self.now();
+        let now = self.core.now();
         let attempt = job.attempts + 1;
         if !matches!(posted, Posted::KeyUnavailable | Posted::Unreadable) {
             self.hooks.note_timeout(
@@ -340,7 +340,7 @@ impl Services {
         if let Posted::KeyUnavailable = posted {
             tracing::warn!(tenant_id = %job.tenant_id, event_id = %job.id, "a webhook event is sealed under a data key not loaded here; trying again later");
             let due = now + KEY_WAIT_MS;
-            if let Err(e) = self.db(move |s| s.defer_event(&id, &owner, due)).await {
+            if let Err(e) = self.core.db(move |s| s.defer_event(&id, &owner, due)).await {
                 tracing::warn!(error = %e, "deferring a webhook event failed; its lease will run out");
             }
             return;
@@ -386,6 +386,7 @@ impl Services {
         };
         let err = error.map(str::to_string);
         if let Err(e) = self
+            .core
             .db(move |s| {
                 s.settle_event(
                     &id,
@@ -407,6 +408,7 @@ impl Services {
             // its events are untouched, API.md §17.7).
             let (tid, reason) = (job.tenant_id.clone(), "the endpoint answered 410 Gone");
             match self
+                .core
                 .db(move |s| s.disable_webhook(&tid, &url, reason, now))
                 .await
             {

@@ -11,15 +11,16 @@ use std::time::Duration;
 use super::{Deadline, Outbound};
 use crate::domain::delivery::{DeliveryError, DeliveryReason, FailureKind};
 use crate::domain::provider::{Provider, ProviderKind};
-use crate::service::Services;
+use crate::service::Delivery;
 use crate::webhook::{ApiAnswer, ApiRequest};
 
 pub(crate) const JSON: &str = "application/json";
 pub(crate) const FORM: &str = "application/x-www-form-urlencoded";
 
 /// The base URL of a kind: the operator's override, else `default`.
-pub(crate) fn base_url(services: &Services, kind: ProviderKind, default: &str) -> String {
+pub(crate) fn base_url(services: &Delivery, kind: ProviderKind, default: &str) -> String {
     services
+        .core
         .settings
         .load()
         .delivery
@@ -33,12 +34,12 @@ pub(crate) fn base_url(services: &Services, kind: ProviderKind, default: &str) -
 /// reloads the keyring once). Not readable here: the transport is unusable, the next one
 /// is tried.
 pub(crate) async fn secrets(
-    services: &Services,
+    services: &Delivery,
     out: &Outbound<'_>,
     p: &Provider,
 ) -> Result<BTreeMap<String, String>, DeliveryError> {
     services
-        .open_provider_secrets(&out.tenant.id, p)
+        .core.open_provider_secrets(&out.tenant.id, p)
         .await
         .map_err(|e| {
             tracing::error!(tenant_id = %out.tenant.id, provider = p.kind.as_str(), error = %e, "a provider's secrets cannot be decrypted");
@@ -86,14 +87,14 @@ pub(crate) fn basic(user: &str, password: &str) -> String {
 /// answer: the host refused by policy is final, anything else transient (and, once the
 /// request may have reached the provider — a timeout, a broken request — maybe delivered).
 pub(crate) async fn post(
-    services: &Services,
+    services: &Delivery,
     deadline: Deadline,
     url: &str,
     content_type: &str,
     headers: Vec<(&'static str, String)>,
     body: Vec<u8>,
 ) -> Result<ApiAnswer, DeliveryError> {
-    let cap = Duration::from_secs(services.settings.load().delivery.http_timeout_seconds);
+    let cap = Duration::from_secs(services.core.settings.load().delivery.http_timeout_seconds);
     let timeout = deadline.left(cap);
     if timeout.is_zero() {
         return Err(DeliveryError::transient(
@@ -102,6 +103,7 @@ pub(crate) async fn post(
         ));
     }
     services
+        .events
         .hooks
         .client()
         .api(ApiRequest {

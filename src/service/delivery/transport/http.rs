@@ -13,7 +13,7 @@ use crate::clock::rfc3339;
 use crate::domain::delivery::{DeliveryError, DeliveryReason, FailureKind};
 use crate::domain::recipient::Channel;
 use crate::domain::tenant::HttpTransport;
-use crate::service::Services;
+use crate::service::Delivery;
 use crate::webhook::{signature, SendResult};
 
 pub(crate) struct HttpEndpoint<'a> {
@@ -39,19 +39,19 @@ impl Transport for HttpEndpoint<'_> {
     fn ceiling(&self) -> u32 {
         self.ceiling
     }
-    fn timeout(&self, s: &Services) -> Duration {
-        Duration::from_secs(s.settings.load().delivery.http_timeout_seconds)
+    fn timeout(&self, s: &Delivery) -> Duration {
+        Duration::from_secs(s.core.settings.load().delivery.http_timeout_seconds)
     }
     fn send<'a>(
         &'a self,
-        s: &'a Services,
+        s: &'a Delivery,
         out: &'a Outbound<'a>,
         deadline: Deadline,
         _sessions: usize,
     ) -> Sending<'a> {
         Box::pin(async move {
             let tenant = out.tenant;
-            let secret = s.http_secret(tenant, self.h).await.map_err(|e| {
+            let secret = s.core.http_secret(tenant, self.h).await.map_err(|e| {
                 tracing::error!(tenant_id = %tenant.id, error = %e, "the HTTP transport's secret cannot be decrypted");
                 DeliveryError::new(
                     DeliveryReason::HttpRejected,
@@ -89,7 +89,7 @@ impl Transport for HttpEndpoint<'_> {
                 }
             }
             let body = serde_json::to_vec(&body).unwrap_or_default();
-            let ts = s.now().div_euclid(1000);
+            let ts = s.core.now().div_euclid(1000);
             let headers = [
                 ("webhook-id", id.clone()),
                 ("webhook-timestamp", ts.to_string()),
@@ -97,6 +97,7 @@ impl Transport for HttpEndpoint<'_> {
             ];
             let timeout = deadline.left(self.timeout(s));
             match s
+                .events
                 .hooks
                 .client()
                 .send(&self.h.url, &headers, body, Some(timeout))

@@ -34,7 +34,7 @@ use crate::domain::provider::{Provider, ProviderKind};
 use crate::domain::recipient::Channel;
 use crate::domain::tenant::{SmtpAccount, Tenant, TransportUse};
 use crate::service::tenants::sealed_as;
-use crate::service::Services;
+use crate::service::Delivery;
 
 pub(crate) use http::HttpEndpoint;
 pub(crate) use smtp::Relay;
@@ -85,11 +85,11 @@ pub(crate) trait Transport: Send + Sync {
     /// The ceiling of its window as the tenant chose it (0: the server's default).
     fn ceiling(&self) -> u32;
     /// How long an attempt may take when this transport comes first.
-    fn timeout(&self, services: &Services) -> Duration;
+    fn timeout(&self, services: &Delivery) -> Duration;
     /// Send one message on one session of its window (`sessions`: the window's size now).
     fn send<'a>(
         &'a self,
-        services: &'a Services,
+        services: &'a Delivery,
         out: &'a Outbound<'a>,
         deadline: Deadline,
         sessions: usize,
@@ -98,7 +98,7 @@ pub(crate) trait Transport: Send + Sync {
 
 /// One call of a provider's API.
 pub(crate) struct Call<'a> {
-    pub services: &'a Services,
+    pub services: &'a Delivery,
     pub out: &'a Outbound<'a>,
     pub provider: &'a Provider,
     /// The provider's secrets, opened.
@@ -148,12 +148,12 @@ impl Transport for ProviderTransport<'_> {
         // Requests in flight follow the server's default ceiling.
         0
     }
-    fn timeout(&self, s: &Services) -> Duration {
-        Duration::from_secs(s.settings.load().delivery.http_timeout_seconds)
+    fn timeout(&self, s: &Delivery) -> Duration {
+        Duration::from_secs(s.core.settings.load().delivery.http_timeout_seconds)
     }
     fn send<'a>(
         &'a self,
-        services: &'a Services,
+        services: &'a Delivery,
         out: &'a Outbound<'a>,
         deadline: Deadline,
         _sessions: usize,

@@ -63,7 +63,7 @@ impl Api for Ses {
                         "the provider's base URL has no host",
                     )
                 })?;
-            let date = amz_date(s.now());
+            let date = amz_date(s.core.now());
             let auth = authorization(&Signing {
                 method: "POST",
                 path: PATH,

@@ -12,7 +12,7 @@ use crate::domain::delivery::{DeliveryError, DeliveryReason, FailureKind};
 use crate::domain::tenant::{SmtpAccount, Tenant};
 use crate::mailer::{Outgoing, SmtpAuth, SmtpTarget};
 use crate::service::seals::{sealed_as, Seal};
-use crate::service::{ServiceError, Services};
+use crate::service::{Delivery, ServiceError};
 
 pub(crate) struct Relay<'a> {
     tenant: &'a Tenant,
@@ -47,12 +47,12 @@ impl Transport for Relay<'_> {
     fn ceiling(&self) -> u32 {
         self.account.max_connections
     }
-    fn timeout(&self, s: &Services) -> Duration {
-        s.mailer.timeout()
+    fn timeout(&self, s: &Delivery) -> Duration {
+        s.core.mailer.timeout()
     }
     fn send<'a>(
         &'a self,
-        s: &'a Services,
+        s: &'a Delivery,
         out: &'a Outbound<'a>,
         deadline: Deadline,
         sessions: usize,
@@ -85,7 +85,12 @@ impl Transport for Relay<'_> {
                 .with_code("oauth2_unavailable")
             };
             let target = in_time(false).await.map_err(|_| late())??;
-            match s.mailer.send(&target, &outgoing, bounds, sessions).await {
+            match s
+                .core
+                .mailer
+                .send(&target, &outgoing, bounds, sessions)
+                .await
+            {
                 Ok(()) => Ok(Accepted::default()),
                 // The relay refused the token (revoked, or expired early): once more with a
                 // fresh one before the attempt fails as smtp_auth.
@@ -96,7 +101,8 @@ impl Transport for Relay<'_> {
                 {
                     tracing::info!(tenant_id = %self.tenant.id, "the relay refused its OAuth2 token; fetching a new one");
                     let target = in_time(true).await.map_err(|_| late())??;
-                    s.mailer
+                    s.core
+                        .mailer
                         .send(&target, &outgoing, bounds, sessions)
                         .await
                         .map(|()| Accepted::default())
@@ -107,7 +113,7 @@ impl Transport for Relay<'_> {
     }
 }
 
-impl Services {
+impl Delivery {
     /// A relay as the mailer sends to it, its credentials opened: the password (a blob
     /// sealed under a data key this process has not seen reloads the keyring once), or an
     /// OAuth2 access token (cached; `fresh`: fetched anew). Unreadable credentials make the
@@ -128,7 +134,7 @@ impl Services {
             ),
             None => {
                 let plain = self
-                    .open(&Seal::relay(&tenant.id, fallback, account), &account.password)
+                    .core.open(&Seal::relay(&tenant.id, fallback, account), &account.password)
                     .await
                     .map_err(|e| {
                         tracing::error!(tenant_id = %tenant.id, relay = pool, error = %e, "a relay's SMTP password cannot be decrypted");
@@ -169,7 +175,7 @@ impl Services {
         for (account, fallback) in [(&tenant.smtp, false), (&tenant.smtp_fallback, true)] {
             let Some(account) = account else { continue };
             let checked = match self.relay_target(tenant, account, fallback, true).await {
-                Ok(target) => self.mailer.check(&target).await,
+                Ok(target) => self.core.mailer.check(&target).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = checked {
@@ -190,7 +196,8 @@ impl Services {
             .await
             .map_err(|e| ServiceError::Delivery(e.reason))?;
         let signer = self.dkim_signer(tenant, account.from.as_str()).await;
-        self.mailer
+        self.core
+            .mailer
             .send(
                 &target,
                 &Outgoing {
@@ -201,7 +208,10 @@ impl Services {
                     message_id: None,
                     dkim: signer.as_ref(),
                 },
-                (tokio::time::Instant::now() + self.mailer.timeout(), None),
+                (
+                    tokio::time::Instant::now() + self.core.mailer.timeout(),
+                    None,
+                ),
                 1,
             )
             .await
