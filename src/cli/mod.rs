@@ -82,7 +82,7 @@ pub enum Command {
         /// Path to OtpMint's map.db
         path: PathBuf,
         /// The salt OtpMint hashed codes with (its built-in one unless you changed it)
-        #[arg(long, default_value = crate::service::import::OTPMINT_DEFAULT_SALT, hide_default_value = true)]
+        #[arg(long, default_value = crate::service::admin::import::OTPMINT_DEFAULT_SALT, hide_default_value = true)]
         salt: String,
     },
 }

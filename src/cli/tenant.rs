@@ -14,7 +14,7 @@ use crate::clock::rfc3339;
 use crate::domain::policy::PolicyPatch;
 use crate::domain::tenant::{Origin, TlsMode};
 use crate::routes::tenants::tenant_json;
-use crate::service::tenants::{NewTenant, SmtpInput, TenantPatch};
+use crate::service::tenants::accounts::{NewTenant, SmtpInput, TenantPatch};
 use crate::service::Services;
 
 #[derive(Args, Debug)]

@@ -44,12 +44,12 @@ async fn verifier_of(req: &HttpRequest, payload: web::Payload) -> Result<Option<
 }
 
 /// A claimed outcome's answer (never cached).
-fn claimed(c: crate::service::claims::ClaimedOutcome) -> HttpResponse {
+fn claimed(c: crate::service::codes::claims::ClaimedOutcome) -> HttpResponse {
     json(no_store(HttpResponse::Ok()), &ClaimedOut::of(c))
 }
 
 impl ClaimedOut {
-    pub fn of(c: crate::service::claims::ClaimedOutcome) -> Self {
+    pub fn of(c: crate::service::codes::claims::ClaimedOutcome) -> Self {
         let sms = c.channel == "sms";
         ClaimedOut {
             email: (!sms).then(|| c.recipient.clone()),

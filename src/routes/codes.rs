@@ -18,9 +18,9 @@ use crate::domain::email::RecipientEmail;
 use crate::domain::keys::Flavor;
 use crate::domain::purpose::Purpose;
 use crate::domain::recipient::{PhoneNumber, Recipient, PHONE_RULE};
-use crate::service::links::LinkRequest;
-use crate::service::otp::{MintRequest, Minted};
-use crate::service::verify::{Caller, VerifyOutcome};
+use crate::service::codes::links::LinkRequest;
+use crate::service::codes::mint::{MintRequest, Minted};
+use crate::service::codes::verify::{Caller, VerifyOutcome};
 use crate::service::ServiceError;
 
 type ApiResult = Result<HttpResponse, ApiError>;

@@ -18,9 +18,9 @@ use crate::domain::policy::PolicyPatch;
 use crate::domain::purpose::Purpose;
 use crate::domain::recipient::Recipient;
 use crate::domain::tenant::{Origin, TlsMode};
-use crate::service::otp::MintRequest;
-use crate::service::tenants::{NewTenant, SmtpInput};
-use crate::service::verify::{Caller, VerifyOutcome};
+use crate::service::codes::mint::MintRequest;
+use crate::service::codes::verify::{Caller, VerifyOutcome};
+use crate::service::tenants::accounts::{NewTenant, SmtpInput};
 use crate::service::ServiceError;
 
 type CompatResult = Result<HttpResponse, CompatError>;

@@ -12,7 +12,7 @@ use super::respond::json;
 use super::AppState;
 use crate::clock::rfc3339;
 use crate::domain::dkim::{signing_key, DkimAlgorithm, DkimKey};
-use crate::service::dkim::NewDkimKey;
+use crate::service::tenants::dkim::NewDkimKey;
 use crate::service::ServiceError;
 
 type ApiResult = Result<HttpResponse, ApiError>;
@@ -170,8 +170,8 @@ pub struct DomainCheckOut {
     pub advice: Vec<String>,
 }
 
-impl From<crate::service::domain_check::DomainCheck> for DomainCheckOut {
-    fn from(c: crate::service::domain_check::DomainCheck) -> Self {
+impl From<crate::service::tenants::domain_check::DomainCheck> for DomainCheckOut {
+    fn from(c: crate::service::tenants::domain_check::DomainCheck) -> Self {
         DomainCheckOut {
             domain: c.domain,
             spf: SpfOut {

@@ -20,7 +20,7 @@ use crate::domain::links::origin;
 use crate::domain::locale::Locale;
 use crate::domain::tenant::Tenant;
 use crate::pages::{self, HostedPage, HostedStrings};
-use crate::service::hosted::{session_redirect, status_of, NewHosted, PageError};
+use crate::service::codes::hosted::{session_redirect, status_of, NewHosted, PageError};
 use crate::service::ServiceError;
 use crate::storage::SessionRow;
 

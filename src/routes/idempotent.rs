@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::respond::{json, no_store};
 use super::AppState;
 use crate::domain::keys::TenantId;
-use crate::service::idempotency::{fingerprint, kept, valid_key, IdemStart};
+use crate::service::codes::idempotency::{fingerprint, kept, valid_key, IdemStart};
 use crate::service::ServiceError;
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";

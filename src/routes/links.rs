@@ -12,7 +12,7 @@ use super::page_kit;
 use super::AppState;
 use crate::domain::links::origin;
 use crate::pages::{self, Form, Page, Strings};
-use crate::service::links::{ConfirmError, LinkState};
+use crate::service::codes::links::{ConfirmError, LinkState};
 
 const COOKIE: &str = "__Host-otpmint_link";
 

@@ -49,7 +49,7 @@ pub struct AppState {
 pub fn request_context(
     req: &actix_web::HttpRequest,
     st: &AppState,
-) -> crate::service::audit::RequestContext {
+) -> crate::service::core::audit::RequestContext {
     let client_ip = req
         .peer_addr()
         .map(|p| {
@@ -62,7 +62,7 @@ pub fn request_context(
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_default();
-    crate::service::audit::RequestContext {
+    crate::service::core::audit::RequestContext {
         client_ip,
         request_id,
     }

@@ -16,7 +16,7 @@ use crate::domain::email::RecipientEmail;
 use crate::domain::provider::ProviderInput;
 use crate::domain::recipient::{Channel, PhoneNumber, Recipient, PHONE_RULE};
 use crate::domain::tenant::Tenant;
-use crate::service::providers::ProviderShown;
+use crate::service::tenants::providers::ProviderShown;
 use crate::service::ServiceError;
 
 type ApiResult = Result<HttpResponse, ApiError>;

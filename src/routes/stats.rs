@@ -16,7 +16,7 @@ use super::AppState;
 use crate::clock::rfc3339;
 use crate::domain::keys::TenantId;
 use crate::domain::stats::Dim;
-use crate::service::stats::{Granularity, StatsAnswer, StatsRequest};
+use crate::service::admin::stats::{Granularity, StatsAnswer, StatsRequest};
 use crate::service::ServiceError;
 
 use super::respond::{is_date_only, parse_time};

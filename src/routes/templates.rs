@@ -15,7 +15,7 @@ use crate::domain::locale::{Locale, LOCALE_RULE};
 use crate::domain::template::TenantTemplate;
 use crate::domain::tenant::Tenant;
 use crate::messages::Fields;
-use crate::service::templates::{Message, PreviewInput};
+use crate::service::tenants::templates::{Message, PreviewInput};
 use crate::service::ServiceError;
 
 type ApiResult = Result<HttpResponse, ApiError>;

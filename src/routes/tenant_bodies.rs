@@ -10,7 +10,7 @@ use super::respond::{parse_delivery, parse_locale};
 use crate::domain::oauth2::OAuth2Input;
 use crate::domain::policy::PolicyPatch;
 use crate::domain::tenant::TlsMode;
-use crate::service::tenants::{SmtpInput, SmtpPatch, TenantPatch};
+use crate::service::tenants::accounts::{SmtpInput, SmtpPatch, TenantPatch};
 use crate::service::ServiceError;
 
 #[derive(Deserialize, ToSchema)]

@@ -16,7 +16,7 @@ use crate::config::RegistrationMode;
 use crate::domain::keys::SecretKey;
 use crate::domain::tenant::Origin;
 use crate::domain::tenant::Tenant;
-use crate::service::tenants::NewTenant;
+use crate::service::tenants::accounts::NewTenant;
 use crate::service::ServiceError;
 
 type ApiResult = Result<HttpResponse, ApiError>;

@@ -13,7 +13,7 @@ use super::AppState;
 use crate::clock::rfc3339;
 use crate::domain::test_mode::TestRecipient;
 use crate::domain::Millis;
-use crate::service::test_mode::TestRecipientInput;
+use crate::service::tenants::test_mode::TestRecipientInput;
 
 use super::respond::parse_time;
 

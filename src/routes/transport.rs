@@ -10,7 +10,7 @@ use super::dto::{problems, Problem};
 use super::error::ApiError;
 use super::respond::json;
 use super::AppState;
-use crate::service::transport_http::HttpShown;
+use crate::service::tenants::http_transport::HttpShown;
 
 type ApiResult = Result<HttpResponse, ApiError>;
 

@@ -12,7 +12,7 @@ use super::respond::json;
 use super::AppState;
 use crate::clock::rfc3339;
 use crate::domain::webhook::WebhookAttempt;
-use crate::service::webhooks::{WebhookInput, WebhookShown};
+use crate::service::events::webhooks::{WebhookInput, WebhookShown};
 
 type ApiResult = Result<HttpResponse, ApiError>;
 

@@ -22,7 +22,6 @@ use crate::storage::Store;
 
 mod background;
 mod keys;
-mod reload;
 pub mod scheduling;
 
 use background::{keyring_loop, purge_loop, stats_loop, stop_on_signal, tidy_loop};
@@ -155,7 +154,7 @@ pub fn build_services(settings: Settings, clock: Arc<dyn Clock>) -> Result<Servi
     let hooks = crate::webhook::WebhookClient::new(Arc::clone(&settings))
         .map_err(|e| StartupError::Other(e.to_string()))?;
     let core = crate::service::Core {
-        audit: crate::service::audit::Audit::start(Arc::clone(&store)),
+        audit: crate::service::core::audit::Audit::start(Arc::clone(&store)),
         store,
         keyring: Arc::new(keyring),
         hasher,
@@ -163,7 +162,7 @@ pub fn build_services(settings: Settings, clock: Arc<dyn Clock>) -> Result<Servi
         clock,
         settings,
     };
-    let hooks = crate::service::webhooks::Hooks::new(hooks, max_webhooks);
+    let hooks = crate::service::events::sender::Hooks::new(hooks, max_webhooks);
     Ok(Services::assemble(core, outbox, hooks))
 }
 

@@ -186,7 +186,7 @@ fn constrain_parameters(doc: &mut serde_json::Value) {
     use crate::domain::grammar;
     use crate::domain::recipient::Channel;
     use crate::domain::stats::Dim;
-    use crate::service::stats::Granularity;
+    use crate::service::admin::stats::Granularity;
     use serde_json::Value;
     // (a part of the path, the parameter, its rule)
     let when = rule::when;

@@ -10,7 +10,7 @@ use crate::domain::delivery::{next_attempt_at, DeliveryMode};
 use crate::domain::event::EventType;
 use crate::domain::tenant::Tenant;
 use crate::mailer::{DeliveryError, DeliveryReason};
-use crate::service::webhooks::EventData;
+use crate::service::events::webhooks::EventData;
 use crate::storage::integration::NewEvent;
 use crate::storage::{AttemptRecord, OutboxJob, Store, StoreError};
 
@@ -53,7 +53,6 @@ impl Delivery {
     ) -> Attempt {
         let attempts = job.attempts + 1;
         let msg = match self
-            .core
             .open_sealed(&job.tenant_id, &job.key_digest, &job.payload)
             .await
         {

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use super::{Core, Delivery, ServiceError};
+use super::{Core, Events, ServiceError};
 use crate::crypto::cipher::{blob_version, decrypt_message, encrypt_message};
 use crate::domain::keys::TenantId;
 use crate::domain::tenant::Tenant;
@@ -30,6 +30,15 @@ use crate::storage::Lease;
 
 pub use attempt::Attempt;
 use window::{RelayWindow, Windows};
+
+/// Getting a code's message out: the outbox, its sender, routes, windows, breakers and
+/// transports.
+#[derive(Clone)]
+pub struct Delivery {
+    pub(crate) core: Arc<Core>,
+    pub(crate) events: Arc<Events>,
+    pub(crate) outbox: Outbox,
+}
 
 /// The message of a code as it waits in the outbox (sealed: it holds the code).
 #[derive(Serialize, Deserialize)]
@@ -230,7 +239,7 @@ enum Unopened {
     Unreadable,
 }
 
-impl Core {
+impl Delivery {
     /// The sealed payload of a code's message.
     pub(crate) fn seal_message(
         &self,
@@ -241,7 +250,7 @@ impl Core {
         let json = serde_json::to_vec(msg)
             .map_err(|e| ServiceError::Internal(format!("message encoding: {e}")))?;
         Ok(encrypt_message(
-            &self.keyring.get(),
+            &self.core.keyring.get(),
             tenant.as_str(),
             key_digest,
             &json,
@@ -254,7 +263,7 @@ impl Core {
         key_digest: &[u8],
         payload: &[u8],
     ) -> Result<StoredMessage, Unopened> {
-        let ring = self.keyring.get();
+        let ring = self.core.keyring.get();
         match decrypt_message(&ring, tenant.as_str(), key_digest, payload) {
             Ok(plain) => serde_json::from_slice(&plain).map_err(|_| Unopened::Unreadable),
             Err(_) if blob_version(payload).is_some_and(|(v, _)| !ring.has_data_key(v)) => {
@@ -274,7 +283,7 @@ impl Core {
     ) -> Result<StoredMessage, Unopened> {
         match self.open_sealed_once(tenant, key_digest, payload) {
             Err(Unopened::UnknownKey) => {
-                if let Err(e) = self.refresh_keyring().await {
+                if let Err(e) = self.core.refresh_keyring().await {
                     tracing::warn!(error = %e, "reloading the keyring failed");
                 }
                 self.open_sealed_once(tenant, key_digest, payload)

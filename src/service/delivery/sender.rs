@@ -11,7 +11,7 @@ use super::Delivery;
 use crate::domain::event::EventType;
 use crate::domain::keys::TenantId;
 use crate::domain::tenant::Tenant;
-use crate::service::webhooks::EventData;
+use crate::service::events::webhooks::EventData;
 use crate::storage::rules::SweepVerdict;
 use crate::storage::{ClaimRequest, Fairness, SweepItem};
 
@@ -163,11 +163,7 @@ impl Delivery {
         for c in candidates {
             let event = match (&c.verdict, &c.payload) {
                 (SweepVerdict::Expired, Some(payload)) => {
-                    match self
-                        .core
-                        .open_sealed(&c.tenant_id, &c.key_digest, payload)
-                        .await
-                    {
+                    match self.open_sealed(&c.tenant_id, &c.key_digest, payload).await {
                         Ok(msg) => msg.shareable_key.as_deref().and_then(|key| {
                             self.events.event_for(
                                 &c.tenant_id,

@@ -13,6 +13,7 @@ use crate::clock::rfc3339;
 use crate::domain::delivery::{DeliveryError, DeliveryReason, FailureKind};
 use crate::domain::recipient::Channel;
 use crate::domain::tenant::HttpTransport;
+use crate::service::core::seals::Seal;
 use crate::service::Delivery;
 use crate::webhook::{signature, SendResult};
 
@@ -51,7 +52,11 @@ impl Transport for HttpEndpoint<'_> {
     ) -> Sending<'a> {
         Box::pin(async move {
             let tenant = out.tenant;
-            let secret = s.core.http_secret(tenant, self.h).await.map_err(|e| {
+            let secret = s
+                .core
+                .open(&Seal::HttpSecret { tenant: &tenant.id }, &self.h.secret)
+                .await
+                .map_err(|e| {
                 tracing::error!(tenant_id = %tenant.id, error = %e, "the HTTP transport's secret cannot be decrypted");
                 DeliveryError::new(
                     DeliveryReason::HttpRejected,

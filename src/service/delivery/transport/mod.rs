@@ -33,7 +33,7 @@ use crate::domain::delivery::DeliveryError;
 use crate::domain::provider::{Provider, ProviderKind};
 use crate::domain::recipient::Channel;
 use crate::domain::tenant::{SmtpAccount, Tenant, TransportUse};
-use crate::service::tenants::sealed_as;
+use crate::service::core::seals::sealed_as;
 use crate::service::Delivery;
 
 pub(crate) use http::HttpEndpoint;

@@ -11,7 +11,7 @@ use super::{Accepted, Deadline, Outbound, Sending, Transport};
 use crate::domain::delivery::{DeliveryError, DeliveryReason, FailureKind};
 use crate::domain::tenant::{SmtpAccount, Tenant};
 use crate::mailer::{Outgoing, SmtpAuth, SmtpTarget};
-use crate::service::seals::{sealed_as, Seal};
+use crate::service::core::seals::{sealed_as, Seal};
 use crate::service::{Delivery, ServiceError};
 
 pub(crate) struct Relay<'a> {

@@ -1,0 +1,287 @@
+//! Import of an OtpMint database: `auth` rows become tenants that keep their secret keys,
+//! outstanding `mappings` become pending compat codes that keep their `blocklist` tries.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use secrecy::SecretString;
+
+use crate::crypto::lookup_digest;
+use crate::domain::keys::{Flavor, ShareableKey, TenantId};
+use crate::domain::locale::Locale;
+use crate::domain::policy::Policy;
+use crate::domain::tenant::{Origin, Sender, SmtpHost, TenantName, TlsMode};
+use crate::domain::tenant::{SmtpAccount, Tenant};
+use crate::service::codes::mint::KEY_LABEL;
+use crate::service::tenants::accounts::SECRET_LABEL;
+use crate::service::{Admin, ServiceError};
+use crate::storage::{ImportCounts, ImportedCode, NewChallenge};
+
+/// OtpMint's built-in salt for `sha256(salt + code)`.
+pub const OTPMINT_DEFAULT_SALT: &str = "addanysalthereipreferkanye";
+
+/// The outcome of an import: counts, and one line per skipped row.
+#[derive(Debug, Default)]
+pub struct ImportReport {
+    pub counts: ImportCounts,
+    pub skipped: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+struct AuthRow {
+    rowid: i64,
+    secret: Option<String>,
+    host: Option<String>,
+    port: Option<String>,
+    mail: Option<String>,
+    password: Option<String>,
+}
+
+fn text(v: rusqlite::types::Value) -> Option<String> {
+    match v {
+        rusqlite::types::Value::Text(s) => Some(s),
+        rusqlite::types::Value::Integer(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+/// A `mappings` row: rowid, shareableKey, HashedOTP, and the `blocklist` tries.
+type MappingRow = (i64, Option<String>, Option<String>, Option<i64>);
+
+fn read_otpmint(path: &Path) -> Result<(Vec<AuthRow>, Vec<MappingRow>), ServiceError> {
+    let err =
+        |e: rusqlite::Error| ServiceError::Internal(format!("cannot read {}: {e}", path.display()));
+    if !path.is_file() {
+        return Err(ServiceError::Internal(format!(
+            "{} is not a file",
+            path.display()
+        )));
+    }
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)?;
+    let mut st = conn
+        .prepare("SELECT rowid, secretKey, smtp_host, smtp_port, smtp_mail, smtp_password FROM auth ORDER BY rowid")
+        .map_err(err)?;
+    let auth = st
+        .query_map([], |r| {
+            Ok(AuthRow {
+                rowid: r.get(0)?,
+                secret: text(r.get(1)?),
+                host: text(r.get(2)?),
+                port: text(r.get(3)?),
+                mail: text(r.get(4)?),
+                password: text(r.get(5)?),
+            })
+        })
+        .map_err(err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(err)?;
+    let mut st = conn
+        .prepare("SELECT m.rowid, m.shareableKey, m.HashedOTP, (SELECT b.tries FROM blocklist b WHERE b.shareableKey = m.shareableKey) FROM mappings m ORDER BY m.rowid")
+        .map_err(err)?;
+    let codes = st
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                text(r.get(1)?),
+                text(r.get(2)?),
+                r.get::<_, Option<i64>>(3)
+                    .optional()
+                    .ok()
+                    .flatten()
+                    .flatten(),
+            ))
+        })
+        .map_err(err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(err)?;
+    Ok((auth, codes))
+}
+
+impl Admin {
+    /// Import `path` (OtpMint's `map.db`). Idempotent and all-or-nothing.
+    pub async fn import_otpmint(
+        &self,
+        path: &Path,
+        salt: &str,
+    ) -> Result<ImportReport, ServiceError> {
+        let p = path.to_path_buf();
+        let (auth, mappings) = tokio::task::spawn_blocking(move || read_otpmint(&p))
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))??;
+        let mut report = ImportReport::default();
+        let now = self.core.now();
+        let policy = Policy {
+            code_length: self.core.settings.load().otp.code_length,
+            ttl_seconds: self.core.settings.load().otp.ttl_seconds,
+            max_attempts: self.core.settings.load().otp.max_attempts,
+        };
+        let mut tenants = Vec::new();
+        for row in auth {
+            let line = |why: &str| format!("auth row {}: skipped: {why}", row.rowid);
+            let (Some(secret), Some(host), Some(port), Some(mail), Some(password)) = (
+                row.secret.clone(),
+                row.host.clone(),
+                row.port.clone(),
+                row.mail.clone(),
+                row.password.clone(),
+            ) else {
+                report.skipped.push(line("a field is missing"));
+                continue;
+            };
+            if secret.trim().is_empty() || secret.chars().any(char::is_control) {
+                report.skipped.push(line("secretKey is empty or malformed"));
+                continue;
+            }
+            let Ok(port) = port.trim().parse::<u16>() else {
+                report.skipped.push(line("smtp_port is not a port number"));
+                continue;
+            };
+            if port == 0 {
+                report.skipped.push(line("smtp_port is not a port number"));
+                continue;
+            }
+            let (Ok(from), Ok(name)) = (
+                Sender::parse(&mail),
+                TenantName::parse(&mail.chars().take(100).collect::<String>()),
+            ) else {
+                report
+                    .skipped
+                    .push(line("smtp_mail is not an email address"));
+                continue;
+            };
+            let Ok(host) = SmtpHost::parse(&host) else {
+                report.skipped.push(line("smtp_host is not a host name"));
+                continue;
+            };
+            let tls = TlsMode::default_for(port);
+            if let Err(e) = self
+                .core
+                .mailer
+                .policy()
+                .check_static(host.as_str(), port, false)
+            {
+                report.skipped.push(line(&format!("{e}")));
+                continue;
+            }
+            if secret.chars().count() < 16 {
+                report.warnings.push(format!(
+                    "auth row {}: the secret key is shorter than 16 characters; rotate it soon",
+                    row.rowid
+                ));
+            }
+            let id = TenantId::generate();
+            let password = SecretString::from(password);
+            let blob = crate::crypto::cipher::encrypt_password(
+                &self.core.keyring.get(),
+                &crate::crypto::cipher::PasswordContext {
+                    tenant_id: id.as_str(),
+                    host: host.as_str(),
+                    port,
+                    username: &mail,
+                },
+                secrecy::ExposeSecret::expose_secret(&password),
+            )?;
+            let digest = lookup_digest(self.core.keyring.get().pepper(), SECRET_LABEL, &secret);
+            tenants.push((
+                Tenant {
+                    id,
+                    name,
+                    enabled: true,
+                    origin: Origin::Import,
+                    created_at: now,
+                    smtp: Some(SmtpAccount {
+                        host,
+                        port,
+                        username: mail.clone(),
+                        password: blob,
+                        from,
+                        tls,
+                        // The server's default ceiling (the window adapts below it).
+                        max_connections: 0,
+                        oauth2: None,
+                    }),
+                    smtp_version: 1,
+                    policy,
+                    delivery: crate::domain::delivery::DeliveryMode::Sync,
+                    default_locale: Locale::english(),
+                    templates_version: 0,
+                    webhook_events: String::new(),
+                    row_version: 1,
+                    test: false,
+                    test_version: 0,
+                    smtp_fallback: None,
+                    http: None,
+                    allowed_return_urls: Vec::new(),
+                    brand_color: String::new(),
+                    email_provider: None,
+                    sms_provider: None,
+                    suppression: true,
+                    suppressed: 0,
+                    pages_approved: true,
+                    sms: crate::domain::sms_guard::SmsSettings::default(),
+                    dkim: Vec::new(),
+                    dkim_sealed: Vec::new(),
+                },
+                digest,
+            ));
+        }
+        let mut codes = Vec::new();
+        let max = self.core.settings.load().compat.max_attempts;
+        // OtpMint's mappings do not say which secret key minted a code; they go to the first
+        // imported tenant (OtpMint's /verify-otp never named one either).
+        let owner = tenants.first().map(|(_, d)| d.clone());
+        for (rowid, key, hash, tries) in mappings {
+            let line = |why: &str| format!("mappings row {rowid}: skipped: {why}");
+            let (Some(key), Some(hash)) = (key, hash) else {
+                report.skipped.push(line("a field is missing"));
+                continue;
+            };
+            let Some(key) = ShareableKey::parse(&key, Flavor::Compat) else {
+                report.skipped.push(line("shareableKey is not 10 letters"));
+                continue;
+            };
+            let hash = hash.trim().to_ascii_lowercase();
+            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                report
+                    .skipped
+                    .push(line("HashedOTP is not a SHA-256 hex digest"));
+                continue;
+            }
+            let Some(owner) = owner.clone() else {
+                report.skipped.push(line("there is no tenant to own it"));
+                continue;
+            };
+            let stored = self.core.hasher.wrap_legacy_sha256(salt, &hash).await?;
+            let key_digest =
+                lookup_digest(self.core.keyring.get().pepper(), KEY_LABEL, key.expose());
+            // Its own failure-budget bucket; never the raw key (only digests are stored).
+            let canonical = format!("otpmint-import:{}", hex::encode(&key_digest));
+            codes.push(ImportedCode {
+                owner_secret_digest: owner,
+                attempts: tries.unwrap_or(0).clamp(0, i64::from(max)) as u32,
+                code: NewChallenge {
+                    link: None,
+                    key_digest,
+                    tenant_id: TenantId::from_trusted(String::new()),
+                    flavor: Flavor::Compat,
+                    email: String::new(),
+                    email_canonical: canonical,
+                    purpose: "default".into(),
+                    code_hash: stored,
+                    max_attempts: max,
+                    code_length: 6,
+                    created_at: now,
+                    expires_at: now + i64::from(self.core.settings.load().otp.ttl_seconds) * 1000,
+                    delivery_mode: crate::domain::delivery::DeliveryMode::Sync,
+                    locale: None,
+                    channel: "email".into(),
+                },
+            });
+        }
+        report.counts = self
+            .core
+            .db(move |s| s.import(&tenants, &codes, now))
+            .await?;
+        Ok(report)
+    }
+}

@@ -1,0 +1,119 @@
+//! Outcomes claimed once, by the browser that started them (API.md §17.2): a verified key
+//! or hosted session answers who verified, once; with a code challenge given at the start
+//! only to the holder of its verifier.
+
+use crate::domain::challenge::Status;
+use crate::domain::claim::CodeChallenge;
+use crate::domain::keys::{Flavor, ShareableKey};
+use crate::domain::tenant::Tenant;
+use crate::domain::Millis;
+use crate::service::core::audit::RequestContext;
+use crate::service::{Codes, ServiceError};
+
+/// What a claim answers.
+pub struct ClaimedOutcome {
+    /// The address or number as given.
+    pub recipient: String,
+    /// `email` or `sms`.
+    pub channel: String,
+    pub purpose: String,
+    pub verified_at: Millis,
+    /// `code` or `link` (a key); `code` for a hosted session (typed on the page).
+    pub verified_via: String,
+}
+
+/// A wrong or missing verifier where a challenge was given: 403, and nothing is spent.
+fn check_verifier(
+    challenge: Option<&CodeChallenge>,
+    verifier: Option<&str>,
+) -> Result<(), ServiceError> {
+    match challenge {
+        Some(c) if !verifier.is_some_and(|v| c.matches(v)) => {
+            Err(ServiceError::CodeVerifierMismatch)
+        }
+        _ => Ok(()),
+    }
+}
+
+impl Codes {
+    /// Claim a verified key's outcome once.
+    pub async fn claim_code(
+        &self,
+        tenant: &Tenant,
+        key: &str,
+        verifier: Option<&str>,
+        ctx: &RequestContext,
+    ) -> Result<ClaimedOutcome, ServiceError> {
+        let view = self.otp_status(&tenant.id, key, Flavor::Native).await?;
+        check_verifier(view.code_challenge.as_ref(), verifier)?;
+        if view.claimed_at.is_some() {
+            return Err(ServiceError::AlreadyClaimed);
+        }
+        let (Status::Verified, Some(verified_at)) =
+            (view.status_at(self.core.now()), view.verified_at)
+        else {
+            return Err(ServiceError::NotVerified);
+        };
+        let audit = self.core.audit.slot()?;
+        let parsed = ShareableKey::parse(key, Flavor::Native).ok_or(ServiceError::OtpNotFound)?;
+        let (tid, digest, now) = (
+            tenant.id.clone(),
+            self.key_digest(parsed.expose()),
+            self.core.now(),
+        );
+        if !self
+            .core
+            .write(move |s| s.claim_code(&tid, &digest, now))
+            .await?
+        {
+            return Err(ServiceError::AlreadyClaimed);
+        }
+        audit.record(&tenant.id, now, "claim", &view.email, "claimed", ctx);
+        Ok(ClaimedOutcome {
+            recipient: view.email,
+            channel: view.channel,
+            purpose: view.purpose,
+            verified_at,
+            verified_via: view.verified_via.unwrap_or_else(|| "code".into()),
+        })
+    }
+
+    /// Claim a verified hosted session's outcome once.
+    pub async fn claim_session(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        verifier: Option<&str>,
+        ctx: &RequestContext,
+    ) -> Result<ClaimedOutcome, ServiceError> {
+        let row = self
+            .hosted_session_of(tenant, id)
+            .await?
+            .ok_or(ServiceError::SessionNotFound)?;
+        check_verifier(row.code_challenge.as_ref(), verifier)?;
+        if row.claimed_at.is_some() {
+            return Err(ServiceError::AlreadyClaimed);
+        }
+        let (true, Some(verified_at), Some(email)) = (row.verified, row.verified_at, row.email)
+        else {
+            return Err(ServiceError::NotVerified);
+        };
+        let audit = self.core.audit.slot()?;
+        let (tid, sid, now) = (tenant.id.clone(), row.id.clone(), self.core.now());
+        if !self
+            .core
+            .write(move |s| s.claim_session(&tid, &sid, now))
+            .await?
+        {
+            return Err(ServiceError::AlreadyClaimed);
+        }
+        audit.record(&tenant.id, now, "claim", &email, "claimed", ctx);
+        Ok(ClaimedOutcome {
+            recipient: email,
+            channel: "email".into(),
+            purpose: row.purpose,
+            verified_at,
+            verified_via: "code".into(),
+        })
+    }
+}

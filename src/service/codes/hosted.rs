@@ -1,0 +1,402 @@
+//! Hosted verification (API.md §14.1): a tenant's backend opens a session; the person proves
+//! an address on otpmint's pages — the code minted and verified like any other, through the
+//! tenant's transports, under every limit — and goes back to the tenant's return URL with
+//! `?session=hs_…`; the backend reads the outcome by id.
+
+use crate::crypto::cipher::{decrypt_record, encrypt_record};
+use crate::domain::delivery::DeliveryMode;
+use crate::domain::email::RecipientEmail;
+use crate::domain::keys::{random_id, Flavor};
+use crate::domain::links::{allowed_return, with_query};
+use crate::domain::locale::{Locale, LOCALE_RULE};
+use crate::domain::purpose::Purpose;
+use crate::domain::recipient::Recipient;
+use crate::domain::tenant::Tenant;
+use crate::domain::Millis;
+use crate::service::codes::mint::MintRequest;
+use crate::service::codes::verify::Caller;
+use crate::service::core::audit::RequestContext;
+use crate::service::{Codes, ServiceError};
+use crate::storage::{NewSession, SessionRow};
+
+/// How long a person has to finish a hosted session.
+pub const SESSION_MS: Millis = 30 * 60 * 1000;
+const KEY_KIND: &str = "hosted-key";
+const CSRF_LABEL: &str = "hosted-csrf";
+
+/// What a tenant asks for.
+pub struct NewHosted {
+    pub email: Option<String>,
+    pub purpose: Option<String>,
+    pub locale: Option<String>,
+    pub return_url: String,
+    /// PKCE (API.md §17.2): the outcome is claimed once with its verifier.
+    pub code_challenge: Option<crate::domain::claim::CodeChallenge>,
+}
+
+pub struct Opened {
+    pub id: String,
+    pub url: String,
+    pub expires_at: Millis,
+}
+
+/// A session's outcome as its tenant reads it.
+pub struct Outcome {
+    pub status: &'static str,
+    pub email: Option<String>,
+    pub verified_at: Option<Millis>,
+}
+
+/// Why a page action did not go through (shown on the page).
+#[derive(Debug, PartialEq, Eq)]
+pub enum PageError {
+    BadEmail,
+    /// Not a code at all (no attempt used).
+    BadCode,
+    WrongCode(u32),
+    /// The code expired, or was replaced: a new one may be sent.
+    CodeEnded,
+    Limited,
+    NotSent,
+    /// Expired, failed, or verified already: nothing more to do here.
+    Over,
+}
+
+/// `open`, `verified`, `expired` or `failed` (its code's attempts spent; a code that could
+/// not be delivered leaves it open: the person may send another).
+pub fn status_of(row: &SessionRow, now: Millis) -> &'static str {
+    // Its current code verified is the session verified, even if recording that on the
+    // session did not happen.
+    if row.verified || row.code_state.as_deref() == Some("verified") {
+        "verified"
+    } else if now >= row.expires_at {
+        "expired"
+    } else if row.code_state.as_deref() == Some("exhausted") {
+        "failed"
+    } else {
+        "open"
+    }
+}
+
+impl Codes {
+    pub async fn open_hosted(&self, tenant: &Tenant, n: NewHosted) -> Result<Opened, ServiceError> {
+        let base = self.links_base().ok_or(ServiceError::LinksOff)?;
+        if !self.pages_allowed(tenant) {
+            return Err(ServiceError::PagesNotApproved);
+        }
+        let email = match &n.email {
+            Some(e) => Some(
+                RecipientEmail::parse(e).map_err(|e| ServiceError::InvalidEmail(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let purpose = Purpose::parse(n.purpose.as_deref())?;
+        let locale = match &n.locale {
+            Some(l) => {
+                Some(Locale::parse(l).ok_or_else(|| ServiceError::field("locale", LOCALE_RULE))?)
+            }
+            None => None,
+        };
+        let Some(return_url) = allowed_return(&n.return_url, &tenant.allowed_return_urls) else {
+            return Err(ServiceError::rule(
+                "return_url",
+                "must start with one of the tenant's allowed_return_urls (https://, or http://localhost)",
+            ));
+        };
+        let now = self.core.now();
+        let s = NewSession {
+            id: format!("hs_{}", random_id(24)),
+            tenant_id: tenant.id.clone(),
+            email: email.map(|e| e.as_given().to_string()),
+            purpose: purpose.as_str().to_string(),
+            locale: locale.map(|l| l.as_str().to_string()),
+            return_url,
+            created_at: now,
+            expires_at: now + SESSION_MS,
+            code_challenge: n.code_challenge.as_ref().map(|c| c.as_str().to_string()),
+        };
+        let row = s.clone();
+        self.core.write(move |st| st.insert_session(&row)).await?;
+        tracing::info!(tenant_id = %tenant.id, "hosted session opened");
+        Ok(Opened {
+            url: format!("{base}/h/{}", s.id),
+            id: s.id,
+            expires_at: s.expires_at,
+        })
+    }
+
+    /// A session of this tenant (another tenant's is not found).
+    pub async fn hosted_outcome(&self, tenant: &Tenant, id: &str) -> Result<Outcome, ServiceError> {
+        let row = self
+            .hosted_row(id)
+            .await?
+            .filter(|r| r.tenant_id == tenant.id)
+            .ok_or(ServiceError::SessionNotFound)?;
+        // The address is shown until the outcome is claimed (API.md §17.2).
+        Ok(Outcome {
+            status: status_of(&row, self.core.now()),
+            email: row.email.filter(|_| row.claimed_at.is_none()),
+            verified_at: row.verified_at,
+        })
+    }
+
+    /// A session and its (enabled) tenant, for the pages; `None`: unknown, or links are off.
+    pub async fn hosted_page(
+        &self,
+        id: &str,
+    ) -> Result<Option<(SessionRow, Tenant)>, ServiceError> {
+        if self.links_base().is_none() {
+            return Ok(None);
+        }
+        let Some(row) = self.hosted_row(id).await? else {
+            return Ok(None);
+        };
+        let tid = row.tenant_id.clone();
+        let tenant = self
+            .core
+            .db(move |s| s.tenant(&tid))
+            .await?
+            .filter(|t| t.enabled && self.pages_allowed(t));
+        Ok(tenant.map(|t| (row, t)))
+    }
+
+    /// A session of this tenant (`None`: unknown, or another tenant's).
+    pub(crate) async fn hosted_session_of(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+    ) -> Result<Option<SessionRow>, ServiceError> {
+        Ok(self
+            .hosted_row(id)
+            .await?
+            .filter(|r| r.tenant_id == tenant.id))
+    }
+
+    async fn hosted_row(&self, id: &str) -> Result<Option<SessionRow>, ServiceError> {
+        let ok = id.len() == 27
+            && id.starts_with("hs_")
+            && id[3..].bytes().all(|b| b.is_ascii_alphanumeric());
+        if !ok {
+            return Ok(None);
+        }
+        let id = id.to_string();
+        self.core.db(move |s| s.session(&id)).await
+    }
+
+    /// What a session keeps of the browser that finished it: a digest of the page's token
+    /// for that browser's cookie (never the cookie itself).
+    pub fn hosted_finisher(&self, id: &str, cookie: &str) -> Vec<u8> {
+        use sha2::Digest;
+        sha2::Sha256::digest(self.hosted_csrf(id, cookie).as_bytes()).to_vec()
+    }
+
+    /// Whether this browser (its page cookie) is the one that finished the session.
+    pub fn finished_here(&self, row: &SessionRow, cookie: Option<&str>) -> bool {
+        use subtle::ConstantTimeEq;
+        match (&row.finished_by, cookie) {
+            (Some(by), Some(c)) => bool::from(self.hosted_finisher(&row.id, c).ct_eq(by)),
+            _ => false,
+        }
+    }
+
+    /// The pages' CSRF token: bound to the session and to the browser's cookie.
+    pub fn hosted_csrf(&self, id: &str, cookie: &str) -> String {
+        use hmac::{Hmac, Mac};
+        let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(self.core.keyring.get().pepper())
+        else {
+            return String::new();
+        };
+        for p in [CSRF_LABEL, id, cookie] {
+            mac.update(p.as_bytes());
+            mac.update(&[0]);
+        }
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Mint and send the session's code (to the address it was opened with, else `email`).
+    pub async fn hosted_send(
+        &self,
+        row: &SessionRow,
+        tenant: &Tenant,
+        email: &str,
+        ctx: &RequestContext,
+    ) -> Result<(), PageError> {
+        if status_of(row, self.core.now()) != "open" {
+            return Err(PageError::Over);
+        }
+        let given = row.email.as_deref().unwrap_or(email);
+        let to = RecipientEmail::parse(given.trim()).map_err(|_| PageError::BadEmail)?;
+        // A code was sent: a new one under the same key (one attempt budget; the earlier
+        // code keeps working), unless that key has ended.
+        if let Some(key) = self.session_key(row, tenant).await {
+            match self.resend(tenant, &key, ctx).await {
+                Ok(_) => return Ok(()),
+                Err(ServiceError::RateLimited { .. } | ServiceError::ResendLimit(_)) => {
+                    return Err(PageError::Limited)
+                }
+                Err(
+                    ServiceError::OtpExpired
+                    | ServiceError::OtpSuperseded
+                    | ServiceError::OtpCancelled
+                    | ServiceError::OtpFailed,
+                ) => {}
+                Err(ServiceError::AttemptsExhausted | ServiceError::OtpUsed) => {
+                    return Err(PageError::Over)
+                }
+                Err(_) => return Err(PageError::NotSent),
+            }
+        }
+        let minted = self
+            .mint(
+                tenant,
+                MintRequest {
+                    to: Recipient::Email(to.clone()),
+                    purpose: Purpose::parse(Some(&row.purpose)).map_err(|_| PageError::NotSent)?,
+                    flavor: Flavor::Native,
+                    delivery: Some(DeliveryMode::Sync),
+                    locale: row.locale.as_deref().and_then(Locale::parse),
+                    link: None,
+                },
+                ctx,
+            )
+            .await
+            .map_err(|e| match e {
+                ServiceError::RateLimited { .. } => PageError::Limited,
+                ServiceError::InvalidEmail(_) => PageError::BadEmail,
+                _ => PageError::NotSent,
+            })?;
+        let key = minted.key.expose().to_string();
+        let sealed = encrypt_record(
+            &self.core.keyring.get(),
+            KEY_KIND,
+            tenant.id.as_str(),
+            row.id.as_bytes(),
+            key.as_bytes(),
+        )
+        .map_err(|_| PageError::NotSent)?;
+        let (id, email, digest) = (
+            row.id.clone(),
+            to.as_given().to_string(),
+            self.key_digest(&key),
+        );
+        match self
+            .core
+            .write(move |s| s.set_session_code(&id, &email, &digest, &sealed))
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(PageError::Over),
+            Err(_) => Err(PageError::NotSent),
+        }
+    }
+
+    /// Verify the code typed on the page; where to send the person next.
+    pub async fn hosted_verify(
+        &self,
+        row: &SessionRow,
+        tenant: &Tenant,
+        code: &str,
+        (cookie, ctx): (&str, &RequestContext),
+    ) -> Result<String, PageError> {
+        if status_of(row, self.core.now()) != "open" {
+            return Err(PageError::Over);
+        }
+        // The way back is checked before the code is spent (API.md §17.7).
+        if allowed_return(&row.return_url, &tenant.allowed_return_urls).is_none() {
+            return Err(PageError::Over);
+        }
+        let key = self.session_key(row, tenant).await.ok_or(PageError::Over)?;
+        // A person may type the code in groups: spaces and hyphens are not part of it
+        // (API.md §17.8).
+        let typed: String = code
+            .chars()
+            .filter(|c| !c.is_whitespace() && !matches!(c, '-' | '\u{2010}'..='\u{2015}'))
+            .collect();
+        let r = self
+            .verify(Caller::KeyOwner, &key, &typed, Flavor::Native, ctx)
+            .await;
+        match r.result {
+            Ok(_) => {
+                let (id, now, digest) = (row.id.clone(), self.core.now(), self.key_digest(&key));
+                let by = self.hosted_finisher(&row.id, cookie);
+                // Only the session's current code finishes it.
+                match self
+                    .core
+                    .write(move |s| s.finish_session(&id, &digest, now, &by))
+                    .await
+                {
+                    Ok(true) => {
+                        session_redirect(&row.return_url, &row.id, &tenant.allowed_return_urls)
+                            .ok_or(PageError::Over)
+                    }
+                    _ => Err(PageError::Over),
+                }
+            }
+            Err(ServiceError::Mismatch { attempts_remaining }) => {
+                Err(PageError::WrongCode(attempts_remaining))
+            }
+            Err(ServiceError::Invalid(_)) => Err(PageError::BadCode),
+            Err(ServiceError::RateLimited { .. }) => Err(PageError::Limited),
+            Err(
+                ServiceError::OtpExpired
+                | ServiceError::OtpSuperseded
+                | ServiceError::OtpCancelled
+                | ServiceError::OtpFailed,
+            ) => Err(PageError::CodeEnded),
+            Err(ServiceError::Unavailable(_) | ServiceError::Overloaded) => Err(PageError::NotSent),
+            Err(_) => Err(PageError::Over),
+        }
+    }
+
+    /// The shareable key of the session's current code (a data key another process rotated
+    /// in is loaded first, API.md §11.6).
+    async fn session_key(&self, row: &SessionRow, tenant: &Tenant) -> Option<String> {
+        let sealed = row.key_sealed.as_ref()?;
+        let key = self
+            .core
+            .open_with_keyring(sealed, |ring| {
+                decrypt_record(
+                    ring,
+                    KEY_KIND,
+                    tenant.id.as_str(),
+                    row.id.as_bytes(),
+                    sealed,
+                )
+            })
+            .await
+            .ok()?;
+        String::from_utf8(key).ok()
+    }
+}
+
+impl Codes {
+    pub async fn has_logo(&self, tenant: &crate::domain::keys::TenantId) -> bool {
+        let id = tenant.clone();
+        self.core
+            .db(move |s| s.has_logo(&id))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// A tenant's logo (`id` as given in a URL).
+    pub async fn logo(&self, id: &str) -> Option<Vec<u8>> {
+        let id = crate::domain::keys::TenantId::parse(id)?;
+        self.core.db(move |s| s.logo(&id)).await.ok().flatten()
+    }
+
+    /// Store (or remove) the tenant's logo.
+    pub async fn put_logo(&self, tenant: &Tenant, png: Option<&[u8]>) -> Result<(), ServiceError> {
+        let (id, png, now) = (tenant.id.clone(), png.map(<[u8]>::to_vec), self.core.now());
+        self.core
+            .write(move |s| s.put_logo(&id, png.as_deref(), now))
+            .await?;
+        Ok(())
+    }
+}
+
+/// `return_url` with `session=<id>` in its query — if the tenant's allowlist still allows
+/// it (checked again at the redirect, API.md §17.7).
+pub fn session_redirect(return_url: &str, id: &str, allowed: &[String]) -> Option<String> {
+    allowed_return(return_url, allowed)?;
+    with_query(return_url, &["session"], &[("session", id)])
+}

@@ -1,0 +1,483 @@
+//! Code use cases: mint (quota → hash → store → send → supersede), status and cancel
+//! (verify is in verify.rs).
+
+use crate::crypto::lookup_digest;
+use crate::domain::challenge::{ChallengeView, Status};
+use crate::domain::code::OtpCode;
+use crate::domain::delivery::DeliveryMode;
+use crate::domain::event::EventType;
+use crate::domain::keys::{Flavor, ShareableKey, TenantId};
+use crate::domain::locale::Locale;
+use crate::domain::policy::Policy;
+use crate::domain::purpose::Purpose;
+use crate::domain::recipient::{Channel, Recipient};
+use crate::domain::tenant::Tenant;
+use crate::domain::Millis;
+use crate::mailer::new_message_id;
+use crate::messages::Vars;
+use crate::service::codes::sms_guard::SmsCount;
+use crate::service::core::audit::RequestContext;
+use crate::service::core::retry_secs;
+use crate::service::delivery::{Attempt, StoredMessage};
+use crate::service::events::webhooks::EventData;
+use crate::service::tenants::test_mode::Route;
+use crate::service::{Codes, LimitKind, ServiceError};
+use crate::storage::{InboxEntry, NewChallenge, NewOutbox, OutboxJob, QuotaRefusal};
+
+pub const KEY_LABEL: &str = "shareable-key";
+
+/// What a mint asks for, parsed.
+#[derive(Debug)]
+pub struct MintRequest {
+    /// An address, or a phone number for a text message (API.md §12.3).
+    pub to: Recipient,
+    pub purpose: Purpose,
+    pub flavor: Flavor,
+    /// Default: the tenant's.
+    pub delivery: Option<DeliveryMode>,
+    /// The first step of the locale chain, if the request names one.
+    pub locale: Option<Locale>,
+    /// A magic link beside the code (API.md §14.2).
+    pub link: Option<crate::service::codes::links::LinkRequest>,
+}
+
+pub struct Minted {
+    pub key: ShareableKey,
+    pub expires_at: Millis,
+    pub policy: Policy,
+    /// Sync: the relay accepted the message. Async: the message is queued.
+    pub delivery: DeliveryMode,
+    /// The locale the message was written in.
+    pub locale: Locale,
+    /// The tenant's template for that locale could not be used (it failed, or its message
+    /// would not have shown the code): the built-in one was.
+    pub template_fallback: bool,
+    /// A test mint: the message went to the tenant's test inbox, not to any relay.
+    pub test: bool,
+    /// Sync: the message may have reached the person but no answer came (API.md §19.2):
+    /// its delivery is `unknown` and the code is valid.
+    pub outcome_unknown: bool,
+}
+
+/// A quota refusal as the error clients see, counted in the metrics.
+pub(super) fn limited(r: QuotaRefusal) -> ServiceError {
+    let e = refusal(r);
+    if let ServiceError::RateLimited { kind, .. } = &e {
+        crate::metrics::inc(|m| &m.rate_limited, &[kind.as_str()]);
+    }
+    e
+}
+
+pub(super) fn refusal(r: QuotaRefusal) -> ServiceError {
+    let (kind, ms) = match r {
+        QuotaRefusal::Recipient { retry_after_ms } => (LimitKind::Recipient, retry_after_ms),
+        QuotaRefusal::Cooldown { retry_after_ms } => (LimitKind::Cooldown, retry_after_ms),
+        QuotaRefusal::Tenant { retry_after_ms } => (LimitKind::Tenant, retry_after_ms),
+        QuotaRefusal::Failures { retry_after_ms } => (LimitKind::Failures, retry_after_ms),
+        QuotaRefusal::TestSends { retry_after_ms } => (LimitKind::TestSends, retry_after_ms),
+    };
+    ServiceError::RateLimited {
+        retry_after_secs: retry_secs(ms),
+        kind,
+    }
+}
+
+/// The error a code's final state answers with.
+pub(super) fn ended(status: Status) -> ServiceError {
+    match status {
+        Status::Expired => ServiceError::OtpExpired,
+        Status::Exhausted => ServiceError::AttemptsExhausted,
+        Status::Verified => ServiceError::OtpUsed,
+        Status::Superseded => ServiceError::OtpSuperseded,
+        Status::Cancelled => ServiceError::OtpCancelled,
+        Status::Failed => ServiceError::OtpFailed,
+        Status::Pending => ServiceError::OtpNotFound,
+    }
+}
+
+/// A message as it is sealed in the outbox: an email, or (`sms`) a text message whose text
+/// is the rendered `sms` part (the built-in one when the template has none).
+pub(super) fn stored_message(
+    tenant: &Tenant,
+    rendered: crate::messages::Rendered,
+    (locale, sms): (&Locale, bool),
+    key: &str,
+    (to, purpose): (&str, &str),
+) -> StoredMessage {
+    let (subject, text, html) = match (sms, rendered.sms) {
+        (true, Some(t)) => (String::new(), t, None),
+        _ => (rendered.subject, rendered.text, rendered.html),
+    };
+    StoredMessage {
+        subject,
+        text,
+        html,
+        message_id: new_message_id(tenant.sender().unwrap_or("otpmint.invalid")),
+        shareable_key: Some(key.to_string()),
+        email: to.to_string(),
+        purpose: purpose.to_string(),
+        locale: Some(locale.as_str().to_string()),
+        channel: sms.then(|| Channel::Sms.as_str().to_string()),
+    }
+}
+
+impl Codes {
+    pub(super) fn key_digest(&self, key: &str) -> Vec<u8> {
+        lookup_digest(self.core.keyring.get().pepper(), KEY_LABEL, key)
+    }
+
+    /// The policy a new code of this flavor gets.
+    pub fn policy_for(&self, tenant: &Tenant, flavor: Flavor) -> Policy {
+        match flavor {
+            Flavor::Native => tenant.policy,
+            Flavor::Compat => Policy {
+                code_length: 6,
+                ttl_seconds: self.core.settings.load().otp.ttl_seconds,
+                max_attempts: self.core.settings.load().compat.max_attempts,
+            },
+        }
+    }
+
+    pub async fn mint(
+        &self,
+        tenant: &Tenant,
+        req: MintRequest,
+        ctx: &RequestContext,
+    ) -> Result<Minted, ServiceError> {
+        let MintRequest {
+            to: email,
+            purpose,
+            flavor,
+            delivery,
+            locale,
+            link,
+        } = req;
+        let to = email.delivery_address();
+        // Room for the mint's audit entry, and for a template fallback's, before any work.
+        let (audit, fallback_audit) = (self.core.audit.slot()?, self.core.audit.slot()?);
+        let mode = match flavor {
+            // OtpMint's clients expect the message to have left when /otp answers.
+            Flavor::Compat => DeliveryMode::Sync,
+            Flavor::Native => delivery.unwrap_or(tenant.delivery),
+        };
+        let result = self
+            .mint_inner(
+                tenant,
+                email,
+                purpose,
+                (flavor, mode),
+                locale.as_ref(),
+                link.as_ref(),
+            )
+            .await;
+        let outcome = match &result {
+            Ok(m) if m.test => "test".to_string(),
+            Ok(m) if m.delivery == DeliveryMode::Async => "queued".to_string(),
+            Ok(_) => "sent".to_string(),
+            Err(ServiceError::Delivery(r)) => format!("delivery_failed:{}", r.as_str()),
+            Err(ServiceError::RateLimited { kind, .. }) => {
+                format!("rate_limited:{}", kind.as_str())
+            }
+            Err(ServiceError::Overloaded) => "overloaded".to_string(),
+            Err(ServiceError::SmsCountryNotAllowed(_)) => "blocked:country_not_allowed".into(),
+            Err(ServiceError::PhoneNumberNotAllowed) => "blocked:number_not_allowed".into(),
+            Err(ServiceError::SmsVelocity { .. }) => "blocked:velocity".into(),
+            Err(_) => "error".to_string(),
+        };
+        let now = self.core.now();
+        audit.record(&tenant.id, now, "mint", &to, &outcome, ctx);
+        if let Ok(m) = &result {
+            if m.template_fallback {
+                fallback_audit.record(
+                    &tenant.id,
+                    now,
+                    "template.fallback",
+                    &to,
+                    m.locale.as_str(),
+                    ctx,
+                );
+            }
+        }
+        result
+    }
+
+    async fn mint_inner(
+        &self,
+        tenant: &Tenant,
+        email: Recipient,
+        purpose: Purpose,
+        (flavor, mode): (Flavor, DeliveryMode),
+        locale: Option<&Locale>,
+        link: Option<&crate::service::codes::links::LinkRequest>,
+    ) -> Result<Minted, ServiceError> {
+        let mut policy = self.policy_for(tenant, flavor);
+        let quota = self.core.quota();
+        let now = self.core.now();
+        // A test recipient's (or a test tenant's) mint goes to the test inbox: it counts
+        // against the test sends only, and with a fixed code needs no new hash.
+        let route = self.tenants.route(tenant, email.canonical(), now).await?;
+        let test = route != Route::Relay;
+        let sms = email.channel() == Channel::Sms;
+        // The channel needs a transport (a test mint goes nowhere).
+        if !test && !self.delivery.has_route(tenant, email.channel()) {
+            return Err(ServiceError::ChannelNotConfigured);
+        }
+        if !test {
+            self.tenants
+                .check_suppressed(tenant, email.canonical())
+                .await?;
+        }
+        // The SMS fraud guard (API.md §17.1); a mint that sends nothing passes no check.
+        let sms_facts = match sms && !test {
+            true => Some(
+                self.screen_sms(tenant, email.canonical(), purpose.as_str(), now)
+                    .await?,
+            ),
+            false => None,
+        };
+        let link_plan = link.map(|l| self.plan_link(tenant, l, sms)).transpose()?;
+        let mode = if test { DeliveryMode::Sync } else { mode };
+        // With every limit off there is nothing to check or count.
+        let counted = !test && quota.any();
+        // A test mint counts against no send limit, but a recipient out of its failure
+        // budget is refused like any (API.md §17.8).
+        let checked = if test { quota.failures_only() } else { quota };
+        if checked.any() {
+            // A read first, so a refused mint costs no hash; the counting write below
+            // checks again atomically.
+            let (tid, c2) = (tenant.id.clone(), email.canonical().to_string());
+            self.core
+                .db(move |s| s.check_quota(&tid, &c2, &checked, now))
+                .await?
+                .map_err(limited)?;
+        }
+        let (code, code_hash) = match &route {
+            Route::Test(Some(fixed)) => {
+                policy.code_length = fixed.length;
+                (None, fixed.hash.clone())
+            }
+            _ => {
+                let code = OtpCode::generate(policy.code_length);
+                let hash = self.core.hasher.hash(code.expose()).await?;
+                (Some(code), hash)
+            }
+        };
+        // A fixed code is never shown again, not even in the test inbox.
+        let masked = "*".repeat(policy.code_length as usize);
+        let shown = code.as_ref().map_or(masked.as_str(), |c| c.expose());
+        let key = ShareableKey::generate(flavor);
+        let expires_at = now + i64::from(policy.ttl_seconds) * 1000;
+        let key_digest = self.key_digest(key.expose());
+        let (link_url, link_row) = match &link_plan {
+            Some(plan) => {
+                let (url, row) = self.make_link(tenant, plan, key.expose())?;
+                (url, Some(row))
+            }
+            None => (String::new(), None),
+        };
+        let mut written = self
+            .tenants
+            .render_message(
+                tenant,
+                locale,
+                &Vars {
+                    code: shown,
+                    ttl_seconds: policy.ttl_seconds,
+                    expires_at,
+                    app_name: tenant.name.as_str(),
+                    purpose: purpose.as_str(),
+                    email: email.as_given(),
+                    locale: "",
+                    link: &link_url,
+                },
+                sms,
+            )
+            .await?;
+        if !link_url.is_empty() {
+            crate::messages::ensure_link(&mut written.rendered, &link_url);
+        }
+        let challenge = NewChallenge {
+            key_digest: key_digest.clone(),
+            tenant_id: tenant.id.clone(),
+            flavor,
+            email: email.as_given().to_string(),
+            email_canonical: email.canonical().to_string(),
+            purpose: purpose.as_str().to_string(),
+            code_hash,
+            max_attempts: policy.max_attempts,
+            code_length: policy.code_length,
+            created_at: now,
+            expires_at,
+            delivery_mode: mode,
+            locale: Some(written.locale.as_str().to_string()),
+            channel: email.channel().as_str().into(),
+            link: link_row,
+        };
+        let message = stored_message(
+            tenant,
+            written.rendered,
+            (&written.locale, sms),
+            key.expose(),
+            (email.as_given(), purpose.as_str()),
+        );
+        let payload = self
+            .delivery
+            .seal_message(&tenant.id, &key_digest, &message)?;
+        drop(message);
+        let minted = Minted {
+            key,
+            expires_at,
+            policy,
+            delivery: mode,
+            locale: written.locale,
+            template_fallback: written.fallback,
+            test,
+            outcome_unknown: false,
+        };
+        if test {
+            let inbox = InboxEntry {
+                recipient: email.canonical().to_string(),
+                payload,
+                per_hour: self.core.settings.load().limits.test_sends_per_hour,
+            };
+            self.core
+                .write(move |s| s.insert_test_code(&challenge, &inbox, now))
+                .await?
+                .map_err(limited)?;
+            crate::metrics::inc(|m| &m.codes_minted, &["test"]);
+            return Ok(minted);
+        }
+        let lease = (mode == DeliveryMode::Sync).then(|| self.delivery.lease());
+        let outbox = NewOutbox {
+            recipient: email.delivery_address(),
+            payload: payload.clone(),
+            lease,
+            channel: email.channel(),
+        };
+        let count = sms_facts.map(|facts| SmsCount {
+            tenant: tenant.clone(),
+            phone: email.canonical().to_string(),
+            purpose: purpose.as_str().to_string(),
+            facts,
+            key_digest: key_digest.clone(),
+            now,
+        });
+        // Store first, send second: one durable commit holds the quota count, the code
+        // and its message. A mint whose code cannot be stored answers 503 and sends nothing.
+        let (this, c) = (std::sync::Arc::clone(&self.core), challenge.clone());
+        let q = counted.then_some(quota);
+        let store = async move {
+            this.write(move |s| s.insert_code(&c, &outbox, q.as_ref(), now))
+                .await?
+                .map_err(limited)
+        };
+        self.with_sms_count(count, store, Result::is_ok).await?;
+        if mode == DeliveryMode::Async {
+            self.delivery.outbox.wake();
+            crate::metrics::inc(|m| &m.codes_minted, &[mode.as_str()]);
+            return Ok(minted);
+        }
+        let job = OutboxJob {
+            key_digest,
+            tenant_id: tenant.id.clone(),
+            recipient: email.delivery_address(),
+            payload,
+            attempts: 0,
+            expires_at,
+            mode,
+            channel: email.channel(),
+        };
+        let outcome_unknown = self.deliver_now(tenant, job).await?;
+        crate::metrics::inc(|m| &m.codes_minted, &[mode.as_str()]);
+        Ok(Minted {
+            outcome_unknown,
+            ..minted
+        })
+    }
+
+    /// Send a sync message this process holds the lease of, and wait for the outcome:
+    /// `true` when it is unknown (the message may have reached the person; the code stays
+    /// valid and nothing sends it again by itself).
+    pub(super) async fn deliver_now(
+        &self,
+        tenant: &Tenant,
+        job: OutboxJob,
+    ) -> Result<bool, ServiceError> {
+        // On a task of its own: a client that goes away does not cut the send or the record
+        // of its outcome in half (the message and its lease stay this process's until then).
+        let (me, owner) = (std::sync::Arc::clone(&self.delivery), tenant.clone());
+        let attempt = tokio::spawn(tracing::Instrument::instrument(
+            async move { me.attempt(&job, &owner, None).await },
+            tracing::Span::current(),
+        ))
+        .await
+        .map_err(|e| ServiceError::Internal(format!("delivery task failed: {e}")))?;
+        match attempt {
+            Attempt::Sent => Ok(false),
+            Attempt::Unknown(_) => Ok(true),
+            // A failed sync delivery: the code is `failed` (it can never verify) unless an
+            // earlier message of its key was accepted, the quota given back when nothing can
+            // have reached the relay, the earlier code untouched.
+            Attempt::Failed(reason) | Attempt::Retry(reason) => Err(ServiceError::Delivery(reason)),
+            // A sync message always opens (this process sealed it a moment ago).
+            Attempt::NotMade => Err(ServiceError::Unavailable(
+                "the message could not be sent now".into(),
+            )),
+        }
+    }
+
+    pub async fn otp_status(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        flavor: Flavor,
+    ) -> Result<ChallengeView, ServiceError> {
+        let key = ShareableKey::parse(key, flavor).ok_or(ServiceError::OtpNotFound)?;
+        let digest = self.key_digest(key.expose());
+        let (tid, now) = (tenant.clone(), self.core.now());
+        self.core
+            .db(move |s| s.challenge(&tid, &digest, flavor, now))
+            .await?
+            .ok_or(ServiceError::OtpNotFound)
+    }
+
+    pub async fn cancel(
+        &self,
+        tenant: &TenantId,
+        subscribed: Option<&str>,
+        key: &str,
+        flavor: Flavor,
+        ctx: &RequestContext,
+    ) -> Result<(), ServiceError> {
+        let key = ShareableKey::parse(key, flavor).ok_or(ServiceError::OtpNotFound)?;
+        let digest = self.key_digest(key.expose());
+        let (tid, now) = (tenant.clone(), self.core.now());
+        let audit = self.core.audit.slot()?;
+        match self
+            .core
+            .db(move |s| s.cancel(&tid, &digest, flavor, now))
+            .await?
+        {
+            None => Err(ServiceError::OtpNotFound),
+            Some((true, v)) => {
+                audit.record(tenant, now, "cancel", &v.email, "cancelled", ctx);
+                self.events
+                    .emit(
+                        tenant,
+                        subscribed,
+                        EventType::OtpCancelled,
+                        EventData {
+                            shareable_key: key.expose(),
+                            email: &v.email,
+                            purpose: &v.purpose,
+                            locale: None,
+                            reason: None,
+                        },
+                    )
+                    .await;
+                Ok(())
+            }
+            Some((false, v)) => Err(ended(v.status_at(now))),
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! Codes: mint, verify, resend, cancel, claims, links, hosted pages, idempotency and the SMS
+//! guard.
+
+pub mod claims;
+pub mod hosted;
+pub mod idempotency;
+pub mod links;
+pub mod mint;
+pub mod resend;
+mod sms_guard;
+pub mod verify;
+
+use std::sync::Arc;
+
+use crate::service::{Core, Delivery, Events, Tenants};
+
+/// Codes: mint, verify, resend, cancel, claims, links, hosted pages, idempotency and the
+/// SMS guard.
+#[derive(Clone)]
+pub struct Codes {
+    pub(crate) core: Arc<Core>,
+    pub(crate) tenants: Arc<Tenants>,
+    pub(crate) delivery: Arc<Delivery>,
+    pub(crate) events: Arc<Events>,
+}

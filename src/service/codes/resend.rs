@@ -1,0 +1,299 @@
+//! Resend under one handle (API.md §13.3): a new code under the same shareable key. The
+//! key's earlier codes keep verifying until its (unchanged) expiry, its attempts are shared
+//! by all its codes, `otp.max_resends` bounds it, and the recipient's cooldown and quotas
+//! apply as to a mint.
+
+use crate::domain::challenge::{ChallengeView, Status};
+use crate::domain::code::OtpCode;
+use crate::domain::delivery::{DeliveryMode, DeliveryStatus};
+use crate::domain::email::RecipientEmail;
+use crate::domain::keys::{Flavor, ShareableKey};
+use crate::domain::locale::Locale;
+use crate::domain::recipient::{Channel, PhoneNumber, Recipient};
+use crate::domain::tenant::Tenant;
+use crate::domain::Millis;
+use crate::messages::Vars;
+use crate::service::codes::mint::{ended, limited, stored_message};
+use crate::service::codes::sms_guard::SmsCount;
+use crate::service::core::audit::RequestContext;
+use crate::service::tenants::test_mode::Route;
+use crate::service::{Codes, ServiceError};
+use crate::storage::{InboxEntry, NewOutbox, OutboxJob, Resend, ResendVia, Resent};
+
+/// A key after a resend.
+pub struct ResentKey {
+    pub key: ShareableKey,
+    pub view: ChallengeView,
+    /// Sync: the relay accepted the new message. Async: it is queued.
+    pub delivery: DeliveryMode,
+    /// Sync: the new message may have reached the person but no answer came.
+    pub outcome_unknown: bool,
+    /// The locale the new message was written in.
+    pub locale: Locale,
+}
+
+/// Whether a key can no longer be resent: ended (410 with its state's code) or out of
+/// resends (429 `resend_limit_reached`).
+fn ended_or_spent(v: &ChallengeView, max_resends: u32, now: Millis) -> Option<ServiceError> {
+    let status = v.status_at(now);
+    if status != Status::Pending {
+        return Some(ended(status));
+    }
+    (v.resends >= max_resends).then_some(ServiceError::ResendLimit(max_resends))
+}
+
+/// Whether the key's last message is still on its way (409): checked after the cooldown and
+/// quotas, whose 429 tells when to try again.
+fn in_flight(v: &ChallengeView) -> Option<ServiceError> {
+    matches!(
+        v.delivery.status,
+        DeliveryStatus::Queued | DeliveryStatus::Sending
+    )
+    .then_some(ServiceError::Conflict(
+        "the key's last message is still on its way; resend once it was delivered or failed",
+    ))
+}
+
+/// Why a key cannot be resent now, from its state.
+fn why_not(v: &ChallengeView, max_resends: u32, now: Millis) -> Option<ServiceError> {
+    ended_or_spent(v, max_resends, now).or_else(|| in_flight(v))
+}
+
+impl Codes {
+    pub async fn resend(
+        &self,
+        tenant: &Tenant,
+        key: &str,
+        ctx: &RequestContext,
+    ) -> Result<ResentKey, ServiceError> {
+        let key = ShareableKey::parse(key, Flavor::Native).ok_or(ServiceError::OtpNotFound)?;
+        let audit = self.core.audit.slot()?;
+        let mut recipient = String::new();
+        let result = self.resend_inner(tenant, key, &mut recipient).await;
+        let outcome = match &result {
+            Ok(r) if r.view.test => "test".to_string(),
+            Ok(r) if r.delivery == DeliveryMode::Async => "queued".to_string(),
+            Ok(_) => "sent".to_string(),
+            Err(ServiceError::Delivery(r)) => format!("delivery_failed:{}", r.as_str()),
+            Err(ServiceError::RateLimited { kind, .. }) => {
+                format!("rate_limited:{}", kind.as_str())
+            }
+            Err(ServiceError::ResendLimit(_)) => "resend_limit_reached".to_string(),
+            Err(ServiceError::OtpNotFound) => return result,
+            Err(_) => "refused".to_string(),
+        };
+        audit.record(
+            &tenant.id,
+            self.core.now(),
+            "resend",
+            &recipient,
+            &outcome,
+            ctx,
+        );
+        result
+    }
+
+    async fn resend_inner(
+        &self,
+        tenant: &Tenant,
+        key: ShareableKey,
+        recipient_seen: &mut String,
+    ) -> Result<ResentKey, ServiceError> {
+        let now = self.core.now();
+        let digest = self.key_digest(key.expose());
+        let max_resends = self.core.settings.load().otp.max_resends;
+        let (tid, d) = (tenant.id.clone(), digest.clone());
+        let (view, current_hash) = self
+            .core
+            .db(move |s| s.resend_target(&tid, &d, now))
+            .await?
+            .ok_or(ServiceError::OtpNotFound)?;
+        recipient_seen.clone_from(&view.email);
+        if let Some(e) = ended_or_spent(&view, max_resends, now) {
+            return Err(e);
+        }
+        // A test key, or any key of a tenant now in test mode, is resent to the test inbox.
+        let test = view.test || tenant.test;
+        let sms = Channel::parse(&view.channel) == Some(Channel::Sms);
+        let email = if sms {
+            PhoneNumber::parse(&view.email).map(Recipient::Phone)
+        } else {
+            RecipientEmail::parse(&view.email)
+                .ok()
+                .map(Recipient::Email)
+        }
+        .ok_or_else(|| ServiceError::Internal("a stored recipient does not parse".into()))?;
+        if !test && !self.delivery.has_route(tenant, email.channel()) {
+            return Err(ServiceError::ChannelNotConfigured);
+        }
+        if !test {
+            self.tenants
+                .check_suppressed(tenant, email.canonical())
+                .await?;
+        }
+        // The SMS fraud guard sees a resend like a mint (API.md §17.1): the country and type
+        // again (the tenant may have taken the country off its list), and the velocity.
+        let sms_facts = match sms && !test {
+            true => Some(
+                self.screen_sms(tenant, email.canonical(), &view.purpose, now)
+                    .await?,
+            ),
+            false => None,
+        };
+        let quota = self.core.quota();
+        let counted = !test && quota.any();
+        if counted {
+            // A read first, so a refused resend costs no hash.
+            let (tid, c2) = (tenant.id.clone(), view.email_canonical.clone());
+            self.core
+                .db(move |s| s.check_quota(&tid, &c2, &quota, now))
+                .await?
+                .map_err(limited)?;
+        }
+        if let Some(e) = in_flight(&view) {
+            return Err(e);
+        }
+        // The new code shares the key's salt: a guess is hashed once for all its codes. A
+        // test recipient with a fixed code gets that code again.
+        let fixed = match test {
+            true => match self
+                .tenants
+                .route(tenant, &view.email_canonical, now)
+                .await?
+            {
+                Route::Test(Some(f)) if f.length == view.code_length => Some(f),
+                _ => None,
+            },
+            false => None,
+        };
+        let (code, code_hash) = match fixed {
+            Some(f) => (None, f.hash),
+            None => {
+                let code = OtpCode::generate(view.code_length);
+                let hash = self
+                    .core
+                    .hasher
+                    .hash_like(code.expose(), &current_hash)
+                    .await?;
+                (Some(code), hash)
+            }
+        };
+        let masked = "*".repeat(view.code_length as usize);
+        let shown = code.as_ref().map_or(masked.as_str(), |c| c.expose());
+        let locale = view.locale.as_deref().and_then(Locale::parse);
+        let written = self
+            .tenants
+            .render_message(
+                tenant,
+                locale.as_ref(),
+                &Vars {
+                    code: shown,
+                    ttl_seconds: u32::try_from((view.expires_at - now).max(0) / 1000).unwrap_or(0),
+                    expires_at: view.expires_at,
+                    app_name: tenant.name.as_str(),
+                    purpose: &view.purpose,
+                    email: &view.email,
+                    locale: "",
+                    link: "",
+                },
+                sms,
+            )
+            .await?;
+        let message = stored_message(
+            tenant,
+            written.rendered,
+            (&written.locale, sms),
+            key.expose(),
+            (&view.email, &view.purpose),
+        );
+        let payload = self.delivery.seal_message(&tenant.id, &digest, &message)?;
+        drop(message);
+        let mode = view.delivery.mode;
+        let via = if test {
+            ResendVia::Inbox(InboxEntry {
+                recipient: view.email_canonical.clone(),
+                payload: payload.clone(),
+                per_hour: self.core.settings.load().limits.test_sends_per_hour,
+            })
+        } else {
+            ResendVia::Relay {
+                outbox: NewOutbox {
+                    recipient: email.delivery_address(),
+                    payload: payload.clone(),
+                    lease: (mode == DeliveryMode::Sync).then(|| self.delivery.lease()),
+                    channel: email.channel(),
+                },
+                quota: counted.then_some(quota),
+            }
+        };
+        let r = Resend {
+            tenant_id: tenant.id.clone(),
+            key_digest: digest.clone(),
+            code_hash,
+            max_resends,
+            recipient: view.email_canonical.clone(),
+            via,
+        };
+        let count = sms_facts.map(|facts| SmsCount {
+            tenant: tenant.clone(),
+            phone: email.canonical().to_string(),
+            purpose: view.purpose.clone(),
+            facts,
+            key_digest: digest.clone(),
+            now,
+        });
+        let this = std::sync::Arc::clone(&self.core);
+        let store = async move { this.write(move |s| s.resend_code(&r, now)).await };
+        let resent = self
+            .with_sms_count(count, store, |r| matches!(r, Ok(Resent::Done)))
+            .await;
+        match resent? {
+            Resent::Done => {}
+            Resent::Refused(q) => return Err(limited(q)),
+            Resent::NotNow => {
+                // Changed since it was read: say how, from its state now.
+                let (tid, d) = (tenant.id.clone(), digest.clone());
+                let again = self
+                    .core
+                    .db(move |s| s.resend_target(&tid, &d, now))
+                    .await?;
+                return Err(again
+                    .and_then(|(v, _)| why_not(&v, max_resends, now))
+                    .unwrap_or(ServiceError::Conflict(
+                        "the key changed under this request; try again",
+                    )));
+            }
+        }
+        let delivery = if test { DeliveryMode::Sync } else { mode };
+        let mut outcome_unknown = false;
+        if !test {
+            if mode == DeliveryMode::Async {
+                self.delivery.outbox.wake();
+            } else {
+                let job = OutboxJob {
+                    key_digest: digest.clone(),
+                    tenant_id: tenant.id.clone(),
+                    recipient: email.delivery_address(),
+                    payload,
+                    attempts: 0,
+                    expires_at: view.expires_at,
+                    mode,
+                    channel: email.channel(),
+                };
+                outcome_unknown = self.deliver_now(tenant, job).await?;
+            }
+        }
+        let label = if test { "test" } else { mode.as_str() };
+        crate::metrics::inc(|m| &m.codes_resent, &[label]);
+        let mut view = view;
+        view.resends += 1;
+        view.test = test;
+        Ok(ResentKey {
+            key,
+            view,
+            delivery,
+            outcome_unknown,
+            locale: written.locale,
+        })
+    }
+}

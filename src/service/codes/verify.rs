@@ -1,0 +1,408 @@
+//! Verifying a code: an attempt is reserved atomically in the store before the comparison,
+//! so no concurrency evaluates more than `max_attempts` guesses; a miss is explained from
+//! the code's state.
+
+use crate::domain::challenge::Status;
+use crate::domain::code::OtpCode;
+use crate::domain::event::EventType;
+use crate::domain::keys::{Flavor, ShareableKey, TenantId};
+use crate::domain::Millis;
+use crate::service::codes::mint::ended;
+use crate::service::core::audit::RequestContext;
+use crate::service::core::retry_secs;
+use crate::service::events::webhooks::EventData;
+use crate::service::{Codes, ErrorCode, LimitKind, ServiceError};
+use crate::storage::{Store, StoreError};
+
+pub struct Verified {
+    pub email: String,
+    pub purpose: String,
+    pub verified_at: Millis,
+}
+
+/// What a verify did: its result, and the tenant it was for once known (`None`: a wrong
+/// secret, an unknown key, or a store that could not say) — for the access log and metrics.
+pub struct VerifyOutcome {
+    pub tenant: Option<TenantId>,
+    pub result: Result<Verified, ServiceError>,
+}
+
+/// One verify's steps as they went: the tenant found (if it was), the recipient seen (once
+/// the attempt was reserved) and the result.
+struct Steps {
+    resolved: Resolved,
+    recipient: String,
+    result: Result<Verified, ServiceError>,
+}
+
+/// Who a verify is for. Either way the tenant is found in the same store call that
+/// reserves the attempt: one trip to the store, not two.
+pub enum Caller<'a> {
+    /// The bearer secret the request presented. A request that ends before the store call
+    /// is authenticated on its own first, so a wrong secret is `Unauthorized` whatever else
+    /// is wrong.
+    Secret(&'a str),
+    /// Whoever owns the shareable key (OtpMint's routes carry no tenant credential). An
+    /// unknown key, or one whose tenant is disabled, is `OtpNotFound`.
+    KeyOwner,
+}
+
+/// The tenant a verify turned out to be for, and its webhook subscriptions if known.
+type Resolved = Option<(TenantId, Option<String>)>;
+
+/// How a [`Caller`]'s tenant is found in the store: one lookup, made inside the reserving
+/// call or, for a request that never gets there, on its own.
+#[derive(Clone)]
+enum Lookup {
+    /// The secret key's digest (the same indexed read for unknown and disabled keys).
+    Secret(Vec<u8>),
+    /// The shareable key's digest: its owner, if enabled.
+    KeyOwner(Vec<u8>),
+}
+
+impl Lookup {
+    fn find(&self, s: &dyn Store, flavor: Flavor, now: Millis) -> Result<Resolved, StoreError> {
+        Ok(match self {
+            Lookup::Secret(d) => s
+                .tenant_by_secret(d, now)?
+                .map(|t| (t.id, Some(t.webhook_events))),
+            Lookup::KeyOwner(d) => s.challenge_owner(d, flavor)?.map(|id| (id, None)),
+        })
+    }
+
+    /// The answer when no tenant is found.
+    fn missing(&self) -> ServiceError {
+        match self {
+            Lookup::Secret(_) => ServiceError::Unauthorized,
+            Lookup::KeyOwner(_) => ServiceError::OtpNotFound,
+        }
+    }
+}
+
+impl Codes {
+    /// Check a code. Malformed input uses no attempt; the attempt is reserved in the store
+    /// before the comparison, so concurrency cannot exceed `max_attempts` evaluations.
+    /// Also returns the tenant, once known (`None`: a wrong secret, an unknown key, or a store
+    /// that could not say).
+    pub async fn verify(
+        &self,
+        caller: Caller<'_>,
+        key: &str,
+        code: &str,
+        flavor: Flavor,
+        ctx: &RequestContext,
+    ) -> VerifyOutcome {
+        let audit = match self.core.audit.slot() {
+            Ok(a) => a,
+            Err(e) => {
+                return VerifyOutcome {
+                    tenant: None,
+                    result: Err(e),
+                }
+            }
+        };
+        let Steps {
+            resolved,
+            recipient,
+            result,
+        } = self.verify_steps(&caller, key, code, (flavor, ctx)).await;
+        let Some((tenant, _)) = resolved else {
+            // Not authenticated, or no such key: no verify happened.
+            return VerifyOutcome {
+                tenant: None,
+                result,
+            };
+        };
+        let outcome = match result.as_ref().map_err(ServiceError::code) {
+            Ok(_) => "verified",
+            Err(ErrorCode::OtpMismatch) => "mismatch",
+            Err(ErrorCode::OtpExpired) => "expired",
+            Err(ErrorCode::OtpUsed) => "used",
+            Err(ErrorCode::OtpSuperseded) => "superseded",
+            Err(ErrorCode::OtpCancelled) => "cancelled",
+            Err(ErrorCode::AttemptsExhausted) => "exhausted",
+            Err(ErrorCode::OtpNotFound) => "not_found",
+            Err(ErrorCode::InvalidRequest) => "invalid",
+            Err(ErrorCode::RateLimited) => "rate_limited",
+            Err(ErrorCode::OtpFailed) => "failed",
+            Err(ErrorCode::Overloaded) => "overloaded",
+            Err(_) => "error",
+        };
+        crate::metrics::inc(|m| &m.verify_outcomes, &[outcome]);
+        if let Err(ServiceError::RateLimited { kind, .. }) = &result {
+            crate::metrics::inc(|m| &m.rate_limited, &[kind.as_str()]);
+        }
+        if outcome != "not_found" && outcome != "invalid" {
+            audit.record(&tenant, self.core.now(), "verify", &recipient, outcome, ctx);
+        }
+        VerifyOutcome {
+            tenant: Some(tenant),
+            result,
+        }
+    }
+
+    /// Find the tenant of a request that ends before, or without, the store call that would
+    /// have found it, then answer `e` for it; a wrong secret or an unknown key answers for
+    /// itself (and finds no tenant).
+    async fn refuse(
+        &self,
+        lookup: Lookup,
+        flavor: Flavor,
+        now: Millis,
+        e: ServiceError,
+    ) -> (Resolved, ServiceError) {
+        let missing = lookup.missing();
+        match self.core.db(move |s| lookup.find(s, flavor, now)).await {
+            Ok(Some(found)) => (Some(found), e),
+            Ok(None) => (None, missing),
+            Err(store) => (None, store),
+        }
+    }
+
+    async fn verify_steps(
+        &self,
+        caller: &Caller<'_>,
+        key: &str,
+        code: &str,
+        (flavor, ctx): (Flavor, &RequestContext),
+    ) -> Steps {
+        let mut resolved: Resolved = None;
+        let mut recipient = String::new();
+        let result = async {
+        let key = ShareableKey::parse(key, flavor);
+        let digest = key.as_ref().map(|k| self.key_digest(k.expose()));
+        let lookup = match caller {
+            Caller::Secret(secret) => Lookup::Secret(self.tenants.secret_digest(secret)),
+            Caller::KeyOwner => match &digest {
+                Some(d) => Lookup::KeyOwner(d.clone()),
+                // A malformed key has no owner.
+                None => return Err(ServiceError::OtpNotFound),
+            },
+        };
+        let now = self.core.now();
+        let (Some(key), Some(digest)) = (key, digest) else {
+            let e = ServiceError::OtpNotFound;
+            let (found, e) = self.refuse(lookup, flavor, now, e).await;
+            resolved = found;
+            return Err(e);
+        };
+        let guess = match OtpCode::parse_guess(code) {
+            Ok(g) => g,
+            Err(e) => {
+                let e = ServiceError::field("otp", e.to_string());
+                let (found, e) = self.refuse(lookup, flavor, now, e).await;
+                resolved = found;
+                return Err(e);
+            }
+        };
+        let code = guess.expose();
+        let quota = self.core.quota();
+        let d = digest.clone();
+        let len = code.len() as u32;
+        let hasher = self.core.hasher.clone();
+        let find = lookup.clone();
+        let reserved = self
+            .core.write(move |s| {
+                let Some((tid, subscribed)) = find.find(s, flavor, now)? else {
+                    return Ok(None);
+                };
+                // Admission to the hashing pool once the tenant is known and before any state
+                // changes: overload is refused with no attempt used, and a request without a
+                // credential never holds a slot. A reservation that fails gives it back here.
+                let admitted = match hasher.slot() {
+                    Ok(slot) => Ok(s
+                        .reserve_attempt(&tid, &d, flavor, len, &quota, now)?
+                        .map(|r| (slot, r))),
+                    Err(e) => Err(e),
+                };
+                Ok(Some((tid, subscribed, admitted)))
+            })
+            .await;
+        let reserved = match reserved {
+            Ok(r) => r,
+            // The store failed (its writer busy, a batch aborted): a wrong secret or an unknown
+            // key is still told apart from a store that cannot answer.
+            Err(e) => {
+                let (found, e) = self.refuse(lookup, flavor, now, e).await;
+                resolved = found;
+                return Err(e);
+            }
+        };
+        let Some((tid, subscribed, admitted)) = reserved else {
+            return Err(lookup.missing());
+        };
+        let (tenant, subscribed) = &*resolved.get_or_insert((tid, subscribed));
+        let subscribed = subscribed.as_deref();
+        let (slot, res) = match admitted {
+            Ok(Some(admitted)) => admitted,
+            Ok(None) => return Err(self.why_not(tenant, &digest, flavor, now, code.len()).await),
+            Err(overloaded) => return Err(overloaded.into()),
+        };
+        recipient.clone_from(&res.email);
+        // Every code of the key (its resends') in one hashing job (API.md §13.3).
+        let matched = match self.core.hasher.verify_any(slot, code, &res.code_hashes).await {
+            Ok(m) => m,
+            Err(e) => {
+                // Never evaluated: the attempt and the failure budget are given back.
+                let tid = tenant.clone();
+                let d = digest.clone();
+                let r = res.email_canonical.clone();
+                let _ = self.core.write(move |s| s.release_attempt(&tid, &d, &r)).await;
+                return Err(e.into());
+            }
+        };
+        if matched {
+            let t = self.core.now();
+            let d = digest.clone();
+            let tid = tenant.clone();
+            // A match resets the recipient's failure budget, in the same commit.
+            let clear = (quota.max_failures > 0).then(|| res.email_canonical.clone());
+            // `otp.verified` commits with the verify itself.
+            let event = self.events.event_for(
+                tenant,
+                subscribed,
+                EventType::OtpVerified,
+                EventData {
+                    shareable_key: key.expose(),
+                    email: &res.email,
+                    purpose: &res.purpose,
+                    locale: res.locale.as_deref(),
+                    reason: None,
+                },
+            );
+            let raised = event.is_some();
+            let finished = match self
+                .core.write(move |s| {
+                    s.finish_verify(&tid, &d, t, event.as_ref(), clear.as_deref(), "code")
+                })
+                .await
+            {
+                Ok(f) => f,
+                Err(e) => return Err(e),
+            };
+            if finished {
+                if raised {
+                    self.events.wake_hooks();
+                }
+                return Ok(Verified {
+                    email: res.email,
+                    purpose: res.purpose,
+                    verified_at: t,
+                });
+            }
+            return Err(self.why_not(tenant, &digest, flavor, t, code.len()).await);
+        }
+        // The failure was counted against the recipient's budget with the reservation. A
+        // test recipient's fixed code has a budget of its own (API.md §17.3).
+        let max_test = self.core.settings.load().limits.test_code_max_failures;
+        if res.test && max_test > 0 {
+            if let Some(hash) = res.code_hashes.first().cloned() {
+                let (tid, r, now) = (tenant.clone(), res.email_canonical.clone(), self.core.now());
+                match self
+                    .core.write(move |s| s.test_code_failed(&tid, &r, &hash, max_test, now))
+                    .await
+                {
+                    Ok(true) => {
+                        tracing::warn!(tenant_id = %tenant, "a test recipient's fixed code ran out of its failure budget; the entry is inert until stored again");
+                        if let Ok(audit) = self.core.audit.slot() {
+                            audit.record(
+                                tenant,
+                                now,
+                                "test_recipient.disabled",
+                                &res.email,
+                                "failure_budget",
+                                ctx,
+                            );
+                        }
+                        self.events.emit(
+                            tenant,
+                            subscribed,
+                            EventType::TestRecipientDisabled,
+                            EventData {
+                                shareable_key: key.expose(),
+                                email: &res.email,
+                                purpose: &res.purpose,
+                                locale: res.locale.as_deref(),
+                                reason: Some("failure_budget"),
+                            },
+                        )
+                        .await;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "counting a fixed test code's failure failed")
+                    }
+                }
+            }
+        }
+        let attempts_remaining = res.max_attempts.saturating_sub(res.attempts);
+        if attempts_remaining == 0 {
+            self.events.emit(
+                tenant,
+                subscribed,
+                EventType::OtpAttemptsExhausted,
+                EventData {
+                    shareable_key: key.expose(),
+                    email: &res.email,
+                    purpose: &res.purpose,
+                    locale: res.locale.as_deref(),
+                    reason: None,
+                },
+            )
+            .await;
+        }
+        Err(ServiceError::Mismatch { attempts_remaining })
+        }
+        .await;
+        Steps {
+            resolved,
+            recipient,
+            result,
+        }
+    }
+
+    /// Why no attempt could be reserved: unknown, ended, or the recipient is blocked.
+    async fn why_not(
+        &self,
+        tenant: &TenantId,
+        digest: &[u8],
+        flavor: Flavor,
+        now: Millis,
+        code_len: usize,
+    ) -> ServiceError {
+        let tid = tenant.clone();
+        let d = digest.to_vec();
+        let view = match self
+            .core
+            .db(move |s| s.challenge(&tid, &d, flavor, now))
+            .await
+        {
+            Ok(Some(v)) => v,
+            Ok(None) => return ServiceError::OtpNotFound,
+            Err(e) => return e,
+        };
+        let status = view.status_at(now);
+        if status == Status::Pending {
+            if code_len != view.code_length as usize {
+                return ServiceError::field(
+                    "otp",
+                    format!("must be {} ASCII digits", view.code_length),
+                );
+            }
+            let quota = self.core.quota();
+            let tid = tenant.clone();
+            let recipient = view.email_canonical.clone();
+            if let Ok(Some(until)) = self
+                .core
+                .db(move |s| s.failures_blocked(&tid, &recipient, &quota, now))
+                .await
+            {
+                return ServiceError::RateLimited {
+                    retry_after_secs: retry_secs(until - now),
+                    kind: LimitKind::Failures,
+                };
+            }
+        }
+        ended(status)
+    }
+}

@@ -1,0 +1,438 @@
+//! Bounce and complaint events from a tenant's email provider (API.md §16.2): verified with
+//! the material of its provider settings, then each applied once — the recipient
+//! suppressed, the code's delivery marked `bounced`, statistics and `otp.bounced` /
+//! `otp.complained`. SES events arrive through SNS: the signing certificate is fetched only
+//! from SNS hosts and cached; a subscription confirmation is followed once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use crate::domain::email::RecipientEmail;
+use crate::domain::keys::TenantId;
+use crate::domain::provider::ProviderKind;
+use crate::domain::provider_event::{
+    sns_cert_url_allowed, sns_url_allowed, verify_and_parse, EventKeys, EventKind, Header,
+    ProviderEvent, Refused, SnsMessage, SnsType,
+};
+use crate::domain::recipient::Channel;
+use crate::domain::stats::Counted;
+use crate::domain::suppression::{Suppression, SuppressionReason};
+use crate::domain::tenant::Tenant;
+use crate::service::events::webhooks::EventData;
+use crate::service::{Events, ServiceError};
+use crate::storage::provider_events::{EventApplied, VerifiedWith};
+use crate::storage::EventEffect;
+
+/// Where the SES topic a tenant's events come from is pinned (API.md §16.2).
+const SES_TOPIC_PIN: &str = "ses-topic-pin";
+
+/// Certificates kept (by URL); SNS signs with a handful at a time.
+const CERTS_KEPT: usize = 32;
+const CERT_MAX: usize = 16 * 1024;
+
+fn certs() -> &'static Mutex<HashMap<String, Vec<u8>>> {
+    static CERTS: OnceLock<Mutex<HashMap<String, Vec<u8>>>> = OnceLock::new();
+    CERTS.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn refused(r: Refused) -> ServiceError {
+    match r {
+        Refused::Unverified => ServiceError::EventUnverified,
+        Refused::Malformed(why) => ServiceError::EventMalformed(why),
+    }
+}
+
+/// Tenants whose event settings are kept at most; beyond it the cache starts over.
+const SETTINGS_KEPT: usize = 4096;
+
+/// A tenant's event verification material as read for an earlier request.
+struct EventSettings {
+    kind: ProviderKind,
+    keys: EventKeys,
+    verified_with: VerifiedWith,
+}
+
+/// Each tenant's event settings as last read, for the providers whose events verify without
+/// a write of their own (Resend, SendGrid, Postmark). An event verified with them is applied
+/// only if, in its own transaction, the tenant's row version and webhook subscription are
+/// still what was read; otherwise nothing changes, the settings are read again and the
+/// event is verified anew. An event they do not verify is checked against the stored
+/// settings before it is refused. Saves a store round trip per event (docs/benchmarks.md,
+/// "Provider events beside mints").
+#[derive(Clone, Default)]
+pub struct EventSettingsCache {
+    inner: Arc<Mutex<HashMap<String, Arc<EventSettings>>>>,
+}
+
+impl EventSettingsCache {
+    fn get(&self, tenant: &TenantId) -> Option<Arc<EventSettings>> {
+        let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(tenant.as_str()).cloned()
+    }
+
+    fn put(&self, tenant: &TenantId, s: EventSettings) {
+        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= SETTINGS_KEPT {
+            m.clear();
+        }
+        m.insert(tenant.as_str().to_string(), Arc::new(s));
+    }
+
+    fn forget(&self, tenant: &TenantId) {
+        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        m.remove(tenant.as_str());
+    }
+}
+
+/// Whether a provider's events verify without a write of their own (Mailgun records each
+/// token; SES pins its topic and fetches certificates).
+fn settings_kept(kind: ProviderKind) -> bool {
+    matches!(
+        kind,
+        ProviderKind::Resend | ProviderKind::Sendgrid | ProviderKind::Postmark
+    )
+}
+
+/// Whether applying an event writes (a hard bounce or complaint of an address).
+fn changes_something(e: &ProviderEvent) -> bool {
+    matches!(e.kind, EventKind::HardBounce | EventKind::Complaint)
+        && RecipientEmail::parse(&e.recipient).is_ok()
+}
+
+/// What a request of events did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct EventsApplied {
+    /// Events in the request.
+    pub received: usize,
+    /// Hard bounces and complaints applied now (not seen before).
+    pub applied: usize,
+}
+
+impl Events {
+    /// Receive a provider's request of events for a tenant.
+    pub async fn receive_provider_events(
+        &self,
+        provider: &str,
+        tenant_id: &str,
+        header: Header<'_>,
+        body: &[u8],
+    ) -> Result<EventsApplied, ServiceError> {
+        let kind = ProviderKind::parse(provider)
+            .filter(|k| k.channel() == Channel::Email)
+            .ok_or(ServiceError::ProviderNotFound)?;
+        let id = TenantId::parse(tenant_id).ok_or(ServiceError::TenantNotFound)?;
+        let now = self.core.now();
+        // First with the settings read for an earlier request, while they still hold.
+        let mut applied_before = 0;
+        if let Some(known) = self.event_settings.get(&id).filter(|k| k.kind == kind) {
+            // Only an event that changes something checks, in its own transaction, that the
+            // settings still hold: a request of none is answered from the stored settings.
+            if let Some(events) = verify_and_parse(kind, &known.keys, header, body, now / 1000)
+                .ok()
+                .filter(|events| events.iter().any(changes_something))
+            {
+                let w = &known.verified_with;
+                let (done, stale) = self
+                    .apply_events(&id, &w.webhook_events, Some(w), kind, events, now)
+                    .await?;
+                if !stale {
+                    return Ok(done);
+                }
+                applied_before = done.applied;
+                self.event_settings.forget(&id);
+            }
+        }
+        let tenant = self.core.tenant(tenant_id).await?;
+        if !tenant.enabled {
+            return Err(ServiceError::TenantNotFound);
+        }
+        // The tenant's email provider holds the verification material: another kind's
+        // events cannot verify.
+        let Some(p) = tenant.email_provider.as_ref().filter(|p| p.kind == kind) else {
+            return Err(ServiceError::EventUnverified);
+        };
+        let events = if kind == ProviderKind::Ses {
+            let topic = p.setting("events_topic_arn").map(str::to_string);
+            match self.verified_sns(&tenant, topic, body).await? {
+                Some(events) => events,
+                None => return Ok(EventsApplied::default()),
+            }
+        } else {
+            let secrets = self.core.open_provider_secrets(&tenant.id, p).await?;
+            let keys = EventKeys {
+                secret: secrets.get("events_secret").cloned(),
+                public_key: p.setting("events_public_key").map(str::to_string),
+                username: p.setting("events_username").map(str::to_string),
+                password: secrets.get("events_password").cloned(),
+            };
+            let events =
+                verify_and_parse(kind, &keys, header, body, now / 1000).map_err(refused)?;
+            if settings_kept(kind) {
+                self.event_settings.put(
+                    &tenant.id,
+                    EventSettings {
+                        kind,
+                        keys,
+                        verified_with: VerifiedWith {
+                            row_version: tenant.row_version,
+                            webhook_events: tenant.webhook_events.clone(),
+                        },
+                    },
+                );
+            }
+            // Mailgun signs only its timestamp and token, not the event: a token is taken
+            // once, so a captured signature carries no other event.
+            if kind == ProviderKind::Mailgun {
+                let token = serde_json::from_slice::<serde_json::Value>(body)
+                    .ok()
+                    .and_then(|v| v.pointer("/signature/token")?.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                let (tid, t) = (
+                    tenant.id.clone(),
+                    token.chars().take(200).collect::<String>(),
+                );
+                if !self
+                    .core
+                    .write(move |s| s.record_provider_event(&tid, "mailgun-token", &t, now))
+                    .await?
+                {
+                    return Ok(EventsApplied {
+                        received: events.len(),
+                        applied: 0,
+                    });
+                }
+            }
+            events
+        };
+        let w = &tenant.webhook_events;
+        let (mut done, _) = self
+            .apply_events(&tenant.id, w, None, kind, events, now)
+            .await?;
+        done.applied += applied_before;
+        Ok(done)
+    }
+
+    /// Apply each event in turn; the second value is true when one found the settings it
+    /// was verified with gone stale (it and those after it changed nothing).
+    async fn apply_events(
+        &self,
+        tenant: &TenantId,
+        webhook_events: &str,
+        verified_with: Option<&VerifiedWith>,
+        kind: ProviderKind,
+        events: Vec<ProviderEvent>,
+        now: i64,
+    ) -> Result<(EventsApplied, bool), ServiceError> {
+        let mut done = EventsApplied {
+            received: events.len(),
+            applied: 0,
+        };
+        for e in events {
+            match self
+                .apply_event(tenant, webhook_events, verified_with, kind, e, now)
+                .await?
+            {
+                EventApplied::Applied => done.applied += 1,
+                EventApplied::Seen => {}
+                EventApplied::Stale => return Ok((done, true)),
+            }
+        }
+        Ok((done, false))
+    }
+
+    /// Apply one event: a hard bounce or complaint once; anything else changes nothing.
+    async fn apply_event(
+        &self,
+        tenant: &TenantId,
+        webhook_events: &str,
+        verified_with: Option<&VerifiedWith>,
+        kind: ProviderKind,
+        e: ProviderEvent,
+        now: i64,
+    ) -> Result<EventApplied, ServiceError> {
+        // A soft bounce or anything else changes nothing; an address the provider names that
+        // is no address is no one to suppress.
+        let (reason, counted) = match e.kind {
+            EventKind::HardBounce => (SuppressionReason::HardBounce, Counted::Bounced),
+            EventKind::Complaint => (SuppressionReason::Complaint, Counted::Complained),
+            EventKind::SoftBounce | EventKind::Other => return Ok(EventApplied::Seen),
+        };
+        let Ok(addr) = RecipientEmail::parse(&e.recipient) else {
+            return Ok(EventApplied::Seen);
+        };
+        let recipient = addr.canonical().to_string();
+        let mut effect = EventEffect {
+            tenant: tenant.clone(),
+            provider: kind.as_str().to_string(),
+            event_id: e.id.chars().take(200).collect(),
+            suppression: Suppression {
+                recipient: recipient.clone(),
+                reason,
+                source: kind.as_str().to_string(),
+                created_at: now,
+            },
+            message_id: e.message_id.map(|m| m.chars().take(300).collect()),
+            counted,
+            webhook: None,
+            verified_with: verified_with.cloned(),
+            now,
+        };
+        effect.webhook = self.event_for(
+            tenant,
+            Some(webhook_events),
+            effect.event_type(),
+            EventData {
+                shareable_key: "",
+                email: &recipient,
+                purpose: "",
+                locale: None,
+                reason: Some(reason.as_str()),
+            },
+        );
+        let raised = effect.webhook.is_some();
+        let applied = self
+            .core
+            .write(move |s| s.apply_provider_event(&effect))
+            .await?;
+        if applied == EventApplied::Applied {
+            crate::metrics::inc(|m| &m.provider_events, &[kind.as_str(), reason.as_str()]);
+            if raised {
+                self.wake_hooks();
+            }
+        }
+        Ok(applied)
+    }
+
+    /// An SNS message verified with its certificate: SES's events of a notification, or
+    /// `None` for a subscription (confirmed once) or unsubscribe confirmation.
+    async fn verified_sns(
+        &self,
+        tenant: &Tenant,
+        configured_topic: Option<String>,
+        body: &[u8],
+    ) -> Result<Option<Vec<ProviderEvent>>, ServiceError> {
+        let msg = SnsMessage::parse(body).map_err(refused)?;
+        let hosts = self
+            .core
+            .settings
+            .load()
+            .delivery
+            .sns_certificate_hosts
+            .clone();
+        if !sns_cert_url_allowed(&msg.signing_cert_url, &hosts) || !msg.fresh(self.core.now()) {
+            return Err(ServiceError::EventUnverified);
+        }
+        // Every SNS topic is signed with the same certificates: only the tenant's topic is
+        // taken — the one its settings name, else the first that subscribed or notified
+        // (pinned then). Checked before any certificate is fetched.
+        let tid = tenant.id.clone();
+        let pinned = self
+            .core
+            .db(move |s| s.provider_pin(&tid, SES_TOPIC_PIN))
+            .await?;
+        let expected = configured_topic.or(pinned.clone());
+        if expected.as_deref().is_some_and(|t| t != msg.topic_arn) {
+            return Err(ServiceError::EventUnverified);
+        }
+        let cert = self.sns_certificate(&msg.signing_cert_url).await?;
+        msg.verify(&cert).map_err(refused)?;
+        if expected.is_none() {
+            let (tid, topic, now) = (tenant.id.clone(), msg.topic_arn.clone(), self.core.now());
+            self.core
+                .write(move |s| s.record_provider_event(&tid, SES_TOPIC_PIN, &topic, now))
+                .await?;
+        }
+        match msg.kind {
+            SnsType::Notification => Ok(Some(msg.ses_events().map_err(refused)?)),
+            SnsType::UnsubscribeConfirmation => Ok(None),
+            SnsType::SubscriptionConfirmation => {
+                let Some(url) = msg
+                    .subscribe_url
+                    .as_deref()
+                    .filter(|u| sns_url_allowed(u, &hosts))
+                else {
+                    return Err(ServiceError::EventUnverified);
+                };
+                let id = format!("subscribe:{}", msg.message_id);
+                // Followed once: recorded once SNS took it, so a repeat changes nothing and a
+                // failed one is tried again when SNS sends it again (503 tells it to).
+                let (tid, check) = (tenant.id.clone(), id.clone());
+                if self
+                    .core
+                    .db(move |s| s.provider_pin(&tid, &check))
+                    .await?
+                    .is_some()
+                {
+                    return Ok(None);
+                }
+                match self
+                    .hooks
+                    .client()
+                    .get(url, self.http_timeout(), CERT_MAX)
+                    .await
+                {
+                    Ok((s, _)) if (200..300).contains(&s) => {
+                        tracing::info!(tenant_id = %tenant.id, "confirmed the SNS subscription of the tenant's SES events");
+                        let (tid, now) = (tenant.id.clone(), self.core.now());
+                        self.core
+                            .write(move |s| s.record_provider_event(&tid, &id, "confirmed", now))
+                            .await?;
+                        Ok(None)
+                    }
+                    Ok((s, _)) => {
+                        tracing::warn!(tenant_id = %tenant.id, status = s, "SNS refused the subscription confirmation");
+                        Err(ServiceError::Unavailable(
+                            "SNS refused the subscription confirmation".into(),
+                        ))
+                    }
+                    Err(e) => {
+                        tracing::warn!(tenant_id = %tenant.id, error = e, "confirming the SNS subscription failed");
+                        Err(ServiceError::Unavailable(
+                            "confirming the SNS subscription failed".into(),
+                        ))
+                    }
+                }
+            }
+        }
+    }
+
+    fn http_timeout(&self) -> Duration {
+        Duration::from_secs(self.core.settings.load().delivery.http_timeout_seconds)
+    }
+
+    /// The PEM at an SNS certificate URL, fetched once and kept.
+    async fn sns_certificate(&self, url: &str) -> Result<Vec<u8>, ServiceError> {
+        if let Some(c) = certs().lock().unwrap_or_else(|e| e.into_inner()).get(url) {
+            return Ok(c.clone());
+        }
+        let pem = match self
+            .hooks
+            .client()
+            .get(url, self.http_timeout(), CERT_MAX)
+            .await
+        {
+            Ok((200, body)) => body,
+            Ok((status, _)) => {
+                tracing::warn!(status, "the SNS signing certificate could not be fetched");
+                // Not the sender's fault: 503, so SNS sends it again.
+                return Err(ServiceError::Unavailable(
+                    "the SNS signing certificate could not be fetched".into(),
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = e,
+                    "the SNS signing certificate could not be fetched"
+                );
+                return Err(ServiceError::EventUnverified);
+            }
+        };
+        let mut kept = certs().lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() >= CERTS_KEPT {
+            kept.clear();
+        }
+        kept.insert(url.to_string(), pem.clone());
+        Ok(pem)
+    }
+}

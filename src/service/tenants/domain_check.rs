@@ -1,0 +1,266 @@
+//! The domain check (API.md §16.4): the sender domain's SPF, DKIM (the stored selector) and
+//! DMARC records, looked up through the system resolver or `dns.resolver`, each problem
+//! answered with one plain sentence of advice. The whole check ends within 5 seconds.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::{RData, RecordType};
+use hickory_resolver::Resolver;
+use serde::Serialize;
+
+use crate::domain::dkim::{aligned, signing_key};
+use crate::domain::provider::ProviderKind;
+use crate::domain::tenant::Tenant;
+use crate::service::tenants::dkim::sender_domain;
+use crate::service::{ServiceError, Tenants};
+
+/// The whole check's bound (API.md: under 5 s), and one look-up's.
+const CHECK_TIMEOUT: Duration = Duration::from_millis(4500);
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SpfCheck {
+    pub found: bool,
+    pub record: Option<String>,
+    /// Whether the record names the include of the tenant's relay or provider (absent when
+    /// otpmint does not know which it needs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub includes_relay: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DkimCheck {
+    pub found: bool,
+    /// Whether the published key is the tenant's signing key.
+    pub matches_key: bool,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DmarcCheck {
+    pub found: bool,
+    /// `none`, `quarantine` or `reject`.
+    pub policy: Option<String>,
+    /// Whether otpmint's DKIM signature aligns with the sender's domain under the record's
+    /// `adkim`.
+    pub aligned: bool,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DomainCheck {
+    pub domain: String,
+    pub spf: SpfCheck,
+    pub dkim: DkimCheck,
+    pub dmarc: DmarcCheck,
+    pub advice: Vec<String>,
+}
+
+/// The SPF include a relay host or provider needs, where it is well known.
+fn expected_include(t: &Tenant) -> Option<&'static str> {
+    if let Some(p) = &t.email_provider {
+        return match p.kind {
+            ProviderKind::Postmark => Some("spf.mtasv.net"),
+            ProviderKind::Sendgrid => Some("sendgrid.net"),
+            ProviderKind::Mailgun => Some("mailgun.org"),
+            ProviderKind::Ses | ProviderKind::Resend => Some("amazonses.com"),
+            _ => None,
+        };
+    }
+    let host = t.smtp.as_ref()?.host.as_str().to_ascii_lowercase();
+    if host.ends_with("office365.com") || host.ends_with("outlook.com") {
+        Some("spf.protection.outlook.com")
+    } else if host.ends_with("gmail.com") || host.ends_with("google.com") {
+        Some("_spf.google.com")
+    } else if host.ends_with("sendgrid.net") {
+        Some("sendgrid.net")
+    } else if host.ends_with("mailgun.org") {
+        Some("mailgun.org")
+    } else if host.ends_with("amazonaws.com") {
+        Some("amazonses.com")
+    } else if host.ends_with("postmarkapp.com") {
+        Some("spf.mtasv.net")
+    } else {
+        None
+    }
+}
+
+/// A tag of a `k=v; k=v` record.
+fn tag(record: &str, name: &str) -> Option<String> {
+    record.split(';').find_map(|part| {
+        let (k, v) = part.split_once('=')?;
+        (k.trim().eq_ignore_ascii_case(name)).then(|| v.trim().to_string())
+    })
+}
+
+/// The organizational domain, approximately: the last two labels.
+fn org_domain(d: &str) -> String {
+    let labels: Vec<&str> = d.split('.').collect();
+    labels[labels.len().saturating_sub(2)..].join(".")
+}
+
+impl Tenants {
+    fn resolver(&self) -> Result<Resolver<TokioRuntimeProvider>, ServiceError> {
+        let configured = self.core.settings.load().dns.resolver.clone();
+        let mut builder = if configured.is_empty() {
+            Resolver::builder_tokio()
+                .map_err(|e| ServiceError::Internal(format!("the system resolver: {e}")))?
+        } else {
+            let addr: SocketAddr = configured
+                .parse()
+                .map_err(|_| ServiceError::Internal("dns.resolver is not IP:PORT".into()))?;
+            let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
+            for c in &mut ns.connections {
+                c.port = addr.port();
+            }
+            Resolver::builder_with_config(
+                ResolverConfig::from_name_servers(vec![ns]),
+                TokioRuntimeProvider::default(),
+            )
+        };
+        let opts = builder.options_mut();
+        opts.timeout = LOOKUP_TIMEOUT;
+        opts.attempts = 1;
+        builder
+            .build()
+            .map_err(|e| ServiceError::Internal(format!("the resolver: {e}")))
+    }
+
+    /// A name's TXT records (each joined from its strings); none when the name has none or
+    /// the look-up failed.
+    async fn txt(r: &Resolver<TokioRuntimeProvider>, name: &str) -> Vec<String> {
+        let fqdn = format!("{}.", name.trim_end_matches('.'));
+        match tokio::time::timeout(LOOKUP_TIMEOUT, r.lookup(fqdn.as_str(), RecordType::TXT)).await {
+            Ok(Ok(l)) => l
+                .answers()
+                .iter()
+                .filter_map(|rec| match &rec.data {
+                    RData::TXT(t) => Some(
+                        t.txt_data
+                            .iter()
+                            .map(|b| String::from_utf8_lossy(b).into_owned())
+                            .collect::<String>(),
+                    ),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Check the tenant's sender domain.
+    pub async fn check_domain(&self, id: &str) -> Result<DomainCheck, ServiceError> {
+        let t = self.core.tenant(id).await?;
+        let domain = t.sender().and_then(sender_domain).ok_or_else(|| {
+            ServiceError::rule("from", "the tenant has no sender address to check")
+        })?;
+        let r = self.resolver()?;
+        tokio::time::timeout(CHECK_TIMEOUT, self.check_with(&t, &domain, &r))
+            .await
+            .map_err(|_| ServiceError::Unavailable("the DNS look-ups took too long".into()))
+    }
+
+    async fn check_with(
+        &self,
+        t: &Tenant,
+        domain: &str,
+        r: &Resolver<TokioRuntimeProvider>,
+    ) -> DomainCheck {
+        let mut advice = Vec::new();
+        let key = signing_key(&t.dkim);
+        let dkim_name = key.map(|k| k.record_name());
+        let dmarc_name = format!("_dmarc.{domain}");
+        let (spf_txt, dkim_txt, dmarc_txt) = tokio::join!(
+            Self::txt(r, domain),
+            async {
+                match &dkim_name {
+                    Some(n) => Self::txt(r, n).await,
+                    None => Vec::new(),
+                }
+            },
+            Self::txt(r, &dmarc_name),
+        );
+        // SPF.
+        let spfs: Vec<&String> = spf_txt
+            .iter()
+            .filter(|v| v.trim_start().to_ascii_lowercase().starts_with("v=spf1"))
+            .collect();
+        let include = expected_include(t);
+        let spf = SpfCheck {
+            found: !spfs.is_empty(),
+            record: spfs.first().map(|s| s.to_string()),
+            includes_relay: match (spfs.first(), include) {
+                (Some(rec), Some(inc)) => Some(
+                    rec.split_whitespace()
+                        .any(|m| m.eq_ignore_ascii_case(&format!("include:{inc}"))),
+                ),
+                _ => None,
+            },
+        };
+        match (spfs.len(), spf.includes_relay, include) {
+            (0, _, Some(inc)) => advice.push(format!("{domain} publishes no SPF record: add a TXT record \"v=spf1 include:{inc} ~all\" at {domain}.")),
+            (0, _, None) => advice.push(format!("{domain} publishes no SPF record: add a TXT record at {domain} that names your relay's servers, like \"v=spf1 include:<your relay's SPF domain> ~all\".")),
+            (n, _, _) if n > 1 => advice.push(format!("{domain} publishes {n} SPF records and receivers treat that as an error: merge them into one.")),
+            (_, Some(false), Some(inc)) => advice.push(format!("The SPF record of {domain} does not include {inc}, which sends the tenant's mail: add include:{inc} before its ~all or -all.")),
+            _ => {}
+        }
+        // DKIM.
+        let published = dkim_txt
+            .iter()
+            .find_map(|v| tag(v, "p").map(|p| p.split_whitespace().collect::<String>()));
+        let dkim = DkimCheck {
+            found: published.is_some(),
+            matches_key: match (&published, key) {
+                (Some(p), Some(k)) => *p == k.public_key,
+                _ => false,
+            },
+        };
+        match (key, &dkim) {
+            (None, _) => advice.push("The tenant has no DKIM key: POST /v1/tenant/dkim makes one and answers the TXT record to publish.".into()),
+            (Some(k), d) if !d.found => advice.push(format!("The DKIM record {} is not published: add the TXT record GET /v1/tenant/dkim shows.", k.record_name())),
+            (Some(k), d) if !d.matches_key => advice.push(format!("The DKIM record {} holds another key than the tenant's: publish the value GET /v1/tenant/dkim shows.", k.record_name())),
+            (Some(k), _) if !aligned(domain, &k.domain) => advice.push(format!("The DKIM key signs for {}, but mail is sent from {domain}: make a key for {domain}.", k.domain)),
+            _ => {}
+        }
+        // DMARC: the sender's domain, else its organizational domain.
+        let mut dmarc_rec = dmarc_txt
+            .into_iter()
+            .find(|v| v.trim_start().to_ascii_lowercase().starts_with("v=dmarc1"));
+        let org = org_domain(domain);
+        if dmarc_rec.is_none() && org != domain {
+            dmarc_rec = Self::txt(r, &format!("_dmarc.{org}"))
+                .await
+                .into_iter()
+                .find(|v| v.trim_start().to_ascii_lowercase().starts_with("v=dmarc1"));
+        }
+        let strict = dmarc_rec
+            .as_deref()
+            .and_then(|r| tag(r, "adkim"))
+            .is_some_and(|a| a.eq_ignore_ascii_case("s"));
+        let dkim_aligned = key.is_some_and(|k| {
+            if strict {
+                k.domain.eq_ignore_ascii_case(domain)
+            } else {
+                org_domain(&k.domain) == org
+            }
+        });
+        let dmarc = DmarcCheck {
+            found: dmarc_rec.is_some(),
+            policy: dmarc_rec.as_deref().and_then(|r| tag(r, "p")),
+            aligned: dkim_aligned && dkim.matches_key,
+        };
+        if !dmarc.found {
+            advice.push(format!("{domain} publishes no DMARC record: add a TXT record \"v=DMARC1; p=none; rua=mailto:dmarc@{org}\" at _dmarc.{domain}, and tighten p= once reports look right."));
+        } else if !dmarc.aligned && key.is_some() {
+            advice.push(format!("DMARC of {domain} would not pass on otpmint's DKIM signature: the key's domain must match the sender's{}, and its record must be published.", if strict { " exactly (adkim=s)" } else { "" }));
+        }
+        DomainCheck {
+            domain: domain.to_string(),
+            spf,
+            dkim,
+            dmarc,
+            advice,
+        }
+    }
+}

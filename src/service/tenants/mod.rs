@@ -1,0 +1,29 @@
+//! Tenants and their settings: accounts, relays, providers, HTTP transports, templates,
+//! test mode, DKIM, domains and suppressions.
+
+pub mod accounts;
+pub mod dkim;
+pub mod domain_check;
+pub mod http_transport;
+pub mod providers;
+mod relay_accounts;
+pub mod suppressions;
+pub mod templates;
+pub mod test_mode;
+
+use std::sync::Arc;
+
+use crate::service::{Core, Delivery};
+
+/// Tenant accounts and their settings: relays, providers, templates, test mode, DKIM,
+/// domains and suppressions.
+#[derive(Clone)]
+pub struct Tenants {
+    pub(crate) core: Arc<Core>,
+    /// Relay settings are checked by connecting through delivery's own path.
+    pub(crate) delivery: Arc<Delivery>,
+    /// Each tenant's compiled templates, by `templates_version`.
+    pub(crate) templates: templates::TemplateCache,
+    /// Each tenant's test recipients, by `test_version`.
+    pub(crate) test_lists: test_mode::TestLists,
+}

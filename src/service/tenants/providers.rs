@@ -1,0 +1,172 @@
+//! A tenant's providers per channel (API.md §15.2): store one (its secrets sealed at once,
+//! never shown), show it without secrets, remove it, and send one test message through it.
+//! At most one transport of a channel is primary (409 `transport_conflict`): the rule is
+//! checked on the tenant the change applies to, so two concurrent changes cannot both win.
+
+use std::collections::BTreeMap;
+
+use crate::domain::delivery::DeliveryError;
+use crate::domain::keys::TenantId;
+use crate::domain::provider::{Provider, ProviderInput, ProviderKind};
+use crate::domain::recipient::{Channel, Recipient};
+use crate::domain::tenant::{Tenant, TransportUse};
+use crate::mailer::new_message_id;
+use crate::service::delivery::transport::{Deadline, Outbound, ProviderTransport, Transport};
+use crate::service::delivery::StoredMessage;
+use crate::service::{ServiceError, Tenants};
+use crate::storage::TenantChanges;
+
+/// A provider as shown: never its secrets.
+#[derive(Debug, Clone)]
+pub struct ProviderShown {
+    pub channel: Channel,
+    pub kind: ProviderKind,
+    pub use_as: TransportUse,
+    pub settings: BTreeMap<String, String>,
+}
+
+impl From<(Channel, &Provider)> for ProviderShown {
+    fn from((channel, p): (Channel, &Provider)) -> Self {
+        ProviderShown {
+            channel,
+            kind: p.kind,
+            use_as: p.use_as,
+            settings: p.settings.clone(),
+        }
+    }
+}
+
+/// Whether a transport marked primary would meet another primary of its channel.
+pub(crate) fn primary_conflict(t: &Tenant, channel: Channel, adding: &str) -> bool {
+    let http_primary = t
+        .http
+        .as_ref()
+        .is_some_and(|h| h.use_as == TransportUse::Primary);
+    let provider_primary = |c: Channel| {
+        t.provider(c)
+            .is_some_and(|p| p.use_as == TransportUse::Primary)
+    };
+    match adding {
+        // The HTTP transport serves both channels.
+        "http" => provider_primary(Channel::Email) || provider_primary(Channel::Sms),
+        _ => http_primary || (adding != "provider" && provider_primary(channel)),
+    }
+}
+
+impl Tenants {
+    /// Store (or replace) the tenant's provider of a channel.
+    pub async fn put_provider(
+        &self,
+        id: &TenantId,
+        channel: Channel,
+        input: ProviderInput,
+    ) -> Result<ProviderShown, ServiceError> {
+        let sealed = self
+            .core
+            .seal_provider_secrets(id, channel, input.kind, &input.secrets)?;
+        let provider = Provider {
+            kind: input.kind,
+            use_as: input.use_as,
+            settings: input.settings,
+            sealed,
+        };
+        let row = self
+            .change_tenant(id, |current| {
+                if provider.use_as == TransportUse::Primary
+                    && primary_conflict(current, channel, "provider")
+                {
+                    return Err(ServiceError::TransportConflict);
+                }
+                let mut c = TenantChanges::default();
+                match channel {
+                    Channel::Email => c.email_provider = Some(Some(provider.clone())),
+                    Channel::Sms => c.sms_provider = Some(Some(provider.clone())),
+                }
+                Ok(c)
+            })
+            .await?;
+        tracing::info!(tenant_id = %id, channel = channel.as_str(), kind = provider.kind.as_str(), use_as = provider.use_as.as_str(), "provider stored");
+        let p = row
+            .provider(channel)
+            .ok_or(ServiceError::ProviderNotFound)?;
+        Ok(ProviderShown::from((channel, p)))
+    }
+
+    pub fn provider_shown(
+        &self,
+        tenant: &Tenant,
+        channel: Channel,
+    ) -> Result<ProviderShown, ServiceError> {
+        tenant
+            .provider(channel)
+            .map(|p| ProviderShown::from((channel, p)))
+            .ok_or(ServiceError::ProviderNotFound)
+    }
+
+    pub async fn delete_provider(
+        &self,
+        id: &TenantId,
+        channel: Channel,
+    ) -> Result<(), ServiceError> {
+        self.change_tenant(id, |current| {
+            if current.provider(channel).is_none() {
+                return Err(ServiceError::ProviderNotFound);
+            }
+            let mut c = TenantChanges::default();
+            match channel {
+                Channel::Email => c.email_provider = Some(None),
+                Channel::Sms => c.sms_provider = Some(None),
+            }
+            Ok(c)
+        })
+        .await?;
+        tracing::info!(tenant_id = %id, channel = channel.as_str(), "provider deleted");
+        Ok(())
+    }
+
+    /// Send one test message through the provider (no code, no record, no window): the
+    /// provider's id of it, or why it failed.
+    pub async fn test_provider(
+        &self,
+        tenant: &Tenant,
+        channel: Channel,
+        to: &Recipient,
+    ) -> Result<Option<String>, DeliveryError> {
+        let Some(p) = tenant.provider(channel) else {
+            return Err(DeliveryError::permanent(
+                crate::domain::delivery::DeliveryReason::ChannelNotConfigured,
+                "no provider for this channel",
+            ));
+        };
+        let text = match channel {
+            Channel::Email => "This is a test message from otpmint. No action is needed.\r\n",
+            Channel::Sms => "otpmint test message. No action is needed.",
+        };
+        let msg = StoredMessage {
+            subject: "otpmint test".into(),
+            text: text.into(),
+            html: None,
+            message_id: new_message_id(p.setting("from").unwrap_or("otpmint.invalid")),
+            shareable_key: None,
+            email: to.as_given().to_string(),
+            purpose: "test".into(),
+            locale: None,
+            channel: (channel == Channel::Sms).then(|| channel.as_str().to_string()),
+        };
+        let transport = ProviderTransport::new(p, format!("{}/test", tenant.id.as_str()));
+        let delivery_to = to.delivery_address();
+        let out = Outbound {
+            tenant,
+            to: &delivery_to,
+            msg: &msg,
+            channel,
+            expires_at: self.core.now() + 600_000,
+        };
+        let deadline = Deadline {
+            by: tokio::time::Instant::now() + transport.timeout(&self.delivery),
+            setup_by: None,
+        };
+        let accepted = transport.send(&self.delivery, &out, deadline, 1).await?;
+        Ok(accepted.message_id)
+    }
+}

@@ -1,0 +1,187 @@
+//! A tenant's suppression list (API.md §16.1): read a page, add an entry by hand, remove
+//! one (each change audited with the recipient masked), and the check a mint makes before
+//! it sends.
+
+use crate::domain::email::RecipientEmail;
+use crate::domain::keys::TenantId;
+use crate::domain::recipient::{PhoneNumber, Recipient, PHONE_RULE};
+use crate::domain::suppression::{Cursor, Suppression, SuppressionReason, PAGE};
+use crate::domain::tenant::Tenant;
+use crate::service::core::audit::RequestContext;
+use crate::service::{ServiceError, Tenants};
+
+/// A page of the list and where the next one starts.
+pub struct SuppressionPage {
+    pub entries: Vec<Suppression>,
+    pub next_cursor: Option<String>,
+}
+
+/// A recipient as the list keys it: an E.164 number (it starts with `+`) or an address;
+/// `field` names it in a 400.
+pub fn recipient_key(given: &str, field: &str) -> Result<String, ServiceError> {
+    // A number is `+` and digits only; anything else with `+` (`+tag@…` is an address) is
+    // read as an address.
+    let r = if let Some(number) = PhoneNumber::parse(given) {
+        Recipient::Phone(number)
+    } else if given.starts_with('+') && !given.contains('@') {
+        return Err(ServiceError::field(field, PHONE_RULE));
+    } else {
+        Recipient::Email(RecipientEmail::parse(given).map_err(|e| {
+            ServiceError::field(
+                field,
+                format!("is not an email address or an E.164 number: {e}"),
+            )
+        })?)
+    };
+    Ok(r.canonical().to_string())
+}
+
+impl Tenants {
+    /// A page of the tenant's list, newest first.
+    pub async fn suppressions(
+        &self,
+        tenant: &TenantId,
+        cursor: Option<&str>,
+    ) -> Result<SuppressionPage, ServiceError> {
+        let after = match cursor.filter(|c| !c.is_empty()) {
+            None => None,
+            Some(c) => Some(Cursor::decode(c).ok_or_else(|| {
+                ServiceError::rule("cursor", "is not a cursor this server gave out")
+            })?),
+        };
+        let tid = tenant.clone();
+        // One more than a page says whether another follows.
+        let mut entries = self
+            .core
+            .db(move |s| s.suppressions(&tid, after.as_ref(), PAGE + 1))
+            .await?;
+        let next_cursor = if entries.len() > PAGE {
+            entries.truncate(PAGE);
+            entries.last().map(|e| {
+                Cursor {
+                    created_at: e.created_at,
+                    recipient: e.recipient.clone(),
+                }
+                .encode()
+            })
+        } else {
+            None
+        };
+        Ok(SuppressionPage {
+            entries,
+            next_cursor,
+        })
+    }
+
+    /// Add a recipient by hand (`reason` must be `manual`); `(entry, created)`: an entry
+    /// already there is kept as it was and answered.
+    pub async fn suppress_manually(
+        &self,
+        tenant: &TenantId,
+        recipient: &str,
+        reason: Option<&str>,
+        ctx: &RequestContext,
+    ) -> Result<(Suppression, bool), ServiceError> {
+        let key = recipient_key(recipient, "recipient");
+        let reason = match reason.map(SuppressionReason::parse) {
+            None | Some(Some(SuppressionReason::Manual)) => Ok(SuppressionReason::Manual),
+            Some(_) => Err(ServiceError::field(
+                "reason",
+                "must be \"manual\" (bounces and complaints come from provider events)",
+            )),
+        };
+        let (key, reason) = match (key, reason) {
+            (Ok(k), Ok(r)) => (k, r),
+            (Err(ServiceError::Invalid(mut a)), Err(ServiceError::Invalid(b))) => {
+                a.extend(b);
+                return Err(ServiceError::Invalid(a));
+            }
+            (Err(e), _) | (_, Err(e)) => return Err(e),
+        };
+        self.add_suppression(tenant, key, reason, "api", ctx).await
+    }
+
+    /// Add an entry (a hand-made one, or a provider's hard bounce or complaint).
+    pub(crate) async fn add_suppression(
+        &self,
+        tenant: &TenantId,
+        recipient: String,
+        reason: SuppressionReason,
+        source: &str,
+        ctx: &RequestContext,
+    ) -> Result<(Suppression, bool), ServiceError> {
+        let audit = self.core.audit.slot()?;
+        let entry = Suppression {
+            recipient,
+            reason,
+            source: source.to_string(),
+            created_at: self.core.now(),
+        };
+        let (tid, e) = (tenant.clone(), entry.clone());
+        let created = self.core.db(move |s| s.suppress(&tid, &e)).await?;
+        let shown = if created {
+            entry
+        } else {
+            let (tid, r) = (tenant.clone(), entry.recipient.clone());
+            self.core
+                .db(move |s| s.suppression(&tid, &r))
+                .await?
+                .unwrap_or(entry)
+        };
+        audit.record(
+            tenant,
+            self.core.now(),
+            "suppression.add",
+            &shown.recipient,
+            if created { reason.as_str() } else { "exists" },
+            ctx,
+        );
+        Ok((shown, created))
+    }
+
+    /// Remove a recipient's entry: 404 `suppression_not_found` when there is none.
+    pub async fn unsuppress(
+        &self,
+        tenant: &TenantId,
+        recipient: &str,
+        ctx: &RequestContext,
+    ) -> Result<(), ServiceError> {
+        let key = recipient_key(recipient, "recipient")?;
+        let audit = self.core.audit.slot()?;
+        let (tid, k) = (tenant.clone(), key.clone());
+        if !self.core.db(move |s| s.unsuppress(&tid, &k)).await? {
+            return Err(ServiceError::SuppressionNotFound);
+        }
+        audit.record(
+            tenant,
+            self.core.now(),
+            "suppression.remove",
+            &key,
+            "removed",
+            ctx,
+        );
+        Ok(())
+    }
+
+    /// Refuse a mint to a suppressed recipient (422 `recipient_suppressed`) unless the
+    /// tenant only records; no look-up while its list is empty.
+    pub(crate) async fn check_suppressed(
+        &self,
+        tenant: &Tenant,
+        canonical: &str,
+    ) -> Result<(), ServiceError> {
+        if !tenant.suppression || tenant.suppressed == 0 {
+            return Ok(());
+        }
+        let (tid, r) = (tenant.id.clone(), canonical.to_string());
+        if self
+            .core
+            .db(move |s| s.suppression(&tid, &r))
+            .await?
+            .is_some()
+        {
+            return Err(ServiceError::RecipientSuppressed);
+        }
+        Ok(())
+    }
+}
