@@ -10,6 +10,7 @@ pub mod mailer;
 pub mod messages;
 pub mod metrics;
 pub mod net_policy;
+pub mod outbound;
 pub mod pages;
 pub mod routes;
 pub mod service;
@@ -18,4 +19,3 @@ pub mod storage;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
-pub mod webhook;

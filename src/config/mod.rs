@@ -1,13 +1,13 @@
 //! Settings: the layered load (embedded defaults → `--config FILE` → `OTPMINT__…` env) and validation.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use config::{Config, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
 mod error;
+mod load;
 mod secrets;
 #[cfg(test)]
 mod tests;
@@ -358,160 +358,4 @@ pub struct LogSettings {
 pub enum DatabaseLocation {
     Sqlite(PathBuf),
     Postgres(String),
-}
-
-impl Settings {
-    /// Load the layers: embedded defaults, then `file` (if any), then `OTPMINT__*` variables.
-    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
-        Self::load_from(file, std::env::vars())
-    }
-
-    /// As [`Settings::load`], with the environment given explicitly (tests).
-    pub fn load_from(
-        file: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Settings, ConfigError> {
-        let mut builder =
-            Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
-        if let Some(path) = file {
-            let name = path.display().to_string();
-            if !path.is_file() {
-                return Err(ConfigError::Load {
-                    source_name: name,
-                    message: "file not found".into(),
-                });
-            }
-            builder = builder.add_source(File::from(path).format(FileFormat::Toml));
-            // Deserialize this layer alone first, so an error names the file.
-            let cfg = builder.build_cloned().map_err(|e| ConfigError::Load {
-                source_name: name.clone(),
-                message: without_values(e.to_string()),
-            })?;
-            cfg.try_deserialize::<Settings>()
-                .map_err(|e| ConfigError::Load {
-                    source_name: name.clone(),
-                    message: without_values(e.to_string()),
-                })?;
-        }
-        let env: Vec<(String, String)> = env.into_iter().collect();
-        // Where a relative `*_file` is read: systemd's credentials when it sets them, else
-        // beside the configuration file (so the CLI run as root from any directory reads
-        // what the service reads), else the working directory.
-        let credentials_dir = env
-            .iter()
-            .find(|(n, _)| n == "CREDENTIALS_DIRECTORY")
-            .map(|(_, v)| PathBuf::from(v))
-            .or_else(|| {
-                file.and_then(Path::parent)
-                    .filter(|d| !d.as_os_str().is_empty())
-                    .map(Path::to_path_buf)
-            });
-        // The same layers without the defaults: which keys a person set.
-        let mut user = Config::builder();
-        if let Some(path) = file {
-            user = user.add_source(File::from(path).format(FileFormat::Toml));
-        }
-        let mut env_names = Vec::new();
-        for (name, value) in env {
-            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
-                continue;
-            };
-            let key = rest.to_ascii_lowercase().replace("__", ".");
-            // Values go in as strings (a secret "0123" stays "0123"); serde converts
-            // numbers and booleans, and lists are split here.
-            let result = if LIST_KEYS.contains(&key.as_str()) {
-                let items: Vec<String> = value
-                    .split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect();
-                builder.set_override(key.as_str(), items)
-            } else {
-                builder.set_override(key.as_str(), value.clone())
-            };
-            builder = result.map_err(|e| ConfigError::Load {
-                source_name: format!("environment variable {name}"),
-                message: without_values(e.to_string()),
-            })?;
-            user = user
-                .set_override(key.as_str(), value.as_str())
-                .map_err(|e| ConfigError::Load {
-                    source_name: format!("environment variable {name}"),
-                    message: without_values(e.to_string()),
-                })?;
-            env_names.push(name);
-        }
-        let user = user.build().map_err(|e| ConfigError::Load {
-            source_name: "configuration".into(),
-            message: without_values(e.to_string()),
-        })?;
-        let mut settings: Settings =
-            builder
-                .build()
-                .and_then(|c| c.try_deserialize())
-                .map_err(|e| ConfigError::Load {
-                    source_name: if env_names.is_empty() {
-                        "built-in defaults".into()
-                    } else {
-                        format!("environment ({})", env_names.join(", "))
-                    },
-                    message: without_values(e.to_string()),
-                })?;
-        settings.read_secret_files(&user, credentials_dir.as_deref())?;
-        settings.validate()?;
-        Ok(settings)
-    }
-
-    /// `database.url` parsed: `sqlite://rel/path.db`, `sqlite:///abs/path.db`, or
-    /// `postgres://…` / `postgresql://…` (checked further when connecting).
-    pub fn database_location(&self) -> Result<DatabaseLocation, ConfigError> {
-        let url = self.database.url.trim();
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Ok(DatabaseLocation::Postgres(url.to_string()));
-        }
-        let Some(rest) = url.strip_prefix("sqlite://") else {
-            return Err(ConfigError::Invalid {
-                key: "database.url".into(),
-                message: "must start with sqlite://, postgres:// or postgresql://".into(),
-            });
-        };
-        if rest.is_empty() || rest == "/" {
-            return Err(ConfigError::Invalid {
-                key: "database.url".into(),
-                message: "names no file".into(),
-            });
-        }
-        Ok(DatabaseLocation::Sqlite(PathBuf::from(rest)))
-    }
-
-    pub fn max_hashing_threads(&self) -> usize {
-        if self.hashing.max_concurrent == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        } else {
-            self.hashing.max_concurrent
-        }
-    }
-
-    /// The effective configuration as TOML, secrets redacted.
-    pub fn redacted_toml(&self) -> String {
-        toml_like(&serde_json::to_value(self).unwrap_or_default())
-    }
-}
-
-fn toml_like(v: &serde_json::Value) -> String {
-    let mut out = String::new();
-    if let serde_json::Value::Object(sections) = v {
-        for (name, section) in sections {
-            out.push_str(&format!("[{name}]\n"));
-            if let serde_json::Value::Object(keys) = section {
-                for (k, val) in keys {
-                    out.push_str(&format!("{k} = {val}\n"));
-                }
-            }
-            out.push('\n');
-        }
-    }
-    out
 }

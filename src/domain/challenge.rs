@@ -63,13 +63,34 @@ impl Status {
     }
 }
 
+/// How a code was verified (API.md §14.2): its code typed in, or its magic link followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifiedVia {
+    Code,
+    Link,
+}
+
+impl VerifiedVia {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifiedVia::Code => "code",
+            VerifiedVia::Link => "link",
+        }
+    }
+    pub fn parse(s: &str) -> Option<VerifiedVia> {
+        [VerifiedVia::Code, VerifiedVia::Link]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
 /// A challenge as read back from the store (never with its hash).
 #[derive(Debug, Clone)]
 pub struct ChallengeView {
     pub status: StoredStatus,
     pub email: String,
     pub email_canonical: String,
-    pub purpose: String,
+    pub purpose: super::purpose::Purpose,
     pub attempts: u32,
     pub max_attempts: u32,
     pub code_length: u32,
@@ -82,15 +103,32 @@ pub struct ChallengeView {
     /// Minted for a test recipient or by a test tenant: its messages went to the test inbox.
     pub test: bool,
     /// The locale its message was written in (`None`: imported from OtpMint).
-    pub locale: Option<String>,
-    /// `email` or `sms`.
-    pub channel: String,
-    /// How it was verified: `code` or `link` (API.md §14.2).
-    pub verified_via: Option<String>,
+    pub locale: Option<super::locale::Locale>,
+    pub channel: super::recipient::Channel,
+    /// How it was verified (API.md §14.2).
+    pub verified_via: Option<VerifiedVia>,
     /// The PKCE challenge its outcome is claimed with (API.md §17.2).
     pub code_challenge: Option<super::claim::CodeChallenge>,
     /// When its outcome was claimed (once).
     pub claimed_at: Option<Millis>,
+}
+
+/// A stored pending code with attempts left: it may still be verified until it expires.
+pub fn has_attempts_left(status: StoredStatus, attempts: u32, max_attempts: u32) -> bool {
+    status == StoredStatus::Pending && attempts < max_attempts
+}
+
+/// The live-code rule: pending, unexpired at `now`, with attempts left. Only a live code
+/// may be verified, sent, resent, superseded or cancelled; the store writes the same rule
+/// in SQL (`storage::sql::live_code!`).
+pub fn live(
+    status: StoredStatus,
+    attempts: u32,
+    max_attempts: u32,
+    expires_at: Millis,
+    now: Millis,
+) -> bool {
+    has_attempts_left(status, attempts, max_attempts) && now < expires_at
 }
 
 impl ChallengeView {
@@ -101,12 +139,18 @@ impl ChallengeView {
             StoredStatus::Cancelled => Status::Cancelled,
             StoredStatus::Failed => Status::Failed,
             StoredStatus::Pending => {
-                if self.attempts >= self.max_attempts {
+                if !has_attempts_left(self.status, self.attempts, self.max_attempts) {
                     Status::Exhausted
-                } else if now >= self.expires_at {
-                    Status::Expired
-                } else {
+                } else if live(
+                    self.status,
+                    self.attempts,
+                    self.max_attempts,
+                    self.expires_at,
+                    now,
+                ) {
                     Status::Pending
+                } else {
+                    Status::Expired
                 }
             }
         }
@@ -122,12 +166,28 @@ mod tests {
     use super::*;
     use crate::domain::delivery::{DeliveryMode, DeliveryStatus};
 
+    #[test]
+    fn a_code_is_live_while_pending_unexpired_and_with_attempts_left() {
+        assert!(live(StoredStatus::Pending, 2, 3, 1000, 999));
+        assert!(
+            !live(StoredStatus::Pending, 2, 3, 1000, 1000),
+            "a code expires at its expiry instant"
+        );
+        assert!(
+            !live(StoredStatus::Pending, 3, 3, 1000, 0),
+            "no attempts left"
+        );
+        assert!(!live(StoredStatus::Verified, 0, 3, 1000, 0));
+        assert!(has_attempts_left(StoredStatus::Pending, 3, 4));
+        assert!(!has_attempts_left(StoredStatus::Superseded, 0, 4));
+    }
+
     fn view(status: StoredStatus, attempts: u32) -> ChallengeView {
         ChallengeView {
             status,
             email: "a@b.co".into(),
             email_canonical: "a@b.co".into(),
-            purpose: "default".into(),
+            purpose: crate::domain::purpose::Purpose::from_stored("default".into()),
             attempts,
             max_attempts: 3,
             code_length: 6,
@@ -147,7 +207,7 @@ mod tests {
             resends: 0,
             test: false,
             locale: None,
-            channel: "email".into(),
+            channel: crate::domain::recipient::Channel::Email,
             verified_via: None,
             code_challenge: None,
             claimed_at: None,

@@ -108,16 +108,16 @@ impl SecretKey {
 
 /// The kind of code a shareable key names: native `/v1` or OtpMint-compatible.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flavor {
+pub enum CodeApi {
     Native,
     Compat,
 }
 
-impl Flavor {
+impl CodeApi {
     pub fn as_str(self) -> &'static str {
         match self {
-            Flavor::Native => "native",
-            Flavor::Compat => "compat",
+            CodeApi::Native => "native",
+            CodeApi::Compat => "compat",
         }
     }
 }
@@ -132,20 +132,20 @@ impl fmt::Debug for ShareableKey {
 }
 
 impl ShareableKey {
-    pub fn generate(flavor: Flavor) -> ShareableKey {
+    pub fn generate(flavor: CodeApi) -> ShareableKey {
         let s = match flavor {
-            Flavor::Native => format!("otp_{}", random_alnum(22)),
-            Flavor::Compat => random_letters(10),
+            CodeApi::Native => format!("otp_{}", random_alnum(22)),
+            CodeApi::Compat => random_letters(10),
         };
         ShareableKey(SecretString::from(s))
     }
     /// Parse a presented key of the given flavor; `None` for anything malformed.
-    pub fn parse(s: &str, flavor: Flavor) -> Option<ShareableKey> {
+    pub fn parse(s: &str, flavor: CodeApi) -> Option<ShareableKey> {
         let ok = match flavor {
-            Flavor::Native => s
+            CodeApi::Native => s
                 .strip_prefix("otp_")
                 .is_some_and(|r| r.len() == 22 && r.bytes().all(|b| b.is_ascii_alphanumeric())),
-            Flavor::Compat => s.len() == 10 && s.bytes().all(|b| b.is_ascii_alphabetic()),
+            CodeApi::Compat => s.len() == 10 && s.bytes().all(|b| b.is_ascii_alphabetic()),
         };
         ok.then(|| ShareableKey(SecretString::from(s.to_string())))
     }
@@ -160,15 +160,15 @@ mod tests {
 
     #[test]
     fn generated_keys_parse_and_are_distinct() {
-        let a = ShareableKey::generate(Flavor::Native);
-        let b = ShareableKey::generate(Flavor::Native);
+        let a = ShareableKey::generate(CodeApi::Native);
+        let b = ShareableKey::generate(CodeApi::Native);
         assert_ne!(a.expose(), b.expose());
-        assert!(ShareableKey::parse(a.expose(), Flavor::Native).is_some());
-        assert!(ShareableKey::parse(a.expose(), Flavor::Compat).is_none());
-        let c = ShareableKey::generate(Flavor::Compat);
+        assert!(ShareableKey::parse(a.expose(), CodeApi::Native).is_some());
+        assert!(ShareableKey::parse(a.expose(), CodeApi::Compat).is_none());
+        let c = ShareableKey::generate(CodeApi::Compat);
         assert_eq!(c.expose().len(), 10);
         assert!(c.expose().bytes().all(|b| b.is_ascii_alphabetic()));
-        assert!(ShareableKey::parse(c.expose(), Flavor::Native).is_none());
+        assert!(ShareableKey::parse(c.expose(), CodeApi::Native).is_none());
     }
 
     #[test]
@@ -180,9 +180,9 @@ mod tests {
             "otp_!!!!!!!!!!!!!!!!!!!!!!",
             "xyz_aaaaaaaaaaaaaaaaaaaaaa",
         ] {
-            assert!(ShareableKey::parse(bad, Flavor::Native).is_none(), "{bad}");
+            assert!(ShareableKey::parse(bad, CodeApi::Native).is_none(), "{bad}");
         }
-        assert!(ShareableKey::parse("abcdefghi1", Flavor::Compat).is_none());
+        assert!(ShareableKey::parse("abcdefghi1", CodeApi::Compat).is_none());
         assert!(TenantId::parse("tnt_x").is_none());
         assert!(TenantId::parse(TenantId::generate().as_str()).is_some());
     }

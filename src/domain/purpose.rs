@@ -17,6 +17,11 @@ impl Purpose {
         }
         Ok(Purpose(s.to_string()))
     }
+    /// A purpose read back from the store, where it was put after [`Purpose::parse`] (or
+    /// by an import that kept OtpMint's value).
+    pub fn from_stored(s: String) -> Purpose {
+        Purpose(s)
+    }
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -7,6 +7,7 @@ mod connect;
 mod dkim;
 mod error;
 mod message;
+mod target;
 mod transact;
 
 use std::collections::HashMap;
@@ -28,7 +29,7 @@ use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -42,65 +43,7 @@ pub use error::{DeliveryError, DeliveryReason, FailureKind};
 use transact::{transact, Stage, TxError};
 
 pub use crate::domain::tenant::TlsMode;
-
-/// Where and how to send for one tenant. How many sessions may be open at once is the
-/// caller's (the delivery service's relay window); the mailer opens, reuses and closes them.
-pub struct SmtpTarget {
-    pub tenant_id: String,
-    /// Changes whenever the tenant's SMTP settings change.
-    pub version: i64,
-    pub host: String,
-    pub port: u16,
-    pub username: String,
-    pub auth: SmtpAuth,
-    pub from: String,
-    pub tls: TlsMode,
-}
-
-/// How a session logs in (with a non-empty username).
-pub enum SmtpAuth {
-    /// AUTH PLAIN or LOGIN.
-    Password(SecretString),
-    /// SASL XOAUTH2 with this access token (API.md §15.1).
-    Xoauth2(SecretString),
-}
-
-/// One message to send: a text part and, optionally, an HTML alternative.
-pub struct Outgoing<'a> {
-    pub to: &'a str,
-    pub subject: &'a str,
-    pub text: &'a str,
-    pub html: Option<&'a str>,
-    /// `<id@domain>`; fixed when the message is stored, so a resend carries the same one.
-    pub message_id: Option<&'a str>,
-    /// The tenant's DKIM key, when its domain aligns with the sender's (API.md §16.3).
-    pub dkim: Option<&'a DkimSigner>,
-}
-
-/// A DKIM key a message is signed with (relaxed/relaxed).
-pub struct DkimSigner {
-    pub domain: String,
-    pub selector: String,
-    pub algorithm: crate::domain::dkim::DkimAlgorithm,
-    /// As lettre takes it: Ed25519 base64 of the seed; RSA PKCS#1 PEM.
-    pub private: SecretString,
-}
-
-impl std::fmt::Debug for DkimSigner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DkimSigner")
-            .field("domain", &self.domain)
-            .field("selector", &self.selector)
-            .field("algorithm", &self.algorithm)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum MailerSetupError {
-    #[error("cannot read SMTP root certificate {path}: {message}")]
-    RootCertificate { path: PathBuf, message: String },
-}
+pub use target::{DkimSigner, MailerSetupError, Outgoing, SmtpAuth, SmtpTarget};
 
 /// How far a send got: into its transaction (before it nothing was sent), and past the
 /// start of the body (after it the relay may have the message).
@@ -506,63 +449,4 @@ impl Mailer {
 }
 
 #[cfg(all(test, feature = "testkit"))]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-    use crate::testkit::smtp::{SmtpServer, SMTP_PASS, SMTP_USER};
-
-    #[tokio::test]
-    async fn idle_connections_are_closed_whether_or_not_their_tenant_sends_again() {
-        let smtp = SmtpServer::start().await;
-        let mailer = Mailer::new(
-            HostPolicy {
-                allowed_ports: Some(vec![smtp.port]),
-                allow_private_hosts: true,
-                allow_plaintext: false,
-            },
-            Duration::from_secs(5),
-            4,
-            std::slice::from_ref(&smtp.ca_path),
-        )
-        .unwrap();
-        let target = SmtpTarget {
-            tenant_id: "tnt_idle".into(),
-            version: 1,
-            host: "127.0.0.1".into(),
-            port: smtp.port,
-            username: SMTP_USER.into(),
-            auth: SmtpAuth::Password(SecretString::from(SMTP_PASS.to_string())),
-            from: "Acme <no-reply@acme.example>".into(),
-            tls: TlsMode::Starttls,
-        };
-        let msg = Outgoing {
-            to: "ada@example.com",
-            subject: "s",
-            text: "123456\r\n",
-            html: None,
-            message_id: None,
-            dkim: None,
-        };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        mailer
-            .send(&target, &msg, (deadline, None), 1)
-            .await
-            .unwrap();
-        assert_eq!(smtp.open_sessions(), 1, "kept for reuse");
-        assert_eq!(mailer.close_idle_older_than(Duration::from_secs(60)), 0);
-        // Past its idle time, it is closed with no further send from the tenant.
-        assert_eq!(mailer.close_idle_older_than(Duration::ZERO), 1);
-        let until = std::time::Instant::now() + Duration::from_secs(5);
-        while smtp.open_sessions() > 0 {
-            assert!(
-                std::time::Instant::now() < until,
-                "the relay still sees the session"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(
-            mailer.inner.pools.lock().unwrap().is_empty(),
-            "the pool is forgotten"
-        );
-    }
-}
+mod tests;

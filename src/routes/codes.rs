@@ -15,7 +15,7 @@ use crate::clock::rfc3339;
 use crate::domain::claim::CodeChallenge;
 use crate::domain::delivery::DeliveryMode;
 use crate::domain::email::RecipientEmail;
-use crate::domain::keys::Flavor;
+use crate::domain::keys::CodeApi;
 use crate::domain::purpose::Purpose;
 use crate::domain::recipient::{PhoneNumber, Recipient, PHONE_RULE};
 use crate::service::codes::links::LinkRequest;
@@ -125,7 +125,7 @@ fn mint_request(b: MintBody) -> Result<MintRequest, ApiError> {
     Ok(MintRequest {
         to,
         purpose: Purpose::parse(b.purpose.as_deref()).map_err(ServiceError::from)?,
-        flavor: Flavor::Native,
+        flavor: CodeApi::Native,
         delivery: parse_delivery(b.delivery.as_deref())?,
         locale: parse_locale(b.locale.as_deref(), "locale")?,
         link: b
@@ -261,7 +261,7 @@ pub async fn verify(req: HttpRequest, st: web::Data<AppState>, payload: web::Pay
             Caller::Secret(&secret),
             &b.shareable_key,
             &b.otp,
-            Flavor::Native,
+            CodeApi::Native,
             &ctx,
         )
         .await;
@@ -300,7 +300,7 @@ pub async fn otp_status(
     let v = st
         .services
         .codes
-        .otp_status(&t.0.id, &key, Flavor::Native)
+        .otp_status(&t.0.id, &key, CodeApi::Native)
         .await?;
     Ok(json(
         no_store(HttpResponse::Ok()),
@@ -331,7 +331,7 @@ pub async fn otp_cancel(
             &t.0.id,
             Some(&t.0.webhook_events),
             &key,
-            Flavor::Native,
+            CodeApi::Native,
             &ctx,
         )
         .await?;

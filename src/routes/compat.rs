@@ -13,7 +13,7 @@ use super::AppState;
 use crate::config::RegistrationMode;
 use crate::domain::challenge::Status;
 use crate::domain::email::RecipientEmail;
-use crate::domain::keys::{Flavor, SecretKey};
+use crate::domain::keys::{CodeApi, SecretKey};
 use crate::domain::policy::PolicyPatch;
 use crate::domain::purpose::Purpose;
 use crate::domain::recipient::Recipient;
@@ -177,7 +177,7 @@ pub async fn otp(req: HttpRequest, st: web::Data<AppState>, payload: web::Payloa
             MintRequest {
                 to: Recipient::Email(email),
                 purpose,
-                flavor: Flavor::Compat,
+                flavor: CodeApi::Compat,
                 delivery: None,
                 locale: None,
                 link: None,
@@ -203,7 +203,7 @@ pub async fn verify_otp(
     let VerifyOutcome { tenant, result } = st
         .services
         .codes
-        .verify(Caller::KeyOwner, &key, &code, Flavor::Compat, &ctx)
+        .verify(Caller::KeyOwner, &key, &code, CodeApi::Compat, &ctx)
         .await;
     let Some(tenant) = tenant else {
         return Err(CompatError::from_service(
@@ -220,7 +220,7 @@ pub async fn verify_otp(
             let e = match st
                 .services
                 .codes
-                .otp_status(&tenant, &key, Flavor::Compat)
+                .otp_status(&tenant, &key, CodeApi::Compat)
                 .await
             {
                 Ok(v) => match v.status_at(st.services.core.now()) {

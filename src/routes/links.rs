@@ -59,12 +59,12 @@ pub async fn show(
             notice(&st, StatusCode::NOT_FOUND, s.lang, s.not_found, s.not_found)
         }
         Some(LinkState::Ended(l)) => {
-            let s = Strings::of(l.locale.as_deref().unwrap_or("en"));
+            let s = Strings::of(l.locale.as_ref().map_or("en", |l| l.as_str()));
             let lead = s.ended_lead.replace("{app}", &l.tenant_name);
             notice(&st, StatusCode::GONE, s.lang, s.ended_title, &lead)
         }
         Some(LinkState::Open(l)) => {
-            let s = Strings::of(l.locale.as_deref().unwrap_or("en"));
+            let s = Strings::of(l.locale.as_ref().map_or("en", |l| l.as_str()));
             // The browser's cookie for this page (a new one unless it has one).
             let cookie = page_kit::cookie_or_new(&st, &req, COOKIE);
             let csrf = st.services.codes.link_csrf(&token, &cookie);
@@ -120,7 +120,7 @@ pub async fn confirm(
         Some(LinkState::Open(l) | LinkState::Ended(l)) => l.locale.clone(),
         None => None,
     };
-    let s = Strings::of(lang.as_deref().unwrap_or("en"));
+    let s = Strings::of(lang.as_ref().map_or("en", |l| l.as_str()));
     match st
         .services
         .codes

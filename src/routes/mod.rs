@@ -1,6 +1,7 @@
 //! HTTP only: the whole route table in one place, plus request ids and access logs.
 
 pub mod auth;
+pub mod branding;
 pub mod claims;
 pub mod codes;
 pub mod compat;
@@ -240,13 +241,13 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
     )
     .service(
         r("/pages/brand/{tenant}")
-            .route(web::get().to(hosted::brand_css))
-            .route(web::head().to(hosted::brand_css)),
+            .route(web::get().to(branding::brand_css))
+            .route(web::head().to(branding::brand_css)),
     )
     .service(
         r("/pages/logo/{tenant}")
-            .route(web::get().to(hosted::logo))
-            .route(web::head().to(hosted::logo)),
+            .route(web::get().to(branding::logo))
+            .route(web::head().to(branding::logo)),
     )
     .service(
         r("/h/{id}")
@@ -262,8 +263,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
     )
     .service(
         r("/v1/tenant/branding/logo")
-            .route(web::put().to(hosted::put_logo))
-            .route(web::delete().to(hosted::delete_logo)),
+            .route(web::put().to(branding::put_logo))
+            .route(web::delete().to(branding::delete_logo)),
     )
     .service(
         r("/")

@@ -88,8 +88,10 @@ fn mailer_of(settings: &Settings) -> Result<Mailer, StartupError> {
 /// clients and of PostgreSQL parse, and the master key file, when there is one, is readable.
 pub fn preflight(settings: &Settings) -> Result<(), StartupError> {
     mailer_of(settings)?;
-    crate::webhook::WebhookClient::new(Arc::new(arc_swap::ArcSwap::from_pointee(settings.clone())))
-        .map_err(|e| StartupError::Other(format!("webhooks.extra_root_certificates: {e}")))?;
+    crate::outbound::WebhookClient::new(Arc::new(arc_swap::ArcSwap::from_pointee(
+        settings.clone(),
+    )))
+    .map_err(|e| StartupError::Other(format!("webhooks.extra_root_certificates: {e}")))?;
     if !settings.database.tls_ca_file.is_empty() {
         use rustls_pki_types::pem::PemObject;
         let path = resolve(Path::new(&settings.database.tls_ca_file));
@@ -151,7 +153,7 @@ pub fn build_services(settings: Settings, clock: Arc<dyn Clock>) -> Result<Servi
     let outbox = crate::service::delivery::Outbox::new(settings.delivery.max_sessions as usize);
     let max_webhooks = settings.webhooks.max_in_flight as usize;
     let settings = Arc::new(arc_swap::ArcSwap::from_pointee(settings));
-    let hooks = crate::webhook::WebhookClient::new(Arc::clone(&settings))
+    let hooks = crate::outbound::WebhookClient::new(Arc::clone(&settings))
         .map_err(|e| StartupError::Other(e.to_string()))?;
     let core = crate::service::Core {
         audit: crate::service::core::audit::Audit::start(Arc::clone(&store)),

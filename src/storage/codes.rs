@@ -7,7 +7,7 @@ use super::test_mode::InboxEntry;
 use super::StoreError;
 use crate::domain::challenge::ChallengeView;
 use crate::domain::delivery::DeliveryMode;
-use crate::domain::keys::{Flavor, TenantId};
+use crate::domain::keys::{CodeApi, TenantId};
 use crate::domain::Millis;
 
 /// A challenge to insert (status `pending`, delivery `queued`).
@@ -15,10 +15,10 @@ use crate::domain::Millis;
 pub struct NewChallenge {
     pub key_digest: Vec<u8>,
     pub tenant_id: TenantId,
-    pub flavor: Flavor,
+    pub flavor: CodeApi,
     pub email: String,
     pub email_canonical: String,
-    pub purpose: String,
+    pub purpose: crate::domain::purpose::Purpose,
     pub code_hash: String,
     pub max_attempts: u32,
     pub code_length: u32,
@@ -26,9 +26,9 @@ pub struct NewChallenge {
     pub expires_at: Millis,
     pub delivery_mode: DeliveryMode,
     /// The locale the message was written in (`None`: imported from OtpMint).
-    pub locale: Option<String>,
+    pub locale: Option<crate::domain::locale::Locale>,
     /// How its message travels: `email` or `sms`.
-    pub channel: String,
+    pub channel: crate::domain::recipient::Channel,
     /// A magic link that verifies it (API.md §14.2).
     pub link: Option<NewLink>,
 }
@@ -56,18 +56,6 @@ pub trait ClaimStore {
     ) -> Result<bool, StoreError>;
     /// Mark a verified, unclaimed hosted session of `tenant` claimed; false otherwise.
     fn claim_session(&self, tenant: &TenantId, id: &str, now: Millis) -> Result<bool, StoreError>;
-}
-
-/// The SQL of claims both backends run as written (`$N` placeholders; SQLite takes `?N`).
-pub(crate) mod claim_sql {
-    pub const SET_CHALLENGE: &str =
-        "UPDATE challenges SET code_challenge = $2 WHERE key_digest = $1";
-    /// A verified code's outcome, claimed once (`$1` tenant, `$2` key digest, `$3` now).
-    pub const CLAIM_CODE: &str = "UPDATE challenges SET claimed_at = $3 \
-         WHERE tenant_id = $1 AND key_digest = $2 AND status = 'verified' AND claimed_at IS NULL";
-    /// A verified session's outcome, claimed once (`$1` tenant, `$2` id, `$3` now).
-    pub const CLAIM_SESSION: &str = "UPDATE hosted_sessions SET claimed_at = $3 \
-         WHERE tenant_id = $1 AND id = $2 AND status = 'verified' AND claimed_at IS NULL";
 }
 
 /// The outgoing message of a new code, stored in the same commit as the code.
@@ -198,7 +186,7 @@ pub trait CodeStore {
         &self,
         tenant: &TenantId,
         key_digest: &[u8],
-        flavor: Flavor,
+        flavor: CodeApi,
         code_len: u32,
         q: &SendQuota,
         now: Millis,
@@ -222,19 +210,19 @@ pub trait CodeStore {
         now: Millis,
         event: Option<&NewEvent>,
         clear_failures_of: Option<&str>,
-        via: &str,
+        via: crate::domain::challenge::VerifiedVia,
     ) -> Result<bool, StoreError>;
     /// The enabled tenant a code belongs to (for OtpMint's verify, which names no tenant).
     fn challenge_owner(
         &self,
         key_digest: &[u8],
-        flavor: Flavor,
+        flavor: CodeApi,
     ) -> Result<Option<TenantId>, StoreError>;
     fn challenge(
         &self,
         tenant: &TenantId,
         key_digest: &[u8],
-        flavor: Flavor,
+        flavor: CodeApi,
         now: Millis,
     ) -> Result<Option<ChallengeView>, StoreError>;
     /// Cancel a pending code: `Some((true, view))` cancelled, `Some((false, view))` it had
@@ -243,7 +231,7 @@ pub trait CodeStore {
         &self,
         tenant: &TenantId,
         key_digest: &[u8],
-        flavor: Flavor,
+        flavor: CodeApi,
         now: Millis,
     ) -> Result<Option<(bool, ChallengeView)>, StoreError>;
 }

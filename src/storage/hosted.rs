@@ -45,13 +45,16 @@ pub struct SessionRow {
     pub finished_by: Option<Vec<u8>>,
 }
 
-pub(crate) const SESSION_COLS: &str =
+pub(crate) const SESSION_COLS: &str = concat!(
     "h.id, h.tenant_id, h.email, h.purpose, h.locale, h.return_url, \
      h.key_sealed, h.status, h.expires_at, \
      COALESCE(h.verified_at, (SELECT c.verified_at FROM challenges c WHERE c.key_digest = h.key_digest)), \
-     (SELECT CASE WHEN c.status = 'pending' AND c.attempts >= c.max_attempts THEN 'exhausted' \
+     (SELECT CASE WHEN c.status = 'pending' AND ",
+    crate::storage::sql::no_attempts_left!("c."),
+    " THEN 'exhausted' \
        ELSE c.status END FROM challenges c WHERE c.key_digest = h.key_digest), \
-     h.code_challenge, h.claimed_at, h.finished_by";
+     h.code_challenge, h.claimed_at, h.finished_by"
+);
 
 pub(crate) fn session_from(r: &impl Cells) -> Result<SessionRow, StoreError> {
     Ok(SessionRow {

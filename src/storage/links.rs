@@ -17,22 +17,24 @@ pub struct LinkView {
     pub status: StoredStatus,
     pub expires_at: Millis,
     /// The locale its message was written in.
-    pub locale: Option<String>,
+    pub locale: Option<crate::domain::locale::Locale>,
     pub email: String,
-    pub purpose: String,
+    pub purpose: crate::domain::purpose::Purpose,
     /// Its attempts are spent: no way verifies it any more.
     pub spent: bool,
     /// `code` or `link`, once verified.
-    pub verified_via: Option<String>,
+    pub verified_via: Option<crate::domain::challenge::VerifiedVia>,
     /// Its tenant's pages are approved (API.md §17.6).
     pub pages_approved: bool,
 }
 
 /// The columns [`LinkView`] is read from (`l`: magic_links, `c`: challenges, `t`: tenants).
-pub(crate) const LINK_COLS: &str =
+pub(crate) const LINK_COLS: &str = concat!(
     "c.tenant_id, t.name, l.key_digest, l.return_url, l.key_sealed, \
-     c.status, c.expires_at, c.locale, c.email, c.purpose, c.attempts >= c.max_attempts, \
-     c.verified_via, t.pages_approved";
+     c.status, c.expires_at, c.locale, c.email, c.purpose, ",
+    crate::storage::sql::no_attempts_left!("c."),
+    ", c.verified_via, t.pages_approved"
+);
 
 pub trait LinkStore {
     /// The link with this token digest, of an enabled tenant.
@@ -48,11 +50,11 @@ pub(crate) fn link_from(r: &impl super::cells::Cells) -> Result<LinkView, StoreE
         key_sealed: r.bytes(4)?,
         status: super::cells::status_from(&r.text(5)?)?,
         expires_at: r.int(6)?,
-        locale: r.opt_text(7)?,
+        locale: super::cells::stored_locale(r.opt_text(7)?),
         email: r.text(8)?,
-        purpose: r.text(9)?,
+        purpose: crate::domain::purpose::Purpose::from_stored(r.text(9)?),
         spent: r.flag(10)?,
-        verified_via: r.opt_text(11)?,
+        verified_via: super::cells::verified_via_from(r.opt_text(11)?)?,
         pages_approved: r.flag(12)?,
     })
 }

@@ -21,6 +21,7 @@ mod quota;
 mod records;
 pub mod rules;
 pub mod sms_guard;
+mod sql;
 pub mod sqlite;
 pub mod stats;
 pub mod suppressions;

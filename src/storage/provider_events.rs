@@ -80,29 +80,3 @@ pub trait ProviderEventStore {
     /// Forget events received before `before` (pins are kept).
     fn purge_provider_events(&self, before: Millis) -> Result<usize, StoreError>;
 }
-
-/// The SQL both backends run as written (`$N` placeholders; SQLite takes them as `?N`).
-pub(crate) mod sql {
-    /// An enabled tenant's row version and webhook event types, as [`super::VerifiedWith`]
-    /// holds them.
-    pub const VERIFIED_WITH: &str =
-        "SELECT t.row_version, COALESCE((SELECT w.events FROM webhooks w WHERE w.tenant_id = t.id), '') \
-         FROM tenants t WHERE t.id = $1 AND t.enabled";
-    pub const SEEN: &str =
-        "INSERT INTO provider_events (tenant_id, provider, event_id, received_at) \
-         VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, provider, event_id) DO NOTHING";
-    /// The code the message was about: its delivery is marked bounced.
-    pub fn mark_bounced() -> String {
-        format!(
-            "UPDATE challenges SET delivery_status = 'bounced' \
-             WHERE tenant_id = $1 AND provider_message_id = $2 RETURNING {}",
-            crate::storage::stats::TALLY_COLS
-        )
-    }
-    pub const PIN: &str =
-        "SELECT event_id FROM provider_events WHERE tenant_id = $1 AND provider = $2 \
-         ORDER BY received_at, event_id LIMIT 1";
-    /// Pins (`…-pin`) are not events: they stay.
-    pub const PURGE: &str =
-        "DELETE FROM provider_events WHERE received_at < $1 AND provider NOT LIKE '%-pin'";
-}

@@ -4,7 +4,7 @@
 //! code's delivery is shown. The backends hold only the SQL around these decisions.
 
 use super::integration::EventOutcome;
-use crate::domain::challenge::StoredStatus;
+use crate::domain::challenge::{has_attempts_left, live, StoredStatus};
 use crate::domain::delivery::{DeliveryMode, DeliveryStatus};
 use crate::domain::Millis;
 
@@ -86,11 +86,12 @@ pub fn sweep_verdict(
     if mode == DeliveryMode::Sync || abandoned {
         return Some(SweepVerdict::Interrupted);
     }
-    let live = status == StoredStatus::Pending && attempts < max_attempts;
-    match (live, expires_at <= now) {
-        (true, false) => None,
-        (true, true) => Some(SweepVerdict::Expired),
-        (false, _) => Some(SweepVerdict::NotSent),
+    if live(status, attempts, max_attempts, expires_at, now) {
+        None
+    } else if has_attempts_left(status, attempts, max_attempts) {
+        Some(SweepVerdict::Expired)
+    } else {
+        Some(SweepVerdict::NotSent)
     }
 }
 

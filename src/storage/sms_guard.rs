@@ -84,37 +84,6 @@ pub(crate) fn over(limit: u32, count: i64, oldest: Option<Millis>, now: Millis) 
         .then(|| oldest.map_or(HOUR_MS, |o| (o + HOUR_MS - now).clamp(1000, HOUR_MS)))
 }
 
-/// The SQL both backends run as written (`$N` placeholders; SQLite takes them as `?N`).
-pub(crate) mod sql {
-    pub const TRUSTED: &str = "SELECT EXISTS(SELECT 1 FROM sms_trusted \
-         WHERE tenant_id = $1 AND phone = $2 AND verified_at >= $3)";
-    /// The newest SMS to the range in the hour, at most `$4` (the limit: counting past it
-    /// tells nothing more, and the limit-th newest says when the range has room again).
-    pub const IN_RANGE: &str = "SELECT COUNT(*), MIN(at) FROM (SELECT at FROM sms_sends \
-         WHERE tenant_id = $1 AND range_prefix = $2 AND at > $3 ORDER BY at DESC LIMIT $4) recent";
-    /// The newest SMS to the country whose code was not verified (marked by the verify; a
-    /// code purged unverified stays unverified), at most `$4`, as above.
-    pub const UNVERIFIED_IN_COUNTRY: &str =
-        "SELECT COUNT(*), MIN(at) FROM (SELECT at FROM sms_sends \
-         WHERE tenant_id = $1 AND country = $2 AND at > $3 AND NOT verified \
-         ORDER BY at DESC LIMIT $4) recent";
-    pub const INSERT: &str =
-        "INSERT INTO sms_sends (tenant_id, key_digest, range_prefix, country, at) \
-         VALUES ($1, $2, $3, $4, $5)";
-    pub const RELEASE: &str = "DELETE FROM sms_sends WHERE key_digest = $1 AND at = $2";
-    /// A verified SMS code's send leaves the unverified count (`$1` its key digest); run in
-    /// the verify's own transaction.
-    pub const VERIFIED: &str = "UPDATE sms_sends SET verified = TRUE WHERE key_digest = $1";
-    /// A verified SMS code trusts its number (`$1` the code's key digest, `$2` now); run in
-    /// the verify's own transaction.
-    pub const TRUST: &str = "INSERT INTO sms_trusted (tenant_id, phone, verified_at) \
-         SELECT tenant_id, email_canonical, $2 FROM challenges WHERE key_digest = $1 AND channel = 'sms' \
-         ON CONFLICT (tenant_id, phone) DO UPDATE SET verified_at = excluded.verified_at";
-    pub const PURGE: &str = "DELETE FROM sms_sends WHERE at < $1";
-    /// Trust older than any tenant may keep it (`TRUSTED_DAYS_MAX`).
-    pub const PURGE_TRUSTED: &str = "DELETE FROM sms_trusted WHERE verified_at < $1";
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,19 +25,3 @@ pub trait SuppressionStore {
         recipient: &str,
     ) -> Result<Option<Suppression>, StoreError>;
 }
-
-/// The SQL both backends run as written (`$N` placeholders; SQLite takes them as `?N`).
-pub(crate) mod sql {
-    pub const PAGE: &str = "SELECT recipient, reason, source, created_at FROM suppressions \
-         WHERE tenant_id = $1 AND ($2 OR created_at < $3 OR (created_at = $3 AND recipient < $4)) \
-         ORDER BY created_at DESC, recipient DESC LIMIT $5";
-    pub const INSERT: &str =
-        "INSERT INTO suppressions (tenant_id, recipient, reason, source, created_at) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, recipient) DO NOTHING";
-    pub const DELETE: &str = "DELETE FROM suppressions WHERE tenant_id = $1 AND recipient = $2";
-    pub const COUNT_UP: &str = "UPDATE tenants SET suppressed = suppressed + 1 WHERE id = $1";
-    pub const COUNT_DOWN: &str =
-        "UPDATE tenants SET suppressed = suppressed - 1 WHERE id = $1 AND suppressed > 0";
-    pub const ONE: &str = "SELECT recipient, reason, source, created_at FROM suppressions \
-         WHERE tenant_id = $1 AND recipient = $2";
-}

@@ -54,53 +54,6 @@ impl TenantChanges {
     }
 }
 
-/// The SQL of tenant changes that both backends run as written (`$N` placeholders; SQLite
-/// takes them as `?N`, see [`sqlite_placeholders`]).
-pub(crate) mod sql {
-    /// The relay (`$9`: its OAuth2 settings); a new relay version.
-    pub const SET_RELAY: &str = "UPDATE tenants SET smtp_host = $2, smtp_port = $3, smtp_username = $4, \
-         smtp_password = $5, smtp_from = $6, smtp_tls = $7, smtp_max_connections = $8, smtp_oauth2 = $9, \
-         smtp_version = smtp_version + 1 WHERE id = $1";
-    /// The fallback relay (all NULL: none).
-    pub const SET_FALLBACK: &str = "UPDATE tenants SET fallback_host = $2, fallback_port = $3, \
-         fallback_username = $4, fallback_password = $5, fallback_from = $6, fallback_tls = $7, \
-         fallback_max_connections = $8, fallback_oauth2 = $9 WHERE id = $1";
-    /// A new version of the tenant's transports (windows and token caches start afresh).
-    pub const BUMP_TRANSPORTS: &str =
-        "UPDATE tenants SET smtp_version = smtp_version + 1 WHERE id = $1";
-    /// Secret keys: the tenant's others end at `$2` (or keep an earlier end), and those
-    /// ended by `$2` go.
-    pub const END_SECRETS: &str = "UPDATE tenant_secrets SET expires_at = CASE \
-         WHEN expires_at IS NOT NULL AND expires_at < $2 THEN expires_at ELSE $2 END WHERE tenant_id = $1";
-    pub const DROP_ENDED_SECRETS: &str =
-        "DELETE FROM tenant_secrets WHERE tenant_id = $1 AND expires_at <= $2";
-    /// A test tenant made live: its test keys go (API.md §17.4).
-    pub const DROP_TEST_SECRETS: &str = "DELETE FROM tenant_secrets WHERE tenant_id = $1 AND test";
-    /// A new secret key (`$1` digest, `$2` tenant, `$3` now): a test key while its tenant is
-    /// a test tenant.
-    pub const ADD_SECRET: &str =
-        "INSERT INTO tenant_secrets (digest, tenant_id, created_at, expires_at, test) \
-         SELECT $1, $2, $3, NULL, t.test FROM tenants t WHERE t.id = $2";
-    /// Whether the tenant has test keys.
-    pub const HAS_TEST_SECRETS: &str =
-        "SELECT EXISTS(SELECT 1 FROM tenant_secrets WHERE tenant_id = $1 AND test)";
-    pub const SET_PAGES_APPROVED: &str = "UPDATE tenants SET pages_approved = $2 WHERE id = $1";
-    pub const SET_SMS: &str =
-        "UPDATE tenants SET sms_allowed_countries = $2, sms_trusted_days = $3, \
-         sms_allow_fixed_line = $4 WHERE id = $1";
-    pub const SET_DKIM: &str = "UPDATE tenants SET dkim_keys = $2, dkim_private = $3 WHERE id = $1";
-    pub const SET_SUPPRESSION_OFF: &str = "UPDATE tenants SET suppression_off = $2 WHERE id = $1";
-    pub const SET_EMAIL_PROVIDER: &str =
-        "UPDATE tenants SET email_provider = $2, email_provider_secrets = $3 WHERE id = $1";
-    pub const SET_SMS_PROVIDER: &str =
-        "UPDATE tenants SET sms_provider = $2, sms_provider_secrets = $3 WHERE id = $1";
-}
-
-/// `$N` placeholders as SQLite's `?N` (the shared SQL has no `$` elsewhere).
-pub(crate) fn sqlite_placeholders(sql: &str) -> String {
-    sql.replace('$', "?")
-}
-
 /// A relay's columns as stored: a tenant without a relay keeps empty values (the columns
 /// are NOT NULL).
 pub(crate) struct RelayCells {

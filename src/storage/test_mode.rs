@@ -59,14 +59,3 @@ pub trait TestStore {
         since: Millis,
     ) -> Result<Vec<InboxRow>, StoreError>;
 }
-
-/// The SQL of test-code failures both backends run (`$N`; SQLite takes `?N`).
-pub(crate) mod sql {
-    /// `$1` tenant, `$2` recipient, `$3` code hash, `$4` budget, `$5` now.
-    pub const CODE_FAILED: &str = "UPDATE test_recipients SET failures = failures + 1, \
-         disabled_at = CASE WHEN failures + 1 >= $4 THEN $5 ELSE disabled_at END \
-         WHERE tenant_id = $1 AND pattern = $2 AND code_hash = $3 AND disabled_at IS NULL \
-         RETURNING disabled_at";
-    pub const BUMP_TEST_VERSION: &str =
-        "UPDATE tenants SET test_version = test_version + 1 WHERE id = $1";
-}

@@ -29,7 +29,7 @@ pub fn resend_headers(secret: &str, id: &str, ts: i64, body: &[u8]) -> Vec<(Stri
         ("svix-timestamp".into(), ts.to_string()),
         (
             "svix-signature".into(),
-            crate::webhook::signature(&key, id, ts, body),
+            crate::outbound::signature(&key, id, ts, body),
         ),
     ]
 }

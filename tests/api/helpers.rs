@@ -97,7 +97,13 @@ pub async fn start(
         addr: format!("http://127.0.0.1:{port}"),
         smtp,
         clock,
-        client: reqwest::Client::new(),
+        // Idle connections are given up before the server's 5 s keep-alive closes them: a
+        // request on a connection the server is closing at that instant fails as an
+        // incomplete message (seen once under a loaded machine).
+        client: reqwest::Client::builder()
+            .pool_idle_timeout(std::time::Duration::from_secs(3))
+            .build()
+            .expect("the test client"),
         dir,
         settings,
         handle,

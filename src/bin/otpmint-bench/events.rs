@@ -80,7 +80,7 @@ pub fn signed_requests(tenant: &str, count: u64) -> Vec<Vec<u8>> {
             .to_string()
             .into_bytes();
             let id = format!("msg_{i}");
-            let sig = otpmint::webhook::signature(&key, &id, ts, &body);
+            let sig = otpmint::outbound::signature(&key, &id, ts, &body);
             let mut req = Vec::with_capacity(512);
             let ts = ts.to_string();
             let headers = [

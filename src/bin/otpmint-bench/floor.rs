@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use otpmint::domain::delivery::DeliveryMode;
-use otpmint::domain::keys::{Flavor, TenantId};
+use otpmint::domain::keys::{CodeApi, TenantId};
 use otpmint::storage::{CodeStore, Lease, NewChallenge, NewOutbox};
 use rand::RngCore;
 
@@ -55,10 +55,10 @@ pub fn write_floor(store: &Store, tenant: &str, seconds: f64) -> f64 {
                     let c = NewChallenge {
                         key_digest: digest,
                         tenant_id: tenant.clone(),
-                        flavor: Flavor::Native,
+                        flavor: CodeApi::Native,
                         email: email.clone(),
                         email_canonical: email.clone(),
-                        purpose: "default".into(),
+                        purpose: otpmint::domain::purpose::Purpose::parse(None).unwrap(),
                         code_hash: "$hmac-sha256$v=1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),
                         max_attempts: 5,
                         code_length: 6,
@@ -66,8 +66,8 @@ pub fn write_floor(store: &Store, tenant: &str, seconds: f64) -> f64 {
                         expires_at: now + 600_000,
                         // Sync rows leased by nobody's sender: no instance ever sends them.
                         delivery_mode: DeliveryMode::Sync,
-                        locale: Some("en".into()),
-                        channel: "email".into(),
+                        locale: otpmint::domain::locale::Locale::parse("en"),
+                        channel: otpmint::domain::recipient::Channel::Email,
                         link: None,
                     };
                     let m = NewOutbox {

@@ -8,16 +8,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use otpmint::testkit::smtp::{SmtpServer, SMTP_PASS, SMTP_USER};
-use serde::Serialize;
 use serde_json::{json, Value};
 
+mod args;
 mod client;
 mod events;
 mod floor;
@@ -28,7 +26,9 @@ mod soak;
 mod stats;
 mod workload;
 
-use report::table;
+use args::Args;
+use clap::Parser;
+use report::{table, RunResult};
 
 use client::*;
 use server::*;
@@ -42,167 +42,6 @@ const UNHASHED_VERIFIES_PER_SECOND: f64 = 25_000.0;
 /// them up ends early, and its rate is over the time it ran).
 const MAX_POOL: u64 = 60_000;
 const COMPAT_KEY: &str = "bench-compat-secret-key-0001";
-
-#[derive(Parser, Debug)]
-#[command(about = "Load benchmark for otpmint (see docs/benchmarks.md)")]
-struct Args {
-    /// Seconds per scenario and concurrency
-    #[arg(long, default_value_t = 5)]
-    duration: u64,
-    /// Concurrency levels
-    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
-    concurrency: Vec<usize>,
-    /// Scenarios to run
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "mint,mint-async,verify-wrong,verify-right,compat-mint,compat-verify-wrong,compat-verify-right"
-    )]
-    scenarios: Vec<String>,
-    /// argon2id memory (KiB); default: the server's default
-    #[arg(long)]
-    memory_kib: Option<u32>,
-    /// argon2id iterations; default: the server's default
-    #[arg(long)]
-    iterations: Option<u32>,
-    /// The server's `hashing.algorithm` (argon2id | hmac-sha256); default: the server's default
-    #[arg(long)]
-    hashing_algorithm: Option<String>,
-    /// Rows to pre-fill before the run: stored codes (spread over --prefill-tenants tenants)
-    #[arg(long, default_value_t = 0)]
-    prefill_codes: u64,
-    #[arg(long, default_value_t = 0)]
-    prefill_tenants: u64,
-    /// Instead of load: give the bench tenant this many codes over 400 days (with their
-    /// rollups) and time `GET /v1/tenant/stats` (docs/benchmarks.md)
-    #[arg(long, default_value_t = 0)]
-    stats_codes: u64,
-    /// A few seconds, tiny concurrency: proves the tool works (CI)
-    #[arg(long)]
-    smoke: bool,
-    /// Per-message acceptance delays of the relay (ms) to run every scenario against; a real
-    /// relay takes 50-500 ms
-    #[arg(long, value_delimiter = ',', default_value = "0")]
-    relay_delay_ms: Vec<u64>,
-    /// The tenants' smtp.max_connections (the ceiling of sessions open to the relay at
-    /// once); default: the server's default (32), the window adapting below it
-    #[arg(long)]
-    max_connections: Option<u32>,
-    /// smtp.pool_size of the servers (idle connections kept per tenant); default: the
-    /// server's default (4)
-    #[arg(long)]
-    smtp_pool_size: Option<usize>,
-    /// Drive OtpMint (the Flask service) listening on 127.0.0.1:PORT instead of starting
-    /// otpmint: its secret key is registered through its /reg_secretkey, then the compat-*
-    /// mint scenarios run against it through the same relay (no server CPU figures)
-    #[arg(long)]
-    otpmint_port: Option<u16>,
-    /// Seconds of hashing-floor sampling before and after each run (the machine's speed
-    /// drifts: a ratio needs the floor of its own minute)
-    #[arg(long, default_value_t = 1.0)]
-    floor_seconds: f64,
-    /// Split each run's load into this many equal slices with a floor sample between each
-    /// (and before the first and after the last): the ratio then divides by a floor taken
-    /// throughout the run, not only at its ends. For sync scenarios: with mint-async the
-    /// sender goes on delivering during the samples between slices
-    #[arg(long, default_value_t = 1)]
-    slices: u32,
-    /// A PostgreSQL server (postgres://…, a role that may create databases): the servers
-    /// under test store in a fresh database on it instead of SQLite
-    #[arg(long)]
-    database: Option<String>,
-    /// Server processes on the one database (needs --database); the load is spread over
-    /// them round-robin, as a load balancer would
-    #[arg(long, default_value_t = 1)]
-    instances: usize,
-    /// `smtp`; `http`: the bench tenant delivers through an HTTP receiver; `http-sms`: the
-    /// mints are text messages to German mobile numbers, through an HTTP receiver that is
-    /// the tenant's fallback (the relay its primary); `provider:<kind>`
-    /// (postmark, resend, sendgrid, mailgun, ses, twilio, vonage): through a fake of that
-    /// provider's API (both the mint scenarios only; --relay-delay-ms delays their answers);
-    /// `smtp-oauth2`: the relay with XOAUTH2 and tokens from a test token endpoint (the
-    /// results count the token requests)
-    #[arg(long, default_value = "smtp")]
-    transport: String,
-    /// With `--transport smtp-oauth2`: the access tokens' lifetime (`expires_in`); otpmint
-    /// uses a token until 60 s before it expires
-    #[arg(long, default_value_t = 3600)]
-    token_lifetime_seconds: u64,
-    /// Signed provider events per second posted to a second tenant of the same instance
-    /// during the `…+events` scenarios (`mint+events`, `mint-async+events`)
-    #[arg(long, default_value_t = 1000)]
-    event_rate: u32,
-    /// Instead of load: a chaos soak of this many seconds of faults (docs/reliability.md);
-    /// with --database, --instances processes (at least 2) on PostgreSQL behind a proxy that
-    /// cuts, else one on SQLite. Exit status 1 when the checker finds a violation
-    #[arg(long)]
-    soak: Option<u64>,
-    /// The soak's concurrent clients
-    #[arg(long, default_value_t = 12)]
-    soak_workers: usize,
-    /// How long the soak's relays take to accept each message (a real relay takes 50-500 ms:
-    /// sends are in flight when an instance is killed)
-    #[arg(long, default_value_t = 100)]
-    soak_relay_delay_ms: u64,
-    /// The seed of the soak's faults and load
-    #[arg(long, default_value_t = 1)]
-    soak_seed: u64,
-    /// Seconds to measure the durable-write floor before and after the runs (the commits of
-    /// a mint, from 64 writers, on the server's database while it idles); 0: not measured
-    #[arg(long, default_value_t = 0.0)]
-    write_floor_seconds: f64,
-    /// Where to write the JSON results
-    #[arg(long, default_value = "target/bench-results.json")]
-    json: PathBuf,
-    /// The otpmint binary (default: next to this one)
-    #[arg(long)]
-    server: Option<PathBuf>,
-}
-
-#[derive(Serialize, Clone, Default)]
-pub struct RunResult {
-    pub scenario: String,
-    pub concurrency: usize,
-    pub requests: u64,
-    pub seconds: f64,
-    pub rps: f64,
-    p50_ms: f64,
-    p95_ms: f64,
-    p99_ms: f64,
-    pub statuses: BTreeMap<u16, u64>,
-    pub transport_errors: u64,
-    pub server_cpu_ms_per_request: f64,
-    /// Requests to the OAuth2 token endpoint during the run (`--transport smtp-oauth2`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token_requests: Option<u64>,
-    /// Of that, the hashing threads'.
-    pub server_hashing_cpu_ms_per_request: f64,
-    /// CPU of this process (load generator and relay) per request.
-    pub bench_cpu_ms_per_request: f64,
-    /// Hashing threads' CPU over all CPU spent in the run (servers and this process): how
-    /// much of the work was argon2. Unlike the ratio to the floor it does not move with the
-    /// machine's speed; × floor can reach it only if argon2 runs in the server as fast as in
-    /// the floor and the cores are never idle.
-    pub hashing_share_of_cpu: f64,
-    pub server_peak_rss_mib: f64,
-    pub smtp_connections_opened: usize,
-    /// The relay's per-message acceptance delay in this run.
-    pub relay_delay_ms: u64,
-    /// Hashing floor sampled just before and just after this run (hashes/s), and the
-    /// lowest and highest of all samples (one more between each two load slices).
-    pub floor_before: f64,
-    pub floor_after: f64,
-    pub floor_min: f64,
-    pub floor_max: f64,
-    pub floor_samples: usize,
-    /// Throughput over the mean of the floor samples.
-    pub ratio_of_hashing_floor: f64,
-    /// mint-async: seconds from the end of the load until the relay had every queued message.
-    pub drain_seconds: Option<f64>,
-    /// mint-async: messages delivered per second, from the start of the load until the
-    /// last queued message arrived.
-    pub delivered_per_s: Option<f64>,
-}
 
 #[tokio::main]
 async fn main() {

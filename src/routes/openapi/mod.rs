@@ -7,8 +7,8 @@ mod constrain;
 
 use super::dto::*;
 use super::{
-    claims, codes, dkim, hosted, ops, provider_events, providers, stats, suppressions, templates,
-    tenants, test_mode, transport, webhooks,
+    branding, claims, codes, dkim, hosted, ops, provider_events, providers, stats, suppressions,
+    templates, tenants, test_mode, transport, webhooks,
 };
 
 struct Security;
@@ -87,7 +87,7 @@ impl Modify for Common {
         webhooks::deliveries, codes::resend, test_mode::put_test_recipients, test_mode::get_test_recipients,
         test_mode::test_inbox, stats::own_stats, stats::tenant_stats, stats::all_stats,
         transport::put, transport::get, transport::delete, transport::rotate_secret,
-        hosted::open, hosted::outcome, hosted::put_logo, hosted::delete_logo,
+        hosted::open, hosted::outcome, branding::put_logo, branding::delete_logo,
         providers::put_own, providers::get_own, providers::delete_own, providers::test_own,
         providers::put_for, providers::get_for, providers::delete_for, providers::test_for,
         suppressions::list, suppressions::add, suppressions::remove, provider_events::receive, dkim::create, dkim::get, dkim::delete, dkim::domain_check, claims::claim_code, claims::claim_session

@@ -7,7 +7,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use secrecy::SecretString;
 
 use crate::crypto::lookup_digest;
-use crate::domain::keys::{Flavor, ShareableKey, TenantId};
+use crate::domain::keys::{CodeApi, ShareableKey, TenantId};
 use crate::domain::locale::Locale;
 use crate::domain::policy::Policy;
 use crate::domain::tenant::{Origin, Sender, SmtpHost, TenantName, TlsMode};
@@ -236,7 +236,7 @@ impl Admin {
                 report.skipped.push(line("a field is missing"));
                 continue;
             };
-            let Some(key) = ShareableKey::parse(&key, Flavor::Compat) else {
+            let Some(key) = ShareableKey::parse(&key, CodeApi::Compat) else {
                 report.skipped.push(line("shareableKey is not 10 letters"));
                 continue;
             };
@@ -263,10 +263,10 @@ impl Admin {
                     link: None,
                     key_digest,
                     tenant_id: TenantId::from_trusted(String::new()),
-                    flavor: Flavor::Compat,
+                    flavor: CodeApi::Compat,
                     email: String::new(),
                     email_canonical: canonical,
-                    purpose: "default".into(),
+                    purpose: crate::domain::purpose::Purpose::from_stored("default".into()),
                     code_hash: stored,
                     max_attempts: max,
                     code_length: 6,
@@ -274,7 +274,7 @@ impl Admin {
                     expires_at: now + i64::from(self.core.settings.load().otp.ttl_seconds) * 1000,
                     delivery_mode: crate::domain::delivery::DeliveryMode::Sync,
                     locale: None,
-                    channel: "email".into(),
+                    channel: crate::domain::recipient::Channel::Email,
                 },
             });
         }

@@ -2,9 +2,9 @@
 //! or hosted session answers who verified, once; with a code challenge given at the start
 //! only to the holder of its verifier.
 
-use crate::domain::challenge::Status;
+use crate::domain::challenge::{Status, VerifiedVia};
 use crate::domain::claim::CodeChallenge;
-use crate::domain::keys::{Flavor, ShareableKey};
+use crate::domain::keys::{CodeApi, ShareableKey};
 use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
 use crate::service::core::audit::RequestContext;
@@ -44,7 +44,7 @@ impl Codes {
         verifier: Option<&str>,
         ctx: &RequestContext,
     ) -> Result<ClaimedOutcome, ServiceError> {
-        let view = self.otp_status(&tenant.id, key, Flavor::Native).await?;
+        let view = self.otp_status(&tenant.id, key, CodeApi::Native).await?;
         check_verifier(view.code_challenge.as_ref(), verifier)?;
         if view.claimed_at.is_some() {
             return Err(ServiceError::AlreadyClaimed);
@@ -55,7 +55,7 @@ impl Codes {
             return Err(ServiceError::NotVerified);
         };
         let audit = self.core.audit.slot()?;
-        let parsed = ShareableKey::parse(key, Flavor::Native).ok_or(ServiceError::OtpNotFound)?;
+        let parsed = ShareableKey::parse(key, CodeApi::Native).ok_or(ServiceError::OtpNotFound)?;
         let (tid, digest, now) = (
             tenant.id.clone(),
             self.key_digest(parsed.expose()),
@@ -71,10 +71,14 @@ impl Codes {
         audit.record(&tenant.id, now, "claim", &view.email, "claimed", ctx);
         Ok(ClaimedOutcome {
             recipient: view.email,
-            channel: view.channel,
-            purpose: view.purpose,
+            channel: view.channel.as_str().into(),
+            purpose: view.purpose.as_str().into(),
             verified_at,
-            verified_via: view.verified_via.unwrap_or_else(|| "code".into()),
+            verified_via: view
+                .verified_via
+                .unwrap_or(VerifiedVia::Code)
+                .as_str()
+                .into(),
         })
     }
 

@@ -6,7 +6,7 @@
 use crate::crypto::cipher::{decrypt_record, encrypt_record};
 use crate::domain::delivery::DeliveryMode;
 use crate::domain::email::RecipientEmail;
-use crate::domain::keys::{random_id, Flavor};
+use crate::domain::keys::{random_id, CodeApi};
 use crate::domain::links::{allowed_return, with_query};
 use crate::domain::locale::{Locale, LOCALE_RULE};
 use crate::domain::purpose::Purpose;
@@ -252,7 +252,7 @@ impl Codes {
                 MintRequest {
                     to: Recipient::Email(to.clone()),
                     purpose: Purpose::parse(Some(&row.purpose)).map_err(|_| PageError::NotSent)?,
-                    flavor: Flavor::Native,
+                    flavor: CodeApi::Native,
                     delivery: Some(DeliveryMode::Sync),
                     locale: row.locale.as_deref().and_then(Locale::parse),
                     link: None,
@@ -313,7 +313,7 @@ impl Codes {
             .filter(|c| !c.is_whitespace() && !matches!(c, '-' | '\u{2010}'..='\u{2015}'))
             .collect();
         let r = self
-            .verify(Caller::KeyOwner, &key, &typed, Flavor::Native, ctx)
+            .verify(Caller::KeyOwner, &key, &typed, CodeApi::Native, ctx)
             .await;
         match r.result {
             Ok(_) => {

@@ -10,7 +10,7 @@ use subtle::ConstantTimeEq;
 
 use crate::crypto::cipher::{decrypt_record, encrypt_record};
 use crate::crypto::lookup_digest;
-use crate::domain::challenge::StoredStatus;
+use crate::domain::challenge::{StoredStatus, VerifiedVia};
 use crate::domain::claim::CodeChallenge;
 use crate::domain::event::EventType;
 use crate::domain::keys::random_id;
@@ -231,7 +231,7 @@ impl Codes {
             // page's own token.
             Some(LinkState::Ended(l))
                 if matches
-                    && l.verified_via.as_deref() == Some("link")
+                    && l.verified_via == Some(VerifiedVia::Link)
                     && l.status == StoredStatus::Verified =>
             {
                 return self
@@ -267,8 +267,8 @@ impl Codes {
             EventData {
                 shareable_key: &key,
                 email: &link.email,
-                purpose: &link.purpose,
-                locale: link.locale.as_deref(),
+                purpose: link.purpose.as_str(),
+                locale: link.locale.as_ref().map(|l| l.as_str()),
                 reason: None,
             },
         );
@@ -286,7 +286,14 @@ impl Codes {
         let verified = self
             .core
             .write(move |s| {
-                s.finish_verify(&tid, &kd, now, event.as_ref(), clear.as_deref(), "link")
+                s.finish_verify(
+                    &tid,
+                    &kd,
+                    now,
+                    event.as_ref(),
+                    clear.as_deref(),
+                    VerifiedVia::Link,
+                )
             })
             .await
             .unwrap_or(false);

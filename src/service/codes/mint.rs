@@ -6,7 +6,7 @@ use crate::domain::challenge::{ChallengeView, Status};
 use crate::domain::code::OtpCode;
 use crate::domain::delivery::DeliveryMode;
 use crate::domain::event::EventType;
-use crate::domain::keys::{Flavor, ShareableKey, TenantId};
+use crate::domain::keys::{CodeApi, ShareableKey, TenantId};
 use crate::domain::locale::Locale;
 use crate::domain::policy::Policy;
 use crate::domain::purpose::Purpose;
@@ -20,7 +20,7 @@ use crate::service::core::audit::RequestContext;
 use crate::service::core::retry_secs;
 use crate::service::delivery::{Attempt, StoredMessage};
 use crate::service::events::webhooks::EventData;
-use crate::service::tenants::test_mode::Route;
+use crate::service::tenants::test_mode::Destination;
 use crate::service::{Codes, LimitKind, ServiceError};
 use crate::storage::{InboxEntry, NewChallenge, NewOutbox, OutboxJob, QuotaRefusal};
 
@@ -32,7 +32,7 @@ pub struct MintRequest {
     /// An address, or a phone number for a text message (API.md §12.3).
     pub to: Recipient,
     pub purpose: Purpose,
-    pub flavor: Flavor,
+    pub flavor: CodeApi,
     /// Default: the tenant's.
     pub delivery: Option<DeliveryMode>,
     /// The first step of the locale chain, if the request names one.
@@ -127,10 +127,10 @@ impl Codes {
     }
 
     /// The policy a new code of this flavor gets.
-    pub fn policy_for(&self, tenant: &Tenant, flavor: Flavor) -> Policy {
+    pub fn policy_for(&self, tenant: &Tenant, flavor: CodeApi) -> Policy {
         match flavor {
-            Flavor::Native => tenant.policy,
-            Flavor::Compat => Policy {
+            CodeApi::Native => tenant.policy,
+            CodeApi::Compat => Policy {
                 code_length: 6,
                 ttl_seconds: self.core.settings.load().otp.ttl_seconds,
                 max_attempts: self.core.settings.load().compat.max_attempts,
@@ -157,8 +157,8 @@ impl Codes {
         let (audit, fallback_audit) = (self.core.audit.slot()?, self.core.audit.slot()?);
         let mode = match flavor {
             // OtpMint's clients expect the message to have left when /otp answers.
-            Flavor::Compat => DeliveryMode::Sync,
-            Flavor::Native => delivery.unwrap_or(tenant.delivery),
+            CodeApi::Compat => DeliveryMode::Sync,
+            CodeApi::Native => delivery.unwrap_or(tenant.delivery),
         };
         let result = self
             .mint_inner(
@@ -204,9 +204,9 @@ impl Codes {
     async fn mint_inner(
         &self,
         tenant: &Tenant,
-        email: Recipient,
+        recipient: Recipient,
         purpose: Purpose,
-        (flavor, mode): (Flavor, DeliveryMode),
+        (flavor, mode): (CodeApi, DeliveryMode),
         locale: Option<&Locale>,
         link: Option<&crate::service::codes::links::LinkRequest>,
     ) -> Result<Minted, ServiceError> {
@@ -215,22 +215,25 @@ impl Codes {
         let now = self.core.now();
         // A test recipient's (or a test tenant's) mint goes to the test inbox: it counts
         // against the test sends only, and with a fixed code needs no new hash.
-        let route = self.tenants.route(tenant, email.canonical(), now).await?;
-        let test = route != Route::Relay;
-        let sms = email.channel() == Channel::Sms;
+        let destination = self
+            .tenants
+            .destination(tenant, recipient.canonical(), now)
+            .await?;
+        let test = destination != Destination::Deliver;
+        let sms = recipient.channel() == Channel::Sms;
         // The channel needs a transport (a test mint goes nowhere).
-        if !test && !self.delivery.has_route(tenant, email.channel()) {
+        if !test && !self.delivery.has_route(tenant, recipient.channel()) {
             return Err(ServiceError::ChannelNotConfigured);
         }
         if !test {
             self.tenants
-                .check_suppressed(tenant, email.canonical())
+                .check_suppressed(tenant, recipient.canonical())
                 .await?;
         }
         // The SMS fraud guard (API.md §17.1); a mint that sends nothing passes no check.
         let sms_facts = match sms && !test {
             true => Some(
-                self.screen_sms(tenant, email.canonical(), purpose.as_str(), now)
+                self.screen_sms(tenant, recipient.canonical(), purpose.as_str(), now)
                     .await?,
             ),
             false => None,
@@ -245,14 +248,14 @@ impl Codes {
         if checked.any() {
             // A read first, so a refused mint costs no hash; the counting write below
             // checks again atomically.
-            let (tid, c2) = (tenant.id.clone(), email.canonical().to_string());
+            let (tid, c2) = (tenant.id.clone(), recipient.canonical().to_string());
             self.core
                 .db(move |s| s.check_quota(&tid, &c2, &checked, now))
                 .await?
                 .map_err(limited)?;
         }
-        let (code, code_hash) = match &route {
-            Route::Test(Some(fixed)) => {
+        let (code, code_hash) = match &destination {
+            Destination::TestInbox(Some(fixed)) => {
                 policy.code_length = fixed.length;
                 (None, fixed.hash.clone())
             }
@@ -286,7 +289,7 @@ impl Codes {
                     expires_at,
                     app_name: tenant.name.as_str(),
                     purpose: purpose.as_str(),
-                    email: email.as_given(),
+                    email: recipient.as_given(),
                     locale: "",
                     link: &link_url,
                 },
@@ -300,17 +303,17 @@ impl Codes {
             key_digest: key_digest.clone(),
             tenant_id: tenant.id.clone(),
             flavor,
-            email: email.as_given().to_string(),
-            email_canonical: email.canonical().to_string(),
-            purpose: purpose.as_str().to_string(),
+            email: recipient.as_given().to_string(),
+            email_canonical: recipient.canonical().to_string(),
+            purpose: purpose.clone(),
             code_hash,
             max_attempts: policy.max_attempts,
             code_length: policy.code_length,
             created_at: now,
             expires_at,
             delivery_mode: mode,
-            locale: Some(written.locale.as_str().to_string()),
-            channel: email.channel().as_str().into(),
+            locale: Some(written.locale.clone()),
+            channel: recipient.channel(),
             link: link_row,
         };
         let message = stored_message(
@@ -318,7 +321,7 @@ impl Codes {
             written.rendered,
             (&written.locale, sms),
             key.expose(),
-            (email.as_given(), purpose.as_str()),
+            (recipient.as_given(), purpose.as_str()),
         );
         let payload = self
             .delivery
@@ -336,7 +339,7 @@ impl Codes {
         };
         if test {
             let inbox = InboxEntry {
-                recipient: email.canonical().to_string(),
+                recipient: recipient.canonical().to_string(),
                 payload,
                 per_hour: self.core.settings.load().limits.test_sends_per_hour,
             };
@@ -349,14 +352,14 @@ impl Codes {
         }
         let lease = (mode == DeliveryMode::Sync).then(|| self.delivery.lease());
         let outbox = NewOutbox {
-            recipient: email.delivery_address(),
+            recipient: recipient.delivery_address(),
             payload: payload.clone(),
             lease,
-            channel: email.channel(),
+            channel: recipient.channel(),
         };
         let count = sms_facts.map(|facts| SmsCount {
             tenant: tenant.clone(),
-            phone: email.canonical().to_string(),
+            phone: recipient.canonical().to_string(),
             purpose: purpose.as_str().to_string(),
             facts,
             key_digest: key_digest.clone(),
@@ -380,12 +383,12 @@ impl Codes {
         let job = OutboxJob {
             key_digest,
             tenant_id: tenant.id.clone(),
-            recipient: email.delivery_address(),
+            recipient: recipient.delivery_address(),
             payload,
             attempts: 0,
             expires_at,
             mode,
-            channel: email.channel(),
+            channel: recipient.channel(),
         };
         let outcome_unknown = self.deliver_now(tenant, job).await?;
         crate::metrics::inc(|m| &m.codes_minted, &[mode.as_str()]);
@@ -430,7 +433,7 @@ impl Codes {
         &self,
         tenant: &TenantId,
         key: &str,
-        flavor: Flavor,
+        flavor: CodeApi,
     ) -> Result<ChallengeView, ServiceError> {
         let key = ShareableKey::parse(key, flavor).ok_or(ServiceError::OtpNotFound)?;
         let digest = self.key_digest(key.expose());
@@ -446,7 +449,7 @@ impl Codes {
         tenant: &TenantId,
         subscribed: Option<&str>,
         key: &str,
-        flavor: Flavor,
+        flavor: CodeApi,
         ctx: &RequestContext,
     ) -> Result<(), ServiceError> {
         let key = ShareableKey::parse(key, flavor).ok_or(ServiceError::OtpNotFound)?;
@@ -469,7 +472,7 @@ impl Codes {
                         EventData {
                             shareable_key: key.expose(),
                             email: &v.email,
-                            purpose: &v.purpose,
+                            purpose: v.purpose.as_str(),
                             locale: None,
                             reason: None,
                         },

@@ -7,7 +7,7 @@ use crate::domain::challenge::{ChallengeView, Status};
 use crate::domain::code::OtpCode;
 use crate::domain::delivery::{DeliveryMode, DeliveryStatus};
 use crate::domain::email::RecipientEmail;
-use crate::domain::keys::{Flavor, ShareableKey};
+use crate::domain::keys::{CodeApi, ShareableKey};
 use crate::domain::locale::Locale;
 use crate::domain::recipient::{Channel, PhoneNumber, Recipient};
 use crate::domain::tenant::Tenant;
@@ -16,7 +16,7 @@ use crate::messages::Vars;
 use crate::service::codes::mint::{ended, limited, stored_message};
 use crate::service::codes::sms_guard::SmsCount;
 use crate::service::core::audit::RequestContext;
-use crate::service::tenants::test_mode::Route;
+use crate::service::tenants::test_mode::Destination;
 use crate::service::{Codes, ServiceError};
 use crate::storage::{InboxEntry, NewOutbox, OutboxJob, Resend, ResendVia, Resent};
 
@@ -66,7 +66,7 @@ impl Codes {
         key: &str,
         ctx: &RequestContext,
     ) -> Result<ResentKey, ServiceError> {
-        let key = ShareableKey::parse(key, Flavor::Native).ok_or(ServiceError::OtpNotFound)?;
+        let key = ShareableKey::parse(key, CodeApi::Native).ok_or(ServiceError::OtpNotFound)?;
         let audit = self.core.audit.slot()?;
         let mut recipient = String::new();
         let result = self.resend_inner(tenant, key, &mut recipient).await;
@@ -114,7 +114,7 @@ impl Codes {
         }
         // A test key, or any key of a tenant now in test mode, is resent to the test inbox.
         let test = view.test || tenant.test;
-        let sms = Channel::parse(&view.channel) == Some(Channel::Sms);
+        let sms = view.channel == Channel::Sms;
         let email = if sms {
             PhoneNumber::parse(&view.email).map(Recipient::Phone)
         } else {
@@ -135,7 +135,7 @@ impl Codes {
         // again (the tenant may have taken the country off its list), and the velocity.
         let sms_facts = match sms && !test {
             true => Some(
-                self.screen_sms(tenant, email.canonical(), &view.purpose, now)
+                self.screen_sms(tenant, email.canonical(), view.purpose.as_str(), now)
                     .await?,
             ),
             false => None,
@@ -158,10 +158,10 @@ impl Codes {
         let fixed = match test {
             true => match self
                 .tenants
-                .route(tenant, &view.email_canonical, now)
+                .destination(tenant, &view.email_canonical, now)
                 .await?
             {
-                Route::Test(Some(f)) if f.length == view.code_length => Some(f),
+                Destination::TestInbox(Some(f)) if f.length == view.code_length => Some(f),
                 _ => None,
             },
             false => None,
@@ -180,7 +180,7 @@ impl Codes {
         };
         let masked = "*".repeat(view.code_length as usize);
         let shown = code.as_ref().map_or(masked.as_str(), |c| c.expose());
-        let locale = view.locale.as_deref().and_then(Locale::parse);
+        let locale = view.locale.clone();
         let written = self
             .tenants
             .render_message(
@@ -191,7 +191,7 @@ impl Codes {
                     ttl_seconds: u32::try_from((view.expires_at - now).max(0) / 1000).unwrap_or(0),
                     expires_at: view.expires_at,
                     app_name: tenant.name.as_str(),
-                    purpose: &view.purpose,
+                    purpose: view.purpose.as_str(),
                     email: &view.email,
                     locale: "",
                     link: "",
@@ -204,7 +204,7 @@ impl Codes {
             written.rendered,
             (&written.locale, sms),
             key.expose(),
-            (&view.email, &view.purpose),
+            (&view.email, view.purpose.as_str()),
         );
         let payload = self.delivery.seal_message(&tenant.id, &digest, &message)?;
         drop(message);
@@ -237,7 +237,7 @@ impl Codes {
         let count = sms_facts.map(|facts| SmsCount {
             tenant: tenant.clone(),
             phone: email.canonical().to_string(),
-            purpose: view.purpose.clone(),
+            purpose: view.purpose.as_str().to_string(),
             facts,
             key_digest: digest.clone(),
             now,

@@ -2,10 +2,10 @@
 //! so no concurrency evaluates more than `max_attempts` guesses; a miss is explained from
 //! the code's state.
 
-use crate::domain::challenge::Status;
+use crate::domain::challenge::{Status, VerifiedVia};
 use crate::domain::code::OtpCode;
 use crate::domain::event::EventType;
-use crate::domain::keys::{Flavor, ShareableKey, TenantId};
+use crate::domain::keys::{CodeApi, ShareableKey, TenantId};
 use crate::domain::Millis;
 use crate::service::codes::mint::ended;
 use crate::service::core::audit::RequestContext;
@@ -61,7 +61,7 @@ enum Lookup {
 }
 
 impl Lookup {
-    fn find(&self, s: &dyn Store, flavor: Flavor, now: Millis) -> Result<Resolved, StoreError> {
+    fn find(&self, s: &dyn Store, flavor: CodeApi, now: Millis) -> Result<Resolved, StoreError> {
         Ok(match self {
             Lookup::Secret(d) => s
                 .tenant_by_secret(d, now)?
@@ -89,7 +89,7 @@ impl Codes {
         caller: Caller<'_>,
         key: &str,
         code: &str,
-        flavor: Flavor,
+        flavor: CodeApi,
         ctx: &RequestContext,
     ) -> VerifyOutcome {
         let audit = match self.core.audit.slot() {
@@ -147,7 +147,7 @@ impl Codes {
     async fn refuse(
         &self,
         lookup: Lookup,
-        flavor: Flavor,
+        flavor: CodeApi,
         now: Millis,
         e: ServiceError,
     ) -> (Resolved, ServiceError) {
@@ -164,7 +164,7 @@ impl Codes {
         caller: &Caller<'_>,
         key: &str,
         code: &str,
-        (flavor, ctx): (Flavor, &RequestContext),
+        (flavor, ctx): (CodeApi, &RequestContext),
     ) -> Steps {
         let mut resolved: Resolved = None;
         let mut recipient = String::new();
@@ -273,7 +273,7 @@ impl Codes {
             let raised = event.is_some();
             let finished = match self
                 .core.write(move |s| {
-                    s.finish_verify(&tid, &d, t, event.as_ref(), clear.as_deref(), "code")
+                    s.finish_verify(&tid, &d, t, event.as_ref(), clear.as_deref(), VerifiedVia::Code)
                 })
                 .await
             {
@@ -366,7 +366,7 @@ impl Codes {
         &self,
         tenant: &TenantId,
         digest: &[u8],
-        flavor: Flavor,
+        flavor: CodeApi,
         now: Millis,
         code_len: usize,
     ) -> ServiceError {

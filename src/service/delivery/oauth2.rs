@@ -15,9 +15,9 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::domain::delivery::{DeliveryError, DeliveryReason, FailureKind};
 use crate::domain::oauth2::{OAuth2, OAuth2Secrets};
 use crate::domain::tenant::{SmtpAccount, Tenant};
+use crate::outbound::ApiRequest;
 use crate::service::Delivery;
 use crate::storage::TenantSeal;
-use crate::webhook::ApiRequest;
 
 /// A token is used until this long before it expires.
 const EARLY: Duration = Duration::from_secs(60);

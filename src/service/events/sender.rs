@@ -16,11 +16,11 @@ use tokio::sync::{Notify, Semaphore};
 use crate::crypto::cipher::{blob_version, decrypt_record};
 use crate::crypto::keyring::Keyring;
 use crate::domain::webhook::Webhook;
+use crate::outbound::{signature, SendResult};
 use crate::service::events::webhooks::{EVENT_KIND, RETRY_DELAYS_MS, SECRET_KIND};
 use crate::service::Events;
 use crate::storage::integration::{EventClaim, EventJob, EventOutcome};
 use crate::storage::Fairness;
-use crate::webhook::{signature, SendResult};
 
 const POLL: Duration = Duration::from_millis(500);
 /// Timeouts in a row after which an endpoint gets one request at a time (API.md §17.7).
@@ -41,7 +41,7 @@ struct HooksInner {
     owner: String,
     wake: Notify,
     slots: Arc<Semaphore>,
-    client: crate::webhook::WebhookClient,
+    client: crate::outbound::WebhookClient,
     /// Events being delivered here, by tenant.
     in_flight: Mutex<HashMap<String, HashSet<String>>>,
     /// Timeouts in a row of each tenant's endpoint (reset by any answer).
@@ -56,12 +56,12 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Hooks {
     /// The HTTP client for tenants' endpoints (webhooks and the HTTP transport).
-    pub(crate) fn client(&self) -> &crate::webhook::WebhookClient {
+    pub(crate) fn client(&self) -> &crate::outbound::WebhookClient {
         &self.inner.client
     }
 
     /// `max_in_flight`: webhook requests in flight in this process (`webhooks.max_in_flight`).
-    pub fn new(client: crate::webhook::WebhookClient, max_in_flight: usize) -> Hooks {
+    pub fn new(client: crate::outbound::WebhookClient, max_in_flight: usize) -> Hooks {
         Hooks {
             inner: Arc::new(HooksInner {
                 owner: format!("inst_{}", crate::domain::keys::random_id(16)),

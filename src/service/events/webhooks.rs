@@ -11,9 +11,9 @@ use crate::domain::keys::TenantId;
 use crate::domain::recipient::PhoneNumber;
 use crate::domain::tenant::Tenant;
 use crate::domain::webhook::{Webhook, WebhookAttempt};
+use crate::outbound::{check_url_resolved, new_secret, UrlRefusal};
 use crate::service::{ErrorCode, Events, ServiceError};
 use crate::storage::integration::NewEvent;
-use crate::webhook::{check_url_resolved, new_secret, UrlRefusal};
 
 /// The waits before the second to seventh attempts; after the seventh the event has failed.
 pub const RETRY_DELAYS_MS: [i64; 6] = [5_000, 30_000, 120_000, 600_000, 3_600_000, 21_600_000];

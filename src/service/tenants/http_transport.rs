@@ -3,9 +3,9 @@
 //! only). Sending through it is `delivery/transport/http.rs`.
 
 use crate::domain::tenant::{Tenant, TransportUse};
+use crate::outbound::{check_url_resolved, new_secret};
 use crate::service::core::seals::Seal;
 use crate::service::{ServiceError, Tenants};
-use crate::webhook::{check_url_resolved, new_secret};
 
 /// The transport as shown, with its secret when it was made (creation, rotation).
 #[derive(Debug)]

@@ -317,10 +317,10 @@ impl Tenants {
     /// resolved addresses are checked at every request.
     async fn check_token_url(&self, relay: &str, url: &str) -> Result<(), ServiceError> {
         let settings = self.core.settings.load_full();
-        crate::webhook::check_url(url, &settings)
+        crate::outbound::check_url(url, &settings)
             .map(drop)
             .map_err(|e| match e {
-                crate::webhook::UrlRefusal::Malformed => ServiceError::field(
+                crate::outbound::UrlRefusal::Malformed => ServiceError::field(
                     &format!("{relay}.oauth2.token_url"),
                     "must be an absolute https:// URL",
                 ),

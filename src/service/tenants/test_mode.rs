@@ -49,11 +49,11 @@ impl TestLists {
 
 /// Where a mint's message goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
-    /// The tenant's relay, as always.
-    Relay,
+pub enum Destination {
+    /// The tenant's route of transports, as always.
+    Deliver,
     /// The test inbox; with the recipient's fixed code, if it has one.
-    Test(Option<FixedCode>),
+    TestInbox(Option<FixedCode>),
 }
 
 /// One entry of a `PUT /v1/tenant/test-recipients`, as given.
@@ -67,28 +67,28 @@ pub struct TestRecipientInput {
 impl Tenants {
     /// Where a mint for this recipient (its canonical form) goes: a test tenant's always to
     /// its inbox; otherwise to the inbox only when a live test recipient covers it.
-    pub(crate) async fn route(
+    pub(crate) async fn destination(
         &self,
         tenant: &Tenant,
         canonical: &str,
         now: Millis,
-    ) -> Result<Route, ServiceError> {
+    ) -> Result<Destination, ServiceError> {
         if tenant.test_version == 0 {
             return Ok(if tenant.test {
-                Route::Test(None)
+                Destination::TestInbox(None)
             } else {
-                Route::Relay
+                Destination::Deliver
             });
         }
         let list = self.test_list(tenant).await?;
         match test_mode::find(&list, canonical, now) {
             // An entry whose fixed code ran out of its failure budget still catches the
             // mint, with a random code (API.md §17.3).
-            Some(hit) => Ok(Route::Test(
+            Some(hit) => Ok(Destination::TestInbox(
                 hit.fixed.clone().filter(|_| hit.disabled_at.is_none()),
             )),
-            None if tenant.test => Ok(Route::Test(None)),
-            None => Ok(Route::Relay),
+            None if tenant.test => Ok(Destination::TestInbox(None)),
+            None => Ok(Destination::Deliver),
         }
     }
 

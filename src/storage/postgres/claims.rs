@@ -3,7 +3,7 @@
 use super::PgStore;
 use crate::domain::keys::TenantId;
 use crate::domain::Millis;
-use crate::storage::codes::claim_sql as sql;
+use crate::storage::sql;
 use crate::storage::{ClaimStore, StoreError};
 
 impl ClaimStore for PgStore {
@@ -17,7 +17,7 @@ impl ClaimStore for PgStore {
         Ok(self
             .conn()?
             .db()
-            .execute(sql::CLAIM_CODE, &[&t, &key_digest, &now])?
+            .execute(sql::codes::CLAIM_CODE.pg, &[&t, &key_digest, &now])?
             == 1)
     }
 
@@ -26,7 +26,7 @@ impl ClaimStore for PgStore {
         Ok(self
             .conn()?
             .db()
-            .execute(sql::CLAIM_SESSION, &[&t, &id, &now])?
+            .execute(sql::codes::CLAIM_SESSION.pg, &[&t, &id, &now])?
             == 1)
     }
 }

@@ -2,6 +2,8 @@
 //! and counts, code, outbox row), attempts reserved under row locks and given back, verify,
 //! status, cancel.
 
+use crate::storage::sql;
+use crate::storage::sql::{attempts_left, live_code};
 use ::postgres::GenericClient;
 
 use super::conn::Db;
@@ -15,7 +17,7 @@ use super::stats::{bump_in, count_in};
 use super::test_mode::insert_inbox_in;
 use super::{insert_challenge, Inserted, PgStore};
 use crate::domain::challenge::ChallengeView;
-use crate::domain::keys::{Flavor, TenantId};
+use crate::domain::keys::{CodeApi, TenantId};
 use crate::domain::stats::{verify_secs, CodeDims, Counted};
 use crate::domain::Millis;
 use crate::storage::cells::{view_cols, view_from, Cells, VIEW_WIDTH};
@@ -66,9 +68,9 @@ fn minted(
     what: Counted,
 ) -> Result<(), StoreError> {
     let dims = CodeDims::of(
-        &c.purpose,
-        c.locale.as_deref(),
-        &c.channel,
+        c.purpose.as_str(),
+        c.locale.as_ref().map(|l| l.as_str()),
+        c.channel.as_str(),
         &c.email_canonical,
     );
     bump_in(
@@ -156,7 +158,7 @@ impl CodeStore for PgStore {
                 tx,
                 tenant,
                 &c.email_canonical,
-                &c.purpose,
+                c.purpose.as_str(),
                 c.flavor.as_str(),
                 seq,
                 now,
@@ -208,10 +210,10 @@ impl CodeStore for PgStore {
                        delivery_status = CASE WHEN $6 THEN 'sent' ELSE 'queued' END, delivery_attempts = 0, delivery_transport = NULL, \
                        delivery_reason = NULL, sent_at = CASE WHEN $6 THEN $4 ELSE sent_at END, \
                        test = (test OR $6) \
-                     WHERE key_digest = $1 AND tenant_id = $2 AND status = 'pending' AND expires_at > $4 \
-                       AND attempts < max_attempts AND resends < $5 \
+                     WHERE key_digest = $1 AND tenant_id = $2 AND {live} AND resends < $5 \
                        AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.key_digest = c.key_digest) \
-                     RETURNING {TALLY_COLS}"
+                     RETURNING {TALLY_COLS}",
+                    live = live_code!("$4")
                 ),
                 &[&r.key_digest, &t, &r.code_hash, &now, &i64::from(r.max_resends), &test],
                 |row| tally_from(row, 0),
@@ -261,7 +263,7 @@ impl CodeStore for PgStore {
         &self,
         tenant: &TenantId,
         key_digest: &[u8],
-        flavor: Flavor,
+        flavor: CodeApi,
         code_len: u32,
         q: &SendQuota,
         now: Millis,
@@ -285,12 +287,15 @@ impl CodeStore for PgStore {
             // The row lock of the UPDATE serialises guesses on one key: a concurrent guess
             // re-checks `attempts < max_attempts` on the committed row.
             let row = tx.query_opt(
+                concat!(
                 "UPDATE challenges c SET attempts = attempts + 1 \
-                 WHERE key_digest = $1 AND tenant_id = $2 AND flavor = $3 AND status = 'pending' \
-                   AND attempts < max_attempts AND expires_at > $4 AND code_length = $7 \
+                 WHERE key_digest = $1 AND tenant_id = $2 AND flavor = $3 AND ",
+                live_code!("$4"),
+                " AND code_length = $7 \
                    AND NOT EXISTS (SELECT 1 FROM recipient_failures f WHERE f.tenant_id = c.tenant_id \
                        AND f.email_canonical = c.email_canonical AND f.failures >= $5 AND f.window_start + $6 > $4) \
-                 RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose, locale, earlier_hashes, test",
+                 RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose, locale, earlier_hashes, test"
+                ),
                 &[&key_digest, &t, &flavor.as_str(), &now, &max_failures, &q.recipient_window_ms, &i64::from(code_len)],
             )?;
             let Some(row) = row else { return Ok(None) };
@@ -325,14 +330,8 @@ impl CodeStore for PgStore {
     ) -> Result<(), StoreError> {
         let t = tenant.as_str();
         self.tx(|tx| {
-            tx.execute(
-                "UPDATE challenges SET attempts = attempts - 1 WHERE key_digest = $1 AND tenant_id = $2 AND attempts > 0",
-                &[&key_digest, &t],
-            )?;
-            tx.execute(
-                "UPDATE recipient_failures SET failures = failures - 1 WHERE tenant_id = $1 AND email_canonical = $2 AND failures > 0",
-                &[&t, &recipient],
-            )?;
+            tx.execute(sql::codes::RELEASE_ATTEMPT.pg, &[&key_digest, &t])?;
+            tx.execute(sql::codes::RELEASE_FAILURE.pg, &[&t, &recipient])?;
             Ok(())
         })
     }
@@ -344,17 +343,18 @@ impl CodeStore for PgStore {
         now: Millis,
         event: Option<&NewEvent>,
         clear_failures_of: Option<&str>,
-        via: &str,
+        via: crate::domain::challenge::VerifiedVia,
     ) -> Result<bool, StoreError> {
         self.tx(|tx| {
             let tally = tx.row_opt(
                 &format!(
                     "UPDATE challenges SET status = 'verified', verified_at = $3, ended_at = $3, verified_via = $4 \
                      WHERE key_digest = $1 AND tenant_id = $2 AND status = 'pending' AND expires_at > $3 \
-                       AND ($4 <> 'link' OR attempts < max_attempts) \
-                     RETURNING {TALLY_COLS}"
+                       AND ($4 <> 'link' OR {left}) \
+                     RETURNING {TALLY_COLS}",
+                    left = attempts_left!("")
                 ),
-                &[&key_digest, &tenant.as_str(), &now, &via],
+                &[&key_digest, &tenant.as_str(), &now, &via.as_str()],
                 |r| tally_from(r, 0),
             )?;
             let Some(t) = tally else { return Ok(false) };
@@ -363,13 +363,13 @@ impl CodeStore for PgStore {
             }
             if let Some(r) = clear_failures_of {
                 tx.execute(
-                    "DELETE FROM recipient_failures WHERE tenant_id = $1 AND email_canonical = $2",
+                    sql::codes::FINISH_VERIFY.pg,
                     &[&tenant.as_str(), &r],
                 )?;
             }
             // A number that verified is trusted by the SMS guard (API.md §17.1).
-            tx.execute(crate::storage::sms_guard::sql::TRUST, &[&key_digest, &now])?;
-            tx.execute(crate::storage::sms_guard::sql::VERIFIED, &[&key_digest])?;
+            tx.execute(sql::sms_guard::TRUST.pg, &[&key_digest, &now])?;
+            tx.execute(sql::sms_guard::VERIFIED.pg, &[&key_digest])?;
             count_in(tx, &t, Counted::Verified(verify_secs(t.created_at, now)))?;
             Ok(true)
         })
@@ -378,7 +378,7 @@ impl CodeStore for PgStore {
     fn challenge_owner(
         &self,
         key_digest: &[u8],
-        flavor: Flavor,
+        flavor: CodeApi,
     ) -> Result<Option<TenantId>, StoreError> {
         Ok(self
             .query_opt(
@@ -395,7 +395,7 @@ impl CodeStore for PgStore {
         &self,
         tenant: &TenantId,
         key_digest: &[u8],
-        flavor: Flavor,
+        flavor: CodeApi,
         _now: Millis,
     ) -> Result<Option<ChallengeView>, StoreError> {
         self.conn()?.db().row_opt(
@@ -412,14 +412,13 @@ impl CodeStore for PgStore {
         &self,
         tenant: &TenantId,
         key_digest: &[u8],
-        flavor: Flavor,
+        flavor: CodeApi,
         now: Millis,
     ) -> Result<Option<(bool, ChallengeView)>, StoreError> {
         let t = tenant.as_str();
         self.tx(|tx| {
             let n = tx.execute(
-                "UPDATE challenges SET status = 'cancelled', ended_at = $4 WHERE key_digest = $1 AND tenant_id = $2 \
-                 AND flavor = $3 AND status = 'pending' AND expires_at > $4 AND attempts < max_attempts",
+                sql::codes::CANCEL.pg,
                 &[&key_digest, &t, &flavor.as_str(), &now],
             )?;
             let v = tx.query_opt(

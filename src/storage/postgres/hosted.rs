@@ -4,14 +4,24 @@ use super::PgStore;
 use crate::domain::keys::TenantId;
 use crate::domain::Millis;
 use crate::storage::hosted::{session_from, HostedStore, NewSession, SessionRow, SESSION_COLS};
+use crate::storage::sql;
 use crate::storage::StoreError;
 
 impl HostedStore for PgStore {
     fn insert_session(&self, s: &NewSession) -> Result<(), StoreError> {
         self.conn()?.db().execute(
-            "INSERT INTO hosted_sessions (id, tenant_id, email, purpose, locale, return_url, status, created_at, expires_at, code_challenge) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8, $9)",
-            &[&s.id, &s.tenant_id.as_str(), &s.email, &s.purpose, &s.locale, &s.return_url, &s.created_at, &s.expires_at, &s.code_challenge],
+            sql::hosted::INSERT_SESSION.pg,
+            &[
+                &s.id,
+                &s.tenant_id.as_str(),
+                &s.email,
+                &s.purpose,
+                &s.locale,
+                &s.return_url,
+                &s.created_at,
+                &s.expires_at,
+                &s.code_challenge,
+            ],
         )?;
         Ok(())
     }
@@ -32,8 +42,7 @@ impl HostedStore for PgStore {
         key_sealed: &[u8],
     ) -> Result<bool, StoreError> {
         Ok(self.conn()?.db().execute(
-            "UPDATE hosted_sessions SET email = $2, key_digest = $3, key_sealed = $4 \
-             WHERE id = $1 AND status = 'open' AND (email IS NULL OR email = $2)",
+            sql::hosted::SET_SESSION_CODE.pg,
             &[&id, &email, &key_digest, &key_sealed],
         )? == 1)
     }
@@ -46,8 +55,7 @@ impl HostedStore for PgStore {
         finished_by: &[u8],
     ) -> Result<bool, StoreError> {
         Ok(self.conn()?.db().execute(
-            "UPDATE hosted_sessions SET status = 'verified', verified_at = $2, finished_by = $4 \
-             WHERE id = $1 AND status = 'open' AND key_digest = $3",
+            sql::hosted::FINISH_SESSION.pg,
             &[&id, &now, &key_digest, &finished_by],
         )? == 1)
     }
@@ -55,8 +63,7 @@ impl HostedStore for PgStore {
     fn logo(&self, tenant: &TenantId) -> Result<Option<Vec<u8>>, StoreError> {
         self.conn()?.db().row_opt(
             // A disabled tenant's logo is not served (API.md §17.8).
-            "SELECT l.png FROM tenant_logos l JOIN tenants t ON t.id = l.tenant_id \
-             WHERE l.tenant_id = $1 AND t.enabled",
+            sql::hosted::LOGO.pg,
             &[&tenant.as_str()],
             |r| Ok(r.try_get::<_, Vec<u8>>(0)?),
         )
@@ -66,10 +73,7 @@ impl HostedStore for PgStore {
         Ok(self
             .conn()?
             .db()
-            .query_one(
-                "SELECT EXISTS(SELECT 1 FROM tenant_logos WHERE tenant_id = $1)",
-                &[&tenant.as_str()],
-            )?
+            .query_one(sql::hosted::HAS_LOGO.pg, &[&tenant.as_str()])?
             .try_get(0)?)
     }
 
@@ -82,13 +86,8 @@ impl HostedStore for PgStore {
         let mut c = self.conn()?;
         let mut db = c.db();
         Ok(match png {
-            Some(p) => db.execute(
-                "INSERT INTO tenant_logos (tenant_id, png, updated_at) \
-                 SELECT id, $2, $3 FROM tenants WHERE id = $1 \
-                 ON CONFLICT (tenant_id) DO UPDATE SET png = excluded.png, updated_at = excluded.updated_at",
-                &[&tenant.as_str(), &p, &now],
-            )? == 1,
-            None => db.execute("DELETE FROM tenant_logos WHERE tenant_id = $1", &[&tenant.as_str()])? == 1,
+            Some(p) => db.execute(sql::hosted::PUT_LOGO.pg, &[&tenant.as_str(), &p, &now])? == 1,
+            None => db.execute(sql::hosted::DELETE_LOGO.pg, &[&tenant.as_str()])? == 1,
         })
     }
 }

@@ -3,6 +3,7 @@
 //! then a row lock, webhook changes lock the tenant row, events are claimed with
 //! `FOR UPDATE SKIP LOCKED` and a lease and settled only by the lease holder.
 
+use crate::storage::sql;
 use ::postgres::GenericClient;
 
 use super::conn::Db;
@@ -53,16 +54,14 @@ impl IntegrationStore for PgStore {
                 return Ok(None);
             }
             let updated = tx.execute(
-                "UPDATE webhooks SET url = $2, events = $3, updated_at = $4, disabled_at = NULL, disabled_reason = NULL \
-                 WHERE tenant_id = $1",
+                sql::integration::SET_WEBHOOK_URL.pg,
                 &[&id, &w.url, &events, &w.updated_at],
             )?;
             if updated > 0 {
                 return Ok(Some(false));
             }
             tx.execute(
-                "INSERT INTO webhooks (tenant_id, url, events, secret, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                sql::integration::INSERT_WEBHOOK.pg,
                 &[
                     &id,
                     &w.url,
@@ -87,11 +86,8 @@ impl IntegrationStore for PgStore {
     fn delete_webhook(&self, id: &TenantId) -> Result<bool, StoreError> {
         let id = id.as_str();
         self.tx(|tx| {
-            let n = tx.execute("DELETE FROM webhooks WHERE tenant_id = $1", &[&id])?;
-            tx.execute(
-                "DELETE FROM webhook_events WHERE tenant_id = $1 AND status = 'pending'",
-                &[&id],
-            )?;
+            let n = tx.execute(sql::integration::DELETE_WEBHOOK.pg, &[&id])?;
+            tx.execute(sql::integration::DELETE_WEBHOOK_EVENTS.pg, &[&id])?;
             Ok(n > 0)
         })
     }
@@ -103,7 +99,7 @@ impl IntegrationStore for PgStore {
         now: Millis,
     ) -> Result<bool, StoreError> {
         Ok(self.conn()?.db().execute(
-            "UPDATE webhooks SET secret = $2, updated_at = $3 WHERE tenant_id = $1",
+            sql::integration::SET_WEBHOOK_SECRET.pg,
             &[&id.as_str(), &sealed, &now],
         )? > 0)
     }
@@ -126,7 +122,7 @@ impl IntegrationStore for PgStore {
                         Ok(tx
                             .borrow_mut()
                             .query_one(
-                                "SELECT MIN(tenant_id) FROM webhook_events WHERE status = 'pending' AND tenant_id > $1",
+                                sql::integration::CLAIM_EVENTS.pg,
                                 &[&after.unwrap_or("")],
                             )?
                             .try_get(0)?)
@@ -166,8 +162,7 @@ impl IntegrationStore for PgStore {
 
     fn defer_event(&self, event_id: &str, owner: &str, due_at: Millis) -> Result<(), StoreError> {
         self.conn()?.db().execute(
-            "UPDATE webhook_events SET due_at = $3, lease_until = NULL, leased_by = NULL \
-             WHERE id = $1 AND leased_by = $2 AND status = 'pending'",
+            sql::integration::DEFER_EVENT.pg,
             &[&event_id, &owner, &due_at],
         )?;
         Ok(())
@@ -191,16 +186,11 @@ impl IntegrationStore for PgStore {
     ) -> Result<bool, StoreError> {
         self.tx(|tx| {
             let n = tx.execute(
-                "UPDATE webhooks SET disabled_at = $2, disabled_reason = $3 \
-                 WHERE tenant_id = $1 AND url = $4 AND disabled_at IS NULL",
+                sql::integration::DISABLE_WEBHOOK.pg,
                 &[&id.as_str(), &now, &reason, &url],
             )?;
             if n > 0 {
-                tx.execute(
-                    "UPDATE webhook_events SET status = 'failed', lease_until = NULL, leased_by = NULL \
-                     WHERE tenant_id = $1 AND status = 'pending'",
-                    &[&id.as_str()],
-                )?;
+                tx.execute(sql::integration::FAIL_PENDING_EVENTS.pg, &[&id.as_str()])?;
             }
             Ok(n > 0)
         })
@@ -221,14 +211,12 @@ impl IntegrationStore for PgStore {
         let code = status_code.map(i64::from);
         self.tx(|tx| {
             let n = tx.execute(
-                "UPDATE webhook_events SET attempts = $3, status = $4, due_at = $5, lease_until = NULL, leased_by = NULL \
-                 WHERE id = $1 AND leased_by = $2",
+                sql::integration::SETTLE_EVENT.pg,
                 &[&event_id, &owner, &i64::from(attempt), &status, &due],
             )?;
             if n > 0 {
                 tx.execute(
-                    "INSERT INTO webhook_deliveries (tenant_id, event_id, type, attempt, status_code, error, at) \
-                     SELECT tenant_id, id, type, $2, $3, $4, $5 FROM webhook_events WHERE id = $1",
+                    sql::integration::RECORD_WEBHOOK_DELIVERY.pg,
                     &[&event_id, &i64::from(attempt), &code, &error, &now],
                 )?;
             }
@@ -242,8 +230,7 @@ impl IntegrationStore for PgStore {
         limit: u32,
     ) -> Result<Vec<WebhookAttempt>, StoreError> {
         self.conn()?.db().rows(
-            "SELECT event_id, type, attempt, status_code, error, at FROM webhook_deliveries \
-             WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2",
+            sql::integration::WEBHOOK_DELIVERIES.pg,
             &[&id.as_str(), &i64::from(limit)],
             attempt_from,
         )
@@ -308,8 +295,7 @@ impl IntegrationStore for PgStore {
         response: &[u8],
     ) -> Result<(), StoreError> {
         self.conn()?.db().execute(
-            "UPDATE idempotency_keys SET status = $4, response = $5 \
-             WHERE tenant_id = $1 AND key_digest = $2 AND holder = $3 AND status IS NULL",
+            sql::integration::IDEM_FINISH.pg,
             &[
                 &id.as_str(),
                 &key_digest,
@@ -328,8 +314,7 @@ impl IntegrationStore for PgStore {
         holder: &str,
     ) -> Result<(), StoreError> {
         self.conn()?.db().execute(
-            "DELETE FROM idempotency_keys \
-             WHERE tenant_id = $1 AND key_digest = $2 AND holder = $3 AND status IS NULL",
+            sql::integration::IDEM_RELEASE.pg,
             &[&id.as_str(), &key_digest, &holder],
         )?;
         Ok(())
@@ -338,16 +323,13 @@ impl IntegrationStore for PgStore {
     fn purge_integration(&self, now: Millis, records_before: Millis) -> Result<usize, StoreError> {
         let mut db = self.conn()?;
         let mut db = db.db();
-        let mut n = db.execute(
-            "DELETE FROM idempotency_keys WHERE expires_at <= $1",
-            &[&now],
-        )?;
+        let mut n = db.execute(sql::integration::PURGE_IDEMPOTENCY_KEYS.pg, &[&now])?;
         n += db.execute(
-            "DELETE FROM webhook_events WHERE status <> 'pending' AND created_at < $1",
+            sql::integration::PURGE_WEBHOOK_EVENTS.pg,
             &[&(now - 24 * HOUR_MS)],
         )?;
         n += db.execute(
-            "DELETE FROM webhook_deliveries WHERE at < $1",
+            sql::integration::PURGE_WEBHOOK_DELIVERIES.pg,
             &[&records_before],
         )?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))

@@ -6,15 +6,14 @@ use crate::crypto::keyring::WrappedKey;
 use crate::domain::keys::TenantId;
 use crate::domain::Millis;
 use crate::storage::cells::wrapped_key_from;
+use crate::storage::sql;
 use crate::storage::{KeyringStore, StoreError, TenantSeal};
 
 impl KeyringStore for PgStore {
     fn keyring(&self) -> Result<Vec<WrappedKey>, StoreError> {
-        self.conn()?.db().rows(
-            "SELECT kind, version, wrapped, kek_id, active FROM keyring ORDER BY kind, version",
-            &[],
-            wrapped_key_from,
-        )
+        self.conn()?
+            .db()
+            .rows(sql::keyring::KEYRING.pg, &[], wrapped_key_from)
     }
 
     fn init_keyring(
@@ -26,19 +25,26 @@ impl KeyringStore for PgStore {
         self.tx(|tx| {
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&KEYRING_LOCK])?;
             let existing: i64 = tx
-                .query_one("SELECT COUNT(*) FROM keyring", &[])?
+                .query_one(sql::keyring::KEYRING_ROWS.pg, &[])?
                 .try_get(0)?;
-            let tenants: bool = tx
-                .query_one("SELECT EXISTS(SELECT 1 FROM tenants)", &[])?
-                .try_get(0)?;
+            let tenants: bool = tx.query_one(sql::keyring::ANY_TENANT.pg, &[])?.try_get(0)?;
             if existing == 0 && tenants {
-                return Err(StoreError::Conflict("the database holds tenants but no keyring"));
+                return Err(StoreError::Conflict(
+                    "the database holds tenants but no keyring",
+                ));
             }
             if existing == 0 {
                 for k in rows {
                     tx.execute(
-                        "INSERT INTO keyring (kind, version, wrapped, kek_id, active, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                        &[&k.kind, &i64::from(k.version), &k.wrapped, &k.kek_id, &k.active, &now],
+                        sql::keyring::INSERT_KEY.pg,
+                        &[
+                            &k.kind,
+                            &i64::from(k.version),
+                            &k.wrapped,
+                            &k.kek_id,
+                            &k.active,
+                            &now,
+                        ],
                     )?;
                 }
             }
@@ -56,7 +62,7 @@ impl KeyringStore for PgStore {
         old_kek_id: &str,
     ) -> Result<bool, StoreError> {
         let n = self.conn()?.db().execute(
-            "UPDATE keyring SET wrapped = $3, kek_id = $4 WHERE kind = $1 AND version = $2 AND kek_id = $5",
+            sql::keyring::REWRAP_KEY.pg,
             &[&kind, &i64::from(version), &wrapped, &kek_id, &old_kek_id],
         )?;
         Ok(n == 1)
@@ -96,7 +102,7 @@ impl KeyringStore for PgStore {
         new: &[u8],
     ) -> Result<bool, StoreError> {
         let n = self.conn()?.db().execute(
-            "UPDATE webhooks SET secret = $3 WHERE tenant_id = $1 AND secret = $2",
+            sql::keyring::RESEAL_WEBHOOK_SECRET.pg,
             &[&id.as_str(), &old, &new],
         )?;
         Ok(n == 1)

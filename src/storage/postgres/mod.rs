@@ -32,6 +32,7 @@ mod tenants;
 mod test_mode;
 mod tls;
 
+use crate::storage::sql;
 use std::time::Duration;
 
 use ::postgres::{GenericClient, Row};
@@ -41,7 +42,7 @@ use r2d2_postgres::PostgresConnectionManager;
 use super::{copy, NewChallenge, QuotaRefusal, Store, StoreError};
 use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
-use crate::storage::tenants::{sql, RelayCells};
+use crate::storage::tenants::RelayCells;
 use conn::{Conn, Db, Manager, Params, PgConn, Tx};
 use quota::{lock_all, lock_key};
 
@@ -205,7 +206,7 @@ fn set_fallback_row(
 ) -> Result<(), StoreError> {
     let c = f.map(|f| RelayCells::of(Some(f)));
     tx.execute(
-        sql::SET_FALLBACK,
+        sql::tenants::SET_FALLBACK.pg,
         &[
             &id,
             &c.as_ref().map(|c| c.host.as_str()),
@@ -229,7 +230,7 @@ fn set_relay_row(
 ) -> Result<(), StoreError> {
     let c = RelayCells::of(a);
     tx.execute(
-        sql::SET_RELAY,
+        sql::tenants::SET_RELAY.pg,
         &[
             &id,
             &c.host,
@@ -253,8 +254,8 @@ fn set_provider_row(
     p: Option<&crate::domain::provider::Provider>,
 ) -> Result<(), StoreError> {
     let q = match channel {
-        crate::domain::recipient::Channel::Email => sql::SET_EMAIL_PROVIDER,
-        crate::domain::recipient::Channel::Sms => sql::SET_SMS_PROVIDER,
+        crate::domain::recipient::Channel::Email => sql::tenants::SET_EMAIL_PROVIDER.pg,
+        crate::domain::recipient::Channel::Sms => sql::tenants::SET_SMS_PROVIDER.pg,
     };
     let (json, sealed) = crate::storage::cells::provider_json(p);
     tx.execute(q, &[&id, &json, &sealed])?;
@@ -271,10 +272,7 @@ fn insert_tenant_row(
 ) -> Result<bool, StoreError> {
     let r = RelayCells::of(t.smtp.as_ref());
     tx.execute(
-        "INSERT INTO tenants (id, name, enabled, origin, created_at, updated_at, smtp_host, smtp_port, \
-         smtp_username, smtp_password, smtp_from, smtp_tls, smtp_version, code_length, ttl_seconds, max_attempts, \
-         smtp_max_connections, delivery, default_locale, test, smtp_oauth2) \
-         VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+        sql::tenants::INSERT_TENANT.pg,
         &[
             &t.id.as_str(),
             &t.name.as_str(),
@@ -299,7 +297,7 @@ fn insert_tenant_row(
         ],
     )?;
     tx.execute(
-        crate::storage::tenants::sql::SET_PAGES_APPROVED,
+        sql::tenants::SET_PAGES_APPROVED.pg,
         &[&t.id.as_str(), &t.pages_approved],
     )?;
     if let Some(f) = &t.smtp_fallback {
@@ -316,7 +314,7 @@ fn insert_tenant_row(
     let n = tx.execute(
         &format!(
             "{} ON CONFLICT (digest) DO NOTHING",
-            crate::storage::tenants::sql::ADD_SECRET
+            sql::tenants::ADD_SECRET.pg
         ),
         &[&secret_digest, &t.id.as_str(), &now],
     )?;
@@ -346,7 +344,12 @@ fn insert_challenge(
         tx,
         &[lock_key(
             "g",
-            &[tenant_id, &c.email_canonical, &c.purpose, c.flavor.as_str()],
+            &[
+                tenant_id,
+                &c.email_canonical,
+                c.purpose.as_str(),
+                c.flavor.as_str(),
+            ],
         )],
     )?;
     let (mode, dstatus, dattempts, sent_at) = how.delivery;
@@ -363,7 +366,7 @@ fn insert_challenge(
             &c.flavor.as_str(),
             &c.email,
             &c.email_canonical,
-            &c.purpose,
+            &c.purpose.as_str(),
             &c.code_hash,
             &i64::from(how.attempts),
             &i64::from(c.max_attempts),
@@ -374,16 +377,15 @@ fn insert_challenge(
             &dstatus,
             &i64::from(dattempts),
             &sent_at,
-            &c.locale,
-            &c.channel,
+            &c.locale.as_ref().map(|l| l.as_str()),
+            &c.channel.as_str(),
             &how.test,
             &how.stats_state,
         ],
     )?;
     if let Some(l) = &c.link {
         tx.execute(
-            "INSERT INTO magic_links (digest, key_digest, return_url, key_sealed, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            sql::codes::INSERT_MAGIC_LINK.pg,
             &[
                 &l.digest,
                 &c.key_digest,
@@ -393,10 +395,7 @@ fn insert_challenge(
             ],
         )?;
         if let Some(ch) = &l.code_challenge {
-            tx.execute(
-                crate::storage::codes::claim_sql::SET_CHALLENGE,
-                &[&c.key_digest, ch],
-            )?;
+            tx.execute(sql::codes::SET_CHALLENGE.pg, &[&c.key_digest, ch])?;
         }
     }
     Ok(())

@@ -3,6 +3,8 @@
 //! settled by deleting its outbox row first, and only by the lease's holder, so two instances
 //! can never both settle (or refund) it.
 
+use crate::storage::sql;
+use crate::storage::sql::live_code;
 use ::postgres::GenericClient;
 
 use super::conn::Db;
@@ -33,8 +35,9 @@ macro_rules! sweep_rows {
              FROM outbox o JOIN challenges c ON c.key_digest = o.key_digest \
              WHERE (o.lease_until IS NULL OR o.lease_until < ",
             db_now!(),
-            ") AND (o.leased_by IS NOT NULL OR c.delivery_mode = 'sync' OR c.status <> 'pending' \
-               OR c.expires_at <= $1 OR c.attempts >= c.max_attempts)"
+            ") AND (o.leased_by IS NOT NULL OR c.delivery_mode = 'sync' OR NOT (",
+            live_code!("c.", "$1"),
+            "))"
         )
     };
 }
@@ -68,20 +71,22 @@ impl OutboxStore for PgStore {
                         Ok(tx
                             .borrow_mut()
                             .query_one(
-                                "SELECT MIN(tenant_id) FROM outbox WHERE tenant_id > $1",
+                                sql::outbox::CLAIM_OUTBOX.pg,
                                 &[&after.unwrap_or("")],
                             )?
                             .try_get(0)?)
                     },
                     |tenant, channel, n| {
                         tx.borrow_mut().rows(
+                            concat!(
                             "SELECT o.key_digest FROM outbox o \
                                  JOIN challenges c ON c.key_digest = o.key_digest JOIN tenants t ON t.id = o.tenant_id \
                                  WHERE o.tenant_id = $1 AND o.due_at <= $2 AND o.leased_by IS NULL \
-                                   AND c.delivery_mode = 'async' AND c.status = 'pending' AND c.expires_at > $2 \
-                                   AND c.attempts < c.max_attempts AND t.enabled AND NOT t.test \
-                                   AND o.channel = $4 \
-                                 ORDER BY o.due_at LIMIT $3 FOR UPDATE OF o SKIP LOCKED",
+                                   AND c.delivery_mode = 'async' AND ",
+                            live_code!("c.", "$2"),
+                            " AND t.enabled AND NOT t.test AND o.channel = $4 \
+                             ORDER BY o.due_at LIMIT $3 FOR UPDATE OF o SKIP LOCKED"
+                            ),
                             &[&tenant, &c.now, &i64::from(n), &channel.as_str()],
                             |r| r.bytes(0),
                         )
@@ -207,14 +212,18 @@ impl OutboxStore for PgStore {
         let attempts = rec.attempts;
         self.tx(|tx| {
             let n = tx.execute(
-                "UPDATE outbox SET attempts = $3, due_at = $4, lease_until = NULL, leased_by = NULL, \
-                 maybe_delivered = maybe_delivered OR $5 WHERE key_digest = $1 AND leased_by = $2",
-                &[&key_digest, &owner, &i64::from(attempts), &due_at, &maybe_delivered],
+                sql::outbox::RETRY_LATER.pg,
+                &[
+                    &key_digest,
+                    &owner,
+                    &i64::from(attempts),
+                    &due_at,
+                    &maybe_delivered,
+                ],
             )?;
             if n == 1 {
                 tx.execute(
-                    "UPDATE challenges SET delivery_attempts = $2, delivery_reason = $3, delivery_detail_code = $4 \
-                     WHERE key_digest = $1",
+                    sql::outbox::RECORD_DELIVERY_ATTEMPTS.pg,
                     &[&key_digest, &i64::from(attempts), &reason, &rec.detail_code],
                 )?;
             }
@@ -229,8 +238,7 @@ impl OutboxStore for PgStore {
         due_at: Millis,
     ) -> Result<(), StoreError> {
         self.conn()?.db().execute(
-            "UPDATE outbox SET due_at = $3, lease_until = NULL, leased_by = NULL \
-             WHERE key_digest = $1 AND leased_by = $2",
+            sql::outbox::OUTBOX_DEFER.pg,
             &[&key_digest, &owner, &due_at],
         )?;
         Ok(())
@@ -267,7 +275,7 @@ impl OutboxStore for PgStore {
                 now,
             )?;
             tx.execute(
-                "UPDATE challenges SET delivery_detail_code = $2 WHERE key_digest = $1",
+                sql::outbox::OUTBOX_FAILED.pg,
                 &[&key_digest, &rec.detail_code],
             )?;
             if let Some(e) = event {
@@ -361,7 +369,7 @@ impl OutboxStore for PgStore {
         let row = self
             .conn()?
             .db()
-            .query_one("SELECT COUNT(*), MIN(due_at) FROM outbox", &[])?;
+            .query_one(sql::outbox::OUTBOX_STATS.pg, &[])?;
         let (depth, oldest): (i64, Option<Millis>) = (row.try_get(0)?, row.try_get(1)?);
         Ok(OutboxStats {
             depth: u64::try_from(depth).unwrap_or(0),
@@ -435,11 +443,11 @@ fn give_up(
     if let (true, Some(quota_at), Some((tenant, email))) = (s.refund, s.quota_at, row) {
         // Nothing can have reached the relay: give the send back to the quotas.
         tx.execute(
-            "DELETE FROM sends WHERE id = (SELECT id FROM sends WHERE tenant_id = $1 AND email_canonical = $2 AND at = $3 LIMIT 1)",
+            sql::outbox::GIVE_BACK_SEND.pg,
             &[&tenant, &email, &quota_at],
         )?;
         tx.execute(
-            "UPDATE tenant_send_minutes SET sends = sends - 1 WHERE tenant_id = $1 AND minute = $2 AND sends > 0",
+            sql::outbox::GIVE_BACK_TENANT_SEND.pg,
             &[&tenant, &quota_at.div_euclid(MINUTE_MS)],
         )?;
     }
@@ -458,9 +466,12 @@ pub(super) fn supersede(
     now: Millis,
 ) -> Result<(), StoreError> {
     tx.execute(
-        "UPDATE challenges SET status = 'superseded', ended_at = $6 WHERE tenant_id = $1 AND email_canonical = $2 \
-         AND purpose = $3 AND flavor = $4 AND status = 'pending' AND seq < $5 \
-         AND expires_at > $6 AND attempts < max_attempts",
+        concat!(
+            "UPDATE challenges SET status = 'superseded', ended_at = $6 \
+             WHERE tenant_id = $1 AND email_canonical = $2 AND purpose = $3 AND flavor = $4 \
+             AND seq < $5 AND ",
+            live_code!("$6")
+        ),
         &[&tenant, &email, &purpose, &flavor, &seq, &now],
     )?;
     Ok(())

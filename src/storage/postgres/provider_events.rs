@@ -7,9 +7,9 @@ use super::PgStore;
 use crate::domain::keys::TenantId;
 use crate::domain::stats::CodeDims;
 use crate::domain::Millis;
-use crate::storage::provider_events::{sql, EventApplied, EventEffect, VerifiedWith};
+use crate::storage::provider_events::{EventApplied, EventEffect, VerifiedWith};
+use crate::storage::sql;
 use crate::storage::stats::{tally_from, Bump};
-use crate::storage::suppressions::sql as sup;
 use crate::storage::{ProviderEventStore, StoreError};
 
 impl ProviderEventStore for PgStore {
@@ -20,11 +20,10 @@ impl ProviderEventStore for PgStore {
         event_id: &str,
         now: Millis,
     ) -> Result<bool, StoreError> {
-        Ok(self
-            .conn()?
-            .db()
-            .execute(sql::SEEN, &[&tenant.as_str(), &provider, &event_id, &now])?
-            == 1)
+        Ok(self.conn()?.db().execute(
+            sql::provider_events::SEEN.pg,
+            &[&tenant.as_str(), &provider, &event_id, &now],
+        )? == 1)
     }
 
     fn apply_provider_event(&self, e: &EventEffect) -> Result<EventApplied, StoreError> {
@@ -34,7 +33,7 @@ impl ProviderEventStore for PgStore {
                 // No row lock: one taken here, before the suppression's count updates the same
                 // row, would deadlock concurrent events of the tenant. A change committed
                 // while this runs is ordered after the event, as if it had come a moment later.
-                let now = tx.row_opt(sql::VERIFIED_WITH, &[&t], |r| {
+                let now = tx.row_opt(sql::provider_events::VERIFIED_WITH.pg, &[&t], |r| {
                     Ok(VerifiedWith {
                         row_version: r.try_get(0)?,
                         webhook_events: r.try_get(1)?,
@@ -44,12 +43,16 @@ impl ProviderEventStore for PgStore {
                     return Ok(EventApplied::Stale);
                 }
             }
-            if tx.execute(sql::SEEN, &[&t, &e.provider, &e.event_id, &e.now])? == 0 {
+            if tx.execute(
+                sql::provider_events::SEEN.pg,
+                &[&t, &e.provider, &e.event_id, &e.now],
+            )? == 0
+            {
                 return Ok(EventApplied::Seen);
             }
             let s = &e.suppression;
             if tx.execute(
-                sup::INSERT,
+                sql::suppressions::INSERT.pg,
                 &[
                     &t,
                     &s.recipient,
@@ -59,10 +62,12 @@ impl ProviderEventStore for PgStore {
                 ],
             )? == 1
             {
-                tx.execute(sup::COUNT_UP, &[&t])?;
+                tx.execute(sql::suppressions::COUNT_UP.pg, &[&t])?;
             }
             let tallies = match &e.message_id {
-                Some(m) => tx.rows(&sql::mark_bounced(), &[&t, m], |r| tally_from(r, 0))?,
+                Some(m) => tx.rows(&sql::provider_events::mark_bounced(), &[&t, m], |r| {
+                    tally_from(r, 0)
+                })?,
                 None => Vec::new(),
             };
             match tallies.first() {
@@ -92,12 +97,15 @@ impl ProviderEventStore for PgStore {
         Ok(self
             .conn()?
             .db()
-            .query_opt(sql::PIN, &[&tenant.as_str(), &provider])?
+            .query_opt(sql::provider_events::PIN.pg, &[&tenant.as_str(), &provider])?
             .map(|r| r.try_get::<_, String>(0))
             .transpose()?)
     }
 
     fn purge_provider_events(&self, before: Millis) -> Result<usize, StoreError> {
-        Ok(self.conn()?.db().execute(sql::PURGE, &[&before])? as usize)
+        Ok(self
+            .conn()?
+            .db()
+            .execute(sql::provider_events::PURGE.pg, &[&before])? as usize)
     }
 }

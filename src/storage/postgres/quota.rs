@@ -1,6 +1,7 @@
 //! PostgreSQL: the quotas of a mint, made exact across instances by transaction-scoped
 //! advisory locks (the rules themselves are `SendQuota`'s, shared with SQLite).
 
+use crate::storage::sql;
 use ::postgres::GenericClient;
 
 use super::conn::Db;
@@ -31,7 +32,7 @@ impl QuotaStore for PgStore {
             return Ok(None);
         }
         let row = self.query_opt(
-            "SELECT failures, window_start FROM recipient_failures WHERE tenant_id = $1 AND email_canonical = $2",
+            sql::quota::FAILURES_BLOCKED.pg,
             &[&tenant.as_str(), &recipient],
         )?;
         let Some(row) = row else { return Ok(None) };
@@ -90,10 +91,7 @@ pub(super) fn recipient_check(
 ) -> Result<Result<(), QuotaRefusal>, StoreError> {
     let t = tenant.as_str();
     if q.max_failures > 0 {
-        let row = tx.query_opt(
-            "SELECT failures, window_start FROM recipient_failures WHERE tenant_id = $1 AND email_canonical = $2",
-            &[&t, &recipient],
-        )?;
+        let row = tx.query_opt(sql::quota::FAILURES_BLOCKED.pg, &[&t, &recipient])?;
         if let Some(row) = row {
             if let Some(r) = q.failures_refusal(row.try_get(0)?, row.try_get(1)?, now) {
                 return Ok(Err(r));
@@ -102,10 +100,7 @@ pub(super) fn recipient_check(
     }
     if q.cooldown_ms > 0 {
         let last: Option<Millis> = tx
-            .query_one(
-                "SELECT MAX(at) FROM sends WHERE tenant_id = $1 AND email_canonical = $2",
-                &[&t, &recipient],
-            )?
+            .query_one(sql::quota::LAST_SEND.pg, &[&t, &recipient])?
             .try_get(0)?;
         if let Some(r) = q.cooldown_refusal(last, now) {
             return Ok(Err(r));
@@ -113,7 +108,7 @@ pub(super) fn recipient_check(
     }
     if q.recipient_max > 0 {
         let row = tx.query_one(
-            "SELECT COUNT(*), MIN(at) FROM sends WHERE tenant_id = $1 AND email_canonical = $2 AND at > $3",
+            sql::quota::SENDS_IN_WINDOW.pg,
             &[&t, &recipient, &q.recipient_window_start(now)],
         )?;
         if let Some(r) = q.recipient_refusal(row.try_get(0)?, row.try_get(1)?, now) {
@@ -160,7 +155,7 @@ pub(super) fn count_send(
     now: Millis,
 ) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO sends (tenant_id, email_canonical, at) VALUES ($1, $2, $3)",
+        sql::quota::TAKE_SEND.pg,
         &[&tenant.as_str(), &recipient, &now],
     )?;
     tx.execute(

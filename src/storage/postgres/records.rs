@@ -1,6 +1,7 @@
 //! PostgreSQL: retention purges, the audit, the OtpMint import and the whole-installation
 //! snapshot used by migrate-store.
 
+use crate::storage::sql;
 use ::postgres::types::ToSql;
 
 use super::{export_rows, insert_challenge, insert_tenant_row, Inserted, PgStore, KEYRING_LOCK};
@@ -18,39 +19,23 @@ impl RecordStore for PgStore {
         let mut conn = self.conn()?;
         let mut conn = conn.db();
         // A code still to be counted as expired unverified (stats_state 1) waits for the count.
-        let n = conn.execute(
-            "DELETE FROM challenges WHERE ((ended_at IS NOT NULL AND ended_at < $1) OR expires_at < $1) \
-                 AND NOT (status IN ('pending', 'failed') AND stats_state = 1)",
-            &[&before],
-        )?;
-        conn.execute("DELETE FROM sends WHERE at < $1", &[&sends_before])?;
-        conn.execute(crate::storage::sms_guard::sql::PURGE, &[&sends_before])?;
+        let n = conn.execute(sql::records::PURGE_CHALLENGES.pg, &[&before])?;
+        conn.execute(sql::records::PURGE_SENDS.pg, &[&sends_before])?;
+        conn.execute(sql::sms_guard::PURGE.pg, &[&sends_before])?;
         let trusted_before = before.min(sends_before)
             - i64::from(crate::domain::sms_guard::TRUSTED_DAYS_MAX) * 86_400_000;
+        conn.execute(sql::sms_guard::PURGE_TRUSTED.pg, &[&trusted_before])?;
         conn.execute(
-            crate::storage::sms_guard::sql::PURGE_TRUSTED,
-            &[&trusted_before],
-        )?;
-        conn.execute(
-            "DELETE FROM tenant_send_minutes WHERE minute < $1",
+            sql::records::PURGE_TENANT_SEND_MINUTES.pg,
             &[&sends_before.div_euclid(MINUTE_MS)],
         )?;
+        conn.execute(sql::records::PURGE_RECIPIENT_FAILURES.pg, &[&sends_before])?;
         conn.execute(
-            "DELETE FROM recipient_failures WHERE window_start < $1",
-            &[&sends_before],
-        )?;
-        conn.execute(
-            "DELETE FROM test_send_minutes WHERE minute < $1",
+            sql::records::PURGE_TEST_SEND_MINUTES.pg,
             &[&sends_before.div_euclid(MINUTE_MS)],
         )?;
-        conn.execute(
-            "DELETE FROM hosted_sessions WHERE expires_at < $1",
-            &[&before],
-        )?;
-        conn.execute(
-            "DELETE FROM test_inbox WHERE received_at < $1",
-            &[&sends_before],
-        )?;
+        conn.execute(sql::records::PURGE_HOSTED_SESSIONS.pg, &[&before])?;
+        conn.execute(sql::records::PURGE_TEST_INBOX.pg, &[&sends_before])?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
@@ -64,10 +49,7 @@ impl RecordStore for PgStore {
             let mut counts = ImportCounts::default();
             for (t, digest) in tenants {
                 let taken: bool = tx
-                    .query_one(
-                        "SELECT EXISTS(SELECT 1 FROM tenant_secrets WHERE digest = $1)",
-                        &[digest],
-                    )?
+                    .query_one(sql::records::SECRET_EXISTS.pg, &[digest])?
                     .try_get(0)?;
                 if taken {
                     counts.tenants_present += 1;
@@ -81,10 +63,7 @@ impl RecordStore for PgStore {
             for ic in codes {
                 let c = &ic.code;
                 let present: bool = tx
-                    .query_one(
-                        "SELECT EXISTS(SELECT 1 FROM challenges WHERE key_digest = $1)",
-                        &[&c.key_digest],
-                    )?
+                    .query_one(sql::records::CODE_EXISTS.pg, &[&c.key_digest])?
                     .try_get(0)?;
                 if present {
                     counts.codes_present += 1;
@@ -92,7 +71,7 @@ impl RecordStore for PgStore {
                 }
                 let owner: String = tx
                     .query_opt(
-                        "SELECT tenant_id FROM tenant_secrets WHERE digest = $1",
+                        sql::records::TENANT_OF_SECRET.pg,
                         &[&ic.owner_secret_digest],
                     )?
                     .ok_or(StoreError::Corrupt("imported code has no owner".into()))?
@@ -120,9 +99,16 @@ impl RecordStore for PgStore {
             // A tenant deleted meanwhile has no audit: skip its events.
             for e in events {
                 tx.execute(
-                    "INSERT INTO audit (tenant_id, at, event, recipient, outcome, client_ip, request_id) \
-                     SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $1)",
-                    &[&e.tenant_id, &e.at, &e.event, &e.recipient, &e.outcome, &e.client_ip, &e.request_id],
+                    sql::records::APPEND_AUDIT.pg,
+                    &[
+                        &e.tenant_id,
+                        &e.at,
+                        &e.event,
+                        &e.recipient,
+                        &e.outcome,
+                        &e.client_ip,
+                        &e.request_id,
+                    ],
                 )?;
             }
             Ok(())
@@ -136,9 +122,12 @@ impl RecordStore for PgStore {
         limit: u32,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         self.conn()?.db().rows(
-            "SELECT id, tenant_id, at, event, recipient, outcome, client_ip, request_id FROM audit \
-             WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
-            &[&tenant.as_str(), &before.unwrap_or(i64::MAX), &i64::from(limit)],
+            sql::records::AUDIT_PAGE.pg,
+            &[
+                &tenant.as_str(),
+                &before.unwrap_or(i64::MAX),
+                &i64::from(limit),
+            ],
             audit_from,
         )
     }
@@ -147,7 +136,7 @@ impl RecordStore for PgStore {
         let n = self
             .conn()?
             .db()
-            .execute("DELETE FROM audit WHERE at < $1", &[&before])?;
+            .execute(sql::records::PURGE_AUDIT.pg, &[&before])?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
@@ -177,7 +166,7 @@ impl RecordStore for PgStore {
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&KEYRING_LOCK])?;
             let held: bool = tx
                 .query_one(
-                    "SELECT EXISTS(SELECT 1 FROM keyring) OR EXISTS(SELECT 1 FROM tenants)",
+                    sql::records::IMPORT_SNAPSHOT.pg,
                     &[],
                 )?
                 .try_get(0)?;
@@ -251,7 +240,7 @@ impl RecordStore for PgStore {
         let row = self
             .conn()?
             .db()
-            .query_one("SELECT EXISTS(SELECT 1 FROM tenants)", &[])?;
+            .query_one(sql::keyring::ANY_TENANT.pg, &[])?;
         Ok(row.try_get(0)?)
     }
 }

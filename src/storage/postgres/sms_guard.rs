@@ -5,7 +5,8 @@ use super::quota::{lock_all, lock_key};
 use super::PgStore;
 use crate::domain::Millis;
 use crate::storage::quota::HOUR_MS;
-use crate::storage::sms_guard::{over, sql, SmsSend, SmsTaken, SmsVelocity, SmsVelocityRefusal};
+use crate::storage::sms_guard::{over, SmsSend, SmsTaken, SmsVelocity, SmsVelocityRefusal};
+use crate::storage::sql;
 use crate::storage::{SmsGuardStore, StoreError};
 
 impl SmsGuardStore for PgStore {
@@ -19,7 +20,7 @@ impl SmsGuardStore for PgStore {
         self.tx(|tx| {
             if let Some(since) = s.trusted_since {
                 let trusted: bool = tx
-                    .query_one(sql::TRUSTED, &[&t, &s.phone, &since])?
+                    .query_one(sql::sms_guard::TRUSTED.pg, &[&t, &s.phone, &since])?
                     .try_get(0)?;
                 if trusted {
                     return Ok(Ok(SmsTaken::Trusted));
@@ -29,7 +30,7 @@ impl SmsGuardStore for PgStore {
             let from = now - HOUR_MS;
             if l.range_per_hour > 0 {
                 let row = tx.query_one(
-                    sql::IN_RANGE,
+                    sql::sms_guard::IN_RANGE.pg,
                     &[&t, &s.range, &from, &i64::from(l.range_per_hour)],
                 )?;
                 let (n, oldest): (i64, Option<Millis>) = (row.try_get(0)?, row.try_get(1)?);
@@ -39,7 +40,7 @@ impl SmsGuardStore for PgStore {
             }
             if l.unverified_per_country_per_hour > 0 {
                 let row = tx.query_one(
-                    sql::UNVERIFIED_IN_COUNTRY,
+                    sql::sms_guard::UNVERIFIED_IN_COUNTRY.pg,
                     &[
                         &t,
                         &s.country,
@@ -55,7 +56,7 @@ impl SmsGuardStore for PgStore {
                 }
             }
             tx.execute(
-                sql::INSERT,
+                sql::sms_guard::INSERT.pg,
                 &[&t, &s.key_digest, &s.range, &s.country, &now],
             )?;
             Ok(Ok(SmsTaken::Counted))
@@ -65,7 +66,7 @@ impl SmsGuardStore for PgStore {
     fn release_sms(&self, key_digest: &[u8], at: Millis) -> Result<(), StoreError> {
         self.conn()?
             .db()
-            .execute(sql::RELEASE, &[&key_digest, &at])?;
+            .execute(sql::sms_guard::RELEASE.pg, &[&key_digest, &at])?;
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 //! expiry pass, the summing query and the purge (the SQL is shared with SQLite in
 //! `storage::stats`).
 
+use crate::storage::sql;
 use ::postgres::GenericClient;
 use rand::Rng;
 
@@ -192,7 +193,7 @@ impl StatsStore for PgStore {
         let n = self
             .conn()?
             .db()
-            .execute("DELETE FROM stats WHERE dim IN ('all', 'purpose', 'locale', 'channel', 'domain') AND hour < $1", &[&before_hour])?;
+            .execute(sql::stats::PURGE_STATS.pg, &[&before_hour])?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 }

@@ -4,7 +4,7 @@ use super::PgStore;
 use crate::domain::keys::TenantId;
 use crate::domain::suppression::{Cursor, Suppression};
 use crate::storage::cells::suppression_from;
-use crate::storage::suppressions::sql;
+use crate::storage::sql;
 use crate::storage::{StoreError, SuppressionStore};
 
 impl SuppressionStore for PgStore {
@@ -16,7 +16,7 @@ impl SuppressionStore for PgStore {
     ) -> Result<Vec<Suppression>, StoreError> {
         let (at, recipient) = after.map_or((0, ""), |c| (c.created_at, c.recipient.as_str()));
         self.conn()?.db().rows(
-            sql::PAGE,
+            sql::suppressions::PAGE.pg,
             &[
                 &tenant.as_str(),
                 &after.is_none(),
@@ -32,7 +32,7 @@ impl SuppressionStore for PgStore {
         let t = tenant.as_str();
         self.tx(|tx| {
             let added = tx.execute(
-                sql::INSERT,
+                sql::suppressions::INSERT.pg,
                 &[
                     &t,
                     &e.recipient,
@@ -42,7 +42,7 @@ impl SuppressionStore for PgStore {
                 ],
             )? == 1;
             if added {
-                tx.execute(sql::COUNT_UP, &[&t])?;
+                tx.execute(sql::suppressions::COUNT_UP.pg, &[&t])?;
             }
             Ok(added)
         })
@@ -51,9 +51,9 @@ impl SuppressionStore for PgStore {
     fn unsuppress(&self, tenant: &TenantId, recipient: &str) -> Result<bool, StoreError> {
         let t = tenant.as_str();
         self.tx(|tx| {
-            let removed = tx.execute(sql::DELETE, &[&t, &recipient])? == 1;
+            let removed = tx.execute(sql::suppressions::DELETE.pg, &[&t, &recipient])? == 1;
             if removed {
-                tx.execute(sql::COUNT_DOWN, &[&t])?;
+                tx.execute(sql::suppressions::COUNT_DOWN.pg, &[&t])?;
             }
             Ok(removed)
         })
@@ -64,8 +64,10 @@ impl SuppressionStore for PgStore {
         tenant: &TenantId,
         recipient: &str,
     ) -> Result<Option<Suppression>, StoreError> {
-        self.conn()?
-            .db()
-            .row_opt(sql::ONE, &[&tenant.as_str(), &recipient], suppression_from)
+        self.conn()?.db().row_opt(
+            sql::suppressions::ONE.pg,
+            &[&tenant.as_str(), &recipient],
+            suppression_from,
+        )
     }
 }

@@ -8,7 +8,7 @@ use crate::domain::tenant::{Tenant, TransportUse};
 use crate::domain::Millis;
 use crate::storage::cells::Cells;
 use crate::storage::cells::{template_from, tenant_from, TENANT_COLS};
-use crate::storage::tenants::sql;
+use crate::storage::sql;
 use crate::storage::{PutTemplate, StoreError, TenantChanges, TenantStore, Updated};
 
 impl TenantStore for PgStore {
@@ -64,16 +64,16 @@ impl TenantStore for PgStore {
             )? == 0
             {
                 let exists: bool = tx
-                    .query_one("SELECT EXISTS(SELECT 1 FROM tenants WHERE id = $1)", &[&id])?
+                    .query_one(sql::integration::TENANT_EXISTS.pg, &[&id])?
                     .try_get(0)?;
                 return Ok(if exists { Updated::Stale } else { Updated::Missing });
             }
             if let Some(name) = &c.name {
-                tx.execute("UPDATE tenants SET name = $2 WHERE id = $1", &[&id, &name.as_str()])?;
+                tx.execute(sql::tenants::SET_NAME.pg, &[&id, &name.as_str()])?;
             }
             if let Some(enabled) = c.enabled {
                 tx.execute(
-                    "UPDATE tenants SET enabled = $2 WHERE id = $1",
+                    sql::tenants::SET_ENABLED.pg,
                     &[&id, &enabled],
                 )?;
             }
@@ -93,19 +93,19 @@ impl TenantStore for PgStore {
             }
             if c.smtp_fallback.is_some() || c.email_provider.is_some() || c.sms_provider.is_some()
             {
-                tx.execute(sql::BUMP_TRANSPORTS, &[&id])?;
+                tx.execute(sql::tenants::BUMP_TRANSPORTS.pg, &[&id])?;
             }
             if let Some(ok) = c.pages_approved {
-                tx.execute(sql::SET_PAGES_APPROVED, &[&id, &ok])?;
+                tx.execute(sql::tenants::SET_PAGES_APPROVED.pg, &[&id, &ok])?;
             }
             if let Some((keys, private)) = &c.dkim {
                 let private = (!private.is_empty()).then_some(private);
-                tx.execute(sql::SET_DKIM, &[&id, keys, &private])?;
+                tx.execute(sql::tenants::SET_DKIM.pg, &[&id, keys, &private])?;
             }
             if let Some(sms) = &c.sms {
                 let days = i64::from(sms.trusted_days);
                 tx.execute(
-                    sql::SET_SMS,
+                    sql::tenants::SET_SMS.pg,
                     &[
                         &id,
                         &crate::domain::sms_guard::countries_to_stored(&sms.allowed_countries),
@@ -115,48 +115,48 @@ impl TenantStore for PgStore {
                 )?;
             }
             if let Some(on) = c.suppression {
-                tx.execute(sql::SET_SUPPRESSION_OFF, &[&id, &!on])?;
+                tx.execute(sql::tenants::SET_SUPPRESSION_OFF.pg, &[&id, &!on])?;
             }
             if let Some(color) = &c.brand_color {
                 tx.execute(
-                    "UPDATE tenants SET brand_color = $2 WHERE id = $1",
+                    sql::tenants::SET_BRAND_COLOR.pg,
                     &[&id, color],
                 )?;
             }
             if let Some(urls) = &c.allowed_return_urls {
                 tx.execute(
-                    "UPDATE tenants SET allowed_return_urls = $2 WHERE id = $1",
+                    sql::tenants::SET_ALLOWED_RETURN_URLS.pg,
                     &[&id, &urls.join("\n")],
                 )?;
             }
             if let Some(d) = c.delivery {
                 tx.execute(
-                    "UPDATE tenants SET delivery = $2 WHERE id = $1",
+                    sql::tenants::SET_DELIVERY.pg,
                     &[&id, &d.as_str()],
                 )?;
             }
             if let Some(p) = &c.policy {
                 tx.execute(
-                    "UPDATE tenants SET code_length = $2, ttl_seconds = $3, max_attempts = $4 WHERE id = $1",
+                    sql::tenants::SET_POLICY.pg,
                     &[&id, &i64::from(p.code_length), &i64::from(p.ttl_seconds), &i64::from(p.max_attempts)],
                 )?;
             }
             if let Some(l) = &c.default_locale {
                 tx.execute(
-                    "UPDATE tenants SET default_locale = $2 WHERE id = $1",
+                    sql::tenants::SET_DEFAULT_LOCALE.pg,
                     &[&id, &l.as_str()],
                 )?;
             }
             if let Some(test) = c.test {
-                tx.execute("UPDATE tenants SET test = $2 WHERE id = $1", &[&id, &test])?;
+                tx.execute(sql::tenants::SET_TEST.pg, &[&id, &test])?;
             }
             // A live tenant keeps no test key (API.md §17.4), whatever was read before this
             // transaction; after `test`, the new key is a live one.
             if c.test == Some(false) {
-                tx.execute(sql::DROP_TEST_SECRETS, &[&id])?;
+                tx.execute(sql::tenants::DROP_TEST_SECRETS.pg, &[&id])?;
             }
             if let Some(digest) = &c.new_secret {
-                tx.execute(sql::ADD_SECRET, &[digest, &id, &now])?;
+                tx.execute(sql::tenants::ADD_SECRET.pg, &[digest, &id, &now])?;
             }
             let row = tx.query_one(
                 &format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = $1"),
@@ -174,58 +174,53 @@ impl TenantStore for PgStore {
         secret: &[u8],
     ) -> Result<Option<bool>, StoreError> {
         self.conn()?.db().row_opt(
-            "UPDATE tenants SET http_url = $2, http_use = $3, http_secret = COALESCE(http_secret, $4), \
-             row_version = row_version + 1 WHERE id = $1 RETURNING http_secret = $4",
+            sql::tenants::PUT_HTTP.pg,
             &[&id.as_str(), &url, &use_as.as_str(), &secret],
             |r| r.flag(0),
         )
     }
 
     fn clear_http(&self, id: &TenantId) -> Result<bool, StoreError> {
-        Ok(self.conn()?.db().execute(
-            "UPDATE tenants SET http_url = NULL, http_use = NULL, http_secret = NULL, \
-             row_version = row_version + 1 WHERE id = $1 AND http_url IS NOT NULL",
-            &[&id.as_str()],
-        )? > 0)
+        Ok(self
+            .conn()?
+            .db()
+            .execute(sql::tenants::CLEAR_HTTP.pg, &[&id.as_str()])?
+            > 0)
     }
 
     fn set_http_secret(&self, id: &TenantId, sealed: &[u8]) -> Result<bool, StoreError> {
-        Ok(self.conn()?.db().execute(
-            "UPDATE tenants SET http_secret = $2, row_version = row_version + 1 \
-             WHERE id = $1 AND http_url IS NOT NULL",
-            &[&id.as_str(), &sealed],
-        )? > 0)
+        Ok(self
+            .conn()?
+            .db()
+            .execute(sql::tenants::SET_HTTP_SECRET.pg, &[&id.as_str(), &sealed])?
+            > 0)
     }
 
     fn delete_tenant(&self, id: &TenantId) -> Result<bool, StoreError> {
         Ok(self
             .conn()?
             .db()
-            .execute("DELETE FROM tenants WHERE id = $1", &[&id.as_str()])?
+            .execute(sql::tenants::DELETE_TENANT.pg, &[&id.as_str()])?
             > 0)
     }
 
     fn templates(&self, id: &TenantId) -> Result<Vec<TenantTemplate>, StoreError> {
-        self.conn()?.db().rows(
-            "SELECT locale, subject, text, html, updated_at, sms FROM templates \
-             WHERE tenant_id = $1 ORDER BY locale",
-            &[&id.as_str()],
-            template_from,
-        )
+        self.conn()?
+            .db()
+            .rows(sql::tenants::TEMPLATES.pg, &[&id.as_str()], template_from)
     }
 
     fn template_locales(&self, id: &TenantId) -> Result<Vec<String>, StoreError> {
-        self.conn()?.db().rows(
-            "SELECT locale FROM templates WHERE tenant_id = $1 ORDER BY locale",
-            &[&id.as_str()],
-            |r| r.text(0),
-        )
+        self.conn()?
+            .db()
+            .rows(sql::tenants::TEMPLATE_LOCALES.pg, &[&id.as_str()], |r| {
+                r.text(0)
+            })
     }
 
     fn template(&self, id: &TenantId, locale: &str) -> Result<Option<TenantTemplate>, StoreError> {
         self.conn()?.db().row_opt(
-            "SELECT locale, subject, text, html, updated_at, sms FROM templates \
-             WHERE tenant_id = $1 AND locale = $2",
+            sql::tenants::TEMPLATE.pg,
             &[&id.as_str(), &locale],
             template_from,
         )
@@ -241,29 +236,26 @@ impl TenantStore for PgStore {
         self.tx(|tx| {
             // Locks the tenant row: template changes of one tenant take turns, so the count
             // below cannot be overtaken.
-            if tx.execute(
-                "UPDATE tenants SET templates_version = templates_version + 1 WHERE id = $1",
-                &[&id],
-            )? == 0
-            {
+            if tx.execute(sql::tenants::BUMP_TEMPLATES_VERSION.pg, &[&id])? == 0 {
                 return Ok(PutTemplate::NoTenant);
             }
-            let row = tx.query_one(
-                "SELECT COUNT(*) FILTER (WHERE locale <> $2), COUNT(*) FILTER (WHERE locale = $2) > 0 \
-                 FROM templates WHERE tenant_id = $1",
-                &[&id, &t.locale],
-            )?;
+            let row = tx.query_one(sql::tenants::TEMPLATE_COUNTS.pg, &[&id, &t.locale])?;
             let (others, exists): (i64, bool) = (row.try_get(0)?, row.try_get(1)?);
             if !exists && others >= i64::from(max_locales) {
                 // Returned before commit: the version bump is rolled back with the rest.
                 return Err(StoreError::Conflict("template limit"));
             }
             tx.execute(
-                "INSERT INTO templates (tenant_id, locale, subject, text, html, updated_at, sms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (tenant_id, locale) DO UPDATE SET subject = excluded.subject, \
-                 text = excluded.text, html = excluded.html, updated_at = excluded.updated_at, sms = excluded.sms",
-                &[&id, &t.locale, &t.subject, &t.text, &t.html, &t.updated_at, &t.sms],
+                sql::tenants::PUT_TEMPLATE.pg,
+                &[
+                    &id,
+                    &t.locale,
+                    &t.subject,
+                    &t.text,
+                    &t.html,
+                    &t.updated_at,
+                    &t.sms,
+                ],
             )?;
             Ok(PutTemplate::Stored)
         })
@@ -276,15 +268,9 @@ impl TenantStore for PgStore {
     fn delete_template(&self, id: &TenantId, locale: &str) -> Result<bool, StoreError> {
         let id = id.as_str();
         self.tx(|tx| {
-            let n = tx.execute(
-                "DELETE FROM templates WHERE tenant_id = $1 AND locale = $2",
-                &[&id, &locale],
-            )?;
+            let n = tx.execute(sql::tenants::DELETE_TEMPLATE.pg, &[&id, &locale])?;
             if n > 0 {
-                tx.execute(
-                    "UPDATE tenants SET templates_version = templates_version + 1 WHERE id = $1",
-                    &[&id],
-                )?;
+                tx.execute(sql::tenants::BUMP_TEMPLATES_VERSION.pg, &[&id])?;
             }
             Ok(n > 0)
         })
@@ -305,7 +291,7 @@ impl TenantStore for PgStore {
         Ok(self
             .conn()?
             .db()
-            .query_one(sql::HAS_TEST_SECRETS, &[&id.as_str()])?
+            .query_one(sql::tenants::HAS_TEST_SECRETS.pg, &[&id.as_str()])?
             .try_get(0)?)
     }
 
@@ -339,8 +325,8 @@ fn replace_secret(
     old_until: Millis,
     now: Millis,
 ) -> Result<(), StoreError> {
-    tx.execute(sql::END_SECRETS, &[&id, &old_until])?;
-    tx.execute(sql::DROP_ENDED_SECRETS, &[&id, &now])?;
-    tx.execute(sql::ADD_SECRET, &[&digest, &id, &now])?;
+    tx.execute(sql::tenants::END_SECRETS.pg, &[&id, &old_until])?;
+    tx.execute(sql::tenants::DROP_ENDED_SECRETS.pg, &[&id, &now])?;
+    tx.execute(sql::tenants::ADD_SECRET.pg, &[&digest, &id, &now])?;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! PostgreSQL: test recipients and the test inbox.
 
+use crate::storage::sql;
 use ::postgres::GenericClient;
 
 use super::conn::Db;
@@ -22,14 +23,10 @@ pub(super) fn insert_inbox_in(
     now: Millis,
 ) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO test_inbox (tenant_id, key_digest, recipient, message, received_at) VALUES ($1, $2, $3, $4, $5)",
+        sql::test_mode::INSERT_INBOX.pg,
         &[&tenant, &key_digest, &e.recipient, &e.payload, &now],
     )?;
-    tx.execute(
-        "DELETE FROM test_inbox WHERE tenant_id = $1 AND id <= \
-           (SELECT id FROM test_inbox WHERE tenant_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
-        &[&tenant, &KEPT],
-    )?;
+    tx.execute(sql::test_mode::TRIM_INBOX.pg, &[&tenant, &KEPT])?;
     Ok(())
 }
 
@@ -42,18 +39,20 @@ impl TestStore for PgStore {
         max: u32,
         now: Millis,
     ) -> Result<bool, StoreError> {
-        use crate::storage::test_mode::sql;
         let t = tenant.as_str();
         self.tx(|tx| {
             // `failures` is an INTEGER: the budget goes as one.
             let max = i32::try_from(max).unwrap_or(i32::MAX);
-            let row = tx.query_opt(sql::CODE_FAILED, &[&t, &recipient, &code_hash, &max, &now])?;
+            let row = tx.query_opt(
+                sql::test_mode::CODE_FAILED.pg,
+                &[&t, &recipient, &code_hash, &max, &now],
+            )?;
             let now_inert = match row {
                 Some(r) => r.try_get::<_, Option<i64>>(0)?.is_some(),
                 None => false,
             };
             if now_inert {
-                tx.execute(sql::BUMP_TEST_VERSION, &[&t])?;
+                tx.execute(sql::test_mode::BUMP_TEST_VERSION.pg, &[&t])?;
             }
             Ok(now_inert)
         })
@@ -76,19 +75,13 @@ impl TestStore for PgStore {
         let t = tenant.as_str();
         self.tx(|tx| {
             // The tenant's row lock serialises changes of its list.
-            let Some(row) = tx.query_opt(
-                "UPDATE tenants SET test_version = test_version + 1, row_version = row_version + 1 \
-                 WHERE id = $1 RETURNING test_version",
-                &[&t],
-            )?
-            else {
+            let Some(row) = tx.query_opt(sql::test_mode::NEW_TEST_VERSION.pg, &[&t])? else {
                 return Ok(None);
             };
-            tx.execute("DELETE FROM test_recipients WHERE tenant_id = $1", &[&t])?;
+            tx.execute(sql::test_mode::CLEAR_TEST_RECIPIENTS.pg, &[&t])?;
             for (i, r) in list.iter().enumerate() {
                 tx.execute(
-                    "INSERT INTO test_recipients (tenant_id, pattern, code_hash, code_length, expires_at, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    sql::test_mode::ADD_TEST_RECIPIENT.pg,
                     &[
                         &t,
                         &r.pattern.as_str(),

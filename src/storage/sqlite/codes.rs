@@ -1,6 +1,8 @@
 //! SQLite: codes — stored with their message (the mint's one commit: quota, code, outbox
 //! row), attempts reserved and given back, verify, status, cancel.
 
+use crate::storage::sql;
+use crate::storage::sql::{attempts_left, live_code};
 use rusqlite::{params, OptionalExtension};
 
 use super::integration::insert_event_in;
@@ -9,7 +11,7 @@ use super::stats::{bump_in, count_in};
 use super::test_mode::insert_inbox_in;
 use super::{CachedSql, SqliteStore};
 use crate::domain::challenge::ChallengeView;
-use crate::domain::keys::{Flavor, TenantId};
+use crate::domain::keys::{CodeApi, TenantId};
 use crate::domain::stats::{verify_secs, CodeDims, Counted};
 use crate::domain::Millis;
 use crate::storage::cells::{view_cols, view_from, Cells, VIEW_WIDTH};
@@ -53,7 +55,7 @@ fn insert_challenge_in(
             c.flavor.as_str(),
             c.email,
             c.email_canonical,
-            c.purpose,
+            c.purpose.as_str(),
             c.code_hash,
             c.max_attempts,
             c.code_length,
@@ -62,16 +64,15 @@ fn insert_challenge_in(
             c.delivery_mode.as_str(),
             delivery,
             sent_at,
-            c.locale,
-            c.channel,
+            c.locale.as_ref().map(|l| l.as_str()),
+            c.channel.as_str(),
             test,
             state
         ],
     )?;
     if let Some(l) = &c.link {
         tx.execute_cached(
-            "INSERT INTO magic_links (digest, key_digest, return_url, key_sealed, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            sql::codes::INSERT_MAGIC_LINK.sqlite,
             params![
                 l.digest,
                 c.key_digest,
@@ -81,12 +82,7 @@ fn insert_challenge_in(
             ],
         )?;
         if let Some(ch) = &l.code_challenge {
-            tx.execute_cached(
-                &crate::storage::tenants::sqlite_placeholders(
-                    crate::storage::codes::claim_sql::SET_CHALLENGE,
-                ),
-                params![c.key_digest, ch],
-            )?;
+            tx.execute_cached(sql::codes::SET_CHALLENGE.sqlite, params![c.key_digest, ch])?;
         }
     }
     Ok(())
@@ -122,9 +118,9 @@ fn insert_outbox_in(
 /// Count a new code's mint (`Minted`, or `Test`).
 fn minted_in(tx: &rusqlite::Connection, c: &NewChallenge, what: Counted) -> Result<(), StoreError> {
     let dims = CodeDims::of(
-        &c.purpose,
-        c.locale.as_deref(),
-        &c.channel,
+        c.purpose.as_str(),
+        c.locale.as_ref().map(|l| l.as_str()),
+        c.channel.as_str(),
         &c.email_canonical,
     );
     bump_in(
@@ -145,10 +141,12 @@ pub(super) fn supersede_in(
     now: Millis,
 ) -> Result<(), StoreError> {
     tx.execute_cached(
-        "UPDATE challenges SET status = 'superseded', ended_at = ?2 WHERE (tenant_id, email_canonical, purpose, flavor) = \
+        concat!(
+            "UPDATE challenges SET status = 'superseded', ended_at = ?2 WHERE (tenant_id, email_canonical, purpose, flavor) = \
            (SELECT tenant_id, email_canonical, purpose, flavor FROM challenges WHERE key_digest = ?1) \
-         AND status = 'pending' AND seq < (SELECT seq FROM challenges WHERE key_digest = ?1) \
-         AND expires_at > ?2 AND attempts < max_attempts",
+         AND seq < (SELECT seq FROM challenges WHERE key_digest = ?1) AND ",
+            live_code!("?2")
+        ),
         params![key_digest, now],
     )?;
     Ok(())
@@ -224,9 +222,12 @@ impl CodeStore for SqliteStore {
             // Checked, then counted, then changed — all under the write lock, so a refusal
             // changes nothing.
             let resendable: bool = tx.query_row_cached(
-                "SELECT EXISTS(SELECT 1 FROM challenges c WHERE c.key_digest = ?1 AND c.tenant_id = ?2 \
-                   AND c.status = 'pending' AND c.expires_at > ?3 AND c.attempts < c.max_attempts AND c.resends < ?4 \
-                   AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.key_digest = c.key_digest))",
+                concat!(
+                    "SELECT EXISTS(SELECT 1 FROM challenges c WHERE c.key_digest = ?1 AND c.tenant_id = ?2 AND ",
+                    live_code!("c.", "?3"),
+                    " AND c.resends < ?4 \
+                     AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.key_digest = c.key_digest))"
+                ),
                 params![r.key_digest, r.tenant_id.as_str(), now, r.max_resends],
                 |row| row.get(0),
             )?;
@@ -278,7 +279,7 @@ impl CodeStore for SqliteStore {
         &self,
         tenant: &TenantId,
         key_digest: &[u8],
-        flavor: Flavor,
+        flavor: CodeApi,
         code_len: u32,
         q: &SendQuota,
         now: Millis,
@@ -295,12 +296,15 @@ impl CodeStore for SqliteStore {
         self.writer.write(move |tx| {
             let res = tx
                 .query_row_cached(
+                    concat!(
                     "UPDATE challenges SET attempts = attempts + 1 \
-                     WHERE key_digest = ?1 AND tenant_id = ?2 AND flavor = ?3 AND status = 'pending' \
-                       AND attempts < max_attempts AND expires_at > ?4 AND code_length = ?7 \
+                     WHERE key_digest = ?1 AND tenant_id = ?2 AND flavor = ?3 AND ",
+                    live_code!("?4"),
+                    " AND code_length = ?7 \
                        AND NOT EXISTS (SELECT 1 FROM recipient_failures f WHERE f.tenant_id = challenges.tenant_id \
                            AND f.email_canonical = challenges.email_canonical AND f.failures >= ?5 AND f.window_start + ?6 > ?4) \
-                     RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose, locale, earlier_hashes, test",
+                     RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose, locale, earlier_hashes, test"
+                    ),
                     params![key_digest, tenant.as_str(), flavor.as_str(), now, max_failures, q.recipient_window_ms, code_len],
                     |r| {
                         Ok(Reservation {
@@ -341,11 +345,11 @@ impl CodeStore for SqliteStore {
             (tenant.clone(), key_digest.to_vec(), recipient.to_string());
         self.writer.write(move |tx| {
             tx.execute_cached(
-                "UPDATE challenges SET attempts = attempts - 1 WHERE key_digest = ?1 AND tenant_id = ?2 AND attempts > 0",
+                sql::codes::RELEASE_ATTEMPT.sqlite,
                 params![key_digest, tenant.as_str()],
             )?;
             tx.execute_cached(
-                "UPDATE recipient_failures SET failures = failures - 1 WHERE tenant_id = ?1 AND email_canonical = ?2 AND failures > 0",
+                sql::codes::RELEASE_FAILURE.sqlite,
                 params![tenant.as_str(), recipient],
             )?;
             Ok(())
@@ -359,18 +363,19 @@ impl CodeStore for SqliteStore {
         now: Millis,
         event: Option<&NewEvent>,
         clear_failures_of: Option<&str>,
-        via: &str,
+        via: crate::domain::challenge::VerifiedVia,
     ) -> Result<bool, StoreError> {
         let (tenant, key_digest, event) = (tenant.clone(), key_digest.to_vec(), event.cloned());
-        let via = via.to_string();
+        let via = via.as_str();
         let clear = clear_failures_of.map(str::to_string);
         self.writer.write(move |conn| {
             let tally = conn.row_opt(
                 &format!(
                     "UPDATE challenges SET status = 'verified', verified_at = ?3, ended_at = ?3, verified_via = ?4 \
                      WHERE key_digest = ?1 AND tenant_id = ?2 AND status = 'pending' AND expires_at > ?3 \
-                       AND (?4 <> 'link' OR attempts < max_attempts) \
-                     RETURNING {TALLY_COLS}"
+                       AND (?4 <> 'link' OR {left}) \
+                     RETURNING {TALLY_COLS}",
+                    left = attempts_left!("")
                 ),
                 params![key_digest, tenant.as_str(), now, via],
                 |r| tally_from(r, 0),
@@ -383,19 +388,17 @@ impl CodeStore for SqliteStore {
                 }
                 if let Some(r) = &clear {
                     conn.execute_cached(
-                        "DELETE FROM recipient_failures WHERE tenant_id = ?1 AND email_canonical = ?2",
+                        sql::codes::FINISH_VERIFY.sqlite,
                         params![tenant.as_str(), r],
                     )?;
                 }
                 // A number that verified is trusted by the SMS guard (API.md §17.1).
                 conn.execute_cached(
-                    &crate::storage::tenants::sqlite_placeholders(crate::storage::sms_guard::sql::TRUST),
+                    sql::sms_guard::TRUST.sqlite,
                     params![key_digest, now],
                 )?;
                 conn.execute_cached(
-                    &crate::storage::tenants::sqlite_placeholders(
-                        crate::storage::sms_guard::sql::VERIFIED,
-                    ),
+                    sql::sms_guard::VERIFIED.sqlite,
                     params![key_digest],
                 )?;
             }
@@ -406,7 +409,7 @@ impl CodeStore for SqliteStore {
     fn challenge_owner(
         &self,
         key_digest: &[u8],
-        flavor: Flavor,
+        flavor: CodeApi,
     ) -> Result<Option<TenantId>, StoreError> {
         let conn = self.conn()?;
         Ok(conn
@@ -424,7 +427,7 @@ impl CodeStore for SqliteStore {
         &self,
         tenant: &TenantId,
         key_digest: &[u8],
-        flavor: Flavor,
+        flavor: CodeApi,
         now: Millis,
     ) -> Result<Option<ChallengeView>, StoreError> {
         self.conn()?.row_opt(
@@ -441,14 +444,13 @@ impl CodeStore for SqliteStore {
         &self,
         tenant: &TenantId,
         key_digest: &[u8],
-        flavor: Flavor,
+        flavor: CodeApi,
         now: Millis,
     ) -> Result<Option<(bool, ChallengeView)>, StoreError> {
         let (tenant, key_digest) = (tenant.clone(), key_digest.to_vec());
         self.writer.write(move |tx| {
             let n = tx.execute_cached(
-                "UPDATE challenges SET status = 'cancelled', ended_at = ?4 WHERE key_digest = ?1 AND tenant_id = ?2 \
-                 AND flavor = ?3 AND status = 'pending' AND expires_at > ?4 AND attempts < max_attempts",
+                sql::codes::CANCEL.sqlite,
                 params![key_digest, tenant.as_str(), flavor.as_str(), now],
             )?;
             let v = tx.row_opt(

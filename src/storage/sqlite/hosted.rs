@@ -1,5 +1,6 @@
 //! SQLite: hosted sessions and logos.
 
+use crate::storage::sql;
 use rusqlite::params;
 
 use super::{CachedSql, SqliteStore};
@@ -13,9 +14,18 @@ impl HostedStore for SqliteStore {
         let s = s.clone();
         self.writer.write(move |tx| {
             tx.execute_cached(
-                "INSERT INTO hosted_sessions (id, tenant_id, email, purpose, locale, return_url, status, created_at, expires_at, code_challenge) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7, ?8, ?9)",
-                params![s.id, s.tenant_id.as_str(), s.email, s.purpose, s.locale, s.return_url, s.created_at, s.expires_at, s.code_challenge],
+                sql::hosted::INSERT_SESSION.sqlite,
+                params![
+                    s.id,
+                    s.tenant_id.as_str(),
+                    s.email,
+                    s.purpose,
+                    s.locale,
+                    s.return_url,
+                    s.created_at,
+                    s.expires_at,
+                    s.code_challenge
+                ],
             )?;
             Ok(())
         })
@@ -44,8 +54,7 @@ impl HostedStore for SqliteStore {
         );
         self.writer.write(move |tx| {
             Ok(tx.execute_cached(
-                "UPDATE hosted_sessions SET email = ?2, key_digest = ?3, key_sealed = ?4 \
-                 WHERE id = ?1 AND status = 'open' AND (email IS NULL OR email = ?2)",
+                sql::hosted::SET_SESSION_CODE.sqlite,
                 params![id, email, kd, ks],
             )? == 1)
         })
@@ -60,30 +69,28 @@ impl HostedStore for SqliteStore {
     ) -> Result<bool, StoreError> {
         let (id, kd, by) = (id.to_string(), key_digest.to_vec(), finished_by.to_vec());
         self.writer.write(move |tx| {
-            Ok(tx.execute_cached(
-                "UPDATE hosted_sessions SET status = 'verified', verified_at = ?2, finished_by = ?4 \
-                 WHERE id = ?1 AND status = 'open' AND key_digest = ?3",
-                params![id, now, kd, by],
-            )? == 1)
+            Ok(
+                tx.execute_cached(sql::hosted::FINISH_SESSION.sqlite, params![id, now, kd, by])?
+                    == 1,
+            )
         })
     }
 
     fn logo(&self, tenant: &TenantId) -> Result<Option<Vec<u8>>, StoreError> {
         self.conn()?.row_opt(
             // A disabled tenant's logo is not served (API.md §17.8).
-            "SELECT l.png FROM tenant_logos l JOIN tenants t ON t.id = l.tenant_id \
-             WHERE l.tenant_id = ?1 AND t.enabled",
+            sql::hosted::LOGO.sqlite,
             [tenant.as_str()],
             |r| Ok(r.get::<_, Vec<u8>>(0)?),
         )
     }
 
     fn has_logo(&self, tenant: &TenantId) -> Result<bool, StoreError> {
-        Ok(self.conn()?.query_row_cached(
-            "SELECT EXISTS(SELECT 1 FROM tenant_logos WHERE tenant_id = ?1)",
-            [tenant.as_str()],
-            |r| r.get(0),
-        )?)
+        Ok(self
+            .conn()?
+            .query_row_cached(sql::hosted::HAS_LOGO.sqlite, [tenant.as_str()], |r| {
+                r.get(0)
+            })?)
     }
 
     fn put_logo(
@@ -95,13 +102,13 @@ impl HostedStore for SqliteStore {
         let (tenant, png) = (tenant.clone(), png.map(<[u8]>::to_vec));
         self.writer.write(move |tx| {
             Ok(match png {
-                Some(p) => tx.execute_cached(
-                    "INSERT INTO tenant_logos (tenant_id, png, updated_at) \
-                     SELECT id, ?2, ?3 FROM tenants WHERE id = ?1 \
-                     ON CONFLICT (tenant_id) DO UPDATE SET png = excluded.png, updated_at = excluded.updated_at",
-                    params![tenant.as_str(), p, now],
-                )? == 1,
-                None => tx.execute_cached("DELETE FROM tenant_logos WHERE tenant_id = ?1", [tenant.as_str()])? == 1,
+                Some(p) => {
+                    tx.execute_cached(
+                        sql::hosted::PUT_LOGO.sqlite,
+                        params![tenant.as_str(), p, now],
+                    )? == 1
+                }
+                None => tx.execute_cached(sql::hosted::DELETE_LOGO.sqlite, [tenant.as_str()])? == 1,
             })
         })
     }

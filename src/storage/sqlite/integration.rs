@@ -1,6 +1,7 @@
 //! SQLite: kept idempotent answers, webhooks, their event outbox and delivery records. Every
 //! write runs on the single writer, so each check-then-write below is atomic.
 
+use crate::storage::sql;
 use rusqlite::{params, OptionalExtension};
 
 use super::{CachedSql, SqliteStore};
@@ -40,25 +41,22 @@ impl IntegrationStore for SqliteStore {
     fn put_webhook(&self, id: &TenantId, w: &Webhook) -> Result<Option<bool>, StoreError> {
         let (id, w) = (id.clone(), w.clone());
         self.writer.write(move |tx| {
-            let exists: bool = tx.query_row_cached(
-                "SELECT EXISTS(SELECT 1 FROM tenants WHERE id = ?1)",
-                [id.as_str()],
-                |r| r.get(0),
-            )?;
+            let exists: bool =
+                tx.query_row_cached(sql::integration::TENANT_EXISTS.sqlite, [id.as_str()], |r| {
+                    r.get(0)
+                })?;
             if !exists {
                 return Ok(None);
             }
             let updated = tx.execute_cached(
-                "UPDATE webhooks SET url = ?2, events = ?3, updated_at = ?4, disabled_at = NULL, disabled_reason = NULL \
-                 WHERE tenant_id = ?1",
+                sql::integration::SET_WEBHOOK_URL.sqlite,
                 params![id.as_str(), w.url, w.events_joined(), w.updated_at],
             )?;
             if updated > 0 {
                 return Ok(Some(false));
             }
             tx.execute_cached(
-                "INSERT INTO webhooks (tenant_id, url, events, secret, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                sql::integration::INSERT_WEBHOOK.sqlite,
                 params![
                     id.as_str(),
                     w.url,
@@ -83,11 +81,10 @@ impl IntegrationStore for SqliteStore {
     fn delete_webhook(&self, id: &TenantId) -> Result<bool, StoreError> {
         let id = id.clone();
         self.writer.write(move |tx| {
-            let n =
-                tx.execute_cached("DELETE FROM webhooks WHERE tenant_id = ?1", [id.as_str()])?;
+            let n = tx.execute_cached(sql::integration::DELETE_WEBHOOK.sqlite, [id.as_str()])?;
             if n > 0 {
                 tx.execute_cached(
-                    "DELETE FROM webhook_events WHERE tenant_id = ?1 AND status = 'pending'",
+                    sql::integration::DELETE_WEBHOOK_EVENTS.sqlite,
                     [id.as_str()],
                 )?;
             }
@@ -104,7 +101,7 @@ impl IntegrationStore for SqliteStore {
         let (id, sealed) = (id.clone(), sealed.to_vec());
         self.writer.write(move |tx| {
             Ok(tx.execute_cached(
-                "UPDATE webhooks SET secret = ?2, updated_at = ?3 WHERE tenant_id = ?1",
+                sql::integration::SET_WEBHOOK_SECRET.sqlite,
                 params![id.as_str(), sealed, now],
             )? > 0)
         })
@@ -124,7 +121,7 @@ impl IntegrationStore for SqliteStore {
                 &[((), &c.fair.caps)],
                 |after| {
                     Ok(conn.query_row_cached(
-                        "SELECT MIN(tenant_id) FROM webhook_events WHERE status = 'pending' AND tenant_id > ?1",
+                        sql::integration::CLAIM_EVENTS.sqlite,
                         [after.unwrap_or("")],
                         |r| r.get(0),
                     )?)
@@ -166,8 +163,7 @@ impl IntegrationStore for SqliteStore {
         let (id, owner) = (event_id.to_string(), owner.to_string());
         self.writer.write(move |tx| {
             tx.execute_cached(
-                "UPDATE webhook_events SET due_at = ?3, lease_until = NULL, leased_by = NULL \
-                 WHERE id = ?1 AND leased_by = ?2 AND status = 'pending'",
+                sql::integration::DEFER_EVENT.sqlite,
                 params![id, owner, due_at],
             )?;
             Ok(())
@@ -203,16 +199,11 @@ impl IntegrationStore for SqliteStore {
         let (id, url, reason) = (id.clone(), url.to_string(), reason.to_string());
         self.writer.write(move |tx| {
             let n = tx.execute_cached(
-                "UPDATE webhooks SET disabled_at = ?2, disabled_reason = ?3 \
-                 WHERE tenant_id = ?1 AND url = ?4 AND disabled_at IS NULL",
+                sql::integration::DISABLE_WEBHOOK.sqlite,
                 params![id.as_str(), now, reason, url],
             )?;
             if n > 0 {
-                tx.execute_cached(
-                    "UPDATE webhook_events SET status = 'failed', lease_until = NULL, leased_by = NULL \
-                     WHERE tenant_id = ?1 AND status = 'pending'",
-                    [id.as_str()],
-                )?;
+                tx.execute_cached(sql::integration::FAIL_PENDING_EVENTS.sqlite, [id.as_str()])?;
             }
             Ok(n > 0)
         })
@@ -237,14 +228,12 @@ impl IntegrationStore for SqliteStore {
         self.writer.write(move |tx| {
             let (status, due) = rules::event_row(outcome, now);
             let n = tx.execute_cached(
-                "UPDATE webhook_events SET attempts = ?3, status = ?4, due_at = ?5, lease_until = NULL, leased_by = NULL \
-                 WHERE id = ?1 AND leased_by = ?2",
+                sql::integration::SETTLE_EVENT.sqlite,
                 params![event_id, owner, attempt, status, due],
             )?;
             if n > 0 {
                 tx.execute_cached(
-                    "INSERT INTO webhook_deliveries (tenant_id, event_id, type, attempt, status_code, error, at) \
-                     SELECT tenant_id, id, type, ?2, ?3, ?4, ?5 FROM webhook_events WHERE id = ?1",
+                    sql::integration::RECORD_WEBHOOK_DELIVERY.sqlite,
                     params![event_id, attempt, status_code, error, now],
                 )?;
             }
@@ -258,8 +247,7 @@ impl IntegrationStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<WebhookAttempt>, StoreError> {
         self.conn()?.rows(
-            "SELECT event_id, type, attempt, status_code, error, at FROM webhook_deliveries \
-             WHERE tenant_id = ?1 ORDER BY id DESC LIMIT ?2",
+            sql::integration::WEBHOOK_DELIVERIES.sqlite,
             params![id.as_str(), limit],
             |r| attempt_from(r),
         )
@@ -317,8 +305,7 @@ impl IntegrationStore for SqliteStore {
         );
         self.writer.write(move |tx| {
             tx.execute_cached(
-                "UPDATE idempotency_keys SET status = ?4, response = ?5 \
-                 WHERE tenant_id = ?1 AND key_digest = ?2 AND holder = ?3 AND status IS NULL",
+                sql::integration::IDEM_FINISH.sqlite,
                 params![id.as_str(), key, holder, status, response],
             )?;
             Ok(())
@@ -334,8 +321,7 @@ impl IntegrationStore for SqliteStore {
         let (id, key, holder) = (id.clone(), key_digest.to_vec(), holder.to_string());
         self.writer.write(move |tx| {
             tx.execute_cached(
-                "DELETE FROM idempotency_keys \
-                 WHERE tenant_id = ?1 AND key_digest = ?2 AND holder = ?3 AND status IS NULL",
+                sql::integration::IDEM_RELEASE.sqlite,
                 params![id.as_str(), key, holder],
             )?;
             Ok(())
@@ -345,14 +331,14 @@ impl IntegrationStore for SqliteStore {
     fn purge_integration(&self, now: Millis, records_before: Millis) -> Result<usize, StoreError> {
         self.writer.write(move |tx| {
             let mut n =
-                tx.execute_cached("DELETE FROM idempotency_keys WHERE expires_at <= ?1", [now])?;
+                tx.execute_cached(sql::integration::PURGE_IDEMPOTENCY_KEYS.sqlite, [now])?;
             // A settled event is only needed for its delivery records' type and id.
             n += tx.execute_cached(
-                "DELETE FROM webhook_events WHERE status <> 'pending' AND created_at < ?1",
+                sql::integration::PURGE_WEBHOOK_EVENTS.sqlite,
                 [now - 24 * HOUR_MS],
             )?;
             n += tx.execute_cached(
-                "DELETE FROM webhook_deliveries WHERE at < ?1",
+                sql::integration::PURGE_WEBHOOK_DELIVERIES.sqlite,
                 [records_before],
             )?;
             Ok(n)

@@ -1,6 +1,7 @@
 //! SQLite: the keyring (wrapped data keys and pepper) and re-encryption of stored SMTP
 //! passwords and webhook secrets.
 
+use crate::storage::sql;
 use rusqlite::{params, TransactionBehavior};
 
 use super::{CachedSql, SqliteStore};
@@ -12,11 +13,8 @@ use crate::storage::{KeyringStore, StoreError, TenantSeal};
 
 impl KeyringStore for SqliteStore {
     fn keyring(&self) -> Result<Vec<WrappedKey>, StoreError> {
-        self.conn()?.rows(
-            "SELECT kind, version, wrapped, kek_id, active FROM keyring ORDER BY kind, version",
-            [],
-            |r| wrapped_key_from(r),
-        )
+        self.conn()?
+            .rows(sql::keyring::KEYRING.sqlite, [], |r| wrapped_key_from(r))
     }
 
     fn init_keyring(
@@ -28,9 +26,9 @@ impl KeyringStore for SqliteStore {
             let mut conn = self.pooled()?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let existing: i64 =
-                tx.query_row_cached("SELECT COUNT(*) FROM keyring", [], |r| r.get(0))?;
+                tx.query_row_cached(sql::keyring::KEYRING_ROWS.sqlite, [], |r| r.get(0))?;
             let tenants: bool =
-                tx.query_row_cached("SELECT EXISTS(SELECT 1 FROM tenants)", [], |r| r.get(0))?;
+                tx.query_row_cached(sql::keyring::ANY_TENANT.sqlite, [], |r| r.get(0))?;
             if existing == 0 && tenants {
                 return Err(StoreError::Conflict(
                     "the database holds tenants but no keyring",
@@ -39,7 +37,7 @@ impl KeyringStore for SqliteStore {
             if existing == 0 {
                 for k in rows {
                     tx.execute_cached(
-                        "INSERT INTO keyring (kind, version, wrapped, kek_id, active, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        sql::keyring::INSERT_KEY.sqlite,
                         params![k.kind, k.version, k.wrapped, k.kek_id, k.active, now],
                     )?;
                 }
@@ -59,7 +57,7 @@ impl KeyringStore for SqliteStore {
     ) -> Result<bool, StoreError> {
         let conn = self.pooled()?;
         let n = conn.execute_cached(
-            "UPDATE keyring SET wrapped = ?3, kek_id = ?4 WHERE kind = ?1 AND version = ?2 AND kek_id = ?5",
+            sql::keyring::REWRAP_KEY.sqlite,
             params![kind, version, wrapped, kek_id, old_kek_id],
         )?;
         Ok(n == 1)
@@ -101,7 +99,7 @@ impl KeyringStore for SqliteStore {
     ) -> Result<bool, StoreError> {
         let conn = self.pooled()?;
         let n = conn.execute_cached(
-            "UPDATE webhooks SET secret = ?3 WHERE tenant_id = ?1 AND secret = ?2",
+            sql::keyring::RESEAL_WEBHOOK_SECRET.sqlite,
             params![id.as_str(), old, new],
         )?;
         Ok(n == 1)

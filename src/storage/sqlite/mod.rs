@@ -18,6 +18,7 @@ mod tenants;
 mod test_mode;
 mod writer;
 
+use crate::storage::sql;
 use writer::Writer;
 
 use std::path::Path;
@@ -30,7 +31,7 @@ use rusqlite::{params, OptionalExtension, Row};
 use super::*;
 use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
-use crate::storage::tenants::{sql, sqlite_placeholders, RelayCells};
+use crate::storage::tenants::RelayCells;
 
 mod embedded {
     refinery::embed_migrations!("migrations/sqlite");
@@ -230,7 +231,7 @@ fn set_fallback_row(
 ) -> Result<(), StoreError> {
     let c = f.map(|f| RelayCells::of(Some(f)));
     conn.execute_cached(
-        &sqlite_placeholders(sql::SET_FALLBACK),
+        sql::tenants::SET_FALLBACK.sqlite,
         params![
             id,
             c.as_ref().map(|c| c.host.as_str()),
@@ -254,7 +255,7 @@ fn set_relay_row(
 ) -> Result<(), StoreError> {
     let c = RelayCells::of(a);
     conn.execute_cached(
-        &sqlite_placeholders(sql::SET_RELAY),
+        sql::tenants::SET_RELAY.sqlite,
         params![
             id,
             c.host,
@@ -278,11 +279,11 @@ fn set_provider_row(
     p: Option<&crate::domain::provider::Provider>,
 ) -> Result<(), StoreError> {
     let q = match channel {
-        crate::domain::recipient::Channel::Email => sql::SET_EMAIL_PROVIDER,
-        crate::domain::recipient::Channel::Sms => sql::SET_SMS_PROVIDER,
+        crate::domain::recipient::Channel::Email => sql::tenants::SET_EMAIL_PROVIDER.sqlite,
+        crate::domain::recipient::Channel::Sms => sql::tenants::SET_SMS_PROVIDER.sqlite,
     };
     let (json, sealed) = crate::storage::cells::provider_json(p);
-    conn.execute_cached(&sqlite_placeholders(q), params![id, json, sealed])?;
+    conn.execute_cached(q, params![id, json, sealed])?;
     Ok(())
 }
 
@@ -295,10 +296,7 @@ fn insert_tenant_row(
 ) -> Result<(), StoreError> {
     let r = RelayCells::of(t.smtp.as_ref());
     conn.execute_cached(
-        "INSERT INTO tenants (id, name, enabled, origin, created_at, updated_at, smtp_host, smtp_port, \
-         smtp_username, smtp_password, smtp_from, smtp_tls, smtp_version, code_length, ttl_seconds, max_attempts, \
-         smtp_max_connections, delivery, default_locale, test, smtp_oauth2) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+        sql::tenants::INSERT_TENANT.sqlite,
         params![
             t.id.as_str(),
             t.name.as_str(),
@@ -323,9 +321,7 @@ fn insert_tenant_row(
         ],
     )?;
     conn.execute_cached(
-        &crate::storage::tenants::sqlite_placeholders(
-            crate::storage::tenants::sql::SET_PAGES_APPROVED,
-        ),
+        sql::tenants::SET_PAGES_APPROVED.sqlite,
         params![t.id.as_str(), t.pages_approved],
     )?;
     if let Some(f) = &t.smtp_fallback {
@@ -340,7 +336,7 @@ fn insert_tenant_row(
         }
     }
     conn.execute_cached(
-        &crate::storage::tenants::sqlite_placeholders(crate::storage::tenants::sql::ADD_SECRET),
+        sql::tenants::ADD_SECRET.sqlite,
         params![secret_digest, t.id.as_str(), now],
     )?;
     Ok(())

@@ -3,6 +3,8 @@
 //! lease's holder (sent and superseding, retry, failed with refund), the sweep, and the
 //! release of leases at shutdown.
 
+use crate::storage::sql;
+use crate::storage::sql::live_code;
 use rusqlite::{params, OptionalExtension};
 
 use super::codes::supersede_in;
@@ -25,12 +27,15 @@ use crate::storage::{
 /// The rows the sweep settles: nobody holds them (never leased, or the lease ran out), and
 /// either a sender held them and died (a sync message, or an async one it had claimed) or
 /// the code is no longer live.
-const SWEEP_ROWS: &str = "SELECT o.key_digest, o.tenant_id, c.delivery_mode, c.status, c.attempts, c.max_attempts, \
+const SWEEP_ROWS: &str = concat!(
+    "SELECT o.key_digest, o.tenant_id, c.delivery_mode, c.status, c.attempts, c.max_attempts, \
        c.expires_at, o.payload, o.leased_by IS NOT NULL \
      FROM outbox o JOIN challenges c ON c.key_digest = o.key_digest \
      WHERE (o.lease_until IS NULL OR o.lease_until < ?1) \
-       AND (o.leased_by IS NOT NULL OR c.delivery_mode = 'sync' OR c.status <> 'pending' OR c.expires_at <= ?1 \
-         OR c.attempts >= c.max_attempts)";
+       AND (o.leased_by IS NOT NULL OR c.delivery_mode = 'sync' OR NOT (",
+    live_code!("c.", "?1"),
+    "))"
+);
 
 /// A sweep row's verdict (`None`: the row is live after all).
 fn verdict_of(r: &rusqlite::Row<'_>, now: Millis) -> Result<Option<SweepVerdict>, StoreError> {
@@ -56,20 +61,22 @@ impl OutboxStore for SqliteStore {
                 &[(Channel::Email, &c.fair.caps), (Channel::Sms, &c.sms_caps)],
                 |after| {
                     Ok(conn.query_row_cached(
-                        "SELECT MIN(tenant_id) FROM outbox WHERE tenant_id > ?1",
+                        sql::outbox::CLAIM_OUTBOX.sqlite,
                         [after.unwrap_or("")],
                         |r| r.get(0),
                     )?)
                 },
                 |tenant, channel, n| {
                     conn.rows(
+                        concat!(
                         "SELECT o.key_digest FROM outbox o \
                          JOIN challenges c ON c.key_digest = o.key_digest JOIN tenants t ON t.id = o.tenant_id \
                          WHERE o.tenant_id = ?1 AND o.due_at <= ?2 AND o.leased_by IS NULL \
-                           AND c.delivery_mode = 'async' AND c.status = 'pending' AND c.expires_at > ?2 \
-                           AND c.attempts < c.max_attempts AND t.enabled = 1 AND t.test = 0 \
-                           AND o.channel = ?4 \
-                         ORDER BY o.due_at LIMIT ?3",
+                           AND c.delivery_mode = 'async' AND ",
+                        live_code!("c.", "?2"),
+                        " AND t.enabled = 1 AND t.test = 0 AND o.channel = ?4 \
+                         ORDER BY o.due_at LIMIT ?3"
+                        ),
                         params![tenant, c.now, n, channel.as_str()],
                         |r| r.bytes(0),
                     )
@@ -88,12 +95,14 @@ impl OutboxStore for SqliteStore {
             for key in keys {
                 // Still free and still live: the plan was read outside this transaction.
                 let leased = tx.row_opt(
+                    concat!(
                     "UPDATE outbox SET lease_until = ?2, leased_by = ?3 \
                      WHERE key_digest = ?1 AND due_at <= ?4 AND leased_by IS NULL \
-                       AND EXISTS (SELECT 1 FROM challenges c WHERE c.key_digest = outbox.key_digest \
-                         AND c.status = 'pending' AND c.expires_at > ?4 AND c.attempts < c.max_attempts) \
-                       AND EXISTS (SELECT 1 FROM tenants t WHERE t.id = outbox.tenant_id AND t.enabled = 1 AND t.test = 0) \
-                     RETURNING tenant_id, recipient, payload, attempts, channel",
+                       AND EXISTS (SELECT 1 FROM challenges c WHERE c.key_digest = outbox.key_digest AND ",
+                    live_code!("c.", "?4"),
+                    ") AND EXISTS (SELECT 1 FROM tenants t WHERE t.id = outbox.tenant_id AND t.enabled = 1 AND t.test = 0) \
+                     RETURNING tenant_id, recipient, payload, attempts, channel"
+                    ),
                     params![key, now + lease.for_ms, lease.owner, now],
                     |r| Ok((r.text(0)?, r.text(1)?, r.bytes(2)?, r.count(3)?, r.text(4)?)),
                 )?;
@@ -189,14 +198,12 @@ impl OutboxStore for SqliteStore {
         let attempts = rec.attempts;
         self.writer.write(move |tx| {
             let n = tx.execute_cached(
-                "UPDATE outbox SET attempts = ?3, due_at = ?4, lease_until = NULL, leased_by = NULL, \
-                 maybe_delivered = maybe_delivered OR ?5 WHERE key_digest = ?1 AND leased_by = ?2",
+                sql::outbox::RETRY_LATER.sqlite,
                 params![key_digest, owner, attempts, due_at, maybe_delivered],
             )?;
             if n == 1 {
                 tx.execute_cached(
-                    "UPDATE challenges SET delivery_attempts = ?2, delivery_reason = ?3, delivery_detail_code = ?4 \
-                     WHERE key_digest = ?1",
+                    sql::outbox::RECORD_DELIVERY_ATTEMPTS.sqlite,
                     params![key_digest, attempts, reason, rec.detail_code],
                 )?;
             }
@@ -213,8 +220,7 @@ impl OutboxStore for SqliteStore {
         let (key_digest, owner) = (key_digest.to_vec(), owner.to_string());
         self.writer.write(move |tx| {
             tx.execute_cached(
-                "UPDATE outbox SET due_at = ?3, lease_until = NULL, leased_by = NULL \
-                 WHERE key_digest = ?1 AND leased_by = ?2",
+                sql::outbox::OUTBOX_DEFER.sqlite,
                 params![key_digest, owner, due_at],
             )?;
             Ok(())
@@ -259,7 +265,7 @@ impl OutboxStore for SqliteStore {
                 now,
             )?;
             tx.execute_cached(
-                "UPDATE challenges SET delivery_detail_code = ?2 WHERE key_digest = ?1",
+                sql::outbox::OUTBOX_FAILED.sqlite,
                 params![key_digest, rec.detail_code],
             )?;
             if let Some(e) = &event {
@@ -351,7 +357,7 @@ impl OutboxStore for SqliteStore {
     fn outbox_stats(&self, now: Millis) -> Result<OutboxStats, StoreError> {
         let conn = self.conn()?;
         let (depth, oldest): (i64, Option<Millis>) =
-            conn.query_row_cached("SELECT COUNT(*), MIN(due_at) FROM outbox", [], |r| {
+            conn.query_row_cached(sql::outbox::OUTBOX_STATS.sqlite, [], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })?;
         Ok(OutboxStats {
@@ -432,11 +438,11 @@ fn give_up(
     if let (true, Some(quota_at), Some((tenant, email))) = (s.refund, s.quota_at, row) {
         // Nothing can have reached the relay: give the send back to the quotas.
         tx.execute_cached(
-            "DELETE FROM sends WHERE id = (SELECT id FROM sends WHERE tenant_id = ?1 AND email_canonical = ?2 AND at = ?3 LIMIT 1)",
+            sql::outbox::GIVE_BACK_SEND.sqlite,
             params![tenant, email, quota_at],
         )?;
         tx.execute_cached(
-            "UPDATE tenant_send_minutes SET sends = sends - 1 WHERE tenant_id = ?1 AND minute = ?2 AND sends > 0",
+            sql::outbox::GIVE_BACK_TENANT_SEND.sqlite,
             params![tenant, quota_at.div_euclid(MINUTE_MS)],
         )?;
     }

@@ -1,6 +1,7 @@
 //! SQLite: provider events, each applied once in one write (the rules are
 //! `storage::provider_events`'s).
 
+use crate::storage::sql;
 use rusqlite::params;
 
 use super::integration::insert_event_in;
@@ -9,10 +10,8 @@ use super::{CachedSql, SqliteStore};
 use crate::domain::keys::TenantId;
 use crate::domain::stats::CodeDims;
 use crate::domain::Millis;
-use crate::storage::provider_events::{sql, EventApplied, EventEffect, VerifiedWith};
+use crate::storage::provider_events::{EventApplied, EventEffect, VerifiedWith};
 use crate::storage::stats::{tally_from, Bump};
-use crate::storage::suppressions::sql as sup;
-use crate::storage::tenants::sqlite_placeholders as q;
 use crate::storage::{ProviderEventStore, StoreError};
 
 impl ProviderEventStore for SqliteStore {
@@ -25,7 +24,10 @@ impl ProviderEventStore for SqliteStore {
     ) -> Result<bool, StoreError> {
         let (t, p, id) = (tenant.clone(), provider.to_string(), event_id.to_string());
         self.writer.write(move |tx| {
-            Ok(tx.execute_cached(&q(sql::SEEN), params![t.as_str(), p, id, now])? == 1)
+            Ok(tx.execute_cached(
+                sql::provider_events::SEEN.sqlite,
+                params![t.as_str(), p, id, now],
+            )? == 1)
         })
     }
 
@@ -36,7 +38,7 @@ impl ProviderEventStore for SqliteStore {
             let t = e.tenant.as_str();
             if let Some(w) = &e.verified_with {
                 let now = tx
-                    .query_row_cached(&q(sql::VERIFIED_WITH), [t], |r| {
+                    .query_row_cached(sql::provider_events::VERIFIED_WITH.sqlite, [t], |r| {
                         Ok(VerifiedWith {
                             row_version: r.get(0)?,
                             webhook_events: r.get(1)?,
@@ -47,21 +49,27 @@ impl ProviderEventStore for SqliteStore {
                     return Ok(EventApplied::Stale);
                 }
             }
-            if tx.execute_cached(&q(sql::SEEN), params![t, e.provider, e.event_id, e.now])? == 0 {
+            if tx.execute_cached(
+                sql::provider_events::SEEN.sqlite,
+                params![t, e.provider, e.event_id, e.now],
+            )? == 0
+            {
                 return Ok(EventApplied::Seen);
             }
             let s = &e.suppression;
             if tx.execute_cached(
-                &q(sup::INSERT),
+                sql::suppressions::INSERT.sqlite,
                 params![t, s.recipient, s.reason.as_str(), s.source, s.created_at],
             )? == 1
             {
-                tx.execute_cached(&q(sup::COUNT_UP), [t])?;
+                tx.execute_cached(sql::suppressions::COUNT_UP.sqlite, [t])?;
             }
             let tallies = match &e.message_id {
-                Some(m) => tx.rows(&q(&sql::mark_bounced()), params![t, m], |r| {
-                    tally_from(r, 0)
-                })?,
+                Some(m) => tx.rows(
+                    &sql::sqlite_text(&sql::provider_events::mark_bounced()),
+                    params![t, m],
+                    |r| tally_from(r, 0),
+                )?,
                 None => Vec::new(),
             };
             match tallies.first() {
@@ -91,14 +99,16 @@ impl ProviderEventStore for SqliteStore {
         use rusqlite::OptionalExtension;
         Ok(self
             .conn()?
-            .query_row_cached(&q(sql::PIN), params![tenant.as_str(), provider], |r| {
-                r.get(0)
-            })
+            .query_row_cached(
+                sql::provider_events::PIN.sqlite,
+                params![tenant.as_str(), provider],
+                |r| r.get(0),
+            )
             .optional()?)
     }
 
     fn purge_provider_events(&self, before: Millis) -> Result<usize, StoreError> {
         self.writer
-            .write(move |tx| Ok(tx.execute_cached(&q(sql::PURGE), [before])?))
+            .write(move |tx| Ok(tx.execute_cached(sql::provider_events::PURGE.sqlite, [before])?))
     }
 }

@@ -1,6 +1,7 @@
 //! SQLite: the quotas and failure budget of a mint and a guess — read here, counted inside
 //! the mint's own write (the rules are `SendQuota`'s, shared with PostgreSQL).
 
+use crate::storage::sql;
 use rusqlite::{params, OptionalExtension};
 
 use super::{CachedSql, SqliteStore};
@@ -33,7 +34,7 @@ impl QuotaStore for SqliteStore {
         let conn = self.conn()?;
         let row: Option<(i64, Millis)> = conn
             .query_row_cached(
-                "SELECT failures, window_start FROM recipient_failures WHERE tenant_id = ?1 AND email_canonical = ?2",
+                sql::quota::FAILURES_BLOCKED.sqlite,
                 params![tenant.as_str(), recipient],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
@@ -54,7 +55,7 @@ pub(super) fn quota_check(
     if q.max_failures > 0 {
         let row: Option<(i64, Millis)> = tx
             .query_row_cached(
-                "SELECT failures, window_start FROM recipient_failures WHERE tenant_id = ?1 AND email_canonical = ?2",
+                sql::quota::FAILURES_BLOCKED.sqlite,
                 params![t, recipient],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
@@ -64,18 +65,17 @@ pub(super) fn quota_check(
         }
     }
     if q.cooldown_ms > 0 {
-        let last: Option<Millis> = tx.query_row_cached(
-            "SELECT MAX(at) FROM sends WHERE tenant_id = ?1 AND email_canonical = ?2",
-            params![t, recipient],
-            |r| r.get(0),
-        )?;
+        let last: Option<Millis> =
+            tx.query_row_cached(sql::quota::LAST_SEND.sqlite, params![t, recipient], |r| {
+                r.get(0)
+            })?;
         if let Some(r) = q.cooldown_refusal(last, now) {
             return Ok(Err(r));
         }
     }
     if q.recipient_max > 0 {
         let (count, oldest): (i64, Option<Millis>) = tx.query_row_cached(
-            "SELECT COUNT(*), MIN(at) FROM sends WHERE tenant_id = ?1 AND email_canonical = ?2 AND at > ?3",
+            sql::quota::SENDS_IN_WINDOW.sqlite,
             params![t, recipient, q.recipient_window_start(now)],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
@@ -109,7 +109,7 @@ pub(super) fn take_send_in(
         return Ok(Err(r));
     }
     tx.execute_cached(
-        "INSERT INTO sends (tenant_id, email_canonical, at) VALUES (?1, ?2, ?3)",
+        sql::quota::TAKE_SEND.sqlite,
         params![tenant.as_str(), recipient, now],
     )?;
     tx.execute_cached(

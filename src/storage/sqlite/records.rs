@@ -1,6 +1,7 @@
 //! SQLite: retention purges, the audit, the OtpMint import, backups and the whole-installation
 //! snapshot used by migrate-store.
 
+use crate::storage::sql;
 use std::time::Duration;
 
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
@@ -17,33 +18,28 @@ impl RecordStore for SqliteStore {
     fn purge(&self, before: Millis, sends_before: Millis) -> Result<usize, StoreError> {
         self.writer.write(move |conn| {
             // A code still to be counted as expired unverified (stats_state 1) waits for the count.
-            let n = conn.execute_cached(
-                "DELETE FROM challenges WHERE ((ended_at IS NOT NULL AND ended_at < ?1) OR expires_at < ?1) \
-                 AND NOT (status IN ('pending', 'failed') AND stats_state = 1)",
-                [before],
-            )?;
-            conn.execute_cached("DELETE FROM sends WHERE at < ?1", [sends_before])?;
+            let n = conn.execute_cached(sql::records::PURGE_CHALLENGES.sqlite, [before])?;
+            conn.execute_cached(sql::records::PURGE_SENDS.sqlite, [sends_before])?;
+            conn.execute_cached(sql::sms_guard::PURGE.sqlite, [sends_before])?;
             conn.execute_cached(
-                &crate::storage::tenants::sqlite_placeholders(crate::storage::sms_guard::sql::PURGE),
+                sql::sms_guard::PURGE_TRUSTED.sqlite,
+                [before.min(sends_before)
+                    - i64::from(crate::domain::sms_guard::TRUSTED_DAYS_MAX) * 86_400_000],
+            )?;
+            conn.execute_cached(
+                sql::records::PURGE_TENANT_SEND_MINUTES.sqlite,
+                [sends_before.div_euclid(MINUTE_MS)],
+            )?;
+            conn.execute_cached(
+                sql::records::PURGE_RECIPIENT_FAILURES.sqlite,
                 [sends_before],
             )?;
             conn.execute_cached(
-                &crate::storage::tenants::sqlite_placeholders(
-                    crate::storage::sms_guard::sql::PURGE_TRUSTED,
-                ),
-                [before.min(sends_before) - i64::from(crate::domain::sms_guard::TRUSTED_DAYS_MAX) * 86_400_000],
-            )?;
-            conn.execute_cached(
-                "DELETE FROM tenant_send_minutes WHERE minute < ?1",
+                sql::records::PURGE_TEST_SEND_MINUTES.sqlite,
                 [sends_before.div_euclid(MINUTE_MS)],
             )?;
-            conn.execute_cached("DELETE FROM recipient_failures WHERE window_start < ?1", [sends_before])?;
-            conn.execute_cached(
-                "DELETE FROM test_send_minutes WHERE minute < ?1",
-                [sends_before.div_euclid(MINUTE_MS)],
-            )?;
-            conn.execute_cached("DELETE FROM test_inbox WHERE received_at < ?1", [sends_before])?;
-            conn.execute_cached("DELETE FROM hosted_sessions WHERE expires_at < ?1", [before])?;
+            conn.execute_cached(sql::records::PURGE_TEST_INBOX.sqlite, [sends_before])?;
+            conn.execute_cached(sql::records::PURGE_HOSTED_SESSIONS.sqlite, [before])?;
             Ok(n)
         })
     }
@@ -58,11 +54,8 @@ impl RecordStore for SqliteStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut counts = ImportCounts::default();
         for (t, digest) in tenants {
-            let taken: bool = tx.query_row_cached(
-                "SELECT EXISTS(SELECT 1 FROM tenant_secrets WHERE digest = ?1)",
-                [digest],
-                |r| r.get(0),
-            )?;
+            let taken: bool =
+                tx.query_row_cached(sql::records::SECRET_EXISTS.sqlite, [digest], |r| r.get(0))?;
             if taken {
                 counts.tenants_present += 1;
                 continue;
@@ -72,18 +65,17 @@ impl RecordStore for SqliteStore {
         }
         for ic in codes {
             let c = &ic.code;
-            let present: bool = tx.query_row_cached(
-                "SELECT EXISTS(SELECT 1 FROM challenges WHERE key_digest = ?1)",
-                [&c.key_digest],
-                |r| r.get(0),
-            )?;
+            let present: bool =
+                tx.query_row_cached(sql::records::CODE_EXISTS.sqlite, [&c.key_digest], |r| {
+                    r.get(0)
+                })?;
             if present {
                 counts.codes_present += 1;
                 continue;
             }
             let owner: Option<String> = tx
                 .query_row_cached(
-                    "SELECT tenant_id FROM tenant_secrets WHERE digest = ?1",
+                    sql::records::TENANT_OF_SECRET.sqlite,
                     [&ic.owner_secret_digest],
                     |r| r.get(0),
                 )
@@ -96,7 +88,7 @@ impl RecordStore for SqliteStore {
                    (SELECT COALESCE(MAX(seq), 0) + 1 FROM challenges WHERE tenant_id = ?2 AND email_canonical = ?5 AND purpose = ?6 AND flavor = ?3), \
                    ?7, 'pending', ?8, ?9, ?10, ?11, ?12)",
                 params![
-                    c.key_digest, owner, c.flavor.as_str(), c.email, c.email_canonical, c.purpose, c.code_hash,
+                    c.key_digest, owner, c.flavor.as_str(), c.email, c.email_canonical, c.purpose.as_str(), c.code_hash,
                     ic.attempts, c.max_attempts, c.code_length, c.created_at, c.expires_at
                 ],
             )?;
@@ -110,12 +102,17 @@ impl RecordStore for SqliteStore {
         let events = events.to_vec();
         self.writer.write(move |tx| {
             // A tenant deleted meanwhile has no audit: skip its events.
-            let mut st = tx.prepare_cached(
-                "INSERT INTO audit (tenant_id, at, event, recipient, outcome, client_ip, request_id) \
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = ?1)",
-            )?;
+            let mut st = tx.prepare_cached(sql::records::APPEND_AUDIT.sqlite)?;
             for e in &events {
-                st.execute(params![e.tenant_id, e.at, e.event, e.recipient, e.outcome, e.client_ip, e.request_id])?;
+                st.execute(params![
+                    e.tenant_id,
+                    e.at,
+                    e.event,
+                    e.recipient,
+                    e.outcome,
+                    e.client_ip,
+                    e.request_id
+                ])?;
             }
             Ok(())
         })
@@ -128,17 +125,15 @@ impl RecordStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         self.conn()?.rows(
-            "SELECT id, tenant_id, at, event, recipient, outcome, client_ip, request_id FROM audit \
-             WHERE tenant_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
+            sql::records::AUDIT_PAGE.sqlite,
             params![tenant.as_str(), before.unwrap_or(i64::MAX), limit],
             |r| audit_from(r),
         )
     }
 
     fn purge_audit(&self, before: Millis) -> Result<usize, StoreError> {
-        self.writer.write(move |conn| {
-            Ok(conn.execute_cached("DELETE FROM audit WHERE at < ?1", [before])?)
-        })
+        self.writer
+            .write(move |conn| Ok(conn.execute_cached(sql::records::PURGE_AUDIT.sqlite, [before])?))
     }
 
     fn export_snapshot(&self) -> Result<copy::Snapshot, StoreError> {
@@ -157,11 +152,8 @@ impl RecordStore for SqliteStore {
         use rusqlite::types::Value as V;
         let mut conn = self.pooled()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let held: bool = tx.query_row_cached(
-            "SELECT EXISTS(SELECT 1 FROM keyring) OR EXISTS(SELECT 1 FROM tenants)",
-            [],
-            |r| r.get(0),
-        )?;
+        let held: bool =
+            tx.query_row_cached(sql::records::IMPORT_SNAPSHOT.sqlite, [], |r| r.get(0))?;
         if held {
             return Err(StoreError::Conflict(
                 "the target database already holds an installation",
@@ -210,6 +202,6 @@ impl RecordStore for SqliteStore {
     fn has_tenants(&self) -> Result<bool, StoreError> {
         Ok(self
             .conn()?
-            .query_row_cached("SELECT EXISTS(SELECT 1 FROM tenants)", [], |r| r.get(0))?)
+            .query_row_cached(sql::keyring::ANY_TENANT.sqlite, [], |r| r.get(0))?)
     }
 }

@@ -1,12 +1,12 @@
 //! SQLite: the SMS fraud guard's counts (the rules are `storage::sms_guard`'s).
 
+use crate::storage::sql;
 use rusqlite::params;
 
 use super::{CachedSql, SqliteStore};
 use crate::domain::Millis;
 use crate::storage::quota::HOUR_MS;
-use crate::storage::sms_guard::{over, sql, SmsSend, SmsTaken, SmsVelocity, SmsVelocityRefusal};
-use crate::storage::tenants::sqlite_placeholders as q;
+use crate::storage::sms_guard::{over, SmsSend, SmsTaken, SmsVelocity, SmsVelocityRefusal};
 use crate::storage::{SmsGuardStore, StoreError};
 
 impl SmsGuardStore for SqliteStore {
@@ -21,10 +21,11 @@ impl SmsGuardStore for SqliteStore {
         self.writer.write(move |tx| {
             let t = s.tenant.as_str();
             if let Some(since) = s.trusted_since {
-                let trusted: bool =
-                    tx.query_row_cached(&q(sql::TRUSTED), params![t, s.phone, since], |r| {
-                        r.get(0)
-                    })?;
+                let trusted: bool = tx.query_row_cached(
+                    sql::sms_guard::TRUSTED.sqlite,
+                    params![t, s.phone, since],
+                    |r| r.get(0),
+                )?;
                 if trusted {
                     return Ok(Ok(SmsTaken::Trusted));
                 }
@@ -32,7 +33,7 @@ impl SmsGuardStore for SqliteStore {
             let from = now - HOUR_MS;
             if l.range_per_hour > 0 {
                 let (n, oldest): (i64, Option<Millis>) = tx.query_row_cached(
-                    &q(sql::IN_RANGE),
+                    sql::sms_guard::IN_RANGE.sqlite,
                     params![t, s.range, from, l.range_per_hour],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )?;
@@ -42,7 +43,7 @@ impl SmsGuardStore for SqliteStore {
             }
             if l.unverified_per_country_per_hour > 0 {
                 let (n, oldest): (i64, Option<Millis>) = tx.query_row_cached(
-                    &q(sql::UNVERIFIED_IN_COUNTRY),
+                    sql::sms_guard::UNVERIFIED_IN_COUNTRY.sqlite,
                     params![t, s.country, from, l.unverified_per_country_per_hour],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )?;
@@ -53,7 +54,7 @@ impl SmsGuardStore for SqliteStore {
                 }
             }
             tx.execute_cached(
-                &q(sql::INSERT),
+                sql::sms_guard::INSERT.sqlite,
                 params![t, s.key_digest, s.range, s.country, now],
             )?;
             Ok(Ok(SmsTaken::Counted))
@@ -63,7 +64,7 @@ impl SmsGuardStore for SqliteStore {
     fn release_sms(&self, key_digest: &[u8], at: Millis) -> Result<(), StoreError> {
         let d = key_digest.to_vec();
         self.writer.write(move |tx| {
-            tx.execute_cached(&q(sql::RELEASE), params![d, at])?;
+            tx.execute_cached(sql::sms_guard::RELEASE.sqlite, params![d, at])?;
             Ok(())
         })
     }

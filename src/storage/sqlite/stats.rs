@@ -2,6 +2,7 @@
 //! the expiry pass, the summing query and the purge (the SQL is shared with PostgreSQL in
 //! `storage::stats`).
 
+use crate::storage::sql;
 use rusqlite::params;
 
 use super::{CachedSql, SqliteStore};
@@ -125,8 +126,7 @@ impl StatsStore for SqliteStore {
     }
 
     fn purge_stats(&self, before_hour: i64) -> Result<usize, StoreError> {
-        self.writer.write(move |tx| {
-            Ok(tx.execute_cached("DELETE FROM stats WHERE dim IN ('all', 'purpose', 'locale', 'channel', 'domain') AND hour < ?1", [before_hour])?)
-        })
+        self.writer
+            .write(move |tx| Ok(tx.execute_cached(sql::stats::PURGE_STATS.sqlite, [before_hour])?))
     }
 }

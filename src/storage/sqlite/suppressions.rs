@@ -1,13 +1,12 @@
 //! SQLite: the suppression list.
 
+use crate::storage::sql;
 use rusqlite::params;
 
 use super::{CachedSql, SqliteStore};
 use crate::domain::keys::TenantId;
 use crate::domain::suppression::{Cursor, Suppression};
 use crate::storage::cells::suppression_from;
-use crate::storage::suppressions::sql;
-use crate::storage::tenants::sqlite_placeholders as q;
 use crate::storage::{StoreError, SuppressionStore};
 
 impl SuppressionStore for SqliteStore {
@@ -19,7 +18,7 @@ impl SuppressionStore for SqliteStore {
     ) -> Result<Vec<Suppression>, StoreError> {
         let (at, recipient) = after.map_or((0, ""), |c| (c.created_at, c.recipient.as_str()));
         self.conn()?.rows(
-            &q(sql::PAGE),
+            sql::suppressions::PAGE.sqlite,
             params![
                 tenant.as_str(),
                 after.is_none(),
@@ -35,7 +34,7 @@ impl SuppressionStore for SqliteStore {
         let (tenant, e) = (tenant.clone(), entry.clone());
         self.writer.write(move |tx| {
             let added = tx.execute_cached(
-                &q(sql::INSERT),
+                sql::suppressions::INSERT.sqlite,
                 params![
                     tenant.as_str(),
                     e.recipient,
@@ -45,7 +44,7 @@ impl SuppressionStore for SqliteStore {
                 ],
             )? == 1;
             if added {
-                tx.execute_cached(&q(sql::COUNT_UP), [tenant.as_str()])?;
+                tx.execute_cached(sql::suppressions::COUNT_UP.sqlite, [tenant.as_str()])?;
             }
             Ok(added)
         })
@@ -54,10 +53,12 @@ impl SuppressionStore for SqliteStore {
     fn unsuppress(&self, tenant: &TenantId, recipient: &str) -> Result<bool, StoreError> {
         let (tenant, recipient) = (tenant.clone(), recipient.to_string());
         self.writer.write(move |tx| {
-            let removed =
-                tx.execute_cached(&q(sql::DELETE), params![tenant.as_str(), recipient])? == 1;
+            let removed = tx.execute_cached(
+                sql::suppressions::DELETE.sqlite,
+                params![tenant.as_str(), recipient],
+            )? == 1;
             if removed {
-                tx.execute_cached(&q(sql::COUNT_DOWN), [tenant.as_str()])?;
+                tx.execute_cached(sql::suppressions::COUNT_DOWN.sqlite, [tenant.as_str()])?;
             }
             Ok(removed)
         })
@@ -68,9 +69,10 @@ impl SuppressionStore for SqliteStore {
         tenant: &TenantId,
         recipient: &str,
     ) -> Result<Option<Suppression>, StoreError> {
-        self.conn()?
-            .row_opt(&q(sql::ONE), params![tenant.as_str(), recipient], |r| {
-                suppression_from(r)
-            })
+        self.conn()?.row_opt(
+            sql::suppressions::ONE.sqlite,
+            params![tenant.as_str(), recipient],
+            |r| suppression_from(r),
+        )
     }
 }

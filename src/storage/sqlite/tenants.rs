@@ -1,6 +1,7 @@
 //! SQLite: tenants, their secrets and their templates.
 
 use crate::domain::sms_guard::countries_to_stored;
+use crate::storage::sql;
 use rusqlite::params;
 
 use super::{
@@ -13,7 +14,6 @@ use crate::domain::tenant::{Tenant, TransportUse};
 use crate::domain::Millis;
 use crate::storage::cells::Cells;
 use crate::storage::cells::{template_from, tenant_from, TENANT_COLS};
-use crate::storage::tenants::{sql, sqlite_placeholders};
 use crate::storage::{PutTemplate, StoreError, TenantChanges, TenantStore, Updated};
 
 impl TenantStore for SqliteStore {
@@ -25,11 +25,10 @@ impl TenantStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let (t, secret_digest) = (t.clone(), secret_digest.to_vec());
         self.writer.write(move |tx| {
-            let taken: bool = tx.query_row_cached(
-                "SELECT EXISTS(SELECT 1 FROM tenant_secrets WHERE digest = ?1)",
-                [&secret_digest],
-                |r| r.get(0),
-            )?;
+            let taken: bool =
+                tx.query_row_cached(sql::records::SECRET_EXISTS.sqlite, [&secret_digest], |r| {
+                    r.get(0)
+                })?;
             if taken {
                 return Err(StoreError::Conflict("secret key already registered"));
             }
@@ -63,139 +62,133 @@ impl TenantStore for SqliteStore {
     ) -> Result<Updated, StoreError> {
         let (id, c) = (id.clone(), c.clone());
         self.writer.write(move |tx| {
-        // Only the version that was read is changed (the writer runs one write at a time).
-        if tx.execute_cached(
+            // Only the version that was read is changed (the writer runs one write at a time).
+            if tx.execute_cached(
             "UPDATE tenants SET row_version = row_version + 1 WHERE id = ?1 AND row_version = ?2",
             params![id.as_str(), version],
         )? == 0
         {
             let exists: bool = tx.query_row_cached(
-                "SELECT EXISTS(SELECT 1 FROM tenants WHERE id = ?1)",
+                sql::integration::TENANT_EXISTS.sqlite,
                 [id.as_str()],
                 |r| r.get(0),
             )?;
             return Ok(if exists { Updated::Stale } else { Updated::Missing });
         }
-        if let Some(name) = &c.name {
-            tx.execute_cached(
-                "UPDATE tenants SET name = ?2 WHERE id = ?1",
-                params![id.as_str(), name.as_str()],
-            )?;
-        }
-        if let Some(enabled) = c.enabled {
-            tx.execute_cached(
-                "UPDATE tenants SET enabled = ?2 WHERE id = ?1",
-                params![id.as_str(), enabled],
-            )?;
-        }
-        if let Some(s) = &c.smtp {
-            set_relay_row(tx, id.as_str(), Some(s))?;
-        }
-        if let Some(f) = &c.smtp_fallback {
-            set_fallback_row(tx, id.as_str(), f.as_ref())?;
-        }
-        for (channel, p) in [
-            (Channel::Email, &c.email_provider),
-            (Channel::Sms, &c.sms_provider),
-        ] {
-            if let Some(p) = p {
-                set_provider_row(tx, id.as_str(), channel, p.as_ref())?;
+            if let Some(name) = &c.name {
+                tx.execute_cached(
+                    sql::tenants::SET_NAME.sqlite,
+                    params![id.as_str(), name.as_str()],
+                )?;
             }
-        }
-        if c.smtp_fallback.is_some() || c.email_provider.is_some() || c.sms_provider.is_some() {
-            tx.execute_cached(&sqlite_placeholders(sql::BUMP_TRANSPORTS), [id.as_str()])?;
-        }
-        if let Some(ok) = c.pages_approved {
+            if let Some(enabled) = c.enabled {
+                tx.execute_cached(
+                    sql::tenants::SET_ENABLED.sqlite,
+                    params![id.as_str(), enabled],
+                )?;
+            }
+            if let Some(s) = &c.smtp {
+                set_relay_row(tx, id.as_str(), Some(s))?;
+            }
+            if let Some(f) = &c.smtp_fallback {
+                set_fallback_row(tx, id.as_str(), f.as_ref())?;
+            }
+            for (channel, p) in [
+                (Channel::Email, &c.email_provider),
+                (Channel::Sms, &c.sms_provider),
+            ] {
+                if let Some(p) = p {
+                    set_provider_row(tx, id.as_str(), channel, p.as_ref())?;
+                }
+            }
+            if c.smtp_fallback.is_some() || c.email_provider.is_some() || c.sms_provider.is_some() {
+                tx.execute_cached(sql::tenants::BUMP_TRANSPORTS.sqlite, [id.as_str()])?;
+            }
+            if let Some(ok) = c.pages_approved {
+                tx.execute_cached(
+                    sql::tenants::SET_PAGES_APPROVED.sqlite,
+                    params![id.as_str(), ok],
+                )?;
+            }
+            if let Some((keys, private)) = &c.dkim {
+                let private = (!private.is_empty()).then_some(private);
+                tx.execute_cached(
+                    sql::tenants::SET_DKIM.sqlite,
+                    params![id.as_str(), keys, private],
+                )?;
+            }
+            if let Some(sms) = &c.sms {
+                tx.execute_cached(
+                    sql::tenants::SET_SMS.sqlite,
+                    params![
+                        id.as_str(),
+                        countries_to_stored(&sms.allowed_countries),
+                        sms.trusted_days,
+                        sms.allow_fixed_line
+                    ],
+                )?;
+            }
+            if let Some(on) = c.suppression {
+                tx.execute_cached(
+                    sql::tenants::SET_SUPPRESSION_OFF.sqlite,
+                    params![id.as_str(), !on],
+                )?;
+            }
+            if let Some(color) = &c.brand_color {
+                tx.execute_cached(
+                    sql::tenants::SET_BRAND_COLOR.sqlite,
+                    params![id.as_str(), color],
+                )?;
+            }
+            if let Some(urls) = &c.allowed_return_urls {
+                tx.execute_cached(
+                    sql::tenants::SET_ALLOWED_RETURN_URLS.sqlite,
+                    params![id.as_str(), urls.join("\n")],
+                )?;
+            }
+            if let Some(d) = c.delivery {
+                tx.execute_cached(
+                    sql::tenants::SET_DELIVERY.sqlite,
+                    params![id.as_str(), d.as_str()],
+                )?;
+            }
+            if let Some(p) = &c.policy {
+                tx.execute_cached(
+                    sql::tenants::SET_POLICY.sqlite,
+                    params![id.as_str(), p.code_length, p.ttl_seconds, p.max_attempts],
+                )?;
+            }
+            if let Some(test) = c.test {
+                tx.execute_cached(sql::tenants::SET_TEST.sqlite, params![id.as_str(), test])?;
+            }
+            // A live tenant keeps no test key (API.md §17.4), whatever was read before this
+            // transaction; after `test`, the new key is a live one.
+            if c.test == Some(false) {
+                tx.execute_cached(sql::tenants::DROP_TEST_SECRETS.sqlite, [id.as_str()])?;
+            }
+            if let Some(digest) = &c.new_secret {
+                tx.execute_cached(
+                    sql::tenants::ADD_SECRET.sqlite,
+                    params![digest, id.as_str(), now],
+                )?;
+            }
+            if let Some(l) = &c.default_locale {
+                tx.execute_cached(
+                    sql::tenants::SET_DEFAULT_LOCALE.sqlite,
+                    params![id.as_str(), l.as_str()],
+                )?;
+            }
             tx.execute_cached(
-                &sqlite_placeholders(sql::SET_PAGES_APPROVED),
-                params![id.as_str(), ok],
+                "UPDATE tenants SET updated_at = ?2 WHERE id = ?1",
+                params![id.as_str(), now],
             )?;
-        }
-        if let Some((keys, private)) = &c.dkim {
-            let private = (!private.is_empty()).then_some(private);
-            tx.execute_cached(
-                &sqlite_placeholders(sql::SET_DKIM),
-                params![id.as_str(), keys, private],
-            )?;
-        }
-        if let Some(sms) = &c.sms {
-            tx.execute_cached(
-                &sqlite_placeholders(sql::SET_SMS),
-                params![
-                    id.as_str(),
-                    countries_to_stored(&sms.allowed_countries),
-                    sms.trusted_days,
-                    sms.allow_fixed_line
-                ],
-            )?;
-        }
-        if let Some(on) = c.suppression {
-            tx.execute_cached(
-                &sqlite_placeholders(sql::SET_SUPPRESSION_OFF),
-                params![id.as_str(), !on],
-            )?;
-        }
-        if let Some(color) = &c.brand_color {
-            tx.execute_cached(
-                "UPDATE tenants SET brand_color = ?2 WHERE id = ?1",
-                params![id.as_str(), color],
-            )?;
-        }
-        if let Some(urls) = &c.allowed_return_urls {
-            tx.execute_cached(
-                "UPDATE tenants SET allowed_return_urls = ?2 WHERE id = ?1",
-                params![id.as_str(), urls.join("\n")],
-            )?;
-        }
-        if let Some(d) = c.delivery {
-            tx.execute_cached(
-                "UPDATE tenants SET delivery = ?2 WHERE id = ?1",
-                params![id.as_str(), d.as_str()],
-            )?;
-        }
-        if let Some(p) = &c.policy {
-            tx.execute_cached(
-                "UPDATE tenants SET code_length = ?2, ttl_seconds = ?3, max_attempts = ?4 WHERE id = ?1",
-                params![id.as_str(), p.code_length, p.ttl_seconds, p.max_attempts],
-            )?;
-        }
-        if let Some(test) = c.test {
-            tx.execute_cached(
-                "UPDATE tenants SET test = ?2 WHERE id = ?1",
-                params![id.as_str(), test],
-            )?;
-        }
-        // A live tenant keeps no test key (API.md §17.4), whatever was read before this
-        // transaction; after `test`, the new key is a live one.
-        if c.test == Some(false) {
-            tx.execute_cached(
-                &sqlite_placeholders(sql::DROP_TEST_SECRETS),
-                [id.as_str()],
-            )?;
-        }
-        if let Some(digest) = &c.new_secret {
-            tx.execute_cached(
-                &sqlite_placeholders(sql::ADD_SECRET),
-                params![digest, id.as_str(), now],
-            )?;
-        }
-        if let Some(l) = &c.default_locale {
-            tx.execute_cached(
-                "UPDATE tenants SET default_locale = ?2 WHERE id = ?1",
-                params![id.as_str(), l.as_str()],
-            )?;
-        }
-        tx.execute_cached(
-            "UPDATE tenants SET updated_at = ?2 WHERE id = ?1",
-            params![id.as_str(), now],
-        )?;
-        Ok(tx
-            .row_opt(
-                &format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = ?1"),
-                [id.as_str()],
-                |r| tenant_from(r),
-            )?
-            .map_or(Updated::Missing, |t| Updated::Done(Box::new(t))))
+            Ok(tx
+                .row_opt(
+                    &format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = ?1"),
+                    [id.as_str()],
+                    |r| tenant_from(r),
+                )?
+                .map_or(Updated::Missing, |t| Updated::Done(Box::new(t))))
         })
     }
 
@@ -209,8 +202,7 @@ impl TenantStore for SqliteStore {
         let (id, url, secret) = (id.clone(), url.to_string(), secret.to_vec());
         self.writer.write(move |tx| {
             tx.row_opt(
-                "UPDATE tenants SET http_url = ?2, http_use = ?3, http_secret = COALESCE(http_secret, ?4), \
-                 row_version = row_version + 1 WHERE id = ?1 RETURNING http_secret = ?4",
+                sql::tenants::PUT_HTTP.sqlite,
                 params![id.as_str(), url, use_as.as_str(), secret],
                 |r| r.flag(0),
             )
@@ -220,11 +212,7 @@ impl TenantStore for SqliteStore {
     fn clear_http(&self, id: &TenantId) -> Result<bool, StoreError> {
         let id = id.clone();
         self.writer.write(move |tx| {
-            Ok(tx.execute_cached(
-                "UPDATE tenants SET http_url = NULL, http_use = NULL, http_secret = NULL, \
-                 row_version = row_version + 1 WHERE id = ?1 AND http_url IS NOT NULL",
-                [id.as_str()],
-            )? > 0)
+            Ok(tx.execute_cached(sql::tenants::CLEAR_HTTP.sqlite, [id.as_str()])? > 0)
         })
     }
 
@@ -232,8 +220,7 @@ impl TenantStore for SqliteStore {
         let (id, sealed) = (id.clone(), sealed.to_vec());
         self.writer.write(move |tx| {
             Ok(tx.execute_cached(
-                "UPDATE tenants SET http_secret = ?2, row_version = row_version + 1 \
-                 WHERE id = ?1 AND http_url IS NOT NULL",
+                sql::tenants::SET_HTTP_SECRET.sqlite,
                 params![id.as_str(), sealed],
             )? > 0)
         })
@@ -242,31 +229,27 @@ impl TenantStore for SqliteStore {
     fn delete_tenant(&self, id: &TenantId) -> Result<bool, StoreError> {
         let id = id.clone();
         self.writer.write(move |conn| {
-            Ok(conn.execute_cached("DELETE FROM tenants WHERE id = ?1", [id.as_str()])? > 0)
+            Ok(conn.execute_cached(sql::tenants::DELETE_TENANT.sqlite, [id.as_str()])? > 0)
         })
     }
 
     fn templates(&self, id: &TenantId) -> Result<Vec<TenantTemplate>, StoreError> {
-        self.conn()?.rows(
-            "SELECT locale, subject, text, html, updated_at, sms FROM templates \
-             WHERE tenant_id = ?1 ORDER BY locale",
-            [id.as_str()],
-            |r| template_from(r),
-        )
+        self.conn()?
+            .rows(sql::tenants::TEMPLATES.sqlite, [id.as_str()], |r| {
+                template_from(r)
+            })
     }
 
     fn template_locales(&self, id: &TenantId) -> Result<Vec<String>, StoreError> {
-        self.conn()?.rows(
-            "SELECT locale FROM templates WHERE tenant_id = ?1 ORDER BY locale",
-            [id.as_str()],
-            |r| r.text(0),
-        )
+        self.conn()?
+            .rows(sql::tenants::TEMPLATE_LOCALES.sqlite, [id.as_str()], |r| {
+                r.text(0)
+            })
     }
 
     fn template(&self, id: &TenantId, locale: &str) -> Result<Option<TenantTemplate>, StoreError> {
         self.conn()?.row_opt(
-            "SELECT locale, subject, text, html, updated_at, sms FROM templates \
-             WHERE tenant_id = ?1 AND locale = ?2",
+            sql::tenants::TEMPLATE.sqlite,
             params![id.as_str(), locale],
             |r| template_from(r),
         )
@@ -281,31 +264,27 @@ impl TenantStore for SqliteStore {
         let (id, t) = (id.clone(), t.clone());
         self.writer.write(move |tx| {
             let (others, exists): (i64, bool) = tx.query_row_cached(
-                "SELECT COUNT(*) FILTER (WHERE locale <> ?2), COUNT(*) FILTER (WHERE locale = ?2) > 0 \
-                 FROM templates WHERE tenant_id = ?1",
+                sql::tenants::TEMPLATE_COUNTS.sqlite,
                 params![id.as_str(), t.locale],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
             if !exists && others >= i64::from(max_locales) {
                 let tenant: bool = tx.query_row_cached(
-                    "SELECT EXISTS(SELECT 1 FROM tenants WHERE id = ?1)",
+                    sql::integration::TENANT_EXISTS.sqlite,
                     [id.as_str()],
                     |r| r.get(0),
                 )?;
-                return Ok(if tenant { PutTemplate::Full } else { PutTemplate::NoTenant });
+                return Ok(if tenant {
+                    PutTemplate::Full
+                } else {
+                    PutTemplate::NoTenant
+                });
             }
-            if tx.execute_cached(
-                "UPDATE tenants SET templates_version = templates_version + 1 WHERE id = ?1",
-                [id.as_str()],
-            )? == 0
-            {
+            if tx.execute_cached(sql::tenants::BUMP_TEMPLATES_VERSION.sqlite, [id.as_str()])? == 0 {
                 return Ok(PutTemplate::NoTenant);
             }
             tx.execute_cached(
-                "INSERT INTO templates (tenant_id, locale, subject, text, html, updated_at, sms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-                 ON CONFLICT (tenant_id, locale) DO UPDATE SET subject = excluded.subject, \
-                 text = excluded.text, html = excluded.html, updated_at = excluded.updated_at, sms = excluded.sms",
+                sql::tenants::PUT_TEMPLATE.sqlite,
                 params![
                     id.as_str(),
                     t.locale,
@@ -324,14 +303,11 @@ impl TenantStore for SqliteStore {
         let (id, locale) = (id.clone(), locale.to_string());
         self.writer.write(move |tx| {
             let n = tx.execute_cached(
-                "DELETE FROM templates WHERE tenant_id = ?1 AND locale = ?2",
+                sql::tenants::DELETE_TEMPLATE.sqlite,
                 params![id.as_str(), locale],
             )?;
             if n > 0 {
-                tx.execute_cached(
-                    "UPDATE tenants SET templates_version = templates_version + 1 WHERE id = ?1",
-                    [id.as_str()],
-                )?;
+                tx.execute_cached(sql::tenants::BUMP_TEMPLATES_VERSION.sqlite, [id.as_str()])?;
             }
             Ok(n > 0)
         })
@@ -350,7 +326,7 @@ impl TenantStore for SqliteStore {
 
     fn has_test_secrets(&self, id: &TenantId) -> Result<bool, StoreError> {
         Ok(self.conn()?.query_row_cached(
-            &sqlite_placeholders(sql::HAS_TEST_SECRETS),
+            sql::tenants::HAS_TEST_SECRETS.sqlite,
             [id.as_str()],
             |r| r.get(0),
         )?)
@@ -365,11 +341,10 @@ impl TenantStore for SqliteStore {
     ) -> Result<bool, StoreError> {
         let (id, new_digest) = (id.clone(), new_digest.to_vec());
         self.writer.write(move |tx| {
-            let exists: bool = tx.query_row_cached(
-                "SELECT EXISTS(SELECT 1 FROM tenants WHERE id = ?1)",
-                [id.as_str()],
-                |r| r.get(0),
-            )?;
+            let exists: bool =
+                tx.query_row_cached(sql::integration::TENANT_EXISTS.sqlite, [id.as_str()], |r| {
+                    r.get(0)
+                })?;
             if !exists {
                 return Ok(false);
             }
@@ -387,17 +362,8 @@ fn replace_secret(
     old_until: Millis,
     now: Millis,
 ) -> Result<(), StoreError> {
-    tx.execute_cached(
-        &sqlite_placeholders(sql::END_SECRETS),
-        params![id, old_until],
-    )?;
-    tx.execute_cached(
-        &sqlite_placeholders(sql::DROP_ENDED_SECRETS),
-        params![id, now],
-    )?;
-    tx.execute_cached(
-        &sqlite_placeholders(sql::ADD_SECRET),
-        params![digest, id, now],
-    )?;
+    tx.execute_cached(sql::tenants::END_SECRETS.sqlite, params![id, old_until])?;
+    tx.execute_cached(sql::tenants::DROP_ENDED_SECRETS.sqlite, params![id, now])?;
+    tx.execute_cached(sql::tenants::ADD_SECRET.sqlite, params![digest, id, now])?;
     Ok(())
 }

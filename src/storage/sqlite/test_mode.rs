@@ -1,5 +1,6 @@
 //! SQLite: test recipients and the test inbox.
 
+use crate::storage::sql;
 use rusqlite::params;
 
 use super::{CachedSql, SqliteStore};
@@ -18,12 +19,11 @@ pub(super) fn insert_inbox_in(
     now: Millis,
 ) -> Result<(), StoreError> {
     tx.execute_cached(
-        "INSERT INTO test_inbox (tenant_id, key_digest, recipient, message, received_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        sql::test_mode::INSERT_INBOX.sqlite,
         params![tenant, key_digest, e.recipient, e.payload, now],
     )?;
     tx.execute_cached(
-        "DELETE FROM test_inbox WHERE tenant_id = ?1 AND id <= \
-           (SELECT id FROM test_inbox WHERE tenant_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+        sql::test_mode::TRIM_INBOX.sqlite,
         params![tenant, INBOX_KEPT],
     )?;
     Ok(())
@@ -38,19 +38,17 @@ impl TestStore for SqliteStore {
         max: u32,
         now: Millis,
     ) -> Result<bool, StoreError> {
-        use crate::storage::tenants::sqlite_placeholders as q;
-        use crate::storage::test_mode::sql;
         let (tenant, recipient, hash) =
             (tenant.clone(), recipient.to_string(), code_hash.to_string());
         self.writer.write(move |tx| {
             let disabled: Option<Option<i64>> = tx.row_opt(
-                &q(sql::CODE_FAILED),
+                sql::test_mode::CODE_FAILED.sqlite,
                 params![tenant.as_str(), recipient, hash, max, now],
                 |r| Ok(r.get(0)?),
             )?;
             let now_inert = matches!(disabled, Some(Some(_)));
             if now_inert {
-                tx.execute_cached(&q(sql::BUMP_TEST_VERSION), [tenant.as_str()])?;
+                tx.execute_cached(sql::test_mode::BUMP_TEST_VERSION.sqlite, [tenant.as_str()])?;
             }
             Ok(now_inert)
         })
@@ -73,19 +71,20 @@ impl TestStore for SqliteStore {
         let (tenant, list) = (tenant.clone(), list.to_vec());
         self.writer.write(move |tx| {
             let version: Option<i64> = tx.row_opt(
-                "UPDATE tenants SET test_version = test_version + 1, row_version = row_version + 1 \
-                 WHERE id = ?1 RETURNING test_version",
+                sql::test_mode::NEW_TEST_VERSION.sqlite,
                 [tenant.as_str()],
                 |r| Ok(r.get(0)?),
             )?;
             if version.is_none() {
                 return Ok(None);
             }
-            tx.execute_cached("DELETE FROM test_recipients WHERE tenant_id = ?1", [tenant.as_str()])?;
+            tx.execute_cached(
+                sql::test_mode::CLEAR_TEST_RECIPIENTS.sqlite,
+                [tenant.as_str()],
+            )?;
             for (i, t) in list.iter().enumerate() {
                 tx.execute_cached(
-                    "INSERT INTO test_recipients (tenant_id, pattern, code_hash, code_length, expires_at, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    sql::test_mode::ADD_TEST_RECIPIENT.sqlite,
                     params![
                         tenant.as_str(),
                         t.pattern.as_str(),

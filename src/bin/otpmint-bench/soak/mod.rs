@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use super::client::Conn;
 use super::server::{database_url, free_port, fresh_database};
-use super::{Args, ADMIN};
+use super::{args::Args, ADMIN};
 
 mod check;
 mod fleet;

@@ -11,8 +11,8 @@ use std::time::Duration;
 use super::{Deadline, Outbound};
 use crate::domain::delivery::{DeliveryError, DeliveryReason, FailureKind};
 use crate::domain::provider::{Provider, ProviderKind};
+use crate::outbound::{ApiAnswer, ApiRequest};
 use crate::service::Delivery;
-use crate::webhook::{ApiAnswer, ApiRequest};
 
 pub(crate) const JSON: &str = "application/json";
 pub(crate) const FORM: &str = "application/x-www-form-urlencoded";

@@ -13,9 +13,9 @@ use crate::clock::rfc3339;
 use crate::domain::delivery::{DeliveryError, DeliveryReason, FailureKind};
 use crate::domain::recipient::Channel;
 use crate::domain::tenant::HttpTransport;
+use crate::outbound::{signature, SendResult};
 use crate::service::core::seals::Seal;
 use crate::service::Delivery;
-use crate::webhook::{signature, SendResult};
 
 pub(crate) struct HttpEndpoint<'a> {
     h: &'a HttpTransport,

@@ -1,5 +1,6 @@
-//! Outbound webhooks (API.md §9), the infrastructure part: the endpoint URL rules, the
-//! Standard Webhooks signature, and an HTTP client that connects only to addresses the host
+//! Outbound HTTP (API.md §4, §9): the endpoint URL rules, the Standard Webhooks signature,
+//! and the one HTTP client of webhooks, HTTP transports, provider APIs and OAuth2 token
+//! endpoints that connects only to addresses the host
 //! policy of §4 allowed (its DNS resolver checks every address at every connection; IP
 //! literals are checked before each request), follows no redirects, uses no proxy, and bounds
 //! each whole request.

@@ -1,0 +1,61 @@
+//! The mailer against a real SMTP server on loopback (STARTTLS, AUTH, bounded replies).
+
+#![allow(clippy::unwrap_used)]
+use super::*;
+use crate::testkit::smtp::{SmtpServer, SMTP_PASS, SMTP_USER};
+use secrecy::SecretString;
+
+#[tokio::test]
+async fn idle_connections_are_closed_whether_or_not_their_tenant_sends_again() {
+    let smtp = SmtpServer::start().await;
+    let mailer = Mailer::new(
+        HostPolicy {
+            allowed_ports: Some(vec![smtp.port]),
+            allow_private_hosts: true,
+            allow_plaintext: false,
+        },
+        Duration::from_secs(5),
+        4,
+        std::slice::from_ref(&smtp.ca_path),
+    )
+    .unwrap();
+    let target = SmtpTarget {
+        tenant_id: "tnt_idle".into(),
+        version: 1,
+        host: "127.0.0.1".into(),
+        port: smtp.port,
+        username: SMTP_USER.into(),
+        auth: SmtpAuth::Password(SecretString::from(SMTP_PASS.to_string())),
+        from: "Acme <no-reply@acme.example>".into(),
+        tls: TlsMode::Starttls,
+    };
+    let msg = Outgoing {
+        to: "ada@example.com",
+        subject: "s",
+        text: "123456\r\n",
+        html: None,
+        message_id: None,
+        dkim: None,
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    mailer
+        .send(&target, &msg, (deadline, None), 1)
+        .await
+        .unwrap();
+    assert_eq!(smtp.open_sessions(), 1, "kept for reuse");
+    assert_eq!(mailer.close_idle_older_than(Duration::from_secs(60)), 0);
+    // Past its idle time, it is closed with no further send from the tenant.
+    assert_eq!(mailer.close_idle_older_than(Duration::ZERO), 1);
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while smtp.open_sessions() > 0 {
+        assert!(
+            std::time::Instant::now() < until,
+            "the relay still sees the session"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        mailer.inner.pools.lock().unwrap().is_empty(),
+        "the pool is forgotten"
+    );
+}

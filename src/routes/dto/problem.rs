@@ -1,0 +1,128 @@
+//! Problem documents (RFC 9457) as the API description shows them: the body, its error
+//! codes, and the responses the paths share.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::service::ErrorCode;
+
+/// The stable machine-readable error codes: the API description's list is
+/// [`ErrorCode::ALL`], the one list the answers are made from.
+#[derive(Serialize)]
+pub struct ProblemCode;
+
+impl utoipa::PartialSchema for ProblemCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some("The stable machine-readable error codes."))
+            .enum_values(Some(ErrorCode::ALL.iter().map(|c| c.as_str())))
+            .into()
+    }
+}
+
+impl ToSchema for ProblemCode {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "ProblemCode".into()
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FieldErrorOut {
+    pub field: String,
+    /// With `template_invalid`: the line in that field, when it is known.
+    pub line: Option<u32>,
+    pub message: String,
+}
+
+/// An RFC 9457 problem document (`application/problem+json`).
+#[derive(Serialize, ToSchema)]
+pub struct Problem {
+    /// `/problems/<code>`
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub code: ProblemCode,
+    pub detail: String,
+    /// With `invalid_request` / `invalid_email` / `template_invalid`.
+    pub errors: Option<Vec<FieldErrorOut>>,
+    /// With `otp_mismatch`.
+    pub attempts_remaining: Option<u32>,
+    /// With `delivery_failed`: `smtp_host_not_allowed`, `smtp_unreachable`, `smtp_timeout`,
+    /// `smtp_tls`, `smtp_auth` or `smtp_rejected`.
+    pub reason: Option<String>,
+    /// With `rate_limited`: the limit that refused (`ip`, `recipient`, `cooldown`, `tenant`,
+    /// `failures`, `test_sends`); `detail` names its setting.
+    pub limit: Option<String>,
+}
+
+/// The problem responses several routes share: one definition each, referenced from every
+/// route that can answer them (`components/responses` in the document).
+pub mod problems {
+    use utoipa::ToResponse;
+
+    use super::Problem;
+
+    /// unauthorized: the bearer token is missing, unknown, disabled or not the one this route takes
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct Unauthorized(pub Problem);
+
+    /// invalid_request: the body or a parameter is malformed; `errors` names each field
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct InvalidRequest(pub Problem);
+
+    /// tenant_not_found
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct TenantNotFound(pub Problem);
+
+    /// webhook_not_found: the tenant has no webhook
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct WebhookNotFound(pub Problem);
+
+    /// transport_not_found: the tenant has no HTTP transport
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct TransportNotFound(pub Problem);
+
+    /// otp_not_found: unknown, malformed, another tenant's or purged key
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct OtpNotFound(pub Problem);
+
+    /// template_invalid, with `errors` [{field, line, message}]; nothing changed
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct TemplateInvalid(pub Problem);
+
+    /// smtp_host_not_allowed, smtp_port_not_allowed, smtp_plaintext_not_allowed or smtp_host_unresolvable
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct SmtpPolicyRefused(pub Problem);
+
+    /// payload_too_large: request bodies are limited to 16 KiB
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct PayloadTooLarge(pub Problem);
+
+    /// rate_limited: a limit refused (every route has the per-address flood guard); `limit`
+    /// names which, `Retry-After` says when to try again
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct RateLimited(pub Problem);
+
+    /// unprocessable: well-formed, but a rule the schema cannot state refuses it; `errors`
+    /// names each field
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct Unprocessable(pub Problem);
+
+    /// unsupported_media_type: the body is not `application/json`
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct UnsupportedMediaType(pub Problem);
+}

@@ -1,0 +1,400 @@
+//! Reading stored rows into domain types, once for both backends: the column lists the
+//! queries select, a small `Cells` view of a row that both drivers' rows implement, and the
+//! mappers of tenants and codes built on it.
+
+use super::integration::EventJob;
+use super::test_mode::InboxRow;
+use super::{rules, StoreError};
+use crate::crypto::keyring::WrappedKey;
+use crate::domain::audit::AuditEvent;
+use crate::domain::challenge::VerifiedVia;
+use crate::domain::challenge::{ChallengeView, StoredStatus};
+use crate::domain::claim::CodeChallenge;
+use crate::domain::delivery::{DeliveryMode, DeliveryStatus, DeliveryView};
+use crate::domain::event::EventType;
+use crate::domain::keys::TenantId;
+use crate::domain::locale::Locale;
+use crate::domain::oauth2::{OAuth2, OAuth2Provider};
+use crate::domain::policy::Policy;
+use crate::domain::provider::{Provider, ProviderKind};
+use crate::domain::purpose::Purpose;
+use crate::domain::sms_guard::{countries_from_stored, SmsSettings};
+use crate::domain::template::TenantTemplate;
+use crate::domain::tenant::{
+    HttpTransport, Origin, Sender, SmtpAccount, SmtpHost, Tenant, TenantName, TlsMode, TransportUse,
+};
+use crate::domain::test_mode::{FixedCode, RecipientPattern, TestRecipient};
+use crate::domain::webhook::{split_events, Disabled, Webhook, WebhookAttempt};
+
+/// Column lists written once: `columns!(LIST, NAMES = ["t.a", "t.b AS b", …])` makes
+/// `NAMES` (what [`at!`] finds a column's index in) and `LIST`, the same names joined for a
+/// SELECT.
+macro_rules! columns {
+    ($(#[$attr:meta])* $list:ident, $names:ident = [$first:literal $(, $rest:literal)* $(,)?]) => {
+        $(#[$attr])*
+        pub(crate) const $list: &str = concat!($first $(, ", ", $rest)*);
+        pub(crate) const $names: &[&str] = &[$first $(, $rest)*];
+    };
+}
+
+/// The index of the column `name` in `names` (`t.x`, or the alias of `… AS x`), or
+/// `usize::MAX` when it is not there (which [`at!`] turns into a build error).
+pub(crate) const fn column_index(names: &[&str], name: &str) -> usize {
+    let mut i = 0;
+    while i < names.len() {
+        if names_it(names[i].as_bytes(), name.as_bytes()) {
+            return i;
+        }
+        i += 1;
+    }
+    usize::MAX
+}
+
+/// Whether `entry` is `name`, or ends with ` AS name`.
+const fn names_it(entry: &[u8], name: &[u8]) -> bool {
+    if entry.len() < name.len() {
+        return false;
+    }
+    let start = entry.len() - name.len();
+    let mut j = 0;
+    while j < name.len() {
+        if entry[start + j] != name[j] {
+            return false;
+        }
+        j += 1;
+    }
+    start == 0
+        || (start >= 4
+            && entry[start - 4] == b' '
+            && entry[start - 3] == b'A'
+            && entry[start - 2] == b'S'
+            && entry[start - 1] == b' ')
+}
+
+/// A column's index by name, found at compile time: `at!(TENANT, "t.name")`.
+macro_rules! at {
+    ($names:ident, $name:literal) => {{
+        const I: usize = $crate::storage::cells::column_index($names, $name);
+        const _: () = assert!(I < $names.len(), "no such column");
+        I
+    }};
+}
+
+mod tenant;
+pub(crate) use tenant::{oauth2_json, provider_json, tenant_from, TENANT_COLS};
+
+columns!(
+    /// A code's columns as `GET /v1/otp/{key}` shows it, for queries that name the table
+    /// `c` (read by [`view_from`]); `{now}` stands for the SQL of the current time its lease
+    /// is compared with (a lease that ran out no longer shows the message as `sending`).
+    VIEW_LIST,
+    VIEW = [
+        "c.status",
+        "c.email",
+        "c.email_canonical",
+        "c.purpose",
+        "c.attempts",
+        "c.max_attempts",
+        "c.code_length",
+        "c.created_at",
+        "c.expires_at",
+        "c.verified_at",
+        "c.delivery_mode",
+        "c.delivery_status",
+        "c.delivery_attempts",
+        "c.delivery_reason",
+        "c.sent_at",
+        "EXISTS(SELECT 1 FROM outbox o WHERE o.key_digest = c.key_digest AND o.lease_until >= {now}) AS sending",
+        "c.resends",
+        "c.test",
+        "c.locale",
+        "c.channel",
+        "c.delivery_transport",
+        "c.verified_via",
+        "c.provider_message_id",
+        "c.delivery_detail_code",
+        "c.code_challenge",
+        "c.claimed_at",
+    ]
+);
+
+/// [`VIEW_LIST`] with `now`, the SQL of the current time.
+pub(crate) fn view_cols(now: &str) -> String {
+    VIEW_LIST.replace("{now}", now)
+}
+
+/// How many columns [`view_cols`] selects (a query may select more after them).
+pub(crate) const VIEW_WIDTH: usize = VIEW.len();
+
+/// One row of either driver, read by column index.
+pub(crate) trait Cells {
+    fn int(&self, i: usize) -> Result<i64, StoreError>;
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError>;
+    fn text(&self, i: usize) -> Result<String, StoreError>;
+    fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError>;
+    fn bytes(&self, i: usize) -> Result<Vec<u8>, StoreError>;
+    fn opt_bytes(&self, i: usize) -> Result<Option<Vec<u8>>, StoreError>;
+    fn flag(&self, i: usize) -> Result<bool, StoreError>;
+
+    /// A count or setting stored as an integer that must fit a `u32`.
+    fn count(&self, i: usize) -> Result<u32, StoreError> {
+        u32::try_from(self.int(i)?).map_err(|_| corrupt("a count"))
+    }
+}
+
+impl Cells for rusqlite::Row<'_> {
+    fn int(&self, i: usize) -> Result<i64, StoreError> {
+        Ok(self.get(i)?)
+    }
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
+        Ok(self.get(i)?)
+    }
+    fn text(&self, i: usize) -> Result<String, StoreError> {
+        Ok(self.get(i)?)
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
+        Ok(self.get(i)?)
+    }
+    fn bytes(&self, i: usize) -> Result<Vec<u8>, StoreError> {
+        Ok(self.get(i)?)
+    }
+    fn opt_bytes(&self, i: usize) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.get(i)?)
+    }
+    fn flag(&self, i: usize) -> Result<bool, StoreError> {
+        Ok(self.get(i)?)
+    }
+}
+
+impl Cells for ::postgres::Row {
+    fn int(&self, i: usize) -> Result<i64, StoreError> {
+        Ok(self.try_get(i)?)
+    }
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
+        Ok(self.try_get(i)?)
+    }
+    fn text(&self, i: usize) -> Result<String, StoreError> {
+        Ok(self.try_get(i)?)
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
+        Ok(self.try_get(i)?)
+    }
+    fn bytes(&self, i: usize) -> Result<Vec<u8>, StoreError> {
+        Ok(self.try_get(i)?)
+    }
+    fn opt_bytes(&self, i: usize) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.try_get(i)?)
+    }
+    fn flag(&self, i: usize) -> Result<bool, StoreError> {
+        Ok(self.try_get(i)?)
+    }
+}
+
+pub(crate) fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what} out of range"))
+}
+
+/// A stored value that must be one of a set.
+fn one_of<T>(v: Option<T>, what: &str) -> Result<T, StoreError> {
+    v.ok_or_else(|| corrupt(what))
+}
+
+pub(crate) fn delivery_mode_from(s: &str) -> Result<DeliveryMode, StoreError> {
+    one_of(DeliveryMode::parse(s), "a delivery mode")
+}
+
+/// A stored message's locale (`None`: imported from OtpMint, or not one this version reads).
+pub(crate) fn stored_locale(s: Option<String>) -> Option<Locale> {
+    s.as_deref().and_then(Locale::parse)
+}
+
+pub(crate) fn verified_via_from(s: Option<String>) -> Result<Option<VerifiedVia>, StoreError> {
+    s.map(|s| one_of(VerifiedVia::parse(&s), "a verification way"))
+        .transpose()
+}
+
+pub(crate) fn channel_from(s: &str) -> Result<crate::domain::recipient::Channel, StoreError> {
+    one_of(crate::domain::recipient::Channel::parse(s), "a channel")
+}
+
+pub(crate) fn status_from(s: &str) -> Result<StoredStatus, StoreError> {
+    one_of(StoredStatus::parse(s), "a code status")
+}
+
+pub(crate) fn event_type_from(s: &str) -> Result<EventType, StoreError> {
+    one_of(EventType::parse(s), "an event type")
+}
+
+/// A code from the columns of [`view_cols`].
+pub(crate) fn view_from(r: &impl Cells) -> Result<ChallengeView, StoreError> {
+    let delivery_status = rules::shown_delivery(
+        &r.text(at!(VIEW, "c.delivery_status"))?,
+        r.flag(at!(VIEW, "sending"))?,
+    )
+    .unwrap_or(DeliveryStatus::Failed);
+    Ok(ChallengeView {
+        status: status_from(&r.text(at!(VIEW, "c.status"))?)?,
+        email: r.text(at!(VIEW, "c.email"))?,
+        email_canonical: r.text(at!(VIEW, "c.email_canonical"))?,
+        purpose: Purpose::from_stored(r.text(at!(VIEW, "c.purpose"))?),
+        attempts: r.count(at!(VIEW, "c.attempts"))?,
+        max_attempts: r.count(at!(VIEW, "c.max_attempts"))?,
+        code_length: r.count(at!(VIEW, "c.code_length"))?,
+        created_at: r.int(at!(VIEW, "c.created_at"))?,
+        expires_at: r.int(at!(VIEW, "c.expires_at"))?,
+        verified_at: r.opt_int(at!(VIEW, "c.verified_at"))?,
+        delivery: DeliveryView {
+            mode: delivery_mode_from(&r.text(at!(VIEW, "c.delivery_mode"))?)?,
+            status: delivery_status,
+            attempts: r.count(at!(VIEW, "c.delivery_attempts"))?,
+            reason: r.opt_text(at!(VIEW, "c.delivery_reason"))?,
+            sent_at: r.opt_int(at!(VIEW, "c.sent_at"))?,
+            transport: r.opt_text(at!(VIEW, "c.delivery_transport"))?,
+            provider_message_id: r.opt_text(at!(VIEW, "c.provider_message_id"))?,
+            detail_code: r.opt_text(at!(VIEW, "c.delivery_detail_code"))?,
+        },
+        resends: r.count(at!(VIEW, "c.resends"))?,
+        test: r.flag(at!(VIEW, "c.test"))?,
+        locale: stored_locale(r.opt_text(at!(VIEW, "c.locale"))?),
+        channel: channel_from(&r.text(at!(VIEW, "c.channel"))?)?,
+        verified_via: verified_via_from(r.opt_text(at!(VIEW, "c.verified_via"))?)?,
+        code_challenge: r
+            .opt_text(at!(VIEW, "c.code_challenge"))?
+            .map(CodeChallenge::from_stored),
+        claimed_at: r.opt_int(at!(VIEW, "c.claimed_at"))?,
+    })
+}
+
+/// A template from `locale, subject, text, html, updated_at, sms`.
+pub(crate) fn template_from(r: &impl Cells) -> Result<TenantTemplate, StoreError> {
+    Ok(TenantTemplate {
+        locale: r.text(0)?,
+        subject: r.text(1)?,
+        text: r.text(2)?,
+        html: r.opt_text(3)?,
+        updated_at: r.int(4)?,
+        sms: r.opt_text(5)?,
+    })
+}
+
+/// A webhook's columns (read by [`webhook_from`]).
+pub(crate) const WEBHOOK_COLS: &str =
+    "url, events, secret, created_at, updated_at, disabled_at, disabled_reason";
+
+/// A webhook from [`WEBHOOK_COLS`].
+pub(crate) fn webhook_from(r: &impl Cells) -> Result<Webhook, StoreError> {
+    Ok(Webhook {
+        url: r.text(0)?,
+        events: split_events(&r.text(1)?),
+        secret: r.bytes(2)?,
+        created_at: r.int(3)?,
+        updated_at: r.int(4)?,
+        disabled: match r.opt_int(5)? {
+            Some(at) => Some(Disabled {
+                at,
+                reason: r.opt_text(6)?.unwrap_or_default(),
+            }),
+            None => None,
+        },
+    })
+}
+
+/// A delivery attempt from `event_id, type, attempt, status_code, error, at`.
+pub(crate) fn attempt_from(r: &impl Cells) -> Result<WebhookAttempt, StoreError> {
+    Ok(WebhookAttempt {
+        event_id: r.text(0)?,
+        kind: event_type_from(&r.text(1)?)?,
+        attempt: r.count(2)?,
+        status_code: r
+            .opt_int(3)?
+            .map(|v| u16::try_from(v).map_err(|_| corrupt("a status code")))
+            .transpose()?,
+        error: r.opt_text(4)?,
+        at: r.int(5)?,
+    })
+}
+
+/// An audit event from `id, tenant_id, at, event, recipient, outcome, client_ip, request_id`.
+pub(crate) fn audit_from(r: &impl Cells) -> Result<AuditEvent, StoreError> {
+    Ok(AuditEvent {
+        id: r.int(0)?,
+        tenant_id: r.text(1)?,
+        at: r.int(2)?,
+        event: r.text(3)?,
+        recipient: r.text(4)?,
+        outcome: r.text(5)?,
+        client_ip: r.text(6)?,
+        request_id: r.text(7)?,
+    })
+}
+
+/// A keyring row from `kind, version, wrapped, kek_id, active`.
+pub(crate) fn wrapped_key_from(r: &impl Cells) -> Result<WrappedKey, StoreError> {
+    Ok(WrappedKey {
+        kind: r.text(0)?,
+        version: r.count(1)?,
+        wrapped: r.bytes(2)?,
+        kek_id: r.text(3)?,
+        active: r.flag(4)?,
+    })
+}
+
+/// A claimed event from `id, tenant_id, type, payload, attempts`.
+pub(crate) fn event_job_from(r: &impl Cells) -> Result<EventJob, StoreError> {
+    Ok(EventJob {
+        id: r.text(0)?,
+        tenant_id: TenantId::from_trusted(r.text(1)?),
+        kind: event_type_from(&r.text(2)?)?,
+        payload: r.bytes(3)?,
+        attempts: r.count(4)?,
+    })
+}
+
+/// A test recipient's columns (read by [`test_recipient_from`]).
+pub(crate) const TEST_RECIPIENT_COLS: &str =
+    "pattern, code_hash, code_length, expires_at, disabled_at";
+
+/// A test recipient from [`TEST_RECIPIENT_COLS`].
+pub(crate) fn test_recipient_from(r: &impl Cells) -> Result<TestRecipient, StoreError> {
+    let fixed = match (r.opt_text(1)?, r.opt_int(2)?) {
+        (Some(hash), Some(length)) => Some(FixedCode {
+            hash,
+            length: u32::try_from(length).map_err(|_| corrupt("a code length"))?,
+        }),
+        _ => None,
+    };
+    Ok(TestRecipient {
+        pattern: RecipientPattern::from_stored(r.text(0)?),
+        fixed,
+        expires_at: r.int(3)?,
+        disabled_at: r.opt_int(4)?,
+    })
+}
+
+/// A test inbox row's columns (read by [`inbox_row_from`]).
+pub(crate) const INBOX_COLS: &str = "key_digest, message, received_at";
+
+/// A test inbox row from [`INBOX_COLS`].
+pub(crate) fn inbox_row_from(r: &impl Cells) -> Result<InboxRow, StoreError> {
+    Ok(InboxRow {
+        key_digest: r.bytes(0)?,
+        payload: r.bytes(1)?,
+        received_at: r.int(2)?,
+    })
+}
+
+/// A suppression-list entry from `recipient, reason, source, created_at`.
+pub(crate) fn suppression_from(
+    r: &impl Cells,
+) -> Result<crate::domain::suppression::Suppression, StoreError> {
+    use crate::domain::suppression::{Suppression, SuppressionReason};
+    Ok(Suppression {
+        recipient: r.text(0)?,
+        reason: one_of(
+            SuppressionReason::parse(&r.text(1)?),
+            "a suppression reason",
+        )?,
+        source: r.text(2)?,
+        created_at: r.int(3)?,
+    })
+}

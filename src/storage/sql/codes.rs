@@ -1,0 +1,48 @@
+//! The SQL both backends run for codes, written once with `$n` placeholders.
+
+shared_sql!(
+    pub(crate) INSERT_MAGIC_LINK =
+        "INSERT INTO magic_links (digest, key_digest, return_url, key_sealed, created_at) VALUES \
+         ($1, $2, $3, $4, $5)"
+);
+
+shared_sql!(
+    pub(crate) RELEASE_ATTEMPT =
+        "UPDATE challenges SET attempts = attempts - 1 WHERE key_digest = $1 AND tenant_id = $2 \
+         AND attempts > 0"
+);
+
+shared_sql!(
+    pub(crate) RELEASE_FAILURE =
+        "UPDATE recipient_failures SET failures = failures - 1 WHERE tenant_id = $1 AND \
+         email_canonical = $2 AND failures > 0"
+);
+
+shared_sql!(
+    pub(crate) FINISH_VERIFY =
+        "DELETE FROM recipient_failures WHERE tenant_id = $1 AND email_canonical = $2"
+);
+
+shared_sql!(pub(crate) CANCEL = concat!(
+    "UPDATE challenges SET status = 'cancelled', ended_at = $4 \
+     WHERE key_digest = $1 AND tenant_id = $2 AND flavor = $3 AND ",
+    super::live_code!("$4")
+));
+
+shared_sql!(
+    pub(crate) SET_CHALLENGE = "UPDATE challenges SET code_challenge = $2 WHERE key_digest = $1"
+);
+
+shared_sql!(
+    /// A verified code's outcome, claimed once (`$1` tenant, `$2` key digest, `$3` now).
+    pub(crate) CLAIM_CODE =
+        "UPDATE challenges SET claimed_at = $3 WHERE tenant_id = $1 AND key_digest = $2 AND \
+         status = 'verified' AND claimed_at IS NULL"
+);
+
+shared_sql!(
+    /// A verified session's outcome, claimed once (`$1` tenant, `$2` id, `$3` now).
+    pub(crate) CLAIM_SESSION =
+        "UPDATE hosted_sessions SET claimed_at = $3 WHERE tenant_id = $1 AND id = $2 AND status = \
+         'verified' AND claimed_at IS NULL"
+);

@@ -1,0 +1,39 @@
+//! The SQL both backends run for hosted, written once with `$n` placeholders.
+
+shared_sql!(
+    pub(crate) INSERT_SESSION =
+        "INSERT INTO hosted_sessions (id, tenant_id, email, purpose, locale, return_url, status, \
+         created_at, expires_at, code_challenge) VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8, \
+         $9)"
+);
+
+shared_sql!(
+    pub(crate) SET_SESSION_CODE =
+        "UPDATE hosted_sessions SET email = $2, key_digest = $3, key_sealed = $4 WHERE id = $1 \
+         AND status = 'open' AND (email IS NULL OR email = $2)"
+);
+
+shared_sql!(
+    pub(crate) FINISH_SESSION =
+        "UPDATE hosted_sessions SET status = 'verified', verified_at = $2, finished_by = $4 WHERE \
+         id = $1 AND status = 'open' AND key_digest = $3"
+);
+
+shared_sql!(
+    pub(crate) LOGO =
+        "SELECT l.png FROM tenant_logos l JOIN tenants t ON t.id = l.tenant_id WHERE l.tenant_id \
+         = $1 AND t.enabled"
+);
+
+shared_sql!(pub(crate) HAS_LOGO = "SELECT EXISTS(SELECT 1 FROM tenant_logos WHERE tenant_id = $1)");
+
+shared_sql!(
+    pub(crate) PUT_LOGO =
+        "INSERT INTO tenant_logos (tenant_id, png, updated_at) SELECT id, $2, $3 FROM tenants \
+         WHERE id = $1 ON CONFLICT (tenant_id) DO UPDATE SET png = excluded.png, updated_at = \
+         excluded.updated_at"
+);
+
+shared_sql!(
+    pub(crate) DELETE_LOGO = "DELETE FROM tenant_logos WHERE tenant_id = $1"
+);

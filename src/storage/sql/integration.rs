@@ -1,0 +1,99 @@
+//! The SQL both backends run for integration, written once with `$n` placeholders.
+
+shared_sql!(
+    pub(crate) TENANT_EXISTS = "SELECT EXISTS(SELECT 1 FROM tenants WHERE id = $1)"
+);
+
+shared_sql!(
+    pub(crate) SET_WEBHOOK_URL =
+        "UPDATE webhooks SET url = $2, events = $3, updated_at = $4, disabled_at = NULL, \
+         disabled_reason = NULL WHERE tenant_id = $1"
+);
+
+shared_sql!(
+    pub(crate) INSERT_WEBHOOK =
+        "INSERT INTO webhooks (tenant_id, url, events, secret, created_at, updated_at) VALUES \
+         ($1, $2, $3, $4, $5, $6)"
+);
+
+shared_sql!(
+    pub(crate) DELETE_WEBHOOK = "DELETE FROM webhooks WHERE tenant_id = $1"
+);
+
+shared_sql!(
+    pub(crate) DELETE_WEBHOOK_EVENTS =
+        "DELETE FROM webhook_events WHERE tenant_id = $1 AND status = 'pending'"
+);
+
+shared_sql!(
+    pub(crate) SET_WEBHOOK_SECRET =
+        "UPDATE webhooks SET secret = $2, updated_at = $3 WHERE tenant_id = $1"
+);
+
+shared_sql!(
+    pub(crate) CLAIM_EVENTS =
+        "SELECT MIN(tenant_id) FROM webhook_events WHERE status = 'pending' AND tenant_id > $1"
+);
+
+shared_sql!(
+    pub(crate) DEFER_EVENT =
+        "UPDATE webhook_events SET due_at = $3, lease_until = NULL, leased_by = NULL WHERE id = \
+         $1 AND leased_by = $2 AND status = 'pending'"
+);
+
+shared_sql!(
+    pub(crate) DISABLE_WEBHOOK =
+        "UPDATE webhooks SET disabled_at = $2, disabled_reason = $3 WHERE tenant_id = $1 AND url \
+         = $4 AND disabled_at IS NULL"
+);
+
+shared_sql!(
+    pub(crate) FAIL_PENDING_EVENTS =
+        "UPDATE webhook_events SET status = 'failed', lease_until = NULL, leased_by = NULL WHERE \
+         tenant_id = $1 AND status = 'pending'"
+);
+
+shared_sql!(
+    pub(crate) SETTLE_EVENT =
+        "UPDATE webhook_events SET attempts = $3, status = $4, due_at = $5, lease_until = NULL, \
+         leased_by = NULL WHERE id = $1 AND leased_by = $2"
+);
+
+shared_sql!(
+    pub(crate) RECORD_WEBHOOK_DELIVERY =
+        "INSERT INTO webhook_deliveries (tenant_id, event_id, type, attempt, status_code, error, \
+         at) SELECT tenant_id, id, type, $2, $3, $4, $5 FROM webhook_events WHERE id = $1"
+);
+
+shared_sql!(
+    pub(crate) WEBHOOK_DELIVERIES =
+        "SELECT event_id, type, attempt, status_code, error, at FROM webhook_deliveries WHERE \
+         tenant_id = $1 ORDER BY id DESC LIMIT $2"
+);
+
+shared_sql!(
+    pub(crate) IDEM_FINISH =
+        "UPDATE idempotency_keys SET status = $4, response = $5 WHERE tenant_id = $1 AND \
+         key_digest = $2 AND holder = $3 AND status IS NULL"
+);
+
+shared_sql!(
+    pub(crate) IDEM_RELEASE =
+        "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key_digest = $2 AND holder = $3 \
+         AND status IS NULL"
+);
+
+shared_sql!(
+    pub(crate) PURGE_IDEMPOTENCY_KEYS =
+        "DELETE FROM idempotency_keys WHERE expires_at <= $1"
+);
+
+shared_sql!(
+    pub(crate) PURGE_WEBHOOK_EVENTS =
+        "DELETE FROM webhook_events WHERE status <> 'pending' AND created_at < $1"
+);
+
+shared_sql!(
+    pub(crate) PURGE_WEBHOOK_DELIVERIES =
+        "DELETE FROM webhook_deliveries WHERE at < $1"
+);

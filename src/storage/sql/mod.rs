@@ -1,0 +1,142 @@
+//! SQL text both backends run, written once. Each statement is written with PostgreSQL's
+//! `$n` placeholders; SQLite reads the same text with `?n` in their place (the same length,
+//! so the rewrite is done at compile time). A statement the engines need differently stays
+//! in its backend's file.
+
+/// One statement as each backend runs it.
+#[derive(Clone, Copy)]
+pub(crate) struct Shared {
+    pub(crate) pg: &'static str,
+    pub(crate) sqlite: &'static str,
+}
+
+/// `text` with every `$` that starts a placeholder (`$` and a digit) made `?`.
+pub(crate) const fn sqlite_placeholders<const N: usize>(text: &str) -> [u8; N] {
+    let b = text.as_bytes();
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = if b[i] == b'$' && i + 1 < N && b[i + 1].is_ascii_digit() {
+            b'?'
+        } else {
+            b[i]
+        };
+        i += 1;
+    }
+    out
+}
+
+/// `shared_sql!(pub(crate) NAME = "… $1 …");` — a [`Shared`] statement.
+macro_rules! shared_sql {
+    ($(#[$attr:meta])* $vis:vis $name:ident = $text:expr) => {
+        $(#[$attr])*
+        $vis const $name: $crate::storage::sql::Shared = {
+            const PG: &str = $text;
+            const BYTES: [u8; PG.len()] = $crate::storage::sql::sqlite_placeholders(PG);
+            const SQLITE: &str = match std::str::from_utf8(&BYTES) {
+                Ok(s) => s,
+                Err(_) => panic!("a placeholder rewrite broke UTF-8"),
+            };
+            $crate::storage::sql::Shared {
+                pg: PG,
+                sqlite: SQLITE,
+            }
+        };
+    };
+}
+
+/// The live-code rule in SQL: pending, unexpired at `now` and with attempts left — the
+/// rule [`crate::domain::challenge::live`] writes in Rust. `live_code!("$4")` for the
+/// table itself, `live_code!("c.", "$4")` for an alias; a text literal, for `concat!`.
+macro_rules! live_code {
+    ($now:literal) => {
+        $crate::storage::sql::live_code!("", $now)
+    };
+    ($t:literal, $now:literal) => {
+        concat!(
+            $t,
+            "status = 'pending' AND ",
+            $t,
+            "expires_at > ",
+            $now,
+            " AND ",
+            $crate::storage::sql::attempts_left!($t)
+        )
+    };
+}
+pub(crate) use live_code;
+
+/// The live-code rule's third clause: attempts left (`attempts_left!("c.")` for an alias).
+macro_rules! attempts_left {
+    ($t:literal) => {
+        concat!($t, "attempts < ", $t, "max_attempts")
+    };
+}
+pub(crate) use attempts_left;
+
+/// [`attempts_left!`] negated: a pending code with none left shows as exhausted.
+macro_rules! no_attempts_left {
+    ($t:literal) => {
+        concat!($t, "attempts >= ", $t, "max_attempts")
+    };
+}
+pub(crate) use no_attempts_left;
+
+pub(crate) mod codes;
+pub(crate) mod hosted;
+pub(crate) mod integration;
+pub(crate) mod keyring;
+pub(crate) mod outbox;
+pub(crate) mod provider_events;
+pub(crate) mod quota;
+pub(crate) mod records;
+pub(crate) mod sms_guard;
+pub(crate) mod stats;
+pub(crate) mod suppressions;
+pub(crate) mod tenants;
+pub(crate) mod test_mode;
+
+/// A statement built at run time (`$n` placeholders) as SQLite reads it.
+pub(crate) fn sqlite_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let placeholder = c == '$' && chars.peek().is_some_and(char::is_ascii_digit);
+        out.push(if placeholder { '?' } else { c });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    shared_sql!(EXAMPLE = "SELECT a FROM t WHERE b = $1 AND c = $12 AND d = '$x'");
+
+    #[test]
+    fn the_live_code_rule_reads_the_same_for_a_table_and_an_alias() {
+        assert_eq!(
+            live_code!("$4"),
+            "status = 'pending' AND expires_at > $4 AND attempts < max_attempts"
+        );
+        assert_eq!(
+            live_code!("c.", "?2"),
+            "c.status = 'pending' AND c.expires_at > ?2 AND c.attempts < c.max_attempts"
+        );
+    }
+
+    #[test]
+    fn sqlite_reads_numbered_question_marks_where_postgres_reads_dollars() {
+        assert_eq!(
+            EXAMPLE.sqlite,
+            "SELECT a FROM t WHERE b = ?1 AND c = ?12 AND d = '$x'"
+        );
+        assert_eq!(
+            super::sqlite_text(EXAMPLE.pg),
+            EXAMPLE.sqlite,
+            "the run-time rewrite agrees"
+        );
+        assert_eq!(
+            EXAMPLE.pg,
+            "SELECT a FROM t WHERE b = $1 AND c = $12 AND d = '$x'"
+        );
+    }
+}

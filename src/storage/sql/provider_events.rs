@@ -1,0 +1,34 @@
+//! The SQL both backends run for provider events, written once with `$n` placeholders.
+
+shared_sql!(
+    /// An enabled tenant's row version and webhook event types, as [`VerifiedWith`](crate::storage::provider_events::VerifiedWith)
+    /// holds them.
+    pub(crate) VERIFIED_WITH =
+        "SELECT t.row_version, COALESCE((SELECT w.events FROM webhooks w WHERE w.tenant_id = \
+         t.id), '') FROM tenants t WHERE t.id = $1 AND t.enabled"
+);
+
+shared_sql!(
+    pub(crate) SEEN =
+        "INSERT INTO provider_events (tenant_id, provider, event_id, received_at) VALUES ($1, $2, \
+         $3, $4) ON CONFLICT (tenant_id, provider, event_id) DO NOTHING"
+);
+/// The code the message was about: its delivery is marked bounced.
+pub fn mark_bounced() -> String {
+    format!(
+        "UPDATE challenges SET delivery_status = 'bounced' \
+         WHERE tenant_id = $1 AND provider_message_id = $2 RETURNING {}",
+        crate::storage::stats::TALLY_COLS
+    )
+}
+shared_sql!(
+    pub(crate) PIN =
+        "SELECT event_id FROM provider_events WHERE tenant_id = $1 AND provider = $2 ORDER BY \
+         received_at, event_id LIMIT 1"
+);
+
+shared_sql!(
+    /// Pins (`…-pin`) are not events: they stay.
+    pub(crate) PURGE =
+        "DELETE FROM provider_events WHERE received_at < $1 AND provider NOT LIKE '%-pin'"
+);

@@ -1,0 +1,63 @@
+//! The SQL both backends run for records, written once with `$n` placeholders.
+
+shared_sql!(
+    pub(crate) PURGE_CHALLENGES =
+        "DELETE FROM challenges WHERE ((ended_at IS NOT NULL AND ended_at < $1) OR expires_at < \
+         $1) AND NOT (status IN ('pending', 'failed') AND stats_state = 1)"
+);
+
+shared_sql!(pub(crate) PURGE_SENDS = "DELETE FROM sends WHERE at < $1");
+
+shared_sql!(
+    pub(crate) PURGE_TENANT_SEND_MINUTES =
+        "DELETE FROM tenant_send_minutes WHERE minute < $1"
+);
+
+shared_sql!(
+    pub(crate) PURGE_RECIPIENT_FAILURES =
+        "DELETE FROM recipient_failures WHERE window_start < $1"
+);
+
+shared_sql!(
+    pub(crate) PURGE_TEST_SEND_MINUTES = "DELETE FROM test_send_minutes WHERE minute < $1"
+);
+
+shared_sql!(pub(crate) PURGE_TEST_INBOX = "DELETE FROM test_inbox WHERE received_at < $1");
+
+shared_sql!(
+    pub(crate) PURGE_HOSTED_SESSIONS = "DELETE FROM hosted_sessions WHERE expires_at < $1"
+);
+
+shared_sql!(
+    pub(crate) SECRET_EXISTS =
+        "SELECT EXISTS(SELECT 1 FROM tenant_secrets WHERE digest = $1)"
+);
+
+shared_sql!(
+    pub(crate) CODE_EXISTS =
+        "SELECT EXISTS(SELECT 1 FROM challenges WHERE key_digest = $1)"
+);
+
+shared_sql!(
+    pub(crate) TENANT_OF_SECRET =
+        "SELECT tenant_id FROM tenant_secrets WHERE digest = $1"
+);
+
+shared_sql!(
+    pub(crate) APPEND_AUDIT =
+        "INSERT INTO audit (tenant_id, at, event, recipient, outcome, client_ip, request_id) \
+         SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $1)"
+);
+
+shared_sql!(
+    pub(crate) AUDIT_PAGE =
+        "SELECT id, tenant_id, at, event, recipient, outcome, client_ip, request_id FROM audit \
+         WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+);
+
+shared_sql!(pub(crate) PURGE_AUDIT = "DELETE FROM audit WHERE at < $1");
+
+shared_sql!(
+    pub(crate) IMPORT_SNAPSHOT =
+        "SELECT EXISTS(SELECT 1 FROM keyring) OR EXISTS(SELECT 1 FROM tenants)"
+);

@@ -1,0 +1,53 @@
+//! The SQL both backends run for sms guard, written once with `$n` placeholders.
+
+shared_sql!(
+    pub(crate) TRUSTED =
+        "SELECT EXISTS(SELECT 1 FROM sms_trusted WHERE tenant_id = $1 AND phone = $2 AND \
+         verified_at >= $3)"
+);
+
+shared_sql!(
+    /// The newest SMS to the range in the hour, at most `$4` (the limit: counting past it
+    /// tells nothing more, and the limit-th newest says when the range has room again).
+    pub(crate) IN_RANGE =
+        "SELECT COUNT(*), MIN(at) FROM (SELECT at FROM sms_sends WHERE tenant_id = $1 AND \
+         range_prefix = $2 AND at > $3 ORDER BY at DESC LIMIT $4) recent"
+);
+
+shared_sql!(
+    /// The newest SMS to the country whose code was not verified (marked by the verify; a
+    /// code purged unverified stays unverified), at most `$4`, as above.
+    pub(crate) UNVERIFIED_IN_COUNTRY =
+        "SELECT COUNT(*), MIN(at) FROM (SELECT at FROM sms_sends WHERE tenant_id = $1 AND country \
+         = $2 AND at > $3 AND NOT verified ORDER BY at DESC LIMIT $4) recent"
+);
+
+shared_sql!(
+    pub(crate) INSERT =
+        "INSERT INTO sms_sends (tenant_id, key_digest, range_prefix, country, at) VALUES ($1, $2, \
+         $3, $4, $5)"
+);
+
+shared_sql!(pub(crate) RELEASE = "DELETE FROM sms_sends WHERE key_digest = $1 AND at = $2");
+
+shared_sql!(
+    /// A verified SMS code's send leaves the unverified count (`$1` its key digest); run in
+    /// the verify's own transaction.
+    pub(crate) VERIFIED = "UPDATE sms_sends SET verified = TRUE WHERE key_digest = $1"
+);
+
+shared_sql!(
+    /// A verified SMS code trusts its number (`$1` the code's key digest, `$2` now); run in
+    /// the verify's own transaction.
+    pub(crate) TRUST =
+        "INSERT INTO sms_trusted (tenant_id, phone, verified_at) SELECT tenant_id, \
+         email_canonical, $2 FROM challenges WHERE key_digest = $1 AND channel = 'sms' ON \
+         CONFLICT (tenant_id, phone) DO UPDATE SET verified_at = excluded.verified_at"
+);
+
+shared_sql!(pub(crate) PURGE = "DELETE FROM sms_sends WHERE at < $1");
+
+shared_sql!(
+    /// Trust older than any tenant may keep it (`TRUSTED_DAYS_MAX`).
+    pub(crate) PURGE_TRUSTED = "DELETE FROM sms_trusted WHERE verified_at < $1"
+);

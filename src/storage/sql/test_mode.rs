@@ -1,0 +1,43 @@
+//! The SQL both backends run for test mode, written once with `$n` placeholders.
+
+shared_sql!(
+    pub(crate) INSERT_INBOX =
+        "INSERT INTO test_inbox (tenant_id, key_digest, recipient, message, received_at) VALUES \
+         ($1, $2, $3, $4, $5)"
+);
+
+shared_sql!(
+    pub(crate) TRIM_INBOX =
+        "DELETE FROM test_inbox WHERE tenant_id = $1 AND id <= (SELECT id FROM test_inbox WHERE \
+         tenant_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)"
+);
+
+shared_sql!(
+    pub(crate) NEW_TEST_VERSION =
+        "UPDATE tenants SET test_version = test_version + 1, row_version = row_version + 1 WHERE \
+         id = $1 RETURNING test_version"
+);
+
+shared_sql!(
+    pub(crate) CLEAR_TEST_RECIPIENTS =
+        "DELETE FROM test_recipients WHERE tenant_id = $1"
+);
+
+shared_sql!(
+    pub(crate) ADD_TEST_RECIPIENT =
+        "INSERT INTO test_recipients (tenant_id, pattern, code_hash, code_length, expires_at, \
+         created_at) VALUES ($1, $2, $3, $4, $5, $6)"
+);
+
+shared_sql!(
+    /// `$1` tenant, `$2` recipient, `$3` code hash, `$4` budget, `$5` now.
+    pub(crate) CODE_FAILED =
+        "UPDATE test_recipients SET failures = failures + 1, disabled_at = CASE WHEN failures + 1 \
+         >= $4 THEN $5 ELSE disabled_at END WHERE tenant_id = $1 AND pattern = $2 AND code_hash \
+         = $3 AND disabled_at IS NULL RETURNING disabled_at"
+);
+
+shared_sql!(
+    pub(crate) BUMP_TEST_VERSION =
+        "UPDATE tenants SET test_version = test_version + 1 WHERE id = $1"
+);
