@@ -28,7 +28,7 @@ pub struct Core {
     pub(crate) hasher: Hasher,
     pub(crate) mailer: Mailer,
     pub clock: Arc<dyn Clock>,
-    /// Swapped whole on SIGHUP; see [`Admin::reload`].
+    /// Swapped whole on SIGHUP; see [`Admin::reload`](crate::service::Admin::reload).
     pub settings: Arc<arc_swap::ArcSwap<Settings>>,
     pub(crate) audit: audit::Audit,
 }
@@ -57,7 +57,7 @@ impl Core {
     /// [`Store::submit`]) and wait for it to be durable. On SQLite it runs on the
     /// group-commit writer's own thread, so no blocking thread sits waiting for the commit
     /// (two thread switches less per write); elsewhere it runs on the blocking pool like
-    /// [`Services::db`].
+    /// [`Core::db`].
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, ServiceError>
     where
         T: Send + 'static,
