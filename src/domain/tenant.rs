@@ -253,6 +253,48 @@ pub struct Tenant {
 }
 
 impl Tenant {
+    /// A new tenant as it is first stored: enabled, every version at its start, sync
+    /// delivery in English, no fallback relay, HTTP transport, providers, DKIM key or
+    /// branding, suppression on, pages approved; callers change what differs.
+    pub fn new(
+        id: TenantId,
+        name: TenantName,
+        origin: Origin,
+        created_at: Millis,
+        smtp: Option<SmtpAccount>,
+        policy: Policy,
+    ) -> Tenant {
+        Tenant {
+            id,
+            name,
+            enabled: true,
+            origin,
+            created_at,
+            smtp,
+            smtp_version: 1,
+            policy,
+            delivery: DeliveryMode::Sync,
+            default_locale: Locale::english(),
+            templates_version: 0,
+            webhook_events: String::new(),
+            row_version: 1,
+            test: false,
+            test_version: 0,
+            smtp_fallback: None,
+            http: None,
+            allowed_return_urls: Vec::new(),
+            brand_color: String::new(),
+            email_provider: None,
+            sms_provider: None,
+            suppression: true,
+            suppressed: 0,
+            pages_approved: true,
+            sms: super::sms_guard::SmsSettings::default(),
+            dkim: Vec::new(),
+            dkim_sealed: Vec::new(),
+        }
+    }
+
     /// Its provider of a channel.
     pub fn provider(&self, channel: Channel) -> Option<&Provider> {
         match channel {
@@ -309,13 +351,12 @@ impl Tenant {
     /// A tenant for unit tests of the layers below the services.
     #[allow(clippy::unwrap_used)]
     pub(crate) fn sample() -> Tenant {
-        Tenant {
-            id: TenantId::generate(),
-            name: TenantName::parse("Acme").unwrap(),
-            enabled: true,
-            origin: Origin::Native,
-            created_at: 1,
-            smtp: Some(SmtpAccount {
+        Tenant::new(
+            TenantId::generate(),
+            TenantName::parse("Acme").unwrap(),
+            Origin::Native,
+            1,
+            Some(SmtpAccount {
                 host: SmtpHost::parse("mail.acme.example").unwrap(),
                 port: 587,
                 username: "u".into(),
@@ -325,32 +366,12 @@ impl Tenant {
                 max_connections: 4,
                 oauth2: None,
             }),
-            smtp_version: 1,
-            policy: Policy {
+            Policy {
                 code_length: 6,
                 ttl_seconds: 600,
                 max_attempts: 5,
             },
-            delivery: DeliveryMode::Sync,
-            default_locale: Locale::english(),
-            templates_version: 0,
-            webhook_events: String::new(),
-            row_version: 1,
-            test: false,
-            test_version: 0,
-            smtp_fallback: None,
-            http: None,
-            allowed_return_urls: Vec::new(),
-            brand_color: String::new(),
-            email_provider: None,
-            sms_provider: None,
-            suppression: true,
-            suppressed: 0,
-            pages_approved: true,
-            sms: crate::domain::sms_guard::SmsSettings::default(),
-            dkim: Vec::new(),
-            dkim_sealed: Vec::new(),
-        }
+        )
     }
 }
 

@@ -8,7 +8,6 @@ use secrecy::SecretString;
 
 use crate::crypto::lookup_digest;
 use crate::domain::keys::{CodeApi, ShareableKey, TenantId};
-use crate::domain::locale::Locale;
 use crate::domain::policy::Policy;
 use crate::domain::tenant::{Origin, Sender, SmtpHost, TenantName, TlsMode};
 use crate::domain::tenant::{SmtpAccount, Tenant};
@@ -183,13 +182,12 @@ impl Admin {
             )?;
             let digest = lookup_digest(self.core.keyring.get().pepper(), SECRET_LABEL, &secret);
             tenants.push((
-                Tenant {
+                Tenant::new(
                     id,
                     name,
-                    enabled: true,
-                    origin: Origin::Import,
-                    created_at: now,
-                    smtp: Some(SmtpAccount {
+                    Origin::Import,
+                    now,
+                    Some(SmtpAccount {
                         host,
                         port,
                         username: mail.clone(),
@@ -200,28 +198,8 @@ impl Admin {
                         max_connections: 0,
                         oauth2: None,
                     }),
-                    smtp_version: 1,
                     policy,
-                    delivery: crate::domain::delivery::DeliveryMode::Sync,
-                    default_locale: Locale::english(),
-                    templates_version: 0,
-                    webhook_events: String::new(),
-                    row_version: 1,
-                    test: false,
-                    test_version: 0,
-                    smtp_fallback: None,
-                    http: None,
-                    allowed_return_urls: Vec::new(),
-                    brand_color: String::new(),
-                    email_provider: None,
-                    sms_provider: None,
-                    suppression: true,
-                    suppressed: 0,
-                    pages_approved: true,
-                    sms: crate::domain::sms_guard::SmsSettings::default(),
-                    dkim: Vec::new(),
-                    dkim_sealed: Vec::new(),
-                },
+                ),
                 digest,
             ));
         }

@@ -6,7 +6,7 @@ use crate::domain::keys::{SecretKey, TenantId};
 use crate::domain::links::{parse_allowed, ALLOWED_RETURN_URLS_MAX, RETURN_URL_RULE};
 use crate::domain::locale::Locale;
 use crate::domain::policy::{FieldError, Policy, PolicyPatch};
-use crate::domain::sms_guard::{SmsPatch, SmsSettings};
+use crate::domain::sms_guard::SmsPatch;
 use crate::domain::tenant::{Origin, Tenant, TenantName};
 use crate::service::{ServiceError, Tenants};
 use crate::storage::{StoreError, TenantChanges, Updated};
@@ -101,33 +101,12 @@ impl Tenants {
         };
         let now = self.core.now();
         let row = Tenant {
-            id,
-            name,
-            enabled: true,
-            origin: t.origin,
-            created_at: now,
-            smtp,
-            smtp_version: 1,
-            policy: t.policy.apply(defaults),
             delivery: t.delivery.unwrap_or(DeliveryMode::Sync),
             default_locale: t.default_locale.unwrap_or_else(Locale::english),
-            templates_version: 0,
-            webhook_events: String::new(),
-            row_version: 1,
             test: t.test,
-            test_version: 0,
             smtp_fallback,
-            http: None,
-            allowed_return_urls: Vec::new(),
-            brand_color: String::new(),
-            email_provider: None,
-            sms_provider: None,
-            suppression: true,
-            suppressed: 0,
             pages_approved: t.pages_approved,
-            sms: SmsSettings::default(),
-            dkim: Vec::new(),
-            dkim_sealed: Vec::new(),
+            ..Tenant::new(id, name, t.origin, now, smtp, t.policy.apply(defaults))
         };
         if t.check_relay {
             self.delivery.check_relays(&row).await?;
