@@ -1,11 +1,13 @@
 //! The tenant aggregate: tenants, their secret keys (as digests) and their templates.
 
+use super::sql::{self, step, Arg, Step};
 use super::StoreError;
 use crate::domain::delivery::DeliveryMode;
 use crate::domain::keys::TenantId;
 use crate::domain::locale::Locale;
 use crate::domain::policy::Policy;
 use crate::domain::provider::Provider;
+use crate::domain::recipient::Channel;
 use crate::domain::template::TenantTemplate;
 use crate::domain::tenant::{SmtpAccount, Tenant, TenantName, TransportUse};
 use crate::domain::Millis;
@@ -52,6 +54,203 @@ impl TenantChanges {
             || self.email_provider.is_some()
             || self.sms_provider.is_some()
     }
+}
+
+impl TenantChanges {
+    /// The statements that apply these changes, in order, once the version check
+    /// ([`sql::tenants::CLAIM_VERSION`]) has passed in the same transaction. Both backends
+    /// run this list as it is: a column is written here once.
+    pub(crate) fn steps(&self, id: &TenantId, now: Millis) -> Vec<Step> {
+        use sql::tenants as q;
+        let id = || Arg::from(id.as_str());
+        let mut s = Vec::new();
+        if let Some(name) = &self.name {
+            s.push(step(q::SET_NAME, [id(), name.as_str().into()]));
+        }
+        if let Some(enabled) = self.enabled {
+            s.push(step(q::SET_ENABLED, [id(), enabled.into()]));
+        }
+        if let Some(a) = &self.smtp {
+            s.push(relay_step(id(), Some(a)));
+        }
+        if let Some(f) = &self.smtp_fallback {
+            s.push(fallback_step(id(), f.as_ref()));
+        }
+        for (channel, p) in [
+            (Channel::Email, &self.email_provider),
+            (Channel::Sms, &self.sms_provider),
+        ] {
+            if let Some(p) = p {
+                s.push(provider_step(id(), channel, p.as_ref()));
+            }
+        }
+        if self.smtp_fallback.is_some()
+            || self.email_provider.is_some()
+            || self.sms_provider.is_some()
+        {
+            s.push(step(q::BUMP_TRANSPORTS, [id()]));
+        }
+        if let Some(ok) = self.pages_approved {
+            s.push(step(q::SET_PAGES_APPROVED, [id(), ok.into()]));
+        }
+        if let Some((keys, private)) = &self.dkim {
+            let private = (!private.is_empty()).then(|| private.clone());
+            s.push(step(
+                q::SET_DKIM,
+                [id(), keys.clone().into(), private.into()],
+            ));
+        }
+        if let Some(sms) = &self.sms {
+            s.push(step(
+                q::SET_SMS,
+                [
+                    id(),
+                    crate::domain::sms_guard::countries_to_stored(&sms.allowed_countries).into(),
+                    sms.trusted_days.into(),
+                    sms.allow_fixed_line.into(),
+                ],
+            ));
+        }
+        if let Some(on) = self.suppression {
+            s.push(step(q::SET_SUPPRESSION_OFF, [id(), (!on).into()]));
+        }
+        if let Some(color) = &self.brand_color {
+            s.push(step(q::SET_BRAND_COLOR, [id(), color.clone().into()]));
+        }
+        if let Some(urls) = &self.allowed_return_urls {
+            s.push(step(
+                q::SET_ALLOWED_RETURN_URLS,
+                [id(), urls.join("\n").into()],
+            ));
+        }
+        if let Some(d) = self.delivery {
+            s.push(step(q::SET_DELIVERY, [id(), d.as_str().into()]));
+        }
+        if let Some(p) = &self.policy {
+            s.push(step(
+                q::SET_POLICY,
+                [
+                    id(),
+                    p.code_length.into(),
+                    p.ttl_seconds.into(),
+                    p.max_attempts.into(),
+                ],
+            ));
+        }
+        if let Some(l) = &self.default_locale {
+            s.push(step(q::SET_DEFAULT_LOCALE, [id(), l.as_str().into()]));
+        }
+        if let Some(test) = self.test {
+            s.push(step(q::SET_TEST, [id(), test.into()]));
+        }
+        // A live tenant keeps no test key (API.md §17.4), whatever was read before this
+        // transaction; after `test`, the new key is a live one.
+        if self.test == Some(false) {
+            s.push(step(q::DROP_TEST_SECRETS, [id()]));
+        }
+        if let Some(digest) = &self.new_secret {
+            s.push(step(
+                q::ADD_SECRET,
+                [digest.clone().into(), id(), now.into()],
+            ));
+        }
+        s
+    }
+}
+
+/// The statements that store a new tenant, all but its secret (the backends differ in how
+/// a secret that is already registered is refused).
+pub(crate) fn insert_steps(t: &Tenant) -> Vec<Step> {
+    use sql::tenants as q;
+    let id = || Arg::from(t.id.as_str());
+    let r = RelayCells::of(t.smtp.as_ref());
+    let mut s = vec![
+        step(
+            q::INSERT_TENANT,
+            [
+                id(),
+                t.name.as_str().into(),
+                t.enabled.into(),
+                t.origin.as_str().into(),
+                t.created_at.into(),
+                r.host.into(),
+                r.port.into(),
+                r.username.into(),
+                r.password.into(),
+                r.from.into(),
+                r.tls.into(),
+                t.smtp_version.into(),
+                t.policy.code_length.into(),
+                t.policy.ttl_seconds.into(),
+                t.policy.max_attempts.into(),
+                r.max_connections.into(),
+                t.delivery.as_str().into(),
+                t.default_locale.as_str().into(),
+                t.test.into(),
+                r.oauth2.into(),
+            ],
+        ),
+        step(q::SET_PAGES_APPROVED, [id(), t.pages_approved.into()]),
+    ];
+    if let Some(f) = &t.smtp_fallback {
+        s.push(fallback_step(id(), Some(f)));
+    }
+    for channel in [Channel::Email, Channel::Sms] {
+        if let Some(p) = t.provider(channel) {
+            s.push(provider_step(id(), channel, Some(p)));
+        }
+    }
+    s
+}
+
+/// Set a tenant's relay (none: empty columns), a new relay version.
+fn relay_step(id: Arg, a: Option<&SmtpAccount>) -> Step {
+    let c = RelayCells::of(a);
+    step(
+        sql::tenants::SET_RELAY,
+        [
+            id,
+            c.host.into(),
+            c.port.into(),
+            c.username.into(),
+            c.password.into(),
+            c.from.into(),
+            c.tls.into(),
+            c.max_connections.into(),
+            c.oauth2.into(),
+        ],
+    )
+}
+
+/// Set or remove a tenant's fallback relay (none: every column NULL).
+fn fallback_step(id: Arg, f: Option<&SmtpAccount>) -> Step {
+    let c = f.map(|f| RelayCells::of(Some(f)));
+    let text = |v: Option<String>| Arg::Text(v);
+    let int = |v: Option<i64>| Arg::Int(v);
+    step(
+        sql::tenants::SET_FALLBACK,
+        [
+            id,
+            text(c.as_ref().map(|c| c.host.clone())),
+            int(c.as_ref().map(|c| c.port)),
+            text(c.as_ref().map(|c| c.username.clone())),
+            Arg::Blob(c.as_ref().map(|c| c.password.clone())),
+            text(c.as_ref().map(|c| c.from.clone())),
+            text(c.as_ref().map(|c| c.tls.to_string())),
+            int(c.as_ref().map(|c| c.max_connections)),
+            text(c.and_then(|c| c.oauth2)),
+        ],
+    )
+}
+
+/// Set or remove a tenant's provider of a channel.
+fn provider_step(id: Arg, channel: Channel, p: Option<&Provider>) -> Step {
+    let q = match channel {
+        Channel::Email => sql::tenants::SET_EMAIL_PROVIDER,
+        Channel::Sms => sql::tenants::SET_SMS_PROVIDER,
+    };
+    let (json, sealed) = super::cells::provider_json(p);
+    step(q, [id, json.into(), sealed.into()])
 }
 
 /// A relay's columns as stored: a tenant without a relay keeps empty values (the columns
@@ -174,4 +373,96 @@ pub trait TenantStore {
     ) -> Result<PutTemplate, StoreError>;
     /// Remove a template and bump `templates_version`; false when there was none.
     fn delete_template(&self, id: &TenantId, locale: &str) -> Result<bool, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::policy::Policy;
+    use crate::domain::provider::ProviderKind;
+
+    /// The highest `$n` a statement names.
+    fn placeholders(text: &str) -> usize {
+        let b = text.as_bytes();
+        let mut most = 0;
+        for (i, _) in text.match_indices('$') {
+            let digits: String = b[i + 1..]
+                .iter()
+                .take_while(|c| c.is_ascii_digit())
+                .map(|&c| char::from(c))
+                .collect();
+            most = most.max(digits.parse().unwrap_or(0));
+        }
+        most
+    }
+
+    #[test]
+    fn every_step_binds_exactly_the_placeholders_its_statement_names() {
+        let mut t = Tenant::sample();
+        let provider = Provider {
+            kind: ProviderKind::Postmark,
+            use_as: TransportUse::Fallback,
+            settings: Default::default(),
+            sealed: vec![9],
+        };
+        t.smtp_fallback = t.smtp.clone();
+        t.email_provider = Some(provider.clone());
+        let every = TenantChanges {
+            name: Some(t.name.clone()),
+            enabled: Some(false),
+            smtp: t.smtp.clone(),
+            policy: Some(Policy {
+                code_length: 8,
+                ttl_seconds: 60,
+                max_attempts: 3,
+            }),
+            delivery: Some(t.delivery),
+            default_locale: Some(t.default_locale.clone()),
+            test: Some(false),
+            smtp_fallback: Some(None),
+            allowed_return_urls: Some(vec!["https://a.example/".into()]),
+            brand_color: Some("#112233".into()),
+            email_provider: Some(Some(provider)),
+            sms_provider: Some(None),
+            suppression: Some(true),
+            pages_approved: Some(true),
+            sms: Some(crate::domain::sms_guard::SmsSettings {
+                allowed_countries: vec!["DE".into()],
+                trusted_days: 30,
+                allow_fixed_line: false,
+            }),
+            dkim: Some(("[]".into(), Vec::new())),
+            new_secret: Some(vec![1; 32]),
+        };
+        let steps = every.steps(&t.id, 5);
+        // One statement per field, the transports' version bump and the test keys' removal.
+        assert_eq!(steps.len(), 19);
+        for s in steps.iter().chain(&insert_steps(&t)) {
+            assert_eq!(s.args.len(), placeholders(s.sql.pg), "{}", s.sql.pg);
+        }
+        assert_eq!(
+            insert_steps(&t).len(),
+            4,
+            "row, pages, fallback, email provider"
+        );
+        assert!(TenantChanges::default().steps(&t.id, 5).is_empty());
+        // A removed fallback relay is every column NULL, typed.
+        let fallback = steps
+            .iter()
+            .find(|s| s.sql.pg == sql::tenants::SET_FALLBACK.pg)
+            .map(|s| s.args[1..].to_vec());
+        assert_eq!(
+            fallback,
+            Some(vec![
+                Arg::Text(None),
+                Arg::Int(None),
+                Arg::Text(None),
+                Arg::Blob(None),
+                Arg::Text(None),
+                Arg::Text(None),
+                Arg::Int(None),
+                Arg::Text(None),
+            ])
+        );
+    }
 }

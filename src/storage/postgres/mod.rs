@@ -35,6 +35,7 @@ mod tls;
 use crate::storage::sql;
 use std::time::Duration;
 
+use ::postgres::types::ToSql;
 use ::postgres::{GenericClient, Row};
 use r2d2::Pool;
 use r2d2_postgres::PostgresConnectionManager;
@@ -42,7 +43,6 @@ use r2d2_postgres::PostgresConnectionManager;
 use super::{copy, NewChallenge, QuotaRefusal, Store, StoreError};
 use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
-use crate::storage::tenants::RelayCells;
 use conn::{Conn, Db, Manager, Params, PgConn, Tx};
 use quota::{lock_all, lock_key};
 
@@ -198,67 +198,22 @@ impl Drop for PgStore {
     }
 }
 
-/// Set or remove a tenant's fallback relay (callers hold the transaction).
-fn set_fallback_row(
-    tx: &mut Db<'_, impl GenericClient>,
-    id: &str,
-    f: Option<&crate::domain::tenant::SmtpAccount>,
-) -> Result<(), StoreError> {
-    let c = f.map(|f| RelayCells::of(Some(f)));
-    tx.execute(
-        sql::tenants::SET_FALLBACK.pg,
-        &[
-            &id,
-            &c.as_ref().map(|c| c.host.as_str()),
-            &c.as_ref().map(|c| c.port),
-            &c.as_ref().map(|c| c.username.as_str()),
-            &c.as_ref().map(|c| c.password.as_slice()),
-            &c.as_ref().map(|c| c.from.as_str()),
-            &c.as_ref().map(|c| c.tls),
-            &c.as_ref().map(|c| c.max_connections),
-            &c.as_ref().and_then(|c| c.oauth2.as_deref()),
-        ],
-    )?;
-    Ok(())
+/// A shared value as the driver binds it (a NULL keeps its type).
+fn bound(a: &sql::Arg) -> &(dyn ToSql + Sync) {
+    match a {
+        sql::Arg::Text(v) => v,
+        sql::Arg::Int(v) => v,
+        sql::Arg::Bool(v) => v,
+        sql::Arg::Blob(v) => v,
+    }
 }
 
-/// Set a tenant's relay (none: empty columns), a new relay version.
-fn set_relay_row(
-    tx: &mut Db<'_, impl GenericClient>,
-    id: &str,
-    a: Option<&crate::domain::tenant::SmtpAccount>,
-) -> Result<(), StoreError> {
-    let c = RelayCells::of(a);
-    tx.execute(
-        sql::tenants::SET_RELAY.pg,
-        &[
-            &id,
-            &c.host,
-            &c.port,
-            &c.username,
-            &c.password,
-            &c.from,
-            &c.tls,
-            &c.max_connections,
-            &c.oauth2,
-        ],
-    )?;
-    Ok(())
-}
-
-/// Set or remove a tenant's provider of a channel (callers hold the transaction).
-fn set_provider_row(
-    tx: &mut Db<'_, impl GenericClient>,
-    id: &str,
-    channel: crate::domain::recipient::Channel,
-    p: Option<&crate::domain::provider::Provider>,
-) -> Result<(), StoreError> {
-    let q = match channel {
-        crate::domain::recipient::Channel::Email => sql::tenants::SET_EMAIL_PROVIDER.pg,
-        crate::domain::recipient::Channel::Sms => sql::tenants::SET_SMS_PROVIDER.pg,
-    };
-    let (json, sealed) = crate::storage::cells::provider_json(p);
-    tx.execute(q, &[&id, &json, &sealed])?;
+/// Run shared steps in order (callers hold the transaction).
+fn run_steps(tx: &mut Db<'_, impl GenericClient>, steps: &[sql::Step]) -> Result<(), StoreError> {
+    for s in steps {
+        let args: Vec<_> = s.args.iter().map(bound).collect();
+        tx.execute(s.sql.pg, &args)?;
+    }
     Ok(())
 }
 
@@ -270,47 +225,7 @@ fn insert_tenant_row(
     secret_digest: &[u8],
     now: Millis,
 ) -> Result<bool, StoreError> {
-    let r = RelayCells::of(t.smtp.as_ref());
-    tx.execute(
-        sql::tenants::INSERT_TENANT.pg,
-        &[
-            &t.id.as_str(),
-            &t.name.as_str(),
-            &t.enabled,
-            &t.origin.as_str(),
-            &t.created_at,
-            &r.host,
-            &r.port,
-            &r.username,
-            &r.password,
-            &r.from,
-            &r.tls,
-            &t.smtp_version,
-            &i64::from(t.policy.code_length),
-            &i64::from(t.policy.ttl_seconds),
-            &i64::from(t.policy.max_attempts),
-            &r.max_connections,
-            &t.delivery.as_str(),
-            &t.default_locale.as_str(),
-            &t.test,
-            &r.oauth2,
-        ],
-    )?;
-    tx.execute(
-        sql::tenants::SET_PAGES_APPROVED.pg,
-        &[&t.id.as_str(), &t.pages_approved],
-    )?;
-    if let Some(f) = &t.smtp_fallback {
-        set_fallback_row(tx, t.id.as_str(), Some(f))?;
-    }
-    for channel in [
-        crate::domain::recipient::Channel::Email,
-        crate::domain::recipient::Channel::Sms,
-    ] {
-        if let Some(p) = t.provider(channel) {
-            set_provider_row(tx, t.id.as_str(), channel, Some(p))?;
-        }
-    }
+    run_steps(tx, &crate::storage::tenants::insert_steps(t))?;
     let n = tx.execute(
         &format!(
             "{} ON CONFLICT (digest) DO NOTHING",

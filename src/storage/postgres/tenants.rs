@@ -1,8 +1,7 @@
 //! PostgreSQL: tenants, their secrets and their templates.
 
-use super::{insert_tenant_row, set_fallback_row, set_provider_row, set_relay_row, PgStore};
+use super::{insert_tenant_row, run_steps, PgStore};
 use crate::domain::keys::TenantId;
-use crate::domain::recipient::Channel;
 use crate::domain::template::TenantTemplate;
 use crate::domain::tenant::{Tenant, TransportUse};
 use crate::domain::Millis;
@@ -54,110 +53,22 @@ impl TenantStore for PgStore {
         version: i64,
         now: Millis,
     ) -> Result<Updated, StoreError> {
+        let steps = c.steps(id, now);
         let id = id.as_str();
         self.tx(|tx| {
             // Only the version that was read is changed; the row stays locked for the rest
             // of the change (a concurrent one waits, then finds the version moved on).
-            if tx.execute(
-                "UPDATE tenants SET updated_at = $2, row_version = row_version + 1 WHERE id = $1 AND row_version = $3",
-                &[&id, &now, &version],
-            )? == 0
-            {
+            if tx.execute(sql::tenants::CLAIM_VERSION.pg, &[&id, &now, &version])? == 0 {
                 let exists: bool = tx
                     .query_one(sql::integration::TENANT_EXISTS.pg, &[&id])?
                     .try_get(0)?;
-                return Ok(if exists { Updated::Stale } else { Updated::Missing });
+                return Ok(if exists {
+                    Updated::Stale
+                } else {
+                    Updated::Missing
+                });
             }
-            if let Some(name) = &c.name {
-                tx.execute(sql::tenants::SET_NAME.pg, &[&id, &name.as_str()])?;
-            }
-            if let Some(enabled) = c.enabled {
-                tx.execute(
-                    sql::tenants::SET_ENABLED.pg,
-                    &[&id, &enabled],
-                )?;
-            }
-            if let Some(s) = &c.smtp {
-                set_relay_row(tx, id, Some(s))?;
-            }
-            if let Some(f) = &c.smtp_fallback {
-                set_fallback_row(tx, id, f.as_ref())?;
-            }
-            for (channel, p) in [
-                (Channel::Email, &c.email_provider),
-                (Channel::Sms, &c.sms_provider),
-            ] {
-                if let Some(p) = p {
-                    set_provider_row(tx, id, channel, p.as_ref())?;
-                }
-            }
-            if c.smtp_fallback.is_some() || c.email_provider.is_some() || c.sms_provider.is_some()
-            {
-                tx.execute(sql::tenants::BUMP_TRANSPORTS.pg, &[&id])?;
-            }
-            if let Some(ok) = c.pages_approved {
-                tx.execute(sql::tenants::SET_PAGES_APPROVED.pg, &[&id, &ok])?;
-            }
-            if let Some((keys, private)) = &c.dkim {
-                let private = (!private.is_empty()).then_some(private);
-                tx.execute(sql::tenants::SET_DKIM.pg, &[&id, keys, &private])?;
-            }
-            if let Some(sms) = &c.sms {
-                let days = i64::from(sms.trusted_days);
-                tx.execute(
-                    sql::tenants::SET_SMS.pg,
-                    &[
-                        &id,
-                        &crate::domain::sms_guard::countries_to_stored(&sms.allowed_countries),
-                        &days,
-                        &sms.allow_fixed_line,
-                    ],
-                )?;
-            }
-            if let Some(on) = c.suppression {
-                tx.execute(sql::tenants::SET_SUPPRESSION_OFF.pg, &[&id, &!on])?;
-            }
-            if let Some(color) = &c.brand_color {
-                tx.execute(
-                    sql::tenants::SET_BRAND_COLOR.pg,
-                    &[&id, color],
-                )?;
-            }
-            if let Some(urls) = &c.allowed_return_urls {
-                tx.execute(
-                    sql::tenants::SET_ALLOWED_RETURN_URLS.pg,
-                    &[&id, &urls.join("\n")],
-                )?;
-            }
-            if let Some(d) = c.delivery {
-                tx.execute(
-                    sql::tenants::SET_DELIVERY.pg,
-                    &[&id, &d.as_str()],
-                )?;
-            }
-            if let Some(p) = &c.policy {
-                tx.execute(
-                    sql::tenants::SET_POLICY.pg,
-                    &[&id, &i64::from(p.code_length), &i64::from(p.ttl_seconds), &i64::from(p.max_attempts)],
-                )?;
-            }
-            if let Some(l) = &c.default_locale {
-                tx.execute(
-                    sql::tenants::SET_DEFAULT_LOCALE.pg,
-                    &[&id, &l.as_str()],
-                )?;
-            }
-            if let Some(test) = c.test {
-                tx.execute(sql::tenants::SET_TEST.pg, &[&id, &test])?;
-            }
-            // A live tenant keeps no test key (API.md §17.4), whatever was read before this
-            // transaction; after `test`, the new key is a live one.
-            if c.test == Some(false) {
-                tx.execute(sql::tenants::DROP_TEST_SECRETS.pg, &[&id])?;
-            }
-            if let Some(digest) = &c.new_secret {
-                tx.execute(sql::tenants::ADD_SECRET.pg, &[digest, &id, &now])?;
-            }
+            run_steps(tx, &steps)?;
             let row = tx.query_one(
                 &format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = $1"),
                 &[&id],

@@ -96,6 +96,87 @@ pub(crate) mod suppressions;
 pub(crate) mod tenants;
 pub(crate) mod test_mode;
 
+/// A value bound to a shared statement, typed so that both drivers bind it: a NULL keeps
+/// its type (PostgreSQL checks it), numbers are 64-bit (the tables' `BIGINT`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Arg {
+    Text(Option<String>),
+    Int(Option<i64>),
+    Bool(bool),
+    Blob(Option<Vec<u8>>),
+}
+
+impl From<&str> for Arg {
+    fn from(v: &str) -> Arg {
+        Arg::Text(Some(v.to_string()))
+    }
+}
+
+impl From<String> for Arg {
+    fn from(v: String) -> Arg {
+        Arg::Text(Some(v))
+    }
+}
+
+impl From<Option<String>> for Arg {
+    fn from(v: Option<String>) -> Arg {
+        Arg::Text(v)
+    }
+}
+
+impl From<i64> for Arg {
+    fn from(v: i64) -> Arg {
+        Arg::Int(Some(v))
+    }
+}
+
+impl From<u32> for Arg {
+    fn from(v: u32) -> Arg {
+        Arg::Int(Some(i64::from(v)))
+    }
+}
+
+impl From<Option<i64>> for Arg {
+    fn from(v: Option<i64>) -> Arg {
+        Arg::Int(v)
+    }
+}
+
+impl From<bool> for Arg {
+    fn from(v: bool) -> Arg {
+        Arg::Bool(v)
+    }
+}
+
+impl From<Vec<u8>> for Arg {
+    fn from(v: Vec<u8>) -> Arg {
+        Arg::Blob(Some(v))
+    }
+}
+
+impl From<Option<Vec<u8>>> for Arg {
+    fn from(v: Option<Vec<u8>>) -> Arg {
+        Arg::Blob(v)
+    }
+}
+
+/// One statement of a write and the values it binds, the same on both backends: a write
+/// whose steps depend only on its input is built once (`storage::tenants`) and each
+/// backend runs the list inside its own transaction.
+#[derive(Clone)]
+pub(crate) struct Step {
+    pub(crate) sql: Shared,
+    pub(crate) args: Vec<Arg>,
+}
+
+/// A [`Step`] of `sql` with `args` (`$1`, `$2`, … in order).
+pub(crate) fn step<const N: usize>(sql: Shared, args: [Arg; N]) -> Step {
+    Step {
+        sql,
+        args: args.into(),
+    }
+}
+
 /// A statement built at run time (`$n` placeholders) as SQLite reads it.
 pub(crate) fn sqlite_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

@@ -176,3 +176,11 @@ shared_sql!(
     pub(crate) SET_SMS_PROVIDER =
         "UPDATE tenants SET sms_provider = $2, sms_provider_secrets = $3 WHERE id = $1"
 );
+
+shared_sql!(
+    /// The version check every change starts with (`$3`: the version that was read); no row:
+    /// changed by someone else since, or gone.
+    pub(crate) CLAIM_VERSION =
+        "UPDATE tenants SET updated_at = $2, row_version = row_version + 1 WHERE id = $1 AND \
+         row_version = $3"
+);

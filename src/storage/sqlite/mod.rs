@@ -31,7 +31,6 @@ use rusqlite::{params, OptionalExtension, Row};
 use super::*;
 use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
-use crate::storage::tenants::RelayCells;
 
 mod embedded {
     refinery::embed_migrations!("migrations/sqlite");
@@ -223,67 +222,22 @@ pub(crate) fn create_private(path: &Path) -> Result<(), StoreError> {
     }
 }
 
-/// Set or remove a tenant's fallback relay (callers hold the transaction).
-fn set_fallback_row(
-    conn: &rusqlite::Connection,
-    id: &str,
-    f: Option<&crate::domain::tenant::SmtpAccount>,
-) -> Result<(), StoreError> {
-    let c = f.map(|f| RelayCells::of(Some(f)));
-    conn.execute_cached(
-        sql::tenants::SET_FALLBACK.sqlite,
-        params![
-            id,
-            c.as_ref().map(|c| c.host.as_str()),
-            c.as_ref().map(|c| c.port),
-            c.as_ref().map(|c| c.username.as_str()),
-            c.as_ref().map(|c| c.password.as_slice()),
-            c.as_ref().map(|c| c.from.as_str()),
-            c.as_ref().map(|c| c.tls),
-            c.as_ref().map(|c| c.max_connections),
-            c.as_ref().and_then(|c| c.oauth2.as_deref()),
-        ],
-    )?;
-    Ok(())
+impl rusqlite::ToSql for sql::Arg {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            sql::Arg::Text(v) => v.to_sql(),
+            sql::Arg::Int(v) => v.to_sql(),
+            sql::Arg::Bool(v) => v.to_sql(),
+            sql::Arg::Blob(v) => v.to_sql(),
+        }
+    }
 }
 
-/// Set a tenant's relay (none: empty columns), a new relay version.
-fn set_relay_row(
-    conn: &rusqlite::Connection,
-    id: &str,
-    a: Option<&crate::domain::tenant::SmtpAccount>,
-) -> Result<(), StoreError> {
-    let c = RelayCells::of(a);
-    conn.execute_cached(
-        sql::tenants::SET_RELAY.sqlite,
-        params![
-            id,
-            c.host,
-            c.port,
-            c.username,
-            c.password,
-            c.from,
-            c.tls,
-            c.max_connections,
-            c.oauth2
-        ],
-    )?;
-    Ok(())
-}
-
-/// Set or remove a tenant's provider of a channel (callers hold the transaction).
-fn set_provider_row(
-    conn: &rusqlite::Connection,
-    id: &str,
-    channel: crate::domain::recipient::Channel,
-    p: Option<&crate::domain::provider::Provider>,
-) -> Result<(), StoreError> {
-    let q = match channel {
-        crate::domain::recipient::Channel::Email => sql::tenants::SET_EMAIL_PROVIDER.sqlite,
-        crate::domain::recipient::Channel::Sms => sql::tenants::SET_SMS_PROVIDER.sqlite,
-    };
-    let (json, sealed) = crate::storage::cells::provider_json(p);
-    conn.execute_cached(q, params![id, json, sealed])?;
+/// Run shared steps in order (callers hold the transaction).
+fn run_steps(conn: &rusqlite::Connection, steps: &[sql::Step]) -> Result<(), StoreError> {
+    for s in steps {
+        conn.execute_cached(s.sql.sqlite, rusqlite::params_from_iter(&s.args))?;
+    }
     Ok(())
 }
 
@@ -294,47 +248,7 @@ fn insert_tenant_row(
     secret_digest: &[u8],
     now: Millis,
 ) -> Result<(), StoreError> {
-    let r = RelayCells::of(t.smtp.as_ref());
-    conn.execute_cached(
-        sql::tenants::INSERT_TENANT.sqlite,
-        params![
-            t.id.as_str(),
-            t.name.as_str(),
-            t.enabled,
-            t.origin.as_str(),
-            t.created_at,
-            r.host,
-            r.port,
-            r.username,
-            r.password,
-            r.from,
-            r.tls,
-            t.smtp_version,
-            t.policy.code_length,
-            t.policy.ttl_seconds,
-            t.policy.max_attempts,
-            r.max_connections,
-            t.delivery.as_str(),
-            t.default_locale.as_str(),
-            t.test,
-            r.oauth2
-        ],
-    )?;
-    conn.execute_cached(
-        sql::tenants::SET_PAGES_APPROVED.sqlite,
-        params![t.id.as_str(), t.pages_approved],
-    )?;
-    if let Some(f) = &t.smtp_fallback {
-        set_fallback_row(conn, t.id.as_str(), Some(f))?;
-    }
-    for channel in [
-        crate::domain::recipient::Channel::Email,
-        crate::domain::recipient::Channel::Sms,
-    ] {
-        if let Some(p) = t.provider(channel) {
-            set_provider_row(conn, t.id.as_str(), channel, Some(p))?;
-        }
-    }
+    run_steps(conn, &crate::storage::tenants::insert_steps(t))?;
     conn.execute_cached(
         sql::tenants::ADD_SECRET.sqlite,
         params![secret_digest, t.id.as_str(), now],

@@ -1,14 +1,10 @@
 //! SQLite: tenants, their secrets and their templates.
 
-use crate::domain::sms_guard::countries_to_stored;
 use crate::storage::sql;
 use rusqlite::params;
 
-use super::{
-    insert_tenant_row, set_fallback_row, set_provider_row, set_relay_row, CachedSql, SqliteStore,
-};
+use super::{insert_tenant_row, run_steps, CachedSql, SqliteStore};
 use crate::domain::keys::TenantId;
-use crate::domain::recipient::Channel;
 use crate::domain::template::TenantTemplate;
 use crate::domain::tenant::{Tenant, TransportUse};
 use crate::domain::Millis;
@@ -64,124 +60,22 @@ impl TenantStore for SqliteStore {
         self.writer.write(move |tx| {
             // Only the version that was read is changed (the writer runs one write at a time).
             if tx.execute_cached(
-            "UPDATE tenants SET row_version = row_version + 1 WHERE id = ?1 AND row_version = ?2",
-            params![id.as_str(), version],
-        )? == 0
-        {
-            let exists: bool = tx.query_row_cached(
-                sql::integration::TENANT_EXISTS.sqlite,
-                [id.as_str()],
-                |r| r.get(0),
-            )?;
-            return Ok(if exists { Updated::Stale } else { Updated::Missing });
-        }
-            if let Some(name) = &c.name {
-                tx.execute_cached(
-                    sql::tenants::SET_NAME.sqlite,
-                    params![id.as_str(), name.as_str()],
+                sql::tenants::CLAIM_VERSION.sqlite,
+                params![id.as_str(), now, version],
+            )? == 0
+            {
+                let exists: bool = tx.query_row_cached(
+                    sql::integration::TENANT_EXISTS.sqlite,
+                    [id.as_str()],
+                    |r| r.get(0),
                 )?;
+                return Ok(if exists {
+                    Updated::Stale
+                } else {
+                    Updated::Missing
+                });
             }
-            if let Some(enabled) = c.enabled {
-                tx.execute_cached(
-                    sql::tenants::SET_ENABLED.sqlite,
-                    params![id.as_str(), enabled],
-                )?;
-            }
-            if let Some(s) = &c.smtp {
-                set_relay_row(tx, id.as_str(), Some(s))?;
-            }
-            if let Some(f) = &c.smtp_fallback {
-                set_fallback_row(tx, id.as_str(), f.as_ref())?;
-            }
-            for (channel, p) in [
-                (Channel::Email, &c.email_provider),
-                (Channel::Sms, &c.sms_provider),
-            ] {
-                if let Some(p) = p {
-                    set_provider_row(tx, id.as_str(), channel, p.as_ref())?;
-                }
-            }
-            if c.smtp_fallback.is_some() || c.email_provider.is_some() || c.sms_provider.is_some() {
-                tx.execute_cached(sql::tenants::BUMP_TRANSPORTS.sqlite, [id.as_str()])?;
-            }
-            if let Some(ok) = c.pages_approved {
-                tx.execute_cached(
-                    sql::tenants::SET_PAGES_APPROVED.sqlite,
-                    params![id.as_str(), ok],
-                )?;
-            }
-            if let Some((keys, private)) = &c.dkim {
-                let private = (!private.is_empty()).then_some(private);
-                tx.execute_cached(
-                    sql::tenants::SET_DKIM.sqlite,
-                    params![id.as_str(), keys, private],
-                )?;
-            }
-            if let Some(sms) = &c.sms {
-                tx.execute_cached(
-                    sql::tenants::SET_SMS.sqlite,
-                    params![
-                        id.as_str(),
-                        countries_to_stored(&sms.allowed_countries),
-                        sms.trusted_days,
-                        sms.allow_fixed_line
-                    ],
-                )?;
-            }
-            if let Some(on) = c.suppression {
-                tx.execute_cached(
-                    sql::tenants::SET_SUPPRESSION_OFF.sqlite,
-                    params![id.as_str(), !on],
-                )?;
-            }
-            if let Some(color) = &c.brand_color {
-                tx.execute_cached(
-                    sql::tenants::SET_BRAND_COLOR.sqlite,
-                    params![id.as_str(), color],
-                )?;
-            }
-            if let Some(urls) = &c.allowed_return_urls {
-                tx.execute_cached(
-                    sql::tenants::SET_ALLOWED_RETURN_URLS.sqlite,
-                    params![id.as_str(), urls.join("\n")],
-                )?;
-            }
-            if let Some(d) = c.delivery {
-                tx.execute_cached(
-                    sql::tenants::SET_DELIVERY.sqlite,
-                    params![id.as_str(), d.as_str()],
-                )?;
-            }
-            if let Some(p) = &c.policy {
-                tx.execute_cached(
-                    sql::tenants::SET_POLICY.sqlite,
-                    params![id.as_str(), p.code_length, p.ttl_seconds, p.max_attempts],
-                )?;
-            }
-            if let Some(test) = c.test {
-                tx.execute_cached(sql::tenants::SET_TEST.sqlite, params![id.as_str(), test])?;
-            }
-            // A live tenant keeps no test key (API.md §17.4), whatever was read before this
-            // transaction; after `test`, the new key is a live one.
-            if c.test == Some(false) {
-                tx.execute_cached(sql::tenants::DROP_TEST_SECRETS.sqlite, [id.as_str()])?;
-            }
-            if let Some(digest) = &c.new_secret {
-                tx.execute_cached(
-                    sql::tenants::ADD_SECRET.sqlite,
-                    params![digest, id.as_str(), now],
-                )?;
-            }
-            if let Some(l) = &c.default_locale {
-                tx.execute_cached(
-                    sql::tenants::SET_DEFAULT_LOCALE.sqlite,
-                    params![id.as_str(), l.as_str()],
-                )?;
-            }
-            tx.execute_cached(
-                "UPDATE tenants SET updated_at = ?2 WHERE id = ?1",
-                params![id.as_str(), now],
-            )?;
+            run_steps(tx, &c.steps(&id, now))?;
             Ok(tx
                 .row_opt(
                     &format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = ?1"),
