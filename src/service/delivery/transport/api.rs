@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{Deadline, Outbound};
+use super::{Call, Deadline, Outbound};
 use crate::domain::delivery::{DeliveryError, DeliveryReason, FailureKind};
 use crate::domain::provider::{Provider, ProviderKind};
 use crate::outbound::{ApiAnswer, ApiRequest};
@@ -17,8 +17,8 @@ use crate::service::Delivery;
 pub(crate) const JSON: &str = "application/json";
 pub(crate) const FORM: &str = "application/x-www-form-urlencoded";
 
-/// The base URL of a kind: the operator's override, else `default`.
-pub(crate) fn base_url(services: &Delivery, kind: ProviderKind, default: &str) -> String {
+/// The operator's base URL for a kind (`delivery.provider_base_urls`), if any.
+pub(crate) fn base_override(services: &Delivery, kind: ProviderKind) -> Option<String> {
     services
         .core
         .settings
@@ -27,7 +27,63 @@ pub(crate) fn base_url(services: &Delivery, kind: ProviderKind, default: &str) -
         .provider_base_urls
         .get(kind.as_str())
         .map(|u| u.trim_end_matches('/').to_string())
-        .unwrap_or_else(|| default.to_string())
+}
+
+/// One request to a provider's API.
+pub(crate) struct Request {
+    pub url: String,
+    pub content_type: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// A JSON body.
+    pub fn json(
+        url: String,
+        headers: Vec<(&'static str, String)>,
+        body: &serde_json::Value,
+    ) -> Request {
+        Request {
+            url,
+            content_type: JSON,
+            headers,
+            body: serde_json::to_vec(body).unwrap_or_default(),
+        }
+    }
+
+    /// A form-encoded body.
+    pub fn form(
+        url: String,
+        headers: Vec<(&'static str, String)>,
+        fields: &[(&str, &str)],
+    ) -> Request {
+        Request {
+            url,
+            content_type: FORM,
+            headers,
+            body: form(fields),
+        }
+    }
+}
+
+impl Call<'_> {
+    /// The base URL of the provider's API: the operator's override, else `public`.
+    pub fn base(&self, public: &str) -> String {
+        self.base_override
+            .clone()
+            .unwrap_or_else(|| public.to_string())
+    }
+
+    /// A secret the provider's settings must hold (checked when they were saved).
+    pub fn secret(&self, name: &str) -> Result<&str, DeliveryError> {
+        need(&self.secrets, name)
+    }
+
+    /// A setting the provider's settings must hold.
+    pub fn setting(&self, name: &str) -> Result<&str, DeliveryError> {
+        need(&self.provider.settings, name)
+    }
 }
 
 /// A provider's secrets, opened (a blob under a data key this process has not loaded yet
@@ -52,10 +108,7 @@ pub(crate) async fn secrets(
 }
 
 /// A secret or setting the provider's settings must hold (checked when they were saved).
-pub(crate) fn need<'a>(
-    map: &'a BTreeMap<String, String>,
-    name: &str,
-) -> Result<&'a str, DeliveryError> {
+fn need<'a>(map: &'a BTreeMap<String, String>, name: &str) -> Result<&'a str, DeliveryError> {
     map.get(name).map(String::as_str).ok_or_else(|| {
         DeliveryError::new(
             DeliveryReason::ProviderAuth,
@@ -89,10 +142,7 @@ pub(crate) fn basic(user: &str, password: &str) -> String {
 pub(crate) async fn post(
     services: &Delivery,
     deadline: Deadline,
-    url: &str,
-    content_type: &str,
-    headers: Vec<(&'static str, String)>,
-    body: Vec<u8>,
+    r: Request,
 ) -> Result<ApiAnswer, DeliveryError> {
     let cap = Duration::from_secs(services.core.settings.load().delivery.http_timeout_seconds);
     let timeout = deadline.left(cap);
@@ -107,10 +157,10 @@ pub(crate) async fn post(
         .hooks
         .client()
         .api(ApiRequest {
-            url,
-            content_type,
-            headers,
-            body,
+            url: &r.url,
+            content_type: r.content_type,
+            headers: r.headers,
+            body: r.body,
             timeout,
         })
         .await

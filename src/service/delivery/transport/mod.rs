@@ -96,20 +96,24 @@ pub(crate) trait Transport: Send + Sync {
     ) -> Sending<'a>;
 }
 
-/// One call of a provider's API.
+/// What a provider's request is built from: the message, the provider's settings and
+/// opened secrets, where its API is and what time it is (a signature names the time).
 pub(crate) struct Call<'a> {
-    pub services: &'a Delivery,
     pub out: &'a Outbound<'a>,
     pub provider: &'a Provider,
     /// The provider's secrets, opened.
     pub secrets: BTreeMap<String, String>,
-    pub deadline: Deadline,
+    /// The operator's base URL for this kind (`delivery.provider_base_urls`), if any.
+    pub base_override: Option<String>,
+    pub now: crate::domain::Millis,
 }
 
 /// A provider's API as its documentation describes it: the request built from a message
-/// and the provider's settings, the answer read into accepted-with-id or a failure.
+/// and the provider's settings, the answer read into accepted-with-id or a failure. Both
+/// are plain functions; [`ProviderTransport`] sends the request (`api::post`).
 pub(crate) trait Api: Send + Sync {
-    fn call<'a>(&'a self, c: Call<'a>) -> Sending<'a>;
+    fn request(&self, c: &Call<'_>) -> Result<api::Request, DeliveryError>;
+    fn answer(&self, a: &crate::outbound::ApiAnswer) -> Result<Accepted, DeliveryError>;
 }
 
 /// Each kind's API: one line per kind.
@@ -159,16 +163,17 @@ impl Transport for ProviderTransport<'_> {
         _sessions: usize,
     ) -> Sending<'a> {
         Box::pin(async move {
-            let secrets = api::secrets(services, out, self.provider).await?;
-            api_of(self.provider.kind)
-                .call(Call {
-                    services,
-                    out,
-                    provider: self.provider,
-                    secrets,
-                    deadline,
-                })
-                .await
+            let kind = self.provider.kind;
+            let call = Call {
+                out,
+                provider: self.provider,
+                secrets: api::secrets(services, out, self.provider).await?,
+                base_override: api::base_override(services, kind),
+                now: services.core.now(),
+            };
+            let api = api_of(kind);
+            let request = api.request(&call)?;
+            api.answer(&api::post(services, deadline, request).await?)
         })
     }
 }

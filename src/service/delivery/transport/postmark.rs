@@ -4,55 +4,44 @@
 
 use serde_json::json;
 
-use super::api::{self, JSON};
-use super::{Api, Call, Sending};
-use crate::domain::provider::ProviderKind;
+use super::api::{self, Request};
+use super::{Accepted, Api, Call};
+use crate::domain::delivery::DeliveryError;
+use crate::outbound::ApiAnswer;
 
 pub(super) struct Postmark;
 
 impl Api for Postmark {
-    fn call<'a>(&'a self, c: Call<'a>) -> Sending<'a> {
-        Box::pin(async move {
-            let Call {
-                services: s,
-                out,
-                provider: p,
-                secrets,
-                deadline,
-            } = c;
-            let token = api::need(&secrets, "server_token")?;
-            let mut body = json!({
-                "From": api::need(&p.settings, "from")?,
-                "To": out.to,
-                "Subject": out.msg.subject,
-                "TextBody": out.msg.text,
-                "MessageStream": p.setting("message_stream").unwrap_or("outbound"),
-            });
-            if let Some(html) = &out.msg.html {
-                body["HtmlBody"] = json!(html);
-            }
-            let url = format!(
-                "{}/email",
-                api::base_url(s, ProviderKind::Postmark, "https://api.postmarkapp.com")
-            );
-            let a = api::post(
-                s,
-                deadline,
-                &url,
-                JSON,
-                vec![("x-postmark-server-token", token.to_string())],
-                serde_json::to_vec(&body).unwrap_or_default(),
-            )
-            .await?;
-            let v = api::json(&a);
-            let code = v.get("ErrorCode").and_then(api::text_of);
-            // A 200 whose ErrorCode is not 0 did not send anything.
-            if (200..300).contains(&a.status) && code.as_deref().is_some_and(|c| c != "0") {
-                let mut refused = a.clone();
-                refused.status = 422;
-                return Err(api::refused(&refused, code));
-            }
-            api::accepted(&a, |_| v.get("MessageID").and_then(api::text_of), |_| code)
-        })
+    fn request(&self, c: &Call<'_>) -> Result<Request, DeliveryError> {
+        let token = c.secret("server_token")?.to_string();
+        let msg = c.out.msg;
+        let mut body = json!({
+            "From": c.setting("from")?,
+            "To": c.out.to,
+            "Subject": msg.subject,
+            "TextBody": msg.text,
+            "MessageStream": c.provider.setting("message_stream").unwrap_or("outbound"),
+        });
+        if let Some(html) = &msg.html {
+            body["HtmlBody"] = json!(html);
+        }
+        let url = format!("{}/email", c.base("https://api.postmarkapp.com"));
+        Ok(Request::json(
+            url,
+            vec![("x-postmark-server-token", token)],
+            &body,
+        ))
+    }
+
+    fn answer(&self, a: &ApiAnswer) -> Result<Accepted, DeliveryError> {
+        let v = api::json(a);
+        let code = v.get("ErrorCode").and_then(api::text_of);
+        // A 200 whose ErrorCode is not 0 did not send anything.
+        if (200..300).contains(&a.status) && code.as_deref().is_some_and(|c| c != "0") {
+            let mut refused = a.clone();
+            refused.status = 422;
+            return Err(api::refused(&refused, code));
+        }
+        api::accepted(a, |_| v.get("MessageID").and_then(api::text_of), |_| code)
     }
 }

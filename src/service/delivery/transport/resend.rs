@@ -5,54 +5,40 @@
 
 use serde_json::json;
 
-use super::api::{self, JSON};
-use super::{Api, Call, Sending};
-use crate::domain::provider::ProviderKind;
+use super::api::{self, Request};
+use super::{Accepted, Api, Call};
+use crate::domain::delivery::DeliveryError;
+use crate::outbound::ApiAnswer;
 
 pub(super) struct Resend;
 
 impl Api for Resend {
-    fn call<'a>(&'a self, c: Call<'a>) -> Sending<'a> {
-        Box::pin(async move {
-            let Call {
-                services: s,
-                out,
-                provider: p,
-                secrets,
-                deadline,
-            } = c;
-            let key = api::need(&secrets, "api_key")?;
-            let mut body = json!({
-                "from": api::need(&p.settings, "from")?,
-                "to": [out.to],
-                "subject": out.msg.subject,
-                "text": out.msg.text,
-            });
-            if let Some(html) = &out.msg.html {
-                body["html"] = json!(html);
-            }
-            let url = format!(
-                "{}/emails",
-                api::base_url(s, ProviderKind::Resend, "https://api.resend.com")
-            );
-            let a = api::post(
-                s,
-                deadline,
-                &url,
-                JSON,
-                vec![
-                    ("authorization", format!("Bearer {key}")),
-                    ("idempotency-key", out.msg.message_id.clone()),
-                ],
-                serde_json::to_vec(&body).unwrap_or_default(),
-            )
-            .await?;
-            let v = api::json(&a);
-            api::accepted(
-                &a,
-                |_| v.get("id").and_then(api::text_of),
-                |_| v.get("name").and_then(api::text_of),
-            )
-        })
+    fn request(&self, c: &Call<'_>) -> Result<Request, DeliveryError> {
+        let key = c.secret("api_key")?;
+        let msg = c.out.msg;
+        let mut body = json!({
+            "from": c.setting("from")?,
+            "to": [c.out.to],
+            "subject": msg.subject,
+            "text": msg.text,
+        });
+        if let Some(html) = &msg.html {
+            body["html"] = json!(html);
+        }
+        let headers = vec![
+            ("authorization", format!("Bearer {key}")),
+            ("idempotency-key", msg.message_id.clone()),
+        ];
+        let url = format!("{}/emails", c.base("https://api.resend.com"));
+        Ok(Request::json(url, headers, &body))
+    }
+
+    fn answer(&self, a: &ApiAnswer) -> Result<Accepted, DeliveryError> {
+        let v = api::json(a);
+        api::accepted(
+            a,
+            |_| v.get("id").and_then(api::text_of),
+            |_| v.get("name").and_then(api::text_of),
+        )
     }
 }

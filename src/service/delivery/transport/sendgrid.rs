@@ -5,62 +5,48 @@
 
 use serde_json::json;
 
-use super::api::{self, JSON};
-use super::{Api, Call, Sending};
-use crate::domain::provider::ProviderKind;
+use super::api::{self, Request};
+use super::{Accepted, Api, Call};
+use crate::domain::delivery::DeliveryError;
+use crate::outbound::ApiAnswer;
 
 pub(super) struct Sendgrid;
 
 impl Api for Sendgrid {
-    fn call<'a>(&'a self, c: Call<'a>) -> Sending<'a> {
-        Box::pin(async move {
-            let Call {
-                services: s,
-                out,
-                provider: p,
-                secrets,
-                deadline,
-            } = c;
-            let key = api::need(&secrets, "api_key")?;
-            let (email, name) = api::mailbox(api::need(&p.settings, "from")?);
-            let mut from = json!({ "email": email });
-            if let Some(n) = name {
-                from["name"] = json!(n);
-            }
-            let mut content = vec![json!({"type": "text/plain", "value": out.msg.text})];
-            if let Some(html) = &out.msg.html {
-                content.push(json!({"type": "text/html", "value": html}));
-            }
-            let body = json!({
-                "personalizations": [{"to": [{"email": out.to}]}],
-                "from": from,
-                "subject": out.msg.subject,
-                "content": content,
-            });
-            let url = format!(
-                "{}/v3/mail/send",
-                api::base_url(s, ProviderKind::Sendgrid, "https://api.sendgrid.com")
-            );
-            let a = api::post(
-                s,
-                deadline,
-                &url,
-                JSON,
-                vec![("authorization", format!("Bearer {key}"))],
-                serde_json::to_vec(&body).unwrap_or_default(),
-            )
-            .await?;
-            api::accepted(
-                &a,
-                |a| {
-                    a.headers
-                        .get("x-message-id")
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string)
-                },
-                // SendGrid's errors name the field at fault, not a code.
-                |_| None,
-            )
-        })
+    fn request(&self, c: &Call<'_>) -> Result<Request, DeliveryError> {
+        let key = c.secret("api_key")?;
+        let (email, name) = api::mailbox(c.setting("from")?);
+        let mut from = json!({ "email": email });
+        if let Some(n) = name {
+            from["name"] = json!(n);
+        }
+        let msg = c.out.msg;
+        let mut content = vec![json!({"type": "text/plain", "value": msg.text})];
+        if let Some(html) = &msg.html {
+            content.push(json!({"type": "text/html", "value": html}));
+        }
+        let body = json!({
+            "personalizations": [{"to": [{"email": c.out.to}]}],
+            "from": from,
+            "subject": msg.subject,
+            "content": content,
+        });
+        let url = format!("{}/v3/mail/send", c.base("https://api.sendgrid.com"));
+        Ok(Request::json(
+            url,
+            vec![("authorization", format!("Bearer {key}"))],
+            &body,
+        ))
+    }
+
+    fn answer(&self, a: &ApiAnswer) -> Result<Accepted, DeliveryError> {
+        let id = |a: &ApiAnswer| {
+            a.headers
+                .get("x-message-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        // SendGrid's errors name the field at fault, not a code.
+        api::accepted(a, id, |_| None)
     }
 }

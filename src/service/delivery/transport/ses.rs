@@ -6,100 +6,89 @@
 
 use serde_json::json;
 
-use super::api::{self, JSON};
+use super::api::{self, Request, JSON};
 use super::sigv4::{amz_date, authorization, Signing};
-use super::{Api, Call, Sending};
+use super::{Accepted, Api, Call};
 use crate::domain::delivery::{DeliveryError, DeliveryReason};
-use crate::domain::provider::ProviderKind;
+use crate::outbound::ApiAnswer;
 
 pub(crate) const PATH: &str = "/v2/email/outbound-emails";
 
 pub(super) struct Ses;
 
 impl Api for Ses {
-    fn call<'a>(&'a self, c: Call<'a>) -> Sending<'a> {
-        Box::pin(async move {
-            let Call {
-                services: s,
-                out,
-                provider: p,
-                secrets,
-                deadline,
-            } = c;
-            let secret = api::need(&secrets, "secret_access_key")?;
-            let access_key_id = api::need(&p.settings, "access_key_id")?;
-            let region = api::need(&p.settings, "region")?;
-            let data = |s: &str| json!({"Data": s, "Charset": "UTF-8"});
-            let mut email_body = json!({ "Text": data(&out.msg.text) });
-            if let Some(html) = &out.msg.html {
-                email_body["Html"] = data(html);
-            }
-            let mut body = json!({
-                "FromEmailAddress": api::need(&p.settings, "from")?,
-                "Destination": {"ToAddresses": [out.to]},
-                "Content": {"Simple": {"Subject": data(&out.msg.subject), "Body": email_body}},
-            });
-            if let Some(set) = p.setting("configuration_set") {
-                body["ConfigurationSetName"] = json!(set);
-            }
-            let body = serde_json::to_vec(&body).unwrap_or_default();
-            let base = api::base_url(
-                s,
-                ProviderKind::Ses,
-                &format!("https://email.{region}.amazonaws.com"),
-            );
-            let host = reqwest::Url::parse(&base)
-                .ok()
-                .and_then(|u| {
-                    let h = u.host_str()?.to_string();
-                    Some(match u.port() {
-                        Some(p) => format!("{h}:{p}"),
-                        None => h,
-                    })
-                })
-                .ok_or_else(|| {
-                    DeliveryError::permanent(
-                        DeliveryReason::ProviderHostNotAllowed,
-                        "the provider's base URL has no host",
-                    )
-                })?;
-            let date = amz_date(s.core.now());
-            let auth = authorization(&Signing {
-                method: "POST",
-                path: PATH,
-                query: "",
-                headers: &[
-                    ("content-type", JSON),
-                    ("host", &host),
-                    ("x-amz-date", &date),
-                ],
-                payload: &body,
-                region,
-                service: "ses",
-                access_key_id,
-                secret_access_key: secret,
-                amz_date: &date,
-            });
-            let a = api::post(
-                s,
-                deadline,
-                &format!("{base}{PATH}"),
-                JSON,
-                vec![("x-amz-date", date.clone()), ("authorization", auth)],
-                body,
+    fn request(&self, c: &Call<'_>) -> Result<Request, DeliveryError> {
+        let secret = c.secret("secret_access_key")?;
+        let access_key_id = c.setting("access_key_id")?;
+        let region = c.setting("region")?;
+        let msg = c.out.msg;
+        let data = |s: &str| json!({"Data": s, "Charset": "UTF-8"});
+        let mut email_body = json!({ "Text": data(&msg.text) });
+        if let Some(html) = &msg.html {
+            email_body["Html"] = data(html);
+        }
+        let mut body = json!({
+            "FromEmailAddress": c.setting("from")?,
+            "Destination": {"ToAddresses": [c.out.to]},
+            "Content": {"Simple": {"Subject": data(&msg.subject), "Body": email_body}},
+        });
+        if let Some(set) = c.provider.setting("configuration_set") {
+            body["ConfigurationSetName"] = json!(set);
+        }
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        let base = c.base(&format!("https://email.{region}.amazonaws.com"));
+        let host = host_of(&base).ok_or_else(|| {
+            DeliveryError::permanent(
+                DeliveryReason::ProviderHostNotAllowed,
+                "the provider's base URL has no host",
             )
-            .await?;
-            let v = api::json(&a);
-            api::accepted(
-                &a,
-                |_| v.get("MessageId").and_then(api::text_of),
-                |a| {
-                    a.headers
-                        .get("x-amzn-errortype")
-                        .and_then(|v| v.to_str().ok())
-                        .map(|t| t.split(':').next().unwrap_or(t).to_string())
-                },
-            )
+        })?;
+        let date = amz_date(c.now);
+        let auth = authorization(&Signing {
+            method: "POST",
+            path: PATH,
+            query: "",
+            headers: &[
+                ("content-type", JSON),
+                ("host", &host),
+                ("x-amz-date", &date),
+            ],
+            payload: &body,
+            region,
+            service: "ses",
+            access_key_id,
+            secret_access_key: secret,
+            amz_date: &date,
+        });
+        Ok(Request {
+            url: format!("{base}{PATH}"),
+            content_type: JSON,
+            headers: vec![("x-amz-date", date.clone()), ("authorization", auth)],
+            body,
         })
     }
+
+    fn answer(&self, a: &ApiAnswer) -> Result<Accepted, DeliveryError> {
+        let v = api::json(a);
+        api::accepted(
+            a,
+            |_| v.get("MessageId").and_then(api::text_of),
+            |a| {
+                a.headers
+                    .get("x-amzn-errortype")
+                    .and_then(|v| v.to_str().ok())
+                    .map(|t| t.split(':').next().unwrap_or(t).to_string())
+            },
+        )
+    }
+}
+
+/// The `Host` a request to `base` names (with its port when it has one): it is signed.
+fn host_of(base: &str) -> Option<String> {
+    let u = reqwest::Url::parse(base).ok()?;
+    let h = u.host_str()?.to_string();
+    Some(match u.port() {
+        Some(p) => format!("{h}:{p}"),
+        None => h,
+    })
 }

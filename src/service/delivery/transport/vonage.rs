@@ -4,10 +4,10 @@
 //! `messages[0].status` ("0" accepted; "1" throttled and "5" an internal error are
 //! transient; "4" bad credentials), the id `messages[0].message-id`.
 
-use super::api::{self, FORM};
-use super::{Api, Call, Sending};
+use super::api::{self, Request};
+use super::{Accepted, Api, Call};
 use crate::domain::delivery::{DeliveryError, DeliveryReason, FailureKind};
-use crate::domain::provider::ProviderKind;
+use crate::outbound::ApiAnswer;
 
 /// What a message status other than "0" is.
 fn status_failure(status: &str) -> DeliveryError {
@@ -27,50 +27,39 @@ fn status_failure(status: &str) -> DeliveryError {
 pub(super) struct Vonage;
 
 impl Api for Vonage {
-    fn call<'a>(&'a self, c: Call<'a>) -> Sending<'a> {
-        Box::pin(async move {
-            let Call {
-                services: s,
-                out,
-                provider: p,
-                secrets,
-                deadline,
-            } = c;
-            let key = api::need(&secrets, "api_key")?;
-            let secret = api::need(&secrets, "api_secret")?;
-            let to = out.to.trim_start_matches('+');
-            let mut fields = vec![
-                ("api_key", key),
-                ("api_secret", secret),
-                ("from", api::need(&p.settings, "from")?),
-                ("to", to),
-                ("text", out.msg.text.as_str()),
-            ];
-            if !out.msg.text.is_ascii() {
-                fields.push(("type", "unicode"));
-            }
-            let url = format!(
-                "{}/sms/json",
-                api::base_url(s, ProviderKind::Vonage, "https://rest.nexmo.com")
-            );
-            let a = api::post(s, deadline, &url, FORM, Vec::new(), api::form(&fields)).await?;
-            if !(200..300).contains(&a.status) {
-                return Err(api::refused(&a, None));
-            }
-            let v = api::json(&a);
-            let first = &v["messages"][0];
-            match first.get("status").and_then(api::text_of).as_deref() {
-                Some("0") => Ok(super::Accepted {
-                    message_id: first.get("message-id").and_then(api::text_of),
-                }),
-                Some(status) => Err(status_failure(status)),
-                None => Err(DeliveryError::transient(
-                    DeliveryReason::ProviderUnavailable,
-                    "the provider's answer had no message status",
-                )
-                .outcome_unknown(true)),
-            }
-        })
+    fn request(&self, c: &Call<'_>) -> Result<Request, DeliveryError> {
+        let text = c.out.msg.text.as_str();
+        let mut fields = vec![
+            ("api_key", c.secret("api_key")?),
+            ("api_secret", c.secret("api_secret")?),
+            ("from", c.setting("from")?),
+            ("to", c.out.to.trim_start_matches('+')),
+            ("text", text),
+        ];
+        if !text.is_ascii() {
+            fields.push(("type", "unicode"));
+        }
+        let url = format!("{}/sms/json", c.base("https://rest.nexmo.com"));
+        Ok(Request::form(url, Vec::new(), &fields))
+    }
+
+    fn answer(&self, a: &ApiAnswer) -> Result<Accepted, DeliveryError> {
+        if !(200..300).contains(&a.status) {
+            return Err(api::refused(a, None));
+        }
+        let v = api::json(a);
+        let first = &v["messages"][0];
+        match first.get("status").and_then(api::text_of).as_deref() {
+            Some("0") => Ok(Accepted {
+                message_id: first.get("message-id").and_then(api::text_of),
+            }),
+            Some(status) => Err(status_failure(status)),
+            None => Err(DeliveryError::transient(
+                DeliveryReason::ProviderUnavailable,
+                "the provider's answer had no message status",
+            )
+            .outcome_unknown(true)),
+        }
     }
 }
 
