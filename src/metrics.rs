@@ -191,9 +191,15 @@ pub fn family_names() -> Vec<String> {
     let Some(m) = get() else {
         return Vec::new();
     };
-    // Every field, named: a new metric does not compile until it is listed here.
-    let Metrics {
-        registry: _,
+    // Every field, named once: a new metric does not compile until it is listed here (the
+    // pattern is exhaustive).
+    macro_rules! every {
+        ($($f:ident),* $(,)?) => {{
+            let Metrics { registry: _, $($f),* } = m;
+            [$($f as &dyn Collector),*]
+        }};
+    }
+    let all = every!(
         codes_minted,
         sms_blocked,
         provider_events,
@@ -210,25 +216,7 @@ pub fn family_names() -> Vec<String> {
         rate_limited,
         http_requests,
         relay_windows,
-    } = m;
-    let all: [&dyn Collector; 16] = [
-        codes_minted,
-        sms_blocked,
-        provider_events,
-        codes_resent,
-        verify_outcomes,
-        deliveries,
-        oauth2_token_requests,
-        webhook_attempts,
-        smtp_send_seconds,
-        hashing_queue_depth,
-        outbox_depth,
-        outbox_oldest_due,
-        hashing_seconds,
-        rate_limited,
-        http_requests,
-        relay_windows,
-    ];
+    );
     all.iter()
         .flat_map(|c| c.desc())
         .map(|d| d.fq_name.clone())

@@ -34,13 +34,7 @@ pub fn encrypt_password(
     ctx: &PasswordContext<'_>,
     password: &str,
 ) -> Result<Vec<u8>, KeyError> {
-    let version = ring.active_data_version();
-    let cipher = ring
-        .data_key(version)
-        .ok_or(KeyError::Missing("data key"))?;
-    let mut prefix = vec![BLOB_VERSION];
-    prefix.extend_from_slice(&version.to_be_bytes());
-    seal(cipher, &ctx.aad(), password.as_bytes(), &prefix)
+    seal_active(ring, &ctx.aad(), password.as_bytes())
 }
 
 pub fn decrypt_password(
@@ -48,9 +42,7 @@ pub fn decrypt_password(
     ctx: &PasswordContext<'_>,
     blob: &[u8],
 ) -> Result<SecretString, KeyError> {
-    let (version, rest) = blob_version(blob).ok_or(KeyError::Unwrap)?;
-    let cipher = ring.data_key(version).ok_or(KeyError::Unwrap)?;
-    let plain = open(cipher, &ctx.aad(), rest).ok_or(KeyError::Unwrap)?;
+    let plain = open_versioned(ring, &ctx.aad(), blob)?;
     String::from_utf8(plain)
         .map(SecretString::from)
         .map_err(|_| KeyError::Unwrap)
@@ -71,18 +63,7 @@ pub fn encrypt_message(
     key_digest: &[u8],
     message: &[u8],
 ) -> Result<Vec<u8>, KeyError> {
-    let version = ring.active_data_version();
-    let cipher = ring
-        .data_key(version)
-        .ok_or(KeyError::Missing("data key"))?;
-    let mut prefix = vec![BLOB_VERSION];
-    prefix.extend_from_slice(&version.to_be_bytes());
-    seal(
-        cipher,
-        &message_aad(tenant_id, key_digest),
-        message,
-        &prefix,
-    )
+    seal_active(ring, &message_aad(tenant_id, key_digest), message)
 }
 
 pub fn decrypt_message(
@@ -91,9 +72,7 @@ pub fn decrypt_message(
     key_digest: &[u8],
     blob: &[u8],
 ) -> Result<Vec<u8>, KeyError> {
-    let (version, rest) = blob_version(blob).ok_or(KeyError::Unwrap)?;
-    let cipher = ring.data_key(version).ok_or(KeyError::Unwrap)?;
-    open(cipher, &message_aad(tenant_id, key_digest), rest).ok_or(KeyError::Unwrap)
+    open_versioned(ring, &message_aad(tenant_id, key_digest), blob)
 }
 
 fn record_aad(kind: &str, tenant_id: &str, id: &[u8]) -> Vec<u8> {
@@ -115,13 +94,7 @@ pub fn encrypt_record(
     id: &[u8],
     plain: &[u8],
 ) -> Result<Vec<u8>, KeyError> {
-    let version = ring.active_data_version();
-    let cipher = ring
-        .data_key(version)
-        .ok_or(KeyError::Missing("data key"))?;
-    let mut prefix = vec![BLOB_VERSION];
-    prefix.extend_from_slice(&version.to_be_bytes());
-    seal(cipher, &record_aad(kind, tenant_id, id), plain, &prefix)
+    seal_active(ring, &record_aad(kind, tenant_id, id), plain)
 }
 
 pub fn decrypt_record(
@@ -131,9 +104,25 @@ pub fn decrypt_record(
     id: &[u8],
     blob: &[u8],
 ) -> Result<Vec<u8>, KeyError> {
+    open_versioned(ring, &record_aad(kind, tenant_id, id), blob)
+}
+
+/// Seal under the active data key: the blob names the key's version.
+fn seal_active(ring: &Keyring, aad: &[u8], plain: &[u8]) -> Result<Vec<u8>, KeyError> {
+    let version = ring.active_data_version();
+    let cipher = ring
+        .data_key(version)
+        .ok_or(KeyError::Missing("data key"))?;
+    let mut prefix = vec![BLOB_VERSION];
+    prefix.extend_from_slice(&version.to_be_bytes());
+    seal(cipher, aad, plain, &prefix)
+}
+
+/// Open a blob under the data key of the version it names.
+fn open_versioned(ring: &Keyring, aad: &[u8], blob: &[u8]) -> Result<Vec<u8>, KeyError> {
     let (version, rest) = blob_version(blob).ok_or(KeyError::Unwrap)?;
     let cipher = ring.data_key(version).ok_or(KeyError::Unwrap)?;
-    open(cipher, &record_aad(kind, tenant_id, id), rest).ok_or(KeyError::Unwrap)
+    open(cipher, aad, rest).ok_or(KeyError::Unwrap)
 }
 
 /// The data-key version a blob was sealed with.
