@@ -265,77 +265,122 @@ pub(crate) fn view_from(r: &impl Cells) -> Result<ChallengeView, StoreError> {
     })
 }
 
-/// A template from `locale, subject, text, html, updated_at, sms`.
+columns!(
+    /// A template's columns (read by [`template_from`]).
+    TEMPLATE_COLS,
+    TEMPLATE = ["locale", "subject", "text", "html", "updated_at", "sms"]
+);
+
+/// A template from [`TEMPLATE_COLS`].
 pub(crate) fn template_from(r: &impl Cells) -> Result<TenantTemplate, StoreError> {
     Ok(TenantTemplate {
-        locale: r.text(0)?,
-        subject: r.text(1)?,
-        text: r.text(2)?,
-        html: r.opt_text(3)?,
-        updated_at: r.int(4)?,
-        sms: r.opt_text(5)?,
+        locale: r.text(at!(TEMPLATE, "locale"))?,
+        subject: r.text(at!(TEMPLATE, "subject"))?,
+        text: r.text(at!(TEMPLATE, "text"))?,
+        html: r.opt_text(at!(TEMPLATE, "html"))?,
+        updated_at: r.int(at!(TEMPLATE, "updated_at"))?,
+        sms: r.opt_text(at!(TEMPLATE, "sms"))?,
     })
 }
 
-/// A webhook's columns (read by [`webhook_from`]).
-pub(crate) const WEBHOOK_COLS: &str =
-    "url, events, secret, created_at, updated_at, disabled_at, disabled_reason";
+columns!(
+    /// A webhook's columns (read by [`webhook_from`]).
+    WEBHOOK_COLS,
+    WEBHOOK = [
+        "url",
+        "events",
+        "secret",
+        "created_at",
+        "updated_at",
+        "disabled_at",
+        "disabled_reason",
+    ]
+);
 
 /// A webhook from [`WEBHOOK_COLS`].
 pub(crate) fn webhook_from(r: &impl Cells) -> Result<Webhook, StoreError> {
     Ok(Webhook {
-        url: r.text(0)?,
-        events: split_events(&r.text(1)?),
-        secret: r.bytes(2)?,
-        created_at: r.int(3)?,
-        updated_at: r.int(4)?,
-        disabled: match r.opt_int(5)? {
+        url: r.text(at!(WEBHOOK, "url"))?,
+        events: split_events(&r.text(at!(WEBHOOK, "events"))?),
+        secret: r.bytes(at!(WEBHOOK, "secret"))?,
+        created_at: r.int(at!(WEBHOOK, "created_at"))?,
+        updated_at: r.int(at!(WEBHOOK, "updated_at"))?,
+        disabled: match r.opt_int(at!(WEBHOOK, "disabled_at"))? {
             Some(at) => Some(Disabled {
                 at,
-                reason: r.opt_text(6)?.unwrap_or_default(),
+                reason: r
+                    .opt_text(at!(WEBHOOK, "disabled_reason"))?
+                    .unwrap_or_default(),
             }),
             None => None,
         },
     })
 }
 
-/// A delivery attempt from `event_id, type, attempt, status_code, error, at`.
+columns!(
+    /// A webhook delivery attempt's columns (read by [`attempt_from`]).
+    ATTEMPT_COLS,
+    ATTEMPT = ["event_id", "type", "attempt", "status_code", "error", "at"]
+);
+
+/// A delivery attempt from [`ATTEMPT_COLS`].
 pub(crate) fn attempt_from(r: &impl Cells) -> Result<WebhookAttempt, StoreError> {
     Ok(WebhookAttempt {
-        event_id: r.text(0)?,
-        kind: event_type_from(&r.text(1)?)?,
-        attempt: r.count(2)?,
+        event_id: r.text(at!(ATTEMPT, "event_id"))?,
+        kind: event_type_from(&r.text(at!(ATTEMPT, "type"))?)?,
+        attempt: r.count(at!(ATTEMPT, "attempt"))?,
         status_code: r
-            .opt_int(3)?
+            .opt_int(at!(ATTEMPT, "status_code"))?
             .map(|v| u16::try_from(v).map_err(|_| corrupt("a status code")))
             .transpose()?,
-        error: r.opt_text(4)?,
-        at: r.int(5)?,
+        error: r.opt_text(at!(ATTEMPT, "error"))?,
+        at: r.int(at!(ATTEMPT, "at"))?,
     })
 }
 
-/// An audit event from `id, tenant_id, at, event, recipient, outcome, client_ip, request_id`.
+columns!(
+    /// An audit event's columns (read by [`audit_from`]).
+    AUDIT_COLS,
+    AUDIT = [
+        "id",
+        "tenant_id",
+        "at",
+        "event",
+        "recipient",
+        "outcome",
+        "client_ip",
+        "request_id",
+    ]
+);
+
+/// An audit event from [`AUDIT_COLS`].
 pub(crate) fn audit_from(r: &impl Cells) -> Result<AuditEvent, StoreError> {
     Ok(AuditEvent {
-        id: r.int(0)?,
-        tenant_id: r.text(1)?,
-        at: r.int(2)?,
-        event: r.text(3)?,
-        recipient: r.text(4)?,
-        outcome: r.text(5)?,
-        client_ip: r.text(6)?,
-        request_id: r.text(7)?,
+        id: r.int(at!(AUDIT, "id"))?,
+        tenant_id: r.text(at!(AUDIT, "tenant_id"))?,
+        at: r.int(at!(AUDIT, "at"))?,
+        event: r.text(at!(AUDIT, "event"))?,
+        recipient: r.text(at!(AUDIT, "recipient"))?,
+        outcome: r.text(at!(AUDIT, "outcome"))?,
+        client_ip: r.text(at!(AUDIT, "client_ip"))?,
+        request_id: r.text(at!(AUDIT, "request_id"))?,
     })
 }
 
-/// A keyring row from `kind, version, wrapped, kek_id, active`.
+columns!(
+    /// A keyring row's columns (read by [`wrapped_key_from`]).
+    KEY_COLS,
+    KEY = ["kind", "version", "wrapped", "kek_id", "active"]
+);
+
+/// A keyring row from [`KEY_COLS`].
 pub(crate) fn wrapped_key_from(r: &impl Cells) -> Result<WrappedKey, StoreError> {
     Ok(WrappedKey {
-        kind: r.text(0)?,
-        version: r.count(1)?,
-        wrapped: r.bytes(2)?,
-        kek_id: r.text(3)?,
-        active: r.flag(4)?,
+        kind: r.text(at!(KEY, "kind"))?,
+        version: r.count(at!(KEY, "version"))?,
+        wrapped: r.bytes(at!(KEY, "wrapped"))?,
+        kek_id: r.text(at!(KEY, "kek_id"))?,
+        active: r.flag(at!(KEY, "active"))?,
     })
 }
 
@@ -350,13 +395,24 @@ pub(crate) fn event_job_from(r: &impl Cells) -> Result<EventJob, StoreError> {
     })
 }
 
-/// A test recipient's columns (read by [`test_recipient_from`]).
-pub(crate) const TEST_RECIPIENT_COLS: &str =
-    "pattern, code_hash, code_length, expires_at, disabled_at";
+columns!(
+    /// A test recipient's columns (read by [`test_recipient_from`]).
+    TEST_RECIPIENT_COLS,
+    TEST_RECIPIENT = [
+        "pattern",
+        "code_hash",
+        "code_length",
+        "expires_at",
+        "disabled_at",
+    ]
+);
 
 /// A test recipient from [`TEST_RECIPIENT_COLS`].
 pub(crate) fn test_recipient_from(r: &impl Cells) -> Result<TestRecipient, StoreError> {
-    let fixed = match (r.opt_text(1)?, r.opt_int(2)?) {
+    let fixed = match (
+        r.opt_text(at!(TEST_RECIPIENT, "code_hash"))?,
+        r.opt_int(at!(TEST_RECIPIENT, "code_length"))?,
+    ) {
         (Some(hash), Some(length)) => Some(FixedCode {
             hash,
             length: u32::try_from(length).map_err(|_| corrupt("a code length"))?,
@@ -364,37 +420,46 @@ pub(crate) fn test_recipient_from(r: &impl Cells) -> Result<TestRecipient, Store
         _ => None,
     };
     Ok(TestRecipient {
-        pattern: RecipientPattern::from_stored(r.text(0)?),
+        pattern: RecipientPattern::from_stored(r.text(at!(TEST_RECIPIENT, "pattern"))?),
         fixed,
-        expires_at: r.int(3)?,
-        disabled_at: r.opt_int(4)?,
+        expires_at: r.int(at!(TEST_RECIPIENT, "expires_at"))?,
+        disabled_at: r.opt_int(at!(TEST_RECIPIENT, "disabled_at"))?,
     })
 }
 
-/// A test inbox row's columns (read by [`inbox_row_from`]).
-pub(crate) const INBOX_COLS: &str = "key_digest, message, received_at";
+columns!(
+    /// A test inbox row's columns (read by [`inbox_row_from`]).
+    INBOX_COLS,
+    INBOX = ["key_digest", "message", "received_at"]
+);
 
 /// A test inbox row from [`INBOX_COLS`].
 pub(crate) fn inbox_row_from(r: &impl Cells) -> Result<InboxRow, StoreError> {
     Ok(InboxRow {
-        key_digest: r.bytes(0)?,
-        payload: r.bytes(1)?,
-        received_at: r.int(2)?,
+        key_digest: r.bytes(at!(INBOX, "key_digest"))?,
+        payload: r.bytes(at!(INBOX, "message"))?,
+        received_at: r.int(at!(INBOX, "received_at"))?,
     })
 }
 
-/// A suppression-list entry from `recipient, reason, source, created_at`.
+columns!(
+    /// A suppression-list entry's columns (read by [`suppression_from`]).
+    SUPPRESSION_COLS,
+    SUPPRESSION = ["recipient", "reason", "source", "created_at"]
+);
+
+/// A suppression-list entry from [`SUPPRESSION_COLS`].
 pub(crate) fn suppression_from(
     r: &impl Cells,
 ) -> Result<crate::domain::suppression::Suppression, StoreError> {
     use crate::domain::suppression::{Suppression, SuppressionReason};
     Ok(Suppression {
-        recipient: r.text(0)?,
+        recipient: r.text(at!(SUPPRESSION, "recipient"))?,
         reason: one_of(
-            SuppressionReason::parse(&r.text(1)?),
+            SuppressionReason::parse(&r.text(at!(SUPPRESSION, "reason"))?),
             "a suppression reason",
         )?,
-        source: r.text(2)?,
-        created_at: r.int(3)?,
+        source: r.text(at!(SUPPRESSION, "source"))?,
+        created_at: r.int(at!(SUPPRESSION, "created_at"))?,
     })
 }

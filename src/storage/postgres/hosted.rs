@@ -3,7 +3,7 @@
 use super::PgStore;
 use crate::domain::keys::TenantId;
 use crate::domain::Millis;
-use crate::storage::hosted::{session_from, HostedStore, NewSession, SessionRow, SESSION_COLS};
+use crate::storage::hosted::{session_from, HostedStore, NewSession, SessionRow};
 use crate::storage::sql;
 use crate::storage::StoreError;
 
@@ -27,11 +27,9 @@ impl HostedStore for PgStore {
     }
 
     fn session(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
-        self.conn()?.db().row_opt(
-            &format!("SELECT {SESSION_COLS} FROM hosted_sessions h WHERE h.id = $1"),
-            &[&id],
-            session_from,
-        )
+        self.conn()?
+            .db()
+            .row_opt(sql::hosted::SESSION.pg, &[&id], session_from)
     }
 
     fn set_session_code(

@@ -11,9 +11,7 @@ use super::PgStore;
 use crate::domain::keys::TenantId;
 use crate::domain::webhook::{Webhook, WebhookAttempt};
 use crate::domain::Millis;
-use crate::storage::cells::{
-    attempt_from, corrupt, event_job_from, webhook_from, Cells, WEBHOOK_COLS,
-};
+use crate::storage::cells::{attempt_from, corrupt, event_job_from, webhook_from, Cells};
 use crate::storage::integration::{
     EventClaim, EventJob, EventOutcome, IdemBegin, IdemClaim, IntegrationStore, NewEvent,
 };
@@ -76,11 +74,9 @@ impl IntegrationStore for PgStore {
     }
 
     fn webhook(&self, id: &TenantId) -> Result<Option<Webhook>, StoreError> {
-        self.conn()?.db().row_opt(
-            &format!("SELECT {WEBHOOK_COLS} FROM webhooks WHERE tenant_id = $1"),
-            &[&id.as_str()],
-            webhook_from,
-        )
+        self.conn()?
+            .db()
+            .row_opt(sql::integration::WEBHOOK.pg, &[&id.as_str()], webhook_from)
     }
 
     fn delete_webhook(&self, id: &TenantId) -> Result<bool, StoreError> {

@@ -6,7 +6,7 @@ use crate::domain::template::TenantTemplate;
 use crate::domain::tenant::{Tenant, TransportUse};
 use crate::domain::Millis;
 use crate::storage::cells::Cells;
-use crate::storage::cells::{template_from, tenant_from, TENANT_COLS};
+use crate::storage::cells::{template_from, tenant_from};
 use crate::storage::sql;
 use crate::storage::{PutTemplate, StoreError, TenantChanges, TenantStore, Updated};
 
@@ -27,20 +27,15 @@ impl TenantStore for PgStore {
     }
 
     fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, StoreError> {
-        self.conn()?.db().row_opt(
-            &format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = $1"),
-            &[&id.as_str()],
-            tenant_from,
-        )
+        self.conn()?
+            .db()
+            .row_opt(sql::tenants::TENANT.pg, &[&id.as_str()], tenant_from)
     }
 
     fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
         self.conn()?
             .db()
-            .query(
-                &format!("SELECT {TENANT_COLS} FROM tenants t ORDER BY t.created_at, t.id"),
-                &[],
-            )?
+            .query(sql::tenants::TENANTS.pg, &[])?
             .iter()
             .map(tenant_from)
             .collect()
@@ -69,10 +64,7 @@ impl TenantStore for PgStore {
                 });
             }
             run_steps(tx, &steps)?;
-            let row = tx.query_one(
-                &format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = $1"),
-                &[&id],
-            )?;
+            let row = tx.query_one(sql::tenants::TENANT.pg, &[&id])?;
             Ok(Updated::Done(Box::new(tenant_from(&row)?)))
         })
     }
@@ -189,10 +181,7 @@ impl TenantStore for PgStore {
 
     fn tenant_by_secret(&self, digest: &[u8], now: Millis) -> Result<Option<Tenant>, StoreError> {
         self.conn()?.db().row_opt(
-            &format!(
-                "SELECT {TENANT_COLS} FROM tenant_secrets s JOIN tenants t ON t.id = s.tenant_id \
-                 WHERE s.digest = $1 AND (s.expires_at IS NULL OR s.expires_at > $2) AND t.enabled"
-            ),
+            sql::tenants::TENANT_BY_SECRET.pg,
             &[&digest, &now],
             tenant_from,
         )

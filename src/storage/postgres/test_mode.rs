@@ -8,7 +8,7 @@ use super::PgStore;
 use crate::domain::keys::TenantId;
 use crate::domain::test_mode::{TestRecipient, INBOX_KEPT};
 use crate::domain::Millis;
-use crate::storage::cells::{inbox_row_from, test_recipient_from, INBOX_COLS, TEST_RECIPIENT_COLS};
+use crate::storage::cells::{inbox_row_from, test_recipient_from};
 use crate::storage::{InboxEntry, InboxRow, StoreError, TestStore};
 
 const KEPT: i64 = INBOX_KEPT as i64;
@@ -60,7 +60,7 @@ impl TestStore for PgStore {
 
     fn test_recipients(&self, tenant: &TenantId) -> Result<Vec<TestRecipient>, StoreError> {
         self.conn()?.db().rows(
-            &format!("SELECT {TEST_RECIPIENT_COLS} FROM test_recipients WHERE tenant_id = $1 ORDER BY created_at, pattern"),
+            sql::test_mode::TEST_RECIPIENTS.pg,
             &[&tenant.as_str()],
             test_recipient_from,
         )
@@ -104,10 +104,7 @@ impl TestStore for PgStore {
         since: Millis,
     ) -> Result<Vec<InboxRow>, StoreError> {
         self.conn()?.db().rows(
-            &format!(
-                "SELECT {INBOX_COLS} FROM test_inbox WHERE tenant_id = $1 AND received_at > $2 \
-                 AND ($3::TEXT IS NULL OR recipient = $3) ORDER BY id DESC LIMIT $4"
-            ),
+            sql::test_mode::INBOX.pg,
             &[&tenant.as_str(), &since, &recipient, &KEPT],
             inbox_row_from,
         )

@@ -37,3 +37,22 @@ shared_sql!(
 shared_sql!(
     pub(crate) DELETE_LOGO = "DELETE FROM tenant_logos WHERE tenant_id = $1"
 );
+
+shared_sql!(
+    /// A hosted session, by id.
+    pub(crate) SESSION = [
+        "SELECT ",
+        crate::storage::hosted::SESSION_COLS,
+        " FROM hosted_sessions h WHERE h.id = $1"
+    ]
+);
+
+shared_sql!(
+    /// A magic link by its token's digest, of an enabled tenant.
+    pub(crate) LINK = [
+        "SELECT ",
+        crate::storage::links::LINK_COLS,
+        " FROM magic_links l JOIN challenges c ON c.key_digest = l.key_digest JOIN tenants t ON \
+         t.id = c.tenant_id WHERE l.digest = $1 AND t.enabled"
+    ]
+);

@@ -66,9 +66,11 @@ shared_sql!(
 );
 
 shared_sql!(
-    pub(crate) WEBHOOK_DELIVERIES =
-        "SELECT event_id, type, attempt, status_code, error, at FROM webhook_deliveries WHERE \
-         tenant_id = $1 ORDER BY id DESC LIMIT $2"
+    pub(crate) WEBHOOK_DELIVERIES = [
+        "SELECT ",
+        crate::storage::cells::ATTEMPT_COLS,
+        " FROM webhook_deliveries WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2"
+    ]
 );
 
 shared_sql!(
@@ -96,4 +98,13 @@ shared_sql!(
 shared_sql!(
     pub(crate) PURGE_WEBHOOK_DELIVERIES =
         "DELETE FROM webhook_deliveries WHERE at < $1"
+);
+
+shared_sql!(
+    /// A tenant's webhook.
+    pub(crate) WEBHOOK = [
+        "SELECT ",
+        crate::storage::cells::WEBHOOK_COLS,
+        " FROM webhooks WHERE tenant_id = $1"
+    ]
 );

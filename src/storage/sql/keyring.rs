@@ -1,8 +1,11 @@
 //! The SQL both backends run for keyring, written once with `$n` placeholders.
 
 shared_sql!(
-    pub(crate) KEYRING =
-        "SELECT kind, version, wrapped, kek_id, active FROM keyring ORDER BY kind, version"
+    pub(crate) KEYRING = [
+        "SELECT ",
+        crate::storage::cells::KEY_COLS,
+        " FROM keyring ORDER BY kind, version"
+    ]
 );
 
 shared_sql!(pub(crate) KEYRING_ROWS = "SELECT COUNT(*) FROM keyring");

@@ -50,9 +50,11 @@ shared_sql!(
 );
 
 shared_sql!(
-    pub(crate) AUDIT_PAGE =
-        "SELECT id, tenant_id, at, event, recipient, outcome, client_ip, request_id FROM audit \
-         WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+    pub(crate) AUDIT_PAGE = [
+        "SELECT ",
+        crate::storage::cells::AUDIT_COLS,
+        " FROM audit WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+    ]
 );
 
 shared_sql!(pub(crate) PURGE_AUDIT = "DELETE FROM audit WHERE at < $1");

@@ -1,10 +1,12 @@
 //! The SQL both backends run for suppressions, written once with `$n` placeholders.
 
 shared_sql!(
-    pub(crate) PAGE =
-        "SELECT recipient, reason, source, created_at FROM suppressions WHERE tenant_id = $1 AND \
-         ($2 OR created_at < $3 OR (created_at = $3 AND recipient < $4)) ORDER BY created_at \
-         DESC, recipient DESC LIMIT $5"
+    pub(crate) PAGE = [
+        "SELECT ",
+        crate::storage::cells::SUPPRESSION_COLS,
+        " FROM suppressions WHERE tenant_id = $1 AND ($2 OR created_at < $3 OR (created_at = $3 \
+         AND recipient < $4)) ORDER BY created_at DESC, recipient DESC LIMIT $5"
+    ]
 );
 
 shared_sql!(
@@ -23,7 +25,9 @@ shared_sql!(
 );
 
 shared_sql!(
-    pub(crate) ONE =
-        "SELECT recipient, reason, source, created_at FROM suppressions WHERE tenant_id = $1 AND \
-         recipient = $2"
+    pub(crate) ONE = [
+        "SELECT ",
+        crate::storage::cells::SUPPRESSION_COLS,
+        " FROM suppressions WHERE tenant_id = $1 AND recipient = $2"
+    ]
 );

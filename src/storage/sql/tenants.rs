@@ -59,9 +59,11 @@ shared_sql!(
 shared_sql!(pub(crate) DELETE_TENANT = "DELETE FROM tenants WHERE id = $1");
 
 shared_sql!(
-    pub(crate) TEMPLATES =
-        "SELECT locale, subject, text, html, updated_at, sms FROM templates WHERE tenant_id = $1 \
-         ORDER BY locale"
+    pub(crate) TEMPLATES = [
+        "SELECT ",
+        crate::storage::cells::TEMPLATE_COLS,
+        " FROM templates WHERE tenant_id = $1 ORDER BY locale"
+    ]
 );
 
 shared_sql!(
@@ -70,9 +72,11 @@ shared_sql!(
 );
 
 shared_sql!(
-    pub(crate) TEMPLATE =
-        "SELECT locale, subject, text, html, updated_at, sms FROM templates WHERE tenant_id = $1 \
-         AND locale = $2"
+    pub(crate) TEMPLATE = [
+        "SELECT ",
+        crate::storage::cells::TEMPLATE_COLS,
+        " FROM templates WHERE tenant_id = $1 AND locale = $2"
+    ]
 );
 
 shared_sql!(
@@ -183,4 +187,28 @@ shared_sql!(
     pub(crate) CLAIM_VERSION =
         "UPDATE tenants SET updated_at = $2, row_version = row_version + 1 WHERE id = $1 AND \
          row_version = $3"
+);
+
+shared_sql!(
+    /// A tenant, by id.
+    pub(crate) TENANT = ["SELECT ", crate::storage::cells::TENANT_COLS, " FROM tenants t WHERE t.id = $1"]
+);
+
+shared_sql!(
+    /// Every tenant, oldest first.
+    pub(crate) TENANTS = [
+        "SELECT ",
+        crate::storage::cells::TENANT_COLS,
+        " FROM tenants t ORDER BY t.created_at, t.id"
+    ]
+);
+
+shared_sql!(
+    /// The enabled tenant whose current (or in-grace, at `$2`) secret has digest `$1`.
+    pub(crate) TENANT_BY_SECRET = [
+        "SELECT ",
+        crate::storage::cells::TENANT_COLS,
+        " FROM tenant_secrets s JOIN tenants t ON t.id = s.tenant_id WHERE s.digest = $1 AND \
+         (s.expires_at IS NULL OR s.expires_at > $2) AND t.enabled"
+    ]
 );

@@ -41,3 +41,23 @@ shared_sql!(
     pub(crate) BUMP_TEST_VERSION =
         "UPDATE tenants SET test_version = test_version + 1 WHERE id = $1"
 );
+
+shared_sql!(
+    /// A tenant's test recipients.
+    pub(crate) TEST_RECIPIENTS = [
+        "SELECT ",
+        crate::storage::cells::TEST_RECIPIENT_COLS,
+        " FROM test_recipients WHERE tenant_id = $1 ORDER BY created_at, pattern"
+    ]
+);
+
+shared_sql!(
+    /// A tenant's test inbox since `$2`, newest first, at most `$4`; `$3`: one recipient's
+    /// only (NULL: all).
+    pub(crate) INBOX = [
+        "SELECT ",
+        crate::storage::cells::INBOX_COLS,
+        " FROM test_inbox WHERE tenant_id = $1 AND received_at > $2 AND (CAST($3 AS TEXT) IS NULL \
+         OR recipient = $3) ORDER BY id DESC LIMIT $4"
+    ]
+);

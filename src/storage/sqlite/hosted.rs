@@ -6,7 +6,7 @@ use rusqlite::params;
 use super::{CachedSql, SqliteStore};
 use crate::domain::keys::TenantId;
 use crate::domain::Millis;
-use crate::storage::hosted::{session_from, HostedStore, NewSession, SessionRow, SESSION_COLS};
+use crate::storage::hosted::{session_from, HostedStore, NewSession, SessionRow};
 use crate::storage::StoreError;
 
 impl HostedStore for SqliteStore {
@@ -32,11 +32,8 @@ impl HostedStore for SqliteStore {
     }
 
     fn session(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
-        self.conn()?.row_opt(
-            &format!("SELECT {SESSION_COLS} FROM hosted_sessions h WHERE h.id = ?1"),
-            [id],
-            |r| session_from(r),
-        )
+        self.conn()?
+            .row_opt(sql::hosted::SESSION.sqlite, [id], |r| session_from(r))
     }
 
     fn set_session_code(

@@ -8,7 +8,7 @@ use super::{CachedSql, SqliteStore};
 use crate::domain::keys::TenantId;
 use crate::domain::webhook::{Webhook, WebhookAttempt};
 use crate::domain::Millis;
-use crate::storage::cells::{attempt_from, event_job_from, webhook_from, Cells, WEBHOOK_COLS};
+use crate::storage::cells::{attempt_from, event_job_from, webhook_from, Cells};
 use crate::storage::integration::{
     EventClaim, EventJob, EventOutcome, IdemBegin, IdemClaim, IntegrationStore, NewEvent,
 };
@@ -71,11 +71,10 @@ impl IntegrationStore for SqliteStore {
     }
 
     fn webhook(&self, id: &TenantId) -> Result<Option<Webhook>, StoreError> {
-        self.conn()?.row_opt(
-            &format!("SELECT {WEBHOOK_COLS} FROM webhooks WHERE tenant_id = ?1"),
-            [id.as_str()],
-            |r| webhook_from(r),
-        )
+        self.conn()?
+            .row_opt(sql::integration::WEBHOOK.sqlite, [id.as_str()], |r| {
+                webhook_from(r)
+            })
     }
 
     fn delete_webhook(&self, id: &TenantId) -> Result<bool, StoreError> {

@@ -9,7 +9,7 @@ use crate::domain::template::TenantTemplate;
 use crate::domain::tenant::{Tenant, TransportUse};
 use crate::domain::Millis;
 use crate::storage::cells::Cells;
-use crate::storage::cells::{template_from, tenant_from, TENANT_COLS};
+use crate::storage::cells::{template_from, tenant_from};
 use crate::storage::{PutTemplate, StoreError, TenantChanges, TenantStore, Updated};
 
 impl TenantStore for SqliteStore {
@@ -34,19 +34,15 @@ impl TenantStore for SqliteStore {
     }
 
     fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, StoreError> {
-        self.conn()?.row_opt(
-            &format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = ?1"),
-            [id.as_str()],
-            |r| tenant_from(r),
-        )
+        self.conn()?
+            .row_opt(sql::tenants::TENANT.sqlite, [id.as_str()], |r| {
+                tenant_from(r)
+            })
     }
 
     fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-        self.conn()?.rows(
-            &format!("SELECT {TENANT_COLS} FROM tenants t ORDER BY t.created_at, t.id"),
-            [],
-            |r| tenant_from(r),
-        )
+        self.conn()?
+            .rows(sql::tenants::TENANTS.sqlite, [], |r| tenant_from(r))
     }
 
     fn update_tenant(
@@ -77,11 +73,9 @@ impl TenantStore for SqliteStore {
             }
             run_steps(tx, &c.steps(&id, now))?;
             Ok(tx
-                .row_opt(
-                    &format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = ?1"),
-                    [id.as_str()],
-                    |r| tenant_from(r),
-                )?
+                .row_opt(sql::tenants::TENANT.sqlite, [id.as_str()], |r| {
+                    tenant_from(r)
+                })?
                 .map_or(Updated::Missing, |t| Updated::Done(Box::new(t))))
         })
     }
@@ -209,10 +203,7 @@ impl TenantStore for SqliteStore {
 
     fn tenant_by_secret(&self, digest: &[u8], now: Millis) -> Result<Option<Tenant>, StoreError> {
         self.conn()?.row_opt(
-            &format!(
-                "SELECT {TENANT_COLS} FROM tenant_secrets s JOIN tenants t ON t.id = s.tenant_id \
-                 WHERE s.digest = ?1 AND (s.expires_at IS NULL OR s.expires_at > ?2) AND t.enabled = 1"
-            ),
+            sql::tenants::TENANT_BY_SECRET.sqlite,
             params![digest, now],
             |r| tenant_from(r),
         )

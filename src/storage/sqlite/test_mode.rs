@@ -7,7 +7,7 @@ use super::{CachedSql, SqliteStore};
 use crate::domain::keys::TenantId;
 use crate::domain::test_mode::{TestRecipient, INBOX_KEPT};
 use crate::domain::Millis;
-use crate::storage::cells::{inbox_row_from, test_recipient_from, INBOX_COLS, TEST_RECIPIENT_COLS};
+use crate::storage::cells::{inbox_row_from, test_recipient_from};
 use crate::storage::{InboxEntry, InboxRow, StoreError, TestStore};
 
 /// Put a test message in the tenant's inbox, which keeps its last `INBOX_KEPT`.
@@ -56,7 +56,7 @@ impl TestStore for SqliteStore {
 
     fn test_recipients(&self, tenant: &TenantId) -> Result<Vec<TestRecipient>, StoreError> {
         self.conn()?.rows(
-            &format!("SELECT {TEST_RECIPIENT_COLS} FROM test_recipients WHERE tenant_id = ?1 ORDER BY created_at, pattern"),
+            sql::test_mode::TEST_RECIPIENTS.sqlite,
             [tenant.as_str()],
             |r| test_recipient_from(r),
         )
@@ -107,10 +107,7 @@ impl TestStore for SqliteStore {
         since: Millis,
     ) -> Result<Vec<InboxRow>, StoreError> {
         self.conn()?.rows(
-            &format!(
-                "SELECT {INBOX_COLS} FROM test_inbox WHERE tenant_id = ?1 AND received_at > ?2 \
-                 AND (?3 IS NULL OR recipient = ?3) ORDER BY id DESC LIMIT ?4"
-            ),
+            sql::test_mode::INBOX.sqlite,
             params![tenant.as_str(), since, recipient, INBOX_KEPT],
             |r| inbox_row_from(r),
         )
