@@ -52,8 +52,9 @@ pub enum Refused {
     Malformed(&'static str),
 }
 
-/// The verification material of a tenant's email provider (from its settings).
-#[derive(Debug, Clone, Default)]
+/// The verification material of a tenant's email provider (from its settings). Its
+/// `Debug` names which parts are set, never a secret's value.
+#[derive(Clone, Default)]
 pub struct EventKeys {
     /// Resend's `whsec_…` signing secret, or Mailgun's webhook signing key.
     pub secret: Option<String>,
@@ -62,6 +63,18 @@ pub struct EventKeys {
     /// The Basic credentials on Postmark's webhook URL.
     pub username: Option<String>,
     pub password: Option<String>,
+}
+
+impl std::fmt::Debug for EventKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |v: &Option<String>| if v.is_some() { "<set>" } else { "<none>" };
+        f.debug_struct("EventKeys")
+            .field("secret", &set(&self.secret))
+            .field("public_key", &self.public_key)
+            .field("username", &self.username)
+            .field("password", &set(&self.password))
+            .finish()
+    }
 }
 
 /// A request's header by (lower-case) name.

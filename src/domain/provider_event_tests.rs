@@ -314,3 +314,23 @@ fn sns_certificates_come_only_from_sns_hosts_over_https() {
         assert!(!sns_cert_url_allowed(bad, &none), "{bad}");
     }
 }
+
+#[test]
+fn event_keys_never_show_a_secret_when_debug_printed() {
+    let keys = EventKeys {
+        secret: Some(SECRET.into()),
+        public_key: Some("MFkw".into()),
+        username: Some("hooks".into()),
+        password: Some("hunter2-password".into()),
+    };
+    let shown = format!("{keys:?}");
+    assert!(
+        !shown.contains(SECRET) && !shown.contains("hunter2"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("<set>") && shown.contains("hooks"),
+        "{shown}"
+    );
+    assert!(format!("{:?}", EventKeys::default()).contains("<none>"));
+}
