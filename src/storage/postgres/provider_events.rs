@@ -65,7 +65,7 @@ impl ProviderEventStore for PgStore {
                 tx.execute(sql::suppressions::COUNT_UP.pg, &[&t])?;
             }
             let tallies = match &e.message_id {
-                Some(m) => tx.rows(&sql::provider_events::mark_bounced(), &[&t, m], |r| {
+                Some(m) => tx.rows(sql::provider_events::MARK_BOUNCED.pg, &[&t, m], |r| {
                     tally_from(r, 0)
                 })?,
                 None => Vec::new(),

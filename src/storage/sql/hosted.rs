@@ -1,5 +1,8 @@
 //! The SQL both backends run for hosted, written once with `$n` placeholders.
 
+use crate::storage::hosted::SESSION_COLS;
+use crate::storage::links::LINK_COLS;
+
 shared_sql!(
     pub(crate) INSERT_SESSION =
         "INSERT INTO hosted_sessions (id, tenant_id, email, purpose, locale, return_url, status, \
@@ -40,19 +43,12 @@ shared_sql!(
 
 shared_sql!(
     /// A hosted session, by id.
-    pub(crate) SESSION = [
-        "SELECT ",
-        crate::storage::hosted::SESSION_COLS,
-        " FROM hosted_sessions h WHERE h.id = $1"
-    ]
+    pub(crate) SESSION = ["SELECT ", SESSION_COLS, " FROM hosted_sessions h WHERE h.id = $1"]
 );
 
 shared_sql!(
     /// A magic link by its token's digest, of an enabled tenant.
-    pub(crate) LINK = [
-        "SELECT ",
-        crate::storage::links::LINK_COLS,
+    pub(crate) LINK = ["SELECT ", LINK_COLS,
         " FROM magic_links l JOIN challenges c ON c.key_digest = l.key_digest JOIN tenants t ON \
-         t.id = c.tenant_id WHERE l.digest = $1 AND t.enabled"
-    ]
+         t.id = c.tenant_id WHERE l.digest = $1 AND t.enabled"]
 );

@@ -1,5 +1,7 @@
 //! The SQL both backends run for integration, written once with `$n` placeholders.
 
+use crate::storage::cells::{ATTEMPT_COLS, WEBHOOK_COLS};
+
 shared_sql!(
     pub(crate) TENANT_EXISTS = "SELECT EXISTS(SELECT 1 FROM tenants WHERE id = $1)"
 );
@@ -66,11 +68,8 @@ shared_sql!(
 );
 
 shared_sql!(
-    pub(crate) WEBHOOK_DELIVERIES = [
-        "SELECT ",
-        crate::storage::cells::ATTEMPT_COLS,
-        " FROM webhook_deliveries WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2"
-    ]
+    pub(crate) WEBHOOK_DELIVERIES = ["SELECT ", ATTEMPT_COLS,
+        " FROM webhook_deliveries WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2"]
 );
 
 shared_sql!(
@@ -102,9 +101,5 @@ shared_sql!(
 
 shared_sql!(
     /// A tenant's webhook.
-    pub(crate) WEBHOOK = [
-        "SELECT ",
-        crate::storage::cells::WEBHOOK_COLS,
-        " FROM webhooks WHERE tenant_id = $1"
-    ]
+    pub(crate) WEBHOOK = ["SELECT ", WEBHOOK_COLS, " FROM webhooks WHERE tenant_id = $1"]
 );

@@ -1,11 +1,9 @@
 //! The SQL both backends run for keyring, written once with `$n` placeholders.
 
+use crate::storage::cells::KEY_COLS;
+
 shared_sql!(
-    pub(crate) KEYRING = [
-        "SELECT ",
-        crate::storage::cells::KEY_COLS,
-        " FROM keyring ORDER BY kind, version"
-    ]
+    pub(crate) KEYRING = ["SELECT ", KEY_COLS, " FROM keyring ORDER BY kind, version"]
 );
 
 shared_sql!(pub(crate) KEYRING_ROWS = "SELECT COUNT(*) FROM keyring");

@@ -221,17 +221,6 @@ pub(crate) fn step<const N: usize>(sql: Shared, args: [Arg; N]) -> Step {
     }
 }
 
-/// A statement built at run time (`$n` placeholders) as SQLite reads it.
-pub(crate) fn sqlite_text(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        let placeholder = c == '$' && chars.peek().is_some_and(char::is_ascii_digit);
-        out.push(if placeholder { '?' } else { c });
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     shared_sql!(EXAMPLE = "SELECT a FROM t WHERE b = $1 AND c = $12 AND d = '$x'");
@@ -262,11 +251,6 @@ mod tests {
         assert_eq!(
             EXAMPLE.sqlite,
             "SELECT a FROM t WHERE b = ?1 AND c = ?12 AND d = '$x'"
-        );
-        assert_eq!(
-            super::sqlite_text(EXAMPLE.pg),
-            EXAMPLE.sqlite,
-            "the run-time rewrite agrees"
         );
         assert_eq!(
             EXAMPLE.pg,

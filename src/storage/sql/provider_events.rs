@@ -1,5 +1,7 @@
 //! The SQL both backends run for provider events, written once with `$n` placeholders.
 
+use crate::storage::stats::TALLY_COLS;
+
 shared_sql!(
     /// An enabled tenant's row version and webhook event types, as [`VerifiedWith`](crate::storage::provider_events::VerifiedWith)
     /// holds them.
@@ -13,14 +15,13 @@ shared_sql!(
         "INSERT INTO provider_events (tenant_id, provider, event_id, received_at) VALUES ($1, $2, \
          $3, $4) ON CONFLICT (tenant_id, provider, event_id) DO NOTHING"
 );
-/// The code the message was about: its delivery is marked bounced.
-pub fn mark_bounced() -> String {
-    format!(
-        "UPDATE challenges SET delivery_status = 'bounced' \
-         WHERE tenant_id = $1 AND provider_message_id = $2 RETURNING {}",
-        crate::storage::stats::TALLY_COLS
-    )
-}
+shared_sql!(
+    /// The code the message was about: its delivery is marked bounced.
+    pub(crate) MARK_BOUNCED = [
+        "UPDATE challenges SET delivery_status = 'bounced' WHERE tenant_id = $1 AND \
+         provider_message_id = $2 RETURNING ", TALLY_COLS
+    ]
+);
 shared_sql!(
     pub(crate) PIN =
         "SELECT event_id FROM provider_events WHERE tenant_id = $1 AND provider = $2 ORDER BY \

@@ -1,5 +1,7 @@
 //! The SQL both backends run for records, written once with `$n` placeholders.
 
+use crate::storage::cells::AUDIT_COLS;
+
 shared_sql!(
     pub(crate) PURGE_CHALLENGES =
         "DELETE FROM challenges WHERE ((ended_at IS NOT NULL AND ended_at < $1) OR expires_at < \
@@ -50,11 +52,8 @@ shared_sql!(
 );
 
 shared_sql!(
-    pub(crate) AUDIT_PAGE = [
-        "SELECT ",
-        crate::storage::cells::AUDIT_COLS,
-        " FROM audit WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
-    ]
+    pub(crate) AUDIT_PAGE = ["SELECT ", AUDIT_COLS,
+        " FROM audit WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"]
 );
 
 shared_sql!(pub(crate) PURGE_AUDIT = "DELETE FROM audit WHERE at < $1");

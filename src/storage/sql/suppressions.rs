@@ -1,12 +1,11 @@
 //! The SQL both backends run for suppressions, written once with `$n` placeholders.
 
+use crate::storage::cells::SUPPRESSION_COLS;
+
 shared_sql!(
-    pub(crate) PAGE = [
-        "SELECT ",
-        crate::storage::cells::SUPPRESSION_COLS,
+    pub(crate) PAGE = ["SELECT ", SUPPRESSION_COLS,
         " FROM suppressions WHERE tenant_id = $1 AND ($2 OR created_at < $3 OR (created_at = $3 \
-         AND recipient < $4)) ORDER BY created_at DESC, recipient DESC LIMIT $5"
-    ]
+         AND recipient < $4)) ORDER BY created_at DESC, recipient DESC LIMIT $5"]
 );
 
 shared_sql!(
@@ -25,9 +24,6 @@ shared_sql!(
 );
 
 shared_sql!(
-    pub(crate) ONE = [
-        "SELECT ",
-        crate::storage::cells::SUPPRESSION_COLS,
-        " FROM suppressions WHERE tenant_id = $1 AND recipient = $2"
-    ]
+    pub(crate) ONE = ["SELECT ", SUPPRESSION_COLS,
+        " FROM suppressions WHERE tenant_id = $1 AND recipient = $2"]
 );

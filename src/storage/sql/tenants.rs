@@ -1,5 +1,7 @@
 //! The SQL both backends run for tenants, written once with `$n` placeholders.
 
+use crate::storage::cells::{TEMPLATE_COLS, TENANT_COLS};
+
 shared_sql!(
     pub(crate) INSERT_TENANT =
         "INSERT INTO tenants (id, name, enabled, origin, created_at, updated_at, smtp_host, \
@@ -59,11 +61,8 @@ shared_sql!(
 shared_sql!(pub(crate) DELETE_TENANT = "DELETE FROM tenants WHERE id = $1");
 
 shared_sql!(
-    pub(crate) TEMPLATES = [
-        "SELECT ",
-        crate::storage::cells::TEMPLATE_COLS,
-        " FROM templates WHERE tenant_id = $1 ORDER BY locale"
-    ]
+    pub(crate) TEMPLATES = ["SELECT ", TEMPLATE_COLS,
+        " FROM templates WHERE tenant_id = $1 ORDER BY locale"]
 );
 
 shared_sql!(
@@ -72,11 +71,8 @@ shared_sql!(
 );
 
 shared_sql!(
-    pub(crate) TEMPLATE = [
-        "SELECT ",
-        crate::storage::cells::TEMPLATE_COLS,
-        " FROM templates WHERE tenant_id = $1 AND locale = $2"
-    ]
+    pub(crate) TEMPLATE = ["SELECT ", TEMPLATE_COLS,
+        " FROM templates WHERE tenant_id = $1 AND locale = $2"]
 );
 
 shared_sql!(
@@ -191,24 +187,17 @@ shared_sql!(
 
 shared_sql!(
     /// A tenant, by id.
-    pub(crate) TENANT = ["SELECT ", crate::storage::cells::TENANT_COLS, " FROM tenants t WHERE t.id = $1"]
+    pub(crate) TENANT = ["SELECT ", TENANT_COLS, " FROM tenants t WHERE t.id = $1"]
 );
 
 shared_sql!(
     /// Every tenant, oldest first.
-    pub(crate) TENANTS = [
-        "SELECT ",
-        crate::storage::cells::TENANT_COLS,
-        " FROM tenants t ORDER BY t.created_at, t.id"
-    ]
+    pub(crate) TENANTS = ["SELECT ", TENANT_COLS, " FROM tenants t ORDER BY t.created_at, t.id"]
 );
 
 shared_sql!(
     /// The enabled tenant whose current (or in-grace, at `$2`) secret has digest `$1`.
-    pub(crate) TENANT_BY_SECRET = [
-        "SELECT ",
-        crate::storage::cells::TENANT_COLS,
+    pub(crate) TENANT_BY_SECRET = ["SELECT ", TENANT_COLS,
         " FROM tenant_secrets s JOIN tenants t ON t.id = s.tenant_id WHERE s.digest = $1 AND \
-         (s.expires_at IS NULL OR s.expires_at > $2) AND t.enabled"
-    ]
+         (s.expires_at IS NULL OR s.expires_at > $2) AND t.enabled"]
 );

@@ -1,5 +1,7 @@
 //! The SQL both backends run for test mode, written once with `$n` placeholders.
 
+use crate::storage::cells::{INBOX_COLS, TEST_RECIPIENT_COLS};
+
 shared_sql!(
     pub(crate) INSERT_INBOX =
         "INSERT INTO test_inbox (tenant_id, key_digest, recipient, message, received_at) VALUES \
@@ -44,20 +46,14 @@ shared_sql!(
 
 shared_sql!(
     /// A tenant's test recipients.
-    pub(crate) TEST_RECIPIENTS = [
-        "SELECT ",
-        crate::storage::cells::TEST_RECIPIENT_COLS,
-        " FROM test_recipients WHERE tenant_id = $1 ORDER BY created_at, pattern"
-    ]
+    pub(crate) TEST_RECIPIENTS = ["SELECT ", TEST_RECIPIENT_COLS,
+        " FROM test_recipients WHERE tenant_id = $1 ORDER BY created_at, pattern"]
 );
 
 shared_sql!(
     /// A tenant's test inbox since `$2`, newest first, at most `$4`; `$3`: one recipient's
     /// only (NULL: all).
-    pub(crate) INBOX = [
-        "SELECT ",
-        crate::storage::cells::INBOX_COLS,
+    pub(crate) INBOX = ["SELECT ", INBOX_COLS,
         " FROM test_inbox WHERE tenant_id = $1 AND received_at > $2 AND (CAST($3 AS TEXT) IS NULL \
-         OR recipient = $3) ORDER BY id DESC LIMIT $4"
-    ]
+         OR recipient = $3) ORDER BY id DESC LIMIT $4"]
 );

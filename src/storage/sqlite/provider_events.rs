@@ -66,7 +66,7 @@ impl ProviderEventStore for SqliteStore {
             }
             let tallies = match &e.message_id {
                 Some(m) => tx.rows(
-                    &sql::sqlite_text(&sql::provider_events::mark_bounced()),
+                    sql::provider_events::MARK_BOUNCED.sqlite,
                     params![t, m],
                     |r| tally_from(r, 0),
                 )?,

@@ -166,6 +166,38 @@ pub fn make_ca() -> TestCa {
     }
 }
 
+/// A server's TLS for tests: an acceptor with a fresh CA's leaf for `localhost` and
+/// 127.0.0.1, and the CA's PEM in a temporary directory (kept as long as `dir`).
+pub struct TestTls {
+    pub acceptor: TlsAcceptor,
+    pub ca_path: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestTls {
+    pub fn new() -> TestTls {
+        let ca = make_ca();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_path = dir.path().join("ca.pem");
+        std::fs::write(&ca_path, &ca.ca_pem).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![ca.leaf_der.clone(), ca.ca_der.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ca.key_der.clone())),
+            )
+            .unwrap();
+        TestTls {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            ca_path,
+            dir,
+        }
+    }
+}
+
 pub struct SmtpServer {
     pub port: u16,
     pub ca_path: PathBuf,
@@ -183,21 +215,11 @@ impl SmtpServer {
 
     /// `implicit`: TLS from the first byte (port-465 style) instead of STARTTLS.
     pub async fn start_with(implicit: bool) -> SmtpServer {
-        let ca = make_ca();
-        let dir = tempfile::tempdir().unwrap();
-        let ca_path = dir.path().join("ca.pem");
-        std::fs::write(&ca_path, &ca.ca_pem).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![ca.leaf_der.clone(), ca.ca_der.clone()],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ca.key_der.clone())),
-            )
-            .unwrap();
-        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let TestTls {
+            acceptor,
+            ca_path,
+            dir,
+        } = TestTls::new();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let state = Arc::new(State {
