@@ -79,7 +79,7 @@ pub struct Settings {
     pub server: ServerSettings,
     pub database: DatabaseSettings,
     pub crypto: CryptoSettings,
-    pub admin: AdminSettings,
+    pub admin: TokenSettings,
     pub registration: RegistrationSettings,
     pub otp: OtpSettings,
     pub hashing: HashingSettings,
@@ -91,7 +91,7 @@ pub struct Settings {
     pub stats: StatsSettings,
     pub compat: CompatSettings,
     pub audit: AuditSettings,
-    pub metrics: MetricsSettings,
+    pub metrics: TokenSettings,
     pub log: LogSettings,
     #[serde(default)]
     pub dns: DnsSettings,
@@ -170,9 +170,10 @@ pub struct CryptoSettings {
     pub previous_master_keys: Vec<SecretString>,
 }
 
+/// A bearer token the server checks (`[admin]`, `[metrics]`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct AdminSettings {
+pub struct TokenSettings {
     #[serde(serialize_with = "redact")]
     pub token: SecretString,
     /// A file whose first line is `token`; read at start and on SIGHUP.
@@ -325,16 +326,6 @@ pub struct CompatSettings {
 #[serde(deny_unknown_fields)]
 pub struct AuditSettings {
     pub retention_seconds: u64,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct MetricsSettings {
-    #[serde(serialize_with = "redact")]
-    pub token: SecretString,
-    /// A file whose first line is `token`; read at start and on SIGHUP.
-    #[serde(default)]
-    pub token_file: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

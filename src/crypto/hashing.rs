@@ -145,19 +145,10 @@ impl Hasher {
         let mut salt = [0u8; SALT_LEN];
         OsRng.fill_bytes(&mut salt);
         if self.inner.algorithm == HashAlgorithm::HmacSha256 {
-            return Ok(hmac_string(
-                &salt,
-                &hmac(&self.inner.hmac_key, &salt, code)?,
-            ));
+            return self.keyed(&salt, code);
         }
-        let params = self.inner.params.clone();
-        let pepper = Arc::clone(&self.inner.pepper);
-        let code = SecretString::from(code.to_string());
-        self.run(slot, move |mem| {
-            let out = compute(&pepper, &params, code.expose_secret(), &salt, mem)?;
-            phc_string(&params, &salt, &out)
-        })
-        .await
+        self.argon2(slot, self.inner.params.clone(), salt.to_vec(), code)
+            .await
     }
 
     /// Hash a code with the salt and parameters of a stored PHC string: the codes of one
@@ -166,12 +157,26 @@ impl Hasher {
     pub async fn hash_like(&self, code: &str, phc: &str) -> Result<String, HashError> {
         let slot = self.slot()?;
         if let Some((salt, _)) = parse_hmac(phc)? {
-            return Ok(hmac_string(
-                &salt,
-                &hmac(&self.inner.hmac_key, &salt, code)?,
-            ));
+            return self.keyed(&salt, code);
         }
         let (params, salt, _) = parse_phc(phc)?;
+        self.argon2(slot, params, salt, code).await
+    }
+
+    /// The keyed HMAC of a code with `salt`, as stored.
+    fn keyed(&self, salt: &[u8], code: &str) -> Result<String, HashError> {
+        Ok(hmac_string(salt, &hmac(&self.inner.hmac_key, salt, code)?))
+    }
+
+    /// Argon2id of a code with the pepper, `params` and `salt`, on the hashing pool; the PHC
+    /// string.
+    async fn argon2(
+        &self,
+        slot: HashSlot,
+        params: Params,
+        salt: Vec<u8>,
+        code: &str,
+    ) -> Result<String, HashError> {
         let pepper = Arc::clone(&self.inner.pepper);
         let code = SecretString::from(code.to_string());
         self.run(slot, move |mem| {

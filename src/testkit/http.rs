@@ -106,7 +106,7 @@ impl HttpReceiver {
             acceptor,
             ca_path,
             dir,
-        } = TestTls::new();
+        } = TestTls::fresh();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let state = Arc::new(State::default());

@@ -239,6 +239,14 @@ impl Codes {
             Err(overloaded) => return Err(overloaded.into()),
         };
         recipient.clone_from(&res.email);
+        // What every event of this verify says of the code.
+        let data = |reason: Option<&'static str>| EventData {
+            shareable_key: key.expose(),
+            email: &res.email,
+            purpose: &res.purpose,
+            locale: res.locale.as_deref(),
+            reason,
+        };
         // Every code of the key (its resends') in one hashing job (API.md §13.3).
         let matched = match self.core.hasher.verify_any(slot, code, &res.code_hashes).await {
             Ok(m) => m,
@@ -262,13 +270,7 @@ impl Codes {
                 tenant,
                 subscribed,
                 EventType::OtpVerified,
-                EventData {
-                    shareable_key: key.expose(),
-                    email: &res.email,
-                    purpose: &res.purpose,
-                    locale: res.locale.as_deref(),
-                    reason: None,
-                },
+                data(None),
             );
             let raised = event.is_some();
             let finished = match self
@@ -318,13 +320,7 @@ impl Codes {
                             tenant,
                             subscribed,
                             EventType::TestRecipientDisabled,
-                            EventData {
-                                shareable_key: key.expose(),
-                                email: &res.email,
-                                purpose: &res.purpose,
-                                locale: res.locale.as_deref(),
-                                reason: Some("failure_budget"),
-                            },
+                            data(Some("failure_budget")),
                         )
                         .await;
                     }
@@ -341,13 +337,7 @@ impl Codes {
                 tenant,
                 subscribed,
                 EventType::OtpAttemptsExhausted,
-                EventData {
-                    shareable_key: key.expose(),
-                    email: &res.email,
-                    purpose: &res.purpose,
-                    locale: res.locale.as_deref(),
-                    reason: None,
-                },
+                data(None),
             )
             .await;
         }

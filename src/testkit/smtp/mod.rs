@@ -175,7 +175,7 @@ pub struct TestTls {
 }
 
 impl TestTls {
-    pub fn new() -> TestTls {
+    pub fn fresh() -> TestTls {
         let ca = make_ca();
         let dir = tempfile::tempdir().unwrap();
         let ca_path = dir.path().join("ca.pem");
@@ -219,7 +219,7 @@ impl SmtpServer {
             acceptor,
             ca_path,
             dir,
-        } = TestTls::new();
+        } = TestTls::fresh();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let state = Arc::new(State {
