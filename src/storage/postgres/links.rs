@@ -8,6 +8,6 @@ impl LinkStore for PgStore {
     fn link(&self, digest: &[u8]) -> Result<Option<LinkView>, StoreError> {
         self.conn()?
             .db()
-            .row_opt(crate::storage::sql::hosted::LINK.pg, &[&digest], link_from)
+            .row_opt(crate::storage::sql::links::LINK.pg, &[&digest], link_from)
     }
 }

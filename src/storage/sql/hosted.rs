@@ -1,7 +1,6 @@
 //! The SQL both backends run for hosted, written once with `$n` placeholders.
 
 use crate::storage::hosted::SESSION_COLS;
-use crate::storage::links::LINK_COLS;
 
 shared_sql!(
     pub(crate) INSERT_SESSION =
@@ -44,11 +43,4 @@ shared_sql!(
 shared_sql!(
     /// A hosted session, by id.
     pub(crate) SESSION = ["SELECT ", SESSION_COLS, " FROM hosted_sessions h WHERE h.id = $1"]
-);
-
-shared_sql!(
-    /// A magic link by its token's digest, of an enabled tenant.
-    pub(crate) LINK = ["SELECT ", LINK_COLS,
-        " FROM magic_links l JOIN challenges c ON c.key_digest = l.key_digest JOIN tenants t ON \
-         t.id = c.tenant_id WHERE l.digest = $1 AND t.enabled"]
 );

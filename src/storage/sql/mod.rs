@@ -130,6 +130,7 @@ pub(crate) mod codes;
 pub(crate) mod hosted;
 pub(crate) mod integration;
 pub(crate) mod keyring;
+pub(crate) mod links;
 pub(crate) mod outbox;
 pub(crate) mod provider_events;
 pub(crate) mod quota;
