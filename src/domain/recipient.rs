@@ -45,7 +45,7 @@ pub fn mask_phone(s: &str) -> String {
 }
 
 /// What a message is: an email, or a text message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Channel {
     Email,
     Sms,

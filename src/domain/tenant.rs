@@ -4,6 +4,7 @@
 //! (`from_stored`); the TLS mode, origin and default locale must be one of their values, or
 //! the row is reported as unreadable.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use lettre::message::Mailbox;
@@ -233,10 +234,8 @@ pub struct Tenant {
     pub allowed_return_urls: Vec<String>,
     /// Its colour on the hosted pages (`#RRGGBB`; empty: the default).
     pub brand_color: String,
-    /// Its email API (API.md §15.2).
-    pub email_provider: Option<Provider>,
-    /// Its SMS API (API.md §15.2).
-    pub sms_provider: Option<Provider>,
+    /// Its provider of each channel that has one: an email API, an SMS API (API.md §15.2).
+    pub providers: BTreeMap<Channel, Provider>,
     /// Whether a mint to a suppressed recipient is refused (`"suppression": "on"`, the
     /// default) or only recorded (API.md §16.1).
     pub suppression: bool,
@@ -284,8 +283,7 @@ impl Tenant {
             http: None,
             allowed_return_urls: Vec::new(),
             brand_color: String::new(),
-            email_provider: None,
-            sms_provider: None,
+            providers: BTreeMap::new(),
             suppression: true,
             suppressed: 0,
             pages_approved: true,
@@ -297,10 +295,7 @@ impl Tenant {
 
     /// Its provider of a channel.
     pub fn provider(&self, channel: Channel) -> Option<&Provider> {
-        match channel {
-            Channel::Email => self.email_provider.as_ref(),
-            Channel::Sms => self.sms_provider.as_ref(),
-        }
+        self.providers.get(&channel)
     }
 
     /// The sender of its emails: the relay's, else the email provider's.
@@ -308,7 +303,7 @@ impl Tenant {
         self.smtp
             .as_ref()
             .map(|s| s.from.as_str())
-            .or_else(|| self.email_provider.as_ref()?.setting("from"))
+            .or_else(|| self.provider(Channel::Email)?.setting("from"))
             .or_else(|| self.smtp_fallback.as_ref().map(|s| s.from.as_str()))
     }
 }

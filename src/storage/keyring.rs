@@ -4,6 +4,7 @@
 use super::StoreError;
 use crate::crypto::keyring::WrappedKey;
 use crate::domain::keys::TenantId;
+use crate::domain::recipient::Channel;
 use crate::domain::Millis;
 
 pub trait KeyringStore {
@@ -49,8 +50,8 @@ pub enum TenantSeal {
     SmtpPassword,
     FallbackPassword,
     HttpSecret,
-    EmailProviderSecrets,
-    SmsProviderSecrets,
+    /// A channel's provider's secrets.
+    ProviderSecrets(Channel),
     DkimPrivate,
 }
 
@@ -61,8 +62,7 @@ impl TenantSeal {
             TenantSeal::SmtpPassword => "smtp_password",
             TenantSeal::FallbackPassword => "fallback_password",
             TenantSeal::HttpSecret => "http_secret",
-            TenantSeal::EmailProviderSecrets => "email_provider_secrets",
-            TenantSeal::SmsProviderSecrets => "sms_provider_secrets",
+            TenantSeal::ProviderSecrets(channel) => super::cells::provider_columns(channel).secrets,
             TenantSeal::DkimPrivate => "dkim_private",
         }
     }

@@ -1,5 +1,7 @@
 //! The tenant aggregate: tenants, their secret keys (as digests) and their templates.
 
+use std::collections::BTreeMap;
+
 use super::sql::{self, step, Arg, Step};
 use super::StoreError;
 use crate::domain::delivery::DeliveryMode;
@@ -27,10 +29,9 @@ pub struct TenantChanges {
     pub allowed_return_urls: Option<Vec<String>>,
     /// `#RRGGBB`, or empty for the default.
     pub brand_color: Option<String>,
-    /// `Some(None)` removes the email provider (API.md §15.2).
-    pub email_provider: Option<Option<Provider>>,
-    /// `Some(None)` removes the SMS provider.
-    pub sms_provider: Option<Option<Provider>>,
+    /// A channel's new provider (API.md §15.2); `None` removes it, a channel not named
+    /// keeps its own.
+    pub providers: BTreeMap<Channel, Option<Provider>>,
     /// Whether mints to suppressed recipients are refused (API.md §16.1).
     pub suppression: Option<bool>,
     /// Its pages approved under open registration (API.md §17.6).
@@ -49,10 +50,7 @@ impl TenantChanges {
     /// Whether the change touches how the tenant's messages leave (its relays and
     /// providers): pooled sessions, windows and breakers of the old ones are forgotten.
     pub fn transports_changed(&self) -> bool {
-        self.smtp.is_some()
-            || self.smtp_fallback.is_some()
-            || self.email_provider.is_some()
-            || self.sms_provider.is_some()
+        self.smtp.is_some() || self.smtp_fallback.is_some() || !self.providers.is_empty()
     }
 }
 
@@ -76,18 +74,10 @@ impl TenantChanges {
         if let Some(f) = &self.smtp_fallback {
             s.push(fallback_step(id(), f.as_ref()));
         }
-        for (channel, p) in [
-            (Channel::Email, &self.email_provider),
-            (Channel::Sms, &self.sms_provider),
-        ] {
-            if let Some(p) = p {
-                s.push(provider_step(id(), channel, p.as_ref()));
-            }
+        for (channel, p) in &self.providers {
+            s.push(provider_step(id(), *channel, p.as_ref()));
         }
-        if self.smtp_fallback.is_some()
-            || self.email_provider.is_some()
-            || self.sms_provider.is_some()
-        {
+        if self.smtp_fallback.is_some() || !self.providers.is_empty() {
             s.push(step(q::BUMP_TRANSPORTS, [id()]));
         }
         if let Some(ok) = self.pages_approved {
@@ -195,10 +185,8 @@ pub(crate) fn insert_steps(t: &Tenant) -> Vec<Step> {
     if let Some(f) = &t.smtp_fallback {
         s.push(fallback_step(id(), Some(f)));
     }
-    for channel in [Channel::Email, Channel::Sms] {
-        if let Some(p) = t.provider(channel) {
-            s.push(provider_step(id(), channel, Some(p)));
-        }
+    for (channel, p) in &t.providers {
+        s.push(provider_step(id(), *channel, Some(p)));
     }
     s
 }
@@ -245,12 +233,9 @@ fn fallback_step(id: Arg, f: Option<&SmtpAccount>) -> Step {
 
 /// Set or remove a tenant's provider of a channel.
 fn provider_step(id: Arg, channel: Channel, p: Option<&Provider>) -> Step {
-    let q = match channel {
-        Channel::Email => sql::tenants::SET_EMAIL_PROVIDER,
-        Channel::Sms => sql::tenants::SET_SMS_PROVIDER,
-    };
     let (json, sealed) = super::cells::provider_json(p);
-    step(q, [id, json.into(), sealed.into()])
+    let set = super::cells::provider_columns(channel).set;
+    step(set, [id, json.into(), sealed.into()])
 }
 
 /// A relay's columns as stored: a tenant without a relay keeps empty values (the columns
@@ -406,7 +391,7 @@ mod tests {
             sealed: vec![9],
         };
         t.smtp_fallback = t.smtp.clone();
-        t.email_provider = Some(provider.clone());
+        t.providers.insert(Channel::Email, provider.clone());
         let every = TenantChanges {
             name: Some(t.name.clone()),
             enabled: Some(false),
@@ -422,8 +407,7 @@ mod tests {
             smtp_fallback: Some(None),
             allowed_return_urls: Some(vec!["https://a.example/".into()]),
             brand_color: Some("#112233".into()),
-            email_provider: Some(Some(provider)),
-            sms_provider: Some(None),
+            providers: [(Channel::Email, Some(provider)), (Channel::Sms, None)].into(),
             suppression: Some(true),
             pages_approved: Some(true),
             sms: Some(crate::domain::sms_guard::SmsSettings {

@@ -185,21 +185,16 @@ pub(crate) fn tenant_seals(t: &Tenant) -> Vec<(TenantSeal, &[u8], Seal<'_>)> {
             Seal::HttpSecret { tenant: &t.id },
         ));
     }
-    for (which, channel) in [
-        (TenantSeal::EmailProviderSecrets, Channel::Email),
-        (TenantSeal::SmsProviderSecrets, Channel::Sms),
-    ] {
-        if let Some(p) = t.provider(channel) {
-            out.push((
-                which,
-                p.sealed.as_slice(),
-                Seal::Provider {
-                    tenant: &t.id,
-                    channel,
-                    kind: p.kind,
-                },
-            ));
-        }
+    for (&channel, p) in &t.providers {
+        out.push((
+            TenantSeal::ProviderSecrets(channel),
+            p.sealed.as_slice(),
+            Seal::Provider {
+                tenant: &t.id,
+                channel,
+                kind: p.kind,
+            },
+        ));
     }
     if !t.dkim_sealed.is_empty() {
         out.push((

@@ -149,7 +149,7 @@ impl Events {
         }
         // The tenant's email provider holds the verification material: another kind's
         // events cannot verify.
-        let Some(p) = tenant.email_provider.as_ref().filter(|p| p.kind == kind) else {
+        let Some(p) = tenant.provider(Channel::Email).filter(|p| p.kind == kind) else {
             return Err(ServiceError::EventUnverified);
         };
         let events = if kind == ProviderKind::Ses {

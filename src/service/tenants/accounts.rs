@@ -320,8 +320,7 @@ impl Tenants {
             match smtp_row.as_ref().or(current.smtp.as_ref()) {
                 Some(relay) => self.check_host(&relay.host, relay.port, relay.tls).await?,
                 None if current.smtp_fallback.is_none()
-                    && current.email_provider.is_none()
-                    && current.sms_provider.is_none()
+                    && current.providers.is_empty()
                     && current.http.is_none() =>
                 {
                     return Err(ServiceError::field(
@@ -347,8 +346,7 @@ impl Tenants {
                 .brand_color
                 .as_ref()
                 .map(|c| c.as_deref().unwrap_or("").to_ascii_lowercase()),
-            email_provider: None,
-            sms_provider: None,
+            providers: Default::default(),
             suppression: p.suppression,
             pages_approved: p.pages_approved,
             sms,

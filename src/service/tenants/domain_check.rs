@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::domain::dkim::{aligned, signing_key};
 use crate::domain::provider::ProviderKind;
+use crate::domain::recipient::Channel;
 use crate::domain::tenant::Tenant;
 use crate::service::tenants::dkim::sender_domain;
 use crate::service::{ServiceError, Tenants};
@@ -59,7 +60,7 @@ pub struct DomainCheck {
 
 /// The SPF include a relay host or provider needs, where it is well known.
 fn expected_include(t: &Tenant) -> Option<&'static str> {
-    if let Some(p) = &t.email_provider {
+    if let Some(p) = t.provider(Channel::Email) {
         return match p.kind {
             ProviderKind::Postmark => Some("spf.mtasv.net"),
             ProviderKind::Sendgrid => Some("sendgrid.net"),

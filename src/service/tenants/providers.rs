@@ -47,8 +47,8 @@ pub(crate) fn primary_conflict(t: &Tenant, channel: Channel, adding: &str) -> bo
             .is_some_and(|p| p.use_as == TransportUse::Primary)
     };
     match adding {
-        // The HTTP transport serves both channels.
-        "http" => provider_primary(Channel::Email) || provider_primary(Channel::Sms),
+        // The HTTP transport serves every channel.
+        "http" => Channel::ALL.into_iter().any(provider_primary),
         _ => http_primary || (adding != "provider" && provider_primary(channel)),
     }
 }
@@ -77,12 +77,10 @@ impl Tenants {
                 {
                     return Err(ServiceError::TransportConflict);
                 }
-                let mut c = TenantChanges::default();
-                match channel {
-                    Channel::Email => c.email_provider = Some(Some(provider.clone())),
-                    Channel::Sms => c.sms_provider = Some(Some(provider.clone())),
-                }
-                Ok(c)
+                Ok(TenantChanges {
+                    providers: [(channel, Some(provider.clone()))].into(),
+                    ..TenantChanges::default()
+                })
             })
             .await?;
         tracing::info!(tenant_id = %id, channel = channel.as_str(), kind = provider.kind.as_str(), use_as = provider.use_as.as_str(), "provider stored");
@@ -112,12 +110,10 @@ impl Tenants {
             if current.provider(channel).is_none() {
                 return Err(ServiceError::ProviderNotFound);
             }
-            let mut c = TenantChanges::default();
-            match channel {
-                Channel::Email => c.email_provider = Some(None),
-                Channel::Sms => c.sms_provider = Some(None),
-            }
-            Ok(c)
+            Ok(TenantChanges {
+                providers: [(channel, None)].into(),
+                ..TenantChanges::default()
+            })
         })
         .await?;
         tracing::info!(tenant_id = %id, channel = channel.as_str(), "provider deleted");

@@ -81,7 +81,7 @@ macro_rules! at {
 }
 
 mod tenant;
-pub(crate) use tenant::{oauth2_json, provider_json, tenant_from, TENANT_COLS};
+pub(crate) use tenant::{oauth2_json, provider_columns, provider_json, tenant_from, TENANT_COLS};
 
 columns!(
     /// A code's columns as `GET /v1/otp/{key}` shows it, for queries that name the table

@@ -1,7 +1,10 @@
 //! A tenant row: its columns, listed once, and the mapper that reads them by name, with
 //! the JSON its relays' OAuth2 settings and its providers are stored as.
 
+use std::collections::BTreeMap;
+
 use super::*;
+use crate::domain::recipient::Channel;
 
 columns!(
     /// A tenant row's columns, for queries that name the table `t` (read by [`tenant_from`]).
@@ -129,14 +132,7 @@ pub(crate) fn tenant_from(r: &impl Cells) -> Result<Tenant, StoreError> {
             .map(str::to_string)
             .collect(),
         brand_color: r.text(at!(TENANT, "t.brand_color"))?,
-        email_provider: provider_from(
-            r.opt_text(at!(TENANT, "t.email_provider"))?,
-            r.opt_bytes(at!(TENANT, "t.email_provider_secrets"))?,
-        )?,
-        sms_provider: provider_from(
-            r.opt_text(at!(TENANT, "t.sms_provider"))?,
-            r.opt_bytes(at!(TENANT, "t.sms_provider_secrets"))?,
-        )?,
+        providers: providers_from(r)?,
         suppression: !r.flag(at!(TENANT, "t.suppression_off"))?,
         suppressed: r.int(at!(TENANT, "t.suppressed"))?,
         pages_approved: r.flag(at!(TENANT, "t.pages_approved"))?,
@@ -227,6 +223,55 @@ pub(crate) fn provider_from(
     }))
 }
 
+/// Where a channel's provider is stored: its settings column and the column of its sealed
+/// secrets (their places in [`TENANT`] found at compile time), and the statement that sets
+/// both. A channel is one entry here.
+pub(crate) struct ProviderColumns {
+    pub channel: Channel,
+    /// The column of its sealed secrets (what a key rotation reseals).
+    pub secrets: &'static str,
+    settings_at: usize,
+    secrets_at: usize,
+    pub set: crate::storage::sql::Shared,
+}
+
+pub(crate) const PROVIDER_COLUMNS: [ProviderColumns; 2] = [
+    ProviderColumns {
+        channel: Channel::Email,
+        secrets: "email_provider_secrets",
+        settings_at: at!(TENANT, "t.email_provider"),
+        secrets_at: at!(TENANT, "t.email_provider_secrets"),
+        set: crate::storage::sql::tenants::SET_EMAIL_PROVIDER,
+    },
+    ProviderColumns {
+        channel: Channel::Sms,
+        secrets: "sms_provider_secrets",
+        settings_at: at!(TENANT, "t.sms_provider"),
+        secrets_at: at!(TENANT, "t.sms_provider_secrets"),
+        set: crate::storage::sql::tenants::SET_SMS_PROVIDER,
+    },
+];
+
+/// The columns of a channel's provider.
+pub(crate) fn provider_columns(channel: Channel) -> &'static ProviderColumns {
+    PROVIDER_COLUMNS
+        .iter()
+        .find(|c| c.channel == channel)
+        .unwrap_or(&PROVIDER_COLUMNS[0])
+}
+
+/// Every channel's provider, from its columns.
+fn providers_from(r: &impl Cells) -> Result<BTreeMap<Channel, Provider>, StoreError> {
+    let mut out = BTreeMap::new();
+    for c in &PROVIDER_COLUMNS {
+        let stored = (r.opt_text(c.settings_at)?, r.opt_bytes(c.secrets_at)?);
+        if let Some(p) = provider_from(stored.0, stored.1)? {
+            out.insert(c.channel, p);
+        }
+    }
+    Ok(out)
+}
+
 /// The stored form of a provider (`None`: none), with its sealed secrets.
 pub(crate) fn provider_json(p: Option<&Provider>) -> (Option<String>, Option<Vec<u8>>) {
     let Some(p) = p else { return (None, None) };
@@ -287,6 +332,18 @@ mod tests {
             "a suffix is not a name"
         );
         assert_eq!(TENANT_COLS, TENANT.join(", "));
+    }
+
+    #[test]
+    fn every_channel_has_its_provider_columns_once() {
+        for ch in Channel::ALL {
+            let c = provider_columns(ch);
+            assert_eq!(c.channel, ch);
+            assert_eq!(TENANT[c.secrets_at], format!("t.{}", c.secrets));
+            assert!(TENANT[c.settings_at].ends_with("_provider"));
+            assert!(c.set.pg.contains(c.secrets), "{}", c.set.pg);
+        }
+        assert_eq!(PROVIDER_COLUMNS.len(), Channel::ALL.len());
     }
 
     #[test]

@@ -208,8 +208,7 @@ pub(crate) fn route(tenant: &Tenant, channel: Channel) -> Vec<Box<dyn Transport 
     match channel {
         Channel::Email => {
             let provider_first = tenant
-                .email_provider
-                .as_ref()
+                .provider(Channel::Email)
                 .filter(|p| is_primary(p.use_as));
             let http_first = http.filter(|h| is_primary(h.use_as));
             match (provider_first, http_first, &tenant.smtp) {
@@ -224,8 +223,7 @@ pub(crate) fn route(tenant: &Tenant, channel: Channel) -> Vec<Box<dyn Transport 
                 out.push(relay(tenant, f, true, sealed_as(&tenant.id, true)));
             }
             if let Some(p) = tenant
-                .email_provider
-                .as_ref()
+                .provider(Channel::Email)
                 .filter(|p| !is_primary(p.use_as))
             {
                 out.push(provider(p, own("provider")));
@@ -234,14 +232,15 @@ pub(crate) fn route(tenant: &Tenant, channel: Channel) -> Vec<Box<dyn Transport 
                 out.push(Box::new(HttpEndpoint::new(h, own("http"), ceiling)));
             }
         }
-        Channel::Sms => {
-            // A text message never waits in an email transport's window: its transports
-            // have windows of their own, except the HTTP endpoint when it is the tenant's
-            // primary transport (one endpoint, one window).
-            let p = tenant.sms_provider.as_ref();
+        // Any other channel (SMS): its provider and the HTTP endpoint, primary first. A
+        // text message never waits in an email transport's window: its transports have
+        // windows of their own, except the HTTP endpoint when it is the tenant's primary
+        // transport (one endpoint, one window).
+        other => {
+            let p = tenant.provider(other);
             let provider_first = p.is_some_and(|p| is_primary(p.use_as))
                 || http.is_none_or(|h| !is_primary(h.use_as));
-            let sms_provider = p.map(|p| provider(p, own("sms")));
+            let channel_provider = p.map(|p| provider(p, own(other.as_str())));
             let endpoint = http.map(|h| {
                 let key = if is_primary(h.use_as) {
                     primary_key.clone()
@@ -251,11 +250,11 @@ pub(crate) fn route(tenant: &Tenant, channel: Channel) -> Vec<Box<dyn Transport 
                 Box::new(HttpEndpoint::new(h, key, ceiling)) as Box<dyn Transport + '_>
             });
             if provider_first {
-                out.extend(sms_provider);
+                out.extend(channel_provider);
                 out.extend(endpoint);
             } else {
                 out.extend(endpoint);
-                out.extend(sms_provider);
+                out.extend(channel_provider);
             }
         }
     }
@@ -297,7 +296,10 @@ mod tests {
         assert_eq!(names(&t, Channel::Email), pairs(&[("smtp", "T")]));
         assert!(names(&t, Channel::Sms).is_empty());
         t.smtp_fallback = t.smtp.clone();
-        t.email_provider = Some(provider_of(ProviderKind::Postmark, TransportUse::Fallback));
+        t.providers.insert(
+            Channel::Email,
+            provider_of(ProviderKind::Postmark, TransportUse::Fallback),
+        );
         t.http = Some(HttpTransport {
             url: "https://h.example/x".into(),
             use_as: TransportUse::Fallback,
@@ -313,7 +315,10 @@ mod tests {
             ])
         );
         // A provider marked primary replaces the relay, which is then not used.
-        t.email_provider = Some(provider_of(ProviderKind::Ses, TransportUse::Primary));
+        t.providers.insert(
+            Channel::Email,
+            provider_of(ProviderKind::Ses, TransportUse::Primary),
+        );
         assert_eq!(
             names(&t, Channel::Email),
             pairs(&[
@@ -323,7 +328,10 @@ mod tests {
             ])
         );
         // A tenant without a relay and nothing primary: the fallbacks.
-        t.email_provider = Some(provider_of(ProviderKind::Resend, TransportUse::Fallback));
+        t.providers.insert(
+            Channel::Email,
+            provider_of(ProviderKind::Resend, TransportUse::Fallback),
+        );
         t.smtp = None;
         t.smtp_fallback = None;
         assert_eq!(
@@ -331,7 +339,10 @@ mod tests {
             pairs(&[("provider:resend", "T/provider"), ("http", "T/http")])
         );
         // SMS: the provider first unless the endpoint is the primary transport.
-        t.sms_provider = Some(provider_of(ProviderKind::Twilio, TransportUse::Fallback));
+        t.providers.insert(
+            Channel::Sms,
+            provider_of(ProviderKind::Twilio, TransportUse::Fallback),
+        );
         assert_eq!(
             names(&t, Channel::Sms),
             pairs(&[("provider:twilio", "T/sms"), ("http", "T/http")])
@@ -341,7 +352,7 @@ mod tests {
             names(&t, Channel::Sms),
             pairs(&[("http", "T"), ("provider:twilio", "T/sms")])
         );
-        t.sms_provider = None;
+        t.providers.remove(&Channel::Sms);
         assert_eq!(names(&t, Channel::Sms), pairs(&[("http", "T")]));
     }
 }
