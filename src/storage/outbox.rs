@@ -2,7 +2,7 @@
 //! tenant with a lease, settled once and only by the lease's holder (sent, retry later,
 //! failed), swept when its code ended first or its sync sender died, released at shutdown.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hash;
 
 use super::integration::NewEvent;
@@ -40,9 +40,25 @@ pub struct ClaimRequest {
     pub lease: Lease,
     /// `fair.caps`: what each tenant's email may still start here.
     pub fair: Fairness<Vec<u8>>,
-    /// What each tenant's text messages may still start here (their first transport's
-    /// window is not the email one's: API.md §17.7); a tenant not listed: `default_cap`.
-    pub sms_caps: HashMap<String, u32>,
+    /// What each tenant's messages of another channel (text messages) may still start
+    /// here (their first transport's window is not the email one's: API.md §17.7); a
+    /// channel or tenant not listed: `default_cap`.
+    pub other_caps: BTreeMap<Channel, HashMap<String, u32>>,
+}
+
+impl ClaimRequest {
+    /// Every channel's lane and the caps its tenants have, in `Channel::ALL`'s order.
+    pub fn lanes(&self) -> Vec<(Channel, &HashMap<String, u32>)> {
+        static NONE: std::sync::LazyLock<HashMap<String, u32>> =
+            std::sync::LazyLock::new(HashMap::new);
+        Channel::ALL
+            .into_iter()
+            .map(|ch| match ch {
+                Channel::Email => (ch, &self.fair.caps),
+                other => (other, self.other_caps.get(&other).unwrap_or(&NONE)),
+            })
+            .collect()
+    }
 }
 
 /// What a claim leased, and where the next claim starts.
@@ -237,6 +253,42 @@ pub(crate) fn plan_claim<K: Eq + Hash + Clone, L: Copy>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_channel_is_a_lane_of_a_claim_with_its_own_caps() {
+        let req = ClaimRequest {
+            now: 0,
+            lease: Lease {
+                owner: "me".into(),
+                for_ms: 1,
+            },
+            fair: request(8, &[("t1", 3)], None),
+            other_caps: [(Channel::Sms, [("t1".to_string(), 1)].into())].into(),
+        };
+        let lanes = req.lanes();
+        assert_eq!(
+            lanes.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+            Channel::ALL.to_vec()
+        );
+        let cap = |ch: Channel| {
+            lanes
+                .iter()
+                .find(|(c, _)| *c == ch)
+                .map(|(_, m)| m.get("t1").copied())
+        };
+        assert_eq!(cap(Channel::Email), Some(Some(3)));
+        assert_eq!(cap(Channel::Sms), Some(Some(1)));
+        let none = ClaimRequest {
+            other_caps: BTreeMap::new(),
+            ..req.clone()
+        };
+        assert!(
+            none.lanes()
+                .iter()
+                .all(|(c, m)| *c == Channel::Email || m.is_empty()),
+            "a channel without caps is still a lane, at the default cap"
+        );
+    }
 
     fn request(limit: u32, caps: &[(&str, u32)], after: Option<&str>) -> Fairness<Vec<u8>> {
         Fairness {

@@ -15,7 +15,7 @@ mod sender;
 pub(crate) mod transport;
 pub mod window;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -347,8 +347,8 @@ impl Delivery {
             // No transport takes the channel any more: the attempt fails at once (an SMS
             // still never in the relay's window).
             let key = match channel {
-                route::Channel::Sms => format!("{}/sms", tenant.id),
                 route::Channel::Email => tenant.id.to_string(),
+                other => format!("{}/{}", tenant.id, other.as_str()),
             };
             return self.relay_window(&key, tenant.smtp_version, 0);
         };
@@ -362,18 +362,26 @@ impl Delivery {
     /// tenant whose email goes first to its own relay: that window, also when only sync
     /// mints used it). Text messages and email that share one window (the HTTP transport
     /// primary for both) may each take its free places: at most twice, for one claim.
-    fn lane_caps(&self) -> (HashMap<String, u32>, HashMap<String, u32>) {
+    fn lane_caps(
+        &self,
+    ) -> (
+        HashMap<String, u32>,
+        BTreeMap<route::Channel, HashMap<String, u32>>,
+    ) {
         let free = self.outbox.inner.windows.free();
         let mut lanes = locked(&self.outbox.inner.lanes);
         // A lane whose window was let go starts again at the default.
         lanes.retain(|_, key| free.contains_key(key));
-        let (mut email, mut sms) = (Vec::new(), HashMap::new());
+        let (mut email, mut others) = (Vec::new(), BTreeMap::new());
         for ((tenant, channel), key) in lanes.iter() {
             let Some(n) = free.get(key) else { continue };
             match channel {
                 route::Channel::Email => email.push((tenant.clone(), *n)),
-                route::Channel::Sms => {
-                    sms.insert(tenant.clone(), *n);
+                other => {
+                    others
+                        .entry(*other)
+                        .or_insert_with(HashMap::new)
+                        .insert(tenant.clone(), *n);
                 }
             }
         }
@@ -382,7 +390,7 @@ impl Delivery {
         // the tenant), which `free` already holds.
         let mut caps = free;
         caps.extend(email);
-        (caps, sms)
+        (caps, others)
     }
 
     /// The window of a relay by its key (the tenant's id, or its fallback's).

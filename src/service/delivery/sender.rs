@@ -67,11 +67,11 @@ impl Delivery {
             if self.outbox.stopping() {
                 return;
             }
-            let (caps, sms_caps) = self.lane_caps();
+            let (caps, other_caps) = self.lane_caps();
             let req = ClaimRequest {
                 now: self.core.now(),
                 lease: self.lease(),
-                sms_caps,
+                other_caps,
                 fair: Fairness {
                     limit: CLAIM_BATCH,
                     caps,

@@ -12,7 +12,6 @@ use super::integration::insert_event_in;
 use super::stats::{count_all, count_in};
 use super::{opt_u32, PgStore};
 use crate::domain::keys::TenantId;
-use crate::domain::recipient::Channel;
 use crate::domain::stats::Counted;
 use crate::domain::Millis;
 use crate::storage::cells::{channel_from, delivery_mode_from, status_from, Cells};
@@ -63,10 +62,7 @@ impl OutboxStore for PgStore {
                 let tx = std::cell::RefCell::new(&mut *tx);
                 plan_claim(
                     &c.fair,
-                    &[
-                        (Channel::Email, &c.fair.caps),
-                        (Channel::Sms, &c.sms_caps),
-                    ],
+                    &c.lanes(),
                     |after| {
                         Ok(tx
                             .borrow_mut()

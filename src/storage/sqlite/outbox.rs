@@ -12,7 +12,6 @@ use super::integration::insert_event_in;
 use super::stats::count_in;
 use super::{CachedSql, SqliteStore};
 use crate::domain::keys::TenantId;
-use crate::domain::recipient::Channel;
 use crate::domain::stats::Counted;
 use crate::domain::Millis;
 use crate::storage::cells::{channel_from, delivery_mode_from, status_from, Cells};
@@ -58,7 +57,7 @@ impl OutboxStore for SqliteStore {
             let conn = self.conn()?;
             plan_claim(
                 &c.fair,
-                &[(Channel::Email, &c.fair.caps), (Channel::Sms, &c.sms_caps)],
+                &c.lanes(),
                 |after| {
                     Ok(conn.query_row_cached(
                         sql::outbox::CLAIM_OUTBOX.sqlite,
