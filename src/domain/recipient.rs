@@ -63,6 +63,14 @@ impl Channel {
             Channel::Sms => "sms",
         }
     }
+    /// Whether it reaches a phone number: its message is one short text (a template's
+    /// `sms` part), not an email, and the SMS fraud guard screens its recipients.
+    pub fn is_phone(self) -> bool {
+        match self {
+            Channel::Email => false,
+            Channel::Sms => true,
+        }
+    }
 }
 
 /// An email address or a phone number.
@@ -105,6 +113,17 @@ impl Recipient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recipient_goes_by_a_channel_that_reaches_its_kind_of_address() {
+        for ch in Channel::ALL {
+            assert_eq!(Channel::parse(ch.as_str()), Some(ch));
+        }
+        let phone = Recipient::Phone(PhoneNumber::parse("+4915112345678").unwrap());
+        let email = Recipient::Email(RecipientEmail::parse("a@b.example").unwrap());
+        assert!(phone.channel().is_phone());
+        assert!(!email.channel().is_phone());
+    }
 
     #[test]
     fn phone_numbers_are_e164() {

@@ -50,7 +50,8 @@ fn claimed(c: crate::service::codes::claims::ClaimedOutcome) -> HttpResponse {
 
 impl ClaimedOut {
     pub fn of(c: crate::service::codes::claims::ClaimedOutcome) -> Self {
-        let sms = c.channel == "sms";
+        let sms =
+            crate::domain::recipient::Channel::parse(&c.channel).is_some_and(|ch| ch.is_phone());
         ClaimedOut {
             email: (!sms).then(|| c.recipient.clone()),
             phone: sms.then_some(c.recipient),

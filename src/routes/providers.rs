@@ -179,14 +179,15 @@ async fn test(
 ) -> ApiResult {
     let channel = channel_of(channel)?;
     let body: ProviderTestBody = json_body(req, payload).await?;
-    let to = match channel {
-        Channel::Email => Recipient::Email(
+    let to = if channel.is_phone() {
+        Recipient::Phone(
+            PhoneNumber::parse(&body.to).ok_or_else(|| ServiceError::field("to", PHONE_RULE))?,
+        )
+    } else {
+        Recipient::Email(
             RecipientEmail::parse(&body.to)
                 .map_err(|e| ServiceError::InvalidEmail(e.to_string()))?,
-        ),
-        Channel::Sms => Recipient::Phone(
-            PhoneNumber::parse(&body.to).ok_or_else(|| ServiceError::field("to", PHONE_RULE))?,
-        ),
+        )
     };
     if t.provider(channel).is_none() {
         return Err(ServiceError::ProviderNotFound.into());

@@ -10,7 +10,6 @@ pub use problem::{problems, FieldErrorOut, Problem, ProblemCode};
 use crate::clock::rfc3339;
 use crate::domain::audit::AuditEvent;
 use crate::domain::challenge::ChallengeView;
-use crate::domain::recipient::Channel;
 use crate::domain::tenant::Tenant;
 
 #[derive(Serialize, ToSchema)]
@@ -339,8 +338,8 @@ impl StatusOut {
             resends: v.resends,
             test: v.test,
             verified_via: v.verified_via.map(|w| w.as_str().to_string()),
-            email: (v.claimed_at.is_none() && v.channel != Channel::Sms).then(|| v.email.clone()),
-            phone: (v.claimed_at.is_none() && v.channel == Channel::Sms).then(|| v.email.clone()),
+            email: (v.claimed_at.is_none() && !v.channel.is_phone()).then(|| v.email.clone()),
+            phone: (v.claimed_at.is_none() && v.channel.is_phone()).then(|| v.email.clone()),
             claimed: v.claimed_at.is_some(),
         }
     }

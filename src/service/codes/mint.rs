@@ -95,15 +95,17 @@ pub(super) fn ended(status: Status) -> ServiceError {
     }
 }
 
-/// A message as it is sealed in the outbox: an email, or (`sms`) a text message whose text
-/// is the rendered `sms` part (the built-in one when the template has none).
+/// A message as it is sealed in the outbox: an email, or (a channel to a phone) a text
+/// message whose text is the rendered `sms` part (the built-in one when the template has
+/// none).
 pub(super) fn stored_message(
     tenant: &Tenant,
     rendered: crate::messages::Rendered,
-    (locale, sms): (&Locale, bool),
+    (locale, channel): (&Locale, Channel),
     key: &str,
     (to, purpose): (&str, &str),
 ) -> StoredMessage {
+    let sms = channel.is_phone();
     let (subject, text, html) = match (sms, rendered.sms) {
         (true, Some(t)) => (String::new(), t, None),
         _ => (rendered.subject, rendered.text, rendered.html),
@@ -117,7 +119,7 @@ pub(super) fn stored_message(
         email: to.to_string(),
         purpose: purpose.to_string(),
         locale: Some(locale.as_str().to_string()),
-        channel: sms.then(|| Channel::Sms.as_str().to_string()),
+        channel: sms.then(|| channel.as_str().to_string()),
     }
 }
 
@@ -220,7 +222,7 @@ impl Codes {
             .destination(tenant, recipient.canonical(), now)
             .await?;
         let test = destination != Destination::Deliver;
-        let sms = recipient.channel() == Channel::Sms;
+        let sms = recipient.channel().is_phone();
         // The channel needs a transport (a test mint goes nowhere).
         if !test && !self.delivery.has_route(tenant, recipient.channel()) {
             return Err(ServiceError::ChannelNotConfigured);
@@ -319,7 +321,7 @@ impl Codes {
         let message = stored_message(
             tenant,
             written.rendered,
-            (&written.locale, sms),
+            (&written.locale, recipient.channel()),
             key.expose(),
             (recipient.as_given(), purpose.as_str()),
         );

@@ -9,7 +9,7 @@ use crate::domain::delivery::{DeliveryMode, DeliveryStatus};
 use crate::domain::email::RecipientEmail;
 use crate::domain::keys::{CodeApi, ShareableKey};
 use crate::domain::locale::Locale;
-use crate::domain::recipient::{Channel, PhoneNumber, Recipient};
+use crate::domain::recipient::{PhoneNumber, Recipient};
 use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
 use crate::messages::Vars;
@@ -114,7 +114,7 @@ impl Codes {
         }
         // A test key, or any key of a tenant now in test mode, is resent to the test inbox.
         let test = view.test || tenant.test;
-        let sms = view.channel == Channel::Sms;
+        let sms = view.channel.is_phone();
         let email = if sms {
             PhoneNumber::parse(&view.email).map(Recipient::Phone)
         } else {
@@ -202,7 +202,7 @@ impl Codes {
         let message = stored_message(
             tenant,
             written.rendered,
-            (&written.locale, sms),
+            (&written.locale, view.channel),
             key.expose(),
             (&view.email, view.purpose.as_str()),
         );

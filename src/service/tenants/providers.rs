@@ -134,9 +134,10 @@ impl Tenants {
                 "no provider for this channel",
             ));
         };
-        let text = match channel {
-            Channel::Email => "This is a test message from otpmint. No action is needed.\r\n",
-            Channel::Sms => "otpmint test message. No action is needed.",
+        let text = if channel.is_phone() {
+            "otpmint test message. No action is needed."
+        } else {
+            "This is a test message from otpmint. No action is needed.\r\n"
         };
         let msg = StoredMessage {
             subject: "otpmint test".into(),
@@ -147,7 +148,7 @@ impl Tenants {
             email: to.as_given().to_string(),
             purpose: "test".into(),
             locale: None,
-            channel: (channel == Channel::Sms).then(|| channel.as_str().to_string()),
+            channel: channel.is_phone().then(|| channel.as_str().to_string()),
         };
         let transport = ProviderTransport::new(p, format!("{}/test", tenant.id.as_str()));
         let delivery_to = to.delivery_address();
