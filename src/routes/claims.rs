@@ -50,8 +50,7 @@ fn claimed(c: crate::service::codes::claims::ClaimedOutcome) -> HttpResponse {
 
 impl ClaimedOut {
     pub fn of(c: crate::service::codes::claims::ClaimedOutcome) -> Self {
-        let sms =
-            crate::domain::recipient::Channel::parse(&c.channel).is_some_and(|ch| ch.is_phone());
+        let sms = c.channel.is_phone();
         ClaimedOut {
             email: (!sms).then(|| c.recipient.clone()),
             phone: sms.then_some(c.recipient),

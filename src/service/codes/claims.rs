@@ -5,6 +5,7 @@
 use crate::domain::challenge::{Status, VerifiedVia};
 use crate::domain::claim::CodeChallenge;
 use crate::domain::keys::{CodeApi, ShareableKey};
+use crate::domain::recipient::Channel;
 use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
 use crate::service::core::audit::RequestContext;
@@ -14,8 +15,8 @@ use crate::service::{Codes, ServiceError};
 pub struct ClaimedOutcome {
     /// The address or number as given.
     pub recipient: String,
-    /// `email` or `sms`.
-    pub channel: String,
+    /// The channel it was sent on (a hosted session's: email).
+    pub channel: Channel,
     pub purpose: String,
     pub verified_at: Millis,
     /// `code` or `link` (a key); `code` for a hosted session (typed on the page).
@@ -71,7 +72,7 @@ impl Codes {
         audit.record(&tenant.id, now, "claim", &view.email, "claimed", ctx);
         Ok(ClaimedOutcome {
             recipient: view.email,
-            channel: view.channel.as_str().into(),
+            channel: view.channel,
             purpose: view.purpose.as_str().into(),
             verified_at,
             verified_via: view
@@ -114,7 +115,7 @@ impl Codes {
         audit.record(&tenant.id, now, "claim", &email, "claimed", ctx);
         Ok(ClaimedOutcome {
             recipient: email,
-            channel: "email".into(),
+            channel: Channel::Email,
             purpose: row.purpose,
             verified_at,
             verified_via: "code".into(),

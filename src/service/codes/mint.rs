@@ -97,7 +97,7 @@ pub(super) fn ended(status: Status) -> ServiceError {
 
 /// A message as it is sealed in the outbox: an email, or (a channel to a phone) a text
 /// message whose text is the rendered `sms` part (the built-in one when the template has
-/// none).
+/// none). Every channel but email is named in it (absent: email).
 pub(super) fn stored_message(
     tenant: &Tenant,
     rendered: crate::messages::Rendered,
@@ -119,7 +119,7 @@ pub(super) fn stored_message(
         email: to.to_string(),
         purpose: purpose.to_string(),
         locale: Some(locale.as_str().to_string()),
-        channel: sms.then(|| channel.as_str().to_string()),
+        channel: (channel != Channel::Email).then(|| channel.as_str().to_string()),
     }
 }
 

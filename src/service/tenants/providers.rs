@@ -148,7 +148,7 @@ impl Tenants {
             email: to.as_given().to_string(),
             purpose: "test".into(),
             locale: None,
-            channel: channel.is_phone().then(|| channel.as_str().to_string()),
+            channel: (channel != Channel::Email).then(|| channel.as_str().to_string()),
         };
         let transport = ProviderTransport::new(p, format!("{}/test", tenant.id.as_str()));
         let delivery_to = to.delivery_address();
