@@ -44,32 +44,47 @@ pub fn mask_phone(s: &str) -> String {
     format!("+{head}{}{tail}", "*".repeat(n - 5))
 }
 
-/// What a message is: an email, or a text message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Channel {
-    Email,
-    Sms,
+/// Declares [`Channel`] from one table: a channel is one line (its variant, its name, and
+/// whether it reaches a phone), and [`Channel::ALL`] is made from the same lines, so it
+/// cannot miss one.
+macro_rules! channels {
+    ($($variant:ident => $name:literal, phone: $phone:literal;)+) => {
+        /// What a message is: an email, or a text message.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Channel {
+            $($variant,)+
+        }
+
+        impl Channel {
+            /// Every channel, in the table's order.
+            pub const ALL: [Channel; [$($name),+].len()] = [$(Channel::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Channel::$variant => $name,)+
+                }
+            }
+
+            /// Whether it reaches a phone number: its message is one short text (a
+            /// template's `sms` part), not an email, and the SMS fraud guard screens its
+            /// recipients.
+            pub fn is_phone(self) -> bool {
+                match self {
+                    $(Channel::$variant => $phone,)+
+                }
+            }
+        }
+    };
+}
+
+channels! {
+    Email => "email", phone: false;
+    Sms => "sms", phone: true;
 }
 
 impl Channel {
-    pub const ALL: [Channel; 2] = [Channel::Email, Channel::Sms];
-
     pub fn parse(s: &str) -> Option<Channel> {
         Channel::ALL.into_iter().find(|c| c.as_str() == s)
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Channel::Email => "email",
-            Channel::Sms => "sms",
-        }
-    }
-    /// Whether it reaches a phone number: its message is one short text (a template's
-    /// `sms` part), not an email, and the SMS fraud guard screens its recipients.
-    pub fn is_phone(self) -> bool {
-        match self {
-            Channel::Email => false,
-            Channel::Sms => true,
-        }
     }
 }
 
