@@ -213,20 +213,18 @@ fn relay_step(id: Arg, a: Option<&SmtpAccount>) -> Step {
 /// Set or remove a tenant's fallback relay (none: every column NULL).
 fn fallback_step(id: Arg, f: Option<&SmtpAccount>) -> Step {
     let c = f.map(|f| RelayCells::of(Some(f)));
-    let text = |v: Option<String>| Arg::Text(v);
-    let int = |v: Option<i64>| Arg::Int(v);
     step(
         sql::tenants::SET_FALLBACK,
         [
             id,
-            text(c.as_ref().map(|c| c.host.clone())),
-            int(c.as_ref().map(|c| c.port)),
-            text(c.as_ref().map(|c| c.username.clone())),
-            Arg::Blob(c.as_ref().map(|c| c.password.clone())),
-            text(c.as_ref().map(|c| c.from.clone())),
-            text(c.as_ref().map(|c| c.tls.to_string())),
-            int(c.as_ref().map(|c| c.max_connections)),
-            text(c.and_then(|c| c.oauth2)),
+            c.as_ref().map(|c| c.host.clone()).into(),
+            c.as_ref().map(|c| c.port).into(),
+            c.as_ref().map(|c| c.username.clone()).into(),
+            c.as_ref().map(|c| c.password.clone()).into(),
+            c.as_ref().map(|c| c.from.clone()).into(),
+            c.as_ref().map(|c| c.tls.to_string()).into(),
+            c.as_ref().map(|c| c.max_connections).into(),
+            c.and_then(|c| c.oauth2).into(),
         ],
     )
 }
