@@ -56,7 +56,7 @@ pub(crate) const SESSION_COLS: &str = concat!(
      h.code_challenge, h.claimed_at, h.finished_by"
 );
 
-pub(crate) fn session_from(r: &impl Cells) -> Result<SessionRow, StoreError> {
+pub(crate) fn session_from(r: &(impl Cells + ?Sized)) -> Result<SessionRow, StoreError> {
     Ok(SessionRow {
         id: r.text(0)?,
         tenant_id: TenantId::from_trusted(r.text(1)?),

@@ -9,6 +9,7 @@
 mod cells;
 mod codes;
 pub mod copy;
+mod engine;
 mod error;
 pub mod hosted;
 pub mod integration;

@@ -25,7 +25,7 @@ pub(crate) struct Tally {
 }
 
 /// A [`Tally`] from the columns of [`TALLY_COLS`], starting at column `at`.
-pub(crate) fn tally_from(r: &impl Cells, at: usize) -> Result<Tally, StoreError> {
+pub(crate) fn tally_from(r: &(impl Cells + ?Sized), at: usize) -> Result<Tally, StoreError> {
     let created_at = r.int(at + 1)?;
     Ok(Tally {
         tenant: r.text(at)?,
@@ -242,7 +242,10 @@ pub(crate) fn query_sql(q: &StatsQuery, ph: impl Fn(usize) -> String) -> String 
 }
 
 /// A row of [`query_sql`].
-pub(crate) fn stats_row_from(r: &impl Cells, grouped: bool) -> Result<StatsRow, StoreError> {
+pub(crate) fn stats_row_from(
+    r: &(impl Cells + ?Sized),
+    grouped: bool,
+) -> Result<StatsRow, StoreError> {
     let mut buckets = [0i64; BUCKETS];
     for (i, b) in buckets.iter_mut().enumerate() {
         *b = r.int(8 + i)?;

@@ -1,6 +1,9 @@
 //! The suppression-list aggregate (API.md §16.1): a tenant's entries, and the count on its
 //! row that lets a mint skip the look-up while the list is empty.
 
+use super::cells::suppression_from;
+use super::engine::{args, Engine};
+use super::sql::{suppressions as sql, Arg};
 use super::StoreError;
 use crate::domain::keys::TenantId;
 use crate::domain::suppression::{Cursor, Suppression};
@@ -24,4 +27,62 @@ pub trait SuppressionStore {
         tenant: &TenantId,
         recipient: &str,
     ) -> Result<Option<Suppression>, StoreError>;
+}
+
+impl<E: Engine> SuppressionStore for E {
+    fn suppressions(
+        &self,
+        tenant: &TenantId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Vec<Suppression>, StoreError> {
+        let (at, recipient) = after.map_or((0, ""), |c| (c.created_at, c.recipient.as_str()));
+        let page = args![
+            tenant.as_str(),
+            after.is_none(),
+            at,
+            recipient,
+            limit as i64
+        ];
+        self.rows(sql::PAGE, page, |r| suppression_from(r))
+    }
+
+    fn suppress(&self, tenant: &TenantId, entry: &Suppression) -> Result<bool, StoreError> {
+        let (t, e) = (tenant.to_string(), entry.clone());
+        self.transact(move |tx| {
+            let row = args![
+                t.as_str(),
+                e.recipient,
+                e.reason.as_str(),
+                e.source,
+                e.created_at
+            ];
+            let added = tx.exec(sql::INSERT, row)? == 1;
+            if added {
+                tx.exec(sql::COUNT_UP, args![t.as_str()])?;
+            }
+            Ok(added)
+        })
+    }
+
+    fn unsuppress(&self, tenant: &TenantId, recipient: &str) -> Result<bool, StoreError> {
+        let key = [Arg::from(tenant.as_str()), Arg::from(recipient)];
+        self.transact(move |tx| {
+            let removed = tx.exec(sql::DELETE, &key)? == 1;
+            if removed {
+                tx.exec(sql::COUNT_DOWN, &key[..1])?;
+            }
+            Ok(removed)
+        })
+    }
+
+    fn suppression(
+        &self,
+        tenant: &TenantId,
+        recipient: &str,
+    ) -> Result<Option<Suppression>, StoreError> {
+        self.row_opt(sql::ONE, args![tenant.as_str(), recipient], |r| {
+            suppression_from(r)
+        })
+    }
 }

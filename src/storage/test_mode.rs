@@ -1,9 +1,12 @@
 //! The test-mode aggregate (API.md §13.1–13.2): a tenant's test recipients and its test
 //! inbox. Test codes themselves are codes (see `CodeStore::insert_test_code`).
 
+use super::cells::{inbox_row_from, test_recipient_from};
+use super::engine::{args, Engine, Exec};
+use super::sql::{test_mode as sql, Arg};
 use super::StoreError;
 use crate::domain::keys::TenantId;
-use crate::domain::test_mode::TestRecipient;
+use crate::domain::test_mode::{TestRecipient, INBOX_KEPT};
 use crate::domain::Millis;
 
 /// A message for the test inbox, stored with its code.
@@ -58,4 +61,107 @@ pub trait TestStore {
         recipient: Option<&str>,
         since: Millis,
     ) -> Result<Vec<InboxRow>, StoreError>;
+}
+
+/// Put a test message in the tenant's inbox, which keeps its last `INBOX_KEPT` (inside the
+/// caller's transaction; on PostgreSQL callers hold the tenant's test-sends lock, so trims
+/// of one inbox do not race).
+pub(crate) fn insert_inbox_in(
+    tx: &mut dyn Exec,
+    tenant: &str,
+    key_digest: &[u8],
+    e: &InboxEntry,
+    now: Millis,
+) -> Result<(), StoreError> {
+    let row = args![
+        tenant,
+        key_digest,
+        e.recipient.as_str(),
+        e.payload.clone(),
+        now
+    ];
+    tx.exec(sql::INSERT_INBOX, row)?;
+    tx.exec(sql::TRIM_INBOX, args![tenant, INBOX_KEPT])?;
+    Ok(())
+}
+
+impl<E: Engine> TestStore for E {
+    fn test_recipients(&self, tenant: &TenantId) -> Result<Vec<TestRecipient>, StoreError> {
+        self.rows(sql::TEST_RECIPIENTS, args![tenant.as_str()], |r| {
+            test_recipient_from(r)
+        })
+    }
+
+    fn put_test_recipients(
+        &self,
+        tenant: &TenantId,
+        list: &[TestRecipient],
+        now: Millis,
+    ) -> Result<Option<i64>, StoreError> {
+        let t = Arg::from(tenant.as_str());
+        let rows: Vec<_> = list
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let fixed = r.fixed.as_ref();
+                [
+                    t.clone(),
+                    r.pattern.as_str().into(),
+                    fixed.map(|f| f.hash.clone()).into(),
+                    fixed.map(|f| i64::from(f.length)).into(),
+                    r.expires_at.into(),
+                    // The list's order, kept.
+                    (now + i as i64).into(),
+                ]
+            })
+            .collect();
+        self.transact(move |tx| {
+            // On PostgreSQL the tenant's row lock serialises changes of its list.
+            let key = std::slice::from_ref(&t);
+            let Some(version) = tx.row_opt(sql::NEW_TEST_VERSION, key, |r| r.int(0))? else {
+                return Ok(None);
+            };
+            tx.exec(sql::CLEAR_TEST_RECIPIENTS, key)?;
+            for row in &rows {
+                tx.exec(sql::ADD_TEST_RECIPIENT, row)?;
+            }
+            Ok(Some(version))
+        })
+    }
+
+    fn test_code_failed(
+        &self,
+        tenant: &TenantId,
+        recipient: &str,
+        code_hash: &str,
+        max: u32,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let t = Arg::from(tenant.as_str());
+        let guess = [
+            t.clone(),
+            recipient.into(),
+            code_hash.into(),
+            max.into(),
+            now.into(),
+        ];
+        self.transact(move |tx| {
+            let disabled = tx.row_opt(sql::CODE_FAILED, &guess, |r| r.opt_int(0))?;
+            let now_inert = matches!(disabled, Some(Some(_)));
+            if now_inert {
+                tx.exec(sql::BUMP_TEST_VERSION, std::slice::from_ref(&t))?;
+            }
+            Ok(now_inert)
+        })
+    }
+
+    fn test_inbox(
+        &self,
+        tenant: &TenantId,
+        recipient: Option<&str>,
+        since: Millis,
+    ) -> Result<Vec<InboxRow>, StoreError> {
+        let q = args![tenant.as_str(), since, recipient, INBOX_KEPT];
+        self.rows(sql::INBOX, q, |r| inbox_row_from(r))
+    }
 }

@@ -226,7 +226,7 @@ pub(crate) fn event_type_from(s: &str) -> Result<EventType, StoreError> {
 }
 
 /// A code from the columns of [`view_cols`].
-pub(crate) fn view_from(r: &impl Cells) -> Result<ChallengeView, StoreError> {
+pub(crate) fn view_from(r: &(impl Cells + ?Sized)) -> Result<ChallengeView, StoreError> {
     let delivery_status = rules::shown_delivery(
         &r.text(at!(VIEW, "c.delivery_status"))?,
         r.flag(at!(VIEW, "sending"))?,
@@ -272,7 +272,7 @@ columns!(
 );
 
 /// A template from [`TEMPLATE_COLS`].
-pub(crate) fn template_from(r: &impl Cells) -> Result<TenantTemplate, StoreError> {
+pub(crate) fn template_from(r: &(impl Cells + ?Sized)) -> Result<TenantTemplate, StoreError> {
     Ok(TenantTemplate {
         locale: r.text(at!(TEMPLATE, "locale"))?,
         subject: r.text(at!(TEMPLATE, "subject"))?,
@@ -298,7 +298,7 @@ columns!(
 );
 
 /// A webhook from [`WEBHOOK_COLS`].
-pub(crate) fn webhook_from(r: &impl Cells) -> Result<Webhook, StoreError> {
+pub(crate) fn webhook_from(r: &(impl Cells + ?Sized)) -> Result<Webhook, StoreError> {
     Ok(Webhook {
         url: r.text(at!(WEBHOOK, "url"))?,
         events: split_events(&r.text(at!(WEBHOOK, "events"))?),
@@ -324,7 +324,7 @@ columns!(
 );
 
 /// A delivery attempt from [`ATTEMPT_COLS`].
-pub(crate) fn attempt_from(r: &impl Cells) -> Result<WebhookAttempt, StoreError> {
+pub(crate) fn attempt_from(r: &(impl Cells + ?Sized)) -> Result<WebhookAttempt, StoreError> {
     Ok(WebhookAttempt {
         event_id: r.text(at!(ATTEMPT, "event_id"))?,
         kind: event_type_from(&r.text(at!(ATTEMPT, "type"))?)?,
@@ -354,7 +354,7 @@ columns!(
 );
 
 /// An audit event from [`AUDIT_COLS`].
-pub(crate) fn audit_from(r: &impl Cells) -> Result<AuditEvent, StoreError> {
+pub(crate) fn audit_from(r: &(impl Cells + ?Sized)) -> Result<AuditEvent, StoreError> {
     Ok(AuditEvent {
         id: r.int(at!(AUDIT, "id"))?,
         tenant_id: r.text(at!(AUDIT, "tenant_id"))?,
@@ -374,7 +374,7 @@ columns!(
 );
 
 /// A keyring row from [`KEY_COLS`].
-pub(crate) fn wrapped_key_from(r: &impl Cells) -> Result<WrappedKey, StoreError> {
+pub(crate) fn wrapped_key_from(r: &(impl Cells + ?Sized)) -> Result<WrappedKey, StoreError> {
     Ok(WrappedKey {
         kind: r.text(at!(KEY, "kind"))?,
         version: r.count(at!(KEY, "version"))?,
@@ -385,7 +385,7 @@ pub(crate) fn wrapped_key_from(r: &impl Cells) -> Result<WrappedKey, StoreError>
 }
 
 /// A claimed event from `id, tenant_id, type, payload, attempts`.
-pub(crate) fn event_job_from(r: &impl Cells) -> Result<EventJob, StoreError> {
+pub(crate) fn event_job_from(r: &(impl Cells + ?Sized)) -> Result<EventJob, StoreError> {
     Ok(EventJob {
         id: r.text(0)?,
         tenant_id: TenantId::from_trusted(r.text(1)?),
@@ -408,7 +408,7 @@ columns!(
 );
 
 /// A test recipient from [`TEST_RECIPIENT_COLS`].
-pub(crate) fn test_recipient_from(r: &impl Cells) -> Result<TestRecipient, StoreError> {
+pub(crate) fn test_recipient_from(r: &(impl Cells + ?Sized)) -> Result<TestRecipient, StoreError> {
     let fixed = match (
         r.opt_text(at!(TEST_RECIPIENT, "code_hash"))?,
         r.opt_int(at!(TEST_RECIPIENT, "code_length"))?,
@@ -434,7 +434,7 @@ columns!(
 );
 
 /// A test inbox row from [`INBOX_COLS`].
-pub(crate) fn inbox_row_from(r: &impl Cells) -> Result<InboxRow, StoreError> {
+pub(crate) fn inbox_row_from(r: &(impl Cells + ?Sized)) -> Result<InboxRow, StoreError> {
     Ok(InboxRow {
         key_digest: r.bytes(at!(INBOX, "key_digest"))?,
         payload: r.bytes(at!(INBOX, "message"))?,
@@ -450,7 +450,7 @@ columns!(
 
 /// A suppression-list entry from [`SUPPRESSION_COLS`].
 pub(crate) fn suppression_from(
-    r: &impl Cells,
+    r: &(impl Cells + ?Sized),
 ) -> Result<crate::domain::suppression::Suppression, StoreError> {
     use crate::domain::suppression::{Suppression, SuppressionReason};
     Ok(Suppression {

@@ -64,7 +64,7 @@ columns!(
 );
 
 /// A tenant from the columns of [`TENANT_COLS`].
-pub(crate) fn tenant_from(r: &impl Cells) -> Result<Tenant, StoreError> {
+pub(crate) fn tenant_from(r: &(impl Cells + ?Sized)) -> Result<Tenant, StoreError> {
     Ok(Tenant {
         id: TenantId::from_trusted(r.text(at!(TENANT, "t.id"))?),
         name: TenantName::from_stored(r.text(at!(TENANT, "t.name"))?),
@@ -262,7 +262,7 @@ pub(crate) fn provider_columns(channel: Channel) -> &'static ProviderColumns {
 }
 
 /// Every channel's provider, from its columns.
-fn providers_from(r: &impl Cells) -> Result<BTreeMap<Channel, Provider>, StoreError> {
+fn providers_from(r: &(impl Cells + ?Sized)) -> Result<BTreeMap<Channel, Provider>, StoreError> {
     let mut out = BTreeMap::new();
     for c in &PROVIDER_COLUMNS {
         let stored = (r.opt_text(c.settings_at)?, r.opt_bytes(c.secrets_at)?);
@@ -286,7 +286,7 @@ pub(crate) fn provider_json(p: Option<&Provider>) -> (Option<String>, Option<Vec
 }
 
 /// The fallback relay from its seven columns starting at `at` (all NULL without one).
-fn fallback_from(r: &impl Cells) -> Result<Option<SmtpAccount>, StoreError> {
+fn fallback_from(r: &(impl Cells + ?Sized)) -> Result<Option<SmtpAccount>, StoreError> {
     let Some(host) = r.opt_text(at!(TENANT, "t.fallback_host"))? else {
         return Ok(None);
     };

@@ -14,7 +14,6 @@ use super::quota::{
     tenant_lock,
 };
 use super::stats::{bump_in, count_in};
-use super::test_mode::insert_inbox_in;
 use super::{insert_challenge, Inserted, PgStore};
 use crate::domain::challenge::ChallengeView;
 use crate::domain::keys::{CodeApi, TenantId};
@@ -24,6 +23,7 @@ use crate::storage::cells::{view_cols, view_from, Cells, VIEW_WIDTH};
 use crate::storage::codes::{key_hashes, PUSH_EARLIER};
 use crate::storage::integration::NewEvent;
 use crate::storage::stats::{tally_from, Bump, STATE_COUNTED, STATE_NOT_COUNTED, TALLY_COLS};
+use crate::storage::test_mode::insert_inbox_in;
 use crate::storage::{
     CodeStore, InboxEntry, NewChallenge, NewOutbox, QuotaRefusal, Resend, ResendVia, Resent,
     Reservation, SendQuota, StoreError,

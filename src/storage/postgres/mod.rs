@@ -27,9 +27,7 @@ mod quota;
 mod records;
 mod sms_guard;
 mod stats;
-mod suppressions;
 mod tenants;
-mod test_mode;
 mod tls;
 
 use crate::storage::sql;
@@ -355,5 +353,43 @@ mod tests {
     fn opt_counts_widen() {
         assert_eq!(opt_u32(Some(3)), Some(3));
         assert_eq!(opt_u32(None), None);
+    }
+}
+
+impl crate::storage::engine::Engine for PgStore {
+    fn each(
+        &self,
+        q: sql::Shared,
+        args: &[sql::Arg],
+        f: &mut dyn FnMut(&dyn crate::storage::cells::Cells) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        crate::storage::engine::Exec::each(&mut self.conn()?.db(), q, args, f)
+    }
+
+    fn transact<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn crate::storage::engine::Exec) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.tx(|tx| f(tx))
+    }
+}
+
+impl<C: GenericClient> crate::storage::engine::Exec for Db<'_, C> {
+    fn exec(&mut self, q: sql::Shared, args: &[sql::Arg]) -> Result<u64, StoreError> {
+        let args: Vec<_> = args.iter().map(bound).collect();
+        Ok(self.execute(q.pg, &args)?)
+    }
+
+    fn each(
+        &mut self,
+        q: sql::Shared,
+        args: &[sql::Arg],
+        f: &mut dyn FnMut(&dyn crate::storage::cells::Cells) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let args: Vec<_> = args.iter().map(bound).collect();
+        for r in self.query(q.pg, &args)? {
+            f(&r)?;
+        }
+        Ok(())
     }
 }

@@ -193,6 +193,24 @@ impl From<bool> for Arg {
     }
 }
 
+impl From<Option<&str>> for Arg {
+    fn from(v: Option<&str>) -> Arg {
+        Arg::Text(v.map(str::to_string))
+    }
+}
+
+impl From<usize> for Arg {
+    fn from(v: usize) -> Arg {
+        Arg::Int(Some(i64::try_from(v).unwrap_or(i64::MAX)))
+    }
+}
+
+impl From<&[u8]> for Arg {
+    fn from(v: &[u8]) -> Arg {
+        Arg::Blob(Some(v.to_vec()))
+    }
+}
+
 impl From<Vec<u8>> for Arg {
     fn from(v: Vec<u8>) -> Arg {
         Arg::Blob(Some(v))

@@ -35,7 +35,7 @@ shared_sql!(
     /// `$1` tenant, `$2` recipient, `$3` code hash, `$4` budget, `$5` now.
     pub(crate) CODE_FAILED =
         "UPDATE test_recipients SET failures = failures + 1, disabled_at = CASE WHEN failures + 1 \
-         >= $4 THEN $5 ELSE disabled_at END WHERE tenant_id = $1 AND pattern = $2 AND code_hash \
+         >= CAST($4 AS BIGINT) THEN $5 ELSE disabled_at END WHERE tenant_id = $1 AND pattern = $2 AND code_hash \
          = $3 AND disabled_at IS NULL RETURNING disabled_at"
 );
 

@@ -8,7 +8,6 @@ use rusqlite::{params, OptionalExtension};
 use super::integration::insert_event_in;
 use super::quota::{take_send_in, take_test_send_in};
 use super::stats::{bump_in, count_in};
-use super::test_mode::insert_inbox_in;
 use super::{CachedSql, SqliteStore};
 use crate::domain::challenge::ChallengeView;
 use crate::domain::keys::{CodeApi, TenantId};
@@ -18,6 +17,7 @@ use crate::storage::cells::{view_cols, view_from, Cells, VIEW_WIDTH};
 use crate::storage::codes::{key_hashes, PUSH_EARLIER};
 use crate::storage::integration::NewEvent;
 use crate::storage::stats::{tally_from, Bump, STATE_COUNTED, STATE_NOT_COUNTED, TALLY_COLS};
+use crate::storage::test_mode::insert_inbox_in;
 use crate::storage::{
     CodeStore, InboxEntry, NewChallenge, NewOutbox, QuotaRefusal, Resend, ResendVia, Resent,
     Reservation, SendQuota, StoreError,
@@ -194,7 +194,13 @@ impl CodeStore for SqliteStore {
             }
             insert_challenge_in(tx, &c, Stored::Test { sent_at: now })?;
             supersede_in(tx, &c.key_digest, now)?;
-            insert_inbox_in(tx, c.tenant_id.as_str(), &c.key_digest, &inbox, now)?;
+            insert_inbox_in(
+                &mut super::Batch(tx),
+                c.tenant_id.as_str(),
+                &c.key_digest,
+                &inbox,
+                now,
+            )?;
             minted_in(tx, &c, Counted::Test)?;
             Ok(Ok(()))
         })
@@ -256,7 +262,7 @@ impl CodeStore for SqliteStore {
             )??;
             match &r.via {
                 ResendVia::Inbox(inbox) => {
-                    insert_inbox_in(tx, r.tenant_id.as_str(), &r.key_digest, inbox, now)?;
+                    insert_inbox_in(&mut super::Batch(tx), r.tenant_id.as_str(), &r.key_digest, inbox, now)?;
                     bump_in(
                         tx,
                         &Bump {

@@ -13,9 +13,7 @@ mod quota;
 mod records;
 mod sms_guard;
 mod stats;
-mod suppressions;
 mod tenants;
-mod test_mode;
 mod writer;
 
 use crate::storage::sql;
@@ -288,3 +286,58 @@ fn export_table(
 
 #[cfg(test)]
 mod tests;
+
+impl crate::storage::engine::Engine for SqliteStore {
+    fn each(
+        &self,
+        q: sql::Shared,
+        args: &[sql::Arg],
+        f: &mut dyn FnMut(&dyn crate::storage::cells::Cells) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        each_row(&conn, q, args, f)
+    }
+
+    fn transact<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn crate::storage::engine::Exec) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.writer.write(move |conn| f(&mut Batch(conn)))
+    }
+}
+
+/// A write's connection, as a written-once aggregate runs its statements on it.
+struct Batch<'a>(&'a rusqlite::Connection);
+
+impl crate::storage::engine::Exec for Batch<'_> {
+    fn exec(&mut self, q: sql::Shared, args: &[sql::Arg]) -> Result<u64, StoreError> {
+        let n = self
+            .0
+            .execute_cached(q.sqlite, rusqlite::params_from_iter(args))?;
+        Ok(n as u64)
+    }
+
+    fn each(
+        &mut self,
+        q: sql::Shared,
+        args: &[sql::Arg],
+        f: &mut dyn FnMut(&dyn crate::storage::cells::Cells) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        each_row(self.0, q, args, f)
+    }
+}
+
+/// Every row `q` reads on `conn`, each given to `f`.
+fn each_row(
+    conn: &rusqlite::Connection,
+    q: sql::Shared,
+    args: &[sql::Arg],
+    f: &mut dyn FnMut(&dyn crate::storage::cells::Cells) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut st = conn.prepare_cached(q.sqlite)?;
+    let mut rows = st.query(rusqlite::params_from_iter(args))?;
+    while let Some(r) = rows.next()? {
+        f(r)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! What a store method needs of a backend, so that a method whose SQL both backends agree
+//! on is written once: reads of rows through [`Cells`], and one write transaction of shared
+//! statements. An aggregate written this way implements its trait for every [`Engine`]
+//! (`impl<E: Engine> SuppressionStore for E`, in its own `storage/<aggregate>.rs`); one whose
+//! SQL, locking or batching differs per backend stays in `sqlite/` and `postgres/`.
+//!
+//! Values are bound as [`Arg`]s (typed, so a NULL keeps its type) and rows read through
+//! `&dyn Cells`, so the mappers of `cells` serve both drivers here as they do there.
+
+use super::cells::Cells;
+use super::sql::{Arg, Shared};
+use super::StoreError;
+
+/// A backend, as the written-once aggregates use it.
+pub(crate) trait Engine {
+    /// Every row `q` reads, each given to `f` in order (a pooled connection; on SQLite's
+    /// writer thread, inside a call it runs, the open batch's).
+    fn each(
+        &self,
+        q: Shared,
+        args: &[Arg],
+        f: &mut dyn FnMut(&dyn Cells) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+
+    /// `f`'s statements as one transaction, committed when it returns `Ok` and rolled back
+    /// when it returns an error. On SQLite it runs on the group-commit writer (in a
+    /// savepoint of the next batch), as every write of a running server does, and returns
+    /// once that batch is durable.
+    fn transact<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn Exec) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError>;
+
+    /// Every row `q` reads, each read by `f`.
+    fn rows<T>(
+        &self,
+        q: Shared,
+        args: &[Arg],
+        f: impl Fn(&dyn Cells) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        self.each(q, args, &mut |r| {
+            out.push(f(r)?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// The first row `q` reads (the queries that use this read at most one), read by `f`.
+    fn row_opt<T>(
+        &self,
+        q: Shared,
+        args: &[Arg],
+        f: impl Fn(&dyn Cells) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let mut out = None;
+        self.each(q, args, &mut |r| {
+            if out.is_none() {
+                out = Some(f(r)?);
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+}
+
+/// The statements of one transaction (see [`Engine::transact`]).
+pub(crate) trait Exec {
+    /// Run `q`; how many rows it changed.
+    fn exec(&mut self, q: Shared, args: &[Arg]) -> Result<u64, StoreError>;
+
+    /// Every row `q` reads in the transaction, each given to `f` in order.
+    fn each(
+        &mut self,
+        q: Shared,
+        args: &[Arg],
+        f: &mut dyn FnMut(&dyn Cells) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+}
+
+impl dyn Exec + '_ {
+    /// The first row `q` reads in the transaction, read by `f`.
+    pub(crate) fn row_opt<T>(
+        &mut self,
+        q: Shared,
+        args: &[Arg],
+        f: impl Fn(&dyn Cells) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let mut out = None;
+        self.each(q, args, &mut |r| {
+            if out.is_none() {
+                out = Some(f(r)?);
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+}
+
+/// `args![a, b, …]`: the values of a shared statement, each made an [`Arg`].
+macro_rules! args {
+    ($($v:expr),* $(,)?) => {
+        &[$($crate::storage::sql::Arg::from($v)),*]
+    };
+}
+pub(crate) use args;
