@@ -58,6 +58,23 @@ pub trait ClaimStore {
     fn claim_session(&self, tenant: &TenantId, id: &str, now: Millis) -> Result<bool, StoreError>;
 }
 
+impl<E: super::engine::Engine> ClaimStore for E {
+    fn claim_code(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let row = [tenant.as_str().into(), key_digest.into(), now.into()];
+        self.transact(move |tx| Ok(tx.exec(super::sql::codes::CLAIM_CODE, &row)? == 1))
+    }
+
+    fn claim_session(&self, tenant: &TenantId, id: &str, now: Millis) -> Result<bool, StoreError> {
+        let row = [tenant.as_str().into(), id.into(), now.into()];
+        self.transact(move |tx| Ok(tx.exec(super::sql::codes::CLAIM_SESSION, &row)? == 1))
+    }
+}
+
 /// The outgoing message of a new code, stored in the same commit as the code.
 #[derive(Debug, Clone)]
 pub struct NewOutbox {

@@ -76,6 +76,13 @@ pub(crate) trait Exec {
         args: &[Arg],
         f: &mut dyn FnMut(&dyn Cells) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
+
+    /// Hold the named locks ([`lock_key`]), in the order given, until the transaction ends:
+    /// every transaction that checks a count and then adds to it takes the same ones, so
+    /// the check and the count are one step. PostgreSQL takes transaction-scoped advisory
+    /// locks (any number of instances share the database); SQLite needs none, its single
+    /// writer runs one write at a time.
+    fn serialize(&mut self, keys: &[String]) -> Result<(), StoreError>;
 }
 
 impl dyn Exec + '_ {
@@ -95,6 +102,16 @@ impl dyn Exec + '_ {
         })?;
         Ok(out)
     }
+}
+
+/// The key of a transaction-scoped advisory lock: parts joined by a separator no part holds.
+pub(crate) fn lock_key(kind: &str, parts: &[&str]) -> String {
+    let mut k = String::from(kind);
+    for p in parts {
+        k.push('\u{1f}');
+        k.push_str(p);
+    }
+    k
 }
 
 /// `args![a, b, …]`: the values of a shared statement, each made an [`Arg`].

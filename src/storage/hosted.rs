@@ -2,6 +2,8 @@
 //! logos. A session's code is an ordinary code.
 
 use super::cells::Cells;
+use super::engine::{args, Engine};
+use super::sql::{hosted as sql, Arg};
 use super::StoreError;
 use crate::domain::claim::CodeChallenge;
 use crate::domain::keys::TenantId;
@@ -107,4 +109,83 @@ pub trait HostedStore {
         png: Option<&[u8]>,
         now: Millis,
     ) -> Result<bool, StoreError>;
+}
+
+impl<E: Engine> HostedStore for E {
+    fn insert_session(&self, s: &NewSession) -> Result<(), StoreError> {
+        let row = [
+            Arg::from(s.id.as_str()),
+            s.tenant_id.as_str().into(),
+            s.email.clone().into(),
+            s.purpose.as_str().into(),
+            s.locale.clone().into(),
+            s.return_url.as_str().into(),
+            s.created_at.into(),
+            s.expires_at.into(),
+            s.code_challenge.clone().into(),
+        ];
+        self.transact(move |tx| tx.exec(sql::INSERT_SESSION, &row).map(drop))
+    }
+
+    fn session(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
+        self.row_opt(sql::SESSION, args![id], |r| session_from(r))
+    }
+
+    fn set_session_code(
+        &self,
+        id: &str,
+        email: &str,
+        key_digest: &[u8],
+        key_sealed: &[u8],
+    ) -> Result<bool, StoreError> {
+        let row = [
+            id.into(),
+            email.into(),
+            key_digest.into(),
+            Arg::from(key_sealed),
+        ];
+        self.transact(move |tx| Ok(tx.exec(sql::SET_SESSION_CODE, &row)? == 1))
+    }
+
+    fn finish_session(
+        &self,
+        id: &str,
+        key_digest: &[u8],
+        now: Millis,
+        finished_by: &[u8],
+    ) -> Result<bool, StoreError> {
+        let row = [
+            id.into(),
+            now.into(),
+            key_digest.into(),
+            Arg::from(finished_by),
+        ];
+        self.transact(move |tx| Ok(tx.exec(sql::FINISH_SESSION, &row)? == 1))
+    }
+
+    fn logo(&self, tenant: &TenantId) -> Result<Option<Vec<u8>>, StoreError> {
+        // A disabled tenant's logo is not served (API.md §17.8).
+        self.row_opt(sql::LOGO, args![tenant.as_str()], |r| r.bytes(0))
+    }
+
+    fn has_logo(&self, tenant: &TenantId) -> Result<bool, StoreError> {
+        let has = self.row_opt(sql::HAS_LOGO, args![tenant.as_str()], |r| r.flag(0))?;
+        Ok(has == Some(true))
+    }
+
+    fn put_logo(
+        &self,
+        tenant: &TenantId,
+        png: Option<&[u8]>,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let t = Arg::from(tenant.as_str());
+        let put = png.map(|p| [t.clone(), p.into(), now.into()]);
+        self.transact(move |tx| {
+            Ok(match put {
+                Some(row) => tx.exec(sql::PUT_LOGO, &row)?,
+                None => tx.exec(sql::DELETE_LOGO, std::slice::from_ref(&t))?,
+            } == 1)
+        })
+    }
 }

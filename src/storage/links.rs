@@ -1,6 +1,7 @@
 //! The magic-link aggregate (API.md §14.2): a link's token digest leads to its code. A link
 //! verifies its code with `CodeStore::finish_verify`, like a matching code does.
 
+use super::engine::{args, Engine};
 use super::StoreError;
 use crate::domain::challenge::StoredStatus;
 use crate::domain::keys::TenantId;
@@ -41,7 +42,13 @@ pub trait LinkStore {
     fn link(&self, digest: &[u8]) -> Result<Option<LinkView>, StoreError>;
 }
 
-pub(crate) fn link_from(r: &impl super::cells::Cells) -> Result<LinkView, StoreError> {
+impl<E: Engine> LinkStore for E {
+    fn link(&self, digest: &[u8]) -> Result<Option<LinkView>, StoreError> {
+        self.row_opt(super::sql::links::LINK, args![digest], |r| link_from(r))
+    }
+}
+
+pub(crate) fn link_from(r: &(impl super::cells::Cells + ?Sized)) -> Result<LinkView, StoreError> {
     Ok(LinkView {
         tenant_id: TenantId::from_trusted(r.text(0)?),
         tenant_name: r.text(1)?,

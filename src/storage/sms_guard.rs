@@ -2,7 +2,9 @@
 //! and country, and the numbers that verified a code (trusted for the tenant's
 //! `trusted_days`). The velocity rules are here, once, for both backends.
 
+use super::engine::{args, lock_key, Engine, Exec};
 use super::quota::HOUR_MS;
+use super::sql::{sms_guard as sql, Arg};
 use super::StoreError;
 use crate::domain::keys::TenantId;
 use crate::domain::Millis;
@@ -98,5 +100,61 @@ mod tests {
         );
         assert_eq!(over(0, 1000, Some(now), now), None);
         assert_eq!(over(1, 1, None, now), Some(HOUR_MS));
+    }
+}
+
+impl<E: Engine> SmsGuardStore for E {
+    fn take_sms(
+        &self,
+        send: &SmsSend,
+        limits: &SmsVelocity,
+        now: Millis,
+    ) -> Result<Result<SmsTaken, SmsVelocityRefusal>, StoreError> {
+        let (s, l) = (send.clone(), *limits);
+        self.transact(move |tx| {
+            let t = s.tenant.as_str();
+            if let Some(since) = s.trusted_since {
+                let q = args![t, s.phone.as_str(), since];
+                if tx.row_opt(sql::TRUSTED, q, |r| r.flag(0))? == Some(true) {
+                    return Ok(Ok(SmsTaken::Trusted));
+                }
+            }
+            tx.serialize(&[lock_key("sms", &[t])])?;
+            let from = now - HOUR_MS;
+            let count = |tx: &mut dyn Exec, q, by: &str, limit: u32| {
+                let n = tx.row_opt(q, args![t, by, from, limit], |r| {
+                    Ok((r.int(0)?, r.opt_int(1)?))
+                })?;
+                let (n, oldest) = n.unwrap_or((0, None));
+                Ok::<_, StoreError>(over(limit, n, oldest, now))
+            };
+            if l.range_per_hour > 0 {
+                if let Some(retry_after_ms) = count(tx, sql::IN_RANGE, &s.range, l.range_per_hour)?
+                {
+                    return Ok(Err(SmsVelocityRefusal::Range { retry_after_ms }));
+                }
+            }
+            let per_country = l.unverified_per_country_per_hour;
+            if per_country > 0 {
+                let q = sql::UNVERIFIED_IN_COUNTRY;
+                if let Some(retry_after_ms) = count(tx, q, &s.country, per_country)? {
+                    return Ok(Err(SmsVelocityRefusal::Country { retry_after_ms }));
+                }
+            }
+            let row = args![
+                t,
+                s.key_digest.as_slice(),
+                s.range.as_str(),
+                s.country.as_str(),
+                now
+            ];
+            tx.exec(sql::INSERT, row)?;
+            Ok(Ok(SmsTaken::Counted))
+        })
+    }
+
+    fn release_sms(&self, key_digest: &[u8], at: Millis) -> Result<(), StoreError> {
+        let row = [Arg::from(key_digest), at.into()];
+        self.transact(move |tx| tx.exec(sql::RELEASE, &row).map(drop))
     }
 }

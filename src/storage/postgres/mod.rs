@@ -14,18 +14,14 @@ macro_rules! db_now {
     };
 }
 
-mod claims;
 mod codes;
 mod conn;
-mod hosted;
 mod integration;
 mod keyring;
-mod links;
 mod outbox;
 mod provider_events;
 mod quota;
 mod records;
-mod sms_guard;
 mod stats;
 mod tenants;
 mod tls;
@@ -391,5 +387,9 @@ impl<C: GenericClient> crate::storage::engine::Exec for Db<'_, C> {
             f(&r)?;
         }
         Ok(())
+    }
+
+    fn serialize(&mut self, keys: &[String]) -> Result<(), StoreError> {
+        lock_all(self, keys)
     }
 }

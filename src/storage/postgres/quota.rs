@@ -8,6 +8,7 @@ use super::conn::Db;
 use super::PgStore;
 use crate::domain::keys::TenantId;
 use crate::domain::Millis;
+pub(super) use crate::storage::engine::lock_key;
 use crate::storage::{QuotaRefusal, QuotaStore, SendQuota, StoreError, MINUTE_MS};
 
 impl QuotaStore for PgStore {
@@ -38,16 +39,6 @@ impl QuotaStore for PgStore {
         let Some(row) = row else { return Ok(None) };
         Ok(q.failures_until(row.try_get(0)?, row.try_get(1)?, now))
     }
-}
-
-/// The key of a transaction-scoped advisory lock: parts joined by a separator no part holds.
-pub(super) fn lock_key(kind: &str, parts: &[&str]) -> String {
-    let mut k = String::from(kind);
-    for p in parts {
-        k.push('\u{1f}');
-        k.push_str(p);
-    }
-    k
 }
 
 /// Take transaction-scoped advisory locks, in the order given (every caller uses the order
