@@ -11,13 +11,41 @@ use super::cells::Cells;
 use super::sql::{Arg, Shared};
 use super::StoreError;
 
+/// Which SQL a backend speaks, for the few statements built per call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// The placeholder of parameter `i` (1-based).
+    pub(crate) fn placeholder(self, i: usize) -> String {
+        match self {
+            Dialect::Sqlite => format!("?{i}"),
+            Dialect::Postgres => format!("${i}"),
+        }
+    }
+
+    /// `q`'s text as this backend runs it.
+    pub(crate) fn text(self, q: Shared) -> &'static str {
+        match self {
+            Dialect::Sqlite => q.sqlite,
+            Dialect::Postgres => q.pg,
+        }
+    }
+}
+
 /// A backend, as the written-once aggregates use it.
 pub(crate) trait Engine {
-    /// Every row `q` reads, each given to `f` in order (a pooled connection; on SQLite's
+    /// Which SQL it speaks.
+    fn dialect(&self) -> Dialect;
+
+    /// Every row `text` reads, each given to `f` in order (a pooled connection; on SQLite's
     /// writer thread, inside a call it runs, the open batch's).
-    fn each(
+    fn each_text(
         &self,
-        q: Shared,
+        text: &str,
         args: &[Arg],
         f: &mut dyn FnMut(&dyn Cells) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
@@ -31,6 +59,29 @@ pub(crate) trait Engine {
         f: impl FnOnce(&mut dyn Exec) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError>;
 
+    /// `f`'s reads on one connection, outside a transaction (on SQLite's writer thread,
+    /// inside a call it runs, the open batch's): several reads that need not see one
+    /// snapshot, such as a cheap check before the write that checks again.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Exec) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError>;
+
+    /// Every row of `text` (this backend's), each read by `f`.
+    fn rows_text<T>(
+        &self,
+        text: &str,
+        args: &[Arg],
+        f: impl Fn(&dyn Cells) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        self.each_text(text, args, &mut |r| {
+            out.push(f(r)?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
     /// Every row `q` reads, each read by `f`.
     fn rows<T>(
         &self,
@@ -38,12 +89,7 @@ pub(crate) trait Engine {
         args: &[Arg],
         f: impl Fn(&dyn Cells) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
-        let mut out = Vec::new();
-        self.each(q, args, &mut |r| {
-            out.push(f(r)?);
-            Ok(())
-        })?;
-        Ok(out)
+        self.rows_text(self.dialect().text(q), args, f)
     }
 
     /// The first row `q` reads (the queries that use this read at most one), read by `f`.
@@ -53,26 +99,23 @@ pub(crate) trait Engine {
         args: &[Arg],
         f: impl Fn(&dyn Cells) -> Result<T, StoreError>,
     ) -> Result<Option<T>, StoreError> {
-        let mut out = None;
-        self.each(q, args, &mut |r| {
-            if out.is_none() {
-                out = Some(f(r)?);
-            }
-            Ok(())
-        })?;
-        Ok(out)
+        let text = self.dialect().text(q);
+        first(|each| self.each_text(text, args, each), f)
     }
 }
 
 /// The statements of one transaction (see [`Engine::transact`]).
 pub(crate) trait Exec {
-    /// Run `q`; how many rows it changed.
-    fn exec(&mut self, q: Shared, args: &[Arg]) -> Result<u64, StoreError>;
+    /// Which SQL it speaks.
+    fn dialect(&self) -> Dialect;
 
-    /// Every row `q` reads in the transaction, each given to `f` in order.
-    fn each(
+    /// Run `text` (this backend's); how many rows it changed.
+    fn exec_text(&mut self, text: &str, args: &[Arg]) -> Result<u64, StoreError>;
+
+    /// Every row `text` reads in the transaction, each given to `f` in order.
+    fn each_text(
         &mut self,
-        q: Shared,
+        text: &str,
         args: &[Arg],
         f: &mut dyn FnMut(&dyn Cells) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
@@ -83,9 +126,31 @@ pub(crate) trait Exec {
     /// locks (any number of instances share the database); SQLite needs none, its single
     /// writer runs one write at a time.
     fn serialize(&mut self, keys: &[String]) -> Result<(), StoreError>;
+
+    /// Run `q`; how many rows it changed.
+    fn exec(&mut self, q: Shared, args: &[Arg]) -> Result<u64, StoreError> {
+        let text = self.dialect().text(q);
+        self.exec_text(text, args)
+    }
 }
 
 impl dyn Exec + '_ {
+    /// Every row `q` reads in the transaction, each read by `f`.
+    pub(crate) fn rows<T>(
+        &mut self,
+        q: Shared,
+        args: &[Arg],
+        f: impl Fn(&dyn Cells) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let text = self.dialect().text(q);
+        let mut out = Vec::new();
+        self.each_text(text, args, &mut |r| {
+            out.push(f(r)?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
     /// The first row `q` reads in the transaction, read by `f`.
     pub(crate) fn row_opt<T>(
         &mut self,
@@ -93,15 +158,24 @@ impl dyn Exec + '_ {
         args: &[Arg],
         f: impl Fn(&dyn Cells) -> Result<T, StoreError>,
     ) -> Result<Option<T>, StoreError> {
-        let mut out = None;
-        self.each(q, args, &mut |r| {
-            if out.is_none() {
-                out = Some(f(r)?);
-            }
-            Ok(())
-        })?;
-        Ok(out)
+        let text = self.dialect().text(q);
+        first(|each| self.each_text(text, args, each), f)
     }
+}
+
+/// The first row `read` gives its callback, read by `f`.
+fn first<T>(
+    read: impl FnOnce(&mut dyn FnMut(&dyn Cells) -> Result<(), StoreError>) -> Result<(), StoreError>,
+    f: impl Fn(&dyn Cells) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    let mut out = None;
+    read(&mut |r| {
+        if out.is_none() {
+            out = Some(f(r)?);
+        }
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// The key of a transaction-scoped advisory lock: parts joined by a separator no part holds.
@@ -121,3 +195,14 @@ macro_rules! args {
     };
 }
 pub(crate) use args;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_keys_keep_their_parts_apart() {
+        assert_ne!(lock_key("r", &["ab", "c"]), lock_key("r", &["a", "bc"]));
+        assert_eq!(lock_key("t", &["x"]), "t\u{1f}x");
+    }
+}

@@ -1,6 +1,7 @@
 //! The integration aggregate (API.md §9): kept idempotent answers, a tenant's webhook, its
 //! durable event outbox and the record of delivery attempts.
 
+use super::engine::{args, Exec};
 use super::{Fairness, StoreError};
 use crate::domain::event::EventType;
 use crate::domain::keys::TenantId;
@@ -145,4 +146,17 @@ pub trait IntegrationStore {
     /// Delete expired idempotency keys, and settled events and delivery records older than
     /// `records_before`.
     fn purge_integration(&self, now: Millis, records_before: Millis) -> Result<usize, StoreError>;
+}
+
+/// Queue `e` if an enabled webhook of its tenant takes its type (inside the caller's
+/// transaction); whether it was queued.
+pub(crate) fn insert_event_in(tx: &mut dyn Exec, e: &NewEvent) -> Result<bool, StoreError> {
+    let row = args![
+        e.id.as_str(),
+        e.tenant_id.as_str(),
+        e.kind.as_str(),
+        e.payload.as_slice(),
+        e.created_at,
+    ];
+    Ok(tx.exec(super::sql::integration::INSERT_EVENT, row)? > 0)
 }

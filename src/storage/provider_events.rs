@@ -2,9 +2,14 @@
 //! the same transaction the recipient suppressed, the matching code's delivery marked
 //! `bounced`, the statistics counted and the tenant's webhook event stored.
 
+use super::engine::{args, Engine};
+use super::integration::insert_event_in;
+use super::sql;
+use super::stats::{bump_in, count_in, tally_from, Bump};
 use super::StoreError;
 use crate::domain::event::EventType;
 use crate::domain::keys::TenantId;
+use crate::domain::stats::CodeDims;
 use crate::domain::stats::Counted;
 use crate::domain::suppression::Suppression;
 use crate::domain::Millis;
@@ -79,4 +84,101 @@ pub trait ProviderEventStore {
         -> Result<Option<String>, StoreError>;
     /// Forget events received before `before` (pins are kept).
     fn purge_provider_events(&self, before: Millis) -> Result<usize, StoreError>;
+}
+
+impl<E: Engine> ProviderEventStore for E {
+    fn record_provider_event(
+        &self,
+        tenant: &TenantId,
+        provider: &str,
+        event_id: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let row = [
+            tenant.as_str().into(),
+            provider.into(),
+            event_id.into(),
+            now.into(),
+        ];
+        self.transact(move |tx| Ok(tx.exec(sql::provider_events::SEEN, &row)? == 1))
+    }
+
+    fn apply_provider_event(&self, e: &EventEffect) -> Result<EventApplied, StoreError> {
+        let e = e.clone();
+        self.transact(move |tx| {
+            let t = e.tenant.as_str();
+            if let Some(w) = &e.verified_with {
+                // No row lock: on PostgreSQL one taken here, before the suppression's count
+                // updates the same row, would deadlock concurrent events of the tenant. A
+                // change committed while this runs is ordered after the event, as if it had
+                // come a moment later.
+                let now = tx.row_opt(sql::provider_events::VERIFIED_WITH, args![t], |r| {
+                    Ok(VerifiedWith {
+                        row_version: r.int(0)?,
+                        webhook_events: r.text(1)?,
+                    })
+                })?;
+                if now.as_ref() != Some(w) {
+                    return Ok(EventApplied::Stale);
+                }
+            }
+            let seen = args![t, e.provider.as_str(), e.event_id.as_str(), e.now];
+            if tx.exec(sql::provider_events::SEEN, seen)? == 0 {
+                return Ok(EventApplied::Seen);
+            }
+            let s = &e.suppression;
+            let entry = args![
+                t,
+                s.recipient.as_str(),
+                s.reason.as_str(),
+                s.source.as_str(),
+                s.created_at
+            ];
+            if tx.exec(sql::suppressions::INSERT, entry)? == 1 {
+                tx.exec(sql::suppressions::COUNT_UP, args![t])?;
+            }
+            let tallies = match &e.message_id {
+                Some(m) => tx.rows(
+                    sql::provider_events::MARK_BOUNCED,
+                    args![t, m.as_str()],
+                    |r| tally_from(r, 0),
+                )?,
+                None => Vec::new(),
+            };
+            match tallies.first() {
+                Some(tally) => count_in(tx, tally, e.counted)?,
+                None => {
+                    let dims = CodeDims::of("", None, "email", &s.recipient);
+                    bump_in(
+                        tx,
+                        &Bump {
+                            tenant: t,
+                            created_at: e.now,
+                            dims: &dims,
+                            what: e.counted,
+                        },
+                    )?
+                }
+            }
+            if let Some(ev) = &e.webhook {
+                insert_event_in(tx, ev)?;
+            }
+            Ok(EventApplied::Applied)
+        })
+    }
+
+    fn provider_pin(
+        &self,
+        tenant: &TenantId,
+        provider: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let q = args![tenant.as_str(), provider];
+        self.row_opt(sql::provider_events::PIN, q, |r| r.text(0))
+    }
+
+    fn purge_provider_events(&self, before: Millis) -> Result<usize, StoreError> {
+        let before = [before.into()];
+        let n = self.transact(move |tx| tx.exec(sql::provider_events::PURGE, &before))?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
 }

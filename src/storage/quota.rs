@@ -1,6 +1,8 @@
 //! The send quotas and failure budget: what they are, and the rules both stores apply when
 //! they check and count them inside a mint's (or a guess's) transaction.
 
+use super::engine::{args, lock_key, Engine, Exec};
+use super::sql::quota as sql;
 use super::StoreError;
 use crate::domain::keys::TenantId;
 use crate::domain::Millis;
@@ -167,6 +169,167 @@ pub trait QuotaStore {
         q: &SendQuota,
         now: Millis,
     ) -> Result<Option<Millis>, StoreError>;
+}
+
+impl<E: Engine> QuotaStore for E {
+    fn check_quota(
+        &self,
+        tenant: &TenantId,
+        recipient: &str,
+        q: &SendQuota,
+        now: Millis,
+    ) -> Result<Result<(), QuotaRefusal>, StoreError> {
+        self.read(|tx| quota_check(tx, tenant, recipient, q, now))
+    }
+
+    fn failures_blocked(
+        &self,
+        tenant: &TenantId,
+        recipient: &str,
+        q: &SendQuota,
+        now: Millis,
+    ) -> Result<Option<Millis>, StoreError> {
+        if q.max_failures == 0 {
+            return Ok(None);
+        }
+        let key = args![tenant.as_str(), recipient];
+        let row = self.row_opt(sql::FAILURES_BLOCKED, key, |r| Ok((r.int(0)?, r.int(1)?)))?;
+        Ok(row.and_then(|(f, start)| q.failures_until(f, start, now)))
+    }
+}
+
+/// Every quota check of a mint, counting nothing (callers that count hold the locks).
+pub(crate) fn quota_check(
+    tx: &mut dyn Exec,
+    tenant: &TenantId,
+    recipient: &str,
+    q: &SendQuota,
+    now: Millis,
+) -> Result<Result<(), QuotaRefusal>, StoreError> {
+    if let Err(r) = recipient_check(tx, tenant, recipient, q, now)? {
+        return Ok(Err(r));
+    }
+    tenant_check(tx, tenant, q, now)
+}
+
+/// A count and the oldest of what it counted (one row of an aggregate).
+fn count_row(
+    tx: &mut dyn Exec,
+    q: super::sql::Shared,
+    args: &[super::sql::Arg],
+) -> Result<(i64, Option<i64>), StoreError> {
+    let row = tx.row_opt(q, args, |r| Ok((r.int(0)?, r.opt_int(1)?)))?;
+    Ok(row.unwrap_or((0, None)))
+}
+
+/// The recipient's quotas: failure budget, cooldown, sends per window.
+pub(crate) fn recipient_check(
+    tx: &mut dyn Exec,
+    tenant: &TenantId,
+    recipient: &str,
+    q: &SendQuota,
+    now: Millis,
+) -> Result<Result<(), QuotaRefusal>, StoreError> {
+    let t = tenant.as_str();
+    if q.max_failures > 0 {
+        let row = tx.row_opt(sql::FAILURES_BLOCKED, args![t, recipient], |r| {
+            Ok((r.int(0)?, r.int(1)?))
+        })?;
+        if let Some(r) = row.and_then(|(f, start)| q.failures_refusal(f, start, now)) {
+            return Ok(Err(r));
+        }
+    }
+    if q.cooldown_ms > 0 {
+        let last = tx.row_opt(sql::LAST_SEND, args![t, recipient], |r| r.opt_int(0))?;
+        if let Some(r) = q.cooldown_refusal(last.flatten(), now) {
+            return Ok(Err(r));
+        }
+    }
+    if q.recipient_max > 0 {
+        let window = args![t, recipient, q.recipient_window_start(now)];
+        let (count, oldest) = count_row(tx, sql::SENDS_IN_WINDOW, window)?;
+        if let Some(r) = q.recipient_refusal(count, oldest, now) {
+            return Ok(Err(r));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// The tenant's sends in the last hour.
+pub(crate) fn tenant_check(
+    tx: &mut dyn Exec,
+    tenant: &TenantId,
+    q: &SendQuota,
+    now: Millis,
+) -> Result<Result<(), QuotaRefusal>, StoreError> {
+    if q.tenant_max_per_hour > 0 {
+        let hour = args![tenant.as_str(), SendQuota::tenant_minutes_after(now)];
+        let (count, oldest) = count_row(tx, sql::TENANT_SENDS, hour)?;
+        if let Some(r) = q.tenant_refusal(count, oldest, now) {
+            return Ok(Err(r));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// The lock a recipient's quotas are checked and counted under.
+pub(crate) fn recipient_lock(tenant: &TenantId, recipient: &str) -> String {
+    lock_key("r", &[tenant.as_str(), recipient])
+}
+
+/// The lock the tenant's hourly quota is checked and counted under, if it has one.
+pub(crate) fn tenant_lock(tenant: &TenantId, q: &SendQuota) -> Option<String> {
+    (q.tenant_max_per_hour > 0).then(|| lock_key("t", &[tenant.as_str()]))
+}
+
+/// Count one send (callers checked the quotas under their locks).
+pub(crate) fn count_send(
+    tx: &mut dyn Exec,
+    tenant: &TenantId,
+    recipient: &str,
+    now: Millis,
+) -> Result<(), StoreError> {
+    tx.exec(sql::TAKE_SEND, args![tenant.as_str(), recipient, now])?;
+    let minute = args![tenant.as_str(), now.div_euclid(MINUTE_MS)];
+    tx.exec(sql::COUNT_TENANT_SEND, minute)?;
+    Ok(())
+}
+
+/// Check every quota and, if all allow it, count one send (callers hold the write lock:
+/// SQLite's single writer).
+pub(crate) fn take_send(
+    tx: &mut dyn Exec,
+    tenant: &TenantId,
+    recipient: &str,
+    q: &SendQuota,
+    now: Millis,
+) -> Result<Result<(), QuotaRefusal>, StoreError> {
+    if let Err(r) = quota_check(tx, tenant, recipient, q, now)? {
+        return Ok(Err(r));
+    }
+    count_send(tx, tenant, recipient, now)?;
+    Ok(Ok(()))
+}
+
+/// Check the tenant's test sends of the hour under its test lock (taken last, like the
+/// tenant's) and, if under `per_hour` (0: no limit), count one.
+pub(crate) fn take_test_send(
+    tx: &mut dyn Exec,
+    tenant: &TenantId,
+    per_hour: u32,
+    now: Millis,
+) -> Result<Result<(), QuotaRefusal>, StoreError> {
+    let t = tenant.as_str();
+    tx.serialize(&[lock_key("T", &[t])])?;
+    if per_hour > 0 {
+        let hour = args![t, SendQuota::tenant_minutes_after(now)];
+        let (count, oldest) = count_row(tx, sql::TEST_SENDS, hour)?;
+        if let Some(r) = SendQuota::test_sends_refusal(per_hour, count, oldest, now) {
+            return Ok(Err(r));
+        }
+    }
+    tx.exec(sql::COUNT_TEST_SEND, args![t, now.div_euclid(MINUTE_MS)])?;
+    Ok(Ok(()))
 }
 
 /// Which quota refused a send, and when to retry.

@@ -2,7 +2,10 @@
 //! value, added to in the transactions that change a code (so they are exact across
 //! instances), read by summing a range of hours — never by scanning codes.
 
+use rand::Rng;
+
 use super::cells::Cells;
+use super::engine::{args, Dialect, Engine, Exec};
 use super::StoreError;
 use crate::domain::keys::TenantId;
 use crate::domain::stats::{hour_of, CodeDims, Counted, Counts, Dim, BUCKETS};
@@ -309,6 +312,182 @@ pub trait StatsStore {
     fn compact_stats(&self, before_hour: i64) -> Result<usize, StoreError> {
         let _ = before_hour;
         Ok(0)
+    }
+}
+
+/// Rows each cell is spread over on PostgreSQL: a transaction adds to one, chosen at
+/// random, so concurrent instances rarely wait on one row, and a query sums them. SQLite's
+/// single writer adds to one.
+fn shards(d: Dialect) -> i64 {
+    match d {
+        Dialect::Sqlite => 1,
+        Dialect::Postgres => 8,
+    }
+}
+
+/// The shard a transaction adds to.
+fn shard(d: Dialect) -> i64 {
+    rand::thread_rng().gen_range(0..shards(d))
+}
+
+/// Add a bump to its five cells, on one shard. Callers make it the last statement of their
+/// transaction, so the row locks it takes are held the shortest and never waited on while
+/// holding another.
+pub(crate) fn bump_in(tx: &mut dyn Exec, b: &Bump<'_>) -> Result<(), StoreError> {
+    let d = tx.dialect();
+    let row = args![
+        b.tenant,
+        b.hour(),
+        shard(d),
+        1i32,
+        b.dims.purpose.as_str(),
+        b.dims.locale.as_str(),
+        b.dims.channel.as_str(),
+        b.dims.domain.as_str(),
+    ];
+    tx.exec_text(&upsert_sql(b.what, |i| d.placeholder(i)), row)?;
+    Ok(())
+}
+
+/// Count `what` for a code as read with `TALLY_COLS` (nothing for a code that does not
+/// count).
+pub(crate) fn count_in(tx: &mut dyn Exec, t: &Tally, what: Counted) -> Result<(), StoreError> {
+    if !t.counts {
+        return Ok(());
+    }
+    let (tenant, created_at, dims) = (&t.tenant, t.created_at, &t.dims);
+    bump_in(
+        tx,
+        &Bump {
+            tenant,
+            created_at,
+            dims,
+            what,
+        },
+    )
+}
+
+/// Count `what` once for each of a batch of codes (those that count): summed per cell and
+/// written in the one order every transaction writes cells in, on one shard, so two
+/// batches never wait on each other in a circle.
+pub(crate) fn count_all(
+    tx: &mut dyn Exec,
+    tallies: &[Tally],
+    what: Counted,
+) -> Result<(), StoreError> {
+    let d = tx.dialect();
+    let (text, shard) = (cell_sql(what, |i| d.placeholder(i)), shard(d));
+    for c in cells_of(tallies) {
+        let n = i32::try_from(c.n).unwrap_or(i32::MAX);
+        let row = args![c.tenant, c.dim.as_str(), c.value, c.hour, shard, n];
+        tx.exec_text(&text, row)?;
+    }
+    Ok(())
+}
+
+impl<E: Engine> StatsStore for E {
+    fn count_expired(&self, now: Millis) -> Result<usize, StoreError> {
+        let d = self.dialect();
+        // On PostgreSQL rows another instance is counting are skipped, not waited for; the
+        // state change re-checks each under its row lock.
+        let text = match d {
+            Dialect::Sqlite => format!(
+                "UPDATE challenges SET stats_state = ?1 WHERE key_digest IN ( \
+                   SELECT key_digest FROM challenges WHERE {EXPIRY_UNCOUNTED} \
+                   AND expires_at <= ?2 LIMIT ?3) RETURNING {TALLY_COLS}"
+            ),
+            Dialect::Postgres => format!(
+                "UPDATE challenges SET stats_state = $1 WHERE key_digest IN ( \
+                   SELECT key_digest FROM challenges WHERE {EXPIRY_UNCOUNTED} \
+                   AND expires_at <= $2 LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                 AND {EXPIRY_UNCOUNTED} RETURNING {TALLY_COLS}"
+            ),
+        };
+        let batch = [
+            STATE_EXPIRY_COUNTED.into(),
+            (now - EXPIRY_GRACE_MS).into(),
+            EXPIRY_BATCH.into(),
+        ];
+        self.transact(move |tx| {
+            let mut tallies = Vec::new();
+            tx.each_text(&text, &batch, &mut |r| {
+                tallies.push(tally_from(r, 0)?);
+                Ok(())
+            })?;
+            count_all(tx, &tallies, Counted::ExpiredUnverified)?;
+            Ok(tallies.len())
+        })
+    }
+
+    fn stats(&self, q: &StatsQuery) -> Result<Vec<StatsRow>, StoreError> {
+        let d = self.dialect();
+        let text = query_sql(q, |i| d.placeholder(i));
+        let dim = q.group.map_or("all", |d| d.as_str());
+        let limit = i64::try_from(q.max_rows + 1).unwrap_or(i64::MAX);
+        let grouped = q.group.is_some();
+        let mut args = vec![
+            dim.into(),
+            q.from_hour.into(),
+            q.to_hour.into(),
+            q.period_hours.into(),
+            limit.into(),
+        ];
+        if let Some(t) = &q.tenant {
+            args.push(t.as_str().into());
+        }
+        self.rows_text(&text, &args, |r| stats_row_from(r, grouped))
+    }
+
+    fn count_blocked(
+        &self,
+        tenant: &TenantId,
+        at: Millis,
+        dims: &CodeDims,
+        what: Counted,
+    ) -> Result<(), StoreError> {
+        let (tenant, dims) = (tenant.to_string(), dims.clone());
+        self.transact(move |tx| {
+            let b = Bump {
+                tenant: &tenant,
+                created_at: at,
+                dims: &dims,
+                what,
+            };
+            bump_in(tx, &b)
+        })
+    }
+
+    fn purge_stats(&self, before_hour: i64) -> Result<usize, StoreError> {
+        let before = [before_hour.into()];
+        let n = self.transact(move |tx| tx.exec(super::sql::stats::PURGE_STATS, &before))?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    fn compact_stats(&self, before_hour: i64) -> Result<usize, StoreError> {
+        if shards(self.dialect()) == 1 {
+            return Ok(0);
+        }
+        let cols = COUNT_COLS.join(", ");
+        let sums: Vec<String> = COUNT_COLS.iter().map(|c| format!("SUM({c})")).collect();
+        let set: Vec<String> = COUNT_COLS
+            .iter()
+            .map(|c| format!("{c} = stats.{c} + excluded.{c}"))
+            .collect();
+        // The shards' rows go and their sums join shard 0, in one statement (rows of quiet
+        // hours: no code changes them any more).
+        let text = format!(
+            "WITH moved AS (DELETE FROM stats WHERE shard > 0 AND hour < $1 \
+               AND dim IN ('all', 'purpose', 'locale', 'channel', 'domain') RETURNING *) \
+             INSERT INTO stats (tenant_id, dim, hour, value, shard, {cols}) \
+             SELECT tenant_id, dim, hour, value, 0, {} FROM moved \
+             GROUP BY tenant_id, dim, hour, value ORDER BY tenant_id, dim, hour, value \
+             ON CONFLICT (tenant_id, dim, hour, value, shard) DO UPDATE SET {}",
+            sums.join(", "),
+            set.join(", ")
+        );
+        let before = [before_hour.into()];
+        let n = self.transact(move |tx| tx.exec_text(&text, &before))?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 }
 

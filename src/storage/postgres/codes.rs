@@ -7,21 +7,20 @@ use crate::storage::sql::{attempts_left, live_code};
 use ::postgres::GenericClient;
 
 use super::conn::Db;
-use super::integration::insert_event_in;
 use super::outbox::supersede;
-use super::quota::{
-    count_send, lock_all, recipient_check, recipient_lock, take_test_send, tenant_check,
-    tenant_lock,
-};
-use super::stats::{bump_in, count_in};
-use super::{insert_challenge, Inserted, PgStore};
+use super::{insert_challenge, lock_all, Inserted, PgStore};
 use crate::domain::challenge::ChallengeView;
 use crate::domain::keys::{CodeApi, TenantId};
 use crate::domain::stats::{verify_secs, CodeDims, Counted};
 use crate::domain::Millis;
 use crate::storage::cells::{view_cols, view_from, Cells, VIEW_WIDTH};
 use crate::storage::codes::{key_hashes, PUSH_EARLIER};
+use crate::storage::integration::insert_event_in;
 use crate::storage::integration::NewEvent;
+use crate::storage::quota::{
+    count_send, recipient_check, recipient_lock, take_test_send, tenant_check, tenant_lock,
+};
+use crate::storage::stats::{bump_in, count_in};
 use crate::storage::stats::{tally_from, Bump, STATE_COUNTED, STATE_NOT_COUNTED, TALLY_COLS};
 use crate::storage::test_mode::insert_inbox_in;
 use crate::storage::{

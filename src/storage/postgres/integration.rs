@@ -3,10 +3,9 @@
 //! then a row lock, webhook changes lock the tenant row, events are claimed with
 //! `FOR UPDATE SKIP LOCKED` and a lease and settled only by the lease holder.
 
+use crate::storage::integration::insert_event_in;
 use crate::storage::sql;
-use ::postgres::GenericClient;
 
-use super::conn::Db;
 use super::PgStore;
 use crate::domain::keys::TenantId;
 use crate::domain::webhook::{Webhook, WebhookAttempt};
@@ -17,27 +16,6 @@ use crate::storage::integration::{
 };
 use crate::storage::outbox::plan_claim;
 use crate::storage::{rules, StoreError, HOUR_MS};
-
-/// Queue an event if the tenant's webhook subscribes to its type (callers hold the
-/// transaction of the change it reports, or none).
-pub(super) fn insert_event_in(
-    tx: &mut Db<'_, impl GenericClient>,
-    e: &NewEvent,
-) -> Result<bool, StoreError> {
-    Ok(tx.execute(
-        "INSERT INTO webhook_events (id, tenant_id, type, payload, created_at, due_at) \
-         SELECT $1, $2, $3, $4, $5, $5 WHERE EXISTS (SELECT 1 FROM webhooks w \
-           WHERE w.tenant_id = $2 AND w.disabled_at IS NULL \
-             AND ($3 = 'webhook.test' OR $3 = ANY(string_to_array(w.events, ','))))",
-        &[
-            &e.id,
-            &e.tenant_id.as_str(),
-            &e.kind.as_str(),
-            &e.payload,
-            &e.created_at,
-        ],
-    )? > 0)
-}
 
 impl IntegrationStore for PgStore {
     fn put_webhook(&self, id: &TenantId, w: &Webhook) -> Result<Option<bool>, StoreError> {

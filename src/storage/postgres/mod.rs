@@ -19,13 +19,11 @@ mod conn;
 mod integration;
 mod keyring;
 mod outbox;
-mod provider_events;
-mod quota;
 mod records;
-mod stats;
 mod tenants;
 mod tls;
 
+use crate::storage::engine::Dialect;
 use crate::storage::sql;
 use std::time::Duration;
 
@@ -38,7 +36,6 @@ use super::{copy, NewChallenge, QuotaRefusal, Store, StoreError};
 use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
 use conn::{Conn, Db, Manager, Params, PgConn, Tx};
-use quota::{lock_all, lock_key};
 
 mod embedded {
     refinery::embed_migrations!("migrations/postgres");
@@ -192,11 +189,26 @@ impl Drop for PgStore {
     }
 }
 
+/// Take transaction-scoped advisory locks, in the order given (every caller uses the order
+/// recipient → group → tenant, so two transactions never wait on each other in a circle; the
+/// tenant's lock, shared by all its mints, is taken last and held the shortest).
+fn lock_all(tx: &mut Db<'_, impl GenericClient>, keys: &[String]) -> Result<(), StoreError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) WITH ORDINALITY AS l(k, n) ORDER BY n",
+        &[&keys],
+    )?;
+    Ok(())
+}
+
 /// A shared value as the driver binds it (a NULL keeps its type).
 fn bound(a: &sql::Arg) -> &(dyn ToSql + Sync) {
     match a {
         sql::Arg::Text(v) => v,
         sql::Arg::Int(v) => v,
+        sql::Arg::Int32(v) => v,
         sql::Arg::Bool(v) => v,
         sql::Arg::Blob(v) => v,
     }
@@ -251,7 +263,7 @@ fn insert_challenge(
 ) -> Result<(), StoreError> {
     lock_all(
         tx,
-        &[lock_key(
+        &[crate::storage::engine::lock_key(
             "g",
             &[
                 tenant_id,
@@ -353,13 +365,17 @@ mod tests {
 }
 
 impl crate::storage::engine::Engine for PgStore {
-    fn each(
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn each_text(
         &self,
-        q: sql::Shared,
+        text: &str,
         args: &[sql::Arg],
         f: &mut dyn FnMut(&dyn crate::storage::cells::Cells) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        crate::storage::engine::Exec::each(&mut self.conn()?.db(), q, args, f)
+        crate::storage::engine::Exec::each_text(&mut self.conn()?.db(), text, args, f)
     }
 
     fn transact<T: Send + 'static>(
@@ -368,22 +384,33 @@ impl crate::storage::engine::Engine for PgStore {
     ) -> Result<T, StoreError> {
         self.tx(|tx| f(tx))
     }
+
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&mut dyn crate::storage::engine::Exec) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        f(&mut self.conn()?.db())
+    }
 }
 
 impl<C: GenericClient> crate::storage::engine::Exec for Db<'_, C> {
-    fn exec(&mut self, q: sql::Shared, args: &[sql::Arg]) -> Result<u64, StoreError> {
-        let args: Vec<_> = args.iter().map(bound).collect();
-        Ok(self.execute(q.pg, &args)?)
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
     }
 
-    fn each(
+    fn exec_text(&mut self, text: &str, args: &[sql::Arg]) -> Result<u64, StoreError> {
+        let args: Vec<_> = args.iter().map(bound).collect();
+        Ok(self.execute(text, &args)?)
+    }
+
+    fn each_text(
         &mut self,
-        q: sql::Shared,
+        text: &str,
         args: &[sql::Arg],
         f: &mut dyn FnMut(&dyn crate::storage::cells::Cells) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let args: Vec<_> = args.iter().map(bound).collect();
-        for r in self.query(q.pg, &args)? {
+        for r in self.query(text, &args)? {
             f(&r)?;
         }
         Ok(())

@@ -8,16 +8,16 @@ use crate::storage::sql::live_code;
 use ::postgres::GenericClient;
 
 use super::conn::Db;
-use super::integration::insert_event_in;
-use super::stats::{count_all, count_in};
 use super::{opt_u32, PgStore};
 use crate::domain::keys::TenantId;
 use crate::domain::stats::Counted;
 use crate::domain::Millis;
 use crate::storage::cells::{channel_from, delivery_mode_from, status_from, Cells};
+use crate::storage::integration::insert_event_in;
 use crate::storage::integration::NewEvent;
 use crate::storage::outbox::{plan_claim, AttemptRecord, SweepCandidate, SweepItem, SWEEP_BATCH};
 use crate::storage::rules::{self, SweepVerdict, GIVING_UP_FAILS_KEY};
+use crate::storage::stats::{count_all, count_in};
 use crate::storage::stats::{tally_from, Tally, STATE_COUNTED, STATE_EXPIRY_COUNTED, TALLY_COLS};
 use crate::storage::{
     ClaimRequest, Claimed, OutboxJob, OutboxStats, OutboxStore, StoreError, MINUTE_MS,

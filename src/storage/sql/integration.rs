@@ -103,3 +103,16 @@ shared_sql!(
     /// A tenant's webhook.
     pub(crate) WEBHOOK = ["SELECT ", WEBHOOK_COLS, " FROM webhooks WHERE tenant_id = $1"]
 );
+
+/// A webhook event, queued only when an enabled webhook of its tenant takes its type (the
+/// backends test the comma-separated list each its own way).
+pub(crate) const INSERT_EVENT: super::Shared = super::Shared {
+    sqlite: "INSERT INTO webhook_events (id, tenant_id, type, payload, created_at, due_at) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?5 WHERE EXISTS (SELECT 1 FROM webhooks w \
+             WHERE w.tenant_id = ?2 AND w.disabled_at IS NULL \
+             AND (?3 = 'webhook.test' OR (',' || w.events || ',') LIKE ('%,' || ?3 || ',%')))",
+    pg: "INSERT INTO webhook_events (id, tenant_id, type, payload, created_at, due_at) \
+         SELECT $1, $2, $3, $4, $5, $5 WHERE EXISTS (SELECT 1 FROM webhooks w \
+         WHERE w.tenant_id = $2 AND w.disabled_at IS NULL \
+         AND ($3 = 'webhook.test' OR $3 = ANY(string_to_array(w.events, ','))))",
+};

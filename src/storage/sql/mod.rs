@@ -147,6 +147,8 @@ pub(crate) mod test_mode;
 pub(crate) enum Arg {
     Text(Option<String>),
     Int(Option<i64>),
+    /// A value of an `INTEGER` column PostgreSQL types as 32 bits.
+    Int32(i32),
     Bool(bool),
     Blob(Option<Vec<u8>>),
 }
@@ -172,6 +174,12 @@ impl From<Option<String>> for Arg {
 impl From<i64> for Arg {
     fn from(v: i64) -> Arg {
         Arg::Int(Some(v))
+    }
+}
+
+impl From<i32> for Arg {
+    fn from(v: i32) -> Arg {
+        Arg::Int32(v)
     }
 }
 

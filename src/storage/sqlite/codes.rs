@@ -5,9 +5,6 @@ use crate::storage::sql;
 use crate::storage::sql::{attempts_left, live_code};
 use rusqlite::{params, OptionalExtension};
 
-use super::integration::insert_event_in;
-use super::quota::{take_send_in, take_test_send_in};
-use super::stats::{bump_in, count_in};
 use super::{CachedSql, SqliteStore};
 use crate::domain::challenge::ChallengeView;
 use crate::domain::keys::{CodeApi, TenantId};
@@ -15,7 +12,10 @@ use crate::domain::stats::{verify_secs, CodeDims, Counted};
 use crate::domain::Millis;
 use crate::storage::cells::{view_cols, view_from, Cells, VIEW_WIDTH};
 use crate::storage::codes::{key_hashes, PUSH_EARLIER};
+use crate::storage::integration::insert_event_in;
 use crate::storage::integration::NewEvent;
+use crate::storage::quota::{take_send, take_test_send};
+use crate::storage::stats::{bump_in, count_in};
 use crate::storage::stats::{tally_from, Bump, STATE_COUNTED, STATE_NOT_COUNTED, TALLY_COLS};
 use crate::storage::test_mode::insert_inbox_in;
 use crate::storage::{
@@ -124,7 +124,7 @@ fn minted_in(tx: &rusqlite::Connection, c: &NewChallenge, what: Counted) -> Resu
         &c.email_canonical,
     );
     bump_in(
-        tx,
+        &mut super::Statements(tx),
         &Bump {
             tenant: c.tenant_id.as_str(),
             created_at: c.created_at,
@@ -163,7 +163,13 @@ impl CodeStore for SqliteStore {
         let (c, m, q) = (c.clone(), m.clone(), q.copied());
         self.writer.write(move |tx| {
             if let Some(q) = &q {
-                if let Err(r) = take_send_in(tx, &c.tenant_id, &c.email_canonical, q, now)? {
+                if let Err(r) = take_send(
+                    &mut super::Statements(tx),
+                    &c.tenant_id,
+                    &c.email_canonical,
+                    q,
+                    now,
+                )? {
                     return Ok(Err(r));
                 }
             }
@@ -189,13 +195,18 @@ impl CodeStore for SqliteStore {
     ) -> Result<Result<(), QuotaRefusal>, StoreError> {
         let (c, inbox) = (c.clone(), inbox.clone());
         self.writer.write(move |tx| {
-            if let Err(r) = take_test_send_in(tx, &c.tenant_id, inbox.per_hour, now)? {
+            if let Err(r) = take_test_send(
+                &mut super::Statements(tx),
+                &c.tenant_id,
+                inbox.per_hour,
+                now,
+            )? {
                 return Ok(Err(r));
             }
             insert_challenge_in(tx, &c, Stored::Test { sent_at: now })?;
             supersede_in(tx, &c.key_digest, now)?;
             insert_inbox_in(
-                &mut super::Batch(tx),
+                &mut super::Statements(tx),
                 c.tenant_id.as_str(),
                 &c.key_digest,
                 &inbox,
@@ -241,8 +252,8 @@ impl CodeStore for SqliteStore {
                 return Ok(Resent::NotNow);
             }
             let refused = match &r.via {
-                ResendVia::Inbox(inbox) => take_test_send_in(tx, &r.tenant_id, inbox.per_hour, now)?,
-                ResendVia::Relay { quota: Some(q), .. } => take_send_in(tx, &r.tenant_id, &r.recipient, q, now)?,
+                ResendVia::Inbox(inbox) => take_test_send(&mut super::Statements(tx), &r.tenant_id, inbox.per_hour, now)?,
+                ResendVia::Relay { quota: Some(q), .. } => take_send(&mut super::Statements(tx), &r.tenant_id, &r.recipient, q, now)?,
                 ResendVia::Relay { quota: None, .. } => Ok(()),
             };
             if let Err(q) = refused {
@@ -262,9 +273,9 @@ impl CodeStore for SqliteStore {
             )??;
             match &r.via {
                 ResendVia::Inbox(inbox) => {
-                    insert_inbox_in(&mut super::Batch(tx), r.tenant_id.as_str(), &r.key_digest, inbox, now)?;
+                    insert_inbox_in(&mut super::Statements(tx), r.tenant_id.as_str(), &r.key_digest, inbox, now)?;
                     bump_in(
-                        tx,
+                        &mut super::Statements(tx),
                         &Bump {
                             tenant: &tally.tenant,
                             created_at: tally.created_at,
@@ -388,9 +399,9 @@ impl CodeStore for SqliteStore {
             )?;
             let n = usize::from(tally.is_some());
             if let Some(t) = &tally {
-                count_in(conn, t, Counted::Verified(verify_secs(t.created_at, now)))?;
+                count_in(&mut super::Statements(conn), t, Counted::Verified(verify_secs(t.created_at, now)))?;
                 if let Some(e) = &event {
-                    insert_event_in(conn, e)?;
+                    insert_event_in(&mut super::Statements(conn), e)?;
                 }
                 if let Some(r) = &clear {
                     conn.execute_cached(

@@ -1,6 +1,7 @@
 //! SQLite: kept idempotent answers, webhooks, their event outbox and delivery records. Every
 //! write runs on the single writer, so each check-then-write below is atomic.
 
+use crate::storage::integration::insert_event_in;
 use crate::storage::sql;
 use rusqlite::{params, OptionalExtension};
 
@@ -18,24 +19,6 @@ use crate::storage::{StoreError, HOUR_MS};
 
 /// fingerprint, status, response, lease_until, expires_at
 type KeyRow = (Vec<u8>, Option<u16>, Option<Vec<u8>>, Millis, Millis);
-
-/// Queue an event if the tenant's webhook subscribes to its type (inside the caller's
-/// transaction: the change it reports and the event commit together).
-pub(super) fn insert_event_in(tx: &rusqlite::Connection, e: &NewEvent) -> Result<bool, StoreError> {
-    Ok(tx.execute_cached(
-        "INSERT INTO webhook_events (id, tenant_id, type, payload, created_at, due_at) \
-         SELECT ?1, ?2, ?3, ?4, ?5, ?5 WHERE EXISTS (SELECT 1 FROM webhooks w \
-           WHERE w.tenant_id = ?2 AND w.disabled_at IS NULL \
-             AND (?3 = 'webhook.test' OR (',' || w.events || ',') LIKE ('%,' || ?3 || ',%')))",
-        params![
-            e.id,
-            e.tenant_id.as_str(),
-            e.kind.as_str(),
-            e.payload,
-            e.created_at
-        ],
-    )? > 0)
-}
 
 impl IntegrationStore for SqliteStore {
     fn put_webhook(&self, id: &TenantId, w: &Webhook) -> Result<Option<bool>, StoreError> {
@@ -108,7 +91,8 @@ impl IntegrationStore for SqliteStore {
 
     fn insert_event(&self, e: &NewEvent) -> Result<bool, StoreError> {
         let e = e.clone();
-        self.writer.write(move |tx| insert_event_in(tx, &e))
+        self.writer
+            .write(move |tx| insert_event_in(&mut super::Statements(tx), &e))
     }
 
     fn claim_events(&self, c: &EventClaim) -> Result<(Vec<EventJob>, Option<String>), StoreError> {

@@ -5,13 +5,11 @@ mod codes;
 mod integration;
 mod keyring;
 mod outbox;
-mod provider_events;
-mod quota;
 mod records;
-mod stats;
 mod tenants;
 mod writer;
 
+use crate::storage::engine::Dialect;
 use crate::storage::sql;
 use writer::Writer;
 
@@ -221,6 +219,7 @@ impl rusqlite::ToSql for sql::Arg {
         match self {
             sql::Arg::Text(v) => v.to_sql(),
             sql::Arg::Int(v) => v.to_sql(),
+            sql::Arg::Int32(v) => v.to_sql(),
             sql::Arg::Bool(v) => v.to_sql(),
             sql::Arg::Blob(v) => v.to_sql(),
         }
@@ -284,42 +283,59 @@ fn export_table(
 mod tests;
 
 impl crate::storage::engine::Engine for SqliteStore {
-    fn each(
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    fn each_text(
         &self,
-        q: sql::Shared,
+        text: &str,
         args: &[sql::Arg],
         f: &mut dyn FnMut(&dyn crate::storage::cells::Cells) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let conn = self.conn()?;
-        each_row(&conn, q, args, f)
+        each_row(&conn, text, args, f)
     }
 
     fn transact<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut dyn crate::storage::engine::Exec) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        self.writer.write(move |conn| f(&mut Batch(conn)))
+        self.writer.write(move |conn| f(&mut Statements(conn)))
+    }
+
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&mut dyn crate::storage::engine::Exec) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn()?;
+        f(&mut Statements(&conn))
     }
 }
 
-/// A write's connection, as a written-once aggregate runs its statements on it.
-struct Batch<'a>(&'a rusqlite::Connection);
+/// A connection (a write's, inside its savepoint, or a read's), as the written-once
+/// aggregates run their statements on it.
+struct Statements<'a>(&'a rusqlite::Connection);
 
-impl crate::storage::engine::Exec for Batch<'_> {
-    fn exec(&mut self, q: sql::Shared, args: &[sql::Arg]) -> Result<u64, StoreError> {
+impl crate::storage::engine::Exec for Statements<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    fn exec_text(&mut self, text: &str, args: &[sql::Arg]) -> Result<u64, StoreError> {
         let n = self
             .0
-            .execute_cached(q.sqlite, rusqlite::params_from_iter(args))?;
+            .execute_cached(text, rusqlite::params_from_iter(args))?;
         Ok(n as u64)
     }
 
-    fn each(
+    fn each_text(
         &mut self,
-        q: sql::Shared,
+        text: &str,
         args: &[sql::Arg],
         f: &mut dyn FnMut(&dyn crate::storage::cells::Cells) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        each_row(self.0, q, args, f)
+        each_row(self.0, text, args, f)
     }
 
     fn serialize(&mut self, _keys: &[String]) -> Result<(), StoreError> {
@@ -327,14 +343,14 @@ impl crate::storage::engine::Exec for Batch<'_> {
     }
 }
 
-/// Every row `q` reads on `conn`, each given to `f`.
+/// Every row `text` reads on `conn`, each given to `f`.
 fn each_row(
     conn: &rusqlite::Connection,
-    q: sql::Shared,
+    text: &str,
     args: &[sql::Arg],
     f: &mut dyn FnMut(&dyn crate::storage::cells::Cells) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
-    let mut st = conn.prepare_cached(q.sqlite)?;
+    let mut st = conn.prepare_cached(text)?;
     let mut rows = st.query(rusqlite::params_from_iter(args))?;
     while let Some(r) = rows.next()? {
         f(r)?;

@@ -8,16 +8,16 @@ use crate::storage::sql::live_code;
 use rusqlite::{params, OptionalExtension};
 
 use super::codes::supersede_in;
-use super::integration::insert_event_in;
-use super::stats::count_in;
 use super::{CachedSql, SqliteStore};
 use crate::domain::keys::TenantId;
 use crate::domain::stats::Counted;
 use crate::domain::Millis;
 use crate::storage::cells::{channel_from, delivery_mode_from, status_from, Cells};
+use crate::storage::integration::insert_event_in;
 use crate::storage::integration::NewEvent;
 use crate::storage::outbox::{plan_claim, AttemptRecord, SweepCandidate, SweepItem, SWEEP_BATCH};
 use crate::storage::rules::{self, SweepVerdict, GIVING_UP_FAILS_KEY};
+use crate::storage::stats::count_in;
 use crate::storage::stats::{tally_from, STATE_COUNTED, STATE_EXPIRY_COUNTED, TALLY_COLS};
 use crate::storage::{
     ClaimRequest, Claimed, OutboxJob, OutboxStats, OutboxStore, StoreError, MINUTE_MS,
@@ -170,10 +170,10 @@ impl OutboxStore for SqliteStore {
                 if rules::accepted_supersedes(status) {
                     supersede_in(tx, &key_digest, now)?;
                 }
-                count_in(tx, &tally, Counted::Sent)?;
+                count_in(&mut super::Statements(tx), &tally, Counted::Sent)?;
             }
             if let Some(e) = &event {
-                insert_event_in(tx, e)?;
+                insert_event_in(&mut super::Statements(tx), e)?;
             }
             Ok(true)
         })
@@ -268,7 +268,7 @@ impl OutboxStore for SqliteStore {
                 params![key_digest, rec.detail_code],
             )?;
             if let Some(e) = &event {
-                insert_event_in(tx, e)?;
+                insert_event_in(&mut super::Statements(tx), e)?;
             }
             Ok(true)
         })
@@ -325,7 +325,7 @@ impl OutboxStore for SqliteStore {
                     now,
                 )?;
                 if let Some(e) = &item.event {
-                    insert_event_in(tx, e)?;
+                    insert_event_in(&mut super::Statements(tx), e)?;
                 }
                 settled += 1;
             }
@@ -431,7 +431,7 @@ fn give_up(
         |r| Ok((tally_from(r, 0)?, r.text(5)?)),
     )?;
     if let (true, Some((tally, _))) = (s.fail_code, &row) {
-        count_in(tx, tally, Counted::Failed)?;
+        count_in(&mut super::Statements(tx), tally, Counted::Failed)?;
     }
     let row = row.map(|(t, email)| (t.tenant, email));
     if let (true, Some(quota_at), Some((tenant, email))) = (s.refund, s.quota_at, row) {
