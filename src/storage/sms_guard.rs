@@ -86,23 +86,6 @@ pub(crate) fn over(limit: u32, count: i64, oldest: Option<Millis>, now: Millis) 
         .then(|| oldest.map_or(HOUR_MS, |o| (o + HOUR_MS - now).clamp(1000, HOUR_MS)))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_limit_refuses_at_its_count_until_the_oldest_send_leaves_the_hour() {
-        let now = 10 * HOUR_MS;
-        assert_eq!(over(10, 9, Some(now - 1000), now), None);
-        assert_eq!(
-            over(10, 10, Some(now - 1000 * 60), now),
-            Some(HOUR_MS - 60_000)
-        );
-        assert_eq!(over(0, 1000, Some(now), now), None);
-        assert_eq!(over(1, 1, None, now), Some(HOUR_MS));
-    }
-}
-
 impl<E: Engine> SmsGuardStore for E {
     fn take_sms(
         &self,
@@ -156,5 +139,22 @@ impl<E: Engine> SmsGuardStore for E {
     fn release_sms(&self, key_digest: &[u8], at: Millis) -> Result<(), StoreError> {
         let row = [Arg::from(key_digest), at.into()];
         self.transact(move |tx| tx.exec(sql::RELEASE, &row).map(drop))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_limit_refuses_at_its_count_until_the_oldest_send_leaves_the_hour() {
+        let now = 10 * HOUR_MS;
+        assert_eq!(over(10, 9, Some(now - 1000), now), None);
+        assert_eq!(
+            over(10, 10, Some(now - 1000 * 60), now),
+            Some(HOUR_MS - 60_000)
+        );
+        assert_eq!(over(0, 1000, Some(now), now), None);
+        assert_eq!(over(1, 1, None, now), Some(HOUR_MS));
     }
 }

@@ -353,17 +353,6 @@ fn export_rows(t: &'static copy::Table, rows: &[Row]) -> Result<Vec<Vec<copy::Va
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn opt_counts_widen() {
-        assert_eq!(opt_u32(Some(3)), Some(3));
-        assert_eq!(opt_u32(None), None);
-    }
-}
-
 impl crate::storage::engine::Engine for PgStore {
     fn dialect(&self) -> Dialect {
         Dialect::Postgres
@@ -418,5 +407,16 @@ impl<C: GenericClient> crate::storage::engine::Exec for Db<'_, C> {
 
     fn serialize(&mut self, keys: &[String]) -> Result<(), StoreError> {
         lock_all(self, keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opt_counts_widen() {
+        assert_eq!(opt_u32(Some(3)), Some(3));
+        assert_eq!(opt_u32(None), None);
     }
 }
