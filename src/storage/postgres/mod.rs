@@ -20,7 +20,6 @@ mod integration;
 mod keyring;
 mod outbox;
 mod records;
-mod tenants;
 mod tls;
 
 use crate::storage::engine::Dialect;
@@ -33,7 +32,6 @@ use r2d2::Pool;
 use r2d2_postgres::PostgresConnectionManager;
 
 use super::{copy, NewChallenge, QuotaRefusal, Store, StoreError};
-use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
 use conn::{Conn, Db, Manager, Params, PgConn, Tx};
 
@@ -212,34 +210,6 @@ fn bound(a: &sql::Arg) -> &(dyn ToSql + Sync) {
         sql::Arg::Bool(v) => v,
         sql::Arg::Blob(v) => v,
     }
-}
-
-/// Run shared steps in order (callers hold the transaction).
-fn run_steps(tx: &mut Db<'_, impl GenericClient>, steps: &[sql::Step]) -> Result<(), StoreError> {
-    for s in steps {
-        let args: Vec<_> = s.args.iter().map(bound).collect();
-        tx.execute(s.sql.pg, &args)?;
-    }
-    Ok(())
-}
-
-/// A tenant and its current secret digest, inside the caller's transaction; a secret
-/// already registered (to anyone) is a conflict, enforced by the primary key.
-fn insert_tenant_row(
-    tx: &mut Db<'_, impl GenericClient>,
-    t: &Tenant,
-    secret_digest: &[u8],
-    now: Millis,
-) -> Result<bool, StoreError> {
-    run_steps(tx, &crate::storage::tenants::insert_steps(t))?;
-    let n = tx.execute(
-        &format!(
-            "{} ON CONFLICT (digest) DO NOTHING",
-            sql::tenants::ADD_SECRET.pg
-        ),
-        &[&secret_digest, &t.id.as_str(), &now],
-    )?;
-    Ok(n == 1)
 }
 
 /// Insert a pending code with the next sequence number of its group. The group's advisory

@@ -4,13 +4,14 @@
 use crate::storage::sql;
 use ::postgres::types::ToSql;
 
-use super::{export_rows, insert_challenge, insert_tenant_row, Inserted, PgStore, KEYRING_LOCK};
+use super::{export_rows, insert_challenge, Inserted, PgStore, KEYRING_LOCK};
 use crate::domain::audit::AuditEvent;
 use crate::domain::keys::TenantId;
 use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
 use crate::storage::cells::audit_from;
 use crate::storage::stats::STATE_NOT_COUNTED;
+use crate::storage::tenants::insert_tenant_row;
 use crate::storage::{copy, ImportCounts, ImportedCode, RecordStore, StoreError, MINUTE_MS};
 
 impl RecordStore for PgStore {

@@ -142,8 +142,15 @@ shared_sql!(
     /// a test tenant.
     pub(crate) ADD_SECRET =
         "INSERT INTO tenant_secrets (digest, tenant_id, created_at, expires_at, test) SELECT $1, \
-         $2, $3, NULL, t.test FROM tenants t WHERE t.id = $2"
+         $2, $3, NULL, t.test FROM tenants t WHERE t.id = $2 ON CONFLICT (digest) DO NOTHING"
 );
+
+/// Whether the tenant exists, its row locked until the transaction ends on PostgreSQL (two
+/// changes of one tenant take turns; SQLite's single writer runs one at a time).
+pub(crate) const TENANT_LOCKED: super::Shared = super::Shared {
+    sqlite: "SELECT 1 FROM tenants WHERE id = ?1",
+    pg: "SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE",
+};
 
 shared_sql!(
     /// Whether the tenant has test keys.

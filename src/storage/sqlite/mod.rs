@@ -6,7 +6,6 @@ mod integration;
 mod keyring;
 mod outbox;
 mod records;
-mod tenants;
 mod writer;
 
 use crate::storage::engine::Dialect;
@@ -18,11 +17,9 @@ use std::time::Duration;
 
 use r2d2::{Pool, PooledConnection};
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{params, OptionalExtension, Row};
+use rusqlite::{OptionalExtension, Row};
 
 use super::*;
-use crate::domain::tenant::Tenant;
-use crate::domain::Millis;
 
 mod embedded {
     refinery::embed_migrations!("migrations/sqlite");
@@ -224,29 +221,6 @@ impl rusqlite::ToSql for sql::Arg {
             sql::Arg::Blob(v) => v.to_sql(),
         }
     }
-}
-
-/// Run shared steps in order (callers hold the transaction).
-fn run_steps(conn: &rusqlite::Connection, steps: &[sql::Step]) -> Result<(), StoreError> {
-    for s in steps {
-        conn.execute_cached(s.sql.sqlite, rusqlite::params_from_iter(&s.args))?;
-    }
-    Ok(())
-}
-
-/// A tenant and its current secret digest (callers hold the transaction).
-fn insert_tenant_row(
-    conn: &rusqlite::Connection,
-    t: &Tenant,
-    secret_digest: &[u8],
-    now: Millis,
-) -> Result<(), StoreError> {
-    run_steps(conn, &crate::storage::tenants::insert_steps(t))?;
-    conn.execute_cached(
-        sql::tenants::ADD_SECRET.sqlite,
-        params![secret_digest, t.id.as_str(), now],
-    )?;
-    Ok(())
 }
 
 /// Every row of `t`, inside the caller's read transaction.

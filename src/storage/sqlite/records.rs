@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
-use super::{create_private, export_table, insert_tenant_row, CachedSql, SqliteStore};
+use super::{create_private, export_table, CachedSql, SqliteStore, Statements};
 use crate::domain::audit::AuditEvent;
 use crate::domain::keys::TenantId;
 use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
 use crate::storage::cells::audit_from;
+use crate::storage::tenants::insert_tenant_row;
 use crate::storage::{copy, ImportCounts, ImportedCode, RecordStore, StoreError, MINUTE_MS};
 
 impl RecordStore for SqliteStore {
@@ -60,7 +61,9 @@ impl RecordStore for SqliteStore {
                 counts.tenants_present += 1;
                 continue;
             }
-            insert_tenant_row(&tx, t, digest, now)?;
+            if !insert_tenant_row(&mut Statements(&tx), t, digest, now)? {
+                return Err(StoreError::Conflict("secret key already registered"));
+            }
             counts.tenants_added += 1;
         }
         for ic in codes {

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 use super::*;
+use crate::domain::tenant::Tenant;
 use crate::storage::TenantStore;
 
 #[test]
