@@ -1,8 +1,11 @@
 //! The integration aggregate (API.md §9): kept idempotent answers, a tenant's webhook, its
 //! durable event outbox and the record of delivery attempts.
 
-use super::engine::{args, Exec};
-use super::{Fairness, StoreError};
+use super::cells::{attempt_from, corrupt, webhook_from};
+use super::engine::{args, Engine, Exec};
+use super::rules;
+use super::sql::{integration as sql, tenants::TENANT_LOCKED, Arg};
+use super::{Fairness, StoreError, HOUR_MS};
 use crate::domain::event::EventType;
 use crate::domain::keys::TenantId;
 use crate::domain::webhook::{Webhook, WebhookAttempt};
@@ -73,6 +76,19 @@ pub struct IdemClaim {
     pub holder: String,
 }
 
+/// The leases of webhook events: each backend claims its own way (SQLite plans the claim
+/// on a read and leases on its writer, PostgreSQL skips rows another instance is claiming
+/// and leases on the database's clock).
+pub trait EventClaimStore {
+    /// Lease due pending events tenant by tenant (see [`Fairness`]), not those of a
+    /// disabled webhook; returns them and where the next claim starts.
+    fn claim_events(&self, c: &EventClaim) -> Result<(Vec<EventJob>, Option<String>), StoreError>;
+    /// Give back the leases `owner` holds on events, but those in `keep` (shutdown).
+    fn release_events(&self, owner: &str, keep: &[String]) -> Result<usize, StoreError>;
+}
+
+/// Webhooks, their events and delivery records, and idempotency keys: written once for
+/// both backends (`impl<E: Engine> IntegrationStore for E`).
 pub trait IntegrationStore {
     /// Create or replace the tenant's webhook (a replacement keeps the stored secret and
     /// enables a disabled one). `None`: no such tenant; `Some(true)`: created.
@@ -88,14 +104,9 @@ pub trait IntegrationStore {
     ) -> Result<bool, StoreError>;
     /// Queue an event, if the tenant still subscribes to its type.
     fn insert_event(&self, e: &NewEvent) -> Result<bool, StoreError>;
-    /// Lease due pending events tenant by tenant (see [`Fairness`]), not those of a
-    /// disabled webhook; returns them and where the next claim starts.
-    fn claim_events(&self, c: &EventClaim) -> Result<(Vec<EventJob>, Option<String>), StoreError>;
     /// An event that cannot be opened yet: due again at `due_at`, no attempt counted (only
     /// while `owner` holds it).
     fn defer_event(&self, event_id: &str, owner: &str, due_at: Millis) -> Result<(), StoreError>;
-    /// Give back the leases `owner` holds on events, but those in `keep` (shutdown).
-    fn release_events(&self, owner: &str, keep: &[String]) -> Result<usize, StoreError>;
     /// The endpoint at `url` answered 410 Gone: disable the webhook (its pending events
     /// fail) until the tenant stores it again — only while it still points at `url`; false
     /// when there is no such webhook.
@@ -158,5 +169,225 @@ pub(crate) fn insert_event_in(tx: &mut dyn Exec, e: &NewEvent) -> Result<bool, S
         e.payload.as_slice(),
         e.created_at,
     ];
-    Ok(tx.exec(super::sql::integration::INSERT_EVENT, row)? > 0)
+    Ok(tx.exec(sql::INSERT_EVENT, row)? > 0)
+}
+
+/// The idempotency key's row, locked for the rest of the transaction on PostgreSQL (on
+/// SQLite the single writer runs one claim at a time).
+const IDEM_ROW: super::sql::Shared = super::sql::Shared {
+    sqlite: "SELECT fingerprint, status, response, lease_until, expires_at FROM idempotency_keys \
+             WHERE tenant_id = ?1 AND key_digest = ?2",
+    pg: "SELECT fingerprint, status, response, lease_until, expires_at FROM idempotency_keys \
+         WHERE tenant_id = $1 AND key_digest = $2 FOR UPDATE",
+};
+
+/// An idempotency key as stored: fingerprint, status, response, lease end, expiry.
+type KeyRow = (Vec<u8>, Option<u16>, Option<Vec<u8>>, Millis, Millis);
+
+impl<E: Engine> IntegrationStore for E {
+    fn put_webhook(&self, id: &TenantId, w: &Webhook) -> Result<Option<bool>, StoreError> {
+        let (id, w) = (id.to_string(), w.clone());
+        self.transact(move |tx| {
+            // Webhook changes of one tenant take turns.
+            if tx
+                .row_opt(TENANT_LOCKED, args![id.as_str()], |_| Ok(()))?
+                .is_none()
+            {
+                return Ok(None);
+            }
+            let (url, events) = (w.url.as_str(), w.events_joined());
+            let set = args![id.as_str(), url, events.as_str(), w.updated_at];
+            if tx.exec(sql::SET_WEBHOOK_URL, set)? > 0 {
+                return Ok(Some(false));
+            }
+            let secret = w.secret.as_slice();
+            let row = args![id.as_str(), url, events, secret, w.created_at, w.updated_at];
+            tx.exec(sql::INSERT_WEBHOOK, row)?;
+            Ok(Some(true))
+        })
+    }
+
+    fn webhook(&self, id: &TenantId) -> Result<Option<Webhook>, StoreError> {
+        self.row_opt(sql::WEBHOOK, args![id.as_str()], |r| webhook_from(r))
+    }
+
+    fn delete_webhook(&self, id: &TenantId) -> Result<bool, StoreError> {
+        let id = [Arg::from(id.as_str())];
+        self.transact(move |tx| {
+            let n = tx.exec(sql::DELETE_WEBHOOK, &id)?;
+            if n > 0 {
+                tx.exec(sql::DELETE_WEBHOOK_EVENTS, &id)?;
+            }
+            Ok(n > 0)
+        })
+    }
+
+    fn set_webhook_secret(
+        &self,
+        id: &TenantId,
+        sealed: &[u8],
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let row = [id.as_str().into(), sealed.into(), now.into()];
+        self.transact(move |tx| Ok(tx.exec(sql::SET_WEBHOOK_SECRET, &row)? > 0))
+    }
+
+    fn insert_event(&self, e: &NewEvent) -> Result<bool, StoreError> {
+        let e = e.clone();
+        self.transact(move |tx| insert_event_in(tx, &e))
+    }
+
+    fn defer_event(&self, event_id: &str, owner: &str, due_at: Millis) -> Result<(), StoreError> {
+        let row = [event_id.into(), owner.into(), due_at.into()];
+        self.transact(move |tx| tx.exec(sql::DEFER_EVENT, &row).map(drop))
+    }
+
+    fn disable_webhook(
+        &self,
+        id: &TenantId,
+        url: &str,
+        reason: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let t = Arg::from(id.as_str());
+        let row = [t.clone(), now.into(), reason.into(), url.into()];
+        self.transact(move |tx| {
+            let n = tx.exec(sql::DISABLE_WEBHOOK, &row)?;
+            if n > 0 {
+                tx.exec(sql::FAIL_PENDING_EVENTS, std::slice::from_ref(&t))?;
+            }
+            Ok(n > 0)
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn settle_event(
+        &self,
+        event_id: &str,
+        owner: &str,
+        attempt: u32,
+        outcome: EventOutcome,
+        status_code: Option<u16>,
+        error: Option<&str>,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let (status, due) = rules::event_row(outcome, now);
+        let settle = [
+            event_id.into(),
+            owner.into(),
+            attempt.into(),
+            status.into(),
+            due.into(),
+        ];
+        let code = status_code.map(i64::from);
+        let record = [
+            event_id.into(),
+            attempt.into(),
+            code.into(),
+            error.into(),
+            now.into(),
+        ];
+        self.transact(move |tx| {
+            if tx.exec(sql::SETTLE_EVENT, &settle)? > 0 {
+                tx.exec(sql::RECORD_WEBHOOK_DELIVERY, &record)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn webhook_deliveries(
+        &self,
+        id: &TenantId,
+        limit: u32,
+    ) -> Result<Vec<WebhookAttempt>, StoreError> {
+        let q = args![id.as_str(), limit];
+        self.rows(sql::WEBHOOK_DELIVERIES, q, |r| attempt_from(r))
+    }
+
+    fn idem_begin(&self, c: &IdemClaim) -> Result<IdemBegin, StoreError> {
+        let c = c.clone();
+        self.transact(move |tx| {
+            let t = c.tenant_id.as_str();
+            let key = [Arg::from(t), c.key_digest.as_slice().into()];
+            let claim = [
+                key[0].clone(),
+                key[1].clone(),
+                c.fingerprint.as_slice().into(),
+                c.lease_until.into(),
+                c.expires_at.into(),
+                c.holder.as_str().into(),
+            ];
+            // Insert, or lock the row that is there; if that row went meanwhile (released
+            // or purged), insert again.
+            let (fingerprint, status, response, lease, expires) = loop {
+                if tx.exec(sql::IDEM_INSERT, &claim)? == 1 {
+                    return Ok(IdemBegin::Started);
+                }
+                if let Some(r) = tx.row_opt(IDEM_ROW, &key, |r| key_row(r))? {
+                    break r;
+                }
+            };
+            let free = expires <= c.now
+                || (fingerprint == c.fingerprint && status.is_none() && lease <= c.now);
+            if free {
+                tx.exec(sql::IDEM_RETAKE, &claim)?;
+                return Ok(IdemBegin::Started);
+            }
+            if fingerprint != c.fingerprint {
+                return Ok(IdemBegin::Mismatch);
+            }
+            Ok(match (status, response) {
+                (Some(status), Some(response)) => IdemBegin::Replay { status, response },
+                _ => IdemBegin::InUse,
+            })
+        })
+    }
+
+    fn idem_finish(
+        &self,
+        id: &TenantId,
+        key_digest: &[u8],
+        holder: &str,
+        status: u16,
+        response: &[u8],
+    ) -> Result<(), StoreError> {
+        let row = [
+            id.as_str().into(),
+            key_digest.into(),
+            holder.into(),
+            i64::from(status).into(),
+            Arg::from(response),
+        ];
+        self.transact(move |tx| tx.exec(sql::IDEM_FINISH, &row).map(drop))
+    }
+
+    fn idem_release(
+        &self,
+        id: &TenantId,
+        key_digest: &[u8],
+        holder: &str,
+    ) -> Result<(), StoreError> {
+        let row = [id.as_str().into(), key_digest.into(), Arg::from(holder)];
+        self.transact(move |tx| tx.exec(sql::IDEM_RELEASE, &row).map(drop))
+    }
+
+    fn purge_integration(&self, now: Millis, records_before: Millis) -> Result<usize, StoreError> {
+        let n = self.transact(move |tx| {
+            let mut n = tx.exec(sql::PURGE_IDEMPOTENCY_KEYS, args![now])?;
+            // A settled event is only needed for its delivery records' type and id.
+            n += tx.exec(sql::PURGE_WEBHOOK_EVENTS, args![now - 24 * HOUR_MS])?;
+            n += tx.exec(sql::PURGE_WEBHOOK_DELIVERIES, args![records_before])?;
+            Ok(n)
+        })?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+}
+
+/// An idempotency key's row from [`IDEM_ROW`].
+fn key_row(r: &dyn super::cells::Cells) -> Result<KeyRow, StoreError> {
+    let status = r
+        .opt_int(1)?
+        .map(|v| u16::try_from(v).map_err(|_| corrupt("a status code")))
+        .transpose()?;
+    Ok((r.bytes(0)?, status, r.opt_bytes(2)?, r.int(3)?, r.int(4)?))
 }

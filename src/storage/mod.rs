@@ -35,7 +35,7 @@ pub use codes::{
 };
 pub use error::StoreError;
 pub use hosted::{HostedStore, NewSession, SessionRow};
-pub use integration::IntegrationStore;
+pub use integration::{EventClaimStore, IntegrationStore};
 pub use keyring::{KeyringStore, TenantSeal};
 pub use links::{LinkStore, LinkView};
 pub use outbox::{
@@ -70,6 +70,7 @@ pub trait Store:
     + CodeStore
     + OutboxStore
     + IntegrationStore
+    + EventClaimStore
     + QuotaStore
     + KeyringStore
     + RecordStore

@@ -116,3 +116,18 @@ pub(crate) const INSERT_EVENT: super::Shared = super::Shared {
          WHERE w.tenant_id = $2 AND w.disabled_at IS NULL \
          AND ($3 = 'webhook.test' OR $3 = ANY(string_to_array(w.events, ','))))",
 };
+
+shared_sql!(
+    /// A new idempotency key; nothing when the key is there already.
+    pub(crate) IDEM_INSERT =
+        "INSERT INTO idempotency_keys (tenant_id, key_digest, fingerprint, status, response, \
+         lease_until, expires_at, holder) VALUES ($1, $2, $3, NULL, NULL, $4, $5, $6) ON CONFLICT \
+         (tenant_id, key_digest) DO NOTHING"
+);
+
+shared_sql!(
+    /// A free idempotency key taken by a new claim.
+    pub(crate) IDEM_RETAKE =
+        "UPDATE idempotency_keys SET fingerprint = $3, status = NULL, response = NULL, \
+         lease_until = $4, expires_at = $5, holder = $6 WHERE tenant_id = $1 AND key_digest = $2"
+);

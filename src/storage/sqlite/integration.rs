@@ -1,100 +1,17 @@
-//! SQLite: kept idempotent answers, webhooks, their event outbox and delivery records. Every
-//! write runs on the single writer, so each check-then-write below is atomic.
+//! SQLite: the leases of webhook events (the rest of the aggregate is written once, in
+//! `storage::integration`). The claim is planned on a read of ids; the lease is written by
+//! the single writer, re-checked.
 
-use crate::storage::integration::insert_event_in;
 use crate::storage::sql;
-use rusqlite::{params, OptionalExtension};
+use rusqlite::params;
 
 use super::{CachedSql, SqliteStore};
-use crate::domain::keys::TenantId;
-use crate::domain::webhook::{Webhook, WebhookAttempt};
-use crate::domain::Millis;
-use crate::storage::cells::{attempt_from, event_job_from, webhook_from, Cells};
-use crate::storage::integration::{
-    EventClaim, EventJob, EventOutcome, IdemBegin, IdemClaim, IntegrationStore, NewEvent,
-};
+use crate::storage::cells::{event_job_from, Cells};
+use crate::storage::integration::{EventClaim, EventClaimStore, EventJob};
 use crate::storage::outbox::plan_claim;
-use crate::storage::rules;
-use crate::storage::{StoreError, HOUR_MS};
+use crate::storage::StoreError;
 
-/// fingerprint, status, response, lease_until, expires_at
-type KeyRow = (Vec<u8>, Option<u16>, Option<Vec<u8>>, Millis, Millis);
-
-impl IntegrationStore for SqliteStore {
-    fn put_webhook(&self, id: &TenantId, w: &Webhook) -> Result<Option<bool>, StoreError> {
-        let (id, w) = (id.clone(), w.clone());
-        self.writer.write(move |tx| {
-            let exists: bool =
-                tx.query_row_cached(sql::integration::TENANT_EXISTS.sqlite, [id.as_str()], |r| {
-                    r.get(0)
-                })?;
-            if !exists {
-                return Ok(None);
-            }
-            let updated = tx.execute_cached(
-                sql::integration::SET_WEBHOOK_URL.sqlite,
-                params![id.as_str(), w.url, w.events_joined(), w.updated_at],
-            )?;
-            if updated > 0 {
-                return Ok(Some(false));
-            }
-            tx.execute_cached(
-                sql::integration::INSERT_WEBHOOK.sqlite,
-                params![
-                    id.as_str(),
-                    w.url,
-                    w.events_joined(),
-                    w.secret,
-                    w.created_at,
-                    w.updated_at
-                ],
-            )?;
-            Ok(Some(true))
-        })
-    }
-
-    fn webhook(&self, id: &TenantId) -> Result<Option<Webhook>, StoreError> {
-        self.conn()?
-            .row_opt(sql::integration::WEBHOOK.sqlite, [id.as_str()], |r| {
-                webhook_from(r)
-            })
-    }
-
-    fn delete_webhook(&self, id: &TenantId) -> Result<bool, StoreError> {
-        let id = id.clone();
-        self.writer.write(move |tx| {
-            let n = tx.execute_cached(sql::integration::DELETE_WEBHOOK.sqlite, [id.as_str()])?;
-            if n > 0 {
-                tx.execute_cached(
-                    sql::integration::DELETE_WEBHOOK_EVENTS.sqlite,
-                    [id.as_str()],
-                )?;
-            }
-            Ok(n > 0)
-        })
-    }
-
-    fn set_webhook_secret(
-        &self,
-        id: &TenantId,
-        sealed: &[u8],
-        now: Millis,
-    ) -> Result<bool, StoreError> {
-        let (id, sealed) = (id.clone(), sealed.to_vec());
-        self.writer.write(move |tx| {
-            Ok(tx.execute_cached(
-                sql::integration::SET_WEBHOOK_SECRET.sqlite,
-                params![id.as_str(), sealed, now],
-            )? > 0)
-        })
-    }
-
-    fn insert_event(&self, e: &NewEvent) -> Result<bool, StoreError> {
-        let e = e.clone();
-        self.writer
-            .write(move |tx| insert_event_in(&mut super::Statements(tx), &e))
-    }
-
+impl EventClaimStore for SqliteStore {
     fn claim_events(&self, c: &EventClaim) -> Result<(Vec<EventJob>, Option<String>), StoreError> {
         // The plan is a read of ids only; the lease is written by the writer, re-checked.
         let (ids, next_after) = {
@@ -142,17 +59,6 @@ impl IntegrationStore for SqliteStore {
         Ok((jobs, next_after))
     }
 
-    fn defer_event(&self, event_id: &str, owner: &str, due_at: Millis) -> Result<(), StoreError> {
-        let (id, owner) = (event_id.to_string(), owner.to_string());
-        self.writer.write(move |tx| {
-            tx.execute_cached(
-                sql::integration::DEFER_EVENT.sqlite,
-                params![id, owner, due_at],
-            )?;
-            Ok(())
-        })
-    }
-
     fn release_events(&self, owner: &str, keep: &[String]) -> Result<usize, StoreError> {
         let (owner, keep) = (owner.to_string(), keep.to_vec());
         self.writer.write(move |tx| {
@@ -168,162 +74,6 @@ impl IntegrationStore for SqliteStore {
                     params![id, owner],
                 )?;
             }
-            Ok(n)
-        })
-    }
-
-    fn disable_webhook(
-        &self,
-        id: &TenantId,
-        url: &str,
-        reason: &str,
-        now: Millis,
-    ) -> Result<bool, StoreError> {
-        let (id, url, reason) = (id.clone(), url.to_string(), reason.to_string());
-        self.writer.write(move |tx| {
-            let n = tx.execute_cached(
-                sql::integration::DISABLE_WEBHOOK.sqlite,
-                params![id.as_str(), now, reason, url],
-            )?;
-            if n > 0 {
-                tx.execute_cached(sql::integration::FAIL_PENDING_EVENTS.sqlite, [id.as_str()])?;
-            }
-            Ok(n > 0)
-        })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn settle_event(
-        &self,
-        event_id: &str,
-        owner: &str,
-        attempt: u32,
-        outcome: EventOutcome,
-        status_code: Option<u16>,
-        error: Option<&str>,
-        now: Millis,
-    ) -> Result<(), StoreError> {
-        let (event_id, owner, error) = (
-            event_id.to_string(),
-            owner.to_string(),
-            error.map(str::to_string),
-        );
-        self.writer.write(move |tx| {
-            let (status, due) = rules::event_row(outcome, now);
-            let n = tx.execute_cached(
-                sql::integration::SETTLE_EVENT.sqlite,
-                params![event_id, owner, attempt, status, due],
-            )?;
-            if n > 0 {
-                tx.execute_cached(
-                    sql::integration::RECORD_WEBHOOK_DELIVERY.sqlite,
-                    params![event_id, attempt, status_code, error, now],
-                )?;
-            }
-            Ok(())
-        })
-    }
-
-    fn webhook_deliveries(
-        &self,
-        id: &TenantId,
-        limit: u32,
-    ) -> Result<Vec<WebhookAttempt>, StoreError> {
-        self.conn()?.rows(
-            sql::integration::WEBHOOK_DELIVERIES.sqlite,
-            params![id.as_str(), limit],
-            |r| attempt_from(r),
-        )
-    }
-
-    fn idem_begin(&self, c: &IdemClaim) -> Result<IdemBegin, StoreError> {
-        let c = c.clone();
-        self.writer.write(move |tx| {
-            let found: Option<KeyRow> = tx
-                .query_row_cached(
-                    "SELECT fingerprint, status, response, lease_until, expires_at FROM idempotency_keys \
-                     WHERE tenant_id = ?1 AND key_digest = ?2",
-                    params![c.tenant_id.as_str(), c.key_digest],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-                )
-                .optional()?;
-            let take = |tx: &rusqlite::Connection| -> Result<IdemBegin, StoreError> {
-                tx.execute_cached(
-                    "INSERT INTO idempotency_keys (tenant_id, key_digest, fingerprint, status, response, lease_until, expires_at, holder) \
-                     VALUES (?1, ?2, ?3, NULL, NULL, ?4, ?5, ?6) \
-                     ON CONFLICT (tenant_id, key_digest) DO UPDATE SET fingerprint = excluded.fingerprint, \
-                       status = NULL, response = NULL, lease_until = excluded.lease_until, expires_at = excluded.expires_at, \
-                       holder = excluded.holder",
-                    params![c.tenant_id.as_str(), c.key_digest, c.fingerprint, c.lease_until, c.expires_at, c.holder],
-                )?;
-                Ok(IdemBegin::Started)
-            };
-            match found {
-                None => take(tx),
-                Some((_, _, _, _, expires)) if expires <= c.now => take(tx),
-                Some((fp, _, _, _, _)) if fp != c.fingerprint => Ok(IdemBegin::Mismatch),
-                Some((_, Some(status), Some(response), _, _)) => {
-                    Ok(IdemBegin::Replay { status, response })
-                }
-                // Its holder died (the lease ran out): the key is free again.
-                Some((_, None, _, lease, _)) if lease <= c.now => take(tx),
-                Some(_) => Ok(IdemBegin::InUse),
-            }
-        })
-    }
-
-    fn idem_finish(
-        &self,
-        id: &TenantId,
-        key_digest: &[u8],
-        holder: &str,
-        status: u16,
-        response: &[u8],
-    ) -> Result<(), StoreError> {
-        let (id, key, holder, response) = (
-            id.clone(),
-            key_digest.to_vec(),
-            holder.to_string(),
-            response.to_vec(),
-        );
-        self.writer.write(move |tx| {
-            tx.execute_cached(
-                sql::integration::IDEM_FINISH.sqlite,
-                params![id.as_str(), key, holder, status, response],
-            )?;
-            Ok(())
-        })
-    }
-
-    fn idem_release(
-        &self,
-        id: &TenantId,
-        key_digest: &[u8],
-        holder: &str,
-    ) -> Result<(), StoreError> {
-        let (id, key, holder) = (id.clone(), key_digest.to_vec(), holder.to_string());
-        self.writer.write(move |tx| {
-            tx.execute_cached(
-                sql::integration::IDEM_RELEASE.sqlite,
-                params![id.as_str(), key, holder],
-            )?;
-            Ok(())
-        })
-    }
-
-    fn purge_integration(&self, now: Millis, records_before: Millis) -> Result<usize, StoreError> {
-        self.writer.write(move |tx| {
-            let mut n =
-                tx.execute_cached(sql::integration::PURGE_IDEMPOTENCY_KEYS.sqlite, [now])?;
-            // A settled event is only needed for its delivery records' type and id.
-            n += tx.execute_cached(
-                sql::integration::PURGE_WEBHOOK_EVENTS.sqlite,
-                [now - 24 * HOUR_MS],
-            )?;
-            n += tx.execute_cached(
-                sql::integration::PURGE_WEBHOOK_DELIVERIES.sqlite,
-                [records_before],
-            )?;
             Ok(n)
         })
     }
