@@ -1,13 +1,19 @@
 //! The code aggregate: a code stored with its outgoing message (the mint), its attempts
 //! reserved and given back, its verify, status and cancel.
 
+use super::cells::{view_cols, view_from, VIEW_WIDTH};
+use super::engine::{args, Dialect, Engine, Exec, PG_NOW};
+use super::integration::insert_event_in;
 use super::integration::NewEvent;
 use super::quota::{QuotaRefusal, SendQuota};
+use super::sql::{self, Arg};
+use super::stats::{bump_in, count_in, tally_from, Bump};
 use super::test_mode::InboxEntry;
 use super::StoreError;
 use crate::domain::challenge::ChallengeView;
 use crate::domain::delivery::DeliveryMode;
 use crate::domain::keys::{CodeApi, TenantId};
+use crate::domain::stats::{verify_secs, CodeDims, Counted};
 use crate::domain::Millis;
 
 /// A challenge to insert (status `pending`, delivery `queued`).
@@ -184,13 +190,6 @@ pub trait CodeStore {
         inbox: &InboxEntry,
         now: Millis,
     ) -> Result<Result<(), QuotaRefusal>, StoreError>;
-    /// A pending key's view and current code hash (the salt its resends reuse).
-    fn resend_target(
-        &self,
-        tenant: &TenantId,
-        key_digest: &[u8],
-        now: Millis,
-    ) -> Result<Option<(ChallengeView, String)>, StoreError>;
     /// Send a new code under a key, in one transaction: only while the key is pending,
     /// unexpired, unexhausted, under `max_resends`, and without a message still on its way;
     /// its current code joins the earlier ones (which keep verifying).
@@ -208,6 +207,20 @@ pub trait CodeStore {
         q: &SendQuota,
         now: Millis,
     ) -> Result<Option<Reservation>, StoreError>;
+}
+
+/// A code's outcomes and views: an attempt given back, a verification, a cancel, what a
+/// status or a resend reads. Written once for both backends (`impl<E: Engine>
+/// CodeOutcomeStore for E`); the mint and the reservation of an attempt, whose locks and
+/// sequence numbers each backend takes its own way, are [`CodeStore`]'s.
+pub trait CodeOutcomeStore {
+    /// A pending key's view and current code hash (the salt its resends reuse).
+    fn resend_target(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        now: Millis,
+    ) -> Result<Option<(ChallengeView, String)>, StoreError>;
     /// Give back a reserved attempt that was never evaluated.
     /// Also gives back the recipient's failure budget that the reservation took.
     fn release_attempt(
@@ -251,4 +264,182 @@ pub trait CodeStore {
         flavor: CodeApi,
         now: Millis,
     ) -> Result<Option<(bool, ChallengeView)>, StoreError>;
+}
+
+/// Count a new code's mint (`Minted`, or `Test`) — the last statement of its transaction.
+pub(crate) fn minted_in(
+    tx: &mut dyn Exec,
+    c: &NewChallenge,
+    what: Counted,
+) -> Result<(), StoreError> {
+    let locale = c.locale.as_ref().map(|l| l.as_str());
+    let dims = CodeDims::of(
+        c.purpose.as_str(),
+        locale,
+        c.channel.as_str(),
+        &c.email_canonical,
+    );
+    let (tenant, created_at) = (c.tenant_id.as_str(), c.created_at);
+    bump_in(
+        tx,
+        &Bump {
+            tenant,
+            created_at,
+            dims: &dims,
+            what,
+        },
+    )
+}
+
+/// A code's view selected `… FROM challenges c WHERE <filter>` (the filter binds `args`):
+/// the text and its values. SQLite shows a lease as running by the caller's `now` (bound
+/// after `args`); PostgreSQL by the database's clock, which its leases are measured on.
+fn view_query(
+    d: Dialect,
+    extra: &str,
+    filter: &str,
+    mut args: Vec<Arg>,
+    now: Millis,
+) -> (String, Vec<Arg>) {
+    let clock = match d {
+        Dialect::Sqlite => {
+            args.push(now.into());
+            d.placeholder(args.len())
+        }
+        Dialect::Postgres => PG_NOW.to_string(),
+    };
+    let filter = match d {
+        Dialect::Sqlite => filter.replace('$', "?"),
+        Dialect::Postgres => filter.to_string(),
+    };
+    let cols = view_cols(&clock);
+    (
+        format!("SELECT {cols}{extra} FROM challenges c WHERE {filter}"),
+        args,
+    )
+}
+
+/// A code of a tenant and flavour: `$1` its key digest, `$2` the tenant, `$3` the flavour.
+const THE_CODE: &str = "c.key_digest = $1 AND c.tenant_id = $2 AND c.flavor = $3";
+
+impl<E: Engine> CodeOutcomeStore for E {
+    fn resend_target(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        now: Millis,
+    ) -> Result<Option<(ChallengeView, String)>, StoreError> {
+        let key = vec![
+            key_digest.into(),
+            tenant.as_str().into(),
+            CodeApi::Native.as_str().into(),
+        ];
+        let (text, args) = view_query(self.dialect(), ", c.code_hash", THE_CODE, key, now);
+        let rows = self.rows_text(&text, &args, |r| Ok((view_from(r)?, r.text(VIEW_WIDTH)?)))?;
+        Ok(rows.into_iter().next())
+    }
+
+    fn release_attempt(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        recipient: &str,
+    ) -> Result<(), StoreError> {
+        let t = Arg::from(tenant.as_str());
+        let attempt = [key_digest.into(), t.clone()];
+        let failure = [t, recipient.into()];
+        self.transact(move |tx| {
+            tx.exec(sql::codes::RELEASE_ATTEMPT, &attempt)?;
+            tx.exec(sql::codes::RELEASE_FAILURE, &failure)?;
+            Ok(())
+        })
+    }
+
+    fn finish_verify(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        now: Millis,
+        event: Option<&NewEvent>,
+        clear_failures_of: Option<&str>,
+        via: crate::domain::challenge::VerifiedVia,
+    ) -> Result<bool, StoreError> {
+        let (t, digest) = (Arg::from(tenant.as_str()), Arg::from(key_digest));
+        let verify = [digest.clone(), t.clone(), now.into(), via.as_str().into()];
+        let clear = clear_failures_of.map(|r| [t.clone(), r.into()]);
+        let event = event.cloned();
+        self.transact(move |tx| {
+            let Some(tally) = tx.row_opt(sql::codes::VERIFY, &verify, |r| tally_from(r, 0))? else {
+                return Ok(false);
+            };
+            if let Some(e) = &event {
+                insert_event_in(tx, e)?;
+            }
+            if let Some(clear) = &clear {
+                tx.exec(sql::codes::FINISH_VERIFY, clear)?;
+            }
+            // A number that verified is trusted by the SMS guard (API.md §17.1).
+            tx.exec(sql::sms_guard::TRUST, &[digest.clone(), now.into()])?;
+            tx.exec(sql::sms_guard::VERIFIED, std::slice::from_ref(&digest))?;
+            let secs = verify_secs(tally.created_at, now);
+            count_in(tx, &tally, Counted::Verified(secs))?;
+            Ok(true)
+        })
+    }
+
+    fn challenge_owner(
+        &self,
+        key_digest: &[u8],
+        flavor: CodeApi,
+    ) -> Result<Option<TenantId>, StoreError> {
+        let q = args![key_digest, flavor.as_str()];
+        let owner = self.row_opt(sql::codes::OWNER, q, |r| r.text(0))?;
+        Ok(owner.map(TenantId::from_trusted))
+    }
+
+    fn challenge(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        flavor: CodeApi,
+        now: Millis,
+    ) -> Result<Option<ChallengeView>, StoreError> {
+        let key = vec![
+            key_digest.into(),
+            tenant.as_str().into(),
+            flavor.as_str().into(),
+        ];
+        let (text, args) = view_query(self.dialect(), "", THE_CODE, key, now);
+        Ok(self
+            .rows_text(&text, &args, |r| view_from(r))?
+            .into_iter()
+            .next())
+    }
+
+    fn cancel(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        flavor: CodeApi,
+        now: Millis,
+    ) -> Result<Option<(bool, ChallengeView)>, StoreError> {
+        let key: Vec<Arg> = vec![
+            key_digest.into(),
+            tenant.as_str().into(),
+            flavor.as_str().into(),
+        ];
+        let cancel = [key[0].clone(), key[1].clone(), key[2].clone(), now.into()];
+        let (view, args) = view_query(self.dialect(), "", THE_CODE, key, now);
+        self.transact(move |tx| {
+            let n = tx.exec(sql::codes::CANCEL, &cancel)?;
+            let mut v = None;
+            tx.each_text(&view, &args, &mut |r| {
+                if v.is_none() {
+                    v = Some(view_from(r)?);
+                }
+                Ok(())
+            })?;
+            Ok(v.map(|v| (n == 1, v)))
+        })
+    }
 }

@@ -36,6 +36,10 @@ impl Dialect {
     }
 }
 
+/// PostgreSQL's clock in Unix milliseconds (its backend's `db_now!`): leases there are
+/// measured on it, so instances whose clocks differ agree on when one ends.
+pub(crate) const PG_NOW: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
+
 /// A backend, as the written-once aggregates use it.
 pub(crate) trait Engine {
     /// Which SQL it speaks.

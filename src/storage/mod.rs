@@ -30,8 +30,8 @@ mod tenants;
 pub mod test_mode;
 
 pub use codes::{
-    ClaimStore, CodeStore, Lease, NewChallenge, NewLink, NewOutbox, Resend, ResendVia, Resent,
-    Reservation,
+    ClaimStore, CodeOutcomeStore, CodeStore, Lease, NewChallenge, NewLink, NewOutbox, Resend,
+    ResendVia, Resent, Reservation,
 };
 pub use error::StoreError;
 pub use hosted::{HostedStore, NewSession, SessionRow};
@@ -68,6 +68,7 @@ pub trait WriteCall: Send {
 pub trait Store:
     TenantStore
     + CodeStore
+    + CodeOutcomeStore
     + OutboxStore
     + IntegrationStore
     + EventClaimStore

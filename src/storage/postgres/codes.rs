@@ -2,25 +2,22 @@
 //! and counts, code, outbox row), attempts reserved under row locks and given back, verify,
 //! status, cancel.
 
-use crate::storage::sql;
-use crate::storage::sql::{attempts_left, live_code};
+use crate::storage::sql::live_code;
 use ::postgres::GenericClient;
 
 use super::conn::Db;
 use super::outbox::supersede;
 use super::{insert_challenge, lock_all, Inserted, PgStore};
-use crate::domain::challenge::ChallengeView;
 use crate::domain::keys::{CodeApi, TenantId};
-use crate::domain::stats::{verify_secs, CodeDims, Counted};
+use crate::domain::stats::Counted;
 use crate::domain::Millis;
-use crate::storage::cells::{view_cols, view_from, Cells, VIEW_WIDTH};
+use crate::storage::cells::Cells;
+use crate::storage::codes::minted_in;
 use crate::storage::codes::{key_hashes, PUSH_EARLIER};
-use crate::storage::integration::insert_event_in;
-use crate::storage::integration::NewEvent;
 use crate::storage::quota::{
     count_send, recipient_check, recipient_lock, take_test_send, tenant_check, tenant_lock,
 };
-use crate::storage::stats::{bump_in, count_in};
+use crate::storage::stats::bump_in;
 use crate::storage::stats::{tally_from, Bump, STATE_COUNTED, STATE_NOT_COUNTED, TALLY_COLS};
 use crate::storage::test_mode::insert_inbox_in;
 use crate::storage::{
@@ -58,29 +55,6 @@ fn insert_outbox(
         ],
     )?;
     Ok(())
-}
-
-/// Count a new code's mint (`Minted`, or `Test`) — the last statement of its transaction.
-fn minted(
-    tx: &mut Db<'_, impl GenericClient>,
-    c: &NewChallenge,
-    what: Counted,
-) -> Result<(), StoreError> {
-    let dims = CodeDims::of(
-        c.purpose.as_str(),
-        c.locale.as_ref().map(|l| l.as_str()),
-        c.channel.as_str(),
-        &c.email_canonical,
-    );
-    bump_in(
-        tx,
-        &Bump {
-            tenant: c.tenant_id.as_str(),
-            created_at: c.created_at,
-            dims: &dims,
-            what,
-        },
-    )
 }
 
 impl CodeStore for PgStore {
@@ -122,7 +96,7 @@ impl CodeStore for PgStore {
                 }
                 count_send(tx, &c.tenant_id, &c.email_canonical, now)?;
             }
-            minted(tx, c, Counted::Minted)?;
+            minted_in(tx, c, Counted::Minted)?;
             Ok(Ok(()))
         })
     }
@@ -166,25 +140,9 @@ impl CodeStore for PgStore {
                 return Ok(Err(r));
             }
             insert_inbox_in(tx, tenant, &c.key_digest, inbox, now)?;
-            minted(tx, c, Counted::Test)?;
+            minted_in(tx, c, Counted::Test)?;
             Ok(Ok(()))
         })
-    }
-
-    fn resend_target(
-        &self,
-        tenant: &TenantId,
-        key_digest: &[u8],
-        _now: Millis,
-    ) -> Result<Option<(ChallengeView, String)>, StoreError> {
-        self.conn()?.db().row_opt(
-            &format!(
-                "SELECT {}, c.code_hash FROM challenges c WHERE c.key_digest = $1 AND c.tenant_id = $2 AND c.flavor = 'native'",
-                view_cols(db_now!())
-            ),
-            &[&key_digest, &tenant.as_str()],
-            |r| Ok((view_from(r)?, r.text(VIEW_WIDTH)?)),
-        )
     }
 
     fn resend_code(&self, r: &Resend, now: Millis) -> Result<Resent, StoreError> {
@@ -318,116 +276,6 @@ impl CodeStore for PgStore {
                 )?;
             }
             Ok(Some(res))
-        })
-    }
-
-    fn release_attempt(
-        &self,
-        tenant: &TenantId,
-        key_digest: &[u8],
-        recipient: &str,
-    ) -> Result<(), StoreError> {
-        let t = tenant.as_str();
-        self.tx(|tx| {
-            tx.execute(sql::codes::RELEASE_ATTEMPT.pg, &[&key_digest, &t])?;
-            tx.execute(sql::codes::RELEASE_FAILURE.pg, &[&t, &recipient])?;
-            Ok(())
-        })
-    }
-
-    fn finish_verify(
-        &self,
-        tenant: &TenantId,
-        key_digest: &[u8],
-        now: Millis,
-        event: Option<&NewEvent>,
-        clear_failures_of: Option<&str>,
-        via: crate::domain::challenge::VerifiedVia,
-    ) -> Result<bool, StoreError> {
-        self.tx(|tx| {
-            let tally = tx.row_opt(
-                &format!(
-                    "UPDATE challenges SET status = 'verified', verified_at = $3, ended_at = $3, verified_via = $4 \
-                     WHERE key_digest = $1 AND tenant_id = $2 AND status = 'pending' AND expires_at > $3 \
-                       AND ($4 <> 'link' OR {left}) \
-                     RETURNING {TALLY_COLS}",
-                    left = attempts_left!("")
-                ),
-                &[&key_digest, &tenant.as_str(), &now, &via.as_str()],
-                |r| tally_from(r, 0),
-            )?;
-            let Some(t) = tally else { return Ok(false) };
-            if let Some(e) = event {
-                insert_event_in(tx, e)?;
-            }
-            if let Some(r) = clear_failures_of {
-                tx.execute(
-                    sql::codes::FINISH_VERIFY.pg,
-                    &[&tenant.as_str(), &r],
-                )?;
-            }
-            // A number that verified is trusted by the SMS guard (API.md §17.1).
-            tx.execute(sql::sms_guard::TRUST.pg, &[&key_digest, &now])?;
-            tx.execute(sql::sms_guard::VERIFIED.pg, &[&key_digest])?;
-            count_in(tx, &t, Counted::Verified(verify_secs(t.created_at, now)))?;
-            Ok(true)
-        })
-    }
-
-    fn challenge_owner(
-        &self,
-        key_digest: &[u8],
-        flavor: CodeApi,
-    ) -> Result<Option<TenantId>, StoreError> {
-        Ok(self
-            .query_opt(
-                "SELECT c.tenant_id FROM challenges c JOIN tenants t ON t.id = c.tenant_id \
-                 WHERE c.key_digest = $1 AND c.flavor = $2 AND t.enabled",
-                &[&key_digest, &flavor.as_str()],
-            )?
-            .map(|r| r.try_get::<_, String>(0))
-            .transpose()?
-            .map(TenantId::from_trusted))
-    }
-
-    fn challenge(
-        &self,
-        tenant: &TenantId,
-        key_digest: &[u8],
-        flavor: CodeApi,
-        _now: Millis,
-    ) -> Result<Option<ChallengeView>, StoreError> {
-        self.conn()?.db().row_opt(
-            &format!(
-                "SELECT {} FROM challenges c WHERE c.key_digest = $1 AND c.tenant_id = $2 AND c.flavor = $3",
-                view_cols(db_now!())
-            ),
-            &[&key_digest, &tenant.as_str(), &flavor.as_str()],
-            view_from,
-        )
-    }
-
-    fn cancel(
-        &self,
-        tenant: &TenantId,
-        key_digest: &[u8],
-        flavor: CodeApi,
-        now: Millis,
-    ) -> Result<Option<(bool, ChallengeView)>, StoreError> {
-        let t = tenant.as_str();
-        self.tx(|tx| {
-            let n = tx.execute(
-                sql::codes::CANCEL.pg,
-                &[&key_digest, &t, &flavor.as_str(), &now],
-            )?;
-            let v = tx.query_opt(
-                &format!(
-                    "SELECT {} FROM challenges c WHERE c.key_digest = $1 AND c.tenant_id = $2 AND c.flavor = $3",
-                    view_cols(db_now!())
-                ),
-                &[&key_digest, &t, &flavor.as_str()],
-            )?;
-            Ok(v.map(|r| view_from(&r)).transpose()?.map(|v| (n == 1, v)))
         })
     }
 }

@@ -33,7 +33,7 @@ use r2d2_postgres::PostgresConnectionManager;
 
 use super::{copy, NewChallenge, QuotaRefusal, Store, StoreError};
 use crate::domain::Millis;
-use conn::{Conn, Db, Manager, Params, PgConn, Tx};
+use conn::{Conn, Db, Manager, PgConn, Tx};
 
 mod embedded {
     refinery::embed_migrations!("migrations/postgres");
@@ -141,10 +141,6 @@ impl PgStore {
             tx.commit()?;
         }
         Ok(out)
-    }
-
-    fn query_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>, StoreError> {
-        Ok(self.conn()?.db().query_opt(sql, params)?)
     }
 }
 
@@ -382,6 +378,11 @@ impl<C: GenericClient> crate::storage::engine::Exec for Db<'_, C> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_shared_clock_is_the_backends_own() {
+        assert_eq!(crate::storage::engine::PG_NOW, db_now!());
+    }
+
     use super::*;
 
     #[test]

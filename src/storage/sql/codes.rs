@@ -46,3 +46,23 @@ shared_sql!(
         "UPDATE hosted_sessions SET claimed_at = $3 WHERE tenant_id = $1 AND id = $2 AND status = \
          'verified' AND claimed_at IS NULL"
 );
+
+shared_sql!(
+    /// `pending` → `verified` by `$4` (`code`, or `link`, which needs an attempt left) if
+    /// still pending and unexpired at `$3`; what the code counts under.
+    pub(crate) VERIFY = [
+        "UPDATE challenges SET status = 'verified', verified_at = $3, ended_at = $3, \
+         verified_via = $4 WHERE key_digest = $1 AND tenant_id = $2 AND status = 'pending' \
+         AND expires_at > $3 AND ($4 <> 'link' OR ",
+        super::attempts_left!(""),
+        ") RETURNING ",
+        crate::storage::stats::TALLY_COLS,
+    ]
+);
+
+shared_sql!(
+    /// The enabled tenant a code of a flavour belongs to.
+    pub(crate) OWNER =
+        "SELECT c.tenant_id FROM challenges c JOIN tenants t ON t.id = c.tenant_id WHERE \
+         c.key_digest = $1 AND c.flavor = $2 AND t.enabled"
+);

@@ -2,20 +2,17 @@
 //! row), attempts reserved and given back, verify, status, cancel.
 
 use crate::storage::sql;
-use crate::storage::sql::{attempts_left, live_code};
+use crate::storage::sql::live_code;
 use rusqlite::{params, OptionalExtension};
 
 use super::{CachedSql, SqliteStore};
-use crate::domain::challenge::ChallengeView;
 use crate::domain::keys::{CodeApi, TenantId};
-use crate::domain::stats::{verify_secs, CodeDims, Counted};
+use crate::domain::stats::Counted;
 use crate::domain::Millis;
-use crate::storage::cells::{view_cols, view_from, Cells, VIEW_WIDTH};
+use crate::storage::codes::minted_in;
 use crate::storage::codes::{key_hashes, PUSH_EARLIER};
-use crate::storage::integration::insert_event_in;
-use crate::storage::integration::NewEvent;
 use crate::storage::quota::{take_send, take_test_send};
-use crate::storage::stats::{bump_in, count_in};
+use crate::storage::stats::bump_in;
 use crate::storage::stats::{tally_from, Bump, STATE_COUNTED, STATE_NOT_COUNTED, TALLY_COLS};
 use crate::storage::test_mode::insert_inbox_in;
 use crate::storage::{
@@ -115,25 +112,6 @@ fn insert_outbox_in(
     Ok(())
 }
 
-/// Count a new code's mint (`Minted`, or `Test`).
-fn minted_in(tx: &rusqlite::Connection, c: &NewChallenge, what: Counted) -> Result<(), StoreError> {
-    let dims = CodeDims::of(
-        c.purpose.as_str(),
-        c.locale.as_ref().map(|l| l.as_str()),
-        c.channel.as_str(),
-        &c.email_canonical,
-    );
-    bump_in(
-        &mut super::Statements(tx),
-        &Bump {
-            tenant: c.tenant_id.as_str(),
-            created_at: c.created_at,
-            dims: &dims,
-            what,
-        },
-    )
-}
-
 /// A code whose message was accepted supersedes its group's older pending, live codes.
 pub(super) fn supersede_in(
     tx: &rusqlite::Connection,
@@ -182,7 +160,7 @@ impl CodeStore for SqliteStore {
                 q.is_some(),
                 now,
             )?;
-            minted_in(tx, &c, Counted::Minted)?;
+            minted_in(&mut super::Statements(tx), &c, Counted::Minted)?;
             Ok(Ok(()))
         })
     }
@@ -212,25 +190,9 @@ impl CodeStore for SqliteStore {
                 &inbox,
                 now,
             )?;
-            minted_in(tx, &c, Counted::Test)?;
+            minted_in(&mut super::Statements(tx), &c, Counted::Test)?;
             Ok(Ok(()))
         })
-    }
-
-    fn resend_target(
-        &self,
-        tenant: &TenantId,
-        key_digest: &[u8],
-        now: Millis,
-    ) -> Result<Option<(ChallengeView, String)>, StoreError> {
-        self.conn()?.row_opt(
-            &format!(
-                "SELECT {}, c.code_hash FROM challenges c WHERE c.key_digest = ?1 AND c.tenant_id = ?2 AND c.flavor = 'native'",
-                view_cols("?3")
-            ),
-            params![key_digest, tenant.as_str(), now],
-            |r| Ok((view_from(r)?, r.text(VIEW_WIDTH)?)),
-        )
     }
 
     fn resend_code(&self, r: &Resend, now: Millis) -> Result<Resent, StoreError> {
@@ -349,136 +311,6 @@ impl CodeStore for SqliteStore {
                 }
             }
             Ok(res)
-        })
-    }
-
-    fn release_attempt(
-        &self,
-        tenant: &TenantId,
-        key_digest: &[u8],
-        recipient: &str,
-    ) -> Result<(), StoreError> {
-        let (tenant, key_digest, recipient) =
-            (tenant.clone(), key_digest.to_vec(), recipient.to_string());
-        self.writer.write(move |tx| {
-            tx.execute_cached(
-                sql::codes::RELEASE_ATTEMPT.sqlite,
-                params![key_digest, tenant.as_str()],
-            )?;
-            tx.execute_cached(
-                sql::codes::RELEASE_FAILURE.sqlite,
-                params![tenant.as_str(), recipient],
-            )?;
-            Ok(())
-        })
-    }
-
-    fn finish_verify(
-        &self,
-        tenant: &TenantId,
-        key_digest: &[u8],
-        now: Millis,
-        event: Option<&NewEvent>,
-        clear_failures_of: Option<&str>,
-        via: crate::domain::challenge::VerifiedVia,
-    ) -> Result<bool, StoreError> {
-        let (tenant, key_digest, event) = (tenant.clone(), key_digest.to_vec(), event.cloned());
-        let via = via.as_str();
-        let clear = clear_failures_of.map(str::to_string);
-        self.writer.write(move |conn| {
-            let tally = conn.row_opt(
-                &format!(
-                    "UPDATE challenges SET status = 'verified', verified_at = ?3, ended_at = ?3, verified_via = ?4 \
-                     WHERE key_digest = ?1 AND tenant_id = ?2 AND status = 'pending' AND expires_at > ?3 \
-                       AND (?4 <> 'link' OR {left}) \
-                     RETURNING {TALLY_COLS}",
-                    left = attempts_left!("")
-                ),
-                params![key_digest, tenant.as_str(), now, via],
-                |r| tally_from(r, 0),
-            )?;
-            let n = usize::from(tally.is_some());
-            if let Some(t) = &tally {
-                count_in(&mut super::Statements(conn), t, Counted::Verified(verify_secs(t.created_at, now)))?;
-                if let Some(e) = &event {
-                    insert_event_in(&mut super::Statements(conn), e)?;
-                }
-                if let Some(r) = &clear {
-                    conn.execute_cached(
-                        sql::codes::FINISH_VERIFY.sqlite,
-                        params![tenant.as_str(), r],
-                    )?;
-                }
-                // A number that verified is trusted by the SMS guard (API.md §17.1).
-                conn.execute_cached(
-                    sql::sms_guard::TRUST.sqlite,
-                    params![key_digest, now],
-                )?;
-                conn.execute_cached(
-                    sql::sms_guard::VERIFIED.sqlite,
-                    params![key_digest],
-                )?;
-            }
-            Ok(n == 1)
-        })
-    }
-
-    fn challenge_owner(
-        &self,
-        key_digest: &[u8],
-        flavor: CodeApi,
-    ) -> Result<Option<TenantId>, StoreError> {
-        let conn = self.conn()?;
-        Ok(conn
-            .query_row_cached(
-                "SELECT c.tenant_id FROM challenges c JOIN tenants t ON t.id = c.tenant_id \
-                 WHERE c.key_digest = ?1 AND c.flavor = ?2 AND t.enabled = 1",
-                params![key_digest, flavor.as_str()],
-                |r| r.get::<_, String>(0),
-            )
-            .optional()?
-            .map(TenantId::from_trusted))
-    }
-
-    fn challenge(
-        &self,
-        tenant: &TenantId,
-        key_digest: &[u8],
-        flavor: CodeApi,
-        now: Millis,
-    ) -> Result<Option<ChallengeView>, StoreError> {
-        self.conn()?.row_opt(
-            &format!(
-                "SELECT {} FROM challenges c WHERE c.key_digest = ?1 AND c.tenant_id = ?2 AND c.flavor = ?3",
-                view_cols("?4")
-            ),
-            params![key_digest, tenant.as_str(), flavor.as_str(), now],
-            |r| view_from(r),
-        )
-    }
-
-    fn cancel(
-        &self,
-        tenant: &TenantId,
-        key_digest: &[u8],
-        flavor: CodeApi,
-        now: Millis,
-    ) -> Result<Option<(bool, ChallengeView)>, StoreError> {
-        let (tenant, key_digest) = (tenant.clone(), key_digest.to_vec());
-        self.writer.write(move |tx| {
-            let n = tx.execute_cached(
-                sql::codes::CANCEL.sqlite,
-                params![key_digest, tenant.as_str(), flavor.as_str(), now],
-            )?;
-            let v = tx.row_opt(
-                &format!(
-                    "SELECT {} FROM challenges c WHERE c.key_digest = ?1 AND c.tenant_id = ?2 AND c.flavor = ?3",
-                    view_cols("?4")
-                ),
-                params![key_digest, tenant.as_str(), flavor.as_str(), now],
-                |r| view_from(r),
-            )?;
-            Ok(v.map(|v| (n == 1, v)))
         })
     }
 }
