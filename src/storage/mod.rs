@@ -1,8 +1,10 @@
 //! Storage: the only module with SQL. Small traits, one per aggregate — tenants, codes, the
 //! outbox, integration (webhooks, events, idempotency keys), quotas, the keyring, records,
-//! test mode, statistics —
-//! each implemented by both backends next to its SQL (`sqlite/<aggregate>.rs`,
-//! `postgres/<aggregate>.rs`); [`Store`] is their bundle. What a result means (what
+//! test mode, statistics, and the smaller ones —; [`Store`] is their bundle. An aggregate
+//! whose SQL both backends agree on (or differs only in text) is written once, beside its
+//! trait, over the `engine` each backend implements; one whose locking or batching differs
+//! is implemented by each backend next to its SQL (`sqlite/<aggregate>.rs`,
+//! `postgres/<aggregate>.rs`). What a result means (what
 //! supersedes what, what a sweep does, when a send is given back to the quotas) is decided
 //! once, in [`rules`], for both backends; rows are read into domain types once, in `cells`.
 

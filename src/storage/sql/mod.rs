@@ -1,7 +1,7 @@
 //! SQL text both backends run, written once. Each statement is written with PostgreSQL's
 //! `$n` placeholders; SQLite reads the same text with `?n` in their place (the same length,
-//! so the rewrite is done at compile time). A statement the engines need differently stays
-//! in its backend's file.
+//! so the rewrite is done at compile time). A statement the engines write differently is a
+//! [`Shared`] with two texts, or stays in its backend's file.
 
 /// One statement as each backend runs it.
 #[derive(Clone, Copy)]
