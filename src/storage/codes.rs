@@ -335,8 +335,7 @@ impl<E: Engine> CodeOutcomeStore for E {
             CodeApi::Native.as_str().into(),
         ];
         let (text, args) = view_query(self.dialect(), ", c.code_hash", THE_CODE, key, now);
-        let rows = self.rows_text(&text, &args, |r| Ok((view_from(r)?, r.text(VIEW_WIDTH)?)))?;
-        Ok(rows.into_iter().next())
+        self.first_text(&text, &args, |r| Ok((view_from(r)?, r.text(VIEW_WIDTH)?)))
     }
 
     fn release_attempt(
@@ -432,13 +431,7 @@ impl<E: Engine> CodeOutcomeStore for E {
         let (view, args) = view_query(self.dialect(), "", THE_CODE, key, now);
         self.transact(move |tx| {
             let n = tx.exec(sql::codes::CANCEL, &cancel)?;
-            let mut v = None;
-            tx.each_text(&view, &args, &mut |r| {
-                if v.is_none() {
-                    v = Some(view_from(r)?);
-                }
-                Ok(())
-            })?;
+            let v = tx.first_text(&view, &args, |r| view_from(r))?;
             Ok(v.map(|v| (n == 1, v)))
         })
     }

@@ -78,12 +78,17 @@ pub(crate) trait Engine {
         args: &[Arg],
         f: impl Fn(&dyn Cells) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
-        let mut out = Vec::new();
-        self.each_text(text, args, &mut |r| {
-            out.push(f(r)?);
-            Ok(())
-        })?;
-        Ok(out)
+        all(|each| self.each_text(text, args, each), f)
+    }
+
+    /// The first row of `text` (this backend's), read by `f`.
+    fn first_text<T>(
+        &self,
+        text: &str,
+        args: &[Arg],
+        f: impl Fn(&dyn Cells) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        first(|each| self.each_text(text, args, each), f)
     }
 
     /// Every row `q` reads, each read by `f`.
@@ -103,8 +108,7 @@ pub(crate) trait Engine {
         args: &[Arg],
         f: impl Fn(&dyn Cells) -> Result<T, StoreError>,
     ) -> Result<Option<T>, StoreError> {
-        let text = self.dialect().text(q);
-        first(|each| self.each_text(text, args, each), f)
+        self.first_text(self.dialect().text(q), args, f)
     }
 }
 
@@ -147,12 +151,7 @@ impl dyn Exec + '_ {
         f: impl Fn(&dyn Cells) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
         let text = self.dialect().text(q);
-        let mut out = Vec::new();
-        self.each_text(text, args, &mut |r| {
-            out.push(f(r)?);
-            Ok(())
-        })?;
-        Ok(out)
+        all(|each| self.each_text(text, args, each), f)
     }
 
     /// The first row `q` reads in the transaction, read by `f`.
@@ -163,13 +162,39 @@ impl dyn Exec + '_ {
         f: impl Fn(&dyn Cells) -> Result<T, StoreError>,
     ) -> Result<Option<T>, StoreError> {
         let text = self.dialect().text(q);
+        self.first_text(text, args, f)
+    }
+
+    /// The first row of `text` (this backend's) in the transaction, read by `f`.
+    pub(crate) fn first_text<T>(
+        &mut self,
+        text: &str,
+        args: &[Arg],
+        f: impl Fn(&dyn Cells) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
         first(|each| self.each_text(text, args, each), f)
     }
 }
 
+/// A row callback, as `each_text` takes it.
+type Each<'a> = &'a mut dyn FnMut(&dyn Cells) -> Result<(), StoreError>;
+
+/// Every row `read` gives its callback, each read by `f`.
+fn all<T>(
+    read: impl FnOnce(Each<'_>) -> Result<(), StoreError>,
+    f: impl Fn(&dyn Cells) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    read(&mut |r| {
+        out.push(f(r)?);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
 /// The first row `read` gives its callback, read by `f`.
 fn first<T>(
-    read: impl FnOnce(&mut dyn FnMut(&dyn Cells) -> Result<(), StoreError>) -> Result<(), StoreError>,
+    read: impl FnOnce(Each<'_>) -> Result<(), StoreError>,
     f: impl Fn(&dyn Cells) -> Result<T, StoreError>,
 ) -> Result<Option<T>, StoreError> {
     let mut out = None;
