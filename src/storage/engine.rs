@@ -63,6 +63,15 @@ pub(crate) trait Engine {
         f: impl FnOnce(&mut dyn Exec) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError>;
 
+    /// `f`'s statements as a transaction of its own, outside SQLite's group commit (an
+    /// IMMEDIATE transaction on a pooled connection there; a transaction on PostgreSQL):
+    /// for the keyring, which changes before the writer serves a server's writes and
+    /// whose compare-and-swaps stand alone.
+    fn exclusive<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Exec) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError>;
+
     /// `f`'s reads on one connection, outside a transaction (on SQLite's writer thread,
     /// inside a call it runs, the open batch's): several reads that need not see one
     /// snapshot, such as a cheap check before the write that checks again.

@@ -17,7 +17,6 @@ macro_rules! db_now {
 mod codes;
 mod conn;
 mod integration;
-mod keyring;
 mod outbox;
 mod records;
 mod tls;
@@ -41,8 +40,7 @@ mod embedded {
 
 /// Session advisory lock held while migrating, so instances starting together take turns.
 const MIGRATION_LOCK: i64 = 0x6f74_706d_696e_7401;
-/// Transaction advisory lock around keyring initialisation.
-const KEYRING_LOCK: i64 = 0x6f74_706d_696e_7402;
+use crate::storage::keyring::KEYRING_LOCK;
 
 /// How to reach the database.
 #[derive(Debug, Clone)]
@@ -336,6 +334,13 @@ impl crate::storage::engine::Engine for PgStore {
     fn transact<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut dyn crate::storage::engine::Exec) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.tx(|tx| f(tx))
+    }
+
+    fn exclusive<T>(
+        &self,
+        f: impl FnOnce(&mut dyn crate::storage::engine::Exec) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         self.tx(|tx| f(tx))
     }

@@ -26,3 +26,8 @@ shared_sql!(
     pub(crate) RESEAL_WEBHOOK_SECRET =
         "UPDATE webhooks SET secret = $3 WHERE tenant_id = $1 AND secret = $2"
 );
+
+shared_sql!(
+    /// `$2`: false.
+    pub(crate) DEACTIVATE_KEYS = "UPDATE keyring SET active = $2 WHERE kind = $1"
+);

@@ -3,7 +3,6 @@
 
 mod codes;
 mod integration;
-mod keyring;
 mod outbox;
 mod records;
 mod writer;
@@ -276,6 +275,17 @@ impl crate::storage::engine::Engine for SqliteStore {
         f: impl FnOnce(&mut dyn crate::storage::engine::Exec) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         self.writer.write(move |conn| f(&mut Statements(conn)))
+    }
+
+    fn exclusive<T>(
+        &self,
+        f: impl FnOnce(&mut dyn crate::storage::engine::Exec) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.pooled()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let out = f(&mut Statements(&tx))?;
+        tx.commit()?;
+        Ok(out)
     }
 
     fn read<T>(
