@@ -72,12 +72,12 @@ impl<E: super::engine::Engine> ClaimStore for E {
         now: Millis,
     ) -> Result<bool, StoreError> {
         let row = [tenant.as_str().into(), key_digest.into(), now.into()];
-        self.transact(move |tx| Ok(tx.exec(super::sql::codes::CLAIM_CODE, &row)? == 1))
+        Ok(self.exec_one(super::sql::codes::CLAIM_CODE, &row)? == 1)
     }
 
     fn claim_session(&self, tenant: &TenantId, id: &str, now: Millis) -> Result<bool, StoreError> {
         let row = [tenant.as_str().into(), id.into(), now.into()];
-        self.transact(move |tx| Ok(tx.exec(super::sql::codes::CLAIM_SESSION, &row)? == 1))
+        Ok(self.exec_one(super::sql::codes::CLAIM_SESSION, &row)? == 1)
     }
 }
 

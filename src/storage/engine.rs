@@ -55,9 +55,10 @@ pub(crate) trait Engine {
     ) -> Result<(), StoreError>;
 
     /// `f`'s statements as one transaction, committed when it returns `Ok` and rolled back
-    /// when it returns an error. On SQLite it runs on the group-commit writer (in a
-    /// savepoint of the next batch), as every write of a running server does, and returns
-    /// once that batch is durable.
+    /// when it returns an error. On SQLite it runs on the group-commit writer, in a
+    /// savepoint of the next batch, as every write of a running server does; it returns
+    /// once that batch is durable — or, called inside a call the writer runs (a
+    /// [`crate::storage::WriteCall`]), at once, its writes part of the call's batch.
     fn transact<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut dyn Exec) -> Result<T, StoreError> + Send + 'static,
@@ -74,11 +75,17 @@ pub(crate) trait Engine {
 
     /// `f`'s reads on one connection, outside a transaction (on SQLite's writer thread,
     /// inside a call it runs, the open batch's): several reads that need not see one
-    /// snapshot, such as a cheap check before the write that checks again.
+    /// snapshot, such as a cheap check before the write that checks again. Reads only: a
+    /// write here would bypass SQLite's writer.
     fn read<T>(
         &self,
         f: impl FnOnce(&mut dyn Exec) -> Result<T, StoreError>,
     ) -> Result<T, StoreError>;
+
+    /// Run one statement as a write of its own (SQLite: on the writer, like
+    /// [`Engine::transact`]; PostgreSQL: committed alone, no transaction around it); how
+    /// many rows it changed.
+    fn exec_one(&self, q: Shared, args: &[Arg]) -> Result<u64, StoreError>;
 
     /// Every row of `text` (this backend's), each read by `f`.
     fn rows_text<T>(
@@ -110,7 +117,8 @@ pub(crate) trait Engine {
         self.rows_text(self.dialect().text(q), args, f)
     }
 
-    /// The first row `q` reads (the queries that use this read at most one), read by `f`.
+    /// The first row `q` reads (the queries that use this read at most one; more are not
+    /// an error), read by `f`.
     fn row_opt<T>(
         &self,
         q: Shared,

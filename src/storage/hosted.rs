@@ -124,7 +124,7 @@ impl<E: Engine> HostedStore for E {
             s.expires_at.into(),
             s.code_challenge.clone().into(),
         ];
-        self.transact(move |tx| tx.exec(sql::INSERT_SESSION, &row).map(drop))
+        self.exec_one(sql::INSERT_SESSION, &row).map(drop)
     }
 
     fn session(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
@@ -144,7 +144,7 @@ impl<E: Engine> HostedStore for E {
             key_digest.into(),
             Arg::from(key_sealed),
         ];
-        self.transact(move |tx| Ok(tx.exec(sql::SET_SESSION_CODE, &row)? == 1))
+        Ok(self.exec_one(sql::SET_SESSION_CODE, &row)? == 1)
     }
 
     fn finish_session(
@@ -160,7 +160,7 @@ impl<E: Engine> HostedStore for E {
             key_digest.into(),
             Arg::from(finished_by),
         ];
-        self.transact(move |tx| Ok(tx.exec(sql::FINISH_SESSION, &row)? == 1))
+        Ok(self.exec_one(sql::FINISH_SESSION, &row)? == 1)
     }
 
     fn logo(&self, tenant: &TenantId) -> Result<Option<Vec<u8>>, StoreError> {
@@ -180,12 +180,9 @@ impl<E: Engine> HostedStore for E {
         now: Millis,
     ) -> Result<bool, StoreError> {
         let t = Arg::from(tenant.as_str());
-        let put = png.map(|p| [t.clone(), p.into(), now.into()]);
-        self.transact(move |tx| {
-            Ok(match put {
-                Some(row) => tx.exec(sql::PUT_LOGO, &row)?,
-                None => tx.exec(sql::DELETE_LOGO, std::slice::from_ref(&t))?,
-            } == 1)
-        })
+        Ok(match png {
+            Some(p) => self.exec_one(sql::PUT_LOGO, &[t, p.into(), now.into()])?,
+            None => self.exec_one(sql::DELETE_LOGO, &[t])?,
+        } == 1)
     }
 }

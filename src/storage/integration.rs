@@ -162,14 +162,18 @@ pub trait IntegrationStore {
 /// Queue `e` if an enabled webhook of its tenant takes its type (inside the caller's
 /// transaction); whether it was queued.
 pub(crate) fn insert_event_in(tx: &mut dyn Exec, e: &NewEvent) -> Result<bool, StoreError> {
-    let row = args![
-        e.id.as_str(),
-        e.tenant_id.as_str(),
-        e.kind.as_str(),
-        e.payload.as_slice(),
-        e.created_at,
-    ];
-    Ok(tx.exec(sql::INSERT_EVENT, row)? > 0)
+    Ok(tx.exec(sql::INSERT_EVENT, &event_row(e))? > 0)
+}
+
+/// [`sql::INSERT_EVENT`]'s values.
+fn event_row(e: &NewEvent) -> [Arg; 5] {
+    [
+        e.id.as_str().into(),
+        e.tenant_id.as_str().into(),
+        e.kind.as_str().into(),
+        e.payload.as_slice().into(),
+        e.created_at.into(),
+    ]
 }
 
 /// The idempotency key's row, locked for the rest of the transaction on PostgreSQL (on
@@ -215,9 +219,8 @@ impl<E: Engine> IntegrationStore for E {
         let id = [Arg::from(id.as_str())];
         self.transact(move |tx| {
             let n = tx.exec(sql::DELETE_WEBHOOK, &id)?;
-            if n > 0 {
-                tx.exec(sql::DELETE_WEBHOOK_EVENTS, &id)?;
-            }
+            // Also events queued by an insert that committed after an earlier delete.
+            tx.exec(sql::DELETE_WEBHOOK_EVENTS, &id)?;
             Ok(n > 0)
         })
     }
@@ -229,17 +232,16 @@ impl<E: Engine> IntegrationStore for E {
         now: Millis,
     ) -> Result<bool, StoreError> {
         let row = [id.as_str().into(), sealed.into(), now.into()];
-        self.transact(move |tx| Ok(tx.exec(sql::SET_WEBHOOK_SECRET, &row)? > 0))
+        Ok(self.exec_one(sql::SET_WEBHOOK_SECRET, &row)? > 0)
     }
 
     fn insert_event(&self, e: &NewEvent) -> Result<bool, StoreError> {
-        let e = e.clone();
-        self.transact(move |tx| insert_event_in(tx, &e))
+        Ok(self.exec_one(sql::INSERT_EVENT, &event_row(e))? > 0)
     }
 
     fn defer_event(&self, event_id: &str, owner: &str, due_at: Millis) -> Result<(), StoreError> {
         let row = [event_id.into(), owner.into(), due_at.into()];
-        self.transact(move |tx| tx.exec(sql::DEFER_EVENT, &row).map(drop))
+        self.exec_one(sql::DEFER_EVENT, &row).map(drop)
     }
 
     fn disable_webhook(
@@ -358,7 +360,7 @@ impl<E: Engine> IntegrationStore for E {
             i64::from(status).into(),
             Arg::from(response),
         ];
-        self.transact(move |tx| tx.exec(sql::IDEM_FINISH, &row).map(drop))
+        self.exec_one(sql::IDEM_FINISH, &row).map(drop)
     }
 
     fn idem_release(
@@ -368,17 +370,16 @@ impl<E: Engine> IntegrationStore for E {
         holder: &str,
     ) -> Result<(), StoreError> {
         let row = [id.as_str().into(), key_digest.into(), Arg::from(holder)];
-        self.transact(move |tx| tx.exec(sql::IDEM_RELEASE, &row).map(drop))
+        self.exec_one(sql::IDEM_RELEASE, &row).map(drop)
     }
 
     fn purge_integration(&self, now: Millis, records_before: Millis) -> Result<usize, StoreError> {
-        let n = self.transact(move |tx| {
-            let mut n = tx.exec(sql::PURGE_IDEMPOTENCY_KEYS, args![now])?;
-            // A settled event is only needed for its delivery records' type and id.
-            n += tx.exec(sql::PURGE_WEBHOOK_EVENTS, args![now - 24 * HOUR_MS])?;
-            n += tx.exec(sql::PURGE_WEBHOOK_DELIVERIES, args![records_before])?;
-            Ok(n)
-        })?;
+        // Each statement commits alone (each is idempotent: instances purging at once
+        // delete each row once).
+        let mut n = self.exec_one(sql::PURGE_IDEMPOTENCY_KEYS, args![now])?;
+        // A settled event is only needed for its delivery records' type and id.
+        n += self.exec_one(sql::PURGE_WEBHOOK_EVENTS, args![now - 24 * HOUR_MS])?;
+        n += self.exec_one(sql::PURGE_WEBHOOK_DELIVERIES, args![records_before])?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 }

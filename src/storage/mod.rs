@@ -1,6 +1,6 @@
 //! Storage: the only module with SQL. Small traits, one per aggregate — tenants, codes, the
 //! outbox, integration (webhooks, events, idempotency keys), quotas, the keyring, records,
-//! test mode, statistics, and the smaller ones —; [`Store`] is their bundle. An aggregate
+//! test mode, statistics, and smaller ones; [`Store`] is their bundle. An aggregate
 //! whose SQL both backends agree on (or differs only in text) is written once, beside its
 //! trait, over the `engine` each backend implements; one whose locking or batching differs
 //! is implemented by each backend next to its SQL (`sqlite/<aggregate>.rs`,
@@ -47,7 +47,7 @@ pub use outbox::{
 pub use provider_events::{EventEffect, ProviderEventStore};
 pub use quota::{QuotaRefusal, QuotaStore, SendQuota};
 pub(crate) use quota::{HOUR_MS, MINUTE_MS};
-pub use records::{ImportCounts, ImportedCode, RecordStore};
+pub use records::{AuditStore, ImportCounts, ImportedCode, RecordStore};
 pub use sms_guard::{SmsGuardStore, SmsSend, SmsTaken, SmsVelocity, SmsVelocityRefusal};
 pub use stats::{StatsQuery, StatsRow, StatsStore};
 pub use suppressions::SuppressionStore;
@@ -77,6 +77,7 @@ pub trait Store:
     + QuotaStore
     + KeyringStore
     + RecordStore
+    + AuditStore
     + TestStore
     + StatsStore
     + LinkStore

@@ -100,7 +100,7 @@ impl<E: Engine> ProviderEventStore for E {
             event_id.into(),
             now.into(),
         ];
-        self.transact(move |tx| Ok(tx.exec(sql::provider_events::SEEN, &row)? == 1))
+        Ok(self.exec_one(sql::provider_events::SEEN, &row)? == 1)
     }
 
     fn apply_provider_event(&self, e: &EventEffect) -> Result<EventApplied, StoreError> {
@@ -178,7 +178,7 @@ impl<E: Engine> ProviderEventStore for E {
 
     fn purge_provider_events(&self, before: Millis) -> Result<usize, StoreError> {
         let before = [before.into()];
-        let n = self.transact(move |tx| tx.exec(sql::provider_events::PURGE, &before))?;
+        let n = self.exec_one(sql::provider_events::PURGE, &before)?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 }

@@ -1,7 +1,10 @@
 //! Records and whole-installation operations: retention purges, the audit trail, the
 //! OtpMint import, backups and the snapshot `migrate-store` copies.
 
+use super::cells::audit_from;
 use super::codes::NewChallenge;
+use super::engine::{args, Engine};
+use super::sql::{records as sql, Arg};
 use super::{copy, StoreError};
 use crate::domain::audit::AuditEvent;
 use crate::domain::keys::TenantId;
@@ -39,6 +42,18 @@ pub trait RecordStore {
         codes: &[ImportedCode],
         now: Millis,
     ) -> Result<ImportCounts, StoreError>;
+    /// A consistent copy of the live database at `path` (SQLite's online backup API).
+    fn backup_to(&self, path: &std::path::Path) -> Result<(), StoreError>;
+    /// Every row of every table of `copy::TABLES`, read in one consistent snapshot (one read
+    /// transaction), so rows written meanwhile cannot leave a child without its parent.
+    fn export_snapshot(&self) -> Result<copy::Snapshot, StoreError>;
+    /// Write a snapshot in one transaction: all of it or nothing. Refused (`Conflict`) when
+    /// this database already holds a keyring or a tenant.
+    fn import_snapshot(&self, s: &copy::Snapshot) -> Result<(), StoreError>;
+}
+
+/// The audit trail, written once for both backends (`impl<E: Engine> AuditStore for E`).
+pub trait AuditStore {
     /// Append events (one transaction).
     fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
     /// A tenant's events, newest first, with ids below `before`.
@@ -50,14 +65,53 @@ pub trait RecordStore {
     ) -> Result<Vec<AuditEvent>, StoreError>;
     /// Delete events older than `before`.
     fn purge_audit(&self, before: Millis) -> Result<usize, StoreError>;
-    /// A consistent copy of the live database at `path` (SQLite's online backup API).
-    fn backup_to(&self, path: &std::path::Path) -> Result<(), StoreError>;
     /// True when the database holds any tenant.
     fn has_tenants(&self) -> Result<bool, StoreError>;
-    /// Every row of every table of `copy::TABLES`, read in one consistent snapshot (one read
-    /// transaction), so rows written meanwhile cannot leave a child without its parent.
-    fn export_snapshot(&self) -> Result<copy::Snapshot, StoreError>;
-    /// Write a snapshot in one transaction: all of it or nothing. Refused (`Conflict`) when
-    /// this database already holds a keyring or a tenant.
-    fn import_snapshot(&self, s: &copy::Snapshot) -> Result<(), StoreError>;
+}
+
+impl<E: Engine> AuditStore for E {
+    fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        let rows: Vec<[Arg; 7]> = events
+            .iter()
+            .map(|e| {
+                [
+                    e.tenant_id.as_str().into(),
+                    e.at.into(),
+                    e.event.as_str().into(),
+                    e.recipient.clone().into(),
+                    e.outcome.as_str().into(),
+                    e.client_ip.clone().into(),
+                    e.request_id.clone().into(),
+                ]
+            })
+            .collect();
+        self.transact(move |tx| {
+            // A tenant deleted meanwhile has no audit: skip its events.
+            for row in &rows {
+                tx.exec(sql::APPEND_AUDIT, row)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn audit_page(
+        &self,
+        tenant: &TenantId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let q = args![tenant.as_str(), before.unwrap_or(i64::MAX), limit];
+        self.rows(sql::AUDIT_PAGE, q, |r| audit_from(r))
+    }
+
+    fn purge_audit(&self, before: Millis) -> Result<usize, StoreError> {
+        let before = [Arg::from(before)];
+        let n = self.exec_one(sql::PURGE_AUDIT, &before)?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    fn has_tenants(&self) -> Result<bool, StoreError> {
+        let any = self.row_opt(super::sql::keyring::ANY_TENANT, &[], |r| r.flag(0))?;
+        Ok(any == Some(true))
+    }
 }

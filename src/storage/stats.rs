@@ -459,7 +459,7 @@ impl<E: Engine> StatsStore for E {
 
     fn purge_stats(&self, before_hour: i64) -> Result<usize, StoreError> {
         let before = [before_hour.into()];
-        let n = self.transact(move |tx| tx.exec(super::sql::stats::PURGE_STATS, &before))?;
+        let n = self.exec_one(super::sql::stats::PURGE_STATS, &before)?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 

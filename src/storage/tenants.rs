@@ -150,8 +150,7 @@ impl TenantChanges {
     }
 }
 
-/// The statements that store a new tenant, all but its secret (the backends differ in how
-/// a secret that is already registered is refused).
+/// The statements that store a new tenant, all but its secret (see [`insert_tenant_row`]).
 pub(crate) fn insert_steps(t: &Tenant) -> Vec<Step> {
     use sql::tenants as q;
     let id = || Arg::from(t.id.as_str());
@@ -370,10 +369,8 @@ pub(crate) fn insert_tenant_row(
     now: Millis,
 ) -> Result<bool, StoreError> {
     run_steps(tx, &insert_steps(t))?;
-    Ok(tx.exec(
-        sql::tenants::ADD_SECRET,
-        args![secret_digest, t.id.as_str(), now],
-    )? == 1)
+    let first = args![secret_digest, t.id.as_str(), now];
+    Ok(tx.exec(sql::tenants::ADD_FIRST_SECRET, first)? == 1)
 }
 
 /// Run steps in order, inside the caller's transaction.
@@ -473,17 +470,17 @@ impl<E: Engine> TenantStore for E {
 
     fn clear_http(&self, id: &TenantId) -> Result<bool, StoreError> {
         let id = [Arg::from(id.as_str())];
-        self.transact(move |tx| Ok(tx.exec(sql::tenants::CLEAR_HTTP, &id)? > 0))
+        Ok(self.exec_one(sql::tenants::CLEAR_HTTP, &id)? > 0)
     }
 
     fn set_http_secret(&self, id: &TenantId, sealed: &[u8]) -> Result<bool, StoreError> {
         let row = [Arg::from(id.as_str()), sealed.into()];
-        self.transact(move |tx| Ok(tx.exec(sql::tenants::SET_HTTP_SECRET, &row)? > 0))
+        Ok(self.exec_one(sql::tenants::SET_HTTP_SECRET, &row)? > 0)
     }
 
     fn delete_tenant(&self, id: &TenantId) -> Result<bool, StoreError> {
         let id = [Arg::from(id.as_str())];
-        self.transact(move |tx| Ok(tx.exec(sql::tenants::DELETE_TENANT, &id)? > 0))
+        Ok(self.exec_one(sql::tenants::DELETE_TENANT, &id)? > 0)
     }
 
     fn tenant_by_secret(&self, digest: &[u8], now: Millis) -> Result<Option<Tenant>, StoreError> {

@@ -1,6 +1,6 @@
 //! PostgreSQL: codes — stored with their message (the mint's one transaction: quota locks
-//! and counts, code, outbox row), attempts reserved under row locks and given back, verify,
-//! status, cancel.
+//! and counts, code, outbox row), resent, and their attempts reserved under row locks. A
+//! code's outcomes and views are written once, in `storage::codes` (`CodeOutcomeStore`).
 
 use crate::storage::sql::live_code;
 use ::postgres::GenericClient;

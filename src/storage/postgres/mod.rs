@@ -338,6 +338,10 @@ impl crate::storage::engine::Engine for PgStore {
         self.tx(|tx| f(tx))
     }
 
+    fn exec_one(&self, q: sql::Shared, args: &[sql::Arg]) -> Result<u64, StoreError> {
+        crate::storage::engine::Exec::exec(&mut self.conn()?.db(), q, args)
+    }
+
     fn exclusive<T>(
         &self,
         f: impl FnOnce(&mut dyn crate::storage::engine::Exec) -> Result<T, StoreError>,

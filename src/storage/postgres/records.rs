@@ -5,11 +5,8 @@ use crate::storage::sql;
 use ::postgres::types::ToSql;
 
 use super::{export_rows, insert_challenge, Inserted, PgStore, KEYRING_LOCK};
-use crate::domain::audit::AuditEvent;
-use crate::domain::keys::TenantId;
 use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
-use crate::storage::cells::audit_from;
 use crate::storage::stats::STATE_NOT_COUNTED;
 use crate::storage::tenants::insert_tenant_row;
 use crate::storage::{copy, ImportCounts, ImportedCode, RecordStore, StoreError, MINUTE_MS};
@@ -93,52 +90,6 @@ impl RecordStore for PgStore {
             }
             Ok(counts)
         })
-    }
-
-    fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
-        self.tx(|tx| {
-            // A tenant deleted meanwhile has no audit: skip its events.
-            for e in events {
-                tx.execute(
-                    sql::records::APPEND_AUDIT.pg,
-                    &[
-                        &e.tenant_id,
-                        &e.at,
-                        &e.event,
-                        &e.recipient,
-                        &e.outcome,
-                        &e.client_ip,
-                        &e.request_id,
-                    ],
-                )?;
-            }
-            Ok(())
-        })
-    }
-
-    fn audit_page(
-        &self,
-        tenant: &TenantId,
-        before: Option<i64>,
-        limit: u32,
-    ) -> Result<Vec<AuditEvent>, StoreError> {
-        self.conn()?.db().rows(
-            sql::records::AUDIT_PAGE.pg,
-            &[
-                &tenant.as_str(),
-                &before.unwrap_or(i64::MAX),
-                &i64::from(limit),
-            ],
-            audit_from,
-        )
-    }
-
-    fn purge_audit(&self, before: Millis) -> Result<usize, StoreError> {
-        let n = self
-            .conn()?
-            .db()
-            .execute(sql::records::PURGE_AUDIT.pg, &[&before])?;
-        Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     fn export_snapshot(&self) -> Result<copy::Snapshot, StoreError> {
@@ -235,13 +186,5 @@ impl RecordStore for PgStore {
         Err(StoreError::Unsupported(
             "`otpmint backup` copies a SQLite database; back up PostgreSQL with pg_dump",
         ))
-    }
-
-    fn has_tenants(&self) -> Result<bool, StoreError> {
-        let row = self
-            .conn()?
-            .db()
-            .query_one(sql::keyring::ANY_TENANT.pg, &[])?;
-        Ok(row.try_get(0)?)
     }
 }

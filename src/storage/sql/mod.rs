@@ -142,7 +142,8 @@ pub(crate) mod tenants;
 pub(crate) mod test_mode;
 
 /// A value bound to a shared statement, typed so that both drivers bind it: a NULL keeps
-/// its type (PostgreSQL checks it), numbers are 64-bit (the tables' `BIGINT`).
+/// its type (PostgreSQL checks it), numbers are 64-bit (the tables' `BIGINT`) but for
+/// `Int32` (an `INTEGER` column, which PostgreSQL types as 32 bits).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Arg {
     Text(Option<String>),
@@ -232,8 +233,8 @@ impl From<Option<Vec<u8>>> for Arg {
 }
 
 /// One statement of a write and the values it binds, the same on both backends: a write
-/// whose steps depend only on its input is built once (`storage::tenants`) and each
-/// backend runs the list inside its own transaction.
+/// whose steps depend only on its input is built once (`storage::tenants`) and run in
+/// order inside the caller's transaction (`storage::tenants::run_steps`).
 #[derive(Clone)]
 pub(crate) struct Step {
     pub(crate) sql: Shared,

@@ -140,9 +140,19 @@ shared_sql!(
 shared_sql!(
     /// A new secret key (`$1` digest, `$2` tenant, `$3` now): a test key while its tenant is
     /// a test tenant.
-    pub(crate) ADD_SECRET =
-        "INSERT INTO tenant_secrets (digest, tenant_id, created_at, expires_at, test) SELECT $1, \
-         $2, $3, NULL, t.test FROM tenants t WHERE t.id = $2 ON CONFLICT (digest) DO NOTHING"
+    pub(crate) ADD_SECRET = ADD_SECRET_TEXT
+);
+
+/// [`ADD_SECRET`]'s text.
+const ADD_SECRET_TEXT: &str =
+    "INSERT INTO tenant_secrets (digest, tenant_id, created_at, expires_at, test) SELECT $1, $2, \
+     $3, NULL, t.test FROM tenants t WHERE t.id = $2";
+
+shared_sql!(
+    /// A new tenant's first secret key, as [`ADD_SECRET`] — but a digest registered
+    /// already (to anyone) adds nothing, and the caller refuses the tenant. A rotation's
+    /// key is added by [`ADD_SECRET`], whose clash fails the statement.
+    pub(crate) ADD_FIRST_SECRET = [ADD_SECRET_TEXT, " ON CONFLICT (digest) DO NOTHING"]
 );
 
 /// Whether the tenant exists, its row locked until the transaction ends on PostgreSQL (two

@@ -1,5 +1,6 @@
 //! SQLite: codes — stored with their message (the mint's one commit: quota, code, outbox
-//! row), attempts reserved and given back, verify, status, cancel.
+//! row), resent, and their attempts reserved. A code's outcomes and views are written once,
+//! in `storage::codes` (`CodeOutcomeStore`).
 
 use crate::storage::sql;
 use crate::storage::sql::live_code;

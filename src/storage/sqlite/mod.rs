@@ -277,6 +277,13 @@ impl crate::storage::engine::Engine for SqliteStore {
         self.writer.write(move |conn| f(&mut Statements(conn)))
     }
 
+    fn exec_one(&self, q: sql::Shared, args: &[sql::Arg]) -> Result<u64, StoreError> {
+        let args = args.to_vec();
+        self.writer.write(move |conn| {
+            Ok(conn.execute_cached(q.sqlite, rusqlite::params_from_iter(&args))? as u64)
+        })
+    }
+
     fn exclusive<T>(
         &self,
         f: impl FnOnce(&mut dyn crate::storage::engine::Exec) -> Result<T, StoreError>,

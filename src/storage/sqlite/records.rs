@@ -7,11 +7,8 @@ use std::time::Duration;
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use super::{create_private, export_table, CachedSql, SqliteStore, Statements};
-use crate::domain::audit::AuditEvent;
-use crate::domain::keys::TenantId;
 use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
-use crate::storage::cells::audit_from;
 use crate::storage::tenants::insert_tenant_row;
 use crate::storage::{copy, ImportCounts, ImportedCode, RecordStore, StoreError, MINUTE_MS};
 
@@ -101,44 +98,6 @@ impl RecordStore for SqliteStore {
         Ok(counts)
     }
 
-    fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
-        let events = events.to_vec();
-        self.writer.write(move |tx| {
-            // A tenant deleted meanwhile has no audit: skip its events.
-            let mut st = tx.prepare_cached(sql::records::APPEND_AUDIT.sqlite)?;
-            for e in &events {
-                st.execute(params![
-                    e.tenant_id,
-                    e.at,
-                    e.event,
-                    e.recipient,
-                    e.outcome,
-                    e.client_ip,
-                    e.request_id
-                ])?;
-            }
-            Ok(())
-        })
-    }
-
-    fn audit_page(
-        &self,
-        tenant: &TenantId,
-        before: Option<i64>,
-        limit: u32,
-    ) -> Result<Vec<AuditEvent>, StoreError> {
-        self.conn()?.rows(
-            sql::records::AUDIT_PAGE.sqlite,
-            params![tenant.as_str(), before.unwrap_or(i64::MAX), limit],
-            |r| audit_from(r),
-        )
-    }
-
-    fn purge_audit(&self, before: Millis) -> Result<usize, StoreError> {
-        self.writer
-            .write(move |conn| Ok(conn.execute_cached(sql::records::PURGE_AUDIT.sqlite, [before])?))
-    }
-
     fn export_snapshot(&self) -> Result<copy::Snapshot, StoreError> {
         let mut conn = self.pooled()?;
         // A deferred transaction: its first read fixes the snapshot every table is read in.
@@ -200,11 +159,5 @@ impl RecordStore for SqliteStore {
         // A single file, no WAL: easy to copy off the machine.
         dst.pragma_update(None, "journal_mode", "DELETE")?;
         Ok(())
-    }
-
-    fn has_tenants(&self) -> Result<bool, StoreError> {
-        Ok(self
-            .conn()?
-            .query_row_cached(sql::keyring::ANY_TENANT.sqlite, [], |r| r.get(0))?)
     }
 }
