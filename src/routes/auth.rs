@@ -1,5 +1,6 @@
-//! Extractors: `TenantAuth` (bearer secret key), `AdminAuth` (admin token), and `ApiJson`
-//! (16 KiB, application/json, unknown fields and duplicates refused, errors as problem+json).
+//! Extractors: `TenantAuth` (bearer secret key), `AdminAuth` (admin token), `Owner` (either,
+//! where the tenant and the admin share an operation); the body readers (16 KiB,
+//! application/json, unknown fields and duplicates refused, errors as problem+json).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -79,6 +80,42 @@ impl FromRequest for AdminAuth {
             Ok(st) if is_admin(req, &st) => Ok(AdminAuth),
             Ok(_) => Err(ServiceError::Unauthorized.into()),
             Err(e) => Err(e),
+        })
+    }
+}
+
+/// Where an operation a tenant does on itself (`/v1/tenant/…`) has the admin's twin: the
+/// same path under `/v1/tenants/{id}` (API.md §8, §15.2). The route table registers both,
+/// the API description documents the twin from the tenant's operation
+/// (`routes::openapi`), and [`Owner`] tells them apart.
+pub const ADMIN_TWIN: &str = "/v1/tenants/{id}";
+
+/// The tenant a route acts on where the tenant and the admin share an operation
+/// (templates, providers): on `/v1/tenant/…` the tenant whose secret key is the bearer
+/// token; on the admin's twin (`ADMIN_TWIN/…`) the tenant `{id}`, with the admin token —
+/// 401 before 404, as on every admin route.
+pub struct Owner(pub Tenant);
+
+impl FromRequest for Owner {
+    type Error = ApiError;
+    type Future = LocalFut<Self>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let twin = req
+            .match_pattern()
+            .is_some_and(|p| p.starts_with(ADMIN_TWIN));
+        if !twin {
+            let auth = TenantAuth::from_request(req, payload);
+            return Box::pin(async move { Ok(Owner(auth.await?.0)) });
+        }
+        let req = req.clone();
+        Box::pin(async move {
+            let st = state(&req)?;
+            if !is_admin(&req, &st) {
+                return Err(ServiceError::Unauthorized.into());
+            }
+            let id = req.match_info().get("id").unwrap_or_default();
+            Ok(Owner(st.services.core.tenant(id).await?))
         })
     }
 }

@@ -58,7 +58,6 @@ fn is_valid_logo(b: &[u8]) -> bool {
     responses(
         (status = 204, description = "Stored"),
         (status = 400, response = problems::InvalidRequest),
-        (status = 401, response = problems::Unauthorized),
         (status = 413, description = "payload_too_large: over 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "unsupported_media_type: not image/png", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "logo_invalid: not a PNG that decodes, or larger than 1024×1024 pixels", body = Problem, content_type = "application/problem+json"),
@@ -90,7 +89,6 @@ pub async fn put_logo(
 #[utoipa::path(delete, path = "/v1/tenant/branding/logo", tag = "hosted pages",
     responses(
         (status = 204, description = "Removed (or there was none)"),
-        (status = 401, response = problems::Unauthorized),
     ),
     security(("secret_key" = [])))]
 pub async fn delete_logo(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {

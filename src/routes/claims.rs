@@ -68,7 +68,6 @@ impl ClaimedOut {
     responses(
         (status = 200, description = "The outcome, the first time", body = ClaimedOut),
         (status = 400, response = problems::InvalidRequest),
-        (status = 401, response = problems::Unauthorized),
         (status = 403, description = "code_verifier_mismatch", body = Problem, content_type = "application/problem+json"),
         (status = 404, response = problems::OtpNotFound),
         (status = 409, description = "already_claimed or not_verified", body = Problem, content_type = "application/problem+json"),
@@ -98,7 +97,6 @@ pub async fn claim_code(
     responses(
         (status = 200, description = "The outcome, the first time", body = ClaimedOut),
         (status = 400, response = problems::InvalidRequest),
-        (status = 401, response = problems::Unauthorized),
         (status = 403, description = "code_verifier_mismatch", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "session_not_found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "already_claimed or not_verified", body = Problem, content_type = "application/problem+json"),

@@ -70,7 +70,6 @@ pub struct VerifyBody {
         (status = 201, description = "Sent (sync delivery): the relay accepted the message", body = MintOut),
         (status = 202, description = "Queued (async delivery): the code and its message are stored; a sender delivers it", body = MintOut),
         (status = 400, description = "invalid_request, invalid_email", body = Problem, content_type = "application/problem+json"),
-        (status = 401, response = problems::Unauthorized),
         (status = 409, description = "idempotency_key_in_use: the first request with this key is still running", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "unprocessable: the link's return_url is not one of the tenant's allowed ones, or the link goes with a phone; idempotency_key_mismatch: the key was used with another body; recipient_suppressed: the recipient is on the suppression list (nothing sent); channel_not_configured; sms_country_not_allowed, phone_number_not_allowed: the SMS fraud guard refused the number (nothing sent)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "rate_limited or sms_velocity (Retry-After)", body = Problem, content_type = "application/problem+json"),
@@ -189,7 +188,6 @@ fn mint_out(m: &Minted) -> (actix_web::http::StatusCode, MintOut) {
     responses(
         (status = 201, description = "Sent (the key's delivery is sync): the relay accepted the new message", body = ResendOut),
         (status = 202, description = "Queued (async): the new message is stored; a sender delivers it", body = ResendOut),
-        (status = 401, response = problems::Unauthorized),
         (status = 404, response = problems::OtpNotFound),
         (status = 409, description = "conflict: the key's last message is still on its way", body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "the key is no longer pending: otp_expired, otp_used, otp_superseded, otp_cancelled, otp_failed, attempts_exhausted", body = Problem, content_type = "application/problem+json"),
@@ -232,7 +230,6 @@ pub async fn resend(
     responses(
         (status = 200, description = "Verified; the code is now used", body = VerifyOut),
         (status = 400, description = "invalid_request: otp is not ASCII digits of the code's length (no attempt used)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, response = problems::Unauthorized),
         (status = 404, response = problems::OtpNotFound),
         (status = 410, description = "otp_expired, otp_used, otp_superseded, otp_cancelled, otp_failed, attempts_exhausted", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "otp_mismatch with attempts_remaining", body = Problem, content_type = "application/problem+json"),
@@ -288,7 +285,6 @@ pub async fn verify(req: HttpRequest, st: web::Data<AppState>, payload: web::Pay
     params(("key" = String, Path, description = "Shareable key, `otp_…`")),
     responses(
         (status = 200, description = "The code's state", body = StatusOut),
-        (status = 401, response = problems::Unauthorized),
         (status = 404, response = problems::OtpNotFound),
     ),
     security(("secret_key" = [])))]
@@ -313,7 +309,6 @@ pub async fn otp_status(
     params(("key" = String, Path, description = "Shareable key")),
     responses(
         (status = 204, description = "Cancelled"),
-        (status = 401, response = problems::Unauthorized),
         (status = 404, response = problems::OtpNotFound),
         (status = 410, description = "the code had already ended (its state's code)", body = Problem, content_type = "application/problem+json"),
     ),
@@ -355,7 +350,6 @@ pub struct AuditQuery {
     responses(
         (status = 200, description = "A page of events", body = AuditPageOut),
         (status = 400, response = problems::InvalidRequest),
-        (status = 401, response = problems::Unauthorized),
     ),
     security(("secret_key" = [])))]
 pub async fn audit(t: TenantAuth, st: web::Data<AppState>, q: web::Query<AuditQuery>) -> ApiResult {

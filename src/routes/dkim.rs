@@ -71,12 +71,11 @@ pub struct DkimOut {
     responses(
         (status = 201, description = "The key's record", body = DkimRecordOut),
         (status = 400, response = problems::InvalidRequest),
-        (status = 401, response = problems::Unauthorized),
         (status = 409, description = "conflict: a key with this selector exists", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "unprocessable: the tenant holds the most keys it may", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
-pub async fn create(
+pub async fn create_dkim(
     t: TenantAuth,
     req: HttpRequest,
     st: web::Data<AppState>,
@@ -104,11 +103,10 @@ pub async fn create(
     description = "The signing key's record (the newest), and every key the tenant holds.",
     responses(
         (status = 200, body = DkimOut),
-        (status = 401, response = problems::Unauthorized),
         (status = 404, description = "dkim_not_found: the tenant has no DKIM key", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
-pub async fn get(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
+pub async fn get_dkim(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
     let tenant = st.services.core.tenant(t.0.id.as_str()).await?;
     let signing = signing_key(&tenant.dkim).ok_or(ServiceError::DkimNotFound)?;
     Ok(json(
@@ -124,11 +122,10 @@ pub async fn get(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
     description = "Remove every DKIM key: messages are no longer signed.",
     responses(
         (status = 204, description = "Removed"),
-        (status = 401, response = problems::Unauthorized),
         (status = 404, description = "dkim_not_found", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
-pub async fn delete(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
+pub async fn delete_dkim(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
     st.services.tenants.delete_dkim_keys(&t.0.id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -198,7 +195,6 @@ impl From<crate::service::tenants::domain_check::DomainCheck> for DomainCheckOut
     responses(
         (status = 200, body = DomainCheckOut),
         (status = 422, description = "unprocessable: the tenant has no sender address", body = Problem, content_type = "application/problem+json"),
-        (status = 401, response = problems::Unauthorized),
     ),
     security(("secret_key" = [])))]
 pub async fn domain_check(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {

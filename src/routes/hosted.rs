@@ -70,7 +70,6 @@ pub struct HostedStatusOut {
     responses(
         (status = 201, description = "Opened", body = HostedOut),
         (status = 400, response = problems::InvalidRequest),
-        (status = 401, response = problems::Unauthorized),
         (status = 422, description = "links_not_configured: server.public_url is empty; unprocessable: return_url is not one of the tenant's allowed ones", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
@@ -120,7 +119,6 @@ pub async fn open(
     params(("id" = String, Path, description = "`hs_…`")),
     responses(
         (status = 200, description = "The session's outcome", body = HostedStatusOut),
-        (status = 401, response = problems::Unauthorized),
         (status = 404, description = "session_not_found", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]

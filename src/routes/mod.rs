@@ -286,13 +286,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
             .route(web::patch().to(tenants::patch_tenant))
             .route(web::delete().to(tenants::delete_tenant)),
     )
-    .service(r("/v1/tenants/{id}/rotate-secret").route(web::post().to(tenants::rotate_secret)))
-    .service(r("/v1/tenants/{id}/templates").route(web::get().to(templates::list_for)))
-    .service(r("/v1/tenants/{id}/templates/preview").route(web::post().to(templates::preview_for)))
     .service(
-        r("/v1/tenants/{id}/templates/{locale}")
-            .route(web::put().to(templates::put_for))
-            .route(web::delete().to(templates::delete_for)),
+        r("/v1/tenants/{id}/rotate-secret").route(web::post().to(tenants::rotate_tenant_secret)),
     )
     .service(
         r("/v1/tenant")
@@ -314,9 +309,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
     .service(r("/v1/tenant/suppressions/{recipient}").route(web::delete().to(suppressions::remove)))
     .service(
         r("/v1/tenant/dkim")
-            .route(web::post().to(dkim::create))
-            .route(web::get().to(dkim::get))
-            .route(web::delete().to(dkim::delete)),
+            .route(web::post().to(dkim::create_dkim))
+            .route(web::get().to(dkim::get_dkim))
+            .route(web::delete().to(dkim::delete_dkim)),
     )
     .service(r("/v1/tenant/domain-check").route(web::get().to(dkim::domain_check)))
     .service(r("/v1/tenant/stats").route(web::get().to(stats::own_stats)))
@@ -324,46 +319,47 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
     .service(r("/v1/stats").route(web::get().to(stats::all_stats)))
     .service(
         r("/v1/tenant/webhook")
-            .route(web::put().to(webhooks::put))
-            .route(web::get().to(webhooks::get))
-            .route(web::delete().to(webhooks::delete)),
+            .route(web::put().to(webhooks::put_webhook))
+            .route(web::get().to(webhooks::get_webhook))
+            .route(web::delete().to(webhooks::delete_webhook)),
     )
     .service(
         r("/v1/tenant/transport/http")
-            .route(web::put().to(transport::put))
-            .route(web::get().to(transport::get))
-            .route(web::delete().to(transport::delete)),
+            .route(web::put().to(transport::put_http_transport))
+            .route(web::get().to(transport::get_http_transport))
+            .route(web::delete().to(transport::delete_http_transport)),
     )
     .service(
         r("/v1/tenant/transport/http/rotate-secret")
-            .route(web::post().to(transport::rotate_secret)),
+            .route(web::post().to(transport::rotate_http_transport_secret)),
     )
     .service(
-        r("/v1/tenant/providers/{channel}")
-            .route(web::put().to(providers::put_own))
-            .route(web::get().to(providers::get_own))
-            .route(web::delete().to(providers::delete_own)),
+        r("/v1/tenant/webhook/rotate-secret")
+            .route(web::post().to(webhooks::rotate_webhook_secret)),
     )
-    .service(r("/v1/tenant/providers/{channel}/test").route(web::post().to(providers::test_own)))
-    .service(
-        r("/v1/tenants/{id}/providers/{channel}")
-            .route(web::put().to(providers::put_for))
-            .route(web::get().to(providers::get_for))
-            .route(web::delete().to(providers::delete_for)),
-    )
-    .service(
-        r("/v1/tenants/{id}/providers/{channel}/test").route(web::post().to(providers::test_for)),
-    )
-    .service(r("/v1/tenant/webhook/rotate-secret").route(web::post().to(webhooks::rotate_secret)))
-    .service(r("/v1/tenant/webhook/test").route(web::post().to(webhooks::test)))
-    .service(r("/v1/tenant/webhook/deliveries").route(web::get().to(webhooks::deliveries)))
-    .service(r("/v1/tenant/templates").route(web::get().to(templates::list_own)))
-    .service(r("/v1/tenant/templates/preview").route(web::post().to(templates::preview_own)))
-    .service(
-        r("/v1/tenant/templates/{locale}")
-            .route(web::put().to(templates::put_own))
-            .route(web::delete().to(templates::delete_own)),
-    );
+    .service(r("/v1/tenant/webhook/test").route(web::post().to(webhooks::test_webhook)))
+    .service(r("/v1/tenant/webhook/deliveries").route(web::get().to(webhooks::webhook_deliveries)));
+    // What a tenant does on itself and the admin does for it (`auth::Owner`): each route
+    // under `/v1/tenant` and under the admin's twin, `/v1/tenants/{id}`.
+    for base in ["/v1/tenant", auth::ADMIN_TWIN] {
+        let at = |rest: &str| r(&format!("{base}{rest}"));
+        cfg.service(at("/templates").route(web::get().to(templates::list_templates)))
+            .service(at("/templates/preview").route(web::post().to(templates::preview_template)))
+            .service(
+                at("/templates/{locale}")
+                    .route(web::put().to(templates::put_template))
+                    .route(web::delete().to(templates::delete_template)),
+            )
+            .service(
+                at("/providers/{channel}")
+                    .route(web::put().to(providers::put_provider))
+                    .route(web::get().to(providers::get_provider))
+                    .route(web::delete().to(providers::delete_provider)),
+            )
+            .service(
+                at("/providers/{channel}/test").route(web::post().to(providers::test_provider)),
+            );
+    }
 }
 
 /// On OtpMint's routes, a per-IP 429 reads as OtpMint's text, not problem+json.

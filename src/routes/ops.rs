@@ -74,7 +74,6 @@ pub async fn readyz(st: web::Data<AppState>) -> HttpResponse {
     description = "Prometheus text format. Needs metrics.token as a bearer token when one is set.",
     responses(
         (status = 200, description = "Metrics", body = String, content_type = "text/plain; version=0.0.4"),
-        (status = 401, response = problems::Unauthorized),
     ),
     security(("metrics_token" = []), ()))]
 pub async fn metrics(req: HttpRequest, st: web::Data<AppState>) -> ApiResult {

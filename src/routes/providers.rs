@@ -7,7 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::{json_body, AdminAuth, TenantAuth};
+use super::auth::{json_body, Owner};
 use super::dto::{problems, Problem};
 use super::error::ApiError;
 use super::respond::json;
@@ -15,7 +15,6 @@ use super::AppState;
 use crate::domain::email::RecipientEmail;
 use crate::domain::provider::ProviderInput;
 use crate::domain::recipient::{Channel, PhoneNumber, Recipient, PHONE_RULE};
-use crate::domain::tenant::Tenant;
 use crate::service::tenants::providers::ProviderShown;
 use crate::service::ServiceError;
 
@@ -120,8 +119,16 @@ pub struct ProviderTestOut {
     pub provider_message_id: Option<String>,
 }
 
-fn channel_of(s: &str) -> Result<Channel, ApiError> {
-    Channel::parse(s).ok_or(ApiError::NotFound)
+/// The `{channel}` of a provider's path; an unknown channel is 404 `not_found`.
+#[derive(Deserialize)]
+pub struct ChannelPath {
+    channel: String,
+}
+
+impl ChannelPath {
+    fn parse(&self) -> Result<Channel, ApiError> {
+        Channel::parse(&self.channel).ok_or(ApiError::NotFound)
+    }
 }
 
 fn shown(p: ProviderShown) -> HttpResponse {
@@ -136,49 +143,85 @@ fn shown(p: ProviderShown) -> HttpResponse {
     )
 }
 
-async fn put(
-    req: &HttpRequest,
-    st: &AppState,
-    t: &Tenant,
-    channel: &str,
+#[utoipa::path(put, path = "/v1/tenant/providers/{channel}", tag = "providers",
+    description = "Store (or replace) the tenant's provider of a channel. The settings' shape is checked (400 names the field); nothing is sent. Secrets are sealed at once and never shown.",
+    params(("channel" = String, Path, description = "`email` or `sms`")),
+    request_body = ProviderBody,
+    responses(
+        (status = 200, description = "The provider, without its secrets", body = ProviderOut),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 404, description = "not_found: no such channel", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "transport_conflict: another transport of the channel is primary", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn put_provider(
+    o: Owner,
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    path: web::Path<ChannelPath>,
     payload: web::Payload,
 ) -> ApiResult {
-    let channel = channel_of(channel)?;
-    let body: ProviderBody = json_body(req, payload).await?;
+    let channel = path.parse()?;
+    let body: ProviderBody = json_body(&req, payload).await?;
     let input = body.parse(channel)?;
+    let tenants = &st.services.tenants;
+    Ok(shown(tenants.put_provider(&o.0.id, channel, input).await?))
+}
+
+#[utoipa::path(get, path = "/v1/tenant/providers/{channel}", tag = "providers",
+    params(("channel" = String, Path, description = "`email` or `sms`")),
+    responses(
+        (status = 200, description = "The provider, without its secrets", body = ProviderOut),
+        (status = 404, description = "provider_not_found", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn get_provider(
+    o: Owner,
+    st: web::Data<AppState>,
+    path: web::Path<ChannelPath>,
+) -> ApiResult {
     Ok(shown(
-        st.services
-            .tenants
-            .put_provider(&t.id, channel, input)
-            .await?,
+        st.services.tenants.provider_shown(&o.0, path.parse()?)?,
     ))
 }
 
-fn get(st: &AppState, t: &Tenant, channel: &str) -> ApiResult {
-    Ok(shown(
-        st.services
-            .tenants
-            .provider_shown(t, channel_of(channel)?)?,
-    ))
-}
-
-async fn delete(st: &AppState, t: &Tenant, channel: &str) -> ApiResult {
-    st.services
-        .tenants
-        .delete_provider(&t.id, channel_of(channel)?)
-        .await?;
+#[utoipa::path(delete, path = "/v1/tenant/providers/{channel}", tag = "providers",
+    params(("channel" = String, Path, description = "`email` or `sms`")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "provider_not_found", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn delete_provider(
+    o: Owner,
+    st: web::Data<AppState>,
+    path: web::Path<ChannelPath>,
+) -> ApiResult {
+    let tenants = &st.services.tenants;
+    tenants.delete_provider(&o.0.id, path.parse()?).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn test(
-    req: &HttpRequest,
-    st: &AppState,
-    t: &Tenant,
-    channel: &str,
+#[utoipa::path(post, path = "/v1/tenant/providers/{channel}/test", tag = "providers",
+    description = "Send one test message through the provider (no code is minted).",
+    params(("channel" = String, Path, description = "`email` or `sms`")),
+    request_body = ProviderTestBody,
+    responses(
+        (status = 200, description = "The provider accepted it", body = ProviderTestOut),
+        (status = 400, response = problems::InvalidRequest),
+        (status = 404, description = "provider_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "delivery_failed with `reason` (provider_auth, provider_rejected, provider_unavailable, provider_unreachable) and the provider's `detail_code`", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("secret_key" = [])))]
+pub async fn test_provider(
+    o: Owner,
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    path: web::Path<ChannelPath>,
     payload: web::Payload,
 ) -> ApiResult {
-    let channel = channel_of(channel)?;
-    let body: ProviderTestBody = json_body(req, payload).await?;
+    let (t, channel) = (&o.0, path.parse()?);
+    let body: ProviderTestBody = json_body(&req, payload).await?;
     let to = if channel.is_phone() {
         Recipient::Phone(
             PhoneNumber::parse(&body.to).ok_or_else(|| ServiceError::field("to", PHONE_RULE))?,
@@ -205,162 +248,4 @@ async fn test(
             Err(ServiceError::ProviderTest(e).into())
         }
     }
-}
-
-#[utoipa::path(put, path = "/v1/tenant/providers/{channel}", tag = "providers",
-    description = "Store (or replace) the tenant's provider of a channel. The settings' shape is checked (400 names the field); nothing is sent. Secrets are sealed at once and never shown.",
-    params(("channel" = String, Path, description = "`email` or `sms`")),
-    request_body = ProviderBody,
-    responses(
-        (status = 200, description = "The provider, without its secrets", body = ProviderOut),
-        (status = 400, response = problems::InvalidRequest),
-        (status = 401, response = problems::Unauthorized),
-        (status = 404, description = "not_found: no such channel", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "transport_conflict: another transport of the channel is primary", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("secret_key" = [])))]
-pub async fn put_own(
-    t: TenantAuth,
-    req: HttpRequest,
-    st: web::Data<AppState>,
-    channel: web::Path<String>,
-    payload: web::Payload,
-) -> ApiResult {
-    put(&req, &st, &t.0, &channel, payload).await
-}
-
-#[utoipa::path(get, path = "/v1/tenant/providers/{channel}", tag = "providers",
-    params(("channel" = String, Path, description = "`email` or `sms`")),
-    responses(
-        (status = 200, description = "The provider, without its secrets", body = ProviderOut),
-        (status = 401, response = problems::Unauthorized),
-        (status = 404, description = "provider_not_found", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("secret_key" = [])))]
-pub async fn get_own(
-    t: TenantAuth,
-    st: web::Data<AppState>,
-    channel: web::Path<String>,
-) -> ApiResult {
-    get(&st, &t.0, &channel)
-}
-
-#[utoipa::path(delete, path = "/v1/tenant/providers/{channel}", tag = "providers",
-    params(("channel" = String, Path, description = "`email` or `sms`")),
-    responses(
-        (status = 204, description = "Removed"),
-        (status = 401, response = problems::Unauthorized),
-        (status = 404, description = "provider_not_found", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("secret_key" = [])))]
-pub async fn delete_own(
-    t: TenantAuth,
-    st: web::Data<AppState>,
-    channel: web::Path<String>,
-) -> ApiResult {
-    delete(&st, &t.0, &channel).await
-}
-
-#[utoipa::path(post, path = "/v1/tenant/providers/{channel}/test", tag = "providers",
-    description = "Send one test message through the provider (no code is minted).",
-    params(("channel" = String, Path, description = "`email` or `sms`")),
-    request_body = ProviderTestBody,
-    responses(
-        (status = 200, description = "The provider accepted it", body = ProviderTestOut),
-        (status = 400, response = problems::InvalidRequest),
-        (status = 401, response = problems::Unauthorized),
-        (status = 404, description = "provider_not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "delivery_failed with `reason` (provider_auth, provider_rejected, provider_unavailable, provider_unreachable) and the provider's `detail_code`", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("secret_key" = [])))]
-pub async fn test_own(
-    t: TenantAuth,
-    req: HttpRequest,
-    st: web::Data<AppState>,
-    channel: web::Path<String>,
-    payload: web::Payload,
-) -> ApiResult {
-    test(&req, &st, &t.0, &channel, payload).await
-}
-
-#[utoipa::path(put, path = "/v1/tenants/{id}/providers/{channel}", tag = "providers",
-    params(("id" = String, Path, description = "Tenant id"), ("channel" = String, Path, description = "`email` or `sms`")),
-    request_body = ProviderBody,
-    responses(
-        (status = 200, description = "The provider, without its secrets", body = ProviderOut),
-        (status = 400, response = problems::InvalidRequest),
-        (status = 401, response = problems::Unauthorized),
-        (status = 404, response = problems::TenantNotFound),
-        (status = 409, description = "transport_conflict", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("admin_token" = [])))]
-pub async fn put_for(
-    _: AdminAuth,
-    req: HttpRequest,
-    st: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-    payload: web::Payload,
-) -> ApiResult {
-    let (id, channel) = path.into_inner();
-    let t = st.services.core.tenant(&id).await?;
-    put(&req, &st, &t, &channel, payload).await
-}
-
-#[utoipa::path(get, path = "/v1/tenants/{id}/providers/{channel}", tag = "providers",
-    params(("id" = String, Path, description = "Tenant id"), ("channel" = String, Path, description = "`email` or `sms`")),
-    responses(
-        (status = 200, description = "The provider, without its secrets", body = ProviderOut),
-        (status = 401, response = problems::Unauthorized),
-        (status = 404, description = "tenant_not_found or provider_not_found", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("admin_token" = [])))]
-pub async fn get_for(
-    _: AdminAuth,
-    st: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-) -> ApiResult {
-    let (id, channel) = path.into_inner();
-    let t = st.services.core.tenant(&id).await?;
-    get(&st, &t, &channel)
-}
-
-#[utoipa::path(delete, path = "/v1/tenants/{id}/providers/{channel}", tag = "providers",
-    params(("id" = String, Path, description = "Tenant id"), ("channel" = String, Path, description = "`email` or `sms`")),
-    responses(
-        (status = 204, description = "Removed"),
-        (status = 401, response = problems::Unauthorized),
-        (status = 404, description = "tenant_not_found or provider_not_found", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("admin_token" = [])))]
-pub async fn delete_for(
-    _: AdminAuth,
-    st: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-) -> ApiResult {
-    let (id, channel) = path.into_inner();
-    let t = st.services.core.tenant(&id).await?;
-    delete(&st, &t, &channel).await
-}
-
-#[utoipa::path(post, path = "/v1/tenants/{id}/providers/{channel}/test", tag = "providers",
-    params(("id" = String, Path, description = "Tenant id"), ("channel" = String, Path, description = "`email` or `sms`")),
-    request_body = ProviderTestBody,
-    responses(
-        (status = 200, description = "The provider accepted it", body = ProviderTestOut),
-        (status = 400, response = problems::InvalidRequest),
-        (status = 401, response = problems::Unauthorized),
-        (status = 404, description = "tenant_not_found or provider_not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "delivery_failed", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("admin_token" = [])))]
-pub async fn test_for(
-    _: AdminAuth,
-    req: HttpRequest,
-    st: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-    payload: web::Payload,
-) -> ApiResult {
-    let (id, channel) = path.into_inner();
-    let t = st.services.core.tenant(&id).await?;
-    test(&req, &st, &t, &channel, payload).await
 }

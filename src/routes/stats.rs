@@ -201,7 +201,6 @@ async fn stats_of(st: &AppState, tenant: Option<TenantId>, q: &StatsParams) -> A
     responses(
         (status = 200, description = "The counts", body = StatsOut),
         (status = 400, response = problems::InvalidRequest),
-        (status = 401, response = problems::Unauthorized),
     ),
     security(("secret_key" = [])))]
 pub async fn own_stats(
@@ -218,7 +217,6 @@ pub async fn own_stats(
     responses(
         (status = 200, description = "The counts", body = StatsOut),
         (status = 400, response = problems::InvalidRequest),
-        (status = 401, response = problems::Unauthorized),
         (status = 404, response = problems::TenantNotFound),
     ),
     security(("admin_token" = [])))]
@@ -238,7 +236,6 @@ pub async fn tenant_stats(
     responses(
         (status = 200, description = "The counts", body = StatsOut),
         (status = 400, response = problems::InvalidRequest),
-        (status = 401, response = problems::Unauthorized),
     ),
     security(("admin_token" = [])))]
 pub async fn all_stats(

@@ -71,7 +71,6 @@ pub struct SuppressionBody {
         (status = 200, description = "A page", body = SuppressionsOut),
         (status = 400, response = problems::InvalidRequest),
         (status = 422, description = "unprocessable: `cursor` is not one this server gave out", body = Problem, content_type = "application/problem+json"),
-        (status = 401, response = problems::Unauthorized),
     ),
     security(("secret_key" = [])))]
 pub async fn list(t: TenantAuth, st: web::Data<AppState>, q: web::Query<PageQuery>) -> ApiResult {
@@ -96,7 +95,6 @@ pub async fn list(t: TenantAuth, st: web::Data<AppState>, q: web::Query<PageQuer
         (status = 201, description = "Added", body = SuppressionOut),
         (status = 200, description = "Already listed: the entry as it was", body = SuppressionOut),
         (status = 400, response = problems::InvalidRequest),
-        (status = 401, response = problems::Unauthorized),
     ),
     security(("secret_key" = [])))]
 pub async fn add(
@@ -126,7 +124,6 @@ pub async fn add(
     responses(
         (status = 204, description = "Removed"),
         (status = 400, response = problems::InvalidRequest),
-        (status = 401, response = problems::Unauthorized),
         (status = 404, description = "suppression_not_found", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]

@@ -1,11 +1,12 @@
-//! Template routes (API.md §8), for the tenant itself (`/v1/tenant/templates…`) and for the
-//! admin (`/v1/tenants/{id}/templates…`). Bodies up to 256 KiB here (16 KiB elsewhere).
+//! Template routes (API.md §8): each serves the tenant itself (`/v1/tenant/templates…`)
+//! and the admin (`/v1/tenants/{id}/templates…`, `auth::Owner`). Bodies up to 256 KiB here
+//! (16 KiB elsewhere).
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::{json_body_up_to, AdminAuth, TenantAuth};
+use super::auth::{json_body_up_to, Owner};
 use super::dto::{problems, Problem};
 use super::error::ApiError;
 use super::respond::{json, parse_locale};
@@ -13,7 +14,6 @@ use super::AppState;
 use crate::clock::rfc3339;
 use crate::domain::locale::{Locale, LOCALE_RULE};
 use crate::domain::template::TenantTemplate;
-use crate::domain::tenant::Tenant;
 use crate::messages::Fields;
 use crate::service::tenants::templates::{Message, PreviewInput};
 use crate::service::ServiceError;
@@ -102,75 +102,30 @@ impl From<Message> for PreviewOut {
     }
 }
 
-fn path_locale(s: &str) -> Result<Locale, ApiError> {
-    Locale::parse(s).ok_or_else(|| ServiceError::field("locale", LOCALE_RULE).into())
+/// The `{locale}` of a template's path.
+#[derive(Deserialize)]
+pub struct LocalePath {
+    locale: String,
 }
 
-async fn list(st: &AppState, t: &Tenant) -> ApiResult {
-    let rows = st.services.tenants.templates(&t.id).await?;
-    Ok(json(
-        HttpResponse::Ok(),
-        &TemplatesOut {
-            default_locale: t.default_locale.as_str().to_string(),
-            templates: rows.iter().map(TemplateOut::from).collect(),
-        },
-    ))
-}
-
-async fn put(
-    req: &HttpRequest,
-    st: &AppState,
-    t: &Tenant,
-    locale: &str,
-    payload: web::Payload,
-) -> ApiResult {
-    let locale = path_locale(locale)?;
-    let b: TemplateBody = json_body_up_to(req, payload, TEMPLATE_BODY_LIMIT).await?;
-    let row = st
-        .services
-        .tenants
-        .put_template(
-            t,
-            &locale,
-            Fields {
-                subject: b.subject,
-                text: b.text,
-                html: b.html,
-                sms: b.sms,
-            },
-        )
-        .await?;
-    Ok(json(HttpResponse::Ok(), &TemplateOut::from(&row)))
-}
-
-async fn delete(st: &AppState, t: &Tenant, locale: &str) -> ApiResult {
-    let locale = path_locale(locale)?;
-    st.services.tenants.delete_template(&t.id, &locale).await?;
-    Ok(HttpResponse::NoContent().finish())
-}
-
-async fn preview(req: &HttpRequest, st: &AppState, t: &Tenant, payload: web::Payload) -> ApiResult {
-    let b: PreviewBody = json_body_up_to(req, payload, TEMPLATE_BODY_LIMIT).await?;
-    let input = PreviewInput {
-        locale: parse_locale(b.locale.as_deref(), "locale")?,
-        purpose: b.purpose,
-        subject: b.subject,
-        text: b.text,
-        html: b.html,
-        sms: b.sms,
-    };
-    let m = st.services.tenants.preview(t, input).await?;
-    Ok(json(HttpResponse::Ok(), &PreviewOut::from(m)))
+fn path_locale(p: &LocalePath) -> Result<Locale, ApiError> {
+    Locale::parse(&p.locale).ok_or_else(|| ServiceError::field("locale", LOCALE_RULE).into())
 }
 
 #[utoipa::path(get, path = "/v1/tenant/templates", tag = "templates",
     responses(
         (status = 200, description = "The tenant's own templates and its default locale", body = TemplatesOut),
-        (status = 401, response = problems::Unauthorized),
     ),
     security(("secret_key" = [])))]
-pub async fn list_own(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
-    list(&st, &t.0).await
+pub async fn list_templates(o: Owner, st: web::Data<AppState>) -> ApiResult {
+    let rows = st.services.tenants.templates(&o.0.id).await?;
+    Ok(json(
+        HttpResponse::Ok(),
+        &TemplatesOut {
+            default_locale: o.0.default_locale.as_str().to_string(),
+            templates: rows.iter().map(TemplateOut::from).collect(),
+        },
+    ))
 }
 
 #[utoipa::path(put, path = "/v1/tenant/templates/{locale}", tag = "templates",
@@ -180,19 +135,31 @@ pub async fn list_own(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
     responses(
         (status = 200, description = "The stored template", body = TemplateOut),
         (status = 400, description = "invalid_request (bad locale tag, malformed body)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, response = problems::Unauthorized),
         (status = 413, description = "payload_too_large (over 256 KiB)", body = Problem, content_type = "application/problem+json"),
         (status = 422, response = problems::TemplateInvalid),
     ),
     security(("secret_key" = [])))]
-pub async fn put_own(
-    t: TenantAuth,
+pub async fn put_template(
+    o: Owner,
     req: HttpRequest,
     st: web::Data<AppState>,
-    locale: web::Path<String>,
+    path: web::Path<LocalePath>,
     payload: web::Payload,
 ) -> ApiResult {
-    put(&req, &st, &t.0, &locale, payload).await
+    let locale = path_locale(&path)?;
+    let b: TemplateBody = json_body_up_to(&req, payload, TEMPLATE_BODY_LIMIT).await?;
+    let fields = Fields {
+        subject: b.subject,
+        text: b.text,
+        html: b.html,
+        sms: b.sms,
+    };
+    let row = st
+        .services
+        .tenants
+        .put_template(&o.0, &locale, fields)
+        .await?;
+    Ok(json(HttpResponse::Ok(), &TemplateOut::from(&row)))
 }
 
 #[utoipa::path(delete, path = "/v1/tenant/templates/{locale}", tag = "templates",
@@ -201,16 +168,20 @@ pub async fn put_own(
     responses(
         (status = 204, description = "Removed"),
         (status = 400, description = "invalid_request (bad locale tag)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, response = problems::Unauthorized),
         (status = 404, description = "template_not_found", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
-pub async fn delete_own(
-    t: TenantAuth,
+pub async fn delete_template(
+    o: Owner,
     st: web::Data<AppState>,
-    locale: web::Path<String>,
+    path: web::Path<LocalePath>,
 ) -> ApiResult {
-    delete(&st, &t.0, &locale).await
+    let locale = path_locale(&path)?;
+    st.services
+        .tenants
+        .delete_template(&o.0.id, &locale)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 #[utoipa::path(post, path = "/v1/tenant/templates/preview", tag = "templates",
@@ -219,92 +190,24 @@ pub async fn delete_own(
     responses(
         (status = 200, description = "The rendered message", body = PreviewOut),
         (status = 400, response = problems::InvalidRequest),
-        (status = 401, response = problems::Unauthorized),
         (status = 422, response = problems::TemplateInvalid),
     ),
     security(("secret_key" = [])))]
-pub async fn preview_own(
-    t: TenantAuth,
+pub async fn preview_template(
+    o: Owner,
     req: HttpRequest,
     st: web::Data<AppState>,
     payload: web::Payload,
 ) -> ApiResult {
-    preview(&req, &st, &t.0, payload).await
-}
-
-#[utoipa::path(get, path = "/v1/tenants/{id}/templates", tag = "templates",
-    params(("id" = String, Path, description = "Tenant id")),
-    responses(
-        (status = 200, description = "The tenant's own templates and its default locale", body = TemplatesOut),
-        (status = 401, response = problems::Unauthorized),
-        (status = 404, response = problems::TenantNotFound),
-    ),
-    security(("admin_token" = [])))]
-pub async fn list_for(_: AdminAuth, st: web::Data<AppState>, id: web::Path<String>) -> ApiResult {
-    let t = st.services.core.tenant(&id).await?;
-    list(&st, &t).await
-}
-
-#[utoipa::path(put, path = "/v1/tenants/{id}/templates/{locale}", tag = "templates",
-    params(("id" = String, Path, description = "Tenant id"), ("locale" = String, Path, description = "Language tag")),
-    request_body = TemplateBody,
-    responses(
-        (status = 200, description = "The stored template", body = TemplateOut),
-        (status = 400, response = problems::InvalidRequest),
-        (status = 401, response = problems::Unauthorized),
-        (status = 404, response = problems::TenantNotFound),
-        (status = 422, response = problems::TemplateInvalid),
-    ),
-    security(("admin_token" = [])))]
-pub async fn put_for(
-    _: AdminAuth,
-    req: HttpRequest,
-    st: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-    payload: web::Payload,
-) -> ApiResult {
-    let (id, locale) = path.into_inner();
-    let t = st.services.core.tenant(&id).await?;
-    put(&req, &st, &t, &locale, payload).await
-}
-
-#[utoipa::path(delete, path = "/v1/tenants/{id}/templates/{locale}", tag = "templates",
-    params(("id" = String, Path, description = "Tenant id"), ("locale" = String, Path, description = "Language tag")),
-    responses(
-        (status = 204, description = "Removed"),
-        (status = 400, response = problems::InvalidRequest),
-        (status = 401, response = problems::Unauthorized),
-        (status = 404, description = "tenant_not_found or template_not_found", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("admin_token" = [])))]
-pub async fn delete_for(
-    _: AdminAuth,
-    st: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-) -> ApiResult {
-    let (id, locale) = path.into_inner();
-    let t = st.services.core.tenant(&id).await?;
-    delete(&st, &t, &locale).await
-}
-
-#[utoipa::path(post, path = "/v1/tenants/{id}/templates/preview", tag = "templates",
-    params(("id" = String, Path, description = "Tenant id")),
-    request_body = PreviewBody,
-    responses(
-        (status = 200, description = "The rendered message", body = PreviewOut),
-        (status = 400, response = problems::InvalidRequest),
-        (status = 401, response = problems::Unauthorized),
-        (status = 404, response = problems::TenantNotFound),
-        (status = 422, response = problems::TemplateInvalid),
-    ),
-    security(("admin_token" = [])))]
-pub async fn preview_for(
-    _: AdminAuth,
-    req: HttpRequest,
-    st: web::Data<AppState>,
-    id: web::Path<String>,
-    payload: web::Payload,
-) -> ApiResult {
-    let t = st.services.core.tenant(&id).await?;
-    preview(&req, &st, &t, payload).await
+    let b: PreviewBody = json_body_up_to(&req, payload, TEMPLATE_BODY_LIMIT).await?;
+    let input = PreviewInput {
+        locale: parse_locale(b.locale.as_deref(), "locale")?,
+        purpose: b.purpose,
+        subject: b.subject,
+        text: b.text,
+        html: b.html,
+        sms: b.sms,
+    };
+    let m = st.services.tenants.preview(&o.0, input).await?;
+    Ok(json(HttpResponse::Ok(), &PreviewOut::from(m)))
 }

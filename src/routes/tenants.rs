@@ -32,7 +32,6 @@ pub fn tenant_json(services: &crate::service::Services, t: &Tenant) -> Value {
     responses(
         (status = 201, description = "Created; the secret key is shown once", body = TenantCreatedOut),
         (status = 400, response = problems::InvalidRequest),
-        (status = 401, response = problems::Unauthorized),
         (status = 403, description = "registration_closed", body = Problem, content_type = "application/problem+json"),
         (status = 422, response = problems::SmtpPolicyRefused),
     ),
@@ -89,7 +88,6 @@ pub async fn create_tenant(
 #[utoipa::path(get, path = "/v1/tenants", tag = "tenants",
     responses(
         (status = 200, description = "All tenants", body = TenantListOut),
-        (status = 401, response = problems::Unauthorized),
     ),
     security(("admin_token" = [])))]
 pub async fn list_tenants(_: AdminAuth, st: web::Data<AppState>) -> ApiResult {
@@ -109,7 +107,6 @@ pub async fn list_tenants(_: AdminAuth, st: web::Data<AppState>) -> ApiResult {
     params(("id" = String, Path, description = "Tenant id, `tnt_…`")),
     responses(
         (status = 200, description = "The tenant", body = TenantOut),
-        (status = 401, response = problems::Unauthorized),
         (status = 404, response = problems::TenantNotFound),
     ),
     security(("admin_token" = [])))]
@@ -127,7 +124,6 @@ pub async fn get_tenant(_: AdminAuth, st: web::Data<AppState>, id: web::Path<Str
     responses(
         (status = 200, description = "The changed tenant (with a new `secret_key` when a test tenant was made live)", body = TenantPatchedOut),
         (status = 400, response = problems::InvalidRequest),
-        (status = 401, response = problems::Unauthorized),
         (status = 404, response = problems::TenantNotFound),
         (status = 422, response = problems::SmtpPolicyRefused),
     ),
@@ -159,7 +155,6 @@ pub async fn patch_tenant(
     params(("id" = String, Path, description = "Tenant id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, response = problems::Unauthorized),
         (status = 404, response = problems::TenantNotFound),
     ),
     security(("admin_token" = [])))]
@@ -180,11 +175,10 @@ pub async fn delete_tenant(
     responses(
         (status = 200, description = "The new secret key, shown once", body = SecretOut),
         (status = 400, response = problems::InvalidRequest),
-        (status = 401, response = problems::Unauthorized),
         (status = 404, response = problems::TenantNotFound),
     ),
     security(("admin_token" = [])))]
-pub async fn rotate_secret(
+pub async fn rotate_tenant_secret(
     _: AdminAuth,
     req: HttpRequest,
     st: web::Data<AppState>,
@@ -206,7 +200,6 @@ pub async fn rotate_secret(
 #[utoipa::path(get, path = "/v1/tenant", tag = "self-service",
     responses(
         (status = 200, description = "The calling tenant", body = TenantOut),
-        (status = 401, response = problems::Unauthorized),
     ),
     security(("secret_key" = [])))]
 pub async fn get_self(st: web::Data<AppState>, t: TenantAuth) -> ApiResult {
@@ -223,7 +216,6 @@ pub const ADMIN_ONLY_FIELDS: &[&str] = &["policy", "enabled", "test", "pages_app
     responses(
         (status = 200, description = "The changed tenant", body = TenantOut),
         (status = 400, response = problems::InvalidRequest),
-        (status = 401, response = problems::Unauthorized),
         (status = 422, response = problems::SmtpPolicyRefused),
     ),
     security(("secret_key" = [])))]

@@ -83,7 +83,6 @@ impl TestRecipientsOut {
     responses(
         (status = 200, description = "The list as stored", body = TestRecipientsOut),
         (status = 400, response = problems::InvalidRequest),
-        (status = 401, response = problems::Unauthorized),
     ),
     security(("secret_key" = [])))]
 pub async fn put_test_recipients(
@@ -116,7 +115,6 @@ pub async fn put_test_recipients(
 #[utoipa::path(get, path = "/v1/tenant/test-recipients", tag = "test mode",
     responses(
         (status = 200, description = "The tenant's test recipients", body = TestRecipientsOut),
-        (status = 401, response = problems::Unauthorized),
     ),
     security(("secret_key" = [])))]
 pub async fn get_test_recipients(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
@@ -157,7 +155,6 @@ pub struct TestInboxOut {
     responses(
         (status = 200, description = "The messages", body = TestInboxOut),
         (status = 400, response = problems::InvalidRequest),
-        (status = 401, response = problems::Unauthorized),
     ),
     security(("secret_key" = [])))]
 pub async fn test_inbox(

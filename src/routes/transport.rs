@@ -57,11 +57,10 @@ fn shown(h: HttpShown) -> HttpResponse {
     responses(
         (status = 200, description = "The transport (with `secret` when it was created)", body = HttpTransportOut),
         (status = 400, response = problems::InvalidRequest),
-        (status = 401, response = problems::Unauthorized),
         (status = 422, description = "webhook_host_not_allowed, webhook_plaintext_not_allowed, webhook_host_unresolvable (the webhooks' address policy)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
-pub async fn put(
+pub async fn put_http_transport(
     t: TenantAuth,
     req: HttpRequest,
     st: web::Data<AppState>,
@@ -79,11 +78,10 @@ pub async fn put(
 #[utoipa::path(get, path = "/v1/tenant/transport/http", tag = "transports",
     responses(
         (status = 200, description = "The transport, without its secret", body = HttpTransportOut),
-        (status = 401, response = problems::Unauthorized),
         (status = 404, response = problems::TransportNotFound),
     ),
     security(("secret_key" = [])))]
-pub async fn get(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
+pub async fn get_http_transport(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
     Ok(shown(st.services.tenants.http_transport(&t.0)?))
 }
 
@@ -91,11 +89,10 @@ pub async fn get(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
     description = "Remove the HTTP transport: emails go through SMTP again; text messages cannot be sent.",
     responses(
         (status = 204, description = "Removed"),
-        (status = 401, response = problems::Unauthorized),
         (status = 404, response = problems::TransportNotFound),
     ),
     security(("secret_key" = [])))]
-pub async fn delete(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
+pub async fn delete_http_transport(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
     st.services.tenants.delete_http_transport(&t.0).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -104,10 +101,9 @@ pub async fn delete(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
     description = "A new signing secret, shown once; the old one stops at once.",
     responses(
         (status = 200, description = "The transport with its new secret", body = HttpTransportOut),
-        (status = 401, response = problems::Unauthorized),
         (status = 404, response = problems::TransportNotFound),
     ),
     security(("secret_key" = [])))]
-pub async fn rotate_secret(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
+pub async fn rotate_http_transport_secret(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
     Ok(shown(st.services.tenants.rotate_http_secret(&t.0).await?))
 }

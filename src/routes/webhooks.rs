@@ -116,11 +116,10 @@ fn shown(w: WebhookShown) -> HttpResponse {
     responses(
         (status = 200, description = "The webhook (with `secret` when it was created)", body = WebhookOut),
         (status = 400, description = "invalid_request (malformed URL, unknown event type)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, response = problems::Unauthorized),
         (status = 422, description = "webhook_host_not_allowed, webhook_plaintext_not_allowed, webhook_host_unresolvable", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
-pub async fn put(
+pub async fn put_webhook(
     t: TenantAuth,
     req: HttpRequest,
     st: web::Data<AppState>,
@@ -144,11 +143,10 @@ pub async fn put(
 #[utoipa::path(get, path = "/v1/tenant/webhook", tag = "webhooks",
     responses(
         (status = 200, description = "The webhook, without its secret", body = WebhookOut),
-        (status = 401, response = problems::Unauthorized),
         (status = 404, response = problems::WebhookNotFound),
     ),
     security(("secret_key" = [])))]
-pub async fn get(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
+pub async fn get_webhook(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
     let row = st.services.events.webhook(&t.0.id).await?;
     Ok(shown(WebhookShown { row, secret: None }))
 }
@@ -157,11 +155,10 @@ pub async fn get(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
     description = "Remove the webhook; its undelivered events are dropped.",
     responses(
         (status = 204, description = "Removed"),
-        (status = 401, response = problems::Unauthorized),
         (status = 404, response = problems::WebhookNotFound),
     ),
     security(("secret_key" = [])))]
-pub async fn delete(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
+pub async fn delete_webhook(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
     st.services.events.delete_webhook(&t.0.id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -170,11 +167,10 @@ pub async fn delete(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
     description = "A new signing secret, shown once; the old one stops at once.",
     responses(
         (status = 200, description = "The webhook with its new secret", body = WebhookOut),
-        (status = 401, response = problems::Unauthorized),
         (status = 404, response = problems::WebhookNotFound),
     ),
     security(("secret_key" = [])))]
-pub async fn rotate_secret(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
+pub async fn rotate_webhook_secret(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
     Ok(shown(
         st.services.events.rotate_webhook_secret(&t.0.id).await?,
     ))
@@ -184,11 +180,10 @@ pub async fn rotate_secret(t: TenantAuth, st: web::Data<AppState>) -> ApiResult 
     description = "Queue a `webhook.test` event; its attempts show in the deliveries.",
     responses(
         (status = 202, description = "Queued", body = TestEventOut),
-        (status = 401, response = problems::Unauthorized),
         (status = 404, response = problems::WebhookNotFound),
     ),
     security(("secret_key" = [])))]
-pub async fn test(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
+pub async fn test_webhook(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
     let event_id = st.services.events.test_webhook(&t.0.id).await?;
     Ok(json(HttpResponse::Accepted(), &TestEventOut { event_id }))
 }
@@ -196,10 +191,9 @@ pub async fn test(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
 #[utoipa::path(get, path = "/v1/tenant/webhook/deliveries", tag = "webhooks",
     responses(
         (status = 200, description = "The last 100 attempts, newest first", body = DeliveriesOut),
-        (status = 401, response = problems::Unauthorized),
     ),
     security(("secret_key" = [])))]
-pub async fn deliveries(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
+pub async fn webhook_deliveries(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
     let rows = st.services.events.webhook_deliveries(&t.0.id).await?;
     Ok(json(
         HttpResponse::Ok(),

@@ -31,9 +31,11 @@ impl Modify for Security {
 }
 
 /// Responses every operation of a kind can give, declared here once instead of on each
-/// handler (API.md §18.5): every route passes the per-address flood guard (429), and every
-/// operation that takes a JSON body answers 413 past the body limit and 415 for any other
-/// media type (the extractor of every such route, `routes/auth.rs`).
+/// handler (API.md §18.5): every route passes the per-address flood guard (429), every
+/// operation with a security requirement answers 401 to a missing or wrong bearer token
+/// (its extractor, `routes/auth.rs`), and every operation that takes a JSON body answers
+/// 413 past the body limit and 415 for any other media type (`routes/auth.rs`'s body
+/// readers).
 struct Common;
 
 impl Modify for Common {
@@ -51,6 +53,9 @@ impl Modify for Common {
             ];
             for op in operations.into_iter().flatten() {
                 let mut add = vec![("429", "RateLimited")];
+                if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    add.push(("401", "Unauthorized"));
+                }
                 let json = op
                     .request_body
                     .as_ref()
@@ -69,6 +74,69 @@ impl Modify for Common {
     }
 }
 
+/// The paths whose operations the tenant and the admin share (`auth::Owner`).
+const TWINNED: [&str; 2] = ["/v1/tenant/templates", "/v1/tenant/providers"];
+
+/// The admin's twin of every operation the tenant and the admin share, documented from
+/// the tenant's (one handler serves both): the same path under `auth::ADMIN_TWIN`, with the
+/// tenant id as its first path parameter, the admin token, `tenant_not_found` among its
+/// 404s and its own operation id.
+struct AdminTwins;
+
+impl Modify for AdminTwins {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let twins: Vec<_> = api
+            .paths
+            .paths
+            .iter()
+            .filter(|(path, _)| TWINNED.iter().any(|t| path.starts_with(t)))
+            .map(|(path, item)| {
+                let rest = path.trim_start_matches("/v1/tenant");
+                (format!("{}{rest}", super::auth::ADMIN_TWIN), twin(item))
+            })
+            .collect();
+        api.paths.paths.extend(twins);
+    }
+}
+
+fn twin(item: &utoipa::openapi::PathItem) -> utoipa::openapi::PathItem {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::security::SecurityRequirement;
+    use utoipa::openapi::{Object, Ref, RefOr, Required, Type};
+    let mut item = item.clone();
+    let operations = [
+        &mut item.get,
+        &mut item.post,
+        &mut item.put,
+        &mut item.patch,
+        &mut item.delete,
+    ];
+    for op in operations.into_iter().flatten() {
+        op.operation_id = op.operation_id.take().map(|id| format!("{id}_for_tenant"));
+        let id = ParameterBuilder::new()
+            .name("id")
+            .parameter_in(ParameterIn::Path)
+            .required(Required::True)
+            .description(Some("Tenant id"))
+            .schema(Some(Object::with_type(Type::String)))
+            .build();
+        op.parameters.get_or_insert_with(Vec::new).insert(0, id);
+        op.security = Some(vec![SecurityRequirement::new(
+            "admin_token",
+            Vec::<String>::new(),
+        )]);
+        let not_found = op
+            .responses
+            .responses
+            .entry("404".to_string())
+            .or_insert_with(|| RefOr::Ref(Ref::from_response_name("TenantNotFound")));
+        if let RefOr::T(r) = not_found {
+            r.description = format!("tenant_not_found or {}", r.description);
+        }
+    }
+    item
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -78,19 +146,19 @@ impl Modify for Common {
     ),
     paths(
         tenants::create_tenant, tenants::list_tenants, tenants::get_tenant, tenants::patch_tenant, tenants::delete_tenant,
-        tenants::rotate_secret, tenants::get_self, tenants::patch_self, codes::audit, codes::mint,
+        tenants::rotate_tenant_secret, tenants::get_self, tenants::patch_self, codes::audit, codes::mint,
         codes::verify, codes::otp_status, codes::otp_cancel, ops::healthz, ops::readyz,
         ops::metrics,
-        templates::list_own, templates::put_own, templates::delete_own, templates::preview_own,
-        templates::list_for, templates::put_for, templates::delete_for, templates::preview_for,
-        webhooks::put, webhooks::get, webhooks::delete, webhooks::rotate_secret, webhooks::test,
-        webhooks::deliveries, codes::resend, test_mode::put_test_recipients, test_mode::get_test_recipients,
+        templates::list_templates, templates::put_template, templates::delete_template,
+        templates::preview_template,
+        webhooks::put_webhook, webhooks::get_webhook, webhooks::delete_webhook, webhooks::rotate_webhook_secret, webhooks::test_webhook,
+        webhooks::webhook_deliveries, codes::resend, test_mode::put_test_recipients, test_mode::get_test_recipients,
         test_mode::test_inbox, stats::own_stats, stats::tenant_stats, stats::all_stats,
-        transport::put, transport::get, transport::delete, transport::rotate_secret,
+        transport::put_http_transport, transport::get_http_transport, transport::delete_http_transport, transport::rotate_http_transport_secret,
         hosted::open, hosted::outcome, branding::put_logo, branding::delete_logo,
-        providers::put_own, providers::get_own, providers::delete_own, providers::test_own,
-        providers::put_for, providers::get_for, providers::delete_for, providers::test_for,
-        suppressions::list, suppressions::add, suppressions::remove, provider_events::receive, dkim::create, dkim::get, dkim::delete, dkim::domain_check, claims::claim_code, claims::claim_session
+        providers::put_provider, providers::get_provider, providers::delete_provider,
+        providers::test_provider,
+        suppressions::list, suppressions::add, suppressions::remove, provider_events::receive, dkim::create_dkim, dkim::get_dkim, dkim::delete_dkim, dkim::domain_check, claims::claim_code, claims::claim_session
     ),
     components(
         schemas(Problem, ProblemCode, FieldErrorOut),
@@ -101,7 +169,7 @@ impl Modify for Common {
             problems::RateLimited, problems::Unprocessable
         )
     ),
-    modifiers(&Security, &Common),
+    modifiers(&AdminTwins, &Security, &Common),
     tags(
         (name = "tenants", description = "Tenant administration (admin token)"),
         (name = "self-service", description = "A tenant managing itself with its secret key"),
@@ -144,6 +212,41 @@ mod tests {
             committed == generated,
             "docs/openapi.json is stale: run `OTPMINT_WRITE_OPENAPI=1 cargo test openapi`"
         );
+    }
+
+    /// OpenAPI requires operation ids to be unique; every secured operation declares 401,
+    /// and every admin twin takes the admin token and the tenant id.
+    #[test]
+    fn operation_ids_are_unique_and_twins_are_the_admins() {
+        let doc = super::document();
+        let mut ids = std::collections::BTreeSet::new();
+        let mut twins = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let id = op["operationId"].as_str().unwrap();
+                assert!(
+                    ids.insert(id.to_string()),
+                    "{method} {path}: {id} is used twice"
+                );
+                if op["security"].is_array() {
+                    assert!(
+                        op["responses"]["401"].is_object(),
+                        "{method} {path}: no 401"
+                    );
+                }
+                if id.ends_with("_for_tenant") {
+                    twins += 1;
+                    assert!(path.starts_with("/v1/tenants/{id}/"), "{path}");
+                    assert_eq!(op["security"][0]["admin_token"], serde_json::json!([]));
+                    assert_eq!(op["parameters"][0]["name"], "id");
+                    assert!(
+                        op["responses"]["404"].is_object(),
+                        "{method} {path}: no 404"
+                    );
+                }
+            }
+        }
+        assert_eq!(twins, 8, "the admin twins of templates and providers");
     }
 
     #[test]
