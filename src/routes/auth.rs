@@ -141,13 +141,8 @@ fn body_deadline(req: &HttpRequest) -> tokio::time::Instant {
     tokio::time::Instant::from_std(started) + std::time::Duration::from_secs(timeout)
 }
 
-/// Read the body, at most 16 KiB, within the request timeout.
-pub async fn read_body(req: &HttpRequest, payload: &mut Payload) -> Result<web::Bytes, ApiError> {
-    read_body_up_to(req, payload, BODY_LIMIT).await
-}
-
 /// Read the body, at most `limit` bytes (413 beyond), within the request timeout.
-pub async fn read_body_up_to(
+async fn read_body_up_to(
     req: &HttpRequest,
     payload: &mut Payload,
     limit: usize,
@@ -226,51 +221,71 @@ fn strip_position(msg: &str) -> String {
     }
 }
 
-/// A JSON body: application/json, ≤16 KiB, strict fields. Called inside handlers, after
-/// authentication, so an unauthenticated request is a 401 whatever its body.
-pub async fn json_body<T: DeserializeOwned>(
-    req: &HttpRequest,
-    payload: web::Payload,
-) -> Result<T, ApiError> {
-    json_body_up_to(req, payload, BODY_LIMIT).await
+/// A request's body, with the request it came with, read when the handler asks: after
+/// authentication, so an unauthenticated request is a 401 whatever its body. (Actix polls
+/// a handler's extractors together: one that read the body itself could answer 415 or 413
+/// before the 401 was known.) Every reader keeps to `server.request_timeout_seconds`.
+pub struct Body {
+    /// The request: its headers, and who asks for the audit (`routes::request_context`).
+    pub req: HttpRequest,
+    payload: Payload,
 }
 
-/// A JSON body of at most `limit` bytes (the template routes take larger ones).
-pub async fn json_body_up_to<T: DeserializeOwned>(
-    req: &HttpRequest,
-    payload: web::Payload,
-    limit: usize,
-) -> Result<T, ApiError> {
-    if !is_json(req) {
-        return Err(ApiError::MediaType);
+impl FromRequest for Body {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        std::future::ready(Ok(Body {
+            req: req.clone(),
+            payload: payload.take(),
+        }))
     }
-    let bytes = read_body_up_to(req, &mut payload.into_inner(), limit).await?;
-    parse_json(&bytes)
 }
 
-/// The raw bytes of a JSON body (≤16 KiB), for handlers that need them as well as the value.
-pub async fn json_bytes(req: &HttpRequest, payload: web::Payload) -> Result<web::Bytes, ApiError> {
-    if !is_json(req) {
-        return Err(ApiError::MediaType);
+impl Body {
+    /// A JSON body: application/json, ≤16 KiB, strict fields.
+    pub async fn json<T: DeserializeOwned>(self) -> Result<T, ApiError> {
+        self.json_up_to(BODY_LIMIT).await
     }
-    read_body(req, &mut payload.into_inner()).await
-}
 
-/// An optional JSON body: an empty body, or `null`, is `None`.
-pub async fn optional_json_body<T: DeserializeOwned>(
-    req: &HttpRequest,
-    payload: web::Payload,
-) -> Result<Option<T>, ApiError> {
-    let bytes = read_body(req, &mut payload.into_inner()).await?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
+    /// A JSON body of at most `limit` bytes (the template routes take larger ones).
+    pub async fn json_up_to<T: DeserializeOwned>(self, limit: usize) -> Result<T, ApiError> {
+        parse_json(&self.json_bytes_up_to(limit).await?)
     }
-    if !is_json(req) {
-        return Err(ApiError::MediaType);
+
+    /// The raw bytes of a JSON body (≤16 KiB), for handlers that need them as well as the
+    /// value.
+    pub async fn json_bytes(self) -> Result<web::Bytes, ApiError> {
+        self.json_bytes_up_to(BODY_LIMIT).await
     }
-    // JSON `null` is no body too.
-    if bytes.trim_ascii() == b"null" {
-        return Ok(None);
+
+    async fn json_bytes_up_to(self, limit: usize) -> Result<web::Bytes, ApiError> {
+        if !is_json(&self.req) {
+            return Err(ApiError::MediaType);
+        }
+        self.bytes_up_to(limit).await
     }
-    parse_json(&bytes).map(Some)
+
+    /// An optional JSON body: an empty body, or `null`, is `None`.
+    pub async fn optional_json<T: DeserializeOwned>(self) -> Result<Option<T>, ApiError> {
+        let req = self.req.clone();
+        let bytes = self.bytes_up_to(BODY_LIMIT).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        if !is_json(&req) {
+            return Err(ApiError::MediaType);
+        }
+        // JSON `null` is no body too.
+        if bytes.trim_ascii() == b"null" {
+            return Ok(None);
+        }
+        parse_json(&bytes).map(Some)
+    }
+
+    /// The body as it came, at most `limit` bytes (413 beyond), whatever its media type.
+    pub async fn bytes_up_to(mut self, limit: usize) -> Result<web::Bytes, ApiError> {
+        read_body_up_to(&self.req, &mut self.payload, limit).await
+    }
 }

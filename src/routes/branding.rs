@@ -2,12 +2,12 @@
 //! that must decode whole) and the stylesheet of its colour, both served by otpmint.
 
 use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 
-use super::auth::{read_body_up_to, TenantAuth};
+use super::auth::{Body, TenantAuth};
 use super::dto::{problems, Problem};
 use super::error::ApiError;
-use super::AppState;
+use super::State;
 use crate::pages;
 use crate::service::ServiceError;
 
@@ -63,13 +63,9 @@ fn is_valid_logo(b: &[u8]) -> bool {
         (status = 422, description = "logo_invalid: not a PNG that decodes, or larger than 1024×1024 pixels", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
-pub async fn put_logo(
-    t: TenantAuth,
-    req: HttpRequest,
-    st: web::Data<AppState>,
-    payload: web::Payload,
-) -> ApiResult {
-    let png = req
+pub async fn put_logo(t: TenantAuth, st: State, body: Body) -> ApiResult {
+    let png = body
+        .req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -77,7 +73,7 @@ pub async fn put_logo(
     if !png {
         return Err(ApiError::MediaType);
     }
-    let bytes = read_body_up_to(&req, &mut payload.into_inner(), LOGO_MAX).await?;
+    let bytes = body.bytes_up_to(LOGO_MAX).await?;
     let bytes = web::block(move || is_valid_logo(&bytes).then_some(bytes))
         .await
         .map_err(|e| ServiceError::Internal(e.to_string()))?
@@ -91,12 +87,12 @@ pub async fn put_logo(
         (status = 204, description = "Removed (or there was none)"),
     ),
     security(("secret_key" = [])))]
-pub async fn delete_logo(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
+pub async fn delete_logo(t: TenantAuth, st: State) -> ApiResult {
     st.services.codes.put_logo(&t.0, None).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-pub async fn brand_css(st: web::Data<AppState>, tenant: web::Path<String>) -> HttpResponse {
+pub async fn brand_css(st: State, tenant: web::Path<String>) -> HttpResponse {
     let id = tenant.trim_end_matches(".css");
     let Ok(t) = st.services.core.tenant(id).await else {
         return HttpResponse::NotFound().finish();
@@ -115,7 +111,7 @@ pub async fn brand_css(st: web::Data<AppState>, tenant: web::Path<String>) -> Ht
         .body(pages::brand_css(&t.brand_color))
 }
 
-pub async fn logo(st: web::Data<AppState>, tenant: web::Path<String>) -> HttpResponse {
+pub async fn logo(st: State, tenant: web::Path<String>) -> HttpResponse {
     let id = tenant.trim_end_matches(".png");
     if st.services.codes.links_base().is_none() {
         return HttpResponse::NotFound().finish();

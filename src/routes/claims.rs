@@ -1,15 +1,15 @@
 //! Outcomes claimed once (API.md §17.2): a verified key's or hosted session's outcome,
 //! answered the first time, with the PKCE verifier when a challenge was given.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::{optional_json_body, TenantAuth};
+use super::auth::{Body, TenantAuth};
 use super::dto::{problems, Problem};
 use super::error::ApiError;
 use super::respond::{json, no_store};
-use super::AppState;
+use super::State;
 use crate::clock::rfc3339;
 
 type ApiResult = Result<HttpResponse, ApiError>;
@@ -38,8 +38,8 @@ pub struct ClaimedOut {
 }
 
 /// A claim's verifier, from its optional body.
-async fn verifier_of(req: &HttpRequest, payload: web::Payload) -> Result<Option<String>, ApiError> {
-    let body: Option<ClaimBody> = optional_json_body(req, payload).await?;
+async fn verifier_of(body: Body) -> Result<Option<String>, ApiError> {
+    let body: Option<ClaimBody> = body.optional_json().await?;
     Ok(body.and_then(|b| b.code_verifier))
 }
 
@@ -73,15 +73,9 @@ impl ClaimedOut {
         (status = 409, description = "already_claimed or not_verified", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
-pub async fn claim_code(
-    t: TenantAuth,
-    req: HttpRequest,
-    st: web::Data<AppState>,
-    key: web::Path<String>,
-    payload: web::Payload,
-) -> ApiResult {
-    let verifier = verifier_of(&req, payload).await?;
-    let ctx = super::request_context(&req, &st);
+pub async fn claim_code(t: TenantAuth, st: State, key: web::Path<String>, body: Body) -> ApiResult {
+    let ctx = super::request_context(&body.req, &st);
+    let verifier = verifier_of(body).await?;
     let c = st
         .services
         .codes
@@ -104,13 +98,12 @@ pub async fn claim_code(
     security(("secret_key" = [])))]
 pub async fn claim_session(
     t: TenantAuth,
-    req: HttpRequest,
-    st: web::Data<AppState>,
+    st: State,
     id: web::Path<String>,
-    payload: web::Payload,
+    body: Body,
 ) -> ApiResult {
-    let verifier = verifier_of(&req, payload).await?;
-    let ctx = super::request_context(&req, &st);
+    let ctx = super::request_context(&body.req, &st);
+    let verifier = verifier_of(body).await?;
     let c = st
         .services
         .codes

@@ -5,12 +5,12 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::auth::{bearer, json_body, json_bytes, parse_json, TenantAuth};
+use super::auth::{bearer, parse_json, Body, TenantAuth};
 use super::dto::*;
 use super::error::ApiError;
 use super::idempotent;
 use super::respond::{json, no_store, parse_delivery, parse_locale};
-use super::AppState;
+use super::State;
 use crate::clock::rfc3339;
 use crate::domain::claim::CodeChallenge;
 use crate::domain::delivery::DeliveryMode;
@@ -77,19 +77,14 @@ pub struct VerifyBody {
         (status = 503, description = "overloaded or unavailable (Retry-After); nothing was stored or sent", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
-pub async fn mint(
-    t: TenantAuth,
-    req: HttpRequest,
-    st: web::Data<AppState>,
-    payload: web::Payload,
-) -> ApiResult {
-    let key = idempotent::key_of(&req)?;
-    let bytes = json_bytes(&req, payload).await?;
+pub async fn mint(t: TenantAuth, st: State, body: Body) -> ApiResult {
+    let key = idempotent::key_of(&body.req)?;
+    let ctx = super::request_context(&body.req, &st);
+    let bytes = body.json_bytes().await?;
     let b: MintBody = parse_json(&bytes)?;
     // A request that does not parse is answered before a key is claimed (such answers are
     // not kept anyway).
     let m = mint_request(b)?;
-    let ctx = super::request_context(&req, &st);
     // The work owns the tenant and a handle on the state (no copies on the hot path): with a
     // key it runs on a task of its own.
     let (tenant_id, app) = (t.0.id.clone(), st.clone());
@@ -199,7 +194,7 @@ fn mint_out(m: &Minted) -> (actix_web::http::StatusCode, MintOut) {
 pub async fn resend(
     t: TenantAuth,
     req: HttpRequest,
-    st: web::Data<AppState>,
+    st: State,
     key: web::Path<String>,
 ) -> ApiResult {
     let ctx = super::request_context(&req, &st);
@@ -237,12 +232,13 @@ pub async fn resend(
         (status = 503, description = "overloaded", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
-pub async fn verify(req: HttpRequest, st: web::Data<AppState>, payload: web::Payload) -> ApiResult {
+pub async fn verify(st: State, body: Body) -> ApiResult {
     // The secret key is checked in the store call that reserves the attempt (one trip to
     // the store instead of two); a request refused before that call is authenticated first,
     // so an unauthenticated request is a 401 whatever its body.
+    let req = body.req.clone();
     let secret = bearer(&req).unwrap_or_default();
-    let b: VerifyBody = match json_body(&req, payload).await {
+    let b: VerifyBody = match body.json().await {
         Ok(b) => b,
         Err(e) => {
             let tenant = st.services.tenants.authenticate(&secret).await?;
@@ -288,11 +284,7 @@ pub async fn verify(req: HttpRequest, st: web::Data<AppState>, payload: web::Pay
         (status = 404, response = problems::OtpNotFound),
     ),
     security(("secret_key" = [])))]
-pub async fn otp_status(
-    t: TenantAuth,
-    st: web::Data<AppState>,
-    key: web::Path<String>,
-) -> ApiResult {
+pub async fn otp_status(t: TenantAuth, st: State, key: web::Path<String>) -> ApiResult {
     let v = st
         .services
         .codes
@@ -316,7 +308,7 @@ pub async fn otp_status(
 pub async fn otp_cancel(
     t: TenantAuth,
     req: HttpRequest,
-    st: web::Data<AppState>,
+    st: State,
     key: web::Path<String>,
 ) -> ApiResult {
     let ctx = super::request_context(&req, &st);
@@ -352,7 +344,7 @@ pub struct AuditQuery {
         (status = 400, response = problems::InvalidRequest),
     ),
     security(("secret_key" = [])))]
-pub async fn audit(t: TenantAuth, st: web::Data<AppState>, q: web::Query<AuditQuery>) -> ApiResult {
+pub async fn audit(t: TenantAuth, st: State, q: web::Query<AuditQuery>) -> ApiResult {
     let limit = q.limit.unwrap_or(50);
     let events = st
         .services

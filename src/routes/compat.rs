@@ -1,15 +1,14 @@
 //! OtpMint-compatible routes: thin adapters over the same services, with OtpMint's field
 //! names, status codes and bare-string bodies.
 
-use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{HttpMessage, HttpResponse};
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 
-use super::auth::{is_admin, read_body};
+use super::auth::{is_admin, Body, BODY_LIMIT};
 use super::error::{ApiError, CompatError, MAIL_ERROR, MISSING_FIELDS};
-use super::AppState;
+use super::State;
 use crate::config::RegistrationMode;
 use crate::domain::challenge::Status;
 use crate::domain::email::RecipientEmail;
@@ -32,11 +31,8 @@ fn text(status: StatusCode, body: String) -> HttpResponse {
 }
 
 /// The body as a JSON object, or OtpMint's "Missing required fields".
-async fn object(
-    req: &HttpRequest,
-    mut payload: Payload,
-) -> Result<Map<String, Value>, CompatError> {
-    match read_body(req, &mut payload).await {
+async fn object(body: Body) -> Result<Map<String, Value>, CompatError> {
+    match body.bytes_up_to(BODY_LIMIT).await {
         Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(m)) => Ok(m),
             _ => Err(CompatError::bad(MISSING_FIELDS)),
@@ -71,11 +67,8 @@ fn string_or_digits(m: &Map<String, Value>, k: &str) -> Option<String> {
     }
 }
 
-pub async fn reg_secretkey(
-    req: HttpRequest,
-    st: web::Data<AppState>,
-    payload: web::Payload,
-) -> CompatResult {
+pub async fn reg_secretkey(st: State, body: Body) -> CompatResult {
+    let req = body.req.clone();
     let mode = st.services.core.settings.load().registration.mode;
     match mode {
         RegistrationMode::Closed => {
@@ -90,7 +83,7 @@ pub async fn reg_secretkey(
         }
         _ => {}
     }
-    let m = object(&req, payload.into_inner()).await?;
+    let m = object(body).await?;
     let (Some(secret), Some(host), Some(port), Some(mail), Some(password)) = (
         string(&m, "secretKey"),
         string(&m, "smtp_host"),
@@ -156,8 +149,9 @@ pub async fn reg_secretkey(
     ))
 }
 
-pub async fn otp(req: HttpRequest, st: web::Data<AppState>, payload: web::Payload) -> CompatResult {
-    let m = object(&req, payload.into_inner()).await?;
+pub async fn otp(st: State, body: Body) -> CompatResult {
+    let req = body.req.clone();
+    let m = object(body).await?;
     let (Some(mail), Some(secret)) = (string(&m, "mail"), string(&m, "secretKey")) else {
         return Err(CompatError::bad(MAIL_ERROR));
     };
@@ -189,12 +183,9 @@ pub async fn otp(req: HttpRequest, st: web::Data<AppState>, payload: web::Payloa
     Ok(text(StatusCode::OK, minted.key.expose().to_string()))
 }
 
-pub async fn verify_otp(
-    req: HttpRequest,
-    st: web::Data<AppState>,
-    payload: web::Payload,
-) -> CompatResult {
-    let m = object(&req, payload.into_inner()).await?;
+pub async fn verify_otp(st: State, body: Body) -> CompatResult {
+    let req = body.req.clone();
+    let m = object(body).await?;
     let (Some(key), Some(code)) = (string(&m, "shareableKey"), string_or_digits(&m, "otp")) else {
         return Err(CompatError::bad(MISSING_FIELDS));
     };

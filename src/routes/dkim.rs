@@ -1,15 +1,15 @@
 //! DKIM per tenant (API.md §16.3): make a key and read the TXT record to publish, read it
 //! again, remove every key.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::HttpResponse;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::{json_body, TenantAuth};
+use super::auth::{Body, TenantAuth};
 use super::dto::{problems, Problem};
 use super::error::ApiError;
 use super::respond::json;
-use super::AppState;
+use super::State;
 use crate::clock::rfc3339;
 use crate::domain::dkim::{signing_key, DkimAlgorithm, DkimKey};
 use crate::service::tenants::dkim::NewDkimKey;
@@ -75,13 +75,8 @@ pub struct DkimOut {
         (status = 422, description = "unprocessable: the tenant holds the most keys it may", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
-pub async fn create_dkim(
-    t: TenantAuth,
-    req: HttpRequest,
-    st: web::Data<AppState>,
-    payload: web::Payload,
-) -> ApiResult {
-    let b: DkimBody = json_body(&req, payload).await?;
+pub async fn create_dkim(t: TenantAuth, st: State, body: Body) -> ApiResult {
+    let b: DkimBody = body.json().await?;
     let algorithm = DkimAlgorithm::parse(&b.algorithm)
         .ok_or_else(|| ServiceError::field("algorithm", "must be \"ed25519\" or \"rsa2048\""))?;
     let key = st
@@ -106,7 +101,7 @@ pub async fn create_dkim(
         (status = 404, description = "dkim_not_found: the tenant has no DKIM key", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
-pub async fn get_dkim(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
+pub async fn get_dkim(t: TenantAuth, st: State) -> ApiResult {
     let tenant = st.services.core.tenant(t.0.id.as_str()).await?;
     let signing = signing_key(&tenant.dkim).ok_or(ServiceError::DkimNotFound)?;
     Ok(json(
@@ -125,7 +120,7 @@ pub async fn get_dkim(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
         (status = 404, description = "dkim_not_found", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
-pub async fn delete_dkim(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
+pub async fn delete_dkim(t: TenantAuth, st: State) -> ApiResult {
     st.services.tenants.delete_dkim_keys(&t.0.id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -197,7 +192,7 @@ impl From<crate::service::tenants::domain_check::DomainCheck> for DomainCheckOut
         (status = 422, description = "unprocessable: the tenant has no sender address", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
-pub async fn domain_check(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
+pub async fn domain_check(t: TenantAuth, st: State) -> ApiResult {
     let c = st.services.tenants.check_domain(t.0.id.as_str()).await?;
     Ok(json(
         super::respond::no_store(HttpResponse::Ok()),

@@ -8,12 +8,12 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::{json_body, TenantAuth};
+use super::auth::{Body, TenantAuth};
 use super::dto::{problems, Problem};
 use super::error::ApiError;
 use super::page_kit;
 use super::respond::json;
-use super::AppState;
+use super::{AppState, State};
 use crate::clock::rfc3339;
 use crate::domain::email::mask;
 use crate::domain::links::origin;
@@ -73,13 +73,8 @@ pub struct HostedStatusOut {
         (status = 422, description = "links_not_configured: server.public_url is empty; unprocessable: return_url is not one of the tenant's allowed ones", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
-pub async fn open(
-    t: TenantAuth,
-    req: HttpRequest,
-    st: web::Data<AppState>,
-    payload: web::Payload,
-) -> ApiResult {
-    let b: HostedBody = json_body(&req, payload).await?;
+pub async fn open(t: TenantAuth, st: State, body: Body) -> ApiResult {
+    let b: HostedBody = body.json().await?;
     let o = st
         .services
         .codes
@@ -122,7 +117,7 @@ pub async fn open(
         (status = 404, description = "session_not_found", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
-pub async fn outcome(t: TenantAuth, st: web::Data<AppState>, id: web::Path<String>) -> ApiResult {
+pub async fn outcome(t: TenantAuth, st: State, id: web::Path<String>) -> ApiResult {
     let o = st.services.codes.hosted_outcome(&t.0, &id).await?;
     Ok(json(
         super::respond::no_store(HttpResponse::Ok()),
@@ -286,11 +281,7 @@ async fn session(st: &AppState, id: &str) -> Result<(SessionRow, Tenant), HttpRe
     }
 }
 
-pub async fn show(
-    req: HttpRequest,
-    st: web::Data<AppState>,
-    id: web::Path<String>,
-) -> HttpResponse {
+pub async fn show(req: HttpRequest, st: State, id: web::Path<String>) -> HttpResponse {
     let (row, tenant) = match session(&st, &id).await {
         Ok(x) => x,
         Err(r) => return r,
@@ -318,13 +309,7 @@ fn forbidden() -> HttpResponse {
 }
 
 /// A form of the pages: `send` (the code goes out) or `verify` (the code typed).
-async fn act(
-    req: HttpRequest,
-    st: web::Data<AppState>,
-    id: &str,
-    form: PageForm,
-    verify: bool,
-) -> HttpResponse {
+async fn act(req: HttpRequest, st: State, id: &str, form: PageForm, verify: bool) -> HttpResponse {
     let (row, tenant) = match session(&st, id).await {
         Ok(x) => x,
         Err(r) => return r,
@@ -373,7 +358,7 @@ async fn act(
 
 pub async fn send(
     req: HttpRequest,
-    st: web::Data<AppState>,
+    st: State,
     id: web::Path<String>,
     form: web::Form<PageForm>,
 ) -> HttpResponse {
@@ -382,7 +367,7 @@ pub async fn send(
 
 pub async fn verify(
     req: HttpRequest,
-    st: web::Data<AppState>,
+    st: State,
     id: web::Path<String>,
     form: web::Form<PageForm>,
 ) -> HttpResponse {

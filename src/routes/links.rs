@@ -9,7 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::page_kit;
-use super::AppState;
+use super::{AppState, State};
 use crate::domain::links::origin;
 use crate::pages::{self, Form, Page, Strings};
 use crate::service::codes::links::{ConfirmError, LinkState};
@@ -40,11 +40,7 @@ fn notice(
     page_kit::page(status, html, None, None)
 }
 
-pub async fn show(
-    req: HttpRequest,
-    st: web::Data<AppState>,
-    token: web::Path<String>,
-) -> HttpResponse {
+pub async fn show(req: HttpRequest, st: State, token: web::Path<String>) -> HttpResponse {
     use actix_web::http::StatusCode;
     if st.services.codes.links_base().is_none() {
         return HttpResponse::NotFound().finish();
@@ -102,7 +98,7 @@ pub async fn show(
 
 pub async fn confirm(
     req: HttpRequest,
-    st: web::Data<AppState>,
+    st: State,
     token: web::Path<String>,
     form: web::Form<ConfirmForm>,
 ) -> HttpResponse {
@@ -144,7 +140,7 @@ pub async fn confirm(
     }
 }
 
-pub async fn style(st: web::Data<AppState>) -> HttpResponse {
+pub async fn style(st: State) -> HttpResponse {
     if st.services.codes.links_base().is_none() {
         return HttpResponse::NotFound().finish();
     }

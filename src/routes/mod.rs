@@ -40,6 +40,9 @@ use crate::domain::keys::TenantId;
 use crate::service::Services;
 use error::ApiError;
 
+/// What a handler takes to reach the services.
+pub type State = web::Data<AppState>;
+
 /// Shared state of every worker.
 pub struct AppState {
     pub services: Services,

@@ -1,11 +1,11 @@
 //! Operations routes: health, readiness, metrics, the OpenAPI document.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse};
 
 use super::dto::*;
 use super::error::ApiError;
 use super::respond::json;
-use super::AppState;
+use super::State;
 use crate::service::ServiceError;
 
 type ApiResult = Result<HttpResponse, ApiError>;
@@ -50,7 +50,7 @@ pub async fn healthz() -> HttpResponse {
         (status = 200, description = "The database answers", body = HealthOut),
         (status = 503, description = "The database does not answer", body = HealthOut),
     ))]
-pub async fn readyz(st: web::Data<AppState>) -> HttpResponse {
+pub async fn readyz(st: State) -> HttpResponse {
     match st.services.core.ready().await {
         Ok(()) => json(
             HttpResponse::Ok(),
@@ -76,7 +76,7 @@ pub async fn readyz(st: web::Data<AppState>) -> HttpResponse {
         (status = 200, description = "Metrics", body = String, content_type = "text/plain; version=0.0.4"),
     ),
     security(("metrics_token" = []), ()))]
-pub async fn metrics(req: HttpRequest, st: web::Data<AppState>) -> ApiResult {
+pub async fn metrics(req: HttpRequest, st: State) -> ApiResult {
     let settings = st.services.core.settings.load();
     let token = secrecy::ExposeSecret::expose_secret(&settings.metrics.token);
     if !token.is_empty() {

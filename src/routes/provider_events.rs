@@ -1,15 +1,15 @@
 //! Bounce and complaint events from a tenant's email provider (API.md §16.2):
 //! `POST /v1/events/{provider}/{tenant_id}`, verified the way that provider signs.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::auth::read_body_up_to;
+use super::auth::Body;
 use super::dto::{problems, Problem};
 use super::error::ApiError;
 use super::respond::json;
-use super::AppState;
+use super::State;
 use crate::domain::provider_event::BODY_MAX;
 
 #[derive(Serialize, ToSchema)]
@@ -35,14 +35,13 @@ pub struct EventsOut {
         (status = 413, description = "payload_too_large: over 1 MiB", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn receive(
-    req: HttpRequest,
-    st: web::Data<AppState>,
+    st: State,
     path: web::Path<(String, String)>,
-    payload: web::Payload,
+    body: Body,
 ) -> Result<HttpResponse, ApiError> {
     let (provider, tenant) = path.into_inner();
-    let body = read_body_up_to(&req, &mut payload.into_inner(), BODY_MAX).await?;
-    let headers = req.headers().clone();
+    let headers = body.req.headers().clone();
+    let body = body.bytes_up_to(BODY_MAX).await?;
     let header = move |name: &str| {
         headers
             .get(name)

@@ -3,15 +3,15 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
-use super::auth::{json_body, Owner};
+use super::auth::{Body, Owner};
 use super::dto::{problems, Problem};
 use super::error::ApiError;
 use super::respond::json;
-use super::AppState;
+use super::State;
 use crate::domain::email::RecipientEmail;
 use crate::domain::provider::ProviderInput;
 use crate::domain::recipient::{Channel, PhoneNumber, Recipient, PHONE_RULE};
@@ -120,8 +120,10 @@ pub struct ProviderTestOut {
 }
 
 /// The `{channel}` of a provider's path; an unknown channel is 404 `not_found`.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
 pub struct ChannelPath {
+    /// `email` or `sms`
     channel: String,
 }
 
@@ -145,7 +147,7 @@ fn shown(p: ProviderShown) -> HttpResponse {
 
 #[utoipa::path(put, path = "/v1/tenant/providers/{channel}", tag = "providers",
     description = "Store (or replace) the tenant's provider of a channel. The settings' shape is checked (400 names the field); nothing is sent. Secrets are sealed at once and never shown.",
-    params(("channel" = String, Path, description = "`email` or `sms`")),
+    params(ChannelPath),
     request_body = ProviderBody,
     responses(
         (status = 200, description = "The provider, without its secrets", body = ProviderOut),
@@ -156,47 +158,38 @@ fn shown(p: ProviderShown) -> HttpResponse {
     security(("secret_key" = [])))]
 pub async fn put_provider(
     o: Owner,
-    req: HttpRequest,
-    st: web::Data<AppState>,
+    st: State,
     path: web::Path<ChannelPath>,
-    payload: web::Payload,
+    body: Body,
 ) -> ApiResult {
     let channel = path.parse()?;
-    let body: ProviderBody = json_body(&req, payload).await?;
+    let body: ProviderBody = body.json().await?;
     let input = body.parse(channel)?;
     let tenants = &st.services.tenants;
     Ok(shown(tenants.put_provider(&o.0.id, channel, input).await?))
 }
 
 #[utoipa::path(get, path = "/v1/tenant/providers/{channel}", tag = "providers",
-    params(("channel" = String, Path, description = "`email` or `sms`")),
+    params(ChannelPath),
     responses(
         (status = 200, description = "The provider, without its secrets", body = ProviderOut),
         (status = 404, description = "provider_not_found", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
-pub async fn get_provider(
-    o: Owner,
-    st: web::Data<AppState>,
-    path: web::Path<ChannelPath>,
-) -> ApiResult {
+pub async fn get_provider(o: Owner, st: State, path: web::Path<ChannelPath>) -> ApiResult {
     Ok(shown(
         st.services.tenants.provider_shown(&o.0, path.parse()?)?,
     ))
 }
 
 #[utoipa::path(delete, path = "/v1/tenant/providers/{channel}", tag = "providers",
-    params(("channel" = String, Path, description = "`email` or `sms`")),
+    params(ChannelPath),
     responses(
         (status = 204, description = "Removed"),
         (status = 404, description = "provider_not_found", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
-pub async fn delete_provider(
-    o: Owner,
-    st: web::Data<AppState>,
-    path: web::Path<ChannelPath>,
-) -> ApiResult {
+pub async fn delete_provider(o: Owner, st: State, path: web::Path<ChannelPath>) -> ApiResult {
     let tenants = &st.services.tenants;
     tenants.delete_provider(&o.0.id, path.parse()?).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -204,7 +197,7 @@ pub async fn delete_provider(
 
 #[utoipa::path(post, path = "/v1/tenant/providers/{channel}/test", tag = "providers",
     description = "Send one test message through the provider (no code is minted).",
-    params(("channel" = String, Path, description = "`email` or `sms`")),
+    params(ChannelPath),
     request_body = ProviderTestBody,
     responses(
         (status = 200, description = "The provider accepted it", body = ProviderTestOut),
@@ -215,13 +208,12 @@ pub async fn delete_provider(
     security(("secret_key" = [])))]
 pub async fn test_provider(
     o: Owner,
-    req: HttpRequest,
-    st: web::Data<AppState>,
+    st: State,
     path: web::Path<ChannelPath>,
-    payload: web::Payload,
+    body: Body,
 ) -> ApiResult {
     let (t, channel) = (&o.0, path.parse()?);
-    let body: ProviderTestBody = json_body(&req, payload).await?;
+    let body: ProviderTestBody = body.json().await?;
     let to = if channel.is_phone() {
         Recipient::Phone(
             PhoneNumber::parse(&body.to).ok_or_else(|| ServiceError::field("to", PHONE_RULE))?,

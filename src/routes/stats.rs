@@ -12,7 +12,7 @@ use super::auth::{AdminAuth, TenantAuth};
 use super::dto::problems;
 use super::error::ApiError;
 use super::respond::json;
-use super::AppState;
+use super::{AppState, State};
 use crate::clock::rfc3339;
 use crate::domain::keys::TenantId;
 use crate::domain::stats::Dim;
@@ -203,11 +203,7 @@ async fn stats_of(st: &AppState, tenant: Option<TenantId>, q: &StatsParams) -> A
         (status = 400, response = problems::InvalidRequest),
     ),
     security(("secret_key" = [])))]
-pub async fn own_stats(
-    t: TenantAuth,
-    st: web::Data<AppState>,
-    q: web::Query<StatsParams>,
-) -> ApiResult {
+pub async fn own_stats(t: TenantAuth, st: State, q: web::Query<StatsParams>) -> ApiResult {
     stats_of(&st, Some(t.0.id.clone()), &q).await
 }
 
@@ -222,7 +218,7 @@ pub async fn own_stats(
     security(("admin_token" = [])))]
 pub async fn tenant_stats(
     _: AdminAuth,
-    st: web::Data<AppState>,
+    st: State,
     id: web::Path<String>,
     q: web::Query<StatsParams>,
 ) -> ApiResult {
@@ -238,10 +234,6 @@ pub async fn tenant_stats(
         (status = 400, response = problems::InvalidRequest),
     ),
     security(("admin_token" = [])))]
-pub async fn all_stats(
-    _: AdminAuth,
-    st: web::Data<AppState>,
-    q: web::Query<StatsParams>,
-) -> ApiResult {
+pub async fn all_stats(_: AdminAuth, st: State, q: web::Query<StatsParams>) -> ApiResult {
     stats_of(&st, None, &q).await
 }

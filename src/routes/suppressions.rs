@@ -5,11 +5,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::{json_body, TenantAuth};
+use super::auth::{Body, TenantAuth};
 use super::dto::{problems, Problem};
 use super::error::ApiError;
 use super::respond::json;
-use super::AppState;
+use super::State;
 use crate::clock::rfc3339;
 use crate::domain::suppression::Suppression;
 
@@ -73,7 +73,7 @@ pub struct SuppressionBody {
         (status = 422, description = "unprocessable: `cursor` is not one this server gave out", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
-pub async fn list(t: TenantAuth, st: web::Data<AppState>, q: web::Query<PageQuery>) -> ApiResult {
+pub async fn list(t: TenantAuth, st: State, q: web::Query<PageQuery>) -> ApiResult {
     let page = st
         .services
         .tenants
@@ -97,14 +97,9 @@ pub async fn list(t: TenantAuth, st: web::Data<AppState>, q: web::Query<PageQuer
         (status = 400, response = problems::InvalidRequest),
     ),
     security(("secret_key" = [])))]
-pub async fn add(
-    t: TenantAuth,
-    req: HttpRequest,
-    st: web::Data<AppState>,
-    payload: web::Payload,
-) -> ApiResult {
-    let b: SuppressionBody = json_body(&req, payload).await?;
-    let ctx = super::request_context(&req, &st);
+pub async fn add(t: TenantAuth, st: State, body: Body) -> ApiResult {
+    let ctx = super::request_context(&body.req, &st);
+    let b: SuppressionBody = body.json().await?;
     let (entry, created) = st
         .services
         .tenants
@@ -130,7 +125,7 @@ pub async fn add(
 pub async fn remove(
     t: TenantAuth,
     req: HttpRequest,
-    st: web::Data<AppState>,
+    st: State,
     path: web::Path<String>,
 ) -> ApiResult {
     let ctx = super::request_context(&req, &st);

@@ -2,15 +2,15 @@
 //! and the admin (`/v1/tenants/{id}/templates…`, `auth::Owner`). Bodies up to 256 KiB here
 //! (16 KiB elsewhere).
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
-use super::auth::{json_body_up_to, Owner};
+use super::auth::{Body, Owner};
 use super::dto::{problems, Problem};
 use super::error::ApiError;
 use super::respond::{json, parse_locale};
-use super::AppState;
+use super::State;
 use crate::clock::rfc3339;
 use crate::domain::locale::{Locale, LOCALE_RULE};
 use crate::domain::template::TenantTemplate;
@@ -103,8 +103,10 @@ impl From<Message> for PreviewOut {
 }
 
 /// The `{locale}` of a template's path.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
 pub struct LocalePath {
+    /// Language tag, e.g. `en` or `pt-BR`
     locale: String,
 }
 
@@ -117,7 +119,7 @@ fn path_locale(p: &LocalePath) -> Result<Locale, ApiError> {
         (status = 200, description = "The tenant's own templates and its default locale", body = TemplatesOut),
     ),
     security(("secret_key" = [])))]
-pub async fn list_templates(o: Owner, st: web::Data<AppState>) -> ApiResult {
+pub async fn list_templates(o: Owner, st: State) -> ApiResult {
     let rows = st.services.tenants.templates(&o.0.id).await?;
     Ok(json(
         HttpResponse::Ok(),
@@ -130,7 +132,7 @@ pub async fn list_templates(o: Owner, st: web::Data<AppState>) -> ApiResult {
 
 #[utoipa::path(put, path = "/v1/tenant/templates/{locale}", tag = "templates",
     description = "Store the template of one locale (MiniJinja; variables code, ttl_seconds, ttl_minutes, expires_at, app_name, purpose, email, locale). Checked first: a refusal changes nothing.",
-    params(("locale" = String, Path, description = "Language tag, e.g. `en` or `pt-BR`")),
+    params(LocalePath),
     request_body = TemplateBody,
     responses(
         (status = 200, description = "The stored template", body = TemplateOut),
@@ -141,13 +143,12 @@ pub async fn list_templates(o: Owner, st: web::Data<AppState>) -> ApiResult {
     security(("secret_key" = [])))]
 pub async fn put_template(
     o: Owner,
-    req: HttpRequest,
-    st: web::Data<AppState>,
+    st: State,
     path: web::Path<LocalePath>,
-    payload: web::Payload,
+    body: Body,
 ) -> ApiResult {
     let locale = path_locale(&path)?;
-    let b: TemplateBody = json_body_up_to(&req, payload, TEMPLATE_BODY_LIMIT).await?;
+    let b: TemplateBody = body.json_up_to(TEMPLATE_BODY_LIMIT).await?;
     let fields = Fields {
         subject: b.subject,
         text: b.text,
@@ -164,18 +165,14 @@ pub async fn put_template(
 
 #[utoipa::path(delete, path = "/v1/tenant/templates/{locale}", tag = "templates",
     description = "Remove the tenant's template of one locale; the built-in one for that language applies again.",
-    params(("locale" = String, Path, description = "Language tag")),
+    params(LocalePath),
     responses(
         (status = 204, description = "Removed"),
         (status = 400, description = "invalid_request (bad locale tag)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "template_not_found", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
-pub async fn delete_template(
-    o: Owner,
-    st: web::Data<AppState>,
-    path: web::Path<LocalePath>,
-) -> ApiResult {
+pub async fn delete_template(o: Owner, st: State, path: web::Path<LocalePath>) -> ApiResult {
     let locale = path_locale(&path)?;
     st.services
         .tenants
@@ -193,13 +190,8 @@ pub async fn delete_template(
         (status = 422, response = problems::TemplateInvalid),
     ),
     security(("secret_key" = [])))]
-pub async fn preview_template(
-    o: Owner,
-    req: HttpRequest,
-    st: web::Data<AppState>,
-    payload: web::Payload,
-) -> ApiResult {
-    let b: PreviewBody = json_body_up_to(&req, payload, TEMPLATE_BODY_LIMIT).await?;
+pub async fn preview_template(o: Owner, st: State, body: Body) -> ApiResult {
+    let b: PreviewBody = body.json_up_to(TEMPLATE_BODY_LIMIT).await?;
     let input = PreviewInput {
         locale: parse_locale(b.locale.as_deref(), "locale")?,
         purpose: b.purpose,

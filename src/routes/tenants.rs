@@ -3,15 +3,15 @@
 //! collects them); the helpers every handler shares are in respond.rs, codes in codes.rs,
 //! operations in ops.rs, templates and webhooks in their own files.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde_json::Value;
 
-use super::auth::{is_admin, json_body, optional_json_body, AdminAuth, TenantAuth};
+use super::auth::{is_admin, AdminAuth, Body, TenantAuth};
 use super::dto::*;
 use super::error::ApiError;
 use super::respond::{json, no_store, parse_delivery, parse_locale};
 use super::tenant_bodies::*;
-use super::AppState;
+use super::State;
 use crate::config::RegistrationMode;
 use crate::domain::keys::SecretKey;
 use crate::domain::tenant::Origin;
@@ -36,20 +36,15 @@ pub fn tenant_json(services: &crate::service::Services, t: &Tenant) -> Value {
         (status = 422, response = problems::SmtpPolicyRefused),
     ),
     security(("admin_token" = []), ()))]
-pub async fn create_tenant(
-    req: HttpRequest,
-    st: web::Data<AppState>,
-    payload: web::Payload,
-) -> ApiResult {
+pub async fn create_tenant(st: State, body: Body) -> ApiResult {
     let mode = st.services.core.settings.load().registration.mode;
+    let admin = is_admin(&body.req, &st);
     match mode {
         RegistrationMode::Closed => return Err(ApiError::RegistrationClosed),
-        RegistrationMode::Admin if !is_admin(&req, &st) => {
-            return Err(ServiceError::Unauthorized.into())
-        }
+        RegistrationMode::Admin if !admin => return Err(ServiceError::Unauthorized.into()),
         _ => {}
     }
-    let b: CreateTenantBody = json_body(&req, payload).await?;
+    let b: CreateTenantBody = body.json().await?;
     let smtp = b.smtp.map(|s| input_from(s, "smtp")).transpose()?;
     let smtp_fallback = b
         .smtp_fallback
@@ -71,7 +66,7 @@ pub async fn create_tenant(
             test: b.test,
             smtp_fallback,
             // Under open registration a tenant that registers itself waits for the admin.
-            pages_approved: mode != RegistrationMode::Open || is_admin(&req, &st),
+            pages_approved: mode != RegistrationMode::Open || admin,
             check_relay: b.check_relay.unwrap_or(false),
         })
         .await?;
@@ -90,7 +85,7 @@ pub async fn create_tenant(
         (status = 200, description = "All tenants", body = TenantListOut),
     ),
     security(("admin_token" = [])))]
-pub async fn list_tenants(_: AdminAuth, st: web::Data<AppState>) -> ApiResult {
+pub async fn list_tenants(_: AdminAuth, st: State) -> ApiResult {
     let list = st.services.core.tenants().await?;
     Ok(json(
         HttpResponse::Ok(),
@@ -110,7 +105,7 @@ pub async fn list_tenants(_: AdminAuth, st: web::Data<AppState>) -> ApiResult {
         (status = 404, response = problems::TenantNotFound),
     ),
     security(("admin_token" = [])))]
-pub async fn get_tenant(_: AdminAuth, st: web::Data<AppState>, id: web::Path<String>) -> ApiResult {
+pub async fn get_tenant(_: AdminAuth, st: State, id: web::Path<String>) -> ApiResult {
     Ok(json(
         HttpResponse::Ok(),
         &TenantOut::of(&st.services, &st.services.core.tenant(&id).await?),
@@ -128,14 +123,8 @@ pub async fn get_tenant(_: AdminAuth, st: web::Data<AppState>, id: web::Path<Str
         (status = 422, response = problems::SmtpPolicyRefused),
     ),
     security(("admin_token" = [])))]
-pub async fn patch_tenant(
-    _: AdminAuth,
-    req: HttpRequest,
-    st: web::Data<AppState>,
-    id: web::Path<String>,
-    payload: web::Payload,
-) -> ApiResult {
-    let body: PatchTenantBody = json_body(&req, payload).await?;
+pub async fn patch_tenant(_: AdminAuth, st: State, id: web::Path<String>, body: Body) -> ApiResult {
+    let body: PatchTenantBody = body.json().await?;
     let (row, secret) = st
         .services
         .tenants
@@ -158,11 +147,7 @@ pub async fn patch_tenant(
         (status = 404, response = problems::TenantNotFound),
     ),
     security(("admin_token" = [])))]
-pub async fn delete_tenant(
-    _: AdminAuth,
-    st: web::Data<AppState>,
-    id: web::Path<String>,
-) -> ApiResult {
+pub async fn delete_tenant(_: AdminAuth, st: State, id: web::Path<String>) -> ApiResult {
     st.services.tenants.delete_tenant(&id).await?;
     tracing::info!(tenant_id = %id, "tenant deleted");
     Ok(HttpResponse::NoContent().finish())
@@ -180,12 +165,11 @@ pub async fn delete_tenant(
     security(("admin_token" = [])))]
 pub async fn rotate_tenant_secret(
     _: AdminAuth,
-    req: HttpRequest,
-    st: web::Data<AppState>,
+    st: State,
     id: web::Path<String>,
-    payload: web::Payload,
+    body: Body,
 ) -> ApiResult {
-    let body: Option<RotateBody> = optional_json_body(&req, payload).await?;
+    let body: Option<RotateBody> = body.optional_json().await?;
     let grace = body.and_then(|b| b.grace_seconds).unwrap_or(0);
     let secret: SecretKey = st.services.tenants.rotate_secret(&id, grace).await?;
     tracing::info!(tenant_id = %id, grace_seconds = grace, "secret key rotated");
@@ -202,7 +186,7 @@ pub async fn rotate_tenant_secret(
         (status = 200, description = "The calling tenant", body = TenantOut),
     ),
     security(("secret_key" = [])))]
-pub async fn get_self(st: web::Data<AppState>, t: TenantAuth) -> ApiResult {
+pub async fn get_self(st: State, t: TenantAuth) -> ApiResult {
     Ok(json(HttpResponse::Ok(), &TenantOut::of(&st.services, &t.0)))
 }
 
@@ -219,13 +203,8 @@ pub const ADMIN_ONLY_FIELDS: &[&str] = &["policy", "enabled", "test", "pages_app
         (status = 422, response = problems::SmtpPolicyRefused),
     ),
     security(("secret_key" = [])))]
-pub async fn patch_self(
-    t: TenantAuth,
-    req: HttpRequest,
-    st: web::Data<AppState>,
-    payload: web::Payload,
-) -> ApiResult {
-    let bytes = super::auth::json_bytes(&req, payload).await?;
+pub async fn patch_self(t: TenantAuth, st: State, body: Body) -> ApiResult {
+    let bytes = body.json_bytes().await?;
     let body: PatchTenantBody = super::auth::parse_json(&bytes)?;
     let keys: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&bytes).unwrap_or_default();

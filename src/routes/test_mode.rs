@@ -1,15 +1,15 @@
 //! Test mode's routes (API.md §13.1–§13.2): the tenant's test recipients
 //! (`/v1/tenant/test-recipients`) and its test inbox (`/v1/tenant/test-inbox`).
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::{json_body, TenantAuth};
+use super::auth::{Body, TenantAuth};
 use super::dto::problems;
 use super::error::ApiError;
 use super::respond::{json, no_store};
-use super::AppState;
+use super::State;
 use crate::clock::rfc3339;
 use crate::domain::test_mode::TestRecipient;
 use crate::domain::Millis;
@@ -85,13 +85,9 @@ impl TestRecipientsOut {
         (status = 400, response = problems::InvalidRequest),
     ),
     security(("secret_key" = [])))]
-pub async fn put_test_recipients(
-    t: TenantAuth,
-    req: HttpRequest,
-    st: web::Data<AppState>,
-    payload: web::Payload,
-) -> ApiResult {
-    let b: TestRecipientsBody = json_body(&req, payload).await?;
+pub async fn put_test_recipients(t: TenantAuth, st: State, body: Body) -> ApiResult {
+    let ctx = super::request_context(&body.req, &st);
+    let b: TestRecipientsBody = body.json().await?;
     let mut input = Vec::with_capacity(b.recipients.len());
     for (i, r) in b.recipients.into_iter().enumerate() {
         input.push(TestRecipientInput {
@@ -100,7 +96,6 @@ pub async fn put_test_recipients(
             code: r.code,
         });
     }
-    let ctx = super::request_context(&req, &st);
     let list = st
         .services
         .tenants
@@ -117,7 +112,7 @@ pub async fn put_test_recipients(
         (status = 200, description = "The tenant's test recipients", body = TestRecipientsOut),
     ),
     security(("secret_key" = [])))]
-pub async fn get_test_recipients(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
+pub async fn get_test_recipients(t: TenantAuth, st: State) -> ApiResult {
     let list = st.services.tenants.test_recipients(&t.0.id).await?;
     Ok(json(
         HttpResponse::Ok(),
@@ -157,11 +152,7 @@ pub struct TestInboxOut {
         (status = 400, response = problems::InvalidRequest),
     ),
     security(("secret_key" = [])))]
-pub async fn test_inbox(
-    t: TenantAuth,
-    st: web::Data<AppState>,
-    q: web::Query<InboxQuery>,
-) -> ApiResult {
+pub async fn test_inbox(t: TenantAuth, st: State, q: web::Query<InboxQuery>) -> ApiResult {
     let list = st
         .services
         .tenants

@@ -1,15 +1,15 @@
 //! The tenant's HTTP transport (API.md §12.2), managed with its secret key.
 
 use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::HttpResponse;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::{json_body, TenantAuth};
+use super::auth::{Body, TenantAuth};
 use super::dto::{problems, Problem};
 use super::error::ApiError;
 use super::respond::json;
-use super::AppState;
+use super::State;
 use crate::service::tenants::http_transport::HttpShown;
 
 type ApiResult = Result<HttpResponse, ApiError>;
@@ -60,13 +60,8 @@ fn shown(h: HttpShown) -> HttpResponse {
         (status = 422, description = "webhook_host_not_allowed, webhook_plaintext_not_allowed, webhook_host_unresolvable (the webhooks' address policy)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
-pub async fn put_http_transport(
-    t: TenantAuth,
-    req: HttpRequest,
-    st: web::Data<AppState>,
-    payload: web::Payload,
-) -> ApiResult {
-    let b: HttpTransportBody = json_body(&req, payload).await?;
+pub async fn put_http_transport(t: TenantAuth, st: State, body: Body) -> ApiResult {
+    let b: HttpTransportBody = body.json().await?;
     Ok(shown(
         st.services
             .tenants
@@ -81,7 +76,7 @@ pub async fn put_http_transport(
         (status = 404, response = problems::TransportNotFound),
     ),
     security(("secret_key" = [])))]
-pub async fn get_http_transport(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
+pub async fn get_http_transport(t: TenantAuth, st: State) -> ApiResult {
     Ok(shown(st.services.tenants.http_transport(&t.0)?))
 }
 
@@ -92,7 +87,7 @@ pub async fn get_http_transport(t: TenantAuth, st: web::Data<AppState>) -> ApiRe
         (status = 404, response = problems::TransportNotFound),
     ),
     security(("secret_key" = [])))]
-pub async fn delete_http_transport(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
+pub async fn delete_http_transport(t: TenantAuth, st: State) -> ApiResult {
     st.services.tenants.delete_http_transport(&t.0).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -104,6 +99,6 @@ pub async fn delete_http_transport(t: TenantAuth, st: web::Data<AppState>) -> Ap
         (status = 404, response = problems::TransportNotFound),
     ),
     security(("secret_key" = [])))]
-pub async fn rotate_http_transport_secret(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
+pub async fn rotate_http_transport_secret(t: TenantAuth, st: State) -> ApiResult {
     Ok(shown(st.services.tenants.rotate_http_secret(&t.0).await?))
 }

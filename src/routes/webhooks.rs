@@ -1,15 +1,15 @@
 //! Webhook routes (API.md §9) for the tenant itself, with its secret key.
 
 use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::HttpResponse;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::{json_body, TenantAuth};
+use super::auth::{Body, TenantAuth};
 use super::dto::{problems, Problem};
 use super::error::ApiError;
 use super::respond::json;
-use super::AppState;
+use super::State;
 use crate::clock::rfc3339;
 use crate::domain::webhook::WebhookAttempt;
 use crate::service::events::webhooks::{WebhookInput, WebhookShown};
@@ -119,13 +119,8 @@ fn shown(w: WebhookShown) -> HttpResponse {
         (status = 422, description = "webhook_host_not_allowed, webhook_plaintext_not_allowed, webhook_host_unresolvable", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
-pub async fn put_webhook(
-    t: TenantAuth,
-    req: HttpRequest,
-    st: web::Data<AppState>,
-    payload: web::Payload,
-) -> ApiResult {
-    let b: WebhookBody = json_body(&req, payload).await?;
+pub async fn put_webhook(t: TenantAuth, st: State, body: Body) -> ApiResult {
+    let b: WebhookBody = body.json().await?;
     let w = st
         .services
         .events
@@ -146,7 +141,7 @@ pub async fn put_webhook(
         (status = 404, response = problems::WebhookNotFound),
     ),
     security(("secret_key" = [])))]
-pub async fn get_webhook(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
+pub async fn get_webhook(t: TenantAuth, st: State) -> ApiResult {
     let row = st.services.events.webhook(&t.0.id).await?;
     Ok(shown(WebhookShown { row, secret: None }))
 }
@@ -158,7 +153,7 @@ pub async fn get_webhook(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
         (status = 404, response = problems::WebhookNotFound),
     ),
     security(("secret_key" = [])))]
-pub async fn delete_webhook(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
+pub async fn delete_webhook(t: TenantAuth, st: State) -> ApiResult {
     st.services.events.delete_webhook(&t.0.id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -170,7 +165,7 @@ pub async fn delete_webhook(t: TenantAuth, st: web::Data<AppState>) -> ApiResult
         (status = 404, response = problems::WebhookNotFound),
     ),
     security(("secret_key" = [])))]
-pub async fn rotate_webhook_secret(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
+pub async fn rotate_webhook_secret(t: TenantAuth, st: State) -> ApiResult {
     Ok(shown(
         st.services.events.rotate_webhook_secret(&t.0.id).await?,
     ))
@@ -183,7 +178,7 @@ pub async fn rotate_webhook_secret(t: TenantAuth, st: web::Data<AppState>) -> Ap
         (status = 404, response = problems::WebhookNotFound),
     ),
     security(("secret_key" = [])))]
-pub async fn test_webhook(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
+pub async fn test_webhook(t: TenantAuth, st: State) -> ApiResult {
     let event_id = st.services.events.test_webhook(&t.0.id).await?;
     Ok(json(HttpResponse::Accepted(), &TestEventOut { event_id }))
 }
@@ -193,7 +188,7 @@ pub async fn test_webhook(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
         (status = 200, description = "The last 100 attempts, newest first", body = DeliveriesOut),
     ),
     security(("secret_key" = [])))]
-pub async fn webhook_deliveries(t: TenantAuth, st: web::Data<AppState>) -> ApiResult {
+pub async fn webhook_deliveries(t: TenantAuth, st: State) -> ApiResult {
     let rows = st.services.events.webhook_deliveries(&t.0.id).await?;
     Ok(json(
         HttpResponse::Ok(),

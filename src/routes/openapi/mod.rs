@@ -30,6 +30,20 @@ impl Modify for Security {
     }
 }
 
+/// The operations of a path (the methods the API uses).
+fn operations(
+    item: &mut utoipa::openapi::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    let methods = [
+        &mut item.get,
+        &mut item.post,
+        &mut item.put,
+        &mut item.patch,
+        &mut item.delete,
+    ];
+    methods.into_iter().flatten()
+}
+
 /// Responses every operation of a kind can give, declared here once instead of on each
 /// handler (API.md §18.5): every route passes the per-address flood guard (429), every
 /// operation with a security requirement answers 401 to a missing or wrong bearer token
@@ -44,14 +58,7 @@ impl Modify for Common {
         for (path, item) in api.paths.paths.iter_mut() {
             // Provider events take the body as each provider sends it (SNS: text/plain).
             let events = path.starts_with("/v1/events/");
-            let operations = [
-                &mut item.get,
-                &mut item.post,
-                &mut item.put,
-                &mut item.patch,
-                &mut item.delete,
-            ];
-            for op in operations.into_iter().flatten() {
+            for op in operations(item) {
                 let mut add = vec![("429", "RateLimited")];
                 if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
                     add.push(("401", "Unauthorized"));
@@ -104,14 +111,7 @@ fn twin(item: &utoipa::openapi::PathItem) -> utoipa::openapi::PathItem {
     use utoipa::openapi::security::SecurityRequirement;
     use utoipa::openapi::{Object, Ref, RefOr, Required, Type};
     let mut item = item.clone();
-    let operations = [
-        &mut item.get,
-        &mut item.post,
-        &mut item.put,
-        &mut item.patch,
-        &mut item.delete,
-    ];
-    for op in operations.into_iter().flatten() {
+    for op in operations(&mut item) {
         op.operation_id = op.operation_id.take().map(|id| format!("{id}_for_tenant"));
         let id = ParameterBuilder::new()
             .name("id")
