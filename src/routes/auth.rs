@@ -84,6 +84,27 @@ impl FromRequest for AdminAuth {
     }
 }
 
+/// Who is asking — the client IP (trusted-proxy aware) and the request id — for the audit
+/// (`routes::request_context`).
+pub struct Ctx(pub crate::service::core::audit::RequestContext);
+
+impl FromRequest for Ctx {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(state(req).map(|st| Ctx(super::request_context(req, &st))))
+    }
+}
+
+impl std::ops::Deref for Ctx {
+    type Target = crate::service::core::audit::RequestContext;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
 /// Where an operation a tenant does on itself (`/v1/tenant/…`) has the admin's twin: the
 /// same path under `/v1/tenants/{id}` (API.md §8, §15.2). The route table registers both,
 /// the API description documents the twin from the tenant's operation

@@ -1,11 +1,11 @@
 //! Code routes of `/v1`: mint (with `Idempotency-Key`), resend, verify, status, cancel, and
 //! the tenant's audit. Each handler carries its OpenAPI description.
 
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpResponse};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::auth::{bearer, parse_json, Body, TenantAuth};
+use super::auth::{bearer, parse_json, Body, Ctx, TenantAuth};
 use super::dto::*;
 use super::error::ApiError;
 use super::idempotent;
@@ -191,13 +191,7 @@ fn mint_out(m: &Minted) -> (actix_web::http::StatusCode, MintOut) {
         (status = 503, description = "overloaded or unavailable (Retry-After)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
-pub async fn resend(
-    t: TenantAuth,
-    req: HttpRequest,
-    st: State,
-    key: web::Path<String>,
-) -> ApiResult {
-    let ctx = super::request_context(&req, &st);
+pub async fn resend(t: TenantAuth, st: State, ctx: Ctx, key: web::Path<String>) -> ApiResult {
     let r = st.services.codes.resend(&t.0, &key, &ctx).await?;
     let (status, delivery) = delivery_shown(r.delivery, r.outcome_unknown);
     let v = &r.view;
@@ -262,15 +256,14 @@ pub async fn verify(st: State, body: Body) -> ApiResult {
         req.extensions_mut().insert(id);
     }
     let v = result?;
-    // The recipient is stored as it was given: an E.164 number or an address.
-    let by_phone = PhoneNumber::parse(&v.email).is_some();
+    let by_phone = v.channel.is_phone();
     Ok(json(
         HttpResponse::Ok(),
         &VerifyOut {
             verified: true,
-            email: (!by_phone).then(|| v.email.clone()),
-            phone: by_phone.then(|| v.email.clone()),
-            purpose: v.purpose,
+            email: (!by_phone).then(|| v.recipient.clone()),
+            phone: by_phone.then(|| v.recipient.clone()),
+            purpose: v.purpose.as_str().to_string(),
             verified_at: rfc3339(v.verified_at),
         },
     ))
@@ -305,13 +298,7 @@ pub async fn otp_status(t: TenantAuth, st: State, key: web::Path<String>) -> Api
         (status = 410, description = "the code had already ended (its state's code)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
-pub async fn otp_cancel(
-    t: TenantAuth,
-    req: HttpRequest,
-    st: State,
-    key: web::Path<String>,
-) -> ApiResult {
-    let ctx = super::request_context(&req, &st);
+pub async fn otp_cancel(t: TenantAuth, st: State, ctx: Ctx, key: web::Path<String>) -> ApiResult {
     st.services
         .codes
         .cancel(

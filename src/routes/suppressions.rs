@@ -1,11 +1,11 @@
 //! A tenant's suppression list (API.md §16.1): a page of it, an entry added by hand, an
 //! entry removed. Mints to a listed recipient answer 422 `recipient_suppressed`.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::{Body, TenantAuth};
+use super::auth::{Body, Ctx, TenantAuth};
 use super::dto::{problems, Problem};
 use super::error::ApiError;
 use super::respond::json;
@@ -122,13 +122,7 @@ pub async fn add(t: TenantAuth, st: State, body: Body) -> ApiResult {
         (status = 404, description = "suppression_not_found", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
-pub async fn remove(
-    t: TenantAuth,
-    req: HttpRequest,
-    st: State,
-    path: web::Path<String>,
-) -> ApiResult {
-    let ctx = super::request_context(&req, &st);
+pub async fn remove(t: TenantAuth, st: State, ctx: Ctx, path: web::Path<String>) -> ApiResult {
     st.services.tenants.unsuppress(&t.0.id, &path, &ctx).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -1,7 +1,7 @@
 //! The code aggregate: a code stored with its outgoing message (the mint), its attempts
 //! reserved and given back, its verify, status and cancel.
 
-use super::cells::{view_cols, view_from, VIEW_WIDTH};
+use super::cells::{channel_from, stored_locale, view_cols, view_from, Cells, VIEW_WIDTH};
 use super::engine::{args, Dialect, Engine, Exec, PG_NOW};
 use super::integration::insert_event_in;
 use super::integration::NewEvent;
@@ -13,6 +13,9 @@ use super::StoreError;
 use crate::domain::challenge::ChallengeView;
 use crate::domain::delivery::DeliveryMode;
 use crate::domain::keys::{CodeApi, TenantId};
+use crate::domain::locale::Locale;
+use crate::domain::purpose::Purpose;
+use crate::domain::recipient::Channel;
 use crate::domain::stats::{verify_secs, CodeDims, Counted};
 use crate::domain::Millis;
 
@@ -112,13 +115,31 @@ pub struct Reservation {
     pub code_hashes: Vec<String>,
     pub attempts: u32,
     pub max_attempts: u32,
-    pub email: String,
+    /// The address or number as it was given.
+    pub recipient: String,
     pub email_canonical: String,
-    pub purpose: String,
+    pub channel: Channel,
+    pub purpose: Purpose,
     /// The locale its message was written in (`None` for imported codes).
-    pub locale: Option<String>,
+    pub locale: Option<Locale>,
     /// A test code (a test recipient's or a test tenant's).
     pub test: bool,
+}
+
+/// A reserved attempt from the row its `UPDATE` returns: `code_hash, attempts,
+/// max_attempts, email, email_canonical, purpose, locale, earlier_hashes, test, channel`.
+pub(crate) fn reservation_from(r: &dyn Cells) -> Result<Reservation, StoreError> {
+    Ok(Reservation {
+        code_hashes: key_hashes(r.text(0)?, &r.text(7)?),
+        attempts: r.count(1)?,
+        max_attempts: r.count(2)?,
+        recipient: r.text(3)?,
+        email_canonical: r.text(4)?,
+        purpose: Purpose::from_stored(r.text(5)?),
+        locale: stored_locale(r.opt_text(6)?),
+        test: r.flag(8)?,
+        channel: channel_from(&r.text(9)?)?,
+    })
 }
 
 /// The hashes a key verifies against, from its `code_hash` and `earlier_hashes` columns.

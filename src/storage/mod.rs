@@ -23,6 +23,7 @@ pub mod provider_events;
 mod quota;
 mod records;
 pub mod rules;
+mod settle;
 pub mod sms_guard;
 mod sql;
 pub mod sqlite;
@@ -48,6 +49,7 @@ pub use provider_events::{EventEffect, ProviderEventStore};
 pub use quota::{QuotaRefusal, QuotaStore, SendQuota};
 pub(crate) use quota::{HOUR_MS, MINUTE_MS};
 pub use records::{AuditStore, ImportCounts, ImportedCode, RecordStore};
+pub use settle::SettleStore;
 pub use sms_guard::{SmsGuardStore, SmsSend, SmsTaken, SmsVelocity, SmsVelocityRefusal};
 pub use stats::{StatsQuery, StatsRow, StatsStore};
 pub use suppressions::SuppressionStore;
@@ -72,6 +74,7 @@ pub trait Store:
     + CodeStore
     + CodeOutcomeStore
     + OutboxStore
+    + SettleStore
     + IntegrationStore
     + EventClaimStore
     + QuotaStore

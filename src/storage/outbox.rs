@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hash;
 
+use super::cells::{delivery_mode_from, status_from, Cells};
 use super::integration::NewEvent;
 use super::rules::SweepVerdict;
 use super::{Lease, StoreError};
@@ -127,59 +128,13 @@ pub struct AttemptRecord {
     pub outcome_unknown: bool,
 }
 
+/// Claims, the sweep and leases, which each backend does its own way; what a claim's holder
+/// records of its attempt is `SettleStore`, written once.
 pub trait OutboxStore {
     /// Lease due rows of live, pending async codes of enabled tenants not in test mode (a
     /// tenant made a test tenant sends nothing, not even what it queued before), tenant by
     /// tenant (see [`ClaimRequest`]); only the rows leased are read whole.
     fn claim_outbox(&self, c: &ClaimRequest) -> Result<Claimed, StoreError>;
-    /// The relay accepted the message: delivery `sent`, the outbox row gone, and the
-    /// group's older pending, live codes superseded — one transaction, and only while
-    /// `owner` holds the row (false: someone else settled or re-claimed it; nothing
-    /// changed). `event`: its webhook event, written in the same transaction.
-    fn outbox_sent(
-        &self,
-        key_digest: &[u8],
-        owner: &str,
-        attempt: &AttemptRecord,
-        now: Millis,
-        event: Option<&NewEvent>,
-    ) -> Result<bool, StoreError>;
-    /// A transient failure (or a message that cannot be opened yet): try again at
-    /// `due_at`, only while `owner` holds the row.
-    #[allow(clippy::too_many_arguments)]
-    fn outbox_retry(
-        &self,
-        key_digest: &[u8],
-        owner: &str,
-        attempt: &AttemptRecord,
-        due_at: Millis,
-        reason: &str,
-        maybe_delivered: bool,
-    ) -> Result<bool, StoreError>;
-    /// Give the row back without an attempt (its message cannot be opened yet, its tenant
-    /// could not be read): due again at `due_at`, only while `owner` holds it.
-    fn outbox_defer(
-        &self,
-        key_digest: &[u8],
-        owner: &str,
-        due_at: Millis,
-    ) -> Result<(), StoreError>;
-    /// Give up, only while `owner` holds the row: the code becomes `failed` (it can never
-    /// verify), the outbox row goes, and the quota charge is given back unless some attempt
-    /// may have reached the relay. When this attempt's outcome is unknown
-    /// (`attempt.outcome_unknown`), the delivery is `unknown` instead and the code stays
-    /// valid (see `rules::given_up`).
-    #[allow(clippy::too_many_arguments)]
-    fn outbox_failed(
-        &self,
-        key_digest: &[u8],
-        owner: &str,
-        attempt: &AttemptRecord,
-        reason: &str,
-        maybe_delivered: bool,
-        now: Millis,
-        event: Option<&NewEvent>,
-    ) -> Result<bool, StoreError>;
     /// Rows nobody holds whose code is no longer live, and sync rows whose sender's lease
     /// ran out (at most [`SWEEP_BATCH`]).
     fn sweep_candidates(&self, now: Millis) -> Result<Vec<SweepCandidate>, StoreError>;
@@ -189,7 +144,42 @@ pub trait OutboxStore {
     /// Give back the leases `owner` holds on async rows, but those in `keep` (shutdown: a
     /// restart or another instance sends them at once). Returns how many.
     fn release_leases(&self, owner: &str, keep: &[Vec<u8>]) -> Result<usize, StoreError>;
-    fn outbox_stats(&self, now: Millis) -> Result<OutboxStats, StoreError>;
+}
+
+/// A sweep row's verdict (`None`: the row is live after all). The row: key, tenant,
+/// delivery mode, status, attempts, max attempts, expiry, payload, whether it was leased.
+pub(crate) fn sweep_verdict_of(
+    r: &dyn Cells,
+    now: Millis,
+) -> Result<Option<SweepVerdict>, StoreError> {
+    Ok(super::rules::sweep_verdict(
+        delivery_mode_from(&r.text(2)?)?,
+        r.flag(8)?,
+        status_from(&r.text(3)?)?,
+        r.count(4)?,
+        r.count(5)?,
+        r.int(6)?,
+        now,
+    ))
+}
+
+/// A sweep row as a candidate (`None`: live after all; see [`sweep_verdict_of`]).
+pub(crate) fn sweep_candidate_of(
+    r: &dyn Cells,
+    now: Millis,
+) -> Result<Option<SweepCandidate>, StoreError> {
+    let Some(verdict) = sweep_verdict_of(r, now)? else {
+        return Ok(None);
+    };
+    Ok(Some(SweepCandidate {
+        key_digest: r.bytes(0)?,
+        tenant_id: TenantId::from_trusted(r.text(1)?),
+        payload: match verdict {
+            SweepVerdict::Expired => Some(r.bytes(7)?),
+            _ => None,
+        },
+        verdict,
+    }))
 }
 
 /// Tenants a claim visits at most.

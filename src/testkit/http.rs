@@ -7,11 +7,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
-use super::smtp::TestTls;
+use super::smtp::{Io, TestTls};
 
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -90,9 +89,6 @@ pub struct HttpReceiver {
     _dir: tempfile::TempDir,
 }
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
 impl HttpReceiver {
     /// A receiver whose answers `handler` chooses (a fake API).
     pub async fn start_with(tls: bool, handler: Handler) -> HttpReceiver {
@@ -102,13 +98,8 @@ impl HttpReceiver {
     }
 
     pub async fn start(tls: bool) -> HttpReceiver {
-        let TestTls {
-            acceptor,
-            ca_path,
-            dir,
-        } = TestTls::fresh();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (listener, port, keys) = TestTls::listen().await;
+        let (acceptor, ca_path, dir) = (keys.acceptor, keys.ca_path, keys.dir);
         let state = Arc::new(State::default());
         let st = Arc::clone(&state);
         tokio::spawn(async move {

@@ -15,6 +15,7 @@ use crate::domain::claim::CodeChallenge;
 use crate::domain::event::EventType;
 use crate::domain::keys::random_id;
 use crate::domain::links::{allowed_return, public_base, verified_redirect};
+use crate::domain::recipient::Channel;
 use crate::domain::tenant::Tenant;
 use crate::service::events::webhooks::EventData;
 use crate::service::{Codes, ServiceError};
@@ -266,7 +267,8 @@ impl Codes {
             EventType::OtpVerified,
             EventData {
                 shareable_key: &key,
-                email: &link.email,
+                recipient: &link.email,
+                channel: Channel::Email,
                 purpose: link.purpose.as_str(),
                 locale: link.locale.as_ref().map(|l| l.as_str()),
                 reason: None,

@@ -116,7 +116,7 @@ pub(super) fn stored_message(
         html,
         message_id: new_message_id(tenant.sender().unwrap_or("otpmint.invalid")),
         shareable_key: Some(key.to_string()),
-        email: to.to_string(),
+        recipient: to.to_string(),
         purpose: purpose.to_string(),
         locale: Some(locale.as_str().to_string()),
         channel: (channel != Channel::Email).then(|| channel.as_str().to_string()),
@@ -473,7 +473,8 @@ impl Codes {
                         EventType::OtpCancelled,
                         EventData {
                             shareable_key: key.expose(),
-                            email: &v.email,
+                            recipient: &v.email,
+                            channel: v.channel,
                             purpose: v.purpose.as_str(),
                             locale: None,
                             reason: None,

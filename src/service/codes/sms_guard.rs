@@ -4,6 +4,7 @@
 //! `otp.blocked`.
 
 use crate::domain::event::EventType;
+use crate::domain::recipient::Channel;
 use crate::domain::sms_guard::{screen, NumberFacts, Screened};
 use crate::domain::stats::{BlockReason, CodeDims, Counted};
 use crate::domain::tenant::Tenant;
@@ -176,7 +177,8 @@ impl Codes {
                 EventType::OtpBlocked,
                 EventData {
                     shareable_key: "",
-                    email: phone,
+                    recipient: phone,
+                    channel: Channel::Sms,
                     purpose,
                     locale: None,
                     reason: Some(reason.as_str()),

@@ -6,6 +6,9 @@ use crate::domain::challenge::{Status, VerifiedVia};
 use crate::domain::code::OtpCode;
 use crate::domain::event::EventType;
 use crate::domain::keys::{CodeApi, ShareableKey, TenantId};
+use crate::domain::locale::Locale;
+use crate::domain::purpose::Purpose;
+use crate::domain::recipient::Channel;
 use crate::domain::Millis;
 use crate::service::codes::mint::ended;
 use crate::service::core::audit::RequestContext;
@@ -15,8 +18,10 @@ use crate::service::{Codes, ErrorCode, LimitKind, ServiceError};
 use crate::storage::{Store, StoreError};
 
 pub struct Verified {
-    pub email: String,
-    pub purpose: String,
+    /// The address or number as it was given at the mint.
+    pub recipient: String,
+    pub channel: Channel,
+    pub purpose: Purpose,
     pub verified_at: Millis,
 }
 
@@ -238,13 +243,14 @@ impl Codes {
             Ok(None) => return Err(self.why_not(tenant, &digest, flavor, now, code.len()).await),
             Err(overloaded) => return Err(overloaded.into()),
         };
-        recipient.clone_from(&res.email);
+        recipient.clone_from(&res.recipient);
         // What every event of this verify says of the code.
         let data = |reason: Option<&'static str>| EventData {
             shareable_key: key.expose(),
-            email: &res.email,
-            purpose: &res.purpose,
-            locale: res.locale.as_deref(),
+            recipient: &res.recipient,
+            channel: res.channel,
+            purpose: res.purpose.as_str(),
+            locale: res.locale.as_ref().map(Locale::as_str),
             reason,
         };
         // Every code of the key (its resends') in one hashing job (API.md §13.3).
@@ -287,7 +293,8 @@ impl Codes {
                     self.events.wake_hooks();
                 }
                 return Ok(Verified {
-                    email: res.email,
+                    recipient: res.recipient,
+                    channel: res.channel,
                     purpose: res.purpose,
                     verified_at: t,
                 });
@@ -311,7 +318,7 @@ impl Codes {
                                 tenant,
                                 now,
                                 "test_recipient.disabled",
-                                &res.email,
+                                &res.recipient,
                                 "failure_budget",
                                 ctx,
                             );

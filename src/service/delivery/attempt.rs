@@ -211,7 +211,8 @@ impl Delivery {
             kind,
             EventData {
                 shareable_key: key,
-                email: &msg.email,
+                recipient: &msg.recipient,
+                channel: msg.channel(),
                 purpose: &msg.purpose,
                 locale: msg.locale.as_deref(),
                 reason: reason.map(|r| r.as_str()),

@@ -52,8 +52,9 @@ pub struct StoredMessage {
     /// For the webhook events of its outcome (absent in rows stored before webhooks).
     #[serde(default)]
     pub shareable_key: Option<String>,
-    #[serde(default)]
-    pub email: String,
+    /// The address or number (stored as `email`).
+    #[serde(default, rename = "email")]
+    pub recipient: String,
     #[serde(default)]
     pub purpose: String,
     #[serde(default)]

@@ -171,7 +171,8 @@ impl Delivery {
                                 EventType::OtpDeliveryFailed,
                                 EventData {
                                     shareable_key: key,
-                                    email: &msg.email,
+                                    recipient: &msg.recipient,
+                                    channel: msg.channel(),
                                     purpose: &msg.purpose,
                                     locale: msg.locale.as_deref(),
                                     reason: Some("expired"),

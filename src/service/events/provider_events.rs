@@ -284,7 +284,8 @@ impl Events {
             effect.event_type(),
             EventData {
                 shareable_key: "",
-                email: &recipient,
+                recipient: &recipient,
+                channel: Channel::Email,
                 purpose: "",
                 locale: None,
                 reason: Some(reason.as_str()),

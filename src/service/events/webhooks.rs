@@ -8,7 +8,7 @@ use crate::clock::rfc3339;
 use crate::crypto::cipher::encrypt_record;
 use crate::domain::event::EventType;
 use crate::domain::keys::TenantId;
-use crate::domain::recipient::PhoneNumber;
+use crate::domain::recipient::Channel;
 use crate::domain::tenant::Tenant;
 use crate::domain::webhook::{Webhook, WebhookAttempt};
 use crate::outbound::{check_url_resolved, new_secret, UrlRefusal};
@@ -41,7 +41,9 @@ pub struct WebhookShown {
 #[derive(Debug, Clone, Copy)]
 pub struct EventData<'a> {
     pub shareable_key: &'a str,
-    pub email: &'a str,
+    /// The address or number the code went to, shown as `email` or `phone` by `channel`.
+    pub recipient: &'a str,
+    pub channel: Channel,
     pub purpose: &'a str,
     pub locale: Option<&'a str>,
     pub reason: Option<&'a str>,
@@ -58,11 +60,12 @@ fn event_data(d: &EventData<'_>) -> Map<String, Value> {
         data.insert("shareable_key".into(), json!(d.shareable_key));
     }
     // A text message's recipient is a phone number (API.md §12.3).
-    let field = match PhoneNumber::parse(d.email) {
-        Some(_) => "phone",
-        None => "email",
+    let field = if d.channel.is_phone() {
+        "phone"
+    } else {
+        "email"
     };
-    data.insert(field.into(), json!(d.email));
+    data.insert(field.into(), json!(d.recipient));
     data.insert("purpose".into(), json!(d.purpose));
     if let Some(l) = d.locale {
         data.insert("locale".into(), json!(l));

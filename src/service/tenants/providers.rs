@@ -145,7 +145,7 @@ impl Tenants {
             html: None,
             message_id: new_message_id(p.setting("from").unwrap_or("otpmint.invalid")),
             shareable_key: None,
-            email: to.as_given().to_string(),
+            recipient: to.as_given().to_string(),
             purpose: "test".into(),
             locale: None,
             channel: (channel != Channel::Email).then(|| channel.as_str().to_string()),

@@ -251,7 +251,7 @@ impl Tenants {
                 .open_message(tenant, &r.key_digest, &r.payload)
                 .await?;
             out.push(TestMessage {
-                to: m.email,
+                to: m.recipient,
                 subject: m.subject,
                 text: m.text,
                 html: m.html,

@@ -6,17 +6,17 @@ use crate::storage::sql::live_code;
 use ::postgres::GenericClient;
 
 use super::conn::Db;
-use super::outbox::supersede;
 use super::{insert_challenge, lock_all, Inserted, PgStore};
 use crate::domain::keys::{CodeApi, TenantId};
 use crate::domain::stats::Counted;
 use crate::domain::Millis;
 use crate::storage::cells::Cells;
 use crate::storage::codes::minted_in;
-use crate::storage::codes::{key_hashes, PUSH_EARLIER};
+use crate::storage::codes::{reservation_from, PUSH_EARLIER};
 use crate::storage::quota::{
     count_send, recipient_check, recipient_lock, take_test_send, tenant_check, tenant_lock,
 };
+use crate::storage::settle::supersede;
 use crate::storage::stats::bump_in;
 use crate::storage::stats::{tally_from, Bump, STATE_COUNTED, STATE_NOT_COUNTED, TALLY_COLS};
 use crate::storage::test_mode::insert_inbox_in;
@@ -127,15 +127,13 @@ impl CodeStore for PgStore {
                     &[&c.key_digest],
                 )?
                 .int(0)?;
-            supersede(
-                tx,
+            let group = [
                 tenant,
                 &c.email_canonical,
                 c.purpose.as_str(),
                 c.flavor.as_str(),
-                seq,
-                now,
-            )?;
+            ];
+            supersede(tx, group, seq, now)?;
             if let Err(r) = take_test_send(tx, &c.tenant_id, inbox.per_hour, now)? {
                 return Ok(Err(r));
             }
@@ -251,21 +249,12 @@ impl CodeStore for PgStore {
                 " AND code_length = $7 \
                    AND NOT EXISTS (SELECT 1 FROM recipient_failures f WHERE f.tenant_id = c.tenant_id \
                        AND f.email_canonical = c.email_canonical AND f.failures >= $5 AND f.window_start + $6 > $4) \
-                 RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose, locale, earlier_hashes, test"
+                 RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose, locale, earlier_hashes, test, channel"
                 ),
                 &[&key_digest, &t, &flavor.as_str(), &now, &max_failures, &q.recipient_window_ms, &i64::from(code_len)],
             )?;
             let Some(row) = row else { return Ok(None) };
-            let res = Reservation {
-                code_hashes: key_hashes(row.try_get(0)?, &row.text(7)?),
-                attempts: row.count(1)?,
-                max_attempts: row.count(2)?,
-                email: row.try_get(3)?,
-                email_canonical: row.try_get(4)?,
-                purpose: row.try_get(5)?,
-                locale: row.try_get(6)?,
-                test: row.try_get(8)?,
-            };
+            let res = reservation_from(&row)?;
             if q.max_failures > 0 {
                 tx.execute(
                     "INSERT INTO recipient_failures (tenant_id, email_canonical, failures, window_start) VALUES ($1, $2, 1, $3) \

@@ -58,10 +58,6 @@ pub struct PgStore {
     pool: Option<Pool<Manager>>,
 }
 
-fn opt_u32(v: Option<u32>) -> Option<i64> {
-    v.map(i64::from)
-}
-
 impl PgStore {
     /// Connect (pool), migrate under an advisory lock. Runs its blocking work on a thread
     /// of its own, so it may be called from async code.
@@ -390,13 +386,5 @@ mod tests {
     #[test]
     fn the_shared_clock_is_the_backends_own() {
         assert_eq!(crate::storage::engine::PG_NOW, db_now!());
-    }
-
-    use super::*;
-
-    #[test]
-    fn opt_counts_widen() {
-        assert_eq!(opt_u32(Some(3)), Some(3));
-        assert_eq!(opt_u32(None), None);
     }
 }

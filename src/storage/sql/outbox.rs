@@ -38,3 +38,71 @@ shared_sql!(
         "UPDATE tenant_send_minutes SET sends = sends - 1 WHERE tenant_id = $1 AND minute = $2 \
          AND sends > 0"
 );
+
+shared_sql!(
+    /// The lease holder's row (`$1` key, `$2` owner), deleted: whoever deletes it settles.
+    pub(crate) DELETE_HELD =
+        "DELETE FROM outbox WHERE key_digest = $1 AND leased_by = $2"
+);
+
+shared_sql!(
+    /// A sync send the sweep recorded as `unknown` (its outcome may still arrive).
+    pub(crate) DELIVERY_UNKNOWN =
+        "SELECT 1 FROM challenges WHERE key_digest = $1 AND delivery_status = 'unknown'"
+);
+
+shared_sql!(
+    /// A code's group — tenant, canonical recipient, purpose, flavor — and its number in it.
+    pub(crate) GROUP_OF =
+        "SELECT tenant_id, email_canonical, purpose, flavor, seq FROM challenges WHERE \
+         key_digest = $1"
+);
+
+shared_sql!(
+    /// The relay took the message (`$4`: by the lease's holder; else only over an
+    /// `unknown` the sweep recorded): its delivery record, the code's state and tally.
+    pub(crate) MARK_SENT = [
+        "UPDATE challenges SET delivery_status = 'sent', delivery_attempts = $2, \
+         delivery_reason = NULL, sent_at = $3, delivery_transport = $5, provider_message_id = \
+         $6, delivery_detail_code = NULL WHERE key_digest = $1 AND ($4 OR delivery_status = \
+         'unknown') RETURNING status, ",
+        crate::storage::stats::TALLY_COLS,
+    ]
+);
+
+shared_sql!(
+    /// The group's older pending, live codes (`$1`–`$4` the group, `$5` the accepted code's
+    /// number, `$6` now), superseded.
+    pub(crate) SUPERSEDE_OLDER = concat!(
+        "UPDATE challenges SET status = 'superseded', ended_at = $6 WHERE tenant_id = $1 AND \
+         email_canonical = $2 AND purpose = $3 AND flavor = $4 AND seq < $5 AND ",
+        super::live_code!("$6")
+    )
+);
+
+shared_sql!(
+    /// A message's row (`$1`), deleted — only `$2`'s lease's, when given — with what it
+    /// carried.
+    pub(crate) TAKE_ROW =
+        "DELETE FROM outbox WHERE key_digest = $1 AND (CAST($2 AS TEXT) IS NULL OR leased_by = \
+         $2) RETURNING maybe_delivered, quota_at"
+);
+
+shared_sql!(
+    /// A message given up on (`$1` key, `$2` attempts or NULL, `$3` reason, `$4` now, `$5`
+    /// whether the code fails, `$6` delivery status, `$7`/`$8` the statistics states): the
+    /// code fails only while pending and never sent (`rules::GIVING_UP_FAILS_KEY`), and
+    /// one that fails before its expiry is counted `failed` here, not expired later.
+    pub(crate) GIVE_UP = [
+        "UPDATE challenges SET status = CASE WHEN $5 AND ",
+        crate::storage::rules::GIVING_UP_FAILS_KEY,
+        " THEN 'failed' ELSE status END, ended_at = CASE WHEN $5 AND ",
+        crate::storage::rules::GIVING_UP_FAILS_KEY,
+        " THEN $4 ELSE ended_at END, stats_state = CASE WHEN $5 AND ",
+        crate::storage::rules::GIVING_UP_FAILS_KEY,
+        " AND expires_at > $4 AND stats_state = $7 THEN $8 ELSE stats_state END, \
+         delivery_status = $6, delivery_reason = $3, delivery_attempts = COALESCE($2, \
+         delivery_attempts) WHERE key_digest = $1 RETURNING ",
+        crate::storage::stats::TALLY_COLS,
+    ]
+);

@@ -4,14 +4,14 @@
 
 use crate::storage::sql;
 use crate::storage::sql::live_code;
-use rusqlite::{params, OptionalExtension};
+use rusqlite::params;
 
 use super::{CachedSql, SqliteStore};
 use crate::domain::keys::{CodeApi, TenantId};
 use crate::domain::stats::Counted;
 use crate::domain::Millis;
 use crate::storage::codes::minted_in;
-use crate::storage::codes::{key_hashes, PUSH_EARLIER};
+use crate::storage::codes::{reservation_from, PUSH_EARLIER};
 use crate::storage::quota::{take_send, take_test_send};
 use crate::storage::stats::bump_in;
 use crate::storage::stats::{tally_from, Bump, STATE_COUNTED, STATE_NOT_COUNTED, TALLY_COLS};
@@ -275,7 +275,7 @@ impl CodeStore for SqliteStore {
         // budget back.
         self.writer.write(move |tx| {
             let res = tx
-                .query_row_cached(
+                .row_opt(
                     concat!(
                     "UPDATE challenges SET attempts = attempts + 1 \
                      WHERE key_digest = ?1 AND tenant_id = ?2 AND flavor = ?3 AND ",
@@ -283,23 +283,11 @@ impl CodeStore for SqliteStore {
                     " AND code_length = ?7 \
                        AND NOT EXISTS (SELECT 1 FROM recipient_failures f WHERE f.tenant_id = challenges.tenant_id \
                            AND f.email_canonical = challenges.email_canonical AND f.failures >= ?5 AND f.window_start + ?6 > ?4) \
-                     RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose, locale, earlier_hashes, test"
+                     RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose, locale, earlier_hashes, test, channel"
                     ),
                     params![key_digest, tenant.as_str(), flavor.as_str(), now, max_failures, q.recipient_window_ms, code_len],
-                    |r| {
-                        Ok(Reservation {
-                            code_hashes: key_hashes(r.get(0)?, &r.get::<_, String>(7)?),
-                            attempts: r.get(1)?,
-                            max_attempts: r.get(2)?,
-                            email: r.get(3)?,
-                            email_canonical: r.get(4)?,
-                            purpose: r.get(5)?,
-                            locale: r.get(6)?,
-                            test: r.get(8)?,
-                        })
-                    },
-                )
-                .optional()?;
+                    |r| reservation_from(r),
+                )?;
             if let Some(r) = &res {
                 if q.max_failures > 0 {
                     tx.execute_cached(

@@ -196,7 +196,18 @@ impl TestTls {
             dir,
         }
     }
+
+    /// A fresh certificate authority and a listener on a free loopback port.
+    pub async fn listen() -> (TcpListener, u16, TestTls) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        (listener, port, TestTls::fresh())
+    }
 }
+
+/// A byte stream a test server speaks over: plain TCP or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 pub struct SmtpServer {
     pub port: u16,
@@ -205,9 +216,6 @@ pub struct SmtpServer {
     _dir: tempfile::TempDir,
 }
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
 impl SmtpServer {
     pub async fn start() -> SmtpServer {
         Self::start_with(false).await
@@ -215,13 +223,8 @@ impl SmtpServer {
 
     /// `implicit`: TLS from the first byte (port-465 style) instead of STARTTLS.
     pub async fn start_with(implicit: bool) -> SmtpServer {
-        let TestTls {
-            acceptor,
-            ca_path,
-            dir,
-        } = TestTls::fresh();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (listener, port, keys) = TestTls::listen().await;
+        let (acceptor, ca_path, dir) = (keys.acceptor, keys.ca_path, keys.dir);
         let state = Arc::new(State {
             messages: Mutex::new(Vec::new()),
             notify: Notify::new(),

@@ -1,0 +1,361 @@
+//! A claimed message's outcome, recorded by its lease's holder — sent (superseding its
+//! group's older codes), tried again later, given back, given up — and the steps the sweep
+//! shares with it: written once for both backends over the engine. A message is settled by
+//! deleting its outbox row first, so whoever deletes it settles (and refunds) it, once.
+
+use super::cells::status_from;
+use super::engine::{args, lock_key, Engine, Exec};
+use super::integration::{insert_event_in, NewEvent};
+use super::outbox::{AttemptRecord, OutboxStats, SweepItem};
+use super::rules;
+use super::sql::outbox as sql;
+use super::stats::{count_in, tally_from, Tally, STATE_COUNTED, STATE_EXPIRY_COUNTED};
+use super::{StoreError, MINUTE_MS};
+use crate::domain::stats::Counted;
+use crate::domain::Millis;
+
+/// What the holder of a message's lease records of its attempt (see `OutboxStore` for the
+/// claims and the sweep, which each backend does its own way).
+pub trait SettleStore {
+    /// The relay accepted the message: delivery `sent`, the outbox row gone, and the
+    /// group's older pending, live codes superseded — one transaction, and only while
+    /// `owner` holds the row (false: someone else settled or re-claimed it; nothing
+    /// changed). `event`: its webhook event, written in the same transaction.
+    fn outbox_sent(
+        &self,
+        key_digest: &[u8],
+        owner: &str,
+        attempt: &AttemptRecord,
+        now: Millis,
+        event: Option<&NewEvent>,
+    ) -> Result<bool, StoreError>;
+    /// A transient failure (or a message that cannot be opened yet): try again at
+    /// `due_at`, only while `owner` holds the row.
+    fn outbox_retry(
+        &self,
+        key_digest: &[u8],
+        owner: &str,
+        attempt: &AttemptRecord,
+        due_at: Millis,
+        reason: &str,
+        maybe_delivered: bool,
+    ) -> Result<bool, StoreError>;
+    /// Give the row back without an attempt (its message cannot be opened yet, its tenant
+    /// could not be read): due again at `due_at`, only while `owner` holds it.
+    fn outbox_defer(
+        &self,
+        key_digest: &[u8],
+        owner: &str,
+        due_at: Millis,
+    ) -> Result<(), StoreError>;
+    /// Give up, only while `owner` holds the row: the code becomes `failed` (it can never
+    /// verify), the outbox row goes, and the quota charge is given back unless some attempt
+    /// may have reached the relay. When this attempt's outcome is unknown
+    /// (`attempt.outcome_unknown`), the delivery is `unknown` instead and the code stays
+    /// valid (see `rules::given_up`).
+    #[allow(clippy::too_many_arguments)]
+    fn outbox_failed(
+        &self,
+        key_digest: &[u8],
+        owner: &str,
+        attempt: &AttemptRecord,
+        reason: &str,
+        maybe_delivered: bool,
+        now: Millis,
+        event: Option<&NewEvent>,
+    ) -> Result<bool, StoreError>;
+    /// How many messages wait, and how long the longest-waiting due one has been due.
+    fn outbox_stats(&self, now: Millis) -> Result<OutboxStats, StoreError>;
+}
+
+impl<E: Engine> SettleStore for E {
+    fn outbox_sent(
+        &self,
+        key_digest: &[u8],
+        owner: &str,
+        rec: &AttemptRecord,
+        now: Millis,
+        event: Option<&NewEvent>,
+    ) -> Result<bool, StoreError> {
+        let (key, owner) = (key_digest.to_vec(), owner.to_string());
+        let (rec, event) = (rec.clone(), event.cloned());
+        self.transact(move |tx| {
+            // The outbox row first, as every settlement does (the lock order of `take_row`
+            // and the sweep): only the lease's holder settles the message, once — or a sync
+            // send another instance's sweep recorded as `unknown` while this outcome waited
+            // for the database (the relay did take it).
+            let held = tx.exec(sql::DELETE_HELD, args![key.as_slice(), owner.as_str()])? == 1;
+            if !held {
+                let unknown =
+                    tx.row_opt(sql::DELIVERY_UNKNOWN, args![key.as_slice()], |_| Ok(()))?;
+                if unknown.is_none() {
+                    return Ok(false);
+                }
+            }
+            let group = group_of(tx, &key)?;
+            if let Some(g) = &group {
+                // The group's lock before any of its rows, as the mint takes it. Settlements
+                // of one group superseding older codes at once could otherwise lock rows in
+                // opposite orders (PostgreSQL would abort one of them).
+                tx.serialize(&[g.lock()])?;
+            }
+            let values = args![
+                key.as_slice(),
+                rec.attempts,
+                now,
+                held,
+                rec.transport.as_deref(),
+                rec.provider_message_id.as_deref(),
+            ];
+            let sent = tx.row_opt(sql::MARK_SENT, values, |r| {
+                Ok((status_from(&r.text(0)?)?, tally_from(r, 1)?))
+            })?;
+            if !held && sent.is_none() {
+                return Ok(false);
+            }
+            let Some((status, tally)) = sent else {
+                return Ok(true);
+            };
+            // Only pending, live codes are superseded: an exhausted or expired code keeps its
+            // state (and its retention). An older code of the group was committed before
+            // this one took its number (the group lock), so it is visible here.
+            if let (true, Some(g)) = (rules::accepted_supersedes(status), &group) {
+                supersede(tx, g.parts(), g.seq, now)?;
+            }
+            if let Some(e) = &event {
+                insert_event_in(tx, e)?;
+            }
+            // Counted last, so the statistics' cells are locked in one order.
+            count_in(tx, &tally, Counted::Sent).map(|()| true)
+        })
+    }
+
+    fn outbox_retry(
+        &self,
+        key_digest: &[u8],
+        owner: &str,
+        rec: &AttemptRecord,
+        due_at: Millis,
+        reason: &str,
+        maybe_delivered: bool,
+    ) -> Result<bool, StoreError> {
+        let key = key_digest.to_vec();
+        let retry = args![key.as_slice(), owner, rec.attempts, due_at, maybe_delivered].to_vec();
+        let record = args![
+            key.as_slice(),
+            rec.attempts,
+            reason,
+            rec.detail_code.as_deref()
+        ]
+        .to_vec();
+        self.transact(move |tx| {
+            let n = tx.exec(sql::RETRY_LATER, &retry)?;
+            if n == 1 {
+                tx.exec(sql::RECORD_DELIVERY_ATTEMPTS, &record)?;
+            }
+            Ok(n == 1)
+        })
+    }
+
+    fn outbox_defer(
+        &self,
+        key_digest: &[u8],
+        owner: &str,
+        due_at: Millis,
+    ) -> Result<(), StoreError> {
+        self.exec_one(sql::OUTBOX_DEFER, args![key_digest, owner, due_at])
+            .map(drop)
+    }
+
+    fn outbox_failed(
+        &self,
+        key_digest: &[u8],
+        owner: &str,
+        rec: &AttemptRecord,
+        reason: &str,
+        maybe_delivered: bool,
+        now: Millis,
+        event: Option<&NewEvent>,
+    ) -> Result<bool, StoreError> {
+        let (key, owner, reason) = (key_digest.to_vec(), owner.to_string(), reason.to_string());
+        let (rec, event) = (rec.clone(), event.cloned());
+        self.transact(move |tx| {
+            let Some(taken) = take_row(tx, &key, Some(&owner))? else {
+                return Ok(false);
+            };
+            let (status, fail_code) = rules::given_up(rec.outcome_unknown);
+            let settle = Settle {
+                attempts: Some(rec.attempts),
+                reason: &reason,
+                status: status.as_str(),
+                fail_code,
+                refund: rules::refunds_quota(taken.maybe_delivered, maybe_delivered),
+                quota_at: taken.quota_at,
+            };
+            let failed = give_up(tx, &key, settle, now)?;
+            let detail = args![key.as_slice(), rec.detail_code.as_deref()];
+            tx.exec(sql::OUTBOX_FAILED, detail)?;
+            if let Some(e) = &event {
+                insert_event_in(tx, e)?;
+            }
+            if let Some(t) = &failed {
+                count_in(tx, t, Counted::Failed)?;
+            }
+            Ok(true)
+        })
+    }
+
+    fn outbox_stats(&self, now: Millis) -> Result<OutboxStats, StoreError> {
+        let row = self.row_opt(sql::OUTBOX_STATS, &[], |r| Ok((r.int(0)?, r.opt_int(1)?)))?;
+        let (depth, oldest) = row.unwrap_or((0, None));
+        Ok(OutboxStats {
+            depth: u64::try_from(depth).unwrap_or(0),
+            oldest_due_ms: oldest.map_or(0, |o| (now - o).max(0)),
+        })
+    }
+}
+
+/// A code's group (tenant, canonical recipient, purpose, flavor) and its number in it.
+struct Group {
+    tenant: String,
+    recipient: String,
+    purpose: String,
+    flavor: String,
+    seq: i64,
+}
+
+impl Group {
+    fn parts(&self) -> [&str; 4] {
+        [&self.tenant, &self.recipient, &self.purpose, &self.flavor]
+    }
+
+    /// The group's lock, as the mint takes it.
+    fn lock(&self) -> String {
+        lock_key("g", &self.parts())
+    }
+}
+
+fn group_of(tx: &mut dyn Exec, key_digest: &[u8]) -> Result<Option<Group>, StoreError> {
+    tx.row_opt(sql::GROUP_OF, args![key_digest], |r| {
+        Ok(Group {
+            tenant: r.text(0)?,
+            recipient: r.text(1)?,
+            purpose: r.text(2)?,
+            flavor: r.text(3)?,
+            seq: r.int(4)?,
+        })
+    })
+}
+
+/// The older pending, live codes of `group` (tenant, canonical recipient, purpose,
+/// flavor) than number `seq`, superseded by its accepted message (callers hold the group's
+/// lock).
+pub(crate) fn supersede(
+    tx: &mut dyn Exec,
+    group: [&str; 4],
+    seq: i64,
+    now: Millis,
+) -> Result<(), StoreError> {
+    let [tenant, recipient, purpose, flavor] = group;
+    let values = args![tenant, recipient, purpose, flavor, seq, now];
+    tx.exec(sql::SUPERSEDE_OLDER, values).map(drop)
+}
+
+/// What a message's outbox row carried when it was taken.
+struct Taken {
+    /// Whether an earlier attempt may have reached the relay.
+    maybe_delivered: bool,
+    /// When its send was counted against the quotas.
+    quota_at: Option<Millis>,
+}
+
+/// Delete a message's outbox row — only `owner`'s, when given — and say what it carried.
+/// `None`: already settled (or held by someone else).
+fn take_row(
+    tx: &mut dyn Exec,
+    key_digest: &[u8],
+    owner: Option<&str>,
+) -> Result<Option<Taken>, StoreError> {
+    tx.row_opt(sql::TAKE_ROW, args![key_digest, owner], |r| {
+        Ok(Taken {
+            maybe_delivered: r.flag(0)?,
+            quota_at: r.opt_int(1)?,
+        })
+    })
+}
+
+/// How a message that will not be sent (again) is recorded.
+struct Settle<'a> {
+    attempts: Option<u32>,
+    reason: &'a str,
+    /// The delivery status: `failed`, or `unknown` for an interrupted sync send.
+    status: &'a str,
+    /// Whether the code itself becomes `failed` (if still pending).
+    fail_code: bool,
+    /// Whether the send goes back to the quotas.
+    refund: bool,
+    quota_at: Option<Millis>,
+}
+
+/// Record a message given up on (its outbox row already taken). Returns what to count as
+/// `failed`: callers count it last in their transaction, a batch's in one go
+/// (`count_all`), so the statistics' cells are locked in one order.
+fn give_up(
+    tx: &mut dyn Exec,
+    key_digest: &[u8],
+    s: Settle<'_>,
+    now: Millis,
+) -> Result<Option<Tally>, StoreError> {
+    let values = args![
+        key_digest,
+        s.attempts.map(i64::from),
+        s.reason,
+        now,
+        s.fail_code,
+        s.status,
+        STATE_COUNTED,
+        STATE_EXPIRY_COUNTED,
+    ];
+    let row = tx.row_opt(sql::GIVE_UP, values, |r| {
+        Ok((tally_from(r, 0)?, r.text(5)?))
+    })?;
+    let Some((tally, recipient)) = row else {
+        return Ok(None);
+    };
+    if let (true, Some(quota_at)) = (s.refund, s.quota_at) {
+        // Nothing can have reached the relay: give the send back to the quotas.
+        let t = tally.tenant.as_str();
+        tx.exec(sql::GIVE_BACK_SEND, args![t, recipient.as_str(), quota_at])?;
+        let minute = quota_at.div_euclid(MINUTE_MS);
+        tx.exec(sql::GIVE_BACK_TENANT_SEND, args![t, minute])?;
+    }
+    Ok(s.fail_code.then_some(tally))
+}
+
+/// Settle a swept row whose verdict still holds (its caller checked, under the row's lock):
+/// the row taken, the message given up as the verdict says, its event written. `None`:
+/// settled by someone else first; else what to count as `failed`, which the caller counts
+/// for the whole batch last (see [`give_up`]).
+pub(crate) fn settle_swept_row(
+    tx: &mut dyn Exec,
+    item: &SweepItem,
+    now: Millis,
+) -> Result<Option<Option<Tally>>, StoreError> {
+    let Some(taken) = take_row(tx, &item.key_digest, None)? else {
+        return Ok(None);
+    };
+    let v = item.verdict;
+    let settle = Settle {
+        attempts: None,
+        reason: v.reason(),
+        status: v.delivery_status().as_str(),
+        fail_code: v.fails_code(),
+        refund: v.refunds(taken.maybe_delivered),
+        quota_at: taken.quota_at,
+    };
+    let failed = give_up(tx, &item.key_digest, settle, now)?;
+    if let Some(e) = &item.event {
+        insert_event_in(tx, e)?;
+    }
+    Ok(Some(failed))
+}
