@@ -105,6 +105,12 @@ impl std::ops::Deref for Ctx {
     }
 }
 
+/// The admin twin's `{id}`.
+#[derive(serde::Deserialize)]
+struct TwinPath {
+    id: String,
+}
+
 /// Where an operation a tenant does on itself (`/v1/tenant/…`) has the admin's twin: the
 /// same path under `/v1/tenants/{id}` (API.md §8, §15.2). The route table registers both,
 /// the API description documents the twin from the tenant's operation
@@ -135,8 +141,11 @@ impl FromRequest for Owner {
             if !is_admin(&req, &st) {
                 return Err(ServiceError::Unauthorized.into());
             }
-            let id = req.match_info().get("id").unwrap_or_default();
-            Ok(Owner(st.services.core.tenant(id).await?))
+            // Decoded as every path parameter is (`web::Path`).
+            let id = web::Path::<TwinPath>::extract(&req)
+                .await
+                .map_err(|_| ServiceError::TenantNotFound)?;
+            Ok(Owner(st.services.core.tenant(&id.id).await?))
         })
     }
 }

@@ -213,7 +213,7 @@ impl Application {
             // SIGTERM and SIGINT are ours (run_until_stopped): delivery stops claiming at
             // once while the HTTP side drains.
             .disable_signals()
-            // Headers within the request timeout (the body's bound is in read_body); a
+            // Headers within the request timeout (the body's bound is in routes::auth::Body); a
             // stalled client holds no socket past it (API.md §6.21).
             .client_request_timeout(request_timeout)
             .client_disconnect_timeout(Duration::from_secs(1))

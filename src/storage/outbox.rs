@@ -1,6 +1,7 @@
 //! The outbox aggregate: the durable work of sending a code's message — claimed tenant by
-//! tenant with a lease, settled once and only by the lease's holder (sent, retry later,
-//! failed), swept when its code ended first or its sync sender died, released at shutdown.
+//! tenant with a lease, swept when its code ended first or its sync sender died, released
+//! at shutdown. Settled once and only by the lease's holder (sent, retry later, failed):
+//! `storage/settle.rs`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hash;

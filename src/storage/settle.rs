@@ -113,20 +113,22 @@ impl<E: Engine> SettleStore for E {
             if !held && sent.is_none() {
                 return Ok(false);
             }
-            let Some((status, tally)) = sent else {
-                return Ok(true);
-            };
             // Only pending, live codes are superseded: an exhausted or expired code keeps its
             // state (and its retention). An older code of the group was committed before
             // this one took its number (the group lock), so it is visible here.
-            if let (true, Some(g)) = (rules::accepted_supersedes(status), &group) {
-                supersede(tx, g.parts(), g.seq, now)?;
+            if let Some((status, _)) = &sent {
+                if let (true, Some(g)) = (rules::accepted_supersedes(*status), &group) {
+                    supersede(tx, g.parts(), g.seq, now)?;
+                }
             }
             if let Some(e) = &event {
                 insert_event_in(tx, e)?;
             }
             // Counted last, so the statistics' cells are locked in one order.
-            count_in(tx, &tally, Counted::Sent).map(|()| true)
+            if let Some((_, tally)) = &sent {
+                count_in(tx, tally, Counted::Sent)?;
+            }
+            Ok(true)
         })
     }
 

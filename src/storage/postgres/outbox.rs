@@ -1,7 +1,8 @@
 //! PostgreSQL: the outbox. Senders on every instance claim due rows tenant by tenant with
-//! `FOR UPDATE SKIP LOCKED` and a lease measured on the database's clock; a message is
-//! settled by deleting its outbox row first, and only by the lease's holder, so two instances
-//! can never both settle (or refund) it.
+//! `FOR UPDATE SKIP LOCKED` and a lease measured on the database's clock, and the sweep
+//! skips rows another instance is settling. A message is settled by deleting its outbox row
+//! first, and only by the lease's holder (`storage/settle.rs`, written once for both
+//! backends), so two instances can never both settle (or refund) it.
 
 use crate::storage::sql;
 use crate::storage::sql::live_code;

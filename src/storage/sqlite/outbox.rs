@@ -1,7 +1,7 @@
 //! SQLite: the outbox — claims tenant by tenant (the plan read on a pooled connection, keys
-//! only; the lease written by the writer, re-checked), the outcomes settled only by the
-//! lease's holder (sent and superseding, retry, failed with refund), the sweep, and the
-//! release of leases at shutdown.
+//! only; the lease written by the writer, re-checked), the sweep (each row re-checked on the
+//! writer), and the release of leases at shutdown. What a lease's holder records of its
+//! attempt is written once for both backends (`storage/settle.rs`).
 
 use crate::storage::sql;
 use crate::storage::sql::live_code;
