@@ -10,7 +10,6 @@ use crate::domain::delivery::{next_attempt_at, DeliveryMode};
 use crate::domain::event::EventType;
 use crate::domain::tenant::Tenant;
 use crate::mailer::{DeliveryError, DeliveryReason};
-use crate::service::events::webhooks::EventData;
 use crate::storage::integration::NewEvent;
 use crate::storage::{AttemptRecord, OutboxJob, Store, StoreError};
 
@@ -199,25 +198,14 @@ impl Delivery {
         msg: &StoredMessage,
         reason: Option<DeliveryReason>,
     ) -> Option<NewEvent> {
-        let key = msg.shareable_key.as_deref()?;
+        let data = msg.event_data(reason.map(|r| r.as_str()))?;
         let kind = if reason.is_some() {
             EventType::OtpDeliveryFailed
         } else {
             EventType::OtpSent
         };
-        self.events.event_for(
-            &tenant.id,
-            Some(&tenant.webhook_events),
-            kind,
-            EventData {
-                shareable_key: key,
-                recipient: &msg.recipient,
-                channel: msg.channel(),
-                purpose: &msg.purpose,
-                locale: msg.locale.as_deref(),
-                reason: reason.map(|r| r.as_str()),
-            },
-        )
+        self.events
+            .event_for(&tenant.id, Some(&tenant.webhook_events), kind, data)
     }
 
     async fn record_failed(

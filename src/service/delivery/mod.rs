@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use super::events::webhooks::EventData;
 use super::{Core, Events, ServiceError};
 use crate::crypto::cipher::{blob_version, decrypt_message, encrypt_message};
 use crate::domain::keys::TenantId;
@@ -70,6 +71,19 @@ impl StoredMessage {
             .as_deref()
             .and_then(route::Channel::parse)
             .unwrap_or(route::Channel::Email)
+    }
+
+    /// What a webhook event of this message's outcome says of its code (`None`: no key to
+    /// name — a message stored before webhooks, or a provider's test message).
+    pub fn event_data<'a>(&'a self, reason: Option<&'a str>) -> Option<EventData<'a>> {
+        Some(EventData {
+            shareable_key: self.shareable_key.as_deref()?,
+            recipient: &self.recipient,
+            channel: self.channel(),
+            purpose: &self.purpose,
+            locale: self.locale.as_deref(),
+            reason,
+        })
     }
 }
 

@@ -11,7 +11,6 @@ use super::Delivery;
 use crate::domain::event::EventType;
 use crate::domain::keys::TenantId;
 use crate::domain::tenant::Tenant;
-use crate::service::events::webhooks::EventData;
 use crate::storage::rules::SweepVerdict;
 use crate::storage::{ClaimRequest, Fairness, SweepItem};
 
@@ -164,20 +163,9 @@ impl Delivery {
             let event = match (&c.verdict, &c.payload) {
                 (SweepVerdict::Expired, Some(payload)) => {
                     match self.open_sealed(&c.tenant_id, &c.key_digest, payload).await {
-                        Ok(msg) => msg.shareable_key.as_deref().and_then(|key| {
-                            self.events.event_for(
-                                &c.tenant_id,
-                                None,
-                                EventType::OtpDeliveryFailed,
-                                EventData {
-                                    shareable_key: key,
-                                    recipient: &msg.recipient,
-                                    channel: msg.channel(),
-                                    purpose: &msg.purpose,
-                                    locale: msg.locale.as_deref(),
-                                    reason: Some("expired"),
-                                },
-                            )
+                        Ok(msg) => msg.event_data(Some("expired")).and_then(|data| {
+                            let failed = EventType::OtpDeliveryFailed;
+                            self.events.event_for(&c.tenant_id, None, failed, data)
                         }),
                         Err(_) => None,
                     }
