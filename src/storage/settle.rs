@@ -252,15 +252,23 @@ fn group_of(tx: &mut dyn Exec, key_digest: &[u8]) -> Result<Option<Group>, Store
 /// The older pending, live codes of `group` (tenant, canonical recipient, purpose,
 /// flavor) than number `seq`, superseded by its accepted message (callers hold the group's
 /// lock).
-pub(crate) fn supersede(
-    tx: &mut dyn Exec,
-    group: [&str; 4],
-    seq: i64,
-    now: Millis,
-) -> Result<(), StoreError> {
+fn supersede(tx: &mut dyn Exec, group: [&str; 4], seq: i64, now: Millis) -> Result<(), StoreError> {
     let [tenant, recipient, purpose, flavor] = group;
     let values = args![tenant, recipient, purpose, flavor, seq, now];
     tx.exec(sql::SUPERSEDE_OLDER, values).map(drop)
+}
+
+/// The older pending, live codes of `key_digest`'s group, superseded by its accepted
+/// message (callers hold the group's lock, or SQLite's writer).
+pub(crate) fn supersede_older_than(
+    tx: &mut dyn Exec,
+    key_digest: &[u8],
+    now: Millis,
+) -> Result<(), StoreError> {
+    match group_of(tx, key_digest)? {
+        Some(g) => supersede(tx, g.parts(), g.seq, now),
+        None => Ok(()),
+    }
 }
 
 /// What a message's outbox row carried when it was taken.

@@ -10,13 +10,12 @@ use super::{insert_challenge, lock_all, Inserted, PgStore};
 use crate::domain::keys::{CodeApi, TenantId};
 use crate::domain::stats::Counted;
 use crate::domain::Millis;
-use crate::storage::cells::Cells;
 use crate::storage::codes::minted_in;
 use crate::storage::codes::{reservation_from, PUSH_EARLIER};
 use crate::storage::quota::{
     count_send, recipient_check, recipient_lock, take_test_send, tenant_check, tenant_lock,
 };
-use crate::storage::settle::supersede;
+use crate::storage::settle::supersede_older_than;
 use crate::storage::stats::bump_in;
 use crate::storage::stats::{tally_from, Bump, STATE_COUNTED, STATE_NOT_COUNTED, TALLY_COLS};
 use crate::storage::test_mode::insert_inbox_in;
@@ -121,19 +120,8 @@ impl CodeStore for PgStore {
                     stats_state: STATE_NOT_COUNTED,
                 },
             )?;
-            let seq = tx
-                .query_one(
-                    "SELECT seq FROM challenges WHERE key_digest = $1",
-                    &[&c.key_digest],
-                )?
-                .int(0)?;
-            let group = [
-                tenant,
-                &c.email_canonical,
-                c.purpose.as_str(),
-                c.flavor.as_str(),
-            ];
-            supersede(tx, group, seq, now)?;
+            // The group's lock was taken by the insert.
+            supersede_older_than(tx, &c.key_digest, now)?;
             if let Err(r) = take_test_send(tx, &c.tenant_id, inbox.per_hour, now)? {
                 return Ok(Err(r));
             }

@@ -13,6 +13,7 @@ use crate::domain::Millis;
 use crate::storage::codes::minted_in;
 use crate::storage::codes::{reservation_from, PUSH_EARLIER};
 use crate::storage::quota::{take_send, take_test_send};
+use crate::storage::settle::supersede_older_than;
 use crate::storage::stats::bump_in;
 use crate::storage::stats::{tally_from, Bump, STATE_COUNTED, STATE_NOT_COUNTED, TALLY_COLS};
 use crate::storage::test_mode::insert_inbox_in;
@@ -113,24 +114,6 @@ fn insert_outbox_in(
     Ok(())
 }
 
-/// A code whose message was accepted supersedes its group's older pending, live codes.
-pub(super) fn supersede_in(
-    tx: &rusqlite::Connection,
-    key_digest: &[u8],
-    now: Millis,
-) -> Result<(), StoreError> {
-    tx.execute_cached(
-        concat!(
-            "UPDATE challenges SET status = 'superseded', ended_at = ?2 WHERE (tenant_id, email_canonical, purpose, flavor) = \
-           (SELECT tenant_id, email_canonical, purpose, flavor FROM challenges WHERE key_digest = ?1) \
-         AND seq < (SELECT seq FROM challenges WHERE key_digest = ?1) AND ",
-            live_code!("?2")
-        ),
-        params![key_digest, now],
-    )?;
-    Ok(())
-}
-
 impl CodeStore for SqliteStore {
     fn insert_code(
         &self,
@@ -183,7 +166,7 @@ impl CodeStore for SqliteStore {
                 return Ok(Err(r));
             }
             insert_challenge_in(tx, &c, Stored::Test { sent_at: now })?;
-            supersede_in(tx, &c.key_digest, now)?;
+            supersede_older_than(&mut super::Statements(tx), &c.key_digest, now)?;
             insert_inbox_in(
                 &mut super::Statements(tx),
                 c.tenant_id.as_str(),
