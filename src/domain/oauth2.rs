@@ -5,7 +5,8 @@
 use super::policy::FieldError;
 
 /// A token endpoint otpmint knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OAuth2Provider {
     Microsoft,
     Google,
@@ -34,17 +35,21 @@ pub const MICROSOFT_DELEGATED_SCOPE: &str = "https://outlook.office.com/SMTP.Sen
 pub const GOOGLE_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
 pub const GOOGLE_SCOPE: &str = "https://mail.google.com/";
 
-/// A relay's OAuth2 settings as stored (its client secret and refresh token are sealed
-/// with the relay's other secrets, never here).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A relay's OAuth2 settings as stored (as this JSON; its client secret and refresh token
+/// are sealed with the relay's other secrets, never here).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OAuth2 {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<OAuth2Provider>,
     pub token_url: String,
     pub client_id: String,
     /// Empty: no scope is sent.
+    #[serde(default)]
     pub scope: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entra_tenant: Option<String>,
     /// A refresh token is stored: the refresh-token grant is used, else client credentials.
+    #[serde(default)]
     pub refresh_token: bool,
 }
 

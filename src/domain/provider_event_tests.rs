@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::testkit::provider_events::{
-    basic, mailgun_body, resend_headers, sns_message, SendgridKey, SNS_TEST_CERT,
+    basic, mailgun_body, resend_headers, sns_message, SendgridKey, SNS_TEST_CERT, SNS_TOPIC,
 };
 use serde_json::json;
 
@@ -30,16 +30,17 @@ fn a_resend_bounce_verifies_with_its_secret_and_forgeries_do_not() {
         "data": {"email_id": "em_1", "to": ["ada@example.com"], "bounce": {"type": "Permanent"}}})
     .to_string();
     let h = headers(resend_headers(SECRET, "msg_1", NOW, body.as_bytes()));
-    let events = verify_and_parse(
-        ProviderKind::Resend,
-        &keys_secret(SECRET),
-        &h,
-        body.as_bytes(),
-        NOW,
-    )
-    .unwrap();
+    let resend = |secret: &str, body: &str, now: i64| {
+        verify_and_parse(
+            ProviderKind::Resend,
+            &keys_secret(secret),
+            &h,
+            body.as_bytes(),
+            now,
+        )
+    };
     assert_eq!(
-        events,
+        resend(SECRET, &body, NOW).unwrap(),
         vec![ProviderEvent {
             id: "msg_1".into(),
             recipient: "ada@example.com".into(),
@@ -49,37 +50,10 @@ fn a_resend_bounce_verifies_with_its_secret_and_forgeries_do_not() {
     );
     // Another secret, a changed body, an old timestamp: refused.
     let other = "whsec_b3RoZXItc2VjcmV0LW9mLWFub3RoZXItdGVuYW50";
-    assert_eq!(
-        verify_and_parse(
-            ProviderKind::Resend,
-            &keys_secret(other),
-            &h,
-            body.as_bytes(),
-            NOW
-        ),
-        Err(Refused::Unverified)
-    );
+    assert_eq!(resend(other, &body, NOW), Err(Refused::Unverified));
     let changed = body.replace("ada@", "eve@");
-    assert_eq!(
-        verify_and_parse(
-            ProviderKind::Resend,
-            &keys_secret(SECRET),
-            &h,
-            changed.as_bytes(),
-            NOW
-        ),
-        Err(Refused::Unverified)
-    );
-    assert_eq!(
-        verify_and_parse(
-            ProviderKind::Resend,
-            &keys_secret(SECRET),
-            &h,
-            body.as_bytes(),
-            NOW + 301
-        ),
-        Err(Refused::Unverified)
-    );
+    assert_eq!(resend(SECRET, &changed, NOW), Err(Refused::Unverified));
+    assert_eq!(resend(SECRET, &body, NOW + 301), Err(Refused::Unverified));
     // webhook-* headers are taken too; a complaint.
     let body = json!({"type": "email.complained", "data": {"email_id": "em_2", "to": ["bob@example.com"]}}).to_string();
     let list: Vec<(String, String)> = resend_headers(SECRET, "msg_2", NOW, body.as_bytes())
@@ -112,7 +86,10 @@ fn a_sendgrid_batch_verifies_with_its_public_key_and_forgeries_do_not() {
     ])
     .to_string();
     let h = headers(key.headers(NOW, body.as_bytes()));
-    let e = verify_and_parse(ProviderKind::Sendgrid, &keys, &h, body.as_bytes(), NOW).unwrap();
+    let sendgrid = |keys: &EventKeys, body: &str, now: i64| {
+        verify_and_parse(ProviderKind::Sendgrid, keys, &h, body.as_bytes(), now)
+    };
+    let e = sendgrid(&keys, &body, NOW).unwrap();
     let kinds: Vec<EventKind> = e.iter().map(|x| x.kind).collect();
     assert_eq!(
         kinds,
@@ -128,30 +105,21 @@ fn a_sendgrid_batch_verifies_with_its_public_key_and_forgeries_do_not() {
         public_key: Some(SendgridKey::new().public_key()),
         ..EventKeys::default()
     };
-    assert_eq!(
-        verify_and_parse(ProviderKind::Sendgrid, &other, &h, body.as_bytes(), NOW),
-        Err(Refused::Unverified)
-    );
-    assert_eq!(
-        verify_and_parse(
-            ProviderKind::Sendgrid,
-            &keys,
-            &h,
-            body.replace("e1", "e9").as_bytes(),
-            NOW
-        ),
-        Err(Refused::Unverified)
-    );
-    assert_eq!(
-        verify_and_parse(
-            ProviderKind::Sendgrid,
-            &keys,
-            &h,
-            body.as_bytes(),
-            NOW - 400
-        ),
-        Err(Refused::Unverified)
-    );
+    assert_eq!(sendgrid(&other, &body, NOW), Err(Refused::Unverified));
+    let changed = body.replace("e1", "e9");
+    assert_eq!(sendgrid(&keys, &changed, NOW), Err(Refused::Unverified));
+    assert_eq!(sendgrid(&keys, &body, NOW - 400), Err(Refused::Unverified));
+}
+
+/// A Mailgun body checked with signing key `key` (Mailgun signs in the body, not headers).
+fn mailgun(key: &str, body: &[u8]) -> Result<Vec<ProviderEvent>, Refused> {
+    verify_and_parse(
+        ProviderKind::Mailgun,
+        &keys_secret(key),
+        &|_: &str| None,
+        body,
+        NOW,
+    )
 }
 
 #[test]
@@ -159,51 +127,19 @@ fn a_mailgun_failure_verifies_with_its_signing_key_and_forgeries_do_not() {
     let data = json!({"event": "failed", "severity": "permanent", "id": "ev1",
         "recipient": "ada@example.com", "message": {"headers": {"message-id": "2026.1@mg.acme.example"}}});
     let body = mailgun_body("key-1", NOW, "tok-1", data.clone());
-    let e = verify_and_parse(
-        ProviderKind::Mailgun,
-        &keys_secret("key-1"),
-        &|_: &str| None,
-        &body,
-        NOW,
-    )
-    .unwrap();
+    let e = mailgun("key-1", &body).unwrap();
     assert_eq!(e[0].kind, EventKind::HardBounce);
     assert_eq!(e[0].message_id.as_deref(), Some("<2026.1@mg.acme.example>"));
-    assert_eq!(
-        verify_and_parse(
-            ProviderKind::Mailgun,
-            &keys_secret("key-2"),
-            &|_: &str| None,
-            &body,
-            NOW
-        ),
-        Err(Refused::Unverified)
-    );
+    assert_eq!(mailgun("key-2", &body), Err(Refused::Unverified));
     let old = mailgun_body("key-1", NOW - 3600, "tok-1", data);
-    assert_eq!(
-        verify_and_parse(
-            ProviderKind::Mailgun,
-            &keys_secret("key-1"),
-            &|_: &str| None,
-            &old,
-            NOW
-        ),
-        Err(Refused::Unverified)
-    );
+    assert_eq!(mailgun("key-1", &old), Err(Refused::Unverified));
     let temp = mailgun_body(
         "key-1",
         NOW,
         "tok-2",
         json!({"event": "failed", "severity": "temporary", "id": "ev2", "recipient": "ada@example.com"}),
     );
-    let e = verify_and_parse(
-        ProviderKind::Mailgun,
-        &keys_secret("key-1"),
-        &|_: &str| None,
-        &temp,
-        NOW,
-    )
-    .unwrap();
+    let e = mailgun("key-1", &temp).unwrap();
     assert_eq!(e[0].kind, EventKind::SoftBounce);
 }
 
@@ -254,6 +190,7 @@ fn an_sns_notification_verifies_with_its_certificate_and_names_ses_recipients() 
         "mail": {"messageId": "ses-1"}})
     .to_string();
     let body = sns_message(
+        SNS_TOPIC,
         "Notification",
         "sns-1",
         &ses,

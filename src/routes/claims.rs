@@ -6,11 +6,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::{Body, TenantAuth};
-use super::dto::{problems, Problem};
+use super::dto::{problems, Problem, VerifiedOut};
 use super::error::ApiError;
 use super::respond::{json, no_store};
 use super::State;
-use crate::clock::rfc3339;
 
 type ApiResult = Result<HttpResponse, ApiError>;
 
@@ -25,14 +24,8 @@ pub struct ClaimBody {
 /// A claimed outcome (API.md §17.2).
 #[derive(Serialize, ToSchema)]
 pub struct ClaimedOut {
-    /// The address that was verified (an email code).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
-    /// The number that was verified (a text-message code).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub phone: Option<String>,
-    pub purpose: String,
-    pub verified_at: String,
+    #[serde(flatten)]
+    pub who: VerifiedOut,
     /// `code` or `link`
     pub verified_via: String,
 }
@@ -50,12 +43,8 @@ fn claimed(c: crate::service::codes::claims::ClaimedOutcome) -> HttpResponse {
 
 impl ClaimedOut {
     pub fn of(c: crate::service::codes::claims::ClaimedOutcome) -> Self {
-        let sms = c.channel.is_phone();
         ClaimedOut {
-            email: (!sms).then(|| c.recipient.clone()),
-            phone: sms.then_some(c.recipient),
-            purpose: c.purpose,
-            verified_at: rfc3339(c.verified_at),
+            who: VerifiedOut::new(c.recipient, c.channel, c.purpose, c.verified_at),
             verified_via: c.verified_via,
         }
     }

@@ -256,15 +256,12 @@ pub async fn verify(st: State, body: Body) -> ApiResult {
         req.extensions_mut().insert(id);
     }
     let v = result?;
-    let by_phone = v.channel.is_phone();
+    let purpose = v.purpose.as_str().to_string();
     Ok(json(
         HttpResponse::Ok(),
         &VerifyOut {
             verified: true,
-            email: (!by_phone).then(|| v.recipient.clone()),
-            phone: by_phone.then(|| v.recipient.clone()),
-            purpose: v.purpose.as_str().to_string(),
-            verified_at: rfc3339(v.verified_at),
+            who: VerifiedOut::new(v.recipient, v.channel, purpose, v.verified_at),
         },
     ))
 }

@@ -5,12 +5,12 @@ use super::cells::{channel_from, stored_locale, view_cols, view_from, Cells, VIE
 use super::engine::{args, Dialect, Engine, Exec, PG_NOW};
 use super::integration::insert_event_in;
 use super::integration::NewEvent;
-use super::quota::{QuotaRefusal, SendQuota};
+use super::quota::{Admitted, QuotaRefusal, SendQuota};
 use super::sql::{self, Arg};
 use super::stats::{bump_in, count_in, tally_from, Bump};
 use super::test_mode::InboxEntry;
 use super::StoreError;
-use crate::domain::challenge::ChallengeView;
+use crate::domain::challenge::{ChallengeView, VerifiedVia};
 use crate::domain::delivery::DeliveryMode;
 use crate::domain::keys::{CodeApi, TenantId};
 use crate::domain::locale::Locale;
@@ -179,6 +179,19 @@ pub enum ResendVia {
     Inbox(InboxEntry),
 }
 
+/// A verification to record ([`CodeOutcomeStore::finish_verify`]).
+#[derive(Debug, Clone)]
+pub struct VerifyFinish {
+    pub tenant: TenantId,
+    pub key_digest: Vec<u8>,
+    /// What verified it: a code or a magic link.
+    pub via: VerifiedVia,
+    /// `otp.verified`, written in the same transaction.
+    pub event: Option<NewEvent>,
+    /// The recipient (canonical) whose failure budget the success resets.
+    pub clear_failures_of: Option<String>,
+}
+
 /// What a resend came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resent {
@@ -200,17 +213,12 @@ pub trait CodeStore {
         m: &NewOutbox,
         q: Option<&SendQuota>,
         now: Millis,
-    ) -> Result<Result<(), QuotaRefusal>, StoreError>;
+    ) -> Admitted;
     /// Store a test code (API.md §13.1): its message goes to the test inbox instead of any
     /// relay, in the same commit, counted against the tenant's test sends (`inbox.per_hour`)
     /// and no relay quota; the code's delivery is `sent` and it supersedes its group's
     /// older pending codes at once.
-    fn insert_test_code(
-        &self,
-        c: &NewChallenge,
-        inbox: &InboxEntry,
-        now: Millis,
-    ) -> Result<Result<(), QuotaRefusal>, StoreError>;
+    fn insert_test_code(&self, c: &NewChallenge, inbox: &InboxEntry, now: Millis) -> Admitted;
     /// Send a new code under a key, in one transaction: only while the key is pending,
     /// unexpired, unexhausted, under `max_resends`, and without a message still on its way;
     /// its current code joins the earlier ones (which keep verifying).
@@ -250,19 +258,11 @@ pub trait CodeOutcomeStore {
         key_digest: &[u8],
         recipient: &str,
     ) -> Result<(), StoreError>;
-    /// `pending` → `verified` (by `via`: `code` or `link`) if still pending and unexpired;
-    /// false otherwise. When the
-    /// verify succeeds, `event` (`otp.verified`) is written and the failure budget of
-    /// `clear_failures_of` (a recipient) is reset, in the same transaction.
-    fn finish_verify(
-        &self,
-        tenant: &TenantId,
-        key_digest: &[u8],
-        now: Millis,
-        event: Option<&NewEvent>,
-        clear_failures_of: Option<&str>,
-        via: crate::domain::challenge::VerifiedVia,
-    ) -> Result<bool, StoreError>;
+    /// `pending` → `verified` (by `f.via`: `code` or `link`) if still pending and
+    /// unexpired; false otherwise. When the verify succeeds, `f.event` (`otp.verified`) is
+    /// written and the failure budget of `f.clear_failures_of` (a recipient) is reset, in
+    /// the same transaction.
+    fn finish_verify(&self, f: &VerifyFinish, now: Millis) -> Result<bool, StoreError>;
     /// The enabled tenant a code belongs to (for OtpMint's verify, which names no tenant).
     fn challenge_owner(
         &self,
@@ -375,19 +375,14 @@ impl<E: Engine> CodeOutcomeStore for E {
         })
     }
 
-    fn finish_verify(
-        &self,
-        tenant: &TenantId,
-        key_digest: &[u8],
-        now: Millis,
-        event: Option<&NewEvent>,
-        clear_failures_of: Option<&str>,
-        via: crate::domain::challenge::VerifiedVia,
-    ) -> Result<bool, StoreError> {
-        let (t, digest) = (Arg::from(tenant.as_str()), Arg::from(key_digest));
-        let verify = [digest.clone(), t.clone(), now.into(), via.as_str().into()];
-        let clear = clear_failures_of.map(|r| [t.clone(), r.into()]);
-        let event = event.cloned();
+    fn finish_verify(&self, f: &VerifyFinish, now: Millis) -> Result<bool, StoreError> {
+        let (t, digest) = (Arg::from(f.tenant.as_str()), Arg::from(&f.key_digest[..]));
+        let verify = [digest.clone(), t.clone(), now.into(), f.via.as_str().into()];
+        let clear = f
+            .clear_failures_of
+            .as_deref()
+            .map(|r| [t.clone(), r.into()]);
+        let event = f.event.clone();
         self.transact(move |tx| {
             let Some(tally) = tx.row_opt(sql::codes::VERIFY, &verify, |r| tally_from(r, 0))? else {
                 return Ok(false);

@@ -2,6 +2,9 @@
 //! backends read and write. Rows are copied as stored (keys stay wrapped, passwords and
 //! messages stay sealed), so the copy opens with the same master key.
 
+use super::engine::Dialect;
+use super::StoreError;
+
 /// The kind of a column, for the backends' types (SQLite keeps flags as integers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -434,7 +437,29 @@ impl Table {
             .collect::<Vec<_>>()
             .join(", ")
     }
+
+    /// The statement that inserts one copied row, as `dialect` runs it (PostgreSQL's
+    /// identity column keeps the copied number: `OVERRIDING SYSTEM VALUE`).
+    pub(crate) fn insert_sql(&self, dialect: Dialect) -> String {
+        let marks = (1..=self.columns.len())
+            .map(|i| dialect.placeholder(i))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let overriding = match dialect {
+            Dialect::Postgres if self.identity.is_some() => " OVERRIDING SYSTEM VALUE",
+            _ => "",
+        };
+        format!(
+            "INSERT INTO {} ({}){overriding} VALUES ({marks})",
+            self.name,
+            self.column_list()
+        )
+    }
 }
+
+/// An import into a database that already holds an installation's data.
+pub(crate) const HELD: StoreError =
+    StoreError::Conflict("the target database already holds an installation");
 
 /// Every copied table's rows, in `TABLES` order.
 pub type Snapshot = Vec<(&'static Table, Vec<Vec<Value>>)>;

@@ -47,12 +47,7 @@ pub(crate) trait Engine {
 
     /// Every row `text` reads, each given to `f` in order (a pooled connection; on SQLite's
     /// writer thread, inside a call it runs, the open batch's).
-    fn each_text(
-        &self,
-        text: &str,
-        args: &[Arg],
-        f: &mut dyn FnMut(&dyn Cells) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError>;
+    fn each_text(&self, text: &str, args: &[Arg], f: Each<'_>) -> Result<(), StoreError>;
 
     /// `f`'s statements as one transaction, committed when it returns `Ok` and rolled back
     /// when it returns an error. On SQLite it runs on the group-commit writer, in a
@@ -138,12 +133,7 @@ pub(crate) trait Exec {
     fn exec_text(&mut self, text: &str, args: &[Arg]) -> Result<u64, StoreError>;
 
     /// Every row `text` reads in the transaction, each given to `f` in order.
-    fn each_text(
-        &mut self,
-        text: &str,
-        args: &[Arg],
-        f: &mut dyn FnMut(&dyn Cells) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError>;
+    fn each_text(&mut self, text: &str, args: &[Arg], f: Each<'_>) -> Result<(), StoreError>;
 
     /// Hold the named locks ([`lock_key`]), in the order given, until the transaction ends:
     /// every transaction that checks a count and then adds to it takes the same ones, so
@@ -194,7 +184,7 @@ impl dyn Exec + '_ {
 }
 
 /// A row callback, as `each_text` takes it.
-type Each<'a> = &'a mut dyn FnMut(&dyn Cells) -> Result<(), StoreError>;
+pub(crate) type Each<'a> = &'a mut dyn FnMut(&dyn Cells) -> Result<(), StoreError>;
 
 /// Every row `read` gives its callback, each read by `f`.
 fn all<T>(

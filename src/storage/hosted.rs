@@ -138,13 +138,8 @@ impl<E: Engine> HostedStore for E {
         key_digest: &[u8],
         key_sealed: &[u8],
     ) -> Result<bool, StoreError> {
-        let row = [
-            id.into(),
-            email.into(),
-            key_digest.into(),
-            Arg::from(key_sealed),
-        ];
-        Ok(self.exec_one(sql::SET_SESSION_CODE, &row)? == 1)
+        let row = args![id, email, key_digest, key_sealed];
+        Ok(self.exec_one(sql::SET_SESSION_CODE, row)? == 1)
     }
 
     fn finish_session(
@@ -154,13 +149,8 @@ impl<E: Engine> HostedStore for E {
         now: Millis,
         finished_by: &[u8],
     ) -> Result<bool, StoreError> {
-        let row = [
-            id.into(),
-            now.into(),
-            key_digest.into(),
-            Arg::from(finished_by),
-        ];
-        Ok(self.exec_one(sql::FINISH_SESSION, &row)? == 1)
+        let row = args![id, now, key_digest, finished_by];
+        Ok(self.exec_one(sql::FINISH_SESSION, row)? == 1)
     }
 
     fn logo(&self, tenant: &TenantId) -> Result<Option<Vec<u8>>, StoreError> {

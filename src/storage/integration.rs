@@ -50,6 +50,21 @@ pub enum EventOutcome {
     Failed,
 }
 
+/// One delivery attempt of an event and how it ended, as its lease holder records it.
+#[derive(Debug, Clone)]
+pub struct EventAttempt {
+    pub event_id: String,
+    /// The lease owner that made the attempt (only its record counts).
+    pub owner: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub outcome: EventOutcome,
+    /// The endpoint's HTTP status, if it answered.
+    pub status_code: Option<u16>,
+    /// What went wrong, in a line (no payload, no secret).
+    pub error: Option<String>,
+}
+
 /// What a mint with an `Idempotency-Key` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdemBegin {
@@ -117,18 +132,8 @@ pub trait IntegrationStore {
         reason: &str,
         now: Millis,
     ) -> Result<bool, StoreError>;
-    /// Record an attempt and its outcome, if `owner` still holds the event's lease.
-    #[allow(clippy::too_many_arguments)]
-    fn settle_event(
-        &self,
-        event_id: &str,
-        owner: &str,
-        attempt: u32,
-        outcome: EventOutcome,
-        status_code: Option<u16>,
-        error: Option<&str>,
-        now: Millis,
-    ) -> Result<(), StoreError>;
+    /// Record an attempt and its outcome, if its owner still holds the event's lease.
+    fn settle_event(&self, a: &EventAttempt, now: Millis) -> Result<(), StoreError>;
     /// The newest delivery attempts of a tenant, newest first.
     fn webhook_deliveries(
         &self,
@@ -262,29 +267,21 @@ impl<E: Engine> IntegrationStore for E {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn settle_event(
-        &self,
-        event_id: &str,
-        owner: &str,
-        attempt: u32,
-        outcome: EventOutcome,
-        status_code: Option<u16>,
-        error: Option<&str>,
-        now: Millis,
-    ) -> Result<(), StoreError> {
-        let (status, due) = rules::event_row(outcome, now);
+    fn settle_event(&self, a: &EventAttempt, now: Millis) -> Result<(), StoreError> {
+        let (status, due) = rules::event_row(a.outcome, now);
+        let id = a.event_id.as_str();
         let settle = [
-            event_id.into(),
-            owner.into(),
-            attempt.into(),
+            id.into(),
+            a.owner.as_str().into(),
+            a.attempt.into(),
             status.into(),
             due.into(),
         ];
-        let code = status_code.map(i64::from);
+        let code = a.status_code.map(i64::from);
+        let error = a.error.as_deref();
         let record = [
-            event_id.into(),
-            attempt.into(),
+            id.into(),
+            a.attempt.into(),
             code.into(),
             error.into(),
             now.into(),

@@ -17,15 +17,9 @@ pub trait KeyringStore {
     /// there is no keyring but there are tenants (their secrets cannot be opened).
     fn init_keyring(&self, rows: &[WrappedKey], now: Millis)
         -> Result<Vec<WrappedKey>, StoreError>;
-    /// Re-wrap one keyring row, if it is still wrapped by `old_kek_id` (compare-and-swap).
-    fn rewrap_key(
-        &self,
-        kind: &str,
-        version: u32,
-        wrapped: &[u8],
-        kek_id: &str,
-        old_kek_id: &str,
-    ) -> Result<bool, StoreError>;
+    /// Store `row` (its kind and version: the keyring row; its `wrapped` and `kek_id`: the
+    /// new wrapping) if that row is still wrapped by `old_kek_id` (compare-and-swap).
+    fn rewrap_key(&self, row: &WrappedKey, old_kek_id: &str) -> Result<bool, StoreError>;
     /// Add a data key and make it the only active one.
     fn add_data_key(&self, row: &WrappedKey, now: Millis) -> Result<(), StoreError>;
     /// Replace a value sealed on a tenant's row if it is still `old` (compare-and-swap; a
@@ -121,15 +115,14 @@ impl<E: Engine> KeyringStore for E {
         self.keyring()
     }
 
-    fn rewrap_key(
-        &self,
-        kind: &str,
-        version: u32,
-        wrapped: &[u8],
-        kek_id: &str,
-        old_kek_id: &str,
-    ) -> Result<bool, StoreError> {
-        let row = args![kind, version, wrapped, kek_id, old_kek_id];
+    fn rewrap_key(&self, row: &WrappedKey, old_kek_id: &str) -> Result<bool, StoreError> {
+        let row = args![
+            row.kind.as_str(),
+            row.version,
+            row.wrapped.as_slice(),
+            row.kek_id.as_str(),
+            old_kek_id
+        ];
         Ok(self.exclusive(|tx| tx.exec(sql::REWRAP_KEY, row))? == 1)
     }
 

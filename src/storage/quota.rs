@@ -151,6 +151,10 @@ impl SendQuota {
     }
 }
 
+/// A write the quotas may refuse: `Ok(Err(refusal))` when one does (and nothing was
+/// counted or written), `Err` when the store failed.
+pub type Admitted = Result<Result<(), QuotaRefusal>, StoreError>;
+
 pub trait QuotaStore {
     /// Every quota check of a mint, counting nothing (a cheap read before hashing; the
     /// mint's own transaction checks and counts again, atomically).
@@ -160,7 +164,7 @@ pub trait QuotaStore {
         recipient: &str,
         q: &SendQuota,
         now: Millis,
-    ) -> Result<Result<(), QuotaRefusal>, StoreError>;
+    ) -> Admitted;
     /// Whether the recipient's failure budget is spent (and until when).
     fn failures_blocked(
         &self,
@@ -178,7 +182,7 @@ impl<E: Engine> QuotaStore for E {
         recipient: &str,
         q: &SendQuota,
         now: Millis,
-    ) -> Result<Result<(), QuotaRefusal>, StoreError> {
+    ) -> Admitted {
         self.read(|tx| quota_check(tx, tenant, recipient, q, now))
     }
 
@@ -205,7 +209,7 @@ pub(crate) fn quota_check(
     recipient: &str,
     q: &SendQuota,
     now: Millis,
-) -> Result<Result<(), QuotaRefusal>, StoreError> {
+) -> Admitted {
     if let Err(r) = recipient_check(tx, tenant, recipient, q, now)? {
         return Ok(Err(r));
     }
@@ -229,7 +233,7 @@ pub(crate) fn recipient_check(
     recipient: &str,
     q: &SendQuota,
     now: Millis,
-) -> Result<Result<(), QuotaRefusal>, StoreError> {
+) -> Admitted {
     let t = tenant.as_str();
     if q.max_failures > 0 {
         let row = tx.row_opt(sql::FAILURES_BLOCKED, args![t, recipient], |r| {
@@ -261,7 +265,7 @@ pub(crate) fn tenant_check(
     tenant: &TenantId,
     q: &SendQuota,
     now: Millis,
-) -> Result<Result<(), QuotaRefusal>, StoreError> {
+) -> Admitted {
     if q.tenant_max_per_hour > 0 {
         let hour = args![tenant.as_str(), SendQuota::tenant_minutes_after(now)];
         let (count, oldest) = count_row(tx, sql::TENANT_SENDS, hour)?;
@@ -303,7 +307,7 @@ pub(crate) fn take_send(
     recipient: &str,
     q: &SendQuota,
     now: Millis,
-) -> Result<Result<(), QuotaRefusal>, StoreError> {
+) -> Admitted {
     if let Err(r) = quota_check(tx, tenant, recipient, q, now)? {
         return Ok(Err(r));
     }
@@ -318,7 +322,7 @@ pub(crate) fn take_test_send(
     tenant: &TenantId,
     per_hour: u32,
     now: Millis,
-) -> Result<Result<(), QuotaRefusal>, StoreError> {
+) -> Admitted {
     let t = tenant.as_str();
     tx.serialize(&[lock_key("T", &[t])])?;
     if per_hour > 0 {

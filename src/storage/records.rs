@@ -3,9 +3,9 @@
 
 use super::cells::audit_from;
 use super::codes::NewChallenge;
-use super::engine::{args, Engine};
+use super::engine::{args, Engine, Exec};
 use super::sql::{records as sql, Arg};
-use super::{copy, StoreError};
+use super::{copy, StoreError, MINUTE_MS};
 use crate::domain::audit::AuditEvent;
 use crate::domain::keys::TenantId;
 use crate::domain::tenant::Tenant;
@@ -50,6 +50,30 @@ pub trait RecordStore {
     /// Write a snapshot in one transaction: all of it or nothing. Refused (`Conflict`) when
     /// this database already holds a keyring or a tenant.
     fn import_snapshot(&self, s: &copy::Snapshot) -> Result<(), StoreError>;
+}
+
+/// The retention purge's statements (see [`RecordStore::purge`]); how many codes it
+/// deleted. Each statement is idempotent, so instances purging at once delete each row
+/// once; a code still to be counted as expired unverified (stats_state 1) waits for the
+/// count.
+pub(crate) fn purge_in(
+    tx: &mut dyn Exec,
+    before: Millis,
+    sends_before: Millis,
+) -> Result<u64, StoreError> {
+    let n = tx.exec(sql::PURGE_CHALLENGES, args![before])?;
+    tx.exec(sql::PURGE_SENDS, args![sends_before])?;
+    tx.exec(super::sql::sms_guard::PURGE, args![sends_before])?;
+    let trusted_before = before.min(sends_before)
+        - i64::from(crate::domain::sms_guard::TRUSTED_DAYS_MAX) * 86_400_000;
+    tx.exec(super::sql::sms_guard::PURGE_TRUSTED, args![trusted_before])?;
+    let minute = sends_before.div_euclid(MINUTE_MS);
+    tx.exec(sql::PURGE_TENANT_SEND_MINUTES, args![minute])?;
+    tx.exec(sql::PURGE_RECIPIENT_FAILURES, args![sends_before])?;
+    tx.exec(sql::PURGE_TEST_SEND_MINUTES, args![minute])?;
+    tx.exec(sql::PURGE_TEST_INBOX, args![sends_before])?;
+    tx.exec(sql::PURGE_HOSTED_SESSIONS, args![before])?;
+    Ok(n)
 }
 
 /// The audit trail, written once for both backends (`impl<E: Engine> AuditStore for E`).

@@ -106,23 +106,14 @@ pub fn basic(user: &str, pass: &str) -> String {
     format!("Basic {}", b64(format!("{user}:{pass}").as_bytes()))
 }
 
-/// An SNS message signed (SignatureVersion 2) with the test key; `cert_url` names where the
-/// certificate is served. `kind`: `Notification` or `SubscriptionConfirmation`.
-pub fn sns_message(
-    kind: &str,
-    id: &str,
-    message: &str,
-    cert_url: &str,
-    subscribe_url: &str,
-) -> Vec<u8> {
-    sns_message_on(SNS_TOPIC, kind, id, message, cert_url, subscribe_url)
-}
-
-/// The topic [`sns_message`] publishes on.
+/// The topic the tests' SNS messages are published on.
 pub const SNS_TOPIC: &str = "arn:aws:sns:eu-west-1:123456789012:ses-events";
 
-/// As [`sns_message`], published on `topic`, sent now.
-pub fn sns_message_on(
+/// An SNS message on `topic` (usually [`SNS_TOPIC`]), sent now and signed
+/// (SignatureVersion 2) with the test key; `cert_url` names where the certificate is
+/// served. `kind`: `Notification` or `SubscriptionConfirmation` (which carries
+/// `subscribe_url`).
+pub fn sns_message(
     topic: &str,
     kind: &str,
     id: &str,

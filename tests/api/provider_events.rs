@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use crate::helpers::*;
 use otpmint::testkit::http::{HttpReceiver, Reply};
 use otpmint::testkit::provider_events::{
-    basic, mailgun_body, resend_headers, sns_message, SendgridKey, SNS_TEST_CERT,
+    basic, mailgun_body, resend_headers, sns_message, SendgridKey, SNS_TEST_CERT, SNS_TOPIC,
 };
 use otpmint::testkit::providers::{FakeProvider, MAILGUN_DOMAIN};
 
@@ -191,6 +191,7 @@ impl Setup {
                 (
                     vec![("x-amz-sns-message-type".into(), "Notification".into())],
                     sns_message(
+                        SNS_TOPIC,
                         "Notification",
                         &format!("sns-{n}"),
                         &ses.to_string(),
@@ -408,6 +409,7 @@ async fn complaints_suppress_and_soft_bounces_other_tenants_and_other_hosts_do_n
     // confirmation is followed once.
     let (c, c_sk) = s.tenant(ses).await;
     let other_host = sns_message(
+        SNS_TOPIC,
         "Notification",
         "sns-evil",
         "{}",
@@ -423,7 +425,7 @@ async fn complaints_suppress_and_soft_bounces_other_tenants_and_other_hosts_do_n
     let r = s.app.put("/v1/tenant/providers/email", &c_sk, named).await;
     assert_eq!(r.status(), StatusCode::OK);
     let fetched = s.sns.requests().len();
-    let evil = otpmint::testkit::provider_events::sns_message_on(
+    let evil = sns_message(
         "arn:aws:sns:eu-west-1:999999999999:attacker",
         "Notification",
         "sns-evil-2",
@@ -435,6 +437,7 @@ async fn complaints_suppress_and_soft_bounces_other_tenants_and_other_hosts_do_n
     assert_eq!(st, StatusCode::UNAUTHORIZED);
     assert_eq!(s.sns.requests().len(), fetched);
     let sub = sns_message(
+        SNS_TOPIC,
         "SubscriptionConfirmation",
         "sns-sub-1",
         "You have chosen to subscribe to the topic",

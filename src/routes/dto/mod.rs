@@ -10,7 +10,9 @@ pub use problem::{problems, FieldErrorOut, Problem, ProblemCode};
 use crate::clock::rfc3339;
 use crate::domain::audit::AuditEvent;
 use crate::domain::challenge::ChallengeView;
+use crate::domain::recipient::Channel;
 use crate::domain::tenant::Tenant;
+use crate::domain::Millis;
 
 #[derive(Serialize, ToSchema)]
 pub struct SmtpOut {
@@ -228,6 +230,13 @@ pub struct ResendOut {
 #[derive(Serialize, ToSchema)]
 pub struct VerifyOut {
     pub verified: bool,
+    #[serde(flatten)]
+    pub who: VerifiedOut,
+}
+
+/// Who and what was verified, as a verify and a claimed outcome (API.md §17.2) show it.
+#[derive(Serialize, ToSchema)]
+pub struct VerifiedOut {
     /// The address as it was given at mint (absent for a text message's code).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
@@ -236,6 +245,19 @@ pub struct VerifyOut {
     pub phone: Option<String>,
     pub purpose: String,
     pub verified_at: String,
+}
+
+impl VerifiedOut {
+    /// `recipient` shown as `email` or `phone`, by the channel its code went on.
+    pub fn new(recipient: String, channel: Channel, purpose: String, at: Millis) -> Self {
+        let by_phone = channel.is_phone();
+        VerifiedOut {
+            email: (!by_phone).then(|| recipient.clone()),
+            phone: by_phone.then_some(recipient),
+            purpose,
+            verified_at: rfc3339(at),
+        }
+    }
 }
 
 /// A code's delivery.

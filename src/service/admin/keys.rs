@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::crypto::cipher::{blob_version, decrypt_record, encrypt_record};
-use crate::crypto::keyring::{Keyring, KIND_DATA};
+use crate::crypto::keyring::{Keyring, WrappedKey, KIND_DATA};
 use crate::service::core::seals::tenant_seals;
 use crate::service::{Admin, ServiceError};
 use crate::storage::TenantSeal;
@@ -61,19 +61,18 @@ impl Admin {
                     ))
                 })?;
             let material = old.unwrap_key(&row.kind, row.version, &row.wrapped)?;
-            let wrapped = active.wrap(&row.kind, row.version, &material)?;
-            let (kind, version, new_id, old_id) = (
-                row.kind.clone(),
-                row.version,
-                report.active_id.clone(),
-                row.kek_id.clone(),
-            );
+            let (old_id, was) = (row.kek_id.clone(), row.kek_id.clone());
+            let rewrapped = WrappedKey {
+                wrapped: active.wrap(&row.kind, row.version, &material)?,
+                kek_id: report.active_id.clone(),
+                ..row
+            };
             if self
                 .core
-                .db(move |s| s.rewrap_key(&kind, version, &wrapped, &new_id, &old_id))
+                .db(move |s| s.rewrap_key(&rewrapped, &old_id))
                 .await?
             {
-                *report.rewrapped.entry(row.kek_id).or_default() += 1;
+                *report.rewrapped.entry(was).or_default() += 1;
             } else {
                 report.already_active += 1;
             }

@@ -19,7 +19,7 @@ use crate::domain::recipient::Channel;
 use crate::domain::tenant::Tenant;
 use crate::service::events::webhooks::EventData;
 use crate::service::{Codes, ServiceError};
-use crate::storage::{LinkView, NewLink};
+use crate::storage::{LinkView, NewLink, VerifyFinish};
 
 const TOKEN_LABEL: &str = "magic-link";
 const CSRF_LABEL: &str = "magic-link-csrf";
@@ -274,29 +274,22 @@ impl Codes {
                 reason: None,
             },
         );
-        let raised = event.is_some();
-        let (tid, kd, now) = (
-            link.tenant_id.clone(),
-            link.key_digest.clone(),
-            self.core.now(),
-        );
-        // A success resets the recipient's failure budget, as a matching code does.
-        let clear = (self.core.quota().max_failures > 0)
-            .then(|| crate::domain::email::RecipientEmail::parse(&link.email).ok())
-            .flatten()
-            .map(|e| e.canonical().to_string());
+        let now = self.core.now();
+        let finish = VerifyFinish {
+            tenant: link.tenant_id.clone(),
+            key_digest: link.key_digest.clone(),
+            via: VerifiedVia::Link,
+            event,
+            // A success resets the recipient's failure budget, as a matching code does.
+            clear_failures_of: (self.core.quota().max_failures > 0)
+                .then(|| crate::domain::email::RecipientEmail::parse(&link.email).ok())
+                .flatten()
+                .map(|e| e.canonical().to_string()),
+        };
+        let raised = finish.event.is_some();
         let verified = self
             .core
-            .write(move |s| {
-                s.finish_verify(
-                    &tid,
-                    &kd,
-                    now,
-                    event.as_ref(),
-                    clear.as_deref(),
-                    VerifiedVia::Link,
-                )
-            })
+            .write(move |s| s.finish_verify(&finish, now))
             .await
             .unwrap_or(false);
         let outcome = if verified { "verified_link" } else { "ended" };

@@ -15,7 +15,7 @@ use crate::service::core::audit::RequestContext;
 use crate::service::core::retry_secs;
 use crate::service::events::webhooks::EventData;
 use crate::service::{Codes, ErrorCode, LimitKind, ServiceError};
-use crate::storage::{Store, StoreError};
+use crate::storage::{Store, StoreError, VerifyFinish};
 
 pub struct Verified {
     /// The address or number as it was given at the mint.
@@ -267,27 +267,22 @@ impl Codes {
         };
         if matched {
             let t = self.core.now();
-            let d = digest.clone();
-            let tid = tenant.clone();
-            // A match resets the recipient's failure budget, in the same commit.
-            let clear = (quota.max_failures > 0).then(|| res.email_canonical.clone());
-            // `otp.verified` commits with the verify itself.
-            let event = self.events.event_for(
-                tenant,
-                subscribed,
-                EventType::OtpVerified,
-                data(None),
-            );
-            let raised = event.is_some();
-            let finished = match self
-                .core.write(move |s| {
-                    s.finish_verify(&tid, &d, t, event.as_ref(), clear.as_deref(), VerifiedVia::Code)
-                })
-                .await
-            {
-                Ok(f) => f,
-                Err(e) => return Err(e),
+            // `otp.verified` commits with the verify itself, and a match resets the
+            // recipient's failure budget in the same commit.
+            let finish = VerifyFinish {
+                tenant: tenant.clone(),
+                key_digest: digest.clone(),
+                via: VerifiedVia::Code,
+                event: self.events.event_for(
+                    tenant,
+                    subscribed,
+                    EventType::OtpVerified,
+                    data(None),
+                ),
+                clear_failures_of: (quota.max_failures > 0).then(|| res.email_canonical.clone()),
             };
+            let raised = finish.event.is_some();
+            let finished = self.core.write(move |s| s.finish_verify(&finish, t)).await?;
             if finished {
                 if raised {
                     self.events.wake_hooks();

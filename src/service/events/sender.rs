@@ -19,7 +19,7 @@ use crate::domain::webhook::Webhook;
 use crate::outbound::{signature, SendResult};
 use crate::service::events::webhooks::{EVENT_KIND, RETRY_DELAYS_MS, SECRET_KIND};
 use crate::service::Events;
-use crate::storage::integration::{EventClaim, EventJob, EventOutcome};
+use crate::storage::integration::{EventAttempt, EventClaim, EventJob, EventOutcome};
 use crate::storage::Fairness;
 
 const POLL: Duration = Duration::from_millis(500);
@@ -336,8 +336,8 @@ impl Events {
                 matches!(posted, Posted::NoAnswer("timeout")),
             );
         }
-        let (id, owner) = (job.id.clone(), self.hooks.inner.owner.clone());
         if let Posted::KeyUnavailable = posted {
+            let (id, owner) = (job.id.clone(), self.hooks.inner.owner.clone());
             tracing::warn!(tenant_id = %job.tenant_id, event_id = %job.id, "a webhook event is sealed under a data key not loaded here; trying again later");
             let due = now + KEY_WAIT_MS;
             if let Err(e) = self.core.db(move |s| s.defer_event(&id, &owner, due)).await {
@@ -384,22 +384,15 @@ impl Events {
             Posted::Gone(url) => Some(url.clone()),
             _ => None,
         };
-        let err = error.map(str::to_string);
-        if let Err(e) = self
-            .core
-            .db(move |s| {
-                s.settle_event(
-                    &id,
-                    &owner,
-                    attempt,
-                    outcome,
-                    status_code,
-                    err.as_deref(),
-                    now,
-                )
-            })
-            .await
-        {
+        let done = EventAttempt {
+            event_id: job.id.clone(),
+            owner: self.hooks.inner.owner.clone(),
+            attempt,
+            outcome,
+            status_code,
+            error: error.map(str::to_string),
+        };
+        if let Err(e) = self.core.db(move |s| s.settle_event(&done, now)).await {
             tracing::warn!(error = %e, event_id = %job.id, "recording a webhook attempt failed; the lease will run out and the event be tried again");
         }
         if let Some(url) = gone {

@@ -14,7 +14,7 @@ use crate::domain::delivery::{DeliveryMode, DeliveryStatus, DeliveryView};
 use crate::domain::event::EventType;
 use crate::domain::keys::TenantId;
 use crate::domain::locale::Locale;
-use crate::domain::oauth2::{OAuth2, OAuth2Provider};
+use crate::domain::oauth2::OAuth2;
 use crate::domain::policy::Policy;
 use crate::domain::provider::{Provider, ProviderKind};
 use crate::domain::purpose::Purpose;

@@ -153,50 +153,15 @@ pub(crate) fn tenant_from(r: &(impl Cells + ?Sized)) -> Result<Tenant, StoreErro
 /// The host a test tenant created without a relay was given before tenants could have none.
 const NO_RELAY_BEFORE: &str = "test.invalid";
 
-/// A relay's OAuth2 settings as stored (JSON).
-#[derive(serde::Serialize, serde::Deserialize)]
-struct StoredOAuth2 {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    provider: Option<String>,
-    token_url: String,
-    client_id: String,
-    #[serde(default)]
-    scope: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    entra_tenant: Option<String>,
-    #[serde(default)]
-    refresh_token: bool,
-}
-
 pub(crate) fn oauth2_from(json: Option<String>) -> Result<Option<OAuth2>, StoreError> {
     let Some(json) = json else { return Ok(None) };
-    let s: StoredOAuth2 =
-        serde_json::from_str(&json).map_err(|_| corrupt("a relay's OAuth2 settings"))?;
-    Ok(Some(OAuth2 {
-        provider: match s.provider {
-            None => None,
-            Some(p) => Some(one_of(OAuth2Provider::parse(&p), "an OAuth2 provider")?),
-        },
-        token_url: s.token_url,
-        client_id: s.client_id,
-        scope: s.scope,
-        entra_tenant: s.entra_tenant,
-        refresh_token: s.refresh_token,
-    }))
+    let o = serde_json::from_str(&json).map_err(|_| corrupt("a relay's OAuth2 settings"))?;
+    Ok(Some(o))
 }
 
 /// The stored form of a relay's OAuth2 settings (`None`: a password login).
 pub(crate) fn oauth2_json(o: Option<&OAuth2>) -> Option<String> {
-    let o = o?;
-    serde_json::to_string(&StoredOAuth2 {
-        provider: o.provider.map(|p| p.as_str().to_string()),
-        token_url: o.token_url.clone(),
-        client_id: o.client_id.clone(),
-        scope: o.scope.clone(),
-        entra_tenant: o.entra_tenant.clone(),
-        refresh_token: o.refresh_token,
-    })
-    .ok()
+    serde_json::to_string(o?).ok()
 }
 
 /// A provider as stored (JSON): its kind, use and the settings that are not secret.
@@ -354,5 +319,34 @@ mod tests {
         assert!(!cols.contains("{now}"));
         assert_eq!(VIEW[at!(VIEW, "c.claimed_at")], "c.claimed_at");
         assert_eq!(VIEW_WIDTH, VIEW.len());
+    }
+
+    #[test]
+    fn a_relays_oauth2_settings_keep_their_stored_json() {
+        use crate::domain::oauth2::OAuth2Provider;
+        let stored = r#"{"provider":"microsoft","token_url":"https://login.example/t","client_id":"c1","scope":"s","entra_tenant":"contoso","refresh_token":true}"#;
+        let o = oauth2_from(Some(stored.into())).unwrap().unwrap();
+        assert_eq!(o.provider, Some(OAuth2Provider::Microsoft));
+        assert!(o.refresh_token);
+        assert_eq!(oauth2_json(Some(&o)).as_deref(), Some(stored));
+        // Written before a field existed: its default; an explicit token URL: no provider.
+        let bare = r#"{"token_url":"https://login.example/t","client_id":"c1"}"#;
+        let o = oauth2_from(Some(bare.into())).unwrap().unwrap();
+        assert_eq!(
+            (o.provider, o.scope.as_str(), o.refresh_token),
+            (None, "", false)
+        );
+        assert_eq!(
+            oauth2_json(Some(&o)).as_deref(),
+            Some(
+                r#"{"token_url":"https://login.example/t","client_id":"c1","scope":"","refresh_token":false}"#
+            )
+        );
+        let unknown = stored.replace("microsoft", "yahoo");
+        assert!(matches!(
+            oauth2_from(Some(unknown)),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert_eq!(oauth2_from(None).unwrap(), None);
     }
 }

@@ -20,7 +20,7 @@ use crate::storage::stats::bump_in;
 use crate::storage::stats::{tally_from, Bump, STATE_COUNTED, STATE_NOT_COUNTED, TALLY_COLS};
 use crate::storage::test_mode::insert_inbox_in;
 use crate::storage::{
-    CodeStore, InboxEntry, NewChallenge, NewOutbox, QuotaRefusal, Resend, ResendVia, Resent,
+    Admitted, CodeStore, InboxEntry, NewChallenge, NewOutbox, Resend, ResendVia, Resent,
     Reservation, SendQuota, StoreError,
 };
 
@@ -63,7 +63,7 @@ impl CodeStore for PgStore {
         m: &NewOutbox,
         q: Option<&SendQuota>,
         now: Millis,
-    ) -> Result<Result<(), QuotaRefusal>, StoreError> {
+    ) -> Admitted {
         let tenant = c.tenant_id.as_str();
         self.tx_unless_refused(|tx| {
             if let Some(q) = q {
@@ -100,12 +100,7 @@ impl CodeStore for PgStore {
         })
     }
 
-    fn insert_test_code(
-        &self,
-        c: &NewChallenge,
-        inbox: &InboxEntry,
-        now: Millis,
-    ) -> Result<Result<(), QuotaRefusal>, StoreError> {
+    fn insert_test_code(&self, c: &NewChallenge, inbox: &InboxEntry, now: Millis) -> Admitted {
         let tenant = c.tenant_id.as_str();
         self.tx_unless_refused(|tx| {
             // The group's lock (taken here) before the tenant's test lock.

@@ -21,7 +21,7 @@ mod outbox;
 mod records;
 mod tls;
 
-use crate::storage::engine::Dialect;
+use crate::storage::engine::{Dialect, Each};
 use crate::storage::sql;
 use std::time::Duration;
 
@@ -318,12 +318,7 @@ impl crate::storage::engine::Engine for PgStore {
         Dialect::Postgres
     }
 
-    fn each_text(
-        &self,
-        text: &str,
-        args: &[sql::Arg],
-        f: &mut dyn FnMut(&dyn crate::storage::cells::Cells) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    fn each_text(&self, text: &str, args: &[sql::Arg], f: Each<'_>) -> Result<(), StoreError> {
         crate::storage::engine::Exec::each_text(&mut self.conn()?.db(), text, args, f)
     }
 
@@ -363,12 +358,7 @@ impl<C: GenericClient> crate::storage::engine::Exec for Db<'_, C> {
         Ok(self.execute(text, &args)?)
     }
 
-    fn each_text(
-        &mut self,
-        text: &str,
-        args: &[sql::Arg],
-        f: &mut dyn FnMut(&dyn crate::storage::cells::Cells) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    fn each_text(&mut self, text: &str, args: &[sql::Arg], f: Each<'_>) -> Result<(), StoreError> {
         let args: Vec<_> = args.iter().map(bound).collect();
         for r in self.query(text, &args)? {
             f(&r)?;

@@ -7,33 +7,16 @@ use ::postgres::types::ToSql;
 use super::{export_rows, insert_challenge, Inserted, PgStore, KEYRING_LOCK};
 use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
+use crate::storage::engine::Dialect;
+use crate::storage::records::purge_in;
 use crate::storage::stats::STATE_NOT_COUNTED;
 use crate::storage::tenants::insert_tenant_row;
-use crate::storage::{copy, ImportCounts, ImportedCode, RecordStore, StoreError, MINUTE_MS};
+use crate::storage::{copy, ImportCounts, ImportedCode, RecordStore, StoreError};
 
 impl RecordStore for PgStore {
     fn purge(&self, before: Millis, sends_before: Millis) -> Result<usize, StoreError> {
-        // Each statement is idempotent: instances purging at once delete each row once.
-        let mut conn = self.conn()?;
-        let mut conn = conn.db();
-        // A code still to be counted as expired unverified (stats_state 1) waits for the count.
-        let n = conn.execute(sql::records::PURGE_CHALLENGES.pg, &[&before])?;
-        conn.execute(sql::records::PURGE_SENDS.pg, &[&sends_before])?;
-        conn.execute(sql::sms_guard::PURGE.pg, &[&sends_before])?;
-        let trusted_before = before.min(sends_before)
-            - i64::from(crate::domain::sms_guard::TRUSTED_DAYS_MAX) * 86_400_000;
-        conn.execute(sql::sms_guard::PURGE_TRUSTED.pg, &[&trusted_before])?;
-        conn.execute(
-            sql::records::PURGE_TENANT_SEND_MINUTES.pg,
-            &[&sends_before.div_euclid(MINUTE_MS)],
-        )?;
-        conn.execute(sql::records::PURGE_RECIPIENT_FAILURES.pg, &[&sends_before])?;
-        conn.execute(
-            sql::records::PURGE_TEST_SEND_MINUTES.pg,
-            &[&sends_before.div_euclid(MINUTE_MS)],
-        )?;
-        conn.execute(sql::records::PURGE_HOSTED_SESSIONS.pg, &[&before])?;
-        conn.execute(sql::records::PURGE_TEST_INBOX.pg, &[&sends_before])?;
+        // Outside a transaction: each statement commits on its own.
+        let n = purge_in(&mut self.conn()?.db(), before, sends_before)?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
@@ -123,25 +106,10 @@ impl RecordStore for PgStore {
                 )?
                 .try_get(0)?;
             if held {
-                return Err(StoreError::Conflict(
-                    "the target database already holds an installation",
-                ));
+                return Err(copy::HELD);
             }
             for (t, rows) in s {
-                let marks = (1..=t.columns.len())
-                    .map(|i| format!("${i}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let overriding = if t.identity.is_some() {
-                    " OVERRIDING SYSTEM VALUE"
-                } else {
-                    ""
-                };
-                let sql = format!(
-                    "INSERT INTO {} ({}){overriding} VALUES ({marks})",
-                    t.name,
-                    t.column_list()
-                );
+                let sql = t.insert_sql(Dialect::Postgres);
                 for row in rows {
                     let values: Vec<Box<dyn ToSql + Sync>> = row
                         .iter()

@@ -18,7 +18,7 @@ use crate::storage::stats::bump_in;
 use crate::storage::stats::{tally_from, Bump, STATE_COUNTED, STATE_NOT_COUNTED, TALLY_COLS};
 use crate::storage::test_mode::insert_inbox_in;
 use crate::storage::{
-    CodeStore, InboxEntry, NewChallenge, NewOutbox, QuotaRefusal, Resend, ResendVia, Resent,
+    Admitted, CodeStore, InboxEntry, NewChallenge, NewOutbox, Resend, ResendVia, Resent,
     Reservation, SendQuota, StoreError,
 };
 
@@ -121,7 +121,7 @@ impl CodeStore for SqliteStore {
         m: &NewOutbox,
         q: Option<&SendQuota>,
         now: Millis,
-    ) -> Result<Result<(), QuotaRefusal>, StoreError> {
+    ) -> Admitted {
         let (c, m, q) = (c.clone(), m.clone(), q.copied());
         self.writer.write(move |tx| {
             if let Some(q) = &q {
@@ -149,12 +149,7 @@ impl CodeStore for SqliteStore {
         })
     }
 
-    fn insert_test_code(
-        &self,
-        c: &NewChallenge,
-        inbox: &InboxEntry,
-        now: Millis,
-    ) -> Result<Result<(), QuotaRefusal>, StoreError> {
+    fn insert_test_code(&self, c: &NewChallenge, inbox: &InboxEntry, now: Millis) -> Admitted {
         let (c, inbox) = (c.clone(), inbox.clone());
         self.writer.write(move |tx| {
             if let Err(r) = take_test_send(

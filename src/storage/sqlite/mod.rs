@@ -7,7 +7,7 @@ mod outbox;
 mod records;
 mod writer;
 
-use crate::storage::engine::Dialect;
+use crate::storage::engine::{Dialect, Each};
 use crate::storage::sql;
 use writer::Writer;
 
@@ -260,12 +260,7 @@ impl crate::storage::engine::Engine for SqliteStore {
         Dialect::Sqlite
     }
 
-    fn each_text(
-        &self,
-        text: &str,
-        args: &[sql::Arg],
-        f: &mut dyn FnMut(&dyn crate::storage::cells::Cells) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    fn each_text(&self, text: &str, args: &[sql::Arg], f: Each<'_>) -> Result<(), StoreError> {
         let conn = self.conn()?;
         each_row(&conn, text, args, f)
     }
@@ -320,12 +315,7 @@ impl crate::storage::engine::Exec for Statements<'_> {
         Ok(n as u64)
     }
 
-    fn each_text(
-        &mut self,
-        text: &str,
-        args: &[sql::Arg],
-        f: &mut dyn FnMut(&dyn crate::storage::cells::Cells) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    fn each_text(&mut self, text: &str, args: &[sql::Arg], f: Each<'_>) -> Result<(), StoreError> {
         each_row(self.0, text, args, f)
     }
 
@@ -339,7 +329,7 @@ fn each_row(
     conn: &rusqlite::Connection,
     text: &str,
     args: &[sql::Arg],
-    f: &mut dyn FnMut(&dyn crate::storage::cells::Cells) -> Result<(), StoreError>,
+    f: Each<'_>,
 ) -> Result<(), StoreError> {
     let mut st = conn.prepare_cached(text)?;
     let mut rows = st.query(rusqlite::params_from_iter(args))?;

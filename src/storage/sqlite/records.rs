@@ -9,37 +9,17 @@ use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use super::{create_private, export_table, CachedSql, SqliteStore, Statements};
 use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
+use crate::storage::engine::Dialect;
+use crate::storage::records::purge_in;
 use crate::storage::tenants::insert_tenant_row;
-use crate::storage::{copy, ImportCounts, ImportedCode, RecordStore, StoreError, MINUTE_MS};
+use crate::storage::{copy, ImportCounts, ImportedCode, RecordStore, StoreError};
 
 impl RecordStore for SqliteStore {
     fn purge(&self, before: Millis, sends_before: Millis) -> Result<usize, StoreError> {
-        self.writer.write(move |conn| {
-            // A code still to be counted as expired unverified (stats_state 1) waits for the count.
-            let n = conn.execute_cached(sql::records::PURGE_CHALLENGES.sqlite, [before])?;
-            conn.execute_cached(sql::records::PURGE_SENDS.sqlite, [sends_before])?;
-            conn.execute_cached(sql::sms_guard::PURGE.sqlite, [sends_before])?;
-            conn.execute_cached(
-                sql::sms_guard::PURGE_TRUSTED.sqlite,
-                [before.min(sends_before)
-                    - i64::from(crate::domain::sms_guard::TRUSTED_DAYS_MAX) * 86_400_000],
-            )?;
-            conn.execute_cached(
-                sql::records::PURGE_TENANT_SEND_MINUTES.sqlite,
-                [sends_before.div_euclid(MINUTE_MS)],
-            )?;
-            conn.execute_cached(
-                sql::records::PURGE_RECIPIENT_FAILURES.sqlite,
-                [sends_before],
-            )?;
-            conn.execute_cached(
-                sql::records::PURGE_TEST_SEND_MINUTES.sqlite,
-                [sends_before.div_euclid(MINUTE_MS)],
-            )?;
-            conn.execute_cached(sql::records::PURGE_TEST_INBOX.sqlite, [sends_before])?;
-            conn.execute_cached(sql::records::PURGE_HOSTED_SESSIONS.sqlite, [before])?;
-            Ok(n)
-        })
+        let n = self
+            .writer
+            .write(move |conn| purge_in(&mut Statements(conn), before, sends_before))?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     fn import(
@@ -117,20 +97,10 @@ impl RecordStore for SqliteStore {
         let held: bool =
             tx.query_row_cached(sql::records::IMPORT_SNAPSHOT.sqlite, [], |r| r.get(0))?;
         if held {
-            return Err(StoreError::Conflict(
-                "the target database already holds an installation",
-            ));
+            return Err(copy::HELD);
         }
         for (t, rows) in s {
-            let marks = (1..=t.columns.len())
-                .map(|i| format!("?{i}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let mut st = tx.prepare(&format!(
-                "INSERT INTO {} ({}) VALUES ({marks})",
-                t.name,
-                t.column_list()
-            ))?;
+            let mut st = tx.prepare(&t.insert_sql(Dialect::Sqlite))?;
             for row in rows {
                 st.execute(rusqlite::params_from_iter(row.iter().map(|v| match v {
                     copy::Value::Null => V::Null,
