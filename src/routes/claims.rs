@@ -44,8 +44,8 @@ fn claimed(c: crate::service::codes::claims::ClaimedOutcome) -> HttpResponse {
 impl ClaimedOut {
     pub fn of(c: crate::service::codes::claims::ClaimedOutcome) -> Self {
         ClaimedOut {
-            who: VerifiedOut::new(c.recipient, c.channel, c.purpose, c.verified_at),
-            verified_via: c.verified_via,
+            who: VerifiedOut::new(c.recipient, c.channel, &c.purpose, c.verified_at),
+            verified_via: c.verified_via.as_str().to_string(),
         }
     }
 }

@@ -256,12 +256,11 @@ pub async fn verify(st: State, body: Body) -> ApiResult {
         req.extensions_mut().insert(id);
     }
     let v = result?;
-    let purpose = v.purpose.as_str().to_string();
     Ok(json(
         HttpResponse::Ok(),
         &VerifyOut {
             verified: true,
-            who: VerifiedOut::new(v.recipient, v.channel, purpose, v.verified_at),
+            who: VerifiedOut::new(v.recipient, v.channel, &v.purpose, v.verified_at),
         },
     ))
 }

@@ -1,12 +1,14 @@
 //! The hosted-page aggregate (API.md §14.1): sessions on otpmint's pages, and tenants'
 //! logos. A session's code is an ordinary code.
 
-use super::cells::Cells;
+use super::cells::{stored_locale, Cells};
 use super::engine::{args, Engine};
 use super::sql::{hosted as sql, Arg};
 use super::StoreError;
 use crate::domain::claim::CodeChallenge;
 use crate::domain::keys::TenantId;
+use crate::domain::locale::Locale;
+use crate::domain::purpose::Purpose;
 use crate::domain::Millis;
 
 /// A new session.
@@ -15,13 +17,13 @@ pub struct NewSession {
     pub id: String,
     pub tenant_id: TenantId,
     pub email: Option<String>,
-    pub purpose: String,
-    pub locale: Option<String>,
+    pub purpose: Purpose,
+    pub locale: Option<Locale>,
     pub return_url: String,
     pub created_at: Millis,
     pub expires_at: Millis,
     /// The PKCE challenge its outcome is claimed with (API.md §17.2).
-    pub code_challenge: Option<String>,
+    pub code_challenge: Option<CodeChallenge>,
 }
 
 /// A session as stored, with its code's state.
@@ -29,9 +31,10 @@ pub struct NewSession {
 pub struct SessionRow {
     pub id: String,
     pub tenant_id: TenantId,
+    /// The address given, or typed on the page (fixed by the first send).
     pub email: Option<String>,
-    pub purpose: String,
-    pub locale: Option<String>,
+    pub purpose: Purpose,
+    pub locale: Option<Locale>,
     pub return_url: String,
     pub key_sealed: Option<Vec<u8>>,
     pub verified: bool,
@@ -63,8 +66,8 @@ pub(crate) fn session_from(r: &(impl Cells + ?Sized)) -> Result<SessionRow, Stor
         id: r.text(0)?,
         tenant_id: TenantId::from_trusted(r.text(1)?),
         email: r.opt_text(2)?,
-        purpose: r.text(3)?,
-        locale: r.opt_text(4)?,
+        purpose: Purpose::from_stored(r.text(3)?),
+        locale: stored_locale(r.opt_text(4)?),
         return_url: r.text(5)?,
         key_sealed: r.opt_bytes(6)?,
         verified: r.text(7)? == "verified",
@@ -118,11 +121,11 @@ impl<E: Engine> HostedStore for E {
             s.tenant_id.as_str().into(),
             s.email.clone().into(),
             s.purpose.as_str().into(),
-            s.locale.clone().into(),
+            s.locale.as_ref().map(Locale::as_str).into(),
             s.return_url.as_str().into(),
             s.created_at.into(),
             s.expires_at.into(),
-            s.code_challenge.clone().into(),
+            s.code_challenge.as_ref().map(CodeChallenge::as_str).into(),
         ];
         self.exec_one(sql::INSERT_SESSION, &row).map(drop)
     }

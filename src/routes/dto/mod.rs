@@ -10,6 +10,7 @@ pub use problem::{problems, FieldErrorOut, Problem, ProblemCode};
 use crate::clock::rfc3339;
 use crate::domain::audit::AuditEvent;
 use crate::domain::challenge::ChallengeView;
+use crate::domain::purpose::Purpose;
 use crate::domain::recipient::Channel;
 use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
@@ -249,12 +250,12 @@ pub struct VerifiedOut {
 
 impl VerifiedOut {
     /// `recipient` shown as `email` or `phone`, by the channel its code went on.
-    pub fn new(recipient: String, channel: Channel, purpose: String, at: Millis) -> Self {
+    pub fn new(recipient: String, channel: Channel, purpose: &Purpose, at: Millis) -> Self {
         let by_phone = channel.is_phone();
         VerifiedOut {
             email: (!by_phone).then(|| recipient.clone()),
             phone: by_phone.then_some(recipient),
-            purpose,
+            purpose: purpose.as_str().to_string(),
             verified_at: rfc3339(at),
         }
     }

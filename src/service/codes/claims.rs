@@ -5,6 +5,7 @@
 use crate::domain::challenge::{Status, VerifiedVia};
 use crate::domain::claim::CodeChallenge;
 use crate::domain::keys::{CodeApi, ShareableKey};
+use crate::domain::purpose::Purpose;
 use crate::domain::recipient::Channel;
 use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
@@ -17,10 +18,10 @@ pub struct ClaimedOutcome {
     pub recipient: String,
     /// The channel it was sent on (a hosted session's: email).
     pub channel: Channel,
-    pub purpose: String,
+    pub purpose: Purpose,
     pub verified_at: Millis,
-    /// `code` or `link` (a key); `code` for a hosted session (typed on the page).
-    pub verified_via: String,
+    /// A code or a link (a key); a code for a hosted session (typed on the page).
+    pub verified_via: VerifiedVia,
 }
 
 /// A wrong or missing verifier where a challenge was given: 403, and nothing is spent.
@@ -73,13 +74,9 @@ impl Codes {
         Ok(ClaimedOutcome {
             recipient: view.email,
             channel: view.channel,
-            purpose: view.purpose.as_str().into(),
+            purpose: view.purpose,
             verified_at,
-            verified_via: view
-                .verified_via
-                .unwrap_or(VerifiedVia::Code)
-                .as_str()
-                .into(),
+            verified_via: view.verified_via.unwrap_or(VerifiedVia::Code),
         })
     }
 
@@ -118,7 +115,7 @@ impl Codes {
             channel: Channel::Email,
             purpose: row.purpose,
             verified_at,
-            verified_via: "code".into(),
+            verified_via: VerifiedVia::Code,
         })
     }
 }

@@ -108,12 +108,12 @@ impl Codes {
             id: format!("hs_{}", random_id(24)),
             tenant_id: tenant.id.clone(),
             email: email.map(|e| e.as_given().to_string()),
-            purpose: purpose.as_str().to_string(),
-            locale: locale.map(|l| l.as_str().to_string()),
+            purpose,
+            locale,
             return_url,
             created_at: now,
             expires_at: now + SESSION_MS,
-            code_challenge: n.code_challenge.as_ref().map(|c| c.as_str().to_string()),
+            code_challenge: n.code_challenge,
         };
         let row = s.clone();
         self.core.write(move |st| st.insert_session(&row)).await?;
@@ -251,10 +251,10 @@ impl Codes {
                 tenant,
                 MintRequest {
                     to: Recipient::Email(to.clone()),
-                    purpose: Purpose::parse(Some(&row.purpose)).map_err(|_| PageError::NotSent)?,
+                    purpose: row.purpose.clone(),
                     flavor: CodeApi::Native,
                     delivery: Some(DeliveryMode::Sync),
-                    locale: row.locale.as_deref().and_then(Locale::parse),
+                    locale: row.locale.clone(),
                     link: None,
                 },
                 ctx,
