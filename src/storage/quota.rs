@@ -299,6 +299,26 @@ pub(crate) fn count_send(
     Ok(())
 }
 
+/// The tenant's hourly quota checked under its lock (taken last: see [`tenant_lock`]),
+/// then one send counted — for callers that hold the recipient's lock and checked its
+/// quotas already. A refusal counts nothing.
+pub(crate) fn tenant_check_and_count(
+    tx: &mut dyn Exec,
+    tenant: &TenantId,
+    recipient: &str,
+    q: &SendQuota,
+    now: Millis,
+) -> Admitted {
+    if let Some(lock) = tenant_lock(tenant, q) {
+        tx.serialize(&[lock])?;
+        if let Err(r) = tenant_check(tx, tenant, q, now)? {
+            return Ok(Err(r));
+        }
+    }
+    count_send(tx, tenant, recipient, now)?;
+    Ok(Ok(()))
+}
+
 /// Check every quota and, if all allow it, count one send (callers hold the write lock:
 /// SQLite's single writer).
 pub(crate) fn take_send(

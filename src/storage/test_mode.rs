@@ -4,8 +4,10 @@
 use super::cells::{inbox_row_from, test_recipient_from};
 use super::engine::{args, Engine, Exec};
 use super::sql::{test_mode as sql, Arg};
+use super::stats::{bump_in, Bump, Tally};
 use super::StoreError;
 use crate::domain::keys::TenantId;
+use crate::domain::stats::Counted;
 use crate::domain::test_mode::{TestRecipient, INBOX_KEPT};
 use crate::domain::Millis;
 
@@ -61,6 +63,26 @@ pub trait TestStore {
         recipient: Option<&str>,
         since: Millis,
     ) -> Result<Vec<InboxRow>, StoreError>;
+}
+
+/// A resent test code (`tally`: its row as the resend left it): its message into the
+/// inbox, counted as a test send in the code's cells (a test code's other counts are not
+/// kept).
+pub(crate) fn resend_to_inbox_in(
+    tx: &mut dyn Exec,
+    tally: &Tally,
+    key_digest: &[u8],
+    inbox: &InboxEntry,
+    now: Millis,
+) -> Result<(), StoreError> {
+    insert_inbox_in(tx, &tally.tenant, key_digest, inbox, now)?;
+    let test = Bump {
+        tenant: &tally.tenant,
+        created_at: tally.created_at,
+        dims: &tally.dims,
+        what: Counted::Test,
+    };
+    bump_in(tx, &test)
 }
 
 /// Put a test message in the tenant's inbox, which keeps its last `INBOX_KEPT` (inside the

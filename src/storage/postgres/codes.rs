@@ -13,12 +13,12 @@ use crate::domain::Millis;
 use crate::storage::codes::minted_in;
 use crate::storage::codes::{reservation_from, PUSH_EARLIER};
 use crate::storage::quota::{
-    count_send, recipient_check, recipient_lock, take_test_send, tenant_check, tenant_lock,
+    recipient_check, recipient_lock, take_test_send, tenant_check_and_count,
 };
 use crate::storage::settle::supersede_older_than;
-use crate::storage::stats::bump_in;
-use crate::storage::stats::{tally_from, Bump, STATE_COUNTED, STATE_NOT_COUNTED, TALLY_COLS};
-use crate::storage::test_mode::insert_inbox_in;
+
+use crate::storage::stats::{tally_from, STATE_COUNTED, STATE_NOT_COUNTED, TALLY_COLS};
+use crate::storage::test_mode::{insert_inbox_in, resend_to_inbox_in};
 use crate::storage::{
     Admitted, CodeStore, InboxEntry, NewChallenge, NewOutbox, Resend, ResendVia, Resent,
     Reservation, SendQuota, StoreError,
@@ -85,15 +85,12 @@ impl CodeStore for PgStore {
             )?;
             insert_outbox(tx, &c.key_digest, tenant, m, q.is_some(), now)?;
             if let Some(q) = q {
-                // The tenant's lock last (see `quota_locks`); a refusal here rolls the code
-                // and its message back.
-                if let Some(t) = tenant_lock(&c.tenant_id, q) {
-                    lock_all(tx, &[t])?;
-                    if let Err(r) = tenant_check(tx, &c.tenant_id, q, now)? {
-                        return Ok(Err(r));
-                    }
+                // The tenant's lock last; a refusal here rolls the code and its message back.
+                if let Err(r) =
+                    tenant_check_and_count(tx, &c.tenant_id, &c.email_canonical, q, now)?
+                {
+                    return Ok(Err(r));
                 }
-                count_send(tx, &c.tenant_id, &c.email_canonical, now)?;
             }
             minted_in(tx, c, Counted::Minted)?;
             Ok(Ok(()))
@@ -164,29 +161,16 @@ impl CodeStore for PgStore {
                     if let Err(q) = take_test_send(tx, &r.tenant_id, inbox.per_hour, now)? {
                         return Ok(Err(q));
                     }
-                    insert_inbox_in(tx, t, &r.key_digest, inbox, now)?;
-                    bump_in(
-                        tx,
-                        &Bump {
-                            tenant: &tally.tenant,
-                            created_at: tally.created_at,
-                            dims: &tally.dims,
-                            what: Counted::Test,
-                        },
-                    )?;
+                    resend_to_inbox_in(tx, &tally, &r.key_digest, inbox, now)?;
                 }
                 ResendVia::Relay { outbox, quota } => {
                     if let Some(q) = quota {
                         if let Err(x) = recipient_check(tx, &r.tenant_id, &r.recipient, q, now)? {
                             return Ok(Err(x));
                         }
-                        if let Some(l) = tenant_lock(&r.tenant_id, q) {
-                            lock_all(tx, &[l])?;
-                            if let Err(x) = tenant_check(tx, &r.tenant_id, q, now)? {
-                                return Ok(Err(x));
-                            }
+                        if let Err(x) = tenant_check_and_count(tx, &r.tenant_id, &r.recipient, q, now)? {
+                            return Ok(Err(x));
                         }
-                        count_send(tx, &r.tenant_id, &r.recipient, now)?;
                     }
                     insert_outbox(tx, &r.key_digest, t, outbox, quota.is_some(), now)?;
                 }

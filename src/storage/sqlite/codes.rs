@@ -14,9 +14,9 @@ use crate::storage::codes::minted_in;
 use crate::storage::codes::{reservation_from, PUSH_EARLIER};
 use crate::storage::quota::{take_send, take_test_send};
 use crate::storage::settle::supersede_older_than;
-use crate::storage::stats::bump_in;
-use crate::storage::stats::{tally_from, Bump, STATE_COUNTED, STATE_NOT_COUNTED, TALLY_COLS};
-use crate::storage::test_mode::insert_inbox_in;
+
+use crate::storage::stats::{tally_from, STATE_COUNTED, STATE_NOT_COUNTED, TALLY_COLS};
+use crate::storage::test_mode::{insert_inbox_in, resend_to_inbox_in};
 use crate::storage::{
     Admitted, CodeStore, InboxEntry, NewChallenge, NewOutbox, Resend, ResendVia, Resent,
     Reservation, SendQuota, StoreError,
@@ -214,16 +214,7 @@ impl CodeStore for SqliteStore {
             )??;
             match &r.via {
                 ResendVia::Inbox(inbox) => {
-                    insert_inbox_in(&mut super::Statements(tx), r.tenant_id.as_str(), &r.key_digest, inbox, now)?;
-                    bump_in(
-                        &mut super::Statements(tx),
-                        &Bump {
-                            tenant: &tally.tenant,
-                            created_at: tally.created_at,
-                            dims: &tally.dims,
-                            what: Counted::Test,
-                        },
-                    )?;
+                    resend_to_inbox_in(&mut super::Statements(tx), &tally, &r.key_digest, inbox, now)?;
                 }
                 ResendVia::Relay { outbox, quota } => {
                     insert_outbox_in(tx, &r.key_digest, r.tenant_id.as_str(), outbox, quota.is_some(), now)?;
