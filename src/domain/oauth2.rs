@@ -35,8 +35,10 @@ pub const MICROSOFT_DELEGATED_SCOPE: &str = "https://outlook.office.com/SMTP.Sen
 pub const GOOGLE_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
 pub const GOOGLE_SCOPE: &str = "https://mail.google.com/";
 
-/// A relay's OAuth2 settings as stored (as this JSON; its client secret and refresh token
-/// are sealed with the relay's other secrets, never here).
+/// A relay's OAuth2 settings. Stored as this type's JSON (the tenants' `*_oauth2` columns):
+/// renaming, reordering or re-skipping a field changes stored data, which the tests of
+/// `storage::cells::tenant` pin. Its client secret and refresh token are sealed with the
+/// relay's other secrets, never here.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OAuth2 {
     #[serde(default, skip_serializing_if = "Option::is_none")]

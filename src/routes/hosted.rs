@@ -152,8 +152,7 @@ async fn render(
 ) -> HttpResponse {
     // The §8 chain: the session's locale, its language, the tenant's default, its
     // language, English — the first with pages.
-    let requested = row.locale.clone();
-    let chain = crate::messages::chain(requested.as_ref(), &tenant.default_locale);
+    let chain = crate::messages::chain(row.locale.as_ref(), &tenant.default_locale);
     let lang = chain
         .iter()
         .map(Locale::language)

@@ -5,7 +5,7 @@ use super::cells::{channel_from, stored_locale, view_cols, view_from, Cells, VIE
 use super::engine::{args, Dialect, Engine, Exec, PG_NOW};
 use super::integration::insert_event_in;
 use super::integration::NewEvent;
-use super::quota::{Admitted, QuotaRefusal, SendQuota};
+use super::quota::{QuotaChecked, QuotaRefusal, SendQuota};
 use super::sql::{self, Arg};
 use super::stats::{bump_in, count_in, tally_from, Bump};
 use super::test_mode::InboxEntry;
@@ -213,12 +213,12 @@ pub trait CodeStore {
         m: &NewOutbox,
         q: Option<&SendQuota>,
         now: Millis,
-    ) -> Admitted;
+    ) -> QuotaChecked;
     /// Store a test code (API.md §13.1): its message goes to the test inbox instead of any
     /// relay, in the same commit, counted against the tenant's test sends (`inbox.per_hour`)
     /// and no relay quota; the code's delivery is `sent` and it supersedes its group's
     /// older pending codes at once.
-    fn insert_test_code(&self, c: &NewChallenge, inbox: &InboxEntry, now: Millis) -> Admitted;
+    fn insert_test_code(&self, c: &NewChallenge, inbox: &InboxEntry, now: Millis) -> QuotaChecked;
     /// Send a new code under a key, in one transaction: only while the key is pending,
     /// unexpired, unexhausted, under `max_resends`, and without a message still on its way;
     /// its current code joins the earlier ones (which keep verifying).

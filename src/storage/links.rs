@@ -1,5 +1,5 @@
 //! The magic-link aggregate (API.md §14.2): a link's token digest leads to its code. A link
-//! verifies its code with `CodeStore::finish_verify`, like a matching code does.
+//! verifies its code with `CodeOutcomeStore::finish_verify`, like a matching code does.
 
 use super::engine::{args, Engine};
 use super::StoreError;

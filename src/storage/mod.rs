@@ -46,7 +46,7 @@ pub use outbox::{
     SweepCandidate, SweepItem,
 };
 pub use provider_events::{EventEffect, ProviderEventStore};
-pub use quota::{Admitted, QuotaRefusal, QuotaStore, SendQuota};
+pub use quota::{QuotaChecked, QuotaRefusal, QuotaStore, SendQuota};
 pub(crate) use quota::{HOUR_MS, MINUTE_MS};
 pub use records::{AuditStore, ImportCounts, ImportedCode, RecordStore};
 pub use settle::SettleStore;

@@ -151,9 +151,10 @@ impl SendQuota {
     }
 }
 
-/// A write the quotas may refuse: `Ok(Err(refusal))` when one does (and nothing was
-/// counted or written), `Err` when the store failed.
-pub type Admitted = Result<Result<(), QuotaRefusal>, StoreError>;
+/// A write the quotas may refuse: `Ok(Err(refusal))` when one does (the store then rolls
+/// back whatever the write did, so nothing is counted or kept), `Err` when the store
+/// failed.
+pub type QuotaChecked = Result<Result<(), QuotaRefusal>, StoreError>;
 
 pub trait QuotaStore {
     /// Every quota check of a mint, counting nothing (a cheap read before hashing; the
@@ -164,7 +165,7 @@ pub trait QuotaStore {
         recipient: &str,
         q: &SendQuota,
         now: Millis,
-    ) -> Admitted;
+    ) -> QuotaChecked;
     /// Whether the recipient's failure budget is spent (and until when).
     fn failures_blocked(
         &self,
@@ -182,7 +183,7 @@ impl<E: Engine> QuotaStore for E {
         recipient: &str,
         q: &SendQuota,
         now: Millis,
-    ) -> Admitted {
+    ) -> QuotaChecked {
         self.read(|tx| quota_check(tx, tenant, recipient, q, now))
     }
 
@@ -209,7 +210,7 @@ pub(crate) fn quota_check(
     recipient: &str,
     q: &SendQuota,
     now: Millis,
-) -> Admitted {
+) -> QuotaChecked {
     if let Err(r) = recipient_check(tx, tenant, recipient, q, now)? {
         return Ok(Err(r));
     }
@@ -233,7 +234,7 @@ pub(crate) fn recipient_check(
     recipient: &str,
     q: &SendQuota,
     now: Millis,
-) -> Admitted {
+) -> QuotaChecked {
     let t = tenant.as_str();
     if q.max_failures > 0 {
         let row = tx.row_opt(sql::FAILURES_BLOCKED, args![t, recipient], |r| {
@@ -265,7 +266,7 @@ pub(crate) fn tenant_check(
     tenant: &TenantId,
     q: &SendQuota,
     now: Millis,
-) -> Admitted {
+) -> QuotaChecked {
     if q.tenant_max_per_hour > 0 {
         let hour = args![tenant.as_str(), SendQuota::tenant_minutes_after(now)];
         let (count, oldest) = count_row(tx, sql::TENANT_SENDS, hour)?;
@@ -299,16 +300,17 @@ pub(crate) fn count_send(
     Ok(())
 }
 
-/// The tenant's hourly quota checked under its lock (taken last: see [`tenant_lock`]),
-/// then one send counted — for callers that hold the recipient's lock and checked its
-/// quotas already. A refusal counts nothing.
+/// The tenant's hourly quota checked under its lock ([`tenant_lock`], taken through
+/// [`Exec::serialize`] after the recipient's lock and the code's row, as every mint takes
+/// them), then one send counted — for callers that hold the recipient's lock and checked
+/// its quotas already. A refusal counts nothing (the caller's transaction rolls back).
 pub(crate) fn tenant_check_and_count(
     tx: &mut dyn Exec,
     tenant: &TenantId,
     recipient: &str,
     q: &SendQuota,
     now: Millis,
-) -> Admitted {
+) -> QuotaChecked {
     if let Some(lock) = tenant_lock(tenant, q) {
         tx.serialize(&[lock])?;
         if let Err(r) = tenant_check(tx, tenant, q, now)? {
@@ -327,7 +329,7 @@ pub(crate) fn take_send(
     recipient: &str,
     q: &SendQuota,
     now: Millis,
-) -> Admitted {
+) -> QuotaChecked {
     if let Err(r) = quota_check(tx, tenant, recipient, q, now)? {
         return Ok(Err(r));
     }
@@ -342,7 +344,7 @@ pub(crate) fn take_test_send(
     tenant: &TenantId,
     per_hour: u32,
     now: Millis,
-) -> Admitted {
+) -> QuotaChecked {
     let t = tenant.as_str();
     tx.serialize(&[lock_key("T", &[t])])?;
     if per_hour > 0 {

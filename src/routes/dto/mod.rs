@@ -238,7 +238,8 @@ pub struct VerifyOut {
 /// Who and what was verified, as a verify and a claimed outcome (API.md §17.2) show it.
 #[derive(Serialize, ToSchema)]
 pub struct VerifiedOut {
-    /// The address as it was given at mint (absent for a text message's code).
+    /// The address that was verified, as given at mint or typed on a hosted page (absent
+    /// for a text message's code).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
     /// The phone number of a text message's code (API.md §12.3).
@@ -251,10 +252,14 @@ pub struct VerifiedOut {
 impl VerifiedOut {
     /// `recipient` shown as `email` or `phone`, by the channel its code went on.
     pub fn new(recipient: String, channel: Channel, purpose: &Purpose, at: Millis) -> Self {
-        let by_phone = channel.is_phone();
+        let (email, phone) = if channel.is_phone() {
+            (None, Some(recipient))
+        } else {
+            (Some(recipient), None)
+        };
         VerifiedOut {
-            email: (!by_phone).then(|| recipient.clone()),
-            phone: by_phone.then_some(recipient),
+            email,
+            phone,
             purpose: purpose.as_str().to_string(),
             verified_at: rfc3339(at),
         }

@@ -342,6 +342,10 @@ mod tests {
                 r#"{"token_url":"https://login.example/t","client_id":"c1","scope":"","refresh_token":false}"#
             )
         );
+        let google = stored.replace("microsoft", "google");
+        let o = oauth2_from(Some(google.clone())).unwrap().unwrap();
+        assert_eq!(o.provider, Some(OAuth2Provider::Google));
+        assert_eq!(oauth2_json(Some(&o)), Some(google));
         let unknown = stored.replace("microsoft", "yahoo");
         assert!(matches!(
             oauth2_from(Some(unknown)),

@@ -16,11 +16,10 @@ use crate::storage::quota::{
     recipient_check, recipient_lock, take_test_send, tenant_check_and_count,
 };
 use crate::storage::settle::supersede_older_than;
-
 use crate::storage::stats::{tally_from, STATE_COUNTED, STATE_NOT_COUNTED, TALLY_COLS};
 use crate::storage::test_mode::{insert_inbox_in, resend_to_inbox_in};
 use crate::storage::{
-    Admitted, CodeStore, InboxEntry, NewChallenge, NewOutbox, Resend, ResendVia, Resent,
+    CodeStore, InboxEntry, NewChallenge, NewOutbox, QuotaChecked, Resend, ResendVia, Resent,
     Reservation, SendQuota, StoreError,
 };
 
@@ -63,7 +62,7 @@ impl CodeStore for PgStore {
         m: &NewOutbox,
         q: Option<&SendQuota>,
         now: Millis,
-    ) -> Admitted {
+    ) -> QuotaChecked {
         let tenant = c.tenant_id.as_str();
         self.tx_unless_refused(|tx| {
             if let Some(q) = q {
@@ -97,7 +96,7 @@ impl CodeStore for PgStore {
         })
     }
 
-    fn insert_test_code(&self, c: &NewChallenge, inbox: &InboxEntry, now: Millis) -> Admitted {
+    fn insert_test_code(&self, c: &NewChallenge, inbox: &InboxEntry, now: Millis) -> QuotaChecked {
         let tenant = c.tenant_id.as_str();
         self.tx_unless_refused(|tx| {
             // The group's lock (taken here) before the tenant's test lock.

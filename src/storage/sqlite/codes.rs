@@ -14,11 +14,10 @@ use crate::storage::codes::minted_in;
 use crate::storage::codes::{reservation_from, PUSH_EARLIER};
 use crate::storage::quota::{take_send, take_test_send};
 use crate::storage::settle::supersede_older_than;
-
 use crate::storage::stats::{tally_from, STATE_COUNTED, STATE_NOT_COUNTED, TALLY_COLS};
 use crate::storage::test_mode::{insert_inbox_in, resend_to_inbox_in};
 use crate::storage::{
-    Admitted, CodeStore, InboxEntry, NewChallenge, NewOutbox, Resend, ResendVia, Resent,
+    CodeStore, InboxEntry, NewChallenge, NewOutbox, QuotaChecked, Resend, ResendVia, Resent,
     Reservation, SendQuota, StoreError,
 };
 
@@ -121,7 +120,7 @@ impl CodeStore for SqliteStore {
         m: &NewOutbox,
         q: Option<&SendQuota>,
         now: Millis,
-    ) -> Admitted {
+    ) -> QuotaChecked {
         let (c, m, q) = (c.clone(), m.clone(), q.copied());
         self.writer.write(move |tx| {
             if let Some(q) = &q {
@@ -149,7 +148,7 @@ impl CodeStore for SqliteStore {
         })
     }
 
-    fn insert_test_code(&self, c: &NewChallenge, inbox: &InboxEntry, now: Millis) -> Admitted {
+    fn insert_test_code(&self, c: &NewChallenge, inbox: &InboxEntry, now: Millis) -> QuotaChecked {
         let (c, inbox) = (c.clone(), inbox.clone());
         self.writer.write(move |tx| {
             if let Err(r) = take_test_send(
