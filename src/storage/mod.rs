@@ -42,8 +42,8 @@ pub use integration::{EventClaimStore, IntegrationStore};
 pub use keyring::{KeyringStore, TenantSeal};
 pub use links::{LinkStore, LinkView};
 pub use outbox::{
-    AttemptRecord, ClaimRequest, Claimed, Fairness, OutboxJob, OutboxStats, OutboxStore,
-    SweepCandidate, SweepItem,
+    AttemptFailure, AttemptRecord, ClaimRequest, Claimed, Fairness, OutboxJob, OutboxStats,
+    OutboxStore, SweepCandidate, SweepItem,
 };
 pub use provider_events::{EventEffect, ProviderEventStore};
 pub use quota::{QuotaChecked, QuotaRefusal, QuotaStore, SendQuota};

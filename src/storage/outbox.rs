@@ -10,7 +10,7 @@ use super::cells::{delivery_mode_from, status_from, Cells};
 use super::integration::NewEvent;
 use super::rules::SweepVerdict;
 use super::{Lease, StoreError};
-use crate::domain::delivery::DeliveryMode;
+use crate::domain::delivery::{DeliveryMode, DeliveryReason};
 use crate::domain::keys::TenantId;
 use crate::domain::recipient::Channel;
 use crate::domain::Millis;
@@ -127,6 +127,14 @@ pub struct AttemptRecord {
     pub detail_code: Option<String>,
     /// A last attempt whose outcome nobody can know (API.md §19.2): given up as `unknown`.
     pub outcome_unknown: bool,
+}
+
+/// Why an attempt failed, as its code's delivery records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptFailure {
+    pub reason: DeliveryReason,
+    /// Some attempt may have reached the relay: the send's quota charge is kept.
+    pub maybe_delivered: bool,
 }
 
 /// Claims, the sweep and leases, which each backend does its own way; what a claim's holder

@@ -6,7 +6,7 @@
 use super::cells::status_from;
 use super::engine::{args, lock_key, Engine, Exec};
 use super::integration::{insert_event_in, NewEvent};
-use super::outbox::{AttemptRecord, OutboxStats, SweepItem};
+use super::outbox::{AttemptFailure, AttemptRecord, OutboxStats, SweepItem};
 use super::rules;
 use super::sql::outbox as sql;
 use super::stats::{count_in, tally_from, Tally, STATE_COUNTED, STATE_EXPIRY_COUNTED};
@@ -36,9 +36,8 @@ pub trait SettleStore {
         key_digest: &[u8],
         owner: &str,
         attempt: &AttemptRecord,
+        failure: AttemptFailure,
         due_at: Millis,
-        reason: &str,
-        maybe_delivered: bool,
     ) -> Result<bool, StoreError>;
     /// Give the row back without an attempt (its message cannot be opened yet, its tenant
     /// could not be read): due again at `due_at`, only while `owner` holds it.
@@ -53,14 +52,12 @@ pub trait SettleStore {
     /// may have reached the relay. When this attempt's outcome is unknown
     /// (`attempt.outcome_unknown`), the delivery is `unknown` instead and the code stays
     /// valid (see `rules::given_up`).
-    #[allow(clippy::too_many_arguments)]
     fn outbox_failed(
         &self,
         key_digest: &[u8],
         owner: &str,
         attempt: &AttemptRecord,
-        reason: &str,
-        maybe_delivered: bool,
+        failure: AttemptFailure,
         now: Millis,
         event: Option<&NewEvent>,
     ) -> Result<bool, StoreError>;
@@ -137,16 +134,16 @@ impl<E: Engine> SettleStore for E {
         key_digest: &[u8],
         owner: &str,
         rec: &AttemptRecord,
+        failure: AttemptFailure,
         due_at: Millis,
-        reason: &str,
-        maybe_delivered: bool,
     ) -> Result<bool, StoreError> {
         let key = key_digest.to_vec();
+        let maybe_delivered = failure.maybe_delivered;
         let retry = args![key.as_slice(), owner, rec.attempts, due_at, maybe_delivered].to_vec();
         let record = args![
             key.as_slice(),
             rec.attempts,
-            reason,
+            failure.reason.as_str(),
             rec.detail_code.as_deref()
         ]
         .to_vec();
@@ -174,12 +171,11 @@ impl<E: Engine> SettleStore for E {
         key_digest: &[u8],
         owner: &str,
         rec: &AttemptRecord,
-        reason: &str,
-        maybe_delivered: bool,
+        failure: AttemptFailure,
         now: Millis,
         event: Option<&NewEvent>,
     ) -> Result<bool, StoreError> {
-        let (key, owner, reason) = (key_digest.to_vec(), owner.to_string(), reason.to_string());
+        let (key, owner, reason) = (key_digest.to_vec(), owner.to_string(), failure.reason);
         let (rec, event) = (rec.clone(), event.cloned());
         self.transact(move |tx| {
             let Some(taken) = take_row(tx, &key, Some(&owner))? else {
@@ -188,10 +184,10 @@ impl<E: Engine> SettleStore for E {
             let (status, fail_code) = rules::given_up(rec.outcome_unknown);
             let settle = Settle {
                 attempts: Some(rec.attempts),
-                reason: &reason,
+                reason: reason.as_str(),
                 status: status.as_str(),
                 fail_code,
-                refund: rules::refunds_quota(taken.maybe_delivered, maybe_delivered),
+                refund: rules::refunds_quota(taken.maybe_delivered, failure.maybe_delivered),
                 quota_at: taken.quota_at,
             };
             let failed = give_up(tx, &key, settle, now)?;

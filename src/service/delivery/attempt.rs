@@ -11,7 +11,7 @@ use crate::domain::event::EventType;
 use crate::domain::tenant::Tenant;
 use crate::mailer::{DeliveryError, DeliveryReason};
 use crate::storage::integration::NewEvent;
-use crate::storage::{AttemptRecord, OutboxJob, Store, StoreError};
+use crate::storage::{AttemptFailure, AttemptRecord, OutboxJob, Store, StoreError};
 
 /// The longest wait a `Retry-After` is honoured for (API.md §11.7).
 const RETRY_AFTER_MAX_MS: i64 = 3_600_000;
@@ -78,9 +78,11 @@ impl Delivery {
                     attempts,
                     ..AttemptRecord::default()
                 };
-                return self
-                    .record_failed(job, rec, DeliveryReason::Rejected, false, None)
-                    .await;
+                let failure = AttemptFailure {
+                    reason: DeliveryReason::Rejected,
+                    maybe_delivered: false,
+                };
+                return self.record_failed(job, rec, failure, None).await;
             }
         };
         let started = std::time::Instant::now();
@@ -149,18 +151,21 @@ impl Delivery {
                         .flatten()
                         .map(|at| at.max(now.saturating_add(asked)))
                         .filter(|at| *at < job.expires_at);
+                let failure = AttemptFailure {
+                    reason: e.reason,
+                    maybe_delivered: e.maybe_delivered,
+                };
                 match retry_at {
                     Some(due) => {
                         let (key, owner) =
                             (job.key_digest.clone(), self.outbox.owner().to_string());
-                        let (reason, maybe) = (e.reason, e.maybe_delivered);
                         let rec = AttemptRecord {
                             attempts,
                             detail_code: e.detail_code.clone(),
                             ..AttemptRecord::default()
                         };
                         self.record(job, move |s| {
-                            s.outbox_retry(&key, &owner, &rec, due, reason.as_str(), maybe)
+                            s.outbox_retry(&key, &owner, &rec, failure, due)
                         })
                         .await;
                         Attempt::Retry(e.reason)
@@ -173,7 +178,11 @@ impl Delivery {
                             outcome_unknown: true,
                             ..AttemptRecord::default()
                         };
-                        self.record_failed(job, rec, e.reason, true, None).await;
+                        let failure = AttemptFailure {
+                            maybe_delivered: true,
+                            ..failure
+                        };
+                        self.record_failed(job, rec, failure, None).await;
                         Attempt::Unknown(e.reason)
                     }
                     None => {
@@ -183,8 +192,7 @@ impl Delivery {
                             detail_code: e.detail_code.clone(),
                             ..AttemptRecord::default()
                         };
-                        self.record_failed(job, rec, e.reason, e.maybe_delivered, event)
-                            .await
+                        self.record_failed(job, rec, failure, event).await
                     }
                 }
             }
@@ -212,8 +220,7 @@ impl Delivery {
         &self,
         job: &OutboxJob,
         rec: AttemptRecord,
-        reason: DeliveryReason,
-        maybe_delivered: bool,
+        failure: AttemptFailure,
         event: Option<NewEvent>,
     ) -> Attempt {
         let (now, key, owner) = (
@@ -223,21 +230,13 @@ impl Delivery {
         );
         let raised = event.is_some();
         self.record(job, move |s| {
-            s.outbox_failed(
-                &key,
-                &owner,
-                &rec,
-                reason.as_str(),
-                maybe_delivered,
-                now,
-                event.as_ref(),
-            )
+            s.outbox_failed(&key, &owner, &rec, failure, now, event.as_ref())
         })
         .await;
         if raised {
             self.events.wake_hooks();
         }
-        Attempt::Failed(reason)
+        Attempt::Failed(failure.reason)
     }
 
     /// Record an outcome as the lease's holder. Until it is recorded the message is never

@@ -202,10 +202,6 @@ fn bound(a: &sql::Arg) -> &(dyn ToSql + Sync) {
     }
 }
 
-/// Insert a pending code with the next sequence number of its group. The group's advisory
-/// lock is held until commit, so numbers are taken one at a time and in commit order; the
-/// unique index on the group's sequence is the backstop.
-#[allow(clippy::too_many_arguments)]
 /// How a code is inserted: its attempts used, delivery (mode, status, attempts, sent at),
 /// whether it is a test code, and its statistics state.
 struct Inserted<'a> {
@@ -215,6 +211,9 @@ struct Inserted<'a> {
     stats_state: i64,
 }
 
+/// Insert a pending code with the next sequence number of its group. The group's advisory
+/// lock is held until commit, so numbers are taken one at a time and in commit order; the
+/// unique index on the group's sequence is the backstop.
 fn insert_challenge(
     tx: &mut Db<'_, impl GenericClient>,
     c: &NewChallenge,
