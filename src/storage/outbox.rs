@@ -133,7 +133,8 @@ pub struct AttemptRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttemptFailure {
     pub reason: DeliveryReason,
-    /// Some attempt may have reached the relay: the send's quota charge is kept.
+    /// This attempt may have reached the relay, endpoint or provider: the send's quota
+    /// charge is kept.
     pub maybe_delivered: bool,
 }
 
