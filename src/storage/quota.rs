@@ -288,7 +288,7 @@ pub(crate) fn tenant_lock(tenant: &TenantId, q: &SendQuota) -> Option<String> {
 }
 
 /// Count one send (callers checked the quotas under their locks).
-pub(crate) fn count_send(
+fn count_send(
     tx: &mut dyn Exec,
     tenant: &TenantId,
     recipient: &str,
@@ -330,11 +330,11 @@ pub(crate) fn take_send(
     q: &SendQuota,
     now: Millis,
 ) -> QuotaChecked {
-    if let Err(r) = quota_check(tx, tenant, recipient, q, now)? {
+    if let Err(r) = recipient_check(tx, tenant, recipient, q, now)? {
         return Ok(Err(r));
     }
-    count_send(tx, tenant, recipient, now)?;
-    Ok(Ok(()))
+    // The tenant's lock is SQLite's writer already (`serialize` takes nothing there).
+    tenant_check_and_count(tx, tenant, recipient, q, now)
 }
 
 /// Check the tenant's test sends of the hour under its test lock (taken last, like the

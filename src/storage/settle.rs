@@ -115,7 +115,7 @@ impl<E: Engine> SettleStore for E {
             // this one took its number (the group lock), so it is visible here.
             if let Some((status, _)) = &sent {
                 if let (true, Some(g)) = (rules::accepted_supersedes(*status), &group) {
-                    supersede(tx, g.parts(), g.seq, now)?;
+                    supersede(tx, g, now)?;
                 }
             }
             if let Some(e) = &event {
@@ -245,12 +245,11 @@ fn group_of(tx: &mut dyn Exec, key_digest: &[u8]) -> Result<Option<Group>, Store
     })
 }
 
-/// The older pending, live codes of `group` (tenant, canonical recipient, purpose,
-/// flavor) than number `seq`, superseded by its accepted message (callers hold the group's
-/// lock).
-fn supersede(tx: &mut dyn Exec, group: [&str; 4], seq: i64, now: Millis) -> Result<(), StoreError> {
-    let [tenant, recipient, purpose, flavor] = group;
-    let values = args![tenant, recipient, purpose, flavor, seq, now];
+/// The codes of group `g` older than its number `g.seq` that are still pending and live,
+/// superseded by that code's accepted message (callers hold the group's lock).
+fn supersede(tx: &mut dyn Exec, g: &Group, now: Millis) -> Result<(), StoreError> {
+    let [tenant, recipient, purpose, flavor] = g.parts();
+    let values = args![tenant, recipient, purpose, flavor, g.seq, now];
     tx.exec(sql::SUPERSEDE_OLDER, values).map(drop)
 }
 
@@ -262,7 +261,7 @@ pub(crate) fn supersede_older_than(
     now: Millis,
 ) -> Result<(), StoreError> {
     match group_of(tx, key_digest)? {
-        Some(g) => supersede(tx, g.parts(), g.seq, now),
+        Some(g) => supersede(tx, &g, now),
         None => Ok(()),
     }
 }
