@@ -5,7 +5,7 @@ use super::cells::{channel_from, stored_locale, view_cols, view_from, Cells, VIE
 use super::engine::{args, Dialect, Engine, Exec, PG_NOW};
 use super::integration::insert_event_in;
 use super::integration::NewEvent;
-use super::quota::{QuotaChecked, QuotaRefusal, SendQuota};
+use super::quota::{QuotaAsk, QuotaChecked, QuotaRefusal, SendQuota};
 use super::sql::{self, Arg};
 use super::stats::{bump_in, count_in, tally_from, Bump};
 use super::test_mode::InboxEntry;
@@ -40,6 +40,18 @@ pub struct NewChallenge {
     pub channel: crate::domain::recipient::Channel,
     /// A magic link that verifies it (API.md §14.2).
     pub link: Option<NewLink>,
+}
+
+impl NewChallenge {
+    /// Its send, as the quotas `q` judge it at `now`.
+    pub(crate) fn quota_ask<'a>(&'a self, q: &'a SendQuota, now: Millis) -> QuotaAsk<'a> {
+        QuotaAsk {
+            tenant: &self.tenant_id,
+            recipient: &self.email_canonical,
+            quota: q,
+            now,
+        }
+    }
 }
 
 /// A magic link: its token's digest, where it returns to, and the shareable key sealed for
@@ -167,16 +179,55 @@ pub struct Resend {
     pub via: ResendVia,
 }
 
+impl Resend {
+    /// Its send, as the quotas `q` judge it at `now`.
+    pub(crate) fn quota_ask<'a>(&'a self, q: &'a SendQuota, now: Millis) -> QuotaAsk<'a> {
+        QuotaAsk {
+            tenant: &self.tenant_id,
+            recipient: &self.recipient,
+            quota: q,
+            now,
+        }
+    }
+}
+
+/// A code's message to queue, and the quotas its send is checked and counted under (none:
+/// not counted).
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub outbox: NewOutbox,
+    pub quota: Option<SendQuota>,
+}
+
 /// Where a resent code's message goes.
 #[derive(Debug, Clone)]
 pub enum ResendVia {
     /// The outbox, as at mint, after the quotas (if any) are checked and counted.
-    Relay {
-        outbox: NewOutbox,
-        quota: Option<SendQuota>,
-    },
+    Relay(Queued),
     /// The tenant's test inbox.
     Inbox(InboxEntry),
+}
+
+/// A guess to reserve an attempt for ([`CodeStore::reserve_attempt`]).
+#[derive(Debug, Clone)]
+pub struct AttemptAsk {
+    pub tenant: TenantId,
+    pub key_digest: Vec<u8>,
+    pub flavor: CodeApi,
+    /// The guess's length: it must be the code's (a wrong length is no guess).
+    pub code_len: u32,
+    /// Its recipient's failure budget.
+    pub quota: SendQuota,
+}
+
+impl AttemptAsk {
+    /// The failures that spend the recipient's budget (`i64::MAX`: no budget).
+    pub(crate) fn failure_cap(&self) -> i64 {
+        match self.quota.max_failures {
+            0 => i64::MAX,
+            n => n.into(),
+        }
+    }
 }
 
 /// A verification to record ([`CodeOutcomeStore::finish_verify`]).
@@ -204,16 +255,10 @@ pub enum Resent {
 
 pub trait CodeStore {
     /// Store a code and its outgoing message in one durable commit, after checking and
-    /// counting the quotas `q` in the same transaction (none when `q` is `None`). The code
-    /// is `pending` with the next sequence number of its (tenant, recipient, purpose,
-    /// flavor) group and delivery `queued`; nothing is superseded yet.
-    fn insert_code(
-        &self,
-        c: &NewChallenge,
-        m: &NewOutbox,
-        q: Option<&SendQuota>,
-        now: Millis,
-    ) -> QuotaChecked;
+    /// counting its quotas (if any) in the same transaction. The code is `pending` with the
+    /// next sequence number of its (tenant, recipient, purpose, flavor) group and delivery
+    /// `queued`; nothing is superseded yet.
+    fn insert_code(&self, c: &NewChallenge, q: &Queued, now: Millis) -> QuotaChecked;
     /// Store a test code (API.md §13.1): its message goes to the test inbox instead of any
     /// relay, in the same commit, counted against the tenant's test sends (`inbox.per_hour`)
     /// and no relay quota; the code's delivery is `sent` and it supersedes its group's
@@ -224,16 +269,11 @@ pub trait CodeStore {
     /// its current code joins the earlier ones (which keep verifying).
     fn resend_code(&self, r: &Resend, now: Millis) -> Result<Resent, StoreError>;
     /// Reserve one guess: only for a pending, unexpired, unexhausted code whose recipient's
-    /// failure budget (`q`) is not spent; the guess counts against that budget at once (a
+    /// failure budget (`a.quota`) is not spent; the guess counts against that budget at once (a
     /// match clears it). One transaction, so atomic under any concurrency.
-    /// `code_len` must match the code's length (a wrong length is no guess).
     fn reserve_attempt(
         &self,
-        tenant: &TenantId,
-        key_digest: &[u8],
-        flavor: CodeApi,
-        code_len: u32,
-        q: &SendQuota,
+        a: &AttemptAsk,
         now: Millis,
     ) -> Result<Option<Reservation>, StoreError>;
 }

@@ -81,14 +81,28 @@ pub enum IdemBegin {
 /// A key being claimed.
 #[derive(Debug, Clone)]
 pub struct IdemClaim {
-    pub tenant_id: TenantId,
-    pub key_digest: Vec<u8>,
+    pub hold: IdemHold,
     pub fingerprint: Vec<u8>,
     pub now: Millis,
     pub lease_until: Millis,
     pub expires_at: Millis,
-    /// A random token naming this claim; only its holder may settle the key.
+}
+
+/// An idempotency key of a tenant, as one claim holds it.
+#[derive(Debug, Clone)]
+pub struct IdemHold {
+    pub tenant_id: TenantId,
+    pub key_digest: Vec<u8>,
+    /// A random token naming the claim; only its holder may settle the key.
     pub holder: String,
+}
+
+impl IdemHold {
+    /// `$1` to `$3` of the statements that settle the key.
+    fn args(&self) -> Vec<Arg> {
+        let (t, d) = (self.tenant_id.as_str(), self.key_digest.as_slice());
+        vec![t.into(), d.into(), self.holder.as_str().into()]
+    }
 }
 
 /// The leases of webhook events: each backend claims its own way (SQLite plans the claim
@@ -142,23 +156,11 @@ pub trait IntegrationStore {
     ) -> Result<Vec<WebhookAttempt>, StoreError>;
     /// Claim an idempotency key, or say what holds it (one atomic step).
     fn idem_begin(&self, c: &IdemClaim) -> Result<IdemBegin, StoreError>;
-    /// Keep the answer of the request that holds the key (`holder`: its claim's token; a
-    /// request whose claim was taken over changes nothing).
-    fn idem_finish(
-        &self,
-        id: &TenantId,
-        key_digest: &[u8],
-        holder: &str,
-        status: u16,
-        response: &[u8],
-    ) -> Result<(), StoreError>;
+    /// Keep the answer of the request that holds the key (a request whose claim was taken
+    /// over changes nothing).
+    fn idem_finish(&self, h: &IdemHold, status: u16, response: &[u8]) -> Result<(), StoreError>;
     /// Free a key whose request got an answer that is not kept (only the holder's claim).
-    fn idem_release(
-        &self,
-        id: &TenantId,
-        key_digest: &[u8],
-        holder: &str,
-    ) -> Result<(), StoreError>;
+    fn idem_release(&self, h: &IdemHold) -> Result<(), StoreError>;
     /// Delete expired idempotency keys, and settled events and delivery records older than
     /// `records_before`.
     fn purge_integration(&self, now: Millis, records_before: Millis) -> Result<usize, StoreError>;
@@ -306,15 +308,18 @@ impl<E: Engine> IntegrationStore for E {
     fn idem_begin(&self, c: &IdemClaim) -> Result<IdemBegin, StoreError> {
         let c = c.clone();
         self.transact(move |tx| {
-            let t = c.tenant_id.as_str();
-            let key = [Arg::from(t), c.key_digest.as_slice().into()];
+            let h = &c.hold;
+            let key = [
+                Arg::from(h.tenant_id.as_str()),
+                h.key_digest.as_slice().into(),
+            ];
             let claim = [
                 key[0].clone(),
                 key[1].clone(),
                 c.fingerprint.as_slice().into(),
                 c.lease_until.into(),
                 c.expires_at.into(),
-                c.holder.as_str().into(),
+                h.holder.as_str().into(),
             ];
             // Insert, or lock the row that is there; if that row went meanwhile (released
             // or purged), insert again.
@@ -342,32 +347,14 @@ impl<E: Engine> IntegrationStore for E {
         })
     }
 
-    fn idem_finish(
-        &self,
-        id: &TenantId,
-        key_digest: &[u8],
-        holder: &str,
-        status: u16,
-        response: &[u8],
-    ) -> Result<(), StoreError> {
-        let row = [
-            id.as_str().into(),
-            key_digest.into(),
-            holder.into(),
-            i64::from(status).into(),
-            Arg::from(response),
-        ];
+    fn idem_finish(&self, h: &IdemHold, status: u16, response: &[u8]) -> Result<(), StoreError> {
+        let mut row = h.args();
+        row.extend([i64::from(status).into(), Arg::from(response)]);
         self.exec_one(sql::IDEM_FINISH, &row).map(drop)
     }
 
-    fn idem_release(
-        &self,
-        id: &TenantId,
-        key_digest: &[u8],
-        holder: &str,
-    ) -> Result<(), StoreError> {
-        let row = [id.as_str().into(), key_digest.into(), Arg::from(holder)];
-        self.exec_one(sql::IDEM_RELEASE, &row).map(drop)
+    fn idem_release(&self, h: &IdemHold) -> Result<(), StoreError> {
+        self.exec_one(sql::IDEM_RELEASE, &h.args()).map(drop)
     }
 
     fn purge_integration(&self, now: Millis, records_before: Millis) -> Result<usize, StoreError> {

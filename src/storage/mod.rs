@@ -33,8 +33,8 @@ mod tenants;
 pub mod test_mode;
 
 pub use codes::{
-    ClaimStore, CodeOutcomeStore, CodeStore, Lease, NewChallenge, NewLink, NewOutbox, Resend,
-    ResendVia, Resent, Reservation, VerifyFinish,
+    AttemptAsk, ClaimStore, CodeOutcomeStore, CodeStore, Lease, NewChallenge, NewLink, NewOutbox,
+    Queued, Resend, ResendVia, Resent, Reservation, VerifyFinish,
 };
 pub use error::StoreError;
 pub use hosted::{HostedStore, NewSession, SessionRow};
@@ -46,7 +46,7 @@ pub use outbox::{
     OutboxStore, SweepCandidate, SweepItem,
 };
 pub use provider_events::{EventEffect, ProviderEventStore};
-pub use quota::{QuotaChecked, QuotaRefusal, QuotaStore, SendQuota};
+pub use quota::{QuotaAsk, QuotaChecked, QuotaRefusal, QuotaStore, SendQuota};
 pub(crate) use quota::{HOUR_MS, MINUTE_MS};
 pub use records::{AuditStore, ImportCounts, ImportedCode, RecordStore};
 pub use settle::SettleStore;

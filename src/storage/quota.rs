@@ -151,6 +151,16 @@ impl SendQuota {
     }
 }
 
+/// One send asked of the quotas: whose, to whom, under which quotas, and when.
+#[derive(Debug, Clone, Copy)]
+pub struct QuotaAsk<'a> {
+    pub tenant: &'a TenantId,
+    /// The recipient's canonical form.
+    pub recipient: &'a str,
+    pub quota: &'a SendQuota,
+    pub now: Millis,
+}
+
 /// A write the quotas may refuse: `Ok(Err(refusal))` when one does (the store then rolls
 /// back whatever the write did, so nothing is counted or kept), `Err` when the store
 /// failed.
@@ -159,62 +169,33 @@ pub type QuotaChecked = Result<Result<(), QuotaRefusal>, StoreError>;
 pub trait QuotaStore {
     /// Every quota check of a mint, counting nothing (a cheap read before hashing; the
     /// mint's own transaction checks and counts again, atomically).
-    fn check_quota(
-        &self,
-        tenant: &TenantId,
-        recipient: &str,
-        q: &SendQuota,
-        now: Millis,
-    ) -> QuotaChecked;
+    fn check_quota(&self, ask: &QuotaAsk) -> QuotaChecked;
     /// Whether the recipient's failure budget is spent (and until when).
-    fn failures_blocked(
-        &self,
-        tenant: &TenantId,
-        recipient: &str,
-        q: &SendQuota,
-        now: Millis,
-    ) -> Result<Option<Millis>, StoreError>;
+    fn failures_blocked(&self, ask: &QuotaAsk) -> Result<Option<Millis>, StoreError>;
 }
 
 impl<E: Engine> QuotaStore for E {
-    fn check_quota(
-        &self,
-        tenant: &TenantId,
-        recipient: &str,
-        q: &SendQuota,
-        now: Millis,
-    ) -> QuotaChecked {
-        self.read(|tx| quota_check(tx, tenant, recipient, q, now))
+    fn check_quota(&self, ask: &QuotaAsk) -> QuotaChecked {
+        self.read(|tx| quota_check(tx, ask))
     }
 
-    fn failures_blocked(
-        &self,
-        tenant: &TenantId,
-        recipient: &str,
-        q: &SendQuota,
-        now: Millis,
-    ) -> Result<Option<Millis>, StoreError> {
+    fn failures_blocked(&self, ask: &QuotaAsk) -> Result<Option<Millis>, StoreError> {
+        let QuotaAsk { quota: q, now, .. } = *ask;
         if q.max_failures == 0 {
             return Ok(None);
         }
-        let key = args![tenant.as_str(), recipient];
+        let key = args![ask.tenant.as_str(), ask.recipient];
         let row = self.row_opt(sql::FAILURES_BLOCKED, key, |r| Ok((r.int(0)?, r.int(1)?)))?;
         Ok(row.and_then(|(f, start)| q.failures_until(f, start, now)))
     }
 }
 
 /// Every quota check of a mint, counting nothing (callers that count hold the locks).
-pub(crate) fn quota_check(
-    tx: &mut dyn Exec,
-    tenant: &TenantId,
-    recipient: &str,
-    q: &SendQuota,
-    now: Millis,
-) -> QuotaChecked {
-    if let Err(r) = recipient_check(tx, tenant, recipient, q, now)? {
+pub(crate) fn quota_check(tx: &mut dyn Exec, ask: &QuotaAsk) -> QuotaChecked {
+    if let Err(r) = recipient_check(tx, ask)? {
         return Ok(Err(r));
     }
-    tenant_check(tx, tenant, q, now)
+    tenant_check(tx, ask)
 }
 
 /// A count and the oldest of what it counted (one row of an aggregate).
@@ -228,14 +209,14 @@ fn count_row(
 }
 
 /// The recipient's quotas: failure budget, cooldown, sends per window.
-pub(crate) fn recipient_check(
-    tx: &mut dyn Exec,
-    tenant: &TenantId,
-    recipient: &str,
-    q: &SendQuota,
-    now: Millis,
-) -> QuotaChecked {
-    let t = tenant.as_str();
+pub(crate) fn recipient_check(tx: &mut dyn Exec, ask: &QuotaAsk) -> QuotaChecked {
+    let QuotaAsk {
+        quota: q,
+        recipient,
+        now,
+        ..
+    } = *ask;
+    let t = ask.tenant.as_str();
     if q.max_failures > 0 {
         let row = tx.row_opt(sql::FAILURES_BLOCKED, args![t, recipient], |r| {
             Ok((r.int(0)?, r.int(1)?))
@@ -261,14 +242,10 @@ pub(crate) fn recipient_check(
 }
 
 /// The tenant's sends in the last hour.
-pub(crate) fn tenant_check(
-    tx: &mut dyn Exec,
-    tenant: &TenantId,
-    q: &SendQuota,
-    now: Millis,
-) -> QuotaChecked {
+fn tenant_check(tx: &mut dyn Exec, ask: &QuotaAsk) -> QuotaChecked {
+    let QuotaAsk { quota: q, now, .. } = *ask;
     if q.tenant_max_per_hour > 0 {
-        let hour = args![tenant.as_str(), SendQuota::tenant_minutes_after(now)];
+        let hour = args![ask.tenant.as_str(), SendQuota::tenant_minutes_after(now)];
         let (count, oldest) = count_row(tx, sql::TENANT_SENDS, hour)?;
         if let Some(r) = q.tenant_refusal(count, oldest, now) {
             return Ok(Err(r));
@@ -288,14 +265,10 @@ pub(crate) fn tenant_lock(tenant: &TenantId, q: &SendQuota) -> Option<String> {
 }
 
 /// Count one send (callers checked the quotas under their locks).
-fn count_send(
-    tx: &mut dyn Exec,
-    tenant: &TenantId,
-    recipient: &str,
-    now: Millis,
-) -> Result<(), StoreError> {
-    tx.exec(sql::TAKE_SEND, args![tenant.as_str(), recipient, now])?;
-    let minute = args![tenant.as_str(), now.div_euclid(MINUTE_MS)];
+fn count_send(tx: &mut dyn Exec, ask: &QuotaAsk) -> Result<(), StoreError> {
+    let (t, now) = (ask.tenant.as_str(), ask.now);
+    tx.exec(sql::TAKE_SEND, args![t, ask.recipient, now])?;
+    let minute = args![t, now.div_euclid(MINUTE_MS)];
     tx.exec(sql::COUNT_TENANT_SEND, minute)?;
     Ok(())
 }
@@ -304,37 +277,25 @@ fn count_send(
 /// [`Exec::serialize`] after the recipient's lock and the code's row, as every mint takes
 /// them), then one send counted — for callers that hold the recipient's lock and checked
 /// its quotas already. A refusal counts nothing (the caller's transaction rolls back).
-pub(crate) fn tenant_check_and_count(
-    tx: &mut dyn Exec,
-    tenant: &TenantId,
-    recipient: &str,
-    q: &SendQuota,
-    now: Millis,
-) -> QuotaChecked {
-    if let Some(lock) = tenant_lock(tenant, q) {
+pub(crate) fn tenant_check_and_count(tx: &mut dyn Exec, ask: &QuotaAsk) -> QuotaChecked {
+    if let Some(lock) = tenant_lock(ask.tenant, ask.quota) {
         tx.serialize(&[lock])?;
-        if let Err(r) = tenant_check(tx, tenant, q, now)? {
+        if let Err(r) = tenant_check(tx, ask)? {
             return Ok(Err(r));
         }
     }
-    count_send(tx, tenant, recipient, now)?;
+    count_send(tx, ask)?;
     Ok(Ok(()))
 }
 
 /// Check every quota and, if all allow it, count one send (callers hold the write lock:
 /// SQLite's single writer).
-pub(crate) fn take_send(
-    tx: &mut dyn Exec,
-    tenant: &TenantId,
-    recipient: &str,
-    q: &SendQuota,
-    now: Millis,
-) -> QuotaChecked {
-    if let Err(r) = recipient_check(tx, tenant, recipient, q, now)? {
+pub(crate) fn take_send(tx: &mut dyn Exec, ask: &QuotaAsk) -> QuotaChecked {
+    if let Err(r) = recipient_check(tx, ask)? {
         return Ok(Err(r));
     }
     // The tenant's lock is SQLite's writer already (`serialize` takes nothing there).
-    tenant_check_and_count(tx, tenant, recipient, q, now)
+    tenant_check_and_count(tx, ask)
 }
 
 /// Check the tenant's test sends of the hour under its test lock (taken last, like the

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use otpmint::domain::delivery::DeliveryMode;
 use otpmint::domain::keys::{CodeApi, TenantId};
-use otpmint::storage::{CodeStore, Lease, NewChallenge, NewOutbox};
+use otpmint::storage::{CodeStore, Lease, NewChallenge, NewOutbox, Queued};
 use rand::RngCore;
 
 /// Where the server under test stores.
@@ -79,7 +79,11 @@ pub fn write_floor(store: &Store, tenant: &str, seconds: f64) -> f64 {
                         }),
                         channel: otpmint::domain::recipient::Channel::Email,
                     };
-                    if let Ok(Ok(())) = codes.insert_code(&c, &m, None, now) {
+                    let queued = Queued {
+                        outbox: m,
+                        quota: None,
+                    };
+                    if let Ok(Ok(())) = codes.insert_code(&c, &queued, now) {
                         done.fetch_add(1, Ordering::Relaxed);
                     }
                 }

@@ -10,7 +10,7 @@ use crate::crypto::cipher::{decrypt_record, encrypt_record};
 use crate::crypto::lookup_digest;
 use crate::domain::keys::TenantId;
 use crate::service::{Codes, ServiceError};
-use crate::storage::integration::{IdemBegin, IdemClaim};
+use crate::storage::integration::{IdemBegin, IdemClaim, IdemHold};
 
 pub const KEY_MAX: usize = 255;
 const KEY_LABEL: &str = "idempotency-key";
@@ -24,11 +24,7 @@ pub fn kept(status: u16) -> bool {
 
 /// The claim on a key held by the running request.
 #[derive(Debug)]
-pub struct IdemTicket {
-    tenant: TenantId,
-    key_digest: Vec<u8>,
-    holder: String,
-}
+pub struct IdemTicket(IdemHold);
 
 pub enum IdemStart {
     Proceed(IdemTicket),
@@ -62,27 +58,25 @@ impl Codes {
         let key_digest = lookup_digest(self.core.keyring.get().pepper(), KEY_LABEL, key);
         let now = self.core.now();
         // A crashed holder blocks its key no longer than a mint can take.
-        let hold = {
+        let lease_ms = {
             let settings = self.core.settings.load();
             (settings.attempt_seconds() + settings.server.request_timeout_seconds) as i64 * 2000
                 + 30_000
         };
-        let holder = crate::domain::keys::random_id(22);
-        let claim = IdemClaim {
-            holder: holder.clone(),
+        let hold = IdemHold {
             tenant_id: tenant.clone(),
             key_digest: key_digest.clone(),
+            holder: crate::domain::keys::random_id(22),
+        };
+        let claim = IdemClaim {
+            hold: hold.clone(),
             fingerprint,
             now,
-            lease_until: now + hold,
+            lease_until: now + lease_ms,
             expires_at: now + KEPT_MS,
         };
         match self.core.db(move |s| s.idem_begin(&claim)).await? {
-            IdemBegin::Started => Ok(IdemStart::Proceed(IdemTicket {
-                tenant: tenant.clone(),
-                key_digest,
-                holder,
-            })),
+            IdemBegin::Started => Ok(IdemStart::Proceed(IdemTicket(hold))),
             IdemBegin::Replay { status, response } => {
                 let body = decrypt_record(
                     &self.core.keyring.get(),
@@ -104,17 +98,14 @@ impl Codes {
     /// again — so the record must not be dropped). Only the claim's holder can record, so a
     /// late retry changes nothing once the key moved on.
     pub async fn idem_end(&self, ticket: IdemTicket, status: u16, body: &[u8]) {
-        let IdemTicket {
-            tenant,
-            key_digest,
-            holder,
-        } = ticket;
+        let IdemTicket(hold) = ticket;
+        let (tenant, key_digest) = (&hold.tenant_id, &hold.key_digest);
         let sealed = if kept(status) {
             match encrypt_record(
                 &self.core.keyring.get(),
                 ANSWER_KIND,
                 tenant.as_str(),
-                &key_digest,
+                key_digest,
                 body,
             ) {
                 Ok(s) => Some(s),
@@ -132,8 +123,8 @@ impl Codes {
             .record_until_taken(
                 "an idempotent answer",
                 move |s| match &sealed {
-                    Some(sealed) => s.idem_finish(&tenant, &key_digest, &holder, status, sealed),
-                    None => s.idem_release(&tenant, &key_digest, &holder),
+                    Some(sealed) => s.idem_finish(&hold, status, sealed),
+                    None => s.idem_release(&hold),
                 },
                 || {},
             )

@@ -22,7 +22,10 @@ use crate::service::delivery::{Attempt, StoredMessage};
 use crate::service::events::webhooks::EventData;
 use crate::service::tenants::test_mode::Destination;
 use crate::service::{Codes, LimitKind, ServiceError};
-use crate::storage::{InboxEntry, NewChallenge, NewOutbox, OutboxJob, QuotaRefusal};
+use crate::storage::{
+    InboxEntry, NewChallenge, NewOutbox, OutboxJob, Queued, QuotaAsk, QuotaRefusal, SendQuota,
+    Store,
+};
 
 pub const KEY_LABEL: &str = "shareable-key";
 
@@ -124,6 +127,28 @@ pub(super) fn stored_message(
 }
 
 impl Codes {
+    /// Every quota of a send to `recipient`, read before a mint or resend hashes anything (a
+    /// refused one costs no hash); the write that counts the send checks again, atomically.
+    pub(super) async fn quota_read(
+        &self,
+        tenant: &TenantId,
+        recipient: &str,
+        quota: SendQuota,
+        now: Millis,
+    ) -> Result<(), ServiceError> {
+        let (tid, c2) = (tenant.clone(), recipient.to_string());
+        let ask = move |s: &dyn Store| {
+            let (tenant, recipient, quota) = (&tid, c2.as_str(), &quota);
+            s.check_quota(&QuotaAsk {
+                tenant,
+                recipient,
+                quota,
+                now,
+            })
+        };
+        self.core.db(ask).await?.map_err(limited)
+    }
+
     pub(super) fn key_digest(&self, key: &str) -> Vec<u8> {
         lookup_digest(self.core.keyring.get().pepper(), KEY_LABEL, key)
     }
@@ -250,11 +275,8 @@ impl Codes {
         if checked.any() {
             // A read first, so a refused mint costs no hash; the counting write below
             // checks again atomically.
-            let (tid, c2) = (tenant.id.clone(), recipient.canonical().to_string());
-            self.core
-                .db(move |s| s.check_quota(&tid, &c2, &checked, now))
-                .await?
-                .map_err(limited)?;
+            self.quota_read(&tenant.id, recipient.canonical(), checked, now)
+                .await?;
         }
         let (code, code_hash) = match &destination {
             Destination::TestInbox(Some(fixed)) => {
@@ -352,12 +374,14 @@ impl Codes {
             crate::metrics::inc(|m| &m.codes_minted, &["test"]);
             return Ok(minted);
         }
-        let lease = (mode == DeliveryMode::Sync).then(|| self.delivery.lease());
-        let outbox = NewOutbox {
-            recipient: recipient.delivery_address(),
-            payload: payload.clone(),
-            lease,
-            channel: recipient.channel(),
+        let queued = Queued {
+            outbox: NewOutbox {
+                recipient: recipient.delivery_address(),
+                payload: payload.clone(),
+                lease: (mode == DeliveryMode::Sync).then(|| self.delivery.lease()),
+                channel: recipient.channel(),
+            },
+            quota: counted.then_some(quota),
         };
         let count = sms_facts.map(|facts| SmsCount {
             tenant: tenant.clone(),
@@ -370,9 +394,8 @@ impl Codes {
         // Store first, send second: one durable commit holds the quota count, the code
         // and its message. A mint whose code cannot be stored answers 503 and sends nothing.
         let (this, c) = (std::sync::Arc::clone(&self.core), challenge.clone());
-        let q = counted.then_some(quota);
         let store = async move {
-            this.write(move |s| s.insert_code(&c, &outbox, q.as_ref(), now))
+            this.write(move |s| s.insert_code(&c, &queued, now))
                 .await?
                 .map_err(limited)
         };

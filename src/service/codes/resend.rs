@@ -18,7 +18,7 @@ use crate::service::codes::sms_guard::SmsCount;
 use crate::service::core::audit::RequestContext;
 use crate::service::tenants::test_mode::Destination;
 use crate::service::{Codes, ServiceError};
-use crate::storage::{InboxEntry, NewOutbox, OutboxJob, Resend, ResendVia, Resent};
+use crate::storage::{InboxEntry, NewOutbox, OutboxJob, Queued, Resend, ResendVia, Resent};
 
 /// A key after a resend.
 pub struct ResentKey {
@@ -144,11 +144,8 @@ impl Codes {
         let counted = !test && quota.any();
         if counted {
             // A read first, so a refused resend costs no hash.
-            let (tid, c2) = (tenant.id.clone(), view.email_canonical.clone());
-            self.core
-                .db(move |s| s.check_quota(&tid, &c2, &quota, now))
-                .await?
-                .map_err(limited)?;
+            self.quota_read(&tenant.id, &view.email_canonical, quota, now)
+                .await?;
         }
         if let Some(e) = in_flight(&view) {
             return Err(e);
@@ -216,7 +213,7 @@ impl Codes {
                 per_hour: self.core.settings.load().limits.test_sends_per_hour,
             })
         } else {
-            ResendVia::Relay {
+            ResendVia::Relay(Queued {
                 outbox: NewOutbox {
                     recipient: email.delivery_address(),
                     payload: payload.clone(),
@@ -224,7 +221,7 @@ impl Codes {
                     channel: email.channel(),
                 },
                 quota: counted.then_some(quota),
-            }
+            })
         };
         let r = Resend {
             tenant_id: tenant.id.clone(),

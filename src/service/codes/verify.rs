@@ -15,7 +15,7 @@ use crate::service::core::audit::RequestContext;
 use crate::service::core::retry_secs;
 use crate::service::events::webhooks::EventData;
 use crate::service::{Codes, ErrorCode, LimitKind, ServiceError};
-use crate::storage::{Store, StoreError, VerifyFinish};
+use crate::storage::{AttemptAsk, QuotaAsk, Store, StoreError, VerifyFinish};
 
 pub struct Verified {
     /// The address or number as it was given at the mint.
@@ -216,7 +216,7 @@ impl Codes {
                 // credential never holds a slot. A reservation that fails gives it back here.
                 let admitted = match hasher.slot() {
                     Ok(slot) => Ok(s
-                        .reserve_attempt(&tid, &d, flavor, len, &quota, now)?
+                        .reserve_attempt(&AttemptAsk { tenant: tid.clone(), key_digest: d, flavor, code_len: len, quota }, now)?
                         .map(|r| (slot, r))),
                     Err(e) => Err(e),
                 };
@@ -386,7 +386,15 @@ impl Codes {
             let recipient = view.email_canonical.clone();
             if let Ok(Some(until)) = self
                 .core
-                .db(move |s| s.failures_blocked(&tid, &recipient, &quota, now))
+                .db(move |s| {
+                    let (tenant, recipient, quota) = (&tid, recipient.as_str(), &quota);
+                    s.failures_blocked(&QuotaAsk {
+                        tenant,
+                        recipient,
+                        quota,
+                        now,
+                    })
+                })
                 .await
             {
                 return ServiceError::RateLimited {

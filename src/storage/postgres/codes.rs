@@ -7,7 +7,6 @@ use ::postgres::GenericClient;
 
 use super::conn::Db;
 use super::{insert_challenge, lock_all, Inserted, PgStore};
-use crate::domain::keys::{CodeApi, TenantId};
 use crate::domain::stats::Counted;
 use crate::domain::Millis;
 use crate::storage::codes::minted_in;
@@ -19,8 +18,8 @@ use crate::storage::settle::supersede_older_than;
 use crate::storage::stats::{tally_from, STATE_COUNTED, STATE_NOT_COUNTED, TALLY_COLS};
 use crate::storage::test_mode::{insert_inbox_in, resend_to_inbox_in};
 use crate::storage::{
-    CodeStore, InboxEntry, NewChallenge, NewOutbox, QuotaChecked, Resend, ResendVia, Resent,
-    Reservation, SendQuota, StoreError,
+    AttemptAsk, CodeStore, InboxEntry, NewChallenge, Queued, QuotaChecked, Resend, ResendVia,
+    Resent, Reservation, StoreError,
 };
 
 /// Queue a code's message (its send counted in the quotas at `now` when `counted`); a sync
@@ -29,10 +28,10 @@ fn insert_outbox(
     tx: &mut Db<'_, impl GenericClient>,
     key_digest: &[u8],
     tenant: &str,
-    m: &NewOutbox,
-    counted: bool,
+    q: &Queued,
     now: Millis,
 ) -> Result<(), StoreError> {
+    let m = &q.outbox;
     tx.execute(
         concat!(
             "INSERT INTO outbox (key_digest, tenant_id, recipient, payload, due_at, attempts, lease_until, leased_by, quota_at, created_at, channel) \
@@ -48,7 +47,7 @@ fn insert_outbox(
             &now,
             &m.lease.as_ref().map(|l| l.for_ms),
             &m.lease.as_ref().map(|l| l.owner.as_str()),
-            &counted.then_some(now),
+            &q.quota.is_some().then_some(now),
             &m.channel.as_str(),
         ],
     )?;
@@ -56,18 +55,12 @@ fn insert_outbox(
 }
 
 impl CodeStore for PgStore {
-    fn insert_code(
-        &self,
-        c: &NewChallenge,
-        m: &NewOutbox,
-        q: Option<&SendQuota>,
-        now: Millis,
-    ) -> QuotaChecked {
-        let tenant = c.tenant_id.as_str();
+    fn insert_code(&self, c: &NewChallenge, queued: &Queued, now: Millis) -> QuotaChecked {
+        let (tenant, q) = (c.tenant_id.as_str(), queued.quota.as_ref());
         self.tx_unless_refused(|tx| {
             if let Some(q) = q {
                 lock_all(tx, &[recipient_lock(&c.tenant_id, &c.email_canonical)])?;
-                if let Err(r) = recipient_check(tx, &c.tenant_id, &c.email_canonical, q, now)? {
+                if let Err(r) = recipient_check(tx, &c.quota_ask(q, now))? {
                     return Ok(Err(r));
                 }
             }
@@ -82,12 +75,10 @@ impl CodeStore for PgStore {
                     stats_state: STATE_COUNTED,
                 },
             )?;
-            insert_outbox(tx, &c.key_digest, tenant, m, q.is_some(), now)?;
+            insert_outbox(tx, &c.key_digest, tenant, queued, now)?;
             if let Some(q) = q {
                 // The tenant's lock last; a refusal here rolls the code and its message back.
-                if let Err(r) =
-                    tenant_check_and_count(tx, &c.tenant_id, &c.email_canonical, q, now)?
-                {
+                if let Err(r) = tenant_check_and_count(tx, &c.quota_ask(q, now))? {
                     return Ok(Err(r));
                 }
             }
@@ -128,7 +119,7 @@ impl CodeStore for PgStore {
         let out = self.tx_unless_refused(|tx| {
             // Locks in the order every mint takes them: the recipient's, the code's row,
             // then the tenant's (its quota or its test sends).
-            if let ResendVia::Relay { quota: Some(_), .. } = &r.via {
+            if let ResendVia::Relay(Queued { quota: Some(_), .. }) = &r.via {
                 lock_all(tx, &[recipient_lock(&r.tenant_id, &r.recipient)])?;
             }
             // The key's row first, in a statement of its own: the change below then reads
@@ -162,16 +153,17 @@ impl CodeStore for PgStore {
                     }
                     resend_to_inbox_in(tx, &tally, &r.key_digest, inbox, now)?;
                 }
-                ResendVia::Relay { outbox, quota } => {
-                    if let Some(q) = quota {
-                        if let Err(x) = recipient_check(tx, &r.tenant_id, &r.recipient, q, now)? {
+                ResendVia::Relay(queued) => {
+                    if let Some(q) = &queued.quota {
+                        let ask = r.quota_ask(q, now);
+                        if let Err(x) = recipient_check(tx, &ask)? {
                             return Ok(Err(x));
                         }
-                        if let Err(x) = tenant_check_and_count(tx, &r.tenant_id, &r.recipient, q, now)? {
+                        if let Err(x) = tenant_check_and_count(tx, &ask)? {
                             return Ok(Err(x));
                         }
                     }
-                    insert_outbox(tx, &r.key_digest, t, outbox, quota.is_some(), now)?;
+                    insert_outbox(tx, &r.key_digest, t, queued, now)?;
                 }
             }
             Ok(Ok(Resent::Done))
@@ -182,19 +174,11 @@ impl CodeStore for PgStore {
 
     fn reserve_attempt(
         &self,
-        tenant: &TenantId,
-        key_digest: &[u8],
-        flavor: CodeApi,
-        code_len: u32,
-        q: &SendQuota,
+        a: &AttemptAsk,
         now: Millis,
     ) -> Result<Option<Reservation>, StoreError> {
-        let max_failures: i64 = if q.max_failures == 0 {
-            i64::MAX
-        } else {
-            q.max_failures.into()
-        };
-        let t = tenant.as_str();
+        let (t, q, key_digest) = (a.tenant.as_str(), &a.quota, &a.key_digest);
+        let max_failures = a.failure_cap();
         self.tx(|tx| {
             if q.max_failures > 0 {
                 // The recipient's failure budget is shared by all its codes: take its lock
@@ -202,7 +186,7 @@ impl CodeStore for PgStore {
                 tx.execute(
                     "SELECT pg_advisory_xact_lock(hashtextextended('r' || chr(31) || tenant_id || chr(31) || email_canonical, 0)) \
                      FROM challenges WHERE key_digest = $1 AND tenant_id = $2",
-                    &[&key_digest, &t],
+                    &[key_digest, &t],
                 )?;
             }
             // The row lock of the UPDATE serialises guesses on one key: a concurrent guess
@@ -217,7 +201,7 @@ impl CodeStore for PgStore {
                        AND f.email_canonical = c.email_canonical AND f.failures >= $5 AND f.window_start + $6 > $4) \
                  RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose, locale, earlier_hashes, test, channel"
                 ),
-                &[&key_digest, &t, &flavor.as_str(), &now, &max_failures, &q.recipient_window_ms, &i64::from(code_len)],
+                &[key_digest, &t, &a.flavor.as_str(), &now, &max_failures, &q.recipient_window_ms, &i64::from(a.code_len)],
             )?;
             let Some(row) = row else { return Ok(None) };
             let res = reservation_from(&row)?;

@@ -7,7 +7,6 @@ use crate::storage::sql::live_code;
 use rusqlite::params;
 
 use super::{CachedSql, SqliteStore};
-use crate::domain::keys::{CodeApi, TenantId};
 use crate::domain::stats::Counted;
 use crate::domain::Millis;
 use crate::storage::codes::minted_in;
@@ -17,8 +16,8 @@ use crate::storage::settle::supersede_older_than;
 use crate::storage::stats::{tally_from, STATE_COUNTED, STATE_NOT_COUNTED, TALLY_COLS};
 use crate::storage::test_mode::{insert_inbox_in, resend_to_inbox_in};
 use crate::storage::{
-    CodeStore, InboxEntry, NewChallenge, NewOutbox, QuotaChecked, Resend, ResendVia, Resent,
-    Reservation, SendQuota, StoreError,
+    AttemptAsk, CodeStore, InboxEntry, NewChallenge, Queued, QuotaChecked, Resend, ResendVia,
+    Resent, Reservation, StoreError,
 };
 
 /// How a new code is stored: counted in the statistics with its message queued, or a test
@@ -91,10 +90,10 @@ fn insert_outbox_in(
     tx: &rusqlite::Connection,
     key_digest: &[u8],
     tenant: &str,
-    m: &NewOutbox,
-    counted: bool,
+    q: &Queued,
     now: Millis,
 ) -> Result<(), StoreError> {
+    let m = &q.outbox;
     tx.execute_cached(
         "INSERT INTO outbox (key_digest, tenant_id, recipient, payload, due_at, attempts, lease_until, leased_by, quota_at, created_at, channel) \
          VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?5, ?9)",
@@ -106,7 +105,7 @@ fn insert_outbox_in(
             now,
             m.lease.as_ref().map(|l| now + l.for_ms),
             m.lease.as_ref().map(|l| l.owner.clone()),
-            counted.then_some(now),
+            q.quota.is_some().then_some(now),
             m.channel.as_str()
         ],
     )?;
@@ -114,35 +113,16 @@ fn insert_outbox_in(
 }
 
 impl CodeStore for SqliteStore {
-    fn insert_code(
-        &self,
-        c: &NewChallenge,
-        m: &NewOutbox,
-        q: Option<&SendQuota>,
-        now: Millis,
-    ) -> QuotaChecked {
-        let (c, m, q) = (c.clone(), m.clone(), q.copied());
+    fn insert_code(&self, c: &NewChallenge, queued: &Queued, now: Millis) -> QuotaChecked {
+        let (c, queued) = (c.clone(), queued.clone());
         self.writer.write(move |tx| {
-            if let Some(q) = &q {
-                if let Err(r) = take_send(
-                    &mut super::Statements(tx),
-                    &c.tenant_id,
-                    &c.email_canonical,
-                    q,
-                    now,
-                )? {
+            if let Some(q) = &queued.quota {
+                if let Err(r) = take_send(&mut super::Statements(tx), &c.quota_ask(q, now))? {
                     return Ok(Err(r));
                 }
             }
             insert_challenge_in(tx, &c, Stored::Counted)?;
-            insert_outbox_in(
-                tx,
-                &c.key_digest,
-                c.tenant_id.as_str(),
-                &m,
-                q.is_some(),
-                now,
-            )?;
+            insert_outbox_in(tx, &c.key_digest, c.tenant_id.as_str(), &queued, now)?;
             minted_in(&mut super::Statements(tx), &c, Counted::Minted)?;
             Ok(Ok(()))
         })
@@ -193,8 +173,8 @@ impl CodeStore for SqliteStore {
             }
             let refused = match &r.via {
                 ResendVia::Inbox(inbox) => take_test_send(&mut super::Statements(tx), &r.tenant_id, inbox.per_hour, now)?,
-                ResendVia::Relay { quota: Some(q), .. } => take_send(&mut super::Statements(tx), &r.tenant_id, &r.recipient, q, now)?,
-                ResendVia::Relay { quota: None, .. } => Ok(()),
+                ResendVia::Relay(Queued { quota: Some(q), .. }) => take_send(&mut super::Statements(tx), &r.quota_ask(q, now))?,
+                ResendVia::Relay(Queued { quota: None, .. }) => Ok(()),
             };
             if let Err(q) = refused {
                 return Ok(Resent::Refused(q));
@@ -215,8 +195,8 @@ impl CodeStore for SqliteStore {
                 ResendVia::Inbox(inbox) => {
                     resend_to_inbox_in(&mut super::Statements(tx), &tally, &r.key_digest, inbox, now)?;
                 }
-                ResendVia::Relay { outbox, quota } => {
-                    insert_outbox_in(tx, &r.key_digest, r.tenant_id.as_str(), outbox, quota.is_some(), now)?;
+                ResendVia::Relay(queued) => {
+                    insert_outbox_in(tx, &r.key_digest, r.tenant_id.as_str(), queued, now)?;
                 }
             }
             Ok(Resent::Done)
@@ -225,23 +205,15 @@ impl CodeStore for SqliteStore {
 
     fn reserve_attempt(
         &self,
-        tenant: &TenantId,
-        key_digest: &[u8],
-        flavor: CodeApi,
-        code_len: u32,
-        q: &SendQuota,
+        a: &AttemptAsk,
         now: Millis,
     ) -> Result<Option<Reservation>, StoreError> {
-        let (tenant, key_digest, q) = (tenant.clone(), key_digest.to_vec(), *q);
-        let max_failures: i64 = if q.max_failures == 0 {
-            i64::MAX
-        } else {
-            q.max_failures.into()
-        };
+        let (a, max_failures) = (a.clone(), a.failure_cap());
         // The attempt and the recipient's failure budget are taken together (one savepoint),
         // so neither can be overrun by concurrent guesses; a match or a release gives the
         // budget back.
         self.writer.write(move |tx| {
+            let (tenant, q) = (&a.tenant, &a.quota);
             let res = tx
                 .row_opt(
                     concat!(
@@ -253,7 +225,7 @@ impl CodeStore for SqliteStore {
                            AND f.email_canonical = challenges.email_canonical AND f.failures >= ?5 AND f.window_start + ?6 > ?4) \
                      RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose, locale, earlier_hashes, test, channel"
                     ),
-                    params![key_digest, tenant.as_str(), flavor.as_str(), now, max_failures, q.recipient_window_ms, code_len],
+                    params![a.key_digest, tenant.as_str(), a.flavor.as_str(), now, max_failures, q.recipient_window_ms, a.code_len],
                     |r| reservation_from(r),
                 )?;
             if let Some(r) = &res {
