@@ -97,9 +97,7 @@ pub async fn mint(t: TenantAuth, st: State, body: Body) -> ApiResult {
 
 fn mint_request(b: MintBody) -> Result<MintRequest, ApiError> {
     let to = match (b.email, b.phone) {
-        (Some(e), None) => Recipient::Email(
-            RecipientEmail::parse(&e).map_err(|e| ServiceError::InvalidEmail(e.to_string()))?,
-        ),
+        (Some(e), None) => Recipient::Email(RecipientEmail::parse(&e).map_err(ServiceError::from)?),
         (None, Some(p)) => Recipient::Phone(
             PhoneNumber::parse(&p).ok_or_else(|| ServiceError::field("phone", PHONE_RULE))?,
         ),

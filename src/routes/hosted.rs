@@ -12,12 +12,14 @@ use super::auth::{Body, TenantAuth};
 use super::dto::{problems, Problem};
 use super::error::ApiError;
 use super::page_kit;
-use super::respond::json;
+use super::respond::{json, parse_locale};
 use super::{AppState, State};
 use crate::clock::rfc3339;
-use crate::domain::email::mask;
+use crate::domain::claim::CodeChallenge;
+use crate::domain::email::{mask, RecipientEmail};
 use crate::domain::links::origin;
 use crate::domain::locale::Locale;
+use crate::domain::purpose::Purpose;
 use crate::domain::tenant::Tenant;
 use crate::pages::{self, HostedPage, HostedStrings};
 use crate::service::codes::hosted::{session_redirect, status_of, NewHosted, PageError};
@@ -75,31 +77,23 @@ pub struct HostedStatusOut {
     security(("secret_key" = [])))]
 pub async fn open(t: TenantAuth, st: State, body: Body) -> ApiResult {
     let b: HostedBody = body.json().await?;
-    let o = st
-        .services
-        .codes
-        .open_hosted(
-            &t.0,
-            NewHosted {
-                code_challenge: b
-                    .code_challenge
-                    .as_deref()
-                    .map(|c| {
-                        crate::domain::claim::CodeChallenge::parse(
-                            c,
-                            b.code_challenge_method.as_deref(),
-                            "code_challenge",
-                        )
-                    })
-                    .transpose()
-                    .map_err(|e| ServiceError::Invalid(vec![e]))?,
-                email: b.email,
-                purpose: b.purpose,
-                locale: b.locale,
-                return_url: b.return_url,
-            },
-        )
-        .await?;
+    let codes = &st.services.codes;
+    let code_challenge = b
+        .code_challenge
+        .as_deref()
+        .map(|c| CodeChallenge::parse(c, b.code_challenge_method.as_deref(), "code_challenge"))
+        .transpose()
+        .map_err(|e| ServiceError::Invalid(vec![e]))?;
+    codes.hosted_base(&t.0)?;
+    let email = b.email.as_deref().map(RecipientEmail::parse).transpose();
+    let n = NewHosted {
+        email: email.map_err(ServiceError::from)?,
+        purpose: Purpose::parse(b.purpose.as_deref()).map_err(ServiceError::from)?,
+        locale: parse_locale(b.locale.as_deref(), "locale")?,
+        return_url: b.return_url,
+        code_challenge,
+    };
+    let o = codes.open_hosted(&t.0, n).await?;
     Ok(json(
         HttpResponse::Created(),
         &HostedOut {

@@ -219,10 +219,7 @@ pub async fn test_provider(
             PhoneNumber::parse(&body.to).ok_or_else(|| ServiceError::field("to", PHONE_RULE))?,
         )
     } else {
-        Recipient::Email(
-            RecipientEmail::parse(&body.to)
-                .map_err(|e| ServiceError::InvalidEmail(e.to_string()))?,
-        )
+        Recipient::Email(RecipientEmail::parse(&body.to).map_err(ServiceError::from)?)
     };
     if t.provider(channel).is_none() {
         return Err(ServiceError::ProviderNotFound.into());

@@ -4,6 +4,7 @@
 
 use crate::crypto::hashing::HashError;
 use crate::crypto::keyring::KeyError;
+use crate::domain::email::EmailError;
 use crate::domain::policy::FieldError;
 use crate::mailer::DeliveryReason;
 use crate::net_policy::HostRefusal;
@@ -279,6 +280,13 @@ pub enum ServiceError {
     ResendLimit(u32),
     #[error("internal: {0}")]
     Internal(String),
+}
+
+/// An address that is not one (400 `invalid_email`).
+impl From<EmailError> for ServiceError {
+    fn from(e: EmailError) -> Self {
+        ServiceError::InvalidEmail(e.to_string())
+    }
 }
 
 impl From<FieldError> for ServiceError {

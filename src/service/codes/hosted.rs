@@ -8,7 +8,7 @@ use crate::domain::delivery::DeliveryMode;
 use crate::domain::email::RecipientEmail;
 use crate::domain::keys::{random_id, CodeApi};
 use crate::domain::links::{allowed_return, with_query};
-use crate::domain::locale::{Locale, LOCALE_RULE};
+use crate::domain::locale::Locale;
 use crate::domain::purpose::Purpose;
 use crate::domain::recipient::Recipient;
 use crate::domain::tenant::Tenant;
@@ -26,9 +26,9 @@ const CSRF_LABEL: &str = "hosted-csrf";
 
 /// What a tenant asks for.
 pub struct NewHosted {
-    pub email: Option<String>,
-    pub purpose: Option<String>,
-    pub locale: Option<String>,
+    pub email: Option<RecipientEmail>,
+    pub purpose: Purpose,
+    pub locale: Option<Locale>,
     pub return_url: String,
     /// PKCE (API.md §17.2): the outcome is claimed once with its verifier.
     pub code_challenge: Option<crate::domain::claim::CodeChallenge>,
@@ -79,24 +79,19 @@ pub fn status_of(row: &SessionRow, now: Millis) -> &'static str {
 }
 
 impl Codes {
-    pub async fn open_hosted(&self, tenant: &Tenant, n: NewHosted) -> Result<Opened, ServiceError> {
+    /// Where the tenant's hosted pages are, if it may open sessions: links on, and its pages
+    /// approved. The routes ask before they read a session's fields, so these 422s come
+    /// first.
+    pub fn hosted_base(&self, tenant: &Tenant) -> Result<String, ServiceError> {
         let base = self.links_base().ok_or(ServiceError::LinksOff)?;
         if !self.pages_allowed(tenant) {
             return Err(ServiceError::PagesNotApproved);
         }
-        let email = match &n.email {
-            Some(e) => Some(
-                RecipientEmail::parse(e).map_err(|e| ServiceError::InvalidEmail(e.to_string()))?,
-            ),
-            None => None,
-        };
-        let purpose = Purpose::parse(n.purpose.as_deref())?;
-        let locale = match &n.locale {
-            Some(l) => {
-                Some(Locale::parse(l).ok_or_else(|| ServiceError::field("locale", LOCALE_RULE))?)
-            }
-            None => None,
-        };
+        Ok(base)
+    }
+
+    pub async fn open_hosted(&self, tenant: &Tenant, n: NewHosted) -> Result<Opened, ServiceError> {
+        let base = self.hosted_base(tenant)?;
         let Some(return_url) = allowed_return(&n.return_url, &tenant.allowed_return_urls) else {
             return Err(ServiceError::rule(
                 "return_url",
@@ -107,9 +102,9 @@ impl Codes {
         let s = NewSession {
             id: format!("hs_{}", random_id(24)),
             tenant_id: tenant.id.clone(),
-            email: email.map(|e| e.as_given().to_string()),
-            purpose,
-            locale,
+            email: n.email.map(|e| e.as_given().to_string()),
+            purpose: n.purpose,
+            locale: n.locale,
             return_url,
             created_at: now,
             expires_at: now + SESSION_MS,
