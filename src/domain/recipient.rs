@@ -5,6 +5,7 @@
 use std::fmt;
 
 use super::email::RecipientEmail;
+use super::policy::FieldError;
 
 /// A phone number in E.164 form: `+`, then 8 to 15 digits, the first not 0.
 #[derive(Clone, PartialEq, Eq)]
@@ -96,6 +97,24 @@ pub enum Recipient {
 }
 
 impl Recipient {
+    /// A recipient given as one text (the suppression list's): an E.164 number (`+` and
+    /// digits) or an address — `+tag@…` is an address, anything else that starts with `+`
+    /// a malformed number. `field` names it in the error.
+    pub fn parse_either(given: &str, field: &str) -> Result<Recipient, FieldError> {
+        if let Some(number) = PhoneNumber::parse(given) {
+            Ok(Recipient::Phone(number))
+        } else if given.starts_with('+') && !given.contains('@') {
+            Err(FieldError::new(field, PHONE_RULE))
+        } else {
+            RecipientEmail::parse(given)
+                .map(Recipient::Email)
+                .map_err(|e| {
+                    let m = format!("is not an email address or an E.164 number: {e}");
+                    FieldError::new(field, m)
+                })
+        }
+    }
+
     /// As the client gave it.
     pub fn as_given(&self) -> &str {
         match self {
@@ -138,6 +157,24 @@ mod tests {
         let email = Recipient::Email(RecipientEmail::parse("a@b.example").unwrap());
         assert!(phone.channel().is_phone());
         assert!(!email.channel().is_phone());
+    }
+
+    #[test]
+    fn one_text_is_read_as_a_number_or_an_address_and_a_bad_one_names_its_field() {
+        let r = |s: &str| Recipient::parse_either(s, "recipient");
+        assert!(matches!(r("+4915112345678"), Ok(Recipient::Phone(_))));
+        assert_eq!(r("Ada@Example.COM").unwrap().canonical(), "ada@example.com");
+        assert!(matches!(r("+tag@b.example"), Ok(Recipient::Email(_))));
+        let bad_number = r("+49 151").unwrap_err();
+        assert_eq!(
+            (bad_number.field.as_str(), bad_number.message.as_str()),
+            ("recipient", PHONE_RULE)
+        );
+        let neither = r("nobody").unwrap_err();
+        assert_eq!(neither.field, "recipient");
+        assert!(neither
+            .message
+            .starts_with("is not an email address or an E.164 number"));
     }
 
     #[test]

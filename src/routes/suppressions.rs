@@ -11,7 +11,10 @@ use super::error::ApiError;
 use super::respond::json;
 use super::State;
 use crate::clock::rfc3339;
-use crate::domain::suppression::Suppression;
+use crate::domain::policy::FieldError;
+use crate::domain::recipient::Recipient;
+use crate::domain::suppression::{Cursor, Suppression, SuppressionReason};
+use crate::service::ServiceError;
 
 type ApiResult = Result<HttpResponse, ApiError>;
 
@@ -74,11 +77,14 @@ pub struct SuppressionBody {
     ),
     security(("secret_key" = [])))]
 pub async fn list(t: TenantAuth, st: State, q: web::Query<PageQuery>) -> ApiResult {
-    let page = st
-        .services
-        .tenants
-        .suppressions(&t.0.id, q.cursor.as_deref())
-        .await?;
+    let after =
+        match q.cursor.as_deref().filter(|c| !c.is_empty()) {
+            None => None,
+            Some(c) => Some(Cursor::decode(c).ok_or_else(|| {
+                ServiceError::rule("cursor", "is not a cursor this server gave out")
+            })?),
+        };
+    let page = st.services.tenants.suppressions(&t.0.id, after).await?;
     Ok(json(
         HttpResponse::Ok(),
         &SuppressionsOut {
@@ -100,11 +106,25 @@ pub async fn list(t: TenantAuth, st: State, q: web::Query<PageQuery>) -> ApiResu
 pub async fn add(t: TenantAuth, st: State, body: Body) -> ApiResult {
     let ctx = super::request_context(&body.req, &st);
     let b: SuppressionBody = body.json().await?;
-    let (entry, created) = st
-        .services
-        .tenants
-        .suppress_manually(&t.0.id, &b.recipient, b.reason.as_deref(), &ctx)
-        .await?;
+    let recipient = Recipient::parse_either(&b.recipient, "recipient");
+    // Only `manual`: bounces and complaints come from provider events.
+    let reason = match b.reason.as_deref().map(SuppressionReason::parse) {
+        None | Some(Some(SuppressionReason::Manual)) => Ok(()),
+        Some(_) => Err(FieldError::new(
+            "reason",
+            "must be \"manual\" (bounces and complaints come from provider events)",
+        )),
+    };
+    // Both fields' errors in one answer.
+    let recipient = match (recipient, reason) {
+        (Ok(r), Ok(())) => r,
+        (r, reason) => {
+            let errors = [r.err(), reason.err()].into_iter().flatten().collect();
+            return Err(ServiceError::Invalid(errors).into());
+        }
+    };
+    let tenants = &st.services.tenants;
+    let (entry, created) = tenants.suppress_manually(&t.0.id, &recipient, &ctx).await?;
     let status = if created {
         HttpResponse::Created()
     } else {
@@ -123,6 +143,10 @@ pub async fn add(t: TenantAuth, st: State, body: Body) -> ApiResult {
     ),
     security(("secret_key" = [])))]
 pub async fn remove(t: TenantAuth, st: State, ctx: Ctx, path: web::Path<String>) -> ApiResult {
-    st.services.tenants.unsuppress(&t.0.id, &path, &ctx).await?;
+    let recipient = Recipient::parse_either(&path, "recipient").map_err(ServiceError::from)?;
+    st.services
+        .tenants
+        .unsuppress(&t.0.id, &recipient, &ctx)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -148,6 +148,24 @@ async fn bad_entries_are_refused_and_change_nothing() {
         assert_eq!(s, StatusCode::BAD_REQUEST, "{b} {v}");
         assert_eq!(v["errors"][0]["field"], field, "{v}");
     }
+    // Both fields wrong: both are named, in one answer.
+    let both = json!({"recipient": "+12", "reason": "complaint"});
+    let (s, v) = body(app.post("/v1/tenant/suppressions", &sk, both).await).await;
+    let fields: Vec<&str> = v["errors"]
+        .as_array()
+        .map(|e| e.iter().filter_map(|e| e["field"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        (s, fields),
+        (StatusCode::BAD_REQUEST, vec!["recipient", "reason"]),
+        "{v}"
+    );
+    // Removing names the recipient the same way.
+    let (s, v) = body(app.delete("/v1/tenant/suppressions/+12", &sk).await).await;
+    assert_eq!(
+        (s, v["errors"][0]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("recipient"))
+    );
     for b in [json!({}), json!({"recipient": "a@b.example", "extra": 1})] {
         let (s, _) = body(app.post("/v1/tenant/suppressions", &sk, b.clone()).await).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");

@@ -2,9 +2,8 @@
 //! one (each change audited with the recipient masked), and the check a mint makes before
 //! it sends.
 
-use crate::domain::email::RecipientEmail;
 use crate::domain::keys::TenantId;
-use crate::domain::recipient::{PhoneNumber, Recipient, PHONE_RULE};
+use crate::domain::recipient::Recipient;
 use crate::domain::suppression::{Cursor, Suppression, SuppressionReason, PAGE};
 use crate::domain::tenant::Tenant;
 use crate::service::core::audit::RequestContext;
@@ -16,39 +15,13 @@ pub struct SuppressionPage {
     pub next_cursor: Option<String>,
 }
 
-/// A recipient as the list keys it: an E.164 number (it starts with `+`) or an address;
-/// `field` names it in a 400.
-pub fn recipient_key(given: &str, field: &str) -> Result<String, ServiceError> {
-    // A number is `+` and digits only; anything else with `+` (`+tag@…` is an address) is
-    // read as an address.
-    let r = if let Some(number) = PhoneNumber::parse(given) {
-        Recipient::Phone(number)
-    } else if given.starts_with('+') && !given.contains('@') {
-        return Err(ServiceError::field(field, PHONE_RULE));
-    } else {
-        Recipient::Email(RecipientEmail::parse(given).map_err(|e| {
-            ServiceError::field(
-                field,
-                format!("is not an email address or an E.164 number: {e}"),
-            )
-        })?)
-    };
-    Ok(r.canonical().to_string())
-}
-
 impl Tenants {
     /// A page of the tenant's list, newest first.
     pub async fn suppressions(
         &self,
         tenant: &TenantId,
-        cursor: Option<&str>,
+        after: Option<Cursor>,
     ) -> Result<SuppressionPage, ServiceError> {
-        let after = match cursor.filter(|c| !c.is_empty()) {
-            None => None,
-            Some(c) => Some(Cursor::decode(c).ok_or_else(|| {
-                ServiceError::rule("cursor", "is not a cursor this server gave out")
-            })?),
-        };
         let tid = tenant.clone();
         // One more than a page says whether another follows.
         let mut entries = self
@@ -73,32 +46,17 @@ impl Tenants {
         })
     }
 
-    /// Add a recipient by hand (`reason` must be `manual`); `(entry, created)`: an entry
-    /// already there is kept as it was and answered.
+    /// Add a recipient by hand; `(entry, created)`: an entry already there is kept as it
+    /// was and answered.
     pub async fn suppress_manually(
         &self,
         tenant: &TenantId,
-        recipient: &str,
-        reason: Option<&str>,
+        recipient: &Recipient,
         ctx: &RequestContext,
     ) -> Result<(Suppression, bool), ServiceError> {
-        let key = recipient_key(recipient, "recipient");
-        let reason = match reason.map(SuppressionReason::parse) {
-            None | Some(Some(SuppressionReason::Manual)) => Ok(SuppressionReason::Manual),
-            Some(_) => Err(ServiceError::field(
-                "reason",
-                "must be \"manual\" (bounces and complaints come from provider events)",
-            )),
-        };
-        let (key, reason) = match (key, reason) {
-            (Ok(k), Ok(r)) => (k, r),
-            (Err(ServiceError::Invalid(mut a)), Err(ServiceError::Invalid(b))) => {
-                a.extend(b);
-                return Err(ServiceError::Invalid(a));
-            }
-            (Err(e), _) | (_, Err(e)) => return Err(e),
-        };
-        self.add_suppression(tenant, key, reason, "api", ctx).await
+        let key = recipient.canonical().to_string();
+        self.add_suppression(tenant, key, SuppressionReason::Manual, "api", ctx)
+            .await
     }
 
     /// Add an entry (a hand-made one, or a provider's hard bounce or complaint).
@@ -143,10 +101,10 @@ impl Tenants {
     pub async fn unsuppress(
         &self,
         tenant: &TenantId,
-        recipient: &str,
+        recipient: &Recipient,
         ctx: &RequestContext,
     ) -> Result<(), ServiceError> {
-        let key = recipient_key(recipient, "recipient")?;
+        let key = recipient.canonical().to_string();
         let audit = self.core.audit.slot()?;
         let (tid, k) = (tenant.clone(), key.clone());
         if !self.core.db(move |s| s.unsuppress(&tid, &k)).await? {
