@@ -8,8 +8,9 @@ use utoipa::ToSchema;
 use super::auth::{Body, TenantAuth};
 use super::dto::{problems, Problem, VerifiedOut};
 use super::error::ApiError;
-use super::respond::{json, no_store};
+use super::respond::{json, no_store, parse_key};
 use super::State;
+use crate::domain::keys::CodeApi;
 
 type ApiResult = Result<HttpResponse, ApiError>;
 
@@ -65,6 +66,7 @@ impl ClaimedOut {
 pub async fn claim_code(t: TenantAuth, st: State, key: web::Path<String>, body: Body) -> ApiResult {
     let ctx = super::request_context(&body.req, &st);
     let verifier = verifier_of(body).await?;
+    let key = parse_key(&key, CodeApi::Native)?;
     let c = st
         .services
         .codes

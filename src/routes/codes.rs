@@ -9,7 +9,7 @@ use super::auth::{bearer, parse_json, Body, Ctx, TenantAuth};
 use super::dto::*;
 use super::error::ApiError;
 use super::idempotent;
-use super::respond::{json, no_store, parse_delivery, parse_locale};
+use super::respond::{json, no_store, parse_delivery, parse_key, parse_locale};
 use super::State;
 use crate::clock::rfc3339;
 use crate::domain::claim::CodeChallenge;
@@ -190,7 +190,8 @@ fn mint_out(m: &Minted) -> (actix_web::http::StatusCode, MintOut) {
     ),
     security(("secret_key" = [])))]
 pub async fn resend(t: TenantAuth, st: State, ctx: Ctx, key: web::Path<String>) -> ApiResult {
-    let r = st.services.codes.resend(&t.0, &key, &ctx).await?;
+    let key = parse_key(&key, CodeApi::Native)?;
+    let r = st.services.codes.resend(&t.0, key, &ctx).await?;
     let (status, delivery) = delivery_shown(r.delivery, r.outcome_unknown);
     let v = &r.view;
     Ok(json(
@@ -272,6 +273,7 @@ pub async fn verify(st: State, body: Body) -> ApiResult {
     ),
     security(("secret_key" = [])))]
 pub async fn otp_status(t: TenantAuth, st: State, key: web::Path<String>) -> ApiResult {
+    let key = parse_key(&key, CodeApi::Native)?;
     let v = st
         .services
         .codes
@@ -293,6 +295,7 @@ pub async fn otp_status(t: TenantAuth, st: State, key: web::Path<String>) -> Api
     ),
     security(("secret_key" = [])))]
 pub async fn otp_cancel(t: TenantAuth, st: State, ctx: Ctx, key: web::Path<String>) -> ApiResult {
+    let key = parse_key(&key, CodeApi::Native)?;
     st.services
         .codes
         .cancel(

@@ -12,7 +12,7 @@ use super::State;
 use crate::config::RegistrationMode;
 use crate::domain::challenge::Status;
 use crate::domain::email::RecipientEmail;
-use crate::domain::keys::{CodeApi, SecretKey};
+use crate::domain::keys::{CodeApi, SecretKey, ShareableKey};
 use crate::domain::policy::PolicyPatch;
 use crate::domain::purpose::Purpose;
 use crate::domain::recipient::Recipient;
@@ -208,12 +208,15 @@ pub async fn verify_otp(st: State, body: Body) -> CompatResult {
         // A code that is not six digits is a mismatch to OtpMint's clients (no attempt used)
         // while the key is live; an ended key answers as it would for any code.
         Err(ServiceError::Invalid(_)) => {
-            let e = match st
-                .services
-                .codes
-                .otp_status(&tenant, &key, CodeApi::Compat)
-                .await
-            {
+            let status = match ShareableKey::parse(&key, CodeApi::Compat) {
+                Some(k) => {
+                    (st.services.codes)
+                        .otp_status(&tenant, &k, CodeApi::Compat)
+                        .await
+                }
+                None => Err(ServiceError::OtpNotFound),
+            };
+            let e = match status {
                 Ok(v) => match v.status_at(st.services.core.now()) {
                     Status::Pending => ServiceError::Mismatch {
                         attempts_remaining: v.attempts_remaining(),

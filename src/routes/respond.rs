@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use crate::domain::delivery::DeliveryMode;
+use crate::domain::keys::{CodeApi, ShareableKey};
 use crate::domain::locale::{Locale, LOCALE_RULE};
 use crate::domain::Millis;
 use crate::service::ServiceError;
@@ -19,6 +20,12 @@ pub(super) fn parse_locale(s: Option<&str>, field: &str) -> Result<Option<Locale
             .map(Some)
             .ok_or_else(|| ServiceError::field(field, LOCALE_RULE).into()),
     }
+}
+
+/// A shareable key from a path or a body: a malformed one names no code (404
+/// `otp_not_found`).
+pub(super) fn parse_key(s: &str, flavor: CodeApi) -> Result<ShareableKey, ServiceError> {
+    ShareableKey::parse(s, flavor).ok_or(ServiceError::OtpNotFound)
 }
 
 pub(super) fn parse_delivery(s: Option<&str>) -> Result<Option<DeliveryMode>, ApiError> {

@@ -42,7 +42,7 @@ impl Codes {
     pub async fn claim_code(
         &self,
         tenant: &Tenant,
-        key: &str,
+        key: &ShareableKey,
         verifier: Option<&str>,
         ctx: &RequestContext,
     ) -> Result<ClaimedOutcome, ServiceError> {
@@ -57,10 +57,9 @@ impl Codes {
             return Err(ServiceError::NotVerified);
         };
         let audit = self.core.audit.slot()?;
-        let parsed = ShareableKey::parse(key, CodeApi::Native).ok_or(ServiceError::OtpNotFound)?;
         let (tid, digest, now) = (
             tenant.id.clone(),
-            self.key_digest(parsed.expose()),
+            self.key_digest(key.expose()),
             self.core.now(),
         );
         if !self

@@ -6,7 +6,7 @@
 use crate::crypto::cipher::{decrypt_record, encrypt_record};
 use crate::domain::delivery::DeliveryMode;
 use crate::domain::email::RecipientEmail;
-use crate::domain::keys::{random_id, CodeApi};
+use crate::domain::keys::{random_id, CodeApi, ShareableKey};
 use crate::domain::links::{allowed_return, with_query};
 use crate::domain::locale::Locale;
 use crate::domain::purpose::Purpose;
@@ -224,7 +224,11 @@ impl Codes {
         // A code was sent: a new one under the same key (one attempt budget; the earlier
         // code keeps working), unless that key has ended.
         if let Some(key) = self.session_key(row, tenant).await {
-            match self.resend(tenant, &key, ctx).await {
+            let resent = match ShareableKey::parse(&key, CodeApi::Native) {
+                Some(key) => self.resend(tenant, key, ctx).await,
+                None => Err(ServiceError::OtpNotFound),
+            };
+            match resent {
                 Ok(_) => return Ok(()),
                 Err(ServiceError::RateLimited { .. } | ServiceError::ResendLimit(_)) => {
                     return Err(PageError::Limited)

@@ -457,10 +457,9 @@ impl Codes {
     pub async fn otp_status(
         &self,
         tenant: &TenantId,
-        key: &str,
+        key: &ShareableKey,
         flavor: CodeApi,
     ) -> Result<ChallengeView, ServiceError> {
-        let key = ShareableKey::parse(key, flavor).ok_or(ServiceError::OtpNotFound)?;
         let digest = self.key_digest(key.expose());
         let (tid, now) = (tenant.clone(), self.core.now());
         self.core
@@ -473,11 +472,10 @@ impl Codes {
         &self,
         tenant: &TenantId,
         subscribed: Option<&str>,
-        key: &str,
+        key: &ShareableKey,
         flavor: CodeApi,
         ctx: &RequestContext,
     ) -> Result<(), ServiceError> {
-        let key = ShareableKey::parse(key, flavor).ok_or(ServiceError::OtpNotFound)?;
         let digest = self.key_digest(key.expose());
         let (tid, now) = (tenant.clone(), self.core.now());
         let audit = self.core.audit.slot()?;

@@ -7,7 +7,7 @@ use crate::domain::challenge::{ChallengeView, Status};
 use crate::domain::code::OtpCode;
 use crate::domain::delivery::{DeliveryMode, DeliveryStatus};
 use crate::domain::email::RecipientEmail;
-use crate::domain::keys::{CodeApi, ShareableKey};
+use crate::domain::keys::ShareableKey;
 use crate::domain::locale::Locale;
 use crate::domain::recipient::{PhoneNumber, Recipient};
 use crate::domain::tenant::Tenant;
@@ -63,10 +63,9 @@ impl Codes {
     pub async fn resend(
         &self,
         tenant: &Tenant,
-        key: &str,
+        key: ShareableKey,
         ctx: &RequestContext,
     ) -> Result<ResentKey, ServiceError> {
-        let key = ShareableKey::parse(key, CodeApi::Native).ok_or(ServiceError::OtpNotFound)?;
         let audit = self.core.audit.slot()?;
         let mut recipient = String::new();
         let result = self.resend_inner(tenant, key, &mut recipient).await;
