@@ -13,6 +13,7 @@ use super::respond::{json, parse_locale};
 use super::State;
 use crate::clock::rfc3339;
 use crate::domain::locale::{Locale, LOCALE_RULE};
+use crate::domain::purpose::Purpose;
 use crate::domain::template::TenantTemplate;
 use crate::messages::Fields;
 use crate::service::tenants::templates::{Message, PreviewInput};
@@ -194,7 +195,7 @@ pub async fn preview_template(o: Owner, st: State, body: Body) -> ApiResult {
     let b: PreviewBody = body.json_up_to(TEMPLATE_BODY_LIMIT).await?;
     let input = PreviewInput {
         locale: parse_locale(b.locale.as_deref(), "locale")?,
-        purpose: b.purpose,
+        purpose: Purpose::parse(b.purpose.as_deref()).map_err(ServiceError::from)?,
         subject: b.subject,
         text: b.text,
         html: b.html,

@@ -100,10 +100,10 @@ impl TemplateCache {
 }
 
 /// What a preview renders: unsaved fields over the stored (or built-in) template.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PreviewInput {
     pub locale: Option<Locale>,
-    pub purpose: Option<String>,
+    pub purpose: crate::domain::purpose::Purpose,
     pub subject: Option<String>,
     pub text: Option<String>,
     pub html: Option<String>,
@@ -337,7 +337,6 @@ impl Tenants {
 
     /// Render unsaved fields over the template the locale resolves to, with code 123456.
     pub async fn preview(&self, tenant: &Tenant, p: PreviewInput) -> Result<Message, ServiceError> {
-        let purpose = crate::domain::purpose::Purpose::parse(p.purpose.as_deref())?;
         let default = tenant.default_locale.clone();
         let chain = messages::chain(p.locale.as_ref(), &default);
         let own = self.own_locales(tenant).await?;
@@ -384,7 +383,7 @@ impl Tenants {
                 ttl_seconds,
                 expires_at,
                 app_name: name.as_str(),
-                purpose: purpose.as_str(),
+                purpose: p.purpose.as_str(),
                 email: "user@example.com",
                 locale: &loc,
                 link: "",
