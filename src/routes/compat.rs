@@ -8,11 +8,12 @@ use serde_json::{Map, Value};
 
 use super::auth::{is_admin, Body, BODY_LIMIT};
 use super::error::{ApiError, CompatError, MAIL_ERROR, MISSING_FIELDS};
+use super::respond::parse_key;
 use super::State;
 use crate::config::RegistrationMode;
 use crate::domain::challenge::Status;
 use crate::domain::email::RecipientEmail;
-use crate::domain::keys::{CodeApi, SecretKey, ShareableKey};
+use crate::domain::keys::{CodeApi, SecretKey};
 use crate::domain::policy::PolicyPatch;
 use crate::domain::purpose::Purpose;
 use crate::domain::recipient::Recipient;
@@ -208,13 +209,13 @@ pub async fn verify_otp(st: State, body: Body) -> CompatResult {
         // A code that is not six digits is a mismatch to OtpMint's clients (no attempt used)
         // while the key is live; an ended key answers as it would for any code.
         Err(ServiceError::Invalid(_)) => {
-            let status = match ShareableKey::parse(&key, CodeApi::Compat) {
-                Some(k) => {
+            let status = match parse_key(&key, CodeApi::Compat) {
+                Ok(k) => {
                     (st.services.codes)
                         .otp_status(&tenant, &k, CodeApi::Compat)
                         .await
                 }
-                None => Err(ServiceError::OtpNotFound),
+                Err(e) => Err(e),
             };
             let e = match status {
                 Ok(v) => match v.status_at(st.services.core.now()) {

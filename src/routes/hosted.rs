@@ -84,7 +84,7 @@ pub async fn open(t: TenantAuth, st: State, body: Body) -> ApiResult {
         .map(|c| CodeChallenge::parse(c, b.code_challenge_method.as_deref(), "code_challenge"))
         .transpose()
         .map_err(|e| ServiceError::Invalid(vec![e]))?;
-    codes.hosted_base(&t.0)?;
+    let pages = codes.pages_open(&t.0)?;
     let email = b.email.as_deref().map(RecipientEmail::parse).transpose();
     let n = NewHosted {
         email: email.map_err(ServiceError::from)?,
@@ -93,7 +93,7 @@ pub async fn open(t: TenantAuth, st: State, body: Body) -> ApiResult {
         return_url: b.return_url,
         code_challenge,
     };
-    let o = codes.open_hosted(&t.0, n).await?;
+    let o = codes.open_hosted(&t.0, pages, n).await?;
     Ok(json(
         HttpResponse::Created(),
         &HostedOut {

@@ -1,5 +1,5 @@
 //! What every handler of the native API shares: the JSON answer with the contract's charset,
-//! `no-store`, and the parsers of the optional fields several routes take.
+//! `no-store`, and the parsers of the fields several routes take.
 
 use actix_web::http::header;
 use actix_web::HttpResponse;
@@ -22,8 +22,7 @@ pub(super) fn parse_locale(s: Option<&str>, field: &str) -> Result<Option<Locale
     }
 }
 
-/// A shareable key from a path or a body: a malformed one names no code (404
-/// `otp_not_found`).
+/// A shareable key in a path: a malformed one names no code (404 `otp_not_found`).
 pub(super) fn parse_key(s: &str, flavor: CodeApi) -> Result<ShareableKey, ServiceError> {
     ShareableKey::parse(s, flavor).ok_or(ServiceError::OtpNotFound)
 }

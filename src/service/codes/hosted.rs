@@ -34,6 +34,11 @@ pub struct NewHosted {
     pub code_challenge: Option<crate::domain::claim::CodeChallenge>,
 }
 
+/// A tenant's pages, found open by [`Codes::pages_open`]: where they are.
+pub struct PagesOpen {
+    base: String,
+}
+
 pub struct Opened {
     pub id: String,
     pub url: String,
@@ -79,19 +84,23 @@ pub fn status_of(row: &SessionRow, now: Millis) -> &'static str {
 }
 
 impl Codes {
-    /// Where the tenant's hosted pages are, if it may open sessions: links on, and its pages
-    /// approved. The routes ask before they read a session's fields, so these 422s come
-    /// first.
-    pub fn hosted_base(&self, tenant: &Tenant) -> Result<String, ServiceError> {
+    /// Whether the tenant may open a session: links on, and its pages approved. Its route
+    /// asks before it parses the session's address, purpose and locale, so these 422s come
+    /// before their 400s.
+    pub fn pages_open(&self, tenant: &Tenant) -> Result<PagesOpen, ServiceError> {
         let base = self.links_base().ok_or(ServiceError::LinksOff)?;
         if !self.pages_allowed(tenant) {
             return Err(ServiceError::PagesNotApproved);
         }
-        Ok(base)
+        Ok(PagesOpen { base })
     }
 
-    pub async fn open_hosted(&self, tenant: &Tenant, n: NewHosted) -> Result<Opened, ServiceError> {
-        let base = self.hosted_base(tenant)?;
+    pub async fn open_hosted(
+        &self,
+        tenant: &Tenant,
+        PagesOpen { base }: PagesOpen,
+        n: NewHosted,
+    ) -> Result<Opened, ServiceError> {
         let Some(return_url) = allowed_return(&n.return_url, &tenant.allowed_return_urls) else {
             return Err(ServiceError::rule(
                 "return_url",

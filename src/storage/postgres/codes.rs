@@ -22,7 +22,7 @@ use crate::storage::{
     Resent, Reservation, StoreError,
 };
 
-/// Queue a code's message (its send counted in the quotas at `now` when `counted`); a sync
+/// Queue a code's message (its send counted in the quotas at `now` when it has quotas); a sync
 /// row's lease is measured on the database's clock, like every lease here.
 fn insert_outbox(
     tx: &mut Db<'_, impl GenericClient>,

@@ -85,7 +85,7 @@ fn insert_challenge_in(
     Ok(())
 }
 
-/// Queue a code's message (its send counted in the quotas at `now` when `counted`).
+/// Queue a code's message (its send counted in the quotas at `now` when it has quotas).
 fn insert_outbox_in(
     tx: &rusqlite::Connection,
     key_digest: &[u8],
