@@ -260,7 +260,7 @@ impl Codes {
         // The SMS fraud guard (API.md §17.1); a mint that sends nothing passes no check.
         let sms_facts = match sms && !test {
             true => Some(
-                self.screen_sms(tenant, recipient.canonical(), purpose.as_str(), now)
+                self.screen_sms(tenant, recipient.canonical(), &purpose, now)
                     .await?,
             ),
             false => None,
@@ -386,7 +386,7 @@ impl Codes {
         let count = sms_facts.map(|facts| SmsCount {
             tenant: tenant.clone(),
             phone: recipient.canonical().to_string(),
-            purpose: purpose.as_str().to_string(),
+            purpose: purpose.clone(),
             facts,
             key_digest: key_digest.clone(),
             now,

@@ -134,7 +134,7 @@ impl Codes {
         // again (the tenant may have taken the country off its list), and the velocity.
         let sms_facts = match sms && !test {
             true => Some(
-                self.screen_sms(tenant, email.canonical(), view.purpose.as_str(), now)
+                self.screen_sms(tenant, email.canonical(), &view.purpose, now)
                     .await?,
             ),
             false => None,
@@ -233,7 +233,7 @@ impl Codes {
         let count = sms_facts.map(|facts| SmsCount {
             tenant: tenant.clone(),
             phone: email.canonical().to_string(),
-            purpose: view.purpose.as_str().to_string(),
+            purpose: view.purpose.clone(),
             facts,
             key_digest: digest.clone(),
             now,

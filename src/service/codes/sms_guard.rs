@@ -4,6 +4,7 @@
 //! `otp.blocked`.
 
 use crate::domain::event::EventType;
+use crate::domain::purpose::Purpose;
 use crate::domain::recipient::Channel;
 use crate::domain::sms_guard::{screen, NumberFacts, Screened};
 use crate::domain::stats::{BlockReason, CodeDims, Counted};
@@ -26,7 +27,7 @@ pub(super) struct Admitted {
 pub(super) struct SmsCount {
     pub tenant: Tenant,
     pub phone: String,
-    pub purpose: String,
+    pub purpose: Purpose,
     pub facts: NumberFacts,
     pub key_digest: Vec<u8>,
     pub now: Millis,
@@ -39,7 +40,7 @@ impl Codes {
         &self,
         tenant: &Tenant,
         phone: &str,
-        purpose: &str,
+        purpose: &Purpose,
         now: Millis,
     ) -> Result<NumberFacts, ServiceError> {
         let facts = NumberFacts::of(phone);
@@ -157,12 +158,15 @@ impl Codes {
         &self,
         tenant: &Tenant,
         phone: &str,
-        purpose: &str,
+        purpose: &Purpose,
         reason: BlockReason,
         now: Millis,
     ) {
         crate::metrics::inc(|m| &m.sms_blocked, &[reason.as_str()]);
-        let (tid, dims) = (tenant.id.clone(), CodeDims::of(purpose, None, "sms", phone));
+        let (tid, dims) = (
+            tenant.id.clone(),
+            CodeDims::of(purpose.as_str(), None, "sms", phone),
+        );
         if let Err(e) = self
             .core
             .write(move |s| s.count_blocked(&tid, now, &dims, Counted::Blocked(reason)))
@@ -179,7 +183,7 @@ impl Codes {
                     shareable_key: "",
                     recipient: phone,
                     channel: Channel::Sms,
-                    purpose,
+                    purpose: purpose.as_str(),
                     locale: None,
                     reason: Some(reason.as_str()),
                 },
