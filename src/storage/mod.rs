@@ -45,7 +45,7 @@ pub use outbox::{
     AttemptFailure, AttemptRecord, ClaimRequest, Claimed, Fairness, OutboxJob, OutboxStats,
     OutboxStore, SweepCandidate, SweepItem,
 };
-pub use provider_events::{EventEffect, ProviderEventStore};
+pub use provider_events::{EventEffect, ProviderEventStore, SeenEvent};
 pub use quota::{QuotaAsk, QuotaChecked, QuotaRefusal, QuotaStore, SendQuota};
 pub(crate) use quota::{HOUR_MS, MINUTE_MS};
 pub use records::{AuditStore, ImportCounts, ImportedCode, RecordStore};

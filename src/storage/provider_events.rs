@@ -4,7 +4,7 @@
 
 use super::engine::{args, Engine};
 use super::integration::insert_event_in;
-use super::sql;
+use super::sql::{self, Arg};
 use super::stats::{bump_in, count_in, tally_from, Bump};
 use super::StoreError;
 use crate::domain::event::EventType;
@@ -15,13 +15,35 @@ use crate::domain::suppression::Suppression;
 use crate::domain::Millis;
 use crate::storage::integration::NewEvent;
 
-/// A verified hard bounce or complaint, with everything it changes.
+/// What a provider sent, by its id: recorded once (`SEEN`), so a repeat changes nothing.
+/// Also what the events' own bookkeeping records under a name of its own (a pinned SNS
+/// topic, a confirmed subscription, a Mailgun token seen).
 #[derive(Debug, Clone)]
-pub struct EventEffect {
+pub struct SeenEvent {
     pub tenant: TenantId,
     /// `postmark`, `resend`, …
     pub provider: String,
     pub event_id: String,
+    pub now: Millis,
+}
+
+impl SeenEvent {
+    /// `SEEN`'s arguments.
+    fn args(&self) -> [Arg; 4] {
+        let (t, p, id) = (
+            self.tenant.as_str(),
+            self.provider.as_str(),
+            self.event_id.as_str(),
+        );
+        [t.into(), p.into(), id.into(), self.now.into()]
+    }
+}
+
+/// A verified hard bounce or complaint, with everything it changes.
+#[derive(Debug, Clone)]
+pub struct EventEffect {
+    /// The event (its tenant, provider and id), and when it arrived.
+    pub seen: SeenEvent,
     /// The suppression entry it adds (the recipient canonical).
     pub suppression: Suppression,
     /// The provider's message id, to find the code it was about.
@@ -33,7 +55,6 @@ pub struct EventEffect {
     /// The tenant's settings the event was verified with, when they were read before this
     /// request: it is applied only while they still hold.
     pub verified_with: Option<VerifiedWith>,
-    pub now: Millis,
 }
 
 /// What an event was verified and shaped with: the tenant's row version (every change of
@@ -69,13 +90,7 @@ impl EventEffect {
 pub trait ProviderEventStore {
     /// Record an event seen (`false`: seen before, nothing changes). For an event that
     /// changes nothing (a soft bounce, a subscription confirmation).
-    fn record_provider_event(
-        &self,
-        tenant: &TenantId,
-        provider: &str,
-        event_id: &str,
-        now: Millis,
-    ) -> Result<bool, StoreError>;
+    fn record_provider_event(&self, e: &SeenEvent) -> Result<bool, StoreError>;
     /// Apply a hard bounce or complaint once, in one transaction that first checks the
     /// tenant's settings are still [`EventEffect::verified_with`] (when given).
     fn apply_provider_event(&self, e: &EventEffect) -> Result<EventApplied, StoreError>;
@@ -87,26 +102,14 @@ pub trait ProviderEventStore {
 }
 
 impl<E: Engine> ProviderEventStore for E {
-    fn record_provider_event(
-        &self,
-        tenant: &TenantId,
-        provider: &str,
-        event_id: &str,
-        now: Millis,
-    ) -> Result<bool, StoreError> {
-        let row = [
-            tenant.as_str().into(),
-            provider.into(),
-            event_id.into(),
-            now.into(),
-        ];
-        Ok(self.exec_one(sql::provider_events::SEEN, &row)? == 1)
+    fn record_provider_event(&self, e: &SeenEvent) -> Result<bool, StoreError> {
+        Ok(self.exec_one(sql::provider_events::SEEN, &e.args())? == 1)
     }
 
     fn apply_provider_event(&self, e: &EventEffect) -> Result<EventApplied, StoreError> {
         let e = e.clone();
         self.transact(move |tx| {
-            let t = e.tenant.as_str();
+            let t = e.seen.tenant.as_str();
             if let Some(w) = &e.verified_with {
                 // No row lock: on PostgreSQL one taken here, before the suppression's count
                 // updates the same row, would deadlock concurrent events of the tenant. A
@@ -122,8 +125,7 @@ impl<E: Engine> ProviderEventStore for E {
                     return Ok(EventApplied::Stale);
                 }
             }
-            let seen = args![t, e.provider.as_str(), e.event_id.as_str(), e.now];
-            if tx.exec(sql::provider_events::SEEN, seen)? == 0 {
+            if tx.exec(sql::provider_events::SEEN, &e.seen.args())? == 0 {
                 return Ok(EventApplied::Seen);
             }
             let s = &e.suppression;
@@ -153,7 +155,7 @@ impl<E: Engine> ProviderEventStore for E {
                         tx,
                         &Bump {
                             tenant: t,
-                            created_at: e.now,
+                            created_at: e.seen.now,
                             dims: &dims,
                             what: e.counted,
                         },

@@ -12,7 +12,8 @@ use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
 use crate::service::events::webhooks::EventData;
 use crate::service::{Codes, ServiceError};
-use crate::storage::{SmsSend, SmsTaken, SmsVelocity};
+use crate::storage::stats::Bump;
+use crate::storage::{SmsSend, SmsTaken, SmsVelocity, Store};
 
 const DAY_MS: Millis = 86_400_000;
 
@@ -167,11 +168,15 @@ impl Codes {
             tenant.id.clone(),
             CodeDims::of(purpose.as_str(), None, "sms", phone),
         );
-        if let Err(e) = self
-            .core
-            .write(move |s| s.count_blocked(&tid, now, &dims, Counted::Blocked(reason)))
-            .await
-        {
+        let count = move |s: &dyn Store| {
+            s.count_blocked(&Bump {
+                tenant: tid.as_str(),
+                created_at: now,
+                dims: &dims,
+                what: Counted::Blocked(reason),
+            })
+        };
+        if let Err(e) = self.core.write(count).await {
             tracing::warn!(error = %e, "counting a blocked SMS in the statistics failed");
         }
         self.events

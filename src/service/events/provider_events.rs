@@ -22,7 +22,7 @@ use crate::domain::tenant::Tenant;
 use crate::service::events::webhooks::EventData;
 use crate::service::{Events, ServiceError};
 use crate::storage::provider_events::{EventApplied, VerifiedWith};
-use crate::storage::EventEffect;
+use crate::storage::{EventEffect, SeenEvent};
 
 /// Where the SES topic a tenant's events come from is pinned (API.md §16.2).
 const SES_TOPIC_PIN: &str = "ses-topic-pin";
@@ -188,13 +188,15 @@ impl Events {
                     .ok()
                     .and_then(|v| v.pointer("/signature/token")?.as_str().map(str::to_string))
                     .unwrap_or_default();
-                let (tid, t) = (
-                    tenant.id.clone(),
-                    token.chars().take(200).collect::<String>(),
-                );
+                let seen = SeenEvent {
+                    tenant: tenant.id.clone(),
+                    provider: "mailgun-token".into(),
+                    event_id: token.chars().take(200).collect(),
+                    now,
+                };
                 if !self
                     .core
-                    .write(move |s| s.record_provider_event(&tid, "mailgun-token", &t, now))
+                    .write(move |s| s.record_provider_event(&seen))
                     .await?
                 {
                     return Ok(EventsApplied {
@@ -263,9 +265,12 @@ impl Events {
         };
         let recipient = addr.canonical().to_string();
         let mut effect = EventEffect {
-            tenant: tenant.clone(),
-            provider: kind.as_str().to_string(),
-            event_id: e.id.chars().take(200).collect(),
+            seen: SeenEvent {
+                tenant: tenant.clone(),
+                provider: kind.as_str().to_string(),
+                event_id: e.id.chars().take(200).collect(),
+                now,
+            },
             suppression: Suppression {
                 recipient: recipient.clone(),
                 reason,
@@ -276,7 +281,6 @@ impl Events {
             counted,
             webhook: None,
             verified_with: verified_with.cloned(),
-            now,
         };
         effect.webhook = self.event_for(
             tenant,
@@ -339,9 +343,14 @@ impl Events {
         let cert = self.sns_certificate(&msg.signing_cert_url).await?;
         msg.verify(&cert).map_err(refused)?;
         if expected.is_none() {
-            let (tid, topic, now) = (tenant.id.clone(), msg.topic_arn.clone(), self.core.now());
+            let pin = SeenEvent {
+                tenant: tenant.id.clone(),
+                provider: SES_TOPIC_PIN.into(),
+                event_id: msg.topic_arn.clone(),
+                now: self.core.now(),
+            };
             self.core
-                .write(move |s| s.record_provider_event(&tid, SES_TOPIC_PIN, &topic, now))
+                .write(move |s| s.record_provider_event(&pin))
                 .await?;
         }
         match msg.kind {
@@ -375,9 +384,14 @@ impl Events {
                 {
                     Ok((s, _)) if (200..300).contains(&s) => {
                         tracing::info!(tenant_id = %tenant.id, "confirmed the SNS subscription of the tenant's SES events");
-                        let (tid, now) = (tenant.id.clone(), self.core.now());
+                        let confirmed = SeenEvent {
+                            tenant: tenant.id.clone(),
+                            provider: id,
+                            event_id: "confirmed".into(),
+                            now: self.core.now(),
+                        };
                         self.core
-                            .write(move |s| s.record_provider_event(&tid, &id, "confirmed", now))
+                            .write(move |s| s.record_provider_event(&confirmed))
                             .await?;
                         Ok(None)
                     }

@@ -50,7 +50,7 @@ pub(crate) const STATE_EXPIRY_COUNTED: i64 = 2;
 /// One addition to the statistics: one of `what` for a code of `tenant` minted at
 /// `created_at` with these dimensions.
 #[derive(Debug, Clone)]
-pub(crate) struct Bump<'a> {
+pub struct Bump<'a> {
     pub tenant: &'a str,
     pub created_at: Millis,
     pub dims: &'a CodeDims,

@@ -6,14 +6,15 @@ use super::cells::Cells;
 use super::engine::{Dialect, Engine};
 use super::StoreError;
 use crate::domain::keys::TenantId;
-use crate::domain::stats::{CodeDims, Counted, Counts, Dim, BUCKETS};
+use crate::domain::stats::{Counted, Counts, Dim, BUCKETS};
 use crate::domain::Millis;
 
 mod count;
 
 use count::shards;
+pub use count::Bump;
 pub(crate) use count::{
-    bump_in, count_all, count_in, tally_from, Bump, Tally, STATE_COUNTED, STATE_EXPIRY_COUNTED,
+    bump_in, count_all, count_in, tally_from, Tally, STATE_COUNTED, STATE_EXPIRY_COUNTED,
     STATE_NOT_COUNTED, TALLY_COLS,
 };
 
@@ -150,15 +151,9 @@ pub trait StatsStore {
     fn count_expired(&self, now: Millis) -> Result<usize, StoreError>;
     /// Sum the counts of a range (see [`StatsQuery`]); at most `max_rows + 1` rows.
     fn stats(&self, q: &StatsQuery) -> Result<Vec<StatsRow>, StoreError>;
-    /// Count one mint refused by the SMS fraud guard (`what` a [`Counted::Blocked`]) under
-    /// the hour of `at` and the mint's dimensions.
-    fn count_blocked(
-        &self,
-        tenant: &TenantId,
-        at: Millis,
-        dims: &CodeDims,
-        what: Counted,
-    ) -> Result<(), StoreError>;
+    /// Count one mint refused by the SMS fraud guard (`b.what` a [`Counted::Blocked`]) under
+    /// the hour of `b.created_at` (the refusal's) and the mint's dimensions.
+    fn count_blocked(&self, b: &Bump) -> Result<(), StoreError>;
     /// Drop the counts of hours before `before_hour`.
     fn purge_stats(&self, before_hour: i64) -> Result<usize, StoreError>;
     /// Fold the shards of each cell of the hours before `before_hour` into one row, so a
@@ -223,18 +218,13 @@ impl<E: Engine> StatsStore for E {
         self.rows_text(&text, &args, |r| stats_row_from(r, grouped))
     }
 
-    fn count_blocked(
-        &self,
-        tenant: &TenantId,
-        at: Millis,
-        dims: &CodeDims,
-        what: Counted,
-    ) -> Result<(), StoreError> {
-        let (tenant, dims) = (tenant.to_string(), dims.clone());
+    fn count_blocked(&self, b: &Bump) -> Result<(), StoreError> {
+        let (tenant, dims, created_at, what) =
+            (b.tenant.to_string(), b.dims.clone(), b.created_at, b.what);
         self.transact(move |tx| {
             let b = Bump {
                 tenant: &tenant,
-                created_at: at,
+                created_at,
                 dims: &dims,
                 what,
             };
