@@ -208,6 +208,26 @@ pub enum ResendVia {
     Inbox(InboxEntry),
 }
 
+/// A code by its shareable key: whose, the key's digest, and which API minted it.
+#[derive(Debug, Clone)]
+pub struct CodeKey {
+    pub tenant: TenantId,
+    pub key_digest: Vec<u8>,
+    pub flavor: CodeApi,
+}
+
+impl CodeKey {
+    fn args(&self) -> Vec<Arg> {
+        the_code(&self.key_digest, &self.tenant, self.flavor)
+    }
+}
+
+/// `$1` to `$3` of the statements that find a code ([`THE_CODE`]).
+fn the_code(key_digest: &[u8], tenant: &TenantId, flavor: CodeApi) -> Vec<Arg> {
+    let t = tenant.as_str();
+    vec![key_digest.into(), t.into(), flavor.as_str().into()]
+}
+
 /// A guess to reserve an attempt for ([`CodeStore::reserve_attempt`]).
 #[derive(Debug, Clone)]
 pub struct AttemptAsk {
@@ -309,22 +329,11 @@ pub trait CodeOutcomeStore {
         key_digest: &[u8],
         flavor: CodeApi,
     ) -> Result<Option<TenantId>, StoreError>;
-    fn challenge(
-        &self,
-        tenant: &TenantId,
-        key_digest: &[u8],
-        flavor: CodeApi,
-        now: Millis,
-    ) -> Result<Option<ChallengeView>, StoreError>;
+    fn challenge(&self, k: &CodeKey, now: Millis) -> Result<Option<ChallengeView>, StoreError>;
     /// Cancel a pending code: `Some((true, view))` cancelled, `Some((false, view))` it had
     /// already ended, `None` unknown.
-    fn cancel(
-        &self,
-        tenant: &TenantId,
-        key_digest: &[u8],
-        flavor: CodeApi,
-        now: Millis,
-    ) -> Result<Option<(bool, ChallengeView)>, StoreError>;
+    fn cancel(&self, k: &CodeKey, now: Millis)
+        -> Result<Option<(bool, ChallengeView)>, StoreError>;
 }
 
 /// Count a new code's mint (`Minted`, or `Test`) — the last statement of its transaction.
@@ -390,11 +399,7 @@ impl<E: Engine> CodeOutcomeStore for E {
         key_digest: &[u8],
         now: Millis,
     ) -> Result<Option<(ChallengeView, String)>, StoreError> {
-        let key = vec![
-            key_digest.into(),
-            tenant.as_str().into(),
-            CodeApi::Native.as_str().into(),
-        ];
+        let key = the_code(key_digest, tenant, CodeApi::Native);
         let (text, args) = view_query(self.dialect(), ", c.code_hash", THE_CODE, key, now);
         self.first_text(&text, &args, |r| Ok((view_from(r)?, r.text(VIEW_WIDTH)?)))
     }
@@ -452,19 +457,8 @@ impl<E: Engine> CodeOutcomeStore for E {
         Ok(owner.map(TenantId::from_trusted))
     }
 
-    fn challenge(
-        &self,
-        tenant: &TenantId,
-        key_digest: &[u8],
-        flavor: CodeApi,
-        now: Millis,
-    ) -> Result<Option<ChallengeView>, StoreError> {
-        let key = vec![
-            key_digest.into(),
-            tenant.as_str().into(),
-            flavor.as_str().into(),
-        ];
-        let (text, args) = view_query(self.dialect(), "", THE_CODE, key, now);
+    fn challenge(&self, k: &CodeKey, now: Millis) -> Result<Option<ChallengeView>, StoreError> {
+        let (text, args) = view_query(self.dialect(), "", THE_CODE, k.args(), now);
         Ok(self
             .rows_text(&text, &args, |r| view_from(r))?
             .into_iter()
@@ -473,18 +467,12 @@ impl<E: Engine> CodeOutcomeStore for E {
 
     fn cancel(
         &self,
-        tenant: &TenantId,
-        key_digest: &[u8],
-        flavor: CodeApi,
+        k: &CodeKey,
         now: Millis,
     ) -> Result<Option<(bool, ChallengeView)>, StoreError> {
-        let key: Vec<Arg> = vec![
-            key_digest.into(),
-            tenant.as_str().into(),
-            flavor.as_str().into(),
-        ];
-        let cancel = [key[0].clone(), key[1].clone(), key[2].clone(), now.into()];
-        let (view, args) = view_query(self.dialect(), "", THE_CODE, key, now);
+        let mut cancel = k.args();
+        cancel.push(now.into());
+        let (view, args) = view_query(self.dialect(), "", THE_CODE, k.args(), now);
         self.transact(move |tx| {
             let n = tx.exec(sql::codes::CANCEL, &cancel)?;
             let v = tx.first_text(&view, &args, |r| view_from(r))?;

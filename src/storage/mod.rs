@@ -33,8 +33,8 @@ mod tenants;
 pub mod test_mode;
 
 pub use codes::{
-    AttemptAsk, ClaimStore, CodeOutcomeStore, CodeStore, Lease, NewChallenge, NewLink, NewOutbox,
-    Queued, Resend, ResendVia, Resent, Reservation, VerifyFinish,
+    AttemptAsk, ClaimStore, CodeKey, CodeOutcomeStore, CodeStore, Lease, NewChallenge, NewLink,
+    NewOutbox, Queued, Resend, ResendVia, Resent, Reservation, VerifyFinish,
 };
 pub use error::StoreError;
 pub use hosted::{HostedStore, NewSession, SessionRow};

@@ -23,8 +23,8 @@ use crate::service::events::webhooks::EventData;
 use crate::service::tenants::test_mode::Destination;
 use crate::service::{Codes, LimitKind, ServiceError};
 use crate::storage::{
-    InboxEntry, NewChallenge, NewOutbox, OutboxJob, Queued, QuotaAsk, QuotaRefusal, SendQuota,
-    Store,
+    CodeKey, InboxEntry, NewChallenge, NewOutbox, OutboxJob, Queued, QuotaAsk, QuotaRefusal,
+    SendQuota, Store,
 };
 
 pub const KEY_LABEL: &str = "shareable-key";
@@ -151,6 +151,15 @@ impl Codes {
 
     pub(super) fn key_digest(&self, key: &str) -> Vec<u8> {
         lookup_digest(self.core.keyring.get().pepper(), KEY_LABEL, key)
+    }
+
+    /// The tenant's code of `key`, as the store finds it.
+    fn code_key(&self, tenant: &TenantId, key: &ShareableKey, flavor: CodeApi) -> CodeKey {
+        CodeKey {
+            tenant: tenant.clone(),
+            key_digest: self.key_digest(key.expose()),
+            flavor,
+        }
     }
 
     /// The policy a new code of this flavor gets.
@@ -460,10 +469,10 @@ impl Codes {
         key: &ShareableKey,
         flavor: CodeApi,
     ) -> Result<ChallengeView, ServiceError> {
-        let digest = self.key_digest(key.expose());
-        let (tid, now) = (tenant.clone(), self.core.now());
+        let k = self.code_key(tenant, key, flavor);
+        let now = self.core.now();
         self.core
-            .db(move |s| s.challenge(&tid, &digest, flavor, now))
+            .db(move |s| s.challenge(&k, now))
             .await?
             .ok_or(ServiceError::OtpNotFound)
     }
@@ -476,14 +485,10 @@ impl Codes {
         flavor: CodeApi,
         ctx: &RequestContext,
     ) -> Result<(), ServiceError> {
-        let digest = self.key_digest(key.expose());
-        let (tid, now) = (tenant.clone(), self.core.now());
+        let k = self.code_key(tenant, key, flavor);
+        let now = self.core.now();
         let audit = self.core.audit.slot()?;
-        match self
-            .core
-            .db(move |s| s.cancel(&tid, &digest, flavor, now))
-            .await?
-        {
+        match self.core.db(move |s| s.cancel(&k, now)).await? {
             None => Err(ServiceError::OtpNotFound),
             Some((true, v)) => {
                 audit.record(tenant, now, "cancel", &v.email, "cancelled", ctx);

@@ -15,7 +15,7 @@ use crate::service::core::audit::RequestContext;
 use crate::service::core::retry_secs;
 use crate::service::events::webhooks::EventData;
 use crate::service::{Codes, ErrorCode, LimitKind, ServiceError};
-use crate::storage::{AttemptAsk, QuotaAsk, Store, StoreError, VerifyFinish};
+use crate::storage::{AttemptAsk, CodeKey, QuotaAsk, Store, StoreError, VerifyFinish};
 
 pub struct Verified {
     /// The address or number as it was given at the mint.
@@ -362,13 +362,12 @@ impl Codes {
         now: Millis,
         code_len: usize,
     ) -> ServiceError {
-        let tid = tenant.clone();
-        let d = digest.to_vec();
-        let view = match self
-            .core
-            .db(move |s| s.challenge(&tid, &d, flavor, now))
-            .await
-        {
+        let k = CodeKey {
+            tenant: tenant.clone(),
+            key_digest: digest.to_vec(),
+            flavor,
+        };
+        let view = match self.core.db(move |s| s.challenge(&k, now)).await {
             Ok(Some(v)) => v,
             Ok(None) => return ServiceError::OtpNotFound,
             Err(e) => return e,
