@@ -21,7 +21,8 @@ use crate::storage::integration::NewEvent;
 #[derive(Debug, Clone)]
 pub struct SeenEvent {
     pub tenant: TenantId,
-    /// `postmark`, `resend`, …
+    /// `postmark`, `resend`, …; or the bookkeeping's own name (`mailgun-token`, the SNS
+    /// topic pin, `subscribe:<message id>`).
     pub provider: String,
     pub event_id: String,
     pub now: Millis,
@@ -88,8 +89,8 @@ impl EventEffect {
 }
 
 pub trait ProviderEventStore {
-    /// Record an event seen (`false`: seen before, nothing changes). For an event that
-    /// changes nothing (a soft bounce, a subscription confirmation).
+    /// Record something seen once (`false`: seen before, nothing changes): a Mailgun token,
+    /// a pinned SNS topic, a confirmed subscription.
     fn record_provider_event(&self, e: &SeenEvent) -> Result<bool, StoreError>;
     /// Apply a hard bounce or complaint once, in one transaction that first checks the
     /// tenant's settings are still [`EventEffect::verified_with`] (when given).
