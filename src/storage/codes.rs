@@ -45,12 +45,7 @@ pub struct NewChallenge {
 impl NewChallenge {
     /// Its send, as the quotas `q` judge it at `now`.
     pub(crate) fn quota_ask<'a>(&'a self, q: &'a SendQuota, now: Millis) -> QuotaAsk<'a> {
-        QuotaAsk {
-            tenant: &self.tenant_id,
-            recipient: &self.email_canonical,
-            quota: q,
-            now,
-        }
+        QuotaAsk::new(&self.tenant_id, &self.email_canonical, q, now)
     }
 }
 
@@ -182,12 +177,7 @@ pub struct Resend {
 impl Resend {
     /// Its send, as the quotas `q` judge it at `now`.
     pub(crate) fn quota_ask<'a>(&'a self, q: &'a SendQuota, now: Millis) -> QuotaAsk<'a> {
-        QuotaAsk {
-            tenant: &self.tenant_id,
-            recipient: &self.recipient,
-            quota: q,
-            now,
-        }
+        QuotaAsk::new(&self.tenant_id, &self.recipient, q, now)
     }
 }
 
@@ -231,9 +221,7 @@ fn the_code(key_digest: &[u8], tenant: &TenantId, flavor: CodeApi) -> Vec<Arg> {
 /// A guess to reserve an attempt for ([`CodeStore::reserve_attempt`]).
 #[derive(Debug, Clone)]
 pub struct AttemptAsk {
-    pub tenant: TenantId,
-    pub key_digest: Vec<u8>,
-    pub flavor: CodeApi,
+    pub code: CodeKey,
     /// The guess's length: it must be the code's (a wrong length is no guess).
     pub code_len: u32,
     /// Its recipient's failure budget.

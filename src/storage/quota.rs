@@ -161,6 +161,22 @@ pub struct QuotaAsk<'a> {
     pub now: Millis,
 }
 
+impl<'a> QuotaAsk<'a> {
+    pub fn new(
+        tenant: &'a TenantId,
+        recipient: &'a str,
+        quota: &'a SendQuota,
+        now: Millis,
+    ) -> Self {
+        QuotaAsk {
+            tenant,
+            recipient,
+            quota,
+            now,
+        }
+    }
+}
+
 /// A write the quotas may refuse: `Ok(Err(refusal))` when one does (the store then rolls
 /// back whatever the write did, so nothing is counted or kept), `Err` when the store
 /// failed.

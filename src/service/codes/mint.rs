@@ -137,15 +137,7 @@ impl Codes {
         now: Millis,
     ) -> Result<(), ServiceError> {
         let (tid, c2) = (tenant.clone(), recipient.to_string());
-        let ask = move |s: &dyn Store| {
-            let (tenant, recipient, quota) = (&tid, c2.as_str(), &quota);
-            s.check_quota(&QuotaAsk {
-                tenant,
-                recipient,
-                quota,
-                now,
-            })
-        };
+        let ask = move |s: &dyn Store| s.check_quota(&QuotaAsk::new(&tid, &c2, &quota, now));
         self.core.db(ask).await?.map_err(limited)
     }
 

@@ -215,9 +215,11 @@ impl Codes {
                 // changes: overload is refused with no attempt used, and a request without a
                 // credential never holds a slot. A reservation that fails gives it back here.
                 let admitted = match hasher.slot() {
-                    Ok(slot) => Ok(s
-                        .reserve_attempt(&AttemptAsk { tenant: tid.clone(), key_digest: d, flavor, code_len: len, quota }, now)?
-                        .map(|r| (slot, r))),
+                    Ok(slot) => {
+                        let code = CodeKey { tenant: tid.clone(), key_digest: d, flavor };
+                        let ask = AttemptAsk { code, code_len: len, quota };
+                        Ok(s.reserve_attempt(&ask, now)?.map(|r| (slot, r)))
+                    }
                     Err(e) => Err(e),
                 };
                 Ok(Some((tid, subscribed, admitted)))
@@ -385,15 +387,7 @@ impl Codes {
             let recipient = view.email_canonical.clone();
             if let Ok(Some(until)) = self
                 .core
-                .db(move |s| {
-                    let (tenant, recipient, quota) = (&tid, recipient.as_str(), &quota);
-                    s.failures_blocked(&QuotaAsk {
-                        tenant,
-                        recipient,
-                        quota,
-                        now,
-                    })
-                })
+                .db(move |s| s.failures_blocked(&QuotaAsk::new(&tid, &recipient, &quota, now)))
                 .await
             {
                 return ServiceError::RateLimited {

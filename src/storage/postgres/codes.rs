@@ -177,7 +177,7 @@ impl CodeStore for PgStore {
         a: &AttemptAsk,
         now: Millis,
     ) -> Result<Option<Reservation>, StoreError> {
-        let (t, q, key_digest) = (a.tenant.as_str(), &a.quota, &a.key_digest);
+        let (t, q, key_digest) = (a.code.tenant.as_str(), &a.quota, &a.code.key_digest);
         let max_failures = a.failure_cap();
         self.tx(|tx| {
             if q.max_failures > 0 {
@@ -201,7 +201,7 @@ impl CodeStore for PgStore {
                        AND f.email_canonical = c.email_canonical AND f.failures >= $5 AND f.window_start + $6 > $4) \
                  RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose, locale, earlier_hashes, test, channel"
                 ),
-                &[key_digest, &t, &a.flavor.as_str(), &now, &max_failures, &q.recipient_window_ms, &i64::from(a.code_len)],
+                &[key_digest, &t, &a.code.flavor.as_str(), &now, &max_failures, &q.recipient_window_ms, &i64::from(a.code_len)],
             )?;
             let Some(row) = row else { return Ok(None) };
             let res = reservation_from(&row)?;

@@ -213,7 +213,7 @@ impl CodeStore for SqliteStore {
         // so neither can be overrun by concurrent guesses; a match or a release gives the
         // budget back.
         self.writer.write(move |tx| {
-            let (tenant, q) = (&a.tenant, &a.quota);
+            let (tenant, q) = (&a.code.tenant, &a.quota);
             let res = tx
                 .row_opt(
                     concat!(
@@ -225,7 +225,7 @@ impl CodeStore for SqliteStore {
                            AND f.email_canonical = challenges.email_canonical AND f.failures >= ?5 AND f.window_start + ?6 > ?4) \
                      RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose, locale, earlier_hashes, test, channel"
                     ),
-                    params![a.key_digest, tenant.as_str(), a.flavor.as_str(), now, max_failures, q.recipient_window_ms, a.code_len],
+                    params![a.code.key_digest, tenant.as_str(), a.code.flavor.as_str(), now, max_failures, q.recipient_window_ms, a.code_len],
                     |r| reservation_from(r),
                 )?;
             if let Some(r) = &res {
