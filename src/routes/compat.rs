@@ -209,14 +209,14 @@ pub async fn verify_otp(st: State, body: Body) -> CompatResult {
         // A code that is not six digits is a mismatch to OtpMint's clients (no attempt used)
         // while the key is live; an ended key answers as it would for any code.
         Err(ServiceError::Invalid(_)) => {
-            let status = match parse_key(&key, CodeApi::Compat) {
-                Ok(k) => {
-                    (st.services.codes)
-                        .otp_status(&tenant, &k, CodeApi::Compat)
-                        .await
-                }
-                Err(e) => Err(e),
-            };
+            let status = async {
+                let k = parse_key(&key, CodeApi::Compat)?;
+                st.services
+                    .codes
+                    .otp_status(&tenant, &k, CodeApi::Compat)
+                    .await
+            }
+            .await;
             let e = match status {
                 Ok(v) => match v.status_at(st.services.core.now()) {
                     Status::Pending => ServiceError::Mismatch {

@@ -2,10 +2,9 @@
 //! (verify is in verify.rs).
 
 use crate::crypto::lookup_digest;
-use crate::domain::challenge::{ChallengeView, Status};
+use crate::domain::challenge::Status;
 use crate::domain::code::OtpCode;
 use crate::domain::delivery::DeliveryMode;
-use crate::domain::event::EventType;
 use crate::domain::keys::{CodeApi, ShareableKey, TenantId};
 use crate::domain::locale::Locale;
 use crate::domain::policy::Policy;
@@ -19,12 +18,11 @@ use crate::service::codes::sms_guard::SmsCount;
 use crate::service::core::audit::RequestContext;
 use crate::service::core::retry_secs;
 use crate::service::delivery::{Attempt, StoredMessage};
-use crate::service::events::webhooks::EventData;
 use crate::service::tenants::test_mode::Destination;
 use crate::service::{Codes, LimitKind, ServiceError};
 use crate::storage::{
-    CodeKey, InboxEntry, NewChallenge, NewOutbox, OutboxJob, Queued, QuotaAsk, QuotaRefusal,
-    SendQuota, Store,
+    InboxEntry, NewChallenge, NewOutbox, OutboxJob, Queued, QuotaAsk, QuotaRefusal, SendQuota,
+    Store,
 };
 
 pub const KEY_LABEL: &str = "shareable-key";
@@ -143,15 +141,6 @@ impl Codes {
 
     pub(super) fn key_digest(&self, key: &str) -> Vec<u8> {
         lookup_digest(self.core.keyring.get().pepper(), KEY_LABEL, key)
-    }
-
-    /// The tenant's code of `key`, as the store finds it.
-    fn code_key(&self, tenant: &TenantId, key: &ShareableKey, flavor: CodeApi) -> CodeKey {
-        CodeKey {
-            tenant: tenant.clone(),
-            key_digest: self.key_digest(key.expose()),
-            flavor,
-        }
     }
 
     /// The policy a new code of this flavor gets.
@@ -452,56 +441,6 @@ impl Codes {
             Attempt::NotMade => Err(ServiceError::Unavailable(
                 "the message could not be sent now".into(),
             )),
-        }
-    }
-
-    pub async fn otp_status(
-        &self,
-        tenant: &TenantId,
-        key: &ShareableKey,
-        flavor: CodeApi,
-    ) -> Result<ChallengeView, ServiceError> {
-        let k = self.code_key(tenant, key, flavor);
-        let now = self.core.now();
-        self.core
-            .db(move |s| s.challenge(&k, now))
-            .await?
-            .ok_or(ServiceError::OtpNotFound)
-    }
-
-    pub async fn cancel(
-        &self,
-        tenant: &TenantId,
-        subscribed: Option<&str>,
-        key: &ShareableKey,
-        flavor: CodeApi,
-        ctx: &RequestContext,
-    ) -> Result<(), ServiceError> {
-        let k = self.code_key(tenant, key, flavor);
-        let now = self.core.now();
-        let audit = self.core.audit.slot()?;
-        match self.core.db(move |s| s.cancel(&k, now)).await? {
-            None => Err(ServiceError::OtpNotFound),
-            Some((true, v)) => {
-                audit.record(tenant, now, "cancel", &v.email, "cancelled", ctx);
-                self.events
-                    .emit(
-                        tenant,
-                        subscribed,
-                        EventType::OtpCancelled,
-                        EventData {
-                            shareable_key: key.expose(),
-                            recipient: &v.email,
-                            channel: v.channel,
-                            purpose: v.purpose.as_str(),
-                            locale: None,
-                            reason: None,
-                        },
-                    )
-                    .await;
-                Ok(())
-            }
-            Some((false, v)) => Err(ended(v.status_at(now))),
         }
     }
 }

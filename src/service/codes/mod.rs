@@ -1,4 +1,4 @@
-//! Codes: mint, verify, resend, cancel, claims, links, hosted pages, idempotency and the SMS
+//! Codes: mint, verify, resend, status and cancel, claims, links, hosted pages, idempotency and the SMS
 //! guard.
 
 pub mod claims;
@@ -8,6 +8,7 @@ pub mod links;
 pub mod mint;
 pub mod resend;
 mod sms_guard;
+pub mod status;
 pub mod verify;
 
 use std::sync::Arc;

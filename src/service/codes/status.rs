@@ -1,0 +1,72 @@
+//! A code by its shareable key: its state (`GET /v1/otp/{key}`, and OtpMint's verify when a
+//! guess is malformed) and its cancel.
+
+use crate::domain::challenge::ChallengeView;
+use crate::domain::event::EventType;
+use crate::domain::keys::{CodeApi, ShareableKey, TenantId};
+use crate::service::codes::mint::ended;
+use crate::service::core::audit::RequestContext;
+use crate::service::events::webhooks::EventData;
+use crate::service::{Codes, ServiceError};
+use crate::storage::CodeKey;
+
+impl Codes {
+    /// The tenant's code of `key`, as the store finds it.
+    fn code_key(&self, tenant: &TenantId, key: &ShareableKey, flavor: CodeApi) -> CodeKey {
+        CodeKey {
+            tenant: tenant.clone(),
+            key_digest: self.key_digest(key.expose()),
+            flavor,
+        }
+    }
+
+    pub async fn otp_status(
+        &self,
+        tenant: &TenantId,
+        key: &ShareableKey,
+        flavor: CodeApi,
+    ) -> Result<ChallengeView, ServiceError> {
+        let k = self.code_key(tenant, key, flavor);
+        let now = self.core.now();
+        self.core
+            .db(move |s| s.challenge(&k, now))
+            .await?
+            .ok_or(ServiceError::OtpNotFound)
+    }
+
+    pub async fn cancel(
+        &self,
+        tenant: &TenantId,
+        subscribed: Option<&str>,
+        key: &ShareableKey,
+        flavor: CodeApi,
+        ctx: &RequestContext,
+    ) -> Result<(), ServiceError> {
+        let k = self.code_key(tenant, key, flavor);
+        let now = self.core.now();
+        let audit = self.core.audit.slot()?;
+        match self.core.db(move |s| s.cancel(&k, now)).await? {
+            None => Err(ServiceError::OtpNotFound),
+            Some((true, v)) => {
+                audit.record(tenant, now, "cancel", &v.email, "cancelled", ctx);
+                self.events
+                    .emit(
+                        tenant,
+                        subscribed,
+                        EventType::OtpCancelled,
+                        EventData {
+                            shareable_key: key.expose(),
+                            recipient: &v.email,
+                            channel: v.channel,
+                            purpose: v.purpose.as_str(),
+                            locale: None,
+                            reason: None,
+                        },
+                    )
+                    .await;
+                Ok(())
+            }
+            Some((false, v)) => Err(ended(v.status_at(now))),
+        }
+    }
+}
