@@ -20,6 +20,22 @@ impl Settings {
             }
             Ok(())
         }
+        fn wide(v: impl TryInto<u64>) -> u64 {
+            v.try_into().unwrap_or(u64::MAX)
+        }
+        let s = self;
+        // `section.key: lo, hi;` — each value between lo and hi, checked in the order given;
+        // the key an error names is the field's own path, so the two cannot drift apart.
+        macro_rules! within {
+            ($($section:ident . $key:ident: $lo:expr, $hi:expr;)*) => {
+                $(range(
+                    concat!(stringify!($section), ".", stringify!($key)),
+                    wide(s.$section.$key),
+                    wide($lo),
+                    wide($hi),
+                )?;)*
+            };
+        }
         self.server
             .bind
             .parse::<SocketAddr>()
@@ -39,162 +55,62 @@ impl Settings {
             ));
         }
         self.database_location()?;
-        range("database.pool_size", self.database.pool_size.into(), 1, 256)?;
-        range(
-            "database.timeout_seconds",
-            self.database.timeout_seconds,
-            1,
-            300,
-        )?;
         // The policy ranges a tenant's own policy is held to (one source: domain/policy.rs).
         use crate::domain::policy::{CODE_LENGTH, MAX_ATTEMPTS, TTL_SECONDS};
-        for (key, v, (lo, hi)) in [
-            ("otp.code_length", self.otp.code_length, CODE_LENGTH),
-            ("otp.ttl_seconds", self.otp.ttl_seconds, TTL_SECONDS),
-            ("otp.max_attempts", self.otp.max_attempts, MAX_ATTEMPTS),
-        ] {
-            range(key, v.into(), lo.into(), hi.into())?;
+        within! {
+            database.pool_size: 1, 256;
+            database.timeout_seconds: 1, 300;
+            otp.code_length: CODE_LENGTH.0, CODE_LENGTH.1;
+            otp.ttl_seconds: TTL_SECONDS.0, TTL_SECONDS.1;
+            otp.max_attempts: MAX_ATTEMPTS.0, MAX_ATTEMPTS.1;
+            otp.retention_seconds: 0, 365 * 86_400;
+            hashing.memory_kib: 8, 4 * 1024 * 1024;
+            hashing.iterations: 1, 64;
+            hashing.parallelism: 1, 64;
         }
-        range(
-            "otp.retention_seconds",
-            self.otp.retention_seconds,
-            0,
-            365 * 86_400,
-        )?;
-        range(
-            "hashing.memory_kib",
-            self.hashing.memory_kib.into(),
-            8,
-            4 * 1024 * 1024,
-        )?;
-        range("hashing.iterations", self.hashing.iterations.into(), 1, 64)?;
-        range(
-            "hashing.parallelism",
-            self.hashing.parallelism.into(),
-            1,
-            64,
-        )?;
         if u64::from(self.hashing.memory_kib) < 8 * u64::from(self.hashing.parallelism) {
             return Err(invalid(
                 "hashing.memory_kib",
                 "must be at least 8 x hashing.parallelism",
             ));
         }
-        range(
-            "hashing.max_concurrent",
-            self.hashing.max_concurrent as u64,
-            0,
-            1024,
-        )?;
+        within! {
+            hashing.max_concurrent: 0, 1024;
+        }
         // Every number is bounded (API.md §6.31): windows, cooldowns and retentions feed time
         // arithmetic in milliseconds, which a value near the type's maximum would overflow.
         const DAY: u64 = 86_400;
-        let l = &self.limits;
-        for (key, v, hi) in [
-            (
-                "limits.per_ip_per_second",
-                u64::from(l.per_ip_per_second),
-                1_000_000,
-            ),
-            ("limits.per_ip_burst", u64::from(l.per_ip_burst), 10_000_000),
-            (
-                "limits.recipient_max_sends",
-                u64::from(l.recipient_max_sends),
-                1_000_000,
-            ),
-            (
-                "limits.recipient_window_seconds",
-                l.recipient_window_seconds,
-                30 * DAY,
-            ),
-            (
-                "limits.resend_cooldown_seconds",
-                l.resend_cooldown_seconds,
-                DAY,
-            ),
-            (
-                "limits.tenant_max_sends_per_hour",
-                u64::from(l.tenant_max_sends_per_hour),
-                100_000_000,
-            ),
-            (
-                "limits.recipient_max_failures",
-                u64::from(l.recipient_max_failures),
-                1_000_000,
-            ),
-            (
-                "limits.test_sends_per_hour",
-                u64::from(l.test_sends_per_hour),
-                100_000_000,
-            ),
-            (
-                "limits.test_code_max_failures",
-                u64::from(l.test_code_max_failures),
-                1_000_000,
-            ),
-            (
-                "limits.sms_range_per_hour",
-                u64::from(l.sms_range_per_hour),
-                100_000_000,
-            ),
-            (
-                "limits.sms_unverified_per_country_per_hour",
-                u64::from(l.sms_unverified_per_country_per_hour),
-                100_000_000,
-            ),
-        ] {
-            range(key, v, 0, hi)?;
+        within! {
+            limits.per_ip_per_second: 0, 1_000_000;
+            limits.per_ip_burst: 0, 10_000_000;
+            limits.recipient_max_sends: 0, 1_000_000;
+            limits.recipient_window_seconds: 0, 30 * DAY;
+            limits.resend_cooldown_seconds: 0, DAY;
+            limits.tenant_max_sends_per_hour: 0, 100_000_000;
+            limits.recipient_max_failures: 0, 1_000_000;
+            limits.test_sends_per_hour: 0, 100_000_000;
+            limits.test_code_max_failures: 0, 1_000_000;
+            limits.sms_range_per_hour: 0, 100_000_000;
+            limits.sms_unverified_per_country_per_hour: 0, 100_000_000;
         }
+        let l = &self.limits;
         if l.per_ip_per_second > 0 && l.per_ip_burst == 0 {
             return Err(invalid(
                 "limits.per_ip_burst",
                 "must be at least 1 while limits.per_ip_per_second is on",
             ));
         }
-        range("server.workers", self.server.workers as u64, 0, 1024)?;
-        range(
-            "server.shutdown_grace_seconds",
-            self.server.shutdown_grace_seconds,
-            0,
-            3600,
-        )?;
-        range(
-            "hashing.max_queue",
-            self.hashing.max_queue as u64,
-            0,
-            1_000_000,
-        )?;
-        range(
-            "audit.retention_seconds",
-            self.audit.retention_seconds,
-            0,
-            3650 * DAY,
-        )?;
-        range("otp.max_resends", self.otp.max_resends.into(), 0, 10)?;
-        range(
-            "delivery.breaker_failures",
-            self.delivery.breaker_failures.into(),
-            1,
-            1000,
-        )?;
-        range(
-            "delivery.breaker_seconds",
-            self.delivery.breaker_seconds,
-            1,
-            3600,
-        )?;
-        range(
-            "delivery.http_timeout_seconds",
-            self.delivery.http_timeout_seconds,
-            1,
-            300,
-        )?;
-        range(
-            "delivery.max_sessions",
-            self.delivery.max_sessions.into(),
-            1,
-            100_000,
-        )?;
+        within! {
+            server.workers: 0, 1024;
+            server.shutdown_grace_seconds: 0, 3600;
+            hashing.max_queue: 0, 1_000_000;
+            audit.retention_seconds: 0, 3650 * DAY;
+            otp.max_resends: 0, 10;
+            delivery.breaker_failures: 1, 1000;
+            delivery.breaker_seconds: 1, 3600;
+            delivery.http_timeout_seconds: 1, 300;
+            delivery.max_sessions: 1, 100_000;
+        }
         for (kind, url) in &self.delivery.provider_base_urls {
             let key = format!("delivery.provider_base_urls.{kind}");
             if crate::domain::provider::ProviderKind::parse(kind).is_none() {
@@ -222,68 +138,20 @@ impl Settings {
                 ));
             }
         }
-        range(
-            "stats.retention_days",
-            self.stats.retention_days.into(),
-            1,
-            3650,
-        )?;
-        range(
-            "templates.max_locales_per_tenant",
-            self.templates.max_locales_per_tenant.into(),
-            1,
-            1000,
-        )?;
-        range(
-            "webhooks.max_in_flight_per_tenant",
-            self.webhooks.max_in_flight_per_tenant.into(),
-            1,
-            256,
-        )?;
-        range(
-            "webhooks.max_in_flight",
-            self.webhooks.max_in_flight.into(),
-            1,
-            4096,
-        )?;
-        range("smtp.timeout_seconds", self.smtp.timeout_seconds, 1, 600)?;
-        range("smtp.pool_size", self.smtp.pool_size as u64, 0, 64)?;
-        range(
-            "webhooks.timeout_seconds",
-            self.webhooks.timeout_seconds,
-            1,
-            60,
-        )?;
-        range(
-            "smtp.max_connections_limit",
-            self.smtp.max_connections_limit.into(),
-            1,
-            4096,
-        )?;
-        range(
-            "smtp.max_connections_per_tenant",
-            self.smtp.max_connections_per_tenant.into(),
-            1,
-            self.smtp.max_connections_limit.into(),
-        )?;
-        range(
-            "smtp.initial_connections",
-            self.smtp.initial_connections.into(),
-            1,
-            self.smtp.max_connections_limit.into(),
-        )?;
-        range(
-            "server.request_timeout_seconds",
-            self.server.request_timeout_seconds,
-            1,
-            3600,
-        )?;
-        range(
-            "server.max_connections_per_worker",
-            self.server.max_connections_per_worker as u64,
-            1,
-            1_000_000,
-        )?;
+        within! {
+            stats.retention_days: 1, 3650;
+            templates.max_locales_per_tenant: 1, 1000;
+            webhooks.max_in_flight_per_tenant: 1, 256;
+            webhooks.max_in_flight: 1, 4096;
+            smtp.timeout_seconds: 1, 600;
+            smtp.pool_size: 0, 64;
+            webhooks.timeout_seconds: 1, 60;
+            smtp.max_connections_limit: 1, 4096;
+            smtp.max_connections_per_tenant: 1, s.smtp.max_connections_limit;
+            smtp.initial_connections: 1, s.smtp.max_connections_limit;
+            server.request_timeout_seconds: 1, 3600;
+            server.max_connections_per_worker: 1, 1_000_000;
+        }
         if !self.server.public_url.is_empty()
             && crate::domain::links::public_base(&self.server.public_url).is_none()
         {
@@ -295,12 +163,9 @@ impl Settings {
         if self.smtp.allowed_ports.contains(&0) {
             return Err(invalid("smtp.allowed_ports", "port 0 is not a port"));
         }
-        range(
-            "compat.max_attempts",
-            self.compat.max_attempts.into(),
-            crate::domain::policy::MAX_ATTEMPTS.0.into(),
-            crate::domain::policy::MAX_ATTEMPTS.1.into(),
-        )?;
+        within! {
+            compat.max_attempts: MAX_ATTEMPTS.0, MAX_ATTEMPTS.1;
+        }
         parse_level(&self.log.level)
             .ok_or_else(|| invalid("log.level", "must be error, warn, info, debug or trace"))?;
         let key_set = !self.crypto.master_key.expose_secret().is_empty();

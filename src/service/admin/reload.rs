@@ -7,59 +7,47 @@ use secrecy::ExposeSecret;
 use crate::config::Settings;
 use crate::service::Admin;
 
-/// Settings that take effect without a restart; everything else is reported as needing one.
-const LIVE_KEYS: &[&str] = &[
-    "admin.token",
-    "registration.mode",
-    "otp.code_length",
-    "otp.ttl_seconds",
-    "otp.max_attempts",
-    "otp.retention_seconds",
-    "limits.recipient_max_sends",
-    "limits.recipient_window_seconds",
-    "limits.resend_cooldown_seconds",
-    "limits.tenant_max_sends_per_hour",
-    "limits.recipient_max_failures",
-    "compat.max_attempts",
-    "audit.retention_seconds",
-    "metrics.token",
-    "webhooks.allow_private_hosts",
-    "webhooks.allow_plaintext",
-    "webhooks.timeout_seconds",
-    "webhooks.max_in_flight_per_tenant",
-    "smtp.initial_connections",
-    "templates.max_locales_per_tenant",
-    "log.level",
-];
+/// The settings that take effect without a restart, each named once: [`LIVE_KEYS`] lists them
+/// as `section.key`, and `with_live` copies them. Everything else is reported as needing one.
+macro_rules! live_settings {
+    ($($section:ident . $key:ident),* $(,)?) => {
+        /// Settings that take effect without a restart.
+        const LIVE_KEYS: &[&str] = &[$(concat!(stringify!($section), ".", stringify!($key))),*];
 
-/// The settings in force after a reload: the old ones, with the keys of [`LIVE_KEYS`] taken
-/// from the new file. A key that needs a restart keeps its old value until the restart, so
-/// nothing reads a value the running parts were not built with (a lease sized from a new
-/// `smtp.timeout_seconds` while the mailer keeps the old one).
-fn with_live(old: &Settings, new: &Settings) -> Settings {
-    let mut s = old.clone();
-    s.admin.token = new.admin.token.clone();
-    s.registration = new.registration.clone();
-    s.otp.code_length = new.otp.code_length;
-    s.otp.ttl_seconds = new.otp.ttl_seconds;
-    s.otp.max_attempts = new.otp.max_attempts;
-    s.otp.retention_seconds = new.otp.retention_seconds;
-    s.limits.recipient_max_sends = new.limits.recipient_max_sends;
-    s.limits.recipient_window_seconds = new.limits.recipient_window_seconds;
-    s.limits.resend_cooldown_seconds = new.limits.resend_cooldown_seconds;
-    s.limits.tenant_max_sends_per_hour = new.limits.tenant_max_sends_per_hour;
-    s.limits.recipient_max_failures = new.limits.recipient_max_failures;
-    s.compat.max_attempts = new.compat.max_attempts;
-    s.audit.retention_seconds = new.audit.retention_seconds;
-    s.metrics.token = new.metrics.token.clone();
-    s.webhooks.allow_private_hosts = new.webhooks.allow_private_hosts;
-    s.webhooks.allow_plaintext = new.webhooks.allow_plaintext;
-    s.webhooks.timeout_seconds = new.webhooks.timeout_seconds;
-    s.webhooks.max_in_flight_per_tenant = new.webhooks.max_in_flight_per_tenant;
-    s.smtp.initial_connections = new.smtp.initial_connections;
-    s.templates.max_locales_per_tenant = new.templates.max_locales_per_tenant;
-    s.log.level = new.log.level.clone();
-    s
+        /// The settings in force after a reload: the old ones, with the keys of [`LIVE_KEYS`]
+        /// taken from the new file. A key that needs a restart keeps its old value until the
+        /// restart, so nothing reads a value the running parts were not built with (a lease
+        /// sized from a new `smtp.timeout_seconds` while the mailer keeps the old one).
+        fn with_live(old: &Settings, new: &Settings) -> Settings {
+            let mut s = old.clone();
+            $(s.$section.$key.clone_from(&new.$section.$key);)*
+            s
+        }
+    };
+}
+
+live_settings! {
+    admin.token,
+    registration.mode,
+    otp.code_length,
+    otp.ttl_seconds,
+    otp.max_attempts,
+    otp.retention_seconds,
+    limits.recipient_max_sends,
+    limits.recipient_window_seconds,
+    limits.resend_cooldown_seconds,
+    limits.tenant_max_sends_per_hour,
+    limits.recipient_max_failures,
+    compat.max_attempts,
+    audit.retention_seconds,
+    metrics.token,
+    webhooks.allow_private_hosts,
+    webhooks.allow_plaintext,
+    webhooks.timeout_seconds,
+    webhooks.max_in_flight_per_tenant,
+    smtp.initial_connections,
+    templates.max_locales_per_tenant,
+    log.level,
 }
 
 /// Every `section.key` whose value differs between two settings (secrets compared by value,
