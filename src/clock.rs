@@ -28,7 +28,10 @@ impl ManualClock {
         ManualClock::new(SystemClock.now())
     }
     pub fn advance_secs(&self, secs: i64) {
-        self.0.fetch_add(secs * 1000, Ordering::SeqCst);
+        self.advance_millis(secs * 1000);
+    }
+    pub fn advance_millis(&self, ms: i64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
     }
 }
 

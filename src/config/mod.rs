@@ -29,6 +29,7 @@ const LIST_KEYS: &[&str] = &[
     "smtp.allowed_ports",
     "smtp.extra_root_certificates",
     "webhooks.extra_root_certificates",
+    "delivery.sns_certificate_hosts",
 ];
 
 /// An address or CIDR range: `10.0.0.0/8`, `::1`, `192.0.2.7`.

@@ -39,12 +39,15 @@ impl Settings {
             "OTPMINT_BROWSER_TESTS",
             "OTPMINT_WRITE_OPENAPI",
         ];
+        // The configuration file's path (`--config`), read by the command line.
+        const CONFIG_FILE: &str = "OTPMINT_CONFIG";
         let mut stray: Vec<String> = env
             .into_iter()
             .map(|(name, _)| name)
             .filter(|n| {
                 n.to_ascii_uppercase().starts_with("OTPMINT")
                     && !n.starts_with(ENV_PREFIX)
+                    && n != CONFIG_FILE
                     && !TOOLS.iter().any(|t| n.starts_with(t))
             })
             .collect();

@@ -37,6 +37,44 @@ fn env_overrides_keep_secrets_as_strings_and_split_lists() {
     assert!(s.smtp.allow_plaintext);
 }
 
+/// Every list-valued key takes a comma-separated environment value (API.md §3): the keys
+/// whose default is a list are exactly the ones split.
+#[test]
+fn every_list_key_is_split_from_the_environment() {
+    let s = Settings::load_from(None, env(&[])).unwrap();
+    let mut lists = Vec::new();
+    if let Ok(serde_json::Value::Object(sections)) = serde_json::to_value(&s) {
+        for (section, v) in sections {
+            if let serde_json::Value::Object(keys) = v {
+                for (key, val) in keys {
+                    if val.is_array() {
+                        lists.push(format!("{section}.{key}"));
+                    }
+                }
+            }
+        }
+    }
+    // Secrets serialize as strings; the one list of them is named here.
+    lists.push("crypto.previous_master_keys".into());
+    lists.sort();
+    lists.dedup();
+    let mut split: Vec<String> = LIST_KEYS.iter().map(|k| k.to_string()).collect();
+    split.sort();
+    assert_eq!(lists, split);
+    let s = Settings::load_from(
+        None,
+        env(&[(
+            "OTPMINT__DELIVERY__SNS_CERTIFICATE_HOSTS",
+            "sns.example.test, certs.example.test",
+        )]),
+    )
+    .unwrap();
+    assert_eq!(
+        s.delivery.sns_certificate_hosts,
+        ["sns.example.test", "certs.example.test"]
+    );
+}
+
 #[test]
 fn unknown_env_key_is_named() {
     let err = Settings::load_from(None, env(&[("OTPMINT__SERVER__BND", "x")]))
@@ -312,6 +350,7 @@ fn start_notes_name_an_off_admin_api_a_short_token_and_stray_variables() {
         ("OTPMINT_ADMIN__TOKEN", "secret-value-1"),
         ("OTPMINT__LOG__LEVEL", "info"),
         ("OTPMINT_TEST_POSTGRES_URL", "x"),
+        ("OTPMINT_CONFIG", "/etc/otpmint/config.toml"),
         ("PATH", "/bin"),
     ]));
     let text: Vec<&str> = notes.iter().map(|(_, n)| n.as_str()).collect();

@@ -39,3 +39,10 @@ pub fn dns_name(s: &str) -> Option<String> {
 
 /// Milliseconds since the Unix epoch; the one time unit of the domain and the store.
 pub type Millis = i64;
+
+/// `at` cut to the whole second it falls in. Times are shown in whole seconds (RFC 3339,
+/// API.md §1), so an end that is shown is stored so: a code never verifies after the
+/// `expires_at` its answer shows, not even within that second.
+pub fn whole_second(at: Millis) -> Millis {
+    at - at.rem_euclid(1000)
+}

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::page_kit;
 use super::{AppState, State};
 use crate::domain::links::origin;
-use crate::pages::{self, Form, Page, Strings};
+use crate::pages::{self, Form, HostedStrings, Page, Strings};
 use crate::service::codes::links::{ConfirmError, LinkState};
 
 const COOKIE: &str = "__Host-otpmint_link";
@@ -40,6 +40,19 @@ fn notice(
     page_kit::page(status, html, None, None)
 }
 
+/// A verified link, to any browser but the one that confirmed it: the sign-in is complete, in
+/// the link's language, and nobody is sent anywhere (API.md §17.2).
+fn done(st: &AppState, locale: Option<&crate::domain::locale::Locale>) -> HttpResponse {
+    let s = HostedStrings::of(locale.map_or("en", |l| l.as_str()));
+    notice(
+        st,
+        actix_web::http::StatusCode::OK,
+        s.lang,
+        s.done_title,
+        s.done_lead,
+    )
+}
+
 pub async fn show(req: HttpRequest, st: State, token: web::Path<String>) -> HttpResponse {
     use actix_web::http::StatusCode;
     if st.services.codes.links_base().is_none() {
@@ -53,6 +66,18 @@ pub async fn show(req: HttpRequest, st: State, token: web::Path<String>) -> Http
         None => {
             let s = Strings::of("en");
             notice(&st, StatusCode::NOT_FOUND, s.lang, s.not_found, s.not_found)
+        }
+        Some(LinkState::Verified(l)) => {
+            let cookie = page_kit::cookie(&st, &req, COOKIE);
+            match st
+                .services
+                .codes
+                .verified_return(&token, &l, cookie.as_deref())
+                .await
+            {
+                Some(to) => page_kit::see_other(&to),
+                None => done(&st, l.locale.as_ref()),
+            }
         }
         Some(LinkState::Ended(l)) => {
             let s = Strings::of(l.locale.as_ref().map_or("en", |l| l.as_str()));
@@ -113,7 +138,7 @@ pub async fn confirm(
         Err(_) => return HttpResponse::ServiceUnavailable().finish(),
     };
     let lang = match &state {
-        Some(LinkState::Open(l) | LinkState::Ended(l)) => l.locale.clone(),
+        Some(LinkState::Open(l) | LinkState::Verified(l) | LinkState::Ended(l)) => l.locale.clone(),
         None => None,
     };
     let s = Strings::of(lang.as_ref().map_or("en", |l| l.as_str()));
@@ -134,6 +159,7 @@ pub async fn confirm(
             s.ended_title,
             s.expired_form,
         ),
+        Err(ConfirmError::Done) => done(&st, lang.as_ref()),
         Err(ConfirmError::Ended) => {
             notice(&st, StatusCode::GONE, s.lang, s.ended_title, s.ended_title)
         }

@@ -154,8 +154,12 @@ async fn method_not_allowed(req: actix_web::HttpRequest) -> HttpResponse {
     res
 }
 
-/// The pages and documents outside the API description, and the methods they answer.
-const PAGES: [(&str, &str); 9] = [
+/// The routes outside the API description — pages, documents and OtpMint's routes — and the
+/// methods they answer.
+const PAGES: [(&str, &str); 12] = [
+    ("/otp", "POST"),
+    ("/verify-otp", "POST"),
+    ("/reg_secretkey", "POST"),
     ("/l/{token}", "GET, HEAD, POST"),
     ("/pages/style.css", "GET, HEAD"),
     ("/pages/brand/{tenant}", "GET, HEAD"),

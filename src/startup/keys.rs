@@ -176,6 +176,17 @@ pub fn migrate_store(
         s.validate().map_err(StartupError::Config)?;
         open_store(&s)
     };
+    // A source that is not there is named, and not made (API.md §18.8).
+    let mut given = settings.clone();
+    given.database.url = from.to_string();
+    if let crate::config::DatabaseLocation::Sqlite(path) = given.database_location()? {
+        if !resolve(&path).exists() {
+            return Err(StartupError::Other(format!(
+                "no database at {} (--from): nothing to copy",
+                path.display()
+            )));
+        }
+    }
     let source = open(from)?;
     let rows = source.keyring()?;
     if rows.is_empty() {

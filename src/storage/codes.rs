@@ -5,6 +5,7 @@ use super::cells::{channel_from, stored_locale, view_cols, view_from, Cells, VIE
 use super::engine::{args, Dialect, Engine, Exec, PG_NOW};
 use super::integration::insert_event_in;
 use super::integration::NewEvent;
+use super::links::LinkFinisher;
 use super::quota::{QuotaAsk, QuotaChecked, QuotaRefusal, SendQuota};
 use super::sql::{self, Arg};
 use super::stats::{bump_in, count_in, tally_from, Bump};
@@ -249,6 +250,8 @@ pub struct VerifyFinish {
     pub event: Option<NewEvent>,
     /// The recipient (canonical) whose failure budget the success resets.
     pub clear_failures_of: Option<String>,
+    /// The browser that confirmed a magic link, kept with the link in the same transaction.
+    pub confirmed_by: Option<LinkFinisher>,
 }
 
 /// What a resend came to.
@@ -416,10 +419,17 @@ impl<E: Engine> CodeOutcomeStore for E {
             .as_deref()
             .map(|r| [t.clone(), r.into()]);
         let event = f.event.clone();
+        let finisher = f
+            .confirmed_by
+            .as_ref()
+            .map(|c| [Arg::from(&c.link[..]), Arg::from(&c.by[..])]);
         self.transact(move |tx| {
             let Some(tally) = tx.row_opt(sql::codes::VERIFY, &verify, |r| tally_from(r, 0))? else {
                 return Ok(false);
             };
+            if let Some(finisher) = &finisher {
+                tx.exec(sql::links::FINISHED_BY, finisher)?;
+            }
             if let Some(e) = &event {
                 insert_event_in(tx, e)?;
             }

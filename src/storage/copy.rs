@@ -203,6 +203,7 @@ pub const TABLES: &[Table] = &[
             ("return_url", Text),
             ("key_sealed", Blob),
             ("created_at", Int),
+            ("finished_by", Blob),
         ],
         identity: None,
     },

@@ -27,6 +27,16 @@ pub struct LinkView {
     pub verified_via: Option<crate::domain::challenge::VerifiedVia>,
     /// Its tenant's pages are approved (API.md §17.6).
     pub pages_approved: bool,
+    /// A digest of the page token of the browser that confirmed it (API.md §17.2).
+    pub finished_by: Option<Vec<u8>>,
+}
+
+/// The browser that confirmed a link (API.md §17.2): the link's token digest and a digest of
+/// that browser's page token — only it is sent back to the return URL afterwards.
+#[derive(Debug, Clone)]
+pub struct LinkFinisher {
+    pub link: Vec<u8>,
+    pub by: Vec<u8>,
 }
 
 /// The columns [`LinkView`] is read from (`l`: magic_links, `c`: challenges, `t`: tenants).
@@ -34,7 +44,7 @@ pub(crate) const LINK_COLS: &str = concat!(
     "c.tenant_id, t.name, l.key_digest, l.return_url, l.key_sealed, \
      c.status, c.expires_at, c.locale, c.email, c.purpose, ",
     crate::storage::sql::no_attempts_left!("c."),
-    ", c.verified_via, t.pages_approved"
+    ", c.verified_via, t.pages_approved, l.finished_by"
 );
 
 pub trait LinkStore {
@@ -63,5 +73,6 @@ pub(crate) fn link_from(r: &(impl super::cells::Cells + ?Sized)) -> Result<LinkV
         spent: r.flag(10)?,
         verified_via: super::cells::verified_via_from(r.opt_text(11)?)?,
         pages_approved: r.flag(12)?,
+        finished_by: r.opt_bytes(13)?,
     })
 }

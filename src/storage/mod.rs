@@ -40,7 +40,7 @@ pub use error::StoreError;
 pub use hosted::{HostedStore, NewSession, SessionRow};
 pub use integration::{EventClaimStore, IntegrationStore};
 pub use keyring::{KeyringStore, TenantSeal};
-pub use links::{LinkStore, LinkView};
+pub use links::{LinkFinisher, LinkStore, LinkView};
 pub use outbox::{
     AttemptFailure, AttemptRecord, ClaimRequest, Claimed, Fairness, OutboxJob, OutboxStats,
     OutboxStore, SweepCandidate, SweepItem,

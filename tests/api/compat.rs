@@ -349,3 +349,20 @@ async fn codes_hashed_either_way_verify_after_the_hashing_algorithm_changes() {
         StatusCode::OK
     );
 }
+
+/// OtpMint's routes answer POST only; another method is 405 with `Allow: POST`
+/// (API.md §18.5), like every route.
+#[tokio::test]
+async fn another_method_on_an_otpmint_route_is_405_with_allow() {
+    let app = spawn_app().await;
+    for path in ["/otp", "/verify-otp", "/reg_secretkey"] {
+        let r = app
+            .client
+            .get(format!("{}{path}", app.addr))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        assert_eq!(r.headers()["allow"], "POST", "{path}");
+    }
+}

@@ -59,6 +59,16 @@ async fn mint_link(app: &TestApp, sk: &str, to: &str) -> (String, String, String
     (key, token, msg.code())
 }
 
+/// The page a verified link shows anyone but the browser that confirmed it: the sign-in is
+/// complete, no redirect, no key (API.md §17.2).
+async fn assert_done(r: reqwest::Response) {
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers().get(header::LOCATION).is_none());
+    let html = r.text().await.unwrap();
+    assert!(html.contains("This sign-in is already complete"), "{html}");
+    assert!(!html.contains("otp_") && !html.contains(RETURN), "{html}");
+}
+
 async fn status(app: &TestApp, sk: &str, key: &str) -> Value {
     body(app.get(&format!("/v1/otp/{key}"), sk).await).await.1
 }
@@ -194,7 +204,7 @@ async fn opening_a_link_changes_nothing_and_its_button_verifies_once() {
     let (key, token, code) = mint_link(&app, &sk, "ada@example.com").await;
     // A scanner (or the person) opens it, twice: still pending.
     let (cookie, csrf) = open(&app, &token).await;
-    open(&app, &token).await;
+    let (other_cookie, other_csrf) = open(&app, &token).await;
     assert_eq!(status(&app, &sk, &key).await["status"], "pending");
     // A form from elsewhere has neither the cookie nor the token.
     assert_eq!(
@@ -225,28 +235,42 @@ async fn opening_a_link_changes_nothing_and_its_button_verifies_once() {
         (&json!("verified"), &json!("link")),
         "{st}"
     );
-    // Once: a second click goes back the same way without verifying again; without the
-    // page's cookie it finds the key used, and so does the code after it.
+    // Once: a second click, or opening the link again, sends the browser that confirmed it
+    // back the same way without verifying again (API.md §17.2).
+    let back = format!("{RETURN}?from=mail&key={key}&status=verified");
     let r = post(&app, &token, Some(&cookie), &csrf).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    assert_eq!(
-        r.headers()[header::LOCATION].to_str().unwrap(),
-        format!("{RETURN}?from=mail&key={key}&status=verified")
-    );
-    assert_eq!(
-        post(&app, &token, None, &csrf).await.status(),
-        StatusCode::GONE
-    );
+    assert_eq!(r.headers()[header::LOCATION].to_str().unwrap(), back);
+    let r = no_redirects()
+        .get(format!("{}/l/{token}", app.addr))
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[header::LOCATION].to_str().unwrap(), back);
+    // Anyone else — no cookie, or another browser that opened the page before the click,
+    // with its own valid form — is told the sign-in is complete and sent nowhere.
     let r = no_redirects()
         .get(format!("{}/l/{token}", app.addr))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::GONE);
+    assert_done(r).await;
+    assert_done(post(&app, &token, None, &csrf).await).await;
+    assert_done(post(&app, &token, Some(&other_cookie), &other_csrf).await).await;
+    let r = no_redirects()
+        .get(format!("{}/l/{token}", app.addr))
+        .header(header::COOKIE, &other_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_done(r).await;
     assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::GONE);
 
-    // The code first: then the link has nothing to confirm.
+    // The code first: then the link has nothing to confirm, and sends nobody back.
     let (key, token, code) = mint_link(&app, &sk, "bob@example.com").await;
+    let (cookie, csrf) = open(&app, &token).await;
     assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
     assert_eq!(status(&app, &sk, &key).await["verified_via"], "code");
     let r = no_redirects()
@@ -254,7 +278,8 @@ async fn opening_a_link_changes_nothing_and_its_button_verifies_once() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::GONE);
+    assert_done(r).await;
+    assert_done(post(&app, &token, Some(&cookie), &csrf).await).await;
     // An unknown token.
     let r = no_redirects()
         .get(format!("{}/l/{}", app.addr, "Z".repeat(32)))

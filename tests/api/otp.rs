@@ -153,6 +153,30 @@ async fn a_code_never_verifies_after_expires_at() {
     assert_eq!(r["attempts_used"], 0);
 }
 
+/// Times are shown in whole seconds; a code minted 700 ms into a second ends at the second
+/// its `expires_at` shows, not up to a second after it.
+#[tokio::test]
+async fn a_code_ends_at_the_whole_second_its_expires_at_shows() {
+    use otpmint::clock::Clock;
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant_with(json!({"ttl_seconds": 60})).await;
+    app.clock
+        .advance_millis(700 - app.clock.now().rem_euclid(1000));
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    let path = format!("/v1/otp/{key}");
+    let status = || async { app.get(&path, &sk).await.json::<Value>().await.unwrap() };
+    let v = status().await;
+    let shown = otpmint::clock::parse_time(v["expires_at"].as_str().unwrap()).unwrap();
+    let left = shown - app.clock.now();
+    assert_eq!(left, 59_300, "{v}");
+    app.clock.advance_millis(left - 1);
+    assert_eq!(status().await["status"], "pending");
+    app.clock.advance_millis(1);
+    assert_eq!(status().await["status"], "expired");
+    let (s, v) = app.verify(&sk, &key, &code).await;
+    assert_eq!((s, &v["code"]), (StatusCode::GONE, &json!("otp_expired")));
+}
+
 #[tokio::test]
 async fn a_new_code_supersedes_the_previous_one_for_the_same_purpose_only() {
     let app = spawn_app().await;

@@ -527,6 +527,16 @@ async fn migrate_store_copies_a_sqlite_installation_to_postgres_and_back() {
     } = app;
     handle.stop(true).await;
 
+    // a mistyped source names the path it looked for and creates nothing (API.md §18.8)
+    let missing = dir.path().join("no-such.db");
+    let missing_url = format!("sqlite://{}", missing.display());
+    let (ok, _, err) = otpmint_with(
+        &config,
+        &["migrate-store", "--from", &missing_url, "--to", &target],
+    );
+    assert!(!ok && err.contains("no-such.db"), "{err}");
+    assert!(!missing.exists(), "the missing source was created");
+
     let (ok, out, err) = otpmint_with(
         &config,
         &["migrate-store", "--from", &sqlite_url, "--to", &target],
@@ -823,6 +833,42 @@ async fn sslmode_verify_full_connects_when_the_servers_certificate_is_trusted() 
     assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
     let (n, tls) = own_connections_tls(&app.settings.database.url);
     assert!(n >= 1 && tls, "{n} connections, all TLS: {tls}");
+}
+
+/// `verify-full` trusts the system's roots as libpq does (API.md §7): with the server's
+/// certificate in the system store (`SSL_CERT_FILE`) and no `database.tls_ca_file`, the
+/// server starts on it; with a store that holds another CA only, the same start is refused.
+#[test]
+fn sslmode_verify_full_trusts_the_systems_roots() {
+    let base = postgres_base_url().unwrap();
+    let Some(cert) = server_certificate(&base) else {
+        eprintln!("SKIPPED: the PostgreSQL server's certificate file is not readable here");
+        return;
+    };
+    let url =
+        fresh_pg_database(&base).replace("@127.0.0.1:", "@localhost:") + "?sslmode=verify-full";
+    let dir = tempfile::tempdir().unwrap();
+    let another_ca = dir.path().join("another-ca.pem");
+    std::fs::write(&another_ca, otpmint::testkit::smtp::make_ca().ca_pem).unwrap();
+    let start = |system_store: &std::path::Path| {
+        let mut cmd = crate::binary::otpmint(dir.path());
+        cmd.env("OTPMINT__SERVER__BIND", "127.0.0.1:0")
+            .env("OTPMINT__DATABASE__URL", &url)
+            .env("OTPMINT__DATABASE__TIMEOUT_SECONDS", "2")
+            .env("SSL_CERT_FILE", system_store)
+            .env_remove("SSL_CERT_DIR")
+            .arg("serve");
+        crate::binary::serve(cmd)
+    };
+    let refused = start(&another_ca)
+        .err()
+        .expect("an untrusted certificate was accepted");
+    assert!(
+        refused.contains("TLS") || refused.contains("certificate"),
+        "{refused}"
+    );
+    let running = start(std::path::Path::new(&cert)).expect("the system's roots are trusted");
+    assert!(running.port > 0);
 }
 
 /// A configuration file for `otpmint` processes sharing one database and one master key

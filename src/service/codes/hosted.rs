@@ -116,7 +116,7 @@ impl Codes {
             locale: n.locale,
             return_url,
             created_at: now,
-            expires_at: now + SESSION_MS,
+            expires_at: crate::domain::whole_second(now + SESSION_MS),
             code_challenge: n.code_challenge,
         };
         let row = s.clone();

@@ -19,7 +19,7 @@ use crate::domain::recipient::Channel;
 use crate::domain::tenant::Tenant;
 use crate::service::events::webhooks::EventData;
 use crate::service::{Codes, ServiceError};
-use crate::storage::{LinkView, NewLink, VerifyFinish};
+use crate::storage::{LinkFinisher, LinkView, NewLink, VerifyFinish};
 
 const TOKEN_LABEL: &str = "magic-link";
 const CSRF_LABEL: &str = "magic-link-csrf";
@@ -47,7 +47,10 @@ pub struct LinkRequest {
 pub enum LinkState {
     /// Live: the confirm page.
     Open(Box<LinkView>),
-    /// Its code was verified, or ended: nothing to confirm.
+    /// Its code was verified (by this link or by the code): the browser that confirmed the
+    /// link goes back to the return URL, anyone else is told the sign-in is complete.
+    Verified(Box<LinkView>),
+    /// Its code ended otherwise (expired, used up, cancelled): nothing to confirm.
     Ended(Box<LinkView>),
 }
 
@@ -58,7 +61,10 @@ pub enum ConfirmError {
     NotFound,
     /// The form's CSRF token does not match the page's.
     Forbidden,
-    /// The code was verified already, or ended.
+    /// The code was verified, but not through this browser: the sign-in is complete and
+    /// nobody else is sent back (API.md §17.2).
+    Done,
+    /// The code ended without being verified.
     Ended,
 }
 
@@ -196,12 +202,39 @@ impl Codes {
         Ok(link
             .filter(|l| l.pages_approved || !open_registration)
             .map(|l| {
-                if l.status == StoredStatus::Pending && l.expires_at > now && !l.spent {
+                if l.status == StoredStatus::Verified {
+                    LinkState::Verified(Box::new(l))
+                } else if l.status == StoredStatus::Pending && l.expires_at > now && !l.spent {
                     LinkState::Open(Box::new(l))
                 } else {
                     LinkState::Ended(Box::new(l))
                 }
             }))
+    }
+
+    /// What a link keeps of the browser that confirmed it: a digest of the page's token for
+    /// that browser's cookie (never the cookie itself).
+    fn link_finisher(&self, token: &str, cookie: &str) -> Vec<u8> {
+        use sha2::Digest;
+        Sha256::digest(self.link_csrf(token, cookie).as_bytes()).to_vec()
+    }
+
+    /// Where a verified link sends this browser (its page cookie): the return URL with the
+    /// key when it is the browser that confirmed the link, else nowhere (API.md §17.2).
+    pub async fn verified_return(
+        &self,
+        token: &str,
+        link: &LinkView,
+        cookie: Option<&str>,
+    ) -> Option<String> {
+        let here = match (&link.finished_by, cookie) {
+            (Some(by), Some(c)) => bool::from(self.link_finisher(token, c).ct_eq(by)),
+            _ => false,
+        };
+        if !here || link.verified_via != Some(VerifiedVia::Link) {
+            return None;
+        }
+        self.link_redirect(token, link).await
     }
 
     /// The CSRF token of a page: bound to the link's token and to the browser's cookie.
@@ -228,24 +261,21 @@ impl Codes {
             .is_some_and(|e| !csrf.is_empty() && bool::from(e.as_bytes().ct_eq(csrf.as_bytes())));
         let link = match state {
             Some(LinkState::Open(l)) => l,
-            // Verified by this link already (a second click): the same way back, with the
-            // page's own token.
-            Some(LinkState::Ended(l))
-                if matches
-                    && l.verified_via == Some(VerifiedVia::Link)
-                    && l.status == StoredStatus::Verified =>
-            {
+            // Verified already: the browser that confirmed it (a second click) goes back the
+            // same way; anyone else is told the sign-in is complete.
+            Some(LinkState::Verified(l)) => {
                 return self
-                    .link_redirect(token, &l)
+                    .verified_return(token, &l, cookie)
                     .await
-                    .ok_or(ConfirmError::NotFound);
+                    .ok_or(ConfirmError::Done);
             }
             Some(LinkState::Ended(_)) => return Err(ConfirmError::Ended),
             None => return Err(ConfirmError::NotFound),
         };
-        if !matches {
+        let (true, Some(cookie), Some(link_digest)) = (matches, cookie, self.link_digest(token))
+        else {
             return Err(ConfirmError::Forbidden);
-        }
+        };
         // The way back is checked before the key is spent: a return URL the tenant took off
         // its list since the mint verifies nothing (API.md §17.7).
         let tenant = self
@@ -285,6 +315,10 @@ impl Codes {
                 .then(|| crate::domain::email::RecipientEmail::parse(&link.email).ok())
                 .flatten()
                 .map(|e| e.canonical().to_string()),
+            confirmed_by: Some(LinkFinisher {
+                link: link_digest,
+                by: self.link_finisher(token, cookie),
+            }),
         };
         let raised = finish.event.is_some();
         let verified = self
@@ -297,7 +331,14 @@ impl Codes {
             slot.record(&link.tenant_id, now, "verify", &link.email, outcome, ctx);
         }
         if !verified {
-            return Err(ConfirmError::Ended);
+            // Another click or the code came first: what the link is now decides.
+            return match self.link_state(token).await {
+                Ok(Some(LinkState::Verified(l))) => self
+                    .verified_return(token, &l, Some(cookie))
+                    .await
+                    .ok_or(ConfirmError::Done),
+                _ => Err(ConfirmError::Ended),
+            };
         }
         if raised {
             self.events.wake_hooks();

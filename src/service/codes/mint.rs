@@ -283,7 +283,7 @@ impl Codes {
         let masked = "*".repeat(policy.code_length as usize);
         let shown = code.as_ref().map_or(masked.as_str(), |c| c.expose());
         let key = ShareableKey::generate(flavor);
-        let expires_at = now + i64::from(policy.ttl_seconds) * 1000;
+        let expires_at = crate::domain::whole_second(now + i64::from(policy.ttl_seconds) * 1000);
         let key_digest = self.key_digest(key.expose());
         let (link_url, link_row) = match &link_plan {
             Some(plan) => {

@@ -282,6 +282,7 @@ impl Codes {
                     data(None),
                 ),
                 clear_failures_of: (quota.max_failures > 0).then(|| res.email_canonical.clone()),
+                confirmed_by: None,
             };
             let raised = finish.event.is_some();
             let finished = self.core.write(move |s| s.finish_verify(&finish, t)).await?;

@@ -8,3 +8,8 @@ shared_sql!(
         " FROM magic_links l JOIN challenges c ON c.key_digest = l.key_digest JOIN tenants t ON \
          t.id = c.tenant_id WHERE l.digest = $1 AND t.enabled"]
 );
+
+shared_sql!(
+    /// Who confirmed a link: `$1` its digest, `$2` the digest of that browser's page token.
+    pub(crate) FINISHED_BY = ["UPDATE magic_links SET finished_by = $2 WHERE digest = $1"]
+);
