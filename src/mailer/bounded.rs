@@ -1,13 +1,12 @@
 //! A stream wrapper that bounds what a relay may send (API.md §6.22): at most 4 KiB in one
 //! reply line and 64 KiB in reply to one command (counted since our last write). Beyond
-//! either, the read fails, so a hostile relay cannot grow our memory.
+//! either, the read fails, so a hostile relay cannot grow our memory. It reads SMTP text:
+//! under TLS it sits above the TLS stream (connect.rs does STARTTLS itself for this).
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use lettre::transport::smtp::client::AsyncTokioStream;
@@ -15,9 +14,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 pub const LINE_MAX: usize = 4 * 1024;
 pub const REPLY_MAX: usize = 64 * 1024;
-/// When the stream carries TLS records (after STARTTLS), their framing and a server's
-/// certificate chain come on top of the reply bytes.
-const TLS_SLACK: usize = 32 * 1024;
 
 /// The marker inside the I/O error a bound raises.
 #[derive(Debug)]
@@ -39,59 +35,41 @@ pub fn is_overflow(e: &io::Error) -> bool {
 pub struct Bounded<S> {
     inner: S,
     peer: SocketAddr,
-    /// True while the bytes read are SMTP text (reply lines are bounded then).
-    plaintext: Arc<AtomicBool>,
     since_write: usize,
     line: usize,
 }
 
 impl<S> Bounded<S> {
-    /// The wrapper and the switch that says whether it reads plain SMTP text.
-    pub fn new(inner: S, peer: SocketAddr, plaintext: bool) -> (Bounded<S>, Arc<AtomicBool>) {
-        let flag = Arc::new(AtomicBool::new(plaintext));
-        (
-            Bounded {
-                inner,
-                peer,
-                plaintext: Arc::clone(&flag),
-                since_write: 0,
-                line: 0,
-            },
-            flag,
-        )
+    pub fn new(inner: S, peer: SocketAddr) -> Bounded<S> {
+        Bounded {
+            inner,
+            peer,
+            since_write: 0,
+            line: 0,
+        }
     }
 
     /// Count `new` bytes just read; an error when a bound is crossed.
     fn account(&mut self, new: &[u8]) -> io::Result<()> {
-        let plain = self.plaintext.load(Ordering::Relaxed);
         self.since_write += new.len();
-        let limit = if plain {
-            REPLY_MAX
-        } else {
-            REPLY_MAX + TLS_SLACK
-        };
-        if self.since_write > limit {
+        if self.since_write > REPLY_MAX {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 Overflow("the relay's reply is too large"),
             ));
         }
-        if plain {
-            for &b in new {
-                if b == b'\n' {
-                    self.line = 0;
-                } else {
-                    self.line += 1;
-                    if self.line > LINE_MAX {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            Overflow("the relay's reply line is too long"),
-                        ));
-                    }
+        for &b in new {
+            if b == b'\n' {
+                self.line = 0;
+            } else {
+                self.line += 1;
+                if self.line > LINE_MAX {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        Overflow("the relay's reply line is too long"),
+                    ));
                 }
             }
-        } else {
-            self.line = 0;
         }
         Ok(())
     }
@@ -164,7 +142,7 @@ mod tests {
     #[tokio::test]
     async fn a_line_without_end_fails_after_four_kib() {
         let (mut relay, ours) = tokio::io::duplex(1 << 20);
-        let (mut b, _) = Bounded::new(ours, addr(), true);
+        let mut b = Bounded::new(ours, addr());
         relay.write_all(&vec![b'x'; 10_000]).await.unwrap();
         let mut buf = vec![0u8; 16 * 1024];
         let mut total = 0;
@@ -181,7 +159,7 @@ mod tests {
     #[tokio::test]
     async fn many_short_lines_fail_after_sixty_four_kib_and_a_write_resets_the_count() {
         let (mut relay, ours) = tokio::io::duplex(1 << 20);
-        let (mut b, _) = Bounded::new(ours, addr(), true);
+        let mut b = Bounded::new(ours, addr());
         let line = b"250-ok\r\n".repeat(1000); // 8 000 bytes
         relay.write_all(&line).await.unwrap();
         let mut buf = vec![0u8; 8000];

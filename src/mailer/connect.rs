@@ -1,5 +1,5 @@
 //! Opening a session to a relay: our own TCP_NODELAY socket to an SSRF-checked address,
-//! implicit TLS or STARTTLS, the relay's reads bounded, AUTH.
+//! implicit TLS or STARTTLS (both ours), the relay's reads bounded as text, AUTH.
 
 use super::*;
 
@@ -33,49 +33,28 @@ impl Mailer {
         // lettre leaves Nagle on, which stalls every message ~40 ms (PITFALLS.md).
         tcp.set_nodelay(true)
             .map_err(|e| fail(DeliveryReason::Unreachable, e))?;
-        let tls_name = name.tls_name();
-        // Every byte the relay sends goes through a bound (API.md §6.22): lettre reads a
-        // reply line without a limit and checks its length only afterwards.
-        let (mut conn, plaintext) = match target.tls {
+        // Every byte the relay sends goes through a bound (API.md §6.22), read as SMTP text —
+        // under TLS too: lettre reads a reply line without a limit and checks its length
+        // only afterwards.
+        let mut conn = match target.tls {
             TlsMode::Implicit => {
-                let server_name = ServerName::try_from(tls_name.clone())
-                    .map_err(|e| fail(DeliveryReason::Tls, e))?;
-                let tls = self
-                    .inner
-                    .implicit_tls
-                    .connect(server_name, tcp)
+                let tls = self.tls_on(name, tcp).await?;
+                let stream = bounded::Bounded::new(TlsStream(tls), addr);
+                AsyncSmtpConnection::connect_with_transport(Box::new(stream), &hello)
                     .await
-                    .map_err(|e| refused_if(fail(DeliveryReason::Tls, &e), turned_away(&e)))?;
-                let (stream, plain) = bounded::Bounded::new(TlsStream(tls), addr, true);
-                let conn = AsyncSmtpConnection::connect_with_transport(Box::new(stream), &hello)
-                    .await
-                    .map_err(greeting_failed)?;
-                (conn, plain)
+                    .map_err(greeting_failed)?
             }
-            TlsMode::Starttls | TlsMode::None => {
-                let (stream, plain) = bounded::Bounded::new(tcp, addr, true);
-                let conn = AsyncSmtpConnection::connect_with_transport(Box::new(stream), &hello)
+            TlsMode::Starttls => self.starttls(name, tcp, addr, &hello).await?,
+            TlsMode::None => {
+                let stream = bounded::Bounded::new(tcp, addr);
+                AsyncSmtpConnection::connect_with_transport(Box::new(stream), &hello)
                     .await
-                    .map_err(greeting_failed)?;
-                (conn, plain)
+                    .map_err(greeting_failed)?
             }
         };
-        if target.tls == TlsMode::Starttls {
-            let params = self.tls_parameters(&tls_name)?;
-            // From here on the bounded stream carries TLS records, not reply lines: it
-            // still bounds the bytes per command; lettre checks line lengths.
-            plaintext.store(false, std::sync::atomic::Ordering::SeqCst);
-            // Required, never opportunistic: a server without STARTTLS fails here.
-            conn.starttls(params, &hello).await.map_err(|e| {
-                refused_if(
-                    smtp_fail(DeliveryReason::Tls, &e),
-                    session_refused(&e, true),
-                )
-            })?;
-        }
         if !target.username.is_empty() {
             // Credentials never travel in the clear, whatever the settings say.
-            if !conn.is_encrypted() && target.tls != TlsMode::Implicit {
+            if target.tls == TlsMode::None {
                 conn.abort().await;
                 return Err(fail(
                     DeliveryReason::Auth,
@@ -107,14 +86,187 @@ impl Mailer {
         Ok((conn, addr))
     }
 
-    fn tls_parameters(&self, domain: &str) -> Result<TlsParameters, DeliveryError> {
-        let mut b = TlsParameters::builder(domain.to_string())
-            .certificate_store(CertificateStore::WebpkiRoots);
-        for pem in &self.inner.extra_pem {
-            let cert = Certificate::from_pem(pem).map_err(|e| fail(DeliveryReason::Tls, e))?;
-            b = b.add_root_certificate(cert);
+    /// TLS on our socket, the relay's certificate checked for its name.
+    async fn tls_on(
+        &self,
+        name: &HostName,
+        tcp: TcpStream,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, DeliveryError> {
+        let server_name =
+            ServerName::try_from(name.tls_name()).map_err(|e| fail(DeliveryReason::Tls, e))?;
+        self.inner
+            .implicit_tls
+            .connect(server_name, tcp)
+            .await
+            .map_err(|e| refused_if(fail(DeliveryReason::Tls, &e), turned_away(&e)))
+    }
+
+    /// A STARTTLS session (required, never opportunistic: a relay without it fails here).
+    /// We upgrade, not lettre: lettre would put TLS above the bound, which would then see
+    /// records instead of reply lines. The greeting, EHLO and STARTTLS go through a
+    /// connection on a lent socket; after the relay's go-ahead the socket comes back
+    /// (whatever that connection buffered beyond the `220` is dropped, so nothing sent
+    /// before TLS is read as sent under it), TLS goes on it, and a second connection, its
+    /// reads bounded as text, says EHLO again over TLS — a `220` stands in for the greeting
+    /// a relay does not repeat.
+    async fn starttls(
+        &self,
+        name: &HostName,
+        tcp: TcpStream,
+        addr: SocketAddr,
+        hello: &ClientId,
+    ) -> Result<AsyncSmtpConnection, DeliveryError> {
+        let lent = Lent(Arc::new(Mutex::new(Some(tcp))), addr);
+        let stream = bounded::Bounded::new(lent.clone(), addr);
+        let mut plain = AsyncSmtpConnection::connect_with_transport(Box::new(stream), hello)
+            .await
+            .map_err(greeting_failed)?;
+        let after_tls = |e: lettre::transport::smtp::Error| {
+            refused_if(
+                smtp_fail(DeliveryReason::Tls, &e),
+                session_refused(&e, true),
+            )
+        };
+        if !plain.server_info().supports_feature(Extension::StartTls) {
+            plain.abort().await;
+            return Err(fail(
+                DeliveryReason::Tls,
+                "the relay does not offer STARTTLS",
+            ));
         }
-        b.build_rustls().map_err(|e| fail(DeliveryReason::Tls, e))
+        plain.command(Starttls).await.map_err(after_tls)?;
+        let tcp = lent
+            .take()
+            .ok_or_else(|| fail(DeliveryReason::Tls, "the connection was lost at STARTTLS"))?;
+        drop(plain);
+        let tls = self.tls_on(name, tcp).await?;
+        let stream = bounded::Bounded::new(Greeted::new(TlsStream(tls)), addr);
+        AsyncSmtpConnection::connect_with_transport(Box::new(stream), hello)
+            .await
+            .map_err(after_tls)
+    }
+}
+
+/// A socket lent to the plain part of a STARTTLS session, taken back at the relay's
+/// go-ahead; reads and writes after that fail.
+#[derive(Clone)]
+struct Lent(Arc<Mutex<Option<TcpStream>>>, SocketAddr);
+
+impl Lent {
+    fn take(&self) -> Option<TcpStream> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(Pin<&mut TcpStream>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match self.0.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            Some(s) => f(Pin::new(s)),
+            None => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the socket went on to TLS",
+            ))),
+        }
+    }
+}
+
+impl fmt::Debug for Lent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Lent({})", self.1)
+    }
+}
+
+impl AsyncRead for Lent {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.with(|s| s.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Lent {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.with(|s| s.poll_write(cx, buf))
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.with(|s| s.poll_flush(cx))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.with(|s| s.poll_shutdown(cx))
+    }
+}
+
+impl AsyncTokioStream for Lent {
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.1)
+    }
+}
+
+/// A stream that reads a `220` greeting before what its relay sends: after STARTTLS a
+/// relay says nothing until our EHLO, but a new connection reads a greeting first.
+struct Greeted<S> {
+    greeting: &'static [u8],
+    inner: S,
+}
+
+impl<S> Greeted<S> {
+    fn new(inner: S) -> Greeted<S> {
+        Greeted {
+            greeting: b"220 TLS on\r\n",
+            inner,
+        }
+    }
+}
+
+impl<S> fmt::Debug for Greeted<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Greeted")
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Greeted<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.greeting.is_empty() {
+            let n = this.greeting.len().min(buf.remaining());
+            buf.put_slice(&this.greeting[..n]);
+            this.greeting = &this.greeting[n..];
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Greeted<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+impl<S: AsyncTokioStream> AsyncTokioStream for Greeted<S> {
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.peer_addr()
     }
 }
 

@@ -22,10 +22,8 @@ use std::time::{Duration, Instant};
 
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{
-    AsyncSmtpConnection, AsyncTokioStream, Certificate, CertificateStore, TlsParameters,
-};
-use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Starttls};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -75,7 +73,6 @@ struct MailerInner {
     policy: HostPolicy,
     timeout: Duration,
     pool_size: usize,
-    extra_pem: Vec<Vec<u8>>,
     implicit_tls: tokio_rustls::TlsConnector,
     pools: Mutex<HashMap<String, Arc<TenantPool>>>,
     connections_opened: std::sync::atomic::AtomicU64,
@@ -98,15 +95,13 @@ impl Mailer {
     ) -> Result<Mailer, MailerSetupError> {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let mut extra_pem = Vec::new();
         for path in extra_roots {
-            let pem = add_pem_roots(&mut roots, path).map_err(|message| {
+            add_pem_roots(&mut roots, path).map_err(|message| {
                 MailerSetupError::RootCertificate {
                     path: path.clone(),
                     message,
                 }
             })?;
-            extra_pem.push(pem);
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -122,7 +117,6 @@ impl Mailer {
                 policy,
                 timeout,
                 pool_size,
-                extra_pem,
                 implicit_tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
                 pools: Mutex::new(HashMap::new()),
                 connections_opened: std::sync::atomic::AtomicU64::new(0),

@@ -56,6 +56,28 @@ async fn a_relay_flooding_one_endless_line_fails_the_delivery_without_growing_me
     );
 }
 
+/// The bounds hold inside TLS, as SMTP text: after STARTTLS, a 5 KiB reply line or an
+/// 80 KiB reply fails the delivery as `smtp_rejected` (API.md §6.22) — not as a TLS error,
+/// and not let through because TLS records were counted instead of reply lines.
+#[tokio::test]
+async fn an_oversized_reply_under_starttls_fails_as_smtp_rejected() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    for mode in [Mode::LongLineUnderTls, Mode::LongReplyUnderTls] {
+        app.smtp.set_mode(mode);
+        let r = app
+            .post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
+            .await;
+        assert_eq!(r.status(), StatusCode::BAD_GATEWAY, "{mode:?}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["reason"], "smtp_rejected", "{mode:?}: {v}");
+    }
+    assert!(app.smtp.messages().is_empty());
+    // The same relay, answering as relays do: the code goes out.
+    app.smtp.set_mode(Mode::Normal);
+    app.mint(&sk, "ada@example.com").await;
+}
+
 /// Read until the server answers or closes; the bytes read (empty when it just closed).
 async fn answer_or_close(s: &mut TcpStream, within: Duration) -> Result<String, &'static str> {
     let mut buf = vec![0u8; 4096];

@@ -86,6 +86,12 @@ pub enum Mode {
     Down,
     /// A hostile relay: `220 ` and then bytes without a line end, as fast as they go.
     Flood,
+    /// Inside TLS, the answer to the EHLO after STARTTLS is one 5 KiB line (over the 4 KiB
+    /// a reply line may hold, under what the TLS records around it weigh).
+    LongLineUnderTls,
+    /// Inside TLS, the answer to the EHLO after STARTTLS is 80 KiB of short lines (over the
+    /// 64 KiB a reply may hold).
+    LongReplyUnderTls,
     /// Keep each message at its final `.` (it counts as received) and never answer: the
     /// sender cannot know whether it was delivered.
     KeepAndStall,

@@ -24,19 +24,13 @@ pub(super) async fn handle(
         }
         Mode::Flood => {
             let mut tcp = tcp;
-            tcp.write_all(b"220 ").await?;
-            let chunk = vec![b'x'; 64 * 1024];
-            // Bounded: at most 1 GiB or 60 s, or until the client hangs up.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-            while st.flooded.load(Ordering::SeqCst) < (1 << 30)
-                && tokio::time::Instant::now() < deadline
-            {
-                tcp.write_all(&chunk).await?;
-                st.flooded.fetch_add(chunk.len(), Ordering::SeqCst);
-            }
-            return Ok(());
+            return flood(&mut tcp, b"220 ", &st).await;
         }
-        Mode::Normal | Mode::RejectRecipients | Mode::KeepAndStall => {}
+        Mode::Normal
+        | Mode::RejectRecipients
+        | Mode::KeepAndStall
+        | Mode::LongLineUnderTls
+        | Mode::LongReplyUnderTls => {}
     }
     let open = st.active.fetch_add(1, Ordering::SeqCst) + 1;
     let _active = Active(&st);
@@ -71,6 +65,23 @@ pub(super) async fn handle(
             _ => return Ok(()),
         }
     }
+}
+
+/// `start`, then bytes without a line end as fast as they go: at most 1 GiB or 60 s, or
+/// until the client hangs up.
+async fn flood(
+    w: &mut (impl tokio::io::AsyncWrite + Unpin),
+    start: &[u8],
+    st: &State,
+) -> std::io::Result<()> {
+    w.write_all(start).await?;
+    let chunk = vec![b'x'; 64 * 1024];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while st.flooded.load(Ordering::SeqCst) < (1 << 30) && tokio::time::Instant::now() < deadline {
+        w.write_all(&chunk).await?;
+        st.flooded.fetch_add(chunk.len(), Ordering::SeqCst);
+    }
+    Ok(())
 }
 
 fn b64(s: &str) -> String {
@@ -108,6 +119,18 @@ async fn session(
         }
         let cmd = line.trim_end().to_string();
         let upper = cmd.to_ascii_uppercase();
+        let oversized = match *st.mode.lock().unwrap() {
+            Mode::LongLineUnderTls => Some(format!("250-{}\r\n", "x".repeat(5 * 1024))),
+            Mode::LongReplyUnderTls => Some(format!("250-{}\r\n", "x".repeat(96)).repeat(800)),
+            _ => None,
+        };
+        if let Some(answer) = oversized.filter(|_| tls && upper.starts_with("EHLO")) {
+            r.get_mut().write_all(answer.as_bytes()).await?;
+            r.get_mut()
+                .write_all(b"250-STARTTLS\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n")
+                .await?;
+            continue;
+        }
         let reply: String = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
             let mut s = String::from("250-sink.test\r\n");
             if !tls {
