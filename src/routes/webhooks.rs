@@ -176,6 +176,7 @@ pub async fn rotate_webhook_secret(t: TenantAuth, st: State) -> ApiResult {
     responses(
         (status = 202, description = "Queued", body = TestEventOut),
         (status = 404, response = problems::WebhookNotFound),
+        (status = 409, description = "conflict: the webhook is disabled since its endpoint answered 410 (PUT it again)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
 pub async fn test_webhook(t: TenantAuth, st: State) -> ApiResult {

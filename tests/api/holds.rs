@@ -290,8 +290,14 @@ async fn an_endpoint_that_answers_410_is_disabled_until_the_tenant_puts_it_again
         .await
         .unwrap();
     assert_eq!(d["deliveries"][0]["status_code"], 410, "{d}");
-    // Disabled: nothing more is sent.
+    // Disabled: nothing more is sent, and a test event says why it cannot be queued.
     app.mint(&sk, "bob@example.com").await;
+    let (s, v) = body(app.post("/v1/tenant/webhook/test", &sk, json!({})).await).await;
+    assert_eq!(
+        (s, &v["code"]),
+        (StatusCode::CONFLICT, &json!("conflict")),
+        "{v}"
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(rx.requests().len(), 1);
     // Stored again: enabled, and events flow.

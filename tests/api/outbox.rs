@@ -471,3 +471,86 @@ async fn one_bound_holds_outbound_sessions_of_all_tenants_together() {
         "the bound was reached and held"
     );
 }
+
+/// Beyond `delivery.max_sessions` a queued message waits and stays queued (API.md §19.3):
+/// while another tenant's slow send holds the process's one session, a background message
+/// waits out its transport's time again and again without an attempt counted, and goes on
+/// its first attempt once the session is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_message_waiting_for_the_bound_stays_queued_without_spending_attempts() {
+    use otpmint::testkit::http::HttpReceiver;
+    let rx = HttpReceiver::start(true).await;
+    rx.set_delay(Duration::from_secs(5));
+    let ca = rx.ca_path.clone();
+    let app = spawn_app_with(move |s| {
+        s.webhooks.allow_private_hosts = true;
+        s.webhooks.extra_root_certificates = vec![ca];
+        s.delivery.http_timeout_seconds = 20;
+        s.delivery.max_sessions = 1;
+        s.smtp.timeout_seconds = 1;
+    })
+    .await;
+    let (_, slow) = app.tenant().await;
+    crate::http_transport::put_http(&app, &slow, &rx, "primary").await;
+    let r = app
+        .post(
+            "/v1/otp",
+            &slow,
+            json!({"email": "slow@example.com", "delivery": "async"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    for _ in 0..100 {
+        if !rx.requests().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        rx.requests().len(),
+        1,
+        "the slow send holds the one session"
+    );
+    let (_, sk) = app.tenant().await;
+    let r = app
+        .post(
+            "/v1/otp",
+            &sk,
+            json!({"email": "ada@example.com", "delivery": "async"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let key = r.json::<Value>().await.unwrap()["shareable_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Its one-second wait passes while the session is held: given back, nothing counted.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let st = crate::http_transport::status_of(&app, &sk, &key).await;
+    assert_eq!(st["delivery"]["attempts"], 0, "{st}");
+    assert_ne!(st["delivery"]["status"], "failed", "{st}");
+    assert!(app.smtp.messages().is_empty());
+    // As (the test's) time moves on it is claimed again, waits again while the session is
+    // held, and goes once it is free.
+    for _ in 0..60 {
+        if !app.smtp.messages().is_empty() {
+            break;
+        }
+        app.clock.advance_secs(1);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    app.smtp.wait_for("ada@example.com", 1).await;
+    let mut st = Value::Null;
+    for _ in 0..100 {
+        st = crate::http_transport::status_of(&app, &sk, &key).await;
+        if st["delivery"]["status"] == "sent" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        (&st["delivery"]["status"], &st["delivery"]["attempts"]),
+        (&json!("sent"), &json!(1)),
+        "{st}"
+    );
+}

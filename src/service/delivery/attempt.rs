@@ -17,6 +17,8 @@ use crate::storage::{AttemptFailure, AttemptRecord, OutboxJob, Store, StoreError
 const RETRY_AFTER_MAX_MS: i64 = 3_600_000;
 /// How long a message that cannot be opened yet (its data key is not loaded here) waits.
 const KEY_WAIT_MS: i64 = 5_000;
+/// How long a queued message that found no session free waits before it is claimed again.
+const ROOM_WAIT_MS: i64 = 1_000;
 
 /// What one attempt came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +40,9 @@ pub(super) enum Undelivered {
     Failed(DeliveryError),
     /// Shutting down before a session was free (background sends only).
     Stopped,
+    /// No transport had a session free within the wait, and none was tried: every place of
+    /// its window or of the process-wide bound (`delivery.max_sessions`) stayed taken.
+    NoRoom(DeliveryError),
 }
 
 impl Delivery {
@@ -94,8 +99,24 @@ impl Delivery {
                 self.outbox.let_go(&job.key_digest);
                 return Attempt::NotMade;
             }
+            // A background message that found no room stays queued (API.md §19.3): nothing
+            // was tried, so no attempt is counted and it is claimed again shortly.
+            Err(Undelivered::NoRoom(_)) if job.mode == DeliveryMode::Async => {
+                tracing::debug!(tenant_id = %tenant.id, "no session was free for a queued message; it stays queued");
+                let (key, owner, due) = (
+                    job.key_digest.clone(),
+                    self.outbox.owner().to_string(),
+                    self.core.now() + ROOM_WAIT_MS,
+                );
+                self.record(job, move |s| {
+                    s.outbox_defer(&key, &owner, due)?;
+                    Ok(true)
+                })
+                .await;
+                return Attempt::NotMade;
+            }
             Ok(delivered) => Ok(delivered),
-            Err(Undelivered::Failed(e)) => Err(e),
+            Err(Undelivered::Failed(e) | Undelivered::NoRoom(e)) => Err(e),
         };
         let outcome = match &sent {
             Ok(_) => "sent",

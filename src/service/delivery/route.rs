@@ -178,6 +178,8 @@ impl Delivery {
         let mut deadline: Option<Instant> = None;
         let mut asked: Option<std::time::Duration> = None;
         let mut last: Option<DeliveryError> = None;
+        // Whether any transport got further than the wait for a session.
+        let mut tried = false;
         for (i, transport) in routes.iter().enumerate() {
             let key = transport.key();
             let gate = if all_open {
@@ -228,7 +230,8 @@ impl Delivery {
                     }
                     return Err(Undelivered::Stopped);
                 }
-                Err(Undelivered::Failed(e)) => {
+                Err(Undelivered::Failed(e) | Undelivered::NoRoom(e)) => {
+                    tried |= e.kind != FailureKind::NoSession;
                     // A wait in this process's own queue says nothing of the transport; an
                     // answer, even a refusal for good, says it is up.
                     match e.kind {
@@ -269,6 +272,9 @@ impl Delivery {
         });
         // The longest wait any endpoint asked for holds for the next try.
         e.retry_after = e.retry_after.max(asked);
+        if !tried && e.kind == FailureKind::NoSession {
+            return Err(Undelivered::NoRoom(e));
+        }
         Err(Undelivered::Failed(e))
     }
 

@@ -216,7 +216,13 @@ impl Events {
             .await?
         {
             Some(id) => Ok(id),
-            None => Err(ServiceError::WebhookNotFound),
+            // Nothing queued: no webhook, or one its endpoint disabled with a 410.
+            None => match self.webhook(tenant).await?.disabled {
+                Some(_) => Err(ServiceError::Conflict(
+                    "the webhook is disabled since its endpoint answered 410; PUT it again to turn it back on",
+                )),
+                None => Err(ServiceError::WebhookNotFound),
+            },
         }
     }
 
