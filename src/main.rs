@@ -2,7 +2,7 @@
 //! scheduling, dispatch.
 
 use clap::Parser;
-use otpmint::cli::{run, Cli, Command};
+use otpmint::cli::{run, used, Cli, Command};
 use otpmint::config::Settings;
 
 fn main() -> std::process::ExitCode {
@@ -31,10 +31,19 @@ fn main() -> std::process::ExitCode {
     if let Some(Err(e)) = scheduling {
         tracing::warn!(error = %e, "server.scheduling could not be applied; the threads keep the policy they started with");
     }
+    // Which database the command used goes after its output, or into its one error line.
     match runtime.block_on(run(cli, settings)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => {
+            if let Some(what) = used() {
+                eprintln!("{what}");
+            }
+            std::process::ExitCode::SUCCESS
+        }
         Err(e) => {
-            eprintln!("error: {}", e.0);
+            match used() {
+                Some(what) => eprintln!("error: {} ({what})", e.0),
+                None => eprintln!("error: {}", e.0),
+            }
             std::process::ExitCode::FAILURE
         }
     }

@@ -124,6 +124,19 @@ impl<E: std::fmt::Display> From<E> for CliError {
     }
 }
 
+/// Which database a command used (API.md §18.8), said on stderr when it ends: on a line of
+/// its own after its output, or inside its one error line (§5: one clear line on failure).
+static USED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// What the command said it used: `database: …` or `copying from … to …`.
+pub fn used() -> Option<&'static str> {
+    USED.get().map(String::as_str)
+}
+
+fn say_used(what: String) {
+    let _ = USED.set(what);
+}
+
 fn service_msg(e: ServiceError) -> CliError {
     match e {
         ServiceError::Invalid(errs) | ServiceError::Unprocessable(errs) => CliError(
@@ -145,18 +158,21 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
         Command::Migrate => {
             // Like `serve`, `migrate` makes the database and the master key when there are
             // none (the other commands never do).
-            eprintln!("database: {}", describe(&settings.database_location()?));
+            say_used(format!(
+                "database: {}",
+                describe(&settings.database_location()?)
+            ));
             drop(build_services(settings, Arc::new(SystemClock))?);
             println!("migrations applied");
             Ok(())
         }
         Command::Healthcheck { url } => healthcheck(&settings, url.as_deref()).await,
         Command::MigrateStore { from, to } => {
-            eprintln!(
+            say_used(format!(
                 "copying from {} to {}",
                 describe_url(&from),
                 describe_url(&to)
-            );
+            ));
             let counts = tokio::task::spawn_blocking(move || {
                 crate::startup::migrate_store(&settings, &from, &to)
             })
@@ -290,7 +306,7 @@ fn services(settings: Settings) -> Result<Services, CliError> {
             )));
         }
     }
-    eprintln!("database: {}", describe(&location));
+    say_used(format!("database: {}", describe(&location)));
     Ok(build_services(settings, Arc::new(SystemClock))?)
 }
 

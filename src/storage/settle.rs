@@ -40,12 +40,13 @@ pub trait SettleStore {
         due_at: Millis,
     ) -> Result<bool, StoreError>;
     /// Give the row back without an attempt (its message cannot be opened yet, its tenant
-    /// could not be read): due again at `due_at`, only while `owner` holds it.
+    /// could not be read, no session was free), only while `owner` holds it: due again at
+    /// `due_at`, or when it was (`None`: its place in the queue kept).
     fn outbox_defer(
         &self,
         key_digest: &[u8],
         owner: &str,
-        due_at: Millis,
+        due_at: Option<Millis>,
     ) -> Result<(), StoreError>;
     /// Give up, only while `owner` holds the row: the code becomes `failed` (it can never
     /// verify), the outbox row goes, and the quota charge is given back unless some attempt
@@ -160,7 +161,7 @@ impl<E: Engine> SettleStore for E {
         &self,
         key_digest: &[u8],
         owner: &str,
-        due_at: Millis,
+        due_at: Option<Millis>,
     ) -> Result<(), StoreError> {
         self.exec_one(sql::OUTBOX_DEFER, args![key_digest, owner, due_at])
             .map(drop)

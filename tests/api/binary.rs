@@ -259,8 +259,14 @@ async fn cli_manages_tenants_and_logs_never_show_secrets() {
     assert!(ok && out.contains(&id) && out.starts_with("ID"), "{out}");
     let (ok, out, _) = cli(&["tenant", "show", &id]);
     assert!(ok && out.contains("\"Acme\""));
+    // A failure is one clear line on stderr (API.md §5), naming the database (§18.8).
     let (ok, _, err) = cli(&["tenant", "show", "tnt_nonexistent000000000"]);
-    assert!(!ok && err.lines().any(|l| l.starts_with("error:")), "{err}");
+    assert!(
+        !ok && err.trim().lines().count() == 1
+            && err.starts_with("error: no such tenant")
+            && err.contains("database: sqlite"),
+        "{err}"
+    );
     let (ok, out, err) = cli(&["smtp", "test", &id, "--to", "ops@example.com"]);
     assert!(ok, "{out}{err}");
     assert_eq!(smtp.count_to("ops@example.com"), 1);

@@ -83,6 +83,23 @@ async fn a_tls_mode_mismatch_names_the_tls_setting() {
     assert!(app.smtp.messages().is_empty());
 }
 
+/// STARTTLS is required, never opportunistic: a relay that does not offer it fails the
+/// delivery as `smtp_tls` before any credential or message is sent (API.md §4).
+#[tokio::test]
+async fn a_relay_without_starttls_gets_neither_credentials_nor_the_message() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    app.smtp.set_mode(Mode::NoStarttls);
+    let r = app
+        .post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    let v: Value = r.json().await.unwrap();
+    // Not smtp_auth: no AUTH was tried in the clear (the relay would have refused it).
+    assert_eq!(v["reason"], "smtp_tls", "{v}");
+    assert!(app.smtp.messages().is_empty());
+}
+
 #[tokio::test]
 async fn connections_are_pooled_and_reused() {
     let app = spawn_app().await;

@@ -837,7 +837,8 @@ async fn sslmode_verify_full_connects_when_the_servers_certificate_is_trusted() 
 
 /// `verify-full` trusts the system's roots as libpq does (API.md §7): with the server's
 /// certificate in the system store (`SSL_CERT_FILE`) and no `database.tls_ca_file`, the
-/// server starts on it; with a store that holds another CA only, the same start is refused.
+/// server starts on it; with a store that holds another CA only, or nothing, the same start
+/// is refused.
 #[test]
 fn sslmode_verify_full_trusts_the_systems_roots() {
     let base = postgres_base_url().unwrap();
@@ -867,6 +868,14 @@ fn sslmode_verify_full_trusts_the_systems_roots() {
         refused.contains("TLS") || refused.contains("certificate"),
         "{refused}"
     );
+    // A store named by SSL_CERT_FILE that holds no certificate is an error, never widened
+    // to the built-in roots.
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let refused = start(&empty)
+        .err()
+        .expect("an empty trust store was widened");
+    assert!(refused.contains("hold no usable certificate"), "{refused}");
     let running = start(std::path::Path::new(&cert)).expect("the system's roots are trusted");
     assert!(running.port > 0);
 }

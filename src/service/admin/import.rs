@@ -249,7 +249,9 @@ impl Admin {
                     max_attempts: max,
                     code_length: 6,
                     created_at: now,
-                    expires_at: now + i64::from(self.core.settings.load().otp.ttl_seconds) * 1000,
+                    expires_at: crate::domain::whole_second(
+                        now + i64::from(self.core.settings.load().otp.ttl_seconds) * 1000,
+                    ),
                     delivery_mode: crate::domain::delivery::DeliveryMode::Sync,
                     locale: None,
                     channel: crate::domain::recipient::Channel::Email,

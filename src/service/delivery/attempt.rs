@@ -17,8 +17,6 @@ use crate::storage::{AttemptFailure, AttemptRecord, OutboxJob, Store, StoreError
 const RETRY_AFTER_MAX_MS: i64 = 3_600_000;
 /// How long a message that cannot be opened yet (its data key is not loaded here) waits.
 const KEY_WAIT_MS: i64 = 5_000;
-/// How long a queued message that found no session free waits before it is claimed again.
-const ROOM_WAIT_MS: i64 = 1_000;
 
 /// What one attempt came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +69,7 @@ impl Delivery {
                     self.core.now() + KEY_WAIT_MS,
                 );
                 self.record(job, move |s| {
-                    s.outbox_defer(&key, &owner, due)?;
+                    s.outbox_defer(&key, &owner, Some(due))?;
                     Ok(true)
                 })
                 .await;
@@ -100,16 +98,13 @@ impl Delivery {
                 return Attempt::NotMade;
             }
             // A background message that found no room stays queued (API.md §19.3): nothing
-            // was tried, so no attempt is counted and it is claimed again shortly.
+            // was tried, so no attempt is counted, and it keeps its place in the queue (its
+            // due time unchanged) for the next claim.
             Err(Undelivered::NoRoom(_)) if job.mode == DeliveryMode::Async => {
                 tracing::debug!(tenant_id = %tenant.id, "no session was free for a queued message; it stays queued");
-                let (key, owner, due) = (
-                    job.key_digest.clone(),
-                    self.outbox.owner().to_string(),
-                    self.core.now() + ROOM_WAIT_MS,
-                );
+                let (key, owner) = (job.key_digest.clone(), self.outbox.owner().to_string());
                 self.record(job, move |s| {
-                    s.outbox_defer(&key, &owner, due)?;
+                    s.outbox_defer(&key, &owner, None)?;
                     Ok(true)
                 })
                 .await;

@@ -294,8 +294,17 @@ impl Delivery {
         let setup_by = deadline.setup_by.unwrap_or(deadline.by);
         let mut ticket = ticket;
         let mut tries = 0;
+        // The relay's last refusal: when no other session comes in time, it is the failure
+        // (the relay was reached), not a wait for room.
+        let mut refusal: Option<DeliveryError> = None;
         loop {
-            let slot = self.session(job, window, ticket.take(), setup_by).await?;
+            let slot = match self.session(job, window, ticket.take(), setup_by).await {
+                Ok(slot) => slot,
+                Err(Undelivered::Failed(e)) if e.kind == FailureKind::NoSession => {
+                    return Err(Undelivered::Failed(refusal.take().unwrap_or(e)));
+                }
+                Err(other) => return Err(other),
+            };
             let sessions = window.limit() as usize;
             match transport.send(self, out, deadline, sessions).await {
                 Ok(a) => {
@@ -313,6 +322,7 @@ impl Delivery {
                         return Err(Undelivered::Failed(e));
                     }
                     tracing::debug!(tenant_id = %out.tenant.id, detail = %e.detail, "the relay turned a session away; its window shrinks and the message goes on another");
+                    refusal = Some(e);
                 }
                 Err(e) => {
                     if e.kind == FailureKind::Throttled {

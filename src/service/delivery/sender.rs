@@ -109,7 +109,7 @@ impl Delivery {
                             );
                             if let Err(e) = self
                                 .core
-                                .db(move |s| s.outbox_defer(&key, &owner, due))
+                                .db(move |s| s.outbox_defer(&key, &owner, Some(due)))
                                 .await
                             {
                                 tracing::warn!(error = %e, "giving back a claimed message failed: once its lease runs out it is recorded unknown, not sent");

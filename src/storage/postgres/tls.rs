@@ -98,7 +98,7 @@ pub(super) fn client_config(
         .with_safe_default_protocol_versions()
         .map_err(|e| bad(e.to_string()))?;
     let tls = if mode == Mode::VerifyFull {
-        let mut roots = system_roots();
+        let mut roots = system_roots()?;
         if let Some(path) = &opts.tls_ca_file {
             let pem = std::fs::read(path).map_err(|e| {
                 StoreError::Migration(format!("database.tls_ca_file {}: {e}", path.display()))
@@ -130,20 +130,30 @@ pub(super) fn client_config(
 }
 
 /// The system's trust store (`SSL_CERT_FILE`, `SSL_CERT_DIR`, else the platform's), which
-/// `sslmode=verify-full` trusts as libpq does (API.md §7). A system without one (a bare
+/// `sslmode=verify-full` trusts as libpq does (API.md §7). A store named by those variables
+/// that holds no certificate is an error, never widened; a platform without a store (a bare
 /// image) gets the Mozilla roots built into the binary, and a warning says so.
-fn system_roots() -> rustls::RootCertStore {
+fn system_roots() -> Result<rustls::RootCertStore, StoreError> {
     let mut roots = rustls::RootCertStore::empty();
     let found = rustls_native_certs::load_native_certs();
     let (added, _unparsable) = roots.add_parsable_certificates(found.certs);
     if added == 0 {
+        let named = ["SSL_CERT_FILE", "SSL_CERT_DIR"]
+            .into_iter()
+            .any(|v| std::env::var_os(v).is_some_and(|p| !p.is_empty()));
+        if named {
+            return Err(StoreError::Migration(
+                "sslmode=verify-full: SSL_CERT_FILE / SSL_CERT_DIR hold no usable certificate"
+                    .into(),
+            ));
+        }
         tracing::warn!(
             errors = found.errors.len(),
             "the system has no trusted root certificates; sslmode=verify-full trusts the built-in Mozilla roots"
         );
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     }
-    roots
+    Ok(roots)
 }
 
 /// Accepts any certificate (libpq's `sslmode=require`), but still checks that the server

@@ -16,8 +16,8 @@ shared_sql!(
 
 shared_sql!(
     pub(crate) OUTBOX_DEFER =
-        "UPDATE outbox SET due_at = $3, lease_until = NULL, leased_by = NULL WHERE key_digest = \
-         $1 AND leased_by = $2"
+        "UPDATE outbox SET due_at = COALESCE($3, due_at), lease_until = NULL, leased_by = NULL \
+         WHERE key_digest = $1 AND leased_by = $2"
 );
 
 shared_sql!(

@@ -86,6 +86,8 @@ pub enum Mode {
     Down,
     /// A hostile relay: `220 ` and then bytes without a line end, as fast as they go.
     Flood,
+    /// A relay that does not offer STARTTLS (its plain EHLO answer lacks it).
+    NoStarttls,
     /// Inside TLS, the answer to the EHLO after STARTTLS is one 5 KiB line (over the 4 KiB
     /// a reply line may hold, under what the TLS records around it weigh).
     LongLineUnderTls,

@@ -29,6 +29,7 @@ pub(super) async fn handle(
         Mode::Normal
         | Mode::RejectRecipients
         | Mode::KeepAndStall
+        | Mode::NoStarttls
         | Mode::LongLineUnderTls
         | Mode::LongReplyUnderTls => {}
     }
@@ -133,7 +134,7 @@ async fn session(
         }
         let reply: String = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
             let mut s = String::from("250-sink.test\r\n");
-            if !tls {
+            if !tls && *st.mode.lock().unwrap() != Mode::NoStarttls {
                 s.push_str("250-STARTTLS\r\n");
             } else {
                 s.push_str("250-AUTH PLAIN LOGIN XOAUTH2\r\n");
