@@ -6,7 +6,10 @@ use otpmint::cli::{run, used, Cli, Command};
 use otpmint::config::Settings;
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -47,4 +50,24 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `--help` and `--version` as clap prints them; a usage error as one line on stderr, exit 2
+/// (API.md §5: one clear line on failure), without clap's usage block.
+fn usage_error(e: clap::Error) -> std::process::ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return std::process::ExitCode::SUCCESS;
+    }
+    let text = e.render().to_string();
+    let line = text
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    eprintln!("{line} (otpmint --help shows the commands)");
+    std::process::ExitCode::from(2)
 }

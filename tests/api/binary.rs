@@ -941,3 +941,25 @@ fn config_check_fails_on_certificates_serve_would_refuse() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A mistyped command line is one clear line on stderr and exit 2 (API.md §5), naming what
+/// is wrong; `--help` still prints the usage and exits 0.
+#[test]
+fn a_usage_error_is_one_line_and_help_still_prints_the_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = otpmint(dir.path())
+        .args(["tenant", "create", "--name", "A"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error:") && err.contains("--smtp-host"),
+        "{err}"
+    );
+    let out = otpmint(dir.path()).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Usage:"));
+    assert!(!dir.path().join("data").exists(), "nothing was created");
+}
