@@ -117,7 +117,7 @@ pub async fn get_tenant(_: AdminAuth, st: State, id: web::Path<String>) -> ApiRe
     params(("id" = String, Path, description = "Tenant id")),
     request_body = PatchTenantBody,
     responses(
-        (status = 200, description = "The changed tenant (with a new `secret_key` when a test tenant was made live)", body = TenantPatchedOut),
+        (status = 200, description = "The changed tenant (with a new `secret_key`, shown once, when a test tenant was made live or a live one a test tenant)", body = TenantPatchedOut),
         (status = 400, response = problems::InvalidRequest),
         (status = 404, response = problems::TenantNotFound),
         (status = 422, response = problems::SmtpPolicyRefused),

@@ -686,6 +686,15 @@ async fn a_tenant_made_a_test_tenant_sends_nothing_more_until_it_leaves_test_mod
     )
     .await;
     assert_eq!((s, &v["test"]), (StatusCode::OK, &json!(true)), "{v}");
+    // Its key starts `sk_test_` (API.md §13.2): a new one, shown once; the live one the
+    // backend holds keeps working.
+    let test_sk = v["secret_key"].as_str().unwrap().to_string();
+    assert!(test_sk.starts_with("sk_test_"), "{v}");
+    assert_eq!(
+        app.get("/v1/tenant", &test_sk).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(app.get("/v1/tenant", &sk).await.status(), StatusCode::OK);
     app.smtp.set_mode(Mode::Normal);
     app.clock.advance_secs(60);
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
@@ -717,6 +726,16 @@ async fn a_tenant_made_a_test_tenant_sends_nothing_more_until_it_leaves_test_mod
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{v}");
+    // Live again: its `sk_test_` key stops, and a new live key is shown once (§17.4).
+    assert!(v["secret_key"].as_str().unwrap().starts_with("sk_"), "{v}");
+    assert!(
+        !v["secret_key"].as_str().unwrap().starts_with("sk_test_"),
+        "{v}"
+    );
+    assert_eq!(
+        app.get("/v1/tenant", &test_sk).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     app.clock.advance_secs(60);
     let msg = app.smtp.wait_for("bob@example.com", 1).await;
     assert_eq!(

@@ -175,12 +175,15 @@ impl Tenants {
                 self.delivery.check_relays(&candidate).await?;
             }
             // A test tenant made live (API.md §17.4): its `sk_test_` keys stop in the same
-            // change, and a new `sk_` key is shown once.
+            // change, and a new `sk_` key is shown once. A live tenant made a test tenant
+            // gets an `sk_test_` key, shown once (API.md §13.2: its key starts `sk_test_`);
+            // its live keys keep working, so its backend is not cut off.
             let going_live = current.test && p.test == Some(false) && {
                 let tid = current.id.clone();
                 self.core.db(move |s| s.has_test_secrets(&tid)).await?
             };
-            let secret = going_live.then(|| SecretKey::generate_for(false));
+            let going_test = !current.test && p.test == Some(true);
+            let secret = (going_live || going_test).then(|| SecretKey::generate_for(going_test));
             changes.new_secret = secret.as_ref().map(|s| self.secret_digest(s.expose()));
             if let Some(row) = self.store_change(&current, changes).await? {
                 return Ok((row, secret));
