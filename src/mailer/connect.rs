@@ -39,7 +39,7 @@ impl Mailer {
         let mut conn = match target.tls {
             TlsMode::Implicit => {
                 let tls = self.tls_on(name, tcp).await?;
-                let stream = bounded::Bounded::new(TlsStream(tls), addr);
+                let stream = bounded::Bounded::new(TlsStream::new(tls, b""), addr);
                 AsyncSmtpConnection::connect_with_transport(Box::new(stream), &hello)
                     .await
                     .map_err(greeting_failed)?
@@ -108,7 +108,7 @@ impl Mailer {
     /// (whatever that connection buffered beyond the `220` is dropped, so nothing sent
     /// before TLS is read as sent under it), TLS goes on it, and a second connection, its
     /// reads bounded as text, says EHLO again over TLS — a `220` stands in for the greeting
-    /// a relay does not repeat.
+    /// a relay does not repeat ([`TlsStream`]).
     async fn starttls(
         &self,
         name: &HostName,
@@ -140,7 +140,7 @@ impl Mailer {
             .ok_or_else(|| fail(DeliveryReason::Tls, "the connection was lost at STARTTLS"))?;
         drop(plain);
         let tls = self.tls_on(name, tcp).await?;
-        let stream = bounded::Bounded::new(Greeted::new(TlsStream(tls)), addr);
+        let stream = bounded::Bounded::new(TlsStream::new(tls, b"220 TLS on\r\n"), addr);
         AsyncSmtpConnection::connect_with_transport(Box::new(stream), hello)
             .await
             .map_err(after_tls)
@@ -209,67 +209,6 @@ impl AsyncTokioStream for Lent {
     }
 }
 
-/// A stream that reads a `220` greeting before what its relay sends: after STARTTLS a
-/// relay says nothing until our EHLO, but a new connection reads a greeting first.
-struct Greeted<S> {
-    greeting: &'static [u8],
-    inner: S,
-}
-
-impl<S> Greeted<S> {
-    fn new(inner: S) -> Greeted<S> {
-        Greeted {
-            greeting: b"220 TLS on\r\n",
-            inner,
-        }
-    }
-}
-
-impl<S> fmt::Debug for Greeted<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Greeted")
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Greeted<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.greeting.is_empty() {
-            let n = this.greeting.len().min(buf.remaining());
-            buf.put_slice(&this.greeting[..n]);
-            this.greeting = &this.greeting[n..];
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Greeted<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-impl<S: AsyncTokioStream> AsyncTokioStream for Greeted<S> {
-    fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.peer_addr()
-    }
-}
-
 /// The greeting or EHLO failed: any 4xx there, or the connection dropped, is the relay
 /// turning the session away.
 fn greeting_failed(e: lettre::transport::smtp::Error) -> DeliveryError {
@@ -313,8 +252,19 @@ pub(crate) fn hello_name(from: &str) -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
-/// Implicit-TLS stream handed to lettre (our own socket, with TCP_NODELAY set).
-struct TlsStream(tokio_rustls::client::TlsStream<TcpStream>);
+/// A TLS stream handed to lettre (our own socket, with TCP_NODELAY set). After STARTTLS a
+/// relay says nothing until our EHLO, but a new lettre connection reads a greeting first:
+/// `greeting` is read before what the relay sends (empty for implicit TLS).
+struct TlsStream {
+    tls: tokio_rustls::client::TlsStream<TcpStream>,
+    greeting: &'static [u8],
+}
+
+impl TlsStream {
+    fn new(tls: tokio_rustls::client::TlsStream<TcpStream>, greeting: &'static [u8]) -> Self {
+        TlsStream { tls, greeting }
+    }
+}
 
 impl fmt::Debug for TlsStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -328,7 +278,14 @@ impl AsyncRead for TlsStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+        let this = self.get_mut();
+        if !this.greeting.is_empty() {
+            let n = this.greeting.len().min(buf.remaining());
+            buf.put_slice(&this.greeting[..n]);
+            this.greeting = &this.greeting[n..];
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.tls).poll_read(cx, buf)
     }
 }
 
@@ -338,18 +295,18 @@ impl AsyncWrite for TlsStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+        Pin::new(&mut self.get_mut().tls).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+        Pin::new(&mut self.get_mut().tls).poll_flush(cx)
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+        Pin::new(&mut self.get_mut().tls).poll_shutdown(cx)
     }
 }
 
 impl AsyncTokioStream for TlsStream {
     fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.0.get_ref().0.peer_addr()
+        self.tls.get_ref().0.peer_addr()
     }
 }
