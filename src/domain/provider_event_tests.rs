@@ -2,7 +2,8 @@
 
 use super::*;
 use crate::testkit::provider_events::{
-    basic, mailgun_body, resend_headers, sns_message, SendgridKey, SNS_TEST_CERT, SNS_TOPIC,
+    basic, mailgun_body, resend_headers, sns_message, sns_message_signed, SendgridKey,
+    SNS_TEST_CERT, SNS_TOPIC,
 };
 use serde_json::json;
 
@@ -215,6 +216,45 @@ fn an_sns_notification_verifies_with_its_certificate_and_names_ses_recipients() 
         .replace("ada@example.com", "eve@example.com");
     let m = SnsMessage::parse(forged.as_bytes()).unwrap();
     assert_eq!(m.verify(SNS_TEST_CERT.as_bytes()), Err(Refused::Unverified));
+}
+
+/// SNS signs with SignatureVersion 1 (SHA1withRSA) unless the topic was switched to 2: both
+/// verify with the certificate, and a message changed after signing does not; another
+/// version is refused.
+#[test]
+fn an_sns_message_signed_under_version_1_verifies_too() {
+    let ses = json!({"notificationType": "Complaint",
+        "complaint": {"complainedRecipients": [{"emailAddress": "ada@example.com"}]},
+        "mail": {"messageId": "ses-2"}})
+    .to_string();
+    let url = "https://sns.eu-west-1.amazonaws.com/x.pem";
+    let body = sns_message_signed(1, SNS_TOPIC, "Notification", "sns-2", &ses, url, "");
+    let text = String::from_utf8(body.clone()).unwrap();
+    assert!(text.contains("\"SignatureVersion\":\"1\""), "{text}");
+    let m = SnsMessage::parse(&body).unwrap();
+    m.verify(SNS_TEST_CERT.as_bytes()).unwrap();
+    assert_eq!(m.ses_events().unwrap()[0].kind, EventKind::Complaint);
+    let forged = text.replace("ada@example.com", "eve@example.com");
+    let m = SnsMessage::parse(forged.as_bytes()).unwrap();
+    assert_eq!(m.verify(SNS_TEST_CERT.as_bytes()), Err(Refused::Unverified));
+    // A version-2 signature presented as version 1 (and so checked as SHA-1) fails.
+    let v2 = String::from_utf8(sns_message(
+        SNS_TOPIC,
+        "Notification",
+        "sns-3",
+        &ses,
+        url,
+        "",
+    ))
+    .unwrap();
+    let relabelled = v2.replace("\"SignatureVersion\":\"2\"", "\"SignatureVersion\":\"1\"");
+    let m = SnsMessage::parse(relabelled.as_bytes()).unwrap();
+    assert_eq!(m.verify(SNS_TEST_CERT.as_bytes()), Err(Refused::Unverified));
+    let v3 = v2.replace("\"SignatureVersion\":\"2\"", "\"SignatureVersion\":\"3\"");
+    assert_eq!(
+        SnsMessage::parse(v3.as_bytes()).err(),
+        Some(Refused::Unverified)
+    );
 }
 
 #[test]

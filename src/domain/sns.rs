@@ -1,6 +1,7 @@
-//! SES events arrive through SNS (API.md §16.2): an SNS message parsed, its SignatureVersion
-//! 2 signature checked with the certificate the service fetched, its age and topic, and the
-//! hosts a certificate or subscription URL may be fetched from.
+//! SES events arrive through SNS (API.md §16.2): an SNS message parsed, its signature
+//! (SignatureVersion 1, SNS's default, SHA1withRSA; or 2, SHA256withRSA) checked with the
+//! certificate the service fetched, its age and topic, and the hosts a certificate or
+//! subscription URL may be fetched from.
 
 use serde_json::Value;
 
@@ -20,6 +21,8 @@ pub struct SnsMessage {
     pub signing_cert_url: String,
     pub subscribe_url: Option<String>,
     signature: Vec<u8>,
+    /// SignatureVersion 1 (SHA1withRSA) rather than 2 (SHA256withRSA).
+    sha1: bool,
     string_to_sign: String,
 }
 
@@ -31,7 +34,7 @@ pub enum SnsType {
 }
 
 impl SnsMessage {
-    /// Parse an SNS POST body (SignatureVersion 2 only: SHA256withRSA).
+    /// Parse an SNS POST body (SignatureVersion 1 or 2).
     pub fn parse(body: &[u8]) -> Result<SnsMessage, Refused> {
         let v: Value = serde_json::from_slice(body).map_err(|_| Refused::Unverified)?;
         let field = |n: &str| v.get(n).and_then(Value::as_str);
@@ -41,9 +44,11 @@ impl SnsMessage {
             Some("UnsubscribeConfirmation") => SnsType::UnsubscribeConfirmation,
             _ => return Err(Refused::Unverified),
         };
-        if field("SignatureVersion") != Some("2") {
-            return Err(Refused::Unverified);
-        }
+        let sha1 = match field("SignatureVersion") {
+            Some("1") => true,
+            Some("2") => false,
+            _ => return Err(Refused::Unverified),
+        };
         let names: &[&str] = match kind {
             SnsType::Notification => &[
                 "Message",
@@ -94,6 +99,7 @@ impl SnsMessage {
             signing_cert_url: cert.to_string(),
             subscribe_url: field("SubscribeURL").map(str::to_string),
             signature: sig,
+            sha1,
             string_to_sign,
         })
     }
@@ -114,12 +120,13 @@ impl SnsMessage {
         let der = rustls_pki_types::CertificateDer::from_pem_slice(cert_pem)
             .map_err(|_| Refused::Unverified)?;
         let cert = webpki::EndEntityCert::try_from(&der).map_err(|_| Refused::Unverified)?;
-        cert.verify_signature(
-            webpki::ring::RSA_PKCS1_2048_8192_SHA256,
-            self.string_to_sign.as_bytes(),
-            &self.signature,
-        )
-        .map_err(|_| Refused::Unverified)
+        let alg: &dyn rustls_pki_types::SignatureVerificationAlgorithm = if self.sha1 {
+            &RsaSha1
+        } else {
+            webpki::ring::RSA_PKCS1_2048_8192_SHA256
+        };
+        cert.verify_signature(alg, self.string_to_sign.as_bytes(), &self.signature)
+            .map_err(|_| Refused::Unverified)
     }
 
     /// The events of a verified SES notification (its `Message` is SES's JSON).
@@ -162,6 +169,39 @@ impl SnsMessage {
                 message_id: message_id.clone(),
             })
             .collect())
+    }
+}
+
+/// SHA1withRSA (PKCS #1 v1.5), what SNS signs with under SignatureVersion 1 — its default.
+/// webpki offers no SHA-1 algorithm, so this one checks the certificate's RSA key with
+/// ring's legacy verifier; nothing else in otpmint accepts SHA-1.
+#[derive(Debug)]
+struct RsaSha1;
+
+impl rustls_pki_types::SignatureVerificationAlgorithm for RsaSha1 {
+    fn verify_signature(
+        &self,
+        public_key: &[u8],
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), rustls_pki_types::InvalidSignature> {
+        ring::signature::UnparsedPublicKey::new(
+            &ring::signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
+            public_key,
+        )
+        .verify(message, signature)
+        .map_err(|_| rustls_pki_types::InvalidSignature)
+    }
+
+    fn public_key_alg_id(&self) -> rustls_pki_types::AlgorithmIdentifier {
+        rustls_pki_types::alg_id::RSA_ENCRYPTION
+    }
+
+    fn signature_alg_id(&self) -> rustls_pki_types::AlgorithmIdentifier {
+        // sha1WithRSAEncryption (1.2.840.113549.1.1.5), NULL parameters.
+        rustls_pki_types::AlgorithmIdentifier::from_slice(&[
+            0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x05, 0x05, 0x00,
+        ])
     }
 }
 

@@ -121,6 +121,20 @@ pub fn sns_message(
     cert_url: &str,
     subscribe_url: &str,
 ) -> Vec<u8> {
+    sns_message_signed(2, topic, kind, id, message, cert_url, subscribe_url)
+}
+
+/// [`sns_message`] signed under SignatureVersion `version`: 1 (SNS's default,
+/// SHA1withRSA) or 2 (SHA256withRSA).
+pub fn sns_message_signed(
+    version: u8,
+    topic: &str,
+    kind: &str,
+    id: &str,
+    message: &str,
+    cert_url: &str,
+    subscribe_url: &str,
+) -> Vec<u8> {
     let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let ts = ts.as_str();
     let token = "2336412f37fb687f5d51e6e2425f004aed2b9a9d5d8b2b7d8b2b7d8b";
@@ -150,17 +164,33 @@ pub fn sns_message(
     use rustls_pki_types::pem::PemObject;
     let der =
         rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(SNS_TEST_KEY.as_bytes()).unwrap();
-    let pair = RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).unwrap();
-    let mut sig = vec![0u8; pair.public().modulus_len()];
-    pair.sign(
-        &ring::signature::RSA_PKCS1_SHA256,
-        &SystemRandom::new(),
-        to_sign.as_bytes(),
-        &mut sig,
-    )
-    .unwrap();
+    let sig = if version == 1 {
+        // ring signs no SHA-1: PKCS #1 v1.5 over SHA-1's DigestInfo, with the rsa crate.
+        use rsa::pkcs8::DecodePrivateKey;
+        let key = rsa::RsaPrivateKey::from_pkcs8_der(der.secret_pkcs8_der()).unwrap();
+        let digest =
+            ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, to_sign.as_bytes());
+        let mut info = vec![
+            0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04,
+            0x14,
+        ];
+        info.extend_from_slice(digest.as_ref());
+        key.sign(rsa::Pkcs1v15Sign::new_unprefixed(), &info)
+            .unwrap()
+    } else {
+        let pair = RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).unwrap();
+        let mut sig = vec![0u8; pair.public().modulus_len()];
+        pair.sign(
+            &ring::signature::RSA_PKCS1_SHA256,
+            &SystemRandom::new(),
+            to_sign.as_bytes(),
+            &mut sig,
+        )
+        .unwrap();
+        sig
+    };
     let mut v = json!({
-        "SignatureVersion": "2",
+        "SignatureVersion": version.to_string(),
         "Signature": b64(&sig),
         "SigningCertURL": cert_url,
     });
