@@ -102,6 +102,31 @@ impl Sender {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The mailbox in 7-bit ASCII, as an API that takes a sender as text may require
+    /// (Amazon SES): a non-ASCII name as an RFC 2047 encoded-word, the domain in its IDNA
+    /// ASCII form. An ASCII mailbox is returned as stored.
+    pub fn seven_bit(&self) -> String {
+        use base64::Engine;
+        if self.0.is_ascii() {
+            return self.0.clone();
+        }
+        let Ok(m) = self.0.parse::<Mailbox>() else {
+            return self.0.clone();
+        };
+        let domain = idna::domain_to_ascii(m.email.domain())
+            .unwrap_or_else(|_| m.email.domain().to_string());
+        let Ok(email) = lettre::Address::new(m.email.user(), domain) else {
+            return self.0.clone();
+        };
+        match m.name {
+            Some(name) if !name.is_ascii() => format!(
+                "=?UTF-8?B?{}?= <{email}>",
+                base64::engine::general_purpose::STANDARD.encode(name.as_bytes())
+            ),
+            name => Mailbox::new(name, email).to_string(),
+        }
+    }
 }
 
 /// One mailbox and nothing else (no list, no header injection).
@@ -463,5 +488,31 @@ mod tests {
             assert_eq!(Origin::parse(o.as_str()), Some(o));
         }
         assert_eq!(Origin::parse("other"), None);
+    }
+}
+
+#[cfg(test)]
+mod sender_tests {
+    use super::Sender;
+
+    #[test]
+    fn a_sender_in_seven_bits_encodes_its_name_and_its_domain_only_when_needed() {
+        let seven = |s: &str| Sender::parse(s).unwrap().seven_bit();
+        assert_eq!(
+            seven("Acme <no-reply@acme.example>"),
+            "Acme <no-reply@acme.example>"
+        );
+        assert_eq!(
+            seven("Müller <no-reply@acme.example>"),
+            "=?UTF-8?B?TcO8bGxlcg==?= <no-reply@acme.example>"
+        );
+        assert_eq!(
+            seven("Acme <no-reply@bücher.example>"),
+            "Acme <no-reply@xn--bcher-kva.example>"
+        );
+        assert_eq!(
+            seven("no-reply@bücher.example"),
+            "no-reply@xn--bcher-kva.example"
+        );
     }
 }

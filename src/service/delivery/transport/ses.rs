@@ -28,7 +28,8 @@ impl Api for Ses {
             email_body["Html"] = data(html);
         }
         let mut body = json!({
-            "FromEmailAddress": c.setting("from")?,
+            // SES takes 7-bit ASCII only: a UTF-8 name encoded, the domain in IDNA form.
+            "FromEmailAddress": crate::domain::tenant::Sender::from_stored(c.setting("from")?.to_string()).seven_bit(),
             "Destination": {"ToAddresses": [c.out.to]},
             "Content": {"Simple": {"Subject": data(&msg.subject), "Body": email_body}},
         });

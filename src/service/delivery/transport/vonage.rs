@@ -1,6 +1,6 @@
 //! Vonage's SMS API: `POST /sms/json` on `rest.nexmo.com` with form fields `api_key`,
-//! `api_secret`, `from`, `to` (digits, no `+`), `text` and `type=unicode` for text beyond
-//! GSM's alphabet. It answers HTTP 200 even when it refused the message: the outcome is
+//! `api_secret`, `from` and `to` (numbers as digits, no `+`), `text` and `type=unicode` for
+//! text beyond GSM 03.38's alphabet. It answers HTTP 200 even when it refused the message: the outcome is
 //! `messages[0].status` ("0" accepted; "1" throttled and "5" an internal error are
 //! transient; "4" bad credentials), the id `messages[0].message-id`.
 
@@ -24,19 +24,39 @@ fn status_failure(status: &str) -> DeliveryError {
     e.with_code(status)
 }
 
+/// GSM 03.38's default alphabet and its extension table (two septets each): the text a
+/// message of `type=text` carries unchanged. Anything else needs `type=unicode`.
+const GSM7: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡\
+                    ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà\
+                    ^{}\\[~]|€\u{0c}";
+
+fn gsm7(text: &str) -> bool {
+    text.chars().all(|c| GSM7.contains(c))
+}
+
+/// A sender number as Vonage takes numbers (digits, no `+`), or an alphanumeric sender ID
+/// as given.
+fn number_or_name(from: &str) -> &str {
+    match from.strip_prefix('+') {
+        Some(digits) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => digits,
+        _ => from,
+    }
+}
+
 pub(super) struct Vonage;
 
 impl Api for Vonage {
     fn request(&self, c: &Call<'_>) -> Result<Request, DeliveryError> {
         let text = c.out.msg.text.as_str();
+        let from = c.setting("from")?;
         let mut fields = vec![
             ("api_key", c.secret("api_key")?),
             ("api_secret", c.secret("api_secret")?),
-            ("from", c.setting("from")?),
+            ("from", number_or_name(from)),
             ("to", c.out.to.trim_start_matches('+')),
             ("text", text),
         ];
-        if !text.is_ascii() {
+        if !gsm7(text) {
             fields.push(("type", "unicode"));
         }
         let url = format!("{}/sms/json", c.base("https://rest.nexmo.com"));
@@ -66,6 +86,22 @@ impl Api for Vonage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unicode_is_asked_for_beyond_the_gsm_alphabet_only() {
+        assert!(gsm7("Dein Code für Müller: 123456 (Ä, é, ñ, £, €, [ok])"));
+        assert!(!gsm7("Código: 123456"), "ó is not in GSM 03.38");
+        assert!(!gsm7("`123456`"), "a backtick is ASCII but not GSM");
+        assert!(!gsm7("验证码 123456"));
+    }
+
+    #[test]
+    fn a_sender_number_loses_its_plus_and_a_sender_name_is_kept() {
+        assert_eq!(number_or_name("+447700900000"), "447700900000");
+        assert_eq!(number_or_name("447700900000"), "447700900000");
+        assert_eq!(number_or_name("Acme"), "Acme");
+        assert_eq!(number_or_name("+Acme"), "+Acme");
+    }
 
     #[test]
     fn a_refused_status_is_transient_only_when_vonage_says_so() {
