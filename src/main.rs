@@ -60,6 +60,11 @@ fn usage_error(e: clap::Error) -> std::process::ExitCode {
         let _ = e.print();
         return std::process::ExitCode::SUCCESS;
     }
+    // A command group alone (`otpmint tenant`): its help, the subcommands it offers.
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let _ = e.print();
+        return std::process::ExitCode::from(2);
+    }
     let text = e.render().to_string();
     let line = text
         .lines()

@@ -120,10 +120,27 @@ impl Sender {
             return self.0.clone();
         };
         match m.name {
-            Some(name) if !name.is_ascii() => format!(
-                "=?UTF-8?B?{}?= <{email}>",
-                base64::engine::general_purpose::STANDARD.encode(name.as_bytes())
-            ),
+            // Encoded-words of at most 75 characters (RFC 2047 §2): 45 bytes of the name,
+            // cut between characters, in each.
+            Some(name) if !name.is_ascii() => {
+                let mut words = Vec::new();
+                let mut chunk = String::new();
+                for c in name.chars() {
+                    if chunk.len() + c.len_utf8() > 45 {
+                        words.push(std::mem::take(&mut chunk));
+                    }
+                    chunk.push(c);
+                }
+                words.push(chunk);
+                let encoded: Vec<String> = words
+                    .iter()
+                    .map(|w| {
+                        let b64 = base64::engine::general_purpose::STANDARD.encode(w.as_bytes());
+                        format!("=?UTF-8?B?{b64}?=")
+                    })
+                    .collect();
+                format!("{} <{email}>", encoded.join(" "))
+            }
             name => Mailbox::new(name, email).to_string(),
         }
     }
@@ -514,5 +531,25 @@ mod sender_tests {
             seven("no-reply@bücher.example"),
             "no-reply@xn--bcher-kva.example"
         );
+        // A long name: several encoded-words, none over 75 characters, that decode to it.
+        let name = "Служба поддержки клиентов Акме";
+        let long = seven(&format!("{name} <no-reply@acme.example>"));
+        let (words, addr) = long.split_once(" <").unwrap();
+        assert_eq!(addr, "no-reply@acme.example>");
+        let mut decoded = Vec::new();
+        for w in words.split(' ') {
+            assert!(
+                w.len() <= 75 && w.starts_with("=?UTF-8?B?") && w.ends_with("?="),
+                "{w}"
+            );
+            use base64::Engine;
+            decoded.extend(
+                base64::engine::general_purpose::STANDARD
+                    .decode(&w[10..w.len() - 2])
+                    .unwrap(),
+            );
+        }
+        assert!(words.contains(' '), "{long}");
+        assert_eq!(String::from_utf8(decoded).unwrap(), name);
     }
 }

@@ -961,5 +961,14 @@ fn a_usage_error_is_one_line_and_help_still_prints_the_usage() {
     let out = otpmint(dir.path()).arg("--help").output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("Usage:"));
+    // A command group alone shows the group's subcommands.
+    let out = otpmint(dir.path()).arg("tenant").output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("create") && text.contains("rotate-secret"),
+        "{text}"
+    );
     assert!(!dir.path().join("data").exists(), "nothing was created");
 }

@@ -138,9 +138,10 @@ fn system_roots() -> Result<rustls::RootCertStore, StoreError> {
     let found = rustls_native_certs::load_native_certs();
     let (added, _unparsable) = roots.add_parsable_certificates(found.certs);
     if added == 0 {
-        let named = ["SSL_CERT_FILE", "SSL_CERT_DIR"]
-            .into_iter()
-            .any(|v| std::env::var_os(v).is_some_and(|p| !p.is_empty()));
+        // As rustls-native-certs reads them: SSL_CERT_FILE set at all, or a directory named.
+        let named = std::env::var_os("SSL_CERT_FILE").is_some()
+            || std::env::var_os("SSL_CERT_DIR")
+                .is_some_and(|d| std::env::split_paths(&d).any(|p| !p.as_os_str().is_empty()));
         if named {
             return Err(StoreError::Migration(
                 "sslmode=verify-full: SSL_CERT_FILE / SSL_CERT_DIR hold no usable certificate"

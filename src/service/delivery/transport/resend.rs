@@ -46,6 +46,7 @@ impl Api for Resend {
                 "the provider is still handling this message's first request",
             )
             .maybe_delivered(true)
+            .with_retry_after(a.retry_after)
             .with_code("concurrent_idempotent_requests"));
         }
         api::accepted(a, |_| v.get("id").and_then(api::text_of), |_| name)
