@@ -2,15 +2,13 @@
 //! JavaScript, no third-party resources, in the language of the code's message (the ten
 //! built-in languages, else English). Rendered with MiniJinja, HTML auto-escaped.
 
-mod hosted_strings;
 mod strings;
 
 use std::sync::LazyLock;
 
 use minijinja::{context, AutoEscape, Environment};
 
-pub use hosted_strings::HostedStrings;
-pub use strings::Strings;
+pub use strings::PageStrings;
 
 /// The stylesheet every page links to (served by otpmint itself).
 pub const STYLE_CSS: &str = include_str!("../../templates/pages/style.css");
@@ -168,7 +166,7 @@ mod tests {
             "{notice}"
         );
         for lang in crate::messages::LANGUAGES {
-            let s = Strings::of(lang);
+            let s = PageStrings::of(lang);
             assert!(
                 !s.confirm_title.is_empty() && s.confirm_lead.contains("{app}"),
                 "{lang}"

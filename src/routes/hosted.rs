@@ -21,7 +21,7 @@ use crate::domain::links::origin;
 use crate::domain::locale::Locale;
 use crate::domain::purpose::Purpose;
 use crate::domain::tenant::Tenant;
-use crate::pages::{self, HostedPage, HostedStrings};
+use crate::pages::{self, HostedPage, PageStrings};
 use crate::service::codes::hosted::{session_redirect, status_of, NewHosted, PageError};
 use crate::service::ServiceError;
 use crate::storage::SessionRow;
@@ -152,7 +152,7 @@ async fn render(
         .map(Locale::language)
         .find(|l| crate::messages::LANGUAGES.contains(&l.as_str()))
         .unwrap_or_else(Locale::english);
-    let s = HostedStrings::of(lang.as_str());
+    let s = PageStrings::of(lang.as_str());
     let app = tenant.name.as_str();
     let base = page_kit::base_path(st);
     let logo = st.services.codes.has_logo(&tenant.id).await;

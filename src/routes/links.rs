@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::page_kit;
 use super::{AppState, State};
 use crate::domain::links::origin;
-use crate::pages::{self, Form, HostedStrings, Page, Strings};
+use crate::pages::{self, Form, Page, PageStrings};
 use crate::service::codes::links::{ConfirmError, LinkState};
 
 const COOKIE: &str = "__Host-otpmint_link";
@@ -43,7 +43,7 @@ fn notice(
 /// A verified link, to any browser but the one that confirmed it: the sign-in is complete, in
 /// the link's language, and nobody is sent anywhere (API.md §17.2).
 fn done(st: &AppState, locale: Option<&crate::domain::locale::Locale>) -> HttpResponse {
-    let s = HostedStrings::of(locale.map_or("en", |l| l.as_str()));
+    let s = PageStrings::of(locale.map_or("en", |l| l.as_str()));
     notice(
         st,
         actix_web::http::StatusCode::OK,
@@ -64,7 +64,7 @@ pub async fn show(req: HttpRequest, st: State, token: web::Path<String>) -> Http
     };
     match state {
         None => {
-            let s = Strings::of("en");
+            let s = PageStrings::of("en");
             notice(&st, StatusCode::NOT_FOUND, s.lang, s.not_found, s.not_found)
         }
         Some(LinkState::Verified(l)) => {
@@ -80,12 +80,12 @@ pub async fn show(req: HttpRequest, st: State, token: web::Path<String>) -> Http
             }
         }
         Some(LinkState::Ended(l)) => {
-            let s = Strings::of(l.locale.as_ref().map_or("en", |l| l.as_str()));
+            let s = PageStrings::of(l.locale.as_ref().map_or("en", |l| l.as_str()));
             let lead = s.ended_lead.replace("{app}", &l.tenant_name);
             notice(&st, StatusCode::GONE, s.lang, s.ended_title, &lead)
         }
         Some(LinkState::Open(l)) => {
-            let s = Strings::of(l.locale.as_ref().map_or("en", |l| l.as_str()));
+            let s = PageStrings::of(l.locale.as_ref().map_or("en", |l| l.as_str()));
             // The browser's cookie for this page (a new one unless it has one).
             let cookie = page_kit::cookie_or_new(&st, &req, COOKIE);
             let csrf = st.services.codes.link_csrf(&token, &cookie);
@@ -141,7 +141,7 @@ pub async fn confirm(
         Some(LinkState::Open(l) | LinkState::Verified(l) | LinkState::Ended(l)) => l.locale.clone(),
         None => None,
     };
-    let s = Strings::of(lang.as_ref().map_or("en", |l| l.as_str()));
+    let s = PageStrings::of(lang.as_ref().map_or("en", |l| l.as_str()));
     match st
         .services
         .codes
