@@ -2,8 +2,7 @@
 
 use super::*;
 use crate::testkit::provider_events::{
-    basic, mailgun_body, resend_headers, sns_message, sns_message_signed, SendgridKey,
-    SNS_TEST_CERT, SNS_TOPIC,
+    basic, mailgun_body, resend_headers, sns_message, SendgridKey, SNS_TEST_CERT, SNS_TOPIC,
 };
 use serde_json::json;
 
@@ -191,6 +190,7 @@ fn an_sns_notification_verifies_with_its_certificate_and_names_ses_recipients() 
         "mail": {"messageId": "ses-1"}})
     .to_string();
     let body = sns_message(
+        2,
         SNS_TOPIC,
         "Notification",
         "sns-1",
@@ -228,7 +228,7 @@ fn an_sns_message_signed_under_version_1_verifies_too() {
         "mail": {"messageId": "ses-2"}})
     .to_string();
     let url = "https://sns.eu-west-1.amazonaws.com/x.pem";
-    let body = sns_message_signed(1, SNS_TOPIC, "Notification", "sns-2", &ses, url, "");
+    let body = sns_message(1, SNS_TOPIC, "Notification", "sns-2", &ses, url, "");
     let text = String::from_utf8(body.clone()).unwrap();
     assert!(text.contains("\"SignatureVersion\":\"1\""), "{text}");
     let m = SnsMessage::parse(&body).unwrap();
@@ -239,6 +239,7 @@ fn an_sns_message_signed_under_version_1_verifies_too() {
     assert_eq!(m.verify(SNS_TEST_CERT.as_bytes()), Err(Refused::Unverified));
     // A version-2 signature presented as version 1 (and so checked as SHA-1) fails.
     let v2 = String::from_utf8(sns_message(
+        2,
         SNS_TOPIC,
         "Notification",
         "sns-3",

@@ -109,24 +109,11 @@ pub fn basic(user: &str, pass: &str) -> String {
 /// The topic the tests' SNS messages are published on.
 pub const SNS_TOPIC: &str = "arn:aws:sns:eu-west-1:123456789012:ses-events";
 
-/// An SNS message on `topic` (usually [`SNS_TOPIC`]), sent now and signed
-/// (SignatureVersion 2) with the test key; `cert_url` names where the certificate is
-/// served. `kind`: `Notification` or `SubscriptionConfirmation` (which carries
-/// `subscribe_url`).
+/// An SNS message on `topic` (usually [`SNS_TOPIC`]), sent now and signed with the test key
+/// under SignatureVersion `version`: 1 (SNS's default, SHA1withRSA) or 2 (SHA256withRSA);
+/// `cert_url` names where the certificate is served. `kind`: `Notification` or
+/// `SubscriptionConfirmation` (which carries `subscribe_url`).
 pub fn sns_message(
-    topic: &str,
-    kind: &str,
-    id: &str,
-    message: &str,
-    cert_url: &str,
-    subscribe_url: &str,
-) -> Vec<u8> {
-    sns_message_signed(2, topic, kind, id, message, cert_url, subscribe_url)
-}
-
-/// [`sns_message`] signed under SignatureVersion `version`: 1 (SNS's default,
-/// SHA1withRSA) or 2 (SHA256withRSA).
-pub fn sns_message_signed(
     version: u8,
     topic: &str,
     kind: &str,

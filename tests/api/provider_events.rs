@@ -191,6 +191,7 @@ impl Setup {
                 (
                     vec![("x-amz-sns-message-type".into(), "Notification".into())],
                     sns_message(
+                        2,
                         SNS_TOPIC,
                         "Notification",
                         &format!("sns-{n}"),
@@ -409,6 +410,7 @@ async fn complaints_suppress_and_soft_bounces_other_tenants_and_other_hosts_do_n
     // confirmation is followed once.
     let (c, c_sk) = s.tenant(ses).await;
     let other_host = sns_message(
+        2,
         SNS_TOPIC,
         "Notification",
         "sns-evil",
@@ -426,6 +428,7 @@ async fn complaints_suppress_and_soft_bounces_other_tenants_and_other_hosts_do_n
     assert_eq!(r.status(), StatusCode::OK);
     let fetched = s.sns.requests().len();
     let evil = sns_message(
+        2,
         "arn:aws:sns:eu-west-1:999999999999:attacker",
         "Notification",
         "sns-evil-2",
@@ -437,6 +440,7 @@ async fn complaints_suppress_and_soft_bounces_other_tenants_and_other_hosts_do_n
     assert_eq!(st, StatusCode::UNAUTHORIZED);
     assert_eq!(s.sns.requests().len(), fetched);
     let sub = sns_message(
+        2,
         SNS_TOPIC,
         "SubscriptionConfirmation",
         "sns-sub-1",
