@@ -501,7 +501,7 @@ async fn a_queued_message_waiting_for_the_bound_stays_queued_without_spending_at
         )
         .await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    for _ in 0..100 {
+    for _ in 0..500 {
         if !rx.requests().is_empty() {
             break;
         }
