@@ -13,6 +13,8 @@ pub enum OAuth2Provider {
 }
 
 impl OAuth2Provider {
+    pub const ALL: [OAuth2Provider; 2] = [OAuth2Provider::Microsoft, OAuth2Provider::Google];
+
     pub fn parse(s: &str) -> Option<OAuth2Provider> {
         match s {
             "microsoft" => Some(OAuth2Provider::Microsoft),

@@ -138,6 +138,7 @@ pub async fn list_templates(o: Owner, st: State) -> ApiResult {
     responses(
         (status = 200, description = "The stored template", body = TemplateOut),
         (status = 400, description = "invalid_request (bad locale tag, malformed body)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "template_limit_reached: the tenant holds templates.max_locales_per_tenant locales already", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "payload_too_large (over 256 KiB)", body = Problem, content_type = "application/problem+json"),
         (status = 422, response = problems::TemplateInvalid),
     ),

@@ -120,6 +120,7 @@ pub async fn get_tenant(_: AdminAuth, st: State, id: web::Path<String>) -> ApiRe
         (status = 200, description = "The changed tenant (with a new `secret_key`, shown once, when a test tenant was made live or a live one a test tenant)", body = TenantPatchedOut),
         (status = 400, response = problems::InvalidRequest),
         (status = 404, response = problems::TenantNotFound),
+        (status = 409, description = "conflict: the tenant changed under this request again and again; try again", body = Problem, content_type = "application/problem+json"),
         (status = 422, response = problems::SmtpPolicyRefused),
     ),
     security(("admin_token" = [])))]
@@ -200,6 +201,7 @@ pub const ADMIN_ONLY_FIELDS: &[&str] = &["policy", "enabled", "test", "pages_app
     responses(
         (status = 200, description = "The changed tenant", body = TenantOut),
         (status = 400, response = problems::InvalidRequest),
+        (status = 409, description = "conflict: the tenant changed under this request again and again; try again", body = Problem, content_type = "application/problem+json"),
         (status = 422, response = problems::SmtpPolicyRefused),
     ),
     security(("secret_key" = [])))]

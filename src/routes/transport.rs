@@ -57,6 +57,7 @@ fn shown(h: HttpShown) -> HttpResponse {
     responses(
         (status = 200, description = "The transport (with `secret` when it was created)", body = HttpTransportOut),
         (status = 400, response = problems::InvalidRequest),
+        (status = 409, description = "transport_conflict: another transport of the channel is primary", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "webhook_host_not_allowed, webhook_plaintext_not_allowed, webhook_host_unresolvable (the webhooks' address policy)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]

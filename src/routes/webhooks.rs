@@ -69,7 +69,7 @@ pub struct TestEventOut {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct DeliveryOut {
+pub struct WebhookAttemptOut {
     pub event_id: String,
     #[serde(rename = "type")]
     pub kind: String,
@@ -83,9 +83,9 @@ pub struct DeliveryOut {
     pub at: String,
 }
 
-impl From<&WebhookAttempt> for DeliveryOut {
+impl From<&WebhookAttempt> for WebhookAttemptOut {
     fn from(d: &WebhookAttempt) -> Self {
-        DeliveryOut {
+        WebhookAttemptOut {
             event_id: d.event_id.clone(),
             kind: d.kind.as_str().to_string(),
             attempt: d.attempt,
@@ -99,7 +99,7 @@ impl From<&WebhookAttempt> for DeliveryOut {
 #[derive(Serialize, ToSchema)]
 pub struct DeliveriesOut {
     /// The last 100 attempts, newest first.
-    pub deliveries: Vec<DeliveryOut>,
+    pub deliveries: Vec<WebhookAttemptOut>,
 }
 
 fn shown(w: WebhookShown) -> HttpResponse {
@@ -194,7 +194,7 @@ pub async fn webhook_deliveries(t: TenantAuth, st: State) -> ApiResult {
     Ok(json(
         HttpResponse::Ok(),
         &DeliveriesOut {
-            deliveries: rows.iter().map(DeliveryOut::from).collect(),
+            deliveries: rows.iter().map(WebhookAttemptOut::from).collect(),
         },
     ))
 }

@@ -49,9 +49,15 @@ pub struct Problem {
     pub errors: Option<Vec<FieldErrorOut>>,
     /// With `otp_mismatch`.
     pub attempts_remaining: Option<u32>,
-    /// With `delivery_failed`: `smtp_host_not_allowed`, `smtp_unreachable`, `smtp_timeout`,
-    /// `smtp_tls`, `smtp_auth` or `smtp_rejected`.
+    /// With `delivery_failed`: why the last transport did not take the message — an SMTP
+    /// relay's (`smtp_host_not_allowed`, `smtp_unreachable`, `smtp_timeout`, `smtp_tls`,
+    /// `smtp_auth`, `smtp_rejected`), the HTTP transport's (`http_rejected`, …) or a
+    /// provider's (`provider_auth`, `provider_rejected`, `provider_unavailable`, …).
     pub reason: Option<String>,
+    /// With a provider's refusal: the provider's own error code (API.md §15.2).
+    pub detail_code: Option<String>,
+    /// With `sms_country_not_allowed`: the number's country (ISO 3166 alpha-2).
+    pub country: Option<String>,
     /// With `rate_limited`: the limit that refused (`ip`, `recipient`, `cooldown`, `tenant`,
     /// `failures`, `test_sends`); `detail` names its setting.
     pub limit: Option<String>,

@@ -131,6 +131,31 @@ pub(super) fn property_rules() -> Vec<(&'static str, &'static str, serde_json::V
             "kind",
             rule::one_of(&crate::domain::provider::ProviderKind::ALL.map(|k| k.as_str())),
         ),
+        (
+            "ProviderBody",
+            "use",
+            rule::one_of(&TransportUse::ALL.map(TransportUse::as_str)),
+        ),
+        (
+            "OAuth2Body",
+            "provider",
+            rule::one_of(&crate::domain::oauth2::OAuth2Provider::ALL.map(|p| p.as_str())),
+        ),
+        (
+            "SmtpBody",
+            "max_connections",
+            serde_json::json!({"minimum": 1}),
+        ),
+        (
+            "SmtpPatchBody",
+            "max_connections",
+            serde_json::json!({"minimum": 1}),
+        ),
+        (
+            "TestRecipientsBody",
+            "recipients",
+            serde_json::json!({"maxItems": crate::domain::test_mode::MAX_RECIPIENTS}),
+        ),
         ("ProviderTestBody", "to", rule::recipient()),
         ("TestRecipientBody", "expires_at", rule::when()),
         (
