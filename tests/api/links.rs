@@ -115,6 +115,15 @@ async fn open(app: &TestApp, token: &str) -> (String, String) {
     (cookie, csrf)
 }
 
+/// GET the link's page (with the browser's cookie, if any), redirects not followed.
+async fn get_page(app: &TestApp, token: &str, cookie: Option<&str>) -> reqwest::Response {
+    let mut r = no_redirects().get(format!("{}/l/{token}", app.addr));
+    if let Some(c) = cookie {
+        r = r.header(header::COOKIE, c);
+    }
+    r.send().await.unwrap()
+}
+
 async fn post(app: &TestApp, token: &str, cookie: Option<&str>, csrf: &str) -> reqwest::Response {
     let mut r = no_redirects()
         .post(format!("{}/l/{token}", app.addr))
@@ -241,31 +250,15 @@ async fn opening_a_link_changes_nothing_and_its_button_verifies_once() {
     let r = post(&app, &token, Some(&cookie), &csrf).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(r.headers()[header::LOCATION].to_str().unwrap(), back);
-    let r = no_redirects()
-        .get(format!("{}/l/{token}", app.addr))
-        .header(header::COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = get_page(&app, &token, Some(&cookie)).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(r.headers()[header::LOCATION].to_str().unwrap(), back);
     // Anyone else — no cookie, or another browser that opened the page before the click,
     // with its own valid form — is told the sign-in is complete and sent nowhere.
-    let r = no_redirects()
-        .get(format!("{}/l/{token}", app.addr))
-        .send()
-        .await
-        .unwrap();
-    assert_done(r).await;
+    assert_done(get_page(&app, &token, None).await).await;
     assert_done(post(&app, &token, None, &csrf).await).await;
     assert_done(post(&app, &token, Some(&other_cookie), &other_csrf).await).await;
-    let r = no_redirects()
-        .get(format!("{}/l/{token}", app.addr))
-        .header(header::COOKIE, &other_cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_done(r).await;
+    assert_done(get_page(&app, &token, Some(&other_cookie)).await).await;
     assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::GONE);
 
     // The code first: then the link has nothing to confirm, and sends nobody back.
@@ -273,12 +266,7 @@ async fn opening_a_link_changes_nothing_and_its_button_verifies_once() {
     let (cookie, csrf) = open(&app, &token).await;
     assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
     assert_eq!(status(&app, &sk, &key).await["verified_via"], "code");
-    let r = no_redirects()
-        .get(format!("{}/l/{token}", app.addr))
-        .send()
-        .await
-        .unwrap();
-    assert_done(r).await;
+    assert_done(get_page(&app, &token, None).await).await;
     assert_done(post(&app, &token, Some(&cookie), &csrf).await).await;
     // An unknown token.
     let r = no_redirects()

@@ -493,14 +493,7 @@ async fn a_queued_message_waiting_for_the_bound_stays_queued_without_spending_at
     .await;
     let (_, slow) = app.tenant().await;
     crate::http_transport::put_http(&app, &slow, &rx, "primary").await;
-    let r = app
-        .post(
-            "/v1/otp",
-            &slow,
-            json!({"email": "slow@example.com", "delivery": "async"}),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    mint_async(&app, &slow, "slow@example.com").await;
     for _ in 0..500 {
         if !rx.requests().is_empty() {
             break;
@@ -513,35 +506,17 @@ async fn a_queued_message_waiting_for_the_bound_stays_queued_without_spending_at
         "the slow send holds the one session"
     );
     let (_, sk) = app.tenant().await;
-    let r = app
-        .post(
-            "/v1/otp",
-            &sk,
-            json!({"email": "ada@example.com", "delivery": "async"}),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let key = r.json::<Value>().await.unwrap()["shareable_key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = mint_async(&app, &sk, "ada@example.com").await;
     // Its one-second wait passes while the session is held: given back, nothing counted.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let st = crate::http_transport::status_of(&app, &sk, &key).await;
+    let st = status(&app, &sk, &key).await;
     assert_eq!(st["delivery"]["attempts"], 0, "{st}");
     assert_ne!(st["delivery"]["status"], "failed", "{st}");
     assert!(app.smtp.messages().is_empty());
     // It keeps its place: claimed again at once, it waits again while the session is held,
     // and goes once it is free.
     app.smtp.wait_for("ada@example.com", 1).await;
-    let mut st = Value::Null;
-    for _ in 0..100 {
-        st = crate::http_transport::status_of(&app, &sk, &key).await;
-        if st["delivery"]["status"] == "sent" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let st = wait_status(&app, &sk, &key, |v| v["delivery"]["status"] == "sent").await;
     assert_eq!(
         (&st["delivery"]["status"], &st["delivery"]["attempts"]),
         (&json!("sent"), &json!(1)),
