@@ -18,6 +18,7 @@ pub mod provider;
 pub mod provider_event;
 pub mod purpose;
 pub mod recipient;
+pub mod sender;
 pub mod sms_guard;
 pub mod sns;
 pub mod stats;

@@ -7,8 +7,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use lettre::message::Mailbox;
-
 use super::delivery::DeliveryMode;
 use super::keys::TenantId;
 use super::locale::Locale;
@@ -16,6 +14,7 @@ use super::oauth2::OAuth2;
 use super::policy::{FieldError, Policy};
 use super::provider::Provider;
 use super::recipient::Channel;
+pub use super::sender::Sender;
 use super::Millis;
 
 /// A tenant's display name: 1 to 100 characters after trimming, no control characters.
@@ -79,76 +78,6 @@ pub fn parse_port(port: u16) -> Result<u16, FieldError> {
         return Err(FieldError::new("smtp.port", "must be between 1 and 65535"));
     }
     Ok(port)
-}
-
-/// The sender of a tenant's messages: one mailbox, like `Acme <no-reply@acme.example>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sender(String);
-
-impl Sender {
-    pub fn parse(s: &str) -> Result<Sender, FieldError> {
-        let s = s.trim();
-        if s.len() > 320 || !valid_mailbox(s) {
-            return Err(FieldError::new(
-                "smtp.from",
-                "must be one mailbox, like \"Acme <no-reply@acme.example>\"",
-            ));
-        }
-        Ok(Sender(s.to_string()))
-    }
-    pub fn from_stored(s: String) -> Sender {
-        Sender(s)
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The mailbox in 7-bit ASCII, as an API that takes a sender as text may require
-    /// (Amazon SES): a non-ASCII name as an RFC 2047 encoded-word, the domain in its IDNA
-    /// ASCII form. An ASCII mailbox is returned as stored.
-    pub fn seven_bit(&self) -> String {
-        use base64::Engine;
-        if self.0.is_ascii() {
-            return self.0.clone();
-        }
-        let Ok(m) = self.0.parse::<Mailbox>() else {
-            return self.0.clone();
-        };
-        let domain = idna::domain_to_ascii(m.email.domain())
-            .unwrap_or_else(|_| m.email.domain().to_string());
-        let Ok(email) = lettre::Address::new(m.email.user(), domain) else {
-            return self.0.clone();
-        };
-        match m.name {
-            // Encoded-words of at most 75 characters (RFC 2047 §2): 45 bytes of the name,
-            // cut between characters, in each.
-            Some(name) if !name.is_ascii() => {
-                let mut words = Vec::new();
-                let mut chunk = String::new();
-                for c in name.chars() {
-                    if chunk.len() + c.len_utf8() > 45 {
-                        words.push(std::mem::take(&mut chunk));
-                    }
-                    chunk.push(c);
-                }
-                words.push(chunk);
-                let encoded: Vec<String> = words
-                    .iter()
-                    .map(|w| {
-                        let b64 = base64::engine::general_purpose::STANDARD.encode(w.as_bytes());
-                        format!("=?UTF-8?B?{b64}?=")
-                    })
-                    .collect();
-                format!("{} <{email}>", encoded.join(" "))
-            }
-            name => Mailbox::new(name, email).to_string(),
-        }
-    }
-}
-
-/// One mailbox and nothing else (no list, no header injection).
-fn valid_mailbox(s: &str) -> bool {
-    !s.contains(['\r', '\n', ',']) && s.parse::<Mailbox>().is_ok()
 }
 
 /// How a session to the relay is secured.
@@ -505,51 +434,5 @@ mod tests {
             assert_eq!(Origin::parse(o.as_str()), Some(o));
         }
         assert_eq!(Origin::parse("other"), None);
-    }
-}
-
-#[cfg(test)]
-mod sender_tests {
-    use super::Sender;
-
-    #[test]
-    fn a_sender_in_seven_bits_encodes_its_name_and_its_domain_only_when_needed() {
-        let seven = |s: &str| Sender::parse(s).unwrap().seven_bit();
-        assert_eq!(
-            seven("Acme <no-reply@acme.example>"),
-            "Acme <no-reply@acme.example>"
-        );
-        assert_eq!(
-            seven("Müller <no-reply@acme.example>"),
-            "=?UTF-8?B?TcO8bGxlcg==?= <no-reply@acme.example>"
-        );
-        assert_eq!(
-            seven("Acme <no-reply@bücher.example>"),
-            "Acme <no-reply@xn--bcher-kva.example>"
-        );
-        assert_eq!(
-            seven("no-reply@bücher.example"),
-            "no-reply@xn--bcher-kva.example"
-        );
-        // A long name: several encoded-words, none over 75 characters, that decode to it.
-        let name = "Служба поддержки клиентов Акме";
-        let long = seven(&format!("{name} <no-reply@acme.example>"));
-        let (words, addr) = long.split_once(" <").unwrap();
-        assert_eq!(addr, "no-reply@acme.example>");
-        let mut decoded = Vec::new();
-        for w in words.split(' ') {
-            assert!(
-                w.len() <= 75 && w.starts_with("=?UTF-8?B?") && w.ends_with("?="),
-                "{w}"
-            );
-            use base64::Engine;
-            decoded.extend(
-                base64::engine::general_purpose::STANDARD
-                    .decode(&w[10..w.len() - 2])
-                    .unwrap(),
-            );
-        }
-        assert!(words.contains(' '), "{long}");
-        assert_eq!(String::from_utf8(decoded).unwrap(), name);
     }
 }
