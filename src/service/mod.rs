@@ -61,6 +61,7 @@ impl Services {
             tenants: Arc::clone(&tenants),
             delivery: Arc::clone(&delivery),
             events: Arc::clone(&events),
+            turns: Arc::default(),
         });
         let admin = Arc::new(Admin {
             core: Arc::clone(&core),

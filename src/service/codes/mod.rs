@@ -9,6 +9,7 @@ pub mod mint;
 pub mod resend;
 mod sms_guard;
 pub mod status;
+mod turns;
 pub mod verify;
 
 use std::sync::Arc;
@@ -23,4 +24,6 @@ pub struct Codes {
     pub(crate) tenants: Arc<Tenants>,
     pub(crate) delivery: Arc<Delivery>,
     pub(crate) events: Arc<Events>,
+    /// One verify of a key at a time in this process.
+    pub(crate) turns: Arc<turns::KeyTurns>,
 }

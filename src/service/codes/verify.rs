@@ -201,6 +201,8 @@ impl Codes {
             }
         };
         let code = guess.expose();
+        // Under way until this verify ends: one that finds no attempt left waits for it.
+        let mut under = self.turns.enter(&digest).await;
         let quota = self.core.quota();
         let d = digest.clone();
         let len = code.len() as u32;
@@ -242,7 +244,13 @@ impl Codes {
         let subscribed = subscribed.as_deref();
         let (slot, res) = match admitted {
             Ok(Some(admitted)) => admitted,
-            Ok(None) => return Err(self.why_not(tenant, &digest, flavor, now, code.len()).await),
+            Ok(None) => {
+                // Every attempt taken: by wrong guesses, or by copies of the right code still
+                // being compared here. Their outcome decides the answer.
+                under.settle().await;
+                let now = self.core.now();
+                return Err(self.why_not(tenant, &digest, flavor, now, code.len()).await);
+            }
             Err(overloaded) => return Err(overloaded.into()),
         };
         recipient.clone_from(&res.recipient);
