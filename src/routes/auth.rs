@@ -195,7 +195,7 @@ async fn read_body_inner(
         .and_then(|v| v.parse::<usize>().ok())
     {
         if len > limit {
-            return Err(ApiError::TooLarge);
+            return Err(ApiError::TooLarge(limit));
         }
     }
     let mut body = web::BytesMut::new();
@@ -203,7 +203,7 @@ async fn read_body_inner(
         let chunk = chunk
             .map_err(|_| ApiError::BadBody(vec![FieldError::new("body", "could not be read")]))?;
         if body.len() + chunk.len() > limit {
-            return Err(ApiError::TooLarge);
+            return Err(ApiError::TooLarge(limit));
         }
         body.extend_from_slice(&chunk);
     }
@@ -227,18 +227,28 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     parsed.map_err(|inner| {
         let e = serde_path_to_error::Error::new(track.path(), inner);
         let path = e.path().to_string();
-        let field = if path == "." || path.is_empty() {
-            "body".to_string()
-        } else {
-            path
-        };
+        let at = (path != "." && !path.is_empty()).then_some(path);
         // serde's message names types and fields, never values.
         let inner = e.into_inner();
-        let message = match inner.classify() {
+        let (field, message) = match inner.classify() {
+            // Where the text stops being JSON is not a field.
             serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-                "is not valid JSON".to_string()
+                ("body".to_string(), "is not valid JSON".to_string())
             }
-            _ => strip_position(&inner.to_string()),
+            _ => {
+                let message = strip_position(&inner.to_string());
+                // A missing field is named as the field, not as the object it is missing from.
+                match message
+                    .strip_prefix("missing field `")
+                    .and_then(|m| m.strip_suffix('`'))
+                {
+                    Some(name) => (
+                        at.map_or_else(|| name.to_string(), |at| format!("{at}.{name}")),
+                        "is required".to_string(),
+                    ),
+                    None => (at.unwrap_or_else(|| "body".to_string()), message),
+                }
+            }
         };
         ApiError::BadBody(vec![FieldError::new(field, message)])
     })
@@ -292,7 +302,7 @@ impl Body {
 
     async fn json_bytes_up_to(self, limit: usize) -> Result<web::Bytes, ApiError> {
         if !is_json(&self.req) {
-            return Err(ApiError::MediaType);
+            return Err(ApiError::MediaType("application/json"));
         }
         self.bytes_up_to(limit).await
     }
@@ -305,7 +315,7 @@ impl Body {
             return Ok(None);
         }
         if !is_json(&req) {
-            return Err(ApiError::MediaType);
+            return Err(ApiError::MediaType("application/json"));
         }
         // JSON `null` is no body too.
         if bytes.trim_ascii() == b"null" {

@@ -71,7 +71,7 @@ pub async fn put_logo(t: TenantAuth, st: State, body: Body) -> ApiResult {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("image/png"));
     if !png {
-        return Err(ApiError::MediaType);
+        return Err(ApiError::MediaType("image/png"));
     }
     let bytes = body.bytes_up_to(LOGO_MAX).await?;
     let bytes = web::block(move || is_valid_logo(&bytes).then_some(bytes))

@@ -146,12 +146,15 @@ fn mint_request(b: MintBody) -> Result<MintRequest, ApiError> {
 
 /// The status and `delivery` of a mint's or resend's answer: 201 `sent` (or `unknown` when
 /// the message may have arrived but no answer came: the code is valid, API.md §19.2), 202
-/// `queued`.
+/// `queued`, and 201 `test` for a test mint, which went to the test inbox (never `sent`,
+/// API.md §18.8).
 fn delivery_shown(
     mode: DeliveryMode,
     unknown: bool,
+    test: bool,
 ) -> (actix_web::http::StatusCode, &'static str) {
     match (mode, unknown) {
+        _ if test => (actix_web::http::StatusCode::CREATED, "test"),
         (DeliveryMode::Sync, false) => (actix_web::http::StatusCode::CREATED, "sent"),
         (DeliveryMode::Sync, true) => (actix_web::http::StatusCode::CREATED, "unknown"),
         (DeliveryMode::Async, _) => (actix_web::http::StatusCode::ACCEPTED, "queued"),
@@ -159,7 +162,7 @@ fn delivery_shown(
 }
 
 fn mint_out(m: &Minted) -> (actix_web::http::StatusCode, MintOut) {
-    let (status, delivery) = delivery_shown(m.delivery, m.outcome_unknown);
+    let (status, delivery) = delivery_shown(m.delivery, m.outcome_unknown, m.test);
     (
         status,
         MintOut {
@@ -192,7 +195,7 @@ fn mint_out(m: &Minted) -> (actix_web::http::StatusCode, MintOut) {
 pub async fn resend(t: TenantAuth, st: State, ctx: Ctx, key: web::Path<String>) -> ApiResult {
     let key = parse_key(&key, CodeApi::Native)?;
     let r = st.services.codes.resend(&t.0, key, &ctx).await?;
-    let (status, delivery) = delivery_shown(r.delivery, r.outcome_unknown);
+    let (status, delivery) = delivery_shown(r.delivery, r.outcome_unknown, r.view.test);
     let v = &r.view;
     Ok(json(
         no_store(HttpResponse::build(status)),

@@ -38,7 +38,7 @@ async fn object(body: Body) -> Result<Map<String, Value>, CompatError> {
             Ok(Value::Object(m)) => Ok(m),
             _ => Err(CompatError::bad(MISSING_FIELDS)),
         },
-        Err(ApiError::TooLarge) => Err(CompatError {
+        Err(ApiError::TooLarge(_)) => Err(CompatError {
             status: StatusCode::PAYLOAD_TOO_LARGE,
             body: "Payload Too Large",
             retry_after: None,

@@ -155,8 +155,9 @@ async fn method_not_allowed(req: actix_web::HttpRequest) -> HttpResponse {
 }
 
 /// The routes outside the API description — pages, documents and OtpMint's routes — and the
-/// methods they answer.
-const PAGES: [(&str, &str); 12] = [
+/// operations routes, which answer HEAD beside the GET it describes, with the methods they
+/// answer.
+const PAGES: [(&str, &str); 15] = [
     ("/otp", "POST"),
     ("/verify-otp", "POST"),
     ("/reg_secretkey", "POST"),
@@ -168,7 +169,10 @@ const PAGES: [(&str, &str); 12] = [
     ("/h/{id}/send", "POST"),
     ("/h/{id}/verify", "POST"),
     ("/", "GET, HEAD"),
-    ("/openapi.json", "GET"),
+    ("/openapi.json", "GET, HEAD"),
+    ("/healthz", "GET, HEAD"),
+    ("/readyz", "GET, HEAD"),
+    ("/metrics", "GET, HEAD"),
 ];
 
 /// The methods a route pattern answers: the API's from its OpenAPI description (one
@@ -278,10 +282,27 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
             .route(web::get().to(ops::index))
             .route(web::head().to(ops::index)),
     )
-    .service(r("/healthz").route(web::get().to(ops::healthz)))
-    .service(r("/readyz").route(web::get().to(ops::readyz)))
-    .service(r("/metrics").route(web::get().to(ops::metrics)))
-    .service(r("/openapi.json").route(web::get().to(ops::openapi)))
+    // HEAD wherever GET works: health checkers send it.
+    .service(
+        r("/healthz")
+            .route(web::get().to(ops::healthz))
+            .route(web::head().to(ops::healthz)),
+    )
+    .service(
+        r("/readyz")
+            .route(web::get().to(ops::readyz))
+            .route(web::head().to(ops::readyz)),
+    )
+    .service(
+        r("/metrics")
+            .route(web::get().to(ops::metrics))
+            .route(web::head().to(ops::metrics)),
+    )
+    .service(
+        r("/openapi.json")
+            .route(web::get().to(ops::openapi))
+            .route(web::head().to(ops::openapi)),
+    )
     .service(
         r("/v1/tenants")
             .route(web::post().to(tenants::create_tenant))
@@ -409,9 +430,14 @@ pub fn app(
     actix_web::App::new()
         .app_data(state)
         .app_data(web::QueryConfig::default().error_handler(|e, _| {
+            // actix names itself ("Query deserialize error: …"); the client needs the rest.
+            let text = e.to_string();
+            let text = text
+                .strip_prefix("Query deserialize error: ")
+                .unwrap_or(&text);
             ApiError::BadBody(vec![crate::domain::policy::FieldError::new(
                 "query",
-                e.to_string(),
+                text.to_string(),
             )])
             .into()
         }))

@@ -219,7 +219,10 @@ pub async fn test_provider(
             PhoneNumber::parse(&body.to).ok_or_else(|| ServiceError::field("to", PHONE_RULE))?,
         )
     } else {
-        Recipient::Email(RecipientEmail::parse(&body.to).map_err(ServiceError::from)?)
+        Recipient::Email(
+            RecipientEmail::parse(&body.to)
+                .map_err(|e| ServiceError::field("to", format!("is not an email address: {e}")))?,
+        )
     };
     if t.provider(channel).is_none() {
         return Err(ServiceError::ProviderNotFound.into());

@@ -473,9 +473,33 @@ async fn a_tenant_brands_its_pages_with_a_colour_and_a_logo() {
     let mut big = PNG.to_vec();
     big.resize(64 * 1024 + 1, 0);
     assert_eq!(
-        put_logo(&app, &sk_id, "image/png", big).await,
+        put_logo(&app, &sk_id, "image/png", big.clone()).await,
         StatusCode::PAYLOAD_TOO_LARGE
     );
+    // The refusals say this route's limit and media type.
+    let r = app
+        .client
+        .put(format!("{}/v1/tenant/branding/logo", app.addr))
+        .bearer_auth(&sk_id)
+        .header("content-type", "image/png")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert!(v["detail"].as_str().unwrap().contains("64 KiB"), "{v}");
+    let r = app
+        .client
+        .put(format!("{}/v1/tenant/branding/logo", app.addr))
+        .bearer_auth(&sk_id)
+        .header("content-type", "image/jpeg")
+        .body(PNG.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["detail"].as_str().unwrap().contains("image/png"), "{v}");
     assert_eq!(
         put_logo(&app, &sk_id, "image/png", PNG.to_vec()).await,
         StatusCode::NO_CONTENT

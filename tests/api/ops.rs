@@ -478,7 +478,7 @@ async fn every_documented_path_answers_an_undocumented_method_with_405_and_allow
     let doc: Value = app.get("/openapi.json", "").await.json().await.unwrap();
     let mut checked = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
-        let documented: Vec<String> = ["get", "head", "post", "put", "patch", "delete"]
+        let mut documented: Vec<String> = ["get", "head", "post", "put", "patch", "delete"]
             .iter()
             .filter(|m| item.get(**m).is_some())
             .map(|m| m.to_ascii_uppercase())
@@ -492,6 +492,19 @@ async fn every_documented_path_answers_an_undocumented_method_with_405_and_allow
             .map(|seg| if seg.starts_with('{') { "x" } else { seg })
             .collect::<Vec<_>>()
             .join("/");
+        // HEAD goes undocumented beside GET (as HTTP implies it); where it is served,
+        // `Allow` names it too.
+        if documented == ["GET"] {
+            let head = app
+                .client
+                .head(format!("{}{concrete}", app.addr))
+                .send()
+                .await
+                .unwrap();
+            if head.status() != StatusCode::METHOD_NOT_ALLOWED {
+                documented.push("HEAD".into());
+            }
+        }
         let r = app
             .client
             .request(
@@ -510,6 +523,20 @@ async fn every_documented_path_answers_an_undocumented_method_with_405_and_allow
         checked += 1;
     }
     assert!(checked >= 40, "{checked}");
+    // Health checkers send HEAD: every operations route answers it as GET, without a body.
+    for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+        let r = app
+            .client
+            .head(format!("{}{path}", app.addr))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "HEAD {path}");
+        assert!(
+            r.bytes().await.unwrap().is_empty(),
+            "HEAD {path} has no body"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

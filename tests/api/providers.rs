@@ -485,7 +485,11 @@ async fn the_test_route_sends_one_message_through_the_provider() {
     );
     put_provider(&app, &sk, &fake, "fallback").await;
     let (s, v) = body(app.post(path, &sk, json!({"to": "not an address"})).await).await;
-    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(
+        (s, &v["errors"][0]["field"]),
+        (StatusCode::BAD_REQUEST, &json!("to")),
+        "the field is named as the body names it: {v}"
+    );
     let (s, v) = body(app.post(path, &sk, json!({"to": "ada@example.com"})).await).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let taken = fake.wait_taken(1).await;

@@ -521,6 +521,34 @@ async fn operations_basics_health_errors_and_request_ids() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["errors"][0]["field"], "body", "{v}");
+    // A missing field is named as the field.
+    let (s, v) = body(
+        app.post("/v1/tenants", ADMIN, json!({"smtp": app.smtp_json()}))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (s, &v["errors"][0]["field"], &v["errors"][0]["message"]),
+        (
+            StatusCode::BAD_REQUEST,
+            &json!("name"),
+            &json!("is required")
+        ),
+        "{v}"
+    );
+    // A bad query parameter is told as the query's, in the client's words.
+    let (s, v) = body(app.get("/v1/tenant/stats?foo=bar", &sk).await).await;
+    assert_eq!(
+        (s, &v["errors"][0]["field"]),
+        (StatusCode::BAD_REQUEST, &json!("query")),
+        "{v}"
+    );
+    assert!(
+        !v.to_string().contains("deserialize"),
+        "no framework text: {v}"
+    );
     let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
     let r = app
         .client

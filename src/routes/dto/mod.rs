@@ -208,7 +208,8 @@ pub struct MintOut {
     /// `sent` (201: the relay accepted the message), `unknown` (201: the relay or provider
     /// took the message and never answered; the person may have it, the code is valid, and
     /// nothing sends it again by itself: resend if the person has nothing) or `queued` (202:
-    /// stored, a sender delivers it; see `GET /v1/otp/{key}`).
+    /// stored, a sender delivers it; see `GET /v1/otp/{key}`), or `test` (201: a test mint,
+    /// in the tenant's test inbox).
     pub delivery: String,
     /// The locale the message was written in (the first of the fallback chain with a
     /// template).

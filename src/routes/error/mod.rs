@@ -19,10 +19,12 @@ pub enum ApiError {
     Service(#[from] ServiceError),
     #[error("malformed body")]
     BadBody(Vec<FieldError>),
+    /// Over the route's limit, in bytes.
     #[error("payload too large")]
-    TooLarge,
+    TooLarge(usize),
+    /// The media type the route takes.
     #[error("unsupported media type")]
-    MediaType,
+    MediaType(&'static str),
     #[error("method not allowed")]
     Method,
     #[error("not found")]
@@ -66,6 +68,16 @@ fn errors(list: &[FieldError]) -> Map<String, Value> {
     m
 }
 
+/// A body limit as people write it: `16 KiB`, `1 MiB`.
+fn size(bytes: usize) -> String {
+    const MIB: usize = 1024 * 1024;
+    if bytes >= MIB && bytes % MIB == 0 {
+        format!("{} MiB", bytes / MIB)
+    } else {
+        format!("{} KiB", bytes.div_ceil(1024))
+    }
+}
+
 fn one(key: &str, v: Value) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert(key.into(), v);
@@ -78,8 +90,8 @@ impl ApiError {
         match self {
             ApiError::Service(e) => e.code(),
             ApiError::BadBody(_) => ErrorCode::InvalidRequest,
-            ApiError::TooLarge => ErrorCode::PayloadTooLarge,
-            ApiError::MediaType => ErrorCode::UnsupportedMediaType,
+            ApiError::TooLarge(_) => ErrorCode::PayloadTooLarge,
+            ApiError::MediaType(_) => ErrorCode::UnsupportedMediaType,
             ApiError::Method => ErrorCode::MethodNotAllowed,
             ApiError::NotFound => ErrorCode::NotFound,
             ApiError::RegistrationClosed => ErrorCode::RegistrationClosed,
@@ -94,17 +106,14 @@ impl ApiError {
         let none = Map::new;
         match self {
             ApiError::BadBody(e) => (
-                "The request body is not valid.".into(),
+                "The request is not valid: `errors` names what to change.".into(),
                 errors(e),
             ),
-            ApiError::TooLarge => (
-                "Request bodies are limited to 16 KiB.".into(),
+            ApiError::TooLarge(limit) => (
+                format!("Request bodies here are limited to {}.", size(*limit)),
                 none(),
             ),
-            ApiError::MediaType => (
-                "Send application/json.".into(),
-                none(),
-            ),
+            ApiError::MediaType(ty) => (format!("Send {ty}."), none()),
             ApiError::Method => (
                 "This route does not take that method.".into(),
                 none(),
