@@ -109,7 +109,7 @@ impl DeliveryReason {
             DeliveryReason::ChannelNotConfigured => "No transport takes this channel: set smtp, a provider or the HTTP transport for it.",
             DeliveryReason::ProviderAuth => "The provider did not accept the credentials (401/403): check the API key or token in the provider settings.",
             DeliveryReason::ProviderRejected => "The provider turned the message down: its own code is in detail_code; check that the sender (from) is verified there.",
-            DeliveryReason::ProviderUnavailable => "The provider answered 408, 429 or 5xx: it is busy or failing; the message is tried again later.",
+            DeliveryReason::ProviderUnavailable => "The provider answered 408, 429 or 5xx: it is busy or failing; try again later (a queued message is retried by itself).",
             DeliveryReason::ProviderUnreachable => "The provider did not answer (connection, TLS or delivery.http_timeout_seconds).",
             DeliveryReason::ProviderHostNotAllowed => "The provider's host is not allowed by the address policy (delivery.provider_base_urls).",
         }

@@ -297,20 +297,21 @@ impl ProviderInput {
             }
         }
         if kind == ProviderKind::Twilio {
-            let from = settings.contains_key("from");
-            let service = settings.contains_key("messaging_service_sid");
+            let named = |name: &str| given.iter().any(|(n, v)| *n == name && v.is_some());
+            let (from, service) = (named("from"), named("messaging_service_sid"));
             if from == service {
                 errs.push(FieldError::new(
                     "from",
                     "give exactly one of from (E.164) and messaging_service_sid",
                 ));
-            }
-            if from
+            } else if from
                 && settings
                     .get("from")
                     .and_then(|f| PhoneNumber::parse(f))
                     .is_none()
             {
+                // Twilio's sender is a number: one rule, not the general one of SMS senders.
+                errs.retain(|e| e.field != "from");
                 errs.push(FieldError::new(
                     "from",
                     "must be a phone number in E.164 form, like +15005550006",

@@ -390,6 +390,8 @@ async fn presets_fill_the_endpoint_and_the_token_endpoint_passes_the_address_pol
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     assert!(v.to_string().contains("smtp.oauth2.entra_tenant"), "{v}");
+    // OAuth2 was given: no password is asked for beside it.
+    assert!(!v.to_string().contains("smtp.password"), "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

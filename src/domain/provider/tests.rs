@@ -150,6 +150,22 @@ fn twilio_takes_exactly_one_sender_and_sids_are_checked() {
         ],
     );
     assert_eq!(fields(alpha_from.unwrap_err()), ["from"]);
+    // A malformed number is told once, with Twilio's rule (not Vonage's letters, and not
+    // "give exactly one": it was given).
+    let short = parse(
+        Channel::Sms,
+        "twilio",
+        &[
+            ("account_sid", Some(sid)),
+            ("auth_token", Some("tok")),
+            ("from", Some("12345")),
+        ],
+    )
+    .unwrap_err();
+    assert_eq!(short.len(), 1, "{short:?}");
+    assert_eq!(short[0].field, "from");
+    assert!(short[0].message.contains("E.164"), "{short:?}");
+    assert!(!short[0].message.contains("letters"), "{short:?}");
     let bad_sid = parse(
         Channel::Sms,
         "twilio",

@@ -232,7 +232,10 @@ impl Tenants {
             ));
         }
         let given = sp.password.is_some() || oauth2.as_ref().is_some_and(|(_, s)| s.is_some());
-        if moved && !given {
+        // OAuth2 settings given but refused have their own errors: asking for a password
+        // beside them would contradict "either password or oauth2".
+        let oauth2_refused = sp.oauth2.is_some() && oauth2.is_none();
+        if moved && !given && !oauth2_refused {
             let (field, what) = if oauth2.is_some() {
                 (
                     "oauth2.client_secret",
