@@ -1,8 +1,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! A DNS server on loopback (UDP) answering TXT queries from records the test sets: enough
-//! for DKIM, SPF and DMARC look-ups (API.md §16.3–§16.4). Unknown names answer NXDOMAIN.
+//! for DKIM, SPF and DMARC look-ups (API.md §16.3–§16.4). Unknown names answer NXDOMAIN;
+//! names set to fail answer SERVFAIL, as a broken zone or resolver does.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -11,6 +12,7 @@ use tokio::net::UdpSocket;
 #[derive(Default)]
 struct State {
     txt: Mutex<HashMap<String, Vec<String>>>,
+    failing: Mutex<HashSet<String>>,
     queries: Mutex<Vec<String>>,
 }
 
@@ -52,6 +54,15 @@ impl DnsServer {
             .remove(&name.trim_end_matches('.').to_ascii_lowercase());
     }
 
+    /// Answer SERVFAIL for a name from now on.
+    pub fn fail(&self, name: &str) {
+        self.state
+            .failing
+            .lock()
+            .unwrap()
+            .insert(name.trim_end_matches('.').to_ascii_lowercase());
+    }
+
     /// The names asked for, in order.
     pub fn queries(&self) -> Vec<String> {
         self.state.queries.lock().unwrap().clone()
@@ -87,7 +98,13 @@ fn answer(q: &[u8], st: &State) -> Option<Vec<u8>> {
     };
     let mut out = Vec::new();
     out.extend_from_slice(&q[0..2]);
-    let rcode = if records.is_none() { 3 } else { 0 };
+    let failing = st.failing.lock().unwrap().contains(&name);
+    let answers = if failing { Vec::new() } else { answers };
+    let rcode = match (failing, records.is_none()) {
+        (true, _) => 2,
+        (false, true) => 3,
+        (false, false) => 0,
+    };
     // QR, opcode 0, AA, RD as asked; RA; the rcode.
     out.push(0x84 | (q[2] & 0x01));
     out.push(0x80 | rcode);

@@ -326,6 +326,42 @@ async fn a_signed_message_verifies_against_the_published_record_through_rotation
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_dns_look_up_is_told_as_unknown_not_as_a_missing_record() {
+    let dns = DnsServer::start().await;
+    let app = app_with_dns(&dns).await;
+    let (_, sk) = app.tenant().await;
+    dns.set_txt("acme.example", &["v=spf1 ~all"]);
+    dns.fail("_dmarc.acme.example");
+    let (s, v) = body(app.get("/v1/tenant/domain-check", &sk).await).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["spf"]["found"], true, "{v}");
+    assert_eq!(v["dmarc"]["found"], false, "{v}");
+    let advice: Vec<&str> = v["advice"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        advice
+            .iter()
+            .any(|a| a.contains("look-up of _dmarc.acme.example failed")),
+        "{v}"
+    );
+    assert!(
+        !advice.iter().any(|a| a.contains("no DMARC record")),
+        "an unknown is not a missing record: {v}"
+    );
+    // Every look-up failing: one sentence each, none saying "publish".
+    dns.fail("acme.example");
+    let (s, v) = body(app.get("/v1/tenant/domain-check", &sk).await).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let advice = v["advice"].to_string();
+    assert!(advice.contains("look-up of acme.example failed"), "{v}");
+    assert!(!advice.contains("no SPF record"), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_domain_check_answers_found_missing_and_misaligned_records() {
     let dns = DnsServer::start().await;
     let app = app_with_dns(&dns).await;

@@ -128,12 +128,13 @@ impl Tenants {
             .map_err(|e| ServiceError::Internal(format!("the resolver: {e}")))
     }
 
-    /// A name's TXT records (each joined from its strings); none when the name has none or
-    /// the look-up failed.
-    async fn txt(r: &Resolver<TokioRuntimeProvider>, name: &str) -> Vec<String> {
+    /// A name's TXT records (each joined from its strings): none when the name has none,
+    /// `Err` with the name when the look-up failed (no answer in time, or a server failure),
+    /// so that an unknown is never reported as a missing record.
+    async fn txt(r: &Resolver<TokioRuntimeProvider>, name: &str) -> Result<Vec<String>, String> {
         let fqdn = format!("{}.", name.trim_end_matches('.'));
         match tokio::time::timeout(LOOKUP_TIMEOUT, r.lookup(fqdn.as_str(), RecordType::TXT)).await {
-            Ok(Ok(l)) => l
+            Ok(Ok(l)) => Ok(l
                 .answers()
                 .iter()
                 .filter_map(|rec| match &rec.data {
@@ -145,8 +146,9 @@ impl Tenants {
                     ),
                     _ => None,
                 })
-                .collect(),
-            _ => Vec::new(),
+                .collect()),
+            Ok(Err(e)) if e.is_no_records_found() => Ok(Vec::new()),
+            _ => Err(name.to_string()),
         }
     }
 
@@ -177,14 +179,24 @@ impl Tenants {
             async {
                 match &dkim_name {
                     Some(n) => Self::txt(r, n).await,
-                    None => Vec::new(),
+                    None => Ok(Vec::new()),
                 }
             },
             Self::txt(r, &dmarc_name),
         );
+        // A look-up that failed says nothing of its record: that is the one piece of advice
+        // for it, not "publish one".
+        let unknown = |name: &String| {
+            format!("The DNS look-up of {name} failed (no answer in time, or a server failure), so its record could not be checked: check the resolver (dns.resolver, or the system's) and try again.")
+        };
+        let mut failed = |t: Result<Vec<String>, String>| -> Option<Vec<String>> {
+            t.map_err(|name| advice.push(unknown(&name))).ok()
+        };
+        let (spf_txt, dkim_txt, dmarc_txt) = (failed(spf_txt), failed(dkim_txt), failed(dmarc_txt));
         // SPF.
         let spfs: Vec<&String> = spf_txt
             .iter()
+            .flatten()
             .filter(|v| v.trim_start().to_ascii_lowercase().starts_with("v=spf1"))
             .collect();
         let include = expected_include(t);
@@ -200,6 +212,7 @@ impl Tenants {
             },
         };
         match (spfs.len(), spf.includes_relay, include) {
+            _ if spf_txt.is_none() => {}
             (0, _, Some(inc)) => advice.push(format!("{domain} publishes no SPF record: add a TXT record \"v=spf1 include:{inc} ~all\" at {domain}.")),
             (0, _, None) => advice.push(format!("{domain} publishes no SPF record: add a TXT record at {domain} that names your relay's servers, like \"v=spf1 include:<your relay's SPF domain> ~all\".")),
             (n, _, _) if n > 1 => advice.push(format!("{domain} publishes {n} SPF records and receivers treat that as an error: merge them into one.")),
@@ -209,6 +222,7 @@ impl Tenants {
         // DKIM.
         let published = dkim_txt
             .iter()
+            .flatten()
             .find_map(|v| tag(v, "p").map(|p| p.split_whitespace().collect::<String>()));
         let dkim = DkimCheck {
             found: published.is_some(),
@@ -218,6 +232,7 @@ impl Tenants {
             },
         };
         match (key, &dkim) {
+            _ if dkim_txt.is_none() => {}
             (None, _) => advice.push("The tenant has no DKIM key: POST /v1/tenant/dkim makes one and answers the TXT record to publish.".into()),
             (Some(k), d) if !d.found => advice.push(format!("The DKIM record {} is not published: add the TXT record GET /v1/tenant/dkim shows.", k.record_name())),
             (Some(k), d) if !d.matches_key => advice.push(format!("The DKIM record {} holds another key than the tenant's: publish the value GET /v1/tenant/dkim shows.", k.record_name())),
@@ -225,15 +240,21 @@ impl Tenants {
             _ => {}
         }
         // DMARC: the sender's domain, else its organizational domain.
-        let mut dmarc_rec = dmarc_txt
-            .into_iter()
-            .find(|v| v.trim_start().to_ascii_lowercase().starts_with("v=dmarc1"));
+        let dmarc_of = |txt: Vec<String>| {
+            txt.into_iter()
+                .find(|v| v.trim_start().to_ascii_lowercase().starts_with("v=dmarc1"))
+        };
+        let mut dmarc_known = dmarc_txt.is_some();
+        let mut dmarc_rec = dmarc_txt.and_then(dmarc_of);
         let org = org_domain(domain);
-        if dmarc_rec.is_none() && org != domain {
-            dmarc_rec = Self::txt(r, &format!("_dmarc.{org}"))
-                .await
-                .into_iter()
-                .find(|v| v.trim_start().to_ascii_lowercase().starts_with("v=dmarc1"));
+        if dmarc_known && dmarc_rec.is_none() && org != domain {
+            match Self::txt(r, &format!("_dmarc.{org}")).await {
+                Ok(txt) => dmarc_rec = dmarc_of(txt),
+                Err(name) => {
+                    advice.push(unknown(&name));
+                    dmarc_known = false;
+                }
+            }
         }
         let strict = dmarc_rec
             .as_deref()
@@ -251,7 +272,9 @@ impl Tenants {
             policy: dmarc_rec.as_deref().and_then(|r| tag(r, "p")),
             aligned: dkim_aligned && dkim.matches_key,
         };
-        if !dmarc.found {
+        if !dmarc_known {
+            // Its advice is the failed look-up's.
+        } else if !dmarc.found {
             advice.push(format!("{domain} publishes no DMARC record: add a TXT record \"v=DMARC1; p=none; rua=mailto:dmarc@{org}\" at _dmarc.{domain}, and tighten p= once reports look right."));
         } else if !dmarc.aligned && key.is_some() {
             advice.push(format!("DMARC of {domain} would not pass on otpmint's DKIM signature: the key's domain must match the sender's{}, and its record must be published.", if strict { " exactly (adkim=s)" } else { "" }));
