@@ -17,6 +17,18 @@ pub enum HostRefusal {
     Unresolvable,
 }
 
+impl HostRefusal {
+    /// What allows it, or what to check, in one sentence (API.md §18.8).
+    pub fn advice(self) -> &'static str {
+        match self {
+            HostRefusal::HostNotAllowed => "The SMTP host is a private, local or special address; an operator allows those with smtp.allow_private_hosts.",
+            HostRefusal::PortNotAllowed => "The SMTP port is not one of smtp.allowed_ports (465, 587 and 2525 unless the operator changed them).",
+            HostRefusal::PlaintextNotAllowed => "tls = \"none\" is not allowed on this server; an operator allows it with smtp.allow_plaintext.",
+            HostRefusal::Unresolvable => "The SMTP host does not resolve: check its name.",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct HostPolicy {
     /// `None`: any port (webhook endpoints); SMTP hosts use `smtp.allowed_ports`.

@@ -145,9 +145,10 @@ fn service_msg(e: ServiceError) -> CliError {
                 .collect::<Vec<_>>()
                 .join("; "),
         ),
-        ServiceError::SmtpPolicy(r) => CliError(r.to_string()),
+        // The same words as the HTTP answer's: what allows it, or what to check.
+        ServiceError::SmtpPolicy(r) => CliError(format!("{r}: {}", r.advice())),
         ServiceError::TenantNotFound => CliError("no such tenant".into()),
-        ServiceError::Delivery(r) => CliError(format!("delivery failed: {}", r.as_str())),
+        ServiceError::Delivery(r) => CliError(delivery_failed(r)),
         other => CliError(other.to_string()),
     }
 }
@@ -382,11 +383,13 @@ async fn smtp_test(id: &str, to: &str, s: Services) -> Result<(), CliError> {
             println!("ok: the SMTP server accepted the message");
             Ok(())
         }
-        Err(crate::service::ServiceError::Delivery(reason)) => {
-            Err(CliError(format!("delivery failed: {}", reason.as_str())))
-        }
         Err(e) => Err(service_msg(e)),
     }
+}
+
+/// A delivery failure, with its reason and what to check.
+fn delivery_failed(r: crate::domain::delivery::DeliveryReason) -> String {
+    format!("delivery failed: {}: {}", r.as_str(), r.advice())
 }
 
 /// The URL `otpmint healthcheck` asks: `--url` (its `/readyz` added unless it ends so), or

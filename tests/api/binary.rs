@@ -270,6 +270,27 @@ async fn cli_manages_tenants_and_logs_never_show_secrets() {
     let (ok, out, err) = cli(&["smtp", "test", &id, "--to", "ops@example.com"]);
     assert!(ok, "{out}{err}");
     assert_eq!(smtp.count_to("ops@example.com"), 1);
+    // A policy refusal names the setting that would allow it, as the HTTP answer does.
+    let (ok, _, err) = cli(&[
+        "tenant",
+        "create",
+        "--name",
+        "Port 25",
+        "--smtp-host",
+        "127.0.0.1",
+        "--smtp-port",
+        "25",
+        "--smtp-username",
+        SMTP_USER,
+        "--smtp-from",
+        "Acme <no-reply@acme.example>",
+        "--smtp-password-file",
+        "pw",
+    ]);
+    assert!(
+        !ok && err.trim().lines().count() == 1 && err.contains("smtp.allowed_ports"),
+        "{err}"
+    );
 
     let mut cmd = otpmint(dir.path());
     cmd.args(["--config", "otpmint.toml"]);

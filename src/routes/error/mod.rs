@@ -6,7 +6,6 @@ use actix_web::{HttpResponse, ResponseError};
 use serde_json::{json, Map, Value};
 
 use crate::domain::policy::FieldError;
-use crate::net_policy::HostRefusal;
 use crate::service::{ErrorCode, ServiceError};
 
 mod compat;
@@ -284,16 +283,7 @@ impl ApiError {
                     "The email address is not acceptable.".into(),
                     errors(&[FieldError::new("email", m.clone())]),
                 ),
-                S::SmtpPolicy(r) => (
-                    match r {
-                        HostRefusal::HostNotAllowed => "The SMTP host is a private, local or special address; an operator allows those with smtp.allow_private_hosts.",
-                        HostRefusal::PortNotAllowed => "The SMTP port is not one of smtp.allowed_ports (465, 587 and 2525 unless the operator changed them).",
-                        HostRefusal::PlaintextNotAllowed => "tls = \"none\" is not allowed on this server; an operator allows it with smtp.allow_plaintext.",
-                        HostRefusal::Unresolvable => "The SMTP host does not resolve: check its name.",
-                    }
-                    .into(),
-                    none(),
-                ),
+                S::SmtpPolicy(r) => (r.advice().into(), none()),
                 S::SecretTaken => (
                     "That secret key is already registered.".into(),
                     none(),
