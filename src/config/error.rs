@@ -11,6 +11,59 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
+/// A config library message said in the configuration's words, with the key it names: an
+/// unknown choice of one of the settings' enums lists the choices ("`registration.mode`
+/// must be one of open, admin, closed", not "enum RegistrationMode does not have variant
+/// constructor …").
+pub(super) fn explained(message: String) -> (Option<String>, String) {
+    let key = message
+        .rsplit_once(" for key `")
+        .and_then(|(_, k)| k.split_once('`'))
+        .map(|(k, _)| k.to_string());
+    let choices = message
+        .strip_prefix("enum ")
+        .and_then(|rest| rest.split_once(" does not have variant constructor"))
+        .and_then(|(name, _)| super::choices_of(name));
+    match (key, choices) {
+        (Some(key), Some(choices)) => {
+            let message = format!("`{key}` must be one of {}", choices.join(", "));
+            (Some(key), message)
+        }
+        (key, _) => (key, message),
+    }
+}
+
+/// The names an enum of the settings is written with, as serde reads them: asked of its
+/// `Deserialize` itself, so the list cannot drift from the type.
+pub(super) fn variants_of<T: serde::de::DeserializeOwned>(
+) -> (&'static str, &'static [&'static str]) {
+    use serde::de::{Error, Visitor};
+    struct Probe(Option<(&'static str, &'static [&'static str])>);
+    impl<'de> serde::Deserializer<'de> for &mut Probe {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(Self::Error::custom("not an enum"))
+        }
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            name: &'static str,
+            variants: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0 = Some((name, variants));
+            Err(Self::Error::custom("probed"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map struct
+            identifier ignored_any
+        }
+    }
+    let mut probe = Probe(None);
+    let _ = T::deserialize(&mut probe);
+    probe.0.unwrap_or(("", &[]))
+}
+
 /// A config library message with every value removed: a type error on a secret
 /// (`invalid type: string "…"`) would otherwise print the secret, and a TOML syntax error
 /// quotes the offending source line — whatever the secret's quoting (API.md §6.25).

@@ -37,7 +37,7 @@ impl Settings {
             cfg.try_deserialize::<Settings>()
                 .map_err(|e| ConfigError::Load {
                     source_name: name.clone(),
-                    message: without_values(e.to_string()),
+                    message: explained(without_values(e.to_string())).1,
                 })?;
         }
         let env: Vec<(String, String)> = env.into_iter().collect();
@@ -86,7 +86,7 @@ impl Settings {
                     source_name: format!("environment variable {name}"),
                     message: without_values(e.to_string()),
                 })?;
-            env_names.push(name);
+            env_names.push((key, name));
         }
         let user = user.build().map_err(|e| ConfigError::Load {
             source_name: "configuration".into(),
@@ -96,13 +96,23 @@ impl Settings {
             builder
                 .build()
                 .and_then(|c| c.try_deserialize())
-                .map_err(|e| ConfigError::Load {
-                    source_name: if env_names.is_empty() {
-                        "built-in defaults".into()
-                    } else {
-                        format!("environment ({})", env_names.join(", "))
-                    },
-                    message: without_values(e.to_string()),
+                .map_err(|e| {
+                    let (key, message) = explained(without_values(e.to_string()));
+                    // The variable that set the key at fault, when one did.
+                    let set_by = key.and_then(|k| env_names.iter().find(|(key, _)| *key == k));
+                    let source_name = match set_by {
+                        Some((_, name)) => format!("environment variable {name}"),
+                        None if env_names.is_empty() => "built-in defaults".into(),
+                        None => {
+                            let names: Vec<&str> =
+                                env_names.iter().map(|(_, n)| n.as_str()).collect();
+                            format!("environment ({})", names.join(", "))
+                        }
+                    };
+                    ConfigError::Load {
+                        source_name,
+                        message,
+                    }
                 })?;
         settings.read_secret_files(&user, credentials_dir.as_deref())?;
         settings.validate()?;

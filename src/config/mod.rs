@@ -13,8 +13,22 @@ mod secrets;
 mod tests;
 mod validate;
 
-use error::without_values;
 pub use error::ConfigError;
+use error::{explained, without_values};
+
+/// The choices of the settings' enum named `name` (as the config library names it).
+fn choices_of(name: &str) -> Option<&'static [&'static str]> {
+    use error::variants_of;
+    [
+        variants_of::<CpuScheduling>(),
+        variants_of::<RegistrationMode>(),
+        variants_of::<HashAlgorithm>(),
+        variants_of::<LogFormat>(),
+    ]
+    .into_iter()
+    .find(|(n, _)| *n == name)
+    .map(|(_, v)| v)
+}
 pub use secrets::url_without_password;
 
 /// The embedded defaults (config/default.toml).

@@ -85,6 +85,46 @@ fn unknown_env_key_is_named() {
 }
 
 #[test]
+fn an_unknown_choice_names_its_variable_and_lists_the_choices() {
+    let err = Settings::load_from(
+        None,
+        env(&[
+            (
+                "OTPMINT__ADMIN__TOKEN",
+                "a-token-long-enough-for-no-warning-000",
+            ),
+            ("OTPMINT__REGISTRATION__MODE", "public"),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("environment variable OTPMINT__REGISTRATION__MODE")
+            && !err.contains("OTPMINT__ADMIN__TOKEN"),
+        "only the variable at fault: {err}"
+    );
+    assert!(
+        err.contains("`registration.mode` must be one of open, admin, closed"),
+        "{err}"
+    );
+    let err = Settings::load_from(None, env(&[("OTPMINT__HASHING__ALGORITHM", "sha1")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("argon2id, hmac-sha256"), "{err}");
+    assert!(!err.contains("variant constructor"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(&p, "[log]\nformat = \"xml\"\n").unwrap();
+    let err = Settings::load_from(Some(&p), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("c.toml") && err.contains("`log.format` must be one of auto, json, pretty"),
+        "{err}"
+    );
+}
+
+#[test]
 fn unknown_file_key_names_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("c.toml");
