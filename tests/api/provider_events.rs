@@ -389,6 +389,9 @@ async fn complaints_suppress_and_soft_bounces_other_tenants_and_other_hosts_do_n
     let hook = s.hooks.wait_for(1).await[0].json();
     assert_eq!(hook["type"], "otp.complained", "{hook}");
     assert_eq!(hook["data"]["email"], "cy@example.com", "{hook}");
+    // It names a recipient, not a code: no empty purpose beside it.
+    assert!(hook["data"].get("purpose").is_none(), "{hook}");
+    assert_eq!(hook["data"]["reason"], "complaint", "{hook}");
     // A soft bounce is accepted and changes nothing.
     let soft = json!({"type": "email.bounced", "data": {"email_id": "em-y", "to": ["di@example.com"], "bounce": {"type": "Transient"}}})
         .to_string()

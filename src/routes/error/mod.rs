@@ -122,7 +122,7 @@ impl ApiError {
                 none(),
             ),
             ApiError::RegistrationClosed => (
-                "Tenants are created by the administrator.".into(),
+                "Registration is closed on this server (registration.mode = \"closed\"): tenants are created with the CLI (otpmint tenant create).".into(),
                 none(),
             ),
             ApiError::RequestTimeout => (

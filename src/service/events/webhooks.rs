@@ -66,7 +66,10 @@ fn event_data(d: &EventData<'_>) -> Map<String, Value> {
         "email"
     };
     data.insert(field.into(), json!(d.recipient));
-    data.insert("purpose".into(), json!(d.purpose));
+    // A provider's bounce or complaint names a recipient, not a code: no purpose to show.
+    if !d.purpose.is_empty() {
+        data.insert("purpose".into(), json!(d.purpose));
+    }
     if let Some(l) = d.locale {
         data.insert("locale".into(), json!(l));
     }
