@@ -234,23 +234,27 @@ async fn cli_manages_tenants_and_logs_never_show_secrets() {
     // The database and key are made by `migrate` (or `serve`), never by other commands.
     let (ok, _, err) = cli(&["migrate"]);
     assert!(ok, "{err}");
-    let (ok, out, err) = cli(&[
-        "tenant",
-        "create",
-        "--name",
-        "Acme",
-        "--smtp-host",
-        "127.0.0.1",
-        "--smtp-port",
-        &port,
-        "--smtp-username",
-        SMTP_USER,
-        "--smtp-from",
-        "Acme <no-reply@acme.example>",
-        "--smtp-password-file",
-        "pw",
-        "--json",
-    ]);
+    // `tenant create` with the test relay on `port`.
+    let create = |name: &str, port: &str| {
+        cli(&[
+            "tenant",
+            "create",
+            "--name",
+            name,
+            "--smtp-host",
+            "127.0.0.1",
+            "--smtp-port",
+            port,
+            "--smtp-username",
+            SMTP_USER,
+            "--smtp-from",
+            "Acme <no-reply@acme.example>",
+            "--smtp-password-file",
+            "pw",
+            "--json",
+        ])
+    };
+    let (ok, out, err) = create("Acme", &port);
     assert!(ok, "{err}");
     let t: Value = serde_json::from_str(out.trim()).unwrap();
     let id = t["id"].as_str().unwrap().to_string();
@@ -271,22 +275,7 @@ async fn cli_manages_tenants_and_logs_never_show_secrets() {
     assert!(ok, "{out}{err}");
     assert_eq!(smtp.count_to("ops@example.com"), 1);
     // A policy refusal names the setting that would allow it, as the HTTP answer does.
-    let (ok, _, err) = cli(&[
-        "tenant",
-        "create",
-        "--name",
-        "Port 25",
-        "--smtp-host",
-        "127.0.0.1",
-        "--smtp-port",
-        "25",
-        "--smtp-username",
-        SMTP_USER,
-        "--smtp-from",
-        "Acme <no-reply@acme.example>",
-        "--smtp-password-file",
-        "pw",
-    ]);
+    let (ok, _, err) = create("Port 25", "25");
     assert!(
         !ok && err.trim().lines().count() == 1 && err.contains("smtp.allowed_ports"),
         "{err}"

@@ -392,6 +392,10 @@ fn short_of_data() -> Vec<u8> {
 }
 
 async fn put_logo(app: &TestApp, sk: &str, ct: &str, bytes: Vec<u8>) -> StatusCode {
+    put_logo_answer(app, sk, ct, bytes).await.status()
+}
+
+async fn put_logo_answer(app: &TestApp, sk: &str, ct: &str, bytes: Vec<u8>) -> reqwest::Response {
     app.client
         .put(format!("{}/v1/tenant/branding/logo", app.addr))
         .bearer_auth(sk)
@@ -400,7 +404,6 @@ async fn put_logo(app: &TestApp, sk: &str, ct: &str, bytes: Vec<u8>) -> StatusCo
         .send()
         .await
         .unwrap()
-        .status()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -477,26 +480,10 @@ async fn a_tenant_brands_its_pages_with_a_colour_and_a_logo() {
         StatusCode::PAYLOAD_TOO_LARGE
     );
     // The refusals say this route's limit and media type.
-    let r = app
-        .client
-        .put(format!("{}/v1/tenant/branding/logo", app.addr))
-        .bearer_auth(&sk_id)
-        .header("content-type", "image/png")
-        .body(big)
-        .send()
-        .await
-        .unwrap();
+    let r = put_logo_answer(&app, &sk_id, "image/png", big).await;
     let v: Value = r.json().await.unwrap();
     assert!(v["detail"].as_str().unwrap().contains("64 KiB"), "{v}");
-    let r = app
-        .client
-        .put(format!("{}/v1/tenant/branding/logo", app.addr))
-        .bearer_auth(&sk_id)
-        .header("content-type", "image/jpeg")
-        .body(PNG.to_vec())
-        .send()
-        .await
-        .unwrap();
+    let r = put_logo_answer(&app, &sk_id, "image/jpeg", PNG.to_vec()).await;
     assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let v: Value = r.json().await.unwrap();
     assert!(v["detail"].as_str().unwrap().contains("image/png"), "{v}");
