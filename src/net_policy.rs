@@ -219,11 +219,7 @@ impl HostPolicy {
         if !self.allow_private_hosts {
             match &name {
                 HostName::Ip(ip) if !ip_is_public(*ip) => return Err(HostRefusal::HostNotAllowed),
-                HostName::Dns(d)
-                    if d == "localhost" || d.ends_with(".localhost") || !d.contains('.') =>
-                {
-                    return Err(HostRefusal::HostNotAllowed)
-                }
+                HostName::Dns(d) if is_private_name(d) => return Err(HostRefusal::HostNotAllowed),
                 _ => {}
             }
         }
@@ -263,6 +259,19 @@ impl HostPolicy {
         let addrs = self.resolve(&name, port).await?;
         Ok((name, addrs))
     }
+}
+
+/// Names that only ever mean a private or local host, refused before any look-up (a cloud's
+/// metadata service answers at `metadata.google.internal`): single labels, `localhost`
+/// (RFC 6761), `.local` (mDNS, RFC 6762), `.internal` (reserved for private use by ICANN),
+/// `home.arpa` (RFC 8375) and the common `localdomain`. `name` is lower-case.
+fn is_private_name(name: &str) -> bool {
+    const SUFFIXES: [&str; 5] = ["localhost", "local", "internal", "home.arpa", "localdomain"];
+    !name.contains('.')
+        || SUFFIXES.iter().any(|s| {
+            name.strip_suffix(s)
+                .is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
+        })
 }
 
 #[cfg(test)]
@@ -310,6 +319,12 @@ mod tests {
             "localhost",
             "LOCALHOST.",
             "foo.localhost",
+            "metadata.google.internal",
+            "Metadata.Google.Internal.",
+            "printer.local",
+            "router.home.arpa",
+            "box.localdomain",
+            "metadata",
             "10.0.0.1",
             "172.16.0.1",
             "192.168.1.1",
@@ -351,6 +366,10 @@ mod tests {
     fn public_hosts_pass_and_ports_and_plaintext_are_checked() {
         let p = strict();
         assert!(p.check_static("smtp.example.com", 587, false).is_ok());
+        // Only whole labels: these are public names.
+        for h in ["smtp.notlocal", "mail.xinternal", "local.example.com"] {
+            assert!(p.check_static(h, 587, false).is_ok(), "{h}");
+        }
         assert!(p.check_static("8.8.8.8", 465, false).is_ok());
         assert!(p.check_static("[2606:4700::1111]", 465, false).is_ok());
         assert_eq!(
