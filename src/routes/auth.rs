@@ -29,9 +29,14 @@ fn state(req: &HttpRequest) -> Result<web::Data<AppState>, ApiError> {
         .ok_or_else(|| ServiceError::Internal("app state missing".into()).into())
 }
 
-/// The bearer value, if the header is `Bearer <token>`.
+/// The bearer value, if the header is `Bearer <token>`. Two `Authorization` headers are
+/// none: which one counted would depend on their order.
 pub fn bearer(req: &HttpRequest) -> Option<String> {
-    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let mut all = req.headers().get_all(header::AUTHORIZATION);
+    let v = all.next()?.to_str().ok()?;
+    if all.next().is_some() {
+        return None;
+    }
     let (scheme, token) = v.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -210,11 +215,27 @@ async fn read_body_inner(
     Ok(body.freeze())
 }
 
+/// JSON, in UTF-8 (the only charset JSON has, RFC 8259 §8.1): a `charset` other than
+/// UTF-8 is refused rather than misread.
 fn is_json(req: &HttpRequest) -> bool {
     req.mime_type().ok().flatten().is_some_and(|m| {
         m.type_() == "application"
             && (m.subtype() == "json" || m.suffix().is_some_and(|s| s == "json"))
+            && m.get_param("charset")
+                .is_none_or(|c| c.as_str().eq_ignore_ascii_case("utf-8"))
     })
+}
+
+/// The body is sent as it is: a `Content-Encoding` (gzip, br, …) is not decoded here, so
+/// it is refused rather than read as JSON (RFC 9110 §8.4.1).
+fn unencoded(req: &HttpRequest) -> Result<(), ApiError> {
+    match req.headers().get(header::CONTENT_ENCODING) {
+        None => Ok(()),
+        Some(v) if v.as_bytes().eq_ignore_ascii_case(b"identity") => Ok(()),
+        Some(_) => Err(ApiError::MediaType(
+            "application/json without Content-Encoding",
+        )),
+    }
 }
 
 /// Parse a JSON object into `T`, naming the field at fault. Every body is an object, and
@@ -304,7 +325,17 @@ impl Body {
         if !is_json(&self.req) {
             return Err(ApiError::MediaType("application/json"));
         }
+        unencoded(&self.req)?;
         self.bytes_up_to(limit).await
+    }
+
+    /// A route that takes no body: none, `null` or `{}`; anything else is refused (400, or
+    /// 415 when it is not JSON) and the route does nothing.
+    pub async fn none(self) -> Result<(), ApiError> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct NoFields {}
+        self.optional_json::<NoFields>().await.map(drop)
     }
 
     /// An optional JSON body: an empty body, or `null`, is `None`.
@@ -317,6 +348,7 @@ impl Body {
         if !is_json(&req) {
             return Err(ApiError::MediaType("application/json"));
         }
+        unencoded(&req)?;
         // JSON `null` is no body too.
         if bytes.trim_ascii() == b"null" {
             return Ok(None);

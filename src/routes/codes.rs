@@ -184,6 +184,7 @@ fn mint_out(m: &Minted) -> (actix_web::http::StatusCode, MintOut) {
     responses(
         (status = 201, description = "Sent (the key's delivery is sync): the relay accepted the new message", body = ResendOut),
         (status = 202, description = "Queued (async): the new message is stored; a sender delivers it", body = ResendOut),
+        (status = 400, description = "invalid_request: the route takes no body (none, null or {})", body = Problem, content_type = "application/problem+json"),
         (status = 404, response = problems::OtpNotFound),
         (status = 409, description = "conflict: the key's last message is still on its way", body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "the key is no longer pending: otp_expired, otp_used, otp_superseded, otp_cancelled, otp_failed, attempts_exhausted", body = Problem, content_type = "application/problem+json"),
@@ -192,7 +193,14 @@ fn mint_out(m: &Minted) -> (actix_web::http::StatusCode, MintOut) {
         (status = 503, description = "overloaded or unavailable (Retry-After)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
-pub async fn resend(t: TenantAuth, st: State, ctx: Ctx, key: web::Path<String>) -> ApiResult {
+pub async fn resend(
+    t: TenantAuth,
+    st: State,
+    ctx: Ctx,
+    key: web::Path<String>,
+    body: Body,
+) -> ApiResult {
+    body.none().await?;
     let key = parse_key(&key, CodeApi::Native)?;
     let r = st.services.codes.resend(&t.0, key, &ctx).await?;
     let (status, delivery) = delivery_shown(r.delivery, r.outcome_unknown, r.view.test);

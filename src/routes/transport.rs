@@ -97,9 +97,11 @@ pub async fn delete_http_transport(t: TenantAuth, st: State) -> ApiResult {
     description = "A new signing secret, shown once; the old one stops at once.",
     responses(
         (status = 200, description = "The transport with its new secret", body = HttpTransportOut),
+        (status = 400, description = "invalid_request: the route takes no body (none, null or {})", body = Problem, content_type = "application/problem+json"),
         (status = 404, response = problems::TransportNotFound),
     ),
     security(("secret_key" = [])))]
-pub async fn rotate_http_transport_secret(t: TenantAuth, st: State) -> ApiResult {
+pub async fn rotate_http_transport_secret(t: TenantAuth, st: State, body: Body) -> ApiResult {
+    body.none().await?;
     Ok(shown(st.services.tenants.rotate_http_secret(&t.0).await?))
 }

@@ -162,10 +162,12 @@ pub async fn delete_webhook(t: TenantAuth, st: State) -> ApiResult {
     description = "A new signing secret, shown once; the old one stops at once.",
     responses(
         (status = 200, description = "The webhook with its new secret", body = WebhookOut),
+        (status = 400, description = "invalid_request: the route takes no body (none, null or {})", body = Problem, content_type = "application/problem+json"),
         (status = 404, response = problems::WebhookNotFound),
     ),
     security(("secret_key" = [])))]
-pub async fn rotate_webhook_secret(t: TenantAuth, st: State) -> ApiResult {
+pub async fn rotate_webhook_secret(t: TenantAuth, st: State, body: Body) -> ApiResult {
+    body.none().await?;
     Ok(shown(
         st.services.events.rotate_webhook_secret(&t.0.id).await?,
     ))
@@ -175,11 +177,13 @@ pub async fn rotate_webhook_secret(t: TenantAuth, st: State) -> ApiResult {
     description = "Queue a `webhook.test` event; its attempts show in the deliveries.",
     responses(
         (status = 202, description = "Queued", body = TestEventOut),
+        (status = 400, description = "invalid_request: the route takes no body (none, null or {})", body = Problem, content_type = "application/problem+json"),
         (status = 404, response = problems::WebhookNotFound),
         (status = 409, description = "conflict: the webhook is disabled since its endpoint answered 410 (PUT it again)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
-pub async fn test_webhook(t: TenantAuth, st: State) -> ApiResult {
+pub async fn test_webhook(t: TenantAuth, st: State, body: Body) -> ApiResult {
+    body.none().await?;
     let event_id = st.services.events.test_webhook(&t.0.id).await?;
     Ok(json(HttpResponse::Accepted(), &TestEventOut { event_id }))
 }

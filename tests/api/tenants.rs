@@ -508,6 +508,41 @@ async fn operations_basics_health_errors_and_request_ids() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // JSON in another charset, or under a Content-Encoding, is refused rather than misread;
+    // and nothing is sent.
+    let mint = json!({"email": "ada@example.com"}).to_string();
+    for (media, encoding) in [
+        ("application/json; charset=latin1", "identity"),
+        ("application/json", "gzip"),
+    ] {
+        let r = app
+            .client
+            .post(format!("{}/v1/otp", app.addr))
+            .bearer_auth(&sk)
+            .header("content-type", media)
+            .header("content-encoding", encoding)
+            .body(mint.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{media} {encoding}"
+        );
+    }
+    assert!(app.smtp.messages().is_empty());
+    // Two Authorization headers are no credential, whichever comes first.
+    let r = app
+        .client
+        .post(format!("{}/v1/otp", app.addr))
+        .header("authorization", format!("Bearer {sk}"))
+        .header("authorization", "Bearer sk_other")
+        .json(&json!({"email": "ada@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let big = json!({"email": "a".repeat(17 * 1024)});
     let r = app.post("/v1/otp", &sk, big).await;
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
@@ -561,6 +596,17 @@ async fn operations_basics_health_errors_and_request_ids() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(app.smtp.messages().is_empty());
+    // A route that takes no body refuses one and does nothing.
+    let (key, _) = app.mint(&sk, "ada@example.com").await;
+    let (s, v) = body(
+        app.post(&format!("/v1/otp/{key}/resend"), &sk, json!({"zzz": 1}))
+            .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let status = body(app.get(&format!("/v1/otp/{key}"), &sk).await).await.1;
+    assert_eq!(status["resends"], 0, "{status}");
+    assert_eq!(app.smtp.messages().len(), 1, "the mint's message alone");
 }
 
 #[tokio::test]
