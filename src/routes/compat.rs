@@ -31,12 +31,43 @@ fn text(status: StatusCode, body: String) -> HttpResponse {
         .body(body)
 }
 
-/// The body as a JSON object, or OtpMint's "Missing required fields".
-async fn object(body: Body) -> Result<Map<String, Value>, CompatError> {
+const TWICE: &str = "a field stands twice";
+
+/// A JSON object whose keys each stand once: a field given twice (`mail` for two people)
+/// is refused, not read as its last value.
+struct Unique(Map<String, Value>);
+
+impl<'de> serde::Deserialize<'de> for Unique {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Keys;
+        impl<'de> serde::de::Visitor<'de> for Keys {
+            type Value = Unique;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Unique, A::Error> {
+                let mut m = Map::new();
+                while let Some((k, v)) = a.next_entry::<String, Value>()? {
+                    if m.contains_key(&k) {
+                        return Err(serde::de::Error::custom(TWICE));
+                    }
+                    m.insert(k, v);
+                }
+                Ok(Unique(m))
+            }
+        }
+        d.deserialize_map(Keys)
+    }
+}
+
+/// The body as a JSON object with each field once: else OtpMint's "Missing required
+/// fields", or `twice` (the route's answer to a field it cannot read) for a field given twice.
+async fn object(body: Body, twice: &'static str) -> Result<Map<String, Value>, CompatError> {
     match body.bytes_up_to(BODY_LIMIT).await {
-        Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(m)) => Ok(m),
-            _ => Err(CompatError::bad(MISSING_FIELDS)),
+        Ok(bytes) => match serde_json::from_slice::<Unique>(&bytes) {
+            Ok(Unique(m)) => Ok(m),
+            Err(e) if e.to_string().starts_with(TWICE) => Err(CompatError::bad(twice)),
+            Err(_) => Err(CompatError::bad(MISSING_FIELDS)),
         },
         Err(ApiError::TooLarge(_)) => Err(CompatError {
             status: StatusCode::PAYLOAD_TOO_LARGE,
@@ -84,7 +115,7 @@ pub async fn reg_secretkey(st: State, body: Body) -> CompatResult {
         }
         _ => {}
     }
-    let m = object(body).await?;
+    let m = object(body, MISSING_FIELDS).await?;
     let (Some(secret), Some(host), Some(port), Some(mail), Some(password)) = (
         string(&m, "secretKey"),
         string(&m, "smtp_host"),
@@ -152,7 +183,7 @@ pub async fn reg_secretkey(st: State, body: Body) -> CompatResult {
 
 pub async fn otp(st: State, body: Body) -> CompatResult {
     let req = body.req.clone();
-    let m = object(body).await?;
+    let m = object(body, MAIL_ERROR).await?;
     let (Some(mail), Some(secret)) = (string(&m, "mail"), string(&m, "secretKey")) else {
         return Err(CompatError::bad(MAIL_ERROR));
     };
@@ -186,7 +217,7 @@ pub async fn otp(st: State, body: Body) -> CompatResult {
 
 pub async fn verify_otp(st: State, body: Body) -> CompatResult {
     let req = body.req.clone();
-    let m = object(body).await?;
+    let m = object(body, MISSING_FIELDS).await?;
     let (Some(key), Some(code)) = (string(&m, "shareableKey"), string_or_digits(&m, "otp")) else {
         return Err(CompatError::bad(MISSING_FIELDS));
     };

@@ -167,6 +167,23 @@ async fn unknown_keys_bad_addresses_and_smtp_failures_answer_6055() {
             (StatusCode::BAD_REQUEST, "Error: Mail Error -- 6055")
         );
     }
+    // `mail` given twice is refused, not sent to the last one.
+    let r = app
+        .client
+        .post(format!("{}/otp", app.addr))
+        .header("content-type", "application/json")
+        .body(format!(
+            r#"{{"mail": "a@example.com", "mail": "b@example.com", "secretKey": "{KEY}"}}"#
+        ))
+        .send()
+        .await
+        .unwrap();
+    let (s, _, b) = text(r).await;
+    assert_eq!(
+        (s, b.as_str()),
+        (StatusCode::BAD_REQUEST, "Error: Mail Error -- 6055")
+    );
+    assert!(app.smtp.messages().is_empty(), "nothing is sent");
     app.smtp.set_mode(crate::smtp::Mode::RejectRecipients);
     let (s, _, b) = text(
         app.post(
