@@ -20,6 +20,13 @@ pub fn lint(f: &Fields, code_length: u32) -> Result<(), Vec<TemplateError>> {
     }
     if f.subject.contains(['\r', '\n']) {
         errors.push(TemplateError::new("subject", Some(1), "must be one line"));
+    } else if f.subject.chars().any(char::is_control) {
+        // NUL, ESC and the like reach the person's mail client as they are.
+        errors.push(TemplateError::new(
+            "subject",
+            Some(1),
+            "must not contain control characters",
+        ));
     }
     if f.text.trim().is_empty() {
         errors.push(TemplateError::new("text", None, "must not be empty"));
