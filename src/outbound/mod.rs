@@ -24,7 +24,7 @@ pub const URL_MAX: usize = 2048;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlRefusal {
     #[error(
-        "must be an absolute https:// URL with a host name or IP address, without user info or fragment, at most 2048 characters"
+        "must be an absolute https:// URL (http:// where webhooks.allow_plaintext allows it) with an ASCII host name (IDNs in punycode) or IP address, without user info or fragment, at most 2048 characters"
     )]
     Malformed,
     #[error("http:// endpoints are not allowed")]
