@@ -422,6 +422,76 @@ async fn the_database_cut_away_answers_503_and_service_resumes_when_it_returns()
     assert_eq!(app.verify(&sk, &k2, &c2).await.0, StatusCode::OK);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_database_answers_503_in_bounded_time_and_the_mint_sends_nothing_later() {
+    let proxy = Proxy::start("127.0.0.1:5432".into()).await;
+    let app = spawn_app_with(|s| {
+        let url = s.database.url.clone();
+        let name = url.rsplit('/').next().unwrap().to_string();
+        let base = postgres_base_url().unwrap();
+        let through = base.replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port), 1);
+        s.database.url = pg_url_for(&through, &name);
+        s.database.timeout_seconds = 1;
+    })
+    .await;
+    let (_, sk) = app.tenant().await;
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+
+    // The database hangs: every byte is taken, none answered (a stopped server).
+    proxy.stall();
+    let sent_before = app.smtp.messages().len();
+    let asked = std::time::Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(30),
+        app.post("/v1/otp", &sk, json!({"email": "bob@example.com"})),
+    )
+    .await
+    .expect("a sync mint must not wait for a hung database without end");
+    assert_eq!(
+        r.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "after {:?}",
+        asked.elapsed()
+    );
+    assert!(r.headers().contains_key("retry-after"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "unavailable");
+    let (s, v) = tokio::time::timeout(Duration::from_secs(30), app.verify(&sk, &key, &code))
+        .await
+        .expect("a verify must not wait without end either");
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable"))
+    );
+
+    // It comes back (restarted): nothing the abandoned requests began is acted on.
+    proxy.restore();
+    let (k2, c2) = {
+        let mut minted = None;
+        for _ in 0..100 {
+            let r = app
+                .post("/v1/otp", &sk, json!({"email": "cy@example.com"}))
+                .await;
+            if r.status() == StatusCode::CREATED {
+                let v: Value = r.json().await.unwrap();
+                let key = v["shareable_key"].as_str().unwrap().to_string();
+                minted = Some((key, app.smtp.wait_for("cy@example.com", 1).await.code()));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        minted.expect("service resumes when the database is back")
+    };
+    assert_eq!(app.verify(&sk, &k2, &c2).await.0, StatusCode::OK);
+    assert_eq!(
+        app.smtp.count_to("bob@example.com"),
+        0,
+        "the mint answered 503 sends nothing, then or later"
+    );
+    assert_eq!(app.smtp.messages().len(), sent_before + 1);
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+}
+
 /// API.md §11.3 on PostgreSQL: the relay takes a message while the database is cut away for
 /// longer than the message's lease; once it is back the outcome is recorded and the message
 /// is never sent again.

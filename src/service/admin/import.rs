@@ -260,7 +260,7 @@ impl Admin {
         }
         report.counts = self
             .core
-            .db(move |s| s.import(&tenants, &codes, now))
+            .db_long(move |s| s.import(&tenants, &codes, now))
             .await?;
         Ok(report)
     }

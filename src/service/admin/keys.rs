@@ -187,6 +187,6 @@ impl Admin {
 
     /// Copy the live database to `path` with SQLite's online backup API.
     pub async fn backup(&self, path: PathBuf) -> Result<(), ServiceError> {
-        self.core.db(move |s| s.backup_to(&path)).await
+        self.core.db_long(move |s| s.backup_to(&path)).await
     }
 }

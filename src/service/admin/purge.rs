@@ -22,7 +22,7 @@ impl Admin {
         // that expired since, until the next count).
         self.count_expired().await?;
         self.core
-            .db(move |s| {
+            .db_long(move |s| {
                 s.purge_audit(now - audit)?;
                 // Idempotency keys after their 24 hours; webhook delivery records with the audit.
                 s.purge_integration(now, now - audit)?;

@@ -8,6 +8,7 @@ mod retry;
 pub(crate) mod seals;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -39,8 +40,18 @@ impl Core {
         self.hasher.queue_depth()
     }
 
-    /// Run a store call on the blocking pool.
+    /// Run a store call on the blocking pool, answered within [`Core::db_bound`].
     pub async fn db<T, F>(&self, f: F) -> Result<T, ServiceError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.bounded(self.db_long(f)).await
+    }
+
+    /// As [`Core::db`], without the bound: maintenance that may rightly take long on a big
+    /// database (purge, backup, import), each statement still bounded by the database.
+    pub async fn db_long<T, F>(&self, f: F) -> Result<T, ServiceError>
     where
         T: Send + 'static,
         F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
@@ -51,6 +62,29 @@ impl Core {
             .await
             .map_err(|e| ServiceError::Internal(format!("blocking task failed: {e}")))?
             .map_err(ServiceError::from)
+    }
+
+    /// How long a store call may take before the request answers 503 `unavailable`: twice
+    /// `database.timeout_seconds` (a wait for a connection, then statements, each bounded
+    /// by it). The database bounds its own waits; this bounds a database that does not
+    /// answer at all (a hung server, a network that stopped forwarding), where a request
+    /// would otherwise wait without end and act long after its client gave up. The request
+    /// does not wait for a call cut off here and never acts on what it does later.
+    fn db_bound(&self) -> Duration {
+        Duration::from_secs(self.settings.load().database.timeout_seconds.max(1) * 2)
+    }
+
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, ServiceError>>,
+    ) -> Result<T, ServiceError> {
+        tokio::time::timeout(self.db_bound(), call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(ServiceError::Unavailable(
+                    "the database did not answer in time".into(),
+                ))
+            })
     }
 
     /// Run a store call made of writes and the single-row reads they need (see
@@ -70,14 +104,17 @@ impl Core {
             f,
             tx,
         });
-        if let Err(call) = self.store.submit(call) {
-            tokio::task::spawn_blocking(move || call.run()(Ok(())))
-                .await
-                .map_err(|e| ServiceError::Internal(format!("blocking task failed: {e}")))?;
-        }
-        rx.await
-            .map_err(|_| ServiceError::Unavailable("the store dropped a write".into()))?
-            .map_err(ServiceError::from)
+        self.bounded(async move {
+            if let Err(call) = self.store.submit(call) {
+                tokio::task::spawn_blocking(move || call.run()(Ok(())))
+                    .await
+                    .map_err(|e| ServiceError::Internal(format!("blocking task failed: {e}")))?;
+            }
+            rx.await
+                .map_err(|_| ServiceError::Unavailable("the store dropped a write".into()))?
+                .map_err(ServiceError::from)
+        })
+        .await
     }
 
     pub fn quota(&self) -> SendQuota {

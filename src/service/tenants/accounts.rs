@@ -124,10 +124,10 @@ impl Tenants {
         digest: Vec<u8>,
         now: i64,
     ) -> Result<(), ServiceError> {
-        let store = std::sync::Arc::clone(&self.core.store);
-        tokio::task::spawn_blocking(move || store.insert_tenant(&row, &digest, now))
-            .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))?
+        // The store's own answer is kept whole: its conflict is a taken secret key.
+        self.core
+            .db(move |s| Ok(s.insert_tenant(&row, &digest, now)))
+            .await?
             .map_err(|e| match e {
                 StoreError::Conflict(_) => ServiceError::SecretTaken,
                 other => other.into(),
