@@ -148,6 +148,48 @@ async fn a_relay_that_takes_three_sessions_gets_about_three_and_every_message_is
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_send_waits_within_its_deadline_while_the_relays_sessions_are_taken() {
+    // The relay serves one session at once, and another tenant (or instance) holds it.
+    let relay = SmtpServer::start().await;
+    relay.set_session_limit(Some(1));
+    relay.set_hang_up_after_message(true);
+    let app = app_with_relays(&[&relay]).await;
+    let holder = tenant_on(&app, &relay, json!({}), json!({})).await;
+    let waiter = tenant_on(&app, &relay, json!({}), json!({})).await;
+    relay.hold();
+    let first = app.post("/v1/otp", &holder, json!({"email": "ada@example.com"}));
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let second = async {
+        while relay.open_sessions() == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let asked = Instant::now();
+        let r = app
+            .post("/v1/otp", &waiter, json!({"email": "bob@example.com"}))
+            .await;
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let status = r.status();
+        (status, (asked.elapsed(), r.text().await.unwrap()))
+    };
+    let release = async {
+        // Once the waiting send has been turned away more often than its window's quick
+        // tries (or has answered), the holder's message goes and its session ends.
+        while relay.turned_away() < 5 && !done.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        relay.release();
+    };
+    let (first, (second, took), ()) = tokio::join!(first, second, release);
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert_eq!(
+        second,
+        StatusCode::CREATED,
+        "a sync send finds the relay's session taken, waits and sends: {took:?}"
+    );
+    assert_eq!(relay.count_to("bob@example.com"), 1);
+}
+
 #[tokio::test]
 async fn one_tenants_backlog_never_delays_another_tenants_message() {
     let slow = SmtpServer::start().await;

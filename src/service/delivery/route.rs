@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::time::Instant;
+use tokio::time::{Duration, Instant};
 
 use super::attempt::Undelivered;
 use super::transport::{route, Accepted, Deadline, Outbound, Transport};
@@ -26,6 +26,10 @@ pub use crate::domain::recipient::Channel;
 /// Sessions one message tries when the relay keeps turning them away while its window
 /// shrinks.
 const REFUSED_TRIES: u32 = 4;
+
+/// A sync send's first pause once the relay keeps turning it away (doubling to 16 times
+/// this).
+const REFUSED_PAUSE: Duration = Duration::from_millis(100);
 
 /// What accepted a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -313,13 +317,27 @@ impl Delivery {
                 }
                 Err(e) if e.is_refused() => {
                     tries += 1;
-                    let again = slot.refused()
-                        && !e.maybe_delivered
-                        && tries < REFUSED_TRIES
-                        && Instant::now() < setup_by;
+                    let shrank = slot.refused();
                     drop(slot);
-                    if !again {
+                    if e.maybe_delivered || Instant::now() >= setup_by {
                         return Err(Undelivered::Failed(e));
+                    }
+                    if !shrank || tries >= REFUSED_TRIES {
+                        // The window is at one session, or the relay keeps turning sessions
+                        // away (its sessions are taken, by other tenants or instances). An
+                        // async message waits for its next attempt, and with another transport
+                        // waiting the message goes there at once (API.md §12.1); a sync one
+                        // with no other, its client waiting, tries again after a pause while
+                        // its deadline allows: the relay's sessions free up as other sends end
+                        // (API.md §10).
+                        let pause = REFUSED_PAUSE * (1 << tries.min(4));
+                        let wait = job.mode == DeliveryMode::Sync
+                            && deadline.setup_by.is_none()
+                            && Instant::now() + pause < setup_by;
+                        if !wait {
+                            return Err(Undelivered::Failed(e));
+                        }
+                        tokio::time::sleep(pause).await;
                     }
                     tracing::debug!(tenant_id = %out.tenant.id, detail = %e.detail, "the relay turned a session away; its window shrinks and the message goes on another");
                     refusal = Some(e);
