@@ -8,8 +8,11 @@ use crate::config::{LogFormat, LogSettings};
 
 /// Targets muted at every level: lettre logs SMTP commands and bodies (AUTH, codes); the
 /// PostgreSQL driver logs every statement's parameters at debug (recipient addresses, key
-/// digests; API.md §6.33).
+/// digests; API.md §6.33); actix's HTTP/1 dispatcher logs every malformed request a client
+/// sends (a bad header, a broken chunk) at ERROR, so anyone could fill the error log (the
+/// client gets its 400 and the request is never seen by a route).
 const MUTED: &[&str] = &[
+    "actix_http::h1::dispatcher",
     "lettre",
     "tokio_postgres",
     "postgres",

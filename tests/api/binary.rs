@@ -362,6 +362,24 @@ async fn cli_manages_tenants_and_logs_never_show_secrets() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
+    // A malformed request (a NUL in a header) is the client's 400, not the server's error.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", running.port))
+            .await
+            .unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Bad: a\0b\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+        assert!(
+            String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 400"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut log = String::new();
     while let Ok(l) = running.lines.try_recv() {
@@ -373,6 +391,11 @@ async fn cli_manages_tenants_and_logs_never_show_secrets() {
         "access log lines are there: {log}"
     );
     assert!(log.contains("a***@example.com"), "recipients are masked");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("\"ERROR\"") && l.contains("parse error")),
+        "a client's malformed request fills no error log: {log}"
+    );
     // Lines logged by the work a request did carry its id (here: the delivery of the mint).
     assert!(
         log.lines()
