@@ -133,7 +133,7 @@ impl Admin {
         let before = (now - days * 24 * HOUR_MS).div_euclid(HOUR_MS);
         let quiet = now.div_euclid(HOUR_MS) - QUIET_HOURS;
         self.core
-            .write(move |s| {
+            .write_long(move |s| {
                 s.compact_stats(quiet)?;
                 s.purge_stats(before)
             })

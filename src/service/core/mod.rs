@@ -40,13 +40,24 @@ impl Core {
         self.hasher.queue_depth()
     }
 
-    /// Run a store call on the blocking pool, answered within [`Core::db_bound`].
+    /// Run a store call on the blocking pool, answered within [`Core::db_bound`]; a call
+    /// the request gave up on before it began never runs.
     pub async fn db<T, F>(&self, f: F) -> Result<T, ServiceError>
     where
         T: Send + 'static,
         F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
     {
-        self.bounded(self.db_long(f)).await
+        let given_up = GivenUp::default();
+        let flag = given_up.flag();
+        self.bounded(self.db_long(move |s| {
+            if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(StoreError::Unavailable(
+                    "the request gave up on this call".into(),
+                ));
+            }
+            f(s)
+        }))
+        .await
     }
 
     /// As [`Core::db`], without the bound: maintenance that may rightly take long on a big
@@ -68,8 +79,9 @@ impl Core {
     /// `database.timeout_seconds` (a wait for a connection, then statements, each bounded
     /// by it). The database bounds its own waits; this bounds a database that does not
     /// answer at all (a hung server, a network that stopped forwarding), where a request
-    /// would otherwise wait without end and act long after its client gave up. The request
-    /// does not wait for a call cut off here and never acts on what it does later.
+    /// would otherwise wait without end and act long after its client gave up. A call still
+    /// waiting for its turn (a connection, the writer) when the request gives up never
+    /// runs; one already running may still finish, and the request never acts on it.
     fn db_bound(&self) -> Duration {
         Duration::from_secs(self.settings.load().database.timeout_seconds.max(1) * 2)
     }
@@ -91,8 +103,18 @@ impl Core {
     /// [`Store::submit`]) and wait for it to be durable. On SQLite it runs on the
     /// group-commit writer's own thread, so no blocking thread sits waiting for the commit
     /// (two thread switches less per write); elsewhere it runs on the blocking pool like
-    /// [`Core::db`].
+    /// [`Core::db`]. Answered within [`Core::db_bound`]; a call the request gave up on
+    /// before its turn never runs.
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, ServiceError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.bounded(self.write_long(f)).await
+    }
+
+    /// As [`Core::write`], without the bound: maintenance that may rightly take long.
+    pub(crate) async fn write_long<T, F>(&self, f: F) -> Result<T, ServiceError>
     where
         T: Send + 'static,
         F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
@@ -104,17 +126,14 @@ impl Core {
             f,
             tx,
         });
-        self.bounded(async move {
-            if let Err(call) = self.store.submit(call) {
-                tokio::task::spawn_blocking(move || call.run()(Ok(())))
-                    .await
-                    .map_err(|e| ServiceError::Internal(format!("blocking task failed: {e}")))?;
-            }
-            rx.await
-                .map_err(|_| ServiceError::Unavailable("the store dropped a write".into()))?
-                .map_err(ServiceError::from)
-        })
-        .await
+        if let Err(call) = self.store.submit(call) {
+            tokio::task::spawn_blocking(move || call.run()(Ok(())))
+                .await
+                .map_err(|e| ServiceError::Internal(format!("blocking task failed: {e}")))?;
+        }
+        rx.await
+            .map_err(|_| ServiceError::Unavailable("the store dropped a write".into()))?
+            .map_err(ServiceError::from)
     }
 
     pub fn quota(&self) -> SendQuota {
@@ -138,6 +157,23 @@ pub fn retry_secs(ms: i64) -> u64 {
     (ms.max(0) as u64).div_ceil(1000).max(1)
 }
 
+/// Set when the request that made a store call stops waiting for it (its future finished
+/// or was dropped): a call that has not begun by then does nothing.
+#[derive(Default)]
+struct GivenUp(Arc<std::sync::atomic::AtomicBool>);
+
+impl GivenUp {
+    fn flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        Arc::clone(&self.0)
+    }
+}
+
+impl Drop for GivenUp {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// A store call on its way to [`Store::submit`], answered through a channel.
 struct Call<F, T> {
     store: Arc<dyn Store>,
@@ -153,6 +189,10 @@ where
 {
     fn run(self: Box<Self>) -> Box<dyn FnOnce(Result<(), StoreError>) + Send> {
         let Call { store, span, f, tx } = *self;
+        // Nobody waits for it any more (the request gave up, or went away): it does nothing.
+        if tx.is_closed() {
+            return Box::new(|_| {});
+        }
         let out = span.in_scope(|| f(store.as_ref()));
         Box::new(move |committed| {
             let _ = tx.send(committed.and(out));
