@@ -182,6 +182,10 @@ pub struct DeliveryError {
     pub detail_code: Option<String>,
     /// How long the other side asked to wait before the next try (`Retry-After`).
     pub retry_after: Option<std::time::Duration>,
+    /// The relay answered that it has no room now (`421`, or a 4xx at its greeting or
+    /// EHLO): its sessions are taken, and one may free up soon. Not a relay that is down
+    /// (no connection, a reset, a timeout).
+    pub busy: bool,
 }
 
 impl DeliveryError {
@@ -194,6 +198,7 @@ impl DeliveryError {
             detail: detail.into(),
             detail_code: None,
             retry_after: None,
+            busy: false,
         }
     }
     pub fn permanent(reason: DeliveryReason, detail: impl Into<String>) -> Self {
@@ -223,6 +228,10 @@ impl DeliveryError {
     }
     pub fn with_code(mut self, code: impl Into<String>) -> Self {
         self.detail_code = Some(code.into());
+        self
+    }
+    pub fn busy(mut self, busy: bool) -> Self {
+        self.busy = busy;
         self
     }
     pub fn with_retry_after(mut self, d: Option<std::time::Duration>) -> Self {

@@ -126,6 +126,7 @@ impl Mailer {
                 smtp_fail(DeliveryReason::Tls, &e),
                 session_refused(&e, true),
             )
+            .busy(busy_reply(&e, true))
         };
         if !plain.server_info().supports_feature(Extension::StartTls) {
             plain.abort().await;
@@ -216,6 +217,7 @@ fn greeting_failed(e: lettre::transport::smtp::Error) -> DeliveryError {
         smtp_fail(DeliveryReason::Unreachable, &e),
         session_refused(&e, true),
     )
+    .busy(busy_reply(&e, true))
 }
 
 /// The failure as a session the relay turned away, when it was one.

@@ -26,11 +26,16 @@ pub(super) fn turned_away(e: &io::Error) -> bool {
     )
 }
 
-/// Whether a lettre error is the relay turning the session away: a 421 reply (the relay
-/// closes the channel), or the connection refused or dropped under us. At the greeting and
-/// EHLO (`greeting`), any 4xx reply is one too.
+/// Whether a lettre error is the relay answering that it has no room now: a 421 reply, or
+/// at the greeting and EHLO (`greeting`) any 4xx reply.
+pub(super) fn busy_reply(e: &lettre::transport::smtp::Error, greeting: bool) -> bool {
+    e.status().is_some_and(|c| c.to_string() == "421") || (greeting && e.is_transient())
+}
+
+/// Whether a lettre error is the relay turning the session away: a busy reply
+/// ([`busy_reply`]), or the connection refused or dropped under us.
 pub(super) fn session_refused(e: &lettre::transport::smtp::Error, greeting: bool) -> bool {
-    if e.status().is_some_and(|c| c.to_string() == "421") || (greeting && e.is_transient()) {
+    if busy_reply(e, greeting) {
         return true;
     }
     let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);

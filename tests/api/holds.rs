@@ -31,6 +31,14 @@ async fn tenant_on(app: &TestApp, relay: &SmtpServer, smtp: Value, extra: Value)
 
 /// An app that may also send to `relays` (their ports allowed, their CAs trusted).
 async fn app_with_relays(relays: &[&SmtpServer]) -> TestApp {
+    app_with_relays_and(relays, |_| {}).await
+}
+
+/// As [`app_with_relays`], with more settings changed.
+async fn app_with_relays_and(
+    relays: &[&SmtpServer],
+    more: impl FnOnce(&mut otpmint::config::Settings) + Send + 'static,
+) -> TestApp {
     let extra: Vec<(u16, std::path::PathBuf)> =
         relays.iter().map(|r| (r.port, r.ca_path.clone())).collect();
     spawn_app_with(move |s| {
@@ -38,6 +46,7 @@ async fn app_with_relays(relays: &[&SmtpServer]) -> TestApp {
             s.smtp.allowed_ports.push(port);
             s.smtp.extra_root_certificates.push(ca);
         }
+        more(s);
     })
     .await
 }
@@ -154,7 +163,8 @@ async fn a_sync_send_waits_within_its_deadline_while_the_relays_sessions_are_tak
     let relay = SmtpServer::start().await;
     relay.set_session_limit(Some(1));
     relay.set_hang_up_after_message(true);
-    let app = app_with_relays(&[&relay]).await;
+    // Time enough on a loaded machine for the quick tries, the pauses and the send.
+    let app = app_with_relays_and(&[&relay], |s| s.smtp.timeout_seconds = 20).await;
     let holder = tenant_on(&app, &relay, json!({}), json!({})).await;
     let waiter = tenant_on(&app, &relay, json!({}), json!({})).await;
     relay.hold();

@@ -27,9 +27,12 @@ pub use crate::domain::recipient::Channel;
 /// shrinks.
 const REFUSED_TRIES: u32 = 4;
 
-/// A sync send's first pause once the relay keeps turning it away (doubling to 16 times
-/// this).
+/// A sync send's first pause once the relay keeps answering it is busy (doubling to 16
+/// times this).
 const REFUSED_PAUSE: Duration = Duration::from_millis(100);
+
+/// The time a try after such a pause must still have, to connect and send.
+const MIN_TRY: Duration = Duration::from_secs(1);
 
 /// What accepted a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -331,9 +334,12 @@ impl Delivery {
                         // its deadline allows: the relay's sessions free up as other sends end
                         // (API.md §10).
                         let pause = REFUSED_PAUSE * (1 << tries.min(4));
-                        let wait = job.mode == DeliveryMode::Sync
+                        // Only a relay that answered it is busy; one that is down (no
+                        // connection, a timeout) fails at once as before.
+                        let wait = e.busy
+                            && job.mode == DeliveryMode::Sync
                             && deadline.setup_by.is_none()
-                            && Instant::now() + pause < setup_by;
+                            && Instant::now() + pause + MIN_TRY < setup_by;
                         if !wait {
                             return Err(Undelivered::Failed(e));
                         }
