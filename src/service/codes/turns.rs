@@ -5,23 +5,25 @@
 //! that finds every attempt reserved while other verifies of the key are still comparing
 //! cannot yet tell `attempts_exhausted` from `otp_used`: the right code sent several times
 //! at once would be told `attempts_exhausted` though no wrong guess was made. It waits for
-//! them here, then reads the key's state. Verifies never wait for each other otherwise, so
-//! the hashing pool still sheds a flood.
+//! them here, then reads the key's state. Verifies do not wait for each other otherwise
+//! (those of a key that come while one waits here queue behind it, briefly), so the
+//! hashing pool still sheds a flood. Other instances' verifies are not seen here.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::{OwnedRwLockReadGuard, RwLock};
 
 type Turn = Arc<RwLock<()>>;
 
-/// The keys being verified now.
+/// The keys being verified now, each with how many verifies of it are under way.
 #[derive(Default)]
 pub(crate) struct KeyTurns {
-    keys: Mutex<HashMap<Vec<u8>, Turn>>,
+    keys: Mutex<HashMap<Vec<u8>, (usize, Turn)>>,
 }
 
-/// One verify of a key, under way; the key leaves the table with its last verify.
+/// One verify of a key, under way; the key leaves the table with its last verify (also
+/// when a verify is dropped while it waits).
 pub(crate) struct Under<'a> {
     turns: &'a KeyTurns,
     key: Vec<u8>,
@@ -30,30 +32,32 @@ pub(crate) struct Under<'a> {
 }
 
 impl KeyTurns {
+    fn keys(&self) -> MutexGuard<'_, HashMap<Vec<u8>, (usize, Turn)>> {
+        self.keys.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// A verify of `key` (the shareable key's digest) starts; before its reservation.
     pub(crate) async fn enter(&self, key: &[u8]) -> Under<'_> {
-        let turn = Arc::clone(
-            self.keys
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(key.to_vec())
-                .or_default(),
-        );
-        let guard = Arc::clone(&turn).read_owned().await;
-        Under {
+        let turn = {
+            let mut keys = self.keys();
+            let (count, turn) = keys.entry(key.to_vec()).or_default();
+            *count += 1;
+            Arc::clone(turn)
+        };
+        // Counted before any wait: a verify dropped while it waits still leaves.
+        let mut under = Under {
             turns: self,
             key: key.to_vec(),
             turn,
-            guard: Some(guard),
-        }
+            guard: None,
+        };
+        under.guard = Some(Arc::clone(&under.turn).read_owned().await);
+        under
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.keys
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.keys().len()
     }
 }
 
@@ -69,15 +73,12 @@ impl Under<'_> {
 impl Drop for Under<'_> {
     fn drop(&mut self) {
         drop(self.guard.take());
-        let mut keys = self
-            .turns
-            .keys
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        // The table's handle and this one: no other verify of the key (handles are cloned
-        // only under this lock).
-        if Arc::strong_count(&self.turn) == 2 {
-            keys.remove(&self.key);
+        let mut keys = self.turns.keys();
+        if let Some((count, _)) = keys.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                keys.remove(&self.key);
+            }
         }
     }
 }
@@ -111,5 +112,29 @@ mod tests {
         assert_eq!(turns.len(), 1, "only the other key is left");
         drop(other_key);
         assert_eq!(turns.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_verify_dropped_while_it_waits_leaves_the_table() {
+        let turns = Arc::new(KeyTurns::default());
+        let first = turns.enter(b"k").await;
+        let t = Arc::clone(&turns);
+        // A settle waits for the first; a verify that comes meanwhile queues behind it.
+        let settler = tokio::spawn(async move {
+            let mut u = t.enter(b"k").await;
+            u.settle().await;
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let t = Arc::clone(&turns);
+        let late = tokio::spawn(async move {
+            let _u = t.enter(b"k").await;
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!late.is_finished(), "it waits behind the settle");
+        late.abort();
+        let _ = late.await;
+        drop(first);
+        settler.await.unwrap();
+        assert_eq!(turns.len(), 0, "no verify of the key is left");
     }
 }
