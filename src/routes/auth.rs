@@ -215,26 +215,29 @@ async fn read_body_inner(
     Ok(body.freeze())
 }
 
-/// JSON, in UTF-8 (the only charset JSON has, RFC 8259 §8.1): a `charset` other than
-/// UTF-8 is refused rather than misread.
+/// JSON. A `charset` parameter is ignored, as RFC 8259 §11 has it: JSON is UTF-8, and
+/// bytes that are not fail as invalid JSON.
 fn is_json(req: &HttpRequest) -> bool {
     req.mime_type().ok().flatten().is_some_and(|m| {
         m.type_() == "application"
             && (m.subtype() == "json" || m.suffix().is_some_and(|s| s == "json"))
-            && m.get_param("charset")
-                .is_none_or(|c| c.as_str().eq_ignore_ascii_case("utf-8"))
     })
 }
 
 /// The body is sent as it is: a `Content-Encoding` (gzip, br, …) is not decoded here, so
 /// it is refused rather than read as JSON (RFC 9110 §8.4.1).
 fn unencoded(req: &HttpRequest) -> Result<(), ApiError> {
-    match req.headers().get(header::CONTENT_ENCODING) {
-        None => Ok(()),
-        Some(v) if v.as_bytes().eq_ignore_ascii_case(b"identity") => Ok(()),
-        Some(_) => Err(ApiError::MediaType(
+    let identity = req
+        .headers()
+        .get_all(header::CONTENT_ENCODING)
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .all(|c| c.trim().eq_ignore_ascii_case("identity"));
+    if identity {
+        Ok(())
+    } else {
+        Err(ApiError::MediaType(
             "application/json without Content-Encoding",
-        )),
+        ))
     }
 }
 
@@ -332,10 +335,7 @@ impl Body {
     /// A route that takes no body: none, `null` or `{}`; anything else is refused (400, or
     /// 415 when it is not JSON) and the route does nothing.
     pub async fn none(self) -> Result<(), ApiError> {
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct NoFields {}
-        self.optional_json::<NoFields>().await.map(drop)
+        self.optional_json::<super::dto::NoBody>().await.map(drop)
     }
 
     /// An optional JSON body: an empty body, or `null`, is `None`.

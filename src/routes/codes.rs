@@ -181,6 +181,7 @@ fn mint_out(m: &Minted) -> (actix_web::http::StatusCode, MintOut) {
 #[utoipa::path(post, path = "/v1/otp/{key}/resend", tag = "codes",
     description = "Email a new code under the same shareable key (API.md §13.3). The key's earlier codes keep verifying until its `expires_at` (unchanged), so a late first message still works; the key's attempts are shared by all its codes. At most `otp.max_resends` per key; the recipient's cooldown and quotas apply as to a mint.",
     params(("key" = String, Path, description = "Shareable key, `otp_…`")),
+    request_body(content = Option<NoBody>, description = "None: nothing, null or {}"),
     responses(
         (status = 201, description = "Sent (the key's delivery is sync): the relay accepted the new message", body = ResendOut),
         (status = 202, description = "Queued (async): the new message is stored; a sender delivers it", body = ResendOut),

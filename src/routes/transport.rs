@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::{Body, TenantAuth};
-use super::dto::{problems, Problem};
+use super::dto::{problems, NoBody, Problem};
 use super::error::ApiError;
 use super::respond::json;
 use super::State;
@@ -95,6 +95,7 @@ pub async fn delete_http_transport(t: TenantAuth, st: State) -> ApiResult {
 
 #[utoipa::path(post, path = "/v1/tenant/transport/http/rotate-secret", tag = "transports",
     description = "A new signing secret, shown once; the old one stops at once.",
+    request_body(content = Option<NoBody>, description = "None: nothing, null or {}"),
     responses(
         (status = 200, description = "The transport with its new secret", body = HttpTransportOut),
         (status = 400, description = "invalid_request: the route takes no body (none, null or {})", body = Problem, content_type = "application/problem+json"),

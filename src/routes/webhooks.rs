@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::{Body, TenantAuth};
-use super::dto::{problems, Problem};
+use super::dto::{problems, NoBody, Problem};
 use super::error::ApiError;
 use super::respond::json;
 use super::State;
@@ -160,6 +160,7 @@ pub async fn delete_webhook(t: TenantAuth, st: State) -> ApiResult {
 
 #[utoipa::path(post, path = "/v1/tenant/webhook/rotate-secret", tag = "webhooks",
     description = "A new signing secret, shown once; the old one stops at once.",
+    request_body(content = Option<NoBody>, description = "None: nothing, null or {}"),
     responses(
         (status = 200, description = "The webhook with its new secret", body = WebhookOut),
         (status = 400, description = "invalid_request: the route takes no body (none, null or {})", body = Problem, content_type = "application/problem+json"),
@@ -175,6 +176,7 @@ pub async fn rotate_webhook_secret(t: TenantAuth, st: State, body: Body) -> ApiR
 
 #[utoipa::path(post, path = "/v1/tenant/webhook/test", tag = "webhooks",
     description = "Queue a `webhook.test` event; its attempts show in the deliveries.",
+    request_body(content = Option<NoBody>, description = "None: nothing, null or {}"),
     responses(
         (status = 202, description = "Queued", body = TestEventOut),
         (status = 400, description = "invalid_request: the route takes no body (none, null or {})", body = Problem, content_type = "application/problem+json"),

@@ -192,6 +192,11 @@ pub struct TenantListOut {
     pub tenants: Vec<TenantOut>,
 }
 
+/// The body of a route that takes none: nothing, `null` or `{}`.
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoBody {}
+
 #[derive(Serialize, ToSchema)]
 pub struct SecretOut {
     pub secret_key: String,
