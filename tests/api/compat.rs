@@ -23,6 +23,20 @@ async fn text(r: reqwest::Response) -> (StatusCode, String, String) {
     (s, ct, r.text().await.unwrap())
 }
 
+/// POST `body` as it is (not JSON made by serde) to a compat route, as the admin.
+async fn post_raw(app: &TestApp, path: &str, body: String) -> (StatusCode, String, String) {
+    let r = app
+        .client
+        .post(format!("{}{path}", app.addr))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    text(r).await
+}
+
 async fn register(app: &TestApp) {
     let (s, ct, body) = text(app.post("/reg_secretkey", ADMIN, reg_body(app, KEY)).await).await;
     assert_eq!(
@@ -77,15 +91,7 @@ async fn registration_needs_the_admin_token_and_a_16_character_key() {
         (s, b.as_str()),
         (StatusCode::BAD_REQUEST, "Missing required fields")
     );
-    let r = app
-        .client
-        .post(format!("{}/reg_secretkey", app.addr))
-        .bearer_auth(ADMIN)
-        .body("not json")
-        .send()
-        .await
-        .unwrap();
-    let (s, _, b) = text(r).await;
+    let (s, _, b) = post_raw(&app, "/reg_secretkey", "not json".into()).await;
     assert_eq!(
         (s, b.as_str()),
         (StatusCode::BAD_REQUEST, "Missing required fields")
@@ -168,17 +174,9 @@ async fn unknown_keys_bad_addresses_and_smtp_failures_answer_6055() {
         );
     }
     // `mail` given twice is refused, not sent to the last one.
-    let r = app
-        .client
-        .post(format!("{}/otp", app.addr))
-        .header("content-type", "application/json")
-        .body(format!(
-            r#"{{"mail": "a@example.com", "mail": "b@example.com", "secretKey": "{KEY}"}}"#
-        ))
-        .send()
-        .await
-        .unwrap();
-    let (s, _, b) = text(r).await;
+    let twice =
+        format!(r#"{{"mail": "a@example.com", "mail": "b@example.com", "secretKey": "{KEY}"}}"#);
+    let (s, _, b) = post_raw(&app, "/otp", twice).await;
     assert_eq!(
         (s, b.as_str()),
         (StatusCode::BAD_REQUEST, "Error: Mail Error -- 6055")

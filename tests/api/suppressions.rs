@@ -173,7 +173,7 @@ async fn bad_entries_are_refused_and_change_nothing() {
     let (s, v) = body(app.get("/v1/tenant/suppressions?cursor=bm9wZQ", &sk).await).await;
     assert_eq!(
         (s, v["errors"][0]["field"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("cursor"))
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("cursor"))
     );
     assert_eq!(
         app.get("/v1/tenant/suppressions", "sk_wrong")

@@ -364,19 +364,25 @@ async fn three_instances_starting_at_once_on_an_empty_database_share_one_keyring
     assert_eq!(migrations, files as i64, "every migration applied once");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_database_cut_away_answers_503_and_service_resumes_when_it_returns() {
-    let proxy = Proxy::start("127.0.0.1:5432".into()).await;
-    let app = spawn_app_with(|s| {
-        // the same fresh database, reached through the proxy
+/// An app on a fresh database of its own reached through `proxy`, its store calls bounded
+/// by a timeout of 1 s.
+async fn app_through(proxy: &Proxy) -> TestApp {
+    let port = proxy.port;
+    spawn_app_with(move |s| {
         let url = s.database.url.clone();
         let name = url.rsplit('/').next().unwrap().to_string();
         let base = postgres_base_url().unwrap();
-        let through = base.replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port), 1);
+        let through = base.replacen("127.0.0.1:5432", &format!("127.0.0.1:{port}"), 1);
         s.database.url = pg_url_for(&through, &name);
         s.database.timeout_seconds = 1;
     })
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_cut_away_answers_503_and_service_resumes_when_it_returns() {
+    let proxy = Proxy::start("127.0.0.1:5432".into()).await;
+    let app = app_through(&proxy).await;
     let (_, sk) = app.tenant().await;
     let (key, code) = app.mint(&sk, "ada@example.com").await;
     let health = |path: &'static str| {
@@ -425,15 +431,7 @@ async fn the_database_cut_away_answers_503_and_service_resumes_when_it_returns()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_database_answers_503_in_bounded_time_and_the_mint_sends_nothing_later() {
     let proxy = Proxy::start("127.0.0.1:5432".into()).await;
-    let app = spawn_app_with(|s| {
-        let url = s.database.url.clone();
-        let name = url.rsplit('/').next().unwrap().to_string();
-        let base = postgres_base_url().unwrap();
-        let through = base.replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port), 1);
-        s.database.url = pg_url_for(&through, &name);
-        s.database.timeout_seconds = 1;
-    })
-    .await;
+    let app = app_through(&proxy).await;
     let (_, sk) = app.tenant().await;
     let (key, code) = app.mint(&sk, "ada@example.com").await;
 
