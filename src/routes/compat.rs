@@ -31,11 +31,12 @@ fn text(status: StatusCode, body: String) -> HttpResponse {
         .body(body)
 }
 
-const TWICE: &str = "a field stands twice";
-
-/// A JSON object whose keys each stand once: a field given twice (`mail` for two people)
-/// is refused, not read as its last value.
-struct Unique(Map<String, Value>);
+/// A JSON object, and whether a key stood in it twice: a field given twice (`mail` for two
+/// people) is refused, not read as its last value.
+struct Unique {
+    map: Map<String, Value>,
+    twice: bool,
+}
 
 impl<'de> serde::Deserialize<'de> for Unique {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -46,14 +47,11 @@ impl<'de> serde::Deserialize<'de> for Unique {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Unique, A::Error> {
-                let mut m = Map::new();
+                let (mut map, mut twice) = (Map::new(), false);
                 while let Some((k, v)) = a.next_entry::<String, Value>()? {
-                    if m.contains_key(&k) {
-                        return Err(serde::de::Error::custom(TWICE));
-                    }
-                    m.insert(k, v);
+                    twice |= map.insert(k, v).is_some();
                 }
-                Ok(Unique(m))
+                Ok(Unique { map, twice })
             }
         }
         d.deserialize_map(Keys)
@@ -65,8 +63,8 @@ impl<'de> serde::Deserialize<'de> for Unique {
 async fn object(body: Body, twice: &'static str) -> Result<Map<String, Value>, CompatError> {
     match body.bytes_up_to(BODY_LIMIT).await {
         Ok(bytes) => match serde_json::from_slice::<Unique>(&bytes) {
-            Ok(Unique(m)) => Ok(m),
-            Err(e) if e.to_string().starts_with(TWICE) => Err(CompatError::bad(twice)),
+            Ok(Unique { twice: true, .. }) => Err(CompatError::bad(twice)),
+            Ok(Unique { map, .. }) => Ok(map),
             Err(_) => Err(CompatError::bad(MISSING_FIELDS)),
         },
         Err(ApiError::TooLarge(_)) => Err(CompatError {

@@ -24,6 +24,7 @@ pub struct Codes {
     pub(crate) tenants: Arc<Tenants>,
     pub(crate) delivery: Arc<Delivery>,
     pub(crate) events: Arc<Events>,
-    /// One verify of a key at a time in this process.
+    /// The verifies of each key under way in this process (a verify that finds no attempt
+    /// left waits for them before it says why).
     pub(crate) turns: Arc<turns::KeyTurns>,
 }
