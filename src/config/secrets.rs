@@ -117,16 +117,32 @@ impl Settings {
 /// `sslpassword=` query parameters replaced; other URLs as they are.
 pub fn url_without_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+        // A key=value connection string: its password's value goes.
+        return url
+            .split(' ')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if k == "password" || k == "sslpassword" => {
+                    format!("{k}=<redacted>")
+                }
+                _ => pair.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
     };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) if userinfo.contains(':') => {
+    // The user information ends at the last `@`, whatever stands in the password (a `/`,
+    // a `?` or an `@` written as it is): at worst more than the password is hidden.
+    let (authority, tail) = match rest.rsplit_once('@') {
+        Some((userinfo, after)) if userinfo.contains(':') => {
             let user = userinfo.split(':').next().unwrap_or("");
-            format!("{user}:<redacted>@{host}")
+            let host_end = after.find(['/', '?']).unwrap_or(after.len());
+            let (host, tail) = after.split_at(host_end);
+            (format!("{user}:<redacted>@{host}"), tail)
         }
-        _ => authority.to_string(),
+        _ => {
+            let end = rest.find(['/', '?']).unwrap_or(rest.len());
+            let (authority, tail) = rest.split_at(end);
+            (authority.to_string(), tail)
+        }
     };
     let tail = match tail.split_once('?') {
         Some((path, query)) => {

@@ -427,6 +427,19 @@ fn a_database_url_is_shown_without_its_password_and_empty_variables_are_unset() 
         url_without_password("postgres://otp@db/otp?sslmode=require&password=s3cret"),
         "postgres://otp@db/otp?sslmode=require&password=<redacted>"
     );
+    // A password with a `/`, a `?` or an `@` written as it is, which the driver takes.
+    for pw in ["s3/cret", "s3?cret", "s3@cret", "s3:c/r?e@t"] {
+        let shown =
+            url_without_password(&format!("postgres://otp:{pw}@db:5432/otp?sslmode=disable"));
+        assert_eq!(
+            shown, "postgres://otp:<redacted>@db:5432/otp?sslmode=disable",
+            "{pw}"
+        );
+    }
+    assert_eq!(
+        url_without_password("host=db user=otp password=s3cret dbname=otp"),
+        "host=db user=otp password=<redacted> dbname=otp"
+    );
     let s = Settings::load_from(
         None,
         env(&[("OTPMINT__DATABASE__URL", "postgres://otp:s3cret@db/otp")]),

@@ -226,8 +226,10 @@ impl DeliveryError {
         self.maybe_delivered |= unknown;
         self
     }
+    /// The other side's own code for the failure, kept only when it looks like one
+    /// ([`token_like`], at most 64 characters).
     pub fn with_code(mut self, code: impl Into<String>) -> Self {
-        self.detail_code = Some(code.into());
+        self.detail_code = token_like(&code.into(), 64, CODE_CHARS);
         self
     }
     pub fn busy(mut self, busy: bool) -> Self {
@@ -333,6 +335,21 @@ pub fn next_attempt_at(attempts: u32, now: Millis, expires_at: Millis) -> Option
     let i = (attempts.max(1) as usize - 1).min(RETRY_DELAYS_MS.len() - 1);
     let at = now.saturating_add(RETRY_DELAYS_MS[i]);
     (at < expires_at).then_some(at)
+}
+
+/// What a provider's error code is made of besides letters and digits.
+pub const CODE_CHARS: &str = "._-:";
+/// What a provider's message id is made of besides letters and digits (Mailgun's is
+/// `<…@domain>`).
+pub const ID_CHARS: &str = "._-:@<>/";
+
+/// A provider's id or code as it is kept and shown: at most `max` characters of letters,
+/// digits and `extra` ([`CODE_CHARS`], [`ID_CHARS`]), or nothing. An answer that echoes
+/// the request (a phone number, the message with its code) is no id and is never stored.
+pub fn token_like(s: &str, max: usize, extra: &str) -> Option<String> {
+    let s = s.trim();
+    let fits = |c: char| c.is_ascii_alphanumeric() || extra.contains(c);
+    (!s.is_empty() && s.len() <= max && s.chars().all(fits)).then(|| s.to_string())
 }
 
 #[cfg(test)]

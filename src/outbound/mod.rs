@@ -118,6 +118,35 @@ pub fn new_secret() -> (Vec<u8>, String) {
     (bytes, shown)
 }
 
+/// How long a connection (TCP and TLS) may take. A connect cut by the request's own timeout
+/// instead cannot be told from a request that went out, so the transports start no request
+/// with less than [`MIN_REQUEST_TIME`] left.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The least time left for which a transport starts a request.
+pub const MIN_REQUEST_TIME: Duration = Duration::from_secs(1);
+
+/// Why an outbound request got no answer, and whether it went out:
+/// `unresolvable`, `connect`, `tls` and `malformed` — nothing was sent;
+/// `timeout` and `request` — the request may have reached the endpoint.
+pub const NO_ANSWER: [(&str, &str, bool); 6] = [
+    ("unresolvable", "the host's name does not resolve", false),
+    ("connect", "no connection could be made", false),
+    ("tls", "the TLS handshake failed", false),
+    ("malformed", "the request could not be made", false),
+    ("timeout", "no answer came in time", true),
+    ("request", "the connection broke off", true),
+];
+
+/// [`NO_ANSWER`]'s words for a cause, and whether the request may have gone out.
+pub fn no_answer(cause: &str) -> (&'static str, bool) {
+    NO_ANSWER
+        .iter()
+        .find(|(c, _, _)| *c == cause)
+        .map(|(_, words, sent)| (*words, *sent))
+        .unwrap_or(("no answer", true))
+}
+
 /// A refusal by the policy, carried through reqwest's error chain.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -231,6 +260,9 @@ impl WebhookClient {
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .timeout(Duration::from_secs(s.webhooks.timeout_seconds))
+            // A connection not made in time fails as `connect` (nothing was sent), not as the
+            // request's `timeout` (which may have reached the endpoint).
+            .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(30))
             .user_agent(concat!("otpmint/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -326,8 +358,8 @@ impl WebhookClient {
 
     /// POST to an API under the same address policy as webhook endpoints (the URL checked
     /// again here, every resolved address by the resolver, no redirects, no proxy), within
-    /// the request's timeout. `Err`: no answer — `timeout`, `host_not_allowed`, `connect`,
-    /// `tls` or `request`.
+    /// the request's timeout. `Err`: no answer — `host_not_allowed`, or one of [`NO_ANSWER`]'s
+    /// causes.
     pub async fn api(&self, req: ApiRequest<'_>) -> Result<ApiAnswer, &'static str> {
         let settings = self.settings.load_full();
         let u = match check_url(req.url, &settings) {
@@ -335,7 +367,7 @@ impl WebhookClient {
             Err(UrlRefusal::Host(_)) | Err(UrlRefusal::Plaintext) => {
                 return Err("host_not_allowed")
             }
-            Err(UrlRefusal::Malformed) => return Err("request"),
+            Err(UrlRefusal::Malformed) => return Err("malformed"),
         };
         let mut r = self
             .client
@@ -382,10 +414,20 @@ impl WebhookClient {
 }
 
 fn classify(e: &reqwest::Error) -> &'static str {
+    // Built wrong: nothing went out.
+    if e.is_builder() {
+        return "malformed";
+    }
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = src {
-        if s.downcast_ref::<Refused>().is_some() {
-            return "host_not_allowed";
+        if let Some(Refused(refusal)) = s.downcast_ref::<Refused>() {
+            // A name that did not resolve (NXDOMAIN, SERVFAIL, a resolver timeout) is no
+            // verdict of the policy: nobody was reached, and it may resolve later.
+            return if *refusal == HostRefusal::Unresolvable {
+                "unresolvable"
+            } else {
+                "host_not_allowed"
+            };
         }
         if s.downcast_ref::<rustls::Error>().is_some() {
             return "tls";

@@ -252,7 +252,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let e = serde_path_to_error::Error::new(track.path(), inner);
         let path = e.path().to_string();
         let at = (path != "." && !path.is_empty()).then_some(path);
-        // serde's message names types and fields, never values.
+        // serde's message names types and fields; the value it quotes goes (`without_values`).
         let inner = e.into_inner();
         let (field, message) = match inner.classify() {
             // Where the text stops being JSON is not a field.
@@ -260,7 +260,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 ("body".to_string(), "is not valid JSON".to_string())
             }
             _ => {
-                let message = strip_position(&inner.to_string());
+                let message = without_values(&strip_position(&inner.to_string()));
                 // A missing field is named as the field, not as the object it is missing from.
                 match message
                     .strip_prefix("missing field `")
@@ -276,6 +276,27 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         };
         ApiError::BadBody(vec![FieldError::new(field, message)])
     })
+}
+
+/// serde's message without the value it quotes (``integer `5` ``, `string "x"`, an unknown
+/// variant): an answer never repeats a value that was sent, which may be a secret. Field
+/// names and what was expected stay.
+fn without_values(msg: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some((unexpected, expected)) = msg
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split_once(", expected "))
+        {
+            let kind = unexpected.split(['`', '"']).next().unwrap_or("").trim();
+            return format!("{prefix}{kind}, expected {expected}");
+        }
+    }
+    if let Some(rest) = msg.strip_prefix("unknown variant `") {
+        if let Some((_, expected)) = rest.split_once("`, expected ") {
+            return format!("unknown variant, expected {expected}");
+        }
+    }
+    msg.to_string()
 }
 
 fn strip_position(msg: &str) -> String {
@@ -359,5 +380,58 @@ impl Body {
     /// The body as it came, at most `limit` bytes (413 beyond), whatever its media type.
     pub async fn bytes_up_to(mut self, limit: usize) -> Result<web::Bytes, ApiError> {
         read_body_up_to(&self.req, &mut self.payload, limit).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        password: String,
+        port: Option<u16>,
+        mode: Option<Mode>,
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(rename_all = "lowercase")]
+    enum Mode {
+        Starttls,
+    }
+
+    #[test]
+    fn a_refused_value_is_never_repeated_in_the_answer() {
+        for (body, field, kept) in [
+            (
+                r#"{"password": 1234567}"#,
+                "password",
+                "invalid type: integer, expected a string",
+            ),
+            (
+                r#"{"password": "x", "port": "S3cret"}"#,
+                "port",
+                "invalid type: string, expected u16",
+            ),
+            (
+                r#"{"password": "x", "port": 99999}"#,
+                "port",
+                "invalid value: integer, expected u16",
+            ),
+            (
+                r#"{"password": "x", "mode": "S3cret"}"#,
+                "mode",
+                "unknown variant, expected `starttls`",
+            ),
+        ] {
+            let Err(ApiError::BadBody(errors)) = parse_json::<Body>(body.as_bytes()) else {
+                panic!("{body} was taken");
+            };
+            assert_eq!(errors.len(), 1, "{body}");
+            assert_eq!(errors[0].field, field, "{body}");
+            assert_eq!(errors[0].message, kept, "{body}");
+        }
     }
 }

@@ -204,6 +204,7 @@ pub async fn delete_provider(o: Owner, st: State, path: web::Path<ChannelPath>) 
         (status = 400, response = problems::InvalidRequest),
         (status = 404, description = "provider_not_found", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "delivery_failed with `reason` (provider_auth, provider_rejected, provider_unavailable, provider_unreachable) and the provider's `detail_code`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "overloaded: no outbound session was free (`delivery.max_sessions`)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
 pub async fn test_provider(
@@ -224,20 +225,12 @@ pub async fn test_provider(
                 .map_err(|e| ServiceError::field("to", format!("is not an email address: {e}")))?,
         )
     };
-    if t.provider(channel).is_none() {
-        return Err(ServiceError::ProviderNotFound.into());
-    }
-    match st.services.tenants.test_provider(t, channel, &to).await {
-        Ok(id) => Ok(json(
-            HttpResponse::Ok(),
-            &ProviderTestOut {
-                accepted: true,
-                provider_message_id: id,
-            },
-        )),
-        Err(e) => {
-            tracing::warn!(tenant_id = %t.id, channel = channel.as_str(), reason = e.reason.as_str(), detail = %e.detail, "a provider's test message failed");
-            Err(ServiceError::ProviderTest(e).into())
-        }
-    }
+    let id = st.services.tenants.test_provider(t, channel, &to).await?;
+    Ok(json(
+        HttpResponse::Ok(),
+        &ProviderTestOut {
+            accepted: true,
+            provider_message_id: id,
+        },
+    ))
 }

@@ -77,8 +77,8 @@ pub struct WebhookAttemptOut {
     pub attempt: u32,
     /// The endpoint's status code, when it answered.
     pub status_code: Option<u16>,
-    /// Why there was no answer: `timeout`, `connect`, `tls`, `host_not_allowed`, `request`,
-    /// `no_endpoint`, `unreadable`.
+    /// Why there was no answer: `timeout`, `connect`, `unresolvable`, `tls`,
+    /// `host_not_allowed`, `request`, `malformed`, `no_endpoint`, `unreadable`.
     pub error: Option<String>,
     pub at: String,
 }

@@ -27,6 +27,9 @@ pub enum TokenMode {
     InvalidGrant,
     /// 503 to every request.
     Unavailable,
+    /// 400 with the client secret it was sent as the `error`, its letters, digits and `_`
+    /// only (an endpoint that echoes, in the shape of an error code).
+    EchoSecret,
 }
 
 struct State {
@@ -75,6 +78,11 @@ fn answer(st: &State, req: &Request) -> Reply {
                 400,
                 json!({"error": "invalid_grant", "error_description": "AADSTS70000: the grant is expired or revoked"}),
             )
+        }
+        TokenMode::EchoSecret => {
+            let mut echoed = f.get("client_secret").cloned().unwrap_or_default();
+            echoed.retain(|c| c.is_ascii_alphanumeric() || c == '_');
+            return Reply::json(400, json!({"error": echoed}));
         }
         TokenMode::Normal => {}
     }

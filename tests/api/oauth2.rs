@@ -460,3 +460,47 @@ async fn the_cli_creates_and_tests_an_oauth2_relay() {
     assert!(!ok && err.contains("secret"), "{err}");
     assert!(!err.contains("\"y\""), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_endpoint_that_echoes_the_secret_leaves_it_in_no_answer_or_record() {
+    let (app, tokens) = setup().await;
+    let (_, sk, _) = oauth2_tenant(&app, client_credentials(&tokens)).await;
+    tokens.set_mode(TokenMode::EchoSecret);
+    let echoed: String = CLIENT_SECRET
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    let (s, v) = body(
+        app.post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
+            .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{v}");
+    assert!(!v.to_string().contains(&echoed), "{v}");
+    let (s, v) = body(
+        app.post(
+            "/v1/otp",
+            &sk,
+            json!({"email": "bob@example.com", "delivery": "async"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let key = v["shareable_key"].as_str().unwrap().to_string();
+    let mut st = Value::Null;
+    for _ in 0..200 {
+        st = body(app.get(&format!("/v1/otp/{key}"), &sk).await).await.1;
+        if st["delivery"]["status"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    // Not an error code OAuth2 defines: recorded as `rejected`, never as what it said.
+    assert_eq!(
+        (&st["delivery"]["reason"], &st["delivery"]["detail_code"]),
+        (&json!("smtp_auth"), &json!("oauth2_rejected")),
+        "{st}"
+    );
+    assert!(!st.to_string().contains(&echoed), "{st}");
+}

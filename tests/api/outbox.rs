@@ -523,3 +523,64 @@ async fn a_queued_message_waiting_for_the_bound_stays_queued_without_spending_at
         "{st}"
     );
 }
+
+/// A relay check opens a session like a send does, so it counts in `delivery.max_sessions`
+/// too (API.md §19.3): while a slow send holds the process's one session it waits out the
+/// relay's time, then answers 503 `overloaded` and saves nothing; once the session is free
+/// it checks and saves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_check_waits_for_the_bound_like_a_send() {
+    use otpmint::testkit::http::HttpReceiver;
+    let rx = HttpReceiver::start(true).await;
+    rx.set_delay(Duration::from_secs(4));
+    let ca = rx.ca_path.clone();
+    let app = spawn_app_with(move |s| {
+        s.webhooks.allow_private_hosts = true;
+        s.webhooks.extra_root_certificates = vec![ca];
+        s.delivery.http_timeout_seconds = 20;
+        s.delivery.max_sessions = 1;
+        s.smtp.timeout_seconds = 1;
+    })
+    .await;
+    let (_, slow) = app.tenant().await;
+    crate::http_transport::put_http(&app, &slow, &rx, "primary").await;
+    mint_async(&app, &slow, "slow@example.com").await;
+    for _ in 0..500 {
+        if !rx.requests().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        rx.requests().len(),
+        1,
+        "the slow send holds the one session"
+    );
+    let (id, _) = app.tenant().await;
+    let check = json!({"name": "Checked", "check_relay": true, "smtp": app.smtp_json()});
+    let r = app
+        .patch(&format!("/v1/tenants/{id}"), ADMIN, check.clone())
+        .await;
+    let (s, v) = body(r).await;
+    assert_eq!(
+        (s, &v["code"]),
+        (StatusCode::SERVICE_UNAVAILABLE, &json!("overloaded")),
+        "{v}"
+    );
+    let (_, t) = body(app.get(&format!("/v1/tenants/{id}"), ADMIN).await).await;
+    assert_eq!(t["name"], json!("Acme"), "nothing saved: {t}");
+    // The slow send done, the check gets its session.
+    for _ in 0..300 {
+        let r = app
+            .patch(&format!("/v1/tenants/{id}"), ADMIN, check.clone())
+            .await;
+        if r.status() == StatusCode::OK {
+            let (_, t) = body(app.get(&format!("/v1/tenants/{id}"), ADMIN).await).await;
+            assert_eq!(t["name"], json!("Checked"), "{t}");
+            return;
+        }
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the check never got the session back");
+}

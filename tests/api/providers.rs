@@ -552,3 +552,111 @@ async fn provider_secrets_survive_a_data_key_rotation() {
     // The region's host is overridden by the operator, the documented path kept.
     assert_eq!(fake.rx.requests()[0].path, "/v3/mg.acme.example/messages");
 }
+
+/// An answer that echoes the request where the message's id belongs (a broken provider or
+/// proxy) is no id: nothing of it is kept, so the code it holds is never stored or shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_answer_that_echoes_the_message_is_kept_as_no_id() {
+    let twilio = FakeProvider::start("twilio").await;
+    let app = app_with(&[&twilio], &[]).await;
+    let (s, t) = body(
+        app.post("/v1/tenants", ADMIN, json!({"name": "Echo"}))
+            .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    let sk = t["secret_key"].as_str().unwrap().to_string();
+    app.allow_sms(&sk, &["DE"]).await;
+    put_provider(&app, &sk, &twilio, "primary").await;
+    twilio.echo_next(1);
+    let mut keys = Vec::new();
+    for i in 0..2 {
+        let (s, v) = body(app.post("/v1/otp", &sk, recipient(&twilio, i)).await).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        keys.push(v["shareable_key"].as_str().unwrap().to_string());
+    }
+    let taken = twilio.wait_taken(2).await;
+    let echoed = status_of(&app, &sk, &keys[0]).await;
+    assert_eq!(echoed["delivery"]["status"], json!("sent"), "{echoed}");
+    assert_eq!(
+        echoed["delivery"]["provider_message_id"],
+        Value::Null,
+        "{echoed}"
+    );
+    assert!(!echoed.to_string().contains(&taken[0].code()), "{echoed}");
+    // A real id is kept as before.
+    let kept = status_of(&app, &sk, &keys[1]).await;
+    assert_eq!(
+        kept["delivery"]["provider_message_id"],
+        json!(taken[1].id),
+        "{kept}"
+    );
+    let (s, v) = app.verify(&sk, &keys[0], &taken[0].code()).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+/// A provider whose name does not resolve (a resolver that fails, or a name that is gone)
+/// reached nobody: the failure is transient and unreachable, never a refusal by the address
+/// policy, and a queued code stays queued to be tried again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_whose_name_does_not_resolve_is_unreachable_and_tried_again() {
+    let postmark = FakeProvider::start("postmark").await;
+    let ca = postmark.rx.ca_path.clone();
+    let app = spawn_app_with(move |s| {
+        s.webhooks.allow_private_hosts = true;
+        s.webhooks.extra_root_certificates = vec![ca];
+        s.delivery.http_timeout_seconds = 3;
+        s.delivery.provider_base_urls = [(
+            "postmark".to_string(),
+            "https://no-such-provider.invalid".to_string(),
+        )]
+        .into_iter()
+        .collect();
+    })
+    .await;
+    let (s, t) = body(
+        app.post("/v1/tenants", ADMIN, json!({"name": "Gone"}))
+            .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    let sk = t["secret_key"].as_str().unwrap().to_string();
+    put_provider(&app, &sk, &postmark, "primary").await;
+    let (s, v) = body(
+        app.post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (s, &v["reason"]),
+        (StatusCode::BAD_GATEWAY, &json!("provider_unreachable")),
+        "{v}"
+    );
+    let (s, v) = body(
+        app.post(
+            "/v1/otp",
+            &sk,
+            json!({"email": "bob@example.com", "delivery": "async"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let key = v["shareable_key"].as_str().unwrap().to_string();
+    let mut st = status_of(&app, &sk, &key).await;
+    for _ in 0..200 {
+        if st["delivery"]["attempts"].as_u64().unwrap_or(0) >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        st = status_of(&app, &sk, &key).await;
+    }
+    assert_eq!(
+        st["delivery"]["reason"],
+        json!("provider_unreachable"),
+        "{st}"
+    );
+    assert_eq!(st["status"], json!("pending"), "{st}");
+    assert_ne!(st["delivery"]["status"], json!("failed"), "{st}");
+    assert!(postmark.taken().is_empty());
+}

@@ -262,8 +262,8 @@ impl Delivery {
     where
         F: Fn(&dyn Store) -> Result<bool, StoreError> + Send + Sync + 'static,
     {
-        self.outbox
-            .hold(&job.key_digest, job.tenant_id.as_str(), job.expires_at);
+        let (key, tenant) = (&job.key_digest, job.tenant_id.as_str());
+        self.outbox.hold(key, tenant, job.expires_at, false);
         let (outbox, done) = (self.outbox.clone(), job.key_digest.clone());
         self.core.record_until_taken(
             "a delivery outcome",

@@ -161,6 +161,16 @@ impl Outbox {
         &self.inner.sessions
     }
 
+    /// A place in the process-wide bound for outbound work outside a code's attempt (a relay
+    /// check, a provider's test message), waited for until `by`: `None` if none came free.
+    pub(crate) async fn place_by(
+        &self,
+        by: tokio::time::Instant,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let wait = Arc::clone(&self.inner.sessions).acquire_owned();
+        tokio::time::timeout_at(by, wait).await.ok()?.ok()
+    }
+
     pub(crate) fn breakers(&self) -> &route::Breakers {
         &self.inner.breakers
     }
@@ -213,15 +223,29 @@ impl Outbox {
         }
     }
 
-    /// Hold a message until its outcome is recorded (see `OutboxInner::held`).
-    fn hold(&self, key: &[u8], tenant: &str, expires_at: crate::domain::Millis) {
-        locked(&self.inner.held).insert(
+    /// Hold a message until its outcome is recorded (see `OutboxInner::held`). A background
+    /// send is not held once the process is stopping (`false`): the shutdown gives its lease
+    /// back, so it must not go out. The flag is read under the lock the shutdown reads `held`
+    /// under, after it set the flag: a message is either held there or never sent here.
+    fn hold(
+        &self,
+        key: &[u8],
+        tenant: &str,
+        expires_at: crate::domain::Millis,
+        background: bool,
+    ) -> bool {
+        let mut held = locked(&self.inner.held);
+        if background && self.stopping() {
+            return false;
+        }
+        held.insert(
             key.to_vec(),
             Held {
                 tenant: tenant.to_string(),
                 expires_at,
             },
         );
+        true
     }
 
     pub(super) fn let_go(&self, key: &[u8]) {

@@ -56,6 +56,24 @@ impl Tokens {
 
 /// A token endpoint's failure as a delivery failure (`smtp_auth`, with the OAuth2 error
 /// in `detail_code`).
+/// The token endpoint's `error` codes kept as they are (RFC 6749 §5.2, and those of RFC 8628
+/// and OpenID Connect that Microsoft and Google answer); any other value is `rejected`, so
+/// an endpoint that echoes the request never puts a secret in a record or a log.
+const OAUTH2_ERRORS: [&str; 12] = [
+    "invalid_request",
+    "invalid_client",
+    "invalid_grant",
+    "unauthorized_client",
+    "unsupported_grant_type",
+    "invalid_scope",
+    "access_denied",
+    "server_error",
+    "temporarily_unavailable",
+    "interaction_required",
+    "consent_required",
+    "expired_token",
+];
+
 fn token_failed(kind: FailureKind, detail: &str, code: &str) -> DeliveryError {
     DeliveryError::new(
         DeliveryReason::Auth,
@@ -147,11 +165,11 @@ impl Delivery {
                     "oauth2_host_not_allowed",
                 ));
             }
-            Err(why) => {
+            Err(cause) => {
                 outcome("failed");
                 return Err(token_failed(
                     FailureKind::Transient,
-                    why,
+                    crate::outbound::no_answer(cause).0,
                     "oauth2_unavailable",
                 ));
             }
@@ -161,9 +179,7 @@ impl Delivery {
             let error = v
                 .get("error")
                 .and_then(|e| e.as_str())
-                .filter(|e| {
-                    e.len() <= 64 && e.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                })
+                .and_then(|e| OAUTH2_ERRORS.iter().copied().find(|k| *k == e))
                 .unwrap_or("rejected");
             return Err(match a.status {
                 408 | 429 | 500..=599 => {

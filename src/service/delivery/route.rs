@@ -378,10 +378,13 @@ impl Delivery {
                 Err(_) => None,
             }
         });
-        let slot = if job.mode == DeliveryMode::Async {
+        let background = job.mode == DeliveryMode::Async;
+        let slot = if background {
             tokio::select! {
-                s = session => s,
+                // A stop seen at once wins over a free session.
+                biased;
                 _ = self.outbox.until_stopped() => return Err(Undelivered::Stopped),
+                s = session => s,
             }
         } else {
             session.await
@@ -389,8 +392,10 @@ impl Delivery {
         let Ok(Some(slot)) = slot else {
             return Err(Undelivered::Failed(DeliveryError::no_session()));
         };
-        self.outbox
-            .hold(&job.key_digest, job.tenant_id.as_str(), job.expires_at);
+        let (key, tenant) = (&job.key_digest, job.tenant_id.as_str());
+        if !self.outbox.hold(key, tenant, job.expires_at, background) {
+            return Err(Undelivered::Stopped);
+        }
         Ok(slot)
     }
 }

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 
-use crate::domain::delivery::DeliveryError;
 use crate::domain::keys::TenantId;
 use crate::domain::provider::{Provider, ProviderInput, ProviderKind};
 use crate::domain::recipient::{Channel, Recipient};
@@ -121,18 +120,16 @@ impl Tenants {
     }
 
     /// Send one test message through the provider (no code, no record, no window): the
-    /// provider's id of it, or why it failed.
+    /// provider's id of it, or why it failed (`ProviderTest`). It counts in
+    /// `delivery.max_sessions`: none free in time is `Overloaded`.
     pub async fn test_provider(
         &self,
         tenant: &Tenant,
         channel: Channel,
         to: &Recipient,
-    ) -> Result<Option<String>, DeliveryError> {
+    ) -> Result<Option<String>, ServiceError> {
         let Some(p) = tenant.provider(channel) else {
-            return Err(DeliveryError::permanent(
-                crate::domain::delivery::DeliveryReason::ChannelNotConfigured,
-                "no provider for this channel",
-            ));
+            return Err(ServiceError::ProviderNotFound);
         };
         let text = if channel.is_phone() {
             "otpmint test message. No action is needed."
@@ -159,11 +156,18 @@ impl Tenants {
             channel,
             expires_at: self.core.now() + 600_000,
         };
-        let deadline = Deadline {
-            by: tokio::time::Instant::now() + transport.timeout(&self.delivery),
-            setup_by: None,
+        let by = tokio::time::Instant::now() + transport.timeout(&self.delivery);
+        let Some(_place) = self.delivery.outbox.place_by(by).await else {
+            tracing::warn!(tenant_id = %tenant.id, channel = channel.as_str(), "no outbound session free (delivery.max_sessions) for a provider's test message");
+            return Err(ServiceError::Overloaded);
         };
-        let accepted = transport.send(&self.delivery, &out, deadline, 1).await?;
-        Ok(accepted.message_id)
+        let deadline = Deadline { by, setup_by: None };
+        match transport.send(&self.delivery, &out, deadline, 1).await {
+            Ok(accepted) => Ok(accepted.message_id),
+            Err(e) => {
+                tracing::warn!(tenant_id = %tenant.id, channel = channel.as_str(), reason = e.reason.as_str(), detail = %e.detail, "a provider's test message failed");
+                Err(ServiceError::ProviderTest(e))
+            }
+        }
     }
 }

@@ -58,6 +58,8 @@ struct State {
     taken: Mutex<Vec<Taken>>,
     problems: Mutex<Vec<String>>,
     seq: AtomicUsize,
+    /// Requests still to be answered with the request itself as the message's id.
+    echo: AtomicUsize,
 }
 
 pub struct FakeProvider {
@@ -198,7 +200,20 @@ fn answer(st: &State, req: &Request) -> Reply {
         st.kind,
         st.seq.fetch_add(1, Ordering::SeqCst) + 1
     );
-    let reply = success(&st.kind, &t.id, &t);
+    let echo = st
+        .echo
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    let reply = if echo {
+        // What a broken provider (or a proxy) that echoes its request might answer.
+        let echoed = form_urlencoded::Serializer::new(String::new())
+            .append_pair("To", &t.to)
+            .append_pair("Body", &t.text)
+            .finish();
+        success(&st.kind, &echoed, &t)
+    } else {
+        success(&st.kind, &t.id, &t)
+    };
     st.taken.lock().unwrap().push(t);
     reply
 }
@@ -267,6 +282,12 @@ impl FakeProvider {
     /// Answer the next requests with these HTTP statuses, in the provider's error shape.
     pub fn fail_next(&self, statuses: &[u16]) {
         self.state.failures.lock().unwrap().extend(statuses);
+    }
+
+    /// Answer the next `n` messages it takes with the request itself (the recipient and
+    /// the text, code included) where the message's id belongs.
+    pub fn echo_next(&self, n: usize) {
+        self.state.echo.fetch_add(n, Ordering::SeqCst);
     }
 
     /// What it took.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::{Call, Deadline, Outbound};
 use crate::domain::delivery::{DeliveryError, DeliveryReason, FailureKind};
 use crate::domain::provider::{Provider, ProviderKind};
-use crate::outbound::{ApiAnswer, ApiRequest};
+use crate::outbound::{no_answer, ApiAnswer, ApiRequest, MIN_REQUEST_TIME};
 use crate::service::Delivery;
 
 pub(crate) const JSON: &str = "application/json";
@@ -146,7 +146,8 @@ pub(crate) async fn post(
 ) -> Result<ApiAnswer, DeliveryError> {
     let cap = Duration::from_secs(services.core.settings.load().delivery.http_timeout_seconds);
     let timeout = deadline.left(cap);
-    if timeout.is_zero() {
+    // Too little time to tell a slow connect from a request that went out: not started.
+    if timeout < MIN_REQUEST_TIME.min(cap) {
         return Err(DeliveryError::transient(
             DeliveryReason::ProviderUnreachable,
             "no time left for the request",
@@ -169,12 +170,12 @@ pub(crate) async fn post(
                 DeliveryReason::ProviderHostNotAllowed,
                 "the provider's host is not allowed by the address policy",
             ),
-            // The request went out and no answer came: it may have been sent.
-            "timeout" | "request" => {
-                DeliveryError::transient(DeliveryReason::ProviderUnreachable, e)
-                    .outcome_unknown(true)
+            cause => {
+                // Once the request may have gone out, whether it was sent is unknown.
+                let (words, maybe_sent) = no_answer(cause);
+                DeliveryError::transient(DeliveryReason::ProviderUnreachable, words)
+                    .outcome_unknown(maybe_sent)
             }
-            other => DeliveryError::transient(DeliveryReason::ProviderUnreachable, other),
         })
 }
 
@@ -183,21 +184,9 @@ pub(crate) fn json(a: &ApiAnswer) -> serde_json::Value {
     serde_json::from_slice(&a.body).unwrap_or(serde_json::Value::Null)
 }
 
-/// A provider's code as kept in the record: short, printable.
-fn code_of(code: Option<String>) -> Option<String> {
-    let c = code?;
-    let c: String = c
-        .chars()
-        .filter(|ch| ch.is_ascii_graphic())
-        .take(64)
-        .collect();
-    (!c.is_empty()).then_some(c)
-}
-
 /// The failure a non-2xx answer is, with the provider's own error code.
 pub(crate) fn refused(a: &ApiAnswer, code: Option<String>) -> DeliveryError {
     let detail = format!("the provider answered {}", a.status);
-    let code = code_of(code);
     let e = match a.status {
         401 | 403 => DeliveryError::permanent(DeliveryReason::ProviderAuth, detail),
         // 408, 429 and 503 turned the message away; another 5xx may have come after the
@@ -224,7 +213,7 @@ pub(crate) fn accepted(
     code_of: impl FnOnce(&ApiAnswer) -> Option<String>,
 ) -> Result<super::Accepted, DeliveryError> {
     if (200..300).contains(&a.status) {
-        Ok(super::Accepted { message_id: id(a) })
+        Ok(super::Accepted::with_id(id(a)))
     } else {
         Err(refused(a, code_of(a)))
     }
@@ -284,15 +273,26 @@ mod tests {
             let e = refused(&answer(s), None);
             assert!(e.is_transient() && e.maybe_delivered, "{s}");
         }
-        let e = refused(&answer(422), Some("300\n<script>".into()));
-        assert_eq!(
-            (e.reason, e.kind, e.detail_code.as_deref()),
-            (
-                DeliveryReason::ProviderRejected,
-                FailureKind::Permanent,
-                Some("300<script>")
-            )
-        );
+        // A code is kept only when it looks like one: never markup, an echo or a message.
+        for odd in [
+            "300\n<script>",
+            "<b>",
+            "To=%2B49151&Body=123456",
+            "a code with spaces",
+        ] {
+            let e = refused(&answer(422), Some(odd.into()));
+            assert_eq!(
+                (e.reason, e.kind, e.detail_code.as_deref()),
+                (
+                    DeliveryReason::ProviderRejected,
+                    FailureKind::Permanent,
+                    None
+                ),
+                "{odd}"
+            );
+        }
+        let e = refused(&answer(422), Some("MessageRejected".into()));
+        assert_eq!(e.detail_code.as_deref(), Some("MessageRejected"));
         assert!(accepted(&answer(202), |_| Some("id".into()), |_| None).is_ok());
         assert_eq!(
             mailbox("Acme <no-reply@acme.example>"),

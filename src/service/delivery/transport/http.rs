@@ -13,7 +13,7 @@ use crate::clock::rfc3339;
 use crate::domain::delivery::{DeliveryError, DeliveryReason, FailureKind};
 use crate::domain::recipient::Channel;
 use crate::domain::tenant::HttpTransport;
-use crate::outbound::{signature, SendResult};
+use crate::outbound::{no_answer, signature, SendResult, MIN_REQUEST_TIME};
 use crate::service::core::seals::Seal;
 use crate::service::Delivery;
 
@@ -100,7 +100,15 @@ impl Transport for HttpEndpoint<'_> {
                 ("webhook-timestamp", ts.to_string()),
                 ("webhook-signature", signature(&secret, &id, ts, &body)),
             ];
-            let timeout = deadline.left(self.timeout(s));
+            let cap = self.timeout(s);
+            let timeout = deadline.left(cap);
+            // Too little time to tell a slow connect from a request that went out.
+            if timeout < MIN_REQUEST_TIME.min(cap) {
+                return Err(DeliveryError::transient(
+                    DeliveryReason::HttpUnreachable,
+                    "no time left for the request",
+                ));
+            }
             match s
                 .events
                 .hooks
@@ -133,13 +141,14 @@ impl Transport for HttpEndpoint<'_> {
                     DeliveryReason::HttpHostNotAllowed,
                     "the endpoint's host is not allowed",
                 )),
-                // The request may have reached the endpoint: not sent elsewhere at once.
-                SendResult::Error(e @ ("timeout" | "request")) => {
-                    Err(DeliveryError::transient(DeliveryReason::HttpUnreachable, e)
-                        .outcome_unknown(true))
-                }
-                SendResult::Error(e) => {
-                    Err(DeliveryError::transient(DeliveryReason::HttpUnreachable, e))
+                // Once the request may have reached the endpoint, whether it was sent is
+                // unknown: not sent again, here or elsewhere.
+                SendResult::Error(cause) => {
+                    let (words, maybe_sent) = no_answer(cause);
+                    Err(
+                        DeliveryError::transient(DeliveryReason::HttpUnreachable, words)
+                            .outcome_unknown(maybe_sent),
+                    )
                 }
             }
         })

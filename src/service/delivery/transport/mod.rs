@@ -29,7 +29,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::StoredMessage;
-use crate::domain::delivery::DeliveryError;
+use crate::domain::delivery::{token_like, DeliveryError, ID_CHARS};
 use crate::domain::provider::{Provider, ProviderKind};
 use crate::domain::recipient::Channel;
 use crate::domain::tenant::{SmtpAccount, Tenant, TransportUse};
@@ -55,6 +55,16 @@ pub(crate) struct Outbound<'a> {
 pub struct Accepted {
     /// Its id for the message, when it gives one (a provider's message id).
     pub message_id: Option<String>,
+}
+
+impl Accepted {
+    /// Taken, under the id the other side answered, kept only when it looks like an id
+    /// ([`token_like`], at most 128 characters).
+    pub fn with_id(id: Option<String>) -> Accepted {
+        Accepted {
+            message_id: id.and_then(|id| token_like(&id, 128, ID_CHARS)),
+        }
+    }
 }
 
 /// When one send must be done: the attempt's deadline and, while another transport waits

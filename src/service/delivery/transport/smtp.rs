@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use secrecy::SecretString;
+use tokio::time::Instant;
 
 use super::{Accepted, Deadline, Outbound, Sending, Transport};
 use crate::domain::delivery::{DeliveryError, DeliveryReason, FailureKind};
@@ -161,10 +162,10 @@ impl Delivery {
         })
     }
 
-    /// Send one test message through the tenant's relay (`otpmint smtp test`), OAuth2
-    /// relays included; nothing is stored.
     /// `check_relay` (API.md §18.8): connect, TLS and AUTH to the tenant's relay (and its
     /// fallback) as it would be saved, sending nothing; a failure is 422 with its reason.
+    /// Each session counts in `delivery.max_sessions`; none free within `smtp.timeout_seconds`
+    /// is 503 `overloaded`.
     pub(crate) async fn check_relays(&self, tenant: &Tenant) -> Result<(), ServiceError> {
         if tenant.smtp.is_none() {
             return Err(ServiceError::field(
@@ -172,6 +173,11 @@ impl Delivery {
                 "there is no relay (smtp) to check",
             ));
         }
+        let wait = Duration::from_secs(self.core.settings.load().smtp.timeout_seconds);
+        let Some(_place) = self.outbox.place_by(Instant::now() + wait).await else {
+            tracing::warn!(tenant_id = %tenant.id, "no outbound session free (delivery.max_sessions) for a relay check");
+            return Err(ServiceError::Overloaded);
+        };
         for (account, fallback) in [(&tenant.smtp, false), (&tenant.smtp_fallback, true)] {
             let Some(account) = account else { continue };
             let checked = match self.relay_target(tenant, account, fallback, true).await {
@@ -186,6 +192,8 @@ impl Delivery {
         Ok(())
     }
 
+    /// Send one test message through the tenant's relay (`otpmint smtp test`), OAuth2
+    /// relays included; nothing is stored.
     pub async fn test_relay(&self, tenant: &Tenant, to: &str) -> Result<(), ServiceError> {
         let account = tenant
             .smtp

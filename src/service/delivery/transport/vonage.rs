@@ -70,9 +70,9 @@ impl Api for Vonage {
         let v = api::json(a);
         let first = &v["messages"][0];
         match first.get("status").and_then(api::text_of).as_deref() {
-            Some("0") => Ok(Accepted {
-                message_id: first.get("message-id").and_then(api::text_of),
-            }),
+            Some("0") => Ok(Accepted::with_id(
+                first.get("message-id").and_then(api::text_of),
+            )),
             Some(status) => Err(status_failure(status)),
             None => Err(DeliveryError::transient(
                 DeliveryReason::ProviderUnavailable,
