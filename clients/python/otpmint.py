@@ -4,20 +4,29 @@
     otp = Client("https://otp.example.com", "sk_…")
     minted = otp.mint(email="ada@example.com", purpose="login")
     otp.verify(minted["shareable_key"], "042917")   # raises OtpmintError unless verified
+
+The answer types mirror the server's description (docs/openapi.json) field for field: keys
+the server always sends are required, keys it may leave out are in a ``total=False`` part,
+and ``Optional[…]`` where it may send null (Python 3.9+: no ``NotRequired``).
 """
 
 from __future__ import annotations
 
 import base64
+import calendar
 import hashlib
 import hmac
+import http.client
 import json
+import math
+import re
 import secrets
+import socket
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Dict, List, Mapping, Optional, Tuple, TypedDict
+from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple, TypedDict, cast
 
 __all__ = [
     "Client",
@@ -25,46 +34,151 @@ __all__ = [
     "WebhookVerificationError",
     "pkce_pair",
     "verify_webhook",
+    "was_replayed",
+    "MintResult",
+    "ResendResult",
+    "VerifyResult",
+    "Claimed",
+    "OtpStatus",
+    "DeliveryStatus",
+    "HostedSession",
+    "HostedStatus",
+    "TestMessage",
 ]
 
+MintDelivery = Literal["sent", "queued", "unknown", "test"]
+OtpState = Literal[
+    "pending", "verified", "expired", "exhausted", "superseded", "cancelled", "failed"
+]
+VerifiedVia = Literal["code", "link"]
 
-class MintResult(TypedDict, total=False):
+
+class _MintResultRequired(TypedDict):
     shareable_key: str
     expires_at: str
     ttl_seconds: int
     code_length: int
     max_attempts: int
+    # `sent` (201), `queued` (202), `unknown` (201: the relay took it, never answered) or
+    # `test` (201: in the test inbox).
+    delivery: MintDelivery
+    locale: str
+
+
+class MintResult(_MintResultRequired, total=False):
+    """``POST /v1/otp`` (MintOut)."""
+
     test: bool
 
 
-class VerifyResult(TypedDict, total=False):
+class ResendResult(MintResult):
+    """``POST /v1/otp/{key}/resend`` (ResendOut): a mint's answer with the resends."""
+
+    resends: int
+
+
+class _VerifiedRequired(TypedDict):
+    purpose: str
+    verified_at: str
+
+
+class _Verified(_VerifiedRequired, total=False):
+    email: Optional[str]
+    phone: Optional[str]
+
+
+class VerifyResult(_Verified):
+    """``POST /v1/otp/verify`` (VerifyOut)."""
+
     verified: bool
-    email: str
-    phone: str
+
+
+class Claimed(_Verified):
+    """A claimed outcome of a key or a hosted session (ClaimedOut)."""
+
+    verified_via: VerifiedVia
+
+
+class _DeliveryRequired(TypedDict):
+    mode: Literal["sync", "async"]
+    status: Literal["queued", "sending", "sent", "failed", "unknown", "test"]
+    attempts: int
+
+
+class DeliveryStatus(_DeliveryRequired, total=False):
+    """A code's delivery, as ``status()`` shows it (DeliveryOut)."""
+
+    reason: Optional[str]
+    detail: Optional[str]
+    detail_code: Optional[str]
+    transport: Optional[str]
+    provider_message_id: Optional[str]
+    sent_at: Optional[str]
+
+
+class _OtpStatusRequired(TypedDict):
+    status: OtpState
     purpose: str
-    verified_at: str
+    created_at: str
+    expires_at: str
+    attempts_used: int
+    attempts_remaining: int
+    delivery: DeliveryStatus
+    resends: int
 
 
-class Claimed(TypedDict, total=False):
-    email: str
-    phone: str
-    purpose: str
-    verified_at: str
-    verified_via: str
+class OtpStatus(_OtpStatusRequired, total=False):
+    """``GET /v1/otp/{key}`` (StatusOut)."""
+
+    verified_at: Optional[str]
+    test: bool
+    verified_via: Optional[VerifiedVia]
+    email: Optional[str]
+    phone: Optional[str]
+    claimed: bool
 
 
-class HostedSession(TypedDict, total=False):
+class HostedSession(TypedDict):
+    """``POST /v1/tenant/hosted-sessions`` (HostedOut): send the person to ``url``."""
+
     id: str
     url: str
     expires_at: str
-    status: str
-    email: str
+
+
+class _HostedStatusRequired(TypedDict):
+    status: Literal["open", "verified", "failed", "expired"]
+
+
+class HostedStatus(_HostedStatusRequired, total=False):
+    """``GET /v1/tenant/hosted-sessions/{id}`` (HostedStatusOut)."""
+
+    email: Optional[str]
+    verified_at: Optional[str]
+
+
+class _TestMessageRequired(TypedDict):
+    to: str
+    subject: str
+    text: str
+    received_at: str
+
+
+class TestMessage(_TestMessageRequired, total=False):
+    """One message of a test inbox (TestMessageOut)."""
+
+    html: Optional[str]
 
 
 class OtpmintError(Exception):
     """An answer other than the one asked for: its HTTP status, the problem's `code` and
     `detail`, and the whole body (`attempts_remaining`, `limit`, `reason`, …).
-    `retry_after` is the `Retry-After` header's seconds, when there is one."""
+    `retry_after` is the `Retry-After` header in seconds from now (never negative; given
+    as seconds or as an HTTP date), when there is one.
+
+    For an answer that is not a problem document (a proxy's page, a redirect, a success
+    answer without the JSON it should have) `code` is `""`, `body` is `{}` and `detail`
+    holds the answer's text (or says what was wrong with it)."""
 
     def __init__(
         self,
@@ -74,7 +188,7 @@ class OtpmintError(Exception):
         body: Dict[str, Any],
         retry_after: Optional[int] = None,
     ) -> None:
-        super().__init__(f"{status} {code}: {detail}")
+        super().__init__(f"{status} {code + ': ' if code else ''}{detail}")
         self.status = status
         self.code = code
         self.detail = detail
@@ -83,18 +197,61 @@ class OtpmintError(Exception):
 
 
 class WebhookVerificationError(Exception):
-    """A webhook whose signature, timestamp or headers do not check out."""
+    """A webhook whose secret, signature, timestamp, headers or body do not check out."""
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer like any other (an `OtpmintError`): never followed."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> Optional[urllib.request.Request]:
+        return None
+
+
+class _Minted(dict):  # type: ignore[type-arg]
+    """A mint's answer (a plain dict to its users) that knows whether it was replayed."""
+
+    _otpmint_replayed = False
+
+
+def was_replayed(result: MintResult) -> bool:
+    """Whether `result` — the dict `Client.mint` returned — repeats the answer to an earlier
+    request with the same `idempotency_key` (the server sent `Idempotent-Replayed: true`,
+    API.md §9: nothing was sent or counted this time). False for a first answer. Raises
+    `TypeError` for any other object (a copy of the answer included)."""
+    if not isinstance(result, _Minted):
+        raise TypeError("was_replayed() takes the dict mint() returned (not a copy)")
+    return result._otpmint_replayed
+
+
+_IDEMPOTENCY_KEY = re.compile(r"[!-~]{1,255}")
+
+_NOT_FOUND = {
+    "otp_not_found": ("Code not found", "No such code."),
+    "session_not_found": ("Session not found", "The tenant has no hosted session with this id."),
+}
 
 
 class Client:
-    """The tenant API with one secret key. Every method raises `OtpmintError` on an answer
-    other than its success status, and `urllib.error.URLError` when the server cannot be
-    reached."""
+    """The tenant API with one secret key. Every method raises `OtpmintError` on any answer
+    but its route's documented success (status and JSON body) — a redirect included:
+    redirects are never followed, so the secret key goes to `base_url` only. Without a whole
+    answer it raises `TimeoutError` when `timeout` seconds pass (connecting or waiting for
+    the answer), and `urllib.error.URLError` for anything else (the server cannot be reached,
+    the connection breaks)."""
 
     def __init__(self, base_url: str, secret_key: str, timeout: float = 15.0) -> None:
         self.base_url = base_url.rstrip("/")
         self._secret_key = secret_key
         self.timeout = timeout
+        self._opener = urllib.request.build_opener(_NoRedirects)
 
     def __repr__(self) -> str:  # never the secret key
         return f"Client({self.base_url!r})"
@@ -103,35 +260,46 @@ class Client:
         self,
         method: str,
         path: str,
+        ok: Tuple[int, ...],
         body: Optional[Dict[str, Any]] = None,
         headers: Optional[Dict[str, str]] = None,
-    ) -> Tuple[int, Any]:
+    ) -> Tuple[Any, Mapping[str, str]]:
+        """One request: the JSON object answered with a status in `ok` (None for a 204) and
+        the answer's headers; `OtpmintError` for any other answer."""
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base_url + path, data=data, method=method)
-        req.add_header("Authorization", f"Bearer {self._secret_key}")
+        # Unredirected: never copied to another request, should one ever be made.
+        req.add_unredirected_header("Authorization", f"Bearer {self._secret_key}")
         req.add_header("Accept", "application/json")
         if data is not None:
             req.add_header("Content-Type", "application/json")
         for k, v in (headers or {}).items():
             req.add_header(k, v)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as r:
-                raw = r.read()
-                return r.status, json.loads(raw) if raw else None
-        except urllib.error.HTTPError as e:
-            raw = e.read()
             try:
-                problem = json.loads(raw) if raw else {}
-            except ValueError:
-                problem = {"detail": raw.decode(errors="replace")}
-            retry = e.headers.get("Retry-After")
-            raise OtpmintError(
-                e.code,
-                str(problem.get("code", "")),
-                str(problem.get("detail", "")),
-                problem if isinstance(problem, dict) else {},
-                int(retry) if retry and retry.isdigit() else None,
-            ) from None
+                with self._opener.open(req, timeout=self.timeout) as r:
+                    status, answer_headers, raw = r.status, r.headers, r.read()
+            except urllib.error.HTTPError as e:  # 3xx, 4xx, 5xx: an answer
+                try:
+                    status, answer_headers, raw = e.code, e.headers, e.read()
+                finally:
+                    e.close()
+        except urllib.error.URLError as e:
+            if isinstance(e.reason, socket.timeout):
+                raise TimeoutError(f"no answer within {self.timeout} s") from e
+            raise
+        except socket.timeout as e:  # TimeoutError from Python 3.10
+            raise TimeoutError(f"no answer within {self.timeout} s") from e
+        except (OSError, http.client.HTTPException) as e:
+            raise urllib.error.URLError(e) from e
+        if status not in ok:
+            raise _failure(status, answer_headers, raw)
+        if status == 204:
+            return None, answer_headers
+        value = _json_object(answer_headers, raw)
+        if value is None:
+            raise _failure(status, answer_headers, raw)
+        return value, answer_headers
 
     def mint(
         self,
@@ -140,12 +308,15 @@ class Client:
         phone: Optional[str] = None,
         purpose: Optional[str] = None,
         locale: Optional[str] = None,
-        delivery: Optional[str] = None,
+        delivery: Optional[Literal["sync", "async"]] = None,
         link_return_url: Optional[str] = None,
         code_challenge: Optional[str] = None,
         idempotency_key: Optional[str] = None,
     ) -> MintResult:
-        """Mint a code and send it (`POST /v1/otp`): 201 sent, 202 queued (async)."""
+        """Mint a code and send it (`POST /v1/otp`): 201 sent, 202 queued (async).
+
+        With `idempotency_key` (1–255 visible ASCII characters, else `ValueError`), a repeat
+        answers as the first request did (24 h); `was_replayed(result)` tells which."""
         body: Dict[str, Any] = {}
         for name, value in (
             ("email", email),
@@ -163,37 +334,48 @@ class Client:
             if code_challenge is not None:
                 link["code_challenge"] = code_challenge
             body["link"] = link
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        _, v = self._request("POST", "/v1/otp", body, headers)
-        return v
+        headers: Dict[str, str] = {}
+        if idempotency_key is not None:
+            if not isinstance(idempotency_key, str) or not _IDEMPOTENCY_KEY.fullmatch(
+                idempotency_key
+            ):
+                raise ValueError(
+                    "idempotency_key must be 1–255 visible ASCII characters (! to ~, no spaces)"
+                )
+            headers["Idempotency-Key"] = idempotency_key
+        v, answer_headers = self._request("POST", "/v1/otp", (201, 202), body, headers)
+        result = _Minted(v)
+        replayed = answer_headers.get("Idempotent-Replayed") or ""
+        result._otpmint_replayed = replayed.strip().lower() == "true"
+        return cast(MintResult, result)
 
     def verify(self, shareable_key: str, otp: str) -> VerifyResult:
         """Check a code (`POST /v1/otp/verify`). A wrong code raises `OtpmintError` 422
         `otp_mismatch` with `body["attempts_remaining"]`; a key that can never verify, 410."""
-        _, v = self._request(
-            "POST", "/v1/otp/verify", {"shareable_key": shareable_key, "otp": otp}
-        )
-        return v
+        body = {"shareable_key": shareable_key, "otp": otp}
+        v, _ = self._request("POST", "/v1/otp/verify", (200,), body)
+        return cast(VerifyResult, v)
 
-    def status(self, shareable_key: str) -> Dict[str, Any]:
+    def status(self, shareable_key: str) -> OtpStatus:
         """The key's status (`GET /v1/otp/{key}`)."""
-        _, v = self._request("GET", f"/v1/otp/{_segment(shareable_key)}")
-        return v
+        v, _ = self._request("GET", _otp_path(shareable_key), (200,))
+        return cast(OtpStatus, v)
 
     def cancel(self, shareable_key: str) -> None:
-        """Cancel a pending code (`DELETE /v1/otp/{key}`)."""
-        self._request("DELETE", f"/v1/otp/{_segment(shareable_key)}")
+        """Cancel a pending code (`DELETE /v1/otp/{key}`, 204)."""
+        self._request("DELETE", _otp_path(shareable_key), (204,))
 
-    def resend(self, shareable_key: str) -> Dict[str, Any]:
-        """Send a new code under the same key (`POST /v1/otp/{key}/resend`)."""
-        _, v = self._request("POST", f"/v1/otp/{_segment(shareable_key)}/resend", {})
-        return v
+    def resend(self, shareable_key: str) -> ResendResult:
+        """Send a new code under the same key (`POST /v1/otp/{key}/resend`): 201, 202
+        queued."""
+        v, _ = self._request("POST", _otp_path(shareable_key) + "/resend", (201, 202), {})
+        return cast(ResendResult, v)
 
     def claim(self, shareable_key: str, code_verifier: Optional[str] = None) -> Claimed:
         """Redeem a verified key's outcome once (`POST /v1/otp/{key}/claim`)."""
         body = {} if code_verifier is None else {"code_verifier": code_verifier}
-        _, v = self._request("POST", f"/v1/otp/{_segment(shareable_key)}/claim", body)
-        return v
+        v, _ = self._request("POST", _otp_path(shareable_key) + "/claim", (200,), body)
+        return cast(Claimed, v)
 
     def create_hosted_session(
         self,
@@ -215,38 +397,141 @@ class Client:
         ):
             if value is not None:
                 body[name] = value
-        _, v = self._request("POST", "/v1/tenant/hosted-sessions", body)
-        return v
+        v, _ = self._request("POST", "/v1/tenant/hosted-sessions", (201,), body)
+        return cast(HostedSession, v)
 
-    def hosted_session(self, session_id: str) -> HostedSession:
+    def hosted_session(self, session_id: str) -> HostedStatus:
         """A hosted session's status (`GET /v1/tenant/hosted-sessions/{id}`)."""
-        _, v = self._request("GET", f"/v1/tenant/hosted-sessions/{_segment(session_id)}")
-        return v
+        v, _ = self._request("GET", _session_path(session_id), (200,))
+        return cast(HostedStatus, v)
 
     def claim_hosted_session(
         self, session_id: str, code_verifier: Optional[str] = None
     ) -> Claimed:
         """Redeem a verified hosted session once (`POST …/hosted-sessions/{id}/claim`)."""
         body = {} if code_verifier is None else {"code_verifier": code_verifier}
-        _, v = self._request(
-            "POST", f"/v1/tenant/hosted-sessions/{_segment(session_id)}/claim", body
-        )
-        return v
+        v, _ = self._request("POST", _session_path(session_id) + "/claim", (200,), body)
+        return cast(Claimed, v)
 
-    def test_inbox(self, to: str) -> List[Dict[str, Any]]:
-        """Messages a test tenant or test recipient received (`GET /v1/tenant/test-inbox`)."""
+    def test_inbox(self, to: str) -> List[TestMessage]:
+        """Messages a test tenant or test recipient received (`GET /v1/tenant/test-inbox`),
+        newest first."""
         q = urllib.parse.urlencode({"to": to})
-        _, v = self._request("GET", f"/v1/tenant/test-inbox?{q}")
-        return v["messages"]
+        v, _ = self._request("GET", f"/v1/tenant/test-inbox?{q}", (200,))
+        return cast(List[TestMessage], v["messages"])
 
 
-def _segment(value: str) -> str:
+def _segment(value: str, not_found: str) -> str:
+    """A key or id as a path segment, percent-encoded. `.` and `..` cannot be one: URL
+    normalisation (a proxy's, or any `fetch`) removes them, `%2E` included, so the request
+    would go to another route. No key or id is either, and the server answers a malformed
+    one with 404 (API.md §6.4): that answer, at once (as the TypeScript client does)."""
+    if value in (".", ".."):
+        title, detail = _NOT_FOUND[not_found]
+        body = {
+            "type": f"/problems/{not_found}",
+            "title": title,
+            "status": 404,
+            "code": not_found,
+            "detail": detail,
+        }
+        raise OtpmintError(404, not_found, detail, body)
     return urllib.parse.quote(value, safe="")
+
+
+def _otp_path(key: str) -> str:
+    return "/v1/otp/" + _segment(key, "otp_not_found")
+
+
+def _session_path(session_id: str) -> str:
+    return "/v1/tenant/hosted-sessions/" + _segment(session_id, "session_not_found")
+
+
+def _is_json(headers: Mapping[str, str]) -> bool:
+    media = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    return media == "application/json" or bool(re.fullmatch(r"application/[^/]+\+json", media))
+
+
+def _json_object(headers: Mapping[str, str], raw: bytes) -> Optional[Dict[str, Any]]:
+    """The answer's body when it is a JSON object (by media type and content), else None."""
+    if not _is_json(headers):
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _failure(status: int, headers: Mapping[str, str], raw: bytes) -> OtpmintError:
+    """The `OtpmintError` for an answer that is not the one asked for."""
+    text = raw.decode("utf-8", errors="replace")
+    problem = _json_object(headers, raw)
+    code = problem.get("code") if problem is not None else None
+    detail = problem.get("detail") if problem is not None else None
+    if not isinstance(detail, str):
+        detail = text
+    if 300 <= status < 400:
+        to = headers.get("Location")
+        detail = f"a redirect{' to ' + to if to else ''}, not followed"
+    elif 200 <= status < 300:
+        kind = headers.get("Content-Type") or "no content type"
+        detail = f"not the answer expected ({status}, {kind})" + (f": {text}" if text else "")
+    elif not detail:
+        detail = "no detail"
+    return OtpmintError(
+        status,
+        code if isinstance(code, str) else "",
+        detail,
+        problem if problem is not None else {},
+        _retry_after(headers.get("Retry-After")),
+    )
+
+
+_MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+_IMF = re.compile(r"[A-Za-z]{3}, (\d{2}) ([A-Za-z]{3}) (\d{4}) (\d{2}):(\d{2}):(\d{2}) GMT")
+_RFC850 = re.compile(r"[A-Za-z]{6,9}, (\d{2})-([A-Za-z]{3})-(\d{2}) (\d{2}):(\d{2}):(\d{2}) GMT")
+_ASCTIME = re.compile(r"[A-Za-z]{3} ([A-Za-z]{3}) ([ \d]\d) (\d{2}):(\d{2}):(\d{2}) (\d{4})")
+
+
+def _retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[int]:
+    """`Retry-After` as seconds from now (never negative): delay-seconds, or an HTTP-date in
+    any of the three forms of RFC 9110 §5.6.7. None for anything else."""
+    if not value:
+        return None
+    v = value.strip()
+    if v.isascii() and v.isdigit():
+        return int(v)
+    current = time.time() if now is None else now
+    if (m := _IMF.fullmatch(v)) is not None:
+        day, month, year, hh, mm, ss = m[1], m[2], int(m[3]), m[4], m[5], m[6]
+    elif (m := _RFC850.fullmatch(v)) is not None:
+        # A two-digit year more than 50 years ahead is in the past century.
+        this_year = time.gmtime(current).tm_year
+        year = this_year // 100 * 100 + int(m[3])
+        if year > this_year + 50:
+            year -= 100
+        day, month, hh, mm, ss = m[1], m[2], m[4], m[5], m[6]
+    elif (m := _ASCTIME.fullmatch(v)) is not None:
+        month, day, hh, mm, ss, year = m[1], m[2], m[3], m[4], m[5], int(m[6])
+    else:
+        return None
+    month = month.capitalize()
+    if month not in _MONTHS or int(hh) > 23 or int(mm) > 59 or int(ss) > 60:
+        return None
+    try:
+        at = calendar.timegm(
+            (year, _MONTHS.index(month) + 1, int(day.strip()), int(hh), int(mm), int(ss))
+        )
+    except (ValueError, OverflowError):
+        return None
+    return max(0, math.ceil(at - current))
 
 
 def pkce_pair() -> Tuple[str, str]:
     """A PKCE verifier (keep it in the browser's session) and its S256 challenge (give it
-    to `mint(code_challenge=…)` or `create_hosted_session(code_challenge=…)`)."""
+    to `mint(code_challenge=…)` or `create_hosted_session(code_challenge=…)`). Make one pair
+    per flow."""
     verifier = secrets.token_urlsafe(48)
     digest = hashlib.sha256(verifier.encode()).digest()
     return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
@@ -261,31 +546,49 @@ def verify_webhook(
 ) -> Dict[str, Any]:
     """Check a webhook's Standard Webhooks signature and return its event. `secret` is the
     endpoint's `whsec_…`; `headers` the request's (any case); `body` its raw bytes, before
-    any JSON parsing. Raises `WebhookVerificationError`."""
-    lower = {k.lower(): v for k, v in headers.items()}
+    any JSON parsing. Raises `WebhookVerificationError` — for a bad secret, missing or
+    malformed headers, a stale timestamp, no matching signature or a body that is not
+    JSON."""
+    try:
+        lower = {str(k).lower(): v for k, v in headers.items()}
+    except (AttributeError, TypeError):
+        raise WebhookVerificationError("no headers") from None
+    if not isinstance(body, (bytes, bytearray)):
+        raise WebhookVerificationError("the body is not bytes")
     msg_id = lower.get("webhook-id")
     stamp = lower.get("webhook-timestamp")
     signatures = lower.get("webhook-signature")
-    if not msg_id or not stamp or not signatures:
+    if not all(isinstance(h, str) and h for h in (msg_id, stamp, signatures)):
         raise WebhookVerificationError("missing webhook-id, webhook-timestamp or webhook-signature")
-    try:
-        sent = int(stamp)
-    except ValueError:
-        raise WebhookVerificationError("webhook-timestamp is not a number") from None
+    assert isinstance(msg_id, str) and isinstance(stamp, str) and isinstance(signatures, str)
+    if not (stamp.isascii() and stamp.isdigit()):
+        raise WebhookVerificationError("webhook-timestamp is not a number")
     current = time.time() if now is None else now
-    if abs(current - sent) > tolerance_seconds:
+    if abs(current - int(stamp)) > tolerance_seconds:
         raise WebhookVerificationError("webhook-timestamp is too old or too new")
-    if not secret.startswith("whsec_"):
+    if not isinstance(secret, str) or not secret.startswith("whsec_"):
         raise WebhookVerificationError("the secret is not a whsec_ secret")
     try:
         key = base64.b64decode(secret[len("whsec_") :], validate=True)
     except ValueError:
         raise WebhookVerificationError("the secret is not base64 after whsec_") from None
-    signed = msg_id.encode() + b"." + stamp.encode() + b"." + body
+    if not key:
+        raise WebhookVerificationError("the secret is empty after whsec_")
+    try:
+        signed = msg_id.encode() + b"." + stamp.encode() + b"." + bytes(body)
+    except UnicodeEncodeError:
+        raise WebhookVerificationError("webhook-id is not text") from None
     expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest())
+    # Space-separated; a framework may join repeated header lines with ", ".
     for candidate in signatures.split():
-        version, _, value = candidate.partition(",")
+        version, _, value = candidate.rstrip(",").partition(",")
         # Bytes: a header with other than ASCII in it is a mismatch, not an exception.
-        if version == "v1" and hmac.compare_digest(value.encode(), expected):
-            return json.loads(body)
+        if version == "v1" and hmac.compare_digest(
+            value.encode("utf-8", errors="replace"), expected
+        ):
+            try:
+                event: Dict[str, Any] = json.loads(body)
+                return event
+            except ValueError:
+                raise WebhookVerificationError("the signed body is not JSON") from None
     raise WebhookVerificationError("no signature matches")
