@@ -184,22 +184,17 @@ pub fn get() -> Option<&'static Metrics> {
     METRICS.get_or_init(|| build().ok()).as_ref()
 }
 
-/// The name of every metric family the process registers (a family shows in `/metrics` once
-/// it has a sample).
-pub fn family_names() -> Vec<String> {
-    use prometheus::core::Collector;
-    let Some(m) = get() else {
-        return Vec::new();
-    };
+/// Every metric family of the process, each once.
+fn collectors(m: &Metrics) -> Vec<&dyn prometheus::core::Collector> {
     // Every field, named once: a new metric does not compile until it is listed here (the
     // pattern is exhaustive).
     macro_rules! every {
         ($($f:ident),* $(,)?) => {{
             let Metrics { registry: _, $($f),* } = m;
-            [$($f as &dyn Collector),*]
+            vec![$($f as &dyn prometheus::core::Collector),*]
         }};
     }
-    let all = every!(
+    every!(
         codes_minted,
         sms_blocked,
         provider_events,
@@ -216,11 +211,43 @@ pub fn family_names() -> Vec<String> {
         rate_limited,
         http_requests,
         relay_windows,
-    );
-    all.iter()
+    )
+}
+
+/// The name of every metric family the process registers (each is served, with no sample
+/// until it has one).
+pub fn family_names() -> Vec<String> {
+    let Some(m) = get() else {
+        return Vec::new();
+    };
+    collectors(m)
+        .iter()
         .flat_map(|c| c.desc())
         .map(|d| d.fq_name.clone())
         .collect()
+}
+
+/// `# HELP` and `# TYPE` of the families with no sample yet, which the registry leaves out:
+/// a scrape shows every family from the start (docs/operations.md lists them).
+fn unsampled(m: &Metrics) -> String {
+    use prometheus::proto::MetricType;
+    let mut out = String::new();
+    for family in collectors(m).iter().flat_map(|c| c.collect()) {
+        if !family.get_metric().is_empty() {
+            continue;
+        }
+        let kind = match family.get_field_type() {
+            MetricType::COUNTER => "counter",
+            MetricType::GAUGE => "gauge",
+            MetricType::HISTOGRAM => "histogram",
+            MetricType::SUMMARY => "summary",
+            MetricType::UNTYPED => "untyped",
+        };
+        let help = family.help().replace('\\', "\\\\").replace('\n', "\\n");
+        out.push_str(&format!("# HELP {} {help}\n", family.name()));
+        out.push_str(&format!("# TYPE {} {kind}\n", family.name()));
+    }
+    out
 }
 
 /// Count one event of a counter family, ignoring a (never expected) label mismatch.
@@ -263,5 +290,7 @@ pub fn render(
     {
         return String::new();
     }
-    String::from_utf8(buf).unwrap_or_default()
+    let mut text = String::from_utf8(buf).unwrap_or_default();
+    text.push_str(&unsampled(m));
+    text
 }

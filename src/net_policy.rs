@@ -9,22 +9,57 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 pub enum HostRefusal {
     #[error("the SMTP host is not allowed")]
     HostNotAllowed,
+    /// With the ports this server allows (`smtp.allowed_ports`).
     #[error("the SMTP port is not allowed")]
-    PortNotAllowed,
+    PortNotAllowed(Ports),
     #[error("plaintext SMTP is not allowed")]
     PlaintextNotAllowed,
     #[error("the SMTP host does not resolve")]
     Unresolvable,
 }
 
+/// The allowed ports a refusal names: the first [`Ports::SHOWN`] of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ports {
+    list: [u16; Ports::SHOWN],
+    len: usize,
+    more: bool,
+}
+
+impl Ports {
+    pub const SHOWN: usize = 12;
+
+    pub fn of(ports: &[u16]) -> Ports {
+        let mut list = [0; Ports::SHOWN];
+        let len = ports.len().min(Ports::SHOWN);
+        list[..len].copy_from_slice(&ports[..len]);
+        Ports {
+            list,
+            len,
+            more: ports.len() > Ports::SHOWN,
+        }
+    }
+
+    /// `465, 587 and 2525`.
+    fn words(&self) -> String {
+        let shown: Vec<String> = self.list[..self.len].iter().map(u16::to_string).collect();
+        match (shown.split_last(), self.more) {
+            (None, _) => "none".into(),
+            (Some((last, [])), false) => last.clone(),
+            (Some(_), true) => format!("{}, …", shown.join(", ")),
+            (Some((last, rest)), false) => format!("{} and {last}", rest.join(", ")),
+        }
+    }
+}
+
 impl HostRefusal {
     /// What allows it, or what to check, in one sentence (API.md §18.8).
-    pub fn advice(self) -> &'static str {
+    pub fn advice(self) -> String {
         match self {
-            HostRefusal::HostNotAllowed => "The SMTP host is a private, local or special address; an operator allows those with smtp.allow_private_hosts.",
-            HostRefusal::PortNotAllowed => "The SMTP port is not one of smtp.allowed_ports (465, 587 and 2525 unless the operator changed them).",
-            HostRefusal::PlaintextNotAllowed => "tls = \"none\" is not allowed on this server; an operator allows it with smtp.allow_plaintext.",
-            HostRefusal::Unresolvable => "The SMTP host does not resolve: check its name.",
+            HostRefusal::HostNotAllowed => "The SMTP host is a private, local or special address; an operator allows those with smtp.allow_private_hosts.".into(),
+            HostRefusal::PortNotAllowed(ports) => format!("The SMTP port is not one this server allows ({}); an operator allows others with smtp.allowed_ports.", ports.words()),
+            HostRefusal::PlaintextNotAllowed => "tls = \"none\" is not allowed on this server; an operator allows it with smtp.allow_plaintext.".into(),
+            HostRefusal::Unresolvable => "The SMTP host does not resolve: check its name.".into(),
         }
     }
 }
@@ -206,12 +241,8 @@ impl HostPolicy {
         plaintext: bool,
     ) -> Result<HostName, HostRefusal> {
         let name = HostName::parse(host).ok_or(HostRefusal::HostNotAllowed)?;
-        if self
-            .allowed_ports
-            .as_ref()
-            .is_some_and(|ports| !ports.contains(&port))
-        {
-            return Err(HostRefusal::PortNotAllowed);
+        if let Some(ports) = self.allowed_ports.as_ref().filter(|p| !p.contains(&port)) {
+            return Err(HostRefusal::PortNotAllowed(Ports::of(ports)));
         }
         if plaintext && !self.allow_plaintext {
             return Err(HostRefusal::PlaintextNotAllowed);
@@ -374,8 +405,14 @@ mod tests {
         assert!(p.check_static("[2606:4700::1111]", 465, false).is_ok());
         assert_eq!(
             p.check_static("smtp.example.com", 25, false).err(),
-            Some(HostRefusal::PortNotAllowed)
+            Some(HostRefusal::PortNotAllowed(Ports::of(&[465, 587, 2525])))
         );
+        assert!(HostRefusal::PortNotAllowed(Ports::of(&[465, 587, 2525]))
+            .advice()
+            .contains("(465, 587 and 2525)"));
+        assert!(HostRefusal::PortNotAllowed(Ports::of(&[2525]))
+            .advice()
+            .contains("(2525)"));
         assert_eq!(
             p.check_static("smtp.example.com", 587, true).err(),
             Some(HostRefusal::PlaintextNotAllowed)

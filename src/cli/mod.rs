@@ -100,7 +100,7 @@ pub enum KeysCommand {
     /// Re-wrap the keyring stored under a key in crypto.previous_master_keys with the
     /// active master key (idempotent; safe to re-run after an interruption)
     Rotate,
-    /// New data key; re-encrypt every stored SMTP password under it (resumable)
+    /// New data key; re-encrypt every stored secret under it (SMTP passwords, OAuth2, provider, webhook and transport secrets); resumable
     RotateDataKey,
 }
 
@@ -146,7 +146,9 @@ fn service_msg(e: ServiceError) -> CliError {
                 .join("; "),
         ),
         // The same words as the HTTP answer's: what allows it, or what to check.
-        ServiceError::SmtpPolicy(r) => CliError(format!("{r}: {}", r.advice())),
+        ServiceError::SmtpPolicy(r) => CliError(r.advice()),
+        // The operator's own command: the cause, without the HTTP answer's label.
+        ServiceError::Internal(cause) => CliError(cause),
         ServiceError::TenantNotFound => CliError("no such tenant".into()),
         ServiceError::Delivery(r) => CliError(delivery_failed(r)),
         other => CliError(other.to_string()),
@@ -248,6 +250,12 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
             Ok(())
         }
         Command::Backup { path } => {
+            if path.exists() {
+                return Err(CliError(format!(
+                    "{} already exists: a backup goes to a new file",
+                    path.display()
+                )));
+            }
             services(settings)?
                 .admin
                 .backup(path.clone())
@@ -297,6 +305,7 @@ fn services(settings: Settings) -> Result<Services, CliError> {
             )));
         }
     }
+    say_used(format!("database: {}", describe(&location)));
     {
         use secrecy::ExposeSecret;
         let key_file = std::path::Path::new(&settings.crypto.master_key_file);
@@ -307,7 +316,6 @@ fn services(settings: Settings) -> Result<Services, CliError> {
             )));
         }
     }
-    say_used(format!("database: {}", describe(&location)));
     Ok(build_services(settings, Arc::new(SystemClock))?)
 }
 
@@ -337,13 +345,30 @@ async fn serve(settings: Settings, file: Option<PathBuf>) -> Result<(), CliError
             tracing::info!("{note}");
         }
     }
+    // The checks `config check` makes, first: their errors name the setting at fault.
+    crate::startup::preflight(&settings)?;
     let app = Application::build(settings)?;
     app.reload_on_sighup(file);
     let tenants = app.services().core.tenants().await.map_err(service_msg)?;
     tracing::info!(bind = %bind, port = app.port(), database = %database, "otpmint listening");
     if tenants.is_empty() {
+        use secrecy::ExposeSecret;
+        let api = if app
+            .services()
+            .core
+            .settings
+            .load()
+            .admin
+            .token
+            .expose_secret()
+            .is_empty()
+        {
+            "or set admin.token and POST /v1/tenants"
+        } else {
+            "or POST /v1/tenants with the admin token"
+        };
         tracing::info!(
-            "no tenants yet: create one with `otpmint tenant create --name NAME --smtp-host HOST --smtp-port 587 --smtp-username USER --smtp-from 'App <no-reply@example.com>' --smtp-password-file FILE`, or set admin.token and POST /v1/tenants"
+            "no tenants yet: create one with `otpmint tenant create --name NAME --smtp-host HOST --smtp-port 587 --smtp-username USER --smtp-from 'App <no-reply@example.com>' --smtp-password-file FILE`, {api}"
         );
     }
     app.run_until_stopped().await?;

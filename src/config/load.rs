@@ -164,11 +164,59 @@ fn toml_like(v: &serde_json::Value) -> String {
             out.push_str(&format!("[{name}]\n"));
             if let serde_json::Value::Object(keys) = section {
                 for (k, val) in keys {
-                    out.push_str(&format!("{k} = {val}\n"));
+                    let redacted = |v: &serde_json::Value| v.as_str() == Some(REDACTED);
+                    match val {
+                        // A secret is shown as a comment: read back, the file must not hold
+                        // the word as the secret.
+                        v if redacted(v)
+                            || v.as_array().is_some_and(|a| a.iter().any(redacted)) =>
+                        {
+                            out.push_str(&format!(
+                                "# {k} = \"{REDACTED}\" (a secret: set, not shown)\n"
+                            ))
+                        }
+                        serde_json::Value::Null => out.push_str(&format!("# {k} = (not set)\n")),
+                        _ => out.push_str(&format!("{} = {}\n", toml_key(k), toml_value(val))),
+                    }
                 }
             }
             out.push('\n');
         }
     }
     out
+}
+
+fn toml_key(k: &str) -> String {
+    let bare = !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        k.to_string()
+    } else {
+        serde_json::Value::String(k.to_string()).to_string()
+    }
+}
+
+/// A value in TOML: JSON's strings, numbers and booleans are TOML's too; a map is an inline
+/// table, a list an array.
+fn toml_value(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Object(m) => {
+            let items: Vec<String> = m
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| format!("{} = {}", toml_key(k), toml_value(v)))
+                .collect();
+            if items.is_empty() {
+                "{}".into()
+            } else {
+                format!("{{ {} }}", items.join(", "))
+            }
+        }
+        serde_json::Value::Array(a) => {
+            let items: Vec<String> = a.iter().map(toml_value).collect();
+            format!("[{}]", items.join(", "))
+        }
+        other => other.to_string(),
+    }
 }

@@ -66,11 +66,14 @@ pub fn parse_level(s: &str) -> Option<tracing::Level> {
     }
 }
 
+/// What a secret that is set is shown as (`config check`).
+pub(crate) const REDACTED: &str = "<redacted>";
+
 fn redact<S: Serializer>(s: &SecretString, ser: S) -> Result<S::Ok, S::Error> {
     if s.expose_secret().is_empty() {
         ser.serialize_str("")
     } else {
-        ser.serialize_str("<redacted>")
+        ser.serialize_str(REDACTED)
     }
 }
 
@@ -83,7 +86,7 @@ fn redact_list<S: Serializer>(v: &[SecretString], ser: S) -> Result<S::Ok, S::Er
     use serde::ser::SerializeSeq;
     let mut seq = ser.serialize_seq(Some(v.len()))?;
     for _ in v {
-        seq.serialize_element("<redacted>")?;
+        seq.serialize_element(REDACTED)?;
     }
     seq.end()
 }

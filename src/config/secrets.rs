@@ -33,11 +33,19 @@ impl Settings {
                     .to_string(),
             ));
         }
-        // Variables of the project's own tests and tools, not settings.
+        // Variables of the project's own tests, tools, packaging and client libraries (their
+        // docs name them), not settings.
         const TOOLS: &[&str] = &[
             "OTPMINT_TEST_",
             "OTPMINT_BROWSER_TESTS",
-            "OTPMINT_WRITE_OPENAPI",
+            "OTPMINT_WRITE_",
+            "OTPMINT_SCHEMATHESIS_",
+            "OTPMINT_PURGE_DATA",
+            "OTPMINT_BINARY",
+            "OTPMINT_URL",
+            "OTPMINT_SECRET_KEY",
+            "OTPMINT_RETURN_URL",
+            "OTPMINT_LOOPBACK_WEBHOOKS",
         ];
         // The configuration file's path (`--config`), read by the command line.
         const CONFIG_FILE: &str = "OTPMINT_CONFIG";

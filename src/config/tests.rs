@@ -465,3 +465,66 @@ fn a_database_url_is_shown_without_its_password_and_empty_variables_are_unset() 
     .unwrap();
     assert_eq!(s.admin.token.expose_secret(), "from-file-token-0123456789");
 }
+
+#[test]
+fn the_shown_configuration_reads_back_as_toml_without_its_secrets() {
+    let token = "t".repeat(40);
+    let s = Settings::load_from(
+        None,
+        env(&[
+            ("OTPMINT__ADMIN__TOKEN", token.as_str()),
+            (
+                "OTPMINT__DELIVERY__PROVIDER_BASE_URLS__POSTMARK",
+                "https://pm.example:8443",
+            ),
+        ]),
+    )
+    .unwrap();
+    let shown = s.redacted_toml();
+    assert!(!shown.contains(&token), "{shown}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("shown.toml");
+    std::fs::write(&file, &shown).unwrap();
+    let back =
+        Settings::load_from(Some(&file), env(&[])).unwrap_or_else(|e| panic!("{e}\n{shown}"));
+    assert_eq!(
+        back.delivery
+            .provider_base_urls
+            .get("postmark")
+            .map(String::as_str),
+        Some("https://pm.example:8443")
+    );
+    // A secret that is not shown is not read back as the word that stands for it.
+    assert!(back.admin.token.expose_secret().is_empty(), "{shown}");
+}
+
+#[test]
+fn an_empty_master_key_file_leaves_the_file_out() {
+    let key = crate::crypto::keyring::MasterKey::generate().to_base64();
+    // The container image sets the file; an empty value gives way to the inline key.
+    let s = Settings::load_from(
+        None,
+        env(&[
+            ("OTPMINT__CRYPTO__MASTER_KEY", key.as_str()),
+            ("OTPMINT__CRYPTO__MASTER_KEY_FILE", ""),
+        ]),
+    );
+    assert!(s.is_ok(), "{:?}", s.err().map(|e| e.to_string()));
+    let err = Settings::load_from(
+        None,
+        env(&[
+            ("OTPMINT__CRYPTO__MASTER_KEY", key.as_str()),
+            ("OTPMINT__CRYPTO__MASTER_KEY_FILE", "/data/master.key"),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("both set") && err.contains("/data/master.key") && !err.contains(&key),
+        "{err}"
+    );
+    let err = Settings::load_from(None, env(&[("OTPMINT__CRYPTO__MASTER_KEY_FILE", "")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("crypto.master_key_file"), "{err}");
+}

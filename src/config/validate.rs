@@ -169,10 +169,18 @@ impl Settings {
         parse_level(&self.log.level)
             .ok_or_else(|| invalid("log.level", "must be error, warn, info, debug or trace"))?;
         let key_set = !self.crypto.master_key.expose_secret().is_empty();
-        if key_set && self.crypto.master_key_file != DEFAULT_KEY_FILE {
+        // An empty file setting is no file (the way to leave out the container image's).
+        let file = self.crypto.master_key_file.as_str();
+        if key_set && !file.is_empty() && file != DEFAULT_KEY_FILE {
             return Err(invalid(
                 "crypto.master_key",
-                "set either crypto.master_key or crypto.master_key_file, not both",
+                format!("and `crypto.master_key_file` ({file}) are both set; keep one (an empty crypto.master_key_file, OTPMINT__CRYPTO__MASTER_KEY_FILE=\"\", leaves the file out)"),
+            ));
+        }
+        if !key_set && file.is_empty() {
+            return Err(invalid(
+                "crypto.master_key_file",
+                "is empty and crypto.master_key is not set: name the key file, or give the key",
             ));
         }
         if key_set {

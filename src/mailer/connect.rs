@@ -98,7 +98,7 @@ impl Mailer {
             .implicit_tls
             .connect(server_name, tcp)
             .await
-            .map_err(|e| refused_if(fail(DeliveryReason::Tls, &e), turned_away(&e)))
+            .map_err(|e| refused_if(fail(DeliveryReason::Tls, tls_failure(&e)), turned_away(&e)))
     }
 
     /// A STARTTLS session (required, never opportunistic: a relay without it fails here).

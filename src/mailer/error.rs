@@ -14,6 +14,17 @@ pub(super) fn fail(reason: DeliveryReason, detail: impl fmt::Display) -> Deliver
     DeliveryError::permanent(reason, detail.to_string()).classed(transient, false)
 }
 
+/// A TLS handshake's failure in words (API.md §18.8: the log names the cause): rustls's own
+/// words, except for what a TLS-mode mismatch looks like to it — the relay's plain `220`
+/// greeting read as a corrupt TLS record.
+pub(super) fn tls_failure(e: &io::Error) -> String {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidMessage(_)) => "the relay did not answer in TLS: it may expect STARTTLS on this port (tls = \"starttls\", as on 587) or no TLS at all".into(),
+        Some(inner) => format!("the TLS handshake failed: {inner}"),
+        None => format!("the TLS handshake failed: {e}"),
+    }
+}
+
 /// A socket error by which a relay turns a session away: refused, reset, closed on us.
 pub(super) fn turned_away(e: &io::Error) -> bool {
     matches!(
@@ -102,5 +113,25 @@ fn smtp_detail(e: &lettre::transport::smtp::Error) -> String {
     match e.status() {
         Some(code) => format!("{class} {code}"),
         None => class.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tls_mode_mismatch_is_told_in_words() {
+        let mismatch = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
+        );
+        let words = tls_failure(&mismatch);
+        assert!(
+            words.contains("STARTTLS") && !words.contains("InvalidContentType"),
+            "{words}"
+        );
+        let other = io::Error::new(io::ErrorKind::InvalidData, rustls::Error::DecryptError);
+        assert!(tls_failure(&other).starts_with("the TLS handshake failed: "));
     }
 }

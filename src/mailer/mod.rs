@@ -36,7 +36,7 @@ pub use message::new_message_id;
 use message::render;
 
 pub(crate) use connect::{add_pem_roots, hello_name};
-use error::{busy_reply, fail, overflowed, session_refused, smtp_fail, turned_away};
+use error::{busy_reply, fail, overflowed, session_refused, smtp_fail, tls_failure, turned_away};
 pub use error::{DeliveryError, DeliveryReason, FailureKind};
 use transact::{transact, Stage, TxError};
 

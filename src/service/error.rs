@@ -359,7 +359,7 @@ impl ServiceError {
             S::InvalidEmail(_) => C::InvalidEmail,
             S::SmtpPolicy(r) => match r {
                 HostRefusal::HostNotAllowed => C::SmtpHostNotAllowed,
-                HostRefusal::PortNotAllowed => C::SmtpPortNotAllowed,
+                HostRefusal::PortNotAllowed(_) => C::SmtpPortNotAllowed,
                 HostRefusal::PlaintextNotAllowed => C::SmtpPlaintextNotAllowed,
                 HostRefusal::Unresolvable => C::SmtpHostUnresolvable,
             },

@@ -124,9 +124,51 @@ pub fn preflight(settings: &Settings) -> Result<(), StartupError> {
         }
     }
     // The master key as serve reads it: the inline key or the file must decode (a file
-    // that does not exist yet is made on the first start).
-    configured_master_key(settings)?;
+    // that does not exist yet is made on the first start, so it must be creatable).
+    if configured_master_key(settings)?.is_none() {
+        let path = resolve(Path::new(&settings.crypto.master_key_file));
+        creatable(&path).map_err(|e| {
+            StartupError::MasterKey(format!(
+                "cannot create master key file {} (crypto.master_key_file): {e}",
+                path.display()
+            ))
+        })?;
+    }
     previous_master_keys(settings)?;
+    // A SQLite database that does not exist yet is made on the first start.
+    if let Ok(crate::config::DatabaseLocation::Sqlite(path)) = settings.database_location() {
+        if !path.exists() {
+            creatable(&path).map_err(|e| {
+                StartupError::Other(format!(
+                    "cannot create database {} (database.url): {e}",
+                    path.display()
+                ))
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether `serve` could make a file at `path`, its folders included: the nearest folder
+/// that exists is a folder, and writable (by its permission bits; the user is not asked).
+fn creatable(path: &Path) -> Result<(), String> {
+    let mut next = path.parent();
+    while let Some(dir) = next {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        match std::fs::metadata(dir) {
+            Ok(m) if !m.is_dir() => return Err(format!("{} is not a folder", dir.display())),
+            Ok(m) if m.permissions().readonly() => {
+                return Err(format!("{} is not writable", dir.display()))
+            }
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => next = dir.parent(),
+            Err(e) => return Err(format!("{}: {}", dir.display(), e.kind())),
+        }
+    }
     Ok(())
 }
 
@@ -262,6 +304,15 @@ impl Application {
                     match Settings::load(file.as_deref()) {
                         Ok(new) => {
                             let level = new.log.level.clone();
+                            // The warnings of a start that concern the settings (a short
+                            // admin token), for the settings now taken.
+                            for (_, note) in new
+                                .start_notes(std::iter::empty())
+                                .into_iter()
+                                .filter(|(warn, _)| *warn)
+                            {
+                                tracing::warn!("{note}");
+                            }
                             let (live, restart) = services.admin.reload(new);
                             tracing::info!(
                                 applied = %live.join(","),

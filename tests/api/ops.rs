@@ -123,6 +123,24 @@ async fn the_metric_names_in_the_docs_are_the_ones_the_server_serves() {
     }
 }
 
+/// Every family is served from the start, each once: one with no sample yet (no resend, no
+/// webhook) by its `# HELP` and `# TYPE` alone.
+#[tokio::test]
+async fn every_metric_family_is_served_once_sample_or_not() {
+    let app = spawn_app().await;
+    let text = app.get("/metrics", "").await.text().await.unwrap();
+    let typed: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let served: std::collections::BTreeSet<String> = typed.iter().map(|s| s.to_string()).collect();
+    assert_eq!(typed.len(), served.len(), "a family twice: {text}");
+    let registered: std::collections::BTreeSet<String> =
+        otpmint::metrics::family_names().into_iter().collect();
+    assert_eq!(served, registered);
+}
+
 #[tokio::test]
 async fn metrics_can_require_a_token() {
     let app = spawn_app_with(|s| {

@@ -240,7 +240,13 @@ impl ApiError {
                     if let Some(code) = &e.detail_code {
                         extra.insert("detail_code".into(), json!(code));
                     }
-                    ("The provider did not accept the test message.".into(), extra)
+                    (
+                        format!(
+                            "The provider did not take the test message. {}",
+                            e.reason.advice()
+                        ),
+                        extra,
+                    )
                 }
                 S::WebhookRefused(code) => {
                     let detail = match code {
@@ -283,7 +289,7 @@ impl ApiError {
                     "The email address is not acceptable.".into(),
                     errors(&[FieldError::new("email", m.clone())]),
                 ),
-                S::SmtpPolicy(r) => (r.advice().into(), none()),
+                S::SmtpPolicy(r) => (r.advice(), none()),
                 S::SecretTaken => (
                     "That secret key is already registered.".into(),
                     none(),

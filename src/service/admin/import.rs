@@ -51,10 +51,10 @@ fn read_otpmint(path: &Path) -> Result<(Vec<AuthRow>, Vec<MappingRow>), ServiceE
     let err =
         |e: rusqlite::Error| ServiceError::Internal(format!("cannot read {}: {e}", path.display()));
     if !path.is_file() {
-        return Err(ServiceError::Internal(format!(
-            "{} is not a file",
-            path.display()
-        )));
+        return Err(ServiceError::field(
+            &path.display().to_string(),
+            "is not a file (no such file, or not a regular one)",
+        ));
     }
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)?;
     let mut st = conn

@@ -82,7 +82,7 @@ impl Admin {
         if to - from > MAX_RANGE_DAYS * 24 * HOUR_MS {
             return Err(ServiceError::field(
                 "from",
-                format!("the range may cover at most {MAX_RANGE_DAYS} days"),
+                format!("is more than {MAX_RANGE_DAYS} days before `to`: a range covers at most {MAX_RANGE_DAYS} days"),
             ));
         }
         let from_p = from.div_euclid(period_ms);
