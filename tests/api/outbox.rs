@@ -584,3 +584,48 @@ async fn a_relay_check_waits_for_the_bound_like_a_send() {
     }
     panic!("the check never got the session back");
 }
+
+/// A claim whose answer is lost after its commit (a timeout, a cut connection) leaves a
+/// message leased to this process with nothing sending it. The next sweep gives it back
+/// and it goes, rather than waiting out its lease to be recorded unknown, never sent.
+#[tokio::test]
+async fn a_message_claimed_by_an_answer_that_was_lost_is_given_back_and_sent() {
+    use otpmint::clock::Clock;
+    use otpmint::storage::{ClaimRequest, Fairness, Lease};
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    app.smtp.tempfail_next(1);
+    let key = mint_async(&app, &sk, "ada@example.com").await;
+    wait_status(&app, &sk, &key, |v| v["delivery"]["attempts"] == 1).await;
+    // Its retry is due about a second later on the app's clock. A claim made as this
+    // process's sender, as if at that time, with a lease of an hour; its answer is dropped.
+    let req = ClaimRequest {
+        now: app.clock.now() + 3_000,
+        lease: Lease {
+            owner: app.services.delivery.lease_owner().to_string(),
+            for_ms: 3_600_000,
+        },
+        fair: Fairness {
+            limit: 10,
+            caps: Default::default(),
+            default_cap: 4,
+            skip: Default::default(),
+            after: None,
+        },
+        other_caps: Default::default(),
+    };
+    let claimed = app
+        .services
+        .core
+        .db(move |s| s.claim_outbox(&req))
+        .await
+        .unwrap();
+    assert_eq!(claimed.jobs.len(), 1, "the test's claim took the message");
+    drop(claimed);
+    app.clock.advance_secs(5);
+    // The sweep (every 5 s) gives it back; the sender then sends it.
+    let code = app.smtp.wait_for("ada@example.com", 1).await.code();
+    let st = wait_status(&app, &sk, &key, |v| v["delivery"]["status"] == "sent").await;
+    assert_eq!(st["delivery"]["attempts"], 2, "{st}");
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+}

@@ -109,6 +109,8 @@ struct OutboxInner {
     tokens: oauth2::Tokens,
     /// Background sends running (claimed, not yet settled).
     running: std::sync::atomic::AtomicUsize,
+    /// The messages of those sends: claimed here, their attempt under way.
+    sending: Mutex<std::collections::HashSet<Vec<u8>>>,
     /// The window key of the first transport of each tenant's channel, as last seen by the
     /// sender (claims count that window for the tenant's lane of the channel).
     lanes: Mutex<HashMap<(String, route::Channel), String>>,
@@ -146,6 +148,7 @@ impl Outbox {
                 breakers: route::Breakers::default(),
                 tokens: oauth2::Tokens::default(),
                 running: std::sync::atomic::AtomicUsize::new(0),
+                sending: Mutex::new(std::collections::HashSet::new()),
                 lanes: Mutex::new(HashMap::new()),
                 cursor: Mutex::new(None),
                 stopping: AtomicBool::new(false),
@@ -252,6 +255,24 @@ impl Outbox {
         locked(&self.inner.held).remove(key);
     }
 
+    /// A background send of this message starts (see `OutboxInner::sending`).
+    fn started(&self, key: &[u8]) {
+        self.inner.running.fetch_add(1, Ordering::SeqCst);
+        locked(&self.inner.sending).insert(key.to_vec());
+    }
+
+    /// It ended: its outcome is recorded, or held until it is.
+    fn ended(&self, key: &[u8]) {
+        locked(&self.inner.sending).remove(key);
+        self.inner.running.fetch_sub(1, Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// Messages whose background send is under way.
+    fn sending(&self) -> Vec<Vec<u8>> {
+        locked(&self.inner.sending).iter().cloned().collect()
+    }
+
     /// Messages a claim or the sweep must not take, and a shutdown must not release, with
     /// their tenants.
     fn held(&self) -> HashMap<Vec<u8>, String> {
@@ -348,6 +369,11 @@ impl Delivery {
     /// A lease for a row this process is about to send itself: long enough for the wait
     /// for a session and the whole delivery (SMTP or HTTP, whichever may take longer),
     /// twice.
+    /// This process's lease owner, as its rows show it in `outbox.leased_by`.
+    pub fn lease_owner(&self) -> &str {
+        self.outbox.owner()
+    }
+
     pub(crate) fn lease(&self) -> Lease {
         let timeout = self.core.settings.load().attempt_seconds() as i64 * 1000;
         Lease {

@@ -24,13 +24,12 @@ const TIDY: Duration = Duration::from_secs(30);
 /// Rows claimed per round at most.
 const CLAIM_BATCH: u32 = 256;
 
-/// Counts a background send as running until dropped.
-struct Running(Delivery);
+/// Counts a background send, of the message with this key, as running until dropped.
+struct Running(Delivery, Vec<u8>);
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.0.outbox.inner.running.fetch_sub(1, Ordering::SeqCst);
-        self.0.outbox.wake();
+        self.0.outbox.ended(&self.1);
     }
 }
 
@@ -112,7 +111,7 @@ impl Delivery {
                                 .db(move |s| s.outbox_defer(&key, &owner, Some(due)))
                                 .await
                             {
-                                tracing::warn!(error = %e, "giving back a claimed message failed: once its lease runs out it is recorded unknown, not sent");
+                                tracing::warn!(error = %e, "giving back a claimed message failed: the next sweep gives it back");
                             }
                             continue;
                         }
@@ -124,8 +123,8 @@ impl Delivery {
                 };
                 // Queued in its channel's window now, so the next claim counts this send.
                 let ticket = self.lane_window(&tenant, job.channel).queue();
-                self.outbox.inner.running.fetch_add(1, Ordering::SeqCst);
-                let running = Running(self.clone());
+                self.outbox.started(&job.key_digest);
+                let running = Running(self.clone(), job.key_digest.clone());
                 tokio::spawn(async move {
                     running.0.attempt(&job, &tenant, Some(ticket)).await;
                     drop(running);
@@ -143,6 +142,7 @@ impl Delivery {
     pub(crate) async fn sweep_once(&self) {
         let now = self.core.now();
         self.outbox.tidy(now);
+        self.release_strays().await;
         let mut candidates = match self.core.db(move |s| s.sweep_candidates(now)).await {
             Ok(c) => c,
             Err(e) => {
@@ -188,6 +188,29 @@ impl Delivery {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "outbox sweep failed"),
+        }
+    }
+
+    /// Give back the queued messages leased to this process that nothing here sends or
+    /// holds: a claim whose answer was lost after its commit (a timeout, a connection cut),
+    /// or a claimed message whose tenant could not be read and that could not be given back
+    /// then. Left alone they would wait out their lease and be recorded unknown, never sent.
+    /// Runs in the sender's loop, between claims: every message claimed here is then either
+    /// sending or, once its send ended, settled or held. `sending` is read before `held`,
+    /// as a send ends only after its outcome is recorded or held.
+    async fn release_strays(&self) {
+        let mut keep = self.outbox.sending();
+        keep.extend(self.outbox.held().into_keys());
+        let owner = self.outbox.owner().to_string();
+        match self.core.db(move |s| s.release_leases(&owner, &keep)).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(released = n, "gave back queued messages leased here that nothing was sending (a claim's answer was lost)");
+                self.outbox.wake();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "giving back stray leases failed; trying again at the next sweep")
+            }
         }
     }
 
