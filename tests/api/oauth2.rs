@@ -504,3 +504,66 @@ async fn a_token_endpoint_that_echoes_the_secret_leaves_it_in_no_answer_or_recor
     );
     assert!(!st.to_string().contains(&echoed), "{st}");
 }
+
+/// A token request the sender stops waiting for (the relay's setup time passed, so the
+/// message went by the fallback relay) still runs to its end: the refresh token the endpoint
+/// rotated meanwhile is kept, and the next request uses it — the first one no longer works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_request_given_up_on_still_keeps_the_rotated_refresh_token() {
+    use crate::smtp::SmtpServer;
+    let tokens = TokenServer::start(SMTP_USER).await;
+    let fallback = SmtpServer::start().await;
+    let (ca, port, fallback_ca) = (
+        tokens.rx.ca_path.clone(),
+        fallback.port,
+        fallback.ca_path.clone(),
+    );
+    let app = spawn_app_with(move |s| {
+        s.webhooks.allow_private_hosts = true;
+        s.webhooks.extra_root_certificates = vec![ca];
+        s.delivery.http_timeout_seconds = 10;
+        s.smtp.allowed_ports.push(port);
+        s.smtp.extra_root_certificates.push(fallback_ca);
+    })
+    .await;
+    app.smtp.accept_xoauth2(tokens.check());
+    tokens.rotate_refresh_tokens(true);
+    // Tokens good for no longer than the 60 s margin: every message asks for a new one.
+    tokens.set_expires_in(60);
+    let mut oauth2 = client_credentials(&tokens);
+    oauth2["refresh_token"] = json!(REFRESH_TOKEN);
+    let body_json = json!({
+        "name": "Contoso",
+        "smtp": relay(&app, oauth2),
+        "smtp_fallback": {"host": "127.0.0.1", "port": fallback.port, "username": SMTP_USER,
+            "password": SMTP_PASS, "from": "Contoso <backup@contoso.example>", "tls": "starttls"},
+    });
+    let (s, v) = body(app.post("/v1/tenants", ADMIN, body_json).await).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let sk = v["secret_key"].as_str().unwrap().to_string();
+    // The endpoint rotates at once and answers after the relay's setup time (half the
+    // attempt's 5 s, a fallback waiting): the message goes by the fallback.
+    tokens.rx.set_delay(Duration::from_millis(3500));
+    let (s, v) = body(
+        app.post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
+            .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let key = v["shareable_key"].as_str().unwrap().to_string();
+    let code = fallback.wait_for("ada@example.com", 1).await.code();
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+    assert!(app.smtp.messages().is_empty());
+    // The request given up on has ended by now.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    tokens.rx.set_delay(Duration::ZERO);
+    let (key, code) = app.mint(&sk, "bob@example.com").await;
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+    assert_eq!(
+        app.smtp.messages().len(),
+        1,
+        "the relay took it with a fresh token"
+    );
+    assert_eq!(tokens.grants(), ["refresh_token"; 2]);
+    assert!(tokens.problems().is_empty(), "{:?}", tokens.problems());
+}

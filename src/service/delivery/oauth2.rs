@@ -85,7 +85,49 @@ fn token_failed(kind: FailureKind, detail: &str, code: &str) -> DeliveryError {
 
 impl Delivery {
     /// An access token for the relay (`key`: its pool key), from the cache unless `fresh`.
+    /// A request to the token endpoint runs on a task of its own: a caller that stops
+    /// waiting (its deadline passed) does not cut it off between the endpoint issuing a new
+    /// refresh token — the old one may stop working then — and its being stored.
     pub(crate) async fn oauth2_token(
+        &self,
+        tenant: &Tenant,
+        account: &SmtpAccount,
+        o: &OAuth2,
+        (key, fallback): (&str, bool),
+        fresh: bool,
+    ) -> Result<SecretString, DeliveryError> {
+        if !fresh {
+            let entry = self.outbox.tokens().entry(key);
+            let e = entry.lock().await;
+            if let Some((token, until)) = &e.token {
+                if e.version == tenant.smtp_version && Instant::now() < *until {
+                    return Ok(token.clone());
+                }
+            }
+        }
+        let (this, tenant, account, o, key) = (
+            self.clone(),
+            tenant.clone(),
+            account.clone(),
+            o.clone(),
+            key.to_string(),
+        );
+        let request = tokio::spawn(async move {
+            this.fetch_oauth2_token(&tenant, &account, &o, (&key, fallback), fresh)
+                .await
+        });
+        request.await.unwrap_or_else(|_| {
+            Err(token_failed(
+                FailureKind::Transient,
+                "the token request ended before its answer",
+                "oauth2_unavailable",
+            ))
+        })
+    }
+
+    /// [`Delivery::oauth2_token`]'s work: the cache, else one request at a time per relay
+    /// and what it rotates.
+    async fn fetch_oauth2_token(
         &self,
         tenant: &Tenant,
         account: &SmtpAccount,
