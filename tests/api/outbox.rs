@@ -629,3 +629,56 @@ async fn a_message_claimed_by_an_answer_that_was_lost_is_given_back_and_sent() {
     assert_eq!(st["delivery"]["attempts"], 2, "{st}");
     assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
 }
+
+/// A write a request gave up on (it answered 503) that the database still commits after
+/// all is undone; the request's own answer never acts on it (API.md §7: a mint whose code
+/// cannot be stored answers 503 and sends nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_answered_503_that_commits_after_all_is_undone() {
+    use otpmint::domain::keys::TenantId;
+    use otpmint::domain::suppression::{Suppression, SuppressionReason};
+    use otpmint::service::ServiceError;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    // Calls are answered within twice database.timeout_seconds: 2 s.
+    let app = spawn_app_with(|s| s.database.timeout_seconds = 1).await;
+    let (id, sk) = app.tenant().await;
+    let tenant = TenantId::parse(&id).unwrap();
+    let entry = Suppression {
+        recipient: "late@example.com".into(),
+        reason: SuppressionReason::Manual,
+        source: "api".into(),
+        created_at: 0,
+    };
+    let undone = Arc::new(AtomicBool::new(false));
+    let (t, u) = (tenant.clone(), Arc::clone(&undone));
+    let answer = app
+        .services
+        .core
+        .write_or_undo(
+            move |s| {
+                // The database answers after the bound: the write begun, then committed.
+                std::thread::sleep(Duration::from_secs(3));
+                s.suppress(&tenant, &entry)
+            },
+            move |s| {
+                u.store(true, Ordering::SeqCst);
+                s.unsuppress(&t, "late@example.com").map(drop)
+            },
+        )
+        .await;
+    assert!(
+        matches!(answer, Err(ServiceError::Unavailable(_))),
+        "{answer:?}"
+    );
+    for _ in 0..100 {
+        if undone.load(Ordering::SeqCst) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(undone.load(Ordering::SeqCst), "the late commit was undone");
+    let (s, v) = body(app.get("/v1/tenant/suppressions", &sk).await).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(!v.to_string().contains("late@example.com"), "{v}");
+}

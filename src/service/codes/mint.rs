@@ -21,8 +21,8 @@ use crate::service::delivery::{Attempt, StoredMessage};
 use crate::service::tenants::test_mode::Destination;
 use crate::service::{Codes, LimitKind, ServiceError};
 use crate::storage::{
-    InboxEntry, NewChallenge, NewOutbox, OutboxJob, Queued, QuotaAsk, QuotaRefusal, SendQuota,
-    Store,
+    CodeKey, InboxEntry, NewChallenge, NewOutbox, OutboxJob, Queued, QuotaAsk, QuotaRefusal,
+    SendQuota, Store,
 };
 
 pub const KEY_LABEL: &str = "shareable-key";
@@ -382,10 +382,18 @@ impl Codes {
             now,
         });
         // Store first, send second: one durable commit holds the quota count, the code
-        // and its message. A mint whose code cannot be stored answers 503 and sends nothing.
+        // and its message. A mint whose code cannot be stored answers 503 and sends nothing:
+        // a store that commits after the 503 (the database answered too late) is undone,
+        // the code cancelled before anything sends it.
         let (this, c) = (std::sync::Arc::clone(&self.core), challenge.clone());
+        let code = CodeKey {
+            tenant: tenant.id.clone(),
+            key_digest: key_digest.clone(),
+            flavor: challenge.flavor,
+        };
+        let undo = move |s: &dyn Store| s.cancel(&code, now).map(drop);
         let store = async move {
-            this.write(move |s| s.insert_code(&c, &queued, now))
+            this.write_or_undo(move |s| s.insert_code(&c, &queued, now), undo)
                 .await?
                 .map_err(limited)
         };

@@ -113,6 +113,48 @@ impl Core {
         self.bounded(self.write_long(f)).await
     }
 
+    /// As [`Core::write`], for a write a request must not leave behind once it answers 503:
+    /// a call that had begun when the bound passed may still commit; then `undo` runs (in
+    /// the background, until the database takes it). A call that had not begun never runs.
+    pub async fn write_or_undo<T, F, U>(&self, f: F, undo: U) -> Result<T, ServiceError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+        U: Fn(&dyn Store) -> Result<(), StoreError> + Send + Sync + 'static,
+    {
+        let given_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&given_up);
+        let core = self.clone();
+        let mut call = Box::pin(async move {
+            core.write_long(move |s| {
+                if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(StoreError::Unavailable(
+                        "the request gave up on this call".into(),
+                    ));
+                }
+                f(s)
+            })
+            .await
+        });
+        match tokio::time::timeout(self.db_bound(), &mut call).await {
+            Ok(out) => out,
+            Err(_) => {
+                given_up.store(true, std::sync::atomic::Ordering::SeqCst);
+                let core = self.clone();
+                tokio::spawn(async move {
+                    if call.await.is_ok() {
+                        tracing::warn!("a write answered 503 committed after all; undoing it");
+                        core.record_until_taken("undoing a write answered 503", undo, || {})
+                            .await;
+                    }
+                });
+                Err(ServiceError::Unavailable(
+                    "the database did not answer in time".into(),
+                ))
+            }
+        }
+    }
+
     /// As [`Core::write`], without the bound: maintenance that may rightly take long.
     pub(crate) async fn write_long<T, F>(&self, f: F) -> Result<T, ServiceError>
     where
