@@ -10,6 +10,10 @@ pub enum EmailError {
     TooLong,
     #[error("the domain must be a DNS name with a dot, not an IP literal")]
     BadDomain,
+    #[error("a quoted local part (\"…\"@) or a backslash is not accepted")]
+    Quoted,
+    #[error("the domain holds characters that do not stand for themselves (invisible, or a full-width or compatibility form)")]
+    HiddenInDomain,
 }
 
 /// A recipient as given (for delivery and for the verify answer) plus its canonical key.
@@ -46,9 +50,30 @@ impl RecipientEmail {
         if domain.starts_with('[') || domain.parse::<std::net::IpAddr>().is_ok() {
             return Err(EmailError::BadDomain);
         }
+        // One mailbox, one spelling: a quoted local part has many (`"bob"`, `"b\ob"` all
+        // deliver to bob), and quotas, cooldowns and the suppression list count by spelling.
+        if local.contains(['"', '\\']) {
+            return Err(EmailError::Quoted);
+        }
         let ascii_domain = idna::domain_to_ascii_strict(domain)
             .map_err(|_| EmailError::BadDomain)?
             .to_ascii_lowercase();
+        // IDNA drops invisible characters and maps compatibility forms: `ex\u{200b}ample.com`
+        // and `exａmple.com` are delivered to example.com. Such a spelling is refused, so the
+        // address echoed as verified is the one mailed.
+        // Label by label, the given one is its A-label or its U-label (either case).
+        let (unicode, _) = idna::domain_to_unicode(&ascii_domain);
+        let given = domain.to_lowercase();
+        let (given, unicode): (Vec<&str>, Vec<&str>) =
+            (given.split('.').collect(), unicode.split('.').collect());
+        let faithful = given.len() == unicode.len()
+            && given
+                .iter()
+                .zip(unicode.iter().zip(ascii_domain.split('.')))
+                .all(|(g, (u, a))| g == u || g == &a);
+        if !faithful {
+            return Err(EmailError::HiddenInDomain);
+        }
         let labels: Vec<&str> = ascii_domain.split('.').collect();
         if labels.len() < 2
             || labels.iter().any(|l| l.is_empty())
@@ -126,6 +151,42 @@ mod tests {
         let a = RecipientEmail::parse("ada@bücher.example").unwrap();
         let b = RecipientEmail::parse("ADA@xn--bcher-kva.example").unwrap();
         assert_eq!(a.canonical(), b.canonical());
+    }
+
+    #[test]
+    fn one_mailbox_has_one_spelling() {
+        for bad in [
+            "\"bob\"@example.com",
+            "\"b\\ob\"@example.com",
+            "b\\ob@example.com",
+            "\"c\\\\d\"@example.com",
+        ] {
+            assert_eq!(
+                RecipientEmail::parse(bad).err(),
+                Some(EmailError::Quoted),
+                "{bad}"
+            );
+        }
+        for bad in [
+            "victim@ex\u{200b}ample.com",
+            "victim@ex\u{ad}ample.com",
+            "victim@ex\u{ff41}mple.com",
+        ] {
+            assert_eq!(
+                RecipientEmail::parse(bad).err(),
+                Some(EmailError::HiddenInDomain),
+                "{bad}"
+            );
+        }
+        for good in [
+            "ada@bücher.example",
+            "ada@BÜCHER.example",
+            "ada@straße.example",
+            "ada@xn--bcher-kva.example",
+            "Ada@Example.COM",
+        ] {
+            assert!(RecipientEmail::parse(good).is_ok(), "{good}");
+        }
     }
 
     #[test]

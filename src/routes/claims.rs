@@ -18,7 +18,9 @@ type ApiResult = Result<HttpResponse, ApiError>;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimBody {
-    /// The 43–128 character verifier whose base64url SHA-256 was the `code_challenge`.
+    /// The verifier whose base64url SHA-256 was the `code_challenge` (RFC 7636: 43–128
+    /// unreserved characters). Any other string is a wrong verifier: 403 where a challenge
+    /// was given (API.md §17.2), unused where none was.
     code_verifier: Option<String>,
 }
 

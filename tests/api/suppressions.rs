@@ -297,3 +297,31 @@ async fn the_list_pages_newest_first_without_gaps_or_repeats() {
     assert_eq!(seen, sorted, "newest first");
     assert_eq!(seen[0].1, "user204@example.com");
 }
+
+/// One mailbox has one spelling: a quoted local part (`"bob"@`, `"b\ob"@`, all delivered
+/// to bob) is refused, so it cannot get past the suppression list, the cooldown or the
+/// per-recipient limits; nor can a domain with an invisible character in it.
+#[tokio::test]
+async fn another_spelling_of_a_suppressed_address_is_refused_and_sends_nothing() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    assert_eq!(
+        suppress(&app, &sk, "bob@example.com").await.0,
+        StatusCode::CREATED
+    );
+    for spelling in [
+        "\"bob\"@example.com",
+        "\"b\\ob\"@example.com",
+        "bob@ex\u{200b}ample.com",
+    ] {
+        let (s, v) = try_mint(&app, &sk, spelling).await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_email")),
+            "{spelling}: {v}"
+        );
+    }
+    let (s, v) = try_mint(&app, &sk, "bob@example.com").await;
+    assert_eq!(v["code"], "recipient_suppressed", "{s} {v}");
+    assert!(app.smtp.messages().is_empty());
+}

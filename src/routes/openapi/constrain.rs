@@ -32,9 +32,6 @@ mod rule {
     pub fn code_challenge() -> Value {
         of(&grammar::CODE_CHALLENGE)
     }
-    pub fn code_verifier() -> Value {
-        of(&grammar::CODE_VERIFIER)
-    }
     /// A whole number in `(min, max)`.
     pub fn range((min, max): (u32, u32)) -> Value {
         json!({"minimum": min, "maximum": max})
@@ -125,7 +122,6 @@ pub(super) fn property_rules() -> Vec<(&'static str, &'static str, serde_json::V
         ("DkimBody", "selector", rule::dkim_selector()),
         ("LinkBody", "code_challenge", rule::code_challenge()),
         ("HostedBody", "code_challenge", rule::code_challenge()),
-        ("ClaimBody", "code_verifier", rule::code_verifier()),
         (
             "ProviderBody",
             "kind",
