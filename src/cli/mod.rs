@@ -165,6 +165,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
                 "database: {}",
                 describe(&settings.database_location()?)
             ));
+            crate::startup::preflight(&settings)?;
             drop(build_services(settings, Arc::new(SystemClock))?);
             println!("migrations applied");
             Ok(())

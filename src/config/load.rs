@@ -164,17 +164,26 @@ fn toml_like(v: &serde_json::Value) -> String {
             out.push_str(&format!("[{name}]\n"));
             if let serde_json::Value::Object(keys) = section {
                 for (k, val) in keys {
-                    let redacted = |v: &serde_json::Value| v.as_str() == Some(REDACTED);
+                    let redacted =
+                        |v: &serde_json::Value| v.as_str().is_some_and(|s| s.contains(REDACTED));
+                    // Set by its `_file` key: the file is what a read-back must use.
+                    let from_file = !val.as_str().is_some_and(str::is_empty)
+                        && keys
+                            .get(&format!("{k}_file"))
+                            .and_then(|f| f.as_str())
+                            .is_some_and(|f| !f.is_empty());
                     match val {
-                        // A secret is shown as a comment: read back, the file must not hold
-                        // the word as the secret.
+                        // A secret (or a URL holding one) is shown as a comment: read back,
+                        // the file must not hold the word as the secret.
                         v if redacted(v)
                             || v.as_array().is_some_and(|a| a.iter().any(redacted)) =>
                         {
                             out.push_str(&format!(
-                                "# {k} = \"{REDACTED}\" (a secret: set, not shown)\n"
+                                "# {k} = {} (holds a secret: not shown)\n",
+                                toml_value(v)
                             ))
                         }
+                        _ if from_file => out.push_str(&format!("# {k} = (read from {k}_file)\n")),
                         serde_json::Value::Null => out.push_str(&format!("# {k} = (not set)\n")),
                         _ => out.push_str(&format!("{} = {}\n", toml_key(k), toml_value(val))),
                     }

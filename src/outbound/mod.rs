@@ -118,13 +118,14 @@ pub fn new_secret() -> (Vec<u8>, String) {
     (bytes, shown)
 }
 
-/// How long a connection (TCP and TLS) may take. A connect cut by the request's own timeout
-/// instead cannot be told from a request that went out, so the transports start no request
-/// with less than [`MIN_REQUEST_TIME`] left.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection (DNS, TCP and TLS) may take. A connect cut by the request's own
+/// timeout instead cannot be told from a request that went out, so the transports start no
+/// request with less than this left ([`MIN_REQUEST_TIME`]): the connect's own bound always
+/// comes first.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The least time left for which a transport starts a request.
-pub const MIN_REQUEST_TIME: Duration = Duration::from_secs(1);
+pub const MIN_REQUEST_TIME: Duration = CONNECT_TIMEOUT;
 
 /// Why an outbound request got no answer, and whether it went out:
 /// `unresolvable`, `connect`, `tls` and `malformed` — nothing was sent;
@@ -186,7 +187,7 @@ pub enum SendResult {
         code: u16,
         retry_after: Option<Duration>,
     },
-    /// No answer: `timeout`, `host_not_allowed`, `connect`, `tls` or `request`.
+    /// No answer: `host_not_allowed`, or one of [`NO_ANSWER`]'s causes.
     Error(&'static str),
 }
 
@@ -286,7 +287,7 @@ impl WebhookClient {
             Err(UrlRefusal::Host(_)) | Err(UrlRefusal::Plaintext) => {
                 return SendResult::Error("host_not_allowed")
             }
-            Err(UrlRefusal::Malformed) => return SendResult::Error("request"),
+            Err(UrlRefusal::Malformed) => return SendResult::Error("malformed"),
         };
         // The live timeout (the event's lease is sized from the same value).
         let mut req = self
@@ -328,7 +329,7 @@ impl WebhookClient {
             Err(UrlRefusal::Host(_)) | Err(UrlRefusal::Plaintext) => {
                 return Err("host_not_allowed")
             }
-            Err(UrlRefusal::Malformed) => return Err("request"),
+            Err(UrlRefusal::Malformed) => return Err("malformed"),
         };
         let deadline = tokio::time::Instant::now() + timeout;
         let mut resp = self
@@ -419,6 +420,7 @@ fn classify(e: &reqwest::Error) -> &'static str {
         return "malformed";
     }
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut tls = false;
     while let Some(s) = src {
         if let Some(Refused(refusal)) = s.downcast_ref::<Refused>() {
             // A name that did not resolve (NXDOMAIN, SERVFAIL, a resolver timeout) is no
@@ -429,14 +431,16 @@ fn classify(e: &reqwest::Error) -> &'static str {
                 "host_not_allowed"
             };
         }
-        if s.downcast_ref::<rustls::Error>().is_some() {
-            return "tls";
-        }
+        tls |= s.downcast_ref::<rustls::Error>().is_some();
         src = s.source();
     }
-    // A connect that timed out reached nobody: `connect`, not `timeout`.
+    // Only a failure while connecting (a connect that timed out included) reached nobody.
     if e.is_connect() {
-        "connect"
+        if tls {
+            "tls"
+        } else {
+            "connect"
+        }
     } else if e.is_timeout() {
         "timeout"
     } else {
@@ -459,6 +463,17 @@ mod tests {
             signature(&secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body),
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );
+    }
+
+    #[test]
+    fn only_a_request_that_may_have_gone_out_is_maybe_sent() {
+        for cause in ["unresolvable", "connect", "tls", "malformed"] {
+            assert!(!no_answer(cause).1, "{cause}");
+        }
+        for cause in ["timeout", "request", "something new"] {
+            assert!(no_answer(cause).1, "{cause}");
+        }
+        assert!(MIN_REQUEST_TIME >= CONNECT_TIMEOUT);
     }
 
     #[test]

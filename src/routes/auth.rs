@@ -285,22 +285,24 @@ fn without_values(msg: &str) -> String {
     for prefix in ["invalid type: ", "invalid value: "] {
         if let Some((unexpected, expected)) = msg
             .strip_prefix(prefix)
-            .and_then(|rest| rest.split_once(", expected "))
+            .and_then(|rest| rest.rsplit_once(", expected "))
         {
             let kind = unexpected.split(['`', '"']).next().unwrap_or("").trim();
             return format!("{prefix}{kind}, expected {expected}");
         }
     }
     if let Some(rest) = msg.strip_prefix("unknown variant `") {
-        if let Some((_, expected)) = rest.split_once("`, expected ") {
+        if let Some((_, expected)) = rest.rsplit_once("`, expected ") {
             return format!("unknown variant, expected {expected}");
         }
     }
     msg.to_string()
 }
 
+/// serde's message without its trailing ` at line L column C` (the last one: a value
+/// quoted before it may hold the words too).
 fn strip_position(msg: &str) -> String {
-    match msg.find(" at line ") {
+    match msg.rfind(" at line ") {
         Some(i) => msg[..i].to_string(),
         None => msg.to_string(),
     }
@@ -422,6 +424,22 @@ mod tests {
             ),
             (
                 r#"{"password": "x", "mode": "S3cret"}"#,
+                "mode",
+                "unknown variant, expected `starttls`",
+            ),
+            // Values made to look like the message around them.
+            (
+                r#"{"password": "x", "port": "S3cret at line 1"}"#,
+                "port",
+                "invalid type: string, expected u16",
+            ),
+            (
+                r#"{"password": "x", "port": "x, expected S3cret"}"#,
+                "port",
+                "invalid type: string, expected u16",
+            ),
+            (
+                r#"{"password": "x", "mode": "x`, expected S3cret"}"#,
                 "mode",
                 "unknown variant, expected `starttls`",
             ),

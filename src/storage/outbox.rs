@@ -151,9 +151,16 @@ pub trait OutboxStore {
     /// Settle swept rows in one transaction, each only if its verdict still holds, with
     /// its event; returns how many were settled.
     fn settle_swept(&self, items: &[SweepItem], now: Millis) -> Result<usize, StoreError>;
-    /// Give back the leases `owner` holds on async rows, but those in `keep` (shutdown: a
-    /// restart or another instance sends them at once). Returns how many.
-    fn release_leases(&self, owner: &str, keep: &[Vec<u8>]) -> Result<usize, StoreError>;
+    /// Give back the leases `owner` holds on async rows of live codes, but those in `keep`
+    /// (shutdown: a restart or another instance sends them at once; stray leases: see
+    /// `Delivery::release_strays`). A lease that ran out, or a code that ended, stays for
+    /// the sweep, which knows an interrupted send from one never begun. Returns how many.
+    fn release_leases(
+        &self,
+        owner: &str,
+        keep: &[Vec<u8>],
+        now: Millis,
+    ) -> Result<usize, StoreError>;
 }
 
 /// A sweep row's verdict (`None`: the row is live after all). The row: key, tenant,

@@ -109,8 +109,9 @@ struct OutboxInner {
     tokens: oauth2::Tokens,
     /// Background sends running (claimed, not yet settled).
     running: std::sync::atomic::AtomicUsize,
-    /// The messages of those sends: claimed here, their attempt under way.
-    sending: Mutex<std::collections::HashSet<Vec<u8>>>,
+    /// The messages of those sends: claimed here, their attempt under way (a count each:
+    /// a message claimed again as its last send ends is still sending).
+    sending: Mutex<HashMap<Vec<u8>, usize>>,
     /// The window key of the first transport of each tenant's channel, as last seen by the
     /// sender (claims count that window for the tenant's lane of the channel).
     lanes: Mutex<HashMap<(String, route::Channel), String>>,
@@ -148,7 +149,7 @@ impl Outbox {
                 breakers: route::Breakers::default(),
                 tokens: oauth2::Tokens::default(),
                 running: std::sync::atomic::AtomicUsize::new(0),
-                sending: Mutex::new(std::collections::HashSet::new()),
+                sending: Mutex::new(HashMap::new()),
                 lanes: Mutex::new(HashMap::new()),
                 cursor: Mutex::new(None),
                 stopping: AtomicBool::new(false),
@@ -258,19 +259,26 @@ impl Outbox {
     /// A background send of this message starts (see `OutboxInner::sending`).
     fn started(&self, key: &[u8]) {
         self.inner.running.fetch_add(1, Ordering::SeqCst);
-        locked(&self.inner.sending).insert(key.to_vec());
+        *locked(&self.inner.sending).entry(key.to_vec()).or_default() += 1;
     }
 
     /// It ended: its outcome is recorded, or held until it is.
     fn ended(&self, key: &[u8]) {
-        locked(&self.inner.sending).remove(key);
+        let mut sending = locked(&self.inner.sending);
+        if let Some(n) = sending.get_mut(key) {
+            *n -= 1;
+            if *n == 0 {
+                sending.remove(key);
+            }
+        }
+        drop(sending);
         self.inner.running.fetch_sub(1, Ordering::SeqCst);
         self.wake();
     }
 
     /// Messages whose background send is under way.
     fn sending(&self) -> Vec<Vec<u8>> {
-        locked(&self.inner.sending).iter().cloned().collect()
+        locked(&self.inner.sending).keys().cloned().collect()
     }
 
     /// Messages a claim or the sweep must not take, and a shutdown must not release, with
@@ -366,14 +374,14 @@ impl Delivery {
 }
 
 impl Delivery {
-    /// A lease for a row this process is about to send itself: long enough for the wait
-    /// for a session and the whole delivery (SMTP or HTTP, whichever may take longer),
-    /// twice.
     /// This process's lease owner, as its rows show it in `outbox.leased_by`.
     pub fn lease_owner(&self) -> &str {
         self.outbox.owner()
     }
 
+    /// A lease for a row this process is about to send itself: long enough for the wait
+    /// for a session and the whole delivery (SMTP or HTTP, whichever may take longer),
+    /// twice.
     pub(crate) fn lease(&self) -> Lease {
         let timeout = self.core.settings.load().attempt_seconds() as i64 * 1000;
         Lease {

@@ -33,6 +33,8 @@ struct Entry {
     /// The relay's settings version the entry is for.
     version: i64,
     token: Option<(SecretString, Instant)>,
+    /// When that token came.
+    fetched: Option<Instant>,
     /// A refresh token the provider rotated: the sealed blob it replaced, the blob stored
     /// instead, and the token itself.
     rotated: Option<(Vec<u8>, Vec<u8>, SecretString)>,
@@ -54,8 +56,6 @@ impl Tokens {
     }
 }
 
-/// A token endpoint's failure as a delivery failure (`smtp_auth`, with the OAuth2 error
-/// in `detail_code`).
 /// The token endpoint's `error` codes kept as they are (RFC 6749 §5.2, and those of RFC 8628
 /// and OpenID Connect that Microsoft and Google answer); any other value is `rejected`, so
 /// an endpoint that echoes the request never puts a secret in a record or a log.
@@ -74,6 +74,8 @@ const OAUTH2_ERRORS: [&str; 12] = [
     "expired_token",
 ];
 
+/// A token endpoint's failure as a delivery failure (`smtp_auth`, with the OAuth2 error
+/// in `detail_code`).
 fn token_failed(kind: FailureKind, detail: &str, code: &str) -> DeliveryError {
     DeliveryError::new(
         DeliveryReason::Auth,
@@ -87,7 +89,9 @@ impl Delivery {
     /// An access token for the relay (`key`: its pool key), from the cache unless `fresh`.
     /// A request to the token endpoint runs on a task of its own: a caller that stops
     /// waiting (its deadline passed) does not cut it off between the endpoint issuing a new
-    /// refresh token — the old one may stop working then — and its being stored.
+    /// refresh token — the old one may stop working then — and its being stored. Such a
+    /// request finishes outside `delivery.max_sessions` once its sender gave up (at most
+    /// one per relay: requests of a relay take turns).
     pub(crate) async fn oauth2_token(
         &self,
         tenant: &Tenant,
@@ -112,8 +116,11 @@ impl Delivery {
             o.clone(),
             key.to_string(),
         );
+        // A fresh token asked for now: one that comes after this moment will do (several
+        // messages refused at AUTH together need one new token, not one each).
+        let asked = fresh.then(Instant::now);
         let request = tokio::spawn(async move {
-            this.fetch_oauth2_token(&tenant, &account, &o, (&key, fallback), fresh)
+            this.fetch_oauth2_token(&tenant, &account, &o, (&key, fallback), asked)
                 .await
         });
         request.await.unwrap_or_else(|_| {
@@ -125,15 +132,15 @@ impl Delivery {
         })
     }
 
-    /// [`Delivery::oauth2_token`]'s work: the cache, else one request at a time per relay
-    /// and what it rotates.
+    /// [`Delivery::oauth2_token`]'s work: the cache (for a fresh token, one that came after
+    /// `fresh_after`), else one request at a time per relay and what it rotates.
     async fn fetch_oauth2_token(
         &self,
         tenant: &Tenant,
         account: &SmtpAccount,
         o: &OAuth2,
         (key, fallback): (&str, bool),
-        fresh: bool,
+        fresh_after: Option<Instant>,
     ) -> Result<SecretString, DeliveryError> {
         let entry = self.outbox.tokens().entry(key);
         // One request per relay at a time: the others wait and take its token.
@@ -144,8 +151,12 @@ impl Delivery {
                 ..Entry::default()
             };
         }
-        if let (false, Some((token, until))) = (fresh, &e.token) {
-            if Instant::now() < *until {
+        if let Some((token, until)) = &e.token {
+            let new_enough = match fresh_after {
+                None => true,
+                Some(asked) => e.fetched.is_some_and(|at| at > asked),
+            };
+            if new_enough && Instant::now() < *until {
                 return Ok(token.clone());
             }
         }
@@ -260,6 +271,7 @@ impl Delivery {
             .unwrap_or(3600);
         let until = Instant::now() + Duration::from_secs(lifetime).saturating_sub(EARLY);
         e.token = Some((token.clone(), until));
+        e.fetched = Some(Instant::now());
         // A new refresh token replaces the old one at once: the old one may stop working.
         if let (Some(new), Some(old)) = (v.get("refresh_token").and_then(|t| t.as_str()), &refresh)
         {

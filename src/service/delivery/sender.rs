@@ -201,8 +201,12 @@ impl Delivery {
     async fn release_strays(&self) {
         let mut keep = self.outbox.sending();
         keep.extend(self.outbox.held().into_keys());
-        let owner = self.outbox.owner().to_string();
-        match self.core.db(move |s| s.release_leases(&owner, &keep)).await {
+        let (owner, now) = (self.outbox.owner().to_string(), self.core.now());
+        match self
+            .core
+            .db(move |s| s.release_leases(&owner, &keep, now))
+            .await
+        {
             Ok(0) => {}
             Ok(n) => {
                 tracing::warn!(released = n, "gave back queued messages leased here that nothing was sending (a claim's answer was lost)");
@@ -242,8 +246,12 @@ impl Delivery {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let keep: Vec<Vec<u8>> = self.outbox.held().into_keys().collect();
-        let owner = self.outbox.owner().to_string();
-        match self.core.db(move |s| s.release_leases(&owner, &keep)).await {
+        let (owner, now) = (self.outbox.owner().to_string(), self.core.now());
+        match self
+            .core
+            .db(move |s| s.release_leases(&owner, &keep, now))
+            .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::info!(released = n, "gave back the leases of queued messages"),
             Err(e) => {

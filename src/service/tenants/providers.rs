@@ -156,12 +156,21 @@ impl Tenants {
             channel,
             expires_at: self.core.now() + 600_000,
         };
-        let by = tokio::time::Instant::now() + transport.timeout(&self.delivery);
-        let Some(_place) = self.delivery.outbox.place_by(by).await else {
+        let wait = transport.timeout(&self.delivery);
+        let Some(_place) = self
+            .delivery
+            .outbox
+            .place_by(tokio::time::Instant::now() + wait)
+            .await
+        else {
             tracing::warn!(tenant_id = %tenant.id, channel = channel.as_str(), "no outbound session free (delivery.max_sessions) for a provider's test message");
             return Err(ServiceError::Overloaded);
         };
-        let deadline = Deadline { by, setup_by: None };
+        // The send's own time counts from its place.
+        let deadline = Deadline {
+            by: tokio::time::Instant::now() + wait,
+            setup_by: None,
+        };
         match transport.send(&self.delivery, &out, deadline, 1).await {
             Ok(accepted) => Ok(accepted.message_id),
             Err(e) => {

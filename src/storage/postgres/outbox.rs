@@ -141,12 +141,22 @@ impl OutboxStore for PgStore {
         })
     }
 
-    fn release_leases(&self, owner: &str, keep: &[Vec<u8>]) -> Result<usize, StoreError> {
+    fn release_leases(
+        &self,
+        owner: &str,
+        keep: &[Vec<u8>],
+        now: Millis,
+    ) -> Result<usize, StoreError> {
         let n = self.conn()?.db().execute(
-            "UPDATE outbox o SET lease_until = NULL, leased_by = NULL FROM challenges c \
-             WHERE o.leased_by = $1 AND c.key_digest = o.key_digest AND c.delivery_mode = 'async' \
-               AND NOT (o.key_digest = ANY($2))",
-            &[&owner, &keep],
+            concat!(
+                "UPDATE outbox o SET lease_until = NULL, leased_by = NULL FROM challenges c \
+                 WHERE o.leased_by = $1 AND c.key_digest = o.key_digest AND c.delivery_mode = 'async' \
+                   AND NOT (o.key_digest = ANY($2)) AND o.lease_until > ",
+                db_now!(),
+                " AND ",
+                live_code!("c.", "$3")
+            ),
+            &[&owner, &keep, &now],
         )?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }

@@ -145,13 +145,22 @@ impl OutboxStore for SqliteStore {
         })
     }
 
-    fn release_leases(&self, owner: &str, keep: &[Vec<u8>]) -> Result<usize, StoreError> {
-        let (owner, keep) = (owner.to_string(), keep.to_vec());
+    fn release_leases(
+        &self,
+        owner: &str,
+        keep: &[Vec<u8>],
+        now: Millis,
+    ) -> Result<usize, StoreError> {
+        let owner = owner.to_string();
+        let keep: std::collections::HashSet<Vec<u8>> = keep.iter().cloned().collect();
         self.writer.write(move |tx| {
             let held = tx.rows(
-                "SELECT o.key_digest FROM outbox o JOIN challenges c ON c.key_digest = o.key_digest \
-                 WHERE o.leased_by = ?1 AND c.delivery_mode = 'async'",
-                [&owner],
+                concat!(
+                    "SELECT o.key_digest FROM outbox o JOIN challenges c ON c.key_digest = o.key_digest \
+                     WHERE o.leased_by = ?1 AND c.delivery_mode = 'async' AND o.lease_until > ?2 AND ",
+                    live_code!("c.", "?2")
+                ),
+                params![owner, now],
                 |r| r.bytes(0),
             )?;
             let mut n = 0;

@@ -148,8 +148,9 @@ pub(crate) async fn post(
     let timeout = deadline.left(cap);
     // Too little time to tell a slow connect from a request that went out: not started.
     if timeout < MIN_REQUEST_TIME.min(cap) {
-        return Err(DeliveryError::transient(
+        return Err(DeliveryError::new(
             DeliveryReason::ProviderUnreachable,
+            FailureKind::NoSession,
             "no time left for the request",
         ));
     }

@@ -104,8 +104,9 @@ impl Transport for HttpEndpoint<'_> {
             let timeout = deadline.left(cap);
             // Too little time to tell a slow connect from a request that went out.
             if timeout < MIN_REQUEST_TIME.min(cap) {
-                return Err(DeliveryError::transient(
+                return Err(DeliveryError::new(
                     DeliveryReason::HttpUnreachable,
+                    FailureKind::NoSession,
                     "no time left for the request",
                 ));
             }
