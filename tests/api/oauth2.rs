@@ -193,35 +193,10 @@ async fn invalid_grant_fails_as_smtp_auth_and_503_is_tried_again() {
     oauth2["refresh_token"] = json!(REFRESH_TOKEN);
     let (_, sk, _) = oauth2_tenant(&app, oauth2).await;
     tokens.set_mode(TokenMode::InvalidGrant);
-    let (s, v) = body(
-        app.post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
-            .await,
-    )
-    .await;
-    assert_eq!(
-        (s, &v["reason"]),
-        (StatusCode::BAD_GATEWAY, &json!("smtp_auth")),
-        "{v}"
-    );
-    let (s, v) = body(
-        app.post(
-            "/v1/otp",
-            &sk,
-            json!({"email": "bob@example.com", "delivery": "async"}),
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(s, StatusCode::ACCEPTED);
-    let key = v["shareable_key"].as_str().unwrap().to_string();
-    let mut st = Value::Null;
-    for _ in 0..200 {
-        st = body(app.get(&format!("/v1/otp/{key}"), &sk).await).await.1;
-        if st["delivery"]["status"] == "failed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
+    crate::outbox::mint_fails_with(&app, &sk, "ada@example.com", "smtp_auth").await;
+    let key = crate::outbox::mint_async(&app, &sk, "bob@example.com").await;
+    let st =
+        crate::outbox::wait_status(&app, &sk, &key, |v| v["delivery"]["status"] == "failed").await;
     assert_eq!(
         (&st["delivery"]["reason"], &st["delivery"]["detail_code"]),
         (&json!("smtp_auth"), &json!("oauth2_invalid_grant")),
@@ -477,25 +452,9 @@ async fn a_token_endpoint_that_echoes_the_secret_leaves_it_in_no_answer_or_recor
     .await;
     assert_eq!(s, StatusCode::BAD_GATEWAY, "{v}");
     assert!(!v.to_string().contains(&echoed), "{v}");
-    let (s, v) = body(
-        app.post(
-            "/v1/otp",
-            &sk,
-            json!({"email": "bob@example.com", "delivery": "async"}),
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(s, StatusCode::ACCEPTED);
-    let key = v["shareable_key"].as_str().unwrap().to_string();
-    let mut st = Value::Null;
-    for _ in 0..200 {
-        st = body(app.get(&format!("/v1/otp/{key}"), &sk).await).await.1;
-        if st["delivery"]["status"] == "failed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
+    let key = crate::outbox::mint_async(&app, &sk, "bob@example.com").await;
+    let st =
+        crate::outbox::wait_status(&app, &sk, &key, |v| v["delivery"]["status"] == "failed").await;
     // Not an error code OAuth2 defines: recorded as `rejected`, never as what it said.
     assert_eq!(
         (&st["delivery"]["reason"], &st["delivery"]["detail_code"]),

@@ -32,7 +32,7 @@ async fn tenant_with(app: &TestApp, extra: Value, smtp_extra: Value) -> (String,
     )
 }
 
-async fn mint_async(app: &TestApp, sk: &str, email: &str) -> String {
+pub(crate) async fn mint_async(app: &TestApp, sk: &str, email: &str) -> String {
     let r = app
         .post("/v1/otp", sk, json!({"email": email, "delivery": "async"}))
         .await;
@@ -42,14 +42,29 @@ async fn mint_async(app: &TestApp, sk: &str, email: &str) -> String {
     v["shareable_key"].as_str().unwrap().to_string()
 }
 
-async fn status(app: &TestApp, sk: &str, key: &str) -> Value {
+/// A sync mint that answers 502 `delivery_failed` with this `reason`.
+pub(crate) async fn mint_fails_with(app: &TestApp, sk: &str, email: &str, reason: &str) {
+    let (s, v) = body(app.post("/v1/otp", sk, json!({ "email": email })).await).await;
+    assert_eq!(
+        (s, &v["reason"]),
+        (StatusCode::BAD_GATEWAY, &json!(reason)),
+        "{v}"
+    );
+}
+
+pub(crate) async fn status(app: &TestApp, sk: &str, key: &str) -> Value {
     let r = app.get(&format!("/v1/otp/{key}"), sk).await;
     assert_eq!(r.status(), StatusCode::OK);
     r.json().await.unwrap()
 }
 
 /// Poll the code's status until `done` holds (15 s at most).
-async fn wait_status(app: &TestApp, sk: &str, key: &str, done: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn wait_status(
+    app: &TestApp,
+    sk: &str,
+    key: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
         let v = status(app, sk, key).await;
@@ -62,6 +77,37 @@ async fn wait_status(app: &TestApp, sk: &str, key: &str, done: impl Fn(&Value) -
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// An app with `delivery.max_sessions = 1` (and a relay time of 1 s), whose one session a
+/// slow HTTP endpoint (answering after `slow`) holds for another tenant's queued message.
+async fn one_session_held(slow: Duration) -> (TestApp, otpmint::testkit::http::HttpReceiver) {
+    let rx = otpmint::testkit::http::HttpReceiver::start(true).await;
+    rx.set_delay(slow);
+    let ca = rx.ca_path.clone();
+    let app = spawn_app_with(move |s| {
+        s.webhooks.allow_private_hosts = true;
+        s.webhooks.extra_root_certificates = vec![ca];
+        s.delivery.http_timeout_seconds = 20;
+        s.delivery.max_sessions = 1;
+        s.smtp.timeout_seconds = 1;
+    })
+    .await;
+    let (_, other) = app.tenant().await;
+    crate::http_transport::put_http(&app, &other, &rx, "primary").await;
+    mint_async(&app, &other, "slow@example.com").await;
+    for _ in 0..500 {
+        if !rx.requests().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        rx.requests().len(),
+        1,
+        "the slow send holds the one session"
+    );
+    (app, rx)
 }
 
 #[tokio::test]
@@ -479,32 +525,7 @@ async fn one_bound_holds_outbound_sessions_of_all_tenants_together() {
 /// free.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_message_waiting_for_the_bound_stays_queued_without_spending_attempts() {
-    use otpmint::testkit::http::HttpReceiver;
-    let rx = HttpReceiver::start(true).await;
-    rx.set_delay(Duration::from_secs(5));
-    let ca = rx.ca_path.clone();
-    let app = spawn_app_with(move |s| {
-        s.webhooks.allow_private_hosts = true;
-        s.webhooks.extra_root_certificates = vec![ca];
-        s.delivery.http_timeout_seconds = 20;
-        s.delivery.max_sessions = 1;
-        s.smtp.timeout_seconds = 1;
-    })
-    .await;
-    let (_, slow) = app.tenant().await;
-    crate::http_transport::put_http(&app, &slow, &rx, "primary").await;
-    mint_async(&app, &slow, "slow@example.com").await;
-    for _ in 0..500 {
-        if !rx.requests().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(
-        rx.requests().len(),
-        1,
-        "the slow send holds the one session"
-    );
+    let (app, _rx) = one_session_held(Duration::from_secs(5)).await;
     let (_, sk) = app.tenant().await;
     let key = mint_async(&app, &sk, "ada@example.com").await;
     // Its one-second wait passes while the session is held: given back, nothing counted.
@@ -530,32 +551,7 @@ async fn a_queued_message_waiting_for_the_bound_stays_queued_without_spending_at
 /// it checks and saves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_check_waits_for_the_bound_like_a_send() {
-    use otpmint::testkit::http::HttpReceiver;
-    let rx = HttpReceiver::start(true).await;
-    rx.set_delay(Duration::from_secs(4));
-    let ca = rx.ca_path.clone();
-    let app = spawn_app_with(move |s| {
-        s.webhooks.allow_private_hosts = true;
-        s.webhooks.extra_root_certificates = vec![ca];
-        s.delivery.http_timeout_seconds = 20;
-        s.delivery.max_sessions = 1;
-        s.smtp.timeout_seconds = 1;
-    })
-    .await;
-    let (_, slow) = app.tenant().await;
-    crate::http_transport::put_http(&app, &slow, &rx, "primary").await;
-    mint_async(&app, &slow, "slow@example.com").await;
-    for _ in 0..500 {
-        if !rx.requests().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(
-        rx.requests().len(),
-        1,
-        "the slow send holds the one session"
-    );
+    let (app, _rx) = one_session_held(Duration::from_secs(4)).await;
     let (id, _) = app.tenant().await;
     let check = json!({"name": "Checked", "check_relay": true, "smtp": app.smtp_json()});
     let r = app

@@ -11,6 +11,7 @@ use super::Delivery;
 use crate::domain::event::EventType;
 use crate::domain::keys::TenantId;
 use crate::domain::tenant::Tenant;
+use crate::service::ServiceError;
 use crate::storage::rules::SweepVerdict;
 use crate::storage::{ClaimRequest, Fairness, SweepItem};
 
@@ -201,12 +202,7 @@ impl Delivery {
     async fn release_strays(&self) {
         let mut keep = self.outbox.sending();
         keep.extend(self.outbox.held().into_keys());
-        let (owner, now) = (self.outbox.owner().to_string(), self.core.now());
-        match self
-            .core
-            .db(move |s| s.release_leases(&owner, &keep, now))
-            .await
-        {
+        match self.give_back_leases(keep).await {
             Ok(0) => {}
             Ok(n) => {
                 tracing::warn!(released = n, "gave back queued messages leased here that nothing was sending (a claim's answer was lost)");
@@ -216,6 +212,14 @@ impl Delivery {
                 tracing::warn!(error = %e, "giving back stray leases failed; trying again at the next sweep")
             }
         }
+    }
+
+    /// Give back this process's leases on queued messages of live codes, but `keep`'s.
+    async fn give_back_leases(&self, keep: Vec<Vec<u8>>) -> Result<usize, ServiceError> {
+        let (owner, now) = (self.outbox.owner().to_string(), self.core.now());
+        self.core
+            .db(move |s| s.release_leases(&owner, &keep, now))
+            .await
     }
 
     /// Shutdown (API.md §11.5): stop claiming (the sender loops are awaited, so a claim
@@ -246,12 +250,7 @@ impl Delivery {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let keep: Vec<Vec<u8>> = self.outbox.held().into_keys().collect();
-        let (owner, now) = (self.outbox.owner().to_string(), self.core.now());
-        match self
-            .core
-            .db(move |s| s.release_leases(&owner, &keep, now))
-            .await
-        {
+        match self.give_back_leases(keep).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(released = n, "gave back the leases of queued messages"),
             Err(e) => {
