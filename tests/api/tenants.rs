@@ -748,3 +748,39 @@ async fn check_relay_logs_in_before_saving_and_a_failure_saves_nothing() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["reason"], "smtp_unreachable", "{v}");
 }
+
+/// A relay added by PATCH to a tenant that had none takes what creation takes: a relay
+/// without AUTH needs no username and no password (docs/api.md: they may be omitted).
+#[tokio::test]
+async fn a_relay_without_auth_can_be_added_by_patch_as_at_creation() {
+    let app = spawn_app().await;
+    let (s, t) = body(
+        app.post("/v1/tenants", ADMIN, json!({"name": "NoRelay"}))
+            .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    let id = t["id"].as_str().unwrap().to_string();
+    let mut smtp = app.smtp_json();
+    let relay = smtp.as_object_mut().unwrap();
+    relay.remove("username");
+    relay.remove("password");
+    let (s, v) = body(
+        app.patch(&format!("/v1/tenants/{id}"), ADMIN, json!({ "smtp": smtp }))
+            .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["smtp"]["host"], json!("127.0.0.1"), "{v}");
+    // Creation takes the same relay.
+    let (s, v) = body(
+        app.post(
+            "/v1/tenants",
+            ADMIN,
+            json!({"name": "Created", "smtp": smtp}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}

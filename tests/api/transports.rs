@@ -207,7 +207,8 @@ async fn a_fallback_relay_is_set_changed_and_removed_like_the_relay() {
     let got = body(app.get(&admin_path, ADMIN).await).await.1;
     assert_eq!(got["smtp_fallback"], Value::Null, "{got}");
 
-    // Setting one needs every field; each bad one is named, and nothing changes.
+    // Setting one needs every field but a login (a relay without AUTH, as at creation);
+    // each bad one is named, and nothing changes.
     let (s, v) = body(
         app.patch(
             "/v1/tenant",
@@ -219,13 +220,9 @@ async fn a_fallback_relay_is_set_changed_and_removed_like_the_relay() {
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     let text = v.to_string();
-    for f in [
-        "smtp_fallback.username",
-        "smtp_fallback.password",
-        "smtp_fallback.from",
-    ] {
-        assert!(text.contains(f), "{f} in {v}");
-    }
+    assert!(text.contains("smtp_fallback.from"), "{v}");
+    assert!(!text.contains("smtp_fallback.username"), "{v}");
+    assert!(!text.contains("smtp_fallback.password"), "{v}");
     let mut bad = relay_json(&fallback, "not a mailbox");
     bad["tls"] = json!("sometimes");
     let (s, v) = body(

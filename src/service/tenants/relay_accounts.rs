@@ -148,6 +148,29 @@ impl Tenants {
         errs: &mut Vec<FieldError>,
     ) -> Result<Option<SmtpAccount>, ServiceError> {
         let relay = if fallback { "smtp_fallback" } else { "smtp" };
+        // A relay added where there was none takes what a tenant's creation takes: no
+        // username and an empty password for a relay without AUTH.
+        let filled;
+        let sp = if current.is_none() && sp.oauth2.is_none() {
+            filled = SmtpPatch {
+                username: Some(sp.username.clone().unwrap_or_default()),
+                password: Some(SecretString::from(
+                    sp.password
+                        .as_ref()
+                        .map(|p| p.expose_secret().to_string())
+                        .unwrap_or_default(),
+                )),
+                host: sp.host.clone(),
+                port: sp.port,
+                from: sp.from.clone(),
+                tls: sp.tls,
+                max_connections: sp.max_connections,
+                oauth2: None,
+            };
+            &filled
+        } else {
+            sp
+        };
         let before = errs.len();
         check_max_connections(
             relay,
