@@ -48,16 +48,7 @@ impl Core {
         F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
     {
         let given_up = GivenUp::default();
-        let flag = given_up.flag();
-        self.bounded(self.db_long(move |s| {
-            if flag.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(StoreError::Unavailable(
-                    "the request gave up on this call".into(),
-                ));
-            }
-            f(s)
-        }))
-        .await
+        self.bounded(self.db_long(given_up.unless(f))).await
     }
 
     /// As [`Core::db`], without the bound: maintenance that may rightly take long on a big
@@ -122,24 +113,13 @@ impl Core {
         F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
         U: Fn(&dyn Store) -> Result<(), StoreError> + Send + Sync + 'static,
     {
-        let given_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = Arc::clone(&given_up);
-        let core = self.clone();
-        let mut call = Box::pin(async move {
-            core.write_long(move |s| {
-                if flag.load(std::sync::atomic::Ordering::SeqCst) {
-                    return Err(StoreError::Unavailable(
-                        "the request gave up on this call".into(),
-                    ));
-                }
-                f(s)
-            })
-            .await
-        });
+        let given_up = GivenUp::default();
+        let (core, f) = (self.clone(), given_up.unless(f));
+        let mut call = Box::pin(async move { core.write_long(f).await });
         match tokio::time::timeout(self.db_bound(), &mut call).await {
             Ok(out) => out,
             Err(_) => {
-                given_up.store(true, std::sync::atomic::Ordering::SeqCst);
+                drop(given_up);
                 let core = self.clone();
                 tokio::spawn(async move {
                     if call.await.is_ok() {
@@ -205,8 +185,23 @@ pub fn retry_secs(ms: i64) -> u64 {
 struct GivenUp(Arc<std::sync::atomic::AtomicBool>);
 
 impl GivenUp {
-    fn flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
-        Arc::clone(&self.0)
+    /// `f`, unless the request gave up before it began.
+    fn unless<T, F>(
+        &self,
+        f: F,
+    ) -> impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static
+    where
+        F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let flag = Arc::clone(&self.0);
+        move |s| {
+            if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(StoreError::Unavailable(
+                    "the request gave up on this call".into(),
+                ));
+            }
+            f(s)
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::{Call, Deadline, Outbound};
 use crate::domain::delivery::{DeliveryError, DeliveryReason, FailureKind};
 use crate::domain::provider::{Provider, ProviderKind};
-use crate::outbound::{no_answer, ApiAnswer, ApiRequest, MIN_REQUEST_TIME};
+use crate::outbound::{no_answer, ApiAnswer, ApiRequest};
 use crate::service::Delivery;
 
 pub(crate) const JSON: &str = "application/json";
@@ -145,15 +145,7 @@ pub(crate) async fn post(
     r: Request,
 ) -> Result<ApiAnswer, DeliveryError> {
     let cap = Duration::from_secs(services.core.settings.load().delivery.http_timeout_seconds);
-    let timeout = deadline.left(cap);
-    // Too little time to tell a slow connect from a request that went out: not started.
-    if timeout < MIN_REQUEST_TIME.min(cap) {
-        return Err(DeliveryError::new(
-            DeliveryReason::ProviderUnreachable,
-            FailureKind::NoSession,
-            "no time left for the request",
-        ));
-    }
+    let timeout = deadline.request_time(cap, DeliveryReason::ProviderUnreachable)?;
     services
         .events
         .hooks

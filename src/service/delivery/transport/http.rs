@@ -13,7 +13,7 @@ use crate::clock::rfc3339;
 use crate::domain::delivery::{DeliveryError, DeliveryReason, FailureKind};
 use crate::domain::recipient::Channel;
 use crate::domain::tenant::HttpTransport;
-use crate::outbound::{no_answer, signature, SendResult, MIN_REQUEST_TIME};
+use crate::outbound::{no_answer, signature, SendResult};
 use crate::service::core::seals::Seal;
 use crate::service::Delivery;
 
@@ -100,16 +100,8 @@ impl Transport for HttpEndpoint<'_> {
                 ("webhook-timestamp", ts.to_string()),
                 ("webhook-signature", signature(&secret, &id, ts, &body)),
             ];
-            let cap = self.timeout(s);
-            let timeout = deadline.left(cap);
-            // Too little time to tell a slow connect from a request that went out.
-            if timeout < MIN_REQUEST_TIME.min(cap) {
-                return Err(DeliveryError::new(
-                    DeliveryReason::HttpUnreachable,
-                    FailureKind::NoSession,
-                    "no time left for the request",
-                ));
-            }
+            let timeout =
+                deadline.request_time(self.timeout(s), DeliveryReason::HttpUnreachable)?;
             match s
                 .events
                 .hooks

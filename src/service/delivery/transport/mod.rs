@@ -29,7 +29,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::StoredMessage;
-use crate::domain::delivery::{token_like, DeliveryError, ID_CHARS};
+use crate::domain::delivery::{token_like, DeliveryError, DeliveryReason, FailureKind, ID_CHARS};
 use crate::domain::provider::{Provider, ProviderKind};
 use crate::domain::recipient::Channel;
 use crate::domain::tenant::{SmtpAccount, Tenant, TransportUse};
@@ -80,6 +80,26 @@ impl Deadline {
     /// Time left for one request, at most `cap`.
     pub fn left(&self, cap: Duration) -> Duration {
         self.by.saturating_duration_since(Instant::now()).min(cap)
+    }
+
+    /// The time an HTTP request may take: what is left, within `cap`. With less left than a
+    /// connect may take, none: a connect cut by the request's own timeout could not be told
+    /// from a request that went out, so such a send waits like one that found no session
+    /// (no attempt counted, nothing against the transport's breaker).
+    pub fn request_time(
+        &self,
+        cap: Duration,
+        reason: DeliveryReason,
+    ) -> Result<Duration, DeliveryError> {
+        let time = self.left(cap);
+        if time < crate::outbound::MIN_REQUEST_TIME.min(cap) {
+            return Err(DeliveryError::new(
+                reason,
+                FailureKind::NoSession,
+                "no time left for the request",
+            ));
+        }
+        Ok(time)
     }
 }
 
