@@ -413,6 +413,9 @@ async fn compat_limit_body(
     Ok(res.map_into_boxed_body())
 }
 
+/// The most a page's form may carry (an address, a code and a CSRF token need far less).
+const FORM_LIMIT: usize = 16 * 1024;
+
 /// The whole app for one worker.
 pub fn app(
     state: web::Data<AppState>,
@@ -441,6 +444,16 @@ pub fn app(
             )])
             .into()
         }))
+        .app_data(
+            web::FormConfig::default()
+                .limit(FORM_LIMIT)
+                .error_handler(|e, _| {
+                    // The pages' forms are read by people: a short page of their own, not actix's
+                    // text, and the same headers as every page.
+                    let r = page_kit::unreadable_form(&e);
+                    actix_web::error::InternalError::from_response(e, r).into()
+                }),
+        )
         .configure(|c| configure(c, compat))
         .default_service(web::to(not_found))
         .wrap(actix_governor::Governor::new(&governor))

@@ -99,6 +99,24 @@ pub(super) fn plain(status: StatusCode, text: &'static str) -> HttpResponse {
         .body(text)
 }
 
+/// The answer to a page's form that cannot be read (the pages' `FormConfig`): 413 past
+/// the form limit, 415 when it is not a form, else 400 — each a plain page that says what
+/// to do.
+pub(super) fn unreadable_form(e: &actix_web::error::UrlencodedError) -> HttpResponse {
+    use actix_web::error::UrlencodedError as U;
+    match e {
+        U::Overflow { .. } => plain(StatusCode::PAYLOAD_TOO_LARGE, "This form is too large."),
+        U::ContentType => plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "This form must be sent as application/x-www-form-urlencoded.",
+        ),
+        _ => plain(
+            StatusCode::BAD_REQUEST,
+            "This form could not be read. Go back and reload the page.",
+        ),
+    }
+}
+
 /// 303 to `to`, after a form.
 pub(super) fn see_other(to: &str) -> HttpResponse {
     HttpResponse::SeeOther()

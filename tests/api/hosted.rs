@@ -1057,3 +1057,68 @@ async fn the_hosted_page_cookie_is_a_host_cookie_the_server_chose() {
     assert_eq!(s, StatusCode::SEE_OTHER);
     app.smtp.wait_for("ada@example.com", 1).await;
 }
+
+/// A form the pages cannot read: a short plain page with every page's headers (not actix's
+/// own text), the status saying why, and nothing sent.
+#[tokio::test]
+async fn a_form_the_pages_cannot_read_gets_a_plain_page_and_changes_nothing() {
+    let (app, sk) = hosted_app("https://app.example.com").await;
+    let (id, _) = open_session(&app, &sk, json!({"return_url": RETURN})).await;
+    let send = format!("{}/h/{id}/send", app.addr);
+    let long = format!("csrf=x&email={}", "a".repeat(20 * 1024));
+    for (ct, bytes, status, says) in [
+        (
+            "application/x-www-form-urlencoded",
+            "csrf=a&csrf=b".to_string(),
+            StatusCode::BAD_REQUEST,
+            "could not be read",
+        ),
+        (
+            "application/json",
+            r#"{"email":"bob@example.com"}"#.to_string(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "application/x-www-form-urlencoded",
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            long,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too large",
+        ),
+    ] {
+        let r = app
+            .client
+            .post(&send)
+            .header(header::CONTENT_TYPE, ct)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{ct}");
+        let h = r.headers().clone();
+        assert!(h[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"));
+        assert!(h[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'"));
+        assert_eq!(h[header::CACHE_CONTROL], "no-store");
+        assert!(h.contains_key("x-request-id"));
+        let text = r.text().await.unwrap();
+        assert!(text.contains(says), "{ct}: {text}");
+    }
+    // Nothing was sent: the session still asks for an address.
+    let (s, v) = body(
+        app.get(&format!("/v1/tenant/hosted-sessions/{id}"), &sk)
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (s, &v["status"], &v["email"]),
+        (StatusCode::OK, &json!("open"), &Value::Null),
+        "{v}"
+    );
+    assert_eq!(app.smtp.count_to("bob@example.com"), 0);
+}
