@@ -142,53 +142,25 @@ pub(crate) trait Cells {
     }
 }
 
-impl Cells for rusqlite::Row<'_> {
-    fn int(&self, i: usize) -> Result<i64, StoreError> {
-        Ok(self.get(i)?)
-    }
-    fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
-        Ok(self.get(i)?)
-    }
-    fn text(&self, i: usize) -> Result<String, StoreError> {
-        Ok(self.get(i)?)
-    }
-    fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
-        Ok(self.get(i)?)
-    }
-    fn bytes(&self, i: usize) -> Result<Vec<u8>, StoreError> {
-        Ok(self.get(i)?)
-    }
-    fn opt_bytes(&self, i: usize) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.get(i)?)
-    }
-    fn flag(&self, i: usize) -> Result<bool, StoreError> {
-        Ok(self.get(i)?)
-    }
+/// A driver's row as [`Cells`]: each cell read with the driver's fallible getter (`get`
+/// in rusqlite, `try_get` in postgres), its error a [`StoreError`].
+macro_rules! cells_of {
+    ($row:ty, $get:ident) => {
+        impl Cells for $row {
+            cells_of!(@read $get; int: i64, opt_int: Option<i64>, text: String,
+                opt_text: Option<String>, bytes: Vec<u8>, opt_bytes: Option<Vec<u8>>,
+                flag: bool);
+        }
+    };
+    (@read $get:ident; $($name:ident: $t:ty),*) => {
+        $(fn $name(&self, i: usize) -> Result<$t, StoreError> {
+            Ok(self.$get(i)?)
+        })*
+    };
 }
 
-impl Cells for ::postgres::Row {
-    fn int(&self, i: usize) -> Result<i64, StoreError> {
-        Ok(self.try_get(i)?)
-    }
-    fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
-        Ok(self.try_get(i)?)
-    }
-    fn text(&self, i: usize) -> Result<String, StoreError> {
-        Ok(self.try_get(i)?)
-    }
-    fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
-        Ok(self.try_get(i)?)
-    }
-    fn bytes(&self, i: usize) -> Result<Vec<u8>, StoreError> {
-        Ok(self.try_get(i)?)
-    }
-    fn opt_bytes(&self, i: usize) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.try_get(i)?)
-    }
-    fn flag(&self, i: usize) -> Result<bool, StoreError> {
-        Ok(self.try_get(i)?)
-    }
-}
+cells_of!(rusqlite::Row<'_>, get);
+cells_of!(::postgres::Row, try_get);
 
 pub(crate) fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(format!("{what} out of range"))
