@@ -255,33 +255,38 @@ fn parse_sendgrid(body: &[u8]) -> Result<Vec<ProviderEvent>, Refused> {
     if list.len() > EVENTS_MAX {
         return Err(Refused::Malformed("too many events in one request"));
     }
-    list.iter()
-        .map(|e| {
-            let kind = match (
-                e.get("event").and_then(Value::as_str),
-                e.get("type").and_then(Value::as_str),
-            ) {
-                (Some("bounce"), Some("blocked")) => EventKind::SoftBounce,
-                (Some("bounce"), _) => EventKind::HardBounce,
-                (Some("deferred"), _) => EventKind::SoftBounce,
-                (Some("spamreport"), _) => EventKind::Complaint,
-                (Some(_), _) => EventKind::Other,
-                (None, _) => return Err(Refused::Malformed("an event needs its event name")),
-            };
-            let (Some(id), Some(recipient)) = (text(e, "/sg_event_id"), text(e, "/email")) else {
-                return Err(Refused::Malformed("an event needs sg_event_id and email"));
-            };
-            // The send API's X-Message-Id is the part before the first dot.
-            let message_id = text(e, "/sg_message_id")
-                .map(|m| m.split('.').next().unwrap_or_default().to_string());
-            Ok(ProviderEvent {
-                id,
-                recipient,
-                kind,
-                message_id,
-            })
-        })
-        .collect()
+    // Account events (`account_status_change`, …) carry no recipient: they are not about
+    // a message and are passed over, so one of them does not turn the whole batch away.
+    let mut events = Vec::with_capacity(list.len());
+    for e in &list {
+        let kind = match (
+            e.get("event").and_then(Value::as_str),
+            e.get("type").and_then(Value::as_str),
+        ) {
+            (Some("bounce"), Some("blocked")) => EventKind::SoftBounce,
+            (Some("bounce"), _) => EventKind::HardBounce,
+            (Some("deferred"), _) => EventKind::SoftBounce,
+            (Some("spamreport"), _) => EventKind::Complaint,
+            (Some(_), _) => EventKind::Other,
+            (None, _) => return Err(Refused::Malformed("an event needs its event name")),
+        };
+        let (Some(id), Some(recipient)) = (text(e, "/sg_event_id"), text(e, "/email")) else {
+            if kind == EventKind::Other {
+                continue;
+            }
+            return Err(Refused::Malformed("an event needs sg_event_id and email"));
+        };
+        // The send API's X-Message-Id is the part before the first dot.
+        let message_id =
+            text(e, "/sg_message_id").map(|m| m.split('.').next().unwrap_or_default().to_string());
+        events.push(ProviderEvent {
+            id,
+            recipient,
+            kind,
+            message_id,
+        });
+    }
+    Ok(events)
 }
 
 /// HMAC-SHA256 (hex) over `timestamp || token`, keyed with the webhook signing key, in the

@@ -82,7 +82,9 @@ fn a_sendgrid_batch_verifies_with_its_public_key_and_forgeries_do_not() {
         {"email": "ada@example.com", "event": "bounce", "type": "bounce", "sg_event_id": "e1", "sg_message_id": "abc.filter1.x"},
         {"email": "bob@example.com", "event": "bounce", "type": "blocked", "sg_event_id": "e2"},
         {"email": "cy@example.com", "event": "spamreport", "sg_event_id": "e3"},
-        {"email": "di@example.com", "event": "delivered", "sg_event_id": "e4"}
+        {"email": "di@example.com", "event": "delivered", "sg_event_id": "e4"},
+        // An account event: no recipient, passed over (the batch is not refused for it).
+        {"event": "account_status_change", "type": "compliance_suspend", "sg_event_id": "e5", "timestamp": NOW}
     ])
     .to_string();
     let h = headers(key.headers(NOW, body.as_bytes()));
@@ -101,6 +103,13 @@ fn a_sendgrid_batch_verifies_with_its_public_key_and_forgeries_do_not() {
         ]
     );
     assert_eq!(e[0].message_id.as_deref(), Some("abc"));
+    // A bounce without its recipient is still malformed.
+    let bad = json!([{"event": "bounce", "type": "bounce", "sg_event_id": "e6"}]).to_string();
+    let h = headers(key.headers(NOW, bad.as_bytes()));
+    assert!(matches!(
+        verify_and_parse(ProviderKind::Sendgrid, &keys, &h, bad.as_bytes(), NOW),
+        Err(Refused::Malformed(_))
+    ));
     let other = EventKeys {
         public_key: Some(SendgridKey::new().public_key()),
         ..EventKeys::default()
