@@ -14,6 +14,16 @@ fn form(req: &Request) -> HashMap<String, String> {
     form_urlencoded::parse(&req.body).into_owned().collect()
 }
 
+/// What Vonage carries as `type=text` (GSM 03.38, written here apart from the sender's
+/// table): printable ASCII but the backtick (brackets, braces, `^`, `~`, `|` and `\` by
+/// the extension table), space, CR, LF, form feed, and the letters and signs below.
+fn gsm(text: &str) -> bool {
+    const MORE: &str = "£¥èéùìòÇØøÅåΔΦΓΛΩΠΨΣΘΞÆæßÉ¤¡ÄÖÑÜ§¿äöñüà€";
+    text.chars().all(|c| {
+        (c.is_ascii_graphic() && c != '`') || " \r\n\u{0c}".contains(c) || MORE.contains(c)
+    })
+}
+
 fn basic(user: &str, pw: &str) -> String {
     format!(
         "Basic {}",
@@ -192,7 +202,7 @@ pub(super) fn check(kind: &str, req: &Request) -> (Vec<String>, Option<Taken>, b
             );
             let text = f.get("text").cloned().unwrap_or_default();
             need(
-                text.is_ascii() || f.get("type").map(String::as_str) == Some("unicode"),
+                gsm(&text) || f.get("type").map(String::as_str) == Some("unicode"),
                 "type=unicode for text beyond GSM",
             );
             (
