@@ -216,26 +216,20 @@ mod tests {
 
     #[test]
     fn pending_becomes_expired_at_expiry_and_exhausted_at_the_limit() {
-        assert_eq!(
-            view(StoredStatus::Pending, 0).status_at(999),
-            Status::Pending
-        );
-        assert_eq!(
-            view(StoredStatus::Pending, 0).status_at(1000),
-            Status::Expired
-        );
-        assert_eq!(
-            view(StoredStatus::Pending, 3).status_at(10),
-            Status::Exhausted
-        );
-        assert_eq!(
-            view(StoredStatus::Pending, 3).status_at(5000),
-            Status::Exhausted
-        );
-        assert_eq!(
-            view(StoredStatus::Verified, 1).status_at(5000),
-            Status::Verified
-        );
+        // (stored, attempts used, when, status then)
+        for (stored, used, at, want) in [
+            (StoredStatus::Pending, 0, 999, Status::Pending),
+            (StoredStatus::Pending, 0, 1000, Status::Expired),
+            (StoredStatus::Pending, 3, 10, Status::Exhausted),
+            (StoredStatus::Pending, 3, 5000, Status::Exhausted),
+            (StoredStatus::Verified, 1, 5000, Status::Verified),
+        ] {
+            assert_eq!(
+                view(stored, used).status_at(at),
+                want,
+                "{stored:?} {used} {at}"
+            );
+        }
         assert_eq!(view(StoredStatus::Pending, 2).attempts_remaining(), 1);
     }
 }

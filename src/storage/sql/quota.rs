@@ -21,28 +21,30 @@ shared_sql!(
     pub(crate) TAKE_SEND = "INSERT INTO sends (tenant_id, email_canonical, at) VALUES ($1, $2, $3)"
 );
 
-shared_sql!(
-    /// The tenant's sends after minute `$2`, and the first minute that has any.
-    pub(crate) TENANT_SENDS =
-        "SELECT CAST(COALESCE(SUM(sends), 0) AS BIGINT), MIN(minute) FROM tenant_send_minutes \
-         WHERE tenant_id = $1 AND minute > $2 AND sends > 0"
-);
+/// A table of sends counted per tenant and minute (`tenant_send_minutes`,
+/// `test_send_minutes`): `$sum`, its sends after minute `$2` and the first minute that has
+/// any; `$count`, one more send in minute `$2`.
+macro_rules! minute_counter {
+    ($sum:ident, $count:ident, $table:literal) => {
+        shared_sql!(
+            pub(crate) $sum = concat!(
+                "SELECT CAST(COALESCE(SUM(sends), 0) AS BIGINT), MIN(minute) FROM ",
+                $table,
+                " WHERE tenant_id = $1 AND minute > $2 AND sends > 0"
+            )
+        );
+        shared_sql!(
+            pub(crate) $count = concat!(
+                "INSERT INTO ",
+                $table,
+                " (tenant_id, minute, sends) VALUES ($1, $2, 1) \
+                 ON CONFLICT (tenant_id, minute) DO UPDATE SET sends = ",
+                $table,
+                ".sends + 1"
+            )
+        );
+    };
+}
 
-shared_sql!(
-    pub(crate) COUNT_TENANT_SEND =
-        "INSERT INTO tenant_send_minutes (tenant_id, minute, sends) VALUES ($1, $2, 1) \
-         ON CONFLICT (tenant_id, minute) DO UPDATE SET sends = tenant_send_minutes.sends + 1"
-);
-
-shared_sql!(
-    /// The tenant's test sends after minute `$2`, and the first minute that has any.
-    pub(crate) TEST_SENDS =
-        "SELECT CAST(COALESCE(SUM(sends), 0) AS BIGINT), MIN(minute) FROM test_send_minutes \
-         WHERE tenant_id = $1 AND minute > $2 AND sends > 0"
-);
-
-shared_sql!(
-    pub(crate) COUNT_TEST_SEND =
-        "INSERT INTO test_send_minutes (tenant_id, minute, sends) VALUES ($1, $2, 1) \
-         ON CONFLICT (tenant_id, minute) DO UPDATE SET sends = test_send_minutes.sends + 1"
-);
+minute_counter!(TENANT_SENDS, COUNT_TENANT_SEND, "tenant_send_minutes");
+minute_counter!(TEST_SENDS, COUNT_TEST_SEND, "test_send_minutes");

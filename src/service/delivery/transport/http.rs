@@ -4,8 +4,6 @@
 //! and 5xx are transient (with `Retry-After`); any other answer — a redirect included —
 //! refuses the message for good.
 
-use std::time::Duration;
-
 use serde_json::json;
 
 use super::{Accepted, Deadline, Outbound, Sending, Transport};
@@ -39,9 +37,6 @@ impl Transport for HttpEndpoint<'_> {
     }
     fn ceiling(&self) -> u32 {
         self.ceiling
-    }
-    fn timeout(&self, s: &Delivery) -> Duration {
-        Duration::from_secs(s.core.settings.load().delivery.http_timeout_seconds)
     }
     fn send<'a>(
         &'a self,

@@ -114,8 +114,11 @@ pub(crate) trait Transport: Send + Sync {
     fn key(&self) -> &str;
     /// The ceiling of its window as the tenant chose it (0: the server's default).
     fn ceiling(&self) -> u32;
-    /// How long an attempt may take when this transport comes first.
-    fn timeout(&self, services: &Delivery) -> Duration;
+    /// How long an attempt may take when this transport comes first: an HTTP request's
+    /// bound (`delivery.http_timeout_seconds`) unless the transport says otherwise.
+    fn timeout(&self, services: &Delivery) -> Duration {
+        Duration::from_secs(services.core.settings.load().delivery.http_timeout_seconds)
+    }
     /// Send one message on one session of its window (`sessions`: the window's size now).
     fn send<'a>(
         &'a self,
@@ -181,9 +184,6 @@ impl Transport for ProviderTransport<'_> {
     fn ceiling(&self) -> u32 {
         // Requests in flight follow the server's default ceiling.
         0
-    }
-    fn timeout(&self, s: &Delivery) -> Duration {
-        Duration::from_secs(s.core.settings.load().delivery.http_timeout_seconds)
     }
     fn send<'a>(
         &'a self,
