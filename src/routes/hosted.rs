@@ -168,6 +168,7 @@ async fn render(
         Some(PageError::CodeEnded) => s.code_ended.to_string(),
         Some(PageError::WrongCode(n)) => s.wrong_code.replace("{n}", &n.to_string()),
         Some(PageError::Limited) => s.limited.to_string(),
+        Some(PageError::NoMoreCodes) => s.no_more_codes.to_string(),
         Some(PageError::NotSent) => s.not_sent.to_string(),
         Some(PageError::Over) | None => String::new(),
     };
@@ -257,7 +258,7 @@ async fn render(
             | PageError::WrongCode(_)
             | PageError::CodeEnded,
         ) => StatusCode::UNPROCESSABLE_ENTITY,
-        Some(PageError::Limited) => StatusCode::TOO_MANY_REQUESTS,
+        Some(PageError::Limited | PageError::NoMoreCodes) => StatusCode::TOO_MANY_REQUESTS,
         Some(PageError::NotSent) => StatusCode::BAD_GATEWAY,
         None if done => StatusCode::OK,
         None if over => StatusCode::GONE,

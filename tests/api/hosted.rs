@@ -627,6 +627,65 @@ async fn a_new_code_on_the_page_keeps_the_key_and_an_expired_code_leaves_the_ses
     );
 }
 
+/// The key's resends spent: the page says that no more codes can come and that the last
+/// one is the one to use — not "wait and try again" — and the last code still verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_whose_resends_are_spent_says_to_use_the_last_code() {
+    let app = spawn_app_with(|s| {
+        s.server.public_url = "http://localhost:8080".into();
+        s.otp.max_resends = 1;
+    })
+    .await;
+    let (_, sk) = app.tenant().await;
+    let r = app
+        .patch(
+            "/v1/tenant",
+            &sk,
+            json!({ "allowed_return_urls": [RETURN] }),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let (id, _) = open_session(
+        &app,
+        &sk,
+        json!({"return_url": RETURN, "email": "ada@example.com", "locale": "de"}),
+    )
+    .await;
+    let mut b = Browser::new(&app);
+    let (_, _, html) = b.get(&format!("/h/{id}")).await;
+    let csrf = attr(&html, "name=\"csrf\" value=\"").to_string();
+    let send = format!("/h/{id}/send");
+    for n in 1..=2 {
+        assert_eq!(
+            b.post(&send, &[("csrf", &csrf)]).await.0,
+            StatusCode::SEE_OTHER
+        );
+        app.smtp.wait_for("ada@example.com", n).await;
+    }
+    let (s, _, html) = b.post(&send, &[("csrf", &csrf)]).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{html}");
+    assert!(
+        html.contains("keine weiteren Codes") && !html.contains("Zu viele Versuche"),
+        "{html}"
+    );
+    assert!(html.contains("name=\"code\""), "{html}");
+    assert_eq!(app.smtp.count_to("ada@example.com"), 2);
+    let last = app.smtp.wait_for("ada@example.com", 2).await.code();
+    let (s, h, _) = b
+        .post(
+            &format!("/h/{id}/verify"),
+            &[("csrf", &csrf), ("code", &last)],
+        )
+        .await;
+    assert_eq!(
+        (s, h[header::LOCATION].to_str().unwrap()),
+        (
+            StatusCode::SEE_OTHER,
+            format!("{RETURN}?session={id}").as_str()
+        )
+    );
+}
+
 /// RFC 7636's example verifier and its S256 challenge.
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";

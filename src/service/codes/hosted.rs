@@ -62,6 +62,8 @@ pub enum PageError {
     /// The code expired, or was replaced: a new one may be sent.
     CodeEnded,
     Limited,
+    /// The key's resends are spent: the last code sent is the one to use.
+    NoMoreCodes,
     NotSent,
     /// Expired, failed, or verified already: nothing more to do here.
     Over,
@@ -239,9 +241,8 @@ impl Codes {
             };
             match resent {
                 Ok(_) => return Ok(()),
-                Err(ServiceError::RateLimited { .. } | ServiceError::ResendLimit(_)) => {
-                    return Err(PageError::Limited)
-                }
+                Err(ServiceError::RateLimited { .. }) => return Err(PageError::Limited),
+                Err(ServiceError::ResendLimit(_)) => return Err(PageError::NoMoreCodes),
                 Err(
                     ServiceError::OtpExpired
                     | ServiceError::OtpSuperseded
