@@ -96,7 +96,7 @@ impl DeliveryReason {
     /// What to check, in one sentence a person can act on (API.md §18.8).
     pub fn advice(self) -> &'static str {
         match self {
-            DeliveryReason::HostNotAllowed => "The relay's host is a private, local or special address: an operator allows those with smtp.allow_private_hosts.",
+            DeliveryReason::HostNotAllowed => "This server's SMTP policy refuses the relay: an operator allows a private, local or special host with smtp.allow_private_hosts, another port with smtp.allowed_ports, and tls = \"none\" with smtp.allow_plaintext.",
             DeliveryReason::Unreachable => "The relay could not be reached: check its host and port, and that it accepts connections from this server.",
             DeliveryReason::Timeout => "The relay did not answer in time (smtp.timeout_seconds): check the port and the TLS mode (tls = \"implicit\" for port 465, \"starttls\" for 587).",
             DeliveryReason::Tls => "TLS with the relay failed: an untrusted certificate needs smtp.extra_root_certificates; a mismatched mode needs tls = \"implicit\" for port 465 or \"starttls\" for 587.",

@@ -274,6 +274,27 @@ async fn cli_manages_tenants_and_logs_never_show_secrets() {
     let (ok, out, err) = cli(&["smtp", "test", &id, "--to", "ops@example.com"]);
     assert!(ok, "{out}{err}");
     assert_eq!(smtp.count_to("ops@example.com"), 1);
+    // At send time too: a port the server stopped allowing is named as such, not as a
+    // private host (which this server allows).
+    let out = otpmint(dir.path())
+        .args([
+            "--config",
+            "otpmint.toml",
+            "smtp",
+            "test",
+            &id,
+            "--to",
+            "ops@example.com",
+        ])
+        .env("OTPMINT__SMTP__ALLOWED_PORTS", "587")
+        .output()
+        .unwrap();
+    let (ok, _, err) = crate::helpers::outcome(out);
+    assert!(
+        !ok && err.contains("smtp_host_not_allowed") && err.contains("smtp.allowed_ports"),
+        "{err}"
+    );
+    assert_eq!(smtp.count_to("ops@example.com"), 1);
     // A policy refusal names the setting that would allow it, as the HTTP answer does.
     let (ok, _, err) = create("Port 25", "25");
     assert!(
