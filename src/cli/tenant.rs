@@ -101,10 +101,11 @@ fn read_oauth2(path: &PathBuf) -> Result<OAuth2Input, CliError> {
     let raw = std::fs::read(path)
         .map_err(|e| CliError(format!("cannot read {}: {e}", path.display())))?;
     serde_json::from_slice(&raw).map_err(|e| {
-        // serde names the field and the place, never a value.
+        // serde names the field and the place; the value it quotes (a secret, perhaps) goes.
         CliError(format!(
-            "--smtp-oauth2-file {}: not an OAuth2 settings object: {e}",
-            path.display()
+            "--smtp-oauth2-file {}: not an OAuth2 settings object: {}",
+            path.display(),
+            crate::domain::policy::without_values(&e.to_string())
         ))
     })
 }

@@ -21,6 +21,27 @@ pub struct PolicyPatch {
     pub max_attempts: Option<u32>,
 }
 
+/// serde's message without the value it quotes (``integer `5` ``, `string "x"`, an unknown
+/// variant): an answer or a CLI error never repeats a value that was given, which may be a
+/// secret. Field names, what was expected and the place stay.
+pub fn without_values(msg: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some((unexpected, expected)) = msg
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.rsplit_once(", expected "))
+        {
+            let kind = unexpected.split(['`', '"']).next().unwrap_or("").trim();
+            return format!("{prefix}{kind}, expected {expected}");
+        }
+    }
+    if let Some(rest) = msg.strip_prefix("unknown variant `") {
+        if let Some((_, expected)) = rest.rsplit_once("`, expected ") {
+            return format!("unknown variant, expected {expected}");
+        }
+    }
+    msg.to_string()
+}
+
 /// A field name and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {

@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 use super::AppState;
 use crate::crypto::secrets_equal;
-use crate::domain::policy::FieldError;
+use crate::domain::policy::{without_values, FieldError};
 use crate::domain::tenant::Tenant;
 use crate::service::ServiceError;
 
@@ -276,27 +276,6 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         };
         ApiError::BadBody(vec![FieldError::new(field, message)])
     })
-}
-
-/// serde's message without the value it quotes (``integer `5` ``, `string "x"`, an unknown
-/// variant): an answer never repeats a value that was sent, which may be a secret. Field
-/// names and what was expected stay.
-fn without_values(msg: &str) -> String {
-    for prefix in ["invalid type: ", "invalid value: "] {
-        if let Some((unexpected, expected)) = msg
-            .strip_prefix(prefix)
-            .and_then(|rest| rest.rsplit_once(", expected "))
-        {
-            let kind = unexpected.split(['`', '"']).next().unwrap_or("").trim();
-            return format!("{prefix}{kind}, expected {expected}");
-        }
-    }
-    if let Some(rest) = msg.strip_prefix("unknown variant `") {
-        if let Some((_, expected)) = rest.rsplit_once("`, expected ") {
-            return format!("unknown variant, expected {expected}");
-        }
-    }
-    msg.to_string()
 }
 
 /// serde's message without its trailing ` at line L column C` (the last one: a value

@@ -434,6 +434,38 @@ async fn the_cli_creates_and_tests_an_oauth2_relay() {
     );
     assert!(!ok && err.contains("secret"), "{err}");
     assert!(!err.contains("\"y\""), "{err}");
+    // A secret of the wrong type is named by its field and type, never shown.
+    for bad in [
+        r#"{"client_id": "x", "client_secret": 918273645}"#,
+        r#"{"client_id": "x", "client_secret": "s", "refresh_token": ["rt-8372615"]}"#,
+    ] {
+        std::fs::write(&file, bad).unwrap();
+        let (ok, _, err) = cli(
+            &app,
+            &tokens,
+            &[
+                "tenant",
+                "create",
+                "--name",
+                "X",
+                "--smtp-host",
+                "127.0.0.1",
+                "--smtp-port",
+                &port,
+                "--smtp-username",
+                SMTP_USER,
+                "--smtp-from",
+                "x@x.example",
+                "--smtp-oauth2-file",
+                file.to_str().unwrap(),
+            ],
+        );
+        assert!(!ok && err.contains("invalid type"), "{err}");
+        assert!(
+            !err.contains("918273645") && !err.contains("rt-8372615"),
+            "{err}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
