@@ -69,7 +69,8 @@ pub(super) fn variants_of<T: serde::de::DeserializeOwned>(
 /// quotes the offending source line — whatever the secret's quoting (API.md §6.25).
 pub(super) fn without_values(message: String) -> String {
     let kept: Vec<&str> = message.lines().filter(|l| !is_source_snippet(l)).collect();
-    let message = kept.join(" ");
+    // serde's own quoting of the value (``integer `5` ``) goes first; the key stays.
+    let message = crate::domain::policy::without_values(&kept.join(" "));
     let mut out = String::with_capacity(message.len());
     let chars: Vec<char> = message.chars().collect();
     let mut i = 0;

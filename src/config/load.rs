@@ -28,6 +28,13 @@ impl Settings {
                     message: "file not found".into(),
                 });
             }
+            // Each value of its key's type, checked on the text as written (API.md §3).
+            if let Ok(text) = std::fs::read_to_string(path) {
+                typed::check_file(&text).map_err(|m| ConfigError::Load {
+                    source_name: name.clone(),
+                    message: format!("`{}` {}", m.key, m.message),
+                })?;
+            }
             builder = builder.add_source(File::from(path).format(FileFormat::Toml));
             // Deserialize this layer alone first, so an error names the file.
             let cfg = builder.build_cloned().map_err(|e| ConfigError::Load {
@@ -64,6 +71,10 @@ impl Settings {
                 continue;
             };
             let key = rest.to_ascii_lowercase().replace("__", ".");
+            typed::check_env(&key, &value).map_err(|message| ConfigError::Load {
+                source_name: format!("environment variable {name}"),
+                message: format!("`{key}` {message}"),
+            })?;
             // Values go in as strings (a secret "0123" stays "0123"); serde converts
             // numbers and booleans, and lists are split here.
             let result = if LIST_KEYS.contains(&key.as_str()) {

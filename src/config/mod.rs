@@ -11,6 +11,7 @@ mod load;
 mod secrets;
 #[cfg(test)]
 mod tests;
+mod typed;
 mod validate;
 
 pub use error::ConfigError;

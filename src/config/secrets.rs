@@ -72,7 +72,7 @@ impl Settings {
     }
 
     /// `admin.token_file`, `metrics.token_file`, `database.url_file` (API.md §18.4): each
-    /// file's first line becomes its key's value. A relative path is taken in systemd's
+    /// file's one line becomes its key's value. A relative path is taken in systemd's
     /// `$CREDENTIALS_DIRECTORY` when that is set (`LoadCredential=`), else in the
     /// configuration file's directory, else in the working directory. Giving a key a value
     /// (in the file or the environment) and its file both is an error, and so is a file that cannot be read or is empty.
@@ -99,11 +99,22 @@ impl Settings {
                 key: format!("{key}_file"),
                 message: format!("cannot be read ({}): {}", full.display(), e.kind()),
             })?;
-            let line = text.lines().next().unwrap_or("").trim_end();
+            // One line: white space around it (a final newline) goes; a second line is an
+            // error, not silently dropped (it may be a second secret, or a broken file).
+            let line = text.trim();
             if line.is_empty() {
                 return Err(ConfigError::Invalid {
                     key: format!("{key}_file"),
                     message: format!("names an empty file ({})", full.display()),
+                });
+            }
+            if line.lines().count() > 1 {
+                return Err(ConfigError::Invalid {
+                    key: format!("{key}_file"),
+                    message: format!(
+                        "names a file of more than one line ({}); it holds the value on one line",
+                        full.display()
+                    ),
                 });
             }
             Ok(Some(line.to_string()))

@@ -139,6 +139,64 @@ fn unknown_file_key_names_file_and_key() {
 }
 
 #[test]
+fn a_value_of_the_wrong_type_is_refused_not_converted_naming_key_and_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(&p, "[smtp]\nallow_private_hosts = \"yes\"\n").unwrap();
+    let err = Settings::load_from(Some(&p), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("c.toml") && err.contains("`smtp.allow_private_hosts` must be a boolean"),
+        "{err}"
+    );
+    std::fs::write(&p, "[limits]\nper_ip_per_second = 18446744073709551615\n").unwrap();
+    let err = Settings::load_from(Some(&p), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`limits.per_ip_per_second`"), "{err}");
+    assert!(!err.contains("18446744073709551615"), "{err}");
+    let err = Settings::load_from(None, env(&[("OTPMINT__COMPAT__OTPMINT", "yes")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("OTPMINT__COMPAT__OTPMINT") && err.contains("true or false"),
+        "{err}"
+    );
+    let s = Settings::load_from(None, env(&[("OTPMINT__COMPAT__OTPMINT", "false")])).unwrap();
+    assert!(!s.compat.otpmint);
+}
+
+#[test]
+fn sns_certificate_hosts_hold_host_names_only() {
+    for bad in [
+        "https://bad host/",
+        "sns.example.test:443",
+        "sns.example.test/x",
+    ] {
+        let err = Settings::load_from(
+            None,
+            env(&[("OTPMINT__DELIVERY__SNS_CERTIFICATE_HOSTS", bad)]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("delivery.sns_certificate_hosts"),
+            "{bad}: {err}"
+        );
+    }
+    let s = Settings::load_from(
+        None,
+        env(&[(
+            "OTPMINT__DELIVERY__SNS_CERTIFICATE_HOSTS",
+            "127.0.0.1,sns.example.test",
+        )]),
+    )
+    .unwrap();
+    assert_eq!(s.delivery.sns_certificate_hosts.len(), 2);
+}
+
+#[test]
 fn out_of_range_is_refused_with_key() {
     let err = Settings::load_from(None, env(&[("OTPMINT__OTP__CODE_LENGTH", "12")]))
         .unwrap_err()

@@ -163,6 +163,19 @@ impl Settings {
         if self.smtp.allowed_ports.contains(&0) {
             return Err(invalid("smtp.allowed_ports", "port 0 is not a port"));
         }
+        // Host names, as the certificate URL's host is compared with them (no scheme, path
+        // or port).
+        if self
+            .delivery
+            .sns_certificate_hosts
+            .iter()
+            .any(|h| url::Host::parse(h).is_err())
+        {
+            return Err(invalid(
+                "delivery.sns_certificate_hosts",
+                "must hold host names only (like sns.example.test or 127.0.0.1): no scheme, path or port",
+            ));
+        }
         within! {
             compat.max_attempts: MAX_ATTEMPTS.0, MAX_ATTEMPTS.1;
         }

@@ -61,10 +61,10 @@ fn a_syntax_error_in_a_single_quoted_secret_does_not_print_it() {
 }
 
 #[test]
-fn secret_files_give_their_first_line_and_refuse_both_or_an_empty_file() {
+fn secret_files_give_their_one_line_and_refuse_both_an_empty_file_or_a_second_line() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("admin");
-    std::fs::write(&file, "from-the-file-0123\r\nsecond line ignored\n").unwrap();
+    std::fs::write(&file, " from-the-file-0123\r\n\n").unwrap();
     let path = file.display().to_string();
     let s = Settings::load_from(None, env(&[("OTPMINT__ADMIN__TOKEN_FILE", &path)])).unwrap();
     assert_eq!(s.admin.token.expose_secret(), "from-the-file-0123");
@@ -114,14 +114,16 @@ fn secret_files_give_their_first_line_and_refuse_both_or_an_empty_file() {
     .is_err());
     let s = Settings::load_from(None, env(&[("OTPMINT__DATABASE__URL_FILE", &url_path)])).unwrap();
     assert_eq!(s.database.url, "sqlite:///tmp/y.db");
-    // Missing and empty files.
+    // Missing and empty files, and a second line (never silently dropped).
     std::fs::write(dir.path().join("empty"), "\n").unwrap();
-    for name in ["missing", "empty"] {
+    std::fs::write(dir.path().join("two"), "token-one-0123\ntoken-two-4567\n").unwrap();
+    for name in ["missing", "empty", "two"] {
         let p = dir.path().join(name).display().to_string();
         let e = Settings::load_from(None, env(&[("OTPMINT__ADMIN__TOKEN_FILE", &p)]))
             .unwrap_err()
             .to_string();
         assert!(e.contains("admin.token_file") && e.contains(name), "{e}");
+        assert!(!e.contains("token-one") && !e.contains("token-two"), "{e}");
     }
 }
 

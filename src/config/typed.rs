@@ -1,0 +1,201 @@
+//! Every value is of its key's type (API.md §3): the type the embedded defaults give the key.
+//! The config library would turn `"yes"` into `true`, `6.7` into `7` and a string into a
+//! list, and refuse an integer past 64 bits without naming its key; these checks refuse each
+//! of them first, naming the key and never the value.
+
+use toml::de::{DeTable, DeValue};
+
+use super::{DEFAULT_TOML, LIST_KEYS};
+
+/// Why the file's `key` is refused.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Mistyped {
+    pub key: String,
+    pub message: String,
+}
+
+/// Check a configuration file's text against the defaults' types. A text that is not TOML
+/// passes here: the config library says where it breaks.
+pub(super) fn check_file(text: &str) -> Result<(), Mistyped> {
+    let (Ok(user), Ok(defaults)) = (DeTable::parse(text), DeTable::parse(DEFAULT_TOML)) else {
+        return Ok(());
+    };
+    walk(user.get_ref(), Some(defaults.get_ref()), "")
+}
+
+fn walk(user: &DeTable<'_>, defaults: Option<&DeTable<'_>>, prefix: &str) -> Result<(), Mistyped> {
+    for (k, v) in user {
+        let key = format!("{prefix}{}", k.get_ref());
+        let default = defaults
+            .and_then(|d| d.get(k.get_ref().as_ref()))
+            .map(|d| d.get_ref());
+        value(v.get_ref(), default, &key)?;
+    }
+    Ok(())
+}
+
+fn value(v: &DeValue<'_>, default: Option<&DeValue<'_>>, key: &str) -> Result<(), Mistyped> {
+    let refused = |message: String| {
+        Err(Mistyped {
+            key: key.to_string(),
+            message,
+        })
+    };
+    if let Some(i) = v.as_integer() {
+        if i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()).is_err() {
+            return refused("is out of range (past a 64-bit integer)".into());
+        }
+    }
+    let Some(d) = default else {
+        // A key the defaults lack: the config library names it as unknown (or it is an
+        // entry of a map such as `delivery.provider_base_urls`); integers are checked.
+        return match v {
+            DeValue::Table(t) => walk(t, None, &format!("{key}.")),
+            DeValue::Array(items) => items.iter().try_for_each(|x| value(x.get_ref(), None, key)),
+            _ => Ok(()),
+        };
+    };
+    if !v.same_type(d) {
+        return refused(format!(
+            "must be {}, not {}",
+            a(d.type_str()),
+            a(v.type_str())
+        ));
+    }
+    match (v, d) {
+        (DeValue::Table(t), DeValue::Table(dt)) => walk(t, Some(dt), &format!("{key}.")),
+        (DeValue::Array(items), DeValue::Array(ds)) => {
+            let of = ds.first().map(|x| x.get_ref());
+            for x in items {
+                match of {
+                    Some(of) if !x.get_ref().same_type(of) => {
+                        return refused(format!(
+                            "must be a list of {}s, not one holding {}",
+                            of.type_str(),
+                            a(x.get_ref().type_str())
+                        ));
+                    }
+                    _ => value(x.get_ref(), of, key)?,
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Check an `OTPMINT__…` variable's text against its key's type: a boolean is `true` or
+/// `false`, an integer a whole number (each item of a list key).
+pub(super) fn check_env(key: &str, text: &str) -> Result<(), String> {
+    let Ok(defaults) = DeTable::parse(DEFAULT_TOML) else {
+        return Ok(());
+    };
+    let mut at = Some(defaults.get_ref());
+    let mut found = None;
+    for part in key.split('.') {
+        let v = at.and_then(|t| t.get(part)).map(|v| v.get_ref());
+        at = v.and_then(DeValue::as_table);
+        found = v;
+    }
+    let Some(d) = found else {
+        return Ok(());
+    };
+    let of = match d {
+        DeValue::Array(items) if LIST_KEYS.contains(&key) => match items.first() {
+            Some(x) => x.get_ref(),
+            None => return Ok(()),
+        },
+        d => d,
+    };
+    let items: Vec<&str> = if LIST_KEYS.contains(&key) {
+        text.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect()
+    } else {
+        vec![text.trim()]
+    };
+    for item in items {
+        if of.is_bool() && !matches!(item, "true" | "false") {
+            return Err("must be true or false".into());
+        }
+        // Its range is checked later, naming the bounds (a u64 too large included).
+        if of.is_integer() && item.parse::<i128>().is_err() {
+            return Err("must be a whole number".into());
+        }
+    }
+    Ok(())
+}
+
+fn a(type_str: &str) -> String {
+    let article = if type_str.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {type_str}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(text: &str) -> Option<(String, String)> {
+        check_file(text).err().map(|m| (m.key, m.message))
+    }
+
+    #[test]
+    fn a_value_of_another_type_than_its_default_is_refused_by_key() {
+        for (text, key) in [
+            (
+                "[smtp]\nallow_private_hosts = \"yes\"\n",
+                "smtp.allow_private_hosts",
+            ),
+            ("[compat]\notpmint = 2\n", "compat.otpmint"),
+            ("[otp]\ncode_length = 6.7\n", "otp.code_length"),
+            ("[smtp]\nallowed_ports = [587.9]\n", "smtp.allowed_ports"),
+            ("[smtp]\nallowed_ports = \"587\"\n", "smtp.allowed_ports"),
+            ("[server]\nbind = 8080\n", "server.bind"),
+            (
+                "[limits]\nper_ip_per_second = 18446744073709551615\n",
+                "limits.per_ip_per_second",
+            ),
+            ("smtp = 1\n", "smtp"),
+        ] {
+            let (k, message) = refused(text).unwrap_or_else(|| panic!("{text}"));
+            assert_eq!(k, key, "{text}");
+            assert!(
+                !message.contains("yes") && !message.contains("6.7"),
+                "{message}"
+            );
+        }
+        let (_, m) = refused("[smtp]\nallow_private_hosts = \"yes\"\n").unwrap();
+        assert_eq!(m, "must be a boolean, not a string");
+    }
+
+    #[test]
+    fn values_of_their_types_pass_and_so_do_entries_the_defaults_cannot_type() {
+        for text in [
+            "[smtp]\nallow_private_hosts = true\nallowed_ports = [25, 2525]\n",
+            "[otp]\ncode_length = 8\n",
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\"]\n",
+            "[delivery.provider_base_urls]\npostmark = \"https://127.0.0.1:9\"\n",
+            "[limits]\nper_ip_per_second = 9_223_372_036_854_775_807\n",
+            "not toml at all [",
+        ] {
+            assert_eq!(check_file(text), Ok(()), "{text}");
+        }
+    }
+
+    #[test]
+    fn environment_values_are_read_as_their_keys_type() {
+        assert!(check_env("smtp.allow_private_hosts", "yes").is_err());
+        assert!(check_env("smtp.allow_private_hosts", "true").is_ok());
+        assert!(check_env("otp.code_length", "6.7").is_err());
+        assert!(check_env("otp.code_length", "8").is_ok());
+        assert!(check_env("smtp.allowed_ports", "587,x").is_err());
+        assert!(check_env("smtp.allowed_ports", "587, 2525").is_ok());
+        assert!(check_env("admin.token", "0123").is_ok());
+        assert!(check_env("no.such_key", "1").is_ok());
+    }
+}
