@@ -85,7 +85,7 @@ fn value(v: &DeValue<'_>, default: Option<&DeValue<'_>>, key: &str) -> Result<()
 }
 
 /// Check an `OTPMINT__…` variable's text against its key's type: a boolean is `true` or
-/// `false`, an integer a whole number (each item of a list key).
+/// `false` (in any case), an integer a whole number (each item of a list key).
 pub(super) fn check_env(key: &str, text: &str) -> Result<(), String> {
     let Ok(defaults) = DeTable::parse(DEFAULT_TOML) else {
         return Ok(());
@@ -116,7 +116,8 @@ pub(super) fn check_env(key: &str, text: &str) -> Result<(), String> {
         vec![text.trim()]
     };
     for item in items {
-        if of.is_bool() && !matches!(item, "true" | "false") {
+        let boolean = item.eq_ignore_ascii_case("true") || item.eq_ignore_ascii_case("false");
+        if of.is_bool() && !boolean {
             return Err("must be true or false".into());
         }
         // Its range is checked later, naming the bounds (a u64 too large included).
@@ -191,6 +192,8 @@ mod tests {
     fn environment_values_are_read_as_their_keys_type() {
         assert!(check_env("smtp.allow_private_hosts", "yes").is_err());
         assert!(check_env("smtp.allow_private_hosts", "true").is_ok());
+        assert!(check_env("smtp.allow_private_hosts", "False").is_ok());
+        assert!(check_env("smtp.allow_private_hosts", "1").is_err());
         assert!(check_env("otp.code_length", "6.7").is_err());
         assert!(check_env("otp.code_length", "8").is_ok());
         assert!(check_env("smtp.allowed_ports", "587,x").is_err());
