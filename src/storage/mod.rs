@@ -54,7 +54,7 @@ pub use sms_guard::{SmsGuardStore, SmsSend, SmsTaken, SmsVelocity, SmsVelocityRe
 pub use stats::{StatsQuery, StatsRow, StatsStore};
 pub use suppressions::SuppressionStore;
 pub use tenants::{PutTemplate, TenantChanges, TenantStore, Updated};
-pub use test_mode::{InboxEntry, InboxRow, TestStore};
+pub use test_mode::{InboxEntry, InboxRow, TestGuess, TestStore};
 
 /// A store call handed to [`Store::submit`]: it runs once, where the store's writes are
 /// cheapest, and then learns whether what it wrote is durable.

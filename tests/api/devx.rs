@@ -994,6 +994,63 @@ async fn a_fixed_test_code_turns_inert_after_its_failure_budget_until_stored_aga
     assert_eq!(app.verify(&sk, &key, "424242").await.0, StatusCode::OK);
 }
 
+/// The budget spans every key of the entry, those minted before it was spent included: once
+/// it is spent no key verifies the fixed code, and a resent key's earlier code (the fixed
+/// one) does not either. A right guess does not use the budget.
+#[tokio::test]
+async fn a_spent_fixed_code_budget_stops_the_fixed_code_on_every_key_already_minted() {
+    let app = spawn_app_with(|s| s.limits.test_code_max_failures = 3).await;
+    let (_, sk) = app.tenant().await;
+    let list =
+        json!([{"match": "review@acme.example", "code": "424242", "expires_at": at(&app, DAY)}]);
+    assert_eq!(put_list(&app, &sk, list).await.0, StatusCode::OK);
+    let mut keys = Vec::new();
+    // Three purposes, so that no key supersedes another.
+    for purpose in ["login", "signup", "reset"] {
+        let (s, m) = body(
+            app.post(
+                "/v1/otp",
+                &sk,
+                json!({"email": "review@acme.example", "purpose": purpose}),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{m}");
+        keys.push(m["shareable_key"].as_str().unwrap().to_string());
+    }
+    // Two wrong guesses and a right one: the right one uses nothing of the budget.
+    for _ in 0..2 {
+        assert_eq!(
+            app.verify(&sk, &keys[0], "000000").await.0,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+    }
+    assert_eq!(app.verify(&sk, &keys[0], "424242").await.0, StatusCode::OK);
+    let (_, v) = body(app.get("/v1/tenant/test-recipients", &sk).await).await;
+    assert_eq!(v["recipients"][0]["disabled_at"], Value::Null, "{v}");
+    // A resend gives the second key a new code; its earlier one is the fixed code.
+    let r = app
+        .post(&format!("/v1/otp/{}/resend", keys[1]), &sk, json!({}))
+        .await;
+    assert!(r.status().is_success(), "{}", r.status());
+    // The third wrong guess spends it.
+    assert_eq!(
+        app.verify(&sk, &keys[2], "000000").await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let (_, v) = body(app.get("/v1/tenant/test-recipients", &sk).await).await;
+    assert!(v["recipients"][0]["disabled_at"].is_string(), "{v}");
+    // Neither a key minted before (attempts left) nor the resent one verifies it now.
+    for key in [&keys[2], &keys[1]] {
+        assert_eq!(
+            app.verify(&sk, key, "424242").await.0,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{key}"
+        );
+    }
+}
+
 /// A test recipient counts against the recipient's failure budget at mint like any
 /// recipient (API.md §17.8): guessing wrong until the budget is spent refuses its next mint.
 #[tokio::test]

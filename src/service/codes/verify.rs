@@ -15,7 +15,9 @@ use crate::service::core::audit::RequestContext;
 use crate::service::core::retry_secs;
 use crate::service::events::webhooks::EventData;
 use crate::service::{Codes, ErrorCode, LimitKind, ServiceError};
-use crate::storage::{AttemptAsk, CodeKey, QuotaAsk, Store, StoreError, VerifyFinish};
+use crate::storage::{
+    AttemptAsk, CodeKey, QuotaAsk, Reservation, Store, StoreError, TestGuess, VerifyFinish,
+};
 
 pub struct Verified {
     /// The address or number as it was given at the mint.
@@ -208,6 +210,8 @@ impl Codes {
         let len = code.len() as u32;
         let hasher = self.core.hasher.clone();
         let find = lookup.clone();
+        // A test recipient's fixed code has a failure budget of its own (API.md §17.3).
+        let max_test = self.core.settings.load().limits.test_code_max_failures;
         let reserved = self
             .core.write(move |s| {
                 let Some((tid, subscribed)) = find.find(s, flavor, now)? else {
@@ -220,7 +224,17 @@ impl Codes {
                     Ok(slot) => {
                         let code = CodeKey { tenant: tid.clone(), key_digest: d, flavor };
                         let ask = AttemptAsk { code, code_len: len, quota };
-                        Ok(s.reserve_attempt(&ask, now)?.map(|r| (slot, r)))
+                        match s.reserve_attempt(&ask, now)? {
+                            // A guess at a fixed test code takes a unit of its entry's
+                            // budget before it is compared, as it takes an attempt.
+                            Some(r) if r.test && max_test > 0 => {
+                                let (who, codes) = (&r.email_canonical, &r.code_hashes);
+                                let guess = s.reserve_test_guess(&tid, who, codes, max_test)?;
+                                Ok(Some((slot, r, guess)))
+                            }
+                            Some(r) => Ok(Some((slot, r, TestGuess::default()))),
+                            None => Ok(None),
+                        }
                     }
                     Err(e) => Err(e),
                 };
@@ -242,7 +256,7 @@ impl Codes {
         };
         let (tenant, subscribed) = &*resolved.get_or_insert((tid, subscribed));
         let subscribed = subscribed.as_deref();
-        let (slot, res) = match admitted {
+        let (slot, res, guess) = match admitted {
             Ok(Some(admitted)) => admitted,
             Ok(None) => {
                 // Every attempt taken: by wrong guesses, or by copies of the right code still
@@ -263,18 +277,48 @@ impl Codes {
             locale: res.locale.as_ref().map(Locale::as_str),
             reason,
         };
-        // Every code of the key (its resends') in one hashing job (API.md §13.3).
-        let matched = match self.core.hasher.verify_any(slot, code, &res.code_hashes).await {
+        // Every code of the key (its resends') in one hashing job (API.md §13.3), but a fixed
+        // test code whose entry is inert or whose budget is taken.
+        let codes: Vec<String> = res
+            .code_hashes
+            .iter()
+            .filter(|h| !guess.dead.contains(h))
+            .cloned()
+            .collect();
+        let matched = match self.core.hasher.verify_any(slot, code, &codes).await {
             Ok(m) => m,
             Err(e) => {
-                // Never evaluated: the attempt and the failure budget are given back.
+                // Never evaluated: the attempt and the failure budgets are given back.
                 let tid = tenant.clone();
                 let d = digest.clone();
                 let r = res.email_canonical.clone();
                 let _ = self.core.write(move |s| s.release_attempt(&tid, &d, &r)).await;
+                self.settle_test_guess(tenant, &res, &guess, false).await;
                 return Err(e.into());
             }
         };
+        if self.settle_test_guess(tenant, &res, &guess, !matched).await {
+            let now = self.core.now();
+            tracing::warn!(tenant_id = %tenant, "a test recipient's fixed code ran out of its failure budget; the entry is inert until stored again");
+            if let Ok(audit) = self.core.audit.slot() {
+                audit.record(
+                    tenant,
+                    now,
+                    "test_recipient.disabled",
+                    &res.recipient,
+                    "failure_budget",
+                    ctx,
+                );
+            }
+            self.events
+                .emit(
+                    tenant,
+                    subscribed,
+                    EventType::TestRecipientDisabled,
+                    data(Some("failure_budget")),
+                )
+                .await;
+        }
         if matched {
             let t = self.core.now();
             // `otp.verified` commits with the verify itself, and a match resets the
@@ -307,43 +351,6 @@ impl Codes {
             }
             return Err(self.why_not(tenant, &digest, flavor, t, code.len()).await);
         }
-        // The failure was counted against the recipient's budget with the reservation. A
-        // test recipient's fixed code has a budget of its own (API.md §17.3).
-        let max_test = self.core.settings.load().limits.test_code_max_failures;
-        if res.test && max_test > 0 {
-            if let Some(hash) = res.code_hashes.first().cloned() {
-                let (tid, r, now) = (tenant.clone(), res.email_canonical.clone(), self.core.now());
-                match self
-                    .core.write(move |s| s.test_code_failed(&tid, &r, &hash, max_test, now))
-                    .await
-                {
-                    Ok(true) => {
-                        tracing::warn!(tenant_id = %tenant, "a test recipient's fixed code ran out of its failure budget; the entry is inert until stored again");
-                        if let Ok(audit) = self.core.audit.slot() {
-                            audit.record(
-                                tenant,
-                                now,
-                                "test_recipient.disabled",
-                                &res.recipient,
-                                "failure_budget",
-                                ctx,
-                            );
-                        }
-                        self.events.emit(
-                            tenant,
-                            subscribed,
-                            EventType::TestRecipientDisabled,
-                            data(Some("failure_budget")),
-                        )
-                        .await;
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "counting a fixed test code's failure failed")
-                    }
-                }
-            }
-        }
         let attempts_remaining = res.max_attempts.saturating_sub(res.attempts);
         if attempts_remaining == 0 {
             self.events.emit(
@@ -365,6 +372,31 @@ impl Codes {
     }
 
     /// Why no attempt could be reserved: unknown, ended, or the recipient is blocked.
+    /// The outcome of a guess that took a unit of a fixed test code's budget
+    /// ([`TestGuess::held`]): given back when it was right (or never compared), kept when
+    /// wrong. True when this guess spent the budget and the entry turned inert now.
+    async fn settle_test_guess(
+        &self,
+        tenant: &TenantId,
+        res: &Reservation,
+        guess: &TestGuess,
+        wrong: bool,
+    ) -> bool {
+        let Some(hash) = guess.held.clone() else {
+            return false;
+        };
+        let max = self.core.settings.load().limits.test_code_max_failures;
+        let (tid, who, now) = (tenant.clone(), res.email_canonical.clone(), self.core.now());
+        let settled = self
+            .core
+            .write(move |s| s.settle_test_guess(&tid, &who, &hash, wrong, max, now))
+            .await;
+        settled.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "settling a guess at a fixed test code failed");
+            false
+        })
+    }
+
     async fn why_not(
         &self,
         tenant: &TenantId,
