@@ -135,7 +135,11 @@ pub fn preflight(settings: &Settings) -> Result<(), StartupError> {
         })?;
     }
     previous_master_keys(settings)?;
-    // A SQLite database that does not exist yet is made on the first start.
+    // A PostgreSQL URL as the connector reads it (its sslmode); a SQLite database that does
+    // not exist yet is made on the first start.
+    if let Ok(crate::config::DatabaseLocation::Postgres(url)) = settings.database_location() {
+        crate::storage::postgres::check_url(&url).map_err(StartupError::Other)?;
+    }
     if let Ok(crate::config::DatabaseLocation::Sqlite(path)) = settings.database_location() {
         if !path.exists() {
             creatable(&path).map_err(|e| {

@@ -975,6 +975,12 @@ fn config_check_fails_on_certificates_serve_would_refuse() {
             bad_key.to_str().unwrap(),
             "master key file",
         ),
+        // An sslmode the connector refuses, as serve would (its password never shown).
+        (
+            "OTPMINT__DATABASE__URL",
+            "postgres://otp:pw-never-shown@127.0.0.1:1/otp?sslmode=bogus",
+            "sslmode",
+        ),
     ] {
         let out = otpmint(dir.path())
             .args(["config", "check"])
@@ -984,6 +990,7 @@ fn config_check_fails_on_certificates_serve_would_refuse() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{env}: {err}");
         assert!(err.contains(setting), "{env}: {err}");
+        assert!(!err.contains("pw-never-shown"), "{env}: {err}");
     }
     let out = otpmint(dir.path())
         .args(["config", "check"])

@@ -21,6 +21,8 @@ mod outbox;
 mod records;
 mod tls;
 
+pub use tls::check_url;
+
 use crate::storage::engine::{Dialect, Each};
 use crate::storage::sql;
 use std::time::Duration;

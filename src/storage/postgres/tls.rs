@@ -61,6 +61,19 @@ fn split_sslmode(url: &str) -> Result<(String, Mode), StoreError> {
     Ok((url, mode))
 }
 
+/// Whether the connector can read `database.url` (its form, its `sslmode`), without
+/// connecting: what `otpmint config check` asks (API.md §18.8).
+pub fn check_url(url: &str) -> Result<(), String> {
+    let said = |e: StoreError| match e {
+        StoreError::Migration(m) => m,
+        e => e.to_string(),
+    };
+    let (url, _) = split_sslmode(url).map_err(said)?;
+    url.parse::<::postgres::Config>()
+        .map(drop)
+        .map_err(|_| said(bad("not a valid postgres:// URL")))
+}
+
 /// The client configuration and the TLS connector for these options.
 pub(super) fn client_config(
     opts: &PgOptions,
