@@ -28,7 +28,8 @@ pub struct CreateArgs {
     /// SMTP server port
     #[arg(long)]
     smtp_port: u16,
-    /// SMTP username
+    /// SMTP username (with --smtp-password-file or --smtp-oauth2-file; leave all out for a
+    /// relay without AUTH)
     #[arg(long, default_value = "")]
     smtp_username: String,
     /// Sender mailbox, e.g. "Acme <no-reply@acme.example>"
@@ -141,6 +142,19 @@ pub(super) async fn tenant(cmd: TenantCommand, s: Services) -> Result<(), CliErr
                     CliError("--smtp-tls must be starttls, implicit or none".into())
                 })?),
             };
+            // A login needs both halves; a relay without AUTH takes neither.
+            let secret_given = a.smtp_password_file.is_some() || a.smtp_oauth2_file.is_some();
+            if a.smtp_username.is_empty() && secret_given {
+                return Err(CliError(
+                    "--smtp-username is needed with --smtp-password-file or --smtp-oauth2-file"
+                        .into(),
+                ));
+            }
+            if !a.smtp_username.is_empty() && !secret_given {
+                return Err(CliError(
+                    "--smtp-username needs --smtp-password-file (or --smtp-oauth2-file); leave both out for a relay without AUTH".into(),
+                ));
+            }
             let (row, secret) = s
                 .tenants
                 .create_tenant(NewTenant {

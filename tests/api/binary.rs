@@ -295,6 +295,33 @@ async fn cli_manages_tenants_and_logs_never_show_secrets() {
         "{err}"
     );
     assert_eq!(smtp.count_to("ops@example.com"), 1);
+    // A login needs both halves: a username without its password (or the reverse) is
+    // refused, naming what is missing, and creates nothing.
+    for (flag, value) in [
+        ("--smtp-username", SMTP_USER),
+        ("--smtp-password-file", "pw"),
+    ] {
+        let (ok, _, err) = cli(&[
+            "tenant",
+            "create",
+            "--name",
+            "Half",
+            "--smtp-host",
+            "127.0.0.1",
+            "--smtp-port",
+            &port,
+            "--smtp-from",
+            "x@acme.example",
+            flag,
+            value,
+        ]);
+        assert!(
+            !ok && err.contains("--smtp-username") && err.contains("--smtp-password-file"),
+            "{err}"
+        );
+    }
+    let (_, out, _) = cli(&["tenant", "list"]);
+    assert!(!out.contains("Half"), "{out}");
     // A policy refusal names the setting that would allow it, as the HTTP answer does.
     let (ok, _, err) = create("Port 25", "25");
     assert!(
