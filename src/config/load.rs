@@ -109,8 +109,19 @@ impl Settings {
                 .and_then(|c| c.try_deserialize())
                 .map_err(|e| {
                     let (key, message) = explained(without_values(e.to_string()));
+                    // The key at fault: an unknown one is the field the message names, in
+                    // the table it names.
+                    let unknown = message
+                        .strip_prefix("unknown field `")
+                        .and_then(|rest| rest.split_once('`'))
+                        .map(|(field, _)| match &key {
+                            Some(table) => format!("{table}.{field}"),
+                            None => field.to_string(),
+                        });
                     // The variable that set the key at fault, when one did.
-                    let set_by = key.and_then(|k| env_names.iter().find(|(key, _)| *key == k));
+                    let set_by = unknown
+                        .or(key)
+                        .and_then(|k| env_names.iter().find(|(key, _)| *key == k));
                     let source_name = match set_by {
                         Some((_, name)) => format!("environment variable {name}"),
                         None if env_names.is_empty() => "built-in defaults".into(),

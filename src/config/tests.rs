@@ -127,6 +127,24 @@ fn an_unknown_choice_names_its_variable_and_lists_the_choices() {
 }
 
 #[test]
+fn an_unknown_key_among_several_variables_names_the_one_that_set_it() {
+    let err = Settings::load_from(
+        None,
+        env(&[
+            ("OTPMINT__SERVER__BIND", "127.0.0.1:1"),
+            ("OTPMINT__LOG__LEVEL", "info"),
+            ("OTPMINT__SERVER__BOGUS", "1"),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("environment variable OTPMINT__SERVER__BOGUS") && !err.contains("LOG__LEVEL"),
+        "{err}"
+    );
+}
+
+#[test]
 fn unknown_file_key_names_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("c.toml");
