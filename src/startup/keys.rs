@@ -176,6 +176,14 @@ pub fn migrate_store(
         s.validate().map_err(StartupError::Config)?;
         open_store(&s)
     };
+    // A URL of no known kind is named by its flag, not as `database.url`.
+    for (flag, url) in [("--from", from), ("--to", to)] {
+        let mut s = settings.clone();
+        s.database.url = url.to_string();
+        if let Err(crate::config::ConfigError::Invalid { message, .. }) = s.database_location() {
+            return Err(StartupError::Other(format!("{flag} {message}")));
+        }
+    }
     // A source that is not there is named, and not made (API.md §18.8).
     let mut given = settings.clone();
     given.database.url = from.to_string();

@@ -604,6 +604,36 @@ async fn migrate_store_copies_a_sqlite_installation_to_postgres_and_back() {
     );
     assert!(!ok && err.contains("no-such.db"), "{err}");
     assert!(!missing.exists(), "the missing source was created");
+    // a URL of no known kind is named by its flag, not as database.url
+    for args in [
+        [
+            "migrate-store",
+            "--from",
+            "mysql://x/y",
+            "--to",
+            target.as_str(),
+        ],
+        [
+            "migrate-store",
+            "--from",
+            sqlite_url.as_str(),
+            "--to",
+            "mysql://x/y",
+        ],
+    ] {
+        let (ok, _, err) = otpmint_with(&config, &args);
+        let flag = if args[2].starts_with("mysql") {
+            "--from"
+        } else {
+            "--to"
+        };
+        assert!(
+            !ok && err.contains(flag)
+                && err.contains("must start with")
+                && !err.contains("database.url"),
+            "{err}"
+        );
+    }
 
     let (ok, out, err) = otpmint_with(
         &config,
