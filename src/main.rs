@@ -1,12 +1,11 @@
 //! otpmint binary: parse the CLI, load settings, start telemetry, set the threads' CPU
 //! scheduling, dispatch.
 
-use clap::Parser;
 use otpmint::cli::{run, used, Cli, Command};
 use otpmint::config::Settings;
 
 fn main() -> std::process::ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_with_env() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };

@@ -26,8 +26,9 @@ use crate::startup::{build_services, Application};
     long_about = "Multi-tenant, self-hosted email one-time-password server.\n\nWith no command, runs the server (same as `otpmint serve`)."
 )]
 pub struct Cli {
-    /// Configuration file (TOML), layered over the built-in defaults
-    #[arg(long, global = true, env = "OTPMINT_CONFIG", value_name = "FILE")]
+    /// Configuration file (TOML), layered over the built-in defaults [env: OTPMINT_CONFIG;
+    /// set but empty, it names no file]
+    #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -152,6 +153,21 @@ fn service_msg(e: ServiceError) -> CliError {
         ServiceError::TenantNotFound => CliError("no such tenant".into()),
         ServiceError::Delivery(r) => CliError(delivery_failed(r)),
         other => CliError(other.to_string()),
+    }
+}
+
+impl Cli {
+    /// The command line, with `OTPMINT_CONFIG` naming the file when `--config` does not (an
+    /// empty one names none, as an unset one).
+    pub fn parse_with_env() -> Result<Cli, clap::Error> {
+        use clap::Parser;
+        let mut cli = Cli::try_parse()?;
+        if cli.config.is_none() {
+            cli.config = std::env::var_os("OTPMINT_CONFIG")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from);
+        }
+        Ok(cli)
     }
 }
 

@@ -180,6 +180,16 @@ fn config_check_names_the_bad_key_and_redacts_secrets() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bnd") && err.contains("bad.toml"), "{err}");
+    // OTPMINT_CONFIG names the file when --config does not; set but empty, it names none.
+    for (value, ok) in [("bad.toml", false), ("", true)] {
+        let out = otpmint(dir.path())
+            .args(["config", "check"])
+            .env("OTPMINT_CONFIG", value)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.success(), ok, "OTPMINT_CONFIG={value:?}: {err}");
+    }
 
     let out = otpmint(dir.path())
         .args(["config", "check"])
