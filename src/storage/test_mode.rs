@@ -24,13 +24,12 @@ pub struct InboxEntry {
     pub per_hour: u32,
 }
 
-/// What a guess at a test key may compare ([`TestStore::reserve_test_guess`]).
+/// The fixed codes among a test key's codes ([`TestStore::fixed_test_codes`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TestGuess {
-    /// The fixed code whose entry gave this guess a unit of its budget.
-    pub held: Option<String>,
-    /// Fixed codes no guess may match any more: their entry is inert, or its budget is
-    /// taken by guesses under way.
+    /// A live entry's fixed code: a wrong guess counts against that entry's budget.
+    pub live: Option<String>,
+    /// Inert entries' fixed codes: no guess matches them any more, on any key.
     pub dead: Vec<String>,
 }
 
@@ -53,26 +52,22 @@ pub trait TestStore {
         list: &[TestRecipient],
         now: Millis,
     ) -> Result<Option<i64>, StoreError>;
-    /// A guess at a key of `recipient` whose codes are `hashes` (API.md §17.3): the exact
-    /// entry of `recipient` whose fixed code is one of them takes one unit of its failure
-    /// budget of `max` before the guess is compared, so that no more than `max` wrong
-    /// guesses are ever evaluated over all its keys, however many run at once.
-    fn reserve_test_guess(
+    /// The fixed codes among a test key's codes `hashes` (API.md §17.3): those of
+    /// `recipient`'s exact entry, live or inert.
+    fn fixed_test_codes(
         &self,
         tenant: &TenantId,
         recipient: &str,
         hashes: &[String],
-        max: u32,
     ) -> Result<TestGuess, StoreError>;
-    /// The outcome of a guess that took a unit ([`TestGuess::held`]): a right one gives it
-    /// back; a wrong one keeps it, and the one that spends the budget turns the entry inert
-    /// and moves the tenant's `test_version` on. True when it turned inert now.
-    fn settle_test_guess(
+    /// A wrong guess at a key holding a fixed code (`code_hash`): one more failure on the
+    /// exact entry of `recipient` that has that code; at `max` the entry turns inert and
+    /// the tenant's `test_version` moves on. True when it turned inert now.
+    fn test_code_failed(
         &self,
         tenant: &TenantId,
         recipient: &str,
         code_hash: &str,
-        wrong: bool,
         max: u32,
         now: Millis,
     ) -> Result<bool, StoreError>;
@@ -172,44 +167,36 @@ impl<E: Engine> TestStore for E {
         })
     }
 
-    fn reserve_test_guess(
+    fn fixed_test_codes(
         &self,
         tenant: &TenantId,
         recipient: &str,
         hashes: &[String],
-        max: u32,
     ) -> Result<TestGuess, StoreError> {
-        let (t, r) = (Arg::from(tenant.as_str()), Arg::from(recipient));
-        let hashes = hashes.to_vec();
-        self.transact(move |tx| {
-            let entries = tx.rows(sql::FIXED_CODES, &[t.clone(), r.clone()], |c| {
-                Ok((c.text(0)?, c.opt_int(1)?.is_some()))
-            })?;
-            let mut guess = TestGuess::default();
-            for (hash, inert) in entries.into_iter().filter(|(h, _)| hashes.contains(h)) {
-                let take = [t.clone(), r.clone(), hash.as_str().into(), max.into()];
-                if !inert && guess.held.is_none() && tx.exec(sql::TAKE_GUESS, &take)? == 1 {
-                    guess.held = Some(hash);
-                } else {
-                    guess.dead.push(hash);
-                }
+        let entries = self.rows(sql::FIXED_CODES, args![tenant.as_str(), recipient], |c| {
+            Ok((c.text(0)?, c.opt_int(1)?.is_some()))
+        })?;
+        let mut guess = TestGuess::default();
+        for (hash, inert) in entries.into_iter().filter(|(h, _)| hashes.contains(h)) {
+            if inert {
+                guess.dead.push(hash);
+            } else {
+                guess.live.get_or_insert(hash);
             }
-            Ok(guess)
-        })
+        }
+        Ok(guess)
     }
 
-    fn settle_test_guess(
+    fn test_code_failed(
         &self,
         tenant: &TenantId,
         recipient: &str,
         code_hash: &str,
-        wrong: bool,
         max: u32,
         now: Millis,
     ) -> Result<bool, StoreError> {
         let t = Arg::from(tenant.as_str());
-        let entry = [t.clone(), recipient.into(), code_hash.into()];
-        let spent = [
+        let guess = [
             t.clone(),
             recipient.into(),
             code_hash.into(),
@@ -217,16 +204,12 @@ impl<E: Engine> TestStore for E {
             now.into(),
         ];
         self.transact(move |tx| {
-            if !wrong {
-                tx.exec(sql::GIVE_BACK_GUESS, &entry)?;
-                return Ok(false);
-            }
-            let now_inert = tx.row_opt(sql::BUDGET_SPENT, &spent, |r| r.opt_int(0))?;
-            if matches!(now_inert, Some(Some(_))) {
+            let disabled = tx.row_opt(sql::CODE_FAILED, &guess, |r| r.opt_int(0))?;
+            let now_inert = matches!(disabled, Some(Some(_)));
+            if now_inert {
                 tx.exec(sql::BUMP_TEST_VERSION, std::slice::from_ref(&t))?;
-                return Ok(true);
             }
-            Ok(false)
+            Ok(now_inert)
         })
     }
 

@@ -210,8 +210,6 @@ impl Codes {
         let len = code.len() as u32;
         let hasher = self.core.hasher.clone();
         let find = lookup.clone();
-        // A test recipient's fixed code has a failure budget of its own (API.md §17.3).
-        let max_test = self.core.settings.load().limits.test_code_max_failures;
         let reserved = self
             .core.write(move |s| {
                 let Some((tid, subscribed)) = find.find(s, flavor, now)? else {
@@ -224,17 +222,7 @@ impl Codes {
                     Ok(slot) => {
                         let code = CodeKey { tenant: tid.clone(), key_digest: d, flavor };
                         let ask = AttemptAsk { code, code_len: len, quota };
-                        match s.reserve_attempt(&ask, now)? {
-                            // A guess at a fixed test code takes a unit of its entry's
-                            // budget before it is compared, as it takes an attempt.
-                            Some(r) if r.test && max_test > 0 => {
-                                let (who, codes) = (&r.email_canonical, &r.code_hashes);
-                                let guess = s.reserve_test_guess(&tid, who, codes, max_test)?;
-                                Ok(Some((slot, r, guess)))
-                            }
-                            Some(r) => Ok(Some((slot, r, TestGuess::default()))),
-                            None => Ok(None),
-                        }
+                        Ok(s.reserve_attempt(&ask, now)?.map(|r| (slot, r)))
                     }
                     Err(e) => Err(e),
                 };
@@ -256,7 +244,7 @@ impl Codes {
         };
         let (tenant, subscribed) = &*resolved.get_or_insert((tid, subscribed));
         let subscribed = subscribed.as_deref();
-        let (slot, res, guess) = match admitted {
+        let (slot, res) = match admitted {
             Ok(Some(admitted)) => admitted,
             Ok(None) => {
                 // Every attempt taken: by wrong guesses, or by copies of the right code still
@@ -277,8 +265,33 @@ impl Codes {
             locale: res.locale.as_ref().map(Locale::as_str),
             reason,
         };
-        // Every code of the key (its resends') in one hashing job (API.md §13.3), but a fixed
-        // test code whose entry is inert or whose budget is taken.
+        // A test recipient's fixed code has a failure budget of its own (API.md §17.3): the
+        // fixed codes among the key's, so that an inert entry's verifies on no key (one minted
+        // before it turned inert, a resent one) and a wrong guess counts on the live one's.
+        let max_test = self.core.settings.load().limits.test_code_max_failures;
+        let guess = if res.test && max_test > 0 {
+            let (tid, who, codes) = (
+                tenant.clone(),
+                res.email_canonical.clone(),
+                res.code_hashes.clone(),
+            );
+            match self
+                .core
+                .db(move |s| s.fixed_test_codes(&tid, &who, &codes))
+                .await
+            {
+                Ok(g) => g,
+                Err(e) => {
+                    // Never evaluated: the attempt and the failure budget are given back.
+                    self.release(tenant, &digest, &res).await;
+                    return Err(e);
+                }
+            }
+        } else {
+            TestGuess::default()
+        };
+        // Every code of the key (its resends') in one hashing job (API.md §13.3), but an
+        // inert entry's fixed code.
         let codes: Vec<String> = res
             .code_hashes
             .iter()
@@ -288,16 +301,16 @@ impl Codes {
         let matched = match self.core.hasher.verify_any(slot, code, &codes).await {
             Ok(m) => m,
             Err(e) => {
-                // Never evaluated: the attempt and the failure budgets are given back.
-                let tid = tenant.clone();
-                let d = digest.clone();
-                let r = res.email_canonical.clone();
-                let _ = self.core.write(move |s| s.release_attempt(&tid, &d, &r)).await;
-                self.settle_test_guess(tenant, &res, &guess, false).await;
+                // Never evaluated: the attempt and the failure budget are given back.
+                self.release(tenant, &digest, &res).await;
                 return Err(e.into());
             }
         };
-        if self.settle_test_guess(tenant, &res, &guess, !matched).await {
+        let spent = match guess.live.filter(|_| !matched) {
+            Some(hash) => self.test_code_failed(tenant, &res, hash, max_test).await,
+            None => false,
+        };
+        if spent {
             let now = self.core.now();
             tracing::warn!(tenant_id = %tenant, "a test recipient's fixed code ran out of its failure budget; the entry is inert until stored again");
             if let Ok(audit) = self.core.audit.slot() {
@@ -371,32 +384,36 @@ impl Codes {
         }
     }
 
-    /// Why no attempt could be reserved: unknown, ended, or the recipient is blocked.
-    /// The outcome of a guess that took a unit of a fixed test code's budget
-    /// ([`TestGuess::held`]): given back when it was right (or never compared), kept when
-    /// wrong. True when this guess spent the budget and the entry turned inert now.
-    async fn settle_test_guess(
+    /// Give back a reserved attempt (and the recipient's failure) never evaluated.
+    async fn release(&self, tenant: &TenantId, digest: &[u8], res: &Reservation) {
+        let (tid, d, r) = (tenant.clone(), digest.to_vec(), res.email_canonical.clone());
+        let _ = self
+            .core
+            .write(move |s| s.release_attempt(&tid, &d, &r))
+            .await;
+    }
+
+    /// A wrong guess at a key holding a live fixed test code (`hash`): counted on its
+    /// entry. True when this guess spent the budget and the entry turned inert now.
+    async fn test_code_failed(
         &self,
         tenant: &TenantId,
         res: &Reservation,
-        guess: &TestGuess,
-        wrong: bool,
+        hash: String,
+        max: u32,
     ) -> bool {
-        let Some(hash) = guess.held.clone() else {
-            return false;
-        };
-        let max = self.core.settings.load().limits.test_code_max_failures;
         let (tid, who, now) = (tenant.clone(), res.email_canonical.clone(), self.core.now());
-        let settled = self
+        let failed = self
             .core
-            .write(move |s| s.settle_test_guess(&tid, &who, &hash, wrong, max, now))
+            .write(move |s| s.test_code_failed(&tid, &who, &hash, max, now))
             .await;
-        settled.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "settling a guess at a fixed test code failed");
+        failed.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "counting a fixed test code's failure failed");
             false
         })
     }
 
+    /// Why no attempt could be reserved: unknown, ended, or the recipient is blocked.
     async fn why_not(
         &self,
         tenant: &TenantId,

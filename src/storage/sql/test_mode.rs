@@ -39,26 +39,12 @@ shared_sql!(
 );
 
 shared_sql!(
-    /// One unit of the entry's failure budget (`$4`) taken before a guess is compared, while
-    /// any is left. `$1` tenant, `$2` recipient, `$3` code hash.
-    pub(crate) TAKE_GUESS =
-        "UPDATE test_recipients SET failures = failures + 1 WHERE tenant_id = $1 AND pattern = $2 \
-         AND code_hash = $3 AND disabled_at IS NULL AND failures < CAST($4 AS BIGINT)"
-);
-
-shared_sql!(
-    /// A right guess gives its unit back.
-    pub(crate) GIVE_BACK_GUESS =
-        "UPDATE test_recipients SET failures = failures - 1 WHERE tenant_id = $1 AND pattern = $2 \
-         AND code_hash = $3 AND failures > 0"
-);
-
-shared_sql!(
-    /// A wrong guess that spent the budget (`$4`) turns the entry inert at `$5`.
-    pub(crate) BUDGET_SPENT =
-        "UPDATE test_recipients SET disabled_at = $5 WHERE tenant_id = $1 AND pattern = $2 AND \
-         code_hash = $3 AND disabled_at IS NULL AND failures >= CAST($4 AS BIGINT) RETURNING \
-         disabled_at"
+    /// A wrong guess of a fixed code: one more failure on its entry, which turns inert at the
+    /// budget. `$1` tenant, `$2` recipient, `$3` code hash, `$4` budget, `$5` now.
+    pub(crate) CODE_FAILED =
+        "UPDATE test_recipients SET failures = failures + 1, disabled_at = CASE WHEN failures + 1 \
+         >= CAST($4 AS BIGINT) THEN $5 ELSE disabled_at END WHERE tenant_id = $1 AND pattern = $2 \
+         AND code_hash = $3 AND disabled_at IS NULL RETURNING disabled_at"
 );
 
 shared_sql!(
