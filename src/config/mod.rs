@@ -168,7 +168,7 @@ pub struct DatabaseSettings {
     /// Shown without its password (`config check`): a URL may carry credentials.
     #[serde(serialize_with = "redact_url_password")]
     pub url: String,
-    /// A file whose first line is `url` (API.md §18.4); read at start and on SIGHUP.
+    /// A file of one line, `url` (API.md §18.4); read at start and on SIGHUP.
     #[serde(default)]
     pub url_file: String,
     pub pool_size: u32,
@@ -195,7 +195,7 @@ pub struct CryptoSettings {
 pub struct TokenSettings {
     #[serde(serialize_with = "redact")]
     pub token: SecretString,
-    /// A file whose first line is `token`; read at start and on SIGHUP.
+    /// A file of one line, `token`; read at start and on SIGHUP.
     #[serde(default)]
     pub token_file: String,
 }

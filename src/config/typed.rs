@@ -113,7 +113,7 @@ pub(super) fn check_env(key: &str, text: &str) -> Result<(), String> {
             .filter(|s| !s.is_empty())
             .collect()
     } else {
-        vec![text.trim()]
+        vec![text]
     };
     for item in items {
         let boolean = item.eq_ignore_ascii_case("true") || item.eq_ignore_ascii_case("false");

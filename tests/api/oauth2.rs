@@ -437,7 +437,7 @@ async fn the_cli_creates_and_tests_an_oauth2_relay() {
     // A secret of the wrong type is named by its field and type, never shown.
     for bad in [
         r#"{"client_id": "x", "client_secret": 918273645}"#,
-        r#"{"client_id": "x", "client_secret": "s", "refresh_token": ["rt-8372615"]}"#,
+        r#""rt-8372615""#,
     ] {
         std::fs::write(&file, bad).unwrap();
         let (ok, _, err) = cli(

@@ -43,11 +43,10 @@ fn split_sslmode(url: &str) -> Result<(String, Mode), StoreError> {
                     "prefer" => Mode::Prefer,
                     "require" => Mode::Require,
                     "verify-full" => Mode::VerifyFull,
-                    other => {
-                        return Err(bad(format!(
-                    "sslmode {other:?} is not supported (disable, prefer, require or verify-full)"
-                )))
-                    }
+                    // The value is not repeated: the URL may hold a password.
+                    _ => return Err(bad(
+                        "its sslmode is not supported (disable, prefer, require or verify-full)",
+                    )),
                 }
             }
             _ => rest.push(pair),
@@ -64,25 +63,27 @@ fn split_sslmode(url: &str) -> Result<(String, Mode), StoreError> {
 /// Whether the connector can read `database.url` (its form, its `sslmode`), without
 /// connecting: what `otpmint config check` asks (API.md §18.8).
 pub fn check_url(url: &str) -> Result<(), String> {
-    let said = |e: StoreError| match e {
+    parsed(url).map(drop).map_err(|e| match e {
         StoreError::Migration(m) => m,
         e => e.to_string(),
-    };
-    let (url, _) = split_sslmode(url).map_err(said)?;
-    url.parse::<::postgres::Config>()
-        .map(drop)
-        .map_err(|_| said(bad("not a valid postgres:// URL")))
+    })
+}
+
+/// `database.url` read: the client library's configuration and the TLS mode.
+fn parsed(url: &str) -> Result<(::postgres::Config, Mode), StoreError> {
+    let (url, mode) = split_sslmode(url)?;
+    // The parser's messages can quote the URL, password included: say only what it is.
+    let config = url
+        .parse()
+        .map_err(|_| bad("not a valid postgres:// URL"))?;
+    Ok((config, mode))
 }
 
 /// The client configuration and the TLS connector for these options.
 pub(super) fn client_config(
     opts: &PgOptions,
 ) -> Result<(::postgres::Config, MakeRustlsConnect), StoreError> {
-    let (url, mode) = split_sslmode(&opts.url)?;
-    // The parser's messages can quote the URL, password included: say only what it is.
-    let mut config: ::postgres::Config = url
-        .parse()
-        .map_err(|_| bad("not a valid postgres:// URL"))?;
+    let (mut config, mode) = parsed(&opts.url)?;
     config
         .application_name("otpmint")
         .connect_timeout(opts.timeout)

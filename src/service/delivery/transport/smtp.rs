@@ -199,6 +199,18 @@ impl Delivery {
             .smtp
             .as_ref()
             .ok_or_else(|| ServiceError::field("smtp", "the tenant has no relay"))?;
+        // The policy first, as saving the relay checks it: a refusal names the setting that
+        // would allow it (API.md §18.8), which a failed send can only say in general.
+        self.core
+            .mailer
+            .policy()
+            .check(
+                account.host.as_str(),
+                account.port,
+                account.tls == crate::mailer::TlsMode::None,
+            )
+            .await
+            .map_err(ServiceError::SmtpPolicy)?;
         let target = self
             .relay_target(tenant, account, false, false)
             .await
