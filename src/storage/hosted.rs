@@ -85,7 +85,8 @@ pub trait HostedStore {
     fn session(&self, id: &str) -> Result<Option<SessionRow>, StoreError>;
     /// The code sent for an open session (replacing an earlier one), to its address: the
     /// first one sets it, and it never changes after; false when the session is no longer
-    /// open or has another address.
+    /// open, has another address, or the code is no longer pending (superseded by a send
+    /// at the same time).
     fn set_session_code(
         &self,
         id: &str,

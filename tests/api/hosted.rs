@@ -686,6 +686,73 @@ async fn a_page_whose_resends_are_spent_says_to_use_the_last_code() {
     );
 }
 
+/// A double click on "send": two codes are minted at once, the second superseding the first.
+/// Whichever stores itself last, the session keeps the code still pending, so the newest code
+/// received verifies on the page. (Before, the superseded code could be the one kept, and
+/// then neither code verified.) Each session's two sends finish together, in either order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_double_click_on_send_leaves_the_session_with_the_code_still_pending() {
+    let (app, sk) = hosted_app("https://app.example.com").await;
+    // Three rounds of two sessions: four sends fit the tenant's relay sessions at once.
+    for round in 0..3 {
+        let mut sessions = Vec::new();
+        for i in 0..2 {
+            let to = format!("dbl{round}-{i}@example.com");
+            let (id, _) = open_session(&app, &sk, json!({"return_url": RETURN, "email": to})).await;
+            let mut b = Browser::new(&app);
+            let (_, _, html) = b.get(&format!("/h/{id}")).await;
+            let csrf = attr(&html, "name=\"csrf\" value=\"").to_string();
+            sessions.push((id, to, b, csrf));
+        }
+        app.smtp.hold();
+        let mut clicks = Vec::new();
+        for (id, _, b, csrf) in &sessions {
+            for _ in 0..2 {
+                let r =
+                    b.c.post(format!("{}/h/{id}/send", b.base))
+                        .header(header::COOKIE, b.cookie.clone().unwrap())
+                        .form(&[("csrf", csrf.as_str())])
+                        .send();
+                clicks.push(tokio::spawn(r));
+                // The second mint of a session comes after the first is stored.
+                tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+            }
+        }
+        for _ in 0..200 {
+            if app.smtp.in_data() == 4 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(app.smtp.in_data(), 4, "every send held at DATA");
+        app.smtp.release();
+        for c in clicks {
+            assert_eq!(c.await.unwrap().unwrap().status(), StatusCode::SEE_OTHER);
+        }
+        for (id, to, mut b, csrf) in sessions {
+            app.smtp.wait_for(&to, 2).await;
+            let codes: Vec<String> = app
+                .smtp
+                .messages()
+                .into_iter()
+                .filter(|m| m.to.contains(&to))
+                .map(|m| m.code())
+                .collect();
+            let mut verified = false;
+            for code in &codes {
+                let (s, _, _) = b
+                    .post(
+                        &format!("/h/{id}/verify"),
+                        &[("csrf", &csrf), ("code", code)],
+                    )
+                    .await;
+                verified |= s == StatusCode::SEE_OTHER;
+            }
+            assert!(verified, "{to}: neither of {codes:?} verifies on the page");
+        }
+    }
+}
+
 /// RFC 7636's example verifier and its S256 challenge.
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";

@@ -294,7 +294,12 @@ impl Codes {
             .await
         {
             Ok(true) => Ok(()),
-            Ok(false) => Err(PageError::Over),
+            // Not stored: the session ended, or a send at the same time (a double click)
+            // superseded this code and stored its own. The page shows whichever holds.
+            Ok(false) => match self.hosted_page(&row.id).await {
+                Ok(Some((now, _))) if status_of(&now, self.core.now()) == "open" => Ok(()),
+                _ => Err(PageError::Over),
+            },
             Err(_) => Err(PageError::NotSent),
         }
     }

@@ -10,9 +10,12 @@ shared_sql!(
 );
 
 shared_sql!(
+    /// Only a code still pending: of two sends at once (a double click), the one whose mint
+    /// the other superseded never becomes the session's code, whichever is stored last.
     pub(crate) SET_SESSION_CODE =
         "UPDATE hosted_sessions SET email = $2, key_digest = $3, key_sealed = $4 WHERE id = $1 \
-         AND status = 'open' AND (email IS NULL OR email = $2)"
+         AND status = 'open' AND (email IS NULL OR email = $2) AND EXISTS (SELECT 1 FROM \
+         challenges c WHERE c.key_digest = $3 AND c.status = 'pending')"
 );
 
 shared_sql!(
