@@ -77,9 +77,17 @@ pub fn keys_from_stored(s: &str) -> Vec<DkimKey> {
     serde_json::from_str(s).unwrap_or_default()
 }
 
-/// The key that signs: the newest.
+/// The newest key (what `GET /v1/tenant/dkim` shows first).
 pub fn signing_key(keys: &[DkimKey]) -> Option<&DkimKey> {
     keys.iter().max_by_key(|k| k.created_at)
+}
+
+/// The key that signs mail from `from_domain` (API.md §16.3): the newest of those whose
+/// domain it aligns with — a newer key for another domain does not stop it signing.
+pub fn signing_key_for<'a>(keys: &'a [DkimKey], from_domain: &str) -> Option<&'a DkimKey> {
+    keys.iter()
+        .filter(|k| aligned(from_domain, &k.domain))
+        .max_by_key(|k| k.created_at)
 }
 
 /// Whether mail from `from_domain` aligns with a key of `key_domain` (relaxed: the same
@@ -153,6 +161,28 @@ pub fn generate(algorithm: DkimAlgorithm) -> Result<(String, String), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_signing_key_is_the_newest_aligned_one() {
+        let key = |domain: &str, selector: &str, created_at| DkimKey {
+            domain: domain.into(),
+            selector: selector.into(),
+            algorithm: DkimAlgorithm::Ed25519,
+            public_key: String::new(),
+            created_at,
+        };
+        let keys = [
+            key("acme.example", "a1", 1),
+            key("acme.example", "a2", 2),
+            key("other.example", "o1", 3),
+        ];
+        let for_ = |d| signing_key_for(&keys, d).map(|k| k.selector.as_str());
+        assert_eq!(for_("acme.example"), Some("a2"));
+        assert_eq!(for_("mail.acme.example"), Some("a2"));
+        assert_eq!(for_("other.example"), Some("o1"));
+        assert_eq!(for_("third.example"), None);
+        assert_eq!(signing_key(&keys).map(|k| k.selector.as_str()), Some("o1"));
+    }
 
     #[test]
     fn the_record_names_the_selector_and_the_key() {

@@ -300,6 +300,16 @@ async fn a_signed_message_verifies_against_the_published_record_through_rotation
     assert_eq!(g["selector"], "s2026", "{g}");
     assert_eq!(g["keys"].as_array().unwrap().len(), 2, "{g}");
     assert!(!g.to_string().contains("PRIVATE"), "{g}");
+    // A newer key for another domain does not stop the aligned one signing (API.md §16.3).
+    let (s, _) = make_key(
+        &app,
+        &sk,
+        json!({"domain": "other.example", "algorithm": "ed25519", "selector": "s3"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let raw = mint_raw(&app, &sk, "bo@example.com").await;
+    assert_eq!(verify(&dns, &raw).await, Ok("s2026".into()), "{raw}");
 
     // Removed: unsigned again.
     assert_eq!(

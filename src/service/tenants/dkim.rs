@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use secrecy::SecretString;
 
 use crate::domain::dkim::{
-    aligned, generate, keys_to_stored, next_selector, parse_domain, parse_selector, signing_key,
+    generate, keys_to_stored, next_selector, parse_domain, parse_selector, signing_key_for,
     DkimAlgorithm, DkimKey, MAX_KEYS,
 };
 use crate::domain::keys::TenantId;
@@ -141,13 +141,10 @@ impl Tenants {
 }
 
 impl Delivery {
-    /// The key a message from `from` is signed with: the newest, when the sender's domain
-    /// aligns with its domain. A key that cannot be opened signs nothing (logged).
+    /// The key a message from `from` is signed with: the newest of those the sender's
+    /// domain aligns with. A key that cannot be opened signs nothing (logged).
     pub(crate) async fn dkim_signer(&self, tenant: &Tenant, from: &str) -> Option<DkimSigner> {
-        let key = signing_key(&tenant.dkim)?;
-        if !aligned(&sender_domain(from)?, &key.domain) {
-            return None;
-        }
+        let key = signing_key_for(&tenant.dkim, &sender_domain(from)?)?;
         let plain = match self
             .core
             .open(&Seal::Dkim { tenant: &tenant.id }, &tenant.dkim_sealed)

@@ -11,7 +11,7 @@ use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::Resolver;
 use serde::Serialize;
 
-use crate::domain::dkim::{aligned, signing_key};
+use crate::domain::dkim::{aligned, signing_key, signing_key_for};
 use crate::domain::provider::ProviderKind;
 use crate::domain::recipient::Channel;
 use crate::domain::tenant::Tenant;
@@ -171,7 +171,9 @@ impl Tenants {
         r: &Resolver<TokioRuntimeProvider>,
     ) -> DomainCheck {
         let mut advice = Vec::new();
-        let key = signing_key(&t.dkim);
+        // The key that signs this sender's mail; with none aligned, the newest (whose
+        // domain the advice then names).
+        let key = signing_key_for(&t.dkim, domain).or_else(|| signing_key(&t.dkim));
         let dkim_name = key.map(|k| k.record_name());
         let dmarc_name = format!("_dmarc.{domain}");
         let (spf_txt, dkim_txt, dmarc_txt) = tokio::join!(
