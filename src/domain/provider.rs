@@ -318,6 +318,19 @@ impl ProviderInput {
                 ));
             }
         }
+        if kind == ProviderKind::Postmark {
+            // The Basic credentials put on the webhook's URL: one without the other verifies
+            // no event, so it is refused here rather than every event later.
+            let named = |name: &str| given.iter().any(|(n, v)| *n == name && v.is_some());
+            for (has, lacks) in [
+                ("events_username", "events_password"),
+                ("events_password", "events_username"),
+            ] {
+                if named(has) && !named(lacks) {
+                    errs.push(FieldError::new(lacks, format!("is required with {has}")));
+                }
+            }
+        }
         if kind == ProviderKind::Mailgun && !settings.contains_key("region") {
             settings.insert("region".into(), "us".into());
         }

@@ -120,6 +120,26 @@ fn a_sendgrid_batch_verifies_with_its_public_key_and_forgeries_do_not() {
     assert_eq!(sendgrid(&keys, &body, NOW - 400), Err(Refused::Unverified));
 }
 
+/// SendGrid posts batches of several thousand events (up to 768 KB): a batch that size is
+/// taken whole; one past [`EVENTS_MAX`] is refused.
+#[test]
+fn a_large_sendgrid_batch_is_taken_whole() {
+    let key = SendgridKey::new();
+    let keys = EventKeys {
+        public_key: Some(key.public_key()),
+        ..EventKeys::default()
+    };
+    for (n, ok) in [(5000, true), (EVENTS_MAX + 1, false)] {
+        let list: Vec<_> = (0..n)
+            .map(|i| json!({"email": format!("u{i}@example.com"), "event": "delivered", "sg_event_id": format!("e{i}")}))
+            .collect();
+        let body = serde_json::Value::Array(list).to_string();
+        let h = headers(key.headers(NOW, body.as_bytes()));
+        let got = verify_and_parse(ProviderKind::Sendgrid, &keys, &h, body.as_bytes(), NOW);
+        assert_eq!(got.map(|e| e.len()).ok(), ok.then_some(n), "{n} events");
+    }
+}
+
 /// A Mailgun body checked with signing key `key` (Mailgun signs in the body, not headers).
 fn mailgun(key: &str, body: &[u8]) -> Result<Vec<ProviderEvent>, Refused> {
     verify_and_parse(

@@ -114,6 +114,30 @@ fn a_kind_of_the_other_channel_unknown_or_missing_settings_are_refused() {
 }
 
 #[test]
+fn postmark_webhook_credentials_come_as_a_pair() {
+    let base = [
+        ("server_token", Some("pm-token")),
+        ("from", Some("a@acme.example")),
+    ];
+    for (name, other) in [
+        ("events_username", "events_password"),
+        ("events_password", "events_username"),
+    ] {
+        let mut given = base.to_vec();
+        given.push((name, Some("x1")));
+        let e = parse(Channel::Email, "postmark", &given).unwrap_err();
+        assert_eq!(fields(e), [other], "{name} alone");
+    }
+    let mut given = base.to_vec();
+    given.extend([
+        ("events_username", Some("hook")),
+        ("events_password", Some("pw1")),
+    ]);
+    assert!(parse(Channel::Email, "postmark", &given).is_ok());
+    assert!(parse(Channel::Email, "postmark", &base).is_ok());
+}
+
+#[test]
 fn twilio_takes_exactly_one_sender_and_sids_are_checked() {
     let sid = "AC0123456789abcdef0123456789abcdef";
     let ok = parse(
