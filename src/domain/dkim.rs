@@ -33,7 +33,7 @@ impl DkimAlgorithm {
         }
     }
     /// The record's `k=`.
-    fn k(self) -> &'static str {
+    pub fn k(self) -> &'static str {
         match self {
             DkimAlgorithm::Ed25519 => "ed25519",
             DkimAlgorithm::Rsa2048 => "rsa",

@@ -449,6 +449,21 @@ async fn the_domain_check_answers_found_missing_and_misaligned_records() {
     let advice = v["advice"].to_string();
     assert!(advice.contains("2 SPF records"), "{advice}");
     assert!(advice.contains("another key"), "{advice}");
+    // The tenant's Ed25519 key published as RSA (k=rsa, or no k=, which means RSA) is not
+    // the tenant's key either: receivers would fail its signatures.
+    let p = k["value"]
+        .as_str()
+        .unwrap()
+        .split("p=")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    for record in [format!("v=DKIM1; k=rsa; p={p}"), format!("v=DKIM1; p={p}")] {
+        dns.set_txt("otpmint1._domainkey.acme.example", &[&record]);
+        let v = check(sk.clone()).await;
+        assert_eq!(v["dkim"]["matches_key"], false, "{record}: {v}");
+        assert!(v["advice"].to_string().contains("another key"), "{v}");
+    }
 
     dns.set_txt(
         "otpmint1._domainkey.acme.example",

@@ -222,14 +222,18 @@ impl Tenants {
             _ => {}
         }
         // DKIM.
-        let published = dkim_txt
-            .iter()
-            .flatten()
-            .find_map(|v| tag(v, "p").map(|p| p.split_whitespace().collect::<String>()));
+        // The key and its type: a record without `k=` is RSA (RFC 6376 §3.6.1), so an
+        // Ed25519 key published as RSA (or the reverse) is not the tenant's key.
+        let published = dkim_txt.iter().flatten().find_map(|v| {
+            let p = tag(v, "p")?.split_whitespace().collect::<String>();
+            Some((p, tag(v, "k").unwrap_or_else(|| "rsa".into())))
+        });
         let dkim = DkimCheck {
             found: published.is_some(),
             matches_key: match (&published, key) {
-                (Some(p), Some(k)) => *p == k.public_key,
+                (Some((p, kind)), Some(k)) => {
+                    *p == k.public_key && kind.eq_ignore_ascii_case(k.algorithm.k())
+                }
                 _ => false,
             },
         };
