@@ -82,6 +82,15 @@ pub fn signing_key(keys: &[DkimKey]) -> Option<&DkimKey> {
     keys.iter().max_by_key(|k| k.created_at)
 }
 
+/// The key shown as signing for a sender of `from_domain` (`GET /v1/tenant/dkim`, the
+/// domain check): the one that signs its mail, else — none aligned — the newest, whose
+/// domain the advice then names.
+pub fn shown_key<'a>(keys: &'a [DkimKey], from_domain: Option<&str>) -> Option<&'a DkimKey> {
+    from_domain
+        .and_then(|d| signing_key_for(keys, d))
+        .or_else(|| signing_key(keys))
+}
+
 /// The key that signs mail from `from_domain` (API.md §16.3): the newest of those whose
 /// domain it aligns with — a newer key for another domain does not stop it signing.
 pub fn signing_key_for<'a>(keys: &'a [DkimKey], from_domain: &str) -> Option<&'a DkimKey> {

@@ -17,8 +17,8 @@ pub use super::sns::{sns_cert_url_allowed, sns_url_allowed, SnsMessage, SnsType}
 pub const TOLERANCE_SECS: i64 = 300;
 /// The largest event body read.
 pub const BODY_MAX: usize = 1024 * 1024;
-/// Events one request may carry. SendGrid batches up to 768 KB of events (several thousand);
-/// the body limit bounds a batch before this does.
+/// Events one request may carry. SendGrid batches up to 768 KB of events (several
+/// thousand); a batch past this is refused whole.
 pub const EVENTS_MAX: usize = 10_000;
 
 /// What an event reports about a recipient.

@@ -11,7 +11,7 @@ use super::error::ApiError;
 use super::respond::json;
 use super::State;
 use crate::clock::rfc3339;
-use crate::domain::dkim::{signing_key, DkimAlgorithm, DkimKey};
+use crate::domain::dkim::{shown_key, DkimAlgorithm, DkimKey};
 use crate::service::tenants::dkim::NewDkimKey;
 use crate::service::ServiceError;
 
@@ -95,7 +95,7 @@ pub async fn create_dkim(t: TenantAuth, st: State, body: Body) -> ApiResult {
 }
 
 #[utoipa::path(get, path = "/v1/tenant/dkim", tag = "deliverability",
-    description = "The signing key's record (the newest), and every key the tenant holds.",
+    description = "The signing key's record (the newest the sender's domain aligns with, else the newest), and every key the tenant holds.",
     responses(
         (status = 200, body = DkimOut),
         (status = 404, description = "dkim_not_found: the tenant has no DKIM key", body = Problem, content_type = "application/problem+json"),
@@ -103,7 +103,12 @@ pub async fn create_dkim(t: TenantAuth, st: State, body: Body) -> ApiResult {
     security(("secret_key" = [])))]
 pub async fn get_dkim(t: TenantAuth, st: State) -> ApiResult {
     let tenant = st.services.core.tenant(t.0.id.as_str()).await?;
-    let signing = signing_key(&tenant.dkim).ok_or(ServiceError::DkimNotFound)?;
+    // The key that signs the tenant's mail (the newest its sender aligns with), else the
+    // newest.
+    let from = tenant
+        .sender()
+        .and_then(crate::service::tenants::dkim::sender_domain);
+    let signing = shown_key(&tenant.dkim, from.as_deref()).ok_or(ServiceError::DkimNotFound)?;
     Ok(json(
         HttpResponse::Ok(),
         &DkimOut {

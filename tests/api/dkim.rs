@@ -310,6 +310,9 @@ async fn a_signed_message_verifies_against_the_published_record_through_rotation
     assert_eq!(s, StatusCode::CREATED);
     let raw = mint_raw(&app, &sk, "bo@example.com").await;
     assert_eq!(verify(&dns, &raw).await, Ok("s2026".into()), "{raw}");
+    // And GET shows that key as the signing one, not the newer key for another domain.
+    let (_, g) = body(app.get("/v1/tenant/dkim", &sk).await).await;
+    assert_eq!(g["selector"], "s2026", "{g}");
 
     // Removed: unsigned again.
     assert_eq!(
@@ -458,7 +461,12 @@ async fn the_domain_check_answers_found_missing_and_misaligned_records() {
         .nth(1)
         .unwrap()
         .to_string();
-    for record in [format!("v=DKIM1; k=rsa; p={p}"), format!("v=DKIM1; p={p}")] {
+    // A tag name is case-sensitive (RFC 6376 §3.2): `K=` is no `k=`, so that record is RSA.
+    for record in [
+        format!("v=DKIM1; k=rsa; p={p}"),
+        format!("v=DKIM1; p={p}"),
+        format!("v=DKIM1; K=ed25519; p={p}"),
+    ] {
         dns.set_txt("otpmint1._domainkey.acme.example", &[&record]);
         let v = check(sk.clone()).await;
         assert_eq!(v["dkim"]["matches_key"], false, "{record}: {v}");

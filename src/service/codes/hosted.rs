@@ -297,7 +297,14 @@ impl Codes {
             // Not stored: the session ended, or a send at the same time (a double click)
             // superseded this code and stored its own. The page shows whichever holds.
             Ok(false) => match self.hosted_page(&row.id).await {
-                Ok(Some((now, _))) if status_of(&now, self.core.now()) == "open" => Ok(()),
+                Ok(Some((now, _))) if status_of(&now, self.core.now()) == "open" => {
+                    if now.key_sealed.is_some() {
+                        Ok(())
+                    } else {
+                        // Superseded, and no code of the session's own stands: send another.
+                        Err(PageError::CodeEnded)
+                    }
+                }
                 _ => Err(PageError::Over),
             },
             Err(_) => Err(PageError::NotSent),

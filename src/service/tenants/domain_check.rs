@@ -11,7 +11,7 @@ use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::Resolver;
 use serde::Serialize;
 
-use crate::domain::dkim::{aligned, signing_key, signing_key_for};
+use crate::domain::dkim::{aligned, shown_key};
 use crate::domain::provider::ProviderKind;
 use crate::domain::recipient::Channel;
 use crate::domain::tenant::Tenant;
@@ -88,6 +88,15 @@ fn expected_include(t: &Tenant) -> Option<&'static str> {
 }
 
 /// A tag of a `k=v; k=v` record.
+/// A DKIM key record's tag, its name matched exactly (RFC 6376 §3.2: tag names are
+/// case-sensitive, so a receiver ignores `K=`).
+fn dkim_tag(record: &str, name: &str) -> Option<String> {
+    record.split(';').find_map(|part| {
+        let (k, v) = part.split_once('=')?;
+        (k.trim() == name).then(|| v.trim().to_string())
+    })
+}
+
 fn tag(record: &str, name: &str) -> Option<String> {
     record.split(';').find_map(|part| {
         let (k, v) = part.split_once('=')?;
@@ -171,9 +180,7 @@ impl Tenants {
         r: &Resolver<TokioRuntimeProvider>,
     ) -> DomainCheck {
         let mut advice = Vec::new();
-        // The key that signs this sender's mail; with none aligned, the newest (whose
-        // domain the advice then names).
-        let key = signing_key_for(&t.dkim, domain).or_else(|| signing_key(&t.dkim));
+        let key = shown_key(&t.dkim, Some(domain));
         let dkim_name = key.map(|k| k.record_name());
         let dmarc_name = format!("_dmarc.{domain}");
         let (spf_txt, dkim_txt, dmarc_txt) = tokio::join!(
@@ -225,15 +232,13 @@ impl Tenants {
         // The key and its type: a record without `k=` is RSA (RFC 6376 §3.6.1), so an
         // Ed25519 key published as RSA (or the reverse) is not the tenant's key.
         let published = dkim_txt.iter().flatten().find_map(|v| {
-            let p = tag(v, "p")?.split_whitespace().collect::<String>();
-            Some((p, tag(v, "k").unwrap_or_else(|| "rsa".into())))
+            let p = dkim_tag(v, "p")?.split_whitespace().collect::<String>();
+            Some((p, dkim_tag(v, "k").unwrap_or_else(|| "rsa".into())))
         });
         let dkim = DkimCheck {
             found: published.is_some(),
             matches_key: match (&published, key) {
-                (Some((p, kind)), Some(k)) => {
-                    *p == k.public_key && kind.eq_ignore_ascii_case(k.algorithm.k())
-                }
+                (Some((p, kind)), Some(k)) => *p == k.public_key && kind == k.algorithm.k(),
                 _ => false,
             },
         };
