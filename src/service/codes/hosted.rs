@@ -296,15 +296,11 @@ impl Codes {
             Ok(true) => Ok(()),
             // Not stored: the session ended, or a send at the same time (a double click)
             // superseded this code and stored its own. The page shows whichever holds.
+            // The page shows whichever holds when it is read (the other send's code, stored
+            // moments later); "code ended" here would be wrong for a double click, whose
+            // other send is still storing its code.
             Ok(false) => match self.hosted_page(&row.id).await {
-                Ok(Some((now, _))) if status_of(&now, self.core.now()) == "open" => {
-                    if now.key_sealed.is_some() {
-                        Ok(())
-                    } else {
-                        // Superseded, and no code of the session's own stands: send another.
-                        Err(PageError::CodeEnded)
-                    }
-                }
+                Ok(Some((now, _))) if status_of(&now, self.core.now()) == "open" => Ok(()),
                 _ => Err(PageError::Over),
             },
             Err(_) => Err(PageError::NotSent),
