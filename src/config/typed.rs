@@ -7,6 +7,10 @@ use toml::de::{DeTable, DeValue};
 
 use super::{DEFAULT_TOML, LIST_KEYS};
 
+/// The embedded defaults as written, parsed once: each key's type.
+static DEFAULTS: std::sync::LazyLock<Option<DeTable<'static>>> =
+    std::sync::LazyLock::new(|| DeTable::parse(DEFAULT_TOML).ok().map(|t| t.into_inner()));
+
 /// Why the file's `key` is refused.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Mistyped {
@@ -17,10 +21,10 @@ pub(super) struct Mistyped {
 /// Check a configuration file's text against the defaults' types. A text that is not TOML
 /// passes here: the config library says where it breaks.
 pub(super) fn check_file(text: &str) -> Result<(), Mistyped> {
-    let (Ok(user), Ok(defaults)) = (DeTable::parse(text), DeTable::parse(DEFAULT_TOML)) else {
+    let (Ok(user), Some(defaults)) = (DeTable::parse(text), DEFAULTS.as_ref()) else {
         return Ok(());
     };
-    walk(user.get_ref(), Some(defaults.get_ref()), "")
+    walk(user.get_ref(), Some(defaults), "")
 }
 
 fn walk(user: &DeTable<'_>, defaults: Option<&DeTable<'_>>, prefix: &str) -> Result<(), Mistyped> {
@@ -87,10 +91,7 @@ fn value(v: &DeValue<'_>, default: Option<&DeValue<'_>>, key: &str) -> Result<()
 /// Check an `OTPMINT__…` variable's text against its key's type: a boolean is `true` or
 /// `false` (in any case), an integer a whole number (each item of a list key).
 pub(super) fn check_env(key: &str, text: &str) -> Result<(), String> {
-    let Ok(defaults) = DeTable::parse(DEFAULT_TOML) else {
-        return Ok(());
-    };
-    let mut at = Some(defaults.get_ref());
+    let mut at = DEFAULTS.as_ref();
     let mut found = None;
     for part in key.split('.') {
         let v = at.and_then(|t| t.get(part)).map(|v| v.get_ref());

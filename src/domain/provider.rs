@@ -290,14 +290,14 @@ impl ProviderInput {
                 Err(rule) => errs.push(FieldError::new(field.name, rule)),
             }
         }
+        // Whether a setting was given a value.
+        let named = |name: &str| given.iter().any(|(n, v)| *n == name && v.is_some());
         for field in fields.iter().filter(|f| f.required) {
-            let given = given.iter().any(|(n, v)| *n == field.name && v.is_some());
-            if !given {
+            if !named(field.name) {
                 errs.push(FieldError::new(field.name, "is required"));
             }
         }
         if kind == ProviderKind::Twilio {
-            let named = |name: &str| given.iter().any(|(n, v)| *n == name && v.is_some());
             let (from, service) = (named("from"), named("messaging_service_sid"));
             if from == service {
                 errs.push(FieldError::new(
@@ -321,7 +321,6 @@ impl ProviderInput {
         if kind == ProviderKind::Postmark {
             // The Basic credentials put on the webhook's URL: one without the other verifies
             // no event, so it is refused here rather than every event later.
-            let named = |name: &str| given.iter().any(|(n, v)| *n == name && v.is_some());
             for (has, lacks) in [
                 ("events_username", "events_password"),
                 ("events_password", "events_username"),

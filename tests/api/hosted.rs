@@ -10,7 +10,19 @@ use crate::helpers::*;
 const RETURN: &str = "https://app.example.com/back";
 
 pub(crate) async fn hosted_app(return_prefix: &str) -> (TestApp, String) {
-    let app = spawn_app_with(|s| s.server.public_url = "http://localhost:8080".into()).await;
+    hosted_app_with(return_prefix, |_| {}).await
+}
+
+/// [`hosted_app`], with `tweak` applied to its settings too.
+async fn hosted_app_with(
+    return_prefix: &str,
+    tweak: impl FnOnce(&mut otpmint::config::Settings),
+) -> (TestApp, String) {
+    let app = spawn_app_with(|s| {
+        s.server.public_url = "http://localhost:8080".into();
+        tweak(s);
+    })
+    .await;
     let (_, sk) = app.tenant().await;
     let r = app
         .patch(
@@ -631,20 +643,7 @@ async fn a_new_code_on_the_page_keeps_the_key_and_an_expired_code_leaves_the_ses
 /// one is the one to use — not "wait and try again" — and the last code still verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_whose_resends_are_spent_says_to_use_the_last_code() {
-    let app = spawn_app_with(|s| {
-        s.server.public_url = "http://localhost:8080".into();
-        s.otp.max_resends = 1;
-    })
-    .await;
-    let (_, sk) = app.tenant().await;
-    let r = app
-        .patch(
-            "/v1/tenant",
-            &sk,
-            json!({ "allowed_return_urls": [RETURN] }),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::OK);
+    let (app, sk) = hosted_app_with(RETURN, |s| s.otp.max_resends = 1).await;
     let (id, _) = open_session(
         &app,
         &sk,
