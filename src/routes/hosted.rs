@@ -146,7 +146,7 @@ async fn render(
 ) -> HttpResponse {
     // The §8 chain: the session's locale, its language, the tenant's default, its
     // language, English — the first with pages.
-    let chain = crate::messages::chain(row.locale.as_ref(), &tenant.default_locale);
+    let chain = crate::messages::chain(row.session.locale.as_ref(), &tenant.default_locale);
     let lang = chain
         .iter()
         .map(Locale::language)
@@ -157,7 +157,7 @@ async fn render(
     let base = page_kit::base_path(st);
     let logo = st.services.codes.has_logo(&tenant.id).await;
     let cookie = page_kit::cookie_or_new(st, req, COOKIE);
-    let csrf = st.services.codes.hosted_csrf(&row.id, &cookie);
+    let csrf = st.services.codes.hosted_csrf(&row.session.id, &cookie);
     let set_cookie = page_kit::set_cookie(st, COOKIE, &cookie);
     let status_now = status_of(row, st.services.core.now());
     let over = status_now != "open" || error == Some(&PageError::Over);
@@ -194,17 +194,17 @@ async fn render(
             "",
         )
     } else if code_sent && error != Some(&PageError::BadEmail) {
-        let email = row.email.as_deref().map(mask).unwrap_or_default();
+        let email = row.session.email.as_deref().map(mask).unwrap_or_default();
         (
             s.code_title.to_string(),
             s.code_lead.replace("{email}", &email),
             "code",
             s.code_label,
             s.verify,
-            format!("{base}/h/{}/verify", row.id),
+            format!("{base}/h/{}/verify", row.session.id),
             s.resend,
         )
-    } else if let Some(email) = row.email.as_deref() {
+    } else if let Some(email) = row.session.email.as_deref() {
         // The tenant gave the address: only the button to send the code.
         (
             s.email_title.replace("{app}", app),
@@ -212,7 +212,7 @@ async fn render(
             "send",
             "",
             s.send,
-            format!("{base}/h/{}/send", row.id),
+            format!("{base}/h/{}/send", row.session.id),
             "",
         )
     } else {
@@ -222,7 +222,7 @@ async fn render(
             "email",
             s.email_label,
             s.send,
-            format!("{base}/h/{}/send", row.id),
+            format!("{base}/h/{}/send", row.session.id),
             "",
         )
     };
@@ -245,7 +245,7 @@ async fn render(
         action: &action,
         csrf: &csrf,
         again,
-        again_action: &format!("{base}/h/{}/send", row.id),
+        again_action: &format!("{base}/h/{}/send", row.session.id),
         brand: !tenant.brand_color.is_empty(),
         logo,
         base_path: &base,
@@ -264,7 +264,12 @@ async fn render(
         None if over => StatusCode::GONE,
         None => StatusCode::OK,
     };
-    page_kit::page(status, html, origin(&row.return_url), Some(set_cookie))
+    page_kit::page(
+        status,
+        html,
+        origin(&row.session.return_url),
+        Some(set_cookie),
+    )
 }
 
 async fn session(st: &AppState, id: &str) -> Result<(SessionRow, Tenant), HttpResponse> {
@@ -288,7 +293,11 @@ pub async fn show(req: HttpRequest, st: State, id: web::Path<String>) -> HttpRes
             .codes
             .finished_here(&row, page_kit::cookie(&st, &req, COOKIE).as_deref())
     {
-        if let Some(to) = session_redirect(&row.return_url, &row.id, &tenant.allowed_return_urls) {
+        if let Some(to) = session_redirect(
+            &row.session.return_url,
+            &row.session.id,
+            &tenant.allowed_return_urls,
+        ) {
             return page_kit::see_other(&to);
         }
     }
@@ -311,7 +320,7 @@ async fn act(req: HttpRequest, st: State, id: &str, form: PageForm, verify: bool
     let cookie = page_kit::cookie(&st, &req, COOKIE);
     let expected = cookie
         .as_deref()
-        .map(|c| st.services.codes.hosted_csrf(&row.id, c));
+        .map(|c| st.services.codes.hosted_csrf(&row.session.id, c));
     if !expected.is_some_and(|e| page_kit::same_token(&e, &form.csrf)) {
         return forbidden();
     }
@@ -327,21 +336,29 @@ async fn act(req: HttpRequest, st: State, id: &str, form: PageForm, verify: bool
             .codes
             .hosted_send(&row, &tenant, &form.email, &ctx)
             .await
-            .map(|()| format!("{}/h/{}", page_kit::base_path(&st), row.id))
+            .map(|()| format!("{}/h/{}", page_kit::base_path(&st), row.session.id))
     };
     match done {
         Ok(to) => page_kit::see_other(&to),
         Err(e) => {
             // The page as it stands now (a code may have been sent, attempts used); a
             // session verified meanwhile (a second click) goes back to the tenant.
-            let now = st.services.codes.hosted_page(&row.id).await.ok().flatten();
+            let now = st
+                .services
+                .codes
+                .hosted_page(&row.session.id)
+                .await
+                .ok()
+                .flatten();
             let row = now.map(|x| x.0).unwrap_or(row);
             if status_of(&row, st.services.core.now()) == "verified"
                 && st.services.codes.finished_here(&row, Some(&cookie))
             {
-                if let Some(to) =
-                    session_redirect(&row.return_url, &row.id, &tenant.allowed_return_urls)
-                {
+                if let Some(to) = session_redirect(
+                    &row.session.return_url,
+                    &row.session.id,
+                    &tenant.allowed_return_urls,
+                ) {
                     return page_kit::see_other(&to);
                 }
             }

@@ -11,9 +11,10 @@ use crate::domain::locale::Locale;
 use crate::domain::purpose::Purpose;
 use crate::domain::Millis;
 
-/// A new session.
+/// A session as opened: what it was opened with (the address may be typed on the page
+/// later, and is fixed by the first send).
 #[derive(Debug, Clone)]
-pub struct NewSession {
+pub struct Session {
     pub id: String,
     pub tenant_id: TenantId,
     pub email: Option<String>,
@@ -29,21 +30,13 @@ pub struct NewSession {
 /// A session as stored, with its code's state.
 #[derive(Debug, Clone)]
 pub struct SessionRow {
-    pub id: String,
-    pub tenant_id: TenantId,
-    /// The address given, or typed on the page (fixed by the first send).
-    pub email: Option<String>,
-    pub purpose: Purpose,
-    pub locale: Option<Locale>,
-    pub return_url: String,
+    pub session: Session,
     pub key_sealed: Option<Vec<u8>>,
     pub verified: bool,
-    pub expires_at: Millis,
     pub verified_at: Option<Millis>,
     /// Its code's stored status, once one was sent — `exhausted` when its attempts are
     /// spent.
     pub code_state: Option<String>,
-    pub code_challenge: Option<CodeChallenge>,
     /// When its outcome was claimed (once).
     pub claimed_at: Option<Millis>,
     /// A digest of the page cookie of the browser that finished it.
@@ -58,30 +51,33 @@ pub(crate) const SESSION_COLS: &str = concat!(
     crate::storage::sql::no_attempts_left!("c."),
     " THEN 'exhausted' \
        ELSE c.status END FROM challenges c WHERE c.key_digest = h.key_digest), \
-     h.code_challenge, h.claimed_at, h.finished_by"
+     h.code_challenge, h.claimed_at, h.finished_by, h.created_at"
 );
 
 pub(crate) fn session_from(r: &(impl Cells + ?Sized)) -> Result<SessionRow, StoreError> {
     Ok(SessionRow {
-        id: r.text(0)?,
-        tenant_id: TenantId::from_trusted(r.text(1)?),
-        email: r.opt_text(2)?,
-        purpose: Purpose::from_stored(r.text(3)?),
-        locale: stored_locale(r.opt_text(4)?),
-        return_url: r.text(5)?,
+        session: Session {
+            id: r.text(0)?,
+            tenant_id: TenantId::from_trusted(r.text(1)?),
+            email: r.opt_text(2)?,
+            purpose: Purpose::from_stored(r.text(3)?),
+            locale: stored_locale(r.opt_text(4)?),
+            return_url: r.text(5)?,
+            created_at: r.int(14)?,
+            expires_at: r.int(8)?,
+            code_challenge: r.opt_text(11)?.map(CodeChallenge::from_stored),
+        },
         key_sealed: r.opt_bytes(6)?,
         verified: r.text(7)? == "verified",
-        expires_at: r.int(8)?,
         verified_at: r.opt_int(9)?,
         code_state: r.opt_text(10)?,
-        code_challenge: r.opt_text(11)?.map(CodeChallenge::from_stored),
         claimed_at: r.opt_int(12)?,
         finished_by: r.opt_bytes(13)?,
     })
 }
 
 pub trait HostedStore {
-    fn insert_session(&self, s: &NewSession) -> Result<(), StoreError>;
+    fn insert_session(&self, s: &Session) -> Result<(), StoreError>;
     fn session(&self, id: &str) -> Result<Option<SessionRow>, StoreError>;
     /// The code sent for an open session (replacing an earlier one), to its address: the
     /// first one sets it, and it never changes after; false when the session is no longer
@@ -116,7 +112,7 @@ pub trait HostedStore {
 }
 
 impl<E: Engine> HostedStore for E {
-    fn insert_session(&self, s: &NewSession) -> Result<(), StoreError> {
+    fn insert_session(&self, s: &Session) -> Result<(), StoreError> {
         let row = [
             Arg::from(s.id.as_str()),
             s.tenant_id.as_str().into(),

@@ -91,16 +91,17 @@ impl Codes {
             .hosted_session_of(tenant, id)
             .await?
             .ok_or(ServiceError::SessionNotFound)?;
-        check_verifier(row.code_challenge.as_ref(), verifier)?;
+        check_verifier(row.session.code_challenge.as_ref(), verifier)?;
         if row.claimed_at.is_some() {
             return Err(ServiceError::AlreadyClaimed);
         }
-        let (true, Some(verified_at), Some(email)) = (row.verified, row.verified_at, row.email)
+        let (true, Some(verified_at), Some(email)) =
+            (row.verified, row.verified_at, row.session.email)
         else {
             return Err(ServiceError::NotVerified);
         };
         let audit = self.core.audit.slot()?;
-        let (tid, sid, now) = (tenant.id.clone(), row.id.clone(), self.core.now());
+        let (tid, sid, now) = (tenant.id.clone(), row.session.id.clone(), self.core.now());
         if !self
             .core
             .write(move |s| s.claim_session(&tid, &sid, now))
@@ -112,7 +113,7 @@ impl Codes {
         Ok(ClaimedOutcome {
             recipient: email,
             channel: Channel::Email,
-            purpose: row.purpose,
+            purpose: row.session.purpose,
             verified_at,
             verified_via: VerifiedVia::Code,
         })

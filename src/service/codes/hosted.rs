@@ -17,7 +17,7 @@ use crate::service::codes::mint::MintRequest;
 use crate::service::codes::verify::Caller;
 use crate::service::core::audit::RequestContext;
 use crate::service::{Codes, ServiceError};
-use crate::storage::{NewSession, SessionRow};
+use crate::storage::{Session, SessionRow};
 
 /// How long a person has to finish a hosted session.
 pub const SESSION_MS: Millis = 30 * 60 * 1000;
@@ -76,7 +76,7 @@ pub fn status_of(row: &SessionRow, now: Millis) -> &'static str {
     // session did not happen.
     if row.verified || row.code_state.as_deref() == Some("verified") {
         "verified"
-    } else if now >= row.expires_at {
+    } else if now >= row.session.expires_at {
         "expired"
     } else if row.code_state.as_deref() == Some("exhausted") {
         "failed"
@@ -110,7 +110,7 @@ impl Codes {
             ));
         };
         let now = self.core.now();
-        let s = NewSession {
+        let s = Session {
             id: format!("hs_{}", random_id(24)),
             tenant_id: tenant.id.clone(),
             email: n.email.map(|e| e.as_given().to_string()),
@@ -136,12 +136,12 @@ impl Codes {
         let row = self
             .hosted_row(id)
             .await?
-            .filter(|r| r.tenant_id == tenant.id)
+            .filter(|r| r.session.tenant_id == tenant.id)
             .ok_or(ServiceError::SessionNotFound)?;
         // The address is shown until the outcome is claimed (API.md §17.2).
         Ok(Outcome {
             status: status_of(&row, self.core.now()),
-            email: row.email.filter(|_| row.claimed_at.is_none()),
+            email: row.session.email.filter(|_| row.claimed_at.is_none()),
             verified_at: row.verified_at,
         })
     }
@@ -157,7 +157,7 @@ impl Codes {
         let Some(row) = self.hosted_row(id).await? else {
             return Ok(None);
         };
-        let tid = row.tenant_id.clone();
+        let tid = row.session.tenant_id.clone();
         let tenant = self
             .core
             .db(move |s| s.tenant(&tid))
@@ -175,7 +175,7 @@ impl Codes {
         Ok(self
             .hosted_row(id)
             .await?
-            .filter(|r| r.tenant_id == tenant.id))
+            .filter(|r| r.session.tenant_id == tenant.id))
     }
 
     async fn hosted_row(&self, id: &str) -> Result<Option<SessionRow>, ServiceError> {
@@ -200,7 +200,7 @@ impl Codes {
     pub fn finished_here(&self, row: &SessionRow, cookie: Option<&str>) -> bool {
         use subtle::ConstantTimeEq;
         match (&row.finished_by, cookie) {
-            (Some(by), Some(c)) => bool::from(self.hosted_finisher(&row.id, c).ct_eq(by)),
+            (Some(by), Some(c)) => bool::from(self.hosted_finisher(&row.session.id, c).ct_eq(by)),
             _ => false,
         }
     }
@@ -230,7 +230,7 @@ impl Codes {
         if status_of(row, self.core.now()) != "open" {
             return Err(PageError::Over);
         }
-        let given = row.email.as_deref().unwrap_or(email);
+        let given = row.session.email.as_deref().unwrap_or(email);
         let to = RecipientEmail::parse(given.trim()).map_err(|_| PageError::BadEmail)?;
         // A code was sent: a new one under the same key (one attempt budget; the earlier
         // code keeps working), unless that key has ended.
@@ -260,10 +260,10 @@ impl Codes {
                 tenant,
                 MintRequest {
                     to: Recipient::Email(to.clone()),
-                    purpose: row.purpose.clone(),
+                    purpose: row.session.purpose.clone(),
                     flavor: CodeApi::Native,
                     delivery: Some(DeliveryMode::Sync),
-                    locale: row.locale.clone(),
+                    locale: row.session.locale.clone(),
                     link: None,
                 },
                 ctx,
@@ -279,12 +279,12 @@ impl Codes {
             &self.core.keyring.get(),
             KEY_KIND,
             tenant.id.as_str(),
-            row.id.as_bytes(),
+            row.session.id.as_bytes(),
             key.as_bytes(),
         )
         .map_err(|_| PageError::NotSent)?;
         let (id, email, digest) = (
-            row.id.clone(),
+            row.session.id.clone(),
             to.as_given().to_string(),
             self.key_digest(&key),
         );
@@ -299,7 +299,7 @@ impl Codes {
             // The page shows whichever holds when it is read (the other send's code, stored
             // moments later); "code ended" here would be wrong for a double click, whose
             // other send is still storing its code.
-            Ok(false) => match self.hosted_page(&row.id).await {
+            Ok(false) => match self.hosted_page(&row.session.id).await {
                 Ok(Some((now, _))) if status_of(&now, self.core.now()) == "open" => Ok(()),
                 _ => Err(PageError::Over),
             },
@@ -319,7 +319,7 @@ impl Codes {
             return Err(PageError::Over);
         }
         // The way back is checked before the code is spent (API.md §17.7).
-        if allowed_return(&row.return_url, &tenant.allowed_return_urls).is_none() {
+        if allowed_return(&row.session.return_url, &tenant.allowed_return_urls).is_none() {
             return Err(PageError::Over);
         }
         let key = self.session_key(row, tenant).await.ok_or(PageError::Over)?;
@@ -334,18 +334,24 @@ impl Codes {
             .await;
         match r.result {
             Ok(_) => {
-                let (id, now, digest) = (row.id.clone(), self.core.now(), self.key_digest(&key));
-                let by = self.hosted_finisher(&row.id, cookie);
+                let (id, now, digest) = (
+                    row.session.id.clone(),
+                    self.core.now(),
+                    self.key_digest(&key),
+                );
+                let by = self.hosted_finisher(&row.session.id, cookie);
                 // Only the session's current code finishes it.
                 match self
                     .core
                     .write(move |s| s.finish_session(&id, &digest, now, &by))
                     .await
                 {
-                    Ok(true) => {
-                        session_redirect(&row.return_url, &row.id, &tenant.allowed_return_urls)
-                            .ok_or(PageError::Over)
-                    }
+                    Ok(true) => session_redirect(
+                        &row.session.return_url,
+                        &row.session.id,
+                        &tenant.allowed_return_urls,
+                    )
+                    .ok_or(PageError::Over),
                     _ => Err(PageError::Over),
                 }
             }
@@ -376,7 +382,7 @@ impl Codes {
                     ring,
                     KEY_KIND,
                     tenant.id.as_str(),
-                    row.id.as_bytes(),
+                    row.session.id.as_bytes(),
                     sealed,
                 )
             })
