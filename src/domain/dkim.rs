@@ -99,6 +99,18 @@ pub fn signing_key_for<'a>(keys: &'a [DkimKey], from_domain: &str) -> Option<&'a
         .max_by_key(|k| k.created_at)
 }
 
+/// The domain of a sender in its ASCII (A-label) form, as DNS and DKIM's `d=` name it
+/// (`Acme <no-reply@Acme.example>` → `acme.example`; `codes@bücher.example` →
+/// `xn--bcher-kva.example`).
+pub fn sender_domain(from: &str) -> Option<String> {
+    let addr = from
+        .rsplit_once('<')
+        .map_or(from, |(_, a)| a.trim_end_matches('>'));
+    let (_, d) = addr.rsplit_once('@')?;
+    let d = d.trim().trim_end_matches('.');
+    idna::domain_to_ascii(d).ok().filter(|d| !d.is_empty())
+}
+
 /// Whether mail from `from_domain` aligns with a key of `key_domain` (relaxed: the same
 /// domain or a subdomain of it).
 pub fn aligned(from_domain: &str, key_domain: &str) -> bool {
@@ -109,9 +121,17 @@ pub fn aligned(from_domain: &str, key_domain: &str) -> bool {
     f == k || f.ends_with(&format!(".{k}"))
 }
 
-/// A domain name as stored (lower case, no trailing dot), or what is wrong with it.
+/// A domain name as stored (lower case, ASCII — an internationalized name in its A-label
+/// form, as DNS holds it —, no trailing dot), or what is wrong with it.
 pub fn parse_domain(s: &str) -> Result<String, FieldError> {
-    super::dns_name(s)
+    let ascii = if s.is_ascii() {
+        Some(s.to_string())
+    } else {
+        idna::domain_to_ascii_strict(s.strip_suffix('.').unwrap_or(s)).ok()
+    };
+    ascii
+        .as_deref()
+        .and_then(super::dns_name)
         .ok_or_else(|| FieldError::new("domain", "must be a domain name, like acme.example"))
 }
 
@@ -227,6 +247,20 @@ mod tests {
         assert!(!aligned("notacme.example", "acme.example"));
         assert!(parse_domain("Acme.Example.").is_ok());
         assert!(parse_domain("localhost").is_err());
+        // An internationalized name is stored, signed for and aligned in its A-label form.
+        assert_eq!(
+            parse_domain("Bücher.example.").unwrap(),
+            "xn--bcher-kva.example"
+        );
+        assert!(parse_domain("bü cher.example").is_err());
+        let from = sender_domain("Bücher <codes@Mail.Bücher.example>").unwrap();
+        assert_eq!(from, "mail.xn--bcher-kva.example");
+        assert!(aligned(&from, &parse_domain("bücher.example").unwrap()));
+        assert_eq!(
+            sender_domain("no-reply@Acme.example.").unwrap(),
+            "acme.example"
+        );
+        assert_eq!(sender_domain("no domain"), None);
         assert!(parse_selector("s1.2026").is_ok());
         assert!(parse_selector("bad_selector").is_err());
     }

@@ -250,8 +250,9 @@ pub(crate) fn add_pem_roots(
 
 pub(crate) fn hello_name(from: &str) -> String {
     from.parse::<Mailbox>()
-        .map(|m| m.email.domain().to_string())
-        .unwrap_or_else(|_| "localhost".into())
+        .ok()
+        .and_then(|m| idna::domain_to_ascii(m.email.domain()).ok())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// A TLS stream handed to lettre (our own socket, with TCP_NODELAY set). After STARTTLS a

@@ -35,10 +35,20 @@ pub(super) fn render(
     target: &SmtpTarget,
     msg: &Outgoing<'_>,
 ) -> Result<(lettre::address::Envelope, Vec<u8>), DeliveryError> {
-    let from: Mailbox = target
+    let mut from: Mailbox = target
         .from
         .parse()
         .map_err(|e| fail(DeliveryReason::Rejected, format!("bad from: {e}")))?;
+    // An internationalized sender domain goes out in its A-label form, in the envelope and
+    // the header: the relay need not offer SMTPUTF8 for it, and DKIM's d= is that name.
+    if !from.email.domain().is_ascii() {
+        if let Some(a) = idna::domain_to_ascii(from.email.domain())
+            .ok()
+            .and_then(|d| Address::new(from.email.user(), d).ok())
+        {
+            from.email = a;
+        }
+    }
     let to: Address = msg
         .to
         .parse()
@@ -117,6 +127,36 @@ mod tests {
         assert_eq!(raw.matches("407139").count(), 2);
         assert!(raw.contains("quoted-printable"));
         assert!(raw.is_ascii());
+    }
+
+    #[test]
+    fn an_internationalized_sender_domain_goes_out_as_its_a_label() {
+        let t = SmtpTarget {
+            from: "Bücher <codes@Bücher.example>".into(),
+            ..target()
+        };
+        let (envelope, raw) = render(
+            &t,
+            &Outgoing {
+                to: "ada@example.com",
+                subject: "Code",
+                text: "123456\r\n",
+                html: None,
+                message_id: None,
+                dkim: None,
+            },
+        )
+        .unwrap();
+        let raw = String::from_utf8(raw).unwrap();
+        let from = envelope.from().map(|a| a.to_string());
+        assert_eq!(from.as_deref(), Some("codes@xn--bcher-kva.example"));
+        assert!(raw.is_ascii(), "{raw}");
+        assert!(raw.contains("<codes@xn--bcher-kva.example>"), "{raw}");
+        assert!(
+            raw.contains("@xn--bcher-kva.example>\r\n"),
+            "Message-ID: {raw}"
+        );
+        assert_eq!(hello_name(&t.from), "xn--bcher-kva.example");
     }
 
     #[test]

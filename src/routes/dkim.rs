@@ -105,9 +105,7 @@ pub async fn get_dkim(t: TenantAuth, st: State) -> ApiResult {
     let tenant = st.services.core.tenant(t.0.id.as_str()).await?;
     // The key that signs the tenant's mail (the newest its sender aligns with), else the
     // newest.
-    let from = tenant
-        .sender()
-        .and_then(crate::service::tenants::dkim::sender_domain);
+    let from = tenant.sender().and_then(crate::domain::dkim::sender_domain);
     let signing = shown_key(&tenant.dkim, from.as_deref()).ok_or(ServiceError::DkimNotFound)?;
     Ok(json(
         HttpResponse::Ok(),

@@ -339,6 +339,72 @@ async fn a_signed_message_verifies_against_the_published_record_through_rotation
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_internationalized_sender_domain_is_signed_checked_and_scoped_in_its_a_label_form() {
+    let dns = DnsServer::start().await;
+    let app = app_with_dns(&dns).await;
+    let (id, sk) = app.tenant().await;
+    let r = app
+        .patch(
+            &format!("/v1/tenants/{id}"),
+            ADMIN,
+            json!({"smtp": {"from": "Bücher <codes@Bücher.de>"}}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // The key is made for the name as typed and shown as DNS holds it.
+    let (s, k) = make_key(
+        &app,
+        &sk,
+        json!({"domain": "bücher.de", "algorithm": "ed25519"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{k}");
+    assert_eq!(k["domain"], "xn--bcher-kva.de", "{k}");
+    assert_eq!(k["name"], "otpmint1._domainkey.xn--bcher-kva.de");
+    dns.set_txt(
+        "otpmint1._domainkey.xn--bcher-kva.de",
+        &[k["value"].as_str().unwrap()],
+    );
+    // It signs the sender's mail: the sender's domain aligns with it.
+    let raw = mint_raw(&app, &sk, "ada@example.com").await;
+    assert_eq!(verify(&dns, &raw).await, Ok("otpmint1".into()), "{raw}");
+
+    // The domain check looks the records up under the A-label name.
+    dns.set_txt("xn--bcher-kva.de", &["v=spf1 ip4:192.0.2.1 ~all"]);
+    dns.set_txt("_dmarc.xn--bcher-kva.de", &["v=DMARC1; p=none"]);
+    let (s, v) = body(app.get("/v1/tenant/domain-check", &sk).await).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["domain"], "xn--bcher-kva.de", "{v}");
+    assert_eq!(v["spf"]["found"], true, "{v}");
+    assert_eq!(
+        v["dkim"],
+        json!({"found": true, "matches_key": true}),
+        "{v}"
+    );
+    assert_eq!(v["dmarc"]["aligned"], true, "{v}");
+
+    // Test mode: a pattern on the sender's own domain is in scope, typed either way; one
+    // on another domain is not.
+    let expires =
+        otpmint::clock::rfc3339(otpmint::clock::Clock::now(app.clock.as_ref()) + 24 * 3600 * 1000);
+    for (pattern, status) in [
+        ("*@bücher.de", StatusCode::OK),
+        ("*@xn--bcher-kva.de", StatusCode::OK),
+        ("*@bucher.de", StatusCode::BAD_REQUEST),
+    ] {
+        let r = app
+            .put(
+                "/v1/tenant/test-recipients",
+                &sk,
+                json!({"recipients": [{"match": pattern, "expires_at": expires}]}),
+            )
+            .await;
+        assert_eq!(r.status(), status, "{pattern}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_dns_look_up_is_told_as_unknown_not_as_a_missing_record() {
     let dns = DnsServer::start().await;
     let app = app_with_dns(&dns).await;

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use secrecy::SecretString;
 
 use crate::domain::dkim::{
-    generate, keys_to_stored, next_selector, parse_domain, parse_selector, signing_key_for,
-    DkimAlgorithm, DkimKey, MAX_KEYS,
+    generate, keys_to_stored, next_selector, parse_domain, parse_selector, sender_domain,
+    signing_key_for, DkimAlgorithm, DkimKey, MAX_KEYS,
 };
 use crate::domain::keys::TenantId;
 use crate::domain::tenant::Tenant;
@@ -24,15 +24,6 @@ pub struct NewDkimKey {
     pub domain: String,
     pub selector: Option<String>,
     pub algorithm: DkimAlgorithm,
-}
-
-/// The domain of a sender (`Acme <no-reply@acme.example>` → `acme.example`).
-pub fn sender_domain(from: &str) -> Option<String> {
-    let addr = from
-        .rsplit_once('<')
-        .map_or(from, |(_, a)| a.trim_end_matches('>'));
-    addr.rsplit_once('@')
-        .map(|(_, d)| d.trim().trim_end_matches('.').to_ascii_lowercase())
 }
 
 impl Tenants {

@@ -11,11 +11,11 @@ use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::Resolver;
 use serde::Serialize;
 
+use crate::domain::dkim::sender_domain;
 use crate::domain::dkim::{aligned, shown_key};
 use crate::domain::provider::ProviderKind;
 use crate::domain::recipient::Channel;
 use crate::domain::tenant::Tenant;
-use crate::service::tenants::dkim::sender_domain;
 use crate::service::{ServiceError, Tenants};
 
 /// The whole check's bound (API.md: under 5 s), and one look-up's.

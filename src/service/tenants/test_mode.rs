@@ -131,9 +131,7 @@ impl Tenants {
         let mut errs = Vec::new();
         let mut parsed = Vec::with_capacity(input.len());
         // The domain of the tenant's sender: its own addresses may be caught by a pattern.
-        let from_domain = tenant
-            .sender()
-            .and_then(crate::service::tenants::dkim::sender_domain);
+        let from_domain = tenant.sender().and_then(crate::domain::dkim::sender_domain);
         for (i, e) in input.iter().enumerate() {
             let at = |f: &str| format!("recipients[{i}].{f}");
             let pattern = match RecipientPattern::parse(&e.pattern)
