@@ -408,7 +408,7 @@ impl Mailer {
                 conn.abort().await;
                 Err(fail(
                     DeliveryReason::Rejected,
-                    "the recipient needs SMTPUTF8, which the relay does not offer",
+                    "an address with non-ASCII characters before the @ needs SMTPUTF8, which the relay does not offer",
                 ))
             }
             Err(TxError::Smtp(stage, e)) => {

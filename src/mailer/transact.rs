@@ -14,7 +14,8 @@ pub(super) enum Stage {
 /// Why a mail transaction failed.
 pub(super) enum TxError {
     Smtp(Stage, lettre::transport::smtp::Error),
-    /// The recipient needs SMTPUTF8 and the relay lacks it: refused before sending anything.
+    /// An address (a non-ASCII local part) needs SMTPUTF8 and the relay lacks it: refused
+    /// before sending anything.
     NoSmtpUtf8,
 }
 
