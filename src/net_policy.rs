@@ -212,9 +212,10 @@ fn v6_is_public(ip: Ipv6Addr) -> bool {
     if s[..6] == [0, 0, 0, 0, 0, 0] || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
         return !ip.is_unspecified() && !ip.is_loopback() && v4_is_public(embedded_v4(s[6], s[7]));
     }
-    // SIIT ::ffff:0:a.b.c.d (::ffff:0:0/96) and Teredo 2001::/32 (it tunnels to an IPv4
-    // server and client of its own): refused whatever they embed (API.md §17.8).
-    if s[..6] == [0, 0, 0, 0, 0xffff, 0] || (s[0] == 0x2001 && s[1] == 0) {
+    // SIIT ::ffff:0:a.b.c.d (::ffff:0:0/96), and the IETF protocol assignments 2001::/23:
+    // Teredo 2001::/32 (it tunnels to an IPv4 server and client of its own), benchmarking
+    // 2001:2::/48 (IPv4's 198.18/15), ORCHID: refused whatever they embed (API.md §17.8).
+    if s[..6] == [0, 0, 0, 0, 0xffff, 0] || (s[0] == 0x2001 && s[1] < 0x0200) {
         return false;
     }
     // 6to4 2002:aabb:ccdd::/48
@@ -228,6 +229,8 @@ fn v6_is_public(ip: Ipv6Addr) -> bool {
         || (s[0] & 0xffc0) == 0xfec0 // site-local
         || (s[0] & 0xfe00) == 0xfc00 // unique-local (incl. fd00:ec2::254)
         || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+        || (s[0] & 0xfff0) == 0x3ff0 // documentation 3fff::/20 (RFC 9637)
+        || s[0] == 0x5f00 // SRv6 segment identifiers 5f00::/16 (RFC 9602)
         || (s[0] == 0x0064 && s[1] == 0xff9b && s[2] == 1) // local-use NAT64 64:ff9b:1::/48
         || (s[0] == 0x0100 && s[1..4] == [0, 0, 0])) // discard-only 100::/64
 }
@@ -379,6 +382,13 @@ mod tests {
             "[::ffff:0:808:808]",
             "[2001::1]",
             "[2001:0:4136:e378:8000:63bf:3fff:fdd2]",
+            // The rest of 2001::/23 (benchmarking, ORCHID), and newer special ranges.
+            "[2001:2::1]",
+            "[2001:10::1]",
+            "[2001:20::1]",
+            "[2001:1ff::1]",
+            "[3fff::1]",
+            "[5f00::1]",
             "intranet",
             "a..b",
             "-x.com",
@@ -402,7 +412,14 @@ mod tests {
             assert!(p.check_static(h, 587, false).is_ok(), "{h}");
         }
         assert!(p.check_static("8.8.8.8", 465, false).is_ok());
-        assert!(p.check_static("[2606:4700::1111]", 465, false).is_ok());
+        // Just past the protocol-assignment block: public (Google's 2001:4860::/32).
+        for h in [
+            "[2606:4700::1111]",
+            "[2001:200::1]",
+            "[2001:4860:4860::8888]",
+        ] {
+            assert!(p.check_static(h, 465, false).is_ok(), "{h}");
+        }
         assert_eq!(
             p.check_static("smtp.example.com", 25, false).err(),
             Some(HostRefusal::PortNotAllowed(Ports::of(&[465, 587, 2525])))

@@ -33,6 +33,23 @@ impl CodeChallenge {
         Ok(CodeChallenge(s.to_string()))
     }
 
+    /// The challenge of a request, if it gives one: a method without a challenge is refused
+    /// (the caller meant to bind the outcome and would not be).
+    pub fn parse_given(
+        challenge: Option<&str>,
+        method: Option<&str>,
+        field: &str,
+    ) -> Result<Option<CodeChallenge>, FieldError> {
+        match (challenge, method) {
+            (Some(c), m) => CodeChallenge::parse(c, m, field).map(Some),
+            (None, Some(_)) => Err(FieldError::new(
+                field,
+                format!("is required with {field}_method"),
+            )),
+            (None, None) => Ok(None),
+        }
+    }
+
     /// A challenge read back from the store (checked when it was written).
     pub fn from_stored(s: String) -> CodeChallenge {
         CodeChallenge(s)

@@ -79,19 +79,25 @@ pub static CURSOR: Grammar = Grammar::new("^[A-Za-z0-9_-]*$", 0, 1024);
 /// The characters a tenant's name must not hold (API.md §17.8), as the inside of a
 /// character class of literal characters: controls; white space other than the plain space;
 /// bidirectional controls (they reorder what a page shows); zero-width, invisible and other
-/// format characters, fillers and variation selectors.
+/// format characters (every one of Unicode's category Cf), fillers, blanks and variation
+/// selectors. Listed, not named by category: Python's `re`, which reads the published
+/// pattern, has no `\p{…}`.
 macro_rules! name_refused {
     () => {
         concat!(
-            "\u{0}-\u{1F}\u{7F}-\u{9F}",                // controls
-            "\u{A0}\u{AD}\u{34F}\u{61C}",               // no-break space, soft hyphen, CGJ, ALM
+            "\u{0}-\u{1F}\u{7F}-\u{9F}",                          // controls
+            "\u{A0}\u{AD}\u{34F}\u{61C}", // no-break space, soft hyphen, CGJ, ALM
+            "\u{600}-\u{605}\u{6DD}\u{70F}\u{890}\u{891}\u{8E2}", // Arabic, Syriac format marks
             "\u{115F}\u{1160}\u{1680}\u{17B4}\u{17B5}", // Hangul fillers, ogham space, Khmer
-            "\u{180B}-\u{180F}",                        // Mongolian selectors and separator
-            "\u{2000}-\u{200F}",                        // spaces, zero widths, LRM, RLM
-            "\u{2028}-\u{202F}",                        // separators, bidi embeddings, NNBSP
-            "\u{205F}-\u{206F}",                        // word joiner, invisibles, isolates
-            "\u{3000}\u{3164}\u{FE00}-\u{FE0F}\u{FEFF}\u{FFA0}\u{FFF9}-\u{FFFB}",
-            "\u{1D173}-\u{1D17A}\u{E0000}-\u{E007F}\u{E0100}-\u{E01EF}", // tags, selectors
+            "\u{180B}-\u{180F}",          // Mongolian selectors and separator
+            "\u{2000}-\u{200F}",          // spaces, zero widths, LRM, RLM
+            "\u{2028}-\u{202F}",          // separators, bidi embeddings, NNBSP
+            "\u{205F}-\u{206F}",          // word joiner, invisibles, isolates
+            "\u{2800}",                   // Braille blank: shows as nothing
+            "\u{3000}\u{3164}\u{FE00}-\u{FE0F}\u{FEFF}\u{FFA0}\u{FFF9}-\u{FFFC}",
+            "\u{110BD}\u{110CD}\u{13430}-\u{1343F}\u{1BCA0}-\u{1BCA3}", // format controls
+            "\u{1D159}\u{1D173}-\u{1D17A}", // null notehead, musical format marks
+            "\u{E0000}-\u{E007F}\u{E0100}-\u{E01EF}", // tags, selectors
         )
     };
 }
@@ -169,6 +175,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_tenant_name_refuses_every_control_format_and_separator_character() {
+        // Unicode's own categories (the regex crate's tables), character by character: every
+        // control (Cc), format character (Cf) and separator (Z*) other than the plain space.
+        let invisible = Regex::new(r"^[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Zs}]$").unwrap();
+        let mut allowed = Vec::new();
+        for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+            let s = c.to_string();
+            if c != ' ' && invisible.is_match(&s) && TENANT_NAME.matches(&format!("a{s}b")) {
+                allowed.push(format!("U+{:04X}", u32::from(c)));
+            }
+        }
+        assert!(allowed.is_empty(), "allowed in a name: {allowed:?}");
+    }
+
+    #[test]
     fn every_pattern_compiles_and_takes_its_examples() {
         for (name, g) in all() {
             assert!(Regex::new(g.pattern).is_ok(), "{name}");
@@ -235,6 +256,10 @@ mod tests {
                     "Acme\u{FE0F}",
                     "A\u{3164}",
                     "A\u{00A0}B",
+                    "\u{2800}\u{2800}",
+                    "Ac\u{2800}me",
+                    "A\u{1D159}",
+                    "A\u{FFFC}",
                 ],
             ),
             (

@@ -75,22 +75,24 @@ pub fn with_query(return_url: &str, names: &[&str], pairs: &[(&str, &str)]) -> O
         None => (return_url, None),
     };
     let (path, query) = base.split_once('?').unwrap_or((base, ""));
-    let mut kept: Vec<String> = query
-        .split('&')
-        .filter(|seg| !seg.is_empty())
-        .filter(|seg| {
-            // Some parsers split on `;` too: a part is dropped when any of its `;` pieces
-            // names one of ours, so `x=1;key=evil` cannot plant a key.
-            !seg.split(';').any(|piece| {
-                let name = form_urlencoded::parse(piece.as_bytes())
-                    .next()
-                    .map(|(k, _)| k.into_owned())
-                    .unwrap_or_default();
-                names.contains(&name.as_str())
-            })
-        })
-        .map(str::to_string)
-        .collect();
+    // Each `&` part is kept as it is, its empty ones too; only the parameters named as ours
+    // are taken out. Some parsers split on `;` as well: within a part, a `;` piece naming
+    // one of ours is taken out and the rest kept, so `x=1;key=evil` cannot plant a key and
+    // `x` stays.
+    let ours = |piece: &str| {
+        let name = form_urlencoded::parse(piece.as_bytes())
+            .next()
+            .map(|(k, _)| k.into_owned())
+            .unwrap_or_default();
+        names.contains(&name.as_str())
+    };
+    let mut kept: Vec<String> = Vec::new();
+    for part in query.split('&').filter(|_| !query.is_empty()) {
+        let pieces: Vec<&str> = part.split(';').filter(|p| !ours(p)).collect();
+        if part.is_empty() || !pieces.is_empty() {
+            kept.push(pieces.join(";"));
+        }
+    }
     kept.push(
         form_urlencoded::Serializer::new(String::new())
             .extend_pairs(pairs.iter().copied())
@@ -202,8 +204,36 @@ mod tests {
         );
         assert_eq!(
             verified_redirect("https://app.example.com/cb?x=1;key=evil&y=2", "otp_k").as_deref(),
-            Some("https://app.example.com/cb?y=2&key=otp_k&status=verified")
+            Some("https://app.example.com/cb?x=1&y=2&key=otp_k&status=verified")
         );
+        // The rest is kept byte for byte: empty parts, `;` pieces that are not ours.
+        for (given, kept) in [
+            (
+                "https://a.example/cb?&&a=1&&",
+                "https://a.example/cb?&&a=1&&&",
+            ),
+            (
+                "https://a.example/cb?a=1&x=1;key=evil;y=2&b=2",
+                "https://a.example/cb?a=1&x=1;y=2&b=2&",
+            ),
+            ("https://a.example/cb?a=1;", "https://a.example/cb?a=1;&"),
+            ("https://a.example/cb?", "https://a.example/cb?"),
+            (
+                "https://a.example/cb?key=1;status=2#f",
+                "https://a.example/cb?",
+            ),
+        ] {
+            let got = verified_redirect(given, "otp_k").unwrap();
+            let frag = given
+                .split_once('#')
+                .map(|(_, f)| format!("#{f}"))
+                .unwrap_or_default();
+            assert_eq!(
+                got,
+                format!("{kept}key=otp_k&status=verified{frag}"),
+                "{given}"
+            );
+        }
         // A URL a Location header cannot carry as is goes percent-encoded.
         assert_eq!(
             allowed_return("https://app.example.com/caf\u{e9}", &allowed).as_deref(),

@@ -33,7 +33,11 @@ impl RecipientPattern {
         }
         if s.contains('*') {
             return wildcard(s).map(RecipientPattern::Wildcard).ok_or_else(|| {
-                bad("a pattern is an address with * in its local part and a whole domain (e.g. *@test.acme.example), or + and at least 4 digits then * (e.g. +1555*)")
+                if s.starts_with('+') {
+                    bad("a number pattern is + and 4 to 14 digits then one * at the end (e.g. +1555*)")
+                } else {
+                    bad("a pattern is an address with * in its local part and a whole domain (e.g. *@test.acme.example)")
+                }
             });
         }
         if let Some(digits) = s.strip_prefix('+') {
@@ -92,9 +96,12 @@ impl RecipientPattern {
                 return Ok(());
             }
         }
+        // A sender on a shared mailbox provider (gmail.com) or a bare top-level name does
+        // not make that domain the tenant's own: its other addresses are real people's.
         let own = from_domain.is_some_and(|f| {
             let f = f.to_ascii_lowercase();
-            domain == f || domain.ends_with(&format!(".{f}"))
+            let owned = f.contains('.') && !SHARED_MAIL_DOMAINS.contains(&f.as_str());
+            owned && (domain == f || domain.ends_with(&format!(".{f}")))
         });
         if local == "*" && (own || reserved_domain(domain)) {
             return Ok(());
@@ -119,8 +126,10 @@ impl RecipientPattern {
 /// with at least 4 digits before its first `*`.
 fn wildcard(s: &str) -> Option<String> {
     if let Some(rest) = s.strip_prefix('+') {
-        let digits = rest.find('*')?;
-        let ok = digits >= 4 && rest.chars().all(|c| c.is_ascii_digit() || c == '*');
+        // Digits, then one `*` at the end: what a number could continue with (E.164 numbers
+        // have at most 15 digits, so the pattern at most 14 before its `*`).
+        let digits = rest.strip_suffix('*')?;
+        let ok = (4..=14).contains(&digits.len()) && digits.chars().all(|c| c.is_ascii_digit());
         return ok.then(|| s.to_string());
     }
     let (local, domain) = s.rsplit_once('@')?;
@@ -132,6 +141,45 @@ fn wildcard(s: &str) -> Option<String> {
     let domain = domain.canonical().rsplit_once('@')?.1.to_string();
     Some(format!("{}@{domain}", local.to_lowercase()))
 }
+
+/// Mailbox providers whose addresses belong to the public: a tenant sending from one of
+/// them (a Gmail account's SMTP login is common) owns one address there, not the domain.
+const SHARED_MAIL_DOMAINS: [&str; 34] = [
+    "gmail.com",
+    "googlemail.com",
+    "outlook.com",
+    "hotmail.com",
+    "hotmail.co.uk",
+    "hotmail.fr",
+    "hotmail.de",
+    "live.com",
+    "msn.com",
+    "yahoo.com",
+    "yahoo.co.uk",
+    "yahoo.fr",
+    "yahoo.de",
+    "ymail.com",
+    "aol.com",
+    "icloud.com",
+    "me.com",
+    "mac.com",
+    "proton.me",
+    "protonmail.com",
+    "pm.me",
+    "gmx.de",
+    "gmx.net",
+    "gmx.com",
+    "web.de",
+    "t-online.de",
+    "mail.com",
+    "mail.ru",
+    "yandex.ru",
+    "yandex.com",
+    "qq.com",
+    "163.com",
+    "zoho.com",
+    "fastmail.com",
+];
 
 /// Names RFC 6761 (and RFC 2606) keep from real use.
 fn reserved_domain(domain: &str) -> bool {
@@ -317,9 +365,24 @@ mod tests {
             "+4915*",
             "+1415*",
             "+4477*",
+            "+1555*0",
+            "+155512345678901*",
+            "+155*",
+            "+1555**",
         ] {
             assert_eq!(scope(bad).unwrap_err().field, "match", "{bad}");
         }
+        assert!(RecipientPattern::parse("+49*")
+            .unwrap_err()
+            .message
+            .contains("number pattern"));
+        // A sender on a shared mailbox provider, or on a bare top-level name, owns no domain.
+        for (from, pattern) in [("gmail.com", "*@gmail.com"), ("com", "*@acme.com")] {
+            let p = RecipientPattern::parse(pattern).unwrap();
+            assert!(p.check_scope(Some(from)).is_err(), "{from}: {pattern}");
+        }
+        let p = RecipientPattern::parse("qa+*@gmail.com").unwrap();
+        assert!(p.check_scope(Some("gmail.com")).is_ok());
         // Its own domain only as its sender's; without a sender, only reserved names and
         // sub-addresses.
         let p = RecipientPattern::parse("*@acme.com").unwrap();

@@ -123,18 +123,12 @@ fn mint_request(b: MintBody) -> Result<MintRequest, ApiError> {
         link: b
             .link
             .map(|l| {
-                let code_challenge = l
-                    .code_challenge
-                    .as_deref()
-                    .map(|c| {
-                        CodeChallenge::parse(
-                            c,
-                            l.code_challenge_method.as_deref(),
-                            "link.code_challenge",
-                        )
-                    })
-                    .transpose()
-                    .map_err(|e| ServiceError::Invalid(vec![e]))?;
+                let code_challenge = CodeChallenge::parse_given(
+                    l.code_challenge.as_deref(),
+                    l.code_challenge_method.as_deref(),
+                    "link.code_challenge",
+                )
+                .map_err(|e| ServiceError::Invalid(vec![e]))?;
                 Ok::<_, ApiError>(LinkRequest {
                     return_url: l.return_url,
                     code_challenge,

@@ -78,12 +78,12 @@ pub struct HostedStatusOut {
 pub async fn open(t: TenantAuth, st: State, body: Body) -> ApiResult {
     let b: HostedBody = body.json().await?;
     let codes = &st.services.codes;
-    let code_challenge = b
-        .code_challenge
-        .as_deref()
-        .map(|c| CodeChallenge::parse(c, b.code_challenge_method.as_deref(), "code_challenge"))
-        .transpose()
-        .map_err(|e| ServiceError::Invalid(vec![e]))?;
+    let code_challenge = CodeChallenge::parse_given(
+        b.code_challenge.as_deref(),
+        b.code_challenge_method.as_deref(),
+        "code_challenge",
+    )
+    .map_err(|e| ServiceError::Invalid(vec![e]))?;
     let pages = codes.pages_open(&t.0)?;
     let email = b.email.as_deref().map(RecipientEmail::parse).transpose();
     let n = NewHosted {

@@ -148,6 +148,10 @@ async fn a_person_proves_an_address_on_the_pages_and_goes_back_once() {
             json!({"return_url": RETURN, "locale": "!!"}),
             StatusCode::BAD_REQUEST,
         ),
+        (
+            json!({"return_url": RETURN, "code_challenge_method": "S256"}),
+            StatusCode::BAD_REQUEST,
+        ),
     ] {
         let (s, v) = body(
             app.post("/v1/tenant/hosted-sessions", &sk, bad.clone())
@@ -831,6 +835,11 @@ async fn a_verified_key_is_claimed_once_and_with_its_verifier_when_it_had_a_chal
         (
             json!({"return_url": RETURN, "code_challenge": CHALLENGE, "code_challenge_method": "plain"}),
             "link.code_challenge_method",
+        ),
+        // A method alone would leave the outcome unbound where the caller meant to bind it.
+        (
+            json!({"return_url": RETURN, "code_challenge_method": "S256"}),
+            "link.code_challenge",
         ),
     ] {
         let (s, v) = body(
