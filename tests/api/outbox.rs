@@ -518,6 +518,38 @@ async fn one_bound_holds_outbound_sessions_of_all_tenants_together() {
     );
 }
 
+/// The wait for a place in `delivery.max_sessions` is the queue's, not the send's (API.md
+/// §19.3): more queued messages than the bound lets go in one relay time all go, each with
+/// its transport's whole time once it has its session — none starts DATA with a moment left
+/// and ends `unknown` though the relay took it. Each is sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_messages_beyond_the_bound_are_sent_not_left_unknown() {
+    let app = spawn_app_with(|s| {
+        s.delivery.max_sessions = 2;
+        s.smtp.timeout_seconds = 2;
+    })
+    .await;
+    // 12 messages of 0.7 s on 2 sessions: over 4 s of work, twice the relay's time.
+    app.smtp.set_delay(Duration::from_millis(700));
+    let mut keys = Vec::new();
+    for t in 0..2 {
+        let (_, sk) = tenant_with(&app, json!({}), json!({"max_connections": 6})).await;
+        for i in 0..6 {
+            let to = format!("q{t}-{i}@example.com");
+            keys.push((sk.clone(), mint_async(&app, &sk, &to).await, to));
+        }
+    }
+    for (sk, key, to) in &keys {
+        let st = wait_status(&app, sk, key, |v| {
+            v["delivery"]["status"] != "queued" && v["delivery"]["status"] != "sending"
+        })
+        .await;
+        assert_eq!(st["delivery"]["status"], "sent", "{to}: {st}");
+        assert_eq!(app.smtp.count_to(to), 1, "{to}");
+    }
+    assert!(app.smtp.max_concurrent_in_data() <= 2);
+}
+
 /// Beyond `delivery.max_sessions` a queued message waits and stays queued (API.md §19.3):
 /// while another tenant's slow send holds the process's one session, a background message
 /// waits out its transport's time again and again without an attempt counted (its due time,

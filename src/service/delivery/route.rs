@@ -313,6 +313,14 @@ impl Delivery {
                 Err(other) => return Err(other),
             };
             let sessions = window.limit() as usize;
+            // The wait for a place was the queue's, not the send's: a background message
+            // holding its session has its transport's whole time, so it never starts DATA
+            // with a moment left and ends `unknown` (API.md §19.3). A sync one's client is
+            // waiting: its deadline stands.
+            let deadline = match job.mode {
+                DeliveryMode::Async => deadline.restarted(transport.timeout(self)),
+                DeliveryMode::Sync => deadline,
+            };
             match transport.send(self, out, deadline, sessions).await {
                 Ok(a) => {
                     slot.accepted();

@@ -77,6 +77,16 @@ pub(crate) struct Deadline {
 }
 
 impl Deadline {
+    /// The same deadline started again now, `time` long (a session that waited for its
+    /// place); the setup share, when there is one, is half of it again.
+    pub fn restarted(&self, time: Duration) -> Deadline {
+        let now = Instant::now();
+        Deadline {
+            by: now + time,
+            setup_by: self.setup_by.map(|_| now + time / 2),
+        }
+    }
+
     /// Time left for one request, at most `cap`.
     pub fn left(&self, cap: Duration) -> Duration {
         self.by.saturating_duration_since(Instant::now()).min(cap)
