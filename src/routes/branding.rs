@@ -95,14 +95,14 @@ pub async fn delete_logo(t: TenantAuth, st: State) -> ApiResult {
 pub async fn brand_css(st: State, tenant: web::Path<String>) -> HttpResponse {
     let id = tenant.trim_end_matches(".css");
     let Ok(t) = st.services.core.tenant(id).await else {
-        return HttpResponse::NotFound().finish();
+        return super::page_kit::not_found();
     };
     if st.services.codes.links_base().is_none()
         || t.brand_color.is_empty()
         || !t.enabled
         || !st.services.codes.pages_allowed(&t)
     {
-        return HttpResponse::NotFound().finish();
+        return super::page_kit::not_found();
     }
     HttpResponse::Ok()
         .content_type("text/css; charset=utf-8")
@@ -114,7 +114,7 @@ pub async fn brand_css(st: State, tenant: web::Path<String>) -> HttpResponse {
 pub async fn logo(st: State, tenant: web::Path<String>) -> HttpResponse {
     let id = tenant.trim_end_matches(".png");
     if st.services.codes.links_base().is_none() {
-        return HttpResponse::NotFound().finish();
+        return super::page_kit::not_found();
     }
     // Under open registration a tenant's brand shows only once its pages are approved.
     if !st
@@ -124,7 +124,7 @@ pub async fn logo(st: State, tenant: web::Path<String>) -> HttpResponse {
         .await
         .is_ok_and(|t| st.services.codes.pages_allowed(&t))
     {
-        return HttpResponse::NotFound().finish();
+        return super::page_kit::not_found();
     }
     match st.services.codes.logo(id).await {
         Some(png) => HttpResponse::Ok()
@@ -133,6 +133,6 @@ pub async fn logo(st: State, tenant: web::Path<String>) -> HttpResponse {
             .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
             .insert_header((header::CONTENT_SECURITY_POLICY, "default-src 'none'"))
             .body(png),
-        None => HttpResponse::NotFound().finish(),
+        None => super::page_kit::not_found(),
     }
 }

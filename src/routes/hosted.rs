@@ -273,6 +273,9 @@ async fn render(
 }
 
 async fn session(st: &AppState, id: &str) -> Result<(SessionRow, Tenant), HttpResponse> {
+    if st.services.codes.links_base().is_none() {
+        return Err(page_kit::not_found());
+    }
     match st.services.codes.hosted_page(id).await {
         Ok(Some(x)) => Ok(x),
         Ok(None) => Err(page_kit::plain(StatusCode::NOT_FOUND, "Not found")),

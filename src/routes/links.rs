@@ -56,7 +56,7 @@ fn done(st: &AppState, locale: Option<&crate::domain::locale::Locale>) -> HttpRe
 pub async fn show(req: HttpRequest, st: State, token: web::Path<String>) -> HttpResponse {
     use actix_web::http::StatusCode;
     if st.services.codes.links_base().is_none() {
-        return HttpResponse::NotFound().finish();
+        return super::page_kit::not_found();
     }
     let state = match st.services.codes.link_state(&token).await {
         Ok(s) => s,
@@ -129,7 +129,7 @@ pub async fn confirm(
 ) -> HttpResponse {
     use actix_web::http::StatusCode;
     if st.services.codes.links_base().is_none() {
-        return HttpResponse::NotFound().finish();
+        return super::page_kit::not_found();
     }
     let ctx = super::request_context(&req, &st);
     let cookie = page_kit::cookie(&st, &req, COOKIE);
@@ -168,7 +168,7 @@ pub async fn confirm(
 
 pub async fn style(st: State) -> HttpResponse {
     if st.services.codes.links_base().is_none() {
-        return HttpResponse::NotFound().finish();
+        return super::page_kit::not_found();
     }
     HttpResponse::Ok()
         .content_type("text/css; charset=utf-8")

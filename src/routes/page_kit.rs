@@ -83,6 +83,12 @@ pub(super) fn page(
     b.body(html)
 }
 
+/// 404 as for a path the server does not have (a problem document, API.md §6): pages that
+/// are off, a tenant's brand it does not show.
+pub(super) fn not_found() -> HttpResponse {
+    actix_web::ResponseError::error_response(&super::ApiError::NotFound)
+}
+
 /// A short plain-text answer of the pages (not found, an expired form) with the headers
 /// every page carries: nothing in it may load, frame or be cached.
 pub(super) fn plain(status: StatusCode, text: &'static str) -> HttpResponse {

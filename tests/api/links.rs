@@ -156,12 +156,29 @@ async fn without_a_public_url_links_are_refused_and_their_pages_are_not_there() 
         "{v}"
     );
     assert!(app.smtp.messages().is_empty());
-    let r = no_redirects()
-        .get(format!("{}/l/{}", app.addr, "a".repeat(32)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // The pages' paths answer as paths the server does not have: a problem document.
+    let (id, _) = app.tenant().await;
+    for path in [
+        format!("/l/{}", "a".repeat(32)),
+        "/h/hs_abcdefghijklmnopqrstuvwx".to_string(),
+        "/pages/style.css".to_string(),
+        format!("/pages/brand/{id}.css"),
+        format!("/pages/logo/{id}.png"),
+    ] {
+        let r = no_redirects()
+            .get(format!("{}{path}", app.addr))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+        let ct = r.headers()[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(ct, "application/problem+json", "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["code"], "not_found", "{path}");
+    }
 }
 
 #[tokio::test]

@@ -347,6 +347,9 @@ async fn private_and_plaintext_endpoints_are_refused() {
     for (url, code) in [
         ("https://127.0.0.1:8443/h", "webhook_host_not_allowed"),
         ("https://[::1]/h", "webhook_host_not_allowed"),
+        // An IPv6 form embedding an IPv4 address is the address policy's to refuse.
+        ("https://[::ffff:127.0.0.1]/h", "webhook_host_not_allowed"),
+        ("https://[64:ff9b::10.0.0.1]/h", "webhook_host_not_allowed"),
         ("https://10.1.2.3/h", "webhook_host_not_allowed"),
         (
             "https://169.254.169.254/latest/meta-data",
