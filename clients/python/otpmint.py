@@ -101,7 +101,7 @@ class Claimed(_Verified):
 
 class _DeliveryRequired(TypedDict):
     mode: Literal["sync", "async"]
-    status: Literal["queued", "sending", "sent", "failed", "unknown", "test"]
+    status: Literal["queued", "sending", "sent", "failed", "unknown", "bounced", "test"]
     attempts: int
 
 

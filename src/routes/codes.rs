@@ -183,6 +183,7 @@ fn mint_out(m: &Minted) -> (actix_web::http::StatusCode, MintOut) {
         (status = 404, response = problems::OtpNotFound),
         (status = 409, description = "conflict: the key's last message is still on its way", body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "the key is no longer pending: otp_expired, otp_used, otp_superseded, otp_cancelled, otp_failed, attempts_exhausted", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "recipient_suppressed: the recipient is on the tenant's suppression list (API.md §16.1); nothing is sent", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "resend_limit_reached, or rate_limited (Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "delivery_failed with reason; the key's earlier codes still verify", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "overloaded or unavailable (Retry-After)", body = Problem, content_type = "application/problem+json"),
@@ -230,7 +231,7 @@ pub async fn resend(
         (status = 410, description = "otp_expired, otp_used, otp_superseded, otp_cancelled, otp_failed, attempts_exhausted", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "otp_mismatch with attempts_remaining", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "rate_limited: the recipient's failure budget is spent", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "overloaded", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "overloaded (too many verifies being hashed at once), or unavailable (the database did not answer in time); Retry-After", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
 pub async fn verify(st: State, body: Body) -> ApiResult {

@@ -204,7 +204,7 @@ pub async fn delete_provider(o: Owner, st: State, path: web::Path<ChannelPath>) 
         (status = 400, response = problems::InvalidRequest),
         (status = 404, description = "provider_not_found", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "delivery_failed with `reason` (provider_auth, provider_rejected, provider_unavailable, provider_unreachable) and the provider's `detail_code`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "overloaded: no outbound session was free (`delivery.max_sessions`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "overloaded: no outbound session was free (`delivery.max_sessions`); or unavailable: the database did not answer in time", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
 pub async fn test_provider(

@@ -80,7 +80,7 @@ export type OtpState =
 /** A code's delivery, as `status()` shows it (DeliveryOut). */
 export interface DeliveryStatus {
   mode: "sync" | "async";
-  status: "queued" | "sending" | "sent" | "failed" | "unknown" | "test";
+  status: "queued" | "sending" | "sent" | "failed" | "unknown" | "bounced" | "test";
   /** Delivery attempts made so far. */
   attempts: number;
   /** The last failure (`smtp_unreachable`, `smtp_timeout`, …, `expired`, `not_sent`). */

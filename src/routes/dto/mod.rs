@@ -278,13 +278,19 @@ pub struct DeliveryOut {
     /// `sync` or `async`
     pub mode: String,
     /// `queued`, `sending`, `sent`, `failed`, `unknown` (it may have arrived; nobody can
-    /// know) or `test` (a test code: its message went to the test inbox)
+    /// know), `bounced` (the provider reported a hard bounce or a complaint, API.md §16.2)
+    /// or `test` (a test code: its message went to the test inbox)
     pub status: String,
     /// Delivery attempts made so far.
     pub attempts: u32,
     /// The last failure: `smtp_unreachable`, `smtp_timeout`, `smtp_tls`, `smtp_auth`,
-    /// `smtp_rejected`, `smtp_host_not_allowed`, `expired` (the code expired before the
-    /// relay accepted it) or `not_sent` (the code ended before its message left).
+    /// `smtp_rejected`, `smtp_host_not_allowed`; `http_rejected`, `http_unavailable`,
+    /// `http_unreachable`, `http_host_not_allowed` (the HTTP transport);
+    /// `provider_auth`, `provider_rejected`, `provider_unavailable`,
+    /// `provider_unreachable`, `provider_host_not_allowed` (an email or SMS provider);
+    /// `channel_not_configured`; `interrupted` (the process sending it stopped mid-send:
+    /// `unknown`); `expired` (the code expired before the relay accepted it) or `not_sent`
+    /// (the code ended before its message left).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// With `reason`: what to check, in one sentence (the setting to change, where one

@@ -127,6 +127,12 @@ pub mod problems {
     #[response(content_type = "application/problem+json")]
     pub struct Unprocessable(pub Problem);
 
+    /// unavailable: the database did not answer (or was not writable) within its timeout;
+    /// `Retry-After` says when to try again
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct Unavailable(pub Problem);
+
     /// unsupported_media_type: the body is not `application/json`
     #[derive(ToResponse)]
     #[response(content_type = "application/problem+json")]

@@ -45,7 +45,8 @@ fn operations(
 }
 
 /// Responses every operation of a kind can give, declared here once instead of on each
-/// handler (API.md §18.5): every route passes the per-address flood guard (429), every
+/// handler (API.md §18.5): every route passes the per-address flood guard (429) and reads
+/// the database (503 `unavailable` when it does not answer in time, API.md §6.24), every
 /// operation with a security requirement answers 401 to a missing or wrong bearer token
 /// (its extractor, `routes/auth.rs`), and every operation that takes a JSON body answers
 /// 413 past the body limit and 415 for any other media type (`routes/auth.rs`'s body
@@ -59,7 +60,7 @@ impl Modify for Common {
             // Provider events take the body as each provider sends it (SNS: text/plain).
             let events = path.starts_with("/v1/events/");
             for op in operations(item) {
-                let mut add = vec![("429", "RateLimited")];
+                let mut add = vec![("429", "RateLimited"), ("503", "Unavailable")];
                 if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
                     add.push(("401", "Unauthorized"));
                 }
@@ -166,7 +167,7 @@ fn twin(item: &utoipa::openapi::PathItem) -> utoipa::openapi::PathItem {
             problems::Unauthorized, problems::InvalidRequest, problems::TenantNotFound,
             problems::WebhookNotFound, problems::TransportNotFound, problems::OtpNotFound, problems::TemplateInvalid,
             problems::SmtpPolicyRefused, problems::PayloadTooLarge, problems::UnsupportedMediaType,
-            problems::RateLimited, problems::Unprocessable
+            problems::RateLimited, problems::Unprocessable, problems::Unavailable
         )
     ),
     modifiers(&AdminTwins, &Security, &Common),
