@@ -229,7 +229,7 @@ fn v6_is_public(ip: Ipv6Addr) -> bool {
         || (s[0] & 0xffc0) == 0xfec0 // site-local
         || (s[0] & 0xfe00) == 0xfc00 // unique-local (incl. fd00:ec2::254)
         || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-        || (s[0] & 0xfff0) == 0x3ff0 // documentation 3fff::/20 (RFC 9637)
+        || (s[0] == 0x3fff && s[1] < 0x1000) // documentation 3fff::/20 (RFC 9637)
         || s[0] == 0x5f00 // SRv6 segment identifiers 5f00::/16 (RFC 9602)
         || (s[0] == 0x0064 && s[1] == 0xff9b && s[2] == 1) // local-use NAT64 64:ff9b:1::/48
         || (s[0] == 0x0100 && s[1..4] == [0, 0, 0])) // discard-only 100::/64
@@ -417,6 +417,9 @@ mod tests {
             "[2606:4700::1111]",
             "[2001:200::1]",
             "[2001:4860:4860::8888]",
+            // Beside 3fff::/20: public.
+            "[3ffe:ffff::1]",
+            "[3fff:1000::1]",
         ] {
             assert!(p.check_static(h, 465, false).is_ok(), "{h}");
         }

@@ -262,7 +262,8 @@ fn constrain_parameters(doc: &mut serde_json::Value) {
     }
 }
 
-/// Shapes no single property states: one recipient, a tenant's own PATCH body.
+/// Shapes no single property states: one recipient, a PKCE method only with its challenge,
+/// a tenant's own PATCH body.
 fn constrain_shapes(doc: &mut serde_json::Value) {
     use serde_json::Value;
     // One recipient: `email` or `phone`, not both.
@@ -274,6 +275,19 @@ fn constrain_shapes(doc: &mut serde_json::Value) {
                 {"required": ["phone"], "properties": {"phone": {"type": "string"}, "email": {"type": "null"}}}
             ]),
         );
+    }
+    // A PKCE method only with its challenge (`CodeChallenge::parse_given`): no method, or
+    // a challenge that is a string.
+    for name in ["HostedBody", "LinkBody"] {
+        if let Some(Value::Object(body)) = doc.pointer_mut(&format!("/components/schemas/{name}")) {
+            body.insert(
+                "anyOf".into(),
+                serde_json::json!([
+                    {"properties": {"code_challenge_method": {"type": "null"}}},
+                    {"required": ["code_challenge"], "properties": {"code_challenge": {"type": "string"}}}
+                ]),
+            );
+        }
     }
     // A tenant changing itself: the fields only the admin may change are not in its body.
     if let Some(admin) = doc.pointer("/components/schemas/PatchTenantBody").cloned() {

@@ -380,13 +380,14 @@ impl Delivery {
     }
 
     /// A lease for a row this process is about to send itself: long enough for the wait
-    /// for a session and the whole delivery (SMTP or HTTP, whichever may take longer),
-    /// twice.
+    /// for a session (at most one delivery's time), the delivery's own whole time once it
+    /// holds it (a background send's is counted from then), and that once more for the
+    /// margin — SMTP or HTTP, whichever may take longer.
     pub(crate) fn lease(&self) -> Lease {
         let timeout = self.core.settings.load().attempt_seconds() as i64 * 1000;
         Lease {
             owner: self.outbox.owner().to_string(),
-            for_ms: 2 * timeout + 30_000,
+            for_ms: 3 * timeout + 30_000,
         }
     }
 

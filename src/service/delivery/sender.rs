@@ -66,21 +66,13 @@ impl Delivery {
             if self.outbox.stopping() {
                 return;
             }
-            // Beyond the process-wide bound work stays queued (API.md §19.3): no more is
-            // claimed than there are places free (those waiting for one are few, and go
-            // back to the queue when none comes in their transport's time).
-            let free =
-                u32::try_from(self.outbox.sessions().available_permits()).unwrap_or(u32::MAX);
-            if free == 0 {
-                return;
-            }
             let (caps, other_caps) = self.lane_caps();
             let req = ClaimRequest {
                 now: self.core.now(),
                 lease: self.lease(),
                 other_caps,
                 fair: Fairness {
-                    limit: CLAIM_BATCH.min(free),
+                    limit: CLAIM_BATCH,
                     caps,
                     default_cap: self.core.settings.load().smtp.initial_connections,
                     skip: self.outbox.held(),
