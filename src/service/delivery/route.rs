@@ -181,8 +181,12 @@ impl Delivery {
         // that route takes it, the place is held until the attempt ends, so the sender's
         // next claim still counts this message.
         let mut held = ticket;
-        // The whole attempt's deadline: the first route tried sets it.
-        let mut deadline: Option<Instant> = None;
+        // The whole attempt's deadline: the first route tried sets it. A background
+        // message's waits for a place move it on (they are the queue's time, not the
+        // send's), so a transport behind a hanging one keeps its share — by that time at
+        // most once, so the attempt stays within its lease (`Delivery::lease`).
+        let mut deadline: Option<(Instant, std::time::Duration)> = None;
+        let mut waited = std::time::Duration::ZERO;
         let mut asked: Option<std::time::Duration> = None;
         let mut last: Option<DeliveryError> = None;
         // Whether any transport got further than the wait for a session.
@@ -198,8 +202,11 @@ impl Delivery {
                 tracing::debug!(tenant_id = %tenant.id, transport = %transport.name(), "the transport's breaker is open; skipped");
                 continue;
             }
-            let deadline =
-                *deadline.get_or_insert_with(|| Instant::now() + transport.timeout(self));
+            let (base, span) = *deadline.get_or_insert_with(|| {
+                let span = transport.timeout(self);
+                (Instant::now() + span, span)
+            });
+            let deadline = base + waited.min(span);
             // Another transport waits behind this one: one that hangs gets half the time left.
             let more = routes[i + 1..]
                 .iter()
@@ -221,6 +228,7 @@ impl Delivery {
                         by: deadline,
                         setup_by,
                     },
+                    &mut waited,
                 )
                 .await;
             match sent {
@@ -259,7 +267,7 @@ impl Delivery {
                     // that sent nothing moves on.
                     let go_on = (e.is_transient() || e.kind == FailureKind::Unusable)
                         && !e.maybe_delivered
-                        && Instant::now() < deadline;
+                        && Instant::now() < base + waited.min(span);
                     if more && go_on {
                         tracing::warn!(tenant_id = %tenant.id, transport = %transport.name(), reason = e.reason.as_str(), detail = %e.detail, "a transport failed; the message goes to the next one");
                     }
@@ -297,6 +305,7 @@ impl Delivery {
         out: &Outbound<'_>,
         (window, ticket): (&Arc<RelayWindow>, Option<Ticket>),
         deadline: Deadline,
+        waited: &mut std::time::Duration,
     ) -> Result<Accepted, Undelivered> {
         let setup_by = deadline.setup_by.unwrap_or(deadline.by);
         let mut ticket = ticket;
@@ -305,6 +314,7 @@ impl Delivery {
         // (the relay was reached), not a wait for room.
         let mut refusal: Option<DeliveryError> = None;
         loop {
+            let asked_at = Instant::now();
             let slot = match self.session(job, window, ticket.take(), setup_by).await {
                 Ok(slot) => slot,
                 Err(Undelivered::Failed(e)) if e.kind == FailureKind::NoSession => {
@@ -318,7 +328,10 @@ impl Delivery {
             // with a moment left and ends `unknown` (API.md §19.3). A sync one's client is
             // waiting: its deadline stands.
             let deadline = match job.mode {
-                DeliveryMode::Async => deadline.restarted(transport.timeout(self)),
+                DeliveryMode::Async => {
+                    *waited += asked_at.elapsed();
+                    deadline.restarted(transport.timeout(self))
+                }
                 DeliveryMode::Sync => deadline,
             };
             match transport.send(self, out, deadline, sessions).await {

@@ -308,6 +308,26 @@ mod tests {
     use super::*;
     use crate::domain::tenant::HttpTransport;
 
+    #[test]
+    fn a_restarted_deadline_has_the_whole_time_again_and_keeps_its_setup_share() {
+        let now = Instant::now();
+        let spent = Deadline {
+            by: now,
+            setup_by: None,
+        };
+        let d = spent.restarted(Duration::from_secs(4));
+        assert!(d.by >= now + Duration::from_secs(4));
+        assert!(d.left(Duration::from_secs(60)) > Duration::from_millis(3900));
+        assert!(d.setup_by.is_none());
+        let shared = Deadline {
+            by: now,
+            setup_by: Some(now),
+        };
+        let d = shared.restarted(Duration::from_secs(4));
+        let setup = d.setup_by.unwrap();
+        assert!(setup >= now + Duration::from_secs(2) && setup < d.by);
+    }
+
     fn names(t: &Tenant, c: Channel) -> Vec<(String, String)> {
         route(t, c)
             .iter()
