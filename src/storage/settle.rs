@@ -64,9 +64,46 @@ pub trait SettleStore {
     ) -> Result<bool, StoreError>;
     /// How many messages wait, and how long the longest-waiting due one has been due.
     fn outbox_stats(&self, now: Millis) -> Result<OutboxStats, StoreError>;
+    /// Shutdown (API.md §19.4): the sync messages `owner` leased but never began sending
+    /// (not in `keep`, and by then never to be sent here) are given up as `not_sent` —
+    /// delivery `failed`, the code as it is, the quota given back — where their lease
+    /// would have run out into `unknown` ("may have arrived") for messages that never
+    /// left. Returns how many.
+    fn settle_unsent_sync(
+        &self,
+        owner: &str,
+        keep: &[Vec<u8>],
+        now: Millis,
+    ) -> Result<usize, StoreError>;
 }
 
 impl<E: Engine> SettleStore for E {
+    fn settle_unsent_sync(
+        &self,
+        owner: &str,
+        keep: &[Vec<u8>],
+        now: Millis,
+    ) -> Result<usize, StoreError> {
+        let (owner, keep) = (owner.to_string(), keep.to_vec());
+        self.transact(move |tx| {
+            let leased = tx.rows(sql::LEASED_SYNC, args![owner.as_str()], |r| r.bytes(0))?;
+            let (mut settled, mut failed) = (0, Vec::new());
+            for key_digest in leased.into_iter().filter(|k| !keep.contains(k)) {
+                let item = SweepItem {
+                    key_digest,
+                    verdict: rules::SweepVerdict::NotSent,
+                    event: None,
+                };
+                if let Some(f) = settle_swept_row(tx, &item, now)? {
+                    failed.extend(f);
+                    settled += 1;
+                }
+            }
+            super::stats::count_all(tx, &failed, Counted::Failed)?;
+            Ok(settled)
+        })
+    }
+
     fn outbox_sent(
         &self,
         key_digest: &[u8],

@@ -356,3 +356,92 @@ async fn a_message_stopped_while_waiting_for_its_next_transport_gives_its_lease_
         "and no longer leased"
     );
 }
+
+/// A sync mint still waiting for a place in `delivery.max_sessions` when SIGTERM's grace runs
+/// out was never sent: the shutdown records it `not_sent` and keeps no lease on it (API.md
+/// §19.4), where its lease ran out into `unknown` ("may have arrived"). A message this
+/// process was sending keeps its lease: that one may have arrived.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_mint_stopped_before_its_session_is_recorded_not_sent() {
+    use otpmint::testkit::http::HttpReceiver;
+    let smtp = SmtpServer::start().await;
+    let rx = HttpReceiver::start(true).await;
+    rx.set_delay(Duration::from_secs(8));
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "[webhooks]\nallow_private_hosts = true\nextra_root_certificates = [\"{}\"]\n\
+         [delivery]\nmax_sessions = 1\n",
+        rx.ca_path.display()
+    );
+    let (conf, url) = config(dir.path(), &smtp, &extra);
+    let mut cmd = otpmint(dir.path());
+    cmd.env("OTPMINT__SERVER__SHUTDOWN_GRACE_SECONDS", "1")
+        .arg("--config")
+        .arg(&conf)
+        .arg("serve");
+    let mut first = serve(cmd).expect("otpmint starts");
+    let base = format!("http://127.0.0.1:{}", first.port);
+    // One tenant's queued message holds the process's one session at a slow endpoint.
+    let slow = create_tenant(&base, &smtp, json!({"delivery": "async"})).await;
+    let r = reqwest::Client::new()
+        .put(format!("{base}/v1/tenant/transport/http"))
+        .bearer_auth(&slow)
+        .json(&json!({"url": rx.url("/send"), "use": "primary"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let (s, _) = post(
+        &base,
+        "/v1/otp",
+        &slow,
+        json!({"email": "slow@example.com"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    rx.wait_for(1).await;
+    // Another tenant's sync mint waits for that session; SIGTERM comes meanwhile.
+    let sk = create_tenant(&base, &smtp, json!({})).await;
+    let waiting = {
+        let (url, sk) = (format!("{base}/v1/otp"), sk.clone());
+        // Its client sees the connection close with the server: no answer to read.
+        tokio::spawn(async move {
+            let r = reqwest::Client::new().post(url).bearer_auth(sk);
+            r.json(&json!({"email": "ada@example.com"}))
+                .send()
+                .await
+                .ok()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(Command::new("kill")
+        .arg("-TERM")
+        .arg(first.child.id().to_string())
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while first.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the process did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = waiting.await;
+    assert_eq!(smtp.count_to("ada@example.com"), 0, "nothing was sent");
+    assert_eq!(
+        sql(
+            &url,
+            "SELECT COUNT(*) FROM challenges WHERE delivery_status = 'failed' AND delivery_reason = 'not_sent'"
+        ),
+        1,
+        "the mint that never had a session is recorded not sent"
+    );
+    assert_eq!(
+        sql(
+            &url,
+            "SELECT COUNT(*) FROM outbox WHERE leased_by IS NOT NULL"
+        ),
+        1,
+        "only the message being sent keeps its lease"
+    );
+}

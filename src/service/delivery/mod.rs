@@ -118,6 +118,9 @@ struct OutboxInner {
     /// Where the next claim starts (claims take turns between tenants).
     cursor: Mutex<Option<String>>,
     stopping: AtomicBool,
+    /// Set under `held`'s lock once the shutdown has read what is held: no message, sync
+    /// or background, is held (so sent) here after that.
+    closed: AtomicBool,
     stopped: Notify,
     /// When the stop was asked for: the drain's deadline counts from it.
     stopped_at: std::sync::OnceLock<std::time::Instant>,
@@ -153,6 +156,7 @@ impl Outbox {
                 lanes: Mutex::new(HashMap::new()),
                 cursor: Mutex::new(None),
                 stopping: AtomicBool::new(false),
+                closed: AtomicBool::new(false),
                 stopped: Notify::new(),
                 stopped_at: std::sync::OnceLock::new(),
                 sessions: Arc::new(tokio::sync::Semaphore::new(max_sessions.max(1))),
@@ -239,7 +243,7 @@ impl Outbox {
         background: bool,
     ) -> bool {
         let mut held = locked(&self.inner.held);
-        if background && self.stopping() {
+        if (background && self.stopping()) || self.inner.closed.load(Ordering::SeqCst) {
             return false;
         }
         held.insert(
@@ -250,6 +254,15 @@ impl Outbox {
             },
         );
         true
+    }
+
+    /// The shutdown's last look at what is held: from now on nothing more is (`hold`
+    /// refuses), so every message this process leased is either in the answer or never
+    /// sent here.
+    fn close(&self) -> Vec<Vec<u8>> {
+        let held = locked(&self.inner.held);
+        self.inner.closed.store(true, Ordering::SeqCst);
+        held.keys().cloned().collect()
     }
 
     pub(super) fn let_go(&self, key: &[u8]) {

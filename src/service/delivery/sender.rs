@@ -249,12 +249,29 @@ impl Delivery {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let keep: Vec<Vec<u8>> = self.outbox.held().into_keys().collect();
-        match self.give_back_leases(keep).await {
+        let keep = self.outbox.close();
+        match self.give_back_leases(keep.clone()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(released = n, "gave back the leases of queued messages"),
             Err(e) => {
                 tracing::warn!(error = %e, "giving back queued messages' leases failed: once their leases run out they are recorded unknown, not sent again")
+            }
+        }
+        // A sync message whose client went with the server before it had a session was
+        // never sent: recorded so (`not_sent`), not left to run out into `unknown`.
+        let (owner, now) = (self.outbox.owner().to_string(), self.core.now());
+        match self
+            .core
+            .write(move |s| s.settle_unsent_sync(&owner, &keep, now))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                settled = n,
+                "recorded sync messages stopped before they were sent as not sent"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "recording sync messages stopped before they were sent failed: once their leases run out they are recorded unknown")
             }
         }
         self.events.release_hook_leases().await;

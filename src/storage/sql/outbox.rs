@@ -15,6 +15,14 @@ shared_sql!(
 );
 
 shared_sql!(
+    /// The sync messages `$1` holds the lease of (no other process touches them while the
+    /// lease runs).
+    pub(crate) LEASED_SYNC =
+        "SELECT o.key_digest FROM outbox o JOIN challenges c ON c.key_digest = o.key_digest \
+         WHERE o.leased_by = $1 AND c.delivery_mode = 'sync'"
+);
+
+shared_sql!(
     pub(crate) OUTBOX_DEFER =
         "UPDATE outbox SET due_at = COALESCE($3, due_at), lease_until = NULL, leased_by = NULL \
          WHERE key_digest = $1 AND leased_by = $2"
