@@ -340,6 +340,48 @@ async fn concurrent_confirms_verify_once() {
     assert_eq!(verified, 1, "{v}");
 }
 
+/// A click that races the code being typed: whichever wins, the code is verified once,
+/// and a click that lost is told the sign-in is complete — never that the link can no
+/// longer be used (API.md §17.2), though the verifies under way held the code's attempts
+/// when the click came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_that_loses_to_the_code_is_told_the_sign_in_is_complete() {
+    let (app, sk) = linked_app().await;
+    for round in 0..4 {
+        let to = format!("race{round}@example.com");
+        let (key, token, code) = mint_link(&app, &sk, &to).await;
+        let (cookie, csrf) = open(&app, &token).await;
+        let click = {
+            let (url, cookie, csrf) = (format!("{}/l/{token}", app.addr), cookie, csrf);
+            tokio::spawn(async move {
+                let r = no_redirects()
+                    .post(url)
+                    .header(header::COOKIE, cookie)
+                    .form(&[("csrf", csrf)])
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status(), r.text().await.unwrap())
+            })
+        };
+        let verifies = (0..5).map(|_| app.verify(&sk, &key, &code));
+        let verified = futures_util::future::join_all(verifies)
+            .await
+            .into_iter()
+            .filter(|(s, _)| *s == StatusCode::OK)
+            .count();
+        let (s, page) = click.await.unwrap();
+        match s {
+            StatusCode::SEE_OTHER => assert_eq!(verified, 0, "the link won"),
+            StatusCode::OK => {
+                assert_eq!(verified, 1, "the code won");
+                assert!(page.contains("This sign-in is already complete"), "{page}");
+            }
+            other => panic!("round {round}: the click answered {other}: {page}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_does_not_verify_a_key_whose_attempts_are_spent() {
     let (app, sk) = linked_app().await;

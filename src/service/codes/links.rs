@@ -54,6 +54,11 @@ pub enum LinkState {
     Ended(Box<LinkView>),
 }
 
+/// How often, and how far apart, a link whose confirmation lost a race looks again at its
+/// code before it is told ended (the verifies under way end within a hash or two).
+const SETTLE_TRIES: u32 = 15;
+const SETTLE_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Why a confirm did not verify.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ConfirmError {
@@ -269,6 +274,10 @@ impl Codes {
                     .await
                     .ok_or(ConfirmError::Done);
             }
+            // Its attempts held by guesses being compared right now: see how they end.
+            Some(LinkState::Ended(l)) if self.unsettled(&l) => {
+                return self.settled(token, cookie).await;
+            }
             Some(LinkState::Ended(_)) => return Err(ConfirmError::Ended),
             None => return Err(ConfirmError::NotFound),
         };
@@ -332,13 +341,7 @@ impl Codes {
         }
         if !verified {
             // Another click or the code came first: what the link is now decides.
-            return match self.link_state(token).await {
-                Ok(Some(LinkState::Verified(l))) => self
-                    .verified_return(token, &l, Some(cookie))
-                    .await
-                    .ok_or(ConfirmError::Done),
-                _ => Err(ConfirmError::Ended),
-            };
+            return self.settled(token, Some(cookie)).await;
         }
         if raised {
             self.events.wake_hooks();
@@ -347,6 +350,36 @@ impl Codes {
         self.link_redirect(token, &link)
             .await
             .ok_or(ConfirmError::NotFound)
+    }
+
+    /// Whether a link's code may yet turn out verified though it cannot be confirmed now:
+    /// pending and unexpired, its attempts held by guesses being compared.
+    fn unsettled(&self, l: &LinkView) -> bool {
+        l.status == StoredStatus::Pending && l.expires_at > self.core.now()
+    }
+
+    /// Where a click that could not verify goes, once what is under way has ended: the code
+    /// verified meanwhile (the other way, or by another click) sends the browser that
+    /// finished back and tells anyone else the sign-in is complete (API.md §17.2); guesses
+    /// being compared hold the code's attempts until they end, so an unsettled code is
+    /// asked again for a moment before the link is told ended.
+    async fn settled(&self, token: &str, cookie: Option<&str>) -> Result<String, ConfirmError> {
+        for _ in 0..SETTLE_TRIES {
+            match self.link_state(token).await {
+                Ok(Some(LinkState::Verified(l))) => {
+                    return self
+                        .verified_return(token, &l, cookie)
+                        .await
+                        .ok_or(ConfirmError::Done)
+                }
+                Ok(Some(LinkState::Open(_))) => tokio::time::sleep(SETTLE_PAUSE).await,
+                Ok(Some(LinkState::Ended(l))) if self.unsettled(&l) => {
+                    tokio::time::sleep(SETTLE_PAUSE).await
+                }
+                _ => break,
+            }
+        }
+        Err(ConfirmError::Ended)
     }
 
     /// The shareable key a link's redirect names (a data key another process rotated in is
