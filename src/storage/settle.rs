@@ -372,6 +372,12 @@ fn give_up(
         let minute = quota_at.div_euclid(MINUTE_MS);
         tx.exec(sql::GIVE_BACK_TENANT_SEND, args![t, minute])?;
     }
+    if s.refund {
+        // Nor to the SMS fraud guard's velocity (API.md §17.1): a text that never left
+        // holds no place of its range or country (a provider's outage would else close a
+        // range for the hour). Its place is the key's newest.
+        tx.exec(super::sql::sms_guard::RELEASE_NEWEST, args![key_digest])?;
+    }
     Ok(s.fail_code.then_some(tally))
 }
 

@@ -288,6 +288,36 @@ async fn a_range_and_a_country_are_texted_only_so_often_but_trusted_numbers_skip
     assert_eq!(audit.matches("blocked:velocity").count(), 3, "{audit}");
 }
 
+/// A text the provider refused never left: it holds no place of its range (API.md §17.1,
+/// as a send that never left goes back to the quotas), so an outage does not close the
+/// range for the hour; one that went out keeps its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_that_never_left_gives_its_range_place_back() {
+    let rx = HttpReceiver::start(true).await;
+    let hooks = HttpReceiver::start(true).await;
+    let app = app_with_limits(&rx, &hooks, 2, 0).await;
+    let (_, sk) = app.tenant().await;
+    put_http(&app, &sk, &rx, "primary").await;
+    app.allow_sms(&sk, &["DE"]).await;
+    // Three refused: each 502, none counted.
+    for phone in ["+4915112345001", "+4915112345002", "+4915112345003"] {
+        rx.answer_next(&[400]);
+        let (s, v, _) = mint_phone(&app, &sk, phone).await;
+        assert_eq!(s, StatusCode::BAD_GATEWAY, "{phone}: {v}");
+    }
+    // The range still takes its two; the third is over.
+    for phone in ["+4915112345004", "+4915112345005"] {
+        let (s, v, _) = mint_phone(&app, &sk, phone).await;
+        assert_eq!(s, StatusCode::CREATED, "{phone}: {v}");
+    }
+    let (s, v, _) = mint_phone(&app, &sk, "+4915112345006").await;
+    assert_eq!(
+        (s, &v["code"]),
+        (StatusCode::TOO_MANY_REQUESTS, &json!("sms_velocity")),
+        "{v}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_test_mint_to_a_fictional_number_passes_no_guard_check() {
     let rx = HttpReceiver::start(true).await;
