@@ -59,7 +59,7 @@ impl Codes {
                             recipient: &v.email,
                             channel: v.channel,
                             purpose: v.purpose.as_str(),
-                            locale: None,
+                            locale: v.locale.as_ref().map(|l| l.as_str()),
                             reason: None,
                         },
                     )
