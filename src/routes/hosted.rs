@@ -164,10 +164,12 @@ async fn render(
     let code_sent = row.key_sealed.is_some();
     let err = match error {
         Some(PageError::BadEmail) => s.bad_email.to_string(),
-        Some(PageError::BadCode) => s.bad_code.to_string(),
+        Some(PageError::BadCode) => s
+            .bad_code
+            .replace("{n}", &tenant.policy.code_length.to_string()),
         Some(PageError::CodeEnded) => s.code_ended.to_string(),
         Some(PageError::WrongCode(n)) => s.wrong_code.replace("{n}", &n.to_string()),
-        Some(PageError::Limited) => s.limited.to_string(),
+        Some(PageError::Limited(secs)) => s.limited.replace("{n}", &(*secs).max(1).to_string()),
         Some(PageError::NoMoreCodes) => s.no_more_codes.to_string(),
         Some(PageError::NotSent) => s.not_sent.to_string(),
         Some(PageError::Over) | None => String::new(),
@@ -258,7 +260,7 @@ async fn render(
             | PageError::WrongCode(_)
             | PageError::CodeEnded,
         ) => StatusCode::UNPROCESSABLE_ENTITY,
-        Some(PageError::Limited | PageError::NoMoreCodes) => StatusCode::TOO_MANY_REQUESTS,
+        Some(PageError::Limited(_) | PageError::NoMoreCodes) => StatusCode::TOO_MANY_REQUESTS,
         Some(PageError::NotSent) => StatusCode::BAD_GATEWAY,
         None if done => StatusCode::OK,
         None if over => StatusCode::GONE,

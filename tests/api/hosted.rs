@@ -255,6 +255,13 @@ async fn a_person_proves_an_address_on_the_pages_and_goes_back_once() {
         html.contains("role=\"alert\"") && html.contains(": 4"),
         "attempts left: {html}"
     );
+    // Not a code at all: the page says how long one is (no attempt used).
+    let (s, _, html) = b.post(&verify, &[("csrf", &csrf), ("code", "12345")]).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        html.contains("Enter the 6-digit code from the message."),
+        "{html}"
+    );
     // Typed in groups, with spaces and a hyphen, it is the same code.
     let typed = format!(" {} - {} ", &code[..3], &code[3..]);
     let (s, h, _) = b.post(&verify, &[("csrf", &csrf), ("code", &typed)]).await;
@@ -643,6 +650,38 @@ async fn a_new_code_on_the_page_keeps_the_key_and_an_expired_code_leaves_the_ses
     );
 }
 
+/// A second send within the resend cooldown: the page says how long to wait, not that
+/// there were too many attempts, and sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_within_the_cooldown_says_how_long_to_wait() {
+    let (app, sk) = hosted_app_with(RETURN, |s| s.limits.resend_cooldown_seconds = 30).await;
+    let (id, _) = open_session(
+        &app,
+        &sk,
+        json!({"return_url": RETURN, "email": "ada@example.com"}),
+    )
+    .await;
+    let mut b = Browser::new(&app);
+    let (_, _, html) = b.get(&format!("/h/{id}")).await;
+    let csrf = attr(&html, "name=\"csrf\" value=\"").to_string();
+    let send = format!("/h/{id}/send");
+    assert_eq!(
+        b.post(&send, &[("csrf", &csrf)]).await.0,
+        StatusCode::SEE_OTHER
+    );
+    app.smtp.wait_for("ada@example.com", 1).await;
+    let (s, _, html) = b.post(&send, &[("csrf", &csrf)]).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{html}");
+    let at = html.find("Please wait ").expect("how long to wait") + "Please wait ".len();
+    let secs: u64 = html[at..]
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a number of seconds");
+    assert!((1..=30).contains(&secs), "{secs}");
+    assert_eq!(app.smtp.count_to("ada@example.com"), 1);
+}
+
 /// The key's resends spent: the page says that no more codes can come and that the last
 /// one is the one to use — not "wait and try again" — and the last code still verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -668,7 +707,7 @@ async fn a_page_whose_resends_are_spent_says_to_use_the_last_code() {
     let (s, _, html) = b.post(&send, &[("csrf", &csrf)]).await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{html}");
     assert!(
-        html.contains("keine weiteren Codes") && !html.contains("Zu viele Versuche"),
+        html.contains("keine weiteren Codes") && !html.contains("Bitte warten Sie"),
         "{html}"
     );
     assert!(html.contains("name=\"code\""), "{html}");

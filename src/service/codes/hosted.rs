@@ -61,7 +61,8 @@ pub enum PageError {
     WrongCode(u32),
     /// The code expired, or was replaced: a new one may be sent.
     CodeEnded,
-    Limited,
+    /// A limit or the resend cooldown: try again after so many seconds.
+    Limited(u64),
     /// The key's resends are spent: the last code sent is the one to use.
     NoMoreCodes,
     NotSent,
@@ -241,7 +242,9 @@ impl Codes {
             };
             match resent {
                 Ok(_) => return Ok(()),
-                Err(ServiceError::RateLimited { .. }) => return Err(PageError::Limited),
+                Err(ServiceError::RateLimited {
+                    retry_after_secs, ..
+                }) => return Err(PageError::Limited(retry_after_secs)),
                 Err(ServiceError::ResendLimit(_)) => return Err(PageError::NoMoreCodes),
                 Err(
                     ServiceError::OtpExpired
@@ -270,7 +273,9 @@ impl Codes {
             )
             .await
             .map_err(|e| match e {
-                ServiceError::RateLimited { .. } => PageError::Limited,
+                ServiceError::RateLimited {
+                    retry_after_secs, ..
+                } => PageError::Limited(retry_after_secs),
                 ServiceError::InvalidEmail(_) => PageError::BadEmail,
                 _ => PageError::NotSent,
             })?;
@@ -359,7 +364,9 @@ impl Codes {
                 Err(PageError::WrongCode(attempts_remaining))
             }
             Err(ServiceError::Invalid(_)) => Err(PageError::BadCode),
-            Err(ServiceError::RateLimited { .. }) => Err(PageError::Limited),
+            Err(ServiceError::RateLimited {
+                retry_after_secs, ..
+            }) => Err(PageError::Limited(retry_after_secs)),
             Err(
                 ServiceError::OtpExpired
                 | ServiceError::OtpSuperseded
