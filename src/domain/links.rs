@@ -66,6 +66,17 @@ pub fn allowed_return(return_url: &str, allowed: &[String]) -> Option<String> {
     ok.then(|| if visible { return_url.to_string() } else { url })
 }
 
+/// Why `return_url` is not allowed, in words for its field: a fragment (the page appends
+/// to the query, and a browser does not send a fragment to the server), or no allowed
+/// prefix.
+pub fn return_refusal(return_url: &str) -> &'static str {
+    if return_url.contains('#') {
+        "must not have a fragment (#…): otpmint adds its parameters to the query, and a browser never sends a fragment to your server"
+    } else {
+        "must start with one of the tenant's allowed_return_urls (https://, or http://localhost)"
+    }
+}
+
 /// `return_url` with the query parameters `names` taken out and `pairs` added, everything
 /// else byte for byte (API.md §17.7): what the tenant's page reads is ours, never a value
 /// planted in the return URL (a name is compared decoded, so `k%65y` is `key` too).
@@ -147,6 +158,12 @@ mod tests {
         ] {
             assert!(public_base(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_refused_return_url_is_told_why() {
+        assert!(return_refusal("https://app.example.com/#frag").contains("fragment"));
+        assert!(return_refusal("https://evil.example.com/").contains("allowed_return_urls"));
     }
 
     #[test]

@@ -107,7 +107,7 @@ impl Codes {
         let Some(return_url) = allowed_return(&n.return_url, &tenant.allowed_return_urls) else {
             return Err(ServiceError::rule(
                 "return_url",
-                "must start with one of the tenant's allowed_return_urls (https://, or http://localhost)",
+                crate::domain::links::return_refusal(&n.return_url),
             ));
         };
         let now = self.core.now();

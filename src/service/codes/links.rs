@@ -147,7 +147,7 @@ impl Codes {
         let Some(return_url) = allowed_return(return_url, &tenant.allowed_return_urls) else {
             return Err(ServiceError::rule(
                 "link.return_url",
-                "must start with one of the tenant's allowed_return_urls (https://, or http://localhost)",
+                crate::domain::links::return_refusal(return_url),
             ));
         };
         Ok(LinkPlan {
