@@ -94,10 +94,10 @@ macro_rules! name_refused {
             "\u{2028}-\u{202F}",          // separators, bidi embeddings, NNBSP
             "\u{205F}-\u{206F}",          // word joiner, invisibles, isolates
             "\u{2800}",                   // Braille blank: shows as nothing
-            "\u{3000}\u{3164}\u{FE00}-\u{FE0F}\u{FEFF}\u{FFA0}\u{FFF9}-\u{FFFC}",
+            "\u{3000}\u{3164}\u{FE00}-\u{FE0F}\u{FEFF}\u{FFA0}\u{FFF0}-\u{FFFC}",
             "\u{110BD}\u{110CD}\u{13430}-\u{1343F}\u{1BCA0}-\u{1BCA3}", // format controls
             "\u{1D159}\u{1D173}-\u{1D17A}", // null notehead, musical format marks
-            "\u{E0000}-\u{E007F}\u{E0100}-\u{E01EF}", // tags, selectors
+            "\u{E0000}-\u{E0FFF}",          // tags, selectors, and the rest of that ignorable block
         )
     };
 }
@@ -305,6 +305,9 @@ mod tests {
                     "Ac\u{2800}me",
                     "A\u{1D159}",
                     "A\u{FFFC}",
+                    "A\u{FFF0}",
+                    "A\u{E0080}",
+                    "A\u{E0FFF}",
                 ],
             ),
             (
