@@ -86,7 +86,7 @@ impl<E: Engine> SettleStore for E {
     ) -> Result<usize, StoreError> {
         let (owner, keep) = (owner.to_string(), keep.to_vec());
         self.transact(move |tx| {
-            let leased = tx.rows(sql::LEASED_SYNC, args![owner.as_str()], |r| r.bytes(0))?;
+            let leased = tx.rows(sql::LEASED_SYNC, args![owner.as_str(), now], |r| r.bytes(0))?;
             let (mut settled, mut failed) = (0, Vec::new());
             for key_digest in leased.into_iter().filter(|k| !keep.contains(k)) {
                 let item = SweepItem {
@@ -94,7 +94,7 @@ impl<E: Engine> SettleStore for E {
                     verdict: rules::SweepVerdict::NotSent,
                     event: None,
                 };
-                if let Some(f) = settle_swept_row(tx, &item, now)? {
+                if let Some(f) = settle_swept_row(tx, &item, Some(owner.as_str()), now)? {
                     failed.extend(f);
                     settled += 1;
                 }
@@ -227,6 +227,7 @@ impl<E: Engine> SettleStore for E {
                 fail_code,
                 refund: rules::refunds_quota(taken.maybe_delivered, failure.maybe_delivered),
                 quota_at: taken.quota_at,
+                queued_at: taken.queued_at,
             };
             let failed = give_up(tx, &key, settle, now)?;
             let detail = args![key.as_slice(), rec.detail_code.as_deref()];
@@ -310,6 +311,9 @@ struct Taken {
     maybe_delivered: bool,
     /// When its send was counted against the quotas.
     quota_at: Option<Millis>,
+    /// When the message was queued: the time its text, if it is one, was counted at by the
+    /// SMS fraud guard (the mint's or the resend's).
+    queued_at: Millis,
 }
 
 /// Delete a message's outbox row — only `owner`'s, when given — and say what it carried.
@@ -323,6 +327,7 @@ fn take_row(
         Ok(Taken {
             maybe_delivered: r.flag(0)?,
             quota_at: r.opt_int(1)?,
+            queued_at: r.int(2)?,
         })
     })
 }
@@ -338,6 +343,7 @@ struct Settle<'a> {
     /// Whether the send goes back to the quotas.
     refund: bool,
     quota_at: Option<Millis>,
+    queued_at: Millis,
 }
 
 /// Record a message given up on (its outbox row already taken). Returns what to count as
@@ -375,8 +381,11 @@ fn give_up(
     if s.refund {
         // Nor to the SMS fraud guard's velocity (API.md §17.1): a text that never left
         // holds no place of its range or country (a provider's outage would else close a
-        // range for the hour). Its place is the key's newest.
-        tx.exec(super::sql::sms_guard::RELEASE_NEWEST, args![key_digest])?;
+        // range for the hour) — its own place, counted when it was queued.
+        tx.exec(
+            super::sql::sms_guard::RELEASE,
+            args![key_digest, s.queued_at],
+        )?;
     }
     Ok(s.fail_code.then_some(tally))
 }
@@ -388,9 +397,10 @@ fn give_up(
 pub(crate) fn settle_swept_row(
     tx: &mut dyn Exec,
     item: &SweepItem,
+    owner: Option<&str>,
     now: Millis,
 ) -> Result<Option<Option<Tally>>, StoreError> {
-    let Some(taken) = take_row(tx, &item.key_digest, None)? else {
+    let Some(taken) = take_row(tx, &item.key_digest, owner)? else {
         return Ok(None);
     };
     let v = item.verdict;
@@ -401,6 +411,7 @@ pub(crate) fn settle_swept_row(
         fail_code: v.fails_code(),
         refund: v.refunds(taken.maybe_delivered),
         quota_at: taken.quota_at,
+        queued_at: taken.queued_at,
     };
     let failed = give_up(tx, &item.key_digest, settle, now)?;
     if let Some(e) = &item.event {

@@ -54,7 +54,7 @@ pub enum LinkState {
     Ended(Box<LinkView>),
 }
 
-/// How often, and how far apart, a link whose confirmation lost a race looks again at its
+/// How often, and how far apart, a link that cannot be confirmed now looks again at its
 /// code before it is told ended (the verifies under way end within a hash or two).
 const SETTLE_TRIES: u32 = 15;
 const SETTLE_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
@@ -252,7 +252,10 @@ impl Codes {
 
     /// The confirm button of the link `state` read for `token`: check the CSRF token, verify
     /// the key (one success, as always), and answer where to send the person (`return_url`
-    /// with `key` and `status=verified`).
+    /// with `key` and `status=verified`). Guesses of the code being compared right now hold
+    /// its attempts until they end, so a code that cannot be confirmed now may yet turn out
+    /// verified (anyone but the finisher is then told the sign-in is complete, API.md §17.2)
+    /// or usable again: asked again for a moment before the link is told ended.
     pub async fn confirm_link(
         &self,
         token: &str,
@@ -260,6 +263,28 @@ impl Codes {
         (cookie, csrf): (Option<&str>, &str),
         ctx: &crate::service::core::audit::RequestContext,
     ) -> Result<String, ConfirmError> {
+        let mut state = state;
+        for _ in 0..SETTLE_TRIES {
+            if let Some(answer) = self.confirm_once(token, state, (cookie, csrf), ctx).await {
+                return answer;
+            }
+            tokio::time::sleep(SETTLE_PAUSE).await;
+            state = self
+                .link_state(token)
+                .await
+                .map_err(|_| ConfirmError::Ended)?;
+        }
+        Err(ConfirmError::Ended)
+    }
+
+    /// One try of [`Codes::confirm_link`]; `None`: not settled yet (see there).
+    async fn confirm_once(
+        &self,
+        token: &str,
+        state: Option<LinkState>,
+        (cookie, csrf): (Option<&str>, &str),
+        ctx: &crate::service::core::audit::RequestContext,
+    ) -> Option<Result<String, ConfirmError>> {
         let expected = cookie.map(|c| self.link_csrf(token, c));
         let matches = expected
             .as_ref()
@@ -269,36 +294,32 @@ impl Codes {
             // Verified already: the browser that confirmed it (a second click) goes back the
             // same way; anyone else is told the sign-in is complete.
             Some(LinkState::Verified(l)) => {
-                return self
-                    .verified_return(token, &l, cookie)
-                    .await
-                    .ok_or(ConfirmError::Done);
+                return Some(
+                    self.verified_return(token, &l, cookie)
+                        .await
+                        .ok_or(ConfirmError::Done),
+                );
             }
             // Its attempts held by guesses being compared right now: see how they end.
-            Some(LinkState::Ended(l)) if self.unsettled(&l) => {
-                return self.settled(token, cookie).await;
-            }
-            Some(LinkState::Ended(_)) => return Err(ConfirmError::Ended),
-            None => return Err(ConfirmError::NotFound),
+            Some(LinkState::Ended(l)) if self.unsettled(&l) => return None,
+            Some(LinkState::Ended(_)) => return Some(Err(ConfirmError::Ended)),
+            None => return Some(Err(ConfirmError::NotFound)),
         };
         let (true, Some(cookie), Some(link_digest)) = (matches, cookie, self.link_digest(token))
         else {
-            return Err(ConfirmError::Forbidden);
+            return Some(Err(ConfirmError::Forbidden));
         };
         // The way back is checked before the key is spent: a return URL the tenant took off
         // its list since the mint verifies nothing (API.md §17.7).
-        let tenant = self
-            .core
-            .tenant(link.tenant_id.as_str())
-            .await
-            .map_err(|_| ConfirmError::NotFound)?;
+        let Ok(tenant) = self.core.tenant(link.tenant_id.as_str()).await else {
+            return Some(Err(ConfirmError::NotFound));
+        };
         if allowed_return(&link.return_url, &tenant.allowed_return_urls).is_none() {
-            return Err(ConfirmError::NotFound);
+            return Some(Err(ConfirmError::NotFound));
         }
-        let key = self
-            .link_key(token, &link)
-            .await
-            .ok_or(ConfirmError::NotFound)?;
+        let Some(key) = self.link_key(token, &link).await else {
+            return Some(Err(ConfirmError::NotFound));
+        };
         // The store queues it only if the tenant subscribes.
         let event = self.events.event_for(
             &link.tenant_id,
@@ -340,46 +361,25 @@ impl Codes {
             slot.record(&link.tenant_id, now, "verify", &link.email, outcome, ctx);
         }
         if !verified {
-            // Another click or the code came first: what the link is now decides.
-            return self.settled(token, Some(cookie)).await;
+            // Another click or the code came first, or guesses hold its attempts: what the
+            // link is now decides.
+            return None;
         }
         if raised {
             self.events.wake_hooks();
         }
         crate::metrics::inc(|m| &m.verify_outcomes, &["verified_link"]);
-        self.link_redirect(token, &link)
-            .await
-            .ok_or(ConfirmError::NotFound)
+        Some(
+            self.link_redirect(token, &link)
+                .await
+                .ok_or(ConfirmError::NotFound),
+        )
     }
 
     /// Whether a link's code may yet turn out verified though it cannot be confirmed now:
     /// pending and unexpired, its attempts held by guesses being compared.
     fn unsettled(&self, l: &LinkView) -> bool {
         l.status == StoredStatus::Pending && l.expires_at > self.core.now()
-    }
-
-    /// Where a click that could not verify goes, once what is under way has ended: the code
-    /// verified meanwhile (the other way, or by another click) sends the browser that
-    /// finished back and tells anyone else the sign-in is complete (API.md §17.2); guesses
-    /// being compared hold the code's attempts until they end, so an unsettled code is
-    /// asked again for a moment before the link is told ended.
-    async fn settled(&self, token: &str, cookie: Option<&str>) -> Result<String, ConfirmError> {
-        for _ in 0..SETTLE_TRIES {
-            match self.link_state(token).await {
-                Ok(Some(LinkState::Verified(l))) => {
-                    return self
-                        .verified_return(token, &l, cookie)
-                        .await
-                        .ok_or(ConfirmError::Done)
-                }
-                Ok(Some(LinkState::Open(_))) => tokio::time::sleep(SETTLE_PAUSE).await,
-                Ok(Some(LinkState::Ended(l))) if self.unsettled(&l) => {
-                    tokio::time::sleep(SETTLE_PAUSE).await
-                }
-                _ => break,
-            }
-        }
-        Err(ConfirmError::Ended)
     }
 
     /// The shareable key a link's redirect names (a data key another process rotated in is

@@ -392,10 +392,10 @@ impl Delivery {
         self.outbox.owner()
     }
 
-    /// A lease for a row this process is about to send itself: long enough for the wait
-    /// for a session (at most one delivery's time), the delivery's own whole time once it
-    /// holds it (a background send's is counted from then), and that once more for the
-    /// margin — SMTP or HTTP, whichever may take longer.
+    /// A lease for a row this process is about to send itself: long enough for a whole
+    /// attempt — the waits for a session and each transport's send, a background send's
+    /// time counted from when it holds its session, at most three delivery times in all
+    /// (`route::send_via_route`) — and 30 s more; SMTP or HTTP, whichever may take longer.
     pub(crate) fn lease(&self) -> Lease {
         let timeout = self.core.settings.load().attempt_seconds() as i64 * 1000;
         Lease {

@@ -131,7 +131,7 @@ impl OutboxStore for PgStore {
                 if verdict.flatten() != Some(item.verdict) {
                     continue;
                 }
-                if let Some(f) = settle_swept_row(tx, item, now)? {
+                if let Some(f) = settle_swept_row(tx, item, None, now)? {
                     failed.extend(f);
                     settled += 1;
                 }

@@ -15,11 +15,12 @@ shared_sql!(
 );
 
 shared_sql!(
-    /// The sync messages `$1` holds the lease of (no other process touches them while the
-    /// lease runs).
+    /// The sync messages `$1` holds the lease of whose code is still live at `$2` (no other
+    /// process touches them while the lease runs; one whose code ended is the sweep's,
+    /// which knows an interrupted send from one never begun).
     pub(crate) LEASED_SYNC =
         "SELECT o.key_digest FROM outbox o JOIN challenges c ON c.key_digest = o.key_digest \
-         WHERE o.leased_by = $1 AND c.delivery_mode = 'sync'"
+         WHERE o.leased_by = $1 AND c.delivery_mode = 'sync' AND c.expires_at > $2"
 );
 
 shared_sql!(
@@ -93,7 +94,7 @@ shared_sql!(
     /// carried.
     pub(crate) TAKE_ROW =
         "DELETE FROM outbox WHERE key_digest = $1 AND (CAST($2 AS TEXT) IS NULL OR leased_by = \
-         $2) RETURNING maybe_delivered, quota_at"
+         $2) RETURNING maybe_delivered, quota_at, created_at"
 );
 
 shared_sql!(

@@ -31,13 +31,6 @@ shared_sql!(
 shared_sql!(pub(crate) RELEASE = "DELETE FROM sms_sends WHERE key_digest = $1 AND at = $2");
 
 shared_sql!(
-    /// The place of a key's newest text (the message given up on).
-    pub(crate) RELEASE_NEWEST =
-        "DELETE FROM sms_sends WHERE key_digest = $1 AND at = (SELECT MAX(at) FROM sms_sends \
-         WHERE key_digest = $1)"
-);
-
-shared_sql!(
     /// A verified SMS code's send leaves the unverified count (`$1` its key digest); run in
     /// the verify's own transaction.
     pub(crate) VERIFIED = "UPDATE sms_sends SET verified = TRUE WHERE key_digest = $1"

@@ -135,7 +135,7 @@ impl OutboxStore for SqliteStore {
                     continue;
                 }
                 let mut tx = super::Statements(tx);
-                if let Some(f) = settle_swept_row(&mut tx, item, now)? {
+                if let Some(f) = settle_swept_row(&mut tx, item, None, now)? {
                     failed.extend(f);
                     settled += 1;
                 }
