@@ -317,7 +317,6 @@ mod tests {
         };
         let d = spent.restarted(Duration::from_secs(4));
         assert!(d.by >= now + Duration::from_secs(4));
-        assert!(d.left(Duration::from_secs(60)) > Duration::from_millis(3900));
         assert!(d.setup_by.is_none());
         let shared = Deadline {
             by: now,
