@@ -228,6 +228,7 @@ impl<E: Engine> SettleStore for E {
                 refund: rules::refunds_quota(taken.maybe_delivered, failure.maybe_delivered),
                 quota_at: taken.quota_at,
                 queued_at: taken.queued_at,
+                text: taken.text,
             };
             let failed = give_up(tx, &key, settle, now)?;
             let detail = args![key.as_slice(), rec.detail_code.as_deref()];
@@ -314,6 +315,8 @@ struct Taken {
     /// When the message was queued: the time its text, if it is one, was counted at by the
     /// SMS fraud guard (the mint's or the resend's).
     queued_at: Millis,
+    /// Whether it is a text message (the guard counts only those).
+    text: bool,
 }
 
 /// Delete a message's outbox row — only `owner`'s, when given — and say what it carried.
@@ -328,6 +331,7 @@ fn take_row(
             maybe_delivered: r.flag(0)?,
             quota_at: r.opt_int(1)?,
             queued_at: r.int(2)?,
+            text: super::cells::channel_from(&r.text(3)?)?.is_phone(),
         })
     })
 }
@@ -344,6 +348,7 @@ struct Settle<'a> {
     refund: bool,
     quota_at: Option<Millis>,
     queued_at: Millis,
+    text: bool,
 }
 
 /// Record a message given up on (its outbox row already taken). Returns what to count as
@@ -378,7 +383,7 @@ fn give_up(
         let minute = quota_at.div_euclid(MINUTE_MS);
         tx.exec(sql::GIVE_BACK_TENANT_SEND, args![t, minute])?;
     }
-    if s.refund {
+    if s.refund && s.text {
         // Nor to the SMS fraud guard's velocity (API.md §17.1): a text that never left
         // holds no place of its range or country (a provider's outage would else close a
         // range for the hour) — its own place, counted when it was queued.
@@ -412,6 +417,7 @@ pub(crate) fn settle_swept_row(
         refund: v.refunds(taken.maybe_delivered),
         quota_at: taken.quota_at,
         queued_at: taken.queued_at,
+        text: taken.text,
     };
     let failed = give_up(tx, &item.key_digest, settle, now)?;
     if let Some(e) = &item.event {

@@ -48,6 +48,14 @@ struct Browser {
     cookie: Option<String>,
 }
 
+/// A fresh browser on a session's page, with the page's CSRF token.
+async fn on_the_page(app: &TestApp, id: &str) -> (Browser, String) {
+    let mut b = Browser::new(app);
+    let (_, _, html) = b.get(&format!("/h/{id}")).await;
+    let csrf = attr(&html, "name=\"csrf\" value=\"").to_string();
+    (b, csrf)
+}
+
 impl Browser {
     fn new(app: &TestApp) -> Browser {
         Browser {
@@ -578,9 +586,7 @@ async fn a_new_code_on_the_page_keeps_the_key_and_an_expired_code_leaves_the_ses
         json!({"return_url": RETURN, "email": "ada@example.com"}),
     )
     .await;
-    let mut b = Browser::new(&app);
-    let (_, _, html) = b.get(&format!("/h/{id}")).await;
-    let csrf = attr(&html, "name=\"csrf\" value=\"").to_string();
+    let (mut b, csrf) = on_the_page(&app, &id).await;
     let send = format!("/h/{id}/send");
     let verify = format!("/h/{id}/verify");
     assert_eq!(
@@ -610,9 +616,7 @@ async fn a_new_code_on_the_page_keeps_the_key_and_an_expired_code_leaves_the_ses
         json!({"return_url": RETURN, "email": "bob@example.com"}),
     )
     .await;
-    let mut b = Browser::new(&app);
-    let (_, _, html) = b.get(&format!("/h/{id}")).await;
-    let csrf = attr(&html, "name=\"csrf\" value=\"").to_string();
+    let (mut b, csrf) = on_the_page(&app, &id).await;
     b.post(&format!("/h/{id}/send"), &[("csrf", &csrf)]).await;
     let old = app.smtp.wait_for("bob@example.com", 1).await.code();
     app.clock.advance_secs(601);
@@ -661,9 +665,7 @@ async fn a_send_within_the_cooldown_says_how_long_to_wait() {
         json!({"return_url": RETURN, "email": "ada@example.com"}),
     )
     .await;
-    let mut b = Browser::new(&app);
-    let (_, _, html) = b.get(&format!("/h/{id}")).await;
-    let csrf = attr(&html, "name=\"csrf\" value=\"").to_string();
+    let (mut b, csrf) = on_the_page(&app, &id).await;
     let send = format!("/h/{id}/send");
     assert_eq!(
         b.post(&send, &[("csrf", &csrf)]).await.0,
@@ -693,9 +695,7 @@ async fn a_page_whose_resends_are_spent_says_to_use_the_last_code() {
         json!({"return_url": RETURN, "email": "ada@example.com", "locale": "de"}),
     )
     .await;
-    let mut b = Browser::new(&app);
-    let (_, _, html) = b.get(&format!("/h/{id}")).await;
-    let csrf = attr(&html, "name=\"csrf\" value=\"").to_string();
+    let (mut b, csrf) = on_the_page(&app, &id).await;
     let send = format!("/h/{id}/send");
     for n in 1..=2 {
         assert_eq!(
@@ -741,9 +741,7 @@ async fn a_double_click_on_send_leaves_the_session_with_the_code_still_pending()
         for i in 0..2 {
             let to = format!("dbl{round}-{i}@example.com");
             let (id, _) = open_session(&app, &sk, json!({"return_url": RETURN, "email": to})).await;
-            let mut b = Browser::new(&app);
-            let (_, _, html) = b.get(&format!("/h/{id}")).await;
-            let csrf = attr(&html, "name=\"csrf\" value=\"").to_string();
+            let (b, csrf) = on_the_page(&app, &id).await;
             sessions.push((id, to, b, csrf));
         }
         app.smtp.hold();

@@ -41,6 +41,24 @@ fn start(dir: &Path, config: &Path) -> Running {
     serve(cmd).expect("otpmint starts")
 }
 
+/// SIGTERM to the process, and wait (15 s at most) for it to end; how it ended.
+async fn stop_with_sigterm(run: &mut Running) -> std::process::ExitStatus {
+    let sent = Command::new("kill")
+        .arg("-TERM")
+        .arg(run.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = run.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the process did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Run one statement, or a query whose first column of its first row is an integer.
 fn sql(url: &str, q: &'static str) -> i64 {
     if let Some(path) = url.strip_prefix("sqlite://") {
@@ -243,20 +261,7 @@ async fn sigterm_gives_back_queued_messages_and_a_restart_sends_them_at_once() {
         assert!(Instant::now() < deadline, "nothing was sent");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let stopped = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(first.child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(stopped.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(st) = first.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "the process did not stop");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = stop_with_sigterm(&mut first).await;
     assert!(status.success(), "{status}");
     // Sends in flight finished and were recorded; nothing else is held.
     assert_eq!(
@@ -330,17 +335,7 @@ async fn a_message_stopped_while_waiting_for_its_next_transport_gives_its_lease_
     // waits for that session.
     rx.wait_for(1).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(Command::new("kill")
-        .arg("-TERM")
-        .arg(first.child.id().to_string())
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while first.child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the process did not stop");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    stop_with_sigterm(&mut first).await;
     assert_eq!(rx.requests().len(), 1, "the waiting message was not sent");
     assert_eq!(
         sql(&url, "SELECT COUNT(*) FROM outbox"),
@@ -415,17 +410,7 @@ async fn a_sync_mint_stopped_before_its_session_is_recorded_not_sent() {
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(Command::new("kill")
-        .arg("-TERM")
-        .arg(first.child.id().to_string())
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while first.child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the process did not stop");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    stop_with_sigterm(&mut first).await;
     let _ = waiting.await;
     assert_eq!(smtp.count_to("ada@example.com"), 0, "nothing was sent");
     assert_eq!(

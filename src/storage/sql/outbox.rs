@@ -94,7 +94,7 @@ shared_sql!(
     /// carried.
     pub(crate) TAKE_ROW =
         "DELETE FROM outbox WHERE key_digest = $1 AND (CAST($2 AS TEXT) IS NULL OR leased_by = \
-         $2) RETURNING maybe_delivered, quota_at, created_at"
+         $2) RETURNING maybe_delivered, quota_at, created_at, channel"
 );
 
 shared_sql!(
