@@ -28,6 +28,8 @@ pub struct PageStrings {
     pub bad_code: &'static str,
     pub code_ended: &'static str,
     pub limited: &'static str,
+    /// `limited` for a wait of minutes (`{n}` whole minutes, rounded up).
+    pub limited_minutes: &'static str,
     /// The key's resends are spent (`otp.max_resends`): waiting does not help.
     pub no_more_codes: &'static str,
     pub not_sent: &'static str,
@@ -63,6 +65,7 @@ const ALL: [PageStrings; 10] = [
         bad_code: "Enter the {n}-digit code from the message.",
         code_ended: "This code has expired. Send a new one.",
         limited: "Please wait {n} s, then try again.",
+        limited_minutes: "Please wait {n} min, then try again.",
         no_more_codes: "No more codes can be sent for this sign-in. Use the last code you received.",
         not_sent: "The code could not be sent. Try again in a moment.",
         over_title: "This sign-in can no longer be completed",
@@ -95,6 +98,7 @@ const ALL: [PageStrings; 10] = [
         bad_code: "Geben Sie den {n}-stelligen Code aus der Nachricht ein.",
         code_ended: "Dieser Code ist abgelaufen. Fordern Sie einen neuen an.",
         limited: "Bitte warten Sie {n} s und versuchen Sie es dann erneut.",
+        limited_minutes: "Bitte warten Sie {n} min und versuchen Sie es dann erneut.",
         no_more_codes: "Für diese Anmeldung können keine weiteren Codes gesendet werden. Verwenden Sie den zuletzt erhaltenen Code.",
         not_sent: "Der Code konnte nicht gesendet werden. Versuchen Sie es gleich noch einmal.",
         over_title: "Diese Anmeldung kann nicht mehr abgeschlossen werden",
@@ -126,6 +130,7 @@ const ALL: [PageStrings; 10] = [
         bad_code: "Escribe el código de {n} cifras del mensaje.",
         code_ended: "Este código ha caducado. Pide uno nuevo.",
         limited: "Espera {n} s y vuelve a intentarlo.",
+        limited_minutes: "Espera {n} min y vuelve a intentarlo.",
         no_more_codes: "No se pueden enviar más códigos para este inicio de sesión. Usa el último código que recibiste.",
         not_sent: "No se pudo enviar el código. Inténtalo de nuevo en un momento.",
         over_title: "Este inicio de sesión ya no se puede completar",
@@ -158,6 +163,7 @@ const ALL: [PageStrings; 10] = [
         bad_code: "Saisissez le code à {n} chiffres du message.",
         code_ended: "Ce code a expiré. Demandez-en un nouveau.",
         limited: "Patientez {n} s puis réessayez.",
+        limited_minutes: "Patientez {n} min puis réessayez.",
         no_more_codes: "Aucun autre code ne peut être envoyé pour cette connexion. Utilisez le dernier code reçu.",
         not_sent: "Le code n’a pas pu être envoyé. Réessayez dans un instant.",
         over_title: "Cette connexion ne peut plus aboutir",
@@ -189,6 +195,7 @@ const ALL: [PageStrings; 10] = [
         bad_code: "Inserisci il codice di {n} cifre del messaggio.",
         code_ended: "Questo codice è scaduto. Richiedine uno nuovo.",
         limited: "Attendi {n} s e riprova.",
+        limited_minutes: "Attendi {n} min e riprova.",
         no_more_codes: "Non è possibile inviare altri codici per questo accesso. Usa l’ultimo codice ricevuto.",
         not_sent: "Non è stato possibile inviare il codice. Riprova tra poco.",
         over_title: "Questo accesso non può più essere completato",
@@ -220,6 +227,7 @@ const ALL: [PageStrings; 10] = [
         bad_code: "Digite o código de {n} dígitos da mensagem.",
         code_ended: "Este código expirou. Peça um novo.",
         limited: "Aguarde {n} s e tente de novo.",
+        limited_minutes: "Aguarde {n} min e tente de novo.",
         no_more_codes: "Não é possível enviar mais códigos para este início de sessão. Use o último código que recebeu.",
         not_sent: "Não foi possível enviar o código. Tente de novo em instantes.",
         over_title: "Este acesso não pode mais ser concluído",
@@ -251,6 +259,7 @@ const ALL: [PageStrings; 10] = [
         bad_code: "Vul de code van {n} cijfers uit het bericht in.",
         code_ended: "Deze code is verlopen. Vraag een nieuwe aan.",
         limited: "Wacht {n} s en probeer het dan opnieuw.",
+        limited_minutes: "Wacht {n} min en probeer het dan opnieuw.",
         no_more_codes: "Voor deze aanmelding kunnen geen codes meer worden verstuurd. Gebruik de laatste code die je hebt ontvangen.",
         not_sent: "De code kon niet worden verstuurd. Probeer het zo opnieuw.",
         over_title: "Deze aanmelding kan niet meer worden afgerond",
@@ -282,6 +291,7 @@ const ALL: [PageStrings; 10] = [
         bad_code: "Wpisz {n}-cyfrowy kod z wiadomości.",
         code_ended: "Ten kod wygasł. Poproś o nowy.",
         limited: "Odczekaj {n} s i spróbuj ponownie.",
+        limited_minutes: "Odczekaj {n} min i spróbuj ponownie.",
         no_more_codes: "Dla tego logowania nie można wysłać więcej kodów. Użyj ostatniego otrzymanego kodu.",
         not_sent: "Nie udało się wysłać kodu. Spróbuj ponownie za chwilę.",
         over_title: "Tego logowania nie można już dokończyć",
@@ -315,6 +325,7 @@ const ALL: [PageStrings; 10] = [
         bad_code: "メッセージに記載の{n}桁のコードを入力してください。",
         code_ended: "このコードは有効期限が切れました。新しいコードを送信してください。",
         limited: "{n}秒待ってから、もう一度お試しください。",
+        limited_minutes: "{n}分待ってから、もう一度お試しください。",
         no_more_codes: "このサインインではこれ以上コードを送信できません。最後に受け取ったコードを使用してください。",
         not_sent: "コードを送信できませんでした。しばらくしてからもう一度お試しください。",
         over_title: "このサインインは完了できません",
@@ -346,6 +357,7 @@ const ALL: [PageStrings; 10] = [
         bad_code: "请输入消息中的 {n} 位验证码。",
         code_ended: "此验证码已过期。请重新发送。",
         limited: "请等待 {n} 秒后再试。",
+        limited_minutes: "请等待 {n} 分钟后再试。",
         no_more_codes: "此次登录无法再发送验证码。请使用您最后收到的验证码。",
         not_sent: "验证码发送失败。请稍后再试。",
         over_title: "此次登录已无法完成",
@@ -364,5 +376,44 @@ impl PageStrings {
             .unwrap_or("en")
             .to_ascii_lowercase();
         ALL.iter().find(|s| s.lang == lang).unwrap_or(&ALL[0])
+    }
+
+    /// "Please wait …" for a wait of `secs` seconds: in seconds up to two minutes, else in
+    /// whole minutes, rounded up (nobody counts down 3,541 seconds).
+    pub fn wait(&self, secs: u64) -> String {
+        let secs = secs.max(1);
+        if secs <= 120 {
+            self.limited.replace("{n}", &secs.to_string())
+        } else {
+            self.limited_minutes
+                .replace("{n}", &secs.div_ceil(60).to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_is_told_in_seconds_up_to_two_minutes_then_in_whole_minutes() {
+        let en = PageStrings::of("en");
+        assert_eq!(en.wait(0), "Please wait 1 s, then try again.");
+        assert_eq!(en.wait(120), "Please wait 120 s, then try again.");
+        assert_eq!(en.wait(121), "Please wait 3 min, then try again.");
+        assert_eq!(en.wait(3541), "Please wait 60 min, then try again.");
+        assert_eq!(
+            PageStrings::of("ja").wait(600),
+            "10分待ってから、もう一度お試しください。"
+        );
+        // Every language has both forms, each with its number.
+        for s in ALL {
+            assert!(
+                s.limited.contains("{n}") && s.limited_minutes.contains("{n}"),
+                "{}",
+                s.lang
+            );
+            assert_ne!(s.limited, s.limited_minutes, "{}", s.lang);
+        }
     }
 }

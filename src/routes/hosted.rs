@@ -166,10 +166,17 @@ async fn render(
         Some(PageError::BadEmail) => s.bad_email.to_string(),
         Some(PageError::BadCode) => s
             .bad_code
-            .replace("{n}", &tenant.policy.code_length.to_string()),
+            // The length the session's code was minted with (a later policy change does not
+            // alter it).
+            .replace(
+                "{n}",
+                &row.code_length
+                    .unwrap_or(tenant.policy.code_length)
+                    .to_string(),
+            ),
         Some(PageError::CodeEnded) => s.code_ended.to_string(),
         Some(PageError::WrongCode(n)) => s.wrong_code.replace("{n}", &n.to_string()),
-        Some(PageError::Limited(secs)) => s.limited.replace("{n}", &(*secs).max(1).to_string()),
+        Some(PageError::Limited(secs)) => s.wait(*secs),
         Some(PageError::NoMoreCodes) => s.no_more_codes.to_string(),
         Some(PageError::NotSent) => s.not_sent.to_string(),
         Some(PageError::Over) | None => String::new(),

@@ -41,6 +41,8 @@ pub struct SessionRow {
     pub claimed_at: Option<Millis>,
     /// A digest of the page cookie of the browser that finished it.
     pub finished_by: Option<Vec<u8>>,
+    /// How many digits its code has (the length it was minted with), once one was sent.
+    pub code_length: Option<u32>,
 }
 
 pub(crate) const SESSION_COLS: &str = concat!(
@@ -51,7 +53,8 @@ pub(crate) const SESSION_COLS: &str = concat!(
     crate::storage::sql::no_attempts_left!("c."),
     " THEN 'exhausted' \
        ELSE c.status END FROM challenges c WHERE c.key_digest = h.key_digest), \
-     h.code_challenge, h.claimed_at, h.finished_by, h.created_at"
+     h.code_challenge, h.claimed_at, h.finished_by, h.created_at, \
+     (SELECT c.code_length FROM challenges c WHERE c.key_digest = h.key_digest)"
 );
 
 pub(crate) fn session_from(r: &(impl Cells + ?Sized)) -> Result<SessionRow, StoreError> {
@@ -73,6 +76,7 @@ pub(crate) fn session_from(r: &(impl Cells + ?Sized)) -> Result<SessionRow, Stor
         code_state: r.opt_text(10)?,
         claimed_at: r.opt_int(12)?,
         finished_by: r.opt_bytes(13)?,
+        code_length: r.opt_int(15)?.and_then(|n| u32::try_from(n).ok()),
     })
 }
 

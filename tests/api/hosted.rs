@@ -263,7 +263,17 @@ async fn a_person_proves_an_address_on_the_pages_and_goes_back_once() {
         html.contains("role=\"alert\"") && html.contains(": 4"),
         "attempts left: {html}"
     );
-    // Not a code at all: the page says how long one is (no attempt used).
+    // Not a code at all: the page says how long one is (no attempt used) — the code's own
+    // length, though the tenant's new codes have grown longer since it was sent.
+    let (_, me) = body(app.get("/v1/tenant", &sk).await).await;
+    let grown = app
+        .patch(
+            &format!("/v1/tenants/{}", me["id"].as_str().unwrap()),
+            ADMIN,
+            json!({"policy": {"code_length": 8}}),
+        )
+        .await;
+    assert_eq!(grown.status(), StatusCode::OK);
     let (s, _, html) = b.post(&verify, &[("csrf", &csrf), ("code", "12345")]).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
