@@ -155,7 +155,7 @@ impl Mailer {
     /// for a moment between two messages (`smtp.pool_size` of them for longer).
     ///
     /// `setup_by`: when set (another relay waits to take the message), a session that has not
-    /// got as far as its transaction by then is given up (a transient failure that sent
+    /// got as far as sending the message by then is given up (a transient failure that sent
     /// nothing), so a relay that hangs leaves the other one time.
     pub async fn send(
         &self,
@@ -184,6 +184,16 @@ impl Mailer {
                         "the relay did not take a session in its share of the time",
                     ));
                 }
+                // In its transaction but not yet at the message (a relay slow at MAIL, RCPT
+                // or DATA): nothing was sent, and the other relay keeps its share too. Once
+                // the body is out, the rest of the time is the relay's to answer it.
+                if !progress.body.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(DeliveryError::new(
+                        DeliveryReason::Timeout,
+                        FailureKind::Transient,
+                        "the relay did not take the message in its share of the time",
+                    ));
+                }
             }
             sending.await
         };
@@ -193,14 +203,16 @@ impl Mailer {
                 let in_transaction = progress.started.load(std::sync::atomic::Ordering::SeqCst);
                 let body_out = progress.body.load(std::sync::atomic::Ordering::SeqCst);
                 // A session that did not get as far as a transaction in time (connect,
-                // greeting, TLS, AUTH): the relay is slow to take more sessions. One that
-                // sent the body and got no answer may have delivered it: unknown.
+                // greeting, TLS, AUTH): the relay is slow to take more sessions. One stopped
+                // before the body (at MAIL, RCPT or DATA) sent nothing: another relay may take
+                // the message, and its send is given back. One that sent the body and got no
+                // answer may have delivered it: unknown.
                 Err(DeliveryError::transient(
                     DeliveryReason::Timeout,
                     "delivery exceeded smtp.timeout_seconds",
                 )
                 .classed(true, !in_transaction)
-                .maybe_delivered(in_transaction)
+                .maybe_delivered(body_out)
                 .outcome_unknown(body_out))
             }
         }

@@ -49,7 +49,7 @@ pub use provider_events::{EventEffect, ProviderEventStore, SeenEvent};
 pub use quota::{QuotaAsk, QuotaChecked, QuotaRefusal, QuotaStore, SendQuota};
 pub(crate) use quota::{HOUR_MS, MINUTE_MS};
 pub use records::{AuditStore, ImportCounts, ImportedCode, RecordStore};
-pub use settle::SettleStore;
+pub use settle::{SettleStore, Unsent};
 pub use sms_guard::{SmsGuardStore, SmsSend, SmsTaken, SmsVelocity, SmsVelocityRefusal};
 pub use stats::{StatsQuery, StatsRow, StatsStore};
 pub use suppressions::SuppressionStore;

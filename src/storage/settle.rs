@@ -64,31 +64,50 @@ pub trait SettleStore {
     ) -> Result<bool, StoreError>;
     /// How many messages wait, and how long the longest-waiting due one has been due.
     fn outbox_stats(&self, now: Millis) -> Result<OutboxStats, StoreError>;
-    /// Shutdown (API.md §19.4): the sync messages `owner` leased but never began sending
-    /// (not in `keep`, and by then never to be sent here) are given up as `not_sent` —
-    /// delivery `failed`, the code as it is, the quota given back — where their lease
-    /// would have run out into `unknown` ("may have arrived") for messages that never
-    /// left. Returns how many.
+    /// The sync messages `owner` leased that will never be sent here (`which` of them) are
+    /// given up as `not_sent` — delivery `failed`, the code as it is, the quota given back —
+    /// where their lease would have run out into `unknown` ("may have arrived") for
+    /// messages that never left: at shutdown (API.md §19.4), and for a mint answered 503
+    /// whose store committed after all. Only rows whose code is still live. Returns how
+    /// many.
     fn settle_unsent_sync(
         &self,
         owner: &str,
-        keep: &[Vec<u8>],
+        which: Unsent,
         now: Millis,
     ) -> Result<usize, StoreError>;
+}
+
+/// Which of a process's leased sync messages [`SettleStore::settle_unsent_sync`] gives up.
+#[derive(Debug, Clone)]
+pub enum Unsent {
+    /// Every one but these (shutdown: those still held by a send under way).
+    AllBut(Vec<Vec<u8>>),
+    /// Only the message of this key (digest).
+    Only(Vec<u8>),
+}
+
+impl Unsent {
+    fn takes(&self, key_digest: &[u8]) -> bool {
+        match self {
+            Unsent::AllBut(keep) => !keep.iter().any(|k| k == key_digest),
+            Unsent::Only(key) => key == key_digest,
+        }
+    }
 }
 
 impl<E: Engine> SettleStore for E {
     fn settle_unsent_sync(
         &self,
         owner: &str,
-        keep: &[Vec<u8>],
+        which: Unsent,
         now: Millis,
     ) -> Result<usize, StoreError> {
-        let (owner, keep) = (owner.to_string(), keep.to_vec());
+        let owner = owner.to_string();
         self.transact(move |tx| {
             let leased = tx.rows(sql::LEASED_SYNC, args![owner.as_str(), now], |r| r.bytes(0))?;
             let (mut settled, mut failed) = (0, Vec::new());
-            for key_digest in leased.into_iter().filter(|k| !keep.contains(k)) {
+            for key_digest in leased.into_iter().filter(|k| which.takes(k)) {
                 let item = SweepItem {
                     key_digest,
                     verdict: rules::SweepVerdict::NotSent,
@@ -424,4 +443,19 @@ pub(crate) fn settle_swept_row(
         insert_event_in(tx, e)?;
     }
     Ok(Some(failed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Unsent;
+
+    #[test]
+    fn unsent_takes_every_key_but_the_kept_ones_or_only_its_own() {
+        let (a, b) = (vec![1u8, 2], vec![3u8]);
+        let all_but = Unsent::AllBut(vec![a.clone()]);
+        assert!(!all_but.takes(&a) && all_but.takes(&b));
+        assert!(Unsent::AllBut(Vec::new()).takes(&a));
+        let only = Unsent::Only(a.clone());
+        assert!(only.takes(&a) && !only.takes(&b) && !only.takes(&[1]));
+    }
 }

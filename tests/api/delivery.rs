@@ -236,6 +236,26 @@ async fn a_tarpit_fails_as_smtp_timeout_within_the_configured_bound() {
     assert!(start.elapsed() < std::time::Duration::from_secs(5));
 }
 
+/// A relay that takes the transaction and never answers RCPT times out before anything of
+/// the message was sent: 502, and the send is given back to the quotas (API.md §10: "the
+/// send is given back to the quotas when nothing can have reached the relay") — the next
+/// mint is not held by the cooldown.
+#[tokio::test]
+async fn a_relay_that_stalls_before_the_message_fails_with_its_send_given_back() {
+    let app = spawn_app_with(|s| {
+        s.smtp.timeout_seconds = 1;
+        s.limits.resend_cooldown_seconds = 600;
+    })
+    .await;
+    let (_, sk) = app.tenant().await;
+    app.smtp.set_mode(Mode::StallAtRcpt);
+    let v = failing_mint(&app, &sk).await;
+    assert_eq!(v["reason"], "smtp_timeout", "{v}");
+    app.smtp.set_mode(Mode::Normal);
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn a_failed_code_can_never_verify() {
     let app = spawn_app().await;

@@ -155,6 +155,15 @@ async fn a_token_the_relay_refuses_is_fetched_anew_once() {
         tokens.requests() >= before + 2,
         "a token within 60 s of expiry is not used"
     );
+    // A lifetime past any clock's end (the endpoint's word, not trusted): the token is used,
+    // and kept no longer than a day.
+    tokens.set_expires_in(u64::MAX);
+    tokens.revoke_access_tokens();
+    let before = tokens.requests();
+    let (key, code) = app.mint(&sk, "eve@example.com").await;
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+    app.mint(&sk, "fay@example.com").await;
+    assert_eq!(tokens.requests(), before + 1, "the token was kept");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -79,10 +79,17 @@ async fn a_fallback_relay_takes_the_message_when_the_relay_is_down_hangs_or_answ
     let msg = app.smtp.wait_for("ada@example.com", 1).await;
     assert_eq!(app.verify(&sk, &key, &msg.code()).await.0, StatusCode::OK);
 
-    for (i, mode) in ["down", "hangs", "421"].into_iter().enumerate() {
+    // A relay that takes the transaction and stalls before the message (at RCPT) sent
+    // nothing either: the fallback takes it.
+    for (i, mode) in ["down", "hangs", "421", "stalls at RCPT"]
+        .into_iter()
+        .enumerate()
+    {
+        app.smtp.set_session_limit(None);
         match mode {
             "down" => app.smtp.set_mode(Mode::Down),
             "hangs" => app.smtp.set_mode(Mode::Tarpit),
+            "stalls at RCPT" => app.smtp.set_mode(Mode::StallAtRcpt),
             _ => {
                 app.smtp.set_mode(Mode::Normal);
                 app.smtp.set_session_limit(Some(0));

@@ -22,7 +22,7 @@ use crate::service::tenants::test_mode::Destination;
 use crate::service::{Codes, LimitKind, ServiceError};
 use crate::storage::{
     CodeKey, InboxEntry, NewChallenge, NewOutbox, OutboxJob, Queued, QuotaAsk, QuotaRefusal,
-    SendQuota, Store,
+    SendQuota, Store, Unsent,
 };
 
 pub const KEY_LABEL: &str = "shareable-key";
@@ -92,7 +92,10 @@ pub(super) fn ended(status: Status) -> ServiceError {
         Status::Superseded => ServiceError::OtpSuperseded,
         Status::Cancelled => ServiceError::OtpCancelled,
         Status::Failed => ServiceError::OtpFailed,
-        Status::Pending => ServiceError::OtpNotFound,
+        // Still live, though what was asked of it did not take: its state moved between the
+        // two reads (attempts held by a concurrent verify were given back, a limit's window
+        // ended). Not "unknown key": the same request may be tried again.
+        Status::Pending => ServiceError::Overloaded,
     }
 }
 
@@ -383,15 +386,21 @@ impl Codes {
         });
         // Store first, send second: one durable commit holds the quota count, the code
         // and its message. A mint whose code cannot be stored answers 503 and sends nothing:
-        // a store that commits after the 503 (the database answered too late) is undone,
-        // the code cancelled before anything sends it.
+        // a store that commits after the 503 (the database answered too late) is undone —
+        // a sync message this process leased given up as never sent (its quota given back,
+        // where its lease would run out into `unknown`), the code cancelled before anything
+        // sends it.
         let (this, c) = (std::sync::Arc::clone(&self.core), challenge.clone());
         let code = CodeKey {
             tenant: tenant.id.clone(),
             key_digest: key_digest.clone(),
             flavor: challenge.flavor,
         };
-        let undo = move |s: &dyn Store| s.cancel(&code, now).map(drop);
+        let owner = self.delivery.lease_owner().to_string();
+        let undo = move |s: &dyn Store| {
+            s.settle_unsent_sync(&owner, Unsent::Only(code.key_digest.clone()), now)?;
+            s.cancel(&code, now).map(drop)
+        };
         let store = async move {
             this.write_or_undo(move |s| s.insert_code(&c, &queued, now), undo)
                 .await?
@@ -449,6 +458,28 @@ impl Codes {
             Attempt::NotMade => Err(ServiceError::Unavailable(
                 "the message could not be sent now".into(),
             )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::ErrorCode;
+
+    #[test]
+    fn a_live_code_whose_ask_did_not_take_is_told_to_try_again_not_that_it_is_unknown() {
+        assert_eq!(ended(Status::Pending).code(), ErrorCode::Overloaded);
+        // Every final state answers its own 410 (or 404 for none).
+        for (s, c) in [
+            (Status::Expired, ErrorCode::OtpExpired),
+            (Status::Exhausted, ErrorCode::AttemptsExhausted),
+            (Status::Verified, ErrorCode::OtpUsed),
+            (Status::Superseded, ErrorCode::OtpSuperseded),
+            (Status::Cancelled, ErrorCode::OtpCancelled),
+            (Status::Failed, ErrorCode::OtpFailed),
+        ] {
+            assert_eq!(ended(s).code(), c);
         }
     }
 }

@@ -443,15 +443,19 @@ impl Codes {
             let quota = self.core.quota();
             let tid = tenant.clone();
             let recipient = view.email_canonical.clone();
-            if let Ok(Some(until)) = self
+            match self
                 .core
                 .db(move |s| s.failures_blocked(&QuotaAsk::new(&tid, &recipient, &quota, now)))
                 .await
             {
-                return ServiceError::RateLimited {
-                    retry_after_secs: retry_secs(until - now),
-                    kind: LimitKind::Failures,
-                };
+                Ok(Some(until)) => {
+                    return ServiceError::RateLimited {
+                        retry_after_secs: retry_secs(until - now),
+                        kind: LimitKind::Failures,
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => return e,
             }
         }
         ended(status)

@@ -21,6 +21,8 @@ use crate::storage::TenantSeal;
 
 /// A token is used until this long before it expires.
 const EARLY: Duration = Duration::from_secs(60);
+/// The longest an access token is kept, whatever lifetime its endpoint gave it.
+const LONGEST_KEPT_SECS: u64 = 86_400;
 
 /// This process's tokens, by relay.
 #[derive(Default)]
@@ -268,7 +270,10 @@ impl Delivery {
         let lifetime = v
             .get("expires_in")
             .and_then(|e| e.as_u64().or_else(|| e.as_str()?.parse().ok()))
-            .unwrap_or(3600);
+            .unwrap_or(3600)
+            // The endpoint's word, bounded: no token is kept longer than a day (and a
+            // lifetime past the clock's end cannot overflow it).
+            .min(LONGEST_KEPT_SECS);
         let until = Instant::now() + Duration::from_secs(lifetime).saturating_sub(EARLY);
         e.token = Some((token.clone(), until));
         e.fetched = Some(Instant::now());

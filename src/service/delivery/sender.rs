@@ -13,7 +13,7 @@ use crate::domain::keys::TenantId;
 use crate::domain::tenant::Tenant;
 use crate::service::ServiceError;
 use crate::storage::rules::SweepVerdict;
-use crate::storage::{ClaimRequest, Fairness, SweepItem};
+use crate::storage::{ClaimRequest, Fairness, SweepItem, Unsent};
 
 /// How often the sender looks for due work it was not told about (retries coming due, rows
 /// of other instances, expired leases).
@@ -262,7 +262,7 @@ impl Delivery {
         let (owner, now) = (self.outbox.owner().to_string(), self.core.now());
         match self
             .core
-            .write(move |s| s.settle_unsent_sync(&owner, &keep, now))
+            .write(move |s| s.settle_unsent_sync(&owner, Unsent::AllBut(keep), now))
             .await
         {
             Ok(0) => {}

@@ -29,6 +29,7 @@ pub(super) async fn handle(
         Mode::Normal
         | Mode::RejectRecipients
         | Mode::KeepAndStall
+        | Mode::StallAtRcpt
         | Mode::NoStarttls
         | Mode::LongLineUnderTls
         | Mode::LongReplyUnderTls => {}
@@ -212,6 +213,10 @@ async fn session(
                 "250 ok\r\n".into()
             }
         } else if upper.starts_with("RCPT TO:") {
+            if *st.mode.lock().unwrap() == Mode::StallAtRcpt {
+                tokio::time::sleep(Duration::from_secs(120)).await;
+                return Ok(None);
+            }
             if *st.mode.lock().unwrap() == Mode::RejectRecipients {
                 "550 no such user\r\n".into()
             } else {
