@@ -151,7 +151,7 @@ fn service_msg(e: ServiceError) -> CliError {
         // The operator's own command: the cause, without the HTTP answer's label.
         ServiceError::Internal(cause) => CliError(cause),
         ServiceError::TenantNotFound => CliError("no such tenant".into()),
-        ServiceError::Delivery(r) => CliError(delivery_failed(r)),
+        ServiceError::Delivery(r, _) => CliError(delivery_failed(r)),
         other => CliError(other.to_string()),
     }
 }

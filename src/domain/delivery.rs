@@ -93,6 +93,15 @@ impl DeliveryReason {
         }
     }
 
+    /// [`DeliveryReason::advice`], for a failure that also has a code beyond its reason
+    /// (`detail_code`): an OAuth2 token endpoint that did not answer is not a login refused.
+    pub fn advice_with(self, detail_code: Option<&str>) -> &'static str {
+        match detail_code {
+            Some("oauth2_unavailable") => "The relay's OAuth2 token endpoint did not answer (busy or down): nothing is wrong with the settings; try again shortly.",
+            _ => self.advice(),
+        }
+    }
+
     /// What to check, in one sentence a person can act on (API.md §18.8).
     pub fn advice(self) -> &'static str {
         match self {

@@ -73,7 +73,7 @@ pub struct VerifyBody {
         (status = 409, description = "idempotency_key_in_use: the first request with this key is still running", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "unprocessable: the link's return_url is not one of the tenant's allowed ones, or the link goes with a phone; idempotency_key_mismatch: the key was used with another body; recipient_suppressed: the recipient is on the suppression list (nothing sent); channel_not_configured; sms_country_not_allowed, phone_number_not_allowed: the SMS fraud guard refused the number (nothing sent)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "rate_limited or sms_velocity (Retry-After)", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "delivery_failed with reason; no code exists that could verify", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "delivery_failed with `reason` (and `detail_code` where a provider or token endpoint gave one); no code exists that could verify", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "overloaded or unavailable (Retry-After); nothing was stored or sent", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
@@ -185,7 +185,7 @@ fn mint_out(m: &Minted) -> (actix_web::http::StatusCode, MintOut) {
         (status = 410, description = "the key is no longer pending: otp_expired, otp_used, otp_superseded, otp_cancelled, otp_failed, attempts_exhausted", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "recipient_suppressed: the recipient is on the tenant's suppression list (API.md §16.1); nothing is sent", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "resend_limit_reached, or rate_limited (Retry-After)", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "delivery_failed with reason; the key's earlier codes still verify", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "delivery_failed with `reason` (and `detail_code` where one was given); the key's earlier codes still verify", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "overloaded or unavailable (Retry-After)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]

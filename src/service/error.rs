@@ -160,7 +160,9 @@ pub enum ServiceError {
         kind: LimitKind,
     },
     #[error("delivery failed")]
-    Delivery(DeliveryReason),
+    /// The message was not accepted: its reason, and the code beyond it (a provider's own
+    /// error code, `oauth2_unavailable`) when there is one.
+    Delivery(DeliveryReason, Option<String>),
     #[error("overloaded")]
     Overloaded,
     /// The database cannot take the work now (locked, full, unreachable): 503.
@@ -365,7 +367,7 @@ impl ServiceError {
             },
             S::SecretTaken | S::Conflict(_) => C::Conflict,
             S::RateLimited { .. } => C::RateLimited,
-            S::Delivery(_) | S::ProviderTest(_) => C::DeliveryFailed,
+            S::Delivery(..) | S::ProviderTest(_) => C::DeliveryFailed,
             S::Overloaded => C::Overloaded,
             S::Unavailable(_) => C::Unavailable,
             S::OtpNotFound => C::OtpNotFound,

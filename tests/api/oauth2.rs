@@ -211,8 +211,28 @@ async fn invalid_grant_fails_as_smtp_auth_and_503_is_tried_again() {
         (&json!("smtp_auth"), &json!("oauth2_invalid_grant")),
         "{st}"
     );
-    // 503: transient, tried again and delivered once the endpoint is back.
+    // 503: transient, tried again and delivered once the endpoint is back. A sync mint
+    // meanwhile is told that the endpoint did not answer, not that its login was refused.
     tokens.set_mode(TokenMode::Unavailable);
+    let (s, v) = body(
+        app.post("/v1/otp", &sk, json!({"email": "sync@example.com"}))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (s, &v["reason"], &v["detail_code"]),
+        (
+            StatusCode::BAD_GATEWAY,
+            &json!("smtp_auth"),
+            &json!("oauth2_unavailable")
+        ),
+        "{v}"
+    );
+    let detail = v["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("token endpoint did not answer") && !detail.contains("check the username"),
+        "{detail}"
+    );
     let (s, v) = body(
         app.post(
             "/v1/otp",

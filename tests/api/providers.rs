@@ -406,12 +406,12 @@ async fn provider_answers_become_reasons_with_the_providers_own_codes() {
         let sk = new_tenant().await;
         app.allow_sms(&sk, &["DE"]).await;
         put_provider(&app, &sk, fake, "primary").await;
-        // Sync: 502 with the reason, no provider text.
+        // Sync: 502 with the reason and the provider's own code, no provider text.
         fake.fail_next(&[status]);
         let (s, v) = mint(sk.clone(), recipient(fake, i)).await;
         assert_eq!(
-            (s, &v["reason"]),
-            (StatusCode::BAD_GATEWAY, &json!(reason)),
+            (s, &v["reason"], &v["detail_code"]),
+            (StatusCode::BAD_GATEWAY, &json!(reason), &json!(code)),
             "{} {status}: {v}",
             fake.kind
         );

@@ -54,7 +54,8 @@ pub struct Problem {
     /// `smtp_auth`, `smtp_rejected`), the HTTP transport's (`http_rejected`, …) or a
     /// provider's (`provider_auth`, `provider_rejected`, `provider_unavailable`, …).
     pub reason: Option<String>,
-    /// With a provider's refusal: the provider's own error code (API.md §15.2).
+    /// With `delivery_failed`, where there is one: the code beyond the reason — a provider's
+    /// own error code (API.md §15.2), or `oauth2_*` from a relay's OAuth2 token endpoint.
     pub detail_code: Option<String>,
     /// With `sms_country_not_allowed`: the number's country (ISO 3166 alpha-2).
     pub country: Option<String>,

@@ -320,13 +320,19 @@ impl ApiError {
                     .into(),
                     one("limit", json!(kind.as_str())),
                 ),
-                S::Delivery(reason) => (
-                    format!(
-                        "The tenant's transports did not accept the message. {}",
-                        reason.advice()
-                    ),
-                    one("reason", json!(reason.as_str())),
-                ),
+                S::Delivery(reason, code) => {
+                    let mut extra = one("reason", json!(reason.as_str()));
+                    if let Some(code) = code {
+                        extra.insert("detail_code".into(), json!(code));
+                    }
+                    (
+                        format!(
+                            "The tenant's transports did not accept the message. {}",
+                            reason.advice_with(code.as_deref())
+                        ),
+                        extra,
+                    )
+                }
                 S::Overloaded => (
                     "The server is busy; retry shortly.".into(),
                     none(),

@@ -194,7 +194,7 @@ impl Codes {
             Ok(m) if m.test => "test".to_string(),
             Ok(m) if m.delivery == DeliveryMode::Async => "queued".to_string(),
             Ok(_) => "sent".to_string(),
-            Err(ServiceError::Delivery(r)) => format!("delivery_failed:{}", r.as_str()),
+            Err(ServiceError::Delivery(r, _)) => format!("delivery_failed:{}", r.as_str()),
             Err(ServiceError::RateLimited { kind, .. }) => {
                 format!("rate_limited:{}", kind.as_str())
             }
@@ -453,7 +453,9 @@ impl Codes {
             // A failed sync delivery: the code is `failed` (it can never verify) unless an
             // earlier message of its key was accepted, the quota given back when nothing can
             // have reached the relay, the earlier code untouched.
-            Attempt::Failed(reason) | Attempt::Retry(reason) => Err(ServiceError::Delivery(reason)),
+            Attempt::Failed(reason, code) | Attempt::Retry(reason, code) => {
+                Err(ServiceError::Delivery(reason, code))
+            }
             // A sync message always opens (this process sealed it a moment ago).
             Attempt::NotMade => Err(ServiceError::Unavailable(
                 "the message could not be sent now".into(),

@@ -73,7 +73,7 @@ impl Codes {
             Ok(r) if r.view.test => "test".to_string(),
             Ok(r) if r.delivery == DeliveryMode::Async => "queued".to_string(),
             Ok(_) => "sent".to_string(),
-            Err(ServiceError::Delivery(r)) => format!("delivery_failed:{}", r.as_str()),
+            Err(ServiceError::Delivery(r, _)) => format!("delivery_failed:{}", r.as_str()),
             Err(ServiceError::RateLimited { kind, .. }) => {
                 format!("rate_limited:{}", kind.as_str())
             }

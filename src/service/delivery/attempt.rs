@@ -19,12 +19,13 @@ const RETRY_AFTER_MAX_MS: i64 = 3_600_000;
 const KEY_WAIT_MS: i64 = 5_000;
 
 /// What one attempt came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attempt {
     Sent,
     /// Transient failure; the row is due again later.
-    Retry(DeliveryReason),
-    Failed(DeliveryReason),
+    /// (With the code beyond the reason, if any: a provider's own, `oauth2_unavailable`.)
+    Retry(DeliveryReason, Option<String>),
+    Failed(DeliveryReason, Option<String>),
     /// The message may have reached the person and no answer came (API.md §19.2): recorded
     /// `unknown`, counted as one send, the code valid; never sent again by itself.
     Unknown(DeliveryReason),
@@ -184,7 +185,7 @@ impl Delivery {
                             s.outbox_retry(&key, &owner, &rec, failure, due)
                         })
                         .await;
-                        Attempt::Retry(e.reason)
+                        Attempt::Retry(e.reason, e.detail_code.clone())
                     }
                     None if e.outcome_unknown => {
                         tracing::warn!(tenant_id = %tenant.id, recipient = %recipient, reason = e.reason.as_str(), "the message may have been delivered but no answer came: recorded unknown, not sent again");
@@ -244,7 +245,7 @@ impl Delivery {
             job.key_digest.clone(),
             self.outbox.owner().to_string(),
         );
-        let raised = event.is_some();
+        let (raised, code) = (event.is_some(), rec.detail_code.clone());
         self.record(job, move |s| {
             s.outbox_failed(&key, &owner, &rec, failure, now, event.as_ref())
         })
@@ -252,7 +253,7 @@ impl Delivery {
         if raised {
             self.events.wake_hooks();
         }
-        Attempt::Failed(failure.reason)
+        Attempt::Failed(failure.reason, code)
     }
 
     /// Record an outcome as the lease's holder. Until it is recorded the message is never

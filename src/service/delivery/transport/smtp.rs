@@ -214,7 +214,7 @@ impl Delivery {
         let target = self
             .relay_target(tenant, account, false, false)
             .await
-            .map_err(|e| ServiceError::Delivery(e.reason))?;
+            .map_err(|e| ServiceError::Delivery(e.reason, e.detail_code))?;
         let signer = self.dkim_signer(tenant, account.from.as_str()).await;
         self.core
             .mailer
@@ -235,6 +235,6 @@ impl Delivery {
                 1,
             )
             .await
-            .map_err(|e| ServiceError::Delivery(e.reason))
+            .map_err(|e| ServiceError::Delivery(e.reason, e.detail_code))
     }
 }
