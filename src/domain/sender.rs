@@ -35,15 +35,10 @@ impl Sender {
         if self.0.is_ascii() {
             return self.0.clone();
         }
-        let Ok(m) = self.0.parse::<Mailbox>() else {
+        let Some((name, email)) = self.with_ascii_domain() else {
             return self.0.clone();
         };
-        let domain = idna::domain_to_ascii(m.email.domain())
-            .unwrap_or_else(|_| m.email.domain().to_string());
-        let Ok(email) = lettre::Address::new(m.email.user(), domain) else {
-            return self.0.clone();
-        };
-        match m.name {
+        match name {
             // Encoded-words of at most 75 characters (RFC 2047 §2): 45 bytes of the name,
             // cut between characters, in each.
             Some(name) if !name.is_ascii() => {
@@ -70,6 +65,28 @@ impl Sender {
     }
 }
 
+impl Sender {
+    /// The mailbox with its domain in its IDNA ASCII form and its name as it is, as an API
+    /// that takes the sender in JSON (and encodes the name itself) wants it.
+    pub fn ascii_domain(&self) -> String {
+        if self.0.is_ascii() {
+            return self.0.clone();
+        }
+        match self.with_ascii_domain() {
+            Some((name, email)) => Mailbox::new(name, email).to_string(),
+            None => self.0.clone(),
+        }
+    }
+
+    fn with_ascii_domain(&self) -> Option<(Option<String>, lettre::Address)> {
+        let m = self.0.parse::<Mailbox>().ok()?;
+        let domain = idna::domain_to_ascii(m.email.domain())
+            .unwrap_or_else(|_| m.email.domain().to_string());
+        let email = lettre::Address::new(m.email.user(), domain).ok()?;
+        Some((m.name, email))
+    }
+}
+
 /// One mailbox and nothing else (no list, no header injection).
 fn valid_mailbox(s: &str) -> bool {
     !s.contains(['\r', '\n', ',']) && s.parse::<Mailbox>().is_ok()
@@ -78,6 +95,27 @@ fn valid_mailbox(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::Sender;
+
+    #[test]
+    fn a_sender_for_a_json_api_has_its_domain_in_ascii_and_its_name_as_it_is() {
+        let ascii = |s: &str| Sender::parse(s).unwrap().ascii_domain();
+        assert_eq!(
+            ascii("Acme <no-reply@acme.example>"),
+            "Acme <no-reply@acme.example>"
+        );
+        assert_eq!(
+            ascii("Äcme Straße <no-reply@bücher.example>"),
+            "Äcme Straße <no-reply@xn--bcher-kva.example>"
+        );
+        assert_eq!(
+            ascii("no-reply@bücher.example"),
+            "no-reply@xn--bcher-kva.example"
+        );
+        assert_eq!(
+            ascii("Müller <no-reply@acme.example>"),
+            "Müller <no-reply@acme.example>"
+        );
+    }
 
     #[test]
     fn a_sender_in_seven_bits_encodes_its_name_and_its_domain_only_when_needed() {

@@ -111,6 +111,13 @@ async fn a_code_sent_through_each_provider_verifies_sync_and_async() {
             if fake.channel() == "email" {
                 assert!(msg.subject.is_some(), "{}", fake.kind);
                 assert!(msg.from.contains("no-reply@acme.example"), "{}", fake.kind);
+                // Auto-responders are told not to answer, as over SMTP (API.md §8).
+                assert_eq!(
+                    msg.auto_submitted.as_deref(),
+                    Some("auto-generated"),
+                    "{}",
+                    fake.kind
+                );
             }
             // The record names the provider and keeps its message id.
             let mut st = status_of(&app, &sk, &key).await;
@@ -130,6 +137,28 @@ async fn a_code_sent_through_each_provider_verifies_sync_and_async() {
             assert!(id.contains(&msg.id), "{}: {id} vs {}", fake.kind, msg.id);
             let (s, v) = app.verify(&sk, &key, &msg.code()).await;
             assert_eq!(s, StatusCode::OK, "{} {mode}: {v}", fake.kind);
+        }
+        if fake.channel() == "email" {
+            // An internationalised sender's domain goes out in its ASCII form, as over SMTP.
+            let mut settings = fake.settings("primary");
+            settings["from"] = json!("Äcme Straße <no-reply@bücher.example>");
+            let r = app
+                .put(
+                    &format!("/v1/tenant/providers/{}", fake.channel()),
+                    &sk,
+                    settings,
+                )
+                .await;
+            assert_eq!(r.status(), StatusCode::OK, "{}", fake.kind);
+            let (s, v) = body(app.post("/v1/otp", &sk, recipient(fake, 7)).await).await;
+            assert_eq!(s, StatusCode::CREATED, "{}: {v}", fake.kind);
+            let taken = fake.wait_taken(3).await;
+            assert!(
+                taken[2].from.contains("no-reply@xn--bcher-kva.example"),
+                "{}: {}",
+                fake.kind,
+                taken[2].from
+            );
         }
         assert!(
             fake.problems().is_empty(),

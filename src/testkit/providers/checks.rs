@@ -24,6 +24,46 @@ fn gsm(text: &str) -> bool {
     })
 }
 
+/// A header out of a documented list of `{"Name", "Value"}` objects (Postmark's `Headers`,
+/// SES v2's `Content.Simple.Headers`); anything else there is a problem.
+fn named_header(list: &Value, name: &str, p: &mut Vec<String>) -> Option<String> {
+    if list.is_null() {
+        return None;
+    }
+    let Some(items) = list.as_array() else {
+        p.push("headers must be a list of {Name, Value}".into());
+        return None;
+    };
+    let mut found = None;
+    for h in items {
+        match (h["Name"].as_str(), h["Value"].as_str()) {
+            (Some(n), Some(v)) if h.as_object().is_some_and(|o| o.len() == 2) => {
+                if n.eq_ignore_ascii_case(name) {
+                    found = Some(v.to_string());
+                }
+            }
+            _ => p.push("each header must be {Name, Value} strings".into()),
+        }
+    }
+    found
+}
+
+/// A header out of a documented object of name → string value (Resend's and SendGrid's
+/// `headers`).
+fn object_header(obj: &Value, name: &str, p: &mut Vec<String>) -> Option<String> {
+    if obj.is_null() {
+        return None;
+    }
+    let Some(map) = obj.as_object() else {
+        p.push("headers must be an object".into());
+        return None;
+    };
+    if !map.values().all(Value::is_string) {
+        p.push("header values must be strings".into());
+    }
+    map.get(name).and_then(Value::as_str).map(str::to_string)
+}
+
 fn basic(user: &str, pw: &str) -> String {
     format!(
         "Basic {}",
@@ -35,6 +75,7 @@ fn basic(user: &str, pw: &str) -> String {
 pub(super) fn check(kind: &str, req: &Request) -> (Vec<String>, Option<Taken>, bool) {
     let mut p = Vec::new();
     let mut signing = Vec::new();
+    let mut shapes = Vec::new();
     let mut need = |ok: bool, what: &str| {
         if !ok {
             p.push(what.to_string());
@@ -66,6 +107,7 @@ pub(super) fn check(kind: &str, req: &Request) -> (Vec<String>, Option<Taken>, b
                     subject: s(&js["Subject"]),
                     text: s(&js["TextBody"]).unwrap_or_default(),
                     html: s(&js["HtmlBody"]),
+                    auto_submitted: named_header(&js["Headers"], "Auto-Submitted", &mut shapes),
                 }),
             )
         }
@@ -85,6 +127,7 @@ pub(super) fn check(kind: &str, req: &Request) -> (Vec<String>, Option<Taken>, b
                     subject: s(&js["subject"]),
                     text: s(&js["text"]).unwrap_or_default(),
                     html: s(&js["html"]),
+                    auto_submitted: object_header(&js["headers"], "Auto-Submitted", &mut shapes),
                 }),
             )
         }
@@ -112,6 +155,7 @@ pub(super) fn check(kind: &str, req: &Request) -> (Vec<String>, Option<Taken>, b
                     subject: s(&js["subject"]),
                     text: s(&js["content"][0]["value"]).unwrap_or_default(),
                     html: s(&js["content"][1]["value"]),
+                    auto_submitted: object_header(&js["headers"], "Auto-Submitted", &mut shapes),
                 }),
             )
         }
@@ -134,6 +178,7 @@ pub(super) fn check(kind: &str, req: &Request) -> (Vec<String>, Option<Taken>, b
                     subject: f.get("subject").cloned(),
                     text: f.get("text").cloned().unwrap_or_default(),
                     html: f.get("html").cloned(),
+                    auto_submitted: f.get("h:Auto-Submitted").cloned(),
                 }),
             )
         }
@@ -155,6 +200,11 @@ pub(super) fn check(kind: &str, req: &Request) -> (Vec<String>, Option<Taken>, b
                     subject: s(&js["Content"]["Simple"]["Subject"]["Data"]),
                     text: s(&js["Content"]["Simple"]["Body"]["Text"]["Data"]).unwrap_or_default(),
                     html: s(&js["Content"]["Simple"]["Body"]["Html"]["Data"]),
+                    auto_submitted: named_header(
+                        &js["Content"]["Simple"]["Headers"],
+                        "Auto-Submitted",
+                        &mut shapes,
+                    ),
                 }),
             )
         }
@@ -185,6 +235,7 @@ pub(super) fn check(kind: &str, req: &Request) -> (Vec<String>, Option<Taken>, b
                     subject: None,
                     text: f.get("Body").cloned().unwrap_or_default(),
                     html: None,
+                    auto_submitted: None,
                 }),
             )
         }
@@ -215,6 +266,7 @@ pub(super) fn check(kind: &str, req: &Request) -> (Vec<String>, Option<Taken>, b
                     subject: None,
                     text,
                     html: None,
+                    auto_submitted: None,
                 }),
             )
         }
@@ -226,6 +278,7 @@ pub(super) fn check(kind: &str, req: &Request) -> (Vec<String>, Option<Taken>, b
         need(!t.from.is_empty(), "a sender");
     }
     p.extend(signing);
+    p.extend(shapes);
     (p, taken, authorized)
 }
 

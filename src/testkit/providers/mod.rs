@@ -41,6 +41,9 @@ pub struct Taken {
     pub subject: Option<String>,
     pub text: String,
     pub html: Option<String>,
+    /// The message's `Auto-Submitted` header, in the field the provider documents for
+    /// custom headers.
+    pub auto_submitted: Option<String>,
 }
 
 impl Taken {

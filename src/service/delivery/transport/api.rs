@@ -222,6 +222,16 @@ pub(crate) fn text_of(v: &serde_json::Value) -> Option<String> {
 }
 
 /// The address and display name of a mailbox (`Acme <a@acme.example>`).
+/// The header every message carries (API.md §8) that tells auto-responders not to answer
+/// it; each email API takes it in its own field for custom headers.
+pub(crate) const AUTO_SUBMITTED: (&str, &str) = ("Auto-Submitted", "auto-generated");
+
+/// The tenant's sender as a JSON API takes it: its domain in its IDNA ASCII form (as SMTP
+/// and SES send it), its name as it is.
+pub(crate) fn sender(from: &str) -> String {
+    crate::domain::tenant::Sender::from_stored(from.to_string()).ascii_domain()
+}
+
 pub(crate) fn mailbox(from: &str) -> (String, Option<String>) {
     match from.parse::<lettre::message::Mailbox>() {
         Ok(m) => (m.email.to_string(), m.name.filter(|n| !n.is_empty())),

@@ -18,11 +18,14 @@ impl Api for Mailgun {
             _ => "https://api.mailgun.net",
         };
         let msg = c.out.msg;
+        let from = api::sender(c.setting("from")?);
         let mut fields = vec![
-            ("from", c.setting("from")?),
+            ("from", from.as_str()),
             ("to", c.out.to),
             ("subject", msg.subject.as_str()),
             ("text", msg.text.as_str()),
+            // A custom header is an `h:`-prefixed field.
+            ("h:Auto-Submitted", api::AUTO_SUBMITTED.1),
         ];
         if let Some(html) = &msg.html {
             fields.push(("html", html.as_str()));

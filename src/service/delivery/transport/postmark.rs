@@ -16,11 +16,12 @@ impl Api for Postmark {
         let token = c.secret("server_token")?.to_string();
         let msg = c.out.msg;
         let mut body = json!({
-            "From": c.setting("from")?,
+            "From": api::sender(c.setting("from")?),
             "To": c.out.to,
             "Subject": msg.subject,
             "TextBody": msg.text,
             "MessageStream": c.provider.setting("message_stream").unwrap_or("outbound"),
+            "Headers": [{"Name": api::AUTO_SUBMITTED.0, "Value": api::AUTO_SUBMITTED.1}],
         });
         if let Some(html) = &msg.html {
             body["HtmlBody"] = json!(html);

@@ -18,10 +18,11 @@ impl Api for Resend {
         let key = c.secret("api_key")?;
         let msg = c.out.msg;
         let mut body = json!({
-            "from": c.setting("from")?,
+            "from": api::sender(c.setting("from")?),
             "to": [c.out.to],
             "subject": msg.subject,
             "text": msg.text,
+            "headers": {api::AUTO_SUBMITTED.0: api::AUTO_SUBMITTED.1},
         });
         if let Some(html) = &msg.html {
             body["html"] = json!(html);

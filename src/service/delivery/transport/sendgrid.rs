@@ -15,7 +15,7 @@ pub(super) struct Sendgrid;
 impl Api for Sendgrid {
     fn request(&self, c: &Call<'_>) -> Result<Request, DeliveryError> {
         let key = c.secret("api_key")?;
-        let (email, name) = api::mailbox(c.setting("from")?);
+        let (email, name) = api::mailbox(&api::sender(c.setting("from")?));
         let mut from = json!({ "email": email });
         if let Some(n) = name {
             from["name"] = json!(n);
@@ -30,6 +30,7 @@ impl Api for Sendgrid {
             "from": from,
             "subject": msg.subject,
             "content": content,
+            "headers": {api::AUTO_SUBMITTED.0: api::AUTO_SUBMITTED.1},
         });
         let url = format!("{}/v3/mail/send", c.base("https://api.sendgrid.com"));
         Ok(Request::json(

@@ -31,7 +31,11 @@ impl Api for Ses {
             // SES takes 7-bit ASCII only: a UTF-8 name encoded, the domain in IDNA form.
             "FromEmailAddress": crate::domain::tenant::Sender::from_stored(c.setting("from")?.to_string()).seven_bit(),
             "Destination": {"ToAddresses": [c.out.to]},
-            "Content": {"Simple": {"Subject": data(&msg.subject), "Body": email_body}},
+            "Content": {"Simple": {
+                "Subject": data(&msg.subject),
+                "Body": email_body,
+                "Headers": [{"Name": api::AUTO_SUBMITTED.0, "Value": api::AUTO_SUBMITTED.1}],
+            }},
         });
         if let Some(set) = c.provider.setting("configuration_set") {
             body["ConfigurationSetName"] = json!(set);
