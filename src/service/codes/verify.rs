@@ -350,7 +350,16 @@ impl Codes {
                 confirmed_by: None,
             };
             let raised = finish.event.is_some();
-            let finished = self.core.write(move |s| s.finish_verify(&finish, t)).await?;
+            let finished = match self.core.write(move |s| s.finish_verify(&finish, t)).await {
+                Ok(f) => f,
+                Err(e) => {
+                    // The answer is 503 ("nothing changed"): the attempt goes back, so the
+                    // same right code may be tried again (a verify that committed after all
+                    // keeps its code verified; only a pending code's attempt is given back).
+                    self.release(tenant, &digest, &res).await;
+                    return Err(e);
+                }
+            };
             if finished {
                 if raised {
                     self.events.wake_hooks();

@@ -11,7 +11,7 @@ use crate::domain::event::EventType;
 use crate::domain::tenant::Tenant;
 use crate::mailer::{DeliveryError, DeliveryReason};
 use crate::storage::integration::NewEvent;
-use crate::storage::{AttemptFailure, AttemptRecord, OutboxJob, Store, StoreError};
+use crate::storage::{AttemptFailure, AttemptRecord, OutboxJob, Store, StoreError, Unsent};
 
 /// The longest wait a `Retry-After` is honoured for (API.md §11.7).
 const RETRY_AFTER_MAX_MS: i64 = 3_600_000;
@@ -92,10 +92,27 @@ impl Delivery {
         let started = std::time::Instant::now();
         let sent = match self.send_via_route(job, tenant, &msg, ticket).await {
             // Stopped before a session (perhaps after an earlier transport failed without
-            // sending): nothing to record, and the lease goes back at shutdown like every
-            // other this process is not sending (API.md §19.4).
+            // sending): nothing was sent, and nothing will be here. Its lease goes back now
+            // (API.md §19.4) — the shutdown's own release may already have passed it over
+            // while it was held: a queued message stays queued, due as it was; a sync one is
+            // recorded as never sent (its client was told 503), not left to run out into
+            // `unknown`.
             Err(Undelivered::Stopped) => {
-                self.outbox.let_go(&job.key_digest);
+                let (key, owner, now) = (
+                    job.key_digest.clone(),
+                    self.outbox.owner().to_string(),
+                    self.core.now(),
+                );
+                let sync = job.mode == DeliveryMode::Sync;
+                self.record(job, move |s| {
+                    if sync {
+                        s.settle_unsent_sync(&owner, Unsent::Only(key.clone()), now)?;
+                    } else {
+                        s.outbox_defer(&key, &owner, None)?;
+                    }
+                    Ok(true)
+                })
+                .await;
                 return Attempt::NotMade;
             }
             // A background message that found no room stays queued (API.md §19.3): nothing

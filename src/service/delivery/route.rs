@@ -198,7 +198,11 @@ impl Delivery {
             } else {
                 breakers.admit(key, now)
             };
-            if gate == Gate::Open {
+            // The last transport, with none tried yet, goes ahead whatever its breaker says:
+            // another message may have taken the probe that `all_open` counted on between
+            // the two reads, and skipping every transport would only fail sooner.
+            let last_chance = i + 1 == routes.len() && last.is_none();
+            if gate == Gate::Open && !last_chance {
                 tracing::debug!(tenant_id = %tenant.id, transport = %transport.name(), "the transport's breaker is open; skipped");
                 continue;
             }

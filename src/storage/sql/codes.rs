@@ -9,7 +9,7 @@ shared_sql!(
 shared_sql!(
     pub(crate) RELEASE_ATTEMPT =
         "UPDATE challenges SET attempts = attempts - 1 WHERE key_digest = $1 AND tenant_id = $2 \
-         AND attempts > 0"
+         AND attempts > 0 AND status = 'pending'"
 );
 
 shared_sql!(
