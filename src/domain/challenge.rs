@@ -111,6 +111,9 @@ pub struct ChallengeView {
     pub code_challenge: Option<super::claim::CodeChallenge>,
     /// When its outcome was claimed (once).
     pub claimed_at: Option<Millis>,
+    /// When its last attempt was taken, and by which process (its lease owner id).
+    pub attempt_at: Option<Millis>,
+    pub attempt_by: Option<String>,
 }
 
 /// A stored pending code with attempts left: it may still be verified until it expires.
@@ -211,6 +214,8 @@ mod tests {
             verified_via: None,
             code_challenge: None,
             claimed_at: None,
+            attempt_at: None,
+            attempt_by: None,
         }
     }
 

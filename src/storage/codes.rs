@@ -227,6 +227,8 @@ pub struct AttemptAsk {
     pub code_len: u32,
     /// Its recipient's failure budget.
     pub quota: SendQuota,
+    /// The process taking the attempt (its lease owner id), kept with the attempt's time.
+    pub by: String,
 }
 
 impl AttemptAsk {

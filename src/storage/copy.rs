@@ -192,6 +192,8 @@ pub const TABLES: &[Table] = &[
             ("delivery_detail_code", Text),
             ("code_challenge", Text),
             ("claimed_at", Int),
+            ("attempt_at", Int),
+            ("attempt_by", Text),
         ],
         identity: None,
     },

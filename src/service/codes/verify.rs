@@ -2,7 +2,7 @@
 //! so no concurrency evaluates more than `max_attempts` guesses; a miss is explained from
 //! the code's state.
 
-use crate::domain::challenge::{Status, VerifiedVia};
+use crate::domain::challenge::{ChallengeView, Status, VerifiedVia};
 use crate::domain::code::OtpCode;
 use crate::domain::event::EventType;
 use crate::domain::keys::{CodeApi, ShareableKey, TenantId};
@@ -18,6 +18,10 @@ use crate::service::{Codes, ErrorCode, LimitKind, ServiceError};
 use crate::storage::{
     AttemptAsk, CodeKey, QuotaAsk, Reservation, Store, StoreError, TestGuess, VerifyFinish,
 };
+
+/// How long a verify that finds every attempt taken waits for another process's verify
+/// of the key that took the last one moments ago (its hashing and its write).
+const IN_FLIGHT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct Verified {
     /// The address or number as it was given at the mint.
@@ -210,6 +214,7 @@ impl Codes {
         let len = code.len() as u32;
         let hasher = self.core.hasher.clone();
         let find = lookup.clone();
+        let by = self.delivery.lease_owner().to_string();
         let reserved = self
             .core.write(move |s| {
                 let Some((tid, subscribed)) = find.find(s, flavor, now)? else {
@@ -221,7 +226,7 @@ impl Codes {
                 let admitted = match hasher.slot() {
                     Ok(slot) => {
                         let code = CodeKey { tenant: tid.clone(), key_digest: d, flavor };
-                        let ask = AttemptAsk { code, code_len: len, quota };
+                        let ask = AttemptAsk { code, code_len: len, quota, by };
                         Ok(s.reserve_attempt(&ask, now)?.map(|r| (slot, r)))
                     }
                     Err(e) => Err(e),
@@ -422,6 +427,36 @@ impl Codes {
         })
     }
 
+    /// A code whose every attempt is taken, the last one moments ago by another process
+    /// (another instance, API.md §7): that verify may still be comparing a copy of the right
+    /// code, whose outcome decides the answer (`otp_used`, not `attempts_exhausted`). It is
+    /// read again until that outcome is in, for [`IN_FLIGHT`] at most; this process's own
+    /// verifies were waited for already (`KeyTurns`). `None`: the code is gone.
+    async fn settled_elsewhere(
+        &self,
+        k: &CodeKey,
+        mut view: ChallengeView,
+        mut now: Millis,
+    ) -> Result<Option<(ChallengeView, Millis)>, ServiceError> {
+        let me = self.delivery.lease_owner().to_string();
+        let waiting = tokio::time::Instant::now();
+        let in_flight_ms = i64::try_from(IN_FLIGHT.as_millis()).unwrap_or(i64::MAX);
+        while view.status_at(now) == Status::Exhausted
+            && view.attempt_by.as_deref().is_some_and(|by| by != me)
+            && view.attempt_at.is_some_and(|at| now - at < in_flight_ms)
+            && waiting.elapsed() < IN_FLIGHT
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            now = self.core.now();
+            let read = k.clone();
+            match self.core.db(move |s| s.challenge(&read, now)).await? {
+                Some(v) => view = v,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some((view, now)))
+    }
+
     /// Why no attempt could be reserved: unknown, ended, or the recipient is blocked.
     async fn why_not(
         &self,
@@ -436,8 +471,14 @@ impl Codes {
             key_digest: digest.to_vec(),
             flavor,
         };
-        let view = match self.core.db(move |s| s.challenge(&k, now)).await {
+        let read = k.clone();
+        let view = match self.core.db(move |s| s.challenge(&read, now)).await {
             Ok(Some(v)) => v,
+            Ok(None) => return ServiceError::OtpNotFound,
+            Err(e) => return e,
+        };
+        let (view, now) = match self.settled_elsewhere(&k, view, now).await {
+            Ok(Some(read)) => read,
             Ok(None) => return ServiceError::OtpNotFound,
             Err(e) => return e,
         };

@@ -115,6 +115,8 @@ columns!(
         "c.delivery_detail_code",
         "c.code_challenge",
         "c.claimed_at",
+        "c.attempt_at",
+        "c.attempt_by",
     ]
 );
 
@@ -234,6 +236,8 @@ pub(crate) fn view_from(r: &(impl Cells + ?Sized)) -> Result<ChallengeView, Stor
             .opt_text(at!(VIEW, "c.code_challenge"))?
             .map(CodeChallenge::from_stored),
         claimed_at: r.opt_int(at!(VIEW, "c.claimed_at"))?,
+        attempt_at: r.opt_int(at!(VIEW, "c.attempt_at"))?,
+        attempt_by: r.opt_text(at!(VIEW, "c.attempt_by"))?,
     })
 }
 

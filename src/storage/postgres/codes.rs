@@ -193,7 +193,7 @@ impl CodeStore for PgStore {
             // re-checks `attempts < max_attempts` on the committed row.
             let row = tx.query_opt(
                 concat!(
-                "UPDATE challenges c SET attempts = attempts + 1 \
+                "UPDATE challenges c SET attempts = attempts + 1, attempt_at = $4, attempt_by = $8 \
                  WHERE key_digest = $1 AND tenant_id = $2 AND flavor = $3 AND ",
                 live_code!("$4"),
                 " AND code_length = $7 \
@@ -201,7 +201,7 @@ impl CodeStore for PgStore {
                        AND f.email_canonical = c.email_canonical AND f.failures >= $5 AND f.window_start + $6 > $4) \
                  RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose, locale, earlier_hashes, test, channel"
                 ),
-                &[key_digest, &t, &a.code.flavor.as_str(), &now, &max_failures, &q.recipient_window_ms, &i64::from(a.code_len)],
+                &[key_digest, &t, &a.code.flavor.as_str(), &now, &max_failures, &q.recipient_window_ms, &i64::from(a.code_len), &a.by],
             )?;
             let Some(row) = row else { return Ok(None) };
             let res = reservation_from(&row)?;

@@ -217,7 +217,7 @@ impl CodeStore for SqliteStore {
             let res = tx
                 .row_opt(
                     concat!(
-                    "UPDATE challenges SET attempts = attempts + 1 \
+                    "UPDATE challenges SET attempts = attempts + 1, attempt_at = ?4, attempt_by = ?8 \
                      WHERE key_digest = ?1 AND tenant_id = ?2 AND flavor = ?3 AND ",
                     live_code!("?4"),
                     " AND code_length = ?7 \
@@ -225,7 +225,7 @@ impl CodeStore for SqliteStore {
                            AND f.email_canonical = challenges.email_canonical AND f.failures >= ?5 AND f.window_start + ?6 > ?4) \
                      RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose, locale, earlier_hashes, test, channel"
                     ),
-                    params![a.code.key_digest, tenant.as_str(), a.code.flavor.as_str(), now, max_failures, q.recipient_window_ms, a.code_len],
+                    params![a.code.key_digest, tenant.as_str(), a.code.flavor.as_str(), now, max_failures, q.recipient_window_ms, a.code_len, a.by],
                     |r| reservation_from(r),
                 )?;
             if let Some(r) = &res {
