@@ -63,11 +63,13 @@ impl SendQuota {
     ) -> Option<QuotaRefusal> {
         self.failures_until(failures, start, now)
             .map(|until| QuotaRefusal::Failures {
-                retry_after_ms: until - now,
+                retry_after_ms: (until - now).min(self.recipient_window_ms),
             })
     }
 
-    /// From the recipient's last send.
+    /// From the recipient's last send. A send counted by a request that read the clock
+    /// after this one (`last` past `now`) makes the wait no longer than the cooldown itself
+    /// (API.md §6.31).
     pub(crate) fn cooldown_refusal(
         &self,
         last: Option<Millis>,
@@ -75,7 +77,7 @@ impl SendQuota {
     ) -> Option<QuotaRefusal> {
         let next = last? + self.cooldown_ms;
         (self.cooldown_ms > 0 && next > now).then(|| QuotaRefusal::Cooldown {
-            retry_after_ms: next - now,
+            retry_after_ms: (next - now).min(self.cooldown_ms),
         })
     }
 
@@ -93,9 +95,11 @@ impl SendQuota {
     ) -> Option<QuotaRefusal> {
         (self.recipient_max > 0 && count >= i64::from(self.recipient_max)).then(|| {
             QuotaRefusal::Recipient {
-                retry_after_ms: oldest.map_or(self.recipient_window_ms, |o| {
-                    o + self.recipient_window_ms - now
-                }),
+                retry_after_ms: oldest
+                    .map_or(self.recipient_window_ms, |o| {
+                        o + self.recipient_window_ms - now
+                    })
+                    .min(self.recipient_window_ms),
             }
         })
     }
@@ -393,6 +397,26 @@ mod tests {
             })
         );
         assert_eq!(q.cooldown_refusal(Some(now - 30_000), now), None);
+        // A send counted by a request that read the clock a moment after this one: the
+        // wait is never longer than the limit's own window (API.md §6.31).
+        assert_eq!(
+            q.cooldown_refusal(Some(now + 400), now),
+            Some(QuotaRefusal::Cooldown {
+                retry_after_ms: 30_000
+            })
+        );
+        assert_eq!(
+            q.recipient_refusal(3, Some(now + 400), now),
+            Some(QuotaRefusal::Recipient {
+                retry_after_ms: 600_000
+            })
+        );
+        assert_eq!(
+            q.failures_refusal(5, now + 400, now),
+            Some(QuotaRefusal::Failures {
+                retry_after_ms: 600_000
+            })
+        );
         assert_eq!(q.cooldown_refusal(None, now), None);
         assert_eq!(q.recipient_refusal(2, Some(now - 1), now), None);
         assert_eq!(

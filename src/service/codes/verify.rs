@@ -491,6 +491,7 @@ impl Codes {
                 );
             }
             let quota = self.core.quota();
+            let window = quota.recipient_window_ms;
             let tid = tenant.clone();
             let recipient = view.email_canonical.clone();
             match self
@@ -500,9 +501,10 @@ impl Codes {
             {
                 Ok(Some(until)) => {
                     return ServiceError::RateLimited {
-                        retry_after_secs: retry_secs(until - now),
+                        // Never beyond the window (another instance's clock may run ahead).
+                        retry_after_secs: retry_secs((until - now).min(window)),
                         kind: LimitKind::Failures,
-                    }
+                    };
                 }
                 Ok(None) => {}
                 Err(e) => return e,
