@@ -17,6 +17,7 @@ use crate::crypto::keyring::MasterKey;
 use crate::domain::email::RecipientEmail;
 use crate::service::{ServiceError, Services};
 use crate::startup::{build_services, Application};
+use crate::storage::TenantSeal;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -254,10 +255,18 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
                 r.already_current,
                 r.webhook_secrets_reencrypted
             );
-            for id in &r.undecryptable {
-                eprintln!(
-                    "tenant {id}: its SMTP password cannot be decrypted; set it again (PATCH smtp.password)"
-                );
+            for (id, which) in &r.undecryptable {
+                let what = match which {
+                    TenantSeal::SmtpPassword => "its relay's password or OAuth2 secrets cannot be decrypted; set them again (PATCH smtp)".to_string(),
+                    TenantSeal::FallbackPassword => "its fallback relay's password or OAuth2 secrets cannot be decrypted; set them again (PATCH smtp_fallback)".to_string(),
+                    TenantSeal::HttpSecret => "its HTTP transport's signing secret cannot be decrypted; remove the transport and set it again (DELETE, then PUT /v1/tenant/transport/http)".to_string(),
+                    TenantSeal::ProviderSecrets(channel) => format!(
+                        "its {0} provider's secrets cannot be decrypted; set them again (PUT /v1/tenant/providers/{0})",
+                        channel.as_str()
+                    ),
+                    TenantSeal::DkimPrivate => "a DKIM private key cannot be decrypted; make a new key (POST /v1/tenant/dkim) and remove the old one".to_string(),
+                };
+                eprintln!("tenant {id}: {what}");
             }
             for id in &r.webhook_secrets_undecryptable {
                 eprintln!(

@@ -60,7 +60,7 @@ async fn stop_with_sigterm(run: &mut Running) -> std::process::ExitStatus {
 }
 
 /// Run one statement, or a query whose first column of its first row is an integer.
-fn sql(url: &str, q: &'static str) -> i64 {
+pub(crate) fn sql(url: &str, q: &'static str) -> i64 {
     if let Some(path) = url.strip_prefix("sqlite://") {
         let c = rusqlite::Connection::open(path).unwrap();
         return if q.starts_with("SELECT") {

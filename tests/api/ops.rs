@@ -582,6 +582,33 @@ async fn an_interrupted_data_key_rotation_resumes_without_a_new_key() {
     app.mint(&sk, "ada@example.com").await;
 }
 
+/// A sealed value that cannot be decrypted (here a relay password copied to another
+/// tenant's row: its AAD names the other tenant) is reported with what to set again, and
+/// does not hold later rotations open: the next run starts a new data key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecryptable_password_is_reported_and_does_not_stop_the_next_rotation() {
+    let app = spawn_app().await;
+    app.tenant().await;
+    app.tenant().await;
+    crate::lifecycle::sql(
+        &app.settings.database.url,
+        "UPDATE tenants SET smtp_password = (SELECT MIN(smtp_password) FROM tenants)",
+    );
+    let (ok, out, err) = app.cli(&["keys", "rotate-data-key"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("data key version 2 active (new)") && out.contains("1 re-encrypted"),
+        "{out}"
+    );
+    assert!(
+        err.contains("its relay's password or OAuth2 secrets cannot be decrypted")
+            && err.contains("PATCH smtp"),
+        "{err}"
+    );
+    let (ok, out, err) = app.cli(&["keys", "rotate-data-key"]);
+    assert!(ok && out.contains("version 3 active (new)"), "{out}{err}");
+}
+
 /// A newcomer's path (API.md §18.8): the server's address answers a page naming otpmint and
 /// where its API is; a 429 names the limit that refused; a test code's delivery is `test`;
 /// an OtpMint-style registration names the tenant after the sender's domain.
