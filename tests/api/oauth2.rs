@@ -566,3 +566,58 @@ async fn a_token_request_given_up_on_still_keeps_the_rotated_refresh_token() {
     assert_eq!(tokens.grants(), ["refresh_token"; 2]);
     assert!(tokens.problems().is_empty(), "{:?}", tokens.problems());
 }
+
+/// A new client secret alone keeps the stored refresh token; one that cannot be read is
+/// asked for again (400, nothing changed), never silently dropped — that would move the
+/// relay to the client-credentials grant its provider refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_client_secret_keeps_the_refresh_token_or_asks_for_it_again() {
+    let (app, tokens) = setup().await;
+    let mut oauth2 = client_credentials(&tokens);
+    oauth2["refresh_token"] = json!(REFRESH_TOKEN);
+    let mut ids = Vec::new();
+    for name in ["Contoso", "Fabrikam"] {
+        let (s, v) = body(
+            app.post(
+                "/v1/tenants",
+                ADMIN,
+                json!({"name": name, "smtp": relay(&app, oauth2.clone())}),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    let secret = json!({"smtp": {"oauth2": {"client_secret": CLIENT_SECRET}}});
+    let (s, v) = body(
+        app.patch(&format!("/v1/tenants/{}", ids[0]), ADMIN, secret.clone())
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (s, &v["smtp"]["oauth2"]["refresh_token"]),
+        (StatusCode::OK, &json!(true)),
+        "{v}"
+    );
+    // One tenant's stored secrets replaced by the other's sealed value: they no longer
+    // open for it.
+    crate::lifecycle::sql(
+        &app.settings.database.url,
+        "UPDATE tenants SET smtp_password = (SELECT MIN(smtp_password) FROM tenants)",
+    );
+    let mut refused = 0;
+    for id in &ids {
+        let path = format!("/v1/tenants/{id}");
+        let (s, v) = body(app.patch(&path, ADMIN, secret.clone()).await).await;
+        if s == StatusCode::BAD_REQUEST {
+            refused += 1;
+            assert_eq!(v["errors"][0]["field"], "smtp.oauth2.refresh_token", "{v}");
+        } else {
+            assert_eq!(s, StatusCode::OK, "{v}");
+        }
+        let (_, t) = body(app.get(&path, ADMIN).await).await;
+        assert_eq!(t["smtp"]["oauth2"]["refresh_token"], true, "{t}");
+    }
+    assert_eq!(refused, 1);
+}

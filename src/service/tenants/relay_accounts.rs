@@ -307,14 +307,31 @@ impl Tenants {
                 match secrets {
                     Some(mut secrets) => {
                         // A new client secret alone keeps the stored refresh token.
+                        // One that cannot be read now is not silently dropped (the relay
+                        // would move to the client-credentials grant): the database away
+                        // answers 503, a stored value that cannot be opened asks for it again.
                         if secrets.refresh_token.is_none() && o.refresh_token && !moved {
-                            let stored = self
+                            let unreadable = || {
+                                ServiceError::field(
+                                    if fallback {
+                                        "smtp_fallback.oauth2.refresh_token"
+                                    } else {
+                                        "smtp.oauth2.refresh_token"
+                                    },
+                                    "the stored refresh token cannot be read: give it again",
+                                )
+                            };
+                            let plain = self
                                 .core
                                 .open(&Seal::relay(id, fallback, &c), &c.password)
                                 .await
-                                .ok()
-                                .and_then(|p| serde_json::from_slice::<OAuth2Secrets>(&p).ok());
-                            secrets.refresh_token = stored.and_then(|s| s.refresh_token);
+                                .map_err(|e| match e {
+                                    ServiceError::Unavailable(_) | ServiceError::Overloaded => e,
+                                    _ => unreadable(),
+                                })?;
+                            let stored = serde_json::from_slice::<OAuth2Secrets>(&plain)
+                                .map_err(|_| unreadable())?;
+                            secrets.refresh_token = stored.refresh_token;
                         }
                         if secrets.refresh_token.is_none() {
                             if let Some(o) = account.oauth2.as_mut() {
