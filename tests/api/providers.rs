@@ -364,6 +364,21 @@ async fn a_channel_has_one_primary_transport() {
     assert_eq!(s, StatusCode::CREATED, "{v}");
     fake.wait_taken(1).await;
     assert!(app.smtp.messages().is_empty());
+    // Made primary at the same moment, one of the two wins, never both.
+    for round in 0..10 {
+        app.delete("/v1/tenant/transport/http", &sk).await;
+        put_provider(&app, &sk, &fake, "fallback").await;
+        let http = json!({"url": rx.url("/send"), "use": "primary"});
+        let (a, b) = tokio::join!(
+            app.put("/v1/tenant/transport/http", &sk, http),
+            app.put("/v1/tenant/providers/email", &sk, fake.settings("primary")),
+        );
+        let won = [a.status(), b.status()]
+            .iter()
+            .filter(|s| **s == StatusCode::OK)
+            .count();
+        assert_eq!(won, 1, "round {round}: {} {}", a.status(), b.status());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,13 +36,15 @@ impl Tenants {
                 "must be \"primary\" or \"fallback\"",
             ));
         };
-        if use_as == TransportUse::Primary
-            && crate::service::tenants::providers::primary_conflict(
-                tenant,
-                crate::domain::recipient::Channel::Email,
-                "http",
-            )
-        {
+        let conflict = |t: &Tenant| {
+            use_as == TransportUse::Primary
+                && crate::service::tenants::providers::primary_conflict(
+                    t,
+                    crate::domain::recipient::Channel::Email,
+                    "http",
+                )
+        };
+        if conflict(tenant) {
             return Err(ServiceError::TransportConflict);
         }
         let settings = self.core.settings.load_full();
@@ -52,12 +54,32 @@ impl Tenants {
             .to_string();
         let (bytes, shown) = new_secret();
         let sealed = self.seal_http_secret(tenant, &bytes)?;
-        let (id, u) = (tenant.id.clone(), url.clone());
-        let created = self
-            .core
-            .db(move |s| s.put_http(&id, &u, use_as, &sealed))
-            .await?
-            .ok_or(ServiceError::TenantNotFound)?;
+        // Stored only if the tenant is still as its check read it: a concurrent change (a
+        // provider made primary meanwhile) is read again and checked, so two primaries of a
+        // channel never both win (API.md §15.3).
+        let mut current = self.core.tenant(tenant.id.as_str()).await?;
+        let mut tries = 0;
+        let created = loop {
+            tries += 1;
+            if tries > 10 {
+                return Err(ServiceError::Conflict(
+                    "the tenant kept changing while its HTTP transport was stored; try again",
+                ));
+            }
+            if conflict(&current) {
+                return Err(ServiceError::TransportConflict);
+            }
+            let (id, u, s2) = (current.id.clone(), url.clone(), sealed.clone());
+            let version = current.row_version;
+            match self
+                .core
+                .db(move |s| s.put_http(&id, &u, use_as, &s2, version))
+                .await?
+            {
+                Some(created) => break created,
+                None => current = self.core.tenant(tenant.id.as_str()).await?,
+            }
+        };
         tracing::info!(tenant_id = %tenant.id, created, use_as = use_as.as_str(), "HTTP transport stored");
         self.delivery.outbox.forget(tenant.id.as_str());
         Ok(HttpShown {

@@ -43,7 +43,8 @@ shared_sql!(
 shared_sql!(
     pub(crate) PUT_HTTP =
         "UPDATE tenants SET http_url = $2, http_use = $3, http_secret = COALESCE(http_secret, \
-         $4), row_version = row_version + 1 WHERE id = $1 RETURNING http_secret = $4"
+         $4), row_version = row_version + 1 WHERE id = $1 AND row_version = $5 \
+         RETURNING http_secret = $4"
 );
 
 shared_sql!(

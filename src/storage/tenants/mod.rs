@@ -54,7 +54,8 @@ pub trait TenantStore {
         now: Millis,
     ) -> Result<Updated, StoreError>;
     /// Store the tenant's HTTP transport (API.md §12.2), keeping the signing secret it has
-    /// (`secret` is used only when it has none). `None`: no such tenant; `Some(true)`: the
+    /// (`secret` is used only when it has none), if the tenant is still at `version` (the
+    /// one its checks read). `None`: no such tenant, or it changed since; `Some(true)`: the
     /// transport is new (its secret is `secret`).
     fn put_http(
         &self,
@@ -62,6 +63,7 @@ pub trait TenantStore {
         url: &str,
         use_as: TransportUse,
         secret: &[u8],
+        version: i64,
     ) -> Result<Option<bool>, StoreError>;
     /// Remove the tenant's HTTP transport; false when it had none.
     fn clear_http(&self, id: &TenantId) -> Result<bool, StoreError>;
@@ -175,12 +177,14 @@ impl<E: Engine> TenantStore for E {
         url: &str,
         use_as: TransportUse,
         secret: &[u8],
+        version: i64,
     ) -> Result<Option<bool>, StoreError> {
         let row = [
             id.as_str().into(),
             url.into(),
             use_as.as_str().into(),
             Arg::from(secret),
+            version.into(),
         ];
         self.transact(move |tx| tx.row_opt(sql::tenants::PUT_HTTP, &row, |r| r.flag(0)))
     }
