@@ -1100,3 +1100,48 @@ async fn a_resend_into_the_test_inbox_marks_the_key_test() {
     let (_, v) = body(app.get(&format!("/v1/otp/{key}"), &sk).await).await;
     assert_eq!(v["test"], true, "{v}");
 }
+
+/// A rotation racing "the test tenant goes live": whichever comes first, no key that works
+/// afterwards starts `sk_test_` on the live tenant (API.md §17.4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_racing_going_live_leaves_no_test_key_on_a_live_tenant() {
+    let app = spawn_app().await;
+    for round in 0..8 {
+        let (s, v) = body(
+            app.post(
+                "/v1/tenants",
+                ADMIN,
+                json!({"name": format!("CI {round}"), "test": true, "smtp": app.smtp_json()}),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let id = v["id"].as_str().unwrap().to_string();
+        let (rotate, patch) = (
+            format!("/v1/tenants/{id}/rotate-secret"),
+            format!("/v1/tenants/{id}"),
+        );
+        let (rotated, live) = tokio::join!(
+            app.post(&rotate, ADMIN, json!({})),
+            app.patch(&patch, ADMIN, json!({"test": false})),
+        );
+        let (s, rotated) = body(rotated).await;
+        assert_eq!(s, StatusCode::OK, "{rotated}");
+        let (s, live) = body(live).await;
+        assert_eq!(
+            (s, &live["test"]),
+            (StatusCode::OK, &json!(false)),
+            "{live}"
+        );
+        for key in [&rotated["secret_key"], &live["secret_key"]] {
+            let Some(key) = key.as_str() else { continue };
+            if app.get("/v1/tenant", key).await.status() == StatusCode::OK {
+                assert!(
+                    !key.starts_with("sk_test_"),
+                    "round {round}: a test key works"
+                );
+            }
+        }
+    }
+}

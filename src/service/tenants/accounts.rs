@@ -383,22 +383,29 @@ impl Tenants {
                 "must be between 0 and 86400",
             ));
         }
-        let current = self.core.tenant(id).await?;
-        let id = current.id;
-        // A test tenant's keys start `sk_test_` (API.md §13.2).
-        let secret = SecretKey::generate_for(current.test);
-        let digest = self.secret_digest(secret.expose());
-        let now = self.core.now();
-        let until = now + (grace_seconds as i64) * 1000;
-        if self
-            .core
-            .db(move |s| s.rotate_secret(&id, &digest, until, now))
-            .await?
-        {
-            Ok(secret)
-        } else {
-            Err(ServiceError::TenantNotFound)
+        let mut test = self.core.tenant(id).await?.test;
+        let id = TenantId::parse(id).ok_or(ServiceError::TenantNotFound)?;
+        // A test tenant's keys start `sk_test_` (API.md §13.2); one that goes live (or back)
+        // while the key is made is read again.
+        for _ in 0..5 {
+            let secret = SecretKey::generate_for(test);
+            let digest = self.secret_digest(secret.expose());
+            let now = self.core.now();
+            let until = now + (grace_seconds as i64) * 1000;
+            let tid = id.clone();
+            match self
+                .core
+                .db(move |s| s.rotate_secret(&tid, &digest, test, until, now))
+                .await?
+            {
+                Some(true) => return Ok(secret),
+                Some(false) => test = !test,
+                None => return Err(ServiceError::TenantNotFound),
+            }
         }
+        Err(ServiceError::Conflict(
+            "the tenant kept changing while its key was rotated; try again",
+        ))
     }
 
     /// The enabled tenant owning this bearer secret. One indexed lookup of its HMAC digest,

@@ -144,6 +144,11 @@ shared_sql!(
     pub(crate) ADD_SECRET = ADD_SECRET_TEXT
 );
 
+shared_sql!(
+    /// Whether the tenant is a test tenant (its keys start `sk_test_`).
+    pub(crate) TENANT_TEST = "SELECT test FROM tenants WHERE id = $1"
+);
+
 /// [`ADD_SECRET`]'s text.
 const ADD_SECRET_TEXT: &str =
     "INSERT INTO tenant_secrets (digest, tenant_id, created_at, expires_at, test) SELECT $1, $2, \

@@ -79,9 +79,10 @@ pub trait TenantStore {
         &self,
         id: &TenantId,
         new_digest: &[u8],
+        test: bool,
         old_until: Millis,
         now: Millis,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Option<bool>, StoreError>;
     /// The tenant's own templates, by locale.
     fn templates(&self, id: &TenantId) -> Result<Vec<TenantTemplate>, StoreError>;
     /// The locales the tenant has a template for (names only).
@@ -219,17 +220,25 @@ impl<E: Engine> TenantStore for E {
         &self,
         id: &TenantId,
         new_digest: &[u8],
+        test: bool,
         old_until: Millis,
         now: Millis,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<bool>, StoreError> {
         let (id, digest) = (id.to_string(), new_digest.to_vec());
         self.transact(move |tx| {
             // Two rotations of one tenant take turns.
             if !lock_tenant(tx, &id)? {
-                return Ok(false);
+                return Ok(None);
+            }
+            // The key was made for a (test or live) tenant it must still be: a tenant that
+            // went live meanwhile gets no `sk_test_` key (API.md §17.4).
+            let is_test =
+                tx.row_opt(sql::tenants::TENANT_TEST, args![id.as_str()], |r| r.flag(0))?;
+            if is_test != Some(test) {
+                return Ok(Some(false));
             }
             replace_secret(tx, &id, &digest, old_until, now)?;
-            Ok(true)
+            Ok(Some(true))
         })
     }
 
