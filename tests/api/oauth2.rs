@@ -604,7 +604,7 @@ async fn a_new_client_secret_keeps_the_refresh_token_or_asks_for_it_again() {
     // open for it.
     crate::lifecycle::sql(
         &app.settings.database.url,
-        "UPDATE tenants SET smtp_password = (SELECT MIN(smtp_password) FROM tenants)",
+        "UPDATE tenants SET smtp_password = (SELECT t.smtp_password FROM tenants t ORDER BY t.id LIMIT 1)",
     );
     let mut refused = 0;
     for id in &ids {

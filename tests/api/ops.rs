@@ -592,7 +592,7 @@ async fn an_undecryptable_password_is_reported_and_does_not_stop_the_next_rotati
     app.tenant().await;
     crate::lifecycle::sql(
         &app.settings.database.url,
-        "UPDATE tenants SET smtp_password = (SELECT MIN(smtp_password) FROM tenants)",
+        "UPDATE tenants SET smtp_password = (SELECT t.smtp_password FROM tenants t ORDER BY t.id LIMIT 1)",
     );
     let (ok, out, err) = app.cli(&["keys", "rotate-data-key"]);
     assert!(ok, "{err}");
