@@ -92,8 +92,6 @@ pub trait ProviderEventStore {
     /// Record something seen once (`false`: seen before, nothing changes): a Mailgun token,
     /// a pinned SNS topic, a confirmed subscription.
     fn record_provider_event(&self, e: &SeenEvent) -> Result<bool, StoreError>;
-    /// Take back a recorded event (its effects were not applied): a retry of it is new.
-    fn forget_provider_event(&self, e: &SeenEvent) -> Result<(), StoreError>;
     /// Apply a hard bounce or complaint once, in one transaction that first checks the
     /// tenant's settings are still [`EventEffect::verified_with`] (when given).
     fn apply_provider_event(&self, e: &EventEffect) -> Result<EventApplied, StoreError>;
@@ -107,12 +105,6 @@ pub trait ProviderEventStore {
 impl<E: Engine> ProviderEventStore for E {
     fn record_provider_event(&self, e: &SeenEvent) -> Result<bool, StoreError> {
         Ok(self.exec_one(sql::provider_events::SEEN, &e.args())? == 1)
-    }
-
-    fn forget_provider_event(&self, e: &SeenEvent) -> Result<(), StoreError> {
-        let [t, p, id, _] = e.args();
-        self.exec_one(sql::provider_events::FORGET, &[t, p, id])
-            .map(drop)
     }
 
     fn apply_provider_event(&self, e: &EventEffect) -> Result<EventApplied, StoreError> {

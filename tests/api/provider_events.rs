@@ -650,30 +650,3 @@ async fn a_burst_of_one_tenants_events_applies_each_once_and_refuses_none() {
     assert_eq!(applied, 24, "each event once");
     assert_eq!(suppressed(&s.app, &sk).await.len(), 25);
 }
-
-/// A Mailgun token is taken once; if its events then cannot be applied (the database went
-/// away), it is given back, so Mailgun's retry of the same delivery is applied, not
-/// answered as already seen.
-#[tokio::test]
-async fn a_seen_event_given_back_is_new_again() {
-    use otpmint::domain::keys::TenantId;
-    use otpmint::storage::SeenEvent;
-    let app = spawn_app().await;
-    let (id, _) = app.tenant().await;
-    let seen = SeenEvent {
-        tenant: TenantId::parse(&id).unwrap(),
-        provider: "mailgun-token".into(),
-        event_id: "token-1".into(),
-        now: 1,
-    };
-    let record = |e: SeenEvent| app.services.core.db(move |s| s.record_provider_event(&e));
-    assert!(record(seen.clone()).await.unwrap(), "new");
-    assert!(!record(seen.clone()).await.unwrap(), "seen");
-    let back = seen.clone();
-    app.services
-        .core
-        .db(move |s| s.forget_provider_event(&back))
-        .await
-        .unwrap();
-    assert!(record(seen).await.unwrap(), "new again");
-}

@@ -152,7 +152,6 @@ impl Events {
         let Some(p) = tenant.provider(Channel::Email).filter(|p| p.kind == kind) else {
             return Err(ServiceError::EventUnverified);
         };
-        let mut mailgun_token: Option<SeenEvent> = None;
         let events = if kind == ProviderKind::Ses {
             let topic = p.setting("events_topic_arn").map(str::to_string);
             match self.verified_sns(&tenant, topic, body).await? {
@@ -183,8 +182,7 @@ impl Events {
                 );
             }
             // Mailgun signs only its timestamp and token, not the event: a token is taken
-            // once, so a captured signature carries no other event. If its events then
-            // cannot be applied, the token is given back, so Mailgun's retry is applied.
+            // once, so a captured signature carries no other event.
             if kind == ProviderKind::Mailgun {
                 let token = serde_json::from_slice::<serde_json::Value>(body)
                     .ok()
@@ -196,10 +194,9 @@ impl Events {
                     event_id: token.chars().take(200).collect(),
                     now,
                 };
-                let taken = seen.clone();
                 if !self
                     .core
-                    .write(move |s| s.record_provider_event(&taken))
+                    .write(move |s| s.record_provider_event(&seen))
                     .await?
                 {
                     return Ok(EventsApplied {
@@ -207,29 +204,13 @@ impl Events {
                         applied: 0,
                     });
                 }
-                mailgun_token = Some(seen);
             }
             events
         };
         let w = &tenant.webhook_events;
-        let (mut done, _) = match self
+        let (mut done, _) = self
             .apply_events(&tenant.id, w, None, kind, events, now)
-            .await
-        {
-            Ok(done) => done,
-            Err(e) => {
-                if let Some(seen) = mailgun_token {
-                    let forgot = self
-                        .core
-                        .write(move |s| s.forget_provider_event(&seen))
-                        .await;
-                    if let Err(f) = forgot {
-                        tracing::warn!(error = %f, "a Mailgun token whose events were not applied could not be given back: a retry with it changes nothing");
-                    }
-                }
-                return Err(e);
-            }
-        };
+            .await?;
         done.applied += applied_before;
         Ok(done)
     }

@@ -16,11 +16,6 @@ shared_sql!(
          $3, $4) ON CONFLICT (tenant_id, provider, event_id) DO NOTHING"
 );
 shared_sql!(
-    /// A seen event taken back: what it stood for was not applied after all.
-    pub(crate) FORGET =
-        "DELETE FROM provider_events WHERE tenant_id = $1 AND provider = $2 AND event_id = $3"
-);
-shared_sql!(
     /// The code the message was about: its delivery is marked bounced.
     pub(crate) MARK_BOUNCED = [
         "UPDATE challenges SET delivery_status = 'bounced' WHERE tenant_id = $1 AND \
