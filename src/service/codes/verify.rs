@@ -446,7 +446,7 @@ impl Codes {
             && view.attempt_at.is_some_and(|at| now - at < in_flight_ms)
             && waiting.elapsed() < IN_FLIGHT
         {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             now = self.core.now();
             let read = k.clone();
             match self.core.db(move |s| s.challenge(&read, now)).await? {
