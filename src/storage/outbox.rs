@@ -145,8 +145,9 @@ pub trait OutboxStore {
     /// tenant made a test tenant sends nothing, not even what it queued before), tenant by
     /// tenant (see [`ClaimRequest`]); only the rows leased are read whole.
     fn claim_outbox(&self, c: &ClaimRequest) -> Result<Claimed, StoreError>;
-    /// Rows nobody holds whose code is no longer live, and sync rows whose sender's lease
-    /// ran out (at most [`SWEEP_BATCH`]).
+    /// Rows nobody holds whose code is no longer live, sync rows whose sender's lease ran
+    /// out, and async rows whose send began under a lease that ran out (at most
+    /// [`SWEEP_BATCH`]).
     fn sweep_candidates(&self, now: Millis) -> Result<Vec<SweepCandidate>, StoreError>;
     /// Settle swept rows in one transaction, each only if its verdict still holds, with
     /// its event; returns how many were settled.
@@ -161,10 +162,16 @@ pub trait OutboxStore {
         keep: &[Vec<u8>],
         now: Millis,
     ) -> Result<usize, StoreError>;
+    /// Give back every async row whose lease ran out before its holder began the send
+    /// (`SettleStore::outbox_send_started`): its holder died or lost the database while
+    /// the message waited for a session, so nothing left and another sender takes it
+    /// (API.md §19.2). Returns how many.
+    fn release_unstarted(&self, now: Millis) -> Result<usize, StoreError>;
 }
 
 /// A sweep row's verdict (`None`: the row is live after all). The row: key, tenant,
-/// delivery mode, status, attempts, max attempts, expiry, payload, whether it was leased.
+/// delivery mode, status, attempts, max attempts, expiry, payload, whether its send began
+/// under a lease that ran out.
 pub(crate) fn sweep_verdict_of(
     r: &dyn Cells,
     now: Millis,

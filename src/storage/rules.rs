@@ -26,7 +26,7 @@ pub(crate) const GIVING_UP_FAILS_KEY: &str =
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SweepVerdict {
     /// A message whose sender died (or lost the database) while it held it — a sync mint's,
-    /// or an async one a sender had claimed — and whose lease ran out: the person may have
+    /// or an async one whose send it had begun — and whose lease ran out: the person may have
     /// it, so the code stays as it is (valid until it expires), its send stays counted, it
     /// supersedes nothing, and nobody sends it again by itself (delivery `unknown`, API.md
     /// §19.2; `POST /v1/otp/{key}/resend` remains the way to send again).
@@ -70,11 +70,13 @@ impl SweepVerdict {
 }
 
 /// The sweep's verdict on a row nobody holds, of a code in this state; `None` while an
-/// async code is live (a sender will take it). `abandoned`: the row is still marked as held
-/// by a sender whose lease ran out (it died, or could not record the outcome).
+/// async code is live (a sender will take it). `send_began`: a sender whose lease ran out
+/// (it died, or could not record the outcome) had begun the send. One that had not begun it
+/// is no send at all: its lease is given back (`OutboxStore::release_unstarted`) and the
+/// row is judged like any other nobody holds.
 pub fn sweep_verdict(
     mode: DeliveryMode,
-    abandoned: bool,
+    send_began: bool,
     status: StoredStatus,
     attempts: u32,
     max_attempts: u32,
@@ -83,7 +85,7 @@ pub fn sweep_verdict(
 ) -> Option<SweepVerdict> {
     // A sync row is leased from its insert until its sender settles it; an async one from
     // its claim until its sender settles it, retries later or gives it back.
-    if mode == DeliveryMode::Sync || abandoned {
+    if mode == DeliveryMode::Sync || send_began {
         return Some(SweepVerdict::Interrupted);
     }
     if live(status, attempts, max_attempts, expires_at, now) {
@@ -170,11 +172,11 @@ mod tests {
     }
 
     #[test]
-    fn an_interrupted_sync_send_keeps_its_code_and_its_count_and_is_never_sent_again() {
+    fn an_interrupted_send_keeps_its_code_and_its_count_and_one_never_begun_is_no_send() {
         let v = sweep_verdict(DeliveryMode::Sync, true, Pending, 0, 5, 100, 50);
         assert_eq!(v, Some(SweepVerdict::Interrupted));
-        // An async message its sender claimed and never settled: the same, whatever its
-        // code's state (it may have reached the person before the sender died).
+        // An async message whose send its sender began and never settled: the same,
+        // whatever its code's state (it may have reached the person before the sender died).
         let a = DeliveryMode::Async;
         for (status, attempts, expires_at) in
             [(Pending, 0, 100), (Pending, 0, 40), (Verified, 1, 100)]
@@ -184,6 +186,17 @@ mod tests {
                 Some(SweepVerdict::Interrupted)
             );
         }
+        // One claimed whose send never began is no send: live, a sender takes it again;
+        // ended, it is judged like any other row nobody holds.
+        assert_eq!(sweep_verdict(a, false, Pending, 0, 5, 100, 50), None);
+        assert_eq!(
+            sweep_verdict(a, false, Pending, 0, 5, 40, 50),
+            Some(SweepVerdict::Expired)
+        );
+        assert_eq!(
+            sweep_verdict(a, false, Verified, 1, 5, 100, 50),
+            Some(SweepVerdict::NotSent)
+        );
         let v = SweepVerdict::Interrupted;
         assert!(!v.fails_code());
         assert!(!v.refunds(false));

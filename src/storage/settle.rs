@@ -48,6 +48,16 @@ pub trait SettleStore {
         owner: &str,
         due_at: Option<Millis>,
     ) -> Result<(), StoreError>;
+    /// The holder (`owner`) begins the message's send (it has a session): until this is
+    /// written, a lease that runs out is given back and the message sent by another sender
+    /// (nothing left); after, it is an interrupted send, recorded `unknown` (API.md §19.2).
+    /// False: `owner` no longer holds the row, and must not send.
+    fn outbox_send_started(
+        &self,
+        key_digest: &[u8],
+        owner: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError>;
     /// Give up, only while `owner` holds the row: the code becomes `failed` (it can never
     /// verify), the outbox row goes, and the quota charge is given back unless some attempt
     /// may have reached the relay. When this attempt's outcome is unknown
@@ -221,6 +231,16 @@ impl<E: Engine> SettleStore for E {
     ) -> Result<(), StoreError> {
         self.exec_one(sql::OUTBOX_DEFER, args![key_digest, owner, due_at])
             .map(drop)
+    }
+
+    fn outbox_send_started(
+        &self,
+        key_digest: &[u8],
+        owner: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        self.exec_one(sql::SEND_STARTED, args![key_digest, owner, now])
+            .map(|n| n == 1)
     }
 
     fn outbox_failed(

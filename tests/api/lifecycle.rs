@@ -229,6 +229,83 @@ async fn an_async_send_killed_in_flight_is_never_sent_again_and_its_code_stays_v
     assert_eq!(v["delivery"]["status"], "unknown", "{v}");
 }
 
+/// API.md §19.2, §19.3: an async message its sender had claimed but whose send had not
+/// begun (it waited for a place of `delivery.max_sessions`) left nothing when the process
+/// was killed: once its lease runs out it goes back to the queue and is sent, once — where
+/// the message that was in DATA is recorded `unknown` and never sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_message_killed_before_its_send_began_is_sent_after_its_lease_runs_out() {
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (conf, url) = config(dir.path(), &smtp, "[delivery]\nmax_sessions = 1\n");
+    let first = start(dir.path(), &conf);
+    let base = format!("http://127.0.0.1:{}", first.port);
+    let async_tenant = json!({"delivery": "async"});
+    let (ada, bob) = (
+        create_tenant(&base, &smtp, async_tenant.clone()).await,
+        create_tenant(&base, &smtp, async_tenant).await,
+    );
+    smtp.set_delay(Duration::from_secs(60));
+    let (s, v) = post(&base, "/v1/otp", &ada, json!({"email": "ada@example.com"})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while smtp.in_data() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "ada's message never reached DATA"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Bob's message is claimed, and waits for the process's only session.
+    let (s, v) = post(&base, "/v1/otp", &bob, json!({"email": "bob@example.com"})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let key = v["shareable_key"].as_str().unwrap().to_string();
+    let leased = "SELECT COUNT(*) FROM outbox WHERE leased_by IS NOT NULL";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sql(&url, leased) != 2 {
+        assert!(Instant::now() < deadline, "bob's message was never claimed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(first); // SIGKILL, holding both leases
+    assert_eq!(smtp.count_to("bob@example.com"), 0);
+    // Ada's send had begun; bob's had not.
+    assert_eq!(
+        sql(&url, "SELECT COUNT(*) FROM outbox WHERE started_at IS NULL"),
+        1
+    );
+    smtp.set_delay(Duration::ZERO);
+    sql(&url, "UPDATE outbox SET lease_until = 0");
+    let second = start(dir.path(), &conf);
+    let base = format!("http://127.0.0.1:{}", second.port);
+    smtp.wait_for("bob@example.com", 1).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while sql(
+        &url,
+        "SELECT COUNT(*) FROM challenges WHERE delivery_status = 'unknown' AND status = 'pending'",
+    ) != 1
+    {
+        assert!(
+            Instant::now() < deadline,
+            "ada's interrupted send was never recorded as unknown"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let v: Value = reqwest::Client::new()
+        .get(format!("{base}/v1/otp/{key}"))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["delivery"]["status"], "sent", "{v}");
+    assert_eq!(v["delivery"]["attempts"], 1, "{v}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(smtp.count_to("bob@example.com"), 1, "sent once");
+    assert!(smtp.count_to("ada@example.com") <= 1, "ada's sent again");
+}
+
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_gives_back_queued_messages_and_a_restart_sends_them_at_once() {

@@ -37,7 +37,9 @@ pub enum Attempt {
 /// Why a send did not happen.
 pub(super) enum Undelivered {
     Failed(DeliveryError),
-    /// Shutting down before a session was free (background sends only).
+    /// Not sent, and not to be sent here now (background sends only): shutting down
+    /// before a session was free, or the send's beginning could not be recorded under
+    /// this process's lease (it ran out and was taken, or the database did not answer).
     Stopped,
     /// No transport had a session free within the wait, and none was tried: every place of
     /// its window or of the process-wide bound (`delivery.max_sessions`) stayed taken.
@@ -91,8 +93,9 @@ impl Delivery {
         };
         let started = std::time::Instant::now();
         let sent = match self.send_via_route(job, tenant, &msg, ticket).await {
-            // Stopped before a session (perhaps after an earlier transport failed without
-            // sending): nothing was sent, and nothing will be here. Its lease goes back now
+            // Stopped before a session, or before its send was recorded as begun (perhaps
+            // after an earlier transport failed without sending): nothing was sent, and
+            // nothing will be here. Its lease goes back now
             // (API.md §19.4) — the shutdown's own release may already have passed it over
             // while it was held: a queued message stays queued, due as it was; a sync one is
             // recorded as never sent (its client was told 503), not left to run out into

@@ -384,7 +384,8 @@ impl Delivery {
     }
 
     /// A session of the window (the ticket's place, or a new one) by `by`, the message then
-    /// held by this process; a background send gives its turn up when the process stops.
+    /// held by this process and, when it is a background one, recorded as begun; a
+    /// background send gives its turn up when the process stops.
     pub(super) async fn session(
         &self,
         job: &OutboxJob,
@@ -420,6 +421,32 @@ impl Delivery {
         let (key, tenant) = (&job.key_digest, job.tenant_id.as_str());
         if !self.outbox.hold(key, tenant, job.expires_at, background) {
             return Err(Undelivered::Stopped);
+        }
+        // A background send is recorded as begun before anything leaves, under its lease:
+        // a lease that runs out before this is a message never sent, given back to the
+        // queue by the sweep; after it, an interrupted send, recorded `unknown` (API.md
+        // §19.2). Not recorded, not sent. (A sync message's client was answered already.)
+        if background {
+            let (key, owner, now) = (
+                job.key_digest.clone(),
+                self.outbox.owner().to_string(),
+                self.core.now(),
+            );
+            match self
+                .core
+                .write(move |s| s.outbox_send_started(&key, &owner, now))
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(tenant_id = %tenant, "a queued message's lease was taken over before its send began; not sent here");
+                    return Err(Undelivered::Stopped);
+                }
+                Err(e) => {
+                    tracing::warn!(tenant_id = %tenant, error = %e, "recording a send's beginning failed; the message goes back to the queue");
+                    return Err(Undelivered::Stopped);
+                }
+            }
         }
         Ok(slot)
     }

@@ -144,6 +144,19 @@ impl Delivery {
         let now = self.core.now();
         self.outbox.tidy(now);
         self.release_strays().await;
+        // A claimed message whose lease ran out before its send began (its sender died
+        // while it waited for a session) left nothing: it goes back to the queue.
+        match self.core.write(move |s| s.release_unstarted(now)).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(
+                    released = n,
+                    "gave back queued messages whose sender stopped before it began to send them"
+                );
+                self.outbox.wake();
+            }
+            Err(e) => tracing::warn!(error = %e, "giving back unstarted messages failed"),
+        }
         let mut candidates = match self.core.db(move |s| s.sweep_candidates(now)).await {
             Ok(c) => c,
             Err(e) => {
@@ -254,7 +267,7 @@ impl Delivery {
             Ok(0) => {}
             Ok(n) => tracing::info!(released = n, "gave back the leases of queued messages"),
             Err(e) => {
-                tracing::warn!(error = %e, "giving back queued messages' leases failed: once their leases run out they are recorded unknown, not sent again")
+                tracing::warn!(error = %e, "giving back queued messages' leases failed: once their leases run out they are given back by the sweep")
             }
         }
         // A sync message whose client went with the server before it had a session was
