@@ -1,9 +1,11 @@
 //! The `otpmint` command line: serve, migrate, config check, keys, tenants, smtp test,
 //! statistics.
 
+mod keys;
 mod stats;
 mod tenant;
 
+pub use keys::KeysCommand;
 pub use tenant::{CreateArgs, TenantCommand};
 
 use std::path::PathBuf;
@@ -13,11 +15,9 @@ use clap::{Parser, Subcommand};
 
 use crate::clock::SystemClock;
 use crate::config::Settings;
-use crate::crypto::keyring::MasterKey;
 use crate::domain::email::RecipientEmail;
 use crate::service::{ServiceError, Services};
 use crate::startup::{build_services, Application};
-use crate::storage::TenantSeal;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -96,17 +96,6 @@ pub enum ConfigCommand {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum KeysCommand {
-    /// Print a new base64 master key
-    Generate,
-    /// Re-wrap the keyring stored under a key in crypto.previous_master_keys with the
-    /// active master key (idempotent; safe to re-run after an interruption)
-    Rotate,
-    /// New data key; re-encrypt every stored secret under it (SMTP passwords, OAuth2, provider, webhook and transport secrets); resumable
-    RotateDataKey,
-}
-
-#[derive(Subcommand, Debug)]
 pub enum SmtpCommand {
     /// Send one test message through a tenant's SMTP settings
     Test {
@@ -139,7 +128,7 @@ fn say_used(what: String) {
     let _ = USED.set(what);
 }
 
-fn service_msg(e: ServiceError) -> CliError {
+pub(super) fn service_msg(e: ServiceError) -> CliError {
     match e {
         ServiceError::Invalid(errs) | ServiceError::Unprocessable(errs) => CliError(
             errs.iter()
@@ -218,63 +207,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
             eprintln!("configuration ok");
             Ok(())
         }
-        Command::Keys(KeysCommand::Generate) => {
-            println!("{}", MasterKey::generate().to_base64());
-            Ok(())
-        }
-        Command::Keys(KeysCommand::Rotate) => {
-            let r = services(settings)?
-                .admin
-                .rotate_master_key()
-                .await
-                .map_err(service_msg)?;
-            for (id, n) in &r.rewrapped {
-                println!("key id {id}: {n} re-wrapped");
-            }
-            println!(
-                "key id {} (active): {} already under it",
-                r.active_id, r.already_active
-            );
-            Ok(())
-        }
-        Command::Keys(KeysCommand::RotateDataKey) => {
-            let r = services(settings)?
-                .admin
-                .rotate_data_key()
-                .await
-                .map_err(service_msg)?;
-            println!(
-                "data key version {} active{}; credentials (relay passwords and OAuth2 secrets, provider secrets): {} re-encrypted, {} already current; webhook secrets: {} re-encrypted",
-                r.active_version,
-                if r.started_new {
-                    " (new)"
-                } else {
-                    " (resumed)"
-                },
-                r.reencrypted,
-                r.already_current,
-                r.webhook_secrets_reencrypted
-            );
-            for (id, which) in &r.undecryptable {
-                let what = match which {
-                    TenantSeal::SmtpPassword => "its relay's password or OAuth2 secrets cannot be decrypted; set them again (PATCH smtp)".to_string(),
-                    TenantSeal::FallbackPassword => "its fallback relay's password or OAuth2 secrets cannot be decrypted; set them again (PATCH smtp_fallback)".to_string(),
-                    TenantSeal::HttpSecret => "its HTTP transport's signing secret cannot be decrypted; remove the transport and set it again (DELETE, then PUT /v1/tenant/transport/http)".to_string(),
-                    TenantSeal::ProviderSecrets(channel) => format!(
-                        "its {0} provider's secrets cannot be decrypted; set them again (PUT /v1/tenant/providers/{0})",
-                        channel.as_str()
-                    ),
-                    TenantSeal::DkimPrivate => "a DKIM private key cannot be decrypted; make a new key (POST /v1/tenant/dkim) and remove the old one".to_string(),
-                };
-                eprintln!("tenant {id}: {what}");
-            }
-            for id in &r.webhook_secrets_undecryptable {
-                eprintln!(
-                    "tenant {id}: its webhook secret cannot be decrypted; rotate it (POST /v1/tenant/webhook/rotate-secret)"
-                );
-            }
-            Ok(())
-        }
+        Command::Keys(k) => keys::keys(k, settings).await,
         Command::Backup { path } => {
             if path.exists() {
                 return Err(CliError(format!(
@@ -321,7 +254,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
 /// The services of an installation that exists: a command other than `serve` and
 /// `migrate` never creates a database or a master key (API.md §18.8); it names the path it
 /// looked for, and says on stderr which database it uses.
-fn services(settings: Settings) -> Result<Services, CliError> {
+pub(super) fn services(settings: Settings) -> Result<Services, CliError> {
     let location = settings.database_location()?;
     if let crate::config::DatabaseLocation::Sqlite(path) = &location {
         if !path.exists() {

@@ -6,6 +6,7 @@ pub mod hosted;
 pub mod idempotency;
 pub mod links;
 pub mod mint;
+mod no_attempt;
 pub mod resend;
 mod sms_guard;
 pub mod status;

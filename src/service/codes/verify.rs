@@ -2,7 +2,7 @@
 //! so no concurrency evaluates more than `max_attempts` guesses; a miss is explained from
 //! the code's state.
 
-use crate::domain::challenge::{ChallengeView, Status, VerifiedVia};
+use crate::domain::challenge::VerifiedVia;
 use crate::domain::code::OtpCode;
 use crate::domain::event::EventType;
 use crate::domain::keys::{CodeApi, ShareableKey, TenantId};
@@ -10,18 +10,12 @@ use crate::domain::locale::Locale;
 use crate::domain::purpose::Purpose;
 use crate::domain::recipient::Channel;
 use crate::domain::Millis;
-use crate::service::codes::mint::ended;
 use crate::service::core::audit::RequestContext;
-use crate::service::core::retry_secs;
 use crate::service::events::webhooks::EventData;
-use crate::service::{Codes, ErrorCode, LimitKind, ServiceError};
+use crate::service::{Codes, ErrorCode, ServiceError};
 use crate::storage::{
-    AttemptAsk, CodeKey, QuotaAsk, Reservation, Store, StoreError, TestGuess, VerifyFinish,
+    AttemptAsk, CodeKey, Reservation, Store, StoreError, TestGuess, VerifyFinish,
 };
-
-/// How long a verify that finds every attempt taken waits for another process's verify
-/// of the key that took the last one moments ago (its hashing and its write).
-const IN_FLIGHT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct Verified {
     /// The address or number as it was given at the mint.
@@ -425,91 +419,5 @@ impl Codes {
             tracing::warn!(error = %e, "counting a fixed test code's failure failed");
             false
         })
-    }
-
-    /// A code whose every attempt is taken, the last one moments ago by another process
-    /// (another instance, API.md §7): that verify may still be comparing a copy of the right
-    /// code, whose outcome decides the answer (`otp_used`, not `attempts_exhausted`). It is
-    /// read again until that outcome is in, for [`IN_FLIGHT`] at most; this process's own
-    /// verifies were waited for already (`KeyTurns`). `None`: the code is gone.
-    async fn settled_elsewhere(
-        &self,
-        k: &CodeKey,
-        mut view: ChallengeView,
-        mut now: Millis,
-    ) -> Result<Option<(ChallengeView, Millis)>, ServiceError> {
-        let me = self.delivery.lease_owner().to_string();
-        let waiting = tokio::time::Instant::now();
-        let in_flight_ms = i64::try_from(IN_FLIGHT.as_millis()).unwrap_or(i64::MAX);
-        while view.status_at(now) == Status::Exhausted
-            && view.attempt_by.as_deref().is_some_and(|by| by != me)
-            && view.attempt_at.is_some_and(|at| now - at < in_flight_ms)
-            && waiting.elapsed() < IN_FLIGHT
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            now = self.core.now();
-            let read = k.clone();
-            match self.core.db(move |s| s.challenge(&read, now)).await? {
-                Some(v) => view = v,
-                None => return Ok(None),
-            }
-        }
-        Ok(Some((view, now)))
-    }
-
-    /// Why no attempt could be reserved: unknown, ended, or the recipient is blocked.
-    async fn why_not(
-        &self,
-        tenant: &TenantId,
-        digest: &[u8],
-        flavor: CodeApi,
-        now: Millis,
-        code_len: usize,
-    ) -> ServiceError {
-        let k = CodeKey {
-            tenant: tenant.clone(),
-            key_digest: digest.to_vec(),
-            flavor,
-        };
-        let read = k.clone();
-        let view = match self.core.db(move |s| s.challenge(&read, now)).await {
-            Ok(Some(v)) => v,
-            Ok(None) => return ServiceError::OtpNotFound,
-            Err(e) => return e,
-        };
-        let (view, now) = match self.settled_elsewhere(&k, view, now).await {
-            Ok(Some(read)) => read,
-            Ok(None) => return ServiceError::OtpNotFound,
-            Err(e) => return e,
-        };
-        let status = view.status_at(now);
-        if status == Status::Pending {
-            if code_len != view.code_length as usize {
-                return ServiceError::field(
-                    "otp",
-                    format!("must be {} ASCII digits", view.code_length),
-                );
-            }
-            let quota = self.core.quota();
-            let window = quota.recipient_window_ms;
-            let tid = tenant.clone();
-            let recipient = view.email_canonical.clone();
-            match self
-                .core
-                .db(move |s| s.failures_blocked(&QuotaAsk::new(&tid, &recipient, &quota, now)))
-                .await
-            {
-                Ok(Some(until)) => {
-                    return ServiceError::RateLimited {
-                        // Never beyond the window (another instance's clock may run ahead).
-                        retry_after_secs: retry_secs((until - now).min(window)),
-                        kind: LimitKind::Failures,
-                    };
-                }
-                Ok(None) => {}
-                Err(e) => return e,
-            }
-        }
-        ended(status)
     }
 }
