@@ -56,6 +56,11 @@ pub struct EventEffect {
     /// The tenant's settings the event was verified with, when they were read before this
     /// request: it is applied only while they still hold.
     pub verified_with: Option<VerifiedWith>,
+    /// The one-time token its signature covers (Mailgun signs only a timestamp and a
+    /// token, not the event), recorded in the same transaction: a token seen before makes
+    /// the request a replay, and an event whose transaction fails leaves its token unused,
+    /// so the provider's retry is applied.
+    pub token: Option<SeenEvent>,
 }
 
 /// What an event was verified and shaped with: the tenant's row version (every change of
@@ -74,6 +79,9 @@ pub enum EventApplied {
     Applied,
     /// Seen before: nothing changed.
     Seen,
+    /// Its request's one-time token was seen before (a replayed signature): nothing changed,
+    /// and nothing else of the request may.
+    Replayed,
     /// The tenant's settings are no longer what the event was verified with (or it is
     /// disabled or gone): nothing changed.
     Stale,
@@ -126,7 +134,14 @@ impl<E: Engine> ProviderEventStore for E {
                     return Ok(EventApplied::Stale);
                 }
             }
+            if let Some(token) = &e.token {
+                if tx.exec(sql::provider_events::SEEN, &token.args())? == 0 {
+                    return Ok(EventApplied::Replayed);
+                }
+            }
             if tx.exec(sql::provider_events::SEEN, &e.seen.args())? == 0 {
+                // Its token (new) is recorded all the same: a repeat of an event is no
+                // reason to let its signature carry another.
                 return Ok(EventApplied::Seen);
             }
             let s = &e.suppression;

@@ -650,3 +650,49 @@ async fn a_burst_of_one_tenants_events_applies_each_once_and_refuses_none() {
     assert_eq!(applied, 24, "each event once");
     assert_eq!(suppressed(&s.app, &sk).await.len(), 25);
 }
+
+/// Mailgun signs only a timestamp and a token, not the event: a token carries one request,
+/// whatever that request did — nothing, a soft bounce, an event seen before, or a bounce
+/// applied — so a captured signature never carries another event.
+#[tokio::test]
+async fn a_mailgun_signature_carries_one_request_whatever_event_it_is_put_on() {
+    let s = setup().await;
+    let fake = s.fakes.iter().find(|f| f.kind == "mailgun").unwrap();
+    let (id, sk) = s.tenant(fake).await;
+    let ts = s.now();
+    let signed = |token: &str, data: Value| {
+        (
+            Vec::<(String, String)>::new(),
+            mailgun_body(MAILGUN_SIGNING, ts, token, data),
+        )
+    };
+    let bounce = |n: u32, to: &str| json!({"event": "failed", "severity": "permanent", "id": format!("mg-{n}"), "recipient": to});
+    let posted = |token: &'static str, data: Value| {
+        let s = &s;
+        let id = id.clone();
+        async move {
+            let (st, v) = s.post("mailgun", &id, signed(token, data)).await;
+            assert_eq!(st, StatusCode::OK, "{v}");
+            v["applied"].as_u64().unwrap()
+        }
+    };
+    // A soft bounce changes nothing, and takes its token.
+    let soft = json!({"event": "failed", "severity": "temporary", "id": "mg-soft", "recipient": "ann@example.com"});
+    assert_eq!(posted("tok-soft", soft).await, 0);
+    assert_eq!(posted("tok-soft", bounce(1, "ann@example.com")).await, 0);
+    // A hard bounce applied takes its token with it.
+    assert_eq!(posted("tok-bob", bounce(2, "bob@example.com")).await, 1);
+    let complaint = json!({"event": "complained", "id": "mg-3", "recipient": "carl@example.com"});
+    assert_eq!(posted("tok-bob", complaint).await, 0);
+    // An event seen before, under a new token: nothing, and the token is taken.
+    assert_eq!(posted("tok-again", bounce(2, "bob@example.com")).await, 0);
+    assert_eq!(posted("tok-again", bounce(4, "dave@example.com")).await, 0);
+    let list: Vec<String> = suppressed(&s.app, &sk)
+        .await
+        .iter()
+        .map(|e| e["recipient"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(list, vec!["bob@example.com".to_string()]);
+    // A new token with a new event is applied.
+    assert_eq!(posted("tok-dave", bounce(4, "dave@example.com")).await, 1);
+}

@@ -100,6 +100,18 @@ fn changes_something(e: &ProviderEvent) -> bool {
         && RecipientEmail::parse(&e.recipient).is_ok()
 }
 
+/// What holds a verified request of events to changing things once, beyond each event's
+/// own id.
+enum Guard<'a> {
+    /// Nothing more: its signature covers its events (and its settings were read now).
+    None,
+    /// The settings it was verified with, read for an earlier request, must still hold.
+    Settings(&'a VerifiedWith),
+    /// Its signature's one-time token (Mailgun), taken with the first event that changes
+    /// something, or alone when none does.
+    Token(Option<SeenEvent>),
+}
+
 /// What a request of events did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct EventsApplied {
@@ -134,7 +146,14 @@ impl Events {
             {
                 let w = &known.verified_with;
                 let (done, stale) = self
-                    .apply_events(&id, &w.webhook_events, Some(w), kind, events, now)
+                    .apply_events(
+                        &id,
+                        &w.webhook_events,
+                        Guard::Settings(w),
+                        kind,
+                        events,
+                        now,
+                    )
                     .await?;
                 if !stale {
                     return Ok(done);
@@ -152,6 +171,7 @@ impl Events {
         let Some(p) = tenant.provider(Channel::Email).filter(|p| p.kind == kind) else {
             return Err(ServiceError::EventUnverified);
         };
+        let mut guard = Guard::None;
         let events = if kind == ProviderKind::Ses {
             let topic = p.setting("events_topic_arn").map(str::to_string);
             match self.verified_sns(&tenant, topic, body).await? {
@@ -182,34 +202,25 @@ impl Events {
                 );
             }
             // Mailgun signs only its timestamp and token, not the event: a token is taken
-            // once, so a captured signature carries no other event.
+            // once — with the first event that changes something, in its transaction, or
+            // alone — so a captured signature carries no other event.
             if kind == ProviderKind::Mailgun {
                 let token = serde_json::from_slice::<serde_json::Value>(body)
                     .ok()
                     .and_then(|v| v.pointer("/signature/token")?.as_str().map(str::to_string))
                     .unwrap_or_default();
-                let seen = SeenEvent {
+                guard = Guard::Token(Some(SeenEvent {
                     tenant: tenant.id.clone(),
                     provider: "mailgun-token".into(),
                     event_id: token.chars().take(200).collect(),
                     now,
-                };
-                if !self
-                    .core
-                    .write(move |s| s.record_provider_event(&seen))
-                    .await?
-                {
-                    return Ok(EventsApplied {
-                        received: events.len(),
-                        applied: 0,
-                    });
-                }
+                }));
             }
             events
         };
         let w = &tenant.webhook_events;
         let (mut done, _) = self
-            .apply_events(&tenant.id, w, None, kind, events, now)
+            .apply_events(&tenant.id, w, guard, kind, events, now)
             .await?;
         done.applied += applied_before;
         Ok(done)
@@ -221,7 +232,7 @@ impl Events {
         &self,
         tenant: &TenantId,
         webhook_events: &str,
-        verified_with: Option<&VerifiedWith>,
+        mut guard: Guard<'_>,
         kind: ProviderKind,
         events: Vec<ProviderEvent>,
         now: i64,
@@ -232,13 +243,20 @@ impl Events {
         };
         for e in events {
             match self
-                .apply_event(tenant, webhook_events, verified_with, kind, e, now)
+                .apply_event(tenant, webhook_events, &mut guard, kind, e, now)
                 .await?
             {
                 EventApplied::Applied => done.applied += 1,
                 EventApplied::Seen => {}
+                EventApplied::Replayed => return Ok((done, false)),
                 EventApplied::Stale => return Ok((done, true)),
             }
+        }
+        // No event changed anything: the token is taken all the same.
+        if let Guard::Token(Some(token)) = guard {
+            self.core
+                .write(move |s| s.record_provider_event(&token))
+                .await?;
         }
         Ok((done, false))
     }
@@ -248,7 +266,7 @@ impl Events {
         &self,
         tenant: &TenantId,
         webhook_events: &str,
-        verified_with: Option<&VerifiedWith>,
+        guard: &mut Guard<'_>,
         kind: ProviderKind,
         e: ProviderEvent,
         now: i64,
@@ -280,7 +298,14 @@ impl Events {
             message_id: e.message_id.map(|m| m.chars().take(300).collect()),
             counted,
             webhook: None,
-            verified_with: verified_with.cloned(),
+            verified_with: match guard {
+                Guard::Settings(w) => Some((*w).clone()),
+                _ => None,
+            },
+            token: match guard {
+                Guard::Token(t) => t.take(),
+                _ => None,
+            },
         };
         effect.webhook = self.event_for(
             tenant,
