@@ -311,15 +311,6 @@ pub trait CodeOutcomeStore {
         key_digest: &[u8],
         recipient: &str,
     ) -> Result<(), StoreError>;
-    /// The key's last attempt (`attempts`, taken by `by`) was a wrong guess: a verify of
-    /// another process that finds every attempt taken need not wait for its outcome.
-    fn last_attempt_missed(
-        &self,
-        tenant: &TenantId,
-        key_digest: &[u8],
-        by: &str,
-        attempts: u32,
-    ) -> Result<(), StoreError>;
     /// `pending` → `verified` (by `f.via`: `code` or `link`) if still pending and
     /// unexpired; false otherwise. When the verify succeeds, `f.event` (`otp.verified`) is
     /// written and the failure budget of `f.clear_failures_of` (a recipient) is reset, in
@@ -404,18 +395,6 @@ impl<E: Engine> CodeOutcomeStore for E {
         let key = the_code(key_digest, tenant, CodeApi::Native);
         let (text, args) = view_query(self.dialect(), ", c.code_hash", THE_CODE, key, now);
         self.first_text(&text, &args, |r| Ok((view_from(r)?, r.text(VIEW_WIDTH)?)))
-    }
-
-    fn last_attempt_missed(
-        &self,
-        tenant: &TenantId,
-        key_digest: &[u8],
-        by: &str,
-        attempts: u32,
-    ) -> Result<(), StoreError> {
-        let args = args![key_digest, tenant.as_str(), by, attempts];
-        self.exec_one(sql::codes::LAST_ATTEMPT_MISSED, args)
-            .map(drop)
     }
 
     fn release_attempt(

@@ -374,22 +374,6 @@ impl Codes {
         }
         let attempts_remaining = res.max_attempts.saturating_sub(res.attempts);
         if attempts_remaining == 0 {
-            // Said in the store, so that a verify of another instance that finds no attempt
-            // left answers at once instead of waiting out this one's outcome. Best effort:
-            // without it, that verify waits (`IN_FLIGHT` at most) and answers the same.
-            let (tid, d, by, n) = (
-                tenant.clone(),
-                digest.clone(),
-                self.delivery.lease_owner().to_string(),
-                res.attempts,
-            );
-            if let Err(e) = self
-                .core
-                .write(move |s| s.last_attempt_missed(&tid, &d, &by, n))
-                .await
-            {
-                tracing::debug!(error = %e, "recording a key's last wrong guess failed");
-            }
             self.events.emit(
                 tenant,
                 subscribed,

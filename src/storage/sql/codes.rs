@@ -13,15 +13,6 @@ shared_sql!(
 );
 
 shared_sql!(
-    /// The last attempt of a key (`$1`, tenant `$2`), taken by `$3`, was a wrong guess: its
-    /// taker is forgotten, so a verify elsewhere stops waiting for its outcome (only while
-    /// the attempts are as that guess left them, `$4`).
-    pub(crate) LAST_ATTEMPT_MISSED =
-        "UPDATE challenges SET attempt_by = NULL WHERE key_digest = $1 AND tenant_id = $2 AND \
-         attempt_by = $3 AND attempts = $4"
-);
-
-shared_sql!(
     pub(crate) RELEASE_FAILURE =
         "UPDATE recipient_failures SET failures = failures - 1 WHERE tenant_id = $1 AND \
          email_canonical = $2 AND failures > 0"
