@@ -224,7 +224,7 @@ pub const TABLES: &[Table] = &[
             ("quota_at", Int),
             ("created_at", Int),
             ("channel", Text),
-            ("started_at", Int),
+            ("unstarted", Bool),
         ],
         identity: None,
     },

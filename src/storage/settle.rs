@@ -52,12 +52,7 @@ pub trait SettleStore {
     /// written, a lease that runs out is given back and the message sent by another sender
     /// (nothing left); after, it is an interrupted send, recorded `unknown` (API.md §19.2).
     /// False: `owner` no longer holds the row, and must not send.
-    fn outbox_send_started(
-        &self,
-        key_digest: &[u8],
-        owner: &str,
-        now: Millis,
-    ) -> Result<bool, StoreError>;
+    fn outbox_send_started(&self, key_digest: &[u8], owner: &str) -> Result<bool, StoreError>;
     /// Give up, only while `owner` holds the row: the code becomes `failed` (it can never
     /// verify), the outbox row goes, and the quota charge is given back unless some attempt
     /// may have reached the relay. When this attempt's outcome is unknown
@@ -233,13 +228,8 @@ impl<E: Engine> SettleStore for E {
             .map(drop)
     }
 
-    fn outbox_send_started(
-        &self,
-        key_digest: &[u8],
-        owner: &str,
-        now: Millis,
-    ) -> Result<bool, StoreError> {
-        self.exec_one(sql::SEND_STARTED, args![key_digest, owner, now])
+    fn outbox_send_started(&self, key_digest: &[u8], owner: &str) -> Result<bool, StoreError> {
+        self.exec_one(sql::SEND_STARTED, args![key_digest, owner])
             .map(|n| n == 1)
     }
 

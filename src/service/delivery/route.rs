@@ -427,14 +427,10 @@ impl Delivery {
         // queue by the sweep; after it, an interrupted send, recorded `unknown` (API.md
         // §19.2). Not recorded, not sent. (A sync message's client was answered already.)
         if background {
-            let (key, owner, now) = (
-                job.key_digest.clone(),
-                self.outbox.owner().to_string(),
-                self.core.now(),
-            );
+            let (key, owner) = (job.key_digest.clone(), self.outbox.owner().to_string());
             match self
                 .core
-                .write(move |s| s.outbox_send_started(&key, &owner, now))
+                .write(move |s| s.outbox_send_started(&key, &owner))
                 .await
             {
                 Ok(true) => {}

@@ -75,7 +75,7 @@ impl Delivery {
                     limit: CLAIM_BATCH,
                     caps,
                     default_cap: self.core.settings.load().smtp.initial_connections,
-                    skip: self.outbox.held(),
+                    skip: self.outbox.busy(),
                     after: super::locked(&self.outbox.inner.cursor).clone(),
                 },
             };
@@ -124,7 +124,7 @@ impl Delivery {
                 };
                 // Queued in its channel's window now, so the next claim counts this send.
                 let ticket = self.lane_window(&tenant, job.channel).queue();
-                self.outbox.started(&job.key_digest);
+                self.outbox.started(&job.key_digest, job.tenant_id.as_str());
                 let running = Running(self.clone(), job.key_digest.clone());
                 tokio::spawn(async move {
                     running.0.attempt(&job, &tenant, Some(ticket)).await;
@@ -208,7 +208,7 @@ impl Delivery {
     /// Give back the queued messages leased to this process that nothing here sends or
     /// holds: a claim whose answer was lost after its commit (a timeout, a connection cut),
     /// or a claimed message whose tenant could not be read and that could not be given back
-    /// then. Left alone they would wait out their lease and be recorded unknown, never sent.
+    /// then. Left alone they would wait out their lease before the sweep gave them back.
     /// Runs in the sender's loop, between claims: every message claimed here is then either
     /// sending or, once its send ended, settled or held. `sending` is read before `held`,
     /// as a send ends only after its outcome is recorded or held.

@@ -25,11 +25,11 @@ macro_rules! sweep_rows {
     () => {
         concat!(
             "SELECT o.key_digest, o.tenant_id, c.delivery_mode, c.status, c.attempts, c.max_attempts, \
-               c.expires_at, o.payload, o.started_at IS NOT NULL \
+               c.expires_at, o.payload, o.leased_by IS NOT NULL AND NOT o.unstarted \
              FROM outbox o JOIN challenges c ON c.key_digest = o.key_digest \
              WHERE (o.lease_until IS NULL OR o.lease_until < ",
             db_now!(),
-            ") AND (o.started_at IS NOT NULL OR c.delivery_mode = 'sync' OR NOT (",
+            ") AND ((o.leased_by IS NOT NULL AND NOT o.unstarted) OR c.delivery_mode = 'sync' OR NOT (",
             live_code!("c.", "$1"),
             "))"
         )
@@ -81,7 +81,7 @@ impl OutboxStore for PgStore {
                 concat!(
                     "UPDATE outbox o SET lease_until = ",
                     db_now!(),
-                    " + $2, leased_by = $3, started_at = NULL FROM challenges c \
+                    " + $2, leased_by = $3, unstarted = TRUE FROM challenges c \
                      WHERE o.key_digest = ANY($1) AND c.key_digest = o.key_digest \
                      RETURNING o.key_digest, o.tenant_id, o.recipient, o.payload, o.attempts, c.expires_at, c.delivery_mode, o.channel"
                 ),
@@ -149,7 +149,7 @@ impl OutboxStore for PgStore {
     ) -> Result<usize, StoreError> {
         let n = self.conn()?.db().execute(
             concat!(
-                "UPDATE outbox o SET lease_until = NULL, leased_by = NULL, started_at = NULL FROM challenges c \
+                "UPDATE outbox o SET lease_until = NULL, leased_by = NULL, unstarted = FALSE FROM challenges c \
                  WHERE o.leased_by = $1 AND c.key_digest = o.key_digest AND c.delivery_mode = 'async' \
                    AND NOT (o.key_digest = ANY($2)) AND o.lease_until > ",
                 db_now!(),
@@ -164,9 +164,9 @@ impl OutboxStore for PgStore {
     fn release_unstarted(&self, _now: Millis) -> Result<usize, StoreError> {
         let n = self.conn()?.db().execute(
             concat!(
-                "UPDATE outbox o SET lease_until = NULL, leased_by = NULL FROM challenges c \
-                 WHERE c.key_digest = o.key_digest AND c.delivery_mode = 'async' \
-                   AND o.leased_by IS NOT NULL AND o.started_at IS NULL AND o.lease_until < ",
+                "UPDATE outbox o SET lease_until = NULL, leased_by = NULL, unstarted = FALSE \
+                 FROM challenges c WHERE c.key_digest = o.key_digest AND c.delivery_mode = 'async' \
+                   AND o.leased_by IS NOT NULL AND o.unstarted AND o.lease_until < ",
                 db_now!()
             ),
             &[],

@@ -5,7 +5,7 @@ shared_sql!(pub(crate) CLAIM_OUTBOX = "SELECT MIN(tenant_id) FROM outbox WHERE t
 shared_sql!(
     pub(crate) RETRY_LATER =
         "UPDATE outbox SET attempts = $3, due_at = $4, lease_until = NULL, leased_by = NULL, \
-         started_at = NULL, maybe_delivered = maybe_delivered OR $5 WHERE key_digest = $1 AND leased_by = $2"
+         unstarted = FALSE, maybe_delivered = maybe_delivered OR $5 WHERE key_digest = $1 AND leased_by = $2"
 );
 
 shared_sql!(
@@ -26,7 +26,7 @@ shared_sql!(
 shared_sql!(
     pub(crate) OUTBOX_DEFER =
         "UPDATE outbox SET due_at = COALESCE($3, due_at), lease_until = NULL, leased_by = NULL, \
-         started_at = NULL WHERE key_digest = $1 AND leased_by = $2"
+         unstarted = FALSE WHERE key_digest = $1 AND leased_by = $2"
 );
 
 shared_sql!(
@@ -35,10 +35,10 @@ shared_sql!(
 );
 
 shared_sql!(
-    /// The holder (`$2`) of a message's lease (`$1`) begins its send at `$3`: from now on a
-    /// lease that runs out is an interrupted send (`unknown`), not one never begun.
+    /// The holder (`$2`) of a message's lease (`$1`) begins its send: from now on a lease
+    /// that runs out is an interrupted send (`unknown`), not one never begun.
     pub(crate) SEND_STARTED =
-        "UPDATE outbox SET started_at = $3 WHERE key_digest = $1 AND leased_by = $2"
+        "UPDATE outbox SET unstarted = FALSE WHERE key_digest = $1 AND leased_by = $2"
 );
 
 shared_sql!(pub(crate) OUTBOX_STATS = "SELECT COUNT(*), MIN(due_at) FROM outbox");

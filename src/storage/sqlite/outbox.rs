@@ -23,10 +23,10 @@ use crate::storage::{ClaimRequest, Claimed, OutboxJob, OutboxStore, StoreError};
 /// begun) or the code is no longer live.
 const SWEEP_ROWS: &str = concat!(
     "SELECT o.key_digest, o.tenant_id, c.delivery_mode, c.status, c.attempts, c.max_attempts, \
-       c.expires_at, o.payload, o.started_at IS NOT NULL \
+       c.expires_at, o.payload, o.leased_by IS NOT NULL AND NOT o.unstarted \
      FROM outbox o JOIN challenges c ON c.key_digest = o.key_digest \
      WHERE (o.lease_until IS NULL OR o.lease_until < ?1) \
-       AND (o.started_at IS NOT NULL OR c.delivery_mode = 'sync' OR NOT (",
+       AND ((o.leased_by IS NOT NULL AND NOT o.unstarted) OR c.delivery_mode = 'sync' OR NOT (",
     live_code!("c.", "?1"),
     "))"
 );
@@ -77,7 +77,7 @@ impl OutboxStore for SqliteStore {
                 // Still free and still live: the plan was read outside this transaction.
                 let leased = tx.row_opt(
                     concat!(
-                    "UPDATE outbox SET lease_until = ?2, leased_by = ?3, started_at = NULL \
+                    "UPDATE outbox SET lease_until = ?2, leased_by = ?3, unstarted = TRUE \
                      WHERE key_digest = ?1 AND due_at <= ?4 AND leased_by IS NULL \
                        AND EXISTS (SELECT 1 FROM challenges c WHERE c.key_digest = outbox.key_digest AND ",
                     live_code!("c.", "?4"),
@@ -166,7 +166,7 @@ impl OutboxStore for SqliteStore {
             let mut n = 0;
             for key in held.into_iter().filter(|k| !keep.contains(k)) {
                 n += tx.execute_cached(
-                    "UPDATE outbox SET lease_until = NULL, leased_by = NULL, started_at = NULL WHERE key_digest = ?1 AND leased_by = ?2",
+                    "UPDATE outbox SET lease_until = NULL, leased_by = NULL, unstarted = FALSE WHERE key_digest = ?1 AND leased_by = ?2",
                     params![key, owner],
                 )?;
             }
@@ -177,8 +177,8 @@ impl OutboxStore for SqliteStore {
     fn release_unstarted(&self, now: Millis) -> Result<usize, StoreError> {
         self.writer.write(move |tx| {
             Ok(tx.execute_cached(
-                "UPDATE outbox SET lease_until = NULL, leased_by = NULL \
-                 WHERE leased_by IS NOT NULL AND started_at IS NULL AND lease_until < ?1 \
+                "UPDATE outbox SET lease_until = NULL, leased_by = NULL, unstarted = FALSE \
+                 WHERE leased_by IS NOT NULL AND unstarted AND lease_until < ?1 \
                    AND key_digest IN (SELECT key_digest FROM challenges WHERE delivery_mode = 'async')",
                 [now],
             )?)
