@@ -11,6 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
+use crate::lifecycle::sql;
 use otpmint::testkit::http::{HttpReceiver, Reply};
 use otpmint::testkit::provider_events::{
     basic, mailgun_body, resend_headers, sns_message, SendgridKey, SNS_TEST_CERT, SNS_TOPIC,
@@ -695,4 +696,47 @@ async fn a_mailgun_signature_carries_one_request_whatever_event_it_is_put_on() {
     assert_eq!(list, vec!["bob@example.com".to_string()]);
     // A new token with a new event is applied.
     assert_eq!(posted("tok-dave", bounce(4, "dave@example.com")).await, 1);
+}
+
+/// A Mailgun event whose write fails is answered with an error and leaves its token
+/// unused: Mailgun's retry of the same request (same token, same signature) is applied.
+#[tokio::test]
+async fn a_mailgun_event_that_could_not_be_applied_is_applied_on_its_retry() {
+    let s = setup().await;
+    let fake = s.fakes.iter().find(|f| f.kind == "mailgun").unwrap();
+    let (id, sk) = s.tenant(fake).await;
+    let url = s.app.settings.database.url.clone();
+    // Every new suppression is refused until the trigger goes.
+    let drop_trigger = if on_postgres() {
+        sql(
+            &url,
+            "CREATE FUNCTION refuse_suppression() RETURNS trigger AS $$ BEGIN \
+             RAISE EXCEPTION 'refused by the test'; END $$ LANGUAGE plpgsql",
+        );
+        sql(
+            &url,
+            "CREATE TRIGGER refuse BEFORE INSERT ON suppressions FOR EACH ROW \
+             EXECUTE FUNCTION refuse_suppression()",
+        );
+        "DROP TRIGGER refuse ON suppressions"
+    } else {
+        sql(
+            &url,
+            "CREATE TRIGGER refuse BEFORE INSERT ON suppressions \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+        );
+        "DROP TRIGGER refuse"
+    };
+    let data = json!({"event": "failed", "severity": "permanent", "id": "mg-1", "recipient": "bob@example.com"});
+    let request = (
+        Vec::<(String, String)>::new(),
+        mailgun_body(MAILGUN_SIGNING, s.now(), "tok-1", data),
+    );
+    let (st, v) = s.post("mailgun", &id, request.clone()).await;
+    assert!(st.is_server_error(), "{st}: {v}");
+    assert!(suppressed(&s.app, &sk).await.is_empty());
+    sql(&url, drop_trigger);
+    let (st, v) = s.post("mailgun", &id, request).await;
+    assert_eq!((st, &v["applied"]), (StatusCode::OK, &json!(1)), "{v}");
+    assert_eq!(suppressed(&s.app, &sk).await.len(), 1);
 }

@@ -203,7 +203,9 @@ impl Events {
             }
             // Mailgun signs only its timestamp and token, not the event: a token is taken
             // once — with the first event that changes something, in its transaction, or
-            // alone — so a captured signature carries no other event.
+            // alone — so a captured signature carries no other event. (Mailgun posts one
+            // event a request, and its parser reads one: a token taken with a first event
+            // could otherwise leave a later one's failed write unretried.)
             if kind == ProviderKind::Mailgun {
                 let token = serde_json::from_slice::<serde_json::Value>(body)
                     .ok()
