@@ -33,6 +33,9 @@ pub struct PageStrings {
     /// The key's resends are spent (`otp.max_resends`): waiting does not help.
     pub no_more_codes: &'static str,
     pub not_sent: &'static str,
+    /// The code could not be checked now (the service is busy or its database away): the
+    /// same code may be tried again.
+    pub busy: &'static str,
     pub over_title: &'static str,
     pub over_lead: &'static str,
     /// Shown to anyone but the browser that finished the sign-in (API.md §17.2).
@@ -68,6 +71,7 @@ const ALL: [PageStrings; 10] = [
         limited_minutes: "Please wait {n} min, then try again.",
         no_more_codes: "No more codes can be sent for this sign-in. Use the last code you received.",
         not_sent: "The code could not be sent. Try again in a moment.",
+        busy: "The code could not be checked just now. Try again in a moment.",
         over_title: "This sign-in can no longer be completed",
         over_lead: "It has expired or failed. Start again from {app}.",
         done_title: "This sign-in is already complete",
@@ -101,6 +105,7 @@ const ALL: [PageStrings; 10] = [
         limited_minutes: "Bitte warten Sie {n} min und versuchen Sie es dann erneut.",
         no_more_codes: "Für diese Anmeldung können keine weiteren Codes gesendet werden. Verwenden Sie den zuletzt erhaltenen Code.",
         not_sent: "Der Code konnte nicht gesendet werden. Versuchen Sie es gleich noch einmal.",
+        busy: "Der Code konnte gerade nicht geprüft werden. Versuchen Sie es gleich noch einmal.",
         over_title: "Diese Anmeldung kann nicht mehr abgeschlossen werden",
         over_lead: "Sie ist abgelaufen oder fehlgeschlagen. Beginnen Sie erneut bei {app}.",
         done_title: "Diese Anmeldung ist bereits abgeschlossen",
@@ -133,6 +138,7 @@ const ALL: [PageStrings; 10] = [
         limited_minutes: "Espera {n} min y vuelve a intentarlo.",
         no_more_codes: "No se pueden enviar más códigos para este inicio de sesión. Usa el último código que recibiste.",
         not_sent: "No se pudo enviar el código. Inténtalo de nuevo en un momento.",
+        busy: "No se pudo comprobar el código en este momento. Inténtalo de nuevo en un momento.",
         over_title: "Este inicio de sesión ya no se puede completar",
         over_lead: "Ha caducado o ha fallado. Vuelve a empezar desde {app}.",
         done_title: "Este inicio de sesión ya se ha completado",
@@ -166,6 +172,7 @@ const ALL: [PageStrings; 10] = [
         limited_minutes: "Patientez {n} min puis réessayez.",
         no_more_codes: "Aucun autre code ne peut être envoyé pour cette connexion. Utilisez le dernier code reçu.",
         not_sent: "Le code n’a pas pu être envoyé. Réessayez dans un instant.",
+        busy: "Le code n’a pas pu être vérifié pour le moment. Réessayez dans un instant.",
         over_title: "Cette connexion ne peut plus aboutir",
         over_lead: "Elle a expiré ou échoué. Recommencez depuis {app}.",
         done_title: "Cette connexion est déjà terminée",
@@ -198,6 +205,7 @@ const ALL: [PageStrings; 10] = [
         limited_minutes: "Attendi {n} min e riprova.",
         no_more_codes: "Non è possibile inviare altri codici per questo accesso. Usa l’ultimo codice ricevuto.",
         not_sent: "Non è stato possibile inviare il codice. Riprova tra poco.",
+        busy: "Non è stato possibile verificare il codice in questo momento. Riprova tra poco.",
         over_title: "Questo accesso non può più essere completato",
         over_lead: "È scaduto o non è riuscito. Ricomincia da {app}.",
         done_title: "Questo accesso è già stato completato",
@@ -230,6 +238,7 @@ const ALL: [PageStrings; 10] = [
         limited_minutes: "Aguarde {n} min e tente de novo.",
         no_more_codes: "Não é possível enviar mais códigos para este início de sessão. Use o último código que recebeu.",
         not_sent: "Não foi possível enviar o código. Tente de novo em instantes.",
+        busy: "Não foi possível verificar o código agora. Tente de novo em instantes.",
         over_title: "Este acesso não pode mais ser concluído",
         over_lead: "Ele expirou ou falhou. Comece de novo em {app}.",
         done_title: "Este acesso já foi concluído",
@@ -262,6 +271,7 @@ const ALL: [PageStrings; 10] = [
         limited_minutes: "Wacht {n} min en probeer het dan opnieuw.",
         no_more_codes: "Voor deze aanmelding kunnen geen codes meer worden verstuurd. Gebruik de laatste code die je hebt ontvangen.",
         not_sent: "De code kon niet worden verstuurd. Probeer het zo opnieuw.",
+        busy: "De code kon nu niet worden gecontroleerd. Probeer het zo opnieuw.",
         over_title: "Deze aanmelding kan niet meer worden afgerond",
         over_lead: "Ze is verlopen of mislukt. Begin opnieuw bij {app}.",
         done_title: "Deze aanmelding is al afgerond",
@@ -294,6 +304,7 @@ const ALL: [PageStrings; 10] = [
         limited_minutes: "Odczekaj {n} min i spróbuj ponownie.",
         no_more_codes: "Dla tego logowania nie można wysłać więcej kodów. Użyj ostatniego otrzymanego kodu.",
         not_sent: "Nie udało się wysłać kodu. Spróbuj ponownie za chwilę.",
+        busy: "Nie udało się teraz sprawdzić kodu. Spróbuj ponownie za chwilę.",
         over_title: "Tego logowania nie można już dokończyć",
         over_lead: "Wygasło lub się nie powiodło. Zacznij od nowa w {app}.",
         done_title: "To logowanie zostało już zakończone",
@@ -328,6 +339,7 @@ const ALL: [PageStrings; 10] = [
         limited_minutes: "{n}分待ってから、もう一度お試しください。",
         no_more_codes: "このサインインではこれ以上コードを送信できません。最後に受け取ったコードを使用してください。",
         not_sent: "コードを送信できませんでした。しばらくしてからもう一度お試しください。",
+        busy: "今はコードを確認できませんでした。しばらくしてからもう一度お試しください。",
         over_title: "このサインインは完了できません",
         over_lead: "有効期限が切れたか、失敗しました。{app} からやり直してください。",
         done_title: "このサインインはすでに完了しています",
@@ -360,6 +372,7 @@ const ALL: [PageStrings; 10] = [
         limited_minutes: "请等待 {n} 分钟后再试。",
         no_more_codes: "此次登录无法再发送验证码。请使用您最后收到的验证码。",
         not_sent: "验证码发送失败。请稍后再试。",
+        busy: "暂时无法验证验证码。请稍后再试。",
         over_title: "此次登录已无法完成",
         over_lead: "它已过期或失败。请从 {app} 重新开始。",
         done_title: "此次登录已完成",
@@ -414,6 +427,8 @@ mod tests {
                 s.lang
             );
             assert_ne!(s.limited, s.limited_minutes, "{}", s.lang);
+            // A check that could not be made is not a code that could not be sent.
+            assert_ne!(s.busy, s.not_sent, "{}", s.lang);
         }
     }
 }

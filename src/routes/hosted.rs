@@ -179,6 +179,7 @@ async fn render(
         Some(PageError::Limited(secs)) => s.wait(*secs),
         Some(PageError::NoMoreCodes) => s.no_more_codes.to_string(),
         Some(PageError::NotSent) => s.not_sent.to_string(),
+        Some(PageError::Busy) => s.busy.to_string(),
         Some(PageError::Over) | None => String::new(),
     };
     let done = status_now == "verified";
@@ -269,6 +270,7 @@ async fn render(
         ) => StatusCode::UNPROCESSABLE_ENTITY,
         Some(PageError::Limited(_) | PageError::NoMoreCodes) => StatusCode::TOO_MANY_REQUESTS,
         Some(PageError::NotSent) => StatusCode::BAD_GATEWAY,
+        Some(PageError::Busy) => StatusCode::SERVICE_UNAVAILABLE,
         None if done => StatusCode::OK,
         None if over => StatusCode::GONE,
         None => StatusCode::OK,

@@ -66,6 +66,8 @@ pub enum PageError {
     /// The key's resends are spent: the last code sent is the one to use.
     NoMoreCodes,
     NotSent,
+    /// The code could not be checked now (503): the same code may be tried again.
+    Busy,
     /// Expired, failed, or verified already: nothing more to do here.
     Over,
 }
@@ -373,7 +375,7 @@ impl Codes {
                 | ServiceError::OtpCancelled
                 | ServiceError::OtpFailed,
             ) => Err(PageError::CodeEnded),
-            Err(ServiceError::Unavailable(_) | ServiceError::Overloaded) => Err(PageError::NotSent),
+            Err(ServiceError::Unavailable(_) | ServiceError::Overloaded) => Err(PageError::Busy),
             Err(_) => Err(PageError::Over),
         }
     }
