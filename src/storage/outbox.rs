@@ -30,6 +30,10 @@ pub struct Fairness<K> {
     /// Never claimed here, with their tenants (messages this process is sending or whose
     /// outcome it has not recorded yet, events it is delivering).
     pub skip: HashMap<K, String>,
+    /// Never claimed here either, without asking for more rows: messages whose send is
+    /// under way here (their rows are leased, so no claim finds them, but for one whose
+    /// lease ran out and that this process's own sweep gave back while it waited).
+    pub running: HashSet<K>,
     /// Tenants are visited in id order, starting after this one and wrapping around, so
     /// claims that stop at `limit` take turns between tenants.
     pub after: Option<String>,
@@ -256,7 +260,7 @@ pub(crate) fn plan_claim<K: Eq + Hash + Clone, L: Copy>(
             keys.extend(
                 due_keys(&tenant, *lane, ask)?
                     .into_iter()
-                    .filter(|k| !f.skip.contains_key(k))
+                    .filter(|k| !f.skip.contains_key(k) && !f.running.contains(k))
                     .take(room),
             );
         }
@@ -310,6 +314,7 @@ mod tests {
             caps: caps.iter().map(|(t, n)| (t.to_string(), *n)).collect(),
             default_cap: 2,
             skip: HashMap::new(),
+            running: HashSet::new(),
             after: after.map(str::to_string),
         }
     }
@@ -387,10 +392,16 @@ mod tests {
     }
 
     #[test]
-    fn keys_awaiting_their_record_are_never_claimed() {
+    fn keys_awaiting_their_record_or_being_sent_here_are_never_claimed() {
         let mut c = request(100, &[("b", 0), ("c", 0)], None);
         c.skip.insert(b"a0".to_vec(), "a".into());
         let (keys, _) = plan(&c);
         assert_eq!(keys, ["a1", "a2"]);
+        // A key being sent here is passed over without asking for more rows (its row is
+        // leased, so no claim finds it, but for one this process's sweep gave back).
+        let mut c = request(100, &[("b", 0), ("c", 0)], None);
+        c.running.insert(b"a0".to_vec());
+        let (keys, _) = plan(&c);
+        assert_eq!(keys, ["a1"]);
     }
 }

@@ -638,6 +638,7 @@ async fn a_message_claimed_by_an_answer_that_was_lost_is_given_back_and_sent() {
             caps: Default::default(),
             default_cap: 4,
             skip: Default::default(),
+            running: Default::default(),
             after: None,
         },
         other_caps: Default::default(),
@@ -709,4 +710,62 @@ async fn a_write_answered_503_that_commits_after_all_is_undone() {
     let (s, v) = body(app.get("/v1/tenant/suppressions", &sk).await).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert!(!v.to_string().contains("late@example.com"), "{v}");
+}
+
+/// API.md §19.2: a message waiting for a session whose lease ran out is given back by this
+/// process's own sweep. While that first send still waits, this process never claims the
+/// message again (a second send under the same owner would pass every check of the first):
+/// it is sent once, when the session frees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_given_back_while_its_send_waits_is_not_claimed_again_here() {
+    let app = spawn_app_with(|s| {
+        s.delivery.max_sessions = 1;
+        s.smtp.timeout_seconds = 60;
+    })
+    .await;
+    let url = app.settings.database.url.clone();
+    let sql = |q: &'static str| crate::lifecycle::sql(&url, q);
+    let (_, ada) = app.tenant().await;
+    let (_, bob) = app.tenant().await;
+    app.smtp.hold();
+    // Ada's message holds the process's only session; bob's is claimed and waits for it.
+    mint_async(&app, &ada, "ada@example.com").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app.smtp.in_data() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ada's never reached DATA"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let key = mint_async(&app, &bob, "bob@example.com").await;
+    while sql("SELECT COUNT(*) FROM outbox WHERE unstarted = TRUE") != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bob's was never claimed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Its lease runs out; the next sweep (every 5 s) gives it back, and it stays free.
+    sql("UPDATE outbox SET lease_until = 0 WHERE unstarted = TRUE");
+    let deadline = std::time::Instant::now() + Duration::from_secs(12);
+    while sql("SELECT COUNT(*) FROM outbox WHERE leased_by IS NULL") != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bob's lease was never given back, or was claimed again at once"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        sql("SELECT COUNT(*) FROM outbox WHERE leased_by IS NULL"),
+        1,
+        "claimed again while its first send waited"
+    );
+    app.smtp.release();
+    let v = wait_status(&app, &bob, &key, |v| v["delivery"]["status"] == "sent").await;
+    assert_eq!(v["delivery"]["attempts"], 1, "{v}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(app.smtp.count_to("bob@example.com"), 1, "sent once");
+    assert_eq!(app.smtp.count_to("ada@example.com"), 1);
 }

@@ -109,9 +109,9 @@ struct OutboxInner {
     tokens: oauth2::Tokens,
     /// Background sends running (claimed, not yet settled).
     running: std::sync::atomic::AtomicUsize,
-    /// The messages of those sends, with their tenants: claimed here, their attempt under
-    /// way (a count each: a message claimed again as its last send ends is still sending).
-    sending: Mutex<HashMap<Vec<u8>, (usize, String)>>,
+    /// The messages of those sends: claimed here, their attempt under way (a count each:
+    /// a message claimed again as its last send ends is still sending).
+    sending: Mutex<HashMap<Vec<u8>, usize>>,
     /// The window key of the first transport of each tenant's channel, as last seen by the
     /// sender (claims count that window for the tenant's lane of the channel).
     lanes: Mutex<HashMap<(String, route::Channel), String>>,
@@ -270,18 +270,15 @@ impl Outbox {
     }
 
     /// A background send of this message starts (see `OutboxInner::sending`).
-    fn started(&self, key: &[u8], tenant: &str) {
+    fn started(&self, key: &[u8]) {
         self.inner.running.fetch_add(1, Ordering::SeqCst);
-        locked(&self.inner.sending)
-            .entry(key.to_vec())
-            .or_insert_with(|| (0, tenant.to_string()))
-            .0 += 1;
+        *locked(&self.inner.sending).entry(key.to_vec()).or_default() += 1;
     }
 
     /// It ended: its outcome is recorded, or held until it is.
     fn ended(&self, key: &[u8]) {
         let mut sending = locked(&self.inner.sending);
-        if let Some((n, _)) = sending.get_mut(key) {
+        if let Some(n) = sending.get_mut(key) {
             *n -= 1;
             if *n == 0 {
                 sending.remove(key);
@@ -295,18 +292,6 @@ impl Outbox {
     /// Messages whose background send is under way.
     fn sending(&self) -> Vec<Vec<u8>> {
         locked(&self.inner.sending).keys().cloned().collect()
-    }
-
-    /// Messages a claim must not take, with their tenants: those held, and those whose
-    /// send is under way here — its lease may have run out and been given back by this
-    /// process's own sweep while it waited for a session, and a second send of it under
-    /// the same owner would pass every check of the first.
-    fn busy(&self) -> HashMap<Vec<u8>, String> {
-        let mut busy = self.held();
-        for (key, (_, tenant)) in locked(&self.inner.sending).iter() {
-            busy.entry(key.clone()).or_insert_with(|| tenant.clone());
-        }
-        busy
     }
 
     /// Messages a claim or the sweep must not take, and a shutdown must not release, with

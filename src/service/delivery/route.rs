@@ -34,6 +34,10 @@ const REFUSED_PAUSE: Duration = Duration::from_millis(100);
 /// The time a try after such a pause must still have, to connect and send.
 const MIN_TRY: Duration = Duration::from_secs(1);
 
+/// Writes of a background send's beginning at most, and the pause between them.
+const MARK_TRIES: u32 = 3;
+const MARK_PAUSE: Duration = Duration::from_millis(100);
+
 /// What accepted a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered {
@@ -115,15 +119,19 @@ impl Breakers {
     }
 
     /// A transient failure: one more in a row; the breaker opens at `threshold` (a failed
-    /// probe opens it again at once).
-    pub fn failed(&self, relay: &str, now: Millis, threshold: u32, open_ms: Millis) {
+    /// probe opens it again at once). `probe`: this caller held the probe (`admit` answered
+    /// `Probe`); a failure of another send (one let through while every transport rested,
+    /// or as the last chance) leaves a probe under way its own.
+    pub fn failed(&self, relay: &str, now: Millis, threshold: u32, open_ms: Millis, probe: bool) {
         let mut map = self.locked();
         let b = map.entry(relay.to_string()).or_default();
         b.failures = b.failures.saturating_add(1);
-        if b.probing || b.failures >= threshold.max(1) {
+        if probe || b.failures >= threshold.max(1) {
             b.open_until = Some(now.saturating_add(open_ms));
         }
-        b.probing = false;
+        if probe {
+            b.probing = false;
+        }
     }
 
     /// Forget the breakers of a tenant's transports (its settings changed).
@@ -261,7 +269,9 @@ impl Delivery {
                         }
                         _ if e.is_transient() => {
                             let open_ms = (cfg.breaker_seconds as i64).saturating_mul(1000);
-                            breakers.failed(key, self.core.now(), cfg.breaker_failures, open_ms);
+                            let probe = gate == Gate::Probe;
+                            let threshold = cfg.breaker_failures;
+                            breakers.failed(key, self.core.now(), threshold, open_ms, probe);
                         }
                         _ => breakers.passed(key),
                     }
@@ -427,20 +437,28 @@ impl Delivery {
         // queue by the sweep; after it, an interrupted send, recorded `unknown` (API.md
         // §19.2). Not recorded, not sent. (A sync message's client was answered already.)
         if background {
-            let (key, owner) = (job.key_digest.clone(), self.outbox.owner().to_string());
-            match self
-                .core
-                .write(move |s| s.outbox_send_started(&key, &owner))
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::warn!(tenant_id = %tenant, "a queued message's lease was taken over before its send began; not sent here");
-                    return Err(Undelivered::Stopped);
-                }
-                Err(e) => {
-                    tracing::warn!(tenant_id = %tenant, error = %e, "recording a send's beginning failed; the message goes back to the queue");
-                    return Err(Undelivered::Stopped);
+            // The write is idempotent: one whose answer was lost (it may have committed) is
+            // made again while the session may still be used, so that a lease whose mark
+            // is gone is never left to run out as an interrupted send that never began.
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                let (key, owner) = (job.key_digest.clone(), self.outbox.owner().to_string());
+                match self
+                    .core
+                    .write(move |s| s.outbox_send_started(&key, &owner))
+                    .await
+                {
+                    Ok(true) => break,
+                    Ok(false) => {
+                        tracing::warn!(tenant_id = %tenant, "a queued message's lease was given back or taken over before its send began; not sent here");
+                        return Err(Undelivered::Stopped);
+                    }
+                    Err(e) if tries >= MARK_TRIES || Instant::now() + MARK_PAUSE >= by => {
+                        tracing::warn!(tenant_id = %tenant, error = %e, "recording a send's beginning failed; the message goes back to the queue");
+                        return Err(Undelivered::Stopped);
+                    }
+                    Err(_) => tokio::time::sleep(MARK_PAUSE).await,
                 }
             }
         }
@@ -456,10 +474,10 @@ mod tests {
     fn a_breaker_opens_after_the_threshold_and_one_probe_closes_or_reopens_it() {
         let b = Breakers::default();
         for _ in 0..4 {
-            b.failed("r", 0, 5, 30_000);
+            b.failed("r", 0, 5, 30_000, false);
             assert_eq!(b.peek("r", 0), Gate::Closed);
         }
-        b.failed("r", 1_000, 5, 30_000);
+        b.failed("r", 1_000, 5, 30_000, false);
         assert_eq!(b.admit("r", 1_000), Gate::Open);
         assert_eq!(b.admit("r", 30_999), Gate::Open);
         // Its time is up: one probe, the others still skip it.
@@ -467,22 +485,26 @@ mod tests {
         assert_eq!(b.admit("r", 31_000), Gate::Probe);
         assert_eq!(b.admit("r", 31_000), Gate::Open);
         assert_eq!(b.peek("r", 31_000), Gate::Open);
+        // Another send's failure meanwhile (let through as the last chance) leaves the
+        // probe under way its own: nobody else probes.
+        b.failed("r", 31_500, 5, 30_000, false);
+        assert_eq!(b.admit("r", 61_500), Gate::Open);
         // A failed probe opens it again for the whole time.
-        b.failed("r", 32_000, 5, 30_000);
+        b.failed("r", 32_000, 5, 30_000, true);
         assert_eq!(b.admit("r", 61_999), Gate::Open);
         assert_eq!(b.admit("r", 62_000), Gate::Probe);
         b.passed("r");
         assert_eq!(b.admit("r", 62_000), Gate::Closed);
         // A success in between resets the count.
         for _ in 0..4 {
-            b.failed("r", 0, 5, 30_000);
+            b.failed("r", 0, 5, 30_000, false);
         }
         b.passed("r");
-        b.failed("r", 0, 5, 30_000);
+        b.failed("r", 0, 5, 30_000, false);
         assert_eq!(b.peek("r", 0), Gate::Closed);
         // A probe let go lets the next message probe.
         for _ in 0..5 {
-            b.failed("s", 0, 5, 10);
+            b.failed("s", 0, 5, 10, false);
         }
         assert_eq!(b.admit("s", 10), Gate::Probe);
         b.let_go("s");

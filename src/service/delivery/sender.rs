@@ -75,7 +75,12 @@ impl Delivery {
                     limit: CLAIM_BATCH,
                     caps,
                     default_cap: self.core.settings.load().smtp.initial_connections,
-                    skip: self.outbox.busy(),
+                    skip: self.outbox.held(),
+                    // A message whose send is under way here: its lease may have run out
+                    // and been given back by this process's own sweep while it waited for
+                    // a session, and a second send under the same owner would pass every
+                    // check the first one makes.
+                    running: self.outbox.sending().into_iter().collect(),
                     after: super::locked(&self.outbox.inner.cursor).clone(),
                 },
             };
@@ -124,7 +129,7 @@ impl Delivery {
                 };
                 // Queued in its channel's window now, so the next claim counts this send.
                 let ticket = self.lane_window(&tenant, job.channel).queue();
-                self.outbox.started(&job.key_digest, job.tenant_id.as_str());
+                self.outbox.started(&job.key_digest);
                 let running = Running(self.clone(), job.key_digest.clone());
                 tokio::spawn(async move {
                     running.0.attempt(&job, &tenant, Some(ticket)).await;

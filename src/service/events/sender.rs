@@ -217,6 +217,7 @@ impl Events {
                     .iter()
                     .flat_map(|(t, ids)| ids.iter().map(move |id| (id.clone(), t.clone())))
                     .collect(),
+                running: std::collections::HashSet::new(),
                 after: locked(&self.hooks.inner.cursor).clone(),
             },
         };
