@@ -1348,3 +1348,67 @@ async fn a_code_the_page_could_not_check_says_so_and_verifies_after() {
     assert_eq!(s, StatusCode::SEE_OTHER);
     assert_eq!(h[header::LOCATION], format!("{RETURN}?session={id}"));
 }
+
+/// A code that verified while the session's own record could not be written (its row held
+/// by another transaction past the lock timeout): the page asks to try again, the record is
+/// written once the database takes it, and then this browser goes back to the tenant and
+/// the session is claimed — never a sign-in that "can no longer be completed".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_record_failed_after_its_code_verified_is_finished_and_claimed() {
+    if !on_postgres() {
+        eprintln!("skipped on SQLite: only PostgreSQL locks one row while others are written");
+        return;
+    }
+    let (app, sk) = hosted_app_with(RETURN, |s| s.database.timeout_seconds = 1).await;
+    let (id, _) = open_session(
+        &app,
+        &sk,
+        json!({"return_url": RETURN, "email": "ada@example.com"}),
+    )
+    .await;
+    let (mut b, csrf) = on_the_page(&app, &id).await;
+    let send = format!("/h/{id}/send");
+    assert_eq!(
+        b.post(&send, &[("csrf", &csrf)]).await.0,
+        StatusCode::SEE_OTHER
+    );
+    let code = app.smtp.wait_for("ada@example.com", 1).await.code();
+    // Another transaction holds the session's row.
+    let (url, sid) = (app.settings.database.url.clone(), id.clone());
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let mut tx = c.transaction().unwrap();
+        tx.execute(
+            "SELECT 1 FROM hosted_sessions WHERE id = $1 FOR UPDATE",
+            &[&sid],
+        )
+        .unwrap();
+        locked_tx.send(()).unwrap();
+        let _ = release_rx.recv_timeout(std::time::Duration::from_secs(60));
+        tx.rollback().unwrap();
+    });
+    locked_rx.recv().unwrap();
+    let verify = format!("/h/{id}/verify");
+    let (s, _, html) = b.post(&verify, &[("csrf", &csrf), ("code", &code)]).await;
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{html}");
+    assert!(html.contains("could not be checked"), "{html}");
+    // Once the record is written, the page sends this browser back to the tenant.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let (s, h, html) = b.get(&format!("/h/{id}")).await;
+        if s == StatusCode::SEE_OTHER {
+            assert_eq!(h[header::LOCATION], format!("{RETURN}?session={id}"));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{s}: {html}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let path = format!("/v1/tenant/hosted-sessions/{id}/claim");
+    let (s, v) = claim(&app, &sk, &path, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["email"], "ada@example.com", "{v}");
+}

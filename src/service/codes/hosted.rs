@@ -17,7 +17,7 @@ use crate::service::codes::mint::MintRequest;
 use crate::service::codes::verify::Caller;
 use crate::service::core::audit::RequestContext;
 use crate::service::{Codes, ServiceError};
-use crate::storage::{Session, SessionRow};
+use crate::storage::{Session, SessionRow, Store};
 
 /// How long a person has to finish a hosted session.
 pub const SESSION_MS: Millis = 30 * 60 * 1000;
@@ -348,18 +348,29 @@ impl Codes {
                 );
                 let by = self.hosted_finisher(&row.session.id, cookie);
                 // Only the session's current code finishes it.
-                match self
-                    .core
-                    .write(move |s| s.finish_session(&id, &digest, now, &by))
-                    .await
-                {
+                let finish = move |s: &dyn Store| s.finish_session(&id, &digest, now, &by);
+                let again = finish.clone();
+                match self.core.write(finish).await {
                     Ok(true) => session_redirect(
                         &row.session.return_url,
                         &row.session.id,
                         &tenant.allowed_return_urls,
                     )
                     .ok_or(PageError::Over),
-                    _ => Err(PageError::Over),
+                    Ok(false) => Err(PageError::Over),
+                    // The code verified, but the session's own record did not take: it is
+                    // written in the background until the database takes it (this browser
+                    // its finisher), and the person is asked to try again — the page then
+                    // goes back to the tenant, and the session can be claimed.
+                    Err(_) => {
+                        let core = self.core.clone();
+                        tokio::spawn(async move {
+                            let what = "finishing a verified hosted session";
+                            core.record_until_taken(what, move |s| again(s).map(drop), || {})
+                                .await;
+                        });
+                        Err(PageError::Busy)
+                    }
                 }
             }
             Err(ServiceError::Mismatch { attempts_remaining }) => {
