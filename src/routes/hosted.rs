@@ -180,10 +180,22 @@ async fn render(
         Some(PageError::NoMoreCodes) => s.no_more_codes.to_string(),
         Some(PageError::NotSent) => s.not_sent.to_string(),
         Some(PageError::Busy) => s.busy.to_string(),
+        Some(PageError::Finishing) => String::new(),
         Some(PageError::Over) | None => String::new(),
     };
     let done = status_now == "verified";
-    let (title, lead, field, label, button, action, again) = if done {
+    let (title, lead, field, label, button, action, again) = if error == Some(&PageError::Finishing)
+    {
+        (
+            s.finishing_title.to_string(),
+            s.finishing_lead.to_string(),
+            "",
+            "",
+            "",
+            String::new(),
+            "",
+        )
+    } else if done {
         (
             s.done_title.to_string(),
             s.done_lead.to_string(),
@@ -270,7 +282,7 @@ async fn render(
         ) => StatusCode::UNPROCESSABLE_ENTITY,
         Some(PageError::Limited(_) | PageError::NoMoreCodes) => StatusCode::TOO_MANY_REQUESTS,
         Some(PageError::NotSent) => StatusCode::BAD_GATEWAY,
-        Some(PageError::Busy) => StatusCode::SERVICE_UNAVAILABLE,
+        Some(PageError::Busy | PageError::Finishing) => StatusCode::SERVICE_UNAVAILABLE,
         None if done => StatusCode::OK,
         None if over => StatusCode::GONE,
         None => StatusCode::OK,

@@ -1350,9 +1350,10 @@ async fn a_code_the_page_could_not_check_says_so_and_verifies_after() {
 }
 
 /// A code that verified while the session's own record could not be written (its row held
-/// by another transaction past the lock timeout): the page asks to try again, the record is
-/// written once the database takes it, and then this browser goes back to the tenant and
-/// the session is claimed — never a sign-in that "can no longer be completed".
+/// by another transaction past the lock timeout): the page says the code was accepted and
+/// to reload, the record is written once the database takes it, and then this browser goes
+/// back to the tenant and the session is claimed — never a sign-in that "can no longer be
+/// completed".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_whose_record_failed_after_its_code_verified_is_finished_and_claimed() {
     if !on_postgres() {
@@ -1392,10 +1393,16 @@ async fn a_session_whose_record_failed_after_its_code_verified_is_finished_and_c
     locked_rx.recv().unwrap();
     let verify = format!("/h/{id}/verify");
     let (s, _, html) = b.post(&verify, &[("csrf", &csrf), ("code", &code)]).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{html}");
+    assert!(html.contains("Your code was accepted"), "{html}");
+    assert!(html.contains("Reload this page"), "{html}");
+    // While the row stays held the record cannot be written (it is tried again every
+    // moment): the page does not go back to the tenant yet.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let (s, _, html) = b.get(&format!("/h/{id}")).await;
+    assert_ne!(s, StatusCode::SEE_OTHER, "{html}");
     release_tx.send(()).unwrap();
     holder.join().unwrap();
-    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{html}");
-    assert!(html.contains("could not be checked"), "{html}");
     // Once the record is written, the page sends this browser back to the tenant.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {

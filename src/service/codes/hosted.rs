@@ -68,6 +68,9 @@ pub enum PageError {
     NotSent,
     /// The code could not be checked now (503): the same code may be tried again.
     Busy,
+    /// The code verified, but the session's own record is still being written (the
+    /// database was away): a reload of the page goes on once it is.
+    Finishing,
     /// Expired, failed, or verified already: nothing more to do here.
     Over,
 }
@@ -357,20 +360,20 @@ impl Codes {
                         &tenant.allowed_return_urls,
                     )
                     .ok_or(PageError::Over),
-                    Ok(false) => Err(PageError::Over),
-                    // The code verified, but the session's own record did not take: it is
-                    // written in the background until the database takes it (this browser
-                    // its finisher), and the person is asked to try again — the page then
-                    // goes back to the tenant, and the session can be claimed.
-                    Err(_) => {
+                    // The code verified, but the database could not take the session's own
+                    // record: it is written in the background until the database takes it
+                    // (this browser its finisher), and the person is asked to reload — the
+                    // page then goes back to the tenant, and the session can be claimed.
+                    Err(ServiceError::Unavailable(_)) => {
                         let core = self.core.clone();
                         tokio::spawn(async move {
                             let what = "finishing a verified hosted session";
                             core.record_until_taken(what, move |s| again(s).map(drop), || {})
                                 .await;
                         });
-                        Err(PageError::Busy)
+                        Err(PageError::Finishing)
                     }
+                    Ok(false) | Err(_) => Err(PageError::Over),
                 }
             }
             Err(ServiceError::Mismatch { attempts_remaining }) => {

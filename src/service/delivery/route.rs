@@ -63,8 +63,20 @@ struct Breaker {
     failures: u32,
     /// Open until then (`None`: closed).
     open_until: Option<Millis>,
-    /// A probe is under way.
-    probing: bool,
+    /// A probe is under way, since then (one older than [`PROBE_STALE_MS`] is taken as
+    /// lost: its sender never reported).
+    probing: Option<Millis>,
+}
+
+/// How long a probe may be under way before another may go: longer than any attempt.
+const PROBE_STALE_MS: Millis = 600_000;
+
+impl Breaker {
+    /// Whether a probe is under way at `now`.
+    fn probe_under_way(&self, now: Millis) -> bool {
+        self.probing
+            .is_some_and(|at| now.saturating_sub(at) < PROBE_STALE_MS)
+    }
 }
 
 /// The breakers of this process, by relay (the pool key of its target).
@@ -81,12 +93,13 @@ impl Breakers {
     /// The relay's gate now, without taking its probe.
     pub fn peek(&self, relay: &str, now: Millis) -> Gate {
         match self.locked().get(relay) {
-            Some(Breaker {
-                open_until: Some(until),
-                probing,
-                ..
-            }) => {
-                if now >= *until && !probing {
+            Some(
+                b @ Breaker {
+                    open_until: Some(until),
+                    ..
+                },
+            ) => {
+                if now >= *until && !b.probe_under_way(now) {
                     Gate::Probe
                 } else {
                     Gate::Open
@@ -105,8 +118,8 @@ impl Breakers {
         };
         match b.open_until {
             None => Gate::Closed,
-            Some(until) if now >= until && !b.probing => {
-                b.probing = true;
+            Some(until) if now >= until && !b.probe_under_way(now) => {
+                b.probing = Some(now);
                 Gate::Probe
             }
             Some(_) => Gate::Open,
@@ -125,12 +138,15 @@ impl Breakers {
     pub fn failed(&self, relay: &str, now: Millis, threshold: u32, open_ms: Millis, probe: bool) {
         let mut map = self.locked();
         let b = map.entry(relay.to_string()).or_default();
+        // A probe's outcome that comes after another send closed the breaker (or a newer
+        // probe began) is one failure like any other.
+        let probe = probe && b.probing.is_some();
         b.failures = b.failures.saturating_add(1);
         if probe || b.failures >= threshold.max(1) {
             b.open_until = Some(now.saturating_add(open_ms));
         }
         if probe {
-            b.probing = false;
+            b.probing = None;
         }
     }
 
@@ -144,7 +160,7 @@ impl Breakers {
     /// A probe that sent nothing (shutting down): the next message probes instead.
     pub fn let_go(&self, relay: &str) {
         if let Some(b) = self.locked().get_mut(relay) {
-            b.probing = false;
+            b.probing = None;
         }
     }
 }
@@ -511,5 +527,17 @@ mod tests {
         assert_eq!(b.admit("s", 10), Gate::Probe);
         // Other relays are not affected.
         assert_eq!(b.peek("t", 0), Gate::Closed);
+        // A probe whose sender never reported is taken as lost after a while.
+        for _ in 0..5 {
+            b.failed("u", 0, 5, 10, false);
+        }
+        assert_eq!(b.admit("u", 10), Gate::Probe);
+        assert_eq!(b.admit("u", 10 + PROBE_STALE_MS - 1), Gate::Open);
+        assert_eq!(b.admit("u", 10 + PROBE_STALE_MS), Gate::Probe);
+        // A probe's failure that comes after another send closed the breaker is one
+        // failure, not a reopening.
+        b.passed("u");
+        b.failed("u", 0, 5, 10, true);
+        assert_eq!(b.peek("u", 0), Gate::Closed);
     }
 }
