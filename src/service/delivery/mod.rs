@@ -9,6 +9,7 @@
 //!   sessions, sweeps what nobody holds, drains and releases its leases at shutdown.
 
 mod attempt;
+pub(crate) mod breakers;
 pub(crate) mod oauth2;
 pub mod route;
 mod sender;
@@ -104,7 +105,7 @@ struct OutboxInner {
     /// outcome is recorded, however long that takes (API.md §11.3) — or the code expired.
     held: Mutex<HashMap<Vec<u8>, Held>>,
     /// The circuit breakers of the transports this process sends to (API.md §12.1).
-    breakers: route::Breakers,
+    breakers: breakers::Breakers,
     /// OAuth2 access tokens of the relays this process sends to (API.md §15.1).
     tokens: oauth2::Tokens,
     /// Background sends running (claimed, not yet settled).
@@ -149,7 +150,7 @@ impl Outbox {
                 wake: Notify::new(),
                 windows: Windows::default(),
                 held: Mutex::new(HashMap::new()),
-                breakers: route::Breakers::default(),
+                breakers: breakers::Breakers::default(),
                 tokens: oauth2::Tokens::default(),
                 running: std::sync::atomic::AtomicUsize::new(0),
                 sending: Mutex::new(HashMap::new()),
@@ -179,7 +180,7 @@ impl Outbox {
         tokio::time::timeout_at(by, wait).await.ok()?.ok()
     }
 
-    pub(crate) fn breakers(&self) -> &route::Breakers {
+    pub(crate) fn breakers(&self) -> &breakers::Breakers {
         &self.inner.breakers
     }
 
