@@ -215,17 +215,7 @@ async fn a_database_held_locked_answers_503_and_readyz_follows() {
     let app = spawn_app().await;
     let (_, sk) = app.tenant().await;
     let (key, code) = app.mint(&sk, "ada@example.com").await;
-    let db = app.db_path();
-    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    let holder = std::thread::spawn(move || {
-        let c = rusqlite::Connection::open(&db).unwrap();
-        c.execute_batch("BEGIN IMMEDIATE").unwrap();
-        locked_tx.send(()).unwrap();
-        let _ = release_rx.recv_timeout(Duration::from_secs(60));
-        c.execute_batch("ROLLBACK").unwrap();
-    });
-    locked_rx.recv().unwrap();
+    let lock = SqliteWriteLock::take(&app.db_path());
     let verify_body = json!({"shareable_key": key, "otp": code});
     let (ready, mint, verify, stranger) = tokio::join!(
         app.get("/readyz", ""),
@@ -248,8 +238,7 @@ async fn a_database_held_locked_answers_503_and_readyz_follows() {
     assert_eq!(v["code"], "unavailable");
     // Nothing was sent for the refused mint.
     assert_eq!(app.smtp.count_to("bob@example.com"), 0);
-    release_tx.send(()).unwrap();
-    holder.join().unwrap();
+    lock.release();
     assert_eq!(app.get("/readyz", "").await.status(), StatusCode::OK);
     assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
     app.mint(&sk, "bob@example.com").await;

@@ -436,3 +436,43 @@ pub fn wrong(code: &str) -> String {
         .map(|c| char::from(b'0' + ((c as u8 - b'0' + 1) % 10)))
         .collect()
 }
+
+/// SQLite's write lock (`BEGIN IMMEDIATE`), held by another connection until released or
+/// dropped: every write of the app waits for it, and answers 503 past its bound.
+pub struct SqliteWriteLock(Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>);
+
+impl SqliteWriteLock {
+    /// Take the write lock of the database file `db` (once this returns, it is held).
+    pub fn take(db: &std::path::Path) -> SqliteWriteLock {
+        let db = db.to_path_buf();
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let c = rusqlite::Connection::open(&db).unwrap();
+            c.execute_batch("BEGIN IMMEDIATE").unwrap();
+            locked_tx.send(()).unwrap();
+            let _ = release_rx.recv_timeout(std::time::Duration::from_secs(60));
+            c.execute_batch("ROLLBACK").unwrap();
+        });
+        locked_rx.recv().unwrap();
+        SqliteWriteLock(Some((release_tx, holder)))
+    }
+
+    /// Let the lock go, and wait until it is gone.
+    pub fn release(mut self) {
+        self.let_go();
+    }
+
+    fn let_go(&mut self) {
+        if let Some((release, holder)) = self.0.take() {
+            let _ = release.send(());
+            let _ = holder.join();
+        }
+    }
+}
+
+impl Drop for SqliteWriteLock {
+    fn drop(&mut self) {
+        self.let_go();
+    }
+}

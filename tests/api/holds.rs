@@ -250,23 +250,12 @@ async fn an_outcome_the_database_cannot_take_keeps_its_message_from_being_sent_a
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // The database goes away while the relay takes the message.
-    let db = app.db_path();
-    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    let holder = std::thread::spawn(move || {
-        let c = rusqlite::Connection::open(&db).unwrap();
-        c.execute_batch("BEGIN IMMEDIATE").unwrap();
-        locked_tx.send(()).unwrap();
-        let _ = release_rx.recv_timeout(Duration::from_secs(60));
-        c.execute_batch("ROLLBACK").unwrap();
-    });
-    locked_rx.recv().unwrap();
+    let lock = SqliteWriteLock::take(&app.db_path());
     app.smtp.wait_for("ada@example.com", 1).await;
     // The outage lasts longer than the lease (2 × 5 s + 30 s in these tests).
     app.clock.advance_secs(120);
     tokio::time::sleep(Duration::from_secs(7)).await;
-    release_tx.send(()).unwrap();
-    holder.join().unwrap();
+    lock.release();
     // The outcome is recorded once the database is back, and the message never goes again.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -436,20 +425,9 @@ async fn a_sync_outcome_waiting_through_an_outage_is_recorded_sent_not_unknown()
             assert!(Instant::now() < deadline, "the message never reached DATA");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let db = app.db_path();
-        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let holder = std::thread::spawn(move || {
-            let c = rusqlite::Connection::open(&db).unwrap();
-            c.execute_batch("BEGIN IMMEDIATE").unwrap();
-            locked_tx.send(()).unwrap();
-            let _ = release_rx.recv_timeout(Duration::from_secs(60));
-            c.execute_batch("ROLLBACK").unwrap();
-        });
-        locked_rx.recv().unwrap();
-        (release_tx, holder)
+        SqliteWriteLock::take(&app.db_path())
     };
-    let (r, (release_tx, holder)) = tokio::join!(mint, lock_after_data);
+    let (r, lock) = tokio::join!(mint, lock_after_data);
     // The relay took it: 201, though its outcome could not be recorded yet.
     assert_eq!(r.status(), StatusCode::CREATED);
     let key = r.json::<Value>().await.unwrap()["shareable_key"]
@@ -459,8 +437,7 @@ async fn a_sync_outcome_waiting_through_an_outage_is_recorded_sent_not_unknown()
     // The sync row's lease runs out during the outage; the sweeps meanwhile leave it alone.
     app.clock.advance_secs(120);
     tokio::time::sleep(Duration::from_secs(6)).await;
-    release_tx.send(()).unwrap();
-    holder.join().unwrap();
+    lock.release();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let v: Value = app

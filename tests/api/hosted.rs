@@ -1304,6 +1304,25 @@ async fn a_form_the_pages_cannot_read_gets_a_plain_page_and_changes_nothing() {
     assert_eq!(app.smtp.count_to("bob@example.com"), 0);
 }
 
+/// A session for ada@example.com, a browser on its page that had the code sent, and the
+/// code: (session id, browser, CSRF token, code).
+async fn code_sent_on_the_page(app: &TestApp, sk: &str) -> (String, Browser, String, String) {
+    let (id, _) = open_session(
+        app,
+        sk,
+        json!({"return_url": RETURN, "email": "ada@example.com"}),
+    )
+    .await;
+    let (mut b, csrf) = on_the_page(app, &id).await;
+    let send = format!("/h/{id}/send");
+    assert_eq!(
+        b.post(&send, &[("csrf", &csrf)]).await.0,
+        StatusCode::SEE_OTHER
+    );
+    let code = app.smtp.wait_for("ada@example.com", 1).await.code();
+    (id, b, csrf, code)
+}
+
 /// A code the page could not check (its database away) is told so — not "could not be
 /// sent", which would send the person for a new code — and the same code verifies once
 /// the database is back: no attempt was used.
@@ -1313,34 +1332,11 @@ async fn a_code_the_page_could_not_check_says_so_and_verifies_after() {
         return;
     }
     let (app, sk) = hosted_app_with(RETURN, |s| s.database.timeout_seconds = 1).await;
-    let (id, _) = open_session(
-        &app,
-        &sk,
-        json!({"return_url": RETURN, "email": "ada@example.com"}),
-    )
-    .await;
-    let (mut b, csrf) = on_the_page(&app, &id).await;
-    let send = format!("/h/{id}/send");
-    assert_eq!(
-        b.post(&send, &[("csrf", &csrf)]).await.0,
-        StatusCode::SEE_OTHER
-    );
-    let code = app.smtp.wait_for("ada@example.com", 1).await.code();
+    let (id, mut b, csrf, code) = code_sent_on_the_page(&app, &sk).await;
     let verify = format!("/h/{id}/verify");
-    let db = app.db_path();
-    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    let holder = std::thread::spawn(move || {
-        let c = rusqlite::Connection::open(&db).unwrap();
-        c.execute_batch("BEGIN IMMEDIATE").unwrap();
-        locked_tx.send(()).unwrap();
-        let _ = release_rx.recv_timeout(std::time::Duration::from_secs(60));
-        c.execute_batch("ROLLBACK").unwrap();
-    });
-    locked_rx.recv().unwrap();
+    let lock = SqliteWriteLock::take(&app.db_path());
     let (s, _, html) = b.post(&verify, &[("csrf", &csrf), ("code", &code)]).await;
-    release_tx.send(()).unwrap();
-    holder.join().unwrap();
+    lock.release();
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{html}");
     assert!(html.contains("could not be checked"), "{html}");
     assert!(!html.contains("could not be sent"), "{html}");
@@ -1361,19 +1357,7 @@ async fn a_session_whose_record_failed_after_its_code_verified_is_finished_and_c
         return;
     }
     let (app, sk) = hosted_app_with(RETURN, |s| s.database.timeout_seconds = 1).await;
-    let (id, _) = open_session(
-        &app,
-        &sk,
-        json!({"return_url": RETURN, "email": "ada@example.com"}),
-    )
-    .await;
-    let (mut b, csrf) = on_the_page(&app, &id).await;
-    let send = format!("/h/{id}/send");
-    assert_eq!(
-        b.post(&send, &[("csrf", &csrf)]).await.0,
-        StatusCode::SEE_OTHER
-    );
-    let code = app.smtp.wait_for("ada@example.com", 1).await.code();
+    let (id, mut b, csrf, code) = code_sent_on_the_page(&app, &sk).await;
     // Another transaction holds the session's row.
     let (url, sid) = (app.settings.database.url.clone(), id.clone());
     let (locked_tx, locked_rx) = std::sync::mpsc::channel();

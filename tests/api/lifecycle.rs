@@ -80,6 +80,15 @@ pub(crate) fn sql(url: &str, q: &'static str) -> i64 {
     })
 }
 
+/// Wait (15 s at most) until the query's integer is `n`; `what` says what never happened.
+async fn wait_sql(url: &str, q: &'static str, n: i64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while sql(url, q) != n {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn create_tenant(base: &str, smtp: &SmtpServer, extra: Value) -> String {
     let mut body = json!({"name": "Acme", "smtp": {
         "host": "127.0.0.1", "port": smtp.port, "username": SMTP_USER, "password": SMTP_PASS,
@@ -138,18 +147,13 @@ async fn a_sync_send_killed_in_flight_is_never_sent_again_and_the_older_code_sti
     sql(&url, "UPDATE outbox SET lease_until = 0");
     let second = start(dir.path(), &conf);
     let base = format!("http://127.0.0.1:{}", second.port);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while sql(
+    wait_sql(
         &url,
         "SELECT COUNT(*) FROM challenges WHERE delivery_status = 'unknown'",
-    ) != 1
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the interrupted send was never recorded as unknown"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        1,
+        "the interrupted send was never recorded as unknown",
+    )
+    .await;
     assert_eq!(sql(&url, "SELECT COUNT(*) FROM outbox"), 0);
     // Code #1 is in the person's inbox and still verifies: #2 superseded nothing.
     let (s, v) = post(
@@ -203,18 +207,13 @@ async fn an_async_send_killed_in_flight_is_never_sent_again_and_its_code_stays_v
     sql(&url, "UPDATE outbox SET lease_until = 0");
     let second = start(dir.path(), &conf);
     let base = format!("http://127.0.0.1:{}", second.port);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while sql(
+    wait_sql(
         &url,
         "SELECT COUNT(*) FROM challenges WHERE delivery_status = 'unknown' AND status = 'pending'",
-    ) != 1
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the interrupted send was never recorded as unknown"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        1,
+        "the interrupted send was never recorded as unknown",
+    )
+    .await;
     assert_eq!(sql(&url, "SELECT COUNT(*) FROM outbox"), 0);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(smtp.count_to("ada@example.com") <= 1, "sent again");
@@ -279,18 +278,13 @@ async fn an_async_message_killed_before_its_send_began_is_sent_after_its_lease_r
     let second = start(dir.path(), &conf);
     let base = format!("http://127.0.0.1:{}", second.port);
     smtp.wait_for("bob@example.com", 1).await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while sql(
+    wait_sql(
         &url,
         "SELECT COUNT(*) FROM challenges WHERE delivery_status = 'unknown' AND status = 'pending'",
-    ) != 1
-    {
-        assert!(
-            Instant::now() < deadline,
-            "ada's interrupted send was never recorded as unknown"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        1,
+        "ada's interrupted send was never recorded as unknown",
+    )
+    .await;
     // The relay has it; its outcome is recorded a moment later.
     let deadline = Instant::now() + Duration::from_secs(10);
     let v = loop {
