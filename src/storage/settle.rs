@@ -111,20 +111,17 @@ impl<E: Engine> SettleStore for E {
         let owner = owner.to_string();
         self.transact(move |tx| {
             let leased = tx.rows(sql::LEASED_SYNC, args![owner.as_str(), now], |r| r.bytes(0))?;
-            let (mut settled, mut failed) = (0, Vec::new());
-            for key_digest in leased.into_iter().filter(|k| which.takes(k)) {
-                let item = SweepItem {
+            let items: Vec<SweepItem> = leased
+                .into_iter()
+                .filter(|k| which.takes(k))
+                .map(|key_digest| SweepItem {
                     key_digest,
                     verdict: rules::SweepVerdict::NotSent,
                     event: None,
-                };
-                if let Some(f) = settle_swept_row(tx, &item, Some(owner.as_str()), now)? {
-                    failed.extend(f);
-                    settled += 1;
-                }
-            }
-            super::stats::count_all(tx, &failed, Counted::Failed)?;
-            Ok(settled)
+                })
+                .collect();
+            // The rows are this owner's and still leased: no verdict to read again.
+            settle_swept_rows(tx, &items, Some(owner.as_str()), now, None)
         })
     }
 
@@ -422,6 +419,37 @@ fn give_up(
         )?;
     }
     Ok(s.fail_code.then_some(tally))
+}
+
+/// Settle each of a batch of swept rows whose verdict still holds: each as
+/// [`settle_swept_row`] does, and the failures counted once for the batch, last. How many
+/// it settled. `recheck`: the backend's sweep query for one row (`now` and its key as
+/// parameters 1 and 2; it takes the row's lock where the backend has row locks), which reads
+/// the verdict again in the transaction — the row may have been claimed, settled or its
+/// code changed since the sweep read it; `None` where the caller's own lease keeps the rows.
+pub(crate) fn settle_swept_rows(
+    tx: &mut dyn Exec,
+    items: &[SweepItem],
+    owner: Option<&str>,
+    now: Millis,
+    recheck: Option<&str>,
+) -> Result<usize, StoreError> {
+    let (mut settled, mut failed) = (0, Vec::new());
+    for item in items {
+        if let Some(text) = recheck {
+            let args = args![now, item.key_digest.as_slice()];
+            let verdict = tx.first_text(text, args, |r| super::outbox::sweep_verdict_of(r, now))?;
+            if verdict.flatten() != Some(item.verdict) {
+                continue;
+            }
+        }
+        if let Some(f) = settle_swept_row(tx, item, owner, now)? {
+            failed.extend(f);
+            settled += 1;
+        }
+    }
+    super::stats::count_all(tx, &failed, Counted::Failed)?;
+    Ok(settled)
 }
 
 /// Settle a swept row whose verdict still holds (its caller checked, under the row's lock):

@@ -9,13 +9,11 @@ use crate::storage::sql::live_code;
 
 use super::PgStore;
 use crate::domain::keys::TenantId;
-use crate::domain::stats::Counted;
 use crate::domain::Millis;
 use crate::storage::cells::{channel_from, delivery_mode_from, Cells};
-use crate::storage::outbox::{plan_claim, sweep_candidate_of, sweep_verdict_of};
+use crate::storage::outbox::{plan_claim, sweep_candidate_of};
 use crate::storage::outbox::{SweepCandidate, SweepItem, SWEEP_BATCH};
-use crate::storage::settle::settle_swept_row;
-use crate::storage::stats::count_all;
+use crate::storage::settle::settle_swept_rows;
 use crate::storage::{ClaimRequest, Claimed, OutboxJob, OutboxStore, StoreError};
 
 /// The rows the sweep settles: nobody holds them (never leased, or the lease ran out on the
@@ -114,30 +112,13 @@ impl OutboxStore for PgStore {
 
     fn settle_swept(&self, items: &[SweepItem], now: Millis) -> Result<usize, StoreError> {
         self.tx(|tx| {
-            let mut settled = 0;
-            let mut failed = Vec::new();
-            for item in items {
-                // Lock the row and check that the verdict still holds: it may have been
-                // claimed, settled or its code changed since it was read (a row another
-                // instance is settling right now is skipped).
-                let verdict = tx.row_opt(
-                    concat!(
-                        sweep_rows!(),
-                        " AND o.key_digest = $2 FOR UPDATE OF o SKIP LOCKED"
-                    ),
-                    &[&now, &item.key_digest],
-                    |r| sweep_verdict_of(r, now),
-                )?;
-                if verdict.flatten() != Some(item.verdict) {
-                    continue;
-                }
-                if let Some(f) = settle_swept_row(tx, item, None, now)? {
-                    failed.extend(f);
-                    settled += 1;
-                }
-            }
-            count_all(tx, &failed, Counted::Failed)?;
-            Ok(settled)
+            // Each row locked as its verdict is read again (a row another instance is
+            // settling right now is skipped).
+            let recheck = concat!(
+                sweep_rows!(),
+                " AND o.key_digest = $2 FOR UPDATE OF o SKIP LOCKED"
+            );
+            settle_swept_rows(tx, items, None, now, Some(recheck))
         })
     }
 

@@ -9,13 +9,11 @@ use rusqlite::params;
 
 use super::{CachedSql, SqliteStore};
 use crate::domain::keys::TenantId;
-use crate::domain::stats::Counted;
 use crate::domain::Millis;
 use crate::storage::cells::{channel_from, delivery_mode_from, Cells};
-use crate::storage::outbox::{plan_claim, sweep_candidate_of, sweep_verdict_of};
+use crate::storage::outbox::{plan_claim, sweep_candidate_of};
 use crate::storage::outbox::{SweepCandidate, SweepItem, SWEEP_BATCH};
-use crate::storage::settle::settle_swept_row;
-use crate::storage::stats::count_all;
+use crate::storage::settle::settle_swept_rows;
 use crate::storage::{ClaimRequest, Claimed, OutboxJob, OutboxStore, StoreError};
 
 /// The rows the sweep settles: nobody holds them (never leased, or the lease ran out), and
@@ -122,26 +120,9 @@ impl OutboxStore for SqliteStore {
     fn settle_swept(&self, items: &[SweepItem], now: Millis) -> Result<usize, StoreError> {
         let items = items.to_vec();
         self.writer.write(move |tx| {
-            let (mut settled, mut failed) = (0, Vec::new());
-            for item in &items {
-                // The verdict must still hold: the row may have been claimed, settled or
-                // its code changed since it was read.
-                let verdict = tx.row_opt(
-                    &format!("{SWEEP_ROWS} AND o.key_digest = ?2"),
-                    params![now, item.key_digest],
-                    |r| sweep_verdict_of(r, now),
-                )?;
-                if verdict.flatten() != Some(item.verdict) {
-                    continue;
-                }
-                let mut tx = super::Statements(tx);
-                if let Some(f) = settle_swept_row(&mut tx, item, None, now)? {
-                    failed.extend(f);
-                    settled += 1;
-                }
-            }
-            count_all(&mut super::Statements(tx), &failed, Counted::Failed)?;
-            Ok(settled)
+            let recheck = format!("{SWEEP_ROWS} AND o.key_digest = ?2");
+            let mut tx = super::Statements(tx);
+            settle_swept_rows(&mut tx, &items, None, now, Some(&recheck))
         })
     }
 
