@@ -1,86 +1,43 @@
 //! Challenge: the stored state of one code and the rules that read its status at a given time.
 
 use super::delivery::DeliveryView;
+use super::named::named_enum;
 use super::Millis;
 
-/// What the store keeps in its `status` column. A code is stored before its message leaves
-/// (store first, send second); `Failed` is a code whose message never got accepted: it can
-/// never verify.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoredStatus {
-    Pending,
-    Verified,
-    Superseded,
-    Cancelled,
-    Failed,
-}
-
-impl StoredStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StoredStatus::Pending => "pending",
-            StoredStatus::Verified => "verified",
-            StoredStatus::Superseded => "superseded",
-            StoredStatus::Cancelled => "cancelled",
-            StoredStatus::Failed => "failed",
-        }
-    }
-    pub fn parse(s: &str) -> Option<StoredStatus> {
-        Some(match s {
-            "pending" => StoredStatus::Pending,
-            "verified" => StoredStatus::Verified,
-            "superseded" => StoredStatus::Superseded,
-            "cancelled" => StoredStatus::Cancelled,
-            "failed" => StoredStatus::Failed,
-            _ => return None,
-        })
+named_enum! {
+    /// What the store keeps in its `status` column. A code is stored before its message leaves
+    /// (store first, send second); `Failed` is a code whose message never got accepted: it can
+    /// never verify.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum StoredStatus {
+        Pending = "pending",
+        Verified = "verified",
+        Superseded = "superseded",
+        Cancelled = "cancelled",
+        Failed = "failed",
     }
 }
 
-/// The status a client sees, derived from the stored one and the time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Pending,
-    Verified,
-    Expired,
-    Exhausted,
-    Superseded,
-    Cancelled,
-    Failed,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Verified => "verified",
-            Status::Expired => "expired",
-            Status::Exhausted => "exhausted",
-            Status::Superseded => "superseded",
-            Status::Cancelled => "cancelled",
-            Status::Failed => "failed",
-        }
+named_enum! {
+    /// The status a client sees, derived from the stored one and the time.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Status {
+        Pending = "pending",
+        Verified = "verified",
+        Expired = "expired",
+        Exhausted = "exhausted",
+        Superseded = "superseded",
+        Cancelled = "cancelled",
+        Failed = "failed",
     }
 }
 
-/// How a code was verified (API.md §14.2): its code typed in, or its magic link followed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VerifiedVia {
-    Code,
-    Link,
-}
-
-impl VerifiedVia {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VerifiedVia::Code => "code",
-            VerifiedVia::Link => "link",
-        }
-    }
-    pub fn parse(s: &str) -> Option<VerifiedVia> {
-        [VerifiedVia::Code, VerifiedVia::Link]
-            .into_iter()
-            .find(|v| v.as_str() == s)
+named_enum! {
+    /// How a code was verified (API.md §14.2): its code typed in, or its magic link followed.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum VerifiedVia {
+        Code = "code",
+        Link = "link",
     }
 }
 

@@ -1,83 +1,55 @@
 //! Delivery of a code's message: the mode a mint asked for, the states of its outbox work, and
 //! the retry schedule for transient failures. Pure: times are passed in.
 
+use super::named::named_enum;
 use super::Millis;
 
-/// How a mint waits for its message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryMode {
-    /// The answer waits for the relay: 201 once it accepted the message, 502 otherwise.
-    Sync,
-    /// The answer (202) comes once the code and its message are stored; a sender delivers it.
-    Async,
-}
-
-impl DeliveryMode {
-    pub const ALL: [DeliveryMode; 2] = [DeliveryMode::Sync, DeliveryMode::Async];
-
-    pub fn parse(s: &str) -> Option<DeliveryMode> {
-        DeliveryMode::ALL.into_iter().find(|m| m.as_str() == s)
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryMode::Sync => "sync",
-            DeliveryMode::Async => "async",
-        }
+named_enum! {
+    /// How a mint waits for its message.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum DeliveryMode {
+        /// The answer waits for the relay: 201 once it accepted the message, 502 otherwise.
+        Sync = "sync",
+        /// The answer (202) comes once the code and its message are stored; a sender delivers it.
+        Async = "async",
     }
 }
 
-/// Why a delivery failed: the `reason` clients see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryReason {
-    HostNotAllowed,
-    Unreachable,
-    Timeout,
-    Tls,
-    Auth,
-    Rejected,
-    /// The HTTP endpoint refused the message for good (a 4xx other than 408 and 429, or a
-    /// redirect, which is not followed).
-    HttpRejected,
-    /// The HTTP endpoint answered 408, 429 or 5xx.
-    HttpUnavailable,
-    /// No answer from the HTTP endpoint (connection, TLS, timeout).
-    HttpUnreachable,
-    /// The HTTP endpoint's host is not allowed by the address policy.
-    HttpHostNotAllowed,
-    /// No transport takes the message's channel (any more).
-    ChannelNotConfigured,
-    /// A provider refused the credentials (401/403).
-    ProviderAuth,
-    /// A provider refused the message for good (another 4xx); its own code is kept.
-    ProviderRejected,
-    /// A provider answered 408, 429 or 5xx.
-    ProviderUnavailable,
-    /// No answer from a provider (connection, TLS, timeout).
-    ProviderUnreachable,
-    /// A provider's host is not allowed by the address policy.
-    ProviderHostNotAllowed,
+named_enum! {
+    /// Why a delivery failed: the `reason` clients see.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum DeliveryReason {
+        HostNotAllowed = "smtp_host_not_allowed",
+        Unreachable = "smtp_unreachable",
+        Timeout = "smtp_timeout",
+        Tls = "smtp_tls",
+        Auth = "smtp_auth",
+        Rejected = "smtp_rejected",
+        /// The HTTP endpoint refused the message for good (a 4xx other than 408 and 429, or a
+        /// redirect, which is not followed).
+        HttpRejected = "http_rejected",
+        /// The HTTP endpoint answered 408, 429 or 5xx.
+        HttpUnavailable = "http_unavailable",
+        /// No answer from the HTTP endpoint (connection, TLS, timeout).
+        HttpUnreachable = "http_unreachable",
+        /// The HTTP endpoint's host is not allowed by the address policy.
+        HttpHostNotAllowed = "http_host_not_allowed",
+        /// No transport takes the message's channel (any more).
+        ChannelNotConfigured = "channel_not_configured",
+        /// A provider refused the credentials (401/403).
+        ProviderAuth = "provider_auth",
+        /// A provider refused the message for good (another 4xx); its own code is kept.
+        ProviderRejected = "provider_rejected",
+        /// A provider answered 408, 429 or 5xx.
+        ProviderUnavailable = "provider_unavailable",
+        /// No answer from a provider (connection, TLS, timeout).
+        ProviderUnreachable = "provider_unreachable",
+        /// A provider's host is not allowed by the address policy.
+        ProviderHostNotAllowed = "provider_host_not_allowed",
+    }
 }
 
 impl DeliveryReason {
-    pub const ALL: [DeliveryReason; 16] = [
-        DeliveryReason::HostNotAllowed,
-        DeliveryReason::Unreachable,
-        DeliveryReason::Timeout,
-        DeliveryReason::Tls,
-        DeliveryReason::Auth,
-        DeliveryReason::Rejected,
-        DeliveryReason::HttpRejected,
-        DeliveryReason::HttpUnavailable,
-        DeliveryReason::HttpUnreachable,
-        DeliveryReason::HttpHostNotAllowed,
-        DeliveryReason::ChannelNotConfigured,
-        DeliveryReason::ProviderAuth,
-        DeliveryReason::ProviderRejected,
-        DeliveryReason::ProviderUnavailable,
-        DeliveryReason::ProviderUnreachable,
-        DeliveryReason::ProviderHostNotAllowed,
-    ];
-
     /// What to check for a stored `reason` (a transport's failure, or the code's end
     /// before its message left), in one sentence.
     pub fn advice_for(reason: &str) -> Option<&'static str> {
@@ -121,27 +93,6 @@ impl DeliveryReason {
             DeliveryReason::ProviderUnavailable => "The provider answered 408, 429 or 5xx: it is busy or failing; try again later (a queued message is retried by itself).",
             DeliveryReason::ProviderUnreachable => "The provider did not answer (connection, TLS or delivery.http_timeout_seconds).",
             DeliveryReason::ProviderHostNotAllowed => "The provider's host is not allowed by the address policy (delivery.provider_base_urls).",
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryReason::HostNotAllowed => "smtp_host_not_allowed",
-            DeliveryReason::Unreachable => "smtp_unreachable",
-            DeliveryReason::Timeout => "smtp_timeout",
-            DeliveryReason::Tls => "smtp_tls",
-            DeliveryReason::Auth => "smtp_auth",
-            DeliveryReason::Rejected => "smtp_rejected",
-            DeliveryReason::HttpRejected => "http_rejected",
-            DeliveryReason::HttpUnavailable => "http_unavailable",
-            DeliveryReason::HttpUnreachable => "http_unreachable",
-            DeliveryReason::HttpHostNotAllowed => "http_host_not_allowed",
-            DeliveryReason::ChannelNotConfigured => "channel_not_configured",
-            DeliveryReason::ProviderAuth => "provider_auth",
-            DeliveryReason::ProviderRejected => "provider_rejected",
-            DeliveryReason::ProviderUnavailable => "provider_unavailable",
-            DeliveryReason::ProviderUnreachable => "provider_unreachable",
-            DeliveryReason::ProviderHostNotAllowed => "provider_host_not_allowed",
         }
     }
 }

@@ -5,33 +5,24 @@
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+use super::named::named_enum;
 use super::policy::FieldError;
 use super::Millis;
 
 /// Keys (selectors) a tenant may hold at once: the signing one and those rotated out.
 pub const MAX_KEYS: usize = 4;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DkimAlgorithm {
-    Ed25519,
-    Rsa2048,
+named_enum! {
+    /// A key pair's algorithm.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum DkimAlgorithm {
+        Ed25519 = "ed25519",
+        Rsa2048 = "rsa2048",
+    }
 }
 
 impl DkimAlgorithm {
-    pub fn parse(s: &str) -> Option<DkimAlgorithm> {
-        match s {
-            "ed25519" => Some(DkimAlgorithm::Ed25519),
-            "rsa2048" => Some(DkimAlgorithm::Rsa2048),
-            _ => None,
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DkimAlgorithm::Ed25519 => "ed25519",
-            DkimAlgorithm::Rsa2048 => "rsa2048",
-        }
-    }
     /// The record's `k=`.
     pub fn k(self) -> &'static str {
         match self {

@@ -1,25 +1,28 @@
 //! The webhook event types (API.md §10).
 
+use super::named::named_enum;
 use std::fmt;
 
-/// What a webhook event reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventType {
-    OtpSent,
-    OtpDeliveryFailed,
-    OtpVerified,
-    OtpAttemptsExhausted,
-    OtpCancelled,
-    /// A test recipient's fixed code ran out of its failure budget (API.md §17.3).
-    TestRecipientDisabled,
-    /// The SMS fraud guard refused a mint (API.md §17.1).
-    OtpBlocked,
-    /// A provider reported a hard bounce (API.md §16.2).
-    OtpBounced,
-    /// A provider reported a spam complaint.
-    OtpComplained,
-    /// Sent by `POST /v1/tenant/webhook/test`, whatever the subscription.
-    WebhookTest,
+named_enum! {
+    /// What a webhook event reports.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum EventType {
+        OtpSent = "otp.sent",
+        OtpDeliveryFailed = "otp.delivery_failed",
+        OtpVerified = "otp.verified",
+        OtpAttemptsExhausted = "otp.attempts_exhausted",
+        OtpCancelled = "otp.cancelled",
+        /// A test recipient's fixed code ran out of its failure budget (API.md §17.3).
+        TestRecipientDisabled = "test_recipient.disabled",
+        /// The SMS fraud guard refused a mint (API.md §17.1).
+        OtpBlocked = "otp.blocked",
+        /// A provider reported a hard bounce (API.md §16.2).
+        OtpBounced = "otp.bounced",
+        /// A provider reported a spam complaint.
+        OtpComplained = "otp.complained",
+        /// Sent by `POST /v1/tenant/webhook/test`, whatever the subscription.
+        WebhookTest = "webhook.test",
+    }
 }
 
 impl EventType {
@@ -35,29 +38,6 @@ impl EventType {
         EventType::OtpBounced,
         EventType::OtpComplained,
     ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::OtpSent => "otp.sent",
-            EventType::OtpDeliveryFailed => "otp.delivery_failed",
-            EventType::OtpVerified => "otp.verified",
-            EventType::OtpAttemptsExhausted => "otp.attempts_exhausted",
-            EventType::OtpCancelled => "otp.cancelled",
-            EventType::TestRecipientDisabled => "test_recipient.disabled",
-            EventType::OtpBlocked => "otp.blocked",
-            EventType::OtpBounced => "otp.bounced",
-            EventType::OtpComplained => "otp.complained",
-            EventType::WebhookTest => "webhook.test",
-        }
-    }
-
-    /// Any event type, `webhook.test` included (an event as stored).
-    pub fn parse(s: &str) -> Option<EventType> {
-        if s == EventType::WebhookTest.as_str() {
-            return Some(EventType::WebhookTest);
-        }
-        EventType::parse_subscribable(s)
-    }
 
     /// A type a webhook may subscribe to (`webhook.test` is not one).
     pub fn parse_subscribable(s: &str) -> Option<EventType> {

@@ -1,5 +1,6 @@
 //! Identifiers and bearer secrets: TenantId, SecretKey, ShareableKey. Secrets have redacted Debug.
 
+use super::named::named_enum;
 use std::fmt;
 
 use rand::{rngs::OsRng, RngCore};
@@ -106,19 +107,12 @@ impl SecretKey {
     }
 }
 
-/// The kind of code a shareable key names: native `/v1` or OtpMint-compatible.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CodeApi {
-    Native,
-    Compat,
-}
-
-impl CodeApi {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CodeApi::Native => "native",
-            CodeApi::Compat => "compat",
-        }
+named_enum! {
+    /// The kind of code a shareable key names: native `/v1` or OtpMint-compatible.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum CodeApi {
+        Native = "native",
+        Compat = "compat",
     }
 }
 

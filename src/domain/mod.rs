@@ -12,6 +12,7 @@ pub mod grammar;
 pub mod keys;
 pub mod links;
 pub mod locale;
+pub(crate) mod named;
 pub mod oauth2;
 pub mod policy;
 pub mod provider;

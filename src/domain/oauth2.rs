@@ -2,31 +2,16 @@
 //! instead of a password — where its tokens come from, for which client and scope, and
 //! whether a refresh token is kept — and the presets for Microsoft 365 and Google.
 
+use super::named::named_enum;
 use super::policy::FieldError;
 
-/// A token endpoint otpmint knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OAuth2Provider {
-    Microsoft,
-    Google,
-}
-
-impl OAuth2Provider {
-    pub const ALL: [OAuth2Provider; 2] = [OAuth2Provider::Microsoft, OAuth2Provider::Google];
-
-    pub fn parse(s: &str) -> Option<OAuth2Provider> {
-        match s {
-            "microsoft" => Some(OAuth2Provider::Microsoft),
-            "google" => Some(OAuth2Provider::Google),
-            _ => None,
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OAuth2Provider::Microsoft => "microsoft",
-            OAuth2Provider::Google => "google",
-        }
+named_enum! {
+    /// A token endpoint otpmint knows.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum OAuth2Provider {
+        Microsoft = "microsoft",
+        Google = "google",
     }
 }
 

@@ -5,20 +5,23 @@
 
 use std::collections::BTreeMap;
 
+use super::named::named_enum;
 use super::policy::FieldError;
 use super::recipient::{Channel, PhoneNumber};
 use super::tenant::{Sender, TransportUse};
 
-/// The providers otpmint speaks to itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ProviderKind {
-    Postmark,
-    Resend,
-    Sendgrid,
-    Mailgun,
-    Ses,
-    Twilio,
-    Vonage,
+named_enum! {
+    /// The providers otpmint speaks to itself.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum ProviderKind {
+        Postmark = "postmark",
+        Resend = "resend",
+        Sendgrid = "sendgrid",
+        Mailgun = "mailgun",
+        Ses = "ses",
+        Twilio = "twilio",
+        Vonage = "vonage",
+    }
 }
 
 /// What a setting must look like.
@@ -138,32 +141,6 @@ pub const SETTING_NAMES: &[&str] = &[
 ];
 
 impl ProviderKind {
-    pub const ALL: [ProviderKind; 7] = [
-        ProviderKind::Postmark,
-        ProviderKind::Resend,
-        ProviderKind::Sendgrid,
-        ProviderKind::Mailgun,
-        ProviderKind::Ses,
-        ProviderKind::Twilio,
-        ProviderKind::Vonage,
-    ];
-
-    pub fn parse(s: &str) -> Option<ProviderKind> {
-        ProviderKind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::Postmark => "postmark",
-            ProviderKind::Resend => "resend",
-            ProviderKind::Sendgrid => "sendgrid",
-            ProviderKind::Mailgun => "mailgun",
-            ProviderKind::Ses => "ses",
-            ProviderKind::Twilio => "twilio",
-            ProviderKind::Vonage => "vonage",
-        }
-    }
-
     /// The channel its API sends on.
     pub fn channel(self) -> Channel {
         match self {

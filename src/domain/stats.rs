@@ -1,6 +1,7 @@
 //! Statistics (API.md §13.4): what is counted about a code, by which dimension, and how a
 //! period's counts become a row — conversion and the time to verify, from a histogram.
 
+use super::named::named_enum;
 use super::Millis;
 
 pub const HOUR_MS: Millis = 3_600_000;
@@ -13,28 +14,20 @@ pub const BUCKETS: usize = VERIFY_BUCKETS.len() + 1;
 pub const MAX_RANGE_DAYS: i64 = 400;
 pub const MAX_ROWS: usize = 10_000;
 
-/// A dimension counts are kept by (ordered as a code's cells are written).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Dim {
-    All,
-    Purpose,
-    Locale,
-    Channel,
-    Domain,
+named_enum! {
+    /// A dimension counts are kept by (ordered as a code's cells are written).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    pub enum Dim {
+        All = "all",
+        Purpose = "purpose",
+        Locale = "locale",
+        Channel = "channel",
+        Domain = "domain",
+    }
 }
 
 impl Dim {
     pub const GROUPS: [Dim; 4] = [Dim::Purpose, Dim::Locale, Dim::Channel, Dim::Domain];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Dim::All => "all",
-            Dim::Purpose => "purpose",
-            Dim::Locale => "locale",
-            Dim::Channel => "channel",
-            Dim::Domain => "domain",
-        }
-    }
 
     /// A `group_by` value.
     pub fn parse_group(s: &str) -> Option<Dim> {
@@ -61,27 +54,13 @@ pub enum Counted {
     Complained,
 }
 
-/// Why the SMS fraud guard refused a mint, as statistics and `otp.blocked` name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BlockReason {
-    CountryNotAllowed,
-    NumberNotAllowed,
-    Velocity,
-}
-
-impl BlockReason {
-    pub const ALL: [BlockReason; 3] = [
-        BlockReason::CountryNotAllowed,
-        BlockReason::NumberNotAllowed,
-        BlockReason::Velocity,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BlockReason::CountryNotAllowed => "country_not_allowed",
-            BlockReason::NumberNotAllowed => "number_not_allowed",
-            BlockReason::Velocity => "velocity",
-        }
+named_enum! {
+    /// Why the SMS fraud guard refused a mint, as statistics and `otp.blocked` name it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum BlockReason {
+        CountryNotAllowed = "country_not_allowed",
+        NumberNotAllowed = "number_not_allowed",
+        Velocity = "velocity",
     }
 }
 

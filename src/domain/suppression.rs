@@ -1,37 +1,21 @@
 //! A tenant's suppression list (API.md §16.1): recipients its mints do not send to, and why.
 
+use super::named::named_enum;
 use super::Millis;
 
 /// Entries a page of `GET /v1/tenant/suppressions` holds.
 pub const PAGE: usize = 100;
 
-/// Why a recipient is suppressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SuppressionReason {
-    /// A provider reported a permanent failure (soft bounces never suppress).
-    HardBounce,
-    /// The person marked a message as spam.
-    Complaint,
-    /// Added by the tenant.
-    Manual,
-}
-
-impl SuppressionReason {
-    pub fn parse(s: &str) -> Option<SuppressionReason> {
-        match s {
-            "hard_bounce" => Some(SuppressionReason::HardBounce),
-            "complaint" => Some(SuppressionReason::Complaint),
-            "manual" => Some(SuppressionReason::Manual),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SuppressionReason::HardBounce => "hard_bounce",
-            SuppressionReason::Complaint => "complaint",
-            SuppressionReason::Manual => "manual",
-        }
+named_enum! {
+    /// Why a recipient is suppressed.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum SuppressionReason {
+        /// A provider reported a permanent failure (soft bounces never suppress).
+        HardBounce = "hard_bounce",
+        /// The person marked a message as spam.
+        Complaint = "complaint",
+        /// Added by the tenant.
+        Manual = "manual",
     }
 }
 

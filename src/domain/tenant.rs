@@ -10,6 +10,7 @@ use std::fmt;
 use super::delivery::DeliveryMode;
 use super::keys::TenantId;
 use super::locale::Locale;
+use super::named::named_enum;
 use super::oauth2::OAuth2;
 use super::policy::{FieldError, Policy};
 use super::provider::Provider;
@@ -80,27 +81,17 @@ pub fn parse_port(port: u16) -> Result<u16, FieldError> {
     Ok(port)
 }
 
-/// How a session to the relay is secured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
-    Starttls,
-    Implicit,
-    None,
+named_enum! {
+    /// How a session to the relay is secured.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum TlsMode {
+        Starttls = "starttls",
+        Implicit = "implicit",
+        None = "none",
+    }
 }
 
 impl TlsMode {
-    pub const ALL: [TlsMode; 3] = [TlsMode::Starttls, TlsMode::Implicit, TlsMode::None];
-
-    pub fn parse(s: &str) -> Option<TlsMode> {
-        TlsMode::ALL.into_iter().find(|t| t.as_str() == s)
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TlsMode::Starttls => "starttls",
-            TlsMode::Implicit => "implicit",
-            TlsMode::None => "none",
-        }
-    }
     /// The default for a port: implicit TLS on 465, STARTTLS elsewhere.
     pub fn default_for(port: u16) -> TlsMode {
         if port == 465 {
@@ -117,32 +108,16 @@ impl fmt::Display for TlsMode {
     }
 }
 
-/// Where a tenant came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// `POST /v1/tenants` or `otpmint tenant create`.
-    Native,
-    /// OtpMint's `/reg_secretkey`.
-    Compat,
-    /// `otpmint import-otpmint`.
-    Import,
-}
-
-impl Origin {
-    pub fn parse(s: &str) -> Option<Origin> {
-        match s {
-            "native" => Some(Origin::Native),
-            "compat" => Some(Origin::Compat),
-            "otpmint-import" => Some(Origin::Import),
-            _ => None,
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Origin::Native => "native",
-            Origin::Compat => "compat",
-            Origin::Import => "otpmint-import",
-        }
+named_enum! {
+    /// Where a tenant came from.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Origin {
+        /// `POST /v1/tenants` or `otpmint tenant create`.
+        Native = "native",
+        /// OtpMint's `/reg_secretkey`.
+        Compat = "compat",
+        /// `otpmint import-otpmint`.
+        Import = "otpmint-import",
     }
 }
 
@@ -279,27 +254,15 @@ impl Tenant {
     }
 }
 
-/// Where a transport the tenant added (its HTTP endpoint, a provider) stands among the
-/// transports of its channel (API.md §15.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransportUse {
-    /// Instead of SMTP (then `smtp_fallback`, if any, is its fallback).
-    Primary,
-    /// After the relays.
-    Fallback,
-}
-
-impl TransportUse {
-    pub const ALL: [TransportUse; 2] = [TransportUse::Primary, TransportUse::Fallback];
-
-    pub fn parse(s: &str) -> Option<TransportUse> {
-        TransportUse::ALL.into_iter().find(|u| u.as_str() == s)
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TransportUse::Primary => "primary",
-            TransportUse::Fallback => "fallback",
-        }
+named_enum! {
+    /// Where a transport the tenant added (its HTTP endpoint, a provider) stands among the
+    /// transports of its channel (API.md §15.3).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum TransportUse {
+        /// Instead of SMTP (then `smtp_fallback`, if any, is its fallback).
+        Primary = "primary",
+        /// After the relays.
+        Fallback = "fallback",
     }
 }
 

@@ -3,33 +3,23 @@
 //! pass that counts codes that expired unverified; the purge of old counts.
 
 use crate::domain::keys::TenantId;
+use crate::domain::named::named_enum;
 use crate::domain::stats::{Dim, HOUR_MS, MAX_RANGE_DAYS, MAX_ROWS};
 use crate::domain::Millis;
 use crate::service::{Admin, ServiceError};
 use crate::storage::stats::QUIET_HOURS;
 use crate::storage::{StatsQuery, StatsRow};
 
-/// Hours or days.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Granularity {
-    Hour,
-    Day,
+named_enum! {
+    /// Hours or days.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Granularity {
+        Hour = "hour",
+        Day = "day",
+    }
 }
 
 impl Granularity {
-    pub const ALL: [Granularity; 2] = [Granularity::Hour, Granularity::Day];
-
-    pub fn parse(s: &str) -> Option<Granularity> {
-        Granularity::ALL.into_iter().find(|g| g.as_str() == s)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Granularity::Hour => "hour",
-            Granularity::Day => "day",
-        }
-    }
-
     fn hours(self) -> i64 {
         match self {
             Granularity::Hour => 1,
