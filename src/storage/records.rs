@@ -2,9 +2,10 @@
 //! OtpMint import, backups and the snapshot `migrate-store` copies.
 
 use super::cells::audit_from;
-use super::codes::NewChallenge;
+use super::codes::{insert_challenge, Inserted, NewChallenge};
 use super::engine::{args, Engine, Exec};
 use super::sql::{records as sql, Arg};
+use super::tenants::insert_tenant_row;
 use super::{copy, StoreError, MINUTE_MS};
 use crate::domain::audit::AuditEvent;
 use crate::domain::keys::TenantId;
@@ -50,6 +51,49 @@ pub trait RecordStore {
     /// Write a snapshot in one transaction: all of it or nothing. Refused (`Conflict`) when
     /// this database already holds a keyring or a tenant.
     fn import_snapshot(&self, s: &copy::Snapshot) -> Result<(), StoreError>;
+}
+
+/// The import (see [`RecordStore::import`]) inside the caller's transaction: tenants whose
+/// secret is registered already and codes whose key is present already are skipped and
+/// counted; a code whose owner is not a tenant is an error (the caller rolls back).
+pub(crate) fn import_in(
+    tx: &mut dyn Exec,
+    tenants: &[(Tenant, Vec<u8>)],
+    codes: &[ImportedCode],
+    now: Millis,
+) -> Result<ImportCounts, StoreError> {
+    let mut counts = ImportCounts::default();
+    for (t, digest) in tenants {
+        let taken = tx.row_opt(sql::SECRET_EXISTS, args![digest.as_slice()], |r| r.flag(0))?;
+        if taken == Some(true) {
+            counts.tenants_present += 1;
+            continue;
+        }
+        if !insert_tenant_row(tx, t, digest, now)? {
+            return Err(StoreError::Conflict("secret key already registered"));
+        }
+        counts.tenants_added += 1;
+    }
+    for ic in codes {
+        let c = &ic.code;
+        let present = tx.row_opt(sql::CODE_EXISTS, args![c.key_digest.as_slice()], |r| {
+            r.flag(0)
+        })?;
+        if present == Some(true) {
+            counts.codes_present += 1;
+            continue;
+        }
+        let owner = tx
+            .row_opt(
+                sql::TENANT_OF_SECRET,
+                args![ic.owner_secret_digest.as_slice()],
+                |r| r.text(0),
+            )?
+            .ok_or(StoreError::Corrupt("imported code has no owner".into()))?;
+        insert_challenge(tx, c, &owner, Inserted::imported(c, ic.attempts))?;
+        counts.codes_added += 1;
+    }
+    Ok(counts)
 }
 
 /// The retention purge's statements (see [`RecordStore::purge`]); how many codes it

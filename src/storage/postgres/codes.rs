@@ -6,16 +6,16 @@ use crate::storage::sql::live_code;
 use ::postgres::GenericClient;
 
 use super::conn::Db;
-use super::{insert_challenge, lock_all, Inserted, PgStore};
+use super::{lock_all, PgStore};
 use crate::domain::stats::Counted;
 use crate::domain::Millis;
-use crate::storage::codes::minted_in;
+use crate::storage::codes::{insert_challenge, minted_in, Inserted};
 use crate::storage::codes::{reservation_from, PUSH_EARLIER};
 use crate::storage::quota::{
     recipient_check, recipient_lock, take_test_send, tenant_check_and_count,
 };
 use crate::storage::settle::supersede_older_than;
-use crate::storage::stats::{tally_from, STATE_COUNTED, STATE_NOT_COUNTED, TALLY_COLS};
+use crate::storage::stats::{tally_from, TALLY_COLS};
 use crate::storage::test_mode::{insert_inbox_in, resend_to_inbox_in};
 use crate::storage::{
     AttemptAsk, CodeStore, InboxEntry, NewChallenge, Queued, QuotaChecked, Resend, ResendVia,
@@ -64,17 +64,7 @@ impl CodeStore for PgStore {
                     return Ok(Err(r));
                 }
             }
-            insert_challenge(
-                tx,
-                c,
-                tenant,
-                Inserted {
-                    attempts: 0,
-                    delivery: (c.delivery_mode.as_str(), "queued", 0, None),
-                    test: false,
-                    stats_state: STATE_COUNTED,
-                },
-            )?;
+            insert_challenge(tx, c, tenant, Inserted::queued(c))?;
             insert_outbox(tx, &c.key_digest, tenant, queued, now)?;
             if let Some(q) = q {
                 // The tenant's lock last; a refusal here rolls the code and its message back.
@@ -91,17 +81,7 @@ impl CodeStore for PgStore {
         let tenant = c.tenant_id.as_str();
         self.tx_unless_refused(|tx| {
             // The group's lock (taken here) before the tenant's test lock.
-            insert_challenge(
-                tx,
-                c,
-                tenant,
-                Inserted {
-                    attempts: 0,
-                    delivery: (c.delivery_mode.as_str(), "sent", 0, Some(now)),
-                    test: true,
-                    stats_state: STATE_NOT_COUNTED,
-                },
-            )?;
+            insert_challenge(tx, c, tenant, Inserted::test(c, now))?;
             // The group's lock was taken by the insert.
             supersede_older_than(tx, &c.key_digest, now)?;
             if let Err(r) = take_test_send(tx, &c.tenant_id, inbox.per_hour, now)? {

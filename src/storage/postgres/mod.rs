@@ -32,8 +32,7 @@ use ::postgres::{GenericClient, Row};
 use r2d2::Pool;
 use r2d2_postgres::PostgresConnectionManager;
 
-use super::{copy, NewChallenge, QuotaRefusal, Store, StoreError};
-use crate::domain::Millis;
+use super::{copy, QuotaRefusal, Store, StoreError};
 use conn::{Conn, Db, Manager, PgConn, Tx};
 
 mod embedded {
@@ -202,85 +201,6 @@ fn bound(a: &sql::Arg) -> &(dyn ToSql + Sync) {
         sql::Arg::Bool(v) => v,
         sql::Arg::Blob(v) => v,
     }
-}
-
-/// How a code is inserted: its attempts used, delivery (mode, status, attempts, sent at),
-/// whether it is a test code, and its statistics state.
-struct Inserted<'a> {
-    attempts: u32,
-    delivery: (&'a str, &'a str, u32, Option<Millis>),
-    test: bool,
-    stats_state: i64,
-}
-
-/// Insert a pending code with the next sequence number of its group. The group's advisory
-/// lock is held until commit, so numbers are taken one at a time and in commit order; the
-/// unique index on the group's sequence is the backstop.
-fn insert_challenge(
-    tx: &mut Db<'_, impl GenericClient>,
-    c: &NewChallenge,
-    tenant_id: &str,
-    how: Inserted<'_>,
-) -> Result<(), StoreError> {
-    lock_all(
-        tx,
-        &[crate::storage::engine::lock_key(
-            "g",
-            &[
-                tenant_id,
-                &c.email_canonical,
-                c.purpose.as_str(),
-                c.flavor.as_str(),
-            ],
-        )],
-    )?;
-    let (mode, dstatus, dattempts, sent_at) = how.delivery;
-    tx.execute(
-        "INSERT INTO challenges (key_digest, tenant_id, flavor, email, email_canonical, purpose, seq, code_hash, \
-         status, attempts, max_attempts, code_length, created_at, expires_at, \
-         delivery_mode, delivery_status, delivery_attempts, sent_at, locale, channel, test, stats_state) \
-         VALUES ($1, $2, $3, $4, $5, $6, \
-           (SELECT COALESCE(MAX(seq), 0) + 1 FROM challenges WHERE tenant_id = $2 AND email_canonical = $5 AND purpose = $6 AND flavor = $3), \
-           $7, 'pending', $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
-        &[
-            &c.key_digest,
-            &tenant_id,
-            &c.flavor.as_str(),
-            &c.email,
-            &c.email_canonical,
-            &c.purpose.as_str(),
-            &c.code_hash,
-            &i64::from(how.attempts),
-            &i64::from(c.max_attempts),
-            &i64::from(c.code_length),
-            &c.created_at,
-            &c.expires_at,
-            &mode,
-            &dstatus,
-            &i64::from(dattempts),
-            &sent_at,
-            &c.locale.as_ref().map(|l| l.as_str()),
-            &c.channel.as_str(),
-            &how.test,
-            &how.stats_state,
-        ],
-    )?;
-    if let Some(l) = &c.link {
-        tx.execute(
-            sql::codes::INSERT_MAGIC_LINK.pg,
-            &[
-                &l.digest,
-                &c.key_digest,
-                &l.return_url,
-                &l.key_sealed,
-                &c.created_at,
-            ],
-        )?;
-        if let Some(ch) = &l.code_challenge {
-            tx.execute(sql::codes::SET_CHALLENGE.pg, &[&c.key_digest, ch])?;
-        }
-    }
-    Ok(())
 }
 
 /// Rows read from `t`, as copy values.

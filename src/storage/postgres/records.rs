@@ -4,13 +4,12 @@
 use crate::storage::sql;
 use ::postgres::types::ToSql;
 
-use super::{export_rows, insert_challenge, Inserted, PgStore, KEYRING_LOCK};
+use super::{export_rows, PgStore, KEYRING_LOCK};
 use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
 use crate::storage::engine::Dialect;
-use crate::storage::records::purge_in;
-use crate::storage::stats::STATE_NOT_COUNTED;
-use crate::storage::tenants::insert_tenant_row;
+use crate::storage::engine::Engine;
+use crate::storage::records::{import_in, purge_in};
 use crate::storage::{copy, ImportCounts, ImportedCode, RecordStore, StoreError};
 
 impl RecordStore for PgStore {
@@ -26,53 +25,7 @@ impl RecordStore for PgStore {
         codes: &[ImportedCode],
         now: Millis,
     ) -> Result<ImportCounts, StoreError> {
-        self.tx(|tx| {
-            let mut counts = ImportCounts::default();
-            for (t, digest) in tenants {
-                let taken: bool = tx
-                    .query_one(sql::records::SECRET_EXISTS.pg, &[digest])?
-                    .try_get(0)?;
-                if taken {
-                    counts.tenants_present += 1;
-                    continue;
-                }
-                if !insert_tenant_row(tx, t, digest, now)? {
-                    return Err(StoreError::Conflict("secret key already registered"));
-                }
-                counts.tenants_added += 1;
-            }
-            for ic in codes {
-                let c = &ic.code;
-                let present: bool = tx
-                    .query_one(sql::records::CODE_EXISTS.pg, &[&c.key_digest])?
-                    .try_get(0)?;
-                if present {
-                    counts.codes_present += 1;
-                    continue;
-                }
-                let owner: String = tx
-                    .query_opt(
-                        sql::records::TENANT_OF_SECRET.pg,
-                        &[&ic.owner_secret_digest],
-                    )?
-                    .ok_or(StoreError::Corrupt("imported code has no owner".into()))?
-                    .try_get(0)?;
-                insert_challenge(
-                    tx,
-                    c,
-                    &owner,
-                    Inserted {
-                        attempts: ic.attempts,
-                        delivery: ("sync", "sent", 1, Some(c.created_at)),
-                        test: false,
-                        // Imported codes are not in the statistics.
-                        stats_state: STATE_NOT_COUNTED,
-                    },
-                )?;
-                counts.codes_added += 1;
-            }
-            Ok(counts)
-        })
+        self.exclusive(|tx| import_in(tx, tenants, codes, now))
     }
 
     fn export_snapshot(&self) -> Result<copy::Snapshot, StoreError> {

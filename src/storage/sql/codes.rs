@@ -1,6 +1,18 @@
 //! The SQL both backends run for codes, written once with `$n` placeholders.
 
 shared_sql!(
+    /// A pending code with the next sequence number of its group.
+    pub(crate) INSERT_CHALLENGE =
+        "INSERT INTO challenges (key_digest, tenant_id, flavor, email, email_canonical, purpose, seq, code_hash, \
+         status, attempts, max_attempts, code_length, created_at, expires_at, \
+         delivery_mode, delivery_status, delivery_attempts, sent_at, locale, channel, test, stats_state) \
+         VALUES ($1, $2, $3, $4, $5, $6, \
+           (SELECT COALESCE(MAX(seq), 0) + 1 FROM challenges \
+            WHERE tenant_id = $2 AND email_canonical = $5 AND purpose = $6 AND flavor = $3), \
+           $7, 'pending', $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+);
+
+shared_sql!(
     pub(crate) INSERT_MAGIC_LINK =
         "INSERT INTO magic_links (digest, key_digest, return_url, key_sealed, created_at) VALUES \
          ($1, $2, $3, $4, $5)"

@@ -2,88 +2,22 @@
 //! row), resent, and their attempts reserved. A code's outcomes and views are written once,
 //! in `storage::codes` (`CodeOutcomeStore`).
 
-use crate::storage::sql;
 use crate::storage::sql::live_code;
 use rusqlite::params;
 
 use super::{CachedSql, SqliteStore};
 use crate::domain::stats::Counted;
 use crate::domain::Millis;
-use crate::storage::codes::minted_in;
+use crate::storage::codes::{insert_challenge, minted_in, Inserted};
 use crate::storage::codes::{reservation_from, PUSH_EARLIER};
 use crate::storage::quota::{take_send, take_test_send};
 use crate::storage::settle::supersede_older_than;
-use crate::storage::stats::{tally_from, STATE_COUNTED, STATE_NOT_COUNTED, TALLY_COLS};
+use crate::storage::stats::{tally_from, TALLY_COLS};
 use crate::storage::test_mode::{insert_inbox_in, resend_to_inbox_in};
 use crate::storage::{
     AttemptAsk, CodeStore, InboxEntry, NewChallenge, Queued, QuotaChecked, Resend, ResendVia,
     Resent, Reservation, StoreError,
 };
-
-/// How a new code is stored: counted in the statistics with its message queued, or a test
-/// code whose message went to the inbox at `sent_at`.
-enum Stored {
-    Counted,
-    Test { sent_at: Millis },
-}
-
-/// Insert a new code (status `pending`, the next sequence number of its group).
-fn insert_challenge_in(
-    tx: &rusqlite::Connection,
-    c: &NewChallenge,
-    how: Stored,
-) -> Result<(), StoreError> {
-    let (delivery, sent_at, test, state) = match how {
-        Stored::Counted => ("queued", None, false, STATE_COUNTED),
-        Stored::Test { sent_at } => ("sent", Some(sent_at), true, STATE_NOT_COUNTED),
-    };
-    // The sequence number is taken under SQLite's write lock: a later mint of the group
-    // always has a higher one.
-    tx.execute_cached(
-        "INSERT INTO challenges (key_digest, tenant_id, flavor, email, email_canonical, purpose, seq, code_hash, \
-         status, attempts, max_attempts, code_length, created_at, expires_at, \
-         delivery_mode, delivery_status, delivery_attempts, sent_at, locale, channel, test, stats_state) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
-           (SELECT COALESCE(MAX(seq), 0) + 1 FROM challenges WHERE tenant_id = ?2 AND email_canonical = ?5 AND purpose = ?6 AND flavor = ?3), \
-           ?7, 'pending', 0, ?8, ?9, ?10, ?11, ?12, ?13, 0, ?14, ?15, ?16, ?17, ?18)",
-        params![
-            c.key_digest,
-            c.tenant_id.as_str(),
-            c.flavor.as_str(),
-            c.email,
-            c.email_canonical,
-            c.purpose.as_str(),
-            c.code_hash,
-            c.max_attempts,
-            c.code_length,
-            c.created_at,
-            c.expires_at,
-            c.delivery_mode.as_str(),
-            delivery,
-            sent_at,
-            c.locale.as_ref().map(|l| l.as_str()),
-            c.channel.as_str(),
-            test,
-            state
-        ],
-    )?;
-    if let Some(l) = &c.link {
-        tx.execute_cached(
-            sql::codes::INSERT_MAGIC_LINK.sqlite,
-            params![
-                l.digest,
-                c.key_digest,
-                l.return_url,
-                l.key_sealed,
-                c.created_at
-            ],
-        )?;
-        if let Some(ch) = &l.code_challenge {
-            tx.execute_cached(sql::codes::SET_CHALLENGE.sqlite, params![c.key_digest, ch])?;
-        }
-    }
-    Ok(())
-}
 
 /// Queue a code's message (its send counted in the quotas at `now` when it has quotas).
 fn insert_outbox_in(
@@ -121,7 +55,12 @@ impl CodeStore for SqliteStore {
                     return Ok(Err(r));
                 }
             }
-            insert_challenge_in(tx, &c, Stored::Counted)?;
+            insert_challenge(
+                &mut super::Statements(tx),
+                &c,
+                c.tenant_id.as_str(),
+                Inserted::queued(&c),
+            )?;
             insert_outbox_in(tx, &c.key_digest, c.tenant_id.as_str(), &queued, now)?;
             minted_in(&mut super::Statements(tx), &c, Counted::Minted)?;
             Ok(Ok(()))
@@ -139,7 +78,8 @@ impl CodeStore for SqliteStore {
             )? {
                 return Ok(Err(r));
             }
-            insert_challenge_in(tx, &c, Stored::Test { sent_at: now })?;
+            let test = Inserted::test(&c, now);
+            insert_challenge(&mut super::Statements(tx), &c, c.tenant_id.as_str(), test)?;
             supersede_older_than(&mut super::Statements(tx), &c.key_digest, now)?;
             insert_inbox_in(
                 &mut super::Statements(tx),

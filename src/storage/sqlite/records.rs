@@ -4,14 +4,14 @@
 use crate::storage::sql;
 use std::time::Duration;
 
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rusqlite::TransactionBehavior;
 
 use super::{create_private, export_table, CachedSql, SqliteStore, Statements};
 use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
 use crate::storage::engine::Dialect;
-use crate::storage::records::purge_in;
-use crate::storage::tenants::insert_tenant_row;
+use crate::storage::engine::Engine;
+use crate::storage::records::{import_in, purge_in};
 use crate::storage::{copy, ImportCounts, ImportedCode, RecordStore, StoreError};
 
 impl RecordStore for SqliteStore {
@@ -28,54 +28,7 @@ impl RecordStore for SqliteStore {
         codes: &[ImportedCode],
         now: Millis,
     ) -> Result<ImportCounts, StoreError> {
-        let mut conn = self.pooled()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut counts = ImportCounts::default();
-        for (t, digest) in tenants {
-            let taken: bool =
-                tx.query_row_cached(sql::records::SECRET_EXISTS.sqlite, [digest], |r| r.get(0))?;
-            if taken {
-                counts.tenants_present += 1;
-                continue;
-            }
-            if !insert_tenant_row(&mut Statements(&tx), t, digest, now)? {
-                return Err(StoreError::Conflict("secret key already registered"));
-            }
-            counts.tenants_added += 1;
-        }
-        for ic in codes {
-            let c = &ic.code;
-            let present: bool =
-                tx.query_row_cached(sql::records::CODE_EXISTS.sqlite, [&c.key_digest], |r| {
-                    r.get(0)
-                })?;
-            if present {
-                counts.codes_present += 1;
-                continue;
-            }
-            let owner: Option<String> = tx
-                .query_row_cached(
-                    sql::records::TENANT_OF_SECRET.sqlite,
-                    [&ic.owner_secret_digest],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let owner = owner.ok_or(StoreError::Corrupt("imported code has no owner".into()))?;
-            tx.execute_cached(
-                "INSERT INTO challenges (key_digest, tenant_id, flavor, email, email_canonical, purpose, seq, code_hash, \
-                 status, attempts, max_attempts, code_length, created_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
-                   (SELECT COALESCE(MAX(seq), 0) + 1 FROM challenges WHERE tenant_id = ?2 AND email_canonical = ?5 AND purpose = ?6 AND flavor = ?3), \
-                   ?7, 'pending', ?8, ?9, ?10, ?11, ?12)",
-                params![
-                    c.key_digest, owner, c.flavor.as_str(), c.email, c.email_canonical, c.purpose.as_str(), c.code_hash,
-                    ic.attempts, c.max_attempts, c.code_length, c.created_at, c.expires_at
-                ],
-            )?;
-            counts.codes_added += 1;
-        }
-        tx.commit()?;
-        Ok(counts)
+        self.exclusive(|tx| import_in(tx, tenants, codes, now))
     }
 
     fn export_snapshot(&self) -> Result<copy::Snapshot, StoreError> {
