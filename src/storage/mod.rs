@@ -48,7 +48,7 @@ pub use outbox::{
 pub use provider_events::{EventEffect, ProviderEventStore, SeenEvent};
 pub use quota::{QuotaAsk, QuotaChecked, QuotaRefusal, QuotaStore, SendQuota};
 pub(crate) use quota::{HOUR_MS, MINUTE_MS};
-pub use records::{AuditStore, ImportCounts, ImportedCode, RecordStore};
+pub use records::{AuditStore, ImportCounts, ImportStore, ImportedCode, RecordStore};
 pub use settle::{SettleStore, Unsent};
 pub use sms_guard::{SmsGuardStore, SmsSend, SmsTaken, SmsVelocity, SmsVelocityRefusal};
 pub use stats::{StatsQuery, StatsRow, StatsStore};
@@ -80,6 +80,7 @@ pub trait Store:
     + QuotaStore
     + KeyringStore
     + RecordStore
+    + ImportStore
     + AuditStore
     + TestStore
     + StatsStore

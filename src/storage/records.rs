@@ -35,14 +35,6 @@ pub trait RecordStore {
     /// inbox messages older than `sends_before` (at least an hour ago); returns how many
     /// codes.
     fn purge(&self, before: Millis, sends_before: Millis) -> Result<usize, StoreError>;
-    /// Insert tenants (skipping secrets already registered) and pending codes (skipping
-    /// keys already present) in one transaction: all or nothing.
-    fn import(
-        &self,
-        tenants: &[(Tenant, Vec<u8>)],
-        codes: &[ImportedCode],
-        now: Millis,
-    ) -> Result<ImportCounts, StoreError>;
     /// A consistent copy of the live database at `path` (SQLite's online backup API).
     fn backup_to(&self, path: &std::path::Path) -> Result<(), StoreError>;
     /// Every row of every table of `copy::TABLES`, read in one consistent snapshot (one read
@@ -53,10 +45,34 @@ pub trait RecordStore {
     fn import_snapshot(&self, s: &copy::Snapshot) -> Result<(), StoreError>;
 }
 
-/// The import (see [`RecordStore::import`]) inside the caller's transaction: tenants whose
+/// The OtpMint import, written once for both backends (`impl<E: Engine> ImportStore for E`).
+pub trait ImportStore {
+    /// Insert tenants (skipping secrets already registered) and pending codes (skipping
+    /// keys already present) in one transaction of its own ([`Engine::exclusive`]): all or
+    /// nothing. A code whose owner is not a tenant fails the whole import.
+    fn import(
+        &self,
+        tenants: &[(Tenant, Vec<u8>)],
+        codes: &[ImportedCode],
+        now: Millis,
+    ) -> Result<ImportCounts, StoreError>;
+}
+
+impl<E: Engine> ImportStore for E {
+    fn import(
+        &self,
+        tenants: &[(Tenant, Vec<u8>)],
+        codes: &[ImportedCode],
+        now: Millis,
+    ) -> Result<ImportCounts, StoreError> {
+        self.exclusive(|tx| import_in(tx, tenants, codes, now))
+    }
+}
+
+/// The import inside the caller's transaction: tenants whose
 /// secret is registered already and codes whose key is present already are skipped and
 /// counted; a code whose owner is not a tenant is an error (the caller rolls back).
-pub(crate) fn import_in(
+fn import_in(
     tx: &mut dyn Exec,
     tenants: &[(Tenant, Vec<u8>)],
     codes: &[ImportedCode],

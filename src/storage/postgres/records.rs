@@ -1,31 +1,20 @@
-//! PostgreSQL: retention purges, the audit, the OtpMint import and the whole-installation
+//! PostgreSQL: retention purges and the whole-installation
 //! snapshot used by migrate-store.
 
 use crate::storage::sql;
 use ::postgres::types::ToSql;
 
 use super::{export_rows, PgStore, KEYRING_LOCK};
-use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
 use crate::storage::engine::Dialect;
-use crate::storage::engine::Engine;
-use crate::storage::records::{import_in, purge_in};
-use crate::storage::{copy, ImportCounts, ImportedCode, RecordStore, StoreError};
+use crate::storage::records::purge_in;
+use crate::storage::{copy, RecordStore, StoreError};
 
 impl RecordStore for PgStore {
     fn purge(&self, before: Millis, sends_before: Millis) -> Result<usize, StoreError> {
         // Outside a transaction: each statement commits on its own.
         let n = purge_in(&mut self.conn()?.db(), before, sends_before)?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
-    }
-
-    fn import(
-        &self,
-        tenants: &[(Tenant, Vec<u8>)],
-        codes: &[ImportedCode],
-        now: Millis,
-    ) -> Result<ImportCounts, StoreError> {
-        self.exclusive(|tx| import_in(tx, tenants, codes, now))
     }
 
     fn export_snapshot(&self) -> Result<copy::Snapshot, StoreError> {

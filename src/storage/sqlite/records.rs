@@ -1,4 +1,4 @@
-//! SQLite: retention purges, the audit, the OtpMint import, backups and the whole-installation
+//! SQLite: retention purges, backups and the whole-installation
 //! snapshot used by migrate-store.
 
 use crate::storage::sql;
@@ -7,12 +7,10 @@ use std::time::Duration;
 use rusqlite::TransactionBehavior;
 
 use super::{create_private, export_table, CachedSql, SqliteStore, Statements};
-use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
 use crate::storage::engine::Dialect;
-use crate::storage::engine::Engine;
-use crate::storage::records::{import_in, purge_in};
-use crate::storage::{copy, ImportCounts, ImportedCode, RecordStore, StoreError};
+use crate::storage::records::purge_in;
+use crate::storage::{copy, RecordStore, StoreError};
 
 impl RecordStore for SqliteStore {
     fn purge(&self, before: Millis, sends_before: Millis) -> Result<usize, StoreError> {
@@ -20,15 +18,6 @@ impl RecordStore for SqliteStore {
             .writer
             .write(move |conn| purge_in(&mut Statements(conn), before, sends_before))?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
-    }
-
-    fn import(
-        &self,
-        tenants: &[(Tenant, Vec<u8>)],
-        codes: &[ImportedCode],
-        now: Millis,
-    ) -> Result<ImportCounts, StoreError> {
-        self.exclusive(|tx| import_in(tx, tenants, codes, now))
     }
 
     fn export_snapshot(&self) -> Result<copy::Snapshot, StoreError> {
