@@ -241,23 +241,9 @@ impl Codes {
             .await?;
         let test = destination != Destination::Deliver;
         let sms = recipient.channel().is_phone();
-        // The channel needs a transport (a test mint goes nowhere).
-        if !test && !self.delivery.has_route(tenant, recipient.channel()) {
-            return Err(ServiceError::ChannelNotConfigured);
-        }
-        if !test {
-            self.tenants
-                .check_suppressed(tenant, recipient.canonical())
-                .await?;
-        }
-        // The SMS fraud guard (API.md §17.1); a mint that sends nothing passes no check.
-        let sms_facts = match sms && !test {
-            true => Some(
-                self.screen_sms(tenant, recipient.canonical(), &purpose, now)
-                    .await?,
-            ),
-            false => None,
-        };
+        let sms_facts = self
+            .send_gate(tenant, &recipient, &purpose, test, now)
+            .await?;
         let link_plan = link.map(|l| self.plan_link(tenant, l, sms)).transpose()?;
         let mode = if test { DeliveryMode::Sync } else { mode };
         // With every limit off there is nothing to check or count.

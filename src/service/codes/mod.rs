@@ -2,6 +2,7 @@
 //! guard.
 
 pub mod claims;
+mod gate;
 pub mod hosted;
 pub mod idempotency;
 pub mod links;

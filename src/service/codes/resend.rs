@@ -122,23 +122,11 @@ impl Codes {
                 .map(Recipient::Email)
         }
         .ok_or_else(|| ServiceError::Internal("a stored recipient does not parse".into()))?;
-        if !test && !self.delivery.has_route(tenant, email.channel()) {
-            return Err(ServiceError::ChannelNotConfigured);
-        }
-        if !test {
-            self.tenants
-                .check_suppressed(tenant, email.canonical())
-                .await?;
-        }
         // The SMS fraud guard sees a resend like a mint (API.md §17.1): the country and type
         // again (the tenant may have taken the country off its list), and the velocity.
-        let sms_facts = match sms && !test {
-            true => Some(
-                self.screen_sms(tenant, email.canonical(), &view.purpose, now)
-                    .await?,
-            ),
-            false => None,
-        };
+        let sms_facts = self
+            .send_gate(tenant, &email, &view.purpose, test, now)
+            .await?;
         let quota = self.core.quota();
         let counted = !test && quota.any();
         if counted {
