@@ -3,6 +3,7 @@
 
 use super::cells::{channel_from, stored_locale, view_cols, view_from, Cells, VIEW_WIDTH};
 use super::engine::{args, Dialect, Engine, Exec, PG_NOW};
+use super::hosted::SessionFinisher;
 use super::integration::insert_event_in;
 use super::integration::NewEvent;
 use super::links::LinkFinisher;
@@ -354,6 +355,9 @@ pub struct VerifyFinish {
     pub clear_failures_of: Option<String>,
     /// The browser that confirmed a magic link, kept with the link in the same transaction.
     pub confirmed_by: Option<LinkFinisher>,
+    /// The hosted session the code finishes, in the same transaction (only while the
+    /// session is open with this code).
+    pub session: Option<SessionFinisher>,
 }
 
 /// What a resend came to.
@@ -525,12 +529,19 @@ impl<E: Engine> CodeOutcomeStore for E {
             .confirmed_by
             .as_ref()
             .map(|c| [Arg::from(&c.link[..]), Arg::from(&c.by[..])]);
+        let session = f.session.as_ref().map(|h| {
+            let by = Arg::from(&h.by[..]);
+            [h.id.as_str().into(), now.into(), digest.clone(), by]
+        });
         self.transact(move |tx| {
             let Some(tally) = tx.row_opt(sql::codes::VERIFY, &verify, |r| tally_from(r, 0))? else {
                 return Ok(false);
             };
             if let Some(finisher) = &finisher {
                 tx.exec(sql::links::FINISHED_BY, finisher)?;
+            }
+            if let Some(session) = &session {
+                tx.exec(sql::hosted::FINISH_SESSION, session)?;
             }
             if let Some(e) = &event {
                 insert_event_in(tx, e)?;

@@ -27,6 +27,15 @@ pub struct Session {
     pub code_challenge: Option<CodeChallenge>,
 }
 
+/// The hosted session a verify finishes (API.md §17.2), in the verify's own transaction:
+/// its id, and a digest of the page token of the browser that typed the code — only that
+/// browser is sent back to the return URL. It finishes only while open with that code.
+#[derive(Debug, Clone)]
+pub struct SessionFinisher {
+    pub id: String,
+    pub by: Vec<u8>,
+}
+
 /// A session as stored, with its code's state.
 #[derive(Debug, Clone)]
 pub struct SessionRow {
@@ -94,15 +103,6 @@ pub trait HostedStore {
         key_digest: &[u8],
         key_sealed: &[u8],
     ) -> Result<bool, StoreError>;
-    /// `open` → `verified`, if its code is still `key_digest` (the one just verified); false
-    /// otherwise.
-    fn finish_session(
-        &self,
-        id: &str,
-        key_digest: &[u8],
-        now: Millis,
-        finished_by: &[u8],
-    ) -> Result<bool, StoreError>;
     fn logo(&self, tenant: &TenantId) -> Result<Option<Vec<u8>>, StoreError>;
     /// Whether the tenant has a logo (without reading it).
     fn has_logo(&self, tenant: &TenantId) -> Result<bool, StoreError>;
@@ -144,17 +144,6 @@ impl<E: Engine> HostedStore for E {
     ) -> Result<bool, StoreError> {
         let row = args![id, email, key_digest, key_sealed];
         Ok(self.exec_one(sql::SET_SESSION_CODE, row)? == 1)
-    }
-
-    fn finish_session(
-        &self,
-        id: &str,
-        key_digest: &[u8],
-        now: Millis,
-        finished_by: &[u8],
-    ) -> Result<bool, StoreError> {
-        let row = args![id, now, key_digest, finished_by];
-        Ok(self.exec_one(sql::FINISH_SESSION, row)? == 1)
     }
 
     fn logo(&self, tenant: &TenantId) -> Result<Option<Vec<u8>>, StoreError> {

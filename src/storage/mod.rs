@@ -37,7 +37,7 @@ pub use codes::{
     NewOutbox, Queued, Resend, ResendVia, Resent, Reservation, VerifyFinish,
 };
 pub use error::StoreError;
-pub use hosted::{HostedStore, Session, SessionRow};
+pub use hosted::{HostedStore, Session, SessionFinisher, SessionRow};
 pub use integration::{EventClaimStore, IntegrationStore};
 pub use keyring::{KeyringStore, TenantSeal};
 pub use links::{LinkFinisher, LinkStore, LinkView};

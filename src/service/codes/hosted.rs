@@ -17,7 +17,7 @@ use crate::service::codes::mint::MintRequest;
 use crate::service::codes::verify::Caller;
 use crate::service::core::audit::RequestContext;
 use crate::service::{Codes, ServiceError};
-use crate::storage::{Session, SessionRow, Store};
+use crate::storage::{Session, SessionFinisher, SessionRow};
 
 /// How long a person has to finish a hosted session.
 pub const SESSION_MS: Millis = 30 * 60 * 1000;
@@ -68,8 +68,8 @@ pub enum PageError {
     NotSent,
     /// The code could not be checked now (503): the same code may be tried again.
     Busy,
-    /// The code verified, but the session's own record is still being written (the
-    /// database was away): a reload of the page goes on once it is.
+    /// The code verified, with its session, but the session could not be read back just
+    /// then (the database was away): a reload of the page goes on.
     Finishing,
     /// Expired, failed, or verified already: nothing more to do here.
     Over,
@@ -339,43 +339,31 @@ impl Codes {
             .chars()
             .filter(|c| !c.is_whitespace() && !matches!(c, '-' | '\u{2010}'..='\u{2015}'))
             .collect();
+        // A right code finishes the session in the verify's own transaction, this browser
+        // its finisher: a code is never spent without its session recorded.
+        let finisher = SessionFinisher {
+            id: row.session.id.clone(),
+            by: self.hosted_finisher(&row.session.id, cookie),
+        };
         let r = self
-            .verify(Caller::KeyOwner, &key, &typed, CodeApi::Native, ctx)
+            .verify(Caller::Page(&finisher), &key, &typed, CodeApi::Native, ctx)
             .await;
         match r.result {
-            Ok(_) => {
-                let (id, now, digest) = (
-                    row.session.id.clone(),
-                    self.core.now(),
-                    self.key_digest(&key),
-                );
-                let by = self.hosted_finisher(&row.session.id, cookie);
-                // Only the session's current code finishes it.
-                let finish = move |s: &dyn Store| s.finish_session(&id, &digest, now, &by);
-                let again = finish.clone();
-                match self.core.write(finish).await {
-                    Ok(true) => session_redirect(
+            // The session as it is now: finished by this browser, unless it stopped being
+            // open with this code meanwhile (then the code verified but the session did
+            // not). If it cannot be read, the code was accepted and a reload goes on.
+            Ok(_) => match self.hosted_row(&row.session.id).await {
+                Ok(Some(now)) if now.verified && self.finished_here(&now, Some(cookie)) => {
+                    session_redirect(
                         &row.session.return_url,
                         &row.session.id,
                         &tenant.allowed_return_urls,
                     )
-                    .ok_or(PageError::Over),
-                    // The code verified, but the database could not take the session's own
-                    // record: it is written in the background until the database takes it
-                    // (this browser its finisher), and the person is asked to reload — the
-                    // page then goes back to the tenant, and the session can be claimed.
-                    Err(ServiceError::Unavailable(_)) => {
-                        let core = self.core.clone();
-                        tokio::spawn(async move {
-                            let what = "finishing a verified hosted session";
-                            core.record_until_taken(what, move |s| again(s).map(drop), || {})
-                                .await;
-                        });
-                        Err(PageError::Finishing)
-                    }
-                    Ok(false) | Err(_) => Err(PageError::Over),
+                    .ok_or(PageError::Over)
                 }
-            }
+                Ok(_) => Err(PageError::Over),
+                Err(_) => Err(PageError::Finishing),
+            },
             Err(ServiceError::Mismatch { attempts_remaining }) => {
                 Err(PageError::WrongCode(attempts_remaining))
             }

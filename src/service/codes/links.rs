@@ -349,6 +349,7 @@ impl Codes {
                 link: link_digest,
                 by: self.link_finisher(token, cookie),
             }),
+            session: None,
         };
         let raised = finish.event.is_some();
         let verified = self

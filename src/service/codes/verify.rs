@@ -14,7 +14,7 @@ use crate::service::core::audit::RequestContext;
 use crate::service::events::webhooks::EventData;
 use crate::service::{Codes, ErrorCode, ServiceError};
 use crate::storage::{
-    AttemptAsk, CodeKey, Reservation, Store, StoreError, TestGuess, VerifyFinish,
+    AttemptAsk, CodeKey, Reservation, SessionFinisher, Store, StoreError, TestGuess, VerifyFinish,
 };
 
 pub struct Verified {
@@ -50,6 +50,10 @@ pub enum Caller<'a> {
     /// Whoever owns the shareable key (OtpMint's routes carry no tenant credential). An
     /// unknown key, or one whose tenant is disabled, is `OtpNotFound`.
     KeyOwner,
+    /// A hosted session's page: whoever owns the key, as `KeyOwner`, and a right code
+    /// finishes the session in the verify's own transaction — a code is never spent
+    /// without its session recorded.
+    Page(&'a SessionFinisher),
 }
 
 /// The tenant a verify turned out to be for, and its webhook subscriptions if known.
@@ -178,7 +182,7 @@ impl Codes {
         let digest = key.as_ref().map(|k| self.key_digest(k.expose()));
         let lookup = match caller {
             Caller::Secret(secret) => Lookup::Secret(self.tenants.secret_digest(secret)),
-            Caller::KeyOwner => match &digest {
+            Caller::KeyOwner | Caller::Page(_) => match &digest {
                 Some(d) => Lookup::KeyOwner(d.clone()),
                 // A malformed key has no owner.
                 None => return Err(ServiceError::OtpNotFound),
@@ -347,6 +351,10 @@ impl Codes {
                 ),
                 clear_failures_of: (quota.max_failures > 0).then(|| res.email_canonical.clone()),
                 confirmed_by: None,
+                session: match caller {
+                    Caller::Page(session) => Some((*session).clone()),
+                    _ => None,
+                },
             };
             let raised = finish.event.is_some();
             let finished = match self.core.write(move |s| s.finish_verify(&finish, t)).await {
