@@ -567,6 +567,80 @@ async fn a_token_request_given_up_on_still_keeps_the_rotated_refresh_token() {
     assert!(tokens.problems().is_empty(), "{:?}", tokens.problems());
 }
 
+/// A refresh token the provider rotates while a data-key rotation re-seals the relay's
+/// secrets is stored all the same: the compare-and-swap on the sealed secrets finds their
+/// re-sealed copy, reads it again (the same relay, the same refresh token) and swaps that.
+/// Before, the rotated token was kept in memory only and the re-sealed one — which the
+/// provider no longer takes — was used from then on, by this process too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_token_rotated_during_a_data_key_rotation_is_stored() {
+    let tokens = TokenServer::start(SMTP_USER).await;
+    let ca = tokens.rx.ca_path.clone();
+    let app = spawn_app_with(move |s| {
+        s.webhooks.allow_private_hosts = true;
+        s.webhooks.extra_root_certificates = vec![ca];
+        s.delivery.http_timeout_seconds = 20;
+    })
+    .await;
+    app.smtp.accept_xoauth2(tokens.check());
+    tokens.rotate_refresh_tokens(true);
+    let mut oauth2 = client_credentials(&tokens);
+    oauth2["refresh_token"] = json!(REFRESH_TOKEN);
+    let (id, sk, _) = oauth2_tenant(&app, oauth2).await;
+    // The endpoint rotates the refresh token as the request comes and answers 8 s later;
+    // meanwhile the data key is rotated, re-sealing the relay's secrets.
+    tokens.rx.set_delay(Duration::from_secs(8));
+    let (s, v) = body(
+        app.post(
+            "/v1/otp",
+            &sk,
+            json!({"email": "ada@example.com", "delivery": "async"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while tokens.requests() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no token request");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let asked = std::time::Instant::now();
+    let (ok, out, err) = app.cli(&["keys", "rotate-data-key"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("1 re-encrypted"), "{out}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(8),
+        "the re-seal came before the token's answer"
+    );
+    // The rotated token is stored once the answer comes (each write of the row bumps its
+    // version).
+    let (db, q) = (
+        &app.settings.database.url,
+        "SELECT row_version FROM tenants",
+    );
+    let resealed = crate::lifecycle::sql(db, q);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while crate::lifecycle::sql(db, q) == resealed {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotated token was not stored"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokens.rx.set_delay(Duration::ZERO);
+    // Another process reads the stored refresh token: the rotated one, which the endpoint
+    // takes (the first no longer works there).
+    let (ok, out, err) = cli(
+        &app,
+        &tokens,
+        &["smtp", "test", &id, "--to", "cli@example.com"],
+    );
+    assert!(ok, "{out}{err}");
+    assert_eq!(tokens.grants(), ["refresh_token"; 2]);
+    assert!(tokens.problems().is_empty(), "{:?}", tokens.problems());
+}
+
 /// A new client secret alone keeps the stored refresh token; one that cannot be read is
 /// asked for again (400, nothing changed), never silently dropped — that would move the
 /// relay to the client-credentials grant its provider refuses.

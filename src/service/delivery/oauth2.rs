@@ -1,8 +1,9 @@
 //! OAuth2 access tokens for SMTP relays (API.md §15.1): one cache entry per relay, one
 //! request to the token endpoint at a time per relay (many messages waiting for a token
 //! share one), a token kept until 60 s before it expires, fetched anew once after an AUTH
-//! refusal, and a refresh token the provider rotates stored sealed at once (and used from
-//! memory until the stored tenant is read again). The token endpoint is reached through the
+//! refusal, and a refresh token the provider rotates stored sealed at once — also when a
+//! data-key rotation re-sealed the relay's secrets meanwhile — and used from memory until
+//! the stored tenant is read again. The token endpoint is reached through the
 //! webhooks' outbound client: their address policy, no redirects,
 //! `delivery.http_timeout_seconds`.
 
@@ -285,41 +286,104 @@ impl Delivery {
                     client_secret: secrets.client_secret.clone(),
                     refresh_token: Some(new.to_string()),
                 };
-                match self
-                    .core
-                    .seal_oauth2_secrets(tenant, account, o, fallback, &rotated)
+                let relay = (account, o, fallback);
+                if let Some((replaced, stored)) = self
+                    .store_rotated(tenant, relay, stored_blob, old, &rotated)
+                    .await
                 {
-                    Ok(blob) => {
-                        let which = if fallback {
-                            TenantSeal::FallbackPassword
-                        } else {
-                            TenantSeal::SmtpPassword
-                        };
-                        let (id, old_blob, new_blob) =
-                            (tenant.id.clone(), stored_blob.clone(), blob.clone());
-                        match self
-                            .core
-                            .db(move |s| s.reseal_tenant_value(&id, which, &old_blob, &new_blob))
-                            .await
-                        {
-                            Ok(true) => {
-                                tracing::info!(tenant_id = %tenant.id, "a rotated OAuth2 refresh token was stored")
-                            }
-                            Ok(false) => {
-                                tracing::warn!(tenant_id = %tenant.id, "a rotated OAuth2 refresh token was not stored: the relay changed meanwhile")
-                            }
-                            Err(err) => {
-                                tracing::error!(tenant_id = %tenant.id, error = %err, "a rotated OAuth2 refresh token could not be stored; it is kept in memory")
-                            }
-                        }
-                        e.rotated = Some((stored_blob, blob, SecretString::from(new.to_string())));
-                    }
-                    Err(err) => {
-                        tracing::error!(tenant_id = %tenant.id, error = %err, "a rotated OAuth2 refresh token could not be sealed")
-                    }
+                    e.rotated = Some((replaced, stored, SecretString::from(new.to_string())));
                 }
             }
         }
         Ok(token)
     }
+
+    /// Store a refresh token the provider rotated (`rotated`, in place of `old`, the one
+    /// sent), sealed, as a compare-and-swap on the sealed blob `stored` the request was
+    /// made with. A data-key rotation may have re-sealed the relay's secrets meanwhile:
+    /// then they are read again and, while the relay is the same and its secrets still
+    /// hold `old`, the swap is made on their new blob (three times at most). What the cache
+    /// entry keeps — the blob replaced and the one meant to replace it — so that the rotated
+    /// token is used from memory while the tenant read still holds either (the last tried);
+    /// `None` when it could not be sealed.
+    async fn store_rotated(
+        &self,
+        tenant: &Tenant,
+        (account, o, fallback): (&SmtpAccount, &OAuth2, bool),
+        stored: Vec<u8>,
+        old: &str,
+        rotated: &OAuth2Secrets,
+    ) -> Option<(Vec<u8>, Vec<u8>)> {
+        let which = if fallback {
+            TenantSeal::FallbackPassword
+        } else {
+            TenantSeal::SmtpPassword
+        };
+        let (mut tenant, mut account, mut stored) = (tenant.clone(), account.clone(), stored);
+        let mut last = None;
+        for _ in 0..3 {
+            let blob = match self
+                .core
+                .seal_oauth2_secrets(&tenant, &account, o, fallback, rotated)
+            {
+                Ok(blob) => blob,
+                Err(err) => {
+                    tracing::error!(tenant_id = %tenant.id, error = %err, "a rotated OAuth2 refresh token could not be sealed");
+                    return None;
+                }
+            };
+            let (id, old_blob, new_blob) = (tenant.id.clone(), stored.clone(), blob.clone());
+            match self
+                .core
+                .db(move |s| s.reseal_tenant_value(&id, which, &old_blob, &new_blob))
+                .await
+            {
+                Ok(true) => {
+                    tracing::info!(tenant_id = %tenant.id, "a rotated OAuth2 refresh token was stored");
+                    return Some((stored, blob));
+                }
+                Err(err) => {
+                    tracing::error!(tenant_id = %tenant.id, error = %err, "a rotated OAuth2 refresh token could not be stored; it is kept in memory");
+                    return Some((stored, blob));
+                }
+                Ok(false) => last = Some((stored.clone(), blob.clone())),
+            }
+            // The blob changed meanwhile: re-sealed (the same secrets), or the relay changed.
+            let again = match self.core.tenant(tenant.id.as_str()).await {
+                Ok(now) => {
+                    let relay = if fallback {
+                        &now.smtp_fallback
+                    } else {
+                        &now.smtp
+                    };
+                    match relay.clone() {
+                        Some(a) if same_relay(&a, &account) => {
+                            let open = self.core.open_oauth2_secrets(&now, &a, o, fallback).await;
+                            let same = open.is_ok_and(|s| {
+                                s.refresh_token.as_deref() == Some(old)
+                                    && s.client_secret == rotated.client_secret
+                            });
+                            same.then_some((now, a))
+                        }
+                        _ => None,
+                    }
+                }
+                Err(_) => None,
+            };
+            let Some((now, a)) = again else {
+                tracing::warn!(tenant_id = %tenant.id, "a rotated OAuth2 refresh token was not stored: the relay changed meanwhile");
+                return Some((stored, blob));
+            };
+            stored = a.password.clone();
+            (tenant, account) = (now, a);
+        }
+        tracing::warn!(tenant_id = %tenant.id, "a rotated OAuth2 refresh token was not stored: the relay's secrets kept changing");
+        last
+    }
+}
+
+/// Whether two readings of a relay are the same relay with the same OAuth2 settings (its
+/// sealed secrets aside).
+fn same_relay(a: &SmtpAccount, b: &SmtpAccount) -> bool {
+    a.host == b.host && a.port == b.port && a.username == b.username && a.oauth2 == b.oauth2
 }
