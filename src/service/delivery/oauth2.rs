@@ -38,9 +38,11 @@ struct Entry {
     token: Option<(SecretString, Instant)>,
     /// When that token came.
     fetched: Option<Instant>,
-    /// A refresh token the provider rotated: the sealed blob it replaced, the blob stored
-    /// instead, and the token itself.
-    rotated: Option<(Vec<u8>, Vec<u8>, SecretString)>,
+    /// A refresh token the provider rotated: the sealed blobs it replaced (the one its
+    /// request was made with, and any re-sealed copy of it found since), the blob stored
+    /// instead (or meant to be), and the token itself — used while a tenant read holds any
+    /// of those blobs.
+    rotated: Option<(Vec<Vec<u8>>, Vec<u8>, SecretString)>,
 }
 
 impl Tokens {
@@ -174,13 +176,16 @@ impl Delivery {
                     "the relay's OAuth2 secrets cannot be decrypted",
                 )
             })?;
-        // The newest refresh token: the one this process stored, while the tenant read here
-        // still holds (or already holds) its blob.
-        let (stored_blob, refresh) = match &e.rotated {
-            Some((old, new, token)) if account.password == *old || account.password == *new => {
-                (new.clone(), Some(token.expose_secret().to_string()))
+        // The newest refresh token: the one this process rotated in, while the tenant read
+        // here holds a blob it replaced (its store failed, or the read is older) or the
+        // blob stored for it.
+        let refresh = match &e.rotated {
+            Some((replaced, new, token))
+                if replaced.contains(&account.password) || account.password == *new =>
+            {
+                Some(token.expose_secret().to_string())
             }
-            _ => (account.password.clone(), secrets.refresh_token.clone()),
+            _ => secrets.refresh_token.clone(),
         };
         let body = {
             let mut form = form_urlencoded::Serializer::new(String::new());
@@ -288,7 +293,7 @@ impl Delivery {
                 };
                 let relay = (account, o, fallback);
                 if let Some((replaced, stored)) = self
-                    .store_rotated(tenant, relay, stored_blob, old, &rotated)
+                    .store_rotated(tenant, relay, (&secrets, old), &rotated)
                     .await
                 {
                     e.rotated = Some((replaced, stored, SecretString::from(new.to_string())));
@@ -298,29 +303,31 @@ impl Delivery {
         Ok(token)
     }
 
-    /// Store a refresh token the provider rotated (`rotated`, in place of `old`, the one
-    /// sent), sealed, as a compare-and-swap on the sealed blob `stored` the request was
-    /// made with. A data-key rotation may have re-sealed the relay's secrets meanwhile:
-    /// then they are read again and, while the relay is the same and its secrets still
-    /// hold `old`, the swap is made on their new blob (three times at most). What the cache
-    /// entry keeps — the blob replaced and the one meant to replace it — so that the rotated
-    /// token is used from memory while the tenant read still holds either (the last tried);
-    /// `None` when it could not be sealed.
+    /// Store a refresh token the provider rotated (`rotated`), sealed, as a
+    /// compare-and-swap on the sealed blob the tenant read here holds (`account.password`,
+    /// whose secrets are `read`; `sent`: the refresh token the request sent, which may be
+    /// one this process rotated in before). When the stored blob is another — re-sealed by
+    /// a data-key rotation meanwhile, or stored by this process after that read — it is
+    /// read again and, while the relay is the same, with the same client secret and a
+    /// refresh token this process knew (`sent`, or `read`'s), the swap is made on it
+    /// (three times at most); a relay the tenant changed is left alone. What the cache entry
+    /// keeps: the blobs replaced and the one meant to replace them, so that the rotated
+    /// token is used from memory while a tenant read holds any of them; `None` when it could
+    /// not be sealed at all.
     async fn store_rotated(
         &self,
         tenant: &Tenant,
         (account, o, fallback): (&SmtpAccount, &OAuth2, bool),
-        stored: Vec<u8>,
-        old: &str,
+        (read, sent): (&OAuth2Secrets, &str),
         rotated: &OAuth2Secrets,
-    ) -> Option<(Vec<u8>, Vec<u8>)> {
+    ) -> Option<(Vec<Vec<u8>>, Vec<u8>)> {
         let which = if fallback {
             TenantSeal::FallbackPassword
         } else {
             TenantSeal::SmtpPassword
         };
-        let (mut tenant, mut account, mut stored) = (tenant.clone(), account.clone(), stored);
-        let mut last = None;
+        let (mut tenant, mut account) = (tenant.clone(), account.clone());
+        let (mut replaced, mut last) = (Vec::new(), None);
         for _ in 0..3 {
             let blob = match self
                 .core
@@ -329,26 +336,29 @@ impl Delivery {
                 Ok(blob) => blob,
                 Err(err) => {
                     tracing::error!(tenant_id = %tenant.id, error = %err, "a rotated OAuth2 refresh token could not be sealed");
-                    return None;
+                    return last.map(|blob| (replaced, blob));
                 }
             };
-            let (id, old_blob, new_blob) = (tenant.id.clone(), stored.clone(), blob.clone());
+            let stored = account.password.clone();
+            replaced.push(stored.clone());
+            let (id, new_blob) = (tenant.id.clone(), blob.clone());
             match self
                 .core
-                .db(move |s| s.reseal_tenant_value(&id, which, &old_blob, &new_blob))
+                .db(move |s| s.reseal_tenant_value(&id, which, &stored, &new_blob))
                 .await
             {
                 Ok(true) => {
                     tracing::info!(tenant_id = %tenant.id, "a rotated OAuth2 refresh token was stored");
-                    return Some((stored, blob));
+                    return Some((replaced, blob));
                 }
                 Err(err) => {
                     tracing::error!(tenant_id = %tenant.id, error = %err, "a rotated OAuth2 refresh token could not be stored; it is kept in memory");
-                    return Some((stored, blob));
+                    return Some((replaced, blob));
                 }
-                Ok(false) => last = Some((stored.clone(), blob.clone())),
+                Ok(false) => last = Some(blob),
             }
-            // The blob changed meanwhile: re-sealed (the same secrets), or the relay changed.
+            // Another blob is stored: re-sealed, stored here since the read, or the relay
+            // changed.
             let again = match self.core.tenant(tenant.id.as_str()).await {
                 Ok(now) => {
                     let relay = if fallback {
@@ -360,8 +370,9 @@ impl Delivery {
                         Some(a) if same_relay(&a, &account) => {
                             let open = self.core.open_oauth2_secrets(&now, &a, o, fallback).await;
                             let same = open.is_ok_and(|s| {
-                                s.refresh_token.as_deref() == Some(old)
-                                    && s.client_secret == rotated.client_secret
+                                s.client_secret == read.client_secret
+                                    && (s.refresh_token.as_deref() == Some(sent)
+                                        || s.refresh_token == read.refresh_token)
                             });
                             same.then_some((now, a))
                         }
@@ -372,13 +383,12 @@ impl Delivery {
             };
             let Some((now, a)) = again else {
                 tracing::warn!(tenant_id = %tenant.id, "a rotated OAuth2 refresh token was not stored: the relay changed meanwhile");
-                return Some((stored, blob));
+                return last.map(|blob| (replaced, blob));
             };
-            stored = a.password.clone();
             (tenant, account) = (now, a);
         }
         tracing::warn!(tenant_id = %tenant.id, "a rotated OAuth2 refresh token was not stored: the relay's secrets kept changing");
-        last
+        last.map(|blob| (replaced, blob))
     }
 }
 
