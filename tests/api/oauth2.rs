@@ -15,12 +15,17 @@ use otpmint::testkit::oauth2::{TokenMode, TokenServer, CLIENT_ID, CLIENT_SECRET,
 /// An app that trusts the token endpoint's CA and may reach it on loopback, and a token
 /// endpoint whose tokens the SMTP server takes.
 async fn setup() -> (TestApp, TokenServer) {
+    setup_with_timeout(3).await
+}
+
+/// [`setup`] with the token request bounded by `http_timeout_seconds`.
+async fn setup_with_timeout(http_timeout_seconds: u64) -> (TestApp, TokenServer) {
     let tokens = TokenServer::start(SMTP_USER).await;
     let ca = tokens.rx.ca_path.clone();
     let app = spawn_app_with(move |s| {
         s.webhooks.allow_private_hosts = true;
         s.webhooks.extra_root_certificates = vec![ca];
-        s.delivery.http_timeout_seconds = 3;
+        s.delivery.http_timeout_seconds = http_timeout_seconds;
     })
     .await;
     app.smtp.accept_xoauth2(tokens.check());
@@ -574,15 +579,7 @@ async fn a_token_request_given_up_on_still_keeps_the_rotated_refresh_token() {
 /// provider no longer takes — was used from then on, by this process too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_token_rotated_during_a_data_key_rotation_is_stored() {
-    let tokens = TokenServer::start(SMTP_USER).await;
-    let ca = tokens.rx.ca_path.clone();
-    let app = spawn_app_with(move |s| {
-        s.webhooks.allow_private_hosts = true;
-        s.webhooks.extra_root_certificates = vec![ca];
-        s.delivery.http_timeout_seconds = 20;
-    })
-    .await;
-    app.smtp.accept_xoauth2(tokens.check());
+    let (app, tokens) = setup_with_timeout(20).await;
     tokens.rotate_refresh_tokens(true);
     let mut oauth2 = client_credentials(&tokens);
     oauth2["refresh_token"] = json!(REFRESH_TOKEN);
