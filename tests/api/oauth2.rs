@@ -10,22 +10,24 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 use crate::smtp::{SMTP_PASS, SMTP_USER};
+use otpmint::config::Settings;
 use otpmint::testkit::oauth2::{TokenMode, TokenServer, CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN};
 
 /// An app that trusts the token endpoint's CA and may reach it on loopback, and a token
 /// endpoint whose tokens the SMTP server takes.
 async fn setup() -> (TestApp, TokenServer) {
-    setup_with_timeout(3).await
+    setup_with(|_| {}).await
 }
 
-/// [`setup`] with the token request bounded by `http_timeout_seconds`.
-async fn setup_with_timeout(http_timeout_seconds: u64) -> (TestApp, TokenServer) {
+/// [`setup`] with more settings (the token request is bounded at 3 s unless `tweak` says).
+async fn setup_with(tweak: impl FnOnce(&mut Settings)) -> (TestApp, TokenServer) {
     let tokens = TokenServer::start(SMTP_USER).await;
     let ca = tokens.rx.ca_path.clone();
     let app = spawn_app_with(move |s| {
         s.webhooks.allow_private_hosts = true;
         s.webhooks.extra_root_certificates = vec![ca];
-        s.delivery.http_timeout_seconds = http_timeout_seconds;
+        s.delivery.http_timeout_seconds = 3;
+        tweak(s);
     })
     .await;
     app.smtp.accept_xoauth2(tokens.check());
@@ -579,7 +581,7 @@ async fn a_token_request_given_up_on_still_keeps_the_rotated_refresh_token() {
 /// provider no longer takes — was used from then on, by this process too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_token_rotated_during_a_data_key_rotation_is_stored() {
-    let (app, tokens) = setup_with_timeout(20).await;
+    let (app, tokens) = setup_with(|s| s.delivery.http_timeout_seconds = 20).await;
     tokens.rotate_refresh_tokens(true);
     let mut oauth2 = client_credentials(&tokens);
     oauth2["refresh_token"] = json!(REFRESH_TOKEN);
@@ -635,6 +637,74 @@ async fn a_refresh_token_rotated_during_a_data_key_rotation_is_stored() {
     );
     assert!(ok, "{out}{err}");
     assert_eq!(tokens.grants(), ["refresh_token"; 2]);
+    assert!(tokens.problems().is_empty(), "{:?}", tokens.problems());
+}
+
+/// A rotated refresh token whose store failed (the tenant's row held by another
+/// transaction past the lock timeout) is used from memory and stored with the next token
+/// request, even one that rotates nothing: the stored copy holds a token the provider
+/// replaced. Another process then logs in with the newest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_refresh_token_whose_store_failed_is_stored_with_the_next_request() {
+    if !on_postgres() {
+        eprintln!("skipped on SQLite: only PostgreSQL locks one row while others are written");
+        return;
+    }
+    let (app, tokens) = setup_with(|s| s.database.timeout_seconds = 1).await;
+    tokens.rotate_refresh_tokens(true);
+    // Tokens good for no longer than the 60 s margin: every message asks for a new one.
+    tokens.set_expires_in(60);
+    let mut oauth2 = client_credentials(&tokens);
+    oauth2["refresh_token"] = json!(REFRESH_TOKEN);
+    let (id, sk, _) = oauth2_tenant(&app, oauth2).await;
+    // The endpoint answers the first request 1.5 s late; meanwhile another transaction
+    // takes the tenant's row, and holds it until the message is sent.
+    tokens.rx.set_delay(Duration::from_millis(1500));
+    let (s, v) = body(
+        app.post(
+            "/v1/otp",
+            &sk,
+            json!({"email": "ada@example.com", "delivery": "async"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while tokens.requests() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no token request");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (url, tid) = (app.settings.database.url.clone(), id.clone());
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let mut tx = c.transaction().unwrap();
+        tx.execute("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", &[&tid])
+            .unwrap();
+        locked_tx.send(()).unwrap();
+        let _ = release_rx.recv_timeout(Duration::from_secs(60));
+        tx.rollback().unwrap();
+    });
+    locked_rx.recv().unwrap();
+    let msg = app.smtp.wait_for("ada@example.com", 1).await;
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    tokens.rx.set_delay(Duration::ZERO);
+    let key = v["shareable_key"].as_str().unwrap();
+    assert_eq!(app.verify(&sk, key, &msg.code()).await.0, StatusCode::OK);
+    // The next request rotates nothing; it sends the token kept in memory, and stores it.
+    tokens.rotate_refresh_tokens(false);
+    let (key, code) = app.mint(&sk, "bob@example.com").await;
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+    let (ok, out, err) = cli(
+        &app,
+        &tokens,
+        &["smtp", "test", &id, "--to", "cli@example.com"],
+    );
+    assert!(ok, "{out}{err}");
+    assert_eq!(tokens.grants(), ["refresh_token"; 3]);
     assert!(tokens.problems().is_empty(), "{:?}", tokens.problems());
 }
 

@@ -2,8 +2,8 @@
 //! request to the token endpoint at a time per relay (many messages waiting for a token
 //! share one), a token kept until 60 s before it expires, fetched anew once after an AUTH
 //! refusal, and a refresh token the provider rotates stored sealed at once — also when a
-//! data-key rotation re-sealed the relay's secrets meanwhile — and used from memory until
-//! the stored tenant is read again. The token endpoint is reached through the
+//! data-key rotation re-sealed the relay's secrets meanwhile — and used from memory, and
+//! stored again, while a stored copy still holds a token the provider replaced. The token endpoint is reached through the
 //! webhooks' outbound client: their address policy, no redirects,
 //! `delivery.http_timeout_seconds`.
 
@@ -38,11 +38,26 @@ struct Entry {
     token: Option<(SecretString, Instant)>,
     /// When that token came.
     fetched: Option<Instant>,
-    /// A refresh token the provider rotated: the sealed blobs it replaced (the one its
-    /// request was made with, and any re-sealed copy of it found since), the blob stored
-    /// instead (or meant to be), and the token itself — used while a tenant read holds any
-    /// of those blobs.
-    rotated: Option<(Vec<Vec<u8>>, Vec<u8>, SecretString)>,
+    /// The refresh tokens the provider rotated while this process used the relay.
+    rotated: Option<Rotated>,
+}
+
+/// A relay's refresh tokens as this process saw the provider rotate them: the newest, and
+/// those it replaced. A stored copy that holds one of the replaced ones is behind — its
+/// store failed, or was lost to a concurrent change — so the newest is used instead, and
+/// stored again. Matched by the tokens themselves, not by their sealed bytes, which a
+/// data-key rotation changes.
+struct Rotated {
+    /// Oldest first.
+    retired: Vec<SecretString>,
+    newest: SecretString,
+}
+
+impl Rotated {
+    /// Whether a stored copy's refresh token is one the provider replaced.
+    fn retires(&self, stored: Option<&str>) -> bool {
+        stored.is_some_and(|t| self.retired.iter().any(|r| r.expose_secret() == t))
+    }
 }
 
 impl Tokens {
@@ -176,16 +191,16 @@ impl Delivery {
                     "the relay's OAuth2 secrets cannot be decrypted",
                 )
             })?;
-        // The newest refresh token: the one this process rotated in, while the tenant read
-        // here holds a blob it replaced (its store failed, or the read is older) or the
-        // blob stored for it.
-        let refresh = match &e.rotated {
-            Some((replaced, new, token))
-                if replaced.contains(&account.password) || account.password == *new =>
-            {
-                Some(token.expose_secret().to_string())
-            }
-            _ => secrets.refresh_token.clone(),
+        // The newest refresh token: the stored one, unless it is one the provider replaced
+        // (then the newest this process saw, and its chain so far).
+        let behind = e
+            .rotated
+            .as_ref()
+            .filter(|r| r.retires(secrets.refresh_token.as_deref()))
+            .map(|r| (r.retired.clone(), r.newest.expose_secret().to_string()));
+        let refresh = match &behind {
+            Some((_, newest)) => Some(newest.clone()),
+            None => secrets.refresh_token.clone(),
         };
         let body = {
             let mut form = form_urlencoded::Serializer::new(String::new());
@@ -283,82 +298,81 @@ impl Delivery {
         let until = Instant::now() + Duration::from_secs(lifetime).saturating_sub(EARLY);
         e.token = Some((token.clone(), until));
         e.fetched = Some(Instant::now());
-        // A new refresh token replaces the old one at once: the old one may stop working.
-        if let (Some(new), Some(old)) = (v.get("refresh_token").and_then(|t| t.as_str()), &refresh)
-        {
-            if new != old {
-                let rotated = OAuth2Secrets {
-                    client_secret: secrets.client_secret.clone(),
-                    refresh_token: Some(new.to_string()),
-                };
-                let relay = (account, o, fallback);
-                if let Some((replaced, stored)) = self
-                    .store_rotated(tenant, relay, (&secrets, old), &rotated)
-                    .await
-                {
-                    e.rotated = Some((replaced, stored, SecretString::from(new.to_string())));
+        // A new refresh token replaces the old one at once (the old one may stop working),
+        // and a stored copy that is behind is brought up to the newest.
+        if let Some(sent) = &refresh {
+            let answered = v.get("refresh_token").and_then(|t| t.as_str());
+            let newest = answered.unwrap_or(sent);
+            let rotated_now = newest != sent;
+            if rotated_now || behind.is_some() {
+                let mut retired = behind.map(|(r, _)| r).unwrap_or_default();
+                if rotated_now {
+                    retired.push(SecretString::from(sent.clone()));
                 }
+                let newest = OAuth2Secrets {
+                    client_secret: secrets.client_secret.clone(),
+                    refresh_token: Some(newest.to_string()),
+                };
+                self.store_refresh(tenant, (account, o, fallback), &retired, &newest)
+                    .await;
+                e.rotated = Some(Rotated {
+                    retired,
+                    newest: SecretString::from(newest.refresh_token.unwrap_or_default()),
+                });
             }
         }
         Ok(token)
     }
 
-    /// Store a refresh token the provider rotated (`rotated`), sealed, as a
-    /// compare-and-swap on the sealed blob the tenant read here holds (`account.password`,
-    /// whose secrets are `read`; `sent`: the refresh token the request sent, which may be
-    /// one this process rotated in before). When the stored blob is another — re-sealed by
-    /// a data-key rotation meanwhile, or stored by this process after that read — it is
-    /// read again and, while the relay is the same, with the same client secret and a
-    /// refresh token this process knew (`sent`, or `read`'s), the swap is made on it
-    /// (three times at most); a relay the tenant changed is left alone. What the cache entry
-    /// keeps: the blobs replaced and the one meant to replace them, so that the rotated
-    /// token is used from memory while a tenant read holds any of them; `None` when it could
-    /// not be sealed at all.
-    async fn store_rotated(
+    /// Store the newest refresh token (`newest`, with the client secret the request
+    /// used), sealed, as a compare-and-swap on the sealed blob the tenant read here holds
+    /// (`account.password`). When another blob is stored — re-sealed by a data-key rotation
+    /// meanwhile, or stored since the read — the relay is read again and, while it is the
+    /// same relay (the same host, port, user, token endpoint and client), with the same
+    /// client secret and a refresh token the provider replaced (`retired`), the swap is
+    /// made on that blob, three times at most. A relay the tenant changed, or one holding
+    /// a token this process never saw, is left alone; the newest token then lives in
+    /// memory only.
+    async fn store_refresh(
         &self,
         tenant: &Tenant,
         (account, o, fallback): (&SmtpAccount, &OAuth2, bool),
-        (read, sent): (&OAuth2Secrets, &str),
-        rotated: &OAuth2Secrets,
-    ) -> Option<(Vec<Vec<u8>>, Vec<u8>)> {
+        retired: &[SecretString],
+        newest: &OAuth2Secrets,
+    ) {
         let which = if fallback {
             TenantSeal::FallbackPassword
         } else {
             TenantSeal::SmtpPassword
         };
-        let (mut tenant, mut account) = (tenant.clone(), account.clone());
-        let (mut replaced, mut last) = (Vec::new(), None);
+        let (mut tenant, mut account, mut o) = (tenant.clone(), account.clone(), o.clone());
         for _ in 0..3 {
             let blob = match self
                 .core
-                .seal_oauth2_secrets(&tenant, &account, o, fallback, rotated)
+                .seal_oauth2_secrets(&tenant, &account, &o, fallback, newest)
             {
                 Ok(blob) => blob,
                 Err(err) => {
-                    tracing::error!(tenant_id = %tenant.id, error = %err, "a rotated OAuth2 refresh token could not be sealed");
-                    return last.map(|blob| (replaced, blob));
+                    tracing::error!(tenant_id = %tenant.id, error = %err, "a rotated OAuth2 refresh token could not be sealed; it is kept in memory");
+                    return;
                 }
             };
-            let stored = account.password.clone();
-            replaced.push(stored.clone());
-            let (id, new_blob) = (tenant.id.clone(), blob.clone());
+            let (id, stored) = (tenant.id.clone(), account.password.clone());
             match self
                 .core
-                .db(move |s| s.reseal_tenant_value(&id, which, &stored, &new_blob))
+                .db(move |s| s.reseal_tenant_value(&id, which, &stored, &blob))
                 .await
             {
                 Ok(true) => {
                     tracing::info!(tenant_id = %tenant.id, "a rotated OAuth2 refresh token was stored");
-                    return Some((replaced, blob));
+                    return;
                 }
                 Err(err) => {
                     tracing::error!(tenant_id = %tenant.id, error = %err, "a rotated OAuth2 refresh token could not be stored; it is kept in memory");
-                    return Some((replaced, blob));
+                    return;
                 }
-                Ok(false) => last = Some(blob),
+                Ok(false) => {}
             }
-            // Another blob is stored: re-sealed, stored here since the read, or the relay
-            // changed.
             let again = match self.core.tenant(tenant.id.as_str()).await {
                 Ok(now) => {
                     let relay = if fallback {
@@ -368,32 +382,41 @@ impl Delivery {
                     };
                     match relay.clone() {
                         Some(a) if same_relay(&a, &account) => {
-                            let open = self.core.open_oauth2_secrets(&now, &a, o, fallback).await;
-                            let same = open.is_ok_and(|s| {
-                                s.client_secret == read.client_secret
-                                    && (s.refresh_token.as_deref() == Some(sent)
-                                        || s.refresh_token == read.refresh_token)
+                            let fresh = a.oauth2.clone().unwrap_or_else(|| o.clone());
+                            let open = self
+                                .core
+                                .open_oauth2_secrets(&now, &a, &fresh, fallback)
+                                .await;
+                            let behind = open.is_ok_and(|s| {
+                                s.client_secret == newest.client_secret
+                                    && retired.iter().any(|r| {
+                                        s.refresh_token.as_deref() == Some(r.expose_secret())
+                                    })
                             });
-                            same.then_some((now, a))
+                            behind.then_some((now, a, fresh))
                         }
                         _ => None,
                     }
                 }
                 Err(_) => None,
             };
-            let Some((now, a)) = again else {
-                tracing::warn!(tenant_id = %tenant.id, "a rotated OAuth2 refresh token was not stored: the relay changed meanwhile");
-                return last.map(|blob| (replaced, blob));
+            let Some((now, a, fresh)) = again else {
+                tracing::warn!(tenant_id = %tenant.id, "a rotated OAuth2 refresh token was not stored: the relay changed meanwhile; it is kept in memory");
+                return;
             };
-            (tenant, account) = (now, a);
+            (tenant, account, o) = (now, a, fresh);
         }
-        tracing::warn!(tenant_id = %tenant.id, "a rotated OAuth2 refresh token was not stored: the relay's secrets kept changing");
-        last.map(|blob| (replaced, blob))
+        tracing::warn!(tenant_id = %tenant.id, "a rotated OAuth2 refresh token was not stored: the relay's secrets kept changing; it is kept in memory");
     }
 }
 
-/// Whether two readings of a relay are the same relay with the same OAuth2 settings (its
-/// sealed secrets aside).
+/// Whether two readings of a relay are the same relay, as its secrets are sealed for it:
+/// the same host, port and user, and an OAuth2 login that did not move (the same token
+/// endpoint, client and Entra tenant; a new scope keeps the secrets).
 fn same_relay(a: &SmtpAccount, b: &SmtpAccount) -> bool {
-    a.host == b.host && a.port == b.port && a.username == b.username && a.oauth2 == b.oauth2
+    let same_login = match (&a.oauth2, &b.oauth2) {
+        (Some(x), Some(y)) => !x.moved_from(y),
+        _ => false,
+    };
+    a.host == b.host && a.port == b.port && a.username == b.username && same_login
 }
