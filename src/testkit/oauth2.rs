@@ -30,6 +30,9 @@ pub enum TokenMode {
     /// 400 with the client secret it was sent as the `error`, its letters, digits and `_`
     /// only (an endpoint that echoes, in the shape of an error code).
     EchoSecret,
+    /// Tokens as usual, with an empty `refresh_token` in every answer (a refresh token that
+    /// is no token; the one sent keeps working).
+    EmptyRefreshToken,
 }
 
 struct State {
@@ -84,7 +87,7 @@ fn answer(st: &State, req: &Request) -> Reply {
             echoed.retain(|c| c.is_ascii_alphanumeric() || c == '_');
             return Reply::json(400, json!({"error": echoed}));
         }
-        TokenMode::Normal => {}
+        TokenMode::Normal | TokenMode::EmptyRefreshToken => {}
     }
     if f.get("client_id").map(String::as_str) != Some(CLIENT_ID)
         || f.get("client_secret").map(String::as_str) != Some(CLIENT_SECRET)
@@ -124,6 +127,9 @@ fn answer(st: &State, req: &Request) -> Reply {
     let mut body = json!({"access_token": access, "token_type": "Bearer", "expires_in": lifetime});
     if let Some(rt) = new_refresh {
         body["refresh_token"] = json!(rt);
+    }
+    if *st.mode.lock().unwrap() == TokenMode::EmptyRefreshToken {
+        body["refresh_token"] = json!("");
     }
     Reply::json(200, body)
 }

@@ -708,6 +708,28 @@ async fn a_rotated_refresh_token_whose_store_failed_is_stored_with_the_next_requ
     assert!(tokens.problems().is_empty(), "{:?}", tokens.problems());
 }
 
+/// An answer whose `refresh_token` is empty rotates nothing: the stored refresh token stays,
+/// and another process still logs in with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_refresh_token_in_an_answer_replaces_nothing() {
+    let (app, tokens) = setup().await;
+    tokens.set_mode(TokenMode::EmptyRefreshToken);
+    let mut oauth2 = client_credentials(&tokens);
+    oauth2["refresh_token"] = json!(REFRESH_TOKEN);
+    let (id, sk, _) = oauth2_tenant(&app, oauth2).await;
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+    tokens.set_mode(TokenMode::Normal);
+    let (ok, out, err) = cli(
+        &app,
+        &tokens,
+        &["smtp", "test", &id, "--to", "cli@example.com"],
+    );
+    assert!(ok, "{out}{err}");
+    assert_eq!(tokens.grants(), ["refresh_token"; 2]);
+    assert!(tokens.problems().is_empty(), "{:?}", tokens.problems());
+}
+
 /// A new client secret alone keeps the stored refresh token; one that cannot be read is
 /// asked for again (400, nothing changed), never silently dropped — that would move the
 /// relay to the client-credentials grant its provider refuses.

@@ -24,6 +24,8 @@ use crate::storage::TenantSeal;
 const EARLY: Duration = Duration::from_secs(60);
 /// The longest an access token is kept, whatever lifetime its endpoint gave it.
 const LONGEST_KEPT_SECS: u64 = 86_400;
+/// How many replaced refresh tokens of a relay are remembered (the newest ones).
+const RETIRED_KEPT: usize = 16;
 
 /// This process's tokens, by relay.
 #[derive(Default)]
@@ -197,11 +199,8 @@ impl Delivery {
             .rotated
             .as_ref()
             .filter(|r| r.retires(secrets.refresh_token.as_deref()))
-            .map(|r| (r.retired.clone(), r.newest.expose_secret().to_string()));
-        let refresh = match &behind {
-            Some((_, newest)) => Some(newest.clone()),
-            None => secrets.refresh_token.clone(),
-        };
+            .map(|r| r.newest.expose_secret().to_string());
+        let refresh = behind.clone().or_else(|| secrets.refresh_token.clone());
         let body = {
             let mut form = form_urlencoded::Serializer::new(String::new());
             match &refresh {
@@ -301,14 +300,27 @@ impl Delivery {
         // A new refresh token replaces the old one at once (the old one may stop working),
         // and a stored copy that is behind is brought up to the newest.
         if let Some(sent) = &refresh {
-            let answered = v.get("refresh_token").and_then(|t| t.as_str());
+            // (An empty token is no token.)
+            let answered = v
+                .get("refresh_token")
+                .and_then(|t| t.as_str())
+                .filter(|t| !t.is_empty());
             let newest = answered.unwrap_or(sent);
             let rotated_now = newest != sent;
             if rotated_now || behind.is_some() {
-                let mut retired = behind.map(|(r, _)| r).unwrap_or_default();
+                // The chain goes on from the token sent (the newest this process saw), so
+                // a read older than the last rotation is still known to be behind.
+                let mut retired = match &e.rotated {
+                    Some(r) if behind.is_some() || r.newest.expose_secret() == sent => {
+                        r.retired.clone()
+                    }
+                    _ => Vec::new(),
+                };
                 if rotated_now {
                     retired.push(SecretString::from(sent.clone()));
                 }
+                let over = retired.len().saturating_sub(RETIRED_KEPT);
+                retired.drain(..over);
                 let newest = OAuth2Secrets {
                     client_secret: secrets.client_secret.clone(),
                     refresh_token: Some(newest.to_string()),
