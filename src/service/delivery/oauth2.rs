@@ -194,7 +194,7 @@ impl Delivery {
                 )
             })?;
         // The newest refresh token: the stored one, unless it is one the provider replaced
-        // (then the newest this process saw, and its chain so far).
+        // (then the newest this process saw).
         let behind = e
             .rotated
             .as_ref()
