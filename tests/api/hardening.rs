@@ -215,7 +215,7 @@ async fn a_database_held_locked_answers_503_and_readyz_follows() {
     let app = spawn_app().await;
     let (_, sk) = app.tenant().await;
     let (key, code) = app.mint(&sk, "ada@example.com").await;
-    let lock = SqliteWriteLock::take(&app.db_path());
+    let lock = HeldLock::sqlite_write(&app.db_path());
     let verify_body = json!({"shareable_key": key, "otp": code});
     let (ready, mint, verify, stranger) = tokio::join!(
         app.get("/readyz", ""),

@@ -437,25 +437,50 @@ pub fn wrong(code: &str) -> String {
         .collect()
 }
 
-/// SQLite's write lock (`BEGIN IMMEDIATE`), held by another connection until released or
-/// dropped: every write of the app waits for it, and answers 503 past its bound.
-pub struct SqliteWriteLock(Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>);
+/// A lock another connection holds, on a thread of its own, until released or dropped:
+/// SQLite's write lock, or one PostgreSQL row's.
+pub struct HeldLock(Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>);
 
-impl SqliteWriteLock {
-    /// Take the write lock of the database file `db` (once this returns, it is held).
-    pub fn take(db: &std::path::Path) -> SqliteWriteLock {
+impl HeldLock {
+    /// SQLite's write lock (`BEGIN IMMEDIATE`) on the database file `db`: every write of the
+    /// app waits for it, and answers 503 past its bound.
+    pub fn sqlite_write(db: &std::path::Path) -> HeldLock {
         let db = db.to_path_buf();
+        HeldLock::hold(move |held| {
+            let c = rusqlite::Connection::open(&db).unwrap();
+            c.execute_batch("BEGIN IMMEDIATE").unwrap();
+            held();
+            c.execute_batch("ROLLBACK").unwrap();
+        })
+    }
+
+    /// The row of `table` whose `id` is `id`, locked (`FOR UPDATE`) by a transaction on the
+    /// PostgreSQL database at `url`: a write of that row waits for it.
+    pub fn pg_row(url: &str, table: &'static str, id: &str) -> HeldLock {
+        let (url, id) = (url.to_string(), id.to_string());
+        HeldLock::hold(move |held| {
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            let mut tx = c.transaction().unwrap();
+            let q = format!("SELECT 1 FROM {table} WHERE id = $1 FOR UPDATE");
+            tx.execute(q.as_str(), &[&id]).unwrap();
+            held();
+            tx.rollback().unwrap();
+        })
+    }
+
+    /// Run `lock` on a thread of its own; it calls `held` once it holds its lock, which
+    /// returns when the lock is to go. Once this returns, the lock is held.
+    fn hold(lock: impl FnOnce(Box<dyn FnOnce()>) + Send + 'static) -> HeldLock {
         let (locked_tx, locked_rx) = std::sync::mpsc::channel();
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
         let holder = std::thread::spawn(move || {
-            let c = rusqlite::Connection::open(&db).unwrap();
-            c.execute_batch("BEGIN IMMEDIATE").unwrap();
-            locked_tx.send(()).unwrap();
-            let _ = release_rx.recv_timeout(std::time::Duration::from_secs(60));
-            c.execute_batch("ROLLBACK").unwrap();
+            lock(Box::new(move || {
+                locked_tx.send(()).unwrap();
+                let _ = release_rx.recv_timeout(std::time::Duration::from_secs(60));
+            }))
         });
         locked_rx.recv().unwrap();
-        SqliteWriteLock(Some((release_tx, holder)))
+        HeldLock(Some((release_tx, holder)))
     }
 
     /// Let the lock go, and wait until it is gone.
@@ -471,7 +496,7 @@ impl SqliteWriteLock {
     }
 }
 
-impl Drop for SqliteWriteLock {
+impl Drop for HeldLock {
     fn drop(&mut self) {
         self.let_go();
     }

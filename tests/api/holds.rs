@@ -250,7 +250,7 @@ async fn an_outcome_the_database_cannot_take_keeps_its_message_from_being_sent_a
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // The database goes away while the relay takes the message.
-    let lock = SqliteWriteLock::take(&app.db_path());
+    let lock = HeldLock::sqlite_write(&app.db_path());
     app.smtp.wait_for("ada@example.com", 1).await;
     // The outage lasts longer than the lease (2 × 5 s + 30 s in these tests).
     app.clock.advance_secs(120);
@@ -425,7 +425,7 @@ async fn a_sync_outcome_waiting_through_an_outage_is_recorded_sent_not_unknown()
             assert!(Instant::now() < deadline, "the message never reached DATA");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        SqliteWriteLock::take(&app.db_path())
+        HeldLock::sqlite_write(&app.db_path())
     };
     let (r, lock) = tokio::join!(mint, lock_after_data);
     // The relay took it: 201, though its outcome could not be recorded yet.

@@ -1334,7 +1334,7 @@ async fn a_code_the_page_could_not_check_says_so_and_verifies_after() {
     let (app, sk) = hosted_app_with(RETURN, |s| s.database.timeout_seconds = 1).await;
     let (id, mut b, csrf, code) = code_sent_on_the_page(&app, &sk).await;
     let verify = format!("/h/{id}/verify");
-    let lock = SqliteWriteLock::take(&app.db_path());
+    let lock = HeldLock::sqlite_write(&app.db_path());
     let (s, _, html) = b.post(&verify, &[("csrf", &csrf), ("code", &code)]).await;
     lock.release();
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{html}");
@@ -1359,30 +1359,14 @@ async fn a_right_code_whose_session_could_not_be_recorded_is_not_spent_and_verif
     let (app, sk) = hosted_app_with(RETURN, |s| s.database.timeout_seconds = 1).await;
     let (id, mut b, csrf, code) = code_sent_on_the_page(&app, &sk).await;
     // Another transaction holds the session's row.
-    let (url, sid) = (app.settings.database.url.clone(), id.clone());
-    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    let holder = std::thread::spawn(move || {
-        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-        let mut tx = c.transaction().unwrap();
-        tx.execute(
-            "SELECT 1 FROM hosted_sessions WHERE id = $1 FOR UPDATE",
-            &[&sid],
-        )
-        .unwrap();
-        locked_tx.send(()).unwrap();
-        let _ = release_rx.recv_timeout(std::time::Duration::from_secs(60));
-        tx.rollback().unwrap();
-    });
-    locked_rx.recv().unwrap();
+    let lock = HeldLock::pg_row(&app.settings.database.url, "hosted_sessions", &id);
     let verify = format!("/h/{id}/verify");
     let (s, _, html) = b.post(&verify, &[("csrf", &csrf), ("code", &code)]).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{html}");
     assert!(html.contains("could not be checked"), "{html}");
     let (s, _, html) = b.get(&format!("/h/{id}")).await;
     assert_ne!(s, StatusCode::SEE_OTHER, "{html}");
-    release_tx.send(()).unwrap();
-    holder.join().unwrap();
+    lock.release();
     // Nothing was spent: the code is pending with its attempt given back, the session open.
     let db = app.settings.database.url.clone();
     let q = "SELECT COUNT(*) FROM challenges WHERE status = 'pending' AND attempts = 0";

@@ -574,6 +574,31 @@ async fn a_token_request_given_up_on_still_keeps_the_rotated_refresh_token() {
     assert!(tokens.problems().is_empty(), "{:?}", tokens.problems());
 }
 
+/// Queue an async code to ada@example.com and wait until its sender asked the token
+/// endpoint (which answers after its delay): the mint's answer.
+async fn queued_until_its_token_is_asked_for(
+    app: &TestApp,
+    tokens: &TokenServer,
+    sk: &str,
+) -> Value {
+    let (s, v) = body(
+        app.post(
+            "/v1/otp",
+            sk,
+            json!({"email": "ada@example.com", "delivery": "async"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while tokens.requests() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no token request");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    v
+}
+
 /// A refresh token the provider rotates while a data-key rotation re-seals the relay's
 /// secrets is stored all the same: the compare-and-swap on the sealed secrets finds their
 /// re-sealed copy, reads it again (the same relay, the same refresh token) and swaps that.
@@ -589,21 +614,7 @@ async fn a_refresh_token_rotated_during_a_data_key_rotation_is_stored() {
     // The endpoint rotates the refresh token as the request comes and answers 8 s later;
     // meanwhile the data key is rotated, re-sealing the relay's secrets.
     tokens.rx.set_delay(Duration::from_secs(8));
-    let (s, v) = body(
-        app.post(
-            "/v1/otp",
-            &sk,
-            json!({"email": "ada@example.com", "delivery": "async"}),
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while tokens.requests() == 0 {
-        assert!(std::time::Instant::now() < deadline, "no token request");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    queued_until_its_token_is_asked_for(&app, &tokens, &sk).await;
     let asked = std::time::Instant::now();
     let (ok, out, err) = app.cli(&["keys", "rotate-data-key"]);
     assert!(ok, "{out}{err}");
@@ -660,37 +671,10 @@ async fn a_rotated_refresh_token_whose_store_failed_is_stored_with_the_next_requ
     // The endpoint answers the first request 1.5 s late; meanwhile another transaction
     // takes the tenant's row, and holds it until the message is sent.
     tokens.rx.set_delay(Duration::from_millis(1500));
-    let (s, v) = body(
-        app.post(
-            "/v1/otp",
-            &sk,
-            json!({"email": "ada@example.com", "delivery": "async"}),
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while tokens.requests() == 0 {
-        assert!(std::time::Instant::now() < deadline, "no token request");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let (url, tid) = (app.settings.database.url.clone(), id.clone());
-    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    let holder = std::thread::spawn(move || {
-        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-        let mut tx = c.transaction().unwrap();
-        tx.execute("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", &[&tid])
-            .unwrap();
-        locked_tx.send(()).unwrap();
-        let _ = release_rx.recv_timeout(Duration::from_secs(60));
-        tx.rollback().unwrap();
-    });
-    locked_rx.recv().unwrap();
+    let v = queued_until_its_token_is_asked_for(&app, &tokens, &sk).await;
+    let lock = HeldLock::pg_row(&app.settings.database.url, "tenants", &id);
     let msg = app.smtp.wait_for("ada@example.com", 1).await;
-    release_tx.send(()).unwrap();
-    holder.join().unwrap();
+    lock.release();
     tokens.rx.set_delay(Duration::ZERO);
     let key = v["shareable_key"].as_str().unwrap();
     assert_eq!(app.verify(&sk, key, &msg.code()).await.0, StatusCode::OK);
