@@ -1,166 +1,29 @@
-//! The code aggregate: a code stored with its outgoing message (the mint), its attempts
-//! reserved and given back, its verify, status and cancel.
+//! The code aggregate: a code stored with its outgoing message (the mint; its insert in
+//! `insert.rs`), its attempts reserved and given back, its verify, status and cancel.
 
 use super::cells::{channel_from, stored_locale, view_cols, view_from, Cells, VIEW_WIDTH};
-use super::engine::{args, Dialect, Engine, Exec, PG_NOW};
+use super::engine::{args, Dialect, Engine, PG_NOW};
 use super::hosted::SessionFinisher;
 use super::integration::insert_event_in;
 use super::integration::NewEvent;
 use super::links::LinkFinisher;
 use super::quota::{QuotaAsk, QuotaChecked, QuotaRefusal, SendQuota};
 use super::sql::{self, Arg};
-use super::stats::{bump_in, count_in, tally_from, Bump, STATE_COUNTED, STATE_NOT_COUNTED};
+use super::stats::{count_in, tally_from};
 use super::test_mode::InboxEntry;
 use super::StoreError;
 use crate::domain::challenge::{ChallengeView, VerifiedVia};
-use crate::domain::delivery::DeliveryMode;
 use crate::domain::keys::{CodeApi, TenantId};
 use crate::domain::locale::Locale;
 use crate::domain::purpose::Purpose;
 use crate::domain::recipient::Channel;
-use crate::domain::stats::{verify_secs, CodeDims, Counted};
+use crate::domain::stats::{verify_secs, Counted};
 use crate::domain::Millis;
 
-/// A challenge to insert (status `pending`, delivery `queued`).
-#[derive(Debug, Clone)]
-pub struct NewChallenge {
-    pub key_digest: Vec<u8>,
-    pub tenant_id: TenantId,
-    pub flavor: CodeApi,
-    pub email: String,
-    pub email_canonical: String,
-    pub purpose: crate::domain::purpose::Purpose,
-    pub code_hash: String,
-    pub max_attempts: u32,
-    pub code_length: u32,
-    pub created_at: Millis,
-    pub expires_at: Millis,
-    pub delivery_mode: DeliveryMode,
-    /// The locale the message was written in (`None`: imported from OtpMint).
-    pub locale: Option<crate::domain::locale::Locale>,
-    /// How its message travels: `email` or `sms`.
-    pub channel: crate::domain::recipient::Channel,
-    /// A magic link that verifies it (API.md §14.2).
-    pub link: Option<NewLink>,
-}
+mod insert;
 
-/// How a code is inserted: its attempts used, its delivery (mode, status, attempts, sent
-/// at), whether it is a test code, and its statistics state.
-pub(crate) struct Inserted {
-    attempts: u32,
-    delivery: (DeliveryMode, &'static str, u32, Option<Millis>),
-    test: bool,
-    stats_state: i64,
-}
-
-impl Inserted {
-    /// A minted code, counted in the statistics, its message queued.
-    pub(crate) fn queued(c: &NewChallenge) -> Inserted {
-        Inserted {
-            attempts: 0,
-            delivery: (c.delivery_mode, "queued", 0, None),
-            test: false,
-            stats_state: STATE_COUNTED,
-        }
-    }
-
-    /// A test code, its message put in the test inbox at `now` (counted once, as a test).
-    pub(crate) fn test(c: &NewChallenge, now: Millis) -> Inserted {
-        Inserted {
-            attempts: 0,
-            delivery: (c.delivery_mode, "sent", 0, Some(now)),
-            test: true,
-            stats_state: STATE_NOT_COUNTED,
-        }
-    }
-
-    /// A code carried over from OtpMint with `attempts` used: its message was sent (sync)
-    /// when it was minted; not in the statistics.
-    pub(crate) fn imported(c: &NewChallenge, attempts: u32) -> Inserted {
-        Inserted {
-            attempts,
-            delivery: (DeliveryMode::Sync, "sent", 1, Some(c.created_at)),
-            test: false,
-            stats_state: STATE_NOT_COUNTED,
-        }
-    }
-}
-
-/// Insert a pending code with the next sequence number of its group, and its magic link.
-/// The group's lock ([`Exec::serialize`]: on PostgreSQL an advisory lock held until commit;
-/// SQLite's one writer needs none) makes numbers be taken one at a time and in commit
-/// order; the unique index on the group's sequence is the backstop.
-pub(crate) fn insert_challenge(
-    tx: &mut dyn Exec,
-    c: &NewChallenge,
-    tenant_id: &str,
-    how: Inserted,
-) -> Result<(), StoreError> {
-    let group = [
-        tenant_id,
-        c.email_canonical.as_str(),
-        c.purpose.as_str(),
-        c.flavor.as_str(),
-    ];
-    tx.serialize(&[super::engine::lock_key("g", &group)])?;
-    let (mode, status, attempts, sent_at) = how.delivery;
-    let row = args![
-        c.key_digest.as_slice(),
-        tenant_id,
-        c.flavor.as_str(),
-        c.email.as_str(),
-        c.email_canonical.as_str(),
-        c.purpose.as_str(),
-        c.code_hash.as_str(),
-        how.attempts,
-        c.max_attempts,
-        c.code_length,
-        c.created_at,
-        c.expires_at,
-        mode.as_str(),
-        status,
-        attempts,
-        sent_at,
-        c.locale.as_ref().map(|l| l.as_str()),
-        c.channel.as_str(),
-        how.test,
-        how.stats_state,
-    ];
-    tx.exec(sql::codes::INSERT_CHALLENGE, row)?;
-    if let Some(l) = &c.link {
-        let link = args![
-            l.digest.as_slice(),
-            c.key_digest.as_slice(),
-            l.return_url.as_str(),
-            l.key_sealed.as_slice(),
-            c.created_at,
-        ];
-        tx.exec(sql::codes::INSERT_MAGIC_LINK, link)?;
-        if let Some(ch) = &l.code_challenge {
-            let challenge = args![c.key_digest.as_slice(), ch.as_str()];
-            tx.exec(sql::codes::SET_CHALLENGE, challenge)?;
-        }
-    }
-    Ok(())
-}
-
-impl NewChallenge {
-    /// Its send, as the quotas `q` judge it at `now`.
-    pub(crate) fn quota_ask<'a>(&'a self, q: &'a SendQuota, now: Millis) -> QuotaAsk<'a> {
-        QuotaAsk::new(&self.tenant_id, &self.email_canonical, q, now)
-    }
-}
-
-/// A magic link: its token's digest, where it returns to, and the shareable key sealed for
-/// the redirect.
-#[derive(Debug, Clone)]
-pub struct NewLink {
-    pub digest: Vec<u8>,
-    pub return_url: String,
-    pub key_sealed: Vec<u8>,
-    /// The PKCE challenge its outcome is claimed with (API.md §17.2), kept on the code.
-    pub code_challenge: Option<String>,
-}
+pub(crate) use insert::{insert_challenge, minted_in, Inserted};
+pub use insert::{NewChallenge, NewLink};
 
 /// Outcomes claimed once (API.md §17.2).
 pub trait ClaimStore {
@@ -431,31 +294,6 @@ pub trait CodeOutcomeStore {
     /// already ended, `None` unknown.
     fn cancel(&self, k: &CodeKey, now: Millis)
         -> Result<Option<(bool, ChallengeView)>, StoreError>;
-}
-
-/// Count a new code's mint (`Minted`, or `Test`) — the last statement of its transaction.
-pub(crate) fn minted_in(
-    tx: &mut dyn Exec,
-    c: &NewChallenge,
-    what: Counted,
-) -> Result<(), StoreError> {
-    let locale = c.locale.as_ref().map(|l| l.as_str());
-    let dims = CodeDims::of(
-        c.purpose.as_str(),
-        locale,
-        c.channel.as_str(),
-        &c.email_canonical,
-    );
-    let (tenant, created_at) = (c.tenant_id.as_str(), c.created_at);
-    bump_in(
-        tx,
-        &Bump {
-            tenant,
-            created_at,
-            dims: &dims,
-            what,
-        },
-    )
 }
 
 /// A code's view selected `… FROM challenges c WHERE <filter>` (the filter binds `args`):
