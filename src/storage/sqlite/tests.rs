@@ -227,3 +227,51 @@ fn a_stored_value_outside_its_type_is_reported_as_corrupt() {
     }
     assert!(store.tenant(&t.id).unwrap().is_some());
 }
+
+/// A fixed test code's budget (API.md §17.3) is reserved before a guess is checked: guesses
+/// in flight together take at most the budget, a right one gives its failure back, and the
+/// entry turns inert when a wrong one is kept at the budget.
+#[test]
+fn a_fixed_codes_budget_is_reserved_before_each_guess() {
+    use crate::domain::test_mode::{FixedCode, RecipientPattern, TestRecipient};
+    use crate::storage::TestStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("t.db"), 2).unwrap();
+    let t = Tenant::sample();
+    store.insert_tenant(&t, &[9; 32], 1).unwrap();
+    let (who, hash) = ("review@acme.example", "fixed-hash".to_string());
+    let entry = TestRecipient {
+        pattern: RecipientPattern::parse(who).unwrap(),
+        fixed: Some(FixedCode {
+            hash: hash.clone(),
+            length: 6,
+        }),
+        expires_at: i64::MAX,
+        disabled_at: None,
+    };
+    store.put_test_recipients(&t.id, &[entry], 1).unwrap();
+    let hashes = [hash.clone(), "random-hash".to_string()];
+    let guess = || store.fixed_test_codes(&t.id, who, &hashes, 2).unwrap();
+    // Two guesses in flight take the budget of two; a third finds it reserved.
+    for _ in 0..2 {
+        assert_eq!(guess().live.as_deref(), Some(hash.as_str()));
+    }
+    let third = guess();
+    assert_eq!((third.live, third.dead), (None, vec![hash.clone()]));
+    // A right guess gives its failure back: the next guess is checked.
+    assert!(!store
+        .settle_test_code(&t.id, who, &hash, false, (2, 5))
+        .unwrap());
+    assert_eq!(guess().live.as_deref(), Some(hash.as_str()));
+    // A wrong one kept at the budget turns the entry inert, once.
+    assert!(store
+        .settle_test_code(&t.id, who, &hash, true, (2, 5))
+        .unwrap());
+    assert!(!store
+        .settle_test_code(&t.id, who, &hash, true, (2, 6))
+        .unwrap());
+    let listed = store.test_recipients(&t.id).unwrap();
+    assert_eq!(listed[0].disabled_at, Some(5));
+    let inert = guess();
+    assert_eq!((inert.live, inert.dead), (None, vec![hash]));
+}
