@@ -41,6 +41,8 @@ struct State {
     issued: Mutex<HashMap<String, Instant>>,
     /// Refresh tokens that work now.
     refresh: Mutex<HashSet<String>>,
+    /// The client's secrets that work ([`CLIENT_SECRET`], and those added).
+    client_secrets: Mutex<HashSet<String>>,
     rotate: AtomicBool,
     expires_in: AtomicU64,
     requests: AtomicUsize,
@@ -90,7 +92,9 @@ fn answer(st: &State, req: &Request) -> Reply {
         TokenMode::Normal | TokenMode::EmptyRefreshToken => {}
     }
     if f.get("client_id").map(String::as_str) != Some(CLIENT_ID)
-        || f.get("client_secret").map(String::as_str) != Some(CLIENT_SECRET)
+        || !f
+            .get("client_secret")
+            .is_some_and(|c| st.client_secrets.lock().unwrap().contains(c))
     {
         st.problems.lock().unwrap().extend(problems);
         return Reply::json(401, json!({"error": "invalid_client"}));
@@ -141,6 +145,7 @@ impl TokenServer {
             mode: Mutex::new(TokenMode::Normal),
             issued: Mutex::new(HashMap::new()),
             refresh: Mutex::new(HashSet::from([REFRESH_TOKEN.to_string()])),
+            client_secrets: Mutex::new(HashSet::from([CLIENT_SECRET.to_string()])),
             rotate: AtomicBool::new(false),
             expires_in: AtomicU64::new(3600),
             requests: AtomicUsize::new(0),
@@ -172,6 +177,16 @@ impl TokenServer {
 
     pub fn set_mode(&self, mode: TokenMode) {
         *self.state.mode.lock().unwrap() = mode;
+    }
+
+    /// Take `secret` as the client's secret too (a second secret, as an app registration
+    /// may hold while its secret is changed).
+    pub fn add_client_secret(&self, secret: &str) {
+        self.state
+            .client_secrets
+            .lock()
+            .unwrap()
+            .insert(secret.to_string());
     }
 
     /// Issue a new refresh token with every refresh (the old one stops working).

@@ -768,3 +768,115 @@ async fn a_new_client_secret_keeps_the_refresh_token_or_asks_for_it_again() {
     }
     assert_eq!(refused, 1);
 }
+
+/// `check_relay` (API.md §18.8) logs in with the relay as it would be saved; when the
+/// provider rotates the refresh token for that login, what is saved is the new token — at
+/// create and at a change — and the check touches neither the relay's stored token nor its
+/// tokens in use. Before, the check's rotated token was lost at create (the first send then
+/// failed with `invalid_grant`), and at a change each retry's check rotated it again and
+/// stored it under the change, which ended in 409.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_check_whose_login_rotates_the_refresh_token_saves_the_new_one() {
+    let (app, tokens) = setup().await;
+    tokens.rotate_refresh_tokens(true);
+    let mut oauth2 = client_credentials(&tokens);
+    oauth2["refresh_token"] = json!(REFRESH_TOKEN);
+    let (s, v) = body(
+        app.post(
+            "/v1/tenants",
+            ADMIN,
+            json!({"name": "Contoso", "smtp": relay(&app, oauth2), "check_relay": true}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (id, sk) = (
+        v["id"].as_str().unwrap().to_string(),
+        v["secret_key"].as_str().unwrap().to_string(),
+    );
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+    // A change checked again (its token in use is not the check's).
+    let r = app
+        .patch(
+            &format!("/v1/tenants/{id}"),
+            ADMIN,
+            json!({"name": "Contoso Ltd", "check_relay": true}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    // The stored token works in another process, and so does the one this process uses.
+    let (ok, out, err) = cli(
+        &app,
+        &tokens,
+        &["smtp", "test", &id, "--to", "cli@example.com"],
+    );
+    assert!(ok, "{out}{err}");
+    tokens.set_expires_in(60);
+    let (key, code) = app.mint(&sk, "bob@example.com").await;
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+    assert!(tokens.problems().is_empty(), "{:?}", tokens.problems());
+    assert!(!tokens.grants().is_empty());
+}
+
+/// A change of only the client secret, made while a token request the provider answers
+/// with a new refresh token is in flight, keeps that token: it is stored with the new
+/// client secret (a client's refresh tokens do not depend on which of its secrets asked).
+/// Before, the store gave up on the changed client secret and the change forgot the token
+/// in memory, so the relay was left with one the provider no longer takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_token_rotated_while_the_client_secret_changes_is_stored_with_the_new_secret() {
+    let (app, tokens) = setup_with(|s| s.delivery.http_timeout_seconds = 20).await;
+    tokens.rotate_refresh_tokens(true);
+    tokens.add_client_secret("client-s3cret-the-second");
+    let mut oauth2 = client_credentials(&tokens);
+    oauth2["refresh_token"] = json!(REFRESH_TOKEN);
+    let (id, sk, _) = oauth2_tenant(&app, oauth2).await;
+    // The endpoint rotates the refresh token as the request comes and answers 8 s later;
+    // meanwhile the client secret is changed.
+    tokens.rx.set_delay(Duration::from_secs(8));
+    queued_until_its_token_is_asked_for(&app, &tokens, &sk).await;
+    let asked = std::time::Instant::now();
+    let r = app
+        .patch(
+            &format!("/v1/tenants/{id}"),
+            ADMIN,
+            json!({"smtp": {"oauth2": {"client_secret": "client-s3cret-the-second"}}}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    assert!(
+        asked.elapsed() < Duration::from_secs(8),
+        "the change came before the token's answer"
+    );
+    let (db, q) = (
+        &app.settings.database.url,
+        "SELECT row_version FROM tenants",
+    );
+    let changed = crate::lifecycle::sql(db, q);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while crate::lifecycle::sql(db, q) == changed {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotated token was not stored"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokens.rx.set_delay(Duration::ZERO);
+    // Another process logs in with what is stored: the new secret and the rotated token.
+    let (ok, out, err) = cli(
+        &app,
+        &tokens,
+        &["smtp", "test", &id, "--to", "cli@example.com"],
+    );
+    assert!(ok, "{out}{err}");
+    assert_eq!(tokens.grants(), ["refresh_token"; 2]);
+    assert!(tokens.problems().is_empty(), "{:?}", tokens.problems());
+    let last = tokens.rx.requests();
+    let form = String::from_utf8_lossy(&last.last().unwrap().body).to_string();
+    assert!(
+        form.contains("client_secret=client-s3cret-the-second"),
+        "{form}"
+    );
+}

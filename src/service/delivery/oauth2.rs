@@ -17,7 +17,7 @@ use crate::domain::delivery::{DeliveryError, DeliveryReason, FailureKind};
 use crate::domain::oauth2::{OAuth2, OAuth2Secrets};
 use crate::domain::tenant::{SmtpAccount, Tenant};
 use crate::outbound::ApiRequest;
-use crate::service::Delivery;
+use crate::service::{Delivery, ServiceError};
 use crate::storage::TenantSeal;
 
 /// A token is used until this long before it expires.
@@ -60,6 +60,56 @@ impl Rotated {
     fn retires(&self, stored: Option<&str>) -> bool {
         stored.is_some_and(|t| self.retired.iter().any(|r| r.expose_secret() == t))
     }
+}
+
+/// What a token endpoint answered.
+struct TokenAnswer {
+    access: SecretString,
+    /// Seconds, bounded by [`LONGEST_KEPT_SECS`].
+    lifetime: u64,
+    /// A new refresh token (never an empty one).
+    refresh: Option<String>,
+}
+
+/// The refresh token to send: the stored one, unless it is one the provider replaced (then
+/// the newest this process saw; `true`: the stored copy is behind).
+fn newest_refresh(e: &Entry, stored: Option<&str>) -> (bool, Option<String>) {
+    match e.rotated.as_ref().filter(|r| r.retires(stored)) {
+        Some(r) => (true, Some(r.newest.expose_secret().to_string())),
+        None => (false, stored.map(str::to_string)),
+    }
+}
+
+/// The relay's replaced refresh tokens after a request that sent `sent` and was answered
+/// `answered`: `None` when nothing is to be stored (no rotation, and the stored copy was not
+/// behind). The chain goes on from the token sent (the newest this process saw), so a read
+/// older than the last rotation is still known to be behind; the newest
+/// [`RETIRED_KEPT`] are kept.
+fn advance(
+    e: &Entry,
+    sent: Option<&str>,
+    answered: Option<String>,
+    behind: bool,
+) -> Option<Rotated> {
+    let sent = sent?;
+    let newest = answered.unwrap_or_else(|| sent.to_string());
+    let rotated_now = newest != sent;
+    if !rotated_now && !behind {
+        return None;
+    }
+    let mut retired = match &e.rotated {
+        Some(r) if behind || r.newest.expose_secret() == sent => r.retired.clone(),
+        _ => Vec::new(),
+    };
+    if rotated_now {
+        retired.push(SecretString::from(sent.to_string()));
+    }
+    let over = retired.len().saturating_sub(RETIRED_KEPT);
+    retired.drain(..over);
+    Some(Rotated {
+        retired,
+        newest: SecretString::from(newest),
+    })
 }
 
 impl Tokens {
@@ -167,13 +217,15 @@ impl Delivery {
         let entry = self.outbox.tokens().entry(key);
         // One request per relay at a time: the others wait and take its token.
         let mut e = entry.lock().await;
-        if e.version != tenant.smtp_version {
-            *e = Entry {
-                version: tenant.smtp_version,
-                ..Entry::default()
-            };
+        // A read of the relay older than the entry's (a message read before a change) uses
+        // no token of the entry, nor leaves its own there. The rotated refresh tokens stay
+        // across versions: they are known by the tokens themselves.
+        let stale = tenant.smtp_version < e.version;
+        if tenant.smtp_version > e.version {
+            e.version = tenant.smtp_version;
+            (e.token, e.fetched) = (None, None);
         }
-        if let Some((token, until)) = &e.token {
+        if let Some((token, until)) = e.token.as_ref().filter(|_| !stale) {
             let new_enough = match fresh_after {
                 None => true,
                 Some(asked) => e.fetched.is_some_and(|at| at > asked),
@@ -193,24 +245,111 @@ impl Delivery {
                     "the relay's OAuth2 secrets cannot be decrypted",
                 )
             })?;
-        // The newest refresh token: the stored one, unless it is one the provider replaced
-        // (then the newest this process saw).
-        let behind = e
-            .rotated
-            .as_ref()
-            .filter(|r| r.retires(secrets.refresh_token.as_deref()))
-            .map(|r| r.newest.expose_secret().to_string());
-        let refresh = behind.clone().or_else(|| secrets.refresh_token.clone());
+        let (behind, refresh) = newest_refresh(&e, secrets.refresh_token.as_deref());
+        let answer = self
+            .request_token(tenant, o, &secrets.client_secret, refresh.as_deref())
+            .await?;
+        let until = Instant::now() + Duration::from_secs(answer.lifetime).saturating_sub(EARLY);
+        if !stale {
+            e.token = Some((answer.access.clone(), until));
+            e.fetched = Some(Instant::now());
+        }
+        // A new refresh token replaces the old one at once (the old one may stop working),
+        // and a stored copy that is behind is brought up to the newest.
+        if let Some(rotated) = advance(&e, refresh.as_deref(), answer.refresh, behind) {
+            let newest = OAuth2Secrets {
+                client_secret: secrets.client_secret.clone(),
+                refresh_token: Some(rotated.newest.expose_secret().to_string()),
+            };
+            self.store_refresh(tenant, (account, o, fallback), &rotated.retired, &newest)
+                .await;
+            e.rotated = Some(rotated);
+        }
+        Ok(answer.access)
+    }
+
+    /// An access token for a relay as a check would save it (`check_relay`, API.md §18.8),
+    /// and the refresh token to save with it when the provider rotated the one sent (or the
+    /// one the relay holds is one it replaced). Taken in turn with the relay's requests in
+    /// use (`key`: its pool key), whose replaced refresh tokens it knows and extends; it
+    /// neither caches its access token nor stores anything: the caller saves the relay with
+    /// the refresh token answered.
+    pub(crate) async fn check_oauth2_token(
+        &self,
+        tenant: &Tenant,
+        account: &SmtpAccount,
+        o: &OAuth2,
+        (key, fallback): (&str, bool),
+    ) -> Result<(SecretString, Option<SecretString>), DeliveryError> {
+        let entry = self.outbox.tokens().entry(key);
+        let mut e = entry.lock().await;
+        let secrets = self
+            .core
+            .open_oauth2_secrets(tenant, account, o, fallback)
+            .await
+            .map_err(|err| {
+                tracing::error!(tenant_id = %tenant.id, error = %err, "a relay's OAuth2 secrets cannot be decrypted");
+                DeliveryError::new(
+                    DeliveryReason::Auth,
+                    FailureKind::Unusable,
+                    "the relay's OAuth2 secrets cannot be decrypted",
+                )
+            })?;
+        let (behind, refresh) = newest_refresh(&e, secrets.refresh_token.as_deref());
+        let answer = self
+            .request_token(tenant, o, &secrets.client_secret, refresh.as_deref())
+            .await?;
+        let save = advance(&e, refresh.as_deref(), answer.refresh, behind).map(|rotated| {
+            let newest = rotated.newest.clone();
+            e.rotated = Some(rotated);
+            newest
+        });
+        Ok((answer.access, save))
+    }
+
+    /// `account` (an OAuth2 relay of `tenant`) with its sealed secrets holding `refresh` as
+    /// the refresh token.
+    pub(crate) async fn with_refresh_token(
+        &self,
+        tenant: &Tenant,
+        account: &SmtpAccount,
+        o: &OAuth2,
+        fallback: bool,
+        refresh: SecretString,
+    ) -> Result<SmtpAccount, ServiceError> {
+        let mut secrets = self
+            .core
+            .open_oauth2_secrets(tenant, account, o, fallback)
+            .await?;
+        secrets.refresh_token = Some(refresh.expose_secret().to_string());
+        let password = self
+            .core
+            .seal_oauth2_secrets(tenant, account, o, fallback, &secrets)?;
+        Ok(SmtpAccount {
+            password,
+            ..account.clone()
+        })
+    }
+
+    /// One request to the relay's token endpoint: with `refresh`, the refresh token grant,
+    /// else client credentials.
+    async fn request_token(
+        &self,
+        tenant: &Tenant,
+        o: &OAuth2,
+        client_secret: &str,
+        refresh: Option<&str>,
+    ) -> Result<TokenAnswer, DeliveryError> {
         let body = {
             let mut form = form_urlencoded::Serializer::new(String::new());
-            match &refresh {
+            match refresh {
                 Some(rt) => form
                     .append_pair("grant_type", "refresh_token")
                     .append_pair("refresh_token", rt),
                 None => form.append_pair("grant_type", "client_credentials"),
             };
             form.append_pair("client_id", &o.client_id)
-                .append_pair("client_secret", &secrets.client_secret);
+                .append_pair("client_secret", client_secret);
             if !o.scope.is_empty() {
                 form.append_pair("scope", &o.scope);
             }
@@ -286,7 +425,7 @@ impl Delivery {
             ));
         };
         outcome("ok");
-        let token = SecretString::from(token.to_string());
+        let access = SecretString::from(token.to_string());
         let lifetime = v
             .get("expires_in")
             .and_then(|e| e.as_u64().or_else(|| e.as_str()?.parse().ok()))
@@ -294,57 +433,28 @@ impl Delivery {
             // The endpoint's word, bounded: no token is kept longer than a day (and a
             // lifetime past the clock's end cannot overflow it).
             .min(LONGEST_KEPT_SECS);
-        let until = Instant::now() + Duration::from_secs(lifetime).saturating_sub(EARLY);
-        e.token = Some((token.clone(), until));
-        e.fetched = Some(Instant::now());
-        // A new refresh token replaces the old one at once (the old one may stop working),
-        // and a stored copy that is behind is brought up to the newest.
-        if let Some(sent) = &refresh {
-            // (An empty token is no token.)
-            let answered = v
-                .get("refresh_token")
-                .and_then(|t| t.as_str())
-                .filter(|t| !t.is_empty());
-            let newest = answered.unwrap_or(sent);
-            let rotated_now = newest != sent;
-            if rotated_now || behind.is_some() {
-                // The chain goes on from the token sent (the newest this process saw), so
-                // a read older than the last rotation is still known to be behind.
-                let mut retired = match &e.rotated {
-                    Some(r) if behind.is_some() || r.newest.expose_secret() == sent => {
-                        r.retired.clone()
-                    }
-                    _ => Vec::new(),
-                };
-                if rotated_now {
-                    retired.push(SecretString::from(sent.clone()));
-                }
-                let over = retired.len().saturating_sub(RETIRED_KEPT);
-                retired.drain(..over);
-                let newest = OAuth2Secrets {
-                    client_secret: secrets.client_secret.clone(),
-                    refresh_token: Some(newest.to_string()),
-                };
-                self.store_refresh(tenant, (account, o, fallback), &retired, &newest)
-                    .await;
-                e.rotated = Some(Rotated {
-                    retired,
-                    newest: SecretString::from(newest.refresh_token.unwrap_or_default()),
-                });
-            }
-        }
-        Ok(token)
+        // (An empty token is no token.)
+        let refresh = v
+            .get("refresh_token")
+            .and_then(|t| t.as_str())
+            .filter(|t| !t.is_empty())
+            .map(str::to_string);
+        Ok(TokenAnswer {
+            access,
+            lifetime,
+            refresh,
+        })
     }
 
     /// Store the newest refresh token (`newest`, with the client secret the request
     /// used), sealed, as a compare-and-swap on the sealed blob the tenant read here holds
     /// (`account.password`). When another blob is stored — re-sealed by a data-key rotation
     /// meanwhile, or stored since the read — the relay is read again and, while it is the
-    /// same relay (the same host, port, user, token endpoint and client), with the same
-    /// client secret and a refresh token the provider replaced (`retired`), the swap is
-    /// made on that blob, three times at most. A relay the tenant changed, or one holding
-    /// a token this process never saw, is left alone; the newest token then lives in
-    /// memory only.
+    /// same relay (the same host, port, user, token endpoint and client) holding a refresh
+    /// token the provider replaced (`retired`), the swap is made on that blob, with the
+    /// client secret it holds (a new client secret keeps the client's refresh tokens),
+    /// three times at most. A relay the tenant changed, or one holding a token this
+    /// process never saw, is left alone; the newest token then lives in memory only.
     async fn store_refresh(
         &self,
         tenant: &Tenant,
@@ -358,10 +468,11 @@ impl Delivery {
             TenantSeal::SmtpPassword
         };
         let (mut tenant, mut account, mut o) = (tenant.clone(), account.clone(), o.clone());
+        let mut newest = newest.clone();
         for _ in 0..3 {
             let blob = match self
                 .core
-                .seal_oauth2_secrets(&tenant, &account, &o, fallback, newest)
+                .seal_oauth2_secrets(&tenant, &account, &o, fallback, &newest)
             {
                 Ok(blob) => blob,
                 Err(err) => {
@@ -399,24 +510,24 @@ impl Delivery {
                                 .core
                                 .open_oauth2_secrets(&now, &a, &fresh, fallback)
                                 .await;
-                            let behind = open.is_ok_and(|s| {
-                                s.client_secret == newest.client_secret
-                                    && retired.iter().any(|r| {
-                                        s.refresh_token.as_deref() == Some(r.expose_secret())
-                                    })
+                            let behind = open.ok().filter(|s| {
+                                retired
+                                    .iter()
+                                    .any(|r| s.refresh_token.as_deref() == Some(r.expose_secret()))
                             });
-                            behind.then_some((now, a, fresh))
+                            behind.map(|s| (now, a, fresh, s.client_secret))
                         }
                         _ => None,
                     }
                 }
                 Err(_) => None,
             };
-            let Some((now, a, fresh)) = again else {
+            let Some((now, a, fresh, client_secret)) = again else {
                 tracing::warn!(tenant_id = %tenant.id, "a rotated OAuth2 refresh token was not stored: the relay changed meanwhile; it is kept in memory");
                 return;
             };
             (tenant, account, o) = (now, a, fresh);
+            newest.client_secret = client_secret;
         }
         tracing::warn!(tenant_id = %tenant.id, "a rotated OAuth2 refresh token was not stored: the relay's secrets kept changing; it is kept in memory");
     }

@@ -100,7 +100,7 @@ impl Tenants {
             max_attempts: self.core.settings.load().otp.max_attempts,
         };
         let now = self.core.now();
-        let row = Tenant {
+        let mut row = Tenant {
             delivery: t.delivery.unwrap_or(DeliveryMode::Sync),
             default_locale: t.default_locale.unwrap_or_else(Locale::english),
             test: t.test,
@@ -109,7 +109,14 @@ impl Tenants {
             ..Tenant::new(id, name, t.origin, now, smtp, t.policy.apply(defaults))
         };
         if t.check_relay {
-            self.delivery.check_relays(&row).await?;
+            let checked = self.delivery.check_relays(&row).await?;
+            // A refresh token the provider rotated for the check is the one saved.
+            if let Some(a) = checked.smtp {
+                row.smtp = Some(a);
+            }
+            if let Some(a) = checked.smtp_fallback {
+                row.smtp_fallback = Some(a);
+            }
         }
         let secret = t.secret.unwrap_or_else(|| SecretKey::generate_for(t.test));
         let digest = self.secret_digest(secret.expose());
@@ -172,7 +179,14 @@ impl Tenants {
                 if let Some(f) = &changes.smtp_fallback {
                     candidate.smtp_fallback = f.clone();
                 }
-                self.delivery.check_relays(&candidate).await?;
+                let checked = self.delivery.check_relays(&candidate).await?;
+                // A refresh token the provider rotated for the check is the one saved.
+                if let Some(a) = checked.smtp {
+                    changes.smtp = Some(a);
+                }
+                if let Some(a) = checked.smtp_fallback {
+                    changes.smtp_fallback = Some(Some(a));
+                }
             }
             // A test tenant made live (API.md §17.4): its `sk_test_` keys stop in the same
             // change, and a new `sk_` key is shown once. A live tenant made a test tenant

@@ -15,6 +15,28 @@ use crate::mailer::{Outgoing, SmtpAuth, SmtpTarget};
 use crate::service::core::seals::{sealed_as, Seal};
 use crate::service::{Delivery, ServiceError};
 
+/// The relays a check re-sealed with a refresh token their provider rotated for it (`None`:
+/// save the relay as it was checked).
+#[derive(Debug, Default)]
+pub(crate) struct Checked {
+    pub smtp: Option<SmtpAccount>,
+    pub smtp_fallback: Option<SmtpAccount>,
+}
+
+/// A relay as the mailer sends to it (`pool`: its sessions' key).
+fn target(tenant: &Tenant, account: &SmtpAccount, pool: String, auth: SmtpAuth) -> SmtpTarget {
+    SmtpTarget {
+        tenant_id: pool,
+        version: tenant.smtp_version,
+        host: account.host.as_str().to_string(),
+        port: account.port,
+        username: account.username.clone(),
+        auth,
+        from: account.from.as_str().to_string(),
+        tls: account.tls,
+    }
+}
+
 pub(crate) struct Relay<'a> {
     tenant: &'a Tenant,
     account: &'a SmtpAccount,
@@ -133,40 +155,42 @@ impl Delivery {
                 self.oauth2_token(tenant, account, o, (&pool, fallback), fresh)
                     .await?,
             ),
-            None => {
-                let plain = self
-                    .core.open(&Seal::relay(&tenant.id, fallback, account), &account.password)
-                    .await
-                    .map_err(|e| {
-                        tracing::error!(tenant_id = %tenant.id, relay = pool, error = %e, "a relay's SMTP password cannot be decrypted");
-                        DeliveryError::new(
-                            DeliveryReason::Auth,
-                            FailureKind::Unusable,
-                            "the relay's password cannot be decrypted",
-                        )
-                    })?;
-                SmtpAuth::Password(SecretString::from(
-                    String::from_utf8(plain).unwrap_or_default(),
-                ))
-            }
+            None => self.password_auth(tenant, account, fallback).await?,
         };
-        Ok(SmtpTarget {
-            tenant_id: pool,
-            version: tenant.smtp_version,
-            host: account.host.as_str().to_string(),
-            port: account.port,
-            username: account.username.clone(),
-            auth,
-            from: account.from.as_str().to_string(),
-            tls: account.tls,
-        })
+        Ok(target(tenant, account, pool, auth))
+    }
+
+    /// A relay's password, opened.
+    async fn password_auth(
+        &self,
+        tenant: &Tenant,
+        account: &SmtpAccount,
+        fallback: bool,
+    ) -> Result<SmtpAuth, DeliveryError> {
+        let plain = self
+            .core
+            .open(&Seal::relay(&tenant.id, fallback, account), &account.password)
+            .await
+            .map_err(|e| {
+                tracing::error!(tenant_id = %tenant.id, fallback, error = %e, "a relay's SMTP password cannot be decrypted");
+                DeliveryError::new(
+                    DeliveryReason::Auth,
+                    FailureKind::Unusable,
+                    "the relay's password cannot be decrypted",
+                )
+            })?;
+        Ok(SmtpAuth::Password(SecretString::from(
+            String::from_utf8(plain).unwrap_or_default(),
+        )))
     }
 
     /// `check_relay` (API.md §18.8): connect, TLS and AUTH to the tenant's relay (and its
     /// fallback) as it would be saved, sending nothing; a failure is 422 with its reason.
     /// Each session counts in `delivery.max_sessions`; none free within `smtp.timeout_seconds`
-    /// is 503 `overloaded`.
-    pub(crate) async fn check_relays(&self, tenant: &Tenant) -> Result<(), ServiceError> {
+    /// is 503 `overloaded`. An OAuth2 relay logs in with a token of its own (not cached, and
+    /// not the relay's in use); when its provider rotated the refresh token for it, the
+    /// answer holds the relay re-sealed with the new one, which is what must be saved.
+    pub(crate) async fn check_relays(&self, tenant: &Tenant) -> Result<Checked, ServiceError> {
         if tenant.smtp.is_none() {
             return Err(ServiceError::field(
                 "check_relay",
@@ -178,18 +202,46 @@ impl Delivery {
             tracing::warn!(tenant_id = %tenant.id, "no outbound session free (delivery.max_sessions) for a relay check");
             return Err(ServiceError::Overloaded);
         };
+        let mut checked = Checked::default();
         for (account, fallback) in [(&tenant.smtp, false), (&tenant.smtp_fallback, true)] {
             let Some(account) = account else { continue };
-            let checked = match self.relay_target(tenant, account, fallback, true).await {
-                Ok(target) => self.core.mailer.check(&target).await,
+            let pool = sealed_as(&tenant.id, fallback);
+            let auth = match &account.oauth2 {
+                Some(o) => self
+                    .check_oauth2_token(tenant, account, o, (&pool, fallback))
+                    .await
+                    .map(|(token, refresh)| (SmtpAuth::Xoauth2(token), refresh.map(|r| (o, r)))),
+                None => self
+                    .password_auth(tenant, account, fallback)
+                    .await
+                    .map(|a| (a, None)),
+            };
+            let rotated = match auth {
+                Ok((auth, rotated)) => {
+                    let target = target(tenant, account, pool, auth);
+                    self.core.mailer.check(&target).await.map(|()| rotated)
+                }
                 Err(e) => Err(e),
             };
-            if let Err(e) = checked {
-                tracing::warn!(tenant_id = %tenant.id, fallback, reason = e.reason.as_str(), detail = %e.detail, "the relay check failed; nothing was saved");
-                return Err(ServiceError::RelayCheck(e.reason));
+            let rotated = match rotated {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(tenant_id = %tenant.id, fallback, reason = e.reason.as_str(), detail = %e.detail, "the relay check failed; nothing was saved");
+                    return Err(ServiceError::RelayCheck(e.reason));
+                }
+            };
+            if let Some((o, refresh)) = rotated {
+                let resealed = self
+                    .with_refresh_token(tenant, account, o, fallback, refresh)
+                    .await?;
+                if fallback {
+                    checked.smtp_fallback = Some(resealed);
+                } else {
+                    checked.smtp = Some(resealed);
+                }
             }
         }
-        Ok(())
+        Ok(checked)
     }
 
     /// Send one test message through the tenant's relay (`otpmint smtp test`), OAuth2
