@@ -27,11 +27,9 @@ pub struct InboxEntry {
 /// The fixed codes among a test key's codes ([`TestStore::fixed_test_codes`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TestGuess {
-    /// A live entry's fixed code, with one failure of its budget reserved for this guess
-    /// ([`TestStore::settle_test_code`] keeps or gives it back).
+    /// A live entry's fixed code: a wrong guess counts against that entry's budget.
     pub live: Option<String>,
-    /// Fixed codes no guess matches now, on any key: inert entries', and a live one whose
-    /// budget is spent or reserved by guesses in flight.
+    /// Inert entries' fixed codes: no guess matches them any more, on any key.
     pub dead: Vec<String>,
 }
 
@@ -55,29 +53,23 @@ pub trait TestStore {
         now: Millis,
     ) -> Result<Option<i64>, StoreError>;
     /// The fixed codes among a test key's codes `hashes` (API.md §17.3): those of
-    /// `recipient`'s exact entry, live or inert. A guess is checked against a live one only
-    /// with a failure of its budget `max` reserved (atomically, so guesses in flight
-    /// together never check it more often than the budget allows); one whose budget is
-    /// spent or reserved is dead for this guess.
+    /// `recipient`'s exact entry, live or inert.
     fn fixed_test_codes(
         &self,
         tenant: &TenantId,
         recipient: &str,
         hashes: &[String],
-        max: u32,
     ) -> Result<TestGuess, StoreError>;
-    /// The guess a failure was reserved for on `code_hash` ([`TestGuess::live`]) was checked:
-    /// when `wrong`, the failure stays, and at `max` the entry turns inert and the tenant's
-    /// `test_version` moves on (true: it turned inert now); otherwise it is given back. The
-    /// count errs on the side of fewer guesses: a failure still reserved by a right guess in
-    /// flight counts until that guess gives it back.
-    fn settle_test_code(
+    /// A wrong guess at a key holding a fixed code (`code_hash`): one more failure on the
+    /// exact entry of `recipient` that has that code; at `max` the entry turns inert and
+    /// the tenant's `test_version` moves on. True when it turned inert now.
+    fn test_code_failed(
         &self,
         tenant: &TenantId,
         recipient: &str,
         code_hash: &str,
-        wrong: bool,
-        max_now: (u32, Millis),
+        max: u32,
+        now: Millis,
     ) -> Result<bool, StoreError>;
     /// The tenant's inbox received after `since`, newest first (only `recipient`'s, if
     /// given), at most [`crate::domain::test_mode::INBOX_KEPT`].
@@ -180,46 +172,40 @@ impl<E: Engine> TestStore for E {
         tenant: &TenantId,
         recipient: &str,
         hashes: &[String],
-        max: u32,
     ) -> Result<TestGuess, StoreError> {
-        let (t, who, hashes) = (tenant.to_string(), recipient.to_string(), hashes.to_vec());
-        self.transact(move |tx| {
-            let entries = tx.rows(sql::FIXED_CODES, args![t.as_str(), who.as_str()], |c| {
-                Ok((c.text(0)?, c.opt_int(1)?.is_some()))
-            })?;
-            let mut guess = TestGuess::default();
-            for (hash, inert) in entries.into_iter().filter(|(h, _)| hashes.contains(h)) {
-                let reserved = !inert && guess.live.is_none() && {
-                    let row = args![t.as_str(), who.as_str(), hash.as_str(), max];
-                    tx.exec(sql::CODE_RESERVE, row)? == 1
-                };
-                if reserved {
-                    guess.live = Some(hash);
-                } else {
-                    guess.dead.push(hash);
-                }
+        let entries = self.rows(sql::FIXED_CODES, args![tenant.as_str(), recipient], |c| {
+            Ok((c.text(0)?, c.opt_int(1)?.is_some()))
+        })?;
+        let mut guess = TestGuess::default();
+        for (hash, inert) in entries.into_iter().filter(|(h, _)| hashes.contains(h)) {
+            if inert {
+                guess.dead.push(hash);
+            } else {
+                guess.live.get_or_insert(hash);
             }
-            Ok(guess)
-        })
+        }
+        Ok(guess)
     }
 
-    fn settle_test_code(
+    fn test_code_failed(
         &self,
         tenant: &TenantId,
         recipient: &str,
         code_hash: &str,
-        wrong: bool,
-        (max, now): (u32, Millis),
+        max: u32,
+        now: Millis,
     ) -> Result<bool, StoreError> {
         let t = Arg::from(tenant.as_str());
-        let entry = [t.clone(), recipient.into(), code_hash.into()];
-        if !wrong {
-            self.exec_one(sql::CODE_GIVE_BACK, &entry)?;
-            return Ok(false);
-        }
-        let failed = [entry.as_slice(), &[now.into(), max.into()]].concat();
+        let guess = [
+            t.clone(),
+            recipient.into(),
+            code_hash.into(),
+            max.into(),
+            now.into(),
+        ];
         self.transact(move |tx| {
-            let now_inert = tx.exec(sql::CODE_FAILED, &failed)? == 1;
+            let disabled = tx.row_opt(sql::CODE_FAILED, &guess, |r| r.opt_int(0))?;
+            let now_inert = matches!(disabled, Some(Some(_)));
             if now_inert {
                 tx.exec(sql::BUMP_TEST_VERSION, std::slice::from_ref(&t))?;
             }

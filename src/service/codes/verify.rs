@@ -270,9 +270,7 @@ impl Codes {
         };
         // A test recipient's fixed code has a failure budget of its own (API.md §17.3): the
         // fixed codes among the key's, so that an inert entry's verifies on no key (one minted
-        // before it turned inert, a resent one), and a guess is checked against the live
-        // one's only with a failure of its budget reserved first: guesses in flight together
-        // never check it more often than the budget allows.
+        // before it turned inert, a resent one) and a wrong guess counts on the live one's.
         let max_test = self.core.settings.load().limits.test_code_max_failures;
         let guess = if res.test && max_test > 0 {
             let (tid, who, codes) = (
@@ -282,7 +280,7 @@ impl Codes {
             );
             match self
                 .core
-                .write(move |s| s.fixed_test_codes(&tid, &who, &codes, max_test))
+                .db(move |s| s.fixed_test_codes(&tid, &who, &codes))
                 .await
             {
                 Ok(g) => g,
@@ -306,19 +304,13 @@ impl Codes {
         let matched = match self.core.hasher.verify_any(slot, code, &codes).await {
             Ok(m) => m,
             Err(e) => {
-                // Never evaluated: the attempt and the failure budgets are given back.
+                // Never evaluated: the attempt and the failure budget are given back.
                 self.release(tenant, &digest, &res).await;
-                if let Some(hash) = guess.live {
-                    self.settle_test_code(tenant, &res, hash, false, max_test).await;
-                }
                 return Err(e.into());
             }
         };
-        let spent = match guess.live {
-            Some(hash) => {
-                self.settle_test_code(tenant, &res, hash, !matched, max_test)
-                    .await
-            }
+        let spent = match guess.live.filter(|_| !matched) {
+            Some(hash) => self.test_code_failed(tenant, &res, hash, max_test).await,
             None => false,
         };
         if spent {
@@ -417,26 +409,22 @@ impl Codes {
             .await;
     }
 
-    /// A guess at a key holding a live fixed test code (`hash`, a failure of its budget
-    /// reserved) was checked: a wrong one keeps the failure, a right one gives it back.
-    /// True when this guess spent the budget and the entry turned inert now.
-    async fn settle_test_code(
+    /// A wrong guess at a key holding a live fixed test code (`hash`): counted on its
+    /// entry. True when this guess spent the budget and the entry turned inert now.
+    async fn test_code_failed(
         &self,
         tenant: &TenantId,
         res: &Reservation,
         hash: String,
-        wrong: bool,
         max: u32,
     ) -> bool {
         let (tid, who, now) = (tenant.clone(), res.email_canonical.clone(), self.core.now());
-        let settled = self
+        let failed = self
             .core
-            .write(move |s| s.settle_test_code(&tid, &who, &hash, wrong, (max, now)))
+            .write(move |s| s.test_code_failed(&tid, &who, &hash, max, now))
             .await;
-        settled.unwrap_or_else(|e| {
-            // A failure not given back counts (the budget errs on the side of fewer
-            // guesses).
-            tracing::warn!(error = %e, "settling a fixed test code's reserved failure failed");
+        failed.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "counting a fixed test code's failure failed");
             false
         })
     }

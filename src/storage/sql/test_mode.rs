@@ -39,27 +39,12 @@ shared_sql!(
 );
 
 shared_sql!(
-    /// One failure reserved on a live fixed code before a guess is checked against it, while
-    /// its budget (`$4`) is not spent or reserved by guesses in flight. `$1` tenant, `$2`
-    /// recipient, `$3` code hash.
-    pub(crate) CODE_RESERVE =
-        "UPDATE test_recipients SET failures = failures + 1 WHERE tenant_id = $1 AND pattern = \
-         $2 AND code_hash = $3 AND disabled_at IS NULL AND failures < CAST($4 AS BIGINT)"
-);
-
-shared_sql!(
-    /// A reserved failure given back: the guess was right, or never checked.
-    pub(crate) CODE_GIVE_BACK =
-        "UPDATE test_recipients SET failures = failures - 1 WHERE tenant_id = $1 AND pattern = \
-         $2 AND code_hash = $3 AND failures > 0"
-);
-
-shared_sql!(
-    /// A reserved failure kept (the guess was wrong): the entry turns inert at `$4` (now)
-    /// once its failures reach the budget `$5`.
+    /// A wrong guess of a fixed code: one more failure on its entry, which turns inert at the
+    /// budget. `$1` tenant, `$2` recipient, `$3` code hash, `$4` budget, `$5` now.
     pub(crate) CODE_FAILED =
-        "UPDATE test_recipients SET disabled_at = $4 WHERE tenant_id = $1 AND pattern = $2 AND \
-         code_hash = $3 AND disabled_at IS NULL AND failures >= CAST($5 AS BIGINT)"
+        "UPDATE test_recipients SET failures = failures + 1, disabled_at = CASE WHEN failures + 1 \
+         >= CAST($4 AS BIGINT) THEN $5 ELSE disabled_at END WHERE tenant_id = $1 AND pattern = $2 \
+         AND code_hash = $3 AND disabled_at IS NULL RETURNING disabled_at"
 );
 
 shared_sql!(
