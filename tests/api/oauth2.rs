@@ -770,11 +770,11 @@ async fn a_new_client_secret_keeps_the_refresh_token_or_asks_for_it_again() {
 }
 
 /// `check_relay` (API.md §18.8) logs in with the relay as it would be saved; when the
-/// provider rotates the refresh token for that login, what is saved is the new token — at
-/// create and at a change — and the check touches neither the relay's stored token nor its
-/// tokens in use. Before, the check's rotated token was lost at create (the first send then
-/// failed with `invalid_grant`), and at a change each retry's check rotated it again and
-/// stored it under the change, which ended in 409.
+/// provider rotates the refresh token for that login, what is saved is the new token, at
+/// create and at a change. Before, a create stored the token the check had replaced (the
+/// new one lived in this process's memory only, so another process failed with
+/// `invalid_grant`), and at a change the check stored its token under the change, whose
+/// every retry then rotated it again, which ended in 409.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_check_whose_login_rotates_the_refresh_token_saves_the_new_one() {
     let (app, tokens) = setup().await;
@@ -795,9 +795,16 @@ async fn a_relay_check_whose_login_rotates_the_refresh_token_saves_the_new_one()
         v["id"].as_str().unwrap().to_string(),
         v["secret_key"].as_str().unwrap().to_string(),
     );
+    // Another process logs in with what the create stored.
+    let (ok, out, err) = cli(
+        &app,
+        &tokens,
+        &["smtp", "test", &id, "--to", "cli@example.com"],
+    );
+    assert!(ok, "{out}{err}");
     let (key, code) = app.mint(&sk, "ada@example.com").await;
     assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
-    // A change checked again (its token in use is not the check's).
+    // A change checked again.
     let r = app
         .patch(
             &format!("/v1/tenants/{id}"),
@@ -879,4 +886,48 @@ async fn a_refresh_token_rotated_while_the_client_secret_changes_is_stored_with_
         form.contains("client_secret=client-s3cret-the-second"),
         "{form}"
     );
+}
+
+/// A checked change that fails after the check logged in — here the fallback relay's check
+/// fails after the main relay's, whose provider rotated the refresh token for it — saves
+/// nothing of the change, but stores the relay's new refresh token in place of the one the
+/// provider replaced: another process logs in with it. Before, the stored token was the
+/// replaced one, and the new one lived in this process's memory only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checked_change_that_fails_still_stores_the_refresh_token_its_check_rotated() {
+    let (app, tokens) = setup().await;
+    tokens.rotate_refresh_tokens(true);
+    let mut oauth2 = client_credentials(&tokens);
+    oauth2["refresh_token"] = json!(REFRESH_TOKEN);
+    let (id, _, _) = oauth2_tenant(&app, oauth2).await;
+    let mut fallback = app.smtp_json();
+    fallback["password"] = json!("not-the-password");
+    let (s, v) = body(
+        app.patch(
+            &format!("/v1/tenants/{id}"),
+            ADMIN,
+            json!({"name": "Contoso Ltd", "smtp_fallback": fallback, "check_relay": true}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(
+        tokens.grants(),
+        ["refresh_token"],
+        "the main relay was checked"
+    );
+    let (_, t) = body(app.get(&format!("/v1/tenants/{id}"), ADMIN).await).await;
+    assert_eq!(
+        (&t["name"], &t["smtp_fallback"]),
+        (&json!("Contoso"), &Value::Null),
+        "{t}"
+    );
+    let (ok, out, err) = cli(
+        &app,
+        &tokens,
+        &["smtp", "test", &id, "--to", "cli@example.com"],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(tokens.problems().is_empty(), "{:?}", tokens.problems());
 }

@@ -188,11 +188,18 @@ impl Outbox {
         &self.inner.tokens
     }
 
-    /// Forget what this process keeps of a tenant's transports (breakers, tokens): their
-    /// settings changed, or the tenant was deleted.
+    /// Forget what this process keeps of a tenant's transports (breakers, access tokens):
+    /// their settings changed. The refresh tokens a provider replaced are still known (a
+    /// message read before the change holds the old copy).
     pub(crate) fn forget(&self, tenant: &str) {
         self.inner.breakers.forget(tenant);
-        self.inner.tokens.forget(tenant);
+        self.inner.tokens.forget(tenant, false);
+    }
+
+    /// Forget all this process keeps of a deleted tenant's transports.
+    pub(crate) fn forget_deleted(&self, tenant: &str) {
+        self.inner.breakers.forget(tenant);
+        self.inner.tokens.forget(tenant, true);
     }
 
     /// The lease owner id of this process.

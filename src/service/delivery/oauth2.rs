@@ -3,7 +3,9 @@
 //! share one), a token kept until 60 s before it expires, fetched anew once after an AUTH
 //! refusal, and a refresh token the provider rotates stored sealed at once — also when a
 //! data-key rotation re-sealed the relay's secrets meanwhile — and used from memory, and
-//! stored again, while a stored copy still holds a token the provider replaced. The token endpoint is reached through the
+//! stored again, while a stored copy still holds a token the provider replaced. A relay
+//! check (`check_relay`) logs in with a token of its own and hands a rotated refresh
+//! token to the change that saves the relay. The token endpoint is reached through the
 //! webhooks' outbound client: their address policy, no redirects,
 //! `delivery.http_timeout_seconds`.
 
@@ -17,6 +19,7 @@ use crate::domain::delivery::{DeliveryError, DeliveryReason, FailureKind};
 use crate::domain::oauth2::{OAuth2, OAuth2Secrets};
 use crate::domain::tenant::{SmtpAccount, Tenant};
 use crate::outbound::ApiRequest;
+use crate::service::core::seals::sealed_as;
 use crate::service::{Delivery, ServiceError};
 use crate::storage::TenantSeal;
 
@@ -31,6 +34,10 @@ const RETIRED_KEPT: usize = 16;
 #[derive(Default)]
 pub(crate) struct Tokens {
     by_relay: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Entry>>>>,
+    /// The refresh tokens the provider replaced, by relay. Kept when the relay's settings
+    /// change (a message read before the change still holds the old copy), dropped with
+    /// the tenant.
+    replaced: Mutex<HashMap<String, Replaced>>,
 }
 
 #[derive(Default)]
@@ -40,25 +47,44 @@ struct Entry {
     token: Option<(SecretString, Instant)>,
     /// When that token came.
     fetched: Option<Instant>,
-    /// The refresh tokens the provider rotated while this process used the relay.
-    rotated: Option<Rotated>,
 }
 
-/// A relay's refresh tokens as this process saw the provider rotate them: the newest, and
-/// those it replaced. A stored copy that holds one of the replaced ones is behind — its
-/// store failed, or was lost to a concurrent change — so the newest is used instead, and
-/// stored again. Matched by the tokens themselves, not by their sealed bytes, which a
-/// data-key rotation changes.
-struct Rotated {
-    /// Oldest first.
-    retired: Vec<SecretString>,
-    newest: SecretString,
-}
+/// A relay's refresh tokens the provider replaced while this process used it, each with
+/// the token that replaced it (oldest first). A stored copy holding a replaced token is
+/// behind — its store failed, or was lost to a concurrent change, or the copy was read
+/// before it — so the newest its chain leads to is sent instead, and stored again. Matched
+/// by the tokens themselves, not by their sealed bytes, which a data-key rotation changes;
+/// chains of different logins (a check of new settings) stand side by side.
+#[derive(Default)]
+struct Replaced(Vec<(SecretString, SecretString)>);
 
-impl Rotated {
-    /// Whether a stored copy's refresh token is one the provider replaced.
-    fn retires(&self, stored: Option<&str>) -> bool {
-        stored.is_some_and(|t| self.retired.iter().any(|r| r.expose_secret() == t))
+impl Replaced {
+    /// The newest token the replacements lead to from `token` (`token` itself when none
+    /// replaced it).
+    fn newest(&self, token: &str) -> String {
+        let mut t = token.to_string();
+        // (No token is replaced twice, and none that is live again stays replaced: the
+        // chain has no cycle, and no more steps than pairs.)
+        for _ in 0..self.0.len() {
+            match self.0.iter().find(|(old, _)| old.expose_secret() == t) {
+                Some((_, new)) => t = new.expose_secret().to_string(),
+                None => break,
+            }
+        }
+        t
+    }
+
+    /// The provider answered `new` to a request that sent `old`.
+    fn record(&mut self, old: &str, new: &str) {
+        // A token answered is live, whatever it replaced before.
+        self.0
+            .retain(|(o, _)| o.expose_secret() != old && o.expose_secret() != new);
+        self.0.push((
+            SecretString::from(old.to_string()),
+            SecretString::from(new.to_string()),
+        ));
+        let over = self.0.len().saturating_sub(RETIRED_KEPT);
+        self.0.drain(..over);
     }
 }
 
@@ -71,60 +97,68 @@ struct TokenAnswer {
     refresh: Option<String>,
 }
 
-/// The refresh token to send: the stored one, unless it is one the provider replaced (then
-/// the newest this process saw; `true`: the stored copy is behind).
-fn newest_refresh(e: &Entry, stored: Option<&str>) -> (bool, Option<String>) {
-    match e.rotated.as_ref().filter(|r| r.retires(stored)) {
-        Some(r) => (true, Some(r.newest.expose_secret().to_string())),
-        None => (false, stored.map(str::to_string)),
-    }
-}
-
-/// The relay's replaced refresh tokens after a request that sent `sent` and was answered
-/// `answered`: `None` when nothing is to be stored (no rotation, and the stored copy was not
-/// behind). The chain goes on from the token sent (the newest this process saw), so a read
-/// older than the last rotation is still known to be behind; the newest
-/// [`RETIRED_KEPT`] are kept.
-fn advance(
-    e: &Entry,
-    sent: Option<&str>,
-    answered: Option<String>,
-    behind: bool,
-) -> Option<Rotated> {
-    let sent = sent?;
-    let newest = answered.unwrap_or_else(|| sent.to_string());
-    let rotated_now = newest != sent;
-    if !rotated_now && !behind {
-        return None;
-    }
-    let mut retired = match &e.rotated {
-        Some(r) if behind || r.newest.expose_secret() == sent => r.retired.clone(),
-        _ => Vec::new(),
-    };
-    if rotated_now {
-        retired.push(SecretString::from(sent.to_string()));
-    }
-    let over = retired.len().saturating_sub(RETIRED_KEPT);
-    retired.drain(..over);
-    Some(Rotated {
-        retired,
-        newest: SecretString::from(newest),
-    })
-}
-
 impl Tokens {
     fn entry(&self, key: &str) -> Arc<tokio::sync::Mutex<Entry>> {
         let mut map = self.by_relay.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(map.entry(key.to_string()).or_default())
     }
 
-    /// Forget the tokens of a tenant's relays (its settings changed, it was deleted).
-    pub fn forget(&self, tenant: &str) {
+    /// The refresh token to send for a stored copy holding `stored`: the newest its
+    /// replacements lead to (`true`: the copy is behind).
+    fn newest(&self, key: &str, stored: Option<&str>) -> (bool, Option<String>) {
+        let Some(stored) = stored else {
+            return (false, None);
+        };
+        let map = self.replaced.lock().unwrap_or_else(|p| p.into_inner());
+        let newest = map
+            .get(key)
+            .map_or_else(|| stored.to_string(), |r| r.newest(stored));
+        (newest != stored, Some(newest))
+    }
+
+    /// Record a request's answer: `sent` replaced by `answered` when they differ. The
+    /// refresh token to store, if any: the newest, when the provider replaced the one
+    /// sent or the stored copy was `behind`.
+    fn answered(
+        &self,
+        key: &str,
+        sent: Option<&str>,
+        answered: Option<&str>,
+        behind: bool,
+    ) -> Option<String> {
+        let sent = sent?;
+        let newest = answered.unwrap_or(sent);
+        if newest != sent {
+            let mut map = self.replaced.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(key.to_string()).or_default().record(sent, newest);
+        } else if !behind {
+            return None;
+        }
+        Some(newest.to_string())
+    }
+
+    /// Whether a stored copy holding `stored` is behind `newest`: one of the tokens that
+    /// led to it.
+    fn behind(&self, key: &str, stored: Option<&str>, newest: &str) -> bool {
+        let (behind, sent) = self.newest(key, stored);
+        behind && sent.as_deref() == Some(newest)
+    }
+
+    /// Forget the access tokens of a tenant's relays (their settings changed); the
+    /// replaced refresh tokens stay. `deleted`: the tenant is gone, forget those too.
+    pub fn forget(&self, tenant: &str, deleted: bool) {
         let own = format!("{tenant}/");
+        let theirs = |k: &String| k == tenant || k.starts_with(&own);
         self.by_relay
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|k, _| k != tenant && !k.starts_with(&own));
+            .retain(|k, _| !theirs(k));
+        if deleted {
+            self.replaced
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|k, _| !theirs(k));
+        }
     }
 }
 
@@ -218,8 +252,8 @@ impl Delivery {
         // One request per relay at a time: the others wait and take its token.
         let mut e = entry.lock().await;
         // A read of the relay older than the entry's (a message read before a change) uses
-        // no token of the entry, nor leaves its own there. The rotated refresh tokens stay
-        // across versions: they are known by the tokens themselves.
+        // no token of the entry, nor leaves its own there. (The replaced refresh tokens are
+        // kept apart from the entry, across versions: they are known by the tokens.)
         let stale = tenant.smtp_version < e.version;
         if tenant.smtp_version > e.version {
             e.version = tenant.smtp_version;
@@ -234,18 +268,9 @@ impl Delivery {
                 return Ok(token.clone());
             }
         }
-        let secrets = self
-            .core.open_oauth2_secrets(tenant, account, o, fallback)
-            .await
-            .map_err(|err| {
-                tracing::error!(tenant_id = %tenant.id, error = %err, "a relay's OAuth2 secrets cannot be decrypted");
-                DeliveryError::new(
-                    DeliveryReason::Auth,
-                    FailureKind::Unusable,
-                    "the relay's OAuth2 secrets cannot be decrypted",
-                )
-            })?;
-        let (behind, refresh) = newest_refresh(&e, secrets.refresh_token.as_deref());
+        let secrets = self.open_secrets(tenant, account, o, fallback).await?;
+        let tokens = self.outbox.tokens();
+        let (behind, refresh) = tokens.newest(key, secrets.refresh_token.as_deref());
         let answer = self
             .request_token(tenant, o, &secrets.client_secret, refresh.as_deref())
             .await?;
@@ -256,24 +281,24 @@ impl Delivery {
         }
         // A new refresh token replaces the old one at once (the old one may stop working),
         // and a stored copy that is behind is brought up to the newest.
-        if let Some(rotated) = advance(&e, refresh.as_deref(), answer.refresh, behind) {
+        let answered = answer.refresh.as_deref();
+        if let Some(newest) = tokens.answered(key, refresh.as_deref(), answered, behind) {
             let newest = OAuth2Secrets {
                 client_secret: secrets.client_secret.clone(),
-                refresh_token: Some(rotated.newest.expose_secret().to_string()),
+                refresh_token: Some(newest),
             };
-            self.store_refresh(tenant, (account, o, fallback), &rotated.retired, &newest)
+            self.store_refresh(tenant, (account, o, fallback), key, &newest)
                 .await;
-            e.rotated = Some(rotated);
         }
         Ok(answer.access)
     }
 
     /// An access token for a relay as a check would save it (`check_relay`, API.md §18.8),
-    /// and the refresh token to save with it when the provider rotated the one sent (or the
-    /// one the relay holds is one it replaced). Taken in turn with the relay's requests in
-    /// use (`key`: its pool key), whose replaced refresh tokens it knows and extends; it
-    /// neither caches its access token nor stores anything: the caller saves the relay with
-    /// the refresh token answered.
+    /// and the refresh token to save with it when the provider replaced the one sent (or
+    /// the one the relay holds is one it replaced). Taken in turn with the relay's requests
+    /// in use (`key`: its pool key), and on a task of its own, as theirs; the replacement is
+    /// remembered with theirs, but the access token is not cached and nothing is stored:
+    /// the caller saves the relay with the refresh token answered.
     pub(crate) async fn check_oauth2_token(
         &self,
         tenant: &Tenant,
@@ -281,10 +306,71 @@ impl Delivery {
         o: &OAuth2,
         (key, fallback): (&str, bool),
     ) -> Result<(SecretString, Option<SecretString>), DeliveryError> {
-        let entry = self.outbox.tokens().entry(key);
-        let mut e = entry.lock().await;
-        let secrets = self
-            .core
+        let (this, tenant, account, o, key) = (
+            self.clone(),
+            tenant.clone(),
+            account.clone(),
+            o.clone(),
+            key.to_string(),
+        );
+        let request = tokio::spawn(async move {
+            let entry = this.outbox.tokens().entry(&key);
+            let _turn = entry.lock().await;
+            let secrets = this.open_secrets(&tenant, &account, &o, fallback).await?;
+            let tokens = this.outbox.tokens();
+            let (behind, refresh) = tokens.newest(&key, secrets.refresh_token.as_deref());
+            let answer = this
+                .request_token(&tenant, &o, &secrets.client_secret, refresh.as_deref())
+                .await?;
+            let answered = answer.refresh.as_deref();
+            let save = tokens.answered(&key, refresh.as_deref(), answered, behind);
+            Ok((answer.access, save.map(SecretString::from)))
+        });
+        request.await.unwrap_or_else(|_| {
+            Err(token_failed(
+                FailureKind::Transient,
+                "the token request ended before its answer",
+                "oauth2_unavailable",
+            ))
+        })
+    }
+
+    /// Store the newest refresh token of each OAuth2 relay of `tenant` whose stored copy
+    /// is behind (one the provider replaced): after a change that was checked and then not
+    /// saved, so that what is stored works in every process, not in this one's memory only.
+    pub(crate) async fn store_replaced_refresh_tokens(&self, tenant: &Tenant) {
+        for (account, fallback) in [(&tenant.smtp, false), (&tenant.smtp_fallback, true)] {
+            let Some((account, o)) = account.as_ref().and_then(|a| Some((a, a.oauth2.as_ref()?)))
+            else {
+                continue;
+            };
+            let key = sealed_as(&tenant.id, fallback);
+            let entry = self.outbox.tokens().entry(&key);
+            let _turn = entry.lock().await;
+            let Ok(secrets) = self.open_secrets(tenant, account, o, fallback).await else {
+                continue;
+            };
+            let tokens = self.outbox.tokens();
+            if let (true, Some(newest)) = tokens.newest(&key, secrets.refresh_token.as_deref()) {
+                let newest = OAuth2Secrets {
+                    client_secret: secrets.client_secret,
+                    refresh_token: Some(newest),
+                };
+                self.store_refresh(tenant, (account, o, fallback), &key, &newest)
+                    .await;
+            }
+        }
+    }
+
+    /// A relay's OAuth2 secrets, opened.
+    async fn open_secrets(
+        &self,
+        tenant: &Tenant,
+        account: &SmtpAccount,
+        o: &OAuth2,
+        fallback: bool,
+    ) -> Result<OAuth2Secrets, DeliveryError> {
+        self.core
             .open_oauth2_secrets(tenant, account, o, fallback)
             .await
             .map_err(|err| {
@@ -294,17 +380,7 @@ impl Delivery {
                     FailureKind::Unusable,
                     "the relay's OAuth2 secrets cannot be decrypted",
                 )
-            })?;
-        let (behind, refresh) = newest_refresh(&e, secrets.refresh_token.as_deref());
-        let answer = self
-            .request_token(tenant, o, &secrets.client_secret, refresh.as_deref())
-            .await?;
-        let save = advance(&e, refresh.as_deref(), answer.refresh, behind).map(|rotated| {
-            let newest = rotated.newest.clone();
-            e.rotated = Some(rotated);
-            newest
-        });
-        Ok((answer.access, save))
+            })
     }
 
     /// `account` (an OAuth2 relay of `tenant`) with its sealed secrets holding `refresh` as
@@ -451,7 +527,8 @@ impl Delivery {
     /// (`account.password`). When another blob is stored — re-sealed by a data-key rotation
     /// meanwhile, or stored since the read — the relay is read again and, while it is the
     /// same relay (the same host, port, user, token endpoint and client) holding a refresh
-    /// token the provider replaced (`retired`), the swap is made on that blob, with the
+    /// token the provider replaced on the way to `newest` (`key`: the relay's replaced
+    /// tokens), the swap is made on that blob, with the
     /// client secret it holds (a new client secret keeps the client's refresh tokens),
     /// three times at most. A relay the tenant changed, or one holding a token this
     /// process never saw, is left alone; the newest token then lives in memory only.
@@ -459,7 +536,7 @@ impl Delivery {
         &self,
         tenant: &Tenant,
         (account, o, fallback): (&SmtpAccount, &OAuth2, bool),
-        retired: &[SecretString],
+        key: &str,
         newest: &OAuth2Secrets,
     ) {
         let which = if fallback {
@@ -510,10 +587,10 @@ impl Delivery {
                                 .core
                                 .open_oauth2_secrets(&now, &a, &fresh, fallback)
                                 .await;
+                            let newest_rt = newest.refresh_token.as_deref().unwrap_or_default();
+                            let tokens = self.outbox.tokens();
                             let behind = open.ok().filter(|s| {
-                                retired
-                                    .iter()
-                                    .any(|r| s.refresh_token.as_deref() == Some(r.expose_secret()))
+                                tokens.behind(key, s.refresh_token.as_deref(), newest_rt)
                             });
                             behind.map(|s| (now, a, fresh, s.client_secret))
                         }

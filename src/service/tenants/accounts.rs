@@ -165,12 +165,29 @@ impl Tenants {
             };
             return Err(ServiceError::field(field, "only the admin can change this"));
         }
-        // Applied to the latest stored tenant: a concurrent change (another PATCH, a data-key
-        // rotation re-encrypting the password) moves its version on, and this change is
-        // made again on what it wrote (API.md §6.30).
+        let applied = self.apply_patch(id, &p).await;
+        if applied.is_err() && p.check_relay {
+            // The check may have logged in with a refresh token its provider replaced, and
+            // the change was not saved: the relay's stored copy is brought up to the newest
+            // (otherwise only this process would know it).
+            if let Ok(current) = self.core.tenant(id).await {
+                self.delivery.store_replaced_refresh_tokens(&current).await;
+            }
+        }
+        applied
+    }
+
+    /// [`Tenants::update_tenant`]'s change, applied to the latest stored tenant: a
+    /// concurrent change (another PATCH, a data-key rotation re-encrypting the password)
+    /// moves its version on, and this change is made again on what it wrote (API.md §6.30).
+    async fn apply_patch(
+        &self,
+        id: &str,
+        p: &TenantPatch,
+    ) -> Result<(Tenant, Option<SecretKey>), ServiceError> {
         for _ in 0..CHANGE_TRIES {
             let current = self.core.tenant(id).await?;
-            let mut changes = self.tenant_changes(&current, &p).await?;
+            let mut changes = self.tenant_changes(&current, p).await?;
             if p.check_relay {
                 let mut candidate = current.clone();
                 if let Some(s) = &changes.smtp {
@@ -378,7 +395,7 @@ impl Tenants {
         let key = id.as_str().to_string();
         if self.core.db(move |s| s.delete_tenant(&id)).await? {
             self.core.mailer.forget(&key);
-            self.delivery.outbox.forget(&key);
+            self.delivery.outbox.forget_deleted(&key);
             Ok(())
         } else {
             Err(ServiceError::TenantNotFound)
