@@ -804,7 +804,13 @@ async fn a_relay_check_whose_login_rotates_the_refresh_token_saves_the_new_one()
     assert!(ok, "{out}{err}");
     let (key, code) = app.mint(&sk, "ada@example.com").await;
     assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
-    // A change checked again.
+    // A change checked again. The relay is not changed by it (its sessions and tokens in
+    // use stay): only its stored refresh token is.
+    let (db, q) = (
+        &app.settings.database.url,
+        "SELECT smtp_version FROM tenants",
+    );
+    let version = crate::lifecycle::sql(db, q);
     let r = app
         .patch(
             &format!("/v1/tenants/{id}"),
@@ -813,6 +819,7 @@ async fn a_relay_check_whose_login_rotates_the_refresh_token_saves_the_new_one()
         )
         .await;
     assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    assert_eq!(crate::lifecycle::sql(db, q), version);
     // The stored token works in another process, and so does the one this process uses.
     let (ok, out, err) = cli(
         &app,

@@ -188,18 +188,16 @@ impl Outbox {
         &self.inner.tokens
     }
 
-    /// Forget what this process keeps of a tenant's transports (breakers, access tokens):
-    /// their settings changed. The refresh tokens a provider replaced are still known (a
-    /// message read before the change holds the old copy).
+    /// Forget the breakers of a tenant's transports: their settings changed. (OAuth2
+    /// tokens are kept by the relay's settings version.)
     pub(crate) fn forget(&self, tenant: &str) {
         self.inner.breakers.forget(tenant);
-        self.inner.tokens.forget(tenant, false);
     }
 
-    /// Forget all this process keeps of a deleted tenant's transports.
+    /// Forget all this process keeps of a deleted tenant's transports (breakers, tokens).
     pub(crate) fn forget_deleted(&self, tenant: &str) {
         self.inner.breakers.forget(tenant);
-        self.inner.tokens.forget(tenant, true);
+        self.inner.tokens.forget(tenant);
     }
 
     /// The lease owner id of this process.

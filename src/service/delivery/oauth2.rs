@@ -40,13 +40,52 @@ pub(crate) struct Tokens {
     replaced: Mutex<HashMap<String, Replaced>>,
 }
 
+/// A relay's access tokens: that of the newest settings version read, and that of the
+/// version before it (messages read before a change still send with those settings).
 #[derive(Default)]
 struct Entry {
-    /// The relay's settings version the entry is for.
+    newest: Option<Cached>,
+    previous: Option<Cached>,
+}
+
+/// An access token, for the relay's settings version it was fetched with.
+struct Cached {
     version: i64,
-    token: Option<(SecretString, Instant)>,
-    /// When that token came.
-    fetched: Option<Instant>,
+    token: SecretString,
+    /// Used until then.
+    until: Instant,
+    fetched: Instant,
+}
+
+impl Entry {
+    /// A token for `version` still good (and, for a fresh one, fetched after
+    /// `fresh_after`).
+    fn usable(&self, version: i64, fresh_after: Option<Instant>) -> Option<SecretString> {
+        [&self.newest, &self.previous]
+            .into_iter()
+            .flatten()
+            .find(|c| c.version == version)
+            .filter(|c| Instant::now() < c.until && fresh_after.is_none_or(|a| c.fetched > a))
+            .map(|c| c.token.clone())
+    }
+
+    /// Keep a token fetched: the newest version's replaces the previous one's as the
+    /// previous; one older than both is not kept.
+    fn keep(&mut self, c: Cached) {
+        match self.newest.as_ref().map(|n| n.version) {
+            Some(v) if c.version > v => self.previous = self.newest.replace(c),
+            Some(v) if c.version < v => {
+                if self
+                    .previous
+                    .as_ref()
+                    .is_none_or(|p| p.version <= c.version)
+                {
+                    self.previous = Some(c);
+                }
+            }
+            _ => self.newest = Some(c),
+        }
+    }
 }
 
 /// A relay's refresh tokens the provider replaced while this process used it, each with
@@ -144,21 +183,20 @@ impl Tokens {
         behind && sent.as_deref() == Some(newest)
     }
 
-    /// Forget the access tokens of a tenant's relays (their settings changed); the
-    /// replaced refresh tokens stay. `deleted`: the tenant is gone, forget those too.
-    pub fn forget(&self, tenant: &str, deleted: bool) {
+    /// Forget all of a deleted tenant's relays. (A change of a relay's settings needs no
+    /// forgetting: its tokens are kept by settings version, and its replaced refresh
+    /// tokens are still known to the messages read before the change.)
+    pub fn forget(&self, tenant: &str) {
         let own = format!("{tenant}/");
         let theirs = |k: &String| k == tenant || k.starts_with(&own);
         self.by_relay
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|k, _| !theirs(k));
-        if deleted {
-            self.replaced
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .retain(|k, _| !theirs(k));
-        }
+        self.replaced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| !theirs(k));
     }
 }
 
@@ -191,6 +229,21 @@ fn token_failed(kind: FailureKind, detail: &str, code: &str) -> DeliveryError {
     .with_code(code)
 }
 
+/// Run a token request on a task of its own: a caller that stops waiting (its deadline
+/// passed, its client left) does not cut it off between the endpoint issuing a new refresh
+/// token — the old one may stop working then — and its being recorded and stored.
+async fn on_own_task<T: Send + 'static>(
+    request: impl std::future::Future<Output = Result<T, DeliveryError>> + Send + 'static,
+) -> Result<T, DeliveryError> {
+    tokio::spawn(request).await.unwrap_or_else(|_| {
+        Err(token_failed(
+            FailureKind::Transient,
+            "the token request ended before its answer",
+            "oauth2_unavailable",
+        ))
+    })
+}
+
 impl Delivery {
     /// An access token for the relay (`key`: its pool key), from the cache unless `fresh`.
     /// A request to the token endpoint runs on a task of its own: a caller that stops
@@ -208,34 +261,37 @@ impl Delivery {
     ) -> Result<SecretString, DeliveryError> {
         if !fresh {
             let entry = self.outbox.tokens().entry(key);
-            let e = entry.lock().await;
-            if let Some((token, until)) = &e.token {
-                if e.version == tenant.smtp_version && Instant::now() < *until {
-                    return Ok(token.clone());
-                }
+            let cached = entry.lock().await.usable(tenant.smtp_version, None);
+            if let Some(token) = cached {
+                return Ok(token);
             }
         }
-        let (this, tenant, account, o, key) = (
+        let (this, tenant, account, o, key) = self.owned(tenant, account, o, key);
+        // A fresh token asked for now: one that comes after this moment will do (several
+        // messages refused at AUTH together need one new token, not one each).
+        let asked = fresh.then(Instant::now);
+        on_own_task(async move {
+            this.fetch_oauth2_token(&tenant, &account, &o, (&key, fallback), asked)
+                .await
+        })
+        .await
+    }
+
+    /// Owned copies of a token request's parts, for a task of its own.
+    fn owned(
+        &self,
+        tenant: &Tenant,
+        account: &SmtpAccount,
+        o: &OAuth2,
+        key: &str,
+    ) -> (Delivery, Tenant, SmtpAccount, OAuth2, String) {
+        (
             self.clone(),
             tenant.clone(),
             account.clone(),
             o.clone(),
             key.to_string(),
-        );
-        // A fresh token asked for now: one that comes after this moment will do (several
-        // messages refused at AUTH together need one new token, not one each).
-        let asked = fresh.then(Instant::now);
-        let request = tokio::spawn(async move {
-            this.fetch_oauth2_token(&tenant, &account, &o, (&key, fallback), asked)
-                .await
-        });
-        request.await.unwrap_or_else(|_| {
-            Err(token_failed(
-                FailureKind::Transient,
-                "the token request ended before its answer",
-                "oauth2_unavailable",
-            ))
-        })
+        )
     }
 
     /// [`Delivery::oauth2_token`]'s work: the cache (for a fresh token, one that came after
@@ -251,22 +307,8 @@ impl Delivery {
         let entry = self.outbox.tokens().entry(key);
         // One request per relay at a time: the others wait and take its token.
         let mut e = entry.lock().await;
-        // A read of the relay older than the entry's (a message read before a change) uses
-        // no token of the entry, nor leaves its own there. (The replaced refresh tokens are
-        // kept apart from the entry, across versions: they are known by the tokens.)
-        let stale = tenant.smtp_version < e.version;
-        if tenant.smtp_version > e.version {
-            e.version = tenant.smtp_version;
-            (e.token, e.fetched) = (None, None);
-        }
-        if let Some((token, until)) = e.token.as_ref().filter(|_| !stale) {
-            let new_enough = match fresh_after {
-                None => true,
-                Some(asked) => e.fetched.is_some_and(|at| at > asked),
-            };
-            if new_enough && Instant::now() < *until {
-                return Ok(token.clone());
-            }
+        if let Some(token) = e.usable(tenant.smtp_version, fresh_after) {
+            return Ok(token);
         }
         let secrets = self.open_secrets(tenant, account, o, fallback).await?;
         let tokens = self.outbox.tokens();
@@ -274,11 +316,12 @@ impl Delivery {
         let answer = self
             .request_token(tenant, o, &secrets.client_secret, refresh.as_deref())
             .await?;
-        let until = Instant::now() + Duration::from_secs(answer.lifetime).saturating_sub(EARLY);
-        if !stale {
-            e.token = Some((answer.access.clone(), until));
-            e.fetched = Some(Instant::now());
-        }
+        e.keep(Cached {
+            version: tenant.smtp_version,
+            token: answer.access.clone(),
+            until: Instant::now() + Duration::from_secs(answer.lifetime).saturating_sub(EARLY),
+            fetched: Instant::now(),
+        });
         // A new refresh token replaces the old one at once (the old one may stop working),
         // and a stored copy that is behind is brought up to the newest.
         let answered = answer.refresh.as_deref();
@@ -306,14 +349,8 @@ impl Delivery {
         o: &OAuth2,
         (key, fallback): (&str, bool),
     ) -> Result<(SecretString, Option<SecretString>), DeliveryError> {
-        let (this, tenant, account, o, key) = (
-            self.clone(),
-            tenant.clone(),
-            account.clone(),
-            o.clone(),
-            key.to_string(),
-        );
-        let request = tokio::spawn(async move {
+        let (this, tenant, account, o, key) = self.owned(tenant, account, o, key);
+        on_own_task(async move {
             let entry = this.outbox.tokens().entry(&key);
             let _turn = entry.lock().await;
             let secrets = this.open_secrets(&tenant, &account, &o, fallback).await?;
@@ -325,19 +362,14 @@ impl Delivery {
             let answered = answer.refresh.as_deref();
             let save = tokens.answered(&key, refresh.as_deref(), answered, behind);
             Ok((answer.access, save.map(SecretString::from)))
-        });
-        request.await.unwrap_or_else(|_| {
-            Err(token_failed(
-                FailureKind::Transient,
-                "the token request ended before its answer",
-                "oauth2_unavailable",
-            ))
         })
+        .await
     }
 
     /// Store the newest refresh token of each OAuth2 relay of `tenant` whose stored copy
-    /// is behind (one the provider replaced): after a change that was checked and then not
-    /// saved, so that what is stored works in every process, not in this one's memory only.
+    /// is behind (one the provider replaced): after a checked change, so that what is stored
+    /// works in every process, not in this one's memory only. (A compare-and-swap, like a
+    /// request's store: it takes no turn with the relay's requests.)
     pub(crate) async fn store_replaced_refresh_tokens(&self, tenant: &Tenant) {
         for (account, fallback) in [(&tenant.smtp, false), (&tenant.smtp_fallback, true)] {
             let Some((account, o)) = account.as_ref().and_then(|a| Some((a, a.oauth2.as_ref()?)))
@@ -345,8 +377,6 @@ impl Delivery {
                 continue;
             };
             let key = sealed_as(&tenant.id, fallback);
-            let entry = self.outbox.tokens().entry(&key);
-            let _turn = entry.lock().await;
             let Ok(secrets) = self.open_secrets(tenant, account, o, fallback).await else {
                 continue;
             };
@@ -589,10 +619,22 @@ impl Delivery {
                                 .await;
                             let newest_rt = newest.refresh_token.as_deref().unwrap_or_default();
                             let tokens = self.outbox.tokens();
-                            let behind = open.ok().filter(|s| {
-                                tokens.behind(key, s.refresh_token.as_deref(), newest_rt)
-                            });
-                            behind.map(|s| (now, a, fresh, s.client_secret))
+                            match open {
+                                // Stored meanwhile (by another request): nothing to do.
+                                Ok(s) if s.refresh_token.as_deref() == Some(newest_rt) => {
+                                    return;
+                                }
+                                Ok(s)
+                                    if tokens.behind(
+                                        key,
+                                        s.refresh_token.as_deref(),
+                                        newest_rt,
+                                    ) =>
+                                {
+                                    Some((now, a, fresh, s.client_secret))
+                                }
+                                _ => None,
+                            }
                         }
                         _ => None,
                     }
@@ -619,4 +661,71 @@ fn same_relay(a: &SmtpAccount, b: &SmtpAccount) -> bool {
         _ => false,
     };
     a.host == b.host && a.port == b.port && a.username == b.username && same_login
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_of_replaced_tokens_leads_to_the_newest_and_keeps_no_cycle() {
+        let mut r = Replaced::default();
+        assert_eq!(r.newest("a"), "a");
+        r.record("a", "b");
+        r.record("b", "c");
+        // Another login's chain beside it.
+        r.record("x", "y");
+        assert_eq!(
+            (r.newest("a"), r.newest("b"), r.newest("c")),
+            ("c".into(), "c".into(), "c".into())
+        );
+        assert_eq!(r.newest("x"), "y");
+        // A token answered again is live again: no cycle, and it leads nowhere.
+        r.record("c", "a");
+        assert_eq!(
+            (r.newest("a"), r.newest("b"), r.newest("c")),
+            ("a".into(), "a".into(), "a".into())
+        );
+        // The newest RETIRED_KEPT pairs are kept: the oldest starts go first.
+        let mut long = Replaced::default();
+        for i in 0..RETIRED_KEPT + 2 {
+            long.record(&format!("t{i}"), &format!("t{}", i + 1));
+        }
+        let last = format!("t{}", RETIRED_KEPT + 2);
+        assert_eq!(long.newest("t0"), "t0");
+        assert_eq!(long.newest("t1"), "t1");
+        assert_eq!(long.newest("t2"), last);
+    }
+
+    #[test]
+    fn an_entry_keeps_the_newest_settings_token_and_the_one_before() {
+        let cached = |version, token: &str| Cached {
+            version,
+            token: SecretString::from(token.to_string()),
+            until: Instant::now() + Duration::from_secs(600),
+            fetched: Instant::now(),
+        };
+        let got = |e: &Entry, v| e.usable(v, None).map(|t| t.expose_secret().to_string());
+        let mut e = Entry::default();
+        e.keep(cached(3, "v3"));
+        e.keep(cached(4, "v4"));
+        assert_eq!(
+            (got(&e, 3), got(&e, 4)),
+            (Some("v3".into()), Some("v4".into()))
+        );
+        // A read older than both is not kept; one of the previous version replaces its token.
+        e.keep(cached(2, "v2"));
+        e.keep(cached(3, "v3b"));
+        assert_eq!((got(&e, 2), got(&e, 3)), (None, Some("v3b".into())));
+        // A newer version moves the newest to previous.
+        e.keep(cached(5, "v5"));
+        assert_eq!(
+            (got(&e, 3), got(&e, 4), got(&e, 5)),
+            (None, Some("v4".into()), Some("v5".into()))
+        );
+        // A fresh token is one fetched after it was asked for.
+        let asked = Instant::now() + Duration::from_secs(1);
+        assert!(e.usable(5, Some(asked)).is_none());
+    }
 }

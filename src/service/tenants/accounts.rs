@@ -108,20 +108,29 @@ impl Tenants {
             pages_approved: t.pages_approved,
             ..Tenant::new(id, name, t.origin, now, smtp, t.policy.apply(defaults))
         };
+        // What a check leaves in memory (its relays' replaced refresh tokens) goes if the
+        // tenant is not created.
+        let not_created = |e: ServiceError| {
+            self.delivery.outbox.forget_deleted(row.id.as_str());
+            e
+        };
         if t.check_relay {
-            let checked = self.delivery.check_relays(&row).await?;
+            let checked = self
+                .delivery
+                .check_relays(&row)
+                .await
+                .map_err(not_created)?;
             // A refresh token the provider rotated for the check is the one saved.
-            if let Some(a) = checked.smtp {
-                row.smtp = Some(a);
-            }
-            if let Some(a) = checked.smtp_fallback {
-                row.smtp_fallback = Some(a);
-            }
+            let (smtp, smtp_fallback) = (checked.smtp, checked.smtp_fallback);
+            row.smtp = smtp.or(row.smtp);
+            row.smtp_fallback = smtp_fallback.or(row.smtp_fallback);
         }
         let secret = t.secret.unwrap_or_else(|| SecretKey::generate_for(t.test));
         let digest = self.secret_digest(secret.expose());
         let stored = row.clone();
-        self.store_insert(stored, digest, now).await?;
+        self.store_insert(stored, digest, now)
+            .await
+            .map_err(not_created)?;
         Ok((row, secret))
     }
 
@@ -166,12 +175,16 @@ impl Tenants {
             return Err(ServiceError::field(field, "only the admin can change this"));
         }
         let applied = self.apply_patch(id, &p).await;
-        if applied.is_err() && p.check_relay {
-            // The check may have logged in with a refresh token its provider replaced, and
-            // the change was not saved: the relay's stored copy is brought up to the newest
-            // (otherwise only this process would know it).
-            if let Ok(current) = self.core.tenant(id).await {
-                self.delivery.store_replaced_refresh_tokens(&current).await;
+        if p.check_relay {
+            // The check may have logged in with a refresh token its provider replaced, for a
+            // relay the change did not touch, or for a change not saved: the relay's stored
+            // copy is brought up to the newest (otherwise only this process would know it).
+            let stands = match &applied {
+                Ok((row, _)) => Some(row.clone()),
+                Err(_) => self.core.tenant(id).await.ok(),
+            };
+            if let Some(t) = stands {
+                self.delivery.store_replaced_refresh_tokens(&t).await;
             }
         }
         applied
@@ -197,11 +210,13 @@ impl Tenants {
                     candidate.smtp_fallback = f.clone();
                 }
                 let checked = self.delivery.check_relays(&candidate).await?;
-                // A refresh token the provider rotated for the check is the one saved.
-                if let Some(a) = checked.smtp {
+                // A refresh token the provider rotated for the check of a relay this change
+                // sets is the one saved; one of a relay it leaves as it is is stored after
+                // (`update_tenant`), as a re-seal, not as a change of the relay.
+                if let (Some(a), Some(_)) = (checked.smtp, &changes.smtp) {
                     changes.smtp = Some(a);
                 }
-                if let Some(a) = checked.smtp_fallback {
+                if let (Some(a), Some(Some(_))) = (checked.smtp_fallback, &changes.smtp_fallback) {
                     changes.smtp_fallback = Some(Some(a));
                 }
             }
