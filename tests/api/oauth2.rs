@@ -779,6 +779,8 @@ async fn a_new_client_secret_keeps_the_refresh_token_or_asks_for_it_again() {
 async fn a_relay_check_whose_login_rotates_the_refresh_token_saves_the_new_one() {
     let (app, tokens) = setup().await;
     tokens.rotate_refresh_tokens(true);
+    // No session is kept: each message logs in.
+    app.smtp.set_hang_up_after_message(true);
     let mut oauth2 = client_credentials(&tokens);
     oauth2["refresh_token"] = json!(REFRESH_TOKEN);
     let (s, v) = body(
@@ -827,11 +829,46 @@ async fn a_relay_check_whose_login_rotates_the_refresh_token_saves_the_new_one()
         &["smtp", "test", &id, "--to", "cli@example.com"],
     );
     assert!(ok, "{out}{err}");
-    tokens.set_expires_in(60);
+    // This process's next token request (its token revoked) logs in too.
+    tokens.revoke_access_tokens();
+    let before = tokens.grants().len();
     let (key, code) = app.mint(&sk, "bob@example.com").await;
     assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+    assert_eq!(tokens.grants().len(), before + 1);
     assert!(tokens.problems().is_empty(), "{:?}", tokens.problems());
-    assert!(!tokens.grants().is_empty());
+}
+
+/// A checked change that sets the relay saves the refresh token its provider rotated for
+/// the check with the change itself: the row is written once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checked_change_of_the_relay_saves_the_rotated_refresh_token_with_it() {
+    let (app, tokens) = setup().await;
+    tokens.rotate_refresh_tokens(true);
+    let mut oauth2 = client_credentials(&tokens);
+    oauth2["refresh_token"] = json!(REFRESH_TOKEN);
+    let (id, _, _) = oauth2_tenant(&app, oauth2).await;
+    let (db, q) = (
+        &app.settings.database.url,
+        "SELECT row_version FROM tenants",
+    );
+    let version = crate::lifecycle::sql(db, q);
+    let scope = "https://outlook.office.com/SMTP.Send offline_access";
+    let r = app
+        .patch(
+            &format!("/v1/tenants/{id}"),
+            ADMIN,
+            json!({"smtp": {"oauth2": {"scope": scope}}, "check_relay": true}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    assert_eq!(crate::lifecycle::sql(db, q), version + 1);
+    let (ok, out, err) = cli(
+        &app,
+        &tokens,
+        &["smtp", "test", &id, "--to", "cli@example.com"],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(tokens.problems().is_empty(), "{:?}", tokens.problems());
 }
 
 /// A change of only the client secret, made while a token request the provider answers

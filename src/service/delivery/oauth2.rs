@@ -620,8 +620,13 @@ impl Delivery {
                             let newest_rt = newest.refresh_token.as_deref().unwrap_or_default();
                             let tokens = self.outbox.tokens();
                             match open {
-                                // Stored meanwhile (by another request): nothing to do.
-                                Ok(s) if s.refresh_token.as_deref() == Some(newest_rt) => {
+                                // Stored meanwhile, or a newer one on its chain (by
+                                // another request): nothing to do.
+                                Ok(s)
+                                    if s.refresh_token.is_some()
+                                        && tokens.newest(key, Some(newest_rt)).1
+                                            == s.refresh_token =>
+                                {
                                     return;
                                 }
                                 Ok(s)

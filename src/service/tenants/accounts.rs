@@ -1,5 +1,7 @@
 //! Tenant use cases: register, read, change, rotate secrets, delete, authenticate.
 
+use std::sync::Arc;
+
 use crate::crypto::lookup_digest;
 use crate::domain::delivery::DeliveryMode;
 use crate::domain::keys::{SecretKey, TenantId};
@@ -178,14 +180,23 @@ impl Tenants {
         if p.check_relay {
             // The check may have logged in with a refresh token its provider replaced, for a
             // relay the change did not touch, or for a change not saved: the relay's stored
-            // copy is brought up to the newest (otherwise only this process would know it).
-            let stands = match &applied {
-                Ok((row, _)) => Some(row.clone()),
-                Err(_) => self.core.tenant(id).await.ok(),
-            };
-            if let Some(t) = stands {
-                self.delivery.store_replaced_refresh_tokens(&t).await;
-            }
+            // copy is brought up to the newest (otherwise only this process would know it),
+            // on a task of its own (a client that leaves does not cut it off).
+            let (core, delivery) = (Arc::clone(&self.core), Arc::clone(&self.delivery));
+            let (saved, id) = (
+                applied.as_ref().ok().map(|(t, _)| t.clone()),
+                id.to_string(),
+            );
+            let store = tokio::spawn(async move {
+                let stands = match saved {
+                    Some(t) => Some(t),
+                    None => core.tenant(&id).await.ok(),
+                };
+                if let Some(t) = stands {
+                    delivery.store_replaced_refresh_tokens(&t).await;
+                }
+            });
+            let _ = store.await;
         }
         applied
     }
