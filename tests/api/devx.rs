@@ -1051,6 +1051,86 @@ async fn a_spent_fixed_code_budget_stops_the_fixed_code_on_every_key_already_min
     }
 }
 
+/// Guesses in flight together never compare a fixed test code more often than its budget
+/// allows (API.md §17.3): each reserves a failure before it is compared. Two wrong guesses
+/// wait to reserve theirs while another transaction holds the entry's row; a right guess
+/// made then finds the budget (2) reserved, and is refused. Before, the budget was counted
+/// after the comparison, and the third guess verified.
+#[tokio::test]
+async fn guesses_in_flight_together_cannot_overrun_a_fixed_codes_budget() {
+    if !on_postgres() {
+        eprintln!("skipped on SQLite: only PostgreSQL locks one row while others are written");
+        return;
+    }
+    let app = spawn_app_with(|s| {
+        s.limits.test_code_max_failures = 2;
+        s.database.timeout_seconds = 30;
+    })
+    .await;
+    let (id, sk) = app.tenant().await;
+    let list =
+        json!([{"match": "review@acme.example", "code": "424242", "expires_at": at(&app, DAY)}]);
+    assert_eq!(put_list(&app, &sk, list).await.0, StatusCode::OK);
+    let mut keys = Vec::new();
+    for purpose in ["login", "signup"] {
+        let (s, m) = body(
+            app.post(
+                "/v1/otp",
+                &sk,
+                json!({"email": "review@acme.example", "purpose": purpose}),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{m}");
+        keys.push(m["shareable_key"].as_str().unwrap().to_string());
+    }
+    let db = app.settings.database.url.clone();
+    let lock = HeldLock::pg_rows(&db, "test_recipients", "tenant_id", &id);
+    let waiting = || {
+        crate::lifecycle::sql(
+            &db,
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock'",
+        )
+    };
+    let answered = std::sync::atomic::AtomicBool::new(false);
+    let (go, gone) = tokio::sync::oneshot::channel::<()>();
+    let wrongs = futures_util::future::join_all(keys.iter().map(|k| app.verify(&sk, k, "000000")));
+    let right = async {
+        gone.await.unwrap();
+        let r = app.verify(&sk, &keys[0], "424242").await;
+        answered.store(true, std::sync::atomic::Ordering::SeqCst);
+        r
+    };
+    let driver = async {
+        // The wrong guesses wait on the row first, then the right one (or it answers).
+        while waiting() < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        go.send(()).unwrap();
+        while waiting() < 3 && !answered.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        lock.release();
+    };
+    let (wrongs, right, ()) = tokio::join!(wrongs, right, driver);
+    for (s, v) in &wrongs {
+        assert_eq!(*s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    }
+    assert_eq!(right.0, StatusCode::UNPROCESSABLE_ENTITY, "{}", right.1);
+    let (_, v) = body(app.get("/v1/tenant/test-recipients", &sk).await).await;
+    assert!(v["recipients"][0]["disabled_at"].is_string(), "{v}");
+    let q = "SELECT CAST(MAX(failures) AS BIGINT) FROM test_recipients";
+    assert_eq!(crate::lifecycle::sql(&db, q), 2);
+    let q = "SELECT CAST(MAX(reserved) AS BIGINT) FROM test_recipients";
+    assert_eq!(
+        crate::lifecycle::sql(&db, q),
+        0,
+        "every reservation was settled"
+    );
+}
+
 /// A test recipient counts against the recipient's failure budget at mint like any
 /// recipient (API.md §17.8): guessing wrong until the budget is spent refuses its next mint.
 #[tokio::test]

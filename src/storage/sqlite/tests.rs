@@ -227,3 +227,56 @@ fn a_stored_value_outside_its_type_is_reported_as_corrupt() {
     }
     assert!(store.tenant(&t.id).unwrap().is_some());
 }
+
+/// A fixed test code's budget (API.md §17.3) is reserved before a guess is compared:
+/// guesses in flight together take at most the budget, a right one gives its failure back,
+/// only wrong ones kept turn the entry inert, and reservations never settled lapse.
+#[test]
+fn a_fixed_codes_budget_is_reserved_before_each_guess_and_unsettled_reservations_lapse() {
+    use crate::domain::test_mode::{FixedCode, RecipientPattern, TestRecipient};
+    use crate::storage::TestStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("t.db"), 2).unwrap();
+    let t = Tenant::sample();
+    store.insert_tenant(&t, &[9; 32], 1).unwrap();
+    let (who, hash) = ("review@acme.example", "fixed-hash");
+    let entry = TestRecipient {
+        pattern: RecipientPattern::parse(who).unwrap(),
+        fixed: Some(FixedCode {
+            hash: hash.to_string(),
+            length: 6,
+        }),
+        expires_at: i64::MAX,
+        disabled_at: None,
+    };
+    store.put_test_recipients(&t.id, &[entry], 1).unwrap();
+    let reserve = |now: i64| {
+        store
+            .reserve_test_code(&t.id, who, hash, 2, (now, now + 60_000))
+            .unwrap()
+    };
+    let settle = |wrong, now| {
+        store
+            .settle_test_code(&t.id, who, hash, wrong, (2, now))
+            .unwrap()
+    };
+    // Two guesses in flight take the budget of two; a third finds it reserved.
+    assert!(reserve(10) && reserve(11));
+    assert!(!reserve(12));
+    // One was right (its failure given back), one wrong: one failure, not inert.
+    assert!(!settle(false, 13));
+    assert!(!settle(true, 14));
+    assert_eq!(store.test_recipients(&t.id).unwrap()[0].disabled_at, None);
+    // A guess whose verify ended before it settled: its reservation lapses.
+    assert!(reserve(20));
+    assert!(!reserve(21));
+    assert!(reserve(20 + 60_001));
+    // The second wrong guess kept turns the entry inert, once; then nothing is reserved.
+    assert!(settle(true, 60_030));
+    assert!(!settle(true, 60_031));
+    assert_eq!(
+        store.test_recipients(&t.id).unwrap()[0].disabled_at,
+        Some(60_030)
+    );
+    assert!(!reserve(60_040));
+}
