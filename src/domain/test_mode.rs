@@ -13,10 +13,6 @@ pub const MAX_LIFETIME_MS: Millis = 90 * 86_400_000;
 /// Messages a tenant's test inbox keeps, and for how long.
 pub const INBOX_KEPT: usize = 100;
 pub const INBOX_KEPT_MS: Millis = 3_600_000;
-/// How long a fixed code's reserved failures stand unsettled before they lapse (API.md
-/// §17.3): longer than any verify takes, so only one that ended before settling (its client
-/// left, the database failed) lapses.
-pub const TEST_CODE_RESERVATION_MS: Millis = 60_000;
 
 /// Which recipients an entry covers, matched against a recipient's canonical form
 /// (addresses case-folded with an ASCII domain; numbers in E.164).

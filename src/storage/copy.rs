@@ -374,8 +374,6 @@ pub const TABLES: &[Table] = &[
             ("created_at", Int),
             ("failures", Count),
             ("disabled_at", Int),
-            ("reserved", Count),
-            ("reserved_until", Int),
         ],
         identity: None,
     },

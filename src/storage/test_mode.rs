@@ -27,8 +27,7 @@ pub struct InboxEntry {
 /// The fixed codes among a test key's codes ([`TestStore::fixed_test_codes`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TestGuess {
-    /// A live entry's fixed code: a guess is compared with it only with a failure of its
-    /// budget reserved ([`TestStore::reserve_test_code`]).
+    /// A live entry's fixed code: a wrong guess counts against that entry's budget.
     pub live: Option<String>,
     /// Inert entries' fixed codes: no guess matches them any more, on any key.
     pub dead: Vec<String>,
@@ -61,28 +60,16 @@ pub trait TestStore {
         recipient: &str,
         hashes: &[String],
     ) -> Result<TestGuess, StoreError>;
-    /// Reserve one failure of the budget `max` of `recipient`'s entry with the fixed code
-    /// `code_hash`, before a guess is compared with it; false when the budget is spent or
-    /// reserved by guesses in flight (the guess is then not compared with it). Reservations
-    /// never settled lapse at `lapse_at` (each new one moves it on).
-    fn reserve_test_code(
+    /// A wrong guess at a key holding a fixed code (`code_hash`): one more failure on the
+    /// exact entry of `recipient` that has that code; at `max` the entry turns inert and
+    /// the tenant's `test_version` moves on. True when it turned inert now.
+    fn test_code_failed(
         &self,
         tenant: &TenantId,
         recipient: &str,
         code_hash: &str,
         max: u32,
-        now_lapse: (Millis, Millis),
-    ) -> Result<bool, StoreError>;
-    /// Settle a reserved failure: a `wrong` guess keeps it as a failure, and at `max` the
-    /// entry turns inert and the tenant's `test_version` moves on (true: it turned inert
-    /// now); a right one, or one never compared, gives it back.
-    fn settle_test_code(
-        &self,
-        tenant: &TenantId,
-        recipient: &str,
-        code_hash: &str,
-        wrong: bool,
-        max_now: (u32, Millis),
+        now: Millis,
     ) -> Result<bool, StoreError>;
     /// The tenant's inbox received after `since`, newest first (only `recipient`'s, if
     /// given), at most [`crate::domain::test_mode::INBOX_KEPT`].
@@ -200,35 +187,24 @@ impl<E: Engine> TestStore for E {
         Ok(guess)
     }
 
-    fn reserve_test_code(
+    fn test_code_failed(
         &self,
         tenant: &TenantId,
         recipient: &str,
         code_hash: &str,
         max: u32,
-        (now, lapse_at): (Millis, Millis),
-    ) -> Result<bool, StoreError> {
-        let row = args![tenant.as_str(), recipient, code_hash, max, now, lapse_at];
-        Ok(self.exec_one(sql::CODE_RESERVE, row)? == 1)
-    }
-
-    fn settle_test_code(
-        &self,
-        tenant: &TenantId,
-        recipient: &str,
-        code_hash: &str,
-        wrong: bool,
-        (max, now): (u32, Millis),
+        now: Millis,
     ) -> Result<bool, StoreError> {
         let t = Arg::from(tenant.as_str());
-        let entry = [t.clone(), recipient.into(), code_hash.into()];
-        if !wrong {
-            self.exec_one(sql::CODE_GIVE_BACK, &entry)?;
-            return Ok(false);
-        }
-        let failed = [entry.as_slice(), &[now.into(), max.into()]].concat();
+        let guess = [
+            t.clone(),
+            recipient.into(),
+            code_hash.into(),
+            max.into(),
+            now.into(),
+        ];
         self.transact(move |tx| {
-            let disabled = tx.row_opt(sql::CODE_FAILED, &failed, |r| r.opt_int(0))?;
+            let disabled = tx.row_opt(sql::CODE_FAILED, &guess, |r| r.opt_int(0))?;
             let now_inert = matches!(disabled, Some(Some(_)));
             if now_inert {
                 tx.exec(sql::BUMP_TEST_VERSION, std::slice::from_ref(&t))?;

@@ -457,17 +457,12 @@ impl HeldLock {
     /// The row of `table` whose `id` is `id`, locked (`FOR UPDATE`) by a transaction on the
     /// PostgreSQL database at `url`: a write of that row waits for it.
     pub fn pg_row(url: &str, table: &'static str, id: &str) -> HeldLock {
-        HeldLock::pg_rows(url, table, "id", id)
-    }
-
-    /// The rows of `table` whose `column` is `value`, locked like [`HeldLock::pg_row`]'s.
-    pub fn pg_rows(url: &str, table: &'static str, column: &'static str, value: &str) -> HeldLock {
-        let (url, value) = (url.to_string(), value.to_string());
+        let (url, id) = (url.to_string(), id.to_string());
         HeldLock::hold(move |held| {
             let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
             let mut tx = c.transaction().unwrap();
-            let q = format!("SELECT 1 FROM {table} WHERE {column} = $1 FOR UPDATE");
-            tx.execute(q.as_str(), &[&value]).unwrap();
+            let q = format!("SELECT 1 FROM {table} WHERE id = $1 FOR UPDATE");
+            tx.execute(q.as_str(), &[&id]).unwrap();
             held();
             tx.rollback().unwrap();
         })

@@ -9,7 +9,6 @@ use crate::domain::keys::{CodeApi, ShareableKey, TenantId};
 use crate::domain::locale::Locale;
 use crate::domain::purpose::Purpose;
 use crate::domain::recipient::Channel;
-use crate::domain::test_mode::TEST_CODE_RESERVATION_MS;
 use crate::domain::Millis;
 use crate::service::core::audit::RequestContext;
 use crate::service::events::webhooks::EventData;
@@ -271,13 +270,19 @@ impl Codes {
         };
         // A test recipient's fixed code has a failure budget of its own (API.md §17.3): the
         // fixed codes among the key's, so that an inert entry's verifies on no key (one minted
-        // before it turned inert, a resent one), and a guess is compared with the live one's
-        // only with a failure of its budget reserved first: guesses in flight together never
-        // compare more often than the budget allows.
+        // before it turned inert, a resent one) and a wrong guess counts on the live one's.
         let max_test = self.core.settings.load().limits.test_code_max_failures;
         let guess = if res.test && max_test > 0 {
-            let codes = res.code_hashes.clone();
-            match self.fixed_codes_reserved(tenant, &res, codes, max_test).await {
+            let (tid, who, codes) = (
+                tenant.clone(),
+                res.email_canonical.clone(),
+                res.code_hashes.clone(),
+            );
+            match self
+                .core
+                .db(move |s| s.fixed_test_codes(&tid, &who, &codes))
+                .await
+            {
                 Ok(g) => g,
                 Err(e) => {
                     // Never evaluated: the attempt and the failure budget are given back.
@@ -299,20 +304,13 @@ impl Codes {
         let matched = match self.core.hasher.verify_any(slot, code, &codes).await {
             Ok(m) => m,
             Err(e) => {
-                // Never evaluated: the attempt and the failure budgets are given back.
+                // Never evaluated: the attempt and the failure budget are given back.
                 self.release(tenant, &digest, &res).await;
-                if let Some(hash) = guess.live {
-                    self.settle_test_code(tenant, &res, hash, false, max_test)
-                        .await;
-                }
                 return Err(e.into());
             }
         };
-        let spent = match guess.live {
-            Some(hash) => {
-                self.settle_test_code(tenant, &res, hash, !matched, max_test)
-                    .await
-            }
+        let spent = match guess.live.filter(|_| !matched) {
+            Some(hash) => self.test_code_failed(tenant, &res, hash, max_test).await,
             None => false,
         };
         if spent {
@@ -411,57 +409,22 @@ impl Codes {
             .await;
     }
 
-    /// The fixed codes among a test key's (`codes`), a failure of the live one's budget
-    /// reserved for this guess; when none is left to reserve, the live one is compared with
-    /// no guess now (it counts as dead).
-    async fn fixed_codes_reserved(
-        &self,
-        tenant: &TenantId,
-        res: &Reservation,
-        codes: Vec<String>,
-        max: u32,
-    ) -> Result<TestGuess, ServiceError> {
-        let (tid, who) = (tenant.clone(), res.email_canonical.clone());
-        let mut guess = self
-            .core
-            .db(move |s| s.fixed_test_codes(&tid, &who, &codes))
-            .await?;
-        if let Some(hash) = guess.live.take() {
-            let (tid, who, h) = (tenant.clone(), res.email_canonical.clone(), hash.clone());
-            let now = self.core.now();
-            let lapse = (now, now + TEST_CODE_RESERVATION_MS);
-            let reserved = self
-                .core
-                .write(move |s| s.reserve_test_code(&tid, &who, &h, max, lapse))
-                .await?;
-            if reserved {
-                guess.live = Some(hash);
-            } else {
-                guess.dead.push(hash);
-            }
-        }
-        Ok(guess)
-    }
-
-    /// A guess at a key holding a live fixed test code (`hash`, a failure of its budget
-    /// reserved) was compared: a wrong one keeps the failure, a right one gives it back.
-    /// True when this guess spent the budget and the entry turned inert now. (A settle that
-    /// fails leaves the reservation to lapse.)
-    async fn settle_test_code(
+    /// A wrong guess at a key holding a live fixed test code (`hash`): counted on its
+    /// entry. True when this guess spent the budget and the entry turned inert now.
+    async fn test_code_failed(
         &self,
         tenant: &TenantId,
         res: &Reservation,
         hash: String,
-        wrong: bool,
         max: u32,
     ) -> bool {
         let (tid, who, now) = (tenant.clone(), res.email_canonical.clone(), self.core.now());
-        let settled = self
+        let failed = self
             .core
-            .write(move |s| s.settle_test_code(&tid, &who, &hash, wrong, (max, now)))
+            .write(move |s| s.test_code_failed(&tid, &who, &hash, max, now))
             .await;
-        settled.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "settling a fixed test code's reserved failure failed");
+        failed.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "counting a fixed test code's failure failed");
             false
         })
     }

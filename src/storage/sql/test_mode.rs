@@ -39,32 +39,12 @@ shared_sql!(
 );
 
 shared_sql!(
-    /// One failure reserved on a live fixed code before a guess is compared with it, while
-    /// its budget `$4` is neither spent nor reserved by guesses in flight (reservations that
-    /// lapsed at `reserved_until` count no more). `$1` tenant, `$2` recipient, `$3` code
-    /// hash, `$5` now, `$6` when the reservations lapse.
-    pub(crate) CODE_RESERVE =
-        "UPDATE test_recipients SET reserved = CASE WHEN reserved_until > $5 THEN reserved + 1 \
-         ELSE 1 END, reserved_until = $6 WHERE tenant_id = $1 AND pattern = $2 AND code_hash = \
-         $3 AND disabled_at IS NULL AND failures + CASE WHEN reserved_until > $5 THEN reserved \
-         ELSE 0 END < CAST($4 AS BIGINT)"
-);
-
-shared_sql!(
-    /// A reserved failure given back: the guess was right, or never compared.
-    pub(crate) CODE_GIVE_BACK =
-        "UPDATE test_recipients SET reserved = reserved - 1 WHERE tenant_id = $1 AND pattern = \
-         $2 AND code_hash = $3 AND reserved > 0"
-);
-
-shared_sql!(
-    /// A wrong guess: its reserved failure kept, and at the budget `$5` the entry turns inert
-    /// at `$4` (now).
+    /// A wrong guess of a fixed code: one more failure on its entry, which turns inert at the
+    /// budget. `$1` tenant, `$2` recipient, `$3` code hash, `$4` budget, `$5` now.
     pub(crate) CODE_FAILED =
-        "UPDATE test_recipients SET failures = failures + 1, reserved = CASE WHEN reserved > 0 \
-         THEN reserved - 1 ELSE 0 END, disabled_at = CASE WHEN failures + 1 >= CAST($5 AS \
-         BIGINT) THEN $4 ELSE disabled_at END WHERE tenant_id = $1 AND pattern = $2 AND \
-         code_hash = $3 AND disabled_at IS NULL RETURNING disabled_at"
+        "UPDATE test_recipients SET failures = failures + 1, disabled_at = CASE WHEN failures + 1 \
+         >= CAST($4 AS BIGINT) THEN $5 ELSE disabled_at END WHERE tenant_id = $1 AND pattern = $2 \
+         AND code_hash = $3 AND disabled_at IS NULL RETURNING disabled_at"
 );
 
 shared_sql!(
