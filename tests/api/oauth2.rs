@@ -49,6 +49,45 @@ fn cli(app: &TestApp, tokens: &TokenServer, args: &[&str]) -> (bool, String, Str
     otpmint_with(&path, args)
 }
 
+/// Another process (the CLI's `smtp test`) logs in to the relay of tenant `id` with what is
+/// stored, and sends; what it said.
+fn cli_logs_in(app: &TestApp, tokens: &TokenServer, id: &str) -> String {
+    let (ok, out, err) = cli(
+        app,
+        tokens,
+        &["smtp", "test", id, "--to", "cli@example.com"],
+    );
+    assert!(ok, "{out}{err}");
+    format!("{out}{err}")
+}
+
+/// A refresh token rotated by a delayed answer (a second request's to come) is stored once
+/// the answer comes — the tenant's row is written again (each write bumps its version) —
+/// and another process logs in with it: the endpoint takes only the rotated one.
+async fn stored_once_answered_and_taken(app: &TestApp, tokens: &TokenServer, id: &str) {
+    let version = row_version(app);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while row_version(app) == version {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotated token was not stored"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokens.rx.set_delay(Duration::ZERO);
+    cli_logs_in(app, tokens, id);
+    assert_eq!(tokens.grants(), ["refresh_token"; 2]);
+    assert!(tokens.problems().is_empty(), "{:?}", tokens.problems());
+}
+
+/// The tenant's row version (the test's only tenant).
+fn row_version(app: &TestApp) -> i64 {
+    crate::lifecycle::sql(
+        &app.settings.database.url,
+        "SELECT row_version FROM tenants",
+    )
+}
+
 fn relay(app: &TestApp, oauth2: Value) -> Value {
     let mut s = app.smtp_json();
     s.as_object_mut().unwrap().remove("password");
@@ -191,15 +230,10 @@ async fn a_rotated_refresh_token_is_stored_at_once() {
     assert_eq!(tokens.grants(), ["refresh_token"; 3]);
     // The first refresh token no longer works at the endpoint; the stored one does: another
     // process (the CLI) reads it from the database.
-    let (ok, out, err) = cli(
-        &app,
-        &tokens,
-        &["smtp", "test", &id, "--to", "cli@example.com"],
-    );
-    assert!(ok, "{out}{err}");
+    let said = cli_logs_in(&app, &tokens, &id);
     assert_eq!(tokens.requests(), 4);
     assert!(tokens.problems().is_empty(), "{:?}", tokens.problems());
-    assert!(!format!("{out}{err}").contains(REFRESH_TOKEN));
+    assert!(!said.contains(REFRESH_TOKEN));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -623,32 +657,7 @@ async fn a_refresh_token_rotated_during_a_data_key_rotation_is_stored() {
         asked.elapsed() < Duration::from_secs(8),
         "the re-seal came before the token's answer"
     );
-    // The rotated token is stored once the answer comes (each write of the row bumps its
-    // version).
-    let (db, q) = (
-        &app.settings.database.url,
-        "SELECT row_version FROM tenants",
-    );
-    let resealed = crate::lifecycle::sql(db, q);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while crate::lifecycle::sql(db, q) == resealed {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the rotated token was not stored"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokens.rx.set_delay(Duration::ZERO);
-    // Another process reads the stored refresh token: the rotated one, which the endpoint
-    // takes (the first no longer works there).
-    let (ok, out, err) = cli(
-        &app,
-        &tokens,
-        &["smtp", "test", &id, "--to", "cli@example.com"],
-    );
-    assert!(ok, "{out}{err}");
-    assert_eq!(tokens.grants(), ["refresh_token"; 2]);
-    assert!(tokens.problems().is_empty(), "{:?}", tokens.problems());
+    stored_once_answered_and_taken(&app, &tokens, &id).await;
 }
 
 /// A rotated refresh token whose store failed (the tenant's row held by another
@@ -682,12 +691,7 @@ async fn a_rotated_refresh_token_whose_store_failed_is_stored_with_the_next_requ
     tokens.rotate_refresh_tokens(false);
     let (key, code) = app.mint(&sk, "bob@example.com").await;
     assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
-    let (ok, out, err) = cli(
-        &app,
-        &tokens,
-        &["smtp", "test", &id, "--to", "cli@example.com"],
-    );
-    assert!(ok, "{out}{err}");
+    cli_logs_in(&app, &tokens, &id);
     assert_eq!(tokens.grants(), ["refresh_token"; 3]);
     assert!(tokens.problems().is_empty(), "{:?}", tokens.problems());
 }
@@ -704,12 +708,7 @@ async fn an_empty_refresh_token_in_an_answer_replaces_nothing() {
     let (key, code) = app.mint(&sk, "ada@example.com").await;
     assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
     tokens.set_mode(TokenMode::Normal);
-    let (ok, out, err) = cli(
-        &app,
-        &tokens,
-        &["smtp", "test", &id, "--to", "cli@example.com"],
-    );
-    assert!(ok, "{out}{err}");
+    cli_logs_in(&app, &tokens, &id);
     assert_eq!(tokens.grants(), ["refresh_token"; 2]);
     assert!(tokens.problems().is_empty(), "{:?}", tokens.problems());
 }
@@ -798,12 +797,7 @@ async fn a_relay_check_whose_login_rotates_the_refresh_token_saves_the_new_one()
         v["secret_key"].as_str().unwrap().to_string(),
     );
     // Another process logs in with what the create stored.
-    let (ok, out, err) = cli(
-        &app,
-        &tokens,
-        &["smtp", "test", &id, "--to", "cli@example.com"],
-    );
-    assert!(ok, "{out}{err}");
+    cli_logs_in(&app, &tokens, &id);
     let (key, code) = app.mint(&sk, "ada@example.com").await;
     assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
     // A change checked again. The relay is not changed by it (its sessions and tokens in
@@ -823,12 +817,7 @@ async fn a_relay_check_whose_login_rotates_the_refresh_token_saves_the_new_one()
     assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
     assert_eq!(crate::lifecycle::sql(db, q), version);
     // The stored token works in another process, and so does the one this process uses.
-    let (ok, out, err) = cli(
-        &app,
-        &tokens,
-        &["smtp", "test", &id, "--to", "cli@example.com"],
-    );
-    assert!(ok, "{out}{err}");
+    cli_logs_in(&app, &tokens, &id);
     // This process's next token request (its token revoked) logs in too.
     tokens.revoke_access_tokens();
     let before = tokens.grants().len();
@@ -847,11 +836,7 @@ async fn a_checked_change_of_the_relay_saves_the_rotated_refresh_token_with_it()
     let mut oauth2 = client_credentials(&tokens);
     oauth2["refresh_token"] = json!(REFRESH_TOKEN);
     let (id, _, _) = oauth2_tenant(&app, oauth2).await;
-    let (db, q) = (
-        &app.settings.database.url,
-        "SELECT row_version FROM tenants",
-    );
-    let version = crate::lifecycle::sql(db, q);
+    let version = row_version(&app);
     let scope = "https://outlook.office.com/SMTP.Send offline_access";
     let r = app
         .patch(
@@ -861,13 +846,8 @@ async fn a_checked_change_of_the_relay_saves_the_rotated_refresh_token_with_it()
         )
         .await;
     assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
-    assert_eq!(crate::lifecycle::sql(db, q), version + 1);
-    let (ok, out, err) = cli(
-        &app,
-        &tokens,
-        &["smtp", "test", &id, "--to", "cli@example.com"],
-    );
-    assert!(ok, "{out}{err}");
+    assert_eq!(row_version(&app), version + 1);
+    cli_logs_in(&app, &tokens, &id);
     assert!(tokens.problems().is_empty(), "{:?}", tokens.problems());
 }
 
@@ -901,29 +881,8 @@ async fn a_refresh_token_rotated_while_the_client_secret_changes_is_stored_with_
         asked.elapsed() < Duration::from_secs(8),
         "the change came before the token's answer"
     );
-    let (db, q) = (
-        &app.settings.database.url,
-        "SELECT row_version FROM tenants",
-    );
-    let changed = crate::lifecycle::sql(db, q);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while crate::lifecycle::sql(db, q) == changed {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the rotated token was not stored"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokens.rx.set_delay(Duration::ZERO);
-    // Another process logs in with what is stored: the new secret and the rotated token.
-    let (ok, out, err) = cli(
-        &app,
-        &tokens,
-        &["smtp", "test", &id, "--to", "cli@example.com"],
-    );
-    assert!(ok, "{out}{err}");
-    assert_eq!(tokens.grants(), ["refresh_token"; 2]);
-    assert!(tokens.problems().is_empty(), "{:?}", tokens.problems());
+    // Stored with the new secret.
+    stored_once_answered_and_taken(&app, &tokens, &id).await;
     let last = tokens.rx.requests();
     let form = String::from_utf8_lossy(&last.last().unwrap().body).to_string();
     assert!(
@@ -967,11 +926,6 @@ async fn a_checked_change_that_fails_still_stores_the_refresh_token_its_check_ro
         (&json!("Contoso"), &Value::Null),
         "{t}"
     );
-    let (ok, out, err) = cli(
-        &app,
-        &tokens,
-        &["smtp", "test", &id, "--to", "cli@example.com"],
-    );
-    assert!(ok, "{out}{err}");
+    cli_logs_in(&app, &tokens, &id);
     assert!(tokens.problems().is_empty(), "{:?}", tokens.problems());
 }
