@@ -204,10 +204,17 @@ impl<E: Engine> TestStore for E {
             now.into(),
         ];
         self.transact(move |tx| {
+            let key = std::slice::from_ref(&t);
+            if tx
+                .row_opt(sql::TENANT_TEST_LOCKED, key, |_| Ok(()))?
+                .is_none()
+            {
+                return Ok(false);
+            }
             let disabled = tx.row_opt(sql::CODE_FAILED, &guess, |r| r.opt_int(0))?;
             let now_inert = matches!(disabled, Some(Some(_)));
             if now_inert {
-                tx.exec(sql::BUMP_TEST_VERSION, std::slice::from_ref(&t))?;
+                tx.exec(sql::BUMP_TEST_VERSION, key)?;
             }
             Ok(now_inert)
         })

@@ -1051,6 +1051,69 @@ async fn a_spent_fixed_code_budget_stops_the_fixed_code_on_every_key_already_min
     }
 }
 
+/// Backends of the app's database waiting for a lock on a tenant's row.
+const TENANT_LOCK_WAITS: &str = "SELECT count(*) FROM pg_stat_activity WHERE datname = \
+    current_database() AND wait_event_type = 'Lock' AND query LIKE '%tenants%'";
+
+/// Whether another transaction could take the test recipients' rows now.
+fn test_recipients_unlocked(url: &str) -> bool {
+    let url = url.to_string();
+    pg_blocking(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let mut tx = c.transaction().unwrap();
+        tx.query("SELECT 1 FROM test_recipients FOR UPDATE NOWAIT", &[])
+            .is_ok()
+    })
+}
+
+/// A wrong guess that spends a fixed code's budget takes the tenant's row before its
+/// entry's, in the order a PUT of the list takes them: at once on PostgreSQL the two never
+/// deadlock (one of them would answer 503, or the guess's failure would go uncounted). The
+/// PUT that came first replaces the entry; the guess counts against nothing it replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guess_spending_a_fixed_code_and_a_put_of_the_list_at_once_take_turns() {
+    if !on_postgres() {
+        eprintln!("skipped on SQLite: its one writer runs one transaction at a time");
+        return;
+    }
+    let app = spawn_app_with(|s| s.limits.test_code_max_failures = 1).await;
+    let (id, sk) = app.tenant().await;
+    let list =
+        json!([{"match": "review@acme.example", "code": "424242", "expires_at": at(&app, DAY)}]);
+    assert_eq!(put_list(&app, &sk, list.clone()).await.0, StatusCode::OK);
+    let (_, m) = mint_json(&app, &sk, "review@acme.example").await;
+    let key = m["shareable_key"].as_str().unwrap().to_string();
+    let db = app.settings.database.url.clone();
+    // Another transaction holds the tenant's row: the PUT waits for it, then the guess.
+    let lock = HeldLock::pg_row_no_key(&db, "tenants", &id);
+    let put = put_list(&app, &sk, list);
+    let rest = async {
+        crate::lifecycle::wait_sql(&db, TENANT_LOCK_WAITS, 1, "the PUT never waited").await;
+        let guess = app.verify(&sk, &key, "000000");
+        let release = async {
+            crate::lifecycle::wait_sql(&db, TENANT_LOCK_WAITS, 2, "the guess never waited").await;
+            // The guess waits holding nothing of its entry.
+            let unlocked = test_recipients_unlocked(&db);
+            lock.release();
+            unlocked
+        };
+        tokio::join!(guess, release)
+    };
+    let ((put, v), ((guessed, g), unlocked)) = tokio::join!(put, rest);
+    assert!(
+        unlocked,
+        "the guess locked its entry before the tenant's row"
+    );
+    assert_eq!(put, StatusCode::OK, "{v}");
+    assert_eq!(guessed, StatusCode::UNPROCESSABLE_ENTITY, "{g}");
+    // The entry the PUT stored is live: its fixed code verifies.
+    let (_, v) = body(app.get("/v1/tenant/test-recipients", &sk).await).await;
+    assert_eq!(v["recipients"][0]["disabled_at"], Value::Null, "{v}");
+    let (_, m) = mint_json(&app, &sk, "review@acme.example").await;
+    let key = m["shareable_key"].as_str().unwrap().to_string();
+    assert_eq!(app.verify(&sk, &key, "424242").await.0, StatusCode::OK);
+}
+
 /// A test recipient counts against the recipient's failure budget at mint like any
 /// recipient (API.md §17.8): guessing wrong until the budget is spent refuses its next mint.
 #[tokio::test]

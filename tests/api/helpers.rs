@@ -457,11 +457,22 @@ impl HeldLock {
     /// The row of `table` whose `id` is `id`, locked (`FOR UPDATE`) by a transaction on the
     /// PostgreSQL database at `url`: a write of that row waits for it.
     pub fn pg_row(url: &str, table: &'static str, id: &str) -> HeldLock {
+        HeldLock::pg_row_in(url, table, id, "UPDATE")
+    }
+
+    /// As [`HeldLock::pg_row`], in the mode an update of the row's other columns takes
+    /// (`FOR NO KEY UPDATE`): a write of that row waits for it, a new row referring to it
+    /// does not.
+    pub fn pg_row_no_key(url: &str, table: &'static str, id: &str) -> HeldLock {
+        HeldLock::pg_row_in(url, table, id, "NO KEY UPDATE")
+    }
+
+    fn pg_row_in(url: &str, table: &'static str, id: &str, mode: &'static str) -> HeldLock {
         let (url, id) = (url.to_string(), id.to_string());
         HeldLock::hold(move |held| {
             let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
             let mut tx = c.transaction().unwrap();
-            let q = format!("SELECT 1 FROM {table} WHERE id = $1 FOR UPDATE");
+            let q = format!("SELECT 1 FROM {table} WHERE id = $1 FOR {mode}");
             tx.execute(q.as_str(), &[&id]).unwrap();
             held();
             tx.rollback().unwrap();

@@ -81,7 +81,7 @@ pub(crate) fn sql(url: &str, q: &'static str) -> i64 {
 }
 
 /// Wait (15 s at most) until the query's integer is `n`; `what` says what never happened.
-async fn wait_sql(url: &str, q: &'static str, n: i64, what: &str) {
+pub(crate) async fn wait_sql(url: &str, q: &'static str, n: i64, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while sql(url, q) != n {
         assert!(Instant::now() < deadline, "{what}");

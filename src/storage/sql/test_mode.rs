@@ -47,6 +47,15 @@ shared_sql!(
          AND code_hash = $3 AND disabled_at IS NULL RETURNING disabled_at"
 );
 
+/// The tenant's row, locked until the transaction ends on PostgreSQL in the mode its
+/// `test_version` update takes: a wrong guess at a fixed code takes it before its entry's
+/// row, in the order a PUT of the list takes them (the other order deadlocks the two).
+/// SQLite's single writer runs one at a time.
+pub(crate) const TENANT_TEST_LOCKED: super::Shared = super::Shared {
+    sqlite: "SELECT 1 FROM tenants WHERE id = ?1",
+    pg: "SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE",
+};
+
 shared_sql!(
     pub(crate) BUMP_TEST_VERSION =
         "UPDATE tenants SET test_version = test_version + 1 WHERE id = $1"
