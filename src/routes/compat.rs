@@ -7,7 +7,7 @@ use secrecy::SecretString;
 use serde_json::{Map, Value};
 
 use super::auth::{is_admin, Body, BODY_LIMIT};
-use super::error::{ApiError, CompatError, MAIL_ERROR, MISSING_FIELDS};
+use super::error::{ApiError, CompatError, MAIL_ERROR, MISSING_FIELDS, SMTP_HOST_NOT_ALLOWED};
 use super::respond::parse_key;
 use super::State;
 use crate::config::RegistrationMode;
@@ -58,14 +58,13 @@ impl<'de> serde::Deserialize<'de> for Unique {
     }
 }
 
-/// The body as a JSON object with each field once: else OtpMint's "Missing required
-/// fields", or `twice` (the route's answer to a field it cannot read) for a field given twice.
-async fn object(body: Body, twice: &'static str) -> Result<Map<String, Value>, CompatError> {
+/// The body as a JSON object with each field once: else `bad`, the route's answer to fields
+/// it cannot read (a body that is no JSON object, a field given twice).
+async fn object(body: Body, bad: &'static str) -> Result<Map<String, Value>, CompatError> {
     match body.bytes_up_to(BODY_LIMIT).await {
         Ok(bytes) => match serde_json::from_slice::<Unique>(&bytes) {
-            Ok(Unique { twice: true, .. }) => Err(CompatError::bad(twice)),
+            Ok(Unique { twice: true, .. }) | Err(_) => Err(CompatError::bad(bad)),
             Ok(Unique { map, .. }) => Ok(map),
-            Err(_) => Err(CompatError::bad(MISSING_FIELDS)),
         },
         Err(ApiError::TooLarge(_)) => Err(CompatError {
             status: StatusCode::PAYLOAD_TOO_LARGE,
@@ -77,7 +76,7 @@ async fn object(body: Body, twice: &'static str) -> Result<Map<String, Value>, C
             body: "Request Timeout",
             retry_after: None,
         }),
-        Err(_) => Err(CompatError::bad(MISSING_FIELDS)),
+        Err(_) => Err(CompatError::bad(bad)),
     }
 }
 
@@ -133,7 +132,7 @@ pub async fn reg_secretkey(st: State, body: Body) -> CompatResult {
     }
     let port: u16 = match port.trim().parse() {
         Ok(p) if p > 0 => p,
-        _ => return Err(CompatError::bad("Error: SMTP host not allowed")),
+        _ => return Err(CompatError::bad(SMTP_HOST_NOT_ALLOWED)),
     };
     // Named after the sender's domain (API.md §18.8): the name appears on pages and in
     // messages, where an address would read oddly.

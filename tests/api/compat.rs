@@ -117,6 +117,31 @@ async fn registration_refuses_private_hosts_when_not_allowed() {
     );
 }
 
+/// A host that is no host name at all, or port 0, is a refused host (API.md §6.8), and
+/// registers nothing.
+#[tokio::test]
+async fn registration_refuses_a_host_that_is_no_host_name_or_port_zero() {
+    let app = spawn_app().await;
+    let long = "a".repeat(254);
+    for (host, port) in [
+        ("", json!(587)),
+        ("mail example.com", json!(587)),
+        (&*long, json!(587)),
+        ("127.0.0.1", json!(0)),
+    ] {
+        let mut reg = reg_body(&app, KEY);
+        reg["smtp_host"] = json!(host);
+        reg["smtp_port"] = port;
+        let (s, _, b) = text(app.post("/reg_secretkey", ADMIN, reg).await).await;
+        assert_eq!(
+            (s, b.as_str()),
+            (StatusCode::BAD_REQUEST, "Error: SMTP host not allowed"),
+            "{host:?}"
+        );
+    }
+    register(&app).await;
+}
+
 #[tokio::test]
 async fn otp_and_verify_otp_work_end_to_end() {
     let app = spawn_app().await;
@@ -181,6 +206,15 @@ async fn unknown_keys_bad_addresses_and_smtp_failures_answer_6055() {
         (s, b.as_str()),
         (StatusCode::BAD_REQUEST, "Error: Mail Error -- 6055")
     );
+    // A body that is no JSON object holds no `mail` either (API.md §6.8).
+    for unreadable in ["not json", "", "null", r#"["ada@example.com"]"#] {
+        let (s, _, b) = post_raw(&app, "/otp", unreadable.into()).await;
+        assert_eq!(
+            (s, b.as_str()),
+            (StatusCode::BAD_REQUEST, "Error: Mail Error -- 6055"),
+            "{unreadable:?}"
+        );
+    }
     assert!(app.smtp.messages().is_empty(), "nothing is sent");
     app.smtp.set_mode(crate::smtp::Mode::RejectRecipients);
     let (s, _, b) = text(

@@ -14,6 +14,13 @@ pub struct CompatError {
 pub const MISSING_FIELDS: &str = "Missing required fields";
 pub const MAIL_ERROR: &str = "Error: Mail Error -- 6055";
 pub const UNKNOWN_BLOCKER: &str = "Unknown Error in blocker";
+pub const SMTP_HOST_NOT_ALLOWED: &str = "Error: SMTP host not allowed";
+
+/// Whether a refused request names the relay's host or port.
+fn names_relay_address(e: &ServiceError) -> bool {
+    matches!(e, ServiceError::Invalid(errs)
+        if errs.iter().any(|f| f.field == "smtp.host" || f.field == "smtp.port"))
+}
 
 impl CompatError {
     pub fn bad(body: &'static str) -> CompatError {
@@ -62,7 +69,9 @@ impl CompatError {
             C::SmtpHostNotAllowed
             | C::SmtpPortNotAllowed
             | C::SmtpPlaintextNotAllowed
-            | C::SmtpHostUnresolvable => CompatError::bad("Error: SMTP host not allowed"),
+            | C::SmtpHostUnresolvable => CompatError::bad(SMTP_HOST_NOT_ALLOWED),
+            // A host or port that is no host or port at all is refused like a barred one.
+            C::InvalidRequest if names_relay_address(&e) => CompatError::bad(SMTP_HOST_NOT_ALLOWED),
             C::Conflict => CompatError::bad("Unknown Error - Internal Error Code: 3009"),
             C::OtpMismatch => with(StatusCode::FORBIDDEN, "OTP Mismatched!"),
             C::AttemptsExhausted => CompatError::bad("Maximum Attempts Reached!"),
