@@ -199,9 +199,18 @@ impl OAuth2Input {
         }
         let scope = match (&self.scope, provider) {
             (Some(s), _) => s.clone(),
-            // A patch that names neither a scope nor a provider keeps the stored scope.
+            // A patch that names neither a scope nor a provider keeps the stored scope; one
+            // Microsoft's preset filled follows the grant (a refresh token given turns the
+            // client-credentials scope into the delegated one).
             (None, _) if self.provider.is_none() && current.is_some() => {
-                current.map(|c| c.scope.clone()).unwrap_or_default()
+                let kept = current.map(|c| c.scope.clone()).unwrap_or_default();
+                let preset = [MICROSOFT_APP_SCOPE, MICROSOFT_DELEGATED_SCOPE].contains(&&*kept);
+                match provider {
+                    Some(OAuth2Provider::Microsoft) if preset && refresh => {
+                        MICROSOFT_DELEGATED_SCOPE.to_string()
+                    }
+                    _ => kept,
+                }
             }
             (None, Some(OAuth2Provider::Microsoft)) if refresh => {
                 MICROSOFT_DELEGATED_SCOPE.to_string()
@@ -323,6 +332,36 @@ mod tests {
             .parse("smtp", None, &mut errs)
             .is_none());
         assert_eq!(errs[0].field, "smtp.oauth2.token_url");
+    }
+
+    #[test]
+    fn a_refresh_token_patched_into_a_microsoft_relay_brings_the_delegated_scope() {
+        let mut errs = Vec::new();
+        let microsoft = |scope: Option<&str>| {
+            input(|i| {
+                i.provider = Some("microsoft".into());
+                i.entra_tenant = Some("contoso.onmicrosoft.com".into());
+                i.scope = scope.map(str::to_string);
+            })
+            .parse("smtp", None, &mut Vec::new())
+            .unwrap()
+            .0
+        };
+        let add_token = OAuth2Input {
+            client_secret: Some("s3cret".into()),
+            refresh_token: Some("rt".into()),
+            ..Default::default()
+        };
+        let stored = microsoft(None);
+        assert_eq!(stored.scope, MICROSOFT_APP_SCOPE);
+        let (patched, _) = add_token.parse("smtp", Some(&stored), &mut errs).unwrap();
+        assert_eq!(patched.scope, MICROSOFT_DELEGATED_SCOPE);
+        assert!(patched.refresh_token);
+        // A scope set by hand stays.
+        let custom = microsoft(Some("https://outlook.office.com/SMTP.Send"));
+        let (patched, _) = add_token.parse("smtp", Some(&custom), &mut errs).unwrap();
+        assert_eq!(patched.scope, "https://outlook.office.com/SMTP.Send");
+        assert!(errs.is_empty(), "{errs:?}");
     }
 
     #[test]

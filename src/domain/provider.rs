@@ -94,7 +94,7 @@ const SENDGRID: &[Field] = &[
 const MAILGUN: &[Field] = &[
     f("api_key", true, true, Check::Token),
     f("domain", false, true, Check::Domain),
-    f("region", false, false, Check::MailgunRegion),
+    f("region", false, true, Check::MailgunRegion),
     f("from", false, true, Check::Mailbox),
     f("events_secret", true, false, Check::Token),
 ];
@@ -306,9 +306,6 @@ impl ProviderInput {
                     errs.push(FieldError::new(lacks, format!("is required with {has}")));
                 }
             }
-        }
-        if kind == ProviderKind::Mailgun && !settings.contains_key("region") {
-            settings.insert("region".into(), "us".into());
         }
         if !errs.is_empty() {
             return Err(errs);

@@ -22,7 +22,7 @@ type ApiResult = Result<HttpResponse, ApiError>;
 
 /// A provider's settings. Which fields a kind takes (API.md §15.2): postmark
 /// `server_token`, `from`, `message_stream`?; resend and sendgrid `api_key`, `from`; mailgun
-/// `api_key`, `domain`, `region`? (`us`|`eu`), `from`; ses `access_key_id`,
+/// `api_key`, `domain`, `region` (`us`|`eu`), `from`; ses `access_key_id`,
 /// `secret_access_key`, `region`, `from`, `configuration_set`?; twilio `account_sid`,
 /// `auth_token`, `from` (E.164) or `messaging_service_sid`; vonage `api_key`, `api_secret`,
 /// `from`. Secrets are sealed at once and never shown.
