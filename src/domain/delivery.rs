@@ -286,15 +286,21 @@ pub struct DeliveryView {
 }
 
 /// Delays after the 1st, 2nd, … failed attempt: about 1 s, 5 s, 30 s, 2 min, 10 min, then
-/// every 30 min. Retries stop when the code expires.
+/// every 30 min. Retries go on until the code expires.
 const RETRY_DELAYS_MS: &[Millis] = &[1_000, 5_000, 30_000, 120_000, 600_000, 1_800_000];
 
-/// When to try again after `attempts` failed attempts, or `None` when the next try would
-/// come at or after `expires_at` (the delivery then fails as expired).
+/// The last try comes at least this long before the code expires: a message that arrives
+/// later can no longer be typed in.
+pub const LAST_TRY_BEFORE_EXPIRY_MS: Millis = 10_000;
+
+/// When to try again after `attempts` failed attempts: the schedule's next time, or the
+/// last moment worth a try ([`LAST_TRY_BEFORE_EXPIRY_MS`] before `expires_at`) when the
+/// schedule's comes later; `None` once that moment has passed (the delivery then fails).
 pub fn next_attempt_at(attempts: u32, now: Millis, expires_at: Millis) -> Option<Millis> {
     let i = (attempts.max(1) as usize - 1).min(RETRY_DELAYS_MS.len() - 1);
     let at = now.saturating_add(RETRY_DELAYS_MS[i]);
-    (at < expires_at).then_some(at)
+    let last = expires_at.saturating_sub(LAST_TRY_BEFORE_EXPIRY_MS);
+    (last > now).then_some(at.min(last))
 }
 
 /// What a provider's error code is made of besides letters and digits.
@@ -317,14 +323,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retries_grow_and_stop_at_expiry() {
+    fn retries_grow_until_a_last_try_before_expiry() {
         assert_eq!(next_attempt_at(1, 0, 600_000), Some(1_000));
         assert_eq!(next_attempt_at(2, 0, 600_000), Some(5_000));
         assert_eq!(next_attempt_at(3, 0, 600_000), Some(30_000));
         assert_eq!(next_attempt_at(4, 0, 600_000), Some(120_000));
-        assert_eq!(next_attempt_at(5, 0, 600_000), None);
+        // The schedule's 10 min would come after expiry: one last try 10 s before it.
+        assert_eq!(next_attempt_at(5, 156_000, 600_000), Some(590_000));
+        // That try failed too: none is left.
+        assert_eq!(next_attempt_at(6, 590_000, 600_000), None);
         assert_eq!(next_attempt_at(9, 0, 86_400_000), Some(1_800_000));
         assert_eq!(next_attempt_at(1, 10_000, 10_500), None);
+        assert_eq!(next_attempt_at(1, 10_000, 20_000), None);
+        assert_eq!(next_attempt_at(1, 10_000, 20_500), Some(10_500));
     }
 
     #[test]

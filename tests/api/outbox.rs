@@ -255,6 +255,37 @@ async fn a_transient_refusal_is_retried_with_growing_delays_until_accepted() {
     assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
 }
 
+/// Retries go on until the code expires (API.md §10): where the schedule's next try (10 min
+/// after the fifth) would come after the code's 10 minutes, one last try comes 10 s before
+/// they end, and a relay that is back by then still delivers the code.
+#[tokio::test]
+async fn a_last_try_comes_before_expiry_where_the_schedule_would_pass_it() {
+    let app = spawn_app_with(|s| s.otp.ttl_seconds = 600).await;
+    let (_, sk) = app.tenant().await;
+    app.smtp.tempfail_next(5);
+    let key = mint_async(&app, &sk, "ada@example.com").await;
+    // Tries at about 0 s, 2 s, 8 s, 39 s and 160 s, each refused.
+    for (tried, later) in [(1, 2), (2, 6), (3, 31), (4, 121)] {
+        wait_status(&app, &sk, &key, |v| v["delivery"]["attempts"] == tried).await;
+        app.clock.advance_secs(later);
+    }
+    let s = wait_status(&app, &sk, &key, |v| v["delivery"]["attempts"] == 5).await;
+    assert_eq!(
+        (&s["status"], &s["delivery"]["status"]),
+        (&json!("pending"), &json!("queued")),
+        "{s}"
+    );
+    // The last try is due at 590 s.
+    app.clock.advance_secs(600 - 160 - 10 - 1);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(status(&app, &sk, &key).await["delivery"]["attempts"], 5);
+    app.clock.advance_secs(2);
+    let code = app.smtp.wait_for("ada@example.com", 1).await.code();
+    let s = wait_status(&app, &sk, &key, |v| v["delivery"]["status"] == "sent").await;
+    assert_eq!(s["delivery"]["attempts"], 6);
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn a_permanent_refusal_fails_the_code_and_the_older_one_stays_valid() {
     let app = spawn_app().await;
