@@ -461,9 +461,21 @@ impl Table {
     }
 }
 
-/// An import into a database that already holds an installation's data.
-pub(crate) const HELD: StoreError =
-    StoreError::Conflict("the target database already holds an installation");
+/// Why an import into a database that holds `tenants` or a `keyring` already is refused
+/// (API.md §7.6): its data would mix with the copy's, and a keyring is in use by every
+/// instance that has started on it — their data keys are not the copy's.
+pub(crate) fn held(tenants: bool, keyring: bool) -> Result<(), StoreError> {
+    match (tenants, keyring) {
+        (true, _) => Err(StoreError::Conflict(
+            "the target database already holds tenants",
+        )),
+        (false, true) => Err(StoreError::Conflict(
+            "the target database already holds a keyring (an instance has started on it): \
+             copy into a new, empty database",
+        )),
+        (false, false) => Ok(()),
+    }
+}
 
 /// Every copied table's rows, in `TABLES` order.
 pub type Snapshot = Vec<(&'static Table, Vec<Vec<Value>>)>;

@@ -656,6 +656,20 @@ async fn migrate_store_copies_a_sqlite_installation_to_postgres_and_back() {
         );
     }
 
+    // a database an instance has started on holds that instance's keyring: refused, and
+    // said so (its data keys are not the copy's)
+    let keyed = spawn_app().await;
+    let keyed_url = keyed.settings.database.url.clone();
+    let (ok, out, err) = otpmint_with(
+        &config,
+        &["migrate-store", "--from", &sqlite_url, "--to", &keyed_url],
+    );
+    assert!(!ok && err.contains("already holds a keyring"), "{out}{err}");
+    let (_, sk_there) = keyed.tenant().await;
+    let (k, c) = keyed.mint(&sk_there, "ada@example.com").await;
+    assert_eq!(keyed.verify(&sk_there, &k, &c).await.0, StatusCode::OK);
+    drop(keyed);
+
     let (ok, out, err) = otpmint_with(
         &config,
         &["migrate-store", "--from", &sqlite_url, "--to", &target],
@@ -673,7 +687,7 @@ async fn migrate_store_copies_a_sqlite_installation_to_postgres_and_back() {
         &config,
         &["migrate-store", "--from", &sqlite_url, "--to", &target],
     );
-    assert!(!ok && err.contains("already holds"), "{err}");
+    assert!(!ok && err.contains("already holds tenants"), "{err}");
 
     // the same master key serves the copy: the pending code keeps its used attempt and
     // verifies; the used one stays used; the audit and the quota came along

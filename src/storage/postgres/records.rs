@@ -41,15 +41,8 @@ impl RecordStore for PgStore {
             tx.c.batch_execute("SET LOCAL statement_timeout = 0")?;
             // Also keeps two copies into one database from interleaving.
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&KEYRING_LOCK])?;
-            let held: bool = tx
-                .query_one(
-                    sql::records::IMPORT_SNAPSHOT.pg,
-                    &[],
-                )?
-                .try_get(0)?;
-            if held {
-                return Err(copy::HELD);
-            }
+            let held = tx.query_one(sql::records::IMPORT_SNAPSHOT.pg, &[])?;
+            copy::held(held.try_get(0)?, held.try_get(1)?)?;
             for (t, rows) in s {
                 let sql = t.insert_sql(Dialect::Postgres);
                 for row in rows {

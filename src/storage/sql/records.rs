@@ -59,6 +59,7 @@ shared_sql!(
 shared_sql!(pub(crate) PURGE_AUDIT = "DELETE FROM audit WHERE at < $1");
 
 shared_sql!(
+    /// What a copy's target holds already: tenants, a keyring.
     pub(crate) IMPORT_SNAPSHOT =
-        "SELECT EXISTS(SELECT 1 FROM keyring) OR EXISTS(SELECT 1 FROM tenants)"
+        "SELECT EXISTS(SELECT 1 FROM tenants), EXISTS(SELECT 1 FROM keyring)"
 );

@@ -36,11 +36,11 @@ impl RecordStore for SqliteStore {
         use rusqlite::types::Value as V;
         let mut conn = self.pooled()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let held: bool =
-            tx.query_row_cached(sql::records::IMPORT_SNAPSHOT.sqlite, [], |r| r.get(0))?;
-        if held {
-            return Err(copy::HELD);
-        }
+        let (tenants, keyring) =
+            tx.query_row_cached(sql::records::IMPORT_SNAPSHOT.sqlite, [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        copy::held(tenants, keyring)?;
         for (t, rows) in s {
             let mut st = tx.prepare(&t.insert_sql(Dialect::Sqlite))?;
             for row in rows {
