@@ -198,7 +198,10 @@ fn v4_is_public(ip: Ipv4Addr) -> bool {
         || in_net([100, 64, 0, 0], 10)
         || in_net([192, 0, 0, 0], 24)
         || in_net([198, 18, 0, 0], 15)
-        || in_net([240, 0, 0, 0], 4))
+        || in_net([240, 0, 0, 0], 4)
+        // Azure's WireServer, a public address every Azure VM reaches as its platform's
+        // metadata and certificate endpoint.
+        || ip == Ipv4Addr::new(168, 63, 129, 16))
 }
 
 fn v6_is_public(ip: Ipv6Addr) -> bool {
@@ -363,6 +366,7 @@ mod tests {
             "172.16.0.1",
             "192.168.1.1",
             "169.254.169.254",
+            "168.63.129.16",
             "100.64.0.1",
             "0.0.0.0",
             "[::]",
