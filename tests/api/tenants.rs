@@ -117,6 +117,19 @@ async fn closed_registration_answers_403() {
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["code"], "registration_closed");
+    // OtpMint's route too, admin token or not (API.md §6.7); nothing is registered.
+    let smtp = app.smtp_json();
+    let reg = json!({"secretKey": "a-closed-registration-key", "smtp_host": smtp["host"],
+                     "smtp_port": smtp["port"], "smtp_mail": "otp@example.com",
+                     "smtp_password": "pw"});
+    for token in [ADMIN, ""] {
+        let r = app.post("/reg_secretkey", token, reg.clone()).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert_eq!(r.text().await.unwrap(), "registration_closed");
+    }
+    let (s, v) = body(app.get("/v1/tenants", ADMIN).await).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["tenants"], json!([]), "{v}");
 }
 
 #[tokio::test]
