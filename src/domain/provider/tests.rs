@@ -40,11 +40,12 @@ fn each_kind_takes_its_documented_settings_and_keeps_secrets_apart() {
         &[
             ("api_key", Some("key-1")),
             ("domain", Some("MG.Acme.Example")),
+            ("region", Some("eu")),
             ("from", Some("a@acme.example")),
         ],
     )
     .unwrap();
-    assert_eq!(m.settings["region"], "us");
+    assert_eq!(m.settings["region"], "eu");
     assert_eq!(m.settings["domain"], "mg.acme.example");
     let s = parse(
         Channel::Email,
