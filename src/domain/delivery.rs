@@ -289,18 +289,28 @@ pub struct DeliveryView {
 /// every 30 min. Retries go on until the code expires.
 const RETRY_DELAYS_MS: &[Millis] = &[1_000, 5_000, 30_000, 120_000, 600_000, 1_800_000];
 
-/// The last try comes at least this long before the code expires: a message that arrives
-/// later can no longer be typed in.
-pub const LAST_TRY_BEFORE_EXPIRY_MS: Millis = 10_000;
+/// Where the schedule's next try would come after expiry, one last try comes this long
+/// before it: time for a send (bounded by `smtp.timeout_seconds`, 10 s by default) and
+/// for the person to type the code.
+pub const LAST_TRY_BEFORE_EXPIRY_MS: Millis = 30_000;
 
-/// When to try again after `attempts` failed attempts: the schedule's next time, or the
-/// last moment worth a try ([`LAST_TRY_BEFORE_EXPIRY_MS`] before `expires_at`) when the
-/// schedule's comes later; `None` once that moment has passed (the delivery then fails).
-pub fn next_attempt_at(attempts: u32, now: Millis, expires_at: Millis) -> Option<Millis> {
+/// When to try again after `attempts` failed attempts, not before `asked` ms from now (the
+/// endpoint's `Retry-After`): the schedule's next time if it comes before `expires_at`;
+/// else the last try, [`LAST_TRY_BEFORE_EXPIRY_MS`] before expiry, if that is still ahead
+/// and not sooner than asked; else `None` (the delivery fails).
+pub fn next_attempt_at(
+    attempts: u32,
+    now: Millis,
+    expires_at: Millis,
+    asked: Millis,
+) -> Option<Millis> {
     let i = (attempts.max(1) as usize - 1).min(RETRY_DELAYS_MS.len() - 1);
-    let at = now.saturating_add(RETRY_DELAYS_MS[i]);
+    let at = now.saturating_add(RETRY_DELAYS_MS[i].max(asked));
+    if at < expires_at {
+        return Some(at);
+    }
     let last = expires_at.saturating_sub(LAST_TRY_BEFORE_EXPIRY_MS);
-    (last > now).then_some(at.min(last))
+    (last > now && last >= now.saturating_add(asked)).then_some(last)
 }
 
 /// What a provider's error code is made of besides letters and digits.
@@ -324,18 +334,25 @@ mod tests {
 
     #[test]
     fn retries_grow_until_a_last_try_before_expiry() {
-        assert_eq!(next_attempt_at(1, 0, 600_000), Some(1_000));
-        assert_eq!(next_attempt_at(2, 0, 600_000), Some(5_000));
-        assert_eq!(next_attempt_at(3, 0, 600_000), Some(30_000));
-        assert_eq!(next_attempt_at(4, 0, 600_000), Some(120_000));
-        // The schedule's 10 min would come after expiry: one last try 10 s before it.
-        assert_eq!(next_attempt_at(5, 156_000, 600_000), Some(590_000));
+        assert_eq!(next_attempt_at(1, 0, 600_000, 0), Some(1_000));
+        assert_eq!(next_attempt_at(2, 0, 600_000, 0), Some(5_000));
+        assert_eq!(next_attempt_at(3, 0, 600_000, 0), Some(30_000));
+        assert_eq!(next_attempt_at(4, 0, 600_000, 0), Some(120_000));
+        // The schedule's 10 min would come after expiry: one last try 30 s before it.
+        assert_eq!(next_attempt_at(5, 156_000, 600_000, 0), Some(570_000));
         // That try failed too: none is left.
-        assert_eq!(next_attempt_at(6, 590_000, 600_000), None);
-        assert_eq!(next_attempt_at(9, 0, 86_400_000), Some(1_800_000));
-        assert_eq!(next_attempt_at(1, 10_000, 10_500), None);
-        assert_eq!(next_attempt_at(1, 10_000, 20_000), None);
-        assert_eq!(next_attempt_at(1, 10_000, 20_500), Some(10_500));
+        assert_eq!(next_attempt_at(6, 570_000, 600_000, 0), None);
+        assert_eq!(next_attempt_at(9, 0, 86_400_000, 0), Some(1_800_000));
+        // Short lifetimes keep the schedule's tries, and get no last one.
+        assert_eq!(next_attempt_at(1, 0, 10_000, 0), Some(1_000));
+        assert_eq!(next_attempt_at(3, 6_000, 10_000, 0), None);
+        assert_eq!(next_attempt_at(4, 36_000, 60_000, 0), None);
+        assert_eq!(next_attempt_at(4, 36_000, 120_000, 0), Some(90_000));
+        assert_eq!(next_attempt_at(1, 10_000, 10_500, 0), None);
+        // A Retry-After is honoured: later than the schedule, never sooner than asked.
+        assert_eq!(next_attempt_at(1, 0, 600_000, 60_000), Some(60_000));
+        assert_eq!(next_attempt_at(4, 36_000, 120_000, 60_000), None);
+        assert_eq!(next_attempt_at(4, 36_000, 120_000, 50_000), Some(90_000));
     }
 
     #[test]

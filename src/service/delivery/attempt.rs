@@ -184,10 +184,8 @@ impl Delivery {
                 // may have the message (API.md §19.2).
                 let retry_at =
                     (e.is_transient() && !e.outcome_unknown && job.mode == DeliveryMode::Async)
-                        .then(|| next_attempt_at(attempts, now, job.expires_at))
-                        .flatten()
-                        .map(|at| at.max(now.saturating_add(asked)))
-                        .filter(|at| *at < job.expires_at);
+                        .then(|| next_attempt_at(attempts, now, job.expires_at, asked))
+                        .flatten();
                 let failure = AttemptFailure {
                     reason: e.reason,
                     maybe_delivered: e.maybe_delivered,
