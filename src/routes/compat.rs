@@ -115,7 +115,8 @@ pub async fn reg_secretkey(st: State, body: Body) -> CompatResult {
     let m = object(body, MISSING_FIELDS).await?;
     let (Some(secret), Some(host), Some(port), Some(mail), Some(password)) = (
         string(&m, "secretKey"),
-        string(&m, "smtp_host"),
+        // An empty host is a missing one, as in OtpMint.
+        string(&m, "smtp_host").filter(|h| !h.trim().is_empty()),
         string_or_digits(&m, "smtp_port"),
         string(&m, "smtp_mail"),
         string(&m, "smtp_password"),

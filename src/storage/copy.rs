@@ -467,7 +467,7 @@ impl Table {
 pub(crate) fn held(tenants: bool, keyring: bool) -> Result<(), StoreError> {
     match (tenants, keyring) {
         (true, _) => Err(StoreError::Conflict(
-            "the target database already holds tenants",
+            "the target database already holds tenants: copy into a new, empty database",
         )),
         (false, true) => Err(StoreError::Conflict(
             "the target database already holds a keyring (an instance has started on it): \

@@ -117,14 +117,20 @@ async fn registration_refuses_private_hosts_when_not_allowed() {
     );
 }
 
-/// A host that is no host name at all, or port 0, is a refused host (API.md §6.8), and
-/// registers nothing.
+/// A host that is no host name at all, or port 0, is a refused host (API.md §6.8), an empty
+/// one a missing field; neither registers anything.
 #[tokio::test]
 async fn registration_refuses_a_host_that_is_no_host_name_or_port_zero() {
     let app = spawn_app().await;
+    let mut empty = reg_body(&app, KEY);
+    empty["smtp_host"] = json!(" ");
+    let (s, _, b) = text(app.post("/reg_secretkey", ADMIN, empty).await).await;
+    assert_eq!(
+        (s, b.as_str()),
+        (StatusCode::BAD_REQUEST, "Missing required fields")
+    );
     let long = "a".repeat(254);
     for (host, port) in [
-        ("", json!(587)),
         ("mail example.com", json!(587)),
         (&*long, json!(587)),
         ("127.0.0.1", json!(0)),

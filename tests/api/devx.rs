@@ -1076,7 +1076,12 @@ async fn a_guess_spending_a_fixed_code_and_a_put_of_the_list_at_once_take_turns(
         eprintln!("skipped on SQLite: its one writer runs one transaction at a time");
         return;
     }
-    let app = spawn_app_with(|s| s.limits.test_code_max_failures = 1).await;
+    let app = spawn_app_with(|s| {
+        s.limits.test_code_max_failures = 1;
+        // The PUT waits while the guess is hashed and the test looks: no lock timeout then.
+        s.database.timeout_seconds = 60;
+    })
+    .await;
     let (id, sk) = app.tenant().await;
     let list =
         json!([{"match": "review@acme.example", "code": "424242", "expires_at": at(&app, DAY)}]);
