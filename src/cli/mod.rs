@@ -400,9 +400,12 @@ fn readyz_url(settings: &Settings, url: Option<&str>) -> String {
 
 async fn healthcheck(settings: &Settings, url: Option<&str>) -> Result<(), CliError> {
     let url = readyz_url(settings, url);
+    // Straight to the server: a container's HTTP_PROXY must not stand between a health
+    // check and the server beside it.
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(2))
         .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
         .build()?;
     match client.get(&url).send().await {
         Ok(r) if r.status() == reqwest::StatusCode::OK => {

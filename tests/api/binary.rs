@@ -886,6 +886,26 @@ async fn secrets_come_from_files_at_start_and_on_sighup_and_healthcheck_exits_by
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
+    // A proxy in the environment (Docker puts its proxy settings into every container) is
+    // not asked: the check goes straight to the server.
+    let no_proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = format!("http://{}", no_proxy.local_addr().unwrap());
+    drop(no_proxy);
+    let proxied = otpmint(dir.path())
+        .args(["healthcheck", "--url", &base])
+        .env("HTTP_PROXY", &proxy)
+        .env("http_proxy", &proxy)
+        .env("ALL_PROXY", &proxy)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .unwrap();
+    assert_eq!(
+        proxied.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&proxied.stderr)
+    );
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
