@@ -295,9 +295,11 @@ const RETRY_DELAYS_MS: &[Millis] = &[1_000, 5_000, 30_000, 120_000, 600_000, 1_8
 pub const LAST_TRY_BEFORE_EXPIRY_MS: Millis = 30_000;
 
 /// When to try again after `attempts` failed attempts, not before `asked` ms from now (the
-/// endpoint's `Retry-After`): the schedule's next time if it comes before `expires_at`;
-/// else the last try, [`LAST_TRY_BEFORE_EXPIRY_MS`] before expiry, if that is still ahead
-/// and not sooner than asked; else `None` (the delivery fails).
+/// endpoint's `Retry-After`): the schedule's next time if it leaves
+/// [`LAST_TRY_BEFORE_EXPIRY_MS`] before `expires_at`; else the last try, that long before
+/// expiry, if it is still ahead and not sooner than asked; else the schedule's time if it
+/// still comes before expiry (lifetimes too short for the margin); else `None` (the
+/// delivery fails).
 pub fn next_attempt_at(
     attempts: u32,
     now: Millis,
@@ -306,11 +308,14 @@ pub fn next_attempt_at(
 ) -> Option<Millis> {
     let i = (attempts.max(1) as usize - 1).min(RETRY_DELAYS_MS.len() - 1);
     let at = now.saturating_add(RETRY_DELAYS_MS[i].max(asked));
-    if at < expires_at {
-        return Some(at);
-    }
     let last = expires_at.saturating_sub(LAST_TRY_BEFORE_EXPIRY_MS);
-    (last > now && last >= now.saturating_add(asked)).then_some(last)
+    if at <= last {
+        Some(at)
+    } else if last > now && last >= now.saturating_add(asked) {
+        Some(last)
+    } else {
+        (at < expires_at).then_some(at)
+    }
 }
 
 /// What a provider's error code is made of besides letters and digits.
@@ -353,6 +358,9 @@ mod tests {
         assert_eq!(next_attempt_at(1, 0, 600_000, 60_000), Some(60_000));
         assert_eq!(next_attempt_at(4, 36_000, 120_000, 60_000), None);
         assert_eq!(next_attempt_at(4, 36_000, 120_000, 50_000), Some(90_000));
+        // A try the schedule puts inside the last 30 s comes at their start instead.
+        assert_eq!(next_attempt_at(4, 0, 125_000, 0), Some(95_000));
+        assert_eq!(next_attempt_at(4, 0, 150_000, 0), Some(120_000));
     }
 
     #[test]
