@@ -891,20 +891,52 @@ async fn a_refresh_token_rotated_while_the_client_secret_changes_is_stored_with_
     );
 }
 
+/// A checked create whose other relay's check fails (a wrong password) spends nothing of the
+/// refresh token given: the relay that logs in with a password is checked first, so a
+/// provider that rotates tokens (the fake's old token stops working) never saw this one, and
+/// the create made again with the right password works with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checked_create_refused_by_a_password_relay_spends_no_refresh_token() {
+    let (app, tokens) = setup().await;
+    tokens.rotate_refresh_tokens(true);
+    let mut oauth2 = client_credentials(&tokens);
+    oauth2["refresh_token"] = json!(REFRESH_TOKEN);
+    let create = |password: &str| {
+        let mut fallback = app.smtp_json();
+        fallback["password"] = json!(password);
+        json!({"name": "Contoso", "smtp": relay(&app, oauth2.clone()),
+               "smtp_fallback": fallback, "check_relay": true})
+    };
+    let (s, v) = body(
+        app.post("/v1/tenants", ADMIN, create("not-the-password"))
+            .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(tokens.grants().is_empty(), "{:?}", tokens.grants());
+    let (s, v) = body(app.post("/v1/tenants", ADMIN, create(SMTP_PASS)).await).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(tokens.grants(), ["refresh_token"]);
+    let id = v["id"].as_str().unwrap().to_string();
+    cli_logs_in(&app, &tokens, &id);
+    assert!(tokens.problems().is_empty(), "{:?}", tokens.problems());
+}
+
 /// A checked change that fails after the check logged in — here the fallback relay's check
-/// fails after the main relay's, whose provider rotated the refresh token for it — saves
-/// nothing of the change, but stores the relay's new refresh token in place of the one the
-/// provider replaced: another process logs in with it. Before, the stored token was the
-/// replaced one, and the new one lived in this process's memory only.
+/// (a refresh token the provider does not know) fails after the main relay's, whose
+/// provider rotated the refresh token for it — saves nothing of the change, but stores the
+/// relay's new refresh token in place of the one the provider replaced: another process
+/// logs in with it. Before, the stored token was the replaced one, and the new one lived in
+/// this process's memory only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checked_change_that_fails_still_stores_the_refresh_token_its_check_rotated() {
     let (app, tokens) = setup().await;
     tokens.rotate_refresh_tokens(true);
     let mut oauth2 = client_credentials(&tokens);
     oauth2["refresh_token"] = json!(REFRESH_TOKEN);
-    let (id, _, _) = oauth2_tenant(&app, oauth2).await;
-    let mut fallback = app.smtp_json();
-    fallback["password"] = json!("not-the-password");
+    let (id, _, _) = oauth2_tenant(&app, oauth2.clone()).await;
+    oauth2["refresh_token"] = json!("a-refresh-token-the-provider-never-issued");
+    let fallback = relay(&app, oauth2);
     let (s, v) = body(
         app.patch(
             &format!("/v1/tenants/{id}"),
@@ -917,8 +949,8 @@ async fn a_checked_change_that_fails_still_stores_the_refresh_token_its_check_ro
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert_eq!(
         tokens.grants(),
-        ["refresh_token"],
-        "the main relay was checked"
+        ["refresh_token"; 2],
+        "the main relay was checked, then the fallback"
     );
     let (_, t) = body(app.get(&format!("/v1/tenants/{id}"), ADMIN).await).await;
     assert_eq!(

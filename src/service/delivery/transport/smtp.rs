@@ -203,7 +203,17 @@ impl Delivery {
             return Err(ServiceError::Overloaded);
         };
         let mut checked = Checked::default();
-        for (account, fallback) in [(&tenant.smtp, false), (&tenant.smtp_fallback, true)] {
+        let mut relays = [(&tenant.smtp, false), (&tenant.smtp_fallback, true)];
+        // A relay whose check cannot spend anything (a password, client credentials) goes
+        // first: a provider that rotates the refresh token on a login must not have done so
+        // for a change that another relay's failed check then refuses.
+        relays.sort_by_key(|(account, _)| {
+            account
+                .as_ref()
+                .and_then(|a| a.oauth2.as_ref())
+                .is_some_and(|o| o.refresh_token)
+        });
+        for (account, fallback) in relays {
             let Some(account) = account else { continue };
             let pool = sealed_as(&tenant.id, fallback);
             let auth = match &account.oauth2 {
