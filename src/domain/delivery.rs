@@ -289,8 +289,8 @@ pub struct DeliveryView {
 /// every 30 min. Retries go on until the code expires.
 const RETRY_DELAYS_MS: &[Millis] = &[1_000, 5_000, 30_000, 120_000, 600_000, 1_800_000];
 
-/// Where the schedule's next try would come after expiry, one last try comes this long
-/// before it: time for a send (bounded by `smtp.timeout_seconds`, 10 s by default) and
+/// Where the schedule's next try would come in the code's last moments or after expiry,
+/// one last try comes this long before expiry instead: time for a send (bounded by `smtp.timeout_seconds`, 10 s by default) and
 /// for the person to type the code.
 pub const LAST_TRY_BEFORE_EXPIRY_MS: Millis = 30_000;
 

@@ -115,7 +115,7 @@ pub async fn reg_secretkey(st: State, body: Body) -> CompatResult {
     let m = object(body, MISSING_FIELDS).await?;
     let (Some(secret), Some(host), Some(port), Some(mail), Some(password)) = (
         string(&m, "secretKey"),
-        // An empty host is a missing one, as in OtpMint.
+        // An empty host is a missing one.
         string(&m, "smtp_host").filter(|h| !h.trim().is_empty()),
         string_or_digits(&m, "smtp_port"),
         string(&m, "smtp_mail"),
