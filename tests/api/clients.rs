@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
-use crate::tools::have;
+use crate::tools::apt_tools;
 
 const RETURN_URL: &str = "https://app.example.com/done";
 
@@ -74,8 +74,10 @@ fn clients_dir(name: &str) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_client_mints_verifies_and_claims_against_the_server() {
-    if !have("python3") {
-        eprintln!("\n*** PYTHON CLIENT TEST SKIPPED: python3 is not installed ***\n");
+    if !apt_tools(&["python3"], &["python3"], false) {
+        eprintln!(
+            "\n*** PYTHON CLIENT TEST SKIPPED: python3 is not installed and apt-get could not install it ***\n"
+        );
         return;
     }
     let (_app, env) = server_for_clients().await;
@@ -93,8 +95,10 @@ async fn the_python_client_mints_verifies_and_claims_against_the_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_typescript_client_mints_verifies_and_claims_against_the_server() {
-    if !have("node") || !have("npm") {
-        eprintln!("\n*** TYPESCRIPT CLIENT TEST SKIPPED: node and npm are not installed ***\n");
+    if !apt_tools(&["node", "npm"], &["nodejs", "npm"], false) {
+        eprintln!(
+            "\n*** TYPESCRIPT CLIENT TEST SKIPPED: node and npm are not installed and apt-get could not install them ***\n"
+        );
         return;
     }
     let dir = clients_dir("typescript");

@@ -350,13 +350,10 @@ impl Drop for Child {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_example_receiver_in_the_docs_forwards_what_it_verifies() {
-    if std::process::Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        panic!("python3 is needed to run the documented receiver (apt-get install python3)");
-    }
+    assert!(
+        crate::tools::apt_tools(&["python3"], &["python3"], false),
+        "python3 is needed to run the documented receiver, and apt-get could not install it (run the tests as root, or apt-get install python3)"
+    );
     // The provider's API the receiver forwards to.
     let provider = HttpReceiver::start(false).await;
     let app = spawn_app_with(|s| {

@@ -51,10 +51,6 @@ fn the_postgres_suite_builds_every_module_of_this_one() {
             "runs the client libraries' own suites, which test the clients, not the store",
         ),
         (
-            "tools",
-            "installs the programs of the SQLite-only tests",
-        ),
-        (
             "container",
             "builds and runs the image, which stores in SQLite on its volume by default",
         ),

@@ -1,4 +1,4 @@
-//! Programs the SQLite-only tests need (a browser, Podman, Node, Python), installed with
+//! Programs the tests need beyond Rust (a browser, Podman, Node, Python), installed with
 //! apt-get where they can be.
 
 /// Whether `bin --version` runs.

@@ -86,6 +86,9 @@ mod templates;
 #[path = "../api/tenants.rs"]
 mod tenants;
 #[cfg(otpmint_pg_tests)]
+#[path = "../api/tools.rs"]
+mod tools;
+#[cfg(otpmint_pg_tests)]
 #[path = "../api/transports.rs"]
 mod transports;
 #[cfg(otpmint_pg_tests)]

@@ -70,7 +70,7 @@ fn errors(list: &[FieldError]) -> Map<String, Value> {
 /// A body limit as people write it: `16 KiB`, `1 MiB`.
 fn size(bytes: usize) -> String {
     const MIB: usize = 1024 * 1024;
-    if bytes >= MIB && bytes % MIB == 0 {
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
         format!("{} MiB", bytes / MIB)
     } else {
         format!("{} KiB", bytes.div_ceil(1024))
