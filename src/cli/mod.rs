@@ -275,7 +275,13 @@ pub(super) fn services(settings: Settings) -> Result<Services, CliError> {
             )));
         }
     }
-    Ok(build_services(settings, Arc::new(SystemClock))?)
+    crate::startup::build_services_on_existing(settings, Arc::new(SystemClock)).map_err(|e| match e
+    {
+        crate::startup::StartupError::Store(crate::storage::StoreError::NotInstalled(why)) => {
+            CliError(format!("database {}: {why}", describe(&location)))
+        }
+        other => other.into(),
+    })
 }
 
 /// A database location for people: a SQLite file's path, or a PostgreSQL URL without its

@@ -52,19 +52,43 @@ fn resolve(p: &Path) -> PathBuf {
     }
 }
 
+/// Open (creating it when there is none) and migrate the configured database.
 pub fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartupError> {
+    open_store_as(settings, Install::Make)
+}
+
+/// What opening a database may do about an installation that is not there yet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Install {
+    /// Create the database, migrate it and make its keyring (`serve`, `migrate`).
+    Make,
+    /// Use it as its server left it, or refuse (every other CLI command, API.md §18.8).
+    Existing,
+}
+
+fn open_store_as(settings: &Settings, install: Install) -> Result<Arc<dyn Store>, StartupError> {
     match settings.database_location()? {
-        DatabaseLocation::Sqlite(path) => Ok(Arc::new(SqliteStore::open(
-            &resolve(&path),
-            settings.database.pool_size,
-        )?)),
-        DatabaseLocation::Postgres(url) => Ok(Arc::new(PgStore::open(&PgOptions {
-            url,
-            pool_size: settings.database.pool_size,
-            tls_ca_file: (!settings.database.tls_ca_file.is_empty())
-                .then(|| resolve(Path::new(&settings.database.tls_ca_file))),
-            timeout: Duration::from_secs(settings.database.timeout_seconds),
-        })?)),
+        DatabaseLocation::Sqlite(path) => {
+            let path = resolve(&path);
+            let pool_size = settings.database.pool_size;
+            Ok(Arc::new(match install {
+                Install::Make => SqliteStore::open(&path, pool_size)?,
+                Install::Existing => SqliteStore::open_existing(&path, pool_size)?,
+            }))
+        }
+        DatabaseLocation::Postgres(url) => {
+            let opts = PgOptions {
+                url,
+                pool_size: settings.database.pool_size,
+                tls_ca_file: (!settings.database.tls_ca_file.is_empty())
+                    .then(|| resolve(Path::new(&settings.database.tls_ca_file))),
+                timeout: Duration::from_secs(settings.database.timeout_seconds),
+            };
+            Ok(Arc::new(match install {
+                Install::Make => PgStore::open(&opts)?,
+                Install::Existing => PgStore::open_existing(&opts)?,
+            }))
+        }
     }
 }
 
@@ -178,11 +202,34 @@ fn creatable(path: &Path) -> Result<(), String> {
 
 /// Build the services (store, keyring, hashing pool, mailer) without any HTTP.
 pub fn build_services(settings: Settings, clock: Arc<dyn Clock>) -> Result<Services, StartupError> {
+    build_services_as(settings, clock, Install::Make)
+}
+
+/// [`build_services`] on an installation that exists, as its server left it: no database,
+/// schema or keyring is made and nothing is migrated; without them it fails saying so (the
+/// CLI's commands other than `serve` and `migrate`, API.md §18.8).
+pub fn build_services_on_existing(
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+) -> Result<Services, StartupError> {
+    build_services_as(settings, clock, Install::Existing)
+}
+
+fn build_services_as(
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    install: Install,
+) -> Result<Services, StartupError> {
     // Blocking database work on a plain thread: this may be called from async code, where
     // the PostgreSQL client must not block.
     let (store, keyring) = std::thread::scope(|s| {
         s.spawn(|| -> Result<_, StartupError> {
-            let store = open_store(&settings)?;
+            let store = open_store_as(&settings, install)?;
+            if install == Install::Existing && store.keyring()?.is_empty() {
+                return Err(StartupError::Store(crate::storage::StoreError::NotInstalled(
+                    "it holds no keyring: start the server once, or run `otpmint migrate`, to make one".into(),
+                )));
+            }
             let keyring = open_keyring(&settings, store.as_ref(), clock.now())?;
             Ok((store, keyring))
         })

@@ -20,6 +20,10 @@ pub enum StoreError {
     Unsupported(&'static str),
     #[error("migration: {0}")]
     Migration(String),
+    /// The database is not an installation this binary may use as it is: no otpmint schema
+    /// in it, or one older than this binary's (the CLI's commands, API.md §18.8).
+    #[error("{0}")]
+    NotInstalled(String),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
     #[error("commit failed: {0}")]
@@ -63,5 +67,21 @@ impl From<rusqlite::Error> for StoreError {
 impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// Whether a database whose newest applied migration is `applied` (`None`: it holds no
+/// otpmint schema) is one this binary, which knows migrations up to `known`, may use without
+/// migrating it.
+pub(crate) fn schema_is_current(applied: Option<i64>, known: i64) -> Result<(), StoreError> {
+    match applied {
+        None => Err(StoreError::NotInstalled(
+            "it holds no otpmint installation: start the server once, or run `otpmint migrate`, to make one"
+                .into(),
+        )),
+        Some(v) if v < known => Err(StoreError::NotInstalled(format!(
+            "its schema (migration {v}) is older than this otpmint's (migration {known}): run `otpmint migrate` first"
+        ))),
+        Some(_) => Ok(()),
     }
 }

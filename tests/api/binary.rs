@@ -984,6 +984,122 @@ fn cli_commands_do_not_create_a_database_and_say_which_they_use() {
     assert!(err.contains("database: sqlite"), "{err}");
 }
 
+/// Nor do they make an installation in a database that holds none, or migrate one (API.md
+/// §18.8): an empty SQLite file, an empty PostgreSQL database, a schema without a keyring and
+/// a schema older than the binary's are each refused with one line naming the database and
+/// what to run, and each is left as it was.
+#[test]
+fn cli_commands_refuse_a_database_that_is_no_installation_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let db = data.join("otpmint.db");
+    let url = format!("sqlite://{}", db.display());
+    // A master key, so that the database is what the command stops at.
+    let out = otpmint(dir.path())
+        .args(["keys", "generate"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let key = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let refused = |extra: &[(&str, &str)], why: &str| {
+        for args in [vec!["tenant", "list"], vec!["keys", "rotate"]] {
+            let out = otpmint(dir.path())
+                .args(&args)
+                .env("OTPMINT__CRYPTO__MASTER_KEY", &key)
+                .envs(extra.iter().copied())
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{args:?}: {err}");
+            assert!(err.contains(why), "{args:?}: {err}");
+            let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+            assert_eq!(errors.len(), 1, "{args:?}: {err}");
+            assert!(errors[0].contains("database "), "{args:?}: {err}");
+        }
+    };
+
+    // An empty file: no schema is made in it.
+    std::fs::write(&db, b"").unwrap();
+    refused(&[], "run `otpmint migrate`");
+    assert_eq!(std::fs::metadata(&db).unwrap().len(), 0);
+
+    // `migrate` makes the installation; without its keyring the commands refuse and make none.
+    std::fs::remove_file(&db).unwrap();
+    let out = otpmint(dir.path())
+        .arg("migrate")
+        .env("OTPMINT__CRYPTO__MASTER_KEY", &key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(crate::lifecycle::sql(&url, "SELECT COUNT(*) FROM keyring") > 0);
+    crate::lifecycle::sql(&url, "DELETE FROM keyring");
+    refused(&[], "no keyring");
+    assert_eq!(
+        crate::lifecycle::sql(&url, "SELECT COUNT(*) FROM keyring"),
+        0
+    );
+
+    // A schema older than the binary's is not migrated by them.
+    std::fs::remove_file(&db).unwrap();
+    let out = otpmint(dir.path())
+        .arg("migrate")
+        .env("OTPMINT__CRYPTO__MASTER_KEY", &key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let migrations = crate::lifecycle::sql(&url, "SELECT COUNT(*) FROM refinery_schema_history");
+    crate::lifecycle::sql(
+        &url,
+        "CREATE TABLE newest AS SELECT * FROM refinery_schema_history WHERE version = (SELECT MAX(version) FROM refinery_schema_history)",
+    );
+    crate::lifecycle::sql(
+        &url,
+        "DELETE FROM refinery_schema_history WHERE version = (SELECT MAX(version) FROM refinery_schema_history)",
+    );
+    refused(&[], "is older than this otpmint");
+    assert_eq!(
+        crate::lifecycle::sql(&url, "SELECT COUNT(*) FROM refinery_schema_history"),
+        migrations - 1
+    );
+    // With its newest migration on record again, they work.
+    crate::lifecycle::sql(
+        &url,
+        "INSERT INTO refinery_schema_history SELECT * FROM newest",
+    );
+    let out = otpmint(dir.path())
+        .args(["tenant", "list"])
+        .env("OTPMINT__CRYPTO__MASTER_KEY", &key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // An empty PostgreSQL database: no table is made in it.
+    if let Some(base) = crate::helpers::postgres_base_url() {
+        let pg = crate::helpers::fresh_pg_database(&base);
+        refused(&[("OTPMINT__DATABASE__URL", &pg)], "run `otpmint migrate`");
+        assert_eq!(
+            crate::lifecycle::sql(
+                &pg,
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'public'"
+            ),
+            0
+        );
+    }
+}
+
 /// `config check` runs the checks `serve` runs before it binds (API.md §18.8): certificate
 /// files that are missing or do not parse fail it, naming the setting.
 #[test]

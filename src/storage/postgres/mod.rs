@@ -63,6 +63,16 @@ impl PgStore {
     /// Connect (pool), migrate under an advisory lock. Runs its blocking work on a thread
     /// of its own, so it may be called from async code.
     pub fn open(opts: &PgOptions) -> Result<PgStore, StoreError> {
+        Self::open_as(opts, true)
+    }
+
+    /// Connect to a database as its servers left it: nothing is migrated, and one that holds
+    /// no otpmint schema, or an older one, is refused (the CLI's commands, API.md §18.8).
+    pub fn open_existing(opts: &PgOptions) -> Result<PgStore, StoreError> {
+        Self::open_as(opts, false)
+    }
+
+    fn open_as(opts: &PgOptions, migrate: bool) -> Result<PgStore, StoreError> {
         let opts = opts.clone();
         std::thread::scope(|s| {
             s.spawn(|| -> Result<PgStore, StoreError> {
@@ -76,7 +86,11 @@ impl PgStore {
                     .test_on_check_out(false)
                     .build(manager)?;
                 let store = PgStore { pool: Some(pool) };
-                store.migrate()?;
+                if migrate {
+                    store.migrate()?;
+                } else {
+                    store.schema_is_current()?;
+                }
                 Ok(store)
             })
             .join()
@@ -101,6 +115,34 @@ impl PgStore {
         unlocked?;
         reset?;
         Ok(report.applied_migrations().len())
+    }
+
+    /// Refuse a database without otpmint's schema, or with an older one.
+    fn schema_is_current(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let conn = &mut conn.client;
+        let applied: Option<i64> = if conn
+            .query_one(
+                "SELECT to_regclass('otpmint_schema_history') IS NOT NULL",
+                &[],
+            )?
+            .get(0)
+        {
+            conn.query_one(
+                "SELECT MAX(version)::BIGINT FROM otpmint_schema_history",
+                &[],
+            )?
+            .get(0)
+        } else {
+            None
+        };
+        let newest = embedded::migrations::runner()
+            .get_migrations()
+            .iter()
+            .map(|m| i64::from(m.version()))
+            .max()
+            .unwrap_or(0);
+        super::error::schema_is_current(applied, newest)
     }
 
     fn conn(&self) -> Result<Conn, StoreError> {

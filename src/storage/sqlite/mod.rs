@@ -24,6 +24,16 @@ mod embedded {
     refinery::embed_migrations!("migrations/sqlite");
 }
 
+/// The newest migration this binary holds.
+fn newest_migration() -> i64 {
+    embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| i64::from(m.version()))
+        .max()
+        .unwrap_or(0)
+}
+
 /// Prepared statements kept per connection: every fixed statement of the store fits.
 const STATEMENT_CACHE: usize = 128;
 
@@ -100,6 +110,40 @@ pub(super) const PRAGMAS: &str =
 impl SqliteStore {
     /// Open (creating the file and its directory) and migrate.
     pub fn open(path: &Path, pool_size: u32) -> Result<SqliteStore, StoreError> {
+        Self::open_as(path, pool_size, true)
+    }
+
+    /// Open a database as its server left it: nothing is created or migrated, and one that
+    /// holds no otpmint schema, or an older one, is refused (the CLI's commands, API.md
+    /// §18.8).
+    pub fn open_existing(path: &Path, pool_size: u32) -> Result<SqliteStore, StoreError> {
+        {
+            use rusqlite::OpenFlags;
+            let c = rusqlite::Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            c.busy_timeout(Duration::from_secs(5))?;
+            let has_schema: bool = c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'refinery_schema_history')",
+                [],
+                |r| r.get(0),
+            )?;
+            let applied = if has_schema {
+                c.query_row(
+                    "SELECT MAX(version) FROM refinery_schema_history",
+                    [],
+                    |r| r.get::<_, Option<i64>>(0),
+                )?
+            } else {
+                None
+            };
+            super::error::schema_is_current(applied, newest_migration())?;
+        }
+        Self::open_as(path, pool_size, false)
+    }
+
+    fn open_as(path: &Path, pool_size: u32, migrate: bool) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir).map_err(|e| {
@@ -128,7 +172,9 @@ impl SqliteStore {
             .build(manager)?;
         let writer = Writer::start(path)?;
         let store = SqliteStore { pool, writer };
-        store.migrate()?;
+        if migrate {
+            store.migrate()?;
+        }
         Ok(store)
     }
 
