@@ -51,12 +51,27 @@ pub(super) async fn tidy_loop(governor: crate::routes::governor::IpGovernor) {
 pub(super) async fn keyring_loop(services: Services) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A failure is the operator's to see (a data key this instance's master keys cannot
+    // open fails every secret sealed under it): a warning when it starts, then at most one
+    // a minute while it lasts, and a line when it ends.
+    let mut warned: Option<tokio::time::Instant> = None;
     loop {
         tick.tick().await;
         match services.core.refresh_keyring().await {
-            Ok(true) => tracing::info!("keyring reloaded: a new data key is active"),
-            Ok(false) => {}
-            Err(e) => tracing::debug!(error = %e, "keyring refresh failed"),
+            Ok(reloaded) => {
+                if warned.take().is_some() {
+                    tracing::info!("keyring refresh works again");
+                }
+                if reloaded {
+                    tracing::info!("keyring reloaded: a new data key is active");
+                }
+            }
+            Err(e) => {
+                if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    tracing::warn!(error = %e, "keyring refresh failed: this instance goes on with the keys it holds (repeated at most once a minute while it lasts)");
+                    warned = Some(tokio::time::Instant::now());
+                }
+            }
         }
     }
 }

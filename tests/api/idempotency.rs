@@ -206,3 +206,39 @@ async fn keys_belong_to_a_tenant_and_last_a_day() {
     assert_eq!((s, replayed), (StatusCode::ACCEPTED, false));
     assert_ne!(later, first);
 }
+
+/// A repeat served by an instance that has not loaded the data key its answer was sealed
+/// under (another instance, or the CLI, rotated it a moment ago) reloads the keyring and
+/// replays the answer — never a 500 (API.md §9 "across instances", §11.6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_sealed_under_a_data_key_this_instance_has_not_loaded_is_replayed() {
+    use otpmint::service::codes::idempotency::{fingerprint, IdemStart};
+    let app = spawn_app().await;
+    let (id, sk) = app.tenant().await;
+    // A second instance on the same database, built before the rotation and without the
+    // server's reload loop: it holds data key 1 until something makes it look again.
+    let clock: std::sync::Arc<dyn otpmint::clock::Clock> = app.clock.clone();
+    let other = otpmint::startup::build_services(app.settings.clone(), clock).unwrap();
+    let (ok, out, err) = app.cli(&["keys", "rotate-data-key"]);
+    assert!(ok && out.contains("version 2"), "{out}{err}");
+    // The server, started again, seals under version 2.
+    let app = app.restart().await;
+    let body = json!({"email": "ada@example.com"});
+    let (status, replayed, first) =
+        parts(mint_with_key(&app, &sk, "k-rotated", body.clone()).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    assert!(!replayed);
+    let tenant = otpmint::domain::keys::TenantId::parse(&id).unwrap();
+    match other
+        .codes
+        .idem_begin(&tenant, "k-rotated", fingerprint(&body))
+        .await
+    {
+        Ok(IdemStart::Replay { status, body }) => {
+            assert_eq!(status, 201);
+            assert_eq!(String::from_utf8(body).unwrap(), first);
+        }
+        Ok(IdemStart::Proceed(_)) => panic!("the first answer was not found"),
+        Err(e) => panic!("no replay: {e}"),
+    }
+}

@@ -78,13 +78,14 @@ impl Codes {
         match self.core.db(move |s| s.idem_begin(&claim)).await? {
             IdemBegin::Started => Ok(IdemStart::Proceed(IdemTicket(hold))),
             IdemBegin::Replay { status, response } => {
-                let body = decrypt_record(
-                    &self.core.keyring.get(),
-                    ANSWER_KIND,
-                    tenant.as_str(),
-                    &key_digest,
-                    &response,
-                )?;
+                // Sealed by another instance, perhaps under a data key this one has not
+                // loaded yet (API.md §11.6): reloading the keyring is the store's, not a 500.
+                let body = self
+                    .core
+                    .open_with_keyring(&response, |ring| {
+                        decrypt_record(ring, ANSWER_KIND, tenant.as_str(), &key_digest, &response)
+                    })
+                    .await?;
                 Ok(IdemStart::Replay { status, body })
             }
             IdemBegin::Mismatch => Err(ServiceError::IdempotencyMismatch),
