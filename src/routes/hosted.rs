@@ -302,7 +302,7 @@ async fn session(st: &AppState, id: &str) -> Result<(SessionRow, Tenant), HttpRe
     match st.services.codes.hosted_page(id).await {
         Ok(Some(x)) => Ok(x),
         Ok(None) => Err(page_kit::plain(StatusCode::NOT_FOUND, "Not found")),
-        Err(_) => Err(HttpResponse::ServiceUnavailable().finish()),
+        Err(e) => Err(page_kit::failed(&e)),
     }
 }
 

@@ -60,7 +60,7 @@ pub async fn show(req: HttpRequest, st: State, token: web::Path<String>) -> Http
     }
     let state = match st.services.codes.link_state(&token).await {
         Ok(s) => s,
-        Err(_) => return HttpResponse::ServiceUnavailable().finish(),
+        Err(e) => return page_kit::failed(&e),
     };
     match state {
         None => {
@@ -135,7 +135,7 @@ pub async fn confirm(
     let cookie = page_kit::cookie(&st, &req, COOKIE);
     let state = match st.services.codes.link_state(&token).await {
         Ok(s) => s,
-        Err(_) => return HttpResponse::ServiceUnavailable().finish(),
+        Err(e) => return page_kit::failed(&e),
     };
     let lang = match &state {
         Some(LinkState::Open(l) | LinkState::Verified(l) | LinkState::Ended(l)) => l.locale.clone(),

@@ -105,6 +105,29 @@ pub(super) fn plain(status: StatusCode, text: &'static str) -> HttpResponse {
         .body(text)
 }
 
+/// A page whose state could not be read: 503 with `Retry-After` when the database did not
+/// answer (API.md §6.24), else 500 — a short page a person can read either way; the cause is
+/// logged, never shown.
+pub(super) fn failed(e: &crate::service::ServiceError) -> HttpResponse {
+    use crate::service::ServiceError;
+    if matches!(e, ServiceError::Unavailable(_) | ServiceError::Overloaded) {
+        tracing::warn!(error = %e, "a page could not be served: the database did not answer");
+        let mut r = plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "This page is unavailable for a moment. Please try again shortly.",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        r
+    } else {
+        tracing::error!(error = %e, "a page could not be served");
+        plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Something went wrong on our side. Please try again later.",
+        )
+    }
+}
+
 /// The answer to a page's form that cannot be read (the pages' `FormConfig`): 413 past
 /// the form limit, 415 when it is not a form, else 400 — each a plain page that says what
 /// to do.

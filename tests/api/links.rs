@@ -582,3 +582,67 @@ async fn the_confirm_page_wears_the_tenants_colour_as_its_hosted_pages_do() {
         .unwrap();
     assert!(css.contains("--brand: #ffd700"), "{css}");
 }
+
+/// A page whose database does not answer says so to the person on it, with 503 and
+/// `Retry-After` (API.md §6.24) — not an empty answer — and works again once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_answer_a_database_outage_with_a_page_and_retry_after() {
+    let Some(base) = postgres_base_url() else {
+        eprintln!(
+            "skipped on SQLite: only a PostgreSQL database can be taken away from a running server"
+        );
+        return;
+    };
+    let (app, sk) = linked_app().await;
+    let (_, token, _) = mint_link(&app, &sk, "ada@example.com").await;
+    let (session, _) = crate::hosted::open_session(&app, &sk, json!({"return_url": RETURN})).await;
+    let name = app
+        .settings
+        .database
+        .url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let outage = |on: bool| {
+        let (base, name) = (base.clone(), name.clone());
+        pg_blocking(move || {
+            let mut c = postgres::Client::connect(&base, postgres::NoTls).unwrap();
+            c.batch_execute(&format!(
+                "ALTER DATABASE {name} WITH ALLOW_CONNECTIONS {}",
+                !on
+            ))
+            .unwrap();
+            if on {
+                c.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                    &[&name],
+                )
+                .unwrap();
+            }
+        })
+    };
+    outage(true);
+    for path in [format!("/l/{token}"), format!("/h/{session}")] {
+        let r = no_redirects()
+            .get(format!("{}{path}", app.addr))
+            .send()
+            .await
+            .unwrap();
+        let (status, retry) = (r.status(), r.headers().get(header::RETRY_AFTER).cloned());
+        let text = r.text().await.unwrap();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}: {text}");
+        assert_eq!(retry.unwrap(), "1", "{path}");
+        assert!(text.contains("unavailable for a moment"), "{path}: {text}");
+    }
+    outage(false);
+    // Back: the pool's broken connections are dropped as they are met.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while get_page(&app, &token, None).await.status() != StatusCode::OK {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the page never came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
