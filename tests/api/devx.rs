@@ -1120,10 +1120,15 @@ async fn a_guess_spending_a_fixed_code_and_a_put_of_the_list_at_once_take_turns(
 }
 
 /// A test recipient counts against the recipient's failure budget at mint like any
-/// recipient (API.md §17.8): guessing wrong until the budget is spent refuses its next mint.
+/// recipient (API.md §17.8): guessing wrong until the budget is spent refuses its next mint,
+/// and a resend of its key.
 #[tokio::test]
-async fn a_test_recipient_out_of_its_failure_budget_is_refused_at_mint() {
-    let app = spawn_app_with(|s| s.limits.recipient_max_failures = 2).await;
+async fn a_test_recipient_out_of_its_failure_budget_is_refused_at_mint_and_resend() {
+    let app = spawn_app_with(|s| {
+        s.limits.recipient_max_failures = 2;
+        s.limits.resend_cooldown_seconds = 0;
+    })
+    .await;
     let (_, sk) = app.tenant().await;
     let list =
         json!([{"match": "review@acme.example", "code": "424242", "expires_at": at(&app, DAY)}]);
@@ -1142,6 +1147,17 @@ async fn a_test_recipient_out_of_its_failure_budget_is_refused_at_mint() {
         (StatusCode::TOO_MANY_REQUESTS, Some("failures")),
         "{v}"
     );
+    let (s, v) = body(
+        app.post(&format!("/v1/otp/{key}/resend"), &sk, json!({}))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (s, v["limit"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("failures")),
+        "{v}"
+    );
+    assert_eq!(inbox(&app, &sk, "review@acme.example").await.len(), 1);
 }
 
 /// A key minted live and resent after its tenant turned into a test tenant: the new code

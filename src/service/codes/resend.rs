@@ -129,9 +129,12 @@ impl Codes {
             .await?;
         let quota = self.core.quota();
         let counted = !test && quota.any();
-        if counted {
+        // As at mint: a test resend counts against no send limit, but a recipient out of its
+        // failure budget is refused like any (API.md §17.8).
+        let checked = if test { quota.failures_only() } else { quota };
+        if checked.any() {
             // A read first, so a refused resend costs no hash.
-            self.quota_read(&tenant.id, &view.email_canonical, quota, now)
+            self.quota_read(&tenant.id, &view.email_canonical, checked, now)
                 .await?;
         }
         if let Some(e) = in_flight(&view) {
