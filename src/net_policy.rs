@@ -106,7 +106,8 @@ impl HostName {
                 && l.len() <= 63
                 && !l.starts_with('-')
                 && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                // `_`, as container names have it (the endpoint grammar takes it too).
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
         if !labels.iter().all(label_ok) {
             return None;
@@ -441,6 +442,32 @@ mod tests {
             p.check_static("smtp.example.com", 587, true).err(),
             Some(HostRefusal::PlaintextNotAllowed)
         );
+    }
+
+    /// A container's name may hold `_` (`mail_mock`): such a name is a private one, taken
+    /// where private hosts are allowed and refused where they are not.
+    #[test]
+    fn a_container_name_with_an_underscore_is_a_private_name() {
+        let open = HostPolicy {
+            allow_private_hosts: true,
+            ..strict()
+        };
+        for h in ["mail_mock", "smtp_relay.internal"] {
+            assert_eq!(
+                HostName::parse(h),
+                Some(HostName::Dns(h.to_string())),
+                "{h}"
+            );
+            assert!(open.check_static(h, 587, false).is_ok(), "{h}");
+            assert_eq!(
+                strict().check_static(h, 587, false).err(),
+                Some(HostRefusal::HostNotAllowed),
+                "{h}"
+            );
+        }
+        for h in ["-mail_mock", "mail_mock-", "mail mock", "a..b"] {
+            assert_eq!(HostName::parse(h), None, "{h}");
+        }
     }
 
     #[tokio::test]

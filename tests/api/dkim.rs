@@ -567,4 +567,25 @@ async fn the_domain_check_answers_found_missing_and_misaligned_records() {
         .queries()
         .iter()
         .any(|q| q == "_dmarc.mail.acme.example"));
+
+    // A key only for a subdomain of the sender's domain never signs its mail (API.md §16.3):
+    // published and relaxed DMARC or not, the signature cannot align.
+    let (_, other) = app.tenant().await;
+    let (_, k) = make_key(
+        &app,
+        &other,
+        json!({"domain": "mail.acme.example", "algorithm": "ed25519"}),
+    )
+    .await;
+    dns.set_txt(
+        "otpmint1._domainkey.mail.acme.example",
+        &[k["value"].as_str().unwrap()],
+    );
+    let v = check(other.clone()).await;
+    assert_eq!(v["domain"], "acme.example", "{v}");
+    assert_eq!(v["dkim"]["matches_key"], true, "{v}");
+    assert_eq!(v["dmarc"]["found"], true, "{v}");
+    assert_eq!(v["dmarc"]["aligned"], false, "{v}");
+    let advice = v["advice"].to_string();
+    assert!(advice.contains("signs for mail.acme.example"), "{advice}");
 }

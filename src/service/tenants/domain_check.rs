@@ -271,8 +271,12 @@ impl Tenants {
             .as_deref()
             .and_then(|r| tag(r, "adkim"))
             .is_some_and(|a| a.eq_ignore_ascii_case("s"));
+        // Only a key otpmint signs this sender's mail with can pass (API.md §16.3): one for
+        // a subdomain of the sender's domain is shown, but never signs.
         let dkim_aligned = key.is_some_and(|k| {
-            if strict {
+            if !aligned(domain, &k.domain) {
+                false
+            } else if strict {
                 k.domain.eq_ignore_ascii_case(domain)
             } else {
                 org_domain(&k.domain) == org
