@@ -87,14 +87,50 @@ impl Sender {
     }
 }
 
-/// One mailbox and nothing else (no list, no header injection).
+/// One mailbox and nothing else (no list, no header injection). A comma is one only inside a
+/// quoted display name (`"Acme, Inc." <no-reply@acme.example>`): elsewhere it would make a
+/// list, whose first mailbox alone lettre's parser would read.
 fn valid_mailbox(s: &str) -> bool {
-    !s.contains(['\r', '\n', ',']) && s.parse::<Mailbox>().is_ok()
+    !s.contains(['\r', '\n']) && !comma_outside_quotes(s) && s.parse::<Mailbox>().is_ok()
+}
+
+/// Whether `s` holds a comma outside a quoted string (RFC 5322 §3.2.4, `\` escaping).
+fn comma_outside_quotes(s: &str) -> bool {
+    let (mut quoted, mut escaped) = (false, false);
+    for c in s.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 #[cfg(test)]
 mod tests {
     use super::Sender;
+
+    #[test]
+    fn a_comma_is_taken_only_inside_a_quoted_display_name() {
+        for ok in [
+            "\"Acme, Inc.\" <no-reply@acme.example>",
+            "\"Acme \\\"Tools\\\", Inc.\" <no-reply@acme.example>",
+            "Acme <no-reply@acme.example>",
+        ] {
+            assert!(Sender::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "Acme, Inc. <no-reply@acme.example>",
+            "a@acme.example, b@acme.example",
+            "\"Acme\" <a@acme.example>, b@acme.example",
+            "Acme <no-reply@acme.example>\r\nBcc: x@evil.example",
+        ] {
+            assert!(Sender::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn a_sender_for_a_json_api_has_its_domain_in_ascii_and_its_name_as_it_is() {

@@ -26,6 +26,52 @@ async fn messages_carry_the_headers_and_the_code_as_one_run_of_digits() {
     assert!(!m.data.to_ascii_lowercase().contains("list-unsubscribe"));
 }
 
+/// A sender whose quoted display name holds a comma (`"Acme, Inc."`) is one mailbox: it is
+/// taken, and the message's From keeps the name whole; unquoted, the comma makes a list and
+/// is refused (API.md §1).
+#[tokio::test]
+async fn a_sender_named_with_a_comma_in_quotes_is_taken_and_sent_whole() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    let (s, v) = body(
+        app.patch(
+            "/v1/tenant",
+            &sk,
+            json!({"smtp": {"from": "Acme, Inc. <no-reply@acme.example>"}}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = body(
+        app.patch(
+            "/v1/tenant",
+            &sk,
+            json!({"smtp": {"from": "\"Acme, Inc.\" <no-reply@acme.example>"}}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["smtp"]["from"], "\"Acme, Inc.\" <no-reply@acme.example>");
+    app.mint(&sk, "ada@example.com").await;
+    let m = app.smtp.wait_for("ada@example.com", 1).await;
+    // One mailbox whose name lettre writes as an RFC 2047 encoded-word: "Acme, Inc." whole.
+    let from = m.header("From").unwrap();
+    let (name, addr) = from.rsplit_once(' ').unwrap();
+    assert_eq!(addr, "<no-reply@acme.example>", "{from}");
+    let b64 = name
+        .strip_prefix("=?utf-8?b?")
+        .and_then(|n| n.strip_suffix("?="))
+        .unwrap_or_else(|| panic!("{from}"));
+    use base64::Engine;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    assert_eq!(String::from_utf8(decoded).unwrap(), "Acme, Inc.");
+    assert_eq!(m.from, "no-reply@acme.example");
+}
+
 /// An app whose relay speaks TLS from the first byte (port 465's way), and a tenant on it
 /// with the TLS mode `tls`.
 async fn implicit_relay_tenant(tls: &str) -> (TestApp, String) {
