@@ -154,8 +154,9 @@ pub struct PatchTenantBody {
     /// list; ≤ 20): `https://…`, or `http://localhost…` for development.
     pub(super) allowed_return_urls: Option<Vec<String>>,
     /// The hosted pages' look (API.md §14.1): `{"color": "#RRGGBB"}` (`null`: the default).
-    #[serde(default, deserialize_with = "super::strict::maybe_object")]
-    pub(super) branding: Option<BrandingBody>,
+    #[serde(default, deserialize_with = "super::strict::present_object")]
+    #[schema(value_type = Option<BrandingBody>)]
+    pub(super) branding: Option<Option<BrandingBody>>,
     /// `on` (default: a mint to a suppressed recipient answers 422 `recipient_suppressed`)
     /// or `off` (the list only records; API.md §16.1).
     #[schema(pattern = "^(on|off)$")]
@@ -264,7 +265,11 @@ pub(super) fn patch_from(b: PatchTenantBody) -> Result<TenantPatch, ApiError> {
         test: b.test,
         smtp_fallback,
         allowed_return_urls: b.allowed_return_urls,
-        brand_color: b.branding.and_then(|x| x.color),
+        brand_color: match b.branding {
+            None => None,
+            Some(None) => Some(None),
+            Some(Some(x)) => x.color,
+        },
         pages_approved: b.pages_approved,
         check_relay: b.check_relay.unwrap_or(false),
         sms: b.sms.map(|s| crate::domain::sms_guard::SmsPatch {

@@ -484,6 +484,24 @@ async fn a_tenant_brands_its_pages_with_a_colour_and_a_logo() {
         css.contains("--brand: #ffd700") && css.contains("--brand-text: #000000"),
         "{css}"
     );
+    // `null` goes back to the default, as `{"color": null}` does; then the colour again.
+    for reset in [
+        json!({"branding": null}),
+        json!({"branding": {"color": null}}),
+    ] {
+        let (s, v) = body(app.patch("/v1/tenant", &sk, reset.clone()).await).await;
+        assert_eq!(
+            (s, &v["branding"]["color"]),
+            (StatusCode::OK, &Value::Null),
+            "{reset}: {v}"
+        );
+        let (s, v) = body(
+            app.patch("/v1/tenant", &sk, json!({"branding": {"color": "#FFD700"}}))
+                .await,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
 
     assert_eq!(
         put_logo(&app, &sk_id, "image/gif", PNG.to_vec()).await,
