@@ -124,7 +124,7 @@ pub async fn get_test_recipients(t: TenantAuth, st: State) -> ApiResult {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct InboxQuery {
-    /// Only the messages to this address or number.
+    /// Only the messages to this address or number (a number's `+` as `%2B`, or as is).
     to: Option<String>,
 }
 
@@ -153,10 +153,11 @@ pub struct TestInboxOut {
     ),
     security(("secret_key" = [])))]
 pub async fn test_inbox(t: TenantAuth, st: State, q: web::Query<InboxQuery>) -> ApiResult {
+    let to = q.to.as_deref().map(plus_read_as_space);
     let list = st
         .services
         .tenants
-        .test_inbox(&t.0.id, q.to.as_deref())
+        .test_inbox(&t.0.id, to.as_deref())
         .await?;
     Ok(json(
         no_store(HttpResponse::Ok()),
@@ -173,4 +174,15 @@ pub async fn test_inbox(t: TenantAuth, st: State, q: web::Query<InboxQuery>) -> 
                 .collect(),
         },
     ))
+}
+
+/// `?to=+15551234567` written without encoding its `+`: a query decodes `+` as a space. No
+/// address or number starts with a space, so a space before a digit is the `+` meant.
+fn plus_read_as_space(to: &str) -> std::borrow::Cow<'_, str> {
+    match to.strip_prefix(' ') {
+        Some(rest) if rest.starts_with(|c: char| c.is_ascii_digit()) => {
+            std::borrow::Cow::Owned(format!("+{rest}"))
+        }
+        _ => std::borrow::Cow::Borrowed(to),
+    }
 }

@@ -231,6 +231,33 @@ async fn bad_test_recipients_are_refused_whole_and_expired_ones_are_inert() {
     assert_ne!(code, "424242");
 }
 
+/// The inbox filtered by a phone number: its `+` encoded (`%2B`) or written as is (which a
+/// query decodes as a space) finds the same messages.
+#[tokio::test]
+async fn the_test_inbox_finds_a_number_with_its_plus_encoded_or_not() {
+    let app = spawn_app().await;
+    let (s, v) = body(
+        app.post("/v1/tenants", ADMIN, json!({"name": "CI", "test": true}))
+            .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let sk = v["secret_key"].as_str().unwrap().to_string();
+    app.allow_sms(&sk, &["US"]).await;
+    let (s, m) = body(
+        app.post("/v1/otp", &sk, json!({"phone": "+12025550123"}))
+            .await,
+    )
+    .await;
+    assert_eq!((s, &m["test"]), (StatusCode::CREATED, &json!(true)), "{m}");
+    for to in ["%2B12025550123", "+12025550123"] {
+        let msgs = inbox(&app, &sk, to).await;
+        assert_eq!(msgs.len(), 1, "{to}");
+        assert_eq!(msgs[0]["to"], "+12025550123", "{to}");
+    }
+    assert!(inbox(&app, &sk, "%2B12025550124").await.is_empty());
+}
+
 #[tokio::test]
 async fn a_test_tenant_never_emails_anyone_and_its_keys_say_so() {
     let app = spawn_app().await;
