@@ -375,7 +375,17 @@ async fn private_and_plaintext_endpoints_are_refused() {
             )
             .await;
         assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{url}");
-        assert_eq!(r.json::<Value>().await.unwrap()["code"], code, "{url}");
+        let v = r.json::<Value>().await.unwrap();
+        assert_eq!(v["code"], code, "{url}");
+        // The setting that would allow it is named (API.md §18.8).
+        let setting = match code {
+            "webhook_plaintext_not_allowed" => "webhooks.allow_plaintext",
+            _ => "webhooks.allow_private_hosts",
+        };
+        assert!(
+            v["detail"].as_str().unwrap().contains(setting),
+            "{url}: {v}"
+        );
     }
     for body in [
         json!({"url": "ftp://hooks.example.com/h", "events": ["otp.sent"]}),
