@@ -129,7 +129,9 @@ impl Settings {
                     && u.host_str().is_some_and(|h| !h.is_empty())
                     && matches!(u.path(), "" | "/")
                     && u.query().is_none()
+                    && u.fragment().is_none()
                     && u.username().is_empty()
+                    && u.password().is_none()
             });
             if !ok {
                 return Err(invalid(

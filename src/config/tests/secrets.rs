@@ -266,3 +266,27 @@ fn an_empty_master_key_file_leaves_the_file_out() {
         .to_string();
     assert!(err.contains("crypto.master_key_file"), "{err}");
 }
+
+/// A provider base URL carries no credentials (`config check` would print them): user info,
+/// with or without a password, is refused naming the key and not the password.
+#[test]
+fn a_provider_base_url_with_credentials_is_refused_without_showing_them() {
+    for url in [
+        "https://:pw-never-shown@pm.example",
+        "https://user:pw-never-shown@pm.example",
+        "https://user@pm.example",
+    ] {
+        let err = Settings::load_from(
+            None,
+            env(&[("OTPMINT__DELIVERY__PROVIDER_BASE_URLS__POSTMARK", url)]),
+        )
+        .map(drop)
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("delivery.provider_base_urls.postmark"),
+            "{url}: {err}"
+        );
+        assert!(!err.contains("pw-never-shown"), "{url}: {err}");
+    }
+}

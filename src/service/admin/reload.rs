@@ -28,6 +28,8 @@ macro_rules! live_settings {
 
 live_settings! {
     admin.token,
+    // Where the token is read from: the token it names is read again and applied with it.
+    admin.token_file,
     registration.mode,
     otp.code_length,
     otp.ttl_seconds,
@@ -41,6 +43,7 @@ live_settings! {
     compat.max_attempts,
     audit.retention_seconds,
     metrics.token,
+    metrics.token_file,
     webhooks.allow_private_hosts,
     webhooks.allow_plaintext,
     webhooks.timeout_seconds,
@@ -139,6 +142,8 @@ mod tests {
         new.compat.max_attempts += 1;
         new.audit.retention_seconds += 1;
         new.metrics.token = secrecy::SecretString::from("metrics-token".to_string());
+        new.admin.token_file = "/run/secrets/admin-token".into();
+        new.metrics.token_file = "/run/secrets/metrics-token".into();
         new.webhooks.allow_private_hosts = !new.webhooks.allow_private_hosts;
         new.webhooks.allow_plaintext = !new.webhooks.allow_plaintext;
         new.webhooks.timeout_seconds += 1;
