@@ -589,3 +589,58 @@ async fn the_domain_check_answers_found_missing_and_misaligned_records() {
     let advice = v["advice"].to_string();
     assert!(advice.contains("signs for mail.acme.example"), "{advice}");
 }
+
+/// SPF is checked on the envelope sender: a tenant sending through Postmark (which sends with
+/// a return path of its own) is asked for no include at its `from` domain; one sending
+/// through Mailgun with the `from` domain as its sending domain is asked for Mailgun's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_domain_check_asks_an_spf_include_only_where_the_provider_sends_as_the_domain() {
+    let dns = DnsServer::start().await;
+    let app = app_with_dns(&dns).await;
+    dns.set_txt("acme.example", &["v=spf1 ip4:192.0.2.1 ~all"]);
+    let check = |sk: String| {
+        let app = &app;
+        async move {
+            let (s, v) = body(app.get("/v1/tenant/domain-check", &sk).await).await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            v
+        }
+    };
+    let provider = |settings: Value| {
+        let app = &app;
+        async move {
+            let (s, v) = body(
+                app.post("/v1/tenants", ADMIN, json!({"name": "Acme"}))
+                    .await,
+            )
+            .await;
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+            let sk = v["secret_key"].as_str().unwrap().to_string();
+            let (s, v) = body(app.put("/v1/tenant/providers/email", &sk, settings).await).await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            sk
+        }
+    };
+    let postmark = provider(json!({"kind": "postmark", "use": "primary",
+        "server_token": "pm-token", "from": "Acme <no-reply@acme.example>"}))
+    .await;
+    let v = check(postmark).await;
+    assert_eq!(v["domain"], "acme.example", "{v}");
+    assert_eq!(v["spf"]["found"], true, "{v}");
+    assert!(
+        v["spf"].get("includes_relay").is_none_or(Value::is_null),
+        "{v}"
+    );
+    assert!(!v["advice"].to_string().contains("include"), "{v}");
+
+    let mailgun = provider(json!({"kind": "mailgun", "use": "primary", "region": "us",
+        "api_key": "key-0123456789abcdef", "domain": "acme.example",
+        "from": "Acme <no-reply@acme.example>"}))
+    .await;
+    let v = check(mailgun).await;
+    assert_eq!(v["spf"]["includes_relay"], false, "{v}");
+    assert!(
+        v["advice"].to_string().contains("include:mailgun.org"),
+        "{v}"
+    );
+}

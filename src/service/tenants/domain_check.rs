@@ -58,14 +58,25 @@ pub struct DomainCheck {
     pub advice: Vec<String>,
 }
 
-/// The SPF include a relay host or provider needs, where it is well known.
-fn expected_include(t: &Tenant) -> Option<&'static str> {
-    if let Some(p) = t.provider(Channel::Email) {
+/// The SPF include the sender's domain needs for the way its email leaves, where it is well
+/// known. SPF is checked on the envelope sender: Microsoft 365 and Google send with the `from`
+/// address, so their servers belong in its domain's record; Postmark, SendGrid, Amazon SES and
+/// Resend (APIs and SMTP relays alike) send with a return path of their own, whose SPF record
+/// the provider has you publish there — none is asked of the `from` domain. Mailgun sends with
+/// its sending domain: asked only where that is the `from` domain.
+fn expected_include(t: &Tenant, domain: &str) -> Option<&'static str> {
+    use crate::domain::tenant::TransportUse;
+    let provider = t
+        .provider(Channel::Email)
+        .filter(|p| p.use_as == TransportUse::Primary || t.smtp.is_none());
+    if let Some(p) = provider {
         return match p.kind {
-            ProviderKind::Postmark => Some("spf.mtasv.net"),
-            ProviderKind::Sendgrid => Some("sendgrid.net"),
-            ProviderKind::Mailgun => Some("mailgun.org"),
-            ProviderKind::Ses | ProviderKind::Resend => Some("amazonses.com"),
+            ProviderKind::Mailgun
+                if p.setting("domain")
+                    .is_some_and(|d| d.eq_ignore_ascii_case(domain)) =>
+            {
+                Some("mailgun.org")
+            }
             _ => None,
         };
     }
@@ -74,14 +85,8 @@ fn expected_include(t: &Tenant) -> Option<&'static str> {
         Some("spf.protection.outlook.com")
     } else if host.ends_with("gmail.com") || host.ends_with("google.com") {
         Some("_spf.google.com")
-    } else if host.ends_with("sendgrid.net") {
-        Some("sendgrid.net")
     } else if host.ends_with("mailgun.org") {
         Some("mailgun.org")
-    } else if host.ends_with("amazonaws.com") {
-        Some("amazonses.com")
-    } else if host.ends_with("postmarkapp.com") {
-        Some("spf.mtasv.net")
     } else {
         None
     }
@@ -208,7 +213,7 @@ impl Tenants {
             .flatten()
             .filter(|v| v.trim_start().to_ascii_lowercase().starts_with("v=spf1"))
             .collect();
-        let include = expected_include(t);
+        let include = expected_include(t, domain);
         let spf = SpfCheck {
             found: !spfs.is_empty(),
             record: spfs.first().map(|s| s.to_string()),
