@@ -70,9 +70,14 @@ impl StoreError {
     }
 }
 
+/// Why an installation without a keyring is refused (the CLI's commands, API.md §18.8).
+pub(crate) const NO_KEYRING: &str =
+    "it holds no keyring: start the server once, or run `otpmint migrate`, to make one";
+
 /// Whether a database whose newest applied migration is `applied` (`None`: it holds no
 /// otpmint schema) is one this binary, which knows migrations up to `known`, may use without
-/// migrating it.
+/// migrating it: the same schema, neither older (its server has not migrated it yet) nor newer
+/// (a newer otpmint made it; `serve` and `migrate` refuse it too).
 pub(crate) fn schema_is_current(applied: Option<i64>, known: i64) -> Result<(), StoreError> {
     match applied {
         None => Err(StoreError::NotInstalled(
@@ -80,7 +85,10 @@ pub(crate) fn schema_is_current(applied: Option<i64>, known: i64) -> Result<(), 
                 .into(),
         )),
         Some(v) if v < known => Err(StoreError::NotInstalled(format!(
-            "its schema (migration {v}) is older than this otpmint's (migration {known}): run `otpmint migrate` first"
+            "its schema (migration {v}) is older than this otpmint's (migration {known}): restart the server (it migrates at start), or stop it and run `otpmint migrate`"
+        ))),
+        Some(v) if v > known => Err(StoreError::NotInstalled(format!(
+            "its schema (migration {v}) is newer than this otpmint's (migration {known}): use the otpmint that made it"
         ))),
         Some(_) => Ok(()),
     }

@@ -1070,11 +1070,21 @@ fn cli_commands_refuse_a_database_that_is_no_installation_and_change_nothing() {
         crate::lifecycle::sql(&url, "SELECT COUNT(*) FROM refinery_schema_history"),
         migrations - 1
     );
-    // With its newest migration on record again, they work.
+    // Nor one newer than the binary's (a newer otpmint made it): `serve` refuses it too.
     crate::lifecycle::sql(
         &url,
         "INSERT INTO refinery_schema_history SELECT * FROM newest",
     );
+    crate::lifecycle::sql(
+        &url,
+        "INSERT INTO refinery_schema_history SELECT version + 1, name, applied_on, checksum FROM newest",
+    );
+    refused(&[], "is newer than this otpmint");
+    crate::lifecycle::sql(
+        &url,
+        "DELETE FROM refinery_schema_history WHERE version = (SELECT MAX(version) FROM refinery_schema_history)",
+    );
+    // With its newest migration on record again, they work.
     let out = otpmint(dir.path())
         .args(["tenant", "list"])
         .env("OTPMINT__CRYPTO__MASTER_KEY", &key)

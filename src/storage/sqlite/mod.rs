@@ -139,6 +139,18 @@ impl SqliteStore {
                 None
             };
             super::error::schema_is_current(applied, newest_migration())?;
+            // Its keyring, read before anything opens the file to write (another program's
+            // database with a table of refinery's name has none either).
+            let keyring = match c.query_row("SELECT EXISTS (SELECT 1 FROM keyring)", [], |r| {
+                r.get::<_, bool>(0)
+            }) {
+                Ok(held) => held,
+                Err(e) if e.to_string().contains("no such table") => false,
+                Err(e) => return Err(e.into()),
+            };
+            if !keyring {
+                return Err(StoreError::NotInstalled(super::error::NO_KEYRING.into()));
+            }
         }
         Self::open_as(path, pool_size, false)
     }
