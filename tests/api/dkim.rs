@@ -632,6 +632,14 @@ async fn the_domain_check_asks_an_spf_include_only_where_the_provider_sends_as_t
         "{v}"
     );
     assert!(!v["advice"].to_string().contains("include"), "{v}");
+    // A domain with no SPF record at all is not told to publish one for Postmark either.
+    let bare = provider(json!({"kind": "postmark", "use": "primary",
+        "server_token": "pm-token", "from": "Bare <no-reply@bare.example>"}))
+    .await;
+    let v = check(bare).await;
+    assert_eq!(v["domain"], "bare.example", "{v}");
+    assert_eq!(v["spf"]["found"], false, "{v}");
+    assert!(!v["advice"].to_string().contains("SPF"), "{v}");
 
     let mailgun = provider(json!({"kind": "mailgun", "use": "primary", "region": "us",
         "api_key": "key-0123456789abcdef", "domain": "acme.example",

@@ -58,13 +58,23 @@ pub struct DomainCheck {
     pub advice: Vec<String>,
 }
 
-/// The SPF include the sender's domain needs for the way its email leaves, where it is well
-/// known. SPF is checked on the envelope sender: Microsoft 365 and Google send with the `from`
-/// address, so their servers belong in its domain's record; Postmark, SendGrid, Amazon SES and
-/// Resend (APIs and SMTP relays alike) send with a return path of their own, whose SPF record
-/// the provider has you publish there — none is asked of the `from` domain. Mailgun sends with
-/// its sending domain: asked only where that is the `from` domain.
-fn expected_include(t: &Tenant, domain: &str) -> Option<&'static str> {
+/// What SPF asks of the sender's domain for the way its email leaves. SPF is checked on the
+/// envelope sender: Microsoft 365 and Google send with the `from` address, so their servers
+/// belong in its domain's record; Postmark, SendGrid, Amazon SES and Resend (APIs and SMTP
+/// relays alike) send with a return path of their own, whose SPF record the provider has you
+/// publish there. Mailgun sends with its sending domain: its include is asked where that is
+/// the `from` domain (its API's `domain`; over SMTP it is not known, and usually is).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SpfNeed {
+    /// This include, in the `from` domain's record.
+    Include(&'static str),
+    /// Nothing of the `from` domain: the provider's return path carries SPF.
+    ReturnPath,
+    /// A relay otpmint knows nothing of.
+    Unknown,
+}
+
+fn spf_need(t: &Tenant, domain: &str) -> SpfNeed {
     use crate::domain::tenant::TransportUse;
     let provider = t
         .provider(Channel::Email)
@@ -72,23 +82,36 @@ fn expected_include(t: &Tenant, domain: &str) -> Option<&'static str> {
     if let Some(p) = provider {
         return match p.kind {
             ProviderKind::Mailgun
-                if p.setting("domain")
+                if !p
+                    .setting("domain")
                     .is_some_and(|d| d.eq_ignore_ascii_case(domain)) =>
             {
-                Some("mailgun.org")
+                SpfNeed::ReturnPath
             }
-            _ => None,
+            ProviderKind::Mailgun => SpfNeed::Include("mailgun.org"),
+            _ => SpfNeed::ReturnPath,
         };
     }
-    let host = t.smtp.as_ref()?.host.as_str().to_ascii_lowercase();
+    let Some(smtp) = t.smtp.as_ref() else {
+        return SpfNeed::Unknown;
+    };
+    let host = smtp.host.as_str().to_ascii_lowercase();
+    let own_return_path = [
+        "sendgrid.net",
+        "amazonaws.com",
+        "postmarkapp.com",
+        "resend.com",
+    ];
     if host.ends_with("office365.com") || host.ends_with("outlook.com") {
-        Some("spf.protection.outlook.com")
+        SpfNeed::Include("spf.protection.outlook.com")
     } else if host.ends_with("gmail.com") || host.ends_with("google.com") {
-        Some("_spf.google.com")
+        SpfNeed::Include("_spf.google.com")
     } else if host.ends_with("mailgun.org") {
-        Some("mailgun.org")
+        SpfNeed::Include("mailgun.org")
+    } else if own_return_path.iter().any(|d| host.ends_with(d)) {
+        SpfNeed::ReturnPath
     } else {
-        None
+        SpfNeed::Unknown
     }
 }
 
@@ -213,7 +236,11 @@ impl Tenants {
             .flatten()
             .filter(|v| v.trim_start().to_ascii_lowercase().starts_with("v=spf1"))
             .collect();
-        let include = expected_include(t, domain);
+        let need = spf_need(t, domain);
+        let include = match need {
+            SpfNeed::Include(inc) => Some(inc),
+            SpfNeed::ReturnPath | SpfNeed::Unknown => None,
+        };
         let spf = SpfCheck {
             found: !spfs.is_empty(),
             record: spfs.first().map(|s| s.to_string()),
@@ -228,6 +255,8 @@ impl Tenants {
         match (spfs.len(), spf.includes_relay, include) {
             _ if spf_txt.is_none() => {}
             (0, _, Some(inc)) => advice.push(format!("{domain} publishes no SPF record: add a TXT record \"v=spf1 include:{inc} ~all\" at {domain}.")),
+            // The provider's return path carries SPF: none is asked of this domain.
+            (0, _, None) if need == SpfNeed::ReturnPath => {}
             (0, _, None) => advice.push(format!("{domain} publishes no SPF record: add a TXT record at {domain} that names your relay's servers, like \"v=spf1 include:<your relay's SPF domain> ~all\".")),
             (n, _, _) if n > 1 => advice.push(format!("{domain} publishes {n} SPF records and receivers treat that as an error: merge them into one.")),
             (_, Some(false), Some(inc)) => advice.push(format!("The SPF record of {domain} does not include {inc}, which sends the tenant's mail: add include:{inc} before its ~all or -all.")),
