@@ -207,9 +207,10 @@ pub async fn resend(
             code: MintOut {
                 shareable_key: r.key.expose().to_string(),
                 expires_at: rfc3339(v.expires_at),
-                // The key's whole life, as its mint answered it (to the nearest second: its
-                // times are taken a few milliseconds apart).
-                ttl_seconds: u32::try_from((v.expires_at - v.created_at + 500) / 1000).unwrap_or(0),
+                // The key's whole life, as its mint answered it: its expiry is its creation
+                // plus the lifetime, cut to the whole second below, so rounding up gives the
+                // lifetime back exactly.
+                ttl_seconds: u32::try_from((v.expires_at - v.created_at + 999) / 1000).unwrap_or(0),
                 code_length: v.code_length,
                 max_attempts: v.max_attempts,
                 delivery: delivery.into(),

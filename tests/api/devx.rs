@@ -451,6 +451,34 @@ async fn a_resent_key_verifies_every_code_it_was_sent_until_it_expires() {
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
+/// A resend answers the key's lifetime as its mint did, whatever fraction of a second the
+/// mint came at (its expiry is cut to the whole second below).
+#[tokio::test]
+async fn a_resend_answers_the_lifetime_its_mint_answered() {
+    let app = spawn_app_with(|s| s.limits.resend_cooldown_seconds = 0).await;
+    let (_, sk) = app.tenant().await;
+    // The mint at 700 ms past a second: its expiry is cut by 700 ms.
+    let now = otpmint::clock::Clock::now(app.clock.as_ref());
+    app.clock
+        .advance_millis((1700 - now.rem_euclid(1000)) % 1000);
+    let (s, minted) = body(
+        app.post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
+            .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{minted}");
+    assert_eq!(minted["ttl_seconds"], 600, "{minted}");
+    let key = minted["shareable_key"].as_str().unwrap();
+    let (s, resent) = body(
+        app.post(&format!("/v1/otp/{key}/resend"), &sk, json!({}))
+            .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{resent}");
+    assert_eq!(resent["ttl_seconds"], minted["ttl_seconds"], "{resent}");
+    assert_eq!(resent["expires_at"], minted["expires_at"], "{resent}");
+}
+
 #[tokio::test]
 async fn a_resend_keeps_the_expiry_honours_the_cooldown_and_a_failed_one_breaks_nothing() {
     let app = spawn_app_with(|s| s.limits.resend_cooldown_seconds = 30).await;
