@@ -88,8 +88,9 @@ impl Sender {
 }
 
 /// One mailbox and nothing else (no list, no header injection). A comma is one only inside a
-/// quoted display name (`"Acme, Inc." <no-reply@acme.example>`): elsewhere it would make a
-/// list, whose first mailbox alone lettre's parser would read.
+/// quoted display name (`"Acme, Inc." <no-reply@acme.example>`); elsewhere it would make a
+/// list. lettre's parser refuses trailing text itself; the scan keeps the rule here, whatever
+/// a later lettre does.
 fn valid_mailbox(s: &str) -> bool {
     !s.contains(['\r', '\n']) && !comma_outside_quotes(s) && s.parse::<Mailbox>().is_ok()
 }

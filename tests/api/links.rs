@@ -604,25 +604,35 @@ async fn the_pages_answer_a_database_outage_with_a_page_and_retry_after() {
         .next()
         .unwrap()
         .to_string();
-    let outage = |on: bool| {
-        let (base, name) = (base.clone(), name.clone());
-        pg_blocking(move || {
-            let mut c = postgres::Client::connect(&base, postgres::NoTls).unwrap();
-            c.batch_execute(&format!(
-                "ALTER DATABASE {name} WITH ALLOW_CONNECTIONS {}",
-                !on
-            ))
-            .unwrap();
-            if on {
-                c.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
-                    &[&name],
-                )
-                .unwrap();
-            }
-        })
-    };
-    outage(true);
+    /// Closes the database to connections (and ends those open) while it lives; opens it
+    /// again when dropped, also when the test fails (and then without panicking).
+    struct Outage(String, String);
+    impl Drop for Outage {
+        fn drop(&mut self) {
+            let (base, name) = (self.0.clone(), self.1.clone());
+            let _ = std::thread::spawn(move || {
+                if let Ok(mut c) = postgres::Client::connect(&base, postgres::NoTls) {
+                    let _ = c.batch_execute(&format!(
+                        "ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true"
+                    ));
+                }
+            })
+            .join();
+        }
+    }
+    let outage = Outage(base.clone(), name.clone());
+    pg_blocking(move || {
+        let mut c = postgres::Client::connect(&base, postgres::NoTls).unwrap();
+        c.batch_execute(&format!(
+            "ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false"
+        ))
+        .unwrap();
+        c.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            &[&name],
+        )
+        .unwrap();
+    });
     for path in [format!("/l/{token}"), format!("/h/{session}")] {
         let r = no_redirects()
             .get(format!("{}{path}", app.addr))
@@ -635,7 +645,7 @@ async fn the_pages_answer_a_database_outage_with_a_page_and_retry_after() {
         assert_eq!(retry.unwrap(), "1", "{path}");
         assert!(text.contains("unavailable for a moment"), "{path}: {text}");
     }
-    outage(false);
+    drop(outage);
     // Back: the pool's broken connections are dropped as they are met.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     while get_page(&app, &token, None).await.status() != StatusCode::OK {
