@@ -589,3 +589,41 @@ async fn compat_otp_writes_in_the_tenants_default_locale() {
     );
     assert_eq!(m.code().len(), 6);
 }
+
+/// A PUT and a DELETE of one locale at once take turns on PostgreSQL: both lock the tenant's
+/// row before the template's, so neither holds what the other waits for (before, the DELETE
+/// took the template's row first and the two deadlocked: PostgreSQL failed one, a 503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_and_a_delete_of_one_template_at_once_take_turns() {
+    if !on_postgres() {
+        eprintln!("skipped on SQLite: its one writer runs one transaction at a time");
+        return;
+    }
+    // The two wait while the test looks: no lock timeout then.
+    let app = spawn_app_with(|s| s.database.timeout_seconds = 60).await;
+    let (id, sk) = app.tenant().await;
+    let (s, v) = put_template(&app, &sk, "de", simple("Code", "Ihr Code: {{ code }}")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    const TENANT_LOCK_WAITS: &str = "SELECT count(*) FROM pg_stat_activity WHERE datname = \
+        current_database() AND wait_event_type = 'Lock' AND query LIKE '%tenants%'";
+    let db = app.settings.database.url.clone();
+    // Another transaction holds the tenant's row: the PUT waits for it first, then the DELETE.
+    let lock = HeldLock::pg_row_no_key(&db, "tenants", &id);
+    let put = put_template(&app, &sk, "de", simple("Code", "Neu: {{ code }}"));
+    let rest = async {
+        crate::lifecycle::wait_sql(&db, TENANT_LOCK_WAITS, 1, "the PUT never waited").await;
+        let delete = app.delete("/v1/tenant/templates/de", &sk);
+        let release = async {
+            crate::lifecycle::wait_sql(&db, TENANT_LOCK_WAITS, 2, "the DELETE never waited").await;
+            lock.release();
+        };
+        tokio::join!(delete, release).0
+    };
+    let ((put, v), deleted) = tokio::join!(put, rest);
+    assert_eq!(put, StatusCode::OK, "{v}");
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    // The PUT came first, the DELETE after it: no template is left.
+    let (s, v) = body(app.get("/v1/tenant/templates", &sk).await).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["templates"], json!([]), "{v}");
+}

@@ -304,11 +304,19 @@ impl<E: Engine> TenantStore for E {
     fn delete_template(&self, id: &TenantId, locale: &str) -> Result<bool, StoreError> {
         let key = [Arg::from(id.as_str()), locale.into()];
         self.transact(move |tx| {
-            let n = tx.exec(sql::tenants::DELETE_TEMPLATE, &key)?;
-            if n > 0 {
-                tx.exec(sql::tenants::BUMP_TEMPLATES_VERSION, &key[..1])?;
+            // The tenant's row first, as a PUT takes it (on PostgreSQL the version bump locks
+            // it): a DELETE holding the template's row while it waits for the tenant's would
+            // deadlock with a PUT holding the tenant's and waiting for the template's.
+            tx.exec(sql::tenants::BUMP_TEMPLATES_VERSION, &key[..1])?;
+            if tx.exec(sql::tenants::DELETE_TEMPLATE, &key)? == 0 {
+                // Nothing to delete: the bump is rolled back with the rest.
+                return Err(StoreError::Conflict("no template"));
             }
-            Ok(n > 0)
+            Ok(true)
+        })
+        .or_else(|e| match e {
+            StoreError::Conflict("no template") => Ok(false),
+            other => Err(other),
         })
     }
 }
