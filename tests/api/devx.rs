@@ -37,6 +37,20 @@ async fn inbox(app: &TestApp, sk: &str, to: &str) -> Vec<Value> {
     v["messages"].as_array().unwrap().clone()
 }
 
+/// A test tenant made by the admin: (id, secret key).
+async fn test_tenant(app: &TestApp) -> (String, String) {
+    let (s, v) = body(
+        app.post("/v1/tenants", ADMIN, json!({"name": "CI", "test": true}))
+            .await,
+    )
+    .await;
+    assert_eq!((s, &v["test"]), (StatusCode::CREATED, &json!(true)), "{v}");
+    (
+        v["id"].as_str().unwrap().to_string(),
+        v["secret_key"].as_str().unwrap().to_string(),
+    )
+}
+
 /// The first run of 6 digits in a text.
 fn code_in(text: &str) -> String {
     text.as_bytes()
@@ -231,18 +245,43 @@ async fn bad_test_recipients_are_refused_whole_and_expired_ones_are_inert() {
     assert_ne!(code, "424242");
 }
 
+/// A wildcard's scope (the sender's domain, API.md §17.8) holds at every mint, not only when
+/// the list is saved: a `*@partner.org` saved while the sender was at partner.org
+/// catches nobody once the sender is back at acme.example — partner.org's people get
+/// their codes.
+#[tokio::test]
+async fn a_wildcard_out_of_the_senders_domain_since_saved_catches_nobody() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    let from = |f: &'static str| {
+        let (app, sk) = (&app, sk.clone());
+        async move {
+            let r = app
+                .patch("/v1/tenant", &sk, json!({"smtp": {"from": f}}))
+                .await;
+            assert_eq!(r.status(), StatusCode::OK, "{f}");
+        }
+    };
+    from("Acme <qa@partner.org>").await;
+    let list = json!([{"match": "*@partner.org", "expires_at": at(&app, DAY)}]);
+    assert_eq!(put_list(&app, &sk, list).await.0, StatusCode::OK);
+    // In scope while the sender is at partner.org: caught.
+    let (s, m) = mint_json(&app, &sk, "someone@partner.org").await;
+    assert_eq!((s, &m["test"]), (StatusCode::CREATED, &json!(true)), "{m}");
+    from("Acme <no-reply@acme.example>").await;
+    let (s, m) = mint_json(&app, &sk, "real.person@partner.org").await;
+    assert_eq!(s, StatusCode::CREATED, "{m}");
+    assert_ne!(m["test"], true, "{m}");
+    app.smtp.wait_for("real.person@partner.org", 1).await;
+    assert!(inbox(&app, &sk, "real.person@partner.org").await.is_empty());
+}
+
 /// The inbox filtered by a phone number: its `+` encoded (`%2B`) or written as is (which a
 /// query decodes as a space) finds the same messages.
 #[tokio::test]
 async fn the_test_inbox_finds_a_number_with_its_plus_encoded_or_not() {
     let app = spawn_app().await;
-    let (s, v) = body(
-        app.post("/v1/tenants", ADMIN, json!({"name": "CI", "test": true}))
-            .await,
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let sk = v["secret_key"].as_str().unwrap().to_string();
+    let (_, sk) = test_tenant(&app).await;
     app.allow_sms(&sk, &["US"]).await;
     let (s, m) = body(
         app.post("/v1/otp", &sk, json!({"phone": "+12025550123"}))
@@ -261,17 +300,7 @@ async fn the_test_inbox_finds_a_number_with_its_plus_encoded_or_not() {
 #[tokio::test]
 async fn a_test_tenant_never_emails_anyone_and_its_keys_say_so() {
     let app = spawn_app().await;
-    let (s, v) = body(
-        app.post("/v1/tenants", ADMIN, json!({"name": "CI", "test": true}))
-            .await,
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    assert_eq!(v["test"], true);
-    let (id, sk) = (
-        v["id"].as_str().unwrap().to_string(),
-        v["secret_key"].as_str().unwrap().to_string(),
-    );
+    let (id, sk) = test_tenant(&app).await;
     assert!(sk.starts_with("sk_test_"), "{sk}");
     for email in ["a@example.com", "b@example.org"] {
         let (s, m) = mint_json(&app, &sk, email).await;
