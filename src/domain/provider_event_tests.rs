@@ -302,8 +302,23 @@ fn sns_certificates_come_only_from_sns_hosts_over_https() {
         "https://user@sns.eu-west-1.amazonaws.com/c.pem",
         "https://s3.amazonaws.com/c.pem",
         "https://127.0.0.1:4443/c.pem",
+        // S3's virtual hosts of a bucket named `sns`: anyone's, not SNS's.
+        "https://sns.s3.amazonaws.com/SimpleNotificationService-1.pem",
+        "https://sns.s3-accelerate.amazonaws.com/SimpleNotificationService-1.pem",
+        "https://sns.s3-us-west-2.amazonaws.com/SimpleNotificationService-1.pem",
+        "https://sns.eu-west.amazonaws.com/SimpleNotificationService-1.pem",
+        "https://sns.1-west-1.amazonaws.com/SimpleNotificationService-1.pem",
     ] {
         assert!(!sns_url_allowed(bad, &none), "{bad}");
+    }
+    for region in [
+        "us-east-1",
+        "eu-central-2",
+        "us-gov-west-1",
+        "ap-southeast-4",
+    ] {
+        let url = format!("https://sns.{region}.amazonaws.com/SimpleNotificationService-1.pem");
+        assert!(sns_url_allowed(&url, &none), "{url}");
     }
     assert!(sns_url_allowed(
         "https://127.0.0.1:4443/c.pem",

@@ -224,13 +224,28 @@ pub fn sns_url_allowed(url: &str, extra_hosts: &[String]) -> bool {
     let aws = host
         .strip_prefix("sns.")
         .and_then(|r| r.strip_suffix(".amazonaws.com"))
-        .is_some_and(|region| {
-            !region.is_empty()
-                && region
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        });
+        .is_some_and(is_region);
     aws && u.port().is_none()
+}
+
+/// An AWS region's name: two letters, words, a number (`us-east-1`, `eu-central-2`,
+/// `us-gov-west-1`). Nothing else may stand between `sns.` and `.amazonaws.com`: other
+/// labels there are other services' hosts — `sns.s3.amazonaws.com` is an S3 bucket's.
+fn is_region(r: &str) -> bool {
+    let mut parts = r.split('-');
+    let first = parts.next().unwrap_or("");
+    let parts: Vec<&str> = parts.collect();
+    let Some((number, words)) = parts.split_last() else {
+        return false;
+    };
+    first.len() == 2
+        && first.bytes().all(|b| b.is_ascii_lowercase())
+        && !words.is_empty()
+        && words
+            .iter()
+            .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()))
+        && !number.is_empty()
+        && number.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Whether a signing certificate URL may be fetched: an SNS URL ([`sns_url_allowed`]) and,
