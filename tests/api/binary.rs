@@ -1019,6 +1019,16 @@ fn cli_commands_refuse_a_database_that_is_no_installation_and_change_nothing() {
         }
     };
 
+    let migrate = || {
+        let out = otpmint(dir.path())
+            .arg("migrate")
+            .env("OTPMINT__CRYPTO__MASTER_KEY", &key)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+    };
+
     // An empty file: no schema is made in it.
     std::fs::write(&db, b"").unwrap();
     refused(&[], "run `otpmint migrate`");
@@ -1026,16 +1036,7 @@ fn cli_commands_refuse_a_database_that_is_no_installation_and_change_nothing() {
 
     // `migrate` makes the installation; without its keyring the commands refuse and make none.
     std::fs::remove_file(&db).unwrap();
-    let out = otpmint(dir.path())
-        .arg("migrate")
-        .env("OTPMINT__CRYPTO__MASTER_KEY", &key)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    migrate();
     assert!(crate::lifecycle::sql(&url, "SELECT COUNT(*) FROM keyring") > 0);
     crate::lifecycle::sql(&url, "DELETE FROM keyring");
     refused(&[], "no keyring");
@@ -1046,16 +1047,7 @@ fn cli_commands_refuse_a_database_that_is_no_installation_and_change_nothing() {
 
     // A schema older than the binary's is not migrated by them.
     std::fs::remove_file(&db).unwrap();
-    let out = otpmint(dir.path())
-        .arg("migrate")
-        .env("OTPMINT__CRYPTO__MASTER_KEY", &key)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    migrate();
     let migrations = crate::lifecycle::sql(&url, "SELECT COUNT(*) FROM refinery_schema_history");
     crate::lifecycle::sql(
         &url,

@@ -49,11 +49,17 @@ impl RecordStore for PgStore {
                     let values: Vec<Box<dyn ToSql + Sync>> = row
                         .iter()
                         .zip(t.columns)
-                        .map(|(v, (_, kind))| -> Box<dyn ToSql + Sync> {
-                            match (v, kind) {
+                        .map(|(v, (col, kind))| -> Result<Box<dyn ToSql + Sync>, StoreError> {
+                            Ok(match (v, kind) {
                                 (copy::Value::Int(i), copy::Kind::Bool) => Box::new(*i != 0),
+                                // A count past PostgreSQL's INTEGER is damage, never cut down.
                                 (copy::Value::Int(i), copy::Kind::Count) => {
-                                    Box::new(i32::try_from(*i).unwrap_or(i32::MAX))
+                                    Box::new(i32::try_from(*i).map_err(|_| {
+                                        StoreError::Corrupt(format!(
+                                            "{}.{col} holds {i}, past a count's range",
+                                            t.name
+                                        ))
+                                    })?)
                                 }
                                 (copy::Value::Int(i), _) => Box::new(*i),
                                 (copy::Value::Bool(b), _) => Box::new(*b),
@@ -64,9 +70,9 @@ impl RecordStore for PgStore {
                                 (copy::Value::Null, copy::Kind::Text) => Box::new(None::<String>),
                                 (copy::Value::Null, copy::Kind::Blob) => Box::new(None::<Vec<u8>>),
                                 (copy::Value::Null, copy::Kind::Bool) => Box::new(None::<bool>),
-                            }
+                            })
                         })
-                        .collect();
+                        .collect::<Result<_, _>>()?;
                     let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|b| b.as_ref()).collect();
                     tx.execute(&sql, &refs)?;
                 }
