@@ -70,6 +70,18 @@ impl RecipientPattern {
         matches!(self, RecipientPattern::Exact(_))
     }
 
+    /// Whether it may catch recipients while the sender's domain is `from_domain`: an email
+    /// wildcard's scope depends on it; an exact entry and a number pattern (whose scope is
+    /// the numbering plan's, checked when saved) do not.
+    pub fn in_scope(&self, from_domain: Option<&str>) -> bool {
+        match self {
+            RecipientPattern::Wildcard(p) if !p.starts_with('+') => {
+                self.check_scope(from_domain).is_ok()
+            }
+            _ => true,
+        }
+    }
+
     /// Whether a wildcard could catch only the tenant's own or fictional recipients
     /// (API.md §17.8): `*@` the tenant's `from` domain (or a subdomain of it) or a name
     /// reserved by RFC 6761; a sub-address `name+*@domain`; a number pattern only in
@@ -286,13 +298,19 @@ pub struct FixedCode {
     pub length: u32,
 }
 
-/// The first live entry that covers a recipient: an exact one before any pattern.
+/// The first live entry that covers a recipient: an exact one before any pattern. An email
+/// wildcard's scope is checked again against the sender of the moment (`from_domain`,
+/// API.md §17.8): one saved while the sender was at another domain catches nobody.
 pub fn find<'a>(
     list: &'a [TestRecipient],
     canonical: &str,
     now: Millis,
+    from_domain: Option<&str>,
 ) -> Option<&'a TestRecipient> {
-    let live = || list.iter().filter(move |t| t.expires_at > now);
+    let live = || {
+        list.iter()
+            .filter(move |t| t.expires_at > now && t.pattern.in_scope(from_domain))
+    };
     live()
         .find(|t| t.pattern.is_exact() && t.pattern.matches(canonical))
         .or_else(|| live().find(|t| t.pattern.matches(canonical)))
@@ -312,6 +330,30 @@ pub struct TestMessage {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// An email wildcard out of the sender's present domain is passed over, and the next
+    /// entry that covers the recipient is found; number patterns do not depend on it.
+    #[test]
+    fn a_wildcard_out_of_the_senders_domain_is_passed_over_for_the_next_entry() {
+        let entry = |p: &str| TestRecipient {
+            pattern: RecipientPattern::parse(p).unwrap(),
+            fixed: None,
+            expires_at: 100,
+            disabled_at: None,
+        };
+        let list = [entry("*@acme.com"), entry("qa+*@acme.com"), entry("+1555*")];
+        let hit = |to: &str, from: &str| find(&list, to, 50, Some(from)).map(|t| t.pattern.clone());
+        assert_eq!(
+            hit("qa+1@acme.com", "acme.com"),
+            Some(list[0].pattern.clone())
+        );
+        assert_eq!(
+            hit("qa+1@acme.com", "other.com"),
+            Some(list[1].pattern.clone())
+        );
+        assert_eq!(hit("ada@acme.com", "other.com"), None);
+        assert_eq!(hit("+15550100", "other.com"), Some(list[2].pattern.clone()));
+    }
 
     #[test]
     fn patterns_parse_to_their_canonical_form_and_bad_ones_are_refused() {
@@ -425,12 +467,15 @@ mod tests {
                 disabled_at: None,
             },
         ];
-        let hit = find(&list, "review@acme.example", 50).unwrap();
+        let hit = find(&list, "review@acme.example", 50, Some("acme.example")).unwrap();
         assert_eq!(hit.fixed.as_ref().map(|f| f.hash.as_str()), Some("h"));
-        assert!(find(&list, "other@acme.example", 50)
+        assert!(find(&list, "other@acme.example", 50, Some("acme.example"))
             .unwrap()
             .fixed
             .is_none());
-        assert!(find(&list, "review@acme.example", 100).is_none(), "expired");
+        assert!(
+            find(&list, "review@acme.example", 100, Some("acme.example")).is_none(),
+            "expired"
+        );
     }
 }

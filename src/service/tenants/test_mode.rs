@@ -84,9 +84,7 @@ impl Tenants {
         // A wildcard's scope (API.md §17.8) holds at every mint, not only when the list was
         // saved: the sender may have moved to another domain since.
         let from_domain = tenant.sender().and_then(crate::domain::dkim::sender_domain);
-        let hit = test_mode::find(&list, canonical, now)
-            .filter(|hit| hit.pattern.check_scope(from_domain.as_deref()).is_ok());
-        match hit {
+        match test_mode::find(&list, canonical, now, from_domain.as_deref()) {
             // An entry whose fixed code ran out of its failure budget still catches the
             // mint, with a random code (API.md §17.3).
             Some(hit) => Ok(Destination::TestInbox(
