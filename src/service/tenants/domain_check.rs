@@ -95,20 +95,27 @@ fn spf_need(t: &Tenant, domain: &str) -> SpfNeed {
     let Some(smtp) = t.smtp.as_ref() else {
         return SpfNeed::Unknown;
     };
-    let host = smtp.host.as_str().to_ascii_lowercase();
-    let own_return_path = [
-        "sendgrid.net",
-        "amazonaws.com",
-        "postmarkapp.com",
-        "resend.com",
-    ];
-    if host.ends_with("office365.com") || host.ends_with("outlook.com") {
+    relay_spf(smtp.host.as_str())
+}
+
+/// What SPF asks of the `from` domain for an SMTP relay, by its host name.
+fn relay_spf(host: &str) -> SpfNeed {
+    let host = host.to_ascii_lowercase();
+    // The host or a name under it: `smtp.office365.com` is Microsoft's, `notgmail.com` not.
+    let under = |d: &str| host == d || host.ends_with(&format!(".{d}"));
+    // SES's SMTP endpoints only: other names under amazonaws.com are anyone's EC2 hosts.
+    let ses = host.starts_with("email-smtp.") && under("amazonaws.com");
+    if under("office365.com") || under("outlook.com") {
         SpfNeed::Include("spf.protection.outlook.com")
-    } else if host.ends_with("gmail.com") || host.ends_with("google.com") {
+    } else if under("gmail.com") || under("google.com") {
         SpfNeed::Include("_spf.google.com")
-    } else if host.ends_with("mailgun.org") {
+    } else if under("mailgun.org") {
         SpfNeed::Include("mailgun.org")
-    } else if own_return_path.iter().any(|d| host.ends_with(d)) {
+    } else if ses
+        || ["sendgrid.net", "postmarkapp.com", "resend.com"]
+            .iter()
+            .any(|d| under(d))
+    {
         SpfNeed::ReturnPath
     } else {
         SpfNeed::Unknown
@@ -334,6 +341,37 @@ impl Tenants {
             dkim,
             dmarc,
             advice,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{relay_spf, SpfNeed};
+
+    #[test]
+    fn a_relay_is_known_by_its_host_or_a_name_under_it_and_nothing_else() {
+        for (host, need) in [
+            (
+                "smtp.office365.com",
+                SpfNeed::Include("spf.protection.outlook.com"),
+            ),
+            ("smtp.gmail.com", SpfNeed::Include("_spf.google.com")),
+            ("smtp.mailgun.org", SpfNeed::Include("mailgun.org")),
+            ("smtp.sendgrid.net", SpfNeed::ReturnPath),
+            ("email-smtp.eu-west-1.amazonaws.com", SpfNeed::ReturnPath),
+            ("smtp.postmarkapp.com", SpfNeed::ReturnPath),
+            ("smtp.resend.com", SpfNeed::ReturnPath),
+            // Names that only end like one: someone else's relay.
+            ("notgmail.com", SpfNeed::Unknown),
+            ("evilsendgrid.net", SpfNeed::Unknown),
+            (
+                "ec2-192-0-2-1.eu-west-1.compute.amazonaws.com",
+                SpfNeed::Unknown,
+            ),
+            ("mail.acme.example", SpfNeed::Unknown),
+        ] {
+            assert!(relay_spf(host) == need, "{host}");
         }
     }
 }
