@@ -316,6 +316,10 @@ fn sns_certificates_come_only_from_sns_hosts_over_https() {
         "eu-central-2",
         "us-gov-west-1",
         "ap-southeast-4",
+        "il-central-1",
+        "mx-central-1",
+        "ca-west-1",
+        "us-isob-east-1",
     ] {
         let url = format!("https://sns.{region}.amazonaws.com/SimpleNotificationService-1.pem");
         assert!(sns_url_allowed(&url, &none), "{url}");

@@ -292,7 +292,7 @@ fn export_table(
             t.columns
                 .iter()
                 .enumerate()
-                .map(|(i, (_, kind))| {
+                .map(|(i, (col, kind))| {
                     Ok(match (r.get_ref(i)?, kind) {
                         (ValueRef::Null, _) => copy::Value::Null,
                         (ValueRef::Integer(v), copy::Kind::Bool) => copy::Value::Bool(v != 0),
@@ -301,7 +301,14 @@ fn export_table(
                             copy::Value::Text(String::from_utf8_lossy(v).into_owned())
                         }
                         (ValueRef::Blob(v), _) => copy::Value::Blob(v.to_vec()),
-                        (ValueRef::Real(v), _) => copy::Value::Int(v as i64),
+                        // No column of otpmint's holds a REAL: one is damage, not cut to a whole number.
+                        (ValueRef::Real(_), _) => {
+                            return Err(rusqlite::Error::InvalidColumnType(
+                                i,
+                                format!("{}.{col}", t.name),
+                                rusqlite::types::Type::Real,
+                            ))
+                        }
                     })
                 })
                 .collect::<rusqlite::Result<Vec<_>>>()

@@ -227,3 +227,24 @@ fn a_stored_value_outside_its_type_is_reported_as_corrupt() {
     }
     assert!(store.tenant(&t.id).unwrap().is_some());
 }
+
+/// A REAL where otpmint keeps whole numbers is damage: the export for `migrate-store` fails
+/// naming the column, instead of copying the number cut down.
+#[test]
+fn a_real_where_otpmint_keeps_whole_numbers_fails_the_export_as_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("r.db"), 2).unwrap();
+    let t = Tenant::sample();
+    store.insert_tenant(&t, &[9; 32], 1).unwrap();
+    assert!(store.export_snapshot().is_ok());
+    store
+        .conn()
+        .unwrap()
+        .execute("UPDATE tenants SET created_at = 1.5", [])
+        .unwrap();
+    let r = store.export_snapshot().map(drop);
+    assert!(
+        matches!(&r, Err(StoreError::Corrupt(m)) if m.contains("tenants.created_at")),
+        "{r:?}"
+    );
+}
