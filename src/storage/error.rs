@@ -21,7 +21,8 @@ pub enum StoreError {
     #[error("migration: {0}")]
     Migration(String),
     /// The database is not an installation this binary may use as it is: no otpmint schema
-    /// in it, or one older than this binary's (the CLI's commands, API.md §18.8).
+    /// or keyring in it, or a schema older or newer than this binary's (the CLI's commands,
+    /// API.md §18.8).
     #[error("{0}")]
     NotInstalled(String),
     #[error("stored data is inconsistent: {0}")]

@@ -67,7 +67,8 @@ impl PgStore {
     }
 
     /// Connect to a database as its servers left it: nothing is migrated, and one that holds
-    /// no otpmint schema, or an older one, is refused (the CLI's commands, API.md §18.8).
+    /// no otpmint schema, or an older or newer one, is refused (the CLI's commands, API.md
+    /// §18.8).
     pub fn open_existing(opts: &PgOptions) -> Result<PgStore, StoreError> {
         Self::open_as(opts, false)
     }
@@ -117,7 +118,7 @@ impl PgStore {
         Ok(report.applied_migrations().len())
     }
 
-    /// Refuse a database without otpmint's schema, or with an older one.
+    /// Refuse a database without otpmint's schema, or with an older or newer one.
     fn schema_is_current(&self) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         let conn = &mut conn.client;

@@ -114,8 +114,8 @@ impl SqliteStore {
     }
 
     /// Open a database as its server left it: nothing is created or migrated, and one that
-    /// holds no otpmint schema, or an older one, is refused (the CLI's commands, API.md
-    /// §18.8).
+    /// holds no otpmint schema or keyring, or an older or newer schema, is refused (the CLI's
+    /// commands, API.md §18.8).
     pub fn open_existing(path: &Path, pool_size: u32) -> Result<SqliteStore, StoreError> {
         {
             use rusqlite::OpenFlags;
