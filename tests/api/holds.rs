@@ -488,3 +488,38 @@ async fn a_410_from_an_old_url_leaves_the_new_one_enabled() {
     let got = new.wait_for(1).await;
     assert_eq!(got[0].json()["data"]["email"], "bob@example.com");
 }
+
+/// A verify whose finish the database could not take answers 503 ("nothing changed"), and
+/// its attempt is given back once the database is back — also when the first try to give it
+/// back failed as well, the database still away. The same code then verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_answered_503_is_given_back_once_the_database_is_back() {
+    if skip_on_postgres("holds SQLite's write lock") {
+        return;
+    }
+    let app = spawn_app_with(|s| {
+        s.database.timeout_seconds = 1;
+        // A hash slow enough for the test to take the lock while the guess is compared.
+        s.hashing.iterations = 40;
+    })
+    .await;
+    let (_, sk) = app.tenant().await;
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    let db = app.settings.database.url.clone();
+    const USED: &str = "SELECT COALESCE(SUM(attempts), 0) FROM challenges";
+    let guess = app.verify(&sk, &key, &code);
+    let hold = async {
+        crate::lifecycle::wait_sql(&db, USED, 1, "the attempt was never reserved").await;
+        HeldLock::sqlite_write(&app.db_path())
+    };
+    let ((status, v), lock) = tokio::join!(guess, hold);
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(
+        crate::lifecycle::sql(&db, USED),
+        1,
+        "given back while held?"
+    );
+    lock.release();
+    crate::lifecycle::wait_sql(&db, USED, 0, "the attempt was never given back").await;
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+}

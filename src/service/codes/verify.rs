@@ -213,6 +213,8 @@ impl Codes {
         let hasher = self.core.hasher.clone();
         let find = lookup.clone();
         let by = self.delivery.lease_owner().to_string();
+        // The reservation's stamp, which names it when it is given back.
+        let stamp = (now, by.clone());
         let reserved = self
             .core.write(move |s| {
                 let Some((tid, subscribed)) = find.find(s, flavor, now)? else {
@@ -286,7 +288,7 @@ impl Codes {
                 Ok(g) => g,
                 Err(e) => {
                     // Never evaluated: the attempt and the failure budget are given back.
-                    self.release(tenant, &digest, &res).await;
+                    self.release(tenant, &digest, &res, &stamp).await;
                     return Err(e);
                 }
             }
@@ -305,7 +307,7 @@ impl Codes {
             Ok(m) => m,
             Err(e) => {
                 // Never evaluated: the attempt and the failure budget are given back.
-                self.release(tenant, &digest, &res).await;
+                self.release(tenant, &digest, &res, &stamp).await;
                 return Err(e.into());
             }
         };
@@ -363,7 +365,7 @@ impl Codes {
                     // The answer is 503 ("nothing changed"): the attempt goes back, so the
                     // same right code may be tried again (a verify that committed after all
                     // keeps its code verified; only a pending code's attempt is given back).
-                    self.release(tenant, &digest, &res).await;
+                    self.release(tenant, &digest, &res, &stamp).await;
                     return Err(e);
                 }
             };
@@ -400,12 +402,30 @@ impl Codes {
         }
     }
 
-    /// Give back a reserved attempt (and the recipient's failure) never evaluated.
-    async fn release(&self, tenant: &TenantId, digest: &[u8], res: &Reservation) {
-        let (tid, d, r) = (tenant.clone(), digest.to_vec(), res.email_canonical.clone());
-        let _ = self
-            .core
-            .write(move |s| s.release_attempt(&tid, &d, &r))
+    /// Give back a reserved attempt (and the recipient's failure) never evaluated: until
+    /// the database takes it (in the background while it is away), so an answer that says
+    /// nothing changed does not leave an attempt used. The release names its reservation by
+    /// its stamp and may run again safely.
+    async fn release(
+        &self,
+        tenant: &TenantId,
+        digest: &[u8],
+        res: &Reservation,
+        (at, by): &(Millis, String),
+    ) {
+        let (tid, d, r, at, by) = (
+            tenant.clone(),
+            digest.to_vec(),
+            res.email_canonical.clone(),
+            *at,
+            by.clone(),
+        );
+        self.core
+            .record_until_taken(
+                "giving back a verify attempt never evaluated",
+                move |s| s.release_attempt(&tid, &d, &r, (at, &by)),
+                || {},
+            )
             .await;
     }
 

@@ -270,13 +270,17 @@ pub trait CodeOutcomeStore {
         key_digest: &[u8],
         now: Millis,
     ) -> Result<Option<(ChallengeView, String)>, StoreError>;
-    /// Give back a reserved attempt that was never evaluated.
-    /// Also gives back the recipient's failure budget that the reservation took.
+    /// Give back a reserved attempt that was never evaluated, and the recipient's failure
+    /// budget the reservation took. The reservation is named by its stamp (`at`, `by`, as
+    /// `reserve_attempt` wrote them), and the stamp is cleared: a release runs again safely
+    /// (a retry after an answer that was lost gives back nothing more), and one whose
+    /// reservation a later guess stamped over gives back nothing.
     fn release_attempt(
         &self,
         tenant: &TenantId,
         key_digest: &[u8],
         recipient: &str,
+        stamp: (Millis, &str),
     ) -> Result<(), StoreError>;
     /// `pending` → `verified` (by `f.via`: `code` or `link`) if still pending and
     /// unexpired; false otherwise. When the verify succeeds, `f.event` (`otp.verified`) is
@@ -344,13 +348,15 @@ impl<E: Engine> CodeOutcomeStore for E {
         tenant: &TenantId,
         key_digest: &[u8],
         recipient: &str,
+        (at, by): (Millis, &str),
     ) -> Result<(), StoreError> {
         let t = Arg::from(tenant.as_str());
-        let attempt = [key_digest.into(), t.clone()];
+        let attempt = [key_digest.into(), t.clone(), at.into(), by.into()];
         let failure = [t, recipient.into()];
         self.transact(move |tx| {
-            tx.exec(sql::codes::RELEASE_ATTEMPT, &attempt)?;
-            tx.exec(sql::codes::RELEASE_FAILURE, &failure)?;
+            if tx.exec(sql::codes::RELEASE_ATTEMPT, &attempt)? > 0 {
+                tx.exec(sql::codes::RELEASE_FAILURE, &failure)?;
+            }
             Ok(())
         })
     }

@@ -20,8 +20,9 @@ shared_sql!(
 
 shared_sql!(
     pub(crate) RELEASE_ATTEMPT =
-        "UPDATE challenges SET attempts = attempts - 1 WHERE key_digest = $1 AND tenant_id = $2 \
-         AND attempts > 0 AND status = 'pending'"
+        "UPDATE challenges SET attempts = attempts - 1, attempt_at = NULL WHERE key_digest = $1 \
+         AND tenant_id = $2 AND attempts > 0 AND status = 'pending' AND attempt_at = $3 \
+         AND attempt_by = $4"
 );
 
 shared_sql!(
