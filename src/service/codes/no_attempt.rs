@@ -30,7 +30,12 @@ impl Codes {
         let waiting = tokio::time::Instant::now();
         let in_flight_ms = i64::try_from(IN_FLIGHT.as_millis()).unwrap_or(i64::MAX);
         while view.status_at(now) == Status::Exhausted
-            && view.attempt_by.as_deref().is_some_and(|by| by != me)
+            // A stamp is `<lease owner>#<number>`: the owner is the instance.
+            && view
+                .attempt_by
+                .as_deref()
+                .and_then(|by| by.split('#').next())
+                .is_some_and(|owner| owner != me)
             && view.attempt_at.is_some_and(|at| now - at < in_flight_ms)
             && waiting.elapsed() < IN_FLIGHT
         {

@@ -88,6 +88,12 @@ impl Lookup {
     }
 }
 
+/// A number for each attempt this process reserves (part of its stamp).
+fn next_reservation() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 impl Codes {
     /// Check a code. Malformed input uses no attempt; the attempt is reserved in the store
     /// before the comparison, so concurrency cannot exceed `max_attempts` evaluations.
@@ -212,8 +218,10 @@ impl Codes {
         let len = code.len() as u32;
         let hasher = self.core.hasher.clone();
         let find = lookup.clone();
-        let by = self.delivery.lease_owner().to_string();
-        // The reservation's stamp, which names it when it is given back.
+        // The reservation's stamp, which names it when it is given back: this process's
+        // lease owner (which other instances read, API.md §7) and a number of its own, so no
+        // two reservations share one (a release retried late never gives back another's).
+        let by = format!("{}#{}", self.delivery.lease_owner(), next_reservation());
         let stamp = (now, by.clone());
         let reserved = self
             .core.write(move |s| {

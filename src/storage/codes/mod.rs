@@ -352,7 +352,9 @@ impl<E: Engine> CodeOutcomeStore for E {
     ) -> Result<(), StoreError> {
         let t = Arg::from(tenant.as_str());
         let attempt = [key_digest.into(), t.clone(), at.into(), by.into()];
-        let failure = [t, recipient.into()];
+        // Only in the window the reservation counted in: a release retried after the window
+        // started again takes nothing from the new one.
+        let failure = [t, recipient.into(), at.into()];
         self.transact(move |tx| {
             if tx.exec(sql::codes::RELEASE_ATTEMPT, &attempt)? > 0 {
                 tx.exec(sql::codes::RELEASE_FAILURE, &failure)?;

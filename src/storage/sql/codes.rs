@@ -28,7 +28,7 @@ shared_sql!(
 shared_sql!(
     pub(crate) RELEASE_FAILURE =
         "UPDATE recipient_failures SET failures = failures - 1 WHERE tenant_id = $1 AND \
-         email_canonical = $2 AND failures > 0"
+         email_canonical = $2 AND failures > 0 AND window_start <= $3"
 );
 
 shared_sql!(
