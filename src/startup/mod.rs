@@ -225,11 +225,6 @@ fn build_services_as(
     let (store, keyring) = std::thread::scope(|s| {
         s.spawn(|| -> Result<_, StartupError> {
             let store = open_store_as(&settings, install)?;
-            if install == Install::Existing && store.keyring()?.is_empty() {
-                return Err(StartupError::Store(
-                    crate::storage::StoreError::NotInstalled(crate::storage::NO_KEYRING.into()),
-                ));
-            }
             let keyring = open_keyring(&settings, store.as_ref(), clock.now())?;
             Ok((store, keyring))
         })

@@ -76,10 +76,19 @@ pub(crate) const NO_KEYRING: &str =
     "it holds no keyring: start the server once, or run `otpmint migrate`, to make one";
 
 /// Whether a database whose newest applied migration is `applied` (`None`: it holds no
-/// otpmint schema) is one this binary, which knows migrations up to `known`, may use without
+/// otpmint schema) is one this binary, whose migrations `ours` holds, may use without
 /// migrating it: the same schema, neither older (its server has not migrated it yet) nor newer
 /// (a newer otpmint made it; `serve` and `migrate` refuse it too).
-pub(crate) fn schema_is_current(applied: Option<i64>, known: i64) -> Result<(), StoreError> {
+pub(crate) fn schema_is_current(
+    applied: Option<i64>,
+    ours: &refinery::Runner,
+) -> Result<(), StoreError> {
+    let known = ours
+        .get_migrations()
+        .iter()
+        .map(|m| i64::from(m.version()))
+        .max()
+        .unwrap_or(0);
     match applied {
         None => Err(StoreError::NotInstalled(
             "it holds no otpmint installation: start the server once, or run `otpmint migrate`, to make one"

@@ -37,7 +37,6 @@ pub use codes::{
     NewOutbox, Queued, Resend, ResendVia, Resent, Reservation, VerifyFinish,
 };
 pub use error::StoreError;
-pub(crate) use error::NO_KEYRING;
 pub use hosted::{HostedStore, Session, SessionFinisher, SessionRow};
 pub use integration::{EventClaimStore, IntegrationStore};
 pub use keyring::{KeyringStore, TenantSeal};

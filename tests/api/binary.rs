@@ -1048,15 +1048,13 @@ fn cli_commands_refuse_a_database_that_is_no_installation_and_change_nothing() {
     // A schema older than the binary's is not migrated by them.
     std::fs::remove_file(&db).unwrap();
     migrate();
+    const DROP_NEWEST: &str = "DELETE FROM refinery_schema_history WHERE version = (SELECT MAX(version) FROM refinery_schema_history)";
     let migrations = crate::lifecycle::sql(&url, "SELECT COUNT(*) FROM refinery_schema_history");
     crate::lifecycle::sql(
         &url,
         "CREATE TABLE newest AS SELECT * FROM refinery_schema_history WHERE version = (SELECT MAX(version) FROM refinery_schema_history)",
     );
-    crate::lifecycle::sql(
-        &url,
-        "DELETE FROM refinery_schema_history WHERE version = (SELECT MAX(version) FROM refinery_schema_history)",
-    );
+    crate::lifecycle::sql(&url, DROP_NEWEST);
     refused(&[], "is older than this otpmint");
     assert_eq!(
         crate::lifecycle::sql(&url, "SELECT COUNT(*) FROM refinery_schema_history"),
@@ -1072,10 +1070,7 @@ fn cli_commands_refuse_a_database_that_is_no_installation_and_change_nothing() {
         "INSERT INTO refinery_schema_history SELECT version + 1, name, applied_on, checksum FROM newest",
     );
     refused(&[], "is newer than this otpmint");
-    crate::lifecycle::sql(
-        &url,
-        "DELETE FROM refinery_schema_history WHERE version = (SELECT MAX(version) FROM refinery_schema_history)",
-    );
+    crate::lifecycle::sql(&url, DROP_NEWEST);
     // With its newest migration on record again, they work.
     let out = otpmint(dir.path())
         .args(["tenant", "list"])
@@ -1097,6 +1092,21 @@ fn cli_commands_refuse_a_database_that_is_no_installation_and_change_nothing() {
                 &pg,
                 "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'public'"
             ),
+            0
+        );
+        // Migrated, but without its keyring: refused, and none is made.
+        let out = otpmint(dir.path())
+            .arg("migrate")
+            .env("OTPMINT__CRYPTO__MASTER_KEY", &key)
+            .env("OTPMINT__DATABASE__URL", &pg)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        crate::lifecycle::sql(&pg, "DELETE FROM keyring");
+        refused(&[("OTPMINT__DATABASE__URL", &pg)], "no keyring");
+        assert_eq!(
+            crate::lifecycle::sql(&pg, "SELECT COUNT(*) FROM keyring"),
             0
         );
     }

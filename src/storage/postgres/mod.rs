@@ -67,8 +67,8 @@ impl PgStore {
     }
 
     /// Connect to a database as its servers left it: nothing is migrated, and one that holds
-    /// no otpmint schema, or an older or newer one, is refused (the CLI's commands, API.md
-    /// §18.8).
+    /// no otpmint schema or keyring, or an older or newer schema, is refused (the CLI's
+    /// commands, API.md §18.8).
     pub fn open_existing(opts: &PgOptions) -> Result<PgStore, StoreError> {
         Self::open_as(opts, false)
     }
@@ -90,7 +90,7 @@ impl PgStore {
                 if migrate {
                     store.migrate()?;
                 } else {
-                    store.schema_is_current()?;
+                    store.refuse_unless_installed()?;
                 }
                 Ok(store)
             })
@@ -118,8 +118,9 @@ impl PgStore {
         Ok(report.applied_migrations().len())
     }
 
-    /// Refuse a database without otpmint's schema, or with an older or newer one.
-    fn schema_is_current(&self) -> Result<(), StoreError> {
+    /// Refuse a database without otpmint's schema or keyring, or with an older or newer
+    /// schema.
+    fn refuse_unless_installed(&self) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         let conn = &mut conn.client;
         let applied: Option<i64> = if conn
@@ -137,13 +138,15 @@ impl PgStore {
         } else {
             None
         };
-        let newest = embedded::migrations::runner()
-            .get_migrations()
-            .iter()
-            .map(|m| i64::from(m.version()))
-            .max()
-            .unwrap_or(0);
-        super::error::schema_is_current(applied, newest)
+        super::error::schema_is_current(applied, &embedded::migrations::runner())?;
+        // Its keyring: one without is no installation either.
+        let keyring: bool = conn
+            .query_one("SELECT EXISTS (SELECT 1 FROM keyring)", &[])?
+            .get(0);
+        if !keyring {
+            return Err(StoreError::NotInstalled(super::error::NO_KEYRING.into()));
+        }
+        Ok(())
     }
 
     fn conn(&self) -> Result<Conn, StoreError> {

@@ -24,16 +24,6 @@ mod embedded {
     refinery::embed_migrations!("migrations/sqlite");
 }
 
-/// The newest migration this binary holds.
-fn newest_migration() -> i64 {
-    embedded::migrations::runner()
-        .get_migrations()
-        .iter()
-        .map(|m| i64::from(m.version()))
-        .max()
-        .unwrap_or(0)
-}
-
 /// Prepared statements kept per connection: every fixed statement of the store fits.
 const STATEMENT_CACHE: usize = 128;
 
@@ -138,7 +128,7 @@ impl SqliteStore {
             } else {
                 None
             };
-            super::error::schema_is_current(applied, newest_migration())?;
+            super::error::schema_is_current(applied, &embedded::migrations::runner())?;
             // Its keyring, read before anything opens the file to write (another program's
             // database with a table of refinery's name has none either).
             let keyring = match c.query_row("SELECT EXISTS (SELECT 1 FROM keyring)", [], |r| {
