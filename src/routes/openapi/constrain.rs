@@ -44,6 +44,15 @@ mod rule {
     pub fn recipient() -> Value {
         json!({"anyOf": [email(), phone()]})
     }
+    /// `recipient` as a path segment: the address declared without `%`. The server takes a
+    /// `%` there (the segment is percent-decoded once), but a client that unquotes a value
+    /// before it quotes it (Schemathesis does) would turn `%ff` into U+FFFD, which no
+    /// address holds. The server still removes an address with a `%` sent as `%25`.
+    pub fn recipient_segment() -> Value {
+        let mut address = email();
+        address["pattern"] = json!("^[^%]*$");
+        json!({"anyOf": [address, phone()]})
+    }
     /// `webhook::check_url`: the form of an endpoint (whether `http://` and its host's
     /// address are allowed is checked when it is registered: a refusal there is 422).
     pub fn endpoint() -> Value {
@@ -213,7 +222,7 @@ fn constrain_parameters(doc: &mut serde_json::Value) {
     let when = rule::when;
     let parameters: Vec<(&str, &str, Value)> = vec![
         ("", "locale", rule::locale()),
-        ("", "recipient", rule::recipient()),
+        ("", "recipient", rule::recipient_segment()),
         ("/stats", "from", when()),
         ("/stats", "to", when()),
         (
