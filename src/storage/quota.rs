@@ -26,6 +26,20 @@ impl SendQuota {
             || self.max_failures > 0
     }
 
+    /// The failure budget as it applies to a code allowed `max_attempts` guesses: never
+    /// below them, so one code's own guesses always reach its `max_attempts`-th answer
+    /// (422, then 410 `attempts_exhausted`, API.md §6.3) whatever `limits.recipient_max_failures`
+    /// says; the budget still spans the recipient's codes.
+    pub fn for_attempts(self, max_attempts: u32) -> SendQuota {
+        SendQuota {
+            max_failures: match self.max_failures {
+                0 => 0,
+                n => n.max(max_attempts),
+            },
+            ..self
+        }
+    }
+
     /// Only the recipient's failure budget: what a test mint is checked against (it sends
     /// nothing, but a recipient that keeps guessing wrong is refused like any, API.md §17.8).
     pub fn failures_only(&self) -> SendQuota {

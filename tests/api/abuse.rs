@@ -183,7 +183,8 @@ async fn the_failure_budget_spans_codes_and_blocks_mint_and_verify_until_the_win
         s.limits.recipient_window_seconds = 600;
     })
     .await;
-    let (_, sk) = app.tenant().await;
+    // Codes of three guesses each: the budget (never below a code's own guesses) is 3.
+    let (_, sk) = app.tenant_with(json!({"max_attempts": 3})).await;
     let (k1, c1) = app.mint(&sk, "ada@example.com").await;
     app.verify(&sk, &k1, &wrong(&c1)).await;
     app.verify(&sk, &k1, &wrong(&c1)).await;
@@ -218,7 +219,7 @@ async fn a_right_code_resets_the_recipients_failure_budget() {
         s.limits.recipient_window_seconds = 600;
     })
     .await;
-    let (_, sk) = app.tenant().await;
+    let (_, sk) = app.tenant_with(json!({"max_attempts": 3})).await;
     let (k1, c1) = app.mint(&sk, "ada@example.com").await;
     for _ in 0..2 {
         assert_eq!(
@@ -227,15 +228,62 @@ async fn a_right_code_resets_the_recipients_failure_budget() {
         );
     }
     assert_eq!(app.verify(&sk, &k1, &c1).await.0, StatusCode::OK);
-    // Two failures before the match are forgotten with it: a new code gets the whole
-    // budget of three evaluated guesses, then the recipient is blocked.
+    // Two failures before the match are forgotten with it: the recipient has the whole
+    // budget of three evaluated guesses again, over its codes, then it is blocked.
     let (k2, c2) = app.mint(&sk, "ada@example.com").await;
-    for _ in 0..3 {
+    for _ in 0..2 {
         let (s, v) = app.verify(&sk, &k2, &wrong(&c2)).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     }
-    let (s, v) = app.verify(&sk, &k2, &c2).await;
+    let (k3, c3) = app.mint(&sk, "ada@example.com").await;
+    let (s, v) = app.verify(&sk, &k3, &wrong(&c3)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (s, v) = app.verify(&sk, &k3, &c3).await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+}
+
+/// The budget is never below a code's own `max_attempts` (API.md §6.3): a tenant that
+/// allows 20 guesses gets its 422s down to `attempts_remaining: 0`, then 410 — not 429
+/// after `limits.recipient_max_failures` (10 by default) — and the right code verifies
+/// late in that run; past a whole code's worth of failures the recipient is blocked.
+#[tokio::test]
+async fn the_failure_budget_never_cuts_a_codes_own_attempts_short() {
+    let app = spawn_app_with(|s| {
+        s.limits.recipient_max_failures = 10;
+        s.limits.recipient_window_seconds = 600;
+        s.limits.resend_cooldown_seconds = 0;
+    })
+    .await;
+    let (_, sk) = app.tenant_with(json!({"max_attempts": 20})).await;
+    let (k1, c1) = app.mint(&sk, "ada@example.com").await;
+    for left in (1..20).rev() {
+        let (s, v) = app.verify(&sk, &k1, &wrong(&c1)).await;
+        assert_eq!(
+            (s, v["attempts_remaining"].as_u64()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some(left)),
+            "{v}"
+        );
+    }
+    assert_eq!(app.verify(&sk, &k1, &c1).await.0, StatusCode::OK);
+    let (k2, c2) = app.mint(&sk, "ada@example.com").await;
+    for left in (0..20).rev() {
+        let (s, v) = app.verify(&sk, &k2, &wrong(&c2)).await;
+        assert_eq!(
+            (s, v["attempts_remaining"].as_u64()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some(left)),
+            "{v}"
+        );
+    }
+    let (s, v) = app.verify(&sk, &k2, &c2).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::GONE, Some("attempts_exhausted")),
+        "{v}"
+    );
+    let r = app
+        .post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
 }
 
 #[tokio::test]
@@ -428,8 +476,9 @@ async fn a_verify_flood_is_shed_with_503_while_healthz_answers() {
 
 #[tokio::test]
 async fn concurrent_guesses_across_codes_cannot_overrun_the_failure_budget() {
-    let app = spawn_app_with(|s| s.limits.recipient_max_failures = 4).await;
-    let (_, sk) = app.tenant_with(json!({"max_attempts": 20})).await;
+    // Three codes of four guesses each: the budget of 5 is what stops the guesses.
+    let app = spawn_app_with(|s| s.limits.recipient_max_failures = 5).await;
+    let (_, sk) = app.tenant_with(json!({"max_attempts": 4})).await;
     let mut keys = Vec::new();
     for p in ["a", "b", "c"] {
         let (k, c) = app.mint_purpose(&sk, "ada@example.com", Some(p)).await;
@@ -444,11 +493,13 @@ async fn concurrent_guesses_across_codes_cannot_overrun_the_failure_budget() {
         .iter()
         .filter(|(s, _)| *s == StatusCode::UNPROCESSABLE_ENTITY)
         .count();
-    assert_eq!(evaluated, 4, "{results:?}");
+    assert_eq!(evaluated, 5, "{results:?}");
+    // The rest are refused by the budget (429), or by a key whose four guesses were taken
+    // (410).
     assert!(results
         .iter()
         .filter(|(s, _)| *s != StatusCode::UNPROCESSABLE_ENTITY)
-        .all(|(s, _)| *s == StatusCode::TOO_MANY_REQUESTS));
+        .all(|(s, _)| *s == StatusCode::TOO_MANY_REQUESTS || *s == StatusCode::GONE));
 }
 
 #[tokio::test]

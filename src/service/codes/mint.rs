@@ -231,7 +231,7 @@ impl Codes {
         link: Option<&crate::service::codes::links::LinkRequest>,
     ) -> Result<Minted, ServiceError> {
         let mut policy = self.policy_for(tenant, flavor);
-        let quota = self.core.quota();
+        let quota = self.core.quota().for_attempts(policy.max_attempts);
         let now = self.core.now();
         // A test recipient's (or a test tenant's) mint goes to the test inbox: it counts
         // against the test sends only, and with a fixed code needs no new hash.

@@ -83,7 +83,7 @@ impl Codes {
                     format!("must be {} ASCII digits", view.code_length),
                 );
             }
-            let quota = self.core.quota();
+            let quota = self.core.quota().for_attempts(view.max_attempts);
             let window = quota.recipient_window_ms;
             let tid = tenant.clone();
             let recipient = view.email_canonical.clone();

@@ -127,7 +127,7 @@ impl Codes {
         let sms_facts = self
             .send_gate(tenant, &email, &view.purpose, test, now)
             .await?;
-        let quota = self.core.quota();
+        let quota = self.core.quota().for_attempts(view.max_attempts);
         let counted = !test && quota.any();
         // As at mint: a test resend counts against no send limit, but a recipient out of its
         // failure budget is refused like any (API.md §17.8).

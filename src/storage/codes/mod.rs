@@ -196,7 +196,8 @@ pub struct AttemptAsk {
 }
 
 impl AttemptAsk {
-    /// The failures that spend the recipient's budget (`i64::MAX`: no budget).
+    /// The failures that spend the recipient's budget (`i64::MAX`: no budget); the
+    /// reservation raises it to the code's own `max_attempts` (`SendQuota::for_attempts`).
     pub(crate) fn failure_cap(&self) -> i64 {
         match self.quota.max_failures {
             0 => i64::MAX,

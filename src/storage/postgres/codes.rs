@@ -178,7 +178,7 @@ impl CodeStore for PgStore {
                 live_code!("$4"),
                 " AND code_length = $7 \
                    AND NOT EXISTS (SELECT 1 FROM recipient_failures f WHERE f.tenant_id = c.tenant_id \
-                       AND f.email_canonical = c.email_canonical AND f.failures >= $5 AND f.window_start + $6 > $4) \
+                       AND f.email_canonical = c.email_canonical AND f.failures >= GREATEST($5, c.max_attempts) AND f.window_start + $6 > $4) \
                  RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose, locale, earlier_hashes, test, channel"
                 ),
                 &[key_digest, &t, &a.code.flavor.as_str(), &now, &max_failures, &q.recipient_window_ms, &i64::from(a.code_len), &a.by],

@@ -162,7 +162,7 @@ impl CodeStore for SqliteStore {
                     live_code!("?4"),
                     " AND code_length = ?7 \
                        AND NOT EXISTS (SELECT 1 FROM recipient_failures f WHERE f.tenant_id = challenges.tenant_id \
-                           AND f.email_canonical = challenges.email_canonical AND f.failures >= ?5 AND f.window_start + ?6 > ?4) \
+                           AND f.email_canonical = challenges.email_canonical AND f.failures >= MAX(?5, challenges.max_attempts) AND f.window_start + ?6 > ?4) \
                      RETURNING code_hash, attempts, max_attempts, email, email_canonical, purpose, locale, earlier_hashes, test, channel"
                     ),
                     params![a.code.key_digest, tenant.as_str(), a.code.flavor.as_str(), now, max_failures, q.recipient_window_ms, a.code_len, a.by],
