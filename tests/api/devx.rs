@@ -319,14 +319,7 @@ async fn a_test_tenant_never_emails_anyone_and_its_keys_say_so() {
         app.smtp.messages().is_empty(),
         "a test tenant emailed someone"
     );
-    // Without a relay it cannot leave test mode; the tenant itself cannot change it.
-    let (s, v) = body(
-        app.patch(&format!("/v1/tenants/{id}"), ADMIN, json!({"test": false}))
-            .await,
-    )
-    .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
-    assert!(v.to_string().contains("smtp"), "{v}");
+    // The tenant itself cannot leave test mode.
     let (s, _) = body(app.patch("/v1/tenant", &sk, json!({"test": false})).await).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, v) = body(
@@ -373,6 +366,42 @@ async fn a_test_tenant_never_emails_anyone_and_its_keys_say_so() {
     let live = v["secret_key"].as_str().unwrap().to_string();
     let (_, code) = app.mint(&live, "c@example.com").await;
     assert_eq!(code.len(), 6);
+}
+
+/// A test tenant with no way to send may still be made live (API.md §17.4, §15.3): its
+/// test key stops, the answer shows its live key once, and its mints answer 422
+/// `channel_not_configured` — none goes to the test inbox — until it has a transport.
+#[tokio::test]
+async fn a_test_tenant_without_a_transport_goes_live_and_says_it_cannot_send() {
+    let app = spawn_app().await;
+    let (id, sk) = test_tenant(&app).await;
+    let (s, v) = body(
+        app.patch(&format!("/v1/tenants/{id}"), ADMIN, json!({"test": false}))
+            .await,
+    )
+    .await;
+    assert_eq!((s, &v["test"]), (StatusCode::OK, &json!(false)), "{v}");
+    let live = v["secret_key"].as_str().unwrap().to_string();
+    assert!(
+        live.starts_with("sk_") && !live.starts_with("sk_test_"),
+        "{live}"
+    );
+    assert_eq!(
+        app.get("/v1/tenant", &sk).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let (s, m) = mint_json(&app, &live, "a@example.com").await;
+    assert_eq!(
+        (s, &m["code"]),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &json!("channel_not_configured")
+        ),
+        "{m}"
+    );
+    let (s, v) = body(app.get("/v1/tenant/test-inbox", &live).await).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["messages"], json!([]), "{v}");
 }
 
 #[tokio::test]
@@ -1213,15 +1242,28 @@ async fn a_test_recipient_out_of_its_failure_budget_is_refused_at_mint_and_resen
         s.limits.resend_cooldown_seconds = 0;
     })
     .await;
-    let (_, sk) = app.tenant().await;
+    // Codes of two guesses: the budget (never below a code's own guesses) is 2.
+    let (_, sk) = app.tenant_with(json!({"max_attempts": 2})).await;
     let list =
         json!([{"match": "review@acme.example", "code": "424242", "expires_at": at(&app, DAY)}]);
     assert_eq!(put_list(&app, &sk, list).await.0, StatusCode::OK);
+    // A second key (another purpose) stays live while the first one's guesses are spent.
     let (_, m) = mint_json(&app, &sk, "review@acme.example").await;
+    let spent = m["shareable_key"].as_str().unwrap().to_string();
+    let (s, m) = body(
+        app.post(
+            "/v1/otp",
+            &sk,
+            json!({"email": "review@acme.example", "purpose": "other"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{m}");
     let key = m["shareable_key"].as_str().unwrap().to_string();
     for _ in 0..2 {
         assert_eq!(
-            app.verify(&sk, &key, "000000").await.0,
+            app.verify(&sk, &spent, "000000").await.0,
             StatusCode::UNPROCESSABLE_ENTITY
         );
     }
@@ -1241,7 +1283,7 @@ async fn a_test_recipient_out_of_its_failure_budget_is_refused_at_mint_and_resen
         (StatusCode::TOO_MANY_REQUESTS, Some("failures")),
         "{v}"
     );
-    assert_eq!(inbox(&app, &sk, "review@acme.example").await.len(), 1);
+    assert_eq!(inbox(&app, &sk, "review@acme.example").await.len(), 2);
 }
 
 /// A key minted live and resent after its tenant turned into a test tenant: the new code

@@ -374,21 +374,12 @@ impl Tenants {
         if !errs.is_empty() {
             return Err(ServiceError::Invalid(errs));
         }
-        // Leaving test mode: the relay it will use now must pass the host policy, and it
-        // needs some way to send.
+        // Leaving test mode: the relay it will use now must pass the host policy. A tenant
+        // with no way to send may be live (API.md §15.3): its mints answer 422
+        // `channel_not_configured` until it has one.
         if current.test && p.test == Some(false) {
-            match smtp_row.as_ref().or(current.smtp.as_ref()) {
-                Some(relay) => self.check_host(&relay.host, relay.port, relay.tls).await?,
-                None if current.smtp_fallback.is_none()
-                    && current.providers.is_empty()
-                    && current.http.is_none() =>
-                {
-                    return Err(ServiceError::field(
-                        "smtp",
-                        "is required to leave test mode (or an email provider or an HTTP transport): this test tenant has no way to send yet",
-                    ));
-                }
-                None => {}
+            if let Some(relay) = smtp_row.as_ref().or(current.smtp.as_ref()) {
+                self.check_host(&relay.host, relay.port, relay.tls).await?;
             }
         }
         let changes = TenantChanges {
