@@ -38,8 +38,9 @@ impl Grammar {
     }
 }
 
-/// A language tag: a language of 2–8 letters, then subtags of 1–8 letters or digits.
-pub static LOCALE: Grammar = Grammar::new("^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$", 2, 35);
+/// A language tag (API.md §8): 2–35 letters, digits and `-`, in subtags none of which is
+/// empty (`en`, `pt-BR`, `zh-Hant-TW`, `x-private`).
+pub static LOCALE: Grammar = Grammar::new("^[A-Za-z0-9]+(-[A-Za-z0-9]+)*$", 2, 35);
 
 /// A code's purpose.
 pub static PURPOSE: Grammar = Grammar::new("^[a-z0-9_.-]{1,64}$", 1, 64);

@@ -1,5 +1,5 @@
 //! Language tags (API.md §8): `en`, `pt-BR`, `zh-Hant-TW`; 2–35 characters of letters,
-//! digits and `-`. Tags compare without regard to case, so they are kept in one canonical
+//! digits and `-`, no subtag empty. Tags compare without regard to case, so they are kept in one canonical
 //! spelling: the language lower case, a four-letter script title case, a two-letter region
 //! upper case, anything else lower case (as BCP 47 recommends).
 
@@ -10,7 +10,7 @@ pub struct Locale(String);
 
 /// Why a tag was refused.
 pub const LOCALE_RULE: &str =
-    "must be a language tag such as en or pt-BR: 2 to 35 letters, digits and '-', starting with a language";
+    "must be a language tag such as en or pt-BR: 2 to 35 letters, digits and '-' (no empty subtag)";
 
 impl Locale {
     pub fn parse(s: &str) -> Option<Locale> {
@@ -19,14 +19,10 @@ impl Locale {
         }
         let mut out = Vec::new();
         for (i, sub) in s.split('-').enumerate() {
-            if sub.is_empty() || sub.len() > 8 {
+            if sub.is_empty() {
                 return None;
             }
             let canonical = if i == 0 {
-                // The language: 2–8 letters.
-                if sub.len() < 2 || !sub.bytes().all(|b| b.is_ascii_alphabetic()) {
-                    return None;
-                }
                 sub.to_ascii_lowercase()
             } else if sub.len() == 4 && sub.bytes().all(|b| b.is_ascii_alphabetic()) {
                 let lower = sub.to_ascii_lowercase();
@@ -77,6 +73,12 @@ mod tests {
         assert_eq!(p("ZH-hant-tw").as_deref(), Some("zh-Hant-TW"));
         assert_eq!(p("es-419").as_deref(), Some("es-419"));
         assert_eq!(Locale::parse("pt-BR").unwrap().language().as_str(), "pt");
+        // Whatever the contract's "2–35 letters, digits and -" allows, with no empty subtag.
+        let longest = "A".repeat(35);
+        assert_eq!(p(&longest), Some("a".repeat(35)));
+        assert_eq!(p("x-Private").as_deref(), Some("x-private"));
+        assert_eq!(p("a1").as_deref(), Some("a1"));
+        assert_eq!(p("de-abcdefghi").as_deref(), Some("de-abcdefghi"));
         for bad in [
             "",
             "e",
@@ -84,11 +86,10 @@ mod tests {
             "en-",
             "-en",
             "en--us",
-            "12",
             "en-US/x",
             "a".repeat(36).as_str(),
-            "de-abcdefghi",
             "fr ",
+            "dé",
         ] {
             assert!(Locale::parse(bad).is_none(), "{bad:?} accepted");
         }

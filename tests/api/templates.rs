@@ -503,7 +503,8 @@ async fn the_admin_manages_any_tenants_templates() {
 async fn bad_locale_tags_are_refused() {
     let app = spawn_app().await;
     let (id, sk) = app.tenant().await;
-    for bad in ["en_US", "e", "-en", "en--x", "toolong-abcdefghi", "12"] {
+    let too_long = "a".repeat(36);
+    for bad in ["en_US", "e", "-en", "en--x", "en-", too_long.as_str(), "dé"] {
         let (s, v) = put_template(&app, &sk, bad, simple("S", "{{ code }}")).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {v}");
         assert_eq!(v["errors"][0]["field"], "locale");
@@ -525,6 +526,16 @@ async fn bad_locale_tags_are_refused() {
         0,
         "a refused mint sent mail"
     );
+    // Every tag of 2–35 letters, digits and '-' is one (API.md §8), the longest included.
+    for good in [
+        "a".repeat(35),
+        "x-private".into(),
+        "de-1996".into(),
+        "12".into(),
+    ] {
+        let (s, v) = put_template(&app, &sk, &good, simple("S", "{{ code }}")).await;
+        assert_eq!(s, StatusCode::OK, "{good}: {v}");
+    }
     let t: Value = app
         .get(&format!("/v1/tenants/{id}"), ADMIN)
         .await
