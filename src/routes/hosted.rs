@@ -158,7 +158,7 @@ async fn render(
     let logo = st.services.codes.has_logo(&tenant.id).await;
     let cookie = page_kit::cookie_or_new(st, req, COOKIE);
     let csrf = st.services.codes.hosted_csrf(&row.session.id, &cookie);
-    let set_cookie = page_kit::set_cookie(st, COOKIE, &cookie);
+    let set_cookie = page_kit::set_cookie(st, req, COOKIE, &cookie);
     let status_now = status_of(row, st.services.core.now());
     let over = status_now != "open" || error == Some(&PageError::Over);
     let code_sent = row.key_sealed.is_some();

@@ -89,7 +89,7 @@ pub async fn show(req: HttpRequest, st: State, token: web::Path<String>) -> Http
             // The browser's cookie for this page (a new one unless it has one).
             let cookie = page_kit::cookie_or_new(&st, &req, COOKIE);
             let csrf = st.services.codes.link_csrf(&token, &cookie);
-            let set_cookie = page_kit::set_cookie(&st, COOKIE, &cookie);
+            let set_cookie = page_kit::set_cookie(&st, &req, COOKIE, &cookie);
             let lead = s.confirm_lead.replace("{app}", &l.tenant_name);
             let action = format!("{}/l/{}", page_kit::base_path(&st), token.as_str());
             // The tenant's colour, as on its hosted pages (API.md §18.8).

@@ -34,9 +34,12 @@ pub(super) fn cookie_or_new(st: &AppState, req: &HttpRequest, name: &str) -> Str
 }
 
 /// A `Set-Cookie` for a page's CSRF cookie: a `__Host-` name (the caller's), `Path=/`, no
-/// domain; `Secure` behind https — and on a loopback host, which browsers treat as secure
-/// and where a `__Host-` cookie must carry it too.
-pub(super) fn set_cookie(st: &AppState, name: &str, value: &str) -> String {
+/// domain; `Secure` when `server.public_url` is https (API.md §17.5). On a plain-http
+/// loopback `public_url` (development), `Secure` too when the request comes from a browser
+/// that treats the host as secure — one that sends fetch metadata (`Sec-Fetch-*`, sent only
+/// to such hosts): it refuses a `__Host-` cookie without `Secure` there. Any other client
+/// gets a cookie it may send back over http.
+pub(super) fn set_cookie(st: &AppState, req: &HttpRequest, name: &str, value: &str) -> String {
     let base = st.services.codes.links_base().unwrap_or_default();
     let loopback = reqwest::Url::parse(&base).is_ok_and(|u| match u.host() {
         Some(url::Host::Domain(d)) => d == "localhost" || d.ends_with(".localhost"),
@@ -44,7 +47,10 @@ pub(super) fn set_cookie(st: &AppState, name: &str, value: &str) -> String {
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
     });
-    let secure = base.starts_with("https://") || loopback;
+    let browser = ["sec-fetch-site", "sec-fetch-mode"]
+        .iter()
+        .any(|h| req.headers().contains_key(*h));
+    let secure = base.starts_with("https://") || (loopback && browser);
     format!(
         "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age=3600{}",
         if secure { "; Secure" } else { "" }

@@ -41,7 +41,8 @@ pub(crate) async fn open_session(app: &TestApp, sk: &str, body_: Value) -> (Stri
     (v["id"].as_str().unwrap().to_string(), v)
 }
 
-/// A browser-like client: keeps cookies, follows no redirects.
+/// A browser-like client: keeps cookies, follows no redirects, sends fetch metadata (as
+/// browsers do to a loopback host, which they treat as secure).
 struct Browser {
     c: reqwest::Client,
     base: String,
@@ -61,6 +62,16 @@ impl Browser {
         Browser {
             c: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
+                .default_headers(reqwest::header::HeaderMap::from_iter([
+                    (
+                        header::HeaderName::from_static("sec-fetch-site"),
+                        header::HeaderValue::from_static("same-origin"),
+                    ),
+                    (
+                        header::HeaderName::from_static("sec-fetch-mode"),
+                        header::HeaderValue::from_static("navigate"),
+                    ),
+                ]))
                 .build()
                 .unwrap(),
             base: app.addr.clone(),
