@@ -78,19 +78,22 @@ pub const REQUEST_ID: &str = "x-request-id";
 #[derive(Clone, Copy)]
 pub struct RequestStart(pub Instant);
 
-/// A request id: the client's if it is short and plain, else a fresh one.
+/// A request id: the client's (API.md §1: echoed) if it is printable ASCII of at most
+/// [`REQUEST_ID_MAX`] characters, else a fresh one.
 #[derive(Clone)]
 pub struct RequestId(pub String);
+
+/// The longest client request id kept (a W3C `traceparent` is 55, a UUID 36).
+const REQUEST_ID_MAX: usize = 200;
 
 fn request_id(req: &ServiceRequest) -> String {
     req.headers()
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|s| {
-            !s.is_empty()
-                && s.len() <= 128
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+            !s.trim().is_empty()
+                && s.len() <= REQUEST_ID_MAX
+                && s.bytes().all(|b| (b' '..=b'~').contains(&b))
         })
         .map(str::to_string)
         .unwrap_or_else(|| crate::domain::keys::random_id(20))

@@ -500,6 +500,35 @@ async fn operations_basics_health_errors_and_request_ids() {
         .await
         .unwrap();
     assert_eq!(r.headers()["x-request-id"], "abc-123");
+    // Any printable id is echoed as sent; one too long or not ASCII is replaced.
+    let (longest, too_long) = ("r".repeat(200), "r".repeat(201));
+    for (sent, echoed) in [
+        ("{4f1c-9a} req#1 a/b", true),
+        (longest.as_str(), true),
+        (too_long.as_str(), false),
+    ] {
+        let r = app
+            .client
+            .get(format!("{}/healthz", app.addr))
+            .header("x-request-id", sent)
+            .send()
+            .await
+            .unwrap();
+        let got = r.headers()["x-request-id"].to_str().unwrap();
+        assert_eq!(got == sent, echoed, "{sent:?} → {got:?}");
+        assert!(!got.is_empty());
+    }
+    let r = app
+        .client
+        .get(format!("{}/healthz", app.addr))
+        .header(
+            "x-request-id",
+            reqwest::header::HeaderValue::from_bytes(b"\xfcn\xef").unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.headers()["x-request-id"].as_bytes(), b"\xfcn\xef");
     let r = app.get("/nowhere", "").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
