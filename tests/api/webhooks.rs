@@ -238,7 +238,17 @@ async fn only_subscribed_events_are_sent_and_only_to_their_tenant() {
     let app = app_for(&rx).await;
     let (_, a) = app.tenant().await;
     let (_, b) = app.tenant().await;
-    register(&app, &a, &rx.url("/a"), &["otp.verified"]).await;
+    // The events as asked, in their order, a duplicate dropped.
+    let v = register(
+        &app,
+        &a,
+        &rx.url("/a"),
+        &["otp.verified", "otp.cancelled", "otp.verified"],
+    )
+    .await;
+    assert_eq!(v["events"], json!(["otp.verified", "otp.cancelled"]));
+    let got = body(app.get("/v1/tenant/webhook", &a).await).await.1;
+    assert_eq!(got["events"], json!(["otp.verified", "otp.cancelled"]));
     let (key, code) = app.mint(&a, "ada@example.com").await;
     app.mint(&b, "bob@example.com").await;
     assert_eq!(app.verify(&a, &key, &code).await.0, StatusCode::OK);

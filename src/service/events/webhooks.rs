@@ -131,11 +131,13 @@ impl Events {
                 format!("each must be one of {}", EventType::subscribable_list()),
             ));
         };
-        // One canonical order, no duplicates.
-        let events: Vec<EventType> = EventType::SUBSCRIBABLE
-            .into_iter()
-            .filter(|t| asked.contains(t))
-            .collect();
+        // In the order given, without duplicates (the answer shows what was asked).
+        let mut events: Vec<EventType> = Vec::with_capacity(asked.len());
+        for t in asked {
+            if !events.contains(&t) {
+                events.push(t);
+            }
+        }
         let settings = self.core.settings.load_full();
         let url = check_url_resolved(&input.url, &settings)
             .await
