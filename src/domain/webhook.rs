@@ -7,7 +7,7 @@ use super::Millis;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Webhook {
     pub url: String,
-    /// Subscribed event types, in their canonical order.
+    /// Subscribed event types, in the order they were asked (no duplicates).
     pub events: Vec<EventType>,
     pub secret: Vec<u8>,
     pub created_at: Millis,
