@@ -66,7 +66,7 @@ impl Podman {
 struct Cleanup {
     conf: PathBuf,
     containers: Vec<String>,
-    volume: String,
+    volumes: Vec<String>,
     images: Vec<String>,
 }
 
@@ -82,7 +82,9 @@ impl Drop for Cleanup {
         for c in &self.containers {
             podman(vec!["rm", "-f", "-t", "0", c]);
         }
-        podman(vec!["volume", "rm", "-f", &self.volume]);
+        for v in &self.volumes {
+            podman(vec!["volume", "rm", "-f", v]);
+        }
         for i in &self.images {
             podman(vec!["rmi", "-f", i]);
         }
@@ -175,7 +177,7 @@ async fn the_image_runs_read_only_as_10001_and_keeps_its_state_on_the_volume() {
     let mut cleanup = Cleanup {
         conf,
         containers: Vec::new(),
-        volume: volume.clone(),
+        volumes: vec![volume.clone()],
         images: vec![image.clone(), base_image.clone()],
     };
 
@@ -341,6 +343,48 @@ async fn the_image_runs_read_only_as_10001_and_keeps_its_state_on_the_volume() {
         let key = std::fs::metadata(Path::new(&mount).join("master.key")).unwrap();
         assert_eq!(key.mode() & 0o777, 0o600);
     }
+
+    // A master key from the environment (a secret store) works with the image as it is: no
+    // variable of the image names a key file that would clash with it, and none is written.
+    let keyed_volume = format!("{volume}-key");
+    cleanup.volumes.push(keyed_volume.clone());
+    let keyed = format!("otpmint-test-key-{tag}");
+    cleanup.containers.push(keyed.clone());
+    let master_key = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode([7u8; 32])
+    };
+    podman
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            &keyed,
+            "--read-only",
+            "-v",
+            &format!("{keyed_volume}:/data"),
+            "-e",
+            &format!("OTPMINT__CRYPTO__MASTER_KEY={master_key}"),
+            "-p",
+            "127.0.0.1::8080",
+            &image,
+        ])
+        .await;
+    let published = podman.ok(&["port", &keyed, "8080"]).await;
+    let port = published.rsplit(':').next().unwrap().to_string();
+    wait_ready(&format!("http://127.0.0.1:{port}")).await;
+    podman.ok(&["stop", "-t", "20", &keyed]).await;
+    let mount = podman
+        .ok(&[
+            "volume",
+            "inspect",
+            &keyed_volume,
+            "--format",
+            "{{.Mountpoint}}",
+        ])
+        .await;
+    assert!(Path::new(&mount).join("otpmint.db").exists());
+    assert!(!Path::new(&mount).join("master.key").exists());
 
     // Mail through the test SMTP server: the container on the host's network (the relay
     // listens on loopback), its CA given as a file.
