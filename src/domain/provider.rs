@@ -45,7 +45,7 @@ enum Check {
     AccessKeyId,
     /// An SES configuration set name.
     ConfigSet,
-    /// A Twilio SID with this two-letter prefix and 32 hex digits.
+    /// A Twilio SID: this two-letter prefix, then letters and digits.
     Sid(&'static str),
     /// A Standard Webhooks signing secret: `whsec_` and base64 (Resend).
     WebhookSecret,
@@ -336,10 +336,12 @@ fn checked(check: Check, v: &str) -> Result<String, String> {
                 && v.chars().count() <= 11
                 && v.chars().all(|c| c.is_ascii_alphanumeric())
                 && v.chars().any(|c| c.is_ascii_alphabetic());
-            if PhoneNumber::parse(v).is_some() || alnum {
+            // Vonage writes numbers in E.164 without the `+` (447700900000).
+            let bare = PhoneNumber::parse(&format!("+{v}")).is_some();
+            if PhoneNumber::parse(v).is_some() || bare || alnum {
                 Ok(v.to_string())
             } else {
-                Err("must be a phone number in E.164 form or up to 11 letters and digits".into())
+                Err("must be a phone number in E.164 form (with or without +) or up to 11 letters and digits".into())
             }
         }
         Check::Stream => (!v.is_empty()
@@ -367,12 +369,14 @@ fn checked(check: Check, v: &str) -> Result<String, String> {
             ok.then(|| v.to_string())
                 .ok_or_else(|| "must be an AWS region, like eu-west-1".into())
         }
-        Check::AccessKeyId => ((16..=128).contains(&v.len())
+        // AWS's keys are 16–128 capitals and digits; its SigV4 examples use shorter ones
+        // (AKIDEXAMPLE).
+        Check::AccessKeyId => ((1..=128).contains(&v.len())
             && v.bytes()
                 .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
         .then(|| v.to_string())
         .ok_or_else(|| {
-            "must be an AWS access key id (16 to 128 capital letters and digits)".into()
+            "must be an AWS access key id (up to 128 capital letters and digits)".into()
         }),
         Check::ConfigSet => (!v.is_empty()
             && v.len() <= 64
@@ -380,11 +384,17 @@ fn checked(check: Check, v: &str) -> Result<String, String> {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
         .then(|| v.to_string())
         .ok_or_else(|| "must be 1 to 64 letters, digits, - or _".into()),
-        Check::Sid(prefix) => (v.len() == 34
+        // Twilio's ids are the prefix and 32 hexadecimal digits; its documentation writes
+        // them with X's (ACXXXX…): any letters and digits after the prefix pass, and the id
+        // stays safe in the request's path.
+        Check::Sid(prefix) => (v.len() > prefix.len()
+            && v.len() <= 64
             && v.starts_with(prefix)
-            && v[2..].bytes().all(|b| b.is_ascii_hexdigit()))
+            && v.bytes().all(|b| b.is_ascii_alphanumeric()))
         .then(|| v.to_string())
-        .ok_or_else(|| format!("must be {prefix} and 32 hexadecimal digits")),
+        .ok_or_else(|| {
+            format!("must be {prefix} followed by letters and digits (up to 64 in all)")
+        }),
         Check::WebhookSecret => v
             .strip_prefix("whsec_")
             .and_then(|k| {

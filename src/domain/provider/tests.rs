@@ -213,6 +213,34 @@ fn twilio_takes_exactly_one_sender_and_sids_are_checked() {
     .unwrap();
     assert_eq!(vonage.settings["from"], "Acme");
     assert_eq!(vonage.secrets.len(), 2);
+    // The values of the providers' own documentation pass: Vonage's number without `+`,
+    // Twilio's SID written with X's.
+    let documented = parse(
+        Channel::Sms,
+        "vonage",
+        &[
+            ("api_key", Some("k")),
+            ("api_secret", Some("s")),
+            ("from", Some("447700900000")),
+        ],
+    );
+    assert!(documented.is_ok(), "{documented:?}");
+    let documented = parse(
+        Channel::Sms,
+        "twilio",
+        &[
+            ("account_sid", Some("ACXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX")),
+            ("auth_token", Some("tok")),
+            ("from", Some("+15005550006")),
+        ],
+    );
+    assert!(documented.is_ok(), "{documented:?}");
+    for bad in ["AC", "AC/../x", "ac0123", &format!("AC{}", "0".repeat(63))] {
+        assert!(checked(Check::Sid("AC"), bad).is_err(), "{bad}");
+    }
+    for bad in ["12345", "+447700900000x", "0447700900000"] {
+        assert!(checked(Check::SmsSender, bad).is_err(), "{bad}");
+    }
 }
 
 #[test]
@@ -224,5 +252,8 @@ fn aws_regions_and_access_keys_have_their_shapes() {
         assert!(checked(Check::AwsRegion, bad).is_err(), "{bad}");
     }
     assert!(checked(Check::AccessKeyId, "AKIAIOSFODNN7EXAMPLE").is_ok());
+    // SigV4's own examples use a short one.
+    assert!(checked(Check::AccessKeyId, "AKIDEXAMPLE").is_ok());
     assert!(checked(Check::AccessKeyId, "akiaiosfodnn7example").is_err());
+    assert!(checked(Check::AccessKeyId, "").is_err());
 }
