@@ -18,7 +18,17 @@ pub use crate::service::tenants::relay_accounts::{SmtpInput, SmtpPatch};
 
 pub const SECRET_LABEL: &str = "secret-key";
 /// How many times a tenant change is made again on a tenant that changed under it.
-const CHANGE_TRIES: usize = 8;
+const CHANGE_TRIES: u32 = 12;
+
+/// Before try `n` of a change (from 1): a random pause growing with `n` (up to 5·n ms), so
+/// changes racing on one tenant fall out of step instead of colliding again at once.
+async fn before_try(n: u32) {
+    if n > 0 {
+        use rand::Rng;
+        let ms = rand::thread_rng().gen_range(1..=5 * u64::from(n));
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+}
 
 #[derive(Debug)]
 pub struct NewTenant {
@@ -209,7 +219,8 @@ impl Tenants {
         id: &str,
         p: &TenantPatch,
     ) -> Result<(Tenant, Option<SecretKey>), ServiceError> {
-        for _ in 0..CHANGE_TRIES {
+        for n in 0..CHANGE_TRIES {
+            before_try(n).await;
             let current = self.core.tenant(id).await?;
             let mut changes = self.tenant_changes(&current, p).await?;
             if p.check_relay {
@@ -258,7 +269,8 @@ impl Tenants {
         id: &TenantId,
         f: impl Fn(&Tenant) -> Result<TenantChanges, ServiceError>,
     ) -> Result<Tenant, ServiceError> {
-        for _ in 0..CHANGE_TRIES {
+        for n in 0..CHANGE_TRIES {
+            before_try(n).await;
             let current = self.core.tenant(id.as_str()).await?;
             if let Some(row) = self.store_change(&current, f(&current)?).await? {
                 return Ok(row);
