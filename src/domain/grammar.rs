@@ -243,8 +243,8 @@ mod tests {
         for (g, yes, no) in [
             (
                 &LOCALE,
-                &["en", "pt-BR", "zh-Hant-TW"][..],
-                &["e", "1en", "en_US", "en-", "en-toolongsub"][..],
+                &["en", "pt-BR", "zh-Hant-TW", "1en", "en-toolongsub"][..],
+                &["e", "en_US", "en-", "-en", "en--x"][..],
             ),
             (&PURPOSE, &["login", "a.b-c_1"], &["", "Login", "a b"]),
             (
