@@ -78,8 +78,10 @@ pub const REQUEST_ID: &str = "x-request-id";
 #[derive(Clone, Copy)]
 pub struct RequestStart(pub Instant);
 
-/// A request id: the client's (API.md §1: echoed) if it is printable ASCII of at most
-/// [`REQUEST_ID_MAX`] characters, else a fresh one.
+/// A request id: the client's (API.md §1: echoed) if it is visible ASCII of at most
+/// [`REQUEST_ID_MAX`] characters, else a fresh one. No space (a plain log line could not
+/// tell it from the next field) and no `@` (an address in it would reach every log line
+/// unmasked, API.md §6.11).
 #[derive(Clone)]
 pub struct RequestId(pub String);
 
@@ -91,9 +93,9 @@ fn request_id(req: &ServiceRequest) -> String {
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|s| {
-            !s.trim().is_empty()
+            !s.is_empty()
                 && s.len() <= REQUEST_ID_MAX
-                && s.bytes().all(|b| (b' '..=b'~').contains(&b))
+                && s.bytes().all(|b| b.is_ascii_graphic() && b != b'@')
         })
         .map(str::to_string)
         .unwrap_or_else(|| crate::domain::keys::random_id(20))

@@ -500,12 +500,15 @@ async fn operations_basics_health_errors_and_request_ids() {
         .await
         .unwrap();
     assert_eq!(r.headers()["x-request-id"], "abc-123");
-    // Any printable id is echoed as sent; one too long or not ASCII is replaced.
+    // Any visible id is echoed as sent; one too long, with a space or an `@` (an address
+    // would reach the logs unmasked), or not ASCII is replaced.
     let (longest, too_long) = ("r".repeat(200), "r".repeat(201));
     for (sent, echoed) in [
-        ("{4f1c-9a} req#1 a/b", true),
+        ("{4f1c-9a}req#1/a?b=c", true),
         (longest.as_str(), true),
         (too_long.as_str(), false),
+        ("req 1", false),
+        ("login:ada@example.com", false),
     ] {
         let r = app
             .client
