@@ -55,6 +55,7 @@ impl Services {
             delivery: Arc::clone(&delivery),
             templates: tenants::templates::TemplateCache::default(),
             test_lists: tenants::test_mode::TestLists::default(),
+            changes: Arc::default(),
         });
         let codes = Arc::new(Codes {
             core: Arc::clone(&core),

@@ -20,8 +20,30 @@ pub const SECRET_LABEL: &str = "secret-key";
 /// How many times a tenant change is made again on a tenant that changed under it.
 const CHANGE_TRIES: u32 = 12;
 
+/// Turns for tenant changes in this process: a change of a tenant waits for the one before
+/// it (striped by tenant id, so the memory is fixed), so concurrent PATCHes on one instance
+/// never collide; the row version still catches changes from other instances.
+pub struct ChangeTurns([tokio::sync::Mutex<()>; 64]);
+
+impl Default for ChangeTurns {
+    fn default() -> Self {
+        ChangeTurns(std::array::from_fn(|_| tokio::sync::Mutex::new(())))
+    }
+}
+
+impl ChangeTurns {
+    async fn turn(&self, id: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut h);
+        let stripe = (h.finish() % self.0.len() as u64) as usize;
+        self.0[stripe].lock().await
+    }
+}
+
 /// Before try `n` of a change (from 1): a random pause growing with `n` (up to 5·n ms), so
-/// changes racing on one tenant fall out of step instead of colliding again at once.
+/// changes of several instances racing on one tenant fall out of step instead of colliding
+/// again at once.
 async fn before_try(n: u32) {
     if n > 0 {
         use rand::Rng;
@@ -219,6 +241,7 @@ impl Tenants {
         id: &str,
         p: &TenantPatch,
     ) -> Result<(Tenant, Option<SecretKey>), ServiceError> {
+        let _turn = self.changes.turn(id).await;
         for n in 0..CHANGE_TRIES {
             before_try(n).await;
             let current = self.core.tenant(id).await?;
@@ -269,6 +292,7 @@ impl Tenants {
         id: &TenantId,
         f: impl Fn(&Tenant) -> Result<TenantChanges, ServiceError>,
     ) -> Result<Tenant, ServiceError> {
+        let _turn = self.changes.turn(id.as_str()).await;
         for n in 0..CHANGE_TRIES {
             before_try(n).await;
             let current = self.core.tenant(id.as_str()).await?;

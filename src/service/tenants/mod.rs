@@ -26,4 +26,7 @@ pub struct Tenants {
     pub(crate) templates: templates::TemplateCache,
     /// Each tenant's test recipients, by `test_version`.
     pub(crate) test_lists: test_mode::TestLists,
+    /// One change of a tenant at a time in this process (changes from other instances are
+    /// caught by the row version).
+    pub(crate) changes: Arc<accounts::ChangeTurns>,
 }
