@@ -135,7 +135,7 @@ pub async fn add(t: TenantAuth, st: State, body: Body) -> ApiResult {
 
 #[utoipa::path(delete, path = "/v1/tenant/suppressions/{recipient}", tag = "deliverability",
     description = "Remove a recipient from the list: mints to it send again.",
-    params(("recipient" = String, Path, description = "The address or number as listed (or as given: it is compared in its canonical form)")),
+    params(("recipient" = String, Path, description = "The address or number as listed (or as given: it is compared in its canonical form), percent-encoded. The pattern leaves `%` out of an address (tools that unquote a value before quoting it would change it); the server still takes one sent as `%25`.")),
     responses(
         (status = 204, description = "Removed"),
         (status = 400, response = problems::InvalidRequest),

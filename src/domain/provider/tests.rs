@@ -241,6 +241,17 @@ fn twilio_takes_exactly_one_sender_and_sids_are_checked() {
     for bad in ["12345", "+447700900000x", "0447700900000"] {
         assert!(checked(Check::SmsSender, bad).is_err(), "{bad}");
     }
+    // Twilio's `from` keeps its `+` (its API wants E.164 as written).
+    let bare = parse(
+        Channel::Sms,
+        "twilio",
+        &[
+            ("account_sid", Some("ACXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX")),
+            ("auth_token", Some("tok")),
+            ("from", Some("15005550006")),
+        ],
+    );
+    assert_eq!(fields(bare.unwrap_err()), ["from"]);
 }
 
 #[test]
