@@ -29,7 +29,19 @@ pub(super) fn explained(message: String) -> (Option<String>, String) {
             let message = format!("`{key}` must be one of {}", choices.join(", "));
             (Some(key), message)
         }
-        (key, _) => (key, message),
+        (Some(key), None) => {
+            // A number its type cannot hold (too big, negative, not a number): the range
+            // the key is checked against too (API.md §6.31).
+            let number = message.contains("integer") || message.contains("expected u");
+            let message = match super::Settings::range_of(&key) {
+                Some((lo, hi)) if number => {
+                    format!("{message}; `{key}` must be a whole number between {lo} and {hi}")
+                }
+                _ => message,
+            };
+            (Some(key), message)
+        }
+        (None, _) => (None, message),
     }
 }
 

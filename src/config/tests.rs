@@ -276,6 +276,27 @@ fn docs_list_every_key() {
     assert!(keys > 30, "parsed only {keys} keys");
 }
 
+/// A number its key's type cannot hold (past 32 bits, negative, not a number), from the
+/// environment or a file, is refused naming the key and the range it is checked against.
+#[test]
+fn numbers_their_type_cannot_hold_are_refused_naming_key_and_range() {
+    for value in ["4294967296", "-5", "abc", "99999999999999999999999"] {
+        let err = Settings::load_from(None, env(&[("OTPMINT__OTP__TTL_SECONDS", value)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("otp.ttl_seconds"), "{value}: {err}");
+        assert!(err.contains("between 1 and 86400"), "{value}: {err}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(&file, "[limits]\nrecipient_max_failures = 4294967296\n").unwrap();
+    let err = Settings::load_from(Some(&file), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("limits.recipient_max_failures"), "{err}");
+    assert!(err.contains("between 0 and 1000000"), "{err}");
+}
+
 #[test]
 fn numbers_that_could_overflow_time_arithmetic_are_refused_naming_key_and_range() {
     for (var, value, key) in [

@@ -123,7 +123,10 @@ pub(super) fn check_env(key: &str, text: &str) -> Result<(), String> {
         }
         // Its range is checked later, naming the bounds (a u64 too large included).
         if of.is_integer() && item.parse::<i128>().is_err() {
-            return Err("must be a whole number".into());
+            return Err(match super::Settings::range_of(key) {
+                Some((lo, hi)) => format!("must be a whole number between {lo} and {hi}"),
+                None => "must be a whole number".into(),
+            });
         }
     }
     Ok(())

@@ -3,6 +3,98 @@
 use super::*;
 
 impl Settings {
+    /// The range of the number `key` (as the built-in defaults bound it), if it is one.
+    pub(super) fn range_of(key: &str) -> Option<(u64, u64)> {
+        static DEFAULTS: std::sync::LazyLock<Option<Settings>> = std::sync::LazyLock::new(|| {
+            config::Config::builder()
+                .add_source(config::File::from_str(
+                    DEFAULT_TOML,
+                    config::FileFormat::Toml,
+                ))
+                .build()
+                .ok()?
+                .try_deserialize()
+                .ok()
+        });
+        let defaults = DEFAULTS.as_ref()?;
+        defaults
+            .ranges()
+            .into_iter()
+            .find(|(k, ..)| *k == key)
+            .map(|(_, _, lo, hi)| (lo, hi))
+    }
+
+    /// Every number of the settings with its range, `(key, value, lo, hi)`, in the order
+    /// they are checked (API.md §6.31): windows, cooldowns and retentions feed time
+    /// arithmetic in milliseconds, which a value near the type's maximum would overflow. The
+    /// key is the field's own path, so the two cannot drift apart.
+    pub(super) fn ranges(&self) -> Vec<(&'static str, u64, u64, u64)> {
+        // The policy ranges a tenant's own policy is held to (one source: domain/policy.rs).
+        use crate::domain::policy::{CODE_LENGTH, MAX_ATTEMPTS, TTL_SECONDS};
+        const DAY: u64 = 86_400;
+        fn wide(v: impl TryInto<u64>) -> u64 {
+            v.try_into().unwrap_or(u64::MAX)
+        }
+        let s = self;
+        let mut out = Vec::new();
+        macro_rules! within {
+            ($($section:ident . $key:ident: $lo:expr, $hi:expr;)*) => {
+                $(out.push((
+                    concat!(stringify!($section), ".", stringify!($key)),
+                    wide(s.$section.$key),
+                    wide($lo),
+                    wide($hi),
+                ));)*
+            };
+        }
+        within! {
+            database.pool_size: 1, 256;
+            database.timeout_seconds: 1, 300;
+            otp.code_length: CODE_LENGTH.0, CODE_LENGTH.1;
+            otp.ttl_seconds: TTL_SECONDS.0, TTL_SECONDS.1;
+            otp.max_attempts: MAX_ATTEMPTS.0, MAX_ATTEMPTS.1;
+            otp.retention_seconds: 0, 365 * 86_400;
+            hashing.memory_kib: 8, 4 * 1024 * 1024;
+            hashing.iterations: 1, 64;
+            hashing.parallelism: 1, 64;
+            hashing.max_concurrent: 0, 1024;
+            limits.per_ip_per_second: 0, 1_000_000;
+            limits.per_ip_burst: 0, 10_000_000;
+            limits.recipient_max_sends: 0, 1_000_000;
+            limits.recipient_window_seconds: 0, 30 * DAY;
+            limits.resend_cooldown_seconds: 0, DAY;
+            limits.tenant_max_sends_per_hour: 0, 100_000_000;
+            limits.recipient_max_failures: 0, 1_000_000;
+            limits.test_sends_per_hour: 0, 100_000_000;
+            limits.test_code_max_failures: 0, 1_000_000;
+            limits.sms_range_per_hour: 0, 100_000_000;
+            limits.sms_unverified_per_country_per_hour: 0, 100_000_000;
+            server.workers: 0, 1024;
+            server.shutdown_grace_seconds: 0, 3600;
+            hashing.max_queue: 0, 1_000_000;
+            audit.retention_seconds: 0, 3650 * DAY;
+            otp.max_resends: 0, 10;
+            delivery.breaker_failures: 1, 1000;
+            delivery.breaker_seconds: 1, 3600;
+            delivery.http_timeout_seconds: 1, 300;
+            delivery.max_sessions: 1, 100_000;
+            stats.retention_days: 1, 3650;
+            templates.max_locales_per_tenant: 1, 1000;
+            webhooks.max_in_flight_per_tenant: 1, 256;
+            webhooks.max_in_flight: 1, 4096;
+            smtp.timeout_seconds: 1, 600;
+            smtp.pool_size: 0, 64;
+            webhooks.timeout_seconds: 1, 60;
+            smtp.max_connections_limit: 1, 4096;
+            smtp.max_connections_per_tenant: 1, s.smtp.max_connections_limit;
+            smtp.initial_connections: 1, s.smtp.max_connections_limit;
+            server.request_timeout_seconds: 1, 3600;
+            server.max_connections_per_worker: 1, 1_000_000;
+            compat.max_attempts: MAX_ATTEMPTS.0, MAX_ATTEMPTS.1;
+        }
+        out
+    }
+
     /// Range and consistency checks that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
@@ -20,21 +112,9 @@ impl Settings {
             }
             Ok(())
         }
-        fn wide(v: impl TryInto<u64>) -> u64 {
-            v.try_into().unwrap_or(u64::MAX)
-        }
-        let s = self;
-        // `section.key: lo, hi;` — each value between lo and hi, checked in the order given;
-        // the key an error names is the field's own path, so the two cannot drift apart.
-        macro_rules! within {
-            ($($section:ident . $key:ident: $lo:expr, $hi:expr;)*) => {
-                $(range(
-                    concat!(stringify!($section), ".", stringify!($key)),
-                    wide(s.$section.$key),
-                    wide($lo),
-                    wide($hi),
-                )?;)*
-            };
+        // Every number within its range first (API.md §6.31), then the rest.
+        for (key, v, lo, hi) in self.ranges() {
+            range(key, v, lo, hi)?;
         }
         self.server
             .bind
@@ -55,43 +135,11 @@ impl Settings {
             ));
         }
         self.database_location()?;
-        // The policy ranges a tenant's own policy is held to (one source: domain/policy.rs).
-        use crate::domain::policy::{CODE_LENGTH, MAX_ATTEMPTS, TTL_SECONDS};
-        within! {
-            database.pool_size: 1, 256;
-            database.timeout_seconds: 1, 300;
-            otp.code_length: CODE_LENGTH.0, CODE_LENGTH.1;
-            otp.ttl_seconds: TTL_SECONDS.0, TTL_SECONDS.1;
-            otp.max_attempts: MAX_ATTEMPTS.0, MAX_ATTEMPTS.1;
-            otp.retention_seconds: 0, 365 * 86_400;
-            hashing.memory_kib: 8, 4 * 1024 * 1024;
-            hashing.iterations: 1, 64;
-            hashing.parallelism: 1, 64;
-        }
         if u64::from(self.hashing.memory_kib) < 8 * u64::from(self.hashing.parallelism) {
             return Err(invalid(
                 "hashing.memory_kib",
                 "must be at least 8 x hashing.parallelism",
             ));
-        }
-        within! {
-            hashing.max_concurrent: 0, 1024;
-        }
-        // Every number is bounded (API.md §6.31): windows, cooldowns and retentions feed time
-        // arithmetic in milliseconds, which a value near the type's maximum would overflow.
-        const DAY: u64 = 86_400;
-        within! {
-            limits.per_ip_per_second: 0, 1_000_000;
-            limits.per_ip_burst: 0, 10_000_000;
-            limits.recipient_max_sends: 0, 1_000_000;
-            limits.recipient_window_seconds: 0, 30 * DAY;
-            limits.resend_cooldown_seconds: 0, DAY;
-            limits.tenant_max_sends_per_hour: 0, 100_000_000;
-            limits.recipient_max_failures: 0, 1_000_000;
-            limits.test_sends_per_hour: 0, 100_000_000;
-            limits.test_code_max_failures: 0, 1_000_000;
-            limits.sms_range_per_hour: 0, 100_000_000;
-            limits.sms_unverified_per_country_per_hour: 0, 100_000_000;
         }
         let l = &self.limits;
         if l.per_ip_per_second > 0 && l.per_ip_burst == 0 {
@@ -99,17 +147,6 @@ impl Settings {
                 "limits.per_ip_burst",
                 "must be at least 1 while limits.per_ip_per_second is on",
             ));
-        }
-        within! {
-            server.workers: 0, 1024;
-            server.shutdown_grace_seconds: 0, 3600;
-            hashing.max_queue: 0, 1_000_000;
-            audit.retention_seconds: 0, 3650 * DAY;
-            otp.max_resends: 0, 10;
-            delivery.breaker_failures: 1, 1000;
-            delivery.breaker_seconds: 1, 3600;
-            delivery.http_timeout_seconds: 1, 300;
-            delivery.max_sessions: 1, 100_000;
         }
         for (kind, url) in &self.delivery.provider_base_urls {
             let key = format!("delivery.provider_base_urls.{kind}");
@@ -140,20 +177,6 @@ impl Settings {
                 ));
             }
         }
-        within! {
-            stats.retention_days: 1, 3650;
-            templates.max_locales_per_tenant: 1, 1000;
-            webhooks.max_in_flight_per_tenant: 1, 256;
-            webhooks.max_in_flight: 1, 4096;
-            smtp.timeout_seconds: 1, 600;
-            smtp.pool_size: 0, 64;
-            webhooks.timeout_seconds: 1, 60;
-            smtp.max_connections_limit: 1, 4096;
-            smtp.max_connections_per_tenant: 1, s.smtp.max_connections_limit;
-            smtp.initial_connections: 1, s.smtp.max_connections_limit;
-            server.request_timeout_seconds: 1, 3600;
-            server.max_connections_per_worker: 1, 1_000_000;
-        }
         if !self.server.public_url.is_empty()
             && crate::domain::links::public_base(&self.server.public_url).is_none()
         {
@@ -177,9 +200,6 @@ impl Settings {
                 "delivery.sns_certificate_hosts",
                 "must hold host names only (like sns.example.test or 127.0.0.1): no scheme, path or port",
             ));
-        }
-        within! {
-            compat.max_attempts: MAX_ATTEMPTS.0, MAX_ATTEMPTS.1;
         }
         parse_level(&self.log.level)
             .ok_or_else(|| invalid("log.level", "must be error, warn, info, debug or trace"))?;
