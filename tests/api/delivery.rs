@@ -1,5 +1,7 @@
 //! Delivery over real SMTP: headers, TLS modes, pooled connections, and every failure reason.
 
+use std::time::Duration;
+
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -158,6 +160,34 @@ async fn connections_are_pooled_and_reused() {
         opened >= 1 && opened <= app.settings.smtp.pool_size,
         "opened {opened}"
     );
+}
+
+/// A burst opens as many sessions as the relay's window allows; once it is over, those
+/// beyond `smtp.pool_size` are closed within moments (API.md §10: `pool_size` are kept idle),
+/// not left open until their idle time runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_a_burst_opened_beyond_the_pool_are_closed_soon_after_it() {
+    let app = spawn_app_with(|s| {
+        s.smtp.initial_connections = 8;
+        s.smtp.pool_size = 2;
+    })
+    .await;
+    let (_, sk) = app.tenant().await;
+    // A relay that takes a while per message, so the burst's sends overlap.
+    app.smtp.set_delay(Duration::from_millis(300));
+    let to: Vec<String> = (0..24).map(|i| format!("burst{i}@example.com")).collect();
+    futures_util::future::join_all(to.iter().map(|t| app.mint(&sk, t))).await;
+    let after = app.smtp.open_sessions();
+    assert!(after > 2, "the burst left {after} sessions open");
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while app.smtp.open_sessions() > 2 {
+        assert!(
+            std::time::Instant::now() < until,
+            "{} sessions still open 10 s after the burst (pool_size 2)",
+            app.smtp.open_sessions()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

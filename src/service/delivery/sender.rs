@@ -20,8 +20,11 @@ use crate::storage::{ClaimRequest, Fairness, SweepItem, Unsent};
 const POLL: Duration = Duration::from_millis(250);
 /// How often rows nobody holds are swept.
 const SWEEP: Duration = Duration::from_secs(5);
-/// How often idle relay windows and idle SMTP connections are let go.
+/// How often idle relay windows are let go.
 const TIDY: Duration = Duration::from_secs(30);
+/// How often idle SMTP connections are let go: those past their idle time, and those beyond
+/// `smtp.pool_size` a burst left (they go a moment after it, API.md §10: `pool_size` are kept).
+const IDLE_TICK: Duration = Duration::from_secs(1);
 /// Rows claimed per round at most.
 const CLAIM_BATCH: u32 = 256;
 
@@ -40,6 +43,7 @@ impl Delivery {
     pub async fn run_sender(self) {
         let mut sweep = tokio::time::interval(SWEEP);
         let mut tidy = tokio::time::interval(TIDY);
+        let mut idle = tokio::time::interval(IDLE_TICK);
         loop {
             if self.outbox.stopping() {
                 return;
@@ -49,8 +53,8 @@ impl Delivery {
                 _ = self.outbox.inner.wake.notified() => {}
                 _ = tokio::time::sleep(POLL) => {}
                 _ = sweep.tick() => self.sweep_once().await,
-                _ = tidy.tick() => {
-                    self.outbox.inner.windows.prune();
+                _ = tidy.tick() => self.outbox.inner.windows.prune(),
+                _ = idle.tick() => {
                     let closed = self.core.mailer.close_idle();
                     if closed > 0 {
                         tracing::debug!(closed, "closed idle SMTP connections");
