@@ -80,31 +80,7 @@ pub(super) fn variants_of<T: serde::de::DeserializeOwned>(
 /// (`invalid type: string "…"`) would otherwise print the secret, and a TOML syntax error
 /// quotes the offending source line — whatever the secret's quoting (API.md §6.25).
 pub(super) fn without_values(message: String) -> String {
-    // A duplicate key is named only in the excerpt: keep its name (what stands before the
-    // line's `=`, or a table's header), never the rest of the line.
-    let duplicate = message
-        .lines()
-        .any(|l| l.trim_start().starts_with("duplicate key"))
-        .then(|| {
-            message
-                .lines()
-                .filter(|l| is_source_snippet(l))
-                .find_map(|l| {
-                    let (_, code) = l.split_once('|')?;
-                    let name = code.split('=').next()?.trim();
-                    (!name.is_empty()).then(|| name.to_string())
-                })
-        })
-        .flatten();
     let kept: Vec<&str> = message.lines().filter(|l| !is_source_snippet(l)).collect();
-    let message = match duplicate {
-        Some(name) => {
-            kept.join("\n")
-                .replacen("duplicate key", &format!("duplicate key `{name}`"), 1)
-        }
-        None => kept.join("\n"),
-    };
-    let kept: Vec<&str> = message.lines().collect();
     // serde's own quoting of the value (``integer `5` ``) goes first; the key stays.
     let message = crate::domain::policy::without_values(&kept.join(" "));
     let mut out = String::with_capacity(message.len());

@@ -60,31 +60,6 @@ fn a_syntax_error_in_a_single_quoted_secret_does_not_print_it() {
     }
 }
 
-/// A duplicate key names the key (API.md §5: "the key at fault"), never its values.
-#[test]
-fn a_duplicate_key_is_named_without_its_values() {
-    let dir = tempfile::tempdir().unwrap();
-    for (text, named) in [
-        (
-            "[admin]\ntoken = 'sekrit-token-value-1'\ntoken = 'sekrit-token-value-2'\n",
-            "`token`",
-        ),
-        (
-            "admin = { token = \"sekrit-token-value-1\", token = \"sekrit-token-value-2\" }\n",
-            "`admin`",
-        ),
-        ("[smtp]\npool_size = 1\n[smtp]\npool_size = 2\n", "`[smtp]`"),
-    ] {
-        let p = dir.path().join("c.toml");
-        std::fs::write(&p, text).unwrap();
-        let err = Settings::load_from(Some(&p), env(&[]))
-            .unwrap_err()
-            .to_string();
-        assert!(!err.contains("sekrit"), "{err}");
-        assert!(err.contains(&format!("duplicate key {named}")), "{err}");
-    }
-}
-
 #[test]
 fn secret_files_give_their_one_line_and_refuse_both_an_empty_file_or_a_second_line() {
     let dir = tempfile::tempdir().unwrap();
