@@ -3,8 +3,17 @@
 use super::*;
 
 impl Settings {
-    /// The range of the number `key` (as the built-in defaults bound it), if it is one.
+    /// The range of the number `key`, if it is one whose bounds are fixed (not another
+    /// setting's value, which a message could only guess from the defaults).
     pub(super) fn range_of(key: &str) -> Option<(u64, u64)> {
+        /// The keys bounded by `smtp.max_connections_limit`.
+        const BOUNDED_BY_ANOTHER: [&str; 2] = [
+            "smtp.max_connections_per_tenant",
+            "smtp.initial_connections",
+        ];
+        if BOUNDED_BY_ANOTHER.contains(&key) {
+            return None;
+        }
         static DEFAULTS: std::sync::LazyLock<Option<Settings>> = std::sync::LazyLock::new(|| {
             config::Config::builder()
                 .add_source(config::File::from_str(

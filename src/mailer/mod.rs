@@ -253,7 +253,10 @@ impl Mailer {
             };
             // Dropping a connection closes its socket.
             closed += self.trim(&mut idle, max, usize::MAX);
-            !idle.is_empty()
+            // A pool is forgotten only when nothing uses it: sends under way hold it (the
+            // map's lock, held here, is the one `pool_for` clones it under) and put their
+            // connections back into it.
+            !idle.is_empty() || Arc::strong_count(p) > 1
         });
         closed
     }
@@ -373,7 +376,7 @@ impl Mailer {
         let before = idle.len();
         idle.retain(|i| i.since.elapsed() < max_idle);
         // Oldest first: the surplus beyond the pool that has waited longest goes first.
-        idle.sort_by_key(|i| std::cmp::Reverse(i.since.elapsed()));
+        idle.sort_by_key(|i| i.since);
         let pool = self.inner.pool_size;
         let surplus_gone = idle
             .iter()

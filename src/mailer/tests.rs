@@ -58,4 +58,21 @@ async fn idle_connections_are_closed_whether_or_not_their_tenant_sends_again() {
         mailer.inner.pools.lock().unwrap().is_empty(),
         "the pool is forgotten"
     );
+    // A pool with nothing idle but a send under way (which holds it, and puts its
+    // connection back into it) is kept.
+    let in_use = mailer.pool_for(&target);
+    assert_eq!(mailer.close_idle_older_than(Duration::ZERO), 0);
+    assert!(
+        mailer
+            .inner
+            .pools
+            .lock()
+            .unwrap()
+            .values()
+            .any(|p| Arc::ptr_eq(p, &in_use)),
+        "the pool of a send under way was forgotten"
+    );
+    drop(in_use);
+    mailer.close_idle_older_than(Duration::ZERO);
+    assert!(mailer.inner.pools.lock().unwrap().is_empty());
 }

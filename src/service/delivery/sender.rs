@@ -44,17 +44,23 @@ impl Delivery {
         let mut sweep = tokio::time::interval(SWEEP);
         let mut tidy = tokio::time::interval(TIDY);
         let mut idle = tokio::time::interval(IDLE_TICK);
+        let mut claim = true;
         loop {
             if self.outbox.stopping() {
                 return;
             }
-            self.claim_and_send().await;
+            if claim {
+                self.claim_and_send().await;
+            }
+            claim = true;
             tokio::select! {
                 _ = self.outbox.inner.wake.notified() => {}
                 _ = tokio::time::sleep(POLL) => {}
                 _ = sweep.tick() => self.sweep_once().await,
                 _ = tidy.tick() => self.outbox.inner.windows.prune(),
                 _ = idle.tick() => {
+                    // Only connections: no claim for this tick.
+                    claim = false;
                     let closed = self.core.mailer.close_idle();
                     if closed > 0 {
                         tracing::debug!(closed, "closed idle SMTP connections");
