@@ -2,6 +2,7 @@
 //! test mode, DKIM, domains and suppressions.
 
 pub mod accounts;
+mod change_turns;
 pub mod dkim;
 pub mod domain_check;
 pub mod http_transport;
@@ -28,5 +29,5 @@ pub struct Tenants {
     pub(crate) test_lists: test_mode::TestLists,
     /// One change of a tenant at a time in this process (changes from other instances are
     /// caught by the row version).
-    pub(crate) changes: Arc<accounts::ChangeTurns>,
+    pub(crate) changes: Arc<change_turns::ChangeTurns>,
 }
