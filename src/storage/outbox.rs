@@ -171,6 +171,15 @@ pub trait OutboxStore {
     /// the message waited for a session, so nothing left and another sender takes it
     /// (API.md §19.2). Returns how many.
     fn release_unstarted(&self, now: Millis) -> Result<usize, StoreError>;
+    /// End now the leases `owner` holds on `keys` (shutdown, past its grace: a send still
+    /// under way here, or an outcome not yet recorded), as if they had run out: the sweep
+    /// then settles each as it would any lease that ran out (API.md §19.4). Returns how many.
+    fn run_out_leases(
+        &self,
+        owner: &str,
+        keys: &[Vec<u8>],
+        now: Millis,
+    ) -> Result<usize, StoreError>;
 }
 
 /// A sweep row's verdict (`None`: the row is live after all). The row: key, tenant,

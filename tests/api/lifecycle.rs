@@ -434,8 +434,9 @@ async fn a_message_stopped_while_waiting_for_its_next_transport_gives_its_lease_
 
 /// A sync mint still waiting for a place in `delivery.max_sessions` when SIGTERM's grace runs
 /// out was never sent: the shutdown records it `not_sent` and keeps no lease on it (API.md
-/// §19.4), where its lease ran out into `unknown` ("may have arrived"). A message this
-/// process was sending keeps its lease: that one may have arrived.
+/// §19.4), where its lease ran out into `unknown` ("may have arrived"). The message this
+/// process was still sending when the grace ran out keeps no lease either: it may have
+/// arrived, so it is recorded `unknown` at once, and nothing sends it again by itself.
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_mint_stopped_before_its_session_is_recorded_not_sent() {
@@ -506,7 +507,78 @@ async fn a_sync_mint_stopped_before_its_session_is_recorded_not_sent() {
             &url,
             "SELECT COUNT(*) FROM outbox WHERE leased_by IS NOT NULL"
         ),
-        1,
-        "only the message being sent keeps its lease"
+        0,
+        "no message keeps its lease, not even the one being sent"
     );
+    assert_eq!(
+        sql(
+            &url,
+            "SELECT COUNT(*) FROM challenges WHERE delivery_status = 'unknown' AND delivery_reason = 'interrupted'"
+        ),
+        1,
+        "the message being sent when the grace ran out is recorded unknown"
+    );
+    assert_eq!(
+        sql(&url, "SELECT COUNT(*) FROM outbox"),
+        0,
+        "and not queued again"
+    );
+}
+
+/// A webhook event still being posted when SIGTERM's grace runs out keeps no lease (API.md
+/// §19.4): it stays pending, and a restart (or another instance) posts it again at once —
+/// delivery is at least once (§10).
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_event_being_posted_when_the_grace_runs_out_gives_its_lease_back() {
+    use otpmint::testkit::http::HttpReceiver;
+    let smtp = SmtpServer::start().await;
+    let hooks = HttpReceiver::start(true).await;
+    hooks.set_delay(Duration::from_secs(8));
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "[webhooks]\nallow_private_hosts = true\nextra_root_certificates = [\"{}\"]\n",
+        hooks.ca_path.display()
+    );
+    let (conf, url) = config(dir.path(), &smtp, &extra);
+    let mut cmd = otpmint(dir.path());
+    cmd.env("OTPMINT__SERVER__SHUTDOWN_GRACE_SECONDS", "1")
+        .arg("--config")
+        .arg(&conf)
+        .arg("serve");
+    let mut first = serve(cmd).expect("otpmint starts");
+    let base = format!("http://127.0.0.1:{}", first.port);
+    let sk = create_tenant(&base, &smtp, json!({})).await;
+    let r = reqwest::Client::new()
+        .put(format!("{base}/v1/tenant/webhook"))
+        .bearer_auth(&sk)
+        .json(&json!({"url": hooks.url("/h"), "events": ["otp.sent"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let (s, _) = post(&base, "/v1/otp", &sk, json!({"email": "ada@example.com"})).await;
+    assert_eq!(s, StatusCode::CREATED);
+    // The event is at the endpoint, which answers only after the grace.
+    hooks.wait_for(1).await;
+    stop_with_sigterm(&mut first).await;
+    let pending = "SELECT COUNT(*) FROM webhook_events WHERE status = 'pending'";
+    assert_eq!(sql(&url, pending), 1, "the event is still to deliver");
+    assert_eq!(
+        sql(
+            &url,
+            "SELECT COUNT(*) FROM webhook_events WHERE leased_by IS NOT NULL"
+        ),
+        0,
+        "and no longer leased"
+    );
+    // A restart posts it again at once, not a lease later.
+    hooks.set_delay(Duration::ZERO);
+    let _second = start(dir.path(), &conf);
+    hooks.wait_for(2).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sql(&url, pending) != 0 {
+        assert!(Instant::now() < deadline, "the event was delivered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -11,6 +11,7 @@ use super::Delivery;
 use crate::domain::event::EventType;
 use crate::domain::keys::TenantId;
 use crate::domain::tenant::Tenant;
+use crate::domain::Millis;
 use crate::service::ServiceError;
 use crate::storage::rules::SweepVerdict;
 use crate::storage::{ClaimRequest, Fairness, SweepItem, Unsent};
@@ -159,6 +160,13 @@ impl Delivery {
         let now = self.core.now();
         self.outbox.tidy(now);
         self.release_strays().await;
+        // A message this process sends, or whose outcome it still has to record, is not
+        // the sweep's, even when its lease ran out during an outage (API.md §11.3–11.4).
+        self.settle_run_out(now, Some(self.outbox.held())).await;
+    }
+
+    /// Settle what nobody holds any more (see `sweep_once`), but the messages in `held`.
+    async fn settle_run_out(&self, now: Millis, held: Option<HashMap<Vec<u8>, String>>) {
         // A claimed message whose lease ran out before its send began (its sender died
         // while it waited for a session) left nothing: it goes back to the queue.
         match self.core.write(move |s| s.release_unstarted(now)).await {
@@ -179,10 +187,9 @@ impl Delivery {
                 return;
             }
         };
-        // A message this process sends, or whose outcome it still has to record, is not
-        // the sweep's, even when its lease ran out during an outage (API.md §11.3–11.4).
-        let held = self.outbox.held();
-        candidates.retain(|c| !held.contains_key(&c.key_digest));
+        if let Some(held) = held {
+            candidates.retain(|c| !held.contains_key(&c.key_digest));
+        }
         if candidates.is_empty() {
             return;
         }
@@ -253,7 +260,8 @@ impl Delivery {
     /// Shutdown (API.md §11.5): stop claiming (the sender loops are awaited, so a claim
     /// under way has spawned its sends before this goes on), let the running sends finish
     /// within `grace` of the stop, then give back the leases of every message and event not
-    /// being sent, so a restart or another instance sends them at once.
+    /// being sent, so a restart or another instance sends them at once, and end those of
+    /// the rest (API.md §19.4: no lease outlives its process).
     pub async fn stop_delivery(&self, grace: Duration, loops: Vec<tokio::task::JoinHandle<()>>) {
         self.outbox.stop();
         self.events.stop_hooks();
@@ -288,9 +296,10 @@ impl Delivery {
         // A sync message whose client went with the server before it had a session was
         // never sent: recorded so (`not_sent`), not left to run out into `unknown`.
         let (owner, now) = (self.outbox.owner().to_string(), self.core.now());
+        let unsent = Unsent::AllBut(keep.clone());
         match self
             .core
-            .write(move |s| s.settle_unsent_sync(&owner, Unsent::AllBut(keep), now))
+            .write(move |s| s.settle_unsent_sync(&owner, unsent, now))
             .await
         {
             Ok(0) => {}
@@ -300,6 +309,31 @@ impl Delivery {
             ),
             Err(e) => {
                 tracing::warn!(error = %e, "recording sync messages stopped before they were sent failed: once their leases run out they are recorded unknown")
+            }
+        }
+        // What is still held past the grace — a send under way, or an outcome not yet
+        // recorded — keeps no lease either (API.md §19.4): its lease ends now and it is
+        // settled as any lease that ran out is. A send that began may have arrived: it is
+        // `unknown` and never sent again by itself (§19.2; a late outcome still upgrades
+        // it); one that had not begun goes back to the queue.
+        if !keep.is_empty() {
+            let (owner, now) = (self.outbox.owner().to_string(), self.core.now());
+            match self
+                .core
+                .write(move |s| s.run_out_leases(&owner, &keep, now))
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::warn!(
+                        ended = n,
+                        "ended the leases of messages still being sent when the grace ran out"
+                    );
+                    self.settle_run_out(now, None).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "ending the leases of messages still being sent failed: once their leases run out the sweep settles them")
+                }
             }
         }
         self.events.release_hook_leases().await;

@@ -121,13 +121,6 @@ impl Hooks {
             .collect();
         caps_of(&in_flight, &slow, per_tenant)
     }
-
-    fn running_ids(&self) -> Vec<String> {
-        locked(&self.inner.in_flight)
-            .values()
-            .flat_map(|ids| ids.iter().cloned())
-            .collect()
-    }
 }
 
 /// What delivering one event came to.
@@ -184,10 +177,12 @@ impl Events {
             .sum()
     }
 
-    /// Give back the leases of events not being delivered (shutdown).
+    /// Give back the leases of every event this process holds (shutdown, once the grace
+    /// ran out; API.md §19.4): one still being posted then may be posted again by a restart
+    /// or another instance, as delivery is at least once (§10), never left leased.
     pub(crate) async fn release_hook_leases(&self) {
-        let (owner, keep) = (self.hooks.inner.owner.clone(), self.hooks.running_ids());
-        match self.core.db(move |s| s.release_events(&owner, &keep)).await {
+        let owner = self.hooks.inner.owner.clone();
+        match self.core.db(move |s| s.release_events(&owner, &[])).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(
                 released = n,

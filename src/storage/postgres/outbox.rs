@@ -154,4 +154,22 @@ impl OutboxStore for PgStore {
         )?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
+
+    fn run_out_leases(
+        &self,
+        owner: &str,
+        keys: &[Vec<u8>],
+        _now: Millis,
+    ) -> Result<usize, StoreError> {
+        // On the database's clock, which the sweep reads leases by.
+        let n = self.conn()?.db().execute(
+            concat!(
+                "UPDATE outbox SET lease_until = ",
+                db_now!(),
+                " - 1 WHERE leased_by = $1 AND key_digest = ANY($2)"
+            ),
+            &[&owner, &keys],
+        )?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
 }

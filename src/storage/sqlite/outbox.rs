@@ -165,4 +165,23 @@ impl OutboxStore for SqliteStore {
             )?)
         })
     }
+
+    fn run_out_leases(
+        &self,
+        owner: &str,
+        keys: &[Vec<u8>],
+        now: Millis,
+    ) -> Result<usize, StoreError> {
+        let (owner, keys) = (owner.to_string(), keys.to_vec());
+        self.writer.write(move |tx| {
+            let mut n = 0;
+            for key in &keys {
+                n += tx.execute_cached(
+                    "UPDATE outbox SET lease_until = ?3 WHERE key_digest = ?1 AND leased_by = ?2",
+                    params![key, owner, now.saturating_sub(1)],
+                )?;
+            }
+            Ok(n)
+        })
+    }
 }
