@@ -151,8 +151,12 @@ pub trait OutboxStore {
     fn claim_outbox(&self, c: &ClaimRequest) -> Result<Claimed, StoreError>;
     /// Rows nobody holds whose code is no longer live, sync rows whose sender's lease ran
     /// out, and async rows whose send began under a lease that ran out (at most
-    /// [`SWEEP_BATCH`]).
-    fn sweep_candidates(&self, now: Millis) -> Result<Vec<SweepCandidate>, StoreError>;
+    /// [`SWEEP_BATCH`]); with `among`, only those rows of these keys.
+    fn sweep_candidates(
+        &self,
+        now: Millis,
+        among: Option<&[Vec<u8>]>,
+    ) -> Result<Vec<SweepCandidate>, StoreError>;
     /// Settle swept rows in one transaction, each only if its verdict still holds, with
     /// its event; returns how many were settled.
     fn settle_swept(&self, items: &[SweepItem], now: Millis) -> Result<usize, StoreError>;
@@ -171,15 +175,11 @@ pub trait OutboxStore {
     /// the message waited for a session, so nothing left and another sender takes it
     /// (API.md §19.2). Returns how many.
     fn release_unstarted(&self, now: Millis) -> Result<usize, StoreError>;
-    /// End now the leases `owner` holds on `keys` (shutdown, past its grace: a send still
-    /// under way here, or an outcome not yet recorded), as if they had run out: the sweep
-    /// then settles each as it would any lease that ran out (API.md §19.4). Returns how many.
-    fn run_out_leases(
-        &self,
-        owner: &str,
-        keys: &[Vec<u8>],
-        now: Millis,
-    ) -> Result<usize, StoreError>;
+    /// End now every lease `owner` still holds (shutdown, past its grace, once what could
+    /// be given back was: a send still under way here, an outcome not yet recorded, a
+    /// message whose code ended), as if it had run out, so that the sweep settles each as
+    /// it would any lease that ran out (API.md §19.4). Returns the keys.
+    fn run_out_leases(&self, owner: &str, now: Millis) -> Result<Vec<Vec<u8>>, StoreError>;
 }
 
 /// A sweep row's verdict (`None`: the row is live after all). The row: key, tenant,

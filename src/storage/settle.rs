@@ -110,7 +110,7 @@ impl<E: Engine> SettleStore for E {
     ) -> Result<usize, StoreError> {
         let owner = owner.to_string();
         self.transact(move |tx| {
-            let leased = tx.rows(sql::LEASED_SYNC, args![owner.as_str(), now], |r| r.bytes(0))?;
+            let leased = tx.rows(sql::LEASED_SYNC, args![owner.as_str()], |r| r.bytes(0))?;
             let items: Vec<SweepItem> = leased
                 .into_iter()
                 .filter(|k| which.takes(k))

@@ -162,11 +162,13 @@ impl Delivery {
         self.release_strays().await;
         // A message this process sends, or whose outcome it still has to record, is not
         // the sweep's, even when its lease ran out during an outage (API.md §11.3–11.4).
-        self.settle_run_out(now, Some(self.outbox.held())).await;
+        self.settle_run_out(now, Sweep::AllBut(self.outbox.held()))
+            .await;
     }
 
-    /// Settle what nobody holds any more (see `sweep_once`), but the messages in `held`.
-    async fn settle_run_out(&self, now: Millis, held: Option<HashMap<Vec<u8>, String>>) {
+    /// Settle what nobody holds any more (see `sweep_once`): every row, but the messages
+    /// this process holds, or only the rows of given keys.
+    async fn settle_run_out(&self, now: Millis, which: Sweep) {
         // A claimed message whose lease ran out before its send began (its sender died
         // while it waited for a session) left nothing: it goes back to the queue.
         match self.core.write(move |s| s.release_unstarted(now)).await {
@@ -180,14 +182,22 @@ impl Delivery {
             }
             Err(e) => tracing::warn!(error = %e, "giving back unstarted messages failed"),
         }
-        let mut candidates = match self.core.db(move |s| s.sweep_candidates(now)).await {
+        let among = match &which {
+            Sweep::Only(keys) => Some(keys.clone()),
+            Sweep::AllBut(_) => None,
+        };
+        let found = self
+            .core
+            .db(move |s| s.sweep_candidates(now, among.as_deref()))
+            .await;
+        let mut candidates = match found {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "outbox sweep failed");
                 return;
             }
         };
-        if let Some(held) = held {
+        if let Sweep::AllBut(held) = which {
             candidates.retain(|c| !held.contains_key(&c.key_digest));
         }
         if candidates.is_empty() {
@@ -296,7 +306,7 @@ impl Delivery {
         // A sync message whose client went with the server before it had a session was
         // never sent: recorded so (`not_sent`), not left to run out into `unknown`.
         let (owner, now) = (self.outbox.owner().to_string(), self.core.now());
-        let unsent = Unsent::AllBut(keep.clone());
+        let unsent = Unsent::AllBut(keep);
         match self
             .core
             .write(move |s| s.settle_unsent_sync(&owner, unsent, now))
@@ -311,31 +321,39 @@ impl Delivery {
                 tracing::warn!(error = %e, "recording sync messages stopped before they were sent failed: once their leases run out they are recorded unknown")
             }
         }
-        // What is still held past the grace — a send under way, or an outcome not yet
-        // recorded — keeps no lease either (API.md §19.4): its lease ends now and it is
-        // settled as any lease that ran out is. A send that began may have arrived: it is
-        // `unknown` and never sent again by itself (§19.2; a late outcome still upgrades
-        // it); one that had not begun goes back to the queue.
-        if !keep.is_empty() {
-            let (owner, now) = (self.outbox.owner().to_string(), self.core.now());
-            match self
-                .core
-                .write(move |s| s.run_out_leases(&owner, &keep, now))
-                .await
-            {
-                Ok(0) => {}
-                Ok(n) => {
-                    tracing::warn!(
-                        ended = n,
-                        "ended the leases of messages still being sent when the grace ran out"
-                    );
-                    self.settle_run_out(now, None).await;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "ending the leases of messages still being sent failed: once their leases run out the sweep settles them")
-                }
+        // What this process still holds a lease on — a send under way when the grace ran
+        // out, an outcome not yet recorded, a message whose code ended — keeps it no longer
+        // either (API.md §19.4): the lease ends now and the row is settled as any lease that
+        // ran out is. A send that began may have arrived: it is `unknown` and never sent
+        // again by itself (§19.2; a late outcome still upgrades it); one that had not begun
+        // goes back to the queue.
+        let (owner, now) = (self.outbox.owner().to_string(), self.core.now());
+        match self
+            .core
+            .write(move |s| s.run_out_leases(&owner, now))
+            .await
+        {
+            Ok(keys) if keys.is_empty() => {}
+            Ok(keys) => {
+                tracing::warn!(
+                    ended = keys.len(),
+                    "ended the leases still held on queued messages when the grace ran out"
+                );
+                self.settle_run_out(now, Sweep::Only(keys)).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "ending the leases still held on queued messages failed: once they run out the sweep settles them")
             }
         }
         self.events.release_hook_leases().await;
     }
+}
+
+/// Which rows a sweep settles.
+enum Sweep {
+    /// Every row whose lease ran out (or that nobody holds), but these messages, which this
+    /// process sends or still has to record the outcome of.
+    AllBut(HashMap<Vec<u8>, String>),
+    /// Only the rows of these keys (shutdown: the leases it just ended).
+    Only(Vec<Vec<u8>>),
 }

@@ -101,7 +101,19 @@ impl OutboxStore for PgStore {
         })
     }
 
-    fn sweep_candidates(&self, now: Millis) -> Result<Vec<SweepCandidate>, StoreError> {
+    fn sweep_candidates(
+        &self,
+        now: Millis,
+        among: Option<&[Vec<u8>]>,
+    ) -> Result<Vec<SweepCandidate>, StoreError> {
+        if let Some(keys) = among {
+            let rows = self.conn()?.db().rows(
+                concat!(sweep_rows!(), " AND o.key_digest = ANY($2)"),
+                &[&now, &keys],
+                |r| sweep_candidate_of(r, now),
+            )?;
+            return Ok(rows.into_iter().flatten().collect());
+        }
         let rows = self.conn()?.db().rows(
             concat!(sweep_rows!(), " ORDER BY o.tenant_id LIMIT $2"),
             &[&now, &i64::from(SWEEP_BATCH)],
@@ -155,21 +167,16 @@ impl OutboxStore for PgStore {
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
-    fn run_out_leases(
-        &self,
-        owner: &str,
-        keys: &[Vec<u8>],
-        _now: Millis,
-    ) -> Result<usize, StoreError> {
+    fn run_out_leases(&self, owner: &str, _now: Millis) -> Result<Vec<Vec<u8>>, StoreError> {
         // On the database's clock, which the sweep reads leases by.
-        let n = self.conn()?.db().execute(
+        self.conn()?.db().rows(
             concat!(
                 "UPDATE outbox SET lease_until = ",
                 db_now!(),
-                " - 1 WHERE leased_by = $1 AND key_digest = ANY($2)"
+                " - 1 WHERE leased_by = $1 RETURNING key_digest"
             ),
-            &[&owner, &keys],
-        )?;
-        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+            &[&owner],
+            |r| r.bytes(0),
+        )
     }
 }

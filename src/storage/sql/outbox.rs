@@ -15,12 +15,12 @@ shared_sql!(
 );
 
 shared_sql!(
-    /// The sync messages `$1` holds the lease of whose code is still live at `$2` (no other
-    /// process touches them while the lease runs; one whose code ended is the sweep's,
-    /// which knows an interrupted send from one never begun).
+    /// The sync messages `$1` holds the lease of (no other process touches them while the
+    /// lease runs), whether or not their code has expired meanwhile: the caller names the
+    /// ones it knows were never sent.
     pub(crate) LEASED_SYNC =
         "SELECT o.key_digest FROM outbox o JOIN challenges c ON c.key_digest = o.key_digest \
-         WHERE o.leased_by = $1 AND c.delivery_mode = 'sync' AND c.expires_at > $2"
+         WHERE o.leased_by = $1 AND c.delivery_mode = 'sync'"
 );
 
 shared_sql!(

@@ -109,7 +109,21 @@ impl OutboxStore for SqliteStore {
         Ok(Claimed { jobs, next_after })
     }
 
-    fn sweep_candidates(&self, now: Millis) -> Result<Vec<SweepCandidate>, StoreError> {
+    fn sweep_candidates(
+        &self,
+        now: Millis,
+        among: Option<&[Vec<u8>]>,
+    ) -> Result<Vec<SweepCandidate>, StoreError> {
+        if let Some(keys) = among {
+            let conn = self.conn()?;
+            let one = format!("{SWEEP_ROWS} AND o.key_digest = ?2");
+            let mut found = Vec::new();
+            for key in keys {
+                let rows = conn.rows(&one, params![now, key], |r| sweep_candidate_of(r, now))?;
+                found.extend(rows.into_iter().flatten());
+            }
+            return Ok(found);
+        }
         let conn = self.conn()?;
         let rows = conn.rows(&format!("{SWEEP_ROWS} LIMIT {SWEEP_BATCH}"), [now], |r| {
             sweep_candidate_of(r, now)
@@ -166,22 +180,19 @@ impl OutboxStore for SqliteStore {
         })
     }
 
-    fn run_out_leases(
-        &self,
-        owner: &str,
-        keys: &[Vec<u8>],
-        now: Millis,
-    ) -> Result<usize, StoreError> {
-        let (owner, keys) = (owner.to_string(), keys.to_vec());
+    fn run_out_leases(&self, owner: &str, now: Millis) -> Result<Vec<Vec<u8>>, StoreError> {
+        let owner = owner.to_string();
         self.writer.write(move |tx| {
-            let mut n = 0;
-            for key in &keys {
-                n += tx.execute_cached(
-                    "UPDATE outbox SET lease_until = ?3 WHERE key_digest = ?1 AND leased_by = ?2",
-                    params![key, owner, now.saturating_sub(1)],
-                )?;
-            }
-            Ok(n)
+            let keys = tx.rows(
+                "SELECT key_digest FROM outbox WHERE leased_by = ?1",
+                [&owner],
+                |r| r.bytes(0),
+            )?;
+            tx.execute_cached(
+                "UPDATE outbox SET lease_until = ?2 WHERE leased_by = ?1",
+                params![owner, now.saturating_sub(1)],
+            )?;
+            Ok(keys)
         })
     }
 }
