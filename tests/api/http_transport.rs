@@ -228,6 +228,35 @@ async fn emails_go_to_the_endpoint_signed_and_any_2xx_accepts_them() {
     assert!(app.smtp.messages().is_empty(), "nothing went to the relay");
 }
 
+/// `delivery.http_timeout_seconds` may be as short as 1 s (its range starts there): an
+/// endpoint that answers at once is still sent to, synchronously and from the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shortest_http_timeout_still_sends() {
+    let rx = HttpReceiver::start(true).await;
+    for secs in [1, 2] {
+        let ca = rx.ca_path.clone();
+        let app = spawn_app_with(move |s| {
+            s.webhooks.allow_private_hosts = true;
+            s.webhooks.extra_root_certificates = vec![ca];
+            s.delivery.http_timeout_seconds = secs;
+        })
+        .await;
+        let (_, sk) = app.tenant().await;
+        let secret = put_http(&app, &sk, &rx, "primary").await;
+        let sent = rx.requests().len();
+        let (s, v) = mint(&app, &sk, &format!("sync{secs}@example.com"), "sync").await;
+        assert_eq!(s, StatusCode::CREATED, "{secs} s: {v}");
+        let req = rx.wait_for(sent + 1).await.pop().unwrap();
+        assert!(signed_with(&secret, &req));
+        let (s, v) = mint(&app, &sk, &format!("async{secs}@example.com"), "async").await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{secs} s: {v}");
+        let key = v["shareable_key"].as_str().unwrap().to_string();
+        let req = rx.wait_for(sent + 2).await.pop().unwrap();
+        let code = code_in(req.json()["text"].as_str().unwrap());
+        assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_endpoints_answer_decides_retry_or_failure_and_redirects_are_not_followed() {
     let rx = HttpReceiver::start(true).await;

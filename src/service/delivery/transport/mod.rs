@@ -95,14 +95,16 @@ impl Deadline {
     /// The time an HTTP request may take: what is left, within `cap`. With less left than a
     /// connect may take, none: a connect cut by the request's own timeout could not be told
     /// from a request that went out, so such a send waits like one that found no session
-    /// (no attempt counted, nothing against the transport's breaker).
+    /// (no attempt counted, nothing against the transport's breaker). A `cap` that is itself
+    /// no longer than a connect (`delivery.http_timeout_seconds` of 1 or 2) asks for half
+    /// of it: what the request started with is always a little less than `cap`.
     pub fn request_time(
         &self,
         cap: Duration,
         reason: DeliveryReason,
     ) -> Result<Duration, DeliveryError> {
         let time = self.left(cap);
-        if time < crate::outbound::MIN_REQUEST_TIME.min(cap) {
+        if time < least_request_time(cap) {
             return Err(DeliveryError::new(
                 reason,
                 FailureKind::NoSession,
@@ -111,6 +113,11 @@ impl Deadline {
         }
         Ok(time)
     }
+}
+
+/// The least time left for which a request bounded by `cap` is started.
+fn least_request_time(cap: Duration) -> Duration {
+    crate::outbound::MIN_REQUEST_TIME.min(cap / 2)
 }
 
 pub(crate) type Sending<'a> =
@@ -325,6 +332,33 @@ mod tests {
         let d = shared.restarted(Duration::from_secs(4));
         let setup = d.setup_by.unwrap();
         assert!(setup >= now + Duration::from_secs(2) && setup < d.by);
+    }
+
+    #[test]
+    fn a_request_starts_with_its_whole_bound_left_however_short_that_bound() {
+        for secs in [1, 2, 3, 10] {
+            let cap = Duration::from_secs(secs);
+            let d = Deadline {
+                by: Instant::now() + cap,
+                setup_by: None,
+            };
+            // A moment passed since the deadline was set: a little less than `cap` is left.
+            std::thread::sleep(Duration::from_millis(5));
+            let time = d.request_time(cap, DeliveryReason::HttpUnreachable);
+            assert!(time.is_ok_and(|t| t <= cap && t > cap / 2), "{secs} s");
+        }
+        // With less left than a connect may take (or half a short bound), none.
+        let d = Deadline {
+            by: Instant::now() + Duration::from_millis(400),
+            setup_by: None,
+        };
+        for secs in [1, 10] {
+            let e = d.request_time(Duration::from_secs(secs), DeliveryReason::HttpUnreachable);
+            assert!(
+                e.is_err_and(|e| e.kind == FailureKind::NoSession),
+                "{secs} s"
+            );
+        }
     }
 
     fn names(t: &Tenant, c: Channel) -> Vec<(String, String)> {
