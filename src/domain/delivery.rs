@@ -81,7 +81,7 @@ impl DeliveryReason {
             DeliveryReason::Unreachable => "The relay could not be reached: check its host and port, and that it accepts connections from this server.",
             DeliveryReason::Timeout => "The relay did not answer in time (smtp.timeout_seconds): check the port and the TLS mode (tls = \"implicit\" for port 465, \"starttls\" for 587).",
             DeliveryReason::Tls => "TLS with the relay failed: an untrusted certificate needs smtp.extra_root_certificates; a mismatched mode needs tls = \"implicit\" for port 465 or \"starttls\" for 587.",
-            DeliveryReason::Auth => "The relay refused the login, or it was not sent: check the username and password (or the OAuth2 settings and consent); with tls = \"none\" no login is ever sent, so use TLS or leave the username out.",
+            DeliveryReason::Auth => "The relay refused the login, or it was not sent: check the username and password (or the OAuth2 settings and consent). A relay set to tls = \"none\" is never sent a login: use TLS there, or leave the username out.",
             DeliveryReason::Rejected => "The relay refused the message: check that it lets this account send as the from address, and the recipient.",
             DeliveryReason::HttpRejected => "The tenant's HTTP endpoint refused the message (a 4xx or a redirect): check its URL and what it expects.",
             DeliveryReason::HttpUnavailable => "The tenant's HTTP endpoint answered 408, 429 or 5xx: it is busy or failing.",

@@ -212,6 +212,35 @@ async fn a_token_the_relay_refuses_is_fetched_anew_once() {
     assert_eq!(tokens.requests(), before + 1, "the token was kept");
 }
 
+/// `otpmint smtp test` logs in as the server does: a token the relay refuses (here the
+/// first it is shown, fresh as it is) is fetched anew once before the test fails (§15.1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_smtp_test_fetches_a_refused_token_anew_once() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let (app, tokens) = setup().await;
+    let (id, _, _) = oauth2_tenant(&app, client_credentials(&tokens)).await;
+    let (check, refused) = (tokens.check(), Arc::new(AtomicBool::new(false)));
+    let once = Arc::clone(&refused);
+    app.smtp.accept_xoauth2(Arc::new(move |user, token| {
+        once.swap(true, Ordering::SeqCst) && check(user, token)
+    }));
+    let (requests, refusals) = (tokens.requests(), app.smtp.xoauth2_counts().1);
+    let said = cli_logs_in(&app, &tokens, &id);
+    assert!(
+        said.contains("ok: the SMTP server accepted the message"),
+        "{said}"
+    );
+    assert!(refused.load(Ordering::SeqCst));
+    assert_eq!(app.smtp.xoauth2_counts().1, refusals + 1, "one refusal");
+    assert_eq!(tokens.requests(), requests + 2, "a token, then a fresh one");
+    assert!(app
+        .smtp
+        .messages()
+        .iter()
+        .any(|m| m.to == ["cli@example.com"]));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_refresh_token_is_stored_at_once() {
     let (app, tokens) = setup().await;

@@ -91,52 +91,70 @@ impl Transport for Relay<'_> {
                 dkim: signer.as_ref(),
             };
             let bounds = (deadline.by, deadline.setup_by);
-            // Opening the credentials (an OAuth2 token: the wait for the relay's one token
-            // request included) counts against the attempt's time like the session does.
-            let by = deadline.setup_by.unwrap_or(deadline.by);
-            let in_time = |fresh| {
-                tokio::time::timeout_at(
-                    by,
-                    s.relay_target(self.tenant, self.account, self.fallback, fresh),
-                )
-            };
-            let late = || {
-                DeliveryError::transient(
-                    DeliveryReason::Auth,
-                    "the relay's credentials were not ready in time",
-                )
-                .with_code("oauth2_unavailable")
-            };
-            let target = in_time(false).await.map_err(|_| late())??;
-            match s
-                .core
-                .mailer
-                .send(&target, &outgoing, bounds, sessions)
-                .await
-            {
-                Ok(()) => Ok(Accepted::default()),
-                // The relay refused the token (revoked, or expired early): once more with a
-                // fresh one before the attempt fails as smtp_auth.
-                Err(e)
-                    if self.account.oauth2.is_some()
-                        && e.reason == DeliveryReason::Auth
-                        && e.kind == FailureKind::Permanent =>
-                {
-                    tracing::info!(tenant_id = %self.tenant.id, "the relay refused its OAuth2 token; fetching a new one");
-                    let target = in_time(true).await.map_err(|_| late())??;
-                    s.core
-                        .mailer
-                        .send(&target, &outgoing, bounds, sessions)
-                        .await
-                        .map(|()| Accepted::default())
-                }
-                Err(e) => Err(e),
-            }
+            s.send_through(
+                self.tenant,
+                self.account,
+                self.fallback,
+                &outgoing,
+                bounds,
+                sessions,
+            )
+            .await
+            .map(|()| Accepted::default())
         })
     }
 }
 
 impl Delivery {
+    /// Send one message through a relay, its credentials opened within the attempt's time
+    /// (the session's share of it, when another transport waits behind: `bounds.1`). An
+    /// OAuth2 relay that refuses its token (revoked, or expired early) is tried once more
+    /// with a fresh one before the attempt fails as smtp_auth (API.md §15.1).
+    async fn send_through(
+        &self,
+        tenant: &Tenant,
+        account: &SmtpAccount,
+        fallback: bool,
+        outgoing: &Outgoing<'_>,
+        bounds: (Instant, Option<Instant>),
+        sessions: usize,
+    ) -> Result<(), DeliveryError> {
+        // Opening the credentials (an OAuth2 token: the wait for the relay's one token
+        // request included) counts against the attempt's time like the session does.
+        let by = bounds.1.unwrap_or(bounds.0);
+        let in_time = |fresh| {
+            tokio::time::timeout_at(by, self.relay_target(tenant, account, fallback, fresh))
+        };
+        let late = || {
+            DeliveryError::transient(
+                DeliveryReason::Auth,
+                "the relay's credentials were not ready in time",
+            )
+            .with_code("oauth2_unavailable")
+        };
+        let target = in_time(false).await.map_err(|_| late())??;
+        match self
+            .core
+            .mailer
+            .send(&target, outgoing, bounds, sessions)
+            .await
+        {
+            Err(e)
+                if account.oauth2.is_some()
+                    && e.reason == DeliveryReason::Auth
+                    && e.kind == FailureKind::Permanent =>
+            {
+                tracing::info!(tenant_id = %tenant.id, "the relay refused its OAuth2 token; fetching a new one");
+                let target = in_time(true).await.map_err(|_| late())??;
+                self.core
+                    .mailer
+                    .send(&target, outgoing, bounds, sessions)
+                    .await
+            }
+            sent => sent,
+        }
+    }
+
     /// A relay as the mailer sends to it, its credentials opened: the password (a blob
     /// sealed under a data key this process has not seen reloads the keyring once), or an
     /// OAuth2 access token (cached; `fresh`: fetched anew). Unreadable credentials make the
@@ -273,29 +291,17 @@ impl Delivery {
             )
             .await
             .map_err(ServiceError::SmtpPolicy)?;
-        let target = self
-            .relay_target(tenant, account, false, false)
-            .await
-            .map_err(|e| ServiceError::Delivery(e.reason, e.detail_code))?;
         let signer = self.dkim_signer(tenant, account.from.as_str()).await;
-        self.core
-            .mailer
-            .send(
-                &target,
-                &Outgoing {
-                    to,
-                    subject: "otpmint SMTP test",
-                    text: "This is a test message from otpmint. No action is needed.\r\n",
-                    html: None,
-                    message_id: None,
-                    dkim: signer.as_ref(),
-                },
-                (
-                    tokio::time::Instant::now() + self.core.mailer.timeout(),
-                    None,
-                ),
-                1,
-            )
+        let outgoing = Outgoing {
+            to,
+            subject: "otpmint SMTP test",
+            text: "This is a test message from otpmint. No action is needed.\r\n",
+            html: None,
+            message_id: None,
+            dkim: signer.as_ref(),
+        };
+        let by = Instant::now() + self.core.mailer.timeout();
+        self.send_through(tenant, account, false, &outgoing, (by, None), 1)
             .await
             .map_err(|e| ServiceError::Delivery(e.reason, e.detail_code))
     }
