@@ -162,8 +162,7 @@ impl Delivery {
         self.release_strays().await;
         // A message this process sends, or whose outcome it still has to record, is not
         // the sweep's, even when its lease ran out during an outage (API.md §11.3–11.4).
-        self.settle_run_out(now, Sweep::AllBut(self.outbox.held()))
-            .await;
+        self.settle_run_out(now, Sweep::AllButHeld).await;
     }
 
     /// Settle what nobody holds any more (see `sweep_once`): every row, but the messages
@@ -182,9 +181,9 @@ impl Delivery {
             }
             Err(e) => tracing::warn!(error = %e, "giving back unstarted messages failed"),
         }
-        let among = match &which {
-            Sweep::Only(keys) => Some(keys.clone()),
-            Sweep::AllBut(_) => None,
+        let (among, but_held) = match which {
+            Sweep::Only(keys) => (Some(keys), false),
+            Sweep::AllButHeld => (None, true),
         };
         let found = self
             .core
@@ -197,7 +196,9 @@ impl Delivery {
                 return;
             }
         };
-        if let Sweep::AllBut(held) = which {
+        if but_held {
+            // Read after the candidates: a message held by then is not the sweep's.
+            let held = self.outbox.held();
             candidates.retain(|c| !held.contains_key(&c.key_digest));
         }
         if candidates.is_empty() {
@@ -351,9 +352,9 @@ impl Delivery {
 
 /// Which rows a sweep settles.
 enum Sweep {
-    /// Every row whose lease ran out (or that nobody holds), but these messages, which this
-    /// process sends or still has to record the outcome of.
-    AllBut(HashMap<Vec<u8>, String>),
+    /// Every row whose lease ran out (or that nobody holds), but the messages this process
+    /// holds: it sends them, or still has to record their outcome.
+    AllButHeld,
     /// Only the rows of these keys (shutdown: the leases it just ended).
     Only(Vec<Vec<u8>>),
 }
