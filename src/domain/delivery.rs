@@ -118,6 +118,11 @@ pub enum FailureKind {
     /// The transport cannot be used here (its credentials cannot be opened): the next one
     /// is tried; final if none is left.
     Unusable,
+    /// A queued message's send could not be recorded as begun, just before the message
+    /// would have left (its lease was given back or taken over, or the database did not
+    /// answer): nothing of it was sent, and nothing is sent here. Says nothing of the
+    /// transport.
+    NotBegun,
 }
 
 /// A failed delivery: the `reason` clients see, what kind of failure it is, whether the
@@ -173,6 +178,15 @@ impl DeliveryError {
             DeliveryReason::Timeout,
             FailureKind::NoSession,
             "no session of the transport was free in time",
+        )
+    }
+    /// A queued message whose send could not be recorded as begun (see
+    /// [`FailureKind::NotBegun`]).
+    pub fn not_begun() -> Self {
+        Self::new(
+            DeliveryReason::Timeout,
+            FailureKind::NotBegun,
+            "the send could not be recorded as begun; nothing was sent",
         )
     }
     /// It may have been delivered.

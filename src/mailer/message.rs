@@ -111,6 +111,7 @@ mod tests {
                 html: Some(&html),
                 message_id: None,
                 dkim: None,
+                before_body: None,
             },
         )
         .unwrap();
@@ -144,6 +145,7 @@ mod tests {
                 html: None,
                 message_id: None,
                 dkim: None,
+                before_body: None,
             },
         )
         .unwrap();
@@ -170,6 +172,7 @@ mod tests {
                 html: None,
                 message_id: Some("<a@acme.example>"),
                 dkim: None,
+                before_body: None,
             },
         )
         .unwrap();

@@ -41,7 +41,7 @@ pub use error::{DeliveryError, DeliveryReason, FailureKind};
 use transact::{transact, Stage, TxError};
 
 pub use crate::domain::tenant::TlsMode;
-pub use target::{DkimSigner, MailerSetupError, Outgoing, SmtpAuth, SmtpTarget};
+pub use target::{BeforeBody, DkimSigner, MailerSetupError, Outgoing, SmtpAuth, SmtpTarget};
 
 /// How far a send got: into its transaction (before it nothing was sent), and past the
 /// start of the body (after it the relay may have the message).
@@ -50,6 +50,9 @@ struct Progress {
     started: std::sync::atomic::AtomicBool,
     body: std::sync::atomic::AtomicBool,
 }
+
+/// A message's bytes, and what must hold before they leave.
+type Body<'a> = (&'a [u8], Option<&'a dyn BeforeBody>);
 
 struct Idle {
     conn: AsyncSmtpConnection,
@@ -169,7 +172,13 @@ impl Mailer {
             bytes = dkim::sign_off_worker(bytes, d).await?;
         }
         let progress = Progress::default();
-        let sending = self.resolve_and_send(target, &envelope, &bytes, &progress, sessions);
+        let sending = self.resolve_and_send(
+            target,
+            &envelope,
+            (&bytes, msg.before_body),
+            &progress,
+            sessions,
+        );
         let bounded = async {
             tokio::pin!(sending);
             if let Some(by) = setup_by {
@@ -265,7 +274,7 @@ impl Mailer {
         &self,
         target: &SmtpTarget,
         envelope: &lettre::address::Envelope,
-        bytes: &[u8],
+        body: Body<'_>,
         progress: &Progress,
         sessions: usize,
     ) -> Result<(), DeliveryError> {
@@ -275,7 +284,7 @@ impl Mailer {
             &pool,
             target,
             (&name, &addrs),
-            (envelope, bytes),
+            (envelope, body),
             progress,
             sessions,
         )
@@ -324,7 +333,7 @@ impl Mailer {
         pool: &TenantPool,
         target: &SmtpTarget,
         (name, addrs): (&HostName, &[SocketAddr]),
-        (envelope, bytes): (&lettre::address::Envelope, &[u8]),
+        (envelope, body): (&lettre::address::Envelope, Body<'_>),
         progress: &Progress,
         sessions: usize,
     ) -> Result<(), DeliveryError> {
@@ -352,7 +361,7 @@ impl Mailer {
         progress
             .started
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let mut result = transact(&mut conn, envelope, bytes, &progress.body).await;
+        let mut result = transact(&mut conn, envelope, body, &progress.body).await;
         if was_reused {
             if let Err(TxError::Smtp(Stage::Mail, e)) = &result {
                 if !e.is_permanent() {
@@ -361,7 +370,7 @@ impl Mailer {
                     conn.abort().await;
                     let (c, a) = self.connect(target, name, addrs).await?;
                     conn = c;
-                    result = transact(&mut conn, envelope, bytes, &progress.body).await;
+                    result = transact(&mut conn, envelope, body, &progress.body).await;
                     return self.finish(pool, conn, a, result, sessions).await;
                 }
             }
@@ -418,6 +427,13 @@ impl Mailer {
                     }
                 }
                 Ok(())
+            }
+            Err(TxError::NotBegun) => {
+                // Mid-DATA a QUIT would be a line of the message, never answered: the
+                // socket is closed without one, and a relay keeps nothing of a DATA that
+                // never got its final `.`.
+                drop(conn);
+                Err(DeliveryError::not_begun())
             }
             Err(TxError::NoSmtpUtf8) => {
                 conn.abort().await;

@@ -39,6 +39,15 @@ pub struct Outgoing<'a> {
     pub message_id: Option<&'a str>,
     /// The tenant's DKIM key, when its domain aligns with the sender's (API.md §16.3).
     pub dkim: Option<&'a DkimSigner>,
+    /// Asked once the relay has said go ahead to DATA, before the first byte of the
+    /// message: a queued message's send is recorded as begun there (API.md §19.2).
+    pub before_body: Option<&'a dyn BeforeBody>,
+}
+
+/// What must hold before a message's body leaves: `false` stops the send there, the
+/// connection dropped mid-DATA (the relay keeps nothing of it).
+pub trait BeforeBody: Sync {
+    fn ready(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>>;
 }
 
 /// A DKIM key a message is signed with (relaxed/relaxed).

@@ -36,6 +36,7 @@ async fn idle_connections_are_closed_whether_or_not_their_tenant_sends_again() {
         html: None,
         message_id: None,
         dkim: None,
+        before_body: None,
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     mailer
@@ -75,4 +76,76 @@ async fn idle_connections_are_closed_whether_or_not_their_tenant_sends_again() {
     drop(in_use);
     mailer.close_idle_older_than(Duration::ZERO);
     assert!(mailer.inner.pools.lock().unwrap().is_empty());
+}
+
+/// What must hold before the body leaves is asked after DATA's go-ahead: `false` stops the
+/// send there at once (no QUIT that a relay mid-DATA would take as message text and never
+/// answer), the relay keeps nothing, and the next message goes on a fresh session.
+#[tokio::test]
+async fn a_body_not_allowed_to_leave_stops_the_send_at_once_and_the_relay_keeps_nothing() {
+    struct Answer(bool, std::sync::atomic::AtomicUsize);
+    impl BeforeBody for Answer {
+        fn ready(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(std::future::ready(self.0))
+        }
+    }
+    let smtp = SmtpServer::start().await;
+    let mailer = Mailer::new(
+        HostPolicy {
+            allowed_ports: Some(vec![smtp.port]),
+            allow_private_hosts: true,
+            allow_plaintext: false,
+        },
+        Duration::from_secs(5),
+        4,
+        std::slice::from_ref(&smtp.ca_path),
+    )
+    .unwrap();
+    let target = SmtpTarget {
+        tenant_id: "tnt_begin".into(),
+        version: 1,
+        host: "127.0.0.1".into(),
+        port: smtp.port,
+        username: SMTP_USER.into(),
+        auth: SmtpAuth::Password(SecretString::from(SMTP_PASS.to_string())),
+        from: "Acme <no-reply@acme.example>".into(),
+        tls: TlsMode::Starttls,
+    };
+    let (no, yes) = (
+        Answer(false, Default::default()),
+        Answer(true, Default::default()),
+    );
+    let msg = |to: &'static str, b: &'static dyn BeforeBody| Outgoing {
+        to,
+        subject: "s",
+        text: "123456\r\n",
+        html: None,
+        message_id: None,
+        dkim: None,
+        before_body: Some(b),
+    };
+    let (no, yes): (&'static Answer, &'static Answer) =
+        (Box::leak(Box::new(no)), Box::leak(Box::new(yes)));
+    // A QUIT sent mid-DATA would never be answered: the send would end as a timeout.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let e = mailer
+        .send(&target, &msg("ada@example.com", no), (deadline, None), 1)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, FailureKind::NotBegun, "{e:?}");
+    assert!(!e.maybe_delivered);
+    assert_eq!(no.1.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    mailer
+        .send(&target, &msg("bob@example.com", yes), (deadline, None), 1)
+        .await
+        .unwrap();
+    assert_eq!(yes.1.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        smtp.count_to("ada@example.com"),
+        0,
+        "the relay kept nothing"
+    );
+    assert_eq!(smtp.count_to("bob@example.com"), 1);
 }

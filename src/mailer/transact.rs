@@ -17,14 +17,18 @@ pub(super) enum TxError {
     /// An address (a non-ASCII local part) needs SMTPUTF8 and the relay lacks it: refused
     /// before sending anything.
     NoSmtpUtf8,
+    /// What had to hold before the body left did not (`BeforeBody`): stopped after DATA's
+    /// go-ahead, nothing of the message sent.
+    NotBegun,
 }
 
 /// MAIL, RCPT, DATA and the body, as lettre's `send` does them, but telling where a failure
-/// happened (so a dead pooled connection can be retried when nothing was sent on it).
+/// happened (so a dead pooled connection can be retried when nothing was sent on it), and
+/// asking `before_body` between DATA's go-ahead and the body.
 pub(super) async fn transact(
     conn: &mut AsyncSmtpConnection,
     envelope: &lettre::address::Envelope,
-    bytes: &[u8],
+    (bytes, before_body): Body<'_>,
     body_out: &std::sync::atomic::AtomicBool,
 ) -> Result<(), TxError> {
     let mut options = vec![];
@@ -55,6 +59,11 @@ pub(super) async fn transact(
     conn.command(Data)
         .await
         .map_err(|e| TxError::Smtp(Stage::Data, e))?;
+    if let Some(b) = before_body {
+        if !b.ready().await {
+            return Err(TxError::NotBegun);
+        }
+    }
     body_out.store(true, std::sync::atomic::Ordering::SeqCst);
     conn.message(bytes)
         .await

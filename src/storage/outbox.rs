@@ -171,9 +171,10 @@ pub trait OutboxStore {
         now: Millis,
     ) -> Result<usize, StoreError>;
     /// Give back every async row whose lease ran out before its holder began the send
-    /// (`SettleStore::outbox_send_started`): its holder died or lost the database while
-    /// the message waited for a session, so nothing left and another sender takes it
-    /// (API.md §19.2). Returns how many.
+    /// (`SettleStore::outbox_send_started`, written just before the message leaves): its
+    /// holder died or lost the database while the message waited for a session, or while
+    /// its relay was at MAIL, RCPT or DATA, so nothing of it left and another sender takes
+    /// it (API.md §19.2). Returns how many.
     fn release_unstarted(&self, now: Millis) -> Result<usize, StoreError>;
     /// End now every lease `owner` still holds (shutdown, past its grace, once what could
     /// be given back was: a send still under way here, an outcome not yet recorded, a

@@ -309,6 +309,78 @@ async fn an_async_message_killed_before_its_send_began_is_sent_after_its_lease_r
     assert!(smtp.count_to("ada@example.com") <= 1, "ada's sent again");
 }
 
+/// API.md §10, §19.2: an async message whose relay was still at `RCPT` when the process
+/// was killed had sent nothing of itself (its send is recorded as begun only after DATA's
+/// go-ahead): once its lease runs out it goes back to the queue and is sent, once — not
+/// recorded `unknown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_message_killed_while_its_relay_checks_the_recipient_is_sent_after_its_lease_runs_out(
+) {
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (conf, url) = config(dir.path(), &smtp, "");
+    let first = start(dir.path(), &conf);
+    let base = format!("http://127.0.0.1:{}", first.port);
+    let sk = create_tenant(&base, &smtp, json!({"delivery": "async"})).await;
+    smtp.set_mode(crate::smtp::Mode::StallAtRcpt);
+    let (s, v) = post(&base, "/v1/otp", &sk, json!({"email": "ada@example.com"})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let key = v["shareable_key"].as_str().unwrap().to_string();
+    wait_sql(
+        &url,
+        "SELECT COUNT(*) FROM outbox WHERE leased_by IS NOT NULL",
+        1,
+        "the message was never claimed",
+    )
+    .await;
+    // In its session, at RCPT, which the relay never answers.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(first); // SIGKILL, holding the lease
+    assert_eq!(
+        sql(&url, "SELECT COUNT(*) FROM outbox WHERE unstarted = TRUE"),
+        1,
+        "its send had not begun"
+    );
+    smtp.set_mode(crate::smtp::Mode::Normal);
+    sql(&url, "UPDATE outbox SET lease_until = 0");
+    let second = start(dir.path(), &conf);
+    let base = format!("http://127.0.0.1:{}", second.port);
+    smtp.wait_for("ada@example.com", 1).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let v = loop {
+        let v: Value = reqwest::Client::new()
+            .get(format!("{base}/v1/otp/{key}"))
+            .bearer_auth(&sk)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["delivery"]["status"] != "sending" || Instant::now() > deadline {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(v["delivery"]["status"], "sent", "{v}");
+    let code = smtp
+        .messages()
+        .iter()
+        .find(|m| m.to == ["ada@example.com"])
+        .unwrap()
+        .code();
+    let (s, _) = post(
+        &base,
+        "/v1/otp/verify",
+        &sk,
+        json!({"shareable_key": key, "otp": code}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(smtp.count_to("ada@example.com"), 1, "sent once");
+}
+
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_gives_back_queued_messages_and_a_restart_sends_them_at_once() {

@@ -15,6 +15,7 @@ use super::window::{RelayWindow, Slot, Ticket};
 use super::{Delivery, StoredMessage};
 use crate::domain::delivery::{DeliveryError, DeliveryMode, DeliveryReason, FailureKind};
 use crate::domain::tenant::Tenant;
+use crate::mailer::BeforeBody;
 use crate::storage::OutboxJob;
 
 pub use crate::domain::recipient::Channel;
@@ -33,6 +34,48 @@ const MIN_TRY: Duration = Duration::from_secs(1);
 /// Writes of a background send's beginning at most, and the pause between them.
 const MARK_TRIES: u32 = 3;
 const MARK_PAUSE: Duration = Duration::from_millis(100);
+
+/// A queued message's mark of its send's beginning (API.md §19.2), written under its lease
+/// just before the message leaves — after SMTP's DATA go-ahead, before an HTTP request: a
+/// lease that runs out before it is a message never sent, which the sweep gives back to the
+/// queue; after it, an interrupted send, recorded `unknown`. The write is idempotent: one
+/// whose answer was lost (it may have committed) is made again, so that a lease whose mark
+/// is gone is never left to run out as an interrupted send that never began. Not
+/// recorded, not sent.
+struct Begin<'a> {
+    delivery: &'a Delivery,
+    key: &'a [u8],
+    tenant: &'a str,
+}
+
+impl BeforeBody for Begin<'_> {
+    fn ready(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
+        Box::pin(async move {
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                let (key, owner) = (self.key.to_vec(), self.delivery.outbox.owner().to_string());
+                match self
+                    .delivery
+                    .core
+                    .write(move |s| s.outbox_send_started(&key, &owner))
+                    .await
+                {
+                    Ok(true) => return true,
+                    Ok(false) => {
+                        tracing::warn!(tenant_id = %self.tenant, "a queued message's lease was given back or taken over before its send began; not sent here");
+                        return false;
+                    }
+                    Err(e) if tries >= MARK_TRIES => {
+                        tracing::warn!(tenant_id = %self.tenant, error = %e, "recording a send's beginning failed; the message goes back to the queue");
+                        return false;
+                    }
+                    Err(_) => tokio::time::sleep(MARK_PAUSE).await,
+                }
+            }
+        })
+    }
+}
 
 /// What accepted a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,12 +109,18 @@ impl Delivery {
                 "no transport takes this channel",
             )));
         }
+        let begin = Begin {
+            delivery: self,
+            key: &job.key_digest,
+            tenant: job.tenant_id.as_str(),
+        };
         let out = Outbound {
             tenant,
             to: &job.recipient,
             msg,
             channel,
             expires_at: job.expires_at,
+            begin: (job.mode == DeliveryMode::Async).then_some(&begin as &dyn BeforeBody),
         };
         let now = self.core.now();
         // Every transport resting: try them all the same (skipping would only fail sooner).
@@ -246,6 +295,8 @@ impl Delivery {
                     slot.accepted();
                     return Ok(a);
                 }
+                // Not recorded as begun, so not sent: as if stopped before its session.
+                Err(e) if e.kind == FailureKind::NotBegun => return Err(Undelivered::Stopped),
                 Err(e) if e.is_refused() => {
                     tries += 1;
                     let shrank = slot.refused();
@@ -287,8 +338,9 @@ impl Delivery {
     }
 
     /// A session of the window (the ticket's place, or a new one) by `by`, the message then
-    /// held by this process and, when it is a background one, recorded as begun; a
-    /// background send gives its turn up when the process stops.
+    /// held by this process; a background send gives its turn up when the process stops.
+    /// (A background send is recorded as begun later, just before the message leaves:
+    /// [`Begin`].)
     pub(super) async fn session(
         &self,
         job: &OutboxJob,
@@ -324,36 +376,6 @@ impl Delivery {
         let (key, tenant) = (&job.key_digest, job.tenant_id.as_str());
         if !self.outbox.hold(key, tenant, job.expires_at, background) {
             return Err(Undelivered::Stopped);
-        }
-        // A background send is recorded as begun before anything leaves, under its lease:
-        // a lease that runs out before this is a message never sent, given back to the
-        // queue by the sweep; after it, an interrupted send, recorded `unknown` (API.md
-        // §19.2). Not recorded, not sent. (A sync message's client was answered already.)
-        if background {
-            // The write is idempotent: one whose answer was lost (it may have committed) is
-            // made again while the session may still be used, so that a lease whose mark
-            // is gone is never left to run out as an interrupted send that never began.
-            let mut tries = 0;
-            loop {
-                tries += 1;
-                let (key, owner) = (job.key_digest.clone(), self.outbox.owner().to_string());
-                match self
-                    .core
-                    .write(move |s| s.outbox_send_started(&key, &owner))
-                    .await
-                {
-                    Ok(true) => break,
-                    Ok(false) => {
-                        tracing::warn!(tenant_id = %tenant, "a queued message's lease was given back or taken over before its send began; not sent here");
-                        return Err(Undelivered::Stopped);
-                    }
-                    Err(e) if tries >= MARK_TRIES || Instant::now() + MARK_PAUSE >= by => {
-                        tracing::warn!(tenant_id = %tenant, error = %e, "recording a send's beginning failed; the message goes back to the queue");
-                        return Err(Undelivered::Stopped);
-                    }
-                    Err(_) => tokio::time::sleep(MARK_PAUSE).await,
-                }
-            }
         }
         Ok(slot)
     }

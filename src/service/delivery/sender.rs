@@ -169,7 +169,8 @@ impl Delivery {
     /// this process holds, or only the rows of given keys.
     async fn settle_run_out(&self, now: Millis, which: Sweep) {
         // A claimed message whose lease ran out before its send began (its sender died
-        // while it waited for a session) left nothing: it goes back to the queue.
+        // while it waited for a session, or before its relay's go-ahead to DATA) left
+        // nothing: it goes back to the queue.
         match self.core.write(move |s| s.release_unstarted(now)).await {
             Ok(0) => {}
             Ok(n) => {

@@ -155,6 +155,7 @@ impl Tenants {
             msg: &msg,
             channel,
             expires_at: self.core.now() + 600_000,
+            begin: None,
         };
         let wait = transport.timeout(&self.delivery);
         let Some(_place) = self

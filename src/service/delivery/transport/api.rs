@@ -136,15 +136,18 @@ pub(crate) fn basic(user: &str, password: &str) -> String {
     )
 }
 
-/// POST one request within the attempt's deadline and `delivery.http_timeout_seconds`. No
+/// POST one request within the attempt's deadline and `delivery.http_timeout_seconds`, a
+/// queued message's send recorded as begun just before it ([`Outbound::begin`]). No
 /// answer: the host refused by policy is final, anything else transient (and, once the
 /// request may have reached the provider — a timeout, a broken request — maybe delivered).
 pub(crate) async fn post(
     services: &Delivery,
+    out: &Outbound<'_>,
     deadline: Deadline,
     r: Request,
 ) -> Result<ApiAnswer, DeliveryError> {
     let cap = Duration::from_secs(services.core.settings.load().delivery.http_timeout_seconds);
+    out.begin().await?;
     let timeout = deadline.request_time(cap, DeliveryReason::ProviderUnreachable)?;
     services
         .events

@@ -95,6 +95,7 @@ impl Transport for HttpEndpoint<'_> {
                 ("webhook-timestamp", ts.to_string()),
                 ("webhook-signature", signature(&secret, &id, ts, &body)),
             ];
+            out.begin().await?;
             let timeout =
                 deadline.request_time(self.timeout(s), DeliveryReason::HttpUnreachable)?;
             match s

@@ -33,6 +33,7 @@ use crate::domain::delivery::{token_like, DeliveryError, DeliveryReason, Failure
 use crate::domain::provider::{Provider, ProviderKind};
 use crate::domain::recipient::Channel;
 use crate::domain::tenant::{SmtpAccount, Tenant, TransportUse};
+use crate::mailer::BeforeBody;
 use crate::service::core::seals::sealed_as;
 use crate::service::Delivery;
 
@@ -48,6 +49,22 @@ pub(crate) struct Outbound<'a> {
     pub channel: Channel,
     /// When the code expires (the HTTP transport tells its endpoint).
     pub expires_at: crate::domain::Millis,
+    /// A queued message: its send is recorded as begun just before the message leaves
+    /// (SMTP: after DATA's go-ahead; HTTP: before the request), see [`Outbound::begin`].
+    pub begin: Option<&'a dyn BeforeBody>,
+}
+
+impl Outbound<'_> {
+    /// Just before the message leaves by an HTTP request: a queued message's send recorded
+    /// as begun (API.md §19.2: a lease that runs out before this was a message never sent,
+    /// given back to the queue; after it, an interrupted send, `unknown`). Not recorded,
+    /// not sent.
+    pub async fn begin(&self) -> Result<(), DeliveryError> {
+        match self.begin {
+            Some(b) if !b.ready().await => Err(DeliveryError::not_begun()),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The other side took the message.
@@ -220,7 +237,7 @@ impl Transport for ProviderTransport<'_> {
             };
             let api = api_of(kind);
             let request = api.request(&call)?;
-            api.answer(&api::post(services, deadline, request).await?)
+            api.answer(&api::post(services, out, deadline, request).await?)
         })
     }
 }

@@ -89,6 +89,7 @@ impl Transport for Relay<'_> {
                 html: out.msg.html.as_deref(),
                 message_id: Some(&out.msg.message_id),
                 dkim: signer.as_ref(),
+                before_body: out.begin,
             };
             let bounds = (deadline.by, deadline.setup_by);
             s.send_through(
@@ -299,6 +300,7 @@ impl Delivery {
             html: None,
             message_id: None,
             dkim: signer.as_ref(),
+            before_body: None,
         };
         let by = Instant::now() + self.core.mailer.timeout();
         self.send_through(tenant, account, false, &outgoing, (by, None), 1)
