@@ -43,12 +43,24 @@ use transact::{transact, Stage, TxError};
 pub use crate::domain::tenant::TlsMode;
 pub use target::{BeforeBody, DkimSigner, MailerSetupError, Outgoing, SmtpAuth, SmtpTarget};
 
-/// How far a send got: into its transaction (before it nothing was sent), and past the
-/// start of the body (after it the relay may have the message).
+/// How far a send got: into its transaction (before it nothing was sent), asking whether
+/// the body may leave (`BeforeBody`), and past the start of the body (after it the relay
+/// may have the message).
 #[derive(Default)]
 struct Progress {
     started: std::sync::atomic::AtomicBool,
+    asking: std::sync::atomic::AtomicBool,
     body: std::sync::atomic::AtomicBool,
+}
+
+impl Progress {
+    /// Cut off while asking whether the body may leave: nothing of it left, and the send
+    /// is not a failure of the relay's (its answer was not waited for).
+    fn cut_while_asking(&self) -> Option<DeliveryError> {
+        let asking = self.asking.load(std::sync::atomic::Ordering::SeqCst);
+        let body = self.body.load(std::sync::atomic::Ordering::SeqCst);
+        (asking && !body).then(DeliveryError::not_begun)
+    }
 }
 
 /// A message's bytes, and what must hold before they leave.
@@ -186,6 +198,9 @@ impl Mailer {
                     r = &mut sending => return r,
                     _ = tokio::time::sleep_until(by) => {}
                 }
+                if let Some(e) = progress.cut_while_asking() {
+                    return Err(e);
+                }
                 if !progress.started.load(std::sync::atomic::Ordering::SeqCst) {
                     return Err(DeliveryError::new(
                         DeliveryReason::Timeout,
@@ -208,6 +223,7 @@ impl Mailer {
         };
         match tokio::time::timeout_at(deadline, bounded).await {
             Ok(r) => r,
+            Err(_) if progress.cut_while_asking().is_some() => Err(DeliveryError::not_begun()),
             Err(_) => {
                 let in_transaction = progress.started.load(std::sync::atomic::Ordering::SeqCst);
                 let body_out = progress.body.load(std::sync::atomic::Ordering::SeqCst);
@@ -361,7 +377,7 @@ impl Mailer {
         progress
             .started
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let mut result = transact(&mut conn, envelope, body, &progress.body).await;
+        let mut result = transact(&mut conn, envelope, body, progress).await;
         if was_reused {
             if let Err(TxError::Smtp(Stage::Mail, e)) = &result {
                 if !e.is_permanent() {
@@ -370,7 +386,7 @@ impl Mailer {
                     conn.abort().await;
                     let (c, a) = self.connect(target, name, addrs).await?;
                     conn = c;
-                    result = transact(&mut conn, envelope, body, &progress.body).await;
+                    result = transact(&mut conn, envelope, body, progress).await;
                     return self.finish(pool, conn, a, result, sessions).await;
                 }
             }

@@ -142,6 +142,25 @@ async fn a_body_not_allowed_to_leave_stops_the_send_at_once_and_the_relay_keeps_
         .await
         .unwrap();
     assert_eq!(yes.1.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // An answer that takes longer than the send may (a slow database): cut off, not the
+    // relay's fault, nothing of the message sent.
+    struct Slow;
+    impl BeforeBody for Slow {
+        fn ready(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                true
+            })
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let e = mailer
+        .send(&target, &msg("cy@example.com", &Slow), (deadline, None), 1)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, FailureKind::NotBegun, "{e:?}");
+    assert!(!e.maybe_delivered);
+    assert_eq!(smtp.count_to("cy@example.com"), 0);
     assert_eq!(
         smtp.count_to("ada@example.com"),
         0,

@@ -29,7 +29,7 @@ pub(super) async fn transact(
     conn: &mut AsyncSmtpConnection,
     envelope: &lettre::address::Envelope,
     (bytes, before_body): Body<'_>,
-    body_out: &std::sync::atomic::AtomicBool,
+    progress: &Progress,
 ) -> Result<(), TxError> {
     let mut options = vec![];
     let non_ascii = envelope
@@ -60,11 +60,16 @@ pub(super) async fn transact(
         .await
         .map_err(|e| TxError::Smtp(Stage::Data, e))?;
     if let Some(b) = before_body {
+        progress
+            .asking
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         if !b.ready().await {
             return Err(TxError::NotBegun);
         }
     }
-    body_out.store(true, std::sync::atomic::Ordering::SeqCst);
+    progress
+        .body
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     conn.message(bytes)
         .await
         .map_err(|e| TxError::Smtp(Stage::Body, e))?;

@@ -9,7 +9,9 @@ use crate::net_policy::HostRefusal;
 /// How long a connection (DNS, TCP and TLS) may take. A connect cut by the request's own
 /// timeout instead cannot be told from a request that went out, so the transports start no
 /// request with less than this left ([`MIN_REQUEST_TIME`]): the connect's own bound always
-/// comes first.
+/// comes first — unless the request's whole bound is no longer than this
+/// (`delivery.http_timeout_seconds` of 1 or 2), where a connect slower than the request's
+/// time counts as a request that may have gone out.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The least time left for which a transport starts a request.

@@ -334,7 +334,11 @@ async fn an_async_message_killed_while_its_relay_checks_the_recipient_is_sent_af
     )
     .await;
     // In its session, at RCPT, which the relay never answers.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while smtp.stalled_at_rcpt() == 0 {
+        assert!(Instant::now() < deadline, "the message never reached RCPT");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     drop(first); // SIGKILL, holding the lease
     assert_eq!(
         sql(&url, "SELECT COUNT(*) FROM outbox WHERE unstarted = TRUE"),

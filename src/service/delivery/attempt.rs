@@ -18,6 +18,10 @@ const RETRY_AFTER_MAX_MS: i64 = 3_600_000;
 /// How long a message that cannot be opened yet (its data key is not loaded here) waits.
 const KEY_WAIT_MS: i64 = 5_000;
 
+/// How long a queued message whose send could not be recorded as begun waits (the
+/// database was slow or away: not a stream of aborted transactions at the relay meanwhile).
+const NOT_BEGUN_WAIT_MS: i64 = 1_000;
+
 /// What one attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attempt {
@@ -38,9 +42,12 @@ pub enum Attempt {
 pub(super) enum Undelivered {
     Failed(DeliveryError),
     /// Not sent, and not to be sent here now (background sends only): shutting down
-    /// before a session was free, or the send's beginning could not be recorded under
-    /// this process's lease (it ran out and was taken, or the database did not answer).
+    /// before a session was free.
     Stopped,
+    /// Not sent: the send's beginning could not be recorded under this process's lease
+    /// just before the message would have left (the lease ran out and was given back or
+    /// taken, or the database did not answer). Tried again a moment later, not at once.
+    NotBegun,
     /// No transport had a session free within the wait, and none was tried: every place of
     /// its window or of the process-wide bound (`delivery.max_sessions`) stayed taken.
     NoRoom(DeliveryError),
@@ -100,18 +107,19 @@ impl Delivery {
             // while it was held: a queued message stays queued, due as it was; a sync one is
             // recorded as never sent (its client was told 503), not left to run out into
             // `unknown`.
-            Err(Undelivered::Stopped) => {
+            Err(u @ (Undelivered::Stopped | Undelivered::NotBegun)) => {
                 let (key, owner, now) = (
                     job.key_digest.clone(),
                     self.outbox.owner().to_string(),
                     self.core.now(),
                 );
                 let sync = job.mode == DeliveryMode::Sync;
+                let due = matches!(u, Undelivered::NotBegun).then_some(now + NOT_BEGUN_WAIT_MS);
                 self.record(job, move |s| {
                     if sync {
                         s.settle_unsent_sync(&owner, Unsent::Only(key.clone()), now)?;
                     } else {
-                        s.outbox_defer(&key, &owner, None)?;
+                        s.outbox_defer(&key, &owner, due)?;
                     }
                     Ok(true)
                 })

@@ -193,11 +193,11 @@ impl Delivery {
                         accepted,
                     });
                 }
-                Err(Undelivered::Stopped) => {
+                Err(u @ (Undelivered::Stopped | Undelivered::NotBegun)) => {
                     if gate == Gate::Probe {
                         breakers.let_go(key);
                     }
-                    return Err(Undelivered::Stopped);
+                    return Err(u);
                 }
                 Err(Undelivered::Failed(e) | Undelivered::NoRoom(e)) => {
                     tried |= e.kind != FailureKind::NoSession;
@@ -295,8 +295,8 @@ impl Delivery {
                     slot.accepted();
                     return Ok(a);
                 }
-                // Not recorded as begun, so not sent: as if stopped before its session.
-                Err(e) if e.kind == FailureKind::NotBegun => return Err(Undelivered::Stopped),
+                // Not recorded as begun, so not sent.
+                Err(e) if e.kind == FailureKind::NotBegun => return Err(Undelivered::NotBegun),
                 Err(e) if e.is_refused() => {
                     tries += 1;
                     let shrank = slot.refused();

@@ -118,6 +118,7 @@ struct State {
     flooded: AtomicUsize,
     /// NOOP commands received (a client probing pooled connections).
     noops: AtomicUsize,
+    stalled_at_rcpt: AtomicUsize,
     /// Hang up right after accepting a message, without a word (a relay that ends idle
     /// sessions early).
     hang_up_after_message: std::sync::atomic::AtomicBool,
@@ -247,6 +248,7 @@ impl SmtpServer {
             tempfail: AtomicUsize::new(0),
             flooded: AtomicUsize::new(0),
             noops: AtomicUsize::new(0),
+            stalled_at_rcpt: AtomicUsize::new(0),
             hang_up_after_message: std::sync::atomic::AtomicBool::new(false),
             session_limit: Mutex::new(None),
             active: AtomicUsize::new(0),
@@ -349,6 +351,11 @@ impl SmtpServer {
     /// NOOP commands received so far.
     pub fn noops(&self) -> usize {
         self.state.noops.load(Ordering::SeqCst)
+    }
+
+    /// `RCPT` commands left unanswered ([`Mode::StallAtRcpt`]).
+    pub fn stalled_at_rcpt(&self) -> usize {
+        self.state.stalled_at_rcpt.load(Ordering::SeqCst)
     }
 
     /// Bytes written by the flooding mode so far.

@@ -214,6 +214,7 @@ async fn session(
             }
         } else if upper.starts_with("RCPT TO:") {
             if *st.mode.lock().unwrap() == Mode::StallAtRcpt {
+                st.stalled_at_rcpt.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_secs(120)).await;
                 return Ok(None);
             }

@@ -147,6 +147,9 @@ pub(crate) async fn post(
     r: Request,
 ) -> Result<ApiAnswer, DeliveryError> {
     let cap = Duration::from_secs(services.core.settings.load().delivery.http_timeout_seconds);
+    // Time enough first (not marked begun for nothing), then the mark, then the request's
+    // own time from what is left.
+    deadline.request_time(cap, DeliveryReason::ProviderUnreachable)?;
     out.begin().await?;
     let timeout = deadline.request_time(cap, DeliveryReason::ProviderUnreachable)?;
     services

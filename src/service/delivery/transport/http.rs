@@ -95,9 +95,12 @@ impl Transport for HttpEndpoint<'_> {
                 ("webhook-timestamp", ts.to_string()),
                 ("webhook-signature", signature(&secret, &id, ts, &body)),
             ];
+            // Time enough first (not marked begun for nothing), then the mark, then the
+            // request's own time from what is left.
+            let cap = self.timeout(s);
+            deadline.request_time(cap, DeliveryReason::HttpUnreachable)?;
             out.begin().await?;
-            let timeout =
-                deadline.request_time(self.timeout(s), DeliveryReason::HttpUnreachable)?;
+            let timeout = deadline.request_time(cap, DeliveryReason::HttpUnreachable)?;
             match s
                 .events
                 .hooks

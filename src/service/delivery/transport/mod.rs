@@ -132,9 +132,15 @@ impl Deadline {
     }
 }
 
-/// The least time left for which a request bounded by `cap` is started.
+/// The least time left for which a request bounded by `cap` is started: a connect's bound,
+/// or half of a `cap` no longer than that (`delivery.http_timeout_seconds` of 1 or 2, where a
+/// connect slower than the request's time cannot be told from a request that went out).
 fn least_request_time(cap: Duration) -> Duration {
-    crate::outbound::MIN_REQUEST_TIME.min(cap / 2)
+    if cap <= crate::outbound::MIN_REQUEST_TIME {
+        cap / 2
+    } else {
+        crate::outbound::MIN_REQUEST_TIME
+    }
 }
 
 pub(crate) type Sending<'a> =
@@ -154,6 +160,8 @@ pub(crate) trait Transport: Send + Sync {
         Duration::from_secs(services.core.settings.load().delivery.http_timeout_seconds)
     }
     /// Send one message on one session of its window (`sessions`: the window's size now).
+    /// The last thing before the message itself leaves is `out.begin()` (or, for SMTP, the
+    /// mailer's `BeforeBody` after DATA's go-ahead): not begun, not sent.
     fn send<'a>(
         &'a self,
         services: &'a Delivery,
@@ -353,7 +361,7 @@ mod tests {
 
     #[test]
     fn a_request_starts_with_its_whole_bound_left_however_short_that_bound() {
-        for secs in [1, 2, 3, 10] {
+        for secs in [1, 2, 3, 4, 10] {
             let cap = Duration::from_secs(secs);
             let d = Deadline {
                 by: Instant::now() + cap,
@@ -376,6 +384,13 @@ mod tests {
                 "{secs} s"
             );
         }
+        // A bound longer than a connect's still wants a connect's time left.
+        let d = Deadline {
+            by: Instant::now() + Duration::from_millis(1600),
+            setup_by: None,
+        };
+        let e = d.request_time(Duration::from_secs(3), DeliveryReason::HttpUnreachable);
+        assert!(e.is_err_and(|e| e.kind == FailureKind::NoSession));
     }
 
     fn names(t: &Tenant, c: Channel) -> Vec<(String, String)> {
