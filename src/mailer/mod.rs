@@ -49,17 +49,29 @@ pub use target::{BeforeBody, DkimSigner, MailerSetupError, Outgoing, SmtpAuth, S
 #[derive(Default)]
 struct Progress {
     started: std::sync::atomic::AtomicBool,
-    asking: std::sync::atomic::AtomicBool,
+    /// Since when it asks whether the body may leave.
+    asking: Mutex<Option<Instant>>,
     body: std::sync::atomic::AtomicBool,
 }
 
+/// An ask that took this long when the send was cut off is the asker's fault, not the
+/// relay's (it is a database write, a few milliseconds).
+const SLOW_ASK: Duration = Duration::from_millis(500);
+
 impl Progress {
-    /// Cut off while asking whether the body may leave: nothing of it left, and the send
-    /// is not a failure of the relay's (its answer was not waited for).
+    fn ask(&self) {
+        if let Ok(mut a) = self.asking.lock() {
+            *a = Some(Instant::now());
+        }
+    }
+
+    /// Cut off while asking whether the body may leave, after asking long enough to be the
+    /// asker's fault: nothing of the message left, and the relay is not to blame (one that
+    /// took nearly the whole time to say go ahead is, as before).
     fn cut_while_asking(&self) -> Option<DeliveryError> {
-        let asking = self.asking.load(std::sync::atomic::Ordering::SeqCst);
         let body = self.body.load(std::sync::atomic::Ordering::SeqCst);
-        (asking && !body).then(DeliveryError::not_begun)
+        let since = self.asking.lock().ok().and_then(|a| *a)?;
+        (!body && since.elapsed() >= SLOW_ASK).then(DeliveryError::not_begun)
     }
 }
 

@@ -5,8 +5,8 @@ use super::*;
 use crate::testkit::smtp::{SmtpServer, SMTP_PASS, SMTP_USER};
 use secrecy::SecretString;
 
-#[tokio::test]
-async fn idle_connections_are_closed_whether_or_not_their_tenant_sends_again() {
+/// A relay on loopback, a mailer that trusts it, and a tenant's target there.
+async fn relay(tenant: &str) -> (SmtpServer, Mailer, SmtpTarget) {
     let smtp = SmtpServer::start().await;
     let mailer = Mailer::new(
         HostPolicy {
@@ -20,7 +20,7 @@ async fn idle_connections_are_closed_whether_or_not_their_tenant_sends_again() {
     )
     .unwrap();
     let target = SmtpTarget {
-        tenant_id: "tnt_idle".into(),
+        tenant_id: tenant.into(),
         version: 1,
         host: "127.0.0.1".into(),
         port: smtp.port,
@@ -29,6 +29,12 @@ async fn idle_connections_are_closed_whether_or_not_their_tenant_sends_again() {
         from: "Acme <no-reply@acme.example>".into(),
         tls: TlsMode::Starttls,
     };
+    (smtp, mailer, target)
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_whether_or_not_their_tenant_sends_again() {
+    let (smtp, mailer, target) = relay("tnt_idle").await;
     let msg = Outgoing {
         to: "ada@example.com",
         subject: "s",
@@ -90,28 +96,7 @@ async fn a_body_not_allowed_to_leave_stops_the_send_at_once_and_the_relay_keeps_
             Box::pin(std::future::ready(self.0))
         }
     }
-    let smtp = SmtpServer::start().await;
-    let mailer = Mailer::new(
-        HostPolicy {
-            allowed_ports: Some(vec![smtp.port]),
-            allow_private_hosts: true,
-            allow_plaintext: false,
-        },
-        Duration::from_secs(5),
-        4,
-        std::slice::from_ref(&smtp.ca_path),
-    )
-    .unwrap();
-    let target = SmtpTarget {
-        tenant_id: "tnt_begin".into(),
-        version: 1,
-        host: "127.0.0.1".into(),
-        port: smtp.port,
-        username: SMTP_USER.into(),
-        auth: SmtpAuth::Password(SecretString::from(SMTP_PASS.to_string())),
-        from: "Acme <no-reply@acme.example>".into(),
-        tls: TlsMode::Starttls,
-    };
+    let (smtp, mailer, target) = relay("tnt_begin").await;
     let (no, yes) = (
         Answer(false, Default::default()),
         Answer(true, Default::default()),

@@ -60,9 +60,7 @@ pub(super) async fn transact(
         .await
         .map_err(|e| TxError::Smtp(Stage::Data, e))?;
     if let Some(b) = before_body {
-        progress
-            .asking
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        progress.ask();
         if !b.ready().await {
             return Err(TxError::NotBegun);
         }

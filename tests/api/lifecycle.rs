@@ -108,6 +108,26 @@ async fn create_tenant(base: &str, smtp: &SmtpServer, extra: Value) -> String {
     v["secret_key"].as_str().unwrap().to_string()
 }
 
+/// The code's status once its message is no longer `sending` (10 s at most).
+async fn settled(base: &str, sk: &str, key: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v: Value = reqwest::Client::new()
+            .get(format!("{base}/v1/otp/{key}"))
+            .bearer_auth(sk)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["delivery"]["status"] != "sending" || Instant::now() > deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn post(base: &str, path: &str, sk: &str, body: Value) -> (StatusCode, Value) {
     let r = reqwest::Client::new()
         .post(format!("{base}{path}"))
@@ -286,22 +306,7 @@ async fn an_async_message_killed_before_its_send_began_is_sent_after_its_lease_r
     )
     .await;
     // The relay has it; its outcome is recorded a moment later.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let v = loop {
-        let v: Value = reqwest::Client::new()
-            .get(format!("{base}/v1/otp/{key}"))
-            .bearer_auth(&bob)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["delivery"]["status"] != "sending" || Instant::now() > deadline {
-            break v;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let v = settled(&base, &bob, &key).await;
     assert_eq!(v["delivery"]["status"], "sent", "{v}");
     assert_eq!(v["delivery"]["attempts"], 1, "{v}");
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -350,22 +355,7 @@ async fn an_async_message_killed_while_its_relay_checks_the_recipient_is_sent_af
     let second = start(dir.path(), &conf);
     let base = format!("http://127.0.0.1:{}", second.port);
     smtp.wait_for("ada@example.com", 1).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let v = loop {
-        let v: Value = reqwest::Client::new()
-            .get(format!("{base}/v1/otp/{key}"))
-            .bearer_auth(&sk)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["delivery"]["status"] != "sending" || Instant::now() > deadline {
-            break v;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let v = settled(&base, &sk, &key).await;
     assert_eq!(v["delivery"]["status"], "sent", "{v}");
     let code = smtp
         .messages()

@@ -18,9 +18,9 @@ const RETRY_AFTER_MAX_MS: i64 = 3_600_000;
 /// How long a message that cannot be opened yet (its data key is not loaded here) waits.
 const KEY_WAIT_MS: i64 = 5_000;
 
-/// How long a queued message whose send could not be recorded as begun waits (the
-/// database was slow or away: not a stream of aborted transactions at the relay meanwhile).
-const NOT_BEGUN_WAIT_MS: i64 = 1_000;
+/// How long a queued message whose send could not be recorded as begun waits before it is
+/// given back to the queue.
+const NOT_BEGUN_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What one attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +46,8 @@ pub(super) enum Undelivered {
     Stopped,
     /// Not sent: the send's beginning could not be recorded under this process's lease
     /// just before the message would have left (the lease ran out and was given back or
-    /// taken, or the database did not answer). Tried again a moment later, not at once.
+    /// taken, or the database did not answer). Given back a moment later, its place in the
+    /// queue kept.
     NotBegun,
     /// No transport had a session free within the wait, and none was tried: every place of
     /// its window or of the process-wide bound (`delivery.max_sessions`) stayed taken.
@@ -114,12 +115,19 @@ impl Delivery {
                     self.core.now(),
                 );
                 let sync = job.mode == DeliveryMode::Sync;
-                let due = matches!(u, Undelivered::NotBegun).then_some(now + NOT_BEGUN_WAIT_MS);
+                if matches!(u, Undelivered::NotBegun) {
+                    // A moment here (the database was slow or away), not a stream of aborted
+                    // transactions at the relay; the message keeps its place in the queue.
+                    tokio::select! {
+                        _ = tokio::time::sleep(NOT_BEGUN_WAIT) => {}
+                        _ = self.outbox.until_stopped() => {}
+                    }
+                }
                 self.record(job, move |s| {
                     if sync {
                         s.settle_unsent_sync(&owner, Unsent::Only(key.clone()), now)?;
                     } else {
-                        s.outbox_defer(&key, &owner, due)?;
+                        s.outbox_defer(&key, &owner, None)?;
                     }
                     Ok(true)
                 })

@@ -118,6 +118,7 @@ struct State {
     flooded: AtomicUsize,
     /// NOOP commands received (a client probing pooled connections).
     noops: AtomicUsize,
+    /// `RCPT` commands left unanswered ([`Mode::StallAtRcpt`]).
     stalled_at_rcpt: AtomicUsize,
     /// Hang up right after accepting a message, without a word (a relay that ends idle
     /// sessions early).

@@ -151,7 +151,10 @@ pub(crate) async fn post(
     // own time from what is left.
     deadline.request_time(cap, DeliveryReason::ProviderUnreachable)?;
     out.begin().await?;
-    let timeout = deadline.request_time(cap, DeliveryReason::ProviderUnreachable)?;
+    // The mark took the time: nothing left, as if not begun.
+    let timeout = deadline
+        .request_time(cap, DeliveryReason::ProviderUnreachable)
+        .map_err(|_| DeliveryError::not_begun())?;
     services
         .events
         .hooks

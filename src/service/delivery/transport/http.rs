@@ -100,7 +100,10 @@ impl Transport for HttpEndpoint<'_> {
             let cap = self.timeout(s);
             deadline.request_time(cap, DeliveryReason::HttpUnreachable)?;
             out.begin().await?;
-            let timeout = deadline.request_time(cap, DeliveryReason::HttpUnreachable)?;
+            // The mark took the time: nothing left, as if not begun.
+            let timeout = deadline
+                .request_time(cap, DeliveryReason::HttpUnreachable)
+                .map_err(|_| DeliveryError::not_begun())?;
             match s
                 .events
                 .hooks
