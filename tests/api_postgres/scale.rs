@@ -543,7 +543,26 @@ async fn an_outcome_unrecorded_through_an_outage_longer_than_its_lease_is_never_
         .as_str()
         .unwrap()
         .to_string();
-    while app.smtp.in_data() == 0 {
+    // Its send is recorded as begun just before the body leaves (after DATA's go-ahead):
+    // once that mark is in, the body is on its way and the relay takes it 800 ms later.
+    let url = direct.clone();
+    let begun = move || {
+        let url = url.clone();
+        pg_blocking(move || {
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            let n: i64 = c
+                .query_one(
+                    "SELECT COUNT(*) FROM outbox WHERE leased_by IS NOT NULL AND NOT unstarted",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            n
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app.smtp.in_data() == 0 || begun() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the send never began");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     proxy.cut();
