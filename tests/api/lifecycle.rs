@@ -81,6 +81,9 @@ pub(crate) fn sql(url: &str, q: &'static str) -> i64 {
 }
 
 /// Wait (15 s at most) until the query's integer is `n`; `what` says what never happened.
+/// Leased messages whose send is recorded as begun (after DATA's go-ahead).
+const BEGUN: &str = "SELECT COUNT(*) FROM outbox WHERE leased_by IS NOT NULL AND unstarted = FALSE";
+
 pub(crate) async fn wait_sql(url: &str, q: &'static str, n: i64, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while sql(url, q) != n {
@@ -222,6 +225,8 @@ async fn an_async_send_killed_in_flight_is_never_sent_again_and_its_code_stays_v
         assert!(Instant::now() < deadline, "the message never reached DATA");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // Its send is recorded as begun after DATA's go-ahead, just before the body leaves.
+    wait_sql(&url, BEGUN, 1, "the send was never recorded as begun").await;
     drop(first); // SIGKILL, holding the message's lease
     smtp.set_delay(Duration::ZERO);
     sql(&url, "UPDATE outbox SET lease_until = 0");
@@ -276,6 +281,7 @@ async fn an_async_message_killed_before_its_send_began_is_sent_after_its_lease_r
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    wait_sql(&url, BEGUN, 1, "ada's send was never recorded as begun").await;
     // Bob's message is claimed, and waits for the process's only session.
     let (s, v) = post(&base, "/v1/otp", &bob, json!({"email": "bob@example.com"})).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
