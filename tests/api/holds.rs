@@ -249,6 +249,14 @@ async fn an_outcome_the_database_cannot_take_keeps_its_message_from_being_sent_a
         assert!(Instant::now() < deadline, "the message never reached DATA");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // Its send is recorded as begun after DATA's go-ahead, just before the body leaves.
+    crate::lifecycle::wait_sql(
+        &app.settings.database.url,
+        "SELECT COUNT(*) FROM outbox WHERE leased_by IS NOT NULL AND unstarted = FALSE",
+        1,
+        "the send was never recorded as begun",
+    )
+    .await;
     // The database goes away while the relay takes the message.
     let lock = HeldLock::sqlite_write(&app.db_path());
     app.smtp.wait_for("ada@example.com", 1).await;
