@@ -38,42 +38,10 @@ use message::render;
 pub(crate) use connect::{add_pem_roots, hello_name};
 use error::{busy_reply, fail, overflowed, session_refused, smtp_fail, tls_failure, turned_away};
 pub use error::{DeliveryError, DeliveryReason, FailureKind};
-use transact::{transact, Stage, TxError};
+use transact::{transact, Progress, Stage, TxError};
 
 pub use crate::domain::tenant::TlsMode;
 pub use target::{BeforeBody, DkimSigner, MailerSetupError, Outgoing, SmtpAuth, SmtpTarget};
-
-/// How far a send got: into its transaction (before it nothing was sent), asking whether
-/// the body may leave (`BeforeBody`), and past the start of the body (after it the relay
-/// may have the message).
-#[derive(Default)]
-struct Progress {
-    started: std::sync::atomic::AtomicBool,
-    /// Since when it asks whether the body may leave.
-    asking: Mutex<Option<Instant>>,
-    body: std::sync::atomic::AtomicBool,
-}
-
-/// An ask that took this long when the send was cut off is the asker's fault, not the
-/// relay's (it is a database write, a few milliseconds).
-const SLOW_ASK: Duration = Duration::from_millis(500);
-
-impl Progress {
-    fn ask(&self) {
-        if let Ok(mut a) = self.asking.lock() {
-            *a = Some(Instant::now());
-        }
-    }
-
-    /// Cut off while asking whether the body may leave, after asking long enough to be the
-    /// asker's fault: nothing of the message left, and the relay is not to blame (one that
-    /// took nearly the whole time to say go ahead is, as before).
-    fn cut_while_asking(&self) -> Option<DeliveryError> {
-        let body = self.body.load(std::sync::atomic::Ordering::SeqCst);
-        let since = self.asking.lock().ok().and_then(|a| *a)?;
-        (!body && since.elapsed() >= SLOW_ASK).then(DeliveryError::not_begun)
-    }
-}
 
 /// A message's bytes, and what must hold before they leave.
 type Body<'a> = (&'a [u8], Option<&'a dyn BeforeBody>);
