@@ -2,6 +2,7 @@
 //! sealed message in one commit (store first, send second); a sync mint then sends that
 //! message itself and waits, an async mint answers at once and the sender delivers it.
 //!
+//! - `outbox`: this process's part of the outbox (what it sends and holds, its stop).
 //! - `window`: each relay's adaptive session window (the concurrency of every send to it).
 //! - `attempt`: one attempt — a session of the relay's window, the send, and its outcome
 //!   recorded by the lease's holder (sent and superseding, retry later, failed with refund).
@@ -11,17 +12,16 @@
 mod attempt;
 pub(crate) mod breakers;
 pub(crate) mod oauth2;
+mod outbox;
 pub mod route;
 mod sender;
 pub(crate) mod transport;
 pub mod window;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
 
 use super::events::webhooks::EventData;
 use super::{Core, Events, ServiceError};
@@ -31,7 +31,9 @@ use crate::domain::tenant::Tenant;
 use crate::storage::Lease;
 
 pub use attempt::Attempt;
-use window::{RelayWindow, Windows};
+use outbox::locked;
+pub use outbox::Outbox;
+use window::RelayWindow;
 
 /// Getting a code's message out: the outbox, its sender, routes, windows, breakers and
 /// transports.
@@ -85,235 +87,6 @@ impl StoredMessage {
             locale: self.locale.as_deref(),
             reason,
         })
-    }
-}
-
-/// This process's part of the outbox: its lease owner id, the wake-up for its sender, each
-/// relay's window, the messages it is sending and those whose outcome it has not recorded
-/// yet, and whether it is stopping.
-#[derive(Clone)]
-pub struct Outbox {
-    inner: Arc<OutboxInner>,
-}
-
-struct OutboxInner {
-    owner: String,
-    wake: Notify,
-    windows: Windows,
-    /// Messages this process is sending, or whose outcome it has not recorded yet (the
-    /// database is away): never claimed or swept here, nor released at shutdown, until the
-    /// outcome is recorded, however long that takes (API.md §11.3) — or the code expired.
-    held: Mutex<HashMap<Vec<u8>, Held>>,
-    /// The circuit breakers of the transports this process sends to (API.md §12.1).
-    breakers: breakers::Breakers,
-    /// OAuth2 access tokens of the relays this process sends to (API.md §15.1).
-    tokens: oauth2::Tokens,
-    /// Background sends running (claimed, not yet settled).
-    running: std::sync::atomic::AtomicUsize,
-    /// The messages of those sends: claimed here, their attempt under way (a count each:
-    /// a message claimed again as its last send ends is still sending).
-    sending: Mutex<HashMap<Vec<u8>, usize>>,
-    /// The window key of the first transport of each tenant's channel, as last seen by the
-    /// sender (claims count that window for the tenant's lane of the channel).
-    lanes: Mutex<HashMap<(String, route::Channel), String>>,
-    /// Where the next claim starts (claims take turns between tenants).
-    cursor: Mutex<Option<String>>,
-    stopping: AtomicBool,
-    /// Set under `held`'s lock once the shutdown has read what is held: no message, sync
-    /// or background, is held (so sent) here after that.
-    closed: AtomicBool,
-    stopped: Notify,
-    /// When the stop was asked for: the drain's deadline counts from it.
-    stopped_at: std::sync::OnceLock<std::time::Instant>,
-    /// `delivery.max_sessions`: outbound sessions and requests in flight, all tenants
-    /// together (API.md §19.3).
-    sessions: Arc<tokio::sync::Semaphore>,
-}
-
-/// A message held by this process (see `OutboxInner::held`).
-struct Held {
-    tenant: String,
-    expires_at: crate::domain::Millis,
-}
-
-fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Sets and a cursor, consistent after every statement.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Outbox {
-    /// `max_sessions`: the process-wide bound on outbound sessions and requests.
-    pub fn new(max_sessions: usize) -> Outbox {
-        Outbox {
-            inner: Arc::new(OutboxInner {
-                owner: format!("inst_{}", crate::domain::keys::random_id(16)),
-                wake: Notify::new(),
-                windows: Windows::default(),
-                held: Mutex::new(HashMap::new()),
-                breakers: breakers::Breakers::default(),
-                tokens: oauth2::Tokens::default(),
-                running: std::sync::atomic::AtomicUsize::new(0),
-                sending: Mutex::new(HashMap::new()),
-                lanes: Mutex::new(HashMap::new()),
-                cursor: Mutex::new(None),
-                stopping: AtomicBool::new(false),
-                closed: AtomicBool::new(false),
-                stopped: Notify::new(),
-                stopped_at: std::sync::OnceLock::new(),
-                sessions: Arc::new(tokio::sync::Semaphore::new(max_sessions.max(1))),
-            }),
-        }
-    }
-
-    /// The process-wide bound on outbound sessions and requests.
-    pub(crate) fn sessions(&self) -> &Arc<tokio::sync::Semaphore> {
-        &self.inner.sessions
-    }
-
-    /// A place in the process-wide bound for outbound work outside a code's attempt (a relay
-    /// check, a provider's test message), waited for until `by`: `None` if none came free.
-    pub(crate) async fn place_by(
-        &self,
-        by: tokio::time::Instant,
-    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let wait = Arc::clone(&self.inner.sessions).acquire_owned();
-        tokio::time::timeout_at(by, wait).await.ok()?.ok()
-    }
-
-    pub(crate) fn breakers(&self) -> &breakers::Breakers {
-        &self.inner.breakers
-    }
-
-    pub(crate) fn tokens(&self) -> &oauth2::Tokens {
-        &self.inner.tokens
-    }
-
-    /// Forget the breakers of a tenant's transports: their settings changed. (OAuth2
-    /// tokens are kept by the relay's settings version.)
-    pub(crate) fn forget(&self, tenant: &str) {
-        self.inner.breakers.forget(tenant);
-    }
-
-    /// Forget all this process keeps of a deleted tenant's transports (breakers, tokens).
-    pub(crate) fn forget_deleted(&self, tenant: &str) {
-        self.inner.breakers.forget(tenant);
-        self.inner.tokens.forget(tenant);
-    }
-
-    /// The lease owner id of this process.
-    pub fn owner(&self) -> &str {
-        &self.inner.owner
-    }
-
-    /// Tell the sender there is new work.
-    pub fn wake(&self) {
-        self.inner.wake.notify_one();
-    }
-
-    /// The current window of every relay this process sends to (metrics: no tenant ids).
-    pub fn windows(&self) -> Vec<u32> {
-        self.inner.windows.limits()
-    }
-
-    /// Stop claiming; queued background sends give up their turn (shutdown).
-    pub fn stop(&self) {
-        let _ = self.inner.stopped_at.set(std::time::Instant::now());
-        self.inner.stopping.store(true, Ordering::SeqCst);
-        self.inner.stopped.notify_waiters();
-        self.wake();
-    }
-
-    pub fn stopping(&self) -> bool {
-        self.inner.stopping.load(Ordering::SeqCst)
-    }
-
-    /// Resolves once `stop` was called.
-    async fn until_stopped(&self) {
-        let stopped = self.inner.stopped.notified();
-        tokio::pin!(stopped);
-        stopped.as_mut().enable();
-        if !self.stopping() {
-            stopped.await;
-        }
-    }
-
-    /// Hold a message until its outcome is recorded (see `OutboxInner::held`). A background
-    /// send is not held once the process is stopping (`false`): the shutdown gives its lease
-    /// back, so it must not go out. The flag is read under the lock the shutdown reads `held`
-    /// under, after it set the flag: a message is either held there or never sent here.
-    fn hold(
-        &self,
-        key: &[u8],
-        tenant: &str,
-        expires_at: crate::domain::Millis,
-        background: bool,
-    ) -> bool {
-        let mut held = locked(&self.inner.held);
-        if (background && self.stopping()) || self.inner.closed.load(Ordering::SeqCst) {
-            return false;
-        }
-        held.insert(
-            key.to_vec(),
-            Held {
-                tenant: tenant.to_string(),
-                expires_at,
-            },
-        );
-        true
-    }
-
-    /// The shutdown's last look at what is held: from now on nothing more is (`hold`
-    /// refuses), so every message this process leased is either in the answer or never
-    /// sent here.
-    fn close(&self) -> Vec<Vec<u8>> {
-        let held = locked(&self.inner.held);
-        self.inner.closed.store(true, Ordering::SeqCst);
-        held.keys().cloned().collect()
-    }
-
-    pub(super) fn let_go(&self, key: &[u8]) {
-        locked(&self.inner.held).remove(key);
-    }
-
-    /// A background send of this message starts (see `OutboxInner::sending`).
-    fn started(&self, key: &[u8]) {
-        self.inner.running.fetch_add(1, Ordering::SeqCst);
-        *locked(&self.inner.sending).entry(key.to_vec()).or_default() += 1;
-    }
-
-    /// It ended: its outcome is recorded, or held until it is.
-    fn ended(&self, key: &[u8]) {
-        let mut sending = locked(&self.inner.sending);
-        if let Some(n) = sending.get_mut(key) {
-            *n -= 1;
-            if *n == 0 {
-                sending.remove(key);
-            }
-        }
-        drop(sending);
-        self.inner.running.fetch_sub(1, Ordering::SeqCst);
-        self.wake();
-    }
-
-    /// Messages whose background send is under way.
-    fn sending(&self) -> Vec<Vec<u8>> {
-        locked(&self.inner.sending).keys().cloned().collect()
-    }
-
-    /// Messages a claim or the sweep must not take, and a shutdown must not release, with
-    /// their tenants.
-    fn held(&self) -> HashMap<Vec<u8>, String> {
-        locked(&self.inner.held)
-            .iter()
-            .map(|(k, h)| (k.clone(), h.tenant.clone()))
-            .collect()
-    }
-
-    /// Forget held messages whose code expired: nothing can send them any more, and the
-    /// sweep settles them (an outcome that could never be recorded — a bug, not an outage —
-    /// would otherwise be held for the life of the process).
-    fn tidy(&self, now: crate::domain::Millis) {
-        locked(&self.inner.held).retain(|_, h| h.expires_at > now);
     }
 }
 
