@@ -34,9 +34,7 @@ pub(super) fn explained(message: String) -> (Option<String>, String) {
             // the key is checked against too (API.md §6.31).
             let number = message.contains("integer") || message.contains("expected u");
             let message = match super::Settings::range_of(&key) {
-                Some((lo, hi)) if number => {
-                    format!("{message}; `{key}` must be a whole number between {lo} and {hi}")
-                }
+                Some(range) if number => format!("{message}; `{key}` must be {range}"),
                 _ => message,
             };
             (Some(key), message)

@@ -157,6 +157,38 @@ fn unknown_file_key_names_file_and_key() {
 }
 
 #[test]
+fn a_key_set_twice_is_named_with_its_line_and_never_its_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    for (text, key, line) in [
+        (
+            "[admin]\ntoken = \"first-secret-0123456789\"\ntoken = \"second-secret-0123456789\"\n",
+            "`token`",
+            3,
+        ),
+        (
+            "[server]\nbind = \"127.0.0.1:1\"\n[log]\n[server]\n",
+            "`server`",
+            4,
+        ),
+    ] {
+        std::fs::write(&p, text).unwrap();
+        let err = Settings::load_from(Some(&p), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("c.toml") && err.contains(key), "{err}");
+        assert!(
+            err.contains(&format!("set twice (again on line {line})")),
+            "{err}"
+        );
+        assert!(
+            !err.contains("secret") && !err.contains("127.0.0.1"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn a_value_of_the_wrong_type_is_refused_not_converted_naming_key_and_source() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("c.toml");
@@ -295,6 +327,20 @@ fn numbers_their_type_cannot_hold_are_refused_naming_key_and_range() {
         .to_string();
     assert!(err.contains("limits.recipient_max_failures"), "{err}");
     assert!(err.contains("between 0 and 1000000"), "{err}");
+    // Keys bounded by another setting name it, from the file and from the environment.
+    for key in ["max_connections_per_tenant", "initial_connections"] {
+        std::fs::write(&file, format!("[smtp]\n{key} = 9223372036854775807\n")).unwrap();
+        let from_file = Settings::load_from(Some(&file), env(&[])).unwrap_err();
+        let var = format!("OTPMINT__SMTP__{}", key.to_uppercase());
+        let from_env = Settings::load_from(None, env(&[(&var, "99999999999999999999999")]));
+        for err in [from_file.to_string(), from_env.unwrap_err().to_string()] {
+            assert!(err.contains(&format!("smtp.{key}")), "{err}");
+            assert!(
+                err.contains("between 1 and `smtp.max_connections_limit` (at most 4096)"),
+                "{err}"
+            );
+        }
+    }
 }
 
 #[test]

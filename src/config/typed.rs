@@ -19,12 +19,36 @@ pub(super) struct Mistyped {
 }
 
 /// Check a configuration file's text against the defaults' types. A text that is not TOML
-/// passes here: the config library says where it breaks.
+/// passes here (the config library says where it breaks), but for a key set twice, which is
+/// named here.
 pub(super) fn check_file(text: &str) -> Result<(), Mistyped> {
-    let (Ok(user), Some(defaults)) = (DeTable::parse(text), DEFAULTS.as_ref()) else {
+    let user = match DeTable::parse(text) {
+        Ok(user) => user,
+        Err(e) => return set_twice(&e, text).map_or(Ok(()), Err),
+    };
+    let Some(defaults) = DEFAULTS.as_ref() else {
         return Ok(());
     };
     walk(user.get_ref(), Some(defaults), "")
+}
+
+/// A key written twice, named with its line. TOML's own message says only "duplicate key"
+/// beside an excerpt of the source, which is never shown (it may hold a value, API.md §6.25);
+/// the error's span is the second key itself, a name and never a value.
+fn set_twice(e: &toml::de::Error, text: &str) -> Option<Mistyped> {
+    if e.message() != "duplicate key" {
+        return None;
+    }
+    let span = e.span()?;
+    let key = text.get(span.clone())?.trim();
+    if key.is_empty() || key.chars().count() > 100 || key.contains(['\n', '=']) {
+        return None;
+    }
+    let line = text.get(..span.start)?.matches('\n').count() + 1;
+    Some(Mistyped {
+        key: key.to_string(),
+        message: format!("is set twice (again on line {line})"),
+    })
 }
 
 fn walk(user: &DeTable<'_>, defaults: Option<&DeTable<'_>>, prefix: &str) -> Result<(), Mistyped> {
@@ -124,7 +148,7 @@ pub(super) fn check_env(key: &str, text: &str) -> Result<(), String> {
         // Its range is checked later, naming the bounds (a u64 too large included).
         if of.is_integer() && item.parse::<i128>().is_err() {
             return Err(match super::Settings::range_of(key) {
-                Some((lo, hi)) => format!("must be a whole number between {lo} and {hi}"),
+                Some(range) => format!("must be {range}"),
                 None => "must be a whole number".into(),
             });
         }

@@ -3,17 +3,14 @@
 use super::*;
 
 impl Settings {
-    /// The range of the number `key`, if it is one whose bounds are fixed (not another
-    /// setting's value, which a message could only guess from the defaults).
-    pub(super) fn range_of(key: &str) -> Option<(u64, u64)> {
-        /// The keys bounded by `smtp.max_connections_limit`.
+    /// The range of the number `key` in words ("a whole number between 1 and 86400"); a key
+    /// bounded by another setting names that setting (its value may not have loaded).
+    pub(super) fn range_of(key: &str) -> Option<String> {
+        /// The keys bounded by `smtp.max_connections_limit`, whose own bounds are its.
         const BOUNDED_BY_ANOTHER: [&str; 2] = [
             "smtp.max_connections_per_tenant",
             "smtp.initial_connections",
         ];
-        if BOUNDED_BY_ANOTHER.contains(&key) {
-            return None;
-        }
         static DEFAULTS: std::sync::LazyLock<Option<Settings>> = std::sync::LazyLock::new(|| {
             config::Config::builder()
                 .add_source(config::File::from_str(
@@ -25,12 +22,15 @@ impl Settings {
                 .try_deserialize()
                 .ok()
         });
-        let defaults = DEFAULTS.as_ref()?;
-        defaults
-            .ranges()
-            .into_iter()
-            .find(|(k, ..)| *k == key)
-            .map(|(_, _, lo, hi)| (lo, hi))
+        let ranges = DEFAULTS.as_ref()?.ranges();
+        let of = |key: &str| ranges.iter().find(|(k, ..)| *k == key).map(|r| (r.2, r.3));
+        if BOUNDED_BY_ANOTHER.contains(&key) {
+            let (_, most) = of("smtp.max_connections_limit")?;
+            return Some(format!(
+                "a whole number between 1 and `smtp.max_connections_limit` (at most {most})"
+            ));
+        }
+        of(key).map(|(lo, hi)| format!("a whole number between {lo} and {hi}"))
     }
 
     /// Every number of the settings with its range, `(key, value, lo, hi)`, in the order

@@ -347,7 +347,15 @@ impl Application {
                     return;
                 };
                 while hup.recv().await.is_some() {
-                    match Settings::load(file.as_deref()) {
+                    // Refused as `serve` would refuse it at start, restart-only keys too (a
+                    // reload that passes must not leave a file the next start refuses).
+                    let loaded = Settings::load(file.as_deref())
+                        .map_err(|e| e.to_string())
+                        .and_then(|new| match preflight(&new) {
+                            Ok(()) => Ok(new),
+                            Err(e) => Err(e.to_string()),
+                        });
+                    match loaded {
                         Ok(new) => {
                             let level = new.log.level.clone();
                             // The warnings of a start that concern the settings (a short

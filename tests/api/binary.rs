@@ -684,6 +684,20 @@ async fn sighup_applies_live_settings_and_names_those_needing_a_restart() {
     .unwrap();
     let line = reload(&running);
     assert!(line.contains("reload failed"), "{line}");
+    // So is one that only a restart would take but that `serve` refuses at start (here a
+    // PostgreSQL URL whose sslmode the connector does not know): no reload may pass a file
+    // the next start fails on. The URL's password is not repeated.
+    std::fs::write(
+        &conf,
+        format!("{base}[database]\nurl = \"postgres://u:db-secret-9@h/db?sslmode=zz\"\n"),
+    )
+    .unwrap();
+    let line = reload(&running);
+    assert!(
+        line.contains("reload failed") && line.contains("sslmode"),
+        "{line}"
+    );
+    assert!(!line.contains("db-secret-9"), "{line}");
     let r = client
         .post(format!("{base_url}/v1/tenants"))
         .bearer_auth("admin-token-for-reload-1")
