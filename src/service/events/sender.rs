@@ -374,7 +374,7 @@ impl Events {
         crate::metrics::inc(|m| &m.webhook_attempts, &[outcome_label]);
         if outcome != EventOutcome::Delivered {
             tracing::warn!(tenant_id = %job.tenant_id, event_id = %job.id, event = %job.kind, attempt,
-                status_code = ?status_code, error = ?error, outcome = outcome_label, "webhook attempt failed");
+                status_code, error, outcome = outcome_label, "webhook attempt failed");
         }
         let gone = match &posted {
             Posted::Gone(url) => Some(url.clone()),
