@@ -163,7 +163,7 @@ fn a_key_set_twice_is_named_with_its_line_and_never_its_value() {
     for (text, key, line) in [
         (
             "[admin]\ntoken = \"first-secret-0123456789\"\ntoken = \"second-secret-0123456789\"\n",
-            "`token`",
+            "`admin.token`",
             3,
         ),
         (
@@ -171,6 +171,12 @@ fn a_key_set_twice_is_named_with_its_line_and_never_its_value() {
             "`server`",
             4,
         ),
+        (
+            "[delivery]\nprovider_base_urls = {postmark = \"https://secret@x\", postmark = \"y\"}\n",
+            "`postmark`",
+            2,
+        ),
+        ("[log]\nx.y = \"secret-a\"\nx.y = \"secret-b\"\n", "`y`", 3),
     ] {
         std::fs::write(&p, text).unwrap();
         let err = Settings::load_from(Some(&p), env(&[]))

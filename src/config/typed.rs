@@ -34,19 +34,42 @@ pub(super) fn check_file(text: &str) -> Result<(), Mistyped> {
 
 /// A key written twice, named with its line. TOML's own message says only "duplicate key"
 /// beside an excerpt of the source, which is never shown (it may hold a value, API.md §6.25);
-/// the error's span is the second key itself, a name and never a value.
+/// the error's span is the second key itself, a name and never a value — and is taken only
+/// where a key's end is followed by what follows a key (`=`, `.`, `]`).
 fn set_twice(e: &toml::de::Error, text: &str) -> Option<Mistyped> {
     if e.message() != "duplicate key" {
         return None;
     }
     let span = e.span()?;
     let key = text.get(span.clone())?.trim();
-    if key.is_empty() || key.chars().count() > 100 || key.contains(['\n', '=']) {
+    let after = text.get(span.end..)?.trim_start_matches([' ', '\t']);
+    if key.is_empty()
+        || key.chars().count() > 100
+        || key.contains(['\n', '='])
+        || !after.starts_with(['=', '.', ']'])
+    {
         return None;
     }
-    let line = text.get(..span.start)?.matches('\n').count() + 1;
+    let line_start = text.get(..span.start)?.rfind('\n').map_or(0, |i| i + 1);
+    let line = text.get(..line_start)?.matches('\n').count() + 1;
+    // A key alone at the start of its line is named with the table above it; a table's
+    // header, a dotted key's last part or a key inside an inline table by itself.
+    let alone = text.get(line_start..span.start)?.trim().is_empty() && !after.starts_with('.');
+    let table = text
+        .get(..line_start)?
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .and_then(|l| l.trim_start_matches('[').split(']').next())
+        .map(str::trim)
+        .filter(|t| alone && !t.is_empty());
+    let key = match table {
+        Some(table) => format!("{table}.{key}"),
+        None => key.to_string(),
+    };
     Some(Mistyped {
-        key: key.to_string(),
+        key,
         message: format!("is set twice (again on line {line})"),
     })
 }

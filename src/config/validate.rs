@@ -25,9 +25,9 @@ impl Settings {
         let ranges = DEFAULTS.as_ref()?.ranges();
         let of = |key: &str| ranges.iter().find(|(k, ..)| *k == key).map(|r| (r.2, r.3));
         if BOUNDED_BY_ANOTHER.contains(&key) {
-            let (_, most) = of("smtp.max_connections_limit")?;
+            let ((lo, _), (_, most)) = (of(key)?, of("smtp.max_connections_limit")?);
             return Some(format!(
-                "a whole number between 1 and `smtp.max_connections_limit` (at most {most})"
+                "a whole number between {lo} and `smtp.max_connections_limit` (at most {most})"
             ));
         }
         of(key).map(|(lo, hi)| format!("a whole number between {lo} and {hi}"))

@@ -349,12 +349,15 @@ impl Application {
                 while hup.recv().await.is_some() {
                     // Refused as `serve` would refuse it at start, restart-only keys too (a
                     // reload that passes must not leave a file the next start refuses).
-                    let loaded = Settings::load(file.as_deref())
-                        .map_err(|e| e.to_string())
-                        .and_then(|new| match preflight(&new) {
-                            Ok(()) => Ok(new),
-                            Err(e) => Err(e.to_string()),
-                        });
+                    // Files are read and certificates parsed: off the runtime's threads.
+                    let path = file.clone();
+                    let loaded = tokio::task::spawn_blocking(move || {
+                        let new = Settings::load(path.as_deref()).map_err(|e| e.to_string())?;
+                        preflight(&new).map_err(|e| e.to_string())?;
+                        Ok::<_, String>(new)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the reload stopped: {e}")));
                     match loaded {
                         Ok(new) => {
                             let level = new.log.level.clone();
