@@ -647,13 +647,60 @@ async fn a_webhook_event_being_posted_when_the_grace_runs_out_gives_its_lease_ba
         0,
         "and no longer leased"
     );
+    // The attempt under way is counted and listed as interrupted (the endpoint may have
+    // the event).
+    let interrupted = "SELECT COUNT(*) FROM webhook_deliveries WHERE attempt = 1 \
+                       AND error = 'interrupted' AND status_code IS NULL";
+    assert_eq!(
+        sql(&url, interrupted),
+        1,
+        "the interrupted attempt is listed"
+    );
+    assert_eq!(
+        sql(
+            &url,
+            "SELECT COUNT(*) FROM webhook_events WHERE attempts = 1"
+        ),
+        1
+    );
     // A restart posts it again at once, not a lease later.
     hooks.set_delay(Duration::ZERO);
-    let _second = start(dir.path(), &conf);
+    let second = start(dir.path(), &conf);
     hooks.wait_for(2).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while sql(&url, pending) != 0 {
         assert!(Instant::now() < deadline, "the event was delivered");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let r = reqwest::Client::new()
+        .get(format!(
+            "http://127.0.0.1:{}/v1/tenant/webhook/deliveries",
+            second.port
+        ))
+        .bearer_auth(&sk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    let attempts: Vec<(u64, Value, Value)> = body["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["attempt"].as_u64().unwrap(),
+                d["status_code"].clone(),
+                d["error"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        attempts,
+        vec![
+            (2, json!(200), Value::Null),
+            (1, Value::Null, json!("interrupted"))
+        ],
+        "{body}"
+    );
 }

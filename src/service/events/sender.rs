@@ -6,7 +6,7 @@
 //! and 6 h (later if the endpoint's `Retry-After` says so, up to an hour), then failed. An
 //! endpoint that answers 410 Gone is disabled until the tenant stores it again.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -29,6 +29,8 @@ const TIMEOUTS_TO_SLOW: u32 = 3;
 const RETRY_AFTER_MAX_MS: i64 = 3_600_000;
 /// How long an event sealed under a data key not loaded here waits before it is tried again.
 const KEY_WAIT_MS: i64 = 5_000;
+/// The `error` of an attempt still under way when the process stopped.
+const INTERRUPTED: &str = "interrupted";
 
 /// This process's part of the event outbox: its lease owner id, the sender's wake-up, the
 /// HTTP client, the requests in flight (in all and per tenant) and whether it is stopping.
@@ -42,8 +44,8 @@ struct HooksInner {
     wake: Notify,
     slots: Arc<Semaphore>,
     client: crate::outbound::WebhookClient,
-    /// Events being delivered here, by tenant.
-    in_flight: Mutex<HashMap<String, HashSet<String>>>,
+    /// Events being delivered here, by tenant: each with the attempts made before this one.
+    in_flight: Mutex<HashMap<String, HashMap<String, u32>>>,
     /// Timeouts in a row of each tenant's endpoint (reset by any answer).
     timeouts: Mutex<HashMap<String, u32>>,
     cursor: Mutex<Option<String>>,
@@ -80,11 +82,11 @@ impl Hooks {
         self.inner.wake.notify_one();
     }
 
-    fn started(&self, tenant: &str, id: &str) {
+    fn started(&self, tenant: &str, id: &str, attempts: u32) {
         locked(&self.inner.in_flight)
             .entry(tenant.to_string())
             .or_default()
-            .insert(id.to_string());
+            .insert(id.to_string(), attempts);
     }
 
     fn finished(&self, tenant: &str, id: &str) {
@@ -173,15 +175,37 @@ impl Events {
     pub(crate) fn hooks_running(&self) -> usize {
         locked(&self.hooks.inner.in_flight)
             .values()
-            .map(HashSet::len)
+            .map(HashMap::len)
             .sum()
     }
 
     /// Give back the leases of every event this process holds (shutdown, once the grace
     /// ran out; API.md §19.4): one still being posted then may be posted again by a restart
-    /// or another instance, as delivery is at least once (§10), never left leased.
+    /// or another instance, as delivery is at least once (§10), never left leased. Its
+    /// attempt was under way (the endpoint may have the event): it is counted and listed
+    /// among the deliveries as `interrupted`, and the event is due again at once.
     pub(crate) async fn release_hook_leases(&self) {
         let owner = self.hooks.inner.owner.clone();
+        let now = self.core.now();
+        let interrupted: Vec<EventAttempt> = locked(&self.hooks.inner.in_flight)
+            .values()
+            .flatten()
+            .map(|(id, attempts)| EventAttempt {
+                event_id: id.clone(),
+                owner: owner.clone(),
+                attempt: attempts + 1,
+                outcome: EventOutcome::Retry { due_at: now },
+                status_code: None,
+                error: Some(INTERRUPTED.to_string()),
+            })
+            .collect();
+        for attempt in interrupted {
+            // Recorded only while the lease is still this process's (an attempt that ended
+            // meanwhile recorded its own outcome).
+            if let Err(e) = self.core.db(move |s| s.settle_event(&attempt, now)).await {
+                tracing::warn!(error = %e, "recording an interrupted webhook attempt failed");
+            }
+        }
         match self.core.db(move |s| s.release_events(&owner, &[])).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(
@@ -210,7 +234,7 @@ impl Events {
                 default_cap: per_tenant,
                 skip: locked(&self.hooks.inner.in_flight)
                     .iter()
-                    .flat_map(|(t, ids)| ids.iter().map(move |id| (id.clone(), t.clone())))
+                    .flat_map(|(t, ids)| ids.keys().map(move |id| (id.clone(), t.clone())))
                     .collect(),
                 running: std::collections::HashSet::new(),
                 after: locked(&self.hooks.inner.cursor).clone(),
@@ -228,7 +252,8 @@ impl Events {
             let Ok(permit) = Arc::clone(&self.hooks.inner.slots).acquire_owned().await else {
                 return;
             };
-            self.hooks.started(job.tenant_id.as_str(), &job.id);
+            self.hooks
+                .started(job.tenant_id.as_str(), &job.id, job.attempts);
             let me = self.clone();
             tokio::spawn(async move {
                 me.post_event(&job).await;
@@ -414,7 +439,7 @@ impl Events {
 /// What each tenant may still have in flight: `per_tenant` less what it has in flight, and
 /// at most one in all for the tenants in `slow` (their endpoint kept timing out).
 fn caps_of(
-    in_flight: &HashMap<String, HashSet<String>>,
+    in_flight: &HashMap<String, HashMap<String, u32>>,
     slow: &[String],
     per_tenant: u32,
 ) -> HashMap<String, u32> {
@@ -426,7 +451,7 @@ fn caps_of(
         })
         .collect();
     for t in slow {
-        let busy = in_flight.get(t).map_or(0, HashSet::len);
+        let busy = in_flight.get(t).map_or(0, HashMap::len);
         caps.insert(t.clone(), u32::from(busy == 0));
     }
     caps
@@ -438,9 +463,9 @@ mod caps_tests {
 
     #[test]
     fn an_endpoint_that_kept_timing_out_gets_one_request_at_a_time() {
-        let mut in_flight: HashMap<String, HashSet<String>> = HashMap::new();
-        in_flight.insert("a".into(), ["e1".to_string()].into_iter().collect());
-        in_flight.insert("b".into(), ["e2".to_string()].into_iter().collect());
+        let mut in_flight: HashMap<String, HashMap<String, u32>> = HashMap::new();
+        in_flight.insert("a".into(), [("e1".to_string(), 0)].into_iter().collect());
+        in_flight.insert("b".into(), [("e2".to_string(), 2)].into_iter().collect());
         let caps = caps_of(&in_flight, &["b".to_string(), "c".to_string()], 4);
         assert_eq!(caps["a"], 3, "a healthy endpoint keeps its share");
         assert_eq!(
