@@ -78,7 +78,8 @@ pub struct WebhookAttemptOut {
     /// The endpoint's status code, when it answered.
     pub status_code: Option<u16>,
     /// Why there was no answer: `timeout`, `connect`, `unresolvable`, `tls`,
-    /// `host_not_allowed`, `request`, `malformed`, `no_endpoint`, `unreadable`.
+    /// `host_not_allowed`, `request`, `malformed`, `no_endpoint`, `unreadable`, `interrupted`
+    /// (the process stopped with the request under way).
     pub error: Option<String>,
     pub at: String,
 }

@@ -663,6 +663,9 @@ async fn a_webhook_event_being_posted_when_the_grace_runs_out_gives_its_lease_ba
         ),
         1
     );
+    let due_at_once = "SELECT COUNT(*) FROM webhook_events e JOIN webhook_deliveries d \
+                       ON d.event_id = e.id WHERE d.error = 'interrupted' AND e.due_at <= d.at";
+    assert_eq!(sql(&url, due_at_once), 1, "the event is due again at once");
     // A restart posts it again at once, not a lease later.
     hooks.set_delay(Duration::ZERO);
     let second = start(dir.path(), &conf);

@@ -44,8 +44,9 @@ struct HooksInner {
     wake: Notify,
     slots: Arc<Semaphore>,
     client: crate::outbound::WebhookClient,
-    /// Events being delivered here, by tenant: each with the attempts made before this one.
-    in_flight: Mutex<HashMap<String, HashMap<String, u32>>>,
+    /// Events being delivered here, by tenant; once an event's request is under way, with
+    /// the attempts made before it.
+    in_flight: Mutex<HashMap<String, HashMap<String, Option<u32>>>>,
     /// Timeouts in a row of each tenant's endpoint (reset by any answer).
     timeouts: Mutex<HashMap<String, u32>>,
     cursor: Mutex<Option<String>>,
@@ -82,11 +83,19 @@ impl Hooks {
         self.inner.wake.notify_one();
     }
 
-    fn started(&self, tenant: &str, id: &str, attempts: u32) {
+    fn started(&self, tenant: &str, id: &str) {
         locked(&self.inner.in_flight)
             .entry(tenant.to_string())
             .or_default()
-            .insert(id.to_string(), attempts);
+            .insert(id.to_string(), None);
+    }
+
+    /// The event's request is about to leave: from now on it may arrive.
+    fn posting(&self, tenant: &str, id: &str, attempts: u32) {
+        let mut m = locked(&self.inner.in_flight);
+        if let Some(entry) = m.get_mut(tenant).and_then(|ids| ids.get_mut(id)) {
+            *entry = Some(attempts);
+        }
     }
 
     fn finished(&self, tenant: &str, id: &str) {
@@ -181,15 +190,17 @@ impl Events {
 
     /// Give back the leases of every event this process holds (shutdown, once the grace
     /// ran out; API.md §19.4): one still being posted then may be posted again by a restart
-    /// or another instance, as delivery is at least once (§10), never left leased. Its
-    /// attempt was under way (the endpoint may have the event): it is counted and listed
-    /// among the deliveries as `interrupted`, and the event is due again at once.
+    /// or another instance, as delivery is at least once (§10), never left leased. An event
+    /// whose request had left (the endpoint may have it) has that attempt counted and
+    /// listed among the deliveries as `interrupted`, and is due again at once; one still
+    /// before its request (reading its webhook, opening it) is only given back.
     pub(crate) async fn release_hook_leases(&self) {
         let owner = self.hooks.inner.owner.clone();
         let now = self.core.now();
         let interrupted: Vec<EventAttempt> = locked(&self.hooks.inner.in_flight)
             .values()
             .flatten()
+            .filter_map(|(id, attempts)| Some((id, (*attempts)?)))
             .map(|(id, attempts)| EventAttempt {
                 event_id: id.clone(),
                 owner: owner.clone(),
@@ -199,12 +210,27 @@ impl Events {
                 error: Some(INTERRUPTED.to_string()),
             })
             .collect();
+        let mut recorded = 0;
         for attempt in interrupted {
             // Recorded only while the lease is still this process's (an attempt that ended
-            // meanwhile recorded its own outcome).
-            if let Err(e) = self.core.db(move |s| s.settle_event(&attempt, now)).await {
-                tracing::warn!(error = %e, "recording an interrupted webhook attempt failed");
+            // meanwhile recorded its own outcome). A database that does not answer is not
+            // asked again for each event: the shutdown must not wait on it many times.
+            match self.core.db(move |s| s.settle_event(&attempt, now)).await {
+                Ok(()) => {
+                    recorded += 1;
+                    crate::metrics::inc(|m| &m.webhook_attempts, &["retry"]);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "recording interrupted webhook attempts failed; their leases are given back or run out");
+                    break;
+                }
             }
+        }
+        if recorded > 0 {
+            tracing::info!(
+                interrupted = recorded,
+                "webhook requests still under way were interrupted; their events are due again"
+            );
         }
         match self.core.db(move |s| s.release_events(&owner, &[])).await {
             Ok(0) => {}
@@ -252,8 +278,7 @@ impl Events {
             let Ok(permit) = Arc::clone(&self.hooks.inner.slots).acquire_owned().await else {
                 return;
             };
-            self.hooks
-                .started(job.tenant_id.as_str(), &job.id, job.attempts);
+            self.hooks.started(job.tenant_id.as_str(), &job.id);
             let me = self.clone();
             tokio::spawn(async move {
                 me.post_event(&job).await;
@@ -322,6 +347,8 @@ impl Events {
             ("webhook-timestamp", ts.to_string()),
             ("webhook-signature", signature(&secret, &job.id, ts, &body)),
         ];
+        self.hooks
+            .posting(job.tenant_id.as_str(), &job.id, job.attempts);
         Ok(
             match self
                 .hooks
@@ -439,7 +466,7 @@ impl Events {
 /// What each tenant may still have in flight: `per_tenant` less what it has in flight, and
 /// at most one in all for the tenants in `slow` (their endpoint kept timing out).
 fn caps_of(
-    in_flight: &HashMap<String, HashMap<String, u32>>,
+    in_flight: &HashMap<String, HashMap<String, Option<u32>>>,
     slow: &[String],
     per_tenant: u32,
 ) -> HashMap<String, u32> {
@@ -463,9 +490,12 @@ mod caps_tests {
 
     #[test]
     fn an_endpoint_that_kept_timing_out_gets_one_request_at_a_time() {
-        let mut in_flight: HashMap<String, HashMap<String, u32>> = HashMap::new();
-        in_flight.insert("a".into(), [("e1".to_string(), 0)].into_iter().collect());
-        in_flight.insert("b".into(), [("e2".to_string(), 2)].into_iter().collect());
+        let mut in_flight: HashMap<String, HashMap<String, Option<u32>>> = HashMap::new();
+        in_flight.insert("a".into(), [("e1".to_string(), None)].into_iter().collect());
+        in_flight.insert(
+            "b".into(),
+            [("e2".to_string(), Some(2))].into_iter().collect(),
+        );
         let caps = caps_of(&in_flight, &["b".to_string(), "c".to_string()], 4);
         assert_eq!(caps["a"], 3, "a healthy endpoint keeps its share");
         assert_eq!(
