@@ -115,20 +115,23 @@ async fn create_tenant(base: &str, smtp: &SmtpServer, extra: Value) -> String {
 async fn settled(base: &str, sk: &str, key: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let v: Value = reqwest::Client::new()
-            .get(format!("{base}/v1/otp/{key}"))
-            .bearer_auth(sk)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, v) = get(base, &format!("/v1/otp/{key}"), sk).await;
         if v["delivery"]["status"] != "sending" || Instant::now() > deadline {
             return v;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+async fn get(base: &str, path: &str, sk: &str) -> (StatusCode, Value) {
+    let r = reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .bearer_auth(sk)
+        .send()
+        .await
+        .unwrap();
+    let s = r.status();
+    (s, r.json().await.unwrap_or(Value::Null))
 }
 
 async fn post(base: &str, path: &str, sk: &str, body: Value) -> (StatusCode, Value) {
@@ -675,17 +678,9 @@ async fn a_webhook_event_being_posted_when_the_grace_runs_out_gives_its_lease_ba
         assert!(Instant::now() < deadline, "the event was delivered");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let r = reqwest::Client::new()
-        .get(format!(
-            "http://127.0.0.1:{}/v1/tenant/webhook/deliveries",
-            second.port
-        ))
-        .bearer_auth(&sk)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let body: Value = r.json().await.unwrap();
+    let second_base = format!("http://127.0.0.1:{}", second.port);
+    let (status, body) = get(&second_base, "/v1/tenant/webhook/deliveries", &sk).await;
+    assert_eq!(status, StatusCode::OK);
     let attempts: Vec<(u64, Value, Value)> = body["deliveries"]
         .as_array()
         .unwrap()
