@@ -37,7 +37,7 @@ impl Services {
     pub(crate) fn assemble(
         core: Core,
         outbox: delivery::Outbox,
-        hooks: events::sender::Hooks,
+        hooks: events::hooks::Hooks,
     ) -> Services {
         let core = Arc::new(core);
         let events = Arc::new(Events {

@@ -252,7 +252,7 @@ fn build_services_as(
         clock,
         settings,
     };
-    let hooks = crate::service::events::sender::Hooks::new(hooks, max_webhooks);
+    let hooks = crate::service::events::hooks::Hooks::new(hooks, max_webhooks);
     Ok(Services::assemble(core, outbox, hooks))
 }
 

@@ -1,5 +1,6 @@
 //! Events: signed webhooks out (their outbox and sender) and provider events in.
 
+pub mod hooks;
 pub mod provider_events;
 pub mod sender;
 pub mod webhooks;
@@ -13,7 +14,7 @@ use crate::service::Core;
 pub struct Events {
     pub(crate) core: Arc<Core>,
     /// Webhook delivery: the HTTP client and this process's part of the event outbox.
-    pub(crate) hooks: sender::Hooks,
+    pub(crate) hooks: hooks::Hooks,
     /// Each tenant's provider event settings as last read (checked when an event applies).
     pub(crate) event_settings: provider_events::EventSettingsCache,
 }
