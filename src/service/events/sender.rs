@@ -24,8 +24,6 @@ const POLL: Duration = Duration::from_millis(500);
 const RETRY_AFTER_MAX_MS: i64 = 3_600_000;
 /// How long an event sealed under a data key not loaded here waits before it is tried again.
 const KEY_WAIT_MS: i64 = 5_000;
-/// The `error` of an attempt still under way when the process stopped.
-const INTERRUPTED: &str = "interrupted";
 
 /// What delivering one event came to.
 enum Posted {
@@ -82,43 +80,34 @@ impl Events {
     /// ran out; API.md §19.4): one still being posted then may be posted again by a restart
     /// or another instance, as delivery is at least once (§10), never left leased. An event
     /// whose request had left (the endpoint may have it) has that attempt counted and
-    /// listed among the deliveries as `interrupted`, and is due again at once; one still
-    /// before its request (reading its webhook, opening it) is only given back.
+    /// listed among the deliveries as `interrupted`, and is due again at once; one whose
+    /// attempt had ended but was not yet recorded gets its own outcome recorded (a 2xx that
+    /// came in as the grace ran out is not posted again); one still before its request
+    /// (reading its webhook, opening it) is only given back.
     pub(crate) async fn release_hook_leases(&self) {
         let owner = self.hooks.inner.owner.clone();
         let now = self.core.now();
-        let interrupted: Vec<EventAttempt> = self
-            .hooks
-            .posting_now()
-            .into_iter()
-            .map(|(id, attempts)| EventAttempt {
-                event_id: id,
-                owner: owner.clone(),
-                attempt: attempts + 1,
-                outcome: EventOutcome::Retry { due_at: now },
-                status_code: None,
-                error: Some(INTERRUPTED.to_string()),
-            })
-            .collect();
-        let mut recorded = 0;
-        for attempt in interrupted {
+        let left = self.hooks.at_shutdown(now);
+        let interrupted = left.iter().filter(|(_, i)| *i).count();
+        for (attempt, was_interrupted) in left {
             // Recorded only while the lease is still this process's (an attempt that ended
             // meanwhile recorded its own outcome). A database that does not answer is not
             // asked again for each event: the shutdown must not wait on it many times.
             match self.core.db(move |s| s.settle_event(&attempt, now)).await {
-                Ok(()) => {
-                    recorded += 1;
+                // Counted here only when interrupted: an ended attempt was counted as it ended.
+                Ok(()) if was_interrupted => {
                     crate::metrics::inc(|m| &m.webhook_attempts, &["retry"]);
                 }
+                Ok(()) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "recording interrupted webhook attempts failed; their leases are given back or run out");
+                    tracing::warn!(error = %e, "recording webhook attempts at shutdown failed; their leases are given back or run out");
                     break;
                 }
             }
         }
-        if recorded > 0 {
+        if interrupted > 0 {
             tracing::info!(
-                interrupted = recorded,
+                interrupted,
                 "webhook requests still under way were interrupted; their events are due again"
             );
         }
@@ -327,6 +316,7 @@ impl Events {
             status_code,
             error: error.map(str::to_string),
         };
+        self.hooks.settling(job.tenant_id.as_str(), &done);
         if let Err(e) = self.core.db(move |s| s.settle_event(&done, now)).await {
             tracing::warn!(error = %e, event_id = %job.id, "recording a webhook attempt failed; the lease will run out and the event be tried again");
         }
