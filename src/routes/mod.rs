@@ -197,7 +197,9 @@ fn allow_of(pattern: &str) -> Option<String> {
             for (path, item) in openapi::ApiDoc::openapi().paths.paths {
                 let methods: Vec<&str> = [
                     ("GET", item.get.is_some()),
-                    ("HEAD", item.head.is_some()),
+                    // HEAD is answered wherever GET is (RFC 9110 §9.3.2), undocumented
+                    // as HTTP implies it.
+                    ("HEAD", item.get.is_some() || item.head.is_some()),
                     ("POST", item.post.is_some()),
                     ("PUT", item.put.is_some()),
                     ("PATCH", item.patch.is_some()),
@@ -216,6 +218,13 @@ fn allow_of(pattern: &str) -> Option<String> {
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
+}
+
+/// GET, and HEAD answered as GET wherever GET is (RFC 9110 §9.1; health checkers and
+/// link scanners send it, API.md §17.8): actix sends the head without the body.
+fn get() -> actix_web::Route {
+    use actix_web::guard;
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
 /// The route table.
@@ -238,42 +247,24 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
     );
     cfg.service(
         r("/v1/otp/{key}")
-            .route(web::get().to(codes::otp_status))
+            .route(get().to(codes::otp_status))
             .route(web::delete().to(codes::otp_cancel)),
     )
     .service(r("/v1/otp/{key}/resend").route(web::post().to(codes::resend)))
     .service(r("/v1/otp/{key}/claim").route(web::post().to(claims::claim_code)))
-    // The pages answer HEAD as GET; actix sends the head without the body (API.md §17.8).
     .service(
         r("/l/{token}")
-            .route(web::get().to(links::show))
-            .route(web::head().to(links::show))
+            .route(get().to(links::show))
             .route(web::post().to(links::confirm)),
     )
-    .service(
-        r("/pages/style.css")
-            .route(web::get().to(links::style))
-            .route(web::head().to(links::style)),
-    )
-    .service(
-        r("/pages/brand/{tenant}")
-            .route(web::get().to(branding::brand_css))
-            .route(web::head().to(branding::brand_css)),
-    )
-    .service(
-        r("/pages/logo/{tenant}")
-            .route(web::get().to(branding::logo))
-            .route(web::head().to(branding::logo)),
-    )
-    .service(
-        r("/h/{id}")
-            .route(web::get().to(hosted::show))
-            .route(web::head().to(hosted::show)),
-    )
+    .service(r("/pages/style.css").route(get().to(links::style)))
+    .service(r("/pages/brand/{tenant}").route(get().to(branding::brand_css)))
+    .service(r("/pages/logo/{tenant}").route(get().to(branding::logo)))
+    .service(r("/h/{id}").route(get().to(hosted::show)))
     .service(r("/h/{id}/send").route(web::post().to(hosted::send)))
     .service(r("/h/{id}/verify").route(web::post().to(hosted::verify)))
     .service(r("/v1/tenant/hosted-sessions").route(web::post().to(hosted::open)))
-    .service(r("/v1/tenant/hosted-sessions/{id}").route(web::get().to(hosted::outcome)))
+    .service(r("/v1/tenant/hosted-sessions/{id}").route(get().to(hosted::outcome)))
     .service(
         r("/v1/tenant/hosted-sessions/{id}/claim").route(web::post().to(claims::claim_session)),
     )
@@ -282,40 +273,19 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
             .route(web::put().to(branding::put_logo))
             .route(web::delete().to(branding::delete_logo)),
     )
-    .service(
-        r("/")
-            .route(web::get().to(ops::index))
-            .route(web::head().to(ops::index)),
-    )
-    // HEAD wherever GET works: health checkers send it.
-    .service(
-        r("/healthz")
-            .route(web::get().to(ops::healthz))
-            .route(web::head().to(ops::healthz)),
-    )
-    .service(
-        r("/readyz")
-            .route(web::get().to(ops::readyz))
-            .route(web::head().to(ops::readyz)),
-    )
-    .service(
-        r("/metrics")
-            .route(web::get().to(ops::metrics))
-            .route(web::head().to(ops::metrics)),
-    )
-    .service(
-        r("/openapi.json")
-            .route(web::get().to(ops::openapi))
-            .route(web::head().to(ops::openapi)),
-    )
+    .service(r("/").route(get().to(ops::index)))
+    .service(r("/healthz").route(get().to(ops::healthz)))
+    .service(r("/readyz").route(get().to(ops::readyz)))
+    .service(r("/metrics").route(get().to(ops::metrics)))
+    .service(r("/openapi.json").route(get().to(ops::openapi)))
     .service(
         r("/v1/tenants")
             .route(web::post().to(tenants::create_tenant))
-            .route(web::get().to(tenants::list_tenants)),
+            .route(get().to(tenants::list_tenants)),
     )
     .service(
         r("/v1/tenants/{id}")
-            .route(web::get().to(tenants::get_tenant))
+            .route(get().to(tenants::get_tenant))
             .route(web::patch().to(tenants::patch_tenant))
             .route(web::delete().to(tenants::delete_tenant)),
     )
@@ -324,42 +294,42 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
     )
     .service(
         r("/v1/tenant")
-            .route(web::get().to(tenants::get_self))
+            .route(get().to(tenants::get_self))
             .route(web::patch().to(tenants::patch_self)),
     )
-    .service(r("/v1/tenant/audit").route(web::get().to(codes::audit)))
+    .service(r("/v1/tenant/audit").route(get().to(codes::audit)))
     .service(
         r("/v1/tenant/test-recipients")
             .route(web::put().to(test_mode::put_test_recipients))
-            .route(web::get().to(test_mode::get_test_recipients)),
+            .route(get().to(test_mode::get_test_recipients)),
     )
-    .service(r("/v1/tenant/test-inbox").route(web::get().to(test_mode::test_inbox)))
+    .service(r("/v1/tenant/test-inbox").route(get().to(test_mode::test_inbox)))
     .service(
         r("/v1/tenant/suppressions")
-            .route(web::get().to(suppressions::list))
+            .route(get().to(suppressions::list))
             .route(web::post().to(suppressions::add)),
     )
     .service(r("/v1/tenant/suppressions/{recipient}").route(web::delete().to(suppressions::remove)))
     .service(
         r("/v1/tenant/dkim")
             .route(web::post().to(dkim::create_dkim))
-            .route(web::get().to(dkim::get_dkim))
+            .route(get().to(dkim::get_dkim))
             .route(web::delete().to(dkim::delete_dkim)),
     )
-    .service(r("/v1/tenant/domain-check").route(web::get().to(dkim::domain_check)))
-    .service(r("/v1/tenant/stats").route(web::get().to(stats::own_stats)))
-    .service(r("/v1/tenants/{id}/stats").route(web::get().to(stats::tenant_stats)))
-    .service(r("/v1/stats").route(web::get().to(stats::all_stats)))
+    .service(r("/v1/tenant/domain-check").route(get().to(dkim::domain_check)))
+    .service(r("/v1/tenant/stats").route(get().to(stats::own_stats)))
+    .service(r("/v1/tenants/{id}/stats").route(get().to(stats::tenant_stats)))
+    .service(r("/v1/stats").route(get().to(stats::all_stats)))
     .service(
         r("/v1/tenant/webhook")
             .route(web::put().to(webhooks::put_webhook))
-            .route(web::get().to(webhooks::get_webhook))
+            .route(get().to(webhooks::get_webhook))
             .route(web::delete().to(webhooks::delete_webhook)),
     )
     .service(
         r("/v1/tenant/transport/http")
             .route(web::put().to(transport::put_http_transport))
-            .route(web::get().to(transport::get_http_transport))
+            .route(get().to(transport::get_http_transport))
             .route(web::delete().to(transport::delete_http_transport)),
     )
     .service(
@@ -371,12 +341,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
             .route(web::post().to(webhooks::rotate_webhook_secret)),
     )
     .service(r("/v1/tenant/webhook/test").route(web::post().to(webhooks::test_webhook)))
-    .service(r("/v1/tenant/webhook/deliveries").route(web::get().to(webhooks::webhook_deliveries)));
+    .service(r("/v1/tenant/webhook/deliveries").route(get().to(webhooks::webhook_deliveries)));
     // What a tenant does on itself and the admin does for it (`auth::Owner`): each route
     // under `/v1/tenant` and under the admin's twin, `/v1/tenants/{id}`.
     for base in ["/v1/tenant", auth::ADMIN_TWIN] {
         let at = |rest: &str| r(&format!("{base}{rest}"));
-        cfg.service(at("/templates").route(web::get().to(templates::list_templates)))
+        cfg.service(at("/templates").route(get().to(templates::list_templates)))
             .service(at("/templates/preview").route(web::post().to(templates::preview_template)))
             .service(
                 at("/templates/{locale}")
@@ -386,7 +356,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
             .service(
                 at("/providers/{channel}")
                     .route(web::put().to(providers::put_provider))
-                    .route(web::get().to(providers::get_provider))
+                    .route(get().to(providers::get_provider))
                     .route(web::delete().to(providers::delete_provider)),
             )
             .service(

@@ -510,18 +510,20 @@ async fn every_documented_path_answers_an_undocumented_method_with_405_and_allow
             .map(|seg| if seg.starts_with('{') { "x" } else { seg })
             .collect::<Vec<_>>()
             .join("/");
-        // HEAD goes undocumented beside GET (as HTTP implies it); where it is served,
-        // `Allow` names it too.
-        if documented == ["GET"] {
-            let head = app
-                .client
-                .head(format!("{}{concrete}", app.addr))
-                .send()
-                .await
-                .unwrap();
-            if head.status() != StatusCode::METHOD_NOT_ALLOWED {
-                documented.push("HEAD".into());
+        // HEAD goes undocumented beside GET (as HTTP implies it), is answered wherever GET
+        // is — as GET, without the body — and `Allow` names it.
+        if let Some(at) = documented.iter().position(|m| m == "GET") {
+            if !documented.iter().any(|m| m == "HEAD") {
+                documented.insert(at + 1, "HEAD".into());
             }
+            let url = format!("{}{concrete}", app.addr);
+            let get = app.client.get(&url).send().await.unwrap().status();
+            let head = app.client.head(&url).send().await.unwrap();
+            assert_eq!(head.status(), get, "HEAD {path} is answered as GET");
+            assert!(
+                head.bytes().await.unwrap().is_empty(),
+                "HEAD {path} has no body"
+            );
         }
         let r = app
             .client
@@ -555,6 +557,24 @@ async fn every_documented_path_answers_an_undocumented_method_with_405_and_allow
             "HEAD {path} has no body"
         );
     }
+    // An API read with its key: HEAD answers as GET would (status, type), without the body.
+    let (_, sk) = app.tenant().await;
+    let url = format!("{}/v1/tenant", app.addr);
+    let get = app.client.get(&url).bearer_auth(&sk).send().await.unwrap();
+    let head = app.client.head(&url).bearer_auth(&sk).send().await.unwrap();
+    assert_eq!(
+        (get.status(), head.status()),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    assert_eq!(
+        head.headers()["content-type"],
+        get.headers()["content-type"],
+        "HEAD /v1/tenant"
+    );
+    assert!(
+        head.bytes().await.unwrap().is_empty(),
+        "HEAD /v1/tenant has no body"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
