@@ -59,6 +59,7 @@ impl Settings {
         within! {
             database.pool_size: 1, 256;
             database.timeout_seconds: 1, 300;
+            database.start_wait_seconds: 0, 3600;
             otp.code_length: CODE_LENGTH.0, CODE_LENGTH.1;
             otp.ttl_seconds: TTL_SECONDS.0, TTL_SECONDS.1;
             otp.max_attempts: MAX_ATTEMPTS.0, MAX_ATTEMPTS.1;

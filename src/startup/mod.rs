@@ -83,6 +83,11 @@ fn open_store_as(settings: &Settings, install: Install) -> Result<Arc<dyn Store>
                 tls_ca_file: (!settings.database.tls_ca_file.is_empty())
                     .then(|| resolve(Path::new(&settings.database.tls_ca_file))),
                 timeout: Duration::from_secs(settings.database.timeout_seconds),
+                // Only what may make an installation waits: the other CLI commands fail at once.
+                start_wait: match install {
+                    Install::Make => Duration::from_secs(settings.database.start_wait_seconds),
+                    Install::Existing => Duration::ZERO,
+                },
             };
             Ok(Arc::new(match install {
                 Install::Make => PgStore::open(&opts)?,

@@ -13,8 +13,9 @@ pub enum StoreError {
     Unavailable(String),
     #[error("database: {0}")]
     Sqlite(#[source] rusqlite::Error),
-    /// PostgreSQL's own message is in the error under it (`source`): `db error` alone here.
-    #[error("database: {0}")]
+    /// Shown with PostgreSQL's own message and SQLSTATE (the client's `Display` of a server
+    /// error is `db error` alone); never its `DETAIL`, which may quote values.
+    #[error("PostgreSQL: {}", pg_text(.0))]
     Postgres(#[source] ::postgres::Error),
     #[error("{0}")]
     Unsupported(&'static str),
@@ -62,6 +63,20 @@ impl From<rusqlite::Error> for StoreError {
             return StoreError::Corrupt(e.to_string());
         }
         StoreError::Sqlite(e)
+    }
+}
+
+/// A PostgreSQL client error in a line: the server's message and SQLSTATE for an error the
+/// server sent (`database "x" does not exist (3D000)`), else the client's own text and its
+/// cause (`error connecting to server: Connection refused (os error 111)`).
+pub(crate) fn pg_text(e: &::postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} ({})", db.message(), db.code().code());
+    }
+    let text = e.to_string();
+    match std::error::Error::source(e) {
+        Some(cause) if !text.contains(&cause.to_string()) => format!("{text}: {cause}"),
+        _ => text,
     }
 }
 

@@ -19,9 +19,15 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Forward 127.0.0.1:`port` to `upstream` (`host:port`).
+    /// Forward a free port of 127.0.0.1 to `upstream` (`host:port`).
     pub async fn start(upstream: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Proxy::start_on(0, upstream).await
+    }
+
+    /// Forward 127.0.0.1:`port` to `upstream` (a database that comes up where its clients
+    /// were told to look).
+    pub async fn start_on(port: u16, upstream: String) -> Proxy {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let cut = Arc::new(AtomicBool::new(false));
         let generation = tokio::sync::watch::Sender::new(0u64);

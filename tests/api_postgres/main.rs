@@ -104,4 +104,6 @@ mod bounds;
 #[cfg(otpmint_pg_tests)]
 mod scale;
 #[cfg(otpmint_pg_tests)]
+mod start;
+#[cfg(otpmint_pg_tests)]
 mod transports_scale;

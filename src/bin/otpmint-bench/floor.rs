@@ -33,6 +33,7 @@ pub fn write_floor(store: &Store, tenant: &str, seconds: f64) -> f64 {
                 pool_size: 16,
                 tls_ca_file: None,
                 timeout: Duration::from_secs(10),
+                start_wait: Duration::ZERO,
             })
             .unwrap(),
         ),

@@ -52,6 +52,9 @@ pub struct PgOptions {
     pub tls_ca_file: Option<std::path::PathBuf>,
     /// Connect and pool-wait timeout.
     pub timeout: Duration,
+    /// How long opening waits for a server that is not up yet (`database.start_wait_seconds`;
+    /// zero: not at all).
+    pub start_wait: Duration,
 }
 
 pub struct PgStore {
@@ -78,6 +81,7 @@ impl PgStore {
         std::thread::scope(|s| {
             s.spawn(|| -> Result<PgStore, StoreError> {
                 let (config, tls) = tls::client_config(&opts)?;
+                conn::wait_until_up(&config, &tls, opts.start_wait)?;
                 let manager = Manager(PostgresConnectionManager::new(config, tls));
                 let pool = Pool::builder()
                     .max_size(opts.pool_size)

@@ -245,6 +245,7 @@ mod tests {
             pool_size: 1,
             tls_ca_file: None,
             timeout: std::time::Duration::from_secs(1),
+            start_wait: std::time::Duration::ZERO,
         };
         let e = client_config(&opts).err().unwrap().to_string();
         assert!(!e.contains("hunter2"), "{e}");

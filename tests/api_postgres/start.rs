@@ -1,0 +1,115 @@
+//! Starting on PostgreSQL: a server not up yet is waited for (`database.start_wait_seconds`),
+//! a refusal by the server is not.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+/// A PostgreSQL server that is not up yet when `serve` starts (compose and Kubernetes start
+/// both together) is waited for (`database.start_wait_seconds`), with a warning at each try,
+/// and the server starts once it answers; a database that does not exist is not waited for:
+/// it exits 1 at once. The other CLI commands never wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_waits_for_a_postgresql_not_up_yet_but_not_for_a_wrong_database() {
+    let base = crate::helpers::postgres_base_url().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let pg = crate::helpers::fresh_pg_database(&base);
+    // A port nothing listens on yet: connecting is refused until the "server" comes up.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let later = pg.replacen("127.0.0.1:5432", &format!("127.0.0.1:{port}"), 1);
+    assert_ne!(later, pg, "the test's database URL names 127.0.0.1:5432");
+    let with = |cmd: &mut Command, url: &str| {
+        cmd.env("OTPMINT__DATABASE__URL", url)
+            .env("OTPMINT__CRYPTO__MASTER_KEY", key)
+            .env("OTPMINT__SERVER__BIND", "127.0.0.1:0")
+            .env("OTPMINT__DATABASE__START_WAIT_SECONDS", "120");
+    };
+
+    // Another CLI command does not wait: refused at once, one line.
+    let mut cmd = crate::binary::otpmint(dir.path());
+    with(&mut cmd, &later);
+    let out = cmd.args(["tenant", "list"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("not up yet"), "{err}");
+
+    let mut cmd = crate::binary::otpmint(dir.path());
+    with(&mut cmd, &later);
+    let mut child = cmd
+        .arg("serve")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut running = crate::binary::Running {
+        child,
+        port: 0,
+        database: String::new(),
+        lines: rx,
+    };
+    let next = |r: &crate::binary::Running, what: &str| -> String {
+        r.lines
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no line while waiting for {what}"))
+    };
+    // Two warnings: it keeps trying, and says why and how long it still waits.
+    let mut warned = Vec::new();
+    while warned.len() < 2 {
+        let line = next(&running, "the waiting warning");
+        assert!(!line.contains("otpmint listening"), "{line}");
+        if line.contains("PostgreSQL is not up yet") {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(v["level"], "WARN", "{line}");
+            assert!(v["left_seconds"].as_u64().unwrap() <= 120, "{line}");
+            assert!(!line.contains(key), "{line}");
+            warned.push(line);
+        }
+    }
+    assert!(
+        running.child.try_wait().unwrap().is_none(),
+        "it still waits"
+    );
+    // The server comes up where it was told to look: otpmint starts and serves.
+    let _db = otpmint::testkit::proxy::Proxy::start_on(port, "127.0.0.1:5432".into()).await;
+    loop {
+        let line = next(&running, "the listening line");
+        if line.contains("otpmint listening") {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            running.port = v["port"].as_u64().unwrap() as u16;
+            break;
+        }
+    }
+    let r = reqwest::get(format!("http://127.0.0.1:{}/readyz", running.port))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    drop(running);
+
+    // A database that does not exist is the server's refusal, not "not up yet": no wait.
+    let missing = format!("{}_missing", pg);
+    let mut cmd = crate::binary::otpmint(dir.path());
+    with(&mut cmd, &missing);
+    let out = cmd.arg("serve").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("not up yet"), "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+}
