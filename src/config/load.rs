@@ -137,7 +137,9 @@ impl Settings {
                     }
                 })?;
         settings.read_secret_files(&user, credentials_dir.as_deref())?;
-        settings.validate()?;
+        settings
+            .validate()
+            .map_err(|e| where_set(e, file, &env_names))?;
         Ok(settings)
     }
 
@@ -249,5 +251,30 @@ fn toml_value(v: &serde_json::Value) -> String {
             format!("[{}]", items.join(", "))
         }
         other => other.to_string(),
+    }
+}
+
+/// A check's error with the layer that set its key, as the loading errors name theirs: the
+/// environment variable, else the file; a key neither set (one bounded by another setting
+/// that was) keeps the plain form.
+fn where_set(e: ConfigError, file: Option<&Path>, env_names: &[(String, String)]) -> ConfigError {
+    let ConfigError::Invalid { key, message } = e else {
+        return e;
+    };
+    let source_name = if let Some((_, name)) = env_names.iter().find(|(k, _)| *k == key) {
+        format!("environment variable {name}")
+    } else if let Some(path) = file.filter(|p| {
+        Config::builder()
+            .add_source(File::from(*p).format(FileFormat::Toml))
+            .build()
+            .is_ok_and(|c| c.get::<config::Value>(&key).is_ok())
+    }) {
+        path.display().to_string()
+    } else {
+        return ConfigError::Invalid { key, message };
+    };
+    ConfigError::Load {
+        source_name,
+        message: format!("`{key}` {message}"),
     }
 }
