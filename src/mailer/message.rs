@@ -1,8 +1,8 @@
 //! A message as it goes on the wire (API.md §8): UTF-8 throughout, `text/plain` alone or
 //! `multipart/alternative` with the text part first and HTML second, an RFC 2047 subject,
 //! `Date`, `Message-ID` and `Auto-Submitted: auto-generated`. Bodies are 7bit when they are
-//! ASCII with short lines, else quoted-printable — which never encodes a digit, so the code
-//! stays one readable run of digits even in the raw message.
+//! ASCII with lines of at most 998 characters (kept whole), else quoted-printable — which
+//! never encodes a digit, so the code stays a readable run of digits in the raw message.
 
 use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
 use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
@@ -17,14 +17,32 @@ pub fn new_message_id(from: &str) -> String {
 }
 
 fn body(s: &str) -> Body {
-    let short_lines = s.lines().all(|l| l.len() <= 998);
-    let encoding = if s.is_ascii() && short_lines {
-        ContentTransferEncoding::SevenBit
-    } else {
-        ContentTransferEncoding::QuotedPrintable
-    };
+    if let Some(lines) = seven_bit(s) {
+        // lettre takes 7bit only for lines under 76 characters and would quote-print a longer
+        // one, breaking it (perhaps inside the code) with soft line breaks; RFC 5322 §2.1.1
+        // allows 998, so ASCII text up to that goes as it is, its lines ended by CRLF.
+        return Body::dangerous_pre_encoded(lines.into_bytes(), ContentTransferEncoding::SevenBit);
+    }
     // Quoted-printable accepts any input.
-    Body::new_with_encoding(s.to_string(), encoding).unwrap_or_else(|_| Body::new(s.to_string()))
+    Body::new_with_encoding(s.to_string(), ContentTransferEncoding::QuotedPrintable)
+        .unwrap_or_else(|_| Body::new(s.to_string()))
+}
+
+/// `s` with CRLF line endings when it can go as 7bit (RFC 2045 §2.7): ASCII, no NUL and no
+/// CR but before LF, and no line over 998 characters.
+fn seven_bit(s: &str) -> Option<String> {
+    let mut out = String::with_capacity(s.len() + s.len() / 32);
+    for (i, line) in s.split('\n').enumerate() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if !line.is_ascii() || line.len() > 998 || line.contains(['\r', '\0']) {
+            return None;
+        }
+        if i > 0 {
+            out.push_str("\r\n");
+        }
+        out.push_str(line);
+    }
+    Some(out)
 }
 
 fn part(s: &str, kind: ContentType) -> SinglePart {
@@ -180,5 +198,46 @@ mod tests {
         assert!(raw.contains("Content-Transfer-Encoding: 7bit"));
         assert!(!raw.contains("multipart"));
         assert!(raw.contains("Message-ID: <a@acme.example>"));
+    }
+
+    #[test]
+    fn a_long_ascii_line_goes_whole_as_7bit_so_the_code_is_never_broken() {
+        let line = format!(
+            "{}481516 and more words to pass the 76th column",
+            "a".repeat(72)
+        );
+        let text = format!("Hello,\n{line}\nBye\n");
+        let (_, raw) = render(
+            &target(),
+            &Outgoing {
+                to: "ada@example.com",
+                subject: "Your code",
+                text: &text,
+                html: Some(&format!("<p>{line}</p>")),
+                message_id: None,
+                dkim: None,
+                before_body: None,
+            },
+        )
+        .unwrap();
+        let raw = String::from_utf8(raw).unwrap();
+        assert_eq!(
+            raw.matches("Content-Transfer-Encoding: 7bit").count(),
+            2,
+            "{raw}"
+        );
+        assert!(!raw.contains("quoted-printable"), "{raw}");
+        assert_eq!(raw.matches(&format!("{line}\r\n")).count(), 1, "{raw}");
+        assert_eq!(raw.matches("481516").count(), 2, "{raw}");
+        assert!(
+            !raw.replace("\r\n", "").contains('\n'),
+            "only CRLF line ends: {raw}"
+        );
+        // Past 998 characters, or not ASCII, the body is quoted-printable.
+        assert!(seven_bit(&"a".repeat(999)).is_none());
+        assert!(seven_bit(&"a".repeat(998)).is_some());
+        assert!(seven_bit("Grüße 123456").is_none());
+        assert!(seven_bit("a\rb").is_none(), "a bare CR");
+        assert_eq!(seven_bit("a\nb\r\nc").as_deref(), Some("a\r\nb\r\nc"));
     }
 }
