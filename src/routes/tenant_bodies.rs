@@ -145,7 +145,7 @@ pub struct PatchTenantBody {
     /// Admin only: make the tenant a test tenant, or take it out of test mode (its relay
     /// must then pass the host policy).
     pub(super) test: Option<bool>,
-    /// The fallback relay: fields to change (all but `tls` and `max_connections` when the
+    /// The fallback relay: fields to change (`host`, `port` and `from` at least when the
     /// tenant has none yet), or `null` to remove it.
     #[serde(default, deserialize_with = "super::strict::present_object")]
     #[schema(value_type = Option<SmtpPatchBody>)]

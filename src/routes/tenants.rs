@@ -198,7 +198,7 @@ pub async fn get_self(st: State, t: TenantAuth) -> ApiResult {
 pub const ADMIN_ONLY_FIELDS: &[&str] = &["policy", "enabled", "test", "pages_approved"];
 
 #[utoipa::path(patch, path = "/v1/tenant", tag = "self-service",
-    description = "Change name, smtp, delivery and default_locale (policy and enabled are the admin's: 400).",
+    description = "Change the tenant's own settings: name, smtp, smtp_fallback, delivery, default_locale, allowed_return_urls, branding, suppression, sms (check_relay checks a changed relay first). policy, enabled, test and pages_approved are the admin's: 400.",
     request_body = PatchTenantBody,
     responses(
         (status = 200, description = "The changed tenant", body = TenantOut),

@@ -165,7 +165,8 @@ pub enum ServiceError {
     Delivery(DeliveryReason, Option<String>),
     #[error("overloaded")]
     Overloaded,
-    /// The database cannot take the work now (locked, full, unreachable): 503.
+    /// The database, or a service the request needs (DNS, SNS), cannot take the work now
+    /// (locked, full, unreachable, too slow): 503.
     #[error("unavailable: {0}")]
     Unavailable(String),
     #[error("otp not found")]

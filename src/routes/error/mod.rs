@@ -339,7 +339,8 @@ impl ApiError {
                     none(),
                 ),
                 S::Unavailable(_) => (
-                    "The database cannot take this request now; nothing was changed. Retry shortly."
+                    "The service cannot take this request now: its database, or a service this \
+                     request needs, did not answer in time. Nothing was changed; retry shortly."
                         .into(),
                     none(),
                 ),
