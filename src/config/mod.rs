@@ -177,8 +177,8 @@ pub struct DatabaseSettings {
     pub tls_ca_file: String,
     /// PostgreSQL: how long to wait to connect or for a pooled connection.
     pub timeout_seconds: u64,
-    /// PostgreSQL: how long `serve` and `migrate` wait at start for a server that is not up
-    /// yet (refusing connections, unreachable, or starting up); 0: fail at once.
+    /// PostgreSQL: how long `serve`, `migrate` and `migrate-store` wait at start for a server
+    /// that is not up yet (refusing connections, unreachable, or starting up); 0: fail at once.
     pub start_wait_seconds: u64,
 }
 

@@ -14,9 +14,10 @@ pub enum StoreError {
     #[error("database: {0}")]
     Sqlite(#[source] rusqlite::Error),
     /// Shown with PostgreSQL's own message and SQLSTATE (the client's `Display` of a server
-    /// error is `db error` alone); never its `DETAIL`, which may quote values.
+    /// error is `db error` alone). Not a `source`: the client's own chain would add the
+    /// server's `DETAIL`, which may quote stored values, to the logged text.
     #[error("PostgreSQL: {}", pg_text(.0))]
-    Postgres(#[source] ::postgres::Error),
+    Postgres(::postgres::Error),
     #[error("{0}")]
     Unsupported(&'static str),
     #[error("migration: {0}")]

@@ -146,8 +146,9 @@ pub trait IntegrationStore {
         reason: &str,
         now: Millis,
     ) -> Result<bool, StoreError>;
-    /// Record an attempt and its outcome, if its owner still holds the event's lease.
-    fn settle_event(&self, a: &EventAttempt, now: Millis) -> Result<(), StoreError>;
+    /// Record an attempt and its outcome, if its owner still holds the event's lease; false
+    /// when it did not (nothing recorded).
+    fn settle_event(&self, a: &EventAttempt, now: Millis) -> Result<bool, StoreError>;
     /// The newest delivery attempts of a tenant, newest first.
     fn webhook_deliveries(
         &self,
@@ -269,7 +270,7 @@ impl<E: Engine> IntegrationStore for E {
         })
     }
 
-    fn settle_event(&self, a: &EventAttempt, now: Millis) -> Result<(), StoreError> {
+    fn settle_event(&self, a: &EventAttempt, now: Millis) -> Result<bool, StoreError> {
         let (status, due) = rules::event_row(a.outcome, now);
         let id = a.event_id.as_str();
         let settle = [
@@ -289,10 +290,11 @@ impl<E: Engine> IntegrationStore for E {
             now.into(),
         ];
         self.transact(move |tx| {
-            if tx.exec(sql::SETTLE_EVENT, &settle)? > 0 {
+            let held = tx.exec(sql::SETTLE_EVENT, &settle)? > 0;
+            if held {
                 tx.exec(sql::RECORD_WEBHOOK_DELIVERY, &record)?;
             }
-            Ok(())
+            Ok(held)
         })
     }
 

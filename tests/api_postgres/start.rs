@@ -79,7 +79,7 @@ async fn serve_waits_for_a_postgresql_not_up_yet_but_not_for_a_wrong_database() 
             let v: Value = serde_json::from_str(&line).unwrap();
             assert_eq!(v["level"], "WARN", "{line}");
             assert!(v["left_seconds"].as_u64().unwrap() <= 120, "{line}");
-            assert!(!line.contains(key), "{line}");
+            assert!(v["error"].as_str().unwrap().contains("refused"), "{line}");
             warned.push(line);
         }
     }
@@ -104,7 +104,8 @@ async fn serve_waits_for_a_postgresql_not_up_yet_but_not_for_a_wrong_database() 
     drop(running);
 
     // A database that does not exist is the server's refusal, not "not up yet": no wait.
-    let missing = format!("{}_missing", pg);
+    let name = pg.rsplit('/').next().unwrap().split('?').next().unwrap();
+    let missing = crate::helpers::pg_url_for(&pg, &format!("{name}_missing"));
     let mut cmd = crate::binary::otpmint(dir.path());
     with(&mut cmd, &missing);
     let out = cmd.arg("serve").output().unwrap();
@@ -112,4 +113,86 @@ async fn serve_waits_for_a_postgresql_not_up_yet_but_not_for_a_wrong_database() 
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(!err.contains("not up yet"), "{err}");
     assert!(err.contains("does not exist"), "{err}");
+}
+
+/// Run `cmd` to its end, killed (and the test failed) if it is still running after `most`:
+/// a start that never gives up would otherwise hang the suite.
+fn ended_within(mut cmd: Command, most: Duration) -> (Option<i32>, String) {
+    let mut child = cmd
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut all);
+        all
+    });
+    let deadline = std::time::Instant::now() + most;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running after {most:?}: {}", reader.join().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    (status.code(), reader.join().unwrap())
+}
+
+/// The wait ends: a server that stays down is given up on after `database.start_wait_seconds`
+/// with the last reason; and a server that takes the connection but never answers (a proxy
+/// whose database is not there) is not waited on for ever — each try ends after
+/// `database.timeout_seconds`.
+#[test]
+fn the_start_wait_gives_up_and_bounds_a_server_that_never_answers() {
+    let base = crate::helpers::postgres_base_url().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |url: &str| {
+        let mut cmd = crate::binary::otpmint(dir.path());
+        cmd.arg("serve")
+            .env("OTPMINT__DATABASE__URL", url)
+            .env("OTPMINT__SERVER__BIND", "127.0.0.1:0")
+            .env("OTPMINT__DATABASE__TIMEOUT_SECONDS", "1")
+            .env("OTPMINT__DATABASE__START_WAIT_SECONDS", "2");
+        ended_within(cmd, Duration::from_secs(60))
+    };
+    let name = "otpmint_never_there";
+    // Down all along: refused at every try, then given up on, exit 1 with the reason.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = crate::helpers::pg_url_for(&base, name).replacen(
+        "127.0.0.1:5432",
+        &format!("127.0.0.1:{port}"),
+        1,
+    );
+    let (code, err) = run(&down);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("PostgreSQL is not up yet"), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: database") && last.contains("Connection refused"),
+        "{err}"
+    );
+    // A listener that never accepts: the kernel completes the handshake, nothing answers.
+    let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = mute.local_addr().unwrap().port();
+    let mute_url = crate::helpers::pg_url_for(&base, name).replacen(
+        "127.0.0.1:5432",
+        &format!("127.0.0.1:{port}"),
+        1,
+    );
+    let (code, err) = run(&mute_url);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("PostgreSQL is not up yet"), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.contains("did not answer within 1 s"), "{err}");
+    drop(mute);
 }

@@ -87,18 +87,18 @@ impl Events {
     pub(crate) async fn release_hook_leases(&self) {
         let owner = self.hooks.inner.owner.clone();
         let now = self.core.now();
-        let left = self.hooks.at_shutdown(now);
-        let interrupted = left.iter().filter(|(_, i)| *i).count();
-        for (attempt, was_interrupted) in left {
+        let mut interrupted = 0;
+        for (attempt, was_interrupted) in self.hooks.at_shutdown(now) {
             // Recorded only while the lease is still this process's (an attempt that ended
             // meanwhile recorded its own outcome). A database that does not answer is not
             // asked again for each event: the shutdown must not wait on it many times.
             match self.core.db(move |s| s.settle_event(&attempt, now)).await {
                 // Counted here only when interrupted: an ended attempt was counted as it ended.
-                Ok(()) if was_interrupted => {
+                Ok(true) if was_interrupted => {
+                    interrupted += 1;
                     crate::metrics::inc(|m| &m.webhook_attempts, &["retry"]);
                 }
-                Ok(()) => {}
+                Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "recording webhook attempts at shutdown failed; their leases are given back or run out");
                     break;

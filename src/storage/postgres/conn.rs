@@ -1,6 +1,5 @@
 //! PostgreSQL connections: the pool's manager, the per-connection statement cache every
-//! query goes through, how client errors are classed, and the wait at start for a server
-//! that is not up yet.
+//! query goes through, and how client errors are classed.
 
 use std::collections::HashMap;
 
@@ -157,69 +156,5 @@ impl From<::postgres::Error> for StoreError {
             return StoreError::Unavailable(crate::storage::error::pg_text(&e));
         }
         StoreError::Postgres(e)
-    }
-}
-
-/// Whether connecting failed because the server is not up yet (it may be soon): the
-/// connection refused, dropped, timed out or unreachable, or the server saying it is starting
-/// up or has too many clients. A refusal by the server (password, database, role) or a TLS
-/// failure is not.
-fn not_up_yet(e: &::postgres::Error) -> bool {
-    use std::io::ErrorKind as K;
-    if let Some(db) = e.as_db_error() {
-        // 57P03 cannot_connect_now ("the database system is starting up"), 53300
-        // too_many_connections.
-        return matches!(db.code().code(), "57P03" | "53300");
-    }
-    std::error::Error::source(e)
-        .and_then(|s| s.downcast_ref::<std::io::Error>())
-        .is_some_and(|io| {
-            matches!(
-                io.kind(),
-                K::ConnectionRefused
-                    | K::ConnectionReset
-                    | K::ConnectionAborted
-                    | K::NotConnected
-                    | K::BrokenPipe
-                    | K::UnexpectedEof
-                    | K::TimedOut
-                    | K::AddrNotAvailable
-                    | K::HostUnreachable
-                    | K::NetworkUnreachable
-            )
-        })
-}
-
-/// Wait, for at most `wait`, until the server takes a connection while it is not up yet
-/// ([`not_up_yet`]), warning at each try; any other failure, or one past `wait`, is returned
-/// at once. Compose and Kubernetes start the database and otpmint together.
-pub(super) fn wait_until_up(
-    config: &::postgres::Config,
-    tls: &MakeRustlsConnect,
-    wait: std::time::Duration,
-) -> Result<(), StoreError> {
-    use std::time::{Duration, Instant};
-    if wait.is_zero() {
-        return Ok(());
-    }
-    let start = Instant::now();
-    let mut pause = Duration::from_millis(250);
-    loop {
-        let e = match config.connect(tls.clone()) {
-            Ok(_) => return Ok(()),
-            Err(e) => e,
-        };
-        let left = wait.saturating_sub(start.elapsed());
-        if !not_up_yet(&e) || left.is_zero() {
-            return Err(e.into());
-        }
-        tracing::warn!(
-            error = %crate::storage::error::pg_text(&e),
-            waited_seconds = start.elapsed().as_secs(),
-            left_seconds = left.as_secs(),
-            "PostgreSQL is not up yet; waiting for it (database.start_wait_seconds)"
-        );
-        std::thread::sleep(pause.min(left));
-        pause = (pause * 2).min(Duration::from_secs(5));
     }
 }

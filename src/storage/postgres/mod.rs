@@ -19,6 +19,7 @@ mod conn;
 mod integration;
 mod outbox;
 mod records;
+mod start;
 mod tls;
 
 pub use tls::check_url;
@@ -81,7 +82,7 @@ impl PgStore {
         std::thread::scope(|s| {
             s.spawn(|| -> Result<PgStore, StoreError> {
                 let (config, tls) = tls::client_config(&opts)?;
-                conn::wait_until_up(&config, &tls, opts.start_wait)?;
+                start::wait_until_up(&config, &tls, opts.timeout, opts.start_wait)?;
                 let manager = Manager(PostgresConnectionManager::new(config, tls));
                 let pool = Pool::builder()
                     .max_size(opts.pool_size)
