@@ -40,8 +40,9 @@ impl Drop for Running {
     }
 }
 
-/// Start `otpmint` and wait for its "listening" line; all stderr lines are collected.
-pub(crate) fn serve(mut cmd: Command) -> Result<Running, String> {
+/// Start `otpmint` with all its stderr lines collected (`Running::lines`); `port` and
+/// `database` are known once [`Running::listening`] has read the "listening" line.
+pub(crate) fn spawn(mut cmd: Command) -> Running {
     let mut child = cmd
         .stderr(Stdio::piped())
         .stdout(Stdio::piped())
@@ -56,29 +57,40 @@ pub(crate) fn serve(mut cmd: Command) -> Result<Running, String> {
             }
         }
     });
-    let mut seen = Vec::new();
-    loop {
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) => {
-                if line.contains("otpmint listening") {
+    Running {
+        child,
+        port: 0,
+        database: String::new(),
+        lines: rx,
+    }
+}
+
+impl Running {
+    /// Read lines until the "listening" line (its port and database taken); the lines before
+    /// it when none comes within 30 s of the last.
+    pub(crate) fn listening(&mut self) -> Result<(), String> {
+        let mut seen = Vec::new();
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) if line.contains("otpmint listening") => {
                     let v: Value = serde_json::from_str(&line).unwrap();
-                    let port = v["port"].as_u64().unwrap() as u16;
-                    return Ok(Running {
-                        child,
-                        port,
-                        database: v["database"].as_str().unwrap_or_default().to_string(),
-                        lines: rx,
-                    });
+                    self.port = v["port"].as_u64().unwrap() as u16;
+                    self.database = v["database"].as_str().unwrap_or_default().to_string();
+                    return Ok(());
                 }
-                seen.push(line);
-            }
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(seen.join("\n"));
+                Ok(line) => seen.push(line),
+                Err(_) => return Err(seen.join("\n")),
             }
         }
     }
+}
+
+/// Start `otpmint` and wait for its "listening" line; all stderr lines are collected (the
+/// process is killed when it does not listen: `Running`'s drop).
+pub(crate) fn serve(cmd: Command) -> Result<Running, String> {
+    let mut running = spawn(cmd);
+    running.listening()?;
+    Ok(running)
 }
 
 #[test]

@@ -1,9 +1,8 @@
 //! Starting on PostgreSQL: a server not up yet is waited for (`database.start_wait_seconds`),
 //! a refusal by the server is not.
 
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -25,8 +24,7 @@ async fn serve_waits_for_a_postgresql_not_up_yet_but_not_for_a_wrong_database() 
         .local_addr()
         .unwrap()
         .port();
-    let later = pg.replacen("127.0.0.1:5432", &format!("127.0.0.1:{port}"), 1);
-    assert_ne!(later, pg, "the test's database URL names 127.0.0.1:5432");
+    let later = at_port(&pg, port);
     let with = |cmd: &mut Command, url: &str| {
         cmd.env("OTPMINT__DATABASE__URL", url)
             .env("OTPMINT__CRYPTO__MASTER_KEY", key)
@@ -44,27 +42,8 @@ async fn serve_waits_for_a_postgresql_not_up_yet_but_not_for_a_wrong_database() 
 
     let mut cmd = crate::binary::otpmint(dir.path());
     with(&mut cmd, &later);
-    let mut child = cmd
-        .arg("serve")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut running = crate::binary::Running {
-        child,
-        port: 0,
-        database: String::new(),
-        lines: rx,
-    };
+    cmd.arg("serve");
+    let mut running = crate::binary::spawn(cmd);
     let next = |r: &crate::binary::Running, what: &str| -> String {
         r.lines
             .recv_timeout(Duration::from_secs(60))
@@ -89,14 +68,7 @@ async fn serve_waits_for_a_postgresql_not_up_yet_but_not_for_a_wrong_database() 
     );
     // The server comes up where it was told to look: otpmint starts and serves.
     let _db = otpmint::testkit::proxy::Proxy::start_on(port, "127.0.0.1:5432".into()).await;
-    loop {
-        let line = next(&running, "the listening line");
-        if line.contains("otpmint listening") {
-            let v: Value = serde_json::from_str(&line).unwrap();
-            running.port = v["port"].as_u64().unwrap() as u16;
-            break;
-        }
-    }
+    running.listening().unwrap();
     let r = reqwest::get(format!("http://127.0.0.1:{}/readyz", running.port))
         .await
         .unwrap();
@@ -168,11 +140,7 @@ fn the_start_wait_gives_up_and_bounds_a_server_that_never_answers() {
         .local_addr()
         .unwrap()
         .port();
-    let down = crate::helpers::pg_url_for(&base, name).replacen(
-        "127.0.0.1:5432",
-        &format!("127.0.0.1:{port}"),
-        1,
-    );
+    let down = at_port(&crate::helpers::pg_url_for(&base, name), port);
     let (code, err) = run(&down);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("PostgreSQL is not up yet"), "{err}");
@@ -184,15 +152,20 @@ fn the_start_wait_gives_up_and_bounds_a_server_that_never_answers() {
     // A listener that never accepts: the kernel completes the handshake, nothing answers.
     let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = mute.local_addr().unwrap().port();
-    let mute_url = crate::helpers::pg_url_for(&base, name).replacen(
-        "127.0.0.1:5432",
-        &format!("127.0.0.1:{port}"),
-        1,
-    );
+    let mute_url = at_port(&crate::helpers::pg_url_for(&base, name), port);
     let (code, err) = run(&mute_url);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("PostgreSQL is not up yet"), "{err}");
     let last = err.lines().last().unwrap_or_default();
     assert!(last.contains("did not answer within 1 s"), "{err}");
     drop(mute);
+}
+
+/// `url` pointing at `port` of loopback instead of the test server's 127.0.0.1:5432.
+fn at_port(url: &str, port: u16) -> String {
+    assert!(
+        url.contains("127.0.0.1:5432"),
+        "the test's database URL names 127.0.0.1:5432"
+    );
+    url.replacen("127.0.0.1:5432", &format!("127.0.0.1:{port}"), 1)
 }
