@@ -39,6 +39,31 @@ async fn serve_waits_for_a_postgresql_not_up_yet_but_not_for_a_wrong_database() 
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(!err.contains("not up yet"), "{err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line, the pool's own errors muted: {err}"
+    );
+    assert!(err.contains("Connection refused"), "{err}");
+    // With no wait, serve fails at once too, with the reason.
+    let mut cmd = crate::binary::otpmint(dir.path());
+    with(&mut cmd, &later);
+    let out = cmd
+        .arg("serve")
+        .env("OTPMINT__DATABASE__START_WAIT_SECONDS", "0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("not up yet"), "{err}");
+    assert!(
+        err.trim_end()
+            .lines()
+            .last()
+            .unwrap()
+            .contains("Connection refused"),
+        "{err}"
+    );
 
     let mut cmd = crate::binary::otpmint(dir.path());
     with(&mut cmd, &later);
@@ -159,6 +184,17 @@ fn the_start_wait_gives_up_and_bounds_a_server_that_never_answers() {
     let last = err.lines().last().unwrap_or_default();
     assert!(last.contains("did not answer within 1 s"), "{err}");
     drop(mute);
+    // A listener that accepts and closes at once (a proxy whose database is not there yet).
+    let closing = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closing.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in closing.incoming() {
+            drop(conn);
+        }
+    });
+    let (code, err) = run(&at_port(&crate::helpers::pg_url_for(&base, name), port));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("PostgreSQL is not up yet"), "waited: {err}");
 }
 
 /// `url` pointing at `port` of loopback instead of the test server's 127.0.0.1:5432.

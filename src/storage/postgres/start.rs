@@ -49,7 +49,7 @@ impl Miss {
 }
 
 /// Whether connecting failed because the server is not up yet (it may be soon): the
-/// connection refused, dropped, timed out or unreachable, a socket file not there yet, or the
+/// connection refused, closed, dropped, timed out or unreachable, a socket file not there yet, or the
 /// server saying it is starting up or has too many clients. A refusal by the server
 /// (password, database, role) or a TLS failure is not.
 fn not_up_yet(e: &::postgres::Error) -> bool {
@@ -58,6 +58,11 @@ fn not_up_yet(e: &::postgres::Error) -> bool {
         // 57P03 cannot_connect_now ("the database system is starting up"), 53300
         // too_many_connections.
         return matches!(db.code().code(), "57P03" | "53300");
+    }
+    // Closed before the start-up finished: a proxy (Docker's, HAProxy) whose database is not
+    // there yet accepts and closes.
+    if e.is_closed() {
+        return true;
     }
     std::error::Error::source(e)
         .and_then(|s| s.downcast_ref::<std::io::Error>())
@@ -120,26 +125,30 @@ fn try_once(
 
 /// Wait, for at most `wait`, until the server takes a connection while it is not up yet
 /// ([`Miss::passing`]), warning at each try; each try takes at most `timeout`
-/// (`database.timeout_seconds`). Any other failure, or one past `wait`, is returned at once.
+/// (`database.timeout_seconds`). Any other failure, or one past `wait`, is returned at once;
+/// with no wait there is one try, so a server that is not there fails at once with its reason.
 pub(super) fn wait_until_up(
     config: &::postgres::Config,
     tls: &MakeRustlsConnect,
     timeout: Duration,
     wait: Duration,
 ) -> Result<(), StoreError> {
-    if wait.is_zero() {
-        return Ok(());
-    }
     let start = Instant::now();
     let mut pause = Duration::from_millis(250);
     loop {
         let left = wait.saturating_sub(start.elapsed());
-        // At least a second a try, so the last one is not cut short to nothing.
-        let limit = timeout.min(left.max(Duration::from_secs(1)));
+        // At least a second a try, so the last one is not cut short to nothing; with no wait,
+        // the one try has the whole timeout.
+        let limit = if wait.is_zero() {
+            timeout
+        } else {
+            timeout.min(left.max(Duration::from_secs(1)))
+        };
         let miss = match try_once(config, tls, limit) {
             Ok(()) => return Ok(()),
             Err(m) => m,
         };
+        // With no wait, one try: its reason at once, not the pool's own timeout after it.
         let left = wait.saturating_sub(start.elapsed());
         if !miss.passing() || left.is_zero() {
             return Err(match miss {

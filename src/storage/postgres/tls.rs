@@ -71,6 +71,18 @@ pub fn check_url(url: &str) -> Result<(), String> {
 
 /// `database.url` read: the client library's configuration and the TLS mode.
 fn parsed(url: &str) -> Result<(::postgres::Config, Mode), StoreError> {
+    // The client takes the first `@` as the end of the credentials, so a raw `@` in the
+    // password would make the rest of it part of the host name — and of every message that
+    // names the host. Refused, the password unsaid.
+    let authority = url.split_once("://").map_or(url, |(_, rest)| {
+        rest.split(['/', '?']).next().unwrap_or(rest)
+    });
+    if authority.matches('@').count() > 1 {
+        return Err(bad(
+            "it holds more than one '@' before the host: write an '@' in the user name or \
+             password as %40",
+        ));
+    }
     let (url, mode) = split_sslmode(url)?;
     // The parser's messages can quote the URL, password included: say only what it is.
     let config = url
@@ -236,6 +248,15 @@ mod tests {
         assert_eq!(m, Mode::Disable);
         assert_eq!(split_sslmode("postgres://h/db").unwrap().1, Mode::Prefer);
         assert!(split_sslmode("postgres://h/db?sslmode=allow").is_err());
+    }
+
+    #[test]
+    fn a_raw_at_sign_in_the_password_is_refused_without_echoing_it() {
+        let e = check_url("postgres://root:MyS3cret@Passw0rd@127.0.0.1:5432/db").unwrap_err();
+        assert!(e.contains("%40"), "{e}");
+        assert!(!e.contains("S3cret") && !e.contains("Passw0rd"), "{e}");
+        check_url("postgres://root:MyS3cret%40Passw0rd@127.0.0.1:5432/db").unwrap();
+        check_url("postgres://root@127.0.0.1:5432/db?application_name=a@b").unwrap();
     }
 
     #[test]
