@@ -33,8 +33,10 @@ pub(super) fn explained(message: String) -> (Option<String>, String) {
             // A number its type cannot hold (too big, negative, not a number): the range
             // the key is checked against too (API.md §6.31).
             let number = message.contains("integer") || message.contains("expected u");
-            let message = match super::Settings::range_of(&key) {
-                Some(range) if number => format!("{message}; `{key}` must be {range}"),
+            // A list item's range is its list's (`smtp.allowed_ports[0]`).
+            let list = key.split('[').next().unwrap_or_default();
+            let message = match super::Settings::range_of(list) {
+                Some(range) if number => format!("{message}; `{list}` must be {range}"),
                 _ => message,
             };
             (Some(key), message)

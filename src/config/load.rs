@@ -119,8 +119,10 @@ impl Settings {
                             None => field.to_string(),
                         });
                     // The variable that set the key at fault, when one did.
+                    // A list item's key (`smtp.allowed_ports[0]`) is its list's.
                     let set_by = unknown
                         .or(key)
+                        .map(|k| k.split('[').next().unwrap_or_default().to_string())
                         .and_then(|k| env_names.iter().find(|(key, _)| *key == k));
                     let source_name = match set_by {
                         Some((_, name)) => format!("environment variable {name}"),
@@ -136,9 +138,9 @@ impl Settings {
                         message,
                     }
                 })?;
-        settings.read_secret_files(&user, credentials_dir.as_deref())?;
         settings
-            .validate()
+            .read_secret_files(&user, credentials_dir.as_deref())
+            .and_then(|()| settings.validate())
             .map_err(|e| where_set(e, file, &env_names))?;
         Ok(settings)
     }
@@ -254,27 +256,56 @@ fn toml_value(v: &serde_json::Value) -> String {
     }
 }
 
-/// A check's error with the layer that set its key, as the loading errors name theirs: the
-/// environment variable, else the file; a key neither set (one bounded by another setting
-/// that was) keeps the plain form.
+/// The keys a check holds another key to: an error on the first while only the second was
+/// set names where the second was set.
+const BOUNDED_BY: [(&str, &str); 4] = [
+    (
+        "smtp.max_connections_per_tenant",
+        "smtp.max_connections_limit",
+    ),
+    ("smtp.initial_connections", "smtp.max_connections_limit"),
+    ("hashing.memory_kib", "hashing.parallelism"),
+    ("limits.per_ip_burst", "limits.per_ip_per_second"),
+];
+
+/// Where `key` was set: its environment variable, else the file (as its loading errors name
+/// them); `None` when it keeps its default.
+fn set_in(key: &str, file: Option<&Path>, env_names: &[(String, String)]) -> Option<String> {
+    if let Some((_, name)) = env_names.iter().find(|(k, _)| k == key) {
+        return Some(format!("environment variable {name}"));
+    }
+    let path = file?;
+    Config::builder()
+        .add_source(File::from(path).format(FileFormat::Toml))
+        .build()
+        .is_ok_and(|c| c.get::<config::Value>(key).is_ok())
+        .then(|| path.display().to_string())
+}
+
+/// A check's error with the layer that set its key, as the loading errors name theirs; a key
+/// that keeps its default but is bounded by one that was set names that one's layer; else the
+/// plain form.
 fn where_set(e: ConfigError, file: Option<&Path>, env_names: &[(String, String)]) -> ConfigError {
     let ConfigError::Invalid { key, message } = e else {
         return e;
     };
-    let source_name = if let Some((_, name)) = env_names.iter().find(|(k, _)| *k == key) {
-        format!("environment variable {name}")
-    } else if let Some(path) = file.filter(|p| {
-        Config::builder()
-            .add_source(File::from(*p).format(FileFormat::Toml))
-            .build()
-            .is_ok_and(|c| c.get::<config::Value>(&key).is_ok())
-    }) {
-        path.display().to_string()
-    } else {
-        return ConfigError::Invalid { key, message };
+    let (source_name, message) = match set_in(&key, file, env_names) {
+        Some(source) => (source, format!("`{key}` {message}")),
+        None => {
+            let bound = BOUNDED_BY
+                .iter()
+                .filter(|(k, _)| *k == key)
+                .find_map(|(_, by)| Some((*by, set_in(by, file, env_names)?)));
+            let Some((by, source)) = bound else {
+                return ConfigError::Invalid { key, message };
+            };
+            let message =
+                format!("`{key}` {message}: it keeps its default, which `{by}` set here no longer allows; set `{key}` too");
+            (source, message)
+        }
     };
     ConfigError::Load {
         source_name,
-        message: format!("`{key}` {message}"),
+        message,
     }
 }

@@ -4,6 +4,7 @@
 use super::*;
 
 mod secrets;
+mod sources;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
@@ -154,48 +155,6 @@ fn unknown_file_key_names_file_and_key() {
         .to_string();
     assert!(err.contains("ttl"), "{err}");
     assert!(err.contains("c.toml"), "{err}");
-}
-
-#[test]
-fn a_value_out_of_range_names_the_file_or_variable_that_set_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("c.toml");
-    std::fs::write(
-        &p,
-        "[otp]\ncode_length = 3\n[server]\nbind = \"127.0.0.1:0\"\n",
-    )
-    .unwrap();
-    let err = Settings::load_from(Some(&p), env(&[]))
-        .unwrap_err()
-        .to_string();
-    assert_eq!(
-        err,
-        format!(
-            "configuration error in {}: `otp.code_length` must be between 4 and 10 (got 3)",
-            p.display()
-        )
-    );
-    // The variable wins over the file, and is the one named.
-    let err = Settings::load_from(Some(&p), env(&[("OTPMINT__OTP__CODE_LENGTH", "11")]))
-        .unwrap_err()
-        .to_string();
-    assert_eq!(
-        err,
-        "configuration error in environment variable OTPMINT__OTP__CODE_LENGTH: \
-         `otp.code_length` must be between 4 and 10 (got 11)"
-    );
-    // A format check too: the file that set it.
-    std::fs::write(&p, "[server]\nbind = \"0.0.0.0\"\n").unwrap();
-    let err = Settings::load_from(Some(&p), env(&[]))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.starts_with(&format!(
-            "configuration error in {}: `server.bind`",
-            p.display()
-        )),
-        "{err}"
-    );
 }
 
 #[test]

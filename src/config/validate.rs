@@ -22,6 +22,9 @@ impl Settings {
                 .try_deserialize()
                 .ok()
         });
+        if key == "smtp.allowed_ports" {
+            return Some("a list of port numbers between 1 and 65535".into());
+        }
         let ranges = DEFAULTS.as_ref()?.ranges();
         let of = |key: &str| ranges.iter().find(|(k, ..)| *k == key).map(|r| (r.2, r.3));
         if BOUNDED_BY_ANOTHER.contains(&key) {

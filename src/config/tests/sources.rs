@@ -1,0 +1,103 @@
+//! A check's error names where the value came from: the file or the environment variable
+//! that set the key, or the one that set the key bounding it.
+
+use super::super::*;
+use super::env;
+
+#[test]
+fn a_value_out_of_range_names_the_file_or_variable_that_set_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(
+        &p,
+        "[otp]\ncode_length = 3\n[server]\nbind = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let err = Settings::load_from(Some(&p), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        format!(
+            "configuration error in {}: `otp.code_length` must be between 4 and 10 (got 3)",
+            p.display()
+        )
+    );
+    // The variable wins over the file, and is the one named.
+    let err = Settings::load_from(Some(&p), env(&[("OTPMINT__OTP__CODE_LENGTH", "11")]))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "configuration error in environment variable OTPMINT__OTP__CODE_LENGTH: \
+         `otp.code_length` must be between 4 and 10 (got 11)"
+    );
+    // A format check too: the file that set it.
+    std::fs::write(&p, "[server]\nbind = \"0.0.0.0\"\n").unwrap();
+    let err = Settings::load_from(Some(&p), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(&format!(
+            "configuration error in {}: `server.bind`",
+            p.display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_default_a_set_key_no_longer_allows_names_where_that_key_was_set() {
+    let err = Settings::load_from(None, env(&[("OTPMINT__SMTP__MAX_CONNECTIONS_LIMIT", "10")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(
+            "configuration error in environment variable OTPMINT__SMTP__MAX_CONNECTIONS_LIMIT: \
+             `smtp.max_connections_per_tenant` must be between 1 and 10 (got 32)"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("set `smtp.max_connections_per_tenant` too"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_secret_and_its_file_both_set_name_the_file_that_set_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(
+        &p,
+        "[admin]\ntoken = \"t0ken-never-shown-0123456789abcdef\"\ntoken_file = \"x\"\n",
+    )
+    .unwrap();
+    let err = Settings::load_from(Some(&p), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        format!(
+            "configuration error in {}: `admin.token_file` and `admin.token` are both set; keep one",
+            p.display()
+        )
+    );
+}
+
+#[test]
+fn a_list_item_out_of_its_range_names_the_list_its_range_and_its_variable() {
+    let err = Settings::load_from(None, env(&[("OTPMINT__SMTP__ALLOWED_PORTS", "587,70000")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(
+            "configuration error in environment variable OTPMINT__SMTP__ALLOWED_PORTS:"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("`smtp.allowed_ports` must be a list of port numbers between 1 and 65535"),
+        "{err}"
+    );
+}
