@@ -301,7 +301,17 @@ async fn session(st: &AppState, id: &str) -> Result<(SessionRow, Tenant), HttpRe
     }
     match st.services.codes.hosted_page(id).await {
         Ok(Some(x)) => Ok(x),
-        Ok(None) => Err(page_kit::plain(StatusCode::NOT_FOUND, "Not found")),
+        Ok(None) => {
+            // As an unknown link answers: a page, not bare text.
+            let s = PageStrings::of("en");
+            Err(page_kit::notice(
+                st,
+                StatusCode::NOT_FOUND,
+                s.lang,
+                s.not_found,
+                s.not_found,
+            ))
+        }
         Err(e) => Err(page_kit::failed(&e)),
     }
 }

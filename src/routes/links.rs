@@ -22,29 +22,11 @@ pub struct ConfirmForm {
     csrf: String,
 }
 
-fn notice(
-    st: &AppState,
-    status: actix_web::http::StatusCode,
-    lang: &str,
-    title: &str,
-    lead: &str,
-) -> HttpResponse {
-    let html = pages::render(&Page {
-        lang,
-        title,
-        lead,
-        form: None,
-        base_path: &page_kit::base_path(st),
-        brand: None,
-    });
-    page_kit::page(status, html, None, None)
-}
-
 /// A verified link, to any browser but the one that confirmed it: the sign-in is complete, in
 /// the link's language, and nobody is sent anywhere (API.md §17.2).
 fn done(st: &AppState, locale: Option<&crate::domain::locale::Locale>) -> HttpResponse {
     let s = PageStrings::of(locale.map_or("en", |l| l.as_str()));
-    notice(
+    page_kit::notice(
         st,
         actix_web::http::StatusCode::OK,
         s.lang,
@@ -65,7 +47,7 @@ pub async fn show(req: HttpRequest, st: State, token: web::Path<String>) -> Http
     match state {
         None => {
             let s = PageStrings::of("en");
-            notice(&st, StatusCode::NOT_FOUND, s.lang, s.not_found, s.not_found)
+            page_kit::notice(&st, StatusCode::NOT_FOUND, s.lang, s.not_found, s.not_found)
         }
         Some(LinkState::Verified(l)) => {
             let cookie = page_kit::cookie(&st, &req, COOKIE);
@@ -82,7 +64,7 @@ pub async fn show(req: HttpRequest, st: State, token: web::Path<String>) -> Http
         Some(LinkState::Ended(l)) => {
             let s = PageStrings::of(l.locale.as_ref().map_or("en", |l| l.as_str()));
             let lead = s.ended_lead.replace("{app}", &l.tenant_name);
-            notice(&st, StatusCode::GONE, s.lang, s.ended_title, &lead)
+            page_kit::notice(&st, StatusCode::GONE, s.lang, s.ended_title, &lead)
         }
         Some(LinkState::Open(l)) => {
             let s = PageStrings::of(l.locale.as_ref().map_or("en", |l| l.as_str()));
@@ -150,9 +132,9 @@ pub async fn confirm(
     {
         Ok(to) => page_kit::see_other(&to),
         Err(ConfirmError::NotFound) => {
-            notice(&st, StatusCode::NOT_FOUND, s.lang, s.not_found, s.not_found)
+            page_kit::notice(&st, StatusCode::NOT_FOUND, s.lang, s.not_found, s.not_found)
         }
-        Err(ConfirmError::Forbidden) => notice(
+        Err(ConfirmError::Forbidden) => page_kit::notice(
             &st,
             StatusCode::FORBIDDEN,
             s.lang,
@@ -161,7 +143,7 @@ pub async fn confirm(
         ),
         Err(ConfirmError::Done) => done(&st, lang.as_ref()),
         Err(ConfirmError::Ended) => {
-            notice(&st, StatusCode::GONE, s.lang, s.ended_title, s.ended_title)
+            page_kit::notice(&st, StatusCode::GONE, s.lang, s.ended_title, s.ended_title)
         }
     }
 }

@@ -166,3 +166,23 @@ pub(super) fn same_token(expected: &str, given: &str) -> bool {
     use subtle::ConstantTimeEq;
     !given.is_empty() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
 }
+
+/// A page that only says something (a link or a session that is not valid, a sign-in
+/// complete), in `lang`.
+pub(super) fn notice(
+    st: &AppState,
+    status: StatusCode,
+    lang: &str,
+    title: &str,
+    lead: &str,
+) -> HttpResponse {
+    let html = crate::pages::render(&crate::pages::Page {
+        lang,
+        title,
+        lead,
+        form: None,
+        base_path: &base_path(st),
+        brand: None,
+    });
+    page(status, html, None, None)
+}

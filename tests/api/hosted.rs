@@ -153,6 +153,16 @@ async fn without_a_public_url_there_are_no_hosted_sessions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_proves_an_address_on_the_pages_and_goes_back_once() {
     let (app, sk) = hosted_app("https://app.example.com").await;
+    // An unknown session is a page saying so, as an unknown link is (not bare text).
+    let r = reqwest::get(format!("{}/h/hs_{}", app.addr, "b".repeat(24)))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(r.text().await.unwrap().contains("This link is not valid."));
     // Bad requests change nothing.
     for (bad, status) in [
         (
