@@ -69,14 +69,17 @@ pub fn configured_master_key(settings: &Settings) -> Result<Option<MasterKey>, S
     }
 }
 
-/// A master key file that others than its owner can read is worth a loud line at start.
+/// A master key file that others than its owner can read is worth a loud line at start —
+/// one: the key is read more than once as the server starts (its checks, then the keyring).
 fn warn_if_readable_by_others(path: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static WARNED: AtomicBool = AtomicBool::new(false);
         if let Ok(meta) = std::fs::metadata(path) {
             let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
+            if mode & 0o077 != 0 && !WARNED.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     path = %path.display(),
                     mode = %format!("{mode:04o}"),

@@ -30,6 +30,8 @@ pub(crate) struct Running {
     pub(crate) port: u16,
     /// The database the "listening" line names.
     pub(crate) database: String,
+    /// The lines before the "listening" line.
+    pub(crate) before: Vec<String>,
     pub(crate) lines: mpsc::Receiver<String>,
 }
 
@@ -61,6 +63,7 @@ pub(crate) fn spawn(mut cmd: Command) -> Running {
         child,
         port: 0,
         database: String::new(),
+        before: Vec::new(),
         lines: rx,
     }
 }
@@ -69,7 +72,6 @@ impl Running {
     /// Read lines until the "listening" line (its port and database taken); the lines before
     /// it when none comes within 30 s of the last.
     pub(crate) fn listening(&mut self) -> Result<(), String> {
-        let mut seen = Vec::new();
         loop {
             match self.lines.recv_timeout(Duration::from_secs(30)) {
                 Ok(line) if line.contains("otpmint listening") => {
@@ -78,8 +80,8 @@ impl Running {
                     self.database = v["database"].as_str().unwrap_or_default().to_string();
                     return Ok(());
                 }
-                Ok(line) => seen.push(line),
-                Err(_) => return Err(seen.join("\n")),
+                Ok(line) => self.before.push(line),
+                Err(_) => return Err(self.before.join("\n")),
             }
         }
     }
@@ -136,6 +138,11 @@ fn first_run_creates_the_database_and_a_0600_key_file() {
         let mut cmd = otpmint(dir.path());
         cmd.env("OTPMINT__SERVER__BIND", "127.0.0.1:0");
         let running = serve(cmd).unwrap();
+        let warned = running
+            .before
+            .iter()
+            .filter(|l| l.contains("readable by others"));
+        assert_eq!(warned.count(), 1, "once at start: {:?}", running.before);
         drop(running);
         let mut cmd = otpmint(dir.path());
         cmd.args(["tenant", "list"]);
