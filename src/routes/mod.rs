@@ -147,9 +147,21 @@ async fn observe(
     Ok(res)
 }
 
-/// 405 with `Allow`: the methods the matched route answers (RFC 9110 §15.5.6).
+/// 405 with `Allow`: the methods the matched route answers (RFC 9110 §15.5.6). The pages
+/// and links are not there at all while `server.public_url` is empty (their GET answers 404):
+/// so is every other method on them.
 async fn method_not_allowed(req: actix_web::HttpRequest) -> HttpResponse {
     use actix_web::ResponseError;
+    let pattern = req.match_pattern().unwrap_or_default();
+    let page = ["/l/", "/h/", "/pages/"]
+        .iter()
+        .any(|p| pattern.starts_with(p));
+    let links_off = req
+        .app_data::<State>()
+        .is_some_and(|st| st.services.codes.links_base().is_none());
+    if page && links_off {
+        return ApiError::NotFound.error_response();
+    }
     let mut res = ApiError::Method.error_response();
     if let Some(allow) = req.match_pattern().and_then(|p| allow_of(&p)) {
         if let Ok(v) = HeaderValue::from_str(&allow) {

@@ -148,6 +148,21 @@ async fn without_a_public_url_there_are_no_hosted_sessions() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // Not there at all: another method is 404 too, not a 405 naming methods that 404.
+    for (method, path) in [
+        (reqwest::Method::PUT, "/l/abc"),
+        (reqwest::Method::DELETE, "/pages/style.css"),
+        (reqwest::Method::PUT, "/h/hs_x/send"),
+    ] {
+        let r = app
+            .client
+            .request(method.clone(), format!("{}{path}", app.addr))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{method} {path}");
+        assert!(r.headers().get("allow").is_none(), "{method} {path}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
