@@ -10,9 +10,10 @@ use crate::config::{LogFormat, LogSettings};
 /// PostgreSQL driver logs every statement's parameters at debug (recipient addresses, key
 /// digests; API.md §6.33); actix's HTTP/1 dispatcher logs every malformed request a client
 /// sends (a bad header, a broken chunk) at ERROR, so anyone could fill the error log (the
-/// client gets its 400 and the request is never seen by a route); the connection pool logs
-/// each failed connection at ERROR with its source file (a database away is already a 503
-/// `unavailable` with our own line, and a CLI command's one error line).
+/// client gets its 400 and the request is never seen by a route); the connection pools
+/// (`r2d2`, and by prefix `r2d2_sqlite`) log each failed connection at ERROR with their source
+/// file (a database away is already a 503 `unavailable` and `/readyz` with our own lines,
+/// and a CLI command's one error line).
 const MUTED: &[&str] = &[
     "actix_http::h1::dispatcher",
     "r2d2",

@@ -256,16 +256,16 @@ fn toml_value(v: &serde_json::Value) -> String {
     }
 }
 
-/// The keys a check holds another key to: an error on the first while only the second was
-/// set names where the second was set.
-const BOUNDED_BY: [(&str, &str); 4] = [
+/// The keys a check holds another key to, where the first's default can fall outside what a
+/// value of the second allows: an error on the first while only the second was set names
+/// where the second was set. (`hashing.memory_kib`'s default is at least 8 × any
+/// `hashing.parallelism`, and `limits.per_ip_burst`'s is never 0.)
+const BOUNDED_BY: [(&str, &str); 2] = [
     (
         "smtp.max_connections_per_tenant",
         "smtp.max_connections_limit",
     ),
     ("smtp.initial_connections", "smtp.max_connections_limit"),
-    ("hashing.memory_kib", "hashing.parallelism"),
-    ("limits.per_ip_burst", "limits.per_ip_per_second"),
 ];
 
 /// Where `key` was set: its environment variable, else the file (as its loading errors name
@@ -299,8 +299,10 @@ fn where_set(e: ConfigError, file: Option<&Path>, env_names: &[(String, String)]
             let Some((by, source)) = bound else {
                 return ConfigError::Invalid { key, message };
             };
-            let message =
-                format!("`{key}` {message}: it keeps its default, which `{by}` set here no longer allows; set `{key}` too");
+            let message = format!(
+                "`{key}` {message}: it keeps its default, which `{by}` set here no longer \
+                 allows; set `{key}` too"
+            );
             (source, message)
         }
     };

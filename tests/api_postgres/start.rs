@@ -32,10 +32,18 @@ async fn serve_waits_for_a_postgresql_not_up_yet_but_not_for_a_wrong_database() 
             .env("OTPMINT__DATABASE__START_WAIT_SECONDS", "120");
     };
 
-    // Another CLI command does not wait: refused at once, one line.
+    // Another CLI command does not wait: refused at once (well within the pool's own wait,
+    // set long here), one line.
     let mut cmd = crate::binary::otpmint(dir.path());
     with(&mut cmd, &later);
+    cmd.env("OTPMINT__DATABASE__TIMEOUT_SECONDS", "60");
+    let began = std::time::Instant::now();
     let out = cmd.args(["tenant", "list"]).output().unwrap();
+    assert!(
+        began.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        began.elapsed()
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(!err.contains("not up yet"), "{err}");
@@ -48,11 +56,18 @@ async fn serve_waits_for_a_postgresql_not_up_yet_but_not_for_a_wrong_database() 
     // With no wait, serve fails at once too, with the reason.
     let mut cmd = crate::binary::otpmint(dir.path());
     with(&mut cmd, &later);
+    let began = std::time::Instant::now();
     let out = cmd
         .arg("serve")
         .env("OTPMINT__DATABASE__START_WAIT_SECONDS", "0")
+        .env("OTPMINT__DATABASE__TIMEOUT_SECONDS", "60")
         .output()
         .unwrap();
+    assert!(
+        began.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        began.elapsed()
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(!err.contains("not up yet"), "{err}");
@@ -192,7 +207,13 @@ fn the_start_wait_gives_up_and_bounds_a_server_that_never_answers() {
             drop(conn);
         }
     });
-    let (code, err) = run(&at_port(&crate::helpers::pg_url_for(&base, name), port));
+    // Without TLS asked first, so the close meets the start-up message itself.
+    let url = at_port(&crate::helpers::pg_url_for(&base, name), port);
+    let url = format!(
+        "{url}{}sslmode=disable",
+        if url.contains('?') { '&' } else { '?' }
+    );
+    let (code, err) = run(&url);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("PostgreSQL is not up yet"), "waited: {err}");
 }

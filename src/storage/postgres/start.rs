@@ -60,7 +60,8 @@ fn not_up_yet(e: &::postgres::Error) -> bool {
         return matches!(db.code().code(), "57P03" | "53300");
     }
     // Closed before the start-up finished: a proxy (Docker's, HAProxy) whose database is not
-    // there yet accepts and closes.
+    // there yet accepts and closes. (So does a port that is not PostgreSQL's at all: that
+    // costs the whole wait, with a warning naming it at each try.)
     if e.is_closed() {
         return true;
     }
@@ -126,7 +127,9 @@ fn try_once(
 /// Wait, for at most `wait`, until the server takes a connection while it is not up yet
 /// ([`Miss::passing`]), warning at each try; each try takes at most `timeout`
 /// (`database.timeout_seconds`). Any other failure, or one past `wait`, is returned at once;
-/// with no wait there is one try, so a server that is not there fails at once with its reason.
+/// with no wait there is one try, so a server that is not there fails at once with its reason
+/// (also one starting up or full: 57P03, 53300 — the CLI's commands, which never wait, say so
+/// at once rather than retrying for `database.timeout_seconds`).
 pub(super) fn wait_until_up(
     config: &::postgres::Config,
     tls: &MakeRustlsConnect,

@@ -71,17 +71,18 @@ pub fn check_url(url: &str) -> Result<(), String> {
 
 /// `database.url` read: the client library's configuration and the TLS mode.
 fn parsed(url: &str) -> Result<(::postgres::Config, Mode), StoreError> {
-    // The client takes the first `@` as the end of the credentials, so a raw `@` in the
-    // password would make the rest of it part of the host name — and of every message that
-    // names the host. Refused, the password unsaid.
-    let authority = url.split_once("://").map_or(url, |(_, rest)| {
-        rest.split(['/', '?']).next().unwrap_or(rest)
-    });
-    if authority.matches('@').count() > 1 {
-        return Err(bad(
-            "it holds more than one '@' before the host: write an '@' in the user name or \
-             password as %40",
-        ));
+    // The client ends the credentials at the first `@` of everything after `://`, and takes
+    // what follows, up to `/` or `?`, as the host: an `@` written raw in a password (or
+    // anywhere past the host with no credentials before it) would make the rest of the URL —
+    // part of the password — the host name, which messages then show. Refused, unsaid.
+    if let Some((creds, after)) = url.split_once("://").and_then(|(_, r)| r.split_once('@')) {
+        let host = after.split(['/', '?']).next().unwrap_or(after);
+        if creds.contains(['/', '?']) || host.contains('@') {
+            return Err(bad(
+                "it holds an '@' the client would read as the end of the user name and \
+                 password: write an '@' in the user name, password or options as %40",
+            ));
+        }
     }
     let (url, mode) = split_sslmode(url)?;
     // The parser's messages can quote the URL, password included: say only what it is.
@@ -252,11 +253,24 @@ mod tests {
 
     #[test]
     fn a_raw_at_sign_in_the_password_is_refused_without_echoing_it() {
-        let e = check_url("postgres://root:MyS3cret@Passw0rd@127.0.0.1:5432/db").unwrap_err();
-        assert!(e.contains("%40"), "{e}");
-        assert!(!e.contains("S3cret") && !e.contains("Passw0rd"), "{e}");
-        check_url("postgres://root:MyS3cret%40Passw0rd@127.0.0.1:5432/db").unwrap();
-        check_url("postgres://root@127.0.0.1:5432/db?application_name=a@b").unwrap();
+        for url in [
+            "postgres://root:MyS3cret@Passw0rd@127.0.0.1:5432/db",
+            "postgres://h:5432/db?user=u&password=MyS3cret@Passw0rd",
+            "postgres://u:MyS3/cret@Passw0rd@h/db",
+        ] {
+            let e = check_url(url).unwrap_err();
+            assert!(e.contains("%40"), "{url}: {e}");
+            assert!(!e.contains("S3") && !e.contains("Passw0rd"), "{url}: {e}");
+        }
+        for url in [
+            "postgres://root:MyS3cret%40Passw0rd@127.0.0.1:5432/db",
+            "postgres://root@127.0.0.1:5432/db?application_name=a@b",
+            "postgresql://u:p@[::1]:5432/db",
+            "postgres://u@h/db",
+            "postgres://h/db",
+        ] {
+            check_url(url).unwrap();
+        }
     }
 
     #[test]
