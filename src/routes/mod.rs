@@ -163,7 +163,7 @@ async fn method_not_allowed(req: actix_web::HttpRequest) -> HttpResponse {
         return ApiError::NotFound.error_response();
     }
     let mut res = ApiError::Method.error_response();
-    if let Some(allow) = req.match_pattern().and_then(|p| allow_of(&p)) {
+    if let Some(allow) = allow_of(&pattern) {
         if let Ok(v) = HeaderValue::from_str(&allow) {
             res.headers_mut().insert(actix_web::http::header::ALLOW, v);
         }

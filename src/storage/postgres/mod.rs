@@ -54,7 +54,7 @@ pub struct PgOptions {
     /// Connect and pool-wait timeout.
     pub timeout: Duration,
     /// How long opening waits for a server that is not up yet (`database.start_wait_seconds`;
-    /// zero: not at all).
+    /// zero: one try, its failure at once).
     pub start_wait: Duration,
 }
 
