@@ -4,18 +4,20 @@
 use super::super::*;
 use super::env;
 
-#[test]
-fn a_value_out_of_range_names_the_file_or_variable_that_set_it() {
+/// The error of loading a file `c.toml` of `text` (the directory lives as long as its guard).
+fn file_error(text: &str) -> (tempfile::TempDir, std::path::PathBuf, String) {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("c.toml");
-    std::fs::write(
-        &p,
-        "[otp]\ncode_length = 3\n[server]\nbind = \"127.0.0.1:0\"\n",
-    )
-    .unwrap();
+    std::fs::write(&p, text).unwrap();
     let err = Settings::load_from(Some(&p), env(&[]))
         .unwrap_err()
         .to_string();
+    (dir, p, err)
+}
+
+#[test]
+fn a_value_out_of_range_names_the_file_or_variable_that_set_it() {
+    let (_dir, p, err) = file_error("[otp]\ncode_length = 3\n[server]\nbind = \"127.0.0.1:0\"\n");
     assert_eq!(
         err,
         format!(
@@ -66,16 +68,8 @@ fn a_default_a_set_key_no_longer_allows_names_where_that_key_was_set() {
 
 #[test]
 fn a_secret_and_its_file_both_set_name_the_file_that_set_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("c.toml");
-    std::fs::write(
-        &p,
-        "[admin]\ntoken = \"t0ken-never-shown-0123456789abcdef\"\ntoken_file = \"x\"\n",
-    )
-    .unwrap();
-    let err = Settings::load_from(Some(&p), env(&[]))
-        .unwrap_err()
-        .to_string();
+    let (_dir, p, err) =
+        file_error("[admin]\ntoken = \"t0ken-never-shown-0123456789abcdef\"\ntoken_file = \"x\"\n");
     assert_eq!(
         err,
         format!(
