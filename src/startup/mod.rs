@@ -31,7 +31,9 @@ pub use keys::{configured_master_key, migrate_store, open_keyring, previous_mast
 pub enum StartupError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    #[error("database: {0}")]
+    /// Said once: a store error that already names the database is not prefixed again
+    /// (before: "database: database unavailable: …").
+    #[error("{}", store_text(.0))]
     Store(#[from] crate::storage::StoreError),
     #[error(transparent)]
     Key(#[from] KeyError),
@@ -39,6 +41,17 @@ pub enum StartupError {
     MasterKey(String),
     #[error("{0}")]
     Other(String),
+}
+
+/// A store error as start-up says it: with `database: ` before it unless it names the
+/// database itself.
+fn store_text(e: &crate::storage::StoreError) -> String {
+    let text = e.to_string();
+    if text.starts_with("database") || text.starts_with("PostgreSQL") {
+        text
+    } else {
+        format!("database: {text}")
+    }
 }
 
 /// Resolve a relative path against the working directory.
@@ -427,5 +440,25 @@ impl Application {
             tracing::warn!("the audit queue could not be written before stopping");
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StartupError;
+    use crate::storage::StoreError;
+
+    #[test]
+    fn a_store_error_names_the_database_once() {
+        let said = |e: StoreError| StartupError::from(e).to_string();
+        assert_eq!(
+            said(StoreError::Unavailable("no database connection".into())),
+            "database unavailable: no database connection"
+        );
+        assert_eq!(
+            said(StoreError::Conflict("tenant")),
+            "database: conflict: tenant"
+        );
+        assert_eq!(said(StoreError::Unsupported("x")), "database: x");
     }
 }
