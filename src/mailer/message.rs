@@ -2,7 +2,8 @@
 //! `multipart/alternative` with the text part first and HTML second, an RFC 2047 subject,
 //! `Date`, `Message-ID` and `Auto-Submitted: auto-generated`. Bodies are 7bit when they are
 //! ASCII with lines of at most 998 characters (kept whole), else quoted-printable — which
-//! never encodes a digit, so the code stays a readable run of digits in the raw message.
+//! never encodes a digit and never breaks a line inside the code (`qp.rs`), so the code
+//! stays a readable run of digits in the raw message.
 
 use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
 use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
@@ -23,9 +24,11 @@ fn body(s: &str) -> Body {
         // allows 998, so ASCII text up to that goes as it is, its lines ended by CRLF.
         return Body::dangerous_pre_encoded(lines.into_bytes(), ContentTransferEncoding::SevenBit);
     }
-    // Quoted-printable accepts any input.
-    Body::new_with_encoding(s.to_string(), ContentTransferEncoding::QuotedPrintable)
-        .unwrap_or_else(|_| Body::new(s.to_string()))
+    // Quoted-printable accepts any input; ours breaks lines between words (`qp.rs`).
+    Body::dangerous_pre_encoded(
+        super::qp::encode(s).into_bytes(),
+        ContentTransferEncoding::QuotedPrintable,
+    )
 }
 
 /// `s` with CRLF line endings when it can go as 7bit (RFC 2045 §2.7): ASCII, no NUL and no

@@ -7,6 +7,7 @@ mod connect;
 mod dkim;
 mod error;
 mod message;
+mod qp;
 mod target;
 mod transact;
 
