@@ -68,7 +68,11 @@ impl Mailer {
             };
             let creds =
                 Credentials::new(target.username.clone(), secret.expose_secret().to_string());
-            if let Err(e) = conn.auth(mechanisms, &creds).await {
+            let logged_in = match &target.auth {
+                SmtpAuth::Xoauth2(_) => xoauth2(&mut conn, &creds).await,
+                SmtpAuth::Password(_) => conn.auth(mechanisms, &creds).await,
+            };
+            if let Err(e) = logged_in {
                 conn.abort().await;
                 let reason = if e.is_timeout() {
                     DeliveryReason::Timeout
@@ -312,4 +316,38 @@ impl AsyncTokioStream for TlsStream {
     fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.tls.get_ref().0.peer_addr()
     }
+}
+
+/// A bare CRLF: the empty answer to a SASL challenge.
+struct EmptyAnswer;
+
+impl std::fmt::Display for EmptyAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\r\n")
+    }
+}
+
+/// SASL XOAUTH2 with its initial response. A relay may refuse the token with a `334` that
+/// carries the error (Gmail does); RFC 7628 §3.2.3 has the client answer it with an empty
+/// line, after which the relay ends the exchange with its `535`. lettre's `auth` cannot
+/// answer it: it fails there, and the `QUIT` that follows is read by the relay as the SASL
+/// answer.
+async fn xoauth2(
+    conn: &mut AsyncSmtpConnection,
+    creds: &Credentials,
+) -> Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error> {
+    if !conn
+        .server_info()
+        .supports_auth_mechanism(Mechanism::Xoauth2)
+    {
+        // lettre says it: no compatible mechanism.
+        return conn.auth(&[Mechanism::Xoauth2], creds).await;
+    }
+    let auth =
+        lettre::transport::smtp::commands::Auth::new(Mechanism::Xoauth2, creds.clone(), None)?;
+    let answer = conn.command(auth).await?;
+    if answer.has_code(334) {
+        return conn.command(EmptyAnswer).await;
+    }
+    Ok(answer)
 }

@@ -212,6 +212,29 @@ async fn a_token_the_relay_refuses_is_fetched_anew_once() {
     assert_eq!(tokens.requests(), before + 1, "the token was kept");
 }
 
+/// Gmail refuses a token with a `334` carrying the error; RFC 7628 §3.2.3 has the client
+/// answer it with an empty line (before: nothing was answered, and the `QUIT` that followed
+/// was read by the relay as the SASL answer). The refusal still gets one new token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_refused_with_a_challenge_gets_the_empty_answer_and_is_fetched_anew_once() {
+    let (app, tokens) = setup().await;
+    let (_, sk, _) = oauth2_tenant(&app, client_credentials(&tokens)).await;
+    app.smtp.set_hang_up_after_message(true);
+    app.smtp.refuse_xoauth2_as_gmail(true);
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+    tokens.revoke_access_tokens();
+    let (key, code) = app.mint(&sk, "bob@example.com").await;
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+    assert_eq!(tokens.requests(), 2);
+    assert_eq!(app.smtp.xoauth2_counts().1, 1, "one refusal");
+    assert_eq!(
+        app.smtp.sasl_misanswers(),
+        0,
+        "the challenge got the empty line"
+    );
+}
+
 /// `otpmint smtp test` logs in as the server does: a token the relay refuses (here the
 /// first it is shown, fresh as it is) is fetched anew once before the test fails (§15.1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

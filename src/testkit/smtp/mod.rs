@@ -133,6 +133,10 @@ struct State {
     xoauth2: Mutex<Option<TokenCheck>>,
     xoauth2_logins: AtomicUsize,
     xoauth2_refusals: AtomicUsize,
+    /// Refuse a token as Gmail does: a `334` carrying the error, then `535` after the
+    /// client's empty answer (RFC 7628 §3.2.3); any other answer is counted and gets `501`.
+    xoauth2_as_gmail: std::sync::atomic::AtomicBool,
+    sasl_misanswers: AtomicUsize,
     /// Open (true) or closed: a closed gate keeps each message at its final `.` until it
     /// opens (a relay that has not answered yet, for as long as a test needs).
     gate: tokio::sync::watch::Sender<bool>,
@@ -257,6 +261,8 @@ impl SmtpServer {
             xoauth2: Mutex::new(None),
             xoauth2_logins: AtomicUsize::new(0),
             xoauth2_refusals: AtomicUsize::new(0),
+            xoauth2_as_gmail: std::sync::atomic::AtomicBool::new(false),
+            sasl_misanswers: AtomicUsize::new(0),
             gate: tokio::sync::watch::Sender::new(true),
         });
         let st = Arc::clone(&state);
@@ -289,6 +295,17 @@ impl SmtpServer {
             self.state.xoauth2_logins.load(Ordering::SeqCst),
             self.state.xoauth2_refusals.load(Ordering::SeqCst),
         )
+    }
+
+    /// Refuse XOAUTH2 tokens as Gmail does (a `334` with the error first) or, the default,
+    /// as Microsoft 365 does (`535` at once).
+    pub fn refuse_xoauth2_as_gmail(&self, on: bool) {
+        self.state.xoauth2_as_gmail.store(on, Ordering::SeqCst);
+    }
+
+    /// Answers to an XOAUTH2 error challenge that were not the empty line RFC 7628 asks.
+    pub fn sasl_misanswers(&self) -> usize {
+        self.state.sasl_misanswers.load(Ordering::SeqCst)
     }
 
     pub fn set_mode(&self, mode: Mode) {

@@ -180,6 +180,21 @@ async fn session(
                     st.xoauth2_logins.fetch_add(1, Ordering::SeqCst);
                     "235 2.7.0 Authentication successful\r\n".into()
                 }
+                None if st.xoauth2_as_gmail.load(Ordering::SeqCst) => {
+                    st.xoauth2_refusals.fetch_add(1, Ordering::SeqCst);
+                    // {"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}
+                    r.get_mut()
+                        .write_all(b"334 eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIiwic2NvcGUiOiJodHRwczovL21haWwuZ29vZ2xlLmNvbS8ifQ==\r\n")
+                        .await?;
+                    let mut answer = String::new();
+                    r.read_line(&mut answer).await?;
+                    if answer.trim_end_matches(['\r', '\n']).is_empty() {
+                        "535 5.7.8 Username and Password not accepted\r\n".into()
+                    } else {
+                        st.sasl_misanswers.fetch_add(1, Ordering::SeqCst);
+                        "501 5.5.2 Cannot Decode response\r\n".into()
+                    }
+                }
                 None => {
                     st.xoauth2_refusals.fetch_add(1, Ordering::SeqCst);
                     "535 5.7.3 Authentication unsuccessful\r\n".into()
