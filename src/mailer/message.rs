@@ -48,6 +48,34 @@ fn seven_bit(s: &str) -> Option<String> {
     Some(out)
 }
 
+/// A subject with text that reads as an RFC 2047 encoded word (`=?utf-8?q?x?=`), as RFC 2047
+/// encoded words whole. lettre leaves an ASCII word as it is, and a mail client would decode
+/// that one into other text than the tenant wrote; encoded, it shows as written.
+fn subject_encoded_whole(subject: &str) -> Option<HeaderValue> {
+    use base64::Engine;
+    if !subject.contains("=?") {
+        return None;
+    }
+    let mut words = Vec::new();
+    let mut rest = subject;
+    while !rest.is_empty() {
+        // 39 bytes: 52 characters of base64, a folded line of at most 73.
+        let mut end = rest.len().min(39);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (word, after) = rest.split_at(end);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(word);
+        words.push(format!("=?utf-8?b?{b64}?="));
+        rest = after;
+    }
+    Some(HeaderValue::dangerous_new_pre_encoded(
+        HeaderName::new_from_ascii_str("Subject"),
+        subject.to_string(),
+        words.join("\r\n "),
+    ))
+}
+
 fn part(s: &str, kind: ContentType) -> SinglePart {
     SinglePart::builder().header(kind).body(body(s))
 }
@@ -78,10 +106,12 @@ pub(super) fn render(
         Some(id) => id.to_string(),
         None => new_message_id(&target.from),
     };
-    let builder = Message::builder()
-        .from(from)
-        .to(Mailbox::new(None, to))
-        .subject(msg.subject)
+    let builder = Message::builder().from(from).to(Mailbox::new(None, to));
+    let builder = match subject_encoded_whole(msg.subject) {
+        Some(subject) => builder.raw_header(subject),
+        None => builder.subject(msg.subject),
+    };
+    let builder = builder
         .message_id(Some(message_id))
         .raw_header(HeaderValue::new(
             HeaderName::new_from_ascii_str("Auto-Submitted"),
@@ -180,6 +210,48 @@ mod tests {
             "Message-ID: {raw}"
         );
         assert_eq!(hello_name(&t.from), "xn--bcher-kva.example");
+    }
+
+    #[test]
+    fn a_subject_that_reads_as_an_encoded_word_is_encoded_whole() {
+        use base64::Engine;
+        let subject = "Şifre: 407139 «test» =?utf-8?q?notreally?= and a long tail of words";
+        let (_, raw) = render(
+            &target(),
+            &Outgoing {
+                to: "ada@example.com",
+                subject,
+                text: "407139\r\n",
+                html: None,
+                message_id: None,
+                dkim: None,
+                before_body: None,
+            },
+        )
+        .unwrap();
+        let raw = String::from_utf8(raw).unwrap();
+        assert!(!raw.contains("notreally"), "{raw}");
+        let head = &raw[raw.find("Subject: ").unwrap() + 9..];
+        let mut decoded = Vec::new();
+        let mut lines = 0;
+        for (i, line) in head.split("\r\n").enumerate() {
+            if i > 0 && !line.starts_with(' ') {
+                break;
+            }
+            lines += 1;
+            assert!(line.len() + if i == 0 { 9 } else { 0 } <= 78, "{line}");
+            let b64 = line.trim().strip_prefix("=?utf-8?b?").unwrap();
+            let b64 = b64.strip_suffix("?=").unwrap();
+            decoded.extend(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .unwrap(),
+            );
+        }
+        assert!(lines > 1);
+        assert_eq!(String::from_utf8(decoded).unwrap(), subject);
+        // Any other subject goes as lettre writes it.
+        assert!(subject_encoded_whole("Ihr Code für Acme").is_none());
     }
 
     #[test]
