@@ -22,8 +22,8 @@ const KINDS: [&str; 5] = ["postmark", "resend", "sendgrid", "mailgun", "ses"];
 const RESEND_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const MAILGUN_SIGNING: &str = "mailgun-signing-key-1";
 
-/// A fake SNS host: the certificate at /cert.pem, 200 for anything else (the subscription
-/// confirmation).
+/// A fake SNS host: the certificate at /cert.pem, 404 at /missing.pem, 503 at /down.pem,
+/// 200 for anything else (the subscription confirmation).
 async fn sns_host() -> HttpReceiver {
     HttpReceiver::start_with(
         true,
@@ -34,6 +34,10 @@ async fn sns_host() -> HttpReceiver {
                     headers: vec![("content-type".into(), "application/x-pem-file".into())],
                     body: SNS_TEST_CERT.as_bytes().to_vec(),
                 }
+            } else if r.path.starts_with("/missing.pem") {
+                Reply::empty(404)
+            } else if r.path.starts_with("/down.pem") {
+                Reply::empty(503)
             } else {
                 Reply::empty(200)
             }
@@ -443,6 +447,24 @@ async fn complaints_suppress_and_soft_bounces_other_tenants_and_other_hosts_do_n
     let (st, _) = s.post("ses", &c, (Vec::new(), evil)).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
     assert_eq!(s.sns.requests().len(), fetched);
+    // A certificate the host does not have is no message SNS signed (401); a host that
+    // fails answers 503, so SNS sends the message again.
+    for (path, want) in [
+        ("/missing.pem", StatusCode::UNAUTHORIZED),
+        ("/down.pem", StatusCode::SERVICE_UNAVAILABLE),
+    ] {
+        let msg = sns_message(
+            2,
+            SNS_TOPIC,
+            "Notification",
+            "sns-c",
+            "{}",
+            &s.sns.url(path),
+            "",
+        );
+        let (st, v) = s.post("ses", &c, (Vec::new(), msg)).await;
+        assert_eq!(st, want, "{path}: {v}");
+    }
     let sub = sns_message(
         2,
         SNS_TOPIC,

@@ -455,6 +455,11 @@ impl Events {
             .await
         {
             Ok((200, body)) => body,
+            // No such certificate at SNS's own address: not a message SNS signed.
+            Ok((status, _)) if (400..500).contains(&status) => {
+                tracing::warn!(status, "the SNS signing certificate was not found");
+                return Err(ServiceError::EventUnverified);
+            }
             Ok((status, _)) => {
                 tracing::warn!(status, "the SNS signing certificate could not be fetched");
                 // Not the sender's fault: 503, so SNS sends it again.
@@ -462,12 +467,23 @@ impl Events {
                     "the SNS signing certificate could not be fetched".into(),
                 ));
             }
-            Err(e) => {
+            // Not to be fetched from there, or not a certificate's size: refused.
+            Err(e @ ("host_not_allowed" | "malformed" | "too_large")) => {
                 tracing::warn!(
                     error = e,
                     "the SNS signing certificate could not be fetched"
                 );
                 return Err(ServiceError::EventUnverified);
+            }
+            // No answer (a connect, TLS, name or time failure): SNS sends it again on 503.
+            Err(e) => {
+                tracing::warn!(
+                    error = e,
+                    "the SNS signing certificate could not be fetched"
+                );
+                return Err(ServiceError::Unavailable(
+                    "the SNS signing certificate could not be fetched".into(),
+                ));
             }
         };
         let mut kept = certs().lock().unwrap_or_else(|e| e.into_inner());
