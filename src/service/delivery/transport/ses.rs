@@ -2,7 +2,8 @@
 //! `email.{region}.amazonaws.com`, signed with AWS Signature Version 4 (service `ses`), JSON
 //! `FromEmailAddress`, `Destination.ToAddresses`, `Content.Simple` (subject, text and HTML
 //! bodies, UTF-8) and `ConfigurationSetName`. It answers 200 with `MessageId`; an error
-//! names its type in the `x-amzn-ErrorType` header (`MessageRejected:…`).
+//! names its type in the `x-amzn-ErrorType` header (`MessageRejected:…`) or the body's
+//! `__type`.
 
 use serde_json::json;
 
@@ -78,14 +79,21 @@ impl Api for Ses {
         api::accepted(
             a,
             |_| v.get("MessageId").and_then(api::text_of),
-            |a| {
-                a.headers
-                    .get("x-amzn-errortype")
-                    .and_then(|v| v.to_str().ok())
-                    .map(|t| t.split(':').next().unwrap_or(t).to_string())
-            },
+            |a| error_type(a, &v),
         )
     }
+}
+
+/// The error's type: the `x-amzn-ErrorType` header, else the body's `__type` (as AWS's own
+/// SDKs read it), without its namespace (`…#`) or its `:…` tail.
+fn error_type(a: &ApiAnswer, body: &serde_json::Value) -> Option<String> {
+    let t = a
+        .headers
+        .get("x-amzn-errortype")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| body.get("__type").and_then(|t| t.as_str()))?;
+    let t = t.rsplit('#').next().unwrap_or(t);
+    Some(t.split(':').next().unwrap_or(t).to_string()).filter(|t| !t.is_empty())
 }
 
 /// The `Host` a request to `base` names (with its port when it has one): it is signed.
@@ -96,4 +104,43 @@ fn host_of(base: &str) -> Option<String> {
         Some(p) => format!("{h}:{p}"),
         None => h,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(header: Option<&str>, body: &str) -> ApiAnswer {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(h) = header {
+            headers.insert("x-amzn-errortype", h.parse().unwrap());
+        }
+        ApiAnswer {
+            status: 400,
+            retry_after: None,
+            headers,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_error_type_comes_from_the_header_else_the_body() {
+        let typed = |h, b| {
+            let a = answer(h, b);
+            error_type(&a, &api::json(&a))
+        };
+        let header = "MessageRejected:http://internal.amazon.com/coral/com.amazonaws.sesv2/";
+        assert_eq!(
+            typed(Some(header), "{}").as_deref(),
+            Some("MessageRejected")
+        );
+        let body = r#"{"__type":"com.amazonaws.sesv2#BadRequestException","message":"x"}"#;
+        assert_eq!(typed(None, body).as_deref(), Some("BadRequestException"));
+        assert_eq!(
+            typed(Some("NotFoundException"), body).as_deref(),
+            Some("NotFoundException")
+        );
+        assert_eq!(typed(None, "{}"), None);
+        assert_eq!(typed(None, "not json"), None);
+    }
 }
