@@ -63,6 +63,7 @@ impl Services {
             delivery: Arc::clone(&delivery),
             events: Arc::clone(&events),
             turns: Arc::default(),
+            sends: Arc::default(),
         });
         let admin = Arc::new(Admin {
             core: Arc::clone(&core),

@@ -280,6 +280,64 @@ async fn fifty_parallel_wrong_guesses_evaluate_exactly_max_attempts() {
     assert_eq!(v["code"], "attempts_exhausted");
 }
 
+/// A code whose only attempt is taken by the right code still being compared is not
+/// exhausted: a status read waits for that verify's outcome (`verified`), and a cancel
+/// either cancels it (the verify then fails) or says it was used — never
+/// `attempts_exhausted`, which is final. (Before, both said exhausted, then it verified.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_being_checked_is_never_called_exhausted_by_a_status_read_or_a_cancel() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant_with(json!({"max_attempts": 1})).await;
+    for round in 0..6 {
+        let (key, code) = app.mint(&sk, &format!("poll{round}@example.com")).await;
+        let done = AtomicBool::new(false);
+        let verify = async {
+            let r = app.verify(&sk, &key, &code).await;
+            done.store(true, Ordering::SeqCst);
+            r
+        };
+        let poll = async {
+            let mut seen = Vec::new();
+            while !done.load(Ordering::SeqCst) {
+                let (_, v) = body(app.get(&format!("/v1/otp/{key}"), &sk).await).await;
+                seen.push(v["status"].as_str().unwrap_or_default().to_string());
+            }
+            seen
+        };
+        let ((s, v), seen) = tokio::join!(verify, poll);
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert!(
+            seen.iter().all(|st| st == "pending" || st == "verified"),
+            "{seen:?}"
+        );
+    }
+    for round in 0..12 {
+        let (key, code) = app.mint(&sk, &format!("cancel{round}@example.com")).await;
+        let cancel = async {
+            tokio::time::sleep(std::time::Duration::from_millis(round)).await;
+            body(app.delete(&format!("/v1/otp/{key}"), &sk).await).await
+        };
+        let ((vs, vv), (cs, cv)) = tokio::join!(app.verify(&sk, &key, &code), cancel);
+        match cs {
+            StatusCode::NO_CONTENT => {
+                assert_eq!(
+                    (vs, vv["code"].as_str()),
+                    (StatusCode::GONE, Some("otp_cancelled"))
+                )
+            }
+            _ => {
+                assert_eq!(
+                    (cs, cv["code"].as_str()),
+                    (StatusCode::GONE, Some("otp_used")),
+                    "{cv}"
+                );
+                assert_eq!(vs, StatusCode::OK, "{vv}");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn pending_codes_survive_a_restart() {
     let app = spawn_app().await;

@@ -17,7 +17,7 @@ use crate::service::codes::mint::MintRequest;
 use crate::service::codes::verify::Caller;
 use crate::service::core::audit::RequestContext;
 use crate::service::{Codes, ServiceError};
-use crate::storage::{Session, SessionFinisher, SessionRow};
+use crate::storage::{CodeKey, Session, SessionFinisher, SessionRow};
 
 /// How long a person has to finish a hosted session.
 pub const SESSION_MS: Millis = 30 * 60 * 1000;
@@ -139,11 +139,29 @@ impl Codes {
 
     /// A session of this tenant (another tenant's is not found).
     pub async fn hosted_outcome(&self, tenant: &Tenant, id: &str) -> Result<Outcome, ServiceError> {
-        let row = self
+        let mut row = self
             .hosted_row(id)
             .await?
             .filter(|r| r.session.tenant_id == tenant.id)
             .ok_or(ServiceError::SessionNotFound)?;
+        // Not `failed` while the verify that took its code's last attempt is still comparing.
+        if status_of(&row, self.core.now()) == "failed" {
+            if let Some(key) = self.session_key(&row, tenant).await {
+                let k = CodeKey {
+                    tenant: tenant.id.clone(),
+                    key_digest: self.key_digest(&key),
+                    flavor: CodeApi::Native,
+                };
+                let (read, now) = (k.clone(), self.core.now());
+                if let Some(view) = self.core.db(move |s| s.challenge(&read, now)).await? {
+                    self.settled_view(&k, view, now).await?;
+                    row = self
+                        .hosted_row(id)
+                        .await?
+                        .ok_or(ServiceError::SessionNotFound)?;
+                }
+            }
+        }
         // The address is shown until the outcome is claimed (API.md §17.2).
         Ok(Outcome {
             status: status_of(&row, self.core.now()),
@@ -233,6 +251,15 @@ impl Codes {
         email: &str,
         ctx: &RequestContext,
     ) -> Result<(), PageError> {
+        // One send of a session at a time here: a double click's second send waits for the
+        // first, then finds its code and sends another under the same key (or meets the
+        // cooldown) — not a second mint, which would supersede the code just sent.
+        let _turn = self.sends.alone(row.session.id.as_bytes()).await;
+        let row = &match self.hosted_row(&row.session.id).await {
+            Ok(Some(row)) => row,
+            Ok(None) => return Err(PageError::Over),
+            Err(_) => return Err(PageError::NotSent),
+        };
         if status_of(row, self.core.now()) != "open" {
             return Err(PageError::Over);
         }

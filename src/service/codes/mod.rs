@@ -29,4 +29,7 @@ pub struct Codes {
     /// The verifies of each key under way in this process (a verify that finds no attempt
     /// left waits for them before it says why).
     pub(crate) turns: Arc<turns::KeyTurns>,
+    /// The hosted sessions whose code is being sent in this process (one send of a session
+    /// at a time: a double click does not mint twice).
+    pub(crate) sends: Arc<turns::KeyTurns>,
 }

@@ -1,6 +1,7 @@
 //! Why a verify could take no attempt: the code is unknown or ended, the recipient's
 //! failure budget is spent, or — every attempt taken moments ago by another instance — the
-//! answer waits for that verify's outcome.
+//! answer waits for that verify's outcome. A status read and a cancel wait the same way
+//! before they call a code exhausted.
 
 use crate::domain::challenge::{ChallengeView, Status};
 use crate::domain::keys::{CodeApi, TenantId};
@@ -48,6 +49,29 @@ impl Codes {
             }
         }
         Ok(Some((view, now)))
+    }
+
+    /// `view` as it stands once the verifies that took its attempts have their outcome: a
+    /// code that shows every attempt taken may have a copy of the right code still being
+    /// compared, so a status read or a cancel must not call it exhausted yet. This
+    /// process's verifies of the key are waited for, another instance's last one is read
+    /// again for [`IN_FLIGHT`] at most. `None`: the code is gone.
+    pub(super) async fn settled_view(
+        &self,
+        k: &CodeKey,
+        view: ChallengeView,
+        now: Millis,
+    ) -> Result<Option<(ChallengeView, Millis)>, ServiceError> {
+        if view.status_at(now) != Status::Exhausted {
+            return Ok(Some((view, now)));
+        }
+        self.turns.wait_for(&k.key_digest).await;
+        let now = self.core.now();
+        let read = k.clone();
+        let Some(view) = self.core.db(move |s| s.challenge(&read, now)).await? else {
+            return Ok(None);
+        };
+        self.settled_elsewhere(k, view, now).await
     }
 
     /// Why no attempt could be reserved: unknown, ended, or the recipient is blocked.

@@ -28,10 +28,18 @@ impl Codes {
     ) -> Result<ChallengeView, ServiceError> {
         let k = self.code_key(tenant, key, flavor);
         let now = self.core.now();
-        self.core
-            .db(move |s| s.challenge(&k, now))
+        let read = k.clone();
+        let view = self
+            .core
+            .db(move |s| s.challenge(&read, now))
             .await?
-            .ok_or(ServiceError::OtpNotFound)
+            .ok_or(ServiceError::OtpNotFound)?;
+        // Not `exhausted` while the verify that took its last attempt is still comparing.
+        let (view, _) = self
+            .settled_view(&k, view, now)
+            .await?
+            .ok_or(ServiceError::OtpNotFound)?;
+        Ok(view)
     }
 
     pub async fn cancel(
@@ -43,30 +51,47 @@ impl Codes {
         ctx: &RequestContext,
     ) -> Result<(), ServiceError> {
         let k = self.code_key(tenant, key, flavor);
-        let now = self.core.now();
         let audit = self.core.audit.slot()?;
-        match self.core.db(move |s| s.cancel(&k, now)).await? {
-            None => Err(ServiceError::OtpNotFound),
-            Some((true, v)) => {
-                audit.record(tenant, now, "cancel", &v.email, "cancelled", ctx);
-                self.events
-                    .emit(
-                        tenant,
-                        subscribed,
-                        EventType::OtpCancelled,
-                        EventData {
-                            shareable_key: key.expose(),
-                            recipient: &v.email,
-                            channel: v.channel,
-                            purpose: v.purpose.as_str(),
-                            locale: v.locale.as_ref().map(|l| l.as_str()),
-                            reason: None,
-                        },
-                    )
-                    .await;
-                Ok(())
+        let mut tries = 0;
+        let (v, now) = loop {
+            tries += 1;
+            let now = self.core.now();
+            let cancel = k.clone();
+            match self.core.db(move |s| s.cancel(&cancel, now)).await? {
+                None => return Err(ServiceError::OtpNotFound),
+                Some((true, v)) => break (v, now),
+                Some((false, v)) => {
+                    // Every attempt taken: once their verifies have their outcome the code
+                    // is verified or exhausted — or pending again (an attempt given back),
+                    // and cancelled then.
+                    let (v, now) = self
+                        .settled_view(&k, v, now)
+                        .await?
+                        .ok_or(ServiceError::OtpNotFound)?;
+                    let status = v.status_at(now);
+                    // Pending twice over: given back and taken again — 503, try again.
+                    if status != crate::domain::challenge::Status::Pending || tries > 1 {
+                        return Err(ended(status));
+                    }
+                }
             }
-            Some((false, v)) => Err(ended(v.status_at(now))),
-        }
+        };
+        audit.record(tenant, now, "cancel", &v.email, "cancelled", ctx);
+        self.events
+            .emit(
+                tenant,
+                subscribed,
+                EventType::OtpCancelled,
+                EventData {
+                    shareable_key: key.expose(),
+                    recipient: &v.email,
+                    channel: v.channel,
+                    purpose: v.purpose.as_str(),
+                    locale: v.locale.as_ref().map(|l| l.as_str()),
+                    reason: None,
+                },
+            )
+            .await;
+        Ok(())
     }
 }

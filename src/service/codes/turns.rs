@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::{OwnedRwLockReadGuard, RwLock};
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
 type Turn = Arc<RwLock<()>>;
 
@@ -29,6 +29,8 @@ pub(crate) struct Under<'a> {
     key: Vec<u8>,
     turn: Turn,
     guard: Option<OwnedRwLockReadGuard<()>>,
+    /// Held instead of `guard` by a turn taken [`KeyTurns::alone`].
+    alone: Option<OwnedRwLockWriteGuard<()>>,
 }
 
 impl KeyTurns {
@@ -50,9 +52,38 @@ impl KeyTurns {
             key: key.to_vec(),
             turn,
             guard: None,
+            alone: None,
         };
         under.guard = Some(Arc::clone(&under.turn).read_owned().await);
         under
+    }
+
+    /// A turn of `key` that nothing else of the key runs beside: it waits for those under
+    /// way, and those that come wait for it (a hosted page's sends, one at a time).
+    pub(crate) async fn alone(&self, key: &[u8]) -> Under<'_> {
+        let turn = {
+            let mut keys = self.keys();
+            let (count, turn) = keys.entry(key.to_vec()).or_default();
+            *count += 1;
+            Arc::clone(turn)
+        };
+        let mut under = Under {
+            turns: self,
+            key: key.to_vec(),
+            turn,
+            guard: None,
+            alone: None,
+        };
+        under.alone = Some(Arc::clone(&under.turn).write_owned().await);
+        under
+    }
+
+    /// Wait until the verifies of `key` under way in this process have finished (at once
+    /// when there are none).
+    pub(crate) async fn wait_for(&self, key: &[u8]) {
+        if self.keys().contains_key(key) {
+            self.enter(key).await.settle().await;
+        }
     }
 
     #[cfg(test)]
@@ -73,6 +104,7 @@ impl Under<'_> {
 impl Drop for Under<'_> {
     fn drop(&mut self) {
         drop(self.guard.take());
+        drop(self.alone.take());
         let mut keys = self.turns.keys();
         if let Some((count, _)) = keys.get_mut(&self.key) {
             *count -= 1;
@@ -111,6 +143,26 @@ mod tests {
         assert!(rx.await.is_ok());
         assert_eq!(turns.len(), 1, "only the other key is left");
         drop(other_key);
+        assert_eq!(turns.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_turn_alone_runs_beside_nothing_of_its_key() {
+        let turns = Arc::new(KeyTurns::default());
+        let first = turns.alone(b"s").await;
+        let other_key = turns.alone(b"t").await;
+        let t = Arc::clone(&turns);
+        let second = tokio::spawn(async move {
+            let _second = t.alone(b"s").await;
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!second.is_finished(), "it waits for the first");
+        drop(first);
+        second.await.unwrap();
+        drop(other_key);
+        assert_eq!(turns.len(), 0);
+        // Waiting for a key with nothing under way returns at once.
+        turns.wait_for(b"s").await;
         assert_eq!(turns.len(), 0);
     }
 
