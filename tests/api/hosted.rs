@@ -861,6 +861,71 @@ async fn a_double_click_on_send_mints_once_and_the_first_code_verifies() {
     }
 }
 
+/// Over two instances on one database (API.md §7), a double click whose two sends reach
+/// both instances mints once too: the second waits for the first one's lease, then sends
+/// under the same key (or meets the cooldown). PostgreSQL only (instances share it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_double_click_over_two_instances_mints_once() {
+    if !on_postgres() {
+        eprintln!("skipped on SQLite: several instances share a PostgreSQL database");
+        return;
+    }
+    let (app, sk) = hosted_app("https://app.example.com").await;
+    let other = start(
+        app.settings.clone(),
+        crate::smtp::SmtpServer::start().await,
+        tempfile::tempdir().unwrap(),
+        app.clock.clone(),
+    )
+    .await;
+    let to = "two@example.com";
+    let (id, _) = open_session(&app, &sk, json!({"return_url": RETURN, "email": to})).await;
+    let (mut b, csrf) = on_the_page(&app, &id).await;
+    app.smtp.hold();
+    let mut clicks = Vec::new();
+    for base in [&app.addr, &other.addr] {
+        let r =
+            b.c.post(format!("{base}/h/{id}/send"))
+                .header(header::COOKIE, b.cookie.clone().unwrap())
+                .form(&[("csrf", csrf.as_str())])
+                .send();
+        clicks.push(tokio::spawn(r));
+    }
+    for _ in 0..200 {
+        if app.smtp.in_data() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(app.smtp.in_data(), 1, "one send of the session at a time");
+    app.smtp.release();
+    for c in clicks {
+        let s = c.await.unwrap().unwrap().status();
+        assert!(
+            [StatusCode::SEE_OTHER, StatusCode::TOO_MANY_REQUESTS].contains(&s),
+            "{s}"
+        );
+    }
+    app.smtp.wait_for(to, 1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let codes: Vec<String> = app
+        .smtp
+        .messages()
+        .into_iter()
+        .filter(|m| m.to.iter().any(|t| t == to))
+        .map(|m| m.code())
+        .collect();
+    assert!((1..=2).contains(&codes.len()), "{codes:?}");
+    let (s, _, html) = b
+        .post(
+            &format!("/h/{id}/verify"),
+            &[("csrf", &csrf), ("code", &codes[0])],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "the first code: {html}");
+}
+
 /// RFC 7636's example verifier and its S256 challenge.
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";

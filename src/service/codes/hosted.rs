@@ -251,11 +251,29 @@ impl Codes {
         email: &str,
         ctx: &RequestContext,
     ) -> Result<(), PageError> {
-        // One send of a session at a time here: a double click's second send waits for the
-        // first, then finds its code and sends another under the same key (or meets the
-        // cooldown) — not a second mint, which would supersede the code just sent.
-        let _turn = self.sends.alone(row.session.id.as_bytes()).await;
-        let row = &match self.hosted_row(&row.session.id).await {
+        // One send of a session at a time (`send_turn.rs`): a double click's second send
+        // waits for the first, then finds its code and sends another under the same key (or
+        // meets the cooldown) — not a second mint, which would supersede the code just sent.
+        let turn = self
+            .send_turn(&tenant.id, &row.session.id)
+            .await
+            .map_err(|_| PageError::NotSent)?;
+        let sent = self
+            .hosted_send_now(&row.session.id, tenant, email, ctx)
+            .await;
+        self.end_send_turn(turn).await;
+        sent
+    }
+
+    /// [`Codes::hosted_send`] in the session's turn, from the session as it stands now.
+    async fn hosted_send_now(
+        &self,
+        id: &str,
+        tenant: &Tenant,
+        email: &str,
+        ctx: &RequestContext,
+    ) -> Result<(), PageError> {
+        let row = &match self.hosted_row(id).await {
             Ok(Some(row)) => row,
             Ok(None) => return Err(PageError::Over),
             Err(_) => return Err(PageError::NotSent),

@@ -9,6 +9,7 @@ pub mod links;
 pub mod mint;
 mod no_attempt;
 pub mod resend;
+mod send_turn;
 mod sms_guard;
 pub mod status;
 mod turns;
