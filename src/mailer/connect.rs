@@ -318,12 +318,12 @@ impl AsyncTokioStream for TlsStream {
     }
 }
 
-/// A bare CRLF: the empty answer to a SASL challenge.
-struct EmptyAnswer;
+/// A line of a SASL exchange: the empty answer to a challenge, or `*`, which cancels it.
+struct SaslLine(&'static str);
 
-impl std::fmt::Display for EmptyAnswer {
+impl std::fmt::Display for SaslLine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("\r\n")
+        write!(f, "{}\r\n", self.0)
     }
 }
 
@@ -331,11 +331,13 @@ impl std::fmt::Display for EmptyAnswer {
 /// carries the error (Gmail does); RFC 7628 §3.2.3 has the client answer it with an empty
 /// line, after which the relay ends the exchange with its `535`. lettre's `auth` cannot
 /// answer it: it fails there, and the `QUIT` that follows is read by the relay as the SASL
-/// answer.
+/// answer. A relay that asks yet again gets `*` (RFC 4954 §4: the exchange is cancelled) and
+/// the login has failed.
 async fn xoauth2(
     conn: &mut AsyncSmtpConnection,
     creds: &Credentials,
 ) -> Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error> {
+    use lettre::transport::smtp::commands::Auth;
     if !conn
         .server_info()
         .supports_auth_mechanism(Mechanism::Xoauth2)
@@ -343,11 +345,18 @@ async fn xoauth2(
         // lettre says it: no compatible mechanism.
         return conn.auth(&[Mechanism::Xoauth2], creds).await;
     }
-    let auth =
-        lettre::transport::smtp::commands::Auth::new(Mechanism::Xoauth2, creds.clone(), None)?;
-    let answer = conn.command(auth).await?;
-    if answer.has_code(334) {
-        return conn.command(EmptyAnswer).await;
+    let answer = conn
+        .command(Auth::new(Mechanism::Xoauth2, creds.clone(), None)?)
+        .await?;
+    if !answer.has_code(334) {
+        return Ok(answer);
     }
-    Ok(answer)
+    let last = conn.command(SaslLine("")).await?;
+    if !last.has_code(334) {
+        return Ok(last);
+    }
+    // Its `501` (or whatever it says) is not read as a login either way.
+    let _ = conn.command(SaslLine("*")).await;
+    // lettre's own error for a challenge XOAUTH2 cannot answer.
+    Auth::new_from_response(Mechanism::Xoauth2, creds.clone(), &last).map(|_| last)
 }

@@ -11,11 +11,17 @@ const WIDTH: usize = 75;
 /// `s` encoded, its line breaks as CRLF (a bare CR is encoded as data).
 pub(super) fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 2);
+    let lines = s.split('\n').count();
     for (i, line) in s.split('\n').enumerate() {
         if i > 0 {
             out.push_str("\r\n");
         }
-        encode_line(line.strip_suffix('\r').unwrap_or(line), &mut out);
+        // A CR before LF is the line break's; a CR at the very end is data.
+        let line = match i + 1 < lines {
+            true => line.strip_suffix('\r').unwrap_or(line),
+            false => line,
+        };
+        encode_line(line, &mut out);
     }
     out
 }
@@ -86,6 +92,8 @@ mod tests {
             format!("{long}\n\n{long}"),
             "x".repeat(300),
             format!("{}=", "ä".repeat(40)),
+            "ü\r".into(),
+            "a\r\r\nb".into(),
         ];
         for input in &cases {
             let encoded = encode(input);

@@ -214,25 +214,31 @@ async fn a_token_the_relay_refuses_is_fetched_anew_once() {
 
 /// Gmail refuses a token with a `334` carrying the error; RFC 7628 §3.2.3 has the client
 /// answer it with an empty line (before: nothing was answered, and the `QUIT` that followed
-/// was read by the relay as the SASL answer). The refusal still gets one new token.
+/// was read by the relay as the SASL answer). A relay that asks again gets `*` (the
+/// exchange cancelled) and is no login. Either refusal still gets one new token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_refused_with_a_challenge_gets_the_empty_answer_and_is_fetched_anew_once() {
     let (app, tokens) = setup().await;
     let (_, sk, _) = oauth2_tenant(&app, client_credentials(&tokens)).await;
     app.smtp.set_hang_up_after_message(true);
-    app.smtp.refuse_xoauth2_as_gmail(true);
-    let (key, code) = app.mint(&sk, "ada@example.com").await;
-    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
-    tokens.revoke_access_tokens();
-    let (key, code) = app.mint(&sk, "bob@example.com").await;
-    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
-    assert_eq!(tokens.requests(), 2);
-    assert_eq!(app.smtp.xoauth2_counts().1, 1, "one refusal");
-    assert_eq!(
-        app.smtp.sasl_misanswers(),
-        0,
-        "the challenge got the empty line"
-    );
+    for (challenges, round) in [(1, "one"), (2, "two")] {
+        app.smtp.refuse_xoauth2_after_challenges(challenges);
+        let to = format!("ada-{round}@example.com");
+        let (key, code) = app.mint(&sk, &to).await;
+        assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+        let (requests, refusals) = (tokens.requests(), app.smtp.xoauth2_counts().1);
+        tokens.revoke_access_tokens();
+        let (key, code) = app.mint(&sk, &format!("bob-{round}@example.com")).await;
+        assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+        assert_eq!(tokens.requests(), requests + 1, "{round}: one new token");
+        assert_eq!(
+            app.smtp.xoauth2_counts().1,
+            refusals + 1,
+            "{round}: one refusal"
+        );
+    }
+    // The challenges got the empty line, and the one asked again a cancel.
+    assert_eq!(app.smtp.sasl_answers_off(), (0, 1));
 }
 
 /// `otpmint smtp test` logs in as the server does: a token the relay refuses (here the

@@ -449,21 +449,18 @@ async fn complaints_suppress_and_soft_bounces_other_tenants_and_other_hosts_do_n
     assert_eq!(s.sns.requests().len(), fetched);
     // A certificate the host does not have is no message SNS signed (401); a host that
     // fails answers 503, so SNS sends the message again.
-    for (path, want) in [
-        ("/missing.pem", StatusCode::UNAUTHORIZED),
-        ("/down.pem", StatusCode::SERVICE_UNAVAILABLE),
+    for (url, want) in [
+        (s.sns.url("/missing.pem"), StatusCode::UNAUTHORIZED),
+        (s.sns.url("/down.pem"), StatusCode::SERVICE_UNAVAILABLE),
+        // An allowed host that does not answer.
+        (
+            "https://127.0.0.1:1/cert.pem".to_string(),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
     ] {
-        let msg = sns_message(
-            2,
-            SNS_TOPIC,
-            "Notification",
-            "sns-c",
-            "{}",
-            &s.sns.url(path),
-            "",
-        );
+        let msg = sns_message(2, SNS_TOPIC, "Notification", "sns-c", "{}", &url, "");
         let (st, v) = s.post("ses", &c, (Vec::new(), msg)).await;
-        assert_eq!(st, want, "{path}: {v}");
+        assert_eq!(st, want, "{url}: {v}");
     }
     let sub = sns_message(
         2,

@@ -455,8 +455,9 @@ impl Events {
             .await
         {
             Ok((200, body)) => body,
-            // No such certificate at SNS's own address: not a message SNS signed.
-            Ok((status, _)) if (400..500).contains(&status) => {
+            // No such certificate at SNS's own address: not a message SNS signed (408 and 429
+            // are the host's own trouble, like a 5xx: 503).
+            Ok((status, _)) if (400..500).contains(&status) && !matches!(status, 408 | 429) => {
                 tracing::warn!(status, "the SNS signing certificate was not found");
                 return Err(ServiceError::EventUnverified);
             }

@@ -133,10 +133,13 @@ struct State {
     xoauth2: Mutex<Option<TokenCheck>>,
     xoauth2_logins: AtomicUsize,
     xoauth2_refusals: AtomicUsize,
-    /// Refuse a token as Gmail does: a `334` carrying the error, then `535` after the
-    /// client's empty answer (RFC 7628 §3.2.3); any other answer is counted and gets `501`.
-    xoauth2_as_gmail: std::sync::atomic::AtomicBool,
+    /// How many `334` challenges carrying the error come before a refused token's `535`:
+    /// 0 as Microsoft 365 answers, 1 as Gmail does (RFC 7628 §3.2.3: the client answers
+    /// each with an empty line), 2 a relay that asks again. An answer other than the empty
+    /// line is counted and gets `501`; `*` cancels (RFC 4954 §4), counted too.
+    xoauth2_challenges: AtomicUsize,
     sasl_misanswers: AtomicUsize,
+    sasl_cancels: AtomicUsize,
     /// Open (true) or closed: a closed gate keeps each message at its final `.` until it
     /// opens (a relay that has not answered yet, for as long as a test needs).
     gate: tokio::sync::watch::Sender<bool>,
@@ -261,8 +264,9 @@ impl SmtpServer {
             xoauth2: Mutex::new(None),
             xoauth2_logins: AtomicUsize::new(0),
             xoauth2_refusals: AtomicUsize::new(0),
-            xoauth2_as_gmail: std::sync::atomic::AtomicBool::new(false),
+            xoauth2_challenges: AtomicUsize::new(0),
             sasl_misanswers: AtomicUsize::new(0),
+            sasl_cancels: AtomicUsize::new(0),
             gate: tokio::sync::watch::Sender::new(true),
         });
         let st = Arc::clone(&state);
@@ -297,15 +301,20 @@ impl SmtpServer {
         )
     }
 
-    /// Refuse XOAUTH2 tokens as Gmail does (a `334` with the error first) or, the default,
-    /// as Microsoft 365 does (`535` at once).
-    pub fn refuse_xoauth2_as_gmail(&self, on: bool) {
-        self.state.xoauth2_as_gmail.store(on, Ordering::SeqCst);
+    /// Refuse XOAUTH2 tokens after this many `334` challenges that carry the error: 1 as
+    /// Gmail does, 2 as a relay that asks again; 0 (the default) as Microsoft 365 does
+    /// (`535` at once).
+    pub fn refuse_xoauth2_after_challenges(&self, n: usize) {
+        self.state.xoauth2_challenges.store(n, Ordering::SeqCst);
     }
 
-    /// Answers to an XOAUTH2 error challenge that were not the empty line RFC 7628 asks.
-    pub fn sasl_misanswers(&self) -> usize {
-        self.state.sasl_misanswers.load(Ordering::SeqCst)
+    /// Answers to an XOAUTH2 error challenge that were neither the empty line RFC 7628 asks
+    /// nor a cancel; and the cancels (`*`).
+    pub fn sasl_answers_off(&self) -> (usize, usize) {
+        (
+            self.state.sasl_misanswers.load(Ordering::SeqCst),
+            self.state.sasl_cancels.load(Ordering::SeqCst),
+        )
     }
 
     pub fn set_mode(&self, mode: Mode) {

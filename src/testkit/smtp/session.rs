@@ -180,20 +180,30 @@ async fn session(
                     st.xoauth2_logins.fetch_add(1, Ordering::SeqCst);
                     "235 2.7.0 Authentication successful\r\n".into()
                 }
-                None if st.xoauth2_as_gmail.load(Ordering::SeqCst) => {
+                None if st.xoauth2_challenges.load(Ordering::SeqCst) > 0 => {
                     st.xoauth2_refusals.fetch_add(1, Ordering::SeqCst);
-                    // {"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}
-                    r.get_mut()
-                        .write_all(b"334 eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIiwic2NvcGUiOiJodHRwczovL21haWwuZ29vZ2xlLmNvbS8ifQ==\r\n")
-                        .await?;
-                    let mut answer = String::new();
-                    r.read_line(&mut answer).await?;
-                    if answer.trim_end_matches(['\r', '\n']).is_empty() {
-                        "535 5.7.8 Username and Password not accepted\r\n".into()
-                    } else {
-                        st.sasl_misanswers.fetch_add(1, Ordering::SeqCst);
-                        "501 5.5.2 Cannot Decode response\r\n".into()
+                    let mut reply = "535 5.7.8 Username and Password not accepted\r\n";
+                    for _ in 0..st.xoauth2_challenges.load(Ordering::SeqCst) {
+                        // {"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}
+                        r.get_mut()
+                            .write_all(b"334 eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIiwic2NvcGUiOiJodHRwczovL21haWwuZ29vZ2xlLmNvbS8ifQ==\r\n")
+                            .await?;
+                        let mut answer = String::new();
+                        r.read_line(&mut answer).await?;
+                        match answer.trim_end_matches(['\r', '\n']) {
+                            "" => continue,
+                            "*" => {
+                                st.sasl_cancels.fetch_add(1, Ordering::SeqCst);
+                                reply = "501 5.7.0 Authentication cancelled\r\n";
+                            }
+                            _ => {
+                                st.sasl_misanswers.fetch_add(1, Ordering::SeqCst);
+                                reply = "501 5.5.2 Cannot Decode response\r\n";
+                            }
+                        }
+                        break;
                     }
+                    reply.into()
                 }
                 None => {
                     st.xoauth2_refusals.fetch_add(1, Ordering::SeqCst);

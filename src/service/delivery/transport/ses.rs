@@ -87,13 +87,16 @@ impl Api for Ses {
 /// The error's type: the `x-amzn-ErrorType` header, else the body's `__type` (as AWS's own
 /// SDKs read it), without its namespace (`…#`) or its `:…` tail.
 fn error_type(a: &ApiAnswer, body: &serde_json::Value) -> Option<String> {
-    let t = a
-        .headers
+    let named = |t: &str| {
+        // As the SDKs cut it: before the first `:`, then after the last `#`.
+        let t = t.split(':').next().unwrap_or(t);
+        Some(t.rsplit('#').next().unwrap_or(t).trim().to_string()).filter(|t| !t.is_empty())
+    };
+    a.headers
         .get("x-amzn-errortype")
         .and_then(|v| v.to_str().ok())
-        .or_else(|| body.get("__type").and_then(|t| t.as_str()))?;
-    let t = t.rsplit('#').next().unwrap_or(t);
-    Some(t.split(':').next().unwrap_or(t).to_string()).filter(|t| !t.is_empty())
+        .and_then(named)
+        .or_else(|| body.get("__type").and_then(|t| t.as_str()).and_then(named))
 }
 
 /// The `Host` a request to `base` names (with its port when it has one): it is signed.
@@ -141,6 +144,13 @@ mod tests {
             Some("NotFoundException")
         );
         assert_eq!(typed(None, "{}"), None);
+        // An empty header gives way to the body; a `#` after the `:` is not the type's.
+        assert_eq!(
+            typed(Some(""), body).as_deref(),
+            Some("BadRequestException")
+        );
+        let odd = "MessageRejected:http://internal.amazon.com/a#b";
+        assert_eq!(typed(Some(odd), "{}").as_deref(), Some("MessageRejected"));
         assert_eq!(typed(None, "not json"), None);
     }
 }
