@@ -148,25 +148,39 @@ mod tests {
         }
     }
 
+    /// A message to ada@example.com as it goes on the wire (no DKIM), and its envelope.
+    fn rendered(
+        t: &SmtpTarget,
+        subject: &str,
+        text: &str,
+        html: Option<&str>,
+        message_id: Option<&str>,
+    ) -> (lettre::address::Envelope, String) {
+        let out = Outgoing {
+            to: "ada@example.com",
+            subject,
+            text,
+            html,
+            message_id,
+            dkim: None,
+            before_body: None,
+        };
+        let (envelope, raw) = render(t, &out).unwrap();
+        (envelope, String::from_utf8(raw).unwrap())
+    }
+
     #[test]
     fn multipart_utf8_headers_and_the_code_in_every_part() {
         let long = format!("{}\r\n", "Bestätigung ".repeat(20));
         let text = format!("{long}Ihr Code:\r\n    407139\r\n");
         let html = format!("<p>{long}</p>\r\n<div style=\"x\">\r\n407139\r\n</div>");
-        let (_, raw) = render(
+        let (_, raw) = rendered(
             &target(),
-            &Outgoing {
-                to: "ada@example.com",
-                subject: "Ihr Bestätigungscode für Acme",
-                text: &text,
-                html: Some(&html),
-                message_id: None,
-                dkim: None,
-                before_body: None,
-            },
-        )
-        .unwrap();
-        let raw = String::from_utf8(raw).unwrap();
+            "Ihr Bestätigungscode für Acme",
+            &text,
+            Some(&html),
+            None,
+        );
         assert!(raw.contains("Auto-Submitted: auto-generated\r\n"));
         assert!(raw.contains("Message-ID: <"));
         assert!(raw.contains("Date: "));
@@ -187,20 +201,7 @@ mod tests {
             from: "Bücher <codes@Bücher.example>".into(),
             ..target()
         };
-        let (envelope, raw) = render(
-            &t,
-            &Outgoing {
-                to: "ada@example.com",
-                subject: "Code",
-                text: "123456\r\n",
-                html: None,
-                message_id: None,
-                dkim: None,
-                before_body: None,
-            },
-        )
-        .unwrap();
-        let raw = String::from_utf8(raw).unwrap();
+        let (envelope, raw) = rendered(&t, "Code", "123456\r\n", None, None);
         let from = envelope.from().map(|a| a.to_string());
         assert_eq!(from.as_deref(), Some("codes@xn--bcher-kva.example"));
         assert!(raw.is_ascii(), "{raw}");
@@ -216,20 +217,7 @@ mod tests {
     fn a_subject_that_reads_as_an_encoded_word_is_encoded_whole() {
         use base64::Engine;
         let subject = "Şifre: 407139 «test» =?utf-8?q?notreally?= and a long tail of words";
-        let (_, raw) = render(
-            &target(),
-            &Outgoing {
-                to: "ada@example.com",
-                subject,
-                text: "407139\r\n",
-                html: None,
-                message_id: None,
-                dkim: None,
-                before_body: None,
-            },
-        )
-        .unwrap();
-        let raw = String::from_utf8(raw).unwrap();
+        let (_, raw) = rendered(&target(), subject, "407139\r\n", None, None);
         assert!(!raw.contains("notreally"), "{raw}");
         let head = &raw[raw.find("Subject: ").unwrap() + 9..];
         let mut decoded = Vec::new();
@@ -256,20 +244,13 @@ mod tests {
 
     #[test]
     fn plain_ascii_stays_a_single_7bit_part() {
-        let (_, raw) = render(
+        let (_, raw) = rendered(
             &target(),
-            &Outgoing {
-                to: "ada@example.com",
-                subject: "Your code",
-                text: "Code:\r\n\r\n    123456\r\n",
-                html: None,
-                message_id: Some("<a@acme.example>"),
-                dkim: None,
-                before_body: None,
-            },
-        )
-        .unwrap();
-        let raw = String::from_utf8(raw).unwrap();
+            "Your code",
+            "Code:\r\n\r\n    123456\r\n",
+            None,
+            Some("<a@acme.example>"),
+        );
         assert!(raw.contains("Content-Transfer-Encoding: 7bit"));
         assert!(!raw.contains("multipart"));
         assert!(raw.contains("Message-ID: <a@acme.example>"));
@@ -282,20 +263,13 @@ mod tests {
             "a".repeat(72)
         );
         let text = format!("Hello,\n{line}\nBye\n");
-        let (_, raw) = render(
+        let (_, raw) = rendered(
             &target(),
-            &Outgoing {
-                to: "ada@example.com",
-                subject: "Your code",
-                text: &text,
-                html: Some(&format!("<p>{line}</p>")),
-                message_id: None,
-                dkim: None,
-                before_body: None,
-            },
-        )
-        .unwrap();
-        let raw = String::from_utf8(raw).unwrap();
+            "Your code",
+            &text,
+            Some(&format!("<p>{line}</p>")),
+            None,
+        );
         assert_eq!(
             raw.matches("Content-Transfer-Encoding: 7bit").count(),
             2,

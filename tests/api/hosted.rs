@@ -811,52 +811,15 @@ async fn a_double_click_on_send_mints_once_and_the_first_code_verifies() {
         let mut clicks = Vec::new();
         for (id, _, b, csrf) in &sessions {
             for _ in 0..2 {
-                let r =
-                    b.c.post(format!("{}/h/{id}/send", b.base))
-                        .header(header::COOKIE, b.cookie.clone().unwrap())
-                        .form(&[("csrf", csrf.as_str())])
-                        .send();
-                clicks.push(tokio::spawn(r));
+                clicks.push(click_send(b, &b.base, id, csrf));
             }
-        }
-        for _ in 0..200 {
-            if app.smtp.in_data() == 2 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         // One send of each session at DATA; its second click waits for it.
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        assert_eq!(app.smtp.in_data(), 2, "one send of each session at a time");
+        held_at_data(&app, 2).await;
         app.smtp.release();
-        let mut answers = Vec::new();
-        for c in clicks {
-            answers.push(c.await.unwrap().unwrap().status());
-        }
-        assert!(
-            answers
-                .iter()
-                .all(|s| [StatusCode::SEE_OTHER, StatusCode::TOO_MANY_REQUESTS].contains(s)),
-            "{answers:?}"
-        );
+        sent_or_told_to_wait(clicks).await;
         for (id, to, mut b, csrf) in sessions {
-            app.smtp.wait_for(&to, 1).await;
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            let codes: Vec<String> = app
-                .smtp
-                .messages()
-                .into_iter()
-                .filter(|m| m.to.contains(&to))
-                .map(|m| m.code())
-                .collect();
-            assert!((1..=2).contains(&codes.len()), "{to}: {codes:?}");
-            let (s, _, html) = b
-                .post(
-                    &format!("/h/{id}/verify"),
-                    &[("csrf", &csrf), ("code", &codes[0])],
-                )
-                .await;
-            assert_eq!(s, StatusCode::SEE_OTHER, "{to}: the first code {html}");
+            first_code_verifies(&app, &mut b, &id, &csrf, &to).await;
         }
     }
 }
@@ -882,24 +845,42 @@ async fn a_double_click_over_two_instances_mints_once() {
     let (id, _) = open_session(&app, &sk, json!({"return_url": RETURN, "email": to})).await;
     let (mut b, csrf) = on_the_page(&app, &id).await;
     app.smtp.hold();
-    let mut clicks = Vec::new();
-    for base in [&app.addr, &other.addr] {
-        let r =
-            b.c.post(format!("{base}/h/{id}/send"))
-                .header(header::COOKIE, b.cookie.clone().unwrap())
-                .form(&[("csrf", csrf.as_str())])
-                .send();
-        clicks.push(tokio::spawn(r));
-    }
+    let clicks = vec![
+        click_send(&b, &app.addr, &id, &csrf),
+        click_send(&b, &other.addr, &id, &csrf),
+    ];
+    held_at_data(&app, 1).await;
+    app.smtp.release();
+    sent_or_told_to_wait(clicks).await;
+    first_code_verifies(&app, &mut b, &id, &csrf, to).await;
+}
+
+type Click = tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>;
+
+/// A click on the page's "send" of session `id`, sent to the server at `base`.
+fn click_send(b: &Browser, base: &str, id: &str, csrf: &str) -> Click {
+    let r =
+        b.c.post(format!("{base}/h/{id}/send"))
+            .header(header::COOKIE, b.cookie.clone().unwrap())
+            .form(&[("csrf", csrf)])
+            .send();
+    tokio::spawn(r)
+}
+
+/// `n` sends reach the relay's DATA (held there) and no other comes after them.
+async fn held_at_data(app: &TestApp, n: usize) {
     for _ in 0..200 {
-        if app.smtp.in_data() == 1 {
+        if app.smtp.in_data() == n {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-    assert_eq!(app.smtp.in_data(), 1, "one send of the session at a time");
-    app.smtp.release();
+    assert_eq!(app.smtp.in_data(), n, "one send of a session at a time");
+}
+
+/// Every click sent its code (303) or was told to wait for the cooldown (429).
+async fn sent_or_told_to_wait(clicks: Vec<Click>) {
     for c in clicks {
         let s = c.await.unwrap().unwrap().status();
         assert!(
@@ -907,6 +888,10 @@ async fn a_double_click_over_two_instances_mints_once() {
             "{s}"
         );
     }
+}
+
+/// One or two codes reached `to`, and the first verifies on the page.
+async fn first_code_verifies(app: &TestApp, b: &mut Browser, id: &str, csrf: &str, to: &str) {
     app.smtp.wait_for(to, 1).await;
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let codes: Vec<String> = app
@@ -916,14 +901,14 @@ async fn a_double_click_over_two_instances_mints_once() {
         .filter(|m| m.to.iter().any(|t| t == to))
         .map(|m| m.code())
         .collect();
-    assert!((1..=2).contains(&codes.len()), "{codes:?}");
+    assert!((1..=2).contains(&codes.len()), "{to}: {codes:?}");
     let (s, _, html) = b
         .post(
             &format!("/h/{id}/verify"),
-            &[("csrf", &csrf), ("code", &codes[0])],
+            &[("csrf", csrf), ("code", &codes[0])],
         )
         .await;
-    assert_eq!(s, StatusCode::SEE_OTHER, "the first code: {html}");
+    assert_eq!(s, StatusCode::SEE_OTHER, "{to}: the first code {html}");
 }
 
 /// RFC 7636's example verifier and its S256 challenge.

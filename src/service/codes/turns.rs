@@ -38,22 +38,27 @@ impl KeyTurns {
         self.keys.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A verify of `key` (the shareable key's digest) starts; before its reservation.
-    pub(crate) async fn enter(&self, key: &[u8]) -> Under<'_> {
+    /// A turn of `key`, counted before any wait (one dropped while it waits still leaves the
+    /// table); it holds nothing yet.
+    fn join(&self, key: &[u8]) -> Under<'_> {
         let turn = {
             let mut keys = self.keys();
             let (count, turn) = keys.entry(key.to_vec()).or_default();
             *count += 1;
             Arc::clone(turn)
         };
-        // Counted before any wait: a verify dropped while it waits still leaves.
-        let mut under = Under {
+        Under {
             turns: self,
             key: key.to_vec(),
             turn,
             guard: None,
             alone: None,
-        };
+        }
+    }
+
+    /// A verify of `key` (the shareable key's digest) starts; before its reservation.
+    pub(crate) async fn enter(&self, key: &[u8]) -> Under<'_> {
+        let mut under = self.join(key);
         under.guard = Some(Arc::clone(&under.turn).read_owned().await);
         under
     }
@@ -61,19 +66,7 @@ impl KeyTurns {
     /// A turn of `key` that nothing else of the key runs beside: it waits for those under
     /// way, and those that come wait for it (a hosted page's sends, one at a time).
     pub(crate) async fn alone(&self, key: &[u8]) -> Under<'_> {
-        let turn = {
-            let mut keys = self.keys();
-            let (count, turn) = keys.entry(key.to_vec()).or_default();
-            *count += 1;
-            Arc::clone(turn)
-        };
-        let mut under = Under {
-            turns: self,
-            key: key.to_vec(),
-            turn,
-            guard: None,
-            alone: None,
-        };
+        let mut under = self.join(key);
         under.alone = Some(Arc::clone(&under.turn).write_owned().await);
         under
     }
