@@ -1432,8 +1432,8 @@ async fn code_sent_on_the_page(app: &TestApp, sk: &str) -> (String, Browser, Str
 }
 
 /// A session whose code's only attempt is the right code still being compared is not
-/// `failed` (which is final): its status read waits for the outcome, `verified`.
-/// (Before, it read `failed` until the verify was done.)
+/// `failed` (which is final): its status read, and its page in another tab, wait for the
+/// outcome, `verified`. (Before, both said failed until the verify was done.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_whose_code_is_being_checked_is_never_shown_failed() {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -1461,7 +1461,18 @@ async fn a_session_whose_code_is_being_checked_is_never_shown_failed() {
         }
         seen
     };
-    let (s, seen) = tokio::join!(verify, poll);
+    // The page as another tab shows it meanwhile.
+    let tab = async {
+        let mut over = 0;
+        let mut tab = Browser::new(&app);
+        while !done.load(Ordering::SeqCst) {
+            let (_, _, html) = tab.get(&format!("/h/{id}")).await;
+            over += usize::from(html.contains("can no longer be completed"));
+        }
+        over
+    };
+    let (s, seen, over) = tokio::join!(verify, poll, tab);
+    assert_eq!(over, 0, "the page said the sign-in was over");
     assert_eq!(s, StatusCode::SEE_OTHER);
     assert!(
         seen.iter().all(|st| st == "open" || st == "verified"),

@@ -139,29 +139,15 @@ impl Codes {
 
     /// A session of this tenant (another tenant's is not found).
     pub async fn hosted_outcome(&self, tenant: &Tenant, id: &str) -> Result<Outcome, ServiceError> {
-        let mut row = self
+        let row = self
             .hosted_row(id)
             .await?
             .filter(|r| r.session.tenant_id == tenant.id)
             .ok_or(ServiceError::SessionNotFound)?;
-        // Not `failed` while the verify that took its code's last attempt is still comparing.
-        if status_of(&row, self.core.now()) == "failed" {
-            if let Some(key) = self.session_key(&row, tenant).await {
-                let k = CodeKey {
-                    tenant: tenant.id.clone(),
-                    key_digest: self.key_digest(&key),
-                    flavor: CodeApi::Native,
-                };
-                let (read, now) = (k.clone(), self.core.now());
-                if let Some(view) = self.core.db(move |s| s.challenge(&read, now)).await? {
-                    self.settled_view(&k, view, now).await?;
-                    row = self
-                        .hosted_row(id)
-                        .await?
-                        .ok_or(ServiceError::SessionNotFound)?;
-                }
-            }
-        }
+        let row = self
+            .settled_row(row, tenant)
+            .await?
+            .ok_or(ServiceError::SessionNotFound)?;
         // The address is shown until the outcome is claimed (API.md §17.2).
         Ok(Outcome {
             status: status_of(&row, self.core.now()),
@@ -187,7 +173,37 @@ impl Codes {
             .db(move |s| s.tenant(&tid))
             .await?
             .filter(|t| t.enabled && self.pages_allowed(t));
-        Ok(tenant.map(|t| (row, t)))
+        let Some(tenant) = tenant else {
+            return Ok(None);
+        };
+        Ok(self.settled_row(row, &tenant).await?.map(|r| (r, tenant)))
+    }
+
+    /// `row` as it stands once the verify that took its code's last attempt has its
+    /// outcome: not `failed` while that verify is still comparing (`settled_view`).
+    /// `None`: the session is gone.
+    async fn settled_row(
+        &self,
+        row: SessionRow,
+        tenant: &Tenant,
+    ) -> Result<Option<SessionRow>, ServiceError> {
+        if status_of(&row, self.core.now()) != "failed" {
+            return Ok(Some(row));
+        }
+        let Some(key) = self.session_key(&row, tenant).await else {
+            return Ok(Some(row));
+        };
+        let k = CodeKey {
+            tenant: tenant.id.clone(),
+            key_digest: self.key_digest(&key),
+            flavor: CodeApi::Native,
+        };
+        let (read, now) = (k.clone(), self.core.now());
+        let Some(view) = self.core.db(move |s| s.challenge(&read, now)).await? else {
+            return Ok(Some(row));
+        };
+        self.settled_view(&k, view, now).await?;
+        self.hosted_row(&row.session.id).await
     }
 
     /// A session of this tenant (`None`: unknown, or another tenant's).

@@ -51,16 +51,18 @@ impl Codes {
         ctx: &RequestContext,
     ) -> Result<(), ServiceError> {
         let k = self.code_key(tenant, key, flavor);
-        let audit = self.core.audit.slot()?;
         let mut tries = 0;
-        let (v, now) = loop {
+        let (v, now, audit) = loop {
             tries += 1;
+            // Taken before the change it records, and not held through a wait below.
+            let audit = self.core.audit.slot()?;
             let now = self.core.now();
             let cancel = k.clone();
             match self.core.db(move |s| s.cancel(&cancel, now)).await? {
                 None => return Err(ServiceError::OtpNotFound),
-                Some((true, v)) => break (v, now),
+                Some((true, v)) => break (v, now, audit),
                 Some((false, v)) => {
+                    drop(audit);
                     // Every attempt taken: once their verifies have their outcome the code
                     // is verified or exhausted — or pending again (an attempt given back),
                     // and cancelled then.
