@@ -15,6 +15,13 @@ fn file_error(text: &str) -> (tempfile::TempDir, std::path::PathBuf, String) {
     (dir, p, err)
 }
 
+/// The error of loading no file with only these environment variables set.
+fn env_error(vars: &[(&str, &str)]) -> String {
+    Settings::load_from(None, env(vars))
+        .unwrap_err()
+        .to_string()
+}
+
 #[test]
 fn a_value_out_of_range_names_the_file_or_variable_that_set_it() {
     let (_dir, p, err) = file_error("[otp]\ncode_length = 3\n[server]\nbind = \"127.0.0.1:0\"\n");
@@ -50,9 +57,7 @@ fn a_value_out_of_range_names_the_file_or_variable_that_set_it() {
 
 #[test]
 fn a_default_a_set_key_no_longer_allows_names_where_that_key_was_set() {
-    let err = Settings::load_from(None, env(&[("OTPMINT__SMTP__MAX_CONNECTIONS_LIMIT", "10")]))
-        .unwrap_err()
-        .to_string();
+    let err = env_error(&[("OTPMINT__SMTP__MAX_CONNECTIONS_LIMIT", "10")]);
     assert!(
         err.starts_with(
             "configuration error in environment variable OTPMINT__SMTP__MAX_CONNECTIONS_LIMIT: \
@@ -81,9 +86,7 @@ fn a_secret_and_its_file_both_set_name_the_file_that_set_them() {
 
 #[test]
 fn a_list_item_out_of_its_range_names_the_list_its_range_and_its_variable() {
-    let err = Settings::load_from(None, env(&[("OTPMINT__SMTP__ALLOWED_PORTS", "587,70000")]))
-        .unwrap_err()
-        .to_string();
+    let err = env_error(&[("OTPMINT__SMTP__ALLOWED_PORTS", "587,70000")]);
     assert!(
         err.starts_with(
             "configuration error in environment variable OTPMINT__SMTP__ALLOWED_PORTS:"
