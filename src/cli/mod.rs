@@ -209,7 +209,8 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
         }
         Command::Keys(k) => keys::keys(k, settings).await,
         Command::Backup { path } => {
-            if path.exists() {
+            // A link at PATH counts as there, even one that points nowhere.
+            if path.symlink_metadata().is_ok() {
                 return Err(CliError(format!(
                     "{} already exists: a backup goes to a new file",
                     path.display()

@@ -92,9 +92,16 @@ fn read_password(path: Option<&PathBuf>) -> Result<SecretString, CliError> {
         std::fs::read_to_string(path)
             .map_err(|e| CliError(format!("cannot read {}: {e}", path.display())))?
     };
-    Ok(SecretString::from(
-        raw.lines().next().unwrap_or("").to_string(),
-    ))
+    let line = raw.lines().next().unwrap_or("");
+    if line.is_empty() {
+        // An empty or unmounted secret file is a mistake, not a relay without a password
+        // (that one takes neither --smtp-username nor the file).
+        return Err(CliError(format!(
+            "--smtp-password-file {}: the first line is empty; it must hold the relay's password",
+            path.display()
+        )));
+    }
+    Ok(SecretString::from(line.to_string()))
 }
 
 /// The OAuth2 settings of a relay from a JSON file.

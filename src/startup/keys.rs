@@ -29,7 +29,7 @@ fn write_key_file(path: &Path, key: &MasterKey) -> Result<(), StartupError> {
     }
     let mut f = opts.open(path).map_err(|e| {
         StartupError::MasterKey(format!(
-            "cannot create master key file {}: {e}",
+            "cannot create master key file {} (crypto.master_key_file): {e}",
             path.display()
         ))
     })?;
@@ -37,7 +37,7 @@ fn write_key_file(path: &Path, key: &MasterKey) -> Result<(), StartupError> {
         .and_then(|_| f.sync_all())
         .map_err(|e| {
             StartupError::MasterKey(format!(
-                "cannot write master key file {}: {e}",
+                "cannot write master key file {} (crypto.master_key_file): {e}",
                 path.display()
             ))
         })
@@ -56,14 +56,14 @@ pub fn configured_master_key(settings: &Settings) -> Result<Option<MasterKey>, S
             warn_if_readable_by_others(&path);
             MasterKey::from_base64(&s).map(Some).map_err(|_| {
                 StartupError::MasterKey(format!(
-                    "master key file {} does not hold base64 of 32 bytes",
+                    "master key file {} (crypto.master_key_file) does not hold base64 of 32 bytes",
                     path.display()
                 ))
             })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(StartupError::MasterKey(format!(
-            "cannot read master key file {}: {e}",
+            "cannot read master key file {} (crypto.master_key_file): {e}",
             path.display()
         ))),
     }

@@ -349,6 +349,29 @@ async fn cli_manages_tenants_and_logs_never_show_secrets() {
             "{err}"
         );
     }
+    // An empty (or unmounted) password file is a mistake, not a password: refused, naming
+    // the flag and the file.
+    std::fs::write(dir.path().join("empty.pw"), "\n").unwrap();
+    let (ok, _, err) = cli(&[
+        "tenant",
+        "create",
+        "--name",
+        "Half",
+        "--smtp-host",
+        "127.0.0.1",
+        "--smtp-port",
+        &port,
+        "--smtp-from",
+        "x@acme.example",
+        "--smtp-username",
+        SMTP_USER,
+        "--smtp-password-file",
+        "empty.pw",
+    ]);
+    assert!(
+        !ok && err.contains("--smtp-password-file empty.pw") && err.contains("empty"),
+        "{err}"
+    );
     let (_, out, _) = cli(&["tenant", "list"]);
     assert!(!out.contains("Half"), "{out}");
     // A policy refusal names the setting that would allow it, as the HTTP answer does.
@@ -1191,7 +1214,7 @@ fn config_check_fails_on_certificates_serve_would_refuse() {
         (
             "OTPMINT__CRYPTO__MASTER_KEY_FILE",
             bad_key.to_str().unwrap(),
-            "master key file",
+            "crypto.master_key_file",
         ),
         // An sslmode the connector refuses, as serve would (its password never shown).
         (

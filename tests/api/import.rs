@@ -148,6 +148,11 @@ async fn a_failed_import_leaves_the_database_as_it_was() {
             .any(|l| l.starts_with("error:") && l.contains("mappings")),
         "{err}"
     );
+    // Said in words: not an OtpMint database, which table; not SQLite's query.
+    assert!(
+        err.contains("is not an OtpMint map.db") && !err.contains("SELECT"),
+        "{err}"
+    );
     let list: serde_json::Value = app.get("/v1/tenants", ADMIN).await.json().await.unwrap();
     assert_eq!(list["tenants"].as_array().unwrap().len(), 0);
     let (ok, _, err) = import(&app, &app.dir.path().join("missing.db"));

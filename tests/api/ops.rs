@@ -215,6 +215,19 @@ async fn a_backup_restores_and_verifies_a_pending_code() {
     assert!(out.contains("backup written"));
     let (ok, _, err) = app.cli(&["backup", copy.to_str().unwrap()]);
     assert!(!ok && err.contains("exists"), "never overwrites: {err}");
+    // Owner-only, and never written through a link at PATH (one to nowhere included).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let target = app.dir.path().join("elsewhere.db");
+        let link = app.dir.path().join("link.db");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let (ok, _, err) = app.cli(&["backup", link.to_str().unwrap()]);
+        assert!(!ok && err.contains("exists"), "{err}");
+        assert!(!target.exists());
+    }
     // restore: a new server on the copy, same master key
     let mut settings = app.settings.clone();
     settings.database.url = format!("sqlite://{}", copy.display());

@@ -56,10 +56,20 @@ fn read_otpmint(path: &Path) -> Result<(Vec<AuthRow>, Vec<MappingRow>), ServiceE
             "is not a file (no such file, or not a regular one)",
         ));
     }
+    // A table OtpMint keeps that is missing or lacks a column: said in words, without the
+    // query (before: SQLite's message with the whole SELECT).
+    let not_otpmint = |table: &str, e: rusqlite::Error| {
+        let text = e.to_string();
+        let why = text.split(" in SELECT").next().unwrap_or(&text).to_string();
+        ServiceError::field(
+            &path.display().to_string(),
+            format!("is not an OtpMint map.db: its {table} table is not OtpMint's ({why})"),
+        )
+    };
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)?;
     let mut st = conn
         .prepare("SELECT rowid, secretKey, smtp_host, smtp_port, smtp_mail, smtp_password FROM auth ORDER BY rowid")
-        .map_err(err)?;
+        .map_err(|e| not_otpmint("auth", e))?;
     let auth = st
         .query_map([], |r| {
             Ok(AuthRow {
@@ -76,7 +86,7 @@ fn read_otpmint(path: &Path) -> Result<(Vec<AuthRow>, Vec<MappingRow>), ServiceE
         .map_err(err)?;
     let mut st = conn
         .prepare("SELECT m.rowid, m.shareableKey, m.HashedOTP, (SELECT b.tries FROM blocklist b WHERE b.shareableKey = m.shareableKey) FROM mappings m ORDER BY m.rowid")
-        .map_err(err)?;
+        .map_err(|e| not_otpmint("mappings or blocklist", e))?;
     let codes = st
         .query_map([], |r| {
             Ok((

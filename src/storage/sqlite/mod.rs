@@ -241,6 +241,16 @@ impl std::ops::Deref for Conn {
 
 /// Create `path` with mode 0600 if it does not exist yet.
 pub(crate) fn create_private(path: &Path) -> Result<(), StoreError> {
+    match create_new_private(path) {
+        Err(StoreError::Conflict(_)) => Ok(()),
+        made => made,
+    }
+}
+
+/// Make `path` as a new file only its owner may read; anything already there — a link
+/// included, even one that points nowhere (`O_CREAT | O_EXCL` does not follow it) — is a
+/// `Conflict`.
+pub(crate) fn create_new_private(path: &Path) -> Result<(), StoreError> {
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -250,7 +260,9 @@ pub(crate) fn create_private(path: &Path) -> Result<(), StoreError> {
     }
     match opts.open(path) {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(StoreError::Conflict("the file already exists"))
+        }
         Err(e) => Err(StoreError::Unavailable(format!(
             "cannot create {}: {e}",
             path.display()

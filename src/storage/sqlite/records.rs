@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rusqlite::TransactionBehavior;
 
-use super::{create_private, export_table, CachedSql, SqliteStore, Statements};
+use super::{create_new_private, export_table, CachedSql, SqliteStore, Statements};
 use crate::domain::Millis;
 use crate::storage::engine::Dialect;
 use crate::storage::records::purge_in;
@@ -58,18 +58,28 @@ impl RecordStore for SqliteStore {
     }
 
     fn backup_to(&self, path: &std::path::Path) -> Result<(), StoreError> {
-        if path.exists() {
-            return Err(StoreError::Conflict("the backup file already exists"));
-        }
         let conn = self.pooled()?;
-        create_private(path)?;
-        let mut dst = rusqlite::Connection::open(path)?;
-        {
-            let backup = rusqlite::backup::Backup::new(&conn, &mut dst)?;
-            backup.run_to_completion(256, Duration::from_millis(2), None)?;
+        // The file is made here, owner-only, and never through a link: a link at PATH (even
+        // one to nowhere) counts as there already (before: followed, and the copy made with
+        // the umask's mode at the link's target).
+        create_new_private(path).map_err(|e| match e {
+            StoreError::Conflict(_) => StoreError::Conflict("the backup file already exists"),
+            e => e,
+        })?;
+        let copied = (|| -> Result<(), StoreError> {
+            let mut dst = rusqlite::Connection::open(path)?;
+            {
+                let backup = rusqlite::backup::Backup::new(&conn, &mut dst)?;
+                backup.run_to_completion(256, Duration::from_millis(2), None)?;
+            }
+            // A single file, no WAL: easy to copy off the machine.
+            dst.pragma_update(None, "journal_mode", "DELETE")?;
+            Ok(())
+        })();
+        if copied.is_err() {
+            // Half a copy is not left to be taken for a backup.
+            let _ = std::fs::remove_file(path);
         }
-        // A single file, no WAL: easy to copy off the machine.
-        dst.pragma_update(None, "journal_mode", "DELETE")?;
-        Ok(())
+        copied
     }
 }

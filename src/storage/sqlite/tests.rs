@@ -248,3 +248,29 @@ fn a_real_where_otpmint_keeps_whole_numbers_fails_the_export_as_damage() {
         "{r:?}"
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn a_backup_is_owner_only_and_never_made_through_a_link() {
+    use crate::storage::RecordStore;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("live.db"), 2).unwrap();
+    // A link at PATH, even one that points nowhere, is something there: refused, and
+    // nothing appears where it points.
+    let target = dir.path().join("elsewhere.db");
+    let link = dir.path().join("link.db");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let r = store.backup_to(&link);
+    assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
+    assert!(!target.exists());
+    // A new path gets an owner-only copy whatever the umask would give.
+    let copy = dir.path().join("copy.db");
+    store.backup_to(&copy).unwrap();
+    let mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(matches!(
+        store.backup_to(&copy),
+        Err(StoreError::Conflict(_))
+    ));
+}
