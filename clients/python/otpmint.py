@@ -22,6 +22,7 @@ import math
 import re
 import secrets
 import socket
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -177,8 +178,9 @@ class OtpmintError(Exception):
     as seconds or as an HTTP date), when there is one.
 
     For an answer that is not a problem document (a proxy's page, a redirect, a success
-    answer without the JSON it should have) `code` is `""`, `body` is `{}` and `detail`
-    holds the answer's text (or says what was wrong with it)."""
+    answer without the JSON it should have) `code` is `""`, `body` is the answer's JSON
+    object when it has one (else `{}`) and `detail` holds the answer's text (or says what
+    was wrong with it)."""
 
     def __init__(
         self,
@@ -198,6 +200,67 @@ class OtpmintError(Exception):
 
 class WebhookVerificationError(Exception):
     """A webhook whose secret, signature, timestamp, headers or body do not check out."""
+
+
+class _Deadline:
+    """The whole request's time limit: when it passes, the request's socket is shut down,
+    which ends a read however slowly the server sends (a socket timeout alone bounds each
+    read, so a server sending a byte a second would hold the call for ever)."""
+
+    def __init__(self, seconds: float) -> None:
+        self._lock = threading.Lock()
+        self._sock: Optional[socket.socket] = None
+        self.passed = False
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def attach(self, sock: Optional[socket.socket]) -> None:
+        with self._lock:
+            self._sock = sock
+            if self.passed:
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.passed = True
+            _shut(self._sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def handlers(self) -> List[urllib.request.BaseHandler]:
+        """urllib handlers whose connections tell this deadline their socket."""
+        deadline = self
+
+        class Http(http.client.HTTPConnection):
+            def connect(self) -> None:
+                super().connect()
+                deadline.attach(self.sock)
+
+        class Https(http.client.HTTPSConnection):
+            def connect(self) -> None:
+                super().connect()
+                deadline.attach(self.sock)
+
+        # The connection class swapped, the arguments left as this Python's urllib gives them.
+        class HttpHandler(urllib.request.HTTPHandler):
+            def do_open(self, http_class: Any, req: Any, **kw: Any) -> Any:
+                return super().do_open(Http, req, **kw)
+
+        class HttpsHandler(urllib.request.HTTPSHandler):
+            def do_open(self, http_class: Any, req: Any, **kw: Any) -> Any:
+                return super().do_open(Https, req, **kw)
+
+        return [HttpHandler(), HttpsHandler()]
+
+
+def _shut(sock: Optional[socket.socket]) -> None:
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -243,15 +306,15 @@ class Client:
     """The tenant API with one secret key. Every method raises `OtpmintError` on any answer
     but its route's documented success (status and JSON body) — a redirect included:
     redirects are never followed, so the secret key goes to `base_url` only. Without a whole
-    answer it raises `TimeoutError` when `timeout` seconds pass (connecting or waiting for
-    the answer), and `urllib.error.URLError` for anything else (the server cannot be reached,
-    the connection breaks)."""
+    answer it raises `TimeoutError` when `timeout` seconds pass (the whole request:
+    connecting, sending, and the answer however slowly it comes), and
+    `urllib.error.URLError` for anything else (the server cannot be reached, the
+    connection breaks)."""
 
     def __init__(self, base_url: str, secret_key: str, timeout: float = 15.0) -> None:
         self.base_url = base_url.rstrip("/")
         self._secret_key = secret_key
         self.timeout = timeout
-        self._opener = urllib.request.build_opener(_NoRedirects)
 
     def __repr__(self) -> str:  # never the secret key
         return f"Client({self.base_url!r})"
@@ -275,9 +338,11 @@ class Client:
             req.add_header("Content-Type", "application/json")
         for k, v in (headers or {}).items():
             req.add_header(k, v)
+        deadline = _Deadline(self.timeout)
+        opener = urllib.request.build_opener(_NoRedirects, *deadline.handlers())
         try:
             try:
-                with self._opener.open(req, timeout=self.timeout) as r:
+                with opener.open(req, timeout=self.timeout) as r:
                     status, answer_headers, raw = r.status, r.headers, r.read()
             except urllib.error.HTTPError as e:  # 3xx, 4xx, 5xx: an answer
                 try:
@@ -285,13 +350,19 @@ class Client:
                 finally:
                     e.close()
         except urllib.error.URLError as e:
-            if isinstance(e.reason, socket.timeout):
+            if deadline.passed or isinstance(e.reason, socket.timeout):
                 raise TimeoutError(f"no answer within {self.timeout} s") from e
             raise
         except socket.timeout as e:  # TimeoutError from Python 3.10
             raise TimeoutError(f"no answer within {self.timeout} s") from e
         except (OSError, http.client.HTTPException) as e:
+            if deadline.passed:  # the deadline shut the socket under the read
+                raise TimeoutError(f"no whole answer within {self.timeout} s") from e
             raise urllib.error.URLError(e) from e
+        finally:
+            deadline.cancel()
+        if deadline.passed:  # an answer ended by its connection's close may be cut short
+            raise TimeoutError(f"no whole answer within {self.timeout} s")
         if status not in ok:
             raise _failure(status, answer_headers, raw)
         if status == 204:
@@ -549,15 +620,28 @@ def verify_webhook(
     any JSON parsing. Raises `WebhookVerificationError` — for a bad secret, missing or
     malformed headers, a stale timestamp, no matching signature or a body that is not
     JSON."""
+    # Every line of a header (http.server's headers repeat a name for each line it came in).
+    lines: Dict[str, List[Any]] = {}
     try:
-        lower = {str(k).lower(): v for k, v in headers.items()}
+        for k, v in headers.items():
+            lines.setdefault(str(k).lower(), []).append(v)
     except (AttributeError, TypeError):
         raise WebhookVerificationError("no headers") from None
     if not isinstance(body, (bytes, bytearray)):
         raise WebhookVerificationError("the body is not bytes")
-    msg_id = lower.get("webhook-id")
-    stamp = lower.get("webhook-timestamp")
-    signatures = lower.get("webhook-signature")
+
+    def one(name: str) -> Any:
+        values = lines.get(name, [])
+        if len(set(map(str, values))) > 1:
+            raise WebhookVerificationError(f"{name} is given twice, differently")
+        return values[0] if values else None
+
+    msg_id = one("webhook-id")
+    stamp = one("webhook-timestamp")
+    sig_lines = lines.get("webhook-signature", [])
+    signatures = (
+        " ".join(sig_lines) if sig_lines and all(isinstance(v, str) for v in sig_lines) else None
+    )
     if not all(isinstance(h, str) and h for h in (msg_id, stamp, signatures)):
         raise WebhookVerificationError("missing webhook-id, webhook-timestamp or webhook-signature")
     assert isinstance(msg_id, str) and isinstance(stamp, str) and isinstance(signatures, str)

@@ -6,6 +6,7 @@ with those variables set. With OTPMINT_LOOPBACK_WEBHOOKS=1 too (a server with
 webhooks.allow_private_hosts and webhooks.allow_plaintext), a real webhook delivery to a
 local receiver is verified as well."""
 
+import email.message
 import email.utils
 import http.server
 import json
@@ -71,6 +72,21 @@ class LocalServer:
                     outer.released.wait(10)
                     return
                 if reply == "close":
+                    return
+                if reply == "trickle":  # the headers at once, then a byte now and then
+                    data = json.dumps(MINTED).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    for i in range(len(data)):
+                        if outer.released.wait(0.1):
+                            return
+                        try:
+                            self.wfile.write(data[i : i + 1])
+                            self.wfile.flush()
+                        except OSError:
+                            return
                     return
                 status, headers, data = reply
                 self.send_response(status)
@@ -164,6 +180,21 @@ class WebhookTest(unittest.TestCase):
         }
         event = otpmint.verify_webhook(self.SECRET, joined, self.BODY, now=1614265330)
         self.assertEqual(event, {"test": 2432232314})
+
+    def test_every_line_of_a_repeated_signature_header_counts(self):
+        # http.server's headers keep a name once per line it came in: the matching
+        # signature on the first line of two verifies, as with the lines joined.
+        headers = email.message.Message()
+        headers["Webhook-Id"] = self.HEADERS["Webhook-Id"]
+        headers["Webhook-Timestamp"] = self.HEADERS["Webhook-Timestamp"]
+        headers["Webhook-Signature"] = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        headers["Webhook-Signature"] = "v1,bm9ldGhlcg=="
+        event = otpmint.verify_webhook(self.SECRET, headers, self.BODY, now=1614265330)
+        self.assertEqual(event, {"test": 2432232314})
+        # Two different ids (or timestamps) are not guessed between.
+        headers["Webhook-Id"] = "msg_another"
+        with self.assertRaises(otpmint.WebhookVerificationError):
+            otpmint.verify_webhook(self.SECRET, headers, self.BODY, now=1614265330)
 
 
 class OfflineTest(unittest.TestCase):
@@ -336,6 +367,14 @@ class OfflineTest(unittest.TestCase):
         hangs_up = self.serve(lambda r: "close")
         with self.assertRaises(urllib.error.URLError):
             otpmint.Client(hangs_up.url, "sk").status("otp_x")
+
+    def test_an_answer_that_trickles_in_is_bounded_by_the_timeout_as_a_whole(self):
+        # Each byte comes well within the timeout; the whole answer would take many times it.
+        slow = self.serve(lambda r: "trickle")
+        started = time.monotonic()
+        with self.assertRaises(TimeoutError):
+            otpmint.Client(slow.url, "sk", timeout=0.5).status("otp_x")
+        self.assertLess(time.monotonic() - started, 5)
 
     def test_the_keys_dot_and_dot_dot_are_answered_as_the_server_does(self):
         server = self.serve(lambda r: json_answer({"code": "otp_not_found", "detail": "No such code."}, 404))

@@ -165,8 +165,9 @@ export interface ClientOptions {
  * and the whole body (`attempts_remaining`, `limit`, `reason`, …).
  *
  * For an answer that is not a problem document (a proxy's page, a redirect, a success
- * answer without the JSON it should have) `code` is `""`, `body` is `{}` and `detail` holds
- * the answer's text (or says what was wrong with it). */
+ * answer without the JSON it should have) `code` is `""`, `body` is the answer's JSON
+ * object when it has one (else `{}`) and `detail` holds the answer's text (or says what
+ * was wrong with it). */
 export class OtpmintError extends Error {
   constructor(
     readonly status: number,
