@@ -255,6 +255,16 @@ pub enum DeliveryStatus {
 }
 
 impl DeliveryStatus {
+    /// Every status, as answers show them.
+    pub const ALL: [DeliveryStatus; 6] = [
+        DeliveryStatus::Queued,
+        DeliveryStatus::Sending,
+        DeliveryStatus::Sent,
+        DeliveryStatus::Failed,
+        DeliveryStatus::Unknown,
+        DeliveryStatus::Bounced,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DeliveryStatus::Queued => "queued",

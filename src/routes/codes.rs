@@ -142,7 +142,10 @@ fn mint_request(b: MintBody) -> Result<MintRequest, ApiError> {
 /// the message may have arrived but no answer came: the code is valid, API.md §19.2), 202
 /// `queued`, and 201 `test` for a test mint, which went to the test inbox (never `sent`,
 /// API.md §18.8).
-fn delivery_shown(
+/// What a mint's or resend's `delivery` says: [`delivery_shown`]'s values.
+pub const MINT_DELIVERIES: [&str; 4] = ["sent", "unknown", "queued", "test"];
+
+pub(crate) fn delivery_shown(
     mode: DeliveryMode,
     unknown: bool,
     test: bool,

@@ -270,6 +270,9 @@ class OfflineTest(unittest.TestCase):
                     self.assertIn(key, enums, f"{where} is a Literal: list it here")
                     named = re.findall(r"`([a-z_]+)`", field["description"])
                     self.assertEqual(sorted(literals), sorted(set(named)), where)
+                    if "enum" in field:  # the document's closed set, null aside
+                        values = [v for v in field["enum"] if v is not None]
+                        self.assertEqual(sorted(literals), sorted(values), f"{where} enum")
 
     def test_a_redirect_is_an_error_and_the_key_goes_nowhere_else(self):
         elsewhere = self.serve(lambda r: json_answer(MINTED, 201))

@@ -230,9 +230,13 @@ describe("without a server", () => {
         assert.equal(optional, !schema.required.includes(p.name), `${where} optional`);
         if (enums.includes(p.name) || literals.length) {
           assert.ok(enums.includes(p.name), `${where} is a literal union: list it here`);
-          // The values the description names, `like_this`.
+          // The document's enum (null aside), and the values its description names.
           const named = [...field.description.matchAll(/`([a-z_]+)`/g)].map((m) => m[1]);
           assert.deepEqual(literals.sort(), [...new Set(named)].sort(), where);
+          if (field.enum) {
+            const values = field.enum.filter((v) => v !== null);
+            assert.deepEqual(literals.sort(), [...values].sort(), `${where} enum`);
+          }
         }
       }
     }

@@ -272,6 +272,10 @@ impl VerifiedOut {
     }
 }
 
+/// A test code's delivery `status` where another code's would say `sent`: its message went
+/// to the test inbox, not to anyone (API.md §18.8).
+pub const TEST_SENT: &str = "test";
+
 /// A code's delivery.
 #[derive(Serialize, ToSchema)]
 pub struct DeliveryOut {
@@ -359,7 +363,7 @@ impl StatusOut {
                 mode: v.delivery.mode.as_str().into(),
                 // A test code's message went to the test inbox, not to anyone (API.md §18.8).
                 status: match v.delivery.status {
-                    crate::domain::delivery::DeliveryStatus::Sent if v.test => "test".into(),
+                    crate::domain::delivery::DeliveryStatus::Sent if v.test => TEST_SENT.into(),
                     s => s.as_str().into(),
                 },
                 attempts: v.delivery.attempts,

@@ -82,8 +82,133 @@ pub(super) fn constrain(doc: &mut serde_json::Value) {
             }
         }
     }
+    for (schema, property, values) in answer_values() {
+        if let Some(Value::Object(target)) = answer_property(doc, schema, property) {
+            let mut values: Vec<Value> = values.into_iter().map(Value::from).collect();
+            // A property that may be null takes null too.
+            if target
+                .get("type")
+                .and_then(Value::as_array)
+                .is_some_and(|t| t.iter().any(|x| x == "null"))
+            {
+                values.push(Value::Null);
+            }
+            target.insert("enum".into(), Value::Array(values));
+        }
+    }
     constrain_parameters(doc);
     constrain_shapes(doc);
+}
+
+/// An answer's property: in the schema's `properties`, or in one of its `allOf` parts.
+pub(super) fn answer_property<'a>(
+    doc: &'a mut serde_json::Value,
+    schema: &str,
+    property: &str,
+) -> Option<&'a mut serde_json::Value> {
+    let schema = doc.pointer_mut(&format!("/components/schemas/{schema}"))?;
+    if schema.pointer(&format!("/properties/{property}")).is_some() {
+        return schema.pointer_mut(&format!("/properties/{property}"));
+    }
+    schema
+        .get_mut("allOf")?
+        .as_array_mut()?
+        .iter_mut()
+        .find_map(|part| part.get_mut("properties")?.get_mut(property))
+}
+
+/// The closed sets of values answers take (API.md §18.5: every response's schema), from
+/// the types that make them: (schema, property, values). Schemathesis holds every answer
+/// to them; the client libraries' literal types are checked against them.
+pub(super) fn answer_values() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
+    use crate::domain::challenge::{Status, VerifiedVia};
+    use crate::domain::delivery::{DeliveryMode, DeliveryStatus};
+    use crate::domain::dkim::DkimAlgorithm;
+    use crate::domain::event::EventType;
+    use crate::domain::oauth2::OAuth2Provider;
+    use crate::domain::provider::ProviderKind;
+    use crate::domain::recipient::Channel;
+    use crate::domain::stats::Dim;
+    use crate::domain::suppression::SuppressionReason;
+    use crate::domain::tenant::{TlsMode, TransportUse};
+    use crate::service::admin::stats::Granularity;
+    let verified_via = || VerifiedVia::ALL.map(VerifiedVia::as_str).to_vec();
+    let modes = || DeliveryMode::ALL.map(DeliveryMode::as_str).to_vec();
+    let uses = || TransportUse::ALL.map(TransportUse::as_str).to_vec();
+    vec![
+        (
+            "StatusOut",
+            "status",
+            Status::ALL.map(Status::as_str).to_vec(),
+        ),
+        ("StatusOut", "verified_via", verified_via()),
+        ("ClaimedOut", "verified_via", verified_via()),
+        ("DeliveryOut", "mode", modes()),
+        (
+            "DeliveryOut",
+            "status",
+            DeliveryStatus::ALL
+                .map(DeliveryStatus::as_str)
+                .into_iter()
+                .chain([crate::routes::dto::TEST_SENT])
+                .collect(),
+        ),
+        (
+            "MintOut",
+            "delivery",
+            crate::routes::codes::MINT_DELIVERIES.to_vec(),
+        ),
+        (
+            "HostedStatusOut",
+            "status",
+            crate::service::codes::hosted::SESSION_STATUSES.to_vec(),
+        ),
+        ("TenantOut", "delivery", modes()),
+        ("TenantOut", "suppression", vec!["on", "off"]),
+        ("SmtpOut", "tls", TlsMode::ALL.map(TlsMode::as_str).to_vec()),
+        ("HttpTransportOut", "use", uses()),
+        ("ProviderOut", "use", uses()),
+        (
+            "ProviderOut",
+            "kind",
+            ProviderKind::ALL.map(|k| k.as_str()).to_vec(),
+        ),
+        (
+            "ProviderOut",
+            "channel",
+            Channel::ALL.map(Channel::as_str).to_vec(),
+        ),
+        (
+            "SuppressionOut",
+            "reason",
+            SuppressionReason::ALL.map(|r| r.as_str()).to_vec(),
+        ),
+        (
+            "DkimRecordOut",
+            "algorithm",
+            DkimAlgorithm::ALL.map(|a| a.as_str()).to_vec(),
+        ),
+        (
+            "OAuth2Out",
+            "provider",
+            OAuth2Provider::ALL.map(|p| p.as_str()).to_vec(),
+        ),
+        (
+            "WebhookAttemptOut",
+            "type",
+            EventType::ALL.map(|t| t.as_str()).to_vec(),
+        ),
+        (
+            "StatsOut",
+            "granularity",
+            Granularity::ALL.map(Granularity::as_str).to_vec(),
+        ),
+        (
+            "StatsOut",
+            "group_by",
+            Dim::GROUPS.map(Dim::as_str).to_vec(),
+        ),
+    ]
 }
 
 /// The rules of request bodies' properties: (schema, property, rule).

@@ -266,6 +266,40 @@ mod tests {
     }
 
     #[test]
+    fn every_closed_set_of_an_answer_names_a_property_of_the_description() {
+        use utoipa::OpenApi;
+        let mut doc = serde_json::to_value(super::ApiDoc::openapi()).unwrap();
+        for (schema, property, values) in super::constrain::answer_values() {
+            assert!(!values.is_empty(), "{schema}.{property}");
+            assert!(
+                super::constrain::answer_property(&mut doc, schema, property).is_some(),
+                "{schema}.{property} is not in the description"
+            );
+        }
+        // Each value the code can answer is in its set.
+        let doc = super::document();
+        let within = |schema: &str, property: &str, value: &str| {
+            let mut doc = doc.clone();
+            let set = super::constrain::answer_property(&mut doc, schema, property)
+                .map(|p| p["enum"].clone())
+                .unwrap_or_default();
+            assert!(
+                set.as_array().is_some_and(|s| s.iter().any(|v| v == value)),
+                "{schema}.{property}: {value} not in {set}"
+            );
+        };
+        use crate::domain::delivery::DeliveryMode;
+        for mode in DeliveryMode::ALL {
+            for (unknown, test) in [(false, false), (true, false), (false, true), (true, true)] {
+                let (_, shown) = crate::routes::codes::delivery_shown(mode, unknown, test);
+                within("MintOut", "delivery", shown);
+            }
+        }
+        within("OAuth2Out", "provider", "google");
+        within("ClaimedOut", "verified_via", "link");
+    }
+
+    #[test]
     fn every_operation_with_a_json_body_declares_413_and_415() {
         let doc = super::document();
         let mut n = 0;

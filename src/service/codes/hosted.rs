@@ -75,6 +75,9 @@ pub enum PageError {
     Over,
 }
 
+/// A session's statuses, as [`status_of`] names them.
+pub const SESSION_STATUSES: [&str; 4] = ["open", "verified", "failed", "expired"];
+
 /// `open`, `verified`, `expired` or `failed` (its code's attempts spent; a code that could
 /// not be delivered leaves it open: the person may send another).
 pub fn status_of(row: &SessionRow, now: Millis) -> &'static str {
