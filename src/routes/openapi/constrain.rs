@@ -98,6 +98,64 @@ pub(super) fn constrain(doc: &mut serde_json::Value) {
     }
     constrain_parameters(doc);
     constrain_shapes(doc);
+    declare_headers(doc);
+}
+
+/// The headers clients act on: `Retry-After` on 429 and 503 (and on the 409 of an
+/// Idempotency-Key in use), `WWW-Authenticate` on 401, `Idempotent-Replayed` on a mint's
+/// replayed answers.
+fn declare_headers(doc: &mut serde_json::Value) {
+    use serde_json::{json, Value};
+    let retry_after = json!({
+        "description": "Seconds to wait before trying again.",
+        "schema": {"type": "integer", "minimum": 0}
+    });
+    let put = |response: Option<&mut Value>, name: &str, header: &Value| {
+        if let Some(Value::Object(response)) = response {
+            if let Value::Object(headers) = response.entry("headers").or_insert_with(|| json!({})) {
+                headers.insert(name.into(), header.clone());
+            }
+        }
+    };
+    for name in ["RateLimited", "Unavailable"] {
+        put(
+            doc.pointer_mut(&format!("/components/responses/{name}")),
+            "Retry-After",
+            &retry_after,
+        );
+    }
+    put(
+        doc.pointer_mut("/components/responses/Unauthorized"),
+        "WWW-Authenticate",
+        &json!({"description": "`Bearer`", "schema": {"type": "string", "enum": ["Bearer"]}}),
+    );
+    let replayed = json!({
+        "description": "`true` on the first answer given again to a repeat with the same Idempotency-Key and body.",
+        "schema": {"type": "string", "enum": ["true"]}
+    });
+    let Some(Value::Object(paths)) = doc.get_mut("paths") else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, op) in item.iter_mut() {
+            let mint = path == "/v1/otp" && method == "post";
+            let Some(Value::Object(responses)) = op.get_mut("responses") else {
+                continue;
+            };
+            for (status, response) in responses.iter_mut() {
+                let inline = response.get("$ref").is_none();
+                if inline && (status == "429" || status == "503" || (mint && status == "409")) {
+                    put(Some(&mut *response), "Retry-After", &retry_after);
+                }
+                if mint && ["201", "202", "502"].contains(&status.as_str()) {
+                    put(Some(&mut *response), "Idempotent-Replayed", &replayed);
+                }
+            }
+        }
+    }
 }
 
 /// An answer's property: in the schema's `properties`, or in one of its `allOf` parts.

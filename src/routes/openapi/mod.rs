@@ -300,6 +300,40 @@ mod tests {
     }
 
     #[test]
+    fn the_headers_clients_act_on_are_declared() {
+        let doc = super::document();
+        for response in ["RateLimited", "Unavailable"] {
+            assert!(doc
+                .pointer(&format!(
+                    "/components/responses/{response}/headers/Retry-After"
+                ))
+                .is_some());
+        }
+        assert!(doc
+            .pointer("/components/responses/Unauthorized/headers/WWW-Authenticate")
+            .is_some());
+        let mint = &doc["paths"]["/v1/otp"]["post"]["responses"];
+        for status in ["201", "202", "502"] {
+            assert!(mint[status]["headers"]["Idempotent-Replayed"].is_object());
+        }
+        assert!(mint["409"]["headers"]["Retry-After"].is_object());
+        // Every 429 and 503, shared or a route's own, says when to try again.
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                for status in ["429", "503"] {
+                    let r = &op["responses"][status];
+                    assert!(
+                        r.is_null()
+                            || r["$ref"].is_string()
+                            || r["headers"]["Retry-After"].is_object(),
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn every_operation_with_a_json_body_declares_413_and_415() {
         let doc = super::document();
         let mut n = 0;
