@@ -54,6 +54,16 @@ pub struct SessionRow {
     pub code_length: Option<u32>,
 }
 
+/// How a session's id is stored: its SHA-256, in hex. The id is the bearer of the
+/// session's page (`/h/{id}`), so a copy of the database (a backup, a dump) must not open
+/// pages. The id is random (≥128 bits), so a hash without a key is enough to keep it
+/// from being worked back (a key would add nothing a guess could get past). Rows stored before ids were hashed hold the id itself and are still found by it
+/// until they are purged (they expire within a session's life).
+pub(crate) fn stored_session_id(id: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(id.as_bytes()))
+}
+
 pub(crate) const SESSION_COLS: &str = concat!(
     "h.id, h.tenant_id, h.email, h.purpose, h.locale, h.return_url, \
      h.key_sealed, h.status, h.expires_at, \
@@ -69,6 +79,7 @@ pub(crate) const SESSION_COLS: &str = concat!(
 pub(crate) fn session_from(r: &(impl Cells + ?Sized)) -> Result<SessionRow, StoreError> {
     Ok(SessionRow {
         session: Session {
+            // The stored id; `session` puts back the id it was asked for.
             id: r.text(0)?,
             tenant_id: TenantId::from_trusted(r.text(1)?),
             email: r.opt_text(2)?,
@@ -118,7 +129,7 @@ pub trait HostedStore {
 impl<E: Engine> HostedStore for E {
     fn insert_session(&self, s: &Session) -> Result<(), StoreError> {
         let row = [
-            Arg::from(s.id.as_str()),
+            Arg::from(stored_session_id(&s.id)),
             s.tenant_id.as_str().into(),
             s.email.clone().into(),
             s.purpose.as_str().into(),
@@ -132,7 +143,13 @@ impl<E: Engine> HostedStore for E {
     }
 
     fn session(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
-        self.row_opt(sql::SESSION, args![id], |r| session_from(r))
+        let found = self.row_opt(sql::SESSION, args![stored_session_id(id), id], |r| {
+            session_from(r)
+        })?;
+        Ok(found.map(|mut row| {
+            row.session.id = id.to_string();
+            row
+        }))
     }
 
     fn set_session_code(
@@ -142,7 +159,7 @@ impl<E: Engine> HostedStore for E {
         key_digest: &[u8],
         key_sealed: &[u8],
     ) -> Result<bool, StoreError> {
-        let row = args![id, email, key_digest, key_sealed];
+        let row = args![stored_session_id(id), email, key_digest, key_sealed, id];
         Ok(self.exec_one(sql::SET_SESSION_CODE, row)? == 1)
     }
 

@@ -1515,8 +1515,12 @@ async fn a_right_code_whose_session_could_not_be_recorded_is_not_spent_and_verif
     }
     let (app, sk) = hosted_app_with(RETURN, |s| s.database.timeout_seconds = 1).await;
     let (id, mut b, csrf, code) = code_sent_on_the_page(&app, &sk).await;
-    // Another transaction holds the session's row.
-    let lock = HeldLock::pg_row(&app.settings.database.url, "hosted_sessions", &id);
+    // Another transaction holds the session's row (stored under its id's SHA-256).
+    let stored = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(id.as_bytes()))
+    };
+    let lock = HeldLock::pg_row(&app.settings.database.url, "hosted_sessions", &stored);
     let verify = format!("/h/{id}/verify");
     let (s, _, html) = b.post(&verify, &[("csrf", &csrf), ("code", &code)]).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{html}");
@@ -1541,4 +1545,78 @@ async fn a_right_code_whose_session_could_not_be_recorded_is_not_spent_and_verif
     let (s, v) = claim(&app, &sk, &path, None).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["email"], "ada@example.com", "{v}");
+}
+
+/// Run `sql` with the text parameters `params` on the app's database, SQLite or PostgreSQL
+/// (`$1`, `$2` on both).
+fn exec_sql(app: &TestApp, sql: &'static str, params: [String; 2]) -> u64 {
+    if !on_postgres() {
+        let c = rusqlite::Connection::open(app.db_path()).unwrap();
+        c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+        return c
+            .execute(sql, rusqlite::params![params[0], params[1]])
+            .unwrap() as u64;
+    }
+    let url = app.settings.database.url.clone();
+    pg_blocking(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        c.execute(sql, &[&params[0], &params[1]]).unwrap()
+    })
+}
+
+/// A session's id opens its page, so the database keeps only its SHA-256: a copy of the
+/// database opens no page. A session stored before (its id as it is) still goes the
+/// whole way: page, code, verify, status, claim once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_id_is_kept_only_as_a_digest_and_one_kept_whole_before_still_works() {
+    use sha2::Digest;
+    let (app, sk) = hosted_app(RETURN).await;
+    for (n, kept_whole) in [(0, false), (1, true)] {
+        let to = format!("ada{n}@example.com");
+        let (id, _) = open_session(&app, &sk, json!({"return_url": RETURN, "email": to})).await;
+        let stored = app.stored_bytes();
+        assert!(
+            !stored.windows(id.len()).any(|w| w == id.as_bytes()),
+            "the id is in the database"
+        );
+        let digest = hex::encode(sha2::Sha256::digest(id.as_bytes()));
+        assert!(stored.windows(digest.len()).any(|w| w == digest.as_bytes()));
+        if kept_whole {
+            let rows = exec_sql(
+                &app,
+                "UPDATE hosted_sessions SET id = $1 WHERE id = $2",
+                [id.clone(), digest],
+            );
+            assert_eq!(rows, 1);
+        }
+        let (mut b, csrf) = on_the_page(&app, &id).await;
+        let (s, _, _) = b.post(&format!("/h/{id}/send"), &[("csrf", &csrf)]).await;
+        assert_eq!(s, StatusCode::SEE_OTHER, "{to}");
+        let code = app.smtp.wait_for(&to, 1).await.code();
+        let (s, _, html) = b
+            .post(
+                &format!("/h/{id}/verify"),
+                &[("csrf", &csrf), ("code", &code)],
+            )
+            .await;
+        assert_eq!(s, StatusCode::SEE_OTHER, "{to}: {html}");
+        let (s, v) = body(
+            app.get(&format!("/v1/tenant/hosted-sessions/{id}"), &sk)
+                .await,
+        )
+        .await;
+        assert_eq!(
+            (s, v["status"].as_str()),
+            (StatusCode::OK, Some("verified")),
+            "{v}"
+        );
+        let path = format!("/v1/tenant/hosted-sessions/{id}/claim");
+        let (s, v) = claim(&app, &sk, &path, None).await;
+        assert_eq!(
+            (s, v["email"].as_str()),
+            (StatusCode::OK, Some(to.as_str())),
+            "{v}"
+        );
+        assert_eq!(claim(&app, &sk, &path, None).await.0, StatusCode::CONFLICT);
+    }
 }

@@ -51,7 +51,8 @@ impl<E: super::engine::Engine> ClaimStore for E {
     }
 
     fn claim_session(&self, tenant: &TenantId, id: &str, now: Millis) -> Result<bool, StoreError> {
-        let row = [tenant.as_str().into(), id.into(), now.into()];
+        let stored = super::hosted::stored_session_id(id);
+        let row = [tenant.as_str().into(), stored.into(), now.into(), id.into()];
         Ok(self.exec_one(super::sql::codes::CLAIM_SESSION, &row)? == 1)
     }
 }
@@ -378,7 +379,14 @@ impl<E: Engine> CodeOutcomeStore for E {
             .map(|c| [Arg::from(&c.link[..]), Arg::from(&c.by[..])]);
         let session = f.session.as_ref().map(|h| {
             let by = Arg::from(&h.by[..]);
-            [h.id.as_str().into(), now.into(), digest.clone(), by]
+            let stored = super::hosted::stored_session_id(&h.id);
+            [
+                stored.into(),
+                now.into(),
+                digest.clone(),
+                by,
+                h.id.as_str().into(),
+            ]
         });
         self.transact(move |tx| {
             let Some(tally) = tx.row_opt(sql::codes::VERIFY, &verify, |r| tally_from(r, 0))? else {

@@ -54,10 +54,11 @@ shared_sql!(
 );
 
 shared_sql!(
-    /// A verified session's outcome, claimed once (`$1` tenant, `$2` id, `$3` now).
+    /// A verified session's outcome, claimed once (`$1` tenant, `$2` stored id, `$3` now,
+    /// `$4` the id as a row stored before ids were hashed holds it).
     pub(crate) CLAIM_SESSION =
-        "UPDATE hosted_sessions SET claimed_at = $3 WHERE tenant_id = $1 AND id = $2 AND status = \
-         'verified' AND claimed_at IS NULL"
+        "UPDATE hosted_sessions SET claimed_at = $3 WHERE tenant_id = $1 AND id IN ($2, $4) AND \
+         status = 'verified' AND claimed_at IS NULL"
 );
 
 shared_sql!(

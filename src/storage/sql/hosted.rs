@@ -1,4 +1,6 @@
-//! The SQL both backends run for hosted, written once with `$n` placeholders.
+//! The SQL both backends run for hosted, written once with `$n` placeholders. A session is
+//! found by its stored id ([`crate::storage::hosted::stored_session_id`]) or by the id
+//! itself (a row stored before ids were hashed, until it is purged).
 
 use crate::storage::hosted::SESSION_COLS;
 
@@ -13,15 +15,15 @@ shared_sql!(
     /// Only a code still pending: of two sends at once (a double click), the one whose mint
     /// the other superseded never becomes the session's code, whichever is stored last.
     pub(crate) SET_SESSION_CODE =
-        "UPDATE hosted_sessions SET email = $2, key_digest = $3, key_sealed = $4 WHERE id = $1 \
-         AND status = 'open' AND (email IS NULL OR email = $2) AND EXISTS (SELECT 1 FROM \
+        "UPDATE hosted_sessions SET email = $2, key_digest = $3, key_sealed = $4 WHERE id IN ($1, \
+         $5) AND status = 'open' AND (email IS NULL OR email = $2) AND EXISTS (SELECT 1 FROM \
          challenges c WHERE c.key_digest = $3 AND c.status = 'pending')"
 );
 
 shared_sql!(
     pub(crate) FINISH_SESSION =
         "UPDATE hosted_sessions SET status = 'verified', verified_at = $2, finished_by = $4 WHERE \
-         id = $1 AND status = 'open' AND key_digest = $3"
+         id IN ($1, $5) AND status = 'open' AND key_digest = $3"
 );
 
 shared_sql!(
@@ -44,6 +46,7 @@ shared_sql!(
 );
 
 shared_sql!(
-    /// A hosted session, by id.
-    pub(crate) SESSION = ["SELECT ", SESSION_COLS, " FROM hosted_sessions h WHERE h.id = $1"]
+    /// A hosted session, by its stored id (`$1`) or, stored before ids were hashed, the
+    /// id itself (`$2`).
+    pub(crate) SESSION = ["SELECT ", SESSION_COLS, " FROM hosted_sessions h WHERE h.id IN ($1, $2)"]
 );
