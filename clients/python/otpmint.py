@@ -210,6 +210,7 @@ class _Deadline:
     def __init__(self, seconds: float) -> None:
         self._lock = threading.Lock()
         self._sock: Optional[socket.socket] = None
+        self._over = False
         self.passed = False
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
@@ -223,10 +224,17 @@ class _Deadline:
 
     def _expire(self) -> None:
         with self._lock:
+            if self._over:  # the request ended first: its answer is whole
+                return
             self.passed = True
             _shut(self._sock)
 
     def cancel(self) -> None:
+        """The request is over: from here the deadline shuts nothing (its socket's number
+        may be another socket's soon)."""
+        with self._lock:
+            self._over = True
+            self._sock = None
         self._timer.cancel()
 
     def handlers(self) -> List[urllib.request.BaseHandler]:
@@ -238,29 +246,44 @@ class _Deadline:
                 super().connect()
                 deadline.attach(self.sock)
 
-        class Https(http.client.HTTPSConnection):
-            def connect(self) -> None:
-                super().connect()
-                deadline.attach(self.sock)
+        handlers: List[urllib.request.BaseHandler] = []
 
         # The connection class swapped, the arguments left as this Python's urllib gives them.
         class HttpHandler(urllib.request.HTTPHandler):
             def do_open(self, http_class: Any, req: Any, **kw: Any) -> Any:
                 return super().do_open(Http, req, **kw)
 
-        class HttpsHandler(urllib.request.HTTPSHandler):
-            def do_open(self, http_class: Any, req: Any, **kw: Any) -> Any:
-                return super().do_open(Https, req, **kw)
+        handlers.append(HttpHandler())
+        if hasattr(http.client, "HTTPSConnection"):  # a Python built without ssl has none
 
-        return [HttpHandler(), HttpsHandler()]
+            class Https(http.client.HTTPSConnection):
+                def connect(self) -> None:
+                    super().connect()
+                    deadline.attach(self.sock)
+
+            class HttpsHandler(urllib.request.HTTPSHandler):
+                def do_open(self, http_class: Any, req: Any, **kw: Any) -> Any:
+                    return super().do_open(Https, req, **kw)
+
+            handlers.append(HttpsHandler())
+        return handlers
 
 
 def _shut(sock: Optional[socket.socket]) -> None:
     if sock is not None:
         try:
-            sock.shutdown(socket.SHUT_RDWR)
+            # The plain socket's shutdown, also under TLS: ssl.SSLSocket.shutdown would
+            # unwrap the TLS object under the reading thread.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
         except OSError:
             pass
+
+
+def _framed(headers: Mapping[str, str], status: int) -> bool:
+    """Whether an answer's end is known from the answer itself (a length, chunks, or no body
+    at all), not only from its connection closing — which a deadline's shutdown would fake."""
+    chunked = "chunked" in (headers.get("Transfer-Encoding") or "").lower()
+    return headers.get("Content-Length") is not None or chunked or status in (204, 304)
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -361,7 +384,9 @@ class Client:
             raise urllib.error.URLError(e) from e
         finally:
             deadline.cancel()
-        if deadline.passed:  # an answer ended by its connection's close may be cut short
+        # A length or chunks would have told a cut answer (IncompleteRead, above); an answer
+        # ended by its connection's close is whole only if the deadline did not close it.
+        if deadline.passed and not _framed(answer_headers, status):
             raise TimeoutError(f"no whole answer within {self.timeout} s")
         if status not in ok:
             raise _failure(status, answer_headers, raw)

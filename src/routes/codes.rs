@@ -138,13 +138,13 @@ fn mint_request(b: MintBody) -> Result<MintRequest, ApiError> {
     })
 }
 
+/// What a mint's or resend's `delivery` says: [`delivery_shown`]'s values.
+pub const MINT_DELIVERIES: [&str; 4] = ["sent", "unknown", "queued", "test"];
+
 /// The status and `delivery` of a mint's or resend's answer: 201 `sent` (or `unknown` when
 /// the message may have arrived but no answer came: the code is valid, API.md §19.2), 202
 /// `queued`, and 201 `test` for a test mint, which went to the test inbox (never `sent`,
 /// API.md §18.8).
-/// What a mint's or resend's `delivery` says: [`delivery_shown`]'s values.
-pub const MINT_DELIVERIES: [&str; 4] = ["sent", "unknown", "queued", "test"];
-
 pub(crate) fn delivery_shown(
     mode: DeliveryMode,
     unknown: bool,

@@ -148,7 +148,8 @@ pub struct DkimCheckOut {
 #[derive(Serialize, ToSchema)]
 pub struct DmarcOut {
     pub found: bool,
-    /// `none`, `quarantine` or `reject`
+    /// The record's `p=` as published (`none`, `quarantine` or `reject` in a well-formed
+    /// record).
     pub policy: Option<String>,
     /// otpmint's DKIM signature aligns with the sender's domain under the record's `adkim`.
     pub aligned: bool,

@@ -134,7 +134,7 @@ fn open_keyring_from(
             Ok(Keys::new(ring, master, previous))
         }
         (false, None) => Err(StartupError::MasterKey(format!(
-            "master key file {} is missing, but the database holds a keyring (wrapped by key id {}); restore the key file or set crypto.master_key — refusing to create a new key",
+            "master key file {} (crypto.master_key_file) is missing, but the database holds a keyring (wrapped by key id {}); restore the key file or set crypto.master_key — refusing to create a new key",
             key_path.display(),
             rows.first().map(|r| r.kek_id.as_str()).unwrap_or("?")
         ))),

@@ -89,7 +89,7 @@ async fn the_python_client_mints_verifies_and_claims_against_the_server() {
     let out = run(cmd, "the Python client's tests").await;
     let report = String::from_utf8_lossy(&out.stderr);
     // Every test ran against the server: none was skipped.
-    assert!(report.contains("Ran 17 tests"), "{report}");
+    assert!(report.contains("Ran 19 tests"), "{report}");
     assert!(!report.contains("skipped"), "{report}");
 }
 

@@ -393,7 +393,10 @@ impl StatusOut {
 pub struct AuditEventOut {
     pub id: i64,
     pub at: String,
-    /// `mint`, `verify` or `cancel`
+    /// What happened: `mint` (a refusal of the SMS guard included), `verify`, `resend`,
+    /// `cancel`, `claim`, `template.fallback` (a message written in a fallback locale),
+    /// `test_recipient.disabled`, `test_recipients.put`, `suppression.add`,
+    /// `suppression.remove`.
     pub event: String,
     /// Masked: `a***@example.com`
     pub recipient: String,

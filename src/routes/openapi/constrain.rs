@@ -96,13 +96,21 @@ pub(super) fn constrain(doc: &mut serde_json::Value) {
             target.insert("enum".into(), Value::Array(values));
         }
     }
+    // A webhook's events: the types it may subscribe to.
+    if let Some(Value::Object(items)) =
+        doc.pointer_mut("/components/schemas/WebhookOut/properties/events/items")
+    {
+        let types = crate::domain::event::EventType::SUBSCRIBABLE.map(|t| t.as_str());
+        items.insert("enum".into(), serde_json::json!(types));
+    }
     constrain_parameters(doc);
     constrain_shapes(doc);
     declare_headers(doc);
 }
 
-/// The headers clients act on: `Retry-After` on 429 and 503 (and on the 409 of an
-/// Idempotency-Key in use), `WWW-Authenticate` on 401, `Idempotent-Replayed` on a mint's
+/// The headers clients act on: `Retry-After` on the API's 429 and 503 (and on the 409 of
+/// an Idempotency-Key in use; a refusal that is not about time, like
+/// `resend_limit_reached`, answers without it), `WWW-Authenticate` on 401, `Idempotent-Replayed` on a mint's
 /// replayed answers.
 fn declare_headers(doc: &mut serde_json::Value) {
     use serde_json::{json, Value};
@@ -142,12 +150,15 @@ fn declare_headers(doc: &mut serde_json::Value) {
         };
         for (method, op) in item.iter_mut() {
             let mint = path == "/v1/otp" && method == "post";
+            // The API's own refusals; `/readyz`'s 503 is a probe's answer and says no time.
+            let api = path.starts_with("/v1/");
             let Some(Value::Object(responses)) = op.get_mut("responses") else {
                 continue;
             };
             for (status, response) in responses.iter_mut() {
                 let inline = response.get("$ref").is_none();
-                if inline && (status == "429" || status == "503" || (mint && status == "409")) {
+                let limited = status == "429" || status == "503";
+                if api && inline && (limited || (mint && status == "409")) {
                     put(Some(&mut *response), "Retry-After", &retry_after);
                 }
                 if mint && ["201", "202", "502"].contains(&status.as_str()) {

@@ -317,8 +317,13 @@ mod tests {
             assert!(mint[status]["headers"]["Idempotent-Replayed"].is_object());
         }
         assert!(mint["409"]["headers"]["Retry-After"].is_object());
-        // Every 429 and 503, shared or a route's own, says when to try again.
+        // Every 429 and 503 of the API, shared or a route's own, may say when to try
+        // again; the readiness probe's 503 does not.
+        assert!(doc["paths"]["/readyz"]["get"]["responses"]["503"]["headers"].is_null());
         for (path, item) in doc["paths"].as_object().unwrap() {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
             for (method, op) in item.as_object().unwrap() {
                 for status in ["429", "503"] {
                     let r = &op["responses"][status];

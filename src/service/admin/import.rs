@@ -61,6 +61,11 @@ fn read_otpmint(path: &Path) -> Result<(Vec<AuthRow>, Vec<MappingRow>), ServiceE
     let not_otpmint = |table: &str, e: rusqlite::Error| {
         let text = e.to_string();
         let why = text.split(" in SELECT").next().unwrap_or(&text).to_string();
+        // Only a missing table or column says the file is not OtpMint's; a lock, an I/O
+        // error or a file that is no database at all is said as it is.
+        if !(why.starts_with("no such table") || why.starts_with("no such column")) {
+            return err(e);
+        }
         ServiceError::field(
             &path.display().to_string(),
             format!("is not an OtpMint map.db: its {table} table is not OtpMint's ({why})"),
