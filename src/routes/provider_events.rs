@@ -40,6 +40,7 @@ pub async fn receive(
     body: Body,
 ) -> Result<HttpResponse, ApiError> {
     let (provider, tenant) = path.into_inner();
+    let ctx = super::request_context(&body.req, &st);
     let headers = body.req.headers().clone();
     let body = body.bytes_up_to(BODY_MAX).await?;
     let header = move |name: &str| {
@@ -51,7 +52,7 @@ pub async fn receive(
     let done = st
         .services
         .events
-        .receive_provider_events(&provider, &tenant, &header, &body)
+        .receive_provider_events(&provider, &tenant, &header, &body, &ctx)
         .await?;
     Ok(json(
         HttpResponse::Ok(),

@@ -439,7 +439,25 @@ async fn cli_manages_tenants_and_logs_never_show_secrets() {
     let events = hooks.wait_for(2).await;
     assert!(events.iter().any(|e| e.json()["type"] == "otp.verified"));
 
-    // A refused message: its log line says what to check, in words (API.md §18.8).
+    // A refused message: its log line says what to check, in words (API.md §18.8). Its
+    // code was minted (and failed): the minted counter counts it, as the statistics do.
+    let minted = || async {
+        let text = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("otpmint_codes_minted_total{mode=\"sync\"}"))
+            .map(str::to_string);
+        line.and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let before = minted().await;
     smtp.set_mode(crate::smtp::Mode::RejectRecipients);
     let r = client
         .post(format!("{base}/v1/otp"))
@@ -450,6 +468,7 @@ async fn cli_manages_tenants_and_logs_never_show_secrets() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
     smtp.set_mode(crate::smtp::Mode::Normal);
+    assert_eq!(minted().await, before + 1.0);
 
     // disable via CLI while running: the key stops working
     let (ok, _, _) = cli(&["tenant", "disable", &id]);

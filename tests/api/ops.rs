@@ -407,6 +407,61 @@ fn tokio_stream_from(
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
+/// A refusal is audited with whose code it was and why: a verify of a key with no
+/// attempt left (used, exhausted) names the recipient like any other verify, and a mint to
+/// a suppressed recipient says so (before: an empty recipient, and `error`).
+#[tokio::test]
+async fn refusals_are_audited_with_whose_code_and_why() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant_with(json!({"max_attempts": 1})).await;
+    let (used, code) = app.mint(&sk, "ada@example.com").await;
+    assert_eq!(app.verify(&sk, &used, &code).await.0, StatusCode::OK);
+    assert_eq!(app.verify(&sk, &used, &code).await.0, StatusCode::GONE);
+    let (spent, code) = app.mint(&sk, "bo@example.com").await;
+    app.verify(&sk, &spent, &wrong(&code)).await;
+    let (s, v) = app.verify(&sk, &spent, &code).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::GONE, Some("attempts_exhausted"))
+    );
+    let r = app
+        .post(
+            "/v1/tenant/suppressions",
+            &sk,
+            json!({"recipient": "cy@example.com", "reason": "manual"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = app
+        .post("/v1/otp", &sk, json!({"email": "cy@example.com"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let v: Value = app.get("/v1/tenant/audit", &sk).await.json().await.unwrap();
+    let seen: Vec<(&str, &str, &str)> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let at = |k: &str| e[k].as_str().unwrap();
+            (at("event"), at("recipient"), at("outcome"))
+        })
+        .collect();
+    assert_eq!(
+        &seen[..4],
+        &[
+            ("mint", "c***@example.com", "recipient_suppressed"),
+            ("suppression.add", "c***@example.com", "manual"),
+            ("verify", "b***@example.com", "exhausted"),
+            ("verify", "b***@example.com", "mismatch"),
+        ],
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&("verify", "a***@example.com", "used")),
+        "{seen:?}"
+    );
+}
+
 #[tokio::test]
 async fn the_audit_trail_pages_a_tenants_own_events_with_masked_recipients() {
     let app = spawn_app_with(|s| s.audit.retention_seconds = 7200).await;

@@ -320,6 +320,25 @@ async fn a_signed_hard_bounce_of_each_provider_suppresses_and_marks_the_code_bou
             "{}: {v}",
             fake.kind
         );
+        // The suppression it added is in the audit trail once, masked, as one added over
+        // the API is.
+        let v: Value = s
+            .app
+            .get("/v1/tenant/audit", &sk)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let adds: Vec<&Value> = v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event"] == "suppression.add")
+            .collect();
+        assert_eq!(adds.len(), 1, "{}: {v}", fake.kind);
+        assert_eq!(adds[0]["outcome"], "hard_bounce", "{}", fake.kind);
+        let shown = adds[0]["recipient"].as_str().unwrap();
+        assert!(shown.contains("***") && !shown.contains(&to), "{shown}");
         // The next mint to the address is refused; the statistics count one bounce.
         let (st, v) = body(s.app.post("/v1/otp", &sk, json!({"email": to})).await).await;
         assert_eq!(

@@ -202,7 +202,9 @@ impl Codes {
             Err(ServiceError::SmsCountryNotAllowed(_)) => "blocked:country_not_allowed".into(),
             Err(ServiceError::PhoneNumberNotAllowed) => "blocked:number_not_allowed".into(),
             Err(ServiceError::SmsVelocity { .. }) => "blocked:velocity".into(),
-            Err(_) => "error".to_string(),
+            // Any other refusal by its code (`recipient_suppressed`, `channel_not_configured`,
+            // `unavailable`, …).
+            Err(e) => e.code().as_str().to_string(),
         };
         let now = self.core.now();
         audit.record(&tenant.id, now, "mint", &to, &outcome, ctx);
@@ -408,8 +410,9 @@ impl Codes {
             mode,
             channel: recipient.channel(),
         };
-        let outcome_unknown = self.deliver_now(tenant, job).await?;
+        // Stored: minted, whatever its delivery does (a failed one counts, as in the stats).
         crate::metrics::inc(|m| &m.codes_minted, &[mode.as_str()]);
+        let outcome_unknown = self.deliver_now(tenant, job).await?;
         Ok(Minted {
             outcome_unknown,
             ..minted

@@ -74,7 +74,8 @@ impl Codes {
         self.settled_elsewhere(k, view, now).await
     }
 
-    /// Why no attempt could be reserved: unknown, ended, or the recipient is blocked.
+    /// Why no attempt could be reserved — unknown, ended, or the recipient is blocked — and
+    /// whose code it is, where the code was found (for the audit trail).
     pub(super) async fn why_not(
         &self,
         tenant: &TenantId,
@@ -82,7 +83,7 @@ impl Codes {
         flavor: CodeApi,
         now: Millis,
         code_len: usize,
-    ) -> ServiceError {
+    ) -> (ServiceError, Option<String>) {
         let k = CodeKey {
             tenant: tenant.clone(),
             key_digest: digest.to_vec(),
@@ -91,14 +92,26 @@ impl Codes {
         let read = k.clone();
         let view = match self.core.db(move |s| s.challenge(&read, now)).await {
             Ok(Some(v)) => v,
-            Ok(None) => return ServiceError::OtpNotFound,
-            Err(e) => return e,
+            Ok(None) => return (ServiceError::OtpNotFound, None),
+            Err(e) => return (e, None),
         };
         let (view, now) = match self.settled_elsewhere(&k, view, now).await {
             Ok(Some(read)) => read,
-            Ok(None) => return ServiceError::OtpNotFound,
-            Err(e) => return e,
+            Ok(None) => return (ServiceError::OtpNotFound, None),
+            Err(e) => return (e, None),
         };
+        let whose = Some(view.email_canonical.clone());
+        (self.refusal(tenant, &view, now, code_len).await, whose)
+    }
+
+    /// Why a code found with no attempt to reserve refuses one at `now`.
+    async fn refusal(
+        &self,
+        tenant: &TenantId,
+        view: &ChallengeView,
+        now: Millis,
+        code_len: usize,
+    ) -> ServiceError {
         let status = view.status_at(now);
         if status == Status::Pending {
             if code_len != view.code_length as usize {

@@ -264,7 +264,9 @@ impl Codes {
                 // being compared here. Their outcome decides the answer.
                 under.settle().await;
                 let now = self.core.now();
-                return Err(self.why_not(tenant, &digest, flavor, now, code.len()).await);
+                let (e, whose) = self.why_not(tenant, &digest, flavor, now, code.len()).await;
+                recipient = whose.unwrap_or_default();
+                return Err(e);
             }
             Err(overloaded) => return Err(overloaded.into()),
         };
@@ -388,7 +390,7 @@ impl Codes {
                     verified_at: t,
                 });
             }
-            return Err(self.why_not(tenant, &digest, flavor, t, code.len()).await);
+            return Err(self.why_not(tenant, &digest, flavor, t, code.len()).await.0);
         }
         let attempts_remaining = res.max_attempts.saturating_sub(res.attempts);
         if attempts_remaining == 0 {

@@ -19,6 +19,7 @@ use crate::domain::recipient::Channel;
 use crate::domain::stats::Counted;
 use crate::domain::suppression::{Suppression, SuppressionReason};
 use crate::domain::tenant::Tenant;
+use crate::service::core::audit::RequestContext;
 use crate::service::events::webhooks::EventData;
 use crate::service::{Events, ServiceError};
 use crate::storage::provider_events::{EventApplied, VerifiedWith};
@@ -129,6 +130,7 @@ impl Events {
         tenant_id: &str,
         header: Header<'_>,
         body: &[u8],
+        ctx: &RequestContext,
     ) -> Result<EventsApplied, ServiceError> {
         let kind = ProviderKind::parse(provider)
             .filter(|k| k.channel() == Channel::Email)
@@ -152,7 +154,7 @@ impl Events {
                         Guard::Settings(w),
                         kind,
                         events,
-                        now,
+                        (now, ctx),
                     )
                     .await?;
                 if !stale {
@@ -222,7 +224,7 @@ impl Events {
         };
         let w = &tenant.webhook_events;
         let (mut done, _) = self
-            .apply_events(&tenant.id, w, guard, kind, events, now)
+            .apply_events(&tenant.id, w, guard, kind, events, (now, ctx))
             .await?;
         done.applied += applied_before;
         Ok(done)
@@ -237,7 +239,7 @@ impl Events {
         mut guard: Guard<'_>,
         kind: ProviderKind,
         events: Vec<ProviderEvent>,
-        now: i64,
+        at: (i64, &RequestContext),
     ) -> Result<(EventsApplied, bool), ServiceError> {
         let mut done = EventsApplied {
             received: events.len(),
@@ -245,7 +247,7 @@ impl Events {
         };
         for e in events {
             match self
-                .apply_event(tenant, webhook_events, &mut guard, kind, e, now)
+                .apply_event(tenant, webhook_events, &mut guard, kind, e, at)
                 .await?
             {
                 EventApplied::Applied => done.applied += 1,
@@ -271,7 +273,7 @@ impl Events {
         guard: &mut Guard<'_>,
         kind: ProviderKind,
         e: ProviderEvent,
-        now: i64,
+        (now, ctx): (i64, &RequestContext),
     ) -> Result<EventApplied, ServiceError> {
         // A soft bounce or anything else changes nothing; an address the provider names that
         // is no address is no one to suppress.
@@ -284,6 +286,9 @@ impl Events {
             return Ok(EventApplied::Seen);
         };
         let recipient = addr.canonical().to_string();
+        // Its place in the audit trail, before it changes anything (as a suppression added
+        // over the API takes one).
+        let audit = self.core.audit.slot()?;
         let mut effect = EventEffect {
             seen: SeenEvent {
                 tenant: tenant.clone(),
@@ -328,6 +333,14 @@ impl Events {
             .write(move |s| s.apply_provider_event(&effect))
             .await?;
         if applied == EventApplied::Applied {
+            audit.record(
+                tenant,
+                now,
+                "suppression.add",
+                &recipient,
+                reason.as_str(),
+                ctx,
+            );
             crate::metrics::inc(|m| &m.provider_events, &[kind.as_str(), reason.as_str()]);
             if raised {
                 self.wake_hooks();
