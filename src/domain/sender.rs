@@ -110,8 +110,43 @@ fn comma_outside_quotes(s: &str) -> bool {
     false
 }
 
+/// A tenant's name made from its sender, as OtpMint registration and the import name
+/// tenants (API.md §18.8): the address's domain as written — a display name and angle
+/// brackets left out — else the sender itself; at most 100 characters, none a control.
+pub fn name_from_sender(mail: &str) -> String {
+    let addr = mail
+        .rsplit_once('<')
+        .map_or(mail, |(_, a)| a.trim().trim_end_matches('>'))
+        .trim();
+    addr.rsplit_once('@')
+        .map(|(_, domain)| domain.trim())
+        .filter(|domain| !domain.is_empty())
+        .unwrap_or(mail)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(100)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_tenant_is_named_after_its_senders_domain_without_the_display_name() {
+        for (from, name) in [
+            ("no-reply@acme.example", "acme.example"),
+            ("Acme <no-reply@acme.example>", "acme.example"),
+            (
+                "\"Acme, Inc\" <no-reply@sub.acme.example>",
+                "sub.acme.example",
+            ),
+            ("no-reply@bücher.example", "bücher.example"),
+            ("no-domain", "no-domain"),
+        ] {
+            assert_eq!(super::name_from_sender(from), name, "{from}");
+        }
+    }
+
     use super::Sender;
 
     #[test]

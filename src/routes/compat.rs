@@ -137,14 +137,7 @@ pub async fn reg_secretkey(st: State, body: Body) -> CompatResult {
     };
     // Named after the sender's domain (API.md §18.8): the name appears on pages and in
     // messages, where an address would read oddly.
-    let name: String = mail
-        .rsplit_once('@')
-        .filter(|(_, domain)| !domain.is_empty())
-        .map_or(mail.as_str(), |(_, domain)| domain)
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(100)
-        .collect();
+    let name = crate::domain::sender::name_from_sender(&mail);
     st.services
         .tenants
         .create_tenant(NewTenant {

@@ -69,9 +69,26 @@ impl<E: Engine> ImportStore for E {
     }
 }
 
-/// The import inside the caller's transaction: tenants whose
-/// secret is registered already and codes whose key is present already are skipped and
-/// counted; a code whose owner is not a tenant is an error (the caller rolls back).
+/// Whether `digest` of `kind` was imported before or is present (`exists`); either way it
+/// is remembered, so a later run skips it even once it is gone (a code used and purged, a
+/// tenant deleted).
+fn seen_before(
+    tx: &mut dyn Exec,
+    (kind, digest): (&str, &[u8]),
+    exists: super::sql::Shared,
+    now: Millis,
+) -> Result<bool, StoreError> {
+    let before = tx.row_opt(sql::IMPORTED_BEFORE, args![kind, digest], |r| r.flag(0))?;
+    let seen =
+        before == Some(true) || tx.row_opt(exists, args![digest], |r| r.flag(0))? == Some(true);
+    tx.exec(sql::REMEMBER_IMPORT, args![kind, digest, now])?;
+    Ok(seen)
+}
+
+/// The import inside the caller's transaction: tenants whose secret is registered already,
+/// codes whose key is present already, and anything an earlier run imported (even if it is
+/// gone since) are skipped and counted; a code whose owner is not a tenant is an error (the
+/// caller rolls back).
 fn import_in(
     tx: &mut dyn Exec,
     tenants: &[(Tenant, Vec<u8>)],
@@ -80,8 +97,7 @@ fn import_in(
 ) -> Result<ImportCounts, StoreError> {
     let mut counts = ImportCounts::default();
     for (t, digest) in tenants {
-        let taken = tx.row_opt(sql::SECRET_EXISTS, args![digest.as_slice()], |r| r.flag(0))?;
-        if taken == Some(true) {
+        if seen_before(tx, ("tenant", digest), sql::SECRET_EXISTS, now)? {
             counts.tenants_present += 1;
             continue;
         }
@@ -92,10 +108,7 @@ fn import_in(
     }
     for ic in codes {
         let c = &ic.code;
-        let present = tx.row_opt(sql::CODE_EXISTS, args![c.key_digest.as_slice()], |r| {
-            r.flag(0)
-        })?;
-        if present == Some(true) {
+        if seen_before(tx, ("code", &c.key_digest), sql::CODE_EXISTS, now)? {
             counts.codes_present += 1;
             continue;
         }

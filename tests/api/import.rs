@@ -158,3 +158,39 @@ async fn a_failed_import_leaves_the_database_as_it_was() {
     let (ok, _, err) = import(&app, &app.dir.path().join("missing.db"));
     assert!(!ok && err.contains("not a file"), "{err}");
 }
+
+/// What a run imported stays imported: a re-run after the code was used and its tenant
+/// deleted (which deletes its codes) brings back neither the tenant nor a code — a used
+/// code never verifies again. (Before: a re-run found them gone and imported them anew,
+/// pending with OtpMint's tries.) Imported tenants are named after the sender's domain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_never_brings_back_what_was_used_or_deleted() {
+    let app = spawn_app().await;
+    let source = app.dir.path().join("map.db");
+    otpmint_db(&source, app.smtp.port);
+    let (ok, _, err) = import(&app, &source);
+    assert!(ok, "{err}");
+    let list: serde_json::Value = app.get("/v1/tenants", ADMIN).await.json().await.unwrap();
+    assert_eq!(list["tenants"][0]["name"], "acme.example", "{list}");
+    let id = list["tenants"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        verify_otp(&app, "PendingKey", "123456").await.0,
+        StatusCode::CREATED
+    );
+    let r = app.delete(&format!("/v1/tenants/{id}"), ADMIN).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+
+    let (ok, out, err) = import(&app, &source);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("tenants: 0 imported, 1 already present")
+            && out.contains("pending codes: 0 imported, 2 already present"),
+        "{out}"
+    );
+    let list: serde_json::Value = app.get("/v1/tenants", ADMIN).await.json().await.unwrap();
+    assert_eq!(list["tenants"].as_array().unwrap().len(), 0, "{list}");
+    assert_ne!(
+        verify_otp(&app, "PendingKey", "123456").await.0,
+        StatusCode::CREATED
+    );
+}

@@ -156,7 +156,8 @@ impl Admin {
             }
             let (Ok(from), Ok(name)) = (
                 Sender::parse(&mail),
-                TenantName::parse(&mail.chars().take(100).collect::<String>()),
+                // Named after the sender's domain, as OtpMint registration names it.
+                TenantName::parse(&crate::domain::sender::name_from_sender(&mail)),
             ) else {
                 report
                     .skipped
@@ -273,9 +274,18 @@ impl Admin {
                 },
             });
         }
+        // Hashing a large map.db takes minutes: the codes' lives start when they are
+        // stored, not when the import began (before: a long import stored codes already
+        // expired).
+        let stored_at = self.core.now();
+        let ttl_ms = i64::from(self.core.settings.load().otp.ttl_seconds) * 1000;
+        for c in &mut codes {
+            c.code.created_at = stored_at;
+            c.code.expires_at = crate::domain::whole_second(stored_at + ttl_ms);
+        }
         report.counts = self
             .core
-            .db_long(move |s| s.import(&tenants, &codes, now))
+            .db_long(move |s| s.import(&tenants, &codes, stored_at))
             .await?;
         Ok(report)
     }
