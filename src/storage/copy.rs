@@ -395,7 +395,7 @@ pub const TABLES: &[Table] = &[
         identity: None,
     },
     Table {
-        name: "otpmint_imports",
+        name: "legacy_imports",
         columns: &[("kind", Text), ("digest", Blob), ("imported_at", Int)],
         identity: None,
     },

@@ -75,8 +75,9 @@ pub struct VerifiedWith {
 /// What applying an event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventApplied {
-    /// Applied now.
-    Applied,
+    /// Applied now; `added`: its recipient was not on the list before (else the event is
+    /// counted and marks its code, and the entry stays as it was).
+    Applied { added: bool },
     /// Seen before: nothing changed.
     Seen,
     /// Its request's one-time token was seen before (a replayed signature): nothing changed,
@@ -152,7 +153,8 @@ impl<E: Engine> ProviderEventStore for E {
                 s.source.as_str(),
                 s.created_at
             ];
-            if tx.exec(sql::suppressions::INSERT, entry)? == 1 {
+            let added = tx.exec(sql::suppressions::INSERT, entry)? == 1;
+            if added {
                 tx.exec(sql::suppressions::COUNT_UP, args![t])?;
             }
             let tallies = match &e.message_id {
@@ -181,7 +183,7 @@ impl<E: Engine> ProviderEventStore for E {
             if let Some(ev) = &e.webhook {
                 insert_event_in(tx, ev)?;
             }
-            Ok(EventApplied::Applied)
+            Ok(EventApplied::Applied { added })
         })
     }
 

@@ -28,6 +28,9 @@ pub struct ImportCounts {
     pub tenants_present: usize,
     pub codes_added: usize,
     pub codes_present: usize,
+    /// Codes not imported because the tenant they go to was imported by an earlier run and
+    /// is gone since (deleted, or its secret key rotated out).
+    pub codes_without_tenant: usize,
 }
 
 pub trait RecordStore {
@@ -87,8 +90,7 @@ fn seen_before(
 
 /// The import inside the caller's transaction: tenants whose secret is registered already,
 /// codes whose key is present already, and anything an earlier run imported (even if it is
-/// gone since) are skipped and counted; a code whose owner is not a tenant is an error (the
-/// caller rolls back).
+/// gone since) are skipped and counted, and so are codes whose tenant is gone.
 fn import_in(
     tx: &mut dyn Exec,
     tenants: &[(Tenant, Vec<u8>)],
@@ -112,13 +114,17 @@ fn import_in(
             counts.codes_present += 1;
             continue;
         }
-        let owner = tx
-            .row_opt(
-                sql::TENANT_OF_SECRET,
-                args![ic.owner_secret_digest.as_slice()],
-                |r| r.text(0),
-            )?
-            .ok_or(StoreError::Corrupt("imported code has no owner".into()))?;
+        let owner = tx.row_opt(
+            sql::TENANT_OF_SECRET,
+            args![ic.owner_secret_digest.as_slice()],
+            |r| r.text(0),
+        )?;
+        let Some(owner) = owner else {
+            // Its tenant was imported before and is gone since: nothing to give it to (the
+            // tenant is not brought back). The rest of the import goes on.
+            counts.codes_without_tenant += 1;
+            continue;
+        };
         insert_challenge(tx, c, &owner, Inserted::imported(c, ic.attempts))?;
         counts.codes_added += 1;
     }

@@ -416,6 +416,28 @@ async fn complaints_suppress_and_soft_bounces_other_tenants_and_other_hosts_do_n
     // It names a recipient, not a code: no empty purpose beside it.
     assert!(hook["data"].get("purpose").is_none(), "{hook}");
     assert_eq!(hook["data"]["reason"], "complaint", "{hook}");
+    // Another event for a recipient already on the list is applied (counted, raised) but
+    // adds no entry: the audit says `exists`, as for one added over the API.
+    let again = s.event("resend", "cy@example.com", "em-x2", true, 8);
+    let (st, v) = s.post("resend", &a, again).await;
+    assert_eq!((st, &v["applied"]), (StatusCode::OK, &json!(1)), "{v}");
+    assert_eq!(suppressed(&s.app, &a_sk).await.len(), 1);
+    let v: Value = s
+        .app
+        .get("/v1/tenant/audit", &a_sk)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let outcomes: Vec<&str> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "suppression.add")
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["exists", "complaint"], "{v}");
+    s.hooks.wait_for(2).await;
     // A soft bounce is accepted and changes nothing.
     let soft = json!({"type": "email.bounced", "data": {"email_id": "em-y", "to": ["di@example.com"], "bounce": {"type": "Transient"}}})
         .to_string()

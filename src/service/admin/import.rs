@@ -287,6 +287,12 @@ impl Admin {
             .core
             .db_long(move |s| s.import(&tenants, &codes, stored_at))
             .await?;
+        let gone = report.counts.codes_without_tenant;
+        if gone > 0 {
+            report.skipped.push(format!(
+                "{gone} pending code(s) skipped: the tenant they go to (the first auth row's) was imported by an earlier run and is gone since"
+            ));
+        }
         Ok(report)
     }
 }

@@ -100,7 +100,8 @@ impl Codes {
             Ok(None) => return (ServiceError::OtpNotFound, None),
             Err(e) => return (e, None),
         };
-        let whose = Some(view.email_canonical.clone());
+        // As a verify that took an attempt names it: the address as given.
+        let whose = Some(view.email.clone());
         (self.refusal(tenant, &view, now, code_len).await, whose)
     }
 

@@ -250,7 +250,7 @@ impl Events {
                 .apply_event(tenant, webhook_events, &mut guard, kind, e, at)
                 .await?
             {
-                EventApplied::Applied => done.applied += 1,
+                EventApplied::Applied { .. } => done.applied += 1,
                 EventApplied::Seen => {}
                 EventApplied::Replayed => return Ok((done, false)),
                 EventApplied::Stale => return Ok((done, true)),
@@ -332,15 +332,10 @@ impl Events {
             .core
             .write(move |s| s.apply_provider_event(&effect))
             .await?;
-        if applied == EventApplied::Applied {
-            audit.record(
-                tenant,
-                now,
-                "suppression.add",
-                &recipient,
-                reason.as_str(),
-                ctx,
-            );
+        if let EventApplied::Applied { added } = applied {
+            // As a suppression added over the API: `exists` when the entry was there.
+            let outcome = if added { reason.as_str() } else { "exists" };
+            audit.record(tenant, now, "suppression.add", &recipient, outcome, ctx);
             crate::metrics::inc(|m| &m.provider_events, &[kind.as_str(), reason.as_str()]);
             if raised {
                 self.wake_hooks();

@@ -38,13 +38,13 @@ shared_sql!(
 shared_sql!(
     /// Whether `import-otpmint` imported it before (`$1` kind, `$2` digest).
     pub(crate) IMPORTED_BEFORE =
-        "SELECT EXISTS(SELECT 1 FROM otpmint_imports WHERE kind = $1 AND digest = $2)"
+        "SELECT EXISTS(SELECT 1 FROM legacy_imports WHERE kind = $1 AND digest = $2)"
 );
 
 shared_sql!(
     /// What `import-otpmint` imported (or found present), remembered for its re-runs.
     pub(crate) REMEMBER_IMPORT =
-        "INSERT INTO otpmint_imports (kind, digest, imported_at) VALUES ($1, $2, $3) ON \
+        "INSERT INTO legacy_imports (kind, digest, imported_at) VALUES ($1, $2, $3) ON \
          CONFLICT (kind, digest) DO NOTHING"
 );
 
