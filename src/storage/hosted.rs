@@ -57,8 +57,9 @@ pub struct SessionRow {
 /// How a session's id is stored: its SHA-256, in hex. The id is the bearer of the
 /// session's page (`/h/{id}`), so a copy of the database (a backup, a dump) must not
 /// open pages. The id is random (≥128 bits), so a hash without a key is enough to keep
-/// it from being worked back (a key would add nothing a guess could get past). Rows stored before ids were hashed hold the id itself and are still found by it
-/// until they are purged (they expire within a session's life).
+/// it from being worked back (a key would add nothing a guess could get past). Rows
+/// stored before ids were hashed hold the id itself and are still found by it until they
+/// are purged (they expire within a session's life).
 pub(crate) fn stored_session_id(id: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(id.as_bytes()))

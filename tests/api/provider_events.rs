@@ -233,6 +233,14 @@ async fn suppressed(app: &TestApp, sk: &str) -> Vec<Value> {
     v["suppressions"].as_array().unwrap().clone()
 }
 
+/// The tenant's `suppression.add` audit entries, newest first.
+async fn suppressions_audited(app: &TestApp, sk: &str) -> Vec<Value> {
+    let v: Value = app.get("/v1/tenant/audit", sk).await.json().await.unwrap();
+    let events = v["events"].as_array().unwrap();
+    let adds = events.iter().filter(|e| e["event"] == "suppression.add");
+    adds.cloned().collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_hard_bounce_of_each_provider_suppresses_and_marks_the_code_bounced() {
     let s = setup().await;
@@ -322,20 +330,8 @@ async fn a_signed_hard_bounce_of_each_provider_suppresses_and_marks_the_code_bou
         );
         // The suppression it added is in the audit trail once, masked, as one added over
         // the API is.
-        let v: Value = s
-            .app
-            .get("/v1/tenant/audit", &sk)
-            .await
-            .json()
-            .await
-            .unwrap();
-        let adds: Vec<&Value> = v["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["event"] == "suppression.add")
-            .collect();
-        assert_eq!(adds.len(), 1, "{}: {v}", fake.kind);
+        let adds = suppressions_audited(&s.app, &sk).await;
+        assert_eq!(adds.len(), 1, "{}: {adds:?}", fake.kind);
         assert_eq!(adds[0]["outcome"], "hard_bounce", "{}", fake.kind);
         let shown = adds[0]["recipient"].as_str().unwrap();
         assert!(shown.contains("***") && !shown.contains(&to), "{shown}");
@@ -422,21 +418,12 @@ async fn complaints_suppress_and_soft_bounces_other_tenants_and_other_hosts_do_n
     let (st, v) = s.post("resend", &a, again).await;
     assert_eq!((st, &v["applied"]), (StatusCode::OK, &json!(1)), "{v}");
     assert_eq!(suppressed(&s.app, &a_sk).await.len(), 1);
-    let v: Value = s
-        .app
-        .get("/v1/tenant/audit", &a_sk)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let outcomes: Vec<&str> = v["events"]
-        .as_array()
-        .unwrap()
+    let adds = suppressions_audited(&s.app, &a_sk).await;
+    let outcomes: Vec<&str> = adds
         .iter()
-        .filter(|e| e["event"] == "suppression.add")
         .map(|e| e["outcome"].as_str().unwrap())
         .collect();
-    assert_eq!(outcomes, ["exists", "complaint"], "{v}");
+    assert_eq!(outcomes, ["exists", "complaint"], "{adds:?}");
     s.hooks.wait_for(2).await;
     // A soft bounce is accepted and changes nothing.
     let soft = json!({"type": "email.bounced", "data": {"email_id": "em-y", "to": ["di@example.com"], "bounce": {"type": "Transient"}}})

@@ -3,6 +3,7 @@
 pub mod hooks;
 pub mod provider_events;
 pub mod sender;
+mod sns_certificates;
 pub mod webhooks;
 
 use std::sync::Arc;

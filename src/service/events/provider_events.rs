@@ -5,9 +5,10 @@
 //! from SNS hosts and cached; a subscription confirmation is followed once.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::sns_certificates::CERT_MAX;
 use crate::domain::email::RecipientEmail;
 use crate::domain::keys::TenantId;
 use crate::domain::provider::ProviderKind;
@@ -27,15 +28,6 @@ use crate::storage::{EventEffect, SeenEvent};
 
 /// Where the SES topic a tenant's events come from is pinned (API.md §16.2).
 const SES_TOPIC_PIN: &str = "ses-topic-pin";
-
-/// Certificates kept (by URL); SNS signs with a handful at a time.
-const CERTS_KEPT: usize = 32;
-const CERT_MAX: usize = 16 * 1024;
-
-fn certs() -> &'static Mutex<HashMap<String, Vec<u8>>> {
-    static CERTS: OnceLock<Mutex<HashMap<String, Vec<u8>>>> = OnceLock::new();
-    CERTS.get_or_init(|| Mutex::new(HashMap::new()))
-}
 
 fn refused(r: Refused) -> ServiceError {
     match r {
@@ -447,59 +439,7 @@ impl Events {
         }
     }
 
-    fn http_timeout(&self) -> Duration {
+    pub(super) fn http_timeout(&self) -> Duration {
         Duration::from_secs(self.core.settings.load().delivery.http_timeout_seconds)
-    }
-
-    /// The PEM at an SNS certificate URL, fetched once and kept.
-    async fn sns_certificate(&self, url: &str) -> Result<Vec<u8>, ServiceError> {
-        if let Some(c) = certs().lock().unwrap_or_else(|e| e.into_inner()).get(url) {
-            return Ok(c.clone());
-        }
-        let pem = match self
-            .hooks
-            .client()
-            .get(url, self.http_timeout(), CERT_MAX)
-            .await
-        {
-            Ok((200, body)) => body,
-            // No such certificate at SNS's own address: not a message SNS signed (408 and 429
-            // are the host's own trouble, like a 5xx: 503).
-            Ok((status, _)) if (400..500).contains(&status) && !matches!(status, 408 | 429) => {
-                tracing::warn!(status, "the SNS signing certificate was not found");
-                return Err(ServiceError::EventUnverified);
-            }
-            Ok((status, _)) => {
-                tracing::warn!(status, "the SNS signing certificate could not be fetched");
-                // Not the sender's fault: 503, so SNS sends it again.
-                return Err(ServiceError::Unavailable(
-                    "the SNS signing certificate could not be fetched".into(),
-                ));
-            }
-            // Not to be fetched from there, or not a certificate's size: refused.
-            Err(e @ ("host_not_allowed" | "malformed" | "too_large")) => {
-                tracing::warn!(
-                    error = e,
-                    "the SNS signing certificate could not be fetched"
-                );
-                return Err(ServiceError::EventUnverified);
-            }
-            // No answer (a connect, TLS, name or time failure): SNS sends it again on 503.
-            Err(e) => {
-                tracing::warn!(
-                    error = e,
-                    "the SNS signing certificate could not be fetched"
-                );
-                return Err(ServiceError::Unavailable(
-                    "the SNS signing certificate could not be fetched".into(),
-                ));
-            }
-        };
-        let mut kept = certs().lock().unwrap_or_else(|e| e.into_inner());
-        if kept.len() >= CERTS_KEPT {
-            kept.clear();
-        }
-        kept.insert(url.to_string(), pem.clone());
-        Ok(pem)
     }
 }
