@@ -241,8 +241,9 @@ impl DeliveryError {
 }
 
 /// Where a code's message is: stored and waiting, being sent, accepted, given up — or
-/// `Unknown`: a sync send whose process died while the message was in flight (the person may
-/// have it; it is never sent again).
+/// `Unknown`: its message left and no answer came (the relay or provider took the body and
+/// then timed out or dropped the connection, or the process sending it died): the person may
+/// have it, and it is never sent again by itself (API.md §19.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryStatus {
     Queued,
@@ -307,6 +308,21 @@ pub struct DeliveryView {
     /// The last failure's code beyond its reason (a provider's error code,
     /// `oauth2_invalid_grant`).
     pub detail_code: Option<String>,
+}
+
+/// What to check for a delivery whose outcome nobody can know (API.md §19.2), whatever its
+/// reason.
+pub const UNKNOWN_OUTCOME_ADVICE: &str = "The message left and its answer never came (the transport took it, then timed out or dropped the connection, or this server stopped mid-send): it may have arrived. It is not sent again by itself; a resend sends it again.";
+
+impl DeliveryView {
+    /// What to check, in one sentence: for an unknown outcome that it may have arrived,
+    /// else the advice of its last failure's reason.
+    pub fn advice(&self) -> Option<&'static str> {
+        match self.status {
+            DeliveryStatus::Unknown => Some(UNKNOWN_OUTCOME_ADVICE),
+            _ => self.reason.as_deref().and_then(DeliveryReason::advice_for),
+        }
+    }
 }
 
 /// Delays after the 1st, 2nd, … failed attempt: about 1 s, 5 s, 30 s, 2 min, 10 min, then

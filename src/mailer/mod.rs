@@ -445,10 +445,14 @@ impl Mailer {
                 // server lacks SMTPUTF8) happens before sending.
                 let refused =
                     e.is_permanent() || e.is_transient() || e.is_client() || stage != Stage::Body;
+                // No reply at all (the connection broke or closed under us): the relay
+                // was lost, it refused nothing.
                 let reason = if e.is_timeout() {
                     DeliveryReason::Timeout
-                } else {
+                } else if e.is_permanent() || e.is_transient() || e.is_client() {
                     DeliveryReason::Rejected
+                } else {
+                    DeliveryReason::Unreachable
                 };
                 let err = smtp_fail(reason, &e);
                 // A broken connection or a timeout: worth another try; a client-side

@@ -505,6 +505,49 @@ async fn a_message_the_relay_took_without_answering_is_unknown_valid_and_never_r
     assert_eq!(app.smtp.count_to("cy@example.com"), 2);
 }
 
+/// A relay that keeps the message at the final `.` and closes the connection without a
+/// word: as with no answer, the send is `unknown` (the person may have it), never sent
+/// again, and the code verifies. Its reason says the relay was lost, not that it refused
+/// the message, and its detail says the message may have arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_relay_took_before_dropping_the_connection_is_unknown_not_refused() {
+    let app = spawn_app().await;
+    app.smtp.set_mode(Mode::KeepAndDrop);
+    let (_, sk) = app.tenant().await;
+    let r = app
+        .post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["delivery"], "unknown", "{v}");
+    let key = v["shareable_key"].as_str().unwrap().to_string();
+
+    let queued = mint_async(&app, &sk, "bob@example.com").await;
+    wait_status(&app, &sk, &queued, |v| v["delivery"]["status"] == "unknown").await;
+    for _ in 0..3 {
+        app.clock.advance_secs(60);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for (who, key) in [("ada@example.com", &key), ("bob@example.com", &queued)] {
+        let s = status(&app, &sk, key).await;
+        let d = &s["delivery"];
+        assert_eq!(
+            (d["status"].as_str(), d["attempts"].as_i64()),
+            (Some("unknown"), Some(1)),
+            "{s}"
+        );
+        assert_eq!(d["reason"], "smtp_unreachable", "{s}");
+        let detail = d["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("may have arrived") && !detail.contains("refused"),
+            "{detail}"
+        );
+        assert_eq!(app.smtp.count_to(who), 1, "never sent again");
+        let code = app.smtp.wait_for(who, 1).await.code();
+        assert_eq!(app.verify(&sk, key, &code).await.0, StatusCode::OK);
+    }
+}
+
 /// `delivery.max_sessions` bounds outbound work over all tenants together: three tenants
 /// whose relays each allow four sessions never have more than two messages in DATA at once,
 /// and every message still goes (sync within its deadline, async from the queue).

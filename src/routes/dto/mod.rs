@@ -368,12 +368,7 @@ impl StatusOut {
                 },
                 attempts: v.delivery.attempts,
                 reason: v.delivery.reason.clone(),
-                detail: v
-                    .delivery
-                    .reason
-                    .as_deref()
-                    .and_then(crate::domain::delivery::DeliveryReason::advice_for)
-                    .map(str::to_string),
+                detail: v.delivery.advice().map(str::to_string),
                 sent_at: v.delivery.sent_at.map(rfc3339),
                 transport: v.delivery.transport.clone(),
                 provider_message_id: v.delivery.provider_message_id.clone(),

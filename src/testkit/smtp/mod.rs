@@ -97,6 +97,9 @@ pub enum Mode {
     /// Keep each message at its final `.` (it counts as received) and never answer: the
     /// sender cannot know whether it was delivered.
     KeepAndStall,
+    /// Keep each message at its final `.` (it counts as received) and close the connection
+    /// without a word: the sender cannot know whether it was delivered.
+    KeepAndDrop,
     /// Take the session and `MAIL`, then never answer `RCPT` (a relay checking recipients
     /// too slowly): nothing of the message was sent.
     StallAtRcpt,

@@ -29,6 +29,7 @@ pub(super) async fn handle(
         Mode::Normal
         | Mode::RejectRecipients
         | Mode::KeepAndStall
+        | Mode::KeepAndDrop
         | Mode::StallAtRcpt
         | Mode::NoStarttls
         | Mode::LongLineUnderTls
@@ -285,6 +286,9 @@ async fn session(
                         while matches!(tokio::io::AsyncReadExt::read(r.get_mut(), &mut sink).await, Ok(n) if n > 0) {}
                     })
                     .await;
+                    return Ok(None);
+                }
+                if *st.mode.lock().unwrap() == Mode::KeepAndDrop {
                     return Ok(None);
                 }
                 if st.hang_up_after_message.load(Ordering::SeqCst) {
