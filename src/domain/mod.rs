@@ -17,6 +17,7 @@ pub mod oauth2;
 pub mod policy;
 pub mod provider;
 pub mod provider_event;
+pub mod public_suffix;
 pub mod purpose;
 pub mod recipient;
 pub mod sender;

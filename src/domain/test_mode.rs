@@ -108,12 +108,13 @@ impl RecipientPattern {
                 return Ok(());
             }
         }
-        // A sender on a shared mailbox provider (gmail.com) or a bare top-level name does
-        // not make that domain the tenant's own: its other addresses are real people's.
+        // A sender on a shared mailbox provider (gmail.com), on a public suffix (co.uk,
+        // github.io: names under it belong to other people) or a bare top-level name does not
+        // make that domain the tenant's own: its other addresses are real people's.
         let own = from_domain.is_some_and(|f| {
             let f = f.to_ascii_lowercase();
-            let owned = f.contains('.') && !SHARED_MAIL_DOMAINS.contains(&f.as_str());
-            owned && (domain == f || domain.ends_with(&format!(".{f}")))
+            super::public_suffix::has_one_owner(&f)
+                && (domain == f || domain.ends_with(&format!(".{f}")))
         });
         if local == "*" && (own || reserved_domain(domain)) {
             return Ok(());
@@ -153,45 +154,6 @@ fn wildcard(s: &str) -> Option<String> {
     let domain = domain.canonical().rsplit_once('@')?.1.to_string();
     Some(format!("{}@{domain}", local.to_lowercase()))
 }
-
-/// Mailbox providers whose addresses belong to the public: a tenant sending from one of
-/// them (a Gmail account's SMTP login is common) owns one address there, not the domain.
-const SHARED_MAIL_DOMAINS: [&str; 34] = [
-    "gmail.com",
-    "googlemail.com",
-    "outlook.com",
-    "hotmail.com",
-    "hotmail.co.uk",
-    "hotmail.fr",
-    "hotmail.de",
-    "live.com",
-    "msn.com",
-    "yahoo.com",
-    "yahoo.co.uk",
-    "yahoo.fr",
-    "yahoo.de",
-    "ymail.com",
-    "aol.com",
-    "icloud.com",
-    "me.com",
-    "mac.com",
-    "proton.me",
-    "protonmail.com",
-    "pm.me",
-    "gmx.de",
-    "gmx.net",
-    "gmx.com",
-    "web.de",
-    "t-online.de",
-    "mail.com",
-    "mail.ru",
-    "yandex.ru",
-    "yandex.com",
-    "qq.com",
-    "163.com",
-    "zoho.com",
-    "fastmail.com",
-];
 
 /// Names RFC 6761 (and RFC 2606) keep from real use.
 fn reserved_domain(domain: &str) -> bool {
@@ -418,10 +380,27 @@ mod tests {
             .unwrap_err()
             .message
             .contains("number pattern"));
-        // A sender on a shared mailbox provider, or on a bare top-level name, owns no domain.
-        for (from, pattern) in [("gmail.com", "*@gmail.com"), ("com", "*@acme.com")] {
+        // A sender on a shared mailbox provider, on a public suffix or on a bare top-level
+        // name owns no domain.
+        for (from, pattern) in [
+            ("gmail.com", "*@gmail.com"),
+            ("outlook.de", "*@outlook.de"),
+            ("com", "*@acme.com"),
+            ("co.uk", "*@bbc.co.uk"),
+            ("co.uk", "*@co.uk"),
+            ("github.io", "*@victim.github.io"),
+            ("com.au", "*@abc.com.au"),
+        ] {
             let p = RecipientPattern::parse(pattern).unwrap();
             assert!(p.check_scope(Some(from)).is_err(), "{from}: {pattern}");
+        }
+        // A name registered under a public suffix is its owner's.
+        for (from, pattern) in [
+            ("acme.co.uk", "*@acme.co.uk"),
+            ("acme.github.io", "*@qa.acme.github.io"),
+        ] {
+            let p = RecipientPattern::parse(pattern).unwrap();
+            assert!(p.check_scope(Some(from)).is_ok(), "{from}: {pattern}");
         }
         let p = RecipientPattern::parse("qa+*@gmail.com").unwrap();
         assert!(p.check_scope(Some("gmail.com")).is_ok());

@@ -243,6 +243,35 @@ async fn bad_test_recipients_are_refused_whole_and_expired_ones_are_inert() {
     assert_eq!(v["recipients"][0]["expired"], true);
     let (_, code) = app.mint(&sk, "review@acme.example").await;
     assert_ne!(code, "424242");
+
+    // A sender on a public suffix (co.uk, github.io) or on a mailbox provider owns no
+    // domain: the names under it are other people's (found by a black-box audit).
+    for (from, pattern) in [
+        ("qa@co.uk", "*@bbc.co.uk"),
+        ("qa@co.uk", "*@co.uk"),
+        ("qa@github.io", "*@victim.github.io"),
+        ("qa@outlook.de", "*@outlook.de"),
+    ] {
+        let r = app
+            .patch("/v1/tenant", &sk, json!({"smtp": {"from": from}}))
+            .await;
+        assert_eq!(r.status(), StatusCode::OK, "{from}");
+        let entry = json!([{"match": pattern, "expires_at": at(&app, DAY)}]);
+        let (s, v) = put_list(&app, &sk, entry).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{from}: {pattern}: {v}");
+        assert!(v.to_string().contains("real people"), "{v}");
+    }
+    // A name registered under one is its owner's.
+    let r = app
+        .patch(
+            "/v1/tenant",
+            &sk,
+            json!({"smtp": {"from": "qa@acme.co.uk"}}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let entry = json!([{"match": "*@ci.acme.co.uk", "expires_at": at(&app, DAY)}]);
+    assert_eq!(put_list(&app, &sk, entry).await.0, StatusCode::OK);
 }
 
 /// A wildcard's scope (the sender's domain, API.md §17.8) holds at every mint, not only when

@@ -399,4 +399,16 @@ async fn a_resend_passes_the_guard_like_a_mint() {
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(rx.requests().len(), 2);
+    // Audited as refused resends, each naming why (found by a black-box audit).
+    let audit = get_json(&app, "/v1/tenant/audit", &sk).await;
+    let outcomes: Vec<&str> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "resend")
+        .filter_map(|e| e["outcome"].as_str())
+        .collect();
+    for blocked in ["blocked:velocity", "blocked:country_not_allowed"] {
+        assert!(outcomes.contains(&blocked), "{blocked}: {audit}");
+    }
 }

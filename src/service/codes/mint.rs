@@ -194,17 +194,7 @@ impl Codes {
             Ok(m) if m.test => "test".to_string(),
             Ok(m) if m.delivery == DeliveryMode::Async => "queued".to_string(),
             Ok(_) => "sent".to_string(),
-            Err(ServiceError::Delivery(r, _)) => format!("delivery_failed:{}", r.as_str()),
-            Err(ServiceError::RateLimited { kind, .. }) => {
-                format!("rate_limited:{}", kind.as_str())
-            }
-            Err(ServiceError::Overloaded) => "overloaded".to_string(),
-            Err(ServiceError::SmsCountryNotAllowed(_)) => "blocked:country_not_allowed".into(),
-            Err(ServiceError::PhoneNumberNotAllowed) => "blocked:number_not_allowed".into(),
-            Err(ServiceError::SmsVelocity { .. }) => "blocked:velocity".into(),
-            // Any other refusal by its code (`recipient_suppressed`, `channel_not_configured`,
-            // `unavailable`, …).
-            Err(e) => e.code().as_str().to_string(),
+            Err(e) => super::refusal_outcome(e),
         };
         let now = self.core.now();
         audit.record(&tenant.id, now, "mint", &to, &outcome, ctx);

@@ -34,3 +34,18 @@ pub struct Codes {
     /// at a time: a double click does not mint twice).
     pub(crate) sends: Arc<turns::KeyTurns>,
 }
+
+/// The audit outcome of a mint or a resend that was refused or failed: why, in the words the
+/// documentation gives (`delivery_failed:<reason>`, `rate_limited:<limit>`,
+/// `blocked:<reason>`), else the problem's code (`recipient_suppressed`, …).
+pub(crate) fn refusal_outcome(e: &crate::service::ServiceError) -> String {
+    use crate::service::ServiceError as E;
+    match e {
+        E::Delivery(r, _) => format!("delivery_failed:{}", r.as_str()),
+        E::RateLimited { kind, .. } => format!("rate_limited:{}", kind.as_str()),
+        E::SmsCountryNotAllowed(_) => "blocked:country_not_allowed".into(),
+        E::PhoneNumberNotAllowed => "blocked:number_not_allowed".into(),
+        E::SmsVelocity { .. } => "blocked:velocity".into(),
+        e => e.code().as_str().to_string(),
+    }
+}

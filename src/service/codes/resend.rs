@@ -73,13 +73,8 @@ impl Codes {
             Ok(r) if r.view.test => "test".to_string(),
             Ok(r) if r.delivery == DeliveryMode::Async => "queued".to_string(),
             Ok(_) => "sent".to_string(),
-            Err(ServiceError::Delivery(r, _)) => format!("delivery_failed:{}", r.as_str()),
-            Err(ServiceError::RateLimited { kind, .. }) => {
-                format!("rate_limited:{}", kind.as_str())
-            }
-            Err(ServiceError::ResendLimit(_)) => "resend_limit_reached".to_string(),
             Err(ServiceError::OtpNotFound) => return result,
-            Err(_) => "refused".to_string(),
+            Err(e) => super::refusal_outcome(e),
         };
         audit.record(
             &tenant.id,
