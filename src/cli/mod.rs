@@ -197,8 +197,10 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
             Ok(())
         }
         Command::Config(ConfigCommand::Check) => {
-            // Every check serve makes before it binds (API.md §18.8).
+            // Every check serve makes before it binds (API.md §18.8), the database's
+            // keyring against the master key included.
             crate::startup::preflight(&settings)?;
+            crate::startup::check_installation(&settings)?;
             eprintln!("database: {}", describe(&settings.database_location()?));
             for (warn, note) in settings.start_notes(std::env::vars()) {
                 eprintln!("{}: {note}", if warn { "warning" } else { "note" });

@@ -8,7 +8,7 @@ use secrecy::ExposeSecret;
 
 use super::{open_store, resolve, StartupError};
 use crate::config::Settings;
-use crate::crypto::keyring::{Keyring, Keys, MasterKey};
+use crate::crypto::keyring::{Keyring, Keys, MasterKey, WrappedKey};
 use crate::storage::Store;
 
 fn write_key_file(path: &Path, key: &MasterKey) -> Result<(), StartupError> {
@@ -101,6 +101,32 @@ pub fn previous_master_keys(settings: &Settings) -> Result<Vec<MasterKey>, Start
         .collect::<Result<_, _>>()?)
 }
 
+/// Unlock a stored keyring with the configured master key (and the previous ones): the
+/// key must be there and must open it — a missing key file is never made anew here.
+fn unlock_stored(settings: &Settings, rows: &[WrappedKey]) -> Result<Keys, StartupError> {
+    let previous = previous_master_keys(settings)?;
+    match configured_master_key(settings)? {
+        Some(master) => {
+            let ring = Keyring::open(rows, &master, &previous)?;
+            Ok(Keys::new(ring, master, previous))
+        }
+        None => Err(StartupError::MasterKey(format!(
+            "master key file {} (crypto.master_key_file) is missing, but the database holds a keyring (wrapped by key id {}); restore the key file or set crypto.master_key — refusing to create a new key",
+            resolve(Path::new(&settings.crypto.master_key_file)).display(),
+            rows.first().map(|r| r.kek_id.as_str()).unwrap_or("?")
+        ))),
+    }
+}
+
+/// Whether `serve` with these settings would open the stored keyring `rows` (`config
+/// check`, a reload: API.md §18.8); an empty keyring is made at start, so it passes.
+pub fn check_keyring(settings: &Settings, rows: &[WrappedKey]) -> Result<(), StartupError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    unlock_stored(settings, rows).map(drop)
+}
+
 /// Unlock the keyring, creating it (and the key file) on a first start with an empty database.
 pub fn open_keyring(
     settings: &Settings,
@@ -118,7 +144,7 @@ pub fn open_keyring(
 fn open_keyring_from(
     settings: &Settings,
     store: &dyn Store,
-    rows: Vec<crate::crypto::keyring::WrappedKey>,
+    rows: Vec<WrappedKey>,
     now: i64,
 ) -> Result<Keys, StartupError> {
     let previous = previous_master_keys(settings)?;
@@ -128,40 +154,30 @@ fn open_keyring_from(
             "the database holds tenants but no keyring; it cannot be opened".into(),
         )
     };
-    match (rows.is_empty(), configured_master_key(settings)?) {
-        (false, Some(master)) => {
-            let ring = Keyring::open(&rows, &master, &previous)?;
-            Ok(Keys::new(ring, master, previous))
-        }
-        (false, None) => Err(StartupError::MasterKey(format!(
-            "master key file {} (crypto.master_key_file) is missing, but the database holds a keyring (wrapped by key id {}); restore the key file or set crypto.master_key — refusing to create a new key",
-            key_path.display(),
-            rows.first().map(|r| r.kek_id.as_str()).unwrap_or("?")
-        ))),
-        (true, master) => {
-            let master = match master {
-                Some(m) => m,
-                None => {
-                    // Before writing a new key file: a database that holds tenants (and,
-                    // read again now, still no keyring) can never be opened by a new key.
-                    if store.has_tenants()? && store.keyring()?.is_empty() {
-                        return Err(no_keyring());
-                    }
-                    let m = MasterKey::generate();
-                    write_key_file(&key_path, &m)?;
-                    tracing::info!(path = %key_path.display(), key_id = %m.id(), "created a new master key file; back it up — without it the database cannot be read");
-                    m
-                }
-            };
-            let (_, fresh) = Keyring::generate(&master)?;
-            let stored = store.init_keyring(&fresh, now).map_err(|e| match e {
-                crate::storage::StoreError::Conflict(_) => no_keyring(),
-                other => other.into(),
-            })?;
-            let ring = Keyring::open(&stored, &master, &previous)?;
-            Ok(Keys::new(ring, master, previous))
-        }
+    if !rows.is_empty() {
+        return unlock_stored(settings, &rows);
     }
+    let master = match configured_master_key(settings)? {
+        Some(m) => m,
+        None => {
+            // Before writing a new key file: a database that holds tenants (and, read
+            // again now, still no keyring) can never be opened by a new key.
+            if store.has_tenants()? && store.keyring()?.is_empty() {
+                return Err(no_keyring());
+            }
+            let m = MasterKey::generate();
+            write_key_file(&key_path, &m)?;
+            tracing::info!(path = %key_path.display(), key_id = %m.id(), "created a new master key file; back it up — without it the database cannot be read");
+            m
+        }
+    };
+    let (_, fresh) = Keyring::generate(&master)?;
+    let stored = store.init_keyring(&fresh, now).map_err(|e| match e {
+        crate::storage::StoreError::Conflict(_) => no_keyring(),
+        other => other.into(),
+    })?;
+    let ring = Keyring::open(&stored, &master, &previous)?;
+    Ok(Keys::new(ring, master, previous))
 }
 
 /// `otpmint migrate-store`: copy the installation at `from` into the empty database at `to`

@@ -25,7 +25,9 @@ mod keys;
 pub mod scheduling;
 
 use background::{keyring_loop, purge_loop, stats_loop, stop_on_signal, tidy_loop};
-pub use keys::{configured_master_key, migrate_store, open_keyring, previous_master_keys};
+pub use keys::{
+    check_keyring, configured_master_key, migrate_store, open_keyring, previous_master_keys,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -193,6 +195,32 @@ pub fn preflight(settings: &Settings) -> Result<(), StartupError> {
         }
     }
     Ok(())
+}
+
+/// What `serve` checks of a SQLite database that exists, without writing to it (`otpmint
+/// config check`, API.md §18.8): it is a SQLite database, and the configured master key
+/// opens its keyring (a missing key file is not made anew for a database that holds one).
+/// A database from an older version, or one with no keyring yet, passes: `serve` migrates
+/// it or makes its keyring. PostgreSQL is not connected to here.
+pub fn check_installation(settings: &Settings) -> Result<(), StartupError> {
+    let Ok(DatabaseLocation::Sqlite(path)) = settings.database_location() else {
+        return Ok(());
+    };
+    let path = resolve(&path);
+    if !path.exists() {
+        return Ok(());
+    }
+    let store = match SqliteStore::open_existing(&path, 1) {
+        Ok(store) => store,
+        Err(crate::storage::StoreError::NotInstalled(_)) => return Ok(()),
+        Err(e) => {
+            return Err(StartupError::Other(format!(
+                "database {} (database.url): {e}",
+                path.display()
+            )))
+        }
+    };
+    check_keyring(settings, &crate::storage::KeyringStore::keyring(&store)?)
 }
 
 /// Whether `serve` could make a file at `path`, its folders included: the nearest folder
@@ -368,10 +396,17 @@ impl Application {
                     // Refused as `serve` would refuse it at start, restart-only keys too (a
                     // reload that passes must not leave a file the next start refuses).
                     // Files are read and certificates parsed: off the runtime's threads.
+                    // The master key as well: it must still open the stored keyring (a key
+                    // file moved away, or another key set, is refused at the next start). A
+                    // database that does not answer now leaves that to the next start.
                     let path = file.clone();
+                    let rows = services.core.db(|s| s.keyring()).await.ok();
                     let loaded = tokio::task::spawn_blocking(move || {
                         let new = Settings::load(path.as_deref()).map_err(|e| e.to_string())?;
                         preflight(&new).map_err(|e| e.to_string())?;
+                        if let Some(rows) = rows {
+                            check_keyring(&new, &rows).map_err(|e| e.to_string())?;
+                        }
                         Ok::<_, String>(new)
                     })
                     .await

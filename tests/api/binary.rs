@@ -748,6 +748,18 @@ async fn sighup_applies_live_settings_and_names_those_needing_a_restart() {
         "{line}"
     );
     assert!(!line.contains("db-secret-9"), "{line}");
+    // And a master key file moved away: the running server holds its key, the next start
+    // would refuse the database's keyring (found by a black-box audit).
+    std::fs::write(&conf, format!("{base}[registration]\nmode = \"admin\"\n")).unwrap();
+    let key = dir.path().join("data/master.key");
+    let aside = dir.path().join("master.key.aside");
+    std::fs::rename(&key, &aside).unwrap();
+    let line = reload(&running);
+    assert!(
+        line.contains("reload failed") && line.contains("crypto.master_key_file"),
+        "{line}"
+    );
+    std::fs::rename(&aside, &key).unwrap();
     let r = client
         .post(format!("{base_url}/v1/tenants"))
         .bearer_auth("admin-token-for-reload-1")
@@ -1174,6 +1186,55 @@ fn cli_commands_refuse_a_database_that_is_no_installation_and_change_nothing() {
             0
         );
     }
+}
+
+/// `config check` refuses what `serve` would refuse of a database that exists (API.md
+/// §18.8; found by a black-box audit): its keyring with the master key file gone or with
+/// another key, and a file that is no SQLite database — naming the setting at fault.
+#[test]
+fn config_check_fails_where_serve_would_refuse_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |envs: &[(&str, &str)]| {
+        let out = otpmint(dir.path())
+            .args(["config", "check"])
+            .envs(envs.iter().copied())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let out = otpmint(dir.path()).arg("migrate").output().unwrap();
+    assert!(out.status.success());
+    let (ok, err) = check(&[]);
+    assert!(ok, "{err}");
+    let key = dir.path().join("data/master.key");
+    let aside = dir.path().join("master.key.aside");
+    std::fs::rename(&key, &aside).unwrap();
+    let (ok, err) = check(&[]);
+    assert!(!ok && err.contains("crypto.master_key_file"), "{err}");
+    assert!(!key.exists(), "config check made a key file");
+    std::fs::rename(&aside, &key).unwrap();
+    let other = "9NQ6HO6F1PqzdxHgaNrxucUxPACCwfEt/THEBkzx3ok=";
+    let (ok, err) = check(&[
+        ("OTPMINT__CRYPTO__MASTER_KEY", other),
+        ("OTPMINT__CRYPTO__MASTER_KEY_FILE", ""),
+    ]);
+    assert!(!ok && err.contains("does not match"), "{err}");
+    assert!(!err.contains(other), "{err}");
+    let foreign = dir.path().join("foreign.db");
+    std::fs::write(&foreign, "not a database, not at all, no").unwrap();
+    let url = format!("sqlite://{}", foreign.display());
+    let (ok, err) = check(&[("OTPMINT__DATABASE__URL", url.as_str())]);
+    assert!(!ok && err.contains("database.url"), "{err}");
+    // Untouched: the database still opens as before.
+    let (ok, err) = check(&[]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        std::fs::read(&foreign).unwrap(),
+        b"not a database, not at all, no"
+    );
 }
 
 /// `config check` runs the checks `serve` runs before it binds (API.md §18.8): certificate
