@@ -59,12 +59,33 @@ fn usage_error(e: clap::Error) -> std::process::ExitCode {
         let _ = e.print();
         return std::process::ExitCode::SUCCESS;
     }
-    // A command group alone (`otpmint tenant`): its help, the subcommands it offers.
+    let text = e.render().to_string();
+    // A command group alone (`otpmint tenant`): one line naming the commands it offers.
     if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-        let _ = e.print();
+        let group = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Usage: "))
+            .map(|u| {
+                u.split_whitespace()
+                    .take_while(|w| !w.starts_with(['[', '<']))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_else(|| "otpmint".into());
+        let commands: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("Commands:"))
+            .skip(1)
+            .take_while(|l| !l.trim().is_empty())
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|c| *c != "help")
+            .collect();
+        eprintln!(
+            "error: `{group}` needs a command: {} ({group} --help explains them)",
+            commands.join(", ")
+        );
         return std::process::ExitCode::from(2);
     }
-    let text = e.render().to_string();
     let line = text
         .lines()
         .take_while(|l| !l.starts_with("Usage:"))

@@ -211,6 +211,8 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
         }
         Command::Keys(k) => keys::keys(k, settings).await,
         Command::Backup { path } => {
+            // The database first, so that every error line names it (API.md §18.8).
+            let services = services(settings)?;
             // A link at PATH counts as there, even one that points nowhere.
             if path.symlink_metadata().is_ok() {
                 return Err(CliError(format!(
@@ -218,7 +220,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
                     path.display()
                 )));
             }
-            services(settings)?
+            services
                 .admin
                 .backup(path.clone())
                 .await

@@ -152,17 +152,29 @@ impl Settings {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Ok(DatabaseLocation::Postgres(url.to_string()));
         }
+        // A URL read from `database.url_file` is named by that file (API.md §3: where it
+        // came from).
+        let refuse = |what: &str| {
+            let from_file = &self.database.url_file;
+            if from_file.is_empty() {
+                ConfigError::Invalid {
+                    key: "database.url".into(),
+                    message: what.into(),
+                }
+            } else {
+                ConfigError::Invalid {
+                    key: "database.url_file".into(),
+                    message: format!("({from_file}) holds a URL that {what}"),
+                }
+            }
+        };
         let Some(rest) = url.strip_prefix("sqlite://") else {
-            return Err(ConfigError::Invalid {
-                key: "database.url".into(),
-                message: "must start with sqlite://, postgres:// or postgresql://".into(),
-            });
+            return Err(refuse(
+                "must start with sqlite://, postgres:// or postgresql://",
+            ));
         };
         if rest.is_empty() || rest == "/" {
-            return Err(ConfigError::Invalid {
-                key: "database.url".into(),
-                message: "names no file".into(),
-            });
+            return Err(refuse("names no file"));
         }
         Ok(DatabaseLocation::Sqlite(PathBuf::from(rest)))
     }

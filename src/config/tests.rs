@@ -440,3 +440,24 @@ fn start_notes_name_an_off_admin_api_a_short_token_and_stray_variables() {
     let s = Settings::load_from(None, env(&[("OTPMINT__ADMIN__TOKEN", &"x".repeat(40))])).unwrap();
     assert!(s.start_notes(env(&[])).is_empty());
 }
+
+/// A bad URL read from `database.url_file` is named by that key and its file, not as
+/// `database.url` (found by a black-box audit: the operator looked in the wrong place).
+#[test]
+fn a_bad_url_from_its_file_is_named_by_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("db-url");
+    std::fs::write(&file, "mysql://db.internal/otp\n").unwrap();
+    let path = file.display().to_string();
+    let err = Settings::load_from(None, env(&[("OTPMINT__DATABASE__URL_FILE", &path)]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`database.url_file`") && err.contains(&path) && err.contains("sqlite://"),
+        "{err}"
+    );
+    let err = Settings::load_from(None, env(&[("OTPMINT__DATABASE__URL", "mysql://x")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`database.url`"), "{err}");
+}

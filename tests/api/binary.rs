@@ -1332,14 +1332,25 @@ fn a_usage_error_is_one_line_and_help_still_prints_the_usage() {
     let out = otpmint(dir.path()).arg("--help").output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("Usage:"));
-    // A command group alone shows the group's subcommands.
-    let out = otpmint(dir.path()).arg("tenant").output().unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(2), "{text}");
-    assert!(
-        text.contains("create") && text.contains("rotate-secret"),
-        "{text}"
-    );
+    // A command group alone names the group's subcommands, in one line too.
+    for (group, commands) in [
+        ("tenant", &["create", "list", "rotate-secret"][..]),
+        ("keys", &["generate", "rotate", "rotate-data-key"][..]),
+        ("config", &["check"][..]),
+        ("smtp", &["test"][..]),
+    ] {
+        let out = otpmint(dir.path()).arg(group).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with(&format!("error: `otpmint {group}` needs a command")),
+            "{err}"
+        );
+        for c in commands {
+            assert!(err.contains(c), "{c}: {err}");
+        }
+        assert!(out.stdout.is_empty());
+    }
     assert!(!dir.path().join("data").exists(), "nothing was created");
 }

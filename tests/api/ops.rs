@@ -215,6 +215,8 @@ async fn a_backup_restores_and_verifies_a_pending_code() {
     assert!(out.contains("backup written"));
     let (ok, _, err) = app.cli(&["backup", copy.to_str().unwrap()]);
     assert!(!ok && err.contains("exists"), "never overwrites: {err}");
+    // Its error line names the database, as every command's does (API.md §18.8).
+    assert!(err.contains("database: sqlite"), "{err}");
     // Owner-only, and never written through a link at PATH (one to nowhere included).
     #[cfg(unix)]
     {
