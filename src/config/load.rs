@@ -23,9 +23,14 @@ impl Settings {
         if let Some(path) = file {
             let name = path.display().to_string();
             if !path.is_file() {
+                let message = if path.is_dir() {
+                    "is a directory, not a configuration file"
+                } else {
+                    "file not found"
+                };
                 return Err(ConfigError::Load {
                     source_name: name,
-                    message: "file not found".into(),
+                    message: message.into(),
                 });
             }
             // Each value of its key's type, checked on the text as written (API.md §3).

@@ -461,3 +461,18 @@ fn a_bad_url_from_its_file_is_named_by_the_file() {
         .to_string();
     assert!(err.contains("`database.url`"), "{err}");
 }
+
+/// `--config` naming a directory says so, not "file not found" (found by a black-box audit).
+#[test]
+fn a_directory_given_as_the_configuration_file_is_named_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Settings::load_from(Some(dir.path()), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is a directory"), "{err}");
+    let missing = dir.path().join("nope.toml");
+    let err = Settings::load_from(Some(&missing), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("file not found"), "{err}");
+}
