@@ -49,6 +49,9 @@ named_enum! {
     }
 }
 
+/// `detail_code` of a send that found no session free in time and sent nothing.
+pub const NO_SESSION_FREE: &str = "no_session_free";
+
 impl DeliveryReason {
     /// What to check for a stored `reason` (a transport's failure, or the code's end
     /// before its message left), in one sentence.
@@ -70,6 +73,7 @@ impl DeliveryReason {
     pub fn advice_with(self, detail_code: Option<&str>) -> &'static str {
         match detail_code {
             Some("oauth2_unavailable") => "The relay's OAuth2 token endpoint did not answer (busy or down): nothing is wrong with the settings; try again shortly.",
+            Some(NO_SESSION_FREE) => "No session to the transport was free in time (the tenant's max_connections, or this server's delivery.max_sessions, were all in use): nothing was sent; try again shortly.",
             _ => self.advice(),
         }
     }
@@ -179,6 +183,7 @@ impl DeliveryError {
             FailureKind::NoSession,
             "no session of the transport was free in time",
         )
+        .with_code(NO_SESSION_FREE)
     }
     /// A queued message whose send could not be recorded as begun (see
     /// [`FailureKind::NotBegun`]).

@@ -30,6 +30,9 @@ const REFUSED_PAUSE: Duration = Duration::from_millis(100);
 
 /// The time a try after such a pause must still have, to connect and send.
 const MIN_TRY: Duration = Duration::from_secs(1);
+/// A sync send that waited for its place begins only with at least this share (1/n) of
+/// its transport's time left.
+const SYNC_FLOOR_SHARE: u32 = 4;
 
 /// Writes of a background send's beginning at most, and the pause between them.
 const MARK_TRIES: u32 = 3;
@@ -288,7 +291,19 @@ impl Delivery {
                     *waited += asked_at.elapsed();
                     deadline.restarted(transport.timeout(self))
                 }
-                DeliveryMode::Sync => deadline,
+                DeliveryMode::Sync => {
+                    // A sync send whose wait for a place ate its time does not begin with a
+                    // moment left, to end `unknown`: like a place not found in time, it sent
+                    // nothing (502 `smtp_timeout`). One that began short (a failover) goes.
+                    let floor = transport.timeout(self) / SYNC_FLOOR_SHARE;
+                    let left_at = |t: Instant| deadline.by.saturating_duration_since(t);
+                    if left_at(Instant::now()) < floor && left_at(asked_at) >= floor {
+                        drop(slot);
+                        let e = refusal.take().unwrap_or_else(DeliveryError::no_session);
+                        return Err(Undelivered::Failed(e));
+                    }
+                    deadline
+                }
             };
             match transport.send(self, out, deadline, sessions).await {
                 Ok(a) => {
