@@ -334,15 +334,14 @@ pub(crate) fn supersede_older_than(
 
 /// What a message's outbox row carried when it was taken.
 struct Taken {
-    /// Whether an earlier attempt may have reached the relay.
+    /// Whether an earlier attempt may have reached the relay; when the quotas counted it.
     maybe_delivered: bool,
-    /// When its send was counted against the quotas.
     quota_at: Option<Millis>,
-    /// When the message was queued: the time its text, if it is one, was counted at by the
-    /// SMS fraud guard (the mint's or the resend's).
+    /// When it was queued: when the SMS fraud guard counted it, if it is a text (`text`).
     queued_at: Millis,
-    /// Whether it is a text message (the guard counts only those).
     text: bool,
+    /// The attempts recorded before the one under way.
+    attempts: u32,
 }
 
 /// Delete a message's outbox row — only `owner`'s, when given — and say what it carried.
@@ -358,6 +357,7 @@ fn take_row(
             quota_at: r.opt_int(1)?,
             queued_at: r.int(2)?,
             text: super::cells::channel_from(&r.text(3)?)?.is_phone(),
+            attempts: r.count(4)?,
         })
     })
 }
@@ -467,7 +467,8 @@ pub(crate) fn settle_swept_row(
     };
     let v = item.verdict;
     let settle = Settle {
-        attempts: None,
+        // An interrupted send is counted (it may have arrived); the others never began.
+        attempts: (v == rules::SweepVerdict::Interrupted).then_some(taken.attempts + 1),
         reason: v.reason(),
         status: v.delivery_status().as_str(),
         fail_code: v.fails_code(),

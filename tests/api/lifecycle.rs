@@ -194,9 +194,10 @@ async fn a_sync_send_killed_in_flight_is_never_sent_again_and_the_older_code_sti
     assert_eq!(
         sql(
             &url,
-            "SELECT COUNT(*) FROM challenges WHERE delivery_status = 'unknown' AND status = 'pending'"
+            "SELECT COUNT(*) FROM challenges WHERE delivery_status = 'unknown' AND status = 'pending' AND delivery_attempts = 1"
         ),
-        1
+        1,
+        "still valid, its one send counted"
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(smtp.count_to("ada@example.com"), 1, "no second message");
@@ -254,6 +255,8 @@ async fn an_async_send_killed_in_flight_is_never_sent_again_and_its_code_stays_v
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["status"], "pending", "{v}");
     assert_eq!(v["delivery"]["status"], "unknown", "{v}");
+    // Its send is counted: the person may have the message.
+    assert_eq!(v["delivery"]["attempts"], 1, "{v}");
 }
 
 /// API.md §19.2, §19.3: an async message its sender had claimed but whose send had not
@@ -591,10 +594,10 @@ async fn a_sync_mint_stopped_before_its_session_is_recorded_not_sent() {
     assert_eq!(
         sql(
             &url,
-            "SELECT COUNT(*) FROM challenges WHERE email_canonical = 'slow@example.com' AND delivery_status = 'unknown' AND delivery_reason = 'interrupted'"
+            "SELECT COUNT(*) FROM challenges WHERE email_canonical = 'slow@example.com' AND delivery_status = 'unknown' AND delivery_reason = 'interrupted' AND delivery_attempts = 1"
         ),
         1,
-        "the message being sent when the grace ran out is recorded unknown"
+        "the message being sent when the grace ran out is recorded unknown, its send counted"
     );
     assert_eq!(
         sql(&url, "SELECT COUNT(*) FROM outbox"),

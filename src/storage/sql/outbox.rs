@@ -101,7 +101,8 @@ shared_sql!(
     /// carried.
     pub(crate) TAKE_ROW =
         "DELETE FROM outbox WHERE key_digest = $1 AND (CAST($2 AS TEXT) IS NULL OR leased_by = \
-         $2) RETURNING maybe_delivered, quota_at, created_at, channel"
+         $2) RETURNING maybe_delivered, quota_at, created_at, channel, \
+         attempts"
 );
 
 shared_sql!(
