@@ -55,7 +55,8 @@ pub struct Problem {
     /// provider's (`provider_auth`, `provider_rejected`, `provider_unavailable`, …).
     pub reason: Option<String>,
     /// With `delivery_failed`, where there is one: the code beyond the reason — a provider's
-    /// own error code (API.md §15.2), or `oauth2_*` from a relay's OAuth2 token endpoint.
+    /// own error code (API.md §15.2), `oauth2_*` from a relay's OAuth2 token endpoint, or
+    /// `no_session_free` (no session to the transport was free in time; nothing was sent).
     pub detail_code: Option<String>,
     /// With `sms_country_not_allowed`: the number's country (ISO 3166 alpha-2).
     pub country: Option<String>,
