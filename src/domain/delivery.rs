@@ -89,14 +89,14 @@ impl DeliveryReason {
             DeliveryReason::Rejected => "The relay refused the message: check that it lets this account send as the from address, and the recipient.",
             DeliveryReason::HttpRejected => "The tenant's HTTP endpoint refused the message (a 4xx or a redirect): check its URL and what it expects.",
             DeliveryReason::HttpUnavailable => "The tenant's HTTP endpoint answered 408, 429 or 5xx: it is busy or failing.",
-            DeliveryReason::HttpUnreachable => "The tenant's HTTP endpoint did not answer (connection, TLS or delivery.http_timeout_seconds): check its URL and certificate.",
+            DeliveryReason::HttpUnreachable => "The tenant's HTTP endpoint did not answer (connection, TLS or delivery.http_timeout_seconds): check its URL and certificate (a certificate this server does not trust needs webhooks.extra_root_certificates).",
             DeliveryReason::HttpHostNotAllowed => "The HTTP endpoint's host is not allowed: an operator allows private hosts with webhooks.allow_private_hosts.",
             DeliveryReason::ChannelNotConfigured => "No transport takes this channel: set smtp, a provider or the HTTP transport for it.",
             DeliveryReason::ProviderAuth => "The provider did not accept the credentials (401/403): check the API key or token in the provider settings.",
-            DeliveryReason::ProviderRejected => "The provider turned the message down: its own code is in detail_code; check that the sender (from) is verified there.",
+            DeliveryReason::ProviderRejected => "The provider turned the message down (its own error code, when it gives one, is in detail_code): check that the sender (from) is verified there, and the recipient.",
             DeliveryReason::ProviderUnavailable => "The provider answered 408, 429 or 5xx: it is busy or failing; try again later (a queued message is retried by itself).",
-            DeliveryReason::ProviderUnreachable => "The provider did not answer (connection, TLS or delivery.http_timeout_seconds).",
-            DeliveryReason::ProviderHostNotAllowed => "The provider's host is not allowed by the address policy (delivery.provider_base_urls).",
+            DeliveryReason::ProviderUnreachable => "The provider did not answer (connection, TLS or delivery.http_timeout_seconds): a certificate this server does not trust needs webhooks.extra_root_certificates.",
+            DeliveryReason::ProviderHostNotAllowed => "The provider's host (its public one, or delivery.provider_base_urls) is refused by the outbound address policy: an operator allows private hosts with webhooks.allow_private_hosts and http:// with webhooks.allow_plaintext.",
         }
     }
 }

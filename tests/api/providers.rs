@@ -692,3 +692,52 @@ async fn a_provider_whose_name_does_not_resolve_is_unreachable_and_tried_again()
     assert_ne!(st["delivery"]["status"], json!("failed"), "{st}");
     assert!(postmark.taken().is_empty());
 }
+
+/// A provider on a host the outbound policy refuses (loopback, without
+/// `webhooks.allow_private_hosts`) is `provider_host_not_allowed`, and the answer names the
+/// setting that would allow it (API.md §18.8), not the base URL; nothing reaches the fake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_provider_host_names_the_setting_that_would_allow_it() {
+    let fake = FakeProvider::start("postmark").await;
+    let (kind, url, ca) = (
+        fake.kind.to_string(),
+        fake.base_url(),
+        fake.rx.ca_path.clone(),
+    );
+    let app = spawn_app_with(move |s| {
+        s.webhooks.extra_root_certificates = vec![ca];
+        s.delivery.provider_base_urls = [(kind, url)].into_iter().collect();
+    })
+    .await;
+    let (s, t) = body(
+        app.post("/v1/tenants", ADMIN, json!({"name": "Acme"}))
+            .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    let sk = t["secret_key"].as_str().unwrap().to_string();
+    put_provider(&app, &sk, &fake, "primary").await;
+    let mint = json!({"email": "ada@example.com"});
+    let (s, v) = body(app.post("/v1/otp", &sk, mint).await).await;
+    assert_eq!(
+        (s, &v["reason"]),
+        (StatusCode::BAD_GATEWAY, &json!("provider_host_not_allowed")),
+        "{v}"
+    );
+    let detail = v["detail"].as_str().unwrap();
+    assert!(detail.contains("webhooks.allow_private_hosts"), "{detail}");
+    let test = "/v1/tenant/providers/email/test";
+    let (s, v) = body(app.post(test, &sk, json!({"to": "ada@example.com"})).await).await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("webhooks.allow_private_hosts"),
+        "{v}"
+    );
+    assert!(
+        fake.rx.requests().is_empty(),
+        "nothing reached the provider"
+    );
+}
