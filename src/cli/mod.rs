@@ -411,6 +411,11 @@ fn readyz_url(settings: &Settings, url: Option<&str>) -> String {
 
 async fn healthcheck(settings: &Settings, url: Option<&str>) -> Result<(), CliError> {
     let url = readyz_url(settings, url);
+    if !reqwest::Url::parse(&url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+        return Err(CliError(format!(
+            "not ready: --url {url} is not an http:// or https:// URL"
+        )));
+    }
     // Straight to the server: a container's HTTP_PROXY must not stand between a health
     // check and the server beside it.
     let client = reqwest::Client::builder()
@@ -451,5 +456,14 @@ mod healthcheck_tests {
             readyz_url(&s, Some("http://h:1/readyz")),
             "http://h:1/readyz"
         );
+    }
+
+    #[tokio::test]
+    async fn a_url_that_is_none_is_named_so_not_as_unreachable() {
+        let s = Settings::load_from(None, Vec::<(String, String)>::new()).unwrap();
+        for bad in ["not-a-url", "ftp://h:1"] {
+            let e = healthcheck(&s, Some(bad)).await.unwrap_err();
+            assert!(e.0.contains("is not an http:// or https:// URL"), "{}", e.0);
+        }
     }
 }
