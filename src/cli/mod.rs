@@ -264,8 +264,9 @@ pub(super) fn services(settings: Settings) -> Result<Services, CliError> {
     if let crate::config::DatabaseLocation::Sqlite(path) = &location {
         if !path.exists() {
             return Err(CliError(format!(
-                "no database at {} (database.url): start the server once, or run `otpmint migrate`, to create it",
-                path.display()
+                "no database at {} ({}): start the server once, or run `otpmint migrate`, to create it",
+                path.display(),
+                settings.database_url_source()
             )));
         }
     }

@@ -152,6 +152,15 @@ impl Settings {
 
     /// `database.url` parsed: `sqlite://rel/path.db`, `sqlite:///abs/path.db`, or
     /// `postgres://…` / `postgresql://…` (checked further when connecting).
+    /// Where the database URL came from, for messages: `database.url`, or
+    /// `database.url_file` and its path.
+    pub fn database_url_source(&self) -> String {
+        match self.database.url_file.as_str() {
+            "" => "database.url".into(),
+            file => format!("database.url_file {file}"),
+        }
+    }
+
     pub fn database_location(&self) -> Result<DatabaseLocation, ConfigError> {
         let url = self.database.url.trim();
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {

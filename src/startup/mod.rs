@@ -188,8 +188,9 @@ pub fn preflight(settings: &Settings) -> Result<(), StartupError> {
         if !path.exists() {
             creatable(&path).map_err(|e| {
                 StartupError::Other(format!(
-                    "cannot create database {} (database.url): {e}",
-                    path.display()
+                    "cannot create database {} ({}): {e}",
+                    path.display(),
+                    settings.database_url_source()
                 ))
             })?;
         }
@@ -198,10 +199,9 @@ pub fn preflight(settings: &Settings) -> Result<(), StartupError> {
 }
 
 /// What `serve` checks of a SQLite database that exists, without writing to it (`otpmint
-/// config check`, API.md §18.8): it is a SQLite database, and the configured master key
-/// opens its keyring (a missing key file is not made anew for a database that holds one).
-/// A database from an older version, or one with no keyring yet, passes: `serve` migrates
-/// it or makes its keyring. PostgreSQL is not connected to here.
+/// config check`, API.md §18.8): it is one, and the master key opens its keyring (a missing
+/// key file is not made anew for a database that holds one). One from an older version, or
+/// with no keyring yet, passes (`serve` migrates it or makes one). PostgreSQL is not asked.
 pub fn check_installation(settings: &Settings) -> Result<(), StartupError> {
     let Ok(DatabaseLocation::Sqlite(path)) = settings.database_location() else {
         return Ok(());
@@ -215,8 +215,9 @@ pub fn check_installation(settings: &Settings) -> Result<(), StartupError> {
         Err(crate::storage::StoreError::NotInstalled(_)) => return Ok(()),
         Err(e) => {
             return Err(StartupError::Other(format!(
-                "database {} (database.url): {e}",
-                path.display()
+                "database {} ({}): {e}",
+                path.display(),
+                settings.database_url_source()
             )))
         }
     };

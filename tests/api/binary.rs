@@ -1228,6 +1228,15 @@ fn config_check_fails_where_serve_would_refuse_the_database() {
     let url = format!("sqlite://{}", foreign.display());
     let (ok, err) = check(&[("OTPMINT__DATABASE__URL", url.as_str())]);
     assert!(!ok && err.contains("database.url"), "{err}");
+    // The same URL read from a file is named by that key and file.
+    let url_file = dir.path().join("db.url");
+    std::fs::write(&url_file, &url).unwrap();
+    let file_var = url_file.to_str().unwrap();
+    let (ok, err) = check(&[("OTPMINT__DATABASE__URL_FILE", file_var)]);
+    assert!(
+        !ok && err.contains(&format!("database.url_file {file_var}")),
+        "{err}"
+    );
     // Untouched: the database still opens as before.
     let (ok, err) = check(&[]);
     assert!(ok, "{err}");
