@@ -351,9 +351,11 @@ fn verify_postmark(keys: &EventKeys, header: Header<'_>) -> Result<(), Refused> 
     ) else {
         return Err(Refused::Unverified);
     };
+    // The scheme's name is case-insensitive (RFC 9110 §11.1).
     let given = auth
-        .strip_prefix("Basic ")
-        .and_then(b64)
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+        .and_then(|(_, creds)| b64(creds.trim_start()))
         .ok_or(Refused::Unverified)?;
     let want = format!("{user}:{pass}");
     bool::from(given.ct_eq(want.as_bytes()))

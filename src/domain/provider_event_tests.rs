@@ -184,10 +184,15 @@ fn a_postmark_bounce_verifies_with_its_basic_credentials_only() {
     let e = verify_and_parse(ProviderKind::Postmark, &keys, &good, body.as_bytes(), NOW).unwrap();
     assert_eq!(e[0].id, "Bounce:42");
     assert_eq!(e[0].kind, EventKind::HardBounce);
+    // The scheme's name in any case (RFC 9110 §11.1).
+    let lower = basic("hook", "s3cret").replacen("Basic", "basic", 1);
+    let h = headers(vec![("authorization".into(), lower)]);
+    assert!(verify_and_parse(ProviderKind::Postmark, &keys, &h, body.as_bytes(), NOW).is_ok());
     for bad in [
         basic("hook", "wrong"),
         basic("other", "s3cret"),
         "Bearer x".into(),
+        basic("hook", "s3cret").replacen("Basic ", "Basicx ", 1),
     ] {
         let h = headers(vec![("authorization".into(), bad)]);
         assert_eq!(

@@ -42,7 +42,7 @@ impl CompatError {
         };
         match &e {
             ServiceError::Unavailable(cause) => {
-                tracing::warn!(cause = %cause, "database unavailable")
+                tracing::warn!(cause = %cause, "unavailable: the database, or a service this request needs, did not answer")
             }
             ServiceError::Internal(cause) => tracing::error!(cause = %cause, "internal error"),
             _ => {}

@@ -412,7 +412,7 @@ impl ResponseError for ApiError {
                 tracing::error!(cause = %cause, "internal error")
             }
             ApiError::Service(ServiceError::Unavailable(cause)) => {
-                tracing::warn!(cause = %cause, "database unavailable")
+                tracing::warn!(cause = %cause, "unavailable: the database, or a service this request needs, did not answer")
             }
             _ => {}
         }
