@@ -179,6 +179,7 @@ async fn render(
         Some(PageError::Limited(secs)) => s.wait(*secs),
         Some(PageError::NoMoreCodes) => s.no_more_codes.to_string(),
         Some(PageError::NotSent) => s.not_sent.to_string(),
+        Some(PageError::Refused) => s.refused.to_string(),
         Some(PageError::Busy) => s.busy.to_string(),
         Some(PageError::Finishing) => String::new(),
         Some(PageError::Over) | None => String::new(),
@@ -278,7 +279,8 @@ async fn render(
             PageError::BadEmail
             | PageError::BadCode
             | PageError::WrongCode(_)
-            | PageError::CodeEnded,
+            | PageError::CodeEnded
+            | PageError::Refused,
         ) => StatusCode::UNPROCESSABLE_ENTITY,
         Some(PageError::Limited(_) | PageError::NoMoreCodes) => StatusCode::TOO_MANY_REQUESTS,
         Some(PageError::NotSent) => StatusCode::BAD_GATEWAY,

@@ -792,6 +792,32 @@ async fn a_page_whose_resends_are_spent_says_to_use_the_last_code() {
     );
 }
 
+/// An address on the tenant's suppression list: the page says codes cannot be sent to it
+/// (422), not "try again in a moment", and sends nothing (API.md §16.1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suppressed_address_is_told_it_cannot_get_codes_not_to_try_again() {
+    let (app, sk) = hosted_app(RETURN).await;
+    let add = json!({"recipient": "ada@example.com", "reason": "manual"});
+    let r = app.post("/v1/tenant/suppressions", &sk, add).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let (id, _) = open_session(
+        &app,
+        &sk,
+        json!({"return_url": RETURN, "email": "ada@example.com", "locale": "de"}),
+    )
+    .await;
+    let (mut b, csrf) = on_the_page(&app, &id).await;
+    let (s, _, html) = b.post(&format!("/h/{id}/send"), &[("csrf", &csrf)]).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(
+        html.contains("An diese Adresse können keine Codes gesendet werden")
+            && !html.contains("noch einmal"),
+        "{html}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(app.smtp.messages().is_empty(), "nothing sent");
+}
+
 /// A double click on "send" mints one code: the second send waits for the first, then
 /// sends another code under the same key (or meets the cooldown) — so the first code
 /// received verifies on the page. (Before, both minted; the second superseded the first,

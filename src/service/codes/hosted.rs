@@ -66,10 +66,11 @@ pub enum PageError {
     /// The key's resends are spent: the last code sent is the one to use.
     NoMoreCodes,
     NotSent,
+    /// The address is on the tenant's suppression list: no retry helps.
+    Refused,
     /// The code could not be checked now (503): the same code may be tried again.
     Busy,
-    /// The code verified, with its session, but the session could not be read back just
-    /// then (the database was away): a reload of the page goes on.
+    /// The code verified, but its session could not be read back then: a reload goes on.
     Finishing,
     /// Expired, failed, or verified already: nothing more to do here.
     Over,
@@ -95,9 +96,8 @@ pub fn status_of(row: &SessionRow, now: Millis) -> &'static str {
 }
 
 impl Codes {
-    /// Whether the tenant may open a session: links on, and its pages approved. Its route
-    /// asks before it parses the session's address, purpose and locale, so these 422s come
-    /// before their 400s.
+    /// Whether the tenant may open a session: links on, and its pages approved (its route
+    /// asks first, so these 422s come before the body's 400s).
     pub fn pages_open(&self, tenant: &Tenant) -> Result<PagesOpen, ServiceError> {
         let base = self.links_base().ok_or(ServiceError::LinksOff)?;
         if !self.pages_allowed(tenant) {
@@ -315,6 +315,7 @@ impl Codes {
                     retry_after_secs, ..
                 }) => return Err(PageError::Limited(retry_after_secs)),
                 Err(ServiceError::ResendLimit(_)) => return Err(PageError::NoMoreCodes),
+                Err(ServiceError::RecipientSuppressed) => return Err(PageError::Refused),
                 Err(
                     ServiceError::OtpExpired
                     | ServiceError::OtpSuperseded
@@ -346,6 +347,7 @@ impl Codes {
                     retry_after_secs, ..
                 } => PageError::Limited(retry_after_secs),
                 ServiceError::InvalidEmail(_) => PageError::BadEmail,
+                ServiceError::RecipientSuppressed => PageError::Refused,
                 _ => PageError::NotSent,
             })?;
         let key = minted.key.expose().to_string();
@@ -369,10 +371,8 @@ impl Codes {
         {
             Ok(true) => Ok(()),
             // Not stored: the session ended, or a send at the same time (a double click)
-            // superseded this code and stored its own. The page shows whichever holds.
-            // The page shows whichever holds when it is read (the other send's code, stored
-            // moments later); "code ended" here would be wrong for a double click, whose
-            // other send is still storing its code.
+            // superseded this code and stored its own. The page shows whichever holds when
+            // it is read; "code ended" would be wrong for a double click still storing.
             Ok(false) => match self.hosted_page(&row.session.id).await {
                 Ok(Some((now, _))) if status_of(&now, self.core.now()) == "open" => Ok(()),
                 _ => Err(PageError::Over),
