@@ -590,6 +590,73 @@ async fn the_domain_check_answers_found_missing_and_misaligned_records() {
     assert!(advice.contains("signs for mail.acme.example"), "{advice}");
 }
 
+/// One sentence per problem, and the right one: a key for another domain than the sender's
+/// is told so (publishing it would not help), not "publish it"; a record that holds another
+/// key is told that, without a DMARC sentence about domains that do match; two DMARC
+/// records are a problem of their own (RFC 7489 §6.6.3: none applies); `v=spf10` is no SPF
+/// record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_domain_check_tells_each_problem_once_and_rightly() {
+    let dns = DnsServer::start().await;
+    let app = app_with_dns(&dns).await;
+    let (_, sk) = app.tenant().await;
+    let check = || async {
+        let (s, v) = body(app.get("/v1/tenant/domain-check", &sk).await).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v
+    };
+    dns.set_txt("acme.example", &["v=spf1 ip4:192.0.2.1 ~all"]);
+    dns.set_txt("_dmarc.acme.example", &["v=DMARC1; p=reject"]);
+    // A key for another domain, its record not published.
+    let (s, k) = make_key(
+        &app,
+        &sk,
+        json!({"domain": "other.example", "algorithm": "ed25519"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{k}");
+    let v = check().await;
+    let advice = v["advice"].to_string();
+    assert!(advice.contains("make a key for acme.example"), "{advice}");
+    assert!(!advice.contains("is not published"), "{advice}");
+    // A key for the sender's domain whose record holds another key.
+    let r = app.delete("/v1/tenant/dkim", &sk).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let (_, k) = make_key(
+        &app,
+        &sk,
+        json!({"domain": "acme.example", "algorithm": "ed25519"}),
+    )
+    .await;
+    dns.set_txt(
+        "otpmint1._domainkey.acme.example",
+        &["v=DKIM1; k=ed25519; p=AAAA"],
+    );
+    let v = check().await;
+    let advice = v["advice"].as_array().unwrap().clone();
+    assert_eq!(advice.len(), 1, "{v}");
+    assert!(advice[0].to_string().contains("another key"), "{v}");
+    assert_eq!(v["dmarc"]["aligned"], false, "{v}");
+    // Published right; then two DMARC records, and an SPF look-alike.
+    dns.set_txt(
+        "otpmint1._domainkey.acme.example",
+        &[k["value"].as_str().unwrap()],
+    );
+    assert_eq!(check().await["advice"], json!([]));
+    dns.set_txt(
+        "_dmarc.acme.example",
+        &["v=DMARC1; p=reject", "v=DMARC1; p=none"],
+    );
+    dns.set_txt("acme.example", &["v=spf10 -all"]);
+    let v = check().await;
+    assert_eq!(v["dmarc"]["found"], true, "{v}");
+    assert_eq!(v["dmarc"]["policy"], Value::Null, "{v}");
+    assert_eq!(v["spf"]["found"], false, "{v}");
+    let advice = v["advice"].to_string();
+    assert!(advice.contains("2 DMARC records"), "{advice}");
+    assert!(advice.contains("publishes no SPF record"), "{advice}");
+}
+
 /// SPF is checked on the envelope sender: a tenant sending through Postmark (which sends with
 /// a return path of its own) is asked for no include at its `from` domain; one sending
 /// through Mailgun with the `from` domain as its sending domain is asked for Mailgun's.

@@ -139,6 +139,18 @@ fn tag(record: &str, name: &str) -> Option<String> {
     })
 }
 
+/// Whether a TXT record is of this version (`v=spf1`, `v=DMARC1`, any case): the tag whole,
+/// then the end or one of `after` (`v=spf10` is not SPF).
+fn versioned(record: &str, version: &str, after: &[char]) -> bool {
+    let r = record.trim_start();
+    r.get(..version.len())
+        .is_some_and(|v| v.eq_ignore_ascii_case(version))
+        && r[version.len()..]
+            .chars()
+            .next()
+            .is_none_or(|c| after.contains(&c))
+}
+
 /// The organizational domain, approximately: the last two labels.
 fn org_domain(d: &str) -> String {
     let labels: Vec<&str> = d.split('.').collect();
@@ -241,7 +253,7 @@ impl Tenants {
         let spfs: Vec<&String> = spf_txt
             .iter()
             .flatten()
-            .filter(|v| v.trim_start().to_ascii_lowercase().starts_with("v=spf1"))
+            .filter(|v| versioned(v, "v=spf1", &[' ']))
             .collect();
         let need = spf_need(t, domain);
         let include = match need {
@@ -283,31 +295,37 @@ impl Tenants {
                 _ => false,
             },
         };
+        // A key for another domain never signs this sender's mail: publishing it would not
+        // help, so that comes first.
         match (key, &dkim) {
+            (Some(k), _) if !aligned(domain, &k.domain) => advice.push(format!("The DKIM key signs for {}, but mail is sent from {domain}: make a key for {domain}.", k.domain)),
             _ if dkim_txt.is_none() => {}
             (None, _) => advice.push("The tenant has no DKIM key: POST /v1/tenant/dkim makes one and answers the TXT record to publish.".into()),
             (Some(k), d) if !d.found => advice.push(format!("The DKIM record {} is not published: add the TXT record GET /v1/tenant/dkim shows.", k.record_name())),
             (Some(k), d) if !d.matches_key => advice.push(format!("The DKIM record {} holds another key than the tenant's: publish the value GET /v1/tenant/dkim shows.", k.record_name())),
-            (Some(k), _) if !aligned(domain, &k.domain) => advice.push(format!("The DKIM key signs for {}, but mail is sent from {domain}: make a key for {domain}.", k.domain)),
             _ => {}
         }
         // DMARC: the sender's domain, else its organizational domain.
-        let dmarc_of = |txt: Vec<String>| {
+        let dmarc_of = |txt: Vec<String>| -> Vec<String> {
             txt.into_iter()
-                .find(|v| v.trim_start().to_ascii_lowercase().starts_with("v=dmarc1"))
+                .filter(|v| versioned(v, "v=dmarc1", &[';', ' ']))
+                .collect()
         };
         let mut dmarc_known = dmarc_txt.is_some();
-        let mut dmarc_rec = dmarc_txt.and_then(dmarc_of);
+        let mut dmarc_recs = dmarc_txt.map(dmarc_of).unwrap_or_default();
         let org = org_domain(domain);
-        if dmarc_known && dmarc_rec.is_none() && org != domain {
+        if dmarc_known && dmarc_recs.is_empty() && org != domain {
             match Self::txt(r, &format!("_dmarc.{org}")).await {
-                Ok(txt) => dmarc_rec = dmarc_of(txt),
+                Ok(txt) => dmarc_recs = dmarc_of(txt),
                 Err(name) => {
                     advice.push(unknown(&name));
                     dmarc_known = false;
                 }
             }
         }
+        // More than one record: receivers apply none (RFC 7489 §6.6.3).
+        let several = dmarc_recs.len() > 1;
+        let dmarc_rec = dmarc_recs.first().filter(|_| !several).cloned();
         let strict = dmarc_rec
             .as_deref()
             .and_then(|r| tag(r, "adkim"))
@@ -324,15 +342,17 @@ impl Tenants {
             }
         });
         let dmarc = DmarcCheck {
-            found: dmarc_rec.is_some(),
+            found: !dmarc_recs.is_empty(),
             policy: dmarc_rec.as_deref().and_then(|r| tag(r, "p")),
             aligned: dkim_aligned && dkim.matches_key,
         };
         if !dmarc_known {
             // Its advice is the failed look-up's.
+        } else if several {
+            advice.push(format!("{} DMARC records are published for {domain}, and receivers then apply none of them: keep one.", dmarc_recs.len()));
         } else if !dmarc.found {
             advice.push(format!("{domain} publishes no DMARC record: add a TXT record \"v=DMARC1; p=none; rua=mailto:dmarc@{org}\" at _dmarc.{domain}, and tighten p= once reports look right."));
-        } else if !dmarc.aligned && key.is_some() {
+        } else if !dkim_aligned && key.is_some() {
             advice.push(format!("DMARC of {domain} would not pass on otpmint's DKIM signature: the key's domain must match the sender's{}, and its record must be published.", if strict { " exactly (adkim=s)" } else { "" }));
         }
         DomainCheck {
