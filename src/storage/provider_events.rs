@@ -28,7 +28,19 @@ pub struct SeenEvent {
     pub now: Millis,
 }
 
+/// The bookkeeping name of a Mailgun signature's token, taken once across tenants.
+pub const MAILGUN_TOKEN: &str = "mailgun-token";
+
 impl SeenEvent {
+    /// How it is recorded: once for its tenant, or a token once across tenants.
+    fn sql(&self) -> sql::Shared {
+        if self.provider == MAILGUN_TOKEN {
+            sql::provider_events::SEEN_ANYWHERE
+        } else {
+            sql::provider_events::SEEN
+        }
+    }
+
     /// `SEEN`'s arguments.
     fn args(&self) -> [Arg; 4] {
         let (t, p, id) = (
@@ -113,7 +125,7 @@ pub trait ProviderEventStore {
 
 impl<E: Engine> ProviderEventStore for E {
     fn record_provider_event(&self, e: &SeenEvent) -> Result<bool, StoreError> {
-        Ok(self.exec_one(sql::provider_events::SEEN, &e.args())? == 1)
+        Ok(self.exec_one(e.sql(), &e.args())? == 1)
     }
 
     fn apply_provider_event(&self, e: &EventEffect) -> Result<EventApplied, StoreError> {
@@ -136,7 +148,7 @@ impl<E: Engine> ProviderEventStore for E {
                 }
             }
             if let Some(token) = &e.token {
-                if tx.exec(sql::provider_events::SEEN, &token.args())? == 0 {
+                if tx.exec(token.sql(), &token.args())? == 0 {
                     return Ok(EventApplied::Replayed);
                 }
             }

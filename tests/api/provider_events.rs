@@ -743,6 +743,26 @@ async fn a_mailgun_signature_carries_one_request_whatever_event_it_is_put_on() {
     assert_eq!(list, vec!["bob@example.com".to_string()]);
     // A new token with a new event is applied.
     assert_eq!(posted("tok-dave", bounce(4, "dave@example.com")).await, 1);
+    // Another tenant of the same Mailgun account (the same signing key): a token taken here
+    // carries nothing there either, whatever event it is put on.
+    let (other, other_sk) = s.tenant(fake).await;
+    let (st, v) = s
+        .post(
+            "mailgun",
+            &other,
+            signed("tok-dave", bounce(5, "eve@example.com")),
+        )
+        .await;
+    assert_eq!((st, &v["applied"]), (StatusCode::OK, &json!(0)), "{v}");
+    assert!(suppressed(&s.app, &other_sk).await.is_empty());
+    let (st, v) = s
+        .post(
+            "mailgun",
+            &other,
+            signed("tok-eve", bounce(5, "eve@example.com")),
+        )
+        .await;
+    assert_eq!((st, &v["applied"]), (StatusCode::OK, &json!(1)), "{v}");
 }
 
 /// A Mailgun event whose write fails is answered with an error and leaves its token

@@ -207,7 +207,7 @@ impl Events {
                     .unwrap_or_default();
                 guard = Guard::Token(Some(SeenEvent {
                     tenant: tenant.id.clone(),
-                    provider: "mailgun-token".into(),
+                    provider: crate::storage::provider_events::MAILGUN_TOKEN.into(),
                     event_id: token.chars().take(200).collect(),
                     now,
                 }));

@@ -16,6 +16,15 @@ shared_sql!(
          $3, $4) ON CONFLICT (tenant_id, provider, event_id) DO NOTHING"
 );
 shared_sql!(
+    /// [`SEEN`] for a one-time token taken once across tenants (`$2`, e.g. a Mailgun
+    /// signature's token): not recorded (0 rows) when any tenant recorded it.
+    pub(crate) SEEN_ANYWHERE =
+        "INSERT INTO provider_events (tenant_id, provider, event_id, received_at) SELECT \
+         CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS BIGINT) WHERE NOT \
+         EXISTS (SELECT 1 FROM provider_events WHERE provider = $2 AND event_id = $3) ON \
+         CONFLICT (tenant_id, provider, event_id) DO NOTHING"
+);
+shared_sql!(
     /// The code the message was about: its delivery is marked bounced.
     pub(crate) MARK_BOUNCED = [
         "UPDATE challenges SET delivery_status = 'bounced' WHERE tenant_id = $1 AND \
