@@ -78,6 +78,56 @@ async fn an_oversized_reply_under_starttls_fails_as_smtp_rejected() {
     app.mint(&sk, "ada@example.com").await;
 }
 
+/// A reply over the bounds at RCPT — 200 lines of 1 000 characters — is refused as such
+/// (API.md §6.22: `smtp_rejected`), not taken for a relay that could not be reached: a sync
+/// mint answers 502 `smtp_rejected`, and a queued message fails at once rather than going
+/// back to the flooding relay until its code expires.
+#[tokio::test]
+async fn an_oversized_reply_at_rcpt_fails_as_smtp_rejected_and_is_not_retried() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    app.smtp.set_mode(Mode::LongLinesAtRcpt);
+    let r = app
+        .post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["reason"], "smtp_rejected", "{v}");
+    let r = app
+        .post(
+            "/v1/otp",
+            &sk,
+            json!({"email": "bob@example.com", "delivery": "async"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let key = r.json::<Value>().await.unwrap()["shareable_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let st = loop {
+        let st: Value = app
+            .get(&format!("/v1/otp/{key}"), &sk)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if st["delivery"]["status"] != "queued" && st["delivery"]["status"] != "sending" {
+            break st;
+        }
+        assert!(std::time::Instant::now() < deadline, "still queued: {st}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (&st["delivery"]["status"], &st["delivery"]["reason"]),
+        (&json!("failed"), &json!("smtp_rejected")),
+        "{st}"
+    );
+    assert_eq!(st["delivery"]["attempts"], 1, "{st}");
+    assert!(app.smtp.messages().is_empty());
+}
+
 /// Read until the server answers or closes; the bytes read (empty when it just closed).
 async fn answer_or_close(s: &mut TcpStream, within: Duration) -> Result<String, &'static str> {
     let mut buf = vec![0u8; 4096];

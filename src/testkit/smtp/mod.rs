@@ -88,9 +88,12 @@ pub enum Mode {
     Flood,
     /// A relay that does not offer STARTTLS (its plain EHLO answer lacks it).
     NoStarttls,
-    /// Inside TLS, the answer to the EHLO after STARTTLS is one 5 KiB line (over the 4 KiB
-    /// a reply line may hold, under what the TLS records around it weigh).
+    /// Inside TLS, the answer to the EHLO after STARTTLS is one 5 KiB line (over what a
+    /// reply line may hold, under what the TLS records around it weigh).
     LongLineUnderTls,
+    /// The answer to RCPT is 200 lines of 1 000 characters (each over the 999 a reply line
+    /// may hold; 200 KB in all).
+    LongLinesAtRcpt,
     /// Inside TLS, the answer to the EHLO after STARTTLS is 80 KiB of short lines (over the
     /// 64 KiB a reply may hold).
     LongReplyUnderTls,

@@ -33,7 +33,8 @@ pub(super) async fn handle(
         | Mode::StallAtRcpt
         | Mode::NoStarttls
         | Mode::LongLineUnderTls
-        | Mode::LongReplyUnderTls => {}
+        | Mode::LongReplyUnderTls
+        | Mode::LongLinesAtRcpt => {}
     }
     let open = st.active.fetch_add(1, Ordering::SeqCst) + 1;
     let _active = Active(&st);
@@ -244,8 +245,13 @@ async fn session(
                 tokio::time::sleep(Duration::from_secs(120)).await;
                 return Ok(None);
             }
-            if *st.mode.lock().unwrap() == Mode::RejectRecipients {
+            let mode = *st.mode.lock().unwrap();
+            if mode == Mode::RejectRecipients {
                 "550 no such user\r\n".into()
+            } else if mode == Mode::LongLinesAtRcpt {
+                // 200 lines of 1 000 characters: each over what a reply line may hold,
+                // 200 KB in all.
+                format!("250-{}\r\n", "y".repeat(1000)).repeat(200) + "250 ok\r\n"
             } else {
                 to.push(cmd[8..].trim().trim_matches(['<', '>']).to_string());
                 "250 ok\r\n".into()
