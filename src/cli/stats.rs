@@ -67,7 +67,9 @@ pub(super) async fn stats(a: StatsArgs, s: Services) -> Result<(), CliError> {
                 r.verified.to_string(),
                 r.expired_unverified.to_string(),
                 r.test.to_string(),
-                opt(r.conversion_rate),
+                // A table for people: three places (the JSON has it exactly).
+                r.conversion_rate
+                    .map_or("-".to_string(), |x| format!("{:.3}", x)),
                 opt(r.seconds_to_verify.p50),
                 opt(r.seconds_to_verify.p90),
             ]

@@ -132,7 +132,8 @@ impl From<StatsAnswer> for StatsOut {
                             .zip(c.blocked.iter())
                             .map(|(r, n)| (r.as_str().to_string(), *n))
                             .collect(),
-                        conversion_rate: round(c.conversion_rate(), 3),
+                        // Exactly verified / minted (API.md §13.4), not rounded.
+                        conversion_rate: c.conversion_rate(),
                         seconds_to_verify: SecondsToVerifyOut {
                             p50: round(c.seconds_to_verify(0.5), 1),
                             p90: round(c.seconds_to_verify(0.9), 1),

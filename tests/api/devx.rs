@@ -653,6 +653,26 @@ async fn a_test_key_is_resent_to_the_inbox() {
 }
 
 /// One row's numbers.
+/// `conversion_rate` is verified / minted exactly (API.md §13.4): one of three is 1/3, not
+/// a rounded 0.333.
+#[tokio::test]
+async fn the_conversion_rate_is_verified_over_minted_exactly() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    app.mint(&sk, "bob@example.com").await;
+    app.mint(&sk, "cy@example.com").await;
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+    let v = stats(&app, "/v1/tenant/stats", &sk).await;
+    let row = &v["rows"][0];
+    assert_eq!(
+        (&row["minted"], &row["verified"]),
+        (&json!(3), &json!(1)),
+        "{v}"
+    );
+    assert_eq!(row["conversion_rate"].as_f64(), Some(1.0 / 3.0), "{v}");
+}
+
 fn counts(row: &Value) -> [i64; 6] {
     [
         "minted",
@@ -716,7 +736,12 @@ async fn statistics_count_what_happened_to_codes_by_period_and_group() {
     });
     assert_eq!(total, [4, 3, 1, 2, 1, 1], "{v}");
     let row = rows.iter().find(|r| r["verified"] == 2).unwrap();
-    assert!(row["conversion_rate"].as_f64().unwrap() > 0.0);
+    let (verified, minted) = (row["verified"].as_f64(), row["minted"].as_f64());
+    assert_eq!(
+        row["conversion_rate"].as_f64(),
+        Some(verified.unwrap() / minted.unwrap()),
+        "exactly verified / minted, not rounded: {row}"
+    );
     let p50 = row["seconds_to_verify"]["p50"].as_f64().unwrap();
     let p90 = row["seconds_to_verify"]["p90"].as_f64().unwrap();
     assert!(p50 <= p90 && p90 <= 30.0, "{row}");
