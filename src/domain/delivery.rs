@@ -82,7 +82,7 @@ impl DeliveryReason {
     pub fn advice(self) -> &'static str {
         match self {
             DeliveryReason::HostNotAllowed => "This server's SMTP policy refuses the relay: an operator allows a private, local or special host with smtp.allow_private_hosts, another port with smtp.allowed_ports, and tls = \"none\" with smtp.allow_plaintext.",
-            DeliveryReason::Unreachable => "The relay could not be reached: check its host and port, and that it accepts connections from this server.",
+            DeliveryReason::Unreachable => "The relay could not be reached, or turned the session away as busy (421): check its host and port, that it accepts connections from this server, and how many sessions at once it allows (the tenant's smtp.max_connections, over all instances).",
             DeliveryReason::Timeout => "The relay did not answer in time (smtp.timeout_seconds): check the port and the TLS mode (tls = \"implicit\" for port 465, \"starttls\" for 587).",
             DeliveryReason::Tls => "TLS with the relay failed: an untrusted certificate needs smtp.extra_root_certificates; a mismatched mode needs tls = \"implicit\" for port 465 or \"starttls\" for 587.",
             DeliveryReason::Auth => "The relay refused the login, or it was not sent: check the username and password (or the OAuth2 settings and consent). A relay set to tls = \"none\" is never sent a login: use TLS there, or leave the username out.",

@@ -7,6 +7,7 @@ mod connect;
 mod dkim;
 mod error;
 mod message;
+mod pool;
 mod qp;
 mod target;
 mod transact;
@@ -35,6 +36,7 @@ use tokio::net::TcpStream;
 use crate::net_policy::{HostName, HostPolicy, HostRefusal};
 pub use message::new_message_id;
 use message::render;
+use pool::{Idle, TenantPool, IDLE_MAX};
 
 pub(crate) use connect::{add_pem_roots, hello_name};
 use error::{busy_reply, fail, overflowed, session_refused, smtp_fail, tls_failure, turned_away};
@@ -46,18 +48,6 @@ pub use target::{BeforeBody, DkimSigner, MailerSetupError, Outgoing, SmtpAuth, S
 
 /// A message's bytes, and what must hold before they leave.
 type Body<'a> = (&'a [u8], Option<&'a dyn BeforeBody>);
-
-struct Idle {
-    conn: AsyncSmtpConnection,
-    addr: SocketAddr,
-    since: Instant,
-}
-
-struct TenantPool {
-    version: i64,
-    /// Connections kept for reuse (at most `smtp.pool_size`).
-    idle: Mutex<Vec<Idle>>,
-}
 
 /// The delivery service. Cloning shares the pools.
 #[derive(Clone)]
@@ -74,10 +64,6 @@ struct MailerInner {
     connections_opened: std::sync::atomic::AtomicU64,
 }
 
-const IDLE_MAX: Duration = Duration::from_secs(50);
-/// Idle connections beyond `smtp.pool_size` (kept while the relay's window is busy) go once
-/// they waited this long for a next message.
-const SURPLUS_IDLE: Duration = Duration::from_secs(2);
 /// A pooled connection used this recently is reused without a NOOP probe; if it turns out
 /// dead before DATA, the message goes once more on a fresh connection.
 const FRESH: Duration = Duration::from_secs(5);
@@ -258,7 +244,8 @@ impl Mailer {
                 return true;
             };
             // Dropping a connection closes its socket.
-            closed += self.trim(&mut idle, max, usize::MAX);
+            let long = p.long_kept(self.inner.pool_size);
+            closed += pool::trim(&mut idle, max, usize::MAX, long);
             // A pool is forgotten only when nothing uses it: sends under way hold it (the
             // map's lock, held here, is the one `pool_for` clones it under) and put their
             // connections back into it.
@@ -310,6 +297,7 @@ impl Mailer {
             Arc::new(TenantPool {
                 version: target.version,
                 idle: Mutex::new(Vec::new()),
+                limited: std::sync::atomic::AtomicBool::new(false),
             })
         };
         let Ok(mut pools) = self.inner.pools.lock() else {
@@ -353,7 +341,10 @@ impl Mailer {
         let was_reused = reused.is_some();
         let (mut conn, addr) = match reused {
             Some(c) => c,
-            None => self.connect(target, name, addrs).await?,
+            None => self
+                .connect(target, name, addrs)
+                .await
+                .inspect_err(|e| pool.saw_refusal(e))?,
         };
         progress
             .started
@@ -375,26 +366,6 @@ impl Mailer {
         self.finish(pool, conn, addr, result, sessions).await
     }
 
-    /// Let idle connections go: those past their idle time, those beyond `smtp.pool_size`
-    /// that waited longer than a moment for the next message, and the oldest beyond `keep`
-    /// (the relay's window shrank). Returns how many went.
-    fn trim(&self, idle: &mut Vec<Idle>, max_idle: Duration, keep: usize) -> usize {
-        let before = idle.len();
-        idle.retain(|i| i.since.elapsed() < max_idle);
-        // Oldest first: the surplus beyond the pool that has waited longest goes first.
-        idle.sort_by_key(|i| i.since);
-        let pool = self.inner.pool_size;
-        let surplus_gone = idle
-            .iter()
-            .take(idle.len().saturating_sub(pool))
-            .take_while(|i| i.since.elapsed() >= SURPLUS_IDLE)
-            .count();
-        idle.drain(..surplus_gone);
-        let over = idle.len().saturating_sub(keep.max(pool));
-        idle.drain(..over);
-        before - idle.len()
-    }
-
     /// Keep a healthy connection for reuse; map a failure to its reason.
     async fn finish(
         &self,
@@ -411,8 +382,9 @@ impl Mailer {
                         // Between two messages of a busy relay a session is idle for a
                         // moment: as many as the relay's window may wait for their next
                         // message (no TLS handshake per message), `smtp.pool_size` longer.
-                        let keep = sessions.max(self.inner.pool_size);
-                        self.trim(&mut idle, IDLE_MAX, keep);
+                        let long = pool.long_kept(self.inner.pool_size);
+                        let keep = sessions.max(long);
+                        pool::trim(&mut idle, IDLE_MAX, keep, long);
                         if idle.len() < keep {
                             idle.push(Idle {
                                 conn,

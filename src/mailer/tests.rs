@@ -1,6 +1,7 @@
 //! The mailer against a real SMTP server on loopback (STARTTLS, AUTH, bounded replies).
 
 #![allow(clippy::unwrap_used)]
+use super::pool::SURPLUS_IDLE;
 use super::*;
 use crate::testkit::smtp::{SmtpServer, SMTP_PASS, SMTP_USER};
 use secrecy::SecretString;
@@ -152,4 +153,49 @@ async fn a_body_not_allowed_to_leave_stops_the_send_at_once_and_the_relay_keeps_
         "the relay kept nothing"
     );
     assert_eq!(smtp.count_to("bob@example.com"), 1);
+}
+
+/// A relay that turned a session away counts its sessions: an idle one is kept only a
+/// moment (`SURPLUS_IDLE`), not `smtp.pool_size` of them for `IDLE_MAX`, so the sessions it
+/// allows serve work — this instance's next burst or another instance's (API.md §7,
+/// §11.1). A relay that never did keeps its pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_to_a_relay_that_counts_them_are_let_go_at_once() {
+    let msg = Outgoing {
+        to: "ada@example.com",
+        subject: "s",
+        text: "123456\r\n",
+        html: None,
+        message_id: None,
+        dkim: None,
+        before_body: None,
+    };
+    let deadline = || tokio::time::Instant::now() + Duration::from_secs(5);
+    // A relay of one session: a second session while the first is in DATA is turned away.
+    let (smtp, mailer, target) = relay("tnt_counted").await;
+    smtp.set_session_limit(Some(1));
+    smtp.hold();
+    let first = mailer.send(&target, &msg, (deadline(), None), 1);
+    let second = async {
+        while smtp.in_data() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let second = mailer.send(&target, &msg, (deadline(), None), 1).await;
+        smtp.release();
+        second
+    };
+    let (first, second) = tokio::join!(first, second);
+    assert!(second.is_err_and(|e| e.is_refused()), "turned away");
+    first.unwrap();
+    assert_eq!(smtp.open_sessions(), 1, "kept for the next message");
+    tokio::time::sleep(SURPLUS_IDLE + Duration::from_millis(200)).await;
+    assert_eq!(mailer.close_idle(), 1, "let go after a moment");
+    // A relay that never turned one away keeps its pool for longer.
+    let (_plain, mailer, target) = relay("tnt_plain").await;
+    mailer
+        .send(&target, &msg, (deadline(), None), 1)
+        .await
+        .unwrap();
+    tokio::time::sleep(SURPLUS_IDLE + Duration::from_millis(200)).await;
+    assert_eq!(mailer.close_idle(), 0, "kept");
 }
