@@ -150,8 +150,6 @@ impl Settings {
         Ok(settings)
     }
 
-    /// `database.url` parsed: `sqlite://rel/path.db`, `sqlite:///abs/path.db`, or
-    /// `postgres://…` / `postgresql://…` (checked further when connecting).
     /// Where the database URL came from, for messages: `database.url`, or
     /// `database.url_file` and its path.
     pub fn database_url_source(&self) -> String {
@@ -161,6 +159,8 @@ impl Settings {
         }
     }
 
+    /// `database.url` parsed: `sqlite://rel/path.db`, `sqlite:///abs/path.db`, or
+    /// `postgres://…` / `postgresql://…` (checked further when connecting).
     pub fn database_location(&self) -> Result<DatabaseLocation, ConfigError> {
         let url = self.database.url.trim();
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {

@@ -28,7 +28,8 @@ pub struct SeenEvent {
     pub now: Millis,
 }
 
-/// The bookkeeping name of a Mailgun signature's token, taken once across tenants.
+/// The bookkeeping name of a Mailgun signature's token, taken once across tenants (the
+/// unique index of migration V21 names it too).
 pub const MAILGUN_TOKEN: &str = "mailgun-token";
 
 impl SeenEvent {

@@ -652,7 +652,6 @@ async fn a_test_key_is_resent_to_the_inbox() {
     );
 }
 
-/// One row's numbers.
 /// `conversion_rate` is verified / minted exactly (API.md §13.4): one of three is 1/3, not
 /// a rounded 0.333.
 #[tokio::test]
@@ -673,6 +672,7 @@ async fn the_conversion_rate_is_verified_over_minted_exactly() {
     assert_eq!(row["conversion_rate"].as_f64(), Some(1.0 / 3.0), "{v}");
 }
 
+/// One row's numbers.
 fn counts(row: &Value) -> [i64; 6] {
     [
         "minted",

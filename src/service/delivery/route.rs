@@ -267,6 +267,7 @@ impl Delivery {
         waited: &mut std::time::Duration,
     ) -> Result<Accepted, Undelivered> {
         let setup_by = deadline.setup_by.unwrap_or(deadline.by);
+        let entered = Instant::now();
         let mut ticket = ticket;
         let mut tries = 0;
         // The relay's last refusal: when no other session comes in time, it is the failure
@@ -292,12 +293,13 @@ impl Delivery {
                     deadline.restarted(transport.timeout(self))
                 }
                 DeliveryMode::Sync => {
-                    // A sync send whose wait for a place ate its time does not begin with a
-                    // moment left, to end `unknown`: like a place not found in time, it sent
-                    // nothing (502 `smtp_timeout`). One that began short (a failover) goes.
+                    // A sync send whose waits here (for a place, or a refused session and
+                    // the next) ate its time does not begin with a moment left, to end
+                    // `unknown`: like a place not found in time, it sent nothing (502). One
+                    // that came here short already (a failover) goes.
                     let floor = transport.timeout(self) / SYNC_FLOOR_SHARE;
                     let left_at = |t: Instant| deadline.by.saturating_duration_since(t);
-                    if left_at(Instant::now()) < floor && left_at(asked_at) >= floor {
+                    if left_at(Instant::now()) < floor && left_at(entered) >= floor {
                         drop(slot);
                         let e = refusal.take().unwrap_or_else(DeliveryError::no_session);
                         return Err(Undelivered::Failed(e));

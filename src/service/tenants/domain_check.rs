@@ -308,7 +308,7 @@ impl Tenants {
         // DMARC: the sender's domain, else its organizational domain.
         let dmarc_of = |txt: Vec<String>| -> Vec<String> {
             txt.into_iter()
-                .filter(|v| versioned(v, "v=dmarc1", &[';', ' ']))
+                .filter(|v| versioned(v, "v=dmarc1", &[';', ' ', '\t']))
                 .collect()
         };
         let mut dmarc_known = dmarc_txt.is_some();

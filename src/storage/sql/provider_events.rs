@@ -16,13 +16,11 @@ shared_sql!(
          $3, $4) ON CONFLICT (tenant_id, provider, event_id) DO NOTHING"
 );
 shared_sql!(
-    /// [`SEEN`] for a one-time token taken once across tenants (`$2`, e.g. a Mailgun
-    /// signature's token): not recorded (0 rows) when any tenant recorded it.
+    /// [`SEEN`] for a Mailgun token, taken once across tenants: a unique index holds one
+    /// row a token (V21), so a second taker, at once or later, records nothing (0 rows).
     pub(crate) SEEN_ANYWHERE =
-        "INSERT INTO provider_events (tenant_id, provider, event_id, received_at) SELECT \
-         CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS BIGINT) WHERE NOT \
-         EXISTS (SELECT 1 FROM provider_events WHERE provider = $2 AND event_id = $3) ON \
-         CONFLICT (tenant_id, provider, event_id) DO NOTHING"
+        "INSERT INTO provider_events (tenant_id, provider, event_id, received_at) VALUES ($1, $2, \
+         $3, $4) ON CONFLICT DO NOTHING"
 );
 shared_sql!(
     /// The code the message was about: its delivery is marked bounced.
