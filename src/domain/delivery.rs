@@ -363,6 +363,31 @@ pub fn next_attempt_at(
     }
 }
 
+/// The longest wait before the next try of a message whose relay answered it was busy
+/// (421, or a 4xx at its greeting): the relay is up and sending for others — other
+/// instances, this tenant's other sessions — and frees a session within moments, so the
+/// message does not wait out the schedule's minutes while the relay sits idle (API.md
+/// §11.1: a relay that allows N sessions gets about N).
+pub const BUSY_RETRY_MAX_MS: Millis = 10_000;
+
+/// [`next_attempt_at`], within [`BUSY_RETRY_MAX_MS`] when the relay answered it was busy
+/// (and asked for no longer wait).
+pub fn next_try_at(
+    attempts: u32,
+    now: Millis,
+    expires_at: Millis,
+    asked: Millis,
+    busy: bool,
+) -> Option<Millis> {
+    let at = next_attempt_at(attempts, now, expires_at, asked)?;
+    if busy {
+        let soon = now.saturating_add(BUSY_RETRY_MAX_MS.max(asked));
+        Some(at.min(soon))
+    } else {
+        Some(at)
+    }
+}
+
 /// What a provider's error code is made of besides letters and digits.
 pub const CODE_CHARS: &str = "._-:";
 /// What a provider's message id is made of besides letters and digits (Mailgun's is
@@ -381,6 +406,17 @@ pub fn token_like(s: &str, max: usize, extra: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_busy_relay_is_tried_again_within_seconds_not_minutes() {
+        assert_eq!(next_try_at(4, 0, 600_000, 0, false), Some(120_000));
+        assert_eq!(next_try_at(4, 0, 600_000, 0, true), Some(BUSY_RETRY_MAX_MS));
+        assert_eq!(next_try_at(1, 0, 600_000, 0, true), Some(1_000));
+        // A wait the endpoint asked for holds.
+        assert_eq!(next_try_at(4, 0, 600_000, 60_000, true), Some(60_000));
+        // Nothing left before expiry stays nothing.
+        assert_eq!(next_try_at(6, 570_000, 600_000, 0, true), None);
+    }
 
     #[test]
     fn retries_grow_until_a_last_try_before_expiry() {

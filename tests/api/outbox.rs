@@ -255,6 +255,35 @@ async fn a_transient_refusal_is_retried_with_growing_delays_until_accepted() {
     assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
 }
 
+/// A relay that answers it is busy (421 at its greeting) is up and sending for others —
+/// other instances, the tenant's other sessions — so a queued message it turned away is
+/// tried again within 10 s, not after the schedule's 30 s and 2 min while the relay sits
+/// idle (API.md §11.1: a relay that allows N sessions gets about N, and every async
+/// message is delivered).
+#[tokio::test]
+async fn a_message_a_busy_relay_turned_away_is_tried_again_within_seconds() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    // No session at all: every greeting is 421.
+    app.smtp.set_session_limit(Some(0));
+    let key = mint_async(&app, &sk, "ada@example.com").await;
+    for (tried, later) in [(1, 2), (2, 6)] {
+        wait_status(&app, &sk, &key, |v| v["delivery"]["attempts"] == tried).await;
+        app.clock.advance_secs(later);
+    }
+    let s = wait_status(&app, &sk, &key, |v| v["delivery"]["attempts"] == 3).await;
+    assert_eq!(s["delivery"]["status"], "queued", "{s}");
+    // The schedule's next delay is 30 s; a busy relay's is at most 10 s.
+    app.clock.advance_secs(11);
+    wait_status(&app, &sk, &key, |v| v["delivery"]["attempts"] == 4).await;
+    app.smtp.set_session_limit(None);
+    app.clock.advance_secs(11);
+    let code = app.smtp.wait_for("ada@example.com", 1).await.code();
+    let s = wait_status(&app, &sk, &key, |v| v["delivery"]["status"] == "sent").await;
+    assert_eq!(s["delivery"]["attempts"], 5, "{s}");
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+}
+
 /// Retries go on until the code expires (API.md §10): where the schedule's next try (10 min
 /// after the fifth) would come after the code's 10 minutes, one last try comes 30 s before
 /// they end, and a relay that is back by then still delivers the code.

@@ -6,7 +6,7 @@
 
 use super::window::Ticket;
 use super::{Delivery, StoredMessage, Unopened};
-use crate::domain::delivery::{next_attempt_at, DeliveryMode};
+use crate::domain::delivery::{next_try_at, DeliveryMode};
 use crate::domain::event::EventType;
 use crate::domain::tenant::Tenant;
 use crate::mailer::{DeliveryError, DeliveryReason};
@@ -200,7 +200,7 @@ impl Delivery {
                 // may have the message (API.md §19.2).
                 let retry_at =
                     (e.is_transient() && !e.outcome_unknown && job.mode == DeliveryMode::Async)
-                        .then(|| next_attempt_at(attempts, now, job.expires_at, asked))
+                        .then(|| next_try_at(attempts, now, job.expires_at, asked, e.busy))
                         .flatten();
                 let failure = AttemptFailure {
                     reason: e.reason,
