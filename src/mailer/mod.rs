@@ -293,13 +293,7 @@ impl Mailer {
     }
 
     fn pool_for(&self, target: &SmtpTarget) -> Arc<TenantPool> {
-        let fresh = || {
-            Arc::new(TenantPool {
-                version: target.version,
-                idle: Mutex::new(Vec::new()),
-                limited: std::sync::atomic::AtomicBool::new(false),
-            })
-        };
+        let fresh = || Arc::new(TenantPool::new(target.version));
         let Ok(mut pools) = self.inner.pools.lock() else {
             return fresh();
         };

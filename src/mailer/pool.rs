@@ -31,10 +31,19 @@ pub(super) struct TenantPool {
     /// The relay turned a session away: it counts sessions, and other instances (or this
     /// one's next burst) need them, so idle ones are kept only a moment (`SURPLUS_IDLE`),
     /// not `smtp.pool_size` of them for `IDLE_MAX` (API.md §11.1, §7).
-    pub(super) limited: AtomicBool,
+    limited: AtomicBool,
 }
 
 impl TenantPool {
+    /// An empty pool for the relay settings of `version`.
+    pub(super) fn new(version: i64) -> TenantPool {
+        TenantPool {
+            version,
+            idle: Mutex::new(Vec::new()),
+            limited: AtomicBool::new(false),
+        }
+    }
+
     /// A connect that failed: a session turned away marks the relay as one that counts.
     pub(super) fn saw_refusal(&self, e: &DeliveryError) {
         if e.is_refused() {

@@ -33,10 +33,9 @@ async fn relay(tenant: &str) -> (SmtpServer, Mailer, SmtpTarget) {
     (smtp, mailer, target)
 }
 
-#[tokio::test]
-async fn idle_connections_are_closed_whether_or_not_their_tenant_sends_again() {
-    let (smtp, mailer, target) = relay("tnt_idle").await;
-    let msg = Outgoing {
+/// A plain message to ada, nothing to check before its body leaves.
+fn plain_message() -> Outgoing<'static> {
+    Outgoing {
         to: "ada@example.com",
         subject: "s",
         text: "123456\r\n",
@@ -44,7 +43,13 @@ async fn idle_connections_are_closed_whether_or_not_their_tenant_sends_again() {
         message_id: None,
         dkim: None,
         before_body: None,
-    };
+    }
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_whether_or_not_their_tenant_sends_again() {
+    let (smtp, mailer, target) = relay("tnt_idle").await;
+    let msg = plain_message();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     mailer
         .send(&target, &msg, (deadline, None), 1)
@@ -161,15 +166,7 @@ async fn a_body_not_allowed_to_leave_stops_the_send_at_once_and_the_relay_keeps_
 /// §11.1). A relay that never did keeps its pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sessions_to_a_relay_that_counts_them_are_let_go_at_once() {
-    let msg = Outgoing {
-        to: "ada@example.com",
-        subject: "s",
-        text: "123456\r\n",
-        html: None,
-        message_id: None,
-        dkim: None,
-        before_body: None,
-    };
+    let msg = plain_message();
     let deadline = || tokio::time::Instant::now() + Duration::from_secs(5);
     // A relay of one session: a second session while the first is in DATA is turned away.
     let (smtp, mailer, target) = relay("tnt_counted").await;

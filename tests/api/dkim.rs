@@ -203,6 +203,13 @@ async fn mint_raw(app: &TestApp, sk: &str, to: &str) -> String {
     app.smtp.wait_for(to, before + 1).await.data
 }
 
+/// The tenant's domain check, answered 200.
+async fn domain_check(app: &TestApp, sk: &str) -> Value {
+    let (s, v) = body(app.get("/v1/tenant/domain-check", sk).await).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v
+}
+
 async fn make_key(app: &TestApp, sk: &str, b: Value) -> (StatusCode, Value) {
     body(app.post("/v1/tenant/dkim", sk, b).await).await
 }
@@ -445,17 +452,9 @@ async fn the_domain_check_answers_found_missing_and_misaligned_records() {
     let dns = DnsServer::start().await;
     let app = app_with_dns(&dns).await;
     let (id, sk) = app.tenant().await;
-    let check = |sk: String| {
-        let app = &app;
-        async move {
-            let (s, v) = body(app.get("/v1/tenant/domain-check", &sk).await).await;
-            assert_eq!(s, StatusCode::OK, "{v}");
-            v
-        }
-    };
 
     // Nothing published, no key: three problems.
-    let v = check(sk.clone()).await;
+    let v = domain_check(&app, &sk).await;
     assert_eq!(v["domain"], "acme.example");
     assert_eq!(v["spf"]["found"], false, "{v}");
     assert_eq!(
@@ -485,7 +484,7 @@ async fn the_domain_check_answers_found_missing_and_misaligned_records() {
         "_dmarc.acme.example",
         &["v=DMARC1; p=reject; rua=mailto:d@acme.example"],
     );
-    let v = check(sk.clone()).await;
+    let v = domain_check(&app, &sk).await;
     assert_eq!(v["spf"]["found"], true, "{v}");
     assert_eq!(v["spf"]["record"], "v=spf1 ip4:192.0.2.1 ~all", "{v}");
     assert_eq!(
@@ -513,7 +512,7 @@ async fn the_domain_check_answers_found_missing_and_misaligned_records() {
         "otpmint1._domainkey.acme.example",
         &["v=DKIM1; k=ed25519; p=AAAA"],
     );
-    let v = check(sk.clone()).await;
+    let v = domain_check(&app, &sk).await;
     assert_eq!(v["dkim"]["matches_key"], false, "{v}");
     let advice = v["advice"].to_string();
     assert!(advice.contains("2 SPF records"), "{advice}");
@@ -534,7 +533,7 @@ async fn the_domain_check_answers_found_missing_and_misaligned_records() {
         format!("v=DKIM1; K=ed25519; p={p}"),
     ] {
         dns.set_txt("otpmint1._domainkey.acme.example", &[&record]);
-        let v = check(sk.clone()).await;
+        let v = domain_check(&app, &sk).await;
         assert_eq!(v["dkim"]["matches_key"], false, "{record}: {v}");
         assert!(v["advice"].to_string().contains("another key"), "{v}");
     }
@@ -553,7 +552,7 @@ async fn the_domain_check_answers_found_missing_and_misaligned_records() {
     assert_eq!(r.status(), StatusCode::OK);
     dns.set_txt("mail.acme.example", &["v=spf1 ~all"]);
     dns.set_txt("_dmarc.acme.example", &["v=DMARC1; p=quarantine; adkim=s"]);
-    let v = check(sk.clone()).await;
+    let v = domain_check(&app, &sk).await;
     assert_eq!(v["domain"], "mail.acme.example", "{v}");
     // No _dmarc.mail.acme.example: the organizational domain's record, strict.
     assert_eq!(v["dmarc"]["found"], true, "{v}");
@@ -561,7 +560,7 @@ async fn the_domain_check_answers_found_missing_and_misaligned_records() {
     assert_eq!(v["dmarc"]["aligned"], false, "{v}");
     assert!(v["advice"].to_string().contains("adkim=s"), "{v}");
     dns.set_txt("_dmarc.acme.example", &["v=DMARC1; p=quarantine"]);
-    let v = check(sk.clone()).await;
+    let v = domain_check(&app, &sk).await;
     assert_eq!(v["dmarc"]["aligned"], true, "{v}");
     assert!(dns
         .queries()
@@ -581,7 +580,7 @@ async fn the_domain_check_answers_found_missing_and_misaligned_records() {
         "otpmint1._domainkey.mail.acme.example",
         &[k["value"].as_str().unwrap()],
     );
-    let v = check(other.clone()).await;
+    let v = domain_check(&app, &other).await;
     assert_eq!(v["domain"], "acme.example", "{v}");
     assert_eq!(v["dkim"]["matches_key"], true, "{v}");
     assert_eq!(v["dmarc"]["found"], true, "{v}");
@@ -600,11 +599,6 @@ async fn the_domain_check_tells_each_problem_once_and_rightly() {
     let dns = DnsServer::start().await;
     let app = app_with_dns(&dns).await;
     let (_, sk) = app.tenant().await;
-    let check = || async {
-        let (s, v) = body(app.get("/v1/tenant/domain-check", &sk).await).await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-        v
-    };
     dns.set_txt("acme.example", &["v=spf1 ip4:192.0.2.1 ~all"]);
     dns.set_txt("_dmarc.acme.example", &["v=DMARC1; p=reject"]);
     // A key for another domain, its record not published.
@@ -615,7 +609,7 @@ async fn the_domain_check_tells_each_problem_once_and_rightly() {
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{k}");
-    let v = check().await;
+    let v = domain_check(&app, &sk).await;
     let advice = v["advice"].to_string();
     assert!(advice.contains("make a key for acme.example"), "{advice}");
     assert!(!advice.contains("is not published"), "{advice}");
@@ -632,7 +626,7 @@ async fn the_domain_check_tells_each_problem_once_and_rightly() {
         "otpmint1._domainkey.acme.example",
         &["v=DKIM1; k=ed25519; p=AAAA"],
     );
-    let v = check().await;
+    let v = domain_check(&app, &sk).await;
     let advice = v["advice"].as_array().unwrap().clone();
     assert_eq!(advice.len(), 1, "{v}");
     assert!(advice[0].to_string().contains("another key"), "{v}");
@@ -642,13 +636,13 @@ async fn the_domain_check_tells_each_problem_once_and_rightly() {
         "otpmint1._domainkey.acme.example",
         &[k["value"].as_str().unwrap()],
     );
-    assert_eq!(check().await["advice"], json!([]));
+    assert_eq!(domain_check(&app, &sk).await["advice"], json!([]));
     dns.set_txt(
         "_dmarc.acme.example",
         &["v=DMARC1; p=reject", "v=DMARC1; p=none"],
     );
     dns.set_txt("acme.example", &["v=spf10 -all"]);
-    let v = check().await;
+    let v = domain_check(&app, &sk).await;
     assert_eq!(v["dmarc"]["found"], true, "{v}");
     assert_eq!(v["dmarc"]["policy"], Value::Null, "{v}");
     assert_eq!(v["spf"]["found"], false, "{v}");
@@ -665,14 +659,6 @@ async fn the_domain_check_asks_an_spf_include_only_where_the_provider_sends_as_t
     let dns = DnsServer::start().await;
     let app = app_with_dns(&dns).await;
     dns.set_txt("acme.example", &["v=spf1 ip4:192.0.2.1 ~all"]);
-    let check = |sk: String| {
-        let app = &app;
-        async move {
-            let (s, v) = body(app.get("/v1/tenant/domain-check", &sk).await).await;
-            assert_eq!(s, StatusCode::OK, "{v}");
-            v
-        }
-    };
     let provider = |settings: Value| {
         let app = &app;
         async move {
@@ -691,7 +677,7 @@ async fn the_domain_check_asks_an_spf_include_only_where_the_provider_sends_as_t
     let postmark = provider(json!({"kind": "postmark", "use": "primary",
         "server_token": "pm-token", "from": "Acme <no-reply@acme.example>"}))
     .await;
-    let v = check(postmark).await;
+    let v = domain_check(&app, &postmark).await;
     assert_eq!(v["domain"], "acme.example", "{v}");
     assert_eq!(v["spf"]["found"], true, "{v}");
     assert!(
@@ -703,7 +689,7 @@ async fn the_domain_check_asks_an_spf_include_only_where_the_provider_sends_as_t
     let bare = provider(json!({"kind": "postmark", "use": "primary",
         "server_token": "pm-token", "from": "Bare <no-reply@bare.example>"}))
     .await;
-    let v = check(bare).await;
+    let v = domain_check(&app, &bare).await;
     assert_eq!(v["domain"], "bare.example", "{v}");
     assert_eq!(v["spf"]["found"], false, "{v}");
     assert!(!v["advice"].to_string().contains("SPF"), "{v}");
@@ -713,7 +699,7 @@ async fn the_domain_check_asks_an_spf_include_only_where_the_provider_sends_as_t
         "api_key": "key-0123456789abcdef", "domain": "acme.example",
         "from": "Acme <no-reply@acme.example>"}))
     .await;
-    let v = check(mailgun).await;
+    let v = domain_check(&app, &mailgun).await;
     assert_eq!(v["spf"]["includes_relay"], false, "{v}");
     assert!(
         v["advice"].to_string().contains("include:mailgun.org"),

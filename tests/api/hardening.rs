@@ -93,32 +93,11 @@ async fn an_oversized_reply_at_rcpt_fails_as_smtp_rejected_and_is_not_retried() 
     assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["reason"], "smtp_rejected", "{v}");
-    let r = app
-        .post(
-            "/v1/otp",
-            &sk,
-            json!({"email": "bob@example.com", "delivery": "async"}),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let key = r.json::<Value>().await.unwrap()["shareable_key"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let st = loop {
-        let st: Value = app
-            .get(&format!("/v1/otp/{key}"), &sk)
-            .await
-            .json()
-            .await
-            .unwrap();
-        if st["delivery"]["status"] != "queued" && st["delivery"]["status"] != "sending" {
-            break st;
-        }
-        assert!(std::time::Instant::now() < deadline, "still queued: {st}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let key = crate::outbox::mint_async(&app, &sk, "bob@example.com").await;
+    let st = crate::outbox::wait_status(&app, &sk, &key, |v| {
+        !matches!(v["delivery"]["status"].as_str(), Some("queued" | "sending"))
+    })
+    .await;
     assert_eq!(
         (&st["delivery"]["status"], &st["delivery"]["reason"]),
         (&json!("failed"), &json!("smtp_rejected")),

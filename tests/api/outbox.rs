@@ -815,6 +815,21 @@ async fn a_write_answered_503_that_commits_after_all_is_undone() {
     assert!(!v.to_string().contains("late@example.com"), "{v}");
 }
 
+/// The relay holds every message at DATA; ada's queued message takes a session and is held
+/// there (with `delivery.max_sessions = 1`, the process's only one).
+async fn ada_holds_the_session(app: &TestApp, ada: &str) {
+    app.smtp.hold();
+    mint_async(app, ada, "ada@example.com").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app.smtp.in_data() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ada's never reached DATA"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// API.md §19.2: a message waiting for a session whose lease ran out is given back by this
 /// process's own sweep. While that first send still waits, this process never claims the
 /// message again (a second send under the same owner would pass every check of the first):
@@ -830,17 +845,9 @@ async fn a_lease_given_back_while_its_send_waits_is_not_claimed_again_here() {
     let sql = |q: &'static str| crate::lifecycle::sql(&url, q);
     let (_, ada) = app.tenant().await;
     let (_, bob) = app.tenant().await;
-    app.smtp.hold();
     // Ada's message holds the process's only session; bob's is claimed and waits for it.
-    mint_async(&app, &ada, "ada@example.com").await;
+    ada_holds_the_session(&app, &ada).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while app.smtp.in_data() == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "ada's never reached DATA"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     let key = mint_async(&app, &bob, "bob@example.com").await;
     while sql("SELECT COUNT(*) FROM outbox WHERE unstarted = TRUE") != 1 {
         assert!(
@@ -887,16 +894,7 @@ async fn a_sync_mint_whose_wait_for_a_place_ate_its_time_sends_nothing() {
     .await;
     let (_, ada) = app.tenant().await;
     let (_, bob) = app.tenant().await;
-    app.smtp.hold();
-    mint_async(&app, &ada, "ada@example.com").await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while app.smtp.in_data() == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "ada's never reached DATA"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    ada_holds_the_session(&app, &ada).await;
     // Bob's sync mint waits for the place; it frees with well under a quarter of bob's
     // 8 s left.
     let mint = app.post("/v1/otp", &bob, json!({"email": "bob@example.com"}));
