@@ -105,6 +105,11 @@ impl SecretKey {
     pub fn expose(&self) -> &str {
         self.0.expose_secret()
     }
+    /// Whether a key chosen by a client (OtpMint's `secretKey`) can be sent back as a bearer
+    /// token: an HTTP header carries printable ASCII, and drops spaces at either end.
+    pub fn fits_a_header(s: &str) -> bool {
+        s.chars().all(|c| matches!(c, ' '..='~')) && s.trim() == s
+    }
 }
 
 named_enum! {

@@ -106,6 +106,18 @@ pub fn lint(f: &Fields, code_length: u32) -> Result<(), Vec<TemplateError>> {
     if let Err(e) = set.render_sms("lint", &vars) {
         errors.push(e);
     }
+    // A line break the subject renders (a string literal's, say) is refused like one in its
+    // source; one only a branch the sample does not take renders is made a space at send.
+    if set
+        .raw_subject("lint", &vars)
+        .is_ok_and(|s| s.contains(['\r', '\n']))
+    {
+        errors.push(TemplateError::new(
+            "subject",
+            Some(1),
+            "must render as one line (it renders a line break)",
+        ));
+    }
     match set.render("lint", &vars) {
         Err(e) => errors.push(e),
         Ok(r) => {

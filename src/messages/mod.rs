@@ -315,21 +315,7 @@ impl TemplateSet {
     /// Render the template of `locale` (which must be in the set).
     pub fn render(&self, locale: &str, vars: &Vars<'_>) -> Result<Rendered, TemplateError> {
         let ctx = vars.context();
-        let part = |field: &'static str| -> Result<String, TemplateError> {
-            let t = self
-                .env
-                .get_template(&format!("{locale}/{field}"))
-                .map_err(|e| engine_error(field, &e))?;
-            let out = t.render(&ctx).map_err(|e| engine_error(field, &e))?;
-            if out.len() > RENDERED_MAX_BYTES {
-                return Err(TemplateError::new(
-                    field,
-                    None,
-                    "renders too large a message",
-                ));
-            }
-            Ok(out)
-        };
+        let part = |field: &'static str| self.part(locale, field, &ctx);
         let subject = part("subject")?;
         let text = part("text")?;
         let parts = self.locales.get(locale).copied().unwrap_or_default();
@@ -350,6 +336,37 @@ impl TemplateSet {
     }
 
     /// The text message of `locale`, if its template has one: at most `SMS_MAX_CHARS`.
+    /// One field of `locale`'s template rendered as it is (a subject not yet made one line).
+    fn part(
+        &self,
+        locale: &str,
+        field: &'static str,
+        ctx: &Value,
+    ) -> Result<String, TemplateError> {
+        let t = self
+            .env
+            .get_template(&format!("{locale}/{field}"))
+            .map_err(|e| engine_error(field, &e))?;
+        let out = t.render(ctx).map_err(|e| engine_error(field, &e))?;
+        if out.len() > RENDERED_MAX_BYTES {
+            return Err(TemplateError::new(
+                field,
+                None,
+                "renders too large a message",
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The subject of `locale` as rendered, before it is made one line.
+    pub(super) fn raw_subject(
+        &self,
+        locale: &str,
+        vars: &Vars<'_>,
+    ) -> Result<String, TemplateError> {
+        self.part(locale, "subject", &vars.context())
+    }
+
     pub fn render_sms(
         &self,
         locale: &str,

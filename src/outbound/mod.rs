@@ -77,13 +77,15 @@ pub async fn check_url_resolved(
     url: &str,
     settings: &Settings,
 ) -> Result<reqwest::Url, UrlRefusal> {
-    // The form the API description states (`domain::grammar::ENDPOINT_URL`), checked when a
+    // The form the API description states (`domain::grammar::ENDPOINT_URL`) is checked when a
     // URL is registered; at send time `check_url` alone (a stored URL of an older, looser
     // form, or an operator's base URL, still goes out).
+    let (u, name) = check_url(url, settings)?;
+    // After the policy: a private address in another spelling (`https://127.1/`,
+    // `https://0x7f000001/`) is refused as a host (422), like its usual one, not as a form.
     if !crate::domain::grammar::ENDPOINT_URL.matches(url) {
         return Err(UrlRefusal::Malformed);
     }
-    let (u, name) = check_url(url, settings)?;
     let port = u.port_or_known_default().unwrap_or(443);
     policy(settings)
         .resolve(&name, port)

@@ -128,8 +128,16 @@ pub async fn reg_secretkey(st: State, body: Body) -> CompatResult {
             "Error: secretKey must be at least 16 characters",
         ));
     }
-    if secret.len() > 512 || secret.chars().any(|c| c.is_control()) {
-        return Err(CompatError::bad(MISSING_FIELDS));
+    if secret.chars().count() > 512 {
+        return Err(CompatError::bad(
+            "Error: secretKey must be at most 512 characters",
+        ));
+    }
+    // The same key works on `/v1` as a bearer token (API.md §2): only what a header carries.
+    if !SecretKey::fits_a_header(&secret) {
+        return Err(CompatError::bad(
+            "Error: secretKey must be printable ASCII, without spaces at either end",
+        ));
     }
     let port: u16 = match port.trim().parse() {
         Ok(p) if p > 0 => p,

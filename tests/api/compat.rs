@@ -84,6 +84,38 @@ async fn registration_needs_the_admin_token_and_a_16_character_key() {
             "Error: secretKey must be at least 16 characters"
         )
     );
+    // A key the same client could not send back as a bearer token on /v1 (API.md §2), or
+    // one too long, is refused with a sentence saying why; nothing is registered.
+    let long = "k".repeat(513);
+    for (key, says) in [
+        ("ééé-0123456789abcdef", "printable ASCII"),
+        ("trailing-space-key-xxxx   ", "printable ASCII"),
+        (&*" ".repeat(20), "printable ASCII"),
+        ("tab\tinside-the-key-0000", "printable ASCII"),
+        (&*long, "at most 512 characters"),
+    ] {
+        let (s, _, b) = text(app.post("/reg_secretkey", ADMIN, reg_body(&app, key)).await).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{key:?}");
+        assert!(
+            b.starts_with("Error: secretKey must be") && b.contains(says),
+            "{key:?}: {b}"
+        );
+    }
+    let list: serde_json::Value = app.get("/v1/tenants", ADMIN).await.json().await.unwrap();
+    assert_eq!(list["tenants"].as_array().unwrap().len(), 0, "{list}");
+    // 512 characters, inner spaces and punctuation are fine, and work on /v1 too.
+    let odd = format!("{} !\"#$%&'()*+,-./:;<=>?@[\\]^_`{{|}}~", "k".repeat(479));
+    assert_eq!(odd.len(), 512);
+    let (s, _, b) = text(
+        app.post("/reg_secretkey", ADMIN, reg_body(&app, &odd))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (s, b.as_str()),
+        (StatusCode::OK, "Registration of secretKey succeeded.")
+    );
+    assert_eq!(app.get("/v1/tenant", &odd).await.status(), StatusCode::OK);
     let mut missing = reg_body(&app, KEY);
     missing.as_object_mut().unwrap().remove("smtp_password");
     let (s, _, b) = text(app.post("/reg_secretkey", ADMIN, missing).await).await;

@@ -54,6 +54,23 @@ fn otpmint_db(path: &Path, smtp_port: u16) {
         .unwrap();
     c.execute("INSERT INTO mappings VALUES ('bad', 'nothex')", [])
         .unwrap();
+    // Rows 4 to 6: no blocklist row (OtpMint's /verify-otp fails on it), tries that are no
+    // count. Each is skipped with a line, not imported with a fresh budget.
+    for (key, tries) in [
+        ("NoBlockRow", None),
+        ("TextTriesX", Some("'abc'")),
+        ("NegTriesXy", Some("-5")),
+    ] {
+        c.execute(
+            "INSERT INTO mappings VALUES (?1, ?2)",
+            [key, &sha("222222")],
+        )
+        .unwrap();
+        if let Some(t) = tries {
+            c.execute(&format!("INSERT INTO blocklist VALUES ('{key}', {t})"), [])
+                .unwrap();
+        }
+    }
 }
 
 /// `otpmint import-otpmint PATH` against the app's database.
@@ -84,6 +101,18 @@ async fn an_imported_tenant_and_pending_code_work_end_to_end_and_a_rerun_changes
         err.contains("auth row 2: skipped") && err.contains("mappings row 3: skipped"),
         "{err}"
     );
+    assert!(
+        err.contains("mappings row 4: skipped: blocklist has no row")
+            && err.contains("mappings row 5: skipped: its blocklist tries")
+            && err.contains("mappings row 6: skipped: its blocklist tries"),
+        "{err}"
+    );
+    for key in ["NoBlockRow", "TextTriesX", "NegTriesXy"] {
+        assert_eq!(
+            verify_otp(&app, key, "222222").await,
+            (StatusCode::BAD_REQUEST, "Unknown Error in blocker".into())
+        );
+    }
 
     // the pending code verifies once; the one with 3 tries is exhausted
     assert_eq!(
@@ -187,6 +216,8 @@ async fn a_rerun_never_brings_back_what_was_used_or_deleted() {
         [sha("111111")],
     )
     .unwrap();
+    c.execute("INSERT INTO blocklist VALUES ('LateKeyAbc', 0)", [])
+        .unwrap();
     drop(c);
 
     let (ok, out, err) = import(&app, &source);

@@ -153,6 +153,12 @@ async fn every_refusal_names_field_and_line_and_changes_nothing() {
             Some(1),
         ),
         (simple("Hi\r\nBcc: eve@example.com", "{{ code }}"), "subject", Some(1)),
+        // A line break the subject renders, not only one in its source.
+        (
+            simple("Code{{ \"\\nBcc: eve@example.com\" }}", "{{ code }}"),
+            "subject",
+            Some(1),
+        ),
         (simple("Hi\u{0}there\u{1b}[31m", "{{ code }}"), "subject", Some(1)),
         (simple(&"s".repeat(201), "{{ code }}"), "subject", None),
         (simple("S {{ nope }}", "{{ code }}"), "subject", Some(1)),

@@ -372,6 +372,12 @@ async fn private_and_plaintext_endpoints_are_refused() {
             "webhook_host_not_allowed",
         ),
         ("https://localhost/h", "webhook_host_not_allowed"),
+        // Other spellings of a private address are refused as a host too, not as a form.
+        ("https://0x7f000001/h", "webhook_host_not_allowed"),
+        ("https://2130706433/h", "webhook_host_not_allowed"),
+        ("https://127.1/h", "webhook_host_not_allowed"),
+        ("https://0177.0.0.1/h", "webhook_host_not_allowed"),
+        ("https://127.0.0.1./h", "webhook_host_not_allowed"),
         (
             "http://hooks.example.com/h",
             "webhook_plaintext_not_allowed",
@@ -401,8 +407,9 @@ async fn private_and_plaintext_endpoints_are_refused() {
         json!({"url": "ftp://hooks.example.com/h", "events": ["otp.sent"]}),
         json!({"url": "https://user:pw@hooks.example.com/h", "events": ["otp.sent"]}),
         json!({"url": "not a url", "events": ["otp.sent"]}),
-        // An IPv4 address in another form than dotted decimal is not an endpoint's form.
-        json!({"url": "https://0x7f000001/h", "events": ["otp.sent"]}),
+        // A public IPv4 address in another form than dotted decimal is not an endpoint's
+        // form (a private one is refused as a host, above, whatever its spelling).
+        json!({"url": "https://0x08080808/h", "events": ["otp.sent"]}),
         json!({"url": "https://hooks.example.com/h#frag", "events": ["otp.sent"]}),
         json!({"url": "https://hooks.example.com/h", "events": []}),
         json!({"url": "https://hooks.example.com/h", "events": ["otp.minted"]}),

@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags};
 use secrecy::SecretString;
 
 use crate::crypto::lookup_digest;
-use crate::domain::keys::{CodeApi, ShareableKey, TenantId};
+use crate::domain::keys::{CodeApi, SecretKey, ShareableKey, TenantId};
 use crate::domain::policy::Policy;
 use crate::domain::tenant::{Origin, Sender, SmtpHost, TenantName, TlsMode};
 use crate::domain::tenant::{SmtpAccount, Tenant};
@@ -45,7 +45,30 @@ fn text(v: rusqlite::types::Value) -> Option<String> {
 }
 
 /// A `mappings` row: rowid, shareableKey, HashedOTP, and the `blocklist` tries.
-type MappingRow = (i64, Option<String>, Option<String>, Option<i64>);
+type MappingRow = (i64, Option<String>, Option<String>, Tries);
+
+/// A code's `blocklist` tries as OtpMint left them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tries {
+    Counted(i64),
+    /// No `blocklist` row: OtpMint's `/verify-otp` fails on it ("Unknown Error in blocker").
+    NoRow,
+    /// Not a whole number of zero or more.
+    Malformed,
+}
+
+fn tries(v: Option<rusqlite::types::Value>) -> Tries {
+    use rusqlite::types::Value;
+    let n = match v {
+        None | Some(Value::Null) => return Tries::NoRow,
+        Some(Value::Integer(i)) => Some(i),
+        Some(Value::Text(t)) => t.trim().parse::<i64>().ok(),
+        Some(Value::Real(f)) if f.fract() == 0.0 && f.abs() < 1e15 => Some(f as i64),
+        Some(_) => None,
+    };
+    n.filter(|n| *n >= 0)
+        .map_or(Tries::Malformed, Tries::Counted)
+}
 
 fn read_otpmint(path: &Path) -> Result<(Vec<AuthRow>, Vec<MappingRow>), ServiceError> {
     let err =
@@ -98,11 +121,7 @@ fn read_otpmint(path: &Path) -> Result<(Vec<AuthRow>, Vec<MappingRow>), ServiceE
                 r.get(0)?,
                 text(r.get(1)?),
                 text(r.get(2)?),
-                r.get::<_, Option<i64>>(3)
-                    .optional()
-                    .ok()
-                    .flatten()
-                    .flatten(),
+                tries(r.get::<_, Option<rusqlite::types::Value>>(3)?),
             ))
         })
         .map_err(err)?
@@ -184,6 +203,12 @@ impl Admin {
                     row.rowid
                 ));
             }
+            if !SecretKey::fits_a_header(&secret) {
+                report.warnings.push(format!(
+                    "auth row {}: the secret key is not printable ASCII (or has spaces at an end): it works on the OtpMint routes, not as a bearer token on /v1; rotate it to use /v1",
+                    row.rowid
+                ));
+            }
             let id = TenantId::generate();
             let password = SecretString::from(password);
             let blob = crate::crypto::cipher::encrypt_password(
@@ -241,6 +266,21 @@ impl Admin {
                     .push(line("HashedOTP is not a SHA-256 hex digest"));
                 continue;
             }
+            let tries = match tries {
+                Tries::Counted(n) => n,
+                Tries::NoRow => {
+                    report.skipped.push(line(
+                        "blocklist has no row for it (OtpMint could not verify it)",
+                    ));
+                    continue;
+                }
+                Tries::Malformed => {
+                    report.skipped.push(line(
+                        "its blocklist tries is not a whole number of zero or more",
+                    ));
+                    continue;
+                }
+            };
             let Some(owner) = owner.clone() else {
                 report.skipped.push(line("there is no tenant to own it"));
                 continue;
@@ -252,7 +292,7 @@ impl Admin {
             let canonical = format!("otpmint-import:{}", hex::encode(&key_digest));
             codes.push(ImportedCode {
                 owner_secret_digest: owner,
-                attempts: tries.unwrap_or(0).clamp(0, i64::from(max)) as u32,
+                attempts: tries.clamp(0, i64::from(max)) as u32,
                 code: NewChallenge {
                     link: None,
                     key_digest,
