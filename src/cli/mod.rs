@@ -132,7 +132,7 @@ pub(super) fn service_msg(e: ServiceError) -> CliError {
     match e {
         ServiceError::Invalid(errs) | ServiceError::Unprocessable(errs) => CliError(
             errs.iter()
-                .map(|e| format!("{} {}", e.field, e.message))
+                .map(|e| format!("{}: {}", e.field, e.message))
                 .collect::<Vec<_>>()
                 .join("; "),
         ),
@@ -142,6 +142,11 @@ pub(super) fn service_msg(e: ServiceError) -> CliError {
         ServiceError::Internal(cause) => CliError(cause),
         ServiceError::TenantNotFound => CliError("no such tenant".into()),
         ServiceError::Delivery(r, _) => CliError(delivery_failed(r)),
+        ServiceError::WebhookRefused(code) => CliError(format!(
+            "{}: {}",
+            code.as_str(),
+            crate::service::endpoint_refusal(code)
+        )),
         other => CliError(other.to_string()),
     }
 }
@@ -411,6 +416,14 @@ fn readyz_url(settings: &Settings, url: Option<&str>) -> String {
 }
 
 async fn healthcheck(settings: &Settings, url: Option<&str>) -> Result<(), CliError> {
+    // `/readyz` goes after the path: a query or fragment would swallow it.
+    if let Some(given) = url.and_then(|u| reqwest::Url::parse(u).ok()) {
+        if given.query().is_some() || given.fragment().is_some() {
+            return Err(CliError(format!(
+                "not ready: --url {given} must be the server's base URL or its /readyz URL, without a query or fragment"
+            )));
+        }
+    }
     let url = readyz_url(settings, url);
     if !reqwest::Url::parse(&url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
         return Err(CliError(format!(
@@ -465,6 +478,11 @@ mod healthcheck_tests {
         for bad in ["not-a-url", "ftp://h:1"] {
             let e = healthcheck(&s, Some(bad)).await.unwrap_err();
             assert!(e.0.contains("is not an http:// or https:// URL"), "{}", e.0);
+        }
+        // A query or fragment would carry `/readyz` away from the path.
+        for bad in ["http://127.0.0.1:1/?x=1", "http://127.0.0.1:1/#top"] {
+            let e = healthcheck(&s, Some(bad)).await.unwrap_err();
+            assert!(e.0.contains("without a query or fragment"), "{}", e.0);
         }
     }
 }

@@ -148,6 +148,20 @@ impl Settings {
             ));
         }
         self.database_location()?;
+        // A bearer token is read without the spaces around it: a token with spaces at an end
+        // (or of spaces only) could never be presented, and would lock the API by accident.
+        for (key, token) in [
+            ("admin.token", &self.admin.token),
+            ("metrics.token", &self.metrics.token),
+        ] {
+            let t = secrecy::ExposeSecret::expose_secret(token);
+            if t.trim() != t {
+                return Err(invalid(
+                    key,
+                    "must not begin or end with white space (a bearer token cannot carry it); leave it empty to turn it off",
+                ));
+            }
+        }
         if u64::from(self.hashing.memory_kib) < 8 * u64::from(self.hashing.parallelism) {
             return Err(invalid(
                 "hashing.memory_kib",

@@ -119,6 +119,25 @@ pub static TENANT_NAME: Grammar = Grammar::new(
     100,
 );
 
+/// A relay's host as given (API.md §6.2): a host name, or an IP address in any spelling —
+/// which address it stands for is the host policy's to judge (422) — but never a URL,
+/// `host:port`, a path, a query or user info (400). An IPv6 address may be bracketed and
+/// carry a zone.
+pub static SMTP_HOST: Grammar = Grammar::new(
+    concat!(
+        "^(",
+        // a name (or an IPv4 address in any of its spellings): no space, control, `/`, `@`,
+        // `?`, `#`, `:`, bracket or `%`, and not starting with a dot
+        "[^\\s\\x00-\\x1f\\x7f-\\x9f/@?#:\\[\\]%.][^\\s\\x00-\\x1f\\x7f-\\x9f/@?#:\\[\\]%]*",
+        // an IPv6 address's characters, with two colons or more (`host:port` has one),
+        // maybe bracketed, maybe with a zone
+        "|\\[?[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*(%[0-9A-Za-z._~-]+)?\\]?",
+        ")$"
+    ),
+    1,
+    253,
+);
+
 /// A dotted IPv4 address, as a pattern's text.
 macro_rules! v4 {
     () => {
@@ -133,7 +152,8 @@ macro_rules! v4 {
 /// and the host's address are allowed is the address policy's business (422), not form.
 pub static ENDPOINT_URL: Grammar = Grammar::new(
     concat!(
-        "^https?://(",
+        // the scheme in any case (RFC 3986 §3.1: `HTTPS://` is `https://`)
+        "^[Hh][Tt][Tt][Pp][Ss]?://(",
         // a DNS name
         "([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\\.)*[A-Za-z]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?",
         // IPv4
@@ -170,7 +190,7 @@ pub static ENDPOINT_URL: Grammar = Grammar::new(
 );
 
 /// Every grammar, for the description and its test.
-pub fn all() -> [(&'static str, &'static Grammar); 12] {
+pub fn all() -> [(&'static str, &'static Grammar); 13] {
     [
         ("locale", &LOCALE),
         ("purpose", &PURPOSE),
@@ -184,6 +204,7 @@ pub fn all() -> [(&'static str, &'static Grammar); 12] {
         ("cursor", &CURSOR),
         ("tenant_name", &TENANT_NAME),
         ("endpoint_url", &ENDPOINT_URL),
+        ("smtp_host", &SMTP_HOST),
     ]
 }
 
@@ -289,6 +310,40 @@ mod tests {
             ),
             (&CURSOR, &["", "bm9wZQ", "a-b_c"], &["a=b", "a b", "a/b"]),
             (
+                &SMTP_HOST,
+                &[
+                    "smtp.acme.example",
+                    "Mail.Example.COM.",
+                    "localhost",
+                    "127.0.0.1",
+                    "0x7f000001",
+                    "2130706433",
+                    "127.1",
+                    "::1",
+                    "[::1]",
+                    "::ffff:127.0.0.1",
+                    "fe80::1%eth0",
+                    "bücher.example",
+                    "１２７.0.0.1",
+                ][..],
+                &[
+                    "",
+                    ".",
+                    ".acme.example",
+                    "a b",
+                    "a\tb",
+                    "smtp://localhost",
+                    "8.8.8.8:587",
+                    "[8.8.8.8]:587",
+                    "smtp.acme.example:587",
+                    "localhost/x",
+                    "user@8.8.8.8",
+                    "host?x",
+                    "host#x",
+                    "a%b",
+                ][..],
+            ),
+            (
                 &TENANT_NAME,
                 &["Acme", "  Acme Corp  ", "Ünïcødé 🚀 株式会社", "a b", "x"],
                 &[
@@ -326,6 +381,7 @@ mod tests {
                     "https://[1::2:3:4:5:1.2.3.4]/",
                     "http://mail_mock:8080/v1",
                     "https://hooks.example.com/h?a=b|c&f[x]=1&q={}^",
+                    "HTTPS://Hooks.Example.com/h",
                 ],
                 &[
                     "ftp://example.com/",

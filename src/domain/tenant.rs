@@ -51,10 +51,10 @@ pub struct SmtpHost(String);
 impl SmtpHost {
     pub fn parse(s: &str) -> Result<SmtpHost, FieldError> {
         let h = s.trim_end_matches('.').to_ascii_lowercase();
-        if h.is_empty() || h.len() > 253 || h.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        if h.is_empty() || !super::grammar::SMTP_HOST.matches(s) {
             return Err(FieldError::new(
                 "smtp.host",
-                "must be a host name or IP address",
+                "must be a host name or IP address (not a URL, host:port, a path or user@host)",
             ));
         }
         Ok(SmtpHost(h))
@@ -350,7 +350,17 @@ mod tests {
             "mail.example.com"
         );
         assert_eq!(SmtpHost::parse("::1").unwrap().as_str(), "::1");
-        for bad in ["", ".", "a b", "a\tb", "a\r\nb"] {
+        for bad in [
+            "",
+            ".",
+            "a b",
+            "a\tb",
+            "a\r\nb",
+            "smtp://localhost",
+            "8.8.8.8:587",
+            "localhost/x",
+            "user@8.8.8.8",
+        ] {
             assert_eq!(
                 SmtpHost::parse(bad).unwrap_err().field,
                 "smtp.host",

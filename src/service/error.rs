@@ -285,6 +285,18 @@ pub enum ServiceError {
     Internal(String),
 }
 
+/// Why an endpoint (a webhook, an HTTP transport, an OAuth2 token URL) was refused, named
+/// as API.md §18.8 asks: the setting that would allow it.
+pub fn endpoint_refusal(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::WebhookPlaintextNotAllowed => {
+            "http:// endpoints are not allowed on this server; an operator allows them with webhooks.allow_plaintext."
+        }
+        ErrorCode::WebhookHostUnresolvable => "The endpoint's host does not resolve.",
+        _ => "The endpoint's host is a private, local or special address; an operator allows those with webhooks.allow_private_hosts.",
+    }
+}
+
 /// An address that is not one (400 `invalid_email`).
 impl From<EmailError> for ServiceError {
     fn from(e: EmailError) -> Self {

@@ -369,6 +369,27 @@ async fn cli_manages_tenants_and_logs_never_show_secrets() {
         !ok && err.trim().lines().count() == 1 && err.contains("smtp.allowed_ports"),
         "{err}"
     );
+    // A URL is no host: the field and what it must be, not a policy's advice.
+    let (ok, _, err) = cli(&[
+        "tenant",
+        "create",
+        "--name",
+        "Url",
+        "--smtp-host",
+        "smtp://localhost",
+        "--smtp-port",
+        &port,
+        "--smtp-username",
+        SMTP_USER,
+        "--smtp-from",
+        "x@acme.example",
+        "--smtp-password-file",
+        "pw",
+    ]);
+    assert!(
+        !ok && err.contains("smtp.host: must be a host name or IP address"),
+        "{err}"
+    );
 
     let mut cmd = otpmint(dir.path());
     cmd.args(["--config", "otpmint.toml"]);

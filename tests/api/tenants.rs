@@ -169,6 +169,13 @@ async fn invalid_tenant_bodies_are_400_with_field_errors() {
         ("tls", json!("sometimes")),
         ("port", json!(0)),
         ("port", json!(70000)),
+        // A URL, host:port, a path or user info is no host (400), not a refused one (422,
+        // whose advice names a setting that could not allow it): private hosts are allowed
+        // in this app.
+        ("host", json!("smtp://localhost")),
+        ("host", json!("8.8.8.8:587")),
+        ("host", json!("localhost/x")),
+        ("host", json!("user@8.8.8.8")),
     ] {
         smtp = app.smtp_json();
         smtp[k] = val;

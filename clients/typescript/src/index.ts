@@ -481,13 +481,14 @@ export async function pkcePair(): Promise<{ verifier: string; challenge: string 
 }
 
 /** Check a webhook's Standard Webhooks signature and return its event. `secret` is the
- * endpoint's `whsec_…`; `headers` the request's; `body` its raw text, before any JSON
- * parsing. Rejects with `WebhookVerificationError` — for a bad secret, missing or malformed
- * headers, a stale timestamp, no matching signature or a body that is not JSON. */
+ * endpoint's `whsec_…`; `headers` the request's; `body` its raw body before any JSON
+ * parsing: the text, or its bytes (a `Uint8Array`, such as Node's `Buffer`). Rejects with
+ * `WebhookVerificationError` — for a bad secret, missing or malformed headers, a stale
+ * timestamp, no matching signature or a body that is not JSON (or not UTF-8). */
 export async function verifyWebhook<T = unknown>(
   secret: string,
   headers: { get(name: string): string | null } | Record<string, string | string[] | undefined>,
-  body: string,
+  body: string | Uint8Array,
   options: { toleranceSeconds?: number; now?: number } = {},
 ): Promise<T> {
   const get = (name: string): string | null => {
@@ -505,7 +506,11 @@ export async function verifyWebhook<T = unknown>(
   if (typeof headers !== "object" || headers === null) {
     throw new WebhookVerificationError("no headers");
   }
-  if (typeof body !== "string") throw new WebhookVerificationError("the body is not a string");
+  if (typeof body !== "string" && !(body instanceof Uint8Array)) {
+    throw new WebhookVerificationError("the body is not a string or bytes");
+  }
+  // The bytes as sent: a string is encoded as UTF-8, bytes are signed as they are.
+  const bytes = typeof body === "string" ? new TextEncoder().encode(body) : body;
   const id = get("webhook-id");
   const stamp = get("webhook-timestamp");
   const signatures = get("webhook-signature");
@@ -535,7 +540,10 @@ export async function verifyWebhook<T = unknown>(
   } catch {
     throw new WebhookVerificationError("the secret is not a usable HMAC key");
   }
-  const signed = new TextEncoder().encode(`${id}.${stamp}.${body}`);
+  const prefix = new TextEncoder().encode(`${id}.${stamp}.`);
+  const signed = new Uint8Array(prefix.length + bytes.length);
+  signed.set(prefix);
+  signed.set(bytes, prefix.length);
   // Space-separated; a Headers joins repeated header lines with ", ".
   for (const candidate of signatures.split(/\s+/)) {
     const [version, value] = candidate.replace(/,$/, "").split(",", 2);
@@ -545,7 +553,9 @@ export async function verifyWebhook<T = unknown>(
     // HMAC verification in constant time (Web Crypto's verify).
     if (await crypto.subtle.verify("HMAC", key, mac, signed)) {
       try {
-        return JSON.parse(body) as T;
+        const text =
+          typeof body === "string" ? body : new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+        return JSON.parse(text) as T;
       } catch {
         throw new WebhookVerificationError("the signed body is not JSON");
       }

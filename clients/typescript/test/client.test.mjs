@@ -124,6 +124,16 @@ describe("webhook signatures", () => {
     assert.deepEqual(await verifyWebhook(secret, new Headers(headers), body, { now: 1614265330 }), {
       test: 2432232314,
     });
+    // The raw bytes, as Node's servers hand them over (a Buffer is a Uint8Array).
+    for (const raw of [Buffer.from(body), new TextEncoder().encode(body)]) {
+      assert.deepEqual(await verifyWebhook(secret, headers, raw, { now: 1614265330 }), {
+        test: 2432232314,
+      });
+    }
+    await assert.rejects(
+      verifyWebhook(secret, headers, Buffer.from('{"test": 1}'), { now: 1614265330 }),
+      WebhookVerificationError,
+    );
   });
 
   it("refuses a changed body, a stale timestamp, another secret, missing headers", async () => {

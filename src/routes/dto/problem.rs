@@ -112,6 +112,12 @@ pub mod problems {
     #[response(content_type = "application/problem+json")]
     pub struct SmtpPolicyRefused(pub Problem);
 
+    /// request_timeout: the request's body did not arrive within
+    /// `server.request_timeout_seconds`; nothing was done
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct RequestTimeout(pub Problem);
+
     /// payload_too_large: request bodies are limited to 16 KiB
     #[derive(ToResponse)]
     #[response(content_type = "application/problem+json")]

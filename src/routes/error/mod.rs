@@ -249,15 +249,7 @@ impl ApiError {
                     )
                 }
                 S::WebhookRefused(code) => {
-                    let detail = match code {
-                        // Named as API.md §18.8 asks: the setting that would allow it.
-                        ErrorCode::WebhookPlaintextNotAllowed => {
-                            "http:// endpoints are not allowed on this server; an operator allows them with webhooks.allow_plaintext."
-                        }
-                        ErrorCode::WebhookHostUnresolvable => "The endpoint's host does not resolve.",
-                        _ => "The endpoint's host is a private, local or special address; an operator allows those with webhooks.allow_private_hosts.",
-                    };
-                    (detail.into(), none())
+                    (crate::service::endpoint_refusal(*code).into(), none())
                 }
                 S::IdempotencyMismatch => (
                     "This Idempotency-Key was used with a different request body.".into(),

@@ -311,6 +311,8 @@ pub(super) fn property_rules() -> Vec<(&'static str, &'static str, serde_json::V
             "port",
             rule::range((1, u32::from(u16::MAX))),
         ),
+        ("SmtpBody", "host", rule::of(&grammar::SMTP_HOST)),
+        ("SmtpPatchBody", "host", rule::of(&grammar::SMTP_HOST)),
         ("SmtpBody", "tls", tls()),
         ("SmtpPatchBody", "tls", tls()),
         (

@@ -49,9 +49,10 @@ fn operations(
 /// handler (API.md §18.5): every route passes the per-address flood guard (429) and reads
 /// the database (503 `unavailable` when it does not answer in time, API.md §6.24), every
 /// operation with a security requirement answers 401 to a missing or wrong bearer token
-/// (its extractor, `routes/auth.rs`), and every operation that takes a JSON body answers
-/// 413 past the body limit and 415 for any other media type (`routes/auth.rs`'s body
-/// readers).
+/// (its extractor, `routes/auth.rs`), every operation that takes a body answers 408 when it
+/// does not arrive within `server.request_timeout_seconds`, and every operation that takes
+/// a JSON body answers 413 past the body limit and 415 for any other media type
+/// (`routes/auth.rs`'s body readers).
 struct Common;
 
 impl Modify for Common {
@@ -69,6 +70,9 @@ impl Modify for Common {
                     .request_body
                     .as_ref()
                     .is_some_and(|b| b.content.contains_key("application/json"));
+                if op.request_body.is_some() {
+                    add.push(("408", "RequestTimeout"));
+                }
                 if json && !events {
                     add.extend([("413", "PayloadTooLarge"), ("415", "UnsupportedMediaType")]);
                 }
@@ -168,6 +172,7 @@ fn twin(item: &utoipa::openapi::PathItem) -> utoipa::openapi::PathItem {
             problems::Unauthorized, problems::InvalidRequest, problems::TenantNotFound,
             problems::WebhookNotFound, problems::TransportNotFound, problems::OtpNotFound, problems::TemplateInvalid,
             problems::SmtpPolicyRefused, problems::PayloadTooLarge, problems::UnsupportedMediaType,
+            problems::RequestTimeout,
             problems::RateLimited, problems::Unprocessable, problems::Unavailable
         )
     ),
@@ -340,11 +345,18 @@ mod tests {
     }
 
     #[test]
-    fn every_operation_with_a_json_body_declares_413_and_415() {
+    fn every_operation_with_a_json_body_declares_408_413_and_415() {
         let doc = super::document();
         let mut n = 0;
         for (path, item) in doc["paths"].as_object().unwrap() {
             for (method, op) in item.as_object().unwrap() {
+                // A body that stalls is cut at server.request_timeout_seconds.
+                if op["requestBody"].is_object() {
+                    assert!(
+                        op["responses"]["408"].is_object(),
+                        "{method} {path} does not declare 408"
+                    );
+                }
                 if op["requestBody"]["content"]["application/json"].is_object()
                     && !path.starts_with("/v1/events/")
                 {
