@@ -290,3 +290,27 @@ fn a_provider_base_url_with_credentials_is_refused_without_showing_them() {
         assert!(!err.contains("pw-never-shown"), "{url}: {err}");
     }
 }
+
+/// A token with white space at an end could never be presented (bearer tokens are read
+/// without it): refused, naming the key and never the value.
+#[test]
+fn a_token_with_white_space_at_an_end_is_refused() {
+    for (var, key) in [
+        ("OTPMINT__ADMIN__TOKEN", "admin.token"),
+        ("OTPMINT__METRICS__TOKEN", "metrics.token"),
+    ] {
+        for value in [
+            "   ",
+            " secret-token-0123456789abcdef0123",
+            "secret-token-0123456789abcdef0123\t",
+        ] {
+            let err = Settings::load_from(None, env(&[(var, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key) && err.contains("white space"), "{err}");
+            assert!(!err.contains("secret-token"), "{err}");
+        }
+    }
+    // Spaces inside are a header's to carry.
+    assert!(Settings::load_from(None, env(&[("OTPMINT__ADMIN__TOKEN", "a b")])).is_ok());
+}
