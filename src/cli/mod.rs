@@ -417,8 +417,9 @@ fn readyz_url(settings: &Settings, url: Option<&str>) -> String {
 
 async fn healthcheck(settings: &Settings, url: Option<&str>) -> Result<(), CliError> {
     // `/readyz` goes after the path: a query or fragment would swallow it.
-    if let Some(given) = url.and_then(|u| reqwest::Url::parse(u).ok()) {
+    if let Some(mut given) = url.and_then(|u| reqwest::Url::parse(u).ok()) {
         if given.query().is_some() || given.fragment().is_some() {
+            let _ = given.set_password(None);
             return Err(CliError(format!(
                 "not ready: --url {given} must be the server's base URL or its /readyz URL, without a query or fragment"
             )));

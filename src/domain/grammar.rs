@@ -119,29 +119,44 @@ pub static TENANT_NAME: Grammar = Grammar::new(
     100,
 );
 
-/// A relay's host as given (API.md §6.2): a host name, or an IP address in any spelling —
-/// which address it stands for is the host policy's to judge (422) — but never a URL,
-/// `host:port`, a path, a query or user info (400). An IPv6 address may be bracketed and
-/// carry a zone.
-pub static SMTP_HOST: Grammar = Grammar::new(
-    concat!(
-        "^(",
-        // a name (or an IPv4 address in any of its spellings): no space, control, `/`, `@`,
-        // `?`, `#`, `:`, bracket or `%`, and not starting with a dot
-        "[^\\s\\x00-\\x1f\\x7f-\\x9f/@?#:\\[\\]%.][^\\s\\x00-\\x1f\\x7f-\\x9f/@?#:\\[\\]%]*",
-        // an IPv6 address's characters, with two colons or more (`host:port` has one),
-        // maybe bracketed, maybe with a zone
-        "|\\[?[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*(%[0-9A-Za-z._~-]+)?\\]?",
-        ")$"
-    ),
-    1,
-    253,
-);
-
 /// A dotted IPv4 address, as a pattern's text.
 macro_rules! v4 {
     () => {
         "((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+    };
+}
+
+/// An IPv6 address in its RFC 4291 text forms (no zone, no brackets), as a pattern's text:
+/// alternatives, to be grouped by the pattern using it.
+macro_rules! v6 {
+    () => {
+        concat!(
+            "([0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}",
+            "|([0-9A-Fa-f]{1,4}:){1,7}:",
+            "|([0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}",
+            "|([0-9A-Fa-f]{1,4}:){1,5}(:[0-9A-Fa-f]{1,4}){1,2}",
+            "|([0-9A-Fa-f]{1,4}:){1,4}(:[0-9A-Fa-f]{1,4}){1,3}",
+            "|([0-9A-Fa-f]{1,4}:){1,3}(:[0-9A-Fa-f]{1,4}){1,4}",
+            "|([0-9A-Fa-f]{1,4}:){1,2}(:[0-9A-Fa-f]{1,4}){1,5}",
+            "|[0-9A-Fa-f]{1,4}:(:[0-9A-Fa-f]{1,4}){1,6}",
+            "|:((:[0-9A-Fa-f]{1,4}){1,7}|:)",
+            // … and with an embedded IPv4 address in the last 32 bits (`::ffff:127.0.0.1`),
+            // which the address policy then judges (422), like any other spelling
+            "|([0-9A-Fa-f]{1,4}:){6}",
+            v4!(),
+            "|::([0-9A-Fa-f]{1,4}:){0,5}",
+            v4!(),
+            "|[0-9A-Fa-f]{1,4}::([0-9A-Fa-f]{1,4}:){0,4}",
+            v4!(),
+            "|([0-9A-Fa-f]{1,4}:){1}[0-9A-Fa-f]{1,4}::([0-9A-Fa-f]{1,4}:){0,3}",
+            v4!(),
+            "|([0-9A-Fa-f]{1,4}:){2}[0-9A-Fa-f]{1,4}::([0-9A-Fa-f]{1,4}:){0,2}",
+            v4!(),
+            "|([0-9A-Fa-f]{1,4}:){3}[0-9A-Fa-f]{1,4}::([0-9A-Fa-f]{1,4}:){0,1}",
+            v4!(),
+            "|([0-9A-Fa-f]{1,4}:){4}[0-9A-Fa-f]{1,4}::",
+            v4!(),
+        )
     };
 }
 
@@ -159,26 +174,7 @@ pub static ENDPOINT_URL: Grammar = Grammar::new(
         // IPv4
         "|", v4!(),
         // IPv6 (RFC 4291 text forms, without a zone)
-        "|\\[(",
-        "([0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}",
-        "|([0-9A-Fa-f]{1,4}:){1,7}:",
-        "|([0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}",
-        "|([0-9A-Fa-f]{1,4}:){1,5}(:[0-9A-Fa-f]{1,4}){1,2}",
-        "|([0-9A-Fa-f]{1,4}:){1,4}(:[0-9A-Fa-f]{1,4}){1,3}",
-        "|([0-9A-Fa-f]{1,4}:){1,3}(:[0-9A-Fa-f]{1,4}){1,4}",
-        "|([0-9A-Fa-f]{1,4}:){1,2}(:[0-9A-Fa-f]{1,4}){1,5}",
-        "|[0-9A-Fa-f]{1,4}:(:[0-9A-Fa-f]{1,4}){1,6}",
-        "|:((:[0-9A-Fa-f]{1,4}){1,7}|:)",
-        // … and with an embedded IPv4 address in the last 32 bits (`::ffff:127.0.0.1`), which
-        // the address policy then judges (422), like any other spelling
-        "|([0-9A-Fa-f]{1,4}:){6}", v4!(),
-        "|::([0-9A-Fa-f]{1,4}:){0,5}", v4!(),
-        "|[0-9A-Fa-f]{1,4}::([0-9A-Fa-f]{1,4}:){0,4}", v4!(),
-        "|([0-9A-Fa-f]{1,4}:){1}[0-9A-Fa-f]{1,4}::([0-9A-Fa-f]{1,4}:){0,3}", v4!(),
-        "|([0-9A-Fa-f]{1,4}:){2}[0-9A-Fa-f]{1,4}::([0-9A-Fa-f]{1,4}:){0,2}", v4!(),
-        "|([0-9A-Fa-f]{1,4}:){3}[0-9A-Fa-f]{1,4}::([0-9A-Fa-f]{1,4}:){0,1}", v4!(),
-        "|([0-9A-Fa-f]{1,4}:){4}[0-9A-Fa-f]{1,4}::", v4!(),
-        ")\\]",
+        "|\\[(", v6!(), ")\\]",
         ")",
         // a port of 1 to 65535
         "(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?",
@@ -187,6 +183,26 @@ pub static ENDPOINT_URL: Grammar = Grammar::new(
     ),
     8,
     2048,
+);
+
+/// A relay's host as given (API.md §6.2): a host name, or an IP address in any spelling —
+/// which address it stands for is the host policy's to judge (422) — but never a URL,
+/// `host:port`, a path, a query or user info (400). An IPv6 address may be bracketed and
+/// carry a zone.
+pub static SMTP_HOST: Grammar = Grammar::new(
+    concat!(
+        "^(",
+        // a name (or an IPv4 address in any of its spellings): no white space (U+FEFF named,
+        // as only ECMA-262's `\\s` holds it), control, `/`, `@`, `?`, `#`, `:`, bracket or
+        // `%`, and not starting with a dot
+        "[^\\s\\uFEFF\\x00-\\x1f\\x7f-\\x9f/@?#:\\[\\]%.][^\\s\\uFEFF\\x00-\\x1f\\x7f-\\x9f/@?#:\\[\\]%]*",
+        // an IPv6 address, bare or bracketed, maybe with a zone
+        "|(", v6!(), ")(%[0-9A-Za-z._~-]+)?",
+        "|\\[(", v6!(), ")(%[0-9A-Za-z._~-]+)?\\]",
+        ")$"
+    ),
+    1,
+    253,
 );
 
 /// Every grammar, for the description and its test.
@@ -341,6 +357,11 @@ mod tests {
                     "host?x",
                     "host#x",
                     "a%b",
+                    "a\u{feff}b",
+                    "[::1",
+                    "::1]",
+                    "a:b:c",
+                    "1.2.3.4:5:6",
                 ][..],
             ),
             (

@@ -106,17 +106,23 @@ pub fn lint(f: &Fields, code_length: u32) -> Result<(), Vec<TemplateError>> {
     if let Err(e) = set.render_sms("lint", &vars) {
         errors.push(e);
     }
-    // A line break the subject renders (a string literal's, say) is refused like one in its
-    // source; one only a branch the sample does not take renders is made a space at send.
-    if set
-        .raw_subject("lint", &vars)
-        .is_ok_and(|s| s.contains(['\r', '\n']))
-    {
-        errors.push(TemplateError::new(
-            "subject",
-            Some(1),
-            "must render as one line (it renders a line break)",
-        ));
+    // A line break or control character the subject renders (a string literal's, say) is
+    // refused like one in its source; one that only a branch the sample does not take
+    // renders is made a space (or dropped) at send.
+    if let Ok(rendered) = set.raw_subject("lint", &vars) {
+        if rendered.contains(['\r', '\n']) {
+            errors.push(TemplateError::new(
+                "subject",
+                Some(1),
+                "must render as one line (it renders a line break)",
+            ));
+        } else if rendered.chars().any(char::is_control) {
+            errors.push(TemplateError::new(
+                "subject",
+                Some(1),
+                "must not render control characters",
+            ));
+        }
     }
     match set.render("lint", &vars) {
         Err(e) => errors.push(e),

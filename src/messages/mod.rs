@@ -335,7 +335,6 @@ impl TemplateSet {
         self.locales.get(locale).is_some_and(|p| p.sms)
     }
 
-    /// The text message of `locale`, if its template has one: at most `SMS_MAX_CHARS`.
     /// One field of `locale`'s template rendered as it is (a subject not yet made one line).
     fn part(
         &self,
@@ -367,6 +366,7 @@ impl TemplateSet {
         self.part(locale, "subject", &vars.context())
     }
 
+    /// The text message of `locale`, if its template has one: at most `SMS_MAX_CHARS`.
     pub fn render_sms(
         &self,
         locale: &str,
@@ -395,9 +395,14 @@ impl TemplateSet {
     }
 }
 
-/// A subject as one header line: line breaks and tabs become spaces, runs collapse.
+/// A subject as one header line: line breaks and tabs become spaces, runs collapse, other
+/// control characters (NUL, ESC) go.
 fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    s.split_whitespace()
+        .map(|w| w.chars().filter(|c| !c.is_control()).collect::<String>())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Render fields that are not stored (a preview).

@@ -265,3 +265,15 @@ fn every_builtin_places_a_magic_link_as_a_translated_button_and_line() {
         "one translation each: {buttons:?}"
     );
 }
+
+#[test]
+fn a_subject_is_sent_as_one_line_without_control_characters() {
+    // What a branch the lint's sample did not take may render: never a second header line,
+    // never an escape sequence in the person's mail client.
+    assert_eq!(
+        super::one_line("Code\r\nBcc: x@example.com\t\u{1b}[31m 123 \u{0}"),
+        "Code Bcc: x@example.com [31m 123"
+    );
+    let e = lint(&fields("Code{{ \"\\u001b[31m\" }}", "{{ code }}", None), 6).unwrap_err();
+    assert_eq!(e[0].field, "subject");
+}

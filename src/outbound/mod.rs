@@ -80,12 +80,24 @@ pub async fn check_url_resolved(
     // The form the API description states (`domain::grammar::ENDPOINT_URL`) is checked when a
     // URL is registered; at send time `check_url` alone (a stored URL of an older, looser
     // form, or an operator's base URL, still goes out).
-    let (u, name) = check_url(url, settings)?;
-    // After the policy: a private address in another spelling (`https://127.1/`,
-    // `https://0x7f000001/`) is refused as a host (422), like its usual one, not as a form.
     if !crate::domain::grammar::ENDPOINT_URL.matches(url) {
+        // An IP address in another spelling (`https://127.1/`, `https://0x7f000001/`, which
+        // the URL parser reads as the address) that the policy refuses is refused as a host
+        // (422), like its usual spelling; any other fault of form is 400.
+        let ip_host = reqwest::Url::parse(url).ok().is_some_and(|u| {
+            u.host_str().is_some_and(|h| {
+                h.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok()
+            })
+        });
+        if let (true, Err(UrlRefusal::Host(h))) = (ip_host, check_url(url, settings)) {
+            return Err(UrlRefusal::Host(h));
+        }
         return Err(UrlRefusal::Malformed);
     }
+    let (u, name) = check_url(url, settings)?;
     let port = u.port_or_known_default().unwrap_or(443);
     policy(settings)
         .resolve(&name, port)

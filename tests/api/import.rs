@@ -54,12 +54,13 @@ fn otpmint_db(path: &Path, smtp_port: u16) {
         .unwrap();
     c.execute("INSERT INTO mappings VALUES ('bad', 'nothex')", [])
         .unwrap();
-    // Rows 4 to 6: no blocklist row (OtpMint's /verify-otp fails on it), tries that are no
-    // count. Each is skipped with a line, not imported with a fresh budget.
+    // Rows 4 to 7: no blocklist row (OtpMint's /verify-otp fails on it), tries that are no
+    // count, a NULL. Each is skipped with a line, not imported with a fresh budget.
     for (key, tries) in [
         ("NoBlockRow", None),
         ("TextTriesX", Some("'abc'")),
         ("NegTriesXy", Some("-5")),
+        ("NullTriesX", Some("NULL")),
     ] {
         c.execute(
             "INSERT INTO mappings VALUES (?1, ?2)",
@@ -102,12 +103,13 @@ async fn an_imported_tenant_and_pending_code_work_end_to_end_and_a_rerun_changes
         "{err}"
     );
     assert!(
-        err.contains("mappings row 4: skipped: blocklist has no row")
+        err.contains("mappings row 4: skipped: blocklist has no row (or no tries)")
             && err.contains("mappings row 5: skipped: its blocklist tries")
-            && err.contains("mappings row 6: skipped: its blocklist tries"),
+            && err.contains("mappings row 6: skipped: its blocklist tries")
+            && err.contains("mappings row 7: skipped: blocklist has no row (or no tries)"),
         "{err}"
     );
-    for key in ["NoBlockRow", "TextTriesX", "NegTriesXy"] {
+    for key in ["NoBlockRow", "TextTriesX", "NegTriesXy", "NullTriesX"] {
         assert_eq!(
             verify_otp(&app, key, "222222").await,
             (StatusCode::BAD_REQUEST, "Unknown Error in blocker".into())

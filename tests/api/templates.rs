@@ -153,9 +153,14 @@ async fn every_refusal_names_field_and_line_and_changes_nothing() {
             Some(1),
         ),
         (simple("Hi\r\nBcc: eve@example.com", "{{ code }}"), "subject", Some(1)),
-        // A line break the subject renders, not only one in its source.
+        // A line break or control character the subject renders, not only one in its source.
         (
             simple("Code{{ \"\\nBcc: eve@example.com\" }}", "{{ code }}"),
+            "subject",
+            Some(1),
+        ),
+        (
+            simple("Code{{ \"\\u001b[31m\" }}", "{{ code }}"),
             "subject",
             Some(1),
         ),

@@ -410,6 +410,10 @@ async fn private_and_plaintext_endpoints_are_refused() {
         // A public IPv4 address in another form than dotted decimal is not an endpoint's
         // form (a private one is refused as a host, above, whatever its spelling).
         json!({"url": "https://0x08080808/h", "events": ["otp.sent"]}),
+        // A name that is none is a fault of form, not a refused host.
+        json!({"url": "https://a,b.example/h", "events": ["otp.sent"]}),
+        json!({"url": "https://-x.example/h", "events": ["otp.sent"]}),
+        json!({"url": "https://a..b.example/h", "events": ["otp.sent"]}),
         json!({"url": "https://hooks.example.com/h#frag", "events": ["otp.sent"]}),
         json!({"url": "https://hooks.example.com/h", "events": []}),
         json!({"url": "https://hooks.example.com/h", "events": ["otp.minted"]}),

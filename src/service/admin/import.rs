@@ -51,7 +51,8 @@ type MappingRow = (i64, Option<String>, Option<String>, Tries);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tries {
     Counted(i64),
-    /// No `blocklist` row: OtpMint's `/verify-otp` fails on it ("Unknown Error in blocker").
+    /// No `blocklist` row, or a NULL in it: OtpMint's `/verify-otp` fails on it ("Unknown
+    /// Error in blocker").
     NoRow,
     /// Not a whole number of zero or more.
     Malformed,
@@ -270,7 +271,7 @@ impl Admin {
                 Tries::Counted(n) => n,
                 Tries::NoRow => {
                     report.skipped.push(line(
-                        "blocklist has no row for it (OtpMint could not verify it)",
+                        "blocklist has no row (or no tries) for it: OtpMint could not verify it",
                     ));
                     continue;
                 }
