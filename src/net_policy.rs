@@ -99,6 +99,15 @@ impl HostName {
         if let Some(v4) = parse_legacy_ipv4(h) {
             return Some(HostName::Ip(IpAddr::V4(v4)));
         }
+        // A name in another script (`smtp.bücher.example`) goes out as its ASCII form
+        // (UTS 46: mapped, lower-cased, Punycode), which DNS and TLS use; a mapping may turn
+        // full-width digits into an address spelling, so the result is parsed again.
+        if !h.is_ascii() {
+            return idna::domain_to_ascii(h)
+                .ok()
+                .filter(|a| a.is_ascii() && !a.is_empty())
+                .and_then(|a| HostName::parse(&a));
+        }
         let lower = h.to_ascii_lowercase();
         let labels: Vec<&str> = lower.split('.').collect();
         let label_ok = |l: &&str| {
@@ -446,6 +455,30 @@ mod tests {
 
     /// A container's name may hold `_` (`mail_mock`): such a name is a private one, taken
     /// where private hosts are allowed and refused where they are not.
+    #[test]
+    fn a_name_in_another_script_goes_out_in_its_ascii_form() {
+        assert_eq!(
+            HostName::parse("SMTP.Bücher.Example"),
+            Some(HostName::Dns("smtp.xn--bcher-kva.example".into()))
+        );
+        assert_eq!(
+            strict().check_static("smtp.bücher.example", 587, false),
+            Ok(HostName::Dns("smtp.xn--bcher-kva.example".into()))
+        );
+        // Full-width digits map to an address: still that address, still refused.
+        assert_eq!(
+            HostName::parse("１２７．０．０．１"),
+            Some(HostName::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)))
+        );
+        assert_eq!(
+            strict().check_static("１２７．０．０．１", 587, false),
+            Err(HostRefusal::HostNotAllowed)
+        );
+        // A name the mapping cannot take is still no host.
+        assert_eq!(HostName::parse("a\u{200b}\u{fffd}b..example"), None);
+        assert_eq!(HostName::parse("bü cher.example"), None);
+    }
+
     #[test]
     fn a_container_name_with_an_underscore_is_a_private_name() {
         let open = HostPolicy {

@@ -620,6 +620,42 @@ async fn a_resend_keeps_the_expiry_honours_the_cooldown_and_a_failed_one_breaks_
     );
 }
 
+/// Resends of one key at once: each answers the count as its own change wrote it (1, 2,
+/// 3 — never one number twice), the limit holds, and GET agrees with the last (API.md
+/// §13.3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_resends_each_answer_their_own_count() {
+    let app = spawn_app_with(|s| s.limits.resend_cooldown_seconds = 0).await;
+    let (_, sk) = app.tenant().await;
+    put_list(
+        &app,
+        &sk,
+        json!([{"match": "*@test.example", "expires_at": at(&app, DAY)}]),
+    )
+    .await;
+    let (_, m) = mint_json(&app, &sk, "qa@test.example").await;
+    let key = m["shareable_key"].as_str().unwrap();
+    let path = format!("/v1/otp/{key}/resend");
+    let resend = || async { body(app.post(&path, &sk, json!({})).await).await };
+    let answers = futures_util::future::join_all((0..4).map(|_| resend())).await;
+    let mut counts: Vec<u64> = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .map(|(_, v)| v["resends"].as_u64().unwrap_or(0))
+        .collect();
+    counts.sort_unstable();
+    let expected: Vec<u64> = (1..=counts.len() as u64).collect();
+    assert_eq!(counts, expected, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|(s, v)| *s == StatusCode::CREATED || v["code"] == "resend_limit_reached"),
+        "{answers:?}"
+    );
+    let (_, v) = body(app.get(&format!("/v1/otp/{key}"), &sk).await).await;
+    assert_eq!(v["resends"].as_u64(), counts.last().copied(), "{v}");
+}
+
 #[tokio::test]
 async fn a_test_key_is_resent_to_the_inbox() {
     let app = spawn_app().await;

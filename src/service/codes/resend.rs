@@ -227,10 +227,10 @@ impl Codes {
         let this = std::sync::Arc::clone(&self.core);
         let store = async move { this.write(move |s| s.resend_code(&r, now)).await };
         let resent = self
-            .with_sms_count(count, store, |r| matches!(r, Ok(Resent::Done)))
+            .with_sms_count(count, store, |r| matches!(r, Ok(Resent::Done { .. })))
             .await;
-        match resent? {
-            Resent::Done => {}
+        let resends = match resent? {
+            Resent::Done { resends } => resends,
             Resent::Refused(q) => return Err(limited(q)),
             Resent::NotNow => {
                 // Changed since it was read: say how, from its state now.
@@ -245,7 +245,7 @@ impl Codes {
                         "the key changed under this request; try again",
                     )));
             }
-        }
+        };
         let delivery = if test { DeliveryMode::Sync } else { mode };
         let mut outcome_unknown = false;
         if !test {
@@ -268,7 +268,9 @@ impl Codes {
         let label = if test { "test" } else { mode.as_str() };
         crate::metrics::inc(|m| &m.codes_resent, &[label]);
         let mut view = view;
-        view.resends += 1;
+        // The count as this resend wrote it: another resend of the key may have counted
+        // since the key was read.
+        view.resends = resends;
         view.test = test;
         Ok(ResentKey {
             key,

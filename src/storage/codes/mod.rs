@@ -228,7 +228,11 @@ pub struct VerifyFinish {
 /// What a resend came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resent {
-    Done,
+    /// Queued (or put in the test inbox); `resends` is the key's count after this one, as
+    /// the change wrote it (a concurrent resend may have counted before it).
+    Done {
+        resends: u32,
+    },
     Refused(QuotaRefusal),
     /// The key is no longer pending, has used its resends, or its last message is still
     /// on its way: nothing changed (the caller reads the key to say which).

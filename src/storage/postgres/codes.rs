@@ -9,13 +9,14 @@ use super::conn::Db;
 use super::{lock_all, PgStore};
 use crate::domain::stats::Counted;
 use crate::domain::Millis;
+use crate::storage::cells::Cells;
 use crate::storage::codes::{insert_challenge, minted_in, Inserted};
 use crate::storage::codes::{reservation_from, PUSH_EARLIER};
 use crate::storage::quota::{
     recipient_check, recipient_lock, take_test_send, tenant_check_and_count,
 };
 use crate::storage::settle::supersede_older_than;
-use crate::storage::stats::{tally_from, TALLY_COLS};
+use crate::storage::stats::{tally_from, TALLY_COLS, TALLY_WIDTH};
 use crate::storage::test_mode::{insert_inbox_in, resend_to_inbox_in};
 use crate::storage::{
     AttemptAsk, CodeStore, InboxEntry, NewChallenge, Queued, QuotaChecked, Resend, ResendVia,
@@ -117,13 +118,13 @@ impl CodeStore for PgStore {
                        test = (test OR $6) \
                      WHERE key_digest = $1 AND tenant_id = $2 AND {live} AND resends < $5 \
                        AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.key_digest = c.key_digest) \
-                     RETURNING {TALLY_COLS}",
+                     RETURNING {TALLY_COLS}, resends",
                     live = live_code!("$4")
                 ),
                 &[&r.key_digest, &t, &r.code_hash, &now, &i64::from(r.max_resends), &test],
-                |row| tally_from(row, 0),
+                |row| Ok((tally_from(row, 0)?, row.int(TALLY_WIDTH)?)),
             )?;
-            let Some(tally) = tally else {
+            let Some((tally, resends)) = tally else {
                 return Ok(Ok(Resent::NotNow));
             };
             match &r.via {
@@ -146,7 +147,9 @@ impl CodeStore for PgStore {
                     insert_outbox(tx, &r.key_digest, t, queued, now)?;
                 }
             }
-            Ok(Ok(Resent::Done))
+            Ok(Ok(Resent::Done {
+                resends: u32::try_from(resends).unwrap_or(u32::MAX),
+            }))
         })?;
         // A refusal rolled the resend back whole.
         Ok(out.unwrap_or_else(Resent::Refused))

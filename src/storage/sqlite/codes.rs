@@ -8,11 +8,12 @@ use rusqlite::params;
 use super::{CachedSql, SqliteStore};
 use crate::domain::stats::Counted;
 use crate::domain::Millis;
+use crate::storage::cells::Cells;
 use crate::storage::codes::{insert_challenge, minted_in, Inserted};
 use crate::storage::codes::{reservation_from, PUSH_EARLIER};
 use crate::storage::quota::{take_send, take_test_send};
 use crate::storage::settle::supersede_older_than;
-use crate::storage::stats::{tally_from, TALLY_COLS};
+use crate::storage::stats::{tally_from, TALLY_COLS, TALLY_WIDTH};
 use crate::storage::test_mode::{insert_inbox_in, resend_to_inbox_in};
 use crate::storage::{
     AttemptAsk, CodeStore, InboxEntry, NewChallenge, Queued, QuotaChecked, Resend, ResendVia,
@@ -126,11 +127,12 @@ impl CodeStore for SqliteStore {
                        delivery_status = CASE WHEN ?4 THEN 'sent' ELSE 'queued' END, delivery_attempts = 0, delivery_transport = NULL, \
                        delivery_reason = NULL, sent_at = CASE WHEN ?4 THEN ?3 ELSE sent_at END, \
                        test = (test OR ?4) \
-                     WHERE key_digest = ?1 RETURNING {TALLY_COLS}"
+                     WHERE key_digest = ?1 RETURNING {TALLY_COLS}, resends"
                 ),
                 params![r.key_digest, r.code_hash, now, test],
-                |row| Ok(tally_from(row, 0)),
+                |row| Ok(tally_from(row, 0).and_then(|t| Ok((t, row.int(TALLY_WIDTH)?)))),
             )??;
+            let (tally, resends) = tally;
             match &r.via {
                 ResendVia::Inbox(inbox) => {
                     resend_to_inbox_in(&mut super::Statements(tx), &tally, &r.key_digest, inbox, now)?;
@@ -139,7 +141,9 @@ impl CodeStore for SqliteStore {
                     insert_outbox_in(tx, &r.key_digest, r.tenant_id.as_str(), queued, now)?;
                 }
             }
-            Ok(Resent::Done)
+            Ok(Resent::Done {
+                resends: u32::try_from(resends).unwrap_or(u32::MAX),
+            })
         })
     }
 

@@ -14,6 +14,8 @@ use crate::storage::StoreError;
 /// that change a code and return what it is.
 pub(crate) const TALLY_COLS: &str =
     "tenant_id, created_at, purpose, locale, channel, email_canonical, stats_state";
+/// How many columns [`TALLY_COLS`] names: a statement's next column is at this index.
+pub(crate) const TALLY_WIDTH: usize = 7;
 
 /// Where a code's counts go: its tenant, the hour of its mint, its dimensions.
 #[derive(Debug, Clone)]
@@ -235,6 +237,11 @@ pub(crate) fn count_all(
 mod tests {
     use super::*;
     use crate::domain::stats::{Dim, BUCKETS};
+
+    #[test]
+    fn the_tally_width_is_the_number_of_tally_columns() {
+        assert_eq!(TALLY_COLS.split(',').count(), TALLY_WIDTH);
+    }
 
     #[test]
     fn an_upsert_writes_five_cells_and_a_verify_its_bucket() {

@@ -15,7 +15,7 @@ use count::shards;
 pub use count::Bump;
 pub(crate) use count::{
     bump_in, count_all, count_in, tally_from, Tally, STATE_COUNTED, STATE_EXPIRY_COUNTED,
-    STATE_NOT_COUNTED, TALLY_COLS,
+    STATE_NOT_COUNTED, TALLY_COLS, TALLY_WIDTH,
 };
 
 /// What a statistics query asks for.
