@@ -620,6 +620,18 @@ async fn a_resend_keeps_the_expiry_honours_the_cooldown_and_a_failed_one_breaks_
     );
 }
 
+/// A key minted for `qa@test.example`, a test recipient: its resends go to the test inbox.
+async fn test_key(app: &TestApp, sk: &str) -> String {
+    put_list(
+        app,
+        sk,
+        json!([{"match": "*@test.example", "expires_at": at(app, DAY)}]),
+    )
+    .await;
+    let (_, m) = mint_json(app, sk, "qa@test.example").await;
+    m["shareable_key"].as_str().unwrap_or_default().to_string()
+}
+
 /// Resends of one key at once: each answers the count as its own change wrote it (1, 2,
 /// 3 — never one number twice), the limit holds, and GET agrees with the last (API.md
 /// §13.3).
@@ -627,14 +639,7 @@ async fn a_resend_keeps_the_expiry_honours_the_cooldown_and_a_failed_one_breaks_
 async fn concurrent_resends_each_answer_their_own_count() {
     let app = spawn_app_with(|s| s.limits.resend_cooldown_seconds = 0).await;
     let (_, sk) = app.tenant().await;
-    put_list(
-        &app,
-        &sk,
-        json!([{"match": "*@test.example", "expires_at": at(&app, DAY)}]),
-    )
-    .await;
-    let (_, m) = mint_json(&app, &sk, "qa@test.example").await;
-    let key = m["shareable_key"].as_str().unwrap();
+    let key = &test_key(&app, &sk).await;
     let path = format!("/v1/otp/{key}/resend");
     let resend = || async { body(app.post(&path, &sk, json!({})).await).await };
     let answers = futures_util::future::join_all((0..4).map(|_| resend())).await;
@@ -660,14 +665,7 @@ async fn concurrent_resends_each_answer_their_own_count() {
 async fn a_test_key_is_resent_to_the_inbox() {
     let app = spawn_app().await;
     let (_, sk) = app.tenant().await;
-    put_list(
-        &app,
-        &sk,
-        json!([{"match": "*@test.example", "expires_at": at(&app, DAY)}]),
-    )
-    .await;
-    let (_, m) = mint_json(&app, &sk, "qa@test.example").await;
-    let key = m["shareable_key"].as_str().unwrap();
+    let key = &test_key(&app, &sk).await;
     let (s, v) = body(
         app.post(&format!("/v1/otp/{key}/resend"), &sk, json!({}))
             .await,
