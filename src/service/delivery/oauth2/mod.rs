@@ -20,6 +20,7 @@ use secrecy::SecretString;
 use crate::domain::delivery::{DeliveryError, DeliveryReason, FailureKind};
 use crate::domain::oauth2::{OAuth2, OAuth2Secrets};
 use crate::domain::tenant::{SmtpAccount, Tenant};
+use crate::service::delivery::transport::credentials_unopened;
 use crate::service::Delivery;
 
 use endpoint::token_failed;
@@ -179,12 +180,8 @@ impl Delivery {
             .open_oauth2_secrets(tenant, account, o, fallback)
             .await
             .map_err(|err| {
-                tracing::error!(tenant_id = %tenant.id, error = %err, "a relay's OAuth2 secrets cannot be decrypted");
-                DeliveryError::new(
-                    DeliveryReason::Auth,
-                    FailureKind::Unusable,
-                    "the relay's OAuth2 secrets cannot be decrypted",
-                )
+                let what = "the relay's OAuth2 secrets";
+                credentials_unopened(&tenant.id, what, DeliveryReason::Auth, &err)
             })
     }
 }

@@ -95,15 +95,12 @@ pub(crate) async fn secrets(
     p: &Provider,
 ) -> Result<BTreeMap<String, String>, DeliveryError> {
     services
-        .core.open_provider_secrets(&out.tenant.id, p)
+        .core
+        .open_provider_secrets(&out.tenant.id, p)
         .await
         .map_err(|e| {
-            tracing::error!(tenant_id = %out.tenant.id, provider = p.kind.as_str(), error = %e, "a provider's secrets cannot be decrypted");
-            DeliveryError::new(
-                DeliveryReason::ProviderAuth,
-                FailureKind::Unusable,
-                "the provider's secrets cannot be decrypted",
-            )
+            let what = "the provider's secrets";
+            super::credentials_unopened(&out.tenant.id, what, DeliveryReason::ProviderAuth, &e)
         })
 }
 

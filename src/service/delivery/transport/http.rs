@@ -52,13 +52,9 @@ impl Transport for HttpEndpoint<'_> {
                 .open(&Seal::HttpSecret { tenant: &tenant.id }, &self.h.secret)
                 .await
                 .map_err(|e| {
-                tracing::error!(tenant_id = %tenant.id, error = %e, "the HTTP transport's secret cannot be decrypted");
-                DeliveryError::new(
-                    DeliveryReason::HttpRejected,
-                    FailureKind::Unusable,
-                    "the signing secret cannot be decrypted",
-                )
-            })?;
+                    let what = "the HTTP transport's signing secret";
+                    super::credentials_unopened(&tenant.id, what, DeliveryReason::HttpRejected, &e)
+                })?;
             let msg = out.msg;
             // One id per message: a retry carries the same one, so the endpoint can drop
             // repeats.

@@ -19,6 +19,7 @@ mod ses;
 pub(crate) mod sigv4;
 pub(crate) mod smtp;
 mod twilio;
+mod unopened;
 mod vonage;
 
 use std::collections::BTreeMap;
@@ -39,6 +40,7 @@ use crate::service::Delivery;
 
 pub(crate) use http::HttpEndpoint;
 pub(crate) use smtp::Relay;
+pub(crate) use unopened::credentials_unopened;
 
 /// A message on its way out, as every transport sees it.
 pub(crate) struct Outbound<'a> {

@@ -188,15 +188,17 @@ impl Delivery {
     ) -> Result<SmtpAuth, DeliveryError> {
         let plain = self
             .core
-            .open(&Seal::relay(&tenant.id, fallback, account), &account.password)
+            .open(
+                &Seal::relay(&tenant.id, fallback, account),
+                &account.password,
+            )
             .await
             .map_err(|e| {
-                tracing::error!(tenant_id = %tenant.id, fallback, error = %e, "a relay's SMTP password cannot be decrypted");
-                DeliveryError::new(
-                    DeliveryReason::Auth,
-                    FailureKind::Unusable,
-                    "the relay's password cannot be decrypted",
-                )
+                let what = match fallback {
+                    true => "the fallback relay's password",
+                    false => "the relay's password",
+                };
+                super::credentials_unopened(&tenant.id, what, DeliveryReason::Auth, &e)
             })?;
         Ok(SmtpAuth::Password(SecretString::from(
             String::from_utf8(plain).unwrap_or_default(),

@@ -68,19 +68,33 @@ impl Api for Vonage {
             return Err(api::refused(a, None));
         }
         let v = api::json(a);
-        let first = &v["messages"][0];
-        match first.get("status").and_then(api::text_of).as_deref() {
-            Some("0") => Ok(Accepted::with_id(
-                first.get("message-id").and_then(api::text_of),
-            )),
-            Some(status) => Err(status_failure(status)),
-            None => Err(DeliveryError::transient(
-                DeliveryReason::ProviderUnavailable,
-                "the provider's answer had no message status",
-            )
-            .outcome_unknown(true)),
+        // A long text goes as several parts, each with its own status: sent only when
+        // every part is; a part refused after one was taken may have carried the code.
+        let parts = v["messages"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        let status = |m: &serde_json::Value| m.get("status").and_then(api::text_of);
+        let Some(first) = parts.first() else {
+            return Err(no_status());
+        };
+        for (i, part) in parts.iter().enumerate() {
+            match status(part).as_deref() {
+                Some("0") => {}
+                Some(s) => return Err(status_failure(s).outcome_unknown(i > 0)),
+                None => return Err(no_status()),
+            }
         }
+        Ok(Accepted::with_id(
+            first.get("message-id").and_then(api::text_of),
+        ))
     }
+}
+
+/// An answer that says nothing of the message: it may have been taken.
+fn no_status() -> DeliveryError {
+    DeliveryError::transient(
+        DeliveryReason::ProviderUnavailable,
+        "the provider's answer had no message status",
+    )
+    .outcome_unknown(true)
 }
 
 #[cfg(test)]
@@ -101,6 +115,33 @@ mod tests {
         assert_eq!(number_or_name("447700900000"), "447700900000");
         assert_eq!(number_or_name("Acme"), "Acme");
         assert_eq!(number_or_name("+Acme"), "+Acme");
+    }
+
+    fn answer(body: &str) -> Result<Accepted, DeliveryError> {
+        Vonage.answer(&ApiAnswer {
+            status: 200,
+            retry_after: None,
+            headers: Default::default(),
+            body: body.as_bytes().to_vec(),
+        })
+    }
+
+    #[test]
+    fn a_long_text_is_sent_only_when_every_part_is() {
+        let both = r#"{"message-count":"2","messages":[{"status":"0","message-id":"a"},{"status":"0","message-id":"b"}]}"#;
+        assert!(answer(both).is_ok());
+        // The first part taken, the second refused: the code may have arrived in the first.
+        let split =
+            r#"{"message-count":"2","messages":[{"status":"0","message-id":"a"},{"status":"9"}]}"#;
+        let e = answer(split).unwrap_err();
+        assert_eq!(
+            (e.reason, e.outcome_unknown, e.detail_code.as_deref()),
+            (DeliveryReason::ProviderRejected, true, Some("9"))
+        );
+        // Refused from the first part: nothing left.
+        let refused = r#"{"message-count":"1","messages":[{"status":"9"}]}"#;
+        assert!(!answer(refused).unwrap_err().outcome_unknown);
+        assert!(answer(r#"{"messages":[]}"#).unwrap_err().outcome_unknown);
     }
 
     #[test]
