@@ -204,10 +204,11 @@ impl Delivery {
                 }
                 Err(Undelivered::Failed(e) | Undelivered::NoRoom(e)) => {
                     tried |= e.kind != FailureKind::NoSession;
-                    // A wait in this process's own queue says nothing of the transport; an
-                    // answer, even a refusal for good, says it is up.
+                    // A wait in this process's own queue, or credentials not readable here,
+                    // says nothing of the transport; an answer, even a refusal for good, says
+                    // it is up.
                     match e.kind {
-                        FailureKind::NoSession => {
+                        FailureKind::NoSession | FailureKind::Unusable => {
                             if gate == Gate::Probe {
                                 breakers.let_go(key);
                             }
