@@ -453,8 +453,6 @@ mod tests {
         );
     }
 
-    /// A container's name may hold `_` (`mail_mock`): such a name is a private one, taken
-    /// where private hosts are allowed and refused where they are not.
     #[test]
     fn a_name_in_another_script_goes_out_in_its_ascii_form() {
         assert_eq!(
@@ -479,6 +477,8 @@ mod tests {
         assert_eq!(HostName::parse("bü cher.example"), None);
     }
 
+    /// A container's name may hold `_` (`mail_mock`): such a name is a private one, taken
+    /// where private hosts are allowed and refused where they are not.
     #[test]
     fn a_container_name_with_an_underscore_is_a_private_name() {
         let open = HostPolicy {

@@ -626,3 +626,39 @@ async fn a_data_key_rotation_reseals_the_secret_and_signing_goes_on() {
     let d = wait_deliveries(&app, &sk, 1).await;
     assert_eq!(d[0]["status_code"], 200, "{d:?}");
 }
+
+/// The right code and a wrong guess at once, with two attempts: the key verifies, so no
+/// `otp.attempts_exhausted` is sent for it, whichever guess took the last attempt and
+/// whichever finished first (API.md §9: an event says what happened).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_verifies_is_never_reported_exhausted() {
+    let rx = HttpReceiver::start(true).await;
+    let app = app_for(&rx).await;
+    let (_, sk) = app.tenant_with(json!({"max_attempts": 2})).await;
+    let events = json!(["otp.verified", "otp.attempts_exhausted"]);
+    let r = app
+        .put(
+            "/v1/tenant/webhook",
+            &sk,
+            json!({"url": rx.url("/hooks/otp"), "events": events}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    const ROUNDS: usize = 6;
+    for round in 0..ROUNDS {
+        let (key, code) = app.mint(&sk, &format!("r{round}@example.com")).await;
+        let guess = wrong(&code);
+        let (right, wrong_guess) =
+            tokio::join!(app.verify(&sk, &key, &code), app.verify(&sk, &key, &guess),);
+        assert_eq!(right.0, StatusCode::OK, "{right:?}");
+        assert_ne!(wrong_guess.0, StatusCode::OK, "{wrong_guess:?}");
+    }
+    let recorded = wait_deliveries(&app, &sk, ROUNDS).await;
+    // Any exhausted event was raised before its verify answered: it is listed by now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let recorded = [recorded, deliveries(&app, &sk).await].concat();
+    assert!(
+        recorded.iter().all(|d| d["type"] == "otp.verified"),
+        "{recorded:?}"
+    );
+}

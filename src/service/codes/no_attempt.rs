@@ -7,6 +7,7 @@ use crate::domain::challenge::{ChallengeView, Status};
 use crate::domain::keys::{CodeApi, TenantId};
 use crate::domain::Millis;
 use crate::service::codes::mint::ended;
+use crate::service::codes::turns::Under;
 use crate::service::core::retry_secs;
 use crate::service::{Codes, LimitKind, ServiceError};
 use crate::storage::{CodeKey, QuotaAsk};
@@ -72,6 +73,37 @@ impl Codes {
             return Ok(None);
         };
         self.settled_elsewhere(k, view, now).await
+    }
+
+    /// After the wrong guess that took a key's last attempt: earlier verifies of the key may
+    /// still be comparing a copy of the right code (`under` is this verify's turn, holding
+    /// no reservation now). True when the key is still exhausted once they have their
+    /// outcome — or when it cannot be read, so the event is not lost.
+    pub(super) async fn still_exhausted(
+        &self,
+        under: &mut Under<'_>,
+        tenant: &TenantId,
+        digest: &[u8],
+        flavor: CodeApi,
+    ) -> bool {
+        under.settle().await;
+        let k = CodeKey {
+            tenant: tenant.clone(),
+            key_digest: digest.to_vec(),
+            flavor,
+        };
+        let now = self.core.now();
+        let read = k.clone();
+        let view = match self.core.db(move |s| s.challenge(&read, now)).await {
+            Ok(Some(v)) => v,
+            Ok(None) => return false,
+            Err(_) => return true,
+        };
+        match self.settled_view(&k, view, now).await {
+            Ok(Some((v, t))) => v.status_at(t) == Status::Exhausted,
+            Ok(None) => false,
+            Err(_) => true,
+        }
     }
 
     /// Why no attempt could be reserved — unknown, ended, or the recipient is blocked — and

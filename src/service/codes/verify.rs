@@ -393,7 +393,12 @@ impl Codes {
             return Err(self.why_not(tenant, &digest, flavor, t, code.len()).await.0);
         }
         let attempts_remaining = res.max_attempts.saturating_sub(res.attempts);
-        if attempts_remaining == 0 {
+        // Exhausted only if no copy of the right code still being compared verifies it.
+        if attempts_remaining == 0
+            && self
+                .still_exhausted(&mut under, tenant, &digest, flavor)
+                .await
+        {
             self.events.emit(
                 tenant,
                 subscribed,
