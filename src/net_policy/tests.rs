@@ -1,0 +1,196 @@
+//! The outbound address policy's rules: spellings, ports, plaintext, names in other
+//! scripts and names that resolve to private addresses.
+
+use super::*;
+
+fn strict() -> HostPolicy {
+    HostPolicy {
+        allowed_ports: Some(vec![465, 587, 2525]),
+        allow_private_hosts: false,
+        allow_plaintext: false,
+    }
+}
+
+#[test]
+fn legacy_ipv4_spellings_parse_to_the_address() {
+    for s in [
+        "127.1",
+        "2130706433",
+        "0x7f000001",
+        "0177.0.0.1",
+        "127.0.1",
+        "0x7f.1",
+    ] {
+        assert_eq!(
+            HostName::parse(s),
+            Some(HostName::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST))),
+            "{s}"
+        );
+    }
+}
+
+#[test]
+fn every_spelling_of_a_private_host_is_refused() {
+    let p = strict();
+    for h in [
+        "127.0.0.1",
+        "127.1",
+        "2130706433",
+        "0x7f000001",
+        "[::1]",
+        "::1",
+        "[::ffff:127.0.0.1]",
+        "::ffff:7f00:1",
+        "localhost",
+        "LOCALHOST.",
+        "foo.localhost",
+        "metadata.google.internal",
+        "Metadata.Google.Internal.",
+        "printer.local",
+        "router.home.arpa",
+        "box.localdomain",
+        "metadata",
+        "10.0.0.1",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "168.63.129.16",
+        "100.64.0.1",
+        "0.0.0.0",
+        "[::]",
+        "fe80::1",
+        "fd00:ec2::254",
+        "fc00::1",
+        "224.0.0.1",
+        "ff02::1",
+        "198.18.0.1",
+        "240.0.0.1",
+        "255.255.255.255",
+        "64:ff9b::7f00:1",
+        "2002:7f00:1::1",
+        "[64:ff9b::a00:1]",
+        // SIIT and Teredo, whatever they embed (a public address included).
+        "[::ffff:0:7f00:1]",
+        "[::ffff:0:808:808]",
+        "[2001::1]",
+        "[2001:0:4136:e378:8000:63bf:3fff:fdd2]",
+        // The rest of 2001::/23 (benchmarking, ORCHID), and newer special ranges.
+        "[2001:2::1]",
+        "[2001:10::1]",
+        "[2001:20::1]",
+        "[2001:1ff::1]",
+        "[3fff::1]",
+        "[5f00::1]",
+        "intranet",
+        "a..b",
+        "-x.com",
+        "0",
+        "1.2.3.4.5",
+    ] {
+        assert_eq!(
+            p.check_static(h, 587, false).err(),
+            Some(HostRefusal::HostNotAllowed),
+            "{h}"
+        );
+    }
+}
+
+#[test]
+fn public_hosts_pass_and_ports_and_plaintext_are_checked() {
+    let p = strict();
+    assert!(p.check_static("smtp.example.com", 587, false).is_ok());
+    // Only whole labels: these are public names.
+    for h in ["smtp.notlocal", "mail.xinternal", "local.example.com"] {
+        assert!(p.check_static(h, 587, false).is_ok(), "{h}");
+    }
+    assert!(p.check_static("8.8.8.8", 465, false).is_ok());
+    // Just past the protocol-assignment block: public (Google's 2001:4860::/32).
+    for h in [
+        "[2606:4700::1111]",
+        "[2001:200::1]",
+        "[2001:4860:4860::8888]",
+        // Beside 3fff::/20: public.
+        "[3ffe:ffff::1]",
+        "[3fff:1000::1]",
+    ] {
+        assert!(p.check_static(h, 465, false).is_ok(), "{h}");
+    }
+    assert_eq!(
+        p.check_static("smtp.example.com", 25, false).err(),
+        Some(HostRefusal::PortNotAllowed(Ports::of(&[465, 587, 2525])))
+    );
+    assert!(HostRefusal::PortNotAllowed(Ports::of(&[465, 587, 2525]))
+        .advice()
+        .contains("(465, 587 and 2525)"));
+    assert!(HostRefusal::PortNotAllowed(Ports::of(&[2525]))
+        .advice()
+        .contains("(2525)"));
+    assert_eq!(
+        p.check_static("smtp.example.com", 587, true).err(),
+        Some(HostRefusal::PlaintextNotAllowed)
+    );
+}
+
+#[test]
+fn a_name_in_another_script_goes_out_in_its_ascii_form() {
+    assert_eq!(
+        HostName::parse("SMTP.Bücher.Example"),
+        Some(HostName::Dns("smtp.xn--bcher-kva.example".into()))
+    );
+    assert_eq!(
+        strict().check_static("smtp.bücher.example", 587, false),
+        Ok(HostName::Dns("smtp.xn--bcher-kva.example".into()))
+    );
+    // Full-width digits map to an address: still that address, still refused.
+    assert_eq!(
+        HostName::parse("１２７．０．０．１"),
+        Some(HostName::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)))
+    );
+    assert_eq!(
+        strict().check_static("１２７．０．０．１", 587, false),
+        Err(HostRefusal::HostNotAllowed)
+    );
+    // A name the mapping cannot take is still no host.
+    assert_eq!(HostName::parse("a\u{200b}\u{fffd}b..example"), None);
+    assert_eq!(HostName::parse("bü cher.example"), None);
+}
+
+/// A container's name may hold `_` (`mail_mock`): such a name is a private one, taken
+/// where private hosts are allowed and refused where they are not.
+#[test]
+fn a_container_name_with_an_underscore_is_a_private_name() {
+    let open = HostPolicy {
+        allow_private_hosts: true,
+        ..strict()
+    };
+    for h in ["mail_mock", "smtp_relay.internal"] {
+        assert_eq!(
+            HostName::parse(h),
+            Some(HostName::Dns(h.to_string())),
+            "{h}"
+        );
+        assert!(open.check_static(h, 587, false).is_ok(), "{h}");
+        assert_eq!(
+            strict().check_static(h, 587, false).err(),
+            Some(HostRefusal::HostNotAllowed),
+            "{h}"
+        );
+    }
+    for h in ["-mail_mock", "mail_mock-", "mail mock", "a..b"] {
+        assert_eq!(HostName::parse(h), None, "{h}");
+    }
+}
+
+#[tokio::test]
+async fn a_name_resolving_to_loopback_is_refused() {
+    let p = HostPolicy {
+        allowed_ports: Some(vec![587]),
+        ..strict()
+    };
+    // "localhost" is refused statically; resolve() refuses any loopback answer too.
+    let r = p.resolve(&HostName::Dns("localhost".into()), 587).await;
+    assert!(matches!(
+        r,
+        Err(HostRefusal::HostNotAllowed) | Err(HostRefusal::Unresolvable)
+    ));
+}
