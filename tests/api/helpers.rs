@@ -467,6 +467,19 @@ impl HeldLock {
         HeldLock::pg_row_in(url, table, id, "NO KEY UPDATE")
     }
 
+    /// What `lock` (a statement that takes locks) takes, in a transaction of its own on the
+    /// PostgreSQL database at `url`.
+    pub fn pg_sql(url: &str, lock: &str) -> HeldLock {
+        let (url, lock) = (url.to_string(), lock.to_string());
+        HeldLock::hold(move |held| {
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            let mut tx = c.transaction().unwrap();
+            tx.batch_execute(&lock).unwrap();
+            held();
+            tx.rollback().unwrap();
+        })
+    }
+
     fn pg_row_in(url: &str, table: &'static str, id: &str, mode: &'static str) -> HeldLock {
         let (url, id) = (url.to_string(), id.to_string());
         HeldLock::hold(move |held| {

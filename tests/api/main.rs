@@ -18,6 +18,7 @@ mod hosted;
 mod http_transport;
 mod idempotency;
 mod import;
+mod late_writes;
 mod lifecycle;
 mod links;
 mod oauth2;

@@ -793,9 +793,11 @@ async fn a_write_answered_503_that_commits_after_all_is_undone() {
                 std::thread::sleep(Duration::from_secs(3));
                 s.suppress(&tenant, &entry)
             },
-            move |s| {
-                u.store(true, Ordering::SeqCst);
-                s.unsuppress(&t, "late@example.com").map(drop)
+            move |_| {
+                Some(move |s: &dyn otpmint::storage::Store| {
+                    u.store(true, Ordering::SeqCst);
+                    s.unsuppress(&t, "late@example.com").map(drop)
+                })
             },
         )
         .await;

@@ -44,6 +44,9 @@ mod idempotency;
 #[path = "../api/import.rs"]
 mod import;
 #[cfg(otpmint_pg_tests)]
+#[path = "../api/late_writes.rs"]
+mod late_writes;
+#[cfg(otpmint_pg_tests)]
 #[path = "../api/lifecycle.rs"]
 mod lifecycle;
 #[cfg(otpmint_pg_tests)]

@@ -11,6 +11,7 @@ use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
 use crate::service::core::audit::RequestContext;
 use crate::service::{Codes, ServiceError};
+use crate::storage::Store;
 
 /// What a claim answers.
 pub struct ClaimedOutcome {
@@ -62,9 +63,16 @@ impl Codes {
             self.key_digest(key.expose()),
             self.core.now(),
         );
+        // A claim that commits after this one answered 503 is taken back (claimed at `now`,
+        // by this call: nothing else claims a claimed key).
+        let (of_tid, of_key) = (tid.clone(), digest.clone());
+        let unclaim = move |s: &dyn Store| s.unclaim_code(&of_tid, &of_key, now);
         if !self
             .core
-            .write(move |s| s.claim_code(&tid, &digest, now))
+            .write_or_undo(
+                move |s| s.claim_code(&tid, &digest, now),
+                move |claimed: bool| claimed.then_some(unclaim),
+            )
             .await?
         {
             return Err(ServiceError::AlreadyClaimed);
@@ -102,9 +110,14 @@ impl Codes {
         };
         let audit = self.core.audit.slot()?;
         let (tid, sid, now) = (tenant.id.clone(), row.session.id.clone(), self.core.now());
+        let (of_tid, of_sid) = (tid.clone(), sid.clone());
+        let unclaim = move |s: &dyn Store| s.unclaim_session(&of_tid, &of_sid, now);
         if !self
             .core
-            .write(move |s| s.claim_session(&tid, &sid, now))
+            .write_or_undo(
+                move |s| s.claim_session(&tid, &sid, now),
+                move |claimed: bool| claimed.then_some(unclaim),
+            )
             .await?
         {
             return Err(ServiceError::AlreadyClaimed);

@@ -338,8 +338,18 @@ impl Codes {
                 payload,
                 per_hour: self.core.settings.load().limits.test_sends_per_hour,
             };
+            // A test code stored after its 503 is cancelled: nothing verifies it.
+            let code = CodeKey {
+                tenant: tenant.id.clone(),
+                key_digest: key_digest.clone(),
+                flavor: challenge.flavor,
+            };
+            let undo = move |s: &dyn Store| s.cancel(&code, now).map(drop);
             self.core
-                .write(move |s| s.insert_test_code(&challenge, &inbox, now))
+                .write_or_undo(
+                    move |s| s.insert_test_code(&challenge, &inbox, now),
+                    move |stored: Result<(), _>| stored.is_ok().then_some(undo),
+                )
                 .await?
                 .map_err(limited)?;
             crate::metrics::inc(|m| &m.codes_minted, &["test"]);
@@ -380,7 +390,9 @@ impl Codes {
             s.cancel(&code, now).map(drop)
         };
         let store = async move {
-            this.write_or_undo(move |s| s.insert_code(&c, &queued, now), undo)
+            // Refused by a quota, it stored nothing.
+            let undo_of = move |stored: Result<(), _>| stored.is_ok().then_some(undo);
+            this.write_or_undo(move |s| s.insert_code(&c, &queued, now), undo_of)
                 .await?
                 .map_err(limited)
         };

@@ -18,7 +18,9 @@ use crate::service::codes::sms_guard::SmsCount;
 use crate::service::core::audit::RequestContext;
 use crate::service::tenants::test_mode::Destination;
 use crate::service::{Codes, ServiceError};
-use crate::storage::{InboxEntry, NewOutbox, OutboxJob, Queued, Resend, ResendVia, Resent};
+use crate::storage::{
+    InboxEntry, NewOutbox, OutboxJob, Queued, Resend, ResendVia, Resent, Store, Unsent,
+};
 
 /// A key after a resend.
 pub struct ResentKey {
@@ -224,8 +226,26 @@ impl Codes {
             key_digest: digest.clone(),
             now,
         });
+        // A resend that commits after this request answered 503: its sync message, leased
+        // here and never to be sent by this request, is given up as never sent (delivery
+        // `failed`, its quota given back, the key's earlier codes still verifying) where it
+        // would hold the key (409) until its lease ran out into `unknown`. A queued or test
+        // message has nothing half-done: it goes out as if answered.
+        let unsent = (!test && mode == DeliveryMode::Sync).then(|| {
+            let (owner, d) = (self.delivery.lease_owner().to_string(), digest.clone());
+            move |s: &dyn Store| {
+                s.settle_unsent_sync(&owner, Unsent::Only(d.clone()), now)
+                    .map(drop)
+            }
+        });
         let this = std::sync::Arc::clone(&self.core);
-        let store = async move { this.write(move |s| s.resend_code(&r, now)).await };
+        let store = async move {
+            this.write_or_undo(
+                move |s| s.resend_code(&r, now),
+                move |resent: Resent| unsent.filter(|_| matches!(resent, Resent::Done { .. })),
+            )
+            .await
+        };
         let resent = self
             .with_sms_count(count, store, |r| matches!(r, Ok(Resent::Done { .. })))
             .await;

@@ -223,8 +223,18 @@ impl Codes {
         // two reservations share one (a release retried late never gives back another's).
         let by = format!("{}#{}", self.delivery.lease_owner(), next_reservation());
         let stamp = (now, by.clone());
+        // A reservation that commits after this verify answered 503 is given back: the
+        // attempt and the failure budget it took, named by its stamp.
+        let (of_key, given_back) = (digest.clone(), by.clone());
+        let undo_of = move |reserved: Option<(TenantId, _, Result<Option<(_, Reservation)>, _>)>| {
+            let Some((tid, _, Ok(Some((_slot, res))))) = reserved else {
+                return None;
+            };
+            let who = res.email_canonical;
+            Some(move |s: &dyn Store| s.release_attempt(&tid, &of_key, &who, (now, &given_back)))
+        };
         let reserved = self
-            .core.write(move |s| {
+            .core.write_or_undo(move |s| {
                 let Some((tid, subscribed)) = find.find(s, flavor, now)? else {
                     return Ok(None);
                 };
@@ -240,7 +250,7 @@ impl Codes {
                     Err(e) => Err(e),
                 };
                 Ok(Some((tid, subscribed, admitted)))
-            })
+            }, undo_of)
             .await;
         let reserved = match reserved {
             Ok(r) => r,

@@ -105,12 +105,15 @@ impl Core {
     }
 
     /// As [`Core::write`], for a write a request must not leave behind once it answers 503:
-    /// a call that had begun when the bound passed may still commit; then `undo` runs (in
-    /// the background, until the database takes it). A call that had not begun never runs.
-    pub async fn write_or_undo<T, F, U>(&self, f: F, undo: U) -> Result<T, ServiceError>
+    /// a call that had begun when the bound passed may still commit; then `undo_of` is
+    /// given what it returned and names the write that takes it back (`None`: it changed
+    /// nothing to take back), which runs in the background until the database takes it.
+    /// A call that had not begun never runs.
+    pub async fn write_or_undo<T, F, M, U>(&self, f: F, undo_of: M) -> Result<T, ServiceError>
     where
         T: Send + 'static,
         F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+        M: FnOnce(T) -> Option<U> + Send + 'static,
         U: Fn(&dyn Store) -> Result<(), StoreError> + Send + Sync + 'static,
     {
         let given_up = GivenUp::default();
@@ -122,7 +125,7 @@ impl Core {
                 drop(given_up);
                 let core = self.clone();
                 tokio::spawn(async move {
-                    if call.await.is_ok() {
+                    if let Some(undo) = call.await.ok().and_then(undo_of) {
                         tracing::warn!("a write answered 503 committed after all; undoing it");
                         core.record_until_taken("undoing a write answered 503", undo, || {})
                             .await;

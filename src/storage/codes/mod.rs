@@ -37,6 +37,16 @@ pub trait ClaimStore {
     ) -> Result<bool, StoreError>;
     /// Mark a verified, unclaimed hosted session of `tenant` claimed; false otherwise.
     fn claim_session(&self, tenant: &TenantId, id: &str, now: Millis) -> Result<bool, StoreError>;
+    /// Take back the claim of a code that `claim_code` made at `at` (a claim that committed
+    /// after its request answered 503); a claim made at another time stays.
+    fn unclaim_code(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        at: Millis,
+    ) -> Result<(), StoreError>;
+    /// As [`ClaimStore::unclaim_code`], for a hosted session.
+    fn unclaim_session(&self, tenant: &TenantId, id: &str, at: Millis) -> Result<(), StoreError>;
 }
 
 impl<E: super::engine::Engine> ClaimStore for E {
@@ -54,6 +64,24 @@ impl<E: super::engine::Engine> ClaimStore for E {
         let stored = super::hosted::stored_session_id(id);
         let row = [tenant.as_str().into(), stored.into(), now.into(), id.into()];
         Ok(self.exec_one(super::sql::codes::CLAIM_SESSION, &row)? == 1)
+    }
+
+    fn unclaim_code(
+        &self,
+        tenant: &TenantId,
+        key_digest: &[u8],
+        at: Millis,
+    ) -> Result<(), StoreError> {
+        let row = [tenant.as_str().into(), key_digest.into(), at.into()];
+        self.exec_one(super::sql::codes::UNCLAIM_CODE, &row)
+            .map(drop)
+    }
+
+    fn unclaim_session(&self, tenant: &TenantId, id: &str, at: Millis) -> Result<(), StoreError> {
+        let stored = super::hosted::stored_session_id(id);
+        let row = [tenant.as_str().into(), stored.into(), at.into(), id.into()];
+        self.exec_one(super::sql::codes::UNCLAIM_SESSION, &row)
+            .map(drop)
     }
 }
 

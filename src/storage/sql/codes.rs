@@ -62,6 +62,20 @@ shared_sql!(
 );
 
 shared_sql!(
+    /// A code's claim made at `$3` taken back (`$1` tenant, `$2` key digest).
+    pub(crate) UNCLAIM_CODE =
+        "UPDATE challenges SET claimed_at = NULL WHERE tenant_id = $1 AND key_digest = $2 AND \
+         claimed_at = $3"
+);
+
+shared_sql!(
+    /// A session's claim made at `$3` taken back (`$1` tenant, `$2` stored id, `$4` the id).
+    pub(crate) UNCLAIM_SESSION =
+        "UPDATE hosted_sessions SET claimed_at = NULL WHERE tenant_id = $1 AND id IN ($2, $4) \
+         AND claimed_at = $3"
+);
+
+shared_sql!(
     /// `pending` → `verified` by `$4` (`code`, or `link`, which needs an attempt left) if
     /// still pending and unexpired at `$3`; what the code counts under.
     pub(crate) VERIFY = [
