@@ -68,9 +68,11 @@ pub struct ChallengeView {
     pub code_challenge: Option<super::claim::CodeChallenge>,
     /// When its outcome was claimed (once).
     pub claimed_at: Option<Millis>,
-    /// When its last attempt was taken, and by which process (its lease owner id).
+    /// When its last attempt was taken.
     pub attempt_at: Option<Millis>,
-    pub attempt_by: Option<String>,
+    /// How many of its taken attempts are still being compared (their verifies' outcome
+    /// not in yet), on any instance.
+    pub attempts_open: u32,
 }
 
 /// A stored pending code with attempts left: it may still be verified until it expires.
@@ -172,7 +174,7 @@ mod tests {
             code_challenge: None,
             claimed_at: None,
             attempt_at: None,
-            attempt_by: None,
+            attempts_open: 0,
         }
     }
 

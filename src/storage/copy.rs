@@ -194,6 +194,7 @@ pub const TABLES: &[Table] = &[
             ("claimed_at", Int),
             ("attempt_at", Int),
             ("attempt_by", Text),
+            ("attempts_open", Int),
         ],
         identity: None,
     },

@@ -1471,3 +1471,56 @@ async fn a_link_sealed_under_a_newer_data_key_opens_on_an_instance_that_lags() {
         format!("https://app.example.com/in?key={key}&status=verified")
     );
 }
+
+/// Across instances, a verify that finds every attempt taken waits for every verify of the
+/// key still comparing on another instance, not only for the one that took the last
+/// attempt. The right code is reserved first on A (where it queues behind two other keys'
+/// hashing), then a wrong guess on B takes the last attempt, then the right code again on
+/// B: told `otp_used` once A's verify lands (it was told `attempts_exhausted`, and A then
+/// verified the key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_is_never_called_exhausted_while_an_earlier_attempt_compares_on_another_instance() {
+    let a = spawn_app_with(|s| {
+        // One hashing thread an instance, and hashes slow enough to queue behind.
+        s.hashing.max_concurrent = 1;
+        s.hashing.iterations = 4;
+    })
+    .await;
+    let b = instance_like(&a).await;
+    let (_, sk) = a.tenant_with(json!({"max_attempts": 2})).await;
+    let (key, code) = a.mint(&sk, "ada@example.com").await;
+    let (k1, c1) = a.mint(&sk, "x1@example.com").await;
+    let (k2, c2) = a.mint(&sk, "x2@example.com").await;
+    let db = a.settings.database.url.clone();
+    const USED: &str = "SELECT CAST(COALESCE(SUM(attempts), 0) AS BIGINT) FROM challenges";
+    let busy = async {
+        let (x, y) = tokio::join!(a.verify(&sk, &k1, &c1), a.verify(&sk, &k2, &c2));
+        (x.0, y.0)
+    };
+    let right_on_a = async {
+        crate::lifecycle::wait_sql(&db, USED, 2, "A's other verifies never reserved").await;
+        a.verify(&sk, &key, &code).await
+    };
+    let on_b = async {
+        crate::lifecycle::wait_sql(&db, USED, 3, "the right code never reserved on A").await;
+        let again = async {
+            crate::lifecycle::wait_sql(&db, USED, 4, "the wrong guess never reserved").await;
+            b.verify(&sk, &key, &code).await
+        };
+        let guess = wrong(&code);
+        tokio::join!(b.verify(&sk, &key, &guess), again)
+    };
+    let (busy, right, (guess, again)) = tokio::join!(busy, right_on_a, on_b);
+    assert_eq!(busy, (StatusCode::OK, StatusCode::OK));
+    assert_eq!(right.0, StatusCode::OK, "{right:?}");
+    assert_eq!(
+        (guess.0, &guess.1["attempts_remaining"]),
+        (StatusCode::UNPROCESSABLE_ENTITY, &json!(0)),
+        "{guess:?}"
+    );
+    assert_eq!(
+        (again.0, again.1["code"].as_str()),
+        (StatusCode::GONE, Some("otp_used")),
+        "{again:?}"
+    );
+}

@@ -1,6 +1,6 @@
 //! Why a verify could take no attempt: the code is unknown or ended, the recipient's
-//! failure budget is spent, or — every attempt taken moments ago by another instance — the
-//! answer waits for that verify's outcome. A status read and a cancel wait the same way
+//! failure budget is spent, or — every attempt taken, some still being compared on another
+//! instance — the answer waits for those verifies' outcome. A status read and a cancel wait the same way
 //! before they call a code exhausted.
 
 use crate::domain::challenge::{ChallengeView, Status};
@@ -12,32 +12,29 @@ use crate::service::core::retry_secs;
 use crate::service::{Codes, LimitKind, ServiceError};
 use crate::storage::{CodeKey, QuotaAsk};
 
-/// How long a verify that finds every attempt taken waits for another process's verify
-/// of the key that took the last one moments ago (its hashing and its write).
+/// How long a verify that finds every attempt taken waits for other processes' verifies
+/// of the key still comparing (their hashing and their write), counted from the last
+/// attempt taken: a process that died holding one leaves it open.
 const IN_FLIGHT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Codes {
-    /// A code whose every attempt is taken, the last one moments ago by another process
-    /// (another instance, API.md §7): that verify may still be comparing a copy of the right
-    /// code, whose outcome decides the answer (`otp_used`, not `attempts_exhausted`). It is
-    /// read again until that outcome is in, for [`IN_FLIGHT`] at most; this process's own
-    /// verifies were waited for already (`KeyTurns`). `None`: the code is gone.
+    /// A code whose every attempt is taken, some still open (`attempts_open`) on another
+    /// process (another instance, API.md §7) — whichever took the last one: such a verify
+    /// may still be comparing a copy of the right code, whose outcome decides the answer
+    /// (`otp_used`, not `attempts_exhausted`). It is read again until no attempt is open,
+    /// for [`IN_FLIGHT`] at most from the last one taken; this process's own verifies were
+    /// waited for already (`KeyTurns`), and record their outcome before they end. `None`:
+    /// the code is gone.
     async fn settled_elsewhere(
         &self,
         k: &CodeKey,
         mut view: ChallengeView,
         mut now: Millis,
     ) -> Result<Option<(ChallengeView, Millis)>, ServiceError> {
-        let me = self.delivery.lease_owner().to_string();
         let waiting = tokio::time::Instant::now();
         let in_flight_ms = i64::try_from(IN_FLIGHT.as_millis()).unwrap_or(i64::MAX);
         while view.status_at(now) == Status::Exhausted
-            // A stamp is `<lease owner>#<number>`: the owner is the instance.
-            && view
-                .attempt_by
-                .as_deref()
-                .and_then(|by| by.split('#').next())
-                .is_some_and(|owner| owner != me)
+            && view.attempts_open > 0
             && view.attempt_at.is_some_and(|at| now - at < in_flight_ms)
             && waiting.elapsed() < IN_FLIGHT
         {

@@ -377,6 +377,7 @@ impl Codes {
                     Caller::Page(session) => Some((*session).clone()),
                     _ => None,
                 },
+                reserved: true,
             };
             let raised = finish.event.is_some();
             let finished = match self.core.write(move |s| s.finish_verify(&finish, t)).await {
@@ -401,6 +402,13 @@ impl Codes {
                 });
             }
             return Err(self.why_not(tenant, &digest, flavor, t, code.len()).await.0);
+        }
+        // This guess's outcome is in: its attempt is no longer open (a verify that finds
+        // every attempt taken, on any instance, waits while some are — for 2 s at most, so
+        // one not recorded here only makes those wait).
+        let (tid, d) = (tenant.clone(), digest.clone());
+        if let Err(e) = self.core.write(move |s| s.attempt_done(&tid, &d)).await {
+            tracing::warn!(error = %e, "recording a wrong guess's outcome failed");
         }
         let attempts_remaining = res.max_attempts.saturating_sub(res.attempts);
         // Exhausted only if no copy of the right code still being compared verifies it.

@@ -116,7 +116,7 @@ columns!(
         "c.code_challenge",
         "c.claimed_at",
         "c.attempt_at",
-        "c.attempt_by",
+        "c.attempts_open",
     ]
 );
 
@@ -237,7 +237,7 @@ pub(crate) fn view_from(r: &(impl Cells + ?Sized)) -> Result<ChallengeView, Stor
             .map(CodeChallenge::from_stored),
         claimed_at: r.opt_int(at!(VIEW, "c.claimed_at"))?,
         attempt_at: r.opt_int(at!(VIEW, "c.attempt_at"))?,
-        attempt_by: r.opt_text(at!(VIEW, "c.attempt_by"))?,
+        attempts_open: r.count(at!(VIEW, "c.attempts_open"))?,
     })
 }
 

@@ -251,6 +251,9 @@ pub struct VerifyFinish {
     /// The hosted session the code finishes, in the same transaction (only while the
     /// session is open with this code).
     pub session: Option<SessionFinisher>,
+    /// A code compared under a reserved attempt: its outcome is in, the attempt no longer
+    /// open (`attempts_open`), whether or not this verify wins. A link takes none.
+    pub reserved: bool,
 }
 
 /// What a resend came to.
@@ -316,6 +319,9 @@ pub trait CodeOutcomeStore {
         recipient: &str,
         stamp: (Millis, &str),
     ) -> Result<(), StoreError>;
+    /// A wrong guess's outcome is in: its reserved attempt is no longer open (a verify that
+    /// finds every attempt taken waits while some are, on any instance).
+    fn attempt_done(&self, tenant: &TenantId, key_digest: &[u8]) -> Result<(), StoreError>;
     /// `pending` → `verified` (by `f.via`: `code` or `link`) if still pending and
     /// unexpired; false otherwise. When the verify succeeds, `f.event` (`otp.verified`) is
     /// written and the failure budget of `f.clear_failures_of` (a recipient) is reset, in
@@ -397,6 +403,11 @@ impl<E: Engine> CodeOutcomeStore for E {
         })
     }
 
+    fn attempt_done(&self, tenant: &TenantId, key_digest: &[u8]) -> Result<(), StoreError> {
+        let done = [key_digest.into(), tenant.as_str().into()];
+        self.exec_one(sql::codes::ATTEMPT_DONE, &done).map(drop)
+    }
+
     fn finish_verify(&self, f: &VerifyFinish, now: Millis) -> Result<bool, StoreError> {
         let (t, digest) = (Arg::from(f.tenant.as_str()), Arg::from(&f.key_digest[..]));
         let verify = [digest.clone(), t.clone(), now.into(), f.via.as_str().into()];
@@ -420,7 +431,11 @@ impl<E: Engine> CodeOutcomeStore for E {
                 h.id.as_str().into(),
             ]
         });
+        let done = f.reserved.then(|| [digest.clone(), t.clone()]);
         self.transact(move |tx| {
+            if let Some(done) = &done {
+                tx.exec(sql::codes::ATTEMPT_DONE, done)?;
+            }
             let Some(tally) = tx.row_opt(sql::codes::VERIFY, &verify, |r| tally_from(r, 0))? else {
                 return Ok(false);
             };

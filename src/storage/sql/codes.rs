@@ -20,9 +20,18 @@ shared_sql!(
 
 shared_sql!(
     pub(crate) RELEASE_ATTEMPT =
-        "UPDATE challenges SET attempts = attempts - 1, attempt_at = NULL WHERE key_digest = $1 \
+        "UPDATE challenges SET attempts = attempts - 1, attempt_at = NULL, attempts_open = CASE \
+         WHEN attempts_open > 0 THEN attempts_open - 1 ELSE 0 END WHERE key_digest = $1 \
          AND tenant_id = $2 AND attempts > 0 AND status = 'pending' AND attempt_at = $3 \
          AND attempt_by = $4"
+);
+
+shared_sql!(
+    /// A reserved attempt compared, its outcome in (`$1` key digest, `$2` tenant): no longer
+    /// open.
+    pub(crate) ATTEMPT_DONE =
+        "UPDATE challenges SET attempts_open = attempts_open - 1 WHERE key_digest = $1 AND \
+         tenant_id = $2 AND attempts_open > 0"
 );
 
 shared_sql!(

@@ -161,7 +161,7 @@ impl CodeStore for SqliteStore {
             let res = tx
                 .row_opt(
                     concat!(
-                    "UPDATE challenges SET attempts = attempts + 1, attempt_at = ?4, attempt_by = ?8 \
+                    "UPDATE challenges SET attempts = attempts + 1, attempts_open = attempts_open + 1, attempt_at = ?4, attempt_by = ?8 \
                      WHERE key_digest = ?1 AND tenant_id = ?2 AND flavor = ?3 AND ",
                     live_code!("?4"),
                     " AND code_length = ?7 \
