@@ -9,6 +9,7 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
 use super::DkimSigner;
+use crate::domain::delivery::FailureKind;
 use crate::domain::dkim::DkimAlgorithm;
 
 /// The headers a signature covers (those present are listed in `h=`).
@@ -155,10 +156,15 @@ pub fn sign(raw: &[u8], d: &DkimSigner, now: u64) -> Result<Vec<u8>, String> {
 }
 
 /// Sign `raw` now: Ed25519 in place (microseconds), RSA-2048 (a PEM parse and a
-/// private-key operation, about a millisecond) on the blocking pool, off the async workers.
+/// private-key operation, about a millisecond) on the blocking pool, off the async workers,
+/// within the send's `deadline` (a blocking pool full of database calls waiting on an
+/// outage must not hold the send past it). A key that cannot sign fails the message
+/// (`smtp_rejected`); a signing that did not run or finish (the pool shut down, the
+/// deadline passed) sent nothing and says nothing of the message: it may go later.
 pub(super) async fn sign_off_worker(
     raw: Vec<u8>,
     d: &DkimSigner,
+    deadline: tokio::time::Instant,
 ) -> Result<Vec<u8>, super::DeliveryError> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -178,10 +184,20 @@ pub(super) async fn sign_off_worker(
                 algorithm: d.algorithm,
                 private: d.private.clone(),
             };
-            tokio::task::spawn_blocking(move || sign(&raw, &owned, now))
-                .await
-                .map_err(|e| failed(e.to_string()))?
-                .map_err(failed)
+            let signing = tokio::task::spawn_blocking(move || sign(&raw, &owned, now));
+            match tokio::time::timeout_at(deadline, signing).await {
+                Ok(Ok(signed)) => signed.map_err(failed),
+                Ok(Err(e)) => Err(super::DeliveryError::new(
+                    super::DeliveryReason::Timeout,
+                    FailureKind::NotBegun,
+                    format!("DKIM signing did not run ({e}); nothing was sent"),
+                )),
+                Err(_) => Err(super::DeliveryError::new(
+                    super::DeliveryReason::Timeout,
+                    FailureKind::Transient,
+                    "DKIM signing did not finish before the send's deadline; nothing was sent",
+                )),
+            }
         }
     }
 }
@@ -201,5 +217,43 @@ mod tests {
             fields("A: 1\r\nB: 2\r\n 3\r\nC: 4"),
             vec!["A: 1", "B: 2\r\n 3", "C: 4"]
         );
+    }
+
+    /// An RSA signing that the blocking pool cannot start before the send's deadline (its
+    /// threads all taken, say by database calls during an outage) fails the send as a
+    /// transient failure that sent nothing, instead of holding it past its deadline; with
+    /// the pool free again the same key signs.
+    #[test]
+    fn a_signing_the_blocking_pool_cannot_start_in_time_sends_nothing_and_may_go_later() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        let (_, private) = crate::domain::dkim::generate(DkimAlgorithm::Rsa2048).unwrap();
+        let d = DkimSigner {
+            domain: "acme.example".into(),
+            selector: "s1".into(),
+            algorithm: DkimAlgorithm::Rsa2048,
+            private: private.into(),
+        };
+        let raw = b"From: a@acme.example\r\nSubject: s\r\n\r\n123456\r\n".to_vec();
+        rt.block_on(async {
+            let busy = tokio::task::spawn_blocking(|| {
+                std::thread::sleep(std::time::Duration::from_secs(2))
+            });
+            let soon = tokio::time::Instant::now() + std::time::Duration::from_millis(200);
+            let e = sign_off_worker(raw.clone(), &d, soon).await.unwrap_err();
+            assert_eq!(e.kind, FailureKind::Transient, "{e:?}");
+            assert!(!e.maybe_delivered && !e.outcome_unknown);
+            busy.await.unwrap();
+            let later = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+            let signed = sign_off_worker(raw, &d, later).await.unwrap();
+            let head = String::from_utf8_lossy(&signed[..64]).to_string();
+            assert!(
+                head.starts_with("DKIM-Signature: v=1;\r\n a=rsa-sha256;"),
+                "{head}"
+            );
+        });
     }
 }

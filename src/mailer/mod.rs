@@ -148,7 +148,7 @@ impl Mailer {
     ) -> Result<(), DeliveryError> {
         let (envelope, mut bytes) = render(target, msg)?;
         if let Some(d) = msg.dkim {
-            bytes = dkim::sign_off_worker(bytes, d).await?;
+            bytes = dkim::sign_off_worker(bytes, d, deadline).await?;
         }
         let progress = Progress::default();
         let sending = self.resolve_and_send(

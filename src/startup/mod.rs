@@ -326,9 +326,10 @@ impl Application {
         let grace = settings.server.shutdown_grace_seconds;
         let request_timeout = Duration::from_secs(settings.server.request_timeout_seconds);
         let max_conns = settings.server.max_connections_per_worker;
-        let services = build_services(settings, clock)?;
+        // The port first: a start that cannot listen makes no database and no master key.
         let listener = TcpListener::bind(&bind)
             .map_err(|e| StartupError::Other(format!("cannot listen on {bind}: {e}")))?;
+        let services = build_services(settings, clock)?;
         let port = listener
             .local_addr()
             .map_err(|e| StartupError::Other(e.to_string()))?

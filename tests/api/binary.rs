@@ -188,6 +188,29 @@ fn first_run_creates_the_database_and_a_0600_key_file() {
     );
 }
 
+/// A start whose port another process holds fails saying so, before it makes anything: no
+/// database and no master key are left behind by a start that never served.
+#[test]
+fn a_start_on_a_port_already_taken_fails_and_makes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bind = taken.local_addr().unwrap().to_string();
+    let mut cmd = otpmint(dir.path());
+    cmd.env("OTPMINT__SERVER__BIND", &bind);
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(&format!("cannot listen on {bind}")), "{err}");
+    assert!(
+        !dir.path().join("data/otpmint.db").exists(),
+        "a database was made"
+    );
+    assert!(
+        !dir.path().join("data/master.key").exists(),
+        "a master key was made"
+    );
+}
+
 #[test]
 fn config_check_names_the_bad_key_and_redacts_secrets() {
     let dir = tempfile::tempdir().unwrap();
