@@ -325,9 +325,11 @@ fn checked(check: Check, v: &str) -> Result<String, String> {
         !s.is_empty() && s.len() <= max && !s.chars().any(|c| c.is_control() || c == ' ')
     };
     match check {
-        Check::Token => visible(v, 1024)
+        // Keys and secrets go out in headers and signatures, which take visible ASCII only
+        // (a key pasted with typographic quotes around it could never be sent).
+        Check::Token => (visible(v, 1024) && v.chars().all(|c| c.is_ascii_graphic()))
             .then(|| v.to_string())
-            .ok_or_else(|| "must be 1 to 1024 characters, no spaces or control characters".into()),
+            .ok_or_else(|| "must be 1 to 1024 visible ASCII characters, no spaces".into()),
         Check::Mailbox => Sender::parse(v)
             .map(|s| s.as_str().to_string())
             .map_err(|e| e.message),

@@ -197,6 +197,15 @@ async fn provider_settings_are_checked_shown_without_secrets_and_removed() {
             },
             "region",
         ),
+        // A key pasted with typographic quotes could never go out in a request.
+        (
+            {
+                let mut v = ses.settings("primary");
+                v["secret_access_key"] = json!("\u{201c}wJalrXUtnFEMI\u{201d}");
+                v
+            },
+            "secret_access_key",
+        ),
         (
             {
                 let mut v = ses.settings("primary");

@@ -169,6 +169,12 @@ pub(crate) async fn post(
                 DeliveryReason::ProviderHostNotAllowed,
                 "the provider's host is not allowed by the address policy",
             ),
+            // Nothing went out (a stored setting no request can carry): the same settings
+            // would make it no better later.
+            "malformed" => DeliveryError::permanent(
+                DeliveryReason::ProviderRejected,
+                "the request to the provider could not be made from its settings",
+            ),
             cause => {
                 // Once the request may have gone out, whether it was sent is unknown.
                 let (words, maybe_sent) = no_answer(cause);

@@ -132,6 +132,11 @@ impl Transport for HttpEndpoint<'_> {
                     DeliveryReason::HttpHostNotAllowed,
                     "the endpoint's host is not allowed",
                 )),
+                // Nothing went out, and the same settings would make it no better later.
+                SendResult::Error("malformed") => Err(DeliveryError::permanent(
+                    DeliveryReason::HttpRejected,
+                    "the request to the endpoint could not be made from its settings",
+                )),
                 // Once the request may have reached the endpoint, whether it was sent is
                 // unknown: not sent again, here or elsewhere.
                 SendResult::Error(cause) => {
