@@ -52,8 +52,8 @@ impl Codes {
     /// `view` as it stands once the verifies that took its attempts have their outcome: a
     /// code that shows every attempt taken may have a copy of the right code still being
     /// compared, so a status read or a cancel must not call it exhausted yet. This
-    /// process's verifies of the key are waited for, another instance's last one is read
-    /// again for [`IN_FLIGHT`] at most. `None`: the code is gone.
+    /// process's verifies of the key are waited for, then the code is read again while any
+    /// attempt is still open, for [`IN_FLIGHT`] at most. `None`: the code is gone.
     pub(super) async fn settled_view(
         &self,
         k: &CodeKey,
