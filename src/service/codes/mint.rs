@@ -332,6 +332,12 @@ impl Codes {
             test,
             outcome_unknown: false,
         };
+        // The new code, as an undo of a store that committed after its 503 names it.
+        let code = CodeKey {
+            tenant: tenant.id.clone(),
+            key_digest: key_digest.clone(),
+            flavor: challenge.flavor,
+        };
         if test {
             let inbox = InboxEntry {
                 recipient: recipient.canonical().to_string(),
@@ -339,11 +345,6 @@ impl Codes {
                 per_hour: self.core.settings.load().limits.test_sends_per_hour,
             };
             // A test code stored after its 503 is cancelled: nothing verifies it.
-            let code = CodeKey {
-                tenant: tenant.id.clone(),
-                key_digest: key_digest.clone(),
-                flavor: challenge.flavor,
-            };
             let undo = move |s: &dyn Store| s.cancel(&code, now).map(drop);
             self.core
                 .write_or_undo(
@@ -379,11 +380,6 @@ impl Codes {
         // where its lease would run out into `unknown`), the code cancelled before anything
         // sends it.
         let (this, c) = (std::sync::Arc::clone(&self.core), challenge.clone());
-        let code = CodeKey {
-            tenant: tenant.id.clone(),
-            key_digest: key_digest.clone(),
-            flavor: challenge.flavor,
-        };
         let owner = self.delivery.lease_owner().to_string();
         let undo = move |s: &dyn Store| {
             s.settle_unsent_sync(&owner, Unsent::Only(code.key_digest.clone()), now)?;
