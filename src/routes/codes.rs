@@ -257,7 +257,7 @@ pub async fn verify(st: State, body: Body) -> ApiResult {
         .services
         .codes
         .verify(
-            Caller::Secret(&secret),
+            Caller::Secret(secret),
             &b.shareable_key,
             &b.otp,
             CodeApi::Native,

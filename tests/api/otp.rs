@@ -585,3 +585,55 @@ async fn concurrent_mints_for_one_recipient_and_purpose_leave_exactly_one_pendin
         "{statuses:?}"
     );
 }
+
+/// A verify whose client goes away while its guess is compared still finishes: the right
+/// code verifies the key (as if only the answer were lost), and its attempt is no longer
+/// open — where actix dropped the request's work with the connection, leaving the key
+/// pending with an attempt used and open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verify_whose_client_goes_away_mid_compare_still_finishes() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app_with(|s| {
+        // A hash slow enough for the client to leave while it is compared.
+        s.hashing.iterations = 40;
+    })
+    .await;
+    let (_, sk) = app.tenant().await;
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    let db = app.settings.database.url.clone();
+    const USED: &str = "SELECT COUNT(*) FROM challenges WHERE attempts = 1";
+    const OPEN: &str = "SELECT COUNT(*) FROM challenges WHERE attempts_open > 0";
+    let body = json!({"shareable_key": key, "otp": code}).to_string();
+    let host = app.addr.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(host).await.unwrap();
+    let request = format!(
+        "POST /v1/otp/verify HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {sk}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    crate::lifecycle::wait_sql(&db, USED, 1, "the attempt was never reserved").await;
+    // The client leaves before its answer, resetting the connection (as a client's own
+    // timeout may): actix then drops the request's work.
+    conn.set_zero_linger().unwrap();
+    drop(conn);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let v: Value = app
+            .get(&format!("/v1/otp/{key}"), &sk)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if v["status"] == "verified" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the verify stopped with its client: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    crate::lifecycle::wait_sql(&db, OPEN, 0, "the attempt stayed open").await;
+    assert_eq!(crate::lifecycle::sql(&db, USED), 1);
+}

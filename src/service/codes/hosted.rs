@@ -410,7 +410,7 @@ impl Codes {
             by: self.hosted_finisher(&row.session.id, cookie),
         };
         let r = self
-            .verify(Caller::Page(&finisher), &key, &typed, CodeApi::Native, ctx)
+            .verify(Caller::Page(finisher), &key, &typed, CodeApi::Native, ctx)
             .await;
         match r.result {
             // The session as it is now: finished by this browser, unless it stopped being

@@ -42,18 +42,18 @@ struct Steps {
 
 /// Who a verify is for. Either way the tenant is found in the same store call that
 /// reserves the attempt: one trip to the store, not two.
-pub enum Caller<'a> {
+pub enum Caller {
     /// The bearer secret the request presented. A request that ends before the store call
     /// is authenticated on its own first, so a wrong secret is `Unauthorized` whatever else
     /// is wrong.
-    Secret(&'a str),
+    Secret(String),
     /// Whoever owns the shareable key (OtpMint's routes carry no tenant credential). An
     /// unknown key, or one whose tenant is disabled, is `OtpNotFound`.
     KeyOwner,
     /// A hosted session's page: whoever owns the key, as `KeyOwner`, and a right code
     /// finishes the session in the verify's own transaction — a code is never spent
     /// without its session recorded.
-    Page(&'a SessionFinisher),
+    Page(SessionFinisher),
 }
 
 /// The tenant a verify turned out to be for, and its webhook subscriptions if known.
@@ -99,9 +99,35 @@ impl Codes {
     /// before the comparison, so concurrency cannot exceed `max_attempts` evaluations.
     /// Also returns the tenant, once known (`None`: a wrong secret, an unknown key, or a store
     /// that could not say).
+    ///
+    /// On a task of its own: a verify whose client goes away (actix drops a handler's work
+    /// when its connection is reset) still ends as it would have — a right code verifies the
+    /// key, a wrong one's attempt is no longer open — instead of stopping between its
+    /// reservation and its outcome, the key left pending with an attempt used and open.
     pub async fn verify(
         &self,
-        caller: Caller<'_>,
+        caller: Caller,
+        key: &str,
+        code: &str,
+        flavor: CodeApi,
+        ctx: &RequestContext,
+    ) -> VerifyOutcome {
+        let (this, key, code, ctx) = (self.clone(), key.to_string(), code.to_string(), ctx.clone());
+        let task = async move { this.verify_here(&caller, &key, &code, flavor, &ctx).await };
+        tokio::spawn(tracing::Instrument::instrument(
+            task,
+            tracing::Span::current(),
+        ))
+        .await
+        .unwrap_or_else(|e| VerifyOutcome {
+            tenant: None,
+            result: Err(ServiceError::Internal(format!("verify task failed: {e}"))),
+        })
+    }
+
+    async fn verify_here(
+        &self,
+        caller: &Caller,
         key: &str,
         code: &str,
         flavor: CodeApi,
@@ -120,7 +146,7 @@ impl Codes {
             resolved,
             recipient,
             result,
-        } = self.verify_steps(&caller, key, code, (flavor, ctx)).await;
+        } = self.verify_steps(caller, key, code, (flavor, ctx)).await;
         let Some((tenant, _)) = resolved else {
             // Not authenticated, or no such key: no verify happened.
             return VerifyOutcome {
@@ -176,7 +202,7 @@ impl Codes {
 
     async fn verify_steps(
         &self,
-        caller: &Caller<'_>,
+        caller: &Caller,
         key: &str,
         code: &str,
         (flavor, ctx): (CodeApi, &RequestContext),
@@ -374,7 +400,7 @@ impl Codes {
                 clear_failures_of: (quota.max_failures > 0).then(|| res.email_canonical.clone()),
                 confirmed_by: None,
                 session: match caller {
-                    Caller::Page(session) => Some((*session).clone()),
+                    Caller::Page(session) => Some(session.clone()),
                     _ => None,
                 },
                 reserved: true,
