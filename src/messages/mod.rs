@@ -405,7 +405,9 @@ fn one_line(s: &str) -> String {
         .join(" ")
 }
 
-/// Render fields that are not stored (a preview).
+/// Render fields that are not stored (a preview). Unlike a send, where a text message that
+/// fails leaves the built-in one to stand in, a preview names what is wrong with it (one
+/// that renders over `SMS_MAX_CHARS` for these values, say a long purpose).
 pub fn render_once(f: &Fields, vars: &Vars<'_>) -> Result<Rendered, TemplateError> {
     let mut set = TemplateSet {
         env: sandbox(),
@@ -413,7 +415,11 @@ pub fn render_once(f: &Fields, vars: &Vars<'_>) -> Result<Rendered, TemplateErro
         bytes: 0,
     };
     set.add("preview", f.clone());
-    set.render("preview", vars)
+    let rendered = set.render("preview", vars)?;
+    if rendered.sms.is_none() {
+        set.render_sms("preview", vars)?;
+    }
+    Ok(rendered)
 }
 
 /// Where a message's template comes from.

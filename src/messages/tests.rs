@@ -57,6 +57,21 @@ fn a_text_message_must_show_the_code_and_render_within_320_characters() {
     let e = lint(&f, 6).unwrap_err();
     assert_eq!(e[0].field, "sms", "{e:?}");
     assert!(e[0].message.contains("320"), "{e:?}");
+    // Within 320 for a short purpose, over it for a long one: the check passes, a preview
+    // with the long purpose says why it has no text message.
+    f.sms = Some(format!(
+        "{{{{ code }}}} {} {{{{ purpose }}}} {{{{ purpose }}}}",
+        "x".repeat(250)
+    ));
+    lint(&f, 6).unwrap();
+    let long = "p".repeat(64);
+    assert!(render_once(&f, &vars("123456", "en", "login", 60))
+        .unwrap()
+        .sms
+        .is_some());
+    let e = render_once(&f, &vars("123456", "en", &long, 60)).unwrap_err();
+    assert_eq!(e.field, "sms", "{e:?}");
+    assert!(e.message.contains("320"), "{e:?}");
     // A text message is not part of the email: it does not need to be there at all.
     f.sms = None;
     let r = render_once(&f, &vars("123456", "en", "login", 60)).unwrap();
