@@ -1117,6 +1117,13 @@ async fn a_date_only_stats_range_covers_whole_days() {
         .map(|r| r["minted"].as_i64().unwrap())
         .sum();
     assert_eq!(minted, 1, "{v}");
+    // A date is written as YYYY-MM-DD and nothing else.
+    for from in ["2026-1-5", "%2B2026-01-05", "%202026-01-05"] {
+        let r = app
+            .get(&format!("/v1/tenant/stats?from={from}&to={day}"), &sk)
+            .await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{from}");
+    }
 }
 
 /// A fixed test code has its own failure budget over all its keys (API.md §17.3): after
