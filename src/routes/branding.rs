@@ -49,18 +49,36 @@ fn is_valid_logo(b: &[u8]) -> bool {
             return false;
         }
     }
-    reader.finish().is_ok()
+    reader.finish().is_ok() && ends_at_iend(b)
+}
+
+/// Whether nothing follows the PNG's `IEND` chunk (a decoder stops reading there; bytes
+/// behind it would be stored and served with the logo).
+fn ends_at_iend(b: &[u8]) -> bool {
+    let mut at = 8; // the signature
+    while let Some(head) = b.get(at..at + 8) {
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        // Length, type, data and CRC.
+        let Some(end) = at.checked_add(12).and_then(|e| e.checked_add(len)) else {
+            return false;
+        };
+        if &head[4..8] == b"IEND" {
+            return end == b.len();
+        }
+        at = end;
+    }
+    false
 }
 
 #[utoipa::path(put, path = "/v1/tenant/branding/logo", tag = "hosted pages",
-    description = "The logo on the hosted pages: a PNG of at most 64 KiB and 1024×1024 pixels (`Content-Type: image/png`) that decodes whole, served by otpmint.",
+    description = "The logo on the hosted pages: a PNG of at most 64 KiB and 1024×1024 pixels (`Content-Type: image/png`) that decodes whole, nothing after its IEND chunk, served by otpmint.",
     request_body(content = String, description = "The PNG's bytes", content_type = "image/png"),
     responses(
         (status = 204, description = "Stored"),
         (status = 400, response = problems::InvalidRequest),
         (status = 413, description = "payload_too_large: over 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "unsupported_media_type: not image/png", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "logo_invalid: not a PNG that decodes, or larger than 1024×1024 pixels", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "logo_invalid: not a PNG that decodes (or bytes after its end), or larger than 1024×1024 pixels", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
 pub async fn put_logo(t: TenantAuth, st: State, body: Body) -> ApiResult {

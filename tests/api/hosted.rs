@@ -564,6 +564,13 @@ async fn a_tenant_brands_its_pages_with_a_colour_and_a_logo() {
         put_logo(&app, &sk_id, "image/png", short_of_data()).await,
         StatusCode::UNPROCESSABLE_ENTITY
     );
+    // Bytes behind IEND (a decoder never reads them; they would be stored and served).
+    let mut trailing = PNG.to_vec();
+    trailing.extend_from_slice(b"<script>alert(1)</script>");
+    assert_eq!(
+        put_logo(&app, &sk_id, "image/png", trailing).await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
     assert_eq!(
         put_logo(&app, &sk_id, "image/png", png_of(1024, 1024)).await,
         StatusCode::NO_CONTENT
