@@ -67,11 +67,13 @@ pub fn allowed_return(return_url: &str, allowed: &[String]) -> Option<String> {
 }
 
 /// Why `return_url` is not allowed, in words for its field: a fragment (the page appends
-/// to the query, and a browser does not send a fragment to the server), or no allowed
-/// prefix.
+/// to the query, and a browser does not send a fragment to the server), not a URL a browser
+/// may be sent to (white space, another scheme, user info), or no allowed prefix.
 pub fn return_refusal(return_url: &str) -> &'static str {
     if return_url.contains('#') {
         "must not have a fragment (#…): otpmint adds its parameters to the query, and a browser never sends a fragment to your server"
+    } else if browser_url(return_url).is_none() {
+        RETURN_URL_RULE
     } else {
         "must start with one of the tenant's allowed_return_urls (https://, or http://localhost)"
     }
@@ -164,6 +166,15 @@ mod tests {
     fn a_refused_return_url_is_told_why() {
         assert!(return_refusal("https://app.example.com/#frag").contains("fragment"));
         assert!(return_refusal("https://evil.example.com/").contains("allowed_return_urls"));
+        // Not a URL a browser may be sent to: said so, not that its prefix is not allowed.
+        for bad in [
+            "https://app.example.com/back?q=a b",
+            "https://app.example.com/\n",
+            "ftp://app.example.com/",
+            "https://u:p@app.example.com/",
+        ] {
+            assert_eq!(return_refusal(bad), RETURN_URL_RULE, "{bad}");
+        }
     }
 
     #[test]
