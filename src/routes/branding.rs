@@ -56,7 +56,7 @@ fn is_valid_logo(b: &[u8]) -> bool {
 /// behind it would be stored and served with the logo).
 fn ends_at_iend(b: &[u8]) -> bool {
     let mut at = 8; // the signature
-    while let Some(head) = b.get(at..at + 8) {
+    while let Some(head) = b.get(at..).and_then(|rest| rest.get(..8)) {
         let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
         // Length, type, data and CRC.
         let Some(end) = at.checked_add(12).and_then(|e| e.checked_add(len)) else {

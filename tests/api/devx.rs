@@ -1117,13 +1117,20 @@ async fn a_date_only_stats_range_covers_whole_days() {
         .map(|r| r["minted"].as_i64().unwrap())
         .sum();
     assert_eq!(minted, 1, "{v}");
-    // A date is written as YYYY-MM-DD and nothing else.
+    // A date is written as YYYY-MM-DD and nothing else (a one-day range: only the form
+    // can be refused).
     for from in ["2026-1-5", "%2B2026-01-05", "%202026-01-05"] {
         let r = app
-            .get(&format!("/v1/tenant/stats?from={from}&to={day}"), &sk)
+            .get(&format!("/v1/tenant/stats?from={from}&to=2026-01-06"), &sk)
             .await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{from}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["errors"][0]["field"], "from", "{v}");
     }
+    let r = app
+        .get("/v1/tenant/stats?from=2026-01-05&to=2026-01-06", &sk)
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
 }
 
 /// A fixed test code has its own failure budget over all its keys (API.md §17.3): after

@@ -103,7 +103,9 @@ impl Codes {
     /// On a task of its own: a verify whose client goes away (actix drops a handler's work
     /// when its connection is reset) still ends as it would have — a right code verifies the
     /// key, a wrong one's attempt is no longer open — instead of stopping between its
-    /// reservation and its outcome, the key left pending with an attempt used and open.
+    /// reservation and its outcome, the key left pending with an attempt used and open. (The
+    /// task runs on the worker's runtime: a process that stops meanwhile still cuts it, as
+    /// it cuts any request; the 2 s bound on waits covers that.)
     pub async fn verify(
         &self,
         caller: Caller,
