@@ -1,5 +1,5 @@
 //! Code use cases: mint (quota → hash → store → send → supersede), status and cancel
-//! (verify is in verify.rs).
+//! (verify is in verify/).
 
 use crate::crypto::lookup_digest;
 use crate::domain::challenge::Status;

@@ -13,9 +13,12 @@ use crate::domain::Millis;
 use crate::service::core::audit::RequestContext;
 use crate::service::events::webhooks::EventData;
 use crate::service::{Codes, ErrorCode, ServiceError};
-use crate::storage::{
-    AttemptAsk, CodeKey, Reservation, SessionFinisher, Store, StoreError, TestGuess, VerifyFinish,
-};
+use crate::storage::{AttemptAsk, CodeKey, Reservation, Store, TestGuess, VerifyFinish};
+
+mod caller;
+
+pub use caller::Caller;
+use caller::{Lookup, Resolved};
 
 pub struct Verified {
     /// The address or number as it was given at the mint.
@@ -38,54 +41,6 @@ struct Steps {
     resolved: Resolved,
     recipient: String,
     result: Result<Verified, ServiceError>,
-}
-
-/// Who a verify is for. Either way the tenant is found in the same store call that
-/// reserves the attempt: one trip to the store, not two.
-pub enum Caller {
-    /// The bearer secret the request presented. A request that ends before the store call
-    /// is authenticated on its own first, so a wrong secret is `Unauthorized` whatever else
-    /// is wrong.
-    Secret(String),
-    /// Whoever owns the shareable key (OtpMint's routes carry no tenant credential). An
-    /// unknown key, or one whose tenant is disabled, is `OtpNotFound`.
-    KeyOwner,
-    /// A hosted session's page: whoever owns the key, as `KeyOwner`, and a right code
-    /// finishes the session in the verify's own transaction — a code is never spent
-    /// without its session recorded.
-    Page(SessionFinisher),
-}
-
-/// The tenant a verify turned out to be for, and its webhook subscriptions if known.
-type Resolved = Option<(TenantId, Option<String>)>;
-
-/// How a [`Caller`]'s tenant is found in the store: one lookup, made inside the reserving
-/// call or, for a request that never gets there, on its own.
-#[derive(Clone)]
-enum Lookup {
-    /// The secret key's digest (the same indexed read for unknown and disabled keys).
-    Secret(Vec<u8>),
-    /// The shareable key's digest: its owner, if enabled.
-    KeyOwner(Vec<u8>),
-}
-
-impl Lookup {
-    fn find(&self, s: &dyn Store, flavor: CodeApi, now: Millis) -> Result<Resolved, StoreError> {
-        Ok(match self {
-            Lookup::Secret(d) => s
-                .tenant_by_secret(d, now)?
-                .map(|t| (t.id, Some(t.webhook_events))),
-            Lookup::KeyOwner(d) => s.challenge_owner(d, flavor)?.map(|id| (id, None)),
-        })
-    }
-
-    /// The answer when no tenant is found.
-    fn missing(&self) -> ServiceError {
-        match self {
-            Lookup::Secret(_) => ServiceError::Unauthorized,
-            Lookup::KeyOwner(_) => ServiceError::OtpNotFound,
-        }
-    }
 }
 
 /// A number for each attempt this process reserves (part of its stamp).
@@ -181,24 +136,6 @@ impl Codes {
         VerifyOutcome {
             tenant: Some(tenant),
             result,
-        }
-    }
-
-    /// Find the tenant of a request that ends before, or without, the store call that would
-    /// have found it, then answer `e` for it; a wrong secret or an unknown key answers for
-    /// itself (and finds no tenant).
-    async fn refuse(
-        &self,
-        lookup: Lookup,
-        flavor: CodeApi,
-        now: Millis,
-        e: ServiceError,
-    ) -> (Resolved, ServiceError) {
-        let missing = lookup.missing();
-        match self.core.db(move |s| lookup.find(s, flavor, now)).await {
-            Ok(Some(found)) => (Some(found), e),
-            Ok(None) => (None, missing),
-            Err(store) => (None, store),
         }
     }
 
