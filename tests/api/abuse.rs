@@ -423,12 +423,7 @@ async fn hostile_input_gets_4xx_before_any_work_and_changes_nothing() {
     assert_eq!(app.smtp.messages().len(), 1);
     let list: Value = app.get("/v1/tenants", ADMIN).await.json().await.unwrap();
     assert_eq!(list["tenants"].as_array().unwrap().len(), 1);
-    let v: Value = app
-        .get(&format!("/v1/otp/{key}"), &sk)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v = app.code_status(&sk, &key).await;
     assert_eq!(v["attempts_used"], 0);
     assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
 }
@@ -465,12 +460,7 @@ async fn a_verify_flood_is_shed_with_503_while_healthz_answers() {
     assert!(shed > 0, "the queue bound must shed load: {results:?}");
     assert!(evaluated <= 20);
     // shed requests gave their attempts back
-    let v: Value = app
-        .get(&format!("/v1/otp/{key}"), &sk)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v = app.code_status(&sk, &key).await;
     assert_eq!(v["attempts_used"].as_u64().unwrap() as usize, evaluated);
 }
 

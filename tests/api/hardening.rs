@@ -391,12 +391,7 @@ async fn a_lease_that_ran_out_no_longer_shows_its_message_as_sending() {
         .unwrap()
         .to_string();
     let status = || async {
-        let v: Value = app
-            .get(&format!("/v1/otp/{key}"), &sk)
-            .await
-            .json()
-            .await
-            .unwrap();
+        let v = app.code_status(&sk, &key).await;
         v["delivery"]["status"].as_str().unwrap().to_string()
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(3);

@@ -316,6 +316,15 @@ impl TestApp {
         (v["shareable_key"].as_str().unwrap().to_string(), msg.code())
     }
 
+    /// A code's state: `GET /v1/otp/{key}`'s body.
+    pub async fn code_status(&self, secret: &str, key: &str) -> Value {
+        self.get(&format!("/v1/otp/{key}"), secret)
+            .await
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn verify(&self, secret: &str, key: &str, otp: &str) -> (StatusCode, Value) {
         let r = self
             .post(

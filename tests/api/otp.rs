@@ -205,12 +205,7 @@ async fn status_and_cancel_follow_the_code() {
         .mint_purpose(&sk, "ada@example.com", Some("login"))
         .await;
     app.verify(&sk, &key, &wrong(&code)).await;
-    let v: Value = app
-        .get(&format!("/v1/otp/{key}"), &sk)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v = app.code_status(&sk, &key).await;
     assert_eq!(v["status"], "pending");
     assert_eq!(v["purpose"], "login");
     assert_eq!(v["attempts_used"], 1);
@@ -221,12 +216,7 @@ async fn status_and_cancel_follow_the_code() {
     let (s, v) = app.verify(&sk, &key, &code).await;
     assert_eq!(s, StatusCode::GONE);
     assert_eq!(v["code"], "otp_cancelled");
-    let v: Value = app
-        .get(&format!("/v1/otp/{key}"), &sk)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v = app.code_status(&sk, &key).await;
     assert_eq!(v["status"], "cancelled");
     // cancelling again: it has ended
     let r = app.delete(&format!("/v1/otp/{key}"), &sk).await;
@@ -515,12 +505,7 @@ async fn verify_with_a_wrong_secret_key_is_401_whatever_the_body_and_uses_no_att
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{bearer:?} text body");
     }
     // The owner's key still has both attempts, and the audit saw no verify.
-    let v: Value = app
-        .get(&format!("/v1/otp/{key}"), &sk)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v = app.code_status(&sk, &key).await;
     assert_eq!(v["attempts_remaining"], 2, "{v}");
     let audit = |v: Value| -> Vec<String> {
         v["events"]
@@ -619,12 +604,7 @@ async fn a_verify_whose_client_goes_away_mid_compare_still_finishes() {
     drop(conn);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let v: Value = app
-            .get(&format!("/v1/otp/{key}"), &sk)
-            .await
-            .json()
-            .await
-            .unwrap();
+        let v = app.code_status(&sk, &key).await;
         if v["status"] == "verified" {
             break;
         }
