@@ -23,7 +23,7 @@ pub enum KeysCommand {
 pub(super) async fn keys(command: KeysCommand, settings: Settings) -> Result<(), CliError> {
     match command {
         KeysCommand::Generate => {
-            println!("{}", MasterKey::generate().to_base64());
+            say!("{}", MasterKey::generate().to_base64())?;
             Ok(())
         }
         KeysCommand::Rotate => {
@@ -33,12 +33,13 @@ pub(super) async fn keys(command: KeysCommand, settings: Settings) -> Result<(),
                 .await
                 .map_err(service_msg)?;
             for (id, n) in &r.rewrapped {
-                println!("key id {id}: {n} re-wrapped");
+                say!("key id {id}: {n} re-wrapped")?;
             }
-            println!(
+            say!(
                 "key id {} (active): {} already under it",
-                r.active_id, r.already_active
-            );
+                r.active_id,
+                r.already_active
+            )?;
             Ok(())
         }
         KeysCommand::RotateDataKey => {
@@ -47,7 +48,7 @@ pub(super) async fn keys(command: KeysCommand, settings: Settings) -> Result<(),
                 .rotate_data_key()
                 .await
                 .map_err(service_msg)?;
-            println!(
+            say!(
                 "data key version {} active{}; credentials (relay passwords and OAuth2 secrets, provider secrets): {} re-encrypted, {} already current; webhook secrets: {} re-encrypted",
                 r.active_version,
                 if r.started_new {
@@ -58,7 +59,7 @@ pub(super) async fn keys(command: KeysCommand, settings: Settings) -> Result<(),
                 r.reencrypted,
                 r.already_current,
                 r.webhook_secrets_reencrypted
-            );
+            )?;
             for (id, which) in &r.undecryptable {
                 let what = match which {
                     TenantSeal::SmtpPassword => "its relay's password or OAuth2 secrets cannot be decrypted; set them again (PATCH smtp)".to_string(),

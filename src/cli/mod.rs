@@ -1,6 +1,16 @@
 //! The `otpmint` command line: serve, migrate, config check, keys, tenants, smtp test,
 //! statistics.
 
+/// One line of a command's output on stdout. A failed write — the reader of a pipe gone
+/// (`otpmint tenant list | head -1`), a full disk — is the command's one error line and a
+/// non-zero exit (API.md §5), where `println!` would panic with a backtrace.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err($crate::cli::output_failed)
+    }};
+}
+
 mod keys;
 mod stats;
 mod tenant;
@@ -124,6 +134,11 @@ pub fn used() -> Option<&'static str> {
     USED.get().map(String::as_str)
 }
 
+/// The error line of an output that could not be written.
+pub(crate) fn output_failed(e: std::io::Error) -> CliError {
+    CliError(format!("cannot write the output: {e}"))
+}
+
 fn say_used(what: String) {
     let _ = USED.set(what);
 }
@@ -178,7 +193,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
             ));
             crate::startup::preflight(&settings)?;
             drop(build_services(settings, Arc::new(SystemClock))?);
-            println!("migrations applied");
+            say!("migrations applied")?;
             Ok(())
         }
         Command::Healthcheck { url } => healthcheck(&settings, url.as_deref()).await,
@@ -198,7 +213,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
                 .map(|(t, n)| format!("{t} {n}"))
                 .collect::<Vec<_>>()
                 .join(", ");
-            println!("copied: {line}");
+            say!("copied: {line}")?;
             Ok(())
         }
         Command::Config(ConfigCommand::Check) => {
@@ -210,7 +225,13 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
             for (warn, note) in settings.start_notes(std::env::vars()) {
                 eprintln!("{}: {note}", if warn { "warning" } else { "note" });
             }
-            print!("{}", settings.redacted_toml());
+            {
+                use std::io::Write as _;
+                let mut out = std::io::stdout().lock();
+                out.write_all(settings.redacted_toml().as_bytes())
+                    .and_then(|()| out.flush())
+                    .map_err(output_failed)?;
+            }
             eprintln!("configuration ok");
             Ok(())
         }
@@ -230,7 +251,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
                 .backup(path.clone())
                 .await
                 .map_err(service_msg)?;
-            println!("backup written to {}", path.display());
+            say!("backup written to {}", path.display())?;
             Ok(())
         }
         Command::Tenant(t) => tenant::tenant(t, services(settings)?).await,
@@ -248,14 +269,14 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
                 eprintln!("{line}");
             }
             let c = report.counts;
-            println!(
+            say!(
                 "tenants: {} imported, {} already present; pending codes: {} imported, {} already present; rows skipped: {}",
                 c.tenants_added,
                 c.tenants_present,
                 c.codes_added,
                 c.codes_present,
                 report.skipped.len()
-            );
+            )?;
             Ok(())
         }
     }
@@ -353,7 +374,7 @@ async fn serve(settings: Settings, file: Option<PathBuf>) -> Result<(), CliError
 }
 
 /// Rows under a header, each column as wide as its widest cell.
-fn print_columns(header: &[&str], rows: &[Vec<String>]) {
+fn print_columns(header: &[&str], rows: &[Vec<String>]) -> Result<(), CliError> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r.iter()) {
@@ -370,10 +391,11 @@ fn print_columns(header: &[&str], rows: &[Vec<String>]) {
             .trim_end()
             .to_string()
     };
-    println!("{}", line(header.to_vec()));
+    say!("{}", line(header.to_vec()))?;
     for r in rows {
-        println!("{}", line(r.iter().map(String::as_str).collect()));
+        say!("{}", line(r.iter().map(String::as_str).collect()))?;
     }
+    Ok(())
 }
 
 async fn smtp_test(id: &str, to: &str, s: Services) -> Result<(), CliError> {
@@ -381,7 +403,7 @@ async fn smtp_test(id: &str, to: &str, s: Services) -> Result<(), CliError> {
     let to = RecipientEmail::parse(to).map_err(|e| CliError(format!("--to {e}")))?;
     match s.delivery.test_relay(&tenant, &to.delivery_address()).await {
         Ok(()) => {
-            println!("ok: the SMTP server accepted the message");
+            say!("ok: the SMTP server accepted the message")?;
             Ok(())
         }
         Err(e) => Err(service_msg(e)),

@@ -43,10 +43,10 @@ pub(super) async fn stats(a: StatsArgs, s: Services) -> Result<(), CliError> {
     .map_err(service_msg)?;
     let out = StatsOut::from(s.admin.stats(tenant, r).await.map_err(service_msg)?);
     if a.json {
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&out).map_err(|e| CliError(e.to_string()))?
-        );
+        )?;
         return Ok(());
     }
     let header = [
@@ -75,7 +75,7 @@ pub(super) async fn stats(a: StatsArgs, s: Services) -> Result<(), CliError> {
             ]
         })
         .collect();
-    print_columns(&header, &rows);
-    println!("({} to {}, by {})", out.from, out.to, out.granularity);
+    print_columns(&header, &rows)?;
+    say!("({} to {}, by {})", out.from, out.to, out.granularity)?;
     Ok(())
 }

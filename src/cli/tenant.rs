@@ -118,7 +118,7 @@ fn read_oauth2(path: &PathBuf) -> Result<OAuth2Input, CliError> {
     })
 }
 
-fn print_table(rows: &[crate::domain::tenant::Tenant]) {
+fn print_table(rows: &[crate::domain::tenant::Tenant]) -> Result<(), CliError> {
     let data: Vec<Vec<String>> = rows
         .iter()
         .map(|t| {
@@ -137,7 +137,7 @@ fn print_table(rows: &[crate::domain::tenant::Tenant]) {
             ]
         })
         .collect();
-    print_columns(&["ID", "NAME", "ENABLED", "SMTP", "CREATED"], &data);
+    print_columns(&["ID", "NAME", "ENABLED", "SMTP", "CREATED"], &data)
 }
 
 pub(super) async fn tenant(cmd: TenantCommand, s: Services) -> Result<(), CliError> {
@@ -191,37 +191,38 @@ pub(super) async fn tenant(cmd: TenantCommand, s: Services) -> Result<(), CliErr
                 })
                 .await
                 .map_err(service_msg)?;
-            if a.json {
+            let shown = if a.json {
                 let mut v = tenant_json(&s, &row);
                 v["secret_key"] = json!(secret.expose());
-                println!("{v}");
+                say!("{v}")
             } else {
-                println!("id:         {}", row.id);
-                println!("secret key: {}", secret.expose());
-                println!("(the secret key is shown only once)");
-            }
+                say!("id:         {}", row.id)
+                    .and_then(|()| say!("secret key: {}", secret.expose()))
+                    .and_then(|()| say!("(the secret key is shown only once)"))
+            };
+            shown.map_err(|e| secret_not_shown(e, &row.id, "was created"))?;
         }
         TenantCommand::List { json } => {
             let rows = s.core.tenants().await.map_err(service_msg)?;
             if json {
-                println!(
+                say!(
                     "{}",
                     json!({"tenants": rows.iter().map(|t| tenant_json(&s, t)).collect::<Vec<_>>()})
-                );
+                )?;
             } else {
-                print_table(&rows);
+                print_table(&rows)?;
             }
         }
         TenantCommand::CheckDomain { id } => {
             let c = s.tenants.check_domain(&id).await.map_err(service_msg)?;
-            println!(
+            say!(
                 "{}",
                 serde_json::to_string_pretty(&crate::routes::dkim::DomainCheckOut::from(c))?
-            );
+            )?;
         }
         TenantCommand::Show { id } => {
             let row = s.core.tenant(&id).await.map_err(service_msg)?;
-            println!("{}", serde_json::to_string_pretty(&tenant_json(&s, &row))?);
+            say!("{}", serde_json::to_string_pretty(&tenant_json(&s, &row))?)?;
         }
         TenantCommand::Disable { id } => {
             s.tenants
@@ -235,7 +236,7 @@ pub(super) async fn tenant(cmd: TenantCommand, s: Services) -> Result<(), CliErr
                 )
                 .await
                 .map_err(service_msg)?;
-            println!("tenant {id} disabled");
+            say!("tenant {id} disabled")?;
         }
         TenantCommand::Enable { id } => {
             s.tenants
@@ -249,7 +250,7 @@ pub(super) async fn tenant(cmd: TenantCommand, s: Services) -> Result<(), CliErr
                 )
                 .await
                 .map_err(service_msg)?;
-            println!("tenant {id} enabled");
+            say!("tenant {id} enabled")?;
         }
         TenantCommand::RotateSecret { id, grace_seconds } => {
             let secret = s
@@ -257,9 +258,19 @@ pub(super) async fn tenant(cmd: TenantCommand, s: Services) -> Result<(), CliErr
                 .rotate_secret(&id, grace_seconds)
                 .await
                 .map_err(service_msg)?;
-            println!("secret key: {}", secret.expose());
-            println!("(the secret key is shown only once)");
+            say!("secret key: {}", secret.expose())
+                .and_then(|()| say!("(the secret key is shown only once)"))
+                .map_err(|e| secret_not_shown(e, &id, "has a new secret key"))?;
         }
     }
     Ok(())
+}
+
+/// The error line when a secret key shown once could not be written: the change is made,
+/// and the way to a key that can be read.
+fn secret_not_shown(e: CliError, id: &impl std::fmt::Display, what: &str) -> CliError {
+    CliError(format!(
+        "{}; tenant {id} {what}, but the key was not shown: `otpmint tenant rotate-secret {id}` makes another",
+        e.0
+    ))
 }

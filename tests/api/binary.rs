@@ -1104,6 +1104,82 @@ fn cli_commands_do_not_create_a_database_and_say_which_they_use() {
     assert!(err.contains("database: sqlite"), "{err}");
 }
 
+/// Output nobody reads any more — `otpmint tenant list | head -1`, a full disk — is the
+/// command's one error line and exit 1 (API.md §5), not a panic with a backtrace; a tenant
+/// made before its shown-once key could be written says so and how to get another.
+#[test]
+fn output_to_a_closed_pipe_is_one_error_line_and_says_what_was_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = otpmint(dir.path()).arg("migrate").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // A pipe whose reader is gone before the command writes: every write fails (EPIPE).
+    let closed = || {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        Stdio::from(writer)
+    };
+    let create = |name: &str| {
+        let mut c = otpmint(dir.path());
+        c.args(["tenant", "create", "--name", name, "--test", "--json"])
+            .args(["--smtp-host", "8.8.8.8", "--smtp-port", "587"])
+            .args(["--smtp-from", "no-reply@acme.example"]);
+        c
+    };
+    let out = create("Acme").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    for args in [
+        vec!["tenant", "list"],
+        vec!["tenant", "list", "--json"],
+        vec!["keys", "generate"],
+    ] {
+        let out = otpmint(dir.path())
+            .args(&args)
+            .stdout(closed())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.starts_with("error: cannot write the output"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    let out = create("Lost").stdout(closed()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("was created, but the key was not shown")
+            && err.contains("otpmint tenant rotate-secret tnt_"),
+        "{err}"
+    );
+    // It was made, and a new key can be had for it.
+    let out = otpmint(dir.path())
+        .args(["tenant", "list", "--json"])
+        .output()
+        .unwrap();
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lost = list["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "Lost")
+        .unwrap_or_else(|| panic!("{list}"));
+    let id = lost["id"].as_str().unwrap();
+    assert!(err.contains(&format!("rotate-secret {id}`")), "{err}");
+    let out = otpmint(dir.path())
+        .args(["tenant", "rotate-secret", id])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && shown.contains("secret key: sk_test_"),
+        "{out:?}"
+    );
+}
+
 /// Nor do they make an installation in a database that holds none, or migrate one (API.md
 /// §18.8): an empty SQLite file, an empty PostgreSQL database, a schema without a keyring and
 /// a schema older than the binary's are each refused with one line naming the database and
