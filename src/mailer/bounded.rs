@@ -1,9 +1,12 @@
-//! A stream wrapper that bounds what a relay may send (API.md §6.22): at most 999
-//! characters in one reply line and 64 KiB in reply to one command (counted since our last
-//! write). Beyond either, the read fails, so a hostile relay cannot grow our memory. It
-//! reads SMTP text: under TLS it sits above the TLS stream (connect.rs does STARTTLS itself
-//! for this).
+//! A stream wrapper that bounds what a relay may send (API.md §6.22): at most 4 KiB in one
+//! reply line and 64 KiB in reply to one command (counted since our last write). Beyond
+//! either, the read fails, so a hostile relay cannot grow our memory. A line longer than
+//! lettre reads (1,000 bytes with its CRLF) but within 4 KiB is passed on cut short, at a
+//! character's edge: a reply's code and the start of its text are what lettre reads. It reads
+//! SMTP text: under TLS it sits above the TLS stream (connect.rs does STARTTLS itself for
+//! this).
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -13,12 +16,17 @@ use std::task::{Context, Poll};
 use lettre::transport::smtp::client::AsyncTokioStream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// A reply line's characters (its `\r` counted, not its `\n`): lettre refuses a longer one
-/// itself, after reading it, with an error that cannot be told from a garbled reply; this
-/// bound sees it first, while it is read, so an oversized line is always refused as such
-/// (`smtp_rejected`). API.md §6.22 asks at most 4 KiB; RFC 5321 §4.5.3.1.5 allows 512.
-pub const LINE_MAX: usize = 999;
+/// A reply line's characters, its line end not counted (API.md §6.22: "longer than 4 KiB"
+/// fails); RFC 5321 §4.5.3.1.5 allows 512.
+pub const LINE_MAX: usize = 4096;
 pub const REPLY_MAX: usize = 64 * 1024;
+/// The bytes of a line passed on, its CRLF not counted: lettre refuses a line over 1,000
+/// bytes with its CRLF (with an error that cannot be told from a garbled reply), so a longer
+/// one is cut here.
+const LINE_PASSED: usize = 998;
+/// The widest UTF-8 character: a line is cut where a character starts, so that what is
+/// passed on stays text.
+const CHAR_MAX: usize = 4;
 
 /// The marker inside the I/O error a bound raises.
 #[derive(Debug)]
@@ -37,11 +45,25 @@ pub fn is_overflow(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<Overflow>())
 }
 
+fn overflow(what: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, Overflow(what))
+}
+
 pub struct Bounded<S> {
     inner: S,
     peer: SocketAddr,
     since_write: usize,
+    /// Characters of the current line read (a `\r` counted).
     line: usize,
+    /// Bytes of the current line passed on.
+    passed: usize,
+    /// The current line is cut: the rest of it up to its line end is dropped.
+    cutting: bool,
+    /// The last byte read was a `\r` (a cut line's CRLF is passed on as it came).
+    after_cr: bool,
+    /// Read and not yet passed on: at most one read's bytes and a `\r`.
+    ready: VecDeque<u8>,
+    scratch: Vec<u8>,
 }
 
 impl<S> Bounded<S> {
@@ -51,28 +73,51 @@ impl<S> Bounded<S> {
             peer,
             since_write: 0,
             line: 0,
+            passed: 0,
+            cutting: false,
+            after_cr: false,
+            ready: VecDeque::new(),
+            scratch: vec![0; 4096],
         }
     }
 
-    /// Count `new` bytes just read; an error when a bound is crossed.
-    fn account(&mut self, new: &[u8]) -> io::Result<()> {
+    /// Take `new` bytes just read: count them against the bounds (an error when one is
+    /// crossed) and queue what is passed on.
+    fn take(&mut self, new: &[u8]) -> io::Result<()> {
         self.since_write += new.len();
         if self.since_write > REPLY_MAX {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                Overflow("the relay's reply is too large"),
-            ));
+            return Err(overflow("the relay's reply is too large"));
         }
         for &b in new {
             if b == b'\n' {
+                if self.cutting && self.after_cr {
+                    self.ready.push_back(b'\r');
+                }
+                self.ready.push_back(b'\n');
                 self.line = 0;
-            } else {
-                self.line += 1;
-                if self.line > LINE_MAX {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        Overflow("the relay's reply line is too long"),
-                    ));
+                self.passed = 0;
+                self.cutting = false;
+                self.after_cr = false;
+                continue;
+            }
+            self.line += 1;
+            // The line's own `\r` is not one of its characters.
+            if self.line > LINE_MAX + 1 || (self.line > LINE_MAX && b != b'\r') {
+                return Err(overflow("the relay's reply line is too long"));
+            }
+            self.after_cr = b == b'\r';
+            if !self.cutting {
+                let continues_a_char = b & 0xC0 == 0x80;
+                let room = if continues_a_char {
+                    LINE_PASSED
+                } else {
+                    LINE_PASSED - (CHAR_MAX - 1)
+                };
+                if self.passed < room {
+                    self.ready.push_back(b);
+                    self.passed += 1;
+                } else {
+                    self.cutting = true;
                 }
             }
         }
@@ -93,15 +138,32 @@ impl<S: AsyncRead + Unpin> AsyncRead for Bounded<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                let filled = buf.filled();
-                let new = filled[before..].to_vec();
-                Poll::Ready(this.account(&new))
+        // A cut line's dropped bytes yield nothing to pass on: read on until something is
+        // ready, the relay has nothing more for now, or the stream ends.
+        while this.ready.is_empty() {
+            let mut scratch = std::mem::take(&mut this.scratch);
+            let mut read = ReadBuf::new(&mut scratch);
+            let polled = Pin::new(&mut this.inner).poll_read(cx, &mut read);
+            let n = read.filled().len();
+            let done = match polled {
+                Poll::Pending => Some(Poll::Pending),
+                Poll::Ready(Err(e)) => Some(Poll::Ready(Err(e))),
+                // The end of the stream.
+                Poll::Ready(Ok(())) if n == 0 => Some(Poll::Ready(Ok(()))),
+                Poll::Ready(Ok(())) => this.take(&scratch[..n]).err().map(|e| Poll::Ready(Err(e))),
+            };
+            this.scratch = scratch;
+            if let Some(p) = done {
+                return p;
             }
-            other => other,
         }
+        let n = buf.remaining().min(this.ready.len());
+        let (a, b) = this.ready.as_slices();
+        let from_a = n.min(a.len());
+        buf.put_slice(&a[..from_a]);
+        buf.put_slice(&b[..n - from_a]);
+        this.ready.drain(..n);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -159,6 +221,67 @@ mod tests {
         };
         assert!(is_overflow(&err));
         assert!(total <= LINE_MAX);
+    }
+
+    /// What the wrapper passes on of `sent`, fed in chunks of `chunk` bytes.
+    async fn passed(sent: &[u8], chunk: usize) -> io::Result<Vec<u8>> {
+        let (mut relay, ours) = tokio::io::duplex(1 << 20);
+        let mut b = Bounded::new(ours, addr());
+        for part in sent.chunks(chunk) {
+            relay.write_all(part).await.unwrap();
+        }
+        drop(relay);
+        let mut out = Vec::new();
+        b.read_to_end(&mut out).await?;
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn a_line_within_four_kib_is_passed_on_cut_where_a_character_starts() {
+        // 4 + 2 000 + 2 × 1 046 = 4 096 bytes: the longest line that passes.
+        let long = format!("250-{}{}\r\n", "x".repeat(2000), "\u{e9}".repeat(1046));
+        let sent = format!("{long}250-short\r\n250 {}\n", "y".repeat(3000));
+        for chunk in [1, 7, 1000, 1 << 16] {
+            let out = passed(sent.as_bytes(), chunk).await.unwrap();
+            let text = String::from_utf8(out).expect("cut where a character starts");
+            let lines: Vec<&str> = text.split_inclusive('\n').collect();
+            assert_eq!(lines.len(), 3, "{chunk}");
+            // Each within what lettre reads (1 000 bytes with the line end), kept as it came.
+            assert!(
+                lines[0].len() <= 1000 && lines[0].ends_with("\r\n"),
+                "{chunk}"
+            );
+            assert!(
+                lines[0].starts_with("250-xxxx") && lines[0].len() > 990,
+                "{chunk}"
+            );
+            assert_eq!(lines[1], "250-short\r\n");
+            assert!(
+                lines[2].len() <= 1000 && lines[2].starts_with("250 yyy"),
+                "{chunk}"
+            );
+            assert!(
+                lines[2].ends_with("y\n"),
+                "a bare line end stays bare: {chunk}"
+            );
+        }
+        // Two-byte characters from the cut's first byte on: the cut lands between two.
+        let wide = format!("250 {}\r\n", "\u{e9}".repeat(1500));
+        let out = String::from_utf8(passed(wide.as_bytes(), 3).await.unwrap()).unwrap();
+        assert!(
+            out.len() <= 1000 && out.ends_with("\u{e9}\r\n"),
+            "{}",
+            out.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_line_one_byte_over_four_kib_fails() {
+        let over = format!("250 {}\r\n", "x".repeat(LINE_MAX - 3));
+        let err = passed(over.as_bytes(), 512).await.unwrap_err();
+        assert!(is_overflow(&err));
+        let at = format!("250 {}\r\n", "x".repeat(LINE_MAX - 4));
+        assert!(passed(at.as_bytes(), 512).await.is_ok());
     }
 
     #[tokio::test]

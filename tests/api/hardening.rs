@@ -78,7 +78,22 @@ async fn an_oversized_reply_under_starttls_fails_as_smtp_rejected() {
     app.mint(&sk, "ada@example.com").await;
 }
 
-/// A reply over the bounds at RCPT — 200 lines of 1 000 characters — is refused as such
+/// Reply lines within the bound (API.md §6.22 fails only a line over 4 KiB) — longer than the
+/// 1 000 bytes lettre reads, one of them ending in two-byte characters at exactly 4 096 bytes
+/// — are read (cut short where a character starts), and the code goes out: before, any line
+/// over 999 characters failed the delivery as `smtp_rejected`.
+#[tokio::test]
+async fn reply_lines_up_to_four_kib_are_read_and_the_code_goes_out() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    app.smtp.set_mode(Mode::LongLinesWithinBound);
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    assert_eq!(app.smtp.count_to("ada@example.com"), 1);
+    let (status, v) = app.verify(&sk, &key, &code).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+}
+
+/// A reply over the bounds at RCPT — 200 lines of 1 000 characters, 200 KB — is refused as such
 /// (API.md §6.22: `smtp_rejected`), not taken for a relay that could not be reached: a sync
 /// mint answers 502 `smtp_rejected`, and a queued message fails at once rather than going
 /// back to the flooding relay until its code expires.

@@ -91,9 +91,13 @@ pub enum Mode {
     /// Inside TLS, the answer to the EHLO after STARTTLS is one 5 KiB line (over what a
     /// reply line may hold, under what the TLS records around it weigh).
     LongLineUnderTls,
-    /// The answer to RCPT is 200 lines of 1 000 characters (each over the 999 a reply line
-    /// may hold; 200 KB in all).
+    /// The answer to RCPT is 200 lines of 1 000 characters (200 KB in all: over the 64 KiB a
+    /// reply may hold).
     LongLinesAtRcpt,
+    /// Long reply lines within the 4 KiB a line may hold (longer than the 1 000 bytes lettre
+    /// reads): inside TLS, the EHLO answer starts with a line of 4 096 bytes ending in
+    /// two-byte characters, and the answer to RCPT is one line of 3 000 characters.
+    LongLinesWithinBound,
     /// Inside TLS, the answer to the EHLO after STARTTLS is 80 KiB of short lines (over the
     /// 64 KiB a reply may hold).
     LongReplyUnderTls,

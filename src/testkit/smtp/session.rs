@@ -34,7 +34,8 @@ pub(super) async fn handle(
         | Mode::NoStarttls
         | Mode::LongLineUnderTls
         | Mode::LongReplyUnderTls
-        | Mode::LongLinesAtRcpt => {}
+        | Mode::LongLinesAtRcpt
+        | Mode::LongLinesWithinBound => {}
     }
     let open = st.active.fetch_add(1, Ordering::SeqCst) + 1;
     let _active = Active(&st);
@@ -126,6 +127,12 @@ async fn session(
         let oversized = match *st.mode.lock().unwrap() {
             Mode::LongLineUnderTls => Some(format!("250-{}\r\n", "x".repeat(5 * 1024))),
             Mode::LongReplyUnderTls => Some(format!("250-{}\r\n", "x".repeat(96)).repeat(800)),
+            // 4 + 2 000 + 2 × 1 046 = 4 096 bytes before the CRLF.
+            Mode::LongLinesWithinBound => Some(format!(
+                "250-{}{}\r\n",
+                "x".repeat(2000),
+                "\u{e9}".repeat(1046)
+            )),
             _ => None,
         };
         if let Some(answer) = oversized.filter(|_| tls && upper.starts_with("EHLO")) {
@@ -248,6 +255,9 @@ async fn session(
             let mode = *st.mode.lock().unwrap();
             if mode == Mode::RejectRecipients {
                 "550 no such user\r\n".into()
+            } else if mode == Mode::LongLinesWithinBound {
+                to.push(cmd[8..].trim().trim_matches(['<', '>']).to_string());
+                format!("250 ok {}\r\n", "y".repeat(3000))
             } else if mode == Mode::LongLinesAtRcpt {
                 // 200 lines of 1 000 characters: each over what a reply line may hold,
                 // 200 KB in all.
