@@ -9,6 +9,15 @@ pub enum ConfigError {
     },
     #[error("configuration error: `{key}` {message}")]
     Invalid { key: String, message: String },
+    /// Two keys that exclude each other both set (a value and its file); the loader names
+    /// the layer that set each.
+    #[error("configuration error: `{key}` and `{other}` are both set; keep one{hint}")]
+    Conflict {
+        key: String,
+        other: String,
+        /// Said after "keep one": how to leave one out where that is not plain.
+        hint: String,
+    },
 }
 
 /// A config library message said in the configuration's words, with the key it names: an

@@ -312,8 +312,27 @@ fn set_in(key: &str, file: Option<&Path>, env_names: &[(String, String)]) -> Opt
 /// that keeps its default but is bounded by one that was set names that one's layer; else the
 /// plain form.
 fn where_set(e: ConfigError, file: Option<&Path>, env_names: &[(String, String)]) -> ConfigError {
-    let ConfigError::Invalid { key, message } = e else {
-        return e;
+    let (key, message) = match e {
+        ConfigError::Invalid { key, message } => (key, message),
+        // Both keys' layers: the file for one and a variable for the other, say.
+        ConfigError::Conflict { key, other, hint } => {
+            let mut layers: Vec<String> = Vec::new();
+            for k in [&key, &other] {
+                if let Some(layer) = set_in(k, file, env_names) {
+                    if !layers.contains(&layer) {
+                        layers.push(layer);
+                    }
+                }
+            }
+            if layers.is_empty() {
+                return ConfigError::Conflict { key, other, hint };
+            }
+            return ConfigError::Load {
+                source_name: layers.join(" and "),
+                message: format!("`{key}` and `{other}` are both set; keep one{hint}"),
+            };
+        }
+        e => return e,
     };
     let (source_name, message) = match set_in(&key, file, env_names) {
         Some(source) => (source, format!("`{key}` {message}")),

@@ -86,9 +86,10 @@ impl Settings {
                 return Ok(None);
             }
             if user.get_string(key).is_ok_and(|v| !v.is_empty()) {
-                return Err(ConfigError::Invalid {
+                return Err(ConfigError::Conflict {
                     key: format!("{key}_file"),
-                    message: format!("and `{key}` are both set; keep one"),
+                    other: key.to_string(),
+                    hint: String::new(),
                 });
             }
             let mut full = PathBuf::from(path);

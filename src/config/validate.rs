@@ -234,10 +234,11 @@ impl Settings {
         // An empty file setting is no file (the way to leave out the container image's).
         let file = self.crypto.master_key_file.as_str();
         if key_set && !file.is_empty() && file != DEFAULT_KEY_FILE {
-            return Err(invalid(
-                "crypto.master_key",
-                format!("and `crypto.master_key_file` ({file}) are both set; keep one (an empty crypto.master_key_file, OTPMINT__CRYPTO__MASTER_KEY_FILE=\"\", leaves the file out)"),
-            ));
+            return Err(ConfigError::Conflict {
+                key: "crypto.master_key".into(),
+                other: "crypto.master_key_file".into(),
+                hint: format!(" (the key file: {file}; an empty crypto.master_key_file, OTPMINT__CRYPTO__MASTER_KEY_FILE=\"\", leaves the file out)"),
+            });
         }
         if !key_set && file.is_empty() {
             return Err(invalid(

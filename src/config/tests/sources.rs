@@ -84,6 +84,47 @@ fn a_secret_and_its_file_both_set_name_the_file_that_set_them() {
     );
 }
 
+/// A secret in one layer and its file (or the key and the key file) in another: the error
+/// names both layers, not only one of them (from the docs audit).
+#[test]
+fn a_secret_and_its_file_set_in_two_layers_name_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(&p, "[admin]\ntoken_file = \"x\"\n").unwrap();
+    let err = Settings::load_from(
+        Some(&p),
+        env(&[("OTPMINT__ADMIN__TOKEN", "t0ken-never-shown")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        err,
+        format!(
+            "configuration error in {} and environment variable OTPMINT__ADMIN__TOKEN: \
+             `admin.token_file` and `admin.token` are both set; keep one",
+            p.display()
+        )
+    );
+    std::fs::write(
+        &p,
+        "[crypto]\nmaster_key_file = \"/var/lib/otpmint/master.key\"\n",
+    )
+    .unwrap();
+    let key = crate::crypto::keyring::MasterKey::generate().to_base64();
+    let err = Settings::load_from(Some(&p), env(&[("OTPMINT__CRYPTO__MASTER_KEY", &key)]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(&format!(
+            "configuration error in environment variable OTPMINT__CRYPTO__MASTER_KEY and {}: \
+             `crypto.master_key` and `crypto.master_key_file` are both set; keep one (the key \
+             file: /var/lib/otpmint/master.key; an empty crypto.master_key_file",
+            p.display()
+        )) && !err.contains(&key),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_list_item_out_of_its_range_names_the_list_its_range_and_its_variable() {
     let err = env_error(&[("OTPMINT__SMTP__ALLOWED_PORTS", "587,70000")]);
