@@ -89,7 +89,7 @@ impl RecipientEmail {
         if for_lettre.len() > 254 {
             return Err(EmailError::TooLong);
         }
-        let canonical = format!("{}@{}", local.to_lowercase(), ascii_domain);
+        let canonical = format!("{}@{}", fold_case(local), ascii_domain);
         Ok(RecipientEmail {
             given: input.to_string(),
             local: local.to_string(),
@@ -133,6 +133,16 @@ pub fn mask(addr: &str) -> String {
     }
 }
 
+/// An address's local part as quotas, cooldowns and the suppression list count it: Unicode
+/// full case folding (API.md §6.16), so `STRASSE` and `straße`, or `σίσυφοσ` and `σίσυφος`,
+/// are one recipient (lower-casing alone keeps `ß` and the final `ς`). ASCII folds to its
+/// lower case, as before.
+pub fn fold_case(local: &str) -> String {
+    icu_casemap::CaseMapper::new()
+        .fold_string(local)
+        .into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +154,26 @@ mod tests {
         assert_eq!(e.canonical(), "ada@example.com");
         assert_eq!(e.delivery_address(), "Ada@example.com");
         assert_eq!(e.masked(), "A***@example.com");
+    }
+
+    /// API.md §6.16: case-folded, not lower-cased (found by the differential audit: a
+    /// suppressed `STRASSE@…` let a mint to `straße@…` through, and `σίσυφοσ` had a cooldown
+    /// of its own beside `σίσυφος`).
+    #[test]
+    fn the_local_part_is_case_folded_not_lower_cased() {
+        let key = |a: &str| RecipientEmail::parse(a).unwrap().canonical().to_string();
+        assert_eq!(key("STRASSE@example.com"), key("straße@example.com"));
+        assert_eq!(key("straße@example.com"), "strasse@example.com");
+        assert_eq!(key("ΣΊΣΥΦΟΣ@example.com"), key("σίσυφος@example.com"));
+        assert_eq!(key("σίσυφοσ@example.com"), key("σίσυφος@example.com"));
+        // Delivery keeps the local part as given.
+        let e = RecipientEmail::parse("Straße@example.com").unwrap();
+        assert_eq!(e.delivery_address(), "Straße@example.com");
+        // ASCII as before.
+        assert_eq!(
+            key("Ada.Lovelace+X@Example.COM"),
+            "ada.lovelace+x@example.com"
+        );
     }
 
     #[test]

@@ -107,6 +107,23 @@ fn json(body: &[u8]) -> Result<Value, Refused> {
     serde_json::from_slice(body).map_err(|_| Refused::Malformed("the body is not JSON"))
 }
 
+/// A provider's id (of an event, a message, Mailgun's token) as it is stored and looked up:
+/// its first `max` characters, a NUL made U+FFFD. PostgreSQL's text holds no NUL (the write
+/// failed, a 500 the provider retries for ever); ours never hold either, so such an id still
+/// finds no message, on both backends alike, and a duplicate is still one.
+pub fn stored_id(id: &str, max: usize) -> String {
+    id.chars()
+        .take(max)
+        .map(|c| {
+            if c == '\0' {
+                char::REPLACEMENT_CHARACTER
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 pub(super) fn text(v: &Value, ptr: &str) -> Option<String> {
     v.pointer(ptr).and_then(Value::as_str).map(str::to_string)
 }

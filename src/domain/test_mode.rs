@@ -152,7 +152,7 @@ fn wildcard(s: &str) -> Option<String> {
     // The domain must be one an address could have: checked with a stand-in local part.
     let domain = RecipientEmail::parse(&format!("x@{domain}")).ok()?;
     let domain = domain.canonical().rsplit_once('@')?.1.to_string();
-    Some(format!("{}@{domain}", local.to_lowercase()))
+    Some(format!("{}@{domain}", super::email::fold_case(local)))
 }
 
 /// Names RFC 6761 (and RFC 2606) keep from real use.

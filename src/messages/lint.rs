@@ -49,6 +49,18 @@ pub fn lint(f: &Fields, code_length: u32) -> Result<(), Vec<TemplateError>> {
                 format!("must be at most {} KiB", BODY_MAX_BYTES / 1024),
             ));
         }
+        // NUL, ESC and the like would reach the person's mail or phone as they are (and
+        // PostgreSQL's text cannot hold a NUL): only line breaks and tabs.
+        let stray = |c: char| c.is_control() && !matches!(c, '\n' | '\r' | '\t');
+        if *field != "subject" {
+            if let Some(at) = src.find(stray) {
+                errors.push(TemplateError::new(
+                    field,
+                    Some(src[..at].matches('\n').count() + 1),
+                    "must not contain control characters (line breaks and tabs are fine)",
+                ));
+            }
+        }
     }
     if !errors.is_empty() {
         return Err(errors);

@@ -292,3 +292,30 @@ fn a_subject_is_sent_as_one_line_without_control_characters() {
     let e = lint(&fields("Code{{ \"\\u001b[31m\" }}", "{{ code }}", None), 6).unwrap_err();
     assert_eq!(e[0].field, "subject");
 }
+
+#[test]
+fn a_body_with_a_control_character_other_than_a_line_break_or_tab_is_refused() {
+    // A NUL reached the mail as it was on SQLite and failed PostgreSQL's write (a 500).
+    let e = lint(&fields("Code", "Hi\n{{ code }} a\u{0}b", None), 6).unwrap_err();
+    assert_eq!((e[0].field, e[0].line), ("text", Some(2)), "{e:?}");
+    let e = lint(
+        &fields("Code", "{{ code }}", Some("<p>{{ code }}\u{1b}</p>")),
+        6,
+    )
+    .unwrap_err();
+    assert_eq!((e[0].field, e[0].line), ("html", Some(1)), "{e:?}");
+    let mut f = fields("Code", "{{ code }}", None);
+    f.sms = Some("{{ code }}\u{7}".into());
+    let e = lint(&f, 6).unwrap_err();
+    assert_eq!(e[0].field, "sms", "{e:?}");
+    // Line breaks (either kind) and tabs are text.
+    lint(
+        &fields(
+            "Code",
+            "Hi,\r\n\t{{ code }}\n",
+            Some("<p>\n\t{{ code }}</p>"),
+        ),
+        6,
+    )
+    .unwrap();
+}

@@ -73,7 +73,7 @@ pub struct SuppressionBody {
     responses(
         (status = 200, description = "A page", body = SuppressionsOut),
         (status = 400, response = problems::InvalidRequest),
-        (status = 422, description = "unprocessable: `cursor` is not one this server gave out", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "unprocessable: `cursor` is not in the form this server gives out", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
 pub async fn list(t: TenantAuth, st: State, q: web::Query<PageQuery>) -> ApiResult {
@@ -81,7 +81,10 @@ pub async fn list(t: TenantAuth, st: State, q: web::Query<PageQuery>) -> ApiResu
         None => None,
         Some(c) => Some(Cursor::decode(c).ok_or_else(|| {
             // Any string fits the description: a rule refuses it (422, as Schemathesis holds).
-            ServiceError::rule("cursor", "is not a cursor this server gave out")
+            ServiceError::rule(
+                "cursor",
+                "is not in the form this server gives out (give back a next_cursor as it came)",
+            )
         })?),
     };
     let page = st.services.tenants.suppressions(&t.0.id, after).await?;

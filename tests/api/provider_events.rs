@@ -807,3 +807,71 @@ async fn a_mailgun_event_that_could_not_be_applied_is_applied_on_its_retry() {
     assert_eq!((st, &v["applied"]), (StatusCode::OK, &json!(1)), "{v}");
     assert_eq!(suppressed(&s.app, &sk).await.len(), 1);
 }
+
+/// Ids that hold a NUL — a message id of each provider's, Mailgun's token, SendGrid's event
+/// id — are applied as any other, once, on both backends (found by the differential audit:
+/// PostgreSQL's text holds no NUL, so the write failed and each such event answered 500,
+/// which a provider retries for ever; SQLite applied it).
+#[tokio::test]
+async fn an_event_whose_ids_hold_a_nul_is_applied_once() {
+    let s = setup().await;
+    for (n, fake) in s.fakes.iter().enumerate() {
+        if fake.kind == "ses" {
+            continue;
+        }
+        let (id, sk) = s.tenant(fake).await;
+        let to = format!("nul{n}@example.com");
+        let ev = s.event(
+            fake.kind,
+            &to,
+            "<em\u{0}x@example.com>",
+            false,
+            900 + n as u32,
+        );
+        let (st, v) = s.post(fake.kind, &id, ev.clone()).await;
+        assert_eq!(
+            (st, &v["applied"]),
+            (StatusCode::OK, &json!(1)),
+            "{}: {v}",
+            fake.kind
+        );
+        let list = suppressed(&s.app, &sk).await;
+        assert_eq!(list.len(), 1, "{}: {list:?}", fake.kind);
+        assert_eq!(list[0]["recipient"], to.as_str());
+        // The same event again changes nothing (Mailgun: its token is taken).
+        let (st, v) = s.post(fake.kind, &id, ev).await;
+        assert_eq!(
+            (st, &v["applied"]),
+            (StatusCode::OK, &json!(0)),
+            "{}: {v}",
+            fake.kind
+        );
+    }
+    // A Mailgun token and a SendGrid event id with a NUL in them.
+    let mailgun = s.fakes.iter().find(|f| f.kind == "mailgun").unwrap();
+    let (id, sk) = s.tenant(mailgun).await;
+    let data = json!({"event": "failed", "severity": "permanent", "id": "mg-nul", "recipient": "tok@example.com"});
+    let signed = (
+        Vec::<(String, String)>::new(),
+        mailgun_body(MAILGUN_SIGNING, s.now(), "tok-\u{0}-1", data),
+    );
+    let (st, v) = s.post("mailgun", &id, signed.clone()).await;
+    assert_eq!((st, &v["applied"]), (StatusCode::OK, &json!(1)), "{v}");
+    let (st, v) = s.post("mailgun", &id, signed).await;
+    assert_eq!((st, &v["applied"]), (StatusCode::OK, &json!(0)), "{v}");
+    assert_eq!(suppressed(&s.app, &sk).await.len(), 1);
+    let sendgrid = s.fakes.iter().find(|f| f.kind == "sendgrid").unwrap();
+    let (id, sk) = s.tenant(sendgrid).await;
+    let ts = s.now();
+    let b =
+        json!([{"email": "sg@example.com", "timestamp": ts, "event": "bounce", "type": "bounce",
+        "sg_event_id": "sg-\u{0}-1", "sg_message_id": "m\u{0}.filterdrecv-1.0"}])
+        .to_string()
+        .into_bytes();
+    let ev = (s.sendgrid.headers(ts, &b), b);
+    let (st, v) = s.post("sendgrid", &id, ev.clone()).await;
+    assert_eq!((st, &v["applied"]), (StatusCode::OK, &json!(1)), "{v}");
+    let (st, v) = s.post("sendgrid", &id, ev).await;
+    assert_eq!((st, &v["applied"]), (StatusCode::OK, &json!(0)), "{v}");
+    assert_eq!(suppressed(&s.app, &sk).await.len(), 1);
+}

@@ -165,6 +165,19 @@ async fn every_refusal_names_field_and_line_and_changes_nothing() {
             Some(1),
         ),
         (simple("Hi\u{0}there\u{1b}[31m", "{{ code }}"), "subject", Some(1)),
+        // Nor in a body: only line breaks and tabs (a NUL was stored and mailed on SQLite,
+        // and failed PostgreSQL's write with a 500).
+        (simple("S", "Hi\n{{ code }} a\u{0}b"), "text", Some(2)),
+        (
+            json!({"subject": "S", "text": "{{ code }}", "html": "<p>{{ code }}\u{0}</p>"}),
+            "html",
+            Some(1),
+        ),
+        (
+            json!({"subject": "S", "text": "{{ code }}", "sms": "{{ code }}\u{1b}"}),
+            "sms",
+            Some(1),
+        ),
         (simple(&"s".repeat(201), "{{ code }}"), "subject", None),
         (simple("S {{ nope }}", "{{ code }}"), "subject", Some(1)),
         (

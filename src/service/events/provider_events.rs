@@ -13,8 +13,8 @@ use crate::domain::email::RecipientEmail;
 use crate::domain::keys::TenantId;
 use crate::domain::provider::ProviderKind;
 use crate::domain::provider_event::{
-    sns_cert_url_allowed, sns_url_allowed, verify_and_parse, EventKeys, EventKind, Header,
-    ProviderEvent, Refused, SnsMessage, SnsType,
+    sns_cert_url_allowed, sns_url_allowed, stored_id, verify_and_parse, EventKeys, EventKind,
+    Header, ProviderEvent, Refused, SnsMessage, SnsType,
 };
 use crate::domain::recipient::Channel;
 use crate::domain::stats::Counted;
@@ -208,7 +208,7 @@ impl Events {
                 guard = Guard::Token(Some(SeenEvent {
                     tenant: tenant.id.clone(),
                     provider: crate::storage::provider_events::MAILGUN_TOKEN.into(),
-                    event_id: token.chars().take(200).collect(),
+                    event_id: stored_id(&token, 200),
                     now,
                 }));
             }
@@ -285,7 +285,7 @@ impl Events {
             seen: SeenEvent {
                 tenant: tenant.clone(),
                 provider: kind.as_str().to_string(),
-                event_id: e.id.chars().take(200).collect(),
+                event_id: stored_id(&e.id, 200),
                 now,
             },
             suppression: Suppression {
@@ -294,7 +294,7 @@ impl Events {
                 source: kind.as_str().to_string(),
                 created_at: now,
             },
-            message_id: e.message_id.map(|m| m.chars().take(300).collect()),
+            message_id: e.message_id.map(|m| stored_id(&m, 300)),
             counted,
             webhook: None,
             verified_with: match guard {
