@@ -271,9 +271,10 @@ async fn fifty_parallel_wrong_guesses_evaluate_exactly_max_attempts() {
 }
 
 /// A code whose only attempt is taken by the right code still being compared is not
-/// exhausted: a status read waits for that verify's outcome (`verified`), and a cancel
-/// either cancels it (the verify then fails) or says it was used — never
-/// `attempts_exhausted`, which is final. (Before, both said exhausted, then it verified.)
+/// exhausted: a status read waits for that verify's outcome (`verified`), a cancel either
+/// cancels it (the verify then fails) or says it was used, and so does a resend (found by
+/// the verify audit: it answered `attempts_exhausted`) — never `attempts_exhausted`, which
+/// is final. (Before, each said exhausted, then it verified.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_code_being_checked_is_never_called_exhausted_by_a_status_read_or_a_cancel() {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -299,6 +300,34 @@ async fn a_code_being_checked_is_never_called_exhausted_by_a_status_read_or_a_ca
         assert_eq!(s, StatusCode::OK, "{v}");
         assert!(
             seen.iter().all(|st| st == "pending" || st == "verified"),
+            "{seen:?}"
+        );
+    }
+    for round in 0..6 {
+        let (key, code) = app.mint(&sk, &format!("resend{round}@example.com")).await;
+        let done = AtomicBool::new(false);
+        let verify = async {
+            let r = app.verify(&sk, &key, &code).await;
+            done.store(true, Ordering::SeqCst);
+            r
+        };
+        let resend = async {
+            let mut seen = Vec::new();
+            while !done.load(Ordering::SeqCst) {
+                let path = format!("/v1/otp/{key}/resend");
+                let (s, v) = body(app.post(&path, &sk, json!({})).await).await;
+                seen.push((s, v["code"].as_str().unwrap_or_default().to_string()));
+            }
+            seen
+        };
+        let ((s, v), seen) = tokio::join!(verify, resend);
+        assert_eq!(s, StatusCode::OK, "{v}");
+        // Resent, or refused by the cooldown or the resend limit, while the code is
+        // pending; `otp_used` once it is verified; never `attempts_exhausted`.
+        assert!(
+            seen.iter().all(|(s, c)| *s == StatusCode::CREATED
+                || *s == StatusCode::TOO_MANY_REQUESTS
+                || (*s == StatusCode::GONE && c == "otp_used")),
             "{seen:?}"
         );
     }

@@ -7,7 +7,7 @@ use crate::domain::challenge::{ChallengeView, Status};
 use crate::domain::code::OtpCode;
 use crate::domain::delivery::{DeliveryMode, DeliveryStatus};
 use crate::domain::email::RecipientEmail;
-use crate::domain::keys::ShareableKey;
+use crate::domain::keys::{CodeApi, ShareableKey, TenantId};
 use crate::domain::locale::Locale;
 use crate::domain::recipient::{PhoneNumber, Recipient};
 use crate::domain::tenant::Tenant;
@@ -19,7 +19,7 @@ use crate::service::core::audit::RequestContext;
 use crate::service::tenants::test_mode::Destination;
 use crate::service::{Codes, ServiceError};
 use crate::storage::{
-    InboxEntry, NewOutbox, OutboxJob, Queued, Resend, ResendVia, Resent, Store, Unsent,
+    CodeKey, InboxEntry, NewOutbox, OutboxJob, Queued, Resend, ResendVia, Resent, Store, Unsent,
 };
 
 /// A key after a resend.
@@ -89,6 +89,48 @@ impl Codes {
         result
     }
 
+    /// The key a resend reads (with its current code's hash), once the verifies that took
+    /// its attempts have their outcome: every attempt taken, the last perhaps by a verify
+    /// still comparing the right code, is not yet exhausted — its outcome decides the answer
+    /// (`otp_used`, not `attempts_exhausted`), as a status read or a cancel waits for it
+    /// (found by the verify audit). Read anew when it is pending again (an attempt given
+    /// back); with the time it was read at.
+    async fn settled_target(
+        &self,
+        tenant: &TenantId,
+        digest: &[u8],
+        now: Millis,
+    ) -> Result<(ChallengeView, String, Millis), ServiceError> {
+        let target = |now: Millis| {
+            let (tid, d) = (tenant.clone(), digest.to_vec());
+            async move {
+                self.core
+                    .db(move |s| s.resend_target(&tid, &d, now))
+                    .await?
+                    .ok_or(ServiceError::OtpNotFound)
+            }
+        };
+        let (view, hash) = target(now).await?;
+        if view.status_at(now) != Status::Exhausted {
+            return Ok((view, hash, now));
+        }
+        let k = CodeKey {
+            tenant: tenant.clone(),
+            key_digest: digest.to_vec(),
+            flavor: CodeApi::Native,
+        };
+        let (settled, at) = self
+            .settled_view(&k, view, now)
+            .await?
+            .ok_or(ServiceError::OtpNotFound)?;
+        if settled.status_at(at) != Status::Pending {
+            // Its hash is not needed: the key refuses a resend.
+            return Ok((settled, String::new(), at));
+        }
+        let (view, hash) = target(at).await?;
+        Ok((view, hash, at))
+    }
+
     async fn resend_inner(
         &self,
         tenant: &Tenant,
@@ -98,12 +140,7 @@ impl Codes {
         let now = self.core.now();
         let digest = self.key_digest(key.expose());
         let max_resends = self.core.settings.load().otp.max_resends;
-        let (tid, d) = (tenant.id.clone(), digest.clone());
-        let (view, current_hash) = self
-            .core
-            .db(move |s| s.resend_target(&tid, &d, now))
-            .await?
-            .ok_or(ServiceError::OtpNotFound)?;
+        let (view, current_hash, now) = self.settled_target(&tenant.id, &digest, now).await?;
         recipient_seen.clone_from(&view.email);
         if let Some(e) = ended_or_spent(&view, max_resends, now) {
             return Err(e);
@@ -253,17 +290,14 @@ impl Codes {
             Resent::Done { resends } => resends,
             Resent::Refused(q) => return Err(limited(q)),
             Resent::NotNow => {
-                // Changed since it was read: say how, from its state now.
-                let (tid, d) = (tenant.id.clone(), digest.clone());
-                let again = self
-                    .core
-                    .db(move |s| s.resend_target(&tid, &d, now))
-                    .await?;
-                return Err(again
-                    .and_then(|(v, _)| why_not(&v, max_resends, now))
-                    .unwrap_or(ServiceError::Conflict(
+                // Changed since it was read (a verify took its last attempt, say): say how,
+                // from its state now.
+                let (v, _, at) = self.settled_target(&tenant.id, &digest, now).await?;
+                return Err(
+                    why_not(&v, max_resends, at).unwrap_or(ServiceError::Conflict(
                         "the key changed under this request; try again",
-                    )));
+                    )),
+                );
             }
         };
         let delivery = if test { DeliveryMode::Sync } else { mode };
