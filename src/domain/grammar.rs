@@ -48,9 +48,11 @@ pub static PURPOSE: Grammar = Grammar::new("^[a-z0-9_.-]{1,64}$", 1, 64);
 /// A phone number in E.164 form: `+`, then 8 to 15 digits, the first not 0.
 pub static PHONE: Grammar = Grammar::new("^\\+[1-9][0-9]{7,14}$", 9, 16);
 
-/// A DNS name of two labels or more (letters, digits and inner `-`), an optional final dot.
+/// A DNS name of two labels or more (letters, digits and inner `-`), an optional final dot;
+/// its last label starts with a letter, as every top-level domain does — so an IP address
+/// (`127.0.0.1`) is no domain name.
 pub static DNS_NAME: Grammar = Grammar::new(
-    "^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.?$",
+    "^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.?$",
     3,
     254,
 );
@@ -297,7 +299,14 @@ mod tests {
             (
                 &DNS_NAME,
                 &["acme.example", "mail.acme.example."],
-                &["acme", "-a.example", "a..example", " acme.example"],
+                &[
+                    "acme",
+                    "-a.example",
+                    "a..example",
+                    " acme.example",
+                    "127.0.0.1",
+                    "a.1b",
+                ],
             ),
             (
                 &DKIM_SELECTOR,

@@ -1131,6 +1131,16 @@ async fn a_date_only_stats_range_covers_whole_days() {
         .get("/v1/tenant/stats?from=2026-01-05&to=2026-01-06", &sk)
         .await;
     assert_eq!(r.status(), StatusCode::OK);
+    // The answer's `to` ends `to`'s period: the last day whose end RFC 3339 can write is
+    // 9999-12-30 (found by the differential audit: `+10000-01-01T00:00:00Z` was answered).
+    let v = stats(&app, "/v1/tenant/stats?from=9999-12-01&to=9999-12-30", &sk).await;
+    assert_eq!(v["to"], "9999-12-31T00:00:00Z", "{v}");
+    let r = app
+        .get("/v1/tenant/stats?from=9999-12-01&to=9999-12-31", &sk)
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["errors"][0]["field"], "to", "{v}");
 }
 
 /// A fixed test code has its own failure budget over all its keys (API.md §17.3): after

@@ -226,6 +226,9 @@ async fn a_signed_message_verifies_against_the_published_record_through_rotation
     for bad in [
         json!({"domain": "acme.example", "algorithm": "dsa"}),
         json!({"domain": "localhost", "algorithm": "ed25519"}),
+        // An IP address is no domain name (found by the differential audit: 201, with a
+        // record name `otpmint1._domainkey.127.0.0.1`).
+        json!({"domain": "127.0.0.1", "algorithm": "ed25519"}),
         json!({"domain": "acme.example", "algorithm": "ed25519", "selector": "bad_one"}),
         json!({"algorithm": "ed25519"}),
     ] {

@@ -77,6 +77,18 @@ impl Admin {
         }
         let from_p = from.div_euclid(period_ms);
         let to_p = to.div_euclid(period_ms) + 1;
+        // The answer's `to` is the end of `to`'s period: it must be a time RFC 3339 can
+        // write (`9999-12-31` as `to` would end at `+10000-01-01T00:00:00Z`).
+        const YEAR_10000: Millis = 253_402_300_800_000;
+        if to_p
+            .checked_mul(period_ms)
+            .is_none_or(|end| end >= YEAR_10000)
+        {
+            return Err(ServiceError::field(
+                "to",
+                "must end before the year 10000 (its period ends at the answer's `to`)",
+            ));
+        }
         let q = StatsQuery {
             tenant,
             from_hour: from_p * r.granularity.hours(),
