@@ -108,6 +108,14 @@ impl RecipientEmail {
         &self.canonical
     }
 
+    /// The key this address had before keys were case-folded (its local part lower-cased),
+    /// where that differs (`ß`, a final `ς`, a ligature, …): entries stored then are still
+    /// found and removed by it.
+    pub fn legacy_key(&self) -> Option<String> {
+        let legacy = format!("{}@{}", self.local.to_lowercase(), self.ascii_domain);
+        (legacy != self.canonical).then_some(legacy)
+    }
+
     /// The address to deliver to: local part as given, domain in ASCII form.
     pub fn delivery_address(&self) -> String {
         format!("{}@{}", self.local, self.ascii_domain)
@@ -174,6 +182,13 @@ mod tests {
             key("Ada.Lovelace+X@Example.COM"),
             "ada.lovelace+x@example.com"
         );
+        // The key an entry stored before folding has, where it differs.
+        let legacy = |a: &str| RecipientEmail::parse(a).unwrap().legacy_key();
+        assert_eq!(
+            legacy("Straße@example.com").as_deref(),
+            Some("straße@example.com")
+        );
+        assert_eq!(legacy("Ada@example.com"), None);
     }
 
     #[test]

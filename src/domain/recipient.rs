@@ -130,6 +130,13 @@ impl Recipient {
             Recipient::Phone(p) => p.as_str(),
         }
     }
+    /// [`RecipientEmail::legacy_key`]: the key before case folding, where it differs.
+    pub fn legacy_key(&self) -> Option<String> {
+        match self {
+            Recipient::Email(e) => e.legacy_key(),
+            Recipient::Phone(_) => None,
+        }
+    }
     /// Where the message goes.
     pub fn delivery_address(&self) -> String {
         match self {

@@ -63,7 +63,8 @@ impl Cursor {
         let (at, recipient) = text.split_once('\n')?;
         let created_at: Millis = at.parse().ok()?;
         let recipient_like = !recipient.is_empty()
-            && recipient.len() <= 320
+            // A folded local part may be three times the bytes it was given in.
+            && recipient.len() <= 1024
             && (recipient.contains('@') || recipient.starts_with('+'))
             && !recipient
                 .chars()

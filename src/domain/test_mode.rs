@@ -57,8 +57,16 @@ impl RecipientPattern {
         }
     }
 
-    /// The stored form read back (it was parsed when stored).
+    /// The stored form read back (it was parsed when stored). An address's local part is
+    /// folded again: one stored before keys were case-folded was only lower-cased (folding
+    /// a lower-cased or folded text gives the text's fold).
     pub fn from_stored(s: String) -> RecipientPattern {
+        let s = match s.rsplit_once('@') {
+            Some((local, domain)) if !s.starts_with('+') => {
+                format!("{}@{domain}", super::email::fold_case(local))
+            }
+            _ => s,
+        };
         if s.contains('*') {
             RecipientPattern::Wildcard(s)
         } else {
@@ -292,6 +300,22 @@ pub struct TestMessage {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// A pattern stored before keys were case-folded (only lower-cased) reads back folded,
+    /// as a new one is stored; a number's as it was.
+    #[test]
+    fn a_pattern_stored_before_folding_reads_back_folded() {
+        let stored = |s: &str| RecipientPattern::from_stored(s.into()).as_str().to_string();
+        assert_eq!(stored("straße@acme.example"), "strasse@acme.example");
+        assert_eq!(stored("straße+*@acme.example"), "strasse+*@acme.example");
+        assert_eq!(
+            stored("strasse@acme.example"),
+            RecipientPattern::parse("STRASSE@acme.example")
+                .unwrap()
+                .as_str()
+        );
+        assert_eq!(stored("+1555*"), "+1555*");
+    }
 
     /// An email wildcard out of the sender's present domain is passed over, and the next
     /// entry that covers the recipient is found; number patterns do not depend on it.

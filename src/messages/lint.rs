@@ -139,6 +139,22 @@ pub fn lint(f: &Fields, code_length: u32) -> Result<(), Vec<TemplateError>> {
     match set.render("lint", &vars) {
         Err(e) => errors.push(e),
         Ok(r) => {
+            // Control characters a body renders (a string literal's, say), as in its source.
+            let stray =
+                |t: &str| t.contains(|c: char| c.is_control() && !matches!(c, '\n' | '\r' | '\t'));
+            for (field, rendered) in [
+                ("text", Some(&r.text)),
+                ("html", r.html.as_ref()),
+                ("sms", r.sms.as_ref()),
+            ] {
+                if rendered.is_some_and(|t| stray(t)) {
+                    errors.push(TemplateError::new(
+                        field,
+                        None,
+                        "must not render control characters (line breaks and tabs are fine)",
+                    ));
+                }
+            }
             if !holds_code(&r.text, &sample) {
                 errors.push(TemplateError::new(
                     "text",

@@ -308,6 +308,9 @@ fn a_body_with_a_control_character_other_than_a_line_break_or_tab_is_refused() {
     f.sms = Some("{{ code }}\u{7}".into());
     let e = lint(&f, 6).unwrap_err();
     assert_eq!(e[0].field, "sms", "{e:?}");
+    // Nor one it renders (a string literal's).
+    let e = lint(&fields("Code", "{{ code }}{{ \"\\u0000\" }}", None), 6).unwrap_err();
+    assert_eq!(e[0].field, "text", "{e:?}");
     // Line breaks (either kind) and tabs are text.
     lint(
         &fields(

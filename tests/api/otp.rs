@@ -303,6 +303,7 @@ async fn a_code_being_checked_is_never_called_exhausted_by_a_status_read_or_a_ca
             "{seen:?}"
         );
     }
+    let mut saw_used = false;
     for round in 0..6 {
         let (key, code) = app.mint(&sk, &format!("resend{round}@example.com")).await;
         let done = AtomicBool::new(false);
@@ -330,7 +331,12 @@ async fn a_code_being_checked_is_never_called_exhausted_by_a_status_read_or_a_ca
                 || (*s == StatusCode::GONE && c == "otp_used")),
             "{seen:?}"
         );
+        saw_used |= seen.iter().any(|(s, _)| *s == StatusCode::GONE);
     }
+    assert!(
+        saw_used,
+        "no resend met a verified key: the race was not run"
+    );
     for round in 0..12 {
         let (key, code) = app.mint(&sk, &format!("cancel{round}@example.com")).await;
         let cancel = async {

@@ -27,9 +27,7 @@ impl Codes {
         if !self.delivery.has_route(tenant, recipient.channel()) {
             return Err(ServiceError::ChannelNotConfigured);
         }
-        self.tenants
-            .check_suppressed(tenant, recipient.canonical())
-            .await?;
+        self.tenants.check_suppressed(tenant, recipient).await?;
         if !recipient.channel().is_phone() {
             return Ok(None);
         }

@@ -104,12 +104,20 @@ impl Tenants {
         recipient: &Recipient,
         ctx: &RequestContext,
     ) -> Result<(), ServiceError> {
-        let key = recipient.canonical().to_string();
         let audit = self.core.audit.slot()?;
-        let (tid, k) = (tenant.clone(), key.clone());
-        if !self.core.db(move |s| s.unsuppress(&tid, &k)).await? {
-            return Err(ServiceError::SuppressionNotFound);
+        // Its key, else the key an entry stored before keys were case-folded has.
+        let mut removed = None;
+        for key in std::iter::once(recipient.canonical().to_string()).chain(recipient.legacy_key())
+        {
+            let (tid, k) = (tenant.clone(), key.clone());
+            if self.core.db(move |s| s.unsuppress(&tid, &k)).await? {
+                removed = Some(key);
+                break;
+            }
         }
+        let Some(key) = removed else {
+            return Err(ServiceError::SuppressionNotFound);
+        };
         audit.record(
             tenant,
             self.core.now(),
@@ -126,19 +134,23 @@ impl Tenants {
     pub(crate) async fn check_suppressed(
         &self,
         tenant: &Tenant,
-        canonical: &str,
+        recipient: &Recipient,
     ) -> Result<(), ServiceError> {
         if !tenant.suppression || tenant.suppressed == 0 {
             return Ok(());
         }
-        let (tid, r) = (tenant.id.clone(), canonical.to_string());
-        if self
-            .core
-            .db(move |s| s.suppression(&tid, &r))
-            .await?
-            .is_some()
+        // Its key, and the key an entry stored before keys were case-folded has.
+        for key in std::iter::once(recipient.canonical().to_string()).chain(recipient.legacy_key())
         {
-            return Err(ServiceError::RecipientSuppressed);
+            let tid = tenant.id.clone();
+            if self
+                .core
+                .db(move |s| s.suppression(&tid, &key))
+                .await?
+                .is_some()
+            {
+                return Err(ServiceError::RecipientSuppressed);
+            }
         }
         Ok(())
     }
