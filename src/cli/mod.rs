@@ -11,6 +11,7 @@ macro_rules! say {
     }};
 }
 
+mod healthcheck;
 mod keys;
 mod stats;
 mod tenant;
@@ -196,7 +197,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
             say!("migrations applied")?;
             Ok(())
         }
-        Command::Healthcheck { url } => healthcheck(&settings, url.as_deref()).await,
+        Command::Healthcheck { url } => healthcheck::healthcheck(&settings, url.as_deref()).await,
         Command::MigrateStore { from, to } => {
             say_used(format!(
                 "copying from {} to {}",
@@ -413,99 +414,4 @@ async fn smtp_test(id: &str, to: &str, s: Services) -> Result<(), CliError> {
 /// A delivery failure, with its reason and what to check.
 fn delivery_failed(r: crate::domain::delivery::DeliveryReason) -> String {
     format!("delivery failed: {}: {}", r.as_str(), r.advice())
-}
-
-/// The URL `otpmint healthcheck` asks: `--url` (its `/readyz` added unless it ends so), or
-/// `server.bind` with an unspecified address replaced by loopback.
-fn readyz_url(settings: &Settings, url: Option<&str>) -> String {
-    let base = match url {
-        Some(u) => u.trim_end_matches('/').to_string(),
-        None => {
-            let bind = settings.server.bind.trim();
-            let bind = match bind.rsplit_once(':') {
-                Some(("0.0.0.0", port)) => format!("127.0.0.1:{port}"),
-                Some(("[::]", port)) => format!("[::1]:{port}"),
-                _ => bind.to_string(),
-            };
-            format!("http://{bind}")
-        }
-    };
-    if base.ends_with("/readyz") {
-        base
-    } else {
-        format!("{base}/readyz")
-    }
-}
-
-async fn healthcheck(settings: &Settings, url: Option<&str>) -> Result<(), CliError> {
-    // `/readyz` goes after the path: a query or fragment would swallow it.
-    if let Some(mut given) = url.and_then(|u| reqwest::Url::parse(u).ok()) {
-        if given.query().is_some() || given.fragment().is_some() {
-            let _ = given.set_password(None);
-            return Err(CliError(format!(
-                "not ready: --url {given} must be the server's base URL or its /readyz URL, without a query or fragment"
-            )));
-        }
-    }
-    let url = readyz_url(settings, url);
-    if !reqwest::Url::parse(&url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
-        return Err(CliError(format!(
-            "not ready: --url {url} is not an http:// or https:// URL"
-        )));
-    }
-    // Straight to the server: a container's HTTP_PROXY must not stand between a health
-    // check and the server beside it.
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(2))
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()?;
-    match client.get(&url).send().await {
-        Ok(r) if r.status() == reqwest::StatusCode::OK => {
-            eprintln!("ready: {url}");
-            Ok(())
-        }
-        Ok(r) => Err(CliError(format!(
-            "not ready: {url} answered {}",
-            r.status()
-        ))),
-        Err(e) if e.is_timeout() => Err(CliError(format!(
-            "not ready: {url} did not answer within 2 s"
-        ))),
-        Err(_) => Err(CliError(format!("not ready: cannot reach {url}"))),
-    }
-}
-
-#[cfg(test)]
-mod healthcheck_tests {
-    use super::*;
-
-    #[test]
-    fn the_healthcheck_asks_readyz_on_the_bound_address_or_the_given_url() {
-        let mut s = Settings::load_from(None, Vec::<(String, String)>::new()).unwrap();
-        assert_eq!(readyz_url(&s, None), "http://127.0.0.1:8080/readyz");
-        s.server.bind = "0.0.0.0:9000".into();
-        assert_eq!(readyz_url(&s, None), "http://127.0.0.1:9000/readyz");
-        s.server.bind = "[::]:9000".into();
-        assert_eq!(readyz_url(&s, None), "http://[::1]:9000/readyz");
-        assert_eq!(readyz_url(&s, Some("http://h:1/")), "http://h:1/readyz");
-        assert_eq!(
-            readyz_url(&s, Some("http://h:1/readyz")),
-            "http://h:1/readyz"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_url_that_is_none_is_named_so_not_as_unreachable() {
-        let s = Settings::load_from(None, Vec::<(String, String)>::new()).unwrap();
-        for bad in ["not-a-url", "ftp://h:1"] {
-            let e = healthcheck(&s, Some(bad)).await.unwrap_err();
-            assert!(e.0.contains("is not an http:// or https:// URL"), "{}", e.0);
-        }
-        // A query or fragment would carry `/readyz` away from the path.
-        for bad in ["http://127.0.0.1:1/?x=1", "http://127.0.0.1:1/#top"] {
-            let e = healthcheck(&s, Some(bad)).await.unwrap_err();
-            assert!(e.0.contains("without a query or fragment"), "{}", e.0);
-        }
-    }
 }

@@ -130,12 +130,14 @@ impl Recipient {
             Recipient::Phone(p) => p.as_str(),
         }
     }
-    /// [`RecipientEmail::legacy_key`]: the key before case folding, where it differs.
-    pub fn legacy_key(&self) -> Option<String> {
-        match self {
+    /// The keys a stored entry of it may have: its key, then the key it had before keys were
+    /// case-folded, where that differs ([`RecipientEmail::legacy_key`]).
+    pub fn keys(&self) -> impl Iterator<Item = String> {
+        let legacy = match self {
             Recipient::Email(e) => e.legacy_key(),
             Recipient::Phone(_) => None,
-        }
+        };
+        std::iter::once(self.canonical().to_string()).chain(legacy)
     }
     /// Where the message goes.
     pub fn delivery_address(&self) -> String {

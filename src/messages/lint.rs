@@ -5,6 +5,12 @@ use std::collections::BTreeMap;
 
 use super::*;
 
+/// A character a body may not hold: NUL, ESC and the like would reach the person's mail or
+/// phone as they are (and PostgreSQL's text cannot hold a NUL); line breaks and tabs are text.
+fn stray_control(c: char) -> bool {
+    c.is_control() && !matches!(c, '\n' | '\r' | '\t')
+}
+
 /// Check a template before it is stored: every refusal, by field and line.
 pub fn lint(f: &Fields, code_length: u32) -> Result<(), Vec<TemplateError>> {
     let mut errors = Vec::new();
@@ -49,11 +55,8 @@ pub fn lint(f: &Fields, code_length: u32) -> Result<(), Vec<TemplateError>> {
                 format!("must be at most {} KiB", BODY_MAX_BYTES / 1024),
             ));
         }
-        // NUL, ESC and the like would reach the person's mail or phone as they are (and
-        // PostgreSQL's text cannot hold a NUL): only line breaks and tabs.
-        let stray = |c: char| c.is_control() && !matches!(c, '\n' | '\r' | '\t');
         if *field != "subject" {
-            if let Some(at) = src.find(stray) {
+            if let Some(at) = src.find(stray_control) {
                 errors.push(TemplateError::new(
                     field,
                     Some(src[..at].matches('\n').count() + 1),
@@ -140,14 +143,12 @@ pub fn lint(f: &Fields, code_length: u32) -> Result<(), Vec<TemplateError>> {
         Err(e) => errors.push(e),
         Ok(r) => {
             // Control characters a body renders (a string literal's, say), as in its source.
-            let stray =
-                |t: &str| t.contains(|c: char| c.is_control() && !matches!(c, '\n' | '\r' | '\t'));
             for (field, rendered) in [
                 ("text", Some(&r.text)),
                 ("html", r.html.as_ref()),
                 ("sms", r.sms.as_ref()),
             ] {
-                if rendered.is_some_and(|t| stray(t)) {
+                if rendered.is_some_and(|t| t.contains(stray_control)) {
                     errors.push(TemplateError::new(
                         field,
                         None,

@@ -107,8 +107,7 @@ impl Tenants {
         let audit = self.core.audit.slot()?;
         // Its key, else the key an entry stored before keys were case-folded has.
         let mut removed = None;
-        for key in std::iter::once(recipient.canonical().to_string()).chain(recipient.legacy_key())
-        {
+        for key in recipient.keys() {
             let (tid, k) = (tenant.clone(), key.clone());
             if self.core.db(move |s| s.unsuppress(&tid, &k)).await? {
                 removed = Some(key);
@@ -140,8 +139,7 @@ impl Tenants {
             return Ok(());
         }
         // Its key, and the key an entry stored before keys were case-folded has.
-        for key in std::iter::once(recipient.canonical().to_string()).chain(recipient.legacy_key())
-        {
+        for key in recipient.keys() {
             let tid = tenant.id.clone();
             if self
                 .core
