@@ -158,8 +158,8 @@ pub(super) fn service_msg(e: ServiceError) -> CliError {
         ServiceError::Internal(cause) => CliError(cause),
         ServiceError::TenantNotFound => CliError("no such tenant".into()),
         ServiceError::Delivery(r, _) => CliError(delivery_failed(r)),
-        ServiceError::WebhookRefused(code) => CliError(format!(
-            "{}: {}",
+        ServiceError::WebhookRefused(code, field) => CliError(format!(
+            "{field}: {}: {}",
             code.as_str(),
             crate::service::endpoint_refusal(code)
         )),

@@ -73,6 +73,7 @@ impl DeliveryReason {
     pub fn advice_with(self, detail_code: Option<&str>) -> &'static str {
         match detail_code {
             Some("oauth2_unavailable") => "The relay's OAuth2 token endpoint did not answer (busy or down): nothing is wrong with the settings; try again shortly.",
+            Some("oauth2_no_token") => "The relay's OAuth2 token endpoint answered without an access token: check token_url (it must be the provider's token endpoint, or leave it out and name the provider).",
             Some(NO_SESSION_FREE) => "No session to the transport was free in time (the tenant's max_connections, or this server's delivery.max_sessions, were all in use): nothing was sent; try again shortly.",
             _ => self.advice(),
         }

@@ -86,9 +86,9 @@ error_codes! {
     TemplateNotFound = "template_not_found", 404, "Template not found";
     TemplateInvalid = "template_invalid", 422, "Template refused";
     WebhookNotFound = "webhook_not_found", 404, "Webhook not found";
-    WebhookHostNotAllowed = "webhook_host_not_allowed", 422, "Webhook endpoint refused";
-    WebhookPlaintextNotAllowed = "webhook_plaintext_not_allowed", 422, "Webhook endpoint refused";
-    WebhookHostUnresolvable = "webhook_host_unresolvable", 422, "Webhook endpoint refused";
+    WebhookHostNotAllowed = "webhook_host_not_allowed", 422, "Endpoint refused";
+    WebhookPlaintextNotAllowed = "webhook_plaintext_not_allowed", 422, "Endpoint refused";
+    WebhookHostUnresolvable = "webhook_host_unresolvable", 422, "Endpoint refused";
     IdempotencyKeyMismatch = "idempotency_key_mismatch", 422, "Idempotency key reused";
     IdempotencyKeyInUse = "idempotency_key_in_use", 409, "Idempotency key in use";
     TemplateLimitReached = "template_limit_reached", 409, "Template limit reached";
@@ -263,9 +263,10 @@ pub enum ServiceError {
     /// the provider's code.
     #[error("provider test failed")]
     ProviderTest(crate::domain::delivery::DeliveryError),
-    /// A webhook URL refused by policy: the problem code.
-    #[error("webhook refused: {0}")]
-    WebhookRefused(ErrorCode),
+    /// An endpoint (a webhook's, the HTTP transport's, an OAuth2 token URL) refused by the
+    /// outbound address policy: the problem code, and the field that named it.
+    #[error("endpoint refused: {0}")]
+    WebhookRefused(ErrorCode, String),
     #[error("idempotency key used with another body")]
     IdempotencyMismatch,
     #[error("idempotency key in use")]
@@ -412,7 +413,7 @@ impl ServiceError {
             S::SuppressionNotFound => C::SuppressionNotFound,
             S::ProviderNotFound => C::ProviderNotFound,
             S::TransportConflict => C::TransportConflict,
-            S::WebhookRefused(code) => *code,
+            S::WebhookRefused(code, _) => *code,
             S::IdempotencyMismatch => C::IdempotencyKeyMismatch,
             S::IdempotencyInUse => C::IdempotencyKeyInUse,
             S::TemplateInvalid(_) => C::TemplateInvalid,

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use secrecy::ExposeSecret;
 
-use super::{open_store, resolve, StartupError};
+use super::{open_source_store, open_store, resolve, StartupError};
 use crate::config::Settings;
 use crate::crypto::keyring::{Keyring, Keys, MasterKey, WrappedKey};
 use crate::storage::Store;
@@ -189,11 +189,11 @@ pub fn migrate_store(
     from: &str,
     to: &str,
 ) -> Result<Vec<(&'static str, usize)>, StartupError> {
-    let open = |url: &str| {
+    let at = |url: &str| {
         let mut s = settings.clone();
         s.database.url = url.to_string();
         s.validate().map_err(StartupError::Config)?;
-        open_store(&s)
+        Ok::<_, StartupError>(s)
     };
     // A URL of no known kind is named by its flag, not as `database.url`.
     for (flag, url) in [("--from", from), ("--to", to)] {
@@ -214,7 +214,12 @@ pub fn migrate_store(
             )));
         }
     }
-    let source = open(from)?;
+    let source = open_source_store(&at(from)?).map_err(|e| match e {
+        StartupError::Store(crate::storage::StoreError::NotInstalled(why)) => {
+            StartupError::Other(format!("the source database (--from): {why}"))
+        }
+        other => other,
+    })?;
     let rows = source.keyring()?;
     if rows.is_empty() {
         return Err(StartupError::Other(
@@ -229,7 +234,7 @@ pub fn migrate_store(
             "the configured master key does not open the source's keyring: {e}"
         ))
     })?;
-    let target = open(to)?;
+    let target = open_store(&at(to)?)?;
     let snapshot = source.export_snapshot()?;
     target.import_snapshot(&snapshot).map_err(|e| match e {
         crate::storage::StoreError::Conflict(m) => StartupError::Other(format!(

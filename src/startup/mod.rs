@@ -74,6 +74,12 @@ pub fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartupError> {
     open_store_as(settings, Install::Make)
 }
 
+/// Open an installation to copy from (`migrate-store`), migrating it to this version's
+/// schema; a database that holds none is refused with nothing written to it.
+pub fn open_source_store(settings: &Settings) -> Result<Arc<dyn Store>, StartupError> {
+    open_store_as(settings, Install::Source)
+}
+
 /// What opening a database may do about an installation that is not there yet.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Install {
@@ -81,6 +87,9 @@ enum Install {
     Make,
     /// Use it as its server left it, or refuse (every other CLI command, API.md §18.8).
     Existing,
+    /// Migrate it when it holds an installation, else refuse with nothing written
+    /// (`migrate-store`'s source).
+    Source,
 }
 
 fn open_store_as(settings: &Settings, install: Install) -> Result<Arc<dyn Store>, StartupError> {
@@ -91,6 +100,7 @@ fn open_store_as(settings: &Settings, install: Install) -> Result<Arc<dyn Store>
             Ok(Arc::new(match install {
                 Install::Make => SqliteStore::open(&path, pool_size)?,
                 Install::Existing => SqliteStore::open_existing(&path, pool_size)?,
+                Install::Source => SqliteStore::open_source(&path, pool_size)?,
             }))
         }
         DatabaseLocation::Postgres(url) => {
@@ -103,12 +113,13 @@ fn open_store_as(settings: &Settings, install: Install) -> Result<Arc<dyn Store>
                 // Only what may make an installation waits: the other CLI commands fail at once.
                 start_wait: match install {
                     Install::Make => Duration::from_secs(settings.database.start_wait_seconds),
-                    Install::Existing => Duration::ZERO,
+                    Install::Existing | Install::Source => Duration::ZERO,
                 },
             };
             Ok(Arc::new(match install {
                 Install::Make => PgStore::open(&opts)?,
                 Install::Existing => PgStore::open_existing(&opts)?,
+                Install::Source => PgStore::open_source(&opts)?,
             }))
         }
     }
@@ -282,13 +293,18 @@ impl Application {
                     // Files are read and certificates parsed: off the runtime's threads.
                     // The master key as well: it must still open the stored keyring (a key
                     // file moved away, or another key set, is refused at the next start). A
-                    // database that does not answer now leaves that to the next start.
+                    // database that does not answer now leaves that to the next start. A
+                    // file naming another database is checked as `config check` checks it:
+                    // the master key must open that one's keyring.
                     let path = file.clone();
+                    let running = services.core.settings.load().database_location().ok();
                     let rows = services.core.db(|s| s.keyring()).await.ok();
                     let loaded = tokio::task::spawn_blocking(move || {
                         let new = Settings::load(path.as_deref()).map_err(|e| e.to_string())?;
                         preflight(&new).map_err(|e| e.to_string())?;
-                        if let Some(rows) = rows {
+                        if new.database_location().ok() != running {
+                            check_installation(&new).map_err(|e| e.to_string())?;
+                        } else if let Some(rows) = rows {
                             check_keyring(&new, &rows).map_err(|e| e.to_string())?;
                         }
                         Ok::<_, String>(new)

@@ -476,8 +476,9 @@ pub(crate) fn held(tenants: bool, keyring: bool) -> Result<(), StoreError> {
             "the target database already holds tenants: copy into a new, empty database",
         )),
         (false, true) => Err(StoreError::Conflict(
-            "the target database already holds a keyring (an instance has started on it): \
-             copy into a new, empty database",
+            "the target database already holds a keyring (`otpmint migrate` or an instance \
+             that started on it made one): copy into a new, empty database (migrate-store \
+             makes its schema itself)",
         )),
         (false, false) => Ok(()),
     }

@@ -91,31 +91,59 @@ impl StoreError {
 pub(crate) const NO_KEYRING: &str =
     "it holds no keyring: start the server once, or run `otpmint migrate`, to make one";
 
-/// Whether a database whose newest applied migration is `applied` (`None`: it holds no
-/// otpmint schema) is one this binary, whose migrations `ours` holds, may use without
-/// migrating it: the same schema, neither older (its server has not migrated it yet) nor newer
-/// (a newer otpmint made it; `serve` and `migrate` refuse it too).
-pub(crate) fn schema_is_current(
-    applied: Option<i64>,
-    ours: &refinery::Runner,
-) -> Result<(), StoreError> {
-    let known = ours
-        .get_migrations()
+/// What a database held before anything wrote to it: its newest applied migration (`None`:
+/// no otpmint schema) and whether it holds a keyring.
+pub(crate) struct Found {
+    pub(crate) applied: Option<i64>,
+    pub(crate) keyring: bool,
+}
+
+impl Found {
+    /// Refuse unless it is an installation this binary, whose migrations `ours` holds, may use
+    /// without migrating it: the same schema, neither older (its server has not migrated it
+    /// yet) nor newer (a newer otpmint made it; `serve` and `migrate` refuse it too), and a
+    /// keyring (the CLI's commands, API.md §18.8).
+    pub(crate) fn refuse_unless_current(&self, ours: &refinery::Runner) -> Result<(), StoreError> {
+        let known = newest(ours);
+        match self.applied {
+            None => Err(StoreError::NotInstalled(
+                "it holds no otpmint installation: start the server once, or run `otpmint migrate`, to make one"
+                    .into(),
+            )),
+            Some(v) if v < known => Err(StoreError::NotInstalled(format!(
+                "its schema (migration {v}) is older than this otpmint's (migration {known}): restart the server (it migrates at start), or stop it and run `otpmint migrate`"
+            ))),
+            Some(v) if v > known => Err(newer(v, known)),
+            Some(_) if !self.keyring => Err(StoreError::NotInstalled(NO_KEYRING.into())),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Refuse unless it holds an installation this binary may migrate and copy from
+    /// (`migrate-store`'s source): checked before anything writes to it, so that a mistyped
+    /// `--from` is named, not given otpmint's schema.
+    pub(crate) fn refuse_unless_source(&self, ours: &refinery::Runner) -> Result<(), StoreError> {
+        let known = newest(ours);
+        match self.applied {
+            Some(v) if v > known => Err(newer(v, known)),
+            Some(_) if self.keyring => Ok(()),
+            _ => Err(StoreError::NotInstalled(
+                "it holds no otpmint installation (no keyring): nothing to copy".into(),
+            )),
+        }
+    }
+}
+
+fn newest(ours: &refinery::Runner) -> i64 {
+    ours.get_migrations()
         .iter()
         .map(|m| i64::from(m.version()))
         .max()
-        .unwrap_or(0);
-    match applied {
-        None => Err(StoreError::NotInstalled(
-            "it holds no otpmint installation: start the server once, or run `otpmint migrate`, to make one"
-                .into(),
-        )),
-        Some(v) if v < known => Err(StoreError::NotInstalled(format!(
-            "its schema (migration {v}) is older than this otpmint's (migration {known}): restart the server (it migrates at start), or stop it and run `otpmint migrate`"
-        ))),
-        Some(v) if v > known => Err(StoreError::NotInstalled(format!(
-            "its schema (migration {v}) is newer than this otpmint's (migration {known}): use the otpmint that made it"
-        ))),
-        Some(_) => Ok(()),
-    }
+        .unwrap_or(0)
+}
+
+fn newer(v: i64, known: i64) -> StoreError {
+    StoreError::NotInstalled(format!(
+        "its schema (migration {v}) is newer than this otpmint's (migration {known}): use the otpmint that made it"
+    ))
 }

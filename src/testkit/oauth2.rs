@@ -33,6 +33,9 @@ pub enum TokenMode {
     /// Tokens as usual, with an empty `refresh_token` in every answer (a refresh token that
     /// is no token; the one sent keeps working).
     EmptyRefreshToken,
+    /// 200 with a JSON object that holds no `access_token` (an address that is not a token
+    /// endpoint).
+    NoToken,
 }
 
 struct State {
@@ -75,6 +78,7 @@ fn answer(st: &State, req: &Request) -> Reply {
     }
     let f = form(req);
     match *st.mode.lock().unwrap() {
+        TokenMode::NoToken => return Reply::json(200, json!({"status": "ok"})),
         TokenMode::Unavailable => {
             return Reply::json(503, json!({"error": "temporarily_unavailable"}))
         }

@@ -804,6 +804,27 @@ async fn sighup_applies_live_settings_and_names_those_needing_a_restart() {
         "{line}"
     );
     std::fs::rename(&aside, &key).unwrap();
+    // And a file naming another installation, whose keyring this master key does not open:
+    // `config check` and the next start refuse it, so the reload does too (found by a
+    // black-box audit: the running database's keyring was checked, not the named one's).
+    let other = tempfile::tempdir().unwrap();
+    let made = otpmint(other.path()).arg("migrate").output().unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let other_db = other.path().join("data/otpmint.db");
+    assert!(other_db.exists());
+    std::fs::write(
+        &conf,
+        format!(
+            "{base}[database]\nurl = \"sqlite://{}\"\n",
+            other_db.display()
+        ),
+    )
+    .unwrap();
+    let line = reload(&running);
+    assert!(
+        line.contains("reload failed") && line.contains("keyring"),
+        "{line}"
+    );
     let r = client
         .post(format!("{base_url}/v1/tenants"))
         .bearer_auth("admin-token-for-reload-1")

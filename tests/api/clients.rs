@@ -89,8 +89,62 @@ async fn the_python_client_mints_verifies_and_claims_against_the_server() {
     let out = run(cmd, "the Python client's tests").await;
     let report = String::from_utf8_lossy(&out.stderr);
     // Every test ran against the server: none was skipped.
-    assert!(report.contains("Ran 19 tests"), "{report}");
+    assert!(report.contains("Ran 21 tests"), "{report}");
     assert!(!report.contains("skipped"), "{report}");
+}
+
+/// `pip install ./clients/python` gives an importable, typed package (`py.typed`), built
+/// from a copy so that the source folder gets no build files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_client_installs_with_pip_as_a_typed_package() {
+    if !apt_tools(&["python3"], &["python3"], false)
+        || !Command::new("python3")
+            .args(["-m", "pip", "--version"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    {
+        eprintln!(
+            "\n*** PYTHON CLIENT INSTALL TEST SKIPPED: python3 with pip is not installed and apt-get could not install it ***\n"
+        );
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("python");
+    std::fs::create_dir_all(source.join("otpmint")).unwrap();
+    let from = clients_dir("python");
+    for file in [
+        "pyproject.toml",
+        "README.md",
+        "otpmint/__init__.py",
+        "otpmint/py.typed",
+    ] {
+        std::fs::copy(from.join(file), source.join(file)).unwrap();
+    }
+    let target = work.path().join("site");
+    let mut cmd = Command::new("python3");
+    cmd.args(["-m", "pip", "install", "--quiet", "--no-deps", "--target"])
+        .arg(&target)
+        .arg(&source)
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
+    run(cmd, "pip install of clients/python").await;
+    assert!(
+        target.join("otpmint/py.typed").exists(),
+        "py.typed was not installed"
+    );
+    let mut cmd = Command::new("python3");
+    cmd.args([
+        "-c",
+        "import otpmint, sys; assert otpmint.__file__.startswith(sys.argv[1]), otpmint.__file__; \
+         print(otpmint.Client('http://127.0.0.1:9', 'sk'))",
+    ])
+    .arg(&target)
+    .current_dir(work.path())
+    .env("PYTHONPATH", &target);
+    let out = run(cmd, "importing the installed client").await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "Client('http://127.0.0.1:9')"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,6 +174,6 @@ async fn the_typescript_client_mints_verifies_and_claims_against_the_server() {
         .envs(env);
     let out = run(cmd, "the TypeScript client's tests").await;
     let report = String::from_utf8_lossy(&out.stdout);
-    assert!(report.contains("# pass 17"), "{report}");
+    assert!(report.contains("# pass 18"), "{report}");
     assert!(report.contains("# skipped 0"), "{report}");
 }

@@ -114,6 +114,7 @@ async fn an_http_transport_is_stored_shown_without_its_secret_rotated_and_remove
         ),
         "{v}"
     );
+    assert_eq!(v["errors"][0]["field"], "url", "{v}");
 
     let app = app_for(&rx).await;
     let (_, sk) = app.tenant().await;

@@ -310,6 +310,29 @@ async fn invalid_grant_fails_as_smtp_auth_and_503_is_tried_again() {
         (&json!("smtp_auth"), &json!("oauth2_invalid_grant")),
         "{st}"
     );
+    // 200 without a token (a token_url that names another address): the settings are at
+    // fault, and the answer says which one to check (found by a black-box audit: it said
+    // the endpoint "did not answer" and that nothing was wrong with the settings).
+    tokens.set_mode(TokenMode::NoToken);
+    let (s, v) = body(
+        app.post("/v1/otp", &sk, json!({"email": "dee@example.com"}))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (s, &v["reason"], &v["detail_code"]),
+        (
+            StatusCode::BAD_GATEWAY,
+            &json!("smtp_auth"),
+            &json!("oauth2_no_token")
+        ),
+        "{v}"
+    );
+    let detail = v["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("token_url") && !detail.contains("nothing is wrong"),
+        "{detail}"
+    );
     // 503: transient, tried again and delivered once the endpoint is back. A sync mint
     // meanwhile is told that the endpoint did not answer, not that its login was refused.
     tokens.set_mode(TokenMode::Unavailable);
@@ -481,6 +504,9 @@ async fn presets_fill_the_endpoint_and_the_token_endpoint_passes_the_address_pol
         ),
         "{v}"
     );
+    // The answer names the field it refused, and no webhook (found by a black-box audit).
+    assert_eq!(v["errors"][0]["field"], "smtp.oauth2.token_url", "{v}");
+    assert!(!v["title"].as_str().unwrap().contains("Webhook"), "{v}");
     // Missing pieces are named.
     let (s, v) = body(
         app.post(

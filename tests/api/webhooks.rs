@@ -393,6 +393,7 @@ async fn private_and_plaintext_endpoints_are_refused() {
         assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{url}");
         let v = r.json::<Value>().await.unwrap();
         assert_eq!(v["code"], code, "{url}");
+        assert_eq!(v["errors"][0]["field"], "url", "{v}");
         // The setting that would allow it is named (API.md §18.8).
         let setting = match code {
             "webhook_plaintext_not_allowed" => "webhooks.allow_plaintext",

@@ -644,6 +644,55 @@ async fn migrate_store_copies_a_sqlite_installation_to_postgres_and_back() {
     );
     assert!(!ok && err.contains("no-such.db"), "{err}");
     assert!(!missing.exists(), "the missing source was created");
+    // a source that is there but holds no installation (an empty file, an empty PostgreSQL
+    // database) is refused as such, and is not given otpmint's schema
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    let empty_pg = fresh_pg_database(&postgres_base_url().unwrap());
+    for from in [format!("sqlite://{}", empty.display()), empty_pg.clone()] {
+        let (ok, _, err) = otpmint_with(
+            &config,
+            &["migrate-store", "--from", &from, "--to", &target],
+        );
+        assert!(
+            !ok && err.contains("--from") && err.contains("no otpmint installation"),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        std::fs::metadata(&empty).unwrap().len(),
+        0,
+        "the empty source was written to"
+    );
+    let url = empty_pg.clone();
+    let tables: i64 = pg_blocking(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        c.query_one(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    });
+    assert_eq!(tables, 0, "the empty PostgreSQL source was given tables");
+    // a target prepared with `otpmint migrate` holds the keyring it made: the refusal says so
+    let prepared = fresh_pg_database(&postgres_base_url().unwrap());
+    let migrated = std::process::Command::new(env!("CARGO_BIN_EXE_otpmint"))
+        .arg("--config")
+        .arg(&config)
+        .arg("migrate")
+        .env("OTPMINT__DATABASE__URL", &prepared)
+        .output()
+        .unwrap();
+    assert!(migrated.status.success(), "{migrated:?}");
+    let (ok, _, err) = otpmint_with(
+        &config,
+        &["migrate-store", "--from", &sqlite_url, "--to", &prepared],
+    );
+    assert!(
+        !ok && err.contains("already holds a keyring") && err.contains("otpmint migrate"),
+        "{err}"
+    );
     // a URL of no known kind is named by its flag, not as database.url
     for args in [
         [

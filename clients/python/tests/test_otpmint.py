@@ -6,11 +6,13 @@ with those variables set. With OTPMINT_LOOPBACK_WEBHOOKS=1 too (a server with
 webhooks.allow_private_hosts and webhooks.allow_plaintext), a real webhook delivery to a
 local receiver is verified as well."""
 
+import copy
 import email.message
 import email.utils
 import http.server
 import json
 import os
+import pickle
 import re
 import secrets
 import sys
@@ -357,6 +359,40 @@ class OfflineTest(unittest.TestCase):
         self.assertIsNone(retry("soon"))
         self.assertIsNone(retry("-5"))
 
+    def test_an_error_keeps_the_request_id_and_survives_pickling_and_copying(self):
+        server = self.serve(
+            lambda r: json_answer(
+                {"code": "rate_limited", "detail": "Slow down.", "limit": "ip"},
+                429,
+                {"Retry-After": "7", "X-Request-Id": "req-42"},
+            )
+        )
+        e = self.failure(lambda: otpmint.Client(server.url, "sk").status("otp_x"))
+        self.assertEqual(e.request_id, "req-42")
+        # A worker process raises it to its caller by pickling it.
+        for again in [pickle.loads(pickle.dumps(e)), copy.copy(e), copy.deepcopy(e)]:
+            self.assertIsInstance(again, otpmint.OtpmintError)
+            self.assertEqual(
+                (again.status, again.code, again.detail, again.body, again.retry_after, again.request_id),
+                (429, "rate_limited", "Slow down.", e.body, 7, "req-42"),
+            )
+            self.assertEqual(str(again), str(e))
+
+    def test_a_timeout_is_a_positive_number_of_seconds_or_none(self):
+        for bad in [0, -1, float("nan"), "10", True]:
+            with self.assertRaises(ValueError):
+                otpmint.Client("http://127.0.0.1:9", "sk", timeout=bad)
+        for none in [None, float("inf")]:
+            self.assertIsNone(otpmint.Client("http://127.0.0.1:9", "sk", timeout=none).timeout)
+        server = self.serve(lambda r: json_answer({"messages": []}))
+        client = otpmint.Client(server.url, "sk", timeout=None)
+        self.assertEqual(client.test_inbox(), [])
+        self.assertEqual(client.test_inbox("a+b@c.example"), [])
+        self.assertEqual(
+            [r["path"] for r in server.requests],
+            ["/v1/tenant/test-inbox", "/v1/tenant/test-inbox?to=a%2Bb%40c.example"],
+        )
+
     def test_no_answer_in_time_raises_timeout_error_and_no_server_url_error(self):
         silent = self.serve(lambda r: None)
         started = time.monotonic()
@@ -388,10 +424,19 @@ class OfflineTest(unittest.TestCase):
             lambda: client.cancel(".."),
             lambda: client.resend(".."),
             lambda: client.claim(".", "x" * 43),
+            # `/v1/otp/` and `/v1/otp/verify` are other routes (404 `not_found`, 405).
+            lambda: client.status(""),
+            lambda: client.status("verify"),
+            lambda: client.cancel("verify"),
+            lambda: client.cancel(""),
         ]:
             e = self.failure(call)
             self.assertEqual((e.status, e.code), (404, "otp_not_found"))
-        for call in [lambda: client.hosted_session(".."), lambda: client.claim_hosted_session(".")]:
+        for call in [
+            lambda: client.hosted_session(".."),
+            lambda: client.claim_hosted_session("."),
+            lambda: client.hosted_session(""),
+        ]:
             e = self.failure(call)
             self.assertEqual((e.status, e.code), (404, "session_not_found"))
         self.assertEqual(server.requests, [])
@@ -517,6 +562,8 @@ class ServerTest(unittest.TestCase):
         self.assertEqual((otpmint.was_replayed(first), otpmint.was_replayed(again)), (False, True))
         self.assertEqual(again, first)
         code_in_inbox(self.client, dee, 1)  # the repeat sent nothing
+        # The whole inbox (no `to`) holds it too.
+        self.assertIn(dee, [m["to"] for m in self.client.test_inbox()])
         for call in [
             lambda: self.client.status(".."),
             lambda: self.client.status("."),

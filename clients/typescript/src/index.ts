@@ -177,6 +177,9 @@ export class OtpmintError extends Error {
     /** `Retry-After` in seconds from now (never negative), when the answer has one — as a
      * number of seconds or as an HTTP date. */
     readonly retryAfter?: number,
+    /** The answer's `X-Request-Id` (what otpmint's log lines name the request by), when it
+     * has one. */
+    readonly requestId?: string,
   ) {
     super(`${status} ${code ? `${code}: ` : ""}${detail}`);
     this.name = "OtpmintError";
@@ -349,9 +352,10 @@ export class Client {
   }
 
   /** Messages a test tenant or test recipient received (`GET /v1/tenant/test-inbox`), newest
-   * first. */
-  async testInbox(to: string): Promise<TestMessage[]> {
-    const path = `/v1/tenant/test-inbox?to=${encodeURIComponent(to)}`;
+   * first: those to `to`, or all of them (its last 100). */
+  async testInbox(to?: string): Promise<TestMessage[]> {
+    const query = to === undefined ? "" : `?to=${encodeURIComponent(to)}`;
+    const path = `/v1/tenant/test-inbox${query}`;
     const v = (await this.#request("GET", path, [200])).value as { messages: TestMessage[] };
     return v.messages;
   }
@@ -362,12 +366,18 @@ const NOT_FOUND = {
   session_not_found: ["Session not found", "The tenant has no hosted session with this id."],
 } as const;
 
-/** A key or id as a path segment, percent-encoded. `.` and `..` cannot be one: URL parsing
- * removes them (`%2E` included), so the request would go to another route. No key or id is
- * either, and the server answers a malformed one with 404 (API.md §6.4): that answer, at
- * once. */
+/** A key or id as a path segment, percent-encoded. Some strings cannot be one: `.` and `..`
+ * (URL parsing removes them, `%2E` included), `""` (the path would end in `/`) and, for a
+ * code's key, `verify` (`/v1/otp/verify` is the verify route): the request would go to
+ * another route. No key or id is any of them, and the server answers a malformed one with
+ * 404 (API.md §6.4): that answer, at once. */
 function seg(value: string, notFound: keyof typeof NOT_FOUND): string {
-  if (value === "." || value === "..") {
+  if (
+    value === "" ||
+    value === "." ||
+    value === ".." ||
+    (notFound === "otp_not_found" && value === "verify")
+  ) {
     const [title, detail] = NOT_FOUND[notFound];
     const body = { type: `/problems/${notFound}`, title, status: 404, code: notFound, detail };
     throw new OtpmintError(404, notFound, detail, body);
@@ -416,6 +426,7 @@ function failure(r: Response, text: string): OtpmintError {
     detail,
     problem ?? {},
     retryAfterSeconds(r.headers.get("retry-after")),
+    r.headers.get("x-request-id") ?? undefined,
   );
 }
 

@@ -373,6 +373,25 @@ describe("without a server", () => {
     assert.equal(await retry("-5"), undefined);
   });
 
+  it("keeps the answer's X-Request-Id, and reads the whole test inbox without `to`", async () => {
+    const { fetch, calls } = fakeFetch((url) =>
+      url.includes("test-inbox")
+        ? json({ messages: [] })
+        : json({ code: "rate_limited", detail: "Slow down." }, 429, { "x-request-id": "req-42" }),
+    );
+    const client = new Client("http://otp.test", "sk", { fetch });
+    await rejectsWith(client.status("otp_x"), (e) => {
+      assert.equal(e.requestId, "req-42");
+      assert.equal(e.code, "rate_limited");
+    });
+    assert.deepEqual(await client.testInbox(), []);
+    assert.deepEqual(await client.testInbox("a+b@c.example"), []);
+    assert.deepEqual(
+      calls.slice(1).map((c) => new URL(c.url).pathname + new URL(c.url).search),
+      ["/v1/tenant/test-inbox", "/v1/tenant/test-inbox?to=a%2Bb%40c.example"],
+    );
+  });
+
   it("gives up after its timeout with a TimeoutError", async () => {
     const silent = await serve(() => {}); // never answers
     try {
@@ -404,10 +423,19 @@ describe("without a server", () => {
       () => client.cancel(".."),
       () => client.resend(".."),
       () => client.claim(".", "x".repeat(43)),
+      // `/v1/otp/` and `/v1/otp/verify` are other routes (404 `not_found`, 405).
+      () => client.status(""),
+      () => client.status("verify"),
+      () => client.cancel("verify"),
+      () => client.cancel(""),
     ]) {
       await rejects(call(), 404, "otp_not_found");
     }
-    for (const call of [() => client.hostedSession(".."), () => client.claimHostedSession(".")]) {
+    for (const call of [
+      () => client.hostedSession(".."),
+      () => client.claimHostedSession("."),
+      () => client.hostedSession(""),
+    ]) {
       await rejects(call(), 404, "session_not_found");
     }
     assert.equal(calls.length, 0);
@@ -525,6 +553,8 @@ describe("against the server", { skip: URL_ ? false : "OTPMINT_URL is not set" }
     assert.deepEqual([wasReplayed(first), wasReplayed(again)], [false, true]);
     assert.deepEqual(again, first);
     await codeInInbox(client, dee, 1); // the repeat sent nothing
+    // The whole inbox (no `to`) holds it too.
+    assert.ok((await client.testInbox()).some((m) => m.to === dee));
     await rejects(client.status(".."), 404, "otp_not_found");
     await rejects(client.status("."), 404, "otp_not_found");
     await rejects(client.cancel(".."), 404, "otp_not_found");

@@ -45,7 +45,8 @@ pub struct Problem {
     pub status: u16,
     pub code: ProblemCode,
     pub detail: String,
-    /// With `invalid_request` / `invalid_email` / `template_invalid`.
+    /// With `invalid_request` / `invalid_email` / `template_invalid`, and with the
+    /// `webhook_*` refusals of an endpoint URL (the field that named it).
     pub errors: Option<Vec<FieldErrorOut>>,
     /// With `otp_mismatch`.
     pub attempts_remaining: Option<u32>,

@@ -248,8 +248,9 @@ impl ApiError {
                         extra,
                     )
                 }
-                S::WebhookRefused(code) => {
-                    (crate::service::endpoint_refusal(*code).into(), none())
+                S::WebhookRefused(code, field) => {
+                    let why = crate::service::endpoint_refusal(*code);
+                    (why.into(), errors(&[FieldError::new(field, why)]))
                 }
                 S::IdempotencyMismatch => (
                     "This Idempotency-Key was used with a different request body.".into(),

@@ -79,18 +79,17 @@ fn event_data(d: &EventData<'_>) -> Map<String, Value> {
     data
 }
 
-pub(crate) fn refused(r: UrlRefusal) -> ServiceError {
+/// An endpoint URL in `field` refused by the outbound address policy (the webhooks'
+/// settings: a webhook's, the HTTP transport's, an OAuth2 token URL).
+pub(crate) fn refused(field: &str, r: UrlRefusal) -> ServiceError {
     use crate::net_policy::HostRefusal;
-    match r {
-        UrlRefusal::Malformed => ServiceError::field("url", r.to_string()),
-        UrlRefusal::Plaintext => {
-            ServiceError::WebhookRefused(ErrorCode::WebhookPlaintextNotAllowed)
-        }
-        UrlRefusal::Host(HostRefusal::Unresolvable) => {
-            ServiceError::WebhookRefused(ErrorCode::WebhookHostUnresolvable)
-        }
-        UrlRefusal::Host(_) => ServiceError::WebhookRefused(ErrorCode::WebhookHostNotAllowed),
-    }
+    let code = match r {
+        UrlRefusal::Malformed => return ServiceError::field(field, r.to_string()),
+        UrlRefusal::Plaintext => ErrorCode::WebhookPlaintextNotAllowed,
+        UrlRefusal::Host(HostRefusal::Unresolvable) => ErrorCode::WebhookHostUnresolvable,
+        UrlRefusal::Host(_) => ErrorCode::WebhookHostNotAllowed,
+    };
+    ServiceError::WebhookRefused(code, field.to_string())
 }
 
 impl Events {
@@ -141,7 +140,7 @@ impl Events {
         let settings = self.core.settings.load_full();
         let url = check_url_resolved(&input.url, &settings)
             .await
-            .map_err(refused)?
+            .map_err(|r| refused("url", r))?
             .to_string();
         let now = self.core.now();
         let (secret_bytes, shown) = new_secret();

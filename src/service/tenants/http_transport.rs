@@ -50,7 +50,7 @@ impl Tenants {
         let settings = self.core.settings.load_full();
         let url = check_url_resolved(url, &settings)
             .await
-            .map_err(crate::service::events::webhooks::refused)?
+            .map_err(|r| crate::service::events::webhooks::refused("url", r))?
             .to_string();
         let (bytes, shown) = new_secret();
         let sealed = self.seal_http_secret(tenant, &bytes)?;

@@ -362,12 +362,14 @@ impl Tenants {
         let settings = self.core.settings.load_full();
         crate::outbound::check_url(url, &settings)
             .map(drop)
-            .map_err(|e| match e {
-                crate::outbound::UrlRefusal::Malformed => ServiceError::field(
-                    &format!("{relay}.oauth2.token_url"),
-                    "must be an absolute https:// URL",
-                ),
-                other => crate::service::events::webhooks::refused(other),
+            .map_err(|e| {
+                let field = format!("{relay}.oauth2.token_url");
+                match e {
+                    crate::outbound::UrlRefusal::Malformed => {
+                        ServiceError::field(&field, "must be an absolute https:// URL")
+                    }
+                    other => crate::service::events::webhooks::refused(&field, other),
+                }
             })
     }
 }

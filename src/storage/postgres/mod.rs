@@ -58,6 +58,17 @@ pub struct PgOptions {
     pub start_wait: Duration,
 }
 
+/// What opening a database may do to it.
+#[derive(Clone, Copy)]
+enum Opening {
+    /// Migrate it (making the schema when there is none).
+    Make,
+    /// Use it as its servers left it, or refuse.
+    Existing,
+    /// Migrate it only when it holds an installation, else refuse.
+    Source,
+}
+
 pub struct PgStore {
     /// Always `Some` until drop (see `Drop`).
     pool: Option<Pool<Manager>>,
@@ -67,17 +78,23 @@ impl PgStore {
     /// Connect (pool), migrate under an advisory lock. Runs its blocking work on a thread
     /// of its own, so it may be called from async code.
     pub fn open(opts: &PgOptions) -> Result<PgStore, StoreError> {
-        Self::open_as(opts, true)
+        Self::open_as(opts, Opening::Make)
     }
 
     /// Connect to a database as its servers left it: nothing is migrated, and one that holds
     /// no otpmint schema or keyring, or an older or newer schema, is refused (the CLI's
     /// commands, API.md §18.8).
     pub fn open_existing(opts: &PgOptions) -> Result<PgStore, StoreError> {
-        Self::open_as(opts, false)
+        Self::open_as(opts, Opening::Existing)
     }
 
-    fn open_as(opts: &PgOptions, migrate: bool) -> Result<PgStore, StoreError> {
+    /// Connect to an installation to copy from (`migrate-store`): migrated to this version's
+    /// schema, unless it holds none — then refused with nothing written to it.
+    pub fn open_source(opts: &PgOptions) -> Result<PgStore, StoreError> {
+        Self::open_as(opts, Opening::Source)
+    }
+
+    fn open_as(opts: &PgOptions, opening: Opening) -> Result<PgStore, StoreError> {
         let opts = opts.clone();
         std::thread::scope(|s| {
             s.spawn(|| -> Result<PgStore, StoreError> {
@@ -92,10 +109,14 @@ impl PgStore {
                     .test_on_check_out(false)
                     .build(manager)?;
                 let store = PgStore { pool: Some(pool) };
-                if migrate {
-                    store.migrate()?;
-                } else {
-                    store.refuse_unless_installed()?;
+                let ours = embedded::migrations::runner();
+                match opening {
+                    Opening::Make => drop(store.migrate()?),
+                    Opening::Existing => store.found()?.refuse_unless_current(&ours)?,
+                    Opening::Source => {
+                        store.found()?.refuse_unless_source(&ours)?;
+                        store.migrate()?;
+                    }
                 }
                 Ok(store)
             })
@@ -123,18 +144,17 @@ impl PgStore {
         Ok(report.applied_migrations().len())
     }
 
-    /// Refuse a database without otpmint's schema or keyring, or with an older or newer
-    /// schema.
-    fn refuse_unless_installed(&self) -> Result<(), StoreError> {
+    /// What the database holds, read before anything writes to it.
+    fn found(&self) -> Result<super::error::Found, StoreError> {
         let mut conn = self.conn()?;
         let conn = &mut conn.client;
-        let applied: Option<i64> = if conn
+        let schema: bool = conn
             .query_one(
                 "SELECT to_regclass('otpmint_schema_history') IS NOT NULL",
                 &[],
             )?
-            .get(0)
-        {
+            .get(0);
+        let applied: Option<i64> = if schema {
             conn.query_one(
                 "SELECT MAX(version)::BIGINT FROM otpmint_schema_history",
                 &[],
@@ -143,15 +163,13 @@ impl PgStore {
         } else {
             None
         };
-        super::error::schema_is_current(applied, &embedded::migrations::runner())?;
-        // Its keyring: one without is no installation either.
         let keyring: bool = conn
-            .query_one("SELECT EXISTS (SELECT 1 FROM keyring)", &[])?
-            .get(0);
-        if !keyring {
-            return Err(StoreError::NotInstalled(super::error::NO_KEYRING.into()));
-        }
-        Ok(())
+            .query_one("SELECT to_regclass('keyring') IS NOT NULL", &[])?
+            .get(0)
+            && conn
+                .query_one("SELECT EXISTS (SELECT 1 FROM keyring)", &[])?
+                .get(0);
+        Ok(super::error::Found { applied, keyring })
     }
 
     fn conn(&self) -> Result<Conn, StoreError> {

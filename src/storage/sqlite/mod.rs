@@ -107,42 +107,48 @@ impl SqliteStore {
     /// holds no otpmint schema or keyring, or an older or newer schema, is refused (the CLI's
     /// commands, API.md §18.8).
     pub fn open_existing(path: &Path, pool_size: u32) -> Result<SqliteStore, StoreError> {
-        {
-            use rusqlite::OpenFlags;
-            let c = rusqlite::Connection::open_with_flags(
-                path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?;
-            c.busy_timeout(Duration::from_secs(5))?;
-            let has_schema: bool = c.query_row(
-                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'refinery_schema_history')",
-                [],
-                |r| r.get(0),
-            )?;
-            let applied = if has_schema {
-                c.query_row(
-                    "SELECT MAX(version) FROM refinery_schema_history",
-                    [],
-                    |r| r.get::<_, Option<i64>>(0),
-                )?
-            } else {
-                None
-            };
-            super::error::schema_is_current(applied, &embedded::migrations::runner())?;
-            // Its keyring, read before anything opens the file to write (another program's
-            // database with a table of refinery's name has none either).
-            let keyring = match c.query_row("SELECT EXISTS (SELECT 1 FROM keyring)", [], |r| {
-                r.get::<_, bool>(0)
-            }) {
-                Ok(held) => held,
-                Err(e) if e.to_string().contains("no such table") => false,
-                Err(e) => return Err(e.into()),
-            };
-            if !keyring {
-                return Err(StoreError::NotInstalled(super::error::NO_KEYRING.into()));
-            }
-        }
+        Self::found(path)?.refuse_unless_current(&embedded::migrations::runner())?;
         Self::open_as(path, pool_size, false)
+    }
+
+    /// Open an installation to copy from (`migrate-store`): migrated to this version's
+    /// schema, unless it holds none — then refused with nothing written to it.
+    pub fn open_source(path: &Path, pool_size: u32) -> Result<SqliteStore, StoreError> {
+        Self::found(path)?.refuse_unless_source(&embedded::migrations::runner())?;
+        Self::open_as(path, pool_size, true)
+    }
+
+    /// What the file holds, read before anything opens it to write.
+    fn found(path: &Path) -> Result<super::error::Found, StoreError> {
+        use rusqlite::OpenFlags;
+        let c = rusqlite::Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        c.busy_timeout(Duration::from_secs(5))?;
+        let has_schema: bool = c.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'refinery_schema_history')",
+            [],
+            |r| r.get(0),
+        )?;
+        let applied = if has_schema {
+            c.query_row(
+                "SELECT MAX(version) FROM refinery_schema_history",
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )?
+        } else {
+            None
+        };
+        // Another program's database with a table of refinery's name has no keyring either.
+        let keyring = match c.query_row("SELECT EXISTS (SELECT 1 FROM keyring)", [], |r| {
+            r.get::<_, bool>(0)
+        }) {
+            Ok(held) => held,
+            Err(e) if e.to_string().contains("no such table") => false,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(super::error::Found { applied, keyring })
     }
 
     fn open_as(path: &Path, pool_size: u32, migrate: bool) -> Result<SqliteStore, StoreError> {

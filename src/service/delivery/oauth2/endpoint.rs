@@ -136,12 +136,18 @@ impl Delivery {
                 }
             });
         }
-        let Some(token) = v.get("access_token").and_then(|t| t.as_str()) else {
-            outcome("failed");
+        // An answer without a token is no token endpoint's: the settings are at fault (a
+        // `token_url` naming another address), not the endpoint's load.
+        let Some(token) = v
+            .get("access_token")
+            .and_then(|t| t.as_str())
+            .filter(|t| !t.is_empty())
+        else {
+            outcome("refused");
             return Err(token_failed(
-                FailureKind::Transient,
+                FailureKind::Permanent,
                 "the token endpoint's answer has no access_token",
-                "oauth2_unavailable",
+                "oauth2_no_token",
             ));
         };
         outcome("ok");

@@ -180,7 +180,9 @@ class OtpmintError(Exception):
     For an answer that is not a problem document (a proxy's page, a redirect, a success
     answer without the JSON it should have) `code` is `""`, `body` is the answer's JSON
     object when it has one (else `{}`) and `detail` holds the answer's text (or says what
-    was wrong with it)."""
+    was wrong with it). `request_id` is the answer's `X-Request-Id` (what otpmint's logs
+    name the request by), when it has one. The error pickles and copies (a worker process
+    can raise it to its caller)."""
 
     def __init__(
         self,
@@ -189,6 +191,7 @@ class OtpmintError(Exception):
         detail: str,
         body: Dict[str, Any],
         retry_after: Optional[int] = None,
+        request_id: Optional[str] = None,
     ) -> None:
         super().__init__(f"{status} {code + ': ' if code else ''}{detail}")
         self.status = status
@@ -196,6 +199,11 @@ class OtpmintError(Exception):
         self.detail = detail
         self.body = body
         self.retry_after = retry_after
+        self.request_id = request_id
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        fields = (self.status, self.code, self.detail, self.body, self.retry_after, self.request_id)
+        return (type(self), fields, self.__dict__)
 
 
 class WebhookVerificationError(Exception):
@@ -207,14 +215,16 @@ class _Deadline:
     which ends a read however slowly the server sends (a socket timeout alone bounds each
     read, so a server sending a byte a second would hold the call for ever)."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: Optional[float]) -> None:
         self._lock = threading.Lock()
         self._sock: Optional[socket.socket] = None
         self._over = False
         self.passed = False
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-        self._timer.start()
+        self._timer: Optional[threading.Timer] = None
+        if seconds is not None:  # None: no limit
+            self._timer = threading.Timer(seconds, self._expire)
+            self._timer.daemon = True
+            self._timer.start()
 
     def attach(self, sock: Optional[socket.socket]) -> None:
         with self._lock:
@@ -235,7 +245,8 @@ class _Deadline:
         with self._lock:
             self._over = True
             self._sock = None
-        self._timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
 
     def handlers(self) -> List[urllib.request.BaseHandler]:
         """urllib handlers whose connections tell this deadline their socket."""
@@ -332,12 +343,15 @@ class Client:
     answer it raises `TimeoutError` when `timeout` seconds pass (the whole request:
     connecting, sending, and the answer however slowly it comes), and
     `urllib.error.URLError` for anything else (the server cannot be reached, the
-    connection breaks)."""
+    connection breaks). `timeout` is a positive number of seconds; `None` (or `math.inf`)
+    sets no limit; anything else is a `ValueError` here."""
 
-    def __init__(self, base_url: str, secret_key: str, timeout: float = 15.0) -> None:
+    def __init__(
+        self, base_url: str, secret_key: str, timeout: Optional[float] = 15.0
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._secret_key = secret_key
-        self.timeout = timeout
+        self.timeout = _timeout(timeout)
 
     def __repr__(self) -> str:  # never the secret key
         return f"Client({self.base_url!r})"
@@ -365,6 +379,7 @@ class Client:
         opener = urllib.request.build_opener(_NoRedirects, *deadline.handlers())
         try:
             try:
+                # None: no limit (a blocking socket).
                 with opener.open(req, timeout=self.timeout) as r:
                     status, answer_headers, raw = r.status, r.headers, r.read()
             except urllib.error.HTTPError as e:  # 3xx, 4xx, 5xx: an answer
@@ -509,20 +524,33 @@ class Client:
         v, _ = self._request("POST", _session_path(session_id) + "/claim", (200,), body)
         return cast(Claimed, v)
 
-    def test_inbox(self, to: str) -> List[TestMessage]:
+    def test_inbox(self, to: Optional[str] = None) -> List[TestMessage]:
         """Messages a test tenant or test recipient received (`GET /v1/tenant/test-inbox`),
-        newest first."""
-        q = urllib.parse.urlencode({"to": to})
-        v, _ = self._request("GET", f"/v1/tenant/test-inbox?{q}", (200,))
+        newest first: those to `to`, or all of them."""
+        q = "" if to is None else "?" + urllib.parse.urlencode({"to": to})
+        v, _ = self._request("GET", f"/v1/tenant/test-inbox{q}", (200,))
         return cast(List[TestMessage], v["messages"])
 
 
+def _timeout(value: Optional[float]) -> Optional[float]:
+    """A client's time limit: a positive number of seconds, or None for none."""
+    if value is None or value == math.inf:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("timeout is a positive number of seconds, or None for no limit")
+    if not (0 < value < math.inf):
+        raise ValueError("timeout is a positive number of seconds, or None for no limit")
+    return float(value)
+
+
 def _segment(value: str, not_found: str) -> str:
-    """A key or id as a path segment, percent-encoded. `.` and `..` cannot be one: URL
-    normalisation (a proxy's, or any `fetch`) removes them, `%2E` included, so the request
-    would go to another route. No key or id is either, and the server answers a malformed
-    one with 404 (API.md §6.4): that answer, at once (as the TypeScript client does)."""
-    if value in (".", ".."):
+    """A key or id as a path segment, percent-encoded. Some strings cannot be one: `.` and
+    `..` (URL normalisation, a proxy's or any `fetch`, removes them, `%2E` included), `""`
+    (the path would end in `/`) and, for a code's key, `verify` (`/v1/otp/verify` is the
+    verify route): the request would go to another route. No key or id is any of them, and
+    the server answers a malformed one with 404 (API.md §6.4): that answer, at once (as the
+    TypeScript client does)."""
+    if value in ("", ".", "..") or (not_found == "otp_not_found" and value == "verify"):
         title, detail = _NOT_FOUND[not_found]
         body = {
             "type": f"/problems/{not_found}",
@@ -581,6 +609,7 @@ def _failure(status: int, headers: Mapping[str, str], raw: bytes) -> OtpmintErro
         detail,
         problem if problem is not None else {},
         _retry_after(headers.get("Retry-After")),
+        headers.get("X-Request-Id"),
     )
 
 
