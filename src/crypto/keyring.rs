@@ -273,6 +273,10 @@ pub struct Keys {
     current: std::sync::RwLock<std::sync::Arc<Keyring>>,
     master: MasterKey,
     previous: Vec<MasterKey>,
+    /// The stored keyring was last found wrapped by a master key this process does not
+    /// hold (rotated by the CLI or another instance): secrets sealed under its newer data
+    /// keys cannot be opened here until a restart with that key.
+    locked_out: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for Keys {
@@ -287,7 +291,14 @@ impl Keys {
             current: std::sync::RwLock::new(std::sync::Arc::new(ring)),
             master,
             previous,
+            locked_out: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether the last reading of the stored keyring found it wrapped by a master key this
+    /// process does not hold.
+    pub fn locked_out(&self) -> bool {
+        self.locked_out.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn get(&self) -> std::sync::Arc<Keyring> {
@@ -299,7 +310,12 @@ impl Keys {
 
     /// Unlock freshly read keyring rows and use them from now on.
     pub fn reopen(&self, rows: &[WrappedKey]) -> Result<std::sync::Arc<Keyring>, KeyError> {
-        let ring = std::sync::Arc::new(Keyring::open(rows, &self.master, &self.previous)?);
+        let opened = Keyring::open(rows, &self.master, &self.previous);
+        self.locked_out.store(
+            matches!(opened, Err(KeyError::WrongMasterKey { .. })),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let ring = std::sync::Arc::new(opened?);
         if let Ok(mut g) = self.current.write() {
             *g = std::sync::Arc::clone(&ring);
         }

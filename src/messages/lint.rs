@@ -12,6 +12,10 @@ fn stray_control(c: char) -> bool {
 }
 
 /// Check a template before it is stored: every refusal, by field and line.
+/// What breaks a subject's line: CR, LF and Unicode's line and paragraph separators (the
+/// other line breaks, VT, FF and NEL, are control characters, refused as such).
+const LINE_BREAKS: [char; 4] = ['\r', '\n', '\u{2028}', '\u{2029}'];
+
 pub fn lint(f: &Fields, code_length: u32) -> Result<(), Vec<TemplateError>> {
     let mut errors = Vec::new();
     if f.subject.trim().is_empty() {
@@ -24,7 +28,7 @@ pub fn lint(f: &Fields, code_length: u32) -> Result<(), Vec<TemplateError>> {
             format!("must be at most {SUBJECT_MAX_CHARS} characters"),
         ));
     }
-    if f.subject.contains(['\r', '\n']) {
+    if f.subject.contains(LINE_BREAKS) {
         errors.push(TemplateError::new("subject", Some(1), "must be one line"));
     } else if f.subject.chars().any(char::is_control) {
         // NUL, ESC and the like reach the person's mail client as they are.
@@ -125,7 +129,7 @@ pub fn lint(f: &Fields, code_length: u32) -> Result<(), Vec<TemplateError>> {
     // refused like one in its source; one that only a branch the sample does not take
     // renders is made a space (or dropped) at send.
     if let Ok(rendered) = set.raw_subject("lint", &vars) {
-        if rendered.contains(['\r', '\n']) {
+        if rendered.contains(LINE_BREAKS) {
             errors.push(TemplateError::new(
                 "subject",
                 Some(1),

@@ -291,6 +291,14 @@ fn a_subject_is_sent_as_one_line_without_control_characters() {
     );
     let e = lint(&fields("Code{{ \"\\u001b[31m\" }}", "{{ code }}", None), 6).unwrap_err();
     assert_eq!(e[0].field, "subject");
+    // Unicode's line and paragraph separators break a line too (API.md §8), in the source
+    // and rendered (found by a black-box audit); at send they become a space.
+    for subject in ["Code\u{2028}Bcc", "Code\u{2029}", "Code{{ \"\\u2028\" }}"] {
+        let e = lint(&fields(subject, "{{ code }}", None), 6).unwrap_err();
+        assert_eq!((e[0].field, e[0].line), ("subject", Some(1)), "{subject:?}");
+        assert!(e[0].message.contains("line"), "{e:?}");
+    }
+    assert_eq!(super::one_line("Code\u{2028}123"), "Code 123");
 }
 
 #[test]

@@ -337,9 +337,17 @@ pub(crate) fn with_sources(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// A keyring this process's master key does not open (another process rotated it) is this
+/// instance's state, not the request's fault: 503, as when the database is away; anything
+/// else is internal.
 impl From<KeyError> for ServiceError {
     fn from(e: KeyError) -> Self {
-        ServiceError::Internal(e.to_string())
+        match e {
+            KeyError::WrongMasterKey { .. } => ServiceError::Unavailable(format!(
+                "{e}: this instance needs the active master key (restart it with that key)"
+            )),
+            e => ServiceError::Internal(e.to_string()),
+        }
     }
 }
 

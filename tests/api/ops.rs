@@ -312,6 +312,96 @@ async fn master_key_rotation_rewraps_the_keyring_and_either_key_can_serve_during
     assert!(err.contains("does not match"), "{err}");
 }
 
+/// The CLI rotates the master key and then the data key before a running instance got the
+/// new master key (an operator's slip): that instance cannot open the new data key. It says
+/// so — not ready, 503 — and sends nothing under a false cause; its queued message waits
+/// for an instance with the key (found by a black-box audit: mints answered 502
+/// `http_rejected` / `provider_auth`, `/readyz` 200, and messages left DKIM-unsigned).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_whose_master_key_no_longer_opens_the_keyring_waits_and_says_so() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    let r = app
+        .post(
+            "/v1/tenant/dkim",
+            &sk,
+            json!({"domain": "acme.example", "algorithm": "ed25519"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let key_file = std::path::PathBuf::from(&app.settings.crypto.master_key_file);
+    let old = std::fs::read_to_string(&key_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let new = otpmint::crypto::keyring::MasterKey::generate().to_base64();
+    let new_file = app.dir.path().join("new-master.key");
+    std::fs::write(&new_file, format!("{new}\n")).unwrap();
+    let conf = app.dir.path().join("rotating.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[database]\nurl = \"{}\"\n[crypto]\nmaster_key_file = \"{}\"\nprevious_master_keys = [\"{old}\"]\n",
+            app.settings.database.url,
+            new_file.display()
+        ),
+    )
+    .unwrap();
+    for command in ["rotate", "rotate-data-key"] {
+        let (ok, _, err) = otpmint_with(&conf, &["keys", command]);
+        assert!(ok, "{command}: {err}");
+    }
+    // A sync mint: 503, and nothing reached the relay.
+    let (s, v) = body(
+        app.post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (s, &v["code"]),
+        (StatusCode::SERVICE_UNAVAILABLE, &json!("unavailable")),
+        "{v}"
+    );
+    // Not ready: a load balancer takes it out.
+    let ready = reqwest::get(format!("{}/readyz", app.addr)).await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // A queued message waits (it is not failed for this instance's missing key).
+    let key = crate::outbox::mint_async(&app, &sk, "bob@example.com").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let st = body(app.get(&format!("/v1/otp/{key}"), &sk).await).await.1;
+    assert!(
+        ["queued", "sending"].contains(&st["delivery"]["status"].as_str().unwrap())
+            && st["delivery"]["attempts"] == 0
+            && st["status"] == "pending",
+        "{st}"
+    );
+    assert_eq!(
+        app.smtp.count_to("ada@example.com") + app.smtp.count_to("bob@example.com"),
+        0
+    );
+
+    // The instance restarted with the active key sends it, DKIM-signed.
+    app.handle.stop(true).await;
+    let TestApp {
+        smtp,
+        dir,
+        clock,
+        settings,
+        ..
+    } = app;
+    std::fs::write(&key_file, format!("{new}\n")).unwrap();
+    let app = start(settings, smtp, dir, clock).await;
+    let msg = app.smtp.wait_for("bob@example.com", 1).await;
+    assert!(
+        msg.header("DKIM-Signature").is_some(),
+        "unsigned: {}",
+        msg.data
+    );
+    assert_eq!(app.verify(&sk, &key, &msg.code()).await.0, StatusCode::OK);
+    let ready = reqwest::get(format!("{}/readyz", app.addr)).await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_key_rotation_reencrypts_passwords_and_the_running_server_keeps_sending() {
     let app = spawn_app().await;

@@ -193,6 +193,11 @@ impl crate::service::Core {
     /// Ready means writes succeed (a read can answer while the database is locked or full),
     /// within 3 seconds.
     pub async fn ready(&self) -> Result<(), crate::service::ServiceError> {
+        if self.keyring.locked_out() {
+            return Err(crate::service::ServiceError::Unavailable(
+                "the stored keyring was rotated to a master key this instance does not hold: restart it with the active master key".into(),
+            ));
+        }
         let probe = self.db(|s| {
             s.ping()?;
             s.write_probe()

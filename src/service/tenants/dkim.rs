@@ -133,26 +133,38 @@ impl Tenants {
 
 impl Delivery {
     /// The key a message from `from` is signed with: the newest of those the sender's
-    /// domain aligns with. A key that cannot be opened signs nothing (logged).
-    pub(crate) async fn dkim_signer(&self, tenant: &Tenant, from: &str) -> Option<DkimSigner> {
-        let key = signing_key_for(&tenant.dkim, &sender_domain(from)?)?;
+    /// domain aligns with. A key that cannot be opened here now (the database away, or a
+    /// keyring this instance's master key does not open) is `Unavailable`: the message
+    /// waits rather than leave unsigned. One that cannot be decrypted at all signs nothing
+    /// (logged).
+    pub(crate) async fn dkim_signer(
+        &self,
+        tenant: &Tenant,
+        from: &str,
+    ) -> Result<Option<DkimSigner>, ServiceError> {
+        let Some(key) = sender_domain(from).and_then(|d| signing_key_for(&tenant.dkim, &d)) else {
+            return Ok(None);
+        };
         let plain = match self
             .core
             .open(&Seal::Dkim { tenant: &tenant.id }, &tenant.dkim_sealed)
             .await
         {
             Ok(p) => p,
+            Err(e @ ServiceError::Unavailable(_)) => return Err(e),
             Err(e) => {
                 tracing::error!(tenant_id = %tenant.id, error = %e, "the tenant's DKIM keys cannot be decrypted; the message goes unsigned");
-                return None;
+                return Ok(None);
             }
         };
-        let mut keys: BTreeMap<String, String> = serde_json::from_slice(&plain).ok()?;
-        Some(DkimSigner {
+        let Ok(mut keys) = serde_json::from_slice::<BTreeMap<String, String>>(&plain) else {
+            return Ok(None);
+        };
+        Ok(keys.remove(&key.selector).map(|private| DkimSigner {
             domain: key.domain.clone(),
             selector: key.selector.clone(),
             algorithm: key.algorithm,
-            private: SecretString::from(keys.remove(&key.selector)?),
-        })
+            private: SecretString::from(private),
+        }))
     }
 }

@@ -81,7 +81,17 @@ impl Transport for Relay<'_> {
         sessions: usize,
     ) -> Sending<'a> {
         Box::pin(async move {
-            let signer = s.dkim_signer(self.tenant, self.account.from.as_str()).await;
+            let signer = s
+                .dkim_signer(self.tenant, self.account.from.as_str())
+                .await
+                .map_err(|e| {
+                    super::credentials_unopened(
+                        &self.tenant.id,
+                        "the tenant's DKIM key",
+                        DeliveryReason::Auth,
+                        &e,
+                    )
+                })?;
             let outgoing = Outgoing {
                 to: out.to,
                 subject: &out.msg.subject,
@@ -294,7 +304,7 @@ impl Delivery {
             )
             .await
             .map_err(ServiceError::SmtpPolicy)?;
-        let signer = self.dkim_signer(tenant, account.from.as_str()).await;
+        let signer = self.dkim_signer(tenant, account.from.as_str()).await?;
         let outgoing = Outgoing {
             to,
             subject: "otpmint SMTP test",

@@ -8,21 +8,22 @@ use crate::service::ServiceError;
 
 /// `what` ("the relay's password") could not be opened for `tenant`. A secret sealed under
 /// a data key another instance made reloads the keyring from the database: when that did
-/// not answer, nothing is wrong with the credentials — the send is not begun and the
-/// message keeps its place (API.md §11.6: never failed for a key not loaded yet). Any
-/// other error leaves the transport unusable (`reason` if it was the last one).
+/// not answer, or the keyring is wrapped by a master key this instance does not hold,
+/// nothing is wrong with the credentials — the send is not begun and the message keeps its
+/// place (API.md §11.6: never failed for a key not loaded yet; a sync mint is told 503).
+/// Any other error leaves the transport unusable (`reason` if it was the last one).
 pub(crate) fn credentials_unopened(
     tenant: &TenantId,
     what: &'static str,
     reason: DeliveryReason,
     e: &ServiceError,
 ) -> DeliveryError {
-    if let ServiceError::Unavailable(_) = e {
-        tracing::warn!(tenant_id = %tenant, error = %e, "{what} could not be opened: the database did not answer; the message waits");
+    if let ServiceError::Unavailable(why) = e {
+        tracing::warn!(tenant_id = %tenant, error = %e, "{what} could not be opened here; the message waits");
         return DeliveryError::new(
             DeliveryReason::Timeout,
             FailureKind::NotBegun,
-            format!("{what} could not be opened: the database did not answer; nothing was sent"),
+            format!("{what} could not be opened ({why}); nothing was sent"),
         );
     }
     tracing::error!(tenant_id = %tenant, error = %e, "{what} cannot be decrypted");
