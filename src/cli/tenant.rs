@@ -101,6 +101,14 @@ fn read_password(path: Option<&PathBuf>) -> Result<SecretString, CliError> {
             path.display()
         )));
     }
+    // A second line is a mistake (another file, a note), never silently dropped: as the
+    // configuration's secret files (docs/configuration.md).
+    if raw.lines().skip(1).any(|l| !l.trim().is_empty()) {
+        return Err(CliError(format!(
+            "--smtp-password-file {}: it holds more than one line; it must hold only the relay's password",
+            path.display()
+        )));
+    }
     Ok(SecretString::from(line.to_string()))
 }
 

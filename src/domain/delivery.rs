@@ -52,6 +52,10 @@ named_enum! {
 /// `detail_code` of a send that found no session free in time and sent nothing.
 pub const NO_SESSION_FREE: &str = "no_session_free";
 
+/// `detail_code` of a message otpmint did not offer a relay without SMTPUTF8: a recipient
+/// whose local part is not ASCII (the relay refused nothing).
+pub const NO_SMTPUTF8: &str = "smtputf8_unsupported";
+
 impl DeliveryReason {
     /// What to check for a stored `reason` (a transport's failure, or the code's end
     /// before its message left), in one sentence.
@@ -74,6 +78,7 @@ impl DeliveryReason {
         match detail_code {
             Some("oauth2_unavailable") => "The relay's OAuth2 token endpoint did not answer (busy or down): nothing is wrong with the settings; try again shortly.",
             Some("oauth2_no_token") => "The relay's OAuth2 token endpoint answered without an access token: check token_url (it must be the provider's token endpoint, or leave it out and name the provider).",
+            Some(NO_SMTPUTF8) => "The recipient's address has non-ASCII characters before the @, which needs SMTPUTF8, and the relay does not offer it (it refused nothing): use a relay that offers SMTPUTF8, or an email provider, for such addresses.",
             Some(NO_SESSION_FREE) => "No session to the transport was free in time (the tenant's max_connections, or this server's delivery.max_sessions, were all in use): nothing was sent; try again shortly.",
             _ => self.advice(),
         }

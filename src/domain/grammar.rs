@@ -113,6 +113,8 @@ pub static TENANT_NAME: Grammar = Grammar::new(
         name_refused!(),
         "]*[^ ",
         name_refused!(),
+        // the one character that shows is not a combining mark alone (it needs a base)
+        "\u{300}-\u{36F}\u{1AB0}-\u{1AFF}\u{1DC0}-\u{1DFF}\u{20D0}-\u{20FF}\u{FE20}-\u{FE2F}",
         "][^",
         name_refused!(),
         "]*$"
@@ -120,6 +122,11 @@ pub static TENANT_NAME: Grammar = Grammar::new(
     1,
     100,
 );
+
+/// Text people read as it is sent (a sender's display name): none of [`name_refused`]'s
+/// characters — controls, invisibles, bidirectional controls — which would let it show
+/// otherwise than it is (API.md §17.8 asks it of tenant names; a sender is shown beside it).
+pub static VISIBLE_TEXT: Grammar = Grammar::new(concat!("^[^", name_refused!(), "]*$"), 0, 320);
 
 /// A dotted IPv4 address, as a pattern's text.
 macro_rules! v4 {

@@ -15,10 +15,19 @@ fn local(u: &Url) -> bool {
     matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"))
 }
 
+/// A character that shows as nothing or reorders what follows (zero widths, bidirectional
+/// controls, the BOM, a soft hyphen): a URL holding one reads otherwise than it goes.
+fn invisible(c: char) -> bool {
+    matches!(c, '\u{AD}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
 /// A URL people's browsers go to: https, or http on localhost (development); no user info,
 /// no fragment.
 fn browser_url(s: &str) -> Option<Url> {
-    if s.len() > RETURN_URL_MAX || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    if s.len() > RETURN_URL_MAX
+        || s.chars()
+            .any(|c| c.is_control() || c.is_whitespace() || invisible(c))
+    {
         return None;
     }
     let u = Url::parse(s).ok()?;
@@ -159,6 +168,19 @@ mod tests {
             "",
         ] {
             assert!(public_base(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_allowed_prefix_with_an_invisible_or_reordering_character_is_refused() {
+        assert!(parse_allowed("https://app.example.com/").is_some());
+        for bad in [
+            "https://app.example.com/\u{202E}nigol",
+            "https://app.\u{200B}example.com/",
+            "https://app.example.com/\u{2066}x",
+            "https://app.example.com/\u{FEFF}",
+        ] {
+            assert!(parse_allowed(bad).is_none(), "{bad:?}");
         }
     }
 

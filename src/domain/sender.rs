@@ -18,6 +18,14 @@ impl Sender {
                 "must be one mailbox, like \"Acme <no-reply@acme.example>\"",
             ));
         }
+        // The name a person's mail client shows: as a tenant's name, nothing that shows
+        // otherwise than it is (a right-to-left override, a zero width, a C1 control).
+        if !super::grammar::VISIBLE_TEXT.matches(s) {
+            return Err(FieldError::new(
+                "smtp.from",
+                "must have no control, invisible or bidirectional-control characters",
+            ));
+        }
         Ok(Sender(s.to_string()))
     }
     pub fn from_stored(s: String) -> Sender {
@@ -148,6 +156,32 @@ mod tests {
     }
 
     use super::Sender;
+
+    #[test]
+    fn a_display_name_shows_as_it_is() {
+        // Found by a black-box audit: these went out in From, shown as something else.
+        for bad in [
+            "\u{202E}elppA <no-reply@acme.example>",
+            "Pay\u{200B}Pal <no-reply@acme.example>",
+            "Acme\u{85}Y <no-reply@acme.example>",
+            "Acme\u{2028}X <no-reply@acme.example>",
+            "Acme\u{AD}Soft <no-reply@acme.example>",
+            "Acme\u{FEFF} <no-reply@acme.example>",
+        ] {
+            assert_eq!(
+                Sender::parse(bad).unwrap_err().field,
+                "smtp.from",
+                "{bad:?}"
+            );
+        }
+        for ok in [
+            "Bücher & Co <no-reply@acme.example>",
+            "東京 <a@acme.example>",
+            "مرحبا <a@acme.example>",
+        ] {
+            assert!(Sender::parse(ok).is_ok(), "{ok}");
+        }
+    }
 
     #[test]
     fn a_comma_is_taken_only_inside_a_quoted_display_name() {

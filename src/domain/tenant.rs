@@ -29,7 +29,7 @@ impl TenantName {
         if !crate::domain::grammar::TENANT_NAME.matches(s) {
             return Err(FieldError::new(
                 "name",
-                "must be 1 to 100 characters, not only spaces, with no control, invisible or bidirectional-control characters",
+                "must be 1 to 100 characters, not only spaces or combining marks, with no control, invisible or bidirectional-control characters",
             ));
         }
         Ok(TenantName(s.trim_matches(' ').to_string()))
@@ -326,6 +326,10 @@ mod tests {
             "A\u{E0041}",
             "tab\tname",
             "A\u{3000}B",
+            // Combining marks alone show nothing: they need a base.
+            "\u{301}",
+            "\u{301}\u{301}\u{301}",
+            " \u{20DD} ",
         ] {
             assert_eq!(TenantName::parse(bad).unwrap_err().field, "name", "{bad:?}");
         }
@@ -337,6 +341,7 @@ mod tests {
             "東京",
             "مرحبا",
             "café",
+            "cafe\u{301}",
             "Team 🚀",
         ] {
             assert!(TenantName::parse(good).is_ok(), "{good}");

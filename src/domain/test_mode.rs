@@ -27,7 +27,8 @@ pub enum RecipientPattern {
 impl RecipientPattern {
     pub fn parse(s: &str) -> Result<RecipientPattern, FieldError> {
         let bad = |m: &str| FieldError::new("match", m);
-        let s = s.trim();
+        // Not trimmed: white space or a line break around it is refused, as in every other
+        // recipient field.
         if s.is_empty() || s.len() > 254 || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
             return Err(bad("must be an address, a number, or a pattern with *"));
         }
@@ -362,6 +363,11 @@ mod tests {
             "+1555x*",
             "a b@c.example",
             "*nodomain",
+            // White space around it is refused, as in every recipient field (it was trimmed).
+            "a@acme.example\r\n",
+            "\ta@acme.example",
+            "a@acme.example ",
+            "+15550100001\n",
         ] {
             assert!(RecipientPattern::parse(bad).is_err(), "{bad:?}");
         }

@@ -400,10 +400,12 @@ impl Mailer {
             }
             Err(TxError::NoSmtpUtf8) => {
                 conn.abort().await;
+                // The relay refused nothing: the code says so, and what to do (API.md §18.8).
                 Err(fail(
                     DeliveryReason::Rejected,
                     "an address with non-ASCII characters before the @ needs SMTPUTF8, which the relay does not offer",
-                ))
+                )
+                .with_code(crate::domain::delivery::NO_SMTPUTF8))
             }
             Err(TxError::Smtp(stage, e)) => {
                 // A reply (4xx/5xx) means the server refused: nothing was delivered. So does

@@ -11,11 +11,11 @@ fn stray_control(c: char) -> bool {
     c.is_control() && !matches!(c, '\n' | '\r' | '\t')
 }
 
-/// Check a template before it is stored: every refusal, by field and line.
 /// What breaks a subject's line: CR, LF and Unicode's line and paragraph separators (the
 /// other line breaks, VT, FF and NEL, are control characters, refused as such).
 const LINE_BREAKS: [char; 4] = ['\r', '\n', '\u{2028}', '\u{2029}'];
 
+/// Check a template before it is stored: every refusal, by field and line.
 pub fn lint(f: &Fields, code_length: u32) -> Result<(), Vec<TemplateError>> {
     let mut errors = Vec::new();
     if f.subject.trim().is_empty() {
@@ -134,6 +134,15 @@ pub fn lint(f: &Fields, code_length: u32) -> Result<(), Vec<TemplateError>> {
                 "subject",
                 Some(1),
                 "must render as one line (it renders a line break)",
+            ));
+        } else if rendered.chars().count() > SUBJECT_MAX_CHARS {
+            errors.push(TemplateError::new(
+                "subject",
+                Some(1),
+                format!(
+                    "must render at most {SUBJECT_MAX_CHARS} characters (it renders {})",
+                    rendered.chars().count()
+                ),
             ));
         } else if rendered.chars().any(char::is_control) {
             errors.push(TemplateError::new(

@@ -316,12 +316,22 @@ impl TemplateSet {
     pub fn render(&self, locale: &str, vars: &Vars<'_>) -> Result<Rendered, TemplateError> {
         let ctx = vars.context();
         let part = |field: &'static str| self.part(locale, field, &ctx);
-        let subject = part("subject")?;
+        let subject = one_line(&part("subject")?);
+        // A subject is a header line (at most 998 bytes, RFC 5322): one that renders longer
+        // than a subject may be (a long name or address, repeated) fails here, and the
+        // built-in template of the chain is sent instead (`send`'s fallback).
+        if subject.chars().count() > SUBJECT_MAX_CHARS {
+            return Err(TemplateError::new(
+                "subject",
+                Some(1),
+                format!("renders longer than {SUBJECT_MAX_CHARS} characters"),
+            ));
+        }
         let text = part("text")?;
         let parts = self.locales.get(locale).copied().unwrap_or_default();
         let html = parts.html.then(|| part("html")).transpose()?;
         Ok(Rendered {
-            subject: one_line(&subject),
+            subject,
             text,
             html,
             // A text message that fails does not take the email down with it: it is then

@@ -77,9 +77,21 @@ pub async fn check_url_resolved(
     url: &str,
     settings: &Settings,
 ) -> Result<reqwest::Url, UrlRefusal> {
-    // The form the API description states (`domain::grammar::ENDPOINT_URL`) is checked when a
-    // URL is registered; at send time `check_url` alone (a stored URL of an older, looser
-    // form, or an operator's base URL, still goes out).
+    check_url_form(url, settings)?;
+    let (u, name) = check_url(url, settings)?;
+    let port = u.port_or_known_default().unwrap_or(443);
+    policy(settings)
+        .resolve(&name, port)
+        .await
+        .map_err(UrlRefusal::Host)?;
+    Ok(u)
+}
+
+/// The form the API description states for an endpoint (`domain::grammar::ENDPOINT_URL`: no
+/// fragment, no user info), checked when a URL is registered (a
+/// webhook's, the HTTP transport's, an OAuth2 token URL); at send time `check_url` alone (a
+/// stored URL of an older, looser form, or an operator's base URL, still goes out).
+pub fn check_url_form(url: &str, settings: &Settings) -> Result<(), UrlRefusal> {
     if !crate::domain::grammar::ENDPOINT_URL.matches(url) {
         // An IP address in another spelling (`https://127.1/`, `https://0x7f000001/`, which
         // the URL parser reads as the address) that the policy refuses is refused as a host
@@ -97,13 +109,7 @@ pub async fn check_url_resolved(
         }
         return Err(UrlRefusal::Malformed);
     }
-    let (u, name) = check_url(url, settings)?;
-    let port = u.port_or_known_default().unwrap_or(443);
-    policy(settings)
-        .resolve(&name, port)
-        .await
-        .map_err(UrlRefusal::Host)?;
-    Ok(u)
+    Ok(())
 }
 
 /// `v1,<base64 HMAC-SHA256 over "{id}.{timestamp}.{body}">`, keyed with the secret's bytes.

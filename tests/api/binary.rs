@@ -351,6 +351,12 @@ async fn cli_manages_tenants_and_logs_never_show_secrets() {
     // refused, naming what is missing, and creates nothing; an empty (or unmounted)
     // password file is a mistake, not a password: refused, naming the flag and the file.
     std::fs::write(dir.path().join("empty.pw"), "\n").unwrap();
+    // A second line is never silently dropped (as in the configuration's secret files).
+    std::fs::write(
+        dir.path().join("two.pw"),
+        format!("{SMTP_PASS}\nsomething else\n"),
+    )
+    .unwrap();
     let username = ["--smtp-username", SMTP_USER].as_slice();
     for (login, says) in [
         (username, ["--smtp-username", "--smtp-password-file"]),
@@ -366,6 +372,15 @@ async fn cli_manages_tenants_and_logs_never_show_secrets() {
                 "empty.pw",
             ],
             ["--smtp-password-file empty.pw", "empty"],
+        ),
+        (
+            &[
+                "--smtp-username",
+                SMTP_USER,
+                "--smtp-password-file",
+                "two.pw",
+            ],
+            ["--smtp-password-file two.pw", "more than one line"],
         ),
     ] {
         let mut args = vec![

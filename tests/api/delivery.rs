@@ -347,3 +347,31 @@ async fn a_failed_code_can_never_verify() {
     assert!(v.get("shareable_key").is_none());
     assert!(app.smtp.messages().is_empty());
 }
+
+/// A recipient whose local part is not ASCII needs SMTPUTF8; a relay without it refused
+/// nothing, and the answer says what to do rather than blaming the relay and the sender
+/// (found by a black-box audit).
+#[tokio::test]
+async fn a_non_ascii_local_part_through_a_relay_without_smtputf8_is_told_as_such() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    let (s, v) = body(
+        app.post("/v1/otp", &sk, json!({"email": "ädä@example.com"}))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (s, &v["reason"], &v["detail_code"]),
+        (
+            StatusCode::BAD_GATEWAY,
+            &json!("smtp_rejected"),
+            &json!("smtputf8_unsupported")
+        ),
+        "{v}"
+    );
+    let detail = v["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("SMTPUTF8") && !detail.contains("send as the from address"),
+        "{detail}"
+    );
+}

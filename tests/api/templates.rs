@@ -688,3 +688,57 @@ async fn a_put_and_a_delete_of_one_template_at_once_take_turns() {
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["templates"], json!([]), "{v}");
 }
+
+/// A subject that renders longer than a subject may be (here a long tenant name, repeated)
+/// would be a header line relays refuse (over 998 bytes): the built-in template is sent
+/// instead and the person gets the code; one the save-time sample already renders too long
+/// is refused (found by a black-box audit: the mint answered 502 and nothing arrived).
+#[tokio::test]
+async fn a_subject_that_renders_too_long_falls_back_to_the_built_in_template() {
+    let app = spawn_app().await;
+    let (id, sk) = app.tenant().await;
+    let long_name = "N".repeat(100);
+    let r = app
+        .patch(
+            &format!("/v1/tenants/{id}"),
+            ADMIN,
+            json!({"name": long_name}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let (s, v) = put_template(
+        &app,
+        &sk,
+        "en",
+        simple(&"{{ app_name }}".repeat(14), "Code {{ code }}\n"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "the sample renders short: {v}");
+    let (answer, m) = mint_msg(&app, &sk, json!({"email": "ada@example.com"})).await;
+    assert_eq!(answer["delivery"], "sent", "{answer}");
+    let subject = m.subject().unwrap();
+    assert!(
+        subject.chars().count() <= 200 && !subject.contains(&"N".repeat(200)),
+        "{subject}"
+    );
+    assert!(m.data.lines().all(|l| l.len() <= 998));
+    assert_eq!(
+        app.verify(&sk, answer["shareable_key"].as_str().unwrap(), &m.code())
+            .await
+            .0,
+        StatusCode::OK
+    );
+    // One whose sample render is already too long is refused when it is saved.
+    let (s, v) = put_template(
+        &app,
+        &sk,
+        "de",
+        simple(&"{{ email }}".repeat(15), "Code {{ code }}\n"),
+    )
+    .await;
+    assert_eq!(
+        (s, &v["errors"][0]["field"]),
+        (StatusCode::UNPROCESSABLE_ENTITY, &json!("subject")),
+        "{v}"
+    );
+}

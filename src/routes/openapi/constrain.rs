@@ -227,6 +227,20 @@ pub(super) fn property_rules() -> Vec<(&'static str, &'static str, serde_json::V
     use crate::domain::tenant::{TlsMode, TransportUse};
     let delivery = || rule::one_of(&DeliveryMode::ALL.map(DeliveryMode::as_str));
     let tls = || rule::one_of(&TlsMode::ALL.map(TlsMode::as_str));
+    // `service::tenants::relay_accounts`: no control character in a user name, no line break
+    // or NUL in a password.
+    let username = || {
+        serde_json::json!({
+            "maxLength": crate::service::tenants::relay_accounts::USERNAME_MAX,
+            "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        })
+    };
+    let password = || {
+        serde_json::json!({
+            "maxLength": crate::service::tenants::relay_accounts::PASSWORD_MAX,
+            "pattern": "^[^\\r\\n\\u0000]*$",
+        })
+    };
     vec![
         ("MintBody", "email", rule::email()),
         ("MintBody", "phone", rule::phone()),
@@ -315,6 +329,16 @@ pub(super) fn property_rules() -> Vec<(&'static str, &'static str, serde_json::V
         ("SmtpPatchBody", "host", rule::of(&grammar::SMTP_HOST)),
         ("SmtpBody", "tls", tls()),
         ("SmtpPatchBody", "tls", tls()),
+        ("SmtpBody", "username", username()),
+        ("SmtpPatchBody", "username", username()),
+        ("SmtpBody", "password", password()),
+        ("SmtpPatchBody", "password", password()),
+        ("OAuth2Body", "token_url", rule::endpoint()),
+        (
+            "TemplateBody",
+            "subject",
+            serde_json::json!({"maxLength": crate::messages::SUBJECT_MAX_CHARS}),
+        ),
         (
             "PolicyBody",
             "code_length",

@@ -394,7 +394,14 @@ impl Tenants {
             test: p.test,
             smtp_fallback,
             // Stored as given (shown back so); compared normalised (`allowed_return`).
-            allowed_return_urls: p.allowed_return_urls.clone(),
+            // Each prefix once, in the order given.
+            allowed_return_urls: p.allowed_return_urls.as_ref().map(|urls| {
+                let mut seen = std::collections::HashSet::new();
+                urls.iter()
+                    .filter(|u| seen.insert(u.as_str()))
+                    .cloned()
+                    .collect()
+            }),
             brand_color: p
                 .brand_color
                 .as_ref()

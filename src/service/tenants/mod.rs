@@ -7,7 +7,7 @@ pub mod dkim;
 pub mod domain_check;
 pub mod http_transport;
 pub mod providers;
-mod relay_accounts;
+pub(crate) mod relay_accounts;
 pub mod suppressions;
 pub mod templates;
 pub mod test_mode;

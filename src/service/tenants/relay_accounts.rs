@@ -62,6 +62,33 @@ pub(super) fn take<T>(r: Result<T, FieldError>, errs: &mut Vec<FieldError>) -> O
     r.map_err(|e| errs.push(e)).ok()
 }
 
+/// The longest relay user name and password, in characters.
+pub(crate) const USERNAME_MAX: usize = 256;
+pub(crate) const PASSWORD_MAX: usize = 1024;
+
+/// A host the address policy could not read as a name or an address (`a..b.example`, a
+/// label over 63 characters, a leading hyphen) is a bad field (400), not a refused address
+/// (422) whose advice no setting could follow. A name or address in another script is kept
+/// in the ASCII form that is dialled (`smtp.bücher.example` → `smtp.xn--bcher-kva.example`,
+/// full-width digits → the address), so what is shown is what is used. IPv6 addresses, in
+/// any spelling, are the policy's to judge.
+fn readable_host(h: SmtpHost) -> Result<SmtpHost, FieldError> {
+    use crate::net_policy::HostName;
+    let s = h.as_str();
+    if s.contains(':') {
+        return Ok(h);
+    }
+    match HostName::parse(s) {
+        None => Err(FieldError::new(
+            "smtp.host",
+            "must be a host name (dot-separated labels of at most 63 letters, digits and inner hyphens) or an IP address",
+        )),
+        Some(HostName::Dns(d)) if !s.is_ascii() => Ok(SmtpHost::from_stored(d)),
+        Some(HostName::Ip(ip)) if !s.is_ascii() => Ok(SmtpHost::from_stored(ip.to_string())),
+        Some(_) => Ok(h),
+    }
+}
+
 /// The relay fields parsed into their domain types; every bad one is noted in `errs` and
 /// comes back `None`.
 /// `relay`: the field the errors are named under (`smtp` or `smtp_fallback`).
@@ -75,16 +102,17 @@ pub(super) fn parse_smtp_fields(
     errs: &mut Vec<FieldError>,
 ) -> (Option<SmtpHost>, Option<u16>, Option<Sender>) {
     let mut mine = Vec::new();
-    let host = take(SmtpHost::parse(host), &mut mine);
+    let host = take(SmtpHost::parse(host).and_then(readable_host), &mut mine);
     let port = take(parse_port(port), &mut mine);
-    if username.len() > 256 || username.chars().any(char::is_control) {
+    // Characters, as the API description's maxLength counts them.
+    if username.chars().count() > USERNAME_MAX || username.chars().any(char::is_control) {
         mine.push(FieldError::new(
             "smtp.username",
             "must be at most 256 characters, no control characters",
         ));
     }
     if let Some(p) = password {
-        if p.len() > 1024 || p.contains(['\r', '\n', '\0']) {
+        if p.chars().count() > PASSWORD_MAX || p.contains(['\r', '\n', '\0']) {
             mine.push(FieldError::new(
                 "smtp.password",
                 "must be at most 1024 characters, no line breaks",
@@ -360,8 +388,8 @@ impl Tenants {
     /// resolved addresses are checked at every request.
     async fn check_token_url(&self, relay: &str, url: &str) -> Result<(), ServiceError> {
         let settings = self.core.settings.load_full();
-        crate::outbound::check_url(url, &settings)
-            .map(drop)
+        crate::outbound::check_url_form(url, &settings)
+            .and_then(|()| crate::outbound::check_url(url, &settings).map(drop))
             .map_err(|e| {
                 let field = format!("{relay}.oauth2.token_url");
                 match e {
