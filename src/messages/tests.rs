@@ -330,3 +330,47 @@ fn a_body_with_a_control_character_other_than_a_line_break_or_tab_is_refused() {
     )
     .unwrap();
 }
+
+#[test]
+fn the_builtins_never_promise_more_time_than_the_code_has() {
+    // Found by a black-box audit: 61 and 90 seconds read "2 minutes", and a text message
+    // said "1 min" for one second.
+    let set = TemplateSet::builtins();
+    let r = |ttl| {
+        set.render("en", &vars("042917", "en", "login", ttl))
+            .unwrap()
+    };
+    for (ttl, says, sms_says) in [
+        (1, "1 second", "1 s."),
+        (30, "30 seconds", "30 s."),
+        (61, "1 minute", "1 min."),
+        (90, "1 minute", "1 min."),
+        (600, "10 minutes", "10 min."),
+        (7200, "2 hours", "120 min."),
+    ] {
+        let m = r(ttl);
+        assert!(
+            m.text.contains(&format!("It expires in {says}.")),
+            "{ttl}: {}",
+            m.text
+        );
+        assert!(
+            m.html.unwrap().contains(&format!("It expires in {says}.")),
+            "{ttl}"
+        );
+        let sms = m.sms.unwrap();
+        assert!(
+            sms.contains(&format!("It expires in {sms_says}")),
+            "{ttl}: {sms}"
+        );
+    }
+    // Every language counts whole minutes down, and says seconds under one.
+    for lang in LANGUAGES {
+        let sms = set
+            .render(lang, &vars("042917", lang, "login", 90))
+            .unwrap()
+            .sms
+            .unwrap();
+        assert!(sms.contains("1 ") && !sms.contains("2 "), "{lang}: {sms}");
+    }
+}
