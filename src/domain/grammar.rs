@@ -123,10 +123,36 @@ pub static TENANT_NAME: Grammar = Grammar::new(
     100,
 );
 
-/// Text people read as it is sent (a sender's display name): none of [`name_refused`]'s
-/// characters — controls, invisibles, bidirectional controls — which would let it show
-/// otherwise than it is (API.md §17.8 asks it of tenant names; a sender is shown beside it).
-pub static VISIBLE_TEXT: Grammar = Grammar::new(concat!("^[^", name_refused!(), "]*$"), 0, 320);
+/// A character that makes text show otherwise than it is: a control, one that shows as
+/// nothing where it stands (zero width space, soft hyphen, word joiner and the invisible
+/// operators, a BOM, a Hangul filler, tags) or reorders what follows (the bidirectional
+/// controls). Narrower than a tenant name's refusals: the joiners (ZWNJ, which Persian
+/// spelling needs; ZWJ, which emoji sequences need), variation selectors (`❤️`) and the
+/// no-break and thin spaces (French typography) are text. For a sender's display name and
+/// a return URL.
+pub fn deceptive(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{AD}'
+                | '\u{34F}'
+                | '\u{61C}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{180E}'
+                | '\u{200B}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206F}'
+                | '\u{3164}'
+                | '\u{FEFF}'
+                | '\u{FFA0}'
+                | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{E0000}'..='\u{E007F}'
+        )
+}
 
 /// A dotted IPv4 address, as a pattern's text.
 macro_rules! v4 {

@@ -9,24 +9,19 @@ pub const RETURN_URL_MAX: usize = 2048;
 pub const ALLOWED_RETURN_URLS_MAX: usize = 20;
 /// What a return URL (or an allowlist entry) must look like.
 pub const RETURN_URL_RULE: &str =
-    "must be an absolute https:// URL (http:// only for localhost), without user info or fragment, at most 2048 characters";
+    "must be an absolute https:// URL (http:// only for localhost), without user info, fragment, white space or invisible or bidirectional-control characters, at most 2048 characters";
 
 fn local(u: &Url) -> bool {
     matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"))
-}
-
-/// A character that shows as nothing or reorders what follows (zero widths, bidirectional
-/// controls, the BOM, a soft hyphen): a URL holding one reads otherwise than it goes.
-fn invisible(c: char) -> bool {
-    matches!(c, '\u{AD}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// A URL people's browsers go to: https, or http on localhost (development); no user info,
 /// no fragment.
 fn browser_url(s: &str) -> Option<Url> {
     if s.len() > RETURN_URL_MAX
+        // one that shows as nothing or reorders what follows reads otherwise than it goes
         || s.chars()
-            .any(|c| c.is_control() || c.is_whitespace() || invisible(c))
+            .any(|c| c.is_whitespace() || super::grammar::deceptive(c))
     {
         return None;
     }

@@ -135,13 +135,14 @@ pub fn lint(f: &Fields, code_length: u32) -> Result<(), Vec<TemplateError>> {
                 Some(1),
                 "must render as one line (it renders a line break)",
             ));
-        } else if rendered.chars().count() > SUBJECT_MAX_CHARS {
+        } else if super::one_line(&rendered).chars().count() > SUBJECT_MAX_CHARS {
+            // Counted as it is sent (white space runs collapse).
             errors.push(TemplateError::new(
                 "subject",
                 Some(1),
                 format!(
                     "must render at most {SUBJECT_MAX_CHARS} characters (it renders {})",
-                    rendered.chars().count()
+                    super::one_line(&rendered).chars().count()
                 ),
             ));
         } else if rendered.chars().any(char::is_control) {

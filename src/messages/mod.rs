@@ -193,6 +193,14 @@ pub fn shows_code(r: &Rendered, code: &str) -> bool {
     holds_code(&r.text, code) && r.html.as_deref().is_none_or(|h| holds_code(h, code))
 }
 
+/// Whether a rendered email's subject is no longer than a subject may be. A subject is a
+/// header line (at most 998 bytes, RFC 5322, and relays refuse longer ones): a tenant's
+/// that renders longer for a message's values (a long name or address, repeated) is not
+/// used, the built-in one is (a text message has no subject: it is not asked).
+pub fn subject_fits(r: &Rendered) -> bool {
+    r.subject.chars().count() <= SUBJECT_MAX_CHARS
+}
+
 /// A magic link the template did not place goes at the end of the message: a paragraph of
 /// its own in the text, and a link in the HTML.
 pub fn ensure_link(r: &mut Rendered, link: &str) {
@@ -317,16 +325,6 @@ impl TemplateSet {
         let ctx = vars.context();
         let part = |field: &'static str| self.part(locale, field, &ctx);
         let subject = one_line(&part("subject")?);
-        // A subject is a header line (at most 998 bytes, RFC 5322): one that renders longer
-        // than a subject may be (a long name or address, repeated) fails here, and the
-        // built-in template of the chain is sent instead (`send`'s fallback).
-        if subject.chars().count() > SUBJECT_MAX_CHARS {
-            return Err(TemplateError::new(
-                "subject",
-                Some(1),
-                format!("renders longer than {SUBJECT_MAX_CHARS} characters"),
-            ));
-        }
         let text = part("text")?;
         let parts = self.locales.get(locale).copied().unwrap_or_default();
         let html = parts.html.then(|| part("html")).transpose()?;
@@ -426,6 +424,13 @@ pub fn render_once(f: &Fields, vars: &Vars<'_>) -> Result<Rendered, TemplateErro
     };
     set.add("preview", f.clone());
     let rendered = set.render("preview", vars)?;
+    if !subject_fits(&rendered) {
+        return Err(TemplateError::new(
+            "subject",
+            Some(1),
+            format!("renders longer than {SUBJECT_MAX_CHARS} characters"),
+        ));
+    }
     if rendered.sms.is_none() {
         set.render_sms("preview", vars)?;
     }

@@ -344,7 +344,7 @@ impl From<KeyError> for ServiceError {
     fn from(e: KeyError) -> Self {
         match e {
             KeyError::WrongMasterKey { .. } => ServiceError::Unavailable(format!(
-                "{e}: this instance needs the active master key (restart it with that key)"
+                "{e}: the active master key is needed here (a server: restart it with that key)"
             )),
             e => ServiceError::Internal(e.to_string()),
         }

@@ -218,6 +218,10 @@ pub fn migrate_store(
         StartupError::Store(crate::storage::StoreError::NotInstalled(why)) => {
             StartupError::Other(format!("the source database (--from): {why}"))
         }
+        // A file that is no database, a server that refused: named by its flag too.
+        StartupError::Store(other) => {
+            StartupError::Other(format!("the source database (--from): {other}"))
+        }
         other => other,
     })?;
     let rows = source.keyring()?;

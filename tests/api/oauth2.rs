@@ -507,10 +507,10 @@ async fn presets_fill_the_endpoint_and_the_token_endpoint_passes_the_address_pol
     // The answer names the field it refused, and no webhook (found by a black-box audit).
     assert_eq!(v["errors"][0]["field"], "smtp.oauth2.token_url", "{v}");
     assert!(!v["title"].as_str().unwrap().contains("Webhook"), "{v}");
-    // A token URL has an endpoint's form, as a webhook's does: no fragment, no user info.
+    // A token URL has an endpoint's form, as a webhook's does: no fragment, an ASCII path.
     for bad in [
         "https://login.example.com/token#frag",
-        "https://user@login.example.com/token",
+        "https://login.example.com/tökén",
     ] {
         let mut oauth2 = client_credentials(&tokens);
         oauth2["token_url"] = json!(bad);

@@ -534,13 +534,21 @@ class Client:
 
 def _timeout(value: Optional[float]) -> Optional[float]:
     """A client's time limit: a positive number of seconds, or None for none."""
-    if value is None or value == math.inf:
+    refused = "timeout is a positive number of seconds, or None for no limit"
+    if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError("timeout is a positive number of seconds, or None for no limit")
-    if not (0 < value < math.inf):
-        raise ValueError("timeout is a positive number of seconds, or None for no limit")
-    return float(value)
+    # Any number (an int, a float, a Decimal, a NumPy scalar), never a bool or a string.
+    if isinstance(value, (bool, str, bytes)):
+        raise ValueError(refused)
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(refused) from None
+    if seconds == math.inf:
+        return None
+    if not 0 < seconds < math.inf:
+        raise ValueError(refused)
+    return seconds
 
 
 def _segment(value: str, not_found: str) -> str:

@@ -382,6 +382,9 @@ class OfflineTest(unittest.TestCase):
         for bad in [0, -1, float("nan"), "10", True]:
             with self.assertRaises(ValueError):
                 otpmint.Client("http://127.0.0.1:9", "sk", timeout=bad)
+        import decimal
+
+        self.assertEqual(otpmint.Client("http://127.0.0.1:9", "sk", timeout=decimal.Decimal("2.5")).timeout, 2.5)
         for none in [None, float("inf")]:
             self.assertIsNone(otpmint.Client("http://127.0.0.1:9", "sk", timeout=none).timeout)
         server = self.serve(lambda r: json_answer({"messages": []}))

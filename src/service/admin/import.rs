@@ -174,7 +174,7 @@ impl Admin {
                 report.skipped.push(line("smtp_port is not a port number"));
                 continue;
             }
-            let (Ok(from), Ok(name)) = (
+            let (from, Ok(name)) = (
                 Sender::parse(&mail),
                 // Named after the sender's domain, as OtpMint registration names it.
                 TenantName::parse(&crate::domain::sender::name_from_sender(&mail)),
@@ -184,7 +184,18 @@ impl Admin {
                     .push(line("smtp_mail is not an email address"));
                 continue;
             };
-            let Ok(host) = SmtpHost::parse(&host) else {
+            let from = match from {
+                Ok(f) => f,
+                Err(e) => {
+                    report
+                        .skipped
+                        .push(line(&format!("smtp_mail {}", e.message)));
+                    continue;
+                }
+            };
+            let Ok(host) = SmtpHost::parse(&host)
+                .and_then(crate::service::tenants::relay_accounts::readable_host)
+            else {
                 report.skipped.push(line("smtp_host is not a host name"));
                 continue;
             };

@@ -74,7 +74,10 @@ impl Delivery {
 
     async fn claim_and_send(&self) {
         loop {
-            if self.outbox.stopping() {
+            // An instance whose master key no longer opens the stored keyring could open no
+            // credentials sealed since: it leaves the queue to instances that can (its
+            // `/readyz` says why).
+            if self.outbox.stopping() || self.core.keyring.locked_out() {
                 return;
             }
             let (caps, other_caps) = self.lane_caps();

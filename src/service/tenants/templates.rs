@@ -304,7 +304,9 @@ impl Tenants {
                 };
                 match set.render(locale.as_str(), &v) {
                     Ok(rendered)
-                        if !sms && messages::shows_code(&rendered, v.code)
+                        if !sms
+                            && messages::shows_code(&rendered, v.code)
+                            && messages::subject_fits(&rendered)
                             || sms && messages::sms_shows_code(&rendered, v.code) =>
                     {
                         return Ok(Message {
@@ -317,6 +319,10 @@ impl Tenants {
                     Ok(_) if sms && !set.has_sms(locale.as_str()) => {
                         return builtin(locale, &vars, false);
                     }
+                    Ok(r) if !sms && !messages::subject_fits(&r) => tracing::warn!(
+                        tenant_id = %tid, locale = %locale,
+                        "the tenant template's subject renders too long for a header line; the built-in one is used"
+                    ),
                     Ok(_) => tracing::warn!(
                         tenant_id = %tid, locale = %locale,
                         "the tenant template's message does not show the code; the built-in one is used"
