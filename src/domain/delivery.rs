@@ -327,11 +327,17 @@ pub const UNKNOWN_OUTCOME_ADVICE: &str = "The message left and its answer never 
 
 impl DeliveryView {
     /// What to check, in one sentence: for an unknown outcome that it may have arrived,
-    /// else the advice of its last failure's reason.
+    /// else the advice of its last failure's reason and code beyond it (the same words as a
+    /// sync mint's 502: `oauth2_no_token` says to check `token_url`).
     pub fn advice(&self) -> Option<&'static str> {
         match self.status {
             DeliveryStatus::Unknown => Some(UNKNOWN_OUTCOME_ADVICE),
-            _ => self.reason.as_deref().and_then(DeliveryReason::advice_for),
+            _ => self.reason.as_deref().and_then(|r| {
+                match DeliveryReason::ALL.into_iter().find(|x| x.as_str() == r) {
+                    Some(reason) => Some(reason.advice_with(self.detail_code.as_deref())),
+                    None => DeliveryReason::advice_for(r),
+                }
+            }),
         }
     }
 }
@@ -466,7 +472,40 @@ mod tests {
 
 #[cfg(test)]
 mod advice_tests {
-    use super::DeliveryReason;
+    use super::{DeliveryMode, DeliveryReason, DeliveryStatus, DeliveryView};
+
+    #[test]
+    fn a_delivery_record_gives_the_advice_of_its_code_as_a_sync_answer_does() {
+        // Found by a black-box re-check: the record of an async send said to check the
+        // password where the sync answer said to check token_url.
+        let view = |detail_code: Option<&str>| DeliveryView {
+            mode: DeliveryMode::Async,
+            status: DeliveryStatus::Failed,
+            attempts: 1,
+            reason: Some("smtp_auth".into()),
+            sent_at: None,
+            transport: None,
+            provider_message_id: None,
+            detail_code: detail_code.map(str::to_string),
+        };
+        assert_eq!(
+            view(Some("oauth2_no_token")).advice(),
+            Some(DeliveryReason::Auth.advice_with(Some("oauth2_no_token")))
+        );
+        assert!(view(Some("oauth2_no_token"))
+            .advice()
+            .unwrap()
+            .contains("token_url"));
+        assert_eq!(view(None).advice(), Some(DeliveryReason::Auth.advice()));
+        assert_eq!(
+            DeliveryView {
+                reason: Some("expired".into()),
+                ..view(None)
+            }
+            .advice(),
+            DeliveryReason::advice_for("expired")
+        );
+    }
 
     #[test]
     fn every_reason_reads_back_with_its_advice() {
