@@ -15,8 +15,16 @@ fn stray_control(c: char) -> bool {
 /// other line breaks, VT, FF and NEL, are control characters, refused as such).
 const LINE_BREAKS: [char; 4] = ['\r', '\n', '\u{2028}', '\u{2029}'];
 
-/// Check a template before it is stored: every refusal, by field and line.
+/// Check a template before it is stored: every refusal, by field and line (sample values,
+/// the app name `Example App`).
 pub fn lint(f: &Fields, code_length: u32) -> Result<(), Vec<TemplateError>> {
+    lint_for(f, code_length, "Example App")
+}
+
+/// [`lint`], rendering with the tenant's own name: a subject that is too long with it (a
+/// long name, repeated) is refused when it is saved, as the preview names it, rather than
+/// falling back to the built-in template at every send.
+pub fn lint_for(f: &Fields, code_length: u32, app_name: &str) -> Result<(), Vec<TemplateError>> {
     let mut errors = Vec::new();
     if f.subject.trim().is_empty() {
         errors.push(TemplateError::new("subject", None, "must not be empty"));
@@ -110,7 +118,7 @@ pub fn lint(f: &Fields, code_length: u32) -> Result<(), Vec<TemplateError>> {
         code: &sample,
         ttl_seconds: 600,
         expires_at: 1_767_225_600_000,
-        app_name: "Example App",
+        app_name,
         purpose: "login",
         email: "ada@example.com",
         locale: "en",

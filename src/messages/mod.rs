@@ -7,7 +7,7 @@ mod builtin;
 mod lint;
 
 pub use builtin::LANGUAGES;
-pub use lint::lint;
+pub use lint::{lint, lint_for};
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;

@@ -191,7 +191,7 @@ impl Tenants {
         locale: &Locale,
         fields: Fields,
     ) -> Result<TenantTemplate, ServiceError> {
-        let fields = self.checked(fields, tenant.policy.code_length).await?;
+        let fields = self.checked(fields, tenant).await?;
         let row = TenantTemplate {
             locale: locale.as_str().to_string(),
             subject: fields.subject,
@@ -377,7 +377,7 @@ impl Tenants {
                     .and_then(|f| f.sms)
             }),
         };
-        let fields = self.checked(fields, tenant.policy.code_length).await?;
+        let fields = self.checked(fields, tenant).await?;
         let (expires_at, ttl_seconds) = (
             self.core.now() + i64::from(tenant.policy.ttl_seconds) * 1000,
             tenant.policy.ttl_seconds,
@@ -408,10 +408,13 @@ impl Tenants {
 
     /// The lint, on the blocking pool: compiling and test-rendering up to three 64 KiB
     /// fields (within the fuel bound) is CPU work that does not belong on an async worker.
-    async fn checked(&self, fields: Fields, code_length: u32) -> Result<Fields, ServiceError> {
-        tokio::task::spawn_blocking(move || messages::lint(&fields, code_length).map(|()| fields))
-            .await
-            .map_err(|e| ServiceError::Internal(format!("template check failed: {e}")))?
-            .map_err(ServiceError::TemplateInvalid)
+    async fn checked(&self, fields: Fields, tenant: &Tenant) -> Result<Fields, ServiceError> {
+        let (code_length, name) = (tenant.policy.code_length, tenant.name.as_str().to_string());
+        tokio::task::spawn_blocking(move || {
+            messages::lint_for(&fields, code_length, &name).map(|()| fields)
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(format!("template check failed: {e}")))?
+        .map_err(ServiceError::TemplateInvalid)
     }
 }
