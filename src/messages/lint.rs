@@ -15,16 +15,27 @@ fn stray_control(c: char) -> bool {
 /// other line breaks, VT, FF and NEL, are control characters, refused as such).
 const LINE_BREAKS: [char; 4] = ['\r', '\n', '\u{2028}', '\u{2029}'];
 
+/// The app name a template is checked with (beside the tenant's own, [`lint_for`]).
+const SAMPLE_APP: &str = "Example App";
+
 /// Check a template before it is stored: every refusal, by field and line (sample values,
 /// the app name `Example App`).
 pub fn lint(f: &Fields, code_length: u32) -> Result<(), Vec<TemplateError>> {
-    lint_for(f, code_length, "Example App")
+    lint_with(f, code_length, SAMPLE_APP)
 }
 
-/// [`lint`], rendering with the tenant's own name: a subject that is too long with it (a
-/// long name, repeated) is refused when it is saved, as the preview names it, rather than
-/// falling back to the built-in template at every send.
+/// [`lint`], then the same render with the tenant's own name: a subject or text message
+/// too long with it (a long name, repeated) is refused when it is saved, as the preview
+/// names it, rather than falling back to the built-in one at every send.
 pub fn lint_for(f: &Fields, code_length: u32, app_name: &str) -> Result<(), Vec<TemplateError>> {
+    lint_with(f, code_length, SAMPLE_APP)?;
+    if app_name != SAMPLE_APP {
+        lint_with(f, code_length, app_name)?;
+    }
+    Ok(())
+}
+
+fn lint_with(f: &Fields, code_length: u32, app_name: &str) -> Result<(), Vec<TemplateError>> {
     let mut errors = Vec::new();
     if f.subject.trim().is_empty() {
         errors.push(TemplateError::new("subject", None, "must not be empty"));
