@@ -314,20 +314,8 @@ async fn invalid_grant_fails_as_smtp_auth_and_503_is_tried_again() {
     // fault, and the answer says which one to check (found by a black-box audit: it said
     // the endpoint "did not answer" and that nothing was wrong with the settings).
     tokens.set_mode(TokenMode::NoToken);
-    let (s, v) = body(
-        app.post("/v1/otp", &sk, json!({"email": "dee@example.com"}))
-            .await,
-    )
-    .await;
-    assert_eq!(
-        (s, &v["reason"], &v["detail_code"]),
-        (
-            StatusCode::BAD_GATEWAY,
-            &json!("smtp_auth"),
-            &json!("oauth2_no_token")
-        ),
-        "{v}"
-    );
+    let v = crate::outbox::mint_fails_with(&app, &sk, "dee@example.com", "smtp_auth").await;
+    assert_eq!(v["detail_code"], "oauth2_no_token", "{v}");
     let detail = v["detail"].as_str().unwrap();
     assert!(
         detail.contains("token_url") && !detail.contains("nothing is wrong"),
@@ -336,20 +324,8 @@ async fn invalid_grant_fails_as_smtp_auth_and_503_is_tried_again() {
     // 503: transient, tried again and delivered once the endpoint is back. A sync mint
     // meanwhile is told that the endpoint did not answer, not that its login was refused.
     tokens.set_mode(TokenMode::Unavailable);
-    let (s, v) = body(
-        app.post("/v1/otp", &sk, json!({"email": "sync@example.com"}))
-            .await,
-    )
-    .await;
-    assert_eq!(
-        (s, &v["reason"], &v["detail_code"]),
-        (
-            StatusCode::BAD_GATEWAY,
-            &json!("smtp_auth"),
-            &json!("oauth2_unavailable")
-        ),
-        "{v}"
-    );
+    let v = crate::outbox::mint_fails_with(&app, &sk, "sync@example.com", "smtp_auth").await;
+    assert_eq!(v["detail_code"], "oauth2_unavailable", "{v}");
     let detail = v["detail"].as_str().unwrap();
     assert!(
         detail.contains("token endpoint did not answer") && !detail.contains("check the username"),

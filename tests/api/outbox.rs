@@ -43,13 +43,15 @@ pub(crate) async fn mint_async(app: &TestApp, sk: &str, email: &str) -> String {
 }
 
 /// A sync mint that answers 502 `delivery_failed` with this `reason`.
-pub(crate) async fn mint_fails_with(app: &TestApp, sk: &str, email: &str, reason: &str) {
+/// A sync mint that answers 502 with `reason`; the answer, for what else it says.
+pub(crate) async fn mint_fails_with(app: &TestApp, sk: &str, email: &str, reason: &str) -> Value {
     let (s, v) = body(app.post("/v1/otp", sk, json!({ "email": email })).await).await;
     assert_eq!(
         (s, &v["reason"]),
         (StatusCode::BAD_GATEWAY, &json!(reason)),
         "{v}"
     );
+    v
 }
 
 pub(crate) async fn status(app: &TestApp, sk: &str, key: &str) -> Value {
