@@ -1,6 +1,7 @@
 //! Code routes of `/v1`: mint (with `Idempotency-Key`), resend, verify, status, cancel, and
 //! the tenant's audit. Each handler carries its OpenAPI description.
 
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpMessage, HttpResponse};
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -13,11 +14,12 @@ use super::respond::{json, no_store, parse_delivery, parse_key, parse_locale};
 use super::State;
 use crate::clock::rfc3339;
 use crate::domain::claim::CodeChallenge;
-use crate::domain::delivery::DeliveryMode;
+use crate::domain::delivery::{DeliveryMode, DeliveryStatus};
 use crate::domain::email::RecipientEmail;
 use crate::domain::keys::CodeApi;
 use crate::domain::purpose::Purpose;
 use crate::domain::recipient::{PhoneNumber, Recipient, PHONE_RULE};
+use crate::service::codes::idempotency::Answer;
 use crate::service::codes::links::LinkRequest;
 use crate::service::codes::mint::{MintRequest, Minted};
 use crate::service::codes::verify::{Caller, VerifyOutcome};
@@ -88,11 +90,35 @@ pub async fn mint(t: TenantAuth, st: State, body: Body) -> ApiResult {
     // The work owns the tenant and a handle on the state (no copies on the hot path): with a
     // key it runs on a task of its own.
     let (tenant_id, app) = (t.0.id.clone(), st.clone());
-    idempotent::once(&st, &tenant_id, key, &bytes, move || async move {
+    let work = move |stage| async move {
+        let m = MintRequest { stage, ..m };
         let minted = app.services.codes.mint(&t.0, m, &ctx).await?;
         Ok(mint_out(&minted))
+    };
+    idempotent::once(&st, &tenant_id, key, &bytes, staged_answer, work).await
+}
+
+/// A mint's answer as its code's recorded delivery reads, kept for its idempotency key when
+/// a stop cut the request after the code was stored (API.md §9, §19.4): 202 `queued` for an
+/// async mint; for a sync one 201 `sent` once accepted, `unknown` for the send the stop cut,
+/// 202 `queued` for a message given back to the queue; a test mint's stays 201 `test`.
+fn staged_answer(m: &Minted) -> Answer {
+    let (_, out) = mint_out(m);
+    let sync = m.delivery == DeliveryMode::Sync;
+    Box::new(move |status| {
+        let (code, delivery) = match status {
+            _ if out.test => (StatusCode::CREATED, "test"),
+            DeliveryStatus::Queued => (StatusCode::ACCEPTED, "queued"),
+            _ if !sync => (StatusCode::ACCEPTED, "queued"),
+            DeliveryStatus::Sent | DeliveryStatus::Bounced => (StatusCode::CREATED, "sent"),
+            _ => (StatusCode::CREATED, "unknown"),
+        };
+        let out = MintOut {
+            delivery: delivery.into(),
+            ..out.clone()
+        };
+        (code.as_u16(), serde_json::to_vec(&out).unwrap_or_default())
     })
-    .await
 }
 
 fn mint_request(b: MintBody) -> Result<MintRequest, ApiError> {
@@ -135,6 +161,7 @@ fn mint_request(b: MintBody) -> Result<MintRequest, ApiError> {
                 })
             })
             .transpose()?,
+        stage: None,
     })
 }
 
@@ -149,16 +176,16 @@ pub(crate) fn delivery_shown(
     mode: DeliveryMode,
     unknown: bool,
     test: bool,
-) -> (actix_web::http::StatusCode, &'static str) {
+) -> (StatusCode, &'static str) {
     match (mode, unknown) {
-        _ if test => (actix_web::http::StatusCode::CREATED, "test"),
-        (DeliveryMode::Sync, false) => (actix_web::http::StatusCode::CREATED, "sent"),
-        (DeliveryMode::Sync, true) => (actix_web::http::StatusCode::CREATED, "unknown"),
-        (DeliveryMode::Async, _) => (actix_web::http::StatusCode::ACCEPTED, "queued"),
+        _ if test => (StatusCode::CREATED, "test"),
+        (DeliveryMode::Sync, false) => (StatusCode::CREATED, "sent"),
+        (DeliveryMode::Sync, true) => (StatusCode::CREATED, "unknown"),
+        (DeliveryMode::Async, _) => (StatusCode::ACCEPTED, "queued"),
     }
 }
 
-fn mint_out(m: &Minted) -> (actix_web::http::StatusCode, MintOut) {
+fn mint_out(m: &Minted) -> (StatusCode, MintOut) {
     let (status, delivery) = delivery_shown(m.delivery, m.outcome_unknown, m.test);
     (
         status,

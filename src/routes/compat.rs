@@ -206,6 +206,7 @@ pub async fn otp(st: State, body: Body) -> CompatResult {
                 delivery: None,
                 locale: None,
                 link: None,
+                stage: None,
             },
             &super::request_context(&req, &st),
         )

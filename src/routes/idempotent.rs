@@ -13,7 +13,8 @@ use super::error::ApiError;
 use super::respond::{json, no_store};
 use super::AppState;
 use crate::domain::keys::TenantId;
-use crate::service::codes::idempotency::{fingerprint, kept, valid_key, IdemStart};
+use crate::service::codes::idempotency::{fingerprint, kept, valid_key, Answer, IdemStart, Stage};
+use crate::service::codes::mint::Minted;
 use crate::service::ServiceError;
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -43,21 +44,24 @@ fn bad_key() -> ApiError {
 /// Answer `work`'s result, run once per `key` of `tenant` when there is a key (`body`, the
 /// request's, is what a repeat must match). With a key, `work` runs on a task of its own
 /// together with keeping its answer: a client that goes away mid-request cannot leave the key
-/// claimed with the work done and no answer kept.
+/// claimed with the work done and no answer kept. `work` is given the key's [`Stage`], where
+/// a mint leaves its answer (`answer_of` writes it) once its code is stored, for a stop that
+/// cuts the request after that.
 pub(super) async fn once<T, F, Fut>(
     st: &AppState,
     tenant: &TenantId,
     key: Option<String>,
     body: &[u8],
+    answer_of: fn(&Minted) -> Answer,
     work: F,
 ) -> Result<HttpResponse, ApiError>
 where
     T: Serialize,
-    F: FnOnce() -> Fut,
+    F: FnOnce(Option<Stage>) -> Fut,
     Fut: Future<Output = Result<(StatusCode, T), ApiError>> + Send + 'static,
 {
     let Some(key) = key else {
-        let (status, out) = work().await?;
+        let (status, out) = work(None).await?;
         return Ok(json(no_store(HttpResponse::build(status)), &out));
     };
     let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
@@ -71,7 +75,7 @@ where
         IdemStart::Proceed(ticket) => ticket,
     };
     let services = st.services.clone();
-    let work = work();
+    let work = work(Some(services.codes.stage(&ticket, answer_of)));
     let span = tracing::Span::current();
     let task = tokio::spawn(tracing::Instrument::instrument(
         async move {

@@ -64,6 +64,7 @@ impl Services {
             events: Arc::clone(&events),
             turns: Arc::default(),
             sends: Arc::default(),
+            in_flight: Arc::default(),
         });
         let admin = Arc::new(Admin {
             core: Arc::clone(&core),

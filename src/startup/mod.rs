@@ -373,6 +373,8 @@ impl Application {
             .delivery
             .stop_delivery(self.grace, vec![sender, hooks])
             .await;
+        // The idempotency keys of mints the stop cut: their answer kept, or the key freed.
+        self.services.codes.settle_idempotency_at_stop().await;
         for task in [purger, keys, stats, tidy, signals] {
             task.abort();
         }

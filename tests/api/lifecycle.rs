@@ -565,7 +565,8 @@ async fn a_sync_mint_stopped_before_its_session_is_recorded_not_sent() {
         // Its client sees the connection close with the server: no answer to read.
         tokio::spawn(async move {
             let r = reqwest::Client::new().post(url).bearer_auth(sk);
-            r.json(&json!({"email": "ada@example.com"}))
+            r.header("Idempotency-Key", "never-sent")
+                .json(&json!({"email": "ada@example.com"}))
                 .send()
                 .await
                 .ok()
@@ -604,6 +605,75 @@ async fn a_sync_mint_stopped_before_its_session_is_recorded_not_sent() {
         0,
         "and not queued again"
     );
+    // Its Idempotency-Key is free (API.md §19.4): a repeat mints, and sends, once.
+    assert_eq!(
+        sql(&url, "SELECT COUNT(*) FROM idempotency_keys"),
+        0,
+        "the key of a mint that sent nothing is not held after the stop"
+    );
+}
+
+/// A sync mint under an `Idempotency-Key` whose send SIGTERM's grace cut (API.md §9,
+/// §19.2, §19.4): the process keeps no claim on the key; a repeat after the restart gets the
+/// stored code's answer at once — 201, `unknown`, replayed — instead of 409 until the claim
+/// runs out and then a second code sent to the person.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_mint_cut_by_sigterm_keeps_its_idempotent_answer_and_is_not_sent_again() {
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (conf, url) = config(dir.path(), &smtp, "");
+    let mut cmd = otpmint(dir.path());
+    cmd.env("OTPMINT__SERVER__SHUTDOWN_GRACE_SECONDS", "1")
+        .arg("--config")
+        .arg(&conf)
+        .arg("serve");
+    let mut first = serve(cmd).expect("otpmint starts");
+    let base = format!("http://127.0.0.1:{}", first.port);
+    let sk = create_tenant(&base, &smtp, json!({})).await;
+    let mint = |base: String, sk: String| async move {
+        reqwest::Client::new()
+            .post(format!("{base}/v1/otp"))
+            .bearer_auth(sk)
+            .header("Idempotency-Key", "signup-8812-try")
+            .json(&json!({"email": "ada@example.com"}))
+            .send()
+            .await
+    };
+    // The relay holds the message in DATA past the grace; the client sees the connection
+    // close with the server.
+    smtp.set_delay(Duration::from_secs(60));
+    let cut = tokio::spawn(mint(base.clone(), sk.clone()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while smtp.in_data() == 0 {
+        assert!(Instant::now() < deadline, "the mint never reached DATA");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(stop_with_sigterm(&mut first).await.success());
+    let _ = cut.await;
+    smtp.set_delay(Duration::ZERO);
+    let second = start(dir.path(), &conf);
+    let base = format!("http://127.0.0.1:{}", second.port);
+    let r = mint(base.clone(), sk.clone()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(
+        r.headers()
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["delivery"], "unknown", "{v}");
+    let key = v["shareable_key"].as_str().unwrap().to_string();
+    // The answer names the code the cut request stored, recorded as it was (one send).
+    let (s, status) = get(&base, &format!("/v1/otp/{key}"), &sk).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(status["status"], "pending", "{status}");
+    assert_eq!(status["delivery"]["status"], "unknown", "{status}");
+    assert_eq!(status["delivery"]["attempts"], 1, "{status}");
+    assert_eq!(sql(&url, "SELECT COUNT(*) FROM challenges"), 1, "one code");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(smtp.count_to("ada@example.com"), 0, "nothing sent again");
 }
 
 /// A webhook event still being posted when SIGTERM's grace runs out keeps no lease (API.md

@@ -202,7 +202,7 @@ pub struct SecretOut {
     pub secret_key: String,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, ToSchema, Clone)]
 pub struct MintOut {
     /// `otp_…`, ≥128 bits: names the code for verify, status and cancel.
     pub shareable_key: String,

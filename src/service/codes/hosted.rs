@@ -338,6 +338,7 @@ impl Codes {
                     delivery: Some(DeliveryMode::Sync),
                     locale: row.session.locale.clone(),
                     link: None,
+                    stage: None,
                 },
                 ctx,
             )

@@ -4,13 +4,19 @@
 //! hours in the database (so they hold across instances and restarts); the kept answer is
 //! sealed with the data key (it names a shareable key).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
 use sha2::{Digest, Sha256};
 
 use crate::crypto::cipher::{decrypt_record, encrypt_record};
 use crate::crypto::lookup_digest;
-use crate::domain::keys::TenantId;
+use crate::domain::delivery::DeliveryStatus;
+use crate::domain::keys::{CodeApi, TenantId};
+use crate::service::codes::mint::Minted;
 use crate::service::{Codes, ServiceError};
 use crate::storage::integration::{IdemBegin, IdemClaim, IdemHold};
+use crate::storage::CodeKey;
 
 pub const KEY_MAX: usize = 255;
 const KEY_LABEL: &str = "idempotency-key";
@@ -25,6 +31,52 @@ pub fn kept(status: u16) -> bool {
 /// The claim on a key held by the running request.
 #[derive(Debug)]
 pub struct IdemTicket(IdemHold);
+
+/// A mint's answer as it reads for its code's recorded delivery status (status code and
+/// body): what a repeat gets when this process stops after the code was stored but before
+/// the answer was (API.md §9, §19.4).
+pub type Answer = Box<dyn Fn(DeliveryStatus) -> (u16, Vec<u8>) + Send + Sync>;
+
+/// A key claimed by a request running in this process, and — once its code is stored — the
+/// code's digest and its answer.
+struct Held {
+    hold: IdemHold,
+    staged: Option<(Vec<u8>, Answer)>,
+}
+
+/// The idempotency keys this process's requests hold, by claim: a stop settles those whose
+/// requests it cut, so that no claim outlives its process (API.md §19.4) and a repeat gets the
+/// stored code's answer instead of a second code.
+#[derive(Default)]
+pub struct InFlight(Mutex<HashMap<String, Held>>);
+
+impl InFlight {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Held>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Where a mint under an idempotency key leaves its answer once its code is stored.
+pub struct Stage {
+    in_flight: Arc<InFlight>,
+    holder: String,
+    answer_of: fn(&Minted) -> Answer,
+}
+
+impl std::fmt::Debug for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Stage")
+    }
+}
+
+impl Stage {
+    /// The code of `key_digest` is stored: from now on a stop keeps `minted`'s answer.
+    pub(crate) fn stored(&self, minted: &Minted, key_digest: &[u8]) {
+        if let Some(held) = self.in_flight.lock().get_mut(&self.holder) {
+            held.staged = Some((key_digest.to_vec(), (self.answer_of)(minted)));
+        }
+    }
+}
 
 pub enum IdemStart {
     Proceed(IdemTicket),
@@ -76,7 +128,14 @@ impl Codes {
             expires_at: now + KEPT_MS,
         };
         match self.core.db(move |s| s.idem_begin(&claim)).await? {
-            IdemBegin::Started => Ok(IdemStart::Proceed(IdemTicket(hold))),
+            IdemBegin::Started => {
+                let held = Held {
+                    hold: hold.clone(),
+                    staged: None,
+                };
+                self.in_flight.lock().insert(hold.holder.clone(), held);
+                Ok(IdemStart::Proceed(IdemTicket(hold)))
+            }
             IdemBegin::Replay { status, response } => {
                 // Sealed by another instance, perhaps under a data key this one has not
                 // loaded yet (API.md §11.6): reloading the keyring is the store's, not a 500.
@@ -100,6 +159,8 @@ impl Codes {
     /// late retry changes nothing once the key moved on.
     pub async fn idem_end(&self, ticket: IdemTicket, status: u16, body: &[u8]) {
         let IdemTicket(hold) = ticket;
+        // Answered: a stop from here on leaves the key to this record (or to its lease).
+        self.in_flight.lock().remove(&hold.holder);
         let (tenant, key_digest) = (&hold.tenant_id, &hold.key_digest);
         let sealed = if kept(status) {
             match encrypt_record(
@@ -130,5 +191,84 @@ impl Codes {
                 || {},
             )
             .await;
+    }
+
+    /// Where the mint holding `ticket` leaves its answer once its code is stored;
+    /// `answer_of` writes that answer.
+    pub fn stage(&self, ticket: &IdemTicket, answer_of: fn(&Minted) -> Answer) -> Stage {
+        Stage {
+            in_flight: Arc::clone(&self.in_flight),
+            holder: ticket.0.holder.clone(),
+            answer_of,
+        }
+    }
+
+    /// At shutdown, once the requests in flight are gone and the delivery's leases settled:
+    /// settle every key a cut request still holds (API.md §19.4). A request whose code was
+    /// stored keeps the answer its code's recorded delivery gives (`unknown` for a send the
+    /// stop cut, `queued` for one given back to the queue) — a repeat replays it and nothing
+    /// is sent twice. A key whose request stored no code, or whose message is recorded failed
+    /// (never sent, or refused), is freed: a repeat mints, and sends, once.
+    pub async fn settle_idempotency_at_stop(&self) {
+        let cut: Vec<Held> = self.in_flight.lock().drain().map(|(_, h)| h).collect();
+        let now = self.core.now();
+        let (mut kept_n, mut freed) = (0usize, 0usize);
+        for Held { hold, staged } in cut {
+            let answer = match staged {
+                None => None,
+                Some((key_digest, answer)) => {
+                    let code = CodeKey {
+                        tenant: hold.tenant_id.clone(),
+                        key_digest,
+                        flavor: CodeApi::Native,
+                    };
+                    match self.core.db(move |s| s.challenge(&code, now)).await {
+                        Ok(Some(v)) if v.delivery.status != DeliveryStatus::Failed => {
+                            Some(answer(v.delivery.status))
+                        }
+                        Ok(_) => None,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "an idempotency key a stop cut could not be settled: it is free once its claim runs out");
+                            continue;
+                        }
+                    }
+                }
+            };
+            let sealed = match answer {
+                Some((status, body)) => match encrypt_record(
+                    &self.core.keyring.get(),
+                    ANSWER_KIND,
+                    hold.tenant_id.as_str(),
+                    &hold.key_digest,
+                    &body,
+                ) {
+                    Ok(sealed) => Some((status, sealed)),
+                    Err(_) => None,
+                },
+                None => None,
+            };
+            let kept_answer = sealed.is_some();
+            let settled = self
+                .core
+                .write(move |s| match &sealed {
+                    Some((status, sealed)) => s.idem_finish(&hold, *status, sealed),
+                    None => s.idem_release(&hold),
+                })
+                .await;
+            match settled {
+                Ok(()) if kept_answer => kept_n += 1,
+                Ok(()) => freed += 1,
+                Err(e) => {
+                    tracing::warn!(error = %e, "an idempotency key a stop cut could not be settled: it is free once its claim runs out");
+                }
+            }
+        }
+        if kept_n + freed > 0 {
+            tracing::info!(
+                kept = kept_n,
+                freed,
+                "settled the idempotency keys of requests the stop cut"
+            );
+        }
     }
 }

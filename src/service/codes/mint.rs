@@ -40,6 +40,8 @@ pub struct MintRequest {
     pub locale: Option<Locale>,
     /// A magic link beside the code (API.md §14.2).
     pub link: Option<crate::service::codes::links::LinkRequest>,
+    /// Under an idempotency key: where its answer is left once the code is stored.
+    pub stage: Option<crate::service::codes::idempotency::Stage>,
 }
 
 pub struct Minted {
@@ -171,6 +173,7 @@ impl Codes {
             delivery,
             locale,
             link,
+            stage,
         } = req;
         let to = email.delivery_address();
         // Room for the mint's audit entry, and for a template fallback's, before any work.
@@ -188,6 +191,7 @@ impl Codes {
                 (flavor, mode),
                 locale.as_ref(),
                 link.as_ref(),
+                stage.as_ref(),
             )
             .await;
         let outcome = match &result {
@@ -213,6 +217,7 @@ impl Codes {
         result
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn mint_inner(
         &self,
         tenant: &Tenant,
@@ -221,6 +226,7 @@ impl Codes {
         (flavor, mode): (CodeApi, DeliveryMode),
         locale: Option<&Locale>,
         link: Option<&crate::service::codes::links::LinkRequest>,
+        stage: Option<&crate::service::codes::idempotency::Stage>,
     ) -> Result<Minted, ServiceError> {
         let mut policy = self.policy_for(tenant, flavor);
         let quota = self.core.quota().for_attempts(policy.max_attempts);
@@ -354,6 +360,9 @@ impl Codes {
                 .await?
                 .map_err(limited)?;
             crate::metrics::inc(|m| &m.codes_minted, &["test"]);
+            if let Some(stage) = stage {
+                stage.stored(&minted, &key_digest);
+            }
             return Ok(minted);
         }
         let queued = Queued {
@@ -393,6 +402,9 @@ impl Codes {
                 .map_err(limited)
         };
         self.with_sms_count(count, store, Result::is_ok).await?;
+        if let Some(stage) = stage {
+            stage.stored(&minted, &key_digest);
+        }
         if mode == DeliveryMode::Async {
             self.delivery.outbox.wake();
             crate::metrics::inc(|m| &m.codes_minted, &[mode.as_str()]);

@@ -33,6 +33,8 @@ pub struct Codes {
     /// The hosted sessions whose code is being sent in this process (one send of a session
     /// at a time: a double click does not mint twice).
     pub(crate) sends: Arc<turns::KeyTurns>,
+    /// The idempotency keys this process's mints hold (settled at a stop that cuts them).
+    pub(crate) in_flight: Arc<idempotency::InFlight>,
 }
 
 /// The audit outcome of a mint or a resend that was refused or failed: why, in the words the
