@@ -224,12 +224,13 @@ impl<E: Engine> QuotaStore for E {
     }
 }
 
-/// Every quota check of a mint, counting nothing (callers that count hold the locks).
+/// Every quota check of a mint, counting nothing (callers that count hold the locks). Where
+/// several limits refuse, the one that holds longest answers: a client that waits its
+/// `Retry-After` is not refused by another.
 pub(crate) fn quota_check(tx: &mut dyn Exec, ask: &QuotaAsk) -> QuotaChecked {
-    if let Err(r) = recipient_check(tx, ask)? {
-        return Ok(Err(r));
-    }
-    tenant_check(tx, ask)
+    let recipient = recipient_check(tx, ask)?.err();
+    let tenant = tenant_check(tx, ask)?.err();
+    Ok(QuotaRefusal::longest([recipient, tenant]).map_or(Ok(()), Err))
 }
 
 /// A count and the oldest of what it counted (one row of an aggregate).
@@ -242,7 +243,8 @@ fn count_row(
     Ok(row.unwrap_or((0, None)))
 }
 
-/// The recipient's quotas: failure budget, cooldown, sends per window.
+/// The recipient's quotas: failure budget, cooldown, sends per window — where several
+/// refuse, the one that holds longest.
 pub(crate) fn recipient_check(tx: &mut dyn Exec, ask: &QuotaAsk) -> QuotaChecked {
     let QuotaAsk {
         quota: q,
@@ -251,28 +253,25 @@ pub(crate) fn recipient_check(tx: &mut dyn Exec, ask: &QuotaAsk) -> QuotaChecked
         ..
     } = *ask;
     let t = ask.tenant.as_str();
+    let mut failures = None;
     if q.max_failures > 0 {
         let row = tx.row_opt(sql::FAILURES_BLOCKED, args![t, recipient], |r| {
             Ok((r.int(0)?, r.int(1)?))
         })?;
-        if let Some(r) = row.and_then(|(f, start)| q.failures_refusal(f, start, now)) {
-            return Ok(Err(r));
-        }
+        failures = row.and_then(|(f, start)| q.failures_refusal(f, start, now));
     }
+    let mut cooldown = None;
     if q.cooldown_ms > 0 {
         let last = tx.row_opt(sql::LAST_SEND, args![t, recipient], |r| r.opt_int(0))?;
-        if let Some(r) = q.cooldown_refusal(last.flatten(), now) {
-            return Ok(Err(r));
-        }
+        cooldown = q.cooldown_refusal(last.flatten(), now);
     }
+    let mut window = None;
     if q.recipient_max > 0 {
-        let window = args![t, recipient, q.recipient_window_start(now)];
-        let (count, oldest) = count_row(tx, sql::SENDS_IN_WINDOW, window)?;
-        if let Some(r) = q.recipient_refusal(count, oldest, now) {
-            return Ok(Err(r));
-        }
+        let since = args![t, recipient, q.recipient_window_start(now)];
+        let (count, oldest) = count_row(tx, sql::SENDS_IN_WINDOW, since)?;
+        window = q.recipient_refusal(count, oldest, now);
     }
-    Ok(Ok(()))
+    Ok(QuotaRefusal::longest([failures, cooldown, window]).map_or(Ok(()), Err))
 }
 
 /// The tenant's sends in the last hour.
@@ -374,6 +373,28 @@ pub enum QuotaRefusal {
     },
 }
 
+impl QuotaRefusal {
+    pub fn retry_after_ms(&self) -> Millis {
+        match *self {
+            QuotaRefusal::Recipient { retry_after_ms }
+            | QuotaRefusal::Cooldown { retry_after_ms }
+            | QuotaRefusal::Tenant { retry_after_ms }
+            | QuotaRefusal::Failures { retry_after_ms }
+            | QuotaRefusal::TestSends { retry_after_ms } => retry_after_ms,
+        }
+    }
+
+    /// Of the limits that refuse, the one that holds longest (the first of equals).
+    pub(crate) fn longest<const N: usize>(
+        refusals: [Option<QuotaRefusal>; N],
+    ) -> Option<QuotaRefusal> {
+        refusals
+            .into_iter()
+            .flatten()
+            .reduce(|a, b| if b.retry_after_ms() > a.retry_after_ms() { b } else { a })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::panic)]
@@ -387,6 +408,26 @@ mod tests {
             tenant_max_per_hour: 100,
             max_failures: 5,
         }
+    }
+
+    #[test]
+    fn of_several_refusals_the_one_that_holds_longest_answers() {
+        let cooldown = QuotaRefusal::Cooldown {
+            retry_after_ms: 10_000,
+        };
+        let window = QuotaRefusal::Recipient {
+            retry_after_ms: 40_000,
+        };
+        assert_eq!(
+            QuotaRefusal::longest([None, Some(cooldown), Some(window)]),
+            Some(window)
+        );
+        assert_eq!(
+            QuotaRefusal::longest([Some(window), None, Some(cooldown)]),
+            Some(window)
+        );
+        assert_eq!(QuotaRefusal::longest([None, Some(cooldown)]), Some(cooldown));
+        assert_eq!(QuotaRefusal::longest::<2>([None, None]), None);
     }
 
     #[test]

@@ -176,6 +176,45 @@ async fn the_resend_cooldown_and_tenant_quota_hold_and_survive_a_restart() {
     app.mint(&sk, "cy@example.com").await;
 }
 
+/// Where several limits refuse a mint at once, the 429 names the one that holds longest,
+/// with its `Retry-After`: a client that waits that long is not refused by another (before,
+/// the cooldown answered first and its wait ended in the recipient window's 429).
+#[tokio::test]
+async fn when_several_limits_refuse_the_429_waits_for_the_one_that_holds_longest() {
+    let app = spawn_app_with(|s| {
+        s.limits.resend_cooldown_seconds = 10;
+        s.limits.recipient_max_sends = 2;
+        s.limits.recipient_window_seconds = 60;
+    })
+    .await;
+    let (_, sk) = app.tenant().await;
+    app.mint(&sk, "ada@example.com").await;
+    app.clock.advance_secs(10);
+    app.mint(&sk, "ada@example.com").await;
+    // The cooldown (10 s more) and the recipient's window (its 2 sends: 50 s more) refuse.
+    let refused = || async {
+        let r = app
+            .post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
+            .await;
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        let retry: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let v: Value = r.json().await.unwrap();
+        (retry, v["limit"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(refused().await, (50, "recipient".to_string()));
+    app.clock.advance_secs(10);
+    assert_eq!(refused().await, (40, "recipient".to_string()));
+    app.clock.advance_secs(39);
+    assert_eq!(refused().await.1, "recipient");
+    app.clock.advance_secs(1);
+    app.mint(&sk, "ada@example.com").await;
+    assert_eq!(app.smtp.messages().len(), 3);
+}
+
 #[tokio::test]
 async fn the_failure_budget_spans_codes_and_blocks_mint_and_verify_until_the_window_passes() {
     let app = spawn_app_with(|s| {
