@@ -91,6 +91,19 @@ impl RecipientPattern {
         }
     }
 
+    /// Whether a number pattern lies in a range that holds no valid numbers (API.md §17.8);
+    /// anything else: true. One stored by an earlier version, before the rule, that could
+    /// catch real people's numbers catches nobody, as an email wildcard out of its scope does.
+    /// Costly (it samples the range): checked when a list is read, not at every mint.
+    pub fn number_range_allowed(&self) -> bool {
+        match self {
+            RecipientPattern::Wildcard(p) if p.starts_with('+') => {
+                phone_pattern_catches_real_numbers(p).is_none()
+            }
+            _ => true,
+        }
+    }
+
     /// Whether a wildcard could catch only the tenant's own or fictional recipients
     /// (API.md §17.8): `*@` the tenant's `from` domain (or a subdomain of it) or a name
     /// reserved by RFC 6761; a sub-address `name+*@domain`; a number pattern only in
@@ -370,6 +383,23 @@ mod tests {
             "+15550100001\n",
         ] {
             assert!(RecipientPattern::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_stored_number_pattern_that_could_catch_real_numbers_is_not_allowed_to_match() {
+        // As an earlier version stored it, before the rule (API.md §17.8).
+        let real = RecipientPattern::from_stored("+4915*".to_string());
+        assert!(!real.number_range_allowed());
+        assert!(real.check_scope(None).is_err());
+        let fictional = RecipientPattern::from_stored("+1555010*".to_string());
+        assert!(fictional.number_range_allowed());
+        for other in [
+            "review@acme.example",
+            "*@test.acme.example",
+            "+4915112345678",
+        ] {
+            assert!(RecipientPattern::from_stored(other.to_string()).number_range_allowed());
         }
     }
 

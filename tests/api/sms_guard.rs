@@ -412,3 +412,55 @@ async fn a_resend_passes_the_guard_like_a_mint() {
         assert!(outcomes.contains(&blocked), "{blocked}: {audit}");
     }
 }
+
+/// A number pattern an earlier version stored, before API.md §17.8's rule, that could catch
+/// real people's numbers catches nobody (as an email wildcard out of its scope): a real
+/// number's code goes to the person, not to the test inbox; a fictional range still does
+/// (found by the upgrade audit: `+4915*` kept diverting real German numbers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_number_pattern_stored_before_the_rule_does_not_catch_real_numbers() {
+    let rx = HttpReceiver::start(true).await;
+    let hooks = HttpReceiver::start(true).await;
+    let app = app_with_limits(&rx, &hooks, 10, 50).await;
+    let (_, sk) = app.tenant().await;
+    put_http(&app, &sk, &rx, "primary").await;
+    app.allow_sms(&sk, &["DE"]).await;
+    let expires =
+        otpmint::clock::rfc3339(otpmint::clock::Clock::now(app.clock.as_ref()) + 3_600_000);
+    let r = app
+        .put(
+            "/v1/tenant/test-recipients",
+            &sk,
+            json!({"recipients": [{"match": "+1555*", "expires_at": expires}]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    // What the rule refuses now, as an earlier version stored it.
+    let r = app
+        .put(
+            "/v1/tenant/test-recipients",
+            &sk,
+            json!({"recipients": [{"match": "+4915*", "expires_at": expires}]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    crate::lifecycle::sql(
+        &app.settings.database.url,
+        "INSERT INTO test_recipients (tenant_id, pattern, expires_at, created_at) \
+         SELECT tenant_id, '+4915*', expires_at, created_at FROM test_recipients",
+    );
+    let app = app.restart().await;
+    let listed = get_json(&app, "/v1/tenant/test-recipients", &sk).await;
+    assert_eq!(
+        listed["recipients"].as_array().unwrap().len(),
+        2,
+        "{listed}"
+    );
+    let (s, v, _) = mint_phone(&app, &sk, MOBILE_DE).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert!(v.get("test").is_none(), "not caught: {v}");
+    assert_eq!(rx.requests().len(), 1, "the text went to the person");
+    let (s, v, _) = mint_phone(&app, &sk, "+15555550100").await;
+    assert_eq!((s, &v["test"]), (StatusCode::CREATED, &json!(true)), "{v}");
+    assert_eq!(rx.requests().len(), 1);
+}
