@@ -388,10 +388,13 @@ impl QuotaRefusal {
     pub(crate) fn longest<const N: usize>(
         refusals: [Option<QuotaRefusal>; N],
     ) -> Option<QuotaRefusal> {
-        refusals
-            .into_iter()
-            .flatten()
-            .reduce(|a, b| if b.retry_after_ms() > a.retry_after_ms() { b } else { a })
+        refusals.into_iter().flatten().reduce(|a, b| {
+            if b.retry_after_ms() > a.retry_after_ms() {
+                b
+            } else {
+                a
+            }
+        })
     }
 }
 
@@ -426,7 +429,10 @@ mod tests {
             QuotaRefusal::longest([Some(window), None, Some(cooldown)]),
             Some(window)
         );
-        assert_eq!(QuotaRefusal::longest([None, Some(cooldown)]), Some(cooldown));
+        assert_eq!(
+            QuotaRefusal::longest([None, Some(cooldown)]),
+            Some(cooldown)
+        );
         assert_eq!(QuotaRefusal::longest::<2>([None, None]), None);
     }
 

@@ -222,3 +222,101 @@ fn fails_at_once(mut cmd: Command) -> String {
     assert!(!err.contains("not up yet"), "{err}");
     err
 }
+
+/// A rolling upgrade (docs/operations.md): a migration broken by a deadlock with another
+/// session — an instance of the earlier version still serving — is run again, not left
+/// failed with "`error applying update`, `db error`" (found by the upgrade audit); one that
+/// fails for another reason names itself and the database's own words.
+#[test]
+fn a_migration_a_deadlock_breaks_is_run_again_and_a_failing_one_names_itself() {
+    let base = crate::helpers::postgres_base_url().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pg = crate::helpers::fresh_pg_database(&base);
+    let migrate = || {
+        let mut cmd = crate::binary::otpmint(dir.path());
+        cmd.env("OTPMINT__DATABASE__URL", &pg)
+            .env(
+                "OTPMINT__CRYPTO__MASTER_KEY",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            )
+            .arg("migrate")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    };
+    let said = |out: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let out = migrate().output().unwrap();
+    assert!(out.status.success(), "{}", said(&out));
+    // A database one migration behind.
+    let mut old = postgres::Client::connect(&pg, postgres::NoTls).unwrap();
+    old.batch_execute(
+        "ALTER TABLE challenges DROP COLUMN attempts_open; \
+         DELETE FROM otpmint_schema_history WHERE version = 22",
+    )
+    .unwrap();
+    // The earlier version's session: it holds the history table (as its writes would hold
+    // rows the migration needs), then reads the table the migration alters. It waits longer
+    // than the migration's session before it looks for a deadlock, so the migration's is
+    // the one broken.
+    old.batch_execute(
+        "SET deadlock_timeout = '30s'; BEGIN; LOCK TABLE otpmint_schema_history IN SHARE MODE",
+    )
+    .unwrap();
+    let running = migrate().spawn().unwrap();
+    let mut watch = postgres::Client::connect(&pg, postgres::NoTls).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let waiting: i64 = watch
+            .query_one(
+                "SELECT COUNT(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                 WHERE NOT l.granted AND c.relname = 'otpmint_schema_history'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the migration never waited"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Each now waits for the other: PostgreSQL breaks the migration's transaction.
+    old.batch_execute("SELECT 1 FROM challenges LIMIT 1; COMMIT")
+        .unwrap();
+    let out = running.wait_with_output().unwrap();
+    let text = said(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("running it again"), "{text}");
+    let applied: i64 = watch
+        .query_one(
+            "SELECT MAX(version)::BIGINT FROM otpmint_schema_history",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(applied, 22);
+    watch
+        .batch_execute("SELECT attempts_open FROM challenges LIMIT 1")
+        .unwrap();
+    // A migration that fails for another reason: named, with the database's words.
+    watch
+        .batch_execute("DELETE FROM otpmint_schema_history WHERE version = 22")
+        .unwrap();
+    let out = migrate().output().unwrap();
+    let text = said(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("migration V22__attempts_open failed")
+            && text.contains("already exists (42701)"),
+        "{text}"
+    );
+}

@@ -188,7 +188,11 @@ impl SqliteStore {
 
     pub fn migrate(&self) -> Result<usize, StoreError> {
         let mut conn = self.pooled()?;
+        // All in one transaction with their records: refinery otherwise commits a migration
+        // and its record apart, and a stop between the two would leave a schema that the
+        // next start fails to migrate again.
         let report = embedded::migrations::runner()
+            .set_grouped(true)
             .run(&mut *conn)
             .map_err(|e| StoreError::Migration(e.to_string()))?;
         Ok(report.applied_migrations().len())
