@@ -110,3 +110,13 @@ pub trait Store:
         Err(call)
     }
 }
+
+/// How many migrations a run applied, said in the log when there were any (their names).
+fn said_migrated(report: &refinery::Report) -> usize {
+    let applied = report.applied_migrations();
+    if !applied.is_empty() {
+        let names: Vec<String> = applied.iter().map(ToString::to_string).collect();
+        tracing::info!(migrations = %names.join(", "), "migrated the database");
+    }
+    applied.len()
+}

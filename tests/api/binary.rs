@@ -1131,6 +1131,15 @@ fn cli_commands_do_not_create_a_database_and_say_which_they_use() {
         "{err}"
     );
     assert!(dir.path().join("data/otpmint.db").exists());
+    // The log names the migrations applied, and only when there were any.
+    assert!(
+        err.contains("migrated the database") && err.contains("V1__initial"),
+        "{err}"
+    );
+    let again = otpmint(dir.path()).arg("migrate").output().unwrap();
+    assert!(again.status.success());
+    let log = String::from_utf8_lossy(&again.stderr);
+    assert!(!log.contains("migrated the database"), "{log}");
     let out = otpmint(dir.path())
         .args(["tenant", "list"])
         .output()

@@ -195,7 +195,7 @@ impl SqliteStore {
             .set_grouped(true)
             .run(&mut *conn)
             .map_err(|e| StoreError::Migration(e.to_string()))?;
-        Ok(report.applied_migrations().len())
+        Ok(super::said_migrated(&report))
     }
 
     /// A connection for a read: on the writer's thread, inside a call it runs (a
