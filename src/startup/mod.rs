@@ -373,8 +373,15 @@ impl Application {
             .delivery
             .stop_delivery(self.grace, vec![sender, hooks])
             .await;
-        // The idempotency keys of mints the stop cut: their answer kept, or the key freed.
-        self.services.codes.settle_idempotency_at_stop().await;
+        // The idempotency keys of mints the stop cut: their answer kept, or the key freed —
+        // not waiting longer than the grace while the database is away (their claims then
+        // run out by themselves).
+        if tokio::time::timeout(self.grace, self.services.codes.settle_idempotency_at_stop())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the idempotency keys of cut requests could not all be settled before stopping: they are free once their claims run out");
+        }
         for task in [purger, keys, stats, tidy, signals] {
             task.abort();
         }

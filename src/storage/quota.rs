@@ -321,10 +321,23 @@ pub(crate) fn tenant_check_and_count(tx: &mut dyn Exec, ask: &QuotaAsk) -> Quota
     Ok(Ok(()))
 }
 
+/// The recipient's quotas, checked by a caller that holds the recipient's lock; where they
+/// refuse, the tenant's hour is read too (without its lock: it only says when to retry),
+/// and the limit that holds longest answers.
+pub(crate) fn recipient_check_first(tx: &mut dyn Exec, ask: &QuotaAsk) -> QuotaChecked {
+    let Err(refused) = recipient_check(tx, ask)? else {
+        return Ok(Ok(()));
+    };
+    let tenant = tenant_check(tx, ask)?.err();
+    Ok(Err(
+        QuotaRefusal::longest([Some(refused), tenant]).unwrap_or(refused)
+    ))
+}
+
 /// Check every quota and, if all allow it, count one send (callers hold the write lock:
 /// SQLite's single writer).
 pub(crate) fn take_send(tx: &mut dyn Exec, ask: &QuotaAsk) -> QuotaChecked {
-    if let Err(r) = recipient_check(tx, ask)? {
+    if let Err(r) = recipient_check_first(tx, ask)? {
         return Ok(Err(r));
     }
     // The tenant's lock is SQLite's writer already (`serialize` takes nothing there).

@@ -605,7 +605,8 @@ async fn a_sync_mint_stopped_before_its_session_is_recorded_not_sent() {
         0,
         "and not queued again"
     );
-    // Its Idempotency-Key is free (API.md §19.4): a repeat mints, and sends, once.
+    // Its Idempotency-Key is not held after the stop (API.md §19.4): a repeat is free to
+    // mint.
     assert_eq!(
         sql(&url, "SELECT COUNT(*) FROM idempotency_keys"),
         0,

@@ -243,7 +243,10 @@ impl Codes {
                     &body,
                 ) {
                     Ok(sealed) => Some((status, sealed)),
-                    Err(_) => None,
+                    Err(e) => {
+                        tracing::warn!(tenant_id = %hold.tenant_id, error = %e, "an idempotent answer could not be sealed; the key is freed");
+                        None
+                    }
                 },
                 None => None,
             };

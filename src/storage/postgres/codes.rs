@@ -13,7 +13,7 @@ use crate::storage::cells::Cells;
 use crate::storage::codes::{insert_challenge, minted_in, Inserted};
 use crate::storage::codes::{reservation_from, PUSH_EARLIER};
 use crate::storage::quota::{
-    recipient_check, recipient_lock, take_test_send, tenant_check_and_count,
+    recipient_check_first, recipient_lock, take_test_send, tenant_check_and_count,
 };
 use crate::storage::settle::supersede_older_than;
 use crate::storage::stats::{tally_from, TALLY_COLS, TALLY_WIDTH};
@@ -61,7 +61,7 @@ impl CodeStore for PgStore {
         self.tx_unless_refused(|tx| {
             if let Some(q) = q {
                 lock_all(tx, &[recipient_lock(&c.tenant_id, &c.email_canonical)])?;
-                if let Err(r) = recipient_check(tx, &c.quota_ask(q, now))? {
+                if let Err(r) = recipient_check_first(tx, &c.quota_ask(q, now))? {
                     return Ok(Err(r));
                 }
             }
@@ -137,7 +137,7 @@ impl CodeStore for PgStore {
                 ResendVia::Relay(queued) => {
                     if let Some(q) = &queued.quota {
                         let ask = r.quota_ask(q, now);
-                        if let Err(x) = recipient_check(tx, &ask)? {
+                        if let Err(x) = recipient_check_first(tx, &ask)? {
                             return Ok(Err(x));
                         }
                         if let Err(x) = tenant_check_and_count(tx, &ask)? {
