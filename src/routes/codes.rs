@@ -270,9 +270,15 @@ pub async fn verify(st: State, body: Body) -> ApiResult {
     // the store instead of two); a request refused before that call is authenticated first,
     // so an unauthenticated request is a 401 whatever its body.
     let req = body.req.clone();
-    let secret = bearer(&req).unwrap_or_default();
+    // No key at all: nothing to look up, and no body to wait for.
+    let Some(secret) = bearer(&req) else {
+        return Err(ServiceError::Unauthorized.into());
+    };
     let b: VerifyBody = match body.json().await {
         Ok(b) => b,
+        // A body that never came is 408 whoever sent it (API.md §6.21): it tells nothing of
+        // any tenant.
+        Err(e @ ApiError::RequestTimeout) => return Err(e),
         Err(e) => {
             let tenant = st.services.tenants.authenticate(&secret).await?;
             req.extensions_mut().insert(tenant.id);

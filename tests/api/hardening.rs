@@ -157,6 +157,20 @@ async fn a_client_that_stalls_its_body_or_headers_is_cut_off() {
         got.is_empty() || got.starts_with("HTTP/1.1 408"),
         "unexpected answer {got}"
     );
+    // The verify route checks the key with the attempt: a stalled body is 408 whoever sent
+    // it, not a 401 for a key it did not look up yet.
+    let mut s = TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    s.write_all(
+        stalled_verify("Authorization: Bearer sk_unknownunknownunknownunknown12\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let got = answer_or_close(&mut s, Duration::from_secs(6))
+        .await
+        .unwrap();
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
     // Headers that never end.
     let mut s = TcpStream::connect(format!("127.0.0.1:{port}"))
         .await
@@ -173,6 +187,30 @@ async fn a_client_that_stalls_its_body_or_headers_is_cut_off() {
     );
     // The server still serves.
     assert_eq!(app.get("/healthz", "").await.status(), StatusCode::OK);
+}
+
+/// A verify whose body is promised but never sent.
+fn stalled_verify(auth: &str) -> String {
+    format!(
+        "POST /v1/otp/verify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         {auth}Content-Length: 100\r\n\r\n{{\"otp"
+    )
+}
+
+/// A verify without a key is 401 at once: nothing to look up, no body to wait for (before,
+/// it waited out the request's time for the body, then answered 401).
+#[tokio::test]
+async fn a_verify_without_a_key_is_refused_without_waiting_for_its_body() {
+    let app = spawn_app_with(|s| s.server.request_timeout_seconds = 30).await;
+    let port = app.addr.rsplit(':').next().unwrap().to_string();
+    let mut s = TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    s.write_all(stalled_verify("").as_bytes()).await.unwrap();
+    let got = answer_or_close(&mut s, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(got.starts_with("HTTP/1.1 401"), "{got}");
 }
 
 #[tokio::test]
