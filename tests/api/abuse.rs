@@ -26,14 +26,7 @@ async fn per_ip_limit_answers_429_with_retry_after_on_every_route() {
         .into_iter()
         .find(|r| r.status() == StatusCode::TOO_MANY_REQUESTS)
         .unwrap();
-    assert!(
-        r.headers()["retry-after"]
-            .to_str()
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-            >= 1
-    );
+    assert!(retry_after(&r) >= 1);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["code"], "rate_limited");
     // The refusal names its limit and the settings that allow more (API.md §18.8).
@@ -156,12 +149,7 @@ async fn the_resend_cooldown_and_tenant_quota_hold_and_survive_a_restart() {
         .post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
         .await;
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-    let retry: u64 = r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=30).contains(&retry));
+    assert!((1..=30).contains(&retry_after(&r)));
     app.clock.advance_secs(31);
     app.mint(&sk, "ada@example.com").await;
     let app = app.restart().await;
@@ -197,11 +185,7 @@ async fn when_several_limits_refuse_the_429_waits_for_the_one_that_holds_longest
             .post("/v1/otp", &sk, json!({"email": "ada@example.com"}))
             .await;
         assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-        let retry: u64 = r.headers()["retry-after"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let retry = retry_after(&r);
         let v: Value = r.json().await.unwrap();
         (retry, v["limit"].as_str().unwrap_or_default().to_string())
     };
@@ -604,4 +588,13 @@ async fn unknown_malformed_and_disabled_secret_keys_cost_the_same() {
         attempts.push(medians);
     }
     panic!("medians (ms) of three measurements: {attempts:?}");
+}
+
+/// A 429's `Retry-After`, in seconds.
+fn retry_after(r: &reqwest::Response) -> u64 {
+    r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
 }

@@ -41,6 +41,16 @@ fn start(dir: &Path, config: &Path) -> Running {
     serve(cmd).expect("otpmint starts")
 }
 
+/// [`start`], with a shutdown grace of 1 s: the grace runs out while a test's send is held.
+fn start_with_a_short_grace(dir: &Path, config: &Path) -> Running {
+    let mut cmd = otpmint(dir);
+    cmd.env("OTPMINT__SERVER__SHUTDOWN_GRACE_SECONDS", "1")
+        .arg("--config")
+        .arg(config)
+        .arg("serve");
+    serve(cmd).expect("otpmint starts")
+}
+
 /// SIGTERM to the process, and wait (15 s at most) for it to end; how it ended.
 async fn stop_with_sigterm(run: &mut Running) -> std::process::ExitStatus {
     let sent = Command::new("kill")
@@ -530,12 +540,7 @@ async fn a_sync_mint_stopped_before_its_session_is_recorded_not_sent() {
         rx.ca_path.display()
     );
     let (conf, url) = config(dir.path(), &smtp, &extra);
-    let mut cmd = otpmint(dir.path());
-    cmd.env("OTPMINT__SERVER__SHUTDOWN_GRACE_SECONDS", "1")
-        .arg("--config")
-        .arg(&conf)
-        .arg("serve");
-    let mut first = serve(cmd).expect("otpmint starts");
+    let mut first = start_with_a_short_grace(dir.path(), &conf);
     let base = format!("http://127.0.0.1:{}", first.port);
     // One tenant's queued message holds the process's one session at a slow endpoint.
     let slow = create_tenant(&base, &smtp, json!({"delivery": "async"})).await;
@@ -624,12 +629,7 @@ async fn a_sync_mint_cut_by_sigterm_keeps_its_idempotent_answer_and_is_not_sent_
     let smtp = SmtpServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (conf, url) = config(dir.path(), &smtp, "");
-    let mut cmd = otpmint(dir.path());
-    cmd.env("OTPMINT__SERVER__SHUTDOWN_GRACE_SECONDS", "1")
-        .arg("--config")
-        .arg(&conf)
-        .arg("serve");
-    let mut first = serve(cmd).expect("otpmint starts");
+    let mut first = start_with_a_short_grace(dir.path(), &conf);
     let base = format!("http://127.0.0.1:{}", first.port);
     let sk = create_tenant(&base, &smtp, json!({})).await;
     let mint = |base: String, sk: String| async move {
@@ -693,12 +693,7 @@ async fn a_webhook_event_being_posted_when_the_grace_runs_out_gives_its_lease_ba
         hooks.ca_path.display()
     );
     let (conf, url) = config(dir.path(), &smtp, &extra);
-    let mut cmd = otpmint(dir.path());
-    cmd.env("OTPMINT__SERVER__SHUTDOWN_GRACE_SECONDS", "1")
-        .arg("--config")
-        .arg(&conf)
-        .arg("serve");
-    let mut first = serve(cmd).expect("otpmint starts");
+    let mut first = start_with_a_short_grace(dir.path(), &conf);
     let base = format!("http://127.0.0.1:{}", first.port);
     let sk = create_tenant(&base, &smtp, json!({})).await;
     let r = reqwest::Client::new()
