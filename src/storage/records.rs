@@ -157,8 +157,10 @@ pub(crate) fn purge_in(
 
 /// The audit trail, written once for both backends (`impl<E: Engine> AuditStore for E`).
 pub trait AuditStore {
-    /// Append events (one transaction).
-    fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
+    /// Append events (one transaction). `again`: the batch is written again after a failure
+    /// whose commit may have happened all the same (its answer was lost with the
+    /// connection): an event stored already, to the letter, is not stored twice.
+    fn append_audit(&self, events: &[AuditEvent], again: bool) -> Result<(), StoreError>;
     /// A tenant's events, newest first, with ids below `before`.
     fn audit_page(
         &self,
@@ -173,7 +175,7 @@ pub trait AuditStore {
 }
 
 impl<E: Engine> AuditStore for E {
-    fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+    fn append_audit(&self, events: &[AuditEvent], again: bool) -> Result<(), StoreError> {
         let rows: Vec<[Arg; 7]> = events
             .iter()
             .map(|e| {
@@ -190,8 +192,13 @@ impl<E: Engine> AuditStore for E {
             .collect();
         self.transact(move |tx| {
             // A tenant deleted meanwhile has no audit: skip its events.
+            let append = if again {
+                sql::APPEND_AUDIT_AGAIN
+            } else {
+                sql::APPEND_AUDIT
+            };
             for row in &rows {
-                tx.exec(sql::APPEND_AUDIT, row)?;
+                tx.exec(append, row)?;
             }
             Ok(())
         })

@@ -145,12 +145,16 @@ async fn write(store: &Arc<dyn Store>, batch: &mut Vec<AuditEvent>) {
     }
     let events = Arc::new(std::mem::take(batch));
     let mut pause = Duration::from_millis(200);
+    let mut again = false;
     loop {
         let (st, ev) = (Arc::clone(store), Arc::clone(&events));
-        match tokio::task::spawn_blocking(move || st.append_audit(&ev)).await {
+        match tokio::task::spawn_blocking(move || st.append_audit(&ev, again)).await {
             Ok(Ok(())) => return,
             Ok(Err(e)) if e.is_unavailable() => {
                 tracing::warn!(error = %e, "audit write failed; trying again");
+                // Its commit may have happened before the connection went: the next write
+                // does not store an event twice.
+                again = true;
             }
             Ok(Err(e)) => return tracing::error!(error = %e, "audit write failed"),
             Err(e) => return tracing::error!(error = %e, "audit writer task failed"),

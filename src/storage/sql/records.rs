@@ -65,6 +65,16 @@ shared_sql!(
 );
 
 shared_sql!(
+    /// [`APPEND_AUDIT`] for a batch written again: not when the same event is stored (found
+    /// through the index on `at`).
+    pub(crate) APPEND_AUDIT_AGAIN =
+        "INSERT INTO audit (tenant_id, at, event, recipient, outcome, client_ip, request_id) \
+         SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $1) \
+         AND NOT EXISTS (SELECT 1 FROM audit WHERE at = $2 AND tenant_id = $1 AND event = $3 \
+         AND recipient = $4 AND outcome = $5 AND client_ip = $6 AND request_id = $7)"
+);
+
+shared_sql!(
     pub(crate) AUDIT_PAGE = ["SELECT ", AUDIT_COLS,
         " FROM audit WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"]
 );

@@ -274,3 +274,39 @@ fn a_backup_is_owner_only_and_never_made_through_a_link() {
         Err(StoreError::Conflict(_))
     ));
 }
+
+/// A batch of audit events written again after a failure whose commit happened all the
+/// same (its answer lost with the connection) stores each event once; a first write stores
+/// what it is given.
+#[test]
+fn an_audit_batch_written_again_stores_each_event_once() {
+    use crate::domain::audit::AuditEvent;
+    use crate::storage::AuditStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("a.db"), 2).unwrap();
+    let t = Tenant::sample();
+    store.insert_tenant(&t, &[9; 32], 1).unwrap();
+    let event = |event: &str, request_id: &str| AuditEvent {
+        id: 0,
+        tenant_id: t.id.as_str().to_string(),
+        at: 1_000,
+        event: event.into(),
+        recipient: "a***@example.com".into(),
+        outcome: "sent".into(),
+        client_ip: "192.0.2.1".into(),
+        request_id: request_id.into(),
+    };
+    let batch = [event("mint", "r1"), event("mint", "r2")];
+    store.append_audit(&batch, false).unwrap();
+    // Written again: nothing new.
+    store.append_audit(&batch, true).unwrap();
+    let page = |s: &SqliteStore| s.audit_page(&t.id, None, 200).unwrap().len();
+    assert_eq!(page(&store), 2);
+    // Written again with one more event: only that one is added.
+    let more = [event("mint", "r2"), event("verify", "r2")];
+    store.append_audit(&more, true).unwrap();
+    assert_eq!(page(&store), 3);
+    // A first write is not looked up: what it is given is stored.
+    store.append_audit(&batch[..1], false).unwrap();
+    assert_eq!(page(&store), 4);
+}
