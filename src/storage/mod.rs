@@ -36,7 +36,7 @@ pub use codes::{
     AttemptAsk, ClaimStore, CodeKey, CodeOutcomeStore, CodeStore, Lease, NewChallenge, NewLink,
     NewOutbox, Queued, Resend, ResendVia, Resent, Reservation, VerifyFinish,
 };
-pub use error::StoreError;
+pub use error::{disk_full_lately, StoreError};
 pub use hosted::{HostedStore, Session, SessionFinisher, SessionRow};
 pub use integration::{EventClaimStore, IntegrationStore};
 pub use keyring::{KeyringStore, TenantSeal};

@@ -164,6 +164,10 @@ async fn write(store: &Arc<dyn Store>, batch: &mut Vec<AuditEvent>) {
     }
 }
 
+/// How long after a write met a full disk the instance says it is not ready (while writes
+/// keep meeting it, it stays so; once space is back, it is ready again this long after).
+const DISK_FULL_NOT_READY_MS: i64 = 10_000;
+
 impl crate::service::Core {
     /// A page of the tenant's own events, newest first (events still buffered are written
     /// first, so a caller sees its own latest requests). `limit`: 1–200.
@@ -207,6 +211,12 @@ impl crate::service::Core {
             s.write_probe()
         });
         match tokio::time::timeout(Duration::from_secs(3), probe).await {
+            Ok(Ok(())) if crate::storage::disk_full_lately(DISK_FULL_NOT_READY_MS) => {
+                // The probe takes no space; the writes that met a full disk moments ago did.
+                Err(crate::service::ServiceError::Unavailable(
+                    "a write met a full disk within the last 10 s".into(),
+                ))
+            }
             Ok(r) => r,
             Err(_) => Err(crate::service::ServiceError::Unavailable(
                 "no write completed within 3 s".into(),

@@ -139,6 +139,9 @@ impl From<::postgres::Error> for StoreError {
             if code == "23505" {
                 return StoreError::Conflict("already exists");
             }
+            if code == "53100" {
+                crate::storage::error::note_disk_full();
+            }
             // Connection, resources, operator intervention, serialization and deadlock,
             // lock timeout, read-only: the database cannot take this now; try again later.
             if code.starts_with("08")

@@ -310,3 +310,30 @@ fn an_audit_batch_written_again_stores_each_event_once() {
     store.append_audit(&batch[..1], false).unwrap();
     assert_eq!(page(&store), 4);
 }
+
+/// A write that meets a full disk (`SQLITE_FULL`) is `Unavailable`, and is remembered for the
+/// readiness probe, whose own write takes no space (API.md §6.24).
+#[test]
+fn a_write_that_meets_a_full_disk_is_unavailable_and_remembered() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("f.db"), 2).unwrap();
+    let conn = store.conn().unwrap();
+    conn.execute("CREATE TABLE filler (b BLOB)", []).unwrap();
+    // This connection's database may not grow: as a disk with no space left.
+    let pages: i64 = conn
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .unwrap();
+    conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .unwrap();
+    let full = (0..10_000)
+        .find_map(|_| {
+            conn.execute("INSERT INTO filler (b) VALUES (zeroblob(4096))", [])
+                .err()
+        })
+        .expect("the database stops growing");
+    let e = StoreError::from(full);
+    assert!(e.is_unavailable(), "{e:?}");
+    assert!(crate::storage::disk_full_lately(10_000));
+}
