@@ -33,8 +33,13 @@ fn main() -> std::process::ExitCode {
     if let Some(Err(e)) = scheduling {
         tracing::warn!(error = %e, "server.scheduling could not be applied; the threads keep the policy they started with");
     }
+    let result = runtime.block_on(run(cli, settings));
+    // A store call still waiting on the database (a lock another session holds, a server
+    // that stopped answering) does not hold the exit: the command is done, and what such a
+    // call had not committed is rolled back by the database.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     // Which database the command used goes after its output, or into its one error line.
-    match runtime.block_on(run(cli, settings)) {
+    match result {
         Ok(()) => {
             if let Some(what) = used() {
                 eprintln!("{what}");

@@ -31,6 +31,11 @@ pub use keys::{
     check_keyring, configured_master_key, migrate_store, open_keyring, previous_master_keys,
 };
 
+/// How long after `server.shutdown_grace_seconds` the stop may still take to record what it
+/// holds (leases given back, cut idempotency keys, the last audit events): the packaged
+/// unit's `TimeoutStopSec` leaves 15 s beyond the default grace.
+const AFTER_GRACE: Duration = Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error(transparent)]
@@ -369,29 +374,35 @@ impl Application {
         let tidy = tokio::spawn(tidy_loop(self.governor.clone()));
         let signals = tokio::spawn(stop_on_signal(self.services.clone(), self.handle.clone()));
         let result = self.server.await;
-        self.services
+        // What follows the requests — giving back leases, settling cut idempotency keys,
+        // writing the last audit events — is bounded together, to the grace and
+        // [`AFTER_GRACE`] from the stop: a database that is away cannot stretch the stop past
+        // what a service manager allows (the packaged unit's TimeoutStopSec is the default
+        // grace and 15 s).
+        let began = self
+            .services
             .delivery
-            .stop_delivery(self.grace, vec![sender, hooks])
-            .await;
-        // The idempotency keys of mints the stop cut: their answer kept, or the key freed —
-        // not waiting longer than the grace while the database is away (their claims then
-        // run out by themselves).
-        if tokio::time::timeout(self.grace, self.services.codes.settle_idempotency_at_stop())
-            .await
-            .is_err()
-        {
-            tracing::warn!("the idempotency keys of cut requests could not all be settled before stopping: they are free once their claims run out");
-        }
+            .stopped_at()
+            .unwrap_or_else(std::time::Instant::now);
+        let stop_by = tokio::time::Instant::from_std(began) + self.grace + AFTER_GRACE;
+        let services = &self.services;
+        let grace = self.grace;
+        let settle = async move {
+            services
+                .delivery
+                .stop_delivery(grace, vec![sender, hooks])
+                .await;
+            // The idempotency keys of mints the stop cut: their answer kept, or the key freed.
+            services.codes.settle_idempotency_at_stop().await;
+            // In-flight requests are done: write the last audit events before exiting.
+            services.core.audit.flush().await;
+        };
+        let settled = tokio::time::timeout_at(stop_by, settle).await.is_ok();
         for task in [purger, keys, stats, tidy, signals] {
             task.abort();
         }
-        // In-flight requests are done: write the last audit events before exiting (not
-        // waiting longer than the grace while the database is away).
-        if tokio::time::timeout(self.grace, self.services.core.audit.flush())
-            .await
-            .is_err()
-        {
-            tracing::warn!("the audit queue could not be written before stopping");
+        if !settled {
+            tracing::error!("the database did not take in time what the stop had to record: leases still held run out by themselves (their messages and events are sent then), cut idempotency keys are free once their claims run out, and audit events still queued are lost");
         }
         result
     }

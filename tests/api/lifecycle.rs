@@ -771,3 +771,76 @@ async fn a_webhook_event_being_posted_when_the_grace_runs_out_gives_its_lease_ba
         "{body}"
     );
 }
+
+/// SIGTERM while the database takes no writes: what the stop has to record (leases given
+/// back, cut idempotency keys, the last audit events) is bounded together to the grace and
+/// 10 s — not each step its own database timeout, one after another (found by the
+/// database-outage audit: 2 × the grace, past the packaged unit's TimeoutStopSec).
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_the_database_takes_no_writes_stops_within_the_grace_and_ten_seconds() {
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (conf, url) = config(dir.path(), &smtp, "");
+    let mut cmd = otpmint(dir.path());
+    cmd.env("OTPMINT__SERVER__SHUTDOWN_GRACE_SECONDS", "1")
+        .env("OTPMINT__DATABASE__TIMEOUT_SECONDS", "10")
+        .arg("--config")
+        .arg(&conf)
+        .arg("serve");
+    let mut run = serve(cmd).expect("otpmint starts");
+    let base = format!("http://127.0.0.1:{}", run.port);
+    let sk = create_tenant(&base, &smtp, json!({"delivery": "async"})).await;
+    let (s, _) = post(&base, "/v1/otp", &sk, json!({"email": "ada@example.com"})).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    smtp.wait_for("ada@example.com", 1).await;
+    // Another session holds the tables the stop writes to until it is told to let go.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (held, holding) = std::sync::mpsc::channel::<()>();
+    let locker = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            if let Some(path) = url.strip_prefix("sqlite://") {
+                let c = rusqlite::Connection::open(path).unwrap();
+                c.execute_batch("BEGIN EXCLUSIVE").unwrap();
+                held.send(()).unwrap();
+                let _ = released.recv();
+            } else {
+                let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                let mut tx = c.transaction().unwrap();
+                tx.batch_execute(
+                    "LOCK TABLE outbox, webhook_events, audit IN ACCESS EXCLUSIVE MODE",
+                )
+                .unwrap();
+                held.send(()).unwrap();
+                let _ = released.recv();
+                drop(tx);
+            }
+        })
+    };
+    holding.recv().unwrap();
+    let began = Instant::now();
+    let sent = Command::new("kill")
+        .arg("-TERM")
+        .arg(run.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = loop {
+        if let Some(status) = run.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "the process did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let took = began.elapsed();
+    release.send(()).unwrap();
+    locker.join().unwrap();
+    assert!(status.success(), "{status:?}");
+    // The grace (1 s) and 10 s, with room for a loaded machine; each step waiting its own
+    // 10 s timeout took over 40 s.
+    assert!(took < Duration::from_secs(16), "{took:?}");
+}

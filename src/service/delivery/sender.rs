@@ -272,6 +272,11 @@ impl Delivery {
             .await
     }
 
+    /// When the stop began (the senders stopped claiming), if it has.
+    pub fn stopped_at(&self) -> Option<std::time::Instant> {
+        self.outbox.inner.stopped_at.get().copied()
+    }
+
     /// Shutdown (API.md §11.5): stop claiming (the sender loops are awaited, so a claim
     /// under way has spawned its sends before this goes on), let the running sends finish
     /// within `grace` of the stop, then give back the leases of every message and event not
