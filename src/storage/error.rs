@@ -39,26 +39,27 @@ impl From<r2d2::Error> for StoreError {
     }
 }
 
-/// When a write of this process last failed for want of disk space (ms since the epoch; 0:
-/// never). The readiness probe writes nothing that takes space, so it cannot see a full disk
-/// itself: it asks this (API.md §6.24, not ready until writes succeed again).
+/// When a write of this process last failed for want of disk space (ms on a monotonic clock
+/// from the process's first use of it, plus one; 0: never). The readiness probe writes
+/// nothing that takes space, so it cannot see a full disk itself: it asks this (API.md
+/// §6.24, not ready until writes succeed again).
 static DISK_FULL_AT: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
-fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+fn monotonic_ms() -> i64 {
+    static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(std::time::Instant::now);
+    i64::try_from(base.elapsed().as_millis()).unwrap_or(i64::MAX)
 }
 
 /// A write met a full disk (SQLite's `SQLITE_FULL`, PostgreSQL's `53100`).
 pub(crate) fn note_disk_full() {
-    DISK_FULL_AT.store(wall_ms(), std::sync::atomic::Ordering::Relaxed);
+    DISK_FULL_AT.store(monotonic_ms() + 1, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Whether a write of this process met a full disk within the last `within_ms`.
 pub fn disk_full_lately(within_ms: i64) -> bool {
     let at = DISK_FULL_AT.load(std::sync::atomic::Ordering::Relaxed);
-    at > 0 && wall_ms().saturating_sub(at) < within_ms
+    at > 0 && monotonic_ms() + 1 - at < within_ms
 }
 
 impl From<rusqlite::Error> for StoreError {

@@ -164,9 +164,11 @@ async fn write(store: &Arc<dyn Store>, batch: &mut Vec<AuditEvent>) {
     }
 }
 
-/// How long after a write met a full disk the instance says it is not ready (while writes
-/// keep meeting it, it stays so; once space is back, it is ready again this long after).
-const DISK_FULL_NOT_READY_MS: i64 = 10_000;
+/// How long after a write met a full disk the instance says it is not ready: a minute, the
+/// period of the purge and statistics writes, which meet the full disk again while it lasts
+/// (so an instance that gets no traffic while it is not ready does not flap); once space is
+/// back, it is ready again at most this long after.
+const DISK_FULL_NOT_READY_MS: i64 = 60_000;
 
 impl crate::service::Core {
     /// A page of the tenant's own events, newest first (events still buffered are written
@@ -214,7 +216,7 @@ impl crate::service::Core {
             Ok(Ok(())) if crate::storage::disk_full_lately(DISK_FULL_NOT_READY_MS) => {
                 // The probe takes no space; the writes that met a full disk moments ago did.
                 Err(crate::service::ServiceError::Unavailable(
-                    "a write met a full disk within the last 10 s".into(),
+                    "a write met a full disk within the last minute".into(),
                 ))
             }
             Ok(r) => r,

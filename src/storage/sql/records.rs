@@ -65,13 +65,13 @@ shared_sql!(
 );
 
 shared_sql!(
-    /// [`APPEND_AUDIT`] for a batch written again: not when the same event is stored (found
-    /// through the index on `at`).
-    pub(crate) APPEND_AUDIT_AGAIN =
-        "INSERT INTO audit (tenant_id, at, event, recipient, outcome, client_ip, request_id) \
-         SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $1) \
-         AND NOT EXISTS (SELECT 1 FROM audit WHERE at = $2 AND tenant_id = $1 AND event = $3 \
-         AND recipient = $4 AND outcome = $5 AND client_ip = $6 AND request_id = $7)"
+    /// How many times an event is stored, to the letter (found through the index on `at`);
+    /// -1 when its tenant is gone.
+    pub(crate) AUDIT_STORED =
+        "SELECT CASE WHEN EXISTS (SELECT 1 FROM tenants WHERE id = $1) THEN \
+         (SELECT COUNT(*) FROM audit WHERE at = $2 AND tenant_id = $1 AND event = $3 \
+         AND recipient = $4 AND outcome = $5 AND client_ip = $6 AND request_id = $7) \
+         ELSE -1 END"
 );
 
 shared_sql!(

@@ -276,8 +276,8 @@ fn a_backup_is_owner_only_and_never_made_through_a_link() {
 }
 
 /// A batch of audit events written again after a failure whose commit happened all the
-/// same (its answer lost with the connection) stores each event once; a first write stores
-/// what it is given.
+/// same (its answer lost with the connection) is not stored twice; one that did not commit
+/// is written whole; a first write stores what it is given.
 #[test]
 fn an_audit_batch_written_again_stores_each_event_once() {
     use crate::domain::audit::AuditEvent;
@@ -302,13 +302,23 @@ fn an_audit_batch_written_again_stores_each_event_once() {
     store.append_audit(&batch, true).unwrap();
     let page = |s: &SqliteStore| s.audit_page(&t.id, None, 200).unwrap().len();
     assert_eq!(page(&store), 2);
-    // Written again with one more event: only that one is added.
+    // A batch commits whole: one whose events are not all stored did not, and is written.
     let more = [event("mint", "r2"), event("verify", "r2")];
     store.append_audit(&more, true).unwrap();
-    assert_eq!(page(&store), 3);
+    assert_eq!(page(&store), 4);
+    // Events alike to the letter (a provider's batch of bounces, recipients masked alike)
+    // are all kept, and a batch of them written again is not stored twice.
+    let alike = [
+        event("suppression.add", "r3"),
+        event("suppression.add", "r3"),
+    ];
+    store.append_audit(&alike, false).unwrap();
+    assert_eq!(page(&store), 6);
+    store.append_audit(&alike, true).unwrap();
+    assert_eq!(page(&store), 6);
     // A first write is not looked up: what it is given is stored.
     store.append_audit(&batch[..1], false).unwrap();
-    assert_eq!(page(&store), 4);
+    assert_eq!(page(&store), 7);
 }
 
 /// A write that meets a full disk (`SQLITE_FULL`) is `Unavailable`, and is remembered for the
