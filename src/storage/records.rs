@@ -178,7 +178,7 @@ fn stored_whole(
 pub trait AuditStore {
     /// Append events (one transaction). `again`: the batch is written again after a failure
     /// whose commit may have happened all the same (its answer was lost with the
-    /// connection): an event stored already, to the letter, is not stored twice.
+    /// connection): a batch found stored whole is not stored twice.
     fn append_audit(&self, events: &[AuditEvent], again: bool) -> Result<(), StoreError>;
     /// A tenant's events, newest first, with ids below `before`.
     fn audit_page(
