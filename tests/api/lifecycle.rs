@@ -41,9 +41,11 @@ fn start(dir: &Path, config: &Path) -> Running {
     serve(cmd).expect("otpmint starts")
 }
 
-/// [`start`], with a shutdown grace of 1 s: the grace runs out while a test's send is held.
-fn start_with_a_short_grace(dir: &Path, config: &Path) -> Running {
+/// [`start`], with a shutdown grace of 1 s (the grace runs out while a test's send is held)
+/// and the environment `env` adds.
+fn start_with_a_short_grace(dir: &Path, config: &Path, env: &[(&str, &str)]) -> Running {
     let mut cmd = otpmint(dir);
+    cmd.envs(env.iter().copied());
     cmd.env("OTPMINT__SERVER__SHUTDOWN_GRACE_SECONDS", "1")
         .arg("--config")
         .arg(config)
@@ -540,7 +542,7 @@ async fn a_sync_mint_stopped_before_its_session_is_recorded_not_sent() {
         rx.ca_path.display()
     );
     let (conf, url) = config(dir.path(), &smtp, &extra);
-    let mut first = start_with_a_short_grace(dir.path(), &conf);
+    let mut first = start_with_a_short_grace(dir.path(), &conf, &[]);
     let base = format!("http://127.0.0.1:{}", first.port);
     // One tenant's queued message holds the process's one session at a slow endpoint.
     let slow = create_tenant(&base, &smtp, json!({"delivery": "async"})).await;
@@ -629,7 +631,7 @@ async fn a_sync_mint_cut_by_sigterm_keeps_its_idempotent_answer_and_is_not_sent_
     let smtp = SmtpServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (conf, url) = config(dir.path(), &smtp, "");
-    let mut first = start_with_a_short_grace(dir.path(), &conf);
+    let mut first = start_with_a_short_grace(dir.path(), &conf, &[]);
     let base = format!("http://127.0.0.1:{}", first.port);
     let sk = create_tenant(&base, &smtp, json!({})).await;
     let mint = |base: String, sk: String| async move {
@@ -693,7 +695,7 @@ async fn a_webhook_event_being_posted_when_the_grace_runs_out_gives_its_lease_ba
         hooks.ca_path.display()
     );
     let (conf, url) = config(dir.path(), &smtp, &extra);
-    let mut first = start_with_a_short_grace(dir.path(), &conf);
+    let mut first = start_with_a_short_grace(dir.path(), &conf, &[]);
     let base = format!("http://127.0.0.1:{}", first.port);
     let sk = create_tenant(&base, &smtp, json!({})).await;
     let r = reqwest::Client::new()
@@ -782,13 +784,8 @@ async fn sigterm_while_the_database_takes_no_writes_stops_within_the_grace_and_t
     let smtp = SmtpServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (conf, url) = config(dir.path(), &smtp, "");
-    let mut cmd = otpmint(dir.path());
-    cmd.env("OTPMINT__SERVER__SHUTDOWN_GRACE_SECONDS", "1")
-        .env("OTPMINT__DATABASE__TIMEOUT_SECONDS", "10")
-        .arg("--config")
-        .arg(&conf)
-        .arg("serve");
-    let mut run = serve(cmd).expect("otpmint starts");
+    let env = [("OTPMINT__DATABASE__TIMEOUT_SECONDS", "10")];
+    let mut run = start_with_a_short_grace(dir.path(), &conf, &env);
     let base = format!("http://127.0.0.1:{}", run.port);
     let sk = create_tenant(&base, &smtp, json!({"delivery": "async"})).await;
     let (s, _) = post(&base, "/v1/otp", &sk, json!({"email": "ada@example.com"})).await;
@@ -820,22 +817,7 @@ async fn sigterm_while_the_database_takes_no_writes_stops_within_the_grace_and_t
     };
     holding.recv().unwrap();
     let began = Instant::now();
-    let sent = Command::new("kill")
-        .arg("-TERM")
-        .arg(run.child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let status = loop {
-        if let Some(status) = run.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            began.elapsed() < Duration::from_secs(30),
-            "the process did not stop"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = stop_with_sigterm(&mut run).await;
     let took = began.elapsed();
     release.send(()).unwrap();
     locker.join().unwrap();

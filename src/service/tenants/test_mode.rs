@@ -101,10 +101,17 @@ impl Tenants {
             return Ok(l);
         }
         let tid = tenant.id.clone();
-        let mut list = self.core.db(move |s| s.test_recipients(&tid)).await?;
         // A number pattern an earlier version stored that could catch real people's numbers
-        // catches nobody (API.md §17.8); it stays listed until the list is stored again.
-        list.retain(|t| t.pattern.number_range_allowed());
+        // catches nobody (API.md §17.8); it stays listed until the list is stored again. The
+        // check samples the range: on the blocking pool with the read, not on a worker.
+        let list = self
+            .core
+            .db(move |s| {
+                let mut list = s.test_recipients(&tid)?;
+                list.retain(|t| t.pattern.number_range_allowed());
+                Ok(list)
+            })
+            .await?;
         let list = Arc::new(list);
         self.test_lists
             .put(key, tenant.test_version, Arc::clone(&list));
