@@ -4,15 +4,34 @@
 //! they arrive, until it is restored (a database that goes away and comes back); or stall:
 //! every connection kept open and nothing forwarded either way, as a database that hangs
 //! (its host still acknowledges every byte), until it is restored as a restart (the held
-//! connections are closed then).
+//! connections are closed then). Started with [`Proxy::start_reading_commits`], it reads the
+//! PostgreSQL protocol its clients speak (refusing TLS, so a client that prefers it speaks
+//! plainly) and can end a connection at a COMMIT: after the database answered it, the answer
+//! withheld (a commit whose answer was lost), or before the database saw it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+/// What a proxy that reads commits does at one (see [`Proxy::at_commit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtCommit {
+    /// Forward it and its answer.
+    Pass = 0,
+    /// Forward it, withhold the database's answer and close the connection.
+    LoseAnswer = 1,
+    /// Close the connection instead of forwarding it.
+    Drop = 2,
+    /// Close the client's side instead of forwarding it, and hold the database's side open
+    /// (a break the database does not notice: its session stays in its transaction).
+    Strand = 3,
+}
 
 pub struct Proxy {
     pub port: u16,
+    at_commit: Arc<AtomicU8>,
     cut: Arc<AtomicBool>,
     generation: tokio::sync::watch::Sender<u64>,
     stalled: tokio::sync::watch::Sender<bool>,
@@ -27,12 +46,24 @@ impl Proxy {
     /// Forward 127.0.0.1:`port` to `upstream` (a database that comes up where its clients
     /// were told to look).
     pub async fn start_on(port: u16, upstream: String) -> Proxy {
+        Proxy::listen(port, upstream, false).await
+    }
+
+    /// As [`Proxy::start`], reading the PostgreSQL protocol so that [`Proxy::at_commit`]
+    /// applies.
+    pub async fn start_reading_commits(upstream: String) -> Proxy {
+        Proxy::listen(0, upstream, true).await
+    }
+
+    async fn listen(port: u16, upstream: String, reading: bool) -> Proxy {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let cut = Arc::new(AtomicBool::new(false));
+        let at_commit = Arc::new(AtomicU8::new(AtCommit::Pass as u8));
         let generation = tokio::sync::watch::Sender::new(0u64);
         let stalled = tokio::sync::watch::Sender::new(false);
         let (c, g, st) = (cut.clone(), generation.clone(), stalled.clone());
+        let commits = at_commit.clone();
         tokio::spawn(async move {
             while let Ok((mut down, _)) = listener.accept().await {
                 if c.load(Ordering::SeqCst) {
@@ -42,10 +73,18 @@ impl Proxy {
                 let mut gen = g.subscribe();
                 let mut stall = st.subscribe();
                 let upstream = upstream.clone();
+                let commits = commits.clone();
                 tokio::spawn(async move {
                     let Ok(mut up) = TcpStream::connect(&upstream).await else {
                         return;
                     };
+                    if reading {
+                        tokio::select! {
+                            _ = read_commits(down, up, commits) => {}
+                            _ = gen.changed() => {}
+                        }
+                        return;
+                    }
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
                         _ = gen.changed() => {}
@@ -59,10 +98,17 @@ impl Proxy {
         });
         Proxy {
             port,
+            at_commit,
             cut,
             generation,
             stalled,
         }
+    }
+
+    /// What to do at every COMMIT from now on, on any connection (a proxy started with
+    /// [`Proxy::start_reading_commits`]).
+    pub fn at_commit(&self, what: AtCommit) {
+        self.at_commit.store(what as u8, Ordering::SeqCst);
     }
 
     /// Close every connection now and refuse new ones until [`Proxy::restore`].
@@ -83,5 +129,87 @@ impl Proxy {
         if self.stalled.send_replace(false) {
             self.generation.send_modify(|g| *g += 1);
         }
+    }
+}
+
+/// The code of PostgreSQL's SSLRequest.
+const SSL_REQUEST: u32 = 80_877_103;
+
+/// Forward one connection, reading the client's messages: its startup (a request for TLS
+/// refused), then each typed message, a simple-query COMMIT handled as `at_commit` says.
+async fn read_commits(mut down: TcpStream, mut up: TcpStream, at_commit: Arc<AtomicU8>) {
+    let mut head = [0u8; 8];
+    if down.read_exact(&mut head).await.is_err() {
+        return;
+    }
+    if u32::from_be_bytes([head[4], head[5], head[6], head[7]]) == SSL_REQUEST
+        && (down.write_all(b"N").await.is_err() || down.read_exact(&mut head).await.is_err())
+    {
+        return;
+    }
+    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let mut rest = vec![0u8; len.saturating_sub(8)];
+    if down.read_exact(&mut rest).await.is_err()
+        || up.write_all(&head).await.is_err()
+        || up.write_all(&rest).await.is_err()
+    {
+        return;
+    }
+    let (mut dr, dw) = down.into_split();
+    let (mut ur, mut uw) = up.into_split();
+    // The client's side, taken away (closed) to strand the database's.
+    let dw = Arc::new(tokio::sync::Mutex::new(Some(dw)));
+    let to_client = dw.clone();
+    // Set before a COMMIT whose answer is to be lost leaves: what the database says next
+    // is withheld, and the connection closed.
+    let muted = Arc::new(AtomicBool::new(false));
+    let m = muted.clone();
+    let answers = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match ur.read(&mut buf).await {
+                Ok(n) if n > 0 && !m.load(Ordering::SeqCst) => {
+                    let mut client = to_client.lock().await;
+                    let Some(w) = client.as_mut() else { continue };
+                    if w.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+                _ => return,
+            }
+        }
+    };
+    let asks = async move {
+        loop {
+            let mut h = [0u8; 5];
+            dr.read_exact(&mut h).await.ok()?;
+            let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
+            let mut body = vec![0u8; len.saturating_sub(4)];
+            dr.read_exact(&mut body).await.ok()?;
+            let commit = h[0] == b'Q' && body == b"COMMIT\0";
+            let what = at_commit.load(Ordering::SeqCst);
+            if commit && what == AtCommit::Drop as u8 {
+                return Some(());
+            }
+            if commit && what == AtCommit::Strand as u8 {
+                drop(dw.lock().await.take());
+                drop(dr);
+                // The database's side held, until the database ends it.
+                return std::future::pending::<Option<()>>().await;
+            }
+            if commit && what == AtCommit::LoseAnswer as u8 {
+                muted.store(true, Ordering::SeqCst);
+            }
+            uw.write_all(&h).await.ok()?;
+            uw.write_all(&body).await.ok()?;
+            if commit && what == AtCommit::LoseAnswer as u8 {
+                // Held open until the answer comes (and is withheld).
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = answers => {}
+        _ = asks => {}
     }
 }

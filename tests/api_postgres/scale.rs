@@ -511,6 +511,70 @@ async fn a_hung_database_answers_503_in_bounded_time_and_the_mint_sends_nothing_
     assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
 }
 
+/// A commit whose answer is lost (the connection broke after COMMIT reached the database)
+/// is asked after on another connection and answered as it ended: a verify that used the
+/// code answers 200 — not 503 with the code used up — and a mint that stored its code
+/// answers as stored and its message goes out, once. A COMMIT the database never saw is
+/// answered 503 and changes nothing, even when the database has not noticed the break.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_answer_was_lost_is_answered_as_it_ended() {
+    use otpmint::testkit::proxy::AtCommit;
+    let proxy = Proxy::start_reading_commits("127.0.0.1:5432".into()).await;
+    let app = app_through(&proxy).await;
+    let (_, sk) = app.tenant().await;
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    let (key2, code2) = app.mint(&sk, "bob@example.com").await;
+    let (key3, code3) = app.mint(&sk, "eve@example.com").await;
+
+    proxy.at_commit(AtCommit::LoseAnswer);
+    let (s, v) = app.verify(&sk, &key, &code).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let r = app
+        .post(
+            "/v1/otp",
+            &sk,
+            json!({"email": "cy@example.com", "delivery": "async"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let cy = r.json::<Value>().await.unwrap()["shareable_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (dee, dee_code) = app.mint(&sk, "dee@example.com").await;
+
+    // A COMMIT that never reaches the database: 503, and the code is untouched.
+    proxy.at_commit(AtCommit::Drop);
+    let (s, v) = app.verify(&sk, &key2, &code2).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable"))
+    );
+
+    // One whose connection breaks unnoticed by the database (its session left in the
+    // transaction, holding the code's row): 503, and the transaction is ended, not left
+    // holding the code until the database notices.
+    proxy.at_commit(AtCommit::Strand);
+    let (s, v) = app.verify(&sk, &key3, &code3).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable"))
+    );
+
+    proxy.at_commit(AtCommit::Pass);
+    assert_eq!(app.verify(&sk, &key3, &code3).await.0, StatusCode::OK);
+    let cy_code = app.smtp.wait_for("cy@example.com", 1).await.code();
+    assert_eq!(app.verify(&sk, &cy, &cy_code).await.0, StatusCode::OK);
+    assert_eq!(app.verify(&sk, &dee, &dee_code).await.0, StatusCode::OK);
+    assert_eq!(app.verify(&sk, &key2, &code2).await.0, StatusCode::OK);
+    let (s, _) = app.verify(&sk, &key, &code).await;
+    assert_ne!(s, StatusCode::OK, "the code verified once already");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for to in ["cy@example.com", "dee@example.com"] {
+        assert_eq!(app.smtp.count_to(to), 1, "one message to {to}");
+    }
+}
+
 /// API.md §11.3 on PostgreSQL: the relay takes a message while the database is cut away for
 /// longer than the message's lease; once it is back the outcome is recorded and the message
 /// is never sent again.

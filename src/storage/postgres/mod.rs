@@ -253,7 +253,7 @@ impl PgStore {
         let PgConn { client, cache } = &mut *conn;
         let mut tx = client.transaction()?;
         let out = f(&mut Db { c: &mut tx, cache })?;
-        tx.commit()?;
+        self.commit(tx, cache)?;
         Ok(out)
     }
 
@@ -267,11 +267,79 @@ impl PgStore {
         let mut tx = client.transaction()?;
         let out = f(&mut Db { c: &mut tx, cache })?;
         if out.is_ok() {
-            tx.commit()?;
+            self.commit(tx, cache)?;
         }
         Ok(out)
     }
+
+    /// Commit `tx`. A commit whose answer does not come (the connection broke, or the
+    /// server ended the session, after COMMIT left) may have taken or not: it is asked
+    /// after on another connection, by the transaction id and server process read just
+    /// before, so a transaction that did commit is answered as done — not as a 503 whose
+    /// verify nevertheless used the code, or whose mint nevertheless sends it. One that
+    /// wrote nothing has nothing to lose.
+    fn commit(
+        &self,
+        mut tx: ::postgres::Transaction<'_>,
+        cache: &mut std::collections::HashMap<String, ::postgres::Statement>,
+    ) -> Result<(), StoreError> {
+        let mark = Db { c: &mut tx, cache }.query_one(
+            "SELECT pg_current_xact_id_if_assigned()::text, pg_backend_pid()",
+            &[],
+        )?;
+        let xid: Option<String> = mark.try_get(0)?;
+        let pid: i32 = mark.try_get(1)?;
+        match (tx.commit(), xid) {
+            (Ok(()), _) => Ok(()),
+            (Err(_), None) => Ok(()),
+            (Err(lost), Some(xid)) => self.outcome_of(&xid, pid, lost),
+        }
+    }
+
+    /// Whether the transaction `xid` (of server process `pid`), whose commit's answer was
+    /// lost, took: `Ok` when it did, the lost answer's error when it did not or when that
+    /// cannot be learned now (the database is away). One still open (its COMMIT never
+    /// arrived, and its process has not yet noticed that the connection is gone) is
+    /// ended, so the answer given is the one that holds.
+    fn outcome_of(&self, xid: &str, pid: i32, lost: ::postgres::Error) -> Result<(), StoreError> {
+        let xid32 = xid.parse::<u64>().map(|x| (x & 0xffff_ffff).to_string());
+        for round in 0..OUTCOME_ROUNDS {
+            let status = self.conn().and_then(|mut c| {
+                let mut db = c.db();
+                if round >= OUTCOME_ROUNDS / 2 {
+                    if let Ok(x) = &xid32 {
+                        db.query(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                             WHERE pid = $1 AND backend_xid::text = $2",
+                            &[&pid, x],
+                        )?;
+                    }
+                }
+                let row = db.query_one("SELECT pg_xact_status($1::text::xid8)", &[&xid])?;
+                Ok(row.try_get::<_, Option<String>>(0)?)
+            });
+            match status.as_ref().map(Option::as_deref) {
+                Ok(Some("committed")) => {
+                    tracing::warn!(
+                        xid,
+                        "the database's answer to a commit was lost; asked again, it had committed"
+                    );
+                    return Ok(());
+                }
+                Ok(Some("aborted")) => return Err(lost.into()),
+                Ok(Some(_)) => std::thread::sleep(OUTCOME_PAUSE),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        tracing::warn!(xid, error = %crate::storage::error::pg_text(&lost), "the database's answer to a commit was lost, and whether it took cannot be learned now; answered as not done");
+        Err(lost.into())
+    }
 }
+
+/// How often, [`OUTCOME_PAUSE`] apart, a commit whose answer was lost is asked after (from
+/// half of them on, a transaction still open is ended).
+const OUTCOME_ROUNDS: u32 = 10;
+const OUTCOME_PAUSE: Duration = Duration::from_millis(50);
 
 impl Store for PgStore {
     fn ping(&self) -> Result<(), StoreError> {
