@@ -27,6 +27,9 @@ pub enum StoreError {
     /// API.md §18.8).
     #[error("{0}")]
     NotInstalled(String),
+    /// The database may be read but not written by this process (refused at open).
+    #[error("{0}")]
+    ReadOnly(String),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
     #[error("commit failed: {0}")]

@@ -188,6 +188,53 @@ fn first_run_creates_the_database_and_a_0600_key_file() {
     );
 }
 
+/// A database file the server may read but not write (a backup copied into place by another
+/// user, say) is refused at start, naming the file — not opened read-only by SQLite without a
+/// word, then served ready with every write answered 503. As root the server runs as
+/// `nobody` (root may write any file).
+#[cfg(unix)]
+#[test]
+fn a_database_file_the_server_cannot_write_is_refused_at_start() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let out = otpmint(dir.path()).arg("migrate").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let data = dir.path().join("data");
+    let db = data.join("otpmint.db");
+    let key = std::fs::read_to_string(data.join("master.key")).unwrap();
+    let mode = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+    let root = std::fs::metadata(&db).unwrap().uid() == 0;
+    let mut cmd = if root {
+        // Another user's file it may read, in a directory it may write.
+        mode(dir.path(), 0o755).unwrap();
+        mode(&data, 0o777).unwrap();
+        mode(&db, 0o644).unwrap();
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+        c.current_dir(dir.path());
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("OTPMINT")) {
+            c.env_remove(k);
+        }
+        c
+    } else {
+        mode(&db, 0o444).unwrap();
+        otpmint(dir.path())
+    };
+    cmd.env("OTPMINT__SERVER__BIND", "127.0.0.1:0")
+        .env("OTPMINT__CRYPTO__MASTER_KEY", key.trim())
+        .env("OTPMINT__CRYPTO__MASTER_KEY_FILE", "");
+    let before = std::fs::read(&db).unwrap();
+    let err = match serve(cmd) {
+        Ok(_) => panic!("it served a database it cannot write"),
+        Err(e) => e,
+    };
+    assert!(
+        err.contains("cannot be written by this process") && err.contains("otpmint.db"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&db).unwrap(), before, "the file is untouched");
+}
+
 /// A start whose port another process holds fails saying so, before it makes anything: no
 /// database and no master key are left behind by a start that never served.
 #[test]

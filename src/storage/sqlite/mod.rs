@@ -121,6 +121,7 @@ impl SqliteStore {
     /// What the file holds, read before anything opens it to write.
     fn found(path: &Path) -> Result<super::error::Found, StoreError> {
         use rusqlite::OpenFlags;
+        refuse_unwritable(path)?;
         let c = rusqlite::Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -162,10 +163,14 @@ impl SqliteStore {
         // Private from the first byte: SQLite gives its -wal and -shm files the database
         // file's mode (API.md §6.26).
         create_private(path)?;
+        refuse_unwritable(path)?;
         // WAL is a property of the file: switch once, before the pool opens its connections
         // (concurrent switches fail with "database is locked").
         {
             let c = rusqlite::Connection::open(path)?;
+            if c.is_readonly(rusqlite::MAIN_DB)? {
+                return Err(read_only(path));
+            }
             c.busy_timeout(Duration::from_secs(5))?;
             c.pragma_update(None, "journal_mode", "WAL")?;
         }
@@ -247,6 +252,45 @@ impl std::ops::Deref for Conn {
             Conn::Batch(c) => c,
         }
     }
+}
+
+/// SQLite opens a file it may read but not write read-only, without a word (or, in WAL
+/// mode, fails with "unable to open database file"): such a file, or such a `-wal` or
+/// `-shm` beside it, is refused, naming it — or the server would start, answer ready, and
+/// refuse every write (a backup copied into place by another user, say). A file not there
+/// yet is no refusal.
+fn refuse_unwritable(path: &Path) -> Result<(), StoreError> {
+    use std::io::ErrorKind;
+    let side = |suffix: &str| {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        std::path::PathBuf::from(p)
+    };
+    for file in [path.to_path_buf(), side("-wal"), side("-shm")] {
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&file)
+        {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem
+                ) =>
+            {
+                return Err(read_only(&file))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn read_only(path: &Path) -> StoreError {
+    StoreError::ReadOnly(format!(
+        "{} cannot be written by this process (its owner or mode, or a read-only file system): otpmint must write to it, and create files beside it",
+        path.display()
+    ))
 }
 
 /// Create `path` with mode 0600 if it does not exist yet.
