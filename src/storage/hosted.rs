@@ -73,7 +73,9 @@ pub(crate) const SESSION_COLS: &str = concat!(
     crate::storage::sql::no_attempts_left!("c."),
     " THEN 'exhausted' \
        ELSE c.status END FROM challenges c WHERE c.key_digest = h.key_digest), \
-     h.code_challenge, h.claimed_at, h.finished_by, h.created_at, \
+     h.code_challenge, \
+     COALESCE(h.claimed_at, (SELECT c.claimed_at FROM challenges c WHERE c.key_digest = h.key_digest)), \
+     h.finished_by, h.created_at, \
      (SELECT c.code_length FROM challenges c WHERE c.key_digest = h.key_digest)"
 );
 
@@ -160,8 +162,15 @@ impl<E: Engine> HostedStore for E {
         key_digest: &[u8],
         key_sealed: &[u8],
     ) -> Result<bool, StoreError> {
-        let row = args![stored_session_id(id), email, key_digest, key_sealed, id];
-        Ok(self.exec_one(sql::SET_SESSION_CODE, row)? == 1)
+        let row = args![stored_session_id(id), email, key_digest, key_sealed, id].to_vec();
+        let challenge = args![stored_session_id(id), id, key_digest].to_vec();
+        self.transact(move |tx| {
+            let set = tx.exec(sql::SET_SESSION_CODE, &row)? == 1;
+            if set {
+                tx.exec(sql::SESSION_CHALLENGE_TO_CODE, &challenge)?;
+            }
+            Ok(set)
+        })
     }
 
     fn logo(&self, tenant: &TenantId) -> Result<Option<Vec<u8>>, StoreError> {

@@ -1170,6 +1170,117 @@ async fn a_hosted_session_is_claimed_once_with_its_verifier() {
     );
 }
 
+/// A person verifies on a session's pages (the address given when it was opened).
+async fn verified_on_the_page(app: &TestApp, id: &str, to: &str) {
+    let (mut b, csrf) = on_the_page(app, id).await;
+    let (_, _, html) = b.get(&format!("/h/{id}")).await;
+    let send = unescape(attr(&html, "<form method=\"post\" action=\""));
+    if send.ends_with("/send") {
+        b.post(&send, &[("csrf", &csrf), ("email", to)]).await;
+    }
+    let code = app.smtp.wait_for(to, 1).await.code();
+    let (_, _, html) = b.get(&format!("/h/{id}")).await;
+    let verify = unescape(attr(&html, "<form method=\"post\" action=\""));
+    let (s, _, _) = b.post(&verify, &[("csrf", &csrf), ("code", &code)]).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+}
+
+/// A hosted session's code has a key of its own (webhooks carry it), but one outcome: the
+/// key's claim needs the session's verifier, and a claim by either route spends the other
+/// (API.md §17.2: redeemed once; found by the hosted-pages audit: the key claimed without
+/// the verifier, and both claimed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hosted_sessions_key_shares_its_claim_and_its_verifier() {
+    let rx = otpmint::testkit::http::HttpReceiver::start(false).await;
+    let ca = rx.ca_path.clone();
+    let (app, sk) = hosted_app_with(RETURN, move |s| {
+        s.webhooks.allow_private_hosts = true;
+        s.webhooks.allow_plaintext = true;
+        s.webhooks.extra_root_certificates = vec![ca];
+    })
+    .await;
+    let r = app
+        .put(
+            "/v1/tenant/webhook",
+            &sk,
+            json!({"url": rx.url("/hook"), "events": ["otp.verified"]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut keys = Vec::new();
+    let mut ids = Vec::new();
+    for (n, to) in ["ada@example.com", "bob@example.com"]
+        .into_iter()
+        .enumerate()
+    {
+        let (id, _) = open_session(
+            &app,
+            &sk,
+            json!({"return_url": RETURN, "email": to, "code_challenge": CHALLENGE}),
+        )
+        .await;
+        verified_on_the_page(&app, &id, to).await;
+        let hooks = rx.wait_for(n + 1).await;
+        let key = hooks[n].json()["data"]["shareable_key"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        keys.push(key);
+        ids.push(id);
+    }
+    let by_key = |k: &str| format!("/v1/otp/{k}/claim");
+    let by_session = |id: &str| format!("/v1/tenant/hosted-sessions/{id}/claim");
+
+    // Claimed by its key: only with the session's verifier; then not by the session.
+    let (s, v) = claim(&app, &sk, &by_key(&keys[0]), None).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("code_verifier_mismatch")),
+        "{v}"
+    );
+    let (s, v) = claim(&app, &sk, &by_key(&keys[0]), Some(VERIFIER)).await;
+    assert_eq!(
+        (s, v["email"].as_str()),
+        (StatusCode::OK, Some("ada@example.com")),
+        "{v}"
+    );
+    let (s, v) = claim(&app, &sk, &by_session(&ids[0]), Some(VERIFIER)).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::CONFLICT, Some("already_claimed")),
+        "{v}"
+    );
+    let (_, v) = body(
+        app.get(&format!("/v1/tenant/hosted-sessions/{}", ids[0]), &sk)
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (&v["status"], &v["email"]),
+        (&json!("verified"), &Value::Null)
+    );
+
+    // Claimed as a session: then not by its key, whose address is no longer shown.
+    let (s, v) = claim(&app, &sk, &by_session(&ids[1]), Some(VERIFIER)).await;
+    assert_eq!(
+        (s, v["email"].as_str()),
+        (StatusCode::OK, Some("bob@example.com")),
+        "{v}"
+    );
+    let (s, v) = claim(&app, &sk, &by_key(&keys[1]), Some(VERIFIER)).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::CONFLICT, Some("already_claimed")),
+        "{v}"
+    );
+    let (_, v) = body(app.get(&format!("/v1/otp/{}", keys[1]), &sk).await).await;
+    assert_eq!(
+        (&v["status"], &v["email"], &v["claimed"]),
+        (&json!("verified"), &Value::Null, &json!(true)),
+        "{v}"
+    );
+}
+
 /// Open registration (API.md §17.6): a tenant that registered itself has no hosted pages or
 /// links (422 pages_not_approved), nor its brand on otpmint's pages, until the admin approves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

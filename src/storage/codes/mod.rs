@@ -61,9 +61,22 @@ impl<E: super::engine::Engine> ClaimStore for E {
     }
 
     fn claim_session(&self, tenant: &TenantId, id: &str, now: Millis) -> Result<bool, StoreError> {
+        use super::sql::codes::{
+            CLAIM_SESSION, CLAIM_SESSION_CODE, CLAIM_SESSION_UNLESS_CODE_CLAIMED,
+        };
         let stored = super::hosted::stored_session_id(id);
-        let row = [tenant.as_str().into(), stored.into(), now.into(), id.into()];
-        Ok(self.exec_one(super::sql::codes::CLAIM_SESSION, &row)? == 1)
+        let row = args![tenant.as_str(), stored, now, id].to_vec();
+        self.transact(move |tx| {
+            // Its code first (the row a claim by key takes), then the session: unless the
+            // code was claimed already, by its key.
+            let code = tx.exec(CLAIM_SESSION_CODE, &row)? == 1;
+            let q = if code {
+                CLAIM_SESSION
+            } else {
+                CLAIM_SESSION_UNLESS_CODE_CLAIMED
+            };
+            Ok(tx.exec(q, &row)? == 1)
+        })
     }
 
     fn unclaim_code(
@@ -78,10 +91,13 @@ impl<E: super::engine::Engine> ClaimStore for E {
     }
 
     fn unclaim_session(&self, tenant: &TenantId, id: &str, at: Millis) -> Result<(), StoreError> {
+        use super::sql::codes::{UNCLAIM_SESSION, UNCLAIM_SESSION_CODE};
         let stored = super::hosted::stored_session_id(id);
-        let row = [tenant.as_str().into(), stored.into(), at.into(), id.into()];
-        self.exec_one(super::sql::codes::UNCLAIM_SESSION, &row)
-            .map(drop)
+        let row = args![tenant.as_str(), stored, at, id].to_vec();
+        self.transact(move |tx| {
+            tx.exec(UNCLAIM_SESSION_CODE, &row)?;
+            tx.exec(UNCLAIM_SESSION, &row).map(drop)
+        })
     }
 }
 

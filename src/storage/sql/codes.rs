@@ -71,6 +71,33 @@ shared_sql!(
 );
 
 shared_sql!(
+    /// A verified, unclaimed session's code claimed with it (`$1` tenant, `$2` stored id,
+    /// `$3` now, `$4` the id): the session's outcome and its key's are one, claimed once by
+    /// either route. The key's row is the one both routes take first.
+    pub(crate) CLAIM_SESSION_CODE =
+        "UPDATE challenges SET claimed_at = $3 WHERE tenant_id = $1 AND claimed_at IS NULL AND \
+         key_digest = (SELECT h.key_digest FROM hosted_sessions h WHERE h.tenant_id = $1 AND \
+         h.id IN ($2, $4) AND h.status = 'verified' AND h.claimed_at IS NULL)"
+);
+
+shared_sql!(
+    /// As `CLAIM_SESSION`, unless the session's code was claimed already (by its key).
+    pub(crate) CLAIM_SESSION_UNLESS_CODE_CLAIMED =
+        "UPDATE hosted_sessions SET claimed_at = $3 WHERE tenant_id = $1 AND id IN ($2, $4) AND \
+         status = 'verified' AND claimed_at IS NULL AND NOT EXISTS (SELECT 1 FROM challenges c \
+         WHERE c.key_digest = hosted_sessions.key_digest AND c.claimed_at IS NOT NULL)"
+);
+
+shared_sql!(
+    /// A session's code's claim made at `$3` with the session taken back (`$1` tenant, `$2`
+    /// stored id, `$4` the id).
+    pub(crate) UNCLAIM_SESSION_CODE =
+        "UPDATE challenges SET claimed_at = NULL WHERE tenant_id = $1 AND claimed_at = $3 AND \
+         key_digest = (SELECT h.key_digest FROM hosted_sessions h WHERE h.tenant_id = $1 AND \
+         h.id IN ($2, $4))"
+);
+
+shared_sql!(
     /// A code's claim made at `$3` taken back (`$1` tenant, `$2` key digest).
     pub(crate) UNCLAIM_CODE =
         "UPDATE challenges SET claimed_at = NULL WHERE tenant_id = $1 AND key_digest = $2 AND \

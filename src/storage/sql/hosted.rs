@@ -21,6 +21,15 @@ shared_sql!(
 );
 
 shared_sql!(
+    /// The session's code challenge given to its code (`$1` stored id, `$2` the id, `$3`
+    /// key digest): the key's outcome is the session's, claimed once with its verifier by
+    /// either route (API.md §17.2).
+    pub(crate) SESSION_CHALLENGE_TO_CODE =
+        "UPDATE challenges SET code_challenge = (SELECT h.code_challenge FROM hosted_sessions h \
+         WHERE h.id IN ($1, $2) AND h.key_digest = $3) WHERE key_digest = $3"
+);
+
+shared_sql!(
     pub(crate) FINISH_SESSION =
         "UPDATE hosted_sessions SET status = 'verified', verified_at = $2, finished_by = $4 WHERE \
          id IN ($1, $5) AND status = 'open' AND key_digest = $3"
