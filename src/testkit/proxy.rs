@@ -9,8 +9,9 @@
 //! plainly) and can end a connection at a COMMIT: after the database answered it, the answer
 //! withheld (a commit whose answer was lost), or before the database saw it.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -27,11 +28,14 @@ pub enum AtCommit {
     /// Close the client's side instead of forwarding it, and hold the database's side open
     /// (a break the database does not notice: its session stays in its transaction).
     Strand = 3,
+    /// As `LoseAnswer`, and every other connection closed with it (a break of the network
+    /// path: the pool's idle connections go too).
+    LoseAll = 4,
 }
 
 pub struct Proxy {
     pub port: u16,
-    at_commit: Arc<AtomicU8>,
+    at_commit: Arc<Mutex<Rule>>,
     cut: Arc<AtomicBool>,
     generation: tokio::sync::watch::Sender<u64>,
     stalled: tokio::sync::watch::Sender<bool>,
@@ -59,7 +63,10 @@ impl Proxy {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let cut = Arc::new(AtomicBool::new(false));
-        let at_commit = Arc::new(AtomicU8::new(AtCommit::Pass as u8));
+        let at_commit = Arc::new(Mutex::new(Rule {
+            what: AtCommit::Pass,
+            only: None,
+        }));
         let generation = tokio::sync::watch::Sender::new(0u64);
         let stalled = tokio::sync::watch::Sender::new(false);
         let (c, g, st) = (cut.clone(), generation.clone(), stalled.clone());
@@ -74,13 +81,14 @@ impl Proxy {
                 let mut stall = st.subscribe();
                 let upstream = upstream.clone();
                 let commits = commits.clone();
+                let everyone = g.clone();
                 tokio::spawn(async move {
                     let Ok(mut up) = TcpStream::connect(&upstream).await else {
                         return;
                     };
                     if reading {
                         tokio::select! {
-                            _ = read_commits(down, up, commits) => {}
+                            _ = read_commits(down, up, commits, everyone) => {}
                             _ = gen.changed() => {}
                         }
                         return;
@@ -108,7 +116,16 @@ impl Proxy {
     /// What to do at every COMMIT from now on, on any connection (a proxy started with
     /// [`Proxy::start_reading_commits`]).
     pub fn at_commit(&self, what: AtCommit) {
-        self.at_commit.store(what as u8, Ordering::SeqCst);
+        *self.at_commit.lock().unwrap() = Rule { what, only: None };
+    }
+
+    /// As [`Proxy::at_commit`], only at the COMMIT of a transaction that ran a statement
+    /// whose text holds `marker` (other commits pass).
+    pub fn at_commit_of(&self, what: AtCommit, marker: &str) {
+        *self.at_commit.lock().unwrap() = Rule {
+            what,
+            only: Some(marker.to_string()),
+        };
     }
 
     /// Close every connection now and refuse new ones until [`Proxy::restore`].
@@ -132,12 +149,30 @@ impl Proxy {
     }
 }
 
+/// What happens at a COMMIT, and at which.
+struct Rule {
+    what: AtCommit,
+    only: Option<String>,
+}
+
+/// The NUL-terminated strings at the start of a message's body.
+fn strings(body: &[u8]) -> Vec<String> {
+    body.split(|b| *b == 0)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
 /// The code of PostgreSQL's SSLRequest.
 const SSL_REQUEST: u32 = 80_877_103;
 
 /// Forward one connection, reading the client's messages: its startup (a request for TLS
 /// refused), then each typed message, a simple-query COMMIT handled as `at_commit` says.
-async fn read_commits(mut down: TcpStream, mut up: TcpStream, at_commit: Arc<AtomicU8>) {
+async fn read_commits(
+    mut down: TcpStream,
+    mut up: TcpStream,
+    at_commit: Arc<Mutex<Rule>>,
+    everyone: tokio::sync::watch::Sender<u64>,
+) {
     let mut head = [0u8; 8];
     if down.read_exact(&mut head).await.is_err() {
         return;
@@ -163,7 +198,8 @@ async fn read_commits(mut down: TcpStream, mut up: TcpStream, at_commit: Arc<Ato
     // Set before a COMMIT whose answer is to be lost leaves: what the database says next
     // is withheld, and the connection closed.
     let muted = Arc::new(AtomicBool::new(false));
-    let m = muted.clone();
+    let all = Arc::new(AtomicBool::new(false));
+    let (m, a) = (muted.clone(), all.clone());
     let answers = async move {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
@@ -175,19 +211,55 @@ async fn read_commits(mut down: TcpStream, mut up: TcpStream, at_commit: Arc<Ato
                         return;
                     }
                 }
+                Ok(n) if n > 0 && a.load(Ordering::SeqCst) => {
+                    // Every connection closes, this one with them.
+                    everyone.send_modify(|g| *g += 1);
+                    return;
+                }
                 _ => return,
             }
         }
     };
     let asks = async move {
+        // The texts of the statements prepared on this connection, by name; whether the
+        // open transaction ran one holding the rule's marker.
+        let mut prepared: HashMap<String, String> = HashMap::new();
+        let mut marked = false;
         loop {
             let mut h = [0u8; 5];
             dr.read_exact(&mut h).await.ok()?;
             let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
             let mut body = vec![0u8; len.saturating_sub(4)];
             dr.read_exact(&mut body).await.ok()?;
+            let (what, only) = {
+                let rule = at_commit.lock().unwrap();
+                (rule.what, rule.only.clone())
+            };
+            let text = match h[0] {
+                b'Q' => strings(&body).into_iter().next(),
+                b'P' => strings(&body).get(1).cloned(),
+                b'B' => strings(&body).get(1).and_then(|n| prepared.get(n).cloned()),
+                _ => None,
+            };
+            if h[0] == b'P' {
+                let s = strings(&body);
+                if let (Some(name), Some(q)) = (s.first(), s.get(1)) {
+                    prepared.insert(name.clone(), q.clone());
+                }
+            }
+            if let (Some(t), Some(m)) = (&text, &only) {
+                marked |= t.contains(m.as_str());
+            }
             let commit = h[0] == b'Q' && body == b"COMMIT\0";
-            let what = at_commit.load(Ordering::SeqCst);
+            let applies = commit && (only.is_none() || marked);
+            if commit {
+                marked = false;
+            }
+            let what = if applies {
+                what as u8
+            } else {
+                AtCommit::Pass as u8
+            };
             if commit && what == AtCommit::Drop as u8 {
                 return Some(());
             }
@@ -197,12 +269,14 @@ async fn read_commits(mut down: TcpStream, mut up: TcpStream, at_commit: Arc<Ato
                 // The database's side held, until the database ends it.
                 return std::future::pending::<Option<()>>().await;
             }
-            if commit && what == AtCommit::LoseAnswer as u8 {
+            let lose = what == AtCommit::LoseAnswer as u8 || what == AtCommit::LoseAll as u8;
+            if commit && lose {
+                all.store(what == AtCommit::LoseAll as u8, Ordering::SeqCst);
                 muted.store(true, Ordering::SeqCst);
             }
             uw.write_all(&h).await.ok()?;
             uw.write_all(&body).await.ok()?;
-            if commit && what == AtCommit::LoseAnswer as u8 {
+            if commit && lose {
                 // Held open until the answer comes (and is withheld).
                 std::future::pending::<()>().await;
             }

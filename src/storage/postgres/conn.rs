@@ -2,6 +2,7 @@
 //! query goes through, and how client errors are classed.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ::postgres::types::ToSql;
 use ::postgres::{GenericClient, Row, Statement};
@@ -19,6 +20,16 @@ pub(super) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 pub(super) struct PgConn {
     pub(super) client: ::postgres::Client,
     pub(super) cache: HashMap<String, Statement>,
+    /// [`LOSSES`] when this connection was made or last found alive.
+    losses_seen: u64,
+}
+
+/// How many times a connection of this process was found lost (see [`Manager::is_valid`]).
+static LOSSES: AtomicU64 = AtomicU64::new(0);
+
+/// A connection was found lost: the pool's others are asked before they are used.
+pub(super) fn note_lost() {
+    LOSSES.fetch_add(1, Ordering::Relaxed);
 }
 
 impl PgConn {
@@ -37,14 +48,27 @@ impl r2d2::ManageConnection for Manager {
     type Error = ::postgres::Error;
 
     fn connect(&self) -> Result<PgConn, ::postgres::Error> {
+        let losses_seen = LOSSES.load(Ordering::Relaxed);
         Ok(PgConn {
             client: self.0.connect()?,
             cache: HashMap::new(),
+            losses_seen,
         })
     }
 
+    /// Checked at each checkout: after a connection of this process was lost (a network
+    /// break or a database restart ends them all at once, and the synchronous client finds
+    /// out only by using one), each pooled connection is asked once with an empty query
+    /// before it is handed out, so a dead one is replaced rather than given to a request
+    /// that would answer 503 for it — or, when that request's earlier transaction had
+    /// committed, half done. Otherwise nothing is sent.
     fn is_valid(&self, conn: &mut PgConn) -> Result<(), ::postgres::Error> {
-        self.0.is_valid(&mut conn.client)
+        let lost = LOSSES.load(Ordering::Relaxed);
+        if conn.losses_seen != lost {
+            conn.client.batch_execute("")?;
+            conn.losses_seen = lost;
+        }
+        Ok(())
     }
 
     fn has_broken(&self, conn: &mut PgConn) -> bool {
@@ -132,6 +156,27 @@ impl<C: GenericClient> Db<'_, C> {
 
 pub(super) type Tx<'a, 'b> = Db<'a, ::postgres::Transaction<'b>>;
 
+/// Whether `e` is the connection's end (closed, reset, timed out), not the server's answer.
+pub(super) fn broke(e: &::postgres::Error) -> bool {
+    if e.as_db_error().is_some() {
+        return false;
+    }
+    let io = std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
+    e.is_closed() || io || e.to_string().contains("timed out")
+}
+
+/// Whether `e` says the connection was closed or reset (not that it timed out: a database
+/// that hangs is not asked again on another connection).
+pub(super) fn closed(e: &::postgres::Error) -> bool {
+    if e.as_db_error().is_some() || e.to_string().contains("timed out") {
+        return false;
+    }
+    let io = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() != std::io::ErrorKind::TimedOut);
+    e.is_closed() || io
+}
+
 impl From<::postgres::Error> for StoreError {
     fn from(e: ::postgres::Error) -> Self {
         if let Some(db) = e.as_db_error() {
@@ -154,8 +199,8 @@ impl From<::postgres::Error> for StoreError {
             }
             return StoreError::Postgres(e);
         }
-        let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
-        if e.is_closed() || io || e.to_string().contains("timed out") {
+        if broke(&e) {
+            note_lost();
             return StoreError::Unavailable(crate::storage::error::pg_text(&e));
         }
         StoreError::Postgres(e)

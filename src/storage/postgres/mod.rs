@@ -140,6 +140,11 @@ enum Opening {
 pub struct PgStore {
     /// Always `Some` until drop (see `Drop`).
     pool: Option<Pool<Manager>>,
+    /// Opens a connection of its own, outside the pool, to ask after a commit whose answer
+    /// was lost (the pool's idle connections may have broken with it).
+    asker: Manager,
+    /// `database.timeout_seconds`: how long such a commit is asked after.
+    timeout: Duration,
 }
 
 impl PgStore {
@@ -168,15 +173,20 @@ impl PgStore {
             s.spawn(|| -> Result<PgStore, StoreError> {
                 let (config, tls) = tls::client_config(&opts)?;
                 start::wait_until_up(&config, &tls, opts.timeout, opts.start_wait)?;
+                let asker = Manager(PostgresConnectionManager::new(config.clone(), tls.clone()));
                 let manager = Manager(PostgresConnectionManager::new(config, tls));
                 let pool = Pool::builder()
                     .max_size(opts.pool_size)
                     .min_idle(Some(1))
                     .connection_timeout(opts.timeout)
-                    // A broken connection is noticed when used (503) and then discarded.
-                    .test_on_check_out(false)
+                    // A round trip only after a connection was lost (`Manager::is_valid`).
+                    .test_on_check_out(true)
                     .build(manager)?;
-                let store = PgStore { pool: Some(pool) };
+                let store = PgStore {
+                    pool: Some(pool),
+                    asker,
+                    timeout: opts.timeout,
+                };
                 let ours = embedded::migrations::runner();
                 match opening {
                     Opening::Make => drop(store.migrate()?),
@@ -249,12 +259,11 @@ impl PgStore {
         &self,
         f: impl FnOnce(&mut Tx<'_, '_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.conn()?;
-        let PgConn { client, cache } = &mut *conn;
-        let mut tx = client.transaction()?;
-        let out = f(&mut Db { c: &mut tx, cache })?;
-        self.commit(tx, cache)?;
-        Ok(out)
+        self.begun(|mut tx, cache| {
+            let out = f(&mut Db { c: &mut tx, cache })?;
+            self.commit(tx, cache)?;
+            Ok(out)
+        })
     }
 
     /// As `tx`, but a refusal rolls back whatever the transaction did so far.
@@ -262,14 +271,43 @@ impl PgStore {
         &self,
         f: impl FnOnce(&mut Tx<'_, '_>) -> Result<Result<T, QuotaRefusal>, StoreError>,
     ) -> Result<Result<T, QuotaRefusal>, StoreError> {
+        self.begun(|mut tx, cache| {
+            let out = f(&mut Db { c: &mut tx, cache })?;
+            if out.is_ok() {
+                self.commit(tx, cache)?;
+            }
+            Ok(out)
+        })
+    }
+
+    /// `run` given a transaction begun on a pooled connection. A connection that broke
+    /// while it waited in the pool (a network break or a database restart ends them all at
+    /// once, and the pool finds out only by using them) fails its BEGIN before anything of
+    /// the transaction was sent: it is discarded and the next one taken, so a request whose
+    /// earlier transaction committed is not answered 503 half done for want of a live
+    /// connection for its next.
+    fn begun<R>(
+        &self,
+        run: impl FnOnce(
+            ::postgres::Transaction<'_>,
+            &mut std::collections::HashMap<String, ::postgres::Statement>,
+        ) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let tries = self.pool.as_ref().map_or(1, |p| p.max_size() + 1);
+        let mut tried = 1;
         let mut conn = self.conn()?;
-        let PgConn { client, cache } = &mut *conn;
-        let mut tx = client.transaction()?;
-        let out = f(&mut Db { c: &mut tx, cache })?;
-        if out.is_ok() {
-            self.commit(tx, cache)?;
+        loop {
+            let PgConn { client, cache, .. } = &mut *conn;
+            match client.transaction() {
+                Ok(tx) => return run(tx, cache),
+                Err(e) if conn::closed(&e) && tried < tries => {
+                    conn::note_lost();
+                    tried += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            conn = self.conn()?;
         }
-        Ok(out)
     }
 
     /// Commit `tx`. A commit whose answer does not come (the connection broke, or the
@@ -291,22 +329,38 @@ impl PgStore {
         let pid: i32 = mark.try_get(1)?;
         match (tx.commit(), xid) {
             (Ok(()), _) => Ok(()),
+            (Err(e), xid) if conn::broke(&e) => {
+                conn::note_lost();
+                match xid {
+                    None => Ok(()),
+                    Some(xid) => self.outcome_of(&xid, pid, e),
+                }
+            }
             (Err(_), None) => Ok(()),
-            (Err(lost), Some(xid)) => self.outcome_of(&xid, pid, lost),
+            (Err(e), Some(xid)) => self.outcome_of(&xid, pid, e),
         }
     }
 
     /// Whether the transaction `xid` (of server process `pid`), whose commit's answer was
     /// lost, took: `Ok` when it did, the lost answer's error when it did not or when that
-    /// cannot be learned now (the database is away). One still open (its COMMIT never
-    /// arrived, and its process has not yet noticed that the connection is gone) is
+    /// cannot be learned within `database.timeout_seconds` (the database is away). It is
+    /// asked on a connection of its own, opened again while it fails: the pool's idle
+    /// connections may have broken with the one that was lost. One still open (its COMMIT
+    /// never arrived, and its process has not yet noticed that the connection is gone) is
     /// ended, so the answer given is the one that holds.
     fn outcome_of(&self, xid: &str, pid: i32, lost: ::postgres::Error) -> Result<(), StoreError> {
+        use r2d2::ManageConnection;
         let xid32 = xid.parse::<u64>().map(|x| (x & 0xffff_ffff).to_string());
-        for round in 0..OUTCOME_ROUNDS {
-            let status = self.conn().and_then(|mut c| {
+        let deadline = std::time::Instant::now() + self.timeout.max(Duration::from_secs(1));
+        let mut asking: Option<PgConn> = None;
+        let mut open_rounds = 0;
+        loop {
+            if asking.is_none() {
+                asking = self.asker.connect().ok();
+            }
+            let status = asking.as_mut().map(|c| {
                 let mut db = c.db();
-                if round >= OUTCOME_ROUNDS / 2 {
+                if open_rounds >= END_OPEN_AFTER {
                     if let Ok(x) = &xid32 {
                         db.query(
                             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
@@ -316,30 +370,36 @@ impl PgStore {
                     }
                 }
                 let row = db.query_one("SELECT pg_xact_status($1::text::xid8)", &[&xid])?;
-                Ok(row.try_get::<_, Option<String>>(0)?)
+                row.try_get::<_, Option<String>>(0)
             });
-            match status.as_ref().map(Option::as_deref) {
-                Ok(Some("committed")) => {
+            match status {
+                Some(Ok(Some(s))) if s == "committed" => {
                     tracing::warn!(
                         xid,
                         "the database's answer to a commit was lost; asked again, it had committed"
                     );
                     return Ok(());
                 }
-                Ok(Some("aborted")) => return Err(lost.into()),
-                Ok(Some(_)) => std::thread::sleep(OUTCOME_PAUSE),
-                Ok(None) | Err(_) => break,
+                Some(Ok(Some(s))) if s == "aborted" => return Err(lost.into()),
+                Some(Ok(Some(_))) => open_rounds += 1,
+                Some(Ok(None)) => break,
+                Some(Err(_)) => asking = None,
+                None => {}
             }
+            if std::time::Instant::now() + OUTCOME_PAUSE >= deadline {
+                break;
+            }
+            std::thread::sleep(OUTCOME_PAUSE);
         }
         tracing::warn!(xid, error = %crate::storage::error::pg_text(&lost), "the database's answer to a commit was lost, and whether it took cannot be learned now; answered as not done");
         Err(lost.into())
     }
 }
 
-/// How often, [`OUTCOME_PAUSE`] apart, a commit whose answer was lost is asked after (from
-/// half of them on, a transaction still open is ended).
-const OUTCOME_ROUNDS: u32 = 10;
+/// How long apart a commit whose answer was lost is asked after.
 const OUTCOME_PAUSE: Duration = Duration::from_millis(50);
+/// After how many answers "still open" its transaction is ended.
+const END_OPEN_AFTER: u32 = 4;
 
 impl Store for PgStore {
     fn ping(&self) -> Result<(), StoreError> {
