@@ -258,32 +258,40 @@ impl std::ops::Deref for Conn {
 /// mode, fails with "unable to open database file"): such a file, or such a `-wal` or
 /// `-shm` beside it, is refused, naming it — or the server would start, answer ready, and
 /// refuse every write (a backup copied into place by another user, say). A file not there
-/// yet is no refusal.
+/// yet is no refusal. Asked with `faccessat`, never by opening the file: closing a
+/// descriptor of a database file drops every POSIX lock this process's SQLite holds on it
+/// (another store of the process may have it open), and the file can be damaged.
 fn refuse_unwritable(path: &Path) -> Result<(), StoreError> {
-    use std::io::ErrorKind;
     let side = |suffix: &str| {
         let mut p = path.as_os_str().to_owned();
         p.push(suffix);
         std::path::PathBuf::from(p)
     };
     for file in [path.to_path_buf(), side("-wal"), side("-shm")] {
-        match std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&file)
-        {
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem
-                ) =>
-            {
-                return Err(read_only(&file))
-            }
-            _ => {}
+        if !may_write(&file) {
+            return Err(read_only(&file));
         }
     }
     Ok(())
+}
+
+/// False when this process may not write `file` (its effective ids, the file's mode, a
+/// read-only file system); true otherwise, also when it does not exist.
+#[cfg(target_os = "linux")]
+fn may_write(file: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(file.as_os_str().as_bytes()) else {
+        return true;
+    };
+    // SAFETY: `c` is a NUL-terminated path the call only reads; no descriptor is opened.
+    let r = unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::W_OK, libc::AT_EACCESS) };
+    let refused = |e: std::io::Error| matches!(e.raw_os_error(), Some(libc::EACCES | libc::EROFS));
+    r == 0 || !refused(std::io::Error::last_os_error())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn may_write(_: &Path) -> bool {
+    true
 }
 
 fn read_only(path: &Path) -> StoreError {
