@@ -12,7 +12,7 @@ use super::auth::{Body, TenantAuth};
 use super::dto::{problems, Problem};
 use super::error::ApiError;
 use super::page_kit;
-use super::respond::{json, parse_locale};
+use super::respond::{json, no_store, parse_locale};
 use super::{AppState, State};
 use crate::clock::rfc3339;
 use crate::domain::claim::CodeChallenge;
@@ -94,8 +94,9 @@ pub async fn open(t: TenantAuth, st: State, body: Body) -> ApiResult {
         code_challenge,
     };
     let o = codes.open_hosted(&t.0, pages, n).await?;
+    // The id is the bearer of the session's page: not kept by caches.
     Ok(json(
-        HttpResponse::Created(),
+        no_store(HttpResponse::Created()),
         &HostedOut {
             id: o.id,
             url: o.url,

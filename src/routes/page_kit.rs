@@ -38,7 +38,12 @@ pub(super) fn cookie_or_new(st: &AppState, req: &HttpRequest, name: &str) -> Str
 /// loopback `public_url` (development), `Secure` too when the request comes from a browser
 /// that treats the host as secure — one that sends fetch metadata (`Sec-Fetch-*`, sent only
 /// to such hosts): it refuses a `__Host-` cookie without `Secure` there. Any other client
-/// gets a cookie it may send back over http.
+/// gets a cookie it may send back over http. `SameSite=Lax`: a person who comes back to a
+/// finished flow from another site (a second click on the link in their webmail, the app
+/// linking to the page) is known by the browser that finished it and sent back the same
+/// way (API.md §17.2) — with `Strict` the cookie stayed behind, the page set a new one and
+/// the finishing browser was refused even after; a POST from another site still carries no
+/// cookie, and every POST needs the token bound to it.
 pub(super) fn set_cookie(st: &AppState, req: &HttpRequest, name: &str, value: &str) -> String {
     let base = st.services.codes.links_base().unwrap_or_default();
     let loopback = reqwest::Url::parse(&base).is_ok_and(|u| match u.host() {
@@ -52,7 +57,7 @@ pub(super) fn set_cookie(st: &AppState, req: &HttpRequest, name: &str, value: &s
         .any(|h| req.headers().contains_key(*h));
     let secure = base.starts_with("https://") || (loopback && browser);
     format!(
-        "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age=3600{}",
+        "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age=3600{}",
         if secure { "; Secure" } else { "" }
     )
 }

@@ -309,5 +309,22 @@ async fn a_magic_link_opened_in_a_browser_verifies_after_its_button() {
         .await
         .unwrap();
     assert_eq!(st["verified_via"], "link", "{st}");
+    // A second click on the link, from another site (the person's webmail): the browser
+    // that finished the flow goes back the same way (API.md §17.2; its page cookie was
+    // `SameSite=Strict` and stayed behind, and the page refused it as another visitor).
+    let link = format!("{}{path}", app.addr);
+    let mail = format!("data:text/html,<a id=again href=\"{link}\">your link</a>");
+    c.goto(&mail).await.unwrap();
+    c.find(Locator::Id("again"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let url = landed(&c, &back.url("/back")).await;
+    assert!(
+        url.ends_with(&format!("?key={key}&status=verified")),
+        "{url}"
+    );
     c.close().await.unwrap();
 }

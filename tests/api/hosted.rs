@@ -36,7 +36,15 @@ async fn hosted_app_with(
 }
 
 pub(crate) async fn open_session(app: &TestApp, sk: &str, body_: Value) -> (String, Value) {
-    let (s, v) = body(app.post("/v1/tenant/hosted-sessions", sk, body_).await).await;
+    let r = app.post("/v1/tenant/hosted-sessions", sk, body_).await;
+    // The id is the bearer of the session's page: no cache keeps it.
+    let cache = r.headers().get(header::CACHE_CONTROL).cloned();
+    let (s, v) = body(r).await;
+    assert_eq!(
+        cache.as_ref().and_then(|c| c.to_str().ok()),
+        Some("no-store"),
+        "{v}"
+    );
     assert_eq!(s, StatusCode::CREATED, "{v}");
     (v["id"].as_str().unwrap().to_string(), v)
 }

@@ -104,7 +104,7 @@ async fn open(app: &TestApp, token: &str) -> (String, String) {
         .unwrap()
         .to_string();
     assert!(
-        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
         "{cookie}"
     );
     let cookie = cookie.split(';').next().unwrap().to_string();
