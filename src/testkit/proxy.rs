@@ -252,7 +252,7 @@ async fn read_commits(
             }
             let commit = h[0] == b'Q' && body == b"COMMIT\0";
             let applies = commit && (only.is_none() || marked);
-            if commit {
+            if commit || (h[0] == b'Q' && body == b"ROLLBACK\0") {
                 marked = false;
             }
             let what = if applies {

@@ -552,7 +552,6 @@ async fn a_commit_whose_answer_was_lost_is_answered_as_it_ended() {
     assert_eq!(s, StatusCode::OK, "{v}");
     proxy.at_commit(AtCommit::Pass);
     let (gus, gus_code) = app.mint(&sk, "gus@example.com").await;
-    proxy.at_commit(AtCommit::LoseAnswer);
 
     // A COMMIT that never reaches the database: 503, and the code is untouched.
     proxy.at_commit(AtCommit::Drop);

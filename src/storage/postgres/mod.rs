@@ -259,11 +259,13 @@ impl PgStore {
         &self,
         f: impl FnOnce(&mut Tx<'_, '_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.begun(|mut tx, cache| {
+        let (out, lost) = self.begun(|mut tx, cache| {
             let out = f(&mut Db { c: &mut tx, cache })?;
-            self.commit(tx, cache)?;
-            Ok(out)
-        })
+            let lost = self.commit(tx, cache)?;
+            Ok((out, lost))
+        })?;
+        self.settled(lost)?;
+        Ok(out)
     }
 
     /// As `tx`, but a refusal rolls back whatever the transaction did so far.
@@ -271,13 +273,26 @@ impl PgStore {
         &self,
         f: impl FnOnce(&mut Tx<'_, '_>) -> Result<Result<T, QuotaRefusal>, StoreError>,
     ) -> Result<Result<T, QuotaRefusal>, StoreError> {
-        self.begun(|mut tx, cache| {
+        let (out, lost) = self.begun(|mut tx, cache| {
             let out = f(&mut Db { c: &mut tx, cache })?;
-            if out.is_ok() {
-                self.commit(tx, cache)?;
-            }
-            Ok(out)
-        })
+            let lost = match out {
+                Ok(_) => self.commit(tx, cache)?,
+                Err(_) => None,
+            };
+            Ok((out, lost))
+        })?;
+        self.settled(lost)?;
+        Ok(out)
+    }
+
+    /// A commit whose answer was lost, asked after once its connection is back in the pool
+    /// (discarded there if broken): a break that lost every connection's answer at once
+    /// must not leave the pool held by dead ones while they are asked after.
+    fn settled(&self, lost: Option<Lost>) -> Result<(), StoreError> {
+        match lost {
+            None => Ok(()),
+            Some(l) => self.outcome_of(&l.xid, l.pid, l.error),
+        }
     }
 
     /// `run` given a transaction begun on a pooled connection. A connection that broke
@@ -306,38 +321,42 @@ impl PgStore {
                 }
                 Err(e) => return Err(e.into()),
             }
+            // Given back (and discarded as broken) before the next is taken: with a small
+            // pool, holding it would wait out the pool's timeout for a connection.
+            drop(conn);
             conn = self.conn()?;
         }
     }
 
     /// Commit `tx`. A commit whose answer does not come (the connection broke, or the
-    /// server ended the session, after COMMIT left) may have taken or not: it is asked
-    /// after on another connection, by the transaction id and server process read just
-    /// before, so a transaction that did commit is answered as done — not as a 503 whose
-    /// verify nevertheless used the code, or whose mint nevertheless sends it. One that
-    /// wrote nothing has nothing to lose.
+    /// server ended the session, after COMMIT left) may have taken or not: it is returned,
+    /// named by the transaction id and server process read just before, to be asked after
+    /// ([`PgStore::settled`]) — so a transaction that did commit is answered as done, not as
+    /// a 503 whose verify nevertheless used the code, or whose mint nevertheless sends it.
+    /// One that wrote nothing has nothing to lose when its connection broke; an error the
+    /// server gave it is returned.
     fn commit(
         &self,
         mut tx: ::postgres::Transaction<'_>,
         cache: &mut std::collections::HashMap<String, ::postgres::Statement>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<Lost>, StoreError> {
         let mark = Db { c: &mut tx, cache }.query_one(
             "SELECT pg_current_xact_id_if_assigned()::text, pg_backend_pid()",
             &[],
         )?;
         let xid: Option<String> = mark.try_get(0)?;
         let pid: i32 = mark.try_get(1)?;
-        match (tx.commit(), xid) {
-            (Ok(()), _) => Ok(()),
-            (Err(e), xid) if conn::broke(&e) => {
-                conn::note_lost();
-                match xid {
-                    None => Ok(()),
-                    Some(xid) => self.outcome_of(&xid, pid, e),
-                }
-            }
-            (Err(_), None) => Ok(()),
-            (Err(e), Some(xid)) => self.outcome_of(&xid, pid, e),
+        let Err(error) = tx.commit() else {
+            return Ok(None);
+        };
+        let broke = conn::broke(&error);
+        if broke {
+            conn::note_lost();
+        }
+        match xid {
+            Some(xid) => Ok(Some(Lost { xid, pid, error })),
+            None if broke => Ok(None),
+            None => Err(error.into()),
         }
     }
 
@@ -362,11 +381,12 @@ impl PgStore {
                 let mut db = c.db();
                 if open_rounds >= END_OPEN_AFTER {
                     if let Ok(x) = &xid32 {
-                        db.query(
+                        // Its failure (a role that may not end it) leaves the asking on.
+                        let _ = db.query(
                             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
                              WHERE pid = $1 AND backend_xid::text = $2",
                             &[&pid, x],
-                        )?;
+                        );
                     }
                 }
                 let row = db.query_one("SELECT pg_xact_status($1::text::xid8)", &[&xid])?;
@@ -394,6 +414,13 @@ impl PgStore {
         tracing::warn!(xid, error = %crate::storage::error::pg_text(&lost), "the database's answer to a commit was lost, and whether it took cannot be learned now; answered as not done");
         Err(lost.into())
     }
+}
+
+/// A commit whose answer was lost (see [`PgStore::commit`]).
+struct Lost {
+    xid: String,
+    pid: i32,
+    error: ::postgres::Error,
 }
 
 /// How long apart a commit whose answer was lost is asked after.
