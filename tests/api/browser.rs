@@ -102,6 +102,11 @@ fn screenshot(name: &str, png: &[u8]) {
     }
 }
 
+/// Click the element `at` finds.
+async fn click(c: &Client, at: Locator<'_>) {
+    c.find(at).await.unwrap().click().await.unwrap();
+}
+
 /// The browser lands on the tenant's page: its URL, once it starts with `prefix`.
 async fn landed(c: &Client, prefix: &str) -> String {
     for _ in 0..100 {
@@ -145,23 +150,13 @@ async fn sign_in_on_the_pages(javascript: bool, locale: &str, shots: bool) {
         );
     }
     email.send_keys("ada@example.com").await.unwrap();
-    c.find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Css("button[type=submit]")).await;
     let code_box = c.wait().for_element(Locator::Id("code")).await.unwrap();
     let code = app.smtp.wait_for("ada@example.com", 1).await.code();
     // A wrong code first: the page says so and keeps the form.
     let wrong = if code == "000000" { "111111" } else { "000000" };
     code_box.send_keys(wrong).await.unwrap();
-    c.find(Locator::Css("form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Css("form button[type=submit]")).await;
     let alert = c
         .wait()
         .for_element(Locator::Css("[role=alert]"))
@@ -183,12 +178,7 @@ async fn sign_in_on_the_pages(javascript: bool, locale: &str, shots: bool) {
         .send_keys(&typed)
         .await
         .unwrap();
-    c.find(Locator::Css("form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Css("form button[type=submit]")).await;
     let url = landed(&c, &back.url("/back")).await;
     assert!(url.ends_with(&format!("?session={id}")), "{url}");
     let v: Value = app
@@ -315,12 +305,7 @@ async fn a_magic_link_opened_in_a_browser_verifies_after_its_button() {
     let link = format!("{}{path}", app.addr);
     let mail = format!("data:text/html,<a id=again href=\"{link}\">your link</a>");
     c.goto(&mail).await.unwrap();
-    c.find(Locator::Id("again"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Id("again")).await;
     let url = landed(&c, &back.url("/back")).await;
     assert!(
         url.ends_with(&format!("?key={key}&status=verified")),
