@@ -1,4 +1,4 @@
-//! OtpCode: generation (CSPRNG, uniform digits) and parsing of user input (ASCII digits only).
+//! OtpCode: generation (CSPRNG, uniform digits) and parsing of user input (ASCII digits; a page reads a person's typing first).
 
 use std::fmt;
 
@@ -58,9 +58,52 @@ impl OtpCode {
     }
 }
 
+/// The blocks of ten decimal digits a person's keyboard may type instead of ASCII's: full
+/// width (a Japanese or Chinese input method), Arabic-Indic, Persian, Devanagari, Bengali
+/// and Thai.
+const DIGIT_ZEROS: [u32; 6] = [0xFF10, 0x0660, 0x06F0, 0x0966, 0x09E6, 0x0E50];
+
+/// What a person typed into a page's code field, as the guess it means (API.md §17.8): spaces
+/// and hyphens between groups dropped, and digits of other scripts as their ASCII digits.
+/// Anything else stays, to be refused by [`OtpCode::parse_guess`].
+pub fn typed_by_a_person(input: &str) -> String {
+    input
+        .chars()
+        .filter(|c| !c.is_whitespace() && !matches!(c, '-' | '\u{2010}'..='\u{2015}' | '\u{2212}'))
+        .map(|c| {
+            let n = c as u32;
+            DIGIT_ZEROS
+                .iter()
+                .find(|&&zero| (zero..zero + 10).contains(&n))
+                .and_then(|zero| char::from_digit(n - zero, 10))
+                .unwrap_or(c)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_code_typed_by_a_person_is_read_as_its_ascii_digits() {
+        for (typed, meant) in [
+            ("123 456", "123456"),
+            (" 123-456 ", "123456"),
+            ("１２３４５６", "123456"),
+            ("１２３\u{3000}４５６", "123456"),
+            ("١٢٣٤٥٦", "123456"),
+            ("۱۲۳۴۵۶", "123456"),
+            ("१२३४५६", "123456"),
+            ("123\u{2013}456", "123456"),
+            ("123\u{2212}456", "123456"),
+            ("12345a", "12345a"),
+            ("12.3456", "12.3456"),
+            ("½23456", "½23456"),
+        ] {
+            assert_eq!(typed_by_a_person(typed), meant, "{typed}");
+        }
+    }
 
     #[test]
     fn a_guess_is_4_to_10_ascii_digits() {

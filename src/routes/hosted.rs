@@ -186,6 +186,11 @@ async fn render(
         Some(PageError::Over) | None => String::new(),
     };
     let done = status_now == "verified";
+    // A new code is offered while the key has resends left (`otp.max_resends`).
+    let resend = match row.resends {
+        Some(n) if n >= st.services.core.settings.load().otp.max_resends => "",
+        _ => s.resend,
+    };
     let (title, lead, field, label, button, action, again) = if error == Some(&PageError::Finishing)
     {
         (
@@ -226,7 +231,7 @@ async fn render(
             s.code_label,
             s.verify,
             format!("{base}/h/{}/verify", row.session.id),
-            s.resend,
+            resend,
         )
     } else if let Some(email) = row.session.email.as_deref() {
         // The tenant gave the address: only the button to send the code.

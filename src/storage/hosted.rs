@@ -52,6 +52,8 @@ pub struct SessionRow {
     pub finished_by: Option<Vec<u8>>,
     /// How many digits its code has (the length it was minted with), once one was sent.
     pub code_length: Option<u32>,
+    /// How many times its code was sent again, once one was sent.
+    pub resends: Option<u32>,
 }
 
 /// How a session's id is stored: its SHA-256, in hex. The id is the bearer of the
@@ -76,7 +78,8 @@ pub(crate) const SESSION_COLS: &str = concat!(
      h.code_challenge, \
      COALESCE(h.claimed_at, (SELECT c.claimed_at FROM challenges c WHERE c.key_digest = h.key_digest)), \
      h.finished_by, h.created_at, \
-     (SELECT c.code_length FROM challenges c WHERE c.key_digest = h.key_digest)"
+     (SELECT c.code_length FROM challenges c WHERE c.key_digest = h.key_digest), \
+     (SELECT c.resends FROM challenges c WHERE c.key_digest = h.key_digest)"
 );
 
 pub(crate) fn session_from(r: &(impl Cells + ?Sized)) -> Result<SessionRow, StoreError> {
@@ -100,6 +103,7 @@ pub(crate) fn session_from(r: &(impl Cells + ?Sized)) -> Result<SessionRow, Stor
         claimed_at: r.opt_int(12)?,
         finished_by: r.opt_bytes(13)?,
         code_length: r.opt_int(15)?.and_then(|n| u32::try_from(n).ok()),
+        resends: r.opt_int(16)?.and_then(|n| u32::try_from(n).ok()),
     })
 }
 

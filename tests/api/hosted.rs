@@ -324,8 +324,13 @@ async fn a_person_proves_an_address_on_the_pages_and_goes_back_once() {
         html.contains("Enter the 6-digit code from the message."),
         "{html}"
     );
-    // Typed in groups, with spaces and a hyphen, it is the same code.
-    let typed = format!(" {} - {} ", &code[..3], &code[3..]);
+    // Typed in groups, with spaces and a hyphen, its first group by a Japanese input
+    // method (full-width digits, an ideographic space), it is the same code.
+    let wide: String = code[..3]
+        .chars()
+        .filter_map(|c| char::from_u32(0xFF10 + c.to_digit(10).unwrap()))
+        .collect();
+    let typed = format!(" {wide}\u{3000}- {} ", &code[3..]);
     let (s, h, _) = b.post(&verify, &[("csrf", &csrf), ("code", &typed)]).await;
     assert_eq!(s, StatusCode::SEE_OTHER);
     assert_eq!(h[header::LOCATION], format!("{RETURN}?session={id}"));
@@ -782,6 +787,9 @@ async fn a_page_whose_resends_are_spent_says_to_use_the_last_code() {
             StatusCode::SEE_OTHER
         );
         app.smtp.wait_for("ada@example.com", n).await;
+        // The button for a new code stays only while one can still be sent.
+        let (_, _, html) = b.get(&format!("/h/{id}")).await;
+        assert_eq!(html.contains("Neuen Code senden"), n == 1, "{html}");
     }
     let (s, _, html) = b.post(&send, &[("csrf", &csrf)]).await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{html}");
@@ -789,6 +797,7 @@ async fn a_page_whose_resends_are_spent_says_to_use_the_last_code() {
         html.contains("keine weiteren Codes") && !html.contains("Bitte warten Sie"),
         "{html}"
     );
+    assert!(!html.contains("Neuen Code senden"), "{html}");
     assert!(html.contains("name=\"code\""), "{html}");
     assert_eq!(app.smtp.count_to("ada@example.com"), 2);
     let last = app.smtp.wait_for("ada@example.com", 2).await.code();
@@ -1199,43 +1208,7 @@ async fn verified_on_the_page(app: &TestApp, id: &str, to: &str) {
 /// the verifier, and both claimed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hosted_sessions_key_shares_its_claim_and_its_verifier() {
-    let rx = otpmint::testkit::http::HttpReceiver::start(false).await;
-    let ca = rx.ca_path.clone();
-    let (app, sk) = hosted_app_with(RETURN, move |s| {
-        s.webhooks.allow_private_hosts = true;
-        s.webhooks.allow_plaintext = true;
-        s.webhooks.extra_root_certificates = vec![ca];
-    })
-    .await;
-    let r = app
-        .put(
-            "/v1/tenant/webhook",
-            &sk,
-            json!({"url": rx.url("/hook"), "events": ["otp.verified"]}),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::OK);
-    let mut keys = Vec::new();
-    let mut ids = Vec::new();
-    for (n, to) in ["ada@example.com", "bob@example.com"]
-        .into_iter()
-        .enumerate()
-    {
-        let (id, _) = open_session(
-            &app,
-            &sk,
-            json!({"return_url": RETURN, "email": to, "code_challenge": CHALLENGE}),
-        )
-        .await;
-        verified_on_the_page(&app, &id, to).await;
-        let hooks = rx.wait_for(n + 1).await;
-        let key = hooks[n].json()["data"]["shareable_key"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        keys.push(key);
-        ids.push(id);
-    }
+    let (app, sk, ids, keys, _hooks) = two_verified_sessions().await;
     let by_key = |k: &str| format!("/v1/otp/{k}/claim");
     let by_session = |id: &str| format!("/v1/tenant/hosted-sessions/{id}/claim");
 
@@ -1771,4 +1744,120 @@ async fn a_session_id_is_kept_only_as_a_digest_and_one_kept_whole_before_still_w
         );
         assert_eq!(claim(&app, &sk, &path, None).await.0, StatusCode::CONFLICT);
     }
+}
+
+/// Rows written before a session's key shared its outcome (a session verified then: its key
+/// without the code challenge; a session claimed then: its key unclaimed) are linked by the
+/// migration that comes with the release: neither key is claimable by itself after it.
+#[tokio::test]
+async fn a_hosted_session_from_before_the_claims_were_linked_is_linked_at_upgrade() {
+    let (app, sk, ids, keys, _hooks) = two_verified_sessions().await;
+    let url = app.settings.database.url.clone();
+    let (s, _) = claim(
+        &app,
+        &sk,
+        &format!("/v1/tenant/hosted-sessions/{}/claim", ids[1]),
+        Some(VERIFIER),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+
+    // The rows as the release before wrote them, and its schema's record.
+    app.handle.stop(true).await;
+    assert_eq!(
+        crate::lifecycle::sql(&url, "UPDATE challenges SET code_challenge = NULL"),
+        2
+    );
+    assert_eq!(
+        crate::lifecycle::sql(
+            &url,
+            "UPDATE challenges SET claimed_at = NULL WHERE claimed_at IS NOT NULL"
+        ),
+        1
+    );
+    let (drop, count) = if on_postgres() {
+        (
+            "DELETE FROM otpmint_schema_history WHERE version = 23",
+            "SELECT COUNT(*) FROM otpmint_schema_history WHERE version = 23",
+        )
+    } else {
+        (
+            "DELETE FROM refinery_schema_history WHERE version = 23",
+            "SELECT COUNT(*) FROM refinery_schema_history WHERE version = 23",
+        )
+    };
+    assert_eq!(crate::lifecycle::sql(&url, drop), 1);
+    let app = app.restart().await;
+    assert_eq!(crate::lifecycle::sql(&url, count), 1, "migrated again");
+
+    let by_key = |k: &str| format!("/v1/otp/{k}/claim");
+    let (s, v) = claim(&app, &sk, &by_key(&keys[0]), None).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("code_verifier_mismatch")),
+        "{v}"
+    );
+    let (s, v) = claim(&app, &sk, &by_key(&keys[1]), Some(VERIFIER)).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::CONFLICT, Some("already_claimed")),
+        "{v}"
+    );
+    // The first is still claimed once, with its verifier.
+    let (s, v) = claim(&app, &sk, &by_key(&keys[0]), Some(VERIFIER)).await;
+    assert_eq!(
+        (s, v["email"].as_str()),
+        (StatusCode::OK, Some("ada@example.com")),
+        "{v}"
+    );
+}
+/// A hosted app with two sessions opened with `CHALLENGE` (to ada@ and bob@) and verified on
+/// their pages: the app, its secret key, the sessions' ids and their codes' keys (as the
+/// `otp.verified` webhooks carry them), and the webhooks' receiver (whose certificate the app
+/// reads again when it restarts).
+async fn two_verified_sessions() -> (
+    TestApp,
+    String,
+    Vec<String>,
+    Vec<String>,
+    otpmint::testkit::http::HttpReceiver,
+) {
+    let rx = otpmint::testkit::http::HttpReceiver::start(false).await;
+    let ca = rx.ca_path.clone();
+    let (app, sk) = hosted_app_with(RETURN, move |s| {
+        s.webhooks.allow_private_hosts = true;
+        s.webhooks.allow_plaintext = true;
+        s.webhooks.extra_root_certificates = vec![ca];
+    })
+    .await;
+    let r = app
+        .put(
+            "/v1/tenant/webhook",
+            &sk,
+            json!({"url": rx.url("/hook"), "events": ["otp.verified"]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut keys = Vec::new();
+    let mut ids = Vec::new();
+    for (n, to) in ["ada@example.com", "bob@example.com"]
+        .into_iter()
+        .enumerate()
+    {
+        let (id, _) = open_session(
+            &app,
+            &sk,
+            json!({"return_url": RETURN, "email": to, "code_challenge": CHALLENGE}),
+        )
+        .await;
+        verified_on_the_page(&app, &id, to).await;
+        let hooks = rx.wait_for(n + 1).await;
+        let key = hooks[n].json()["data"]["shareable_key"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        keys.push(key);
+        ids.push(id);
+    }
+    (app, sk, ids, keys, rx)
 }

@@ -398,12 +398,9 @@ impl Codes {
             return Err(PageError::Over);
         }
         let key = self.session_key(row, tenant).await.ok_or(PageError::Over)?;
-        // A person may type the code in groups: spaces and hyphens are not part of it
-        // (API.md §17.8).
-        let typed: String = code
-            .chars()
-            .filter(|c| !c.is_whitespace() && !matches!(c, '-' | '\u{2010}'..='\u{2015}'))
-            .collect();
+        // A person may type the code in groups, or in the digits of their script (API.md
+        // §17.8).
+        let typed = crate::domain::code::typed_by_a_person(code);
         // A right code finishes the session in the verify's own transaction, this browser
         // its finisher: a code is never spent without its session recorded.
         let finisher = SessionFinisher {
