@@ -45,12 +45,12 @@ pub(super) struct Manager(pub(super) PostgresConnectionManager<MakeRustlsConnect
 
 impl r2d2::ManageConnection for Manager {
     type Connection = PgConn;
-    type Error = ::postgres::Error;
+    type Error = PoolError;
 
-    fn connect(&self) -> Result<PgConn, ::postgres::Error> {
+    fn connect(&self) -> Result<PgConn, PoolError> {
         let losses_seen = LOSSES.load(Ordering::Relaxed);
         Ok(PgConn {
-            client: self.0.connect()?,
+            client: self.0.connect().map_err(PoolError::Connect)?,
             cache: HashMap::new(),
             losses_seen,
         })
@@ -62,10 +62,12 @@ impl r2d2::ManageConnection for Manager {
     /// before it is handed out, so a dead one is replaced rather than given to a request
     /// that would answer 503 for it — or, when that request's earlier transaction had
     /// committed, half done. Otherwise nothing is sent.
-    fn is_valid(&self, conn: &mut PgConn) -> Result<(), ::postgres::Error> {
+    fn is_valid(&self, conn: &mut PgConn) -> Result<(), PoolError> {
         let lost = LOSSES.load(Ordering::Relaxed);
         if conn.losses_seen != lost {
-            conn.client.batch_execute("")?;
+            conn.client
+                .batch_execute("")
+                .map_err(PoolError::FoundClosed)?;
             conn.losses_seen = lost;
         }
         Ok(())
@@ -73,6 +75,37 @@ impl r2d2::ManageConnection for Manager {
 
     fn has_broken(&self, conn: &mut PgConn) -> bool {
         self.0.has_broken(&mut conn.client)
+    }
+}
+
+/// Why the pool has no connection to give: one could not be made, or a pooled one was found
+/// closed at checkout (after a network break or a database restart; it is replaced and no
+/// request sees it).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum PoolError {
+    #[error("a database connection could not be made: {}", crate::storage::error::pg_text(.0))]
+    Connect(::postgres::Error),
+    #[error("a pooled database connection was found closed: {}", crate::storage::error::pg_text(.0))]
+    FoundClosed(::postgres::Error),
+}
+
+/// What the pool says of it: a connection found closed is a warning (once per connection);
+/// one that cannot be made an error (requests wait for one, then answer 503).
+#[derive(Debug)]
+pub(super) struct PoolLog;
+
+impl r2d2::HandleError<PoolError> for PoolLog {
+    fn handle_error(&self, e: PoolError) {
+        use crate::storage::error::pg_text;
+        match e {
+            PoolError::FoundClosed(e) => tracing::warn!(
+                error = %pg_text(&e),
+                "a pooled database connection was found closed; it is replaced"
+            ),
+            PoolError::Connect(e) => {
+                tracing::error!(error = %pg_text(&e), "a database connection could not be made")
+            }
+        }
     }
 }
 

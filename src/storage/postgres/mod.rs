@@ -182,6 +182,7 @@ impl PgStore {
                     .connection_timeout(opts.timeout)
                     // A round trip only after a connection was lost (`Manager::is_valid`).
                     .test_on_check_out(true)
+                    .error_handler(Box::new(conn::PoolLog))
                     .build(manager)?;
                 let store = PgStore {
                     pool: Some(pool),
