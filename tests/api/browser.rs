@@ -6,6 +6,7 @@
 //! how to install them — unless `OTPMINT_BROWSER_TESTS=skip`, which skips it loudly.
 //! `OTPMINT_WRITE_SCREENSHOTS=1` writes the pages' screenshots to docs/pages/.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -18,10 +19,17 @@ use crate::hosted::open_session;
 use crate::tools::apt_tools;
 use otpmint::testkit::http::HttpReceiver;
 
+/// chromedriver, in a process group of its own with the browser it starts: dropped (also by
+/// a test that panics before its `close`), the whole group is killed, Chromium with it.
 struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        if let Ok(group) = i32::try_from(self.0.id()) {
+            // SAFETY: kill(2) with a negative pid signals that process group; no memory is
+            // touched.
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -56,6 +64,7 @@ async fn browser(javascript: bool) -> (Driver, Client) {
     let driver = Driver(
         Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
