@@ -136,6 +136,18 @@ pub struct PageForm {
     code: String,
 }
 
+/// The session's pages' words: the first language of the §8 chain with pages (the session's
+/// locale, its language, the tenant's default, its language, English).
+fn words(row: &SessionRow, tenant: &Tenant) -> &'static PageStrings {
+    let chain = crate::messages::chain(row.session.locale.as_ref(), &tenant.default_locale);
+    let lang = chain
+        .iter()
+        .map(Locale::language)
+        .find(|l| crate::messages::LANGUAGES.contains(&l.as_str()))
+        .unwrap_or_else(Locale::english);
+    PageStrings::of(lang.as_str())
+}
+
 /// Render the session's page as it stands, with `error` shown.
 async fn render(
     st: &AppState,
@@ -145,22 +157,15 @@ async fn render(
     error: Option<&PageError>,
     typed: &str,
 ) -> HttpResponse {
-    // The §8 chain: the session's locale, its language, the tenant's default, its
-    // language, English — the first with pages.
-    let chain = crate::messages::chain(row.session.locale.as_ref(), &tenant.default_locale);
-    let lang = chain
-        .iter()
-        .map(Locale::language)
-        .find(|l| crate::messages::LANGUAGES.contains(&l.as_str()))
-        .unwrap_or_else(Locale::english);
-    let s = PageStrings::of(lang.as_str());
+    let s = words(row, tenant);
     let app = tenant.name.as_str();
     let base = page_kit::base_path(st);
     let logo = st.services.codes.has_logo(&tenant.id).await;
     let cookie = page_kit::cookie_or_new(st, req, COOKIE);
     let csrf = st.services.codes.hosted_csrf(&row.session.id, &cookie);
     let set_cookie = page_kit::set_cookie(st, req, COOKIE, &cookie);
-    let status_now = status_of(row, st.services.core.now());
+    let now = st.services.core.now();
+    let status_now = status_of(row, now);
     let over = status_now != "open" || error == Some(&PageError::Over);
     let code_sent = row.key_sealed.is_some();
     let err = match error {
@@ -186,9 +191,11 @@ async fn render(
         Some(PageError::Over) | None => String::new(),
     };
     let done = status_now == "verified";
-    // A new code is offered while the key has resends left (`otp.max_resends`).
-    let resend = match row.resends {
-        Some(n) if n >= st.services.core.settings.load().otp.max_resends => "",
+    // A new code is offered unless the one sent is still pending with its resends spent
+    // (`otp.max_resends`); one that expired or ended is followed by a new key's code.
+    let max_resends = st.services.core.settings.load().otp.max_resends;
+    let resend = match (row.resends, row.code_state.as_deref(), row.code_expires_at) {
+        (Some(n), Some("pending"), Some(until)) if n >= max_resends && now < until => "",
         _ => s.resend,
     };
     let (title, lead, field, label, button, action, again) = if error == Some(&PageError::Finishing)
@@ -348,10 +355,16 @@ pub async fn show(req: HttpRequest, st: State, id: web::Path<String>) -> HttpRes
     render(&st, &req, &row, &tenant, None, "").await
 }
 
-fn forbidden() -> HttpResponse {
-    page_kit::plain(
+/// A form posted without its token or its cookie: a page in the session's language saying
+/// what to do (reload; allow cookies), nothing done.
+fn forbidden(st: &AppState, row: &SessionRow, tenant: &Tenant) -> HttpResponse {
+    let s = words(row, tenant);
+    page_kit::notice(
+        st,
         StatusCode::FORBIDDEN,
-        "This form has expired. Go back and reload the page.",
+        s.lang,
+        s.form_expired_title,
+        s.form_expired_lead,
     )
 }
 
@@ -366,7 +379,7 @@ async fn act(req: HttpRequest, st: State, id: &str, form: PageForm, verify: bool
         .as_deref()
         .map(|c| st.services.codes.hosted_csrf(&row.session.id, c));
     if !expected.is_some_and(|e| page_kit::same_token(&e, &form.csrf)) {
-        return forbidden();
+        return forbidden(&st, &row, &tenant);
     }
     let cookie = cookie.unwrap_or_default();
     let ctx = super::request_context(&req, &st);

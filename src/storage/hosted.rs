@@ -54,6 +54,8 @@ pub struct SessionRow {
     pub code_length: Option<u32>,
     /// How many times its code was sent again, once one was sent.
     pub resends: Option<u32>,
+    /// When its code expires, once one was sent.
+    pub code_expires_at: Option<Millis>,
 }
 
 /// How a session's id is stored: its SHA-256, in hex. The id is the bearer of the
@@ -79,7 +81,8 @@ pub(crate) const SESSION_COLS: &str = concat!(
      COALESCE(h.claimed_at, (SELECT c.claimed_at FROM challenges c WHERE c.key_digest = h.key_digest)), \
      h.finished_by, h.created_at, \
      (SELECT c.code_length FROM challenges c WHERE c.key_digest = h.key_digest), \
-     (SELECT c.resends FROM challenges c WHERE c.key_digest = h.key_digest)"
+     (SELECT c.resends FROM challenges c WHERE c.key_digest = h.key_digest), \
+     (SELECT c.expires_at FROM challenges c WHERE c.key_digest = h.key_digest)"
 );
 
 pub(crate) fn session_from(r: &(impl Cells + ?Sized)) -> Result<SessionRow, StoreError> {
@@ -104,6 +107,7 @@ pub(crate) fn session_from(r: &(impl Cells + ?Sized)) -> Result<SessionRow, Stor
         finished_by: r.opt_bytes(13)?,
         code_length: r.opt_int(15)?.and_then(|n| u32::try_from(n).ok()),
         resends: r.opt_int(16)?.and_then(|n| u32::try_from(n).ok()),
+        code_expires_at: r.opt_int(17)?,
     })
 }
 

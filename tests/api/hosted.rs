@@ -263,16 +263,23 @@ async fn a_person_proves_an_address_on_the_pages_and_goes_back_once() {
     );
     let csrf = attr(&html, "name=\"csrf\" value=\"").to_string();
     let send = unescape(attr(&html, "<form method=\"post\" action=\""));
-    // Without the page's token (or its cookie) the form does nothing.
+    // Without the page's token (or its cookie) the form does nothing, and a page says what to
+    // do (cookies blocked: the browser never brings one).
     let (s, _, _) = b
         .post(&send, &[("csrf", "forged"), ("email", "ada@example.com")])
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let mut stranger = Browser::new(&app);
-    let (s, _, _) = stranger
+    let (s, _, html) = stranger
         .post(&send, &[("csrf", &csrf), ("email", "ada@example.com")])
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(
+        html.contains("<html lang=\"en\"")
+            && html.contains("This form has expired")
+            && html.contains("allow cookies"),
+        "{html}"
+    );
     assert!(app.smtp.messages().is_empty());
     // A bad address is announced next to its field.
     let (s, _, html) = b.post(&send, &[("csrf", &csrf), ("email", "nope")]).await;
@@ -768,6 +775,54 @@ async fn a_send_within_the_cooldown_says_how_long_to_wait() {
     assert_eq!(app.smtp.count_to("ada@example.com"), 1);
 }
 
+/// The key's resends spent, the button for a new code is gone — until that code expires:
+/// then a new code (under a new key) is a click away again and finishes the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_whose_resends_are_spent_offers_a_new_code_once_the_last_expires() {
+    let (app, sk) = hosted_app_with(RETURN, |s| s.otp.max_resends = 1).await;
+    let (id, _) = open_session(
+        &app,
+        &sk,
+        json!({"return_url": RETURN, "email": "ada@example.com"}),
+    )
+    .await;
+    let (mut b, csrf) = on_the_page(&app, &id).await;
+    let send = format!("/h/{id}/send");
+    for n in 1..=2 {
+        assert_eq!(
+            b.post(&send, &[("csrf", &csrf)]).await.0,
+            StatusCode::SEE_OTHER
+        );
+        app.smtp.wait_for("ada@example.com", n).await;
+    }
+    let (_, _, html) = b.get(&format!("/h/{id}")).await;
+    assert!(
+        html.contains("name=\"code\"") && !html.contains("Send a new code"),
+        "{html}"
+    );
+    app.clock.advance_secs(601);
+    let (_, _, html) = b.get(&format!("/h/{id}")).await;
+    assert!(html.contains("Send a new code"), "{html}");
+    assert_eq!(
+        b.post(&send, &[("csrf", &csrf)]).await.0,
+        StatusCode::SEE_OTHER
+    );
+    let new = app.smtp.wait_for("ada@example.com", 3).await.code();
+    let (s, h, _) = b
+        .post(
+            &format!("/h/{id}/verify"),
+            &[("csrf", &csrf), ("code", &new)],
+        )
+        .await;
+    assert_eq!(
+        (s, h[header::LOCATION].to_str().unwrap()),
+        (
+            StatusCode::SEE_OTHER,
+            format!("{RETURN}?session={id}").as_str()
+        )
+    );
+}
+
 /// The key's resends spent: the page says that no more codes can come and that the last
 /// one is the one to use — not "wait and try again" — and the last code still verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -781,6 +836,13 @@ async fn a_page_whose_resends_are_spent_says_to_use_the_last_code() {
     .await;
     let (mut b, csrf) = on_the_page(&app, &id).await;
     let send = format!("/h/{id}/send");
+    // A browser without the page's cookie is told so in the session's language.
+    let (s, _, html) = Browser::new(&app).post(&send, &[("csrf", &csrf)]).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(
+        html.contains("<html lang=\"de\"") && html.contains("Dieses Formular ist abgelaufen"),
+        "{html}"
+    );
     for n in 1..=2 {
         assert_eq!(
             b.post(&send, &[("csrf", &csrf)]).await.0,
