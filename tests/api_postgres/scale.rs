@@ -1650,3 +1650,72 @@ async fn a_key_is_never_called_exhausted_while_an_earlier_attempt_compares_on_an
         "{again:?}"
     );
 }
+
+/// With one pooled connection, ended by the database (a restart, an administrator's
+/// `pg_terminate_backend`, `idle_session_timeout`) while it sat idle: the next request finds
+/// it closed — at a read, or at the BEGIN of a write (a FATAL error, then the socket closed)
+/// — and is served on a new one: not answered 503, and not left waiting out the pool's
+/// timeout for a second connection the pool cannot make while it holds the dead one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_pooled_connection_ended_by_the_database_is_replaced_at_the_next_request() {
+    let app = spawn_app_with(|s| {
+        s.database.pool_size = 1;
+        s.database.timeout_seconds = 3;
+    })
+    .await;
+    let (_, sk) = app.tenant().await;
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    let name = app
+        .settings
+        .database
+        .url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let end_its_connections = || {
+        let (base, name) = (postgres_base_url().unwrap(), name.clone());
+        pg_blocking(move || {
+            let mut c = postgres::Client::connect(&base, postgres::NoTls).unwrap();
+            let ended = c
+                .query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 \
+                     AND pid <> pg_backend_pid()",
+                    &[&name],
+                )
+                .unwrap()
+                .len();
+            assert!(ended >= 1, "the instance's connection was ended");
+            // Gone (the signal is taken asynchronously), as after a restart.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while c
+                .query_one(
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1",
+                    &[&name],
+                )
+                .unwrap()
+                .get::<_, i64>(0)
+                > 0
+            {
+                assert!(std::time::Instant::now() < deadline, "never ended");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+
+    // An admin's write (no read before its transaction).
+    end_its_connections();
+    let r = app
+        .post(
+            "/v1/tenants",
+            ADMIN,
+            json!({"name": "Bob", "smtp": app.smtp_json()}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    // A tenant's verify (its key read first).
+    end_its_connections();
+    let (s, v) = app.verify(&sk, &key, &code).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}

@@ -189,19 +189,36 @@ impl<C: GenericClient> Db<'_, C> {
 
 pub(super) type Tx<'a, 'b> = Db<'a, ::postgres::Transaction<'b>>;
 
-/// Whether `e` is the connection's end (closed, reset, timed out), not the server's answer.
+/// Whether `e` is the server ending the session (a FATAL error: a restart, an
+/// administrator's `pg_terminate_backend`, `idle_session_timeout`): the connection is gone,
+/// and the statement it answered did not run.
+fn ended_by_server(e: &::postgres::Error) -> bool {
+    use ::postgres::error::Severity;
+    e.as_db_error().is_some_and(|db| {
+        matches!(
+            db.parsed_severity(),
+            Some(Severity::Fatal | Severity::Panic)
+        )
+    })
+}
+
+/// Whether `e` is the connection's end (closed, reset, timed out, ended by the server), not
+/// the server's answer.
 pub(super) fn broke(e: &::postgres::Error) -> bool {
     if e.as_db_error().is_some() {
-        return false;
+        return ended_by_server(e);
     }
     let io = std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
     e.is_closed() || io || e.to_string().contains("timed out")
 }
 
-/// Whether `e` says the connection was closed or reset (not that it timed out: a database
-/// that hangs is not asked again on another connection).
+/// Whether `e` says the connection was closed, reset or ended by the server (not that it
+/// timed out: a database that hangs is not asked again on another connection).
 pub(super) fn closed(e: &::postgres::Error) -> bool {
-    if e.as_db_error().is_some() || e.to_string().contains("timed out") {
+    if e.as_db_error().is_some() {
+        return ended_by_server(e);
+    }
+    if e.to_string().contains("timed out") {
         return false;
     }
     let io = std::error::Error::source(e)
@@ -219,6 +236,9 @@ impl From<::postgres::Error> for StoreError {
             }
             if code == "53100" {
                 crate::storage::error::note_disk_full();
+            }
+            if ended_by_server(&e) {
+                note_lost();
             }
             // Connection, resources, operator intervention, serialization and deadlock,
             // lock timeout, read-only: the database cannot take this now; try again later.
