@@ -129,7 +129,7 @@ impl RecipientEmail {
 
 /// Mask any address-like string for logs (a phone number as `+49*******678`).
 pub fn mask(addr: &str) -> String {
-    if super::recipient::PhoneNumber::parse(addr).is_some() {
+    if super::recipient::PhoneNumber::has_e164_form(addr) {
         return super::recipient::mask_phone(addr);
     }
     match addr.rsplit_once('@') {

@@ -284,8 +284,7 @@ impl ProviderInput {
             } else if from
                 && settings
                     .get("from")
-                    .and_then(|f| PhoneNumber::parse(f))
-                    .is_none()
+                    .is_none_or(|f| !PhoneNumber::has_e164_form(f))
             {
                 // Twilio's sender is a number: one rule, not the general one of SMS senders.
                 errs.retain(|e| e.field != "from");
@@ -339,8 +338,8 @@ fn checked(check: Check, v: &str) -> Result<String, String> {
                 && v.chars().all(|c| c.is_ascii_alphanumeric())
                 && v.chars().any(|c| c.is_ascii_alphabetic());
             // Vonage writes numbers in E.164 without the `+` (447700900000).
-            let bare = PhoneNumber::parse(&format!("+{v}")).is_some();
-            if PhoneNumber::parse(v).is_some() || bare || alnum {
+            let bare = PhoneNumber::has_e164_form(&format!("+{v}"));
+            if PhoneNumber::has_e164_form(v) || bare || alnum {
                 Ok(v.to_string())
             } else {
                 Err("must be a phone number in E.164 form (with or without +) or up to 11 letters and digits".into())

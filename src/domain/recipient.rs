@@ -7,7 +7,8 @@ use std::fmt;
 use super::email::RecipientEmail;
 use super::policy::FieldError;
 
-/// A phone number in E.164 form: `+`, then 8 to 15 digits, the first not 0.
+/// A phone number in E.164 form: `+`, then 8 to 15 digits, the first not 0 — in its
+/// canonical form, the one every count, list and provider sees.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PhoneNumber(String);
 
@@ -22,10 +23,28 @@ pub const PHONE_RULE: &str =
     "must be a phone number in E.164 form: + and 8 to 15 digits, like +4915112345678";
 
 impl PhoneNumber {
+    /// A number in E.164 form, kept as libphonenumber writes it when it holds the number
+    /// valid: one number has one spelling (`+49015112345678`, the national trunk `0` kept
+    /// after the country code, is `+4915112345678`), so its quotas, cooldown, supersede
+    /// group, suppression entry, trust and velocity range are one, and the provider is
+    /// given E.164. A number it does not hold valid (a fictional test number, one the SMS
+    /// guard refuses) is kept as given.
     pub fn parse(s: &str) -> Option<PhoneNumber> {
-        super::grammar::PHONE
-            .matches(s)
-            .then(|| PhoneNumber(s.to_string()))
+        if !Self::has_e164_form(s) {
+            return None;
+        }
+        let canonical = phonenumber::parse(None, s)
+            .ok()
+            .filter(|n| n.is_valid())
+            .map(|n| n.format().mode(phonenumber::Mode::E164).to_string())
+            .filter(|c| Self::has_e164_form(c));
+        Some(PhoneNumber(canonical.unwrap_or_else(|| s.to_string())))
+    }
+
+    /// Whether `s` has the form of an E.164 number (`+` and 8 to 15 digits, the first not
+    /// 0), as given: no parsing.
+    pub fn has_e164_form(s: &str) -> bool {
+        super::grammar::PHONE.matches(s)
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -211,6 +230,33 @@ mod tests {
         ] {
             assert!(PhoneNumber::parse(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_valid_number_has_one_spelling_and_others_are_kept_as_given() {
+        for (given, canonical) in [
+            // The national trunk prefix kept after the country code.
+            ("+49015112345678", "+4915112345678"),
+            ("+4915112345678", "+4915112345678"),
+            ("+330612345678", "+33612345678"),
+            ("+4407400123456", "+447400123456"),
+            ("+4306641234567", "+436641234567"),
+            // Italy's leading zero is part of the number.
+            ("+390612345678", "+390612345678"),
+            // Not valid (fictional, too short for its country): as given.
+            ("+15550100", "+15550100"),
+            ("+491511234", "+491511234"),
+        ] {
+            let n = PhoneNumber::parse(given).unwrap();
+            assert_eq!(n.as_str(), canonical, "{given}");
+            assert_eq!(PhoneNumber::parse(canonical).unwrap().as_str(), canonical);
+        }
+        assert_eq!(
+            Recipient::parse_either("+49015112345678", "recipient")
+                .unwrap()
+                .canonical(),
+            "+4915112345678"
+        );
     }
 
     #[test]

@@ -288,6 +288,63 @@ async fn a_range_and_a_country_are_texted_only_so_often_but_trusted_numbers_skip
     assert_eq!(audit.matches("blocked:velocity").count(), 3, "{audit}");
 }
 
+/// One number has one spelling: written with its national trunk `0` after the country code
+/// (`+49 0151…`), it is the same number — one range for the velocity limit, one entry on the
+/// suppression list — and the provider is given it in E.164 (found by the SMS audit: each
+/// spelling had counts of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_number_written_with_its_trunk_prefix_is_the_same_recipient() {
+    let rx = HttpReceiver::start(true).await;
+    let hooks = HttpReceiver::start(true).await;
+    let app = app_with_limits(&rx, &hooks, 2, 0).await;
+    let (_, sk) = app.tenant().await;
+    put_http(&app, &sk, &rx, "primary").await;
+    app.allow_sms(&sk, &["DE"]).await;
+
+    for phone in ["+4915112345001", "+49015112345002"] {
+        let (s, v, _) = mint_phone(&app, &sk, phone).await;
+        assert_eq!(s, StatusCode::CREATED, "{phone}: {v}");
+    }
+    let (s, v, _) = mint_phone(&app, &sk, "+49015112345003").await;
+    assert_eq!(
+        (s, &v["code"], &v["limit"]),
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            &json!("sms_velocity"),
+            &json!("sms_range_per_hour")
+        ),
+        "{v}"
+    );
+    let sent = rx.wait_for(2).await;
+    let to: Vec<_> = sent.iter().map(|r| r.json()["to"].clone()).collect();
+    assert!(to.contains(&json!("+4915112345002")), "{to:?}");
+
+    // Listed in one spelling, refused in the other.
+    let r = app
+        .post(
+            "/v1/tenant/suppressions",
+            &sk,
+            json!({"recipient": "+49015199999009"}),
+        )
+        .await;
+    let (s, v) = body(r).await;
+    assert_eq!(
+        (s, &v["recipient"]),
+        (StatusCode::CREATED, &json!("+4915199999009")),
+        "{v}"
+    );
+    let (s, v, _) = mint_phone(&app, &sk, "+4915199999009").await;
+    assert_eq!(
+        (s, &v["code"]),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &json!("recipient_suppressed")
+        ),
+        "{v}"
+    );
+    assert_eq!(rx.requests().len(), 2);
+}
+
 /// A text the provider refused never left: it holds no place of its range (API.md §17.1,
 /// as a send that never left goes back to the quotas), so an outage does not close the
 /// range for the hour; one that went out keeps its place.
