@@ -24,6 +24,13 @@ pub enum RecipientPattern {
     Wildcard(String),
 }
 
+/// A number as mints see it ([`super::recipient::PhoneNumber::parse`]); one that is not in
+/// E.164 form as given.
+fn canonical_number(s: &str) -> String {
+    super::recipient::PhoneNumber::parse(s)
+        .map_or_else(|| s.to_string(), |p| p.as_str().to_string())
+}
+
 impl RecipientPattern {
     pub fn parse(s: &str) -> Result<RecipientPattern, FieldError> {
         let bad = |m: &str| FieldError::new("match", m);
@@ -43,7 +50,7 @@ impl RecipientPattern {
         }
         if let Some(digits) = s.strip_prefix('+') {
             if (8..=15).contains(&digits.len()) && digits.chars().all(|c| c.is_ascii_digit()) {
-                return Ok(RecipientPattern::Exact(s.to_string()));
+                return Ok(RecipientPattern::Exact(canonical_number(s)));
             }
             return Err(bad("a number is E.164: + and 8 to 15 digits"));
         }
@@ -66,6 +73,8 @@ impl RecipientPattern {
             Some((local, domain)) if !s.starts_with('+') => {
                 format!("{}@{domain}", super::email::fold_case(local))
             }
+            // A number stored before numbers had one spelling.
+            None if !s.contains('*') => canonical_number(&s),
             _ => s,
         };
         if s.contains('*') {

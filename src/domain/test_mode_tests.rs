@@ -17,6 +17,9 @@ fn a_pattern_stored_before_folding_reads_back_folded() {
             .as_str()
     );
     assert_eq!(stored("+1555*"), "+1555*");
+    // A number stored before numbers had one spelling reads back in it.
+    assert_eq!(stored("+49015112345678"), "+4915112345678");
+    assert_eq!(stored("+15550100001"), "+15550100001");
 }
 
 /// An email wildcard out of the sender's present domain is passed over, and the next
@@ -54,6 +57,10 @@ fn patterns_parse_to_their_canonical_form_and_bad_ones_are_refused() {
         RecipientPattern::Wildcard("*@test.acme.example".into())
     );
     assert!(RecipientPattern::parse("+15551234567").unwrap().is_exact());
+    assert_eq!(
+        RecipientPattern::parse("+49015112345678").unwrap(),
+        RecipientPattern::Exact("+4915112345678".into())
+    );
     assert!(!RecipientPattern::parse("+1555*").unwrap().is_exact());
     for bad in [
         "",

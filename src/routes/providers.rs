@@ -196,13 +196,15 @@ pub async fn delete_provider(o: Owner, st: State, path: web::Path<ChannelPath>) 
 }
 
 #[utoipa::path(post, path = "/v1/tenant/providers/{channel}/test", tag = "providers",
-    description = "Send one test message through the provider (no code is minted).",
+    description = "Send one test message through the provider (no code is minted). A text message passes the SMS fraud guard as a mint's does (API.md §17.1): the tenant's countries, the number's type, the velocity limits (it counts as a send that never verifies). Audited as `provider.test`.",
     params(ChannelPath),
     request_body = ProviderTestBody,
     responses(
         (status = 200, description = "The provider accepted it", body = ProviderTestOut),
         (status = 400, response = problems::InvalidRequest),
         (status = 404, description = "provider_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "sms_country_not_allowed, phone_number_not_allowed: the SMS fraud guard refused the number", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "sms_velocity: over a velocity limit of the SMS fraud guard (with Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "delivery_failed with `reason` (provider_auth, provider_rejected, provider_unavailable, provider_unreachable) and the provider's `detail_code`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "overloaded: no outbound session was free (`delivery.max_sessions`); or unavailable: the database did not answer in time", body = Problem, content_type = "application/problem+json"),
     ),
@@ -214,6 +216,7 @@ pub async fn test_provider(
     body: Body,
 ) -> ApiResult {
     let (t, channel) = (&o.0, path.parse()?);
+    let ctx = super::request_context(&body.req, &st);
     let body: ProviderTestBody = body.json().await?;
     let to = if channel.is_phone() {
         Recipient::Phone(
@@ -225,7 +228,11 @@ pub async fn test_provider(
                 .map_err(|e| ServiceError::field("to", format!("is not an email address: {e}")))?,
         )
     };
-    let id = st.services.tenants.test_provider(t, channel, &to).await?;
+    let id = st
+        .services
+        .tenants
+        .test_provider(t, channel, &to, &ctx)
+        .await?;
     Ok(json(
         HttpResponse::Ok(),
         &ProviderTestOut {

@@ -591,6 +591,99 @@ async fn the_test_route_sends_one_message_through_the_provider() {
     assert!(app.smtp.messages().is_empty());
 }
 
+/// The test route is no way around the SMS fraud guard (found by the SMS audit: it texted
+/// premium-rate and unlisted numbers, any number of times, unaudited): a test text is
+/// screened as a mint's (countries, number type), counts against the velocity limits as a
+/// send that never verifies, goes to the number's one spelling, and is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_route_texts_only_what_the_sms_guard_lets_a_mint_text() {
+    let sms = FakeProvider::start("twilio").await;
+    let app = app_with(&[&sms], &[]).await;
+    let (_, sk) = app.tenant().await;
+    put_provider(&app, &sk, &sms, "primary").await;
+    let path = "/v1/tenant/providers/sms/test";
+    let test = |to: &str| {
+        let (app, sk, to) = (&app, &sk, to.to_string());
+        async move { body(app.post(path, sk, json!({ "to": to })).await).await }
+    };
+    // No country allowed yet: nothing is texted.
+    let (s, v) = test("+4915112345678").await;
+    assert_eq!(
+        (s, &v["code"]),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &json!("sms_country_not_allowed")
+        ),
+        "{v}"
+    );
+    app.allow_sms(&sk, &["DE"]).await;
+    for (to, code) in [
+        // German premium rate.
+        ("+4990012345678", "phone_number_not_allowed"),
+        // Invalid (too short for Germany).
+        ("+491511234", "phone_number_not_allowed"),
+        ("+33612345678", "sms_country_not_allowed"),
+    ] {
+        let (s, v) = test(to).await;
+        assert_eq!(
+            (s, &v["code"]),
+            (StatusCode::UNPROCESSABLE_ENTITY, &json!(code)),
+            "{to}: {v}"
+        );
+    }
+    assert!(sms.rx.requests().is_empty());
+    // One range takes `limits.sms_range_per_hour` (10) texts an hour, tests included.
+    for i in 0..10 {
+        let (s, v) = test(&format!("+490151123456{i:02}")).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let taken = sms.wait_taken(10).await;
+    assert!(
+        taken.iter().all(|t| t.to.starts_with("+49151123456")),
+        "E.164"
+    );
+    let (s, v) = test("+4915112345699").await;
+    assert_eq!(
+        (s, &v["code"], &v["limit"]),
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            &json!("sms_velocity"),
+            &json!("sms_range_per_hour")
+        ),
+        "{v}"
+    );
+    // A mint to that range is held by the same count.
+    let (s, v) = body(
+        app.post("/v1/otp", &sk, json!({"phone": "+4915112345698"}))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (s, &v["code"]),
+        (StatusCode::TOO_MANY_REQUESTS, &json!("sms_velocity")),
+        "{v}"
+    );
+    assert_eq!(sms.rx.requests().len(), 10);
+    let (_, audit) = body(app.get("/v1/tenant/audit", &sk).await).await;
+    let events: Vec<_> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "provider.test")
+        .map(|e| e["outcome"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(events.len(), 15, "{audit}");
+    assert_eq!(events.iter().filter(|o| *o == "sent").count(), 10);
+    for refused in [
+        "sms_country_not_allowed",
+        "phone_number_not_allowed",
+        "sms_velocity",
+    ] {
+        assert!(events.iter().any(|o| o == refused), "{refused}: {events:?}");
+    }
+    assert!(!audit.to_string().contains("12345678\""), "masked: {audit}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_secrets_survive_a_data_key_rotation() {
     let fake = FakeProvider::start("mailgun").await;

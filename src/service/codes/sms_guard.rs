@@ -13,9 +13,7 @@ use crate::domain::Millis;
 use crate::service::events::webhooks::EventData;
 use crate::service::{Codes, ServiceError};
 use crate::storage::stats::Bump;
-use crate::storage::{SmsSend, SmsTaken, SmsVelocity, Store};
-
-const DAY_MS: Millis = 86_400_000;
+use crate::storage::Store;
 
 /// A number the guard let through, and whether it was counted (to give back if the mint
 /// does not go ahead).
@@ -103,45 +101,20 @@ impl Codes {
             key_digest,
             now,
         } = c;
-        let (tenant, phone, purpose, key_digest) = (&tenant, &phone, &purpose, &key_digest);
-        let limits = {
-            let l = &self.core.settings.load().limits;
-            SmsVelocity {
-                range_per_hour: l.sms_range_per_hour,
-                unverified_per_country_per_hour: l.sms_unverified_per_country_per_hour,
-            }
-        };
-        if limits.range_per_hour == 0 && limits.unverified_per_country_per_hour == 0 {
-            return Ok(Admitted { counted: None });
-        }
-        let send = SmsSend {
-            tenant: tenant.id.clone(),
-            phone: phone.to_string(),
-            key_digest: key_digest.to_vec(),
-            range: facts.range,
-            // Screened: a number of an allowed country has one.
-            country: facts.country.unwrap_or_default(),
-            trusted_since: (tenant.sms.trusted_days > 0)
-                .then(|| now - i64::from(tenant.sms.trusted_days) * DAY_MS),
-        };
         match self
             .core
-            .write(move |s| s.take_sms(&send, &limits, now))
-            .await?
+            .take_sms_place(&tenant, &phone, facts, &key_digest, now)
+            .await
         {
-            Ok(SmsTaken::Counted) => Ok(Admitted {
-                counted: Some((key_digest.to_vec(), now)),
+            Ok(counted) => Ok(Admitted {
+                counted: counted.then_some((key_digest, now)),
             }),
-            Ok(SmsTaken::Trusted) => Ok(Admitted { counted: None }),
-            Err(refusal) => {
-                self.blocked(tenant, phone, purpose, BlockReason::Velocity, now)
+            Err(e @ ServiceError::SmsVelocity { .. }) => {
+                self.blocked(&tenant, &phone, &purpose, BlockReason::Velocity, now)
                     .await;
-                let ms = refusal.retry_after_ms().max(1000);
-                Err(ServiceError::SmsVelocity {
-                    retry_after_secs: u64::try_from((ms + 999) / 1000).unwrap_or(3600),
-                    setting: refusal.setting(),
-                })
+                Err(e)
             }
+            Err(e) => Err(e),
         }
     }
 

@@ -8,8 +8,10 @@ use std::collections::BTreeMap;
 use crate::domain::keys::TenantId;
 use crate::domain::provider::{Provider, ProviderInput, ProviderKind};
 use crate::domain::recipient::{Channel, Recipient};
+use crate::domain::sms_guard::{screen, NumberFacts, Screened};
 use crate::domain::tenant::{Tenant, TransportUse};
 use crate::mailer::new_message_id;
+use crate::service::core::audit::RequestContext;
 use crate::service::delivery::transport::{Deadline, Outbound, ProviderTransport, Transport};
 use crate::service::delivery::StoredMessage;
 use crate::service::{ServiceError, Tenants};
@@ -121,8 +123,36 @@ impl Tenants {
 
     /// Send one test message through the provider (no code, no record, no window): the
     /// provider's id of it, or why it failed (`ProviderTest`). It counts in
-    /// `delivery.max_sessions`: none free in time is `Overloaded`.
+    /// `delivery.max_sessions`: none free in time is `Overloaded`. A text message passes the
+    /// SMS fraud guard as a mint's does (API.md §17.1: the tenant's countries, the number's
+    /// type, the velocity limits, where it counts as a send that never verifies): the test
+    /// route is no way around it. Audited as `provider.test`.
     pub async fn test_provider(
+        &self,
+        tenant: &Tenant,
+        channel: Channel,
+        to: &Recipient,
+        ctx: &RequestContext,
+    ) -> Result<Option<String>, ServiceError> {
+        let audit = self.core.audit.slot()?;
+        let sent = self.test_provider_screened(tenant, channel, to).await;
+        let outcome = match &sent {
+            Ok(_) => "sent".to_string(),
+            Err(ServiceError::ProviderTest(e)) => format!("delivery_failed:{}", e.reason.as_str()),
+            Err(e) => e.code().as_str().to_string(),
+        };
+        audit.record(
+            &tenant.id,
+            self.core.now(),
+            "provider.test",
+            to.as_given(),
+            &outcome,
+            ctx,
+        );
+        sent
+    }
+
+    async fn test_provider_screened(
         &self,
         tenant: &Tenant,
         channel: Channel,
@@ -131,6 +161,22 @@ impl Tenants {
         let Some(p) = tenant.provider(channel) else {
             return Err(ServiceError::ProviderNotFound);
         };
+        if let Recipient::Phone(number) = to {
+            let facts = NumberFacts::of(number.as_str());
+            if let Err(s) = screen(&tenant.sms, &facts) {
+                return Err(match s {
+                    Screened::CountryNotAllowed => {
+                        ServiceError::SmsCountryNotAllowed(facts.country.clone())
+                    }
+                    Screened::NumberNotAllowed => ServiceError::PhoneNumberNotAllowed,
+                });
+            }
+            let never_verified: [u8; 32] = rand::random();
+            let now = self.core.now();
+            self.core
+                .take_sms_place(tenant, number.as_str(), facts, &never_verified, now)
+                .await?;
+        }
         let text = if channel.is_phone() {
             "otpmint test message. No action is needed."
         } else {
