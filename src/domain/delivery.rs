@@ -325,12 +325,34 @@ pub struct DeliveryView {
 /// reason.
 pub const UNKNOWN_OUTCOME_ADVICE: &str = "The message left and its answer never came (the transport took it, then timed out or dropped the connection, or this server stopped mid-send): it may have arrived. It is not sent again by itself; a resend sends it again.";
 
+/// What to check for a delivery of unknown outcome whose provider did answer, but not
+/// clearly that it took the message.
+pub const UNCLEAR_ANSWER_ADVICE: &str = "The provider answered, but not clearly that it took the whole message (an answer that could not be read, or a text it took only in part): it may have arrived. It is not sent again by itself; a resend sends it again.";
+
 impl DeliveryView {
+    /// Whether its last message was accepted (sent, or bounced after): only then are
+    /// `sent_at` and `provider_message_id` that message's. A resend's message on its way,
+    /// failed or of unknown outcome leaves the earlier message's in the record (a late
+    /// bounce of that message still finds its code by them), and they are not shown as its.
+    pub fn accepted(&self) -> bool {
+        matches!(self.status, DeliveryStatus::Sent | DeliveryStatus::Bounced)
+    }
+
     /// What to check, in one sentence: for an unknown outcome that it may have arrived,
     /// else the advice of its last failure's reason and code beyond it (the same words as a
     /// sync mint's 502: `oauth2_no_token` says to check `token_url`).
     pub fn advice(&self) -> Option<&'static str> {
         match self.status {
+            // An answer came, but not one that says the message was taken whole (a
+            // provider's answer that could not be read, or a text taken only in part).
+            DeliveryStatus::Unknown
+                if matches!(
+                    self.reason.as_deref(),
+                    Some("provider_unavailable" | "provider_rejected")
+                ) =>
+            {
+                Some(UNCLEAR_ANSWER_ADVICE)
+            }
             DeliveryStatus::Unknown => Some(UNKNOWN_OUTCOME_ADVICE),
             _ => self.reason.as_deref().and_then(|r| {
                 match DeliveryReason::ALL.into_iter().find(|x| x.as_str() == r) {

@@ -85,6 +85,49 @@ fn a_delivery_record_gives_the_advice_of_its_code_as_a_sync_answer_does() {
     );
 }
 
+/// An unknown outcome says that the message may have arrived, and why nobody knows: no
+/// answer came, or the provider's answer did not say it took the whole message (found by the
+/// SMS audit: an unreadable or partial answer was said to have never come). Only an accepted
+/// message's time and id are its own.
+#[test]
+fn an_unknown_outcome_says_whether_an_answer_came() {
+    let view = |reason: &str| DeliveryView {
+        mode: DeliveryMode::Sync,
+        status: DeliveryStatus::Unknown,
+        attempts: 1,
+        reason: Some(reason.into()),
+        sent_at: Some(1),
+        transport: None,
+        provider_message_id: Some("SM1".into()),
+        detail_code: None,
+    };
+    for r in [
+        "interrupted",
+        "smtp_timeout",
+        "provider_unreachable",
+        "http_unreachable",
+    ] {
+        assert_eq!(view(r).advice(), Some(UNKNOWN_OUTCOME_ADVICE), "{r}");
+    }
+    for r in ["provider_unavailable", "provider_rejected"] {
+        assert_eq!(view(r).advice(), Some(UNCLEAR_ANSWER_ADVICE), "{r}");
+    }
+    assert!(UNCLEAR_ANSWER_ADVICE.contains("may have arrived"));
+    assert!(!view("smtp_timeout").accepted());
+    for (status, accepted) in [
+        (DeliveryStatus::Sent, true),
+        (DeliveryStatus::Bounced, true),
+        (DeliveryStatus::Queued, false),
+        (DeliveryStatus::Failed, false),
+    ] {
+        let v = DeliveryView {
+            status,
+            ..view("smtp_timeout")
+        };
+        assert_eq!(v.accepted(), accepted, "{status:?}");
+    }
+}
+
 #[test]
 fn every_reason_reads_back_with_its_advice() {
     for r in DeliveryReason::ALL {

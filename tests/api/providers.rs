@@ -684,6 +684,51 @@ async fn the_test_route_texts_only_what_the_sms_guard_lets_a_mint_text() {
     assert!(!audit.to_string().contains("12345678\""), "masked: {audit}");
 }
 
+/// A resend whose message the provider refused shows that message's delivery: failed, with
+/// no time sent and no provider id — not the earlier, accepted message's (SMS audit) — and
+/// the earlier code still verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_resend_shows_its_own_delivery_not_the_earlier_messages() {
+    let sms = FakeProvider::start("twilio").await;
+    let app = app_with(&[&sms], &[]).await;
+    let (_, sk) = app.tenant().await;
+    app.allow_sms(&sk, &["DE"]).await;
+    put_provider(&app, &sk, &sms, "primary").await;
+    let (s, v) = body(app.post("/v1/otp", &sk, recipient(&sms, 1)).await).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let key = v["shareable_key"].as_str().unwrap().to_string();
+    let first = sms.wait_taken(1).await[0].clone();
+    let st = status_of(&app, &sk, &key).await;
+    assert_eq!(
+        (
+            &st["delivery"]["status"],
+            &st["delivery"]["provider_message_id"]
+        ),
+        (&json!("sent"), &json!(first.id)),
+        "{st}"
+    );
+    assert!(st["delivery"]["sent_at"].is_string(), "{st}");
+    sms.fail_next(&[400]);
+    let r = app
+        .post(&format!("/v1/otp/{key}/resend"), &sk, json!({}))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    let st = status_of(&app, &sk, &key).await;
+    assert_eq!(
+        (&st["delivery"]["status"], &st["delivery"]["reason"]),
+        (&json!("failed"), &json!("provider_rejected")),
+        "{st}"
+    );
+    assert!(
+        st["delivery"].get("sent_at").is_none_or(Value::is_null)
+            && st["delivery"]
+                .get("provider_message_id")
+                .is_none_or(Value::is_null),
+        "{st}"
+    );
+    assert_eq!(app.verify(&sk, &key, &first.code()).await.0, StatusCode::OK);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_secrets_survive_a_data_key_rotation() {
     let fake = FakeProvider::start("mailgun").await;

@@ -351,6 +351,7 @@ pub struct StatusOut {
 
 impl StatusOut {
     pub fn new(v: &ChallengeView, now: i64) -> Self {
+        let accepted = v.delivery.accepted();
         StatusOut {
             status: v.status_at(now).as_str().into(),
             purpose: v.purpose.as_str().to_string(),
@@ -369,9 +370,9 @@ impl StatusOut {
                 attempts: v.delivery.attempts,
                 reason: v.delivery.reason.clone(),
                 detail: v.delivery.advice().map(str::to_string),
-                sent_at: v.delivery.sent_at.map(rfc3339),
+                sent_at: v.delivery.sent_at.filter(|_| accepted).map(rfc3339),
                 transport: v.delivery.transport.clone(),
-                provider_message_id: v.delivery.provider_message_id.clone(),
+                provider_message_id: v.delivery.provider_message_id.clone().filter(|_| accepted),
                 detail_code: v.delivery.detail_code.clone(),
             },
             resends: v.resends,
