@@ -7,6 +7,7 @@ use std::str::FromStr;
 use phonenumber::metadata::DATABASE;
 use phonenumber::Type;
 
+use super::named::named_enum;
 use super::policy::FieldError;
 
 /// How long a number that verified a code stays trusted unless the tenant says otherwise.
@@ -176,7 +177,21 @@ pub enum Screened {
     /// Its country is not in the tenant's list (or it has none).
     CountryNotAllowed,
     /// Invalid for its country, or of a type that is not texted.
-    NumberNotAllowed,
+    NumberNotAllowed(NumberRefused),
+}
+
+named_enum! {
+    /// Which rule refused a number (the problem's `number_type`): the one a tenant can
+    /// change (`fixed_line`) told apart from the ones it cannot.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum NumberRefused {
+        /// Not a valid number of its country (or of none).
+        Invalid = "invalid",
+        /// A fixed line: texted only with `sms.allow_fixed_line`.
+        FixedLine = "fixed_line",
+        /// Premium-rate, shared-cost, UAN, voicemail, pager, VoIP, personal or unknown.
+        NotTexted = "not_texted",
+    }
 }
 
 impl Screened {
@@ -184,7 +199,7 @@ impl Screened {
     pub fn reason(self) -> &'static str {
         match self {
             Screened::CountryNotAllowed => "country_not_allowed",
-            Screened::NumberNotAllowed => "number_not_allowed",
+            Screened::NumberNotAllowed(_) => "number_not_allowed",
         }
     }
 }
@@ -200,15 +215,16 @@ pub fn screen(settings: &SmsSettings, facts: &NumberFacts) -> Result<(), Screene
             return Err(Screened::CountryNotAllowed)
         }
         Some(_) => {}
-        None => return Err(Screened::NumberNotAllowed),
+        None => return Err(Screened::NumberNotAllowed(NumberRefused::Invalid)),
     }
     if !facts.valid {
-        return Err(Screened::NumberNotAllowed);
+        return Err(Screened::NumberNotAllowed(NumberRefused::Invalid));
     }
     match facts.kind {
         NumberKind::Texts => Ok(()),
         NumberKind::FixedLine if settings.allow_fixed_line => Ok(()),
-        _ => Err(Screened::NumberNotAllowed),
+        NumberKind::FixedLine => Err(Screened::NumberNotAllowed(NumberRefused::FixedLine)),
+        NumberKind::Refused => Err(Screened::NumberNotAllowed(NumberRefused::NotTexted)),
     }
 }
 
@@ -255,14 +271,22 @@ mod tests {
             let f = NumberFacts::of(n);
             assert!(f.valid, "{n} is a valid number");
             assert_eq!(f.kind, NumberKind::Refused, "{n}");
-            assert_eq!(screen(&de, &f), Err(Screened::NumberNotAllowed), "{n}");
+            assert_eq!(
+                screen(&de, &f),
+                Err(Screened::NumberNotAllowed(NumberRefused::NotTexted)),
+                "{n}"
+            );
         }
         // A German mobile prefix with too few digits; the unassigned area code 555; a UK
         // number of Ofcom's drama range.
         for n in ["+491511", "+15551234567", "+447700900123"] {
             let f = NumberFacts::of(n);
             assert!(!f.valid, "{n} is not valid");
-            assert_eq!(screen(&de, &f), Err(Screened::NumberNotAllowed), "{n}");
+            assert_eq!(
+                screen(&de, &f),
+                Err(Screened::NumberNotAllowed(NumberRefused::Invalid)),
+                "{n}"
+            );
         }
     }
 
@@ -304,7 +328,7 @@ mod tests {
                 assert_eq!(facts.kind, NumberKind::Refused, "{what} {n}");
                 assert_eq!(
                     screen(&settings, &facts),
-                    Err(Screened::NumberNotAllowed),
+                    Err(Screened::NumberNotAllowed(NumberRefused::NotTexted)),
                     "{what} {n}"
                 );
                 *checked.entry(what).or_default() += 1;
@@ -334,7 +358,10 @@ mod tests {
         let f = NumberFacts::of("+493012345678");
         assert_eq!(f.kind, NumberKind::FixedLine);
         let mut s = allowing(&["DE"]);
-        assert_eq!(screen(&s, &f), Err(Screened::NumberNotAllowed));
+        assert_eq!(
+            screen(&s, &f),
+            Err(Screened::NumberNotAllowed(NumberRefused::FixedLine))
+        );
         s.allow_fixed_line = true;
         assert_eq!(screen(&s, &f), Ok(()));
     }

@@ -230,9 +230,9 @@ pub enum ServiceError {
     #[error("sms country not allowed")]
     SmsCountryNotAllowed(Option<String>),
     /// The number is invalid for its country or of a type that is not texted: 422
-    /// `phone_number_not_allowed`.
+    /// `phone_number_not_allowed`, naming which.
     #[error("phone number not allowed")]
-    PhoneNumberNotAllowed,
+    PhoneNumberNotAllowed(crate::domain::sms_guard::NumberRefused),
     /// Over a velocity limit of the SMS guard: 429 `sms_velocity` with Retry-After.
     #[error("sms velocity")]
     SmsVelocity {
@@ -414,7 +414,7 @@ impl ServiceError {
             S::LogoInvalid => C::LogoInvalid,
             S::RecipientSuppressed => C::RecipientSuppressed,
             S::SmsCountryNotAllowed(_) => C::SmsCountryNotAllowed,
-            S::PhoneNumberNotAllowed => C::PhoneNumberNotAllowed,
+            S::PhoneNumberNotAllowed(_) => C::PhoneNumberNotAllowed,
             S::SmsVelocity { .. } => C::SmsVelocity,
             S::DkimNotFound => C::DkimNotFound,
             S::EventUnverified => C::EventUnverified,

@@ -128,19 +128,37 @@ async fn sms_is_opt_in_per_country_and_refuses_premium_and_invalid_numbers() {
     assert_eq!(rx.wait_for(1).await.len(), 1);
 
     // A US number (not listed), a German premium-rate number, an invalid one, a
-    // fixed-line one (until the tenant allows them).
-    for (phone, code) in [
-        ("+14155550123", "sms_country_not_allowed"),
-        ("+499001234567", "phone_number_not_allowed"),
-        ("+491511234", "phone_number_not_allowed"),
-        ("+493012345678", "phone_number_not_allowed"),
+    // fixed-line one (until the tenant allows them): each refusal names its rule, the one
+    // the tenant can change with its setting.
+    for (phone, code, number_type) in [
+        ("+14155550123", "sms_country_not_allowed", None),
+        (
+            "+499001234567",
+            "phone_number_not_allowed",
+            Some("not_texted"),
+        ),
+        ("+491511234", "phone_number_not_allowed", Some("invalid")),
+        (
+            "+493012345678",
+            "phone_number_not_allowed",
+            Some("fixed_line"),
+        ),
     ] {
         let (s, v, _) = mint_phone(&app, &sk, phone).await;
         assert_eq!(
-            (s, &v["code"]),
-            (StatusCode::UNPROCESSABLE_ENTITY, &json!(code)),
+            (s, &v["code"], v["number_type"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, &json!(code), number_type),
             "{phone}: {v}"
         );
+        if number_type == Some("fixed_line") {
+            assert!(
+                v["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("sms.allow_fixed_line"),
+                "{v}"
+            );
+        }
     }
     let (s, _) = body(
         app.patch(

@@ -61,6 +61,12 @@ pub struct Problem {
     pub detail_code: Option<String>,
     /// With `sms_country_not_allowed`: the number's country (ISO 3166 alpha-2).
     pub country: Option<String>,
+    /// With `phone_number_not_allowed`: which rule refused it — `invalid` (not a valid
+    /// number of its country), `fixed_line` (texted only with `sms.allow_fixed_line`) or
+    /// `not_texted` (premium-rate, shared-cost, UAN, voicemail, pager, VoIP, personal,
+    /// unknown).
+    #[schema(pattern = "^(invalid|fixed_line|not_texted)$")]
+    pub number_type: Option<String>,
     /// With `rate_limited`: the limit that refused (`ip`, `recipient`, `cooldown`, `tenant`,
     /// `failures`, `test_sends`); `detail` names its setting.
     pub limit: Option<String>,

@@ -203,12 +203,23 @@ impl ApiError {
                     },
                     country.as_ref().map_or_else(none, |c| one("country", json!(c))),
                 ),
-                S::PhoneNumberNotAllowed => (
-                    "This number is not valid for its country, or is of a type that is not texted (premium-rate, shared-cost, UAN, voicemail, pager, VoIP, personal or unknown; fixed-line only with sms.allow_fixed_line). Nothing was sent.".into(),
-                    none(),
+                S::PhoneNumberNotAllowed(why) => (
+                    {
+                        use crate::domain::sms_guard::NumberRefused as R;
+                        match why {
+                            R::Invalid => "This is not a valid number of its country (libphonenumber's metadata). Nothing was sent.",
+                            R::FixedLine => "This is a fixed-line number: this tenant texts fixed lines only with sms.allow_fixed_line (PATCH /v1/tenant {\"sms\": {\"allow_fixed_line\": true}}). Nothing was sent.",
+                            R::NotTexted => "This number is of a type that is never texted (premium-rate, shared-cost, UAN, voicemail, pager, VoIP, personal or unknown). Nothing was sent.",
+                        }
+                        .into()
+                    },
+                    one("number_type", json!(why.as_str())),
                 ),
                 S::SmsVelocity { setting, .. } => (
-                    format!("Too many text messages of this tenant went to numbers like this one in the last hour ({setting}); numbers that verified a code before are not held back. Retry later."),
+                    match setting.trim_start_matches("limits.") {
+                        "sms_range_per_hour" => format!("Too many text messages of this tenant went to this number's range (the number without its last 3 digits) in the last hour ({setting}); numbers that verified a code before are not held back. Retry later."),
+                        _ => format!("Too many text messages of this tenant went to numbers of this country whose code was not verified in the last hour ({setting}); numbers that verified a code before are not held back. Retry later."),
+                    },
                     one("limit", json!(setting.trim_start_matches("limits."))),
                 ),
                 S::DkimNotFound => (

@@ -46,7 +46,7 @@ pub(crate) fn refusal_outcome(e: &crate::service::ServiceError) -> String {
         E::Delivery(r, _) => format!("delivery_failed:{}", r.as_str()),
         E::RateLimited { kind, .. } => format!("rate_limited:{}", kind.as_str()),
         E::SmsCountryNotAllowed(_) => "blocked:country_not_allowed".into(),
-        E::PhoneNumberNotAllowed => "blocked:number_not_allowed".into(),
+        E::PhoneNumberNotAllowed(_) => "blocked:number_not_allowed".into(),
         E::SmsVelocity { .. } => "blocked:velocity".into(),
         e => e.code().as_str().to_string(),
     }

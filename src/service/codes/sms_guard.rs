@@ -49,9 +49,9 @@ impl Codes {
                     BlockReason::CountryNotAllowed,
                     ServiceError::SmsCountryNotAllowed(facts.country.clone()),
                 ),
-                Screened::NumberNotAllowed => (
+                Screened::NumberNotAllowed(why) => (
                     BlockReason::NumberNotAllowed,
-                    ServiceError::PhoneNumberNotAllowed,
+                    ServiceError::PhoneNumberNotAllowed(why),
                 ),
             };
             self.blocked(tenant, phone, purpose, reason, now).await;

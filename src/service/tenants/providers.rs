@@ -168,7 +168,7 @@ impl Tenants {
                     Screened::CountryNotAllowed => {
                         ServiceError::SmsCountryNotAllowed(facts.country.clone())
                     }
-                    Screened::NumberNotAllowed => ServiceError::PhoneNumberNotAllowed,
+                    Screened::NumberNotAllowed(why) => ServiceError::PhoneNumberNotAllowed(why),
                 });
             }
             let never_verified: [u8; 32] = rand::random();
