@@ -121,9 +121,16 @@ impl Recipient {
     /// digits) or an address — `+tag@…` is an address, anything else that starts with `+`
     /// a malformed number. `field` names it in the error.
     pub fn parse_either(given: &str, field: &str) -> Result<Recipient, FieldError> {
+        let number_like = !given.is_empty()
+            && given.chars().any(|c| c.is_ascii_digit())
+            && given
+                .chars()
+                .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '(' | ')' | '.'));
         if let Some(number) = PhoneNumber::parse(given) {
             Ok(Recipient::Phone(number))
-        } else if given.starts_with('+') && !given.contains('@') {
+        } else if (given.starts_with('+') || number_like) && !given.contains('@') {
+            // A number written another way (`0049…`, `+49 151…`): the number's rule, not
+            // the address's.
             Err(FieldError::new(field, PHONE_RULE))
         } else {
             RecipientEmail::parse(given)
@@ -199,6 +206,14 @@ mod tests {
             (bad_number.field.as_str(), bad_number.message.as_str()),
             ("recipient", PHONE_RULE)
         );
+        for number in ["004915112345803", "0151 1234-5678", "(030) 1234567"] {
+            let e = r(number).unwrap_err();
+            assert_eq!(
+                (e.field.as_str(), e.message.as_str()),
+                ("recipient", PHONE_RULE),
+                "{number}"
+            );
+        }
         let neither = r("nobody").unwrap_err();
         assert_eq!(neither.field, "recipient");
         assert!(neither

@@ -44,6 +44,9 @@ const RENDERED_MAX_BYTES: usize = 256 * 1024;
 const FUEL: u64 = 100_000;
 /// The code previews are rendered with.
 pub const PREVIEW_CODE: &str = "123456";
+/// The number a preview's text message is rendered to (`{{ email }}` in `sms`): a fictional
+/// one (+1 555 01xx).
+pub const PREVIEW_PHONE: &str = "+15550100199";
 
 /// One refusal of a template field: which field, where, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -431,9 +434,14 @@ pub fn render_once(f: &Fields, vars: &Vars<'_>) -> Result<Rendered, TemplateErro
             format!("renders longer than {SUBJECT_MAX_CHARS} characters"),
         ));
     }
-    if rendered.sms.is_none() {
-        set.render_sms("preview", vars)?;
-    }
+    // A text message goes to a number: there `{{ email }}` is one (its error, if it has
+    // one, is the answer).
+    let to_a_phone = Vars {
+        email: PREVIEW_PHONE,
+        ..*vars
+    };
+    let mut rendered = rendered;
+    rendered.sms = set.render_sms("preview", &to_a_phone)?;
     Ok(rendered)
 }
 

@@ -443,6 +443,26 @@ async fn preview_renders_unsaved_fields_and_saves_nothing() {
             assert_eq!(v["errors"][0]["field"], "sms", "{v}");
         }
     }
+    // A text message goes to a number: its `{{ email }}` previews as one, the email's as an
+    // address.
+    let v: Value = app
+        .post(
+            "/v1/tenant/templates/preview",
+            &sk,
+            json!({"text": "To {{ email }}: {{ code }}", "sms": "{{ code }} to {{ email }}"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (&v["text"], &v["sms"]),
+        (
+            &json!("To user@example.com: 123456"),
+            &json!("123456 to +15550100199")
+        ),
+        "{v}"
+    );
     let r = app
         .post(
             "/v1/tenant/templates/preview",
