@@ -63,13 +63,24 @@ impl OtpCode {
 /// and Thai.
 const DIGIT_ZEROS: [u32; 6] = [0xFF10, 0x0660, 0x06F0, 0x0966, 0x09E6, 0x0E50];
 
+/// A character a person types between a code's groups, or that a keyboard puts in
+/// unseen: hyphens and dashes, the minus sign, the full-width and small hyphens and the
+/// prolonged sound mark a Japanese input method types for "-", and the direction marks an
+/// Arabic or Persian keyboard, or a paste, adds.
+fn separates(c: char) -> bool {
+    const MARKS: [char; 8] = [
+        '-', '\u{2212}', '\u{FF0D}', '\u{FE63}', '\u{30FC}', '\u{200E}', '\u{200F}', '\u{061C}',
+    ];
+    MARKS.contains(&c) || ('\u{2010}'..='\u{2015}').contains(&c)
+}
+
 /// What a person typed into a page's code field, as the guess it means (API.md §17.8): spaces
 /// and hyphens between groups dropped, and digits of other scripts as their ASCII digits.
 /// Anything else stays, to be refused by [`OtpCode::parse_guess`].
 pub fn typed_by_a_person(input: &str) -> String {
     input
         .chars()
-        .filter(|c| !c.is_whitespace() && !matches!(c, '-' | '\u{2010}'..='\u{2015}' | '\u{2212}'))
+        .filter(|&c| !c.is_whitespace() && !separates(c))
         .map(|c| {
             let n = c as u32;
             DIGIT_ZEROS
@@ -97,6 +108,9 @@ mod tests {
             ("१२३४५६", "123456"),
             ("123\u{2013}456", "123456"),
             ("123\u{2212}456", "123456"),
+            ("１２３－４５６", "123456"),
+            ("１２３ー４５６", "123456"),
+            ("\u{200F}١٢٣\u{200F}٤٥٦", "123456"),
             ("12345a", "12345a"),
             ("12.3456", "12.3456"),
             ("½23456", "½23456"),

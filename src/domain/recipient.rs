@@ -23,15 +23,18 @@ pub const PHONE_RULE: &str =
     "must be a phone number in E.164 form: + and 8 to 15 digits, like +4915112345678";
 
 impl PhoneNumber {
-    /// A number in E.164 form, kept as libphonenumber writes it when it holds the number
-    /// valid: one number has one spelling (`+49015112345678`, the national trunk `0` kept
-    /// after the country code, is `+4915112345678`), so its quotas, cooldown, supersede
-    /// group, suppression entry, trust and velocity range are one, and the provider is
-    /// given E.164. A number it does not hold valid (a fictional test number, one the SMS
-    /// guard refuses) is kept as given.
+    /// A number in E.164 form, in its one spelling: as written when libphonenumber's
+    /// metadata holds it valid so, else as libphonenumber writes it when it holds it valid
+    /// once read (`+49015112345678`, the national trunk `0` kept after the country code, is
+    /// `+4915112345678`), so its quotas, cooldown, supersede group, suppression entry,
+    /// trust and velocity range are one, and the provider is given E.164. A number valid
+    /// neither way (a fictional test number, one the SMS guard refuses) is kept as given.
     pub fn parse(s: &str) -> Option<PhoneNumber> {
         if !Self::has_e164_form(s) {
             return None;
+        }
+        if super::sms_guard::as_written(s).is_some() {
+            return Some(PhoneNumber(s.to_string()));
         }
         let canonical = phonenumber::parse(None, s)
             .ok()
@@ -142,7 +145,7 @@ impl Recipient {
         }
     }
 
-    /// As the client gave it.
+    /// As the client gave it (a number: in its one spelling).
     pub fn as_given(&self) -> &str {
         match self {
             Recipient::Email(e) => e.as_given(),
@@ -157,11 +160,12 @@ impl Recipient {
         }
     }
     /// The keys a stored entry of it may have: its key, then the key it had before keys were
-    /// case-folded, where that differs ([`RecipientEmail::legacy_key`]).
+    /// case-folded ([`RecipientEmail::legacy_key`]), or before numbers had one spelling
+    /// ([`super::sms_guard::with_national_prefix`]), where that differs.
     pub fn keys(&self) -> impl Iterator<Item = String> {
         let legacy = match self {
             Recipient::Email(e) => e.legacy_key(),
-            Recipient::Phone(_) => None,
+            Recipient::Phone(p) => super::sms_guard::with_national_prefix(p.as_str()),
         };
         std::iter::once(self.canonical().to_string()).chain(legacy)
     }
@@ -258,6 +262,11 @@ mod tests {
             ("+4306641234567", "+436641234567"),
             // Italy's leading zero is part of the number.
             ("+390612345678", "+390612345678"),
+            // Valid as written, though the parser would strip a "national prefix": kept
+            // (a Japanese and a Belarusian toll-free number, a Korean one).
+            ("+8100660077889", "+8100660077889"),
+            ("+37580339153945", "+37580339153945"),
+            ("+8200308739261", "+8200308739261"),
             // Not valid (fictional, too short for its country): as given.
             ("+15550100", "+15550100"),
             ("+491511234", "+491511234"),

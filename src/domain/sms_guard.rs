@@ -149,6 +149,14 @@ impl NumberFacts {
                 .max(1)
                 .min(digits.len())]
         );
+        if let Some((country, kind)) = as_written(e164) {
+            return NumberFacts {
+                country,
+                valid: true,
+                kind: kind_of(kind),
+                range,
+            };
+        }
         let Ok(n) = phonenumber::parse(None, e164) else {
             return NumberFacts {
                 country: None,
@@ -157,18 +165,96 @@ impl NumberFacts {
                 range,
             };
         };
-        let kind = match n.number_type(&DATABASE) {
-            Type::Mobile | Type::FixedLineOrMobile | Type::TollFree => NumberKind::Texts,
-            Type::FixedLine => NumberKind::FixedLine,
-            _ => NumberKind::Refused,
-        };
         NumberFacts {
             country: n.country().id().map(|id| id.as_ref().to_string()),
             valid: n.is_valid(),
-            kind,
+            kind: kind_of(n.number_type(&DATABASE)),
             range,
         }
     }
+}
+
+fn kind_of(t: Type) -> NumberKind {
+    match t {
+        Type::Mobile | Type::FixedLineOrMobile | Type::TollFree => NumberKind::Texts,
+        Type::FixedLine => NumberKind::FixedLine,
+        _ => NumberKind::Refused,
+    }
+}
+
+/// An E.164 number read as written — its country code, then the rest as that country's
+/// national significant number — with its country (none for a non-geographic code) and
+/// type, when libphonenumber's metadata holds it a valid number so; the type found in
+/// libphonenumber's order (the general pattern, then premium-rate, toll-free, shared-cost,
+/// VoIP, personal, pager, UAN, voicemail, then fixed-line and mobile). The `phonenumber`
+/// crate's `parse` strips a national prefix from the rest even where the rest is a valid
+/// number as it stands (`+81 0066 0077 889`, a Japanese toll-free number, became the Osaka
+/// fixed line `+81 6 6007 7889`; `+7 812 123 4567` became invalid): a number valid as
+/// written is that number.
+pub fn as_written(e164: &str) -> Option<(Option<String>, Type)> {
+    let digits = e164.strip_prefix('+')?;
+    (1..=3.min(digits.len())).find_map(|n| {
+        let (code, national) = digits.split_at(n);
+        let regions = DATABASE.by_code(&code.parse::<u16>().ok()?)?;
+        let typed = |m: &phonenumber::Metadata| {
+            let d = m.descriptors();
+            if !d.general().is_match(national) {
+                return None;
+            }
+            let matches = |x: Option<&phonenumber::metadata::Descriptor>| {
+                x.is_some_and(|x| x.is_match(national))
+            };
+            let special = [
+                (d.premium_rate(), Type::PremiumRate),
+                (d.toll_free(), Type::TollFree),
+                (d.shared_cost(), Type::SharedCost),
+                (d.voip(), Type::Voip),
+                (d.personal_number(), Type::PersonalNumber),
+                (d.pager(), Type::Pager),
+                (d.uan(), Type::Uan),
+                (d.voicemail(), Type::Voicemail),
+            ];
+            if let Some((_, t)) = special.into_iter().find(|(x, _)| matches(*x)) {
+                return Some(t);
+            }
+            match (matches(d.fixed_line()), matches(d.mobile())) {
+                (true, true) => Some(Type::FixedLineOrMobile),
+                (true, false) => Some(Type::FixedLine),
+                (false, true) => Some(Type::Mobile),
+                (false, false) => None,
+            }
+        };
+        // Where regions share the code (+1, +7, +44 …), the one whose leading digits the
+        // number starts with, else the first it is a number of.
+        let leading = regions.iter().find(|m| {
+            m.leading_digits()
+                .and_then(|p| p.find(national))
+                .is_some_and(|at| at.start() == 0)
+        });
+        let (meta, kind) = match leading {
+            Some(m) => (*m, typed(m)?),
+            None => regions.iter().find_map(|m| typed(m).map(|t| (*m, t)))?,
+        };
+        let country = (meta.id() != "001").then(|| meta.id().to_string());
+        Some((country, kind))
+    })
+}
+
+/// The other spelling a row stored before numbers had one spelling may hold for this number
+/// (in its one spelling): with its country's national prefix kept after the country code
+/// (`+49 0151…` for `+49 151…`), when its country has one and that spelling reads back as
+/// this number.
+pub fn with_national_prefix(e164: &str) -> Option<String> {
+    as_written(e164)?;
+    let digits = e164.strip_prefix('+')?;
+    let other = (1..=3.min(digits.len())).find_map(|n| {
+        let (code, national) = digits.split_at(n);
+        let regions = DATABASE.by_code(&code.parse::<u16>().ok()?)?;
+        let prefix = regions.iter().find_map(|m| m.national_prefix())?;
+        Some(format!("+{code}{prefix}{national}"))
+    })?;
+    let back = super::recipient::PhoneNumber::parse(&other)?;
+    (back.as_str() == e164).then_some(other)
 }
 
 /// Why the guard refuses a number before any velocity count.
@@ -350,6 +436,44 @@ mod tests {
                 "no example of {what}: {checked:?}"
             );
         }
+    }
+
+    /// A number valid as written is that number, though the `phonenumber` crate's parser
+    /// would strip a "national prefix" from it (found by review): a Japanese toll-free
+    /// number is not read as an Osaka fixed line, nor a St Petersburg fixed line (its area
+    /// code starts with 8, Russia's trunk prefix) as invalid.
+    #[test]
+    fn a_number_valid_as_written_is_that_number() {
+        let f = NumberFacts::of("+8100660077889");
+        assert_eq!(
+            (f.country.as_deref(), f.valid, f.kind),
+            (Some("JP"), true, NumberKind::Texts)
+        );
+        let f = NumberFacts::of("+78121234567");
+        assert_eq!(
+            (f.country.as_deref(), f.valid, f.kind),
+            (Some("RU"), true, NumberKind::FixedLine)
+        );
+        // A number of a shared code is its region's: +1 613 is Canada's.
+        assert_eq!(
+            as_written("+16135550123").map(|(c, _)| c),
+            Some(Some("CA".into()))
+        );
+        // Non-geographic: valid, of no country.
+        assert_eq!(as_written("+80012345678").map(|(c, _)| c), Some(None));
+        // The trunk 0 after the code: not a number as written, but the other spelling of
+        // one (a row stored before numbers had one spelling may hold it).
+        assert_eq!(as_written("+49015112345678"), None);
+        assert_eq!(
+            with_national_prefix("+4915112345678").as_deref(),
+            Some("+49015112345678")
+        );
+        assert_eq!(with_national_prefix("+8100660077889"), None);
+        assert_eq!(with_national_prefix("+15550100199"), None);
+        assert_eq!(
+            as_written("+4915112345678"),
+            Some((Some("DE".into()), Type::Mobile))
+        );
     }
 
     #[test]

@@ -173,9 +173,12 @@ impl<E: Engine> TestStore for E {
         recipient: &str,
         hashes: &[String],
     ) -> Result<TestGuess, StoreError> {
-        let entries = self.rows(sql::FIXED_CODES, args![tenant.as_str(), recipient], |c| {
-            Ok((c.text(0)?, c.opt_int(1)?.is_some()))
-        })?;
+        let other = other_spelling(recipient);
+        let entries = self.rows(
+            sql::FIXED_CODES,
+            args![tenant.as_str(), recipient, other],
+            |c| Ok((c.text(0)?, c.opt_int(1)?.is_some())),
+        )?;
         let mut guess = TestGuess::default();
         for (hash, inert) in entries.into_iter().filter(|(h, _)| hashes.contains(h)) {
             if inert {
@@ -202,6 +205,7 @@ impl<E: Engine> TestStore for E {
             code_hash.into(),
             max.into(),
             now.into(),
+            other_spelling(recipient).into(),
         ];
         self.transact(move |tx| {
             let key = std::slice::from_ref(&t);
@@ -229,4 +233,11 @@ impl<E: Engine> TestStore for E {
         let q = args![tenant.as_str(), since, recipient, INBOX_KEPT];
         self.rows(sql::INBOX, q, |r| inbox_row_from(r))
     }
+}
+
+/// The other spelling a test recipient stored before numbers had one spelling may hold for
+/// this recipient (`+49 0151…`), else the recipient itself.
+fn other_spelling(recipient: &str) -> String {
+    crate::domain::sms_guard::with_national_prefix(recipient)
+        .unwrap_or_else(|| recipient.to_string())
 }

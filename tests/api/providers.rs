@@ -593,8 +593,9 @@ async fn the_test_route_sends_one_message_through_the_provider() {
 
 /// The test route is no way around the SMS fraud guard (found by the SMS audit: it texted
 /// premium-rate and unlisted numbers, any number of times, unaudited): a test text is
-/// screened as a mint's (countries, number type), counts against the velocity limits as a
-/// send that never verifies, goes to the number's one spelling, and is audited.
+/// screened as a mint's (countries, number type, the suppression list), counts against the
+/// velocity limits (the range's, here) unless it never left, goes to the number's one
+/// spelling, and is audited.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_test_route_texts_only_what_the_sms_guard_lets_a_mint_text() {
     let sms = FakeProvider::start("twilio").await;
@@ -632,7 +633,32 @@ async fn the_test_route_texts_only_what_the_sms_guard_lets_a_mint_text() {
         );
     }
     assert!(sms.rx.requests().is_empty());
-    // One range takes `limits.sms_range_per_hour` (10) texts an hour, tests included.
+    let r = app
+        .post(
+            "/v1/tenant/suppressions",
+            &sk,
+            json!({"recipient": "+4915112345690"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let (s, v) = test("+4915112345690").await;
+    assert_eq!(
+        (s, &v["code"]),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &json!("recipient_suppressed")
+        ),
+        "{v}"
+    );
+    // One range takes `limits.sms_range_per_hour` (10) texts an hour, tests included; one
+    // the provider refused never left and holds no place.
+    sms.fail_next(&[401]);
+    let (s, v) = test("+4915112345650").await;
+    assert_eq!(
+        (s, &v["reason"]),
+        (StatusCode::BAD_GATEWAY, &json!("provider_auth")),
+        "{v}"
+    );
     for i in 0..10 {
         let (s, v) = test(&format!("+490151123456{i:02}")).await;
         assert_eq!(s, StatusCode::OK, "{v}");
@@ -663,7 +689,7 @@ async fn the_test_route_texts_only_what_the_sms_guard_lets_a_mint_text() {
         (StatusCode::TOO_MANY_REQUESTS, &json!("sms_velocity")),
         "{v}"
     );
-    assert_eq!(sms.rx.requests().len(), 10);
+    assert_eq!(sms.rx.requests().len(), 11);
     let (_, audit) = body(app.get("/v1/tenant/audit", &sk).await).await;
     let events: Vec<_> = audit["events"]
         .as_array()
@@ -672,12 +698,14 @@ async fn the_test_route_texts_only_what_the_sms_guard_lets_a_mint_text() {
         .filter(|e| e["event"] == "provider.test")
         .map(|e| e["outcome"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(events.len(), 15, "{audit}");
+    assert_eq!(events.len(), 17, "{audit}");
     assert_eq!(events.iter().filter(|o| *o == "sent").count(), 10);
     for refused in [
         "sms_country_not_allowed",
         "phone_number_not_allowed",
         "sms_velocity",
+        "recipient_suppressed",
+        "delivery_failed:provider_auth",
     ] {
         assert!(events.iter().any(|o| o == refused), "{refused}: {events:?}");
     }

@@ -1655,7 +1655,9 @@ async fn a_key_is_never_called_exhausted_while_an_earlier_attempt_compares_on_an
 /// `pg_terminate_backend`, `idle_session_timeout`) while it sat idle: the next request finds
 /// it closed — at a read, or at the BEGIN of a write (a FATAL error, then the socket closed)
 /// — and is served on a new one: not answered 503, and not left waiting out the pool's
-/// timeout for a second connection the pool cannot make while it holds the dead one.
+/// timeout for a second connection the pool cannot make while it holds the dead one. The
+/// instance's own background work (its senders poll every 250 ms) sometimes meets the dead
+/// connection first; each case is tried three times, so the request meets it in most.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_pooled_connection_ended_by_the_database_is_replaced_at_the_next_request() {
     let app = spawn_app_with(|s| {
@@ -1664,7 +1666,6 @@ async fn one_pooled_connection_ended_by_the_database_is_replaced_at_the_next_req
     })
     .await;
     let (_, sk) = app.tenant().await;
-    let (key, code) = app.mint(&sk, "ada@example.com").await;
     let name = app
         .settings
         .database
@@ -1677,21 +1678,23 @@ async fn one_pooled_connection_ended_by_the_database_is_replaced_at_the_next_req
         let (base, name) = (postgres_base_url().unwrap(), name.clone());
         pg_blocking(move || {
             let mut c = postgres::Client::connect(&base, postgres::NoTls).unwrap();
-            let ended = c
+            let ended: Vec<i32> = c
                 .query(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 \
-                     AND pid <> pg_backend_pid()",
+                    "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = $1 AND pid <> pg_backend_pid()",
                     &[&name],
                 )
                 .unwrap()
-                .len();
-            assert!(ended >= 1, "the instance's connection was ended");
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            assert!(!ended.is_empty(), "the instance's connection was ended");
             // Gone (the signal is taken asynchronously), as after a restart.
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             while c
                 .query_one(
-                    "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1",
-                    &[&name],
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE pid = ANY($1)",
+                    &[&ended],
                 )
                 .unwrap()
                 .get::<_, i64>(0)
@@ -1703,19 +1706,22 @@ async fn one_pooled_connection_ended_by_the_database_is_replaced_at_the_next_req
         })
     };
 
-    // An admin's write (no read before its transaction).
-    end_its_connections();
-    let r = app
-        .post(
-            "/v1/tenants",
-            ADMIN,
-            json!({"name": "Bob", "smtp": app.smtp_json()}),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::CREATED);
+    for round in 0..3 {
+        // An admin's write (no read before its transaction).
+        end_its_connections();
+        let r = app
+            .post(
+                "/v1/tenants",
+                ADMIN,
+                json!({"name": format!("Bob {round}"), "smtp": app.smtp_json()}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED, "round {round}");
 
-    // A tenant's verify (its key read first).
-    end_its_connections();
-    let (s, v) = app.verify(&sk, &key, &code).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+        // A tenant's verify (its key read first).
+        let (key, code) = app.mint(&sk, &format!("ada{round}@example.com")).await;
+        end_its_connections();
+        let (s, v) = app.verify(&sk, &key, &code).await;
+        assert_eq!(s, StatusCode::OK, "round {round}: {v}");
+    }
 }

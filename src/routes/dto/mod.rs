@@ -371,7 +371,7 @@ impl StatusOut {
                 reason: v.delivery.reason.clone(),
                 detail: v.delivery.advice().map(str::to_string),
                 sent_at: v.delivery.sent_at.filter(|_| accepted).map(rfc3339),
-                transport: v.delivery.transport.clone(),
+                transport: v.delivery.transport.clone().filter(|_| accepted),
                 provider_message_id: v.delivery.provider_message_id.clone().filter(|_| accepted),
                 detail_code: v.delivery.detail_code.clone(),
             },
@@ -392,7 +392,7 @@ pub struct AuditEventOut {
     /// What happened: `mint` (a refusal of the SMS guard included), `verify`, `resend`,
     /// `cancel`, `claim`, `template.fallback` (a message written in a fallback locale),
     /// `test_recipient.disabled`, `test_recipients.put`, `suppression.add`,
-    /// `suppression.remove`.
+    /// `suppression.remove`, `provider.test`.
     pub event: String,
     /// Masked: `a***@example.com`
     pub recipient: String,

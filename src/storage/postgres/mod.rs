@@ -421,27 +421,29 @@ impl crate::storage::engine::Engine for PgStore {
         Dialect::Postgres
     }
 
-    /// A read whose pooled connection turns out closed before it gave a row (the database
-    /// restarted, or ended the session, while the connection sat idle) is read again once on
-    /// another: a read changes nothing, and the first request after a restart is not
-    /// answered 503 for a connection the pool did not yet know was dead.
+    /// A read whose pooled connection turns out closed, reset or ended by the server (the
+    /// database restarted, or ended the session, while the connection sat idle) is read
+    /// again once on another: a read changes nothing, and the first request after a restart
+    /// is not answered 503 for a connection the pool did not yet know was dead. A read that
+    /// timed out is not (a database that hangs is not asked again).
     fn each_text(&self, text: &str, args: &[sql::Arg], f: Each<'_>) -> Result<(), StoreError> {
+        let args: Vec<_> = args.iter().map(bound).collect();
         let mut again = true;
         loop {
             let mut conn = self.conn()?;
-            let mut rows = 0usize;
-            let mut counted = |r: &dyn crate::storage::cells::Cells| {
-                rows += 1;
-                f(r)
-            };
-            let read =
-                crate::storage::engine::Exec::each_text(&mut conn.db(), text, args, &mut counted);
-            match read {
-                Err(_) if again && rows == 0 && conn.client.is_closed() => {
+            match conn.db().query(text, &args) {
+                Ok(rows) => {
+                    drop(conn);
+                    for r in rows {
+                        f(&r)?;
+                    }
+                    return Ok(());
+                }
+                Err(e) if again && conn::closed(&e) => {
                     conn::note_lost();
                     again = false;
                 }
-                read => return read,
+                Err(e) => return Err(e.into()),
             }
         }
     }

@@ -32,19 +32,21 @@ shared_sql!(
 );
 
 shared_sql!(
-    /// The fixed codes of `$2`'s exact entry (`$1` tenant), and when each turned inert.
+    /// The fixed codes of `$2`'s exact entry (`$1` tenant; `$3` its other spelling, a number
+    /// stored before numbers had one, else `$2`), and when each turned inert.
     pub(crate) FIXED_CODES =
-        "SELECT code_hash, disabled_at FROM test_recipients WHERE tenant_id = $1 AND pattern = $2 \
-         AND code_hash IS NOT NULL"
+        "SELECT code_hash, disabled_at FROM test_recipients WHERE tenant_id = $1 AND pattern IN \
+         ($2, $3) AND code_hash IS NOT NULL"
 );
 
 shared_sql!(
     /// A wrong guess of a fixed code: one more failure on its entry, which turns inert at the
-    /// budget. `$1` tenant, `$2` recipient, `$3` code hash, `$4` budget, `$5` now.
+    /// budget. `$1` tenant, `$2` recipient, `$3` code hash, `$4` budget, `$5` now, `$6` the
+    /// recipient's other spelling (a number stored before numbers had one; else `$2`).
     pub(crate) CODE_FAILED =
         "UPDATE test_recipients SET failures = failures + 1, disabled_at = CASE WHEN failures + 1 \
-         >= CAST($4 AS BIGINT) THEN $5 ELSE disabled_at END WHERE tenant_id = $1 AND pattern = $2 \
-         AND code_hash = $3 AND disabled_at IS NULL RETURNING disabled_at"
+         >= CAST($4 AS BIGINT) THEN $5 ELSE disabled_at END WHERE tenant_id = $1 AND pattern IN \
+         ($2, $6) AND code_hash = $3 AND disabled_at IS NULL RETURNING disabled_at"
 );
 
 /// The tenant's row, locked until the transaction ends on PostgreSQL in the mode its
