@@ -24,11 +24,11 @@ pub const PHONE_RULE: &str =
 
 impl PhoneNumber {
     /// A number in E.164 form, in its one spelling: as written when libphonenumber's
-    /// metadata holds it valid so, else as libphonenumber writes it when it holds it valid
-    /// once read (`+49015112345678`, the national trunk `0` kept after the country code, is
-    /// `+4915112345678`), so its quotas, cooldown, supersede group, suppression entry,
-    /// trust and velocity range are one, and the provider is given E.164. A number valid
-    /// neither way (a fictional test number, one the SMS guard refuses) is kept as given.
+    /// metadata holds it valid so, else without its country's national prefix after the
+    /// country code when that leaves a valid number (`+49015112345678` is `+4915112345678`),
+    /// so its quotas, cooldown, supersede group, suppression entry, trust and velocity range
+    /// are one, and the provider is given E.164. Any other number (a fictional test number,
+    /// one the SMS guard refuses) is kept as given: never made into another valid number.
     pub fn parse(s: &str) -> Option<PhoneNumber> {
         if !Self::has_e164_form(s) {
             return None;
@@ -36,12 +36,8 @@ impl PhoneNumber {
         if super::sms_guard::as_written(s).is_some() {
             return Some(PhoneNumber(s.to_string()));
         }
-        let canonical = phonenumber::parse(None, s)
-            .ok()
-            .filter(|n| n.is_valid())
-            .map(|n| n.format().mode(phonenumber::Mode::E164).to_string())
-            .filter(|c| Self::has_e164_form(c));
-        Some(PhoneNumber(canonical.unwrap_or_else(|| s.to_string())))
+        let one = super::sms_guard::without_national_prefix(s).filter(|c| Self::has_e164_form(c));
+        Some(PhoneNumber(one.unwrap_or_else(|| s.to_string())))
     }
 
     /// Whether `s` has the form of an E.164 number (`+` and 8 to 15 digits, the first not
@@ -124,11 +120,12 @@ impl Recipient {
     /// digits) or an address — `+tag@…` is an address, anything else that starts with `+`
     /// a malformed number. `field` names it in the error.
     pub fn parse_either(given: &str, field: &str) -> Result<Recipient, FieldError> {
-        let number_like = !given.is_empty()
-            && given.chars().any(|c| c.is_ascii_digit())
-            && given
-                .chars()
-                .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '(' | ')' | '.'));
+        // A number written another way: `0049…`, `+49 151…`, `tel:+49…`.
+        let number_like = given.starts_with("tel:")
+            || (given.chars().any(|c| c.is_ascii_digit())
+                && given
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '(' | ')' | '.')));
         if let Some(number) = PhoneNumber::parse(given) {
             Ok(Recipient::Phone(number))
         } else if (given.starts_with('+') || number_like) && !given.contains('@') {
@@ -210,7 +207,12 @@ mod tests {
             (bad_number.field.as_str(), bad_number.message.as_str()),
             ("recipient", PHONE_RULE)
         );
-        for number in ["004915112345803", "0151 1234-5678", "(030) 1234567"] {
+        for number in [
+            "004915112345803",
+            "0151 1234-5678",
+            "(030) 1234567",
+            "tel:+4915112345678",
+        ] {
             let e = r(number).unwrap_err();
             assert_eq!(
                 (e.field.as_str(), e.message.as_str()),
@@ -267,6 +269,10 @@ mod tests {
             ("+8100660077889", "+8100660077889"),
             ("+37580339153945", "+37580339153945"),
             ("+8200308739261", "+8200308739261"),
+            // The prefix twice (a US number after a German picker): not made a German
+            // mobile.
+            ("+490017012345678", "+490017012345678"),
+            ("+36060612345678", "+36060612345678"),
             // Not valid (fictional, too short for its country): as given.
             ("+15550100", "+15550100"),
             ("+491511234", "+491511234"),

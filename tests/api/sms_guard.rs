@@ -381,6 +381,22 @@ async fn a_number_written_with_its_trunk_prefix_is_the_same_recipient() {
             "{phone}: {v}"
         );
     }
+    // Listed again in the one spelling: already listed (200, the entry as it was), not a
+    // second entry that a removal would leave behind.
+    let (s, v) = body(
+        app.post(
+            "/v1/tenant/suppressions",
+            &sk,
+            json!({"recipient": "+4915199999009"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (s, &v["recipient"]),
+        (StatusCode::OK, &json!("+49015199999009")),
+        "{v}"
+    );
     let r = app
         .delete("/v1/tenant/suppressions/%2B49015199999009", &sk)
         .await;

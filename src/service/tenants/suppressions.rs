@@ -69,6 +69,13 @@ impl Tenants {
         ctx: &RequestContext,
     ) -> Result<(Suppression, bool), ServiceError> {
         let audit = self.core.audit.slot()?;
+        // An entry stored under another key of the recipient (before keys were case-folded,
+        // or before numbers had one spelling) is its entry: listed already, not listed twice.
+        let earlier =
+            match crate::domain::recipient::Recipient::parse_either(&recipient, "recipient") {
+                Ok(r) => self.earlier_entry(tenant, &r).await?,
+                Err(_) => None,
+            };
         let entry = Suppression {
             recipient,
             reason,
@@ -76,9 +83,14 @@ impl Tenants {
             created_at: self.core.now(),
         };
         let (tid, e) = (tenant.clone(), entry.clone());
-        let created = self.core.db(move |s| s.suppress(&tid, &e)).await?;
+        let created = match &earlier {
+            Some(_) => false,
+            None => self.core.db(move |s| s.suppress(&tid, &e)).await?,
+        };
         let shown = if created {
             entry
+        } else if let Some(found) = earlier {
+            found
         } else {
             let (tid, r) = (tenant.clone(), entry.recipient.clone());
             self.core
@@ -126,6 +138,21 @@ impl Tenants {
             ctx,
         );
         Ok(())
+    }
+
+    /// The recipient's entry stored under one of its former keys, if any.
+    async fn earlier_entry(
+        &self,
+        tenant: &TenantId,
+        recipient: &crate::domain::recipient::Recipient,
+    ) -> Result<Option<Suppression>, ServiceError> {
+        for key in recipient.keys().skip(1) {
+            let tid = tenant.clone();
+            if let Some(found) = self.core.db(move |s| s.suppression(&tid, &key)).await? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
     }
 
     /// Refuse a mint to a suppressed recipient (422 `recipient_suppressed`) unless the
