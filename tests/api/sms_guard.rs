@@ -42,6 +42,19 @@ async fn mint_phone(app: &TestApp, sk: &str, phone: &str) -> (StatusCode, Value,
     (s, v, retry)
 }
 
+/// A refusal of the velocity limit `limit` (`sms_range_per_hour`, …).
+pub(crate) fn assert_sms_velocity(s: StatusCode, v: &Value, limit: &str) {
+    assert_eq!(
+        (s, &v["code"], &v["limit"]),
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            &json!("sms_velocity"),
+            &json!(limit)
+        ),
+        "{v}"
+    );
+}
+
 async fn get_json(app: &TestApp, path: &str, sk: &str) -> Value {
     let (s, v) = body(app.get(path, sk).await).await;
     assert_eq!(s, StatusCode::OK, "{path}: {v}");
@@ -324,15 +337,7 @@ async fn a_number_written_with_its_trunk_prefix_is_the_same_recipient() {
         assert_eq!(s, StatusCode::CREATED, "{phone}: {v}");
     }
     let (s, v, _) = mint_phone(&app, &sk, "+49015112345003").await;
-    assert_eq!(
-        (s, &v["code"], &v["limit"]),
-        (
-            StatusCode::TOO_MANY_REQUESTS,
-            &json!("sms_velocity"),
-            &json!("sms_range_per_hour")
-        ),
-        "{v}"
-    );
+    assert_sms_velocity(s, &v, "sms_range_per_hour");
     let sent = rx.wait_for(2).await;
     let to: Vec<_> = sent.iter().map(|r| r.json()["to"].clone()).collect();
     assert!(to.contains(&json!("+4915112345002")), "{to:?}");
