@@ -13,6 +13,7 @@ pub mod keys;
 pub mod links;
 pub mod locale;
 pub(crate) mod named;
+pub mod numbering;
 pub mod oauth2;
 pub mod policy;
 pub mod provider;

@@ -33,10 +33,10 @@ impl PhoneNumber {
         if !Self::has_e164_form(s) {
             return None;
         }
-        if super::sms_guard::as_written(s).is_some() {
+        if super::numbering::as_written(s).is_some() {
             return Some(PhoneNumber(s.to_string()));
         }
-        let one = super::sms_guard::without_national_prefix(s).filter(|c| Self::has_e164_form(c));
+        let one = super::numbering::without_national_prefix(s).filter(|c| Self::has_e164_form(c));
         Some(PhoneNumber(one.unwrap_or_else(|| s.to_string())))
     }
 
@@ -158,11 +158,11 @@ impl Recipient {
     }
     /// The keys a stored entry of it may have: its key, then the key it had before keys were
     /// case-folded ([`RecipientEmail::legacy_key`]), or before numbers had one spelling
-    /// ([`super::sms_guard::with_national_prefix`]), where that differs.
+    /// ([`super::numbering::with_national_prefix`]), where that differs.
     pub fn keys(&self) -> impl Iterator<Item = String> {
         let legacy = match self {
             Recipient::Email(e) => e.legacy_key(),
-            Recipient::Phone(p) => super::sms_guard::with_national_prefix(p.as_str()),
+            Recipient::Phone(p) => super::numbering::with_national_prefix(p.as_str()),
         };
         std::iter::once(self.canonical().to_string()).chain(legacy)
     }

@@ -243,7 +243,7 @@ fn phone_pattern_catches_real_numbers(pattern: &str) -> Option<String> {
                     n.push(c);
                 }
             }
-            if super::sms_guard::is_valid_number(&n) {
+            if super::numbering::is_valid_number(&n) {
                 return Some(n);
             }
         }

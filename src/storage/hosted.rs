@@ -69,21 +69,24 @@ pub(crate) fn stored_session_id(id: &str) -> String {
     hex::encode(sha2::Sha256::digest(id.as_bytes()))
 }
 
+/// A session's columns, with its code's (`c`, joined by [`SESSION_FROM`]; none before a
+/// code was sent).
 pub(crate) const SESSION_COLS: &str = concat!(
     "h.id, h.tenant_id, h.email, h.purpose, h.locale, h.return_url, \
      h.key_sealed, h.status, h.expires_at, \
-     COALESCE(h.verified_at, (SELECT c.verified_at FROM challenges c WHERE c.key_digest = h.key_digest)), \
-     (SELECT CASE WHEN c.status = 'pending' AND ",
+     COALESCE(h.verified_at, c.verified_at), \
+     CASE WHEN c.status = 'pending' AND ",
     crate::storage::sql::no_attempts_left!("c."),
-    " THEN 'exhausted' \
-       ELSE c.status END FROM challenges c WHERE c.key_digest = h.key_digest), \
+    " THEN 'exhausted' ELSE c.status END, \
      h.code_challenge, \
-     COALESCE(h.claimed_at, (SELECT c.claimed_at FROM challenges c WHERE c.key_digest = h.key_digest)), \
+     COALESCE(h.claimed_at, c.claimed_at), \
      h.finished_by, h.created_at, \
-     (SELECT c.code_length FROM challenges c WHERE c.key_digest = h.key_digest), \
-     (SELECT c.resends FROM challenges c WHERE c.key_digest = h.key_digest), \
-     (SELECT c.expires_at FROM challenges c WHERE c.key_digest = h.key_digest)"
+     c.code_length, c.resends, c.expires_at"
 );
+
+/// What [`SESSION_COLS`] reads from: the session and its code's row, looked up once.
+pub(crate) const SESSION_FROM: &str =
+    " FROM hosted_sessions h LEFT JOIN challenges c ON c.key_digest = h.key_digest";
 
 pub(crate) fn session_from(r: &(impl Cells + ?Sized)) -> Result<SessionRow, StoreError> {
     Ok(SessionRow {

@@ -238,6 +238,6 @@ impl<E: Engine> TestStore for E {
 /// The other spelling a test recipient stored before numbers had one spelling may hold for
 /// this recipient (`+49 0151…`), else the recipient itself.
 fn other_spelling(recipient: &str) -> String {
-    crate::domain::sms_guard::with_national_prefix(recipient)
+    crate::domain::numbering::with_national_prefix(recipient)
         .unwrap_or_else(|| recipient.to_string())
 }

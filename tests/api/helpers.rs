@@ -135,6 +135,12 @@ impl TestApp {
         otpmint_with(&self.cli_config(), args)
     }
 
+    /// The name of this app's PostgreSQL database (the last part of its URL).
+    pub fn database_name(&self) -> String {
+        let url = &self.settings.database.url;
+        url.rsplit('/').next().unwrap_or(url).to_string()
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("otpmint.db")
     }

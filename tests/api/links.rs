@@ -608,14 +608,7 @@ async fn the_pages_answer_a_database_outage_with_a_page_and_retry_after() {
     let (app, sk) = linked_app().await;
     let (_, token, _) = mint_link(&app, &sk, "ada@example.com").await;
     let (session, _) = crate::hosted::open_session(&app, &sk, json!({"return_url": RETURN})).await;
-    let name = app
-        .settings
-        .database
-        .url
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let name = app.database_name();
     /// Closes the database to connections (and ends those open) while it lives; opens it
     /// again when dropped, also when the test fails (and then without panicking).
     struct Outage(String, String);

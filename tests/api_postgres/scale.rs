@@ -1666,14 +1666,7 @@ async fn one_pooled_connection_ended_by_the_database_is_replaced_at_the_next_req
     })
     .await;
     let (_, sk) = app.tenant().await;
-    let name = app
-        .settings
-        .database
-        .url
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let name = app.database_name();
     let end_its_connections = || {
         let (base, name) = (postgres_base_url().unwrap(), name.clone());
         pg_blocking(move || {

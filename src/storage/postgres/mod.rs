@@ -18,6 +18,7 @@ mod codes;
 mod commit;
 mod conn;
 mod integration;
+mod migrations;
 mod outbox;
 mod records;
 mod start;
@@ -36,78 +37,6 @@ use r2d2_postgres::PostgresConnectionManager;
 
 use super::{copy, QuotaRefusal, Store, StoreError};
 use conn::{Conn, Db, Manager, PgConn, Tx};
-
-/// How often a migration that another session's locks broke (a deadlock with an instance
-/// of an earlier version still serving, during a rolling upgrade) is run again.
-const MIGRATION_TRIES: u32 = 5;
-
-/// Run the migrations not yet applied, all in one transaction with their records (refinery
-/// otherwise commits a migration and its record apart: a stop between the two would leave a
-/// schema that the next start fails to migrate again). A run that a deadlock broke is run
-/// again; any other failure names the migrations and the database's own words.
-fn run_migrations(conn: &mut ::postgres::Client) -> Result<refinery::Report, StoreError> {
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        let mut runner = embedded::migrations::runner().set_grouped(true);
-        let e = match runner
-            .set_migration_table_name("otpmint_schema_history")
-            .run(conn)
-        {
-            Ok(report) => return Ok(report),
-            Err(e) => e,
-        };
-        let db = std::error::Error::source(&e)
-            .and_then(|s| s.downcast_ref::<::postgres::Error>())
-            .and_then(::postgres::Error::as_db_error);
-        let deadlock =
-            db.is_some_and(|d| d.code() == &::postgres::error::SqlState::T_R_DEADLOCK_DETECTED);
-        let failed = pending_migrations(conn);
-        if deadlock && tries < MIGRATION_TRIES {
-            tracing::warn!(migrations = %failed, tries, "migrating was broken by a deadlock with another session (an instance of an earlier version still serving?); running it again");
-            std::thread::sleep(Duration::from_millis(500 * u64::from(tries)));
-            continue;
-        }
-        let said = match db {
-            Some(d) => format!("{} ({})", d.message(), d.code().code()),
-            None => e.to_string(),
-        };
-        let hint = if deadlock {
-            ": other sessions kept breaking it (instances of an earlier version still serving); nothing was changed, start again"
-        } else {
-            ""
-        };
-        return Err(StoreError::Migration(format!(
-            "{failed} failed: {said}{hint}"
-        )));
-    }
-}
-
-/// The migrations the database has not applied (a failed run applied none of them).
-fn pending_migrations(conn: &mut ::postgres::Client) -> String {
-    let applied: Option<i64> = conn
-        .query_one(
-            "SELECT MAX(version)::BIGINT FROM otpmint_schema_history",
-            &[],
-        )
-        .ok()
-        .and_then(|r| r.get(0));
-    let runner = embedded::migrations::runner();
-    let pending: Vec<_> = runner
-        .get_migrations()
-        .iter()
-        .filter(|m| i64::from(m.version()) > applied.unwrap_or(0))
-        .collect();
-    match pending.as_slice() {
-        [] => "migrating".to_string(),
-        [one] => format!("migration {one}"),
-        [first, .., last] => format!("migrations {first} to {last} (none applied)"),
-    }
-}
-
-mod embedded {
-    refinery::embed_migrations!("migrations/postgres");
-}
 
 /// Session advisory lock held while migrating, so instances starting together take turns.
 const MIGRATION_LOCK: i64 = 0x6f74_706d_696e_7401;
@@ -189,7 +118,7 @@ impl PgStore {
                     asker,
                     timeout: opts.timeout,
                 };
-                let ours = embedded::migrations::runner();
+                let ours = migrations::runner();
                 match opening {
                     Opening::Make => drop(store.migrate()?),
                     Opening::Existing => store.found()?.refuse_unless_current(&ours)?,
@@ -212,7 +141,7 @@ impl PgStore {
         // no statement or lock timeout for them (reset when they are done).
         conn.batch_execute("SET statement_timeout = 0; SET lock_timeout = 0")?;
         conn.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
-        let report = run_migrations(conn);
+        let report = migrations::run(conn);
         let unlocked = conn.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
         let reset = conn.batch_execute("RESET statement_timeout; RESET lock_timeout");
         let report = report?;

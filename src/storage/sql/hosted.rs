@@ -2,7 +2,7 @@
 //! found by its stored id ([`crate::storage::hosted::stored_session_id`]) or by the id
 //! itself (a row stored before ids were hashed, until it is purged).
 
-use crate::storage::hosted::SESSION_COLS;
+use crate::storage::hosted::{SESSION_COLS, SESSION_FROM};
 
 shared_sql!(
     pub(crate) INSERT_SESSION =
@@ -57,5 +57,5 @@ shared_sql!(
 shared_sql!(
     /// A hosted session, by its stored id (`$1`) or, stored before ids were hashed, the
     /// id itself (`$2`).
-    pub(crate) SESSION = ["SELECT ", SESSION_COLS, " FROM hosted_sessions h WHERE h.id IN ($1, $2)"]
+    pub(crate) SESSION = ["SELECT ", SESSION_COLS, SESSION_FROM, " WHERE h.id IN ($1, $2)"]
 );
