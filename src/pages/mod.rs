@@ -37,6 +37,8 @@ pub struct Page<'a> {
     pub base_path: &'a str,
     /// The tenant whose colour the page wears (its brand stylesheet), if it has one.
     pub brand: Option<&'a str>,
+    /// The tenant whose logo the page shows, and its name (the logo's text), if it has one.
+    pub logo: Option<(&'a str, &'a str)>,
 }
 
 pub struct Form<'a> {
@@ -63,6 +65,8 @@ pub fn render(p: &Page<'_>) -> String {
                 csrf => csrf,
                 base_path => p.base_path,
                 brand => p.brand,
+                logo => p.logo.map(|(tenant, _)| tenant),
+                app => p.logo.map(|(_, app)| app),
             })
         })
         .unwrap_or_else(|_| "<!doctype html><title>otpmint</title>".to_string())
@@ -86,6 +90,10 @@ pub struct HostedPage<'a> {
     /// A second form ("send a new code"), when not empty.
     pub again: &'a str,
     pub again_action: &'a str,
+    /// A link back to the tenant's app (a sign-in that can no longer be completed), when
+    /// `back_url` is not empty.
+    pub back: &'a str,
+    pub back_url: &'a str,
     pub brand: bool,
     pub logo: bool,
     pub base_path: &'a str,
@@ -98,7 +106,8 @@ pub fn render_hosted(p: &HostedPage<'_>) -> String {
                 lang => p.lang, app => p.app, tenant => p.tenant, title => p.title,
                 lead => p.lead, error => p.error, field => p.field, label => p.label,
                 value => p.value, button => p.button, action => p.action, csrf => p.csrf,
-                again => p.again, again_action => p.again_action, brand => p.brand,
+                again => p.again, again_action => p.again_action, back => p.back,
+                back_url => p.back_url, brand => p.brand,
                 logo => p.logo, base_path => p.base_path,
             })
         })
@@ -144,12 +153,17 @@ mod tests {
             }),
             base_path: "",
             brand: Some("tnt_abc"),
+            logo: Some(("tnt_abc", "Acme & Co")),
         });
         assert!(html.contains("<html lang=\"de\">"));
         assert!(html.contains("Anmelden bei &lt;Acme&gt;"));
         assert!(html.contains("value=\"t&quot;ok\""));
         assert!(html.contains("<button type=\"submit\">Weiter</button>"));
         assert!(html.contains("/pages/brand/tnt_abc.css"), "{html}");
+        assert!(
+            html.contains("src=\"/pages/logo/tnt_abc.png\" alt=\"Acme &amp; Co\">"),
+            "{html}"
+        );
         assert!(!html.contains("<script"));
         let notice = render(&Page {
             lang: "en",
@@ -158,6 +172,7 @@ mod tests {
             form: None,
             base_path: "/otp",
             brand: None,
+            logo: None,
         });
         assert!(notice.contains("role=\"alert\"") && !notice.contains("<form"));
         // (MiniJinja escapes `/` too; browsers read it back.)
@@ -168,7 +183,9 @@ mod tests {
         for lang in crate::messages::LANGUAGES {
             let s = PageStrings::of(lang);
             assert!(
-                !s.confirm_title.is_empty() && s.confirm_lead.contains("{app}"),
+                !s.confirm_title.is_empty()
+                    && s.confirm_lead.contains("{app}")
+                    && s.back.contains("{app}"),
                 "{lang}"
             );
         }

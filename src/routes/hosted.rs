@@ -262,6 +262,20 @@ async fn render(
             "",
         )
     };
+    // A sign-in that can no longer be completed links back to the tenant's app (its return
+    // URL with the session, whose status the app reads: expired or failed), where the
+    // person starts again.
+    let back = if over && !done && error != Some(&PageError::Finishing) {
+        session_redirect(
+            &row.session.return_url,
+            &row.session.id,
+            &tenant.allowed_return_urls,
+        )
+        .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let back_label = s.back.replace("{app}", app);
     let html = pages::render_hosted(&HostedPage {
         lang: s.lang,
         app,
@@ -282,6 +296,8 @@ async fn render(
         csrf: &csrf,
         again,
         again_action: &format!("{base}/h/{}/send", row.session.id),
+        back: &back_label,
+        back_url: &back,
         brand: !tenant.brand_color.is_empty(),
         logo,
         base_path: &base,

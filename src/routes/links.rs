@@ -74,12 +74,13 @@ pub async fn show(req: HttpRequest, st: State, token: web::Path<String>) -> Http
             let set_cookie = page_kit::set_cookie(&st, &req, COOKIE, &cookie);
             let lead = s.confirm_lead.replace("{app}", &l.tenant_name);
             let action = format!("{}/l/{}", page_kit::base_path(&st), token.as_str());
-            // The tenant's colour, as on its hosted pages (API.md §18.8).
-            let branded = match st.services.core.tenant(l.tenant_id.as_str()).await {
-                Ok(t) => {
-                    !t.brand_color.is_empty() && t.enabled && st.services.codes.pages_allowed(&t)
-                }
-                Err(_) => false,
+            // The tenant's colour and logo, as on its hosted pages (API.md §18.8).
+            let (branded, logo) = match st.services.core.tenant(l.tenant_id.as_str()).await {
+                Ok(t) if t.enabled && st.services.codes.pages_allowed(&t) => (
+                    !t.brand_color.is_empty(),
+                    st.services.codes.has_logo(&t.id).await,
+                ),
+                _ => (false, false),
             };
             let html = pages::render(&Page {
                 lang: s.lang,
@@ -92,6 +93,7 @@ pub async fn show(req: HttpRequest, st: State, token: web::Path<String>) -> Http
                 }),
                 base_path: &page_kit::base_path(&st),
                 brand: branded.then_some(l.tenant_id.as_str()),
+                logo: logo.then_some((l.tenant_id.as_str(), l.tenant_name.as_str())),
             });
             page_kit::page(
                 StatusCode::OK,

@@ -188,6 +188,7 @@ pub(super) fn notice(
         form: None,
         base_path: &base_path(st),
         brand: None,
+        logo: None,
     });
     page(status, html, None, None)
 }

@@ -397,6 +397,12 @@ async fn a_given_address_is_not_asked_for_and_spent_attempts_fail_the_session() 
         html.contains("<html lang=\"de\">") && html.contains("Code senden"),
         "{html}"
     );
+    // The title names the app once ("Anmelden bei Acme", not "… · Acme" again).
+    let title = html
+        .split("<title>")
+        .nth(1)
+        .and_then(|t| t.split("</title>").next());
+    assert_eq!(title.map(|t| t.matches("Acme").count()), Some(1), "{html}");
     assert!(
         !html.contains("name=\"email\""),
         "the address is not asked for: {html}"
@@ -433,17 +439,24 @@ async fn a_given_address_is_not_asked_for_and_spent_attempts_fail_the_session() 
     )
     .await;
     assert_eq!((s, &v["status"]), (StatusCode::OK, &json!("failed")), "{v}");
-    let (s, _, _) = b
+    let (s, _, html) = b
         .post(
             &format!("/h/{id}/verify"),
             &[("csrf", &csrf), ("code", &msg.code())],
         )
         .await;
     assert_eq!(s, StatusCode::GONE);
+    // The page links back to the app, where the person starts again (the app reads the
+    // session's status there: failed).
+    let back = format!("{RETURN}?session={id}").replace('/', "&#x2f;");
+    assert!(
+        html.contains(&format!("<a href=\"{back}\">Zurück zu Acme</a>")),
+        "{html}"
+    );
 }
 
 /// A 1×1 PNG.
-const PNG: &[u8] = &[
+pub(crate) const PNG: &[u8] = &[
     0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
     0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4,
     0x89, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0x60, 0x60, 0x60, 0xf8,
@@ -488,7 +501,7 @@ fn short_of_data() -> Vec<u8> {
     png
 }
 
-async fn put_logo(app: &TestApp, sk: &str, ct: &str, bytes: Vec<u8>) -> StatusCode {
+pub(crate) async fn put_logo(app: &TestApp, sk: &str, ct: &str, bytes: Vec<u8>) -> StatusCode {
     put_logo_answer(app, sk, ct, bytes).await.status()
 }
 

@@ -559,7 +559,7 @@ async fn the_allowlist_is_compared_normalised_and_plain_page_answers_carry_a_csp
 }
 
 #[tokio::test]
-async fn the_confirm_page_wears_the_tenants_colour_as_its_hosted_pages_do() {
+async fn the_confirm_page_wears_the_tenants_colour_and_logo_as_its_hosted_pages_do() {
     let (app, sk) = linked_app().await;
     let page = |token: String| {
         let app = &app;
@@ -593,6 +593,20 @@ async fn the_confirm_page_wears_the_tenants_colour_as_its_hosted_pages_do() {
         .await
         .unwrap();
     assert!(css.contains("--brand: #ffd700"), "{css}");
+    // No logo yet; with one, the page shows it, named by the app.
+    assert!(!html.contains("/pages/logo/"), "{html}");
+    assert_eq!(
+        crate::hosted::put_logo(&app, &sk, "image/png", crate::hosted::PNG.to_vec()).await,
+        StatusCode::NO_CONTENT
+    );
+    let (_, token, _) = mint_link(&app, &sk, "eve@example.com").await;
+    let html = page(token).await;
+    assert!(
+        html.contains(&format!(
+            "<img class=\"logo\" src=\"/pages/logo/{id}.png\" alt=\"Acme\">"
+        )),
+        "{html}"
+    );
 }
 
 /// A page whose database does not answer says so to the person on it, with 503 and
