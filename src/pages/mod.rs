@@ -39,6 +39,8 @@ pub struct Page<'a> {
     pub brand: Option<&'a str>,
     /// The tenant whose logo the page shows, and its name (the logo's text), if it has one.
     pub logo: Option<(&'a str, &'a str)>,
+    /// A link (its address and words) to where the person goes on, below the text.
+    pub link: Option<(&'a str, &'a str)>,
 }
 
 pub struct Form<'a> {
@@ -67,6 +69,8 @@ pub fn render(p: &Page<'_>) -> String {
                 brand => p.brand,
                 logo => p.logo.map(|(tenant, _)| tenant),
                 app => p.logo.map(|(_, app)| app),
+                link => p.link.map(|(href, _)| href),
+                link_text => p.link.map(|(_, text)| text),
             })
         })
         .unwrap_or_else(|_| "<!doctype html><title>otpmint</title>".to_string())
@@ -90,6 +94,8 @@ pub struct HostedPage<'a> {
     /// A second form ("send a new code"), when not empty.
     pub again: &'a str,
     pub again_action: &'a str,
+    /// A remark under the form (no new code can be sent), when not empty.
+    pub note: &'a str,
     /// A link back to the tenant's app (a sign-in that can no longer be completed), when
     /// `back_url` is not empty.
     pub back: &'a str,
@@ -106,7 +112,7 @@ pub fn render_hosted(p: &HostedPage<'_>) -> String {
                 lang => p.lang, app => p.app, tenant => p.tenant, title => p.title,
                 lead => p.lead, error => p.error, field => p.field, label => p.label,
                 value => p.value, button => p.button, action => p.action, csrf => p.csrf,
-                again => p.again, again_action => p.again_action, back => p.back,
+                again => p.again, again_action => p.again_action, note => p.note, back => p.back,
                 back_url => p.back_url, brand => p.brand,
                 logo => p.logo, base_path => p.base_path,
             })
@@ -128,17 +134,47 @@ pub fn brand_css(color: &str) -> String {
         }
     };
     let l = 0.2126 * lin(c(0)) + 0.7152 * lin(c(2)) + 0.0722 * lin(c(4));
-    let text = if (1.05 / (l + 0.05)) >= ((l + 0.05) / 0.05) {
+    let against_white = 1.05 / (l + 0.05);
+    let text = if against_white >= ((l + 0.05) / 0.05) {
         "#ffffff"
     } else {
         "#000000"
     };
-    format!(":root {{ --brand: #{hex}; --brand-text: {text}; }}\n")
+    // A colour too light to tell the button from the white card (under 3:1, WCAG 2.1
+    // 1.4.11) gets a dark edge.
+    let edge = if against_white < 3.0 {
+        "#1a1a1a"
+    } else {
+        "transparent"
+    };
+    format!(":root {{ --brand: #{hex}; --brand-text: {text}; --brand-edge: {edge}; }}\n")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The text on a tenant's colour keeps its contrast, and a colour too light to tell from
+    /// the white card (under 3:1) gets a dark edge.
+    #[test]
+    fn a_brand_colour_keeps_its_text_readable_and_its_button_visible() {
+        for (colour, text, edge) in [
+            ("#ffffff", "#000000", "#1a1a1a"),
+            ("#ffff00", "#000000", "#1a1a1a"),
+            ("#cccccc", "#000000", "#1a1a1a"),
+            ("#777777", "#000000", "transparent"),
+            ("#595959", "#ffffff", "transparent"),
+            ("#1d4ed8", "#ffffff", "transparent"),
+            ("#000000", "#ffffff", "transparent"),
+        ] {
+            let css = brand_css(colour);
+            assert!(
+                css.contains(&format!("--brand-text: {text};"))
+                    && css.contains(&format!("--brand-edge: {edge};")),
+                "{colour}: {css}"
+            );
+        }
+    }
 
     #[test]
     fn a_page_escapes_what_it_shows_and_names_its_language() {
@@ -154,6 +190,7 @@ mod tests {
             base_path: "",
             brand: Some("tnt_abc"),
             logo: Some(("tnt_abc", "Acme & Co")),
+            link: None,
         });
         assert!(html.contains("<html lang=\"de\">"));
         assert!(html.contains("Anmelden bei &lt;Acme&gt;"));
@@ -173,8 +210,13 @@ mod tests {
             base_path: "/otp",
             brand: None,
             logo: None,
+            link: Some(("/otp/h/hs_1", "Open the page again")),
         });
         assert!(notice.contains("role=\"alert\"") && !notice.contains("<form"));
+        assert!(
+            notice.contains("<a href=\"&#x2f;otp&#x2f;h&#x2f;hs_1\">Open the page again</a>"),
+            "{notice}"
+        );
         // (MiniJinja escapes `/` too; browsers read it back.)
         assert!(
             notice.contains("href=\"&#x2f;otp/pages/style.css\""),

@@ -10,7 +10,6 @@ pub struct PageStrings {
     pub confirm_button: &'static str,
     pub ended_title: &'static str,
     pub ended_lead: &'static str,
-    pub expired_form: &'static str,
     pub not_found: &'static str,
     /// A hosted page's form posted without its token or cookie (a page kept open past its
     /// cookie, or cookies blocked): what to do, in the session's language.
@@ -50,6 +49,12 @@ pub struct PageStrings {
     pub over_lead: &'static str,
     /// The link from a sign-in that can no longer be completed back to the tenant's app.
     pub back: &'static str,
+    /// The link from a page whose form could not be taken (403) to the page itself.
+    pub open_again: &'static str,
+    /// Said on the code page after a new code was sent (`{email}`: the masked address).
+    pub resent: &'static str,
+    /// What to do about a link or a page that is not there.
+    pub not_found_lead: &'static str,
     /// Shown to anyone but the browser that finished the sign-in (API.md §17.2).
     pub done_title: &'static str,
     pub done_lead: &'static str,
@@ -63,7 +68,6 @@ const ALL: [PageStrings; 10] = [
         confirm_button: "Continue",
         ended_title: "This link can no longer be used",
         ended_lead: "It was used already or it has expired. Ask {app} for a new one.",
-        expired_form: "This page has expired. Open the link from your message again.",
         not_found: "This link is not valid.",
         form_expired_title: "This form has expired",
         form_expired_lead: "Reload the page and try again. If this happens again, allow cookies for this site.",
@@ -92,6 +96,9 @@ const ALL: [PageStrings; 10] = [
         over_title: "This sign-in can no longer be completed",
         over_lead: "It has expired or failed. Start again from {app}.",
         back: "Back to {app}",
+        open_again: "Open the page again",
+        resent: "We sent a new code to {email}.",
+        not_found_lead: "Check that you opened the whole link from your message. If it still does not work, ask for a new one.",
         done_title: "This sign-in is already complete",
         done_lead: "You can close this page.",
     },
@@ -103,7 +110,6 @@ const ALL: [PageStrings; 10] = [
         ended_title: "Dieser Link kann nicht mehr verwendet werden",
         ended_lead:
             "Er wurde bereits verwendet oder ist abgelaufen. Fordern Sie bei {app} einen neuen an.",
-        expired_form: "Diese Seite ist abgelaufen. Öffnen Sie den Link aus Ihrer Nachricht erneut.",
         not_found: "Dieser Link ist ungültig.",
         form_expired_title: "Dieses Formular ist abgelaufen",
         form_expired_lead: "Laden Sie die Seite neu und versuchen Sie es erneut. Wenn das wieder passiert, erlauben Sie Cookies für diese Website.",
@@ -132,6 +138,9 @@ const ALL: [PageStrings; 10] = [
         over_title: "Diese Anmeldung kann nicht mehr abgeschlossen werden",
         over_lead: "Sie ist abgelaufen oder fehlgeschlagen. Beginnen Sie erneut bei {app}.",
         back: "Zurück zu {app}",
+        open_again: "Seite erneut öffnen",
+        resent: "Wir haben einen neuen Code an {email} gesendet.",
+        not_found_lead: "Prüfen Sie, ob Sie den vollständigen Link aus Ihrer Nachricht geöffnet haben. Funktioniert er weiterhin nicht, fordern Sie einen neuen an.",
         done_title: "Diese Anmeldung ist bereits abgeschlossen",
         done_lead: "Sie können diese Seite schließen.",
     },
@@ -142,7 +151,6 @@ const ALL: [PageStrings; 10] = [
         confirm_button: "Continuar",
         ended_title: "Este enlace ya no se puede usar",
         ended_lead: "Ya se usó o ha caducado. Pide uno nuevo a {app}.",
-        expired_form: "Esta página ha caducado. Vuelve a abrir el enlace de tu mensaje.",
         not_found: "Este enlace no es válido.",
         form_expired_title: "Este formulario ha caducado",
         form_expired_lead: "Vuelve a cargar la página e inténtalo de nuevo. Si vuelve a ocurrir, permite las cookies para este sitio.",
@@ -171,6 +179,9 @@ const ALL: [PageStrings; 10] = [
         over_title: "Este inicio de sesión ya no se puede completar",
         over_lead: "Ha caducado o ha fallado. Vuelve a empezar desde {app}.",
         back: "Volver a {app}",
+        open_again: "Abrir la página de nuevo",
+        resent: "Hemos enviado un código nuevo a {email}.",
+        not_found_lead: "Comprueba que has abierto el enlace completo de tu mensaje. Si sigue sin funcionar, pide uno nuevo.",
         done_title: "Este inicio de sesión ya se ha completado",
         done_lead: "Puedes cerrar esta página.",
     },
@@ -182,7 +193,6 @@ const ALL: [PageStrings; 10] = [
         confirm_button: "Continuer",
         ended_title: "Ce lien n’est plus utilisable",
         ended_lead: "Il a déjà servi ou il a expiré. Demandez-en un nouveau à {app}.",
-        expired_form: "Cette page a expiré. Rouvrez le lien de votre message.",
         not_found: "Ce lien n’est pas valide.",
         form_expired_title: "Ce formulaire a expiré",
         form_expired_lead: "Rechargez la page et réessayez. Si cela se reproduit, autorisez les cookies pour ce site.",
@@ -211,6 +221,9 @@ const ALL: [PageStrings; 10] = [
         over_title: "Cette connexion ne peut plus aboutir",
         over_lead: "Elle a expiré ou échoué. Recommencez depuis {app}.",
         back: "Retour à {app}",
+        open_again: "Rouvrir la page",
+        resent: "Nous avons envoyé un nouveau code à {email}.",
+        not_found_lead: "Vérifiez que vous avez ouvert le lien complet de votre message. S’il ne fonctionne toujours pas, demandez-en un nouveau.",
         done_title: "Cette connexion est déjà terminée",
         done_lead: "Vous pouvez fermer cette page.",
     },
@@ -221,7 +234,6 @@ const ALL: [PageStrings; 10] = [
         confirm_button: "Continua",
         ended_title: "Questo link non è più utilizzabile",
         ended_lead: "È già stato usato o è scaduto. Chiedine uno nuovo a {app}.",
-        expired_form: "Questa pagina è scaduta. Riapri il link dal tuo messaggio.",
         not_found: "Questo link non è valido.",
         form_expired_title: "Questo modulo è scaduto",
         form_expired_lead: "Ricarica la pagina e riprova. Se succede di nuovo, consenti i cookie per questo sito.",
@@ -250,6 +262,9 @@ const ALL: [PageStrings; 10] = [
         over_title: "Questo accesso non può più essere completato",
         over_lead: "È scaduto o non è riuscito. Ricomincia da {app}.",
         back: "Torna a {app}",
+        open_again: "Apri di nuovo la pagina",
+        resent: "Abbiamo inviato un nuovo codice a {email}.",
+        not_found_lead: "Controlla di aver aperto il link completo del messaggio. Se ancora non funziona, richiedine uno nuovo.",
         done_title: "Questo accesso è già stato completato",
         done_lead: "Puoi chiudere questa pagina.",
     },
@@ -260,7 +275,6 @@ const ALL: [PageStrings; 10] = [
         confirm_button: "Continuar",
         ended_title: "Este link não pode mais ser usado",
         ended_lead: "Ele já foi usado ou expirou. Peça um novo a {app}.",
-        expired_form: "Esta página expirou. Abra novamente o link da sua mensagem.",
         not_found: "Este link não é válido.",
         form_expired_title: "Este formulário expirou",
         form_expired_lead: "Recarregue a página e tente novamente. Se isso acontecer de novo, permita cookies para este site.",
@@ -289,6 +303,9 @@ const ALL: [PageStrings; 10] = [
         over_title: "Este acesso não pode mais ser concluído",
         over_lead: "Ele expirou ou falhou. Comece de novo em {app}.",
         back: "Voltar para {app}",
+        open_again: "Abrir a página novamente",
+        resent: "Enviamos um novo código para {email}.",
+        not_found_lead: "Verifique se abriu o link completo da sua mensagem. Se continuar sem funcionar, peça um novo.",
         done_title: "Este acesso já foi concluído",
         done_lead: "Você pode fechar esta página.",
     },
@@ -299,7 +316,6 @@ const ALL: [PageStrings; 10] = [
         confirm_button: "Doorgaan",
         ended_title: "Deze link kan niet meer worden gebruikt",
         ended_lead: "Hij is al gebruikt of verlopen. Vraag {app} om een nieuwe.",
-        expired_form: "Deze pagina is verlopen. Open de link uit je bericht opnieuw.",
         not_found: "Deze link is ongeldig.",
         form_expired_title: "Dit formulier is verlopen",
         form_expired_lead: "Laad de pagina opnieuw en probeer het nog eens. Gebeurt dit weer, sta dan cookies toe voor deze site.",
@@ -328,6 +344,9 @@ const ALL: [PageStrings; 10] = [
         over_title: "Deze aanmelding kan niet meer worden afgerond",
         over_lead: "Ze is verlopen of mislukt. Begin opnieuw bij {app}.",
         back: "Terug naar {app}",
+        open_again: "Open de pagina opnieuw",
+        resent: "We hebben een nieuwe code naar {email} gestuurd.",
+        not_found_lead: "Controleer of u de volledige link uit uw bericht hebt geopend. Werkt hij nog steeds niet, vraag dan een nieuwe aan.",
         done_title: "Deze aanmelding is al afgerond",
         done_lead: "U kunt deze pagina sluiten.",
     },
@@ -338,7 +357,6 @@ const ALL: [PageStrings; 10] = [
         confirm_button: "Dalej",
         ended_title: "Tego linku nie można już użyć",
         ended_lead: "Został już użyty lub wygasł. Poproś {app} o nowy.",
-        expired_form: "Ta strona wygasła. Otwórz ponownie link z wiadomości.",
         not_found: "Ten link jest nieprawidłowy.",
         form_expired_title: "Ten formularz wygasł",
         form_expired_lead: "Odśwież stronę i spróbuj ponownie. Jeśli to się powtórzy, zezwól na pliki cookie dla tej witryny.",
@@ -367,6 +385,9 @@ const ALL: [PageStrings; 10] = [
         over_title: "Tego logowania nie można już dokończyć",
         over_lead: "Wygasło lub się nie powiodło. Zacznij od nowa w {app}.",
         back: "Wróć do {app}",
+        open_again: "Otwórz stronę ponownie",
+        resent: "Wysłaliśmy nowy kod na adres {email}.",
+        not_found_lead: "Sprawdź, czy otwarto cały link z wiadomości. Jeśli nadal nie działa, poproś o nowy.",
         done_title: "To logowanie zostało już zakończone",
         done_lead: "Możesz zamknąć tę stronę.",
     },
@@ -378,8 +399,6 @@ const ALL: [PageStrings; 10] = [
         ended_title: "このリンクはもう使えません",
         ended_lead:
             "使用済みか、有効期限が切れています。{app} で新しいリンクを受け取ってください。",
-        expired_form:
-            "このページの有効期限が切れました。メッセージのリンクをもう一度開いてください。",
         not_found: "このリンクは無効です。",
         form_expired_title: "このフォームの有効期限が切れました",
         form_expired_lead: "ページを再読み込みして、もう一度お試しください。繰り返し表示される場合は、このサイトの Cookie を許可してください。",
@@ -408,6 +427,9 @@ const ALL: [PageStrings; 10] = [
         over_title: "このサインインは完了できません",
         over_lead: "有効期限が切れたか、失敗しました。{app} からやり直してください。",
         back: "{app} に戻る",
+        open_again: "ページをもう一度開く",
+        resent: "{email} に新しいコードを送信しました。",
+        not_found_lead: "メッセージ内のリンク全体を開いたか確認してください。それでも開けない場合は、新しいリンクを依頼してください。",
         done_title: "このサインインはすでに完了しています",
         done_lead: "このページを閉じてかまいません。",
     },
@@ -418,7 +440,6 @@ const ALL: [PageStrings; 10] = [
         confirm_button: "继续",
         ended_title: "此链接已无法使用",
         ended_lead: "它已被使用或已过期。请向 {app} 重新获取。",
-        expired_form: "此页面已过期。请重新打开消息中的链接。",
         not_found: "此链接无效。",
         form_expired_title: "此表单已过期",
         form_expired_lead: "请刷新页面后重试。如果再次出现，请允许此网站使用 Cookie。",
@@ -447,6 +468,9 @@ const ALL: [PageStrings; 10] = [
         over_title: "此次登录已无法完成",
         over_lead: "它已过期或失败。请从 {app} 重新开始。",
         back: "返回 {app}",
+        open_again: "重新打开页面",
+        resent: "我们已向 {email} 发送了新的验证码。",
+        not_found_lead: "请确认您打开的是消息中的完整链接。如果仍然无效，请申请新的链接。",
         done_title: "此次登录已完成",
         done_lead: "您可以关闭此页面。",
     },
@@ -454,6 +478,11 @@ const ALL: [PageStrings; 10] = [
 
 impl PageStrings {
     /// The words of a locale's language, else English.
+    /// The words of `language` (a primary language subtag, any case), if it is one of the ten.
+    pub fn known(language: &str) -> Option<&'static PageStrings> {
+        ALL.iter().find(|s| s.lang.eq_ignore_ascii_case(language))
+    }
+
     pub fn of(locale: &str) -> &'static PageStrings {
         let lang = locale
             .split('-')

@@ -231,9 +231,15 @@ async fn render(
         )
     } else if code_sent && error != Some(&PageError::BadEmail) {
         let email = row.session.email.as_deref().map(mask).unwrap_or_default();
+        // The page a new code's send goes back to says that one was sent.
+        let lead = if error.is_none() && req.query_string() == RESENT {
+            s.resent
+        } else {
+            s.code_lead
+        };
         (
             s.code_title.to_string(),
-            s.code_lead.replace("{email}", &email),
+            lead.replace("{email}", &email),
             "code",
             s.code_label,
             s.verify,
@@ -276,6 +282,12 @@ async fn render(
         String::new()
     };
     let back_label = s.back.replace("{app}", app);
+    // Under the code's form, when no new code can be asked for: use the last one.
+    let note = if field == "code" && resend.is_empty() && error.is_none() {
+        s.no_more_codes
+    } else {
+        ""
+    };
     let html = pages::render_hosted(&HostedPage {
         lang: s.lang,
         app,
@@ -296,6 +308,7 @@ async fn render(
         csrf: &csrf,
         again,
         again_action: &format!("{base}/h/{}/send", row.session.id),
+        note,
         back: &back_label,
         back_url: &back,
         brand: !tenant.brand_color.is_empty(),
@@ -326,29 +339,24 @@ async fn render(
     )
 }
 
-async fn session(st: &AppState, id: &str) -> Result<(SessionRow, Tenant), HttpResponse> {
+async fn session(
+    st: &AppState,
+    req: &HttpRequest,
+    id: &str,
+) -> Result<(SessionRow, Tenant), HttpResponse> {
     if st.services.codes.links_base().is_none() {
         return Err(page_kit::not_found());
     }
     match st.services.codes.hosted_page(id).await {
         Ok(Some(x)) => Ok(x),
-        Ok(None) => {
-            // As an unknown link answers: a page, not bare text.
-            let s = PageStrings::of("en");
-            Err(page_kit::notice(
-                st,
-                StatusCode::NOT_FOUND,
-                s.lang,
-                s.not_found,
-                s.not_found,
-            ))
-        }
+        // As an unknown link answers: a page, not bare text.
+        Ok(None) => Err(page_kit::not_there(st, req)),
         Err(e) => Err(page_kit::failed(&e)),
     }
 }
 
 pub async fn show(req: HttpRequest, st: State, id: web::Path<String>) -> HttpResponse {
-    let (row, tenant) = match session(&st, &id).await {
+    let (row, tenant) = match session(&st, &req, &id).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -372,21 +380,40 @@ pub async fn show(req: HttpRequest, st: State, id: web::Path<String>) -> HttpRes
 }
 
 /// A form posted without its token or its cookie: a page in the session's language saying
-/// what to do (reload; allow cookies), nothing done.
+/// what to do (reload; allow cookies), with a link to the session's page (which sets a new
+/// cookie: reloading this answer would post the same form again), nothing done.
 fn forbidden(st: &AppState, row: &SessionRow, tenant: &Tenant) -> HttpResponse {
     let s = words(row, tenant);
-    page_kit::notice(
+    page_kit::notice_with_link(
         st,
         StatusCode::FORBIDDEN,
-        s.lang,
-        s.form_expired_title,
-        s.form_expired_lead,
+        (s.lang, s.form_expired_title, s.form_expired_lead),
+        Some((&page_of(st, &row.session.id), s.open_again)),
     )
+}
+
+/// The query of a session's page after a new code was sent from it (the first code's send
+/// goes to the page itself).
+const RESENT: &str = "sent=again";
+
+/// The address of a session's page.
+fn page_of(st: &AppState, id: &str) -> String {
+    format!("{}/h/{id}", page_kit::base_path(st))
+}
+
+/// `GET` of a form's address (`/h/{id}/send`, `/h/{id}/verify`): the address of an answer
+/// to a form, opened again (a reload in a new tab, a phone's browser restoring the tab), goes
+/// to the session's page, as it stands now.
+pub async fn to_page(st: State, id: web::Path<String>) -> HttpResponse {
+    if st.services.codes.links_base().is_none() {
+        return page_kit::not_found();
+    }
+    page_kit::see_other(&page_of(&st, &id))
 }
 
 /// A form of the pages: `send` (the code goes out) or `verify` (the code typed).
 async fn act(req: HttpRequest, st: State, id: &str, form: PageForm, verify: bool) -> HttpResponse {
-    let (row, tenant) = match session(&st, id).await {
+    let (row, tenant) = match session(&st, &req, id).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -409,7 +436,14 @@ async fn act(req: HttpRequest, st: State, id: &str, form: PageForm, verify: bool
             .codes
             .hosted_send(&row, &tenant, &form.email, &ctx)
             .await
-            .map(|()| format!("{}/h/{}", page_kit::base_path(&st), row.session.id))
+            .map(|()| {
+                let page = page_of(&st, &row.session.id);
+                if row.key_sealed.is_some() {
+                    format!("{page}?{RESENT}")
+                } else {
+                    page
+                }
+            })
     };
     match done {
         Ok(to) => page_kit::see_other(&to),

@@ -45,10 +45,7 @@ pub async fn show(req: HttpRequest, st: State, token: web::Path<String>) -> Http
         Err(e) => return page_kit::failed(&e),
     };
     match state {
-        None => {
-            let s = PageStrings::of("en");
-            page_kit::notice(&st, StatusCode::NOT_FOUND, s.lang, s.not_found, s.not_found)
-        }
+        None => page_kit::not_there(&st, &req),
         Some(LinkState::Verified(l)) => {
             let cookie = page_kit::cookie(&st, &req, COOKIE);
             match st
@@ -94,6 +91,7 @@ pub async fn show(req: HttpRequest, st: State, token: web::Path<String>) -> Http
                 base_path: &page_kit::base_path(&st),
                 brand: branded.then_some(l.tenant_id.as_str()),
                 logo: logo.then_some((l.tenant_id.as_str(), l.tenant_name.as_str())),
+                link: None,
             });
             page_kit::page(
                 StatusCode::OK,
@@ -133,15 +131,17 @@ pub async fn confirm(
         .await
     {
         Ok(to) => page_kit::see_other(&to),
-        Err(ConfirmError::NotFound) => {
-            page_kit::notice(&st, StatusCode::NOT_FOUND, s.lang, s.not_found, s.not_found)
-        }
-        Err(ConfirmError::Forbidden) => page_kit::notice(
+        Err(ConfirmError::NotFound) => page_kit::not_there(&st, &req),
+        // The form came without its cookie or token (cookies blocked, a page left open past
+        // its cookie): the link still works; its page, opened again, sets a new cookie.
+        Err(ConfirmError::Forbidden) => page_kit::notice_with_link(
             &st,
             StatusCode::FORBIDDEN,
-            s.lang,
-            s.ended_title,
-            s.expired_form,
+            (s.lang, s.form_expired_title, s.form_expired_lead),
+            Some((
+                &format!("{}/l/{}", page_kit::base_path(&st), token.as_str()),
+                s.open_again,
+            )),
         ),
         Err(ConfirmError::Done) => done(&st, lang.as_ref()),
         Err(ConfirmError::Ended) => {

@@ -183,8 +183,8 @@ const PAGES: [(&str, &str); 15] = [
     ("/pages/brand/{tenant}", "GET, HEAD"),
     ("/pages/logo/{tenant}", "GET, HEAD"),
     ("/h/{id}", "GET, HEAD"),
-    ("/h/{id}/send", "POST"),
-    ("/h/{id}/verify", "POST"),
+    ("/h/{id}/send", "GET, HEAD, POST"),
+    ("/h/{id}/verify", "GET, HEAD, POST"),
     ("/", "GET, HEAD"),
     ("/openapi.json", "GET, HEAD"),
     ("/healthz", "GET, HEAD"),
@@ -273,8 +273,16 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
     .service(r("/pages/brand/{tenant}").route(get().to(branding::brand_css)))
     .service(r("/pages/logo/{tenant}").route(get().to(branding::logo)))
     .service(r("/h/{id}").route(get().to(hosted::show)))
-    .service(r("/h/{id}/send").route(web::post().to(hosted::send)))
-    .service(r("/h/{id}/verify").route(web::post().to(hosted::verify)))
+    .service(
+        r("/h/{id}/send")
+            .route(get().to(hosted::to_page))
+            .route(web::post().to(hosted::send)),
+    )
+    .service(
+        r("/h/{id}/verify")
+            .route(get().to(hosted::to_page))
+            .route(web::post().to(hosted::verify)),
+    )
     .service(r("/v1/tenant/hosted-sessions").route(web::post().to(hosted::open)))
     .service(r("/v1/tenant/hosted-sessions/{id}").route(get().to(hosted::outcome)))
     .service(

@@ -181,6 +181,16 @@ pub(super) fn notice(
     title: &str,
     lead: &str,
 ) -> HttpResponse {
+    notice_with_link(st, status, (lang, title, lead), None)
+}
+
+/// [`notice`], with a link (its address and words) to where the person goes on.
+pub(super) fn notice_with_link(
+    st: &AppState,
+    status: StatusCode,
+    (lang, title, lead): (&str, &str, &str),
+    link: Option<(&str, &str)>,
+) -> HttpResponse {
     let html = crate::pages::render(&crate::pages::Page {
         lang,
         title,
@@ -189,6 +199,31 @@ pub(super) fn notice(
         base_path: &base_path(st),
         brand: None,
         logo: None,
+        link,
     });
     page(status, html, None, None)
+}
+
+/// The 404 page of a link or a session that is not there, in the first of the ten
+/// languages the browser asks for (`Accept-Language`; English without one): there is no
+/// session or tenant to take a language from.
+pub(super) fn not_there(st: &AppState, req: &HttpRequest) -> HttpResponse {
+    use actix_web::http::header::{AcceptLanguage, Header, Preference};
+    let asked = AcceptLanguage::parse(req)
+        .map(|h| h.ranked())
+        .unwrap_or_default();
+    let s = asked
+        .iter()
+        .find_map(|p| match p {
+            Preference::Specific(tag) => crate::pages::PageStrings::known(tag.primary_language()),
+            Preference::Any => None,
+        })
+        .unwrap_or_else(|| crate::pages::PageStrings::of("en"));
+    notice(
+        st,
+        StatusCode::NOT_FOUND,
+        s.lang,
+        s.not_found,
+        s.not_found_lead,
+    )
 }

@@ -186,6 +186,20 @@ async fn a_person_proves_an_address_on_the_pages_and_goes_back_once() {
         .unwrap()
         .starts_with("text/html"));
     assert!(r.text().await.unwrap().contains("This link is not valid."));
+    // With no session to take a language from, in the one the browser asks for.
+    let r = app
+        .client
+        .get(format!("{}/h/hs_{}", app.addr, "b".repeat(24)))
+        .header(header::ACCEPT_LANGUAGE, "xx, de-CH;q=0.9, en;q=0.5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("<html lang=\"de\">") && html.contains("Dieser Link ist ungültig."),
+        "{html}"
+    );
     // Bad requests change nothing.
     for (bad, status) in [
         (
@@ -280,6 +294,17 @@ async fn a_person_proves_an_address_on_the_pages_and_goes_back_once() {
             && html.contains("allow cookies"),
         "{html}"
     );
+    // A way on that is not a reload (which would post the same form again): the page.
+    assert!(
+        html.contains(&format!(
+            "<a href=\"&#x2f;h&#x2f;{id}\">Open the page again</a>"
+        )),
+        "{html}"
+    );
+    // The form's address opened again (a new tab, a restored one) is the page, not a 405.
+    let (s, h, _) = stranger.get(&send).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(h[header::LOCATION], format!("/h/{id}"));
     assert!(app.smtp.messages().is_empty());
     // A bad address is announced next to its field.
     let (s, _, html) = b.post(&send, &[("csrf", &csrf), ("email", "nope")]).await;
@@ -550,7 +575,9 @@ async fn a_tenant_brands_its_pages_with_a_colour_and_a_logo() {
         .unwrap();
     // Dark text on a light colour keeps the contrast.
     assert!(
-        css.contains("--brand: #ffd700") && css.contains("--brand-text: #000000"),
+        css.contains("--brand: #ffd700")
+            && css.contains("--brand-text: #000000")
+            && css.contains("--brand-edge: #1a1a1a"),
         "{css}"
     );
     // `null` goes back to the default, as `{"color": null}` does; then the colour again.
@@ -698,12 +725,19 @@ async fn a_new_code_on_the_page_keeps_the_key_and_an_expired_code_leaves_the_ses
         StatusCode::SEE_OTHER
     );
     let first = app.smtp.wait_for("ada@example.com", 1).await.code();
-    // "Send a new code": the same key, so the first code still works.
-    assert_eq!(
-        b.post(&send, &[("csrf", &csrf)]).await.0,
-        StatusCode::SEE_OTHER
-    );
+    // "Send a new code": the same key, so the first code still works; the page it goes
+    // back to says that a new one was sent.
+    let (s, h, _) = b.post(&send, &[("csrf", &csrf)]).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let resent = h[header::LOCATION].to_str().unwrap().to_string();
+    assert_eq!(resent, format!("/h/{id}?sent=again"));
     app.smtp.wait_for("ada@example.com", 2).await;
+    let (s, _, html) = b.get(&resent).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        html.contains("We sent a new code to a***@example.com."),
+        "{html}"
+    );
     let (s, h, _) = b.post(&verify, &[("csrf", &csrf), ("code", &first)]).await;
     assert_eq!(
         (s, h[header::LOCATION].to_str().unwrap()),
@@ -865,6 +899,8 @@ async fn a_page_whose_resends_are_spent_says_to_use_the_last_code() {
         // The button for a new code stays only while one can still be sent.
         let (_, _, html) = b.get(&format!("/h/{id}")).await;
         assert_eq!(html.contains("Neuen Code senden"), n == 1, "{html}");
+        // In its place, that the last code is the one to use.
+        assert_eq!(html.contains("keine weiteren Codes"), n == 2, "{html}");
     }
     let (s, _, html) = b.post(&send, &[("csrf", &csrf)]).await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{html}");

@@ -232,10 +232,16 @@ async fn opening_a_link_changes_nothing_and_its_button_verifies_once() {
     let (cookie, csrf) = open(&app, &token).await;
     let (other_cookie, other_csrf) = open(&app, &token).await;
     assert_eq!(status(&app, &sk, &key).await["status"], "pending");
-    // A form from elsewhere has neither the cookie nor the token.
-    assert_eq!(
-        post(&app, &token, None, &csrf).await.status(),
-        StatusCode::FORBIDDEN
+    // A form from elsewhere has neither the cookie nor the token. The page says so — not
+    // that the link ended: it still works — and links to the link's page again.
+    let r = post(&app, &token, None, &csrf).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let html = r.text().await.unwrap().replace("&#x2f;", "/");
+    assert!(
+        html.contains("This form has expired")
+            && !html.contains("can no longer be used")
+            && html.contains(&format!("<a href=\"/l/{token}\">Open the page again</a>")),
+        "{html}"
     );
     assert_eq!(
         post(&app, &token, Some(&cookie), "forged").await.status(),
