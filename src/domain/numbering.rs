@@ -3,8 +3,60 @@
 //! "national prefix" even from valid numbers, sometimes twice, so numbers are read here from
 //! the metadata's descriptors, in libphonenumber's order.
 
-use phonenumber::metadata::DATABASE;
+use std::collections::HashMap;
+use std::sync::{LazyLock, RwLock};
+
+use phonenumber::metadata::{Descriptor, DATABASE};
 use phonenumber::Type;
+
+/// The metadata's patterns, compiled once each, anchored at the start (`^(?:…)`, as the
+/// crate's own matching takes a match only where it starts the number), white space
+/// ignored as the crate does. The crate keeps
+/// its compiled patterns in one least-recently-used cache of 100 behind a mutex: reading a
+/// number of a code several regions share (+1 has 25, each with a dozen descriptors) through
+/// it compiled most patterns again at every read — a quarter of a second a number in a
+/// debug build, milliseconds in a release one, on every SMS mint.
+static COMPILED: LazyLock<RwLock<HashMap<String, regex::Regex>>> =
+    LazyLock::new(|| RwLock::new(HashMap::new()));
+
+/// Whether `source` (a pattern of the metadata) matches `text` from its start.
+fn starts(source: &str, text: &str) -> bool {
+    if let Some(re) = COMPILED
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(source)
+    {
+        return re.is_match(text);
+    }
+    // As the crate compiles them (white space in the metadata's patterns is layout). It
+    // compiled every pattern at load: one that does not compile is no match.
+    let Ok(re) = regex::RegexBuilder::new(&format!("^(?:{source})"))
+        .ignore_whitespace(true)
+        .build()
+    else {
+        return false;
+    };
+    let hit = re.is_match(text);
+    COMPILED
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(source.to_string(), re);
+    hit
+}
+
+/// Whether a descriptor describes a national number: one of its possible lengths (when it
+/// names any), and its pattern (the crate's `Descriptor::is_match`, without its cache).
+fn describes(d: &Descriptor, national: &str) -> bool {
+    let lengths = d.possible_length();
+    (lengths.is_empty() || u16::try_from(national.len()).is_ok_and(|n| lengths.contains(&n)))
+        && starts(d.national_number().as_str(), national)
+}
+
+/// Whether a region's leading digits (for a code regions share) start the national number.
+fn leads(m: &phonenumber::Metadata, national: &str) -> bool {
+    m.leading_digits()
+        .is_some_and(|p| starts(p.as_str(), national))
+}
 
 /// An E.164 number read as written — its country code, then the rest as that country's
 /// national significant number — with its country (none for a non-geographic code) and
@@ -19,11 +71,10 @@ pub fn as_written(e164: &str) -> Option<(Option<String>, Type)> {
     let (_, national, regions) = split(e164)?;
     let typed = |m: &phonenumber::Metadata| {
         let d = m.descriptors();
-        if !d.general().is_match(national) {
+        if !describes(d.general(), national) {
             return None;
         }
-        let matches =
-            |x: Option<&phonenumber::metadata::Descriptor>| x.is_some_and(|x| x.is_match(national));
+        let matches = |x: Option<&Descriptor>| x.is_some_and(|x| describes(x, national));
         let special = [
             (d.premium_rate(), Type::PremiumRate),
             (d.toll_free(), Type::TollFree),
@@ -46,11 +97,7 @@ pub fn as_written(e164: &str) -> Option<(Option<String>, Type)> {
     };
     // Where regions share the code (+1, +7, +44 …), the one whose leading digits the
     // number starts with, else the first it is a number of.
-    let leading = regions.iter().find(|m| {
-        m.leading_digits()
-            .and_then(|p| p.find(national))
-            .is_some_and(|at| at.start() == 0)
-    });
+    let leading = regions.iter().find(|m| leads(m, national));
     let (meta, kind) = match leading {
         Some(m) => (*m, typed(m)?),
         None => regions.iter().find_map(|m| typed(m).map(|t| (*m, t)))?,
@@ -78,11 +125,7 @@ pub(crate) fn country_of_code(e164: &str) -> Option<String> {
     let (_, national, regions) = split(e164)?;
     let meta = match regions.as_slice() {
         [one] => *one,
-        _ => *regions.iter().find(|m| {
-            m.leading_digits()
-                .and_then(|p| p.find(national))
-                .is_some_and(|at| at.start() == 0)
-        })?,
+        _ => *regions.iter().find(|m| leads(m, national))?,
     };
     (meta.id() != "001").then(|| meta.id().to_string())
 }
@@ -120,6 +163,37 @@ pub fn is_valid_number(e164: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every example number of libphonenumber's metadata (each type of each region) is a
+    /// number as written, of a type its descriptors give: the metadata's patterns are read as
+    /// the crate reads them (compiled here once each, not through its cache).
+    #[test]
+    fn every_example_number_of_the_metadata_is_a_number_as_written() {
+        let mut checked = 0;
+        for code in 1..=999u16 {
+            for m in DATABASE.by_code(&code).unwrap_or_default() {
+                let d = m.descriptors();
+                let typed = [
+                    d.fixed_line(),
+                    d.mobile(),
+                    d.toll_free(),
+                    d.premium_rate(),
+                    d.shared_cost(),
+                    d.voip(),
+                    d.personal_number(),
+                    d.pager(),
+                    d.uan(),
+                    d.voicemail(),
+                ];
+                for example in typed.into_iter().flatten().filter_map(Descriptor::example) {
+                    let n = format!("+{code}{example}");
+                    assert!(as_written(&n).is_some(), "{} {n}", m.id());
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 1000, "{checked} examples");
+    }
 
     /// A number valid as written is that number; a number written with its national prefix
     /// after the country code is the number without it, the prefix taken once and only to
