@@ -210,6 +210,12 @@ fn parse_resend(id: &str, body: &[u8]) -> Result<Vec<ProviderEvent>, Refused> {
         _ if kind == EventKind::Other => Vec::new(),
         _ => return Err(Refused::Malformed("a bounce or complaint needs data.to")),
     };
+    // Resend names the message's recipients, not which of them bounced or complained: an
+    // event of a message to several (the tenant's other mail — otpmint sends each code to
+    // one) says of none of them that it bounced, and suppresses nobody.
+    if to.len() > 1 {
+        return Ok(Vec::new());
+    }
     Ok(to
         .into_iter()
         .enumerate()

@@ -48,6 +48,21 @@ fn a_resend_bounce_verifies_with_its_secret_and_forgeries_do_not() {
             message_id: Some("em_1".into()),
         }]
     );
+    // A message to several recipients: which of them bounced is not said, so none is.
+    let several = json!({"type": "email.bounced",
+        "data": {"email_id": "em_3", "to": ["ada@example.com", "bob@example.com"], "bounce": {"type": "Permanent"}}})
+    .to_string();
+    let h3 = headers(resend_headers(SECRET, "msg_3", NOW, several.as_bytes()));
+    assert_eq!(
+        verify_and_parse(
+            ProviderKind::Resend,
+            &keys_secret(SECRET),
+            &h3,
+            several.as_bytes(),
+            NOW
+        ),
+        Ok(Vec::new())
+    );
     // Another secret, a changed body, an old timestamp: refused.
     let other = "whsec_b3RoZXItc2VjcmV0LW9mLWFub3RoZXItdGVuYW50";
     assert_eq!(resend(other, &body, NOW), Err(Refused::Unverified));
