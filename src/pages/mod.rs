@@ -96,6 +96,8 @@ pub struct HostedPage<'a> {
     pub again_action: &'a str,
     /// A remark under the form (no new code can be sent), when not empty.
     pub note: &'a str,
+    /// The ids of the texts that describe the field (`aria-describedby`), space-separated.
+    pub described: &'a str,
     /// A link back to the tenant's app (a sign-in that can no longer be completed), when
     /// `back_url` is not empty.
     pub back: &'a str,
@@ -112,7 +114,7 @@ pub fn render_hosted(p: &HostedPage<'_>) -> String {
                 lang => p.lang, app => p.app, tenant => p.tenant, title => p.title,
                 lead => p.lead, error => p.error, field => p.field, label => p.label,
                 value => p.value, button => p.button, action => p.action, csrf => p.csrf,
-                again => p.again, again_action => p.again_action, note => p.note, back => p.back,
+                again => p.again, again_action => p.again_action, note => p.note, described => p.described, back => p.back,
                 back_url => p.back_url, brand => p.brand,
                 logo => p.logo, base_path => p.base_path,
             })

@@ -282,12 +282,26 @@ async fn render(
         String::new()
     };
     let back_label = s.back.replace("{app}", app);
-    // Under the code's form, when no new code can be asked for: use the last one.
-    let note = if field == "code" && resend.is_empty() && error.is_none() {
+    // Under the code's form, when no new code can be asked for: use the last one (unless
+    // the error says just that).
+    let note = if field == "code" && resend.is_empty() && error != Some(&PageError::NoMoreCodes) {
         s.no_more_codes
     } else {
         ""
     };
+    // What a screen reader says of the field once it has the focus (it has on load): the
+    // error, the text above the form (where the code went, that a new one was sent), the
+    // note under it.
+    let described = [
+        ("error", err.as_str()),
+        ("lead", lead.as_str()),
+        ("note", note),
+    ]
+    .iter()
+    .filter(|(_, text)| !text.is_empty())
+    .map(|(id, _)| *id)
+    .collect::<Vec<_>>()
+    .join(" ");
     let html = pages::render_hosted(&HostedPage {
         lang: s.lang,
         app,
@@ -309,6 +323,7 @@ async fn render(
         again,
         again_action: &format!("{base}/h/{}/send", row.session.id),
         note,
+        described: &described,
         back: &back_label,
         back_url: &back,
         brand: !tenant.brand_color.is_empty(),

@@ -311,7 +311,7 @@ async fn a_person_proves_an_address_on_the_pages_and_goes_back_once() {
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
         html.contains("role=\"alert\"")
-            && html.contains("aria-invalid=\"true\" aria-describedby=\"error\""),
+            && html.contains("aria-invalid=\"true\" aria-describedby=\"error lead\""),
         "{html}"
     );
     // The code goes out, and the page asks for it.
@@ -912,6 +912,21 @@ async fn a_page_whose_resends_are_spent_says_to_use_the_last_code() {
     assert!(html.contains("name=\"code\""), "{html}");
     assert_eq!(app.smtp.count_to("ada@example.com"), 2);
     let last = app.smtp.wait_for("ada@example.com", 2).await.code();
+    // A wrong code then: its error, and still the note to use the last code, both read
+    // with the field.
+    let wrong = if last == "000000" { "111111" } else { "000000" };
+    let (s, _, html) = b
+        .post(
+            &format!("/h/{id}/verify"),
+            &[("csrf", &csrf), ("code", wrong)],
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(
+        html.contains("keine weiteren Codes")
+            && html.contains("aria-invalid=\"true\" aria-describedby=\"error lead note\""),
+        "{html}"
+    );
     let (s, h, _) = b
         .post(
             &format!("/h/{id}/verify"),
@@ -1371,6 +1386,75 @@ async fn a_hosted_sessions_key_shares_its_claim_and_its_verifier() {
         (&json!("verified"), &Value::Null, &json!(true)),
         "{v}"
     );
+}
+
+/// The admin's approval holds outside open registration too: withdrawn, the tenant's
+/// sessions, links and brand are off (it was shown `false` while the pages stayed); given
+/// back, they are on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_the_admin_withdraws_holds_outside_open_registration() {
+    let (app, sk) = hosted_app("https://app.example.com").await;
+    let id = body(app.get("/v1/tenant", &sk).await).await.1["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, v) = body(
+        app.patch("/v1/tenant", &sk, json!({"branding": {"color": "#FFD700"}}))
+            .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (hs, _) = open_session(&app, &sk, json!({ "return_url": RETURN })).await;
+    let approve = |yes: bool| {
+        let (app, id) = (&app, &id);
+        async move {
+            let (s, v) = body(
+                app.patch(
+                    &format!("/v1/tenants/{id}"),
+                    ADMIN,
+                    json!({"pages_approved": yes}),
+                )
+                .await,
+            )
+            .await;
+            assert_eq!(
+                (s, &v["pages_approved"]),
+                (StatusCode::OK, &json!(yes)),
+                "{v}"
+            );
+        }
+    };
+    let status = |path: String| {
+        let url = format!("{}{path}", app.addr);
+        async move { reqwest::get(url).await.unwrap().status() }
+    };
+    approve(false).await;
+    let (s, v) = body(
+        app.post(
+            "/v1/tenant/hosted-sessions",
+            &sk,
+            json!({ "return_url": RETURN }),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("pages_not_approved")),
+        "{v}"
+    );
+    assert_eq!(
+        status(format!("/pages/brand/{id}.css")).await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(status(format!("/h/{hs}")).await, StatusCode::NOT_FOUND);
+    approve(true).await;
+    assert_eq!(
+        status(format!("/pages/brand/{id}.css")).await,
+        StatusCode::OK
+    );
+    assert_eq!(status(format!("/h/{hs}")).await, StatusCode::OK);
+    open_session(&app, &sk, json!({ "return_url": RETURN })).await;
 }
 
 /// Open registration (API.md §17.6): a tenant that registered itself has no hosted pages or
