@@ -32,6 +32,8 @@ fn starts(source: &str, text: &str) -> bool {
     // compiled every pattern at load: one that does not compile is no match.
     let Ok(re) = regex::RegexBuilder::new(&format!("^(?:{source})"))
         .ignore_whitespace(true)
+        // ASCII digits only (a number here is E.164): `\d` is [0-9], automata stay small.
+        .unicode(false)
         .build()
     else {
         return false;
@@ -193,6 +195,57 @@ mod tests {
             }
         }
         assert!(checked > 1000, "{checked} examples");
+    }
+
+    /// The patterns read here answer as the crate's own matching does (`Descriptor::is_match`,
+    /// a leading-digits pattern found at the start), for every region's example numbers and
+    /// near misses of them (a digit less, a digit more, a digit before).
+    #[test]
+    fn the_patterns_match_as_the_crates_matching_does() {
+        let mut compared = 0;
+        for code in 1..=999u16 {
+            for m in DATABASE.by_code(&code).unwrap_or_default() {
+                let d = m.descriptors();
+                let all = [
+                    Some(d.general()),
+                    d.fixed_line(),
+                    d.mobile(),
+                    d.toll_free(),
+                    d.premium_rate(),
+                    d.shared_cost(),
+                    d.voip(),
+                    d.personal_number(),
+                    d.pager(),
+                    d.uan(),
+                    d.voicemail(),
+                ];
+                let mut numbers = Vec::new();
+                for example in all.iter().flatten().filter_map(|x| x.example()) {
+                    let shorter = &example[..example.len().saturating_sub(1)];
+                    numbers.extend([
+                        example.to_string(),
+                        shorter.to_string(),
+                        format!("{example}0"),
+                        format!("1{example}"),
+                    ]);
+                }
+                // Pattern by pattern (the crate's cache keeps 100 compiled).
+                for x in all.iter().flatten() {
+                    for n in &numbers {
+                        assert_eq!(describes(x, n), x.is_match(n), "{} {n}", m.id());
+                        compared += 1;
+                    }
+                }
+                for n in &numbers {
+                    let theirs = m
+                        .leading_digits()
+                        .and_then(|p| p.find(n))
+                        .is_some_and(|at| at.start() == 0);
+                    assert_eq!(leads(m, n), theirs, "{} {n}", m.id());
+                }
+            }
+        }
+        assert!(compared > 10_000, "{compared} compared");
     }
 
     /// A number valid as written is that number; a number written with its national prefix

@@ -82,6 +82,8 @@ pub struct HostedPage<'a> {
     pub app: &'a str,
     pub tenant: &'a str,
     pub title: &'a str,
+    /// Whether `title` names the app already (else it follows the title).
+    pub names_app: bool,
     pub lead: &'a str,
     pub error: &'a str,
     /// `email`, `code`, or empty for a page without a form.
@@ -112,6 +114,7 @@ pub fn render_hosted(p: &HostedPage<'_>) -> String {
         .and_then(|t| {
             t.render(context! {
                 lang => p.lang, app => p.app, tenant => p.tenant, title => p.title,
+                names_app => p.names_app,
                 lead => p.lead, error => p.error, field => p.field, label => p.label,
                 value => p.value, button => p.button, action => p.action, csrf => p.csrf,
                 again => p.again, again_action => p.again_action, note => p.note, described => p.described, back => p.back,

@@ -271,7 +271,8 @@ async fn render(
     // A sign-in that can no longer be completed links back to the tenant's app (its return
     // URL with the session, whose status the app reads: expired or failed), where the
     // person starts again.
-    let back = if over && !done && error != Some(&PageError::Finishing) {
+    let back = if matches!(status_now, "expired" | "failed") && error != Some(&PageError::Finishing)
+    {
         session_redirect(
             &row.session.return_url,
             &row.session.id,
@@ -302,11 +303,14 @@ async fn render(
     .map(|(id, _)| *id)
     .collect::<Vec<_>>()
     .join(" ");
+    // The title names the app where its words do ("Sign in to {app}"); others get it after.
+    let names_app = title == s.email_title.replace("{app}", app);
     let html = pages::render_hosted(&HostedPage {
         lang: s.lang,
         app,
         tenant: tenant.id.as_str(),
         title: &title,
+        names_app,
         lead: &lead,
         error: &err,
         field,
@@ -419,9 +423,18 @@ fn page_of(st: &AppState, id: &str) -> String {
 /// `GET` of a form's address (`/h/{id}/send`, `/h/{id}/verify`): the address of an answer
 /// to a form, opened again (a reload in a new tab, a phone's browser restoring the tab), goes
 /// to the session's page, as it stands now.
-pub async fn to_page(st: State, id: web::Path<String>) -> HttpResponse {
+pub async fn to_page(req: HttpRequest, st: State, id: web::Path<String>) -> HttpResponse {
     if st.services.codes.links_base().is_none() {
         return page_kit::not_found();
+    }
+    // Only what a session id can be goes into the address (the path is decoded: `%2F`,
+    // `%0A` would make another path, or no header at all).
+    let shaped = id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !shaped {
+        return page_kit::not_there(&st, &req);
     }
     page_kit::see_other(&page_of(&st, &id))
 }

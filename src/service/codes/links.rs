@@ -118,12 +118,11 @@ impl Codes {
         public_base(&self.core.settings.load().server.public_url)
     }
 
-    /// Whether the tenant's hosted pages and links may be used: once the admin approved them
-    /// (API.md §17.6). Tenants the admin makes are approved from the start, self-registered
-    /// ones (open registration) are not; an approval the admin withdraws holds in any mode
-    /// (it was ignored outside open registration: `false` was shown and the pages stayed).
+    /// Whether the tenant's hosted pages and links may be used: always, but under open
+    /// registration only once the admin approved them (API.md §17.6).
     pub fn pages_allowed(&self, tenant: &Tenant) -> bool {
         tenant.pages_approved
+            || self.core.settings.load().registration.mode != crate::config::RegistrationMode::Open
     }
 
     /// Check a mint's `link`: links on, pages approved, an email (not a text message), a
@@ -200,18 +199,22 @@ impl Codes {
             return Ok(None);
         };
         let now = self.core.now();
-        // A link lives only while its tenant's pages are approved (API.md §17.6): one sent
-        // before an approval was taken back is unknown now.
+        // Under open registration a link lives only while its tenant's pages are approved
+        // (API.md §17.6): one sent before an approval was taken back is unknown now.
+        let open_registration =
+            self.core.settings.load().registration.mode == crate::config::RegistrationMode::Open;
         let link = self.core.db(move |s| s.link(&digest)).await?;
-        Ok(link.filter(|l| l.pages_approved).map(|l| {
-            if l.status == StoredStatus::Verified {
-                LinkState::Verified(Box::new(l))
-            } else if l.status == StoredStatus::Pending && l.expires_at > now && !l.spent {
-                LinkState::Open(Box::new(l))
-            } else {
-                LinkState::Ended(Box::new(l))
-            }
-        }))
+        Ok(link
+            .filter(|l| l.pages_approved || !open_registration)
+            .map(|l| {
+                if l.status == StoredStatus::Verified {
+                    LinkState::Verified(Box::new(l))
+                } else if l.status == StoredStatus::Pending && l.expires_at > now && !l.spent {
+                    LinkState::Open(Box::new(l))
+                } else {
+                    LinkState::Ended(Box::new(l))
+                }
+            }))
     }
 
     /// What a link keeps of the browser that confirmed it: a digest of the page's token for
