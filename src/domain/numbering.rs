@@ -167,6 +167,27 @@ pub fn is_valid_number(e164: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// A region's descriptors: the general one first, then each type it has.
+    fn descriptors_of(m: &phonenumber::Metadata) -> Vec<&Descriptor> {
+        let d = m.descriptors();
+        [
+            Some(d.general()),
+            d.fixed_line(),
+            d.mobile(),
+            d.toll_free(),
+            d.premium_rate(),
+            d.shared_cost(),
+            d.voip(),
+            d.personal_number(),
+            d.pager(),
+            d.uan(),
+            d.voicemail(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
     /// Every example number of libphonenumber's metadata (each type of each region) is a
     /// number as written, of a type its descriptors give: the metadata's patterns are read as
     /// the crate reads them (compiled here once each, not through its cache).
@@ -175,20 +196,9 @@ mod tests {
         let mut checked = 0;
         for code in 1..=999u16 {
             for m in DATABASE.by_code(&code).unwrap_or_default() {
-                let d = m.descriptors();
-                let typed = [
-                    d.fixed_line(),
-                    d.mobile(),
-                    d.toll_free(),
-                    d.premium_rate(),
-                    d.shared_cost(),
-                    d.voip(),
-                    d.personal_number(),
-                    d.pager(),
-                    d.uan(),
-                    d.voicemail(),
-                ];
-                for example in typed.into_iter().flatten().filter_map(Descriptor::example) {
+                // The typed ones (the general descriptor gives no example of a type).
+                let typed = descriptors_of(m).into_iter().skip(1);
+                for example in typed.filter_map(Descriptor::example) {
                     let n = format!("+{code}{example}");
                     assert!(as_written(&n).is_some(), "{} {n}", m.id());
                     checked += 1;
@@ -206,22 +216,9 @@ mod tests {
         let mut compared = 0;
         for code in 1..=999u16 {
             for m in DATABASE.by_code(&code).unwrap_or_default() {
-                let d = m.descriptors();
-                let all = [
-                    Some(d.general()),
-                    d.fixed_line(),
-                    d.mobile(),
-                    d.toll_free(),
-                    d.premium_rate(),
-                    d.shared_cost(),
-                    d.voip(),
-                    d.personal_number(),
-                    d.pager(),
-                    d.uan(),
-                    d.voicemail(),
-                ];
+                let all = descriptors_of(m);
                 let mut numbers = Vec::new();
-                for example in all.iter().flatten().filter_map(|x| x.example()) {
+                for example in all.iter().filter_map(|x| x.example()) {
                     let shorter = &example[..example.len().saturating_sub(1)];
                     numbers.extend([
                         example.to_string(),
@@ -231,7 +228,7 @@ mod tests {
                     ]);
                 }
                 // Pattern by pattern (the crate's cache keeps 100 compiled).
-                for x in all.iter().flatten() {
+                for x in &all {
                     for n in &numbers {
                         assert_eq!(describes(x, n), x.is_match(n), "{} {n}", m.id());
                         compared += 1;
