@@ -2,6 +2,7 @@
 //! JavaScript, no third-party resources, in the language of the code's message (the ten
 //! built-in languages, else English). Rendered with MiniJinja, HTML auto-escaped.
 
+mod languages;
 mod strings;
 
 use std::sync::LazyLock;

@@ -10,6 +10,7 @@ pub mod dto;
 pub mod error;
 pub mod governor;
 pub mod hosted;
+mod hosted_page;
 mod idempotent;
 pub mod links;
 pub mod openapi;
