@@ -103,7 +103,8 @@ impl RecipientPattern {
     /// Whether a number pattern lies in a range that holds no valid numbers (API.md §17.8);
     /// anything else: true. One stored by an earlier version, before the rule, that could
     /// catch real people's numbers catches nobody, as an email wildcard out of its scope does.
-    /// It samples the range (once per pattern in a process, then remembered).
+    /// Costly (it samples the range): checked when a list is read into the tenant's cached
+    /// list (once per version of it), not at every mint.
     pub fn number_range_allowed(&self) -> bool {
         match self {
             RecipientPattern::Wildcard(p) if p.starts_with('+') => {
@@ -197,37 +198,10 @@ fn reserved_domain(domain: &str) -> bool {
             .any(|n| domain == *n || domain.ends_with(&format!(".{n}")))
 }
 
-/// [`sampled_real_number`], remembered per pattern: the verdict depends on the pattern and
-/// the binary's own metadata only, and a tenant's list is read at each of its mints. At most
-/// [`VERDICTS_KEPT`] patterns are kept (then forgotten all at once).
-fn phone_pattern_catches_real_numbers(pattern: &str) -> Option<String> {
-    use std::collections::HashMap;
-    use std::sync::{LazyLock, Mutex, PoisonError};
-    static VERDICTS: LazyLock<Mutex<HashMap<String, Option<String>>>> =
-        LazyLock::new(|| Mutex::new(HashMap::new()));
-    if let Some(v) = VERDICTS
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(pattern)
-    {
-        return v.clone();
-    }
-    let verdict = sampled_real_number(pattern);
-    let mut kept = VERDICTS.lock().unwrap_or_else(PoisonError::into_inner);
-    if kept.len() >= VERDICTS_KEPT {
-        kept.clear();
-    }
-    kept.insert(pattern.to_string(), verdict.clone());
-    verdict
-}
-
-/// How many number patterns' verdicts are remembered.
-const VERDICTS_KEPT: usize = 4096;
-
 /// A valid number a phone pattern would match, if the pattern's range holds any: its `*`
 /// filled with many runs of digits (fixed ones and a deterministic spread) to every length
 /// E.164 allows. `None`: libphonenumber holds every sampled number invalid.
-fn sampled_real_number(pattern: &str) -> Option<String> {
+fn phone_pattern_catches_real_numbers(pattern: &str) -> Option<String> {
     let digits = pattern.trim_start_matches('+');
     let fixed = digits.chars().filter(|c| *c != '*').count();
     let stars = digits.chars().filter(|c| *c == '*').count().max(1);

@@ -146,11 +146,24 @@ impl Tenants {
         let mut parsed = Vec::with_capacity(input.len());
         // The domain of the tenant's sender: its own addresses may be caught by a pattern.
         let from_domain = tenant.sender().and_then(crate::domain::dkim::sender_domain);
-        for (i, e) in input.iter().enumerate() {
+        // A number pattern's scope check samples its range (hundreds of reads of the
+        // numbering metadata, for up to MAX_RECIPIENTS patterns): on the blocking pool, not
+        // on a worker.
+        let given: Vec<String> = input.iter().map(|e| e.pattern.clone()).collect();
+        let scoped = tokio::task::spawn_blocking(move || {
+            given
+                .iter()
+                .map(|p| {
+                    RecipientPattern::parse(p)
+                        .and_then(|p| p.check_scope(from_domain.as_deref()).map(|()| p))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(format!("blocking task failed: {e}")))?;
+        for (i, (e, scoped)) in input.iter().zip(scoped).enumerate() {
             let at = |f: &str| format!("recipients[{i}].{f}");
-            let pattern = match RecipientPattern::parse(&e.pattern)
-                .and_then(|p| p.check_scope(from_domain.as_deref()).map(|()| p))
-            {
+            let pattern = match scoped {
                 Ok(p) => p,
                 Err(err) => {
                     errs.push(FieldError::new(at("match"), err.message));
