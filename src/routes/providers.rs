@@ -55,8 +55,8 @@ pub struct ProviderBody {
     /// Postmark: the Basic credentials put on the webhook URL (the password sealed).
     events_username: Option<String>,
     events_password: Option<String>,
-    /// SES: the SNS topic its events come from (without it, the first topic that
-    /// subscribes or notifies is the only one taken from then on).
+    /// SES: the SNS topic its events come from (without it, only topics of the AWS account
+    /// the SES credentials belong to are taken, as STS names it).
     events_topic_arn: Option<String>,
 }
 

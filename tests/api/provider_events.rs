@@ -513,6 +513,83 @@ async fn complaints_suppress_and_soft_bounces_other_tenants_and_other_hosts_do_n
     assert!(suppressed(&s.app, &c_sk).await.is_empty());
 }
 
+/// Without `events_topic_arn`, an SES tenant's topic must belong to the AWS account of its
+/// SES credentials, which STS names once (every SNS topic is signed with the same
+/// certificates): a stranger's topic, subscribed or notifying first, is refused and pins
+/// nothing; credentials STS refuses verify nothing; STS not answering is a 503 SNS retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ses_topic_of_another_aws_account_is_refused_and_pins_nothing() {
+    let s = setup().await;
+    let ses = &s.fakes[4];
+    let (c, c_sk) = s.tenant(ses).await;
+    let strangers = "arn:aws:sns:eu-west-1:999999999999:ses-events";
+    let complaint = |to: &str| {
+        json!({"notificationType": "Complaint", "complaint": {"complainedRecipients": [{"emailAddress": to}]}, "mail": {"messageId": "x"}})
+        .to_string()
+    };
+    let confirm_url = s
+        .sns
+        .url("/confirm?Action=ConfirmSubscription&Token=stranger");
+    let sub = sns_message(
+        2,
+        strangers,
+        "SubscriptionConfirmation",
+        "sns-stranger-sub",
+        "You have chosen to subscribe to the topic",
+        &s.sns.url("/cert.pem"),
+        &confirm_url,
+    );
+    let (st, v) = s.post("ses", &c, (Vec::new(), sub)).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
+    assert_eq!(ses.caller_identities(), 1);
+    let evil = sns_message(
+        2,
+        strangers,
+        "Notification",
+        "sns-stranger-1",
+        &complaint("victim@example.com"),
+        &s.sns.url("/cert.pem"),
+        "",
+    );
+    let (st, _) = s.post("ses", &c, (Vec::new(), evil)).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let confirmed = |path: &str| s.sns.requests().iter().any(|r| r.path.starts_with(path));
+    assert!(
+        !confirmed("/confirm"),
+        "a stranger's subscription was confirmed"
+    );
+    assert!(suppressed(&s.app, &c_sk).await.is_empty());
+    // The tenant's own topic still counts (nothing was pinned); the account was kept.
+    let own = s.event("ses", "own@example.com", "ses-own", true, 31);
+    let (st, v) = s.post("ses", &c, own).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(suppressed(&s.app, &c_sk).await.len(), 1);
+    assert_eq!(ses.caller_identities(), 1, "STS is asked once a key");
+    assert!(ses.problems().is_empty(), "{:?}", ses.problems());
+
+    // STS not answering: 503 (SNS sends again), and the next try asks again.
+    let (d, d_sk) = s.tenant(ses).await;
+    ses.fail_next(&[503]);
+    let ev = s.event("ses", "later@example.com", "ses-later", false, 32);
+    let (st, _) = s.post("ses", &d, ev.clone()).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(suppressed(&s.app, &d_sk).await.is_empty());
+    let (st, v) = s.post("ses", &d, ev).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(suppressed(&s.app, &d_sk).await.len(), 1);
+    assert_eq!(ses.caller_identities(), 2);
+
+    // A key STS does not know verifies nothing.
+    let mut wrong = ses.settings("primary");
+    wrong["access_key_id"] = json!("AKIDUNKNOWN000000000");
+    let r = s.app.put("/v1/tenant/providers/email", &d_sk, wrong).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let ev = s.event("ses", "third@example.com", "ses-third", true, 33);
+    let (st, _) = s.post("ses", &d, ev).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    assert_eq!(suppressed(&s.app, &d_sk).await.len(), 1);
+}
+
 /// A Resend event signed with `secret`: `kind` its type (`email.bounced`, …), `bounce` its
 /// bounce type if any, id `msg_<n>`.
 fn resend_event(

@@ -3,7 +3,7 @@
 pub mod hooks;
 pub mod provider_events;
 pub mod sender;
-mod sns_certificates;
+mod sns;
 pub mod webhooks;
 
 use std::sync::Arc;

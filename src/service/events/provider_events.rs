@@ -1,35 +1,28 @@
 //! Bounce and complaint events from a tenant's email provider (API.md §16.2): verified with
 //! the material of its provider settings, then each applied once — the recipient
 //! suppressed, the code's delivery marked `bounced`, statistics and `otp.bounced` /
-//! `otp.complained`. SES events arrive through SNS: the signing certificate is fetched only
-//! from SNS hosts and cached; a subscription confirmation is followed once.
+//! `otp.complained`. SES events arrive through SNS (`sns.rs`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::sns_certificates::CERT_MAX;
 use crate::domain::email::RecipientEmail;
 use crate::domain::keys::TenantId;
 use crate::domain::provider::ProviderKind;
 use crate::domain::provider_event::{
-    sns_cert_url_allowed, sns_url_allowed, stored_id, verify_and_parse, EventKeys, EventKind,
-    Header, ProviderEvent, Refused, SnsMessage, SnsType,
+    stored_id, verify_and_parse, EventKeys, EventKind, Header, ProviderEvent, Refused,
 };
 use crate::domain::recipient::Channel;
 use crate::domain::stats::Counted;
 use crate::domain::suppression::{Suppression, SuppressionReason};
-use crate::domain::tenant::Tenant;
 use crate::service::core::audit::RequestContext;
 use crate::service::events::webhooks::EventData;
 use crate::service::{Events, ServiceError};
 use crate::storage::provider_events::{EventApplied, VerifiedWith};
 use crate::storage::{EventEffect, SeenEvent};
 
-/// Where the SES topic a tenant's events come from is pinned (API.md §16.2).
-const SES_TOPIC_PIN: &str = "ses-topic-pin";
-
-fn refused(r: Refused) -> ServiceError {
+pub(super) fn refused(r: Refused) -> ServiceError {
     match r {
         Refused::Unverified => ServiceError::EventUnverified,
         Refused::Malformed(why) => ServiceError::EventMalformed(why),
@@ -79,7 +72,7 @@ impl EventSettingsCache {
 }
 
 /// Whether a provider's events verify without a write of their own (Mailgun records each
-/// token; SES pins its topic and fetches certificates).
+/// token; SES fetches certificates and asks STS for the account once).
 fn settings_kept(kind: ProviderKind) -> bool {
     matches!(
         kind,
@@ -167,8 +160,7 @@ impl Events {
         };
         let mut guard = Guard::None;
         let events = if kind == ProviderKind::Ses {
-            let topic = p.setting("events_topic_arn").map(str::to_string);
-            match self.verified_sns(&tenant, topic, body).await? {
+            match self.verified_sns(&tenant, p, body).await? {
                 Some(events) => events,
                 None => return Ok(EventsApplied::default()),
             }
@@ -334,109 +326,6 @@ impl Events {
             }
         }
         Ok(applied)
-    }
-
-    /// An SNS message verified with its certificate: SES's events of a notification, or
-    /// `None` for a subscription (confirmed once) or unsubscribe confirmation.
-    async fn verified_sns(
-        &self,
-        tenant: &Tenant,
-        configured_topic: Option<String>,
-        body: &[u8],
-    ) -> Result<Option<Vec<ProviderEvent>>, ServiceError> {
-        let msg = SnsMessage::parse(body).map_err(refused)?;
-        let hosts = self
-            .core
-            .settings
-            .load()
-            .delivery
-            .sns_certificate_hosts
-            .clone();
-        if !sns_cert_url_allowed(&msg.signing_cert_url, &hosts) || !msg.fresh(self.core.now()) {
-            return Err(ServiceError::EventUnverified);
-        }
-        // Every SNS topic is signed with the same certificates: only the tenant's topic is
-        // taken — the one its settings name, else the first that subscribed or notified
-        // (pinned then). Checked before any certificate is fetched.
-        let tid = tenant.id.clone();
-        let pinned = self
-            .core
-            .db(move |s| s.provider_pin(&tid, SES_TOPIC_PIN))
-            .await?;
-        let expected = configured_topic.or(pinned.clone());
-        if expected.as_deref().is_some_and(|t| t != msg.topic_arn) {
-            return Err(ServiceError::EventUnverified);
-        }
-        let cert = self.sns_certificate(&msg.signing_cert_url).await?;
-        msg.verify(&cert).map_err(refused)?;
-        if expected.is_none() {
-            let pin = SeenEvent {
-                tenant: tenant.id.clone(),
-                provider: SES_TOPIC_PIN.into(),
-                event_id: msg.topic_arn.clone(),
-                now: self.core.now(),
-            };
-            self.core
-                .write(move |s| s.record_provider_event(&pin))
-                .await?;
-        }
-        match msg.kind {
-            SnsType::Notification => Ok(Some(msg.ses_events().map_err(refused)?)),
-            SnsType::UnsubscribeConfirmation => Ok(None),
-            SnsType::SubscriptionConfirmation => {
-                let Some(url) = msg
-                    .subscribe_url
-                    .as_deref()
-                    .filter(|u| sns_url_allowed(u, &hosts))
-                else {
-                    return Err(ServiceError::EventUnverified);
-                };
-                let id = format!("subscribe:{}", msg.message_id);
-                // Followed once: recorded once SNS took it, so a repeat changes nothing and a
-                // failed one is tried again when SNS sends it again (503 tells it to).
-                let (tid, check) = (tenant.id.clone(), id.clone());
-                if self
-                    .core
-                    .db(move |s| s.provider_pin(&tid, &check))
-                    .await?
-                    .is_some()
-                {
-                    return Ok(None);
-                }
-                match self
-                    .hooks
-                    .client()
-                    .get(url, self.http_timeout(), CERT_MAX)
-                    .await
-                {
-                    Ok((s, _)) if (200..300).contains(&s) => {
-                        tracing::info!(tenant_id = %tenant.id, "confirmed the SNS subscription of the tenant's SES events");
-                        let confirmed = SeenEvent {
-                            tenant: tenant.id.clone(),
-                            provider: id,
-                            event_id: "confirmed".into(),
-                            now: self.core.now(),
-                        };
-                        self.core
-                            .write(move |s| s.record_provider_event(&confirmed))
-                            .await?;
-                        Ok(None)
-                    }
-                    Ok((s, _)) => {
-                        tracing::warn!(tenant_id = %tenant.id, status = s, "SNS refused the subscription confirmation");
-                        Err(ServiceError::Unavailable(
-                            "SNS refused the subscription confirmation".into(),
-                        ))
-                    }
-                    Err(e) => {
-                        tracing::warn!(tenant_id = %tenant.id, error = e, "confirming the SNS subscription failed");
-                        Err(ServiceError::Unavailable(
-                            "confirming the SNS subscription failed".into(),
-                        ))
-                    }
-                }
-            }
-        }
     }
 
     pub(super) fn http_timeout(&self) -> Duration {

@@ -192,7 +192,7 @@ pub(super) fn check(kind: &str, req: &Request) -> (Vec<String>, Option<Taken>, b
                 "content-type must be application/json",
             );
             (
-                ses_signed(req, &mut signing),
+                ses_signed(req, "ses", &mut signing),
                 Some(Taken {
                     id: String::new(),
                     from: s(&js["FromEmailAddress"]).unwrap_or_default(),
@@ -282,9 +282,35 @@ pub(super) fn check(kind: &str, req: &Request) -> (Vec<String>, Option<Taken>, b
     (p, taken, authorized)
 }
 
-/// SES: the SigV4 `Authorization` header names the key, today's scope in the region for
-/// `ses`, signs at least host and x-amz-date, and its signature is right for what arrived.
-fn ses_signed(req: &Request, p: &mut Vec<String>) -> bool {
+/// STS's `GetCallerIdentity` with the SES fake's key (the fake stands for one endpoint of
+/// every AWS service): `POST /`, form-encoded `Action` and `Version` and nothing else,
+/// signed for `sts`. The problems, and whether the key was the fake's.
+pub(super) fn caller_identity(req: &Request) -> (Vec<String>, bool) {
+    let mut p = Vec::new();
+    let ct = req.header("content-type").unwrap_or_default();
+    if req.method != "POST" || req.path != "/" {
+        p.push("GetCallerIdentity must be POST /".into());
+    }
+    if ct.split(';').next() != Some("application/x-www-form-urlencoded") {
+        p.push("content-type must be form-encoded".into());
+    }
+    let f = form(req);
+    let expected: HashMap<String, String> =
+        [("Action", "GetCallerIdentity"), ("Version", "2011-06-15")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    if f != expected {
+        p.push("the form must be Action=GetCallerIdentity and Version=2011-06-15".into());
+    }
+    let authorized = ses_signed(req, "sts", &mut p);
+    (p, authorized)
+}
+
+/// SES (and STS): the SigV4 `Authorization` header names the key, today's scope in the
+/// region for `service`, signs at least host and x-amz-date, and its signature is right for
+/// what arrived.
+fn ses_signed(req: &Request, service: &str, p: &mut Vec<String>) -> bool {
     let auth = req.header("authorization").unwrap_or_default();
     let Some(rest) = auth.strip_prefix("AWS4-HMAC-SHA256 ") else {
         p.push("authorization must be AWS4-HMAC-SHA256".into());
@@ -306,7 +332,7 @@ fn ses_signed(req: &Request, p: &mut Vec<String>) -> bool {
     if !signed.contains(&"host") || !signed.contains(&"x-amz-date") {
         p.push("host and x-amz-date must be signed".into());
     }
-    if credential != format!("{SES_KEY_ID}/{day}/{SES_REGION}/ses/aws4_request") {
+    if credential != format!("{SES_KEY_ID}/{day}/{SES_REGION}/{service}/aws4_request") {
         // Another key or region: the service's 403.
         return false;
     }
@@ -322,7 +348,7 @@ fn ses_signed(req: &Request, p: &mut Vec<String>) -> bool {
             headers: &headers,
             payload: &req.body,
             region: SES_REGION,
-            service: "ses",
+            service,
             access_key_id: SES_KEY_ID,
             secret_access_key: SES_SECRET,
             amz_date: date,

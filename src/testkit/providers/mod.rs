@@ -25,6 +25,9 @@ pub const MAILGUN_DOMAIN: &str = "mg.acme.example";
 pub const SES_KEY_ID: &str = "AKIDEXAMPLE000000000";
 pub const SES_SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
 pub const SES_REGION: &str = "eu-west-1";
+/// The AWS account STS names for the SES fake's key (the account of
+/// [`crate::testkit::provider_events::SNS_TOPIC`]).
+pub const SES_ACCOUNT: &str = "123456789012";
 pub const TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";
 pub const TWILIO_TOKEN: &str = "twilio-token-never-logged";
 pub const TWILIO_FROM: &str = "+15005550006";
@@ -63,6 +66,8 @@ struct State {
     seq: AtomicUsize,
     /// Requests still to be answered with the request itself as the message's id.
     echo: AtomicUsize,
+    /// STS `GetCallerIdentity` requests answered (SES).
+    caller_identities: AtomicUsize,
 }
 
 pub struct FakeProvider {
@@ -186,6 +191,9 @@ fn failure(kind: &str, status: u16) -> Reply {
 }
 
 fn answer(st: &State, req: &Request) -> Reply {
+    if st.kind == "ses" && req.path == "/" {
+        return caller_identity(st, req);
+    }
     let (problems, taken, authorized) = check(&st.kind, req);
     if !problems.is_empty() {
         st.problems.lock().unwrap().extend(problems.clone());
@@ -219,6 +227,43 @@ fn answer(st: &State, req: &Request) -> Reply {
     };
     st.taken.lock().unwrap().push(t);
     reply
+}
+
+/// STS's answer to `GetCallerIdentity` (its documented XML), or its 403 for another key.
+fn caller_identity(st: &State, req: &Request) -> Reply {
+    let (problems, authorized) = checks::caller_identity(req);
+    if !problems.is_empty() {
+        st.problems.lock().unwrap().extend(problems.clone());
+        return Reply::json(400, json!({"message": problems.join("; ")}));
+    }
+    if let Some(status) = st.failures.lock().unwrap().pop_front() {
+        return Reply::empty(status);
+    }
+    let xml = |status: u16, body: String| Reply {
+        status,
+        headers: vec![("content-type".into(), "text/xml".into())],
+        body: body.into_bytes(),
+    };
+    if !authorized {
+        return xml(
+            403,
+            "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type>\
+             <Code>InvalidClientTokenId</Code><Message>The security token included in the request is invalid.</Message>\
+             </Error><RequestId>4e5f6a7b</RequestId></ErrorResponse>"
+                .into(),
+        );
+    }
+    st.caller_identities.fetch_add(1, Ordering::SeqCst);
+    xml(
+        200,
+        format!(
+            "<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
+             <GetCallerIdentityResult><Arn>arn:aws:iam::{SES_ACCOUNT}:user/otpmint</Arn>\
+             <UserId>AIDAEXAMPLEUSERID0000</UserId><Account>{SES_ACCOUNT}</Account>\
+             </GetCallerIdentityResult><ResponseMetadata><RequestId>01234567-89ab-cdef-0123-456789abcdef</RequestId>\
+             </ResponseMetadata></GetCallerIdentityResponse>"
+        ),
+    )
 }
 
 impl FakeProvider {
@@ -321,6 +366,11 @@ impl FakeProvider {
     pub fn clear(&self) {
         self.state.taken.lock().unwrap().clear();
         self.rx.clear();
+    }
+
+    /// STS `GetCallerIdentity` requests it answered with the account (SES).
+    pub fn caller_identities(&self) -> usize {
+        self.state.caller_identities.load(Ordering::SeqCst)
     }
 
     /// Requests that broke the provider's documentation.

@@ -15,7 +15,7 @@ mod mailgun;
 mod postmark;
 mod resend;
 mod sendgrid;
-mod ses;
+pub(crate) mod ses;
 pub(crate) mod sigv4;
 pub(crate) mod smtp;
 mod twilio;

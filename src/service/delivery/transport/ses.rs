@@ -43,34 +43,16 @@ impl Api for Ses {
         }
         let body = serde_json::to_vec(&body).unwrap_or_default();
         let base = c.base(&format!("https://email.{region}.amazonaws.com"));
-        let host = host_of(&base).ok_or_else(|| {
+        let key = Key {
+            access_key_id,
+            secret_access_key: secret,
+            region,
+        };
+        signed(&key, "ses", &base, PATH, JSON, body, c.now).ok_or_else(|| {
             DeliveryError::permanent(
                 DeliveryReason::ProviderHostNotAllowed,
                 "the provider's base URL has no host",
             )
-        })?;
-        let date = amz_date(c.now);
-        let auth = authorization(&Signing {
-            method: "POST",
-            path: PATH,
-            query: "",
-            headers: &[
-                ("content-type", JSON),
-                ("host", &host),
-                ("x-amz-date", &date),
-            ],
-            payload: &body,
-            region,
-            service: "ses",
-            access_key_id,
-            secret_access_key: secret,
-            amz_date: &date,
-        });
-        Ok(Request {
-            url: format!("{base}{PATH}"),
-            content_type: JSON,
-            headers: vec![("x-amz-date", date.clone()), ("authorization", auth)],
-            body,
         })
     }
 
@@ -82,6 +64,86 @@ impl Api for Ses {
             |a| error_type(a, &v),
         )
     }
+}
+
+/// STS's `GetCallerIdentity` (`POST /` on `sts.{region}.amazonaws.com`, form-encoded
+/// `Action=GetCallerIdentity&Version=2011-06-15`, SigV4 with service `sts`), signed with the
+/// tenant's SES credentials: it answers the account that owns them, which needs no
+/// permission. An operator's SES base URL takes it too, as a single endpoint for every AWS
+/// service does (LocalStack, the tests' fake). `None` when `base` has no host.
+pub(crate) fn caller_identity(
+    key: &Key<'_>,
+    base_override: Option<&str>,
+    now: crate::domain::Millis,
+) -> Option<Request> {
+    let base = base_override.map_or_else(
+        || format!("https://sts.{}.amazonaws.com", key.region),
+        str::to_string,
+    );
+    let body = api::form(&[("Action", "GetCallerIdentity"), ("Version", "2011-06-15")]);
+    signed(key, "sts", &base, "/", api::FORM, body, now)
+}
+
+/// The credentials a request is signed with.
+pub(crate) struct Key<'a> {
+    pub access_key_id: &'a str,
+    pub secret_access_key: &'a str,
+    pub region: &'a str,
+}
+
+/// A POST of `body` to `path` on `base`, signed for `service` (its content type, host and
+/// date signed). `None` when `base` has no host.
+fn signed(
+    key: &Key<'_>,
+    service: &str,
+    base: &str,
+    path: &str,
+    content_type: &'static str,
+    body: Vec<u8>,
+    now: crate::domain::Millis,
+) -> Option<Request> {
+    let host = host_of(base)?;
+    let date = amz_date(now);
+    let auth = authorization(&Signing {
+        method: "POST",
+        path,
+        query: "",
+        headers: &[
+            ("content-type", content_type),
+            ("host", &host),
+            ("x-amz-date", &date),
+        ],
+        payload: &body,
+        region: key.region,
+        service,
+        access_key_id: key.access_key_id,
+        secret_access_key: key.secret_access_key,
+        amz_date: &date,
+    });
+    Some(Request {
+        url: format!("{base}{path}"),
+        content_type,
+        headers: vec![("x-amz-date", date), ("authorization", auth)],
+        body,
+    })
+}
+
+/// The account (twelve digits) a `GetCallerIdentity` answer names: its documented XML
+/// (`<Account>…</Account>`), or the JSON STS gives when asked for it.
+pub(crate) fn caller_account(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    let account = match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v) => v
+            .pointer("/GetCallerIdentityResponse/GetCallerIdentityResult/Account")?
+            .as_str()?
+            .to_string(),
+        Err(_) => {
+            let start = text.find("<Account>")? + "<Account>".len();
+            let len = text[start..].find("</Account>")?;
+            text[start..start + len].trim().to_string()
+        }
+    };
+    (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())).then_some(account)
 }
 
 /// The error's type: the `x-amzn-ErrorType` header, else the body's `__type` (as AWS's own
@@ -124,6 +186,51 @@ mod tests {
             headers,
             body: body.as_bytes().to_vec(),
         }
+    }
+
+    #[test]
+    fn the_callers_account_is_read_from_xml_or_json_and_only_as_twelve_digits() {
+        let xml = |a: &str| {
+            format!(
+                "<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
+                 <GetCallerIdentityResult><Arn>arn:aws:iam::{a}:user/Alice</Arn>\
+                 <UserId>AKIAI44QH8DHBEXAMPLE</UserId><Account>{a}</Account>\
+                 </GetCallerIdentityResult></GetCallerIdentityResponse>"
+            )
+        };
+        let account = |b: &str| caller_account(b.as_bytes());
+        assert_eq!(
+            account(&xml("123456789012")).as_deref(),
+            Some("123456789012")
+        );
+        let json = serde_json::json!({"GetCallerIdentityResponse": {"GetCallerIdentityResult":
+            {"Account": "210987654321", "Arn": "arn:aws:iam::210987654321:user/Bob"}}});
+        assert_eq!(account(&json.to_string()).as_deref(), Some("210987654321"));
+        for bad in ["12345678901", "1234567890123", "12345678901x", ""] {
+            assert_eq!(account(&xml(bad)), None, "{bad}");
+        }
+        assert_eq!(account("<Account>123456789012"), None);
+        assert_eq!(account("{}"), None);
+    }
+
+    #[test]
+    fn get_caller_identity_is_signed_for_sts_at_the_regions_host() {
+        let key = |region| Key {
+            access_key_id: "AKIDEXAMPLE",
+            secret_access_key: "secret",
+            region,
+        };
+        let r = caller_identity(&key("eu-west-1"), None, 0).unwrap();
+        assert_eq!(r.url, "https://sts.eu-west-1.amazonaws.com/");
+        assert_eq!(r.body, b"Action=GetCallerIdentity&Version=2011-06-15");
+        let auth = &r.headers[1].1;
+        assert!(
+            auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/19700101/eu-west-1/sts/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature="),
+            "{auth}"
+        );
+        let local = caller_identity(&key("us-east-1"), Some("https://127.0.0.1:4566"), 0);
+        assert_eq!(local.unwrap().url, "https://127.0.0.1:4566/");
+        assert!(caller_identity(&key("eu-west-1"), Some("not a url"), 0).is_none());
     }
 
     #[test]

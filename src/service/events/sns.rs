@@ -1,0 +1,254 @@
+//! SES events through SNS (API.md §16.2): a message verified with its signing certificate
+//! (fetched only from the hosts `sns_cert_url_allowed` admits, once per URL, and kept), from
+//! the tenant's topic — the one its settings name, else one of the AWS account its SES
+//! credentials belong to, as STS names it once — and a subscription confirmed once.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use super::provider_events::refused;
+use crate::domain::provider::{Provider, ProviderKind};
+use crate::domain::provider_event::{
+    sns_cert_url_allowed, sns_url_allowed, ProviderEvent, SnsMessage, SnsType,
+};
+use crate::domain::tenant::Tenant;
+use crate::outbound::ApiRequest;
+use crate::service::delivery::transport::ses;
+use crate::service::{Events, ServiceError};
+use crate::storage::SeenEvent;
+
+/// Certificates kept (by URL); SNS signs with a handful at a time.
+const CERTS_KEPT: usize = 32;
+
+/// Where the AWS account of a tenant's SES access key is kept once STS named it (a pin:
+/// `…-pin` outlives the purge of events); the key's id completes the name.
+const SES_ACCOUNT_PIN: &str = "ses-account-pin";
+
+/// The account an SNS topic's ARN names (`arn:aws:sns:{region}:{account}:{name}`).
+fn topic_account(arn: &str) -> Option<&str> {
+    let mut parts = arn.split(':');
+    (parts.next() == Some("arn") && parts.nth(1) == Some("sns"))
+        .then(|| parts.nth(1))
+        .flatten()
+}
+
+const CERT_MAX: usize = 16 * 1024;
+
+fn certs() -> &'static Mutex<HashMap<String, Vec<u8>>> {
+    static CERTS: OnceLock<Mutex<HashMap<String, Vec<u8>>>> = OnceLock::new();
+    CERTS.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+impl Events {
+    /// The PEM at an SNS certificate URL, fetched once and kept.
+    pub(super) async fn sns_certificate(&self, url: &str) -> Result<Vec<u8>, ServiceError> {
+        if let Some(c) = certs().lock().unwrap_or_else(|e| e.into_inner()).get(url) {
+            return Ok(c.clone());
+        }
+        let pem = match self
+            .hooks
+            .client()
+            .get(url, self.http_timeout(), CERT_MAX)
+            .await
+        {
+            Ok((200, body)) => body,
+            // No such certificate at SNS's own address: not a message SNS signed (408 and 429
+            // are the host's own trouble, like a 5xx: 503).
+            Ok((status, _)) if (400..500).contains(&status) && !matches!(status, 408 | 429) => {
+                tracing::warn!(status, "the SNS signing certificate was not found");
+                return Err(ServiceError::EventUnverified);
+            }
+            Ok((status, _)) => {
+                tracing::warn!(status, "the SNS signing certificate could not be fetched");
+                // Not the sender's fault: 503, so SNS sends it again.
+                return Err(ServiceError::Unavailable(
+                    "the SNS signing certificate could not be fetched".into(),
+                ));
+            }
+            // Not to be fetched from there, or not a certificate's size: refused.
+            Err(e @ ("host_not_allowed" | "malformed" | "too_large")) => {
+                tracing::warn!(
+                    error = e,
+                    "the SNS signing certificate could not be fetched"
+                );
+                return Err(ServiceError::EventUnverified);
+            }
+            // No answer (a connect, TLS, name or time failure): SNS sends it again on 503.
+            Err(e) => {
+                tracing::warn!(
+                    error = e,
+                    "the SNS signing certificate could not be fetched"
+                );
+                return Err(ServiceError::Unavailable(
+                    "the SNS signing certificate could not be fetched".into(),
+                ));
+            }
+        };
+        let mut kept = certs().lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() >= CERTS_KEPT {
+            kept.clear();
+        }
+        kept.insert(url.to_string(), pem.clone());
+        Ok(pem)
+    }
+
+    /// An SNS message verified with its certificate: SES's events of a notification, or
+    /// `None` for a subscription (confirmed once) or unsubscribe confirmation.
+    pub(super) async fn verified_sns(
+        &self,
+        tenant: &Tenant,
+        p: &Provider,
+        body: &[u8],
+    ) -> Result<Option<Vec<ProviderEvent>>, ServiceError> {
+        let msg = SnsMessage::parse(body).map_err(refused)?;
+        let hosts = self
+            .core
+            .settings
+            .load()
+            .delivery
+            .sns_certificate_hosts
+            .clone();
+        if !sns_cert_url_allowed(&msg.signing_cert_url, &hosts) || !msg.fresh(self.core.now()) {
+            return Err(ServiceError::EventUnverified);
+        }
+        // Every SNS topic is signed with the same certificates: only the tenant's topic is
+        // taken — the one its settings name (checked before any certificate is fetched),
+        // else one of the account its SES credentials belong to (asked of STS once).
+        let named = p.setting("events_topic_arn");
+        if named.is_some_and(|t| t != msg.topic_arn) {
+            return Err(ServiceError::EventUnverified);
+        }
+        let cert = self.sns_certificate(&msg.signing_cert_url).await?;
+        msg.verify(&cert).map_err(refused)?;
+        if named.is_none() {
+            let account = self.ses_account(tenant, p).await?;
+            if topic_account(&msg.topic_arn) != Some(account.as_str()) {
+                tracing::warn!(tenant_id = %tenant.id, "an SNS topic of another AWS account than the tenant's SES credentials was refused");
+                return Err(ServiceError::EventUnverified);
+            }
+        }
+        match msg.kind {
+            SnsType::Notification => Ok(Some(msg.ses_events().map_err(refused)?)),
+            SnsType::UnsubscribeConfirmation => Ok(None),
+            SnsType::SubscriptionConfirmation => {
+                let Some(url) = msg
+                    .subscribe_url
+                    .as_deref()
+                    .filter(|u| sns_url_allowed(u, &hosts))
+                else {
+                    return Err(ServiceError::EventUnverified);
+                };
+                let id = format!("subscribe:{}", msg.message_id);
+                // Followed once: recorded once SNS took it, so a repeat changes nothing and a
+                // failed one is tried again when SNS sends it again (503 tells it to).
+                let (tid, check) = (tenant.id.clone(), id.clone());
+                if self
+                    .core
+                    .db(move |s| s.provider_pin(&tid, &check))
+                    .await?
+                    .is_some()
+                {
+                    return Ok(None);
+                }
+                match self
+                    .hooks
+                    .client()
+                    .get(url, self.http_timeout(), CERT_MAX)
+                    .await
+                {
+                    Ok((s, _)) if (200..300).contains(&s) => {
+                        tracing::info!(tenant_id = %tenant.id, "confirmed the SNS subscription of the tenant's SES events");
+                        let confirmed = SeenEvent {
+                            tenant: tenant.id.clone(),
+                            provider: id,
+                            event_id: "confirmed".into(),
+                            now: self.core.now(),
+                        };
+                        self.core
+                            .write(move |s| s.record_provider_event(&confirmed))
+                            .await?;
+                        Ok(None)
+                    }
+                    Ok((s, _)) => {
+                        tracing::warn!(tenant_id = %tenant.id, status = s, "SNS refused the subscription confirmation");
+                        Err(ServiceError::Unavailable(
+                            "SNS refused the subscription confirmation".into(),
+                        ))
+                    }
+                    Err(e) => {
+                        tracing::warn!(tenant_id = %tenant.id, error = e, "confirming the SNS subscription failed");
+                        Err(ServiceError::Unavailable(
+                            "confirming the SNS subscription failed".into(),
+                        ))
+                    }
+                }
+            }
+        }
+    }
+
+    /// The AWS account of the tenant's SES access key: kept from an earlier answer, else
+    /// asked of STS (`GetCallerIdentity`) and kept. STS refusing the key → 401 (these
+    /// credentials verify nothing); no answer → 503, so SNS sends the message again.
+    async fn ses_account(&self, tenant: &Tenant, p: &Provider) -> Result<String, ServiceError> {
+        let key_id = p.setting("access_key_id").unwrap_or_default().to_string();
+        let (tid, pin) = (tenant.id.clone(), format!("{key_id}:{SES_ACCOUNT_PIN}"));
+        let asked = pin.clone();
+        if let Some(account) = self.core.db(move |s| s.provider_pin(&tid, &asked)).await? {
+            return Ok(account);
+        }
+        let secrets = self.core.open_provider_secrets(&tenant.id, p).await?;
+        let base = self
+            .core
+            .settings
+            .load()
+            .delivery
+            .provider_base_urls
+            .get(ProviderKind::Ses.as_str())
+            .map(|u| u.trim_end_matches('/').to_string());
+        let key = ses::Key {
+            access_key_id: &key_id,
+            secret_access_key: secrets.get("secret_access_key").map_or("", String::as_str),
+            region: p.setting("region").unwrap_or_default(),
+        };
+        let unavailable = || ServiceError::Unavailable("STS did not name the SES account".into());
+        let r =
+            ses::caller_identity(&key, base.as_deref(), self.core.now()).ok_or_else(unavailable)?;
+        let answer = self
+            .hooks
+            .client()
+            .api(ApiRequest {
+                url: &r.url,
+                content_type: r.content_type,
+                headers: r.headers,
+                body: r.body,
+                timeout: self.http_timeout(),
+            })
+            .await
+            .map_err(|e| {
+                tracing::warn!(tenant_id = %tenant.id, error = e, "STS did not answer for the tenant's SES account");
+                unavailable()
+            })?;
+        let account = match answer.status {
+            200..=299 => ses::caller_account(&answer.body),
+            401 | 403 => {
+                tracing::warn!(tenant_id = %tenant.id, status = answer.status, "STS refused the tenant's SES credentials: its SNS messages cannot be verified");
+                return Err(ServiceError::EventUnverified);
+            }
+            _ => None,
+        };
+        let Some(account) = account else {
+            tracing::warn!(tenant_id = %tenant.id, status = answer.status, "STS did not name the account of the tenant's SES credentials");
+            return Err(unavailable());
+        };
+        let kept = SeenEvent {
+            tenant: tenant.id.clone(),
+            provider: pin,
+            event_id: account.clone(),
+            now: self.core.now(),
+        };
+        self.core
+            .write(move |s| s.record_provider_event(&kept))
+            .await?;
+        Ok(account)
+    }
+}
