@@ -2,6 +2,7 @@
 //! the same transaction the recipient suppressed, the matching code's delivery marked
 //! `bounced`, the statistics counted and the tenant's webhook event stored.
 
+use super::cells::Cells;
 use super::engine::{args, Engine};
 use super::integration::insert_event_in;
 use super::sql::{self, Arg};
@@ -170,16 +171,27 @@ impl<E: Engine> ProviderEventStore for E {
             if added {
                 tx.exec(sql::suppressions::COUNT_UP, args![t])?;
             }
-            let tallies = match &e.message_id {
-                Some(m) => tx.rows(
-                    sql::provider_events::MARK_BOUNCED,
-                    args![t, m.as_str()],
-                    |r| tally_from(r, 0),
-                )?,
-                None => Vec::new(),
-            };
-            match tallies.first() {
-                Some(tally) => count_in(tx, tally, e.counted)?,
+            // The code's tally, and whether this event marked it: a message's second event
+            // (another bounce of it, a complaint after a bounce) counts no second `bounced`.
+            let mut code = None;
+            if let Some(m) = &e.message_id {
+                let q = args![t, m.as_str()];
+                let tally = |r: &dyn Cells| tally_from(r, 0);
+                code = tx
+                    .rows(sql::provider_events::MARK_BOUNCED, q, tally)?
+                    .pop()
+                    .map(|c| (c, true));
+                if code.is_none() {
+                    let q = args![t, m.as_str()];
+                    code = tx
+                        .rows(sql::provider_events::MARKED_BEFORE, q, tally)?
+                        .pop()
+                        .map(|c| (c, false));
+                }
+            }
+            match code {
+                Some((_, false)) if e.counted == Counted::Bounced => {}
+                Some((tally, _)) => count_in(tx, &tally, e.counted)?,
                 None => {
                     let dims = CodeDims::of("", None, "email", &s.recipient);
                     bump_in(

@@ -376,6 +376,33 @@ async fn a_signed_hard_bounce_of_each_provider_suppresses_and_marks_the_code_bou
     assert_eq!(certs, 1);
 }
 
+/// Two events of one message — a second bounce with an id of its own, then a complaint —
+/// count one `bounced` and one `complained` in the statistics, not a bounce each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_messages_later_events_count_no_second_bounce() {
+    let s = setup().await;
+    let fake = &s.fakes[0];
+    let (id, sk) = s.tenant(fake).await;
+    let to = "twice@example.com";
+    let (st, v) = body(s.app.post("/v1/otp", &sk, json!({"email": to})).await).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let msg = fake.wait_taken(1).await[0].id.clone();
+    for (n, complaint) in [(1, false), (2, false), (3, true)] {
+        let (st, v) = s
+            .post(fake.kind, &id, s.event(fake.kind, to, &msg, complaint, n))
+            .await;
+        assert_eq!((st, &v["applied"]), (StatusCode::OK, &json!(1)), "{n}: {v}");
+    }
+    let (_, stats) = body(s.app.get("/v1/tenant/stats", &sk).await).await;
+    let row = &stats["rows"][0];
+    assert_eq!(
+        (&row["bounced"], &row["complained"]),
+        (&json!(1), &json!(1)),
+        "{stats}"
+    );
+    assert_eq!(suppressed(&s.app, &sk).await.len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn complaints_suppress_and_soft_bounces_other_tenants_and_other_hosts_do_not() {
     let s = setup().await;
