@@ -191,9 +191,11 @@ fn verify_resend(
 fn parse_resend(id: &str, body: &[u8]) -> Result<Vec<ProviderEvent>, Refused> {
     let v = json(body)?;
     let kind = match v.get("type").and_then(Value::as_str) {
+        // Only a bounce Resend calls permanent suppresses (as SES's, whose types these are):
+        // `Transient`, `Undetermined`, a type it may add later or none do not.
         Some("email.bounced") => match v.pointer("/data/bounce/type").and_then(Value::as_str) {
-            Some("Transient") | Some("Undetermined") => EventKind::SoftBounce,
-            _ => EventKind::HardBounce,
+            Some("Permanent") => EventKind::HardBounce,
+            _ => EventKind::SoftBounce,
         },
         Some("email.complained") => EventKind::Complaint,
         Some(_) => EventKind::Other,
@@ -287,8 +289,10 @@ fn parse_sendgrid(body: &[u8]) -> Result<Vec<ProviderEvent>, Refused> {
             e.get("event").and_then(Value::as_str),
             e.get("type").and_then(Value::as_str),
         ) {
-            (Some("bounce"), Some("blocked")) => EventKind::SoftBounce,
-            (Some("bounce"), _) => EventKind::HardBounce,
+            // A `bounce` is permanent (`blocked` is not); one without a type is SendGrid's
+            // older form of the same; a type it may add later suppresses nothing.
+            (Some("bounce"), Some("bounce") | None) => EventKind::HardBounce,
+            (Some("bounce"), _) => EventKind::SoftBounce,
             (Some("deferred"), _) => EventKind::SoftBounce,
             (Some("spamreport"), _) => EventKind::Complaint,
             (Some(_), _) => EventKind::Other,

@@ -48,6 +48,25 @@ fn a_resend_bounce_verifies_with_its_secret_and_forgeries_do_not() {
             message_id: Some("em_1".into()),
         }]
     );
+    // Only a bounce called permanent is hard: `Transient`, `Undetermined`, a type Resend may
+    // add later, or none, are not.
+    for bounce in [
+        json!({"type": "Transient"}),
+        json!({"type": "Undetermined"}),
+        json!({"type": "Later"}),
+        json!({}),
+    ] {
+        let body = json!({"type": "email.bounced", "data": {"email_id": "em_4", "to": ["ada@example.com"], "bounce": bounce}}).to_string();
+        let h4 = headers(resend_headers(SECRET, "msg_4", NOW, body.as_bytes()));
+        let e = verify_and_parse(
+            ProviderKind::Resend,
+            &keys_secret(SECRET),
+            &h4,
+            body.as_bytes(),
+            NOW,
+        );
+        assert_eq!(e.unwrap()[0].kind, EventKind::SoftBounce, "{bounce}");
+    }
     // A message to several recipients: which of them bounced is not said, so none is.
     let several = json!({"type": "email.bounced",
         "data": {"email_id": "em_3", "to": ["ada@example.com", "bob@example.com"], "bounce": {"type": "Permanent"}}})
@@ -99,7 +118,10 @@ fn a_sendgrid_batch_verifies_with_its_public_key_and_forgeries_do_not() {
         {"email": "cy@example.com", "event": "spamreport", "sg_event_id": "e3"},
         {"email": "di@example.com", "event": "delivered", "sg_event_id": "e4"},
         // An account event: no recipient, passed over (the batch is not refused for it).
-        {"event": "account_status_change", "type": "compliance_suspend", "sg_event_id": "e5", "timestamp": NOW}
+        {"event": "account_status_change", "type": "compliance_suspend", "sg_event_id": "e5", "timestamp": NOW},
+        // The older form (no type) is a bounce; a type SendGrid may add later is not.
+        {"email": "ed@example.com", "event": "bounce", "sg_event_id": "e7"},
+        {"email": "fay@example.com", "event": "bounce", "type": "expired", "sg_event_id": "e8"}
     ])
     .to_string();
     let h = headers(key.headers(NOW, body.as_bytes()));
@@ -114,7 +136,9 @@ fn a_sendgrid_batch_verifies_with_its_public_key_and_forgeries_do_not() {
             EventKind::HardBounce,
             EventKind::SoftBounce,
             EventKind::Complaint,
-            EventKind::Other
+            EventKind::Other,
+            EventKind::HardBounce,
+            EventKind::SoftBounce
         ]
     );
     assert_eq!(e[0].message_id.as_deref(), Some("abc"));
