@@ -5,6 +5,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+pub mod resolver;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum HostRefusal {
     #[error("the SMTP host is not allowed")]
@@ -70,6 +72,8 @@ pub struct HostPolicy {
     pub allowed_ports: Option<Vec<u16>>,
     pub allow_private_hosts: bool,
     pub allow_plaintext: bool,
+    /// The resolver names are looked up with (`dns.resolver`): `None` for the system's.
+    pub resolver: Option<SocketAddr>,
 }
 
 /// A host as written, normalised: an IP address (in any legacy spelling) or a DNS name.
@@ -281,9 +285,11 @@ impl HostPolicy {
     ) -> Result<Vec<SocketAddr>, HostRefusal> {
         let addrs: Vec<SocketAddr> = match name {
             HostName::Ip(ip) => vec![SocketAddr::new(*ip, port)],
-            HostName::Dns(d) => tokio::net::lookup_host((d.as_str(), port))
+            HostName::Dns(d) => resolver::addresses(self.resolver, d)
                 .await
-                .map_err(|_| HostRefusal::Unresolvable)?
+                .map_err(|()| HostRefusal::Unresolvable)?
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, port))
                 .collect(),
         };
         if addrs.is_empty() {

@@ -116,13 +116,20 @@ pub struct Settings {
     pub dns: DnsSettings,
 }
 
-/// DNS look-ups of the domain check (API.md §16.4).
+/// DNS look-ups: the domain check's (API.md §16.4) and outbound hosts'.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DnsSettings {
     /// `IP:PORT` of the resolver to ask; empty: the system's (`/etc/resolv.conf`).
     #[serde(default)]
     pub resolver: String,
+}
+
+impl DnsSettings {
+    /// The resolver to ask, `None` for the system's (the value was checked at load).
+    pub fn resolver_addr(&self) -> Option<std::net::SocketAddr> {
+        self.resolver.parse().ok()
+    }
 }
 
 impl Settings {

@@ -14,6 +14,7 @@ async fn relay(tenant: &str) -> (SmtpServer, Mailer, SmtpTarget) {
             allowed_ports: Some(vec![smtp.port]),
             allow_private_hosts: true,
             allow_plaintext: false,
+            resolver: None,
         },
         Duration::from_secs(5),
         4,

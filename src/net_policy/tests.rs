@@ -8,6 +8,7 @@ fn strict() -> HostPolicy {
         allowed_ports: Some(vec![465, 587, 2525]),
         allow_private_hosts: false,
         allow_plaintext: false,
+        resolver: None,
     }
 }
 
@@ -193,4 +194,74 @@ async fn a_name_resolving_to_loopback_is_refused() {
         r,
         Err(HostRefusal::HostNotAllowed) | Err(HostRefusal::Unresolvable)
     ));
+}
+
+/// A name server that never answers holds no thread of tokio's blocking pool (which every
+/// database call shares): with one blocking thread, look-ups it should answer wait, and a
+/// blocking task runs all the same. (Through getaddrinfo, the first look-up would take the
+/// thread until libc gave up.)
+#[test]
+fn a_look_up_a_name_server_never_answers_takes_no_blocking_thread() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dns = crate::testkit::dns::DnsServer::start().await;
+        let p = HostPolicy {
+            allow_private_hosts: true,
+            resolver: Some(dns.addr),
+            ..strict()
+        };
+        let names: Vec<String> = (0..4).map(|i| format!("host{i}.hang.example")).collect();
+        for n in &names {
+            dns.silence(n);
+        }
+        let hosts: Vec<HostName> = names.iter().map(|n| HostName::Dns(n.clone())).collect();
+        let lookups = futures_util::future::join_all(hosts.iter().map(|h| p.resolve(h, 587)));
+        tokio::pin!(lookups);
+        // Each asked of the configured resolver, and waiting for its answer…
+        let all_asked = async {
+            while !names.iter().all(|n| dns.queries().contains(n)) {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        };
+        tokio::select! {
+            () = all_asked => {}
+            _ = &mut lookups => panic!("the look-ups ended before they were all asked"),
+        }
+        // …a blocking task runs.
+        tokio::select! {
+            r = tokio::task::spawn_blocking(|| 42) => assert_eq!(r.unwrap(), 42),
+            _ = &mut lookups => panic!("the look-ups ended before a blocking task could run"),
+        }
+    });
+}
+
+/// Names are looked up with `dns.resolver` when it is set: its A records are the addresses,
+/// a name it does not know is unresolvable, and the address policy applies to the answers.
+#[tokio::test]
+async fn names_are_looked_up_with_the_configured_resolver() {
+    let dns = crate::testkit::dns::DnsServer::start().await;
+    dns.set_a("relay.acme.example", &[Ipv4Addr::new(93, 184, 215, 14)]);
+    dns.set_a("inside.acme.example", &[Ipv4Addr::new(10, 0, 0, 7)]);
+    let p = HostPolicy {
+        resolver: Some(dns.addr),
+        ..strict()
+    };
+    let name = |n: &str| HostName::Dns(n.into());
+    assert_eq!(
+        p.resolve(&name("relay.acme.example"), 587).await,
+        Ok(vec!["93.184.215.14:587".parse().unwrap()])
+    );
+    assert_eq!(
+        p.resolve(&name("nowhere.acme.example"), 587).await,
+        Err(HostRefusal::Unresolvable)
+    );
+    assert_eq!(
+        p.resolve(&name("inside.acme.example"), 587).await,
+        Err(HostRefusal::HostNotAllowed)
+    );
 }

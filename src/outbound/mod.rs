@@ -43,6 +43,7 @@ pub fn policy(settings: &Settings) -> HostPolicy {
         allowed_ports: None,
         allow_private_hosts: settings.webhooks.allow_private_hosts,
         allow_plaintext: true,
+        resolver: settings.dns.resolver_addr(),
     }
 }
 

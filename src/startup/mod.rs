@@ -137,6 +137,7 @@ fn mailer_of(settings: &Settings) -> Result<Mailer, StartupError> {
             allowed_ports: Some(settings.smtp.allowed_ports.clone()),
             allow_private_hosts: settings.smtp.allow_private_hosts,
             allow_plaintext: settings.smtp.allow_plaintext,
+            resolver: settings.dns.resolver_addr(),
         },
         Duration::from_secs(settings.smtp.timeout_seconds),
         settings.smtp.pool_size,

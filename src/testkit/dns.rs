@@ -1,10 +1,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! A DNS server on loopback (UDP) answering TXT queries from records the test sets: enough
-//! for DKIM, SPF and DMARC look-ups (API.md §16.3–§16.4). Unknown names answer NXDOMAIN;
-//! names set to fail answer SERVFAIL, as a broken zone or resolver does.
+//! A DNS server on loopback (UDP) answering TXT and A queries from records the test sets:
+//! enough for DKIM, SPF and DMARC look-ups (API.md §16.3–§16.4) and outbound hosts. Unknown
+//! names answer NXDOMAIN; names set to fail answer SERVFAIL, as a broken zone or resolver
+//! does; names set silent are never answered.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::UdpSocket;
@@ -12,7 +13,9 @@ use tokio::net::UdpSocket;
 #[derive(Default)]
 struct State {
     txt: Mutex<HashMap<String, Vec<String>>>,
+    a: Mutex<HashMap<String, Vec<Ipv4Addr>>>,
     failing: Mutex<HashSet<String>>,
+    silent: Mutex<HashSet<String>>,
     queries: Mutex<Vec<String>>,
 }
 
@@ -63,6 +66,23 @@ impl DnsServer {
             .insert(name.trim_end_matches('.').to_ascii_lowercase());
     }
 
+    /// Set the A records of a name (replacing any).
+    pub fn set_a(&self, name: &str, addrs: &[Ipv4Addr]) {
+        self.state.a.lock().unwrap().insert(
+            name.trim_end_matches('.').to_ascii_lowercase(),
+            addrs.to_vec(),
+        );
+    }
+
+    /// Never answer a query of a name (a name server that hangs).
+    pub fn silence(&self, name: &str) {
+        self.state
+            .silent
+            .lock()
+            .unwrap()
+            .insert(name.trim_end_matches('.').to_ascii_lowercase());
+    }
+
     /// The names asked for, in order.
     pub fn queries(&self) -> Vec<String> {
         self.state.queries.lock().unwrap().clone()
@@ -70,7 +90,8 @@ impl DnsServer {
 }
 
 /// The reply to one query: its question echoed and the TXT answers (each split into strings
-/// of at most 255 bytes), NXDOMAIN for a name without records.
+/// of at most 255 bytes) or A answers, NXDOMAIN for a name without records, none for a
+/// silenced name.
 fn answer(q: &[u8], st: &State) -> Option<Vec<u8>> {
     if q.len() < 12 {
         return None;
@@ -91,19 +112,42 @@ fn answer(q: &[u8], st: &State) -> Option<Vec<u8>> {
     let question_end = i + 4;
     let name = labels.join(".");
     st.queries.lock().unwrap().push(name.clone());
-    let records = st.txt.lock().unwrap().get(&name).cloned();
-    let answers: Vec<String> = match (&records, qtype) {
-        (Some(r), 16) => r.clone(),
-        _ => Vec::new(),
-    };
+    if st.silent.lock().unwrap().contains(&name) {
+        return None;
+    }
+    let txt = st.txt.lock().unwrap().get(&name).cloned();
+    let a = st.a.lock().unwrap().get(&name).cloned();
+    let known = txt.is_some() || a.is_some();
+    // (type, rdata) of each answer.
+    let mut answers: Vec<(u16, Vec<u8>)> = Vec::new();
+    match qtype {
+        16 => {
+            for t in txt.unwrap_or_default() {
+                let mut rdata = Vec::new();
+                for chunk in t.as_bytes().chunks(255) {
+                    rdata.push(chunk.len() as u8);
+                    rdata.extend_from_slice(chunk);
+                }
+                answers.push((16, rdata));
+            }
+        }
+        1 => {
+            for ip in a.unwrap_or_default() {
+                answers.push((1, ip.octets().to_vec()));
+            }
+        }
+        _ => {}
+    }
     let mut out = Vec::new();
     out.extend_from_slice(&q[0..2]);
     let failing = st.failing.lock().unwrap().contains(&name);
-    let answers = if failing { Vec::new() } else { answers };
-    let rcode = match (failing, records.is_none()) {
+    if failing {
+        answers.clear();
+    }
+    let rcode = match (failing, known) {
         (true, _) => 2,
-        (false, true) => 3,
-        (false, false) => 0,
+        (false, false) => 3,
+        (false, true) => 0,
     };
     // QR, opcode 0, AA, RD as asked; RA; the rcode.
     out.push(0x84 | (q[2] & 0x01));
@@ -112,13 +156,10 @@ fn answer(q: &[u8], st: &State) -> Option<Vec<u8>> {
     out.extend_from_slice(&(answers.len() as u16).to_be_bytes());
     out.extend_from_slice(&[0, 0, 0, 0]);
     out.extend_from_slice(q.get(12..question_end)?);
-    for a in answers {
-        let mut rdata = Vec::new();
-        for chunk in a.as_bytes().chunks(255) {
-            rdata.push(chunk.len() as u8);
-            rdata.extend_from_slice(chunk);
-        }
-        out.extend_from_slice(&[0xc0, 0x0c, 0, 16, 0, 1, 0, 0, 0, 60]);
+    for (kind, rdata) in answers {
+        out.extend_from_slice(&[0xc0, 0x0c]);
+        out.extend_from_slice(&kind.to_be_bytes());
+        out.extend_from_slice(&[0, 1, 0, 0, 0, 60]);
         out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
         out.extend_from_slice(&rdata);
     }

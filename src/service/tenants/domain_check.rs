@@ -2,10 +2,8 @@
 //! DMARC records, looked up through the system resolver or `dns.resolver`, each problem
 //! answered with one plain sentence of advice. The whole check ends within 5 seconds.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use hickory_resolver::config::{NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::Resolver;
@@ -20,7 +18,7 @@ use crate::service::{ServiceError, Tenants};
 
 /// The whole check's bound (API.md: under 5 s), and one look-up's.
 const CHECK_TIMEOUT: Duration = Duration::from_millis(4500);
-const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+const LOOKUP_TIMEOUT: Duration = crate::net_policy::resolver::QUERY_TIMEOUT;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct SpfCheck {
@@ -159,29 +157,8 @@ fn org_domain(d: &str) -> String {
 
 impl Tenants {
     fn resolver(&self) -> Result<Resolver<TokioRuntimeProvider>, ServiceError> {
-        let configured = self.core.settings.load().dns.resolver.clone();
-        let mut builder = if configured.is_empty() {
-            Resolver::builder_tokio()
-                .map_err(|e| ServiceError::Internal(format!("the system resolver: {e}")))?
-        } else {
-            let addr: SocketAddr = configured
-                .parse()
-                .map_err(|_| ServiceError::Internal("dns.resolver is not IP:PORT".into()))?;
-            let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
-            for c in &mut ns.connections {
-                c.port = addr.port();
-            }
-            Resolver::builder_with_config(
-                ResolverConfig::from_name_servers(vec![ns]),
-                TokioRuntimeProvider::default(),
-            )
-        };
-        let opts = builder.options_mut();
-        opts.timeout = LOOKUP_TIMEOUT;
-        opts.attempts = 1;
-        builder
-            .build()
-            .map_err(|e| ServiceError::Internal(format!("the resolver: {e}")))
+        let configured = self.core.settings.load().dns.resolver_addr();
+        crate::net_policy::resolver::resolver(configured, 1).map_err(ServiceError::Internal)
     }
 
     /// A name's TXT records (each joined from its strings): none when the name has none,

@@ -1,0 +1,93 @@
+//! Name look-ups — of outbound hosts (relays, endpoints, providers) and for the domain check
+//! — through hickory's asynchronous resolver, with the system's configuration
+//! (`/etc/resolv.conf`, `/etc/hosts`) or `dns.resolver`. Not through `getaddrinfo`: tokio
+//! runs that on its blocking pool, which every database call shares, and a name server that
+//! never answers holds a thread a look-up for as long as libc waits, after its caller gave
+//! up — hosts under such a zone, registered in a burst (a webhook URL, a relay), could starve
+//! the database calls of every tenant. Here a look-up is a few sockets and a timer.
+//!
+//! Only where the system's configuration cannot be read does `getaddrinfo` answer, at most
+//! [`SYSTEM_LOOKUPS`] at a time, so that it never takes more of the blocking pool.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::Resolver;
+
+/// One query's wait for an answer.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+/// A host's whole look-up (its A and AAAA queries, one retry each).
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// `getaddrinfo` look-ups at a time, where the system's configuration is unreadable.
+const SYSTEM_LOOKUPS: usize = 8;
+
+/// A resolver asking `configured` (`dns.resolver`), or the system's name servers;
+/// `attempts` tries of a query, each waiting [`QUERY_TIMEOUT`].
+pub fn resolver(
+    configured: Option<SocketAddr>,
+    attempts: usize,
+) -> Result<Resolver<TokioRuntimeProvider>, String> {
+    let mut builder = match configured {
+        None => Resolver::builder_tokio().map_err(|e| format!("the system resolver: {e}"))?,
+        Some(addr) => {
+            let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
+            for c in &mut ns.connections {
+                c.port = addr.port();
+            }
+            Resolver::builder_with_config(
+                ResolverConfig::from_name_servers(vec![ns]),
+                TokioRuntimeProvider::default(),
+            )
+        }
+    };
+    let opts = builder.options_mut();
+    opts.timeout = QUERY_TIMEOUT;
+    opts.attempts = attempts;
+    opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+    // `/etc/hosts` as getaddrinfo reads it (`localhost` is answered by the resolver itself).
+    opts.use_hosts_file = ResolveHosts::Always;
+    builder.build().map_err(|e| format!("the resolver: {e}"))
+}
+
+/// The addresses of a DNS name (`Err` when it has none, or no answer came within
+/// [`LOOKUP_TIMEOUT`]).
+pub async fn addresses(configured: Option<SocketAddr>, name: &str) -> Result<Vec<IpAddr>, ()> {
+    let r = match resolver(configured, 2) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "the system's resolver configuration could not be read: getaddrinfo answers");
+            return system_addresses(name).await;
+        }
+    };
+    // As written: `search` and `ndots` apply as resolv.conf sets them, as for getaddrinfo.
+    match tokio::time::timeout(LOOKUP_TIMEOUT, r.lookup_ip(name)).await {
+        Ok(Ok(l)) => Ok(l.iter().collect()),
+        Ok(Err(_)) | Err(_) => Err(()),
+    }
+}
+
+/// `getaddrinfo`, at most [`SYSTEM_LOOKUPS`] at a time (a permit held by the blocking
+/// thread until libc returns, not by the caller who may have given up).
+async fn system_addresses(name: &str) -> Result<Vec<IpAddr>, ()> {
+    static PERMITS: OnceLock<std::sync::Arc<tokio::sync::Semaphore>> = OnceLock::new();
+    let permits =
+        PERMITS.get_or_init(|| std::sync::Arc::new(tokio::sync::Semaphore::new(SYSTEM_LOOKUPS)));
+    let name = name.to_string();
+    let lookup = async {
+        let permit = permits.clone().acquire_owned().await.map_err(|_| ())?;
+        tokio::task::spawn_blocking(move || {
+            let _held = permit;
+            std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), 0))
+                .map(|a| a.map(|s| s.ip()).collect::<Vec<_>>())
+                .map_err(|_| ())
+        })
+        .await
+        .map_err(|_| ())?
+    };
+    tokio::time::timeout(LOOKUP_TIMEOUT, lookup)
+        .await
+        .map_err(|_| ())?
+}
