@@ -163,7 +163,7 @@ pub async fn run(args: &Args, bin: &Path, seconds: u64) -> bool {
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 load.index();
                 tick += 1;
-                if tick % 4 == 0 {
+                if tick.is_multiple_of(4) {
                     let now = load.now();
                     let pids = pids.lock().unwrap().clone();
                     let mut rss = rss.lock().unwrap();
