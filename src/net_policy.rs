@@ -72,7 +72,8 @@ pub struct HostPolicy {
     pub allowed_ports: Option<Vec<u16>>,
     pub allow_private_hosts: bool,
     pub allow_plaintext: bool,
-    /// The resolver names are looked up with (`dns.resolver`): `None` for the system's.
+    /// The resolver names are looked up with: `None` for the system's (every outbound host;
+    /// `dns.resolver` is the domain check's).
     pub resolver: Option<SocketAddr>,
 }
 

@@ -116,7 +116,7 @@ pub struct Settings {
     pub dns: DnsSettings,
 }
 
-/// DNS look-ups: the domain check's (API.md §16.4) and outbound hosts'.
+/// DNS look-ups of the domain check (API.md §16.4).
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DnsSettings {

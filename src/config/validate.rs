@@ -177,11 +177,12 @@ impl Settings {
         }
         for (kind, url) in &self.delivery.provider_base_urls {
             let key = format!("delivery.provider_base_urls.{kind}");
-            if crate::domain::provider::ProviderKind::parse(kind).is_none() {
+            // `sts`: where SES's account is asked for (docs/providers.md, SES).
+            if crate::domain::provider::ProviderKind::parse(kind).is_none() && kind != "sts" {
                 return Err(invalid(
                     &key,
                     format!(
-                        "is not a provider kind (one of {})",
+                        "is not a provider kind (one of {}) or sts",
                         crate::domain::provider::ProviderKind::ALL
                             .map(|k| k.as_str())
                             .join(", ")

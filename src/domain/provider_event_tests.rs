@@ -380,8 +380,24 @@ fn sns_certificates_come_only_from_sns_hosts_over_https() {
         "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription",
         "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-a1.pem?x=1",
         "https://sns.eu-west-1.amazonaws.com/other.pem",
+        "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-a1.pem#2",
     ] {
         assert!(!sns_cert_url_allowed(bad, &none), "{bad}");
+    }
+    let tests = ["127.0.0.1".to_string()];
+    assert!(!sns_cert_url_allowed(
+        "https://127.0.0.1:4443/c.pem#1",
+        &tests
+    ));
+    // Spellings of one URL are one kept certificate.
+    let key = crate::domain::sns::cert_key;
+    let one = key("https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-a1.pem");
+    for other in [
+        "https://SNS.EU-WEST-1.amazonaws.com/SimpleNotificationService-a1.pem",
+        "https://sns.eu-west-1.amazonaws.com:443/SimpleNotificationService-a1.pem",
+        "https://sns.eu-west-1.amazonaws.com/x/../SimpleNotificationService-a1.pem",
+    ] {
+        assert_eq!(key(other), one, "{other}");
     }
 }
 

@@ -251,14 +251,20 @@ fn is_region(r: &str) -> bool {
 /// Whether a signing certificate URL may be fetched: an SNS URL ([`sns_url_allowed`]) and,
 /// on SNS's own hosts, the path SNS serves its certificates at
 /// (`/SimpleNotificationService-<hex>.pem`, no query) — so a forged body cannot make the
-/// server fetch arbitrary documents from those hosts.
+/// server fetch arbitrary documents from those hosts. Never with a fragment.
 pub fn sns_cert_url_allowed(url: &str, extra_hosts: &[String]) -> bool {
+    // (The certificates are kept by the URL as parsed: another spelling of the host or
+    // port is the same entry, see `cert_key`.)
     if !sns_url_allowed(url, extra_hosts) {
         return false;
     }
     let Ok(u) = url::Url::parse(url) else {
         return false;
     };
+    // A fragment is not sent: the same certificate under another name.
+    if u.fragment().is_some() {
+        return false;
+    }
     if u.host_str()
         .is_some_and(|h| extra_hosts.iter().any(|x| x.eq_ignore_ascii_case(h)))
     {
@@ -269,4 +275,10 @@ pub fn sns_cert_url_allowed(url: &str, extra_hosts: &[String]) -> bool {
             .strip_prefix("/SimpleNotificationService-")
             .and_then(|r| r.strip_suffix(".pem"))
             .is_some_and(|hexid| !hexid.is_empty() && hexid.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The one spelling of a certificate URL (host in lower case, default port dropped, path
+/// normalised) that its kept copy is found by.
+pub fn cert_key(url: &str) -> Option<String> {
+    url::Url::parse(url).ok().map(String::from)
 }

@@ -1,13 +1,16 @@
-//! Name look-ups — of outbound hosts (relays, endpoints, providers) and for the domain check
-//! — through hickory's asynchronous resolver, with the system's configuration
-//! (`/etc/resolv.conf`, `/etc/hosts`) or `dns.resolver`. Not through `getaddrinfo`: tokio
-//! runs that on its blocking pool, which every database call shares, and a name server that
-//! never answers holds a thread a look-up for as long as libc waits, after its caller gave
-//! up — hosts under such a zone, registered in a burst (a webhook URL, a relay), could starve
-//! the database calls of every tenant. Here a look-up is a few sockets and a timer.
+//! Name look-ups — of outbound hosts (relays, endpoints, providers), with the system's
+//! configuration (`/etc/resolv.conf`, `/etc/hosts`), and for the domain check, with
+//! `dns.resolver` when set — through hickory's asynchronous resolver. Not first through
+//! `getaddrinfo`: tokio runs that on its blocking pool, which every database call shares,
+//! and a name server that never answers holds a thread a look-up for as long as libc waits,
+//! after its caller gave up — hosts under such a zone, registered in a burst (a webhook URL,
+//! a relay), could starve the database calls of every tenant. Here a look-up is a few
+//! sockets and a timer.
 //!
-//! Only where the system's configuration cannot be read does `getaddrinfo` answer, at most
-//! [`SYSTEM_LOOKUPS`] at a time, so that it never takes more of the blocking pool.
+//! A name hickory finds nothing for (or every name, where the system's configuration cannot
+//! be read) is asked of `getaddrinfo` too, at most [`SYSTEM_LOOKUPS`] at a time, so that
+//! names only the system's other sources know still resolve and the blocking pool keeps
+//! nearly all its threads.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
@@ -52,21 +55,32 @@ pub fn resolver(
     builder.build().map_err(|e| format!("the resolver: {e}"))
 }
 
-/// The addresses of a DNS name (`Err` when it has none, or no answer came within
-/// [`LOOKUP_TIMEOUT`]).
+/// The addresses of a DNS name (`Err` when it has none, or no answer came in time): asked of
+/// `configured`, else of the system's name servers and hosts file — and, only when those
+/// have none, of `getaddrinfo` ([`SYSTEM_LOOKUPS`] at a time), for the names the system
+/// knows from elsewhere (NSS: mDNS, LDAP, `myhostname`), as before hickory answered.
 pub async fn addresses(configured: Option<SocketAddr>, name: &str) -> Result<Vec<IpAddr>, ()> {
-    let r = match resolver(configured, 2) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(error = %e, "the system's resolver configuration could not be read: getaddrinfo answers");
-            return system_addresses(name).await;
+    match resolver(configured, 2) {
+        Ok(r) => {
+            // As written: `search` and `ndots` apply as resolv.conf sets them.
+            if let Ok(Ok(l)) = tokio::time::timeout(LOOKUP_TIMEOUT, r.lookup_ip(name)).await {
+                let found: Vec<IpAddr> = l.iter().collect();
+                if !found.is_empty() {
+                    return Ok(found);
+                }
+            }
         }
-    };
-    // As written: `search` and `ndots` apply as resolv.conf sets them, as for getaddrinfo.
-    match tokio::time::timeout(LOOKUP_TIMEOUT, r.lookup_ip(name)).await {
-        Ok(Ok(l)) => Ok(l.iter().collect()),
-        Ok(Err(_)) | Err(_) => Err(()),
+        Err(e) => {
+            static SAID: OnceLock<()> = OnceLock::new();
+            if SAID.set(()).is_ok() {
+                tracing::warn!(error = %e, "the system's resolver configuration could not be read: host names are looked up with getaddrinfo only");
+            }
+        }
     }
+    if configured.is_some() {
+        return Err(());
+    }
+    system_addresses(name).await
 }
 
 /// `getaddrinfo`, at most [`SYSTEM_LOOKUPS`] at a time (a permit held by the blocking

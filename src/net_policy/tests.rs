@@ -264,4 +264,25 @@ async fn names_are_looked_up_with_the_configured_resolver() {
         p.resolve(&name("inside.acme.example"), 587).await,
         Err(HostRefusal::HostNotAllowed)
     );
+    // Both families are asked: a public A beside a loopback or a NAT64-embedded private AAAA
+    // is refused; a public AAAA is kept.
+    for (host, v6) in [
+        ("dual.acme.example", "::1"),
+        ("nat64.acme.example", "64:ff9b::a00:7"),
+        (
+            "public.acme.example",
+            "2606:2800:21f:cb07:6820:80da:af6b:8b2c",
+        ),
+    ] {
+        dns.set_a(host, &[Ipv4Addr::new(93, 184, 215, 14)]);
+        dns.set_aaaa(host, &[v6.parse().unwrap()]);
+        let got = p.resolve(&name(host), 587).await;
+        if host.starts_with("public") {
+            let mut got = got.unwrap();
+            got.sort();
+            assert_eq!(got.len(), 2, "{got:?}");
+        } else {
+            assert_eq!(got, Err(HostRefusal::HostNotAllowed), "{host}");
+        }
+    }
 }

@@ -43,7 +43,8 @@ pub fn policy(settings: &Settings) -> HostPolicy {
         allowed_ports: None,
         allow_private_hosts: settings.webhooks.allow_private_hosts,
         allow_plaintext: true,
-        resolver: settings.dns.resolver_addr(),
+        // The system's: `dns.resolver` is the domain check's.
+        resolver: None,
     }
 }
 
@@ -148,8 +149,8 @@ pub fn new_secret() -> (Vec<u8>, String) {
 #[error("{0}")]
 struct Refused(HostRefusal);
 
-/// Resolves with the system resolver and lets through only addresses the policy allows, read
-/// from the live settings at each connection.
+/// Resolves with the policy's resolver (`net_policy/resolver.rs`) and lets through only
+/// addresses the policy allows, read from the live settings at each connection.
 struct CheckedResolver {
     settings: Arc<arc_swap::ArcSwap<Settings>>,
 }

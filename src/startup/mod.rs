@@ -22,6 +22,7 @@ use crate::storage::Store;
 
 mod background;
 mod checks;
+pub mod descriptors;
 mod keys;
 pub mod scheduling;
 
@@ -137,7 +138,8 @@ fn mailer_of(settings: &Settings) -> Result<Mailer, StartupError> {
             allowed_ports: Some(settings.smtp.allowed_ports.clone()),
             allow_private_hosts: settings.smtp.allow_private_hosts,
             allow_plaintext: settings.smtp.allow_plaintext,
-            resolver: settings.dns.resolver_addr(),
+            // The system's: `dns.resolver` is the domain check's.
+            resolver: None,
         },
         Duration::from_secs(settings.smtp.timeout_seconds),
         settings.smtp.pool_size,
@@ -211,6 +213,30 @@ pub struct Application {
     grace: Duration,
 }
 
+/// `server.max_connections_per_worker`, lowered (with a warning) when every worker's clients
+/// together would leave too few open files for the rest; the soft limit raised first.
+fn within_descriptors(workers: usize, wanted: usize) -> usize {
+    let Some(limit) = descriptors::raise_limit() else {
+        return wanted;
+    };
+    let workers = if workers > 0 {
+        workers
+    } else {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    };
+    let allowed = descriptors::per_worker(limit, workers, wanted);
+    if allowed < wanted {
+        tracing::warn!(
+            open_files = limit,
+            workers,
+            configured = wanted,
+            allowed,
+            "server.max_connections_per_worker lowered: the clients of every worker would leave too few open files for relays, endpoints and the database"
+        );
+    }
+    allowed
+}
+
 impl Application {
     pub fn build(settings: Settings) -> Result<Application, StartupError> {
         Self::build_with_clock(settings, Arc::new(SystemClock))
@@ -224,7 +250,7 @@ impl Application {
         let workers = settings.server.workers;
         let grace = settings.server.shutdown_grace_seconds;
         let request_timeout = Duration::from_secs(settings.server.request_timeout_seconds);
-        let max_conns = settings.server.max_connections_per_worker;
+        let max_conns = within_descriptors(workers, settings.server.max_connections_per_worker);
         // The port first: a start that cannot listen makes no database and no master key.
         let listener = TcpListener::bind(&bind)
             .map_err(|e| StartupError::Other(format!("cannot listen on {bind}: {e}")))?;

@@ -17,13 +17,13 @@ use crate::domain::Millis;
 use crate::storage::integration::NewEvent;
 
 /// What a provider sent, by its id: recorded once (`SEEN`), so a repeat changes nothing.
-/// Also what the events' own bookkeeping records under a name of its own (a pinned SNS
-/// topic, a confirmed subscription, a Mailgun token seen).
+/// Also what the events' own bookkeeping records under a name of its own (the AWS account
+/// of an SES key, a confirmed subscription, a Mailgun token seen).
 #[derive(Debug, Clone)]
 pub struct SeenEvent {
     pub tenant: TenantId,
-    /// `postmark`, `resend`, …; or the bookkeeping's own name (`mailgun-token`, the SNS
-    /// topic pin, `subscribe:<message id>`).
+    /// `postmark`, `resend`, …; or the bookkeeping's own name (`mailgun-token`,
+    /// `<key id>:ses-account-pin`, `subscribe:<message id>`).
     pub provider: String,
     pub event_id: String,
     pub now: Millis,
@@ -113,12 +113,12 @@ impl EventEffect {
 
 pub trait ProviderEventStore {
     /// Record something seen once (`false`: seen before, nothing changes): a Mailgun token,
-    /// a pinned SNS topic, a confirmed subscription.
+    /// an SES key's account, a confirmed subscription.
     fn record_provider_event(&self, e: &SeenEvent) -> Result<bool, StoreError>;
     /// Apply a hard bounce or complaint once, in one transaction that first checks the
     /// tenant's settings are still [`EventEffect::verified_with`] (when given).
     fn apply_provider_event(&self, e: &EventEffect) -> Result<EventApplied, StoreError>;
-    /// The first value recorded under `provider` for the tenant (a pinned SNS topic).
+    /// The first value recorded under `provider` for the tenant (an SES key's account).
     fn provider_pin(&self, tenant: &TenantId, provider: &str)
         -> Result<Option<String>, StoreError>;
     /// Forget events received before `before` (pins are kept).

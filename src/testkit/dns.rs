@@ -1,11 +1,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! A DNS server on loopback (UDP) answering TXT and A queries from records the test sets:
+//! A DNS server on loopback (UDP) answering TXT, A and AAAA queries from records the test sets:
 //! enough for DKIM, SPF and DMARC look-ups (API.md §16.3–§16.4) and outbound hosts. Unknown
 //! names answer NXDOMAIN; names set to fail answer SERVFAIL, as a broken zone or resolver
 //! does; names set silent are never answered.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::UdpSocket;
@@ -14,6 +14,7 @@ use tokio::net::UdpSocket;
 struct State {
     txt: Mutex<HashMap<String, Vec<String>>>,
     a: Mutex<HashMap<String, Vec<Ipv4Addr>>>,
+    aaaa: Mutex<HashMap<String, Vec<Ipv6Addr>>>,
     failing: Mutex<HashSet<String>>,
     silent: Mutex<HashSet<String>>,
     queries: Mutex<Vec<String>>,
@@ -74,6 +75,14 @@ impl DnsServer {
         );
     }
 
+    /// Set the AAAA records of a name (replacing any).
+    pub fn set_aaaa(&self, name: &str, addrs: &[Ipv6Addr]) {
+        self.state.aaaa.lock().unwrap().insert(
+            name.trim_end_matches('.').to_ascii_lowercase(),
+            addrs.to_vec(),
+        );
+    }
+
     /// Never answer a query of a name (a name server that hangs).
     pub fn silence(&self, name: &str) {
         self.state
@@ -90,7 +99,7 @@ impl DnsServer {
 }
 
 /// The reply to one query: its question echoed and the TXT answers (each split into strings
-/// of at most 255 bytes) or A answers, NXDOMAIN for a name without records, none for a
+/// of at most 255 bytes) or A and AAAA answers, NXDOMAIN for a name without records, none for a
 /// silenced name.
 fn answer(q: &[u8], st: &State) -> Option<Vec<u8>> {
     if q.len() < 12 {
@@ -117,7 +126,8 @@ fn answer(q: &[u8], st: &State) -> Option<Vec<u8>> {
     }
     let txt = st.txt.lock().unwrap().get(&name).cloned();
     let a = st.a.lock().unwrap().get(&name).cloned();
-    let known = txt.is_some() || a.is_some();
+    let aaaa = st.aaaa.lock().unwrap().get(&name).cloned();
+    let known = txt.is_some() || a.is_some() || aaaa.is_some();
     // (type, rdata) of each answer.
     let mut answers: Vec<(u16, Vec<u8>)> = Vec::new();
     match qtype {
@@ -134,6 +144,11 @@ fn answer(q: &[u8], st: &State) -> Option<Vec<u8>> {
         1 => {
             for ip in a.unwrap_or_default() {
                 answers.push((1, ip.octets().to_vec()));
+            }
+        }
+        28 => {
+            for ip in aaaa.unwrap_or_default() {
+                answers.push((28, ip.octets().to_vec()));
             }
         }
         _ => {}

@@ -352,69 +352,6 @@ async fn a_dns_host_name_is_verified_by_tls_against_the_certificate() {
     app.mint(&sk, "ada@example.com").await;
 }
 
-/// Host names are looked up with `dns.resolver` when it is set (an asynchronous resolver,
-/// not getaddrinfo on the blocking pool the database calls share): a relay named there gets
-/// the mail; a name it does not know, or one its name server never answers, is refused 422
-/// when a relay or a webhook is saved.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn host_names_are_looked_up_with_the_configured_resolver() {
-    let dns = otpmint::testkit::dns::DnsServer::start().await;
-    let relay = otpmint::testkit::smtp::RELAY_NAME;
-    dns.set_a(relay, &[std::net::Ipv4Addr::LOCALHOST]);
-    dns.silence("hangs.otpmint.test");
-    let addr = dns.addr.to_string();
-    let app = spawn_app_with(move |s| s.dns.resolver = addr).await;
-    let mut smtp = app.smtp_json();
-    smtp["host"] = json!(relay);
-    let r = app
-        .post("/v1/tenants", ADMIN, json!({"name": "x", "smtp": smtp}))
-        .await;
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let sk = r.json::<Value>().await.unwrap()["secret_key"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    app.mint(&sk, "ada@example.com").await;
-    assert!(
-        dns.queries().iter().any(|q| q == relay),
-        "{:?}",
-        dns.queries()
-    );
-    for host in ["gone.otpmint.test", "hangs.otpmint.test"] {
-        smtp["host"] = json!(host);
-        let (st, v) = body(
-            app.post("/v1/tenants", ADMIN, json!({"name": "y", "smtp": smtp}))
-                .await,
-        )
-        .await;
-        assert_eq!(
-            (st, &v["code"]),
-            (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                &json!("smtp_host_unresolvable")
-            ),
-            "{host}: {v}"
-        );
-    }
-    let (st, v) = body(
-        app.put(
-            "/v1/tenant/webhook",
-            &sk,
-            json!({"url": "https://gone.otpmint.test/hook", "events": ["otp.verified"]}),
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(
-        (st, &v["code"]),
-        (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            &json!("webhook_host_unresolvable")
-        ),
-        "{v}"
-    );
-}
-
 #[tokio::test]
 async fn hostile_input_gets_4xx_before_any_work_and_changes_nothing() {
     let app = spawn_app().await;

@@ -61,9 +61,11 @@ async fn setup() -> Setup {
     }
     let sns = sns_host().await;
     let hooks = HttpReceiver::start(true).await;
+    // STS is asked for the SES account at the SES fake, which answers as STS.
     let urls: Vec<(String, String)> = fakes
         .iter()
         .map(|f| (f.kind.to_string(), f.base_url()))
+        .chain([("sts".to_string(), fakes[4].base_url())])
         .collect();
     let cas: Vec<_> = fakes
         .iter()
@@ -594,26 +596,40 @@ async fn an_ses_topic_of_another_aws_account_is_refused_and_pins_nothing() {
     assert_eq!(ses.caller_identities(), 1, "STS is asked once a key");
     assert!(ses.problems().is_empty(), "{:?}", ses.problems());
 
-    // STS not answering: 503 (SNS sends again), and the next try asks again.
+    // STS not answering: 503 (SNS sends again); asked again only after 30 s, so replayed
+    // messages cannot make a call each.
+    let sts_calls = || ses.rx.requests().iter().filter(|r| r.path == "/").count();
     let (d, d_sk) = s.tenant(ses).await;
     ses.fail_next(&[503]);
     let ev = s.event("ses", "later@example.com", "ses-later", false, 32);
-    let (st, _) = s.post("ses", &d, ev.clone()).await;
-    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+    for _ in 0..2 {
+        let (st, _) = s.post("ses", &d, ev.clone()).await;
+        assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert_eq!(
+        sts_calls(),
+        2,
+        "the first tenant's call and one for this one"
+    );
     assert!(suppressed(&s.app, &d_sk).await.is_empty());
+    s.app.clock.advance_secs(31);
+    let ev = s.event("ses", "later@example.com", "ses-later", false, 32);
     let (st, v) = s.post("ses", &d, ev).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(suppressed(&s.app, &d_sk).await.len(), 1);
     assert_eq!(ses.caller_identities(), 2);
 
-    // A key STS does not know verifies nothing.
+    // A key STS does not know verifies nothing, and is not asked about again at once.
     let mut wrong = ses.settings("primary");
     wrong["access_key_id"] = json!("AKIDUNKNOWN000000000");
     let r = s.app.put("/v1/tenant/providers/email", &d_sk, wrong).await;
     assert_eq!(r.status(), StatusCode::OK);
-    let ev = s.event("ses", "third@example.com", "ses-third", true, 33);
-    let (st, _) = s.post("ses", &d, ev).await;
-    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    for n in [33, 34] {
+        let ev = s.event("ses", "third@example.com", "ses-third", true, n);
+        let (st, _) = s.post("ses", &d, ev).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(sts_calls(), 4);
     assert_eq!(suppressed(&s.app, &d_sk).await.len(), 1);
 }
 

@@ -7,10 +7,11 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use super::provider_events::refused;
-use crate::domain::provider::{Provider, ProviderKind};
+use crate::domain::provider::Provider;
 use crate::domain::provider_event::{
     sns_cert_url_allowed, sns_url_allowed, ProviderEvent, SnsMessage, SnsType,
 };
+use crate::domain::sns::cert_key;
 use crate::domain::tenant::Tenant;
 use crate::outbound::ApiRequest;
 use crate::service::delivery::transport::ses;
@@ -34,6 +35,53 @@ fn topic_account(arn: &str) -> Option<&str> {
 
 const CERT_MAX: usize = 16 * 1024;
 
+/// How long a key STS refused or did not answer for is not asked again (ms).
+const STS_MISS_KEPT: i64 = 30_000;
+
+/// Keys STS refused (`true`) or did not answer for, and when.
+#[derive(Default)]
+struct StsMisses(Mutex<HashMap<String, (i64, bool)>>);
+
+impl StsMisses {
+    fn recent(&self, key: &str, now: i64) -> Option<bool> {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(key)
+            .filter(|(at, _)| now - at < STS_MISS_KEPT)
+            .map(|(_, refused)| *refused)
+    }
+
+    fn note(&self, key: String, now: i64, refused: bool) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= CERTS_KEPT * 128 {
+            m.retain(|_, (at, _)| now - *at < STS_MISS_KEPT);
+        }
+        m.insert(key, (now, refused));
+    }
+}
+
+fn sts_misses() -> &'static StsMisses {
+    static MISSES: OnceLock<StsMisses> = OnceLock::new();
+    MISSES.get_or_init(StsMisses::default)
+}
+
+/// The answer to an event when STS refused the key (401: nothing verifies with it) or did
+/// not name its account (503: SNS sends the message again).
+fn sts_miss(refused: bool) -> ServiceError {
+    if refused {
+        ServiceError::EventUnverified
+    } else {
+        ServiceError::Unavailable("STS did not name the SES account".into())
+    }
+}
+
+/// Certificate fetches at a time.
+const FETCHES: usize = 4;
+
+fn fetches() -> &'static tokio::sync::Semaphore {
+    static FETCHING: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    FETCHING.get_or_init(|| tokio::sync::Semaphore::new(FETCHES))
+}
+
 fn certs() -> &'static Mutex<HashMap<String, Vec<u8>>> {
     static CERTS: OnceLock<Mutex<HashMap<String, Vec<u8>>>> = OnceLock::new();
     CERTS.get_or_init(|| Mutex::new(HashMap::new()))
@@ -42,8 +90,21 @@ fn certs() -> &'static Mutex<HashMap<String, Vec<u8>>> {
 impl Events {
     /// The PEM at an SNS certificate URL, fetched once and kept.
     pub(super) async fn sns_certificate(&self, url: &str) -> Result<Vec<u8>, ServiceError> {
-        if let Some(c) = certs().lock().unwrap_or_else(|e| e.into_inner()).get(url) {
-            return Ok(c.clone());
+        let key = cert_key(url).ok_or(ServiceError::EventUnverified)?;
+        let kept = || {
+            let m = certs().lock().unwrap_or_else(|e| e.into_inner());
+            m.get(&key).cloned()
+        };
+        if let Some(c) = kept() {
+            return Ok(c);
+        }
+        // A few fetches at a time, whatever the number of (unverified) messages naming
+        // certificates not kept yet; one that waited finds what another fetched.
+        let _turn = fetches().acquire().await.map_err(|_| {
+            ServiceError::Unavailable("the SNS signing certificate could not be fetched".into())
+        })?;
+        if let Some(c) = kept() {
+            return Ok(c);
         }
         let pem = match self
             .hooks
@@ -88,7 +149,7 @@ impl Events {
         if kept.len() >= CERTS_KEPT {
             kept.clear();
         }
-        kept.insert(url.to_string(), pem.clone());
+        kept.insert(key, pem.clone());
         Ok(pem)
     }
 
@@ -196,23 +257,55 @@ impl Events {
         if let Some(account) = self.core.db(move |s| s.provider_pin(&tid, &asked)).await? {
             return Ok(account);
         }
-        let secrets = self.core.open_provider_secrets(&tenant.id, p).await?;
+        // A key STS just refused, or did not answer for, is not asked again for a while:
+        // messages (anyone may replay one SNS signed) cannot make a call each.
+        let miss_key = format!("{}/{key_id}", tenant.id);
+        let now = self.core.now();
+        if let Some(refused) = sts_misses().recent(&miss_key, now) {
+            return Err(sts_miss(refused));
+        }
+        let asked = self.ask_sts(tenant, p, &key_id).await;
+        let account = match asked {
+            Ok(a) => a,
+            Err(refused) => {
+                sts_misses().note(miss_key, now, refused);
+                return Err(sts_miss(refused));
+            }
+        };
+        let kept = SeenEvent {
+            tenant: tenant.id.clone(),
+            provider: pin,
+            event_id: account.clone(),
+            now: self.core.now(),
+        };
+        self.core
+            .write(move |s| s.record_provider_event(&kept))
+            .await?;
+        Ok(account)
+    }
+
+    /// STS's answer for the key: the account, or whether it refused the key (`Err(true)`)
+    /// or gave no answer naming one (`Err(false)`).
+    async fn ask_sts(&self, tenant: &Tenant, p: &Provider, key_id: &str) -> Result<String, bool> {
+        let secrets = self
+            .core
+            .open_provider_secrets(&tenant.id, p)
+            .await
+            .map_err(|_| false)?;
         let base = self
             .core
             .settings
             .load()
             .delivery
             .provider_base_urls
-            .get(ProviderKind::Ses.as_str())
+            .get("sts")
             .map(|u| u.trim_end_matches('/').to_string());
         let key = ses::Key {
-            access_key_id: &key_id,
+            access_key_id: key_id,
             secret_access_key: secrets.get("secret_access_key").map_or("", String::as_str),
             region: p.setting("region").unwrap_or_default(),
         };
-        let unavailable = || ServiceError::Unavailable("STS did not name the SES account".into());
-        let r =
-            ses::caller_identity(&key, base.as_deref(), self.core.now()).ok_or_else(unavailable)?;
+        let r = ses::caller_identity(&key, base.as_deref(), self.core.now()).ok_or(false)?;
         let answer = self
             .hooks
             .client()
@@ -226,29 +319,21 @@ impl Events {
             .await
             .map_err(|e| {
                 tracing::warn!(tenant_id = %tenant.id, error = e, "STS did not answer for the tenant's SES account");
-                unavailable()
+                false
             })?;
-        let account = match answer.status {
-            200..=299 => ses::caller_account(&answer.body),
+        match answer.status {
+            200..=299 => ses::caller_account(&answer.body).ok_or_else(|| {
+                tracing::warn!(tenant_id = %tenant.id, "STS's answer named no account");
+                false
+            }),
             401 | 403 => {
                 tracing::warn!(tenant_id = %tenant.id, status = answer.status, "STS refused the tenant's SES credentials: its SNS messages cannot be verified");
-                return Err(ServiceError::EventUnverified);
+                Err(true)
             }
-            _ => None,
-        };
-        let Some(account) = account else {
-            tracing::warn!(tenant_id = %tenant.id, status = answer.status, "STS did not name the account of the tenant's SES credentials");
-            return Err(unavailable());
-        };
-        let kept = SeenEvent {
-            tenant: tenant.id.clone(),
-            provider: pin,
-            event_id: account.clone(),
-            now: self.core.now(),
-        };
-        self.core
-            .write(move |s| s.record_provider_event(&kept))
-            .await?;
-        Ok(account)
+            status => {
+                tracing::warn!(tenant_id = %tenant.id, status, "STS did not name the account of the tenant's SES credentials");
+                Err(false)
+            }
+        }
     }
 }

@@ -10,10 +10,6 @@ use std::time::Duration;
 
 use base64::Engine;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
-
-/// A DNS name the test relay's certificate holds besides `localhost`, for tests that name
-/// the relay through their own resolver.
-pub const RELAY_NAME: &str = "relay.otpmint.test";
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -186,9 +182,7 @@ pub fn make_ca() -> TestCa {
         .push(DnType::CommonName, "otpmint test CA");
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     let leaf_key = KeyPair::generate().unwrap();
-    // `relay.otpmint.test`: a relay named by the tests' own resolver (`DnsServer`).
-    let mut leaf =
-        CertificateParams::new(vec!["localhost".to_string(), RELAY_NAME.to_string()]).unwrap();
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
     leaf.subject_alt_names
         .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
     leaf.distinguished_name

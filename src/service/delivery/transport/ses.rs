@@ -69,8 +69,8 @@ impl Api for Ses {
 /// STS's `GetCallerIdentity` (`POST /` on `sts.{region}.amazonaws.com`, form-encoded
 /// `Action=GetCallerIdentity&Version=2011-06-15`, SigV4 with service `sts`), signed with the
 /// tenant's SES credentials: it answers the account that owns them, which needs no
-/// permission. An operator's SES base URL takes it too, as a single endpoint for every AWS
-/// service does (LocalStack, the tests' fake). `None` when `base` has no host.
+/// permission. An operator may point it elsewhere (`delivery.provider_base_urls.sts`: a
+/// VPC endpoint, LocalStack, the tests' fake). `None` when that base has no host.
 pub(crate) fn caller_identity(
     key: &Key<'_>,
     base_override: Option<&str>,
