@@ -13,7 +13,6 @@ use crate::domain::provider_event::{
 };
 use crate::domain::sns::cert_key;
 use crate::domain::tenant::Tenant;
-use crate::outbound::ApiRequest;
 use crate::service::delivery::transport::ses;
 use crate::service::{Events, ServiceError};
 use crate::storage::SeenEvent;
@@ -306,18 +305,7 @@ impl Events {
             region: p.setting("region").unwrap_or_default(),
         };
         let r = ses::caller_identity(&key, base.as_deref(), self.core.now()).ok_or(false)?;
-        let answer = self
-            .hooks
-            .client()
-            .api(ApiRequest {
-                url: &r.url,
-                content_type: r.content_type,
-                headers: r.headers,
-                body: r.body,
-                timeout: self.http_timeout(),
-            })
-            .await
-            .map_err(|e| {
+        let answer = r.send(self, self.http_timeout()).await.map_err(|e| {
                 tracing::warn!(tenant_id = %tenant.id, error = e, "STS did not answer for the tenant's SES account");
                 false
             })?;

@@ -38,6 +38,23 @@ pub(crate) struct Request {
 }
 
 impl Request {
+    /// POST it through the outbound client (the webhooks' address policy, no redirects)
+    /// within `timeout`: the answer, or why there was none.
+    pub async fn send(
+        self,
+        events: &crate::service::Events,
+        timeout: Duration,
+    ) -> Result<ApiAnswer, &'static str> {
+        let req = ApiRequest {
+            url: &self.url,
+            content_type: self.content_type,
+            headers: self.headers,
+            body: self.body,
+            timeout,
+        };
+        events.hooks.client().api(req).await
+    }
+
     /// A JSON body.
     pub fn json(
         url: String,
@@ -152,17 +169,7 @@ pub(crate) async fn post(
     let timeout = deadline
         .request_time(cap, DeliveryReason::ProviderUnreachable)
         .map_err(|_| DeliveryError::not_begun())?;
-    services
-        .events
-        .hooks
-        .client()
-        .api(ApiRequest {
-            url: &r.url,
-            content_type: r.content_type,
-            headers: r.headers,
-            body: r.body,
-            timeout,
-        })
+    r.send(&services.events, timeout)
         .await
         .map_err(|e| match e {
             "host_not_allowed" => DeliveryError::permanent(
