@@ -392,6 +392,13 @@ fn sns_certificates_come_only_from_sns_hosts_over_https() {
     // Spellings of one URL are one kept certificate.
     let key = crate::domain::sns::cert_key;
     let one = key("https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-a1.pem");
+    assert!(one.is_some());
+    for different in [
+        "https://sns.eu-west-2.amazonaws.com/SimpleNotificationService-a1.pem",
+        "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-a2.pem",
+    ] {
+        assert_ne!(key(different), one, "{different}");
+    }
     for other in [
         "https://SNS.EU-WEST-1.amazonaws.com/SimpleNotificationService-a1.pem",
         "https://sns.eu-west-1.amazonaws.com:443/SimpleNotificationService-a1.pem",

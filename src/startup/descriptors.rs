@@ -3,9 +3,11 @@
 //! workers that can pass the process's limit (`LimitNOFILE=65536` in the unit: 16 workers ×
 //! 4096), and then outbound SMTP and HTTP connections, database files and connections fail
 //! with "too many open files" while clients hold every descriptor. So the clients of all
-//! workers together leave [`RESERVED`] descriptors for the rest.
+//! workers together leave a reserve for the rest: what the settings let the server open
+//! outbound (relay sessions, webhook requests, database connections) and [`RESERVED`] more.
 
-/// Descriptors kept for everything but client connections.
+/// Descriptors kept beyond the settings' own bounds (files, listeners, DNS sockets, idle
+/// pooled connections).
 pub const RESERVED: u64 = 1024;
 /// The fewest client connections a worker is given, whatever the limit.
 const FLOOR: u64 = 64;
@@ -34,10 +36,10 @@ pub fn raise_limit() -> Option<u64> {
 }
 
 /// The client connections a worker may hold: `wanted`, or less when `workers` of them would
-/// leave fewer than [`RESERVED`] of `limit` descriptors (never under a floor of 64).
-pub fn per_worker(limit: u64, workers: usize, wanted: usize) -> usize {
+/// leave fewer than `reserve` of `limit` descriptors (never under a floor of 64).
+pub fn per_worker(limit: u64, reserve: u64, workers: usize, wanted: usize) -> usize {
     let workers = u64::try_from(workers.max(1)).unwrap_or(u64::MAX);
-    let room = limit.saturating_sub(RESERVED) / workers;
+    let room = limit.saturating_sub(reserve) / workers;
     let allowed = room.max(FLOOR);
     usize::try_from(allowed).map_or(wanted, |a| wanted.min(a))
 }
@@ -49,16 +51,24 @@ mod tests {
     #[test]
     fn clients_of_all_workers_leave_descriptors_for_the_rest() {
         // The unit's limit, 16 workers wanting 4096 each: 4032 each, 1024 left.
-        let each = per_worker(65_536, 16, 4096);
+        let each = per_worker(65_536, RESERVED, 16, 4096);
         assert_eq!(each, 4032);
         assert!(16 * each as u64 + RESERVED <= 65_536);
+        // The defaults' outbound bounds too (1024 sessions, 8 database connections, 64
+        // webhook requests): 3963 each.
+        let reserve = RESERVED + 1024 + 8 + 64;
+        let each = per_worker(65_536, reserve, 16, 4096);
+        assert!(
+            16 * each as u64 + reserve <= 65_536 && each == 3963,
+            "{each}"
+        );
         // Room enough: as configured.
-        assert_eq!(per_worker(65_536, 4, 4096), 4096);
-        assert_eq!(per_worker(1_048_576, 64, 4096), 4096);
+        assert_eq!(per_worker(65_536, RESERVED, 4, 4096), 4096);
+        assert_eq!(per_worker(1_048_576, RESERVED, 64, 4096), 4096);
         // A small limit: never under the floor, and no worker count divides by zero.
-        assert_eq!(per_worker(1024, 8, 4096), 64);
-        assert_eq!(per_worker(4096, 0, 4096), 3072);
-        assert_eq!(per_worker(0, 2, 100), 64);
+        assert_eq!(per_worker(1024, RESERVED, 8, 4096), 64);
+        assert_eq!(per_worker(4096, RESERVED, 0, 4096), 3072);
+        assert_eq!(per_worker(0, RESERVED, 2, 100), 64);
     }
 
     fn limits() -> libc::rlimit {

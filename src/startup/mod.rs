@@ -215,22 +215,31 @@ pub struct Application {
 
 /// `server.max_connections_per_worker`, lowered (with a warning) when every worker's clients
 /// together would leave too few open files for the rest; the soft limit raised first.
-fn within_descriptors(workers: usize, wanted: usize) -> usize {
+fn within_descriptors(settings: &Settings) -> usize {
+    let (workers, wanted) = (
+        settings.server.workers,
+        settings.server.max_connections_per_worker,
+    );
     let Some(limit) = descriptors::raise_limit() else {
         return wanted;
     };
+    let outbound = u64::from(settings.delivery.max_sessions)
+        + u64::from(settings.database.pool_size)
+        + u64::from(settings.webhooks.max_in_flight);
+    let reserve = descriptors::RESERVED + outbound;
     let workers = if workers > 0 {
         workers
     } else {
         std::thread::available_parallelism().map_or(1, usize::from)
     };
-    let allowed = descriptors::per_worker(limit, workers, wanted);
+    let allowed = descriptors::per_worker(limit, reserve, workers, wanted);
     if allowed < wanted {
         tracing::warn!(
             open_files = limit,
             workers,
             configured = wanted,
             allowed,
+            reserve,
             "server.max_connections_per_worker lowered: the clients of every worker would leave too few open files for relays, endpoints and the database"
         );
     }
@@ -250,7 +259,7 @@ impl Application {
         let workers = settings.server.workers;
         let grace = settings.server.shutdown_grace_seconds;
         let request_timeout = Duration::from_secs(settings.server.request_timeout_seconds);
-        let max_conns = within_descriptors(workers, settings.server.max_connections_per_worker);
+        let max_conns = within_descriptors(&settings);
         // The port first: a start that cannot listen makes no database and no master key.
         let listener = TcpListener::bind(&bind)
             .map_err(|e| StartupError::Other(format!("cannot listen on {bind}: {e}")))?;

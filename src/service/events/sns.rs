@@ -44,15 +44,16 @@ struct StsMisses(Mutex<HashMap<String, (i64, bool)>>);
 impl StsMisses {
     fn recent(&self, key: &str, now: i64) -> Option<bool> {
         let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // A clock set back makes no entry recent for longer.
         m.get(key)
-            .filter(|(at, _)| now - at < STS_MISS_KEPT)
+            .filter(|(at, _)| (0..STS_MISS_KEPT).contains(&(now - at)))
             .map(|(_, refused)| *refused)
     }
 
     fn note(&self, key: String, now: i64, refused: bool) {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if m.len() >= CERTS_KEPT * 128 {
-            m.retain(|_, (at, _)| now - *at < STS_MISS_KEPT);
+            m.retain(|_, (at, _)| (0..STS_MISS_KEPT).contains(&(now - *at)));
         }
         m.insert(key, (now, refused));
     }
@@ -73,8 +74,9 @@ fn sts_miss(refused: bool) -> ServiceError {
     }
 }
 
-/// Certificate fetches at a time.
+/// Certificate fetches at a time, and how long a message waits for one.
 const FETCHES: usize = 4;
+const FETCH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn fetches() -> &'static tokio::sync::Semaphore {
     static FETCHING: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
@@ -99,9 +101,15 @@ impl Events {
         }
         // A few fetches at a time, whatever the number of (unverified) messages naming
         // certificates not kept yet; one that waited finds what another fetched.
-        let _turn = fetches().acquire().await.map_err(|_| {
-            ServiceError::Unavailable("the SNS signing certificate could not be fetched".into())
-        })?;
+        // Waited for a few seconds at most: forged messages naming certificates that do not
+        // answer make a queue, which a message SNS sent is not stuck behind (503: it comes
+        // again).
+        let unavailable =
+            || ServiceError::Unavailable("the SNS signing certificate could not be fetched".into());
+        let _turn = tokio::time::timeout(FETCH_WAIT, fetches().acquire())
+            .await
+            .map_err(|_| unavailable())?
+            .map_err(|_| unavailable())?;
         if let Some(c) = kept() {
             return Ok(c);
         }
@@ -178,6 +186,13 @@ impl Events {
         if named.is_some_and(|t| t != msg.topic_arn) {
             return Err(ServiceError::EventUnverified);
         }
+        // The account already known: another's topic is refused before any fetch too.
+        if named.is_none() {
+            let kept = self.kept_ses_account(tenant, p).await?;
+            if kept.is_some_and(|a| topic_account(&msg.topic_arn) != Some(a.as_str())) {
+                return Err(ServiceError::EventUnverified);
+            }
+        }
         let cert = self.sns_certificate(&msg.signing_cert_url).await?;
         msg.verify(&cert).map_err(refused)?;
         if named.is_none() {
@@ -250,12 +265,11 @@ impl Events {
     /// asked of STS (`GetCallerIdentity`) and kept. STS refusing the key → 401 (these
     /// credentials verify nothing); no answer → 503, so SNS sends the message again.
     async fn ses_account(&self, tenant: &Tenant, p: &Provider) -> Result<String, ServiceError> {
-        let key_id = p.setting("access_key_id").unwrap_or_default().to_string();
-        let (tid, pin) = (tenant.id.clone(), format!("{key_id}:{SES_ACCOUNT_PIN}"));
-        let asked = pin.clone();
-        if let Some(account) = self.core.db(move |s| s.provider_pin(&tid, &asked)).await? {
+        if let Some(account) = self.kept_ses_account(tenant, p).await? {
             return Ok(account);
         }
+        let key_id = p.setting("access_key_id").unwrap_or_default().to_string();
+        let pin = format!("{key_id}:{SES_ACCOUNT_PIN}");
         // A key STS just refused, or did not answer for, is not asked again for a while:
         // messages (anyone may replay one SNS signed) cannot make a call each.
         let miss_key = format!("{}/{key_id}", tenant.id);
@@ -283,6 +297,17 @@ impl Events {
         Ok(account)
     }
 
+    /// The AWS account of the tenant's SES access key, if STS named it before.
+    async fn kept_ses_account(
+        &self,
+        tenant: &Tenant,
+        p: &Provider,
+    ) -> Result<Option<String>, ServiceError> {
+        let key_id = p.setting("access_key_id").unwrap_or_default();
+        let (tid, pin) = (tenant.id.clone(), format!("{key_id}:{SES_ACCOUNT_PIN}"));
+        self.core.db(move |s| s.provider_pin(&tid, &pin)).await
+    }
+
     /// STS's answer for the key: the account, or whether it refused the key (`Err(true)`)
     /// or gave no answer naming one (`Err(false)`).
     async fn ask_sts(&self, tenant: &Tenant, p: &Provider, key_id: &str) -> Result<String, bool> {
@@ -290,7 +315,10 @@ impl Events {
             .core
             .open_provider_secrets(&tenant.id, p)
             .await
-            .map_err(|_| false)?;
+            .map_err(|e| {
+                tracing::warn!(tenant_id = %tenant.id, error = %e, "the tenant's SES secret could not be opened to ask STS for its account");
+                false
+            })?;
         let base = self
             .core
             .settings
@@ -304,7 +332,10 @@ impl Events {
             secret_access_key: secrets.get("secret_access_key").map_or("", String::as_str),
             region: p.setting("region").unwrap_or_default(),
         };
-        let r = ses::caller_identity(&key, base.as_deref(), self.core.now()).ok_or(false)?;
+        let r = ses::caller_identity(&key, base.as_deref(), self.core.now()).ok_or_else(|| {
+            tracing::warn!(tenant_id = %tenant.id, "delivery.provider_base_urls.sts has no host");
+            false
+        })?;
         let answer = r.send(self, self.http_timeout()).await.map_err(|e| {
                 tracing::warn!(tenant_id = %tenant.id, error = e, "STS did not answer for the tenant's SES account");
                 false
