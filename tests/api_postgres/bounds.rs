@@ -79,18 +79,20 @@ async fn readyz_consumes_no_transaction_id() {
                 .get::<_, i64>(0)
         })
     };
-    // Transaction ids are the cluster's: other tests running at once take some too, so the
-    // best of three rounds counts (probes that took ids would take 50 in every round).
+    // Transaction ids are the cluster's: other tests running at once take some too (CI runs
+    // four at a time), so the best of five rounds counts (probes that took ids would take 50
+    // in every round).
     let mut fewest = i64::MAX;
-    for _ in 0..3 {
+    for _ in 0..5 {
         let before = xid();
         for _ in 0..50 {
             assert_eq!(app.get("/readyz", "").await.status(), StatusCode::OK);
         }
         fewest = fewest.min(xid() - before);
     }
-    // Other work of the server (its sweeps, its audit) may take a few; 50 probes took 50.
-    assert!(fewest < 10, "{fewest} transaction ids for 50 probes");
+    // Other work of the server (its sweeps, its audit) and of the other tests may take some;
+    // 50 probes took 50.
+    assert!(fewest < 25, "{fewest} transaction ids for 50 probes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
