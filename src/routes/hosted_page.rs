@@ -84,37 +84,16 @@ pub(super) async fn render(
         (Some(n), Some("pending"), Some(until)) if n >= max_resends && now < until => "",
         _ => s.resend,
     };
+    // A page with no form: its title and lead only.
+    let no_form =
+        |title: &str, lead: String| (title.to_string(), lead, "", "", "", String::new(), "");
     let (title, lead, field, label, button, action, again) = if error == Some(&PageError::Finishing)
     {
-        (
-            s.finishing_title.to_string(),
-            s.finishing_lead.to_string(),
-            "",
-            "",
-            "",
-            String::new(),
-            "",
-        )
+        no_form(s.finishing_title, s.finishing_lead.to_string())
     } else if done {
-        (
-            s.done_title.to_string(),
-            s.done_lead.to_string(),
-            "",
-            "",
-            "",
-            String::new(),
-            "",
-        )
+        no_form(s.done_title, s.done_lead.to_string())
     } else if over {
-        (
-            s.over_title.to_string(),
-            s.over_lead.replace("{app}", app),
-            "",
-            "",
-            "",
-            String::new(),
-            "",
-        )
+        no_form(s.over_title, s.over_lead.replace("{app}", app))
     } else if code_sent && error != Some(&PageError::BadEmail) {
         let email = row.session.email.as_deref().map(mask).unwrap_or_default();
         // The page a new code's send goes back to says that one was sent.

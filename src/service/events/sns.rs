@@ -187,16 +187,20 @@ impl Events {
             return Err(ServiceError::EventUnverified);
         }
         // The account already known: another's topic is refused before any fetch too.
-        if named.is_none() {
-            let kept = self.kept_ses_account(tenant, p).await?;
-            if kept.is_some_and(|a| topic_account(&msg.topic_arn) != Some(a.as_str())) {
-                return Err(ServiceError::EventUnverified);
-            }
+        let kept = match named {
+            None => self.kept_ses_account(tenant, p).await?,
+            Some(_) => None,
+        };
+        if kept
+            .as_deref()
+            .is_some_and(|a| topic_account(&msg.topic_arn) != Some(a))
+        {
+            return Err(ServiceError::EventUnverified);
         }
         let cert = self.sns_certificate(&msg.signing_cert_url).await?;
         msg.verify(&cert).map_err(refused)?;
-        if named.is_none() {
-            let account = self.ses_account(tenant, p).await?;
+        if named.is_none() && kept.is_none() {
+            let account = self.learn_ses_account(tenant, p).await?;
             if topic_account(&msg.topic_arn) != Some(account.as_str()) {
                 tracing::warn!(tenant_id = %tenant.id, "an SNS topic of another AWS account than the tenant's SES credentials was refused");
                 return Err(ServiceError::EventUnverified);
@@ -261,13 +265,14 @@ impl Events {
         }
     }
 
-    /// The AWS account of the tenant's SES access key: kept from an earlier answer, else
-    /// asked of STS (`GetCallerIdentity`) and kept. STS refusing the key → 401 (these
-    /// credentials verify nothing); no answer → 503, so SNS sends the message again.
-    async fn ses_account(&self, tenant: &Tenant, p: &Provider) -> Result<String, ServiceError> {
-        if let Some(account) = self.kept_ses_account(tenant, p).await? {
-            return Ok(account);
-        }
+    /// The AWS account of the tenant's SES access key, not known yet: asked of STS
+    /// (`GetCallerIdentity`) and kept. STS refusing the key → 401 (these credentials verify
+    /// nothing); no answer → 503, so SNS sends the message again.
+    async fn learn_ses_account(
+        &self,
+        tenant: &Tenant,
+        p: &Provider,
+    ) -> Result<String, ServiceError> {
         let key_id = p.setting("access_key_id").unwrap_or_default().to_string();
         let pin = format!("{key_id}:{SES_ACCOUNT_PIN}");
         // A key STS just refused, or did not answer for, is not asked again for a while:
