@@ -171,8 +171,11 @@ impl<E: Engine> ProviderEventStore for E {
             if added {
                 tx.exec(sql::suppressions::COUNT_UP, args![t])?;
             }
-            // The code's tally, and whether this event marked it: a message's second event
-            // (another bounce of it, a complaint after a bounce) counts no second `bounced`.
+            // The code's tally. A message's code counts one `bounced` and one `complained`
+            // at most, whatever order its events come in: which it counted is recorded as
+            // seen (`counted-…`, purged with the events), so a second bounce of the message,
+            // or a bounce after a complaint, counts once. (On PostgreSQL a second event of
+            // the message waits for the first's row lock and then finds it recorded.)
             let mut code = None;
             if let Some(m) = &e.message_id {
                 let q = args![t, m.as_str()];
@@ -180,18 +183,19 @@ impl<E: Engine> ProviderEventStore for E {
                 code = tx
                     .rows(sql::provider_events::MARK_BOUNCED, q, tally)?
                     .pop()
-                    .map(|c| (c, true));
-                if code.is_none() {
-                    let q = args![t, m.as_str()];
-                    code = tx
-                        .rows(sql::provider_events::MARKED_BEFORE, q, tally)?
-                        .pop()
-                        .map(|c| (c, false));
-                }
+                    .map(|c| (c, m));
             }
             match code {
-                Some((_, false)) if e.counted == Counted::Bounced => {}
-                Some((tally, _)) => count_in(tx, &tally, e.counted)?,
+                Some((tally, m)) => {
+                    let what = match e.counted {
+                        Counted::Complained => "counted-complained",
+                        _ => "counted-bounced",
+                    };
+                    let first = args![t, what, m.as_str(), e.seen.now];
+                    if tx.exec(sql::provider_events::SEEN, first)? == 1 {
+                        count_in(tx, &tally, e.counted)?;
+                    }
+                }
                 None => {
                     let dims = CodeDims::of("", None, "email", &s.recipient);
                     bump_in(

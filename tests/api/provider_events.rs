@@ -378,31 +378,38 @@ async fn a_signed_hard_bounce_of_each_provider_suppresses_and_marks_the_code_bou
     assert_eq!(certs, 1);
 }
 
-/// Two events of one message — a second bounce with an id of its own, then a complaint —
-/// count one `bounced` and one `complained` in the statistics, not a bounce each.
+/// A message's events, each with an id of its own, count one `bounced` and one `complained`
+/// in the statistics whatever their order: a bounce, a second bounce, a complaint; or a
+/// complaint, a bounce, a second complaint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_messages_later_events_count_no_second_bounce() {
     let s = setup().await;
     let fake = &s.fakes[0];
     let (id, sk) = s.tenant(fake).await;
-    let to = "twice@example.com";
-    let (st, v) = body(s.app.post("/v1/otp", &sk, json!({"email": to})).await).await;
-    assert_eq!(st, StatusCode::CREATED, "{v}");
-    let msg = fake.wait_taken(1).await[0].id.clone();
-    for (n, complaint) in [(1, false), (2, false), (3, true)] {
-        let (st, v) = s
-            .post(fake.kind, &id, s.event(fake.kind, to, &msg, complaint, n))
-            .await;
-        assert_eq!((st, &v["applied"]), (StatusCode::OK, &json!(1)), "{n}: {v}");
+    let orders = [
+        ("twice@example.com", [(1, false), (2, false), (3, true)]),
+        ("again@example.com", [(4, true), (5, false), (6, true)]),
+    ];
+    for (i, (to, events)) in orders.into_iter().enumerate() {
+        let (st, v) = body(s.app.post("/v1/otp", &sk, json!({"email": to})).await).await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+        let msg = fake.wait_taken(i + 1).await[i].id.clone();
+        for (n, complaint) in events {
+            let (st, v) = s
+                .post(fake.kind, &id, s.event(fake.kind, to, &msg, complaint, n))
+                .await;
+            assert_eq!((st, &v["applied"]), (StatusCode::OK, &json!(1)), "{n}: {v}");
+        }
+        let (_, stats) = body(s.app.get("/v1/tenant/stats", &sk).await).await;
+        let row = &stats["rows"][0];
+        let each = json!(i + 1);
+        assert_eq!(
+            (&row["bounced"], &row["complained"]),
+            (&each, &each),
+            "{to}: {stats}"
+        );
     }
-    let (_, stats) = body(s.app.get("/v1/tenant/stats", &sk).await).await;
-    let row = &stats["rows"][0];
-    assert_eq!(
-        (&row["bounced"], &row["complained"]),
-        (&json!(1), &json!(1)),
-        "{stats}"
-    );
-    assert_eq!(suppressed(&s.app, &sk).await.len(), 1);
+    assert_eq!(suppressed(&s.app, &sk).await.len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -631,6 +638,54 @@ async fn an_ses_topic_of_another_aws_account_is_refused_and_pins_nothing() {
     }
     assert_eq!(sts_calls(), 4);
     assert_eq!(suppressed(&s.app, &d_sk).await.len(), 1);
+}
+
+/// A burst of SNS messages that arrive before STS's first answer makes one STS call (the
+/// rest read the account it kept); a tenant that fixes its SES secret under the same key id
+/// is asked about again at its next message, not after the 30 s a refusal is remembered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_before_sts_answers_makes_one_call_and_a_fixed_secret_is_asked_at_once() {
+    let s = setup().await;
+    let ses = &s.fakes[4];
+    let sts_calls = || ses.rx.requests().iter().filter(|r| r.path == "/").count();
+    let (c, c_sk) = s.tenant(ses).await;
+    ses.rx.set_delay(std::time::Duration::from_millis(300));
+    let burst = (0..6u32).map(|n| {
+        let (to, msg) = (format!("burst{n}@example.com"), format!("ses-burst-{n}"));
+        let ev = s.event("ses", &to, &msg, true, 40 + n);
+        s.post("ses", &c, ev)
+    });
+    for (st, v) in futures_util::future::join_all(burst).await {
+        assert_eq!(st, StatusCode::OK, "{v}");
+    }
+    ses.rx.set_delay(std::time::Duration::ZERO);
+    assert_eq!(sts_calls(), 1, "one STS call for the burst");
+    assert_eq!(suppressed(&s.app, &c_sk).await.len(), 6);
+
+    // The same key id with a wrong secret: STS refuses it (401), and is not asked again for
+    // the next message; the secret fixed, the next message is asked about and verifies.
+    let (d, d_sk) = s.tenant(ses).await;
+    let mut wrong = ses.settings("primary");
+    wrong["secret_access_key"] = json!("not-the-secret-of-this-key-0000000000000");
+    let r = s.app.put("/v1/tenant/providers/email", &d_sk, wrong).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    for n in [50, 51] {
+        let ev = s.event("ses", "fixed@example.com", "ses-fixed", true, n);
+        let (st, _) = s.post("ses", &d, ev).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(sts_calls(), 2, "a refused key is not asked again at once");
+    let r = s
+        .app
+        .put("/v1/tenant/providers/email", &d_sk, ses.settings("primary"))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let ev = s.event("ses", "fixed@example.com", "ses-fixed", true, 52);
+    let (st, v) = s.post("ses", &d, ev).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(sts_calls(), 3);
+    assert_eq!(suppressed(&s.app, &d_sk).await.len(), 1);
+    assert!(ses.problems().is_empty(), "{:?}", ses.problems());
 }
 
 /// A Resend event signed with `secret`: `kind` its type (`email.bounced`, …), `bounce` its

@@ -4,6 +4,7 @@
 //! credentials belong to, as STS names it once — and a subscription confirmed once.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, OnceLock};
 
 use super::provider_events::refused;
@@ -57,6 +58,32 @@ impl StsMisses {
         }
         m.insert(key, (now, refused));
     }
+
+    /// A tenant's keys forgotten: its settings changed, so the next message asks again.
+    fn forget(&self, tenant: &str) {
+        let prefix = format!("{tenant}/");
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|k, _| !k.starts_with(&prefix));
+    }
+}
+
+/// What this instance remembers of STS refusing or not answering for a tenant's keys is
+/// forgotten: called when the tenant's providers change (a fixed secret under the same key
+/// id is asked about at the next message, not 30 s later).
+pub(crate) fn forget_sts_misses(tenant: &str) {
+    sts_misses().forget(tenant);
+}
+
+/// STS is asked about one key at a time: keys share these turns by hash, so a burst of
+/// messages before the first answer makes one call and the rest read what it kept.
+const STS_TURNS: usize = 16;
+
+fn sts_turn(key: &str) -> &'static tokio::sync::Mutex<()> {
+    static TURNS: OnceLock<Vec<tokio::sync::Mutex<()>>> = OnceLock::new();
+    let turns = TURNS.get_or_init(|| (0..STS_TURNS).map(|_| Default::default()).collect());
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    &turns[(h.finish() % STS_TURNS as u64) as usize]
 }
 
 fn sts_misses() -> &'static StsMisses {
@@ -278,10 +305,22 @@ impl Events {
         // A key STS just refused, or did not answer for, is not asked again for a while:
         // messages (anyone may replay one SNS signed) cannot make a call each.
         let miss_key = format!("{}/{key_id}", tenant.id);
-        let now = self.core.now();
-        if let Some(refused) = sts_misses().recent(&miss_key, now) {
+        let recent_miss = || sts_misses().recent(&miss_key, self.core.now());
+        if let Some(refused) = recent_miss() {
             return Err(sts_miss(refused));
         }
+        // One call at a time a key; a message that waited reads what the call before it
+        // kept (the account, or the miss). The wait is bounded as a certificate fetch's is.
+        let _turn = tokio::time::timeout(FETCH_WAIT, sts_turn(&miss_key).lock())
+            .await
+            .map_err(|_| ServiceError::Unavailable("STS is busy with other keys".into()))?;
+        if let Some(account) = self.kept_ses_account(tenant, p).await? {
+            return Ok(account);
+        }
+        if let Some(refused) = recent_miss() {
+            return Err(sts_miss(refused));
+        }
+        let now = self.core.now();
         let asked = self.ask_sts(tenant, p, &key_id).await;
         let account = match asked {
             Ok(a) => a,

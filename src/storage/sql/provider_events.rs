@@ -23,18 +23,10 @@ shared_sql!(
          $3, $4) ON CONFLICT DO NOTHING"
 );
 shared_sql!(
-    /// The code the message was about, unless already marked: its delivery is marked
-    /// bounced. (On PostgreSQL a second event of the message waits for the first's row lock
-    /// and then finds it marked.)
+    /// The code the message was about: its delivery is marked bounced (a complaint's too).
     pub(crate) MARK_BOUNCED = [
         "UPDATE challenges SET delivery_status = 'bounced' WHERE tenant_id = $1 AND \
-         provider_message_id = $2 AND delivery_status <> 'bounced' RETURNING ", TALLY_COLS
-    ]
-);
-shared_sql!(
-    /// The code the message was about, marked by an earlier event.
-    pub(crate) MARKED_BEFORE = [
-        "SELECT ", TALLY_COLS, " FROM challenges WHERE tenant_id = $1 AND provider_message_id = $2"
+         provider_message_id = $2 RETURNING ", TALLY_COLS
     ]
 );
 shared_sql!(
