@@ -908,3 +908,49 @@ async fn a_refused_provider_host_names_the_setting_that_would_allow_it() {
         "nothing reached the provider"
     );
 }
+
+/// One tenant's provider tests (and relay checks) in flight are four at most, so its own
+/// slow provider cannot take `delivery.max_sessions` from the others: the ones over that
+/// answer 503 `overloaded` at once, while another tenant's test goes through, and the share
+/// is given back as they finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenants_test_messages_in_flight_are_four_at_most() {
+    let fake = FakeProvider::start("sendgrid").await;
+    let app = app_with(&[&fake], &[]).await;
+    let (_, a) = app.tenant().await;
+    let (_, b) = app.tenant().await;
+    put_provider(&app, &a, &fake, "fallback").await;
+    put_provider(&app, &b, &fake, "fallback").await;
+    let path = "/v1/tenant/providers/email/test";
+    let to = |i: usize| json!({"to": format!("t{i}@example.com")});
+    fake.rx.set_delay(Duration::from_secs(2));
+    let burst = futures_util::future::join_all((0..6).map(|i| app.post(path, &a, to(i))));
+    let other = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        app.post(path, &b, to(9)).await.status()
+    };
+    let (answers, other) = tokio::join!(burst, other);
+    let mut refused = 0;
+    for r in answers {
+        match r.status() {
+            StatusCode::OK => {}
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert!(r.headers().contains_key("retry-after"));
+                let (_, v) = body(r).await;
+                assert_eq!(v["code"], "overloaded", "{v}");
+                refused += 1;
+            }
+            s => panic!("{s}: {}", body(r).await.1),
+        }
+    }
+    assert_eq!(refused, 2, "four of the six went through");
+    assert_eq!(
+        other,
+        StatusCode::OK,
+        "another tenant's test is not refused"
+    );
+    assert_eq!(fake.taken().len(), 5);
+    fake.rx.set_delay(Duration::ZERO);
+    let (s, v) = body(app.post(path, &a, to(7)).await).await;
+    assert_eq!(s, StatusCode::OK, "the share was given back: {v}");
+}

@@ -51,6 +51,38 @@ pub(super) struct OutboxInner {
     /// `delivery.max_sessions`: outbound sessions and requests in flight, all tenants
     /// together (API.md §19.3).
     pub(super) sessions: Arc<tokio::sync::Semaphore>,
+    /// Each tenant's outbound work outside a code's attempt in flight (relay checks,
+    /// providers' test messages): at most [`OUTSIDE_PER_TENANT`]; no entry at none.
+    pub(super) outside: Mutex<HashMap<String, usize>>,
+}
+
+/// Relay checks and providers' test messages one tenant may have in flight at once: a
+/// code's attempt is bounded by its transport's window, these by this share, so one tenant
+/// (its own slow relay or provider) cannot take `delivery.max_sessions` from the others.
+pub(crate) const OUTSIDE_PER_TENANT: usize = 4;
+
+/// A place for outbound work outside a code's attempt: one of `delivery.max_sessions` and
+/// one of its tenant's [`OUTSIDE_PER_TENANT`], both given back when dropped.
+pub(crate) struct OutsidePlace {
+    _session: tokio::sync::OwnedSemaphorePermit,
+    _share: TenantShare,
+}
+
+struct TenantShare {
+    outbox: Arc<OutboxInner>,
+    tenant: String,
+}
+
+impl Drop for TenantShare {
+    fn drop(&mut self) {
+        let mut m = locked(&self.outbox.outside);
+        if let Some(n) = m.get_mut(&self.tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.tenant);
+            }
+        }
+    }
 }
 
 /// A message held by this process (see `OutboxInner::held`).
@@ -84,6 +116,7 @@ impl Outbox {
                 stopped: Notify::new(),
                 stopped_at: std::sync::OnceLock::new(),
                 sessions: Arc::new(tokio::sync::Semaphore::new(max_sessions.max(1))),
+                outside: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -93,14 +126,33 @@ impl Outbox {
         &self.inner.sessions
     }
 
-    /// A place in the process-wide bound for outbound work outside a code's attempt (a relay
-    /// check, a provider's test message), waited for until `by`: `None` if none came free.
+    /// A place for the tenant's outbound work outside a code's attempt (a relay check, a
+    /// provider's test message): `None` at once when the tenant already has
+    /// [`OUTSIDE_PER_TENANT`] in flight, or when no place in the process-wide bound came
+    /// free by `by`.
     pub(crate) async fn place_by(
         &self,
+        tenant: &str,
         by: tokio::time::Instant,
-    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    ) -> Option<OutsidePlace> {
+        let share = {
+            let mut m = locked(&self.inner.outside);
+            let n = m.entry(tenant.to_string()).or_insert(0);
+            if *n >= OUTSIDE_PER_TENANT {
+                return None;
+            }
+            *n += 1;
+            TenantShare {
+                outbox: Arc::clone(&self.inner),
+                tenant: tenant.to_string(),
+            }
+        };
         let wait = Arc::clone(&self.inner.sessions).acquire_owned();
-        tokio::time::timeout_at(by, wait).await.ok()?.ok()
+        let session = tokio::time::timeout_at(by, wait).await.ok()?.ok()?;
+        Some(OutsidePlace {
+            _session: session,
+            _share: share,
+        })
     }
 
     pub(crate) fn breakers(&self) -> &breakers::Breakers {

@@ -126,10 +126,11 @@ impl Tenants {
 
     /// Send one test message through the provider (no code, no record, no window): the
     /// provider's id of it, or why it failed (`ProviderTest`). It counts in
-    /// `delivery.max_sessions`: none free in time is `Overloaded`. A text message passes the
-    /// SMS fraud guard as a mint's does (API.md §17.1: the tenant's countries, the number's
-    /// type, the velocity limits, where it counts as a send that never verifies): the test
-    /// route is no way around it. Audited as `provider.test`.
+    /// `delivery.max_sessions` and in the tenant's share of relay checks and test messages
+    /// in flight (four): the share full, or no session free in time, is `Overloaded`. A text
+    /// message passes the SMS fraud guard as a mint's does (API.md §17.1: the tenant's
+    /// countries, the number's type, the velocity limits, where it counts as a send that
+    /// never verifies): the test route is no way around it. Audited as `provider.test`.
     pub async fn test_provider(
         &self,
         tenant: &Tenant,
@@ -250,10 +251,10 @@ impl Tenants {
         let Some(_place) = self
             .delivery
             .outbox
-            .place_by(tokio::time::Instant::now() + wait)
+            .place_by(tenant.id.as_str(), tokio::time::Instant::now() + wait)
             .await
         else {
-            tracing::warn!(tenant_id = %tenant.id, channel = channel.as_str(), "no outbound session free (delivery.max_sessions) for a provider's test message");
+            tracing::warn!(tenant_id = %tenant.id, channel = channel.as_str(), "no outbound session free for a provider's test message (the tenant's four, or delivery.max_sessions)");
             return Err(ServiceError::Overloaded);
         };
         // The send's own time counts from its place.

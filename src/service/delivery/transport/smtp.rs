@@ -217,8 +217,9 @@ impl Delivery {
 
     /// `check_relay` (API.md §18.8): connect, TLS and AUTH to the tenant's relay (and its
     /// fallback) as it would be saved, sending nothing; a failure is 422 with its reason.
-    /// Each session counts in `delivery.max_sessions`; none free within `smtp.timeout_seconds`
-    /// is 503 `overloaded`. An OAuth2 relay logs in with a token of its own (not cached, and
+    /// Each session counts in `delivery.max_sessions` and in the tenant's share of relay
+    /// checks and test messages in flight (four); the share full, or no session free within
+    /// `smtp.timeout_seconds`, is 503 `overloaded`. An OAuth2 relay logs in with a token of its own (not cached, and
     /// not the relay's in use); when its provider rotated the refresh token for it, the
     /// answer holds the relay re-sealed with the new one, which is what must be saved.
     pub(crate) async fn check_relays(&self, tenant: &Tenant) -> Result<Checked, ServiceError> {
@@ -229,8 +230,9 @@ impl Delivery {
             ));
         }
         let wait = Duration::from_secs(self.core.settings.load().smtp.timeout_seconds);
-        let Some(_place) = self.outbox.place_by(Instant::now() + wait).await else {
-            tracing::warn!(tenant_id = %tenant.id, "no outbound session free (delivery.max_sessions) for a relay check");
+        let by = Instant::now() + wait;
+        let Some(_place) = self.outbox.place_by(tenant.id.as_str(), by).await else {
+            tracing::warn!(tenant_id = %tenant.id, "no outbound session free for a relay check (the tenant's four, or delivery.max_sessions)");
             return Err(ServiceError::Overloaded);
         };
         let mut checked = Checked::default();
