@@ -34,7 +34,7 @@ pub fn tenant_json(services: &crate::service::Services, t: &Tenant) -> Value {
         (status = 400, response = problems::InvalidRequest),
         (status = 403, description = "registration_closed", body = Problem, content_type = "application/problem+json"),
         (status = 422, response = problems::SmtpPolicyRefused),
-        (status = 503, description = "overloaded: no outbound session was free (`delivery.max_sessions`) for `check_relay`, or unavailable: the database did not answer in time; nothing was saved", body = Problem, content_type = "application/problem+json"),
+        (status = 503, response = problems::RelayCheckBusy),
     ),
     security(("admin_token" = []), ()))]
 pub async fn create_tenant(st: State, body: Body) -> ApiResult {
@@ -123,7 +123,7 @@ pub async fn get_tenant(_: AdminAuth, st: State, id: web::Path<String>) -> ApiRe
         (status = 404, response = problems::TenantNotFound),
         (status = 409, description = "conflict: the tenant changed under this request again and again; try again", body = Problem, content_type = "application/problem+json"),
         (status = 422, response = problems::SmtpPolicyRefused),
-        (status = 503, description = "overloaded: no outbound session was free (`delivery.max_sessions`) for `check_relay`, or unavailable: the database did not answer in time; nothing was saved", body = Problem, content_type = "application/problem+json"),
+        (status = 503, response = problems::RelayCheckBusy),
     ),
     security(("admin_token" = [])))]
 pub async fn patch_tenant(_: AdminAuth, st: State, id: web::Path<String>, body: Body) -> ApiResult {
@@ -205,7 +205,7 @@ pub const ADMIN_ONLY_FIELDS: &[&str] = &["policy", "enabled", "test", "pages_app
         (status = 400, response = problems::InvalidRequest),
         (status = 409, description = "conflict: the tenant changed under this request again and again; try again", body = Problem, content_type = "application/problem+json"),
         (status = 422, response = problems::SmtpPolicyRefused),
-        (status = 503, description = "overloaded: no outbound session was free (`delivery.max_sessions`) for `check_relay`, or unavailable: the database did not answer in time; nothing was saved", body = Problem, content_type = "application/problem+json"),
+        (status = 503, response = problems::RelayCheckBusy),
     ),
     security(("secret_key" = [])))]
 pub async fn patch_self(t: TenantAuth, st: State, body: Body) -> ApiResult {

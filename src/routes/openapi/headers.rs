@@ -19,7 +19,7 @@ pub(super) fn declare_headers(doc: &mut serde_json::Value) {
             }
         }
     };
-    for name in ["RateLimited", "Unavailable"] {
+    for name in ["RateLimited", "Unavailable", "RelayCheckBusy"] {
         put(
             doc.pointer_mut(&format!("/components/responses/{name}")),
             "Retry-After",

@@ -173,7 +173,8 @@ fn twin(item: &utoipa::openapi::PathItem) -> utoipa::openapi::PathItem {
             problems::WebhookNotFound, problems::TransportNotFound, problems::OtpNotFound, problems::TemplateInvalid,
             problems::SmtpPolicyRefused, problems::PayloadTooLarge, problems::UnsupportedMediaType,
             problems::RequestTimeout,
-            problems::RateLimited, problems::Unprocessable, problems::Unavailable
+            problems::RateLimited, problems::Unprocessable, problems::Unavailable,
+            problems::RelayCheckBusy
         )
     ),
     modifiers(&AdminTwins, &Security, &Common),
@@ -308,7 +309,7 @@ mod tests {
     #[test]
     fn the_headers_clients_act_on_are_declared() {
         let doc = super::document();
-        for response in ["RateLimited", "Unavailable"] {
+        for response in ["RateLimited", "Unavailable", "RelayCheckBusy"] {
             assert!(doc
                 .pointer(&format!(
                     "/components/responses/{response}/headers/Retry-After"
