@@ -1,7 +1,7 @@
 //! otpmint binary: parse the CLI, load settings, start telemetry, set the threads' CPU
 //! scheduling, dispatch.
 
-use otpmint::cli::{run, used, Cli, Command};
+use otpmint::cli::{new_master_key, run, used, Cli, Command, KeysCommand};
 use otpmint::config::Settings;
 
 fn main() -> std::process::ExitCode {
@@ -9,6 +9,16 @@ fn main() -> std::process::ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    // A new master key needs no configuration: it is what a configuration may still lack.
+    if matches!(cli.command, Some(Command::Keys(KeysCommand::Generate))) {
+        return match new_master_key() {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {}", e.0);
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {

@@ -61,7 +61,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         // No tenant label anywhere: under open registration it would grow without bound.
         codes_minted: counter(
             "otpmint_codes_minted_total",
-            "Codes minted: sync once the relay accepted the message, async once it is queued, test once it is in the test inbox.",
+            "Codes minted, once stored with their message: sync ones whose delivery then failed count too (as in the statistics); test once in the test inbox.",
             &["mode"],
         )?,
         sms_blocked: counter(

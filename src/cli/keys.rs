@@ -20,12 +20,15 @@ pub enum KeysCommand {
     RotateDataKey,
 }
 
+/// `otpmint keys generate`: a new base64 master key on standard output (the binary runs it
+/// before reading any configuration).
+pub fn new_master_key() -> Result<(), CliError> {
+    say!("{}", MasterKey::generate().to_base64())
+}
+
 pub(super) async fn keys(command: KeysCommand, settings: Settings) -> Result<(), CliError> {
     match command {
-        KeysCommand::Generate => {
-            say!("{}", MasterKey::generate().to_base64())?;
-            Ok(())
-        }
+        KeysCommand::Generate => new_master_key(),
         KeysCommand::Rotate => {
             let r = services(settings)?
                 .admin

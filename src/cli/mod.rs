@@ -16,7 +16,7 @@ mod keys;
 mod stats;
 mod tenant;
 
-pub use keys::KeysCommand;
+pub use keys::{new_master_key, KeysCommand};
 pub use tenant::{CreateArgs, TenantCommand};
 
 use std::path::PathBuf;

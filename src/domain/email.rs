@@ -8,7 +8,7 @@ pub enum EmailError {
     Malformed,
     #[error("must be at most 254 characters")]
     TooLong,
-    #[error("the domain must be a DNS name with a dot, not an IP literal")]
+    #[error("the domain must be a DNS name with a dot (like example.com): not a bare name like localhost, nor an IP literal")]
     BadDomain,
     #[error("a quoted local part (\"…\"@) or a backslash is not accepted")]
     Quoted,

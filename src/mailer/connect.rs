@@ -134,10 +134,10 @@ impl Mailer {
         };
         if !plain.server_info().supports_feature(Extension::StartTls) {
             plain.abort().await;
-            return Err(fail(
-                DeliveryReason::Tls,
-                "the relay does not offer STARTTLS",
-            ));
+            return Err(
+                fail(DeliveryReason::Tls, "the relay does not offer STARTTLS")
+                    .with_code(crate::domain::delivery::NO_STARTTLS),
+            );
         }
         plain.command(Starttls).await.map_err(after_tls)?;
         let tcp = lent

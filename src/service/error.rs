@@ -215,10 +215,10 @@ pub enum ServiceError {
     /// `pages_not_approved`.
     #[error("pages not approved")]
     PagesNotApproved,
-    /// `check_relay` found the relay unusable: 422 `relay_check_failed` with its reason;
-    /// nothing was saved.
+    /// `check_relay` found the relay unusable: 422 `relay_check_failed` with its reason
+    /// (and `detail_code` where the failure has one); nothing was saved.
     #[error("relay check failed")]
-    RelayCheck(DeliveryReason),
+    RelayCheck(DeliveryReason, Option<String>),
     /// A logo that is not a PNG that decodes whole, or is over 1024×1024: 422 `logo_invalid`.
     #[error("logo invalid")]
     LogoInvalid,
@@ -256,6 +256,10 @@ pub enum ServiceError {
     /// The tenant has no provider for the channel: 404 `provider_not_found`.
     #[error("provider not found")]
     ProviderNotFound,
+    /// The events route's path names no provider otpmint receives events from: 404
+    /// `provider_not_found`.
+    #[error("no such events provider")]
+    NoEventsProvider,
     /// A second transport marked primary for a channel: 409 `transport_conflict`.
     #[error("transport conflict")]
     TransportConflict,
@@ -410,7 +414,7 @@ impl ServiceError {
             S::AlreadyClaimed => C::AlreadyClaimed,
             S::NotVerified => C::NotVerified,
             S::PagesNotApproved => C::PagesNotApproved,
-            S::RelayCheck(_) => C::RelayCheckFailed,
+            S::RelayCheck(..) => C::RelayCheckFailed,
             S::LogoInvalid => C::LogoInvalid,
             S::RecipientSuppressed => C::RecipientSuppressed,
             S::SmsCountryNotAllowed(_) => C::SmsCountryNotAllowed,
@@ -419,7 +423,7 @@ impl ServiceError {
             S::DkimNotFound => C::DkimNotFound,
             S::EventUnverified => C::EventUnverified,
             S::SuppressionNotFound => C::SuppressionNotFound,
-            S::ProviderNotFound => C::ProviderNotFound,
+            S::ProviderNotFound | S::NoEventsProvider => C::ProviderNotFound,
             S::TransportConflict => C::TransportConflict,
             S::WebhookRefused(code, _) => *code,
             S::IdempotencyMismatch => C::IdempotencyKeyMismatch,

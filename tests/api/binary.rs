@@ -1575,3 +1575,49 @@ fn a_usage_error_is_one_line_and_help_still_prints_the_usage() {
     }
     assert!(!dir.path().join("data").exists(), "nothing was created");
 }
+
+/// `keys generate` needs no configuration (the key is what a configuration may still lack,
+/// as docs/deployment.md has it made first): an environment that names no key file, or a
+/// configuration file that would not load, does not stop it, and it makes nothing.
+#[test]
+fn keys_generate_needs_no_configuration() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[server]\nbind = \"nowhere\"\n",
+    )
+    .unwrap();
+    let runs: [(&[&str], &[(&str, &str)]); 2] = [
+        (
+            &["keys", "generate"],
+            &[("OTPMINT__CRYPTO__MASTER_KEY_FILE", "")],
+        ),
+        (&["--config", "bad.toml", "keys", "generate"], &[]),
+    ];
+    let mut keys = Vec::new();
+    for (args, env) in runs {
+        let out = otpmint(dir.path())
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        let key = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&key)
+            .unwrap();
+        assert_eq!(bytes.len(), 32, "{key}");
+        keys.push(key);
+    }
+    assert_ne!(keys[0], keys[1]);
+    let made: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(made.len(), 1, "only bad.toml: {made:?}");
+    // Everything else still reads the configuration first.
+    let out = otpmint(dir.path())
+        .args(["--config", "bad.toml", "tenant", "list"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.bind"));
+}

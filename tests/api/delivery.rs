@@ -132,7 +132,8 @@ async fn a_tls_mode_mismatch_names_the_tls_setting() {
 }
 
 /// STARTTLS is required, never opportunistic: a relay that does not offer it fails the
-/// delivery as `smtp_tls` before any credential or message is sent (API.md §4).
+/// delivery as `smtp_tls` before any credential or message is sent (API.md §4), and the
+/// answer says that is what is wrong (`starttls_unsupported`), as `check_relay`'s does.
 #[tokio::test]
 async fn a_relay_without_starttls_gets_neither_credentials_nor_the_message() {
     let app = spawn_app().await;
@@ -145,6 +146,39 @@ async fn a_relay_without_starttls_gets_neither_credentials_nor_the_message() {
     let v: Value = r.json().await.unwrap();
     // Not smtp_auth: no AUTH was tried in the clear (the relay would have refused it).
     assert_eq!(v["reason"], "smtp_tls", "{v}");
+    assert_eq!(v["detail_code"], "starttls_unsupported", "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not offer STARTTLS"),
+        "{v}"
+    );
+    let r = app
+        .post(
+            "/v1/tenants",
+            ADMIN,
+            json!({"name": "Checked", "smtp": app.smtp_json(), "check_relay": true}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (&v["code"], &v["reason"], &v["detail_code"]),
+        (
+            &json!("relay_check_failed"),
+            &json!("smtp_tls"),
+            &json!("starttls_unsupported")
+        ),
+        "{v}"
+    );
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not offer STARTTLS"),
+        "{v}"
+    );
     assert!(app.smtp.messages().is_empty());
 }
 

@@ -435,8 +435,12 @@ async fn complaints_suppress_and_soft_bounces_other_tenants_and_other_hosts_do_n
         .post("resend", "tnt_doesnotexist000000000", ev.clone())
         .await;
     assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
-    let (st, v) = s.post("sparkpost", &a, ev.clone()).await;
-    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    for unknown in ["sparkpost", "twilio"] {
+        let (st, v) = s.post(unknown, &a, ev.clone()).await;
+        assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+        assert_eq!(v["code"], "provider_not_found", "{v}");
+        assert!(v["detail"].as_str().unwrap().contains("names none"), "{v}");
+    }
     // A complaint (no code matched) suppresses as a complaint and raises otp.complained.
     let (st, v) = s.post("resend", &a, ev).await;
     assert_eq!((st, &v["applied"]), (StatusCode::OK, &json!(1)), "{v}");

@@ -184,9 +184,15 @@ impl ApiError {
                     "This server lets anyone register: a tenant's hosted pages and magic links stay off until the admin approves them (PATCH /v1/tenants/{id} {\"pages_approved\": true}).".into(),
                     none(),
                 ),
-                S::RelayCheck(reason) => (
-                    format!("Connecting, TLS or logging in to the relay failed ({}); nothing was saved. {}", reason.as_str(), reason.advice()),
-                    one("reason", json!(reason.as_str())),
+                S::RelayCheck(reason, code) => (
+                    format!("Connecting, TLS or logging in to the relay failed ({}); nothing was saved. {}", reason.as_str(), reason.advice_with(code.as_deref())),
+                    {
+                        let mut m = one("reason", json!(reason.as_str()));
+                        if let Some(c) = code {
+                            m.insert("detail_code".into(), json!(c));
+                        }
+                        m
+                    },
                 ),
                 S::LogoInvalid => (
                     "The logo must be a PNG image that decodes whole, of at most 1024×1024 pixels.".into(),
@@ -240,6 +246,10 @@ impl ApiError {
                 ),
                 S::ProviderNotFound => (
                     "The tenant has no provider for this channel.".into(),
+                    none(),
+                ),
+                S::NoEventsProvider => (
+                    "Events are received from postmark, resend, sendgrid, mailgun and ses (POST /v1/events/{provider}/{tenant_id}); this path names none of them.".into(),
                     none(),
                 ),
                 S::TransportConflict => (

@@ -119,7 +119,7 @@ impl Events {
     ) -> Result<EventsApplied, ServiceError> {
         let kind = ProviderKind::parse(provider)
             .filter(|k| k.channel() == Channel::Email)
-            .ok_or(ServiceError::ProviderNotFound)?;
+            .ok_or(ServiceError::NoEventsProvider)?;
         let id = TenantId::parse(tenant_id).ok_or(ServiceError::TenantNotFound)?;
         let now = self.core.now();
         // First with the settings read for an earlier request, while they still hold.

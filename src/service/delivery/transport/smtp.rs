@@ -270,7 +270,7 @@ impl Delivery {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(tenant_id = %tenant.id, fallback, reason = e.reason.as_str(), detail = %e.detail, "the relay check failed; nothing was saved (a tenant being created is not, under this id)");
-                    return Err(ServiceError::RelayCheck(e.reason));
+                    return Err(ServiceError::RelayCheck(e.reason, e.detail_code));
                 }
             };
             if let Some((o, refresh)) = rotated {
