@@ -352,3 +352,43 @@ async fn another_spelling_of_a_suppressed_address_is_refused_and_sends_nothing()
     }
     assert!(app.smtp.messages().is_empty());
 }
+
+/// An entry stored before keys were case-folded (`straße@`, lower-cased) beside one stored
+/// since (`strasse@`, a provider's bounce lists it so): `DELETE` takes both off, so the
+/// recipient gets codes again, rather than answering 204 while the older entry still
+/// refuses them.
+#[tokio::test]
+async fn removing_a_recipient_removes_its_entry_under_an_older_key_too() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    assert_eq!(
+        suppress(&app, &sk, "STRASSE@example.com").await.0,
+        StatusCode::CREATED
+    );
+    let url = app.settings.database.url.clone();
+    crate::lifecycle::sql(
+        &url,
+        "INSERT INTO suppressions (tenant_id, recipient, reason, source, created_at) \
+         SELECT id, 'straße@example.com', 'hard_bounce', 'postmark', 1 FROM tenants",
+    );
+    crate::lifecycle::sql(&url, "UPDATE tenants SET suppressed = suppressed + 1");
+    let (s, v) = try_mint(&app, &sk, "straße@example.com").await;
+    assert_eq!(v["code"], "recipient_suppressed", "{s} {v}");
+    let r = app
+        .delete("/v1/tenant/suppressions/stra%C3%9Fe@example.com", &sk)
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    // Not refused: it goes to the relay (which, offering no SMTPUTF8, is not offered it).
+    let (s, v) = try_mint(&app, &sk, "straße@example.com").await;
+    assert_eq!(
+        (s, &v["detail_code"]),
+        (StatusCode::BAD_GATEWAY, &json!("smtputf8_unsupported")),
+        "{v}"
+    );
+    let (_, list) = body(app.get("/v1/tenant/suppressions", &sk).await).await;
+    assert_eq!(list["suppressions"], json!([]), "{list}");
+    let r = app
+        .delete("/v1/tenant/suppressions/stra%C3%9Fe@example.com", &sk)
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}

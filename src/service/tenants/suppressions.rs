@@ -117,13 +117,14 @@ impl Tenants {
         ctx: &RequestContext,
     ) -> Result<(), ServiceError> {
         let audit = self.core.audit.slot()?;
-        // Its key, else the key an entry stored before keys were case-folded has.
+        // Its key, and the key an entry stored before keys were case-folded has: both may
+        // be there (a provider's event lists a recipient under its key of today), and the
+        // recipient is off the list only once neither is.
         let mut removed = None;
         for key in recipient.keys() {
             let (tid, k) = (tenant.clone(), key.clone());
             if self.core.db(move |s| s.unsuppress(&tid, &k)).await? {
-                removed = Some(key);
-                break;
+                removed.get_or_insert(key);
             }
         }
         let Some(key) = removed else {
