@@ -195,7 +195,7 @@ pub(super) async fn tenant(cmd: TenantCommand, s: Services) -> Result<(), CliErr
                     test: a.test,
                     smtp_fallback: None,
                     pages_approved: true,
-                    check_relay: false,
+                    check_relay: None,
                 })
                 .await
                 .map_err(service_msg)?;

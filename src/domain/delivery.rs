@@ -59,6 +59,10 @@ pub const NO_SMTPUTF8: &str = "smtputf8_unsupported";
 /// `detail_code` of a relay that does not offer STARTTLS where `tls = "starttls"` needs it.
 pub const NO_STARTTLS: &str = "starttls_unsupported";
 
+/// `detail_code` of a login that was not sent: the relay is set to `tls = "none"`, and
+/// credentials never travel in the clear (the relay refused nothing).
+pub const AUTH_NEEDS_TLS: &str = "auth_needs_tls";
+
 impl DeliveryReason {
     /// What to check for a stored `reason` (a transport's failure, or the code's end
     /// before its message left), in one sentence.
@@ -83,6 +87,7 @@ impl DeliveryReason {
             Some("oauth2_no_token") => "The relay's OAuth2 token endpoint answered without an access token: check token_url (it must be the provider's token endpoint, or leave it out and name the provider).",
             Some(NO_SMTPUTF8) => "The recipient's address has non-ASCII characters before the @, which needs SMTPUTF8, and the relay does not offer it (it refused nothing): use a relay that offers SMTPUTF8, or an email provider, for such addresses.",
             Some(NO_STARTTLS) => "The relay does not offer STARTTLS on this port: use its port that does (587), or tls = \"implicit\" for port 465; tls = \"none\" sends the code unencrypted and needs smtp.allow_plaintext.",
+            Some(AUTH_NEEDS_TLS) => "The relay is set to tls = \"none\", and a login is never sent unencrypted (nothing was sent, the relay refused nothing): use tls = \"starttls\" (587) or \"implicit\" (465), or leave the username out for a relay that needs no login.",
             Some(NO_SESSION_FREE) => "No session to the transport was free in time (the tenant's max_connections, or this server's delivery.max_sessions, were all in use): nothing was sent; try again shortly.",
             _ => self.advice(),
         }

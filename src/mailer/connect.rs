@@ -59,7 +59,8 @@ impl Mailer {
                 return Err(fail(
                     DeliveryReason::Auth,
                     "AUTH is never sent over an unencrypted connection",
-                ));
+                )
+                .with_code(crate::domain::delivery::AUTH_NEEDS_TLS));
             }
             let (mechanisms, secret): (&[Mechanism], _) = match &target.auth {
                 SmtpAuth::Password(p) => (&[Mechanism::Plain, Mechanism::Login], p),

@@ -170,7 +170,7 @@ pub async fn reg_secretkey(st: State, body: Body) -> CompatResult {
             // Under open registration a tenant that registers itself waits for the admin
             // (API.md §17.6), whichever route it registered through.
             pages_approved: mode != RegistrationMode::Open || is_admin(&req, &st),
-            check_relay: false,
+            check_relay: None,
         })
         .await
         .map_err(|e| CompatError::from_service(e, false))?;

@@ -223,6 +223,11 @@ async fn act(req: HttpRequest, st: State, id: &str, form: PageForm, verify: bool
         return forbidden(&st, &row, &tenant);
     }
     let cookie = cookie.unwrap_or_default();
+    // A code posted before any was sent (only a crafted form can): nothing to check it
+    // against, nothing spent; the page as it stands asks for the address.
+    if verify && row.key_sealed.is_none() && status_of(&row, st.services.core.now()) == "open" {
+        return page_kit::see_other(&page_of(&st, &row.session.id));
+    }
     let ctx = super::request_context(&req, &st);
     let done = if verify {
         st.services

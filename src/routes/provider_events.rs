@@ -6,7 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::auth::Body;
-use super::dto::{problems, Problem};
+use super::dto::Problem;
 use super::error::ApiError;
 use super::respond::json;
 use super::State;
@@ -31,7 +31,7 @@ pub struct EventsOut {
         (status = 200, description = "Accepted (a soft bounce or a duplicate included)", body = EventsOut),
         (status = 400, description = "invalid_request: verified, but not a body of this provider", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "event_unverified: the signature or credentials did not verify; nothing changed", body = Problem, content_type = "application/problem+json"),
-        (status = 404, response = problems::TenantNotFound),
+        (status = 404, description = "tenant_not_found: no such tenant; or provider_not_found: the path names no provider events are received from", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "payload_too_large: over 1 MiB", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn receive(

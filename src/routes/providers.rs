@@ -206,7 +206,7 @@ pub async fn delete_provider(o: Owner, st: State, path: web::Path<ChannelPath>) 
         (status = 422, description = "sms_country_not_allowed, phone_number_not_allowed: the SMS fraud guard refused the number; recipient_suppressed: it is on the tenant's suppression list", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "rate_limited: the per-address limit; or sms_velocity: over a velocity limit of the SMS fraud guard (both with Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "delivery_failed with `reason` (provider_auth, provider_rejected, provider_unavailable, provider_unreachable) and the provider's `detail_code`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "overloaded: the tenant already had four relay checks and provider test messages in flight, or no outbound session was free (`delivery.max_sessions`); or unavailable: the database did not answer in time", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "overloaded: the tenant already had four relay checks and provider test messages in flight on this instance, or no outbound session was free (`delivery.max_sessions`); or unavailable: the database did not answer in time", body = Problem, content_type = "application/problem+json"),
     ),
     security(("secret_key" = [])))]
 pub async fn test_provider(

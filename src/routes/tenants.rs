@@ -40,6 +40,7 @@ pub fn tenant_json(services: &crate::service::Services, t: &Tenant) -> Value {
 pub async fn create_tenant(st: State, body: Body) -> ApiResult {
     let mode = st.services.core.settings.load().registration.mode;
     let admin = is_admin(&body.req, &st);
+    let client = super::request_context(&body.req, &st).client_ip;
     match mode {
         RegistrationMode::Closed => return Err(ApiError::RegistrationClosed),
         RegistrationMode::Admin if !admin => return Err(ServiceError::Unauthorized.into()),
@@ -68,7 +69,11 @@ pub async fn create_tenant(st: State, body: Body) -> ApiResult {
             smtp_fallback,
             // Under open registration a tenant that registers itself waits for the admin.
             pages_approved: mode != RegistrationMode::Open || admin,
-            check_relay: b.check_relay.unwrap_or(false),
+            // A create's check counts in its client's share (not a tenant's: none exists yet).
+            check_relay: b
+                .check_relay
+                .unwrap_or(false)
+                .then(|| format!("create/{client}")),
         })
         .await?;
     tracing::info!(tenant_id = %row.id, "tenant created");

@@ -19,8 +19,9 @@ pub trait SuppressionStore {
     /// Add an entry; `false` when the recipient is on the list already (it is kept as it
     /// was). The tenant must exist.
     fn suppress(&self, tenant: &TenantId, entry: &Suppression) -> Result<bool, StoreError>;
-    /// Remove the recipient's entry; whether there was one.
-    fn unsuppress(&self, tenant: &TenantId, recipient: &str) -> Result<bool, StoreError>;
+    /// Remove the recipient's entries under these keys (its key, and older ones), in one
+    /// transaction; the keys that had one.
+    fn unsuppress(&self, tenant: &TenantId, keys: &[String]) -> Result<Vec<String>, StoreError>;
     /// The recipient's entry on the tenant's list, if it has one.
     fn suppression(
         &self,
@@ -65,12 +66,17 @@ impl<E: Engine> SuppressionStore for E {
         })
     }
 
-    fn unsuppress(&self, tenant: &TenantId, recipient: &str) -> Result<bool, StoreError> {
-        let key = [Arg::from(tenant.as_str()), Arg::from(recipient)];
+    fn unsuppress(&self, tenant: &TenantId, keys: &[String]) -> Result<Vec<String>, StoreError> {
+        let keys = keys.to_vec();
+        let tenant = tenant.as_str().to_string();
         self.transact(move |tx| {
-            let removed = tx.exec(sql::DELETE, &key)? == 1;
-            if removed {
-                tx.exec(sql::COUNT_DOWN, &key[..1])?;
+            let mut removed = Vec::new();
+            for k in &keys {
+                let key = [Arg::from(tenant.as_str()), Arg::from(k.as_str())];
+                if tx.exec(sql::DELETE, &key)? == 1 {
+                    tx.exec(sql::COUNT_DOWN, &key[..1])?;
+                    removed.push(k.clone());
+                }
             }
             Ok(removed)
         })

@@ -313,16 +313,19 @@ async fn a_person_proves_an_address_on_the_pages_and_goes_back_once() {
         assert_eq!(s, StatusCode::NOT_FOUND, "{odd}");
         assert!(h.get(header::LOCATION).is_none() && html.contains("This link is not valid."));
     }
-    // A code typed before any was sent: nothing to verify, and no way out to the app (the
-    // session is still open, not failed).
-    let (s, _, html) = b
+    // A code posted before any was sent (only a crafted form can): nothing to verify, and
+    // no way out to the app; back to the page, which asks for the address (it was a 410
+    // "can no longer be completed", found by a black-box audit: the session is still open).
+    let (s, h, _) = b
         .post(
             &format!("/h/{id}/verify"),
             &[("csrf", &csrf), ("code", "123456")],
         )
         .await;
-    assert_eq!(s, StatusCode::GONE, "{html}");
-    assert!(!html.contains("<a "), "{html}");
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(h[header::LOCATION], format!("/h/{id}"));
+    let (_, _, html) = b.get(&format!("/h/{id}")).await;
+    assert!(html.contains("autocomplete=\"email\""), "{html}");
     assert!(app.smtp.messages().is_empty());
     // A bad address is announced next to its field.
     let (s, _, html) = b.post(&send, &[("csrf", &csrf), ("email", "nope")]).await;
@@ -1925,16 +1928,17 @@ async fn a_hosted_session_from_before_the_claims_were_linked_is_linked_at_upgrad
     );
     let (drop, count) = if on_postgres() {
         (
-            "DELETE FROM otpmint_schema_history WHERE version = 23",
+            "DELETE FROM otpmint_schema_history WHERE version >= 23",
             "SELECT COUNT(*) FROM otpmint_schema_history WHERE version = 23",
         )
     } else {
         (
-            "DELETE FROM refinery_schema_history WHERE version = 23",
+            "DELETE FROM refinery_schema_history WHERE version >= 23",
             "SELECT COUNT(*) FROM refinery_schema_history WHERE version = 23",
         )
     };
-    assert_eq!(crate::lifecycle::sql(&url, drop), 1);
+    // V23 and the ones after it (a database of the release before had none of them).
+    assert!(crate::lifecycle::sql(&url, drop) >= 1);
     let app = app.restart().await;
     assert_eq!(crate::lifecycle::sql(&url, count), 1, "migrated again");
 

@@ -212,6 +212,38 @@ async fn a_token_the_relay_refuses_is_fetched_anew_once() {
     assert_eq!(tokens.requests(), before + 1, "the token was kept");
 }
 
+/// A relay set to `tls = "none"` is never sent a login, so no token was refused: the mint
+/// fails as `smtp_auth` saying why (`auth_needs_tls`), and the token is kept, not fetched
+/// again for each message (found by a black-box audit: three token requests for two mints).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_never_sent_in_the_clear_fetches_no_new_token() {
+    let (app, tokens) = setup_with(|s| s.smtp.allow_plaintext = true).await;
+    let mut smtp = relay(&app, client_credentials(&tokens));
+    smtp["tls"] = json!("none");
+    let (s, v) = body(
+        app.post("/v1/tenants", ADMIN, json!({"name": "Plain", "smtp": smtp}))
+            .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let sk = v["secret_key"].as_str().unwrap().to_string();
+    for to in ["ada@example.com", "bob@example.com"] {
+        let (s, v) = body(app.post("/v1/otp", &sk, json!({"email": to})).await).await;
+        assert_eq!(
+            (s, &v["reason"], &v["detail_code"]),
+            (
+                StatusCode::BAD_GATEWAY,
+                &json!("smtp_auth"),
+                &json!("auth_needs_tls")
+            ),
+            "{v}"
+        );
+        assert!(v["detail"].as_str().unwrap().contains("never sent"), "{v}");
+    }
+    assert_eq!(tokens.requests(), 1, "the token was kept");
+    assert_eq!(app.smtp.xoauth2_counts(), (0, 0), "no login was sent");
+}
+
 /// Gmail refuses a token with a `334` carrying the error; RFC 7628 §3.2.3 has the client
 /// answer it with an empty line (before: nothing was answered, and the `QUIT` that followed
 /// was read by the relay as the SASL answer). A relay that asks again gets `*` (the

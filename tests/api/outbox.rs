@@ -798,7 +798,8 @@ async fn a_write_answered_503_that_commits_after_all_is_undone() {
             move |_| {
                 Some(move |s: &dyn otpmint::storage::Store| {
                     u.store(true, Ordering::SeqCst);
-                    s.unsuppress(&t, "late@example.com").map(drop)
+                    s.unsuppress(&t, &["late@example.com".to_string()])
+                        .map(drop)
                 })
             },
         )

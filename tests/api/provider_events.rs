@@ -412,6 +412,47 @@ async fn a_messages_later_events_count_no_second_bounce() {
     assert_eq!(suppressed(&s.app, &sk).await.len(), 2);
 }
 
+/// A code an earlier release marked bounced (it counted its `bounced` then, and kept no
+/// record of having counted it) is recorded at the upgrade (V24) as having counted it: a
+/// later bounce of its message counts nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_bounced_before_the_upgrade_counts_no_second_bounce_after_it() {
+    let mut s = setup().await;
+    let fake = &s.fakes[0];
+    let (id, sk) = s.tenant(fake).await;
+    let to = "before@example.com";
+    let (st, v) = body(s.app.post("/v1/otp", &sk, json!({"email": to})).await).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let msg = fake.wait_taken(1).await[0].id.clone();
+    let (st, _) = s
+        .post(fake.kind, &id, s.event(fake.kind, to, &msg, false, 1))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    // The rows as the release before wrote them, and its schema's record.
+    let url = s.app.settings.database.url.clone();
+    let forget: &'static str = if on_postgres() {
+        "DELETE FROM otpmint_schema_history WHERE version = 24"
+    } else {
+        "DELETE FROM refinery_schema_history WHERE version = 24"
+    };
+    assert_eq!(
+        sql(
+            &url,
+            "DELETE FROM provider_events WHERE provider = 'counted-bounced'"
+        ),
+        1
+    );
+    assert_eq!(sql(&url, forget), 1);
+    s.app = s.app.restart().await;
+    let fake = &s.fakes[0];
+    let (st, v) = s
+        .post(fake.kind, &id, s.event(fake.kind, to, &msg, false, 2))
+        .await;
+    assert_eq!((st, &v["applied"]), (StatusCode::OK, &json!(1)), "{v}");
+    let (_, stats) = body(s.app.get("/v1/tenant/stats", &sk).await).await;
+    assert_eq!(stats["rows"][0]["bounced"], 1, "{stats}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn complaints_suppress_and_soft_bounces_other_tenants_and_other_hosts_do_not() {
     let s = setup().await;

@@ -387,6 +387,11 @@ async fn removing_a_recipient_removes_its_entry_under_an_older_key_too() {
     );
     let (_, list) = body(app.get("/v1/tenant/suppressions", &sk).await).await;
     assert_eq!(list["suppressions"], json!([]), "{list}");
+    let count = crate::lifecycle::sql(&url, "SELECT suppressed FROM tenants");
+    assert_eq!(
+        count, 0,
+        "the tenant's count of entries follows both removals"
+    );
     let r = app
         .delete("/v1/tenant/suppressions/stra%C3%9Fe@example.com", &sk)
         .await;

@@ -253,7 +253,7 @@ fn a_migration_a_deadlock_breaks_is_run_again_and_a_failing_one_names_itself() {
     };
     let out = migrate().output().unwrap();
     assert!(out.status.success(), "{}", said(&out));
-    // A database from before V22 (V23 after it changes no schema).
+    // A database from before V22 (V23 and V24 after it change no schema).
     let mut old = postgres::Client::connect(&pg, postgres::NoTls).unwrap();
     old.batch_execute(
         "ALTER TABLE challenges DROP COLUMN attempts_open; \
@@ -303,7 +303,7 @@ fn a_migration_a_deadlock_breaks_is_run_again_and_a_failing_one_names_itself() {
         )
         .unwrap()
         .get(0);
-    assert_eq!(applied, 23);
+    assert_eq!(applied, 24);
     watch
         .batch_execute("SELECT attempts_open FROM challenges LIMIT 1")
         .unwrap();

@@ -153,7 +153,7 @@ pub mod problems {
     #[response(content_type = "application/problem+json")]
     pub struct UnsupportedMediaType(pub Problem);
 
-    /// overloaded: the tenant already had four relay checks and provider test messages in flight, or no outbound session was free (`delivery.max_sessions`) for `check_relay`; or unavailable: the database did not answer in time; nothing was saved
+    /// overloaded: four relay checks and provider test messages of the tenant (of the client, for a create) were in flight on this instance, or no outbound session was free (`delivery.max_sessions`) for `check_relay`; or unavailable: the database did not answer in time; nothing was saved
     #[derive(ToResponse)]
     #[response(content_type = "application/problem+json")]
     pub struct RelayCheckBusy(pub Problem);

@@ -291,3 +291,64 @@ impl Outbox {
         locked(&self.inner.held).retain(|_, h| h.expires_at > now);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    fn shares(o: &Outbox) -> HashMap<String, usize> {
+        locked(&o.inner.outside).clone()
+    }
+
+    /// A tenant's outbound work outside a code's attempt is four at a time: a fifth is
+    /// refused at once, another tenant's is not, and a place given back is taken again.
+    #[tokio::test]
+    async fn a_tenants_share_is_four_places_and_is_given_back() {
+        let o = Outbox::new(16);
+        let far = Instant::now() + Duration::from_secs(60);
+        let mut held = Vec::new();
+        for _ in 0..OUTSIDE_PER_TENANT {
+            held.push(o.place_by("tnt_a", far).await.expect("a place"));
+        }
+        let asked = Instant::now();
+        assert!(o.place_by("tnt_a", far).await.is_none());
+        assert!(asked.elapsed() < Duration::from_secs(1), "refused at once");
+        assert!(o.place_by("tnt_b", far).await.is_some());
+        held.pop();
+        assert!(o.place_by("tnt_a", far).await.is_some());
+        drop(held);
+        assert!(shares(&o).is_empty(), "{:?}", shares(&o));
+    }
+
+    /// A share is given back whatever becomes of the wait for a session: one that timed out,
+    /// or one dropped while it waited (a client that went away).
+    #[tokio::test]
+    async fn a_wait_that_times_out_or_is_dropped_gives_its_share_back() {
+        let o = Outbox::new(1);
+        let only = o
+            .place_by("tnt_a", Instant::now() + Duration::from_secs(60))
+            .await
+            .expect("the only session");
+        for _ in 0..OUTSIDE_PER_TENANT + 1 {
+            let soon = Instant::now() + Duration::from_millis(20);
+            assert!(o.place_by("tnt_b", soon).await.is_none());
+        }
+        assert_eq!(shares(&o).get("tnt_b"), None);
+        let waiting = o.place_by("tnt_c", Instant::now() + Duration::from_secs(60));
+        let waiting = tokio::time::timeout(Duration::from_millis(20), waiting).await;
+        assert!(waiting.is_err(), "it was still waiting for the session");
+        assert_eq!(
+            shares(&o).get("tnt_c"),
+            None,
+            "dropped, its share went back"
+        );
+        drop(only);
+        assert!(shares(&o).is_empty(), "{:?}", shares(&o));
+        assert!(o
+            .place_by("tnt_b", Instant::now() + Duration::from_secs(1))
+            .await
+            .is_some());
+    }
+}

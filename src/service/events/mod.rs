@@ -6,8 +6,6 @@ pub mod sender;
 mod sns;
 pub mod webhooks;
 
-pub(crate) use sns::forget_sts_misses;
-
 use std::sync::Arc;
 
 use crate::service::Core;

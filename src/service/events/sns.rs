@@ -4,8 +4,7 @@
 //! credentials belong to, as STS names it once — and a subscription confirmed once.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::provider_events::refused;
 use crate::domain::provider::Provider;
@@ -58,32 +57,19 @@ impl StsMisses {
         }
         m.insert(key, (now, refused));
     }
-
-    /// A tenant's keys forgotten: its settings changed, so the next message asks again.
-    fn forget(&self, tenant: &str) {
-        let prefix = format!("{tenant}/");
-        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        m.retain(|k, _| !k.starts_with(&prefix));
-    }
 }
 
-/// What this instance remembers of STS refusing or not answering for a tenant's keys is
-/// forgotten: called when the tenant's providers change (a fixed secret under the same key
-/// id is asked about at the next message, not 30 s later).
-pub(crate) fn forget_sts_misses(tenant: &str) {
-    sts_misses().forget(tenant);
-}
-
-/// STS is asked about one key at a time: keys share these turns by hash, so a burst of
-/// messages before the first answer makes one call and the rest read what it kept.
-const STS_TURNS: usize = 16;
-
-fn sts_turn(key: &str) -> &'static tokio::sync::Mutex<()> {
-    static TURNS: OnceLock<Vec<tokio::sync::Mutex<()>>> = OnceLock::new();
-    let turns = TURNS.get_or_init(|| (0..STS_TURNS).map(|_| Default::default()).collect());
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut h);
-    &turns[(h.finish() % STS_TURNS as u64) as usize]
+/// STS is asked about one key at a time: a burst of messages before the first answer makes
+/// one call, and the rest read what it kept. Turns in use only (none is kept once its last
+/// holder is done).
+fn sts_turn(key: &str) -> Arc<tokio::sync::Mutex<()>> {
+    static TURNS: OnceLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
+    let mut turns = TURNS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    turns.retain(|_, t| Arc::strong_count(t) > 1);
+    Arc::clone(turns.entry(key.to_string()).or_default())
 }
 
 fn sts_misses() -> &'static StsMisses {
@@ -303,17 +289,19 @@ impl Events {
         let key_id = p.setting("access_key_id").unwrap_or_default().to_string();
         let pin = format!("{key_id}:{SES_ACCOUNT_PIN}");
         // A key STS just refused, or did not answer for, is not asked again for a while:
-        // messages (anyone may replay one SNS signed) cannot make a call each.
-        let miss_key = format!("{}/{key_id}", tenant.id);
+        // messages (anyone may replay one SNS signed) cannot make a call each. The tenant's
+        // settings as read are part of the key, so a change of them (a fixed secret under
+        // the same key id) is asked about at once, on every instance.
+        let miss_key = format!("{}/{}/{key_id}", tenant.id, tenant.row_version);
         let recent_miss = || sts_misses().recent(&miss_key, self.core.now());
         if let Some(refused) = recent_miss() {
             return Err(sts_miss(refused));
         }
         // One call at a time a key; a message that waited reads what the call before it
         // kept (the account, or the miss). The wait is bounded as a certificate fetch's is.
-        let _turn = tokio::time::timeout(FETCH_WAIT, sts_turn(&miss_key).lock())
+        let _turn = tokio::time::timeout(FETCH_WAIT, sts_turn(&miss_key).lock_owned())
             .await
-            .map_err(|_| ServiceError::Unavailable("STS is busy with other keys".into()))?;
+            .map_err(|_| ServiceError::Unavailable("STS is being asked for this key".into()))?;
         if let Some(account) = self.kept_ses_account(tenant, p).await? {
             return Ok(account);
         }

@@ -37,7 +37,10 @@ pub struct NewTenant {
     /// false for a tenant that registered itself.
     pub pages_approved: bool,
     /// Connect, TLS and AUTH to the relay before saving (API.md §18.8).
-    pub check_relay: bool,
+    /// Check the relay before saving (API.md §18.8), counted in the share of relay checks
+    /// and test messages in flight of this name: the client's, so the creates of one client
+    /// share its four (a tenant being created has no share of its own yet).
+    pub check_relay: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -114,10 +117,10 @@ impl Tenants {
             self.delivery.outbox.forget_deleted(row.id.as_str());
             e
         };
-        if t.check_relay {
+        if let Some(share) = &t.check_relay {
             let checked = self
                 .delivery
-                .check_relays(&row)
+                .check_relays(&row, share)
                 .await
                 .map_err(not_created)?;
             // A refresh token the provider rotated for the check is the one saved.
@@ -220,7 +223,10 @@ impl Tenants {
                 if let Some(f) = &changes.smtp_fallback {
                     candidate.smtp_fallback = f.clone();
                 }
-                let checked = self.delivery.check_relays(&candidate).await?;
+                let checked = self
+                    .delivery
+                    .check_relays(&candidate, candidate.id.as_str())
+                    .await?;
                 // A refresh token the provider rotated for the check of a relay this change
                 // sets is the one saved; one of a relay it leaves as it is is stored after
                 // (`update_tenant`), as a re-seal, not as a change of the relay.

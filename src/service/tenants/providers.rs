@@ -14,7 +14,6 @@ use crate::mailer::new_message_id;
 use crate::service::core::audit::RequestContext;
 use crate::service::delivery::transport::{Deadline, Outbound, ProviderTransport, Transport};
 use crate::service::delivery::StoredMessage;
-use crate::service::events::forget_sts_misses;
 use crate::service::{ServiceError, Tenants};
 use crate::storage::TenantChanges;
 
@@ -85,7 +84,6 @@ impl Tenants {
                 })
             })
             .await?;
-        forget_sts_misses(id.as_str());
         tracing::info!(tenant_id = %id, channel = channel.as_str(), kind = provider.kind.as_str(), use_as = provider.use_as.as_str(), "provider stored");
         let p = row
             .provider(channel)
@@ -119,7 +117,6 @@ impl Tenants {
             })
         })
         .await?;
-        forget_sts_misses(id.as_str());
         tracing::info!(tenant_id = %id, channel = channel.as_str(), "provider deleted");
         Ok(())
     }

@@ -119,22 +119,19 @@ impl Tenants {
         let audit = self.core.audit.slot()?;
         // Its key, and the key an entry stored before keys were case-folded has: both may
         // be there (a provider's event lists a recipient under its key of today), and the
-        // recipient is off the list only once neither is.
-        let mut removed = None;
-        for key in recipient.keys() {
-            let (tid, k) = (tenant.clone(), key.clone());
-            if self.core.db(move |s| s.unsuppress(&tid, &k)).await? {
-                removed.get_or_insert(key);
-            }
-        }
-        let Some(key) = removed else {
+        // recipient is off the list only once neither is. One transaction: both go, or
+        // neither.
+        let (tid, keys) = (tenant.clone(), recipient.keys().collect::<Vec<_>>());
+        let removed = self.core.db(move |s| s.unsuppress(&tid, &keys)).await?;
+        // One removal of one recipient, audited under the first key it had an entry under.
+        let Some(key) = removed.first() else {
             return Err(ServiceError::SuppressionNotFound);
         };
         audit.record(
             tenant,
             self.core.now(),
             "suppression.remove",
-            &key,
+            key,
             "removed",
             ctx,
         );

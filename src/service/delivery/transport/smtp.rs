@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use tokio::time::Instant;
 
 use super::{Accepted, Deadline, Outbound, Sending, Transport};
-use crate::domain::delivery::{DeliveryError, DeliveryReason, FailureKind};
+use crate::domain::delivery::{DeliveryError, DeliveryReason, FailureKind, AUTH_NEEDS_TLS};
 use crate::domain::tenant::{SmtpAccount, Tenant};
 use crate::mailer::{Outgoing, SmtpAuth, SmtpTarget};
 use crate::service::core::seals::{sealed_as, Seal};
@@ -150,10 +150,12 @@ impl Delivery {
             .send(&target, outgoing, bounds, sessions)
             .await
         {
+            // A login the relay refused (not one never sent: tls = "none").
             Err(e)
                 if account.oauth2.is_some()
                     && e.reason == DeliveryReason::Auth
-                    && e.kind == FailureKind::Permanent =>
+                    && e.kind == FailureKind::Permanent
+                    && e.detail_code.as_deref() != Some(AUTH_NEEDS_TLS) =>
             {
                 tracing::info!(tenant_id = %tenant.id, "the relay refused its OAuth2 token; fetching a new one");
                 let target = in_time(true).await.map_err(|_| late())??;
@@ -217,12 +219,17 @@ impl Delivery {
 
     /// `check_relay` (API.md §18.8): connect, TLS and AUTH to the tenant's relay (and its
     /// fallback) as it would be saved, sending nothing; a failure is 422 with its reason.
-    /// Each session counts in `delivery.max_sessions` and in the tenant's share of relay
-    /// checks and test messages in flight (four); the share full, or no session free within
-    /// `smtp.timeout_seconds`, is 503 `overloaded`. An OAuth2 relay logs in with a token of its own (not cached, and
-    /// not the relay's in use); when its provider rotated the refresh token for it, the
-    /// answer holds the relay re-sealed with the new one, which is what must be saved.
-    pub(crate) async fn check_relays(&self, tenant: &Tenant) -> Result<Checked, ServiceError> {
+    /// Each session counts in `delivery.max_sessions` and in the `share` of relay checks and
+    /// test messages in flight (four: the tenant's, or a create's client's); the share full,
+    /// or no session free within `smtp.timeout_seconds`, is 503 `overloaded`. An OAuth2 relay
+    /// logs in with a token of its own (not cached, and not the relay's in use); when its
+    /// provider rotated the refresh token for it, the answer holds the relay re-sealed with
+    /// the new one, which is what must be saved.
+    pub(crate) async fn check_relays(
+        &self,
+        tenant: &Tenant,
+        share: &str,
+    ) -> Result<Checked, ServiceError> {
         if tenant.smtp.is_none() {
             return Err(ServiceError::field(
                 "check_relay",
@@ -231,7 +238,7 @@ impl Delivery {
         }
         let wait = Duration::from_secs(self.core.settings.load().smtp.timeout_seconds);
         let by = Instant::now() + wait;
-        let Some(_place) = self.outbox.place_by(tenant.id.as_str(), by).await else {
+        let Some(_place) = self.outbox.place_by(share, by).await else {
             tracing::warn!(tenant_id = %tenant.id, "no outbound session free for a relay check (the tenant's four, or delivery.max_sessions)");
             return Err(ServiceError::Overloaded);
         };
