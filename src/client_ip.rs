@@ -62,6 +62,16 @@ impl TrustedProxies {
     }
 }
 
+/// The address a client is limited as: an IPv6 client per /56, the smallest block a
+/// subscriber usually gets (rotating addresses inside one's own prefix buys nothing); an
+/// IPv4 client as itself.
+pub fn limited_as(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & (u128::MAX << 72))),
+        v4 => v4,
+    }
+}
+
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),

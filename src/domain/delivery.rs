@@ -191,6 +191,15 @@ impl DeliveryError {
     pub fn transient(reason: DeliveryReason, detail: impl Into<String>) -> Self {
         Self::new(reason, FailureKind::Transient, detail)
     }
+    /// A login not sent: the relay is set to `tls = "none"`, and credentials never travel
+    /// in the clear (the relay refused nothing).
+    pub fn login_in_clear() -> Self {
+        Self::permanent(
+            DeliveryReason::Auth,
+            "AUTH is never sent over an unencrypted connection",
+        )
+        .with_code(AUTH_NEEDS_TLS)
+    }
     /// Nothing free in this process's queue of the transport in time.
     pub fn no_session() -> Self {
         Self::new(

@@ -139,6 +139,14 @@ pub struct SmtpAccount {
     pub oauth2: Option<OAuth2>,
 }
 
+impl SmtpAccount {
+    /// A login that would travel unencrypted (`tls = "none"` with a username): never sent,
+    /// so the relay can only fail (`auth_needs_tls`), before any token or session.
+    pub fn logs_in_clear(&self) -> bool {
+        self.tls == TlsMode::None && !self.username.is_empty()
+    }
+}
+
 /// A tenant as the services and routes see it.
 #[derive(Debug, Clone)]
 pub struct Tenant {

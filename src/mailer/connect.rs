@@ -56,11 +56,7 @@ impl Mailer {
             // Credentials never travel in the clear, whatever the settings say.
             if target.tls == TlsMode::None {
                 conn.abort().await;
-                return Err(fail(
-                    DeliveryReason::Auth,
-                    "AUTH is never sent over an unencrypted connection",
-                )
-                .with_code(crate::domain::delivery::AUTH_NEEDS_TLS));
+                return Err(DeliveryError::login_in_clear());
             }
             let (mechanisms, secret): (&[Mechanism], _) = match &target.auth {
                 SmtpAuth::Password(p) => (&[Mechanism::Plain, Mechanism::Login], p),

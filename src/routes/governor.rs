@@ -23,14 +23,8 @@ impl actix_governor::KeyExtractor for ClientIpKey {
             .ok_or_else(|| actix_governor::SimpleKeyExtractionError::new("no peer address"))?;
         let xff = forwarded_for(req.headers());
         let xff = xff.as_deref();
-        // IPv6 clients are limited per /56, the smallest block a subscriber usually gets:
-        // rotating addresses inside one's own prefix buys nothing.
-        Ok(match self.0.client_ip(peer, xff) {
-            IpAddr::V6(v6) => {
-                IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & (u128::MAX << 72)))
-            }
-            v4 => v4,
-        })
+        // IPv6 clients per /56 (`limited_as`).
+        Ok(crate::client_ip::limited_as(self.0.client_ip(peer, xff)))
     }
 
     fn exceed_rate_limit_response(

@@ -224,8 +224,20 @@ async fn act(req: HttpRequest, st: State, id: &str, form: PageForm, verify: bool
     }
     let cookie = cookie.unwrap_or_default();
     // A code posted before any was sent (only a crafted form can): nothing to check it
-    // against, nothing spent; the page as it stands asks for the address.
-    if verify && row.key_sealed.is_none() && status_of(&row, st.services.core.now()) == "open" {
+    // against, nothing spent; the page as it stands asks for the address. (A session whose
+    // way back is no longer allowed is over, as it says below.)
+    let way_back = || {
+        session_redirect(
+            &row.session.return_url,
+            &row.session.id,
+            &tenant.allowed_return_urls,
+        )
+    };
+    if verify
+        && row.key_sealed.is_none()
+        && status_of(&row, st.services.core.now()) == "open"
+        && way_back().is_some()
+    {
         return page_kit::see_other(&page_of(&st, &row.session.id));
     }
     let ctx = super::request_context(&req, &st);

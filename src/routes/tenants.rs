@@ -40,7 +40,16 @@ pub fn tenant_json(services: &crate::service::Services, t: &Tenant) -> Value {
 pub async fn create_tenant(st: State, body: Body) -> ApiResult {
     let mode = st.services.core.settings.load().registration.mode;
     let admin = is_admin(&body.req, &st);
-    let client = super::request_context(&body.req, &st).client_ip;
+    // A create's relay check counts in its client's share (not a tenant's: none exists
+    // yet), the client taken as the limits take it (an IPv6 one per /56).
+    let client = body
+        .req
+        .peer_addr()
+        .map(|p| {
+            let xff = crate::client_ip::forwarded_for(body.req.headers());
+            crate::client_ip::limited_as(st.proxies.client_ip(p.ip(), xff.as_deref())).to_string()
+        })
+        .unwrap_or_else(|| "unknown".into());
     match mode {
         RegistrationMode::Closed => return Err(ApiError::RegistrationClosed),
         RegistrationMode::Admin if !admin => return Err(ServiceError::Unauthorized.into()),
@@ -69,7 +78,6 @@ pub async fn create_tenant(st: State, body: Body) -> ApiResult {
             smtp_fallback,
             // Under open registration a tenant that registers itself waits for the admin.
             pages_approved: mode != RegistrationMode::Open || admin,
-            // A create's check counts in its client's share (not a tenant's: none exists yet).
             check_relay: b
                 .check_relay
                 .unwrap_or(false)

@@ -213,8 +213,8 @@ async fn a_token_the_relay_refuses_is_fetched_anew_once() {
 }
 
 /// A relay set to `tls = "none"` is never sent a login, so no token was refused: the mint
-/// fails as `smtp_auth` saying why (`auth_needs_tls`), and the token is kept, not fetched
-/// again for each message (found by a black-box audit: three token requests for two mints).
+/// fails as `smtp_auth` saying why (`auth_needs_tls`) before any token is asked for (found by
+/// a black-box audit: three token requests for two mints), and so does a relay check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_never_sent_in_the_clear_fetches_no_new_token() {
     let (app, tokens) = setup_with(|s| s.smtp.allow_plaintext = true).await;
@@ -240,8 +240,27 @@ async fn a_login_never_sent_in_the_clear_fetches_no_new_token() {
         );
         assert!(v["detail"].as_str().unwrap().contains("never sent"), "{v}");
     }
-    assert_eq!(tokens.requests(), 1, "the token was kept");
+    let (s, v) = body(
+        app.patch(
+            "/v1/tenant",
+            &sk,
+            json!({"name": "Plain 2", "check_relay": true}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (s, &v["code"], &v["detail_code"]),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &json!("relay_check_failed"),
+            &json!("auth_needs_tls")
+        ),
+        "{v}"
+    );
+    assert_eq!(tokens.requests(), 0, "no token for a login never sent");
     assert_eq!(app.smtp.xoauth2_counts(), (0, 0), "no login was sent");
+    assert_eq!(app.smtp.connections(), 0, "nor a session opened");
 }
 
 /// Gmail refuses a token with a `334` carrying the error; RFC 7628 §3.2.3 has the client

@@ -36,7 +36,6 @@ pub struct NewTenant {
     /// Its hosted pages and links may be used under open registration (API.md §17.6):
     /// false for a tenant that registered itself.
     pub pages_approved: bool,
-    /// Connect, TLS and AUTH to the relay before saving (API.md §18.8).
     /// Check the relay before saving (API.md §18.8), counted in the share of relay checks
     /// and test messages in flight of this name: the client's, so the creates of one client
     /// share its four (a tenant being created has no share of its own yet).

@@ -143,6 +143,10 @@ impl Delivery {
             )
             .with_code("oauth2_unavailable")
         };
+        // A login never sent (tls = "none"): failed before any token or session.
+        if account.logs_in_clear() {
+            return Err(DeliveryError::login_in_clear());
+        }
         let target = in_time(false).await.map_err(|_| late())??;
         match self
             .core
@@ -234,6 +238,16 @@ impl Delivery {
             return Err(ServiceError::field(
                 "check_relay",
                 "there is no relay (smtp) to check",
+            ));
+        }
+        // A login that would never be sent (tls = "none"): refused before any token
+        // request, place or session.
+        let relays = [&tenant.smtp, &tenant.smtp_fallback];
+        if relays.into_iter().flatten().any(SmtpAccount::logs_in_clear) {
+            tracing::warn!(tenant_id = %tenant.id, "the relay check failed: a relay set to tls = none has a username; nothing was saved");
+            return Err(ServiceError::RelayCheck(
+                DeliveryReason::Auth,
+                Some(AUTH_NEEDS_TLS.into()),
             ));
         }
         let wait = Duration::from_secs(self.core.settings.load().smtp.timeout_seconds);
