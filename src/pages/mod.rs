@@ -31,6 +31,8 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
 pub struct Page<'a> {
     pub lang: &'a str,
     pub title: &'a str,
+    /// The app the page is for, after the title in the browser's tab (`Confirm · Acme`).
+    pub app_name: Option<&'a str>,
     pub lead: &'a str,
     /// With a form: its button, action and CSRF token.
     pub form: Option<Form<'a>>,
@@ -61,6 +63,7 @@ pub fn render(p: &Page<'_>) -> String {
             t.render(context! {
                 lang => p.lang,
                 title => p.title,
+                app_name => p.app_name,
                 lead => p.lead,
                 form => p.form.is_some(),
                 button => button,
@@ -187,6 +190,7 @@ mod tests {
         let html = render(&Page {
             lang: "de",
             title: "Anmelden bei <Acme>",
+            app_name: Some("Acme & Co"),
             lead: "x",
             form: Some(Form {
                 button: "Weiter",
@@ -200,6 +204,10 @@ mod tests {
         });
         assert!(html.contains("<html lang=\"de\">"));
         assert!(html.contains("Anmelden bei &lt;Acme&gt;"));
+        assert!(
+            html.contains("<title>Anmelden bei &lt;Acme&gt; · Acme &amp; Co</title>"),
+            "{html}"
+        );
         assert!(html.contains("value=\"t&quot;ok\""));
         assert!(html.contains("<button type=\"submit\">Weiter</button>"));
         assert!(html.contains("/pages/brand/tnt_abc.css"), "{html}");
@@ -211,6 +219,7 @@ mod tests {
         let notice = render(&Page {
             lang: "en",
             title: "T",
+            app_name: None,
             lead: "gone",
             form: None,
             base_path: "/otp",
@@ -219,6 +228,7 @@ mod tests {
             link: Some(("/otp/h/hs_1", "Open the page again")),
         });
         assert!(notice.contains("role=\"alert\"") && !notice.contains("<form"));
+        assert!(notice.contains("<title>T</title>"), "{notice}");
         assert!(
             notice.contains("<a href=\"&#x2f;otp&#x2f;h&#x2f;hs_1\">Open the page again</a>"),
             "{notice}"

@@ -82,6 +82,7 @@ pub async fn show(req: HttpRequest, st: State, token: web::Path<String>) -> Http
             let html = pages::render(&Page {
                 lang: s.lang,
                 title: s.confirm_title,
+                app_name: Some(&l.tenant_name),
                 lead: &lead,
                 form: Some(Form {
                     button: s.confirm_button,

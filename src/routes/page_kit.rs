@@ -194,6 +194,7 @@ pub(super) fn notice_with_link(
     let html = crate::pages::render(&crate::pages::Page {
         lang,
         title,
+        app_name: None,
         lead,
         form: None,
         base_path: &base_path(st),

@@ -110,6 +110,8 @@ async fn open(app: &TestApp, token: &str) -> (String, String) {
     let cookie = cookie.split(';').next().unwrap().to_string();
     let html = r.text().await.unwrap();
     assert!(!html.contains("<script"), "no JavaScript");
+    // The tab names the app it is for.
+    assert!(html.contains(" · Acme</title>"), "{html}");
     let at = html.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
     let csrf = html[at..].split('"').next().unwrap().to_string();
     (cookie, csrf)
