@@ -91,11 +91,9 @@ impl HostName {
         if h.is_empty() || h.len() > 253 {
             return None;
         }
+        // An address literal: IPv6 as URLs write it, or IPv4 as SMTP does (`[192.0.2.1]`).
         if let Some(inner) = h.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
-            return inner
-                .parse::<Ipv6Addr>()
-                .ok()
-                .map(|ip| HostName::Ip(IpAddr::V6(ip)));
+            return inner.parse::<IpAddr>().ok().map(HostName::Ip);
         }
         if let Ok(ip) = h.parse::<IpAddr>() {
             return Some(HostName::Ip(ip));

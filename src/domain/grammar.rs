@@ -234,6 +234,8 @@ pub static SMTP_HOST: Grammar = Grammar::new(
         // an IPv6 address, bare or bracketed, maybe with a zone
         "|(", v6!(), ")(%[0-9A-Za-z._~-]+)?",
         "|\\[(", v6!(), ")(%[0-9A-Za-z._~-]+)?\\]",
+        // an IPv4 address literal, as SMTP writes one (`[192.0.2.1]`)
+        "|\\[[0-9]{1,3}(\\.[0-9]{1,3}){3}\\]",
         ")$"
     ),
     1,

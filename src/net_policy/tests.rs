@@ -41,6 +41,8 @@ fn every_spelling_of_a_private_host_is_refused() {
         "[::1]",
         "::1",
         "[::ffff:127.0.0.1]",
+        "[127.0.0.1]",
+        "[10.0.0.1]",
         "::ffff:7f00:1",
         "localhost",
         "LOCALHOST.",

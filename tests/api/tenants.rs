@@ -225,6 +225,8 @@ async fn smtp_policy_refusals_are_422_and_the_canary_sees_nothing() {
         "0x7f000001",
         "[::1]",
         "[::ffff:127.0.0.1]",
+        "[127.0.0.1]",
+        "[10.1.2.3]",
         "10.1.2.3",
         "169.254.169.254",
         "100.64.0.1",
@@ -247,6 +249,15 @@ async fn smtp_policy_refusals_are_422_and_the_canary_sees_nothing() {
             "{v}"
         );
     }
+    // A public address literal, as SMTP writes one, is a host like its bare address.
+    let mut smtp = app.smtp_json();
+    smtp["host"] = json!("[8.8.8.8]");
+    smtp["port"] = json!(cport);
+    let r = app
+        .post("/v1/tenants", ADMIN, json!({"name": "x", "smtp": smtp}))
+        .await;
+    let (s, v) = body(r).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
     let mut smtp = app.smtp_json();
     smtp["host"] = json!("8.8.8.8");
     smtp["port"] = json!(25);
