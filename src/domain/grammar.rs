@@ -223,7 +223,7 @@ pub static ENDPOINT_URL: Grammar = Grammar::new(
 /// A relay's host as given (API.md §6.2): a host name, or an IP address in any spelling —
 /// which address it stands for is the host policy's to judge (422) — but never a URL,
 /// `host:port`, a path, a query or user info (400). An IPv6 address may be bracketed and
-/// carry a zone.
+/// carry a zone; an IPv4 one may be bracketed as SMTP's address literal (`[192.0.2.1]`).
 pub static SMTP_HOST: Grammar = Grammar::new(
     concat!(
         "^(",
@@ -234,8 +234,9 @@ pub static SMTP_HOST: Grammar = Grammar::new(
         // an IPv6 address, bare or bracketed, maybe with a zone
         "|(", v6!(), ")(%[0-9A-Za-z._~-]+)?",
         "|\\[(", v6!(), ")(%[0-9A-Za-z._~-]+)?\\]",
-        // an IPv4 address literal, as SMTP writes one (`[192.0.2.1]`)
-        "|\\[[0-9]{1,3}(\\.[0-9]{1,3}){3}\\]",
+        // an IPv4 address literal, as SMTP writes one (`[192.0.2.1]`): dotted decimal octets
+        // without leading zeros, as the address parser takes them
+        "|\\[((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\]",
         ")$"
     ),
     1,
@@ -385,6 +386,8 @@ mod tests {
                     "fe80::1%eth0",
                     "bücher.example",
                     "１２７.0.0.1",
+                    "[192.0.2.1]",
+                    "[255.255.255.255]",
                 ][..],
                 &[
                     "",
@@ -395,6 +398,11 @@ mod tests {
                     "smtp://localhost",
                     "8.8.8.8:587",
                     "[8.8.8.8]:587",
+                    "[1.2.3]",
+                    "[01.2.3.4]",
+                    "[999.1.1.1]",
+                    "[256.0.0.0]",
+                    "[1.2.3.4]x",
                     "smtp.acme.example:587",
                     "localhost/x",
                     "user@8.8.8.8",

@@ -267,6 +267,9 @@ impl Delivery {
         deadline: Deadline,
         waited: &mut std::time::Duration,
     ) -> Result<Accepted, Undelivered> {
+        if let Some(e) = transport.refused_at_once() {
+            return Err(Undelivered::Failed(e));
+        }
         let setup_by = deadline.setup_by.unwrap_or(deadline.by);
         let entered = Instant::now();
         let mut ticket = ticket;

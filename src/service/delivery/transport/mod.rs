@@ -161,6 +161,12 @@ pub(crate) trait Transport: Send + Sync {
     fn timeout(&self, services: &Delivery) -> Duration {
         Duration::from_secs(services.core.settings.load().delivery.http_timeout_seconds)
     }
+    /// A failure known before any session, from the settings alone (a relay whose login
+    /// would travel unencrypted): the attempt fails with it at once, taking no place in the
+    /// window or in `delivery.max_sessions`.
+    fn refused_at_once(&self) -> Option<DeliveryError> {
+        None
+    }
     /// Send one message on one session of its window (`sessions`: the window's size now).
     /// The last thing before the message itself leaves is `out.begin()` (or, for SMTP, the
     /// mailer's `BeforeBody` after DATA's go-ahead): not begun, not sent.

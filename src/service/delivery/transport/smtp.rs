@@ -73,6 +73,11 @@ impl Transport for Relay<'_> {
     fn timeout(&self, s: &Delivery) -> Duration {
         s.core.mailer.timeout()
     }
+    fn refused_at_once(&self) -> Option<DeliveryError> {
+        self.account
+            .logs_in_clear()
+            .then(DeliveryError::login_in_clear)
+    }
     fn send<'a>(
         &'a self,
         s: &'a Delivery,
@@ -143,7 +148,8 @@ impl Delivery {
             )
             .with_code("oauth2_unavailable")
         };
-        // A login never sent (tls = "none"): failed before any token or session.
+        // A login never sent (tls = "none"): failed before any token or session (a
+        // route's attempt stops earlier, at `refused_at_once`; this is `smtp test`'s).
         if account.logs_in_clear() {
             return Err(DeliveryError::login_in_clear());
         }
