@@ -50,17 +50,21 @@ pub struct AppState {
     pub proxies: crate::client_ip::TrustedProxies,
 }
 
+/// The client's address (trusted-proxy aware); none without a peer address.
+pub fn client_addr(req: &actix_web::HttpRequest, st: &AppState) -> Option<std::net::IpAddr> {
+    req.peer_addr().map(|p| {
+        let xff = crate::client_ip::forwarded_for(req.headers());
+        st.proxies.client_ip(p.ip(), xff.as_deref())
+    })
+}
+
 /// Who is asking: the client IP (trusted-proxy aware) and the request id, for the audit.
 pub fn request_context(
     req: &actix_web::HttpRequest,
     st: &AppState,
 ) -> crate::service::core::audit::RequestContext {
-    let client_ip = req
-        .peer_addr()
-        .map(|p| {
-            let xff = crate::client_ip::forwarded_for(req.headers());
-            st.proxies.client_ip(p.ip(), xff.as_deref()).to_string()
-        })
+    let client_ip = client_addr(req, st)
+        .map(|ip| ip.to_string())
         .unwrap_or_default();
     let request_id = req
         .extensions()

@@ -42,14 +42,10 @@ pub async fn create_tenant(st: State, body: Body) -> ApiResult {
     let admin = is_admin(&body.req, &st);
     // A create's relay check counts in its client's share (not a tenant's: none exists
     // yet), the client taken as the limits take it (an IPv6 one per /56).
-    let client = body
-        .req
-        .peer_addr()
-        .map(|p| {
-            let xff = crate::client_ip::forwarded_for(body.req.headers());
-            crate::client_ip::limited_as(st.proxies.client_ip(p.ip(), xff.as_deref())).to_string()
-        })
-        .unwrap_or_else(|| "unknown".into());
+    let client = super::client_addr(&body.req, &st).map_or_else(
+        || "unknown".into(),
+        |ip| crate::client_ip::limited_as(ip).to_string(),
+    );
     match mode {
         RegistrationMode::Closed => return Err(ApiError::RegistrationClosed),
         RegistrationMode::Admin if !admin => return Err(ServiceError::Unauthorized.into()),

@@ -34,6 +34,9 @@ fn topic_account(arn: &str) -> Option<&str> {
 
 const CERT_MAX: usize = 16 * 1024;
 
+/// Keys whose STS misses are remembered before the ones that are no longer recent go.
+const STS_MISSES_KEPT: usize = 4096;
+
 /// How long a key STS refused or did not answer for is not asked again (ms).
 const STS_MISS_KEPT: i64 = 30_000;
 
@@ -52,7 +55,7 @@ impl StsMisses {
 
     fn note(&self, key: String, now: i64, refused: bool) {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if m.len() >= CERTS_KEPT * 128 {
+        if m.len() >= STS_MISSES_KEPT {
             m.retain(|_, (at, _)| (0..STS_MISS_KEPT).contains(&(now - *at)));
         }
         m.insert(key, (now, refused));
