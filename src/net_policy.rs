@@ -211,6 +211,9 @@ fn v4_is_public(ip: Ipv4Addr) -> bool {
         || in_net([100, 64, 0, 0], 10)
         || in_net([192, 0, 0, 0], 24)
         || in_net([198, 18, 0, 0], 15)
+        // The 6to4 relay anycast (deprecated by RFC 7526): whichever relay answers forwards
+        // into IPv6, as 2002::/16 embeds an address; refused like it.
+        || in_net([192, 88, 99, 0], 24)
         || in_net([240, 0, 0, 0], 4)
         // Azure's WireServer, a public address every Azure VM reaches as its platform's
         // metadata and certificate endpoint.

@@ -67,6 +67,8 @@ fn every_spelling_of_a_private_host_is_refused() {
         "224.0.0.1",
         "ff02::1",
         "198.18.0.1",
+        "192.88.99.1",
+        "[::ffff:192.88.99.1]",
         "240.0.0.1",
         "255.255.255.255",
         "64:ff9b::7f00:1",
@@ -107,6 +109,10 @@ fn public_hosts_pass_and_ports_and_plaintext_are_checked() {
         assert!(p.check_static(h, 587, false).is_ok(), "{h}");
     }
     assert!(p.check_static("8.8.8.8", 465, false).is_ok());
+    // Beside the 6to4 relay anycast 192.88.99/24: public.
+    for h in ["192.88.98.255", "192.88.100.1"] {
+        assert!(p.check_static(h, 465, false).is_ok(), "{h}");
+    }
     // Just past the protocol-assignment block: public (Google's 2001:4860::/32).
     for h in [
         "[2606:4700::1111]",

@@ -126,7 +126,8 @@ pub fn event_row(outcome: EventOutcome, now: Millis) -> (&'static str, Millis) {
 }
 
 /// A code's delivery as shown: the stored column holds queued, sent or failed; a queued
-/// message whose outbox row is leased right now is `sending`.
+/// message whose outbox row is leased right now, or whose begun send nobody has settled yet,
+/// is `sending`.
 pub fn shown_delivery(stored: &str, leased: bool) -> Option<DeliveryStatus> {
     match DeliveryStatus::parse_stored(stored)? {
         DeliveryStatus::Queued if leased => Some(DeliveryStatus::Sending),

@@ -92,10 +92,10 @@ pub(crate) fn sql(url: &str, q: &'static str) -> i64 {
     })
 }
 
-/// Wait (15 s at most) until the query's integer is `n`; `what` says what never happened.
 /// Leased messages whose send is recorded as begun (after DATA's go-ahead).
 const BEGUN: &str = "SELECT COUNT(*) FROM outbox WHERE leased_by IS NOT NULL AND unstarted = FALSE";
 
+/// Wait (15 s at most) until the query's integer is `n`; `what` says what never happened.
 pub(crate) async fn wait_sql(url: &str, q: &'static str, n: i64, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while sql(url, q) != n {
@@ -269,6 +269,38 @@ async fn an_async_send_killed_in_flight_is_never_sent_again_and_its_code_stays_v
     assert_eq!(v["delivery"]["status"], "unknown", "{v}");
     // Its send is counted: the person may have the message.
     assert_eq!(v["delivery"]["attempts"], 1, "{v}");
+}
+
+/// A message whose lease ran out while its sender was in DATA (the database was away for a
+/// moment) is still `sending` in `GET /v1/otp/{key}` — it showed `queued`, as if nothing
+/// had left — and is recorded `sent` once the relay answers, sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_in_data_whose_lease_ran_out_shows_sending_until_its_outcome_is_recorded() {
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (conf, url) = config(dir.path(), &smtp, "");
+    let run = start(dir.path(), &conf);
+    let base = format!("http://127.0.0.1:{}", run.port);
+    let sk = create_tenant(&base, &smtp, json!({})).await;
+    smtp.hold();
+    let (s, v) = post(
+        &base,
+        "/v1/otp",
+        &sk,
+        json!({"email": "ada@example.com", "delivery": "async"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let key = v["shareable_key"].as_str().unwrap().to_string();
+    wait_sql(&url, BEGUN, 1, "the send was never recorded as begun").await;
+    sql(&url, "UPDATE outbox SET lease_until = 0");
+    let (s, v) = get(&base, &format!("/v1/otp/{key}"), &sk).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["delivery"]["status"], "sending", "{v}");
+    smtp.release();
+    let v = settled(&base, &sk, &key).await;
+    assert_eq!(v["delivery"]["status"], "sent", "{v}");
+    assert_eq!(smtp.count_to("ada@example.com"), 1, "sent once");
 }
 
 /// API.md §19.2, §19.3: an async message its sender had claimed but whose send had not

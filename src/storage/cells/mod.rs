@@ -86,7 +86,10 @@ pub(crate) use tenant::{oauth2_json, provider_columns, provider_json, tenant_fro
 columns!(
     /// A code's columns as `GET /v1/otp/{key}` shows it, for queries that name the table
     /// `c` (read by [`view_from`]); `{now}` stands for the SQL of the current time its lease
-    /// is compared with (a lease that ran out no longer shows the message as `sending`).
+    /// is compared with. A message is `sending` while its lease runs, and after it ran out
+    /// while its send is recorded as begun: until the sweep records the outcome `unknown`
+    /// (its sender died) or the sender records it (the lease ran out during an outage).
+    /// One whose lease ran out before its send began shows `queued`: it goes back to the queue.
     VIEW_LIST,
     VIEW = [
         "c.status",
@@ -104,7 +107,8 @@ columns!(
         "c.delivery_attempts",
         "c.delivery_reason",
         "c.sent_at",
-        "EXISTS(SELECT 1 FROM outbox o WHERE o.key_digest = c.key_digest AND o.lease_until >= {now}) AS sending",
+        "EXISTS(SELECT 1 FROM outbox o WHERE o.key_digest = c.key_digest \
+           AND (o.lease_until >= {now} OR (o.leased_by IS NOT NULL AND NOT o.unstarted))) AS sending",
         "c.resends",
         "c.test",
         "c.locale",

@@ -315,7 +315,9 @@ mod tests {
     #[test]
     fn a_codes_view_compares_its_lease_with_the_clock_it_is_given() {
         let cols = view_cols("?4");
-        assert!(cols.contains("o.lease_until >= ?4) AS sending"));
+        assert!(cols.contains(
+            "o.lease_until >= ?4 OR (o.leased_by IS NOT NULL AND NOT o.unstarted))) AS sending"
+        ));
         assert!(!cols.contains("{now}"));
         assert_eq!(VIEW[at!(VIEW, "c.claimed_at")], "c.claimed_at");
         assert_eq!(VIEW_WIDTH, VIEW.len());
