@@ -499,6 +499,14 @@ async fn tenant_self_service_reads_and_changes_name_and_smtp_only() {
     assert_eq!(v["name"], "Mine");
     assert_eq!(v["policy"]["max_attempts"], 5);
     assert_eq!(v["smtp"]["host"], "127.0.0.1");
+    // The same address spelt another way is no move: the stored password stays.
+    for host in ["[127.0.0.1]", "127.0.0.1"] {
+        let r = app
+            .patch("/v1/tenant", &sk, json!({"smtp": {"host": host}}))
+            .await;
+        assert_eq!(r.status(), StatusCode::OK, "{host}");
+        assert_eq!(r.json::<Value>().await.unwrap()["smtp"]["host"], host);
+    }
 }
 
 #[tokio::test]

@@ -284,9 +284,11 @@ impl Tenants {
             (None, None) => c.oauth2.clone().map(|o| (o, None)),
         };
         // A host given but not parsed counts as a move: the secrets rule is reported with
-        // the other errors, not in a second round.
-        let mut moved =
-            host.as_ref().is_none_or(|h| *h != c.host) || port != c.port || username != c.username;
+        // the other errors, not in a second round. The same address spelt another way
+        // (`[192.0.2.1]` for `192.0.2.1`) is no move.
+        let mut moved = host.as_ref().is_none_or(|h| !same_place(h, &c.host))
+            || port != c.port
+            || username != c.username;
         match (&oauth2, &c.oauth2) {
             (Some((o, _)), Some(before)) => moved |= o.moved_from(before),
             // A new way to log in needs its secret whatever else changed.
@@ -426,6 +428,13 @@ impl Tenants {
                 crate::service::events::webhooks::refused(&format!("{relay}.oauth2.token_url"), e)
             })
     }
+}
+
+/// Whether two relay hosts name the same place: the same text, or the same address however
+/// it is spelt.
+fn same_place(a: &SmtpHost, b: &SmtpHost) -> bool {
+    use crate::net_policy::HostName;
+    a == b || HostName::parse(a.as_str()).is_some_and(|h| HostName::parse(b.as_str()) == Some(h))
 }
 
 #[cfg(test)]
