@@ -1,7 +1,7 @@
 //! otpmint binary: parse the CLI, load settings, start telemetry, set the threads' CPU
 //! scheduling, dispatch.
 
-use otpmint::cli::{new_master_key, run, used, Cli, Command, KeysCommand};
+use otpmint::cli::{healthcheck_now, new_master_key, run, used, Cli, Command, KeysCommand};
 use otpmint::config::Settings;
 
 fn main() -> std::process::ExitCode {
@@ -18,6 +18,10 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         };
+    }
+    // A health check reads `server.bind` at most (API.md §18.1).
+    if let Some(Command::Healthcheck { url }) = &cli.command {
+        return healthcheck_now(cli.config.as_deref(), url.as_deref());
     }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
@@ -67,13 +71,15 @@ fn main() -> std::process::ExitCode {
 }
 
 /// `--help` and `--version` as clap prints them; a usage error as one line on stderr, exit 2
-/// (API.md §5: one clear line on failure), without clap's usage block.
+/// (API.md §5: one clear line on failure), without clap's usage block — exit 1 for
+/// `healthcheck`, whose statuses are 0 and 1 only (§18.1; Docker reserves 2).
 fn usage_error(e: clap::Error) -> std::process::ExitCode {
     use clap::error::ErrorKind;
     if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
         let _ = e.print();
         return std::process::ExitCode::SUCCESS;
     }
+    let status = if the_command_is("healthcheck") { 1 } else { 2 };
     let text = e.render().to_string();
     // A command group alone (`otpmint tenant`): one line naming the commands it offers.
     if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
@@ -99,7 +105,7 @@ fn usage_error(e: clap::Error) -> std::process::ExitCode {
             "error: `{group}` needs a command: {} ({group} --help explains them)",
             commands.join(", ")
         );
-        return std::process::ExitCode::from(2);
+        return std::process::ExitCode::from(status);
     }
     let line = text
         .lines()
@@ -109,5 +115,18 @@ fn usage_error(e: clap::Error) -> std::process::ExitCode {
         .collect::<Vec<_>>()
         .join(" ");
     eprintln!("{line} (otpmint --help shows the commands)");
-    std::process::ExitCode::from(2)
+    std::process::ExitCode::from(status)
+}
+
+/// Whether the command line names `command` first (after any `--config FILE`).
+fn the_command_is(command: &str) -> bool {
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--config" {
+            args.next();
+        } else if !a.starts_with("--config=") {
+            return a == command;
+        }
+    }
+    false
 }

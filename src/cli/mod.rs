@@ -12,6 +12,7 @@ macro_rules! say {
 }
 
 mod healthcheck;
+pub use healthcheck::healthcheck_now;
 mod keys;
 mod stats;
 mod tenant;
@@ -197,7 +198,9 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
             say!("migrations applied")?;
             Ok(())
         }
-        Command::Healthcheck { url } => healthcheck::healthcheck(&settings, url.as_deref()).await,
+        Command::Healthcheck { url } => {
+            healthcheck::healthcheck(&settings.server.bind, url.as_deref()).await
+        }
         Command::MigrateStore { from, to } => {
             say_used(format!(
                 "copying from {} to {}",
@@ -219,10 +222,13 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
         }
         Command::Config(ConfigCommand::Check) => {
             // Every check serve makes before it binds (API.md §18.8), the database's
-            // keyring against the master key included.
+            // keyring against the master key included; the error line names the database.
+            say_used(format!(
+                "database: {}",
+                describe(&settings.database_location()?)
+            ));
             crate::startup::preflight(&settings)?;
             crate::startup::check_installation(&settings)?;
-            eprintln!("database: {}", describe(&settings.database_location()?));
             for (warn, note) in settings.start_notes(std::env::vars()) {
                 eprintln!("{}: {note}", if warn { "warning" } else { "note" });
             }
@@ -343,9 +349,11 @@ async fn serve(settings: Settings, file: Option<PathBuf>) -> Result<(), CliError
             tracing::info!("{note}");
         }
     }
-    // The checks `config check` makes, first: their errors name the setting at fault.
-    crate::startup::preflight(&settings)?;
-    let app = Application::build(settings)?;
+    // The checks `config check` makes, first: their errors name the setting at fault, and
+    // the database (API.md §18.8).
+    let named = |e: CliError| CliError(format!("{} (database: {database})", e.0));
+    crate::startup::preflight(&settings).map_err(|e| named(e.into()))?;
+    let app = Application::build(settings).map_err(|e| named(e.into()))?;
     app.reload_on_sighup(file);
     let tenants = app.services().core.tenants().await.map_err(service_msg)?;
     tracing::info!(bind = %bind, port = app.port(), database = %database, "otpmint listening");

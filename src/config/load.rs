@@ -150,6 +150,52 @@ impl Settings {
         Ok(settings)
     }
 
+    /// `server.bind` alone, from the same layers: what `otpmint healthcheck` needs, without
+    /// the checks a server's start makes on the rest (a secret file the running server read
+    /// at its start and has since changed is no reason to call the server unhealthy).
+    pub fn bind_only(file: Option<&Path>) -> Result<String, ConfigError> {
+        Self::bind_only_from(file, std::env::vars())
+    }
+
+    /// As [`Settings::bind_only`], with the environment given explicitly (tests).
+    pub fn bind_only_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<String, ConfigError> {
+        let failed = |source_name: String| {
+            move |e: config::ConfigError| ConfigError::Load {
+                source_name,
+                message: without_values(e.to_string()),
+            }
+        };
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::Load {
+                    source_name: path.display().to_string(),
+                    message: "file not found".into(),
+                });
+            }
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml));
+        }
+        for (name, value) in env {
+            let bind = name
+                .strip_prefix(ENV_PREFIX)
+                .is_some_and(|k| k.eq_ignore_ascii_case("SERVER__BIND"));
+            if bind {
+                builder = builder
+                    .set_override("server.bind", value)
+                    .map_err(failed(format!("environment variable {name}")))?;
+            }
+        }
+        let name = file.map_or("configuration".into(), |p| p.display().to_string());
+        builder
+            .build()
+            .and_then(|c| c.get_string("server.bind"))
+            .map_err(failed(name))
+    }
+
     /// Where the database URL came from, for messages: `database.url`, or
     /// `database.url_file` and its path.
     pub fn database_url_source(&self) -> String {

@@ -213,6 +213,8 @@ fn a_value_of_the_wrong_type_is_refused_not_converted_naming_key_and_source() {
         .to_string();
     assert!(err.contains("`limits.per_ip_per_second`"), "{err}");
     assert!(!err.contains("18446744073709551615"), "{err}");
+    // Its range, as for any other value outside it (API.md §6.31).
+    assert!(err.contains("must be a whole number between"), "{err}");
     let err = Settings::load_from(None, env(&[("OTPMINT__COMPAT__OTPMINT", "yes")]))
         .unwrap_err()
         .to_string();

@@ -94,7 +94,10 @@ fn value(v: &DeValue<'_>, default: Option<&DeValue<'_>>, key: &str) -> Result<()
     };
     if let Some(i) = v.as_integer() {
         if i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()).is_err() {
-            return refused("is out of range (past a 64-bit integer)".into());
+            return refused(match super::Settings::range_of(key) {
+                Some(range) => format!("must be {range} (got a number past a 64-bit integer)"),
+                None => "is out of range (past a 64-bit integer)".into(),
+            });
         }
     }
     let Some(d) = default else {

@@ -20,9 +20,29 @@ pub(super) fn fail(reason: DeliveryReason, detail: impl fmt::Display) -> Deliver
 pub(super) fn tls_failure(e: &io::Error) -> String {
     match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
         Some(rustls::Error::InvalidMessage(_)) => "the relay did not answer in TLS: it may expect STARTTLS on this port (tls = \"starttls\", as on 587) or no TLS at all".into(),
+        Some(rustls::Error::InvalidCertificate(c)) => match certificate_failure(c) {
+            Some(words) => format!("the TLS handshake failed: {words}"),
+            None => format!("the TLS handshake failed: {c:?}"),
+        },
         Some(inner) => format!("the TLS handshake failed: {inner}"),
         None => format!("the TLS handshake failed: {e}"),
     }
+}
+
+/// The certificate problems a relay's operator meets, in words that say what to change.
+fn certificate_failure(c: &rustls::CertificateError) -> Option<&'static str> {
+    use rustls::CertificateError as C;
+    Some(match c {
+        C::UnknownIssuer => "the relay's certificate is not signed by an authority this server trusts (a private CA goes in smtp.extra_root_certificates)",
+        C::NotValidForName | C::NotValidForNameContext { .. } => "the relay's certificate does not name the host it was reached by (smtp.host must be a name, or address, on its certificate)",
+        C::Expired | C::ExpiredContext { .. } => "the relay's certificate has expired",
+        C::NotValidYet | C::NotValidYetContext { .. } => "the relay's certificate is not valid yet (check the clocks)",
+        C::Other(o) => match o.0.downcast_ref::<webpki::Error>() {
+            Some(webpki::Error::CaUsedAsEndEntity) => "the relay presents a CA certificate (CA:TRUE) as its own: it needs a certificate of its own signed by a CA that smtp.extra_root_certificates lists",
+            _ => return None,
+        },
+        _ => return None,
+    })
 }
 
 /// A socket error by which a relay turns a session away: refused, reset, closed on us.
@@ -133,5 +153,26 @@ mod tests {
         );
         let other = io::Error::new(io::ErrorKind::InvalidData, rustls::Error::DecryptError);
         assert!(tls_failure(&other).starts_with("the TLS handshake failed: "));
+        // A certificate's problem says what to change, not rustls's variant name.
+        let certificate = |c: rustls::CertificateError| {
+            tls_failure(&io::Error::new(
+                io::ErrorKind::InvalidData,
+                rustls::Error::InvalidCertificate(c),
+            ))
+        };
+        let ca = rustls::CertificateError::Other(rustls::OtherError(std::sync::Arc::new(
+            webpki::Error::CaUsedAsEndEntity,
+        )));
+        let words = certificate(ca);
+        assert!(
+            words.contains("CA:TRUE") && !words.contains("CaUsedAsEndEntity"),
+            "{words}"
+        );
+        let words = certificate(rustls::CertificateError::UnknownIssuer);
+        assert!(words.contains("smtp.extra_root_certificates"), "{words}");
+        let words = certificate(rustls::CertificateError::NotValidForName);
+        assert!(words.contains("does not name the host"), "{words}");
+        let words = certificate(rustls::CertificateError::BadSignature);
+        assert!(words.contains("BadSignature"), "{words}");
     }
 }

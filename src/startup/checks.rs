@@ -5,7 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{
-    check_keyring, configured_master_key, mailer_of, previous_master_keys, resolve, StartupError,
+    check_keyring, configured_master_key, mailer_of, previous_master_keys, resolve, Install,
+    StartupError,
 };
 use crate::config::{DatabaseLocation, Settings};
 use crate::storage::sqlite::SqliteStore;
@@ -81,30 +82,55 @@ pub fn preflight(settings: &Settings) -> Result<(), StartupError> {
     Ok(())
 }
 
-/// What `serve` checks of a SQLite database that exists, without writing to it (`otpmint
-/// config check`, API.md §18.8): it is one, and the master key opens its keyring (a missing
-/// key file is not made anew for a database that holds one). One from an older version, or
-/// with no keyring yet, passes (`serve` migrates it or makes one). PostgreSQL is not asked.
+/// What `serve` checks of a database that exists, without writing to it (`otpmint config
+/// check`, API.md §18.8): SQLite's file is a database, PostgreSQL's server answers at once
+/// and the database is there, and the master key opens the keyring (a missing key file is
+/// not made anew for a database that holds one). One from an older version, or with no
+/// keyring yet, passes (`serve` migrates it or makes one).
 pub fn check_installation(settings: &Settings) -> Result<(), StartupError> {
-    let Ok(DatabaseLocation::Sqlite(path)) = settings.database_location() else {
-        return Ok(());
+    let not_yet = |e: &StartupError| {
+        matches!(
+            e,
+            StartupError::Store(crate::storage::StoreError::NotInstalled(_))
+        )
     };
-    let path = resolve(&path);
-    if !path.exists() {
-        return Ok(());
-    }
-    let store = match SqliteStore::open_existing(&path, 1) {
-        Ok(store) => store,
-        Err(crate::storage::StoreError::NotInstalled(_)) => return Ok(()),
-        Err(e) => {
-            return Err(StartupError::Other(format!(
-                "database {} ({}): {e}",
-                path.display(),
-                settings.database_url_source()
-            )))
+    let store = match settings.database_location() {
+        Ok(DatabaseLocation::Sqlite(path)) => {
+            let path = resolve(&path);
+            if !path.exists() {
+                return Ok(());
+            }
+            match SqliteStore::open_existing(&path, 1) {
+                Ok(store) => Arc::new(store) as Arc<dyn crate::storage::Store>,
+                Err(crate::storage::StoreError::NotInstalled(_)) => return Ok(()),
+                Err(e) => {
+                    return Err(StartupError::Other(format!(
+                        "database {} ({}): {e}",
+                        path.display(),
+                        settings.database_url_source()
+                    )))
+                }
+            }
         }
+        Ok(DatabaseLocation::Postgres(_)) => {
+            match super::open_store_as(settings, Install::Existing) {
+                Ok(store) => store,
+                Err(e) if not_yet(&e) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(_) => return Ok(()),
     };
-    check_keyring(settings, &crate::storage::KeyringStore::keyring(&store)?)
+    // The PostgreSQL driver blocks: on a thread of its own, not the caller's async one
+    // (the store is dropped there too).
+    let rows = std::thread::scope(|s| {
+        s.spawn(move || store.keyring()).join().unwrap_or_else(|_| {
+            Err(crate::storage::StoreError::Corrupt(
+                "reading the keyring panicked".into(),
+            ))
+        })
+    })?;
+    check_keyring(settings, &rows)
 }
 
 /// Whether `serve` could make a file at `path`, its folders included: the nearest folder

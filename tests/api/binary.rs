@@ -1109,6 +1109,32 @@ async fn secrets_come_from_files_at_start_and_on_sighup_and_healthcheck_exits_by
         "{}",
         String::from_utf8_lossy(&proxied.stderr)
     );
+    // Without --url only server.bind is read: a token file rewritten badly since the start
+    // (the server keeps the token it has) fails no health check; a usage error is 1, not 2.
+    std::fs::write(creds.join("admin-token"), "two\nlines\n").unwrap();
+    let by_bind = otpmint(dir.path())
+        .arg("--config")
+        .arg(&conf)
+        .arg("healthcheck")
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .env(
+            "OTPMINT__SERVER__BIND",
+            format!("127.0.0.1:{}", running.port),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(
+        by_bind.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&by_bind.stderr)
+    );
+    std::fs::write(creds.join("admin-token"), "admin-token-from-a-file-000002").unwrap();
+    let usage = otpmint(dir.path())
+        .args(["healthcheck", "--bogus"])
+        .output()
+        .unwrap();
+    assert_eq!(usage.status.code(), Some(1));
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);

@@ -106,6 +106,68 @@ async fn serve_waits_for_a_postgresql_not_up_yet_but_not_for_a_wrong_database() 
     assert!(err.contains("does not exist"), "{err}");
 }
 
+/// `config check` on PostgreSQL makes the checks `serve` makes before it binds (API.md
+/// §18.8; found by a black-box audit, which saw "configuration ok" and then `serve` fail):
+/// the server answers, the database exists, the master key opens its keyring — naming the
+/// database; an empty database passes (`serve` installs it) and nothing is written to it.
+#[test]
+fn config_check_on_postgresql_refuses_what_serve_would() {
+    let base = crate::helpers::postgres_base_url().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pg = crate::helpers::fresh_pg_database(&base);
+    let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let other = "9NQ6HO6F1PqzdxHgaNrxucUxPACCwfEt/THEBkzx3ok=";
+    let run = |args: &[&str], url: &str, key: &str| {
+        let out = crate::binary::otpmint(dir.path())
+            .args(args)
+            .env("OTPMINT__DATABASE__URL", url)
+            .env("OTPMINT__CRYPTO__MASTER_KEY", key)
+            .env("OTPMINT__CRYPTO__MASTER_KEY_FILE", "")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let check = |url: &str, key: &str| run(&["config", "check"], url, key);
+    let (ok, err) = check(&pg, key);
+    assert!(ok, "an empty database: {err}");
+    assert!(err.contains("database: postgresql"), "{err}");
+    let tables = |url: &str| {
+        let url = url.to_string();
+        crate::helpers::pg_blocking(move || {
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            let n: i64 = c
+                .query_one(
+                    "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'public'",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            n
+        })
+    };
+    assert_eq!(tables(&pg), 0, "config check wrote to the database");
+    let (ok, err) = run(&["migrate"], &pg, key);
+    assert!(ok, "{err}");
+    let (ok, err) = check(&pg, key);
+    assert!(ok, "{err}");
+    let (ok, err) = check(&pg, other);
+    assert!(!ok && err.contains("does not match"), "{err}");
+    assert!(err.contains("(database: postgresql"), "{err}");
+    assert!(!err.contains(other), "{err}");
+    let name = pg.rsplit('/').next().unwrap().split('?').next().unwrap();
+    let missing = crate::helpers::pg_url_for(&pg, &format!("{name}_missing"));
+    let (ok, err) = check(&missing, key);
+    assert!(!ok && err.contains("does not exist"), "{err}");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let (ok, err) = check(&at_port(&pg, port), key);
+    assert!(!ok && err.contains("refused"), "{err}");
+}
+
 /// Run `cmd` to its end, killed (and the test failed) if it is still running after `most`:
 /// a start that never gives up would otherwise hang the suite.
 fn ended_within(mut cmd: Command, most: Duration) -> (Option<i32>, String) {
