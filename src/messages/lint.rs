@@ -88,13 +88,16 @@ fn lint_with(f: &Fields, code_length: u32, app_name: &str) -> Result<(), Vec<Tem
             }
         }
     }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    // Compile each part; name unknown variables.
+    // Compile each part the checks above passed (a part too long or holding control
+    // characters is not compiled too); name unknown variables. Every part's errors come in
+    // one answer, so that a template is not fixed one refusal at a time.
+    let refused: Vec<&str> = errors.iter().map(|e| e.field).collect();
     let env = sandbox();
-    let mut compiled = true;
+    let mut compiled = errors.is_empty();
     for (field, src) in &parts {
+        if refused.contains(field) {
+            continue;
+        }
         match env.template_from_named_str(field, src) {
             Err(e) => {
                 compiled = false;
@@ -197,7 +200,7 @@ fn lint_with(f: &Fields, code_length: u32, app_name: &str) -> Result<(), Vec<Tem
                 ));
             }
             if let Some(h) = &r.html {
-                if !holds_code(h, &sample) {
+                if !html_shows_code(h, &sample) {
                     errors.push(TemplateError::new(
                         "html",
                         None,

@@ -90,7 +90,11 @@ impl From<&TenantTemplate> for Fields {
 /// A rendered message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
+    /// The subject, made one line.
     pub subject: String,
+    /// Whether the subject rendered a line break or control character (made a space, or
+    /// dropped, in `subject`): a branch the lint's sample did not take.
+    pub subject_broken: bool,
     pub text: String,
     pub html: Option<String>,
     /// The text message, when the template has one.
@@ -193,15 +197,83 @@ fn holds_code(out: &str, code: &str) -> bool {
 /// HTML when it has one (a tenant template that hides it for some recipient or purpose is
 /// not used; API.md §6.29).
 pub fn shows_code(r: &Rendered, code: &str) -> bool {
-    holds_code(&r.text, code) && r.html.as_deref().is_none_or(|h| holds_code(h, code))
+    holds_code(&r.text, code) && r.html.as_deref().is_none_or(|h| html_shows_code(h, code))
 }
 
-/// Whether a rendered email's subject is no longer than a subject may be. A subject is a
-/// header line (at most 998 bytes, RFC 5322, and relays refuse longer ones): a tenant's
-/// that renders longer for a message's values (a long name or address, repeated) is not
-/// used, the built-in one is (a text message has no subject: it is not asked).
+/// Whether HTML shows the code where a mail client shows text: not only in a comment, an
+/// attribute (`alt`, `title`) or an element that is never shown (`head`, `style`, …).
+fn html_shows_code(html: &str, code: &str) -> bool {
+    holds_code(&visible_text(html), code)
+}
+
+/// Elements whose content a mail client does not show as text.
+const UNSHOWN: [&str; 6] = ["head", "title", "style", "script", "template", "noscript"];
+
+/// The text of HTML a reader sees, roughly: comments, tags (with their attributes) and the
+/// content of [`UNSHOWN`] elements taken out; each tag leaves a space, so that digits on
+/// both sides of one are not read as one run.
+fn visible_text(html: &str) -> String {
+    // ASCII lower case keeps every byte offset: positions found in it hold in `html`.
+    let lower = html.to_ascii_lowercase();
+    let end = html.len();
+    let after = |from: usize, what: &str| {
+        lower[from..]
+            .find(what)
+            .map_or(end, |j| from + j + what.len())
+    };
+    let mut out = String::with_capacity(html.len());
+    let mut i = 0;
+    while i < end {
+        let rest = &lower[i..];
+        let opens_tag = rest.starts_with('<')
+            && rest[1..]
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || matches!(c, '/' | '!' | '?'));
+        if rest.starts_with("<!--") {
+            i = after(i + 4, "-->");
+        } else if opens_tag {
+            let name: String = rest[1..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            i = tag_end(&lower, i);
+            if UNSHOWN.contains(&name.as_str()) {
+                i = after(after(i, &format!("</{name}")), ">");
+            }
+            out.push(' ');
+        } else if let Some(c) = html[i..].chars().next() {
+            out.push(c);
+            i += c.len_utf8();
+        } else {
+            break;
+        }
+    }
+    out
+}
+
+/// Where the tag that opens at `at` ends (after its `>`; quoted attribute values may hold
+/// one), or the end of the text.
+fn tag_end(lower: &str, at: usize) -> usize {
+    let mut quote = None;
+    for (j, c) in lower[at..].char_indices() {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '>') => return at + j + 1,
+            _ => {}
+        }
+    }
+    lower.len()
+}
+
+/// Whether a rendered email's subject is one line no longer than a subject may be. A
+/// subject is a header line (at most 998 bytes, RFC 5322, and relays refuse longer ones): a
+/// tenant's that renders longer for a message's values (a long name or address, repeated),
+/// or renders a line break (API.md §8), is not used, the built-in one is (a text message
+/// has no subject: it is not asked).
 pub fn subject_fits(r: &Rendered) -> bool {
-    r.subject.chars().count() <= SUBJECT_MAX_CHARS
+    !r.subject_broken && r.subject.chars().count() <= SUBJECT_MAX_CHARS
 }
 
 /// A magic link the template did not place goes at the end of the message: a paragraph of
@@ -327,12 +399,15 @@ impl TemplateSet {
     pub fn render(&self, locale: &str, vars: &Vars<'_>) -> Result<Rendered, TemplateError> {
         let ctx = vars.context();
         let part = |field: &'static str| self.part(locale, field, &ctx);
-        let subject = one_line(&part("subject")?);
+        let raw = part("subject")?;
+        let subject = one_line(&raw);
         let text = part("text")?;
         let parts = self.locales.get(locale).copied().unwrap_or_default();
         let html = parts.html.then(|| part("html")).transpose()?;
         Ok(Rendered {
             subject,
+            subject_broken: raw.chars().any(char::is_control)
+                || raw.contains(['\u{2028}', '\u{2029}']),
             text,
             html,
             // A text message that fails does not take the email down with it: it is then

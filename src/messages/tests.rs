@@ -167,6 +167,44 @@ fn lint_names_field_and_line() {
     assert_eq!(e[0].field, "text");
     let e = lint(&fields(" ", "{{ code }}", None), 6).unwrap_err();
     assert_eq!(e[0].field, "subject");
+    // Every part's errors in one answer (a black-box audit saw the subject's alone).
+    let e = lint(&fields(&"x".repeat(201), "{{ foo }}", None), 6).unwrap_err();
+    let fields_of = |e: &[TemplateError]| e.iter().map(|e| e.field).collect::<Vec<_>>();
+    assert_eq!(fields_of(&e), ["subject", "text"], "{e:?}");
+    let e = lint(&fields("a\nb", "{{ code }} {{ x }}", None), 6).unwrap_err();
+    assert_eq!(fields_of(&e), ["subject", "text"], "{e:?}");
+}
+
+/// HTML shows the code where a mail client shows text (API.md §6.29, §8; found by a
+/// black-box audit): in a comment, an attribute or the head it shows nothing.
+#[test]
+fn an_html_part_must_show_the_code_not_only_hold_it() {
+    for hidden in [
+        "<!-- {{ code }} --><p>Hallo</p>",
+        "<img alt=\"{{ code }}\" src=\"x.png\">",
+        "<a title='{{ code }}' href=\"#\">open</a>",
+        "<html><head><title>{{ code }}</title></head><body><p>Hi</p></body></html>",
+        "<style>/* {{ code }} */</style><p>Hi</p>",
+    ] {
+        let e = lint(&fields("Hi", "{{ code }}", Some(hidden)), 6).unwrap_err();
+        assert_eq!(e[0].field, "html", "{hidden}");
+    }
+    for shown in [
+        "<p>Your code: <b>{{ code }}</b></p>",
+        "<p>1 < 2: {{ code }}</p>",
+        "<div data-x=\"a>b\">{{ code }}</div>",
+        "<html><head><title>Code</title></head><body>{{ code }}</body></html>",
+    ] {
+        assert_eq!(
+            lint(&fields("Hi", "{{ code }}", Some(shown)), 6),
+            Ok(()),
+            "{shown}"
+        );
+    }
+    // A tag parts digits: the code beside other digits across one is still whole, and a
+    // code split by one is not.
+    assert!(html_shows_code("<p>1</p>234567<p>8</p>", "234567"));
+    assert!(!html_shows_code("<p>12<b>3456</b></p>", "123456"));
 }
 
 #[test]

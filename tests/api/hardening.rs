@@ -524,3 +524,42 @@ async fn a_template_that_hides_the_code_from_some_recipient_gives_way_to_the_bui
     assert_eq!(fallbacks.len(), 1, "{v}");
     assert_eq!(fallbacks[0]["recipient"], "v***@example.com");
 }
+
+/// The same for a subject that breaks its line, and HTML that shows the code only in a
+/// comment, for one recipient (API.md §6.29, §8; found by a black-box audit: the subject
+/// went out with its break made a space, the HTML with no code a reader sees).
+#[tokio::test]
+async fn a_subject_breaking_its_line_or_html_hiding_the_code_for_some_recipient_gives_way_too() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    let t = json!({
+        "subject": "Code {% if email == \"eve@example.com\" %}{{ '\\r\\nBcc: evil@example.com' }}{% endif %}",
+        "text": "Your code: {{ code }}",
+        "html": "{% if email == \"mallory@example.com\" %}<!-- {{ code }} --><p>Hi</p>{% else %}<p>{{ code }}</p>{% endif %}"
+    });
+    let r = app.put("/v1/tenant/templates/en", &sk, t).await;
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+    for to in ["eve@example.com", "mallory@example.com"] {
+        let (key, code) = app.mint(&sk, to).await;
+        let msg = app.smtp.wait_for(to, 1).await;
+        let (subject, html) = (msg.subject().unwrap(), msg.html().unwrap());
+        assert!(
+            !subject.contains("Bcc") && !subject.starts_with("Code"),
+            "{subject}"
+        );
+        assert!(html.contains(&code) && !html.contains("<!--"), "{html}");
+        assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+    }
+    // Others get the tenant's own.
+    app.mint(&sk, "ada@example.com").await;
+    let msg = app.smtp.wait_for("ada@example.com", 1).await;
+    assert_eq!(msg.subject().unwrap(), "Code");
+    let v: Value = app.get("/v1/tenant/audit", &sk).await.json().await.unwrap();
+    let fallbacks = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "template.fallback")
+        .count();
+    assert_eq!(fallbacks, 2, "{v}");
+}

@@ -321,7 +321,7 @@ impl Tenants {
                     }
                     Ok(r) if !sms && !messages::subject_fits(&r) => tracing::warn!(
                         tenant_id = %tid, locale = %locale,
-                        "the tenant template's subject renders too long for a header line; the built-in one is used"
+                        "the tenant template's subject renders too long, or with a line break, for a header line; the built-in one is used"
                     ),
                     Ok(_) => tracing::warn!(
                         tenant_id = %tid, locale = %locale,
