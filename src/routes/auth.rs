@@ -217,10 +217,13 @@ async fn read_body_inner(
 
 /// JSON. A `charset` parameter is ignored, as RFC 8259 §11 has it: JSON is UTF-8, and
 /// bytes that are not fail as invalid JSON.
+/// Whether the body is declared `application/json` (parameters aside), the one request
+/// media type the API description declares (API.md §18.5): another JSON-based type
+/// (`application/merge-patch+json`, `application/problem+json`) means rules this API does
+/// not follow, and is 415.
 fn is_json(req: &HttpRequest) -> bool {
     req.mime_type().ok().flatten().is_some_and(|m| {
-        m.type_() == "application"
-            && (m.subtype() == "json" || m.suffix().is_some_and(|s| s == "json"))
+        m.type_() == "application" && m.subtype() == "json" && m.suffix().is_none()
     })
 }
 

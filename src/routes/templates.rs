@@ -189,6 +189,7 @@ pub async fn delete_template(o: Owner, st: State, path: web::Path<LocalePath>) -
     responses(
         (status = 200, description = "The rendered message", body = PreviewOut),
         (status = 400, response = problems::InvalidRequest),
+        (status = 413, description = "payload_too_large (over 256 KiB)", body = Problem, content_type = "application/problem+json"),
         (status = 422, response = problems::TemplateInvalid),
     ),
     security(("secret_key" = [])))]

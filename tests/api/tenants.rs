@@ -652,6 +652,19 @@ async fn operations_basics_health_errors_and_request_ids() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // The one media type the API description declares: another JSON-based one is not it.
+    for media in ["application/problem+json", "application/merge-patch+json"] {
+        let r = app
+            .client
+            .post(format!("{}/v1/otp", app.addr))
+            .bearer_auth(&sk)
+            .header("content-type", media)
+            .body(json!({"email": "ada@example.com"}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "{media}");
+    }
     // JSON under a Content-Encoding is refused rather than read as if plain (within a list
     // too); nothing is sent.
     let mint = json!({"email": "ada@example.com"}).to_string();
