@@ -336,6 +336,17 @@ _NOT_FOUND = {
 }
 
 
+def _secret(secret_key: str) -> str:
+    """The secret key as a header carries it: trimmed, visible ASCII only (never echoed)."""
+    key = secret_key.strip() if isinstance(secret_key, str) else ""
+    if not key or not all("!" <= c <= "~" for c in key):
+        raise ValueError(
+            "secret_key must be the tenant's secret key (sk_…): visible ASCII characters, "
+            "no line break or space inside"
+        )
+    return key
+
+
 class Client:
     """The tenant API with one secret key. Every method raises `OtpmintError` on any answer
     but its route's documented success (status and JSON body) — a redirect included:
@@ -344,13 +355,16 @@ class Client:
     connecting, sending, and the answer however slowly it comes), and
     `urllib.error.URLError` for anything else (the server cannot be reached, the
     connection breaks). `timeout` is a positive number of seconds; `None` (or `math.inf`)
-    sets no limit; anything else is a `ValueError` here."""
+    sets no limit; anything else is a `ValueError` here. The secret key is taken without
+    the white space around it (a key read from a file ends with a line break); one that
+    holds another character a header cannot carry is a `ValueError` here, which never
+    repeats it."""
 
     def __init__(
         self, base_url: str, secret_key: str, timeout: Optional[float] = 15.0
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._secret_key = secret_key
+        self._secret_key = _secret(secret_key)
         self.timeout = _timeout(timeout)
 
     def __repr__(self) -> str:  # never the secret key
@@ -478,7 +492,9 @@ class Client:
 
     def resend(self, shareable_key: str) -> ResendResult:
         """Send a new code under the same key (`POST /v1/otp/{key}/resend`): 201, 202
-        queued."""
+        queued. While the key's last message is still queued or being sent the answer is
+        409 `conflict` (try again once it was delivered or failed); over `otp.max_resends`,
+        429 `resend_limit_reached`; a key no longer pending, 410 with its state's code."""
         v, _ = self._request("POST", _otp_path(shareable_key) + "/resend", (201, 202), {})
         return cast(ResendResult, v)
 

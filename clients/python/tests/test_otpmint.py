@@ -296,6 +296,15 @@ class OfflineTest(unittest.TestCase):
         self.assertEqual(server.requests[0]["headers"]["Authorization"], "Bearer sk_test_secret")
         self.assertEqual(elsewhere.requests, [])
 
+    def test_a_key_read_from_a_file_is_trimmed_and_a_bad_one_never_echoed(self):
+        server = self.serve(lambda r: json_answer({"messages": []}))
+        otpmint.Client(server.url, " sk_test_secret\r\n").test_inbox()
+        self.assertEqual(server.requests[0]["headers"]["Authorization"], "Bearer sk_test_secret")
+        for bad in ["", " \n", "sk_test_se\ncret", "sk_test_séc", "sk test"]:
+            with self.assertRaises(ValueError) as caught:
+                otpmint.Client(server.url, bad)
+            self.assertNotIn("sk_test", str(caught.exception) + repr(caught.exception))
+
     def test_only_the_documented_success_is_returned(self):
         answers = [
             (200, {"Content-Type": "text/html"}, b"<html>hello</html>"),  # a proxy's page

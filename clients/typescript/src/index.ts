@@ -221,9 +221,18 @@ export class Client {
   readonly #secretKey: string;
   readonly #fetch: typeof fetch;
 
+  /** `secretKey` is taken without the white space around it (a key read from a file ends
+   * with a line break); one holding another character a header cannot carry is a
+   * `TypeError` here, which never repeats it. */
   constructor(baseUrl: string, secretKey: string, options: ClientOptions = {}) {
     this.baseUrl = baseUrl.replace(/\/+$/, "");
-    this.#secretKey = secretKey;
+    const key = typeof secretKey === "string" ? secretKey.trim() : "";
+    if (!/^[!-~]+$/.test(key)) {
+      throw new TypeError(
+        "secretKey must be the tenant's secret key (sk_…): visible ASCII characters, no line break or space inside",
+      );
+    }
+    this.#secretKey = key;
     this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
     const timeout = options.timeout ?? DEFAULT_TIMEOUT_MS;
     if (typeof timeout !== "number" || Number.isNaN(timeout) || timeout <= 0) {
@@ -313,7 +322,10 @@ export class Client {
     await this.#request("DELETE", otpPath(shareableKey), [204]);
   }
 
-  /** Send a new code under the same key (`POST /v1/otp/{key}/resend`): 201, 202 queued. */
+  /** Send a new code under the same key (`POST /v1/otp/{key}/resend`): 201, 202 queued.
+   * While the key's last message is still queued or being sent the answer is 409 `conflict`
+   * (try again once it was delivered or failed); over `otp.max_resends`, 429
+   * `resend_limit_reached`; a key no longer pending, 410 with its state's code. */
   async resend(shareableKey: string): Promise<ResendResult> {
     const path = `${otpPath(shareableKey)}/resend`;
     return (await this.#request("POST", path, [201, 202], {})).value as ResendResult;

@@ -392,6 +392,26 @@ describe("without a server", () => {
     );
   });
 
+  it("trims a key read from a file, and refuses a bad one without repeating it", async () => {
+    const seen = [];
+    const fetch = async (url, init) => {
+      seen.push(init.headers.authorization);
+      return new Response(JSON.stringify({ messages: [] }), {
+        status: 200,
+        headers: { "content-type": "application/json" },
+      });
+    };
+    await new Client("http://otp.test", " sk_test_secret\r\n", { fetch }).testInbox();
+    assert.deepEqual(seen, ["Bearer sk_test_secret"]);
+    for (const bad of ["", " \n", "sk_test_se\ncret", "sk_test_séc", "sk test"]) {
+      assert.throws(
+        () => new Client("http://otp.test", bad, { fetch }),
+        (e) => e instanceof TypeError && !String(e).includes("sk_test"),
+        JSON.stringify(bad),
+      );
+    }
+  });
+
   it("gives up after its timeout with a TimeoutError", async () => {
     const silent = await serve(() => {}); // never answers
     try {
