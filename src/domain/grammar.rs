@@ -105,6 +105,75 @@ macro_rules! name_refused {
     };
 }
 
+/// Unicode's control characters (`char::is_control`, category Cc), as the inside of a
+/// character class of literal characters.
+macro_rules! controls {
+    () => {
+        "\u{0}-\u{1F}\u{7F}-\u{9F}"
+    };
+}
+
+/// Unicode's white space outside the controls (`char::is_whitespace`, which `str::trim`
+/// takes away), as the inside of a character class.
+macro_rules! spaces {
+    () => {
+        "\u{20}\u{A0}\u{1680}\u{2000}-\u{200A}\u{2028}\u{2029}\u{202F}\u{205F}\u{3000}"
+    };
+}
+
+/// The controls a template's body may not hold: all but tab, line feed and carriage return.
+macro_rules! stray_controls {
+    () => {
+        "\u{0}-\u{8}\u{B}\u{C}\u{E}-\u{1F}\u{7F}-\u{9F}"
+    };
+}
+
+/// The most characters a template's subject has (API.md §8).
+pub const TEMPLATE_SUBJECT_MAX: usize = 200;
+/// The most bytes a template's text, HTML or text message has (API.md §8): as many
+/// characters at the most, which is what the published length counts.
+pub const TEMPLATE_BODY_MAX: usize = 64 * 1024;
+
+/// A template's subject as written (API.md §8): one line (no control character, nor
+/// Unicode's line and paragraph separators), not blank. Whether it compiles, and how it
+/// renders, is the lint's (`messages::lint`).
+pub static TEMPLATE_SUBJECT: Grammar = Grammar::new(
+    concat!(
+        "^[^",
+        controls!(),
+        "\u{2028}\u{2029}]*[^",
+        controls!(),
+        spaces!(),
+        "][^",
+        controls!(),
+        "\u{2028}\u{2029}]*$"
+    ),
+    1,
+    TEMPLATE_SUBJECT_MAX,
+);
+
+/// A template's text, HTML or text message as written (API.md §8): not blank, and no
+/// control character but tab and line breaks.
+pub static TEMPLATE_BODY: Grammar = Grammar::new(
+    concat!(
+        "^[^",
+        stray_controls!(),
+        "]*[^",
+        controls!(),
+        spaces!(),
+        "][^",
+        stray_controls!(),
+        "]*$"
+    ),
+    1,
+    TEMPLATE_BODY_MAX,
+);
+
+/// A test recipient's `match` (API.md §13.2): an address, a number or a pattern with `*`,
+/// with no control character or white space; which of them, the parser says.
+pub static RECIPIENT_PATTERN: Grammar =
+    Grammar::new(concat!("^[^", controls!(), spaces!(), "]+$"), 1, 254);
+
 /// A tenant's name: 1 to 100 characters, none of [`name_refused`]'s, not only spaces (the
 /// parser trims the spaces around it).
 pub static TENANT_NAME: Grammar = Grammar::new(
@@ -244,8 +313,11 @@ pub static SMTP_HOST: Grammar = Grammar::new(
 );
 
 /// Every grammar, for the description and its test.
-pub fn all() -> [(&'static str, &'static Grammar); 13] {
+pub fn all() -> [(&'static str, &'static Grammar); 16] {
     [
+        ("template_subject", &TEMPLATE_SUBJECT),
+        ("template_body", &TEMPLATE_BODY),
+        ("recipient_pattern", &RECIPIENT_PATTERN),
         ("locale", &LOCALE),
         ("purpose", &PURPOSE),
         ("phone", &PHONE),
@@ -370,6 +442,21 @@ mod tests {
                 &["", "has space", "tab\t", "é"],
             ),
             (&CURSOR, &["", "bm9wZQ", "a-b_c"], &["a=b", "a b", "a/b"]),
+            (
+                &TEMPLATE_SUBJECT,
+                &["Code", " Your code ", "Ihr Code ✓"][..],
+                &["", " ", "\u{3000}", "a\nb", "a\tb", "a\u{2028}b", "\u{7}"][..],
+            ),
+            (
+                &TEMPLATE_BODY,
+                &["{{ code }}", "Hi\r\n\t{{ code }}\n"][..],
+                &["", " \n\t", "\u{1}{{ code }}", "{{ code }}\u{1B}"][..],
+            ),
+            (
+                &RECIPIENT_PATTERN,
+                &["ada@example.com", "*@test.example", "+1555*"][..],
+                &["", " ada@example.com", "a\u{A0}b", "ada@example.com\n"][..],
+            ),
             (
                 &SMTP_HOST,
                 &[

@@ -36,7 +36,7 @@ impl RecipientPattern {
         let bad = |m: &str| FieldError::new("match", m);
         // Not trimmed: white space or a line break around it is refused, as in every other
         // recipient field.
-        if s.is_empty() || s.len() > 254 || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        if s.len() > 254 || !super::grammar::RECIPIENT_PATTERN.matches(s) {
             return Err(bad("must be an address, a number, or a pattern with *"));
         }
         if s.contains('*') {

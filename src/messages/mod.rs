@@ -33,10 +33,10 @@ pub const VARIABLES: [&str; 9] = [
 /// Names the engine itself provides (functions and loop state).
 const ENGINE_NAMES: [&str; 4] = ["range", "dict", "namespace", "loop"];
 
-pub const SUBJECT_MAX_CHARS: usize = 200;
+pub const SUBJECT_MAX_CHARS: usize = crate::domain::grammar::TEMPLATE_SUBJECT_MAX;
 /// A text message, rendered, is at most this many characters (API.md §12.3).
 pub const SMS_MAX_CHARS: usize = 320;
-pub const BODY_MAX_BYTES: usize = 64 * 1024;
+pub const BODY_MAX_BYTES: usize = crate::domain::grammar::TEMPLATE_BODY_MAX;
 /// A rendered part larger than this is refused (a loop cannot inflate a message).
 const RENDERED_MAX_BYTES: usize = 256 * 1024;
 /// About this many engine instructions per render (MiniJinja's fuel): plenty for any message,

@@ -35,6 +35,19 @@ fn done(st: &AppState, locale: Option<&crate::domain::locale::Locale>) -> HttpRe
     )
 }
 
+/// A link whose code ended (verified elsewhere, expired, used up): 410, naming the app in
+/// its title and words.
+fn ended(st: &AppState, app: &str, locale: Option<&crate::domain::locale::Locale>) -> HttpResponse {
+    let s = PageStrings::of(locale.map_or("en", |l| l.as_str()));
+    let lead = s.ended_lead.replace("{app}", app);
+    page_kit::app_notice(
+        st,
+        actix_web::http::StatusCode::GONE,
+        (s.lang, s.ended_title, &lead),
+        app,
+    )
+}
+
 pub async fn show(req: HttpRequest, st: State, token: web::Path<String>) -> HttpResponse {
     use actix_web::http::StatusCode;
     if st.services.codes.links_base().is_none() {
@@ -58,11 +71,7 @@ pub async fn show(req: HttpRequest, st: State, token: web::Path<String>) -> Http
                 None => done(&st, l.locale.as_ref()),
             }
         }
-        Some(LinkState::Ended(l)) => {
-            let s = PageStrings::of(l.locale.as_ref().map_or("en", |l| l.as_str()));
-            let lead = s.ended_lead.replace("{app}", &l.tenant_name);
-            page_kit::notice(&st, StatusCode::GONE, s.lang, s.ended_title, &lead)
-        }
+        Some(LinkState::Ended(l)) => ended(&st, &l.tenant_name, l.locale.as_ref()),
         Some(LinkState::Open(l)) => {
             let s = PageStrings::of(l.locale.as_ref().map_or("en", |l| l.as_str()));
             // The browser's cookie for this page (a new one unless it has one).
@@ -120,9 +129,11 @@ pub async fn confirm(
         Ok(s) => s,
         Err(e) => return page_kit::failed(&e),
     };
-    let lang = match &state {
-        Some(LinkState::Open(l) | LinkState::Verified(l) | LinkState::Ended(l)) => l.locale.clone(),
-        None => None,
+    let (lang, app) = match &state {
+        Some(LinkState::Open(l) | LinkState::Verified(l) | LinkState::Ended(l)) => {
+            (l.locale.clone(), l.tenant_name.clone())
+        }
+        None => (None, String::new()),
     };
     let s = PageStrings::of(lang.as_ref().map_or("en", |l| l.as_str()));
     match st
@@ -145,9 +156,7 @@ pub async fn confirm(
             )),
         ),
         Err(ConfirmError::Done) => done(&st, lang.as_ref()),
-        Err(ConfirmError::Ended) => {
-            page_kit::notice(&st, StatusCode::GONE, s.lang, s.ended_title, s.ended_title)
-        }
+        Err(ConfirmError::Ended) => ended(&st, &app, lang.as_ref()),
     }
 }
 

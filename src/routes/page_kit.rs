@@ -188,13 +188,33 @@ pub(super) fn notice(
 pub(super) fn notice_with_link(
     st: &AppState,
     status: StatusCode,
+    words: (&str, &str, &str),
+    link: Option<(&str, &str)>,
+) -> HttpResponse {
+    notice_as(st, status, words, None, link)
+}
+
+/// [`notice`] of a tenant's code: its title names the app, as its other pages do.
+pub(super) fn app_notice(
+    st: &AppState,
+    status: StatusCode,
+    words: (&str, &str, &str),
+    app_name: &str,
+) -> HttpResponse {
+    notice_as(st, status, words, Some(app_name), None)
+}
+
+fn notice_as(
+    st: &AppState,
+    status: StatusCode,
     (lang, title, lead): (&str, &str, &str),
+    app_name: Option<&str>,
     link: Option<(&str, &str)>,
 ) -> HttpResponse {
     let html = crate::pages::render(&crate::pages::Page {
         lang,
         title,
-        app_name: None,
+        app_name,
         lead,
         form: None,
         base_path: &base_path(st),

@@ -399,16 +399,20 @@ async fn a_link_does_not_verify_a_key_whose_attempts_are_spent() {
     for _ in 0..5 {
         app.verify(&sk, &key, wrong).await;
     }
-    assert_eq!(
-        post(&app, &token, Some(&cookie), &csrf).await.status(),
-        StatusCode::GONE
-    );
+    let r = post(&app, &token, Some(&cookie), &csrf).await;
+    assert_eq!(r.status(), StatusCode::GONE);
+    // Its page names the app, in its title and its words, as the link's other pages do.
+    let title = "<title>This link can no longer be used · Acme</title>";
+    let html = r.text().await.unwrap();
+    assert!(html.contains(title), "{html}");
     let r = no_redirects()
         .get(format!("{}/l/{token}", app.addr))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::GONE);
+    let html = r.text().await.unwrap();
+    assert!(html.contains(title) && html.contains("Acme"), "{html}");
     assert_eq!(status(&app, &sk, &key).await["status"], "exhausted");
 }
 

@@ -62,41 +62,6 @@ mod rule {
     pub fn when() -> Value {
         json!({"anyOf": [{"format": "date-time"}, {"format": "date"}]})
     }
-    /// Unicode's control characters (`char::is_control`).
-    const CONTROL: &str = "\\u0000-\\u001f\\u007f-\\u009f";
-    /// The control characters a template's body may not hold (all but tab and line breaks).
-    const STRAY: &str = "\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f";
-    /// Unicode's white space outside the control characters (`char::is_whitespace`).
-    const SPACE: &str = "\\u0020\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
-    /// `messages::lint`'s subject: one line, no control character, not blank, at most
-    /// [`crate::messages::SUBJECT_MAX_CHARS`] characters.
-    pub fn subject() -> Value {
-        let line = format!("[^{CONTROL}\\u2028\\u2029]");
-        json!({
-            "minLength": 1,
-            "maxLength": crate::messages::SUBJECT_MAX_CHARS,
-            "pattern": format!("^{line}*[^{CONTROL}{SPACE}]{line}*$"),
-        })
-    }
-    /// `messages::lint`'s body (text, HTML, text message): not blank, no control character
-    /// but tab and line breaks, at most 64 KiB (bytes: as many characters at the most).
-    pub fn template_body() -> Value {
-        let allowed = format!("[^{STRAY}]");
-        json!({
-            "minLength": 1,
-            "maxLength": crate::messages::BODY_MAX_BYTES,
-            "pattern": format!("^{allowed}*[^{CONTROL}{SPACE}]{allowed}*$"),
-        })
-    }
-    /// `domain::test_mode::RecipientPattern::parse`: an address, a number or a pattern,
-    /// with no control character or white space.
-    pub fn recipient_pattern() -> Value {
-        json!({
-            "minLength": 1,
-            "maxLength": 254,
-            "pattern": format!("^[^{CONTROL}{SPACE}]+$"),
-        })
-    }
     /// Exactly one of `values` (letters, digits, `_` and `.`, the dot escaped).
     pub fn one_of(values: &[&str]) -> Value {
         let escaped: Vec<String> = values.iter().map(|v| v.replace('.', "\\.")).collect();
@@ -369,11 +334,19 @@ pub(super) fn property_rules() -> Vec<(&'static str, &'static str, serde_json::V
         ("SmtpBody", "password", password()),
         ("SmtpPatchBody", "password", password()),
         ("OAuth2Body", "token_url", rule::endpoint()),
-        ("TemplateBody", "subject", rule::subject()),
-        ("TemplateBody", "text", rule::template_body()),
-        ("TemplateBody", "html", rule::template_body()),
-        ("TemplateBody", "sms", rule::template_body()),
-        ("TestRecipientBody", "match", rule::recipient_pattern()),
+        (
+            "TemplateBody",
+            "subject",
+            rule::of(&grammar::TEMPLATE_SUBJECT),
+        ),
+        ("TemplateBody", "text", rule::of(&grammar::TEMPLATE_BODY)),
+        ("TemplateBody", "html", rule::of(&grammar::TEMPLATE_BODY)),
+        ("TemplateBody", "sms", rule::of(&grammar::TEMPLATE_BODY)),
+        (
+            "TestRecipientBody",
+            "match",
+            rule::of(&grammar::RECIPIENT_PATTERN),
+        ),
         (
             "PolicyBody",
             "code_length",
@@ -514,14 +487,11 @@ fn constrain_shapes(doc: &mut serde_json::Value) {
 
 #[cfg(test)]
 mod tests {
-    use super::rule;
+    use crate::domain::grammar::{RECIPIENT_PATTERN, TEMPLATE_BODY, TEMPLATE_SUBJECT};
 
-    fn pattern(v: &serde_json::Value) -> regex::Regex {
-        regex::Regex::new(v["pattern"].as_str().unwrap_or_default()).unwrap()
-    }
-
-    /// The template rules the description declares refuse what the lint refuses of these
-    /// samples, and take what it takes (API.md §18.5: Schemathesis holds the server to them).
+    /// The template grammars the description declares refuse what the lint refuses of these
+    /// samples, and take what it takes (API.md §18.5: Schemathesis holds the server to them);
+    /// the test recipient's takes every pattern its parser takes.
     #[test]
     fn the_template_and_test_recipient_rules_agree_with_their_parsers() {
         use crate::messages::{lint, Fields};
@@ -531,7 +501,6 @@ mod tests {
             html: None,
             sms: None,
         };
-        let subject = pattern(&rule::subject());
         for s in [
             "Code",
             " x ",
@@ -546,9 +515,8 @@ mod tests {
             "a\u{7f}",
         ] {
             let ok = lint(&fields(s, "{{ code }}"), 6).is_ok();
-            assert_eq!(subject.is_match(s), ok, "{s:?}");
+            assert_eq!(TEMPLATE_SUBJECT.matches(s), ok, "{s:?}");
         }
-        let body = pattern(&rule::template_body());
         for t in [
             "{{ code }}",
             "Line\n{{ code }}\r\n\tend",
@@ -558,13 +526,12 @@ mod tests {
             "{{ code }}\u{9f}",
         ] {
             let ok = lint(&fields("Code", t), 6).is_ok();
-            assert_eq!(body.is_match(t), ok, "{t:?}");
+            assert_eq!(TEMPLATE_BODY.matches(t), ok, "{t:?}");
         }
         for blank in ["", " ", "\n\t ", "\u{2003}"] {
-            assert!(!body.is_match(blank), "{blank:?}");
+            assert!(!TEMPLATE_BODY.matches(blank), "{blank:?}");
             assert!(lint(&fields("Code", blank), 6).is_err(), "{blank:?}");
         }
-        let recipient = pattern(&rule::recipient_pattern());
         for m in [
             "ada@example.com",
             "*@test.acme.example",
@@ -576,9 +543,9 @@ mod tests {
         ] {
             let parsed = crate::domain::test_mode::RecipientPattern::parse(m).is_ok();
             // The pattern states the form only: what it takes may still be refused (400).
-            assert!(recipient.is_match(m) || !parsed, "{m:?}");
+            assert!(RECIPIENT_PATTERN.matches(m) || !parsed, "{m:?}");
             if m.is_empty() || m.contains(char::is_whitespace) {
-                assert!(!recipient.is_match(m) && !parsed, "{m:?}");
+                assert!(!RECIPIENT_PATTERN.matches(m) && !parsed, "{m:?}");
             }
         }
     }
