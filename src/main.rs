@@ -118,13 +118,14 @@ fn usage_error(e: clap::Error) -> std::process::ExitCode {
     std::process::ExitCode::from(status)
 }
 
-/// Whether the command line names `command` first (after any `--config FILE`).
+/// Whether the command line names `command` first (after any `--config FILE`). Read as
+/// the OS gives it: an argument that is not UTF-8 is one clap refused, not a panic here.
 fn the_command_is(command: &str) -> bool {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args_os().skip(1);
     while let Some(a) = args.next() {
         if a == "--config" {
             args.next();
-        } else if !a.starts_with("--config=") {
+        } else if !a.as_encoded_bytes().starts_with(b"--config=") {
             return a == command;
         }
     }

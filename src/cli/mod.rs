@@ -316,9 +316,9 @@ pub(super) fn services(settings: Settings) -> Result<Services, CliError> {
     }
     crate::startup::build_services_on_existing(settings, Arc::new(SystemClock)).map_err(|e| match e
     {
-        crate::startup::StartupError::Store(crate::storage::StoreError::NotInstalled(why)) => {
-            CliError(format!("database {}: {why}", describe(&location)))
-        }
+        crate::startup::StartupError::Store(
+            crate::storage::StoreError::NotInstalled(why) | crate::storage::StoreError::Newer(why),
+        ) => CliError(format!("database {}: {why}", describe(&location))),
         other => other.into(),
     })
 }

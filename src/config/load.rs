@@ -180,9 +180,10 @@ impl Settings {
             builder = builder.add_source(File::from(path).format(FileFormat::Toml));
         }
         for (name, value) in env {
+            // The key of a variable as `load_from` makes it.
             let bind = name
                 .strip_prefix(ENV_PREFIX)
-                .is_some_and(|k| k.eq_ignore_ascii_case("SERVER__BIND"));
+                .is_some_and(|rest| rest.to_ascii_lowercase().replace("__", ".") == "server.bind");
             if bind {
                 builder = builder
                     .set_override("server.bind", value)

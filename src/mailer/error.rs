@@ -20,10 +20,20 @@ pub(super) fn fail(reason: DeliveryReason, detail: impl fmt::Display) -> Deliver
 pub(super) fn tls_failure(e: &io::Error) -> String {
     match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
         Some(rustls::Error::InvalidMessage(_)) => "the relay did not answer in TLS: it may expect STARTTLS on this port (tls = \"starttls\", as on 587) or no TLS at all".into(),
-        Some(rustls::Error::InvalidCertificate(c)) => match certificate_failure(c) {
-            Some(words) => format!("the TLS handshake failed: {words}"),
-            None => format!("the TLS handshake failed: {c:?}"),
-        },
+        Some(rustls::Error::InvalidCertificate(c)) => {
+            use rustls::CertificateError as C;
+            // rustls's words for these name what to compare: the names the certificate
+            // carries, its validity's times.
+            let context = matches!(
+                c,
+                C::NotValidForNameContext { .. } | C::ExpiredContext { .. } | C::NotValidYetContext { .. }
+            );
+            match certificate_failure(c) {
+                Some(words) if context => format!("the TLS handshake failed: {words} ({c})"),
+                Some(words) => format!("the TLS handshake failed: {words}"),
+                None => format!("the TLS handshake failed: {c}"),
+            }
+        }
         Some(inner) => format!("the TLS handshake failed: {inner}"),
         None => format!("the TLS handshake failed: {e}"),
     }
@@ -172,6 +182,15 @@ mod tests {
         assert!(words.contains("smtp.extra_root_certificates"), "{words}");
         let words = certificate(rustls::CertificateError::NotValidForName);
         assert!(words.contains("does not name the host"), "{words}");
+        // The names it does carry, as rustls says them.
+        let words = certificate(rustls::CertificateError::NotValidForNameContext {
+            expected: rustls_pki_types::ServerName::try_from("smtp.acme.example").unwrap(),
+            presented: vec!["DnsName(\"mail.acme.example\")".into()],
+        });
+        assert!(
+            words.contains("does not name the host") && words.contains("mail.acme.example"),
+            "{words}"
+        );
         let words = certificate(rustls::CertificateError::BadSignature);
         assert!(words.contains("BadSignature"), "{words}");
     }

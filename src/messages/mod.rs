@@ -221,6 +221,7 @@ fn visible_text(html: &str) -> String {
             .find(what)
             .map_or(end, |j| from + j + what.len())
     };
+    let name_char = |c: char| c.is_ascii_alphanumeric() || c == '-';
     let mut out = String::with_capacity(html.len());
     let mut i = 0;
     while i < end {
@@ -230,16 +231,17 @@ fn visible_text(html: &str) -> String {
                 .chars()
                 .next()
                 .is_some_and(|c| c.is_ascii_alphabetic() || matches!(c, '/' | '!' | '?'));
-        if rest.starts_with("<!--") {
+        if rest.starts_with("<!-->") {
+            i += 5; // an empty comment, closed at once
+        } else if rest.starts_with("<!--->") {
+            i += 6;
+        } else if rest.starts_with("<!--") {
             i = after(i + 4, "-->");
         } else if opens_tag {
-            let name: String = rest[1..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric())
-                .collect();
+            let name: String = rest[1..].chars().take_while(|c| name_char(*c)).collect();
             i = tag_end(&lower, i);
             if UNSHOWN.contains(&name.as_str()) {
-                i = after(after(i, &format!("</{name}")), ">");
+                i = element_end(&lower, i, &name);
             }
             out.push(' ');
         } else if let Some(c) = html[i..].chars().next() {
@@ -252,16 +254,46 @@ fn visible_text(html: &str) -> String {
     out
 }
 
+/// Where the content of the element `name` that starts at `from` ends: after its closing
+/// tag (`</title>`, not `</title-bar>`), or at a `<body` for a `head` left open, or the end.
+fn element_end(lower: &str, from: usize, name: &str) -> usize {
+    let closing = format!("</{name}");
+    let mut at = from;
+    while let Some(j) = lower[at..].find(&closing) {
+        let after = at + j + closing.len();
+        let boundary = !lower[after..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '-');
+        if boundary {
+            let closed = tag_end(lower, at + j);
+            return match (name, lower[from..at + j].find("<body")) {
+                ("head", Some(b)) => from + b,
+                _ => closed,
+            };
+        }
+        at = after;
+    }
+    match (name, lower[from..].find("<body")) {
+        ("head", Some(b)) => from + b,
+        _ => lower.len(),
+    }
+}
+
 /// Where the tag that opens at `at` ends (after its `>`; quoted attribute values may hold
 /// one), or the end of the text.
 fn tag_end(lower: &str, at: usize) -> usize {
-    let mut quote = None;
+    let (mut quote, mut last) = (None, ' ');
     for (j, c) in lower[at..].char_indices() {
         match (quote, c) {
-            (None, '"' | '\'') => quote = Some(c),
+            // A quote opens a value only after `=` (`it's` in a bare word is text).
+            (None, '"' | '\'') if last == '=' => quote = Some(c),
             (Some(q), c) if c == q => quote = None,
             (None, '>') => return at + j + 1,
             _ => {}
+        }
+        if !c.is_whitespace() {
+            last = c;
         }
     }
     lower.len()

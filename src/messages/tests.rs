@@ -173,6 +173,16 @@ fn lint_names_field_and_line() {
     assert_eq!(fields_of(&e), ["subject", "text"], "{e:?}");
     let e = lint(&fields("a\nb", "{{ code }} {{ x }}", None), 6).unwrap_err();
     assert_eq!(fields_of(&e), ["subject", "text"], "{e:?}");
+    // The render's refusals of the other parts too (the refused part stands in as a plain
+    // one, and is not refused twice).
+    let e = lint(
+        &fields(&"x".repeat(201), "Hello", Some("<p>{{ code }}</p>")),
+        6,
+    )
+    .unwrap_err();
+    assert_eq!(fields_of(&e), ["subject", "text"], "{e:?}");
+    let e = lint(&fields("Hi", "{{ nope }}", Some("<!-- {{ code }} -->")), 6).unwrap_err();
+    assert_eq!(fields_of(&e), ["text", "html"], "{e:?}");
 }
 
 /// HTML shows the code where a mail client shows text (API.md §6.29, §8; found by a
@@ -185,6 +195,8 @@ fn an_html_part_must_show_the_code_not_only_hold_it() {
         "<a title='{{ code }}' href=\"#\">open</a>",
         "<html><head><title>{{ code }}</title></head><body><p>Hi</p></body></html>",
         "<style>/* {{ code }} */</style><p>Hi</p>",
+        "<title>{{ code }}</title><title-bar>x</title-bar>",
+        "<script>var c = '</scripts>{{ code }}';</script><p>Hi</p>",
     ] {
         let e = lint(&fields("Hi", "{{ code }}", Some(hidden)), 6).unwrap_err();
         assert_eq!(e[0].field, "html", "{hidden}");
@@ -194,6 +206,16 @@ fn an_html_part_must_show_the_code_not_only_hold_it() {
         "<p>1 < 2: {{ code }}</p>",
         "<div data-x=\"a>b\">{{ code }}</div>",
         "<html><head><title>Code</title></head><body>{{ code }}</body></html>",
+        // The review's cases: a head left open, names that only begin like a hidden
+        // element's, empty comments, a quote in a bare attribute, upper case, a doctype.
+        "<html><head><meta charset=utf-8><body><p>{{ code }}",
+        "<title-bar>{{ code }}</title-bar>",
+        "<head-line>x</head-line><P CLASS=big>{{ code }}</P>",
+        "<!--><p>{{ code }}</p>",
+        "<!---><p>{{ code }}</p>",
+        "<p title=it's>{{ code }}</p>",
+        "<!DOCTYPE html><BR/>{{ code }}",
+        "<!--[if mso]><p>x</p><![endif]--><!--[if !mso]><!--><p>{{ code }}</p><!--<![endif]-->",
     ] {
         assert_eq!(
             lint(&fields("Hi", "{{ code }}", Some(shown)), 6),

@@ -29,9 +29,10 @@ pub const TEMPLATE_BODY_LIMIT: usize = 256 * 1024;
 pub struct TemplateBody {
     /// ≤ 200 characters, one line
     subject: String,
-    /// ≤ 64 KiB; must contain `{{ code }}`
+    /// ≤ 64 KiB of UTF-8; must contain `{{ code }}`
     text: String,
-    /// ≤ 64 KiB; must contain `{{ code }}`; variables are HTML-escaped
+    /// ≤ 64 KiB of UTF-8; must show `{{ code }}` where a reader sees text (not only in a
+    /// comment, an attribute, the head, style or script); variables are HTML-escaped
     html: Option<String>,
     /// The text message (API.md §12.3): must contain `{{ code }}`, ≤ 320 characters
     /// rendered; without it the built-in text message of the language is used

@@ -215,9 +215,9 @@ pub fn migrate_store(
         }
     }
     let source = open_source_store(&at(from)?).map_err(|e| match e {
-        StartupError::Store(crate::storage::StoreError::NotInstalled(why)) => {
-            StartupError::Other(format!("the source database (--from): {why}"))
-        }
+        StartupError::Store(
+            crate::storage::StoreError::NotInstalled(why) | crate::storage::StoreError::Newer(why),
+        ) => StartupError::Other(format!("the source database (--from): {why}")),
         // A file that is no database, a server that refused: named by its flag too.
         StartupError::Store(other) => {
             StartupError::Other(format!("the source database (--from): {other}"))

@@ -349,9 +349,10 @@ impl Application {
                                 check_installation(&new).map_err(|e| e.to_string())?;
                             }
                             // The same database; or another PostgreSQL URL, which is not
-                            // connected to here (as `config check`) and most often names
-                            // the same installation (a password rotated): its key is
-                            // checked against the running database's keyring.
+                            // connected to on a reload (a restart does, as `config check`
+                            // does) and most often names the same installation (a password
+                            // rotated): its key is checked against the running database's
+                            // keyring.
                             _ => {
                                 if let Some(rows) = rows {
                                     check_keyring(&new, &rows).map_err(|e| e.to_string())?;

@@ -23,10 +23,14 @@ pub enum StoreError {
     #[error("migration: {0}")]
     Migration(String),
     /// The database is not an installation this binary may use as it is: no otpmint schema
-    /// or keyring in it, or a schema older or newer than this binary's (the CLI's commands,
-    /// API.md §18.8).
+    /// or keyring in it, or a schema older than this binary's (the CLI's commands, API.md
+    /// §18.8); `serve` makes or migrates it.
     #[error("{0}")]
     NotInstalled(String),
+    /// The database holds a schema a newer otpmint made: nothing of this binary may use it
+    /// (`serve` and `migrate` refuse it too).
+    #[error("{0}")]
+    Newer(String),
     /// The database may be read but not written by this process (refused at open).
     #[error("{0}")]
     ReadOnly(String),
@@ -172,7 +176,7 @@ fn newest(ours: &refinery::Runner) -> i64 {
 }
 
 fn newer(v: i64, known: i64) -> StoreError {
-    StoreError::NotInstalled(format!(
+    StoreError::Newer(format!(
         "its schema (migration {v}) is newer than this otpmint's (migration {known}): use the otpmint that made it"
     ))
 }

@@ -1374,6 +1374,20 @@ fn cli_commands_refuse_a_database_that_is_no_installation_and_change_nothing() {
         crate::lifecycle::sql(&url, "SELECT COUNT(*) FROM refinery_schema_history"),
         migrations - 1
     );
+    // `config check` passes it: `serve` migrates it at its start.
+    let config_check = || {
+        let out = otpmint(dir.path())
+            .args(["config", "check"])
+            .env("OTPMINT__CRYPTO__MASTER_KEY", &key)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = config_check();
+    assert!(ok, "{err}");
     // Nor one newer than the binary's (a newer otpmint made it): `serve` refuses it too.
     crate::lifecycle::sql(
         &url,
@@ -1384,6 +1398,12 @@ fn cli_commands_refuse_a_database_that_is_no_installation_and_change_nothing() {
         "INSERT INTO refinery_schema_history SELECT version + 1, name, applied_on, checksum FROM newest",
     );
     refused(&[], "is newer than this otpmint");
+    // Nor does `config check` pass it, as `serve` would not start on it.
+    let (ok, err) = config_check();
+    assert!(
+        !ok && err.contains("is newer than this otpmint") && err.contains("(database: sqlite"),
+        "{err}"
+    );
     crate::lifecycle::sql(&url, DROP_NEWEST);
     // With its newest migration on record again, they work.
     let out = otpmint(dir.path())
@@ -1579,6 +1599,20 @@ fn a_usage_error_is_one_line_and_help_still_prints_the_usage() {
     let out = otpmint(dir.path()).arg("--help").output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("Usage:"));
+    // An argument that is not UTF-8: one line too, no panic — 1 for healthcheck (API.md
+    // §18.1: its statuses are 0 and 1), 2 for the others.
+    #[cfg(unix)]
+    for (command, status) in [("healthcheck", 1), ("migrate", 2)] {
+        use std::os::unix::ffi::OsStrExt;
+        let out = otpmint(dir.path())
+            .arg(command)
+            .arg(std::ffi::OsStr::from_bytes(b"--x\xff"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(status), "{command}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{command}: {err}");
+    }
     // A command group alone names the group's subcommands, in one line too.
     for (group, commands) in [
         ("tenant", &["create", "list", "rotate-secret"][..]),

@@ -338,7 +338,8 @@ _NOT_FOUND = {
 
 def _secret(secret_key: str) -> str:
     """The secret key as a header carries it: trimmed, visible ASCII only (never echoed)."""
-    key = secret_key.strip() if isinstance(secret_key, str) else ""
+    # A byte order mark, as an editor may save a key file with one, is no part of the key.
+    key = secret_key.strip().lstrip("\ufeff").strip() if isinstance(secret_key, str) else ""
     if not key or not all("!" <= c <= "~" for c in key):
         raise ValueError(
             "secret_key must be the tenant's secret key (sk_…): visible ASCII characters, "

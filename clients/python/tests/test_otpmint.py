@@ -299,7 +299,10 @@ class OfflineTest(unittest.TestCase):
     def test_a_key_read_from_a_file_is_trimmed_and_a_bad_one_never_echoed(self):
         server = self.serve(lambda r: json_answer({"messages": []}))
         otpmint.Client(server.url, " sk_test_secret\r\n").test_inbox()
-        self.assertEqual(server.requests[0]["headers"]["Authorization"], "Bearer sk_test_secret")
+        otpmint.Client(server.url, "\ufeffsk_test_secret\n").test_inbox()
+        for request in server.requests:
+            self.assertEqual(request["headers"]["Authorization"], "Bearer sk_test_secret")
+        self.assertEqual(len(server.requests), 2)
         for bad in ["", " \n", "sk_test_se\ncret", "sk_test_séc", "sk test"]:
             with self.assertRaises(ValueError) as caught:
                 otpmint.Client(server.url, bad)

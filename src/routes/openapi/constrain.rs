@@ -408,7 +408,13 @@ fn constrain_parameters(doc: &mut serde_json::Value) {
             rule::one_of(&Channel::ALL.map(Channel::as_str)),
         ),
         ("/suppressions", "cursor", rule::of(&grammar::CURSOR)),
-        ("/test-inbox", "to", rule::recipient()),
+        // One address, or a number of 8 to 15 digits after `+` (or the space a query makes
+        // of an unencoded `+`), as `domain::test_mode::RecipientPattern` takes it.
+        (
+            "/test-inbox",
+            "to",
+            serde_json::json!({"anyOf": [rule::email(), {"pattern": "^[+ ][0-9]{8,15}$"}]}),
+        ),
         ("", "Idempotency-Key", rule::of(&grammar::IDEMPOTENCY_KEY)),
     ];
     if let Some(Value::Object(paths)) = doc.get_mut("paths") {
