@@ -12,7 +12,7 @@ use crate::config::Settings;
 pub fn healthcheck_now(config: Option<&Path>, url: Option<&str>) -> std::process::ExitCode {
     let bind = match url {
         Some(_) => String::new(),
-        None => match Settings::bind_only(config) {
+        None => match Settings::bind_only(config, std::env::vars()) {
             Ok(b) => b,
             Err(e) => {
                 eprintln!("not ready: {e}");
@@ -102,7 +102,7 @@ mod tests {
     #[test]
     fn the_healthcheck_asks_readyz_on_the_bound_address_or_the_given_url() {
         let none = Vec::<(String, String)>::new;
-        let bind = Settings::bind_only_from(None, none()).unwrap();
+        let bind = Settings::bind_only(None, none()).unwrap();
         assert_eq!(readyz_url(&bind, None), "http://127.0.0.1:8080/readyz");
         assert_eq!(
             readyz_url("0.0.0.0:9000", None),
@@ -126,8 +126,8 @@ mod tests {
             ),
             ("OTPMINT__NO__SUCH_KEY".to_string(), "x".to_string()),
         ];
-        assert_eq!(Settings::bind_only_from(None, env).unwrap(), "0.0.0.0:7000");
-        let missing = Settings::bind_only_from(Some(Path::new("/no/such.toml")), none());
+        assert_eq!(Settings::bind_only(None, env).unwrap(), "0.0.0.0:7000");
+        let missing = Settings::bind_only(Some(Path::new("/no/such.toml")), none());
         assert!(missing.unwrap_err().to_string().contains("/no/such.toml"));
     }
 

@@ -150,15 +150,11 @@ impl Settings {
         Ok(settings)
     }
 
-    /// `server.bind` alone, from the same layers: what `otpmint healthcheck` needs, without
-    /// the checks a server's start makes on the rest (a secret file the running server read
-    /// at its start and has since changed is no reason to call the server unhealthy).
-    pub fn bind_only(file: Option<&Path>) -> Result<String, ConfigError> {
-        Self::bind_only_from(file, std::env::vars())
-    }
-
-    /// As [`Settings::bind_only`], with the environment given explicitly (tests).
-    pub fn bind_only_from(
+    /// `server.bind` alone, from the same layers (`env`: the process's environment, or a
+    /// test's): what `otpmint healthcheck` needs, without the checks a server's start makes
+    /// on the rest (a secret file the running server read at its start and has since changed
+    /// is no reason to call the server unhealthy).
+    pub fn bind_only(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<String, ConfigError> {
