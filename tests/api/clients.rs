@@ -72,6 +72,17 @@ fn clients_dir(name: &str) -> std::path::PathBuf {
         .join(name)
 }
 
+/// How many tests `file` defines (lines holding `marker`): at least `least`, the number when
+/// this was written, so that a marker that stopped matching cannot pass as none.
+fn defined(file: &Path, marker: &str, least: usize) -> usize {
+    let n = std::fs::read_to_string(file)
+        .unwrap()
+        .matches(marker)
+        .count();
+    assert!(n >= least, "{}: {n} tests", file.display());
+    n
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_client_mints_verifies_and_claims_against_the_server() {
     if !apt_tools(&["python3"], &["python3"], false) {
@@ -89,11 +100,7 @@ async fn the_python_client_mints_verifies_and_claims_against_the_server() {
     let out = run(cmd, "the Python client's tests").await;
     let report = String::from_utf8_lossy(&out.stderr);
     // Every test ran against the server: as many as the file defines, none skipped.
-    let defined = std::fs::read_to_string(dir.join("tests/test_otpmint.py"))
-        .unwrap()
-        .matches("    def test_")
-        .count();
-    assert!(defined >= 20, "{defined}");
+    let defined = defined(&dir.join("tests/test_otpmint.py"), "    def test_", 20);
     assert!(report.contains(&format!("Ran {defined} tests")), "{report}");
     assert!(!report.contains("skipped"), "{report}");
 }
@@ -200,11 +207,7 @@ async fn the_typescript_client_mints_verifies_and_claims_against_the_server() {
     let out = run(cmd, "the TypeScript client's tests").await;
     let report = String::from_utf8_lossy(&out.stdout);
     // Every test ran against the server: as many as the file defines, none skipped.
-    let defined = std::fs::read_to_string(dir.join("test/client.test.mjs"))
-        .unwrap()
-        .matches(" it(\"")
-        .count();
-    assert!(defined >= 18, "{defined}");
+    let defined = defined(&dir.join("test/client.test.mjs"), " it(\"", 18);
     assert!(report.contains(&format!("# pass {defined}\n")), "{report}");
     assert!(report.contains("# skipped 0"), "{report}");
 }

@@ -123,6 +123,19 @@ async fn create_tenant(base: &str, smtp: &SmtpServer, extra: Value) -> String {
     v["secret_key"].as_str().unwrap().to_string()
 }
 
+/// Mint a code for `to` to be sent in the background (202); its shareable key.
+async fn mint_async(base: &str, sk: &str, to: &str) -> String {
+    let (s, v) = post(
+        base,
+        "/v1/otp",
+        sk,
+        json!({"email": to, "delivery": "async"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    v["shareable_key"].as_str().unwrap().to_string()
+}
+
 /// The code's status once its message is no longer `sending` (10 s at most).
 async fn settled(base: &str, sk: &str, key: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -227,15 +240,7 @@ async fn an_async_send_killed_in_flight_is_never_sent_again_and_its_code_stays_v
     let base = format!("http://127.0.0.1:{}", first.port);
     let sk = create_tenant(&base, &smtp, json!({})).await;
     smtp.set_delay(Duration::from_secs(60));
-    let (s, v) = post(
-        &base,
-        "/v1/otp",
-        &sk,
-        json!({"email": "ada@example.com", "delivery": "async"}),
-    )
-    .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    let key = v["shareable_key"].as_str().unwrap().to_string();
+    let key = mint_async(&base, &sk, "ada@example.com").await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while smtp.in_data() == 0 {
         assert!(Instant::now() < deadline, "the message never reached DATA");
@@ -283,15 +288,7 @@ async fn a_message_in_data_whose_lease_ran_out_shows_sending_until_its_outcome_i
     let base = format!("http://127.0.0.1:{}", run.port);
     let sk = create_tenant(&base, &smtp, json!({})).await;
     smtp.hold();
-    let (s, v) = post(
-        &base,
-        "/v1/otp",
-        &sk,
-        json!({"email": "ada@example.com", "delivery": "async"}),
-    )
-    .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    let key = v["shareable_key"].as_str().unwrap().to_string();
+    let key = mint_async(&base, &sk, "ada@example.com").await;
     wait_sql(&url, BEGUN, 1, "the send was never recorded as begun").await;
     sql(&url, "UPDATE outbox SET lease_until = 0");
     let (s, v) = get(&base, &format!("/v1/otp/{key}"), &sk).await;
