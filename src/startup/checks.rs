@@ -85,8 +85,9 @@ pub fn preflight(settings: &Settings) -> Result<(), StartupError> {
 /// What `serve` checks of a database that exists, without writing to it (`otpmint config
 /// check`, API.md §18.8): SQLite's file is a database, PostgreSQL's server answers at once
 /// and the database is there, and the master key opens the keyring (a missing key file is
-/// not made anew for a database that holds one). One from an older version, or with no
-/// keyring yet, passes (`serve` migrates it or makes one).
+/// not made anew for a database that holds one) — also of a schema from an older version,
+/// read as it stands (`serve` migrates it, then opens the keyring). One with no keyring yet
+/// passes (`serve` makes one).
 pub fn check_installation(settings: &Settings) -> Result<(), StartupError> {
     let not_yet = |e: &StartupError| {
         matches!(
@@ -100,7 +101,7 @@ pub fn check_installation(settings: &Settings) -> Result<(), StartupError> {
             if !path.exists() {
                 return Ok(());
             }
-            match SqliteStore::open_existing(&path, 1) {
+            match SqliteStore::open_as_found(&path, 1) {
                 Ok(store) => Arc::new(store) as Arc<dyn crate::storage::Store>,
                 Err(crate::storage::StoreError::NotInstalled(_)) => return Ok(()),
                 Err(e) => {
@@ -113,7 +114,7 @@ pub fn check_installation(settings: &Settings) -> Result<(), StartupError> {
             }
         }
         Ok(DatabaseLocation::Postgres(_)) => {
-            match super::open_store_as(settings, Install::Existing) {
+            match super::open_store_as(settings, Install::AsFound) {
                 Ok(store) => store,
                 Err(e) if not_yet(&e) => return Ok(()),
                 Err(e) => return Err(e),

@@ -96,6 +96,9 @@ enum Install {
     /// Migrate it when it holds an installation, else refuse with nothing written
     /// (`migrate-store`'s source).
     Source,
+    /// Read it as it stands, an older schema included, or refuse (`config check`, which
+    /// reads the keyring `serve` would open after migrating it).
+    AsFound,
 }
 
 fn open_store_as(settings: &Settings, install: Install) -> Result<Arc<dyn Store>, StartupError> {
@@ -107,6 +110,7 @@ fn open_store_as(settings: &Settings, install: Install) -> Result<Arc<dyn Store>
                 Install::Make => SqliteStore::open(&path, pool_size)?,
                 Install::Existing => SqliteStore::open_existing(&path, pool_size)?,
                 Install::Source => SqliteStore::open_source(&path, pool_size)?,
+                Install::AsFound => SqliteStore::open_as_found(&path, pool_size)?,
             }))
         }
         DatabaseLocation::Postgres(url) => {
@@ -119,13 +123,14 @@ fn open_store_as(settings: &Settings, install: Install) -> Result<Arc<dyn Store>
                 // Only what may make an installation waits: the other CLI commands fail at once.
                 start_wait: match install {
                     Install::Make => Duration::from_secs(settings.database.start_wait_seconds),
-                    Install::Existing | Install::Source => Duration::ZERO,
+                    Install::Existing | Install::Source | Install::AsFound => Duration::ZERO,
                 },
             };
             Ok(Arc::new(match install {
                 Install::Make => PgStore::open(&opts)?,
                 Install::Existing => PgStore::open_existing(&opts)?,
                 Install::Source => PgStore::open_source(&opts)?,
+                Install::AsFound => PgStore::open_as_found(&opts)?,
             }))
         }
     }

@@ -152,9 +152,10 @@ impl Found {
         }
     }
 
-    /// Refuse unless it holds an installation this binary may migrate and copy from
-    /// (`migrate-store`'s source): checked before anything writes to it, so that a mistyped
-    /// `--from` is named, not given otpmint's schema.
+    /// Refuse unless it holds an installation this binary may migrate (and copy from, as
+    /// `migrate-store`'s source; or read as it stands, as `config check` reads the keyring of
+    /// a schema `serve` would migrate): checked before anything writes to it, so that a
+    /// mistyped `--from` is named, not given otpmint's schema.
     pub(crate) fn refuse_unless_source(&self, ours: &refinery::Runner) -> Result<(), StoreError> {
         let known = newest(ours);
         match self.applied {

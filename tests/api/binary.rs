@@ -1388,6 +1388,25 @@ fn cli_commands_refuse_a_database_that_is_no_installation_and_change_nothing() {
     };
     let (ok, err) = config_check();
     assert!(ok, "{err}");
+    // Its keyring is read as it stands: under another master key, `serve` would migrate it
+    // and then fail, so `config check` fails, and migrates nothing.
+    let other = otpmint(dir.path())
+        .args(["config", "check"])
+        .env(
+            "OTPMINT__CRYPTO__MASTER_KEY",
+            "9NQ6HO6F1PqzdxHgaNrxucUxPACCwfEt/THEBkzx3ok=",
+        )
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(
+        !other.status.success() && err.contains("does not match"),
+        "{err}"
+    );
+    assert_eq!(
+        crate::lifecycle::sql(&url, "SELECT COUNT(*) FROM refinery_schema_history"),
+        migrations - 1
+    );
     // Nor one newer than the binary's (a newer otpmint made it): `serve` refuses it too.
     crate::lifecycle::sql(
         &url,

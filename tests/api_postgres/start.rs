@@ -157,6 +157,33 @@ fn config_check_on_postgresql_refuses_what_serve_would() {
     assert!(!ok && err.contains("does not match"), "{err}");
     assert!(err.contains("(database: postgresql"), "{err}");
     assert!(!err.contains(other), "{err}");
+    // A schema older than this binary's (`serve` migrates it at its start) is read as it
+    // stands: the keyring still has to open, and nothing is migrated.
+    let applied = |url: &str, sql: &'static str| {
+        let url = url.to_string();
+        crate::helpers::pg_blocking(move || {
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            c.batch_execute(sql).unwrap();
+            let n: i64 = c
+                .query_one("SELECT COUNT(*) FROM otpmint_schema_history", &[])
+                .unwrap()
+                .get(0);
+            n
+        })
+    };
+    let migrations = applied(
+        &pg,
+        "DELETE FROM otpmint_schema_history WHERE version = (SELECT MAX(version) FROM otpmint_schema_history)",
+    );
+    let (ok, err) = check(&pg, key);
+    assert!(ok, "{err}");
+    let (ok, err) = check(&pg, other);
+    assert!(!ok && err.contains("does not match"), "{err}");
+    assert_eq!(
+        applied(&pg, "SELECT 1"),
+        migrations,
+        "config check migrated"
+    );
     let name = pg.rsplit('/').next().unwrap().split('?').next().unwrap();
     let missing = crate::helpers::pg_url_for(&pg, &format!("{name}_missing"));
     let (ok, err) = check(&missing, key);

@@ -65,6 +65,8 @@ enum Opening {
     Existing,
     /// Migrate it only when it holds an installation, else refuse.
     Source,
+    /// Read it as it stands (an older schema too), or refuse.
+    AsFound,
 }
 
 pub struct PgStore {
@@ -89,6 +91,13 @@ impl PgStore {
     /// commands, API.md §18.8).
     pub fn open_existing(opts: &PgOptions) -> Result<PgStore, StoreError> {
         Self::open_as(opts, Opening::Existing)
+    }
+
+    /// Connect to an installation as it stands, its schema older than this binary's
+    /// included, to read its keyring (`config check`): nothing is migrated; one that holds no
+    /// installation, or a newer schema, is refused.
+    pub fn open_as_found(opts: &PgOptions) -> Result<PgStore, StoreError> {
+        Self::open_as(opts, Opening::AsFound)
     }
 
     /// Connect to an installation to copy from (`migrate-store`): migrated to this version's
@@ -122,6 +131,7 @@ impl PgStore {
                 match opening {
                     Opening::Make => drop(store.migrate()?),
                     Opening::Existing => store.found()?.refuse_unless_current(&ours)?,
+                    Opening::AsFound => store.found()?.refuse_unless_source(&ours)?,
                     Opening::Source => {
                         store.found()?.refuse_unless_source(&ours)?;
                         store.migrate()?;

@@ -118,6 +118,14 @@ impl SqliteStore {
         Self::open_as(path, pool_size, true)
     }
 
+    /// Open an installation as it stands, its schema older than this binary's included, to
+    /// read its keyring (`config check`): nothing is migrated; one that holds no installation,
+    /// or a newer schema, is refused.
+    pub fn open_as_found(path: &Path, pool_size: u32) -> Result<SqliteStore, StoreError> {
+        Self::found(path)?.refuse_unless_source(&embedded::migrations::runner())?;
+        Self::open_as(path, pool_size, false)
+    }
+
     /// What the file holds, read before anything opens it to write.
     fn found(path: &Path) -> Result<super::error::Found, StoreError> {
         use rusqlite::OpenFlags;
