@@ -5,16 +5,17 @@ use reqwest::header;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use crate::claims::claim;
 use crate::helpers::*;
 
-const RETURN: &str = "https://app.example.com/back";
+pub(crate) const RETURN: &str = "https://app.example.com/back";
 
 pub(crate) async fn hosted_app(return_prefix: &str) -> (TestApp, String) {
     hosted_app_with(return_prefix, |_| {}).await
 }
 
 /// [`hosted_app`], with `tweak` applied to its settings too.
-async fn hosted_app_with(
+pub(crate) async fn hosted_app_with(
     return_prefix: &str,
     tweak: impl FnOnce(&mut otpmint::config::Settings),
 ) -> (TestApp, String) {
@@ -51,14 +52,14 @@ pub(crate) async fn open_session(app: &TestApp, sk: &str, body_: Value) -> (Stri
 
 /// A browser-like client: keeps cookies, follows no redirects, sends fetch metadata (as
 /// browsers do to a loopback host, which they treat as secure).
-struct Browser {
+pub(crate) struct Browser {
     c: reqwest::Client,
     base: String,
     cookie: Option<String>,
 }
 
 /// A fresh browser on a session's page, with the page's CSRF token.
-async fn on_the_page(app: &TestApp, id: &str) -> (Browser, String) {
+pub(crate) async fn on_the_page(app: &TestApp, id: &str) -> (Browser, String) {
     let mut b = Browser::new(app);
     let (_, _, html) = b.get(&format!("/h/{id}")).await;
     let csrf = attr(&html, "name=\"csrf\" value=\"").to_string();
@@ -66,7 +67,7 @@ async fn on_the_page(app: &TestApp, id: &str) -> (Browser, String) {
 }
 
 impl Browser {
-    fn new(app: &TestApp) -> Browser {
+    pub(crate) fn new(app: &TestApp) -> Browser {
         Browser {
             c: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -93,7 +94,10 @@ impl Browser {
         }
     }
 
-    async fn get(&mut self, path: &str) -> (StatusCode, reqwest::header::HeaderMap, String) {
+    pub(crate) async fn get(
+        &mut self,
+        path: &str,
+    ) -> (StatusCode, reqwest::header::HeaderMap, String) {
         let mut r = self.c.get(format!("{}{path}", self.base));
         if let Some(c) = &self.cookie {
             r = r.header(header::COOKIE, c);
@@ -103,7 +107,7 @@ impl Browser {
         (r.status(), r.headers().clone(), r.text().await.unwrap())
     }
 
-    async fn post(
+    pub(crate) async fn post(
         &mut self,
         path: &str,
         form: &[(&str, &str)],
@@ -118,7 +122,7 @@ impl Browser {
     }
 }
 
-fn attr<'a>(html: &'a str, marker: &str) -> &'a str {
+pub(crate) fn attr<'a>(html: &'a str, marker: &str) -> &'a str {
     let at = html
         .find(marker)
         .unwrap_or_else(|| panic!("{marker} in {html}"))
@@ -127,7 +131,7 @@ fn attr<'a>(html: &'a str, marker: &str) -> &'a str {
 }
 
 /// MiniJinja writes `/` as `&#x2f;` in attributes; a browser reads it back.
-fn unescape(s: &str) -> String {
+pub(crate) fn unescape(s: &str) -> String {
     s.replace("&#x2f;", "/")
 }
 
@@ -1112,307 +1116,6 @@ async fn first_code_verifies(app: &TestApp, b: &mut Browser, id: &str, csrf: &st
     assert_eq!(s, StatusCode::SEE_OTHER, "{to}: the first code {html}");
 }
 
-/// RFC 7636's example verifier and its S256 challenge.
-const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
-
-async fn claim(app: &TestApp, sk: &str, path: &str, verifier: Option<&str>) -> (StatusCode, Value) {
-    let b = match verifier {
-        Some(v) => json!({ "code_verifier": v }),
-        None => json!({}),
-    };
-    body(app.post(path, sk, b).await).await
-}
-
-/// A key's outcome is claimed once (API.md §17.2): not before it is verified, then once;
-/// with a challenge given at its link only with the verifier, and a wrong one spends nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_verified_key_is_claimed_once_and_with_its_verifier_when_it_had_a_challenge() {
-    let (app, sk) = hosted_app(RETURN).await;
-    let (_, other) = app.tenant().await;
-    // Without a challenge.
-    let (key, code) = app.mint(&sk, "ada@example.com").await;
-    let path = format!("/v1/otp/{key}/claim");
-    let (s, v) = claim(&app, &sk, &path, None).await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (StatusCode::CONFLICT, Some("not_verified")),
-        "{v}"
-    );
-    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
-    let (s, v) = body(app.get(&format!("/v1/otp/{key}"), &sk).await).await;
-    assert_eq!(
-        (s, v["email"].as_str()),
-        (StatusCode::OK, Some("ada@example.com")),
-        "{v}"
-    );
-    assert_eq!(
-        claim(&app, &other, &path, None).await.0,
-        StatusCode::NOT_FOUND
-    );
-    let r = app
-        .client
-        .post(format!("{}{path}", app.addr))
-        .bearer_auth(&sk)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK, "a claim needs no body");
-    assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(
-        (
-            v["email"].as_str(),
-            v["purpose"].as_str(),
-            v["verified_via"].as_str()
-        ),
-        (Some("ada@example.com"), Some("default"), Some("code")),
-        "{v}"
-    );
-    assert!(v["verified_at"].as_str().unwrap().ends_with('Z'));
-    let (s, v) = claim(&app, &sk, &path, None).await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (StatusCode::CONFLICT, Some("already_claimed"))
-    );
-    let (_, v) = body(app.get(&format!("/v1/otp/{key}"), &sk).await).await;
-    assert_eq!(
-        (&v["status"], &v["email"], &v["claimed"]),
-        (&json!("verified"), &Value::Null, &json!(true)),
-        "{v}"
-    );
-
-    // With a challenge on its link.
-    for (bad, field) in [
-        (
-            json!({"return_url": RETURN, "code_challenge": "short"}),
-            "link.code_challenge",
-        ),
-        (
-            json!({"return_url": RETURN, "code_challenge": CHALLENGE, "code_challenge_method": "plain"}),
-            "link.code_challenge_method",
-        ),
-        // A method alone would leave the outcome unbound where the caller meant to bind it.
-        (
-            json!({"return_url": RETURN, "code_challenge_method": "S256"}),
-            "link.code_challenge",
-        ),
-    ] {
-        let (s, v) = body(
-            app.post(
-                "/v1/otp",
-                &sk,
-                json!({"email": "bob@example.com", "link": bad}),
-            )
-            .await,
-        )
-        .await;
-        assert_eq!(
-            (s, v["errors"][0]["field"].as_str()),
-            (StatusCode::BAD_REQUEST, Some(field)),
-            "{v}"
-        );
-    }
-    let before = app.smtp.count_to("bob@example.com");
-    let (s, v) = body(
-        app.post(
-            "/v1/otp",
-            &sk,
-            json!({"email": "bob@example.com", "link": {"return_url": RETURN, "code_challenge": CHALLENGE, "code_challenge_method": "S256"}}),
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let key = v["shareable_key"].as_str().unwrap().to_string();
-    let code = app
-        .smtp
-        .wait_for("bob@example.com", before + 1)
-        .await
-        .code();
-    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
-    let path = format!("/v1/otp/{key}/claim");
-    for wrong in [
-        None,
-        Some("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXj"),
-        Some("x"),
-    ] {
-        let (s, v) = claim(&app, &sk, &path, wrong).await;
-        assert_eq!(
-            (s, v["code"].as_str()),
-            (StatusCode::FORBIDDEN, Some("code_verifier_mismatch")),
-            "{wrong:?}"
-        );
-    }
-    let (s, v) = claim(&app, &sk, &path, Some(VERIFIER)).await;
-    assert_eq!(
-        (s, v["email"].as_str(), v["verified_via"].as_str()),
-        (StatusCode::OK, Some("bob@example.com"), Some("code")),
-        "{v}"
-    );
-    assert_eq!(
-        claim(&app, &sk, &path, Some(VERIFIER)).await.0,
-        StatusCode::CONFLICT
-    );
-}
-
-/// A hosted session's outcome is claimed once, with its verifier (API.md §17.2).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hosted_session_is_claimed_once_with_its_verifier() {
-    let (app, sk) = hosted_app(RETURN).await;
-    let (s, v) = body(
-        app.post(
-            "/v1/tenant/hosted-sessions",
-            &sk,
-            json!({"return_url": RETURN, "email": "ada@example.com", "code_challenge": "no"}),
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(
-        (s, v["errors"][0]["field"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("code_challenge")),
-        "{v}"
-    );
-    let (id, _) = open_session(
-        &app,
-        &sk,
-        json!({"return_url": RETURN, "email": "ada@example.com", "code_challenge": CHALLENGE}),
-    )
-    .await;
-    let path = format!("/v1/tenant/hosted-sessions/{id}/claim");
-    let (s, v) = claim(&app, &sk, &path, Some(VERIFIER)).await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (StatusCode::CONFLICT, Some("not_verified")),
-        "{v}"
-    );
-    // The person verifies on the page.
-    let mut b = Browser::new(&app);
-    let (_, _, html) = b.get(&format!("/h/{id}")).await;
-    let csrf = attr(&html, "name=\"csrf\" value=\"").to_string();
-    let send = unescape(attr(&html, "<form method=\"post\" action=\""));
-    if send.ends_with("/send") {
-        b.post(&send, &[("csrf", &csrf), ("email", "ada@example.com")])
-            .await;
-    }
-    let code = app.smtp.wait_for("ada@example.com", 1).await.code();
-    let (_, _, html) = b.get(&format!("/h/{id}")).await;
-    let verify = unescape(attr(&html, "<form method=\"post\" action=\""));
-    let (s, _, _) = b.post(&verify, &[("csrf", &csrf), ("code", &code)]).await;
-    assert_eq!(s, StatusCode::SEE_OTHER);
-    let (_, v) = body(
-        app.get(&format!("/v1/tenant/hosted-sessions/{id}"), &sk)
-            .await,
-    )
-    .await;
-    assert_eq!(
-        (&v["status"], &v["email"]),
-        (&json!("verified"), &json!("ada@example.com"))
-    );
-    let (s, v) = claim(&app, &sk, &path, None).await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (StatusCode::FORBIDDEN, Some("code_verifier_mismatch"))
-    );
-    let (s, v) = claim(&app, &sk, &path, Some(VERIFIER)).await;
-    assert_eq!(
-        (s, v["email"].as_str(), v["purpose"].as_str()),
-        (StatusCode::OK, Some("ada@example.com"), Some("default")),
-        "{v}"
-    );
-    let (s, v) = claim(&app, &sk, &path, Some(VERIFIER)).await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (StatusCode::CONFLICT, Some("already_claimed"))
-    );
-    let (_, v) = body(
-        app.get(&format!("/v1/tenant/hosted-sessions/{id}"), &sk)
-            .await,
-    )
-    .await;
-    assert_eq!(
-        (&v["status"], &v["email"]),
-        (&json!("verified"), &Value::Null),
-        "{v}"
-    );
-}
-
-/// A person verifies on a session's pages (the address given when it was opened).
-async fn verified_on_the_page(app: &TestApp, id: &str, to: &str) {
-    let (mut b, csrf) = on_the_page(app, id).await;
-    let (_, _, html) = b.get(&format!("/h/{id}")).await;
-    let send = unescape(attr(&html, "<form method=\"post\" action=\""));
-    if send.ends_with("/send") {
-        b.post(&send, &[("csrf", &csrf), ("email", to)]).await;
-    }
-    let code = app.smtp.wait_for(to, 1).await.code();
-    let (_, _, html) = b.get(&format!("/h/{id}")).await;
-    let verify = unescape(attr(&html, "<form method=\"post\" action=\""));
-    let (s, _, _) = b.post(&verify, &[("csrf", &csrf), ("code", &code)]).await;
-    assert_eq!(s, StatusCode::SEE_OTHER);
-}
-
-/// A hosted session's code has a key of its own (webhooks carry it), but one outcome: the
-/// key's claim needs the session's verifier, and a claim by either route spends the other
-/// (API.md §17.2: redeemed once; found by the hosted-pages audit: the key claimed without
-/// the verifier, and both claimed).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hosted_sessions_key_shares_its_claim_and_its_verifier() {
-    let (app, sk, ids, keys, _hooks) = two_verified_sessions().await;
-    let by_key = |k: &str| format!("/v1/otp/{k}/claim");
-    let by_session = |id: &str| format!("/v1/tenant/hosted-sessions/{id}/claim");
-
-    // Claimed by its key: only with the session's verifier; then not by the session.
-    let (s, v) = claim(&app, &sk, &by_key(&keys[0]), None).await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (StatusCode::FORBIDDEN, Some("code_verifier_mismatch")),
-        "{v}"
-    );
-    let (s, v) = claim(&app, &sk, &by_key(&keys[0]), Some(VERIFIER)).await;
-    assert_eq!(
-        (s, v["email"].as_str()),
-        (StatusCode::OK, Some("ada@example.com")),
-        "{v}"
-    );
-    let (s, v) = claim(&app, &sk, &by_session(&ids[0]), Some(VERIFIER)).await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (StatusCode::CONFLICT, Some("already_claimed")),
-        "{v}"
-    );
-    let (_, v) = body(
-        app.get(&format!("/v1/tenant/hosted-sessions/{}", ids[0]), &sk)
-            .await,
-    )
-    .await;
-    assert_eq!(
-        (&v["status"], &v["email"]),
-        (&json!("verified"), &Value::Null)
-    );
-
-    // Claimed as a session: then not by its key, whose address is no longer shown.
-    let (s, v) = claim(&app, &sk, &by_session(&ids[1]), Some(VERIFIER)).await;
-    assert_eq!(
-        (s, v["email"].as_str()),
-        (StatusCode::OK, Some("bob@example.com")),
-        "{v}"
-    );
-    let (s, v) = claim(&app, &sk, &by_key(&keys[1]), Some(VERIFIER)).await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (StatusCode::CONFLICT, Some("already_claimed")),
-        "{v}"
-    );
-    let (_, v) = body(app.get(&format!("/v1/otp/{}", keys[1]), &sk).await).await;
-    assert_eq!(
-        (&v["status"], &v["email"], &v["claimed"]),
-        (&json!("verified"), &Value::Null, &json!(true)),
-        "{v}"
-    );
-}
-
 /// Open registration (API.md §17.6): a tenant that registered itself has no hosted pages or
 /// links (422 pages_not_approved), nor its brand on otpmint's pages, until the admin approves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1825,7 +1528,7 @@ async fn a_right_code_whose_session_could_not_be_recorded_is_not_spent_and_verif
 
 /// Run `sql` with the text parameters `params` on the app's database, SQLite or PostgreSQL
 /// (`$1`, `$2` on both).
-fn exec_sql(app: &TestApp, sql: &'static str, params: [String; 2]) -> u64 {
+pub(crate) fn exec_sql(app: &TestApp, sql: &'static str, params: [String; 2]) -> u64 {
     if !on_postgres() {
         let c = rusqlite::Connection::open(app.db_path()).unwrap();
         c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
@@ -1895,126 +1598,4 @@ async fn a_session_id_is_kept_only_as_a_digest_and_one_kept_whole_before_still_w
         );
         assert_eq!(claim(&app, &sk, &path, None).await.0, StatusCode::CONFLICT);
     }
-}
-
-/// Rows written before a session's key shared its outcome (a session verified then: its key
-/// without the code challenge; a session claimed then: its key unclaimed) are linked by the
-/// migration that comes with the release: neither key is claimable by itself after it.
-#[tokio::test]
-async fn a_hosted_session_from_before_the_claims_were_linked_is_linked_at_upgrade() {
-    let (app, sk, ids, keys, _hooks) = two_verified_sessions().await;
-    let url = app.settings.database.url.clone();
-    let (s, _) = claim(
-        &app,
-        &sk,
-        &format!("/v1/tenant/hosted-sessions/{}/claim", ids[1]),
-        Some(VERIFIER),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK);
-
-    // The rows as the release before wrote them, and its schema's record.
-    app.handle.stop(true).await;
-    assert_eq!(
-        crate::lifecycle::sql(&url, "UPDATE challenges SET code_challenge = NULL"),
-        2
-    );
-    assert_eq!(
-        crate::lifecycle::sql(
-            &url,
-            "UPDATE challenges SET claimed_at = NULL WHERE claimed_at IS NOT NULL"
-        ),
-        1
-    );
-    let (drop, count) = if on_postgres() {
-        (
-            "DELETE FROM otpmint_schema_history WHERE version >= 23",
-            "SELECT COUNT(*) FROM otpmint_schema_history WHERE version = 23",
-        )
-    } else {
-        (
-            "DELETE FROM refinery_schema_history WHERE version >= 23",
-            "SELECT COUNT(*) FROM refinery_schema_history WHERE version = 23",
-        )
-    };
-    // V23 and V24 after it (a database of the release before had neither).
-    assert_eq!(crate::lifecycle::sql(&url, drop), 2);
-    let app = app.restart().await;
-    assert_eq!(crate::lifecycle::sql(&url, count), 1, "migrated again");
-
-    // Each key's claim, as (status, its refusal's code or the outcome's address): the
-    // first key needs the verifier, the second was claimed as a session; the first is
-    // still claimed once, with its verifier.
-    let mut said = Vec::new();
-    for (key, verifier) in [
-        (&keys[0], None),
-        (&keys[1], Some(VERIFIER)),
-        (&keys[0], Some(VERIFIER)),
-    ] {
-        let (s, v) = claim(&app, &sk, &format!("/v1/otp/{key}/claim"), verifier).await;
-        let what = v["code"]
-            .as_str()
-            .or(v["email"].as_str())
-            .map(str::to_string);
-        said.push((s, what));
-    }
-    let said: Vec<_> = said.iter().map(|(s, w)| (*s, w.as_deref())).collect();
-    assert_eq!(
-        said,
-        [
-            (StatusCode::FORBIDDEN, Some("code_verifier_mismatch")),
-            (StatusCode::CONFLICT, Some("already_claimed")),
-            (StatusCode::OK, Some("ada@example.com")),
-        ]
-    );
-}
-/// A hosted app with two sessions opened with `CHALLENGE` (to ada@ and bob@) and verified on
-/// their pages: the app, its secret key, the sessions' ids and their codes' keys (as the
-/// `otp.verified` webhooks carry them), and the webhooks' receiver (whose certificate the app
-/// reads again when it restarts).
-async fn two_verified_sessions() -> (
-    TestApp,
-    String,
-    Vec<String>,
-    Vec<String>,
-    otpmint::testkit::http::HttpReceiver,
-) {
-    let rx = otpmint::testkit::http::HttpReceiver::start(false).await;
-    let ca = rx.ca_path.clone();
-    let (app, sk) = hosted_app_with(RETURN, move |s| {
-        s.webhooks.allow_private_hosts = true;
-        s.webhooks.allow_plaintext = true;
-        s.webhooks.extra_root_certificates = vec![ca];
-    })
-    .await;
-    let r = app
-        .put(
-            "/v1/tenant/webhook",
-            &sk,
-            json!({"url": rx.url("/hook"), "events": ["otp.verified"]}),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::OK);
-    let mut keys = Vec::new();
-    let mut ids = Vec::new();
-    for (n, to) in ["ada@example.com", "bob@example.com"]
-        .into_iter()
-        .enumerate()
-    {
-        let (id, _) = open_session(
-            &app,
-            &sk,
-            json!({"return_url": RETURN, "email": to, "code_challenge": CHALLENGE}),
-        )
-        .await;
-        verified_on_the_page(&app, &id, to).await;
-        let hooks = rx.wait_for(n + 1).await;
-        let key = hooks[n].json()["data"]["shareable_key"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        keys.push(key);
-        ids.push(id);
-    }
-    (app, sk, ids, keys, rx)
 }

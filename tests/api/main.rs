@@ -5,6 +5,7 @@
 mod abuse;
 mod binary;
 mod browser;
+mod claims;
 mod clients;
 mod compat;
 mod container;

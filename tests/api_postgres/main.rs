@@ -11,6 +11,9 @@ mod abuse;
 #[path = "../api/binary.rs"]
 mod binary;
 #[cfg(otpmint_pg_tests)]
+#[path = "../api/claims.rs"]
+mod claims;
+#[cfg(otpmint_pg_tests)]
 #[path = "../api/compat.rs"]
 mod compat;
 #[cfg(otpmint_pg_tests)]
