@@ -6,6 +6,7 @@ mod abuse;
 mod binary;
 mod browser;
 mod claims;
+mod cli;
 mod clients;
 mod compat;
 mod container;

@@ -14,6 +14,9 @@ mod binary;
 #[path = "../api/claims.rs"]
 mod claims;
 #[cfg(otpmint_pg_tests)]
+#[path = "../api/cli.rs"]
+mod cli;
+#[cfg(otpmint_pg_tests)]
 #[path = "../api/compat.rs"]
 mod compat;
 #[cfg(otpmint_pg_tests)]
