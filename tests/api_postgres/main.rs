@@ -111,6 +111,10 @@ fn postgres_backend() {}
 #[cfg(otpmint_pg_tests)]
 mod bounds;
 #[cfg(otpmint_pg_tests)]
+mod database_tls;
+#[cfg(otpmint_pg_tests)]
+mod outages;
+#[cfg(otpmint_pg_tests)]
 mod scale;
 #[cfg(otpmint_pg_tests)]
 mod start;
