@@ -50,6 +50,9 @@ pub struct PageStrings {
     pub finishing_lead: &'static str,
     pub over_title: &'static str,
     pub over_lead: &'static str,
+    /// `over_lead` for a session still open whose way back the tenant no longer allows (its
+    /// `allowed_return_urls` changed): not expired, not failed, but it cannot be completed.
+    pub withdrawn_lead: &'static str,
     /// The link from a sign-in that can no longer be completed back to the tenant's app.
     pub back: &'static str,
     /// The link from a page whose form could not be taken (403) to the page itself.

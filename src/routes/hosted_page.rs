@@ -52,7 +52,16 @@ pub(super) async fn render(
     let set_cookie = page_kit::set_cookie(st, req, COOKIE, &cookie);
     let now = st.services.core.now();
     let status_now = status_of(row, now);
-    let over = status_now != "open" || error == Some(&PageError::Over);
+    // An open session whose way back the tenant no longer allows cannot be completed (its
+    // code is not checked, none is sent): the page says so, not that it expired or failed.
+    let withdrawn = status_now == "open"
+        && session_redirect(
+            &row.session.return_url,
+            &row.session.id,
+            &tenant.allowed_return_urls,
+        )
+        .is_none();
+    let over = status_now != "open" || error == Some(&PageError::Over) || withdrawn;
     let code_sent = row.key_sealed.is_some();
     let err = match error {
         Some(PageError::BadEmail) => s.bad_email.to_string(),
@@ -93,7 +102,12 @@ pub(super) async fn render(
     } else if done {
         no_form(s.done_title, s.done_lead.to_string())
     } else if over {
-        no_form(s.over_title, s.over_lead.replace("{app}", app))
+        let lead = if withdrawn {
+            s.withdrawn_lead
+        } else {
+            s.over_lead
+        };
+        no_form(s.over_title, lead.replace("{app}", app))
     } else if code_sent && error != Some(&PageError::BadEmail) {
         let email = row.session.email.as_deref().map(mask).unwrap_or_default();
         // The page a new code's send goes back to says that one was sent.

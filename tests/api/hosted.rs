@@ -509,6 +509,80 @@ async fn a_given_address_is_not_asked_for_and_spent_attempts_fail_the_session() 
     );
 }
 
+/// A session whose way back the tenant takes off its allowlist (API.md §17.7) cannot be
+/// completed: its page says so — not that it expired or failed, which it did not (its
+/// status stays `open`) — with no form; a code typed is not checked and none is sent; with
+/// the way back allowed again, the same code verifies (found by the security audit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_way_back_was_withdrawn_says_so_and_spends_nothing() {
+    let (app, sk) = hosted_app("https://app.example.com").await;
+    let (id, _) = open_session(
+        &app,
+        &sk,
+        json!({"return_url": RETURN, "email": "bob@example.com"}),
+    )
+    .await;
+    let (mut b, csrf) = on_the_page(&app, &id).await;
+    let (s, _, _) = b
+        .post(&format!("/h/{id}/send"), &[("csrf", &csrf), ("email", "")])
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let code = app.smtp.wait_for("bob@example.com", 1).await.code();
+    let allow = |urls: Value| {
+        let app = &app;
+        let sk = sk.clone();
+        async move {
+            let (s, v) = body(
+                app.patch("/v1/tenant", &sk, json!({ "allowed_return_urls": urls }))
+                    .await,
+            )
+            .await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+        }
+    };
+    allow(json!(["https://other.example.com"])).await;
+    let withdrawn = |html: &str| {
+        assert!(
+            html.contains("Acme no longer accepts sign-ins from this page")
+                && !html.contains("expired or failed")
+                && !html.contains("<form"),
+            "{html}"
+        );
+    };
+    let (s, _, html) = b.get(&format!("/h/{id}")).await;
+    assert_eq!(s, StatusCode::GONE);
+    withdrawn(&html);
+    let (s, _, html) = b
+        .post(
+            &format!("/h/{id}/verify"),
+            &[("csrf", &csrf), ("code", &code)],
+        )
+        .await;
+    assert_eq!(s, StatusCode::GONE);
+    withdrawn(&html);
+    let (s, _, html) = b
+        .post(&format!("/h/{id}/send"), &[("csrf", &csrf), ("email", "")])
+        .await;
+    assert_eq!(s, StatusCode::GONE);
+    withdrawn(&html);
+    let (s, v) = body(
+        app.get(&format!("/v1/tenant/hosted-sessions/{id}"), &sk)
+            .await,
+    )
+    .await;
+    assert_eq!((s, &v["status"]), (StatusCode::OK, &json!("open")), "{v}");
+    assert_eq!(app.smtp.count_to("bob@example.com"), 1, "no code was sent");
+    allow(json!(["https://app.example.com"])).await;
+    let (s, h, _) = b
+        .post(
+            &format!("/h/{id}/verify"),
+            &[("csrf", &csrf), ("code", &code)],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(h[header::LOCATION], format!("{RETURN}?session={id}"));
+}
+
 /// A 1×1 PNG.
 pub(crate) const PNG: &[u8] = &[
     0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,

@@ -72,7 +72,8 @@ pub enum PageError {
     Busy,
     /// The code verified, but its session could not be read back then: a reload goes on.
     Finishing,
-    /// Expired, failed, or verified already: nothing more to do here.
+    /// Expired, failed, verified already, or its way back no longer allowed: nothing more
+    /// to do here.
     Over,
 }
 
@@ -297,7 +298,10 @@ impl Codes {
             Ok(None) => return Err(PageError::Over),
             Err(_) => return Err(PageError::NotSent),
         };
-        if status_of(row, self.core.now()) != "open" {
+        // No code is sent for a sign-in that cannot go back to the tenant (API.md §17.7).
+        if status_of(row, self.core.now()) != "open"
+            || allowed_return(&row.session.return_url, &tenant.allowed_return_urls).is_none()
+        {
             return Err(PageError::Over);
         }
         let given = row.session.email.as_deref().unwrap_or(email);
