@@ -2,6 +2,7 @@
 
 pub mod cipher;
 pub mod hashing;
+pub mod id_mask;
 pub mod keyring;
 
 use hmac::{Hmac, Mac};

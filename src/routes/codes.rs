@@ -364,7 +364,8 @@ pub struct AuditQuery {
     /// 1–200, default 50
     #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
-    /// Only events with a smaller id (the previous page's `next_before`)
+    /// Only the events after this one, newest first: the previous page's `next_before`
+    /// (ids are this tenant's own numbers, in no order)
     before: Option<i64>,
 }
 

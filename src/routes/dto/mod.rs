@@ -387,6 +387,8 @@ impl StatusOut {
 
 #[derive(Serialize, ToSchema)]
 pub struct AuditEventOut {
+    /// The event's number for this tenant: unique and stable, in no order (sort by `at`,
+    /// page with `next_before`).
     pub id: i64,
     pub at: String,
     /// What happened: `mint` (a refusal of the SMS guard included), `verify`, `resend`,

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::crypto::id_mask::IdMask;
 use crate::domain::audit::AuditEvent;
 use crate::domain::email::mask;
 use crate::domain::keys::TenantId;
@@ -170,9 +171,22 @@ async fn write(store: &Arc<dyn Store>, batch: &mut Vec<AuditEvent>) {
 /// back, it is ready again at most this long after.
 const DISK_FULL_NOT_READY_MS: i64 = 60_000;
 
+/// The label of the key audit ids are shown under (one per tenant).
+const AUDIT_ID_LABEL: &str = "audit-id";
+
+/// `n` through `f` where it is a number the permutation takes (not negative); the
+/// permutation keeps numbers below 2^63 below it.
+fn shown_as(n: i64, f: impl Fn(u64) -> u64) -> i64 {
+    u64::try_from(n)
+        .ok()
+        .and_then(|n| i64::try_from(f(n)).ok())
+        .unwrap_or(n)
+}
+
 impl crate::service::Core {
     /// A page of the tenant's own events, newest first (events still buffered are written
-    /// first, so a caller sees its own latest requests). `limit`: 1–200.
+    /// first, so a caller sees its own latest requests). `limit`: 1–200. Ids, `before`
+    /// too, are the tenant's view of them ([`IdMask`]).
     pub async fn audit_page(
         &self,
         tenant: &TenantId,
@@ -196,8 +210,16 @@ impl crate::service::Core {
                 "the audit queue cannot be written now".into(),
             ));
         }
+        // Ids are shown through the tenant's own permutation: their order and gaps would
+        // count other tenants' events (the counter is shared).
+        let mask = IdMask::new(self.keyring.get().pepper(), AUDIT_ID_LABEL, tenant.as_str());
+        let before = before.map(|b| shown_as(b, |b| mask.show(b)));
         let tid = tenant.clone();
-        self.db(move |s| s.audit_page(&tid, before, limit)).await
+        let mut events = self.db(move |s| s.audit_page(&tid, before, limit)).await?;
+        for e in &mut events {
+            e.id = shown_as(e.id, |id| mask.hide(id));
+        }
+        Ok(events)
     }
 
     /// Ready means writes succeed (a read can answer while the database is locked or full),
