@@ -265,6 +265,8 @@ pub const TABLES: &[Table] = &[
             ("lease_until", Int),
             ("expires_at", Int),
             ("holder", Text),
+            ("staged", Blob),
+            ("staged_code", Blob),
         ],
         identity: None,
     },

@@ -68,8 +68,12 @@ pub struct EventAttempt {
 /// What a mint with an `Idempotency-Key` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdemBegin {
-    /// The key is now held by this request (new, expired, or its holder's lease ran out).
+    /// The key is now held by this request (new, expired, or its holder's lease ran out
+    /// before it stored a code).
     Started,
+    /// The key is now held by this request; its last holder's lease ran out after it stored
+    /// its code (`code`: the code's key digest) with the answers it gives (`answers`, sealed).
+    Orphaned { answers: Vec<u8>, code: Vec<u8> },
     /// A finished answer for the same body.
     Replay { status: u16, response: Vec<u8> },
     /// The key was used with another body.
@@ -99,7 +103,7 @@ pub struct IdemHold {
 
 impl IdemHold {
     /// `$1` to `$3` of the statements that settle the key.
-    fn args(&self) -> Vec<Arg> {
+    pub(crate) fn args(&self) -> Vec<Arg> {
         let (t, d) = (self.tenant_id.as_str(), self.key_digest.as_slice());
         vec![t.into(), d.into(), self.holder.as_str().into()]
     }
@@ -187,14 +191,22 @@ fn event_row(e: &NewEvent) -> [Arg; 5] {
 /// The idempotency key's row, locked for the rest of the transaction on PostgreSQL (on
 /// SQLite the single writer runs one claim at a time).
 const IDEM_ROW: super::sql::Shared = super::sql::Shared {
-    sqlite: "SELECT fingerprint, status, response, lease_until, expires_at FROM idempotency_keys \
-             WHERE tenant_id = ?1 AND key_digest = ?2",
-    pg: "SELECT fingerprint, status, response, lease_until, expires_at FROM idempotency_keys \
-         WHERE tenant_id = $1 AND key_digest = $2 FOR UPDATE",
+    sqlite: "SELECT fingerprint, status, response, lease_until, expires_at, staged, staged_code \
+             FROM idempotency_keys WHERE tenant_id = ?1 AND key_digest = ?2",
+    pg: "SELECT fingerprint, status, response, lease_until, expires_at, staged, staged_code \
+         FROM idempotency_keys WHERE tenant_id = $1 AND key_digest = $2 FOR UPDATE",
 };
 
-/// An idempotency key as stored: fingerprint, status, response, lease end, expiry.
-type KeyRow = (Vec<u8>, Option<u16>, Option<Vec<u8>>, Millis, Millis);
+/// An idempotency key as stored.
+struct KeyRow {
+    fingerprint: Vec<u8>,
+    status: Option<u16>,
+    response: Option<Vec<u8>>,
+    lease_until: Millis,
+    expires_at: Millis,
+    /// The answers its holder's code gives, and that code's key digest.
+    staged: Option<(Vec<u8>, Vec<u8>)>,
+}
 
 impl<E: Engine> IntegrationStore for E {
     fn put_webhook(&self, id: &TenantId, w: &Webhook) -> Result<Option<bool>, StoreError> {
@@ -325,7 +337,7 @@ impl<E: Engine> IntegrationStore for E {
             ];
             // Insert, or lock the row that is there; if that row went meanwhile (released
             // or purged), insert again.
-            let (fingerprint, status, response, lease, expires) = loop {
+            let row = loop {
                 if tx.exec(sql::IDEM_INSERT, &claim)? == 1 {
                     return Ok(IdemBegin::Started);
                 }
@@ -333,16 +345,23 @@ impl<E: Engine> IntegrationStore for E {
                     break r;
                 }
             };
-            let free = expires <= c.now
-                || (fingerprint == c.fingerprint && status.is_none() && lease <= c.now);
-            if free {
-                tx.exec(sql::IDEM_RETAKE, &claim)?;
-                return Ok(IdemBegin::Started);
+            let same = row.fingerprint == c.fingerprint;
+            let orphaned = same && row.status.is_none() && row.lease_until <= c.now;
+            if row.expires_at <= c.now || orphaned {
+                // A holder that died after storing its code leaves its answers to this one.
+                let inherited = row.staged.filter(|_| row.expires_at > c.now);
+                let mut retake = claim.to_vec();
+                retake.push(i64::from(inherited.is_some()).into());
+                tx.exec(sql::IDEM_RETAKE, &retake)?;
+                return Ok(match inherited {
+                    Some((answers, code)) => IdemBegin::Orphaned { answers, code },
+                    None => IdemBegin::Started,
+                });
             }
-            if fingerprint != c.fingerprint {
+            if !same {
                 return Ok(IdemBegin::Mismatch);
             }
-            Ok(match (status, response) {
+            Ok(match (row.status, row.response) {
                 (Some(status), Some(response)) => IdemBegin::Replay { status, response },
                 _ => IdemBegin::InUse,
             })
@@ -376,5 +395,12 @@ fn key_row(r: &dyn super::cells::Cells) -> Result<KeyRow, StoreError> {
         .opt_int(1)?
         .map(|v| u16::try_from(v).map_err(|_| corrupt("a status code")))
         .transpose()?;
-    Ok((r.bytes(0)?, status, r.opt_bytes(2)?, r.int(3)?, r.int(4)?))
+    Ok(KeyRow {
+        fingerprint: r.bytes(0)?,
+        status,
+        response: r.opt_bytes(2)?,
+        lease_until: r.int(3)?,
+        expires_at: r.int(4)?,
+        staged: r.opt_bytes(5)?.zip(r.opt_bytes(6)?),
+    })
 }

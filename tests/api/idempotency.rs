@@ -242,3 +242,66 @@ async fn a_repeat_sealed_under_a_data_key_this_instance_has_not_loaded_is_replay
         Err(e) => panic!("no replay: {e}"),
     }
 }
+
+/// A repeat that comes after the first request's holder died with its code stored — its
+/// claim ran out while its send hung in DATA, as when its process is killed there — gets that
+/// code's answer as its delivery reads (`unknown`: the message may have arrived), and nothing
+/// is minted or sent again (API.md §9, §19.2; found by the PostgreSQL audit: such a repeat
+/// minted a second code, superseding the first, which may have arrived). The holder is held
+/// here, not killed: past its claim it is dead to the key, and its late answer changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_after_its_holder_died_with_its_code_stored_gets_that_codes_answer() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    let body = json!({"email": "ada@example.com"});
+    app.smtp.hold();
+    let first = {
+        let (client, url) = (app.client.clone(), format!("{}/v1/otp", app.addr));
+        let (sk, body) = (sk.clone(), body.clone());
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(sk)
+                .header("Idempotency-Key", "order-9")
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    for _ in 0..250 {
+        if app.smtp.in_data() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.smtp.in_data(), 1, "the first send is in DATA");
+    // While it runs, a repeat is told so.
+    let r = mint_with_key(&app, &sk, "order-9", body.clone()).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    // Past the claim's lease (2 × (the send's and the request's timeouts) + 30 s).
+    let lease =
+        2 * (app.settings.attempt_seconds() + app.settings.server.request_timeout_seconds) + 30;
+    app.clock.advance_secs(lease as i64 + 1);
+    let (s, replayed, again) = parts(mint_with_key(&app, &sk, "order-9", body.clone()).await).await;
+    assert_eq!((s, replayed), (StatusCode::CREATED, true), "{again}");
+    let again: Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(again["delivery"], "unknown", "{again}");
+    // Nothing minted or sent again: still the one send in DATA.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(app.smtp.in_data(), 1);
+    app.smtp.release();
+    let code = app.smtp.wait_for("ada@example.com", 1).await.code();
+    let (s, _, first) = parts(first.await.unwrap()).await;
+    assert_eq!(s, StatusCode::CREATED, "{first}");
+    let first: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(first["shareable_key"], again["shareable_key"]);
+    // The key keeps the answer the repeat got; the code it names verifies.
+    let (s, replayed, kept) = parts(mint_with_key(&app, &sk, "order-9", body).await).await;
+    assert_eq!((s, replayed), (StatusCode::CREATED, true));
+    assert_eq!(serde_json::from_str::<Value>(&kept).unwrap(), again);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(app.smtp.count_to("ada@example.com"), 1);
+    let key = again["shareable_key"].as_str().unwrap();
+    assert_eq!(app.verify(&sk, key, &code).await.0, StatusCode::OK);
+}

@@ -70,6 +70,7 @@ pub fn write_floor(store: &Store, tenant: &str, seconds: f64) -> f64 {
                         locale: otpmint::domain::locale::Locale::parse("en"),
                         channel: otpmint::domain::recipient::Channel::Email,
                         link: None,
+                        staged: None,
                     };
                     let m = NewOutbox {
                         recipient: email,

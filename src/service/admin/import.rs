@@ -307,6 +307,7 @@ impl Admin {
                 attempts: tries.clamp(0, i64::from(max)) as u32,
                 code: NewChallenge {
                     link: None,
+                    staged: None,
                     key_digest,
                     tenant_id: TenantId::from_trusted(String::new()),
                     flavor: CodeApi::Compat,

@@ -10,17 +10,19 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use sha2::{Digest, Sha256};
 
 use crate::crypto::cipher::{decrypt_record, encrypt_record};
+use crate::crypto::keyring::Keys;
 use crate::crypto::lookup_digest;
 use crate::domain::delivery::DeliveryStatus;
 use crate::domain::keys::{CodeApi, TenantId};
 use crate::service::codes::mint::Minted;
 use crate::service::{Codes, ServiceError};
 use crate::storage::integration::{IdemBegin, IdemClaim, IdemHold};
-use crate::storage::CodeKey;
+use crate::storage::{CodeKey, StagedAnswers};
 
 pub const KEY_MAX: usize = 255;
 const KEY_LABEL: &str = "idempotency-key";
 const ANSWER_KIND: &str = "idempotent-answer";
+const STAGED_KIND: &str = "idempotent-staged";
 const KEPT_MS: i64 = 24 * 3_600_000;
 
 /// Answers that are kept; after any other the key may be used again.
@@ -59,7 +61,8 @@ impl InFlight {
 /// Where a mint under an idempotency key leaves its answer once its code is stored.
 pub struct Stage {
     in_flight: Arc<InFlight>,
-    holder: String,
+    hold: IdemHold,
+    keys: Arc<Keys>,
     answer_of: fn(&Minted) -> Answer,
 }
 
@@ -72,8 +75,46 @@ impl std::fmt::Debug for Stage {
 impl Stage {
     /// The code of `key_digest` is stored: from now on a stop keeps `minted`'s answer.
     pub(crate) fn stored(&self, minted: &Minted, key_digest: &[u8]) {
-        if let Some(held) = self.in_flight.lock().get_mut(&self.holder) {
+        if let Some(held) = self.in_flight.lock().get_mut(&self.hold.holder) {
             held.staged = Some((key_digest.to_vec(), (self.answer_of)(minted)));
+        }
+    }
+
+    /// `minted`'s answers for each delivery status its code may have (but `failed`, after
+    /// which a repeat mints), sealed, to keep with the key in the code's own transaction: a
+    /// repeat after this process died gets the one its code's delivery gives (API.md §9,
+    /// §19.2). `None` (nothing kept: a repeat mints again) only if they cannot be sealed.
+    pub(crate) fn answers(&self, minted: &Minted) -> Option<StagedAnswers> {
+        let answer = (self.answer_of)(minted);
+        let answers: Vec<(&str, u16, String)> = DeliveryStatus::ALL
+            .into_iter()
+            .filter(|s| *s != DeliveryStatus::Failed)
+            .map(|s| {
+                let (status, body) = answer(s);
+                (
+                    s.as_str(),
+                    status,
+                    String::from_utf8_lossy(&body).into_owned(),
+                )
+            })
+            .collect();
+        let plain = serde_json::to_vec(&answers).ok()?;
+        let h = &self.hold;
+        match encrypt_record(
+            &self.keys.get(),
+            STAGED_KIND,
+            h.tenant_id.as_str(),
+            &h.key_digest,
+            &plain,
+        ) {
+            Ok(sealed) => Some(StagedAnswers {
+                hold: h.clone(),
+                sealed,
+            }),
+            Err(e) => {
+                tracing::warn!(tenant_id = %h.tenant_id, error = %e, "an idempotent mint's answers could not be sealed: a repeat after a crash mints again");
+                None
+            }
         }
     }
 }
@@ -128,14 +169,8 @@ impl Codes {
             expires_at: now + KEPT_MS,
         };
         match self.core.db(move |s| s.idem_begin(&claim)).await? {
-            IdemBegin::Started => {
-                let held = Held {
-                    hold: hold.clone(),
-                    staged: None,
-                };
-                self.in_flight.lock().insert(hold.holder.clone(), held);
-                Ok(IdemStart::Proceed(IdemTicket(hold)))
-            }
+            IdemBegin::Started => Ok(self.proceed(hold)),
+            IdemBegin::Orphaned { answers, code } => self.orphaned(hold, &answers, code).await,
             IdemBegin::Replay { status, response } => {
                 // Sealed by another instance, perhaps under a data key this one has not
                 // loaded yet (API.md §11.6): reloading the keyring is the store's, not a 500.
@@ -150,6 +185,73 @@ impl Codes {
             IdemBegin::Mismatch => Err(ServiceError::IdempotencyMismatch),
             IdemBegin::InUse => Err(ServiceError::IdempotencyInUse),
         }
+    }
+
+    /// The key is this request's: it runs, and a stop settles the key.
+    fn proceed(&self, hold: IdemHold) -> IdemStart {
+        let held = Held {
+            hold: hold.clone(),
+            staged: None,
+        };
+        self.in_flight.lock().insert(hold.holder.clone(), held);
+        IdemStart::Proceed(IdemTicket(hold))
+    }
+
+    /// The key is this request's after its last holder died having stored its code: the
+    /// answer that code's delivery gives is kept and replayed — nothing is minted or sent
+    /// again — unless its message is recorded failed (never sent) or the code is gone; then
+    /// this request mints, once (API.md §9, §19.2).
+    async fn orphaned(
+        &self,
+        hold: IdemHold,
+        answers: &[u8],
+        code: Vec<u8>,
+    ) -> Result<IdemStart, ServiceError> {
+        let tenant = hold.tenant_id.clone();
+        let code = CodeKey {
+            tenant: tenant.clone(),
+            key_digest: code,
+            flavor: CodeApi::Native,
+        };
+        let now = self.core.now();
+        let status = match self.core.db(move |s| s.challenge(&code, now)).await? {
+            Some(v) if v.delivery.status != DeliveryStatus::Failed => v.delivery.status,
+            _ => return Ok(self.proceed(hold)),
+        };
+        let plain = self
+            .core
+            .open_with_keyring(answers, |ring| {
+                decrypt_record(
+                    ring,
+                    STAGED_KIND,
+                    tenant.as_str(),
+                    &hold.key_digest,
+                    answers,
+                )
+            })
+            .await?;
+        let answers: Vec<(String, u16, String)> = serde_json::from_slice(&plain)
+            .map_err(|e| ServiceError::Internal(format!("staged idempotent answers: {e}")))?;
+        let Some((_, code, body)) = answers.into_iter().find(|a| a.0 == status.as_str()) else {
+            return Err(ServiceError::Internal(format!(
+                "no staged idempotent answer for delivery {}",
+                status.as_str()
+            )));
+        };
+        let body = body.into_bytes();
+        let sealed = encrypt_record(
+            &self.core.keyring.get(),
+            ANSWER_KIND,
+            tenant.as_str(),
+            &hold.key_digest,
+            &body,
+        )
+        .map_err(|e| ServiceError::Internal(format!("sealing an idempotent answer: {e}")))?;
+        self.core
+            .write(move |s| s.idem_finish(&hold, code, &sealed))
+            .await?;
+        tracing::info!(tenant_id = %tenant, delivery = status.as_str(), "an idempotency key whose request died after storing its code answers that code");
+        Ok(IdemStart::Replay { status: code, body })
     }
 
     /// Keep the answer (201, 202, 502) or free the key (anything else). If the database
@@ -198,7 +300,8 @@ impl Codes {
     pub fn stage(&self, ticket: &IdemTicket, answer_of: fn(&Minted) -> Answer) -> Stage {
         Stage {
             in_flight: Arc::clone(&self.in_flight),
-            holder: ticket.0.holder.clone(),
+            hold: ticket.0.clone(),
+            keys: Arc::clone(&self.core.keyring),
             answer_of,
         }
     }

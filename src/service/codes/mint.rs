@@ -300,7 +300,7 @@ impl Codes {
         if !link_url.is_empty() {
             crate::messages::ensure_link(&mut written.rendered, &link_url);
         }
-        let challenge = NewChallenge {
+        let mut challenge = NewChallenge {
             key_digest: key_digest.clone(),
             tenant_id: tenant.id.clone(),
             flavor,
@@ -316,6 +316,7 @@ impl Codes {
             locale: Some(written.locale.clone()),
             channel: recipient.channel(),
             link: link_row,
+            staged: None,
         };
         let message = stored_message(
             tenant,
@@ -338,6 +339,8 @@ impl Codes {
             test,
             outcome_unknown: false,
         };
+        // Its answers, kept with its idempotency key in the code's own transaction.
+        challenge.staged = stage.and_then(|s| s.answers(&minted));
         // The new code, as an undo of a store that committed after its 503 names it.
         let code = CodeKey {
             tenant: tenant.id.clone(),

@@ -33,6 +33,17 @@ pub struct NewChallenge {
     pub channel: crate::domain::recipient::Channel,
     /// A magic link that verifies it (API.md §14.2).
     pub link: Option<NewLink>,
+    /// The answers of the mint under an idempotency key, kept with the key in the code's
+    /// transaction (API.md §9).
+    pub staged: Option<StagedAnswers>,
+}
+
+/// What the idempotency key `hold` answers once its code is stored: sealed answers, one for
+/// each delivery status the code may have when a repeat comes after its holder died.
+#[derive(Debug, Clone)]
+pub struct StagedAnswers {
+    pub hold: crate::storage::integration::IdemHold,
+    pub sealed: Vec<u8>,
 }
 
 /// How a code is inserted: its attempts used, its delivery (mode, status, attempts, sent
@@ -77,7 +88,8 @@ impl Inserted {
     }
 }
 
-/// Insert a pending code with the next sequence number of its group, and its magic link.
+/// Insert a pending code with the next sequence number of its group, its magic link, and
+/// its idempotency key's answers.
 /// The group's lock ([`Exec::serialize`]: on PostgreSQL an advisory lock held until commit;
 /// SQLite's one writer needs none) makes numbers be taken one at a time and in commit
 /// order; the unique index on the group's sequence is the backstop.
@@ -131,6 +143,14 @@ pub(crate) fn insert_challenge(
             let challenge = args![c.key_digest.as_slice(), ch.as_str()];
             tx.exec(sql::codes::SET_CHALLENGE, challenge)?;
         }
+    }
+    if let Some(staged) = &c.staged {
+        let mut row = staged.hold.args();
+        row.extend([
+            staged.sealed.as_slice().into(),
+            c.key_digest.as_slice().into(),
+        ]);
+        tx.exec(sql::integration::IDEM_STAGE, &row)?;
     }
     Ok(())
 }

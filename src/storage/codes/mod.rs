@@ -25,7 +25,7 @@ mod insert;
 
 pub use claims::ClaimStore;
 pub(crate) use insert::{insert_challenge, minted_in, Inserted};
-pub use insert::{NewChallenge, NewLink};
+pub use insert::{NewChallenge, NewLink, StagedAnswers};
 
 /// The outgoing message of a new code, stored in the same commit as the code.
 #[derive(Debug, Clone)]

@@ -126,8 +126,20 @@ shared_sql!(
 );
 
 shared_sql!(
-    /// A free idempotency key taken by a new claim.
+    /// A free idempotency key taken by a new claim; `$7` = 1 keeps the answers its last
+    /// holder staged (a holder that died: the same request again), 0 drops them (a key
+    /// used again after it expired).
     pub(crate) IDEM_RETAKE =
         "UPDATE idempotency_keys SET fingerprint = $3, status = NULL, response = NULL, \
-         lease_until = $4, expires_at = $5, holder = $6 WHERE tenant_id = $1 AND key_digest = $2"
+         lease_until = $4, expires_at = $5, holder = $6, \
+         staged = CASE WHEN CAST($7 AS BIGINT) = 1 THEN staged ELSE NULL END, \
+         staged_code = CASE WHEN CAST($7 AS BIGINT) = 1 THEN staged_code ELSE NULL END \
+         WHERE tenant_id = $1 AND key_digest = $2"
+);
+
+shared_sql!(
+    /// The answers of the code the key's holder stores, in the code's own transaction.
+    pub(crate) IDEM_STAGE =
+        "UPDATE idempotency_keys SET staged = $4, staged_code = $5 WHERE tenant_id = $1 AND \
+         key_digest = $2 AND holder = $3 AND status IS NULL"
 );
