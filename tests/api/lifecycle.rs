@@ -92,6 +92,34 @@ pub(crate) fn sql(url: &str, q: &'static str) -> i64 {
     })
 }
 
+/// The database as a release before migration `version` left it: the records of that
+/// migration and every later one gone, and the schema the later ones changed undone, so that
+/// the next start migrates them again (an upgrade). Returns how many records went.
+pub(crate) fn before_migration(url: &str, version: i64) -> i64 {
+    let history = if crate::helpers::on_postgres() {
+        "otpmint_schema_history"
+    } else {
+        "refinery_schema_history"
+    };
+    // What each later migration changed in the schema, undone (the others change rows only).
+    const UNDO: &[(i64, &[&str])] = &[(
+        25,
+        &[
+            "ALTER TABLE idempotency_keys DROP COLUMN staged",
+            "ALTER TABLE idempotency_keys DROP COLUMN staged_code",
+        ],
+    )];
+    for (v, statements) in UNDO {
+        if *v >= version {
+            for s in *statements {
+                sql(url, s);
+            }
+        }
+    }
+    let forget = format!("DELETE FROM {history} WHERE version >= {version}");
+    sql(url, Box::leak(forget.into_boxed_str()))
+}
+
 /// Leased messages whose send is recorded as begun (after DATA's go-ahead).
 const BEGUN: &str = "SELECT COUNT(*) FROM outbox WHERE leased_by IS NOT NULL AND unstarted = FALSE";
 
