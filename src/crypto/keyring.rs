@@ -267,15 +267,22 @@ impl Keyring {
     }
 }
 
+/// Reads the configured master key again: its file, which an operator rotating the key
+/// writes the new key into (`None`: no such file, or not a key).
+pub type Reread = Box<dyn Fn() -> Option<MasterKey> + Send + Sync>;
+
 /// The unlocked keyring of a running process, replaceable when another process (the CLI's
-/// `keys rotate-data-key`) adds a data key.
+/// `keys rotate-data-key`) adds a data key, and its master keys, replaceable when the CLI's
+/// `keys rotate` wrapped the keyring under the key its file holds now (API.md §7.3).
 pub struct Keys {
     current: std::sync::RwLock<std::sync::Arc<Keyring>>,
-    master: MasterKey,
-    previous: Vec<MasterKey>,
+    /// The active master key and the previous ones.
+    masters: std::sync::RwLock<(MasterKey, Vec<MasterKey>)>,
+    reread: Option<Reread>,
     /// The stored keyring was last found wrapped by a master key this process does not
-    /// hold (rotated by the CLI or another instance): secrets sealed under its newer data
-    /// keys cannot be opened here until a restart with that key.
+    /// hold (rotated by the CLI or another instance), and its key file holds none that
+    /// opens it: secrets sealed under its newer data keys cannot be opened here until the
+    /// file holds that key, or a restart with it.
     locked_out: std::sync::atomic::AtomicBool,
 }
 
@@ -289,9 +296,18 @@ impl Keys {
     pub fn new(ring: Keyring, master: MasterKey, previous: Vec<MasterKey>) -> Keys {
         Keys {
             current: std::sync::RwLock::new(std::sync::Arc::new(ring)),
-            master,
-            previous,
+            masters: std::sync::RwLock::new((master, previous)),
+            reread: None,
             locked_out: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// With the master key read again by `reread` when the stored keyring is found wrapped
+    /// by a key this process does not hold.
+    pub fn rereading(self, reread: Reread) -> Keys {
+        Keys {
+            reread: Some(reread),
+            ..self
         }
     }
 
@@ -308,9 +324,28 @@ impl Keys {
         }
     }
 
-    /// Unlock freshly read keyring rows and use them from now on.
+    /// Unlock freshly read keyring rows and use them from now on. Rows wrapped by a master
+    /// key this process does not hold (the CLI's `keys rotate`) are tried with the key its
+    /// file holds now; if that opens them, it is the active key from then on (the one it
+    /// replaces kept as a previous one, for rows a rotation has not reached yet).
     pub fn reopen(&self, rows: &[WrappedKey]) -> Result<std::sync::Arc<Keyring>, KeyError> {
-        let opened = Keyring::open(rows, &self.master, &self.previous);
+        let (master, previous) = (self.master(), self.previous());
+        let mut opened = Keyring::open(rows, &master, &previous);
+        if matches!(opened, Err(KeyError::WrongMasterKey { .. })) {
+            let reread = self.reread.as_ref().and_then(|read| read());
+            if let Some(new) = reread.filter(|k| k.id() != master.id()) {
+                let mut older = previous;
+                older.push(master);
+                let again = Keyring::open(rows, &new, &older);
+                if again.is_ok() {
+                    tracing::info!(key_id = %new.id(), "the master key file holds a new key, which opens the stored keyring: it is the active master key from now on");
+                    if let Ok(mut g) = self.masters.write() {
+                        *g = (new, older);
+                    }
+                    opened = again;
+                }
+            }
+        }
         self.locked_out.store(
             matches!(opened, Err(KeyError::WrongMasterKey { .. })),
             std::sync::atomic::Ordering::Relaxed,
@@ -322,12 +357,21 @@ impl Keys {
         Ok(ring)
     }
 
-    pub fn master(&self) -> &MasterKey {
-        &self.master
+    /// The active master key.
+    pub fn master(&self) -> MasterKey {
+        match self.masters.read() {
+            Ok(g) => g.0.clone(),
+            Err(p) => p.into_inner().0.clone(),
+        }
     }
 
-    pub fn previous(&self) -> &[MasterKey] {
-        &self.previous
+    /// The previous master keys (`crypto.previous_master_keys`, and one a new key file
+    /// replaced).
+    pub fn previous(&self) -> Vec<MasterKey> {
+        match self.masters.read() {
+            Ok(g) => g.1.clone(),
+            Err(p) => p.into_inner().1.clone(),
+        }
     }
 }
 
@@ -348,6 +392,50 @@ mod tests {
         ));
         // the old key as "previous" still opens it
         assert!(Keyring::open(&rows, &other, &[master]).is_ok());
+    }
+
+    /// Rows re-wrapped under a new master key open with the key the file holds now, which
+    /// becomes the active one (the old one kept as previous); a file holding a key that does
+    /// not open them leaves the process locked out, with the keys it had.
+    #[test]
+    fn a_keyring_rewrapped_elsewhere_opens_with_the_key_its_file_holds_now() {
+        let (old, new, stray) = (
+            MasterKey::generate(),
+            MasterKey::generate(),
+            MasterKey::generate(),
+        );
+        let (ring, rows) = Keyring::generate(&old).unwrap();
+        let rewrapped: Vec<WrappedKey> = rows
+            .iter()
+            .map(|r| {
+                let material = old.unwrap_key(&r.kind, r.version, &r.wrapped).unwrap();
+                WrappedKey {
+                    wrapped: new.wrap(&r.kind, r.version, &material).unwrap(),
+                    kek_id: new.id(),
+                    ..r.clone()
+                }
+            })
+            .collect();
+        let file = std::sync::Arc::new(std::sync::Mutex::new(stray.clone()));
+        let read = std::sync::Arc::clone(&file);
+        let keys = Keys::new(ring, old.clone(), vec![])
+            .rereading(Box::new(move || Some(read.lock().unwrap().clone())));
+        assert!(keys.reopen(&rewrapped).is_err());
+        assert!(keys.locked_out());
+        assert_eq!(keys.master().id(), old.id());
+        *file.lock().unwrap() = new.clone();
+        assert!(keys.reopen(&rewrapped).is_ok());
+        assert!(!keys.locked_out());
+        assert_eq!(keys.master().id(), new.id());
+        assert_eq!(
+            keys.previous()
+                .iter()
+                .map(MasterKey::id)
+                .collect::<Vec<_>>(),
+            [old.id()]
+        );
+        // Rows a rotation has not reached yet still open.
+        assert!(keys.reopen(&rows).is_ok());
     }
 
     #[test]

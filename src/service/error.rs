@@ -348,7 +348,7 @@ impl From<KeyError> for ServiceError {
     fn from(e: KeyError) -> Self {
         match e {
             KeyError::WrongMasterKey { .. } => ServiceError::Unavailable(format!(
-                "{e}: the active master key is needed here (a server: restart it with that key)"
+                "{e}: the active master key is needed here (a server: write it to its key file, which it reads again, or restart it with that key)"
             )),
             e => ServiceError::Internal(e.to_string()),
         }

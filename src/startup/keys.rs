@@ -108,7 +108,7 @@ fn unlock_stored(settings: &Settings, rows: &[WrappedKey]) -> Result<Keys, Start
     match configured_master_key(settings)? {
         Some(master) => {
             let ring = Keyring::open(rows, &master, &previous)?;
-            Ok(Keys::new(ring, master, previous))
+            Ok(running_keys(settings, ring, master, previous))
         }
         None => Err(StartupError::MasterKey(format!(
             "master key file {} (crypto.master_key_file) is missing, but the database holds a keyring (wrapped by key id {}); restore the key file or set crypto.master_key — refusing to create a new key",
@@ -177,7 +177,28 @@ fn open_keyring_from(
         other => other.into(),
     })?;
     let ring = Keyring::open(&stored, &master, &previous)?;
-    Ok(Keys::new(ring, master, previous))
+    Ok(running_keys(settings, ring, master, previous))
+}
+
+/// A process's keys, its master key read again from its file when the stored keyring is
+/// found wrapped by another — the CLI's `keys rotate` after the file got the new key — so
+/// that running instances go on without a restart (API.md §7.3). A `crypto.master_key`
+/// given inline cannot change while the process runs.
+fn running_keys(
+    settings: &Settings,
+    ring: Keyring,
+    master: MasterKey,
+    previous: Vec<MasterKey>,
+) -> Keys {
+    let keys = Keys::new(ring, master, previous);
+    if !settings.crypto.master_key.expose_secret().is_empty() {
+        return keys;
+    }
+    let path = resolve(Path::new(&settings.crypto.master_key_file));
+    keys.rereading(Box::new(move || {
+        let text = std::fs::read_to_string(&path).ok()?;
+        MasterKey::from_base64(&text).ok()
+    }))
 }
 
 /// `otpmint migrate-store`: copy the installation at `from` into the empty database at `to`

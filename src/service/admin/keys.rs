@@ -43,7 +43,7 @@ impl Admin {
     pub async fn rotate_master_key(&self) -> Result<RewrapReport, ServiceError> {
         let rows = self.core.db(|s| s.keyring()).await?;
         let keys = &self.core.keyring;
-        let active = keys.master();
+        let (active, previous) = (keys.master(), keys.previous());
         let mut report = RewrapReport {
             active_id: active.id(),
             ..Default::default()
@@ -53,8 +53,7 @@ impl Admin {
                 report.already_active += 1;
                 continue;
             }
-            let old = keys
-                .previous()
+            let old = previous
                 .iter()
                 .find(|k| k.id() == row.kek_id)
                 .ok_or_else(|| {
@@ -118,7 +117,7 @@ impl Admin {
                 .max()
                 .unwrap_or(0)
                 + 1;
-            let row = Keyring::new_data_key(self.core.keyring.master(), next)?;
+            let row = Keyring::new_data_key(&self.core.keyring.master(), next)?;
             let now = self.core.now();
             self.core.db(move |s| s.add_data_key(&row, now)).await?;
             ring = self

@@ -227,7 +227,7 @@ impl crate::service::Core {
     pub async fn ready(&self) -> Result<(), crate::service::ServiceError> {
         if self.keyring.locked_out() {
             return Err(crate::service::ServiceError::Unavailable(
-                "the stored keyring was rotated to a master key this instance does not hold: restart it with the active master key".into(),
+                "the stored keyring was rotated to a master key this instance does not hold: write the active master key to its key file (it is read again), or restart it with that key".into(),
             ));
         }
         let probe = self.db(|s| {
