@@ -83,11 +83,8 @@ impl Settings {
             // Values go in as strings (a secret "0123" stays "0123"); serde converts
             // numbers and booleans, and lists are split here.
             let result = if LIST_KEYS.contains(&key.as_str()) {
-                let items: Vec<String> = value
-                    .split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect();
+                // Checked above: the list's form, and each item's type.
+                let items = typed::env_list(&value).unwrap_or_default();
                 builder.set_override(key.as_str(), items)
             } else {
                 builder.set_override(key.as_str(), value.clone())

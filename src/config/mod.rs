@@ -37,7 +37,7 @@ pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 const DEFAULT_KEY_FILE: &str = "data/master.key";
 const ENV_PREFIX: &str = "OTPMINT__";
 
-/// Keys whose environment value is a comma-separated list.
+/// Keys whose environment value is a list: comma-separated, or a TOML array.
 const LIST_KEYS: &[&str] = &[
     "server.trusted_proxies",
     "crypto.previous_master_keys",

@@ -138,6 +138,37 @@ fn value(v: &DeValue<'_>, default: Option<&DeValue<'_>>, key: &str) -> Result<()
     }
 }
 
+/// The items of a list key's environment value: comma-separated (`587,2525`), or written as
+/// in the file, a TOML array (`[587, 2525]`, `["10.0.0.0/8", "::1"]`). Blank items are
+/// dropped.
+pub(super) fn env_list(text: &str) -> Result<Vec<String>, String> {
+    let trimmed = text.trim();
+    if !trimmed.starts_with('[') {
+        return Ok(text
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect());
+    }
+    let refused = || {
+        "must be a list: comma-separated (`587,2525`) or a TOML array (`[587, 2525]`)".to_string()
+    };
+    let source = format!("v = {trimmed}");
+    let table = DeTable::parse(&source).map_err(|_| refused())?;
+    let Some(DeValue::Array(items)) = table.get_ref().get("v").map(|v| v.get_ref()) else {
+        return Err(refused());
+    };
+    items
+        .iter()
+        .map(|item| match item.get_ref() {
+            DeValue::String(s) => Ok(s.to_string()),
+            DeValue::Integer(i) => Ok(i.to_string()),
+            _ => Err(refused()),
+        })
+        .filter(|item| item.as_ref().map_or(true, |s| !s.trim().is_empty()))
+        .collect()
+}
+
 /// Check an `OTPMINT__…` variable's text against its key's type: a boolean is `true` or
 /// `false` (in any case), an integer a whole number (each item of a list key).
 pub(super) fn check_env(key: &str, text: &str) -> Result<(), String> {
@@ -158,15 +189,12 @@ pub(super) fn check_env(key: &str, text: &str) -> Result<(), String> {
         },
         d => d,
     };
-    let items: Vec<&str> = if LIST_KEYS.contains(&key) {
-        text.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect()
+    let items: Vec<String> = if LIST_KEYS.contains(&key) {
+        env_list(text)?
     } else {
-        vec![text]
+        vec![text.to_string()]
     };
-    for item in items {
+    for item in items.iter().map(|s| s.trim()) {
         let boolean = item.eq_ignore_ascii_case("true") || item.eq_ignore_ascii_case("false");
         if of.is_bool() && !boolean {
             return Err("must be true or false".into());
