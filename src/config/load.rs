@@ -83,8 +83,10 @@ impl Settings {
             // Values go in as strings (a secret "0123" stays "0123"); serde converts
             // numbers and booleans, and lists are split here.
             let result = if LIST_KEYS.contains(&key.as_str()) {
-                // Checked above: the list's form, and each item's type.
-                let items = typed::env_list(&value).unwrap_or_default();
+                let items = typed::env_list(&value).map_err(|message| ConfigError::Load {
+                    source_name: format!("environment variable {name}"),
+                    message: format!("`{key}` {message}"),
+                })?;
                 builder.set_override(key.as_str(), items)
             } else {
                 builder.set_override(key.as_str(), value.clone())

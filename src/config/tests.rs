@@ -120,6 +120,18 @@ fn a_list_in_the_environment_may_be_a_toml_array() {
         err.contains("comma-separated (`587,2525`) or a TOML array"),
         "{err}"
     );
+    // Also where the default is an empty list (no item type to check): refused, not
+    // taken as empty (the review: `[10.0.0.0/8]` unquoted left no trusted proxy).
+    for key in LIST_KEYS {
+        let var = format!("OTPMINT__{}", key.to_ascii_uppercase().replace('.', "__"));
+        let err = Settings::load_from(None, env(&[(var.as_str(), "[10.0.0.0/8]")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&var) && err.contains("or a TOML array") && !err.contains("10.0.0.0"),
+            "{key}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -172,6 +172,12 @@ pub(super) fn env_list(text: &str) -> Result<Vec<String>, String> {
 /// Check an `OTPMINT__…` variable's text against its key's type: a boolean is `true` or
 /// `false` (in any case), an integer a whole number (each item of a list key).
 pub(super) fn check_env(key: &str, text: &str) -> Result<(), String> {
+    // A list's form first, whatever its items' type (an empty default has none).
+    let items: Vec<String> = if LIST_KEYS.contains(&key) {
+        env_list(text)?
+    } else {
+        vec![text.to_string()]
+    };
     let mut at = DEFAULTS.as_ref();
     let mut found = None;
     for part in key.split('.') {
@@ -188,11 +194,6 @@ pub(super) fn check_env(key: &str, text: &str) -> Result<(), String> {
             None => return Ok(()),
         },
         d => d,
-    };
-    let items: Vec<String> = if LIST_KEYS.contains(&key) {
-        env_list(text)?
-    } else {
-        vec![text.to_string()]
     };
     for item in items.iter().map(|s| s.trim()) {
         let boolean = item.eq_ignore_ascii_case("true") || item.eq_ignore_ascii_case("false");

@@ -334,13 +334,22 @@ impl Keys {
         if matches!(opened, Err(KeyError::WrongMasterKey { .. })) {
             let reread = self.reread.as_ref().and_then(|read| read());
             if let Some(new) = reread.filter(|k| k.id() != master.id()) {
-                let mut older = previous;
-                older.push(master);
+                let replaced = master.id();
+                let mut older: Vec<MasterKey> = previous
+                    .into_iter()
+                    .filter(|k| k.id() != new.id())
+                    .collect();
+                if older.iter().all(|k| k.id() != replaced) {
+                    older.push(master);
+                }
                 let again = Keyring::open(rows, &new, &older);
                 if again.is_ok() {
-                    tracing::info!(key_id = %new.id(), "the master key file holds a new key, which opens the stored keyring: it is the active master key from now on");
                     if let Ok(mut g) = self.masters.write() {
-                        *g = (new, older);
+                        // Unless another reopen took a key meanwhile.
+                        if g.0.id() == replaced {
+                            tracing::info!(key_id = %new.id(), "the master key file holds a new key, which opens the stored keyring: it is the active master key from now on");
+                            *g = (new, older);
+                        }
                     }
                     opened = again;
                 }

@@ -164,8 +164,12 @@ pub trait IntegrationStore {
     /// Keep the answer of the request that holds the key (a request whose claim was taken
     /// over changes nothing).
     fn idem_finish(&self, h: &IdemHold, status: u16, response: &[u8]) -> Result<(), StoreError>;
-    /// Free a key whose request got an answer that is not kept (only the holder's claim).
-    fn idem_release(&self, h: &IdemHold) -> Result<(), StoreError>;
+    /// Free a key whose request got an answer that is not kept (only the holder's claim);
+    /// with `unless_staged`, not a key whose code was stored with its answers.
+    fn idem_release(&self, h: &IdemHold, unless_staged: bool) -> Result<(), StoreError>;
+    /// Give the holder's claim back without an answer, free from `at` on (its answers, if
+    /// any, kept for the next request).
+    fn idem_give_back(&self, h: &IdemHold, at: Millis) -> Result<(), StoreError>;
     /// Delete expired idempotency keys, and settled events and delivery records older than
     /// `records_before`.
     fn purge_integration(&self, now: Millis, records_before: Millis) -> Result<usize, StoreError>;
@@ -374,8 +378,19 @@ impl<E: Engine> IntegrationStore for E {
         self.exec_one(sql::IDEM_FINISH, &row).map(drop)
     }
 
-    fn idem_release(&self, h: &IdemHold) -> Result<(), StoreError> {
-        self.exec_one(sql::IDEM_RELEASE, &h.args()).map(drop)
+    fn idem_release(&self, h: &IdemHold, unless_staged: bool) -> Result<(), StoreError> {
+        let statement = if unless_staged {
+            sql::IDEM_RELEASE_UNSTAGED
+        } else {
+            sql::IDEM_RELEASE
+        };
+        self.exec_one(statement, &h.args()).map(drop)
+    }
+
+    fn idem_give_back(&self, h: &IdemHold, at: Millis) -> Result<(), StoreError> {
+        let mut row = h.args();
+        row.push(at.into());
+        self.exec_one(sql::IDEM_GIVE_BACK, &row).map(drop)
     }
 
     fn purge_integration(&self, now: Millis, records_before: Millis) -> Result<usize, StoreError> {

@@ -41,6 +41,10 @@ async fn a_repeat_gets_the_first_answer_and_sends_nothing() {
     let (s2, r2, b2) = parts(r).await;
     assert_eq!((s2, r2), (StatusCode::CREATED, true));
     assert_eq!(b1, b2, "the first answer, again");
+    // The answers staged with the code are gone once the answer is kept (they name the key).
+    let staged =
+        "SELECT COUNT(*) FROM idempotency_keys WHERE staged IS NOT NULL OR staged_code IS NOT NULL";
+    assert_eq!(crate::lifecycle::sql(&app.settings.database.url, staged), 0);
     // Nothing sent, nothing counted (the recipient quota of 1 is not hit by the replay).
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(app.smtp.count_to("ada@example.com"), 1);
@@ -248,7 +252,9 @@ async fn a_repeat_sealed_under_a_data_key_this_instance_has_not_loaded_is_replay
 /// code's answer as its delivery reads (`unknown`: the message may have arrived), and nothing
 /// is minted or sent again (API.md §9, §19.2; found by the PostgreSQL audit: such a repeat
 /// minted a second code, superseding the first, which may have arrived). The holder is held
-/// here, not killed: past its claim it is dead to the key, and its late answer changes nothing.
+/// here, not killed: past its claim it is dead to the key, and its late answer changes nothing
+/// (a holder alive past its claim happens only as here, with the clock moved on: the claim
+/// outlasts any mint; its own client then got `sent` where the key keeps `unknown`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeat_after_its_holder_died_with_its_code_stored_gets_that_codes_answer() {
     let app = spawn_app().await;

@@ -102,13 +102,16 @@ pub(crate) fn before_migration(url: &str, version: i64) -> i64 {
         "refinery_schema_history"
     };
     // What each later migration changed in the schema, undone (the others change rows only).
-    const UNDO: &[(i64, &[&str])] = &[(
-        25,
-        &[
-            "ALTER TABLE idempotency_keys DROP COLUMN staged",
-            "ALTER TABLE idempotency_keys DROP COLUMN staged_code",
-        ],
-    )];
+    const UNDO: &[(i64, &[&str])] = &[
+        (22, &["ALTER TABLE challenges DROP COLUMN attempts_open"]),
+        (
+            25,
+            &[
+                "ALTER TABLE idempotency_keys DROP COLUMN staged",
+                "ALTER TABLE idempotency_keys DROP COLUMN staged_code",
+            ],
+        ),
+    ];
     for (v, statements) in UNDO {
         if *v >= version {
             for s in *statements {

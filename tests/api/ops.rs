@@ -312,6 +312,25 @@ async fn master_key_rotation_rewraps_the_keyring_and_either_key_can_serve_during
     assert!(err.contains("does not match"), "{err}");
 }
 
+/// The CLI's `keys rotate` then `keys rotate-data-key` on the app's database, with the
+/// master key in `key_file` and `old` as the previous one.
+fn rotate_with_the_cli(app: &TestApp, key_file: &std::path::Path, old: &str) {
+    let conf = app.dir.path().join("rotating.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[database]\nurl = \"{}\"\n[crypto]\nmaster_key_file = \"{}\"\nprevious_master_keys = [\"{old}\"]\n",
+            app.settings.database.url,
+            key_file.display()
+        ),
+    )
+    .unwrap();
+    for command in ["rotate", "rotate-data-key"] {
+        let (ok, _, err) = otpmint_with(&conf, &["keys", command]);
+        assert!(ok, "{command}: {err}");
+    }
+}
+
 /// A master-key rotation done by the CLI is picked up by a running instance without a
 /// restart (API.md §7.3): the new key written to the key file the instance reads, the CLI's
 /// `keys rotate` then `keys rotate-data-key`, and the instance — which started with the old
@@ -329,20 +348,7 @@ async fn a_running_instance_follows_a_master_key_rotation_through_its_key_file()
         .to_string();
     let new = otpmint::crypto::keyring::MasterKey::generate();
     std::fs::write(&key_file, format!("{}\n", new.to_base64())).unwrap();
-    let conf = app.dir.path().join("rotating.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "[database]\nurl = \"{}\"\n[crypto]\nmaster_key_file = \"{}\"\nprevious_master_keys = [\"{old}\"]\n",
-            app.settings.database.url,
-            key_file.display()
-        ),
-    )
-    .unwrap();
-    for command in ["rotate", "rotate-data-key"] {
-        let (ok, _, err) = otpmint_with(&conf, &["keys", command]);
-        assert!(ok, "{command}: {err}");
-    }
+    rotate_with_the_cli(&app, &key_file, &old);
     // The instance reloads its keyring within a second or two: under the new key, its new
     // data key active.
     let keys = &app.services.core.keyring;
@@ -397,20 +403,7 @@ async fn an_instance_whose_master_key_no_longer_opens_the_keyring_waits_and_says
     let new = otpmint::crypto::keyring::MasterKey::generate().to_base64();
     let new_file = app.dir.path().join("new-master.key");
     std::fs::write(&new_file, format!("{new}\n")).unwrap();
-    let conf = app.dir.path().join("rotating.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "[database]\nurl = \"{}\"\n[crypto]\nmaster_key_file = \"{}\"\nprevious_master_keys = [\"{old}\"]\n",
-            app.settings.database.url,
-            new_file.display()
-        ),
-    )
-    .unwrap();
-    for command in ["rotate", "rotate-data-key"] {
-        let (ok, _, err) = otpmint_with(&conf, &["keys", command]);
-        assert!(ok, "{command}: {err}");
-    }
+    rotate_with_the_cli(&app, &new_file, &old);
     // A sync mint: 503, and nothing reached the relay.
     let (s, v) = body(
         app.post("/v1/otp", &sk, json!({"email": "ada@example.com"}))

@@ -342,13 +342,9 @@ fn a_migration_a_deadlock_breaks_is_run_again_and_a_failing_one_names_itself() {
     };
     let out = migrate().output().unwrap();
     assert!(out.status.success(), "{}", said(&out));
-    // A database from before V22 (V23 and V24 after it change no schema).
+    // A database from before V22.
+    assert!(crate::lifecycle::before_migration(&pg, 22) >= 1);
     let mut old = postgres::Client::connect(&pg, postgres::NoTls).unwrap();
-    old.batch_execute(
-        "ALTER TABLE challenges DROP COLUMN attempts_open; \
-         DELETE FROM otpmint_schema_history WHERE version >= 22",
-    )
-    .unwrap();
     // The earlier version's session: it holds the history table (as its writes would hold
     // rows the migration needs), then reads the table the migration alters. It waits longer
     // than the migration's session before it looks for a deadlock, so the migration's is
@@ -392,7 +388,10 @@ fn a_migration_a_deadlock_breaks_is_run_again_and_a_failing_one_names_itself() {
         )
         .unwrap()
         .get(0);
-    assert_eq!(applied, 24);
+    let newest = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+        .unwrap()
+        .count();
+    assert_eq!(applied, newest as i64);
     watch
         .batch_execute("SELECT attempts_open FROM challenges LIMIT 1")
         .unwrap();

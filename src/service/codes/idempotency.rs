@@ -170,7 +170,28 @@ impl Codes {
         };
         match self.core.db(move |s| s.idem_begin(&claim)).await? {
             IdemBegin::Started => Ok(self.proceed(hold)),
-            IdemBegin::Orphaned { answers, code } => self.orphaned(hold, &answers, code).await,
+            IdemBegin::Orphaned { answers, code } => {
+                // On a task of its own, as a mint's work: a client that goes away cannot
+                // leave the key claimed with no answer; a failure gives the claim back.
+                let this = self.clone();
+                let settle = async move {
+                    let given = hold.clone();
+                    match this.orphaned(hold, &answers, code).await {
+                        Ok(start) => Ok(start),
+                        Err(e) => {
+                            let now = this.core.now();
+                            let back = this.core.write(move |s| s.idem_give_back(&given, now));
+                            if let Err(e) = back.await {
+                                tracing::warn!(error = %e, "an idempotency key could not be given back: it is free once its claim runs out");
+                            }
+                            Err(e)
+                        }
+                    }
+                };
+                tokio::spawn(settle).await.map_err(|e| {
+                    ServiceError::Internal(format!("an idempotent replay failed: {e}"))
+                })?
+            }
             IdemBegin::Replay { status, response } => {
                 // Sealed by another instance, perhaps under a data key this one has not
                 // loaded yet (API.md §11.6): reloading the keyring is the store's, not a 500.
@@ -288,7 +309,7 @@ impl Codes {
                 "an idempotent answer",
                 move |s| match &sealed {
                     Some(sealed) => s.idem_finish(&hold, status, sealed),
-                    None => s.idem_release(&hold),
+                    None => s.idem_release(&hold, false),
                 },
                 || {},
             )
@@ -317,6 +338,9 @@ impl Codes {
         let now = self.core.now();
         let (mut kept_n, mut freed) = (0usize, 0usize);
         for Held { hold, staged } in cut {
+            // Whether this process noted its code stored (else the code may have been
+            // stored with its answers just before the stop: those then keep the key).
+            let noted = staged.is_some();
             let answer = match staged {
                 None => None,
                 Some((key_digest, answer)) => {
@@ -358,7 +382,10 @@ impl Codes {
                 .core
                 .write(move |s| match &sealed {
                     Some((status, sealed)) => s.idem_finish(&hold, *status, sealed),
-                    None => s.idem_release(&hold),
+                    // A code stored with its answers whose staging this process had not
+                    // noted yet keeps the key until its claim runs out: a repeat then gets
+                    // the code's answer, never a second code.
+                    None => s.idem_release(&hold, !noted),
                 })
                 .await;
             match settled {

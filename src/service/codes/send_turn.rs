@@ -72,7 +72,7 @@ impl Codes {
     /// Give the turn back (the lease at once; if the database is away it ends by itself).
     pub(super) async fn end_send_turn(&self, turn: SendTurn<'_>) {
         let lease = turn.lease.clone();
-        if let Err(e) = self.core.db(move |s| s.idem_release(&lease)).await {
+        if let Err(e) = self.core.db(move |s| s.idem_release(&lease, false)).await {
             tracing::warn!(error = %e, "a hosted send's lease could not be given back; it ends by itself");
         }
         drop(turn);

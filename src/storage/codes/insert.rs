@@ -88,8 +88,7 @@ impl Inserted {
     }
 }
 
-/// Insert a pending code with the next sequence number of its group, its magic link, and
-/// its idempotency key's answers.
+/// Insert a pending code with the next sequence number of its group, and its magic link.
 /// The group's lock ([`Exec::serialize`]: on PostgreSQL an advisory lock held until commit;
 /// SQLite's one writer needs none) makes numbers be taken one at a time and in commit
 /// order; the unique index on the group's sequence is the backstop.
@@ -144,14 +143,6 @@ pub(crate) fn insert_challenge(
             tx.exec(sql::codes::SET_CHALLENGE, challenge)?;
         }
     }
-    if let Some(staged) = &c.staged {
-        let mut row = staged.hold.args();
-        row.extend([
-            staged.sealed.as_slice().into(),
-            c.key_digest.as_slice().into(),
-        ]);
-        tx.exec(sql::integration::IDEM_STAGE, &row)?;
-    }
     Ok(())
 }
 
@@ -173,7 +164,9 @@ pub struct NewLink {
     pub code_challenge: Option<String>,
 }
 
-/// Count a new code's mint (`Minted`, or `Test`) — the last statement of its transaction.
+/// Count a new code's mint (`Minted`, or `Test`) and keep its idempotency key's answers —
+/// the last statements of its transaction (the key's row locked last, after the group's and
+/// the tenant's locks every mint takes).
 pub(crate) fn minted_in(
     tx: &mut dyn Exec,
     c: &NewChallenge,
@@ -195,5 +188,14 @@ pub(crate) fn minted_in(
             dims: &dims,
             what,
         },
-    )
+    )?;
+    if let Some(staged) = &c.staged {
+        let mut row = staged.hold.args();
+        row.extend([
+            staged.sealed.as_slice().into(),
+            c.key_digest.as_slice().into(),
+        ]);
+        tx.exec(sql::integration::IDEM_STAGE, &row)?;
+    }
+    Ok(())
 }

@@ -74,14 +74,30 @@ shared_sql!(
 
 shared_sql!(
     pub(crate) IDEM_FINISH =
-        "UPDATE idempotency_keys SET status = $4, response = $5 WHERE tenant_id = $1 AND \
-         key_digest = $2 AND holder = $3 AND status IS NULL"
+        "UPDATE idempotency_keys SET status = $4, response = $5, staged = NULL, \
+         staged_code = NULL WHERE tenant_id = $1 AND key_digest = $2 AND holder = $3 AND \
+         status IS NULL"
 );
 
 shared_sql!(
     pub(crate) IDEM_RELEASE =
         "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key_digest = $2 AND holder = $3 \
          AND status IS NULL"
+);
+
+shared_sql!(
+    /// As [`IDEM_RELEASE`], unless the holder's code was stored with its answers: that key
+    /// stays claimed until its lease runs out, and a repeat then gets the code's answer.
+    pub(crate) IDEM_RELEASE_UNSTAGED =
+        "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key_digest = $2 AND holder = $3 \
+         AND status IS NULL AND staged_code IS NULL"
+);
+
+shared_sql!(
+    /// The holder gives its claim back without an answer: free for the next request at `$4`.
+    pub(crate) IDEM_GIVE_BACK =
+        "UPDATE idempotency_keys SET lease_until = $4 WHERE tenant_id = $1 AND key_digest = $2 \
+         AND holder = $3 AND status IS NULL"
 );
 
 shared_sql!(
