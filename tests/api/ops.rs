@@ -246,11 +246,7 @@ async fn master_key_rotation_rewraps_the_keyring_and_either_key_can_serve_during
     let app = spawn_app().await;
     let (_, sk) = app.tenant().await;
     let (key, code) = app.mint(&sk, "ada@example.com").await;
-    let key_file = std::path::PathBuf::from(&app.settings.crypto.master_key_file);
-    let old = std::fs::read_to_string(&key_file)
-        .unwrap()
-        .trim()
-        .to_string();
+    let (key_file, old) = master_key_file(&app);
     let new = otpmint::crypto::keyring::MasterKey::generate().to_base64();
     app.handle.stop(true).await;
     let TestApp {
@@ -312,6 +308,16 @@ async fn master_key_rotation_rewraps_the_keyring_and_either_key_can_serve_during
     assert!(err.contains("does not match"), "{err}");
 }
 
+/// The app's master key file, and the key in it.
+fn master_key_file(app: &TestApp) -> (std::path::PathBuf, String) {
+    let key_file = std::path::PathBuf::from(&app.settings.crypto.master_key_file);
+    let key = std::fs::read_to_string(&key_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    (key_file, key)
+}
+
 /// The CLI's `keys rotate` then `keys rotate-data-key` on the app's database, with the
 /// master key in `key_file` and `old` as the previous one.
 fn rotate_with_the_cli(app: &TestApp, key_file: &std::path::Path, old: &str) {
@@ -341,11 +347,7 @@ async fn a_running_instance_follows_a_master_key_rotation_through_its_key_file()
     let app = spawn_app().await;
     let (_, sk) = app.tenant().await;
     let (key, code) = app.mint(&sk, "ada@example.com").await;
-    let key_file = std::path::PathBuf::from(&app.settings.crypto.master_key_file);
-    let old = std::fs::read_to_string(&key_file)
-        .unwrap()
-        .trim()
-        .to_string();
+    let (key_file, old) = master_key_file(&app);
     let new = otpmint::crypto::keyring::MasterKey::generate();
     std::fs::write(&key_file, format!("{}\n", new.to_base64())).unwrap();
     rotate_with_the_cli(&app, &key_file, &old);
@@ -395,11 +397,7 @@ async fn an_instance_whose_master_key_no_longer_opens_the_keyring_waits_and_says
         )
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    let key_file = std::path::PathBuf::from(&app.settings.crypto.master_key_file);
-    let old = std::fs::read_to_string(&key_file)
-        .unwrap()
-        .trim()
-        .to_string();
+    let (key_file, old) = master_key_file(&app);
     let new = otpmint::crypto::keyring::MasterKey::generate().to_base64();
     let new_file = app.dir.path().join("new-master.key");
     std::fs::write(&new_file, format!("{new}\n")).unwrap();
