@@ -195,7 +195,11 @@ pub(crate) fn minted_in(
             staged.sealed.as_slice().into(),
             c.key_digest.as_slice().into(),
         ]);
-        tx.exec(sql::integration::IDEM_STAGE, &row)?;
+        // Nothing staged: the claim went to another request (this one's ran out), which
+        // then mints or replays by itself; this request's answer will not be kept either.
+        if tx.exec(sql::integration::IDEM_STAGE, &row)? == 0 {
+            tracing::warn!(tenant_id = %c.tenant_id, "an idempotent mint's claim ran out before its code was stored: its answers are not kept with the key");
+        }
     }
     Ok(())
 }
