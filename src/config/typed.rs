@@ -151,7 +151,9 @@ pub(super) fn env_list(text: &str) -> Result<Vec<String>, String> {
             .collect());
     }
     let refused = || {
-        "must be a list: comma-separated (`587,2525`) or a TOML array (`[587, 2525]`)".to_string()
+        "must be a list: comma-separated (`587,2525`) or a TOML array (`[587, 2525]`, \
+         text in quotes: `[\"192.0.2.0/24\"]`)"
+            .to_string()
     };
     let source = format!("v = {trimmed}");
     let table = DeTable::parse(&source).map_err(|_| refused())?;

@@ -362,11 +362,13 @@ pub async fn otp_cancel(t: TenantAuth, st: State, ctx: Ctx, key: web::Path<Strin
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// 1–200, default 50
-    #[param(minimum = 1, maximum = 200)]
-    limit: Option<u32>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
+    limit: Option<String>,
     /// Only the events after this one, newest first: the previous page's `next_before`
-    /// (ids are this tenant's own numbers, in no order)
-    before: Option<i64>,
+    /// (ids are this tenant's own numbers, in no order; a number that names no event is
+    /// refused)
+    #[param(value_type = Option<i64>, minimum = 0)]
+    before: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/tenant/audit", tag = "self-service",
@@ -375,15 +377,28 @@ pub struct AuditQuery {
     responses(
         (status = 200, description = "A page of events", body = AuditPageOut),
         (status = 400, response = problems::InvalidRequest),
+        (status = 422, response = problems::Unprocessable),
     ),
     security(("secret_key" = [])))]
 pub async fn audit(t: TenantAuth, st: State, q: web::Query<AuditQuery>) -> ApiResult {
-    let limit = q.limit.unwrap_or(50);
-    let events = st
-        .services
-        .core
-        .audit_page(&t.0.id, q.before, limit)
-        .await?;
+    // Parsed here, so that a refusal names its parameter in words.
+    let limit = match q.limit.as_deref().map(str::parse::<u32>) {
+        None => 50,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => {
+            return Err(ServiceError::field("limit", "must be between 1 and 200").into())
+        }
+    };
+    let before = match q.before.as_deref().map(str::parse::<i64>) {
+        None => None,
+        Some(Ok(n)) if n >= 0 => Some(n),
+        Some(_) => {
+            return Err(
+                ServiceError::field("before", crate::service::core::audit::BEFORE_RULE).into(),
+            )
+        }
+    };
+    let events = st.services.core.audit_page(&t.0.id, before, limit).await?;
     let next_before = (events.len() == limit as usize)
         .then(|| events.last().map(|e| e.id))
         .flatten();

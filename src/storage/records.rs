@@ -187,6 +187,8 @@ pub trait AuditStore {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<AuditEvent>, StoreError>;
+    /// The newest event's id, of any tenant (0: none yet): no page cursor names a larger one.
+    fn newest_audit_id(&self) -> Result<i64, StoreError>;
     /// Delete events older than `before`.
     fn purge_audit(&self, before: Millis) -> Result<usize, StoreError>;
     /// True when the database holds any tenant.
@@ -241,6 +243,12 @@ impl<E: Engine> AuditStore for E {
     ) -> Result<Vec<AuditEvent>, StoreError> {
         let q = args![tenant.as_str(), before.unwrap_or(i64::MAX), limit];
         self.rows(sql::AUDIT_PAGE, q, |r| audit_from(r))
+    }
+
+    fn newest_audit_id(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .row_opt(sql::NEWEST_AUDIT_ID, &[], |r| r.int(0))?
+            .unwrap_or(0))
     }
 
     fn purge_audit(&self, before: Millis) -> Result<usize, StoreError> {

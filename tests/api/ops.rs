@@ -735,6 +735,34 @@ async fn audit_ids_say_nothing_of_other_tenants_events() {
         }
     }
     assert_eq!(seen, [json!("s***@example.com"), json!("f***@example.com")]);
+    // A number that names no event of the tenant is refused, naming the parameter (it was
+    // answered with the first page again: the re-audit); so is a malformed one.
+    let bs = theirs["events"][0]["id"].as_i64().unwrap();
+    for (q, status, field) in [
+        (
+            format!("?before={bs}"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "before",
+        ),
+        (
+            format!("?before={}", 1_i64 << 52),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "before",
+        ),
+        ("?before=-1".to_string(), StatusCode::BAD_REQUEST, "before"),
+        ("?before=abc".to_string(), StatusCode::BAD_REQUEST, "before"),
+        (
+            "?before=99999999999999999999999".to_string(),
+            StatusCode::BAD_REQUEST,
+            "before",
+        ),
+        ("?limit=-1".to_string(), StatusCode::BAD_REQUEST, "limit"),
+        ("?limit=1.5".to_string(), StatusCode::BAD_REQUEST, "limit"),
+    ] {
+        let (s, v) = body(app.get(&format!("/v1/tenant/audit{q}"), &a).await).await;
+        assert_eq!(s, status, "{q}: {v}");
+        assert_eq!(v["errors"][0]["field"], field, "{q}: {v}");
+    }
 }
 
 #[tokio::test]

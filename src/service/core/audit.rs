@@ -171,6 +171,9 @@ async fn write(store: &Arc<dyn Store>, batch: &mut Vec<AuditEvent>) {
 /// back, it is ready again at most this long after.
 const DISK_FULL_NOT_READY_MS: i64 = 60_000;
 
+/// What an audit page's `before` must be.
+pub const BEFORE_RULE: &str = "must be a next_before of this tenant's audit, given back as it came";
+
 /// The label of the key audit ids are shown under (one per tenant).
 const AUDIT_ID_LABEL: &str = "audit-id";
 
@@ -214,6 +217,14 @@ impl crate::service::Core {
         // count other tenants' events (the counter is shared).
         let mask = IdMask::new(self.keyring.get().pepper(), AUDIT_ID_LABEL, tenant.as_str());
         let before = before.map(|b| shown_as(b, |b| mask.show(b)));
+        // A number that names no event stands for one past the newest (a stale cursor, a
+        // typo, another tenant's id): refused, not answered with the first page again.
+        if let Some(raw) = before {
+            let newest = self.db(|s| s.newest_audit_id()).await?;
+            if raw > newest {
+                return Err(crate::service::ServiceError::rule("before", BEFORE_RULE));
+            }
+        }
         let tid = tenant.clone();
         let mut events = self.db(move |s| s.audit_page(&tid, before, limit)).await?;
         for e in &mut events {

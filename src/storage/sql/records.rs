@@ -82,6 +82,11 @@ shared_sql!(
 shared_sql!(pub(crate) PURGE_AUDIT = "DELETE FROM audit WHERE at < $1");
 
 shared_sql!(
+    /// The newest event's id (0: none yet).
+    pub(crate) NEWEST_AUDIT_ID = "SELECT COALESCE(MAX(id), 0) FROM audit"
+);
+
+shared_sql!(
     /// What a copy's target holds already: tenants, a keyring.
     pub(crate) IMPORT_SNAPSHOT =
         "SELECT EXISTS(SELECT 1 FROM tenants), EXISTS(SELECT 1 FROM keyring)"
