@@ -8,6 +8,9 @@
 #[path = "../api/abuse.rs"]
 mod abuse;
 #[cfg(otpmint_pg_tests)]
+#[path = "../api/audit.rs"]
+mod audit;
+#[cfg(otpmint_pg_tests)]
 #[path = "../api/binary.rs"]
 mod binary;
 #[cfg(otpmint_pg_tests)]

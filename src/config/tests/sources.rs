@@ -139,3 +139,59 @@ fn a_list_item_out_of_its_range_names_the_list_its_range_and_its_variable() {
         "{err}"
     );
 }
+
+/// A list in the environment may also be written as in the file, a TOML array (found by
+/// the PostgreSQL audit: `[2625]` was refused as "must be a list of port numbers"); a
+/// bracketed text that is no array of strings or numbers says both forms it takes.
+#[test]
+fn a_list_in_the_environment_may_be_a_toml_array() {
+    let s = Settings::load_from(
+        None,
+        env(&[
+            ("OTPMINT__SMTP__ALLOWED_PORTS", "[2625]"),
+            (
+                "OTPMINT__SERVER__TRUSTED_PROXIES",
+                r#" ["10.0.0.0/8", "::1"] "#,
+            ),
+            ("OTPMINT__DELIVERY__SNS_CERTIFICATE_HOSTS", "[]"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.smtp.allowed_ports, vec![2625]);
+    assert_eq!(s.server.trusted_proxies, ["10.0.0.0/8", "::1"]);
+    assert!(s.delivery.sns_certificate_hosts.is_empty());
+    let s = Settings::load_from(
+        None,
+        env(&[("OTPMINT__SMTP__ALLOWED_PORTS", "[587, 2525]")]),
+    )
+    .unwrap();
+    assert_eq!(s.smtp.allowed_ports, vec![587, 2525]);
+    for bad in ["[587, ", "[[587]]", "[true]", "[\"x\"]"] {
+        let err = Settings::load_from(None, env(&[("OTPMINT__SMTP__ALLOWED_PORTS", bad)]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("OTPMINT__SMTP__ALLOWED_PORTS") && err.contains("`smtp.allowed_ports`"),
+            "{bad}: {err}"
+        );
+    }
+    let err = Settings::load_from(None, env(&[("OTPMINT__SMTP__ALLOWED_PORTS", "[587,")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("comma-separated (`587,2525`) or a TOML array"),
+        "{err}"
+    );
+    // Also where the default is an empty list (no item type to check): refused, not
+    // taken as empty (the review: `[10.0.0.0/8]` unquoted left no trusted proxy).
+    for key in LIST_KEYS {
+        let var = format!("OTPMINT__{}", key.to_ascii_uppercase().replace('.', "__"));
+        let err = Settings::load_from(None, env(&[(var.as_str(), "[10.0.0.0/8]")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&var) && err.contains("or a TOML array") && !err.contains("10.0.0.0"),
+            "{key}: {err}"
+        );
+    }
+}

@@ -72,8 +72,7 @@ pub enum PageError {
     Busy,
     /// The code verified, but its session could not be read back then: a reload goes on.
     Finishing,
-    /// Expired, failed, verified already, or its way back no longer allowed: nothing more
-    /// to do here.
+    /// Expired, failed, verified already, or its way back withdrawn: nothing more to do.
     Over,
 }
 
@@ -299,9 +298,8 @@ impl Codes {
             Err(_) => return Err(PageError::NotSent),
         };
         // No code is sent for a sign-in that cannot go back to the tenant (API.md §17.7).
-        if status_of(row, self.core.now()) != "open"
-            || allowed_return(&row.session.return_url, &tenant.allowed_return_urls).is_none()
-        {
+        let way_back = allowed_return(&row.session.return_url, &tenant.allowed_return_urls);
+        if status_of(row, self.core.now()) != "open" || way_back.is_none() {
             return Err(PageError::Over);
         }
         let given = row.session.email.as_deref().unwrap_or(email);
