@@ -76,20 +76,15 @@ impl Settings {
                 continue;
             };
             let key = rest.to_ascii_lowercase().replace("__", ".");
-            typed::check_env(&key, &value).map_err(|message| ConfigError::Load {
+            let list = typed::check_env(&key, &value).map_err(|message| ConfigError::Load {
                 source_name: format!("environment variable {name}"),
                 message: format!("`{key}` {message}"),
             })?;
             // Values go in as strings (a secret "0123" stays "0123"); serde converts
-            // numbers and booleans, and lists are split here.
-            let result = if LIST_KEYS.contains(&key.as_str()) {
-                let items = typed::env_list(&value).map_err(|message| ConfigError::Load {
-                    source_name: format!("environment variable {name}"),
-                    message: format!("`{key}` {message}"),
-                })?;
-                builder.set_override(key.as_str(), items)
-            } else {
-                builder.set_override(key.as_str(), value.clone())
+            // numbers and booleans, and lists come split from the check.
+            let result = match list {
+                Some(items) => builder.set_override(key.as_str(), items),
+                None => builder.set_override(key.as_str(), value.clone()),
             };
             builder = result.map_err(|e| ConfigError::Load {
                 source_name: format!("environment variable {name}"),

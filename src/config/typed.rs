@@ -172,14 +172,20 @@ pub(super) fn env_list(text: &str) -> Result<Vec<String>, String> {
 }
 
 /// Check an `OTPMINT__…` variable's text against its key's type: a boolean is `true` or
-/// `false` (in any case), an integer a whole number (each item of a list key).
-pub(super) fn check_env(key: &str, text: &str) -> Result<(), String> {
+/// `false` (in any case), an integer a whole number (each item of a list key). A list key's
+/// items come back (`None` for any other key).
+pub(super) fn check_env(key: &str, text: &str) -> Result<Option<Vec<String>>, String> {
     // A list's form first, whatever its items' type (an empty default has none).
-    let items: Vec<String> = if LIST_KEYS.contains(&key) {
-        env_list(text)?
-    } else {
-        vec![text.to_string()]
-    };
+    let list = LIST_KEYS
+        .contains(&key)
+        .then(|| env_list(text))
+        .transpose()?;
+    check_items(key, list.as_deref().unwrap_or(&[text.to_string()]))?;
+    Ok(list)
+}
+
+/// Each item of `key`'s value against the type of its default.
+fn check_items(key: &str, items: &[String]) -> Result<(), String> {
     let mut at = DEFAULTS.as_ref();
     let mut found = None;
     for part in key.split('.') {
