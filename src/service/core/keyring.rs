@@ -20,7 +20,7 @@ impl Core {
             Err(e) if blob_version(blob).is_none_or(|(v, _)| ring.has_data_key(v)) => Err(e.into()),
             Err(_) => {
                 let rows = self.db(|s| s.keyring()).await?;
-                let ring = self.keyring.reopen(&rows)?;
+                let ring = self.reopen(rows).await?;
                 Ok(open(&ring)?)
             }
         }
@@ -42,7 +42,20 @@ impl Core {
         if all_known && active.is_none_or(|v| v == ring.active_data_version()) {
             return Ok(false);
         }
-        self.keyring.reopen(&rows)?;
+        self.reopen(rows).await?;
         Ok(true)
+    }
+
+    /// [`Keys::reopen`](crate::crypto::keyring::Keys::reopen) off the async workers: it may
+    /// read the master key file again (once a second while the keyring stays locked out).
+    async fn reopen(
+        &self,
+        rows: Vec<crate::crypto::keyring::WrappedKey>,
+    ) -> Result<std::sync::Arc<Keyring>, ServiceError> {
+        let keys = std::sync::Arc::clone(&self.keyring);
+        let reopened = tokio::task::spawn_blocking(move || keys.reopen(&rows))
+            .await
+            .map_err(|e| ServiceError::Internal(format!("reopening the keyring: {e}")))?;
+        Ok(reopened?)
     }
 }
