@@ -5,17 +5,18 @@
 
 mod builtin;
 mod lint;
+mod locales;
 mod visible;
 
 pub use builtin::LANGUAGES;
 pub use lint::{lint, lint_for};
+pub use locales::{chain, resolve, Source};
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
 
-use crate::domain::locale::Locale;
 use crate::domain::template::TenantTemplate;
 use crate::domain::Millis;
 use visible::html_shows_code;
@@ -453,46 +454,6 @@ pub fn render_once(f: &Fields, vars: &Vars<'_>) -> Result<Rendered, TemplateErro
     let mut rendered = rendered;
     rendered.sms = set.render_sms("preview", &to_a_phone)?;
     Ok(rendered)
-}
-
-/// Where a message's template comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    Tenant,
-    Builtin,
-}
-
-/// The locale fallback chain of §8: the request's locale, its language, the tenant's default,
-/// its language, `en` (duplicates dropped).
-pub fn chain(requested: Option<&Locale>, default: &Locale) -> Vec<Locale> {
-    let mut out: Vec<Locale> = Vec::with_capacity(5);
-    let mut push = |l: Locale| {
-        if !out.contains(&l) {
-            out.push(l);
-        }
-    };
-    if let Some(r) = requested {
-        push(r.clone());
-        push(r.language());
-    }
-    push(default.clone());
-    push(default.language());
-    push(Locale::english());
-    out
-}
-
-/// The first locale of the chain with a template: the tenant's own (`own(locale)`) wins over
-/// the built-in at each step.
-pub fn resolve(chain: &[Locale], own: impl Fn(&str) -> bool) -> (Locale, Source) {
-    for l in chain {
-        if own(l.as_str()) {
-            return (l.clone(), Source::Tenant);
-        }
-        if TemplateSet::builtins().has(l.as_str()) {
-            return (l.clone(), Source::Builtin);
-        }
-    }
-    (Locale::english(), Source::Builtin)
 }
 
 /// The built-in sources of a language, if there is one.

@@ -1,4 +1,5 @@
 use super::*;
+use crate::domain::locale::Locale;
 
 fn vars<'a>(code: &'a str, locale: &'a str, purpose: &'a str, ttl: u32) -> Vars<'a> {
     Vars {
