@@ -20,6 +20,7 @@ pub struct Metrics {
     pub webhook_attempts: IntCounterVec,
     pub smtp_send_seconds: HistogramVec,
     pub hashing_queue_depth: IntGauge,
+    pub records_waiting: IntGauge,
     pub outbox_depth: IntGauge,
     pub outbox_oldest_due: prometheus::Gauge,
     pub hashing_seconds: Histogram,
@@ -131,6 +132,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
             registry.register(Box::new(g.clone()))?;
             g
         },
+        records_waiting: {
+            let g = IntGauge::new(
+                "otpmint_records_waiting",
+                "Facts the database could not take yet (a relay's answer, an answer given), kept in memory and written in order when it answers.",
+            )?;
+            registry.register(Box::new(g.clone()))?;
+            g
+        },
         outbox_depth: {
             let g = IntGauge::new(
                 "otpmint_outbox_depth",
@@ -205,6 +214,7 @@ fn collectors(m: &Metrics) -> Vec<&dyn prometheus::core::Collector> {
         webhook_attempts,
         smtp_send_seconds,
         hashing_queue_depth,
+        records_waiting,
         outbox_depth,
         outbox_oldest_due,
         hashing_seconds,
@@ -263,6 +273,7 @@ pub fn inc(f: impl FnOnce(&'static Metrics) -> &'static IntCounterVec, labels: &
 /// window).
 pub fn render(
     queue_depth: usize,
+    records_waiting: usize,
     outbox: Option<crate::storage::OutboxStats>,
     windows: &[u32],
 ) -> String {
@@ -270,6 +281,7 @@ pub fn render(
         return String::new();
     };
     m.hashing_queue_depth.set(queue_depth as i64);
+    m.records_waiting.set(records_waiting as i64);
     for le in WINDOW_BUCKETS {
         let n = windows.iter().filter(|w| **w <= le).count();
         m.relay_windows

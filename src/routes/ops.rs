@@ -90,6 +90,7 @@ pub async fn metrics(req: HttpRequest, st: State) -> ApiResult {
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(crate::metrics::render(
             st.services.core.hashing_queue_depth(),
+            st.services.core.records_waiting(),
             st.services.delivery.outbox_stats().await.ok(),
             &st.services.delivery.outbox.windows(),
         )))

@@ -204,6 +204,7 @@ fn build_services_as(
         mailer,
         clock,
         settings,
+        backlog: Arc::default(),
     };
     let hooks = crate::service::events::hooks::Hooks::new(hooks, max_webhooks);
     Ok(Services::assemble(core, outbox, hooks))

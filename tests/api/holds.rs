@@ -263,6 +263,8 @@ async fn an_outcome_the_database_cannot_take_keeps_its_message_from_being_sent_a
     // The outage lasts longer than the lease (2 × 5 s + 30 s in these tests).
     app.clock.advance_secs(120);
     tokio::time::sleep(Duration::from_secs(7)).await;
+    // The outcome waits in memory, and the metrics say so.
+    records_waiting(&app, 1).await;
     lock.release();
     // The outcome is recorded once the database is back, and the message never goes again.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -281,6 +283,23 @@ async fn an_outcome_the_database_cannot_take_keeps_its_message_from_being_sent_a
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(app.smtp.count_to("ada@example.com"), 1, "sent once");
+    records_waiting(&app, 0).await;
+}
+
+/// Wait until `/metrics` shows `n` facts waiting for the database (the registry is the
+/// process's, and another test's scrape may have set the gauge from its own app a moment
+/// before: each scrape sets it from its app first).
+async fn records_waiting(app: &TestApp, n: usize) {
+    let want = format!("otpmint_records_waiting {n}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = app.get("/metrics", "").await.text().await.unwrap();
+        if text.lines().any(|l| l == want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never {want}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// An app whose webhook client trusts `rx` and may reach loopback.

@@ -33,12 +33,19 @@ pub struct Core {
     /// Swapped whole on SIGHUP; see [`Admin::reload`](crate::service::Admin::reload).
     pub settings: Arc<arc_swap::ArcSwap<Settings>>,
     pub(crate) audit: audit::Audit,
+    /// Facts the database could not take yet, written in order when it answers.
+    pub(crate) backlog: Arc<retry::Backlog>,
 }
 
 impl Core {
     /// Hash jobs waiting for a hashing thread (the metrics' queue gauge).
     pub fn hashing_queue_depth(&self) -> usize {
         self.hasher.queue_depth()
+    }
+
+    /// Facts waiting for the database to take them (the metrics' gauge).
+    pub fn records_waiting(&self) -> usize {
+        self.backlog.len()
     }
 
     /// Run a store call on the blocking pool, answered within [`Core::db_bound`]; a call

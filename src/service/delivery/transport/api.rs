@@ -218,6 +218,21 @@ pub(crate) fn refused(a: &ApiAnswer, code: Option<String>) -> DeliveryError {
     }
 }
 
+/// As [`refused`], for an answer whose own error code says the provider turned the message
+/// away for load — its sending rate or quota — whatever the HTTP status (SES names its
+/// throttling in a 400, Twilio a full sender queue): nothing was taken, so it is tried
+/// again later, honouring `Retry-After`, as a 429 is.
+pub(crate) fn throttled(a: &ApiAnswer, code: String) -> DeliveryError {
+    DeliveryError::new(
+        DeliveryReason::ProviderUnavailable,
+        FailureKind::Throttled,
+        format!("the provider answered {}: its rate or quota", a.status),
+    )
+    .maybe_delivered(false)
+    .with_retry_after(a.retry_after)
+    .with_code(code)
+}
+
 /// Accepted when 2xx, else [`refused`] with the code `code_of` finds in the answer.
 pub(crate) fn accepted(
     a: &ApiAnswer,

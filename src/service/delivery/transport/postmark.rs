@@ -37,12 +37,45 @@ impl Api for Postmark {
     fn answer(&self, a: &ApiAnswer) -> Result<Accepted, DeliveryError> {
         let v = api::json(a);
         let code = v.get("ErrorCode").and_then(api::text_of);
-        // A 200 whose ErrorCode is not 0 did not send anything.
+        // An ErrorCode of 100 (maintenance) or 429 (rate limit) is "not now", whatever the
+        // status; any other but 0 in a 200 did not send anything either.
+        if let Some(c) = code.clone().filter(|c| c == "100" || c == "429") {
+            return Err(api::throttled(a, c));
+        }
         if (200..300).contains(&a.status) && code.as_deref().is_some_and(|c| c != "0") {
             let mut refused = a.clone();
             refused.status = 422;
             return Err(api::refused(&refused, code));
         }
         api::accepted(a, |_| v.get("MessageID").and_then(api::text_of), |_| code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::delivery::FailureKind;
+
+    fn answer(status: u16, code: u32) -> ApiAnswer {
+        ApiAnswer {
+            status,
+            retry_after: None,
+            headers: reqwest::header::HeaderMap::new(),
+            body: format!(r#"{{"ErrorCode": {code}, "Message": "…"}}"#).into_bytes(),
+        }
+    }
+
+    /// Maintenance and the rate limit are tried again later, in a 200 too; another code in
+    /// a 200 is a refusal; 0 in a 200 is a send.
+    #[test]
+    fn maintenance_and_the_rate_limit_are_tried_again_whatever_the_status() {
+        for (status, code) in [(200, 100), (200, 429), (503, 100), (429, 429)] {
+            let e = Postmark.answer(&answer(status, code)).unwrap_err();
+            assert_eq!(e.kind, FailureKind::Throttled, "{status} {code}");
+            assert!(!e.maybe_delivered, "{status} {code}");
+        }
+        let e = Postmark.answer(&answer(200, 300)).unwrap_err();
+        assert_eq!(e.kind, FailureKind::Permanent);
+        assert!(Postmark.answer(&answer(200, 0)).is_ok());
     }
 }

@@ -15,6 +15,14 @@ use crate::outbound::ApiAnswer;
 
 pub(crate) const PATH: &str = "/v2/email/outbound-emails";
 
+/// The error types that mean "not now": a rate or a quota (as the AWS SDKs class them).
+const THROTTLING: [&str; 4] = [
+    "Throttling",
+    "ThrottlingException",
+    "TooManyRequestsException",
+    "LimitExceededException",
+];
+
 pub(super) struct Ses;
 
 impl Api for Ses {
@@ -58,6 +66,14 @@ impl Api for Ses {
 
     fn answer(&self, a: &ApiAnswer) -> Result<Accepted, DeliveryError> {
         let v = api::json(a);
+        let kind = error_type(a, &v);
+        if !(200..300).contains(&a.status) {
+            // The sending rate or the daily quota, which SES answers with a 400 (the AWS
+            // SDKs retry these by name, whatever the status).
+            if let Some(k) = kind.filter(|k| THROTTLING.contains(&k.as_str())) {
+                return Err(api::throttled(a, k));
+            }
+        }
         api::accepted(
             a,
             |_| v.get("MessageId").and_then(api::text_of),
@@ -186,6 +202,35 @@ mod tests {
             headers,
             body: body.as_bytes().to_vec(),
         }
+    }
+
+    /// A quota or rate error is tried again later whatever its status; a rejection is not.
+    #[test]
+    fn a_throttling_error_in_a_400_is_tried_again_later_and_a_rejection_is_not() {
+        use crate::domain::delivery::FailureKind;
+        for t in [
+            "ThrottlingException",
+            "LimitExceededException",
+            "Throttling",
+        ] {
+            let header = format!("{t}:http://internal.amazon.com/coral/com.amazonaws.sesv2/");
+            let e = Ses
+                .answer(&answer(
+                    Some(&header),
+                    r#"{"message":"Maximum sending rate exceeded."}"#,
+                ))
+                .unwrap_err();
+            assert_eq!(e.kind, FailureKind::Throttled, "{t}");
+            assert!(!e.maybe_delivered, "{t}");
+            assert_eq!(e.detail_code.as_deref(), Some(t));
+        }
+        let e = Ses
+            .answer(&answer(
+                None,
+                r#"{"__type":"MessageRejected","message":"Email address is not verified."}"#,
+            ))
+            .unwrap_err();
+        assert_eq!(e.kind, FailureKind::Permanent);
     }
 
     #[test]

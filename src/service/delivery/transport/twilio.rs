@@ -29,10 +29,46 @@ impl Api for Twilio {
 
     fn answer(&self, a: &ApiAnswer) -> Result<Accepted, DeliveryError> {
         let v = api::json(a);
-        api::accepted(
-            a,
-            |_| v.get("sid").and_then(api::text_of),
-            |_| v.get("code").and_then(api::text_of),
-        )
+        let code = v.get("code").and_then(api::text_of);
+        if !(200..300).contains(&a.status) {
+            // 21611: the sender's queue holds more than it sends in hours; 20429: too many
+            // requests. Load, not a bad message: nothing was queued.
+            if let Some(c) = code.clone().filter(|c| THROTTLING.contains(&c.as_str())) {
+                return Err(api::throttled(a, c));
+            }
+        }
+        api::accepted(a, |_| v.get("sid").and_then(api::text_of), |_| code)
+    }
+}
+
+/// Twilio's error codes that mean "not now".
+const THROTTLING: [&str; 2] = ["21611", "20429"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::delivery::FailureKind;
+
+    fn answer(status: u16, body: serde_json::Value) -> ApiAnswer {
+        ApiAnswer {
+            status,
+            retry_after: None,
+            headers: reqwest::header::HeaderMap::new(),
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    /// A full sender queue is tried again later; an invalid number is final.
+    #[test]
+    fn a_full_queue_is_tried_again_later_and_an_invalid_number_is_not() {
+        let full = serde_json::json!({"code": 21611, "message": "This 'From' number has exceeded the maximum number of queued messages", "status": 400});
+        let e = Twilio.answer(&answer(400, full)).unwrap_err();
+        assert_eq!(e.kind, FailureKind::Throttled);
+        assert!(!e.maybe_delivered);
+        assert_eq!(e.detail_code.as_deref(), Some("21611"));
+        let invalid = serde_json::json!({"code": 21211, "message": "Invalid 'To' Phone Number", "status": 400});
+        let e = Twilio.answer(&answer(400, invalid)).unwrap_err();
+        assert_eq!(e.kind, FailureKind::Permanent);
+        assert_eq!(e.detail_code.as_deref(), Some("21211"));
     }
 }
