@@ -135,7 +135,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         records_waiting: {
             let g = IntGauge::new(
                 "otpmint_records_waiting",
-                "Facts the database could not take yet (a relay's answer, an answer given), kept in memory and written in order when it answers.",
+                "Facts the database could not take yet (a relay's answer, an answer given), kept in memory and written one at a time when it answers.",
             )?;
             registry.register(Box::new(g.clone()))?;
             g

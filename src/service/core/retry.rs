@@ -1,9 +1,11 @@
 //! Writes that record a fact the database must not lose (a relay's answer, an idempotent
 //! answer already given, the undoing of a write answered 503): made now, and if the
-//! database cannot take them, kept in one queue in memory and made in their order by one
-//! task, with growing pauses while the database stays away. However many facts an outage
+//! database cannot take them, kept in one queue in memory and made by one task, oldest
+//! first, with growing pauses while the database stays away. However many facts an outage
 //! leaves behind, one write at a time tries the database: a database coming back meets one
 //! caller, not one per fact (each of which would hold a blocking thread and a connection).
+//! A fact the database still cannot take goes to the back of the queue, so one that waits
+//! on something of its own (a row another session holds) does not hold the others.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -57,10 +59,10 @@ impl Backlog {
         next
     }
 
-    /// Put back a fact the database could not take, first in line again.
-    fn put_back(&self, fact: Waiting) {
+    /// Put a fact the database could not take at the back of the queue.
+    fn again_later(&self, fact: Waiting) {
         if let Ok(mut state) = self.state.lock() {
-            state.0.push_front(fact);
+            state.0.push_back(fact);
         }
     }
 }
@@ -106,8 +108,8 @@ impl Core {
         false
     }
 
-    /// Write the backlog in its order, one fact at a time, pausing longer each time the
-    /// database is still away; ends when the backlog is empty.
+    /// Write the backlog, one fact at a time, oldest first, pausing longer each time the
+    /// database cannot take one; ends when the backlog is empty.
     async fn write_backlog(self) {
         let mut pause = FIRST_PAUSE;
         tokio::time::sleep(pause).await;
@@ -120,7 +122,7 @@ impl Core {
                     pause = FIRST_PAUSE;
                 }
                 Err(ServiceError::Unavailable(_)) => {
-                    self.backlog.put_back(fact);
+                    self.backlog.again_later(fact);
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(LONGEST_PAUSE);
                 }
@@ -145,20 +147,20 @@ mod tests {
     }
 
     #[test]
-    fn one_writer_takes_the_backlog_in_order_and_the_next_fact_after_it_ends_starts_another() {
+    fn one_writer_takes_the_backlog_oldest_first_and_the_next_fact_after_it_ends_starts_another() {
         let b = Backlog::default();
         assert!(b.push(fact("a")), "the first fact starts a writer");
         assert!(!b.push(fact("b")), "a writer is running: no second one");
         assert_eq!(b.len(), 2);
         let a = b.next().map(|f| f.what);
         assert_eq!(a, Some("a"));
-        b.put_back(fact("a"));
+        b.again_later(fact("a"));
         assert_eq!(
             b.next().map(|f| f.what),
-            Some("a"),
-            "a fact put back is first again"
+            Some("b"),
+            "a fact the database did not take waits behind b"
         );
-        assert_eq!(b.next().map(|f| f.what), Some("b"));
+        assert_eq!(b.next().map(|f| f.what), Some("a"));
         assert!(b.next().is_none(), "empty: the writer's turn ends");
         assert!(b.push(fact("c")), "a fact after that starts a new writer");
     }
