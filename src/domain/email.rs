@@ -14,6 +14,10 @@ pub enum EmailError {
     Quoted,
     #[error("the domain holds characters that do not stand for themselves (invisible, or a full-width or compatibility form)")]
     HiddenInDomain,
+    #[error("the part before @ holds a compatibility form (a ligature like ﬁ, a full-width letter, ſ, the Kelvin sign) or a decomposed accent: give the plain, composed letters")]
+    HiddenInLocal,
+    #[error("an encoded word (=?charset?…?=) is not an address: give the address itself")]
+    EncodedWord,
 }
 
 /// A recipient as given (for delivery and for the verify answer) plus its canonical key.
@@ -54,6 +58,19 @@ impl RecipientEmail {
         // deliver to bob), and quotas, cooldowns and the suppression list count by spelling.
         if local.contains(['"', '\\']) {
             return Err(EmailError::Quoted);
+        }
+        // Nor a spelling that stands for another: a compatibility form (`ﬃ`, `ſ`, the
+        // Kelvin sign, a full-width letter) is another mailbox to the relay, yet folds into
+        // a plain one in the key quotas and the suppression list count by — a bounce on
+        // `oﬃce@` would suppress `office@`. Refused as in the domain; a decomposed accent
+        // likewise (its composed form is the one to give, RFC 6532 §3.1).
+        if !icu_normalizer::ComposingNormalizerBorrowed::new_nfkc().is_normalized(local) {
+            return Err(EmailError::HiddenInLocal);
+        }
+        // An RFC 2047 encoded word must not stand in an address (§5): mail software that
+        // decodes it delivers to another mailbox than the one counted here.
+        if local.contains("=?") && local.contains("?=") {
+            return Err(EmailError::EncodedWord);
         }
         let ascii_domain = idna::domain_to_ascii_strict(domain)
             .map_err(|_| EmailError::BadDomain)?
@@ -189,6 +206,47 @@ mod tests {
             Some("straße@example.com")
         );
         assert_eq!(legacy("Ada@example.com"), None);
+    }
+
+    /// A local part that folds into another mailbox's key without being that mailbox —
+    /// a ligature, the long s, the Kelvin sign, a full-width letter — is refused (found by
+    /// the recipient audit: a bounce on `oﬃce@` suppressed `office@`); so is a decomposed
+    /// accent, and an RFC 2047 encoded word, which mail software decodes into another
+    /// address. Composed letters of any script pass.
+    #[test]
+    fn a_local_part_that_stands_for_another_mailbox_is_refused() {
+        for spelled in [
+            "o\u{fb03}ce@example.com",
+            "\u{17f}am@example.com",
+            "\u{212a}im@example.com",
+            "\u{ff41}da@example.com",
+            "jose\u{301}@example.com",
+        ] {
+            assert_eq!(
+                RecipientEmail::parse(spelled),
+                Err(EmailError::HiddenInLocal),
+                "{spelled}"
+            );
+        }
+        for encoded in [
+            "=?utf-8?b?QWRh?=@example.com",
+            "x=?us-ascii?q?ada?=y@example.com",
+        ] {
+            assert_eq!(
+                RecipientEmail::parse(encoded),
+                Err(EmailError::EncodedWord),
+                "{encoded}"
+            );
+        }
+        for plain in [
+            "jos\u{e9}@example.com",
+            "stra\u{df}e@example.com",
+            "\u{3c3}\u{3af}\u{3c3}\u{3c5}\u{3c6}\u{3bf}\u{3c2}@example.com",
+            "\u{7528}\u{6237}@example.com",
+            "a=b?c@example.com",
+        ] {
+            assert!(RecipientEmail::parse(plain).is_ok(), "{plain}");
+        }
     }
 
     #[test]
