@@ -34,7 +34,8 @@ pub mod test_mode;
 
 pub use codes::{
     AttemptAsk, ClaimStore, CodeKey, CodeOutcomeStore, CodeStore, Lease, NewChallenge, NewLink,
-    NewOutbox, Queued, Resend, ResendVia, Resent, Reservation, StagedAnswers, VerifyFinish,
+    NewOutbox, Queued, Resend, ResendVia, Resent, Reservation, Reserved, StagedAnswers,
+    VerifyFinish,
 };
 pub use error::{disk_full_lately, StoreError};
 pub use hosted::{HostedStore, Session, SessionFinisher, SessionRow};

@@ -248,6 +248,58 @@ async fn twenty_parallel_correct_verifies_succeed_exactly_once() {
     );
 }
 
+/// Copies of the right code compared while the code expires, or while another copy
+/// verifies it, were no wrong guesses (found by the race audit: ten copies racing
+/// `expires_at` all answered `attempts_exhausted` and left the key `exhausted` with no wrong
+/// guess made; copies that lost to the winner left `attempts_used` at 5). Whatever the
+/// interleaving: never `attempts_exhausted`; the key ends verified with the winner's one
+/// attempt used, or expired with none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_of_the_right_code_racing_expiry_or_each_other_are_no_wrong_guesses() {
+    let app = spawn_app().await;
+    let (_, sk) = app
+        .tenant_with(json!({"max_attempts": 5, "ttl_seconds": 60}))
+        .await;
+    for (round, expire_after_ms) in [None, Some(0), Some(1), Some(3), Some(6), Some(10)]
+        .into_iter()
+        .enumerate()
+    {
+        let (key, code) = app.mint(&sk, &format!("race{round}@example.com")).await;
+        let copies = futures_util::future::join_all((0..10).map(|_| app.verify(&sk, &key, &code)));
+        let expire = async {
+            if let Some(ms) = expire_after_ms {
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                app.clock.advance_secs(61);
+            }
+        };
+        let (results, ()) = tokio::join!(copies, expire);
+        let won = results.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+        assert!(won <= 1, "round {round}: {results:?}");
+        assert!(
+            results
+                .iter()
+                .filter(|(s, _)| *s != StatusCode::OK)
+                .all(|(s, v)| *s == StatusCode::GONE
+                    && (v["code"] == "otp_used" || v["code"] == "otp_expired")),
+            "round {round}: {results:?}"
+        );
+        let (_, v) = body(app.get(&format!("/v1/otp/{key}"), &sk).await).await;
+        let want = if won == 1 {
+            ("verified", 1)
+        } else {
+            ("expired", 0)
+        };
+        assert_eq!(
+            (
+                v["status"].as_str().unwrap_or_default(),
+                v["attempts_used"].as_i64().unwrap_or(-1)
+            ),
+            want,
+            "round {round}: {v}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn fifty_parallel_wrong_guesses_evaluate_exactly_max_attempts() {
     let app = spawn_app().await;

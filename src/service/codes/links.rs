@@ -350,7 +350,7 @@ impl Codes {
                 by: self.link_finisher(token, cookie),
             }),
             session: None,
-            reserved: false,
+            reserved: None,
         };
         let raised = finish.event.is_some();
         let verified = self

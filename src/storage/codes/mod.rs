@@ -195,7 +195,20 @@ pub struct VerifyFinish {
     pub session: Option<SessionFinisher>,
     /// A code compared under a reserved attempt: its outcome is in, the attempt no longer
     /// open (`attempts_open`), whether or not this verify wins. A link takes none.
-    pub reserved: bool,
+    pub reserved: Option<Reserved>,
+}
+
+/// The attempt a verify of the right code reserved: when the code is no longer live by the
+/// time it is finished (it expired, or another verify ended it, while this one was being
+/// compared), it was no wrong guess — the attempt and the recipient's failure it took are
+/// given back with the answer (no guess is compared on a code that is not live, so this
+/// lets no other be).
+#[derive(Debug, Clone)]
+pub struct Reserved {
+    /// When it was reserved (the failure counted in the window of that time).
+    pub at: Millis,
+    /// The recipient (canonical) whose failure budget it took.
+    pub recipient: String,
 }
 
 /// What a resend came to.
@@ -373,12 +386,23 @@ impl<E: Engine> CodeOutcomeStore for E {
                 h.id.as_str().into(),
             ]
         });
-        let done = f.reserved.then(|| [digest.clone(), t.clone()]);
+        let done = f.reserved.as_ref().map(|_| [digest.clone(), t.clone()]);
+        let too_late = f.reserved.as_ref().map(|r| {
+            (
+                [digest.clone(), t.clone(), now.into()],
+                [t.clone(), r.recipient.as_str().into(), r.at.into()],
+            )
+        });
         self.transact(move |tx| {
             if let Some(done) = &done {
                 tx.exec(sql::codes::ATTEMPT_DONE, done)?;
             }
             let Some(tally) = tx.row_opt(sql::codes::VERIFY, &verify, |r| tally_from(r, 0))? else {
+                if let Some((attempt, failure)) = &too_late {
+                    if tx.exec(sql::codes::UNCOUNT_TOO_LATE, attempt)? > 0 {
+                        tx.exec(sql::codes::RELEASE_FAILURE, failure)?;
+                    }
+                }
                 return Ok(false);
             };
             if let Some(finisher) = &finisher {

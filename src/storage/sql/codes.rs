@@ -35,6 +35,14 @@ shared_sql!(
 );
 
 shared_sql!(
+    /// The right code compared too late (`$1` key digest, `$2` tenant, `$3` now): its
+    /// attempt uncounted, only on a code no longer live (no guess is compared on it again).
+    pub(crate) UNCOUNT_TOO_LATE =
+        "UPDATE challenges SET attempts = attempts - 1 WHERE key_digest = $1 AND tenant_id = $2 \
+         AND attempts > 0 AND NOT (status = 'pending' AND expires_at > $3)"
+);
+
+shared_sql!(
     pub(crate) RELEASE_FAILURE =
         "UPDATE recipient_failures SET failures = failures - 1 WHERE tenant_id = $1 AND \
          email_canonical = $2 AND failures > 0 AND window_start <= $3"

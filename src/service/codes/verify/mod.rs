@@ -13,7 +13,7 @@ use crate::domain::Millis;
 use crate::service::core::audit::RequestContext;
 use crate::service::events::webhooks::EventData;
 use crate::service::{Codes, ErrorCode, ServiceError};
-use crate::storage::{AttemptAsk, CodeKey, Reservation, Store, TestGuess, VerifyFinish};
+use crate::storage::{AttemptAsk, CodeKey, Reservation, Reserved, Store, TestGuess, VerifyFinish};
 
 mod caller;
 
@@ -342,7 +342,10 @@ impl Codes {
                     Caller::Page(session) => Some(session.clone()),
                     _ => None,
                 },
-                reserved: true,
+                reserved: Some(Reserved {
+                    at: stamp.0,
+                    recipient: res.email_canonical.clone(),
+                }),
             };
             let raised = finish.event.is_some();
             let finished = match self.core.write(move |s| s.finish_verify(&finish, t)).await {
