@@ -215,28 +215,17 @@ mod tests {
     /// address. Composed letters of any script pass.
     #[test]
     fn a_local_part_that_stands_for_another_mailbox_is_refused() {
-        for spelled in [
-            "o\u{fb03}ce@example.com",
-            "\u{17f}am@example.com",
-            "\u{212a}im@example.com",
-            "\u{ff41}da@example.com",
-            "jose\u{301}@example.com",
-        ] {
-            assert_eq!(
-                RecipientEmail::parse(spelled),
-                Err(EmailError::HiddenInLocal),
-                "{spelled}"
-            );
-        }
-        for encoded in [
-            "=?utf-8?b?QWRh?=@example.com",
-            "x=?us-ascii?q?ada?=y@example.com",
-        ] {
-            assert_eq!(
-                RecipientEmail::parse(encoded),
-                Err(EmailError::EncodedWord),
-                "{encoded}"
-            );
+        let refused = [
+            ("o\u{fb03}ce@example.com", EmailError::HiddenInLocal),
+            ("\u{17f}am@example.com", EmailError::HiddenInLocal),
+            ("\u{212a}im@example.com", EmailError::HiddenInLocal),
+            ("\u{ff41}da@example.com", EmailError::HiddenInLocal),
+            ("jose\u{301}@example.com", EmailError::HiddenInLocal),
+            ("=?utf-8?b?QWRh?=@example.com", EmailError::EncodedWord),
+            ("x=?us-ascii?q?ada?=y@example.com", EmailError::EncodedWord),
+        ];
+        for (spelled, why) in refused {
+            assert_eq!(RecipientEmail::parse(spelled), Err(why), "{spelled}");
         }
         for plain in [
             "jos\u{e9}@example.com",

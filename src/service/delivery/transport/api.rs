@@ -273,6 +273,17 @@ pub(crate) fn mailbox(from: &str) -> (String, Option<String>) {
     }
 }
 
+/// A provider's answer with this status and JSON body (for the providers' tests).
+#[cfg(test)]
+pub(super) fn json_answer(status: u16, body: &serde_json::Value) -> ApiAnswer {
+    ApiAnswer {
+        status,
+        retry_after: None,
+        headers: Default::default(),
+        body: body.to_string().into_bytes(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

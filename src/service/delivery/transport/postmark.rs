@@ -57,12 +57,10 @@ mod tests {
     use crate::domain::delivery::FailureKind;
 
     fn answer(status: u16, code: u32) -> ApiAnswer {
-        ApiAnswer {
+        api::json_answer(
             status,
-            retry_after: None,
-            headers: reqwest::header::HeaderMap::new(),
-            body: format!(r#"{{"ErrorCode": {code}, "Message": "…"}}"#).into_bytes(),
-        }
+            &serde_json::json!({"ErrorCode": code, "Message": "…"}),
+        )
     }
 
     /// Maintenance and the rate limit are tried again later, in a 200 too; another code in

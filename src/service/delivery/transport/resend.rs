@@ -59,12 +59,7 @@ mod tests {
     use super::*;
 
     fn answer(status: u16, body: serde_json::Value) -> ApiAnswer {
-        ApiAnswer {
-            status,
-            retry_after: None,
-            headers: Default::default(),
-            body: body.to_string().into_bytes(),
-        }
+        api::json_answer(status, &body)
     }
 
     #[test]

@@ -50,12 +50,7 @@ mod tests {
     use crate::domain::delivery::FailureKind;
 
     fn answer(status: u16, body: serde_json::Value) -> ApiAnswer {
-        ApiAnswer {
-            status,
-            retry_after: None,
-            headers: reqwest::header::HeaderMap::new(),
-            body: body.to_string().into_bytes(),
-        }
+        api::json_answer(status, &body)
     }
 
     /// A full sender queue is tried again later; an invalid number is final.
