@@ -26,6 +26,10 @@ const TENANT_LOCK: &str =
     "SELECT pg_advisory_xact_lock(hashtextextended('t' || chr(31) || id, 0)) FROM tenants";
 /// The code's row.
 const CODE_ROW: &str = "SELECT 1 FROM challenges FOR UPDATE";
+/// The lock of the codes of one recipient and purpose (a mint's group), as the store names it.
+const GROUP_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtextextended('g' || chr(31) || \
+     tenant_id || chr(31) || email_canonical || chr(31) || purpose || chr(31) || flavor, 0)) \
+     FROM challenges";
 
 /// Take every lock of `locks` now (each in a transaction of its own), then let the first go
 /// after one [`STEP`], the next after two, and so on; the handle ends once all are gone.
@@ -139,6 +143,47 @@ async fn a_resend_that_commits_after_its_503_leaves_the_key_free_to_resend() {
     assert_eq!(v["resends"], 2, "{v}");
     let code = app.smtp.wait_for("ada@example.com", 2).await.code();
     assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+}
+
+/// An async mint answered 503 while its store was still waiting on locks: when it commits
+/// after all, its code is cancelled and its message never goes out (found by the outage
+/// audit: the queue's sender sent it at once, before the undo cancelled the code — a code
+/// nobody holds a key for). Its row is this instance's lease, handed to its sender only
+/// when the store answers in time. The earlier code stays valid (nothing superseded it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_mint_that_commits_after_its_503_sends_nothing() {
+    if !on_postgres() {
+        eprintln!("SKIPPED on SQLite: its single writer never begins a write it gave up on");
+        return;
+    }
+    let app = spawn_app_with(|s| {
+        s.database.timeout_seconds = TIMEOUT_S;
+        s.limits.recipient_max_sends = 100;
+        s.limits.resend_cooldown_seconds = 0;
+        s.limits.tenant_max_sends_per_hour = 1000;
+    })
+    .await;
+    let (_, sk) = app.tenant().await;
+    // A first code: the locks below are taken through its row.
+    let (first, code) = app.mint(&sk, "ada@example.com").await;
+    let db = app.settings.database.url.clone();
+    let held = hold_in_turn(&db, &[RECIPIENT_LOCK, GROUP_LOCK, TENANT_LOCK]);
+    let mint = json!({"email": "ada@example.com", "delivery": "async"});
+    let (s, v) = body(app.post("/v1/otp", &sk, mint).await).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    held.await.unwrap();
+    const CODES: &str = "SELECT COUNT(*) FROM challenges";
+    crate::lifecycle::wait_sql(&db, CODES, 2, "the late mint never committed").await;
+    const CANCELLED: &str = "SELECT COUNT(*) FROM challenges WHERE status = 'cancelled'";
+    crate::lifecycle::wait_sql(&db, CANCELLED, 1, "the late code was never cancelled").await;
+    // Longer than the sender takes to find a queued message (a poll is 250 ms).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        app.smtp.count_to("ada@example.com"),
+        1,
+        "the late one went out"
+    );
+    assert_eq!(app.verify(&sk, &first, &code).await.0, StatusCode::OK);
 }
 
 /// The key digest and claim time of the only code stored.

@@ -79,6 +79,7 @@ pub fn write_floor(store: &Store, tenant: &str, seconds: f64) -> f64 {
                             owner: "write-floor".into(),
                             for_ms: 3_600_000,
                         }),
+                        unstarted: false,
                         channel: otpmint::domain::recipient::Channel::Email,
                     };
                     let queued = Queued {

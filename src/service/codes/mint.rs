@@ -372,7 +372,8 @@ impl Codes {
             outbox: NewOutbox {
                 recipient: recipient.delivery_address(),
                 payload: payload.clone(),
-                lease: (mode == DeliveryMode::Sync).then(|| self.delivery.lease()),
+                lease: Some(self.delivery.lease()),
+                unstarted: mode == DeliveryMode::Async,
                 channel: recipient.channel(),
             },
             quota: counted.then_some(quota),
@@ -408,11 +409,6 @@ impl Codes {
         if let Some(stage) = stage {
             stage.stored(&minted, &key_digest);
         }
-        if mode == DeliveryMode::Async {
-            self.delivery.outbox.wake();
-            crate::metrics::inc(|m| &m.codes_minted, &[mode.as_str()]);
-            return Ok(minted);
-        }
         let job = OutboxJob {
             key_digest,
             tenant_id: tenant.id.clone(),
@@ -425,6 +421,12 @@ impl Codes {
         };
         // Stored: minted, whatever its delivery does (a failed one counts, as in the stats).
         crate::metrics::inc(|m| &m.codes_minted, &[mode.as_str()]);
+        if mode == DeliveryMode::Async {
+            // Its row is this process's lease: sent by this process's sender, now that its
+            // store answered in time.
+            self.delivery.dispatch(job, tenant.clone());
+            return Ok(minted);
+        }
         let outcome_unknown = self.deliver_now(tenant, job).await?;
         Ok(Minted {
             outcome_unknown,

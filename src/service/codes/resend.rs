@@ -241,7 +241,8 @@ impl Codes {
                 outbox: NewOutbox {
                     recipient: email.delivery_address(),
                     payload: payload.clone(),
-                    lease: (mode == DeliveryMode::Sync).then(|| self.delivery.lease()),
+                    lease: Some(self.delivery.lease()),
+                    unstarted: mode == DeliveryMode::Async,
                     channel: email.channel(),
                 },
                 quota: counted.then_some(quota),
@@ -266,13 +267,17 @@ impl Codes {
         // A resend that commits after this request answered 503: its sync message, leased
         // here and never to be sent by this request, is given up as never sent (delivery
         // `failed`, its quota given back, the key's earlier codes still verifying) where it
-        // would hold the key (409) until its lease ran out into `unknown`. A queued or test
-        // message has nothing half-done: it goes out as if answered.
-        let unsent = (!test && mode == DeliveryMode::Sync).then(|| {
+        // would hold the key (409) until its lease ran out into `unknown`. A queued message
+        // has nothing half-done: leased here too (never handed to this process's sender),
+        // it is given back to the queue at once and goes out as if answered. A test
+        // message is in the inbox.
+        let unsent = (!test).then(|| {
             let (owner, d) = (self.delivery.lease_owner().to_string(), digest.clone());
-            move |s: &dyn Store| {
-                s.settle_unsent_sync(&owner, Unsent::Only(d.clone()), now)
-                    .map(drop)
+            move |s: &dyn Store| match mode {
+                DeliveryMode::Sync => s
+                    .settle_unsent_sync(&owner, Unsent::Only(d.clone()), now)
+                    .map(drop),
+                DeliveryMode::Async => s.outbox_defer(&d, &owner, None),
             }
         });
         let this = std::sync::Arc::clone(&self.core);
@@ -303,19 +308,20 @@ impl Codes {
         let delivery = if test { DeliveryMode::Sync } else { mode };
         let mut outcome_unknown = false;
         if !test {
+            let job = OutboxJob {
+                key_digest: digest.clone(),
+                tenant_id: tenant.id.clone(),
+                recipient: email.delivery_address(),
+                payload,
+                attempts: 0,
+                expires_at: view.expires_at,
+                mode,
+                channel: email.channel(),
+            };
             if mode == DeliveryMode::Async {
-                self.delivery.outbox.wake();
+                // This process's lease, as a mint's (see `NewOutbox::lease`).
+                self.delivery.dispatch(job, tenant.clone());
             } else {
-                let job = OutboxJob {
-                    key_digest: digest.clone(),
-                    tenant_id: tenant.id.clone(),
-                    recipient: email.delivery_address(),
-                    payload,
-                    attempts: 0,
-                    expires_at: view.expires_at,
-                    mode,
-                    channel: email.channel(),
-                };
                 outcome_unknown = self.deliver_now(tenant, job).await?;
             }
         }

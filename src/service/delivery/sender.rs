@@ -14,7 +14,7 @@ use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
 use crate::service::ServiceError;
 use crate::storage::rules::SweepVerdict;
-use crate::storage::{ClaimRequest, Fairness, SweepItem, Unsent};
+use crate::storage::{ClaimRequest, Fairness, OutboxJob, SweepItem, Unsent};
 
 /// How often the sender looks for due work it was not told about (retries coming due, rows
 /// of other instances, expired leases).
@@ -141,19 +141,30 @@ impl Delivery {
                     // Deleted meanwhile: its rows go with it.
                     continue;
                 };
-                // Queued in its channel's window now, so the next claim counts this send.
-                let ticket = self.lane_window(&tenant, job.channel).queue();
-                self.outbox.started(&job.key_digest);
-                let running = Running(self.clone(), job.key_digest.clone());
-                tokio::spawn(async move {
-                    running.0.attempt(&job, &tenant, Some(ticket)).await;
-                    drop(running);
-                });
+                self.dispatch(job, tenant);
             }
             if !full {
                 return;
             }
         }
+    }
+
+    /// Send a message this process holds the lease of — one it claimed, or an async
+    /// mint's or resend's handed over once its store answered in time — on a task of its
+    /// own, within its channel's window. A process that is stopping sends nothing new: the
+    /// row goes back to the queue with its lease.
+    pub(crate) fn dispatch(&self, job: OutboxJob, tenant: Tenant) {
+        if self.outbox.stopping() {
+            return;
+        }
+        // Queued in its channel's window now, so the next claim counts this send.
+        let ticket = self.lane_window(&tenant, job.channel).queue();
+        self.outbox.started(&job.key_digest);
+        let running = Running(self.clone(), job.key_digest.clone());
+        tokio::spawn(async move {
+            running.0.attempt(&job, &tenant, Some(ticket)).await;
+            drop(running);
+        });
     }
 
     /// Settle the rows nobody holds whose code is no longer live (or whose sync sender

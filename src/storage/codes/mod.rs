@@ -34,10 +34,17 @@ pub struct NewOutbox {
     pub recipient: String,
     /// The rendered message, sealed with the data key.
     pub payload: Vec<u8>,
-    /// Set for a sync mint: the row starts leased by the minting instance, which sends it
-    /// at once; if that instance dies, the sweep records the delivery as `unknown` once the
-    /// lease ran out (no background sender ever sends a sync row).
+    /// The row starts leased by the minting instance, which sends it itself. A sync
+    /// message is sent at once; if that instance dies, the sweep records the delivery as
+    /// `unknown` once the lease ran out (no background sender ever sends a sync row). An
+    /// async one is handed to that instance's sender only once its store answered in time:
+    /// a store that commits after its request answered 503 leaves a message nobody sends
+    /// before the undo cancels its code (claimed from the queue, it could have gone out
+    /// first). Its send has not begun (`unstarted`), so if that instance never sends it the
+    /// row goes back to the queue when the lease runs out.
     pub lease: Option<Lease>,
+    /// Async: the row's send has not begun (see `lease`).
+    pub unstarted: bool,
     /// Its channel: claims take each channel's messages within its own window.
     pub channel: crate::domain::recipient::Channel,
 }

@@ -35,10 +35,10 @@ fn insert_outbox(
     let m = &q.outbox;
     tx.execute(
         concat!(
-            "INSERT INTO outbox (key_digest, tenant_id, recipient, payload, due_at, attempts, lease_until, leased_by, quota_at, created_at, channel) \
+            "INSERT INTO outbox (key_digest, tenant_id, recipient, payload, due_at, attempts, lease_until, leased_by, quota_at, created_at, channel, unstarted) \
              VALUES ($1, $2, $3, $4, $5, 0, ",
             db_now!(),
-            " + $6, $7, $8, $5, $9)"
+            " + $6, $7, $8, $5, $9, $10)"
         ),
         &[
             &key_digest,
@@ -50,6 +50,7 @@ fn insert_outbox(
             &m.lease.as_ref().map(|l| l.owner.as_str()),
             &q.quota.is_some().then_some(now),
             &m.channel.as_str(),
+            &(m.lease.is_some() && m.unstarted),
         ],
     )?;
     Ok(())

@@ -30,8 +30,8 @@ fn insert_outbox_in(
 ) -> Result<(), StoreError> {
     let m = &q.outbox;
     tx.execute_cached(
-        "INSERT INTO outbox (key_digest, tenant_id, recipient, payload, due_at, attempts, lease_until, leased_by, quota_at, created_at, channel) \
-         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?5, ?9)",
+        "INSERT INTO outbox (key_digest, tenant_id, recipient, payload, due_at, attempts, lease_until, leased_by, quota_at, created_at, channel, unstarted) \
+         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?5, ?9, ?10)",
         params![
             key_digest,
             tenant,
@@ -41,7 +41,8 @@ fn insert_outbox_in(
             m.lease.as_ref().map(|l| now + l.for_ms),
             m.lease.as_ref().map(|l| l.owner.clone()),
             q.quota.is_some().then_some(now),
-            m.channel.as_str()
+            m.channel.as_str(),
+            m.lease.is_some() && m.unstarted
         ],
     )?;
     Ok(())
