@@ -106,6 +106,67 @@ async fn serve_waits_for_a_postgresql_not_up_yet_but_not_for_a_wrong_database() 
     assert!(err.contains("does not exist"), "{err}");
 }
 
+/// A database closed to connections for a while (`ALLOW_CONNECTIONS false`, a maintenance
+/// window) is waited for like a server not up yet, and `serve` starts once it opens (found
+/// by the outage audit: it exited 1 at once, and a supervisor's restart during the outage
+/// did not take).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_waits_for_a_database_closed_to_connections_for_a_while() {
+    let base = crate::helpers::postgres_base_url().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pg = crate::helpers::fresh_pg_database(&base);
+    let name = pg
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    let allow = move |yes: bool| {
+        let (base, name) = (base.clone(), name.clone());
+        crate::helpers::pg_blocking(move || {
+            let mut c = postgres::Client::connect(&base, postgres::NoTls).unwrap();
+            c.batch_execute(&format!(
+                "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS {yes}"
+            ))
+            .unwrap();
+        })
+    };
+    allow(false);
+    let mut cmd = crate::binary::otpmint(dir.path());
+    cmd.env("OTPMINT__DATABASE__URL", &pg)
+        .env(
+            "OTPMINT__CRYPTO__MASTER_KEY",
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        )
+        .env("OTPMINT__SERVER__BIND", "127.0.0.1:0")
+        .env("OTPMINT__DATABASE__START_WAIT_SECONDS", "120")
+        .arg("serve");
+    let mut running = crate::binary::spawn(cmd);
+    let waited = loop {
+        let Ok(line) = running.lines.recv_timeout(Duration::from_secs(60)) else {
+            break None;
+        };
+        if line.contains("PostgreSQL is not up yet") {
+            break Some(line);
+        }
+    };
+    let still_running = running.child.try_wait().unwrap().is_none();
+    allow(true);
+    let line = waited.expect("no warning that it waits");
+    assert!(
+        line.contains("not currently accepting connections"),
+        "{line}"
+    );
+    assert!(still_running, "it still waits");
+    running.listening().unwrap();
+    let r = reqwest::get(format!("http://127.0.0.1:{}/readyz", running.port))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
 /// `config check` on PostgreSQL makes the checks `serve` makes before it binds (API.md
 /// §18.8; found by a black-box audit, which saw "configuration ok" and then `serve` fail):
 /// the server answers, the database exists, the master key opens its keyring — naming the

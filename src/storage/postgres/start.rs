@@ -50,14 +50,21 @@ impl Miss {
 
 /// Whether connecting failed because the server is not up yet (it may be soon): the
 /// connection refused, closed, dropped, timed out or unreachable, a socket file not there yet, or the
-/// server saying it is starting up or has too many clients. A refusal by the server
-/// (password, database, role) or a TLS failure is not.
+/// server saying it is starting up, shutting down, has too many clients or takes no
+/// connections to the database for now. A refusal by the server (password, database, role)
+/// or a TLS failure is not.
 fn not_up_yet(e: &::postgres::Error) -> bool {
     use std::io::ErrorKind as K;
     if let Some(db) = e.as_db_error() {
         // 57P03 cannot_connect_now ("the database system is starting up"), 53300
-        // too_many_connections.
-        return matches!(db.code().code(), "57P03" | "53300");
+        // too_many_connections, 55000 object_not_in_prerequisite_state (at connection:
+        // "database … is not currently accepting connections", a maintenance window's
+        // `ALLOW_CONNECTIONS false`; found by the outage audit), 57P01 admin_shutdown and
+        // 57P02 crash_shutdown (a server restarting).
+        return matches!(
+            db.code().code(),
+            "57P03" | "53300" | "55000" | "57P01" | "57P02"
+        );
     }
     // Closed before the start-up finished: a proxy (Docker's, HAProxy) whose database is not
     // there yet accepts and closes. (So does a port that is not PostgreSQL's at all: that
