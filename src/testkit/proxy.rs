@@ -4,7 +4,8 @@
 //! they arrive, until it is restored (a database that goes away and comes back); or stall:
 //! every connection kept open and nothing forwarded either way, as a database that hangs
 //! (its host still acknowledges every byte), until it is restored as a restart (the held
-//! connections are closed then). Started with [`Proxy::start_reading_commits`], it reads the
+//! connections are closed then); or pause: nothing forwarded either way until it resumes,
+//! then everything held flows on (a network path that stalls and recovers). Started with [`Proxy::start_reading_commits`], it reads the
 //! PostgreSQL protocol its clients speak (refusing TLS, so a client that prefers it speaks
 //! plainly) and can end a connection at a COMMIT: after the database answered it, the answer
 //! withheld (a commit whose answer was lost), or before the database saw it.
@@ -39,6 +40,7 @@ pub struct Proxy {
     cut: Arc<AtomicBool>,
     generation: tokio::sync::watch::Sender<u64>,
     stalled: tokio::sync::watch::Sender<bool>,
+    paused: tokio::sync::watch::Sender<bool>,
 }
 
 impl Proxy {
@@ -69,7 +71,13 @@ impl Proxy {
         }));
         let generation = tokio::sync::watch::Sender::new(0u64);
         let stalled = tokio::sync::watch::Sender::new(false);
-        let (c, g, st) = (cut.clone(), generation.clone(), stalled.clone());
+        let paused = tokio::sync::watch::Sender::new(false);
+        let (c, g, st, pa) = (
+            cut.clone(),
+            generation.clone(),
+            stalled.clone(),
+            paused.clone(),
+        );
         let commits = at_commit.clone();
         tokio::spawn(async move {
             while let Ok((mut down, _)) = listener.accept().await {
@@ -79,6 +87,7 @@ impl Proxy {
                 }
                 let mut gen = g.subscribe();
                 let mut stall = st.subscribe();
+                let pause = pa.subscribe();
                 let upstream = upstream.clone();
                 let commits = commits.clone();
                 let everyone = g.clone();
@@ -93,8 +102,13 @@ impl Proxy {
                         }
                         return;
                     }
+                    let (dr, dw) = down.split();
+                    let (ur, uw) = up.split();
+                    let both = async {
+                        tokio::join!(pump(dr, uw, pause.clone()), pump(ur, dw, pause.clone()))
+                    };
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
+                        _ = both => {}
                         _ = gen.changed() => {}
                         // "hung": held open, nothing forwarded, until the next cut or restore
                         _ = async { stall.wait_for(|s| *s).await.is_ok() } => {
@@ -110,6 +124,7 @@ impl Proxy {
             cut,
             generation,
             stalled,
+            paused,
         }
     }
 
@@ -140,6 +155,17 @@ impl Proxy {
         self.stalled.send_replace(true);
     }
 
+    /// Hold every byte on every connection, closing none (connections opened meanwhile
+    /// are held too), until [`Proxy::resume`].
+    pub fn pause(&self) {
+        self.paused.send_replace(true);
+    }
+
+    /// Forward what a pause held, and all that follows.
+    pub fn resume(&self) {
+        self.paused.send_replace(false);
+    }
+
     /// Forward again; connections held by a stall are closed (the database restarted).
     pub fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
@@ -147,6 +173,25 @@ impl Proxy {
             self.generation.send_modify(|g| *g += 1);
         }
     }
+}
+
+/// Copy one direction of a connection, holding each chunk read while the proxy is paused.
+async fn pump(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+    mut paused: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if paused.wait_for(|p| !*p).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 /// What happens at a COMMIT, and at which.

@@ -13,6 +13,14 @@ use crate::helpers::*;
 /// An app on a fresh database of its own reached through `proxy`, its store calls bounded
 /// by a timeout of 1 s.
 async fn app_through(proxy: &Proxy) -> TestApp {
+    app_through_with(proxy, |_| {}).await
+}
+
+/// As [`app_through`], with settings of its own.
+async fn app_through_with(
+    proxy: &Proxy,
+    tweak: impl FnOnce(&mut otpmint::config::Settings) + Send + 'static,
+) -> TestApp {
     let port = proxy.port;
     spawn_app_with(move |s| {
         let url = s.database.url.clone();
@@ -21,8 +29,39 @@ async fn app_through(proxy: &Proxy) -> TestApp {
         let through = base.replacen("127.0.0.1:5432", &format!("127.0.0.1:{port}"), 1);
         s.database.url = pg_url_for(&through, &name);
         s.database.timeout_seconds = 1;
+        tweak(s);
     })
     .await
+}
+
+/// A verify whose last write a stalled connection delivers late — after the bound of other
+/// writes (twice `database.timeout_seconds`), within twice that — answers as the database
+/// did: 200, the code verified (found by the outage audit: it answered 503 "nothing
+/// changed" over a verify that took effect, and a retry with the same code said
+/// `otp_used`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verify_whose_last_write_is_answered_late_gets_its_true_answer() {
+    let proxy = Proxy::start("127.0.0.1:5432".into()).await;
+    // A hash slow enough (some 0.5 s) for the test to pause the database while the guess
+    // is compared.
+    let app = app_through_with(&proxy, |s| s.hashing.iterations = 10).await;
+    let (_, sk) = app.tenant().await;
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    let db = app.settings.database.url.clone();
+    const USED: &str = "SELECT CAST(COALESCE(SUM(attempts), 0) AS BIGINT) FROM challenges";
+    let guess = app.verify(&sk, &key, &code);
+    let stall = async {
+        crate::lifecycle::wait_sql(&db, USED, 1, "the attempt was never reserved").await;
+        proxy.pause();
+        // Its last write waits from the end of the compare until the connection flows
+        // again: past the 2 s bound of other writes, short of the 4 s of a final one.
+        tokio::time::sleep(Duration::from_millis(3200)).await;
+        proxy.resume();
+    };
+    let ((s, v), ()) = tokio::join!(guess, stall);
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, view) = body(app.get(&format!("/v1/otp/{key}"), &sk).await).await;
+    assert_eq!(view["status"], "verified", "{view}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -355,7 +355,7 @@ impl Codes {
         let raised = finish.event.is_some();
         let verified = self
             .core
-            .write(move |s| s.finish_verify(&finish, now))
+            .write_final(move |s| s.finish_verify(&finish, now))
             .await
             .unwrap_or(false);
         let outcome = if verified { "verified_link" } else { "ended" };

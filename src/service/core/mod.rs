@@ -112,6 +112,26 @@ impl Core {
         self.bounded(self.write_long(f)).await
     }
 
+    /// As [`Core::write`], for a request's last write whose effect cannot be taken back once
+    /// it took (a verify's: the code is used, its webhook raised): waited for twice as long,
+    /// so that a database answering late — a connection stalled, then flowing again — gives
+    /// the request its true answer rather than a 503 ("nothing changed") over a change
+    /// that took effect. Only a database silent for longer than that leaves the outcome
+    /// unknown to the request.
+    pub(crate) async fn write_final<T, F>(&self, f: F) -> Result<T, ServiceError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        tokio::time::timeout(self.db_bound() * 2, self.write_long(f))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ServiceError::Unavailable(
+                    "the database did not answer in time".into(),
+                ))
+            })
+    }
+
     /// As [`Core::write`], for a write a request must not leave behind once it answers 503:
     /// a call that had begun when the bound passed may still commit; then `undo_of` is
     /// given what it returned and names the write that takes it back (`None`: it changed

@@ -348,7 +348,7 @@ impl Codes {
                 }),
             };
             let raised = finish.event.is_some();
-            let finished = match self.core.write(move |s| s.finish_verify(&finish, t)).await {
+            let finished = match self.core.write_final(move |s| s.finish_verify(&finish, t)).await {
                 Ok(f) => f,
                 Err(e) => {
                     // The answer is 503 ("nothing changed"): the attempt goes back, so the
