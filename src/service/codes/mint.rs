@@ -405,7 +405,16 @@ impl Codes {
                 .await?
                 .map_err(limited)
         };
-        self.with_sms_count(count, store, Result::is_ok).await?;
+        let handed = mode == DeliveryMode::Async;
+        if handed {
+            self.delivery
+                .hold_for_hand_over(&key_digest, tenant.id.as_str(), expires_at);
+        }
+        let stored = self.with_sms_count(count, store, Result::is_ok).await;
+        if handed && matches!(&stored, Err(e) if !matches!(e, ServiceError::Unavailable(_))) {
+            self.delivery.never_stored(&key_digest);
+        }
+        stored?;
         if let Some(stage) = stage {
             stage.stored(&minted, &key_digest);
         }
@@ -424,7 +433,7 @@ impl Codes {
         if mode == DeliveryMode::Async {
             // Its row is this process's lease: sent by this process's sender, now that its
             // store answered in time.
-            self.delivery.dispatch(job, tenant.clone());
+            self.delivery.hand_over(job, tenant.clone());
             return Ok(minted);
         }
         let outcome_unknown = self.deliver_now(tenant, job).await?;

@@ -288,9 +288,20 @@ impl Codes {
             )
             .await
         };
+        let handed = !test && mode == DeliveryMode::Async;
+        if handed {
+            self.delivery
+                .hold_for_hand_over(&digest, tenant.id.as_str(), view.expires_at);
+        }
         let resent = self
             .with_sms_count(count, store, |r| matches!(r, Ok(Resent::Done { .. })))
             .await;
+        // Not resent here: refused — or answered 503, whose change, if it commits after
+        // all, goes out as if answered (its message given back to the queue), so it is
+        // held no longer either.
+        if handed && !matches!(&resent, Ok(Resent::Done { .. })) {
+            self.delivery.never_stored(&digest);
+        }
         let resends = match resent? {
             Resent::Done { resends } => resends,
             Resent::Refused(q) => return Err(limited(q)),
@@ -320,7 +331,7 @@ impl Codes {
             };
             if mode == DeliveryMode::Async {
                 // This process's lease, as a mint's (see `NewOutbox::lease`).
-                self.delivery.dispatch(job, tenant.clone());
+                self.delivery.hand_over(job, tenant.clone());
             } else {
                 outcome_unknown = self.deliver_now(tenant, job).await?;
             }

@@ -270,6 +270,16 @@ impl Outbox {
         self.wake();
     }
 
+    /// The messages sending or held, read at one instant (both locks at once): a message
+    /// moving from one to the other (a send that ends holds its outcome first; a message
+    /// handed over is sending before it is let go) is in at least one of them at every
+    /// instant, so it is never missed between two reads.
+    pub(super) fn sending_or_held(&self) -> Vec<Vec<u8>> {
+        let sending = locked(&self.inner.sending);
+        let held = locked(&self.inner.held);
+        sending.keys().chain(held.keys()).cloned().collect()
+    }
+
     /// Messages whose background send is under way.
     pub(super) fn sending(&self) -> Vec<Vec<u8>> {
         locked(&self.inner.sending).keys().cloned().collect()

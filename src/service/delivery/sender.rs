@@ -149,17 +149,50 @@ impl Delivery {
         }
     }
 
-    /// Send a message this process holds the lease of — one it claimed, or an async
-    /// mint's or resend's handed over once its store answered in time — on a task of its
-    /// own, within its channel's window. A process that is stopping sends nothing new: the
-    /// row goes back to the queue with its lease.
-    pub(crate) fn dispatch(&self, job: OutboxJob, tenant: Tenant) {
+    /// Send a message this process claimed on a task of its own, within its channel's
+    /// window.
+    fn dispatch(&self, job: OutboxJob, tenant: Tenant) {
+        self.send_leased(job, tenant, false);
+    }
+
+    /// An async mint's or resend's message about to be stored leased by this process
+    /// (`NewOutbox::lease`): held — no claim here takes it, no sweep here gives its lease
+    /// back — until [`Delivery::hand_over`] sends it, or [`Delivery::never_stored`] says
+    /// its store stored nothing. When the store answered 503 it stays held until its code
+    /// ends: a store that committed after all is undone (the code cancelled) while its row
+    /// is still this process's, never sent.
+    pub(crate) fn hold_for_hand_over(&self, key: &[u8], tenant: &str, expires_at: Millis) {
+        self.outbox.hold(key, tenant, expires_at, false);
+    }
+
+    /// Send a message held for its hand-over, now that its store answered in time. A
+    /// process that is stopping sends nothing new: the row goes back to the queue with its
+    /// lease.
+    pub(crate) fn hand_over(&self, job: OutboxJob, tenant: Tenant) {
+        self.send_leased(job, tenant, true);
+    }
+
+    /// A message held for its hand-over that this process will not send: its store stored
+    /// nothing (a quota refused it), or what it stores goes to the queue.
+    pub(crate) fn never_stored(&self, key: &[u8]) {
+        self.outbox.let_go(key);
+    }
+
+    fn send_leased(&self, job: OutboxJob, tenant: Tenant, handed: bool) {
         if self.outbox.stopping() {
+            if handed {
+                self.outbox.let_go(&job.key_digest);
+            }
             return;
         }
         // Queued in its channel's window now, so the next claim counts this send.
         let ticket = self.lane_window(&tenant, job.channel).queue();
         self.outbox.started(&job.key_digest);
+        // Sending now, so no longer held for its hand-over (before its send can hold its
+        // outcome).
+        if handed {
+            self.outbox.let_go(&job.key_digest);
+        }
         let running = Running(self.clone(), job.key_digest.clone());
         tokio::spawn(async move {
             running.0.attempt(&job, &tenant, Some(ticket)).await;
@@ -261,8 +294,7 @@ impl Delivery {
     /// sending or, once its send ended, settled or held. `sending` is read before `held`,
     /// as a send ends only after its outcome is recorded or held.
     async fn release_strays(&self) {
-        let mut keep = self.outbox.sending();
-        keep.extend(self.outbox.held().into_keys());
+        let keep = self.outbox.sending_or_held();
         match self.give_back_leases(keep).await {
             Ok(0) => {}
             Ok(n) => {
