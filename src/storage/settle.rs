@@ -69,12 +69,12 @@ pub trait SettleStore {
     ) -> Result<bool, StoreError>;
     /// How many messages wait, and how long the longest-waiting due one has been due.
     fn outbox_stats(&self, now: Millis) -> Result<OutboxStats, StoreError>;
-    /// The sync messages `owner` leased that will never be sent here (`which` of them) are
+    /// The messages `owner` leased that will never be sent here (`which` of them) are
     /// given up as `not_sent` — delivery `failed`, the code as it is, the quota given back —
     /// where their lease would have run out into `unknown` ("may have arrived") for
-    /// messages that never left: at shutdown (API.md §19.4), and for a mint answered 503
-    /// whose store committed after all. Only rows whose code is still live. Returns how
-    /// many.
+    /// messages that never left: its sync ones at shutdown (API.md §19.4), and the one of a
+    /// mint or resend answered 503 whose store committed after all (sync, or async and
+    /// never handed to a sender). Only rows whose code is still live. Returns how many.
     fn settle_unsent_sync(
         &self,
         owner: &str,
@@ -110,7 +110,16 @@ impl<E: Engine> SettleStore for E {
     ) -> Result<usize, StoreError> {
         let owner = owner.to_string();
         self.transact(move |tx| {
-            let leased = tx.rows(sql::LEASED_SYNC, args![owner.as_str()], |r| r.bytes(0))?;
+            let leased = match &which {
+                Unsent::AllBut(_) => {
+                    tx.rows(sql::LEASED_SYNC, args![owner.as_str()], |r| r.bytes(0))?
+                }
+                Unsent::Only(key) => tx.rows(
+                    sql::LEASED_KEY,
+                    args![owner.as_str(), key.as_slice()],
+                    |r| r.bytes(0),
+                )?,
+            };
             let items: Vec<SweepItem> = leased
                 .into_iter()
                 .filter(|k| which.takes(k))

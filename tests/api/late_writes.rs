@@ -145,6 +145,56 @@ async fn a_resend_that_commits_after_its_503_leaves_the_key_free_to_resend() {
     assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
 }
 
+/// An async resend answered 503 while its change was still waiting on locks: when it
+/// commits after all, its message — never handed to a sender — is given up as never sent
+/// (found by the second re-run of the outage audit: such resends were mailed), and the key
+/// is free to resend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_resend_that_commits_after_its_503_sends_nothing() {
+    if !on_postgres() {
+        eprintln!("SKIPPED on SQLite: its single writer never begins a write it gave up on");
+        return;
+    }
+    let app = spawn_app_with(|s| {
+        s.database.timeout_seconds = TIMEOUT_S;
+        s.otp.max_resends = 3;
+        s.limits.recipient_max_sends = 100;
+        s.limits.resend_cooldown_seconds = 0;
+        s.limits.tenant_max_sends_per_hour = 1000;
+    })
+    .await;
+    let (_, sk) = app.tenant().await;
+    let mint = json!({"email": "ada@example.com", "delivery": "async"});
+    let (s, v) = body(app.post("/v1/otp", &sk, mint).await).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let key = v["shareable_key"].as_str().unwrap().to_string();
+    app.smtp.wait_for("ada@example.com", 1).await;
+    let db = app.settings.database.url.clone();
+    const RESENDS: &str = "SELECT CAST(COALESCE(SUM(resends), 0) AS BIGINT) FROM challenges";
+    const WAITING: &str = "SELECT COUNT(*) FROM outbox";
+    crate::lifecycle::wait_sql(&db, WAITING, 0, "the first message still waits").await;
+    let resend = format!("/v1/otp/{key}/resend");
+    let held = hold_in_turn(&db, &[RECIPIENT_LOCK, CODE_ROW, TENANT_LOCK]);
+    let (s, v) = body(app.post(&resend, &sk, json!({})).await).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    held.await.unwrap();
+    crate::lifecycle::wait_sql(&db, RESENDS, 1, "the late resend never committed").await;
+    crate::lifecycle::wait_sql(&db, WAITING, 0, "the late resend's message still waits").await;
+    let (_, view) = body(app.get(&format!("/v1/otp/{key}"), &sk).await).await;
+    assert_eq!(view["delivery"]["status"], "failed", "{view}");
+    // Longer than the sender takes to find a queued message (a poll is 250 ms).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        app.smtp.count_to("ada@example.com"),
+        1,
+        "the late one went out"
+    );
+    let (s, v) = body(app.post(&resend, &sk, json!({})).await).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let code = app.smtp.wait_for("ada@example.com", 2).await.code();
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+}
+
 /// An async mint answered 503 while its store was still waiting on locks: when it commits
 /// after all, its code is cancelled and its message never goes out (found by the outage
 /// audit: the queue's sender sent it at once, before the undo cancelled the code — a code

@@ -264,20 +264,16 @@ impl Codes {
             key_digest: digest.clone(),
             now,
         });
-        // A resend that commits after this request answered 503: its sync message, leased
-        // here and never to be sent by this request, is given up as never sent (delivery
-        // `failed`, its quota given back, the key's earlier codes still verifying) where it
-        // would hold the key (409) until its lease ran out into `unknown`. A queued message
-        // has nothing half-done: leased here too (never handed to this process's sender),
-        // it is given back to the queue at once and goes out as if answered. A test
-        // message is in the inbox.
+        // A resend that commits after this request answered 503: its message, leased here
+        // and never to be sent by this request (sync), or never handed to this process's
+        // sender (async), is given up as never sent (delivery `failed`, its quota given
+        // back, the key's earlier codes still verifying) — a 503 sends nothing — where it
+        // would hold the key (409) until its lease ran out. A test message is in the inbox.
         let unsent = (!test).then(|| {
             let (owner, d) = (self.delivery.lease_owner().to_string(), digest.clone());
-            move |s: &dyn Store| match mode {
-                DeliveryMode::Sync => s
-                    .settle_unsent_sync(&owner, Unsent::Only(d.clone()), now)
-                    .map(drop),
-                DeliveryMode::Async => s.outbox_defer(&d, &owner, None),
+            move |s: &dyn Store| {
+                s.settle_unsent_sync(&owner, Unsent::Only(d.clone()), now)
+                    .map(drop)
             }
         });
         let this = std::sync::Arc::clone(&self.core);
@@ -296,10 +292,14 @@ impl Codes {
         let resent = self
             .with_sms_count(count, store, |r| matches!(r, Ok(Resent::Done { .. })))
             .await;
-        // Not resent here: refused — or answered 503, whose change, if it commits after
-        // all, goes out as if answered (its message given back to the queue), so it is
-        // held no longer either.
-        if handed && !matches!(&resent, Ok(Resent::Done { .. })) {
+        // Stored nothing: refused, or answered otherwise than 503 (whose change may yet
+        // commit, and is undone while its message is held here).
+        if handed
+            && !matches!(
+                &resent,
+                Ok(Resent::Done { .. }) | Err(ServiceError::Unavailable(_))
+            )
+        {
             self.delivery.never_stored(&digest);
         }
         let resends = match resent? {

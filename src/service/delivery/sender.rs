@@ -159,8 +159,8 @@ impl Delivery {
     /// (`NewOutbox::lease`): held — no claim here takes it, no sweep here gives its lease
     /// back — until [`Delivery::hand_over`] sends it, or [`Delivery::never_stored`] says
     /// its store stored nothing. When the store answered 503 it stays held until its code
-    /// ends: a store that committed after all is undone (the code cancelled) while its row
-    /// is still this process's, never sent.
+    /// ends: a store that committed after all is undone (the message given up as never
+    /// sent, a mint's code cancelled) while its row is still this process's, never sent.
     pub(crate) fn hold_for_hand_over(&self, key: &[u8], tenant: &str, expires_at: Millis) {
         self.outbox.hold(key, tenant, expires_at, false);
     }
@@ -172,8 +172,7 @@ impl Delivery {
         self.send_leased(job, tenant, true);
     }
 
-    /// A message held for its hand-over that this process will not send: its store stored
-    /// nothing (a quota refused it), or what it stores goes to the queue.
+    /// A message held for its hand-over whose store stored nothing (a quota refused it).
     pub(crate) fn never_stored(&self, key: &[u8]) {
         self.outbox.let_go(key);
     }
