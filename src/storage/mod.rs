@@ -42,6 +42,7 @@ pub use hosted::{HostedStore, Session, SessionFinisher, SessionRow};
 pub use integration::{EventClaimStore, IntegrationStore};
 pub use keyring::{KeyringStore, TenantSeal};
 pub use links::{LinkFinisher, LinkStore, LinkView};
+pub use outbox::Unsent;
 pub use outbox::{
     AttemptFailure, AttemptRecord, ClaimRequest, Claimed, Fairness, OutboxJob, OutboxStats,
     OutboxStore, SweepCandidate, SweepItem,
@@ -50,7 +51,7 @@ pub use provider_events::{EventEffect, ProviderEventStore, SeenEvent};
 pub use quota::{QuotaAsk, QuotaChecked, QuotaRefusal, QuotaStore, SendQuota};
 pub(crate) use quota::{HOUR_MS, MINUTE_MS};
 pub use records::{AuditStore, ImportCounts, ImportStore, ImportedCode, RecordStore};
-pub use settle::{SettleStore, Unsent};
+pub use settle::SettleStore;
 pub use sms_guard::{SmsGuardStore, SmsSend, SmsTaken, SmsVelocity, SmsVelocityRefusal};
 pub use stats::{StatsQuery, StatsRow, StatsStore};
 pub use suppressions::SuppressionStore;

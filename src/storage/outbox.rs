@@ -278,6 +278,32 @@ pub(crate) fn plan_claim<K: Eq + Hash + Clone, L: Copy>(
     Ok((keys, cursor))
 }
 
+/// Which of a process's leased messages [`super::SettleStore::settle_unsent_sync`] gives up.
+#[derive(Debug, Clone)]
+pub enum Unsent {
+    /// Every sync one but these (shutdown: those still held by a send under way).
+    AllBut(Vec<Vec<u8>>),
+    /// Only the message of this key (digest), sync or async.
+    Only(Vec<u8>),
+}
+
+impl Unsent {
+    /// The one key it names, or none.
+    pub(super) fn only(&self) -> &[u8] {
+        match self {
+            Unsent::Only(key) => key,
+            Unsent::AllBut(_) => &[],
+        }
+    }
+
+    pub(super) fn takes(&self, key_digest: &[u8]) -> bool {
+        match self {
+            Unsent::AllBut(keep) => !keep.iter().any(|k| k == key_digest),
+            Unsent::Only(key) => key == key_digest,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@
 use super::cells::status_from;
 use super::engine::{args, lock_key, Engine, Exec};
 use super::integration::{insert_event_in, NewEvent};
-use super::outbox::{AttemptFailure, AttemptRecord, OutboxStats, SweepItem};
+use super::outbox::{AttemptFailure, AttemptRecord, OutboxStats, SweepItem, Unsent};
 use super::rules;
 use super::sql::outbox as sql;
 use super::stats::{count_in, tally_from, Tally, STATE_COUNTED, STATE_EXPIRY_COUNTED};
@@ -69,36 +69,16 @@ pub trait SettleStore {
     ) -> Result<bool, StoreError>;
     /// How many messages wait, and how long the longest-waiting due one has been due.
     fn outbox_stats(&self, now: Millis) -> Result<OutboxStats, StoreError>;
-    /// The messages `owner` leased that will never be sent here (`which` of them) are
-    /// given up as `not_sent` — delivery `failed`, the code as it is, the quota given back —
-    /// where their lease would have run out into `unknown` ("may have arrived") for
-    /// messages that never left: its sync ones at shutdown (API.md §19.4), and the one of a
-    /// mint or resend answered 503 whose store committed after all (sync, or async and
-    /// never handed to a sender). Only rows whose code is still live. Returns how many.
+    /// The messages `owner` leased that will never be sent here (`which`) are given up as
+    /// `not_sent` — delivery `failed`, the code as it is, the quota given back — where their
+    /// lease would run out into `unknown`: its sync ones at shutdown (API.md §19.4), and that
+    /// of a mint or resend answered 503 whose store committed after all. Returns how many.
     fn settle_unsent_sync(
         &self,
         owner: &str,
         which: Unsent,
         now: Millis,
     ) -> Result<usize, StoreError>;
-}
-
-/// Which of a process's leased sync messages [`SettleStore::settle_unsent_sync`] gives up.
-#[derive(Debug, Clone)]
-pub enum Unsent {
-    /// Every one but these (shutdown: those still held by a send under way).
-    AllBut(Vec<Vec<u8>>),
-    /// Only the message of this key (digest).
-    Only(Vec<u8>),
-}
-
-impl Unsent {
-    fn takes(&self, key_digest: &[u8]) -> bool {
-        match self {
-            Unsent::AllBut(keep) => !keep.iter().any(|k| k == key_digest),
-            Unsent::Only(key) => key == key_digest,
-        }
-    }
 }
 
 impl<E: Engine> SettleStore for E {
@@ -110,16 +90,10 @@ impl<E: Engine> SettleStore for E {
     ) -> Result<usize, StoreError> {
         let owner = owner.to_string();
         self.transact(move |tx| {
-            let leased = match &which {
-                Unsent::AllBut(_) => {
-                    tx.rows(sql::LEASED_SYNC, args![owner.as_str()], |r| r.bytes(0))?
-                }
-                Unsent::Only(key) => tx.rows(
-                    sql::LEASED_KEY,
-                    args![owner.as_str(), key.as_slice()],
-                    |r| r.bytes(0),
-                )?,
-            };
+            let only = which.only();
+            let leased = tx.rows(sql::LEASED_UNSENT, args![owner.as_str(), only], |r| {
+                r.bytes(0)
+            })?;
             let items: Vec<SweepItem> = leased
                 .into_iter()
                 .filter(|k| which.takes(k))

@@ -15,18 +15,12 @@ shared_sql!(
 );
 
 shared_sql!(
-    /// The message of key `$2` if `$1` holds its lease.
-    pub(crate) LEASED_KEY =
-        "SELECT key_digest FROM outbox WHERE leased_by = $1 AND key_digest = $2"
-);
-
-shared_sql!(
     /// The sync messages `$1` holds the lease of (no other process touches them while the
-    /// lease runs), whether or not their code has expired meanwhile: the caller names the
-    /// ones it knows were never sent.
-    pub(crate) LEASED_SYNC =
+    /// lease runs), whether or not their code has expired meanwhile, and the message of key
+    /// `$2` if it holds that one's: the caller names the ones it knows were never sent.
+    pub(crate) LEASED_UNSENT =
         "SELECT o.key_digest FROM outbox o JOIN challenges c ON c.key_digest = o.key_digest \
-         WHERE o.leased_by = $1 AND c.delivery_mode = 'sync'"
+         WHERE o.leased_by = $1 AND (c.delivery_mode = 'sync' OR o.key_digest = $2)"
 );
 
 shared_sql!(
