@@ -56,7 +56,8 @@ impl Core {
         F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
     {
         let given_up = GivenUp::default();
-        self.bounded(self.db_long(given_up.unless(f))).await
+        self.bounded(self.db_bound(), self.db_long(given_up.unless(f)))
+            .await
     }
 
     /// As [`Core::db`], without the bound: maintenance that may rightly take long on a big
@@ -87,9 +88,10 @@ impl Core {
 
     async fn bounded<T>(
         &self,
+        within: Duration,
         call: impl std::future::Future<Output = Result<T, ServiceError>>,
     ) -> Result<T, ServiceError> {
-        tokio::time::timeout(self.db_bound(), call)
+        tokio::time::timeout(within, call)
             .await
             .unwrap_or_else(|_| {
                 Err(ServiceError::Unavailable(
@@ -109,7 +111,7 @@ impl Core {
         T: Send + 'static,
         F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
     {
-        self.bounded(self.write_long(f)).await
+        self.bounded(self.db_bound(), self.write_long(f)).await
     }
 
     /// As [`Core::write`], for a request's last write whose effect cannot be taken back once
@@ -123,13 +125,7 @@ impl Core {
         T: Send + 'static,
         F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
     {
-        tokio::time::timeout(self.db_bound() * 2, self.write_long(f))
-            .await
-            .unwrap_or_else(|_| {
-                Err(ServiceError::Unavailable(
-                    "the database did not answer in time".into(),
-                ))
-            })
+        self.bounded(self.db_bound() * 2, self.write_long(f)).await
     }
 
     /// As [`Core::write`], for a write a request must not leave behind once it answers 503:
