@@ -162,10 +162,29 @@ fn lint_with(f: &Fields, code_length: u32, app_name: &str) -> Result<(), Vec<Tem
     if let Err(e) = set.render_sms("lint", &vars) {
         errors.push(e);
     }
+    errors.extend(render_errors(&set, "lint", &vars));
+    let mut at = 0;
+    errors.retain(|e| {
+        at += 1;
+        at <= before || !refused.contains(&e.field)
+    });
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// What a template's render shows wrong for these values: a subject that is not one header
+/// line, control characters, the code not shown as one run of digits. The lint asks it with
+/// its sample values and the preview with its own, so that a preview never shows a message a
+/// send would not use (a send falls back to the built-in template on the same grounds).
+pub(super) fn render_errors(set: &TemplateSet, name: &str, vars: &Vars<'_>) -> Vec<TemplateError> {
+    let mut errors = Vec::new();
     // A line break or control character the subject renders (a string literal's, say) is
-    // refused like one in its source; one that only a branch the sample does not take
-    // renders is made a space (or dropped) at send.
-    if let Ok(rendered) = set.raw_subject("lint", &vars) {
+    // refused like one in its source (a send that meets one in a branch the lint's sample
+    // did not take uses the built-in template).
+    if let Ok(rendered) = set.raw_subject(name, vars) {
         if rendered.contains(LINE_BREAKS) {
             errors.push(TemplateError::new(
                 "subject",
@@ -190,7 +209,7 @@ fn lint_with(f: &Fields, code_length: u32, app_name: &str) -> Result<(), Vec<Tem
             ));
         }
     }
-    match set.render("lint", &vars) {
+    match set.render(name, vars) {
         Err(e) => errors.push(e),
         Ok(r) => {
             // Control characters a body renders (a string literal's, say), as in its source.
@@ -207,7 +226,7 @@ fn lint_with(f: &Fields, code_length: u32, app_name: &str) -> Result<(), Vec<Tem
                     ));
                 }
             }
-            if !holds_code(&r.text, &sample) {
+            if !holds_code(&r.text, vars.code) {
                 errors.push(TemplateError::new(
                     "text",
                     None,
@@ -215,7 +234,7 @@ fn lint_with(f: &Fields, code_length: u32, app_name: &str) -> Result<(), Vec<Tem
                 ));
             }
             if let Some(h) = &r.html {
-                if !html_shows_code(h, &sample) {
+                if !html_shows_code(h, vars.code) {
                     errors.push(TemplateError::new(
                         "html",
                         None,
@@ -224,7 +243,7 @@ fn lint_with(f: &Fields, code_length: u32, app_name: &str) -> Result<(), Vec<Tem
                 }
             }
             if let Some(t) = &r.sms {
-                if !holds_code(t, &sample) {
+                if !holds_code(t, vars.code) {
                     errors.push(TemplateError::new(
                         "sms",
                         None,
@@ -234,16 +253,7 @@ fn lint_with(f: &Fields, code_length: u32, app_name: &str) -> Result<(), Vec<Tem
             }
         }
     }
-    let mut at = 0;
-    errors.retain(|e| {
-        at += 1;
-        at <= before || !refused.contains(&e.field)
-    });
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors)
-    }
+    errors
 }
 
 /// A code that no template text is likely to hold by accident.

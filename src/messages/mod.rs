@@ -427,32 +427,43 @@ fn one_line(s: &str) -> String {
         .join(" ")
 }
 
-/// Render fields that are not stored (a preview). Unlike a send, where a text message that
-/// fails leaves the built-in one to stand in, a preview names what is wrong with it (one
-/// that renders over `SMS_MAX_CHARS` for these values, say a long purpose).
-pub fn render_once(f: &Fields, vars: &Vars<'_>) -> Result<Rendered, TemplateError> {
+/// Render fields that are not stored (a preview). Unlike a send, where a template that
+/// fails for its values leaves the built-in one to stand in, a preview names what is wrong,
+/// by the lint's own rules ([`lint::render_errors`]): a branch that leaves out the code or
+/// renders a line break in the subject for this `purpose`, a text message over
+/// `SMS_MAX_CHARS` for these values (a long purpose, say).
+pub fn render_once(f: &Fields, vars: &Vars<'_>) -> Result<Rendered, Vec<TemplateError>> {
     let mut set = TemplateSet {
         env: sandbox(),
         locales: BTreeMap::new(),
         bytes: 0,
     };
     set.add("preview", f.clone());
-    let rendered = set.render("preview", vars)?;
-    if !subject_fits(&rendered) {
-        return Err(TemplateError::new(
-            "subject",
-            Some(1),
-            format!("renders longer than {SUBJECT_MAX_CHARS} characters"),
-        ));
+    let errors = lint::render_errors(&set, "preview", vars);
+    if !errors.is_empty() {
+        return Err(errors);
     }
+    let mut rendered = set.render("preview", vars).map_err(|e| vec![e])?;
     // A text message goes to a number: there `{{ email }}` is one (its error, if it has
     // one, is the answer).
     let to_a_phone = Vars {
         email: PREVIEW_PHONE,
         ..*vars
     };
-    let mut rendered = rendered;
-    rendered.sms = set.render_sms("preview", &to_a_phone)?;
+    rendered.sms = set
+        .render_sms("preview", &to_a_phone)
+        .map_err(|e| vec![e])?;
+    if rendered
+        .sms
+        .as_deref()
+        .is_some_and(|t| !holds_code(t, vars.code))
+    {
+        return Err(vec![TemplateError::new(
+            "sms",
+            None,
+            "must contain {{ code }} (the code as one run of digits)",
+        )]);
+    }
     Ok(rendered)
 }
 

@@ -14,6 +14,10 @@ fn vars<'a>(code: &'a str, locale: &'a str, purpose: &'a str, ttl: u32) -> Vars<
     }
 }
 
+fn fields_of(e: &[TemplateError]) -> Vec<&'static str> {
+    e.iter().map(|e| e.field).collect()
+}
+
 fn fields(subject: &str, text: &str, html: Option<&str>) -> Fields {
     Fields {
         subject: subject.into(),
@@ -71,8 +75,9 @@ fn a_text_message_must_show_the_code_and_render_within_320_characters() {
         .sms
         .is_some());
     let e = render_once(&f, &vars("123456", "en", &long, 60)).unwrap_err();
-    assert_eq!(e.field, "sms", "{e:?}");
-    assert!(e.message.contains("320"), "{e:?}");
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].field, "sms", "{e:?}");
+    assert!(e[0].message.contains("320"), "{e:?}");
     // A text message is not part of the email: it does not need to be there at all.
     f.sms = None;
     let r = render_once(&f, &vars("123456", "en", "login", 60)).unwrap();
@@ -170,7 +175,6 @@ fn lint_names_field_and_line() {
     assert_eq!(e[0].field, "subject");
     // Every part's errors in one answer (a black-box audit saw the subject's alone).
     let e = lint(&fields(&"x".repeat(201), "{{ foo }}", None), 6).unwrap_err();
-    let fields_of = |e: &[TemplateError]| e.iter().map(|e| e.field).collect::<Vec<_>>();
     assert_eq!(fields_of(&e), ["subject", "text"], "{e:?}");
     let e = lint(&fields("a\nb", "{{ code }} {{ x }}", None), 6).unwrap_err();
     assert_eq!(fields_of(&e), ["subject", "text"], "{e:?}");
@@ -228,6 +232,34 @@ fn an_html_part_must_show_the_code_not_only_hold_it() {
     // code split by one is not.
     assert!(html_shows_code("<p>1</p>234567<p>8</p>", "234567"));
     assert!(!html_shows_code("<p>12<b>3456</b></p>", "123456"));
+}
+
+/// A preview answers what a send would do for its values (found by a black-box audit: a
+/// branch that leaves out the code, or breaks the subject, for one purpose passed the lint's
+/// sample and previewed as a message no send uses — the send falls back to the built-in).
+#[test]
+fn a_preview_refuses_a_branch_a_send_would_not_use() {
+    let no_code = fields(
+        "Hi",
+        "{% if purpose == 'nocode' %}none{% else %}{{ code }}{% endif %}",
+        Some("<p>{% if purpose == 'nohtml' %}x{% else %}{{ code }}{% endif %}</p>"),
+    );
+    assert_eq!(lint(&no_code, 6), Ok(()));
+    assert!(render_once(&no_code, &vars("123456", "en", "login", 60)).is_ok());
+    for (purpose, field) in [("nocode", "text"), ("nohtml", "html")] {
+        let e = render_once(&no_code, &vars("123456", "en", purpose, 60)).unwrap_err();
+        assert_eq!(fields_of(&e), [field], "{e:?}");
+        assert!(e[0].message.contains("{{ code }}"), "{e:?}");
+    }
+    let broken = fields(
+        "{% if purpose == 'nl' %}a{{ '\\n' }}b{% else %}S{% endif %}",
+        "{{ code }}",
+        None,
+    );
+    assert_eq!(lint(&broken, 6), Ok(()));
+    let e = render_once(&broken, &vars("123456", "en", "nl", 60)).unwrap_err();
+    assert_eq!(fields_of(&e), ["subject"], "{e:?}");
+    assert!(e[0].message.contains("one line"), "{e:?}");
 }
 
 #[test]

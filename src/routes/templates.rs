@@ -46,7 +46,10 @@ pub struct PreviewBody {
     purpose: Option<String>,
     subject: Option<String>,
     text: Option<String>,
-    html: Option<String>,
+    /// The HTML part; `null`: none (a text-only template), absent: the resolved template's.
+    #[serde(default, deserialize_with = "super::strict::present")]
+    #[schema(value_type = Option<String>)]
+    html: Option<Option<String>>,
     sms: Option<String>,
 }
 

@@ -764,3 +764,99 @@ async fn a_subject_that_renders_too_long_falls_back_to_the_built_in_template() {
         "{v}"
     );
 }
+
+/// A preview shows what a send would send (found by a black-box audit): a branch that leaves
+/// the code out for one purpose is refused for that purpose, as the send would not use it,
+/// and `"html": null` previews a text-only template, as a stored one is sent.
+#[tokio::test]
+async fn a_preview_shows_only_what_a_send_would_send() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    let branchy = json!({
+        "subject": "{% if purpose == 'nl' %}a{{ '\\n' }}b{% else %}Subj{% endif %}",
+        "text": "{% if purpose == 'nocode' %}none{% else %}Code {{ code }}{% endif %}",
+    });
+    let (s, v) = put_template(&app, &sk, "en", branchy.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    for (purpose, field, says) in [
+        ("nocode", "text", "{{ code }}"),
+        ("nl", "subject", "one line"),
+    ] {
+        for body in [json!({"purpose": purpose}), {
+            let mut b = branchy.clone();
+            b["purpose"] = json!(purpose);
+            b
+        }] {
+            let r = app.post("/v1/tenant/templates/preview", &sk, body).await;
+            assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{purpose}");
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["errors"][0]["field"], field, "{v}");
+            assert!(
+                v["errors"][0]["message"].as_str().unwrap().contains(says),
+                "{v}"
+            );
+        }
+        // The send uses the built-in template for this purpose.
+        let (_, m) = mint_msg(
+            &app,
+            &sk,
+            json!({"email": format!("{purpose}@example.com"), "purpose": purpose}),
+        )
+        .await;
+        assert!(
+            m.subject().unwrap().contains("verification code"),
+            "{purpose}"
+        );
+    }
+    let v: Value = app
+        .post(
+            "/v1/tenant/templates/preview",
+            &sk,
+            json!({"purpose": "login"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (&v["subject"], &v["text"]),
+        (&json!("Subj"), &json!("Code 123456"))
+    );
+
+    // No template of its own in de: `"html": null` previews the text-only template these
+    // fields store; absent, the built-in HTML comes through.
+    let text_only = json!({"locale": "de", "subject": "S", "text": "X {{ code }}", "html": null});
+    let v: Value = app
+        .post("/v1/tenant/templates/preview", &sk, text_only.clone())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["html"], Value::Null, "{v}");
+    let v: Value = app
+        .post(
+            "/v1/tenant/templates/preview",
+            &sk,
+            json!({"locale": "de", "subject": "S", "text": "X {{ code }}"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(v["html"].as_str().unwrap().contains("123456"), "{v}");
+    let (s, v) = put_template(
+        &app,
+        &sk,
+        "de",
+        json!({"subject": "S", "text": "X {{ code }}", "html": null}),
+    )
+    .await;
+    assert_eq!((s, &v["html"]), (StatusCode::OK, &Value::Null), "{v}");
+    let (_, m) = mint_msg(
+        &app,
+        &sk,
+        json!({"email": "de@example.com", "locale": "de"}),
+    )
+    .await;
+    assert_eq!(m.html(), None);
+}

@@ -106,7 +106,8 @@ pub struct PreviewInput {
     pub purpose: crate::domain::purpose::Purpose,
     pub subject: Option<String>,
     pub text: Option<String>,
-    pub html: Option<String>,
+    /// `Some(None)`: no HTML part (a text-only template); `None`: the resolved template's.
+    pub html: Option<Option<String>>,
     pub sms: Option<String>,
 }
 
@@ -370,7 +371,7 @@ impl Tenants {
         let fields = Fields {
             subject: p.subject.unwrap_or(base.subject),
             text: p.text.unwrap_or(base.text),
-            html: p.html.or(base.html),
+            html: p.html.unwrap_or(base.html),
             sms: p.sms.or(base.sms).or_else(|| {
                 messages::builtin_fields(locale.language().as_str())
                     .or_else(|| messages::builtin_fields("en"))
@@ -398,7 +399,7 @@ impl Tenants {
         })
         .await
         .map_err(|e| ServiceError::Internal(format!("preview task failed: {e}")))?
-        .map_err(|e| ServiceError::TemplateInvalid(vec![e]))?;
+        .map_err(ServiceError::TemplateInvalid)?;
         Ok(Message {
             locale,
             rendered,
