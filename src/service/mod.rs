@@ -54,6 +54,7 @@ impl Services {
             core: Arc::clone(&core),
             delivery: Arc::clone(&delivery),
             templates: tenants::templates::TemplateCache::default(),
+            template_work: tenants::template_work::TemplateWork::default(),
             test_lists: tenants::test_mode::TestLists::default(),
             changes: Arc::default(),
         });

@@ -6,6 +6,7 @@ pub mod audit;
 mod keyring;
 mod retry;
 pub(crate) mod seals;
+pub(crate) mod shares;
 mod sms_velocity;
 
 use std::sync::Arc;

@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 
 use super::window::Windows;
 use super::{breakers, oauth2, route};
+use crate::service::core::shares::{Share, Shares};
 
 /// This process's part of the outbox: its lease owner id, the wake-up for its sender, each
 /// relay's window, the messages it is sending and those whose outcome it has not recorded
@@ -52,8 +53,8 @@ pub(super) struct OutboxInner {
     /// together (API.md §19.3).
     pub(super) sessions: Arc<tokio::sync::Semaphore>,
     /// Each tenant's outbound work outside a code's attempt in flight (relay checks,
-    /// providers' test messages): at most [`OUTSIDE_PER_TENANT`]; no entry at none.
-    pub(super) outside: Mutex<HashMap<String, usize>>,
+    /// providers' test messages): at most [`OUTSIDE_PER_TENANT`].
+    pub(super) outside: Arc<Shares>,
 }
 
 /// Relay checks and providers' test messages one tenant may have in flight at once: a
@@ -65,24 +66,7 @@ pub(crate) const OUTSIDE_PER_TENANT: usize = 4;
 /// one of its tenant's [`OUTSIDE_PER_TENANT`], both given back when dropped.
 pub(crate) struct OutsidePlace {
     _session: tokio::sync::OwnedSemaphorePermit,
-    _share: TenantShare,
-}
-
-struct TenantShare {
-    outbox: Arc<OutboxInner>,
-    tenant: String,
-}
-
-impl Drop for TenantShare {
-    fn drop(&mut self) {
-        let mut m = locked(&self.outbox.outside);
-        if let Some(n) = m.get_mut(&self.tenant) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                m.remove(&self.tenant);
-            }
-        }
-    }
+    _share: Share,
 }
 
 /// A message held by this process (see `OutboxInner::held`).
@@ -116,7 +100,7 @@ impl Outbox {
                 stopped: Notify::new(),
                 stopped_at: std::sync::OnceLock::new(),
                 sessions: Arc::new(tokio::sync::Semaphore::new(max_sessions.max(1))),
-                outside: Mutex::new(HashMap::new()),
+                outside: Shares::new(OUTSIDE_PER_TENANT),
             }),
         }
     }
@@ -135,18 +119,7 @@ impl Outbox {
         tenant: &str,
         by: tokio::time::Instant,
     ) -> Option<OutsidePlace> {
-        let share = {
-            let mut m = locked(&self.inner.outside);
-            let n = m.entry(tenant.to_string()).or_insert(0);
-            if *n >= OUTSIDE_PER_TENANT {
-                return None;
-            }
-            *n += 1;
-            TenantShare {
-                outbox: Arc::clone(&self.inner),
-                tenant: tenant.to_string(),
-            }
-        };
+        let share = self.inner.outside.take(tenant)?;
         let wait = Arc::clone(&self.inner.sessions).acquire_owned();
         let session = tokio::time::timeout_at(by, wait).await.ok()?.ok()?;
         Some(OutsidePlace {
@@ -309,7 +282,7 @@ mod tests {
     use tokio::time::Instant;
 
     fn shares(o: &Outbox) -> HashMap<String, usize> {
-        locked(&o.inner.outside).clone()
+        o.inner.outside.held()
     }
 
     /// A tenant's outbound work outside a code's attempt is four at a time: a fifth is

@@ -9,6 +9,7 @@ pub mod http_transport;
 pub mod providers;
 pub(crate) mod relay_accounts;
 pub mod suppressions;
+pub(crate) mod template_work;
 pub mod templates;
 pub mod test_mode;
 
@@ -25,6 +26,8 @@ pub struct Tenants {
     pub(crate) delivery: Arc<Delivery>,
     /// Each tenant's compiled templates, by `templates_version`.
     pub(crate) templates: templates::TemplateCache,
+    /// Template checks (lint, preview) in flight: a share per tenant, a turn on the CPU.
+    pub(crate) template_work: template_work::TemplateWork,
     /// Each tenant's test recipients, by `test_version`.
     pub(crate) test_lists: test_mode::TestLists,
     /// One change of a tenant at a time in this process (changes from other instances are

@@ -378,28 +378,28 @@ impl Tenants {
                     .and_then(|f| f.sms)
             }),
         };
-        let fields = self.checked(fields, tenant).await?;
         let (expires_at, ttl_seconds) = (
             self.core.now() + i64::from(tenant.policy.ttl_seconds) * 1000,
             tenant.policy.ttl_seconds,
         );
-        let (name, loc) = (tenant.name.clone(), locale.as_str().to_string());
-        let rendered = tokio::task::spawn_blocking(move || {
-            let vars = Vars {
-                code: messages::PREVIEW_CODE,
-                ttl_seconds,
-                expires_at,
-                app_name: name.as_str(),
-                purpose: p.purpose.as_str(),
-                email: "user@example.com",
-                locale: &loc,
-                link: "",
-            };
-            messages::render_once(&fields, &vars)
-        })
-        .await
-        .map_err(|e| ServiceError::Internal(format!("preview task failed: {e}")))?
-        .map_err(ServiceError::TemplateInvalid)?;
+        let (code_length, name) = (tenant.policy.code_length, tenant.name.clone());
+        let loc = locale.as_str().to_string();
+        let rendered = self
+            .template_check(tenant, move || {
+                messages::lint_for(&fields, code_length, name.as_str())?;
+                let vars = Vars {
+                    code: messages::PREVIEW_CODE,
+                    ttl_seconds,
+                    expires_at,
+                    app_name: name.as_str(),
+                    purpose: p.purpose.as_str(),
+                    email: "user@example.com",
+                    locale: &loc,
+                    link: "",
+                };
+                messages::render_once(&fields, &vars)
+            })
+            .await?;
         Ok(Message {
             locale,
             rendered,
@@ -407,12 +407,28 @@ impl Tenants {
         })
     }
 
-    /// The lint, on the blocking pool: compiling and test-rendering up to three 64 KiB
-    /// fields (within the fuel bound) is CPU work that does not belong on an async worker.
+    /// The lint, as a template check.
     async fn checked(&self, fields: Fields, tenant: &Tenant) -> Result<Fields, ServiceError> {
         let (code_length, name) = (tenant.policy.code_length, tenant.name.as_str().to_string());
-        tokio::task::spawn_blocking(move || {
+        self.template_check(tenant, move || {
             messages::lint_for(&fields, code_length, &name).map(|()| fields)
+        })
+        .await
+    }
+
+    /// A template check (compiling and test-rendering up to four 64 KiB fields, within the
+    /// fuel bound) on the blocking pool — CPU work that does not belong on an async worker —
+    /// in a place of [`TemplateWork`](super::template_work::TemplateWork), held until the
+    /// work is over.
+    async fn template_check<T: Send + 'static>(
+        &self,
+        tenant: &Tenant,
+        work: impl FnOnce() -> Result<T, Vec<messages::TemplateError>> + Send + 'static,
+    ) -> Result<T, ServiceError> {
+        let place = self.template_work.place(tenant.id.as_str()).await?;
+        tokio::task::spawn_blocking(move || {
+            let _place = place;
+            work()
         })
         .await
         .map_err(|e| ServiceError::Internal(format!("template check failed: {e}")))?
