@@ -42,11 +42,11 @@ pub use hosted::{HostedStore, Session, SessionFinisher, SessionRow};
 pub use integration::{EventClaimStore, IntegrationStore};
 pub use keyring::{KeyringStore, TenantSeal};
 pub use links::{LinkFinisher, LinkStore, LinkView};
-pub use outbox::Unsent;
 pub use outbox::{
     AttemptFailure, AttemptRecord, ClaimRequest, Claimed, Fairness, OutboxJob, OutboxStats,
     OutboxStore, SweepCandidate, SweepItem,
 };
+pub use outbox::{Keep, Unsent};
 pub use provider_events::{EventEffect, ProviderEventStore, SeenEvent};
 pub use quota::{QuotaAsk, QuotaChecked, QuotaRefusal, QuotaStore, SendQuota};
 pub(crate) use quota::{HOUR_MS, MINUTE_MS};

@@ -160,16 +160,14 @@ pub trait OutboxStore {
     /// Settle swept rows in one transaction, each only if its verdict still holds, with
     /// its event; returns how many were settled.
     fn settle_swept(&self, items: &[SweepItem], now: Millis) -> Result<usize, StoreError>;
-    /// Give back the leases `owner` holds on async rows of live codes, but those in `keep`
-    /// (shutdown: a restart or another instance sends them at once; stray leases: see
-    /// `Delivery::release_strays`). A lease that ran out, or a code that ended, stays for
+    /// Give back the leases `owner` holds on async rows of live codes, but those `keep`
+    /// names (shutdown: a restart or another instance sends them at once; stray leases: see
+    /// `Delivery::release_strays`). `keep` is asked once the rows are read, in the same
+    /// transaction with the rows locked: a row leased here after that read (an async mint's,
+    /// held before its store) is not among them, and one read was in `keep` already if it is
+    /// still this process's to send. A lease that ran out, or a code that ended, stays for
     /// the sweep, which knows an interrupted send from one never begun. Returns how many.
-    fn release_leases(
-        &self,
-        owner: &str,
-        keep: &[Vec<u8>],
-        now: Millis,
-    ) -> Result<usize, StoreError>;
+    fn release_leases(&self, owner: &str, keep: Keep, now: Millis) -> Result<usize, StoreError>;
     /// Give back every async row whose lease ran out before its holder began the send
     /// (`SettleStore::outbox_send_started`, written just before the message leaves): its
     /// holder died or lost the database while the message waited for a session, or while
@@ -182,6 +180,10 @@ pub trait OutboxStore {
     /// it would any lease that ran out (API.md §19.4). Returns the keys.
     fn run_out_leases(&self, owner: &str, now: Millis) -> Result<Vec<Vec<u8>>, StoreError>;
 }
+
+/// The leases [`OutboxStore::release_leases`] must not give back, asked after it read the
+/// rows leased.
+pub type Keep = std::sync::Arc<dyn Fn() -> Vec<Vec<u8>> + Send + Sync>;
 
 /// A sweep row's verdict (`None`: the row is live after all). The row: key, tenant,
 /// delivery mode, status, attempts, max attempts, expiry, payload, whether its send began

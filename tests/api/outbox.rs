@@ -764,6 +764,87 @@ async fn a_message_claimed_by_an_answer_that_was_lost_is_given_back_and_sent() {
     assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
 }
 
+/// Stray leases are told from a process's own by what it sends or holds once the store has
+/// read the leased rows, in the same transaction — not by a list read before (found by a
+/// black-box soak: an async mint's row, held and stored between that earlier read and the
+/// give-back, was given back while its send went on, and mailed twice). A row held by then
+/// keeps its lease; one that is not is given back, and sent.
+#[tokio::test]
+async fn stray_leases_are_told_by_what_is_held_once_the_leased_rows_are_read() {
+    use otpmint::clock::Clock;
+    use otpmint::storage::{ClaimRequest, Fairness, Lease};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    app.smtp.tempfail_next(1);
+    let key = mint_async(&app, &sk, "ada@example.com").await;
+    wait_status(&app, &sk, &key, |v| v["delivery"]["attempts"] == 1).await;
+    // Leased, as at its retry, to a process of the test's own (the app's sweep gives back
+    // only its own process's strays), for an hour.
+    let now = app.clock.now() + 3_000;
+    let owner = "inst_test_stray";
+    let req = ClaimRequest {
+        now,
+        lease: Lease {
+            owner: owner.to_string(),
+            for_ms: 3_600_000,
+        },
+        fair: Fairness {
+            limit: 10,
+            caps: Default::default(),
+            default_cap: 4,
+            skip: Default::default(),
+            running: Default::default(),
+            after: None,
+        },
+        other_caps: Default::default(),
+    };
+    let claimed = app
+        .services
+        .core
+        .db(move |s| s.claim_outbox(&req))
+        .await
+        .unwrap();
+    assert_eq!(claimed.jobs.len(), 1, "the test's claim took the message");
+    let digest = claimed.jobs[0].key_digest.clone();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let (a, d) = (Arc::clone(&asked), digest.clone());
+    let released = app
+        .services
+        .core
+        .db(move |s| {
+            s.release_leases(
+                owner,
+                Arc::new(move || {
+                    a.fetch_add(1, Ordering::SeqCst);
+                    vec![d.clone()]
+                }),
+                now,
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (released, asked.load(Ordering::SeqCst)),
+        (0, 1),
+        "held when the rows were read: kept"
+    );
+    let released = app
+        .services
+        .core
+        .db(move |s| s.release_leases(owner, Arc::new(Vec::new), now))
+        .await
+        .unwrap();
+    assert_eq!(released, 1, "held nowhere: given back");
+    app.clock.advance_secs(5);
+    let code = app.smtp.wait_for("ada@example.com", 1).await.code();
+    let st = wait_status(&app, &sk, &key, |v| v["delivery"]["status"] == "sent").await;
+    assert_eq!(st["delivery"]["attempts"], 2, "{st}");
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+    assert_eq!(app.smtp.count_to("ada@example.com"), 1);
+}
+
 /// A write a request gave up on (it answered 503) that the database still commits after
 /// all is undone; the request's own answer never acts on it (API.md §7: a mint whose code
 /// cannot be stored answers 503 and sends nothing).

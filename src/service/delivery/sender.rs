@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::Delivery;
@@ -14,7 +15,7 @@ use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
 use crate::service::ServiceError;
 use crate::storage::rules::SweepVerdict;
-use crate::storage::{ClaimRequest, Fairness, OutboxJob, SweepItem, Unsent};
+use crate::storage::{ClaimRequest, Fairness, Keep, OutboxJob, SweepItem, Unsent};
 
 /// How often the sender looks for due work it was not told about (retries coming due, rows
 /// of other instances, expired leases).
@@ -290,11 +291,17 @@ impl Delivery {
     /// or a claimed message whose tenant could not be read and that could not be given back
     /// then. Left alone they would wait out their lease before the sweep gave them back.
     /// Runs in the sender's loop, between claims: every message claimed here is then either
-    /// sending or, once its send ended, settled or held. `sending` is read before `held`,
-    /// as a send ends only after its outcome is recorded or held.
+    /// sending or, once its send ended, settled or held. What is sending or held is read
+    /// by the store once it has read the leased rows (`OutboxStore::release_leases`): read
+    /// before, an async mint's row stored (held, then inserted leased here) between that
+    /// read and the store's would be given back while its send went on, and sent again by
+    /// the next claim (found by a black-box soak: one message of ~5,500 mailed twice).
     async fn release_strays(&self) {
-        let keep = self.outbox.sending_or_held();
-        match self.give_back_leases(keep).await {
+        let outbox = self.outbox.clone();
+        match self
+            .give_back_leases(Arc::new(move || outbox.sending_or_held()))
+            .await
+        {
             Ok(0) => {}
             Ok(n) => {
                 tracing::warn!(released = n, "gave back queued messages leased here that nothing was sending (a claim's answer was lost)");
@@ -307,10 +314,10 @@ impl Delivery {
     }
 
     /// Give back this process's leases on queued messages of live codes, but `keep`'s.
-    async fn give_back_leases(&self, keep: Vec<Vec<u8>>) -> Result<usize, ServiceError> {
+    async fn give_back_leases(&self, keep: Keep) -> Result<usize, ServiceError> {
         let (owner, now) = (self.outbox.owner().to_string(), self.core.now());
         self.core
-            .db(move |s| s.release_leases(&owner, &keep, now))
+            .db(move |s| s.release_leases(&owner, keep, now))
             .await
     }
 
@@ -348,7 +355,8 @@ impl Delivery {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let keep = self.outbox.close();
-        match self.give_back_leases(keep.clone()).await {
+        let kept = keep.clone();
+        match self.give_back_leases(Arc::new(move || kept.clone())).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(released = n, "gave back the leases of queued messages"),
             Err(e) => {

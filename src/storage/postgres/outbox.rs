@@ -12,7 +12,7 @@ use crate::domain::keys::TenantId;
 use crate::domain::Millis;
 use crate::storage::cells::{channel_from, delivery_mode_from, Cells};
 use crate::storage::outbox::{plan_claim, sweep_candidate_of};
-use crate::storage::outbox::{SweepCandidate, SweepItem, SWEEP_BATCH};
+use crate::storage::outbox::{Keep, SweepCandidate, SweepItem, SWEEP_BATCH};
 use crate::storage::settle::settle_swept_rows;
 use crate::storage::{ClaimRequest, Claimed, OutboxJob, OutboxStore, StoreError};
 
@@ -134,24 +134,33 @@ impl OutboxStore for PgStore {
         })
     }
 
-    fn release_leases(
-        &self,
-        owner: &str,
-        keep: &[Vec<u8>],
-        now: Millis,
-    ) -> Result<usize, StoreError> {
-        let n = self.conn()?.db().execute(
-            concat!(
-                "UPDATE outbox o SET lease_until = NULL, leased_by = NULL, unstarted = FALSE FROM challenges c \
-                 WHERE o.leased_by = $1 AND c.key_digest = o.key_digest AND c.delivery_mode = 'async' \
-                   AND NOT (o.key_digest = ANY($2)) AND o.lease_until > ",
-                db_now!(),
-                " AND ",
-                live_code!("c.", "$3")
-            ),
-            &[&owner, &keep, &now],
-        )?;
-        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    fn release_leases(&self, owner: &str, keep: Keep, now: Millis) -> Result<usize, StoreError> {
+        self.tx(|tx| {
+            let leased = tx.rows(
+                concat!(
+                    "SELECT o.key_digest FROM outbox o JOIN challenges c ON c.key_digest = o.key_digest \
+                     WHERE o.leased_by = $1 AND c.delivery_mode = 'async' AND o.lease_until > ",
+                    db_now!(),
+                    " AND ",
+                    live_code!("c.", "$2"),
+                    " FOR UPDATE OF o"
+                ),
+                &[&owner, &now],
+                |r| r.bytes(0),
+            )?;
+            // Asked now, the rows read locked (see the trait).
+            let keep: std::collections::HashSet<Vec<u8>> = keep().into_iter().collect();
+            let stray: Vec<Vec<u8>> = leased.into_iter().filter(|k| !keep.contains(k)).collect();
+            if stray.is_empty() {
+                return Ok(0);
+            }
+            let n = tx.execute(
+                "UPDATE outbox SET lease_until = NULL, leased_by = NULL, unstarted = FALSE \
+                 WHERE key_digest = ANY($1) AND leased_by = $2",
+                &[&stray, &owner],
+            )?;
+            Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        })
     }
 
     fn release_unstarted(&self, _now: Millis) -> Result<usize, StoreError> {

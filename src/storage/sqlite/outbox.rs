@@ -12,7 +12,7 @@ use crate::domain::keys::TenantId;
 use crate::domain::Millis;
 use crate::storage::cells::{channel_from, delivery_mode_from, Cells};
 use crate::storage::outbox::{plan_claim, sweep_candidate_of};
-use crate::storage::outbox::{SweepCandidate, SweepItem, SWEEP_BATCH};
+use crate::storage::outbox::{Keep, SweepCandidate, SweepItem, SWEEP_BATCH};
 use crate::storage::settle::settle_swept_rows;
 use crate::storage::{ClaimRequest, Claimed, OutboxJob, OutboxStore, StoreError};
 
@@ -140,14 +140,8 @@ impl OutboxStore for SqliteStore {
         })
     }
 
-    fn release_leases(
-        &self,
-        owner: &str,
-        keep: &[Vec<u8>],
-        now: Millis,
-    ) -> Result<usize, StoreError> {
+    fn release_leases(&self, owner: &str, keep: Keep, now: Millis) -> Result<usize, StoreError> {
         let owner = owner.to_string();
-        let keep: std::collections::HashSet<Vec<u8>> = keep.iter().cloned().collect();
         self.writer.write(move |tx| {
             let held = tx.rows(
                 concat!(
@@ -158,6 +152,8 @@ impl OutboxStore for SqliteStore {
                 params![owner, now],
                 |r| r.bytes(0),
             )?;
+            // Asked now: every write is this transaction's until it ends (see the trait).
+            let keep: std::collections::HashSet<Vec<u8>> = keep().into_iter().collect();
             let mut n = 0;
             for key in held.into_iter().filter(|k| !keep.contains(k)) {
                 n += tx.execute_cached(
