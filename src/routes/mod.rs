@@ -27,6 +27,7 @@ pub mod tenant_bodies;
 pub mod tenants;
 pub mod test_mode;
 pub mod transport;
+mod unread_body;
 pub mod webhooks;
 
 use std::time::Instant;
@@ -110,7 +111,7 @@ fn request_id(req: &ServiceRequest) -> String {
 /// raw path, so shareable keys in `/v1/otp/{key}` stay out of the logs).
 async fn observe(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
+    next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let start = Instant::now();
     let id = request_id(&req);
@@ -121,6 +122,7 @@ async fn observe(
     // Every line logged while this request is handled — on async workers, the blocking pool
     // or a hashing thread — carries its id.
     let span = tracing::info_span!("request", request_id = %id);
+    let (req, body) = unread_body::share(req);
     let mut res = tracing::Instrument::instrument(next.call(req), span).await?;
     let route = res
         .request()
@@ -149,7 +151,7 @@ async fn observe(
         tenant_id = %tenant,
         "request"
     );
-    Ok(res)
+    Ok(unread_body::keep_if_unread(res, body))
 }
 
 /// 405 with `Allow`: the methods the matched route answers (RFC 9110 §15.5.6). The pages

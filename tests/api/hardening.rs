@@ -189,6 +189,55 @@ async fn a_client_that_stalls_its_body_or_headers_is_cut_off() {
     assert_eq!(app.get("/healthz", "").await.status(), StatusCode::OK);
 }
 
+/// A chunked body that stalls, or runs past the limit, is answered (408, 413) and its
+/// connection ends with the answer (found by a black-box audit: actix kept such
+/// connections open after the answer, so stalled chunked bodies held every connection the
+/// workers take, and a body answered 413 went on streaming).
+#[tokio::test]
+async fn a_chunked_body_that_stalls_or_runs_too_long_ends_its_connection_with_the_answer() {
+    let app = spawn_app_with(|s| s.server.request_timeout_seconds = 1).await;
+    let (_, sk) = app.tenant().await;
+    let port = app.addr.rsplit(':').next().unwrap().to_string();
+    let head = format!(
+        "POST /v1/otp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Authorization: Bearer {sk}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    let chunk = format!("1000\r\n{}\r\n", "a".repeat(4096));
+    for (body, status) in [
+        ("1\r\n{\r\n".to_string(), "HTTP/1.1 408"),
+        (chunk.repeat(5), "HTTP/1.1 413"),
+    ] {
+        let mut s = TcpStream::connect(format!("127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        // The server may answer before it has read all of a body too large.
+        let _ = s.write_all(body.as_bytes()).await;
+        let mut got = Vec::new();
+        let ended = tokio::time::timeout(Duration::from_secs(6), async {
+            let mut buf = [0u8; 4096];
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        let got = String::from_utf8_lossy(&got).to_string();
+        assert!(got.starts_with(status), "{status}: {got}");
+        assert!(
+            got.to_ascii_lowercase().contains("connection: close"),
+            "{got}"
+        );
+        assert!(
+            ended.is_ok(),
+            "{status}: the connection stayed open after the answer"
+        );
+    }
+    assert_eq!(app.get("/healthz", "").await.status(), StatusCode::OK);
+}
+
 /// A verify whose body is promised but never sent.
 fn stalled_verify(auth: &str) -> String {
     format!(

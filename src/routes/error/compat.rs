@@ -97,9 +97,6 @@ impl ResponseError for CompatError {
         if self.status == StatusCode::UNAUTHORIZED {
             b.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
-        if self.status == StatusCode::REQUEST_TIMEOUT {
-            b.insert_header((header::CONNECTION, "close"));
-        }
         b.body(self.body)
     }
 }

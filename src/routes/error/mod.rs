@@ -436,10 +436,6 @@ impl ResponseError for ApiError {
         if status == StatusCode::UNAUTHORIZED {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if status == StatusCode::REQUEST_TIMEOUT {
-            // The rest of the body is not waited for: the connection ends here.
-            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
         if let Some(secs) = self.retry_after() {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 h.insert(header::RETRY_AFTER, v);
