@@ -341,7 +341,7 @@ pub struct DeliveryView {
 
 /// What to check for a delivery whose outcome nobody can know (API.md §19.2), whatever its
 /// reason.
-pub const UNKNOWN_OUTCOME_ADVICE: &str = "The message left and its answer never came (the transport took it, then timed out or dropped the connection, or this server stopped mid-send): it may have arrived. It is not sent again by itself; a resend sends it again.";
+pub const UNKNOWN_OUTCOME_ADVICE: &str = "Its send began and no answer came (the transport took the message, then timed out or dropped the connection, or the server stopped mid-send): it may have arrived. It is not sent again by itself; a resend sends it again.";
 
 /// What to check for a delivery of unknown outcome whose provider did answer, but not
 /// clearly that it took the message.
