@@ -718,72 +718,9 @@ async fn a_relay_check_waits_for_the_bound_like_a_send() {
     panic!("the check never got the session back");
 }
 
-/// A claim whose answer is lost after its commit (a timeout, a cut connection) leaves a
-/// message leased to this process with nothing sending it. The next sweep gives it back
-/// and it goes, rather than waiting out its lease to be recorded unknown, never sent.
-#[tokio::test]
-async fn a_message_claimed_by_an_answer_that_was_lost_is_given_back_and_sent() {
-    use otpmint::clock::Clock;
+/// Claim the one due message as `owner`, as if at `now`, with a lease of an hour; its key.
+async fn claim_for_an_hour(app: &TestApp, owner: &str, now: i64) -> Vec<u8> {
     use otpmint::storage::{ClaimRequest, Fairness, Lease};
-    let app = spawn_app().await;
-    let (_, sk) = app.tenant().await;
-    app.smtp.tempfail_next(1);
-    let key = mint_async(&app, &sk, "ada@example.com").await;
-    wait_status(&app, &sk, &key, |v| v["delivery"]["attempts"] == 1).await;
-    // Its retry is due about a second later on the app's clock. A claim made as this
-    // process's sender, as if at that time, with a lease of an hour; its answer is dropped.
-    let req = ClaimRequest {
-        now: app.clock.now() + 3_000,
-        lease: Lease {
-            owner: app.services.delivery.lease_owner().to_string(),
-            for_ms: 3_600_000,
-        },
-        fair: Fairness {
-            limit: 10,
-            caps: Default::default(),
-            default_cap: 4,
-            skip: Default::default(),
-            running: Default::default(),
-            after: None,
-        },
-        other_caps: Default::default(),
-    };
-    let claimed = app
-        .services
-        .core
-        .db(move |s| s.claim_outbox(&req))
-        .await
-        .unwrap();
-    assert_eq!(claimed.jobs.len(), 1, "the test's claim took the message");
-    drop(claimed);
-    app.clock.advance_secs(5);
-    // The sweep (every 5 s) gives it back; the sender then sends it.
-    let code = app.smtp.wait_for("ada@example.com", 1).await.code();
-    let st = wait_status(&app, &sk, &key, |v| v["delivery"]["status"] == "sent").await;
-    assert_eq!(st["delivery"]["attempts"], 2, "{st}");
-    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
-}
-
-/// Stray leases are told from a process's own by what it sends or holds once the store has
-/// read the leased rows, in the same transaction — not by a list read before (found by a
-/// black-box soak: an async mint's row, held and stored between that earlier read and the
-/// give-back, was given back while its send went on, and mailed twice). A row held by then
-/// keeps its lease; one that is not is given back, and sent.
-#[tokio::test]
-async fn stray_leases_are_told_by_what_is_held_once_the_leased_rows_are_read() {
-    use otpmint::clock::Clock;
-    use otpmint::storage::{ClaimRequest, Fairness, Lease};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-    let app = spawn_app().await;
-    let (_, sk) = app.tenant().await;
-    app.smtp.tempfail_next(1);
-    let key = mint_async(&app, &sk, "ada@example.com").await;
-    wait_status(&app, &sk, &key, |v| v["delivery"]["attempts"] == 1).await;
-    // Leased, as at its retry, to a process of the test's own (the app's sweep gives back
-    // only its own process's strays), for an hour.
-    let now = app.clock.now() + 3_000;
-    let owner = "inst_test_stray";
     let req = ClaimRequest {
         now,
         lease: Lease {
@@ -807,7 +744,52 @@ async fn stray_leases_are_told_by_what_is_held_once_the_leased_rows_are_read() {
         .await
         .unwrap();
     assert_eq!(claimed.jobs.len(), 1, "the test's claim took the message");
-    let digest = claimed.jobs[0].key_digest.clone();
+    claimed.jobs[0].key_digest.clone()
+}
+
+/// A claim whose answer is lost after its commit (a timeout, a cut connection) leaves a
+/// message leased to this process with nothing sending it. The next sweep gives it back
+/// and it goes, rather than waiting out its lease to be recorded unknown, never sent.
+#[tokio::test]
+async fn a_message_claimed_by_an_answer_that_was_lost_is_given_back_and_sent() {
+    use otpmint::clock::Clock;
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    app.smtp.tempfail_next(1);
+    let key = mint_async(&app, &sk, "ada@example.com").await;
+    wait_status(&app, &sk, &key, |v| v["delivery"]["attempts"] == 1).await;
+    // Its retry is due about a second later on the app's clock. A claim made as this
+    // process's sender, as if at that time, with a lease of an hour; its answer is dropped.
+    let owner = app.services.delivery.lease_owner().to_string();
+    claim_for_an_hour(&app, &owner, app.clock.now() + 3_000).await;
+    app.clock.advance_secs(5);
+    // The sweep (every 5 s) gives it back; the sender then sends it.
+    let code = app.smtp.wait_for("ada@example.com", 1).await.code();
+    let st = wait_status(&app, &sk, &key, |v| v["delivery"]["status"] == "sent").await;
+    assert_eq!(st["delivery"]["attempts"], 2, "{st}");
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+}
+
+/// Stray leases are told from a process's own by what it sends or holds once the store has
+/// read the leased rows, in the same transaction — not by a list read before (found by a
+/// black-box soak: an async mint's row, held and stored between that earlier read and the
+/// give-back, was given back while its send went on, and mailed twice). A row held by then
+/// keeps its lease; one that is not is given back, and sent.
+#[tokio::test]
+async fn stray_leases_are_told_by_what_is_held_once_the_leased_rows_are_read() {
+    use otpmint::clock::Clock;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    app.smtp.tempfail_next(1);
+    let key = mint_async(&app, &sk, "ada@example.com").await;
+    wait_status(&app, &sk, &key, |v| v["delivery"]["attempts"] == 1).await;
+    // Leased, as at its retry, to a process of the test's own (the app's sweep gives back
+    // only its own process's strays), for an hour.
+    let now = app.clock.now() + 3_000;
+    let owner = "inst_test_stray";
+    let digest = claim_for_an_hour(&app, owner, now).await;
     let asked = Arc::new(AtomicUsize::new(0));
     let (a, d) = (Arc::clone(&asked), digest.clone());
     let released = app
