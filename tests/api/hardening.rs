@@ -189,23 +189,30 @@ async fn a_client_that_stalls_its_body_or_headers_is_cut_off() {
     assert_eq!(app.get("/healthz", "").await.status(), StatusCode::OK);
 }
 
-/// A chunked body that stalls, or runs past the limit, is answered (408, 413) and its
-/// connection ends with the answer (found by a black-box audit: actix kept such
-/// connections open after the answer, so stalled chunked bodies held every connection the
-/// workers take, and a body answered 413 went on streaming).
+/// A chunked body that stalls, runs past the limit, or is answered without being read
+/// (404, 401) is answered and its connection ends with the answer (found by black-box
+/// audits: actix kept such connections open after the answer, so stalled chunked bodies
+/// held every connection the workers take, and a body answered 413 went on streaming).
 #[tokio::test]
 async fn a_chunked_body_that_stalls_or_runs_too_long_ends_its_connection_with_the_answer() {
     let app = spawn_app_with(|s| s.server.request_timeout_seconds = 1).await;
     let (_, sk) = app.tenant().await;
     let port = app.addr.rsplit(':').next().unwrap().to_string();
-    let head = format!(
-        "POST /v1/otp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-         Authorization: Bearer {sk}\r\nTransfer-Encoding: chunked\r\n\r\n"
-    );
+    let head = |path: &str, auth: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             {auth}Transfer-Encoding: chunked\r\n\r\n"
+        )
+    };
+    let mint = head("/v1/otp", &format!("Authorization: Bearer {sk}\r\n"));
+    let stalled = "1\r\n{\r\n".to_string();
     let chunk = format!("1000\r\n{}\r\n", "a".repeat(4096));
-    for (body, status) in [
-        ("1\r\n{\r\n".to_string(), "HTTP/1.1 408"),
-        (chunk.repeat(5), "HTTP/1.1 413"),
+    for (head, body, status) in [
+        (mint.clone(), stalled.clone(), "HTTP/1.1 408"),
+        (mint, chunk.repeat(5), "HTTP/1.1 413"),
+        // Answered without the body being read: no such route, no key.
+        (head("/nowhere", ""), stalled.clone(), "HTTP/1.1 404"),
+        (head("/v1/otp/verify", ""), stalled, "HTTP/1.1 401"),
     ] {
         let mut s = TcpStream::connect(format!("127.0.0.1:{port}"))
             .await

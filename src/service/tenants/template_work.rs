@@ -55,7 +55,9 @@ impl TemplateWork {
     /// no turn free within the wait.
     pub(crate) async fn place(&self, tenant: &str) -> Result<TemplatePlace, ServiceError> {
         let Some(share) = self.shares.take(tenant) else {
-            tracing::warn!(tenant_id = %tenant, "template checks: the tenant's share of this instance is in flight already");
+            // Debug only: each refusal is a request of its own, logged with its 503 (a warning
+            // per refusal would let one tenant's loop swell the logs).
+            tracing::debug!(tenant_id = %tenant, "template checks: the tenant's share of this instance is in flight already");
             return Err(ServiceError::Overloaded);
         };
         let turn = Arc::clone(&self.running).acquire_owned();
@@ -65,7 +67,7 @@ impl TemplateWork {
                 _running: running,
             }),
             _ => {
-                tracing::warn!(tenant_id = %tenant, "template checks: no turn came free in time");
+                tracing::debug!(tenant_id = %tenant, "template checks: no turn came free in time");
                 Err(ServiceError::Overloaded)
             }
         }
