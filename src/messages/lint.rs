@@ -162,7 +162,7 @@ fn lint_with(f: &Fields, code_length: u32, app_name: &str) -> Result<(), Vec<Tem
     if let Err(e) = set.render_sms("lint", &vars) {
         errors.push(e);
     }
-    errors.extend(render_errors(&set, "lint", &vars));
+    errors.extend(checked_render(&set, "lint", &vars).1);
     let mut at = 0;
     errors.retain(|e| {
         at += 1;
@@ -175,11 +175,19 @@ fn lint_with(f: &Fields, code_length: u32, app_name: &str) -> Result<(), Vec<Tem
     }
 }
 
-/// What a template's render shows wrong for these values: a subject that is not one header
-/// line, control characters, the code not shown as one run of digits. The lint asks it with
-/// its sample values and the preview with its own, so that a preview never shows a message a
-/// send would not use (a send falls back to the built-in template on the same grounds).
-pub(super) fn render_errors(set: &TemplateSet, name: &str, vars: &Vars<'_>) -> Vec<TemplateError> {
+/// The words of a refusal for a part that does not show the code.
+pub(super) const CODE_MISSING: &str = "must contain {{ code }} (the code as one run of digits)";
+
+/// A template rendered for these values, and what the render shows wrong: a subject that is
+/// not one header line, control characters, the code not shown as one run of digits. The
+/// lint asks it with its sample values and the preview with its own, so that a preview never
+/// shows a message a send would not use (a send falls back to the built-in template on the
+/// same grounds).
+pub(super) fn checked_render(
+    set: &TemplateSet,
+    name: &str,
+    vars: &Vars<'_>,
+) -> (Option<Rendered>, Vec<TemplateError>) {
     let mut errors = Vec::new();
     // A line break or control character the subject renders (a string literal's, say) is
     // refused like one in its source (a send that meets one in a branch the lint's sample
@@ -209,8 +217,9 @@ pub(super) fn render_errors(set: &TemplateSet, name: &str, vars: &Vars<'_>) -> V
             ));
         }
     }
-    match set.render(name, vars) {
-        Err(e) => errors.push(e),
+    let rendered = set.render(name, vars);
+    match &rendered {
+        Err(e) => errors.push(e.clone()),
         Ok(r) => {
             // Control characters a body renders (a string literal's, say), as in its source.
             for (field, rendered) in [
@@ -227,11 +236,7 @@ pub(super) fn render_errors(set: &TemplateSet, name: &str, vars: &Vars<'_>) -> V
                 }
             }
             if !holds_code(&r.text, vars.code) {
-                errors.push(TemplateError::new(
-                    "text",
-                    None,
-                    "must contain {{ code }} (the code as one run of digits)",
-                ));
+                errors.push(TemplateError::new("text", None, CODE_MISSING));
             }
             if let Some(h) = &r.html {
                 if !html_shows_code(h, vars.code) {
@@ -244,16 +249,12 @@ pub(super) fn render_errors(set: &TemplateSet, name: &str, vars: &Vars<'_>) -> V
             }
             if let Some(t) = &r.sms {
                 if !holds_code(t, vars.code) {
-                    errors.push(TemplateError::new(
-                        "sms",
-                        None,
-                        "must contain {{ code }} (the code as one run of digits)",
-                    ));
+                    errors.push(TemplateError::new("sms", None, CODE_MISSING));
                 }
             }
         }
     }
-    errors
+    (rendered.ok(), errors)
 }
 
 /// A code that no template text is likely to hold by accident.

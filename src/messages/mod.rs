@@ -429,7 +429,7 @@ fn one_line(s: &str) -> String {
 
 /// Render fields that are not stored (a preview). Unlike a send, where a template that
 /// fails for its values leaves the built-in one to stand in, a preview names what is wrong,
-/// by the lint's own rules ([`lint::render_errors`]): a branch that leaves out the code or
+/// by the lint's own rules ([`lint::checked_render`]): a branch that leaves out the code or
 /// renders a line break in the subject for this `purpose`, a text message over
 /// `SMS_MAX_CHARS` for these values (a long purpose, say).
 pub fn render_once(f: &Fields, vars: &Vars<'_>) -> Result<Rendered, Vec<TemplateError>> {
@@ -439,11 +439,10 @@ pub fn render_once(f: &Fields, vars: &Vars<'_>) -> Result<Rendered, Vec<Template
         bytes: 0,
     };
     set.add("preview", f.clone());
-    let errors = lint::render_errors(&set, "preview", vars);
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    let mut rendered = set.render("preview", vars).map_err(|e| vec![e])?;
+    let mut rendered = match lint::checked_render(&set, "preview", vars) {
+        (Some(r), errors) if errors.is_empty() => r,
+        (_, errors) => return Err(errors),
+    };
     // A text message goes to a number: there `{{ email }}` is one (its error, if it has
     // one, is the answer).
     let to_a_phone = Vars {
@@ -458,11 +457,7 @@ pub fn render_once(f: &Fields, vars: &Vars<'_>) -> Result<Rendered, Vec<Template
         .as_deref()
         .is_some_and(|t| !holds_code(t, vars.code))
     {
-        return Err(vec![TemplateError::new(
-            "sms",
-            None,
-            "must contain {{ code }} (the code as one run of digits)",
-        )]);
+        return Err(vec![TemplateError::new("sms", None, lint::CODE_MISSING)]);
     }
     Ok(rendered)
 }
