@@ -69,10 +69,25 @@ pub(crate) struct OutsidePlace {
     _share: Share,
 }
 
-/// A message held by this process (see `OutboxInner::held`).
+/// A message held by this process (see `OutboxInner::held`), and by what: each holder lets
+/// go of its own hold only (found by a review: a resend's hand-over hold, taken while the
+/// key's last send recorded its outcome, was let go by that record, and a stray-lease sweep
+/// then gave the resend's row back before its send began — sent twice).
 pub(super) struct Held {
     tenant: String,
     expires_at: crate::domain::Millis,
+    /// Its send, then the record of that send's outcome (one hold however often taken: the
+    /// record lets go of it).
+    sending: bool,
+    /// Async mints and resends of its key waiting for their store to answer (a count: two
+    /// resends of one key may wait at once).
+    handing_over: usize,
+}
+
+impl Held {
+    fn free(&self) -> bool {
+        !self.sending && self.handing_over == 0
+    }
 }
 
 pub(super) fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -196,17 +211,40 @@ impl Outbox {
         expires_at: crate::domain::Millis,
         background: bool,
     ) -> bool {
+        self.hold_by(key, tenant, expires_at, background, |h| h.sending = true)
+    }
+
+    /// Hold an async mint's or resend's message until its store answers (see
+    /// `Delivery::hold_for_hand_over`); `let_go_hand_over` ends this hold only.
+    pub(super) fn hold_hand_over(
+        &self,
+        key: &[u8],
+        tenant: &str,
+        expires_at: crate::domain::Millis,
+    ) {
+        self.hold_by(key, tenant, expires_at, false, |h| h.handing_over += 1);
+    }
+
+    fn hold_by(
+        &self,
+        key: &[u8],
+        tenant: &str,
+        expires_at: crate::domain::Millis,
+        background: bool,
+        by: impl FnOnce(&mut Held),
+    ) -> bool {
         let mut held = locked(&self.inner.held);
         if (background && self.stopping()) || self.inner.closed.load(Ordering::SeqCst) {
             return false;
         }
-        held.insert(
-            key.to_vec(),
-            Held {
-                tenant: tenant.to_string(),
-                expires_at,
-            },
-        );
+        let h = held.entry(key.to_vec()).or_insert_with(|| Held {
+            tenant: tenant.to_string(),
+            expires_at,
+            sending: false,
+            handing_over: 0,
+        });
+        h.expires_at = h.expires_at.max(expires_at);
+        by(h);
         true
     }
 
@@ -219,8 +257,24 @@ impl Outbox {
         held.keys().cloned().collect()
     }
 
+    /// The outcome of its send is recorded: that hold ends (a hand-over's stays).
     pub(super) fn let_go(&self, key: &[u8]) {
-        locked(&self.inner.held).remove(key);
+        self.let_go_by(key, |h| h.sending = false);
+    }
+
+    /// A hand-over is over (its message sending, or never stored): its hold ends.
+    pub(super) fn let_go_hand_over(&self, key: &[u8]) {
+        self.let_go_by(key, |h| h.handing_over = h.handing_over.saturating_sub(1));
+    }
+
+    fn let_go_by(&self, key: &[u8], by: impl FnOnce(&mut Held)) {
+        let mut held = locked(&self.inner.held);
+        if let Some(h) = held.get_mut(key) {
+            by(h);
+            if h.free() {
+                held.remove(key);
+            }
+        }
     }
 
     /// A background send of this message starts (see `OutboxInner::sending`).
@@ -283,6 +337,35 @@ mod tests {
 
     fn shares(o: &Outbox) -> HashMap<String, usize> {
         o.inner.outside.held()
+    }
+
+    /// Each holder lets go of its own hold only: a send's recorded outcome does not end a
+    /// resend's hand-over taken meanwhile, nor one hand-over another's (found by a review:
+    /// the stray-lease sweep then gave the resend's row back before its send began).
+    #[test]
+    fn a_hold_ends_only_when_every_holder_let_go() {
+        let o = Outbox::new(4);
+        let (k, far) = (b"key".as_slice(), i64::MAX);
+        assert!(o.hold(k, "tnt_a", far, false));
+        o.hold_hand_over(k, "tnt_a", far);
+        o.let_go(k);
+        assert_eq!(
+            o.sending_or_held(),
+            vec![k.to_vec()],
+            "the hand-over holds it"
+        );
+        o.hold_hand_over(k, "tnt_a", far);
+        o.let_go_hand_over(k);
+        assert!(
+            o.held().contains_key(k),
+            "the other hand-over still holds it"
+        );
+        o.let_go_hand_over(k);
+        assert!(o.held().is_empty());
+        // Letting go of what nobody holds changes nothing.
+        o.let_go(k);
+        o.let_go_hand_over(k);
+        assert!(o.held().is_empty());
     }
 
     /// A tenant's outbound work outside a code's attempt is four at a time: a fifth is

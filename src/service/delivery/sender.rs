@@ -163,7 +163,7 @@ impl Delivery {
     /// ends: a store that committed after all is undone (the message given up as never
     /// sent, a mint's code cancelled) while its row is still this process's, never sent.
     pub(crate) fn hold_for_hand_over(&self, key: &[u8], tenant: &str, expires_at: Millis) {
-        self.outbox.hold(key, tenant, expires_at, false);
+        self.outbox.hold_hand_over(key, tenant, expires_at);
     }
 
     /// Send a message held for its hand-over, now that its store answered in time. A
@@ -175,13 +175,13 @@ impl Delivery {
 
     /// A message held for its hand-over whose store stored nothing (a quota refused it).
     pub(crate) fn never_stored(&self, key: &[u8]) {
-        self.outbox.let_go(key);
+        self.outbox.let_go_hand_over(key);
     }
 
     fn send_leased(&self, job: OutboxJob, tenant: Tenant, handed: bool) {
         if self.outbox.stopping() {
             if handed {
-                self.outbox.let_go(&job.key_digest);
+                self.outbox.let_go_hand_over(&job.key_digest);
             }
             return;
         }
@@ -191,7 +191,7 @@ impl Delivery {
         // Sending now, so no longer held for its hand-over (before its send can hold its
         // outcome).
         if handed {
-            self.outbox.let_go(&job.key_digest);
+            self.outbox.let_go_hand_over(&job.key_digest);
         }
         let running = Running(self.clone(), job.key_digest.clone());
         tokio::spawn(async move {
