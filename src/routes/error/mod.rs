@@ -282,7 +282,7 @@ impl ApiError {
                     none(),
                 ),
                 S::TemplateInvalid(list) => (
-                    "The template cannot be used; nothing was changed.".into(),
+                    "The template cannot be used; `errors` says where. Nothing was stored.".into(),
                     one(
                         "errors",
                         Value::Array(

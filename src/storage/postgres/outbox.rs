@@ -143,7 +143,9 @@ impl OutboxStore for PgStore {
                     db_now!(),
                     " AND ",
                     live_code!("c.", "$2"),
-                    " FOR UPDATE OF o"
+                    // Locked in one order, so that two of these at once (the sweep and a
+                    // shutdown) wait for each other rather than deadlock.
+                    " ORDER BY o.key_digest FOR UPDATE OF o"
                 ),
                 &[&owner, &now],
                 |r| r.bytes(0),
