@@ -18,7 +18,7 @@ pub enum KeyError {
     #[error("a master key must be base64 of exactly 32 bytes")]
     BadMasterKey,
     #[error(
-        "the master key does not match this database's keyring (the keyring was wrapped by key id {stored}, the configured key is {configured})"
+        "the master key does not match this database's keyring (the keyring was wrapped by key id {stored}, the configured key is {configured}); if that key was replaced, list the old one in crypto.previous_master_keys (and run `otpmint keys rotate`)"
     )]
     WrongMasterKey { stored: String, configured: String },
     #[error("the stored keyring is damaged or was wrapped by another key")]

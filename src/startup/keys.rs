@@ -220,8 +220,17 @@ pub fn migrate_store(
     for (flag, url) in [("--from", from), ("--to", to)] {
         let mut s = settings.clone();
         s.database.url = url.to_string();
-        if let Err(crate::config::ConfigError::Invalid { message, .. }) = s.database_location() {
-            return Err(StartupError::Other(format!("{flag} {message}")));
+        match s.database_location() {
+            Err(crate::config::ConfigError::Invalid { message, .. }) => {
+                return Err(StartupError::Other(format!("{flag} {message}")));
+            }
+            Ok(crate::config::DatabaseLocation::Postgres(url)) => {
+                if let Err(m) = crate::storage::postgres::check_url(&url) {
+                    let m = m.strip_prefix("database.url: ").unwrap_or(&m);
+                    return Err(StartupError::Other(format!("{flag}: {m}")));
+                }
+            }
+            _ => {}
         }
     }
     // A source that is not there is named, and not made (API.md §18.8).
@@ -252,7 +261,10 @@ pub fn migrate_store(
         ));
     }
     let master = configured_master_key(settings)?.ok_or_else(|| {
-        StartupError::MasterKey("no master key configured: the copy could not be checked".into())
+        StartupError::MasterKey(format!(
+            "no master key at {} (crypto.master_key_file): the copy could not be checked; point the configuration at the installation's key",
+            resolve(Path::new(&settings.crypto.master_key_file)).display()
+        ))
     })?;
     Keyring::open(&rows, &master, &previous_master_keys(settings)?).map_err(|e| {
         StartupError::MasterKey(format!(

@@ -484,6 +484,43 @@ async fn migrate_store_copies_a_sqlite_installation_to_postgres_and_back() {
         !ok && err.contains("already holds a keyring") && err.contains("otpmint migrate"),
         "{err}"
     );
+    // a master key file that is not there is named (the copy cannot be checked without it)
+    let no_key = dir.path().join("no-key.toml");
+    let missing_key = dir.path().join("missing.key");
+    std::fs::write(
+        &no_key,
+        std::fs::read_to_string(&config).unwrap().replace(
+            &settings.crypto.master_key_file,
+            &missing_key.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let (ok, _, err) = otpmint_with(
+        &no_key,
+        &["migrate-store", "--from", &sqlite_url, "--to", &target],
+    );
+    assert!(
+        !ok && err.contains("missing.key") && err.contains("crypto.master_key_file"),
+        "{err}"
+    );
+    assert!(!missing_key.exists(), "a master key was made");
+    // a PostgreSQL URL the client cannot read is named by its flag too
+    let (ok, _, err) = otpmint_with(
+        &config,
+        &[
+            "migrate-store",
+            "--from",
+            &sqlite_url,
+            "--to",
+            "postgres://root@127.0.0.1:99999/x",
+        ],
+    );
+    assert!(
+        !ok && err.contains("--to")
+            && err.contains("not a valid postgres:// URL")
+            && !err.contains("database.url"),
+        "{err}"
+    );
     // a URL of no known kind is named by its flag, not as database.url
     for args in [
         [
