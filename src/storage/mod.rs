@@ -102,6 +102,13 @@ pub trait Store:
     /// A write that changes nothing but needs the write lock: whether writes succeed now.
     fn write_probe(&self) -> Result<(), StoreError>;
 
+    /// The bytes free for the database's files, where this process sees their disk (SQLite's
+    /// directory); `None` where it cannot (a PostgreSQL server's). The write probe takes no
+    /// space, so readiness asks this to see a full disk (API.md §6.24).
+    fn disk_free(&self) -> Option<u64> {
+        None
+    }
+
     /// Run a call made of this store's writes (and the few indexed reads they need) on the
     /// store's own write thread, if it has one (SQLite's group-commit writer): its writes
     /// join the next batch and nobody blocks a thread waiting for the commit. Its reads run

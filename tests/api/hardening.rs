@@ -419,6 +419,85 @@ async fn a_database_held_locked_answers_503_and_readyz_follows() {
     app.mint(&sk, "bob@example.com").await;
 }
 
+/// A small filesystem of its own (tmpfs), unmounted when dropped; `None` where this process
+/// may not mount one (not root, or in a container that forbids it).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(megabytes: u32) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={megabytes}m,mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .output()
+            .is_ok_and(|o| o.status.success());
+        ok.then_some(SmallDisk { dir })
+    }
+
+    /// Fill it up: a file written until the disk refuses more.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.dir.path().join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).and_then(|()| f.flush()).is_ok() {}
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        // Lazily: a file the server held open must not keep it mounted.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+/// API.md §6.24: a full disk makes the instance not ready at once, with no write of its own
+/// meeting it (the probe's write takes no space, so the disk is looked at), for as long as
+/// it lasts, and ready again as soon as space is back; codes stored before still verify.
+#[tokio::test]
+async fn a_full_disk_makes_the_instance_not_ready_until_space_is_back() {
+    if skip_on_postgres("fills the disk of SQLite's file (PostgreSQL's disk is its server's)") {
+        return;
+    }
+    let Some(disk) = SmallDisk::mount(16) else {
+        eprintln!(
+            "\n*** FULL-DISK TEST SKIPPED: this process cannot mount a tmpfs (it needs root, outside a container that forbids mounts) ***\n"
+        );
+        return;
+    };
+    let db = disk.dir.path().join("otpmint.db");
+    let app = spawn_app_with(|s| s.database.url = format!("sqlite://{}", db.display())).await;
+    let (_, sk) = app.tenant().await;
+    let (key, code) = app.mint(&sk, "ada@example.com").await;
+    assert_eq!(app.get("/readyz", "").await.status(), StatusCode::OK);
+
+    let filler = disk.fill();
+    for _ in 0..3 {
+        let r = app.get("/readyz", "").await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["status"], "unavailable");
+    }
+
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(app.get("/readyz", "").await.status(), StatusCode::OK);
+    assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
+    app.mint(&sk, "bob@example.com").await;
+    drop(app);
+}
+
 #[tokio::test]
 async fn invented_http_methods_add_no_metric_series() {
     let app = spawn_app().await;

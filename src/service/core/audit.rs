@@ -165,7 +165,13 @@ async fn write(store: &Arc<dyn Store>, batch: &mut Vec<AuditEvent>) {
     }
 }
 
-/// How long after a write met a full disk the instance says it is not ready: a minute, the
+/// Under this many bytes free on the disk of the database's files (where this process sees
+/// it: SQLite), the instance is not ready: a code's write needs a few pages, a checkpoint
+/// more, and a disk this full fails them soon. Ready again as soon as space is back.
+const DISK_FLOOR_BYTES: u64 = 1024 * 1024;
+
+/// Where the disk cannot be seen (PostgreSQL's server):
+/// how long after a write met a full disk the instance says it is not ready: a minute, the
 /// period of the purge and statistics writes, which meet the full disk again while it lasts
 /// (so an instance that gets no traffic while it is not ready does not flap); once space is
 /// back, it is ready again at most this long after.
@@ -243,16 +249,24 @@ impl crate::service::Core {
         }
         let probe = self.db(|s| {
             s.ping()?;
-            s.write_probe()
+            s.write_probe()?;
+            Ok(s.disk_free())
         });
+        // The probe takes no space: a full disk is seen by looking at it where this process
+        // can (SQLite's), else by the writes that met it lately.
         match tokio::time::timeout(Duration::from_secs(3), probe).await {
-            Ok(Ok(())) if crate::storage::disk_full_lately(DISK_FULL_NOT_READY_MS) => {
-                // The probe takes no space; the writes that met a full disk moments ago did.
+            Ok(Ok(Some(free))) if free < DISK_FLOOR_BYTES => {
+                Err(crate::service::ServiceError::Unavailable(format!(
+                    "the database's disk has {free} bytes free (under {DISK_FLOOR_BYTES})"
+                )))
+            }
+            Ok(Ok(Some(_))) => Ok(()),
+            Ok(Ok(None)) if crate::storage::disk_full_lately(DISK_FULL_NOT_READY_MS) => {
                 Err(crate::service::ServiceError::Unavailable(
                     "a write met a full disk within the last minute".into(),
                 ))
             }
-            Ok(r) => r,
+            Ok(r) => r.map(drop),
             Err(_) => Err(crate::service::ServiceError::Unavailable(
                 "no write completed within 3 s".into(),
             )),

@@ -88,6 +88,9 @@ impl CachedSql for rusqlite::Connection {
 pub struct SqliteStore {
     pool: Pool<SqliteConnectionManager>,
     writer: Writer,
+    /// The database file's directory, where its `-wal` and `-shm` files are too: the disk
+    /// readiness looks at.
+    dir: std::path::PathBuf,
 }
 
 /// Every connection's settings. `temp_store = MEMORY`: the journal of a savepoint (every write
@@ -192,7 +195,11 @@ impl SqliteStore {
             .connection_timeout(Duration::from_secs(10))
             .build(manager)?;
         let writer = Writer::start(path)?;
-        let store = SqliteStore { pool, writer };
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        let store = SqliteStore { pool, writer, dir };
         if migrate {
             store.migrate()?;
         }
@@ -237,6 +244,10 @@ impl Store for SqliteStore {
 
     fn write_probe(&self) -> Result<(), StoreError> {
         self.writer.write(|_| Ok(()))
+    }
+
+    fn disk_free(&self) -> Option<u64> {
+        free_bytes(&self.dir)
     }
 
     fn submit(&self, call: Box<dyn WriteCall>) -> Result<(), Box<dyn WriteCall>> {
@@ -474,4 +485,31 @@ fn each_row(
         f(r)?;
     }
     Ok(())
+}
+
+/// The bytes this process may still write on the filesystem holding `dir` (the root's
+/// reserve counted for root), or `None` where that cannot be asked.
+#[cfg(target_os = "linux")]
+// The field types are u64 on some targets, narrower on others.
+#[allow(clippy::useless_conversion)]
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a NUL-terminated path that outlives the call; `st` is plain data the
+    // call fills, read only when it succeeded.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let blocks = if unsafe { libc::geteuid() } == 0 {
+        st.f_bfree
+    } else {
+        st.f_bavail
+    };
+    Some(u64::from(blocks).saturating_mul(u64::from(st.f_frsize)))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn free_bytes(_dir: &Path) -> Option<u64> {
+    None
 }
