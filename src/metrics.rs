@@ -102,7 +102,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         )?,
         rate_limited: counter(
             "otpmint_rate_limited_total",
-            "Requests refused by a limit, by kind.",
+            "Requests refused 429 rate_limited, by the limit (kind).",
             &["kind"],
         )?,
         http_requests: counter(
@@ -114,7 +114,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
             let h = HistogramVec::new(
                 HistogramOpts::new(
                     "otpmint_smtp_send_seconds",
-                    "Time to deliver one message, by outcome.",
+                    "Time to hand one message to its relay or provider (SMTP, an email or SMS API, the HTTP transport), by outcome.",
                 )
                 .buckets(vec![
                     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -173,8 +173,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
             let g = IntGaugeVec::new(
                 Opts::new(
                     "otpmint_smtp_relay_windows",
-                    "Relays (tenants' SMTP servers) whose adaptive session window is at most `le` \
-                     sessions, in this process: a cumulative histogram of the current windows.",
+                    "Relays and providers (a tenant's SMTP server, email or SMS API, HTTP transport) whose \
+                     adaptive window is at most `le` sessions or requests in flight, in this process: a \
+                     cumulative histogram of the current windows.",
                 ),
                 &["le"],
             )?;

@@ -566,6 +566,45 @@ async fn cli_manages_tenants_and_logs_never_show_secrets() {
     smtp.set_mode(crate::smtp::Mode::Normal);
     assert_eq!(minted().await, before + 1.0);
 
+    // Verifies count by result on every route, the compat one's unknown and malformed keys
+    // too (its tenant is found by the key: none owns these); one with no key is not a verify.
+    let verifies = |result: &'static str| {
+        let client = client.clone();
+        let base = base.clone();
+        async move {
+            let text = client
+                .get(format!("{base}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let series = format!("otpmint_verify_total{{result=\"{result}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(series.as_str())?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        }
+    };
+    let not_found = verifies("not_found").await;
+    for (shareable, otp) in [("NOSUCHKEYX", "000000"), (key.as_str(), "0")] {
+        let r = client
+            .post(format!("{base}/verify-otp"))
+            .json(&json!({"shareableKey": shareable, "otp": otp}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    }
+    let r = client
+        .post(format!("{base}/v1/otp/verify"))
+        .json(&json!({"shareable_key": key, "otp": "000000"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(verifies("not_found").await, not_found + 2.0);
+
     // disable via CLI while running: the key stops working
     let (ok, _, _) = cli(&["tenant", "disable", &id]);
     assert!(ok);

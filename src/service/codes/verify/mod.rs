@@ -104,13 +104,6 @@ impl Codes {
             recipient,
             result,
         } = self.verify_steps(caller, key, code, (flavor, ctx)).await;
-        let Some((tenant, _)) = resolved else {
-            // Not authenticated, or no such key: no verify happened.
-            return VerifyOutcome {
-                tenant: None,
-                result,
-            };
-        };
         let outcome = match result.as_ref().map_err(ServiceError::code) {
             Ok(_) => "verified",
             Err(ErrorCode::OtpMismatch) => "mismatch",
@@ -125,6 +118,18 @@ impl Codes {
             Err(ErrorCode::OtpFailed) => "failed",
             Err(ErrorCode::Overloaded) => "overloaded",
             Err(_) => "error",
+        };
+        let Some((tenant, _)) = resolved else {
+            // No tenant: not authenticated (no verify, not counted), or a key no tenant owns
+            // (the compat route and the pages find the tenant by the key): counted as the
+            // native route counts it, with nobody's audit to write to.
+            if !matches!(result, Err(ServiceError::Unauthorized)) {
+                crate::metrics::inc(|m| &m.verify_outcomes, &[outcome]);
+            }
+            return VerifyOutcome {
+                tenant: None,
+                result,
+            };
         };
         crate::metrics::inc(|m| &m.verify_outcomes, &[outcome]);
         if let Err(ServiceError::RateLimited { kind, .. }) = &result {
