@@ -162,8 +162,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
                     "otpmint_hashing_seconds",
                     "Time of one argon2id hash on a hashing thread.",
                 )
+                // Up to 10 s: the strongest settings allowed hash for seconds.
                 .buckets(vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    5.0, 10.0,
                 ]),
             )?;
             registry.register(Box::new(h.clone()))?;
