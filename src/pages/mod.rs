@@ -97,6 +97,9 @@ pub struct HostedPage<'a> {
     pub button: &'a str,
     pub action: &'a str,
     pub csrf: &'a str,
+    /// The attempts the code had used when this page was made, sent back with the code's
+    /// form: a form posted again after it was answered (a reload, a second click) is known.
+    pub seen: u32,
     /// A second form ("send a new code"), when not empty.
     pub again: &'a str,
     pub again_action: &'a str,
@@ -120,7 +123,7 @@ pub fn render_hosted(p: &HostedPage<'_>) -> String {
                 lang => p.lang, app => p.app, tenant => p.tenant, title => p.title,
                 names_app => p.names_app,
                 lead => p.lead, error => p.error, field => p.field, label => p.label,
-                value => p.value, button => p.button, action => p.action, csrf => p.csrf,
+                value => p.value, button => p.button, action => p.action, csrf => p.csrf, seen => p.seen,
                 again => p.again, again_action => p.again_action, note => p.note, described => p.described, back => p.back,
                 back_url => p.back_url, brand => p.brand,
                 logo => p.logo, base_path => p.base_path,

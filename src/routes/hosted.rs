@@ -130,6 +130,10 @@ pub struct PageForm {
     email: String,
     #[serde(default)]
     code: String,
+    /// The attempts the code had used when the page was made (see `pages::HostedPage`);
+    /// absent from forms not made by the pages.
+    #[serde(default)]
+    seen: Option<String>,
 }
 
 async fn session(
@@ -244,7 +248,15 @@ async fn act(req: HttpRequest, st: State, id: &str, form: PageForm, verify: bool
     let done = if verify {
         st.services
             .codes
-            .hosted_verify(&row, &tenant, &form.code, (&cookie, &ctx))
+            .hosted_verify(
+                &row,
+                &tenant,
+                (
+                    &form.code,
+                    form.seen.as_deref().and_then(|s| s.parse().ok()),
+                ),
+                (&cookie, &ctx),
+            )
             .await
     } else {
         st.services

@@ -203,6 +203,7 @@ pub(super) async fn render(
         button,
         action: &action,
         csrf: &csrf,
+        seen: row.attempts_used.unwrap_or(0),
         again,
         again_action: &format!("{base}/h/{}/send", row.session.id),
         note,

@@ -65,6 +65,7 @@ impl Services {
             events: Arc::clone(&events),
             turns: Arc::default(),
             sends: Arc::default(),
+            page_guesses: Arc::default(),
             in_flight: Arc::default(),
         });
         let admin = Arc::new(Admin {

@@ -56,6 +56,9 @@ pub struct SessionRow {
     pub resends: Option<u32>,
     /// When its code expires, once one was sent.
     pub code_expires_at: Option<Millis>,
+    /// The attempts its code has used (taken by guesses), and may, once one was sent.
+    pub attempts_used: Option<u32>,
+    pub max_attempts: Option<u32>,
 }
 
 /// How a session's id is stored: its SHA-256, in hex. The id is the bearer of the
@@ -81,7 +84,7 @@ pub(crate) const SESSION_COLS: &str = concat!(
      h.code_challenge, \
      COALESCE(h.claimed_at, c.claimed_at), \
      h.finished_by, h.created_at, \
-     c.code_length, c.resends, c.expires_at"
+     c.code_length, c.resends, c.expires_at, c.attempts, c.max_attempts"
 );
 
 /// What [`SESSION_COLS`] reads from: the session and its code's row, looked up once.
@@ -111,6 +114,8 @@ pub(crate) fn session_from(r: &(impl Cells + ?Sized)) -> Result<SessionRow, Stor
         code_length: r.opt_int(15)?.and_then(|n| u32::try_from(n).ok()),
         resends: r.opt_int(16)?.and_then(|n| u32::try_from(n).ok()),
         code_expires_at: r.opt_int(17)?,
+        attempts_used: r.opt_int(18)?.and_then(|n| u32::try_from(n).ok()),
+        max_attempts: r.opt_int(19)?.and_then(|n| u32::try_from(n).ok()),
     })
 }
 

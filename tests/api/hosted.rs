@@ -1473,6 +1473,60 @@ async fn code_sent_on_the_page(app: &TestApp, sk: &str) -> (String, Browser, Str
     (id, b, csrf, code)
 }
 
+/// A page's code form posted again after it was answered — a reload after a wrong code, a
+/// double click's second post — with the same wrong code spends no second attempt (the form
+/// carries the attempts used when it was made); another code, or a form the pages did not
+/// make, is checked and spends one as always; a form made before a wrong guess still takes
+/// the right code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_form_posted_again_with_its_wrong_code_spends_no_second_attempt() {
+    let (app, sk) = hosted_app("https://app.example.com").await;
+    let (id, mut b, _, code) = code_sent_on_the_page(&app, &sk).await;
+    let (_, _, html) = b.get(&format!("/h/{id}")).await;
+    let csrf = attr(&html, "name=\"csrf\" value=\"").to_string();
+    assert_eq!(attr(&html, "name=\"seen\" value=\""), "0", "{html}");
+    let verify = format!("/h/{id}/verify");
+    let [w1, w2] = [1, 2].map(|d| {
+        wrong(&code)
+            .chars()
+            .map(|c| char::from(b'0' + (c as u8 - b'0' + d - 1) % 10))
+            .collect::<String>()
+    });
+    assert_ne!(w2, code);
+    let left = |html: &str| {
+        (
+            attr(html, "name=\"seen\" value=\"").to_string(),
+            html.contains("That code is not right."),
+        )
+    };
+    // The form as the page made it, posted three times: one attempt.
+    for _ in 0..3 {
+        let (s, _, html) = b
+            .post(&verify, &[("csrf", &csrf), ("seen", "0"), ("code", &w1)])
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(left(&html), ("1".to_string(), true), "{html}");
+        assert!(html.contains("Attempts left: 4."), "{html}");
+    }
+    // Another code in that form is checked.
+    let (_, _, html) = b
+        .post(&verify, &[("csrf", &csrf), ("seen", "0"), ("code", &w2)])
+        .await;
+    assert_eq!(left(&html), ("2".to_string(), true), "{html}");
+    // A form the pages did not make (no count) is checked, the same code too.
+    let (_, _, html) = b.post(&verify, &[("csrf", &csrf), ("code", &w2)]).await;
+    assert_eq!(left(&html), ("3".to_string(), true), "{html}");
+    // The first page's form, with the right code: verified.
+    let (s, h, _) = b
+        .post(&verify, &[("csrf", &csrf), ("seen", "0"), ("code", &code)])
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert!(h[reqwest::header::LOCATION]
+        .to_str()
+        .unwrap()
+        .starts_with(RETURN));
+}
+
 /// A session whose code's only attempt is the right code still being compared is not
 /// `failed` (which is final): its status read, and its page in another tab, wait for the
 /// outcome, `verified`. (Before, both said failed until the verify was done.)

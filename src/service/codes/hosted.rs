@@ -280,6 +280,10 @@ impl Codes {
         let sent = self
             .hosted_send_now(&row.session.id, tenant, email, ctx)
             .await;
+        if sent.is_ok() {
+            // A new code: a guess wrong for the last one is checked again.
+            self.page_guesses.forget(&row.session.id);
+        }
         self.end_send_turn(turn).await;
         sent
     }
@@ -389,7 +393,7 @@ impl Codes {
         &self,
         row: &SessionRow,
         tenant: &Tenant,
-        code: &str,
+        (code, seen): (&str, Option<u32>),
         (cookie, ctx): (&str, &RequestContext),
     ) -> Result<String, PageError> {
         if status_of(row, self.core.now()) != "open" {
@@ -403,6 +407,30 @@ impl Codes {
         // A person may type the code in groups, or in the digits of their script (API.md
         // §17.8).
         let typed = crate::domain::code::typed_by_a_person(code);
+        // A page's verifies take turns in this process. A form the page made that was
+        // answered already (guesses were spent since it was made), posted again with the
+        // guess last found wrong (a reload, a double click's second post), is answered so
+        // again without spending an attempt (`page_guesses.rs`).
+        let mut turn_of = b"verify:".to_vec();
+        turn_of.extend_from_slice(row.session.id.as_bytes());
+        let _turn = self.sends.alone(&turn_of).await;
+        let id = row.session.id.as_str();
+        if let Some(seen) = seen {
+            if self.page_guesses.was_wrong(id, &typed, self.core.now()) {
+                if let Ok(Some(now)) = self.hosted_row(id).await {
+                    if let (Some(used), Some(max), "open", Some("pending")) = (
+                        now.attempts_used,
+                        now.max_attempts,
+                        status_of(&now, self.core.now()),
+                        now.code_state.as_deref(),
+                    ) {
+                        if used > seen {
+                            return Err(PageError::WrongCode(max.saturating_sub(used)));
+                        }
+                    }
+                }
+            }
+        }
         // A right code finishes the session in the verify's own transaction, this browser
         // its finisher: a code is never spent without its session recorded.
         let finisher = SessionFinisher {
@@ -429,6 +457,12 @@ impl Codes {
                 Err(_) => Err(PageError::Finishing),
             },
             Err(ServiceError::Mismatch { attempts_remaining }) => {
+                self.page_guesses.wrong(
+                    &row.session.id,
+                    &typed,
+                    row.session.expires_at,
+                    self.core.now(),
+                );
                 Err(PageError::WrongCode(attempts_remaining))
             }
             Err(ServiceError::Invalid(_)) => Err(PageError::BadCode),

@@ -8,6 +8,7 @@ pub mod idempotency;
 pub mod links;
 pub mod mint;
 mod no_attempt;
+mod page_guesses;
 pub mod resend;
 mod send_turn;
 mod sms_guard;
@@ -33,6 +34,9 @@ pub struct Codes {
     /// The hosted sessions whose code is being sent in this process (one send of a session
     /// at a time: a double click does not mint twice).
     pub(crate) sends: Arc<turns::KeyTurns>,
+    /// The last wrong code typed on each hosted page, as a keyed digest: the same form posted
+    /// again spends no second attempt.
+    pub(crate) page_guesses: Arc<page_guesses::PageGuesses>,
     /// The idempotency keys this process's mints hold (settled at a stop that cuts them).
     pub(crate) in_flight: Arc<idempotency::InFlight>,
 }
