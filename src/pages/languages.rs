@@ -298,7 +298,7 @@ pub(super) const ALL: [PageStrings; 10] = [
         resent: "We hebben een nieuwe code naar {email} gestuurd.",
         not_found_lead: "Controleer of u de volledige link uit uw bericht hebt geopend. Werkt hij nog steeds niet, vraag dan een nieuwe aan.",
         done_title: "Deze aanmelding is al afgerond",
-        done_lead: "U kunt deze pagina sluiten.",
+        done_lead: "Je kunt deze pagina sluiten.",
     },
     PageStrings {
         lang: "pl",
