@@ -51,6 +51,23 @@ pub fn parse_allowed(s: &str) -> Option<String> {
     browser_url(s).map(|u| u.as_str().to_string())
 }
 
+/// Why an entry for `allowed_return_urls` is refused when it is stored, or `None`: not a URL
+/// people may be sent to, a host with a `*` (it would be compared as written, never as a
+/// wildcard), or a query (entries are prefixes of an origin and path: a query prefix would
+/// allow only itself).
+pub fn allowed_entry_refusal(s: &str) -> Option<&'static str> {
+    let Some(u) = browser_url(s) else {
+        return Some(RETURN_URL_RULE);
+    };
+    if u.host_str().is_some_and(|h| h.contains('*')) {
+        Some("must name its host, without a wildcard: list each host (at most 20 entries)")
+    } else if u.query().is_some() {
+        Some("must be an origin and a path, without a query (?…): return URLs may add any query to it")
+    } else {
+        None
+    }
+}
+
 /// `return_url` if it is a URL people may be sent to and, normalised as a browser reads it,
 /// starts with one of `allowed` at a boundary (the prefix ends with `/`, or the URL goes on
 /// with `/`, `?` or nothing), so `https://app.example` does not allow
@@ -289,5 +306,23 @@ mod tests {
             Some("https://app.example.com:8443")
         );
         assert!(parse_allowed("http://example.com").is_none());
+        // Stored entries: a wildcard host or a query is refused, said so.
+        for (entry, says) in [
+            ("https://*.example.com", "wildcard"),
+            ("https://%2A.example.com/x", "wildcard"),
+            ("https://app.example.com/auth?x=", "query"),
+            ("https://app.example.com/?", "query"),
+            ("http://example.com", "https://"),
+        ] {
+            let why = allowed_entry_refusal(entry).unwrap_or_default();
+            assert!(why.contains(says), "{entry}: {why}");
+        }
+        for fine in [
+            "https://app.example.com",
+            "https://app.example.com/auth/",
+            "http://localhost:3000/cb",
+        ] {
+            assert_eq!(allowed_entry_refusal(fine), None, "{fine}");
+        }
     }
 }

@@ -190,6 +190,9 @@ async fn return_urls_are_allowlisted_prefixes() {
         json!(["http://app.example.com"]),
         json!(["not a url"]),
         json!(["https://app.example.com/#x"]),
+        // compared as written, these would allow only themselves: refused, said why
+        json!(["https://*.example.com"]),
+        json!(["https://app.example.com/auth?x="]),
     ] {
         let (s, v) = body(
             app.patch("/v1/tenant", &sk, json!({ "allowed_return_urls": bad }))

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::crypto::lookup_digest;
 use crate::domain::delivery::DeliveryMode;
 use crate::domain::keys::{SecretKey, TenantId};
-use crate::domain::links::{parse_allowed, ALLOWED_RETURN_URLS_MAX, RETURN_URL_RULE};
+use crate::domain::links::{allowed_entry_refusal, ALLOWED_RETURN_URLS_MAX};
 use crate::domain::locale::Locale;
 use crate::domain::policy::{FieldError, Policy, PolicyPatch};
 use crate::domain::sms_guard::SmsPatch;
@@ -329,11 +329,8 @@ impl Tenants {
                 ));
             }
             for (i, u) in urls.iter().enumerate() {
-                if parse_allowed(u).is_none() {
-                    errs.push(FieldError::new(
-                        format!("allowed_return_urls[{i}]"),
-                        RETURN_URL_RULE,
-                    ));
+                if let Some(why) = allowed_entry_refusal(u) {
+                    errs.push(FieldError::new(format!("allowed_return_urls[{i}]"), why));
                 }
             }
         }
