@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::page_kit;
 use super::{AppState, State};
-use crate::domain::links::origin;
+use crate::domain::links::{allowed_return, origin};
 use crate::pages::{self, Form, Page, PageStrings};
 use crate::service::codes::links::{ConfirmError, LinkState};
 
@@ -48,6 +48,23 @@ fn ended(st: &AppState, app: &str, locale: Option<&crate::domain::locale::Locale
     )
 }
 
+/// A link whose way back the tenant no longer allows (API.md §17.7): it cannot be completed
+/// from here — said as the hosted page says it, with no form; nothing is spent.
+fn withdrawn(
+    st: &AppState,
+    app: &str,
+    locale: Option<&crate::domain::locale::Locale>,
+) -> HttpResponse {
+    let s = PageStrings::of(locale.map_or("en", |l| l.as_str()));
+    let lead = s.withdrawn_lead.replace("{app}", app);
+    page_kit::app_notice(
+        st,
+        actix_web::http::StatusCode::GONE,
+        (s.lang, s.over_title, &lead),
+        app,
+    )
+}
+
 pub async fn show(req: HttpRequest, st: State, token: web::Path<String>) -> HttpResponse {
     use actix_web::http::StatusCode;
     if st.services.codes.links_base().is_none() {
@@ -81,7 +98,13 @@ pub async fn show(req: HttpRequest, st: State, token: web::Path<String>) -> Http
             let lead = s.confirm_lead.replace("{app}", &l.tenant_name);
             let action = format!("{}/l/{}", page_kit::base_path(&st), token.as_str());
             // The tenant's colour and logo, as on its hosted pages (API.md §18.8).
-            let (branded, logo) = match st.services.core.tenant(l.tenant_id.as_str()).await {
+            let tenant = st.services.core.tenant(l.tenant_id.as_str()).await;
+            if let Ok(t) = &tenant {
+                if allowed_return(&l.return_url, &t.allowed_return_urls).is_none() {
+                    return withdrawn(&st, &l.tenant_name, l.locale.as_ref());
+                }
+            }
+            let (branded, logo) = match tenant {
                 Ok(t) if t.enabled && st.services.codes.pages_allowed(&t) => (
                     !t.brand_color.is_empty(),
                     st.services.codes.has_logo(&t.id).await,
@@ -157,6 +180,7 @@ pub async fn confirm(
         ),
         Err(ConfirmError::Done) => done(&st, lang.as_ref()),
         Err(ConfirmError::Ended) => ended(&st, &app, lang.as_ref()),
+        Err(ConfirmError::Withdrawn) => withdrawn(&st, &app, lang.as_ref()),
     }
 }
 

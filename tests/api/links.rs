@@ -517,8 +517,10 @@ async fn the_return_url_is_kept_as_given_and_checked_again_at_the_redirect() {
         format!("https://APP.example.com/cb?b=%20x&c&d=e+f&key={key}&status=verified")
     );
 
-    // Another link; the tenant takes its return URL off the list before it is used.
+    // Another link, its page open; the tenant takes its return URL off the list before it is
+    // used.
     let (key2, token2, _) = mint_link(&app, &sk, "late@example.com").await;
+    let (cookie, csrf) = open(&app, &token2).await;
     let (s, _) = body(
         app.patch(
             "/v1/tenant",
@@ -529,10 +531,23 @@ async fn the_return_url_is_kept_as_given_and_checked_again_at_the_redirect() {
     )
     .await;
     assert_eq!(s, StatusCode::OK);
-    let (cookie, csrf) = open(&app, &token2).await;
+    // Its page's form, and the page opened again, say the app no longer takes sign-ins from
+    // here (not that the link is broken); the page has no form.
     let r = post(&app, &token2, Some(&cookie), &csrf).await;
-    assert_ne!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.status(), StatusCode::GONE);
     assert!(r.headers().get(header::LOCATION).is_none());
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("no longer accepts sign-ins from this page"),
+        "{html}"
+    );
+    let r = app.get(&format!("/l/{token2}"), "").await;
+    assert_eq!(r.status(), StatusCode::GONE);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("no longer accepts sign-ins from this page") && !html.contains("<form"),
+        "{html}"
+    );
     // Checked before the key is spent: it is still pending.
     assert_eq!(status(&app, &sk, &key2).await["status"], "pending");
 }

@@ -71,6 +71,9 @@ pub enum ConfirmError {
     Done,
     /// The code ended without being verified.
     Ended,
+    /// The link's return URL is no longer one the tenant allows (API.md §17.7): nothing
+    /// was verified (the link works again if the tenant allows it again).
+    Withdrawn,
 }
 
 fn hmac_hex(key: &[u8], parts: &[&[u8]]) -> String {
@@ -315,7 +318,7 @@ impl Codes {
             return Some(Err(ConfirmError::NotFound));
         };
         if allowed_return(&link.return_url, &tenant.allowed_return_urls).is_none() {
-            return Some(Err(ConfirmError::NotFound));
+            return Some(Err(ConfirmError::Withdrawn));
         }
         let Some(key) = self.link_key(token, &link).await else {
             return Some(Err(ConfirmError::NotFound));
