@@ -296,7 +296,7 @@ pub(super) const ALL: [PageStrings; 10] = [
         back: "Terug naar {app}",
         open_again: "Open de pagina opnieuw",
         resent: "We hebben een nieuwe code naar {email} gestuurd.",
-        not_found_lead: "Controleer of u de volledige link uit uw bericht hebt geopend. Werkt hij nog steeds niet, vraag dan een nieuwe aan.",
+        not_found_lead: "Controleer of je de volledige link uit je bericht hebt geopend. Werkt hij nog steeds niet, vraag dan een nieuwe aan.",
         done_title: "Deze aanmelding is al afgerond",
         done_lead: "Je kunt deze pagina sluiten.",
     },

@@ -35,32 +35,26 @@ fn done(st: &AppState, locale: Option<&crate::domain::locale::Locale>) -> HttpRe
     )
 }
 
-/// A link whose code ended (verified elsewhere, expired, used up): 410, naming the app in
-/// its title and words.
-fn ended(st: &AppState, app: &str, locale: Option<&crate::domain::locale::Locale>) -> HttpResponse {
-    let s = PageStrings::of(locale.map_or("en", |l| l.as_str()));
-    let lead = s.ended_lead.replace("{app}", app);
-    page_kit::app_notice(
-        st,
-        actix_web::http::StatusCode::GONE,
-        (s.lang, s.ended_title, &lead),
-        app,
-    )
-}
-
-/// A link whose way back the tenant no longer allows (API.md §17.7): it cannot be completed
-/// from here — said as the hosted page says it, with no form; nothing is spent.
-fn withdrawn(
+/// A link that cannot be used from here: 410, naming the app in its title and words — its
+/// code ended (verified elsewhere, expired, used up), or, `withdrawn`, its way back is no
+/// longer one the tenant allows (API.md §17.7: said as the hosted page says it; nothing is
+/// spent, and the link works again if the tenant allows it again).
+fn gone(
     st: &AppState,
     app: &str,
     locale: Option<&crate::domain::locale::Locale>,
+    withdrawn: bool,
 ) -> HttpResponse {
     let s = PageStrings::of(locale.map_or("en", |l| l.as_str()));
-    let lead = s.withdrawn_lead.replace("{app}", app);
+    let (title, lead) = if withdrawn {
+        (s.over_title, s.withdrawn_lead)
+    } else {
+        (s.ended_title, s.ended_lead)
+    };
     page_kit::app_notice(
         st,
         actix_web::http::StatusCode::GONE,
-        (s.lang, s.over_title, &lead),
+        (s.lang, title, &lead.replace("{app}", app)),
         app,
     )
 }
@@ -88,7 +82,7 @@ pub async fn show(req: HttpRequest, st: State, token: web::Path<String>) -> Http
                 None => done(&st, l.locale.as_ref()),
             }
         }
-        Some(LinkState::Ended(l)) => ended(&st, &l.tenant_name, l.locale.as_ref()),
+        Some(LinkState::Ended(l)) => gone(&st, &l.tenant_name, l.locale.as_ref(), false),
         Some(LinkState::Open(l)) => {
             let s = PageStrings::of(l.locale.as_ref().map_or("en", |l| l.as_str()));
             // The browser's cookie for this page (a new one unless it has one).
@@ -101,7 +95,7 @@ pub async fn show(req: HttpRequest, st: State, token: web::Path<String>) -> Http
             let tenant = st.services.core.tenant(l.tenant_id.as_str()).await;
             if let Ok(t) = &tenant {
                 if allowed_return(&l.return_url, &t.allowed_return_urls).is_none() {
-                    return withdrawn(&st, &l.tenant_name, l.locale.as_ref());
+                    return gone(&st, &l.tenant_name, l.locale.as_ref(), true);
                 }
             }
             let (branded, logo) = match tenant {
@@ -179,8 +173,8 @@ pub async fn confirm(
             )),
         ),
         Err(ConfirmError::Done) => done(&st, lang.as_ref()),
-        Err(ConfirmError::Ended) => ended(&st, &app, lang.as_ref()),
-        Err(ConfirmError::Withdrawn) => withdrawn(&st, &app, lang.as_ref()),
+        Err(ConfirmError::Ended) => gone(&st, &app, lang.as_ref(), false),
+        Err(ConfirmError::Withdrawn) => gone(&st, &app, lang.as_ref(), true),
     }
 }
 

@@ -58,12 +58,33 @@ fn monotonic_ms() -> i64 {
     i64::try_from(base.elapsed().as_millis()).unwrap_or(i64::MAX)
 }
 
+/// How many writes met a full disk, ever (tests read it: the time above is cleared by any
+/// store's commit, and tests run stores side by side).
+#[cfg(test)]
+static DISK_FULL_NOTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+#[cfg(test)]
+pub(crate) fn disk_full_notes() -> u64 {
+    DISK_FULL_NOTES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A write met a full disk (SQLite's `SQLITE_FULL`, PostgreSQL's `53100`).
 pub(crate) fn note_disk_full() {
+    #[cfg(test)]
+    DISK_FULL_NOTES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     DISK_FULL_AT.store(monotonic_ms() + 1, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Whether a write of this process met a full disk within the last `within_ms`.
+/// A write that took space committed (SQLite's writer: a batch that changed rows): a full
+/// disk met before it is over.
+pub(crate) fn note_write_took_space() {
+    if DISK_FULL_AT.load(std::sync::atomic::Ordering::Relaxed) != 0 {
+        DISK_FULL_AT.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Whether a write of this process met a full disk within the last `within_ms`, and no
+/// write that took space (where that is known: SQLite) committed since.
 pub fn disk_full_lately(within_ms: i64) -> bool {
     let at = DISK_FULL_AT.load(std::sync::atomic::Ordering::Relaxed);
     at > 0 && monotonic_ms() + 1 - at < within_ms

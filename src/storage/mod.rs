@@ -109,6 +109,13 @@ pub trait Store:
         None
     }
 
+    /// A write that takes space and changes nothing (where [`Store::disk_free`] is known):
+    /// whether the disk takes writes again after one met it full (a quota, which the free
+    /// space does not show).
+    fn space_probe(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Run a call made of this store's writes (and the few indexed reads they need) on the
     /// store's own write thread, if it has one (SQLite's group-commit writer): its writes
     /// join the next batch and nobody blocks a thread waiting for the commit. Its reads run

@@ -537,22 +537,25 @@ async fn cli_manages_tenants_and_logs_never_show_secrets() {
 
     // A refused message: its log line says what to check, in words (API.md §18.8). Its
     // code was minted (and failed): the minted counter counts it, as the statistics do.
-    let minted = || async {
-        let text = client
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let line = text
-            .lines()
-            .find(|l| l.starts_with("otpmint_codes_minted_total{mode=\"sync\"}"))
-            .map(str::to_string);
-        line.and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or(0.0)
+    let metric = |series: String| {
+        let client = client.clone();
+        let base = base.clone();
+        async move {
+            let text = client
+                .get(format!("{base}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let series = format!("{series} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(series.as_str())?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        }
     };
+    let minted = || metric("otpmint_codes_minted_total{mode=\"sync\"}".to_string());
     let before = minted().await;
     smtp.set_mode(crate::smtp::Mode::RejectRecipients);
     let r = client
@@ -568,24 +571,7 @@ async fn cli_manages_tenants_and_logs_never_show_secrets() {
 
     // Verifies count by result on every route, the compat one's unknown and malformed keys
     // too (its tenant is found by the key: none owns these); one with no key is not a verify.
-    let verifies = |result: &'static str| {
-        let client = client.clone();
-        let base = base.clone();
-        async move {
-            let text = client
-                .get(format!("{base}/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            let series = format!("otpmint_verify_total{{result=\"{result}\"}} ");
-            text.lines()
-                .find_map(|l| l.strip_prefix(series.as_str())?.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        }
-    };
+    let verifies = |result: &str| metric(format!("otpmint_verify_total{{result=\"{result}\"}}"));
     let not_found = verifies("not_found").await;
     for (shareable, otp) in [("NOSUCHKEYX", "000000"), (key.as_str(), "0")] {
         let r = client

@@ -407,26 +407,51 @@ impl Codes {
         // A person may type the code in groups, or in the digits of their script (API.md
         // §17.8).
         let typed = crate::domain::code::typed_by_a_person(code);
-        // A page's verifies take turns in this process. A form the page made that was
-        // answered already (guesses were spent since it was made), posted again with the
-        // guess last found wrong (a reload, a double click's second post), is answered so
-        // again without spending an attempt (`page_guesses.rs`).
+        // The rest runs as a task of its own: a browser that gives up on the request (a
+        // double click aborts the first post) does not cut it between the verify and the
+        // record of what it found.
+        let this = self.clone();
+        let (row, tenant, cookie, ctx) =
+            (row.clone(), tenant.clone(), cookie.to_string(), ctx.clone());
+        tokio::spawn(async move {
+            this.hosted_verify_turn(&row, &tenant, (key, typed, seen), (&cookie, &ctx))
+                .await
+        })
+        .await
+        .unwrap_or(Err(PageError::Busy))
+    }
+
+    /// A hosted page's code, checked in the page's turn (one of its verifies at a time in
+    /// this process). A form the page made that was answered already (guesses were spent
+    /// since it was made), posted again with the guess last found wrong for the same code (a
+    /// reload, a double click's second post), is answered so again without spending an
+    /// attempt (`page_guesses.rs`).
+    async fn hosted_verify_turn(
+        &self,
+        row: &SessionRow,
+        tenant: &Tenant,
+        (key, typed, seen): (String, String, Option<u32>),
+        (cookie, ctx): (&str, &RequestContext),
+    ) -> Result<String, PageError> {
         let mut turn_of = b"verify:".to_vec();
         turn_of.extend_from_slice(row.session.id.as_bytes());
         let _turn = self.sends.alone(&turn_of).await;
         let id = row.session.id.as_str();
         if let Some(seen) = seen {
-            if self.page_guesses.was_wrong(id, &typed, self.core.now()) {
-                if let Ok(Some(now)) = self.hosted_row(id).await {
-                    if let (Some(used), Some(max), "open", Some("pending")) = (
-                        now.attempts_used,
-                        now.max_attempts,
-                        status_of(&now, self.core.now()),
-                        now.code_state.as_deref(),
-                    ) {
-                        if used > seen {
-                            return Err(PageError::WrongCode(max.saturating_sub(used)));
-                        }
+            if let Ok(Some(now)) = self.hosted_row(id).await {
+                let at = self.core.now();
+                if let (Some(used), Some(max), "open", Some("pending"), Some(until)) = (
+                    now.attempts_used,
+                    now.max_attempts,
+                    status_of(&now, at),
+                    now.code_state.as_deref(),
+                    now.code_expires_at,
+                ) {
+                    if used > seen
+                        && at < until
+                        && self.page_guesses.was_wrong(id, &code_of(&now), &typed, at)
+                    {
+                        return Err(PageError::WrongCode(max.saturating_sub(used)));
                     }
                 }
             }
@@ -457,8 +482,11 @@ impl Codes {
                 Err(_) => Err(PageError::Finishing),
             },
             Err(ServiceError::Mismatch { attempts_remaining }) => {
+                // Named by the code as the page read it when the post came: if a new one
+                // was sent meanwhile, this guess is not taken as wrong for it.
                 self.page_guesses.wrong(
                     &row.session.id,
+                    &code_of(row),
                     &typed,
                     row.session.expires_at,
                     self.core.now(),
@@ -531,4 +559,12 @@ impl Codes {
 pub fn session_redirect(return_url: &str, id: &str, allowed: &[String]) -> Option<String> {
     allowed_return(return_url, allowed)?;
     with_query(return_url, &["session"], &[("session", id)])
+}
+
+/// What names a session's code for [`page_guesses`](super::page_guesses): its key (sealed,
+/// as stored once per key) and how many times it was sent again.
+fn code_of(row: &SessionRow) -> Vec<u8> {
+    let mut v = row.key_sealed.clone().unwrap_or_default();
+    v.extend_from_slice(&row.resends.unwrap_or(0).to_be_bytes());
+    v
 }

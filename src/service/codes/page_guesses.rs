@@ -45,26 +45,41 @@ impl PageGuesses {
         self.last.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn digest(&self, session: &str, guess: &str) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
-            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
-        mac.update(session.as_bytes());
-        mac.update(&[0]);
-        mac.update(guess.as_bytes());
-        mac.finalize().into_bytes().into()
+    /// The digest of a guess at one code of a session: `code` names the code (its key and how
+    /// many times it was sent again), so a guess found wrong for one code is never taken as
+    /// wrong for the next. `None` only if HMAC refused its key, which it never does.
+    fn digest(&self, session: &str, code: &[u8], guess: &str) -> Option<[u8; 32]> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).ok()?;
+        for part in [session.as_bytes(), code, guess.as_bytes()] {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
+        }
+        Some(mac.finalize().into_bytes().into())
     }
 
-    /// Whether `guess` is the session's last wrong one.
-    pub(crate) fn was_wrong(&self, session: &str, guess: &str, now: Millis) -> bool {
-        let d = self.digest(session, guess);
+    /// Whether `guess` is the session's last wrong one, for the code `code`.
+    pub(crate) fn was_wrong(&self, session: &str, code: &[u8], guess: &str, now: Millis) -> bool {
+        let Some(d) = self.digest(session, code, guess) else {
+            return false;
+        };
         self.last()
             .get(session)
             .is_some_and(|(last, until)| now < *until && crate::crypto::secrets_equal(last, &d))
     }
 
-    /// `guess` was checked and is wrong; kept until `until` (the session's end).
-    pub(crate) fn wrong(&self, session: &str, guess: &str, until: Millis, now: Millis) {
-        let d = self.digest(session, guess);
+    /// `guess` was checked against the code `code` and is wrong; kept until `until` (the
+    /// session's end).
+    pub(crate) fn wrong(
+        &self,
+        session: &str,
+        code: &[u8],
+        guess: &str,
+        until: Millis,
+        now: Millis,
+    ) {
+        let Some(d) = self.digest(session, code, guess) else {
+            return;
+        };
         let mut last = self.last();
         if last.len() >= MAX_SESSIONS && !last.contains_key(session) {
             last.retain(|_, (_, u)| *u > now);
@@ -92,20 +107,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_sessions_last_wrong_guess_is_known_until_it_ends_or_is_forgotten() {
+    fn only_the_sessions_last_wrong_guess_at_its_code_is_known_until_it_ends_or_is_forgotten() {
         let g = PageGuesses::default();
-        assert!(!g.was_wrong("hs_a", "123456", 0));
-        g.wrong("hs_a", "123456", 1_000, 0);
-        assert!(g.was_wrong("hs_a", "123456", 10));
-        assert!(!g.was_wrong("hs_a", "654321", 10), "another guess");
-        assert!(!g.was_wrong("hs_b", "123456", 10), "another session");
+        let code = b"key-1#0";
+        assert!(!g.was_wrong("hs_a", code, "123456", 0));
+        g.wrong("hs_a", code, "123456", 1_000, 0);
+        assert!(g.was_wrong("hs_a", code, "123456", 10));
+        assert!(!g.was_wrong("hs_a", code, "654321", 10), "another guess");
         assert!(
-            !g.was_wrong("hs_a", "123456", 1_000),
+            !g.was_wrong("hs_a", b"key-1#1", "123456", 10),
+            "another code"
+        );
+        assert!(!g.was_wrong("hs_b", code, "123456", 10), "another session");
+        assert!(
+            !g.was_wrong("hs_a", code, "123456", 1_000),
             "past its session's end"
         );
-        g.wrong("hs_a", "654321", 1_000, 10);
-        assert!(!g.was_wrong("hs_a", "123456", 20), "only the last one");
+        g.wrong("hs_a", code, "654321", 1_000, 10);
+        assert!(
+            !g.was_wrong("hs_a", code, "123456", 20),
+            "only the last one"
+        );
         g.forget("hs_a");
-        assert!(!g.was_wrong("hs_a", "654321", 20));
+        assert!(!g.was_wrong("hs_a", code, "654321", 20));
     }
 }

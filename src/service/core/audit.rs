@@ -170,8 +170,9 @@ async fn write(store: &Arc<dyn Store>, batch: &mut Vec<AuditEvent>) {
 /// more, and a disk this full fails them soon. Ready again as soon as space is back.
 const DISK_FLOOR_BYTES: u64 = 1024 * 1024;
 
-/// Where the disk cannot be seen (PostgreSQL's server):
-/// how long after a write met a full disk the instance says it is not ready: a minute, the
+/// Where the disk does not show it (a quota; PostgreSQL's server's disk, which this process
+/// cannot see): how long after a write met a full disk the instance says it is not ready
+/// (on SQLite: unless a write that took space committed since): a minute, the
 /// period of the purge and statistics writes, which meet the full disk again while it lasts
 /// (so an instance that gets no traffic while it is not ready does not flap); once space is
 /// back, it is ready again at most this long after.
@@ -250,18 +251,26 @@ impl crate::service::Core {
         let probe = self.db(|s| {
             s.ping()?;
             s.write_probe()?;
-            Ok(s.disk_free())
+            let free = s.disk_free();
+            // The disk shows room, but a write met it full lately: one that takes space says
+            // whether it takes writes again.
+            if free.is_some_and(|f| f >= DISK_FLOOR_BYTES)
+                && crate::storage::disk_full_lately(DISK_FULL_NOT_READY_MS)
+            {
+                s.space_probe()?;
+            }
+            Ok(free)
         });
         // The probe takes no space: a full disk is seen by looking at it where this process
-        // can (SQLite's), else by the writes that met it lately.
+        // can (SQLite's), and by the writes that met it lately (a quota, or a disk this
+        // process cannot see: PostgreSQL's) — until a write that took space committed since.
         match tokio::time::timeout(Duration::from_secs(3), probe).await {
             Ok(Ok(Some(free))) if free < DISK_FLOOR_BYTES => {
                 Err(crate::service::ServiceError::Unavailable(format!(
                     "the database's disk has {free} bytes free (under {DISK_FLOOR_BYTES})"
                 )))
             }
-            Ok(Ok(Some(_))) => Ok(()),
-            Ok(Ok(None)) if crate::storage::disk_full_lately(DISK_FULL_NOT_READY_MS) => {
+            Ok(Ok(_)) if crate::storage::disk_full_lately(DISK_FULL_NOT_READY_MS) => {
                 Err(crate::service::ServiceError::Unavailable(
                     "a write met a full disk within the last minute".into(),
                 ))

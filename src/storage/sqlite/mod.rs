@@ -195,7 +195,9 @@ impl SqliteStore {
             .connection_timeout(Duration::from_secs(10))
             .build(manager)?;
         let writer = Writer::start(path)?;
-        let dir = match path.parent() {
+        // Where the file really is (a link's target: SQLite puts `-wal` beside it).
+        let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let dir = match real.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => std::path::PathBuf::from("."),
         };
@@ -248,6 +250,18 @@ impl Store for SqliteStore {
 
     fn disk_free(&self) -> Option<u64> {
         free_bytes(&self.dir)
+    }
+
+    fn space_probe(&self) -> Result<(), StoreError> {
+        // A row written as it is: a page in the WAL, and a change the writer sees (so a
+        // commit clears the full disk noted before, `note_write_took_space`).
+        self.writer.write(|c| {
+            c.execute(
+                "UPDATE keyring SET active = active WHERE rowid = (SELECT MIN(rowid) FROM keyring)",
+                [],
+            )?;
+            Ok(())
+        })
     }
 
     fn submit(&self, call: Box<dyn WriteCall>) -> Result<(), Box<dyn WriteCall>> {
@@ -487,8 +501,10 @@ fn each_row(
     Ok(())
 }
 
-/// The bytes this process may still write on the filesystem holding `dir` (the root's
-/// reserve counted for root), or `None` where that cannot be asked.
+/// The bytes an unprivileged process may still write on the filesystem holding `dir`, or
+/// `None` where that cannot be asked or is not told (a filesystem that reports no blocks at
+/// all: ramfs, some FUSE ones). The blocks kept for root are not counted, even for root: a
+/// root in a user namespace (a rootless container) cannot use them.
 #[cfg(target_os = "linux")]
 // The field types are u64 on some targets, narrower on others.
 #[allow(clippy::useless_conversion)]
@@ -501,12 +517,10 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
         return None;
     }
-    let blocks = if unsafe { libc::geteuid() } == 0 {
-        st.f_bfree
-    } else {
-        st.f_bavail
-    };
-    Some(u64::from(blocks).saturating_mul(u64::from(st.f_frsize)))
+    if st.f_blocks == 0 {
+        return None;
+    }
+    Some(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
 }
 
 #[cfg(not(target_os = "linux"))]

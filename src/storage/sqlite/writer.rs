@@ -176,6 +176,7 @@ impl Writer {
                         continue;
                     }
                     let mut panicked = false;
+                    let changes_before = conn.total_changes();
                     let mut done = Vec::with_capacity(jobs.len());
                     {
                         let _open = InBatch::enter(id, &conn);
@@ -194,7 +195,13 @@ impl Writer {
                         let _ = conn.execute_batch("ROLLBACK");
                         Some(BatchError::aborted())
                     } else {
-                        conn.execute_batch("COMMIT").err().map(|e| {
+                        let committed = conn.execute_batch("COMMIT");
+                        if committed.is_ok() && conn.total_changes() > changes_before {
+                            // Rows written and durable: the disk took them (the readiness
+                            // probe's empty batch takes no space, and says nothing of it).
+                            crate::storage::error::note_write_took_space();
+                        }
+                        committed.err().map(|e| {
                             let _ = conn.execute_batch("ROLLBACK");
                             BatchError::of(e)
                         })

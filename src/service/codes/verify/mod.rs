@@ -120,10 +120,11 @@ impl Codes {
             Err(_) => "error",
         };
         let Some((tenant, _)) = resolved else {
-            // No tenant: not authenticated (no verify, not counted), or a key no tenant owns
-            // (the compat route and the pages find the tenant by the key): counted as the
-            // native route counts it, with nobody's audit to write to.
-            if !matches!(result, Err(ServiceError::Unauthorized)) {
+            // No tenant: not authenticated, or the store did not answer who (no verify, not
+            // counted), or a key no tenant owns (the compat route and the pages find the
+            // tenant by the key): counted as the native route counts it, with nobody's audit
+            // to write to.
+            if matches!(outcome, "not_found" | "invalid") {
                 crate::metrics::inc(|m| &m.verify_outcomes, &[outcome]);
             }
             return VerifyOutcome {
