@@ -110,8 +110,8 @@ pub trait Store:
     }
 
     /// A write that takes space and changes nothing (where [`Store::disk_free`] is known):
-    /// whether the disk takes writes again after one met it full (a quota, which the free
-    /// space does not show).
+    /// whether the disk takes writes again after one met it full though the free space
+    /// showed room.
     fn space_probe(&self) -> Result<(), StoreError> {
         Ok(())
     }

@@ -18,6 +18,7 @@ use crate::service::codes::verify::Caller;
 use crate::service::core::audit::RequestContext;
 use crate::service::{Codes, ServiceError};
 use crate::storage::{CodeKey, Session, SessionFinisher, SessionRow};
+use tracing::Instrument;
 
 /// How long a person has to finish a hosted session.
 pub const SESSION_MS: Millis = 30 * 60 * 1000;
@@ -413,10 +414,14 @@ impl Codes {
         let this = self.clone();
         let (row, tenant, cookie, ctx) =
             (row.clone(), tenant.clone(), cookie.to_string(), ctx.clone());
-        tokio::spawn(async move {
-            this.hosted_verify_turn(&row, &tenant, (key, typed, seen), (&cookie, &ctx))
-                .await
-        })
+        tokio::spawn(
+            async move {
+                this.hosted_verify_turn(&row, &tenant, (key, typed, seen), (&cookie, &ctx))
+                    .await
+            }
+            // Its log lines carry the request's id.
+            .instrument(tracing::Span::current()),
+        )
         .await
         .unwrap_or(Err(PageError::Busy))
     }

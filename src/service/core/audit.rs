@@ -170,8 +170,8 @@ async fn write(store: &Arc<dyn Store>, batch: &mut Vec<AuditEvent>) {
 /// more, and a disk this full fails them soon. Ready again as soon as space is back.
 const DISK_FLOOR_BYTES: u64 = 1024 * 1024;
 
-/// Where the disk does not show it (a quota; PostgreSQL's server's disk, which this process
-/// cannot see): how long after a write met a full disk the instance says it is not ready
+/// Where the disk does not show it (PostgreSQL's server's disk, which this process cannot
+/// see; a full disk the free space did not show): how long after a write met a full disk the instance says it is not ready
 /// (on SQLite: unless a write that took space committed since): a minute, the
 /// period of the purge and statistics writes, which meet the full disk again while it lasts
 /// (so an instance that gets no traffic while it is not ready does not flap); once space is
@@ -262,8 +262,9 @@ impl crate::service::Core {
             Ok(free)
         });
         // The probe takes no space: a full disk is seen by looking at it where this process
-        // can (SQLite's), and by the writes that met it lately (a quota, or a disk this
-        // process cannot see: PostgreSQL's) — until a write that took space committed since.
+        // can (SQLite's), and by the writes that met it lately (a disk this process cannot
+        // see: PostgreSQL's; one whose free space did not show it) — until a write that took
+        // space committed since.
         match tokio::time::timeout(Duration::from_secs(3), probe).await {
             Ok(Ok(Some(free))) if free < DISK_FLOOR_BYTES => {
                 Err(crate::service::ServiceError::Unavailable(format!(
