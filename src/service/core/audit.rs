@@ -171,9 +171,10 @@ async fn write(store: &Arc<dyn Store>, batch: &mut Vec<AuditEvent>) {
 const DISK_FLOOR_BYTES: u64 = 1024 * 1024;
 
 /// Where the disk does not show it (PostgreSQL's server's disk, which this process cannot
-/// see; a full disk the free space did not show): how long after a write met a full disk the instance says it is not ready
-/// (on SQLite: unless a write that took space committed since): a minute, the
-/// period of the purge and statistics writes, which meet the full disk again while it lasts
+/// see; a full disk the free space did not show): how long after a write met a full disk
+/// the instance says it is not ready (on SQLite: unless a write that took space committed
+/// since): a minute, the period of the purge and statistics writes, which meet the full
+/// disk again while it lasts
 /// (so an instance that gets no traffic while it is not ready does not flap); once space is
 /// back, it is ready again at most this long after.
 const DISK_FULL_NOT_READY_MS: i64 = 60_000;
