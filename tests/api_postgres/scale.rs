@@ -1224,9 +1224,11 @@ async fn a_link_sealed_under_a_newer_data_key_opens_on_an_instance_that_lags() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_is_never_called_exhausted_while_an_earlier_attempt_compares_on_another_instance() {
     let a = spawn_app_with(|s| {
-        // One hashing thread an instance, and hashes slow enough to queue behind.
+        // One hashing thread an instance, and hashes slow enough to queue behind — yet
+        // quick enough that A's right code, third in its queue, lands within the 2 s a
+        // verify on B waits for it (4 iterations missed that on a loaded CI machine).
         s.hashing.max_concurrent = 1;
-        s.hashing.iterations = 4;
+        s.hashing.iterations = 2;
     })
     .await;
     let b = instance_like(&a).await;
