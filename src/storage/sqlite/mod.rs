@@ -2,6 +2,7 @@
 //! and one group-commit writer thread for the writes of a running server.
 
 mod codes;
+mod disk;
 mod integration;
 mod outbox;
 mod records;
@@ -249,7 +250,7 @@ impl Store for SqliteStore {
     }
 
     fn disk_free(&self) -> Option<u64> {
-        free_bytes(&self.dir)
+        disk::free_bytes(&self.dir)
     }
 
     fn space_probe(&self) -> Result<(), StoreError> {
@@ -499,31 +500,4 @@ fn each_row(
         f(r)?;
     }
     Ok(())
-}
-
-/// The bytes an unprivileged process may still write on the filesystem holding `dir`, or
-/// `None` where that cannot be asked or is not told (a filesystem that reports no blocks at
-/// all: ramfs, some FUSE ones). The blocks kept for root are not counted, even for root: a
-/// root in a user namespace (a rootless container) cannot use them.
-#[cfg(target_os = "linux")]
-// The field types are u64 on some targets, narrower on others.
-#[allow(clippy::useless_conversion)]
-fn free_bytes(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: `c` is a NUL-terminated path that outlives the call; `st` is plain data the
-    // call fills, read only when it succeeded.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    if st.f_blocks == 0 {
-        return None;
-    }
-    Some(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
-}
-
-#[cfg(not(target_os = "linux"))]
-fn free_bytes(_dir: &Path) -> Option<u64> {
-    None
 }
