@@ -340,9 +340,11 @@ impl Application {
                     // Files are read and certificates parsed: off the runtime's threads.
                     // The master key as well: it must still open the stored keyring (a key
                     // file moved away, or another key set, is refused at the next start). A
-                    // database that does not answer now leaves that to the next start. A
-                    // file naming another SQLite database is checked as `config check`
-                    // checks it: the master key must open that one's keyring.
+                    // running database that does not answer now leaves that to the next
+                    // start. A file naming another database (SQLite or PostgreSQL) is checked
+                    // as `config check` checks it: that database must answer and its
+                    // keyring open with the file's master key. The running instance keeps its
+                    // database and key until the restart either way.
                     let path = file.clone();
                     let running = services.core.settings.load().database_location().ok();
                     let rows = services.core.db(|s| s.keyring()).await.ok();
@@ -350,20 +352,10 @@ impl Application {
                         let new = Settings::load(path.as_deref()).map_err(|e| e.to_string())?;
                         preflight(&new).map_err(|e| e.to_string())?;
                         let named = new.database_location().ok();
-                        match named {
-                            Some(DatabaseLocation::Sqlite(_)) if named != running => {
-                                check_installation(&new).map_err(|e| e.to_string())?;
-                            }
-                            // The same database; or another PostgreSQL URL, which is not
-                            // connected to on a reload (a restart does, as `config check`
-                            // does) and most often names the same installation (a password
-                            // rotated): its key is checked against the running database's
-                            // keyring.
-                            _ => {
-                                if let Some(rows) = rows {
-                                    check_keyring(&new, &rows).map_err(|e| e.to_string())?;
-                                }
-                            }
+                        if named.is_some() && named != running {
+                            check_installation(&new).map_err(|e| e.to_string())?;
+                        } else if let Some(rows) = rows {
+                            check_keyring(&new, &rows).map_err(|e| e.to_string())?;
                         }
                         Ok::<_, String>(new)
                     })

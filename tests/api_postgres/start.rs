@@ -472,3 +472,107 @@ fn a_migration_a_deadlock_breaks_is_run_again_and_a_failing_one_names_itself() {
         "{text}"
     );
 }
+
+/// A SIGHUP whose file names another PostgreSQL database checks that database as `config
+/// check` and the next start would (found by the configuration audit: the running
+/// database's keyring was checked instead, so a database that does not exist passed the
+/// reload and broke the next start, and a move to another installation with its own master
+/// key was refused). The running instance keeps its database until the restart.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_naming_another_postgresql_database_checks_that_one() {
+    let base = crate::helpers::postgres_base_url().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let running_db = crate::helpers::fresh_pg_database(&base);
+    let other_db = crate::helpers::fresh_pg_database(&base);
+    let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let other_key = "9NQ6HO6F1PqzdxHgaNrxucUxPACCwfEt/THEBkzx3ok=";
+    // The other installation, under its own master key.
+    let made = crate::binary::otpmint(dir.path())
+        .arg("migrate")
+        .env("OTPMINT__DATABASE__URL", &other_db)
+        .env("OTPMINT__CRYPTO__MASTER_KEY", other_key)
+        .env("OTPMINT__CRYPTO__MASTER_KEY_FILE", "")
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+
+    let conf = dir.path().join("otpmint.toml");
+    let write = |url: &str, key: &str| {
+        std::fs::write(
+            &conf,
+            format!(
+                "[server]\nbind = \"127.0.0.1:0\"\n[database]\nurl = \"{url}\"\n[crypto]\nmaster_key = \"{key}\"\nmaster_key_file = \"\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    write(&running_db, key);
+    let mut cmd = crate::binary::otpmint(dir.path());
+    cmd.arg("--config").arg(&conf).arg("serve");
+    let running = crate::binary::serve(cmd).unwrap();
+    let reload = || -> String {
+        let ok = Command::new("kill")
+            .arg("-HUP")
+            .arg(running.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        loop {
+            let line = running
+                .lines
+                .recv_timeout(Duration::from_secs(30))
+                .expect("a reload line");
+            if line.contains("configuration reload") {
+                return line;
+            }
+        }
+    };
+
+    // A database that does not exist: refused, named.
+    let name = running_db
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap();
+    let missing = crate::helpers::pg_url_for(&running_db, &format!("{name}_missing"));
+    write(&missing, key);
+    let line = reload();
+    assert!(
+        line.contains("reload failed") && line.contains("does not exist"),
+        "{line}"
+    );
+    // The other installation with this instance's key: its keyring does not open.
+    write(&other_db, key);
+    let line = reload();
+    assert!(
+        line.contains("reload failed") && line.contains("keyring"),
+        "{line}"
+    );
+    // The other installation with its own key: a file the next start takes, so the reload
+    // passes and says both wait for the restart.
+    write(&other_db, other_key);
+    let line = reload();
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert!(!line.contains("reload failed"), "{line}");
+    let restart = v["need_restart"].as_str().unwrap();
+    assert!(
+        restart.contains("database.url") && restart.contains("crypto.master_key"),
+        "{line}"
+    );
+    assert!(!line.contains(other_key) && !line.contains(key), "{line}");
+    // Meanwhile the instance still serves from its own database, under its own key.
+    let r = reqwest::get(format!("http://127.0.0.1:{}/readyz", running.port))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let check = crate::binary::otpmint(dir.path())
+        .arg("--config")
+        .arg(&conf)
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{check:?}");
+}
