@@ -97,6 +97,14 @@ impl From<rusqlite::Error> for StoreError {
             if f.code == C::DiskFull {
                 note_disk_full();
             }
+            // A row whose key is taken already: a conflict, as PostgreSQL's 23505 is.
+            if matches!(
+                f.extended_code,
+                rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                    | rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+            ) {
+                return StoreError::Conflict("already exists");
+            }
             if matches!(
                 f.code,
                 C::DatabaseBusy

@@ -10,7 +10,7 @@ use crate::domain::keys::TenantId;
 use crate::domain::tenant::Tenant;
 use crate::service::core::seals::tenant_seals;
 use crate::service::{Admin, ServiceError};
-use crate::storage::TenantSeal;
+use crate::storage::{StoreError, TenantSeal};
 
 /// What `keys rotate` did, per master key id.
 #[derive(Debug, Default)]
@@ -119,12 +119,17 @@ impl Admin {
                 + 1;
             let row = Keyring::new_data_key(&self.core.keyring.master(), next)?;
             let now = self.core.now();
-            self.core.db(move |s| s.add_data_key(&row, now)).await?;
+            // Another rotation run at the same moment may have added this version first:
+            // then this run resumes that one's rotation.
+            report.started_new = match self.core.db(move |s| Ok(s.add_data_key(&row, now))).await? {
+                Ok(()) => true,
+                Err(StoreError::Conflict(_)) => false,
+                Err(e) => return Err(e.into()),
+            };
             ring = self
                 .core
                 .keyring
                 .reopen(&self.core.db(|s| s.keyring()).await?)?;
-            report.started_new = true;
             tokio::time::sleep(KEYRING_SETTLE).await;
         }
         report.active_version = ring.active_data_version();

@@ -348,3 +348,32 @@ fn a_write_that_meets_a_full_disk_is_unavailable_and_remembered() {
     assert!(e.is_unavailable(), "{e:?}");
     assert!(crate::storage::error::disk_full_notes() > noted);
 }
+
+/// A key version another data-key rotation took first is a conflict, as PostgreSQL's
+/// unique violation is (before: the database's own words, which `keys rotate-data-key`
+/// printed), and the keyring keeps the first one's key.
+#[test]
+fn a_data_key_version_taken_already_is_a_conflict() {
+    use crate::crypto::keyring::WrappedKey;
+    use crate::storage::KeyringStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("keys.db"), 2).unwrap();
+    let row = |wrapped: u8| WrappedKey {
+        kind: "data".into(),
+        version: 2,
+        wrapped: vec![wrapped; 40],
+        kek_id: "k".into(),
+        active: true,
+    };
+    store.add_data_key(&row(1), 1).unwrap();
+    let again = store.add_data_key(&row(2), 2);
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    let stored = store.keyring().unwrap();
+    let v2: Vec<_> = stored
+        .iter()
+        .filter(|r| r.kind == "data" && r.version == 2)
+        .collect();
+    assert_eq!(v2.len(), 1);
+    assert_eq!(v2[0].wrapped, vec![1; 40]);
+    assert!(v2[0].active);
+}
