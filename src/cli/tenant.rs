@@ -26,7 +26,7 @@ pub struct CreateArgs {
     #[arg(long)]
     smtp_host: String,
     /// SMTP server port
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     smtp_port: u16,
     /// SMTP username (with --smtp-password-file or --smtp-oauth2-file; leave all out for a
     /// relay without AUTH)

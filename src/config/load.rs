@@ -227,6 +227,19 @@ impl Settings {
         if rest.is_empty() || rest == "/" {
             return Err(refuse("names no file"));
         }
+        // Not file names, though they would become one (found by the configuration audit:
+        // `sqlite://x.db?mode=rwc`, a common form elsewhere, made a new, empty installation
+        // in a file named so).
+        if rest.contains('?') {
+            return Err(refuse(
+                "has a query (`?…`): a SQLite URL takes no options here; name the file alone",
+            ));
+        }
+        if rest == ":memory:" {
+            return Err(refuse(
+                "names an in-memory database: otpmint keeps its data in a file",
+            ));
+        }
         Ok(DatabaseLocation::Sqlite(PathBuf::from(rest)))
     }
 

@@ -33,6 +33,15 @@ impl Settings {
                     .to_string(),
             ));
         }
+        // An empty list (an unset variable in a compose file: `OTPMINT__SMTP__ALLOWED_PORTS=`)
+        // refuses every relay: allowed, but said.
+        if self.smtp.allowed_ports.is_empty() {
+            notes.push((
+                true,
+                "smtp.allowed_ports is empty: every tenant's SMTP relay is refused (smtp_port_not_allowed); only email and SMS APIs and HTTP delivery can send (the default is 465, 587, 2525)"
+                    .to_string(),
+            ));
+        }
         // Variables of the project's own tests, tools, packaging and client libraries (their
         // docs name them), not settings.
         const TOOLS: &[&str] = &[

@@ -277,6 +277,14 @@ fn database_url_forms() {
     );
     s.database.url = "mysql://x".into();
     assert!(s.database_location().is_err());
+    // Options and an in-memory database are not files (found by the configuration audit:
+    // each became a file's name, a new empty installation).
+    for url in ["sqlite://x.db?mode=rwc", "sqlite://:memory:"] {
+        let err = Settings::load_from(None, env(&[("OTPMINT__DATABASE__URL", url)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database.url"), "{url}: {err}");
+    }
 }
 
 /// Every key of the embedded defaults appears in docs/configuration.md with its env name.
@@ -441,6 +449,22 @@ fn start_notes_name_an_off_admin_api_a_short_token_and_stray_variables() {
     );
     let s = Settings::load_from(None, env(&[("OTPMINT__ADMIN__TOKEN", &"x".repeat(40))])).unwrap();
     assert!(s.start_notes(env(&[])).is_empty());
+    // An empty list of relay ports (found by the configuration audit: accepted without a
+    // word, and no relay could be reached).
+    let s = Settings::load_from(
+        None,
+        env(&[
+            ("OTPMINT__ADMIN__TOKEN", &"x".repeat(40)),
+            ("OTPMINT__SMTP__ALLOWED_PORTS", ""),
+        ]),
+    )
+    .unwrap();
+    assert!(s.smtp.allowed_ports.is_empty());
+    let notes = s.start_notes(env(&[]));
+    assert!(
+        notes.len() == 1 && notes[0].0 && notes[0].1.contains("smtp.allowed_ports is empty"),
+        "{notes:?}"
+    );
 }
 
 /// A bad URL read from `database.url_file` is named by that key and its file, not as
