@@ -181,8 +181,12 @@ class OtpmintError(Exception):
     answer without the JSON it should have) `code` is `""`, `body` is the answer's JSON
     object when it has one (else `{}`) and `detail` holds the answer's text (or says what
     was wrong with it). `request_id` is the answer's `X-Request-Id` (what otpmint's logs
-    name the request by), when it has one. The error pickles and copies (a worker process
-    can raise it to its caller)."""
+    name the request by), when it has one. `replayed` is True when the answer is the one
+    stored for a repeated idempotency key (`Idempotent-Replayed: true`, API.md §9): a 502
+    is kept 24 hours under its key, so once the relay is mended, mint again under a new
+    key. A problem that names fields has them in `body["errors"]`; the message ends with
+    the first. The error pickles and copies (a worker process can raise it to its
+    caller)."""
 
     def __init__(
         self,
@@ -192,18 +196,40 @@ class OtpmintError(Exception):
         body: Dict[str, Any],
         retry_after: Optional[int] = None,
         request_id: Optional[str] = None,
+        replayed: bool = False,
     ) -> None:
-        super().__init__(f"{status} {code + ': ' if code else ''}{detail}")
+        super().__init__(f"{status} {code + ': ' if code else ''}{detail}{_first_error(body)}")
         self.status = status
         self.code = code
         self.detail = detail
         self.body = body
         self.retry_after = retry_after
         self.request_id = request_id
+        self.replayed = replayed
 
     def __reduce__(self) -> Tuple[Any, ...]:
-        fields = (self.status, self.code, self.detail, self.body, self.retry_after, self.request_id)
+        fields = (
+            self.status,
+            self.code,
+            self.detail,
+            self.body,
+            self.retry_after,
+            self.request_id,
+            self.replayed,
+        )
         return (type(self), fields, self.__dict__)
+
+
+def _first_error(body: Mapping[str, Any]) -> str:
+    """` (field: message)` for a problem's first field error (`errors`, API.md §1), else ""."""
+    errors = body.get("errors")
+    if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
+        return ""
+    field, message = errors[0].get("field"), errors[0].get("message")
+    if not isinstance(field, str) or not isinstance(message, str):
+        return ""
+    more = f"; {len(errors) - 1} more in body['errors']" if len(errors) > 1 else ""
+    return f" ({field}: {message}{more})"
 
 
 class WebhookVerificationError(Exception):
@@ -635,6 +661,7 @@ def _failure(status: int, headers: Mapping[str, str], raw: bytes) -> OtpmintErro
         problem if problem is not None else {},
         _retry_after(headers.get("Retry-After")),
         headers.get("X-Request-Id"),
+        (headers.get("Idempotent-Replayed") or "") == "true",
     )
 
 

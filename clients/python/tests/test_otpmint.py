@@ -491,6 +491,44 @@ class OfflineTest(unittest.TestCase):
         with self.assertRaises(TypeError):
             otpmint.was_replayed(dict(again))
 
+    def test_a_replayed_failure_is_told_and_the_first_field_at_fault_is_named(self):
+        replayed = {"value": True}
+
+        def failed(request):
+            headers = {"Content-Type": "application/problem+json"}
+            if replayed["value"]:
+                headers["Idempotent-Replayed"] = "true"
+            body = {"type": "/problems/delivery_failed", "code": "delivery_failed",
+                    "status": 502, "detail": "d", "reason": "smtp_unreachable"}
+            return json_answer(body, 502, headers)
+
+        client = otpmint.Client(self.serve(failed).url, "sk")
+        # A 502 kept under its idempotency key (API.md §9) says it is a replay.
+        e = self.failure(lambda: client.mint(email="a@b.example", idempotency_key="k-1"))
+        self.assertTrue(e.replayed)
+        self.assertEqual(e.body["reason"], "smtp_unreachable")
+        self.assertTrue(pickle.loads(pickle.dumps(e)).replayed)
+        replayed["value"] = False
+        e = self.failure(lambda: client.mint(email="a@b.example", idempotency_key="k-1"))
+        self.assertFalse(e.replayed)
+
+        errors = [
+            {"field": "to", "message": "must be an address"},
+            {"field": "purpose", "message": "too long"},
+        ]
+
+        def invalid(request):
+            body = {"type": "/problems/invalid_request", "code": "invalid_request",
+                    "status": 400, "detail": "d", "errors": errors}
+            return json_answer(body, 400, {"Content-Type": "application/problem+json"})
+
+        client = otpmint.Client(self.serve(invalid).url, "sk")
+        e = self.failure(lambda: client.test_inbox("x"))
+        self.assertEqual(
+            str(e), "400 invalid_request: d (to: must be an address; 1 more in body['errors'])"
+        )
+        self.assertEqual(e.body["errors"], errors)
+
 
 @unittest.skipUnless(URL, "OTPMINT_URL is not set (tests/api/clients.rs sets it)")
 class ServerTest(unittest.TestCase):

@@ -180,10 +180,24 @@ export class OtpmintError extends Error {
     /** The answer's `X-Request-Id` (what otpmint's log lines name the request by), when it
      * has one. */
     readonly requestId?: string,
+    /** `true` when the answer is the stored one for a repeated `idempotencyKey`
+     * (`Idempotent-Replayed: true`, API.md §9): a 502 is kept 24 hours under its key, so
+     * once the relay is mended, mint again under a new key. */
+    readonly replayed: boolean = false,
   ) {
-    super(`${status} ${code ? `${code}: ` : ""}${detail}`);
+    super(`${status} ${code ? `${code}: ` : ""}${detail}${firstError(body)}`);
     this.name = "OtpmintError";
   }
+}
+
+/** ` (field: message)` for a problem's first field error (`errors`, API.md §1), else `""`. */
+function firstError(body: Record<string, unknown>): string {
+  const errors = body.errors;
+  if (!Array.isArray(errors) || errors.length === 0 || !isObject(errors[0])) return "";
+  const { field, message } = errors[0];
+  if (typeof field !== "string" || typeof message !== "string") return "";
+  const more = errors.length > 1 ? `; ${errors.length - 1} more in body.errors` : "";
+  return ` (${field}: ${message}${more})`;
 }
 
 export class WebhookVerificationError extends Error {
@@ -439,6 +453,7 @@ function failure(r: Response, text: string): OtpmintError {
     problem ?? {},
     retryAfterSeconds(r.headers.get("retry-after")),
     r.headers.get("x-request-id") ?? undefined,
+    r.headers.get("idempotent-replayed") === "true",
   );
 }
 

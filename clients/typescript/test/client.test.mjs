@@ -495,6 +495,35 @@ describe("without a server", () => {
     assert.deepEqual(JSON.parse(JSON.stringify(replay)), MINTED);
     assert.throws(() => wasReplayed({ ...replay }), TypeError);
   });
+
+  it("tells a replayed failure, and names the first field at fault", async () => {
+    const problem = (code, status, extra = {}) =>
+      json({ type: `/problems/${code}`, code, status, detail: "d", ...extra }, status, {
+        "content-type": "application/problem+json",
+      });
+    // A 502 kept under its idempotency key (API.md §9) says it is a replay.
+    const failed = problem("delivery_failed", 502, { reason: "smtp_unreachable" });
+    failed.headers.set("idempotent-replayed", "true");
+    const replayed = new Client("http://otp.test", "sk", fakeFetch(() => failed));
+    await assert.rejects(replayed.mint({ email: "a@b.example", idempotencyKey: "k-1" }), (e) => {
+      assert.ok(e instanceof OtpmintError && e.replayed === true, String(e));
+      assert.equal(e.body.reason, "smtp_unreachable");
+      return true;
+    });
+    const first = new Client("http://otp.test", "sk", fakeFetch(() => problem("delivery_failed", 502)));
+    await assert.rejects(first.mint({ email: "a@b.example", idempotencyKey: "k-1" }), (e) => e.replayed === false);
+    // A field error's place and words are in the message, the whole list in `body.errors`.
+    const errors = [
+      { field: "to", message: "must be an address" },
+      { field: "purpose", message: "too long" },
+    ];
+    const bad = new Client("http://otp.test", "sk", fakeFetch(() => problem("invalid_request", 400, { errors })));
+    await assert.rejects(bad.testInbox("x"), (e) => {
+      assert.equal(e.message, "400 invalid_request: d (to: must be an address; 1 more in body.errors)");
+      assert.deepEqual(e.body.errors, errors);
+      return true;
+    });
+  });
 });
 
 describe("against the server", { skip: URL_ ? false : "OTPMINT_URL is not set" }, () => {
