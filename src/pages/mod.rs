@@ -100,6 +100,9 @@ pub struct HostedPage<'a> {
     /// The attempts the code had used when this page was made, sent back with the code's
     /// form: a form posted again after it was answered (a reload, a second click) is known.
     pub seen: u32,
+    /// The codes the session had sent when this page was made, sent back with the forms
+    /// that send one: a send posted again after it was answered (a double click) is known.
+    pub sent: u32,
     /// A second form ("send a new code"), when not empty.
     pub again: &'a str,
     pub again_action: &'a str,
@@ -123,7 +126,7 @@ pub fn render_hosted(p: &HostedPage<'_>) -> String {
                 lang => p.lang, app => p.app, tenant => p.tenant, title => p.title,
                 names_app => p.names_app,
                 lead => p.lead, error => p.error, field => p.field, label => p.label,
-                value => p.value, button => p.button, action => p.action, csrf => p.csrf, seen => p.seen,
+                value => p.value, button => p.button, action => p.action, csrf => p.csrf, seen => p.seen, sent => p.sent,
                 again => p.again, again_action => p.again_action, note => p.note, described => p.described, back => p.back,
                 back_url => p.back_url, brand => p.brand,
                 logo => p.logo, base_path => p.base_path,

@@ -134,6 +134,10 @@ pub struct PageForm {
     /// absent from forms not made by the pages.
     #[serde(default)]
     seen: Option<String>,
+    /// The codes the session had sent when the page was made (see `pages::HostedPage`);
+    /// absent from forms not made by the pages.
+    #[serde(default)]
+    sent: Option<String>,
 }
 
 async fn session(
@@ -261,11 +265,19 @@ async fn act(req: HttpRequest, st: State, id: &str, form: PageForm, verify: bool
     } else {
         st.services
             .codes
-            .hosted_send(&row, &tenant, &form.email, &ctx)
+            .hosted_send(
+                &row,
+                &tenant,
+                (
+                    &form.email,
+                    form.sent.as_deref().and_then(|s| s.parse().ok()),
+                ),
+                &ctx,
+            )
             .await
-            .map(|()| {
+            .map(|sent_now| {
                 let page = page_of(&st, &row.session.id);
-                if row.key_sealed.is_some() {
+                if sent_now && row.key_sealed.is_some() {
                     format!("{page}?{RESENT}")
                 } else {
                     page

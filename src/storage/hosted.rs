@@ -61,6 +61,15 @@ pub struct SessionRow {
     pub max_attempts: Option<u32>,
 }
 
+impl SessionRow {
+    /// How many codes the session has sent: none yet, or its code and each resend of it.
+    pub fn sends(&self) -> u32 {
+        self.key_sealed
+            .as_ref()
+            .map_or(0, |_| 1 + self.resends.unwrap_or(0))
+    }
+}
+
 /// How a session's id is stored: its SHA-256, in hex. The id is the bearer of the
 /// session's page (`/h/{id}`), so a copy of the database (a backup, a dump) must not
 /// open pages. The id is random (≥128 bits), so a hash without a key is enough to keep

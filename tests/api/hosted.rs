@@ -914,6 +914,60 @@ async fn a_send_within_the_cooldown_says_how_long_to_wait() {
     assert_eq!(app.smtp.count_to("ada@example.com"), 1);
 }
 
+/// A send posted again after it was answered — a double click on "Send code" whose second
+/// post comes once the first sent the code, a reload of that answer — shows the code's form,
+/// not the cooldown, and sends nothing: the form carries the codes the session had sent when
+/// it was made (found by the browser audit). The page's "send a new code" is a resend as
+/// before (here: the cooldown), and so is a send form the pages did not make.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_form_posted_again_after_its_code_went_shows_the_code_form() {
+    let (app, sk) = hosted_app_with(RETURN, |s| s.limits.resend_cooldown_seconds = 30).await;
+    for preset in [true, false] {
+        let to = format!("again-{preset}@example.com");
+        let open = if preset {
+            json!({"return_url": RETURN, "email": to})
+        } else {
+            json!({"return_url": RETURN})
+        };
+        let (id, _) = open_session(&app, &sk, open).await;
+        let (mut b, csrf) = on_the_page(&app, &id).await;
+        let (_, _, html) = b.get(&format!("/h/{id}")).await;
+        assert_eq!(attr(&html, "name=\"sent\" value=\""), "0", "{html}");
+        let send = format!("/h/{id}/send");
+        let form = [("csrf", csrf.as_str()), ("sent", "0"), ("email", &to)];
+        let (s, h, _) = b.post(&send, &form).await;
+        assert_eq!(s, StatusCode::SEE_OTHER);
+        let page = h[header::LOCATION].to_str().unwrap().to_string();
+        app.smtp.wait_for(&to, 1).await;
+        // The same form again: to the code's page, as the first answer went.
+        let (s, h, html) = b.post(&send, &form).await;
+        assert_eq!(s, StatusCode::SEE_OTHER, "{html}");
+        assert_eq!(h[header::LOCATION].to_str().unwrap(), page);
+        let (_, _, html) = b.get(&format!("/h/{id}")).await;
+        assert!(
+            html.contains("name=\"code\"") && !html.contains("Please wait"),
+            "{html}"
+        );
+        // Its "send a new code" form says one was sent; posted, that is a resend.
+        let again = html.split("class=\"secondary\"").next().unwrap();
+        assert_eq!(
+            attr(
+                again.rsplit("<form").next().unwrap(),
+                "name=\"sent\" value=\""
+            ),
+            "1",
+            "{html}"
+        );
+        let (s, _, html) = b.post(&send, &[("csrf", &csrf), ("sent", "1")]).await;
+        assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{html}");
+        assert!(html.contains("Please wait "), "{html}");
+        // A form without the count (not the pages') meets the cooldown too.
+        let (s, _, _) = b.post(&send, &[("csrf", &csrf)]).await;
+        assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(app.smtp.count_to(&to), 1);
+    }
+}
+
 /// The key's resends spent, the button for a new code is gone — until that code expires:
 /// then a new code (under a new key) is a click away again and finishes the session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

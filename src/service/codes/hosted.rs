@@ -264,13 +264,18 @@ impl Codes {
     }
 
     /// Mint and send the session's code (to the address it was opened with, else `email`).
+    ///
+    /// `sent`: the codes the session had sent when the posted form was made. A session
+    /// that has sent more since (a double click's second post, a reload of the answer) is
+    /// answered `Ok(false)`, nothing sent: the page then shows the code just sent, not the
+    /// cooldown. `Ok(true)`: a code was sent now.
     pub async fn hosted_send(
         &self,
         row: &SessionRow,
         tenant: &Tenant,
-        email: &str,
+        (email, sent): (&str, Option<u32>),
         ctx: &RequestContext,
-    ) -> Result<(), PageError> {
+    ) -> Result<bool, PageError> {
         // One send of a session at a time (`send_turn.rs`): a double click's second send
         // waits for the first, then finds its code and sends another under the same key (or
         // meets the cooldown) — not a second mint, which would supersede the code just sent.
@@ -279,9 +284,9 @@ impl Codes {
             .await
             .map_err(|_| PageError::NotSent)?;
         let sent = self
-            .hosted_send_now(&row.session.id, tenant, email, ctx)
+            .hosted_send_now(&row.session.id, tenant, (email, sent), ctx)
             .await;
-        if sent.is_ok() {
+        if sent == Ok(true) {
             // A new code: a guess wrong for the last one is checked again.
             self.page_guesses.forget(&row.session.id);
         }
@@ -294,9 +299,9 @@ impl Codes {
         &self,
         id: &str,
         tenant: &Tenant,
-        email: &str,
+        (email, sent): (&str, Option<u32>),
         ctx: &RequestContext,
-    ) -> Result<(), PageError> {
+    ) -> Result<bool, PageError> {
         let row = &match self.hosted_row(id).await {
             Ok(Some(row)) => row,
             Ok(None) => return Err(PageError::Over),
@@ -306,6 +311,9 @@ impl Codes {
         let way_back = allowed_return(&row.session.return_url, &tenant.allowed_return_urls);
         if status_of(row, self.core.now()) != "open" || way_back.is_none() {
             return Err(PageError::Over);
+        }
+        if sent.is_some_and(|n| row.sends() > n) {
+            return Ok(false);
         }
         let given = row.session.email.as_deref().unwrap_or(email);
         let to = RecipientEmail::parse(given.trim()).map_err(|_| PageError::BadEmail)?;
@@ -317,7 +325,7 @@ impl Codes {
                 None => Err(ServiceError::OtpNotFound),
             };
             match resent {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(true),
                 Err(ServiceError::RateLimited {
                     retry_after_secs, ..
                 }) => return Err(PageError::Limited(retry_after_secs)),
@@ -377,12 +385,12 @@ impl Codes {
             .write(move |s| s.set_session_code(&id, &email, &digest, &sealed))
             .await
         {
-            Ok(true) => Ok(()),
+            Ok(true) => Ok(true),
             // Not stored: the session ended, or a send at the same time (a double click)
             // superseded this code and stored its own. The page shows whichever holds when
             // it is read; "code ended" would be wrong for a double click still storing.
             Ok(false) => match self.hosted_page(&row.session.id).await {
-                Ok(Some((now, _))) if status_of(&now, self.core.now()) == "open" => Ok(()),
+                Ok(Some((now, _))) if status_of(&now, self.core.now()) == "open" => Ok(true),
                 _ => Err(PageError::Over),
             },
             Err(_) => Err(PageError::NotSent),
