@@ -235,9 +235,9 @@ impl Settings {
                 "has a query (`?…`): a SQLite URL takes no options here; name the file alone",
             ));
         }
-        if rest == ":memory:" {
+        if rest == ":memory:" || rest.starts_with("file:") {
             return Err(refuse(
-                "names an in-memory database: otpmint keeps its data in a file",
+                "names an in-memory database or a SQLite URI (`file:`): name the file alone",
             ));
         }
         Ok(DatabaseLocation::Sqlite(PathBuf::from(rest)))

@@ -279,11 +279,19 @@ fn database_url_forms() {
     assert!(s.database_location().is_err());
     // Options and an in-memory database are not files (found by the configuration audit:
     // each became a file's name, a new empty installation).
-    for url in ["sqlite://x.db?mode=rwc", "sqlite://:memory:"] {
+    for (url, says) in [
+        ("sqlite://x.db?mode=rwc", "has a query"),
+        ("sqlite://:memory:", "in-memory"),
+        ("sqlite://file::memory:", "SQLite URI"),
+        ("sqlite://file:x.db", "SQLite URI"),
+    ] {
         let err = Settings::load_from(None, env(&[("OTPMINT__DATABASE__URL", url)]))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("database.url"), "{url}: {err}");
+        assert!(
+            err.contains("database.url") && err.contains(says),
+            "{url}: {err}"
+        );
     }
 }
 

@@ -103,6 +103,9 @@ impl From<rusqlite::Error> for StoreError {
                 rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
                     | rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
             ) {
+                // The constraint's words (table and column, no values) for whoever
+                // investigates a conflict that should not have happened.
+                tracing::debug!(error = %e, "SQLite: a key taken already");
                 return StoreError::Conflict("already exists");
             }
             if matches!(

@@ -894,6 +894,16 @@ async fn sighup_applies_live_settings_and_names_those_needing_a_restart() {
         "{line}"
     );
     assert!(!line.contains("db-secret-9"), "{line}");
+    // A PostgreSQL URL other than the running database's is opened as the next start would
+    // open it: one that does not answer is refused, its password not repeated.
+    std::fs::write(
+        &conf,
+        format!("{base}[database]\nurl = \"postgres://u:db-secret-9@127.0.0.1:1/db\"\n"),
+    )
+    .unwrap();
+    let line = reload(&running);
+    assert!(line.contains("reload failed"), "{line}");
+    assert!(!line.contains("db-secret-9"), "{line}");
     // And a master key file moved away: the running server holds its key, the next start
     // would refuse the database's keyring (found by a black-box audit).
     std::fs::write(&conf, format!("{base}[registration]\nmode = \"admin\"\n")).unwrap();

@@ -661,7 +661,7 @@ def _failure(status: int, headers: Mapping[str, str], raw: bytes) -> OtpmintErro
         problem if problem is not None else {},
         _retry_after(headers.get("Retry-After")),
         headers.get("X-Request-Id"),
-        (headers.get("Idempotent-Replayed") or "") == "true",
+        (headers.get("Idempotent-Replayed") or "").strip().lower() == "true",
     )
 
 

@@ -453,7 +453,7 @@ function failure(r: Response, text: string): OtpmintError {
     problem ?? {},
     retryAfterSeconds(r.headers.get("retry-after")),
     r.headers.get("x-request-id") ?? undefined,
-    r.headers.get("idempotent-replayed") === "true",
+    r.headers.get("idempotent-replayed")?.trim().toLowerCase() === "true",
   );
 }
 
