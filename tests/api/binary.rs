@@ -88,6 +88,28 @@ impl Running {
     }
 }
 
+impl Running {
+    /// Send SIGHUP and return the line that says how the reload went.
+    #[cfg(unix)]
+    pub(crate) fn reload(&self) -> String {
+        let ok = Command::new("kill")
+            .arg("-HUP")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(30))
+                .expect("a reload line");
+            if line.contains("configuration reload") {
+                return line;
+            }
+        }
+    }
+}
+
 /// Start `otpmint` and wait for its "listening" line; all stderr lines are collected (the
 /// process is killed when it does not listen: `Running`'s drop).
 pub(crate) fn serve(cmd: Command) -> Result<Running, String> {
@@ -855,23 +877,7 @@ async fn sighup_applies_live_settings_and_names_those_needing_a_restart() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
 
-    let reload = |running: &Running| -> String {
-        let ok = Command::new("kill")
-            .arg("-HUP")
-            .arg(running.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        loop {
-            let line = running
-                .lines
-                .recv_timeout(Duration::from_secs(10))
-                .expect("a reload line");
-            if line.contains("configuration reload") {
-                return line;
-            }
-        }
-    };
+    let reload = |running: &Running| running.reload();
     // a broken file is refused and nothing changes
     std::fs::write(
         &conf,
@@ -1094,22 +1100,8 @@ async fn secrets_come_from_files_at_start_and_on_sighup_and_healthcheck_exits_by
 
     // A new token in the file takes effect on SIGHUP; the old one stops.
     std::fs::write(creds.join("admin-token"), "admin-token-from-a-file-000002").unwrap();
-    assert!(Command::new("kill")
-        .arg("-HUP")
-        .arg(running.child.id().to_string())
-        .status()
-        .unwrap()
-        .success());
-    loop {
-        let line = running
-            .lines
-            .recv_timeout(Duration::from_secs(10))
-            .expect("a reload line");
-        if line.contains("configuration reload") {
-            assert!(!line.contains("admin-token-from-a-file"), "{line}");
-            break;
-        }
-    }
+    let line = running.reload();
+    assert!(!line.contains("admin-token-from-a-file"), "{line}");
     assert_eq!(
         tenants("admin-token-from-a-file-000002")
             .await

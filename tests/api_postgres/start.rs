@@ -511,23 +511,7 @@ async fn a_reload_naming_another_postgresql_database_checks_that_one() {
     let mut cmd = crate::binary::otpmint(dir.path());
     cmd.arg("--config").arg(&conf).arg("serve");
     let running = crate::binary::serve(cmd).unwrap();
-    let reload = || -> String {
-        let ok = Command::new("kill")
-            .arg("-HUP")
-            .arg(running.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        loop {
-            let line = running
-                .lines
-                .recv_timeout(Duration::from_secs(30))
-                .expect("a reload line");
-            if line.contains("configuration reload") {
-                return line;
-            }
-        }
-    };
+    let reload = || running.reload();
 
     // A database that does not exist: refused, named.
     let name = running_db
