@@ -23,7 +23,8 @@ pub struct WebhookBody {
     /// address policy now and at every send.
     url: String,
     /// Any of `otp.sent`, `otp.delivery_failed`, `otp.verified`, `otp.attempts_exhausted`,
-    /// `otp.cancelled`.
+    /// `otp.cancelled`, `otp.blocked`, `otp.bounced`, `otp.complained`,
+    /// `test_recipient.disabled`.
     events: Vec<String>,
 }
 
