@@ -45,6 +45,8 @@ __all__ = [
     "HostedSession",
     "HostedStatus",
     "TestMessage",
+    "Webhook",
+    "WebhookEvent",
 ]
 
 MintDelivery = Literal["sent", "queued", "unknown", "test"]
@@ -169,6 +171,36 @@ class TestMessage(_TestMessageRequired, total=False):
     """One message of a test inbox (TestMessageOut)."""
 
     html: Optional[str]
+
+
+WebhookEvent = Literal[
+    "otp.sent",
+    "otp.delivery_failed",
+    "otp.verified",
+    "otp.attempts_exhausted",
+    "otp.cancelled",
+    "otp.blocked",
+    "otp.bounced",
+    "otp.complained",
+    "test_recipient.disabled",
+]
+
+
+class _WebhookRequired(TypedDict):
+    url: str
+    events: List[WebhookEvent]
+    created_at: str
+    updated_at: str
+
+
+class Webhook(_WebhookRequired, total=False):
+    """The tenant's webhook (WebhookOut). `secret` (`whsec_…`, for `verify_webhook`) is
+    there only in the answer that created the webhook and in a rotation's; `disabled_at`
+    is set when the endpoint answered 410 Gone (no events until `set_webhook` again)."""
+
+    secret: Optional[str]
+    disabled_at: Optional[str]
+    disabled_reason: Optional[str]
 
 
 class OtpmintError(Exception):
@@ -573,6 +605,25 @@ class Client:
         q = "" if to is None else "?" + urllib.parse.urlencode({"to": to})
         v, _ = self._request("GET", f"/v1/tenant/test-inbox{q}", (200,))
         return cast(List[TestMessage], v["messages"])
+
+    def set_webhook(self, url: str, events: List[WebhookEvent]) -> Webhook:
+        """Register the tenant's webhook endpoint, or replace it (`PUT /v1/tenant/webhook`).
+        The answer carries `secret` when this made the webhook (keep it: it is not shown
+        again); a replaced one keeps its secret."""
+        body = {"url": url, "events": list(events)}
+        v, _ = self._request("PUT", "/v1/tenant/webhook", (200,), body)
+        return cast(Webhook, v)
+
+    def rotate_webhook_secret(self) -> Webhook:
+        """A new signing secret for the webhook (`POST /v1/tenant/webhook/rotate-secret`),
+        in the answer's `secret`; 404 `webhook_not_found` without a webhook."""
+        v, _ = self._request("POST", "/v1/tenant/webhook/rotate-secret", (200,))
+        return cast(Webhook, v)
+
+    def delete_webhook(self) -> None:
+        """Remove the webhook (`DELETE /v1/tenant/webhook`); 404 `webhook_not_found`
+        without one."""
+        self._request("DELETE", "/v1/tenant/webhook", (204,))
 
 
 def _timeout(value: Optional[float]) -> Optional[float]:

@@ -228,6 +228,7 @@ class OfflineTest(unittest.TestCase):
             "HostedSession": ("HostedOut", set()),
             "HostedStatus": ("HostedStatusOut", {"status"}),
             "TestMessage": ("TestMessageOut", set()),
+            "Webhook": ("WebhookOut", set()),
         }
 
         def flatten(schema):
@@ -252,9 +253,14 @@ class OfflineTest(unittest.TestCase):
                 where = f"{name}.{key}"
                 field = props[key]
                 parts = typing.get_args(hint) if typing.get_origin(hint) is typing.Union else (hint,)
-                kinds, literals = set(), []
+                kinds, literals, items = set(), [], []
                 for part in parts:
-                    if typing.get_origin(part) is typing.Literal:
+                    if typing.get_origin(part) is list:
+                        # A list: its items' closed set is the document's `items.enum`.
+                        kinds.add("array")
+                        (item,) = typing.get_args(part)
+                        items.extend(typing.get_args(item))
+                    elif typing.get_origin(part) is typing.Literal:
                         kinds.add("string")
                         literals.extend(typing.get_args(part))
                     elif part.__name__ in names:
@@ -268,6 +274,8 @@ class OfflineTest(unittest.TestCase):
                     t = field["type"]
                     expected = set(t if isinstance(t, list) else [t])
                 self.assertEqual(kinds, expected, where)
+                if "array" in kinds:
+                    self.assertEqual(sorted(items), sorted(field["items"].get("enum", [])), where)
                 if key in enums or literals:
                     self.assertIn(key, enums, f"{where} is a Literal: list it here")
                     named = re.findall(r"`([a-z_]+)`", field["description"])
@@ -632,21 +640,17 @@ class ServerTest(unittest.TestCase):
             receiver = LocalServer(lambda r: (204, {}, b""))
             self.addCleanup(receiver.close)
 
-            def call(method, path, body=None):
-                data = None if body is None else json.dumps(body).encode()
-                req = urllib.request.Request(URL + path, data=data, method=method)
-                req.add_header("Authorization", f"Bearer {SECRET_KEY}")
-                req.add_header("Content-Type", "application/json")
-                with urllib.request.urlopen(req, timeout=15) as r:
-                    raw = r.read()
-                    return json.loads(raw) if raw else None
-
-            hook = call(
-                "PUT",
-                "/v1/tenant/webhook",
-                {"url": receiver.url + "/hooks/otp", "events": ["otp.verified"]},
-            )
-            self.addCleanup(call, "DELETE", "/v1/tenant/webhook")
+            url = receiver.url + "/hooks/otp"
+            first = self.client.set_webhook(url, ["otp.verified"])
+            self.addCleanup(self._delete_webhook)
+            self.assertTrue((first.get("secret") or "").startswith("whsec_"))
+            self.assertEqual((first["url"], first["events"]), (url, ["otp.verified"]))
+            # Stored again: the same secret, not shown; a rotation shows a new one.
+            again = self.client.set_webhook(url, ["otp.verified", "otp.sent"])
+            self.assertIsNone(again.get("secret"))
+            hook = self.client.rotate_webhook_secret()
+            self.assertTrue((hook.get("secret") or "").startswith("whsec_"))
+            self.assertNotEqual(hook.get("secret"), first.get("secret"))
             eve = fresh("eve")
             key = self.client.mint(email=eve)["shareable_key"]
             self.client.verify(key, code_in_inbox(self.client, eve))
@@ -666,6 +670,16 @@ class ServerTest(unittest.TestCase):
                 otpmint.verify_webhook(
                     hook["secret"], signed["headers"], signed["body"].replace(key.encode(), b"otp_other")
                 )
+            self.client.delete_webhook()
+            with self.assertRaises(otpmint.OtpmintError) as e:
+                self.client.delete_webhook()
+            self.assertEqual((e.exception.status, e.exception.code), (404, "webhook_not_found"))
+
+        def _delete_webhook(self):
+            try:
+                self.client.delete_webhook()
+            except otpmint.OtpmintError:
+                pass
 
 
 if __name__ == "__main__":

@@ -152,6 +152,31 @@ export interface TestMessage {
   received_at: string;
 }
 
+/** The events a webhook may subscribe to (API.md §9, §16, §13). */
+export type WebhookEvent =
+  | "otp.sent"
+  | "otp.delivery_failed"
+  | "otp.verified"
+  | "otp.attempts_exhausted"
+  | "otp.cancelled"
+  | "otp.blocked"
+  | "otp.bounced"
+  | "otp.complained"
+  | "test_recipient.disabled";
+
+/** The tenant's webhook (WebhookOut). `secret` (`whsec_…`, for `verifyWebhook`) is there
+ * only in the answer that created the webhook and in a rotation's. */
+export interface Webhook {
+  url: string;
+  events: WebhookEvent[];
+  secret?: string | null;
+  created_at: string;
+  updated_at: string;
+  /** Set when the endpoint answered 410 Gone: no events are sent until `setWebhook` again. */
+  disabled_at?: string | null;
+  disabled_reason?: string | null;
+}
+
 export interface ClientOptions {
   /** A `fetch` to use instead of the platform's (it is given `redirect: "manual"` and an
    * `AbortSignal`). */
@@ -384,6 +409,26 @@ export class Client {
     const path = `/v1/tenant/test-inbox${query}`;
     const v = (await this.#request("GET", path, [200])).value as { messages: TestMessage[] };
     return v.messages;
+  }
+
+  /** Register the tenant's webhook endpoint, or replace it (`PUT /v1/tenant/webhook`). The
+   * answer carries `secret` when this made the webhook (keep it: it is not shown again); a
+   * replaced one keeps its secret. */
+  async setWebhook(webhook: { url: string; events: WebhookEvent[] }): Promise<Webhook> {
+    const body = { url: webhook.url, events: webhook.events };
+    return (await this.#request("PUT", "/v1/tenant/webhook", [200], body)).value as Webhook;
+  }
+
+  /** A new signing secret for the webhook (`POST /v1/tenant/webhook/rotate-secret`), in
+   * the answer's `secret`; 404 `webhook_not_found` without a webhook. */
+  async rotateWebhookSecret(): Promise<Webhook> {
+    const path = "/v1/tenant/webhook/rotate-secret";
+    return (await this.#request("POST", path, [200])).value as Webhook;
+  }
+
+  /** Remove the webhook (`DELETE /v1/tenant/webhook`); 404 `webhook_not_found` without one. */
+  async deleteWebhook(): Promise<void> {
+    await this.#request("DELETE", "/v1/tenant/webhook", [204]);
   }
 }
 

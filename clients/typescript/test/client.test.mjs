@@ -186,6 +186,7 @@ describe("without a server", () => {
       HostedSession: ["HostedOut", []],
       HostedStatus: ["HostedStatusOut", ["status"]],
       TestMessage: ["TestMessageOut", []],
+      Webhook: ["WebhookOut", []],
     };
     const dts = fileURLToPath(new URL("../dist/index.d.ts", import.meta.url));
     const program = ts.createProgram([dts], {
@@ -225,8 +226,14 @@ describe("without a server", () => {
         const parts = (t.isUnion() ? t.types : [t]).filter((x) => !(x.flags & ts.TypeFlags.Undefined));
         const kinds = new Set();
         const literals = [];
+        const items = [];
         for (const x of parts) {
-          if (x.flags & ts.TypeFlags.Null) kinds.add("null");
+          if (checker.isArrayType(x)) {
+            // A list: its items' closed set is the document's `items.enum`.
+            kinds.add("array");
+            const item = checker.getTypeArguments(x)[0];
+            for (const y of item.isUnion() ? item.types : [item]) items.push(y.value);
+          } else if (x.flags & ts.TypeFlags.Null) kinds.add("null");
           else if (x.flags & ts.TypeFlags.StringLiteral) (kinds.add("string"), literals.push(x.value));
           else if (x.flags & ts.TypeFlags.String) kinds.add("string");
           else if (x.flags & ts.TypeFlags.Number) kinds.add("number");
@@ -236,6 +243,9 @@ describe("without a server", () => {
         const types = field.$ref ? [refName(field)] : [field.type].flat();
         const expected = new Set(types.map((x) => (x === "integer" ? "number" : x)));
         assert.deepEqual([...kinds].sort(), [...expected].sort(), where);
+        if (kinds.has("array")) {
+          assert.deepEqual(items.sort(), [...(field.items.enum ?? [])].sort(), `${where} items`);
+        }
         const optional = (p.flags & ts.SymbolFlags.Optional) !== 0;
         assert.equal(optional, !schema.required.includes(p.name), `${where} optional`);
         if (enums.includes(p.name) || literals.length) {
@@ -612,19 +622,17 @@ describe("against the server", { skip: URL_ ? false : "OTPMINT_URL is not set" }
   if (LOOPBACK_WEBHOOKS) {
     it("verifies the signature of a webhook the server sent", async () => {
       const receiver = await serve((_req, res) => res.writeHead(204).end());
-      const call = (method, path, body) =>
-        fetch(URL_ + path, {
-          method,
-          headers: { authorization: `Bearer ${SECRET_KEY}`, "content-type": "application/json" },
-          body: body === undefined ? undefined : JSON.stringify(body),
-        });
       try {
-        const r = await call("PUT", "/v1/tenant/webhook", {
-          url: `${receiver.url}/hooks/otp`,
-          events: ["otp.verified"],
-        });
-        const hook = await r.json();
-        assert.equal(r.status, 200, JSON.stringify(hook));
+        const url = `${receiver.url}/hooks/otp`;
+        const first = await client.setWebhook({ url, events: ["otp.verified"] });
+        assert.match(first.secret ?? "", /^whsec_/);
+        assert.deepEqual([first.url, first.events], [url, ["otp.verified"]]);
+        // Stored again: the same secret, not shown; a rotation shows a new one.
+        const again = await client.setWebhook({ url, events: ["otp.verified", "otp.sent"] });
+        assert.equal(again.secret ?? null, null);
+        const hook = await client.rotateWebhookSecret();
+        assert.match(hook.secret ?? "", /^whsec_/);
+        assert.notEqual(hook.secret, first.secret);
         const eve = fresh("eve");
         const { shareable_key: key } = await client.mint({ email: eve });
         await client.verify(key, await codeInInbox(client, eve));
@@ -643,8 +651,10 @@ describe("against the server", { skip: URL_ ? false : "OTPMINT_URL is not set" }
           verifyWebhook(hook.secret, signed.headers, signed.body.replace(key, "otp_other")),
           WebhookVerificationError,
         );
+        await client.deleteWebhook();
+        await rejects(client.deleteWebhook(), 404, "webhook_not_found");
       } finally {
-        await call("DELETE", "/v1/tenant/webhook");
+        await client.deleteWebhook().catch(() => {});
         await receiver.close();
       }
     });
