@@ -100,9 +100,10 @@ pub struct HostedPage<'a> {
     /// The attempts the code had used when this page was made, sent back with the code's
     /// form: a form posted again after it was answered (a reload, a second click) is known.
     pub seen: u32,
-    /// The codes the session had sent when this page was made, sent back with the forms
-    /// that send one: a send posted again after it was answered (a double click) is known.
-    pub sent: u32,
+    /// What the session had sent when this page was made (`SessionRow::sent_mark`), sent
+    /// back with the forms that send one: a send posted again after it was answered (a
+    /// double click) is known.
+    pub sent: &'a str,
     /// A second form ("send a new code"), when not empty.
     pub again: &'a str,
     pub again_action: &'a str,

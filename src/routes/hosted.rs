@@ -134,7 +134,7 @@ pub struct PageForm {
     /// absent from forms not made by the pages.
     #[serde(default)]
     seen: Option<String>,
-    /// The codes the session had sent when the page was made (see `pages::HostedPage`);
+    /// What the session had sent when the page was made (see `pages::HostedPage`);
     /// absent from forms not made by the pages.
     #[serde(default)]
     sent: Option<String>,
@@ -265,19 +265,18 @@ async fn act(req: HttpRequest, st: State, id: &str, form: PageForm, verify: bool
     } else {
         st.services
             .codes
-            .hosted_send(
-                &row,
-                &tenant,
-                (
-                    &form.email,
-                    form.sent.as_deref().and_then(|s| s.parse().ok()),
-                ),
-                &ctx,
-            )
+            .hosted_send(&row, &tenant, (&form.email, form.sent.as_deref()), &ctx)
             .await
             .map(|sent_now| {
                 let page = page_of(&st, &row.session.id);
-                if sent_now && row.key_sealed.is_some() {
+                // A new code: sent now, or by the first post of a "send a new code" form
+                // posted again.
+                let new_code = if sent_now {
+                    row.key_sealed.is_some()
+                } else {
+                    form.sent.as_deref().is_some_and(|m| m != "0")
+                };
+                if new_code {
                     format!("{page}?{RESENT}")
                 } else {
                     page

@@ -204,7 +204,7 @@ pub(super) async fn render(
         action: &action,
         csrf: &csrf,
         seen: row.attempts_used.unwrap_or(0),
-        sent: row.sends(),
+        sent: &row.sent_mark(),
         again,
         again_action: &format!("{base}/h/{}/send", row.session.id),
         note,

@@ -62,11 +62,25 @@ pub struct SessionRow {
 }
 
 impl SessionRow {
-    /// How many codes the session has sent: none yet, or its code and each resend of it.
-    pub fn sends(&self) -> u32 {
-        self.key_sealed
-            .as_ref()
-            .map_or(0, |_| 1 + self.resends.unwrap_or(0))
+    /// What the session has sent, as a mark that changes with every code it sends: `0`
+    /// before any, else its code's key (a digest of its sealed form) and resends.
+    pub fn sent_mark(&self) -> String {
+        use sha2::Digest;
+        match &self.key_sealed {
+            None => "0".to_string(),
+            Some(sealed) => format!(
+                "{}-{}",
+                hex::encode(&sha2::Sha256::digest(sealed)[..6]),
+                self.resends.unwrap_or(0)
+            ),
+        }
+    }
+
+    /// Whether its code can still be typed: pending, not expired, attempts left.
+    pub fn code_usable(&self, now: Millis) -> bool {
+        self.code_state.as_deref() == Some("pending")
+            && self.code_expires_at.is_some_and(|t| now < t)
+            && self.attempts_used.unwrap_or(0) < self.max_attempts.unwrap_or(0)
     }
 }
 

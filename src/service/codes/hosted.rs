@@ -265,15 +265,16 @@ impl Codes {
 
     /// Mint and send the session's code (to the address it was opened with, else `email`).
     ///
-    /// `sent`: the codes the session had sent when the posted form was made. A session
-    /// that has sent more since (a double click's second post, a reload of the answer) is
-    /// answered `Ok(false)`, nothing sent: the page then shows the code just sent, not the
-    /// cooldown. `Ok(true)`: a code was sent now.
+    /// `sent`: what the session had sent when the posted form was made
+    /// (`SessionRow::sent_mark`). A session that has sent a code since whose code can still
+    /// be typed (a double click's second post, a reload of the answer) is answered
+    /// `Ok(false)`, nothing sent: the page then shows that code, not the cooldown.
+    /// `Ok(true)`: a code was sent now.
     pub async fn hosted_send(
         &self,
         row: &SessionRow,
         tenant: &Tenant,
-        (email, sent): (&str, Option<u32>),
+        (email, sent): (&str, Option<&str>),
         ctx: &RequestContext,
     ) -> Result<bool, PageError> {
         // One send of a session at a time (`send_turn.rs`): a double click's second send
@@ -299,7 +300,7 @@ impl Codes {
         &self,
         id: &str,
         tenant: &Tenant,
-        (email, sent): (&str, Option<u32>),
+        (email, sent): (&str, Option<&str>),
         ctx: &RequestContext,
     ) -> Result<bool, PageError> {
         let row = &match self.hosted_row(id).await {
@@ -312,7 +313,7 @@ impl Codes {
         if status_of(row, self.core.now()) != "open" || way_back.is_none() {
             return Err(PageError::Over);
         }
-        if sent.is_some_and(|n| row.sends() > n) {
+        if sent.is_some_and(|m| m != row.sent_mark()) && row.code_usable(self.core.now()) {
             return Ok(false);
         }
         let given = row.session.email.as_deref().unwrap_or(email);

@@ -7,13 +7,15 @@ use ::postgres::types::ToSql;
 use super::{export_rows, PgStore, KEYRING_LOCK};
 use crate::domain::Millis;
 use crate::storage::engine::Dialect;
-use crate::storage::records::purge_in;
+use crate::storage::records::{in_batches, purge_codes_batch, purge_in};
 use crate::storage::{copy, RecordStore, StoreError};
 
 impl RecordStore for PgStore {
     fn purge(&self, before: Millis, sends_before: Millis) -> Result<usize, StoreError> {
         // Outside a transaction: each statement commits on its own.
-        let n = purge_in(&mut self.conn()?.db(), before, sends_before)?;
+        let mut conn = self.conn()?;
+        let n = in_batches(|| purge_codes_batch(&mut conn.db(), before))?;
+        purge_in(&mut conn.db(), before, sends_before)?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 

@@ -3,9 +3,11 @@
 use crate::storage::cells::AUDIT_COLS;
 
 shared_sql!(
+    /// At most `$2` of them: the purge deletes in batches.
     pub(crate) PURGE_CHALLENGES =
-        "DELETE FROM challenges WHERE ((ended_at IS NOT NULL AND ended_at < $1) OR expires_at < \
-         $1) AND NOT (status IN ('pending', 'failed') AND stats_state = 1)"
+        "DELETE FROM challenges WHERE key_digest IN (SELECT key_digest FROM challenges WHERE \
+         ((ended_at IS NOT NULL AND ended_at < $1) OR expires_at < $1) \
+         AND NOT (status IN ('pending', 'failed') AND stats_state = 1) LIMIT $2)"
 );
 
 shared_sql!(pub(crate) PURGE_SENDS = "DELETE FROM sends WHERE at < $1");
@@ -79,7 +81,11 @@ shared_sql!(
         " FROM audit WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"]
 );
 
-shared_sql!(pub(crate) PURGE_AUDIT = "DELETE FROM audit WHERE at < $1");
+shared_sql!(
+    /// At most `$2` of them: the purge deletes in batches.
+    pub(crate) PURGE_AUDIT =
+        "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < $1 LIMIT $2)"
+);
 
 shared_sql!(
     /// The newest event's id (0: none yet).

@@ -170,7 +170,8 @@ impl OutboxStore for SqliteStore {
             Ok(tx.execute_cached(
                 "UPDATE outbox SET lease_until = NULL, leased_by = NULL, unstarted = FALSE \
                  WHERE leased_by IS NOT NULL AND unstarted AND lease_until < ?1 \
-                   AND key_digest IN (SELECT key_digest FROM challenges WHERE delivery_mode = 'async')",
+                   AND EXISTS (SELECT 1 FROM challenges c \
+                               WHERE c.key_digest = outbox.key_digest AND c.delivery_mode = 'async')",
                 [now],
             )?)
         })
