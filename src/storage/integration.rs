@@ -399,7 +399,10 @@ impl<E: Engine> IntegrationStore for E {
         let mut n = self.exec_one(sql::PURGE_IDEMPOTENCY_KEYS, args![now])?;
         // A settled event is only needed for its delivery records' type and id.
         n += self.exec_one(sql::PURGE_WEBHOOK_EVENTS, args![now - 24 * HOUR_MS])?;
-        n += self.exec_one(sql::PURGE_WEBHOOK_DELIVERIES, args![records_before])?;
+        let limit = i64::try_from(super::records::PURGE_BATCH).unwrap_or(i64::MAX);
+        n += super::records::in_batches(|| {
+            self.exec_one(sql::PURGE_WEBHOOK_DELIVERIES, args![records_before, limit])
+        })?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 }

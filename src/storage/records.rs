@@ -153,10 +153,17 @@ pub(crate) fn in_batches(
 }
 
 /// One batch of the ended codes' delete. A code still to be counted as expired unverified
-/// (stats_state 1) waits for the count.
+/// (stats_state 1) waits for the count. (The condition stands again outside the batch's
+/// select: PostgreSQL checks a row a delete waited for only by its outer condition.)
 pub(crate) fn purge_codes_batch(tx: &mut dyn Exec, before: Millis) -> Result<u64, StoreError> {
     let limit = i64::try_from(PURGE_BATCH).unwrap_or(i64::MAX);
     tx.exec(sql::PURGE_CHALLENGES, args![before, limit])
+}
+
+/// One batch of the send records' delete (the recipient quotas' history).
+pub(crate) fn purge_sends_batch(tx: &mut dyn Exec, before: Millis) -> Result<u64, StoreError> {
+    let limit = i64::try_from(PURGE_BATCH).unwrap_or(i64::MAX);
+    tx.exec(sql::PURGE_SENDS, args![before, limit])
 }
 
 /// The retention purge's other statements (see [`RecordStore::purge`]). Each statement is
@@ -166,7 +173,6 @@ pub(crate) fn purge_in(
     before: Millis,
     sends_before: Millis,
 ) -> Result<(), StoreError> {
-    tx.exec(sql::PURGE_SENDS, args![sends_before])?;
     tx.exec(super::sql::sms_guard::PURGE, args![sends_before])?;
     let trusted_before = before.min(sends_before)
         - i64::from(crate::domain::sms_guard::TRUSTED_DAYS_MAX) * 86_400_000;

@@ -7,7 +7,7 @@ use ::postgres::types::ToSql;
 use super::{export_rows, PgStore, KEYRING_LOCK};
 use crate::domain::Millis;
 use crate::storage::engine::Dialect;
-use crate::storage::records::{in_batches, purge_codes_batch, purge_in};
+use crate::storage::records::{in_batches, purge_codes_batch, purge_in, purge_sends_batch};
 use crate::storage::{copy, RecordStore, StoreError};
 
 impl RecordStore for PgStore {
@@ -15,6 +15,7 @@ impl RecordStore for PgStore {
         // Outside a transaction: each statement commits on its own.
         let mut conn = self.conn()?;
         let n = in_batches(|| purge_codes_batch(&mut conn.db(), before))?;
+        in_batches(|| purge_sends_batch(&mut conn.db(), sends_before))?;
         purge_in(&mut conn.db(), before, sends_before)?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }

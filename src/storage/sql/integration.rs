@@ -111,8 +111,10 @@ shared_sql!(
 );
 
 shared_sql!(
+    /// At most `$2` of them: the purge deletes in batches.
     pub(crate) PURGE_WEBHOOK_DELIVERIES =
-        "DELETE FROM webhook_deliveries WHERE at < $1"
+        "DELETE FROM webhook_deliveries WHERE id IN \
+         (SELECT id FROM webhook_deliveries WHERE at < $1 LIMIT $2) AND at < $1"
 );
 
 shared_sql!(

@@ -7,10 +7,16 @@ shared_sql!(
     pub(crate) PURGE_CHALLENGES =
         "DELETE FROM challenges WHERE key_digest IN (SELECT key_digest FROM challenges WHERE \
          ((ended_at IS NOT NULL AND ended_at < $1) OR expires_at < $1) \
-         AND NOT (status IN ('pending', 'failed') AND stats_state = 1) LIMIT $2)"
+         AND NOT (status IN ('pending', 'failed') AND stats_state = 1) LIMIT $2) \
+         AND ((ended_at IS NOT NULL AND ended_at < $1) OR expires_at < $1) \
+         AND NOT (status IN ('pending', 'failed') AND stats_state = 1)"
 );
 
-shared_sql!(pub(crate) PURGE_SENDS = "DELETE FROM sends WHERE at < $1");
+shared_sql!(
+    /// At most `$2` of them: the purge deletes in batches.
+    pub(crate) PURGE_SENDS =
+        "DELETE FROM sends WHERE id IN (SELECT id FROM sends WHERE at < $1 LIMIT $2) AND at < $1"
+);
 
 shared_sql!(
     pub(crate) PURGE_TENANT_SEND_MINUTES =
@@ -84,7 +90,7 @@ shared_sql!(
 shared_sql!(
     /// At most `$2` of them: the purge deletes in batches.
     pub(crate) PURGE_AUDIT =
-        "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < $1 LIMIT $2)"
+        "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < $1 LIMIT $2) AND at < $1"
 );
 
 shared_sql!(

@@ -9,7 +9,7 @@ use rusqlite::TransactionBehavior;
 use super::{create_new_private, export_table, CachedSql, SqliteStore, Statements};
 use crate::domain::Millis;
 use crate::storage::engine::Dialect;
-use crate::storage::records::{in_batches, purge_codes_batch, purge_in};
+use crate::storage::records::{in_batches, purge_codes_batch, purge_in, purge_sends_batch};
 use crate::storage::{copy, RecordStore, StoreError};
 
 impl RecordStore for SqliteStore {
@@ -17,6 +17,10 @@ impl RecordStore for SqliteStore {
         let n = in_batches(|| {
             self.writer
                 .write(move |conn| purge_codes_batch(&mut Statements(conn), before))
+        })?;
+        in_batches(|| {
+            self.writer
+                .write(move |conn| purge_sends_batch(&mut Statements(conn), sends_before))
         })?;
         self.writer
             .write(move |conn| purge_in(&mut Statements(conn), before, sends_before))?;
@@ -77,16 +81,23 @@ impl RecordStore for SqliteStore {
                 // another connection writes, so under steady traffic they never ended
                 // (found by the data-volume audit: a 710 MB database, 35 mints a second).
                 let backup = rusqlite::backup::Backup::new(&conn, &mut dst)?;
-                let mut busy = 0;
-                while backup.step(-1)? != rusqlite::backup::StepResult::Done {
-                    // Busy or locked a moment (a checkpoint): again, for ten seconds at most.
-                    busy += 1;
-                    if busy > 200 {
-                        return Err(StoreError::Unavailable(
-                            "the database stayed locked; try the backup again".into(),
-                        ));
+                let began = std::time::Instant::now();
+                loop {
+                    use rusqlite::backup::StepResult;
+                    match backup.step(-1)? {
+                        StepResult::Done => break,
+                        // Busy or locked a moment (a checkpoint): again, for 30 s at most.
+                        StepResult::Busy | StepResult::Locked
+                            if began.elapsed() < Duration::from_secs(30) =>
+                        {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        _ => {
+                            return Err(StoreError::Unavailable(
+                                "the database stayed locked; try the backup again".into(),
+                            ))
+                        }
                     }
-                    std::thread::sleep(Duration::from_millis(50));
                 }
             }
             // A single file, no WAL: easy to copy off the machine.
