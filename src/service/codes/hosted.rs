@@ -14,11 +14,9 @@ use crate::domain::recipient::Recipient;
 use crate::domain::tenant::Tenant;
 use crate::domain::Millis;
 use crate::service::codes::mint::MintRequest;
-use crate::service::codes::verify::Caller;
 use crate::service::core::audit::RequestContext;
 use crate::service::{Codes, ServiceError};
-use crate::storage::{CodeKey, Session, SessionFinisher, SessionRow};
-use tracing::Instrument;
+use crate::storage::{CodeKey, Session, SessionRow};
 
 /// How long a person has to finish a hosted session.
 pub const SESSION_MS: Millis = 30 * 60 * 1000;
@@ -222,7 +220,7 @@ impl Codes {
             .filter(|r| r.session.tenant_id == tenant.id))
     }
 
-    async fn hosted_row(&self, id: &str) -> Result<Option<SessionRow>, ServiceError> {
+    pub(super) async fn hosted_row(&self, id: &str) -> Result<Option<SessionRow>, ServiceError> {
         let ok = id.len() == 27
             && id.starts_with("hs_")
             && id[3..].bytes().all(|b| b.is_ascii_alphanumeric());
@@ -398,133 +396,9 @@ impl Codes {
         }
     }
 
-    /// Verify the code typed on the page; where to send the person next.
-    pub async fn hosted_verify(
-        &self,
-        row: &SessionRow,
-        tenant: &Tenant,
-        (code, seen): (&str, Option<u32>),
-        (cookie, ctx): (&str, &RequestContext),
-    ) -> Result<String, PageError> {
-        if status_of(row, self.core.now()) != "open" {
-            return Err(PageError::Over);
-        }
-        // The way back is checked before the code is spent (API.md §17.7).
-        if allowed_return(&row.session.return_url, &tenant.allowed_return_urls).is_none() {
-            return Err(PageError::Over);
-        }
-        let key = self.session_key(row, tenant).await.ok_or(PageError::Over)?;
-        // A person may type the code in groups, or in the digits of their script (API.md
-        // §17.8).
-        let typed = crate::domain::code::typed_by_a_person(code);
-        // The rest runs as a task of its own: a browser that gives up on the request (a
-        // double click aborts the first post) does not cut it between the verify and the
-        // record of what it found.
-        let this = self.clone();
-        let (row, tenant, cookie, ctx) =
-            (row.clone(), tenant.clone(), cookie.to_string(), ctx.clone());
-        tokio::spawn(
-            async move {
-                this.hosted_verify_turn(&row, &tenant, (key, typed, seen), (&cookie, &ctx))
-                    .await
-            }
-            // Its log lines carry the request's id.
-            .instrument(tracing::Span::current()),
-        )
-        .await
-        .unwrap_or(Err(PageError::Busy))
-    }
-
-    /// A hosted page's code, checked in the page's turn (one of its verifies at a time in
-    /// this process). A form the page made that was answered already (guesses were spent
-    /// since it was made), posted again with the guess last found wrong for the same code (a
-    /// reload, a double click's second post), is answered so again without spending an
-    /// attempt (`page_guesses.rs`).
-    async fn hosted_verify_turn(
-        &self,
-        row: &SessionRow,
-        tenant: &Tenant,
-        (key, typed, seen): (String, String, Option<u32>),
-        (cookie, ctx): (&str, &RequestContext),
-    ) -> Result<String, PageError> {
-        let mut turn_of = b"verify:".to_vec();
-        turn_of.extend_from_slice(row.session.id.as_bytes());
-        let _turn = self.sends.alone(&turn_of).await;
-        let id = row.session.id.as_str();
-        if let Some(seen) = seen {
-            if let Ok(Some(now)) = self.hosted_row(id).await {
-                let at = self.core.now();
-                if let (Some(used), Some(max), "open", Some("pending"), Some(until)) = (
-                    now.attempts_used,
-                    now.max_attempts,
-                    status_of(&now, at),
-                    now.code_state.as_deref(),
-                    now.code_expires_at,
-                ) {
-                    if used > seen
-                        && at < until
-                        && self.page_guesses.was_wrong(id, &code_of(&now), &typed, at)
-                    {
-                        return Err(PageError::WrongCode(max.saturating_sub(used)));
-                    }
-                }
-            }
-        }
-        // A right code finishes the session in the verify's own transaction, this browser
-        // its finisher: a code is never spent without its session recorded.
-        let finisher = SessionFinisher {
-            id: row.session.id.clone(),
-            by: self.hosted_finisher(&row.session.id, cookie),
-        };
-        let r = self
-            .verify(Caller::Page(finisher), &key, &typed, CodeApi::Native, ctx)
-            .await;
-        match r.result {
-            // The session as it is now: finished by this browser, unless it stopped being
-            // open with this code meanwhile (then the code verified but the session did
-            // not). If it cannot be read, the code was accepted and a reload goes on.
-            Ok(_) => match self.hosted_row(&row.session.id).await {
-                Ok(Some(now)) if now.verified && self.finished_here(&now, Some(cookie)) => {
-                    session_redirect(
-                        &row.session.return_url,
-                        &row.session.id,
-                        &tenant.allowed_return_urls,
-                    )
-                    .ok_or(PageError::Over)
-                }
-                Ok(_) => Err(PageError::Over),
-                Err(_) => Err(PageError::Finishing),
-            },
-            Err(ServiceError::Mismatch { attempts_remaining }) => {
-                // Named by the code as the page read it when the post came: if a new one
-                // was sent meanwhile, this guess is not taken as wrong for it.
-                self.page_guesses.wrong(
-                    &row.session.id,
-                    &code_of(row),
-                    &typed,
-                    row.session.expires_at,
-                    self.core.now(),
-                );
-                Err(PageError::WrongCode(attempts_remaining))
-            }
-            Err(ServiceError::Invalid(_)) => Err(PageError::BadCode),
-            Err(ServiceError::RateLimited {
-                retry_after_secs, ..
-            }) => Err(PageError::Limited(retry_after_secs)),
-            Err(
-                ServiceError::OtpExpired
-                | ServiceError::OtpSuperseded
-                | ServiceError::OtpCancelled
-                | ServiceError::OtpFailed,
-            ) => Err(PageError::CodeEnded),
-            Err(ServiceError::Unavailable(_) | ServiceError::Overloaded) => Err(PageError::Busy),
-            Err(_) => Err(PageError::Over),
-        }
-    }
-
     /// The shareable key of the session's current code (a data key another process rotated
     /// in is loaded first, API.md §11.6).
-    async fn session_key(&self, row: &SessionRow, tenant: &Tenant) -> Option<String> {
+    pub(super) async fn session_key(&self, row: &SessionRow, tenant: &Tenant) -> Option<String> {
         let sealed = row.key_sealed.as_ref()?;
         let key = self
             .core
@@ -577,7 +451,7 @@ pub fn session_redirect(return_url: &str, id: &str, allowed: &[String]) -> Optio
 
 /// What names a session's code for [`page_guesses`](super::page_guesses): its key (sealed,
 /// as stored once per key) and how many times it was sent again.
-fn code_of(row: &SessionRow) -> Vec<u8> {
+pub(super) fn code_of(row: &SessionRow) -> Vec<u8> {
     let mut v = row.key_sealed.clone().unwrap_or_default();
     v.extend_from_slice(&row.resends.unwrap_or(0).to_be_bytes());
     v

@@ -4,6 +4,7 @@
 pub mod claims;
 mod gate;
 pub mod hosted;
+mod hosted_verify;
 pub mod idempotency;
 pub mod links;
 pub mod mint;
