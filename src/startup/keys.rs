@@ -272,14 +272,28 @@ pub fn migrate_store(
         ))
     })?;
     let target = open_store(&at(to)?)?;
-    let snapshot = source.export_snapshot()?;
-    target.import_snapshot(&snapshot).map_err(|e| match e {
-        crate::storage::StoreError::Conflict(m) => StartupError::Other(format!(
-            "{m}: refusing to copy into it (nothing was changed)"
-        )),
-        other => other.into(),
-    })?;
-    Ok(snapshot.iter().map(|(t, r)| (t.name, r.len())).collect())
+    // Row by row, a part at a time, from the source's snapshot into the target's one
+    // transaction: memory stays bounded whatever the installation's size.
+    let mut copied: Vec<(&'static str, usize)> = crate::storage::copy::TABLES
+        .iter()
+        .map(|t| (t.name, 0))
+        .collect();
+    target
+        .import_rows(&mut |sink| {
+            source.export_rows(&mut |t, rows| {
+                if let Some(c) = copied.iter_mut().find(|(name, _)| *name == t.name) {
+                    c.1 += rows.len();
+                }
+                sink(t, rows)
+            })
+        })
+        .map_err(|e| match e {
+            crate::storage::StoreError::Conflict(m) => StartupError::Other(format!(
+                "{m}: refusing to copy into it (nothing was changed)"
+            )),
+            other => other.into(),
+        })?;
+    Ok(copied)
 }
 
 #[cfg(test)]
@@ -317,6 +331,73 @@ mod tests {
         // A goes on from what it read, and opens B's keyring.
         let a = open_keyring_from(&s, &store, read_by_a, 2).unwrap();
         assert_eq!(a.get().pepper(), b.get().pepper());
+    }
+
+    /// A copy larger than a part, by rows (audit events) and by bytes (test inbox
+    /// messages), arrives whole and row for row: it is handed over part by part, never
+    /// read into memory whole.
+    #[test]
+    fn migrate_store_copies_an_installation_of_many_parts_whole() {
+        use crate::storage::copy::{PART_BYTES, PART_ROWS};
+        let dir = tempfile::tempdir().unwrap();
+        let key = MasterKey::generate();
+        let s = settings(dir.path(), &key);
+        let store = SqliteStore::open(&dir.path().join("k.db"), 2).unwrap();
+        open_keyring(&s, &store, 1).unwrap();
+        let t = crate::domain::tenant::Tenant::sample();
+        crate::storage::TenantStore::insert_tenant(&store, &t, &[1; 32], 1).unwrap();
+        drop(store);
+        let events = PART_ROWS * 2 + 500;
+        let messages = PART_BYTES / (1 << 20) * 3;
+        let conn = rusqlite::Connection::open(dir.path().join("k.db")).unwrap();
+        conn.execute(
+            &format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {events}) \
+                 INSERT INTO audit (tenant_id, at, event, recipient, outcome, client_ip, request_id) \
+                 SELECT ?1, i, 'otp.mint', 'r' || i, 'ok', '127.0.0.1', hex(randomblob(8)) FROM n"
+            ),
+            [t.id.as_str()],
+        )
+        .unwrap();
+        conn.execute(
+            &format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {messages}) \
+                 INSERT INTO test_inbox (tenant_id, key_digest, recipient, message, received_at) \
+                 SELECT ?1, randomblob(32), 'r' || i, randomblob(1048576), i FROM n"
+            ),
+            [t.id.as_str()],
+        )
+        .unwrap();
+        drop(conn);
+        let from = format!("sqlite://{}", dir.path().join("k.db").display());
+        let to = format!("sqlite://{}", dir.path().join("copy.db").display());
+        let copied = migrate_store(&s, &from, &to).unwrap();
+        let count = |name: &str| copied.iter().find(|(n, _)| *n == name).unwrap().1;
+        assert_eq!(count("audit"), events);
+        assert_eq!(count("test_inbox"), messages);
+        assert_eq!(count("tenants"), 1);
+        // Row for row: nothing in one that is not in the other.
+        let conn = rusqlite::Connection::open(dir.path().join("copy.db")).unwrap();
+        conn.execute(
+            "ATTACH DATABASE ?1 AS src",
+            [dir.path().join("k.db").to_str().unwrap()],
+        )
+        .unwrap();
+        for table in ["audit", "test_inbox", "tenants", "keyring"] {
+            for (a, b) in [("main", "src"), ("src", "main")] {
+                let differ: i64 = conn
+                    .query_row(
+                        &format!(
+                            "SELECT COUNT(*) FROM (SELECT * FROM {a}.{table} EXCEPT \
+                             SELECT * FROM {b}.{table})"
+                        ),
+                        [],
+                        |r| r.get(0),
+                    )
+                    .unwrap();
+                assert_eq!(differ, 0, "{table}: rows of {a} not in {b}");
+            }
+        }
     }
 
     #[test]

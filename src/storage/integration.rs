@@ -396,13 +396,18 @@ impl<E: Engine> IntegrationStore for E {
     fn purge_integration(&self, now: Millis, records_before: Millis) -> Result<usize, StoreError> {
         // Each statement commits alone (each is idempotent: instances purging at once
         // delete each row once).
-        let mut n = self.exec_one(sql::PURGE_IDEMPOTENCY_KEYS, args![now])?;
-        // A settled event is only needed for its delivery records' type and id.
-        n += self.exec_one(sql::PURGE_WEBHOOK_EVENTS, args![now - 24 * HOUR_MS])?;
+        // Each in batches (see `records::PURGE_BATCH`). An idempotency key is kept to its
+        // expiry; a settled event only a day (only its delivery records' type and id need
+        // it).
         let limit = i64::try_from(super::records::PURGE_BATCH).unwrap_or(i64::MAX);
-        n += super::records::in_batches(|| {
-            self.exec_one(sql::PURGE_WEBHOOK_DELIVERIES, args![records_before, limit])
-        })?;
+        let mut n = 0;
+        for (q, cutoff) in [
+            (sql::PURGE_IDEMPOTENCY_KEYS, now),
+            (sql::PURGE_WEBHOOK_EVENTS, now - 24 * HOUR_MS),
+            (sql::PURGE_WEBHOOK_DELIVERIES, records_before),
+        ] {
+            n += super::records::in_batches(|| self.exec_one(q, args![cutoff, limit]))?;
+        }
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 }

@@ -226,8 +226,10 @@ impl<E: Engine> ProviderEventStore for E {
     }
 
     fn purge_provider_events(&self, before: Millis) -> Result<usize, StoreError> {
-        let before = [before.into()];
-        let n = self.exec_one(sql::provider_events::PURGE, &before)?;
+        let limit = i64::try_from(super::records::PURGE_BATCH).unwrap_or(i64::MAX);
+        let n = super::records::in_batches(|| {
+            self.exec_one(sql::provider_events::PURGE, args![before, limit])
+        })?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 }

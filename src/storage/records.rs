@@ -4,7 +4,7 @@
 use super::cells::audit_from;
 use super::codes::{insert_challenge, Inserted, NewChallenge};
 use super::engine::{args, Engine, Exec};
-use super::sql::{records as sql, Arg};
+use super::sql::{records as sql, Arg, Shared};
 use super::tenants::insert_tenant_row;
 use super::{copy, StoreError, MINUTE_MS};
 use crate::domain::audit::AuditEvent;
@@ -40,12 +40,18 @@ pub trait RecordStore {
     fn purge(&self, before: Millis, sends_before: Millis) -> Result<usize, StoreError>;
     /// A consistent copy of the live database at `path` (SQLite's online backup API).
     fn backup_to(&self, path: &std::path::Path) -> Result<(), StoreError>;
-    /// Every row of every table of `copy::TABLES`, read in one consistent snapshot (one read
-    /// transaction), so rows written meanwhile cannot leave a child without its parent.
-    fn export_snapshot(&self) -> Result<copy::Snapshot, StoreError>;
-    /// Write a snapshot in one transaction: all of it or nothing. Refused (`Conflict`) when
-    /// this database already holds a keyring or a tenant.
-    fn import_snapshot(&self, s: &copy::Snapshot) -> Result<(), StoreError>;
+    /// Hand every row of every table of `copy::TABLES` to `sink`, in parts (see
+    /// [`copy::Parts`]), read in one consistent snapshot (one read transaction), so rows
+    /// written meanwhile cannot leave a child without its parent.
+    fn export_rows(&self, sink: &mut copy::Sink<'_>) -> Result<(), StoreError>;
+    /// Write, in one transaction, every row `source` hands the sink it is given: all of it
+    /// or nothing (an error of the source's rolls back what was written). Refused
+    /// (`Conflict`), before `source` is called, when this database already holds a keyring
+    /// or a tenant.
+    fn import_rows(
+        &self,
+        source: &mut dyn FnMut(&mut copy::Sink<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
 }
 
 /// The OtpMint import, written once for both backends (`impl<E: Engine> ImportStore for E`).
@@ -152,18 +158,27 @@ pub(crate) fn in_batches(
     }
 }
 
-/// One batch of the ended codes' delete. A code still to be counted as expired unverified
-/// (stats_state 1) waits for the count. (The condition stands again outside the batch's
-/// select: PostgreSQL checks a row a delete waited for only by its outer condition.)
-pub(crate) fn purge_codes_batch(tx: &mut dyn Exec, before: Millis) -> Result<u64, StoreError> {
+/// One batch (at most [`PURGE_BATCH`] rows) of a batched delete: `q` takes the cut-off as
+/// `$1` and the batch's size as `$2`. (Each batched delete states its condition again
+/// outside the batch's select: PostgreSQL checks a row a delete waited for only by its
+/// outer condition.)
+pub(crate) fn purge_batch(tx: &mut dyn Exec, q: Shared, cutoff: Millis) -> Result<u64, StoreError> {
     let limit = i64::try_from(PURGE_BATCH).unwrap_or(i64::MAX);
-    tx.exec(sql::PURGE_CHALLENGES, args![before, limit])
+    tx.exec(q, args![cutoff, limit])
 }
 
-/// One batch of the send records' delete (the recipient quotas' history).
-pub(crate) fn purge_sends_batch(tx: &mut dyn Exec, before: Millis) -> Result<u64, StoreError> {
-    let limit = i64::try_from(PURGE_BATCH).unwrap_or(i64::MAX);
-    tx.exec(sql::PURGE_SENDS, args![before, limit])
+/// The retention purge's batched deletes past the codes (see [`RecordStore::purge`]), each
+/// with its cut-off: the send records (the recipient quotas' history), the SMS guard's
+/// sends, the test inbox and the hosted pages' sessions. The codes' own delete comes first
+/// (`sql::PURGE_CHALLENGES` at `before`): a code still to be counted as expired unverified
+/// (stats_state 1) waits for the count.
+pub(crate) fn batched_purges(before: Millis, sends_before: Millis) -> [(Shared, Millis); 4] {
+    [
+        (sql::PURGE_SENDS, sends_before),
+        (super::sql::sms_guard::PURGE, sends_before),
+        (sql::PURGE_TEST_INBOX, sends_before),
+        (sql::PURGE_HOSTED_SESSIONS, before),
+    ]
 }
 
 /// The retention purge's other statements (see [`RecordStore::purge`]). Each statement is
@@ -173,7 +188,6 @@ pub(crate) fn purge_in(
     before: Millis,
     sends_before: Millis,
 ) -> Result<(), StoreError> {
-    tx.exec(super::sql::sms_guard::PURGE, args![sends_before])?;
     let trusted_before = before.min(sends_before)
         - i64::from(crate::domain::sms_guard::TRUSTED_DAYS_MAX) * 86_400_000;
     tx.exec(super::sql::sms_guard::PURGE_TRUSTED, args![trusted_before])?;
@@ -181,8 +195,6 @@ pub(crate) fn purge_in(
     tx.exec(sql::PURGE_TENANT_SEND_MINUTES, args![minute])?;
     tx.exec(sql::PURGE_RECIPIENT_FAILURES, args![sends_before])?;
     tx.exec(sql::PURGE_TEST_SEND_MINUTES, args![minute])?;
-    tx.exec(sql::PURGE_TEST_INBOX, args![sends_before])?;
-    tx.exec(sql::PURGE_HOSTED_SESSIONS, args![before])?;
     Ok(())
 }
 

@@ -7,20 +7,22 @@ use ::postgres::types::ToSql;
 use super::{export_rows, PgStore, KEYRING_LOCK};
 use crate::domain::Millis;
 use crate::storage::engine::Dialect;
-use crate::storage::records::{in_batches, purge_codes_batch, purge_in, purge_sends_batch};
+use crate::storage::records::{batched_purges, in_batches, purge_batch, purge_in};
 use crate::storage::{copy, RecordStore, StoreError};
 
 impl RecordStore for PgStore {
     fn purge(&self, before: Millis, sends_before: Millis) -> Result<usize, StoreError> {
         // Outside a transaction: each statement commits on its own.
         let mut conn = self.conn()?;
-        let n = in_batches(|| purge_codes_batch(&mut conn.db(), before))?;
-        in_batches(|| purge_sends_batch(&mut conn.db(), sends_before))?;
+        let n = in_batches(|| purge_batch(&mut conn.db(), sql::records::PURGE_CHALLENGES, before))?;
+        for (q, cutoff) in batched_purges(before, sends_before) {
+            in_batches(|| purge_batch(&mut conn.db(), q, cutoff))?;
+        }
         purge_in(&mut conn.db(), before, sends_before)?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
-    fn export_snapshot(&self) -> Result<copy::Snapshot, StoreError> {
+    fn export_rows(&self, sink: &mut copy::Sink<'_>) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         let mut tx = conn
             .client
@@ -30,23 +32,36 @@ impl RecordStore for PgStore {
             .start()?;
         // A copy reads whole tables: no statement timeout for it.
         tx.batch_execute("SET LOCAL statement_timeout = 0")?;
-        let mut out = Vec::new();
         for t in copy::TABLES {
-            let rows = tx.query(&format!("SELECT {} FROM {}", t.column_list(), t.name), &[])?;
-            out.push((t, export_rows(t, &rows)?));
+            // Read through a portal, a few rows at a time: never a whole table in memory.
+            let portal = tx.bind(&format!("SELECT {} FROM {}", t.column_list(), t.name), &[])?;
+            let mut parts = copy::Parts::new(sink, t);
+            loop {
+                let rows = tx.query_portal(&portal, 100)?;
+                for row in export_rows(t, &rows)? {
+                    parts.push(row)?;
+                }
+                if rows.len() < 100 {
+                    break;
+                }
+            }
+            parts.finish()?;
         }
         tx.commit()?;
-        Ok(out)
+        Ok(())
     }
 
-    fn import_snapshot(&self, s: &copy::Snapshot) -> Result<(), StoreError> {
+    fn import_rows(
+        &self,
+        source: &mut dyn FnMut(&mut copy::Sink<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         self.tx(|tx| {
             tx.c.batch_execute("SET LOCAL statement_timeout = 0")?;
             // Also keeps two copies into one database from interleaving.
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&KEYRING_LOCK])?;
             let held = tx.query_one(sql::records::IMPORT_SNAPSHOT.pg, &[])?;
             copy::held(held.try_get(0)?, held.try_get(1)?)?;
-            for (t, rows) in s {
+            source(&mut |t, rows| {
                 let sql = t.insert_sql(Dialect::Postgres);
                 for row in rows {
                     let values: Vec<Box<dyn ToSql + Sync>> = row
@@ -79,6 +94,9 @@ impl RecordStore for PgStore {
                     let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|b| b.as_ref()).collect();
                     tx.execute(&sql, &refs)?;
                 }
+                Ok(())
+            })?;
+            for t in copy::TABLES {
                 if let Some(col) = t.identity {
                     // The next number the table hands out comes after the copied ones.
                     tx.execute(

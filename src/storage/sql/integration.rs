@@ -101,13 +101,18 @@ shared_sql!(
 );
 
 shared_sql!(
+    /// At most `$2` of them: the purge deletes in batches.
     pub(crate) PURGE_IDEMPOTENCY_KEYS =
-        "DELETE FROM idempotency_keys WHERE expires_at <= $1"
+        "DELETE FROM idempotency_keys WHERE (tenant_id, key_digest) IN (SELECT tenant_id, \
+         key_digest FROM idempotency_keys WHERE expires_at <= $1 LIMIT $2) AND expires_at <= $1"
 );
 
 shared_sql!(
+    /// At most `$2` of them: the purge deletes in batches.
     pub(crate) PURGE_WEBHOOK_EVENTS =
-        "DELETE FROM webhook_events WHERE status <> 'pending' AND created_at < $1"
+        "DELETE FROM webhook_events WHERE id IN (SELECT id FROM webhook_events WHERE \
+         status <> 'pending' AND created_at < $1 LIMIT $2) AND status <> 'pending' AND \
+         created_at < $1"
 );
 
 shared_sql!(

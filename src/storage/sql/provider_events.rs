@@ -36,7 +36,10 @@ shared_sql!(
 );
 
 shared_sql!(
-    /// Pins (`…-pin`) are not events: they stay.
+    /// Pins (`…-pin`) are not events: they stay. At most `$2` of them: the purge deletes
+    /// in batches.
     pub(crate) PURGE =
-        "DELETE FROM provider_events WHERE received_at < $1 AND provider NOT LIKE '%-pin'"
+        "DELETE FROM provider_events WHERE (tenant_id, provider, event_id) IN (SELECT \
+         tenant_id, provider, event_id FROM provider_events WHERE received_at < $1 AND \
+         provider NOT LIKE '%-pin' LIMIT $2) AND received_at < $1 AND provider NOT LIKE '%-pin'"
 );

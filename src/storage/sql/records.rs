@@ -32,10 +32,18 @@ shared_sql!(
     pub(crate) PURGE_TEST_SEND_MINUTES = "DELETE FROM test_send_minutes WHERE minute < $1"
 );
 
-shared_sql!(pub(crate) PURGE_TEST_INBOX = "DELETE FROM test_inbox WHERE received_at < $1");
+shared_sql!(
+    /// At most `$2` of them: the purge deletes in batches.
+    pub(crate) PURGE_TEST_INBOX =
+        "DELETE FROM test_inbox WHERE id IN (SELECT id FROM test_inbox WHERE received_at < $1 \
+         LIMIT $2) AND received_at < $1"
+);
 
 shared_sql!(
-    pub(crate) PURGE_HOSTED_SESSIONS = "DELETE FROM hosted_sessions WHERE expires_at < $1"
+    /// At most `$2` of them: the purge deletes in batches.
+    pub(crate) PURGE_HOSTED_SESSIONS =
+        "DELETE FROM hosted_sessions WHERE id IN (SELECT id FROM hosted_sessions WHERE \
+         expires_at < $1 LIMIT $2) AND expires_at < $1"
 );
 
 shared_sql!(

@@ -45,7 +45,13 @@ shared_sql!(
          CONFLICT (tenant_id, phone) DO UPDATE SET verified_at = excluded.verified_at"
 );
 
-shared_sql!(pub(crate) PURGE = "DELETE FROM sms_sends WHERE at < $1");
+shared_sql!(
+    /// At most `$2` of them: the purge deletes in batches (the table has no key; a code's
+    /// send is its key digest and time).
+    pub(crate) PURGE =
+        "DELETE FROM sms_sends WHERE (key_digest, at) IN (SELECT key_digest, at FROM sms_sends \
+         WHERE at < $1 LIMIT $2) AND at < $1"
+);
 
 shared_sql!(
     /// Trust older than any tenant may keep it (`TRUSTED_DAYS_MAX`).

@@ -9,37 +9,41 @@ use rusqlite::TransactionBehavior;
 use super::{create_new_private, export_table, CachedSql, SqliteStore, Statements};
 use crate::domain::Millis;
 use crate::storage::engine::Dialect;
-use crate::storage::records::{in_batches, purge_codes_batch, purge_in, purge_sends_batch};
+use crate::storage::records::{batched_purges, in_batches, purge_batch, purge_in};
 use crate::storage::{copy, RecordStore, StoreError};
 
 impl RecordStore for SqliteStore {
     fn purge(&self, before: Millis, sends_before: Millis) -> Result<usize, StoreError> {
-        let n = in_batches(|| {
-            self.writer
-                .write(move |conn| purge_codes_batch(&mut Statements(conn), before))
-        })?;
-        in_batches(|| {
-            self.writer
-                .write(move |conn| purge_sends_batch(&mut Statements(conn), sends_before))
-        })?;
+        let batches = |q, cutoff| {
+            in_batches(|| {
+                self.writer
+                    .write(move |conn| purge_batch(&mut Statements(conn), q, cutoff))
+            })
+        };
+        let n = batches(sql::records::PURGE_CHALLENGES, before)?;
+        for (q, cutoff) in batched_purges(before, sends_before) {
+            batches(q, cutoff)?;
+        }
         self.writer
             .write(move |conn| purge_in(&mut Statements(conn), before, sends_before))?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
-    fn export_snapshot(&self) -> Result<copy::Snapshot, StoreError> {
+    fn export_rows(&self, sink: &mut copy::Sink<'_>) -> Result<(), StoreError> {
         let mut conn = self.pooled()?;
         // A deferred transaction: its first read fixes the snapshot every table is read in.
         let tx = conn.transaction()?;
-        let mut out = Vec::new();
         for t in copy::TABLES {
-            out.push((t, export_table(&tx, t)?));
+            export_table(&tx, t, copy::Parts::new(sink, t))?;
         }
         tx.commit()?;
-        Ok(out)
+        Ok(())
     }
 
-    fn import_snapshot(&self, s: &copy::Snapshot) -> Result<(), StoreError> {
+    fn import_rows(
+        &self,
+        source: &mut dyn FnMut(&mut copy::Sink<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         use rusqlite::types::Value as V;
         let mut conn = self.pooled()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -48,18 +52,21 @@ impl RecordStore for SqliteStore {
                 Ok((r.get(0)?, r.get(1)?))
             })?;
         copy::held(tenants, keyring)?;
-        for (t, rows) in s {
-            let mut st = tx.prepare(&t.insert_sql(Dialect::Sqlite))?;
+        source(&mut |t, rows| {
+            let mut st = tx.prepare_cached(&t.insert_sql(Dialect::Sqlite))?;
             for row in rows {
-                st.execute(rusqlite::params_from_iter(row.iter().map(|v| match v {
-                    copy::Value::Null => V::Null,
-                    copy::Value::Int(i) => V::Integer(*i),
-                    copy::Value::Bool(b) => V::Integer(i64::from(*b)),
-                    copy::Value::Text(s) => V::Text(s.clone()),
-                    copy::Value::Blob(b) => V::Blob(b.clone()),
-                })))?;
+                st.execute(rusqlite::params_from_iter(row.into_iter().map(
+                    |v| match v {
+                        copy::Value::Null => V::Null,
+                        copy::Value::Int(i) => V::Integer(i),
+                        copy::Value::Bool(b) => V::Integer(i64::from(b)),
+                        copy::Value::Text(s) => V::Text(s),
+                        copy::Value::Blob(b) => V::Blob(b),
+                    },
+                )))?;
             }
-        }
+            Ok(())
+        })?;
         tx.commit()?;
         Ok(())
     }

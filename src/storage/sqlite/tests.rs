@@ -236,17 +236,54 @@ fn a_real_where_otpmint_keeps_whole_numbers_fails_the_export_as_damage() {
     let store = SqliteStore::open(&dir.path().join("r.db"), 2).unwrap();
     let t = Tenant::sample();
     store.insert_tenant(&t, &[9; 32], 1).unwrap();
-    assert!(store.export_snapshot().is_ok());
+    let export = |store: &SqliteStore| store.export_rows(&mut |_, _| Ok(()));
+    assert!(export(&store).is_ok());
     store
         .conn()
         .unwrap()
         .execute("UPDATE tenants SET created_at = 1.5", [])
         .unwrap();
-    let r = store.export_snapshot().map(drop);
+    let r = export(&store);
     assert!(
         matches!(&r, Err(StoreError::Corrupt(m)) if m.contains("tenants.created_at")),
         "{r:?}"
     );
+}
+
+/// A copy's target takes all of it or nothing: a source that fails after its first part
+/// leaves the target as it was (and a copy can be made into it afterwards).
+#[test]
+fn a_copy_whose_source_fails_midway_leaves_its_target_empty() {
+    use crate::storage::copy::{Sink, Value};
+    use crate::storage::RecordStore;
+    let dir = tempfile::tempdir().unwrap();
+    let source = SqliteStore::open(&dir.path().join("s.db"), 2).unwrap();
+    let t = Tenant::sample();
+    source.insert_tenant(&t, &[9; 32], 1).unwrap();
+    let target = SqliteStore::open(&dir.path().join("t.db"), 2).unwrap();
+    let tenants = |store: &SqliteStore| -> i64 {
+        let conn = store.conn().unwrap();
+        conn.query_row("SELECT COUNT(*) FROM tenants", [], |r| r.get(0))
+            .unwrap()
+    };
+    let mut parts = 0;
+    let r = target.import_rows(&mut |sink: &mut Sink<'_>| {
+        source.export_rows(&mut |table, rows: Vec<Vec<Value>>| {
+            parts += 1;
+            sink(table, rows)?;
+            match table.name {
+                "tenants" => Err(StoreError::Unavailable("the source went away".into())),
+                _ => Ok(()),
+            }
+        })
+    });
+    assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+    assert!(parts >= 1);
+    assert_eq!(tenants(&target), 0, "nothing of the failed copy stays");
+    target
+        .import_rows(&mut |sink| source.export_rows(sink))
+        .unwrap();
+    assert_eq!(tenants(&target), 1);
 }
 
 #[cfg(unix)]
@@ -384,7 +421,7 @@ fn a_data_key_version_taken_already_is_a_conflict() {
 #[test]
 fn a_purge_backlog_larger_than_a_batch_is_deleted_whole() {
     use crate::storage::records::PURGE_BATCH;
-    use crate::storage::{IntegrationStore, RecordStore};
+    use crate::storage::{IntegrationStore, ProviderEventStore, RecordStore};
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("p.db"), 2).unwrap();
     let t = Tenant::sample();
@@ -455,16 +492,66 @@ fn a_purge_backlog_larger_than_a_batch_is_deleted_whole() {
         fill(table, &audit("1000"), backlog);
         fill(table, &audit("9000000000000"), 10);
     }
+    // The other tables that grow with traffic: each row old (1000) or to be kept (9e12).
+    type Columns = &'static [(&'static str, &'static str)];
+    let others: [(&str, &str, Columns); 6] = [
+        ("sms_sends", "at", &[("key_digest", "randomblob(32)")]),
+        ("test_inbox", "received_at", &[]),
+        (
+            "hosted_sessions",
+            "expires_at",
+            &[("id", "hex(randomblob(16))")],
+        ),
+        (
+            "idempotency_keys",
+            "expires_at",
+            &[("key_digest", "randomblob(32)")],
+        ),
+        (
+            "webhook_events",
+            "created_at",
+            &[("id", "hex(randomblob(16))"), ("status", "'delivered'")],
+        ),
+        (
+            "provider_events",
+            "received_at",
+            &[("provider", "'ses'"), ("event_id", "hex(randomblob(16))")],
+        ),
+    ];
+    for (table, at, extra) in others {
+        for (when, n) in [("1000", backlog), ("9000000000000", 10)] {
+            let mut set = vec![("tenant_id", tenant.clone()), (at, when.to_string())];
+            set.extend(extra.iter().map(|(c, v)| (*c, v.to_string())));
+            fill(table, &set, n);
+        }
+    }
+    // A provider's pin is no event: it stays however old.
+    fill(
+        "provider_events",
+        &[
+            ("tenant_id", tenant.clone()),
+            ("provider", "'ses-pin'".into()),
+            ("event_id", "'p'".into()),
+            ("received_at", "1000".into()),
+        ],
+        1,
+    );
     let count = |table: &str| -> u64 {
         conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
             .unwrap()
     };
     assert_eq!(count("challenges"), backlog + 10);
-    let now = 2_000_000;
+    // Past a day, so a settled webhook event is old enough to go.
+    let now = 200_000_000;
     assert_eq!(store.purge(now, now).unwrap() as u64, backlog);
     assert_eq!(store.purge_audit(now).unwrap() as u64, backlog);
     store.purge_integration(now, now).unwrap();
+    store.purge_provider_events(now).unwrap();
     for table in ["challenges", "audit", "sends", "webhook_deliveries"] {
         assert_eq!(count(table), 10, "{table}");
+    }
+    for (table, _, _) in others {
+        let pin = u64::from(table == "provider_events");
+        assert_eq!(count(table), 10 + pin, "{table}");
     }
 }
