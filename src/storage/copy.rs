@@ -31,8 +31,8 @@ pub enum Value {
 pub struct Table {
     pub name: &'static str,
     pub columns: &'static [(&'static str, Kind)],
-    /// Columns whose values the target numbers itself (copied rows keep theirs on SQLite;
-    /// PostgreSQL's identity columns are overridden and their sequences moved past them).
+    /// Columns whose values the target numbers itself (copied rows keep theirs; PostgreSQL's
+    /// sequences are moved past them).
     pub identity: Option<&'static str>,
 }
 
@@ -450,19 +450,15 @@ impl Table {
             .join(", ")
     }
 
-    /// The statement that inserts one copied row, as `dialect` runs it (PostgreSQL's
-    /// identity column keeps the copied number: `OVERRIDING SYSTEM VALUE`).
-    pub(crate) fn insert_sql(&self, dialect: Dialect) -> String {
+    /// The statement that inserts one copied row into SQLite (PostgreSQL takes a part in
+    /// one `COPY`).
+    pub(crate) fn insert_sql(&self) -> String {
         let marks = (1..=self.columns.len())
-            .map(|i| dialect.placeholder(i))
+            .map(|i| Dialect::Sqlite.placeholder(i))
             .collect::<Vec<_>>()
             .join(", ");
-        let overriding = match dialect {
-            Dialect::Postgres if self.identity.is_some() => " OVERRIDING SYSTEM VALUE",
-            _ => "",
-        };
         format!(
-            "INSERT INTO {} ({}){overriding} VALUES ({marks})",
+            "INSERT INTO {} ({}) VALUES ({marks})",
             self.name,
             self.column_list()
         )

@@ -2,11 +2,11 @@
 //! snapshot used by migrate-store.
 
 use crate::storage::sql;
-use ::postgres::types::ToSql;
+use ::postgres::binary_copy::BinaryCopyInWriter;
+use ::postgres::types::{ToSql, Type};
 
 use super::{export_rows, PgStore, KEYRING_LOCK};
 use crate::domain::Millis;
-use crate::storage::engine::Dialect;
 use crate::storage::records::{batched_purges, in_batches, purge_batch, purge_in};
 use crate::storage::{copy, RecordStore, StoreError};
 
@@ -62,38 +62,21 @@ impl RecordStore for PgStore {
             let held = tx.query_one(sql::records::IMPORT_SNAPSHOT.pg, &[])?;
             copy::held(held.try_get(0)?, held.try_get(1)?)?;
             source(&mut |t, rows| {
-                let sql = t.insert_sql(Dialect::Postgres);
+                // A part in one COPY (binary): one round trip, not one a row. COPY writes
+                // an identity column's copied numbers as given.
+                let types: Vec<Type> = t.columns.iter().map(|(_, k)| pg_type(*k)).collect();
+                let into = format!("COPY {} ({}) FROM STDIN BINARY", t.name, t.column_list());
+                let mut w = BinaryCopyInWriter::new(tx.c.copy_in(&into)?, &types);
                 for row in rows {
-                    let values: Vec<Box<dyn ToSql + Sync>> = row
+                    let values = row
                         .iter()
                         .zip(t.columns)
-                        .map(|(v, (col, kind))| -> Result<Box<dyn ToSql + Sync>, StoreError> {
-                            Ok(match (v, kind) {
-                                (copy::Value::Int(i), copy::Kind::Bool) => Box::new(*i != 0),
-                                // A count past PostgreSQL's INTEGER is damage, never cut down.
-                                (copy::Value::Int(i), copy::Kind::Count) => {
-                                    Box::new(i32::try_from(*i).map_err(|_| {
-                                        StoreError::Corrupt(format!(
-                                            "{}.{col} holds {i}, past a count's range",
-                                            t.name
-                                        ))
-                                    })?)
-                                }
-                                (copy::Value::Int(i), _) => Box::new(*i),
-                                (copy::Value::Bool(b), _) => Box::new(*b),
-                                (copy::Value::Text(s), _) => Box::new(s.clone()),
-                                (copy::Value::Blob(b), _) => Box::new(b.clone()),
-                                (copy::Value::Null, copy::Kind::Int) => Box::new(None::<i64>),
-                                (copy::Value::Null, copy::Kind::Count) => Box::new(None::<i32>),
-                                (copy::Value::Null, copy::Kind::Text) => Box::new(None::<String>),
-                                (copy::Value::Null, copy::Kind::Blob) => Box::new(None::<Vec<u8>>),
-                                (copy::Value::Null, copy::Kind::Bool) => Box::new(None::<bool>),
-                            })
-                        })
-                        .collect::<Result<_, _>>()?;
+                        .map(|(v, (col, kind))| pg_value(v, *kind, t.name, col))
+                        .collect::<Result<Vec<_>, _>>()?;
                     let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|b| b.as_ref()).collect();
-                    tx.execute(&sql, &refs)?;
+                    w.write(&refs)?;
                 }
+                w.finish()?;
                 Ok(())
             })?;
             for t in copy::TABLES {
@@ -117,4 +100,40 @@ impl RecordStore for PgStore {
             "`otpmint backup` copies a SQLite database; back up PostgreSQL with pg_dump",
         ))
     }
+}
+
+/// PostgreSQL's type of a copied column.
+fn pg_type(kind: copy::Kind) -> Type {
+    match kind {
+        copy::Kind::Int => Type::INT8,
+        copy::Kind::Count => Type::INT4,
+        copy::Kind::Text => Type::TEXT,
+        copy::Kind::Blob => Type::BYTEA,
+        copy::Kind::Bool => Type::BOOL,
+    }
+}
+
+/// A copied value as PostgreSQL takes it into a column of `kind` (`table.col`, for errors).
+fn pg_value(
+    v: &copy::Value,
+    kind: copy::Kind,
+    table: &str,
+    col: &str,
+) -> Result<Box<dyn ToSql + Sync>, StoreError> {
+    Ok(match (v, kind) {
+        (copy::Value::Int(i), copy::Kind::Bool) => Box::new(*i != 0),
+        // A count past PostgreSQL's INTEGER is damage, never cut down.
+        (copy::Value::Int(i), copy::Kind::Count) => Box::new(i32::try_from(*i).map_err(|_| {
+            StoreError::Corrupt(format!("{table}.{col} holds {i}, past a count's range"))
+        })?),
+        (copy::Value::Int(i), _) => Box::new(*i),
+        (copy::Value::Bool(b), _) => Box::new(*b),
+        (copy::Value::Text(s), _) => Box::new(s.clone()),
+        (copy::Value::Blob(b), _) => Box::new(b.clone()),
+        (copy::Value::Null, copy::Kind::Int) => Box::new(None::<i64>),
+        (copy::Value::Null, copy::Kind::Count) => Box::new(None::<i32>),
+        (copy::Value::Null, copy::Kind::Text) => Box::new(None::<String>),
+        (copy::Value::Null, copy::Kind::Blob) => Box::new(None::<Vec<u8>>),
+        (copy::Value::Null, copy::Kind::Bool) => Box::new(None::<bool>),
+    })
 }

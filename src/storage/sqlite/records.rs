@@ -8,7 +8,6 @@ use rusqlite::TransactionBehavior;
 
 use super::{create_new_private, export_table, CachedSql, SqliteStore, Statements};
 use crate::domain::Millis;
-use crate::storage::engine::Dialect;
 use crate::storage::records::{batched_purges, in_batches, purge_batch, purge_in};
 use crate::storage::{copy, RecordStore, StoreError};
 
@@ -53,7 +52,7 @@ impl RecordStore for SqliteStore {
             })?;
         copy::held(tenants, keyring)?;
         source(&mut |t, rows| {
-            let mut st = tx.prepare_cached(&t.insert_sql(Dialect::Sqlite))?;
+            let mut st = tx.prepare_cached(&t.insert_sql())?;
             for row in rows {
                 st.execute(rusqlite::params_from_iter(row.into_iter().map(
                     |v| match v {
