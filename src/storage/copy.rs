@@ -513,7 +513,7 @@ impl<'s, 'a> Parts<'s, 'a> {
 
     /// One more row; a full part is handed over.
     pub fn push(&mut self, row: Vec<Value>) -> Result<(), StoreError> {
-        self.bytes += row.iter().map(Value::size).sum::<usize>();
+        self.bytes += row_size(&row);
         self.rows.push(row);
         if self.rows.len() >= PART_ROWS || self.bytes > PART_BYTES {
             self.bytes = 0;
@@ -529,6 +529,11 @@ impl<'s, 'a> Parts<'s, 'a> {
             false => (self.sink)(self.table, std::mem::take(&mut self.rows)),
         }
     }
+}
+
+/// About how many bytes a row holds.
+pub fn row_size(row: &[Value]) -> usize {
+    row.iter().map(Value::size).sum()
 }
 
 impl Value {

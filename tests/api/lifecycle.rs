@@ -111,6 +111,16 @@ pub(crate) fn before_migration(url: &str, version: i64) -> i64 {
                 "ALTER TABLE idempotency_keys DROP COLUMN staged_code",
             ],
         ),
+        (
+            26,
+            &[
+                "DROP INDEX sends_at",
+                "DROP INDEX sms_sends_at",
+                "DROP INDEX test_inbox_received",
+                "DROP INDEX webhook_deliveries_at",
+                "DROP INDEX webhook_events_settled",
+            ],
+        ),
     ];
     for (v, statements) in UNDO {
         if *v >= version {

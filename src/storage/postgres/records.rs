@@ -33,17 +33,25 @@ impl RecordStore for PgStore {
         // A copy reads whole tables: no statement timeout for it.
         tx.batch_execute("SET LOCAL statement_timeout = 0")?;
         for t in copy::TABLES {
-            // Read through a portal, a few rows at a time: never a whole table in memory.
+            // Read through a portal, a few rows at a time: never a whole table in memory. A
+            // fetch takes about a quarter of a part's bytes (16 rows first, then as many as
+            // the rows so far say fit, at most 500).
             let portal = tx.bind(&format!("SELECT {} FROM {}", t.column_list(), t.name), &[])?;
             let mut parts = copy::Parts::new(sink, t);
+            let (mut fetch, mut rows_read, mut bytes_read) = (16usize, 0usize, 0usize);
             loop {
-                let rows = tx.query_portal(&portal, 100)?;
+                let rows = tx.query_portal(&portal, i32::try_from(fetch).unwrap_or(16))?;
+                let fetched = rows.len();
                 for row in export_rows(t, &rows)? {
+                    bytes_read += copy::row_size(&row);
                     parts.push(row)?;
                 }
-                if rows.len() < 100 {
+                if fetched < fetch {
                     break;
                 }
+                rows_read += fetched;
+                let per_row = bytes_read / rows_read.max(1) + 1;
+                fetch = (copy::PART_BYTES / 4 / per_row).clamp(1, 500);
             }
             parts.finish()?;
         }

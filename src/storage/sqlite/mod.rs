@@ -378,8 +378,7 @@ impl rusqlite::ToSql for sql::Arg {
     }
 }
 
-/// Every row of `t`, inside the caller's read transaction.
-/// Hand every row of `t` over, in parts.
+/// Hand every row of `t` over, in parts, inside the caller's read transaction.
 fn export_table(
     conn: &rusqlite::Connection,
     t: &'static copy::Table,

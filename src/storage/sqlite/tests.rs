@@ -541,17 +541,42 @@ fn a_purge_backlog_larger_than_a_batch_is_deleted_whole() {
             .unwrap()
     };
     assert_eq!(count("challenges"), backlog + 10);
-    // Past a day, so a settled webhook event is old enough to go.
+    // Past a day, so a settled webhook event is old enough to go. The codes' cut-off and
+    // the send records' differ, and rows between them stay: each table by its own.
     let now = 200_000_000;
-    assert_eq!(store.purge(now, now).unwrap() as u64, backlog);
+    let (before, sends_before) = (now, 5_000);
+    for (table, at) in [
+        ("sends", "at"),
+        ("sms_sends", "at"),
+        ("test_inbox", "received_at"),
+    ] {
+        let mut set = vec![("tenant_id", tenant.clone()), (at, "6000".to_string())];
+        if table == "sms_sends" {
+            set.push(("key_digest", "randomblob(32)".into()));
+        }
+        fill(table, &set, 1);
+    }
+    let mut between = code("6000", "i + 3000000");
+    between[2].1 = "'verified'".into();
+    fill("challenges", &between, 1);
+    assert_eq!(
+        store.purge(before, sends_before).unwrap() as u64,
+        backlog + 1
+    );
     assert_eq!(store.purge_audit(now).unwrap() as u64, backlog);
     store.purge_integration(now, now).unwrap();
     store.purge_provider_events(now).unwrap();
-    for table in ["challenges", "audit", "sends", "webhook_deliveries"] {
+    for table in ["challenges", "audit", "webhook_deliveries"] {
         assert_eq!(count(table), 10, "{table}");
     }
+    // The send records at 6000 are past their cut-off (5000): kept.
+    assert_eq!(count("sends"), 11);
     for (table, _, _) in others {
-        let pin = u64::from(table == "provider_events");
-        assert_eq!(count(table), 10 + pin, "{table}");
+        let kept = match table {
+            "provider_events" => 11,
+            "sms_sends" | "test_inbox" => 11,
+            _ => 10,
+        };
+        assert_eq!(count(table), kept, "{table}");
     }
 }
