@@ -2,9 +2,12 @@
 //! reply line and 64 KiB in reply to one command (counted since our last write). Beyond
 //! either, the read fails, so a hostile relay cannot grow our memory. A line longer than
 //! lettre reads (1,000 bytes with its CRLF) but within 4 KiB is passed on cut short, at a
-//! character's edge: a reply's code and the start of its text are what lettre reads. It reads
-//! SMTP text: under TLS it sits above the TLS stream (connect.rs does STARTTLS itself for
-//! this).
+//! character's edge: a reply's code and the start of its text are what lettre reads. A byte
+//! that is not part of a UTF-8 character (a relay writing Latin-1: `unbekannt \xfc`) is
+//! passed on as `?`: lettre takes a reply that is not UTF-8 for a garbled one, and a
+//! permanent refusal was retried as a relay that could not be reached (found by the
+//! hostile-upstream audit). It reads SMTP text: under TLS it sits above the TLS stream
+//! (connect.rs does STARTTLS itself for this).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -60,6 +63,10 @@ pub struct Bounded<S> {
     after_cr: bool,
     /// Read and not yet passed on: at most one read's bytes and a `\r`.
     ready: VecDeque<u8>,
+    /// The bytes of a UTF-8 character begun and not yet whole (at most 3), and how many it
+    /// announced.
+    pending: Vec<u8>,
+    width: usize,
     scratch: Vec<u8>,
 }
 
@@ -74,6 +81,8 @@ impl<S> Bounded<S> {
             cutting: false,
             after_cr: false,
             ready: VecDeque::new(),
+            pending: Vec::with_capacity(4),
+            width: 0,
             scratch: vec![0; 4096],
         }
     }
@@ -86,38 +95,67 @@ impl<S> Bounded<S> {
             return Err(overflow("the relay's reply is too large"));
         }
         for &b in new {
-            if b == b'\n' {
-                if self.cutting && self.after_cr {
-                    self.ready.push_back(b'\r');
+            // A character's bytes are gathered, then passed on whole (`?` for each byte of a
+            // broken one); a line end or any byte a character cannot hold ends a begun one.
+            if !self.pending.is_empty() {
+                if (0x80..=0xBF).contains(&b) {
+                    self.pending.push(b);
+                    if self.pending.len() == self.width {
+                        let whole = std::mem::take(&mut self.pending);
+                        match std::str::from_utf8(&whole) {
+                            Ok(_) => self.pass(&whole)?,
+                            Err(_) => self.pass(&vec![b'?'; whole.len()])?,
+                        }
+                    }
+                    continue;
                 }
-                self.ready.push_back(b'\n');
-                self.line = 0;
-                self.passed = 0;
-                self.cutting = false;
-                self.after_cr = false;
+                let broken = std::mem::take(&mut self.pending);
+                self.pass(&vec![b'?'; broken.len()])?;
+            }
+            let width = match b {
+                0xC2..=0xDF => 2,
+                0xE0..=0xEF => 3,
+                0xF0..=0xF4 => 4,
+                _ => 1,
+            };
+            if width > 1 {
+                self.pending.push(b);
+                self.width = width;
                 continue;
             }
-            self.line += 1;
-            // The line's own `\r` is not one of its characters.
-            if self.line > LINE_MAX + 1 || (self.line > LINE_MAX && b != b'\r') {
-                return Err(overflow("the relay's reply line is too long"));
+            let b = if b >= 0x80 { b'?' } else { b };
+            self.pass(&[b])?;
+        }
+        Ok(())
+    }
+
+    /// Pass on one character (its bytes, whole), counted against the bounds.
+    fn pass(&mut self, ch: &[u8]) -> io::Result<()> {
+        if ch == b"\n" {
+            if self.cutting && self.after_cr {
+                self.ready.push_back(b'\r');
             }
-            self.after_cr = b == b'\r';
-            if !self.cutting {
-                // A character is passed on whole or not at all, so that what is passed on
-                // stays text: its first byte only with room for the bytes it announces.
-                let width = match b {
-                    0xC0..=0xDF => 2,
-                    0xE0..=0xEF => 3,
-                    0xF0..=0xF7 => 4,
-                    _ => 1,
-                };
-                if self.passed + width <= LINE_PASSED {
-                    self.ready.push_back(b);
-                    self.passed += 1;
-                } else {
-                    self.cutting = true;
-                }
+            self.ready.push_back(b'\n');
+            self.line = 0;
+            self.passed = 0;
+            self.cutting = false;
+            self.after_cr = false;
+            return Ok(());
+        }
+        self.line += ch.len();
+        // The line's own `\r` is not one of its characters.
+        if self.line > LINE_MAX + 1 || (self.line > LINE_MAX && ch != b"\r") {
+            return Err(overflow("the relay's reply line is too long"));
+        }
+        self.after_cr = ch == b"\r";
+        if !self.cutting {
+            // A character is passed on whole or not at all, so that what is passed on
+            // stays text.
+            if self.passed + ch.len() <= LINE_PASSED {
+                self.ready.extend(ch);
+                self.passed += ch.len();
+            } else {
+                self.cutting = true;
             }
         }
         Ok(())
@@ -281,6 +319,21 @@ mod tests {
             "{}",
             out.len()
         );
+    }
+
+    /// A reply in Latin-1 (`unbekannt \xfc`) is passed on as text, its stray bytes as `?`;
+    /// UTF-8 characters stay whole, however the reads split them.
+    #[tokio::test]
+    async fn bytes_that_are_no_utf8_character_are_passed_on_as_question_marks() {
+        let sent = b"550 5.1.1 Benutzer unbekannt \xfc\r\n550 gr\xc3\xbc\xc3n \xe2\x82 x\xf0\x9f\x98\x80\xed\xa0\x80\xc0\xaf\r\n";
+        for chunk in [1, 2, 3, 5, 1000] {
+            let out = passed(sent, chunk).await.unwrap();
+            let text = String::from_utf8(out).expect("text");
+            assert_eq!(
+                text, "550 5.1.1 Benutzer unbekannt ?\r\n550 gr\u{fc}?n ?? x\u{1f600}?????\r\n",
+                "{chunk}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -302,6 +302,22 @@ async fn a_rejected_recipient_fails_as_smtp_rejected_and_the_earlier_code_stays_
     assert_eq!(app.verify(&sk, &key, &code).await.0, StatusCode::OK);
 }
 
+/// A relay's refusal in Latin-1 (not UTF-8) is a refusal all the same: 502 smtp_rejected,
+/// not a relay that could not be reached (found by the hostile-upstream audit: the reply was
+/// taken for a garbled one, and the code went out through the fallback relay).
+#[tokio::test]
+async fn a_refusal_whose_text_is_not_utf8_fails_as_smtp_rejected() {
+    let app = spawn_app().await;
+    let (_, sk) = app.tenant().await;
+    app.smtp.set_mode(Mode::RejectRecipientsInLatin1);
+    let v = failing_mint(&app, &sk).await;
+    assert_eq!(v["reason"], "smtp_rejected", "{v}");
+    assert!(
+        !v.to_string().contains("Benutzer"),
+        "SMTP replies are not echoed"
+    );
+}
+
 #[tokio::test]
 async fn a_closed_port_fails_as_smtp_unreachable() {
     let free = std::net::TcpListener::bind("127.0.0.1:0")

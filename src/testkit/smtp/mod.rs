@@ -80,6 +80,8 @@ pub enum Mode {
     Normal,
     /// 550 to every RCPT (a permanent refusal).
     RejectRecipients,
+    /// 550 to every RCPT, its text in Latin-1 (`Benutzer unbekannt ü`): not UTF-8.
+    RejectRecipientsInLatin1,
     /// Accept TCP and never answer.
     Tarpit,
     /// Accept TCP and close it at once (a relay that is down).

@@ -28,6 +28,7 @@ pub(super) async fn handle(
         }
         Mode::Normal
         | Mode::RejectRecipients
+        | Mode::RejectRecipientsInLatin1
         | Mode::KeepAndStall
         | Mode::KeepAndDrop
         | Mode::StallAtRcpt
@@ -255,6 +256,11 @@ async fn session(
             let mode = *st.mode.lock().unwrap();
             if mode == Mode::RejectRecipients {
                 "550 no such user\r\n".into()
+            } else if mode == Mode::RejectRecipientsInLatin1 {
+                r.get_mut()
+                    .write_all(b"550 5.1.1 Benutzer unbekannt \xfc\r\n")
+                    .await?;
+                continue;
             } else if mode == Mode::LongLinesWithinBound {
                 to.push(cmd[8..].trim().trim_matches(['<', '>']).to_string());
                 format!("250 ok {}\r\n", "y".repeat(3000))
