@@ -158,7 +158,32 @@ fn sandbox<'s>() -> Environment<'s> {
             AutoEscape::None
         }
     });
+    env.set_formatter(|out, state, value| match value.as_str() {
+        Some(s) if *state.auto_escape() == AutoEscape::Html && !value.is_safe() => out
+            .write_str(&html_escaped(s))
+            .map_err(minijinja::Error::from),
+        _ => minijinja::escape_formatter(out, state, value),
+    });
     env
+}
+
+/// A string as HTML text or an attribute's value: `&`, `<`, `>`, `"` and `'` escaped, `/`
+/// left as it is (MiniJinja's escaping writes `/` as `&#x2f;`, and a link's URL in an
+/// `href` then reads `http:&#x2f;&#x2f;…` to a link scanner or extractor, unlike the text
+/// part's; found by the mail audit). Nothing can close a tag without a `<`.
+fn html_escaped(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn engine_error(field: &'static str, e: &minijinja::Error) -> TemplateError {
@@ -224,7 +249,9 @@ pub fn ensure_link(r: &mut Rendered, link: &str) {
             // The link is ours (base URL and a base62 token): nothing in it needs escaping
             // but the quote, and it has none.
             let a = format!("<p><a href=\"{link}\">{link}</a></p>");
-            match h.rfind("</body>") {
+            // Before the body's end, in whatever case it is written (ASCII case: the
+            // lowered copy's offsets are the HTML's).
+            match h.to_ascii_lowercase().rfind("</body>") {
                 Some(i) => h.insert_str(i, &a),
                 None => h.push_str(&a),
             }

@@ -343,14 +343,14 @@ fn every_builtin_places_a_magic_link_as_a_translated_button_and_line() {
             !lead.trim().is_empty() && !lead.contains("042917"),
             "{lang}"
         );
-        // A button in the HTML: the link (escaped) as the href of an <a> with its own text.
-        let escaped = link.replace('/', "&#x2f;");
+        // A button in the HTML: the link, as it is (no `&#x2f;` a link scanner cannot read),
+        // as the href of an <a> with its own text.
         assert_eq!(
-            html.matches(&format!("href=\"{escaped}\"")).count(),
+            html.matches(&format!("href=\"{link}\"")).count(),
             1,
             "{lang}"
         );
-        let at = html.find(&format!("href=\"{escaped}\"")).unwrap();
+        let at = html.find(&format!("href=\"{link}\"")).unwrap();
         let text_start = at + html[at..].find('>').unwrap() + 1;
         let button =
             html[text_start..text_start + html[text_start..].find("</a>").unwrap()].to_string();
@@ -412,6 +412,14 @@ fn a_body_with_a_control_character_other_than_a_line_break_or_tab_is_refused() {
     // Nor one it renders (a string literal's).
     let e = lint(&fields("Code", "{{ code }}{{ \"\\u0000\" }}", None), 6).unwrap_err();
     assert_eq!(e[0].field, "text", "{e:?}");
+    // A CR only as half of a CRLF: a lone one, written or rendered, is refused (a mail's
+    // text may hold CR only so).
+    let e = lint(&fields("Code", "Code\r\n{{ code }}\rlone", None), 6).unwrap_err();
+    assert_eq!((e[0].field, e[0].line), ("text", Some(2)), "{e:?}");
+    let e = lint(&fields("Code", "{{ code }}\r", None), 6).unwrap_err();
+    assert_eq!(e[0].field, "text", "{e:?}");
+    let e = lint(&fields("Code", "{{ code }}{{ \"\\r\" }}x", None), 6).unwrap_err();
+    assert_eq!(e[0].field, "text", "{e:?}");
     // Line breaks (either kind) and tabs are text.
     lint(
         &fields(
@@ -466,4 +474,49 @@ fn the_builtins_never_promise_more_time_than_the_code_has() {
             .unwrap();
         assert!(sms.contains("1 ") && !sms.contains("2 "), "{lang}: {sms}");
     }
+}
+
+/// A link the template did not place goes before the body's end however the HTML writes
+/// it (`</BODY>` too), and after the body's last text when there is no end tag; the HTML
+/// escapes what it must of a value (`&<>"'`), and no `/`.
+#[test]
+fn a_link_the_template_left_out_goes_before_the_body_end_in_any_case() {
+    let link = "https://otp.example.com/l/AbCd";
+    for (html, want) in [
+        (
+            "<HTML><BODY><p>1</p></BODY></HTML>",
+            "<HTML><BODY><p>1</p><p><a href=\"https://otp.example.com/l/AbCd\">https://otp.example.com/l/AbCd</a></p></BODY></HTML>",
+        ),
+        (
+            "<html><body><p>1</p><!-- </body> --></Body></html>",
+            "<html><body><p>1</p><!-- </body> --><p><a href=\"https://otp.example.com/l/AbCd\">https://otp.example.com/l/AbCd</a></p></Body></html>",
+        ),
+        (
+            "<p>1</p>",
+            "<p>1</p><p><a href=\"https://otp.example.com/l/AbCd\">https://otp.example.com/l/AbCd</a></p>",
+        ),
+    ] {
+        let mut r = Rendered {
+            subject: "s".into(),
+            subject_broken: false,
+            text: "1".into(),
+            html: Some(html.into()),
+            sms: None,
+        };
+        ensure_link(&mut r, link);
+        assert_eq!(r.html.as_deref(), Some(want));
+    }
+    let f = fields(
+        "Code",
+        "{{ code }}",
+        Some("<a href=\"{{ link }}\" title=\"{{ app_name }}\">{{ code }}</a>"),
+    );
+    let mut v = vars("042917", "en", "login", 600);
+    v.link = link;
+    v.app_name = "A/B \"Q\" & <R> 'S'";
+    let r = render_once(&f, &v).unwrap();
+    assert_eq!(
+        r.html.as_deref(),
+        Some("<a href=\"https://otp.example.com/l/AbCd\" title=\"A/B &quot;Q&quot; &amp; &lt;R&gt; &#x27;S&#x27;\">042917</a>")
+    );
 }
