@@ -76,6 +76,30 @@ fn subject_encoded_whole(subject: &str) -> Option<HeaderValue> {
     ))
 }
 
+/// A sender whose name is printable ASCII with a character lettre quotes no other way than
+/// by an RFC 2047 encoded word (`,` `:` `@` `'` and the like: `"Acme, Inc."`), as a quoted
+/// string (RFC 5322 §3.2.4). Spam filters count an encoded word a name did not need against
+/// the message (SpamAssassin's FROM_EXCESS_BASE64; found by the mail audit). Other names go
+/// as lettre writes them: plain or quoted, or encoded when not ASCII, or when they hold text
+/// that reads as an encoded word (`=?`), which some clients decode even inside quotes.
+fn from_quoted(from: &Mailbox) -> Option<HeaderValue> {
+    let name = from.name.as_deref()?;
+    let lettre_quotes = |b: u8| b.is_ascii_alphanumeric() || b" -_.\\\"".contains(&b);
+    if name.is_empty()
+        || name.contains("=?")
+        || !name.bytes().all(|b| (0x20..0x7f).contains(&b))
+        || name.bytes().all(lettre_quotes)
+    {
+        return None;
+    }
+    let escaped = name.replace('\\', "\\\\").replace('"', "\\\"");
+    Some(HeaderValue::dangerous_new_pre_encoded(
+        HeaderName::new_from_ascii_str("From"),
+        from.to_string(),
+        format!("\"{escaped}\" <{}>", from.email),
+    ))
+}
+
 fn part(s: &str, kind: ContentType) -> SinglePart {
     SinglePart::builder().header(kind).body(body(s))
 }
@@ -106,7 +130,13 @@ pub(super) fn render(
         Some(id) => id.to_string(),
         None => new_message_id(&target.from),
     };
-    let builder = Message::builder().from(from).to(Mailbox::new(None, to));
+    let envelope = lettre::address::Envelope::new(Some(from.email.clone()), vec![to.clone()])
+        .map_err(|e| fail(DeliveryReason::Rejected, e))?;
+    let builder = match from_quoted(&from) {
+        Some(quoted) => Message::builder().raw_header(quoted),
+        None => Message::builder().from(from),
+    };
+    let builder = builder.envelope(envelope).to(Mailbox::new(None, to));
     let builder = match subject_encoded_whole(msg.subject) {
         Some(subject) => builder.raw_header(subject),
         None => builder.subject(msg.subject),
@@ -193,6 +223,61 @@ mod tests {
         assert_eq!(raw.matches("407139").count(), 2);
         assert!(raw.contains("quoted-printable"));
         assert!(raw.is_ascii());
+    }
+
+    /// A printable ASCII name goes as a quoted string, never as an encoded word it does not
+    /// need (`"Acme, Inc."`); a name that is not ASCII, or reads as an encoded word, is
+    /// encoded; the envelope's sender is the address either way.
+    #[test]
+    fn a_sender_name_with_specials_goes_quoted_not_encoded() {
+        for (from, header) in [
+            (
+                "\"Acme, Inc.\" <no-reply@acme.example>",
+                "From: \"Acme, Inc.\" <no-reply@acme.example>\r\n",
+            ),
+            (
+                "\"Acme: Support\" <no-reply@acme.example>",
+                "From: \"Acme: Support\" <no-reply@acme.example>\r\n",
+            ),
+            (
+                "O'Brien Ltd <no-reply@acme.example>",
+                "From: \"O'Brien Ltd\" <no-reply@acme.example>\r\n",
+            ),
+            (
+                "\"Say \\\"hi\\\", @home\" <no-reply@acme.example>",
+                "From: \"Say \\\"hi\\\", @home\" <no-reply@acme.example>\r\n",
+            ),
+            (
+                "Acme Inc. <no-reply@acme.example>",
+                "From: \"Acme Inc.\" <no-reply@acme.example>\r\n",
+            ),
+        ] {
+            let t = SmtpTarget {
+                from: from.into(),
+                ..target()
+            };
+            let (envelope, raw) = rendered(&t, "Code", "123456\r\n", None, None);
+            assert!(raw.contains(header), "{from}: {raw}");
+            assert_eq!(
+                raw.matches("\r\nFrom: ").count() + usize::from(raw.starts_with("From: ")),
+                1,
+                "{raw}"
+            );
+            let sender = envelope.from().map(|a| a.to_string());
+            assert_eq!(sender.as_deref(), Some("no-reply@acme.example"));
+        }
+        for from in [
+            "\"Café, Inc.\" <no-reply@acme.example>",
+            "\"=?utf-8?q?Bank?=, Inc.\" <no-reply@acme.example>",
+        ] {
+            let t = SmtpTarget {
+                from: from.into(),
+                ..target()
+            };
+            let (_, raw) = rendered(&t, "Code", "123456\r\n", None, None);
+            let line = raw.lines().find(|l| l.starts_with("From: ")).unwrap();
+            assert!(line.starts_with("From: =?utf-8?b?"), "{from}: {line}");
+        }
     }
 
     #[test]

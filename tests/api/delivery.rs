@@ -58,19 +58,12 @@ async fn a_sender_named_with_a_comma_in_quotes_is_taken_and_sent_whole() {
     assert_eq!(v["smtp"]["from"], "\"Acme, Inc.\" <no-reply@acme.example>");
     app.mint(&sk, "ada@example.com").await;
     let m = app.smtp.wait_for("ada@example.com", 1).await;
-    // One mailbox whose name lettre writes as an RFC 2047 encoded-word: "Acme, Inc." whole.
-    let from = m.header("From").unwrap();
-    let (name, addr) = from.rsplit_once(' ').unwrap();
-    assert_eq!(addr, "<no-reply@acme.example>", "{from}");
-    let b64 = name
-        .strip_prefix("=?utf-8?b?")
-        .and_then(|n| n.strip_suffix("?="))
-        .unwrap_or_else(|| panic!("{from}"));
-    use base64::Engine;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .unwrap();
-    assert_eq!(String::from_utf8(decoded).unwrap(), "Acme, Inc.");
+    // One mailbox whose name goes as the quoted string it is, not as an encoded word it does
+    // not need (spam filters count that against a message).
+    assert_eq!(
+        m.header("From").as_deref(),
+        Some("\"Acme, Inc.\" <no-reply@acme.example>")
+    );
     assert_eq!(m.from, "no-reply@acme.example");
 }
 
