@@ -61,7 +61,8 @@ pub struct Bounded<S> {
     cutting: bool,
     /// The last byte read was a `\r` (a cut line's CRLF is passed on as it came).
     after_cr: bool,
-    /// Read and not yet passed on: at most one read's bytes and a `\r`.
+    /// Read and not yet passed on: at most one read's bytes, a `\r` and a character begun
+    /// in the read before.
     ready: VecDeque<u8>,
     /// The bytes of a UTF-8 character begun and not yet whole (at most 3), and how many it
     /// announced.
@@ -101,16 +102,17 @@ impl<S> Bounded<S> {
                 if (0x80..=0xBF).contains(&b) {
                     self.pending.push(b);
                     if self.pending.len() == self.width {
-                        let whole = std::mem::take(&mut self.pending);
-                        match std::str::from_utf8(&whole) {
-                            Ok(_) => self.pass(&whole)?,
-                            Err(_) => self.pass(&vec![b'?'; whole.len()])?,
+                        let (mut whole, len) = ([0u8; 4], self.pending.len());
+                        whole[..len].copy_from_slice(&self.pending);
+                        self.pending.clear();
+                        match std::str::from_utf8(&whole[..len]) {
+                            Ok(_) => self.pass(&whole[..len])?,
+                            Err(_) => self.pass(&b"????"[..len])?,
                         }
                     }
                     continue;
                 }
-                let broken = std::mem::take(&mut self.pending);
-                self.pass(&vec![b'?'; broken.len()])?;
+                self.broken()?;
             }
             let width = match b {
                 0xC2..=0xDF => 2,
@@ -127,6 +129,13 @@ impl<S> Bounded<S> {
             self.pass(&[b])?;
         }
         Ok(())
+    }
+
+    /// A begun character that will not be whole, passed on as a `?` for each of its bytes.
+    fn broken(&mut self) -> io::Result<()> {
+        let len = self.pending.len();
+        self.pending.clear();
+        self.pass(&b"????"[..len])
     }
 
     /// Pass on one character (its bytes, whole), counted against the bounds.
@@ -188,8 +197,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Bounded<S> {
             let done = match polled {
                 Poll::Pending => Some(Poll::Pending),
                 Poll::Ready(Err(e)) => Some(Poll::Ready(Err(e))),
-                // The end of the stream.
-                Poll::Ready(Ok(())) if n == 0 => Some(Poll::Ready(Ok(()))),
+                // The end of the stream (a character begun before it, as `?`s first).
+                Poll::Ready(Ok(())) if n == 0 && this.pending.is_empty() => {
+                    Some(Poll::Ready(Ok(())))
+                }
+                Poll::Ready(Ok(())) if n == 0 => this.broken().err().map(|e| Poll::Ready(Err(e))),
                 Poll::Ready(Ok(())) => this.take(&scratch[..n]).err().map(|e| Poll::Ready(Err(e))),
             };
             this.scratch = scratch;
@@ -334,6 +346,9 @@ mod tests {
                 "{chunk}"
             );
         }
+        // A character the stream ends inside of.
+        let out = passed(b"550 x\xe2\x82", 1).await.unwrap();
+        assert_eq!(out, b"550 x??");
     }
 
     #[tokio::test]

@@ -17,7 +17,26 @@ pub fn new_message_id(from: &str) -> String {
     format!("<{id}@{}>", hello_name(from))
 }
 
+/// A CR that is not half of a CRLF, as the line break it means: a mail's text may hold CR
+/// only before LF (RFC 2046 §4.1.1; found by the mail audit: a template's lone CR went out
+/// as `=0D`, a bare CR in the text).
+fn lone_cr_as_line_break(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains('\r') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' if chars.peek() != Some(&'\n') => out.push('\n'),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 fn body(s: &str) -> Body {
+    let s = &*lone_cr_as_line_break(s);
     if let Some(lines) = seven_bit(s) {
         // lettre takes 7bit only for lines under 76 characters and would quote-print a longer
         // one, breaking it (perhaps inside the code) with soft line breaks; RFC 5322 §2.1.1
@@ -223,6 +242,22 @@ mod tests {
         assert_eq!(raw.matches("407139").count(), 2);
         assert!(raw.contains("quoted-printable"));
         assert!(raw.is_ascii());
+    }
+
+    /// A lone CR is a line break on the wire, in a 7bit part and a quoted-printable one
+    /// alike; a CRLF stays one.
+    #[test]
+    fn a_lone_cr_goes_as_a_line_break() {
+        let (_, raw) = rendered(&target(), "Code", "Code\r\n407139\rnext\r", None, None);
+        assert!(raw.contains("Code\r\n407139\r\nnext\r\n"), "{raw}");
+        let (_, raw) = rendered(&target(), "Code", "Für\r407139\r\nnext", None, None);
+        assert!(!raw.contains("=0D"), "{raw}");
+        assert!(raw.contains("F=C3=BCr\r\n407139\r\nnext"), "{raw}");
+        assert_eq!(
+            raw.matches('\r').count(),
+            raw.matches("\r\n").count(),
+            "{raw}"
+        );
     }
 
     /// A printable ASCII name goes as a quoted string, never as an encoded word it does not

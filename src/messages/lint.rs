@@ -11,20 +11,6 @@ fn stray_control(c: char) -> bool {
     c.is_control() && !matches!(c, '\n' | '\r' | '\t')
 }
 
-/// Where a body holds a character it may not: a [`stray_control`], or a CR that is not
-/// half of a CRLF (a mail's text may hold CR only so, RFC 2046 §4.1.1; found by the mail
-/// audit: a lone CR was sent as it was).
-fn stray_at(src: &str) -> Option<usize> {
-    let mut chars = src.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        let lone_cr = c == '\r' && chars.peek().is_none_or(|(_, next)| *next != '\n');
-        if stray_control(c) || lone_cr {
-            return Some(i);
-        }
-    }
-    None
-}
-
 /// What breaks a subject's line: CR, LF and Unicode's line and paragraph separators (the
 /// other line breaks, VT, FF and NEL, are control characters, refused as such).
 const LINE_BREAKS: [char; 4] = ['\r', '\n', '\u{2028}', '\u{2029}'];
@@ -93,12 +79,11 @@ fn lint_with(f: &Fields, code_length: u32, app_name: &str) -> Result<(), Vec<Tem
             ));
         }
         if *field != "subject" {
-            if let Some(at) = stray_at(src) {
+            if let Some(at) = src.find(stray_control) {
                 errors.push(TemplateError::new(
                     field,
                     Some(src[..at].matches('\n').count() + 1),
-                    "must not contain control characters (line breaks and tabs are fine; a CR \
-                     only before its LF)",
+                    "must not contain control characters (line breaks and tabs are fine)",
                 ));
             }
         }
@@ -242,12 +227,11 @@ pub(super) fn checked_render(
                 ("html", r.html.as_ref()),
                 ("sms", r.sms.as_ref()),
             ] {
-                if rendered.is_some_and(|t| stray_at(t).is_some()) {
+                if rendered.is_some_and(|t| t.contains(stray_control)) {
                     errors.push(TemplateError::new(
                         field,
                         None,
-                        "must not render control characters (line breaks and tabs are fine; a \
-                         CR only before its LF)",
+                        "must not render control characters (line breaks and tabs are fine)",
                     ));
                 }
             }
