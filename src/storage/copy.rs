@@ -486,6 +486,9 @@ pub(crate) fn held(tenants: bool, keyring: bool) -> Result<(), StoreError> {
 /// in `TABLES` order, a table's rows in one or more parts.
 pub type Sink<'a> = dyn FnMut(&'static Table, Vec<Vec<Value>>) -> Result<(), StoreError> + 'a;
 
+/// A copy's source as its target calls it: it hands every row to the sink it is given.
+pub type Source<'a> = dyn FnMut(&mut Sink<'_>) -> Result<(), StoreError> + 'a;
+
 /// A copy hands its rows over in parts of at most this many rows…
 pub const PART_ROWS: usize = 1_000;
 /// …or of about this many bytes (a part is handed over once it holds more), so a copy's

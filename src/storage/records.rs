@@ -48,10 +48,7 @@ pub trait RecordStore {
     /// or nothing (an error of the source's rolls back what was written). Refused
     /// (`Conflict`), before `source` is called, when this database already holds a keyring
     /// or a tenant.
-    fn import_rows(
-        &self,
-        source: &mut dyn FnMut(&mut copy::Sink<'_>) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError>;
+    fn import_rows(&self, source: &mut copy::Source<'_>) -> Result<(), StoreError>;
 }
 
 /// The OtpMint import, written once for both backends (`impl<E: Engine> ImportStore for E`).

@@ -59,10 +59,7 @@ impl RecordStore for PgStore {
         Ok(())
     }
 
-    fn import_rows(
-        &self,
-        source: &mut dyn FnMut(&mut copy::Sink<'_>) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    fn import_rows(&self, source: &mut copy::Source<'_>) -> Result<(), StoreError> {
         self.tx(|tx| {
             tx.c.batch_execute("SET LOCAL statement_timeout = 0")?;
             // Also keeps two copies into one database from interleaving.

@@ -39,10 +39,7 @@ impl RecordStore for SqliteStore {
         Ok(())
     }
 
-    fn import_rows(
-        &self,
-        source: &mut dyn FnMut(&mut copy::Sink<'_>) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    fn import_rows(&self, source: &mut copy::Source<'_>) -> Result<(), StoreError> {
         use rusqlite::types::Value as V;
         let mut conn = self.pooled()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
