@@ -398,10 +398,8 @@ pub async fn audit(t: TenantAuth, st: State, q: web::Query<AuditQuery>) -> ApiRe
             )
         }
     };
-    let events = st.services.core.audit_page(&t.0.id, before, limit).await?;
-    let next_before = (events.len() == limit as usize)
-        .then(|| events.last().map(|e| e.id))
-        .flatten();
+    let (events, more) = st.services.core.audit_page(&t.0.id, before, limit).await?;
+    let next_before = more.then(|| events.last().map(|e| e.id)).flatten();
     Ok(json(
         HttpResponse::Ok(),
         &AuditPageOut {

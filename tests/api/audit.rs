@@ -120,6 +120,16 @@ async fn the_audit_trail_pages_a_tenants_own_events_with_masked_recipients() {
     assert_eq!(p2["events"].as_array().unwrap().len(), 1);
     assert_eq!(p2["events"][0]["event"], "mint");
     assert_eq!(p2["next_before"], Value::Null);
+    // A last page that is exactly full has no cursor to an empty one (found by the
+    // boundary audit).
+    let all: Value = app
+        .get("/v1/tenant/audit?limit=3", &sk)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all["events"].as_array().unwrap().len(), 3, "{all}");
+    assert_eq!(all["next_before"], Value::Null, "{all}");
     // isolation, validation
     let o: Value = app
         .get("/v1/tenant/audit", &other)

@@ -203,7 +203,7 @@ impl crate::service::Core {
         tenant: &TenantId,
         before: Option<i64>,
         limit: u32,
-    ) -> Result<Vec<AuditEvent>, crate::service::ServiceError> {
+    ) -> Result<(Vec<AuditEvent>, bool), crate::service::ServiceError> {
         if !(1..=200).contains(&limit) {
             return Err(crate::service::ServiceError::field(
                 "limit",
@@ -234,11 +234,17 @@ impl crate::service::Core {
             }
         }
         let tid = tenant.clone();
-        let mut events = self.db(move |s| s.audit_page(&tid, before, limit)).await?;
+        // One more than asked, to tell whether a next page has any (a last page that is
+        // exactly full says so, with no cursor to an empty page).
+        let mut events = self
+            .db(move |s| s.audit_page(&tid, before, limit + 1))
+            .await?;
+        let more = events.len() > limit as usize;
+        events.truncate(limit as usize);
         for e in &mut events {
             e.id = shown_as(e.id, |id| mask.hide(id));
         }
-        Ok(events)
+        Ok((events, more))
     }
 
     /// Ready means writes succeed (a read can answer while the database is locked or full),
