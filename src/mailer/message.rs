@@ -17,26 +17,9 @@ pub fn new_message_id(from: &str) -> String {
     format!("<{id}@{}>", hello_name(from))
 }
 
-/// A CR that is not half of a CRLF, as the line break it means: a mail's text may hold CR
-/// only before LF (RFC 2046 §4.1.1; found by the mail audit: a template's lone CR went out
-/// as `=0D`, a bare CR in the text).
-fn lone_cr_as_line_break(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.contains('\r') {
-        return std::borrow::Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\r' if chars.peek() != Some(&'\n') => out.push('\n'),
-            c => out.push(c),
-        }
-    }
-    std::borrow::Cow::Owned(out)
-}
-
 fn body(s: &str) -> Body {
-    let s = &*lone_cr_as_line_break(s);
+    // Rendering made a lone CR a line break already; a message queued before that did not.
+    let s = &*crate::messages::lone_cr_as_line_break(s);
     if let Some(lines) = seven_bit(s) {
         // lettre takes 7bit only for lines under 76 characters and would quote-print a longer
         // one, breaking it (perhaps inside the code) with soft line breaks; RFC 5322 §2.1.1

@@ -237,6 +237,24 @@ pub fn subject_fits(r: &Rendered) -> bool {
     !r.subject_broken && r.subject.chars().count() <= SUBJECT_MAX_CHARS
 }
 
+/// A CR that is not half of a CRLF, as the line break it means: a mail's text may hold CR
+/// only before LF (RFC 2046 §4.1.1; found by the mail audit: a template's lone CR went out
+/// as `=0D`, a bare CR in the text).
+pub fn lone_cr_as_line_break(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains('\r') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' if chars.peek() != Some(&'\n') => out.push('\n'),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// A magic link the template did not place goes at the end of the message: a paragraph of
 /// its own in the text, and a link in the HTML.
 pub fn ensure_link(r: &mut Rendered, link: &str) {
@@ -244,7 +262,8 @@ pub fn ensure_link(r: &mut Rendered, link: &str) {
         r.text = format!("{}\n\n{link}\n", r.text.trim_end());
     }
     if let Some(h) = &mut r.html {
-        // The template's HTML has the link escaped (`/` as `&#x2f;`) when it placed it.
+        // A template that wrote `{{ link|e }}` has it with `/` as `&#x2f;` (MiniJinja's own
+        // escape filter); the HTML's escaping leaves `/` as it is.
         if !h.contains(link) && !h.contains(&link.replace('/', "&#x2f;")) {
             // The link is ours (base URL and a base62 token): nothing in it needs escaping
             // but the quote, and it has none.
@@ -364,9 +383,14 @@ impl TemplateSet {
         let part = |field: &'static str| self.part(locale, field, &ctx);
         let raw = part("subject")?;
         let subject = one_line(&raw);
-        let text = part("text")?;
+        // A lone CR as the line break it means, for every way a message goes (a relay, a
+        // provider's API, the HTTP transport, the test inbox, a preview).
+        let text = lone_cr_as_line_break(&part("text")?).into_owned();
         let parts = self.locales.get(locale).copied().unwrap_or_default();
-        let html = parts.html.then(|| part("html")).transpose()?;
+        let html = parts
+            .html
+            .then(|| part("html").map(|h| lone_cr_as_line_break(&h).into_owned()))
+            .transpose()?;
         Ok(Rendered {
             subject,
             subject_broken: raw.chars().any(char::is_control)

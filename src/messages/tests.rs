@@ -512,3 +512,18 @@ fn a_link_the_template_left_out_goes_before_the_body_end_in_any_case() {
         Some("<a href=\"https://otp.example.com/l/AbCd\" title=\"A/B &quot;Q&quot; &amp; &lt;R&gt; &#x27;S&#x27;\">042917</a>")
     );
 }
+
+/// A lone CR a template holds renders as a line break, in the text and the HTML alike, so
+/// every way a message goes (a provider's API too) and its preview get the same text.
+#[test]
+fn a_lone_cr_renders_as_a_line_break() {
+    let f = fields(
+        "Code",
+        "Code\r\n{{ code }}\rnext\r",
+        Some("<p>{{ code }}</p>\r<p>x</p>"),
+    );
+    let r = render_once(&f, &vars("042917", "en", "login", 600)).unwrap();
+    // (The engine drops a last line break, as it does a last LF.)
+    assert_eq!(r.text, "Code\r\n042917\nnext");
+    assert_eq!(r.html.as_deref(), Some("<p>042917</p>\n<p>x</p>"));
+}
