@@ -1,5 +1,5 @@
-//! PostgreSQL: retention purges and the whole-installation
-//! snapshot used by migrate-store.
+//! PostgreSQL: retention purges, and migrate-store's copy of a whole installation (read
+//! through a portal, written by binary COPY, a part at a time).
 
 use crate::storage::sql;
 use ::postgres::binary_copy::BinaryCopyInWriter;

@@ -1,5 +1,5 @@
-//! SQLite: retention purges, backups and the whole-installation
-//! snapshot used by migrate-store.
+//! SQLite: retention purges, backups, and migrate-store's copy of a whole installation
+//! (streamed from one read transaction, inserted a row at a time).
 
 use crate::storage::sql;
 use std::time::Duration;
