@@ -378,45 +378,8 @@ impl rusqlite::ToSql for sql::Arg {
     }
 }
 
-/// Hand every row of `t` over, in parts, inside the caller's read transaction.
-fn export_table(
-    conn: &rusqlite::Connection,
-    t: &'static copy::Table,
-    mut parts: copy::Parts<'_, '_>,
-) -> Result<(), StoreError> {
-    use rusqlite::types::ValueRef;
-    let mut st = conn.prepare(&format!("SELECT {} FROM {}", t.column_list(), t.name))?;
-    let rows = st.query_map([], |r| {
-        t.columns
-            .iter()
-            .enumerate()
-            .map(|(i, (col, kind))| {
-                Ok(match (r.get_ref(i)?, kind) {
-                    (ValueRef::Null, _) => copy::Value::Null,
-                    (ValueRef::Integer(v), copy::Kind::Bool) => copy::Value::Bool(v != 0),
-                    (ValueRef::Integer(v), _) => copy::Value::Int(v),
-                    (ValueRef::Text(v), _) => {
-                        copy::Value::Text(String::from_utf8_lossy(v).into_owned())
-                    }
-                    (ValueRef::Blob(v), _) => copy::Value::Blob(v.to_vec()),
-                    // No column of otpmint's holds a REAL: one is damage, not cut to a whole number.
-                    (ValueRef::Real(_), _) => {
-                        return Err(rusqlite::Error::InvalidColumnType(
-                            i,
-                            format!("{}.{col}", t.name),
-                            rusqlite::types::Type::Real,
-                        ))
-                    }
-                })
-            })
-            .collect::<rusqlite::Result<Vec<_>>>()
-    })?;
-    for row in rows {
-        parts.push(row?)?;
-    }
-    parts.finish()
-}
-
+#[cfg(test)]
+mod records_tests;
 #[cfg(test)]
 mod tests;
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rusqlite::TransactionBehavior;
 
-use super::{create_new_private, export_table, CachedSql, SqliteStore, Statements};
+use super::{create_new_private, CachedSql, SqliteStore, Statements};
 use crate::domain::Millis;
 use crate::storage::records::{batched_purges, in_batches, purge_batch, purge_in};
 use crate::storage::{copy, RecordStore, StoreError};
@@ -113,4 +113,43 @@ impl RecordStore for SqliteStore {
         }
         copied
     }
+}
+
+/// Hand every row of `t` over, in parts, inside the caller's read transaction.
+fn export_table(
+    conn: &rusqlite::Connection,
+    t: &'static copy::Table,
+    mut parts: copy::Parts<'_, '_>,
+) -> Result<(), StoreError> {
+    use rusqlite::types::ValueRef;
+    let mut st = conn.prepare(&format!("SELECT {} FROM {}", t.column_list(), t.name))?;
+    let rows = st.query_map([], |r| {
+        t.columns
+            .iter()
+            .enumerate()
+            .map(|(i, (col, kind))| {
+                Ok(match (r.get_ref(i)?, kind) {
+                    (ValueRef::Null, _) => copy::Value::Null,
+                    (ValueRef::Integer(v), copy::Kind::Bool) => copy::Value::Bool(v != 0),
+                    (ValueRef::Integer(v), _) => copy::Value::Int(v),
+                    (ValueRef::Text(v), _) => {
+                        copy::Value::Text(String::from_utf8_lossy(v).into_owned())
+                    }
+                    (ValueRef::Blob(v), _) => copy::Value::Blob(v.to_vec()),
+                    // No column of otpmint's holds a REAL: one is damage, not cut to a whole number.
+                    (ValueRef::Real(_), _) => {
+                        return Err(rusqlite::Error::InvalidColumnType(
+                            i,
+                            format!("{}.{col}", t.name),
+                            rusqlite::types::Type::Real,
+                        ))
+                    }
+                })
+            })
+            .collect::<rusqlite::Result<Vec<_>>>()
+    })?;
+    for row in rows {
+        parts.push(row?)?;
+    }
+    parts.finish()
 }
