@@ -402,18 +402,22 @@ async fn migrate_store_copies_an_installation_of_many_parts_to_postgres_and_back
     let config = app.cli_config();
     let TestApp { dir, handle, .. } = app;
     handle.stop(true).await;
+    // Rows of now: the stopped app's own purge (its background loop) may still run, and it
+    // would take old ones away before the copy.
     let conn = rusqlite::Connection::open(&file).unwrap();
     conn.execute(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500) \
          INSERT INTO audit (tenant_id, at, event, recipient, outcome, client_ip, request_id) \
-         SELECT ?1, i, 'otp.mint', 'r' || i, 'ok', '127.0.0.1', hex(randomblob(8)) FROM n",
+         SELECT ?1, unixepoch() * 1000 + i, 'otp.mint', 'r' || i, 'ok', '127.0.0.1', \
+         hex(randomblob(8)) FROM n",
         [&id],
     )
     .unwrap();
     conn.execute(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 9) \
          INSERT INTO test_inbox (tenant_id, key_digest, recipient, message, received_at) \
-         SELECT ?1, randomblob(32), 'r' || i, randomblob(1048576), i FROM n",
+         SELECT ?1, randomblob(32), 'r' || i, randomblob(1048576), unixepoch() * 1000 + i \
+         FROM n",
         [&id],
     )
     .unwrap();
