@@ -234,14 +234,29 @@ pub fn ensure_link(r: &mut Rendered, link: &str) {
             // The link is ours (base URL and a base62 token): nothing in it needs escaping
             // but the quote, and it has none.
             let a = format!("<p><a href=\"{link}\">{link}</a></p>");
-            // Before the body's end, in whatever case it is written (ASCII case: the
-            // lowered copy's offsets are the HTML's).
-            match h.to_ascii_lowercase().rfind("</body>") {
+            match body_end(h) {
                 Some(i) => h.insert_str(i, &a),
                 None => h.push_str(&a),
             }
         }
     }
+}
+
+/// Where the last `</body>` end tag starts, in whatever case it is written and with white
+/// space before its `>` (`</body >`, as HTML allows): ASCII case, so the lowered copy's
+/// offsets are the HTML's.
+fn body_end(h: &str) -> Option<usize> {
+    let lower = h.to_ascii_lowercase();
+    let mut end = lower.len();
+    while let Some(i) = lower[..end].rfind("</body") {
+        let rest =
+            lower[i + "</body".len()..].trim_start_matches(|c: char| c.is_ascii_whitespace());
+        if rest.starts_with('>') {
+            return Some(i);
+        }
+        end = i;
+    }
+    None
 }
 
 /// Whether a rendered message has a text message that shows the code.
