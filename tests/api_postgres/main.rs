@@ -14,6 +14,9 @@ mod audit;
 #[path = "../api/binary.rs"]
 mod binary;
 #[cfg(otpmint_pg_tests)]
+#[path = "../api/binary_reload.rs"]
+mod binary_reload;
+#[cfg(otpmint_pg_tests)]
 #[path = "../api/claims.rs"]
 mod claims;
 #[cfg(otpmint_pg_tests)]
@@ -29,6 +32,12 @@ mod delivery;
 #[path = "../api/devx.rs"]
 mod devx;
 #[cfg(otpmint_pg_tests)]
+#[path = "../api/devx_budget.rs"]
+mod devx_budget;
+#[cfg(otpmint_pg_tests)]
+#[path = "../api/devx_stats.rs"]
+mod devx_stats;
+#[cfg(otpmint_pg_tests)]
 #[path = "../api/dkim.rs"]
 mod dkim;
 #[cfg(otpmint_pg_tests)]
@@ -43,6 +52,12 @@ mod holds;
 #[cfg(otpmint_pg_tests)]
 #[path = "../api/hosted.rs"]
 mod hosted;
+#[cfg(otpmint_pg_tests)]
+#[path = "../api/hosted_forms.rs"]
+mod hosted_forms;
+#[cfg(otpmint_pg_tests)]
+#[path = "../api/hosted_sends.rs"]
+mod hosted_sends;
 #[cfg(otpmint_pg_tests)]
 #[path = "../api/http_transport.rs"]
 mod http_transport;
@@ -65,6 +80,9 @@ mod links;
 #[path = "../api/oauth2.rs"]
 mod oauth2;
 #[cfg(otpmint_pg_tests)]
+#[path = "../api/oauth2_rotation.rs"]
+mod oauth2_rotation;
+#[cfg(otpmint_pg_tests)]
 #[path = "../api/ops.rs"]
 mod ops;
 #[cfg(otpmint_pg_tests)]
@@ -76,6 +94,9 @@ mod outbox;
 #[cfg(otpmint_pg_tests)]
 #[path = "../api/provider_events.rs"]
 mod provider_events;
+#[cfg(otpmint_pg_tests)]
+#[path = "../api/provider_events_holds.rs"]
+mod provider_events_holds;
 #[cfg(otpmint_pg_tests)]
 #[path = "../api/providers.rs"]
 mod providers;
@@ -119,6 +140,8 @@ mod database_tls;
 mod outages;
 #[cfg(otpmint_pg_tests)]
 mod scale;
+#[cfg(otpmint_pg_tests)]
+mod scale_processes;
 #[cfg(otpmint_pg_tests)]
 mod start;
 #[cfg(otpmint_pg_tests)]
