@@ -61,7 +61,7 @@ pub fn render(p: &Page<'_>) -> String {
     ENV.get_template("page.html")
         .and_then(|t| {
             t.render(context! {
-                lang => p.lang,
+                lang => html_lang(p.lang),
                 title => p.title,
                 app_name => p.app_name,
                 lead => p.lead,
@@ -94,6 +94,12 @@ pub struct HostedPage<'a> {
     pub field: &'a str,
     pub label: &'a str,
     pub value: &'a str,
+    /// Whether the error is about what the field holds (`aria-invalid`): not a wait, a
+    /// send that failed, or a code that ended.
+    pub invalid: bool,
+    /// Whether the focus goes to the second form's button ("send a new code"), the action
+    /// the error asks for, instead of the field.
+    pub focus_again: bool,
     pub button: &'a str,
     pub action: &'a str,
     pub csrf: &'a str,
@@ -124,16 +130,27 @@ pub fn render_hosted(p: &HostedPage<'_>) -> String {
     ENV.get_template("hosted.html")
         .and_then(|t| {
             t.render(context! {
-                lang => p.lang, app => p.app, tenant => p.tenant, title => p.title,
+                lang => html_lang(p.lang), app => p.app, tenant => p.tenant, title => p.title,
                 names_app => p.names_app,
                 lead => p.lead, error => p.error, field => p.field, label => p.label,
-                value => p.value, button => p.button, action => p.action, csrf => p.csrf, seen => p.seen, sent => p.sent,
+                value => p.value, invalid => p.invalid, focus_again => p.focus_again, button => p.button, action => p.action, csrf => p.csrf, seen => p.seen, sent => p.sent,
                 again => p.again, again_action => p.again_action, note => p.note, described => p.described, back => p.back,
                 back_url => p.back_url, brand => p.brand,
                 logo => p.logo, base_path => p.base_path,
             })
         })
         .unwrap_or_else(|_| "<!doctype html><title>otpmint</title>".to_string())
+}
+
+/// A page's `lang` attribute for the language of its words: the Chinese pages are written
+/// in Simplified characters, which `zh-Hans` tells browsers and screen readers (their fonts
+/// and voices), whatever Chinese the person asked for.
+fn html_lang(lang: &str) -> &str {
+    if lang == "zh" {
+        "zh-Hans"
+    } else {
+        lang
+    }
 }
 
 /// A tenant's colour as a stylesheet, with a text colour that keeps the contrast.

@@ -194,12 +194,23 @@ pub(super) async fn render(
         error: &err,
         field,
         label,
-        // What the person typed, back in the field after a refusal.
-        value: if error == Some(&PageError::BadEmail) {
+        // What the person typed, back in the field after any error (a wait, a send that
+        // failed: the address was fine).
+        value: if field == "email" && error.is_some() {
             typed
         } else {
             ""
         },
+        invalid: matches!(
+            error,
+            Some(
+                PageError::BadEmail
+                    | PageError::Refused
+                    | PageError::BadCode
+                    | PageError::WrongCode(_)
+            )
+        ),
+        focus_again: error == Some(&PageError::CodeEnded) && !again.is_empty(),
         button,
         action: &action,
         csrf: &csrf,

@@ -763,6 +763,11 @@ async fn a_tenant_brands_its_pages_with_a_colour_and_a_logo() {
         "{html}"
     );
     assert!(html.contains(&format!("/pages/brand/{id}.css")), "{html}");
+    // The heading names the app ("Sign in to …"): the logo beside it is not read out again.
+    assert!(
+        html.contains(&format!("{id}.png\" alt=\"\">")) && html.contains("<h1>Sign in to "),
+        "{html}"
+    );
     // A disabled tenant's brand assets answer 404; enabled again, they are back.
     for enabled in [false, true] {
         let r = app

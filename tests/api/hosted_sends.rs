@@ -68,6 +68,14 @@ async fn a_new_code_on_the_page_keeps_the_key_and_an_expired_code_leaves_the_ses
         html.contains("expired") && html.contains("name=\"code\""),
         "{html}"
     );
+    // The focus is on what the error asks for, a new code, and the code typed is not called
+    // invalid: it was right, and it ended.
+    assert!(
+        html.contains("class=\"secondary\" autofocus>")
+            && !html.contains("maxlength=\"40\" required autofocus")
+            && !html.contains("aria-invalid"),
+        "{html}"
+    );
     let (s, _, _) = b.post(&format!("/h/{id}/send"), &[("csrf", &csrf)]).await;
     assert_eq!(s, StatusCode::SEE_OTHER);
     let new = app.smtp.wait_for("bob@example.com", 2).await.code();
@@ -118,6 +126,25 @@ async fn a_send_within_the_cooldown_says_how_long_to_wait() {
         .and_then(|n| n.parse().ok())
         .expect("a number of seconds");
     assert!((1..=30).contains(&secs), "{secs}");
+    assert_eq!(app.smtp.count_to("ada@example.com"), 1);
+
+    // The address typed on another session's page within the cooldown: the wait is said,
+    // and the address stays in its field, not called invalid (it was fine).
+    let (id, _) = open_session(&app, &sk, json!({"return_url": RETURN})).await;
+    let (mut b, csrf) = on_the_page(&app, &id).await;
+    let (s, _, html) = b
+        .post(
+            &format!("/h/{id}/send"),
+            &[("csrf", &csrf), ("email", "ada@example.com")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{html}");
+    assert!(
+        html.contains("Please wait ")
+            && html.contains("value=\"ada@example.com\"")
+            && !html.contains("aria-invalid"),
+        "{html}"
+    );
     assert_eq!(app.smtp.count_to("ada@example.com"), 1);
 }
 
