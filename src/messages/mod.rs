@@ -420,6 +420,17 @@ impl TemplateSet {
         self.part(locale, "subject", &vars.context())
     }
 
+    /// Whether the text message of `locale` renders, for these values, longer than
+    /// `SMS_MAX_CHARS` (why a send falls back to the built-in one, said in the log).
+    pub fn sms_over_limit(&self, locale: &str, vars: &Vars<'_>) -> bool {
+        self.has_sms(locale)
+            && self
+                .env
+                .get_template(&format!("{locale}/sms"))
+                .and_then(|t| t.render(vars.context()))
+                .is_ok_and(|sms| sms.trim().chars().count() > SMS_MAX_CHARS)
+    }
+
     /// The text message of `locale`, if its template has one: at most `SMS_MAX_CHARS`.
     pub fn render_sms(
         &self,

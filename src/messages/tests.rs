@@ -80,6 +80,17 @@ fn a_text_message_must_show_the_code_and_render_within_320_characters() {
     assert_eq!(e.len(), 1, "{e:?}");
     assert_eq!(e[0].field, "sms", "{e:?}");
     assert!(e[0].message.contains("320"), "{e:?}");
+    // At send time, a set tells a text message over the limit for these values from one
+    // that leaves out the code (the log says which).
+    let mut set = TemplateSet {
+        env: sandbox(),
+        locales: BTreeMap::new(),
+        bytes: 0,
+    };
+    set.add("t", f.clone());
+    assert!(!set.sms_over_limit("t", &vars("123456", "en", "login", 60)));
+    assert!(set.sms_over_limit("t", &vars("123456", "en", &long, 60)));
+    assert!(!set.sms_over_limit("nowhere", &vars("123456", "en", &long, 60)));
     // A text message is not part of the email: it does not need to be there at all.
     f.sms = None;
     let r = render_once(&f, &vars("123456", "en", "login", 60)).unwrap();
@@ -426,6 +437,40 @@ fn a_body_with_a_control_character_other_than_a_line_break_or_tab_is_refused() {
     .unwrap();
 }
 
+/// A text message says a lifetime of two hours or more in hours, not "1440 min", and never
+/// rounds up; an app name ending in a full stop ("Acme Ltd.") gets no second one (found by
+/// the SMS audit: "Ltd.. Gültig").
+#[test]
+fn text_messages_read_naturally_for_long_lifetimes_and_names_ending_in_a_stop() {
+    let set = TemplateSet::builtins();
+    let sms = |lang: &str, ttl: u32, app: &str| {
+        let mut v = vars("042917", lang, "login", ttl);
+        v.app_name = app;
+        set.render(lang, &v).unwrap().sms.unwrap()
+    };
+    for (ttl, en) in [
+        (3599, "59 min"),
+        (7199, "119 min"),
+        (7200, "2 h"),
+        (9000, "2 h"),
+        (86400, "24 h"),
+    ] {
+        let t = sms("en", ttl, "Acme");
+        assert!(t.contains(&format!("It expires in {en}.")), "{ttl}: {t}");
+    }
+    assert!(sms("de", 86400, "Acme").contains("Gültig für 24 Std. Geben"));
+    assert!(sms("ja", 86400, "Acme").contains("24 時間です"));
+    for lang in LANGUAGES {
+        for app in ["Acme Ltd.", "Acme"] {
+            let t = sms(lang, 600, app);
+            assert!(!t.contains(".."), "{lang}: {t}");
+            assert!(t.contains(app), "{lang}: {t}");
+        }
+    }
+    assert!(sms("de", 600, "Acme Ltd.").contains("für Acme Ltd. Gültig"));
+    assert!(sms("de", 600, "Acme").contains("für Acme. Gültig"));
+}
+
 #[test]
 fn the_builtins_never_promise_more_time_than_the_code_has() {
     // Found by a black-box audit: 61 and 90 seconds read "2 minutes", and a text message
@@ -441,7 +486,7 @@ fn the_builtins_never_promise_more_time_than_the_code_has() {
         (61, "1 minute", "1 min."),
         (90, "1 minute", "1 min."),
         (600, "10 minutes", "10 min."),
-        (7200, "2 hours", "120 min."),
+        (7200, "2 hours", "2 h."),
     ] {
         let m = r(ttl);
         assert!(

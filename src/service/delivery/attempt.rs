@@ -222,7 +222,7 @@ impl Delivery {
                         Attempt::Retry(e.reason, e.detail_code.clone())
                     }
                     None if e.outcome_unknown => {
-                        tracing::warn!(tenant_id = %tenant.id, recipient = %recipient, reason = e.reason.as_str(), "the message may have been delivered but no answer came: recorded unknown, not sent again");
+                        tracing::warn!(tenant_id = %tenant.id, recipient = %recipient, reason = e.reason.as_str(), detail_code = e.detail_code.as_deref().unwrap_or(""), "the message may have been delivered (no answer came, or one that did not say: a part of a long text refused after another was taken): recorded unknown, not sent again");
                         let rec = AttemptRecord {
                             attempts,
                             detail_code: e.detail_code.clone(),

@@ -324,6 +324,11 @@ impl Tenants {
                         tenant_id = %tid, locale = %locale,
                         "the tenant template's subject renders too long, or with a line break, for a header line; the built-in one is used"
                     ),
+                    Ok(_) if sms && set.sms_over_limit(locale.as_str(), &v) => tracing::warn!(
+                        tenant_id = %tid, locale = %locale,
+                        "the tenant template's text message renders more than {} characters for this message (a long app name, say); the built-in one is used",
+                        messages::SMS_MAX_CHARS
+                    ),
                     Ok(_) => tracing::warn!(
                         tenant_id = %tid, locale = %locale,
                         "the tenant template's message does not show the code; the built-in one is used"
