@@ -46,10 +46,11 @@ impl From<r2d2::Error> for StoreError {
     }
 }
 
-/// When a write of this process last failed for want of disk space (ms on a monotonic clock
-/// from the process's first use of it, plus one; 0: never). The readiness probe writes
-/// nothing that takes space, so it cannot see a full disk itself: it asks this (API.md
-/// §6.24, not ready until writes succeed again).
+/// When a write of this process last failed for want of disk space, or for the disk itself
+/// (an I/O error, a file system turned read-only under the server: ext4's
+/// `errors=remount-ro`) — ms on a monotonic clock from the process's first use of it, plus
+/// one; 0: never. The readiness probe writes nothing that takes space, so it cannot see
+/// such a disk itself: it asks this (API.md §6.24, not ready until writes succeed again).
 static DISK_FULL_AT: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
 fn monotonic_ms() -> i64 {
@@ -68,7 +69,8 @@ pub(crate) fn disk_full_notes() -> u64 {
     DISK_FULL_NOTES.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// A write met a full disk (SQLite's `SQLITE_FULL`, PostgreSQL's `53100`).
+/// A write met a full disk (SQLite's `SQLITE_FULL`, PostgreSQL's `53100`), or a failing or
+/// read-only one (SQLite's `SQLITE_IOERR`, `SQLITE_READONLY`).
 pub(crate) fn note_disk_full() {
     #[cfg(test)]
     DISK_FULL_NOTES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -94,7 +96,10 @@ impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         use rusqlite::ErrorCode as C;
         if let rusqlite::Error::SqliteFailure(f, _) = &e {
-            if f.code == C::DiskFull {
+            // The disk is full, or fails, or was turned read-only under the server (a file
+            // read-only from the start is refused at open): until a write takes again, the
+            // readiness probe writes for real.
+            if matches!(f.code, C::DiskFull | C::SystemIoFailure | C::ReadOnly) {
                 note_disk_full();
             }
             // A row whose key is taken already: a conflict, as PostgreSQL's 23505 is.

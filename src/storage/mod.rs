@@ -109,6 +109,18 @@ pub trait Store:
         None
     }
 
+    /// Whether the database's files are on a file system mounted read-only now, where this
+    /// process sees it (SQLite's directory); false where it cannot.
+    fn disk_read_only(&self) -> bool {
+        false
+    }
+
+    /// Whether a write that took space committed within `within` (where that is known:
+    /// SQLite's writer); true where it is not, so that readiness writes nothing there.
+    fn wrote_within(&self, _within: std::time::Duration) -> bool {
+        true
+    }
+
     /// A write that takes space and changes nothing (where [`Store::disk_free`] is known):
     /// whether the disk takes writes again after one met it full though the free space
     /// showed room.

@@ -178,6 +178,26 @@ fn first_run_creates_the_database_and_a_0600_key_file() {
             "{err}"
         );
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+        // So is a database file whose mode was opened up: its -wal and -shm take that mode
+        // (found by the filesystem audit: nothing was said).
+        let db = dir.path().join("data/otpmint.db");
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut cmd = otpmint(dir.path());
+        cmd.env("OTPMINT__SERVER__BIND", "127.0.0.1:0");
+        let running = serve(cmd).unwrap();
+        assert!(
+            running
+                .before
+                .iter()
+                .any(|l| l.contains("other than its owner")
+                    && l.contains("0644")
+                    && l.contains("otpmint.db")),
+            "{:?}",
+            running.before
+        );
+        drop(running);
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
 
     // A missing key file with a non-empty database refuses to start and creates nothing.
@@ -256,6 +276,45 @@ fn a_database_file_the_server_cannot_write_is_refused_at_start() {
         "{err}"
     );
     assert_eq!(std::fs::read(&db).unwrap(), before, "the file is untouched");
+
+    // A file it may write in a directory where it may create nothing (SQLite's -wal and
+    // -shm go there): the directory is named (before: "attempt to write a readonly
+    // database", of a file that may be written).
+    for side in ["otpmint.db-wal", "otpmint.db-shm"] {
+        let _ = std::fs::remove_file(data.join(side));
+    }
+    let mut cmd = if root {
+        std::os::unix::fs::chown(&db, Some(65534), Some(65534)).unwrap();
+        mode(&db, 0o600).unwrap();
+        mode(&data, 0o755).unwrap();
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+        c.current_dir(dir.path());
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("OTPMINT")) {
+            c.env_remove(k);
+        }
+        c
+    } else {
+        mode(&db, 0o600).unwrap();
+        mode(&data, 0o555).unwrap();
+        otpmint(dir.path())
+    };
+    cmd.env("OTPMINT__SERVER__BIND", "127.0.0.1:0")
+        .env("OTPMINT__CRYPTO__MASTER_KEY", key.trim())
+        .env("OTPMINT__CRYPTO__MASTER_KEY_FILE", "");
+    let err = match serve(cmd) {
+        Ok(_) => panic!("it served a database whose directory takes no new file"),
+        Err(e) => e,
+    };
+    assert!(
+        err.contains("cannot be written by this process")
+            && err.contains("data")
+            && !err.contains("otpmint.db ")
+            && err.contains("-wal and -shm"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&db).unwrap(), before, "the file is untouched");
+    mode(&data, 0o755).unwrap();
 }
 
 /// A start whose port another process holds fails saying so, before it makes anything: no

@@ -179,6 +179,11 @@ const DISK_FLOOR_BYTES: u64 = 1024 * 1024;
 /// back, it is ready again at most this long after.
 const DISK_FULL_NOT_READY_MS: i64 = 60_000;
 
+/// Where the disk is this process's to see (SQLite), readiness makes a write that takes
+/// space unless one committed within this long: an idle server asked for its readiness
+/// every few seconds writes a page at most this often, a busy one never.
+const WROTE_LATELY: Duration = Duration::from_secs(5);
+
 /// What an audit page's `before` must be.
 pub const BEFORE_RULE: &str = "must be a next_before of this tenant's audit, given back as it came";
 
@@ -257,12 +262,20 @@ impl crate::service::Core {
         }
         let probe = self.db(|s| {
             s.ping()?;
+            if s.disk_read_only() {
+                return Err(crate::storage::StoreError::Unavailable(
+                    "the database's file system is mounted read-only".into(),
+                ));
+            }
             s.write_probe()?;
             let free = s.disk_free();
-            // The disk shows room, but a write met it full lately: one that takes space says
-            // whether it takes writes again.
+            // The disk shows room, but a write met it full or failing lately, or none took
+            // for a while (a file system that fails every write and still shows as writable:
+            // ext4's emergency read-only state after an error): one that takes space says
+            // whether it takes writes (where the disk is this process's to see: SQLite).
             if free.is_some_and(|f| f >= DISK_FLOOR_BYTES)
-                && crate::storage::disk_full_lately(DISK_FULL_NOT_READY_MS)
+                && (crate::storage::disk_full_lately(DISK_FULL_NOT_READY_MS)
+                    || !s.wrote_within(WROTE_LATELY))
             {
                 s.space_probe()?;
             }
@@ -280,7 +293,7 @@ impl crate::service::Core {
             }
             Ok(Ok(_)) if crate::storage::disk_full_lately(DISK_FULL_NOT_READY_MS) => {
                 Err(crate::service::ServiceError::Unavailable(
-                    "a write met a full disk within the last minute".into(),
+                    "a write met a full, failing or read-only disk within the last minute".into(),
                 ))
             }
             Ok(r) => r.map(drop),

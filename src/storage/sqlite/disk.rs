@@ -1,4 +1,5 @@
-//! The free space of the disk holding the database's files, for readiness (API.md §6.24).
+//! The free space of the disk holding the database's files, and whether it takes writes at
+//! all, for readiness (API.md §6.24).
 
 use std::path::Path;
 
@@ -27,4 +28,28 @@ pub(super) fn free_bytes(dir: &Path) -> Option<u64> {
 #[cfg(not(target_os = "linux"))]
 pub(super) fn free_bytes(_dir: &Path) -> Option<u64> {
     None
+}
+
+/// Whether the filesystem holding `dir` is mounted read-only now — as ext4 remounts itself
+/// after an error (`errors=remount-ro`): every write fails while a lock taken and rolled
+/// back (the write probe) still succeeds. False where that cannot be asked.
+#[cfg(target_os = "linux")]
+// The field type is u64 on some targets, narrower on others.
+#[allow(clippy::useless_conversion)]
+pub(super) fn read_only(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: as in `free_bytes`.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    u64::from(st.f_flag) & u64::from(libc::ST_RDONLY) != 0
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(super) fn read_only(_dir: &Path) -> bool {
+    false
 }

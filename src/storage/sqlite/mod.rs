@@ -172,10 +172,16 @@ impl SqliteStore {
                 })?;
             }
         }
+        // An empty file is an empty database to SQLite: a restore that copied nothing would
+        // start a new installation without a word.
+        if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+            tracing::warn!(path = %path.display(), "the database file is empty: a new installation starts in it (if a restore was meant, stop the server and copy the backup again)");
+        }
         // Private from the first byte: SQLite gives its -wal and -shm files the database
         // file's mode (API.md §6.26).
         create_private(path)?;
         refuse_unwritable(path)?;
+        warn_if_shared(path);
         // WAL is a property of the file: switch once, before the pool opens its connections
         // (concurrent switches fail with "database is locked").
         {
@@ -253,14 +259,29 @@ impl Store for SqliteStore {
         disk::free_bytes(&self.dir)
     }
 
+    fn disk_read_only(&self) -> bool {
+        disk::read_only(&self.dir)
+    }
+
+    fn wrote_within(&self, within: Duration) -> bool {
+        self.writer.took_within(within)
+    }
+
     fn space_probe(&self) -> Result<(), StoreError> {
-        // A row written as it is: a page in the WAL, and a change the writer sees (so a
-        // commit clears the full disk noted before, `note_write_took_space`).
+        // A row changed and changed back in one transaction: its page is written to the WAL
+        // at the commit, and the writer sees changes (so a commit clears the full disk noted
+        // before, `note_write_took_space`). Not a row written as it is: SQLite leaves a page
+        // alone when an update gives a row the bytes it has (found by the filesystem audit:
+        // that probe wrote nothing, and a disk refusing every write answered ready).
         self.writer.write(|c| {
-            c.execute(
-                "UPDATE keyring SET active = active WHERE rowid = (SELECT MIN(rowid) FROM keyring)",
-                [],
-            )?;
+            for step in ["+ 1", "- 1"] {
+                c.execute(
+                    &format!(
+                        "UPDATE keyring SET created_at = created_at {step} WHERE rowid = (SELECT MIN(rowid) FROM keyring)"
+                    ),
+                    [],
+                )?;
+            }
             Ok(())
         })
     }
@@ -306,6 +327,21 @@ fn refuse_unwritable(path: &Path) -> Result<(), StoreError> {
             return Err(read_only(&file));
         }
     }
+    // SQLite makes the `-wal` and `-shm` files beside the database when they are not there:
+    // a directory that takes no new file is named, not the database ("attempt to write a
+    // readonly database", said of a file that may be written).
+    if !side("-wal").exists() || !side("-shm").exists() {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if !may_write(dir) {
+            return Err(StoreError::ReadOnly(format!(
+                "{} cannot be written by this process (its owner or mode, or a read-only file system): otpmint creates the database's -wal and -shm files in it",
+                dir.display()
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -326,6 +362,23 @@ fn may_write(file: &Path) -> bool {
 #[cfg(not(target_os = "linux"))]
 fn may_write(_: &Path) -> bool {
     true
+}
+
+/// A database file others may read or write (its mode changed after otpmint made it 0600)
+/// is said at start: SQLite gives its `-wal` and `-shm` files — codes' rows and recipients'
+/// addresses among them — the same mode (API.md §6.26). Not changed here: the mode may be
+/// meant (a backup user's group).
+fn warn_if_shared(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(path) {
+            let mode = m.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(path = %path.display(), mode = format!("{mode:04o}"), "the database file may be read by users other than its owner, and its -wal and -shm files get the same mode: `chmod 600` it unless that is meant");
+            }
+        }
+    }
 }
 
 fn read_only(path: &Path) -> StoreError {

@@ -69,15 +69,18 @@ impl RecordStore for SqliteStore {
 
     fn backup_to(&self, path: &std::path::Path) -> Result<(), StoreError> {
         let conn = self.pooled()?;
-        // The file is made here, owner-only, and never through a link: a link at PATH (even
-        // one to nowhere) counts as there already (before: followed, and the copy made with
-        // the umask's mode at the link's target).
-        create_new_private(path).map_err(|e| match e {
-            StoreError::Conflict(_) => StoreError::Conflict("the backup file already exists"),
-            e => e,
-        })?;
+        // Never over a file (or a link, even one to nowhere) already at PATH.
+        if std::fs::symlink_metadata(path).is_ok() {
+            return Err(StoreError::Conflict("the backup file already exists"));
+        }
+        // The copy is made under another name beside PATH, and given PATH only whole: a
+        // backup cut short (killed, a full disk) leaves no file at PATH to be taken for one
+        // (before: half a copy there, which its journal rolled back to an empty database).
+        // Made here, owner-only, and never through a link.
+        let partial = partial_name(path);
+        create_new_private(&partial)?;
         let copied = (|| -> Result<(), StoreError> {
-            let mut dst = rusqlite::Connection::open(path)?;
+            let mut dst = rusqlite::Connection::open(&partial)?;
             {
                 // Every page in one step, one read transaction: a snapshot the server's
                 // writes go on beside (WAL). Steps of a few pages start over whenever
@@ -105,14 +108,57 @@ impl RecordStore for SqliteStore {
             }
             // A single file, no WAL: easy to copy off the machine.
             dst.pragma_update(None, "journal_mode", "DELETE")?;
+            dst.close().map_err(|(_, e)| e)?;
+            std::fs::File::open(&partial)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            // PATH only if nothing took it meanwhile (a link fails on a name taken; a
+            // rename would replace it).
+            std::fs::hard_link(&partial, path).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    StoreError::Conflict("the backup file already exists")
+                } else {
+                    StoreError::Unavailable(e.to_string())
+                }
+            })?;
+            let _ = std::fs::remove_file(&partial);
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                // The new name durable too.
+                let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+            }
             Ok(())
         })();
-        if copied.is_err() {
-            // Half a copy is not left to be taken for a backup.
-            let _ = std::fs::remove_file(path);
+        if let Err(e) = copied {
+            // Half a copy is not left behind, nor its journal.
+            let _ = std::fs::remove_file(&partial);
+            let mut journal = partial.as_os_str().to_owned();
+            journal.push("-journal");
+            let _ = std::fs::remove_file(std::path::PathBuf::from(journal));
+            // Said of the backup's file: a full disk there is not the database's.
+            let said = match e {
+                StoreError::Conflict(c) => return Err(StoreError::Conflict(c)),
+                StoreError::Unavailable(m) => m,
+                e => e.to_string(),
+            };
+            return Err(StoreError::Unavailable(format!(
+                "the backup to {} could not be made: {said}",
+                path.display()
+            )));
         }
-        copied
+        Ok(())
     }
+}
+
+/// The name a backup to `path` is made under until it is whole: hidden beside it, with a
+/// random part (two backups to one name at once each have their own), ending `.partial`.
+pub(super) fn partial_name(path: &std::path::Path) -> std::path::PathBuf {
+    use rand::RngCore;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "backup".into());
+    let tag = rand::rngs::OsRng.next_u64();
+    path.with_file_name(format!(".{name}.{tag:016x}.partial"))
 }
 
 /// Hand every row of `t` over, in parts, inside the caller's read transaction.

@@ -88,6 +88,46 @@ fn a_backup_is_owner_only_and_never_made_through_a_link() {
         store.backup_to(&copy),
         Err(StoreError::Conflict(_))
     ));
+    // The copy was made under another name and given PATH whole: nothing else is left
+    // beside it, after a backup made or refused.
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("live.db"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["copy.db", "link.db"]);
+    // The copy is a database of its own: no WAL, no journal beside it, whole.
+    let c = rusqlite::Connection::open(&copy).unwrap();
+    let ok: String = c
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok");
+    let mode: String = c
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "delete");
+}
+
+/// The name a backup is made under until it is whole is hidden beside PATH, its own for
+/// each backup.
+#[test]
+fn a_backup_is_made_under_a_partial_name_of_its_own() {
+    let p = std::path::Path::new("/var/backups/otpmint.db");
+    let (a, b) = (
+        super::records::partial_name(p),
+        super::records::partial_name(p),
+    );
+    assert_ne!(a, b);
+    for x in [a, b] {
+        let name = x.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            x.parent() == p.parent()
+                && name.starts_with(".otpmint.db.")
+                && name.ends_with(".partial"),
+            "{x:?}"
+        );
+    }
 }
 
 /// A retention backlog larger than one batch is purged whole, batch after batch (each its

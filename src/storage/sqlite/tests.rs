@@ -302,6 +302,60 @@ fn a_write_that_meets_a_full_disk_is_unavailable_and_remembered() {
     assert!(crate::storage::error::disk_full_notes() > noted);
 }
 
+/// A write that meets a failing disk (`SQLITE_IOERR`) or a file system turned read-only
+/// under the server (`SQLITE_READONLY`: ext4 remounts itself so after an error) is
+/// `Unavailable` and remembered as a full disk is: the readiness probe then writes for real,
+/// and answers 503 until a write takes again (found by the filesystem audit: `/readyz`
+/// answered 200 while every write failed).
+#[test]
+fn a_write_that_meets_a_failing_or_read_only_disk_is_unavailable_and_remembered() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ro.db");
+    drop(SqliteStore::open(&path, 2).unwrap());
+    let ro =
+        rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let refused = ro
+        .execute("UPDATE keyring SET active = active", [])
+        .expect_err("a read-only connection writes nothing");
+    let io = rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR_WRITE),
+        None,
+    );
+    for e in [refused, io] {
+        let noted = crate::storage::error::disk_full_notes();
+        let e = StoreError::from(e);
+        assert!(e.is_unavailable(), "{e:?}");
+        assert!(crate::storage::error::disk_full_notes() > noted, "{e:?}");
+    }
+}
+
+/// A file system is read-only exactly when it is mounted so: every mount this process sees
+/// (the last one on a mount point is the one in force), and a temporary directory's.
+#[test]
+fn a_read_only_file_system_is_seen_and_a_writable_one_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(!super::disk::read_only(dir.path()));
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mut in_force = std::collections::BTreeMap::new();
+    for l in mounts.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        // A mount point with white space in it is written escaped (`\040`): not read here.
+        if f.len() > 3 && !f[1].contains('\\') {
+            in_force.insert(f[1].to_string(), f[3].split(',').any(|o| o == "ro"));
+        }
+    }
+    for (point, ro) in &in_force {
+        if std::fs::metadata(point).is_ok_and(|m| m.is_dir()) {
+            assert_eq!(
+                super::disk::read_only(std::path::Path::new(point)),
+                *ro,
+                "{point}"
+            );
+        }
+    }
+}
+
 /// A key version another data-key rotation took first is a conflict, as PostgreSQL's
 /// unique violation is (before: the database's own words, which `keys rotate-data-key`
 /// printed), and the keyring keeps the first one's key.
@@ -329,4 +383,55 @@ fn a_data_key_version_taken_already_is_a_conflict() {
     assert_eq!(v2.len(), 1);
     assert_eq!(v2[0].wrapped, vec![1; 40]);
     assert!(v2[0].active);
+}
+
+/// The readiness probe's write takes space: a page reaches the WAL (a row given the bytes
+/// it has would write nothing), the row is as it was after it, and the store knows a write
+/// took — for a while, not for ever.
+#[test]
+fn the_space_probe_writes_a_page_and_changes_nothing() {
+    use crate::storage::Store;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.db");
+    let store = SqliteStore::open(&path, 2).unwrap();
+    assert!(!store.wrote_within(Duration::from_secs(60)));
+    store
+        .conn()
+        .unwrap()
+        .execute(
+            "INSERT INTO keyring (kind, version, wrapped, kek_id, active, created_at) VALUES ('data', 1, x'00', 'k', 1, 42)",
+            [],
+        )
+        .unwrap();
+    // Another connection's view of the file: its data version moves when a commit wrote
+    // pages, not when a transaction left every page as it was.
+    let watcher = rusqlite::Connection::open(&path).unwrap();
+    let version = || -> i64 {
+        watcher
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .unwrap()
+    };
+    let before = version();
+    let same: usize = store
+        .conn()
+        .unwrap()
+        .execute("UPDATE keyring SET active = active", [])
+        .unwrap();
+    assert_eq!(
+        (same, version()),
+        (1, before),
+        "a row given its own bytes writes nothing"
+    );
+    store.space_probe().unwrap();
+    assert!(version() > before, "the probe wrote no page");
+    let created: i64 = store
+        .conn()
+        .unwrap()
+        .query_row("SELECT created_at FROM keyring", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(created, 42);
+    assert!(store.wrote_within(Duration::from_secs(60)));
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!store.wrote_within(Duration::from_millis(10)));
 }

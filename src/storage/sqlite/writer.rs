@@ -141,6 +141,10 @@ impl Job {
 pub(super) struct Writer {
     id: u64,
     tx: std::sync::mpsc::SyncSender<Job>,
+    /// When a batch that changed rows last committed (an `Instant` since the writer
+    /// started, in ms, plus one; 0: never): the disk took a write then.
+    took: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    started: std::time::Instant,
 }
 
 const BATCH_MAX: usize = 256;
@@ -156,6 +160,9 @@ impl Writer {
         conn.execute_batch(super::PRAGMAS)?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(QUEUE_MAX);
         let id = NEXT_WRITER.fetch_add(1, Ordering::Relaxed);
+        let took = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let started = std::time::Instant::now();
+        let took_here = std::sync::Arc::clone(&took);
         std::thread::Builder::new()
             .name("otpmint-db-writer".into())
             .spawn(move || {
@@ -200,6 +207,9 @@ impl Writer {
                             // Rows written and durable: the disk took them (the readiness
                             // probe's empty batch takes no space, and says nothing of it).
                             crate::storage::error::note_write_took_space();
+                            let ms =
+                                u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                            took_here.store(ms.saturating_add(1), Ordering::Relaxed);
                         }
                         committed.err().map(|e| {
                             let _ = conn.execute_batch("ROLLBACK");
@@ -212,7 +222,21 @@ impl Writer {
                 }
             })
             .map_err(|e| StoreError::Migration(format!("cannot start the database writer: {e}")))?;
-        Ok(Writer { id, tx })
+        Ok(Writer {
+            id,
+            tx,
+            took,
+            started,
+        })
+    }
+
+    /// Whether a batch that changed rows committed within `within`: the disk took a write.
+    pub(super) fn took_within(&self, within: Duration) -> bool {
+        let at = self.took.load(Ordering::Relaxed);
+        let now = u64::try_from(self.started.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        at > 0 && u128::from(now.saturating_sub(at)) < within.as_millis()
     }
 
     /// The open batch's connection, when called on this writer's thread while it runs a
