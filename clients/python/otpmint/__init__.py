@@ -21,6 +21,7 @@ import json
 import math
 import re
 import secrets
+import select
 import socket
 import threading
 import time
@@ -406,6 +407,98 @@ def _secret(secret_key: str) -> str:
     return key
 
 
+# An idle connection is reused for the next request within this many seconds, well inside
+# the time servers keep one open (actix, otpmint's server: 5 s); an older one is closed.
+_IDLE_SECONDS = 2.0
+# Idle connections kept at most (one a thread making requests at the same time).
+_IDLE_MAX = 8
+
+
+class _Http(http.client.HTTPConnection):
+    """A connection that tells its request's deadline its socket once connected."""
+
+    deadline: Optional[_Deadline] = None
+
+    def connect(self) -> None:
+        super().connect()
+        if self.deadline is not None:
+            self.deadline.attach(self.sock)
+
+
+_Https: Any = None
+if hasattr(http.client, "HTTPSConnection"):  # a Python built without ssl has none
+
+    class _HttpsConnection(http.client.HTTPSConnection):
+        deadline: Optional[_Deadline] = None
+
+        def connect(self) -> None:
+            super().connect()
+            if self.deadline is not None:
+                self.deadline.attach(self.sock)
+
+    _Https = _HttpsConnection
+
+
+def _dropped(sock: Optional[socket.socket]) -> bool:
+    """Whether an idle connection can no longer carry a request: its socket is gone, or has
+    something to read (the server closed it, or sent what nobody asked for)."""
+    if sock is None:
+        return True
+    pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted
+    try:
+        if pending is not None and pending() > 0:
+            return True
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+class _Pool:
+    """Keep-alive connections to one origin (HTTP/1.1), each carrying one request at a time;
+    safe to share between threads."""
+
+    def __init__(self, https: bool, host: str, port: Optional[int]) -> None:
+        self._https, self._host, self._port = https, host, port
+        self._lock = threading.Lock()
+        self._idle: List[Tuple[http.client.HTTPConnection, float]] = []
+
+    def take(self) -> Optional[http.client.HTTPConnection]:
+        """An idle connection still open and fresh enough to reuse, if there is one."""
+        now = time.monotonic()
+        while True:
+            with self._lock:
+                if not self._idle:
+                    return None
+                conn, since = self._idle.pop()  # the newest first
+            if now - since <= _IDLE_SECONDS and not _dropped(conn.sock):
+                return conn
+            conn.close()
+
+    def new(self, timeout: Optional[float]) -> http.client.HTTPConnection:
+        cls = _Https if self._https else _Http
+        return cast(http.client.HTTPConnection, cls(self._host, self._port, timeout=timeout))
+
+    def give(self, conn: http.client.HTTPConnection) -> None:
+        """A connection whose answer was read whole, to carry another request."""
+        with self._lock:
+            if len(self._idle) < _IDLE_MAX:
+                self._idle.append((conn, time.monotonic()))
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn, _ in idle:
+            conn.close()
+
+
+# Requests sent again on a new connection when a kept-alive one turns out closed before any
+# answer came: those that change nothing twice (a mint with an Idempotency-Key too).
+_RETRY_SAFE = ("GET", "HEAD", "DELETE", "PUT")
+
+
 class Client:
     """The tenant API with one secret key. Every method raises `OtpmintError` on any answer
     but its route's documented success (status and JSON body) — a redirect included:
@@ -425,9 +518,47 @@ class Client:
         self.base_url = base_url.rstrip("/")
         self._secret_key = _secret(secret_key)
         self.timeout = _timeout(timeout)
+        url = urllib.parse.urlsplit(self.base_url)
+        try:
+            port = url.port
+        except ValueError:  # not a port: urllib says so at the first request
+            port, url = None, url._replace(scheme="")
+        self._scheme, self._host = url.scheme.lower(), url.hostname or ""
+        https = self._scheme == "https" and _Https is not None
+        self._pool: Optional[_Pool] = None
+        if self._host and not url.username and (https or self._scheme == "http"):
+            self._pool = _Pool(https, self._host, port)
 
     def __repr__(self) -> str:  # never the secret key
         return f"Client({self.base_url!r})"
+
+    def close(self) -> None:
+        """Close the connections kept open for the next requests (the client stays usable:
+        a later request opens a new one)."""
+        if self._pool is not None:
+            self._pool.close()
+
+    def __del__(self) -> None:  # a client let go closes what it kept open
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _pooled(self) -> Optional[_Pool]:
+        """The kept-alive connections to use, or None where urllib goes (through a proxy the
+        environment names for this host, as urllib would; an address urllib must judge)."""
+        if self._pool is None:
+            return None
+        if urllib.request.getproxies().get(self._scheme) and not urllib.request.proxy_bypass(
+            self._host
+        ):
+            return None
+        return self._pool
 
     def _request(
         self,
@@ -440,13 +571,104 @@ class Client:
         """One request: the JSON object answered with a status in `ok` (None for a 204) and
         the answer's headers; `OtpmintError` for any other answer."""
         data = None if body is None else json.dumps(body).encode()
+        pool = self._pooled()
+        if pool is not None:
+            status, answer_headers, raw = self._send(pool, method, path, data, headers or {})
+        else:
+            status, answer_headers, raw = self._open(method, path, data, headers or {})
+        if status not in ok:
+            raise _failure(status, answer_headers, raw)
+        if status == 204:
+            return None, answer_headers
+        value = _json_object(answer_headers, raw)
+        if value is None:
+            raise _failure(status, answer_headers, raw)
+        return value, answer_headers
+
+    def _headers(self, data: Optional[bytes], extra: Mapping[str, str]) -> Dict[str, str]:
+        h = {"Authorization": f"Bearer {self._secret_key}", "Accept": "application/json"}
+        if data is not None:
+            h["Content-Type"] = "application/json"
+        h.update(extra)
+        return h
+
+    def _send(
+        self,
+        pool: _Pool,
+        method: str,
+        path: str,
+        data: Optional[bytes],
+        headers: Mapping[str, str],
+    ) -> Tuple[int, Mapping[str, str], bytes]:
+        """One request over a kept-alive connection (a new one when none is idle): status,
+        headers and body, read whole within the deadline."""
+        target = urllib.parse.urlsplit(self.base_url + path)
+        url = target.path + ("?" + target.query if target.query else "")
+        all_headers = self._headers(data, headers)
+        safe = method in _RETRY_SAFE or "Idempotency-Key" in headers
+        deadline = _Deadline(self.timeout)
+        conn: Optional[http.client.HTTPConnection] = None
+        keep = False
+        try:
+            try:
+                while True:
+                    conn = pool.take()
+                    reused = conn is not None
+                    if conn is None:
+                        conn = pool.new(self.timeout)
+                    cast(Any, conn).deadline = deadline
+                    if reused:
+                        deadline.attach(conn.sock)
+                        conn.sock.settimeout(self.timeout)
+                    try:
+                        conn.request(method, url, body=data, headers=all_headers)
+                        r = conn.getresponse()
+                    except (
+                        http.client.RemoteDisconnected,
+                        ConnectionResetError,
+                        ConnectionAbortedError,
+                        BrokenPipeError,
+                    ):
+                        # Closed by the server as it went idle, before any answer: once
+                        # more on a new connection where sending again is safe.
+                        conn.close()
+                        conn = None
+                        if reused and safe and not deadline.passed:
+                            continue
+                        raise
+                    break
+                status, answer_headers, raw = r.status, r.headers, r.read()
+                keep = not r.will_close
+            except socket.timeout as e:  # TimeoutError from Python 3.10
+                raise TimeoutError(f"no answer within {self.timeout} s") from e
+            except (OSError, http.client.HTTPException) as e:
+                if deadline.passed:  # the deadline shut the socket under the read
+                    raise TimeoutError(f"no whole answer within {self.timeout} s") from e
+                raise urllib.error.URLError(e) from e
+        finally:
+            deadline.cancel()
+            if conn is not None:
+                cast(Any, conn).deadline = None
+                if keep and not deadline.passed:
+                    pool.give(conn)
+                else:
+                    conn.close()
+        if deadline.passed and not _framed(answer_headers, status):
+            raise TimeoutError(f"no whole answer within {self.timeout} s")
+        return status, answer_headers, raw
+
+    def _open(
+        self, method: str, path: str, data: Optional[bytes], headers: Mapping[str, str]
+    ) -> Tuple[int, Mapping[str, str], bytes]:
+        """One request through urllib (a new connection, through a proxy where the
+        environment names one): status, headers and body, read whole within the deadline."""
         req = urllib.request.Request(self.base_url + path, data=data, method=method)
         # Unredirected: never copied to another request, should one ever be made.
         req.add_unredirected_header("Authorization", f"Bearer {self._secret_key}")
         req.add_header("Accept", "application/json")
         if data is not None:
             req.add_header("Content-Type", "application/json")
-        for k, v in (headers or {}).items():
+        for k, v in headers.items():
             req.add_header(k, v)
         deadline = _Deadline(self.timeout)
         opener = urllib.request.build_opener(_NoRedirects, *deadline.handlers())
@@ -476,14 +698,7 @@ class Client:
         # ended by its connection's close is whole only if the deadline did not close it.
         if deadline.passed and not _framed(answer_headers, status):
             raise TimeoutError(f"no whole answer within {self.timeout} s")
-        if status not in ok:
-            raise _failure(status, answer_headers, raw)
-        if status == 204:
-            return None, answer_headers
-        value = _json_object(answer_headers, raw)
-        if value is None:
-            raise _failure(status, answer_headers, raw)
-        return value, answer_headers
+        return status, answer_headers, raw
 
     def mint(
         self,

@@ -20,6 +20,7 @@ import threading
 import time
 import typing
 import unittest
+import unittest.mock
 import urllib.error
 import urllib.request
 
@@ -51,9 +52,10 @@ def code_in_inbox(client: otpmint.Client, to: str, count: int = 1) -> str:
 class LocalServer:
     """A local HTTP server answering `answer(request)` → (status, headers, body), never when
     it returns None, and closing the connection without an answer when it returns "close";
-    `requests` records what it received."""
+    `requests` records what it received (and the client's port: its connection). With
+    `http11` its connections stay open between requests, as a real server's do."""
 
-    def __init__(self, answer):
+    def __init__(self, answer, http11=False):
         self.requests = []
         self.released = threading.Event()
         outer = self
@@ -67,13 +69,16 @@ class LocalServer:
                     "path": self.path,
                     "headers": self.headers,
                     "body": body,
+                    "port": self.client_address[1],
                 }
                 outer.requests.append(request)
                 reply = answer(request)
                 if reply is None:
                     outer.released.wait(10)
+                    self.close_connection = True
                     return
                 if reply == "close":
+                    self.close_connection = True
                     return
                 if reply == "trickle":  # the headers at once, then a byte now and then
                     data = json.dumps(MINTED).encode()
@@ -90,18 +95,23 @@ class LocalServer:
                         except OSError:
                             return
                     return
-                status, headers, data = reply
+                status, headers, data = reply[:3]
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+                if reply[3:] == ("hang up",):  # closed after the answer, without a word
+                    self.close_connection = True
 
             do_GET = do_POST = do_PUT = do_DELETE = do_any
 
             def log_message(self, *args):
                 pass
+
+        if http11:
+            Handler.protocol_version = "HTTP/1.1"
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -429,6 +439,69 @@ class OfflineTest(unittest.TestCase):
         hangs_up = self.serve(lambda r: "close")
         with self.assertRaises(urllib.error.URLError):
             otpmint.Client(hangs_up.url, "sk").status("otp_x")
+
+    def test_calls_in_a_row_share_one_kept_alive_connection(self):
+        server = LocalServer(lambda r: json_answer({"status": "pending"}), http11=True)
+        self.addCleanup(server.close)
+        with otpmint.Client(server.url, "sk") as client:
+            for _ in range(3):
+                self.assertEqual(client.status("otp_x")["status"], "pending")
+            client.verify("otp_x", "123456")
+        self.assertEqual(len({r["port"] for r in server.requests}), 1, server.requests)
+        # Each request whole and with its own headers on the shared connection.
+        self.assertEqual([r["method"] for r in server.requests], ["GET"] * 3 + ["POST"])
+        self.assertEqual(server.requests[3]["headers"]["Authorization"], "Bearer sk")
+        self.assertEqual(json.loads(server.requests[3]["body"]), {"shareable_key": "otp_x", "otp": "123456"})
+        # A server that closes after each answer (HTTP/1.0, or `Connection: close`) gets a new
+        # connection each time, and nothing fails.
+        closing = self.serve(lambda r: json_answer({"status": "pending"}))
+        client = otpmint.Client(closing.url, "sk")
+        for _ in range(3):
+            client.status("otp_x")
+        self.assertEqual(len({r["port"] for r in closing.requests}), 3)
+
+    def test_a_connection_the_server_closed_is_never_used_again(self):
+        # The server closes each connection after its answer without saying so (as one does
+        # when a connection stays idle past its keep-alive time).
+        server = LocalServer(lambda r: json_answer({"status": "pending"}) + ("hang up",), http11=True)
+        self.addCleanup(server.close)
+        client = otpmint.Client(server.url, "sk")
+        client.status("otp_x")
+        time.sleep(0.2)  # the close reaches the client
+        client.verify("otp_x", "123456")  # a POST: never sent on a connection seen closed
+        self.assertEqual(len({r["port"] for r in server.requests}), 2, server.requests)
+        self.assertEqual([r["method"] for r in server.requests], ["GET", "POST"])
+
+    def test_a_kept_alive_connection_lost_before_its_answer_is_retried_only_where_safe(self):
+        # The second request on a connection finds it closing: no answer comes.
+        seen = set()
+
+        def answer(r):
+            if r["port"] in seen:
+                return "close"
+            seen.add(r["port"])
+            return json_answer({"status": "pending", "shareable_key": "otp_x"})
+
+        server = LocalServer(answer, http11=True)
+        self.addCleanup(server.close)
+        client = otpmint.Client(server.url, "sk")
+        client.status("otp_x")
+        # A GET changes nothing twice: sent again on a new connection, and answered.
+        self.assertEqual(client.status("otp_x")["status"], "pending")
+        self.assertEqual(len(server.requests), 3)
+        # A verify may have been taken: the loss is the caller's to see, not sent again.
+        with self.assertRaises(urllib.error.URLError):
+            client.verify("otp_x", "123456")
+        self.assertEqual([r["method"] for r in server.requests].count("POST"), 1)
+
+    def test_a_proxy_the_environment_names_is_used_as_urllib_would(self):
+        proxy = self.serve(lambda r: json_answer({"status": "pending"}))
+        target = "http://otp.example.invalid:8080"
+        with unittest.mock.patch.dict(
+            "os.environ", {"http_proxy": proxy.url, "HTTP_PROXY": proxy.url, "no_proxy": "", "NO_PROXY": ""}
+        ):
+            self.assertEqual(otpmint.Client(target, "sk").status("otp_x")["status"], "pending")
+        self.assertEqual(proxy.requests[0]["path"], target + "/v1/otp/otp_x")
 
     def test_an_answer_that_trickles_in_is_bounded_by_the_timeout_as_a_whole(self):
         # Each byte comes well within the timeout; the whole answer would take many times it.
