@@ -87,6 +87,42 @@ fn fields(head: &str) -> Vec<&str> {
     out
 }
 
+/// Characters of the signature on one line of the field.
+const B_LINE: usize = 72;
+
+/// A `DKIM-Signature` field folded for sending: a line a tag, and the `h=` list broken
+/// before a name that would take its line past 78 characters (white space is allowed around
+/// its colons, RFC 6376 §3.5). Relaxed canonicalization reads it back as one line.
+fn fold_field(field: &str) -> String {
+    let mut out = String::new();
+    for (i, tag) in field.split("; ").enumerate() {
+        if i > 0 {
+            out.push_str(";\r\n ");
+        }
+        match tag.strip_prefix("h=") {
+            Some(list) => {
+                let mut line = String::from(" h=");
+                out.push_str("h=");
+                for (j, name) in list.split(':').enumerate() {
+                    let piece = if j == 0 {
+                        name.to_string()
+                    } else {
+                        format!(":{name}")
+                    };
+                    if line.len() + piece.len() > 76 {
+                        out.push_str("\r\n ");
+                        line = String::from(" ");
+                    }
+                    out.push_str(&piece);
+                    line.push_str(&piece);
+                }
+            }
+            None => out.push_str(tag),
+        }
+    }
+    out
+}
+
 /// The message with a `DKIM-Signature` header first, signed at `now` (Unix seconds).
 pub fn sign(raw: &[u8], d: &DkimSigner, now: u64) -> Result<Vec<u8>, String> {
     let text = std::str::from_utf8(raw).map_err(|_| "the message is not UTF-8")?;
@@ -125,7 +161,9 @@ pub fn sign(raw: &[u8], d: &DkimSigner, now: u64) -> Result<Vec<u8>, String> {
         d.selector,
         names.join(":")
     );
-    signed.push_str(relaxed_header(&format!("DKIM-Signature: {tags}")).trim_end_matches("\r\n"));
+    // The field as it is sent, folded (b= still empty): what is signed is its relaxed form.
+    let folded = fold_field(&format!("DKIM-Signature: {tags}"));
+    signed.push_str(relaxed_header(&folded).trim_end_matches("\r\n"));
     let hash = Sha256::digest(signed.as_bytes());
     let sig = match d.algorithm {
         DkimAlgorithm::Ed25519 => {
@@ -148,8 +186,15 @@ pub fn sign(raw: &[u8], d: &DkimSigner, now: u64) -> Result<Vec<u8>, String> {
             .map_err(|e| format!("RSA signing: {e}"))?
         }
     };
-    // Folded at tag boundaries; relaxed canonicalization reads it as signed.
-    let header = format!("DKIM-Signature: {tags}{}\r\n", b64(&sig)).replace("; ", ";\r\n ");
+    // The signature in lines of at most 72 characters: white space in b= is ignored (RFC
+    // 6376 §3.5), and every line of the field stays within RFC 5322's 78.
+    let sig = b64(&sig);
+    let lines: Vec<&str> = sig
+        .as_bytes()
+        .chunks(B_LINE)
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect();
+    let header = format!("{folded}{}\r\n", lines.join("\r\n "));
     let mut out = header.into_bytes();
     out.extend_from_slice(raw);
     Ok(out)
@@ -254,6 +299,14 @@ mod tests {
                 head.starts_with("DKIM-Signature: v=1;\r\n a=rsa-sha256;"),
                 "{head}"
             );
+            // Every line of the field within RFC 5322's 78 characters, the RSA signature's
+            // 344 included.
+            let text = String::from_utf8_lossy(&signed).to_string();
+            let field_end = text.find("\r\nFrom:").unwrap();
+            for line in text[..field_end].split("\r\n") {
+                assert!(line.len() <= 78, "{} characters: {line}", line.len());
+            }
+            assert!(text[..field_end].matches("\r\n ").count() > 10, "{text}");
         });
     }
 }
