@@ -20,9 +20,11 @@ import http.client
 import json
 import math
 import re
+import os
 import secrets
-import select
+import selectors
 import socket
+import sys
 import threading
 import time
 import urllib.error
@@ -280,10 +282,15 @@ class _Deadline:
         self._over = False
         self.passed = False
         self._timer: Optional[threading.Timer] = None
+        self._end = None if seconds is None else time.monotonic() + seconds
         if seconds is not None:  # None: no limit
             self._timer = threading.Timer(seconds, self._expire)
             self._timer.daemon = True
             self._timer.start()
+
+    def remaining(self) -> Optional[float]:
+        """The seconds left (None: no limit), for a connection opened part-way through."""
+        return None if self._end is None else max(self._end - time.monotonic(), 0.001)
 
     def attach(self, sock: Optional[socket.socket]) -> None:
         with self._lock:
@@ -448,10 +455,12 @@ def _dropped(sock: Optional[socket.socket]) -> bool:
     try:
         if pending is not None and pending() > 0:
             return True
-        readable, _, _ = select.select([sock], [], [], 0)
+        # A selector, not select(): a descriptor over 1024 is no error.
+        with selectors.DefaultSelector() as sel:
+            sel.register(sock, selectors.EVENT_READ)
+            return bool(sel.select(0))
     except (OSError, ValueError):
         return True
-    return bool(readable)
 
 
 class _Pool:
@@ -459,19 +468,41 @@ class _Pool:
     safe to share between threads."""
 
     def __init__(self, https: bool, host: str, port: Optional[int]) -> None:
-        self._https, self._host, self._port = https, host, port
+        # The port always given: a bare IPv6 address would be read as host and port.
+        self._https, self._host = https, host
+        self._port = port if port is not None else (443 if https else 80)
         self._lock = threading.Lock()
         self._idle: List[Tuple[http.client.HTTPConnection, float]] = []
+        self._pid = os.getpid()
+
+    def _forked(self) -> bool:
+        """Whether this process is a fork of the one that opened the idle connections: they
+        are the parent's too (one answer could reach the other process), so they are let go
+        here without a word on them (no close_notify, no FIN of this process's own)."""
+        if self._pid == os.getpid():
+            return False
+        with self._lock:
+            self._idle = []
+            self._pid = os.getpid()
+        return True
 
     def take(self) -> Optional[http.client.HTTPConnection]:
-        """An idle connection still open and fresh enough to reuse, if there is one."""
+        """An idle connection still open and fresh enough to reuse, if there is one; the
+        ones too old or closed by the server meanwhile are closed."""
+        self._forked()
         now = time.monotonic()
+        with self._lock:
+            fresh = [(c, t) for c, t in self._idle if now - t <= _IDLE_SECONDS]
+            stale = [c for c, t in self._idle if now - t > _IDLE_SECONDS]
+            self._idle = fresh
+        for conn in stale:
+            conn.close()
         while True:
             with self._lock:
                 if not self._idle:
                     return None
-                conn, since = self._idle.pop()  # the newest first
-            if now - since <= _IDLE_SECONDS and not _dropped(conn.sock):
+                conn, _ = self._idle.pop()  # the newest first
+            if not _dropped(conn.sock):
                 return conn
             conn.close()
 
@@ -481,6 +512,9 @@ class _Pool:
 
     def give(self, conn: http.client.HTTPConnection) -> None:
         """A connection whose answer was read whole, to carry another request."""
+        if self._forked():
+            conn.close()
+            return
         with self._lock:
             if len(self._idle) < _IDLE_MAX:
                 self._idle.append((conn, time.monotonic()))
@@ -494,9 +528,13 @@ class _Pool:
             conn.close()
 
 
-# Requests sent again on a new connection when a kept-alive one turns out closed before any
-# answer came: those that change nothing twice (a mint with an Idempotency-Key too).
-_RETRY_SAFE = ("GET", "HEAD", "DELETE", "PUT")
+# Requests sent once more, on a new connection, when a kept-alive one turns out closed before
+# any answer came — the server may have acted on it all the same: only those whose repeat
+# answers as the first did (reads, and a mint with an Idempotency-Key). A cancel repeated
+# answers 410, a webhook stored again answers without its secret: not these.
+_RETRY_SAFE = ("GET", "HEAD")
+
+_USER_AGENT = "otpmint-python/0.1.0 (Python %d.%d)" % sys.version_info[:2]
 
 
 class Client:
@@ -524,6 +562,8 @@ class Client:
         except ValueError:  # not a port: urllib says so at the first request
             port, url = None, url._replace(scheme="")
         self._scheme, self._host = url.scheme.lower(), url.hostname or ""
+        # What urllib asks the proxy rules of: host and port as written, without userinfo.
+        self._netloc = url.netloc.rpartition("@")[2]
         https = self._scheme == "https" and _Https is not None
         self._pool: Optional[_Pool] = None
         if self._host and not url.username and (https or self._scheme == "http"):
@@ -555,7 +595,7 @@ class Client:
         if self._pool is None:
             return None
         if urllib.request.getproxies().get(self._scheme) and not urllib.request.proxy_bypass(
-            self._host
+            self._netloc
         ):
             return None
         return self._pool
@@ -586,7 +626,11 @@ class Client:
         return value, answer_headers
 
     def _headers(self, data: Optional[bytes], extra: Mapping[str, str]) -> Dict[str, str]:
-        h = {"Authorization": f"Bearer {self._secret_key}", "Accept": "application/json"}
+        h = {
+            "Authorization": f"Bearer {self._secret_key}",
+            "Accept": "application/json",
+            "User-Agent": _USER_AGENT,
+        }
         if data is not None:
             h["Content-Type"] = "application/json"
         h.update(extra)
@@ -603,7 +647,7 @@ class Client:
         """One request over a kept-alive connection (a new one when none is idle): status,
         headers and body, read whole within the deadline."""
         target = urllib.parse.urlsplit(self.base_url + path)
-        url = target.path + ("?" + target.query if target.query else "")
+        url = (target.path or "/") + ("?" + target.query if target.query else "")
         all_headers = self._headers(data, headers)
         safe = method in _RETRY_SAFE or "Idempotency-Key" in headers
         deadline = _Deadline(self.timeout)
@@ -611,15 +655,16 @@ class Client:
         keep = False
         try:
             try:
+                conn = pool.take()
+                reused = conn is not None
                 while True:
-                    conn = pool.take()
-                    reused = conn is not None
                     if conn is None:
-                        conn = pool.new(self.timeout)
+                        # Connecting gets what is left of the deadline, not all of it again.
+                        conn = pool.new(deadline.remaining())
                     cast(Any, conn).deadline = deadline
                     if reused:
                         deadline.attach(conn.sock)
-                        conn.sock.settimeout(self.timeout)
+                        conn.sock.settimeout(deadline.remaining())
                     try:
                         conn.request(method, url, body=data, headers=all_headers)
                         r = conn.getresponse()
@@ -630,15 +675,18 @@ class Client:
                         BrokenPipeError,
                     ):
                         # Closed by the server as it went idle, before any answer: once
-                        # more on a new connection where sending again is safe.
+                        # more, on a new connection, where sending again is safe.
                         conn.close()
                         conn = None
                         if reused and safe and not deadline.passed:
+                            reused = False
                             continue
                         raise
                     break
                 status, answer_headers, raw = r.status, r.headers, r.read()
-                keep = not r.will_close
+                # An informational answer (103 Early Hints) is not the answer: what follows
+                # it on the connection must not reach the next request.
+                keep = status >= 200 and not r.will_close
             except socket.timeout as e:  # TimeoutError from Python 3.10
                 raise TimeoutError(f"no answer within {self.timeout} s") from e
             except (OSError, http.client.HTTPException) as e:
@@ -666,6 +714,7 @@ class Client:
         # Unredirected: never copied to another request, should one ever be made.
         req.add_unredirected_header("Authorization", f"Bearer {self._secret_key}")
         req.add_header("Accept", "application/json")
+        req.add_header("User-Agent", _USER_AGENT)
         if data is not None:
             req.add_header("Content-Type", "application/json")
         for k, v in headers.items():

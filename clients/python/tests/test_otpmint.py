@@ -80,6 +80,11 @@ class LocalServer:
                 if reply == "close":
                     self.close_connection = True
                     return
+                if reply == "early hints":  # a 103, then the answer (naming this request)
+                    self.wfile.write(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n")
+                    self.wfile.flush()
+                    time.sleep(0.05)
+                    reply = json_answer({"status": "answer to " + self.path})
                 if reply == "trickle":  # the headers at once, then a byte now and then
                     data = json.dumps(MINTED).encode()
                     self.send_response(200)
@@ -489,10 +494,67 @@ class OfflineTest(unittest.TestCase):
         # A GET changes nothing twice: sent again on a new connection, and answered.
         self.assertEqual(client.status("otp_x")["status"], "pending")
         self.assertEqual(len(server.requests), 3)
-        # A verify may have been taken: the loss is the caller's to see, not sent again.
+        # A verify may have been taken: the loss is the caller's to see, not sent again; so
+        # is a cancel's (a second one answers 410) and a webhook's (stored again, it answers
+        # without the secret).
         with self.assertRaises(urllib.error.URLError):
             client.verify("otp_x", "123456")
         self.assertEqual([r["method"] for r in server.requests].count("POST"), 1)
+        client.status("otp_x")
+        with self.assertRaises(urllib.error.URLError):
+            client.cancel("otp_x")
+        self.assertEqual([r["method"] for r in server.requests].count("DELETE"), 1)
+
+    def test_an_informational_answer_leaves_nothing_for_the_next_call(self):
+        server = LocalServer(
+            lambda r: "early hints" if r["path"].endswith("/first") else json_answer({"status": "answer to " + r["path"]}),
+            http11=True,
+        )
+        self.addCleanup(server.close)
+        client = otpmint.Client(server.url, "sk")
+        with self.assertRaises(otpmint.OtpmintError) as e:
+            client.status("first")
+        self.assertEqual(e.exception.status, 103)
+        # The 200 that followed the 103 belongs to the first call, never to this one.
+        self.assertEqual(client.status("second")["status"], "answer to /v1/otp/second")
+
+    def test_requests_say_who_sends_them_and_a_bare_ipv6_address_takes_the_default_port(self):
+        server = LocalServer(lambda r: json_answer({"status": "pending"}), http11=True)
+        self.addCleanup(server.close)
+        otpmint.Client(server.url, "sk").status("otp_x")
+        self.assertTrue(server.requests[0]["headers"]["User-Agent"].startswith("otpmint-python/"))
+        for url, port in [("http://[::1]", 80), ("https://[::1]", 443), ("http://[::1]:8080", 8080)]:
+            conn = otpmint.Client(url, "sk")._pool.new(1.0)
+            self.assertEqual((conn.host, conn.port), ("::1", port), url)
+
+    def test_a_deadline_gives_a_connection_opened_late_only_what_is_left(self):
+        deadline = otpmint._Deadline(10.0)
+        self.addCleanup(deadline.cancel)
+        time.sleep(0.2)
+        self.assertLess(deadline.remaining(), 9.9)
+        self.assertGreater(deadline.remaining(), 5)
+        self.assertIsNone(otpmint._Deadline(None).remaining())
+
+    @unittest.skipUnless(hasattr(os, "fork"), "fork is POSIX only")
+    def test_a_forked_process_never_shares_its_parents_connections(self):
+        server = LocalServer(lambda r: json_answer({"status": r["path"]}), http11=True)
+        self.addCleanup(server.close)
+        client = otpmint.Client(server.url, "sk", timeout=5)
+        client.status("parent-1")
+        pid = os.fork()
+        if pid == 0:  # the child: its own connection, its own answer
+            ok = False
+            try:
+                ok = client.status("child")["status"] == "/v1/otp/child"
+            finally:
+                os._exit(0 if ok else 1)
+        _, code = os.waitpid(pid, 0)
+        self.assertEqual(code, 0)
+        # The parent's kept connection still carries the parent's next call, answered.
+        self.assertEqual(client.status("parent-2")["status"], "/v1/otp/parent-2")
+        ports = {r["path"]: r["port"] for r in server.requests}
+        self.assertEqual(ports["/v1/otp/parent-1"], ports["/v1/otp/parent-2"])
+        self.assertNotEqual(ports["/v1/otp/child"], ports["/v1/otp/parent-1"])
 
     def test_a_proxy_the_environment_names_is_used_as_urllib_would(self):
         proxy = self.serve(lambda r: json_answer({"status": "pending"}))
