@@ -6,8 +6,9 @@ use super::tests::{fields, vars};
 use super::*;
 
 /// A link the template did not place goes before the body's end however the HTML writes
-/// it (`</BODY>`, `</body >` too; not `</bodyx>`), and after the body's last text when
-/// there is no end tag; the HTML escapes what it must of a value (`&<>"'`), and no `/`.
+/// it (`</BODY>`, `</body >`, `</body/>` too, after text in any script; not `</bodyx>`),
+/// and after the body's last text when there is no end tag; the HTML escapes what it must of
+/// a value (`&<>"'`), and no `/`.
 #[test]
 fn a_link_the_template_left_out_goes_before_the_body_end_in_any_case() {
     let link = "https://otp.example.com/l/AbCd";
@@ -23,6 +24,10 @@ fn a_link_the_template_left_out_goes_before_the_body_end_in_any_case() {
         (
             "<html><body><p>1</p></body \n></html>",
             "<html><body><p>1</p><p><a href=\"https://otp.example.com/l/AbCd\">https://otp.example.com/l/AbCd</a></p></body \n></html>",
+        ),
+        (
+            "<html><body><p>İ Größe</p></BODY/></html>",
+            "<html><body><p>İ Größe</p><p><a href=\"https://otp.example.com/l/AbCd\">https://otp.example.com/l/AbCd</a></p></BODY/></html>",
         ),
         (
             "<html><body><p>1</p><bodyx></bodyx></html>",

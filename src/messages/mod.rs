@@ -242,16 +242,15 @@ pub fn ensure_link(r: &mut Rendered, link: &str) {
     }
 }
 
-/// Where the last `</body>` end tag starts, in whatever case it is written and with white
-/// space before its `>` (`</body >`, as HTML allows): ASCII case, so the lowered copy's
-/// offsets are the HTML's.
+/// Where the last `</body>` end tag starts, in whatever case it is written, and however
+/// its name ends as HTML reads a tag name — at white space, `/` or `>` (`</body >`,
+/// `</body/>`; not `</bodyx>`): ASCII case, so the lowered copy's offsets are the HTML's.
 fn body_end(h: &str) -> Option<usize> {
     let lower = h.to_ascii_lowercase();
     let mut end = lower.len();
     while let Some(i) = lower[..end].rfind("</body") {
-        let rest =
-            lower[i + "</body".len()..].trim_start_matches(|c: char| c.is_ascii_whitespace());
-        if rest.starts_with('>') {
+        let next = lower.as_bytes().get(i + "</body".len());
+        if next.is_some_and(|b| b.is_ascii_whitespace() || *b == b'/' || *b == b'>') {
             return Some(i);
         }
         end = i;

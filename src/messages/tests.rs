@@ -461,9 +461,11 @@ fn text_messages_read_naturally_for_long_lifetimes_and_names_ending_in_a_stop() 
     assert!(sms("de", 86400, "Acme").contains("Gültig für 24 Std. Geben"));
     assert!(sms("ja", 86400, "Acme").contains("24 時間です"));
     for lang in LANGUAGES {
-        for app in ["Acme Ltd.", "Acme"] {
+        for app in ["Acme Ltd.", "Acme", "Yahoo!", "Acme…"] {
             let t = sms(lang, 600, app);
-            assert!(!t.contains(".."), "{lang}: {t}");
+            for doubled in ["..", "!.", "….", "?."] {
+                assert!(!t.contains(doubled), "{lang}: {t}");
+            }
             assert!(t.contains(app), "{lang}: {t}");
         }
     }

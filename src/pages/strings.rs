@@ -66,6 +66,9 @@ pub struct PageStrings {
     pub done_lead: &'static str,
 }
 
+/// What ends a sentence at the end of an app's name.
+const SENTENCE_ENDS: &[char] = &['.', '!', '?', '…', '。', '！', '？'];
+
 impl PageStrings {
     /// The words of `language` (a primary language subtag, any case), if it is one of the ten.
     pub fn known(language: &str) -> Option<&'static PageStrings> {
@@ -80,6 +83,17 @@ impl PageStrings {
             .unwrap_or("en")
             .to_ascii_lowercase();
         ALL.iter().find(|s| s.lang == lang).unwrap_or(&ALL[0])
+    }
+
+    /// `text` with `{app}` as the app's name — and no second stop where the name ends a
+    /// sentence itself (`Acme Ltd.`, `Yahoo!`) and the text puts one after it.
+    pub fn with_app(text: &str, app: &str) -> String {
+        let text = if app.ends_with(SENTENCE_ENDS) {
+            text.replace("{app}.", "{app}").replace("{app}。", "{app}")
+        } else {
+            text.to_string()
+        };
+        text.replace("{app}", app)
     }
 
     /// "Please wait …" for a wait of `secs` seconds: in seconds up to two minutes, else in
@@ -121,5 +135,30 @@ mod tests {
             // A check that could not be made is not a code that could not be sent.
             assert_ne!(s.busy, s.not_sent, "{}", s.lang);
         }
+    }
+
+    /// An app's name that ends a sentence itself gets no second stop after it, in any of
+    /// the ten languages (found by the SMS audit: "Ltd.." in text messages).
+    #[test]
+    fn an_app_name_ending_a_sentence_gets_no_second_stop() {
+        for s in ALL {
+            for app in ["Acme Ltd.", "Yahoo!", "Acme"] {
+                for text in [s.over_lead, s.withdrawn_lead, s.ended_lead, s.confirm_lead] {
+                    let out = PageStrings::with_app(text, app);
+                    assert!(out.contains(app), "{}: {out}", s.lang);
+                    for doubled in ["..", "!.", ".。", "!。"] {
+                        assert!(!out.contains(doubled), "{}: {out}", s.lang);
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            PageStrings::with_app("Start again from {app}.", "Acme"),
+            "Start again from Acme."
+        );
+        assert_eq!(
+            PageStrings::with_app("Start again from {app}.", "Acme Ltd."),
+            "Start again from Acme Ltd."
+        );
     }
 }

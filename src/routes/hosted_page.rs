@@ -107,7 +107,7 @@ pub(super) async fn render(
         } else {
             s.over_lead
         };
-        no_form(s.over_title, lead.replace("{app}", app))
+        no_form(s.over_title, PageStrings::with_app(lead, app))
     } else if code_sent && error != Some(&PageError::BadEmail) {
         let email = row.session.email.as_deref().map(mask).unwrap_or_default();
         // The page a new code's send goes back to says that one was sent.
@@ -128,7 +128,7 @@ pub(super) async fn render(
     } else if let Some(email) = row.session.email.as_deref() {
         // The tenant gave the address: only the button to send the code.
         (
-            s.email_title.replace("{app}", app),
+            PageStrings::with_app(s.email_title, app),
             s.send_lead.replace("{email}", &mask(email)),
             "send",
             "",
@@ -138,7 +138,7 @@ pub(super) async fn render(
         )
     } else {
         (
-            s.email_title.replace("{app}", app),
+            PageStrings::with_app(s.email_title, app),
             s.email_lead.to_string(),
             "email",
             s.email_label,
@@ -161,7 +161,7 @@ pub(super) async fn render(
     } else {
         String::new()
     };
-    let back_label = s.back.replace("{app}", app);
+    let back_label = PageStrings::with_app(s.back, app);
     // Under the code's form, when no new code can be asked for: use the last one (unless
     // the error says just that).
     let note = if field == "code" && resend.is_empty() && error != Some(&PageError::NoMoreCodes) {
@@ -183,7 +183,7 @@ pub(super) async fn render(
     .collect::<Vec<_>>()
     .join(" ");
     // The title names the app where its words do ("Sign in to {app}"); others get it after.
-    let names_app = title == s.email_title.replace("{app}", app);
+    let names_app = title == PageStrings::with_app(s.email_title, app);
     let html = pages::render_hosted(&HostedPage {
         lang: s.lang,
         app,
@@ -201,15 +201,13 @@ pub(super) async fn render(
         } else {
             ""
         },
-        invalid: matches!(
-            error,
-            Some(
-                PageError::BadEmail
-                    | PageError::Refused
-                    | PageError::BadCode
-                    | PageError::WrongCode(_)
-            )
-        ),
+        // About the field shown: an address refused (`Refused` on the code's page comes
+        // from "send a new code", not from the code typed), a code that is not the one.
+        invalid: match field {
+            "email" => matches!(error, Some(PageError::BadEmail | PageError::Refused)),
+            "code" => matches!(error, Some(PageError::BadCode | PageError::WrongCode(_))),
+            _ => false,
+        },
         focus_again: error == Some(&PageError::CodeEnded) && !again.is_empty(),
         button,
         action: &action,

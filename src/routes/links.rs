@@ -54,7 +54,7 @@ fn gone(
     page_kit::app_notice(
         st,
         actix_web::http::StatusCode::GONE,
-        (s.lang, title, &lead.replace("{app}", app)),
+        (s.lang, title, &PageStrings::with_app(lead, app)),
         app,
     )
 }
@@ -89,7 +89,7 @@ pub async fn show(req: HttpRequest, st: State, token: web::Path<String>) -> Http
             let cookie = page_kit::cookie_or_new(&st, &req, COOKIE);
             let csrf = st.services.codes.link_csrf(&token, &cookie);
             let set_cookie = page_kit::set_cookie(&st, &req, COOKIE, &cookie);
-            let lead = s.confirm_lead.replace("{app}", &l.tenant_name);
+            let lead = PageStrings::with_app(s.confirm_lead, &l.tenant_name);
             let action = format!("{}/l/{}", page_kit::base_path(&st), token.as_str());
             // The tenant's colour and logo, as on its hosted pages (API.md §18.8).
             let tenant = st.services.core.tenant(l.tenant_id.as_str()).await;

@@ -1,6 +1,7 @@
-//! The real binary: first run, key-file safety, tenants managed from the CLI, live reloads,
-//! secrets from files, and a scan of its log output for secrets at trace level. (The other
-//! CLI commands: tests/api/cli.rs.)
+//! The real binary: first run, key-file safety, a database it cannot write, a port taken,
+//! `config check`, tenants managed from the CLI, and a scan of its log output for secrets at
+//! trace level. (Reloads, CPU scheduling and secrets from files: binary_reload.rs; the other
+//! CLI commands: cli.rs.)
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -315,6 +316,43 @@ fn a_database_file_the_server_cannot_write_is_refused_at_start() {
     );
     assert_eq!(std::fs::read(&db).unwrap(), before, "the file is untouched");
     mode(&data, 0o755).unwrap();
+
+    // A link to the database from a directory that takes no new file, the file itself in
+    // one that does: SQLite puts -wal and -shm beside the file, so it starts (the checks
+    // look where the file really is, not beside the link).
+    let (ro, rw) = (dir.path().join("ro"), dir.path().join("rw"));
+    std::fs::create_dir(&ro).unwrap();
+    std::fs::create_dir(&rw).unwrap();
+    let real = rw.join("otpmint.db");
+    std::fs::copy(&db, &real).unwrap();
+    std::os::unix::fs::symlink(&real, ro.join("otpmint.db")).unwrap();
+    let mut cmd = if root {
+        for p in [&rw, &real] {
+            std::os::unix::fs::chown(p, Some(65534), Some(65534)).unwrap();
+        }
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+        c.current_dir(dir.path());
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("OTPMINT")) {
+            c.env_remove(k);
+        }
+        c
+    } else {
+        otpmint(dir.path())
+    };
+    mode(&ro, 0o555).unwrap();
+    cmd.env("OTPMINT__SERVER__BIND", "127.0.0.1:0")
+        .env(
+            "OTPMINT__DATABASE__URL",
+            format!("sqlite://{}", ro.join("otpmint.db").display()),
+        )
+        .env("OTPMINT__CRYPTO__MASTER_KEY", key.trim())
+        .env("OTPMINT__CRYPTO__MASTER_KEY_FILE", "");
+    let running = serve(cmd);
+    mode(&ro, 0o755).unwrap();
+    let running = running.unwrap_or_else(|e| panic!("a linked database was refused: {e}"));
+    assert!(rw.join("otpmint.db-wal").exists());
+    drop(running);
 }
 
 /// A start whose port another process holds fails saying so, before it makes anything: no

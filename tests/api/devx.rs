@@ -1,6 +1,7 @@
 //! For the tenant's developers (API.md §13): test recipients and test tenants whose mints
 //! reach no relay (the real SMTP test server must receive nothing), resend under one key,
-//! and statistics read back over HTTP (and the CLI) on both backends.
+//! going live and back, and what a message that never left counts as. (Statistics:
+//! devx_stats.rs; fixed codes' failure budget: devx_budget.rs.)
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};

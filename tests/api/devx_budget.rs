@@ -1,7 +1,8 @@
 //! Test recipients' fixed codes and their failure budget (API.md §13): a budget spent turns
 //! the code inert on every key until the list is stored again, a guess and a put of the list
-//! take turns, a recipient out of budget is refused at mint and resend, and a rotation racing
-//! going live leaves no test key on a live tenant.
+//! take turns, a recipient out of budget is refused at mint and resend; a resend into the
+//! test inbox marks its key test, and a rotation racing going live leaves no test key on a
+//! live tenant.
 
 use crate::devx::*;
 use crate::helpers::*;

@@ -735,3 +735,106 @@ async fn a_subject_breaking_its_line_or_html_hiding_the_code_for_some_recipient_
         .count();
     assert_eq!(fallbacks, 2, "{v}");
 }
+
+/// An ext4 file system of its own on a loop device, mounted `errors=remount-ro`, detached
+/// when dropped; `None` where this process cannot make one (not root, no loop devices, no
+/// mkfs.ext4, or a kernel without ext4's error trigger).
+struct FailingDisk {
+    dir: tempfile::TempDir,
+    device: String,
+}
+
+impl FailingDisk {
+    fn mount() -> Option<FailingDisk> {
+        let run = |cmd: &str, args: &[&str]| {
+            std::process::Command::new(cmd)
+                .args(args)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        };
+        let dir = tempfile::tempdir().ok()?;
+        let image = dir.path().join("disk.img");
+        std::fs::File::create(&image).ok()?.set_len(32 << 20).ok()?;
+        run("mkfs.ext4", &["-q", "-F", image.to_str()?])?;
+        let device = run("losetup", &["-f", "--show", image.to_str()?])?;
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).ok()?;
+        let disk = FailingDisk { dir, device };
+        run(
+            "mount",
+            &["-o", "errors=remount-ro", &disk.device, mnt.to_str()?],
+        )?;
+        disk.trigger().exists().then_some(disk)
+    }
+
+    fn mnt(&self) -> std::path::PathBuf {
+        self.dir.path().join("mnt")
+    }
+
+    fn trigger(&self) -> std::path::PathBuf {
+        let name = self.device.trim_start_matches("/dev/");
+        std::path::PathBuf::from(format!("/sys/fs/ext4/{name}/trigger_fs_error"))
+    }
+}
+
+impl Drop for FailingDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.mnt())
+            .output();
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &self.device])
+            .output();
+    }
+}
+
+/// A file system that fails every write after an error while it still shows as writable
+/// (ext4's `errors=remount-ro`: its emergency read-only state) makes an idle instance not
+/// ready within seconds — the probe writes a page when nothing was written for 5 s — and a
+/// mint there answers 503 (found by the filesystem audit: `/readyz` answered 200, and the
+/// healthcheck exited 0, while every write failed).
+#[tokio::test]
+async fn a_disk_that_fails_every_write_makes_the_instance_not_ready() {
+    if skip_on_postgres("fails the disk of SQLite's file (PostgreSQL's disk is its server's)") {
+        return;
+    }
+    let Some(disk) = FailingDisk::mount() else {
+        eprintln!(
+            "\n*** FAILING-DISK TEST SKIPPED: this process cannot make an ext4 loop file system with an error trigger (it needs root, losetup, mkfs.ext4) ***\n"
+        );
+        return;
+    };
+    let db = disk.mnt().join("otpmint.db");
+    let app = spawn_app_with(|s| s.database.url = format!("sqlite://{}", db.display())).await;
+    let (_, sk) = app.tenant().await;
+    app.mint(&sk, "ada@example.com").await;
+    assert_eq!(app.get("/readyz", "").await.status(), StatusCode::OK);
+    std::fs::write(disk.trigger(), "1").unwrap();
+    let mut ready = StatusCode::OK;
+    for _ in 0..60 {
+        ready = app.get("/readyz", "").await.status();
+        if ready == StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(ready, StatusCode::SERVICE_UNAVAILABLE);
+    let r = app
+        .post("/v1/otp", &sk, json!({"email": "bob@example.com"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Not ready for as long as the writes fail: once nothing was written for the probe's
+    // 5 s, every poll writes, and fails (whatever other stores of this test process write
+    // meanwhile: what a write met lately is the process's, the writes taken are the store's).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for _ in 0..3 {
+        assert_eq!(
+            app.get("/readyz", "").await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+    drop(app);
+}

@@ -1,5 +1,7 @@
-//! Hosted verification pages (API.md §14.1) over plain HTTP: every rule of the pages (CSP,
-//! CSRF, the flow, errors announced, branding) and the tenant's view of a session.
+//! Hosted verification pages (API.md §14.1) over plain HTTP: the flow from the address to
+//! the way back, a given address, a way back withdrawn, branding, and the tenant's view of a
+//! session. (Sending codes from the page: hosted_sends.rs; forms, cookies and the store
+//! failing under them: hosted_forms.rs; in a real browser: browser.rs.)
 
 use reqwest::header;
 use reqwest::StatusCode;

@@ -1,6 +1,7 @@
 //! Hosted pages (API.md §14.1, §17.6) as forms meet them: open registration waiting for the
-//! admin, the host cookie, a form the pages cannot read, a code form posted again, and a
-//! code or session the store could not check or record.
+//! admin, the host cookie, a form the pages cannot read, a code form posted again, a session
+//! whose code is being checked, a code or session the store could not check or record, and
+//! session ids kept only as digests.
 
 use crate::claims::claim;
 use crate::helpers::*;

@@ -71,7 +71,7 @@ async fn a_new_code_on_the_page_keeps_the_key_and_an_expired_code_leaves_the_ses
     // The focus is on what the error asks for, a new code, and the code typed is not called
     // invalid: it was right, and it ended.
     assert!(
-        html.contains("class=\"secondary\" autofocus>")
+        html.contains("class=\"secondary\" autofocus aria-describedby=\"error\">")
             && !html.contains("maxlength=\"40\" required autofocus")
             && !html.contains("aria-invalid"),
         "{html}"
@@ -373,6 +373,31 @@ async fn a_suppressed_address_is_told_it_cannot_get_codes_not_to_try_again() {
     );
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(app.smtp.messages().is_empty(), "nothing sent");
+
+    // An address suppressed after its first code (a hard bounce, say): "send a new code" on
+    // the code's page is refused, and the code's field is not called invalid — the error
+    // is about the address, not a code typed.
+    let (id, _) = open_session(
+        &app,
+        &sk,
+        json!({"return_url": RETURN, "email": "bob@example.com"}),
+    )
+    .await;
+    let (mut b, csrf) = on_the_page(&app, &id).await;
+    let (s, _, _) = b.post(&format!("/h/{id}/send"), &[("csrf", &csrf)]).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    app.smtp.wait_for("bob@example.com", 1).await;
+    let add = json!({"recipient": "bob@example.com", "reason": "manual"});
+    let r = app.post("/v1/tenant/suppressions", &sk, add).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let (s, _, html) = b.post(&format!("/h/{id}/send"), &[("csrf", &csrf)]).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(
+        html.contains("Codes cannot be sent to this address.")
+            && html.contains("name=\"code\"")
+            && !html.contains("aria-invalid"),
+        "{html}"
+    );
 }
 
 /// A double click on "send" mints one code: the second send waits for the first, then

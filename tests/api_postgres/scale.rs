@@ -1,6 +1,7 @@
 //! Several instances on one PostgreSQL database (API.md §7): every invariant holds across
-//! them, tenant changes are in force everywhere at once, instances start together safely.
-//! (A database that goes away: outages.rs; its TLS: database_tls.rs.)
+//! them, tenant changes are in force everywhere at once, instances start together safely,
+//! and migrate-store copies an installation there and back. (Two server processes:
+//! scale_processes.rs; a database that goes away: outages.rs; its TLS: database_tls.rs.)
 
 use std::time::Duration;
 

@@ -324,11 +324,24 @@ impl Tenants {
                         tenant_id = %tid, locale = %locale,
                         "the tenant template's subject renders too long, or with a line break, for a header line; the built-in one is used"
                     ),
-                    Ok(_) if sms && set.sms_over_limit(locale.as_str(), &v) => tracing::warn!(
-                        tenant_id = %tid, locale = %locale,
-                        "the tenant template's text message renders more than {} characters for this message (a long app name, say); the built-in one is used",
-                        messages::SMS_MAX_CHARS
-                    ),
+                    // The text message did not render (its error set aside with the email's
+                    // parts), or rendered too long, or without the code: which, said by field
+                    // and line only (the engine's words may quote values).
+                    Ok(_) if sms => match set.render_sms(locale.as_str(), &v) {
+                        Err(_) if set.sms_over_limit(locale.as_str(), &v) => tracing::warn!(
+                            tenant_id = %tid, locale = %locale,
+                            "the tenant template's text message renders more than {} characters for this message (a long app name, say); the built-in one is used",
+                            messages::SMS_MAX_CHARS
+                        ),
+                        Err(e) => tracing::warn!(
+                            tenant_id = %tid, locale = %locale, field = e.field,
+                            line = ?e.line, "tenant template failed; the built-in one is used"
+                        ),
+                        Ok(_) => tracing::warn!(
+                            tenant_id = %tid, locale = %locale,
+                            "the tenant template's text message does not show the code; the built-in one is used"
+                        ),
+                    },
                     Ok(_) => tracing::warn!(
                         tenant_id = %tid, locale = %locale,
                         "the tenant template's message does not show the code; the built-in one is used"

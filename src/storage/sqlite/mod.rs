@@ -317,6 +317,9 @@ impl std::ops::Deref for Conn {
 /// descriptor of a database file drops every POSIX lock this process's SQLite holds on it
 /// (another store of the process may have it open), and the file can be damaged.
 fn refuse_unwritable(path: &Path) -> Result<(), StoreError> {
+    // Where the file really is: SQLite puts `-wal` and `-shm` beside a link's target.
+    let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let path = real.as_path();
     let side = |suffix: &str| {
         let mut p = path.as_os_str().to_owned();
         p.push(suffix);

@@ -78,7 +78,12 @@ impl RecordStore for SqliteStore {
         // (before: half a copy there, which its journal rolled back to an empty database).
         // Made here, owner-only, and never through a link.
         let partial = partial_name(path);
-        create_new_private(&partial)?;
+        if let Err(e) = create_new_private(&partial) {
+            return Err(StoreError::Unavailable(format!(
+                "the backup to {} could not be made: {e}",
+                path.display()
+            )));
+        }
         let copied = (|| -> Result<(), StoreError> {
             let mut dst = rusqlite::Connection::open(&partial)?;
             {
@@ -112,28 +117,22 @@ impl RecordStore for SqliteStore {
             std::fs::File::open(&partial)
                 .and_then(|f| f.sync_all())
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            // PATH only if nothing took it meanwhile (a link fails on a name taken; a
-            // rename would replace it).
-            std::fs::hard_link(&partial, path).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    StoreError::Conflict("the backup file already exists")
-                } else {
-                    StoreError::Unavailable(e.to_string())
-                }
-            })?;
-            let _ = std::fs::remove_file(&partial);
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                // The new name durable too.
-                let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
-            }
+            give_name(&partial, path)?;
+            // The new name durable too (a bare file name: the working directory).
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => std::path::Path::new("."),
+            };
+            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
             Ok(())
         })();
         if let Err(e) = copied {
-            // Half a copy is not left behind, nor its journal.
-            let _ = std::fs::remove_file(&partial);
-            let mut journal = partial.as_os_str().to_owned();
-            journal.push("-journal");
-            let _ = std::fs::remove_file(std::path::PathBuf::from(journal));
+            // Half a copy is not left behind, nor its journal or WAL files.
+            for suffix in ["", "-journal", "-wal", "-shm"] {
+                let mut p = partial.as_os_str().to_owned();
+                p.push(suffix);
+                let _ = std::fs::remove_file(std::path::PathBuf::from(p));
+            }
             // Said of the backup's file: a full disk there is not the database's.
             let said = match e {
                 StoreError::Conflict(c) => return Err(StoreError::Conflict(c)),
@@ -146,6 +145,30 @@ impl RecordStore for SqliteStore {
             )));
         }
         Ok(())
+    }
+}
+
+/// Give the whole copy at `partial` the name `path`, unless something took that name
+/// meanwhile: a hard link fails on a name taken (a rename would replace it). Where the file
+/// system has no hard links (vfat, exFAT, some network and FUSE ones), a rename — after
+/// looking once more that nothing is at `path`.
+pub(super) fn give_name(
+    partial: &std::path::Path,
+    path: &std::path::Path,
+) -> Result<(), StoreError> {
+    let taken = || StoreError::Conflict("the backup file already exists");
+    match std::fs::hard_link(partial, path) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(partial);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(taken()),
+        Err(_) => {
+            if std::fs::symlink_metadata(path).is_ok() {
+                return Err(taken());
+            }
+            std::fs::rename(partial, path).map_err(|e| StoreError::Unavailable(e.to_string()))
+        }
     }
 }
 

@@ -109,6 +109,24 @@ fn a_backup_is_owner_only_and_never_made_through_a_link() {
     assert_eq!(mode, "delete");
 }
 
+/// A whole copy gets its name only where nothing took it meanwhile, and leaves no second
+/// name behind.
+#[test]
+fn a_whole_copy_is_named_only_where_the_name_is_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let (partial, path) = (dir.path().join(".b.partial"), dir.path().join("b.db"));
+    std::fs::write(&partial, b"copy").unwrap();
+    super::records::give_name(&partial, &path).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"copy");
+    assert!(!partial.exists());
+    std::fs::write(&partial, b"second").unwrap();
+    assert!(matches!(
+        super::records::give_name(&partial, &path),
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(std::fs::read(&path).unwrap(), b"copy", "the first is kept");
+}
+
 /// The name a backup is made under until it is whole is hidden beside PATH, its own for
 /// each backup.
 #[test]
