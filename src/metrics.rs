@@ -27,6 +27,7 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     pub http_requests: IntCounterVec,
     pub relay_windows: IntGaugeVec,
+    pub outbound_sessions: IntGauge,
 }
 
 /// The bucket bounds of `otpmint_smtp_relay_windows`.
@@ -123,6 +124,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
             )?;
             registry.register(Box::new(h.clone()))?;
             h
+        },
+        outbound_sessions: {
+            let g = IntGauge::new(
+                "otpmint_outbound_sessions_in_use",
+                "Outbound sessions and requests in flight, all tenants together (of delivery.max_sessions).",
+            )?;
+            registry.register(Box::new(g.clone()))?;
+            g
         },
         hashing_queue_depth: {
             let g = IntGauge::new(
@@ -224,6 +233,7 @@ fn collectors(m: &Metrics) -> Vec<&dyn prometheus::core::Collector> {
         rate_limited,
         http_requests,
         relay_windows,
+        outbound_sessions,
     )
 }
 
@@ -273,17 +283,19 @@ pub fn inc(f: impl FnOnce(&'static Metrics) -> &'static IntCounterVec, labels: &
 }
 
 /// The Prometheus text exposition of every metric (`windows`: each relay's current session
-/// window).
+/// window; `sessions`: outbound sessions and requests in flight).
 pub fn render(
     queue_depth: usize,
     records_waiting: usize,
     outbox: Option<crate::storage::OutboxStats>,
     windows: &[u32],
+    sessions: usize,
 ) -> String {
     let Some(m) = get() else {
         return String::new();
     };
     m.hashing_queue_depth.set(queue_depth as i64);
+    m.outbound_sessions.set(sessions as i64);
     m.records_waiting.set(records_waiting as i64);
     for le in WINDOW_BUCKETS {
         let n = windows.iter().filter(|w| **w <= le).count();

@@ -93,6 +93,7 @@ pub async fn metrics(req: HttpRequest, st: State) -> ApiResult {
             st.services.core.records_waiting(),
             st.services.delivery.outbox_stats().await.ok(),
             &st.services.delivery.outbox.windows(),
+            st.services.delivery.outbox.sessions().in_use(),
         )))
 }
 

@@ -992,3 +992,54 @@ async fn a_sync_mint_whose_wait_for_a_place_ate_its_time_sends_nothing() {
     assert_eq!(r.status(), StatusCode::CREATED);
     app.smtp.wait_for("bob@example.com", 1).await;
 }
+
+/// The bound's places are shared fairly between tenants (API.md §11.2, §19.3): a tenant
+/// whose transport is slow, with more sends under way than the bound has places, does not
+/// keep another tenant's sync mint out — a place that comes free goes to the waiting tenant
+/// holding the fewest (found by the noisy-neighbour audit: a first-come queue gave each
+/// place back to the slow tenant's next send, and the other tenant's sync mints failed
+/// `no_session_free`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_tenant_cannot_keep_another_out_of_the_bound() {
+    let rx = otpmint::testkit::http::HttpReceiver::start(true).await;
+    rx.set_delay(Duration::from_secs(4));
+    let ca = rx.ca_path.clone();
+    let app = spawn_app_with(move |s| {
+        s.webhooks.allow_private_hosts = true;
+        s.webhooks.extra_root_certificates = vec![ca];
+        s.delivery.http_timeout_seconds = 20;
+        s.delivery.max_sessions = 2;
+        s.smtp.timeout_seconds = 6;
+    })
+    .await;
+    let (_, slow) = app.tenant().await;
+    crate::http_transport::put_http(&app, &slow, &rx, "primary").await;
+    for i in 0..6 {
+        mint_async(&app, &slow, &format!("slow{i}@example.com")).await;
+    }
+    // The slow tenant holds both places, and more of its sends wait for one.
+    for _ in 0..500 {
+        if rx.requests().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rx.requests().len(), 2, "the slow tenant holds the bound");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, other) = app.tenant().await;
+    let (s, v) = body(
+        app.post("/v1/otp", &other, json!({"email": "bea@example.com"}))
+            .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(app.smtp.count_to("bea@example.com"), 1);
+    // The slow tenant's sends all go in the end.
+    for _ in 0..1000 {
+        if rx.requests().len() >= 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rx.requests().len(), 6);
+}

@@ -15,6 +15,7 @@ pub(crate) mod oauth2;
 mod outbox;
 pub mod route;
 mod sender;
+pub(crate) mod sessions;
 pub(crate) mod transport;
 pub mod window;
 

@@ -50,8 +50,8 @@ pub(super) struct OutboxInner {
     /// When the stop was asked for: the drain's deadline counts from it.
     pub(super) stopped_at: std::sync::OnceLock<std::time::Instant>,
     /// `delivery.max_sessions`: outbound sessions and requests in flight, all tenants
-    /// together (API.md §19.3).
-    pub(super) sessions: Arc<tokio::sync::Semaphore>,
+    /// together (API.md §19.3), shared fairly between them.
+    pub(super) sessions: Arc<super::sessions::Sessions>,
     /// Each tenant's outbound work outside a code's attempt in flight (relay checks,
     /// providers' test messages): at most [`OUTSIDE_PER_TENANT`].
     pub(super) outside: Arc<Shares>,
@@ -65,7 +65,7 @@ pub(crate) const OUTSIDE_PER_TENANT: usize = 4;
 /// A place for outbound work outside a code's attempt: one of `delivery.max_sessions` and
 /// one of its tenant's [`OUTSIDE_PER_TENANT`], both given back when dropped.
 pub(crate) struct OutsidePlace {
-    _session: tokio::sync::OwnedSemaphorePermit,
+    _session: super::sessions::Place,
     _share: Share,
 }
 
@@ -114,14 +114,14 @@ impl Outbox {
                 closed: AtomicBool::new(false),
                 stopped: Notify::new(),
                 stopped_at: std::sync::OnceLock::new(),
-                sessions: Arc::new(tokio::sync::Semaphore::new(max_sessions.max(1))),
+                sessions: super::sessions::Sessions::new(max_sessions),
                 outside: Shares::new(OUTSIDE_PER_TENANT),
             }),
         }
     }
 
     /// The process-wide bound on outbound sessions and requests.
-    pub(crate) fn sessions(&self) -> &Arc<tokio::sync::Semaphore> {
+    pub(crate) fn sessions(&self) -> &Arc<super::sessions::Sessions> {
         &self.inner.sessions
     }
 
@@ -135,8 +135,9 @@ impl Outbox {
         by: tokio::time::Instant,
     ) -> Option<OutsidePlace> {
         let share = self.inner.outside.take(tenant)?;
-        let wait = Arc::clone(&self.inner.sessions).acquire_owned();
-        let session = tokio::time::timeout_at(by, wait).await.ok()?.ok()?;
+        let session = tokio::time::timeout_at(by, self.inner.sessions.place(tenant))
+            .await
+            .ok()?;
         Some(OutsidePlace {
             _session: session,
             _share: share,

@@ -373,12 +373,10 @@ impl Delivery {
         // A place in the relay's window first, then one of the process-wide bound
         // (`delivery.max_sessions`): a relay with no room never holds a global place.
         let global = Arc::clone(self.outbox.sessions());
+        let tenant = job.tenant_id.as_str().to_string();
         let session = tokio::time::timeout_at(by, async move {
             let slot = queued.session().await;
-            match global.acquire_owned().await {
-                Ok(permit) => Some(slot.with_global(permit)),
-                Err(_) => None,
-            }
+            Some(slot.with_global(global.place(&tenant).await))
         });
         let background = job.mode == DeliveryMode::Async;
         let slot = if background {

@@ -183,14 +183,14 @@ pub struct Slot {
     window: Arc<RelayWindow>,
     permit: Option<OwnedSemaphorePermit>,
     /// The process-wide bound's place (`delivery.max_sessions`), once taken.
-    global: Option<OwnedSemaphorePermit>,
+    global: Option<super::sessions::Place>,
     round: u64,
     full: bool,
 }
 
 impl Slot {
     /// This session's place in the process-wide bound on outbound work.
-    pub fn with_global(mut self, permit: OwnedSemaphorePermit) -> Slot {
+    pub(crate) fn with_global(mut self, permit: super::sessions::Place) -> Slot {
         self.global = Some(permit);
         self
     }
