@@ -2,10 +2,16 @@
 //! their memory blocks (a full queue is reported as overload instead of waiting), or a keyed
 //! HMAC-SHA256 computed in place (API.md §19.1). The stored form names its algorithm, so
 //! codes made under either verify after `hashing.algorithm` changes.
+//!
+//! The pool is shared fairly between tenants: its threads take jobs tenant by tenant in
+//! turn, and no tenant may fill more than three quarters of the pool's places, so one
+//! tenant's flood of mints or guesses neither makes another's wait behind its whole queue
+//! nor leaves it no place (found by the noisy-neighbour audit: multi-second mints and 503
+//! `overloaded` for a tenant sending one code while another flooded).
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use argon2::password_hash;
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -41,8 +47,71 @@ pub struct Hasher {
     inner: Arc<Inner>,
 }
 
+/// The jobs waiting for a hashing thread, by tenant, and the tenants' turns.
+struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    jobs: HashMap<Arc<str>, VecDeque<Job>>,
+    /// Tenants with jobs waiting, in the order their next job is taken.
+    turns: VecDeque<Arc<str>>,
+    /// The pool is gone: its threads end.
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // Queues and turns, consistent after every statement.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, tenant: Arc<str>, job: Job) {
+        let mut s = self.lock();
+        if s.jobs.get(&tenant).is_none_or(VecDeque::is_empty) {
+            s.turns.push_back(Arc::clone(&tenant));
+        }
+        s.jobs.entry(tenant).or_default().push_back(job);
+        drop(s);
+        self.ready.notify_one();
+    }
+
+    /// The next job, of the tenant whose turn it is; `None` once the pool is gone.
+    fn next(&self) -> Option<Job> {
+        let mut s = self.lock();
+        loop {
+            if let Some(tenant) = s.turns.pop_front() {
+                let (job, more) = match s.jobs.get_mut(&tenant) {
+                    Some(q) => (q.pop_front(), !q.is_empty()),
+                    None => (None, false),
+                };
+                if more {
+                    s.turns.push_back(tenant);
+                } else {
+                    s.jobs.remove(&tenant);
+                }
+                if let Some(job) = job {
+                    return Some(job);
+                }
+                continue;
+            }
+            if s.closed {
+                return None;
+            }
+            s = self.ready.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+}
+
 struct Inner {
-    tx: Mutex<Option<SyncSender<Job>>>,
+    queue: Arc<Queue>,
     params: Params,
     pepper: Arc<[u8]>,
     algorithm: HashAlgorithm,
@@ -52,16 +121,34 @@ struct Inner {
     /// Jobs admitted and not finished; never above `capacity`.
     inflight: AtomicUsize,
     capacity: usize,
+    /// Jobs admitted and not finished, by tenant; none above `per_tenant`.
+    held: Mutex<HashMap<Arc<str>, usize>>,
+    /// The places one tenant may fill: all but a quarter of `capacity`, left for the others.
+    per_tenant: usize,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.queue.close();
+    }
 }
 
 /// Admission to the hashing pool, taken before any state changes (e.g. before an attempt is
 /// reserved), so that overload is refused up front. Released when its job finishes.
 pub struct HashSlot {
     inner: Arc<Inner>,
+    tenant: Arc<str>,
 }
 
 impl Drop for HashSlot {
     fn drop(&mut self) {
+        let mut held = self.inner.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = held.get_mut(&self.tenant) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.tenant);
+            }
+        }
         self.inner.inflight.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -86,19 +173,21 @@ impl Hasher {
             settings.max_queue
         };
         let capacity = threads + queue;
-        // Admission (slots) bounds the work; the channel can hold everything admitted.
-        let (tx, rx) = sync_channel::<Job>(capacity);
-        let rx = Arc::new(Mutex::new(rx));
+        // Admission (slots) bounds the work; the queue holds everything admitted.
+        let queue = Arc::new(Queue {
+            state: Mutex::new(QueueState::default()),
+            ready: Condvar::new(),
+        });
         for i in 0..threads {
-            let rx = Arc::clone(&rx);
+            let queue = Arc::clone(&queue);
             std::thread::Builder::new()
                 .name(format!("otpmint-hash-{i}"))
-                .spawn(move || worker(rx))
+                .spawn(move || worker(&queue))
                 .map_err(|e| HashError::Internal(e.to_string()))?;
         }
         Ok(Hasher {
             inner: Arc::new(Inner {
-                tx: Mutex::new(Some(tx)),
+                queue,
                 params,
                 pepper: Arc::from(pepper),
                 algorithm: settings.algorithm,
@@ -106,6 +195,8 @@ impl Hasher {
                 waiting: AtomicUsize::new(0),
                 inflight: AtomicUsize::new(0),
                 capacity,
+                held: Mutex::new(HashMap::new()),
+                per_tenant: capacity - capacity / 4,
             }),
         })
     }
@@ -115,33 +206,37 @@ impl Hasher {
         self.inner.waiting.load(Ordering::Relaxed)
     }
 
-    /// Admission to the pool, or `Overloaded` when running + queued jobs are at capacity.
+    /// Admission to the pool for work of no tenant's (an import, a test), as
+    /// [`Hasher::slot_for`].
     pub fn slot(&self) -> Result<HashSlot, HashError> {
+        self.slot_for("")
+    }
+
+    /// Admission to the pool for `tenant`'s work, or `Overloaded` when running + queued jobs
+    /// are at capacity, or the tenant's own at its share of it.
+    pub fn slot_for(&self, tenant: &str) -> Result<HashSlot, HashError> {
         let inner = &self.inner;
-        let mut cur = inner.inflight.load(Ordering::Acquire);
-        loop {
-            if cur >= inner.capacity {
-                return Err(HashError::Overloaded);
-            }
-            match inner.inflight.compare_exchange_weak(
-                cur,
-                cur + 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => {
-                    return Ok(HashSlot {
-                        inner: Arc::clone(inner),
-                    })
-                }
-                Err(now) => cur = now,
-            }
+        let mut held = inner.held.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = held.get(tenant).copied().unwrap_or(0);
+        if mine >= inner.per_tenant || inner.inflight.load(Ordering::Acquire) >= inner.capacity {
+            return Err(HashError::Overloaded);
         }
+        inner.inflight.fetch_add(1, Ordering::AcqRel);
+        let tenant: Arc<str> = Arc::from(tenant);
+        *held.entry(Arc::clone(&tenant)).or_default() += 1;
+        Ok(HashSlot {
+            inner: Arc::clone(inner),
+            tenant,
+        })
     }
 
     /// Hash a code with a fresh salt; returns the PHC string.
     pub async fn hash(&self, code: &str) -> Result<String, HashError> {
-        let slot = self.slot()?;
+        self.hash_in(self.slot()?, code).await
+    }
+
+    /// [`Hasher::hash`] in a place already taken (a tenant's: [`Hasher::slot_for`]).
+    pub async fn hash_in(&self, slot: HashSlot, code: &str) -> Result<String, HashError> {
         let mut salt = [0u8; SALT_LEN];
         OsRng.fill_bytes(&mut salt);
         if self.inner.algorithm == HashAlgorithm::HmacSha256 {
@@ -155,7 +250,16 @@ impl Hasher {
     /// key share them, so a guess is hashed once however many codes the key has (API.md
     /// §13.3).
     pub async fn hash_like(&self, code: &str, phc: &str) -> Result<String, HashError> {
-        let slot = self.slot()?;
+        self.hash_like_in(self.slot()?, code, phc).await
+    }
+
+    /// [`Hasher::hash_like`] in a place already taken (a tenant's: [`Hasher::slot_for`]).
+    pub async fn hash_like_in(
+        &self,
+        slot: HashSlot,
+        code: &str,
+        phc: &str,
+    ) -> Result<String, HashError> {
         if let Some((salt, _)) = parse_hmac(phc)? {
             return self.keyed(&salt, code);
         }
@@ -235,6 +339,7 @@ impl Hasher {
     ) -> Result<T, HashError> {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let inner = Arc::clone(&self.inner);
+        let slot_tenant = Arc::clone(&slot.tenant);
         let span = tracing::Span::current();
         let job: Job = Box::new(move |mem| {
             let _span = span.entered();
@@ -247,28 +352,9 @@ impl Hasher {
             }
             let _ = done_tx.send(out);
         });
-        {
-            let guard = self
-                .inner
-                .tx
-                .lock()
-                .map_err(|_| HashError::Internal("hash pool poisoned".into()))?;
-            let tx = guard
-                .as_ref()
-                .ok_or_else(|| HashError::Internal("hash pool stopped".into()))?;
-            self.inner.waiting.fetch_add(1, Ordering::Relaxed);
-            match tx.try_send(job) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
-                    self.inner.waiting.fetch_sub(1, Ordering::Relaxed);
-                    return Err(HashError::Overloaded);
-                }
-                Err(TrySendError::Disconnected(_)) => {
-                    self.inner.waiting.fetch_sub(1, Ordering::Relaxed);
-                    return Err(HashError::Internal("hash pool stopped".into()));
-                }
-            }
-        }
+        self.inner.waiting.fetch_add(1, Ordering::Relaxed);
+        let tenant = Arc::clone(&slot_tenant);
+        self.inner.queue.push(tenant, job);
         done_rx
             .await
             .map_err(|_| HashError::Internal("hash worker dropped the job".into()))?
@@ -395,17 +481,10 @@ fn parse_hmac(stored: &str) -> Result<Option<SaltAndMac>, HashError> {
     Ok(Some((salt, mac)))
 }
 
-fn worker(rx: Arc<Mutex<Receiver<Job>>>) {
+fn worker(queue: &Queue) {
     let mut memory: Vec<Block> = Vec::new();
-    loop {
-        let job = match rx.lock() {
-            Ok(r) => r.recv(),
-            Err(_) => return,
-        };
-        match job {
-            Ok(job) => job(&mut memory),
-            Err(_) => return,
-        }
+    while let Some(job) = queue.next() {
+        job(&mut memory);
     }
 }
 

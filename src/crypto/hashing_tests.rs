@@ -181,3 +181,51 @@ async fn a_full_queue_answers_overloaded() {
         .any(|r| matches!(r, Err(HashError::Overloaded))));
     assert!(results.iter().any(|r| r.is_ok()));
 }
+
+/// The pool takes jobs tenant by tenant in turn: one tenant's job queued behind another's
+/// many waits for one of them, not for all (found by the noisy-neighbour audit).
+#[tokio::test]
+async fn jobs_are_taken_tenant_by_tenant_in_turn() {
+    // A job long enough (8 MiB) that every job is queued while the first runs.
+    let heavy = HashingSettings {
+        memory_kib: 8192,
+        ..settings(16)
+    };
+    let h = Hasher::new(&heavy, 1, &[1u8; 32]).unwrap();
+    let done = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let job = |tenant: &'static str, i: usize| {
+        let (h, done) = (h.clone(), std::sync::Arc::clone(&done));
+        async move {
+            let slot = h.slot_for(tenant).unwrap();
+            h.hash_in(slot, "123456").await.unwrap();
+            done.lock().unwrap().push(format!("{tenant}{i}"));
+        }
+    };
+    let mut all: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>> = Vec::new();
+    for i in 0..6 {
+        all.push(Box::pin(job("a", i)));
+    }
+    all.push(Box::pin(job("b", 0)));
+    futures_util::future::join_all(all).await;
+    let done = done.lock().unwrap().clone();
+    let b = done.iter().position(|j| j == "b0").unwrap();
+    assert!(b <= 2, "b waited for a's whole queue: {done:?}");
+}
+
+/// No tenant fills more than three quarters of the pool's places: another tenant still has
+/// one when the first is at its share.
+#[test]
+fn a_tenant_at_its_share_leaves_places_to_the_others() {
+    let h = Hasher::new(&settings(3), 1, &[1u8; 32]).unwrap();
+    // 1 thread + 3 queued = 4 places; a tenant may hold 3.
+    let held: Vec<_> = (0..3).map(|_| h.slot_for("a").unwrap()).collect();
+    assert!(matches!(h.slot_for("a"), Err(HashError::Overloaded)));
+    let b = h.slot_for("b").unwrap();
+    assert!(
+        matches!(h.slot_for("c"), Err(HashError::Overloaded)),
+        "the pool is full"
+    );
+    drop(held);
+    drop(b);
+    assert!(h.slot_for("a").is_ok());
+}

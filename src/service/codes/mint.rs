@@ -262,7 +262,10 @@ impl Codes {
             }
             _ => {
                 let code = OtpCode::generate(policy.code_length);
-                let hash = self.core.hasher.hash(code.expose()).await?;
+                let hasher = &self.core.hasher;
+                let hash = hasher
+                    .hash_in(hasher.slot_for(tenant.id.as_str())?, code.expose())
+                    .await?;
                 (Some(code), hash)
             }
         };

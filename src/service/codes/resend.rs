@@ -191,10 +191,13 @@ impl Codes {
             Some(f) => (None, f.hash),
             None => {
                 let code = OtpCode::generate(view.code_length);
-                let hash = self
-                    .core
-                    .hasher
-                    .hash_like(code.expose(), &current_hash)
+                let hasher = &self.core.hasher;
+                let hash = hasher
+                    .hash_like_in(
+                        hasher.slot_for(tenant.id.as_str())?,
+                        code.expose(),
+                        &current_hash,
+                    )
                     .await?;
                 (Some(code), hash)
             }

@@ -215,7 +215,11 @@ impl Tenants {
         for (pattern, code, expires_at) in parsed {
             let fixed = match code {
                 Some(c) => Some(FixedCode {
-                    hash: self.core.hasher.hash(c.expose()).await?,
+                    hash: self
+                        .core
+                        .hasher
+                        .hash_in(self.core.hasher.slot_for(tenant.id.as_str())?, c.expose())
+                        .await?,
                     length: c.expose().len() as u32,
                 }),
                 None => None,

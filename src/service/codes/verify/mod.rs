@@ -212,7 +212,7 @@ impl Codes {
                 // Admission to the hashing pool once the tenant is known and before any state
                 // changes: overload is refused with no attempt used, and a request without a
                 // credential never holds a slot. A reservation that fails gives it back here.
-                let admitted = match hasher.slot() {
+                let admitted = match hasher.slot_for(tid.as_str()) {
                     Ok(slot) => {
                         let code = CodeKey { tenant: tid.clone(), key_digest: d, flavor };
                         let ask = AttemptAsk { code, code_len: len, quota, by };
