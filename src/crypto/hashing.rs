@@ -4,10 +4,11 @@
 //! codes made under either verify after `hashing.algorithm` changes.
 //!
 //! The pool is shared fairly between tenants: its threads take jobs tenant by tenant in
-//! turn, and no tenant may fill more than three quarters of the pool's places, so one
-//! tenant's flood of mints or guesses neither makes another's wait behind its whole queue
-//! nor leaves it no place (found by the noisy-neighbour audit: multi-second mints and 503
-//! `overloaded` for a tenant sending one code while another flooded).
+//! turn, and a tenant may fill the places `hashing.max_queue` sets (threads + queue) while
+//! a quarter more are kept for the others, so one tenant's flood of mints or guesses neither
+//! makes another's wait behind its whole queue nor leaves it no place (found by the
+//! noisy-neighbour audit: multi-second mints and 503 `overloaded` for a tenant sending one
+//! code while another flooded). A lone tenant keeps every place it had.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -123,7 +124,8 @@ struct Inner {
     capacity: usize,
     /// Jobs admitted and not finished, by tenant; none above `per_tenant`.
     held: Mutex<HashMap<Arc<str>, usize>>,
-    /// The places one tenant may fill: all but a quarter of `capacity`, left for the others.
+    /// The places one tenant may fill: threads + queue; `capacity` has a quarter more, for
+    /// the others.
     per_tenant: usize,
 }
 
@@ -172,18 +174,24 @@ impl Hasher {
         } else {
             settings.max_queue
         };
-        let capacity = threads + queue;
+        let per_tenant = threads + queue;
+        let capacity = per_tenant + (per_tenant / 4).max(1);
+        let hmac_key = hmac_key_of(pepper)?;
         // Admission (slots) bounds the work; the queue holds everything admitted.
         let queue = Arc::new(Queue {
             state: Mutex::new(QueueState::default()),
             ready: Condvar::new(),
         });
         for i in 0..threads {
-            let queue = Arc::clone(&queue);
-            std::thread::Builder::new()
+            let worker_queue = Arc::clone(&queue);
+            let spawned = std::thread::Builder::new()
                 .name(format!("otpmint-hash-{i}"))
-                .spawn(move || worker(&queue))
-                .map_err(|e| HashError::Internal(e.to_string()))?;
+                .spawn(move || worker(&worker_queue));
+            if let Err(e) = spawned {
+                // The threads started end: no pool will ever hand them a job.
+                queue.close();
+                return Err(HashError::Internal(e.to_string()));
+            }
         }
         Ok(Hasher {
             inner: Arc::new(Inner {
@@ -191,12 +199,12 @@ impl Hasher {
                 params,
                 pepper: Arc::from(pepper),
                 algorithm: settings.algorithm,
-                hmac_key: hmac_key_of(pepper)?,
+                hmac_key,
                 waiting: AtomicUsize::new(0),
                 inflight: AtomicUsize::new(0),
                 capacity,
                 held: Mutex::new(HashMap::new()),
-                per_tenant: capacity - capacity / 4,
+                per_tenant,
             }),
         })
     }

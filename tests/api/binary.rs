@@ -248,27 +248,35 @@ fn a_database_file_the_server_cannot_write_is_refused_at_start() {
     let key = std::fs::read_to_string(data.join("master.key")).unwrap();
     let mode = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
     let root = std::fs::metadata(&db).unwrap().uid() == 0;
-    let mut cmd = if root {
+    // The server as a user the files' modes bind: `nobody` when this runs as root (root may
+    // write any file), else this user.
+    let server = || {
+        let mut c = if root {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+            c.current_dir(dir.path());
+            for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("OTPMINT")) {
+                c.env_remove(k);
+            }
+            c
+        } else {
+            otpmint(dir.path())
+        };
+        c.env("OTPMINT__SERVER__BIND", "127.0.0.1:0")
+            .env("OTPMINT__CRYPTO__MASTER_KEY", key.trim())
+            .env("OTPMINT__CRYPTO__MASTER_KEY_FILE", "");
+        c
+    };
+    if root {
         // Another user's file it may read, in a directory it may write.
         mode(dir.path(), 0o755).unwrap();
         mode(&data, 0o777).unwrap();
         mode(&db, 0o644).unwrap();
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
-        c.current_dir(dir.path());
-        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("OTPMINT")) {
-            c.env_remove(k);
-        }
-        c
     } else {
         mode(&db, 0o444).unwrap();
-        otpmint(dir.path())
-    };
-    cmd.env("OTPMINT__SERVER__BIND", "127.0.0.1:0")
-        .env("OTPMINT__CRYPTO__MASTER_KEY", key.trim())
-        .env("OTPMINT__CRYPTO__MASTER_KEY_FILE", "");
+    }
     let before = std::fs::read(&db).unwrap();
-    let err = match serve(cmd) {
+    let err = match serve(server()) {
         Ok(_) => panic!("it served a database it cannot write"),
         Err(e) => e,
     };
@@ -284,26 +292,14 @@ fn a_database_file_the_server_cannot_write_is_refused_at_start() {
     for side in ["otpmint.db-wal", "otpmint.db-shm"] {
         let _ = std::fs::remove_file(data.join(side));
     }
-    let mut cmd = if root {
+    if root {
         std::os::unix::fs::chown(&db, Some(65534), Some(65534)).unwrap();
-        mode(&db, 0o600).unwrap();
         mode(&data, 0o755).unwrap();
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
-        c.current_dir(dir.path());
-        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("OTPMINT")) {
-            c.env_remove(k);
-        }
-        c
     } else {
-        mode(&db, 0o600).unwrap();
         mode(&data, 0o555).unwrap();
-        otpmint(dir.path())
-    };
-    cmd.env("OTPMINT__SERVER__BIND", "127.0.0.1:0")
-        .env("OTPMINT__CRYPTO__MASTER_KEY", key.trim())
-        .env("OTPMINT__CRYPTO__MASTER_KEY_FILE", "");
-    let err = match serve(cmd) {
+    }
+    mode(&db, 0o600).unwrap();
+    let err = match serve(server()) {
         Ok(_) => panic!("it served a database whose directory takes no new file"),
         Err(e) => e,
     };
@@ -326,28 +322,17 @@ fn a_database_file_the_server_cannot_write_is_refused_at_start() {
     let real = rw.join("otpmint.db");
     std::fs::copy(&db, &real).unwrap();
     std::os::unix::fs::symlink(&real, ro.join("otpmint.db")).unwrap();
-    let mut cmd = if root {
+    if root {
         for p in [&rw, &real] {
             std::os::unix::fs::chown(p, Some(65534), Some(65534)).unwrap();
         }
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
-        c.current_dir(dir.path());
-        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("OTPMINT")) {
-            c.env_remove(k);
-        }
-        c
-    } else {
-        otpmint(dir.path())
-    };
+    }
     mode(&ro, 0o555).unwrap();
-    cmd.env("OTPMINT__SERVER__BIND", "127.0.0.1:0")
-        .env(
-            "OTPMINT__DATABASE__URL",
-            format!("sqlite://{}", ro.join("otpmint.db").display()),
-        )
-        .env("OTPMINT__CRYPTO__MASTER_KEY", key.trim())
-        .env("OTPMINT__CRYPTO__MASTER_KEY_FILE", "");
+    let mut cmd = server();
+    cmd.env(
+        "OTPMINT__DATABASE__URL",
+        format!("sqlite://{}", ro.join("otpmint.db").display()),
+    );
     let running = serve(cmd);
     mode(&ro, 0o755).unwrap();
     let running = running.unwrap_or_else(|e| panic!("a linked database was refused: {e}"));

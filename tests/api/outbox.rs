@@ -1009,7 +1009,7 @@ async fn a_slow_tenant_cannot_keep_another_out_of_the_bound() {
         s.webhooks.extra_root_certificates = vec![ca];
         s.delivery.http_timeout_seconds = 20;
         s.delivery.max_sessions = 2;
-        s.smtp.timeout_seconds = 6;
+        s.smtp.timeout_seconds = 8;
     })
     .await;
     let (_, slow) = app.tenant().await;

@@ -79,10 +79,11 @@ impl Sessions {
             let (tx, rx) = oneshot::channel();
             s.arrivals += 1;
             let n = s.arrivals;
-            s.waiting
-                .entry(tenant.to_string())
-                .or_default()
-                .push_back((n, tx));
+            let q = s.waiting.entry(tenant.to_string()).or_default();
+            // This tenant's waiters that gave up (a sync send past its deadline) go now,
+            // not only when a place comes free.
+            q.retain(|(_, tx)| !tx.is_closed());
+            q.push_back((n, tx));
             rx
         };
         match rx.await {
@@ -96,45 +97,70 @@ impl Sessions {
     /// `tenant` gives a place back: to the waiting tenant holding the fewest (the longest
     /// waiting of those first), else to the free ones.
     fn give_back(self: &Arc<Self>, tenant: &str) {
-        let mut s = self.lock();
-        if let Some(n) = s.held.get_mut(tenant) {
-            *n -= 1;
-            if *n == 0 {
-                s.held.remove(tenant);
+        let mut place = None;
+        {
+            let mut s = self.lock();
+            if let Some(n) = s.held.get_mut(tenant) {
+                *n -= 1;
+                if *n == 0 {
+                    s.held.remove(tenant);
+                }
+            }
+            loop {
+                let Some(next) = s.next_waiter() else {
+                    s.free += 1;
+                    break;
+                };
+                let Some((_, tx)) = s.waiting.get_mut(&next).and_then(VecDeque::pop_front) else {
+                    continue;
+                };
+                if s.waiting.get(&next).is_some_and(VecDeque::is_empty) {
+                    s.waiting.remove(&next);
+                }
+                if tx.is_closed() {
+                    continue;
+                }
+                *s.held.entry(next.clone()).or_default() += 1;
+                place = Some((
+                    tx,
+                    Place {
+                        sessions: Arc::clone(self),
+                        tenant: next,
+                    },
+                ));
+                break;
             }
         }
-        loop {
-            // Waiters that gave up are let go first.
-            s.waiting.retain(|_, q| {
-                q.retain(|(_, tx)| !tx.is_closed());
-                !q.is_empty()
-            });
-            let next = s
-                .waiting
-                .iter()
-                .filter_map(|(t, q)| {
-                    q.front()
-                        .map(|(n, _)| (s.held.get(t).copied().unwrap_or(0), *n, t.clone()))
-                })
-                .min();
-            let Some((_, _, next)) = next else {
-                s.free += 1;
-                return;
-            };
-            let Some((_, tx)) = s.waiting.get_mut(&next).and_then(VecDeque::pop_front) else {
-                continue;
-            };
-            *s.held.entry(next.clone()).or_default() += 1;
-            drop(s);
-            let place = Place {
-                sessions: Arc::clone(self),
-                tenant: next,
-            };
-            // A waiter gone between the look and the send drops the place, which gives it
-            // back again (to the next one); its lock is not held here.
+        // Sent with the lock let go: a waiter gone between the look and the send drops the
+        // place, which gives it back again (to the next one).
+        if let Some((tx, place)) = place {
             let _ = tx.send(place);
-            return;
         }
+    }
+}
+
+impl State {
+    /// The tenant whose waiter gets the next place: the fewest held, then the longest
+    /// waiting. Waiters that gave up are let go from the front of each queue as it is
+    /// looked at (amortised: each is let go once).
+    fn next_waiter(&mut self) -> Option<String> {
+        let mut best: Option<(usize, u64, &String)> = None;
+        for (t, q) in self.waiting.iter_mut() {
+            while q.front().is_some_and(|(_, tx)| tx.is_closed()) {
+                q.pop_front();
+            }
+            if let Some((n, _)) = q.front() {
+                let key = (self.held.get(t).copied().unwrap_or(0), *n, t);
+                if best.is_none_or(|b| (key.0, key.1) < (b.0, b.1)) {
+                    best = Some(key);
+                }
+            }
+        }
+        let next = best.map(|(_, _, t)| t.clone());
+        if next.is_none() {
+            self.waiting.clear();
+        }
+        next
     }
 }
 
