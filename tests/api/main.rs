@@ -34,6 +34,7 @@ mod oauth2_rotation;
 mod ops;
 mod otp;
 mod outbox;
+mod outbox_bound;
 mod provider_events;
 mod provider_events_holds;
 mod providers;

@@ -92,6 +92,9 @@ mod otp;
 #[path = "../api/outbox.rs"]
 mod outbox;
 #[cfg(otpmint_pg_tests)]
+#[path = "../api/outbox_bound.rs"]
+mod outbox_bound;
+#[cfg(otpmint_pg_tests)]
 #[path = "../api/provider_events.rs"]
 mod provider_events;
 #[cfg(otpmint_pg_tests)]
