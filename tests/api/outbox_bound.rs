@@ -197,3 +197,34 @@ async fn a_slow_tenant_cannot_keep_another_out_of_the_bound() {
     }
     assert_eq!(rx.requests().len(), 6);
 }
+
+/// An app with `delivery.max_sessions = 1` (and a relay time of 1 s), whose one session a
+/// slow HTTP endpoint (answering after `slow`) holds for another tenant's queued message.
+async fn one_session_held(slow: Duration) -> (TestApp, otpmint::testkit::http::HttpReceiver) {
+    let rx = otpmint::testkit::http::HttpReceiver::start(true).await;
+    rx.set_delay(slow);
+    let ca = rx.ca_path.clone();
+    let app = spawn_app_with(move |s| {
+        s.webhooks.allow_private_hosts = true;
+        s.webhooks.extra_root_certificates = vec![ca];
+        s.delivery.http_timeout_seconds = 20;
+        s.delivery.max_sessions = 1;
+        s.smtp.timeout_seconds = 1;
+    })
+    .await;
+    let (_, other) = app.tenant().await;
+    crate::http_transport::put_http(&app, &other, &rx, "primary").await;
+    mint_async(&app, &other, "slow@example.com").await;
+    for _ in 0..500 {
+        if !rx.requests().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        rx.requests().len(),
+        1,
+        "the slow send holds the one session"
+    );
+    (app, rx)
+}

@@ -80,9 +80,11 @@ impl Sessions {
             s.arrivals += 1;
             let n = s.arrivals;
             let q = s.waiting.entry(tenant.to_string()).or_default();
-            // This tenant's waiters that gave up (a sync send past its deadline) go now,
-            // not only when a place comes free.
-            q.retain(|(_, tx)| !tx.is_closed());
+            // This tenant's latest waiters that gave up (sync sends past their deadline) go
+            // now, not only when a place comes free (the others, from the front, then).
+            while q.back().is_some_and(|(_, tx)| tx.is_closed()) {
+                q.pop_back();
+            }
             q.push_back((n, tx));
             rx
         };
@@ -144,11 +146,14 @@ impl State {
     /// waiting. Waiters that gave up are let go from the front of each queue as it is
     /// looked at (amortised: each is let go once).
     fn next_waiter(&mut self) -> Option<String> {
-        let mut best: Option<(usize, u64, &String)> = None;
-        for (t, q) in self.waiting.iter_mut() {
+        self.waiting.retain(|_, q| {
             while q.front().is_some_and(|(_, tx)| tx.is_closed()) {
                 q.pop_front();
             }
+            !q.is_empty()
+        });
+        let mut best: Option<(usize, u64, &String)> = None;
+        for (t, q) in &self.waiting {
             if let Some((n, _)) = q.front() {
                 let key = (self.held.get(t).copied().unwrap_or(0), *n, t);
                 if best.is_none_or(|b| (key.0, key.1) < (b.0, b.1)) {
@@ -156,11 +161,7 @@ impl State {
                 }
             }
         }
-        let next = best.map(|(_, _, t)| t.clone());
-        if next.is_none() {
-            self.waiting.clear();
-        }
-        next
+        best.map(|(_, _, t)| t.clone())
     }
 }
 
@@ -198,6 +199,27 @@ mod tests {
         let a3 = soon(a3).await.expect("then a").unwrap();
         assert_eq!(s.in_use(), 2);
         drop((a3, b1));
+        assert_eq!(s.in_use(), 0);
+    }
+
+    /// Waiters that gave up are let go as the next one of their tenant queues up, and as
+    /// the queues are looked at: none piles up while every place stays held.
+    #[tokio::test]
+    async fn waiters_that_gave_up_do_not_pile_up() {
+        let s = Sessions::new(1);
+        let held = s.place("a").await;
+        for _ in 0..5 {
+            assert!(soon(s.place("b")).await.is_none());
+        }
+        let s2 = Arc::clone(&s);
+        let last = tokio::spawn(async move { s2.place("b").await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(s.lock().waiting.get("b").map(VecDeque::len), Some(1));
+        drop(held);
+        let last = soon(last).await.expect("the live waiter has it").unwrap();
+        assert_eq!(last.tenant, "b");
+        drop(last);
+        assert!(s.lock().waiting.is_empty());
         assert_eq!(s.in_use(), 0);
     }
 
