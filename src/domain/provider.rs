@@ -31,7 +31,7 @@ enum Check {
     Token,
     /// One mailbox (`Acme <no-reply@acme.example>`).
     Mailbox,
-    /// A sender of text messages: E.164, or (Vonage) up to 11 letters and digits.
+    /// A sender of text messages: E.164, or up to 11 letters, digits and inner spaces.
     SmsSender,
     /// A Postmark message stream id.
     Stream,
@@ -333,16 +333,20 @@ fn checked(check: Check, v: &str) -> Result<String, String> {
             .map(|s| s.as_str().to_string())
             .map_err(|e| e.message),
         Check::SmsSender => {
+            // An alphanumeric sender ID: letters, digits and inner spaces ("My App"), as both
+            // providers take it, with at least one letter.
             let alnum = !v.is_empty()
                 && v.chars().count() <= 11
-                && v.chars().all(|c| c.is_ascii_alphanumeric())
+                && v.trim() == v
+                && !v.contains("  ")
+                && v.chars().all(|c| c.is_ascii_alphanumeric() || c == ' ')
                 && v.chars().any(|c| c.is_ascii_alphabetic());
             // Vonage writes numbers in E.164 without the `+` (447700900000).
             let bare = PhoneNumber::has_e164_form(&format!("+{v}"));
             if PhoneNumber::has_e164_form(v) || bare || alnum {
                 Ok(v.to_string())
             } else {
-                Err("must be a phone number in E.164 form (with or without +) or up to 11 letters and digits".into())
+                Err("must be a phone number in E.164 form (with or without +) or up to 11 letters, digits and inner spaces".into())
             }
         }
         Check::Stream => (!v.is_empty()

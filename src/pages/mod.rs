@@ -14,6 +14,10 @@ pub use strings::PageStrings;
 /// The stylesheet every page links to (served by otpmint itself).
 pub const STYLE_CSS: &str = include_str!("../../templates/pages/style.css");
 
+/// The pages' icon (served by otpmint itself): a browser asks for one, and without it asks
+/// `/favicon.ico` of the host, which otpmint does not have.
+pub const ICON_SVG: &str = include_str!("../../templates/pages/icon.svg");
+
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = Environment::new();
     env.set_auto_escape_callback(|_| AutoEscape::Html);

@@ -188,3 +188,15 @@ pub async fn style(st: State) -> HttpResponse {
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .body(pages::STYLE_CSS)
 }
+
+pub async fn icon(st: State) -> HttpResponse {
+    if st.services.codes.links_base().is_none() {
+        return super::page_kit::not_found();
+    }
+    HttpResponse::Ok()
+        .content_type("image/svg+xml")
+        .insert_header((header::CACHE_CONTROL, "public, max-age=86400"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::CONTENT_SECURITY_POLICY, "default-src 'none'"))
+        .body(pages::ICON_SVG)
+}

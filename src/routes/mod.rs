@@ -181,12 +181,13 @@ async fn method_not_allowed(req: actix_web::HttpRequest) -> HttpResponse {
 /// The routes outside the API description — pages, documents and OtpMint's routes — and the
 /// operations routes, which answer HEAD beside the GET it describes, with the methods they
 /// answer.
-const PAGES: [(&str, &str); 15] = [
+const PAGES: [(&str, &str); 16] = [
     ("/otp", "POST"),
     ("/verify-otp", "POST"),
     ("/reg_secretkey", "POST"),
     ("/l/{token}", "GET, HEAD, POST"),
     ("/pages/style.css", "GET, HEAD"),
+    ("/pages/icon.svg", "GET, HEAD"),
     ("/pages/brand/{tenant}", "GET, HEAD"),
     ("/pages/logo/{tenant}", "GET, HEAD"),
     ("/h/{id}", "GET, HEAD"),
@@ -277,6 +278,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, compat: bool) {
             .route(web::post().to(links::confirm)),
     )
     .service(r("/pages/style.css").route(get().to(links::style)))
+    .service(r("/pages/icon.svg").route(get().to(links::icon)))
     .service(r("/pages/brand/{tenant}").route(get().to(branding::brand_css)))
     .service(r("/pages/logo/{tenant}").route(get().to(branding::logo)))
     .service(r("/h/{id}").route(get().to(hosted::show)))

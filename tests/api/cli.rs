@@ -356,6 +356,18 @@ fn config_check_fails_where_serve_would_refuse_the_database() {
         std::fs::read(&foreign).unwrap(),
         b"not a database, not at all, no"
     );
+    // A copy cut short (a backup whose copy stopped half way) is refused, and the check
+    // leaves nothing beside it: no `-wal` or `-shm` file made by reading it.
+    let whole = std::fs::read(dir.path().join("data/otpmint.db")).unwrap();
+    let cut = dir.path().join("cut.db");
+    std::fs::write(&cut, &whole[..whole.len() / 2]).unwrap();
+    let url = format!("sqlite://{}", cut.display());
+    let (ok, err) = check(&[("OTPMINT__DATABASE__URL", url.as_str())]);
+    assert!(!ok && err.contains("database.url"), "{err}");
+    for side in ["cut.db-wal", "cut.db-shm"] {
+        assert!(!dir.path().join(side).exists(), "{side} left behind");
+    }
+    assert_eq!(std::fs::read(&cut).unwrap(), &whole[..whole.len() / 2]);
 }
 
 /// `config check` runs the checks `serve` runs before it binds (API.md §18.8): certificate

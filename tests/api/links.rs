@@ -163,6 +163,7 @@ async fn without_a_public_url_links_are_refused_and_their_pages_are_not_there() 
         format!("/l/{}", "a".repeat(32)),
         "/h/hs_abcdefghijklmnopqrstuvwx".to_string(),
         "/pages/style.css".to_string(),
+        "/pages/icon.svg".to_string(),
         format!("/pages/brand/{id}.css"),
         format!("/pages/logo/{id}.png"),
     ] {
@@ -302,6 +303,38 @@ async fn opening_a_link_changes_nothing_and_its_button_verifies_once() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+/// The pages name their own icon, which otpmint serves: a browser then never asks the host
+/// for `/favicon.ico` (a 404 in the log at every page view, found by an audit).
+#[tokio::test]
+async fn the_pages_name_an_icon_otpmint_serves() {
+    let (app, sk) = linked_app().await;
+    let (_, token, _) = mint_link(&app, &sk, "ada@example.com").await;
+    let html = get_page(&app, &token, None)
+        .await
+        .text()
+        .await
+        .unwrap()
+        .replace("&#x2f;", "/");
+    assert!(
+        html.contains(r#"<link rel="icon" href="/pages/icon.svg" type="image/svg+xml">"#),
+        "{html}"
+    );
+    let r = reqwest::get(format!("{}/pages/icon.svg", app.addr))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let h = r.headers().clone();
+    assert_eq!(h[header::CONTENT_TYPE], "image/svg+xml");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h[header::CONTENT_SECURITY_POLICY], "default-src 'none'");
+    let svg = r.text().await.unwrap();
+    assert!(
+        svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""),
+        "{svg}"
+    );
+    assert!(!svg.contains("<script"), "{svg}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -238,8 +238,24 @@ fn twilio_takes_exactly_one_sender_and_sids_are_checked() {
     for bad in ["AC", "AC/../x", "ac0123", &format!("AC{}", "0".repeat(63))] {
         assert!(checked(Check::Sid("AC"), bad).is_err(), "{bad}");
     }
-    for bad in ["12345", "+447700900000x", "0447700900000"] {
+    for bad in [
+        "12345",
+        "+447700900000x",
+        "0447700900000",
+        " Acme",
+        "Acme ",
+        "My  App",
+        "My App Ltd.",
+        "Twelve Chars",
+    ] {
         assert!(checked(Check::SmsSender, bad).is_err(), "{bad}");
+    }
+    for good in ["Acme", "My App", "A1 B2 C3 D4"] {
+        assert_eq!(
+            checked(Check::SmsSender, good).as_deref(),
+            Ok(good),
+            "{good}"
+        );
     }
     // Twilio's `from` keeps its `+` (its API wants E.164 as written).
     let bare = parse(

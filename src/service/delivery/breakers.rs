@@ -89,28 +89,43 @@ impl Breakers {
         }
     }
 
-    /// The relay answered (accepted, or refused for good): its breaker closes.
-    pub fn passed(&self, relay: &str) {
-        self.locked().remove(relay);
+    /// The relay answered (accepted, or refused for good): its breaker closes. True when it
+    /// was open (the caller says so in the log).
+    pub fn passed(&self, relay: &str) -> bool {
+        self.locked()
+            .remove(relay)
+            .is_some_and(|b| b.open_until.is_some())
     }
 
     /// A transient failure: one more in a row; the breaker opens at `threshold` (a failed
     /// probe opens it again at once). `probe`: this caller held the probe (`admit` answered
     /// `Probe`); a failure of another send (one let through while every transport rested,
-    /// or as the last chance) leaves a probe under way its own.
-    pub fn failed(&self, relay: &str, now: Millis, threshold: u32, open_ms: Millis, probe: bool) {
+    /// or as the last chance) leaves a probe under way its own. True when this failure
+    /// opened the breaker (it was closed, or this was its probe): the caller says so in the
+    /// log, once an opening.
+    pub fn failed(
+        &self,
+        relay: &str,
+        now: Millis,
+        threshold: u32,
+        open_ms: Millis,
+        probe: bool,
+    ) -> bool {
         let mut map = self.locked();
         let b = map.entry(relay.to_string()).or_default();
         // A probe's outcome that comes after another send closed the breaker (or a newer
         // probe began) is one failure like any other.
         let probe = probe && b.probing.is_some();
         b.failures = b.failures.saturating_add(1);
-        if probe || b.failures >= threshold.max(1) {
+        let was_open = b.open_until.is_some();
+        let opens = probe || b.failures >= threshold.max(1);
+        if opens {
             b.open_until = Some(now.saturating_add(open_ms));
         }
         if probe {
             b.probing = None;
         }
+        opens && (probe || !was_open)
     }
 
     /// Forget the breakers of a tenant's transports (its settings changed).
@@ -136,10 +151,16 @@ mod tests {
     fn a_breaker_opens_after_the_threshold_and_one_probe_closes_or_reopens_it() {
         let b = Breakers::default();
         for _ in 0..4 {
-            b.failed("r", 0, 5, 30_000, false);
+            assert!(
+                !b.failed("r", 0, 5, 30_000, false),
+                "closed: nothing to say"
+            );
             assert_eq!(b.peek("r", 0), Gate::Closed);
         }
-        b.failed("r", 1_000, 5, 30_000, false);
+        assert!(
+            b.failed("r", 1_000, 5, 30_000, false),
+            "the opening is said"
+        );
         assert_eq!(b.admit("r", 1_000), Gate::Open);
         assert_eq!(b.admit("r", 30_999), Gate::Open);
         // Its time is up: one probe, the others still skip it.
@@ -149,19 +170,25 @@ mod tests {
         assert_eq!(b.peek("r", 31_000), Gate::Open);
         // Another send's failure meanwhile (let through as the last chance) leaves the
         // probe under way its own: nobody else probes.
-        b.failed("r", 31_500, 5, 30_000, false);
+        assert!(
+            !b.failed("r", 31_500, 5, 30_000, false),
+            "already open: said once"
+        );
         assert_eq!(b.admit("r", 61_500), Gate::Open);
         // A failed probe opens it again for the whole time.
-        b.failed("r", 32_000, 5, 30_000, true);
+        assert!(
+            b.failed("r", 32_000, 5, 30_000, true),
+            "a failed probe is said"
+        );
         assert_eq!(b.admit("r", 61_999), Gate::Open);
         assert_eq!(b.admit("r", 62_000), Gate::Probe);
-        b.passed("r");
+        assert!(b.passed("r"), "the closing is said");
         assert_eq!(b.admit("r", 62_000), Gate::Closed);
         // A success in between resets the count.
         for _ in 0..4 {
             b.failed("r", 0, 5, 30_000, false);
         }
-        b.passed("r");
+        assert!(!b.passed("r"), "it never opened: nothing to say");
         b.failed("r", 0, 5, 30_000, false);
         assert_eq!(b.peek("r", 0), Gate::Closed);
         // A probe let go lets the next message probe.

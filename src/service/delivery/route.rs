@@ -190,7 +190,9 @@ impl Delivery {
                 .await;
             match sent {
                 Ok(accepted) => {
-                    breakers.passed(key);
+                    if breakers.passed(key) {
+                        tracing::info!(tenant_id = %tenant.id, transport = %transport.name(), "the transport answered again: its breaker closed");
+                    }
                     return Ok(Delivered {
                         transport: transport.name(),
                         accepted,
@@ -217,9 +219,15 @@ impl Delivery {
                             let open_ms = (cfg.breaker_seconds as i64).saturating_mul(1000);
                             let probe = gate == Gate::Probe;
                             let threshold = cfg.breaker_failures;
-                            breakers.failed(key, self.core.now(), threshold, open_ms, probe);
+                            if breakers.failed(key, self.core.now(), threshold, open_ms, probe) {
+                                tracing::warn!(tenant_id = %tenant.id, transport = %transport.name(), reason = e.reason.as_str(), open_seconds = cfg.breaker_seconds, probe, "the transport's breaker opened: it is skipped while another transport can take its messages");
+                            }
                         }
-                        _ => breakers.passed(key),
+                        _ => {
+                            if breakers.passed(key) {
+                                tracing::info!(tenant_id = %tenant.id, transport = %transport.name(), "the transport answered again: its breaker closed");
+                            }
+                        }
                     }
                     asked = asked.max(e.retry_after);
                     // A transport that cannot be used here (its credentials cannot be read)

@@ -134,10 +134,16 @@ impl SqliteStore {
     fn found(path: &Path) -> Result<super::error::Found, StoreError> {
         use rusqlite::OpenFlags;
         refuse_unwritable(path)?;
-        let c = rusqlite::Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        // With no `-wal` beside it no connection is open and the whole database is in the
+        // file: read it as immutable. A read-only connection to a WAL database makes `-wal`
+        // and `-shm` files, and leaves them behind when the file turns out damaged.
+        let c = match unused_file_uri(path) {
+            Some(uri) => {
+                rusqlite::Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)?
+            }
+            None => rusqlite::Connection::open_with_flags(path, flags)?,
+        };
         c.busy_timeout(Duration::from_secs(5))?;
         let has_schema: bool = c.query_row(
             "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'refinery_schema_history')",
@@ -346,6 +352,35 @@ fn refuse_unwritable(path: &Path) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// `file:…?immutable=1` for the database at `path` when no `-wal` file stands beside it (none
+/// of its connections is open), else `None`.
+#[cfg(unix)]
+fn unused_file_uri(path: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    // Where the file really is: SQLite puts `-wal` beside a link's target.
+    let real = std::fs::canonicalize(path).ok()?;
+    let mut wal = real.as_os_str().to_owned();
+    wal.push("-wal");
+    if Path::new(&wal).exists() {
+        return None;
+    }
+    let mut uri = String::from("file:");
+    for &b in real.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/._-~".contains(&b) {
+            uri.push(char::from(b));
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?immutable=1");
+    Some(uri)
+}
+
+#[cfg(not(unix))]
+fn unused_file_uri(_: &Path) -> Option<String> {
+    None
 }
 
 /// False when this process may not write `file` (its effective ids, the file's mode, a
