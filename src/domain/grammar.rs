@@ -121,6 +121,19 @@ macro_rules! spaces {
     };
 }
 
+/// The characters [`deceptive`] names, as the inside of a character class of literal
+/// characters (a test holds the two together).
+macro_rules! deceptive_chars {
+    () => {
+        concat!(
+            controls!(),
+            "\u{AD}\u{34F}\u{61C}\u{115F}\u{1160}\u{180E}\u{200B}\u{200E}\u{200F}",
+            "\u{2028}-\u{202E}\u{2060}-\u{2064}\u{2066}-\u{206F}\u{3164}\u{FEFF}\u{FFA0}",
+            "\u{FFF9}-\u{FFFB}\u{E0000}-\u{E007F}",
+        )
+    };
+}
+
 /// The controls a template's body may not hold: all but tab, line feed and carriage return.
 macro_rules! stray_controls {
     () => {
@@ -135,18 +148,19 @@ pub const TEMPLATE_SUBJECT_MAX: usize = 200;
 pub const TEMPLATE_BODY_MAX: usize = 64 * 1024;
 
 /// A template's subject as written (API.md §8): one line (no control character, nor
-/// Unicode's line and paragraph separators), not blank. Whether it compiles, and how it
-/// renders, is the lint's (`messages::lint`).
+/// Unicode's line and paragraph separators), not blank, and nothing that shows otherwise than
+/// it is in the person's mail client ([`deceptive`]: a right-to-left override, a zero width).
+/// Whether it compiles, and how it renders, is the lint's (`messages::lint`).
 pub static TEMPLATE_SUBJECT: Grammar = Grammar::new(
     concat!(
         "^[^",
-        controls!(),
-        "\u{2028}\u{2029}]*[^",
-        controls!(),
+        deceptive_chars!(),
+        "]*[^",
+        deceptive_chars!(),
         spaces!(),
         "][^",
-        controls!(),
-        "\u{2028}\u{2029}]*$"
+        deceptive_chars!(),
+        "]*$"
     ),
     1,
     TEMPLATE_SUBJECT_MAX,
@@ -354,6 +368,17 @@ mod tests {
     }
 
     #[test]
+    fn the_published_class_of_deceptive_characters_is_the_function() {
+        let class = Regex::new(concat!("^[", deceptive_chars!(), "]$")).unwrap();
+        let differ: Vec<String> = (0..=0x10FFFFu32)
+            .filter_map(char::from_u32)
+            .filter(|&c| class.is_match(&c.to_string()) != deceptive(c))
+            .map(|c| format!("U+{:04X}", u32::from(c)))
+            .collect();
+        assert!(differ.is_empty(), "{differ:?}");
+    }
+
+    #[test]
     fn an_endpoints_ipv6_form_is_what_an_ipv6_parser_takes() {
         // Every count of groups before and after `::` (or none), with and without an
         // embedded IPv4 address: the pattern agrees with the standard library's parser.
@@ -445,7 +470,17 @@ mod tests {
             (
                 &TEMPLATE_SUBJECT,
                 &["Code", " Your code ", "Ihr Code ✓"][..],
-                &["", " ", "\u{3000}", "a\nb", "a\tb", "a\u{2028}b", "\u{7}"][..],
+                &[
+                    "",
+                    " ",
+                    "\u{3000}",
+                    "a\nb",
+                    "a\tb",
+                    "a\u{2028}b",
+                    "\u{7}",
+                    "a\u{202E}b",
+                    "a\u{200B}b",
+                ][..],
             ),
             (
                 &TEMPLATE_BODY,

@@ -15,6 +15,9 @@ use super::policy::FieldError;
 pub const TRUSTED_DAYS_DEFAULT: u32 = 90;
 /// The most a tenant may choose (ten years).
 pub const TRUSTED_DAYS_MAX: u32 = 3650;
+/// The most entries `sms.allowed_countries` takes (there are 249 ISO 3166-1 codes; the API
+/// description says `maxItems: 250`).
+pub const COUNTRIES_MAX: usize = 250;
 /// How many digits a number's range leaves off: the range is the number without them.
 pub const RANGE_TAIL: usize = 3;
 
@@ -53,7 +56,19 @@ impl SmsPatch {
     pub fn apply(&self, current: &SmsSettings) -> Result<SmsSettings, Vec<FieldError>> {
         let mut errs = Vec::new();
         let mut next = current.clone();
-        if let Some(list) = &self.allowed_countries {
+        if let Some(list) = self
+            .allowed_countries
+            .as_ref()
+            .filter(|l| l.len() > COUNTRIES_MAX)
+        {
+            errs.push(FieldError::new(
+                "sms.allowed_countries",
+                format!(
+                    "must hold at most {COUNTRIES_MAX} country codes, not {}",
+                    list.len()
+                ),
+            ));
+        } else if let Some(list) = &self.allowed_countries {
             let mut codes = Vec::with_capacity(list.len());
             for c in list {
                 match country_code(c) {
@@ -397,6 +412,24 @@ mod tests {
         let s = p.apply(&SmsSettings::default()).unwrap();
         assert_eq!(s.allowed_countries, vec!["DE", "US"]);
         assert_eq!(s.trusted_days, 30);
+        // Over the length the API description states: refused, not deduplicated to one.
+        let e = SmsPatch {
+            allowed_countries: Some(vec!["DE".into(); COUNTRIES_MAX + 1]),
+            ..SmsPatch::default()
+        }
+        .apply(&SmsSettings::default())
+        .unwrap_err();
+        assert_eq!(e[0].field, "sms.allowed_countries");
+        let full = SmsPatch {
+            allowed_countries: Some(vec!["DE".into(); COUNTRIES_MAX]),
+            ..SmsPatch::default()
+        };
+        assert_eq!(
+            full.apply(&SmsSettings::default())
+                .unwrap()
+                .allowed_countries,
+            ["DE"]
+        );
         for bad in ["XX", "DEU", "", "d3"] {
             let p = SmsPatch {
                 allowed_countries: Some(vec![bad.into()]),

@@ -56,6 +56,13 @@ fn lint_with(f: &Fields, code_length: u32, app_name: &str) -> Result<(), Vec<Tem
             Some(1),
             "must not contain control characters",
         ));
+    } else if f.subject.chars().any(crate::domain::grammar::deceptive) {
+        // As a sender's name: nothing that shows otherwise than it is (API.md §17.8).
+        errors.push(TemplateError::new(
+            "subject",
+            Some(1),
+            "must not contain invisible or bidirectional-control characters",
+        ));
     }
     if f.text.trim().is_empty() {
         errors.push(TemplateError::new("text", None, "must not be empty"));

@@ -405,6 +405,14 @@ fn a_subject_is_sent_as_one_line_without_control_characters() {
         assert!(e[0].message.contains("line"), "{e:?}");
     }
     assert_eq!(super::one_line("Code\u{2028}123"), "Code 123");
+    // Nothing that shows otherwise than it is: a right-to-left override, a zero width space
+    // (as a sender's name; found by a black-box audit). A variation selector is text.
+    for subject in ["Code \u{202E}321", "Co\u{200B}de"] {
+        let e = lint(&fields(subject, "{{ code }}", None), 6).unwrap_err();
+        assert_eq!((e[0].field, e[0].line), ("subject", Some(1)), "{subject:?}");
+        assert!(e[0].message.contains("bidirectional"), "{e:?}");
+    }
+    assert!(lint(&fields("Code \u{2764}\u{FE0F}", "{{ code }}", None), 6).is_ok());
 }
 
 #[test]

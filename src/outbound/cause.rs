@@ -56,7 +56,7 @@ pub(super) fn classify(e: &reqwest::Error) -> &'static str {
                 "host_not_allowed"
             };
         }
-        tls |= s.downcast_ref::<rustls::Error>().is_some();
+        tls |= s.is::<rustls::Error>() || wraps_rustls(s);
         src = s.source();
     }
     // Only a failure while connecting (a connect that timed out included) reached nobody.
@@ -73,6 +73,20 @@ pub(super) fn classify(e: &reqwest::Error) -> &'static str {
     }
 }
 
+/// Whether `e` is an `io::Error` that wraps rustls's error, however deep. rustls's error
+/// comes wrapped in `io::Error`s (one in another), whose `source` is the wrapped error's
+/// source, not the wrapped error: it is reached only through `get_ref`.
+fn wraps_rustls(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut io = e.downcast_ref::<std::io::Error>();
+    while let Some(inner) = io.and_then(std::io::Error::get_ref) {
+        if inner.is::<rustls::Error>() {
+            return true;
+        }
+        io = inner.downcast_ref::<std::io::Error>();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +100,15 @@ mod tests {
             assert!(no_answer(cause).1, "{cause}");
         }
         assert!(MIN_REQUEST_TIME >= CONNECT_TIMEOUT);
+    }
+
+    #[test]
+    fn rustls_error_is_found_inside_io_errors() {
+        use std::io::{Error, ErrorKind};
+        let bad = rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature);
+        let wrapped = Error::other(Error::new(ErrorKind::InvalidData, bad));
+        assert!(wraps_rustls(&wrapped));
+        let plain = Error::other(Error::from(ErrorKind::ConnectionRefused));
+        assert!(!wraps_rustls(&plain));
     }
 }

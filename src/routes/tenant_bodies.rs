@@ -177,7 +177,9 @@ pub struct PatchTenantBody {
 #[serde(deny_unknown_fields)]
 pub struct SmsBody {
     /// The countries whose numbers the tenant texts, as ISO 3166-1 alpha-2 codes
-    /// (`["DE", "FR"]`; replaces the list). Empty by default: SMS is opt-in per country.
+    /// (`["DE", "FR"]`; replaces the list; lower case is taken and stored upper case).
+    /// Empty by default: SMS is opt-in per country.
+    // `domain::sms_guard::COUNTRIES_MAX`.
     #[schema(max_items = 250)]
     pub(super) allowed_countries: Option<Vec<String>>,
     /// Numbers that verified a code of the tenant within this many days skip the velocity

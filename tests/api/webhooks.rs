@@ -430,6 +430,47 @@ async fn private_and_plaintext_endpoints_are_refused() {
     );
 }
 
+/// A TLS failure is recorded as `tls`, not as a connection that could not be made: a
+/// certificate the client does not trust, and an `https://` URL whose port speaks plain
+/// HTTP (both were `connect`: found by the webhook audit). A closed port stays `connect`.
+#[tokio::test]
+async fn a_tls_failure_is_told_apart_from_a_connection_failure() {
+    let plain = HttpReceiver::start(false).await;
+    let untrusted = HttpReceiver::start(true).await;
+    // The app trusts the plain receiver's CA, not the TLS receiver's.
+    let app = app_for(&plain).await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    // A plain HTTP server answers the TLS hello it cannot read with a 400, as most do.
+    let http_only = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_port = http_only.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut tcp, _)) = http_only.accept().await {
+            let mut hello = [0u8; 512];
+            let _ = tcp.read(&mut hello).await;
+            let _ = tcp
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
+                .await;
+        }
+    });
+    for (url, cause) in [
+        (untrusted.url("/h"), "tls"),
+        (format!("https://127.0.0.1:{http_port}/h"), "tls"),
+        (format!("http://127.0.0.1:{closed}/h"), "connect"),
+    ] {
+        let (_, sk) = app.tenant().await;
+        register(&app, &sk, &url, &["otp.sent"]).await;
+        app.mint(&sk, "ada@example.com").await;
+        let d = wait_deliveries(&app, &sk, 1).await;
+        assert_eq!(d[0]["error"], cause, "{url}: {d:?}");
+        assert!(d[0]["status_code"].is_null(), "{url}: {d:?}");
+    }
+    assert!(plain.requests().is_empty() && untrusted.requests().is_empty());
+}
+
 #[tokio::test]
 async fn the_address_policy_applies_again_at_send_time() {
     let rx = HttpReceiver::start(false).await;

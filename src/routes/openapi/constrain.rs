@@ -519,6 +519,10 @@ mod tests {
             "a\u{2028}b",
             "a\u{85}",
             "a\u{7f}",
+            "a\u{202e}b",
+            "a\u{200b}b",
+            "\u{feff}Code",
+            "Code \u{2764}\u{fe0f}",
         ] {
             let ok = lint(&fields(s, "{{ code }}"), 6).is_ok();
             assert_eq!(TEMPLATE_SUBJECT.matches(s), ok, "{s:?}");
