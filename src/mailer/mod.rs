@@ -235,23 +235,43 @@ impl Mailer {
     }
 
     fn close_idle_older_than(&self, max: Duration) -> usize {
+        let gone = self.take_idle(|idle, long| pool::trim(idle, max, usize::MAX, long));
+        let closed = gone.len();
+        pool::say_goodbye(gone);
+        closed
+    }
+
+    /// Close every idle connection, each with a `QUIT` (the server stopping: API.md §11.5),
+    /// within a moment. Returns how many closed.
+    pub async fn close_all_idle(&self) -> usize {
+        let gone = self.take_idle(|idle, _| idle.drain(..).map(|i| i.conn).collect());
+        let closed = gone.len();
+        pool::say_goodbye_now(gone).await;
+        closed
+    }
+
+    /// The idle connections `pick` takes out of each pool (given its idle ones and how many
+    /// it keeps long), and forget pools that have none left.
+    fn take_idle(
+        &self,
+        mut pick: impl FnMut(&mut Vec<Idle>, usize) -> Vec<AsyncSmtpConnection>,
+    ) -> Vec<AsyncSmtpConnection> {
         let Ok(mut pools) = self.inner.pools.lock() else {
-            return 0;
+            return Vec::new();
         };
-        let mut closed = 0;
+        let mut gone = Vec::new();
         pools.retain(|_, p| {
             let Ok(mut idle) = p.idle.lock() else {
                 return true;
             };
-            // Dropping a connection closes its socket.
             let long = p.long_kept(self.inner.pool_size);
-            closed += pool::trim(&mut idle, max, usize::MAX, long);
+            gone.extend(pick(&mut idle, long));
             // A pool is forgotten only when nothing uses it: sends under way hold it (the
             // map's lock, held here, is the one `pool_for` clones it under) and put their
             // connections back into it.
             !idle.is_empty() || Arc::strong_count(p) > 1
         });
-        closed
+        gone
     }
 
     async fn resolve_and_send(
@@ -372,22 +392,25 @@ impl Mailer {
         match result {
             Ok(()) => {
                 if !conn.has_broken() {
+                    let mut gone = Vec::new();
                     if let Ok(mut idle) = pool.idle.lock() {
                         // Between two messages of a busy relay a session is idle for a
                         // moment: as many as the relay's window may wait for their next
                         // message (no TLS handshake per message), `smtp.pool_size` longer.
                         let long = pool.long_kept(self.inner.pool_size);
                         let keep = sessions.max(long);
-                        pool::trim(&mut idle, IDLE_MAX, keep, long);
+                        gone = pool::trim(&mut idle, IDLE_MAX, keep, long);
                         if idle.len() < keep {
                             idle.push(Idle {
                                 conn,
                                 addr,
                                 since: Instant::now(),
                             });
-                            return Ok(());
+                        } else {
+                            gone.push(conn);
                         }
                     }
+                    pool::say_goodbye(gone);
                 }
                 Ok(())
             }

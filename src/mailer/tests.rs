@@ -58,7 +58,8 @@ async fn idle_connections_are_closed_whether_or_not_their_tenant_sends_again() {
         .unwrap();
     assert_eq!(smtp.open_sessions(), 1, "kept for reuse");
     assert_eq!(mailer.close_idle_older_than(Duration::from_secs(60)), 0);
-    // Past its idle time, it is closed with no further send from the tenant.
+    // Past its idle time, it is closed with no further send from the tenant: with a QUIT
+    // (RFC 5321 §4.1.1.10), not a dropped socket.
     assert_eq!(mailer.close_idle_older_than(Duration::ZERO), 1);
     let until = std::time::Instant::now() + Duration::from_secs(5);
     while smtp.open_sessions() > 0 {
@@ -68,6 +69,7 @@ async fn idle_connections_are_closed_whether_or_not_their_tenant_sends_again() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    assert_eq!(smtp.quits(), 1, "closed without a QUIT");
     assert!(
         mailer.inner.pools.lock().unwrap().is_empty(),
         "the pool is forgotten"
@@ -89,6 +91,46 @@ async fn idle_connections_are_closed_whether_or_not_their_tenant_sends_again() {
     drop(in_use);
     mailer.close_idle_older_than(Duration::ZERO);
     assert!(mailer.inner.pools.lock().unwrap().is_empty());
+}
+
+/// A stopping server ends every idle session with a QUIT, and waits for it (API.md §11.5).
+#[tokio::test]
+async fn a_stop_closes_every_idle_session_with_a_quit() {
+    let (smtp, mailer, target) = relay("tnt_stop").await;
+    let msg = plain_message();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let (a, b) = tokio::join!(
+        mailer.send(&target, &msg, (deadline, None), 2),
+        mailer.send(&target, &msg, (deadline, None), 2)
+    );
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(smtp.open_sessions(), 2, "both kept for reuse");
+    assert_eq!(mailer.close_all_idle().await, 2);
+    assert_eq!(smtp.quits(), 2, "each said goodbye before the stop went on");
+    assert!(mailer.inner.pools.lock().unwrap().is_empty());
+    // A pool let go because the tenant's relay settings changed says goodbye too.
+    mailer
+        .send(&target, &msg, (deadline, None), 1)
+        .await
+        .unwrap();
+    let changed = SmtpTarget {
+        version: 2,
+        ..target
+    };
+    mailer
+        .send(&changed, &msg, (deadline, None), 1)
+        .await
+        .unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while smtp.quits() < 3 {
+        assert!(
+            std::time::Instant::now() < until,
+            "the old pool's session got no QUIT"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(smtp.open_sessions(), 1, "the new pool's session is kept");
 }
 
 /// What must hold before the body leaves is asked after DATA's go-ahead: `false` stops the

@@ -259,6 +259,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let inner = e.into_inner();
         let (field, message) = match inner.classify() {
             // Where the text stops being JSON is not a field.
+            // A number too large for any field (`1e400`) is JSON, and said of its field.
+            serde_json::error::Category::Syntax
+                if inner.to_string().starts_with("number out of range") =>
+            {
+                (
+                    at.unwrap_or_else(|| "body".to_string()),
+                    "is a number out of range".to_string(),
+                )
+            }
             serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
                 ("body".to_string(), "is not valid JSON".to_string())
             }
@@ -432,6 +441,41 @@ mod tests {
             assert_eq!(errors.len(), 1, "{body}");
             assert_eq!(errors[0].field, field, "{body}");
             assert_eq!(errors[0].message, kept, "{body}");
+        }
+    }
+
+    #[test]
+    fn a_number_too_large_to_read_is_said_of_its_field_and_broken_json_of_the_body() {
+        for (body, field, said) in [
+            (
+                r#"{"password": "x", "port": 1e400}"#,
+                "port",
+                "is a number out of range",
+            ),
+            (
+                r#"{"password": "x", "port": -1e400}"#,
+                "port",
+                "is a number out of range",
+            ),
+            (
+                r#"{"password": "x", "port": 1"#,
+                "body",
+                "is not valid JSON",
+            ),
+            (
+                r#"{"password": "x" "port": 1}"#,
+                "body",
+                "is not valid JSON",
+            ),
+        ] {
+            let Err(ApiError::BadBody(errors)) = parse_json::<Body>(body.as_bytes()) else {
+                panic!("{body} was taken");
+            };
+            assert_eq!(
+                (errors[0].field.as_str(), errors[0].message.as_str()),
+                (field, said),
+                "{body}"
+            );
         }
     }
 }

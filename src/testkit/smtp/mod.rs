@@ -130,6 +130,8 @@ struct State {
     flooded: AtomicUsize,
     /// NOOP commands received (a client probing pooled connections).
     noops: AtomicUsize,
+    /// QUIT commands received.
+    quits: AtomicUsize,
     /// `RCPT` commands left unanswered ([`Mode::StallAtRcpt`]).
     stalled_at_rcpt: AtomicUsize,
     /// Hang up right after accepting a message, without a word (a relay that ends idle
@@ -268,6 +270,7 @@ impl SmtpServer {
             tempfail: AtomicUsize::new(0),
             flooded: AtomicUsize::new(0),
             noops: AtomicUsize::new(0),
+            quits: AtomicUsize::new(0),
             stalled_at_rcpt: AtomicUsize::new(0),
             hang_up_after_message: std::sync::atomic::AtomicBool::new(false),
             session_limit: Mutex::new(None),
@@ -390,6 +393,11 @@ impl SmtpServer {
     /// NOOP commands received so far.
     pub fn noops(&self) -> usize {
         self.state.noops.load(Ordering::SeqCst)
+    }
+
+    /// QUIT commands received so far (sessions a client ended properly).
+    pub fn quits(&self) -> usize {
+        self.state.quits.load(Ordering::SeqCst)
     }
 
     /// `RCPT` commands left unanswered ([`Mode::StallAtRcpt`]).

@@ -325,6 +325,7 @@ async fn session(
             }
             "250 ok\r\n".into()
         } else if upper == "QUIT" {
+            st.quits.fetch_add(1, Ordering::SeqCst);
             r.get_mut().write_all(b"221 bye\r\n").await?;
             return Ok(None);
         } else {
