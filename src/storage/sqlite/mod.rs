@@ -135,9 +135,10 @@ impl SqliteStore {
         use rusqlite::OpenFlags;
         refuse_unwritable(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        // With no `-wal` beside it no connection is open and the whole database is in the
-        // file: read it as immutable. A read-only connection to a WAL database makes `-wal`
-        // and `-shm` files, and leaves them behind when the file turns out damaged.
+        // With no `-wal` (or `-journal`) beside it no connection is open and the whole
+        // database is in the file: read it as immutable. A read-only connection to a WAL
+        // database makes `-wal` and `-shm` files, and leaves them behind when the file turns
+        // out damaged.
         let c = match unused_file_uri(path) {
             Some(uri) => {
                 rusqlite::Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)?
@@ -354,17 +355,21 @@ fn refuse_unwritable(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// `file:…?immutable=1` for the database at `path` when no `-wal` file stands beside it (none
-/// of its connections is open), else `None`.
+/// `file:…?immutable=1` for the database at `path` when no `-wal` or `-journal` file stands
+/// beside it (none of its connections is open, nothing is left to recover), else `None`.
 #[cfg(unix)]
 fn unused_file_uri(path: &Path) -> Option<String> {
     use std::os::unix::ffi::OsStrExt;
     // Where the file really is: SQLite puts `-wal` beside a link's target.
     let real = std::fs::canonicalize(path).ok()?;
-    let mut wal = real.as_os_str().to_owned();
-    wal.push("-wal");
-    if Path::new(&wal).exists() {
-        return None;
+    // A `-journal` beside it is a rollback journal a crash may have left hot: SQLite must
+    // see it (a restored copy need not be in WAL mode yet).
+    for side in ["-wal", "-journal"] {
+        let mut file = real.as_os_str().to_owned();
+        file.push(side);
+        if Path::new(&file).exists() {
+            return None;
+        }
     }
     let mut uri = String::from("file:");
     for &b in real.as_os_str().as_bytes() {
