@@ -222,6 +222,13 @@ pub(super) fn checked_render(
                 Some(1),
                 "must not render control characters",
             ));
+        } else if rendered.chars().any(crate::domain::grammar::deceptive) {
+            // A string literal's escape (`{{ "\u202E" }}`) writes what the source may not.
+            errors.push(TemplateError::new(
+                "subject",
+                Some(1),
+                "must not render invisible or bidirectional-control characters",
+            ));
         }
     }
     let rendered = set.render(name, vars);

@@ -98,8 +98,9 @@ impl From<&TenantTemplate> for Fields {
 pub struct Rendered {
     /// The subject, made one line.
     pub subject: String,
-    /// Whether the subject rendered a line break or control character (made a space, or
-    /// dropped, in `subject`): a branch the lint's sample did not take.
+    /// Whether the subject rendered a line break, a control, an invisible or a
+    /// bidirectional-control character: a branch the lint's sample did not take (a send
+    /// uses the built-in template instead).
     pub subject_broken: bool,
     pub text: String,
     pub html: Option<String>,
@@ -373,8 +374,8 @@ impl TemplateSet {
             .transpose()?;
         Ok(Rendered {
             subject,
-            subject_broken: raw.chars().any(char::is_control)
-                || raw.contains(['\u{2028}', '\u{2029}']),
+            // Controls and Unicode's line and paragraph separators among them.
+            subject_broken: raw.chars().any(crate::domain::grammar::deceptive),
             text,
             html,
             // A text message that fails does not take the email down with it: it is then

@@ -413,6 +413,24 @@ fn a_subject_is_sent_as_one_line_without_control_characters() {
         assert!(e[0].message.contains("bidirectional"), "{e:?}");
     }
     assert!(lint(&fields("Code \u{2764}\u{FE0F}", "{{ code }}", None), 6).is_ok());
+    // Nor one a string literal's escape renders (the source is plain ASCII): the lint
+    // refuses it, and a send that meets it uses the built-in template.
+    let escaped = "{{ \"\\u202E\" }}321";
+    let e = lint(&fields(escaped, "{{ code }}", None), 6).unwrap_err();
+    assert_eq!((e[0].field, e[0].line), ("subject", Some(1)), "{e:?}");
+    assert!(e[0].message.contains("render"), "{e:?}");
+    let stored = TemplateSet::new(&[TenantTemplate {
+        locale: "en".into(),
+        subject: escaped.into(),
+        text: "{{ code }}".into(),
+        html: None,
+        sms: None,
+        updated_at: 0,
+    }]);
+    let r = stored
+        .render("en", &vars("123456", "en", "default", 600))
+        .unwrap();
+    assert!(!super::subject_fits(&r), "{:?}", r.subject);
 }
 
 #[test]

@@ -10,27 +10,9 @@ use std::marker::PhantomData;
 
 use serde::de::{self, Deserializer, Unexpected, Visitor};
 
-/// A type of whole number a body's field holds, with the largest value it takes (said when a
-/// larger one is refused; the field's own range, narrower, is checked after).
-pub trait WholeNumber: TryFrom<u64> {
-    const MAX: u64;
-}
-
-impl WholeNumber for u16 {
-    const MAX: u64 = u16::MAX as u64;
-}
-
-impl WholeNumber for u32 {
-    const MAX: u64 = u32::MAX as u64;
-}
-
-impl WholeNumber for u64 {
-    const MAX: u64 = u64::MAX;
-}
-
 struct Whole<T>(PhantomData<T>);
 
-impl<T: WholeNumber> Visitor<'_> for Whole<T> {
+impl<T: TryFrom<u64>> Visitor<'_> for Whole<T> {
     type Value = T;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -38,8 +20,8 @@ impl<T: WholeNumber> Visitor<'_> for Whole<T> {
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
-        T::try_from(v)
-            .map_err(|_| E::custom(format!("must be a whole number of at most {}", T::MAX)))
+        // The field's own range, narrower than its type's, is checked after and said then.
+        T::try_from(v).map_err(|_| E::custom("is too large for this field"))
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
@@ -57,10 +39,7 @@ impl<T: WholeNumber> Visitor<'_> for Whole<T> {
         } else if v < 0.0 {
             Err(E::custom("must be a whole number, not negative"))
         } else if v.fract() == 0.0 {
-            Err(E::custom(format!(
-                "must be a whole number of at most {}",
-                T::MAX
-            )))
+            Err(E::custom("is too large for this field"))
         } else {
             Err(E::invalid_value(Unexpected::Float(v), &self))
         }
@@ -69,7 +48,7 @@ impl<T: WholeNumber> Visitor<'_> for Whole<T> {
 
 struct MaybeWhole<T>(PhantomData<T>);
 
-impl<'de, T: WholeNumber> Visitor<'de> for MaybeWhole<T> {
+impl<'de, T: TryFrom<u64>> Visitor<'de> for MaybeWhole<T> {
     type Value = Option<T>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -90,12 +69,14 @@ impl<'de, T: WholeNumber> Visitor<'de> for MaybeWhole<T> {
 }
 
 /// `#[serde(deserialize_with = "whole")]`
-pub fn whole<'de, D: Deserializer<'de>, T: WholeNumber>(d: D) -> Result<T, D::Error> {
+pub fn whole<'de, D: Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<T, D::Error> {
     d.deserialize_any(Whole(PhantomData))
 }
 
 /// `#[serde(default, deserialize_with = "maybe_whole")]` for an optional one.
-pub fn maybe_whole<'de, D: Deserializer<'de>, T: WholeNumber>(d: D) -> Result<Option<T>, D::Error> {
+pub fn maybe_whole<'de, D: Deserializer<'de>, T: TryFrom<u64>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
     d.deserialize_option(MaybeWhole(PhantomData))
 }
 
@@ -260,16 +241,10 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
-        // Said plainly: what is wrong, and the largest value the type takes.
+        // Said plainly: what is wrong.
         for (bad, said) in [
-            (
-                r#"{"port": 65536}"#,
-                "must be a whole number of at most 65535",
-            ),
-            (
-                r#"{"port": 1e300}"#,
-                "must be a whole number of at most 65535",
-            ),
+            (r#"{"port": 65536}"#, "is too large for this field"),
+            (r#"{"port": 1e300}"#, "is too large for this field"),
             (r#"{"port": -1}"#, "must be a whole number, not negative"),
             (
                 r#"{"port": 587, "grace": -1.0}"#,
@@ -278,7 +253,7 @@ mod tests {
             (r#"{"port": 587.5}"#, "expected a whole number"),
         ] {
             let e = parse(bad).unwrap_err();
-            assert!(e.starts_with(said) || e.contains(said), "{bad}: {e}");
+            assert!(e.contains(said), "{bad}: {e}");
         }
     }
 }

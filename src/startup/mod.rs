@@ -433,6 +433,15 @@ impl Application {
             services.core.audit.flush().await;
         };
         let settled = tokio::time::timeout_at(stop_by, settle).await.is_ok();
+        // Last, after what the database must take: the relays' idle sessions end with a
+        // QUIT, not a dropped socket (a relay that does not answer costs at most 2 s).
+        if let Ok(closed) =
+            tokio::time::timeout_at(stop_by, services.core.mailer.close_all_idle()).await
+        {
+            if closed > 0 {
+                tracing::debug!(closed, "closed idle SMTP connections");
+            }
+        }
         for task in [purger, keys, stats, tidy, signals] {
             task.abort();
         }

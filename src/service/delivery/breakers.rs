@@ -9,6 +9,17 @@ use std::sync::Mutex;
 
 use crate::domain::Millis;
 
+/// What a failure did to a relay's breaker (the caller logs an opening once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Opening {
+    /// Nothing to say: still closed, or already open.
+    None,
+    /// It opened: the failures in a row reached the threshold.
+    Opened,
+    /// Its probe failed: open again for the whole time.
+    Reopened,
+}
+
 /// Whether a relay takes messages now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Gate {
@@ -100,9 +111,8 @@ impl Breakers {
     /// A transient failure: one more in a row; the breaker opens at `threshold` (a failed
     /// probe opens it again at once). `probe`: this caller held the probe (`admit` answered
     /// `Probe`); a failure of another send (one let through while every transport rested,
-    /// or as the last chance) leaves a probe under way its own. True when this failure
-    /// opened the breaker (it was closed, or this was its probe): the caller says so in the
-    /// log, once an opening.
+    /// or as the last chance) leaves a probe under way its own. Says whether this failure
+    /// opened the breaker, or opened it again (its probe).
     pub fn failed(
         &self,
         relay: &str,
@@ -110,7 +120,7 @@ impl Breakers {
         threshold: u32,
         open_ms: Millis,
         probe: bool,
-    ) -> bool {
+    ) -> Opening {
         let mut map = self.locked();
         let b = map.entry(relay.to_string()).or_default();
         // A probe's outcome that comes after another send closed the breaker (or a newer
@@ -125,7 +135,11 @@ impl Breakers {
         if probe {
             b.probing = None;
         }
-        opens && (probe || !was_open)
+        match (opens, probe, was_open) {
+            (true, true, _) => Opening::Reopened,
+            (true, false, false) => Opening::Opened,
+            _ => Opening::None,
+        }
     }
 
     /// Forget the breakers of a tenant's transports (its settings changed).
@@ -151,16 +165,10 @@ mod tests {
     fn a_breaker_opens_after_the_threshold_and_one_probe_closes_or_reopens_it() {
         let b = Breakers::default();
         for _ in 0..4 {
-            assert!(
-                !b.failed("r", 0, 5, 30_000, false),
-                "closed: nothing to say"
-            );
+            assert_eq!(b.failed("r", 0, 5, 30_000, false), Opening::None);
             assert_eq!(b.peek("r", 0), Gate::Closed);
         }
-        assert!(
-            b.failed("r", 1_000, 5, 30_000, false),
-            "the opening is said"
-        );
+        assert_eq!(b.failed("r", 1_000, 5, 30_000, false), Opening::Opened);
         assert_eq!(b.admit("r", 1_000), Gate::Open);
         assert_eq!(b.admit("r", 30_999), Gate::Open);
         // Its time is up: one probe, the others still skip it.
@@ -170,16 +178,14 @@ mod tests {
         assert_eq!(b.peek("r", 31_000), Gate::Open);
         // Another send's failure meanwhile (let through as the last chance) leaves the
         // probe under way its own: nobody else probes.
-        assert!(
-            !b.failed("r", 31_500, 5, 30_000, false),
+        assert_eq!(
+            b.failed("r", 31_500, 5, 30_000, false),
+            Opening::None,
             "already open: said once"
         );
         assert_eq!(b.admit("r", 61_500), Gate::Open);
         // A failed probe opens it again for the whole time.
-        assert!(
-            b.failed("r", 32_000, 5, 30_000, true),
-            "a failed probe is said"
-        );
+        assert_eq!(b.failed("r", 32_000, 5, 30_000, true), Opening::Reopened);
         assert_eq!(b.admit("r", 61_999), Gate::Open);
         assert_eq!(b.admit("r", 62_000), Gate::Probe);
         assert!(b.passed("r"), "the closing is said");

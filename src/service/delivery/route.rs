@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::time::{Duration, Instant};
 
 use super::attempt::Undelivered;
-use super::breakers::Gate;
+use super::breakers::{Gate, Opening};
 use super::transport::{route, Accepted, Deadline, Outbound, Transport};
 use super::window::{RelayWindow, Slot, Ticket};
 use super::{Delivery, StoredMessage};
@@ -219,8 +219,16 @@ impl Delivery {
                             let open_ms = (cfg.breaker_seconds as i64).saturating_mul(1000);
                             let probe = gate == Gate::Probe;
                             let threshold = cfg.breaker_failures;
-                            if breakers.failed(key, self.core.now(), threshold, open_ms, probe) {
-                                tracing::warn!(tenant_id = %tenant.id, transport = %transport.name(), reason = e.reason.as_str(), open_seconds = cfg.breaker_seconds, probe, "the transport's breaker opened: it is skipped while another transport can take its messages");
+                            // Once an outage: a failed probe (every breaker_seconds while it
+                            // lasts) is a debug line.
+                            match breakers.failed(key, self.core.now(), threshold, open_ms, probe) {
+                                Opening::Opened => {
+                                    tracing::warn!(tenant_id = %tenant.id, transport = %transport.name(), reason = e.reason.as_str(), open_seconds = cfg.breaker_seconds, "the transport failed too often in a row: its breaker opened (a fallback transport, if any, takes its messages meanwhile)")
+                                }
+                                Opening::Reopened => {
+                                    tracing::debug!(tenant_id = %tenant.id, transport = %transport.name(), reason = e.reason.as_str(), "the breaker's probe failed: open again")
+                                }
+                                Opening::None => {}
                             }
                         }
                         _ => {

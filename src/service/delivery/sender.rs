@@ -406,11 +406,6 @@ impl Delivery {
             }
         }
         self.events.release_hook_leases().await;
-        // The relays' idle sessions end with a QUIT, not a dropped socket.
-        let closed = self.core.mailer.close_all_idle().await;
-        if closed > 0 {
-            tracing::debug!(closed, "closed idle SMTP connections");
-        }
     }
 }
 
