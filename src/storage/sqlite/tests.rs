@@ -445,3 +445,40 @@ fn the_space_probe_writes_a_page_and_changes_nothing() {
     std::thread::sleep(Duration::from_millis(50));
     assert!(!store.wrote_within(Duration::from_millis(10)));
 }
+
+/// `config check` reads a database with nothing beside it as immutable (no `-wal` or `-shm`
+/// made), through a URI that spells any path exactly, and the ordinary way when a `-wal` or a
+/// `-journal` (a rollback journal a crash may have left hot) stands beside it.
+#[cfg(unix)]
+#[test]
+fn a_database_with_nothing_beside_it_is_read_as_immutable_and_its_path_survives_the_uri() {
+    let dir = tempfile::tempdir().unwrap();
+    let odd = dir.path().join("a dir%?#é");
+    std::fs::create_dir(&odd).unwrap();
+    let db = odd.join("x.db");
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.pragma_update(None, "journal_mode", "WAL").unwrap();
+        c.execute_batch("CREATE TABLE t (v); INSERT INTO t VALUES (7);")
+            .unwrap();
+    }
+    assert!(!odd.join("x.db-wal").exists(), "closed cleanly");
+    let uri = unused_file_uri(&db).unwrap();
+    assert!(uri.ends_with("?immutable=1") && !uri.contains(' '), "{uri}");
+    let c = rusqlite::Connection::open_with_flags(
+        &uri,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+    )
+    .unwrap();
+    let v: i64 = c.query_row("SELECT v FROM t", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, 7, "the URI named the file itself");
+    drop(c);
+    for side in ["x.db-wal", "x.db-shm"] {
+        assert!(!odd.join(side).exists(), "{side} made by an immutable read");
+    }
+    for side in ["x.db-wal", "x.db-journal"] {
+        std::fs::write(odd.join(side), b"").unwrap();
+        assert_eq!(unused_file_uri(&db), None, "{side} beside it");
+        std::fs::remove_file(odd.join(side)).unwrap();
+    }
+}
