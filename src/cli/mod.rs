@@ -75,7 +75,7 @@ pub enum Command {
     /// Counts by period: minted, sent, failed, verified, expired unverified, test,
     /// conversion, time to verify (as GET /v1/tenant/stats answers them)
     Stats(stats::StatsArgs),
-    /// Copy the live database to PATH (SQLite online backup; PATH must not exist)
+    /// Copy the live database to PATH (SQLite VACUUM INTO: the live rows, one snapshot; PATH must not exist)
     Backup {
         /// Where to write the copy
         path: PathBuf,

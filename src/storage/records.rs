@@ -38,7 +38,8 @@ pub trait RecordStore {
     /// inbox messages older than `sends_before` (at least an hour ago); returns how many
     /// codes.
     fn purge(&self, before: Millis, sends_before: Millis) -> Result<usize, StoreError>;
-    /// A consistent copy of the live database at `path` (SQLite's online backup API).
+    /// A consistent copy of the live database at `path`, its live rows only (SQLite's
+    /// `VACUUM INTO`).
     fn backup_to(&self, path: &std::path::Path) -> Result<(), StoreError>;
     /// Hand every row of every table of `copy::TABLES` to `sink`, in parts (see
     /// [`copy::Parts`]), read in one consistent snapshot (one read transaction), so rows
@@ -185,9 +186,10 @@ pub(crate) fn purge_in(
     before: Millis,
     sends_before: Millis,
 ) -> Result<(), StoreError> {
-    let trusted_before = before.min(sends_before)
-        - i64::from(crate::domain::sms_guard::TRUSTED_DAYS_MAX) * 86_400_000;
-    tx.exec(super::sql::sms_guard::PURGE_TRUSTED, args![trusted_before])?;
+    // Each tenant's trust for its own `trusted_days`, counted back from the earlier cut-off
+    // (no later than now).
+    let trusted_from = before.min(sends_before);
+    tx.exec(super::sql::sms_guard::PURGE_TRUSTED, args![trusted_from])?;
     let minute = sends_before.div_euclid(MINUTE_MS);
     tx.exec(sql::PURGE_TENANT_SEND_MINUTES, args![minute])?;
     tx.exec(sql::PURGE_RECIPIENT_FAILURES, args![sends_before])?;

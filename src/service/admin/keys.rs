@@ -235,7 +235,7 @@ impl Admin {
         Ok(lost)
     }
 
-    /// Copy the live database to `path` with SQLite's online backup API.
+    /// Copy the live database to `path` with SQLite's `VACUUM INTO` (the live rows, one snapshot).
     pub async fn backup(&self, path: PathBuf) -> Result<(), ServiceError> {
         self.core.db_long(move |s| s.backup_to(&path)).await
     }

@@ -98,8 +98,13 @@ pub struct SqliteStore {
 /// in a group commit has one) stays in memory; with the default it spills to a temporary file
 /// after 64 KiB, and each page it keeps then costs a `pwrite` — about 4 % of the server's CPU
 /// under load (docs/benchmarks.md, "Provider events beside mints"), and copies of pages on disk.
-pub(super) const PRAGMAS: &str =
-    "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;";
+/// `secure_delete = ON`: a deleted row's bytes are zeroed, on the page that held it and on a
+/// page it frees (`FAST` leaves freed pages as they were: a purge frees whole pages), so a
+/// purged code's address and hash, or a deleted tenant's rows, are not left readable in the
+/// file (found by the privacy audit: purged rows read back with `strings`, and carried into
+/// every backup).
+pub(super) const PRAGMAS: &str = "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+     PRAGMA temp_store = MEMORY; PRAGMA secure_delete = ON;";
 
 impl SqliteStore {
     /// Open (creating the file and its directory) and migrate.

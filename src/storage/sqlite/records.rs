@@ -2,7 +2,6 @@
 //! (streamed from one read transaction, inserted a row at a time).
 
 use crate::storage::sql;
-use std::time::Duration;
 
 use rusqlite::TransactionBehavior;
 
@@ -85,32 +84,20 @@ impl RecordStore for SqliteStore {
             )));
         }
         let copied = (|| -> Result<(), StoreError> {
-            let mut dst = rusqlite::Connection::open(&partial)?;
-            {
-                // Every page in one step, one read transaction: a snapshot the server's
-                // writes go on beside (WAL). Steps of a few pages start over whenever
-                // another connection writes, so under steady traffic they never ended
-                // (found by the data-volume audit: a 710 MB database, 35 mints a second).
-                let backup = rusqlite::backup::Backup::new(&conn, &mut dst)?;
-                let began = std::time::Instant::now();
-                loop {
-                    use rusqlite::backup::StepResult;
-                    match backup.step(-1)? {
-                        StepResult::Done => break,
-                        // Busy or locked a moment (a checkpoint): again, for 30 s at most.
-                        StepResult::Busy | StepResult::Locked
-                            if began.elapsed() < Duration::from_secs(30) =>
-                        {
-                            std::thread::sleep(Duration::from_millis(50));
-                        }
-                        _ => {
-                            return Err(StoreError::Unavailable(
-                                "the database stayed locked; try the backup again".into(),
-                            ))
-                        }
-                    }
-                }
-            }
+            // `VACUUM INTO`: one read transaction, a snapshot the server's writes go on beside
+            // (WAL) — a copy page by page in steps started over whenever another connection
+            // wrote, and never ended under steady traffic (found by the data-volume audit) —
+            // that holds the live rows only: no purged row is carried over from the free space
+            // of a page (found by the privacy audit). As fast as copying the pages (1.3–1.6 s
+            // against 1.4–1.7 s for 300 MB, a third deleted, Python's sqlite3 here).
+            let target = partial.to_str().ok_or_else(|| {
+                StoreError::Unavailable(format!(
+                    "the backup path {} is not UTF-8: name another",
+                    path.display()
+                ))
+            })?;
+            conn.execute("VACUUM INTO ?1", [target])?;
+            let dst = rusqlite::Connection::open(&partial)?;
             // A single file, no WAL: easy to copy off the machine.
             dst.pragma_update(None, "journal_mode", "DELETE")?;
             dst.close().map_err(|(_, e)| e)?;

@@ -313,3 +313,44 @@ fn a_purge_backlog_larger_than_a_batch_is_deleted_whole() {
         assert_eq!(count(table), kept, "{table}");
     }
 }
+
+/// A number trusted by the SMS guard is kept for its tenant's `sms.trusted_days`, no longer:
+/// at once gone when they are 0 (found by the privacy audit: every number kept ten years).
+#[test]
+fn trusted_numbers_are_kept_for_their_tenants_trusted_days_only() {
+    use crate::storage::RecordStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("t.db"), 2).unwrap();
+    let (a, b) = (Tenant::sample(), Tenant::sample());
+    store.insert_tenant(&a, &[9; 32], 1).unwrap();
+    store.insert_tenant(&b, &[8; 32], 1).unwrap();
+    let day = 86_400_000i64;
+    let now = 1_000 * day;
+    let conn = store.conn().unwrap();
+    conn.execute(
+        "UPDATE tenants SET sms_trusted_days = CASE id WHEN ?1 THEN 0 ELSE 90 END",
+        [a.id.as_str()],
+    )
+    .unwrap();
+    for (tenant, phone, at) in [
+        (&a, "+4915100000001", now - day),
+        (&b, "+4915100000002", now - day),
+        (&b, "+4915100000003", now - 91 * day),
+    ] {
+        conn.execute(
+            "INSERT INTO sms_trusted (tenant_id, phone, verified_at) VALUES (?1, ?2, ?3)",
+            (tenant.id.as_str(), phone, at),
+        )
+        .unwrap();
+    }
+    store.purge(now, now).unwrap();
+    let mut left: Vec<String> = conn
+        .prepare("SELECT phone FROM sms_trusted")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    left.sort();
+    assert_eq!(left, ["+4915100000002"]);
+}

@@ -482,3 +482,63 @@ fn a_database_with_nothing_beside_it_is_read_as_immutable_and_its_path_survives_
         std::fs::remove_file(odd.join(side)).unwrap();
     }
 }
+
+/// Deleted rows leave nothing readable: not beside rows that stay on their page, not on pages
+/// a purge frees whole, not in a backup (found by the privacy audit: purged addresses read
+/// back with `strings` from the file and from every backup).
+#[test]
+fn deleted_rows_leave_nothing_readable_in_the_file_or_a_backup() {
+    use crate::storage::RecordStore;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("p.db");
+    let store = SqliteStore::open(&db, 2).unwrap();
+    let secret = |i: i64| format!("gone-{i:05}@purged.example");
+    store
+        .writer
+        .write(move |c| {
+            c.execute_batch("CREATE TABLE scratch (id INTEGER PRIMARY KEY, v TEXT)")?;
+            // Kept and deleted rows side by side, then a run of deleted rows that fills
+            // whole pages.
+            for i in 0..4000i64 {
+                let v = if i < 1000 && i % 2 == 0 {
+                    format!("kept-{i:05}@stays.example")
+                } else {
+                    secret(i)
+                };
+                c.execute("INSERT INTO scratch (id, v) VALUES (?1, ?2)", (i, v))?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    store
+        .writer
+        .write(|c| {
+            c.execute("DELETE FROM scratch WHERE v LIKE 'gone-%'", [])?;
+            Ok(())
+        })
+        .unwrap();
+    let backup = dir.path().join("b.db");
+    store.backup_to(&backup).unwrap();
+    // Every page into the file, and the WAL emptied.
+    drop(store);
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let busy: i64 = c
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(busy, 0, "the checkpoint was blocked");
+    drop(c);
+    for file in [&db, &backup] {
+        let bytes = std::fs::read(file).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains("@purged.example"),
+            "{} keeps deleted rows",
+            file.display()
+        );
+        assert!(
+            text.contains("kept-00998@stays.example"),
+            "{}",
+            file.display()
+        );
+    }
+}
