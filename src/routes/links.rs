@@ -179,24 +179,23 @@ pub async fn confirm(
 }
 
 pub async fn style(st: State) -> HttpResponse {
-    if st.services.codes.links_base().is_none() {
-        return super::page_kit::not_found();
-    }
-    HttpResponse::Ok()
-        .content_type("text/css; charset=utf-8")
-        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .body(pages::STYLE_CSS)
+    asset(&st, "text/css; charset=utf-8", pages::STYLE_CSS)
 }
 
 pub async fn icon(st: State) -> HttpResponse {
+    asset(&st, "image/svg+xml", pages::ICON_SVG)
+}
+
+/// One of the pages' own files (not there while `server.public_url` is empty, like the
+/// pages), cached an hour; nothing in it may run or load (an SVG opened on its own).
+fn asset(st: &State, content_type: &str, body: &'static str) -> HttpResponse {
     if st.services.codes.links_base().is_none() {
         return super::page_kit::not_found();
     }
     HttpResponse::Ok()
-        .content_type("image/svg+xml")
-        .insert_header((header::CACHE_CONTROL, "public, max-age=86400"))
+        .content_type(content_type)
+        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .insert_header((header::CONTENT_SECURITY_POLICY, "default-src 'none'"))
-        .body(pages::ICON_SVG)
+        .body(body)
 }

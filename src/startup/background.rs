@@ -29,6 +29,14 @@ pub(super) async fn stop_on_signal(services: Services, handle: actix_web::dev::S
     tracing::info!("stopping: finishing requests and sends in flight");
     services.delivery.outbox.stop();
     services.events.stop_hooks();
+    // Idle relay sessions end with a QUIT now, while the HTTP workers whose sync mints opened
+    // some of them still run: a socket is of no use once its worker's runtime has ended
+    // (found by the re-audit: every pooled session dropped without QUIT at SIGTERM). Sessions
+    // that sends in flight hand back are closed so after the stop (`run_until_stopped`).
+    let closed = services.core.mailer.close_all_idle().await;
+    if closed > 0 {
+        tracing::debug!(closed, "closed idle SMTP connections");
+    }
     handle.stop(true).await;
 }
 

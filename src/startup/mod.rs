@@ -442,6 +442,25 @@ impl Application {
                 tracing::debug!(closed, "closed idle SMTP connections");
             }
         }
+        // SQLite's -wal emptied: what was deleted leaves no earlier copy beside the file.
+        if settled {
+            let store = std::sync::Arc::clone(&services.core.store);
+            let emptied = tokio::task::spawn_blocking(move || store.at_stop());
+            match tokio::time::timeout_at(
+                stop_by.max(tokio::time::Instant::now() + Duration::from_secs(2)),
+                emptied,
+            )
+            .await
+            {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => {
+                    tracing::warn!(error = %e, "the database's WAL could not be emptied at the stop: SQLite writes over it in time")
+                }
+                Ok(Err(_)) | Err(_) => {
+                    tracing::warn!("emptying the database's WAL at the stop did not end in time")
+                }
+            }
+        }
         for task in [purger, keys, stats, tidy, signals] {
             task.abort();
         }

@@ -128,6 +128,13 @@ pub trait Store:
         Ok(())
     }
 
+    /// The server is stopping and has written what it had to: empty what holds earlier
+    /// copies of pages beside the database (SQLite's `-wal`: deleted rows' page images stay
+    /// there until SQLite writes over them). Nothing where there is none.
+    fn at_stop(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Run a call made of this store's writes (and the few indexed reads they need) on the
     /// store's own write thread, if it has one (SQLite's group-commit writer): its writes
     /// join the next batch and nobody blocks a thread waiting for the commit. Its reads run

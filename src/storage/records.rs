@@ -181,15 +181,7 @@ pub(crate) fn batched_purges(before: Millis, sends_before: Millis) -> [(Shared, 
 
 /// The retention purge's other statements (see [`RecordStore::purge`]). Each statement is
 /// idempotent, so instances purging at once delete each row once.
-pub(crate) fn purge_in(
-    tx: &mut dyn Exec,
-    before: Millis,
-    sends_before: Millis,
-) -> Result<(), StoreError> {
-    // Each tenant's trust for its own `trusted_days`, counted back from the earlier cut-off
-    // (no later than now).
-    let trusted_from = before.min(sends_before);
-    tx.exec(super::sql::sms_guard::PURGE_TRUSTED, args![trusted_from])?;
+pub(crate) fn purge_in(tx: &mut dyn Exec, sends_before: Millis) -> Result<(), StoreError> {
     let minute = sends_before.div_euclid(MINUTE_MS);
     tx.exec(sql::PURGE_TENANT_SEND_MINUTES, args![minute])?;
     tx.exec(sql::PURGE_RECIPIENT_FAILURES, args![sends_before])?;

@@ -77,6 +77,9 @@ pub trait SmsGuardStore {
     /// Give back a counted SMS whose mint (or resend) did not go ahead: the row of that key
     /// counted at `at`.
     fn release_sms(&self, key_digest: &[u8], at: Millis) -> Result<(), StoreError>;
+    /// Forget the numbers whose trust ran out by `now` (each tenant's `sms.trusted_days`; at
+    /// once when they are 0): how many.
+    fn purge_trusted(&self, now: Millis) -> Result<usize, StoreError>;
 }
 
 /// A limit's refusal from the count in the hour (at most the limit) and the oldest send
@@ -134,6 +137,11 @@ impl<E: Engine> SmsGuardStore for E {
             tx.exec(sql::INSERT, row)?;
             Ok(Ok(SmsTaken::Counted))
         })
+    }
+
+    fn purge_trusted(&self, now: Millis) -> Result<usize, StoreError> {
+        let n = self.exec_one(sql::PURGE_TRUSTED, args![now])?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     fn release_sms(&self, key_digest: &[u8], at: Millis) -> Result<(), StoreError> {

@@ -896,3 +896,41 @@ async fn sigterm_while_the_database_takes_no_writes_stops_within_the_grace_and_t
     // 10 s timeout took over 40 s.
     assert!(took < Duration::from_secs(16), "{took:?}");
 }
+
+/// A stopping server ends its relays' idle sessions with a QUIT — one a sync mint opened on
+/// an HTTP worker as well as the sender's — and, on SQLite, leaves its `-wal` empty (found
+/// by the re-audit: every pooled session dropped without QUIT at SIGTERM, and a stopped
+/// server's `-wal` holding page images of purged rows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_ends_idle_relay_sessions_with_quit_and_empties_the_wal() {
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (conf, url) = config(dir.path(), &smtp, "");
+    let mut run = start(dir.path(), &conf);
+    let base = format!("http://127.0.0.1:{}", run.port);
+    let sk = create_tenant(&base, &smtp, json!({})).await;
+    let (s, v) = post(&base, "/v1/otp", &sk, json!({"email": "sync@example.com"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    mint_async(&base, &sk, "async@example.com").await;
+    smtp.wait_for("async@example.com", 1).await;
+    assert!(
+        smtp.open_sessions() > 0,
+        "no session kept for reuse: nothing to show"
+    );
+    let status = stop_with_sigterm(&mut run).await;
+    assert!(status.success(), "{status}");
+    let until = Instant::now() + Duration::from_secs(5);
+    while smtp.open_sessions() > 0 {
+        assert!(Instant::now() < until, "a session outlived the process");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        smtp.quits(),
+        smtp.connections(),
+        "sessions that ended without a QUIT"
+    );
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let wal = std::fs::metadata(format!("{path}-wal")).map_or(0, |m| m.len());
+        assert_eq!(wal, 0, "the -wal still holds pages");
+    }
+}

@@ -28,6 +28,8 @@ impl Admin {
                 s.purge_integration(now, now - audit)?;
                 // Provider events are kept 30 days: a provider retries for less.
                 s.purge_provider_events(now - 30 * 86_400_000)?;
+                // A trusted number for its tenant's `sms.trusted_days`, no longer.
+                s.purge_trusted(now)?;
                 s.purge(now - retention, now - windows)
             })
             .await

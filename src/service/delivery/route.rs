@@ -222,8 +222,13 @@ impl Delivery {
                             // Once an outage: a failed probe (every breaker_seconds while it
                             // lasts) is a debug line.
                             match breakers.failed(key, self.core.now(), threshold, open_ms, probe) {
+                                // A lone transport is tried whatever its breaker says: its
+                                // breaker changes nothing, and each failure is its own line.
+                                Opening::Opened if routes.len() < 2 => {
+                                    tracing::debug!(tenant_id = %tenant.id, transport = %transport.name(), "the breaker of a transport with nothing to fall back to opened")
+                                }
                                 Opening::Opened => {
-                                    tracing::warn!(tenant_id = %tenant.id, transport = %transport.name(), reason = e.reason.as_str(), open_seconds = cfg.breaker_seconds, "the transport failed too often in a row: its breaker opened (a fallback transport, if any, takes its messages meanwhile)")
+                                    tracing::warn!(tenant_id = %tenant.id, transport = %transport.name(), reason = e.reason.as_str(), open_seconds = cfg.breaker_seconds, "the transport failed too often in a row: its breaker opened, and the other transport takes its messages meanwhile")
                                 }
                                 Opening::Reopened => {
                                     tracing::debug!(tenant_id = %tenant.id, transport = %transport.name(), reason = e.reason.as_str(), "the breaker's probe failed: open again")

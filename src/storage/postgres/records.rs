@@ -18,7 +18,7 @@ impl RecordStore for PgStore {
         for (q, cutoff) in batched_purges(before, sends_before) {
             in_batches(|| purge_batch(&mut conn.db(), q, cutoff))?;
         }
-        purge_in(&mut conn.db(), before, sends_before)?;
+        purge_in(&mut conn.db(), sends_before)?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 

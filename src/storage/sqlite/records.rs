@@ -23,7 +23,7 @@ impl RecordStore for SqliteStore {
             batches(q, cutoff)?;
         }
         self.writer
-            .write(move |conn| purge_in(&mut Statements(conn), before, sends_before))?;
+            .write(move |conn| purge_in(&mut Statements(conn), sends_before))?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 

@@ -318,7 +318,7 @@ fn a_purge_backlog_larger_than_a_batch_is_deleted_whole() {
 /// at once gone when they are 0 (found by the privacy audit: every number kept ten years).
 #[test]
 fn trusted_numbers_are_kept_for_their_tenants_trusted_days_only() {
-    use crate::storage::RecordStore;
+    use crate::storage::SmsGuardStore;
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("t.db"), 2).unwrap();
     let (a, b) = (Tenant::sample(), Tenant::sample());
@@ -343,7 +343,7 @@ fn trusted_numbers_are_kept_for_their_tenants_trusted_days_only() {
         )
         .unwrap();
     }
-    store.purge(now, now).unwrap();
+    assert_eq!(store.purge_trusted(now).unwrap(), 2);
     let mut left: Vec<String> = conn
         .prepare("SELECT phone FROM sms_trusted")
         .unwrap()
