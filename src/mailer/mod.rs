@@ -62,6 +62,9 @@ struct MailerInner {
     implicit_tls: tokio_rustls::TlsConnector,
     pools: Mutex<HashMap<String, Arc<TenantPool>>>,
     connections_opened: std::sync::atomic::AtomicU64,
+    /// The server is stopping: a session a send is done with is closed at once, with its
+    /// QUIT awaited where the send ran (a sync mint's, on an HTTP worker that stops next).
+    closing: std::sync::atomic::AtomicBool,
 }
 
 /// A pooled connection used this recently is reused without a NOOP probe; if it turns out
@@ -102,6 +105,7 @@ impl Mailer {
                 implicit_tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
                 pools: Mutex::new(HashMap::new()),
                 connections_opened: std::sync::atomic::AtomicU64::new(0),
+                closing: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -242,8 +246,12 @@ impl Mailer {
     }
 
     /// Close every idle connection, each with a `QUIT` (the server stopping: API.md §11.5),
-    /// within a moment. Returns how many closed.
+    /// within a moment, and from now on every connection a send is done with. Returns how
+    /// many closed.
     pub async fn close_all_idle(&self) -> usize {
+        self.inner
+            .closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let gone = self.take_idle(|idle, _| idle.drain(..).map(|i| i.conn).collect());
         let closed = gone.len();
         pool::say_goodbye_now(gone).await;
@@ -391,7 +399,11 @@ impl Mailer {
     ) -> Result<(), DeliveryError> {
         match result {
             Ok(()) => {
-                if !conn.has_broken() {
+                if self.inner.closing.load(std::sync::atomic::Ordering::SeqCst) {
+                    if !conn.has_broken() {
+                        pool::say_goodbye_now(vec![conn]).await;
+                    }
+                } else if !conn.has_broken() {
                     let mut gone = Vec::new();
                     if let Ok(mut idle) = pool.idle.lock() {
                         // Between two messages of a busy relay a session is idle for a

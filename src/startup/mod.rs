@@ -433,6 +433,10 @@ impl Application {
             services.core.audit.flush().await;
         };
         let settled = tokio::time::timeout_at(stop_by, settle).await.is_ok();
+        // Nothing writes any more (a purge batch already running still ends by itself).
+        for task in [purger, keys, stats, tidy, signals] {
+            task.abort();
+        }
         // Last, after what the database must take: the relays' idle sessions end with a
         // QUIT, not a dropped socket (a relay that does not answer costs at most 2 s).
         if let Ok(closed) =
@@ -460,9 +464,6 @@ impl Application {
                     tracing::warn!("emptying the database's WAL at the stop did not end in time")
                 }
             }
-        }
-        for task in [purger, keys, stats, tidy, signals] {
-            task.abort();
         }
         if !settled {
             tracing::error!("the database did not take in time what the stop had to record: leases still held run out by themselves (their messages and events are sent then), cut idempotency keys are free once their claims run out, and audit events still queued are lost");

@@ -140,7 +140,11 @@ impl<E: Engine> SmsGuardStore for E {
     }
 
     fn purge_trusted(&self, now: Millis) -> Result<usize, StoreError> {
-        let n = self.exec_one(sql::PURGE_TRUSTED, args![now])?;
+        // In batches, each its own commit (see `records::PURGE_BATCH`): the first purge after
+        // an upgrade may find years of numbers.
+        let limit = i64::try_from(super::records::PURGE_BATCH).unwrap_or(i64::MAX);
+        let n =
+            super::records::in_batches(|| self.exec_one(sql::PURGE_TRUSTED, args![now, limit]))?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 

@@ -190,7 +190,7 @@ impl Delivery {
                 .await;
             match sent {
                 Ok(accepted) => {
-                    if breakers.passed(key) {
+                    if breakers.passed(key) && routes.len() > 1 {
                         tracing::info!(tenant_id = %tenant.id, transport = %transport.name(), "the transport answered again: its breaker closed");
                     }
                     return Ok(Delivered {
@@ -228,7 +228,7 @@ impl Delivery {
                                     tracing::debug!(tenant_id = %tenant.id, transport = %transport.name(), "the breaker of a transport with nothing to fall back to opened")
                                 }
                                 Opening::Opened => {
-                                    tracing::warn!(tenant_id = %tenant.id, transport = %transport.name(), reason = e.reason.as_str(), open_seconds = cfg.breaker_seconds, "the transport failed too often in a row: its breaker opened, and the other transport takes its messages meanwhile")
+                                    tracing::warn!(tenant_id = %tenant.id, transport = %transport.name(), reason = e.reason.as_str(), open_seconds = cfg.breaker_seconds, "the transport failed too often in a row: its breaker opened, and the next transport takes its messages meanwhile")
                                 }
                                 Opening::Reopened => {
                                     tracing::debug!(tenant_id = %tenant.id, transport = %transport.name(), reason = e.reason.as_str(), "the breaker's probe failed: open again")
@@ -237,7 +237,7 @@ impl Delivery {
                             }
                         }
                         _ => {
-                            if breakers.passed(key) {
+                            if breakers.passed(key) && routes.len() > 1 {
                                 tracing::info!(tenant_id = %tenant.id, transport = %transport.name(), "the transport answered again: its breaker closed");
                             }
                         }

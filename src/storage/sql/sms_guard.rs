@@ -55,8 +55,11 @@ shared_sql!(
 
 shared_sql!(
     /// Trust older than its tenant's `sms.trusted_days` before `$1` (at once when they are
-    /// 0): it skips the velocity limits no more, and the number is kept no longer (found by
-    /// the privacy audit: kept for `TRUSTED_DAYS_MAX` whatever the tenant's setting).
-    pub(crate) PURGE_TRUSTED = "DELETE FROM sms_trusted WHERE verified_at < $1 - 86400000 * \
-         COALESCE((SELECT t.sms_trusted_days FROM tenants t WHERE t.id = sms_trusted.tenant_id), 0)"
+    /// 0), `$2` rows at most: it skips the velocity limits no more, and the number is kept no
+    /// longer (found by the privacy audit: kept for `TRUSTED_DAYS_MAX` whatever the tenant's
+    /// setting).
+    pub(crate) PURGE_TRUSTED = "DELETE FROM sms_trusted WHERE (tenant_id, phone) IN \
+         (SELECT s.tenant_id, s.phone FROM sms_trusted s WHERE s.verified_at < $1 - 86400000 * \
+         COALESCE((SELECT t.sms_trusted_days FROM tenants t WHERE t.id = s.tenant_id), 0) \
+         LIMIT $2)"
 );

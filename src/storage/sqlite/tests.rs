@@ -542,3 +542,47 @@ fn deleted_rows_leave_nothing_readable_in_the_file_or_a_backup() {
         );
     }
 }
+
+/// A backup holds the live rows only: rows deleted by a connection that left their bytes in
+/// the file (a version before `secure_delete`) are not carried over.
+#[test]
+fn a_backup_leaves_out_what_an_older_version_left_in_free_space() {
+    use crate::storage::RecordStore;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("o.db");
+    let store = SqliteStore::open(&db, 2).unwrap();
+    let old = rusqlite::Connection::open(&db).unwrap();
+    old.busy_timeout(Duration::from_secs(5)).unwrap();
+    old.execute_batch(
+        "PRAGMA secure_delete = OFF; CREATE TABLE scratch (id INTEGER PRIMARY KEY, v TEXT);",
+    )
+    .unwrap();
+    for i in 0..2000i64 {
+        let v = if i % 2 == 0 {
+            "kept@stays.example"
+        } else {
+            "gone@left-behind.example"
+        };
+        old.execute("INSERT INTO scratch (id, v) VALUES (?1, ?2)", (i, v))
+            .unwrap();
+    }
+    old.execute("DELETE FROM scratch WHERE v LIKE 'gone@%'", [])
+        .unwrap();
+    let busy: i64 = old
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(busy, 0);
+    let live = String::from_utf8_lossy(&std::fs::read(&db).unwrap()).into_owned();
+    assert!(
+        live.contains("gone@left-behind.example"),
+        "nothing left behind: nothing to show"
+    );
+    let backup = dir.path().join("b.db");
+    store.backup_to(&backup).unwrap();
+    let copy = String::from_utf8_lossy(&std::fs::read(&backup).unwrap()).into_owned();
+    assert!(
+        !copy.contains("gone@left-behind.example"),
+        "the backup carried deleted rows"
+    );
+    assert!(copy.contains("kept@stays.example"));
+}
